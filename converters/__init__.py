@@ -1,0 +1,1 @@
+"""Workstation toolchain: phantom data, demo model training, conversion and packaging."""

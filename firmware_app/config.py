@@ -1,0 +1,345 @@
+"""One validated configuration for the box, read from TOML.
+
+Every field has a default that serves a single box, so the service starts with
+no file at all (``clinibox serve``). A file only needs the keys it changes.
+Unknown sections or keys and bad values are refused with a message that names
+the key, e.g. ``[dicom] port: must be between 1 and 65535, got 0``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BUNDLED_MODELS_DIR = REPO_ROOT / "models"
+DEMO_PUBLIC_KEY = BUNDLED_MODELS_DIR / "keys" / "DEMO-ONLY-model-signing.pub"
+
+_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII, no backslash
+
+
+class ConfigError(ValueError):
+    """A configuration file or value that the box refuses, with the key named."""
+
+
+def _range(lo: float, hi: float):
+    def check(value: Any) -> str | None:
+        if not lo <= value <= hi:
+            return f"must be between {lo} and {hi}, got {value}"
+        return None
+
+    return check
+
+
+def _choice(*options: str):
+    def check(value: Any) -> str | None:
+        if value not in options:
+            return f"must be one of {', '.join(options)}; got {value!r}"
+        return None
+
+    return check
+
+
+def _ae_title(value: Any) -> str | None:
+    if not _AE_TITLE.match(value) or not value.strip():
+        return f"must be 1-16 printable ASCII characters without backslash, got {value!r}"
+    return None
+
+
+def _ae_titles(value: Any) -> str | None:
+    for title in value:
+        problem = _ae_title(title)
+        if problem:
+            return problem
+    return None
+
+
+def _key(check=None, doc: str = "", default: Any = dataclasses.MISSING, factory: Any = None):
+    metadata = {"check": check, "doc": doc}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class StorageConfig:
+    """Where the box keeps its state: spool, quarantine, databases."""
+
+    state_dir: str = _key(doc="state folder (spool, quarantine, SQLite)", default="var")
+    min_free_mb: int = _key(_range(0, 10_000_000), "refuse new objects below this free disk", 200)
+    max_object_mb: int = _key(_range(1, 4096), "largest DICOM object accepted", 1024)
+
+
+@dataclass
+class DicomConfig:
+    """The DICOM Storage SCP (C-ECHO, C-STORE)."""
+
+    enabled: bool = _key(doc="run the Storage SCP", default=True)
+    ae_title: str = _key(_ae_title, "our AE title", "CLINIBOX")
+    host: str = _key(doc="address to listen on", default="0.0.0.0")
+    port: int = _key(_range(1, 65535), "TCP port", 11112)
+    allowed_calling_aets: list[str] = _key(
+        _ae_titles, "calling AE titles allowed to connect; empty allows any", factory=list
+    )
+    max_associations: int = _key(_range(1, 256), "concurrent associations", 8)
+    acse_timeout: float = _key(_range(1, 3600), "seconds to wait for association messages", 30.0)
+    dimse_timeout: float = _key(_range(1, 3600), "seconds to wait for DIMSE messages", 60.0)
+    network_timeout: float = _key(_range(1, 86400), "seconds before an idle link is closed", 120.0)
+    tls_enabled: bool = _key(doc="DICOM over TLS", default=False)
+    tls_cert: str = _key(doc="server certificate (PEM) when TLS is on", default="")
+    tls_key: str = _key(doc="server private key (PEM) when TLS is on", default="")
+    tls_ca: str = _key(doc="CA bundle; when set, senders must present a certificate", default="")
+
+
+@dataclass
+class UsbConfig:
+    """Import from mounted USB media and plain folders."""
+
+    enabled: bool = _key(doc="watch the import folder", default=True)
+    watch_dir: str = _key(doc="folder to watch; empty means <state_dir>/import", default="")
+    poll_seconds: float = _key(_range(0.05, 3600), "seconds between scans", 2.0)
+    settle_seconds: float = _key(_range(0, 3600), "a file is taken once unchanged this long", 2.0)
+    max_depth: int = _key(_range(1, 64), "deepest folder level scanned", 12)
+
+
+@dataclass
+class WorkerConfig:
+    """The processing worker (decode, quality, inference, results)."""
+
+    enabled: bool = _key(doc="process queued objects", default=True)
+    max_attempts: int = _key(_range(1, 100), "tries before an object is marked failed", 3)
+    max_frames_per_instance: int = _key(_range(1, 1000), "frames inferred per multi-frame", 8)
+    poll_seconds: float = _key(_range(0.01, 60), "idle wait between queue checks", 0.2)
+
+
+@dataclass
+class LimitsConfig:
+    """Limits on what one object may cost to decode."""
+
+    max_rows: int = _key(_range(8, 65535), "largest image height accepted", 16384)
+    max_columns: int = _key(_range(8, 65535), "largest image width accepted", 16384)
+    max_frames: int = _key(_range(1, 100000), "most frames in one object", 4000)
+    max_decoded_mb: int = _key(_range(1, 65536), "decoded pixel memory per object", 1024)
+    min_rows: int = _key(_range(1, 4096), "smaller images get a quality warning", 64)
+
+
+@dataclass
+class RuntimeConfig:
+    """Which runtime backend and artifact run the model."""
+
+    backend: str = _key(_choice("auto", "onnxruntime", "openvino", "tflite"), "backend", "auto")
+    precision: str = _key(_choice("auto", "fp32", "fp16", "int8"), "artifact precision", "auto")
+    threads: int = _key(_range(0, 256), "inference threads; 0 lets the runtime decide", 0)
+    device: str = _key(doc="OpenVINO device (AUTO, CPU, GPU, NPU)", default="AUTO")
+
+
+@dataclass
+class ModelsConfig:
+    """The model package the box runs and the keys it trusts."""
+
+    dir: str = _key(doc="folder of model packages; empty means the bundled models/", default="")
+    name: str = _key(doc="package name", default="clinibox-demo-lesion")
+    version: str = _key(doc="package version; empty picks the newest", default="")
+    trusted_keys: list[str] = _key(
+        doc="Ed25519 public keys (PEM) trusted to sign packages; empty trusts only the demo key",
+        factory=list,
+    )
+
+
+@dataclass
+class WebConfig:
+    """The clinic viewer's address (the viewer itself is a separate component)."""
+
+    host: str = _key(doc="address the viewer listens on", default="0.0.0.0")
+    port: int = _key(_range(1, 65535), "viewer TCP port", 8080)
+
+
+@dataclass
+class MqttConfig:
+    """The link to the central hospital; disabled until a host is set."""
+
+    host: str = _key(doc="broker host; empty keeps messages waiting in the outbox", default="")
+    port: int = _key(_range(1, 65535), "broker TLS port", 8883)
+
+
+@dataclass
+class LoggingConfig:
+    """Log verbosity."""
+
+    level: str = _key(_choice("DEBUG", "INFO", "WARNING", "ERROR"), "log level", "INFO")
+
+
+@dataclass
+class Config:
+    """The whole configuration of one box."""
+
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    dicom: DicomConfig = field(default_factory=DicomConfig)
+    usb: UsbConfig = field(default_factory=UsbConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    web: WebConfig = field(default_factory=WebConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    # -- derived paths -------------------------------------------------
+    @property
+    def state_dir(self) -> Path:
+        """The state folder, absolute."""
+        return Path(self.storage.state_dir).expanduser().resolve()
+
+    @property
+    def database_path(self) -> Path:
+        """The SQLite database holding the queue and the results."""
+        return self.state_dir / "clinibox.db"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where received objects land durably."""
+        return self.state_dir / "spool"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        """Where bad objects are kept with their reason."""
+        return self.state_dir / "quarantine"
+
+    @property
+    def import_dir(self) -> Path:
+        """The watched USB/folder import location."""
+        if self.usb.watch_dir:
+            return Path(self.usb.watch_dir).expanduser().resolve()
+        return self.state_dir / "import"
+
+    @property
+    def models_dir(self) -> Path:
+        """The folder of model packages."""
+        if self.models.dir:
+            return Path(self.models.dir).expanduser().resolve()
+        return BUNDLED_MODELS_DIR
+
+    @property
+    def trusted_key_paths(self) -> list[Path]:
+        """Public keys trusted for package signatures (demo key when none given)."""
+        if self.models.trusted_keys:
+            return [Path(p).expanduser().resolve() for p in self.models.trusted_keys]
+        return [DEMO_PUBLIC_KEY]
+
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _coerce(section: str, name: str, annotation: str, value: Any) -> Any:
+    where = f"[{section}] {name}"
+    if annotation == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: must be true or false, got {value!r}")
+        return value
+    if annotation == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: must be an integer, got {value!r}")
+        return value
+    if annotation == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: must be a number, got {value!r}")
+        return float(value)
+    if annotation == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: must be a string, got {value!r}")
+        return value
+    if annotation == "list[str]":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: must be a list of strings, got {value!r}")
+        return list(value)
+    raise ConfigError(f"{where}: unsupported type {annotation}")  # pragma: no cover
+
+
+def _suggest(name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Build a validated Config from parsed TOML; raise ConfigError naming the key."""
+    config = Config()
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    for section_name, body in data.items():
+        if section_name not in sections:
+            hint = _suggest(section_name, list(sections))
+            raise ConfigError(f"unknown section [{section_name}]{hint}")
+        if not isinstance(body, dict):
+            raise ConfigError(f"[{section_name}] must be a table")
+        section = getattr(config, section_name)
+        keys = {f.name: f for f in dataclasses.fields(section)}
+        for key, raw in body.items():
+            if key not in keys:
+                hint = _suggest(key, list(keys))
+                raise ConfigError(f"unknown key [{section_name}] {key}{hint}")
+            spec = keys[key]
+            value = _coerce(section_name, key, str(spec.type), raw)
+            check = spec.metadata.get("check")
+            problem = check(value) if check else None
+            if problem:
+                raise ConfigError(f"[{section_name}] {key}: {problem}")
+            setattr(section, key, value)
+    _check_cross_field(config)
+    return config
+
+
+def _check_cross_field(config: Config) -> None:
+    dicom = config.dicom
+    if dicom.tls_enabled and not (dicom.tls_cert and dicom.tls_key):
+        raise ConfigError("[dicom] tls_cert: tls_enabled needs tls_cert and tls_key")
+    if config.limits.min_rows > min(config.limits.max_rows, config.limits.max_columns):
+        raise ConfigError("[limits] min_rows: larger than max_rows or max_columns")
+
+
+def load(path: str | Path | None = None) -> Config:
+    """Load the config file at ``path`` (or the embedded defaults when None)."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return from_dict(data)
+
+
+def describe_defaults() -> str:
+    """Render the embedded defaults as a commented TOML example."""
+    lines = ["# clinibox configuration: every key is optional; shown with its default.", ""]
+    for section in dataclasses.fields(Config):
+        obj = getattr(Config(), section.name)
+        lines.append(f"[{section.name}]")
+        for spec in dataclasses.fields(obj):
+            value = getattr(obj, spec.name)
+            lines.append(f"# {spec.metadata.get('doc', '')}")
+            lines.append(f"{spec.name} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
