@@ -1,6 +1,285 @@
-"""Command-line entry point (placeholder while bootstrapping)."""
+"""``clinibox``: the box's command line (serve, infer, status, results, model, config)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from firmware_app import config as config_module
+from firmware_app import db
+from firmware_app.models import PackageError, find_package, list_packages, load_package
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
-def main() -> int:
-    """Run the clinibox command line."""
-    return 0
+def _load_config(args: argparse.Namespace) -> config_module.Config:
+    return config_module.load(getattr(args, "config", None))
+
+
+def _open_db(config: config_module.Config):
+    conn = db.connect(config.database_path)
+    db.initialise(conn)
+    return conn
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run every configured component until stopped."""
+    from firmware_app.app import Appliance
+
+    config = _load_config(args)
+    logging.getLogger().setLevel(config.logging.level)
+    Appliance(config).serve_forever()
+    return EXIT_OK
+
+
+def _decode_any(path: Path, config: config_module.Config):
+    """Decode a DICOM file, or a PNG/JPEG export wrapped as DICOM first."""
+    from firmware_app.imaging.decode import decode
+    from firmware_app.imaging.wrap import is_picture, wrap_picture
+
+    with open(path, "rb") as handle:
+        head = handle.read(132)
+    if is_picture(head):
+        with tempfile.NamedTemporaryFile(suffix=".dcm") as tmp:
+            tmp.write(wrap_picture(path.read_bytes()))
+            tmp.flush()
+            return decode(Path(tmp.name), config.limits, config.worker.max_frames_per_instance)
+    return decode(path, config.limits, config.worker.max_frames_per_instance)
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    """Analyse files directly, without the service."""
+    from firmware_app.app import load_runner
+    from firmware_app.imaging.decode import DecodeError
+
+    config = _load_config(args)
+    loaded = load_runner(config)
+    runner = loaded.runner
+    reports: list[dict[str, Any]] = []
+    for name in args.files:
+        path = Path(name)
+        report: dict[str, Any] = {"file": str(path)}
+        try:
+            decoded = _decode_any(path, config)
+        except (DecodeError, ValueError, OSError) as exc:
+            report.update(status="quarantined", reason=str(exc))
+            reports.append(report)
+            continue
+        analysis = runner.analyse(decoded, config.limits.min_rows)
+        found = analysis.findings
+        report.update(
+            status="processed",
+            modality=decoded.modality,
+            probability=round(found.probability, 4),
+            finding=found.finding,
+            alert=found.alert,
+            findings=[
+                {"label": b.label, "score": round(b.score, 4),
+                 "box": [round(v, 1) for v in (b.x0, b.y0, b.x1, b.y1)]}
+                for b in found.boxes
+            ],
+            warnings=analysis.warnings,
+            key_frame=found.key_frame,
+            frames_inferred=analysis.frames_inferred,
+            model_id=runner.package.model_id,
+            backend=runner.backend_label,
+            timings_ms={k: round(v, 2) for k, v in analysis.timings.items()},
+        )
+        reports.append(report)
+    if args.json:
+        json.dump(reports, sys.stdout, indent=2)
+        print()
+    else:
+        print(f"model {runner.package.model_id} on {runner.backend_label}")
+        print(f"intended use: {runner.package.manifest.get('intended_use', '-')}")
+        for r in reports:
+            if r["status"] != "processed":
+                print(f"{r['file']}: QUARANTINED — {r['reason']}")
+                continue
+            verdict = "ALERT" if r["alert"] else ("finding" if r["finding"] else "no finding")
+            print(f"{r['file']}: {verdict} (lesion probability {r['probability']:.2f}, "
+                  f"{len(r['findings'])} box(es))")
+            for w in r["warnings"]:
+                print(f"    warning: {w['message']}")
+    return EXIT_OK if all(r["status"] == "processed" for r in reports) else EXIT_FAIL
+
+
+def status_report(config: config_module.Config) -> dict[str, Any]:
+    """The figures ``clinibox status`` prints (the five counts as top-level integers)."""
+    from firmware_app.queue import JobQueue
+    from firmware_app.results import ResultStore
+
+    conn = _open_db(config)
+    counts = JobQueue(conn).counts()
+    store = ResultStore(conn)
+    reasons = {
+        row["reason"]: row["n"]
+        for row in conn.execute(
+            "SELECT reason, COUNT(*) AS n FROM instances WHERE status='quarantined'"
+            " GROUP BY reason ORDER BY n DESC LIMIT 20"
+        )
+    }
+    duplicates = conn.execute("SELECT COALESCE(SUM(duplicates), 0) FROM instances").fetchone()[0]
+    state_dir = config.state_dir
+    usage = shutil.disk_usage(state_dir)
+    report = {
+        "received": sum(counts.values()),
+        "queued": counts["queued"] + counts["processing"],
+        "processed": counts["processed"],
+        "quarantined": counts["quarantined"],
+        "failed": counts["failed"],
+        "processing": counts["processing"],
+        "duplicates_ignored": int(duplicates),
+        "studies": store.study_count(),
+        "quarantine_reasons": reasons,
+        "last_errors": [
+            {**e, "at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(e["at"]))}
+            for e in store.last_errors()
+        ],
+        "state_dir": str(state_dir),
+        "disk_free_mb": usage.free // 2**20,
+    }
+    conn.close()
+    return report
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print counts of received, queued, processed, quarantined and failed objects."""
+    config = _load_config(args)
+    report = status_report(config)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    for key in ("received", "queued", "processed", "quarantined", "failed",
+                "duplicates_ignored", "studies", "disk_free_mb"):
+        print(f"{key:>20}: {report[key]}")
+    if report["quarantine_reasons"]:
+        print("quarantine reasons:")
+        for reason, n in report["quarantine_reasons"].items():
+            print(f"  {n:>5} × {reason}")
+    if report["last_errors"]:
+        print("last errors:")
+        for e in report["last_errors"]:
+            print(f"  {e['at']} {e['level']:<7} {e['component']}: {e['message']}")
+    return EXIT_OK
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    """One object per received instance with its status, findings and warnings."""
+    from firmware_app.results import ResultStore
+
+    config = _load_config(args)
+    conn = _open_db(config)
+    rows = ResultStore(conn).instances()
+    conn.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    for r in rows:
+        if r["status"] == "processed":
+            verdict = "ALERT" if r["alert"] else ("finding" if r["finding"] else "no finding")
+            detail = f"{verdict}, p={r['probability']:.2f}, {len(r['findings'])} box(es)"
+            if r["warnings"]:
+                detail += "; " + "; ".join(w["message"] for w in r["warnings"])
+        else:
+            detail = r["reason"] or ""
+        print(f"{r['id']:>6} {r['modality'] or '-':<4} {r['status']:<11} {detail}")
+    return EXIT_OK
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    """List or verify model packages."""
+    config = _load_config(args)
+    keys = config.trusted_key_paths
+    if args.action == "list":
+        packages = list_packages(config.models_dir)
+        if not packages:
+            print(f"no model packages under {config.models_dir}")
+            return EXIT_FAIL
+        for root in packages:
+            try:
+                package = load_package(root, keys)
+                arts = ", ".join(a.label for a in package.artifacts)
+                print(f"{package.model_id:<32} verified ({arts})  {root}")
+            except PackageError as exc:
+                print(f"{root.parent.name}@{root.name:<20} REFUSED: {exc}  {root}")
+        return EXIT_OK
+    root = Path(args.path) if args.path else find_package(
+        config.models_dir, config.models.name, config.models.version)
+    try:
+        package = load_package(root, keys)
+    except PackageError as exc:
+        print(f"REFUSED {root}: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"OK {package.model_id}: signature by key {package.signer}, "
+          f"{len(package.artifacts)} artifact(s) match their sha256")
+    print(f"   intended use: {package.manifest.get('intended_use', '')}")
+    return EXIT_OK
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Print the embedded defaults as an example file, or check a file."""
+    if args.check:
+        config_module.load(args.check)
+        print(f"{args.check}: OK")
+        return EXIT_OK
+    print(config_module.describe_defaults())
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(prog="clinibox", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", help="TOML config file (default: embedded defaults)")
+        return p
+
+    with_config(sub.add_parser("serve", help="run the appliance")).set_defaults(func=cmd_serve)
+    p = with_config(sub.add_parser("infer", help="analyse files now, without the service"))
+    p.add_argument("files", nargs="+")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_infer)
+    p = with_config(sub.add_parser("status", help="counts, quarantine reasons, last errors"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+    p = with_config(sub.add_parser("results", help="every received instance and its result"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_results)
+    p = with_config(sub.add_parser("model", help="list or verify model packages"))
+    p.add_argument("action", choices=["list", "verify"])
+    p.add_argument("path", nargs="?", help="package folder to verify (default: the configured)")
+    p.set_defaults(func=cmd_model)
+    p = sub.add_parser("config", help="print the example config, or --check FILE")
+    p.add_argument("--check", metavar="FILE")
+    p.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``clinibox`` console script."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except config_module.ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except PackageError as exc:
+        print(f"model package refused: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

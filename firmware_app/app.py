@@ -1,0 +1,131 @@
+"""The wiring of the appliance, written out in one place.
+
+    DICOM SCP ─┐
+    USB import ┴─> Lander (spool fsync + queue commit) ─> ACK
+    Worker: queue → decode → quality → ModelRunner → aggregate → ResultStore
+
+``Appliance.start`` brings the parts up in order (database, spool recovery,
+model verification and backend choice, worker, then the listeners, so that
+nothing is accepted before it can be stored) and ``stop`` takes them down in
+reverse.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+
+from firmware_app import db
+from firmware_app.config import Config
+from firmware_app.inference.runner import ModelRunner
+from firmware_app.ingest.dicom_scp import StorageSCP
+from firmware_app.ingest.landing import Lander
+from firmware_app.ingest.usb import FolderImporter
+from firmware_app.models import ModelPackage, find_package, load_package
+from firmware_app.queue import JobQueue
+from firmware_app.runtime.selection import select_backend
+from firmware_app.spool import Spool
+from firmware_app.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedRunner:
+    """The verified package, its runner and how the backend was chosen."""
+
+    package: ModelPackage
+    runner: ModelRunner
+    reason: str
+    ms_per_run: dict[str, float]
+
+
+def load_runner(config: Config) -> LoadedRunner:
+    """Find, verify and load the configured model package on the best backend."""
+    root = find_package(config.models_dir, config.models.name, config.models.version)
+    package = load_package(root, config.trusted_key_paths)
+    loaded = select_backend(package, config.runtime)
+    runner = ModelRunner(package, loaded.backend, loaded.artifact.label)
+    log.info("model %s on %s (%s)", package.model_id, runner.backend_label, loaded.reason)
+    return LoadedRunner(package, runner, loaded.reason, dict(loaded.ms_per_run))
+
+
+def make_spool(config: Config) -> Spool:
+    """The spool with the configured free-space floor."""
+    return Spool(config.spool_dir, config.quarantine_dir, config.storage.min_free_mb * 2**20)
+
+
+class Appliance:
+    """Every component of one box, started and stopped together."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.stop_event = threading.Event()
+        self.wake = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.scp: StorageSCP | None = None
+        self.worker: Worker | None = None
+        self.loaded: LoadedRunner | None = None
+
+    def start(self) -> None:
+        """Bring up storage, model, worker and listeners, in that order."""
+        config = self.config
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        conn = db.connect(config.database_path)
+        db.initialise(conn)
+        spool = make_spool(config)
+        leftovers = spool.clean_temporary()
+        requeued, failed = JobQueue(conn).recover(config.worker.max_attempts)
+        if leftovers or requeued or failed:
+            log.info("recovery: %d partial files removed, %d jobs requeued, %d failed",
+                     leftovers, requeued, failed)
+        conn.close()
+
+        if config.worker.enabled:
+            self.loaded = load_runner(config)
+            self.worker = Worker(config, spool, self.loaded.runner)
+            self._thread("worker", self.worker.run, self.stop_event, self.wake)
+
+        lander = Lander(spool, config.database_path, config.storage.max_object_mb * 2**20)
+        if config.dicom.enabled:
+            self.scp = StorageSCP(config.dicom, lander, on_stored=self.wake.set)
+            self.scp.start()
+        if config.usb.enabled:
+            importer = FolderImporter(
+                config.import_dir, lander, config.database_path,
+                settle_seconds=config.usb.settle_seconds, max_depth=config.usb.max_depth,
+            )
+            self._thread("usb-import", importer.run, self.stop_event, config.usb.poll_seconds,
+                         self.wake.set)
+
+    def _thread(self, name: str, target, *args) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def stop(self) -> None:
+        """Stop listeners first (no new objects), then the worker and importer."""
+        if self.scp is not None:
+            self.scp.stop()
+        self.stop_event.set()
+        self.wake.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+    def serve_forever(self) -> None:
+        """Start, then run until SIGTERM or SIGINT."""
+        signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
+        self.start()
+        config = self.config
+        log.info(
+            "clinibox ready: state %s, DICOM %s:%d (AE %s), import folder %s",
+            config.state_dir, config.dicom.host, config.dicom.port, config.dicom.ae_title,
+            config.import_dir,
+        )
+        while not self.stop_event.wait(1.0):
+            pass
+        log.info("stopping")
+        self.stop()

@@ -1,0 +1,140 @@
+"""The box's SQLite database: one file holding the job queue and the results.
+
+Queue rows and results live in one database so that finishing a job (result
+stored, row marked processed) is one transaction: a crash leaves either both
+or neither. WAL mode lets the viewer read while the worker writes;
+``synchronous=FULL`` makes every commit durable before anything is
+acknowledged to a sender.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances (
+    id                  INTEGER PRIMARY KEY,
+    local_id            TEXT NOT NULL UNIQUE,
+    sop_instance_uid    TEXT UNIQUE,
+    study_instance_uid  TEXT,
+    series_instance_uid TEXT,
+    modality            TEXT,
+    source              TEXT NOT NULL,
+    origin              TEXT,
+    spool_path          TEXT NOT NULL,
+    size_bytes          INTEGER NOT NULL,
+    status              TEXT NOT NULL,
+    attempts            INTEGER NOT NULL DEFAULT 0,
+    reason              TEXT,
+    duplicates          INTEGER NOT NULL DEFAULT 0,
+    received_at         REAL NOT NULL,
+    updated_at          REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_status ON instances(status, id);
+CREATE INDEX IF NOT EXISTS instances_study ON instances(study_instance_uid);
+
+CREATE TABLE IF NOT EXISTS results (
+    instance_id     INTEGER PRIMARY KEY REFERENCES instances(id),
+    model_id        TEXT NOT NULL,
+    backend         TEXT NOT NULL,
+    probability     REAL NOT NULL,
+    finding         INTEGER NOT NULL,
+    alert           INTEGER NOT NULL,
+    findings_json   TEXT NOT NULL,
+    warnings_json   TEXT NOT NULL,
+    key_frame       INTEGER NOT NULL,
+    frames_inferred INTEGER NOT NULL,
+    heatmap         BLOB,
+    heatmap_shape   TEXT,
+    timings_json    TEXT NOT NULL,
+    created_at      REAL NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS studies (
+    study_key          TEXT PRIMARY KEY,
+    modality           TEXT,
+    instances          INTEGER NOT NULL,
+    max_probability    REAL NOT NULL,
+    findings           INTEGER NOT NULL,
+    alert              INTEGER NOT NULL,
+    top_instance_id    INTEGER REFERENCES instances(id),
+    warnings           INTEGER NOT NULL,
+    updated_at         REAL NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS imported_files (
+    medium_path  TEXT NOT NULL,
+    size_bytes   INTEGER NOT NULL,
+    mtime_ns     INTEGER NOT NULL,
+    outcome      TEXT NOT NULL,
+    instance_id  INTEGER,
+    imported_at  REAL NOT NULL,
+    PRIMARY KEY (medium_path, size_bytes, mtime_ns)
+);
+
+CREATE TABLE IF NOT EXISTS events (
+    id        INTEGER PRIMARY KEY,
+    at        REAL NOT NULL,
+    level     TEXT NOT NULL,
+    component TEXT NOT NULL,
+    message   TEXT NOT NULL
+);
+"""
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (and create if needed) the database with durable settings.
+
+    Each thread opens its own connection; connections are in autocommit mode
+    and callers group writes with ``with transaction(conn):``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def initialise(conn: sqlite3.Connection) -> None:
+    """Create the tables if they are not there yet."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"database schema {version} is newer than this software ({SCHEMA_VERSION})"
+        )
+    conn.executescript(_SCHEMA)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+class transaction:
+    """``with transaction(conn):`` — BEGIN IMMEDIATE … COMMIT, ROLLBACK on error."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")
+
+
+def record_event(conn: sqlite3.Connection, level: str, component: str, message: str) -> None:
+    """Keep an error or notice for ``clinibox status`` (the last 1000 are kept)."""
+    conn.execute(
+        "INSERT INTO events(at, level, component, message) VALUES (?, ?, ?, ?)",
+        (time.time(), level, component, message[:500]),
+    )
+    conn.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) - 1000 FROM events)")

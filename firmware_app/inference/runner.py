@@ -1,0 +1,90 @@
+"""Run the model on one display-ready frame: preprocess → backend → postprocess.
+
+Everything model-specific comes from the package manifest (preprocessing and
+postprocessing names, input shape, normalisation, thresholds).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from firmware_app.imaging.decode import DecodedImage
+from firmware_app.imaging.preprocess import get_preprocessor
+from firmware_app.imaging.quality import check_quality
+from firmware_app.inference.aggregate import InstanceFindings, aggregate_frames
+from firmware_app.inference.postprocess import FrameFindings, get_postprocessor
+from firmware_app.models import ModelPackage
+from firmware_app.runtime.base import RuntimeBackend
+
+
+@dataclass
+class Analysis:
+    """Everything the box concludes about one decoded instance."""
+
+    findings: InstanceFindings
+    warnings: list[dict[str, str]]
+    frames_inferred: int
+    timings: dict[str, float]
+
+
+class ModelRunner:
+    """A loaded model package ready to infer frames."""
+
+    def __init__(self, package: ModelPackage, backend: RuntimeBackend, artifact_label: str):
+        self.package = package
+        self.backend = backend
+        self.artifact_label = artifact_label
+        manifest = package.manifest
+        self.spec = package.input
+        self.pre_params = manifest["preprocessing"].get("params", {})
+        self.post_params = manifest["postprocessing"].get("params", {})
+        self.preprocess = get_preprocessor(manifest["preprocessing"]["name"])
+        self.postprocess = get_postprocessor(manifest["postprocessing"]["name"])
+        self.thresholds = package.thresholds
+
+    @property
+    def backend_label(self) -> str:
+        """e.g. ``onnxruntime:onnx/int8``, stored with every result."""
+        return f"{self.backend.key}:{self.artifact_label}"
+
+    def run(self, image: np.ndarray) -> tuple[FrameFindings, dict[str, float]]:
+        """Infer one grey [0,1] frame; return findings and per-stage milliseconds."""
+        t0 = time.perf_counter()
+        tensor, transform = self.preprocess(
+            image, self.spec.shape, self.spec.mean, self.spec.std, self.pre_params
+        )
+        t1 = time.perf_counter()
+        outputs = self.backend.infer({self.spec.name: tensor})
+        t2 = time.perf_counter()
+        findings = self.postprocess(outputs, self.post_params, self.thresholds, transform)
+        t3 = time.perf_counter()
+        return findings, {
+            "preprocess": (t1 - t0) * 1000,
+            "inference": (t2 - t1) * 1000,
+            "postprocess": (t3 - t2) * 1000,
+        }
+
+    def analyse(self, decoded: DecodedImage, min_rows: int) -> Analysis:
+        """Quality-check and infer every decoded frame, then aggregate to the instance."""
+        frames = []
+        warnings: dict[str, str] = {}
+        timings = {"quality": 0.0, "preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
+        for position, index in enumerate(decoded.frame_indices):
+            image = decoded.frames[position]
+            t0 = time.perf_counter()
+            for warning in check_quality(image, decoded.rows, decoded.columns, min_rows):
+                warnings.setdefault(warning.code, warning.message)
+            timings["quality"] += (time.perf_counter() - t0) * 1000
+            findings, stage_ms = self.run(image)
+            for stage, ms in stage_ms.items():
+                timings[stage] += ms
+            frames.append((index, findings))
+        return Analysis(
+            findings=aggregate_frames(frames, self.thresholds),
+            warnings=[{"code": c, "message": m} for c, m in warnings.items()],
+            frames_inferred=len(frames),
+            timings=timings,
+        )

@@ -1,0 +1,159 @@
+"""The DICOM Storage SCP: C-ECHO and C-STORE on pynetdicom.
+
+The C-STORE handler is deliberately thin: take the encoded dataset exactly as
+received (no decoding), land it durably (spool + queue commit) and only then
+answer Success. Anything that stops the object from being stored answers a
+DICOM failure status, so the modality keeps it and retries. Inference never
+runs on an association thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Callable
+
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessP14,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
+
+from firmware_app.config import DicomConfig
+from firmware_app.ingest.landing import Lander, Outcome
+from firmware_app.spool import SpoolFull
+
+log = logging.getLogger(__name__)
+
+#: Transfer syntaxes accepted; compressed ones are decoded by pylibjpeg's plugins.
+ACCEPTED_TRANSFER_SYNTAXES = [
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessP14,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEG2000Lossless,
+    JPEG2000,
+    RLELossless,
+]
+assert set(ACCEPTED_TRANSFER_SYNTAXES) <= set(ALL_TRANSFER_SYNTAXES)
+
+# DICOM status codes (PS3.4 Annex B, PS3.7 Annex C)
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+CANNOT_UNDERSTAND = 0xC000
+
+
+class StorageSCP:
+    """Listens for associations and lands every stored object through a Lander."""
+
+    def __init__(
+        self,
+        config: DicomConfig,
+        lander: Lander,
+        on_stored: Callable[[], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.lander = lander
+        self.on_stored = on_stored
+        self.server: ThreadedAssociationServer | None = None
+        self.stored = 0
+        self.duplicates = 0
+        self.refused = 0
+
+    def _build_ae(self) -> AE:
+        cfg = self.config
+        ae = AE(ae_title=cfg.ae_title)
+        ae.maximum_associations = cfg.max_associations
+        ae.acse_timeout = cfg.acse_timeout
+        ae.dimse_timeout = cfg.dimse_timeout
+        ae.network_timeout = cfg.network_timeout
+        ae.require_called_aet = True
+        if cfg.allowed_calling_aets:
+            ae.require_calling_aet = list(cfg.allowed_calling_aets)
+        # Every storage SOP class is accepted so that non-image objects arrive
+        # and are quarantined with a reason instead of vanishing at negotiation.
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES)
+        ae.add_supported_context(Verification)
+        return ae
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        cfg = self.config
+        if not cfg.tls_enabled:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+        if cfg.tls_ca:
+            context.load_verify_locations(cfg.tls_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
+    def handle_store(self, event: evt.Event) -> int:
+        """C-STORE: land the object durably, then (and only then) answer Success."""
+        try:
+            data = event.encoded_dataset(include_meta=True)
+            sop_uid = str(event.request.AffectedSOPInstanceUID or "") or None
+            calling = event.assoc.requestor.ae_title
+            landed = self.lander.land(data, sop_instance_uid=sop_uid, source="dicom",
+                                      origin=calling)
+        except SpoolFull as exc:
+            self.refused += 1
+            log.error("C-STORE refused, out of resources: %s", exc)
+            return OUT_OF_RESOURCES
+        except OSError as exc:
+            self.refused += 1
+            log.error("C-STORE refused, could not store: %s", exc)
+            return OUT_OF_RESOURCES
+        except Exception as exc:
+            self.refused += 1
+            log.exception("C-STORE refused: %s", exc)
+            return CANNOT_UNDERSTAND
+        if landed.outcome is Outcome.DUPLICATE:
+            self.duplicates += 1
+        else:
+            self.stored += 1
+            if self.on_stored:
+                self.on_stored()
+        return SUCCESS
+
+    def start(self) -> None:
+        """Start listening (non-blocking)."""
+        handlers = [(evt.EVT_C_STORE, self.handle_store)]
+        ae = self._build_ae()
+        self.server = ae.start_server(
+            (self.config.host, self.config.port),
+            block=False,
+            evt_handlers=handlers,
+            ssl_context=self._ssl_context(),
+        )
+        log.info(
+            "DICOM SCP %s listening on %s:%d", self.config.ae_title, self.config.host,
+            self.config.port,
+        )
+
+    def stop(self) -> None:
+        """Stop listening and close open associations."""
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None

@@ -1,0 +1,271 @@
+"""Import from USB media and plain folders.
+
+The importer watches one folder (media are mounted below it, read-only; a
+plain folder works the same for tests and for network shares). Each scan
+walks it, and takes a file only once its size and modification time have
+stayed the same for ``settle_seconds``. The medium is never modified: files
+are copied into the spool, and what was taken is remembered in the database
+(path, size, mtime) so it is taken once. Links are never followed out of the
+watched folder, and folder links are not followed at all.
+
+What is taken:
+- DICOM Part-10 files (``DICM`` at offset 128), whatever their name;
+- files listed in a DICOMDIR (so media with ISO-9660 names work; a listed file
+  that is missing is reported);
+- PNG and JPEG exports, wrapped as Secondary Capture objects with a local id.
+Files named like DICOM (``.dcm``, ``.dicom``) that are not DICOM are kept in
+quarantine with the reason; other files (viewers, READMEs) are skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.filereader import read_file_meta_info
+
+from firmware_app import db
+from firmware_app.imaging.wrap import is_picture, wrap_picture
+from firmware_app.ingest.landing import Lander, Outcome
+
+log = logging.getLogger(__name__)
+
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+DICOM_SUFFIXES = {".dcm", ".dicom", ".dic", ".ima"}
+
+
+@dataclass
+class ScanReport:
+    """What one scan did."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    skipped: int = 0
+    waiting: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Seen:
+    size: int
+    mtime_ns: int
+    stable_since: float
+
+
+def _inside(root: Path, path: Path) -> bool:
+    try:
+        path.relative_to(root)
+    except ValueError:
+        return False
+    return True
+
+
+class FolderImporter:
+    """Scan a watched folder and land new files through a Lander."""
+
+    def __init__(
+        self,
+        watch_dir: Path,
+        lander: Lander,
+        database: Path,
+        *,
+        settle_seconds: float = 2.0,
+        max_depth: int = 12,
+    ) -> None:
+        self.root = Path(watch_dir).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.lander = lander
+        self.conn = db.connect(database)
+        self.settle_seconds = settle_seconds
+        self.max_depth = max_depth
+        self._seen: dict[Path, _Seen] = {}
+        self._warned_missing: set[Path] = set()
+
+    # -- walking -------------------------------------------------------
+    def _walk(self) -> list[Path]:
+        files: list[Path] = []
+        stack: list[tuple[Path, int]] = [(self.root, 0)]
+        while stack:
+            folder, depth = stack.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except OSError as exc:
+                log.warning("cannot read %s: %s", folder, exc.strerror)
+                continue
+            for entry in entries:
+                path = Path(entry.path)
+                if entry.is_symlink():
+                    target = path.resolve()
+                    if _inside(self.root, target) and target.is_file():
+                        files.append(target)
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    if depth + 1 < self.max_depth:
+                        stack.append((path, depth + 1))
+                elif entry.is_file(follow_symlinks=False):
+                    files.append(path)
+        for listed in self._dicomdir_members(files):
+            if listed not in files:
+                files.append(listed)
+        return sorted(set(files))
+
+    def _dicomdir_members(self, files: list[Path]) -> list[Path]:
+        """Files referenced by any DICOMDIR found (inside the watched folder only)."""
+        members: list[Path] = []
+        for path in files:
+            if path.name.upper() != "DICOMDIR":
+                continue
+            try:
+                dicomdir = dcmread(path, force=False)
+                records = dicomdir.get("DirectoryRecordSequence", [])
+            except Exception as exc:  # a damaged DICOMDIR must not stop the scan
+                log.warning("DICOMDIR %s unreadable: %s", path, exc)
+                continue
+            for record in records:
+                file_id = record.get("ReferencedFileID")
+                if not file_id:
+                    continue
+                parts = [file_id] if isinstance(file_id, str) else list(file_id)
+                member = path.parent.joinpath(*parts).resolve()
+                if not _inside(self.root, member):
+                    continue
+                if member.is_file():
+                    members.append(member)
+                elif member not in self._warned_missing:
+                    self._warned_missing.add(member)
+                    relative = member.relative_to(self.root)
+                    db.record_event(self.conn, "WARNING", "usb",
+                                    f"DICOMDIR lists {relative}, which is missing on the medium")
+        return members
+
+    # -- taking files --------------------------------------------------
+    def _already_taken(self, path: Path, size: int, mtime_ns: int) -> bool:
+        row = self.conn.execute(
+            "SELECT 1 FROM imported_files WHERE medium_path=? AND size_bytes=? AND mtime_ns=?",
+            (str(path), size, mtime_ns),
+        ).fetchone()
+        return row is not None
+
+    def _remember(self, path: Path, size: int, mtime_ns: int, outcome: str,
+                  instance_id: int | None) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO imported_files(medium_path, size_bytes, mtime_ns, outcome,"
+            " instance_id, imported_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (str(path), size, mtime_ns, outcome, instance_id, time.time()),
+        )
+
+    def _is_stable(self, path: Path, size: int, mtime_ns: int, now: float) -> bool:
+        seen = self._seen.get(path)
+        if seen is None or seen.size != size or seen.mtime_ns != mtime_ns:
+            self._seen[path] = _Seen(size, mtime_ns, now)
+            return self.settle_seconds == 0
+        return now - seen.stable_since >= self.settle_seconds
+
+    def _take(self, path: Path, data: bytes, report: ScanReport) -> tuple[str, int | None]:
+        origin = f"usb:{path.relative_to(self.root)}" if _inside(self.root, path) else "usb"
+        head = data[:132]
+        if len(head) == 132 and head[128:132] == b"DICM":
+            sop_uid, sop_class = _file_meta_uids(path)
+            if sop_class == DICOMDIR_SOP_CLASS:
+                report.skipped += 1
+                return "dicomdir index", None
+            landed = self.lander.land(data, sop_instance_uid=sop_uid, source="usb", origin=origin)
+        elif is_picture(head):
+            try:
+                wrapped = wrap_picture(data)
+            except ValueError as exc:
+                instance = self.lander.land_rejected(
+                    data, reason=f"picture cannot be read: {exc}", source="usb", origin=origin
+                )
+                report.quarantined += 1
+                return "quarantined", instance
+            landed = self.lander.land(wrapped, sop_instance_uid=None, source="usb", origin=origin)
+        elif path.suffix.lower() in DICOM_SUFFIXES:
+            instance = self.lander.land_rejected(
+                data, reason="not a DICOM file (no DICM marker)", source="usb", origin=origin
+            )
+            report.quarantined += 1
+            return "quarantined", instance
+        else:
+            report.skipped += 1
+            return "skipped: not an image", None
+        if landed.outcome is Outcome.DUPLICATE:
+            report.duplicates += 1
+            return "duplicate", landed.instance_id
+        report.accepted += 1
+        return "accepted", landed.instance_id
+
+    def scan_once(self, now: float | None = None) -> ScanReport:
+        """Walk the folder once and take every file that has settled."""
+        now = time.monotonic() if now is None else now
+        report = ScanReport()
+        present = self._walk()
+        for path in present:
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            if self._already_taken(path, stat.st_size, stat.st_mtime_ns):
+                continue
+            if not self._is_stable(path, stat.st_size, stat.st_mtime_ns, now):
+                report.waiting += 1
+                continue
+            try:
+                if stat.st_size > self.lander.max_object_bytes:
+                    raise ValueError("file larger than the object size limit")
+                with open(path, "rb") as handle:
+                    data = handle.read()
+                if len(data) != stat.st_size:
+                    report.waiting += 1  # still being written after all
+                    self._seen.pop(path, None)
+                    continue
+                outcome, instance_id = self._take(path, data, report)
+            except (OSError, sqlite3.Error) as exc:
+                # Could not store it now (disk full, medium pulled): try on a later scan.
+                report.errors.append(f"{path.name}: {exc}")
+                log.error("import of %s failed, will retry: %s", path, exc)
+                continue
+            except ValueError as exc:
+                outcome, instance_id = f"skipped: {exc}", None
+                report.skipped += 1
+            self._remember(path, stat.st_size, stat.st_mtime_ns, outcome, instance_id)
+            self._seen.pop(path, None)
+        gone = set(self._seen) - set(present)
+        for path in gone:
+            self._seen.pop(path, None)
+        return report
+
+    def run(self, stop: threading.Event, poll_seconds: float,
+            on_accepted: Callable[[], None] | None = None) -> None:
+        """Scan until ``stop`` is set; call ``on_accepted`` when new objects were queued."""
+        log.info("watching %s for USB/folder imports", self.root)
+        while not stop.is_set():
+            try:
+                report = self.scan_once()
+                if report.accepted and on_accepted:
+                    on_accepted()
+                if report.accepted or report.quarantined:
+                    log.info("import: %d accepted, %d quarantined, %d duplicates",
+                             report.accepted, report.quarantined, report.duplicates)
+            except Exception:
+                log.exception("import scan failed; will try again")
+            stop.wait(poll_seconds)
+
+
+def _file_meta_uids(path: Path) -> tuple[str | None, str | None]:
+    """(SOP Instance UID, SOP Class UID) from the file meta, or Nones if unreadable."""
+    try:
+        meta = read_file_meta_info(path)
+    except Exception:
+        return None, None
+    sop_uid = str(meta.get("MediaStorageSOPInstanceUID", "") or "") or None
+    sop_class = str(meta.get("MediaStorageSOPClassUID", "") or "") or None
+    return sop_uid, sop_class

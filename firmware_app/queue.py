@@ -1,0 +1,162 @@
+"""The SQLite-backed job queue: one row per received instance.
+
+Rows carry ids and paths, never pixels. Status moves
+``queued → processing → processed | quarantined | failed``; a row left in
+``processing`` by a crash goes back to ``queued`` at start-up, unless it has
+already crashed the worker ``max_attempts`` times, in which case it is marked
+failed so one poisonous object cannot stop the box.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from firmware_app.db import record_event, transaction
+
+STATUSES = ("queued", "processing", "processed", "quarantined", "failed")
+
+
+class DuplicateInstance(Exception):
+    """An instance with this SOP Instance UID is already on the box."""
+
+    def __init__(self, instance_id: int) -> None:
+        super().__init__(f"duplicate of instance {instance_id}")
+        self.instance_id = instance_id
+
+
+@dataclass(frozen=True)
+class Job:
+    """A claimed queue row handed to the worker."""
+
+    id: int
+    local_id: str
+    spool_path: Path
+    source: str
+    sop_instance_uid: str | None
+    attempts: int
+
+
+class JobQueue:
+    """Enqueue, claim and finish jobs on one SQLite connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def find_instance(self, sop_instance_uid: str) -> int | None:
+        """The row id holding ``sop_instance_uid``, if the box already has it."""
+        row = self.conn.execute(
+            "SELECT id FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,)
+        ).fetchone()
+        return None if row is None else int(row["id"])
+
+    def note_duplicate(self, instance_id: int) -> None:
+        """Count a repeated delivery of an instance the box already holds."""
+        self.conn.execute(
+            "UPDATE instances SET duplicates = duplicates + 1 WHERE id = ?", (instance_id,)
+        )
+
+    def enqueue(
+        self,
+        *,
+        local_id: str,
+        spool_path: Path,
+        size_bytes: int,
+        source: str,
+        origin: str | None,
+        sop_instance_uid: str | None,
+    ) -> int:
+        """Commit a queued row durably; raise DuplicateInstance on a repeated SOP UID."""
+        now = time.time()
+        try:
+            with transaction(self.conn):
+                cursor = self.conn.execute(
+                    "INSERT INTO instances(local_id, sop_instance_uid, source, origin, spool_path,"
+                    " size_bytes, status, received_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+                    (local_id, sop_instance_uid, source, origin, str(spool_path), size_bytes,
+                     now, now),
+                )
+                return int(cursor.lastrowid)
+        except sqlite3.IntegrityError:
+            existing = self.find_instance(sop_instance_uid) if sop_instance_uid else None
+            if existing is None:
+                raise
+            raise DuplicateInstance(existing) from None
+
+    def recover(self, max_attempts: int) -> tuple[int, int]:
+        """After a restart: requeue interrupted jobs; fail those that crashed too often.
+
+        Returns (requeued, failed).
+        """
+        now = time.time()
+        with transaction(self.conn):
+            failed = self.conn.execute(
+                "UPDATE instances SET status='failed', updated_at=?,"
+                " reason='processing was interrupted ' || attempts || ' times (crash or power"
+                " cut); object kept for a technician'"
+                " WHERE status='processing' AND attempts >= ?",
+                (now, max_attempts),
+            ).rowcount
+            requeued = self.conn.execute(
+                "UPDATE instances SET status='queued', updated_at=? WHERE status='processing'",
+                (now,),
+            ).rowcount
+            if failed:
+                record_event(self.conn, "ERROR", "worker",
+                             f"{failed} object(s) failed after repeated interrupted processing")
+        return requeued, failed
+
+    def claim(self) -> Job | None:
+        """Take the oldest queued job (marking it processing), or None when idle."""
+        with transaction(self.conn):
+            row = self.conn.execute(
+                "UPDATE instances SET status='processing', attempts=attempts+1, updated_at=?"
+                " WHERE id = (SELECT id FROM instances WHERE status='queued' ORDER BY id LIMIT 1)"
+                " RETURNING id, local_id, spool_path, source, sop_instance_uid, attempts",
+                (time.time(),),
+            ).fetchone()
+        if row is None:
+            return None
+        return Job(
+            id=int(row["id"]),
+            local_id=row["local_id"],
+            spool_path=Path(row["spool_path"]),
+            source=row["source"],
+            sop_instance_uid=row["sop_instance_uid"],
+            attempts=int(row["attempts"]),
+        )
+
+    def set_status(self, job_id: int, status: str, reason: str | None = None) -> None:
+        """Mark a job (inside the caller's transaction when there is one)."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        self.conn.execute(
+            "UPDATE instances SET status=?, reason=?, updated_at=? WHERE id=?",
+            (status, reason, time.time(), job_id),
+        )
+
+    def retry_later(self, job_id: int, reason: str, max_attempts: int) -> str:
+        """Put a job that hit a transient error back, or fail it after max_attempts."""
+        row = self.conn.execute("SELECT attempts FROM instances WHERE id=?", (job_id,)).fetchone()
+        status = "failed" if row is None or row["attempts"] >= max_attempts else "queued"
+        with transaction(self.conn):
+            self.set_status(job_id, status, reason)
+            record_event(self.conn, "ERROR", "worker", f"instance {job_id}: {reason}")
+        return status
+
+    def counts(self) -> dict[str, int]:
+        """Number of rows per status, every status present."""
+        counts = dict.fromkeys(STATUSES, 0)
+        for row in self.conn.execute("SELECT status, COUNT(*) AS n FROM instances GROUP BY status"):
+            counts[row["status"]] = int(row["n"])
+        return counts
+
+    def depth(self) -> int:
+        """Jobs waiting or in progress."""
+        row = self.conn.execute(
+            "SELECT COUNT(*) FROM instances WHERE status IN ('queued', 'processing')"
+        ).fetchone()
+        return int(row[0])

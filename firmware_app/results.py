@@ -1,0 +1,152 @@
+"""The result store: findings, boxes, scores, heatmap, warnings and timings per instance.
+
+Results live in the same SQLite database as the queue, so storing a result
+and marking its job processed is one transaction (exactly once, even across
+a crash). The web viewer and the telemetry read from here.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import time
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from firmware_app.db import transaction
+from firmware_app.inference.aggregate import InstanceFindings, aggregate_study
+from firmware_app.queue import JobQueue
+
+
+def _encode_heatmap(heatmap: np.ndarray | None) -> tuple[bytes | None, str | None]:
+    if heatmap is None:
+        return None, None
+    buffer = io.BytesIO()
+    np.save(buffer, heatmap.astype(np.float16), allow_pickle=False)
+    return buffer.getvalue(), "x".join(str(d) for d in heatmap.shape)
+
+
+def decode_heatmap(blob: bytes | None) -> np.ndarray | None:
+    """The stored heatmap as float32, or None."""
+    if blob is None:
+        return None
+    return np.load(io.BytesIO(blob), allow_pickle=False).astype(np.float32)
+
+
+class ResultStore:
+    """Write and read results on one SQLite connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.queue = JobQueue(conn)
+
+    def complete(
+        self,
+        *,
+        instance_id: int,
+        identity: dict[str, str],
+        findings: InstanceFindings,
+        warnings: list[dict[str, str]],
+        model_id: str,
+        backend: str,
+        frames_inferred: int,
+        timings: dict[str, float],
+    ) -> None:
+        """Store the result and mark the instance processed, in one transaction.
+
+        ``identity`` holds study/series UIDs and modality; they stay on the box.
+        """
+        heatmap, shape = _encode_heatmap(findings.heatmap)
+        boxes = [asdict(b) for b in findings.boxes]
+        now = time.time()
+        study_key = identity.get("study_instance_uid") or f"local:{instance_id}"
+        with transaction(self.conn):
+            self.conn.execute(
+                "UPDATE instances SET study_instance_uid=?, series_instance_uid=?, modality=?"
+                " WHERE id=?",
+                (study_key, identity.get("series_instance_uid"), identity.get("modality"),
+                 instance_id),
+            )
+            self.conn.execute(
+                "INSERT OR REPLACE INTO results(instance_id, model_id, backend, probability,"
+                " finding, alert, findings_json, warnings_json, key_frame, frames_inferred,"
+                " heatmap, heatmap_shape, timings_json, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (instance_id, model_id, backend, findings.probability, int(findings.finding),
+                 int(findings.alert), json.dumps(boxes), json.dumps(warnings),
+                 findings.key_frame, frames_inferred, heatmap, shape,
+                 json.dumps({k: round(v, 3) for k, v in timings.items()}), now),
+            )
+            self.queue.set_status(instance_id, "processed")
+            self._update_study(study_key, identity.get("modality"), now)
+
+    def _update_study(self, study_key: str, modality: str | None, now: float) -> None:
+        rows = self.conn.execute(
+            "SELECT r.instance_id, r.probability, r.finding, r.alert, r.warnings_json"
+            " FROM results r JOIN instances i ON i.id = r.instance_id"
+            " WHERE i.study_instance_uid = ?",
+            (study_key,),
+        ).fetchall()
+        summary = aggregate_study(
+            [(r[0], r[1], bool(r[2]), bool(r[3]), len(json.loads(r[4]))) for r in rows]
+        )
+        self.conn.execute(
+            "INSERT OR REPLACE INTO studies(study_key, modality, instances, max_probability,"
+            " findings, alert, top_instance_id, warnings, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (study_key, modality, summary.instances, summary.max_probability, summary.findings,
+             int(summary.alert), summary.top_instance_id, summary.warnings, now),
+        )
+
+    def instances(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Every received instance with its status and result (newest last)."""
+        sql = (
+            "SELECT i.id, i.local_id, i.sop_instance_uid, i.study_instance_uid, i.modality,"
+            " i.source, i.status, i.reason, i.attempts, i.duplicates, i.received_at,"
+            " r.model_id, r.backend, r.probability, r.finding, r.alert, r.findings_json,"
+            " r.warnings_json, r.key_frame, r.frames_inferred, r.timings_json"
+            " FROM instances i LEFT JOIN results r ON r.instance_id = i.id ORDER BY i.id"
+        )
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        out = []
+        for row in self.conn.execute(sql):
+            has_result = row["model_id"] is not None
+            out.append({
+                "id": row["id"],
+                "local_id": row["local_id"],
+                "sop_instance_uid": row["sop_instance_uid"],
+                "study_instance_uid": row["study_instance_uid"],
+                "modality": row["modality"],
+                "source": row["source"],
+                "status": row["status"],
+                "reason": row["reason"],
+                "attempts": row["attempts"],
+                "duplicates": row["duplicates"],
+                "received_at": row["received_at"],
+                "model_id": row["model_id"],
+                "backend": row["backend"],
+                "probability": row["probability"],
+                "finding": bool(row["finding"]) if has_result else None,
+                "alert": bool(row["alert"]) if has_result else None,
+                "findings": json.loads(row["findings_json"]) if has_result else [],
+                "warnings": json.loads(row["warnings_json"]) if has_result else [],
+                "key_frame": row["key_frame"],
+                "frames_inferred": row["frames_inferred"],
+                "timings_ms": json.loads(row["timings_json"]) if has_result else {},
+            })
+        return out
+
+    def last_errors(self, limit: int = 10) -> list[dict[str, Any]]:
+        """The most recent warnings and errors recorded by any component."""
+        rows = self.conn.execute(
+            "SELECT at, level, component, message FROM events ORDER BY id DESC LIMIT ?", (limit,)
+        )
+        return [dict(r) for r in rows]
+
+    def study_count(self) -> int:
+        """Number of studies with at least one processed instance."""
+        return int(self.conn.execute("SELECT COUNT(*) FROM studies").fetchone()[0])

@@ -1,0 +1,112 @@
+"""The durable landing zone for received objects.
+
+An object is written to a temporary file, flushed and fsync'd, renamed into
+place, and the folder is fsync'd, so once ``write`` returns the bytes survive
+a power cut. File names are local ids made here, never the sender's strings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+
+class SpoolFull(OSError):
+    """The disk is below the configured free-space floor."""
+
+
+def new_local_id() -> str:
+    """A fresh local id (32 hex digits) naming a received object on this box."""
+    return uuid.uuid4().hex
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a folder so a rename or create inside it is durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """Objects waiting for (or kept after) processing, one file per local id."""
+
+    def __init__(self, root: Path, quarantine: Path, min_free_bytes: int = 0) -> None:
+        self.root = Path(root)
+        self.quarantine_root = Path(quarantine)
+        self.min_free_bytes = min_free_bytes
+        self.tmp = self.root / "tmp"
+        for folder in (self.root, self.tmp, self.quarantine_root):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._known_dirs: set[Path] = set()
+
+    def path_for(self, local_id: str) -> Path:
+        """Where the object with ``local_id`` lives (two-level fan-out)."""
+        if len(local_id) != 32 or not all(c in "0123456789abcdef" for c in local_id):
+            raise ValueError(f"not a local id: {local_id!r}")
+        return self.root / local_id[:2] / f"{local_id}.dcm"
+
+    def free_bytes(self) -> int:
+        """Free bytes on the spool's file system."""
+        return shutil.disk_usage(self.root).free
+
+    def check_space(self, incoming: int) -> None:
+        """Raise SpoolFull when storing ``incoming`` bytes would cross the floor."""
+        if self.free_bytes() - incoming < self.min_free_bytes:
+            raise SpoolFull(
+                f"disk nearly full: {self.free_bytes() // 2**20} MB free, "
+                f"floor is {self.min_free_bytes // 2**20} MB"
+            )
+
+    def write(self, local_id: str, data: bytes) -> Path:
+        """Store ``data`` durably under ``local_id``; return the final path."""
+        self.check_space(len(data))
+        final = self.path_for(local_id)
+        folder = final.parent
+        if folder not in self._known_dirs:
+            folder.mkdir(exist_ok=True)
+            fsync_dir(self.root)
+            self._known_dirs.add(folder)
+        tmp = self.tmp / f"{local_id}.part"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        os.rename(tmp, final)
+        fsync_dir(folder)
+        return final
+
+    def discard(self, local_id: str) -> None:
+        """Remove an object that was not acknowledged (no error if absent)."""
+        self.path_for(local_id).unlink(missing_ok=True)
+
+    def quarantine(self, local_id: str, reason: str) -> Path:
+        """Move an object to quarantine with a ``.reason.json`` beside it."""
+        source = self.path_for(local_id)
+        target = self.quarantine_root / f"{local_id}.dcm"
+        note = self.quarantine_root / f"{local_id}.reason.json"
+        note.write_text(json.dumps({"local_id": local_id, "reason": reason}) + "\n")
+        if source.exists():
+            os.replace(source, target)
+        fsync_dir(self.quarantine_root)
+        return target
+
+    def clean_temporary(self) -> int:
+        """Delete partial files left by a crash mid-write; return how many."""
+        removed = 0
+        for leftover in self.tmp.glob("*.part"):
+            leftover.unlink(missing_ok=True)
+            removed += 1
+        return removed

@@ -1,0 +1,116 @@
+"""The processing worker: queued object → decode → quality → inference → result.
+
+One job at a time per worker thread. A bad object is quarantined with a
+readable reason and the worker moves on; an unexpected error puts the job
+back for a later attempt (``max_attempts``) and is recorded for status.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from firmware_app import db
+from firmware_app.config import Config
+from firmware_app.imaging.decode import DecodeError, decode
+from firmware_app.inference.runner import ModelRunner
+from firmware_app.queue import Job, JobQueue
+from firmware_app.results import ResultStore
+from firmware_app.spool import Spool
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    """Takes jobs from the queue and stores their results."""
+
+    def __init__(self, config: Config, spool: Spool, runner: ModelRunner) -> None:
+        self.config = config
+        self.spool = spool
+        self.runner = runner
+        self.conn = db.connect(config.database_path)
+        self.queue = JobQueue(self.conn)
+        self.results = ResultStore(self.conn)
+        #: monotonic time of the last completed loop iteration (for the watchdog)
+        self.last_progress = time.monotonic()
+        self.processed = 0
+
+    def quarantine(self, job: Job, reason: str) -> str:
+        """Move the object aside with its reason; the row says why."""
+        self.spool.quarantine(job.local_id, reason)
+        with db.transaction(self.conn):
+            self.queue.set_status(job.id, "quarantined", reason)
+            db.record_event(self.conn, "WARNING", "worker", f"instance {job.id}: {reason}")
+        log.warning("quarantined instance %d: %s", job.id, reason)
+        return "quarantined"
+
+    def process(self, job: Job) -> str:
+        """Process one claimed job; return its final status."""
+        started = time.perf_counter()
+        try:
+            decoded = decode(job.spool_path, self.config.limits,
+                             self.config.worker.max_frames_per_instance)
+        except DecodeError as exc:
+            return self.quarantine(job, str(exc))
+        except FileNotFoundError:
+            reason = "received object is missing from the spool (disk fault?)"
+            with db.transaction(self.conn):
+                self.queue.set_status(job.id, "failed", reason)
+                db.record_event(self.conn, "ERROR", "worker", f"instance {job.id}: {reason}")
+            return "failed"
+        decode_ms = (time.perf_counter() - started) * 1000
+        accepted = self.runner.package.modalities
+        if accepted and decoded.modality not in accepted:
+            return self.quarantine(
+                job, f"modality {decoded.modality or 'unknown'} is not one the model "
+                     f"{self.runner.package.model_id} accepts ({', '.join(accepted)})"
+            )
+        analysis = self.runner.analyse(decoded, self.config.limits.min_rows)
+        timings = dict(analysis.timings, decode=decode_ms)
+        timings["total"] = (time.perf_counter() - started) * 1000
+        self.results.complete(
+            instance_id=job.id,
+            identity={
+                "study_instance_uid": decoded.study_instance_uid,
+                "series_instance_uid": decoded.series_instance_uid,
+                "modality": decoded.modality,
+            },
+            findings=analysis.findings,
+            warnings=analysis.warnings,
+            model_id=self.runner.package.model_id,
+            backend=self.runner.backend_label,
+            frames_inferred=analysis.frames_inferred,
+            timings=timings,
+        )
+        self.processed += 1
+        return "processed"
+
+    def run_once(self) -> bool:
+        """Process the next job if there is one; return whether one was taken."""
+        job = self.queue.claim()
+        if job is None:
+            return False
+        try:
+            self.process(job)
+        except Exception as exc:  # keep the box running; the job is retried later
+            log.exception("instance %d failed", job.id)
+            reason = f"processing error: {type(exc).__name__}: {exc}"[:300]
+            self.queue.retry_later(job.id, reason, self.config.worker.max_attempts)
+        return True
+
+    def run(self, stop: threading.Event, wake: threading.Event | None = None,
+            on_idle: Callable[[], None] | None = None) -> None:
+        """Work until ``stop`` is set, sleeping on ``wake`` when the queue is empty."""
+        while not stop.is_set():
+            busy = self.run_once()
+            self.last_progress = time.monotonic()
+            if not busy:
+                if on_idle:
+                    on_idle()
+                if wake is not None:
+                    wake.wait(self.config.worker.poll_seconds)
+                    wake.clear()
+                else:
+                    stop.wait(self.config.worker.poll_seconds)

@@ -1,0 +1,113 @@
+"""Spool durability rules and the SQLite job queue's state machine."""
+
+from __future__ import annotations
+
+import pytest
+
+from firmware_app import db
+from firmware_app.queue import DuplicateInstance, JobQueue
+from firmware_app.spool import Spool, SpoolFull, new_local_id
+
+
+@pytest.fixture
+def conn(tmp_path):
+    connection = db.connect(tmp_path / "box.db")
+    db.initialise(connection)
+    yield connection
+    connection.close()
+
+
+def test_database_is_wal_with_full_sync(conn):
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_spool_writes_under_local_id_and_leaves_no_temp(tmp_path):
+    spool = Spool(tmp_path / "spool", tmp_path / "q")
+    local_id = new_local_id()
+    path = spool.write(local_id, b"abc" * 1000)
+    assert path.read_bytes() == b"abc" * 1000
+    assert path.name == f"{local_id}.dcm"
+    assert list(spool.tmp.iterdir()) == []
+
+
+def test_spool_refuses_names_that_are_not_local_ids(tmp_path):
+    spool = Spool(tmp_path / "spool", tmp_path / "q")
+    for bad in ("../../etc/passwd", "1.2.3/../../x", "A" * 32, ""):
+        with pytest.raises(ValueError):
+            spool.path_for(bad)
+
+
+def test_spool_refuses_below_free_space_floor(tmp_path):
+    spool = Spool(tmp_path / "spool", tmp_path / "q", min_free_bytes=2**62)
+    with pytest.raises(SpoolFull, match="disk nearly full"):
+        spool.write(new_local_id(), b"x")
+    assert list(spool.root.rglob("*.dcm")) == []
+
+
+def test_spool_removes_partial_files_after_crash(tmp_path):
+    spool = Spool(tmp_path / "spool", tmp_path / "q")
+    (spool.tmp / "deadbeef.part").write_bytes(b"half")
+    assert spool.clean_temporary() == 1
+    assert not any(spool.tmp.iterdir())
+
+
+def test_quarantine_keeps_object_and_reason(tmp_path):
+    spool = Spool(tmp_path / "spool", tmp_path / "q")
+    local_id = new_local_id()
+    spool.write(local_id, b"bad")
+    target = spool.quarantine(local_id, "pixel data too short")
+    assert target.read_bytes() == b"bad"
+    assert "pixel data too short" in (tmp_path / "q" / f"{local_id}.reason.json").read_text()
+    assert not spool.path_for(local_id).exists()
+
+
+def _enqueue(queue, uid, tmp_path):
+    local_id = new_local_id()
+    return queue.enqueue(local_id=local_id, spool_path=tmp_path / local_id, size_bytes=1,
+                         source="dicom", origin="CT1", sop_instance_uid=uid)
+
+
+def test_claim_is_fifo_and_marks_processing(conn, tmp_path):
+    queue = JobQueue(conn)
+    first = _enqueue(queue, "1.2.3", tmp_path)
+    second = _enqueue(queue, "1.2.4", tmp_path)
+    job = queue.claim()
+    assert job.id == first and job.attempts == 1
+    assert queue.counts()["processing"] == 1
+    assert queue.claim().id == second
+    assert queue.claim() is None
+
+
+def test_duplicate_sop_instance_uid_is_refused(conn, tmp_path):
+    queue = JobQueue(conn)
+    first = _enqueue(queue, "1.2.3", tmp_path)
+    with pytest.raises(DuplicateInstance) as excinfo:
+        _enqueue(queue, "1.2.3", tmp_path)
+    assert excinfo.value.instance_id == first
+    assert queue.counts()["queued"] == 1
+
+
+def test_recover_requeues_interrupted_and_fails_poison(conn, tmp_path):
+    queue = JobQueue(conn)
+    good = _enqueue(queue, "1.2.3", tmp_path)
+    poison = _enqueue(queue, "1.2.4", tmp_path)
+    # as after a crash: both in progress, the poison one already on its third try
+    conn.execute("UPDATE instances SET status='processing', attempts=1 WHERE id=?", (good,))
+    conn.execute("UPDATE instances SET status='processing', attempts=3 WHERE id=?", (poison,))
+    requeued, failed = queue.recover(max_attempts=3)
+    assert (requeued, failed) == (1, 1)
+    rows = dict(conn.execute("SELECT id, status FROM instances").fetchall())
+    assert rows == {good: "queued", poison: "failed"}
+    reason = conn.execute("SELECT reason FROM instances WHERE id=?", (poison,)).fetchone()[0]
+    assert "interrupted 3 times" in reason
+
+
+def test_retry_later_fails_after_max_attempts(conn, tmp_path):
+    queue = JobQueue(conn)
+    job_id = _enqueue(queue, "1.2.3", tmp_path)
+    queue.claim()
+    assert queue.retry_later(job_id, "boom", max_attempts=2) == "queued"
+    queue.claim()
+    assert queue.retry_later(job_id, "boom", max_attempts=2) == "failed"
+    assert queue.counts()["failed"] == 1
