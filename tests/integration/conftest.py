@@ -1,0 +1,218 @@
+"""Real parts for integration tests: a `clinibox serve` process and dcmtk's clients.
+
+dcmtk's storescu/echoscu are called by absolute path (/usr/bin): the virtual
+environment also has pynetdicom's own apps of the same names, which are not
+the independent client these tests want.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+DCMTK_BIN = Path("/usr/bin")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def dcmtk(tool: str) -> str:
+    """Absolute path of a dcmtk tool; a clear failure when dcmtk is not installed."""
+    path = DCMTK_BIN / tool
+    if not path.exists():
+        pytest.fail(f"{path} not found: install dcmtk (apt-get install dcmtk), as .ci/run does")
+    return str(path)
+
+
+def dcmtk_env() -> dict[str, str]:
+    """Environment for dcmtk tools: TCP_NODELAY avoids Nagle's 40 ms per C-STORE."""
+    return {**os.environ, "TCP_NODELAY": "1"}
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``predicate`` until true or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def storescu(port: int, files: list[Path], *, ae_title: str = "CLINIBOX",
+             calling: str = "MODALITY", extra: list[str] | None = None,
+             timeout: float = 300) -> subprocess.CompletedProcess:
+    """Send files with dcmtk's storescu; verbose output lists each response."""
+    args = [dcmtk("storescu"), "-v", "-aet", calling, "-aec", ae_title,
+            "--no-halt", "--required", *(extra or []), "127.0.0.1", str(port),
+            *[str(f) for f in files]]
+    return subprocess.run(args, capture_output=True, text=True, env=dcmtk_env(),
+                          timeout=timeout)
+
+
+def echoscu(port: int, *, ae_title: str = "CLINIBOX", calling: str = "MODALITY") -> bool:
+    """C-ECHO with dcmtk's echoscu; True on success."""
+    result = subprocess.run(
+        [dcmtk("echoscu"), "-aet", calling, "-aec", ae_title, "127.0.0.1", str(port)],
+        capture_output=True, text=True, env=dcmtk_env(), timeout=30,
+    )
+    return result.returncode == 0
+
+
+def to_toml(sections: dict[str, dict]) -> str:
+    """Write a flat two-level config as TOML (strings, numbers, booleans, lists)."""
+    lines = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {json.dumps(value)}")
+    return "\n".join(lines) + "\n"
+
+
+class Box:
+    """A `clinibox serve` process with its own state folder and ports."""
+
+    def __init__(self, root: Path, overrides: dict[str, dict] | None = None) -> None:
+        self.root = root
+        self.state = root / "state"
+        self.import_dir = root / "import"
+        self.port = free_port()
+        self.config = root / "box.toml"
+        sections: dict[str, dict] = {
+            "storage": {"state_dir": str(self.state)},
+            "dicom": {"port": self.port, "host": "127.0.0.1"},
+            "usb": {"watch_dir": str(self.import_dir), "poll_seconds": 0.2,
+                    "settle_seconds": 0.3},
+        }
+        for section, values in (overrides or {}).items():
+            sections.setdefault(section, {}).update(values)
+        self.config.write_text(to_toml(sections))
+        self.log = root / "serve.log"
+        self.process: subprocess.Popen | None = None
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run a `clinibox` subcommand against this box's config."""
+        result = subprocess.run(
+            [sys.executable, "-m", "firmware_app.cli", args[0], "--config", str(self.config),
+             *args[1:]],
+            capture_output=True, text=True, cwd=REPO, timeout=300,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"clinibox {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
+    def cli_json(self, *args: str):
+        """Run a subcommand with --json and parse its output."""
+        return json.loads(self.cli(*args, "--json").stdout)
+
+    def start(self, wait: bool = True) -> None:
+        """Start the service and wait until it answers C-ECHO."""
+        handle = open(self.log, "a")  # noqa: SIM115 - owned by the child process
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "firmware_app.cli", "serve", "--config", str(self.config)],
+            stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
+        )
+        if wait:
+            wait_for(lambda: self._alive() and echoscu(self.port), 120, "clinibox to answer C-ECHO")
+
+    def _alive(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            pytest.fail(f"clinibox serve exited ({self.process.returncode}):\n"
+                        f"{self.log.read_text()[-4000:]}")
+        return True
+
+    def kill9(self) -> None:
+        """Power-cut stand-in: SIGKILL, no clean-up."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+        self.process = None
+
+    def stop(self) -> None:
+        """Clean stop with SIGTERM."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.process = None
+
+    def db_rows(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        """Read the box's database (read-only, as the viewer would)."""
+        conn = sqlite3.connect(f"file:{self.state / 'clinibox.db'}?mode=ro", uri=True, timeout=30)
+        conn.row_factory = sqlite3.Row
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+
+    def wait_idle(self, expected: int, timeout: float = 240) -> None:
+        """Wait until ``expected`` instances are received and none is waiting."""
+
+        def idle() -> bool:
+            self._alive()
+            if not (self.state / "clinibox.db").exists():
+                return False
+            rows = self.db_rows("SELECT status, COUNT(*) FROM instances GROUP BY status")
+            counts = {r[0]: r[1] for r in rows}
+            total = sum(counts.values())
+            waiting = counts.get("queued", 0) + counts.get("processing", 0)
+            return total >= expected and waiting == 0
+
+        wait_for(idle, timeout, f"{expected} instances to be processed")
+
+
+@pytest.fixture
+def box(tmp_path) -> Iterator[Box]:
+    """A running clinibox with default settings and its own state folder."""
+    instance = Box(tmp_path)
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture
+def box_factory(tmp_path) -> Iterator[Callable[..., Box]]:
+    """Make boxes with extra config; all are stopped at the end."""
+    made: list[Box] = []
+
+    def make(name: str = "box", start: bool = True, **overrides: dict) -> Box:
+        root = tmp_path / name
+        root.mkdir()
+        instance = Box(root, overrides)
+        if start:
+            instance.start()
+        made.append(instance)
+        return instance
+
+    yield make
+    for instance in made:
+        instance.stop()
+
+
+def copy_tree_files(files: list[Path], target: Path) -> list[Path]:
+    """Copy files into ``target`` (created) and return the new paths."""
+    target.mkdir(parents=True, exist_ok=True)
+    out = []
+    for f in files:
+        dest = target / f.name
+        shutil.copy2(f, dest)
+        out.append(dest)
+    return out

@@ -1,0 +1,91 @@
+"""A corpus of malformed files through DICOM and USB: each is quarantined with its
+reason (or processed, for files that are odd but valid), and the box keeps going."""
+
+from __future__ import annotations
+
+import pytest
+from pydicom import dcmread
+
+from tests.corpus import SENDABLE_BY_STORESCU, build_malformed_corpus
+from tests.integration.conftest import echoscu, storescu
+from tests.integration.test_dicom_ingest import phantom_dicoms
+
+pytestmark = pytest.mark.integration
+
+
+def _sop_uid(path):
+    try:
+        return str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+    except Exception:
+        return None
+
+
+def test_malformed_objects_over_dicom_are_quarantined_with_reasons(box, tmp_path):
+    expected = build_malformed_corpus(tmp_path / "corpus")
+    sendable = sorted(n for n in expected if n in SENDABLE_BY_STORESCU)
+    assert len(sendable) >= 5, "the corpus must exercise the network path"
+    files = [tmp_path / "corpus" / n for n in sendable]
+    result = storescu(box.port, files)
+    acked = (result.stdout + result.stderr).count("Received Store Response (Success)")
+    assert acked == len(files), result.stdout[-3000:]
+    box.wait_idle(len(files))
+
+    # the service is still up and still processes good images afterwards
+    assert echoscu(box.port)
+    good = phantom_dicoms(tmp_path / "good", 2)
+    assert storescu(box.port, good).returncode == 0
+    box.wait_idle(len(files) + 2)
+
+    rows = box.cli_json("results")
+    by_uid = {r["sop_instance_uid"]: r for r in rows}
+    for name in sendable:
+        row = by_uid[_sop_uid(tmp_path / "corpus" / name)]
+        reason = expected[name]
+        if reason:
+            assert row["status"] == "quarantined", (name, row)
+            assert reason in row["reason"].lower(), (name, row["reason"])
+        else:
+            assert row["status"] == "processed", (name, row)
+    for path in good:
+        assert by_uid[_sop_uid(path)]["status"] == "processed"
+    status = box.cli_json("status")
+    assert status["quarantined"] == sum(1 for n in sendable if expected[n])
+    assert status["failed"] == 0
+    # the quarantine keeps each object with its reason, named by local id only
+    quarantine = box.state / "quarantine"
+    assert len(list(quarantine.glob("*.reason.json"))) == status["quarantined"]
+    assert all(len(p.stem.split(".")[0]) == 32 for p in quarantine.iterdir())
+
+
+def test_malformed_files_on_usb_are_quarantined_and_medium_untouched(box, tmp_path):
+    medium = box.import_dir / "usbstick"
+    expected = build_malformed_corpus(medium)
+    before = {p: p.read_bytes() for p in medium.rglob("*") if p.is_file()}
+    good = phantom_dicoms(medium / "good", 2, seed=3)
+    box.wait_idle(len(good) + 1, timeout=120)
+
+    def settled() -> bool:
+        rows = box.db_rows("SELECT COUNT(*) FROM imported_files")
+        return rows[0][0] >= len(expected) + len(good)
+
+    from tests.integration.conftest import wait_for
+
+    wait_for(settled, 120, "every file on the medium to be looked at")
+    box.wait_idle(1)
+    assert echoscu(box.port)
+    rows = box.cli_json("results")
+    quarantined = [r for r in rows if r["status"] == "quarantined"]
+    processed = [r for r in rows if r["status"] == "processed"]
+    must_quarantine = {n for n, reason in expected.items() if reason}
+    # every bad file was either quarantined with a reason or skipped as not an image
+    outcomes = {r["medium_path"]: r["outcome"]
+                for r in box.db_rows("SELECT medium_path, outcome FROM imported_files")}
+    for name in must_quarantine:
+        outcome = outcomes[str((medium / name).resolve())]
+        assert outcome in ("quarantined", "accepted") or outcome.startswith("skipped"), outcome
+    assert all(r["reason"] for r in quarantined)
+    assert len(processed) >= len(good)
+    # the medium is never modified
+    after = {p: p.read_bytes() for p in medium.rglob("*") if p.is_file() and p not in good
+             and "good" not in p.parts}
+    assert after == before
