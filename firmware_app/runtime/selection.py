@@ -1,0 +1,318 @@
+"""Choose, load and warm up the backend and artifact that run a model package.
+
+``[runtime] backend`` and ``precision`` narrow the candidates, every
+(available backend, artifact it can run) pair. With one candidate left it is
+loaded; with several (``auto``) all are loaded and timed on this machine, in
+interleaved rounds on a random input of the manifest's shape, and the fastest
+wins. (All candidates are loaded at once while measuring: fine for the small,
+compressed models the box runs; the losers are closed afterwards.)
+A lower precision has to earn its place: among candidates within
+``TIE_TOLERANCE`` of the fastest, the highest precision is kept, so int8 beats
+fp32 only when it is measurably faster. Candidates that fail to load are
+skipped with the reason logged and kept for ``clinibox status``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from firmware_app.config import RuntimeConfig
+from firmware_app.models import Artifact, ModelPackage
+from firmware_app.runtime import registry
+from firmware_app.runtime.base import RuntimeBackend
+
+log = logging.getLogger(__name__)
+
+#: timings within this fraction of the fastest count as a tie
+TIE_TOLERANCE = 0.05
+#: precisions from most to least accurate
+PRECISION_RANK = {"fp32": 0, "fp16": 1, "int8": 2}
+#: seconds of timed runs shared by all candidates (loading and warm-up come on top)
+MEASURE_BUDGET_S = 1.0
+#: timing rounds; each candidate runs once per round
+ROUNDS = 3
+MIN_RUNS = 3
+MAX_RUNS = 200
+WARM_UP_RUNS = 2
+
+
+class SelectionError(RuntimeError):
+    """No backend/artifact of the package can run with this configuration."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way to run the package: a backend key and an artifact it can load."""
+
+    backend: str
+    artifact: Artifact
+    #: added to the label when the package has two artifacts of one format/precision
+    tag: str = ""
+
+    @property
+    def label(self) -> str:
+        """E.g. ``openvino:onnx/int8`` (plus `` (file name)`` when ambiguous)."""
+        return f"{self.backend}:{self.artifact.label}{self.tag}"
+
+
+@dataclass
+class LoadedModel:
+    """The loaded, warmed-up backend, its artifact and why it was chosen."""
+
+    backend: RuntimeBackend
+    artifact: Artifact
+    #: median milliseconds per run of every candidate measured, by label
+    ms_per_run: dict[str, float]
+    reason: str
+    #: candidates that could not be loaded or run, by label, with the error
+    skipped: dict[str, str] = field(default_factory=dict)
+    #: the chosen candidate's label, e.g. ``onnxruntime:onnx/fp32``
+    label: str = ""
+
+    def close(self) -> None:
+        """Release the backend."""
+        self.backend.close()
+
+    def status_lines(self) -> list[str]:
+        """Human-readable lines for ``clinibox status``."""
+        lines = [f"runtime: {self.label} on {self.backend.describe()} — {self.reason}"]
+        for label, ms in sorted(self.ms_per_run.items(), key=lambda item: item[1]):
+            mark = "*" if label == self.label else " "
+            lines.append(f" {mark} {label:28s} {ms:8.3f} ms/run")
+        lines += [f"   {label:28s} skipped: {why}" for label, why in self.skipped.items()]
+        return lines
+
+
+# -- candidates -------------------------------------------------------------
+def candidates(package: ModelPackage, config: RuntimeConfig) -> list[Candidate]:
+    """Every (backend, artifact) pair the config allows, available backends only.
+
+    An explicit backend that is not installed raises BackendUnavailable (with
+    the pip extra); an explicit backend or precision the package has no
+    artifact for raises SelectionError saying what the package has.
+    """
+    artifacts = package.artifacts
+    have = ", ".join(a.label for a in artifacts)
+    labels = [a.label for a in artifacts]
+    tags = {id(a): f" ({a.path.name})" if labels.count(a.label) > 1 else "" for a in artifacts}
+    if config.precision != "auto":
+        artifacts = [a for a in artifacts if a.precision == config.precision]
+        if not artifacts:
+            raise SelectionError(
+                f"model package {package.model_id} has no {config.precision} artifact "
+                f'(it has {have}); set [runtime] precision to "auto" or one it has'
+            )
+    if config.backend != "auto":
+        registry.backend_class(config.backend)  # BackendUnavailable names the extra
+        runnable = registry.FORMATS[config.backend]
+        found = [
+            Candidate(config.backend, a, tags[id(a)]) for a in artifacts if a.format in runnable
+        ]
+        if not found:
+            wanted = f"{config.precision} " if config.precision != "auto" else ""
+            raise SelectionError(
+                f"model package {package.model_id} has no {wanted}artifact that "
+                f"{config.backend} can run (it runs {', '.join(runnable)}; the package "
+                f"has {have})"
+            )
+        return found
+    available = registry.available_backends()
+    found = [
+        Candidate(key, a, tags[id(a)])
+        for a in artifacts
+        for key in registry.backends_for_format(a.format)
+        if key in available
+    ]
+    if not found:
+        raise SelectionError(
+            f"no installed runtime backend can run model package {package.model_id} "
+            f"(it has {have}; installed: {', '.join(available) or 'none'})"
+        )
+    return found
+
+
+# -- the decision -----------------------------------------------------------
+def choose_fastest(
+    measured: Sequence[tuple[Candidate, float]], tolerance: float = TIE_TOLERANCE
+) -> Candidate:
+    """The fastest candidate; near-ties (within ``tolerance``) go to higher precision."""
+    if not measured:
+        raise ValueError("no measured candidates to choose from")
+    fastest = min(ms for _, ms in measured)
+    near = [(c, ms) for c, ms in measured if ms <= fastest * (1 + tolerance)]
+
+    def precision_then_speed(item: tuple[Candidate, float]) -> tuple[int, float]:
+        return PRECISION_RANK.get(item[0].artifact.precision, len(PRECISION_RANK)), item[1]
+
+    return min(near, key=precision_then_speed)[0]
+
+
+# -- measuring --------------------------------------------------------------
+def sample_inputs(package: ModelPackage, seed: int = 0) -> dict[str, np.ndarray]:
+    """A random input of the manifest's shape and dtype (normalised-image range)."""
+    spec = package.input
+    rng = np.random.default_rng(seed)
+    return {spec.name: rng.standard_normal(spec.shape).astype(spec.dtype)}
+
+
+def load_candidate(
+    candidate: Candidate, package: ModelPackage, config: RuntimeConfig
+) -> RuntimeBackend:
+    """A new backend with the candidate's artifact loaded, speaking the manifest's names."""
+    outputs: list[dict[str, Any]] = package.manifest["outputs"]
+    shapes = [o["shape"] for o in outputs] if all("shape" in o for o in outputs) else None
+    backend = registry.create_backend(candidate.backend)
+    backend.load(
+        candidate.artifact.path,
+        threads=config.threads,
+        device=config.device,
+        input_names=[package.input.name],
+        output_names=[o["name"] for o in outputs],
+        output_shapes=shapes,
+    )
+    return backend
+
+
+def time_runs(
+    backend: RuntimeBackend,
+    inputs: dict[str, np.ndarray],
+    budget_s: float,
+    min_runs: int = MIN_RUNS,
+    max_runs: int = MAX_RUNS,
+) -> list[float]:
+    """Milliseconds of each ``infer`` in a burst of about ``budget_s`` seconds."""
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < max_runs and (
+        len(times) < min_runs or time.perf_counter() - start < budget_s
+    ):
+        began = time.perf_counter()
+        backend.infer(inputs)
+        times.append((time.perf_counter() - began) * 1000.0)
+    return times
+
+
+def _check_outputs(
+    backend: RuntimeBackend, outputs: dict[str, np.ndarray], expected: list[str]
+) -> None:
+    if list(outputs) != expected:
+        raise RuntimeError(f"returned outputs {list(outputs)}, the manifest lists {expected}")
+    for name, value in outputs.items():
+        if not np.all(np.isfinite(value)):
+            raise RuntimeError(f"output {name!r} is not finite on {backend.describe()}")
+
+
+def _prepare(
+    candidate: Candidate, package: ModelPackage, config: RuntimeConfig, inputs: dict
+) -> RuntimeBackend:
+    """Load, check the outputs once and warm up; close again on any failure."""
+    backend = load_candidate(candidate, package, config)
+    try:
+        expected = [o["name"] for o in package.manifest["outputs"]]
+        _check_outputs(backend, backend.infer(inputs), expected)
+        backend.warm_up(inputs, runs=WARM_UP_RUNS)
+    except Exception:
+        backend.close()
+        raise
+    return backend
+
+
+def _skip(skipped: dict[str, str], candidate: Candidate, exc: Exception) -> None:
+    skipped[candidate.label] = f"{type(exc).__name__}: {exc}"
+    log.warning("runtime candidate %s skipped: %s", candidate.label, exc)
+
+
+def measure(
+    loaded: list[tuple[Candidate, RuntimeBackend]],
+    inputs: dict[str, np.ndarray],
+    budget_s: float,
+    skipped: dict[str, str],
+) -> list[tuple[Candidate, float]]:
+    """Median ms/run of each loaded candidate, timed in interleaved rounds.
+
+    Rounds (rather than one long run each) spread a passing load on a shared
+    CPU over every candidate. A candidate that fails while running is closed
+    and moved to ``skipped``.
+    """
+    times: dict[int, list[float]] = {i: [] for i in range(len(loaded))}
+    burst_s = budget_s / max(1, len(loaded) * ROUNDS)
+    for _ in range(ROUNDS):
+        for i, (candidate, backend) in enumerate(loaded):
+            if i not in times:
+                continue
+            try:
+                times[i] += time_runs(backend, inputs, burst_s, min_runs=MIN_RUNS)
+            except Exception as exc:  # a runtime failure skips this candidate
+                backend.close()
+                _skip(skipped, candidate, exc)
+                del times[i]
+    return [(loaded[i][0], float(np.median(samples))) for i, samples in times.items()]
+
+
+# -- the entry point --------------------------------------------------------
+def select_backend(
+    package: ModelPackage, config: RuntimeConfig, *, budget_s: float = MEASURE_BUDGET_S
+) -> LoadedModel:
+    """Load, warm up and return the backend/artifact that runs ``package`` here.
+
+    Every candidate is loaded, warmed up and timed (``budget_s`` seconds of
+    timed runs in all); the losers are closed. Raises BackendUnavailable for
+    an explicit backend that is not installed and SelectionError when nothing
+    fits the config or nothing loads.
+    """
+    found = candidates(package, config)
+    inputs = sample_inputs(package)
+    skipped: dict[str, str] = {}
+    loaded: list[tuple[Candidate, RuntimeBackend]] = []
+    for candidate in found:
+        try:
+            loaded.append((candidate, _prepare(candidate, package, config, inputs)))
+        except Exception as exc:  # any failure skips this candidate, with its reason
+            _skip(skipped, candidate, exc)
+    measured = measure(loaded, inputs, budget_s, skipped)
+    if not measured:
+        reasons = "; ".join(f"{label}: {why}" for label, why in skipped.items())
+        raise SelectionError(f"no runtime candidate for {package.model_id} loads: {reasons}")
+    for candidate, ms in measured:
+        log.info("runtime candidate %s: %.3f ms/run", candidate.label, ms)
+    chosen = choose_fastest(measured)
+    backend = next(b for c, b in loaded if c is chosen)
+    for candidate, other in loaded:
+        if candidate is not chosen:
+            other.close()
+    return LoadedModel(
+        backend=backend,
+        artifact=chosen.artifact,
+        ms_per_run={c.label: ms for c, ms in measured},
+        reason=_reason(config, chosen, measured),
+        skipped=skipped,
+        label=chosen.label,
+    )
+
+
+def _reason(
+    config: RuntimeConfig, chosen: Candidate, measured: list[tuple[Candidate, float]]
+) -> str:
+    asked = [
+        f"{k}={v}"
+        for k, v in (("backend", config.backend), ("precision", config.precision))
+        if v != "auto"
+    ]
+    prefix = f"{' and '.join(asked)} set in [runtime]" if asked else "auto"
+    if len(measured) == 1:
+        return f"{prefix}; the only candidate"
+    ms = {c.label: t for c, t in measured}
+    fastest_label, fastest_ms = min(ms.items(), key=lambda item: item[1])
+    text = f"{prefix}; fastest of {len(measured)} measured here ({ms[chosen.label]:.3f} ms/run)"
+    if fastest_label != chosen.label:
+        text += (
+            f"; {fastest_label} ({fastest_ms:.3f} ms/run) is within "
+            f"{TIE_TOLERANCE:.0%}, so the higher precision is kept"
+        )
+    return text
