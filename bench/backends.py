@@ -1,0 +1,85 @@
+"""Backend benchmark: ms/image of every artifact of the demo package on every backend.
+
+Inputs are real phantom images preprocessed as the box does. Each (backend,
+artifact) pair is measured with 1 thread and with the runtime's default
+threads; the reference in the same run is ONNX Runtime FP32.
+
+    .venv/bin/python bench/backends.py [--images 64] [--runs 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from common import REPO, save
+from converters.phantoms import generate
+from firmware_app.config import Config, RuntimeConfig
+from firmware_app.imaging.preprocess import get_preprocessor
+from firmware_app.models import find_package, load_package
+from firmware_app.runtime.selection import candidates, load_candidate
+
+
+def inputs_for(package, count: int) -> list[dict[str, np.ndarray]]:
+    """Phantom images preprocessed exactly as the box does it."""
+    spec = package.input
+    pre = get_preprocessor(package.manifest["preprocessing"]["name"])
+    rng = np.random.default_rng(3)
+    feeds = []
+    for i in range(count):
+        phantom = generate("ct" if i % 2 else "us", rng)
+        tensor, _ = pre(phantom.image, spec.shape, spec.mean, spec.std, {})
+        feeds.append({spec.name: tensor})
+    return feeds
+
+
+def time_backend(backend, feeds, runs: int) -> dict[str, float]:
+    """Median and p95 ms per image over ``runs`` inferences (after warm-up)."""
+    for feed in feeds[:8]:
+        backend.infer(feed)
+    samples = []
+    for i in range(runs):
+        started = time.perf_counter()
+        backend.infer(feeds[i % len(feeds)])
+        samples.append((time.perf_counter() - started) * 1000)
+    samples.sort()
+    return {"median_ms": round(statistics.median(samples), 3),
+            "p95_ms": round(samples[int(0.95 * (len(samples) - 1))], 3),
+            "images_per_s": round(1000 / statistics.mean(samples), 1)}
+
+
+def main() -> None:
+    """Measure every pair and print ms/image with the ratio to ORT FP32."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--runs", type=int, default=300)
+    args = parser.parse_args()
+    config = Config()
+    package = load_package(find_package(config.models_dir, config.models.name),
+                           config.trusted_key_paths)
+    feeds = inputs_for(package, args.images)
+    figures: dict[str, dict] = {}
+    for threads in (1, 0):
+        runtime = RuntimeConfig(threads=threads)
+        for candidate in candidates(package, runtime):
+            backend = load_candidate(candidate, package, runtime)
+            try:
+                key = f"{candidate.label} threads={'default' if threads == 0 else threads}"
+                figures[key] = time_backend(backend, feeds, args.runs)
+                figures[key]["size_kb"] = round(candidate.artifact.path.stat().st_size / 1024)
+            finally:
+                backend.close()
+    for threads in ("1", "default"):
+        reference = figures[f"onnxruntime:onnx/fp32 threads={threads}"]["median_ms"]
+        for key, row in figures.items():
+            if key.endswith(f"threads={threads}"):
+                row["speedup_vs_ort_fp32"] = round(reference / row["median_ms"], 2)
+    save("backends", {"package": package.model_id, "images": args.images, "runs": args.runs,
+                      "repo": str(REPO.name), "results": figures})
+
+
+if __name__ == "__main__":
+    main()

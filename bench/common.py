@@ -1,0 +1,106 @@
+"""Shared helpers for the benchmarks: phantom files, processes, ports, dcmtk."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "bench" / "out"
+STORESCU = "/usr/bin/storescu"   # dcmtk's, not pynetdicom's app in .venv/bin
+ECHOSCU = "/usr/bin/echoscu"
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}  # no Nagle delay on loopback
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll until true, or raise after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def echo(port: int, ae_title: str) -> bool:
+    """C-ECHO with dcmtk's echoscu."""
+    return subprocess.run([ECHOSCU, "-aec", ae_title, "127.0.0.1", str(port)],
+                          capture_output=True, env=DCMTK_ENV).returncode == 0
+
+
+def phantom_files(out: Path, count: int, kind: str, seed: int = 1) -> list[Path]:
+    """Write (once) and return phantom DICOM files made by the project's generator."""
+    files = sorted(out.rglob("*.dcm"))
+    if len(files) != count:
+        subprocess.run([sys.executable, "-m", "converters.phantoms", "--out", str(out),
+                        "--count", str(count), "--kind", kind, "--format", "dicom",
+                        "--seed", str(seed)], check=True, cwd=REPO, capture_output=True)
+        files = sorted(out.rglob("*.dcm"))
+    return files
+
+
+def send(port: int, ae_title: str, files: list[Path], associations: int = 1) -> float:
+    """Send files with storescu over ``associations`` parallel associations; seconds taken."""
+    chunks = [files[i::associations] for i in range(associations)]
+    started = time.perf_counter()
+    procs = [subprocess.Popen([STORESCU, "-aec", ae_title, "127.0.0.1", str(port),
+                               *map(str, chunk)], env=DCMTK_ENV,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for chunk in chunks]
+    for proc in procs:
+        output = proc.communicate()[0].decode(errors="replace")
+        if proc.returncode != 0:
+            raise RuntimeError(f"storescu failed: {output[-2000:]}")
+    return time.perf_counter() - started
+
+
+def write_box_config(path: Path, state: Path, port: int, **sections: dict) -> Path:
+    """A clinibox config for a benchmark run."""
+    merged: dict[str, dict] = {"storage": {"state_dir": str(state)},
+                               "dicom": {"port": port, "host": "127.0.0.1"},
+                               "usb": {"enabled": False}}
+    for name, values in sections.items():
+        merged.setdefault(name, {}).update(values)
+    lines = []
+    for name, values in merged.items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def start_box(config: Path, log: Path) -> subprocess.Popen:
+    """Start `clinibox serve` with a config; the caller waits for readiness."""
+    return subprocess.Popen([sys.executable, "-m", "firmware_app.cli", "serve", "--config",
+                             str(config)], cwd=REPO, stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate a server process and wait for it."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def save(name: str, figures: dict) -> None:
+    """Print the figures and keep them under bench/out/<name>.json."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
+    print(json.dumps(figures, indent=2))

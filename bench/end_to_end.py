@@ -1,0 +1,163 @@
+"""End-to-end benchmark: C-STORE received → result stored, and pipeline vs bare backend.
+
+1. Streaming: `clinibox serve` (worker on) receives N phantom images from
+   storescu; latency per instance = result stored − object received
+   (both timestamps from the box's database); p50/p95.
+2. Drain: the same N objects queued with the worker off, then the box is
+   restarted with the worker on; throughput = images/s while draining.
+3. Bare backend, same run: the same images decoded and preprocessed
+   beforehand, then only ``backend.infer`` timed on the artifact the box chose.
+   ratio = drain throughput / bare throughput (1.0 = no pipeline overhead).
+
+    .venv/bin/python bench/end_to_end.py [--files 120] [--backend auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from common import (
+    echo,
+    free_port,
+    phantom_files,
+    save,
+    send,
+    start_box,
+    stop,
+    wait_until,
+    write_box_config,
+)
+from firmware_app.config import Config, RuntimeConfig
+from firmware_app.imaging.decode import decode
+from firmware_app.imaging.preprocess import get_preprocessor
+from firmware_app.models import find_package, load_package
+from firmware_app.runtime.selection import candidates, load_candidate
+
+
+def _rows(db: Path, sql: str) -> list[tuple]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def _wait_processed(db: Path, count: int, timeout: float = 600) -> None:
+    def done() -> bool:
+        if not db.exists():
+            return False
+        return _rows(db, "SELECT COUNT(*) FROM results")[0][0] >= count
+    wait_until(done, timeout, f"{count} results")
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-quantile (0..1) of values, nearest rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def streaming(files: list[Path], work: Path, backend: str) -> dict:
+    port = free_port()
+    config = write_box_config(work / "stream.toml", work / "stream", port,
+                              runtime={"backend": backend})
+    proc = start_box(config, work / "stream.log")
+    try:
+        wait_until(lambda: echo(port, "CLINIBOX"), 120, "clinibox")
+        send(port, "CLINIBOX", files)
+        db = work / "stream" / "clinibox.db"
+        _wait_processed(db, len(files))
+        rows = _rows(db, "SELECT r.created_at - i.received_at, r.backend FROM results r"
+                         " JOIN instances i ON i.id = r.instance_id")
+    finally:
+        stop(proc)
+    latencies = [r[0] * 1000 for r in rows]
+    return {"p50_ms": round(percentile(latencies, 0.5), 1),
+            "p95_ms": round(percentile(latencies, 0.95), 1),
+            "max_ms": round(max(latencies), 1), "backend": rows[0][1]}
+
+
+def drain(files: list[Path], work: Path, backend: str) -> dict:
+    port = free_port()
+    state = work / "drain"
+    config = write_box_config(work / "fill.toml", state, port, worker={"enabled": False})
+    proc = start_box(config, work / "fill.log")
+    try:
+        wait_until(lambda: echo(port, "CLINIBOX"), 120, "clinibox")
+        send(port, "CLINIBOX", files)
+    finally:
+        stop(proc)
+    config = write_box_config(work / "drain.toml", state, port, runtime={"backend": backend},
+                              dicom={"enabled": False})
+    proc = start_box(config, work / "drain.log")
+    try:
+        _wait_processed(state / "clinibox.db", len(files))
+        created = sorted(r[0] for r in _rows(state / "clinibox.db",
+                                             "SELECT created_at FROM results"))
+        stages = _rows(state / "clinibox.db", "SELECT timings_json FROM results")
+    finally:
+        stop(proc)
+    timings = [json.loads(s[0]) for s in stages]
+    mean = {k: round(statistics.mean(t[k] for t in timings), 3) for k in timings[0]}
+    span = created[-1] - created[0]
+    return {"images_per_s": round((len(created) - 1) / span, 1), "mean_stage_ms": mean}
+
+
+def bare(files: list[Path], backend_label: str) -> dict:
+    config = Config()
+    package = load_package(find_package(config.models_dir, config.models.name),
+                           config.trusted_key_paths)
+    runtime = RuntimeConfig()
+    chosen = [c for c in candidates(package, runtime) if c.label == backend_label]
+    backend = load_candidate(chosen[0], package, runtime)
+    spec = package.input
+    pre = get_preprocessor(package.manifest["preprocessing"]["name"])
+    feeds = []
+    for path in files:
+        decoded = decode(path, config.limits, config.worker.max_frames_per_instance)
+        for frame in decoded.frames:
+            tensor, _ = pre(frame, spec.shape, spec.mean, spec.std, {})
+            feeds.append({spec.name: tensor})
+    for feed in feeds[:8]:
+        backend.infer(feed)
+    started = time.perf_counter()
+    for feed in feeds:
+        backend.infer(feed)
+    elapsed = time.perf_counter() - started
+    backend.close()
+    return {"images_per_s": round(len(feeds) / elapsed, 1),
+            "ms_per_image": round(elapsed * 1000 / len(feeds), 3), "frames": len(feeds)}
+
+
+def main() -> None:
+    """Run the three measurements and print the pipeline/bare ratio."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--files", type=int, default=120)
+    parser.add_argument("--backend", default="auto")
+    args = parser.parse_args()
+    cache = Path(tempfile.gettempdir()) / f"clinibox-bench-mixed-{args.files}"
+    files = phantom_files(cache, args.files, "mixed", seed=2)
+    with tempfile.TemporaryDirectory(prefix="clinibox-e2e-") as tmp:
+        work = Path(tmp)
+        stream = streaming(files, work, args.backend)
+        drained = drain(files, work, args.backend)
+    label = stream["backend"]
+    reference = bare(files, label)
+    save("end_to_end", {
+        "files": len(files), "backend": label,
+        "latency_received_to_result": stream,
+        "pipeline_drain": drained,
+        "bare_backend": reference,
+        "pipeline_over_bare_throughput": round(
+            drained["images_per_s"] / reference["images_per_s"], 3),
+        "note": "numpy arrays only; same images, same artifact, same run",
+    })
+
+
+if __name__ == "__main__":
+    main()

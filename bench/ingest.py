@@ -1,0 +1,126 @@
+"""Ingest benchmark: C-STORE instances/s into clinibox vs Orthanc vs dcmtk's storescp.
+
+Same phantom CT files, same storescu client (TCP_NODELAY=1), same run, fresh
+state for every repetition. clinibox is measured as shipped (durable: file
+fsync + folder fsync + SQLite FULL commit before each Success) with the worker
+off (ingest alone) and on (the real box, ingest while inferring). Orthanc is
+measured non-durable (SyncStorageArea false) and with its default
+(SyncStorageArea true); storescp (no fsync, no index) is the ceiling.
+
+    .venv/bin/python bench/ingest.py [--files 200] [--repeat 3] [--associations 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import tempfile
+from pathlib import Path
+
+from common import (
+    DCMTK_ENV,
+    echo,
+    free_port,
+    phantom_files,
+    save,
+    send,
+    start_box,
+    stop,
+    wait_until,
+    write_box_config,
+)
+
+
+def run_storescp(files: list[Path], work: Path, associations: int) -> float:
+    port = free_port()
+    out = work / "storescp"
+    out.mkdir()
+    proc = subprocess.Popen(["/usr/bin/storescp", "-aet", "STORESCP", "-od", str(out),
+                             str(port)], env=DCMTK_ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: echo(port, "STORESCP"), 30, "storescp")
+        return send(port, "STORESCP", files, associations)
+    finally:
+        stop(proc)
+
+
+def run_orthanc(files: list[Path], work: Path, associations: int, sync: bool) -> float:
+    port, http = free_port(), free_port()
+    storage = work / "orthanc-db"
+    config = work / "orthanc.json"
+    config.write_text(json.dumps({
+        "Name": "bench", "StorageDirectory": str(storage), "IndexDirectory": str(storage),
+        "DicomAet": "ORTHANC", "DicomPort": port, "HttpPort": http,
+        "DicomCheckCalledAet": False, "RemoteAccessAllowed": False,
+        "SyncStorageArea": sync, "StorageCompression": False, "Plugins": [],
+        "ConcurrentJobs": 1,
+    }))
+    proc = subprocess.Popen(["/usr/sbin/Orthanc", str(config)], env=DCMTK_ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: echo(port, "ORTHANC"), 60, "Orthanc")
+        return send(port, "ORTHANC", files, associations)
+    finally:
+        stop(proc)
+
+
+def run_clinibox(files: list[Path], work: Path, associations: int, worker: bool) -> float:
+    port = free_port()
+    config = write_box_config(work / "box.toml", work / "state", port,
+                              worker={"enabled": worker})
+    proc = start_box(config, work / "serve.log")
+    try:
+        wait_until(lambda: echo(port, "CLINIBOX"), 120, "clinibox")
+        return send(port, "CLINIBOX", files, associations)
+    finally:
+        stop(proc)
+
+
+def main() -> None:
+    """Measure every target and print instances/s with ratios."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--files", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--associations", type=int, default=1)
+    args = parser.parse_args()
+    cache = Path(tempfile.gettempdir()) / f"clinibox-bench-ct-{args.files}"
+    files = phantom_files(cache, args.files, "ct")
+    megabytes = sum(f.stat().st_size for f in files) / 2**20
+
+    targets = {
+        "storescp (dcmtk, ceiling)": lambda w: run_storescp(files, w, args.associations),
+        "orthanc (SyncStorageArea=false)": lambda w: run_orthanc(files, w, args.associations,
+                                                                 False),
+        "orthanc (default, SyncStorageArea=true)": lambda w: run_orthanc(
+            files, w, args.associations, True),
+        "clinibox (durable, worker off)": lambda w: run_clinibox(files, w, args.associations,
+                                                                 False),
+        "clinibox (durable, worker on)": lambda w: run_clinibox(files, w, args.associations,
+                                                                True),
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in targets}
+    for _ in range(args.repeat):  # interleaved, so drift hits every target alike
+        for name, run in targets.items():
+            work = Path(tempfile.mkdtemp(prefix="clinibox-bench-"))
+            try:
+                seconds[name].append(run(work))
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+    rates = {name: len(files) / statistics.median(s) for name, s in seconds.items()}
+    ceiling = rates["storescp (dcmtk, ceiling)"]
+    orthanc = rates["orthanc (SyncStorageArea=false)"]
+    save("ingest", {
+        "files": len(files), "megabytes": round(megabytes, 1), "repeat": args.repeat,
+        "associations": args.associations,
+        "instances_per_s": {k: round(v, 1) for k, v in rates.items()},
+        "ratio_to_storescp": {k: round(v / ceiling, 3) for k, v in rates.items()},
+        "ratio_to_orthanc_nondurable": {k: round(v / orthanc, 3) for k, v in rates.items()},
+    })
+
+
+if __name__ == "__main__":
+    main()

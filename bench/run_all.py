@@ -1,0 +1,13 @@
+"""Run every benchmark in turn (ingest, backends, end-to-end, memory)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+for script in ("ingest.py", "backends.py", "end_to_end.py", "memory.py"):
+    print(f"== {script}", flush=True)
+    subprocess.run([sys.executable, str(HERE / script)], check=True, cwd=HERE.parent)
