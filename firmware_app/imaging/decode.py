@@ -1,0 +1,483 @@
+"""Decode one untrusted DICOM Part-10 file into display-ready grey frames.
+
+``decode`` validates the header against ``LimitsConfig`` before any pixel is
+decoded, decodes at most ``max_frames`` frames one at a time (spread evenly,
+middle included) and makes each float32 grey in [0, 1]: modality LUT, VOI
+(window, VOI LUT, else a 0.5-99.5 % percentile window), MONOCHROME1 inverted,
+colour reduced to luma. Images of 8 stored bits or fewer with no modality/VOI
+transform (ultrasound, secondary capture, imported pictures) are shown as
+stored (0..2^bits-1 → 0..1). Every problem becomes a ``DecodeError`` readable
+by clinic staff; only ``FileNotFoundError`` (a spool fault) escapes as is.
+Files without the preamble and ``DICM`` marker are refused as "not a DICOM
+file": the box writes file meta for everything it receives over the network,
+and a headerless file from a USB stick is too ambiguous to trust.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import time
+import warnings
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_color_lut, as_pixel_options, get_decoder
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+
+from firmware_app.config import LimitsConfig
+
+MB = 1024 * 1024
+#: Room for headers, overlays and icons on top of the decoded-pixel budget.
+FILE_HEADROOM_MB = 64
+#: Percentiles used as the window when the object carries none.
+PERCENTILE_LOW, PERCENTILE_HIGH = 0.5, 99.5
+#: Pixels sampled (at most) to estimate the percentile window.
+PERCENTILE_SAMPLES = 1 << 20
+#: Rec. 601 luma weights for RGB → grey.
+LUMA = np.array([0.299, 0.587, 0.114])
+
+MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
+COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT")
+PALETTE = "PALETTE COLOR"
+PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # Pixel Data, Float, Double Float
+UNDEFINED_LENGTH = 0xFFFFFFFF
+REQUIRED = ("SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated", "BitsStored",
+            "PixelRepresentation")
+
+
+class DecodeError(Exception):
+    """A file the box cannot turn into an image; ``reason`` is readable by clinic staff."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class DecodedImage:
+    """Display-ready grey frames of one DICOM instance, with what identifies it locally."""
+
+    frames: np.ndarray  # float32 [F, H, W] in [0, 1]
+    frame_indices: list[int]  # original (0-based) frame numbers of ``frames``
+    total_frames: int
+    rows: int
+    columns: int
+    modality: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    photometric: str
+    transfer_syntax: str
+    pixel_spacing: tuple[float, float] | None
+    decode_ms: float = field(default=0.0)
+
+
+@dataclass(frozen=True)
+class _Header:
+    rows: int
+    columns: int
+    frames: int
+    samples: int
+    bits_allocated: int
+    bits_stored: int
+    photometric: str
+    syntax: UID
+
+
+def select_frames(total: int, max_frames: int) -> list[int]:
+    """At most ``max_frames`` frame indices spread evenly over ``total``, middle included.
+
+    The middle frame (``total // 2``) is always chosen; the other picks are
+    spaced evenly below it (from frame 0) and above it (up to the last frame).
+    """
+    if total <= 0:
+        return []
+    count = max(1, min(max_frames, total))
+    if count == total:
+        return list(range(total))
+    middle = total // 2
+    below = (count - 1) // 2
+    above = count - 1 - below
+    picks = [math.floor(i * middle / below + 0.5) for i in range(below)] if below else []
+    picks.append(middle)
+    span = total - 1 - middle
+    picks += [middle + math.floor(i * span / above + 0.5) for i in range(1, above + 1)]
+    return sorted(set(picks))
+
+
+def decode(path: Path, limits: LimitsConfig, max_frames: int) -> DecodedImage:
+    """Decode the DICOM file at ``path`` into display-ready frames, or raise DecodeError."""
+    started = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            ds = _read(Path(path), limits, caught)
+            header = _validate(ds, limits)
+            indices = select_frames(header.frames, max_frames)
+            frames = np.stack([_decode_frame(ds, header, i) for i in indices])
+            return DecodedImage(
+                frames=frames,
+                frame_indices=indices,
+                total_frames=header.frames,
+                rows=header.rows,
+                columns=header.columns,
+                modality=_text(ds, "Modality").upper(),
+                sop_class_uid=_text(ds, "SOPClassUID"),
+                sop_instance_uid=_text(ds, "SOPInstanceUID"),
+                study_instance_uid=_text(ds, "StudyInstanceUID"),
+                series_instance_uid=_text(ds, "SeriesInstanceUID"),
+                photometric=header.photometric,
+                transfer_syntax=str(header.syntax),
+                pixel_spacing=_pixel_spacing(ds),
+                decode_ms=(time.perf_counter() - started) * 1000,
+            )
+        except (DecodeError, FileNotFoundError, KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except MemoryError:
+            raise DecodeError("cannot decode: not enough memory on this box") from None
+        except BaseException as exc:  # codec panics (e.g. PyO3 PanicException) are BaseException
+            raise DecodeError(f"cannot decode: {_short(exc)}") from exc
+
+
+# -- reading ----------------------------------------------------------------
+
+
+def _read(path: Path, limits: LimitsConfig, caught: list[warnings.WarningMessage]) -> Dataset:
+    size = path.stat().st_size
+    if size == 0:
+        raise DecodeError("empty file")
+    with path.open("rb") as handle:
+        head = handle.read(132)
+    if len(head) < 132 or head[128:132] != b"DICM":
+        raise DecodeError("not a DICOM file (no DICM marker)")
+    budget = (limits.max_decoded_mb + FILE_HEADROOM_MB) * MB
+    if size > budget:
+        raise DecodeError(f"file is {size / MB:,.0f} MB, over the "
+                          f"{limits.max_decoded_mb + FILE_HEADROOM_MB} MB limit")
+    try:
+        meta = pydicom.filereader.read_file_meta_info(path)
+    except Exception as exc:
+        raise DecodeError(f"not a DICOM file (damaged header: {_short(exc)})") from exc
+    syntax = meta.get("TransferSyntaxUID")
+    if not syntax:
+        raise DecodeError("not a DICOM file (no transfer syntax in the file meta header)")
+    deflated = syntax == DeflatedExplicitVRLittleEndian
+    if deflated:
+        _check_inflated_size(path, budget)
+    try:
+        ds = pydicom.dcmread(path, force=False)
+    except InvalidDicomError as exc:
+        raise DecodeError(f"not a DICOM file ({_short(exc)})") from exc
+    except (EOFError, struct.error) as exc:
+        raise DecodeError("truncated file") from exc
+    if any("End of file" in str(w.message) for w in caught):
+        raise DecodeError("truncated file (ends inside an element)")
+    if not deflated:
+        _check_complete(ds, size)
+    return ds
+
+
+def _check_inflated_size(path: Path, budget: int) -> None:
+    """Refuse a deflated file whose data set would inflate past ``budget`` bytes."""
+    with path.open("rb") as handle:
+        handle.seek(132)
+        group = handle.read(12)
+        if group[:4] != b"\x02\x00\x00\x00" or len(group) < 12:
+            raise DecodeError("not a DICOM file (deflated, without a file meta group length)")
+        handle.seek(132 + 12 + struct.unpack("<I", group[8:12])[0])
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        total = 0
+        try:
+            while chunk := handle.read(MB):
+                while chunk:
+                    total += len(inflater.decompress(chunk, 16 * MB))
+                    chunk = inflater.unconsumed_tail
+                    if total > budget:
+                        raise DecodeError(
+                            f"deflated data would expand past {budget // MB} MB, over the limit"
+                        )
+        except zlib.error as exc:
+            raise DecodeError(f"damaged deflated data ({_short(exc)})") from exc
+        if not inflater.eof:
+            raise DecodeError("truncated file (deflated data ends early)")
+
+
+def _check_complete(ds: Dataset, size: int) -> None:
+    """Raise 'truncated file' when the last element runs past the end of the file."""
+    tags = list(ds.keys())
+    if not tags:
+        raise DecodeError("truncated file (no data after the file meta header)")
+    last = ds.get_item(tags[-1])
+    if not isinstance(last, RawDataElement) or last.value_tell is None:
+        return
+    value = last.value or b""
+    if last.length == UNDEFINED_LENGTH:
+        end = last.value_tell + len(value) + 8  # + sequence delimiter
+    else:
+        end = last.value_tell + last.length
+    if end > size or (last.length != UNDEFINED_LENGTH and len(value) < last.length):
+        raise DecodeError(f"truncated file (element {last.tag} runs past the end of the file)")
+    if 0 < size - end < 12:  # a partial element header that pydicom silently dropped
+        raise DecodeError("truncated file (ends inside an element header)")
+
+
+# -- validation -------------------------------------------------------------
+
+
+def _validate(ds: Dataset, limits: LimitsConfig) -> _Header:
+    pixel_tag = next((tag for tag in PIXEL_TAGS if tag in ds), None)
+    if pixel_tag is None:
+        sop = _text(ds, "SOPClassUID")
+        kind = UID(sop).name if sop else (_text(ds, "Modality") or "unknown object")
+        raise DecodeError(f"no pixel data (not an image: {kind})")
+    rows, columns = _int(ds, "Rows"), _int(ds, "Columns")
+    if rows is None or columns is None:
+        raise DecodeError("missing Rows/Columns")
+    if rows <= 0 or columns <= 0:
+        raise DecodeError(f"image has zero rows or columns ({columns} x {rows})")
+    if rows > limits.max_rows or columns > limits.max_columns:
+        limit = limits.max_rows if rows > limits.max_rows else limits.max_columns
+        raise DecodeError(f"image is {columns} x {rows} pixels, over the {limit} limit")
+    frames = _int(ds, "NumberOfFrames") if "NumberOfFrames" in ds else 1
+    if frames is None or frames < 0:
+        raise DecodeError(f"invalid Number of Frames: {ds.get('NumberOfFrames')!r}")
+    if frames == 0:
+        raise DecodeError("image has zero frames")
+    if frames > limits.max_frames:
+        raise DecodeError(f"{frames} frames, over the {limits.max_frames} frame limit")
+    for keyword in REQUIRED:
+        if keyword not in ds or ds[keyword].value in (None, ""):
+            raise DecodeError(f"missing {keyword}")
+    samples, allocated, stored = (
+        _int(ds, "SamplesPerPixel"), _int(ds, "BitsAllocated"), _int(ds, "BitsStored")
+    )
+    if samples not in (1, 3):
+        raise DecodeError(f"unsupported samples per pixel: {samples}")
+    allowed = {0x7FE00010: (1, 8, 16, 32), 0x7FE00008: (32,), 0x7FE00009: (64,)}[pixel_tag]
+    if allocated not in allowed or (allocated == 1 and samples != 1):
+        raise DecodeError(f"unsupported bits allocated: {allocated}")
+    if stored is None or not 1 <= stored <= allocated:
+        raise DecodeError(f"unsupported bits stored: {stored} (bits allocated {allocated})")
+    photometric = _text(ds, "PhotometricInterpretation").upper()
+    if photometric not in (*MONOCHROME, *COLOUR, PALETTE):
+        raise DecodeError(f"unsupported photometric interpretation: {photometric}")
+    if samples != (3 if photometric in COLOUR else 1):
+        raise DecodeError(f"unsupported photometric interpretation: {photometric} "
+                          f"with {samples} samples per pixel")
+    syntax = UID(str(ds.file_meta.TransferSyntaxUID))
+    try:
+        available = get_decoder(syntax).is_available
+    except NotImplementedError:
+        available = False
+    if not available:
+        name = syntax.name if syntax.name != str(syntax) else "unknown"
+        raise DecodeError(f"transfer syntax {syntax} ({name}) cannot be decoded on this box")
+    per_sample = 1 if allocated <= 8 else allocated // 8
+    needed = rows * columns * frames * samples * per_sample
+    if needed > limits.max_decoded_mb * MB:
+        raise DecodeError(f"decoded image would need {needed / MB:,.0f} MB, "
+                          f"over the {limits.max_decoded_mb} MB limit")
+    element = ds.get_item(pixel_tag)
+    value = element.value or b""
+    undefined = getattr(element, "length", None) == UNDEFINED_LENGTH or getattr(
+        element, "is_undefined_length", False
+    )
+    if undefined and not syntax.is_encapsulated:
+        raise DecodeError(f"pixel data is compressed but the transfer syntax {syntax} "
+                          f"({syntax.name}) says it is not")
+    if not syntax.is_encapsulated:
+        bits = rows * columns * frames * allocated * samples
+        if photometric == "YBR_FULL_422":
+            bits = bits * 2 // 3
+        expected = (bits + 7) // 8
+        if len(value) < expected:
+            raise DecodeError(f"pixel data too short: {len(value)} bytes, expected {expected}")
+    elif not value:
+        raise DecodeError("pixel data is empty")
+    return _Header(rows, columns, frames, samples, allocated, stored, photometric, syntax)
+
+
+# -- pixels -------------------------------------------------------------------
+
+
+def _decode_frame(ds: Dataset, header: _Header, index: int) -> np.ndarray:
+    decoder = get_decoder(header.syntax)
+    array, meta = decoder.as_array(ds, index=index, validate=True, **as_pixel_options(ds))
+    photometric = str(meta.get("photometric_interpretation", header.photometric)).upper()
+    if photometric == PALETTE:
+        rgb = apply_color_lut(array, ds)
+        grey = (rgb.astype(np.float64) @ LUMA) / float(np.iinfo(rgb.dtype).max)
+    elif array.ndim == 3:  # YBR: Y is the luma already
+        channels = array.astype(np.float64)
+        grey = channels[..., 0] if photometric.startswith("YBR") else channels @ LUMA
+        grey = grey / float(2 ** header.bits_stored - 1)
+    else:
+        grey = _grey_to_display(array, ds, header, index)
+        if photometric == "MONOCHROME1":
+            grey = 1.0 - grey
+    grey = np.nan_to_num(grey, nan=0.0, posinf=1.0, neginf=0.0)
+    return np.clip(grey, 0.0, 1.0).astype(np.float32)
+
+
+def _grey_to_display(array: np.ndarray, ds: Dataset, header: _Header, index: int) -> np.ndarray:
+    """Modality LUT, then VOI (window, VOI LUT or percentile), scaled to [0, 1]."""
+    attrs = _frame_attributes(ds, index)
+    values = array.astype(np.float64)
+    transformed = False
+    if ds.get("ModalityLUTSequence"):
+        values = _apply_lut(values, ds.ModalityLUTSequence[0], ds, normalise=False)
+        transformed = True
+    elif attrs.get("RescaleSlope") is not None and attrs.get("RescaleIntercept") is not None:
+        values = values * attrs["RescaleSlope"] + attrs["RescaleIntercept"]
+        transformed = True
+    centre, width = attrs.get("WindowCenter"), attrs.get("WindowWidth")
+    if centre is not None and width is not None and width > 0:
+        return _window(values, centre, width, attrs.get("VOILUTFunction", "LINEAR"))
+    if ds.get("VOILUTSequence"):
+        return _apply_lut(values, ds.VOILUTSequence[0], ds, normalise=True)
+    if not transformed and header.bits_stored <= 8 and array.dtype.kind in "ub":
+        return values / float(2 ** header.bits_stored - 1)
+    return _percentile_window(values)
+
+
+def _window(values: np.ndarray, centre: float, width: float, function: str) -> np.ndarray:
+    """DICOM PS3.3 C.11.2.1.2 windowing onto [0, 1]."""
+    function = function.upper()
+    if function == "SIGMOID":
+        return 1.0 / (1.0 + np.exp(np.clip(-4.0 * (values - centre) / width, -500, 500)))
+    if function == "LINEAR_EXACT":
+        return np.clip((values - centre) / width + 0.5, 0.0, 1.0)
+    if width <= 1:
+        return (values > centre - 0.5).astype(np.float64)
+    return np.clip((values - (centre - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
+
+
+def _apply_lut(values: np.ndarray, item: Dataset, ds: Dataset, normalise: bool) -> np.ndarray:
+    """Apply a Modality or VOI LUT item; VOI output is scaled to [0, 1] by the LUT's range."""
+    entries, first = int(item.LUTDescriptor[0]) or 65536, int(item.LUTDescriptor[1])
+    raw = item.LUTData
+    if isinstance(raw, bytes):
+        little = ds.original_encoding[1] is not False
+        table = np.frombuffer(raw[: len(raw) // 2 * 2], dtype="<u2" if little else ">u2")
+    else:
+        table = np.asarray(raw if isinstance(raw, list | tuple) else [raw], dtype=np.float64)
+    table = table[:entries].astype(np.float64)
+    if table.size == 0:
+        raise ValueError("empty lookup table")
+    positions = np.clip(np.rint(values) - first, 0, table.size - 1).astype(np.int64)
+    out = table[positions]
+    if not normalise:
+        return out
+    low, high = float(table.min()), float(table.max())
+    return (out - low) / (high - low) if high > low else np.zeros_like(out)
+
+
+def _percentile_window(values: np.ndarray) -> np.ndarray:
+    flat = values.reshape(-1)
+    step = max(1, flat.size // PERCENTILE_SAMPLES)
+    sample = flat[::step]
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return np.zeros_like(values)
+    low, high = np.percentile(sample, [PERCENTILE_LOW, PERCENTILE_HIGH])
+    if high <= low:
+        low, high = float(sample.min()), float(sample.max())
+    if high <= low:
+        return np.zeros_like(values)
+    return np.clip((values - low) / (high - low), 0.0, 1.0)
+
+
+def _frame_attributes(ds: Dataset, index: int) -> dict[str, Any]:
+    """Rescale and window for one frame: per-frame groups, then shared, then top level."""
+    sources: list[Dataset] = []
+    for sequence, position in (("PerFrameFunctionalGroupsSequence", index),
+                               ("SharedFunctionalGroupsSequence", 0)):
+        groups = _get(ds, sequence)
+        if groups and position < len(groups):
+            for name in ("PixelValueTransformationSequence", "FrameVOILUTSequence"):
+                items = _get(groups[position], name)
+                if items:
+                    sources.append(items[0])
+    attrs: dict[str, Any] = {}
+    for source in [*sources, ds]:
+        for keyword in ("RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth"):
+            number = _float(_get(source, keyword))
+            if keyword not in attrs and number is not None:
+                attrs[keyword] = number
+        function = _get(source, "VOILUTFunction")
+        if "VOILUTFunction" not in attrs and function:
+            attrs["VOILUTFunction"] = str(function).strip()
+    return attrs
+
+
+# -- small helpers ------------------------------------------------------------------
+
+
+def _first(value: Any) -> Any:
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return value[0] if len(value) else None
+    return value
+
+
+def _float(value: Any) -> float | None:
+    try:
+        number = float(_first(value))
+    except (TypeError, ValueError, IndexError):
+        return None
+    return number if np.isfinite(number) else None
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    try:
+        value = _first(ds.get(keyword))
+        return None if value in (None, "") else int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _get(ds: Dataset, keyword: str) -> Any:
+    """``ds.get`` that treats a value pydicom cannot convert as absent."""
+    try:
+        return ds.get(keyword)
+    except Exception:
+        return None
+
+
+def _text(ds: Dataset, keyword: str, limit: int = 128) -> str:
+    value = _get(ds, keyword)
+    text = str(_first(value) if not isinstance(value, str) else value)
+    text = "".join(ch for ch in text if ch.isprintable()).strip()
+    return "" if text == "None" else text[:limit]
+
+
+def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
+    candidates = [_get(ds, "PixelSpacing")]
+    for sequence in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        groups = _get(ds, sequence)
+        measures = _get(groups[0], "PixelMeasuresSequence") if groups else None
+        if measures:
+            candidates.append(_get(measures[0], "PixelSpacing"))
+    candidates.append(_get(ds, "ImagerPixelSpacing"))
+    for value in candidates:
+        try:
+            row, column = (float(v) for v in value)
+        except (TypeError, ValueError):
+            continue
+        if row > 0 and column > 0 and np.isfinite(row) and np.isfinite(column):
+            return row, column
+    return None
+
+
+def _short(exc: BaseException, limit: int = 160) -> str:
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    text = text or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"

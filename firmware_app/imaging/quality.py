@@ -1,0 +1,76 @@
+"""Plain-language image quality warnings for clinic staff.
+
+``check_quality`` looks at one display-ready grey frame (float in [0, 1], as
+``decode`` produces) and says when it is blank, too dark, saturated, low in
+contrast or too small to read reliably. The checks are cheap statistics on a
+subsample (at most ``SAMPLE_SIDE`` pixels per side), so they cost well under a
+millisecond even for large radiographs.
+
+Thresholds are module constants, tuned so that ordinary CT, MR, CR, US and
+secondary-capture images (pydicom's test files included) raise no warning:
+ultrasound is mostly black and collimated radiographs are up to half white,
+so "too dark" and "saturated" need most of the image to be dark or white.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Largest subsample side used for the statistics.
+SAMPLE_SIDE = 256
+#: Blank: the 1st-99th percentile range and the spread are both below these.
+BLANK_RANGE = 0.02
+BLANK_STD = 0.02
+#: Too dark: even the brightest 1 % is below DARK_P99 and the mean below DARK_MEAN.
+DARK_P99 = 0.25
+DARK_MEAN = 0.10
+#: Saturated: more than SATURATED_FRACTION of pixels at or above SATURATED_LEVEL,
+#: or the darkest 5 % already above BRIGHT_P5.
+SATURATED_LEVEL = 0.98
+SATURATED_FRACTION = 0.60
+BRIGHT_P5 = 0.85
+#: Low contrast: the 1st-99th percentile range below this.
+LOW_CONTRAST_RANGE = 0.20
+
+
+@dataclass(frozen=True)
+class QualityWarning:
+    """One quality finding: a stable ``code`` and a message for clinic staff."""
+
+    code: str
+    message: str
+
+
+def check_quality(
+    image: np.ndarray, rows: int, columns: int, min_rows: int
+) -> list[QualityWarning]:
+    """Quality warnings for one display-ready [0, 1] frame; an empty list when it looks fine.
+
+    ``rows`` and ``columns`` are the image's original size (for the size check);
+    ``min_rows`` is the smallest side accepted without a warning.
+    """
+    if image.ndim != 2 or image.size == 0:
+        raise ValueError(f"check_quality takes a 2-D frame, got shape {image.shape}")
+    warnings: list[QualityWarning] = []
+    if rows < min_rows or columns < min_rows:
+        warnings.append(QualityWarning(
+            "too_small", f"image too small for reliable reading ({columns} x {rows} pixels)"
+        ))
+    step_y = max(1, image.shape[0] // SAMPLE_SIDE)
+    step_x = max(1, image.shape[1] // SAMPLE_SIDE)
+    sample = np.asarray(image[::step_y, ::step_x], dtype=np.float32)
+    sample = np.clip(np.nan_to_num(sample, nan=0.0), 0.0, 1.0).reshape(-1)
+    p1, p5, p99 = np.percentile(sample, [1, 5, 99])
+    spread = p99 - p1
+    if spread < BLANK_RANGE and float(sample.std()) < BLANK_STD:
+        warnings.append(QualityWarning("blank", "image is blank, rescan suggested"))
+        return warnings
+    if p99 < DARK_P99 and float(sample.mean()) < DARK_MEAN:
+        warnings.append(QualityWarning("too_dark", "image too dark, rescan suggested"))
+    if float((sample >= SATURATED_LEVEL).mean()) > SATURATED_FRACTION or p5 > BRIGHT_P5:
+        warnings.append(QualityWarning("saturated", "image saturated, check exposure"))
+    if spread < LOW_CONTRAST_RANGE:
+        warnings.append(QualityWarning("low_contrast", "low contrast, check window/exposure"))
+    return warnings
