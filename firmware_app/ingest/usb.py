@@ -13,8 +13,8 @@ What is taken:
 - files listed in a DICOMDIR (so media with ISO-9660 names work; a listed file
   that is missing is reported);
 - PNG and JPEG exports, wrapped as Secondary Capture objects with a local id.
-Files named like DICOM (``.dcm``, ``.dicom``) that are not DICOM are kept in
-quarantine with the reason; other files (viewers, READMEs) are skipped.
+Files named like images (``.dcm``, ``.png``, …) whose content is not one are
+kept in quarantine with the reason; other files (viewers, READMEs) are skipped.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 DICOM_SUFFIXES = {".dcm", ".dicom", ".dic", ".ima"}
+PICTURE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 
 @dataclass
@@ -188,10 +189,12 @@ class FolderImporter:
                 report.quarantined += 1
                 return "quarantined", instance
             landed = self.lander.land(wrapped, sop_instance_uid=None, source="usb", origin=origin)
-        elif path.suffix.lower() in DICOM_SUFFIXES:
-            instance = self.lander.land_rejected(
-                data, reason="not a DICOM file (no DICM marker)", source="usb", origin=origin
-            )
+        elif path.suffix.lower() in DICOM_SUFFIXES | PICTURE_SUFFIXES:
+            # named like an image but it is not one: keep it, with the reason
+            reason = ("empty file" if not data else
+                      "not a DICOM file or a PNG/JPEG picture (content does not match its name)")
+            instance = self.lander.land_rejected(data, reason=reason, source="usb",
+                                                 origin=origin)
             report.quarantined += 1
             return "quarantined", instance
         else:

@@ -144,5 +144,6 @@ def test_file_named_dicom_but_not_dicom_is_quarantined_with_reason(setup):
     row = conn.execute("SELECT status, reason, local_id FROM instances").fetchone()
     assert row["status"] == "quarantined"
     assert "not a DICOM file" in row["reason"]
+    assert row["reason"] != "empty file"
     quarantine = importer.lander.spool.quarantine_root
     assert (quarantine / f"{row['local_id']}.dcm").exists()
