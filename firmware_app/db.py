@@ -86,18 +86,25 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """Open (and create if needed) the database with durable settings.
+def connect(path: Path, *, acknowledging: bool = True) -> sqlite3.Connection:
+    """Open (and create if needed) the database.
 
     Each thread opens its own connection; connections are in autocommit mode
     and callers group writes with ``with transaction(conn):``.
+
+    ``acknowledging`` connections (the landing path) commit with
+    ``synchronous=FULL``: a commit is on disk before the sender is told
+    "stored". The worker's connection only records results derived from
+    objects already durable, so it uses ``synchronous=NORMAL``: WAL keeps every
+    transaction atomic, and a power cut can at worst undo the last results,
+    whose jobs then go back to the queue and are processed again.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA synchronous={'FULL' if acknowledging else 'NORMAL'}")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")
     return conn

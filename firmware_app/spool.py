@@ -103,6 +103,14 @@ class Spool:
         fsync_dir(self.quarantine_root)
         return target
 
+    def quarantined_reason(self, local_id: str) -> str | None:
+        """The reason an object was quarantined with, if it is in quarantine."""
+        note = self.quarantine_root / f"{local_id}.reason.json"
+        try:
+            return str(json.loads(note.read_text())["reason"])
+        except (OSError, ValueError, KeyError):
+            return None
+
     def clean_temporary(self) -> int:
         """Delete partial files left by a crash mid-write; return how many."""
         removed = 0

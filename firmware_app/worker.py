@@ -30,7 +30,7 @@ class Worker:
         self.config = config
         self.spool = spool
         self.runner = runner
-        self.conn = db.connect(config.database_path)
+        self.conn = db.connect(config.database_path, acknowledging=False)
         self.queue = JobQueue(self.conn)
         self.results = ResultStore(self.conn)
         #: monotonic time of the last completed loop iteration (for the watchdog)
@@ -55,6 +55,9 @@ class Worker:
         except DecodeError as exc:
             return self.quarantine(job, str(exc))
         except FileNotFoundError:
+            earlier = self.spool.quarantined_reason(job.local_id)
+            if earlier is not None:  # quarantined just before a power cut undid the row
+                return self.quarantine(job, earlier)
             reason = "received object is missing from the spool (disk fault?)"
             with db.transaction(self.conn):
                 self.queue.set_status(job.id, "failed", reason)
