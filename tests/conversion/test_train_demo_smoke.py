@@ -1,0 +1,36 @@
+"""`python -m converters.train_demo --quick` builds a package the box accepts, in under 60 s."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from firmware_app import signing
+from firmware_app.config import REPO_ROOT
+from firmware_app.models import load_package
+
+
+def test_quick_training_produces_a_loadable_package(tmp_path):
+    key, pub = tmp_path / "keys" / "test.pem", tmp_path / "keys" / "test.pub"
+    signing.generate_key_pair(key, pub)
+    out = tmp_path / "models" / "clinibox-demo-lesion" / "1.0.0"
+    start = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-m", "converters.train_demo", "--quick", "--out", str(out),
+         "--key", str(key), "--checkpoint", str(tmp_path / "checkpoint.pt")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+    elapsed = time.monotonic() - start
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    assert elapsed < 60, f"--quick took {elapsed:.0f} s"
+    package = load_package(out, [pub])
+    manifest = package.manifest
+    assert {a.label for a in package.artifacts} == {"onnx/fp32", "onnx/int8"}
+    assert manifest["provenance"]["training"]["quick"] is True
+    assert manifest["provenance"]["checkpoint"]["sha256"]
+    assert len(manifest["golden_cases"]) >= 3
+    assert (out / "MODEL_CARD.md").exists()
+    assert not (out.parent / ".1.0.0.staging").exists()
+    assert json.loads((out / "manifest.json").read_text())["signature"]["key_id"] == \
+        signing.key_id(signing.load_public_key(pub))

@@ -1,0 +1,180 @@
+"""The shipped demo package: it verifies, every artifact reproduces its golden cases with its
+own runtime (onnxruntime, openvino, ai_edge_litert used directly), and tampering is refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from converters.phantoms import dataset_plan, dataset_sample
+from firmware_app import signing
+from firmware_app.config import DEMO_PUBLIC_KEY, REPO_ROOT
+from firmware_app.imaging.preprocess import get_preprocessor
+from firmware_app.inference.postprocess import get_postprocessor, sigmoid
+from firmware_app.models import PackageError, load_package
+
+PACKAGE = REPO_ROOT / "models" / "clinibox-demo-lesion" / "1.0.0"
+OUTPUTS = {"lesion_logit": (1, 1), "centre_heatmap": (1, 1, 32, 32), "box_size": (1, 2, 32, 32),
+           "cam": (1, 1, 32, 32)}
+
+
+@pytest.fixture(scope="module")
+def package():
+    return load_package(PACKAGE, [DEMO_PUBLIC_KEY])
+
+
+def run_artifact(fmt: str, path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
+    """One inference with the artifact's own runtime, outputs by name (dequantised)."""
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        assert [i.name for i in sess.get_inputs()] == ["image"]
+        names = [o.name for o in sess.get_outputs()]
+        return dict(zip(names, sess.run(None, {"image": x}), strict=True))
+    if fmt == "openvino-ir":
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(str(path), "CPU")
+        res = compiled([x])
+        return {o.get_any_name(): np.asarray(res[o]) for o in compiled.outputs}
+    assert fmt == "tflite"
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=str(path)).get_signature_runner()
+    detail = runner.get_input_details()["image"]
+    if detail["dtype"] != np.float32:  # full-integer model: quantise the input
+        scale, zero = detail["quantization"]
+        x = np.clip(np.rint(x / scale + zero), -128, 127).astype(detail["dtype"])
+    out = runner(image=x)
+    for name, d in runner.get_output_details().items():
+        if d["dtype"] != np.float32:
+            scale, zero = d["quantization"]
+            out[name] = (out[name].astype(np.float32) - zero) * scale
+    return out
+
+
+def test_package_loads_and_says_what_it_is(package):
+    m = package.manifest
+    assert package.model_id == "clinibox-demo-lesion@1.0.0"
+    assert m["task"] == "lesion-detection" and m["labels"] == ["lesion"]
+    assert m["intended_use"].startswith("DEMONSTRATION ONLY")
+    assert "not for clinical use" in m["intended_use"]
+    assert package.modalities == ["CT", "US", "MR", "CR", "DX", "MG", "OT"]
+    assert package.input.shape == (1, 1, 256, 256) and package.input.name == "image"
+    assert [o["name"] for o in m["outputs"]] == list(OUTPUTS)
+    t = package.thresholds
+    assert 0 < t["finding"] < t["alert"] < 1 and 0 < t["box"] < 1
+    assert m["preprocessing"] == {"name": "letterbox_grey", "params": {}}
+    assert m["postprocessing"]["name"] == "centre_heatmap_boxes"
+    labels = {a.label for a in package.artifacts}
+    assert {"onnx/fp32", "onnx/int8", "openvino-ir/fp32", "openvino-ir/int8",
+            "tflite/fp32"} <= labels
+    fp32_auc = next(a for a in package.artifacts if a.label == "onnx/fp32").validation["auc"]
+    for art in package.artifacts:  # the converter's acceptance rule, re-checked
+        v = art.validation
+        assert v["auc"] > 0.95 and v["auc"] >= fp32_auc - 0.01, art.label
+        assert v["decision_agreement"] >= 0.97 and v["ms_per_image"] > 0, art.label
+        limit = 1e-3 if art.precision == "fp32" else 0.3  # INT8: a few borderline images
+        assert v["max_abs_delta_probability"] < limit, art.label
+
+
+def test_package_is_small_and_single_file_onnx():
+    files = [f for f in PACKAGE.rglob("*") if f.is_file()]
+    assert sum(f.stat().st_size for f in files) < 10 * 1024 * 1024
+    assert not [f for f in files if f.name.endswith(".data")]
+    assert (PACKAGE / "MODEL_CARD.md").read_text().startswith("# Model card")
+    assert "**NOT FOR CLINICAL USE" in (PACKAGE / "MODEL_CARD.md").read_text()
+
+
+def test_golden_inputs_are_exactly_what_the_box_preprocessing_makes(package):
+    prep = get_preprocessor(package.manifest["preprocessing"]["name"])
+    spec = package.input
+    cases = package.manifest["golden_cases"]
+    assert len(cases) >= 3
+    assert {c["input"].split("/")[1].split("-")[1] for c in cases} == {"lesion.npy",
+                                                                       "normal.npy"}
+    for case in cases:
+        src = case["phantom"]
+        plan = dataset_plan(src["seed"], src["count"])
+        phantom = dataset_sample(src["seed"], src["index"], plan)
+        tensor, _ = prep(phantom.image, spec.shape, spec.mean, spec.std, {})
+        assert np.array_equal(tensor, np.load(PACKAGE / case["input"]))
+
+
+@pytest.mark.parametrize("label", ["onnx/fp32", "onnx/int8", "openvino-ir/fp32",
+                                   "openvino-ir/int8", "tflite/fp32", "tflite/int8"])
+def test_every_artifact_meets_the_golden_cases(package, label):
+    arts = {a.label: a for a in package.artifacts}
+    if label == "tflite/int8" and label not in arts:  # optional artifact: then documented
+        assert "tflite" in package.manifest["provenance"]["quantization"]
+        return
+    art = arts[label]
+    finding = package.thresholds["finding"]
+    for case in package.manifest["golden_cases"]:
+        x = np.load(PACKAGE / case["input"])
+        out = run_artifact(art.format, art.path, x)
+        for name, shape in OUTPUTS.items():
+            assert tuple(out[name].shape) == shape, (label, name)
+        p = float(sigmoid(out["lesion_logit"][0, 0]))
+        expected = case["expected"]["lesion_probability"]
+        assert abs(p - expected) <= case["tolerance"], (label, case["input"], p, expected)
+        assert (p >= finding) == ("lesion" in case["input"].split("-")[-1]), (label, p)
+
+
+def test_decoder_finds_the_golden_lesion(package):
+    art = next(a for a in package.artifacts if a.label == "onnx/fp32")
+    decode = get_postprocessor(package.manifest["postprocessing"]["name"])
+    params = package.manifest["postprocessing"]["params"]
+    from firmware_app.imaging.preprocess import letterbox_grey
+
+    for case in package.manifest["golden_cases"]:
+        src = case["phantom"]
+        phantom = dataset_sample(src["seed"], src["index"], dataset_plan(src["seed"],
+                                                                         src["count"]))
+        x, transform = letterbox_grey(phantom.image, package.input.shape, package.input.mean,
+                                      package.input.std, {})
+        found = decode(run_artifact("onnx", art.path, x), params, package.thresholds, transform)
+        h, w = phantom.image.shape
+        assert found.heatmap.shape[0] * w == pytest.approx(found.heatmap.shape[1] * h, rel=0.1)
+        if phantom.lesion:
+            best = found.boxes[0]
+            x0, y0, x1, y1 = phantom.boxes[0]
+            assert best.x0 < x1 and x0 < best.x1 and best.y0 < y1 and y0 < best.y1
+
+
+def _copy(tmp_path: Path) -> Path:
+    target = tmp_path / "clinibox-demo-lesion" / "1.0.0"
+    shutil.copytree(PACKAGE, target)
+    return target
+
+
+def test_tampered_artifact_is_refused(tmp_path):
+    copy = _copy(tmp_path)
+    load_package(copy, [DEMO_PUBLIC_KEY])
+    victim = copy / "model.int8.onnx"
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    victim.write_bytes(bytes(data))
+    with pytest.raises(PackageError, match=r"model\.int8\.onnx"):
+        load_package(copy, [DEMO_PUBLIC_KEY])
+
+
+def test_manifest_edit_breaks_the_signature(tmp_path):
+    copy = _copy(tmp_path)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["thresholds"]["finding"] = 0.01
+    (copy / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    with pytest.raises(PackageError, match="does not match"):
+        load_package(copy, [DEMO_PUBLIC_KEY])
+
+
+def test_untrusted_key_is_refused(tmp_path):
+    pub = tmp_path / "other.pub"
+    signing.generate_key_pair(tmp_path / "other.pem", pub)
+    with pytest.raises(PackageError, match="does not trust"):
+        load_package(PACKAGE, [pub])

@@ -1,0 +1,125 @@
+"""centre_heatmap_boxes: peaks -> boxes in source pixels through a real letterbox Transform."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from firmware_app.imaging.preprocess import letterbox
+from firmware_app.inference.postprocess import (
+    Box,
+    FrameFindings,
+    get_postprocessor,
+    local_peaks,
+    nms,
+)
+
+PARAMS = {"stride": 8, "input_size": [256, 256], "max_boxes": 5, "nms_iou": 0.3, "pool": 3,
+          "label": "lesion", "display": "cam"}
+
+
+@pytest.fixture
+def transform():
+    """A 300 x 400 (h x w) source letterboxed to 256: scale 0.64, 32 px bars top and bottom."""
+    _, t = letterbox(np.zeros((300, 400), np.float32), 256, 256)
+    assert (t.scale, t.offset_x, t.offset_y) == (0.64, 0.0, 32.0)
+    return t
+
+
+def outputs(peaks, logit=2.0, cam=None):
+    """Model outputs with the given {(row, col): (score, w_frac, h_frac)} peaks."""
+    heat = np.zeros((1, 1, 32, 32), np.float32)
+    size = np.zeros((1, 2, 32, 32), np.float32)
+    for (r, c), (score, w, h) in peaks.items():
+        heat[0, 0, r, c] = score
+        size[0, :, r, c] = (w, h)
+    out = {"lesion_logit": np.array([[logit]], np.float32), "centre_heatmap": heat,
+           "box_size": size}
+    if cam is not None:
+        out["cam"] = cam
+    return out
+
+
+def decode(out, transform, box=0.5, **params):
+    return get_postprocessor("centre_heatmap_boxes")(out, {**PARAMS, **params}, {
+        "finding": 0.5, "alert": 0.8, "box": box}, transform)
+
+
+def test_peak_maps_to_source_pixels(transform):
+    found = decode(outputs({(10, 12): (0.9, 0.1, 0.2)}), transform)
+    assert isinstance(found, FrameFindings)
+    assert found.probability == pytest.approx(1 / (1 + math.exp(-2.0)))
+    [b] = found.boxes
+    # centre (100, 84) in input px, 25.6 x 51.2 px; source = (input - offset) / 0.64
+    assert (b.x0, b.y0, b.x1, b.y1) == pytest.approx((136.25, 41.25, 176.25, 121.25))
+    assert b.score == pytest.approx(0.9) and b.label == "lesion"
+
+
+def test_boxes_are_clipped_to_the_source_image(transform):
+    [b] = decode(outputs({(4, 0): (0.9, 0.2, 0.2)}), transform).boxes
+    assert b.x0 == 0.0 and b.y0 == 0.0 and b.x1 > 0 and b.y1 > 0
+
+
+def test_box_threshold_filters(transform):
+    out = outputs({(10, 12): (0.9, 0.1, 0.1), (20, 25): (0.6, 0.1, 0.1)})
+    assert len(decode(out, transform, box=0.5).boxes) == 2
+    [only] = decode(out, transform, box=0.7).boxes
+    assert only.score == pytest.approx(0.9)
+    assert decode(out, transform, box=0.95).boxes == []
+
+
+def test_nms_suppresses_overlaps_and_max_boxes_limits(transform):
+    out = outputs({(10, 10): (0.9, 0.3, 0.3), (10, 12): (0.8, 0.3, 0.3)})
+    [kept] = decode(out, transform).boxes
+    assert kept.score == pytest.approx(0.9)
+    assert len(decode(out, transform, nms_iou=0.95).boxes) == 2
+    many = outputs({(4 + 4 * i, 4 + 4 * i): (0.6 + 0.05 * i, 0.05, 0.05) for i in range(6)})
+    best = decode(many, transform, max_boxes=3).boxes
+    assert [round(b.score, 2) for b in best] == [0.85, 0.8, 0.75]
+
+
+def test_only_local_maxima_are_peaks():
+    heat = np.zeros((8, 8), np.float32)
+    heat[3, 3], heat[3, 4], heat[6, 6] = 0.9, 0.7, 0.5
+    assert set(zip(*np.nonzero(local_peaks(heat) & (heat > 0)), strict=True)) == {(3, 3), (6, 6)}
+    a = Box(0, 0, 10, 10, 0.9, "lesion")
+    b = Box(1, 1, 11, 11, 0.8, "lesion")
+    c = Box(50, 50, 60, 60, 0.7, "lesion")
+    assert nms([c, b, a], 0.3, 5) == [a, c]
+
+
+def test_heatmap_covers_exactly_the_source_extent(transform):
+    cam = np.full((1, 1, 32, 32), -10.0, np.float32)
+    cam[0, 0, :4] = cam[0, 0, 28:] = 10.0  # hot letterbox bars must be cropped away
+    found = decode(outputs({}, cam=cam), transform)
+    assert found.heatmap.shape == (24, 32)  # 192 x 256 input px of source at stride 8
+    assert found.heatmap.dtype == np.float32 and found.heatmap.max() < 0.01
+    cam[0, 0, 4 + 6, 20] = 10.0  # a hot cell inside the source region
+    hot = decode(outputs({}, cam=cam), transform).heatmap
+    assert np.unravel_index(np.argmax(hot), hot.shape) == (6, 20) and hot.max() > 0.99
+
+
+def test_missing_cam_falls_back_to_centre_heatmap(transform):
+    found = decode(outputs({(10, 12): (0.9, 0.1, 0.1)}), transform)
+    assert found.heatmap.shape == (24, 32)
+    assert found.heatmap[6, 12] == pytest.approx(0.9)
+    assert found.heatmap.min() >= 0.0 and found.heatmap.max() <= 1.0
+
+
+def test_square_source_without_padding():
+    _, t = letterbox(np.zeros((512, 512), np.float32), 256, 256)
+    found = decode(outputs({(0, 31): (0.8, 0.25, 0.25)}), t, box=0.3)
+    assert found.heatmap.shape == (32, 32)
+    [b] = found.boxes
+    assert b.x1 == 512.0 and b.y0 == 0.0 and b.x0 == pytest.approx((252 - 32) * 2)
+
+
+def test_missing_output_and_unknown_decoder_are_clear_errors(transform):
+    out = outputs({})
+    del out["box_size"]
+    with pytest.raises(ValueError, match="box_size"):
+        decode(out, transform)
+    with pytest.raises(ValueError, match="centre_heatmap_boxes"):
+        get_postprocessor("yolo_v99")

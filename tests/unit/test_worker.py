@@ -1,0 +1,132 @@
+"""The worker on the real demo package: processed, quarantined, retried, recovered."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom.data import get_testdata_file
+
+from converters.phantom_dicom import ct_dataset, write_dicom
+from converters.phantoms import generate
+from firmware_app import db
+from firmware_app.app import load_runner, make_spool
+from firmware_app.config import Config, StorageConfig
+from firmware_app.ingest.landing import Lander
+from firmware_app.results import ResultStore, decode_heatmap
+from firmware_app.worker import Worker
+
+
+@pytest.fixture(scope="module")
+def runner():
+    config = Config()
+    config.runtime.backend = "onnxruntime"
+    return load_runner(config).runner
+
+
+@pytest.fixture
+def box(tmp_path, runner):
+    config = Config(storage=StorageConfig(state_dir=str(tmp_path / "state")))
+    conn = db.connect(config.database_path)
+    db.initialise(conn)
+    spool = make_spool(config)
+    lander = Lander(spool, config.database_path, 64 * 2**20)
+    worker = Worker(config, spool, runner)
+    yield config, lander, worker, conn
+    conn.close()
+
+
+def _phantom_bytes(tmp_path: Path, lesion: bool, seed: int) -> bytes:
+    phantom = generate("ct", np.random.default_rng(seed), lesion=lesion)
+    path = tmp_path / f"p{seed}.dcm"
+    write_dicom(ct_dataset(phantom), path)
+    return path.read_bytes()
+
+
+def _land(lander: Lander, data: bytes, uid: str | None = None) -> int:
+    return lander.land(data, sop_instance_uid=uid, source="dicom", origin="TEST").instance_id
+
+
+def test_image_is_processed_with_findings_and_heatmap(box, tmp_path):
+    config, lander, worker, conn = box
+    instance = _land(lander, _phantom_bytes(tmp_path, lesion=True, seed=1), "1.2.3.1")
+    assert worker.run_once() is True
+    rows = ResultStore(conn).instances()
+    assert rows[0]["id"] == instance
+    assert rows[0]["status"] == "processed"
+    assert rows[0]["model_id"] == "clinibox-demo-lesion@1.0.0"
+    assert set(rows[0]["timings_ms"]) >= {"decode", "inference", "total"}
+    blob = conn.execute("SELECT heatmap FROM results").fetchone()[0]
+    heatmap = decode_heatmap(blob)
+    assert heatmap.ndim == 2 and 0.0 <= heatmap.min() <= heatmap.max() <= 1.0
+    study = conn.execute("SELECT instances, top_instance_id FROM studies").fetchone()
+    assert tuple(study) == (1, instance)
+    assert worker.run_once() is False  # queue empty
+
+
+def test_lesion_phantoms_score_higher_than_clean_ones(box, tmp_path):
+    config, lander, worker, conn = box
+    for seed in range(6):
+        _land(lander, _phantom_bytes(tmp_path, lesion=seed % 2 == 0, seed=seed), f"1.2.4.{seed}")
+    while worker.run_once():
+        pass
+    rows = ResultStore(conn).instances()
+    lesion = [r["probability"] for r in rows[0::2]]
+    clean = [r["probability"] for r in rows[1::2]]
+    assert min(lesion) > max(clean)
+
+
+def test_non_image_is_quarantined_with_reason(box):
+    config, lander, worker, conn = box
+    data = Path(get_testdata_file("rtplan.dcm")).read_bytes()
+    _land(lander, data, "1.2.5")
+    worker.run_once()
+    row = ResultStore(conn).instances()[0]
+    assert row["status"] == "quarantined"
+    assert "no pixel data" in row["reason"]
+    assert list(config.quarantine_dir.glob("*.reason.json"))
+
+
+def test_unexpected_error_is_retried_then_failed(box, tmp_path, monkeypatch):
+    config, lander, worker, conn = box
+    _land(lander, _phantom_bytes(tmp_path, lesion=False, seed=9), "1.2.6")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("backend lost its device")
+
+    monkeypatch.setattr(worker.runner, "analyse", broken)
+    for _ in range(config.worker.max_attempts):
+        assert worker.run_once() is True
+    row = ResultStore(conn).instances()[0]
+    assert row["status"] == "failed"
+    assert "backend lost its device" in row["reason"]
+    assert row["attempts"] == config.worker.max_attempts
+    events = [r["message"] for r in ResultStore(conn).last_errors()]
+    assert any("backend lost its device" in m for m in events)
+
+
+def test_quarantine_undone_by_power_cut_is_redone(box, tmp_path):
+    config, lander, worker, conn = box
+    instance = _land(lander, b"\0" * 128 + b"DICM" + b"garbage", "1.2.7")
+    job = worker.queue.claim()
+    local_id = job.local_id
+    worker.spool.quarantine(local_id, "truncated file")  # file moved, row update lost
+    conn.execute("UPDATE instances SET status='queued' WHERE id=?", (instance,))
+    worker.run_once()
+    row = ResultStore(conn).instances()[0]
+    assert row["status"] == "quarantined" and row["reason"] == "truncated file"
+
+
+def test_missing_spool_file_fails_clearly(box, tmp_path):
+    config, lander, worker, conn = box
+    _land(lander, _phantom_bytes(tmp_path, lesion=False, seed=3), "1.2.8")
+    shutil.rmtree(config.spool_dir / [p for p in config.spool_dir.iterdir()
+                                      if p.name != "tmp"][0].name)
+    worker.run_once()
+    row = ResultStore(conn).instances()[0]
+    assert row["status"] == "failed"
+    assert "missing from the spool" in row["reason"]
+    assert json.loads(json.dumps(row))  # serialisable for `clinibox results --json`
