@@ -51,7 +51,7 @@ def _land(lander: Lander, data: bytes, uid: str | None = None) -> int:
 
 
 def test_image_is_processed_with_findings_and_heatmap(box, tmp_path):
-    config, lander, worker, conn = box
+    _config, lander, worker, conn = box
     instance = _land(lander, _phantom_bytes(tmp_path, lesion=True, seed=1), "1.2.3.1")
     assert worker.run_once() is True
     rows = ResultStore(conn).instances()
@@ -68,7 +68,7 @@ def test_image_is_processed_with_findings_and_heatmap(box, tmp_path):
 
 
 def test_lesion_phantoms_score_higher_than_clean_ones(box, tmp_path):
-    config, lander, worker, conn = box
+    _config, lander, worker, conn = box
     for seed in range(6):
         _land(lander, _phantom_bytes(tmp_path, lesion=seed % 2 == 0, seed=seed), f"1.2.4.{seed}")
     while worker.run_once():
@@ -109,7 +109,7 @@ def test_unexpected_error_is_retried_then_failed(box, tmp_path, monkeypatch):
 
 
 def test_quarantine_undone_by_power_cut_is_redone(box, tmp_path):
-    config, lander, worker, conn = box
+    _config, lander, worker, conn = box
     instance = _land(lander, b"\0" * 128 + b"DICM" + b"garbage", "1.2.7")
     job = worker.queue.claim()
     local_id = job.local_id
@@ -123,8 +123,8 @@ def test_quarantine_undone_by_power_cut_is_redone(box, tmp_path):
 def test_missing_spool_file_fails_clearly(box, tmp_path):
     config, lander, worker, conn = box
     _land(lander, _phantom_bytes(tmp_path, lesion=False, seed=3), "1.2.8")
-    shutil.rmtree(config.spool_dir / [p for p in config.spool_dir.iterdir()
-                                      if p.name != "tmp"][0].name)
+    shutil.rmtree(config.spool_dir / next(p for p in config.spool_dir.iterdir()
+                                      if p.name != "tmp").name)
     worker.run_once()
     row = ResultStore(conn).instances()[0]
     assert row["status"] == "failed"
