@@ -66,6 +66,40 @@ def storescu(port: int, files: list[Path], *, ae_title: str = "CLINIBOX",
                           timeout=timeout)
 
 
+#: storescu's flag to propose a file's own compressed transfer syntax (it proposes
+#: only uncompressed ones otherwise, and converts what it can, fails what it cannot)
+PROPOSE_FLAG = {
+    "1.2.840.10008.1.2.4.50": "-xy",   # JPEG baseline
+    "1.2.840.10008.1.2.4.51": "-xx",   # JPEG extended 12-bit
+    "1.2.840.10008.1.2.4.57": "-xs",   # JPEG lossless
+    "1.2.840.10008.1.2.4.70": "-xs",   # JPEG lossless SV1
+    "1.2.840.10008.1.2.4.80": "-xt",   # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.81": "-xu",   # JPEG-LS near-lossless
+    "1.2.840.10008.1.2.4.90": "-xv",   # JPEG 2000 lossless
+    "1.2.840.10008.1.2.4.91": "-xw",   # JPEG 2000
+    "1.2.840.10008.1.2.5": "-xr",      # RLE
+    "1.2.840.10008.1.2.1.99": "-xd",   # deflated
+}
+
+
+def send_as_modality(port: int, files: list[Path], **kwargs) -> tuple[int, str]:
+    """Send files in their own transfer syntax, one storescu run per syntax.
+
+    Returns (number of Success responses, combined output).
+    """
+    from pydicom.filereader import read_file_meta_info
+
+    groups: dict[str, list[Path]] = {}
+    for path in files:
+        syntax = str(read_file_meta_info(path).get("TransferSyntaxUID", ""))
+        groups.setdefault(PROPOSE_FLAG.get(syntax, ""), []).append(path)
+    output = ""
+    for flag, group in groups.items():
+        result = storescu(port, group, extra=[flag] if flag else None, **kwargs)
+        output += result.stdout + result.stderr
+    return output.count("Received Store Response (Success)"), output
+
+
 def echoscu(port: int, *, ae_title: str = "CLINIBOX", calling: str = "MODALITY") -> bool:
     """C-ECHO with dcmtk's echoscu; True on success."""
     result = subprocess.run(
