@@ -69,7 +69,9 @@ def main() -> None:
             try:
                 key = f"{candidate.label} threads={'default' if threads == 0 else threads}"
                 figures[key] = time_backend(backend, feeds, args.runs)
-                figures[key]["size_kb"] = round(candidate.artifact.path.stat().st_size / 1024)
+                figures[key]["size_kb"] = round(sum(
+                    (package.root / name).stat().st_size for name in candidate.artifact.files
+                ) / 1024)
             finally:
                 backend.close()
     for threads in ("1", "default"):
