@@ -71,10 +71,32 @@ class Lander:
             if existing is not None:
                 queue.note_duplicate(existing)
                 return Landed(Outcome.DUPLICATE, existing)
+        try:
+            instance_id, _ = self._store(data, sop_instance_uid, source, origin)
+        except DuplicateInstance as dup:  # the same object on two associations at once
+            queue.note_duplicate(dup.instance_id)
+            return Landed(Outcome.DUPLICATE, dup.instance_id)
+        return Landed(Outcome.ACCEPTED, instance_id)
+
+    def land_rejected(self, data: bytes, *, reason: str, source: str, origin: str | None) -> int:
+        """Keep an object that is bad on arrival: spooled, queued as quarantined, with why."""
+        instance_id, local_id = self._store(data[: self.max_object_bytes], None, source, origin)
+        queue = self._queue()
+        with db.transaction(queue.conn):
+            queue.set_status(instance_id, "quarantined", reason)
+        self.spool.quarantine(local_id, reason)
+        return instance_id
+
+    def _store(self, data: bytes, sop_instance_uid: str | None, source: str,
+               origin: str | None) -> tuple[int, str]:
+        """Spool durably, then commit the queue row; undo the spool file if the row fails.
+
+        Returns (instance id, local id).
+        """
         local_id = new_local_id()
         path = self.spool.write(local_id, data)
         try:
-            instance_id = queue.enqueue(
+            instance_id = self._queue().enqueue(
                 local_id=local_id,
                 spool_path=path,
                 size_bytes=len(data),
@@ -82,33 +104,7 @@ class Lander:
                 origin=origin,
                 sop_instance_uid=sop_instance_uid,
             )
-        except DuplicateInstance as dup:
-            self.spool.discard(local_id)
-            queue.note_duplicate(dup.instance_id)
-            return Landed(Outcome.DUPLICATE, dup.instance_id)
-        except (sqlite3.Error, OSError):
+        except (DuplicateInstance, sqlite3.Error, OSError):
             self.spool.discard(local_id)
             raise
-        return Landed(Outcome.ACCEPTED, instance_id)
-
-    def land_rejected(self, data: bytes, *, reason: str, source: str, origin: str | None) -> int:
-        """Keep an object that is bad on arrival: spooled, queued as quarantined, with why."""
-        queue = self._queue()
-        local_id = new_local_id()
-        path = self.spool.write(local_id, data[: self.max_object_bytes])
-        try:
-            instance_id = queue.enqueue(
-                local_id=local_id,
-                spool_path=path,
-                size_bytes=len(data),
-                source=source,
-                origin=origin,
-                sop_instance_uid=None,
-            )
-        except (sqlite3.Error, OSError):
-            self.spool.discard(local_id)
-            raise
-        with db.transaction(queue.conn):
-            queue.set_status(instance_id, "quarantined", reason)
-        self.spool.quarantine(local_id, reason)
-        return instance_id
+        return instance_id, local_id

@@ -15,6 +15,7 @@ import abc
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,15 +72,19 @@ class RuntimeBackend(abc.ABC):
     def close(self) -> None:
         """Release the runtime's resources."""
 
-    @property
-    @abc.abstractmethod
-    def input_names(self) -> list[str]:
-        """The model's input names."""
+    #: manifest tensor name → the runtime's own handle for it; set by ``load``
+    _inputs: dict[str, Any]
+    _outputs: dict[str, Any]
 
     @property
-    @abc.abstractmethod
+    def input_names(self) -> list[str]:
+        """The manifest's input names (empty before ``load``)."""
+        return list(getattr(self, "_inputs", {}))
+
+    @property
     def output_names(self) -> list[str]:
-        """The model's output names."""
+        """The manifest's output names (empty before ``load``)."""
+        return list(getattr(self, "_outputs", {}))
 
     def warm_up(self, inputs: dict[str, np.ndarray], runs: int = 2) -> None:
         """Run a few inferences so the first real image pays no start-up cost."""

@@ -132,15 +132,7 @@ class OnnxRuntimeBackend(RuntimeBackend):
         """Drop the session (onnxruntime frees it when unreferenced)."""
         self._session = None
 
-    @property
-    def input_names(self) -> list[str]:
-        """The manifest's input names (equal to the model's)."""
-        return list(self._inputs)
 
-    @property
-    def output_names(self) -> list[str]:
-        """The manifest's output names (equal to the model's)."""
-        return list(self._outputs)
 
     @property
     def providers(self) -> list[str]:

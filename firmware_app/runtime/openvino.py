@@ -177,15 +177,7 @@ class OpenVinoBackend(RuntimeBackend):
         self._request = None
         self._compiled = None
 
-    @property
-    def input_names(self) -> list[str]:
-        """The manifest's input names (equal to the model's)."""
-        return list(self._inputs)
 
-    @property
-    def output_names(self) -> list[str]:
-        """The manifest's output names (equal to the model's)."""
-        return list(self._outputs)
 
     @property
     def device(self) -> str:

@@ -193,15 +193,7 @@ class TfliteBackend(RuntimeBackend):
         """Drop the interpreter."""
         self._interpreter = None
 
-    @property
-    def input_names(self) -> list[str]:
-        """The manifest's input names (mapped onto the model's)."""
-        return list(self._inputs)
 
-    @property
-    def output_names(self) -> list[str]:
-        """The manifest's output names (mapped onto the model's)."""
-        return list(self._outputs)
 
     @property
     def tensor_names(self) -> dict[str, str]:
