@@ -1,0 +1,46 @@
+"""`clinibox infer`: one-shot analysis of DICOM and PNG files without the service."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from converters.phantom_dicom import ct_dataset, write_dicom, write_image
+from converters.phantoms import generate
+from firmware_app.cli import main
+
+
+def test_infer_json_reports_findings_and_quarantine_reasons(tmp_path, capsys):
+    rng = np.random.default_rng(21)
+    lesion = generate("ct", rng, lesion=True)
+    write_dicom(ct_dataset(lesion), tmp_path / "lesion.dcm")
+    write_image(generate("us", rng, lesion=False), tmp_path / "clean.png")
+    (tmp_path / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00")
+    config = tmp_path / "box.toml"
+    config.write_text('[runtime]\nbackend = "onnxruntime"\nprecision = "fp32"\n')
+
+    code = main(["infer", "--config", str(config), "--json",
+                 str(tmp_path / "lesion.dcm"), str(tmp_path / "clean.png"),
+                 str(tmp_path / "broken.dcm")])
+    reports = {r["file"].rsplit("/", 1)[1]: r for r in json.loads(capsys.readouterr().out)}
+    assert code == 1  # one file could not be analysed
+    assert reports["lesion.dcm"]["status"] == "processed"
+    assert reports["lesion.dcm"]["modality"] == "CT"
+    assert reports["lesion.dcm"]["backend"] == "onnxruntime:onnx/fp32"
+    assert reports["clean.png"]["modality"] == "OT"  # wrapped as Secondary Capture
+    assert reports["lesion.dcm"]["probability"] > reports["clean.png"]["probability"]
+    assert reports["broken.dcm"]["status"] == "quarantined"
+    assert reports["broken.dcm"]["reason"]
+
+
+def test_infer_human_output_names_the_model_and_its_intended_use(tmp_path, capsys):
+    write_dicom(ct_dataset(generate("ct", np.random.default_rng(2), lesion=True)),
+                tmp_path / "a.dcm")
+    config = tmp_path / "box.toml"
+    config.write_text('[runtime]\nbackend = "onnxruntime"\n')
+    assert main(["infer", "--config", str(config), str(tmp_path / "a.dcm")]) == 0
+    out = capsys.readouterr().out
+    assert "clinibox-demo-lesion@1.0.0" in out
+    assert "not for clinical use" in out
+    assert "lesion probability" in out
