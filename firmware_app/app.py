@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from dataclasses import dataclass
 
 from firmware_app import db
 from firmware_app.config import Config
@@ -23,7 +22,7 @@ from firmware_app.inference.runner import ModelRunner
 from firmware_app.ingest.dicom_scp import StorageSCP
 from firmware_app.ingest.landing import Lander
 from firmware_app.ingest.usb import FolderImporter
-from firmware_app.models import ModelPackage, find_package, load_package
+from firmware_app.models import find_package, load_package
 from firmware_app.queue import JobQueue
 from firmware_app.runtime.selection import select_backend
 from firmware_app.spool import Spool
@@ -32,24 +31,14 @@ from firmware_app.worker import Worker
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class LoadedRunner:
-    """The verified package, its runner and how the backend was chosen."""
-
-    package: ModelPackage
-    runner: ModelRunner
-    reason: str
-    ms_per_run: dict[str, float]
-
-
-def load_runner(config: Config) -> LoadedRunner:
+def load_runner(config: Config) -> ModelRunner:
     """Find, verify and load the configured model package on the best backend."""
     root = find_package(config.models_dir, config.models.name, config.models.version)
     package = load_package(root, config.trusted_key_paths)
     loaded = select_backend(package, config.runtime)
     runner = ModelRunner(package, loaded.backend, loaded.artifact.label)
     log.info("model %s on %s (%s)", package.model_id, runner.backend_label, loaded.reason)
-    return LoadedRunner(package, runner, loaded.reason, dict(loaded.ms_per_run))
+    return runner
 
 
 def make_spool(config: Config) -> Spool:
@@ -67,7 +56,6 @@ class Appliance:
         self.threads: list[threading.Thread] = []
         self.scp: StorageSCP | None = None
         self.worker: Worker | None = None
-        self.loaded: LoadedRunner | None = None
 
     def start(self) -> None:
         """Bring up storage, model, worker and listeners, in that order."""
@@ -84,8 +72,7 @@ class Appliance:
         conn.close()
 
         if config.worker.enabled:
-            self.loaded = load_runner(config)
-            self.worker = Worker(config, spool, self.loaded.runner)
+            self.worker = Worker(config, spool, load_runner(config))
             self._thread("worker", self.worker.run, self.stop_event, self.wake)
 
         lander = Lander(spool, config.database_path, config.storage.max_object_mb * 2**20)

@@ -60,8 +60,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from firmware_app.imaging.decode import DecodeError
 
     config = _load_config(args)
-    loaded = load_runner(config)
-    runner = loaded.runner
+    runner = load_runner(config)
     reports: list[dict[str, Any]] = []
     for name in args.files:
         path = Path(name)

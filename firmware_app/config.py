@@ -237,9 +237,6 @@ class Config:
         return [DEMO_PUBLIC_KEY]
 
 
-_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-
-
 def _coerce(section: str, name: str, annotation: str, value: Any) -> Any:
     where = f"[{section}] {name}"
     if annotation == "bool":

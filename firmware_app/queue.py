@@ -153,10 +153,3 @@ class JobQueue:
         for row in self.conn.execute("SELECT status, COUNT(*) AS n FROM instances GROUP BY status"):
             counts[row["status"]] = int(row["n"])
         return counts
-
-    def depth(self) -> int:
-        """Jobs waiting or in progress."""
-        row = self.conn.execute(
-            "SELECT COUNT(*) FROM instances WHERE status IN ('queued', 'processing')"
-        ).fetchone()
-        return int(row[0])

@@ -101,7 +101,7 @@ class ResultStore:
              int(summary.alert), summary.top_instance_id, summary.warnings, now),
         )
 
-    def instances(self, limit: int | None = None) -> list[dict[str, Any]]:
+    def instances(self) -> list[dict[str, Any]]:
         """Every received instance with its status and result (newest last)."""
         sql = (
             "SELECT i.id, i.local_id, i.sop_instance_uid, i.study_instance_uid, i.modality,"
@@ -110,8 +110,6 @@ class ResultStore:
             " r.warnings_json, r.key_frame, r.frames_inferred, r.timings_json"
             " FROM instances i LEFT JOIN results r ON r.instance_id = i.id ORDER BY i.id"
         )
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
         out = []
         for row in self.conn.execute(sql):
             has_result = row["model_id"] is not None

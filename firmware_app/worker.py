@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 
 from firmware_app import db
 from firmware_app.config import Config
@@ -33,9 +32,6 @@ class Worker:
         self.conn = db.connect(config.database_path, acknowledging=False)
         self.queue = JobQueue(self.conn)
         self.results = ResultStore(self.conn)
-        #: monotonic time of the last completed loop iteration (for the watchdog)
-        self.last_progress = time.monotonic()
-        self.processed = 0
 
     def quarantine(self, job: Job, reason: str) -> str:
         """Move the object aside with its reason; the row says why."""
@@ -87,7 +83,6 @@ class Worker:
             frames_inferred=analysis.frames_inferred,
             timings=timings,
         )
-        self.processed += 1
         return "processed"
 
     def run_once(self) -> bool:
@@ -103,17 +98,9 @@ class Worker:
             self.queue.retry_later(job.id, reason, self.config.worker.max_attempts)
         return True
 
-    def run(self, stop: threading.Event, wake: threading.Event | None = None,
-            on_idle: Callable[[], None] | None = None) -> None:
+    def run(self, stop: threading.Event, wake: threading.Event) -> None:
         """Work until ``stop`` is set, sleeping on ``wake`` when the queue is empty."""
         while not stop.is_set():
-            busy = self.run_once()
-            self.last_progress = time.monotonic()
-            if not busy:
-                if on_idle:
-                    on_idle()
-                if wake is not None:
-                    wake.wait(self.config.worker.poll_seconds)
-                    wake.clear()
-                else:
-                    stop.wait(self.config.worker.poll_seconds)
+            if not self.run_once():
+                wake.wait(self.config.worker.poll_seconds)
+                wake.clear()

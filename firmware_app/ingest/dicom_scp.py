@@ -76,9 +76,6 @@ class StorageSCP:
         self.lander = lander
         self.on_stored = on_stored
         self.server: ThreadedAssociationServer | None = None
-        self.stored = 0
-        self.duplicates = 0
-        self.refused = 0
 
     def _build_ae(self) -> AE:
         cfg = self.config
@@ -118,23 +115,16 @@ class StorageSCP:
             landed = self.lander.land(data, sop_instance_uid=sop_uid, source="dicom",
                                       origin=calling)
         except SpoolFull as exc:
-            self.refused += 1
             log.error("C-STORE refused, out of resources: %s", exc)
             return OUT_OF_RESOURCES
         except OSError as exc:
-            self.refused += 1
             log.error("C-STORE refused, could not store: %s", exc)
             return OUT_OF_RESOURCES
         except Exception as exc:
-            self.refused += 1
             log.exception("C-STORE refused: %s", exc)
             return CANNOT_UNDERSTAND
-        if landed.outcome is Outcome.DUPLICATE:
-            self.duplicates += 1
-        else:
-            self.stored += 1
-            if self.on_stored:
-                self.on_stored()
+        if landed.outcome is Outcome.ACCEPTED and self.on_stored:
+            self.on_stored()
         return SUCCESS
 
     def start(self) -> None:

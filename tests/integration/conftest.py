@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import sqlite3
@@ -239,14 +238,3 @@ def box_factory(tmp_path) -> Iterator[Callable[..., Box]]:
     yield make
     for instance in made:
         instance.stop()
-
-
-def copy_tree_files(files: list[Path], target: Path) -> list[Path]:
-    """Copy files into ``target`` (created) and return the new paths."""
-    target.mkdir(parents=True, exist_ok=True)
-    out = []
-    for f in files:
-        dest = target / f.name
-        shutil.copy2(f, dest)
-        out.append(dest)
-    return out

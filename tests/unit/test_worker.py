@@ -24,7 +24,7 @@ from firmware_app.worker import Worker
 def runner():
     config = Config()
     config.runtime.backend = "onnxruntime"
-    return load_runner(config).runner
+    return load_runner(config)
 
 
 @pytest.fixture
