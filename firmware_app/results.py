@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from firmware_app.db import transaction
-from firmware_app.inference.aggregate import InstanceFindings, aggregate_study
+from firmware_app.inference.aggregate import InstanceFindings
 from firmware_app.queue import JobQueue
 
 
@@ -84,21 +84,17 @@ class ResultStore:
             self._update_study(study_key, identity.get("modality"), now)
 
     def _update_study(self, study_key: str, modality: str | None, now: float) -> None:
-        rows = self.conn.execute(
-            "SELECT r.instance_id, r.probability, r.finding, r.alert, r.warnings_json"
-            " FROM results r JOIN instances i ON i.id = r.instance_id"
-            " WHERE i.study_instance_uid = ?",
-            (study_key,),
-        ).fetchall()
-        summary = aggregate_study(
-            [(r[0], r[1], bool(r[2]), bool(r[3]), len(json.loads(r[4]))) for r in rows]
-        )
+        """Roll the study up from its instances: a study is as suspicious as its worst one."""
         self.conn.execute(
             "INSERT OR REPLACE INTO studies(study_key, modality, instances, max_probability,"
             " findings, alert, top_instance_id, warnings, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (study_key, modality, summary.instances, summary.max_probability, summary.findings,
-             int(summary.alert), summary.top_instance_id, summary.warnings, now),
+            " SELECT ?, ?, COUNT(*), MAX(r.probability), SUM(r.finding), MAX(r.alert),"
+            "  (SELECT r2.instance_id FROM results r2 JOIN instances i2 ON i2.id = r2.instance_id"
+            "   WHERE i2.study_instance_uid = ? ORDER BY r2.probability DESC LIMIT 1),"
+            "  SUM(json_array_length(r.warnings_json)), ?"
+            " FROM results r JOIN instances i ON i.id = r.instance_id"
+            " WHERE i.study_instance_uid = ?",
+            (study_key, modality, study_key, now, study_key),
         )
 
     def instances(self) -> list[dict[str, Any]]:

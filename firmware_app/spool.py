@@ -56,9 +56,10 @@ class Spool:
 
     def check_space(self, incoming: int) -> None:
         """Raise SpoolFull when storing ``incoming`` bytes would cross the floor."""
-        if self.free_bytes() - incoming < self.min_free_bytes:
+        free = self.free_bytes()
+        if free - incoming < self.min_free_bytes:
             raise SpoolFull(
-                f"disk nearly full: {self.free_bytes() // 2**20} MB free, "
+                f"disk nearly full: {free // 2**20} MB free, "
                 f"floor is {self.min_free_bytes // 2**20} MB"
             )
 

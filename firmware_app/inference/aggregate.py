@@ -1,8 +1,9 @@
-"""Aggregate findings: frames → instance → study.
+"""Aggregate findings: frames → instance (and, in results.py, instance → study).
 
 An instance's probability is its most suspicious frame's (the key frame,
-whose boxes and heatmap are kept); a study's is its most suspicious
-instance's. Decisions use the manifest's operating thresholds.
+whose boxes and heatmap are kept). A study's is its most suspicious
+instance's; that roll-up is one SQL aggregate in ``results.py``, kept where
+the instances are. Decisions use the manifest's operating thresholds.
 """
 
 from __future__ import annotations
@@ -43,31 +44,4 @@ def aggregate_frames(
         heatmap=key.heatmap,
         key_frame=key_index,
         frame_probabilities={index: float(f.probability) for index, f in frames},
-    )
-
-
-@dataclass(frozen=True)
-class StudySummary:
-    """The roll-up of every processed instance of one study."""
-
-    instances: int
-    max_probability: float
-    findings: int
-    alert: bool
-    top_instance_id: int | None
-    warnings: int
-
-
-def aggregate_study(rows: list[tuple[int, float, bool, bool, int]]) -> StudySummary:
-    """Roll up (instance id, probability, finding, alert, warning count) rows of one study."""
-    if not rows:
-        return StudySummary(0, 0.0, 0, False, None, 0)
-    top = max(rows, key=lambda r: r[1])
-    return StudySummary(
-        instances=len(rows),
-        max_probability=float(top[1]),
-        findings=sum(1 for r in rows if r[2]),
-        alert=any(r[3] for r in rows),
-        top_instance_id=top[0],
-        warnings=sum(r[4] for r in rows),
     )

@@ -89,6 +89,8 @@ class FolderImporter:
         self.max_depth = max_depth
         self._seen: dict[Path, _Seen] = {}
         self._warned_missing: set[Path] = set()
+        #: DICOMDIR path → ((size, mtime_ns), referenced files), parsed once per version
+        self._dicomdirs: dict[Path, tuple[tuple[int, int], list[Path]]] = {}
 
     # -- walking -------------------------------------------------------
     def _walk(self) -> list[Path]:
@@ -113,39 +115,55 @@ class FolderImporter:
                         stack.append((path, depth + 1))
                 elif entry.is_file(follow_symlinks=False):
                     files.append(path)
-        for listed in self._dicomdir_members(files):
-            if listed not in files:
-                files.append(listed)
-        return sorted(set(files))
-
-    def _dicomdir_members(self, files: list[Path]) -> list[Path]:
-        """Files referenced by any DICOMDIR found (inside the watched folder only)."""
-        members: list[Path] = []
+        found = set(files)
         for path in files:
-            if path.name.upper() != "DICOMDIR":
-                continue
-            try:
-                dicomdir = dcmread(path, force=False)
-                records = dicomdir.get("DirectoryRecordSequence", [])
-            except Exception as exc:  # a damaged DICOMDIR must not stop the scan
-                log.warning("DICOMDIR %s unreadable: %s", path, exc)
-                continue
-            for record in records:
-                file_id = record.get("ReferencedFileID")
-                if not file_id:
-                    continue
-                parts = [file_id] if isinstance(file_id, str) else list(file_id)
-                member = path.parent.joinpath(*parts).resolve()
-                if not _inside(self.root, member):
-                    continue
-                if member.is_file():
-                    members.append(member)
-                elif member not in self._warned_missing:
-                    self._warned_missing.add(member)
-                    relative = member.relative_to(self.root)
-                    db.record_event(self.conn, "WARNING", "usb",
-                                    f"DICOMDIR lists {relative}, which is missing on the medium")
+            if path.name.upper() == "DICOMDIR":
+                found.update(self._dicomdir_members(path))
+        return sorted(found)
+
+    def _dicomdir_members(self, path: Path) -> list[Path]:
+        """Files a DICOMDIR references that exist inside the watched folder.
+
+        The DICOMDIR is parsed again only when its size or mtime change; a
+        listed file that is missing is reported once.
+        """
+        try:
+            stat = path.stat()
+        except OSError:
+            return []
+        version = (stat.st_size, stat.st_mtime_ns)
+        cached = self._dicomdirs.get(path)
+        if cached is None or cached[0] != version:
+            cached = (version, self._read_dicomdir(path))
+            self._dicomdirs[path] = cached
+        members = []
+        for member in cached[1]:
+            if member.is_file():
+                members.append(member)
+            elif member not in self._warned_missing:
+                self._warned_missing.add(member)
+                relative = member.relative_to(self.root)
+                db.record_event(self.conn, "WARNING", "usb",
+                                f"DICOMDIR lists {relative}, which is missing on the medium")
         return members
+
+    def _read_dicomdir(self, path: Path) -> list[Path]:
+        """The referenced file paths of one DICOMDIR, inside the watched folder only."""
+        try:
+            records = dcmread(path, force=False).get("DirectoryRecordSequence", [])
+        except Exception as exc:  # a damaged DICOMDIR must not stop the scan
+            log.warning("DICOMDIR %s unreadable: %s", path, exc)
+            return []
+        referenced = []
+        for record in records:
+            file_id = record.get("ReferencedFileID")
+            if not file_id:
+                continue
+            parts = [file_id] if isinstance(file_id, str) else list(file_id)
+            member = path.parent.joinpath(*parts).resolve()
+            if _inside(self.root, member):
+                referenced.append(member)
+        return referenced
 
     # -- taking files --------------------------------------------------
     def _already_taken(self, path: Path, size: int, mtime_ns: int) -> bool:
