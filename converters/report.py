@@ -1,0 +1,295 @@
+"""Conversion report: one self-contained, printable HTML page next to the model package.
+
+``write_report(path, data)`` takes a plain dict (see :func:`write_report`); plots are
+drawn with matplotlib (Agg) and embedded as base64 PNG, so the file needs nothing else.
+Every string from ``data`` is escaped.
+
+ROC format (``data["source"]["roc"]`` and each artifact's ``"roc"``), as produced by
+:func:`converters.verify.roc_data`::
+
+    {"finding": CURVE, "classes": {label: CURVE, ...}}   # "classes" for per-class models
+    CURVE = {"targets": [bool, ...], "scores": [float, ...]}   # raw validation data, or
+            {"fpr": [...], "tpr": [...]}                       # a precomputed curve
+
+A bare CURVE is read as ``{"finding": CURVE}``. With ``"classes"`` the page draws one
+subplot per class plus one for "any finding"; otherwise one finding-level plot.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+from html import escape
+from pathlib import Path
+
+import numpy as np
+
+from converters.verify import auc, roc_curve
+
+_CSS = """
+body{font-family:sans-serif;margin:2em;color:#222;max-width:1200px}
+h1{margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
+th,td{border:1px solid #bbb;padding:.25em .5em;text-align:right;vertical-align:top}
+th{background:#eee}td.l,th.l{text-align:left}
+.banner{border:3px solid #b00;background:#fee;color:#900;font-weight:bold;font-size:1.2em;
+padding:.6em 1em;margin:1em 0}
+.pass{color:#060;font-weight:bold}.fail{color:#b00;font-weight:bold}
+.meta{color:#555}img{max-width:100%;page-break-inside:avoid}
+@media print{body{margin:0}h2{page-break-after:avoid}}
+"""
+
+
+_LIMITS = {
+    "float_max_auc_delta": "fp32/fp16: largest |ΔAUC| vs the source (macro and per class)",
+    "float_min_agreement": "fp32/fp16: smallest share of images with the same decision",
+    "int8_max_auc_delta": "int8: largest |ΔAUC| vs the source (macro and per class)",
+    "int8_max_sensitivity_loss": "int8: largest sensitivity loss at the operating threshold "
+                                 "(finding level and per finding class)",
+    "int8_min_agreement": "int8: smallest share of images with the same decision (— none)",
+}
+
+
+def _e(x: object) -> str:
+    return escape(str(x), quote=True)
+
+
+def _f(x: object, dp: int = 4, signed: bool = False) -> str:
+    """A number for a table cell ('—' when missing)."""
+    if x is None or (isinstance(x, float) and np.isnan(x)):
+        return "—"
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        return f"{x:+.{dp}f}" if signed else f"{x:.{dp}f}"
+    return _e(x)
+
+
+def _size(n: object) -> str:
+    if not isinstance(n, (int, float)):
+        return "—"
+    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def _figure(width: float, height: float):
+    """A matplotlib Figure outside pyplot (no backend or global state touched)."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height))
+
+
+def _png(fig) -> str:
+    """Figure → <img> with a base64 PNG."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img alt="plot" src="data:image/png;base64,{data}">'
+
+
+def _curves(roc: dict | None) -> dict[str, dict]:
+    """ROC dict → {name: CURVE}: the classes when given, else the finding curve."""
+    if not roc:
+        return {}
+    if "targets" in roc or "fpr" in roc:
+        roc = {"finding": roc}
+    curves = dict(roc.get("classes") or {})
+    if roc.get("finding") is not None:
+        curves["any finding" if curves else "finding"] = roc["finding"]
+    return curves
+
+
+def _points(curve: dict) -> tuple[np.ndarray, np.ndarray, float]:
+    """CURVE → fpr, tpr, AUC (trapezoid for a precomputed curve)."""
+    if "fpr" in curve:
+        fpr, tpr = np.asarray(curve["fpr"], float), np.asarray(curve["tpr"], float)
+        return fpr, tpr, float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+    fpr, tpr = roc_curve(curve["targets"], curve["scores"])
+    return fpr, tpr, auc(curve["targets"], curve["scores"])
+
+
+def _roc_figure(models: list[dict]) -> str:
+    """Every artifact's ROC over the source's; one subplot per class when given."""
+    names = list(_curves(models[0].get("roc")))
+    if not names:
+        return "<p>No ROC data.</p>"
+    cols = 2 if len(names) == 4 else min(3, len(names))
+    rows = -(-len(names) // cols)
+    fig = _figure(4.6 * cols, 4.4 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        for i, model in enumerate(models):
+            curve = _curves(model.get("roc")).get(name)
+            if curve is None:
+                continue
+            fpr, tpr, a = _points(curve)
+            if not len(fpr):
+                continue
+            macro = (model.get("metrics") or {}).get("auc")
+            tag = f", macro {macro:.4f}" if len(names) > 1 and macro is not None else ""
+            style = ({"color": "black", "lw": 3.0, "alpha": 0.35} if i == 0
+                     else {"lw": 1.2, "ls": "--"})
+            ax.step(fpr, tpr, where="post", label=f"{model['label']} (AUC {a:.4f}{tag})",
+                    **style)
+        ax.plot([0, 1], [0, 1], color="#999", lw=0.6, ls=":")
+        ax.set(title=name, xlabel="1 − specificity", ylabel="sensitivity",
+               xlim=(-0.01, 1.01), ylim=(-0.01, 1.01))
+        ax.legend(loc="lower right", fontsize=7)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _bars(models: list[dict], key: str, title: str, unit: str, scale: float = 1.0) -> str:
+    """Horizontal bar chart of one benchmark figure (ms_p90 drawn as a tick on latency)."""
+    rows = [(m["label"], (m.get("benchmark") or {})) for m in models]
+    rows = [(label, b) for label, b in rows if isinstance(b.get(key), (int, float))]
+    if not rows:
+        return f"<p>No {_e(title.lower())} figures.</p>"
+    fig = _figure(7, 0.45 * len(rows) + 1.2)
+    ax = fig.subplots()
+    values = [b[key] / scale for _, b in rows]
+    y = np.arange(len(rows))
+    ax.barh(y, values, color="#4a7ab5")
+    if key == "ms_per_image":
+        p90 = [b.get("ms_p90") for _, b in rows]
+        pts = [(v, i) for i, v in enumerate(p90) if isinstance(v, (int, float))]
+        if pts:
+            ax.plot([v for v, _ in pts], [i for _, i in pts], "k|", ms=14, label="p90")
+            ax.legend(fontsize=7)
+    for i, v in enumerate(values):
+        ax.text(v, i, f" {v:.3g}", va="center", fontsize=8)
+    ax.set_yticks(y, [label for label, _ in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set(title=title, xlabel=unit)
+    ax.margins(x=0.15)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _table(head: list[str], rows: list[list[str]], left: int = 1) -> str:
+    """Table from already-escaped cells; the first ``left`` columns left-aligned."""
+    def cls(i: int) -> str:
+        return ' class="l"' if i < left else ""
+
+    th = "".join(f"<th{cls(i)}>{h}</th>" for i, h in enumerate(head))
+    body = "".join("<tr>" + "".join(f"<td{cls(i)}>{c}</td>" for i, c in enumerate(r))
+                   + "</tr>" for r in rows)
+    return f"<table><tr>{th}</tr>{body}</table>"
+
+
+def _gate_cell(art: dict) -> str:
+    gate = art.get("gate") or {}
+    if "passed" not in gate:
+        return "—"
+    if gate["passed"]:
+        return '<span class="pass">PASS</span>'
+    reasons = "".join(f"<li>{_e(r)}</li>" for r in gate.get("failures") or [])
+    return f'<span class="fail">FAIL</span><ul>{reasons}</ul>'
+
+
+def _summary(source: dict, arts: list[dict]) -> str:
+    head = ["model", "format", "precision", "profiles", "AUC", "ΔAUC", "sens.", "Δsens.",
+            "spec.", "Δspec.", "agreement", "max |Δp|", "ms / image", "size", "gate"]
+    rows = []
+    for i, m in enumerate([source, *arts]):
+        x, b = m.get("metrics") or {}, m.get("benchmark") or {}
+        rows.append([_e(m.get("label", "?")), _e(m.get("format", "pytorch" if i == 0 else "")),
+                     _e(m.get("precision", "fp32" if i == 0 else "")),
+                     _e(", ".join(m.get("profiles") or [])), _f(x.get("auc")),
+                     _f(x.get("auc_delta"), signed=True), _f(x.get("sensitivity"), 3),
+                     _f(x.get("sensitivity_delta"), 3, True), _f(x.get("specificity"), 3),
+                     _f(x.get("specificity_delta"), 3, True),
+                     _f(x.get("decision_agreement")), _f(x.get("max_abs_delta_probability"), 5),
+                     _f(b.get("ms_per_image"), 2), _size(b.get("size_bytes")),
+                     _gate_cell(m) if i else "reference"])
+    return _table(head, rows, left=4)
+
+
+def _per_class(source: dict, arts: list[dict]) -> str:
+    classes = list((source.get("metrics") or {}).get("auc_per_class") or {})
+    if not classes:
+        return ""
+    rows = []
+    for m in [source, *arts]:
+        x = m.get("metrics") or {}
+        pc, d = x.get("auc_per_class") or {}, x.get("auc_per_class_delta") or {}
+        cells = []
+        for c in classes:
+            op = (x.get("per_class") or {}).get(c) or {}
+            cells.append(f"{_f(pc.get(c))} ({_f(d.get(c), signed=True)})<br>sens "
+                         f"{_f(op.get('sensitivity'), 3)} / spec {_f(op.get('specificity'), 3)}")
+        rows.append([_e(m["label"]), *cells, _f(x.get("auc"))])
+    head = ["model", *[_e(c) for c in classes], "macro AUC"]
+    return ("<h2>Per class</h2><p>AUC one-vs-rest (Δ vs source); sensitivity/specificity "
+            "with the class predicted when it has the highest probability.</p>"
+            + _table(head, rows))
+
+
+def _steps(steps: list[dict]) -> str:
+    if not steps:
+        return ""
+    parts = ["<h2>Steps</h2>"]
+    for step in steps:
+        summary = step.get("summary") or {}
+        rows = [[_e(k), _e(v if isinstance(v, (str, int, float)) else json.dumps(v))]
+                for k, v in summary.items()]
+        parts.append(f"<h3>{_e(step.get('name', '?'))}</h3>" + _table(["", "value"], rows, 2))
+    return "".join(parts)
+
+
+def write_report(path: Path, data: dict) -> Path:
+    """Write the conversion report to ``path`` (atomically) and return it.
+
+    ``data``: name, version, intended_use, spec {labels, activation, input_shape},
+    source {label, metrics, roc, benchmark?}, artifacts [{label, kind, format, precision,
+    path, profiles, metrics, gate {passed, failures}, benchmark {ms_per_image, ms_p90,
+    size_bytes, threads, backend}, roc}], steps [{name, summary}], gate {limit: value},
+    created (ISO time). ROC format: see the module docstring."""
+    path = Path(path)
+    source = {"label": "PyTorch source", **(data.get("source") or {})}
+    arts = list(data.get("artifacts") or [])
+    models = [source, *arts]
+    spec = data.get("spec") or {}
+    title = f"{data.get('name', 'model')} {data.get('version', '')}".strip()
+    use = data.get("intended_use")
+    failed = [a["label"] for a in arts if not (a.get("gate") or {}).get("passed", True)]
+    verdict = (f'<p class="fail">Gate FAILED for: {_e(", ".join(failed))}</p>' if failed
+               else '<p class="pass">Every artifact passed the fidelity gate.</p>' if arts
+               else "")
+    bench_rows = [[_e(m["label"]), _e(m.get("path", "")),
+                   _e((m.get("benchmark") or {}).get("backend", "")),
+                   _e((m.get("benchmark") or {}).get("threads", "")),
+                   _f((m.get("benchmark") or {}).get("ms_per_image"), 3),
+                   _f((m.get("benchmark") or {}).get("ms_p90"), 3),
+                   _size((m.get("benchmark") or {}).get("size_bytes"))] for m in arts]
+    gate_rows = [[_e(k), _e("—" if v is None else v), _e(_LIMITS.get(k, ""))]
+                 for k, v in (data.get("gate") or {}).items()]
+    result_rows = [[_e(a["label"]), _e(a.get("precision", "")), _gate_cell(a)] for a in arts]
+    html = [
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+        f"<title>{_e(title)} — conversion report</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_e(title)} — conversion report</h1>",
+        f'<p class="meta">created {_e(data.get("created", ""))} · labels '
+        f'{_e(", ".join(map(str, spec.get("labels", []))))} · activation '
+        f'{_e(spec.get("activation", ""))} · input {_e(spec.get("input_shape", ""))}</p>',
+        f'<div class="banner">{_e(use)}</div>' if use else "",
+        "<h2>Summary</h2>", verdict,
+        f"<p>Every artifact measured against {_e(source['label'])} on "
+        f"{_e((source.get('metrics') or {}).get('images', '?'))} validation images at "
+        f"threshold {_e((source.get('metrics') or {}).get('threshold', '?'))}.</p>",
+        _summary(source, arts), _per_class(source, arts),
+        "<h2>ROC</h2>", _roc_figure(models),
+        "<h2>Latency and size</h2>",
+        _bars(models, "ms_per_image", "Latency per image", "ms"),
+        _bars(models, "size_bytes", "Artifact size", "MB", 1e6),
+        _table(["artifact", "path", "backend", "threads", "ms / image", "ms p90", "size"],
+               bench_rows, 4),
+        "<h2>Fidelity gate</h2>", _table(["limit", "value", "meaning"], gate_rows),
+        _table(["artifact", "precision", "result"], result_rows, 3),
+        _steps(list(data.get("steps") or [])), "</body></html>\n"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(h for h in html if h), encoding="utf-8")
+    os.replace(tmp, path)
+    return path

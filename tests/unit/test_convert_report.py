@@ -1,0 +1,137 @@
+"""Conversion report: one self-contained HTML page with plots, the gate table and escaping."""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+
+from converters.report import write_report
+from converters.spec import ModelSpec
+from converters.verify import Gate, check_gate, compare, roc_data, source_metrics
+
+
+class _Page(HTMLParser):
+    """Collects tags, <img> sources, table rows (cell texts) and text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.images: list[str] = []
+        self.rows: list[list[str]] = []
+        self.text: list[str] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag == "img":
+            self.images.append(dict(attrs).get("src", ""))
+        elif tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append(" ".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        self.text.append(data)
+        if self._cell is not None:
+            self._cell.append(data.strip())
+
+
+def _artifact(spec, labels, outs, art_outs, label, precision, gate, ms, size):
+    metrics = compare(spec, labels, outs, art_outs, 0.5)
+    failures = check_gate(metrics, precision, gate)
+    return {"label": label, "kind": "export", "format": label.split()[0],
+            "precision": precision, "path": f"{label.replace(' ', '.')}.bin",
+            "profiles": ["x86-cpu"], "metrics": metrics,
+            "gate": {"passed": not failures, "failures": failures},
+            "benchmark": {"ms_per_image": ms, "ms_p90": ms * 1.2, "size_bytes": size,
+                          "threads": 2, "backend": "onnxruntime"},
+            "roc": roc_data(spec, labels, art_outs)}
+
+
+def _data(spec, labels, outs, name="demo <script>alert(1)</script>"):
+    gate = Gate()
+    bad = {k: v.copy() for k, v in outs.items()}
+    score = bad[spec.score_output]
+    score += np.random.default_rng(1).normal(0, 0.8, score.shape).astype(score.dtype)
+    return {
+        "name": name, "version": "1.0.0", "intended_use": "DEMO — NOT FOR CLINICAL USE",
+        "spec": {"labels": list(spec.labels), "activation": spec.activation,
+                 "input_shape": list(spec.input_shape)},
+        "source": {"label": "PyTorch source", "metrics": source_metrics(spec, labels, outs, 0.5),
+                   "roc": roc_data(spec, labels, outs)},
+        "artifacts": [
+            _artifact(spec, labels, outs, outs, "onnx fp32", "fp32", gate, 3.2, 2_400_000),
+            _artifact(spec, labels, outs, bad, "onnx int8", "int8", gate, 1.1, 650_000)],
+        "steps": [{"name": "prune", "summary": {"macs_before": 1e8, "macs_after": 6e7,
+                                                "note": "<b>channels</b>"}}],
+        "gate": gate.to_dict(), "created": "2025-01-01T00:00:00Z"}
+
+
+def _parse(path: Path) -> tuple[str, _Page]:
+    html = path.read_text(encoding="utf-8")
+    page = _Page()
+    page.feed(html)
+    page.close()
+    return html, page
+
+
+def test_binary_report(tmp_path):
+    spec = ModelSpec(input_shape=(1, 1, 16, 16), output_names=("logit",), score_output="logit")
+    rng = np.random.default_rng(0)
+    labels = (rng.random(200) < 0.5).astype(np.int64)
+    outs = {"logit": rng.normal(labels * 2.0 - 1.0, 1.0)[:, None].astype(np.float32)}
+    data = _data(spec, labels, outs)
+    assert data["artifacts"][1]["gate"]["failures"]  # the noisy int8 artifact fails
+
+    path = write_report(tmp_path / "pkg" / "report.html", data)
+    assert path == tmp_path / "pkg" / "report.html"
+    html, page = _parse(path)
+    assert page.tags[0] == "html" and "body" in page.tags
+    # ROC, latency and size plots, all inline
+    assert len([s for s in page.images if s.startswith("data:image/png;base64,")]) == 3
+    assert "<script" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;b&gt;channels&lt;/b&gt;" in html
+    assert "NOT FOR CLINICAL USE" in "".join(page.text)
+    # no external resources
+    assert "http://" not in html and "https://" not in html and "<link" not in html
+
+    results = {r[0]: r for r in page.rows if r and r[0] in ("onnx fp32", "onnx int8")}
+    assert results["onnx fp32"][-1].startswith("PASS")
+    fail_cell = results["onnx int8"][-1]
+    assert fail_cell.startswith("FAIL")
+    assert data["artifacts"][1]["gate"]["failures"][0].split("(")[0].strip() in fail_cell
+    limits = {r[0]: r[1] for r in page.rows if len(r) in (2, 3)}
+    assert limits["float_min_agreement"] == "0.999" and limits["int8_min_agreement"] == "—"
+    assert {"macs_before", "macs_after"} <= set(limits)
+
+
+def test_multiclass_report_has_per_class_table(tmp_path):
+    spec = ModelSpec(input_shape=(1, 3, 16, 16), output_names=("logits",),
+                     score_output="logits", activation="softmax",
+                     labels=("normal", "benign", "malignant"), negative_label="normal")
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 3, 150)
+    outs = {"logits": (rng.normal(0, 1, (150, 3)) + 1.5 * np.eye(3)[labels]).astype(np.float32)}
+    path = write_report(tmp_path / "report.html", _data(spec, labels, outs, name="three"))
+    html, page = _parse(path)
+    assert "Per class" in html and "macro AUC" in html
+    header = next(r for r in page.rows if r and r[0] == "model" and "benign" in r)
+    assert header[1:] == ["normal", "benign", "malignant", "macro AUC"]
+    assert len(page.images) == 3
+
+
+def test_report_without_artifacts_or_benchmarks(tmp_path):
+    spec = ModelSpec(input_shape=(1, 1, 8, 8), output_names=("logit",), score_output="logit")
+    labels = np.array([0, 1, 0, 1])
+    outs = {"logit": np.array([[-1.0], [1.0], [0.2], [0.4]])}
+    data = {"name": "bare", "source": {"metrics": source_metrics(spec, labels, outs, 0.5),
+                                       "roc": {"fpr": [0, 0.5, 1], "tpr": [0, 1, 1]}}}
+    html, page = _parse(write_report(tmp_path / "r.html", data))
+    assert "PyTorch source" in html and len(page.images) == 1  # ROC only
