@@ -1,4 +1,9 @@
-"""``clinibox``: the box's command line (serve, infer, status, results, model, config)."""
+"""``clinibox``: the box's command line (serve, infer, status, results, model, keys, config).
+
+On a workstation with the ``convert`` extra it also runs the converter
+toolchain: ``clinibox convert`` and its steps (distill, prune, export,
+quantize, verify, package), imported only when asked for.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,6 @@ import json
 import logging
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,20 @@ from firmware_app import db
 from firmware_app.models import PackageError, find_package, list_packages, load_package
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+CONVERTER_STEPS = ("distill", "prune", "export", "quantize", "verify", "package")
+
+
+def run_converter(argv: list[str]) -> int:
+    """``clinibox convert …`` / ``clinibox <step> …``: the workstation toolchain."""
+    try:
+        from converters import cli as converter_cli
+    except ImportError as exc:
+        print(f"the converter needs the convert extra (pip install 'clinibox[convert]'): {exc}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if argv[0] == "convert":
+        return converter_cli.main(argv[1:])
+    return converter_cli.main(argv, prog=f"clinibox {argv[0]}")
 
 
 def _load_config(args: argparse.Namespace) -> config_module.Config:
@@ -39,25 +57,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _decode_any(path: Path, config: config_module.Config):
-    """Decode a DICOM file, or a PNG/JPEG export wrapped as DICOM first."""
-    from firmware_app.imaging.decode import decode
-    from firmware_app.imaging.wrap import is_picture, wrap_picture
-
-    with open(path, "rb") as handle:
-        head = handle.read(132)
-    if is_picture(head):
-        with tempfile.NamedTemporaryFile(suffix=".dcm") as tmp:
-            tmp.write(wrap_picture(path.read_bytes()))
-            tmp.flush()
-            return decode(Path(tmp.name), config.limits, config.worker.max_frames_per_instance)
-    return decode(path, config.limits, config.worker.max_frames_per_instance)
-
-
 def cmd_infer(args: argparse.Namespace) -> int:
     """Analyse files directly, without the service."""
     from firmware_app.app import load_runner
     from firmware_app.imaging.decode import DecodeError
+    from firmware_app.imaging.wrap import decode_file
 
     config = _load_config(args)
     runner = load_runner(config)
@@ -66,7 +70,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
         path = Path(name)
         report: dict[str, Any] = {"file": str(path)}
         try:
-            decoded = _decode_any(path, config)
+            decoded = decode_file(path, config.limits, config.worker.max_frames_per_instance)
         except (DecodeError, ValueError, OSError) as exc:
             report.update(status="quarantined", reason=str(exc))
             reports.append(report)
@@ -196,7 +200,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 def cmd_model(args: argparse.Namespace) -> int:
     """List or verify model packages."""
     config = _load_config(args)
-    keys = config.trusted_key_paths
+    keys = [Path(k) for k in args.trust] if args.trust else config.trusted_key_paths
     if args.action == "list":
         packages = list_packages(config.models_dir)
         if not packages:
@@ -220,6 +224,25 @@ def cmd_model(args: argparse.Namespace) -> int:
     print(f"OK {package.model_id}: signature by key {package.signer}, "
           f"{len(package.artifacts)} artifact(s) match their sha256")
     print(f"   intended use: {package.manifest.get('intended_use', '')}")
+    return EXIT_OK
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """Make an Ed25519 key pair for signing model packages."""
+    from firmware_app import signing
+
+    private = Path(args.out).with_suffix(".pem")
+    public = private.with_suffix(".pub")
+    for path in (private, public):
+        if path.exists() and not args.force:
+            print(f"{path} exists; refusing to overwrite it (--force to replace)",
+                  file=sys.stderr)
+            return EXIT_USAGE
+    for path in (private, public):
+        path.unlink(missing_ok=True)
+    key = signing.generate_key_pair(private, public)
+    print(f"key {key}: private {private} (keep it on the workstation), public {public} "
+          "(list it in [models] trusted_keys on each box)")
     return EXIT_OK
 
 
@@ -256,7 +279,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config(sub.add_parser("model", help="list or verify model packages"))
     p.add_argument("action", choices=["list", "verify"])
     p.add_argument("path", nargs="?", help="package folder to verify (default: the configured)")
+    p.add_argument("--trust", action="append", metavar="KEY.pub",
+                   help="public key to trust instead of the configured ones (repeatable)")
     p.set_defaults(func=cmd_model)
+    p = sub.add_parser("keys", help="make a package-signing key pair")
+    p.add_argument("action", choices=["generate"])
+    p.add_argument("--out", required=True, help="key path without suffix: writes .pem and .pub")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_keys)
+    for step in ("convert", *CONVERTER_STEPS):
+        sub.add_parser(step, add_help=False,
+                       help="converter toolchain (workstation): see clinibox convert --help"
+                       if step == "convert" else f"converter step {step!r} alone")
     p = sub.add_parser("config", help="print the example config, or --check FILE")
     p.add_argument("--check", metavar="FILE")
     p.set_defaults(func=cmd_config)
@@ -269,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("convert", *CONVERTER_STEPS):
+        return run_converter(argv)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import tempfile
 import warnings
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -30,6 +32,9 @@ from pydicom.uid import (
     SecondaryCaptureImageStorage,
     generate_uid,
 )
+
+from firmware_app.config import LimitsConfig
+from firmware_app.imaging.decode import DecodedImage, decode
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"
@@ -158,3 +163,15 @@ def _secondary_capture(pixels: np.ndarray, *, lossy: bool) -> bytes:
     buffer = io.BytesIO()
     dcmwrite(buffer, ds, implicit_vr=False, little_endian=True, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def decode_file(path: Path, limits: LimitsConfig, max_frames: int) -> DecodedImage:
+    """Decode a DICOM file, or a PNG/JPEG export wrapped as Secondary Capture first."""
+    with open(path, "rb") as handle:
+        head = handle.read(132)
+    if not is_picture(head):
+        return decode(path, limits, max_frames)
+    with tempfile.NamedTemporaryFile(suffix=".dcm") as tmp:
+        tmp.write(wrap_picture(Path(path).read_bytes()))
+        tmp.flush()
+        return decode(Path(tmp.name), limits, max_frames)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -60,6 +60,8 @@ class FrameFindings:
     probability: float
     boxes: list[Box]
     heatmap: np.ndarray | None
+    #: every class probability, for classifier models (empty for detectors)
+    classes: dict[str, float] = field(default_factory=dict)
 
 
 Postprocessor = Callable[[dict[str, np.ndarray], dict, dict[str, float], Transform],
@@ -196,7 +198,44 @@ def centre_heatmap_boxes(outputs: dict[str, np.ndarray], params: dict[str, Any],
     return FrameFindings(probability, boxes, source_heatmap(grid, stride, transform))
 
 
-POSTPROCESSORS: dict[str, Postprocessor] = {"centre_heatmap_boxes": centre_heatmap_boxes}
+def classification(outputs: dict[str, np.ndarray], params: dict[str, Any],
+                   thresholds: dict[str, float], transform: Transform) -> FrameFindings:
+    """Image classifier decoder: the finding probability from one score output.
+
+    Parameters: ``output`` (the score output's name; default the only output),
+    ``activation`` ("sigmoid" or "softmax"), ``labels`` (class names in output
+    order) and ``negative_label`` (the class that is not a finding). With
+    softmax and a negative label the probability is ``1 - p(negative)``; else
+    the largest probability among the other classes. ``classes`` holds every
+    class probability. No boxes, no heatmap.
+    """
+    name = params.get("output") or (next(iter(outputs)) if len(outputs) == 1 else None)
+    if name is None or name not in outputs:
+        raise ValueError(f"classification needs params.output among {sorted(outputs)}")
+    scores = np.asarray(outputs[name], dtype=np.float64).reshape(-1)
+    activation = params.get("activation", "sigmoid")
+    if activation == "softmax":
+        e = np.exp(scores - scores.max())
+        probs = e / e.sum()
+    elif activation == "sigmoid":
+        probs = sigmoid(scores)
+    else:
+        raise ValueError(f"classification activation {activation!r} is not sigmoid or softmax")
+    labels = [str(x) for x in params.get("labels", [])] or [f"class {i}" for i in range(
+        len(probs))]
+    if len(labels) != len(probs):
+        raise ValueError(f"output {name!r} has {len(probs)} scores for {len(labels)} labels")
+    negative = params.get("negative_label")
+    classes = {label: float(p) for label, p in zip(labels, probs, strict=True)}
+    if activation == "softmax" and negative in classes:
+        probability = 1.0 - classes[negative]
+    else:
+        probability = max((p for label, p in classes.items() if label != negative), default=0.0)
+    return FrameFindings(float(probability), [], None, classes)
+
+
+POSTPROCESSORS: dict[str, Postprocessor] = {"centre_heatmap_boxes": centre_heatmap_boxes,
+                                            "classification": classification}
 
 
 def get_postprocessor(name: str) -> Postprocessor:

@@ -1,0 +1,158 @@
+"""The converter's settings: command-line options, optionally read from ``convert.toml``.
+
+Every option has one name: ``--input-shape`` on the command line is
+``input_shape`` in the TOML file. Options given on the command line win over
+the file. Unknown keys are refused with the key named. Relative paths are
+taken from the current directory, as on the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from converters.formats import parse_targets
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+PATH_KEYS = ("weights", "labels", "out", "key", "teacher_weights")
+
+
+class ConvertConfigError(ValueError):
+    """A setting the converter cannot use, with the key named."""
+
+
+@dataclass
+class ConvertConfig:
+    """Everything one conversion needs; see ``clinibox convert --help`` for each key."""
+
+    # the source model
+    model: str = ""
+    weights: Path | None = None
+    factory_kwargs: dict[str, Any] = field(default_factory=dict)
+    input_shape: tuple[int, int, int] | None = None
+    outputs: list[str] = field(default_factory=list)
+    output_meanings: dict[str, str] = field(default_factory=dict)
+    score_output: str = ""
+    activation: str = ""
+    class_names: list[str] = field(default_factory=list)
+    negative_label: str | None = None
+    # data
+    data: str = ""
+    labels: Path | None = None
+    split: dict[str, float] = field(default_factory=dict)
+    calibration_size: int = 256
+    seed: int = 0
+    # how the box feeds and reads the model
+    mean: float = 0.0
+    std: float = 1.0
+    preprocessing: str = "letterbox_grey"
+    preprocessing_params: dict[str, Any] = field(default_factory=dict)
+    postprocessing: str = "classification"
+    postprocessing_params: dict[str, Any] = field(default_factory=dict)
+    modalities: list[str] = field(default_factory=list)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    task: str = "classification"
+    # the package
+    name: str = ""
+    version: str = "1.0.0"
+    intended_use: str = ""
+    targets: list[str] = field(default_factory=lambda: ["onnx"])
+    out: Path | None = None
+    key: Path | None = None
+    # distillation and pruning
+    teacher: str = ""
+    teacher_weights: Path | None = None
+    teacher_kwargs: dict[str, Any] = field(default_factory=dict)
+    distill_epochs: int = 5
+    temperature: float = 4.0
+    alpha: float = 0.5
+    max_student_mac_ratio: float | None = None
+    prune: float | None = None
+    prune_round_to: int | None = 8
+    finetune_epochs: int = 2
+    lr: float = 3e-3
+    # fidelity gate (converters.verify.Gate keys) and quantisation fallback
+    gate: dict[str, float] = field(default_factory=dict)
+    float_fallback: bool = True
+
+    def split_fractions(self) -> dict[str, float]:
+        """Split fractions: the config's, else train/calibration/validation defaults that
+        keep training data only when a step trains."""
+        if self.split:
+            return dict(self.split)
+        if self.teacher or self.prune:
+            return {"train": 0.6, "calibration": 0.1, "validation": 0.3}
+        return {"calibration": 0.3, "validation": 0.7}
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(ConvertConfig)}
+
+
+def parse_shape(text: str | list[int] | tuple[int, ...]) -> tuple[int, int, int]:
+    """``"1,256,256"`` or ``[1, 256, 256]`` → (C, H, W); error on anything else."""
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        dims = tuple(int(p) for p in parts)
+    except (TypeError, ValueError):
+        raise ConvertConfigError(f"input_shape {text!r} is not C,H,W integers") from None
+    if len(dims) != 3 or min(dims) < 1:
+        raise ConvertConfigError(f"input_shape {text!r} must be three positive numbers C,H,W")
+    return dims  # type: ignore[return-value]
+
+
+def _coerce(key: str, value: Any) -> Any:
+    if key == "input_shape":
+        return parse_shape(value)
+    if key == "targets":
+        try:
+            return parse_targets(value)
+        except ValueError as exc:
+            raise ConvertConfigError(f"targets: {exc}") from None
+    if key in PATH_KEYS or key == "labels":
+        return Path(value) if value not in (None, "") else None
+    if key in ("outputs", "class_names", "modalities") and isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if key in ("prune", "max_student_mac_ratio") and value is not None:
+        value = float(value)
+        if not 0.0 < value <= 1.0:
+            raise ConvertConfigError(f"{key} must be a ratio in (0, 1], got {value}")
+    return value
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Read ``convert.toml``; ConvertConfigError for unreadable files and unknown keys."""
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConvertConfigError(f"cannot read {path}: {exc}") from exc
+    return {key.replace("-", "_"): value for key, value in raw.items()}
+
+
+def build(file_values: dict[str, Any], cli_values: dict[str, Any]) -> ConvertConfig:
+    """A ConvertConfig from the TOML values overridden by the command line's (None = unset)."""
+    merged = dict(file_values)
+    merged.update({k: v for k, v in cli_values.items() if v is not None})
+    config = ConvertConfig()
+    for key, value in merged.items():
+        if key not in FIELDS:
+            hint = difflib.get_close_matches(key, FIELDS, n=1)
+            raise ConvertConfigError(f"unknown setting {key!r}"
+                                     + (f"; did you mean {hint[0]!r}?" if hint else ""))
+        setattr(config, key, _coerce(key, value))
+    return config
+
+
+def require(config: ConvertConfig, *keys: str) -> None:
+    """ConvertConfigError naming the first of ``keys`` that is not set."""
+    for key in keys:
+        if getattr(config, key) in (None, "", [], {}):
+            raise ConvertConfigError(f"--{key.replace('_', '-')} is required for this step "
+                                     f"(or {key} in convert.toml)")

@@ -1,0 +1,215 @@
+"""The last step: golden cases, the signed manifest and the HTML report.
+
+The package folder holds the artifacts the earlier steps wrote; this step
+adds ``golden/*.npy`` (exact preprocessed inputs with the probability every
+artifact must reproduce), ``manifest.json`` signed with the technician's
+Ed25519 key, and ``report.html``. It then loads the package exactly as the
+box does (schema, sha256 of every file, signature) before calling it done.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from converters.artifacts import open_artifact, run_batch
+from converters.config import ConvertConfigError, require
+from converters.report import write_report
+from converters.verify import roc_data
+from firmware_app import models, signing
+
+if TYPE_CHECKING:
+    from converters.pipeline import Conversion
+
+CLINICAL_WARNING = "not validated for clinical use"
+
+
+def alert_threshold(conv: Conversion, finding: float) -> float:
+    """``thresholds.alert`` from the config, else the source's 99 %-specificity point on
+    validation (at least finding + 0.1, at most 0.99)."""
+    if "alert" in conv.config.thresholds:
+        return float(conv.config.thresholds["alert"])
+    spec, val = conv.spec, conv.validation
+    probs = spec.finding_probability(conv.reference()[spec.score_output])
+    negatives = np.sort(probs[~spec.finding_targets(val.labels)])
+    spec99 = float(negatives[min(len(negatives) - 1, math.ceil(0.99 * len(negatives)))])
+    return round(float(np.clip(max(spec99 + 1e-4, finding + 0.1), finding + 0.05, 0.99)), 4)
+
+
+def golden_cases(conv: Conversion, finding: float) -> list[dict[str, Any]]:
+    """One validation image per class (binary: with and without a finding), decided
+    correctly by the source, chosen away from saturation; saved as preprocessed inputs."""
+    spec, val = conv.spec, conv.validation
+    probs = spec.finding_probability(conv.reference()[spec.score_output])
+    positive = spec.finding_targets(val.labels)
+    groups = ([(f"{label}", val.labels == i) for i, label in enumerate(spec.labels)]
+              if spec.activation == "softmax" else
+              [("finding", positive), ("no-finding", ~positive)])
+    cases = []
+    (conv.out / "golden").mkdir(exist_ok=True)
+    for name, members in groups:
+        right = members & ((probs >= finding) == positive)
+        pool = np.nonzero(right if right.any() else members)[0]
+        if not len(pool):
+            continue
+        target = 0.85 if positive[pool[0]] else 0.15
+        index = int(pool[np.argmin(np.abs(probs[pool] - target))])
+        relative = f"golden/{_slug(name)}.npy"
+        np.save(conv.out / relative, val.x[index : index + 1].astype(np.float32))
+        label = int(val.labels[index])
+        shown = spec.labels[label] if spec.activation == "softmax" else label
+        cases.append({"input": relative, "description": f"validation image {val.files[index]} "
+                      f"(label {shown})", "sha256": models.sha256_file(conv.out / relative)})
+    records = conv.records()
+    deviations = []
+    for case in cases:
+        x = np.load(conv.out / case["input"])
+        got = {}
+        for record in records:
+            backend = open_artifact(conv.out, record, spec)
+            try:
+                out = run_batch(backend, spec, x)
+            finally:
+                backend.close()
+            got[record.kind] = float(spec.finding_probability(out[spec.score_output])[0])
+        reference = got.get("onnx-fp32", next(iter(got.values())))
+        case["expected"] = {"probability": round(reference, 5)}
+        deviations += [abs(v - reference) for v in got.values()]
+    tolerance = round(max(0.02, math.ceil(max(deviations, default=0) * 150) / 100), 2)
+    for case in cases:
+        case["tolerance"] = tolerance
+    return cases
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text.lower()) or "case"
+
+
+def postprocessing(conv: Conversion) -> dict[str, Any]:
+    """The manifest's postprocessing: the config's, with the classifier's parameters filled."""
+    c, spec = conv.config, conv.spec
+    params = dict(c.postprocessing_params)
+    if c.postprocessing == "classification":
+        params = {"output": spec.score_output, "activation": spec.activation,
+                  "labels": list(spec.labels), "negative_label": spec.negative_label, **params}
+    return {"name": c.postprocessing, "params": params}
+
+
+def manifest(conv: Conversion, thresholds: dict[str, float], cases: list[dict]) -> dict:
+    """The unsigned manifest (schema clinibox.model-package/1)."""
+    import torch
+
+    c, spec, state = conv.config, conv.spec, conv.state
+    artifacts = []
+    for record in conv.records():
+        entry = {"format": record.format, "precision": record.precision, "path": record.path,
+                 "files": {f: models.sha256_file(conv.out / f) for f in record.files},
+                 "profiles": record.profiles,
+                 "validation": {**state["metrics"].get(record.kind, {}),
+                                **state["benchmarks"].get(record.kind, {})},
+                 "conversion": record.notes}
+        if record.runtime_config:
+            entry["runtime_config"] = record.runtime_config
+        artifacts.append(entry)
+    return {
+        "schema": models.SCHEMA, "name": c.name, "version": c.version, "task": c.task,
+        "intended_use": c.intended_use or f"{c.task}; {CLINICAL_WARNING}",
+        "modalities": list(c.modalities), "labels": list(spec.labels),
+        "inputs": [{"name": spec.input_name, "shape": list(spec.input_shape),
+                    "dtype": "float32", "layout": "NCHW",
+                    "normalisation": {"mean": c.mean, "std": c.std}}],
+        "outputs": [{"name": n, "shape": list(spec.output_shapes.get(n, ())),
+                     "meaning": c.output_meanings.get(n, f"score output ({spec.activation})"
+                                                      if n == spec.score_output else "output")}
+                    for n in spec.output_names],
+        "thresholds": thresholds,
+        "preprocessing": {"name": c.preprocessing, "params": dict(c.preprocessing_params)},
+        "postprocessing": postprocessing(conv),
+        "artifacts": artifacts,
+        "provenance": {
+            "source": state.get("source", conv.source.provenance()),
+            "steps": state["steps"], "data": {
+                "source": c.data if c.data else "supplied by the caller",
+                "rows": {s: int((conv.data.split == s).sum())
+                         for s in ("train", "calibration", "validation")}},
+            "gate": conv.gate.to_dict(), "threshold_from": "config" if "finding" in
+            c.thresholds else "validation, Youden's J of the source model",
+            "source_metrics": state.get("source_metrics", {}),
+            "versions": {"torch": torch.__version__, "python": sys.version.split()[0]},
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")},
+        "golden_cases": cases,
+    }
+
+
+def report_data(conv: Conversion, signed: dict) -> dict[str, Any]:
+    """What ``report.html`` shows, from the state and the signed manifest."""
+    spec, val, state = conv.spec, conv.validation, conv.state
+
+    def roc(outputs: dict[str, np.ndarray]) -> dict:
+        return roc_data(spec, val.labels, outputs)
+
+    rows = []
+    for record, entry in zip(conv.records(), signed["artifacts"], strict=True):
+        backend = open_artifact(conv.out, record, spec)
+        try:
+            outputs = run_batch(backend, spec, val.x)
+        finally:
+            backend.close()
+        failures = state.get("gate_failures", {}).get(
+            f"{record.format} {record.precision} ({record.path})", [])
+        rows.append({"label": f"{record.format} {record.precision}", "kind": record.kind,
+                     "format": record.format, "precision": record.precision,
+                     "path": record.path, "profiles": record.profiles,
+                     "metrics": state["metrics"].get(record.kind, {}),
+                     "gate": {"passed": not failures, "failures": failures},
+                     "benchmark": state["benchmarks"].get(record.kind, {}),
+                     "roc": roc(outputs), "notes": entry.get("conversion", {})})
+    return {"name": signed["name"], "version": signed["version"],
+            "intended_use": signed["intended_use"],
+            "spec": {"labels": list(spec.labels), "activation": spec.activation,
+                     "input_shape": list(spec.input_shape)},
+            "source": {"label": "PyTorch source", "metrics": state.get("source_metrics", {}),
+                       "roc": roc(conv.reference())},
+            "artifacts": rows,
+            "steps": [{"name": k, "summary": v} for k, v in state["steps"].items()],
+            "gate": conv.gate.to_dict(), "created": signed["provenance"]["created"]}
+
+
+def write_package(conv: Conversion, keep_work: bool = False) -> Path:
+    """Sign and write the manifest and report; verify the package as the box would."""
+    c = conv.config
+    require(c, "name", "version", "key")
+    key_path = Path(c.key)
+    public = key_path.with_suffix(".pub")
+    if not public.exists():
+        raise ConvertConfigError(f"{public} is missing: the public key must sit beside "
+                                 f"{key_path} (clinibox keys generate writes both)")
+    if not conv.state["metrics"] or conv.state.get("gate_failures"):
+        raise ConvertConfigError("package needs a passing verify step first")
+    finding = float(conv.state.get("threshold", conv.threshold()))
+    thresholds = {**{k: float(v) for k, v in c.thresholds.items()}, "finding": finding,
+                  "alert": alert_threshold(conv, finding)}
+    cases = golden_cases(conv, finding)
+    try:
+        signed = signing.sign_document(manifest(conv, thresholds, cases),
+                                       signing.load_private_key(key_path))
+    except (OSError, ValueError) as exc:
+        raise ConvertConfigError(f"cannot sign with {key_path}: {exc}") from exc
+    tmp = conv.out / "manifest.json.tmp"
+    tmp.write_text(json.dumps(signed, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(conv.out / "manifest.json")
+    write_report(conv.out / "report.html", report_data(conv, signed))
+    try:
+        models.load_package(conv.out, [public])
+    except models.PackageError as exc:
+        raise ConvertConfigError(f"the written package does not verify: {exc}") from exc
+    if not keep_work:
+        shutil.rmtree(conv.work, ignore_errors=True)
+    return conv.out

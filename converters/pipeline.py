@@ -1,0 +1,408 @@
+"""The conversion chain, one method per step, sharing one working folder.
+
+``Conversion(config).run_all()`` chains distill → prune → export → quantize →
+verify → package; each step also runs alone (``clinibox convert prune …``)
+and leaves its results in ``OUT/.convert/``: ``state.json`` (what has been
+written and measured so far) and ``model.pt`` (the distilled or pruned network,
+a full pickled module, which later steps take instead of ``--model``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from converters import formats
+from converters.artifacts import ArtifactRecord, open_artifact, run_batch
+from converters.benchmark import benchmark
+from converters.config import ConvertConfig, ConvertConfigError, require
+from converters.data import DataError, LabelledData, Preprocessing, load_data
+from converters.export import (
+    export_onnx,
+    export_onnx_fp16,
+    export_openvino,
+    export_tflite,
+    torch_outputs,
+)
+from converters.progress import progress
+from converters.prune import save_module
+from converters.quantize import (
+    check_calibration,
+    fallback_plan,
+    quantize_onnx,
+    quantize_openvino,
+    quantize_tflite,
+)
+from converters.source import SourceModel, load_source
+from converters.spec import ModelSpec
+from converters.training import ClassificationTask, Task, TrainData
+from converters.verify import Gate, GateFailure, check_gate, choose_threshold, compare
+
+log = logging.getLogger("clinibox.convert")
+WORK = ".convert"
+
+
+class Conversion:
+    """One conversion's working folder, model, data and measurements.
+
+    ``source``, ``data`` and ``task`` may be handed in (the demo model's own
+    training does); otherwise they come from the config on first use.
+    """
+
+    def __init__(self, config: ConvertConfig, *, source: SourceModel | None = None,
+                 data: LabelledData | None = None, task: Task | None = None,
+                 spec: ModelSpec | None = None) -> None:
+        require(config, "out")
+        self.config = config
+        self.out = Path(config.out)
+        self.work = self.out / WORK
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.state: dict[str, Any] = self._read_state()
+        self._source, self._data, self._task, self._spec = source, data, task, spec
+        self._reference: dict[str, np.ndarray] | None = None
+        self.gate = Gate.from_dict(config.gate)
+
+    # -- shared pieces ---------------------------------------------------------------------
+
+    def _read_state(self) -> dict[str, Any]:
+        path = self.work / "state.json"
+        if path.exists():
+            return json.loads(path.read_text(encoding="utf-8"))
+        return {"steps": {}, "artifacts": [], "metrics": {}, "benchmarks": {}}
+
+    def save_state(self) -> None:
+        """Write ``state.json`` atomically."""
+        tmp = self.work / "state.json.tmp"
+        tmp.write_text(json.dumps(self.state, indent=2, default=_jsonable), encoding="utf-8")
+        tmp.replace(self.work / "state.json")
+
+    @property
+    def source(self) -> SourceModel:
+        """The current model: the distilled/pruned one in the work folder, else ``--model``."""
+        if self._source is None:
+            pruned = self.work / "model.pt"
+            if pruned.exists():
+                self._source = load_source(str(pruned))
+                self._source.reference = self.state.get("source", {}).get(
+                    "reference", self._source.reference)
+            else:
+                require(self.config, "model")
+                self._source = load_source(self.config.model, self.config.weights,
+                                           self.config.factory_kwargs)
+                self.state["source"] = self._source.provenance()
+        return self._source
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The model's I/O contract, from the config and one run of the model."""
+        if self._spec is None:
+            self._spec = spec_from_config(self.config, self.source.module)
+        return self._spec
+
+    @property
+    def task(self) -> Task:
+        """The training objective (classification unless handed in)."""
+        if self._task is None:
+            self._task = ClassificationTask(self.spec)
+        return self._task
+
+    @property
+    def data(self) -> LabelledData:
+        """Labelled, preprocessed images (loaded once)."""
+        if self._data is None:
+            require(self.config, "data")
+            c = self.config
+            prep = Preprocessing(c.preprocessing, self.spec.input_shape, c.mean, c.std,
+                                 c.preprocessing_params)
+            classes = max(2, len(self.spec.labels)) if self.spec.activation == "softmax" else 2
+            self._data = load_data(c.data, c.labels, prep, classes, c.split_fractions(), c.seed)
+            log.info("data: %s", {s: int((self._data.split == s).sum())
+                                  for s in ("train", "calibration", "validation")})
+        return self._data
+
+    def _train_data(self) -> TrainData:
+        train = self.data.subset("train")
+        if len(train) == 0:
+            raise ConvertConfigError("distillation and pruning need training rows: add a "
+                                     "split column with 'train' rows or set split fractions")
+        return TrainData(train.x, {"label": train.labels})
+
+    def _teacher(self) -> torch.nn.Module | None:
+        if not self.config.teacher:
+            return None
+        return load_source(self.config.teacher, self.config.teacher_weights,
+                           self.config.teacher_kwargs).module
+
+    def _keep(self, model: torch.nn.Module, step: str, report: dict) -> None:
+        save_module(model, self.work / "model.pt")
+        self._source = SourceModel(model.eval(), "pickled",
+                                   self.state.get("source", {}).get("reference", step), {})
+        self._reference = None
+        self.state["steps"][step] = report
+        self.state["artifacts"], self.state["metrics"] = [], {}
+        self.save_state()
+
+    @property
+    def validation(self) -> LabelledData:
+        """The validation rows every artifact is verified on."""
+        val = self.data.subset("validation")
+        if len(val) < 2 or len(np.unique(self.spec.finding_targets(val.labels))) < 2:
+            raise ConvertConfigError("validation needs images with and without findings")
+        return val
+
+    def reference(self) -> dict[str, np.ndarray]:
+        """The PyTorch source's outputs on the validation rows (computed once)."""
+        if self._reference is None:
+            self._reference = torch_outputs(self.source.module, self.spec, self.validation.x)
+        return self._reference
+
+    def threshold(self) -> float:
+        """The operating threshold: the config's ``thresholds.finding``, else Youden's J of
+        the source model on validation."""
+        if "finding" in self.config.thresholds:
+            return float(self.config.thresholds["finding"])
+        probs = self.spec.finding_probability(self.reference()[self.spec.score_output])
+        return choose_threshold(self.spec.finding_targets(self.validation.labels), probs)
+
+    def records(self) -> list[ArtifactRecord]:
+        """Artifacts written so far."""
+        return [ArtifactRecord.from_dict(a) for a in self.state["artifacts"]]
+
+    def _add(self, record: ArtifactRecord) -> None:
+        self.state["artifacts"] = [a for a in self.state["artifacts"] if a["kind"] != record.kind]
+        self.state["artifacts"].append(record.to_dict())
+        self.save_state()
+
+    def measure(self, record: ArtifactRecord) -> dict:
+        """Run one artifact through the box's backend on validation; compare with torch."""
+        backend = open_artifact(self.out, record, self.spec)
+        try:
+            outputs = run_batch(backend, self.spec, self.validation.x)
+        finally:
+            backend.close()
+        return compare(self.spec, self.validation.labels, self.reference(), outputs,
+                       self.threshold())
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def distill(self) -> dict:
+        """Train ``--model`` (the student) from ``--teacher`` on the training rows."""
+        from converters.distill import distill
+
+        teacher = self._teacher()
+        if teacher is None:
+            raise ConvertConfigError("distill needs --teacher (the trained model)")
+        c = self.config
+        student, report = distill(teacher, copy.deepcopy(self.source.module), self._train_data(),
+                                  self.task, self.spec, epochs=c.distill_epochs,
+                                  temperature=c.temperature, alpha=c.alpha, lr=c.lr,
+                                  max_mac_ratio=c.max_student_mac_ratio)
+        self._keep(student, "distill", report)
+        return report
+
+    def prune(self) -> dict:
+        """Structured channel pruning to ``--prune`` of the MACs, then a guided fine-tune."""
+        from converters.prune import fine_tune, prune
+
+        c = self.config
+        require(c, "prune")
+        original = self.source.module
+        pruned, report = prune(original, self.spec, target_mac_ratio=float(c.prune),
+                               round_to=c.prune_round_to)
+        teacher = self._teacher() or original
+        pruned = fine_tune(pruned, self._train_data(), self.task, self.spec, teacher=teacher,
+                           epochs=c.finetune_epochs, temperature=c.temperature, alpha=c.alpha)
+        report["finetune_epochs"] = c.finetune_epochs
+        self._keep(pruned, "prune", report)
+        return report
+
+    def export(self) -> list[ArtifactRecord]:
+        """FP32 ONNX, then every float artifact the targets need."""
+        c, model = self.config, self.source.module
+        kinds = [k for k in formats.kinds_for(c.targets) if k.precision != "int8"]
+        written = []
+        for kind in kinds:
+            start = time.perf_counter()
+            path = self.out / kind.path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if kind.key == "onnx-fp32":
+                self._spec = export_onnx(model, self.spec, path)
+                self.state["spec"] = _spec_dict(self._spec)
+            elif kind.key == "onnx-fp16":
+                export_onnx_fp16(self.out / formats.KINDS["onnx-fp32"].path, path)
+            elif kind.format == "openvino-ir":
+                export_openvino(self.out / formats.KINDS["onnx-fp32"].path, path, self.spec)
+            elif kind.format == "tflite":
+                export_tflite(model, self.spec, path)
+            written.append(self._record(kind, {"method": kind.description,
+                                               "seconds": round(time.perf_counter() - start, 1)}))
+        return written
+
+    def _record(self, kind: formats.ArtifactKind, notes: dict) -> ArtifactRecord:
+        record = ArtifactRecord(
+            kind=kind.key, format=kind.format, precision=kind.precision, path=kind.path,
+            files=[kind.path, *kind.companions],
+            profiles=formats.profiles_of(kind.key, self.config.targets), notes=notes,
+            runtime_config=({"INFERENCE_PRECISION_HINT": "f32"}
+                            if kind.format == "openvino-ir" else {}))
+        self._add(record)
+        return record
+
+    def calibration(self) -> np.ndarray:
+        """Calibration inputs from the user's data (at most ``calibration_size``)."""
+        calib = self.data.subset("calibration").x[: self.config.calibration_size]
+        try:
+            return check_calibration(calib, self.spec)
+        except ValueError as exc:
+            raise DataError(f"calibration data: {exc}") from exc
+
+    def _quantize_once(self, kind: formats.ArtifactKind, calib: np.ndarray,
+                       keep: list[str]) -> dict:
+        out = self.out / kind.path
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fp32 = self.out / formats.KINDS["onnx-fp32"].path
+        if kind.format == "onnx":
+            return quantize_onnx(fp32, out, calib, self.spec, symmetric=kind.key.endswith("trt"),
+                                 keep_float=keep)
+        if kind.format == "openvino-ir":
+            return quantize_openvino(self.out / formats.KINDS["openvino-fp32"].path, out, calib,
+                                     self.spec, keep_float=keep)
+        return quantize_tflite(self.source.module, self.spec, calib, out, keep_float=keep)
+
+    def quantize(self) -> list[ArtifactRecord]:
+        """INT8 artifacts calibrated on the user's data; while one breaks the gate, quantise
+        again with the next set of sensitive layers kept in float."""
+        calib = self.calibration()
+        if not (self.out / formats.KINDS["onnx-fp32"].path).exists():
+            raise ConvertConfigError("quantize needs the FP32 export: run the export step first")
+        written = []
+        for kind in [k for k in formats.kinds_for(self.config.targets) if k.precision == "int8"]:
+            plans: list[list[str]] = [[]]
+            if self.config.float_fallback:
+                plans += fallback_plan(kind, fp32_onnx=self.out / formats.KINDS["onnx-fp32"].path,
+                                       model=self.source.module, spec=self.spec,
+                                       calibration=calib)
+            attempts = []
+            with progress(f"quantize {kind.key}", total=len(plans)) as bar:
+                for keep in plans:
+                    start = time.perf_counter()
+                    notes = self._quantize_once(kind, calib, keep)
+                    record = self._record(kind, notes)
+                    metrics = self.measure(record)
+                    failures = check_gate(metrics, kind.precision, self.gate)
+                    attempts.append({"kept_float": keep, "failures": failures,
+                                     "seconds": round(time.perf_counter() - start, 1)})
+                    bar.advance(1)
+                    bar.note(f"{kind.key}: {len(keep)} layers float, "
+                             f"{'passes' if not failures else 'fails'} the gate")
+                    if not failures:
+                        break
+            notes["attempts"] = attempts
+            written.append(self._record(kind, notes))
+        return written
+
+    def verify(self) -> dict[str, dict]:
+        """Every artifact against the PyTorch source on validation; benchmark each; raise
+        GateFailure naming every artifact that breaks the gate."""
+        records = self.records()
+        if not records:
+            raise ConvertConfigError("nothing to verify: run the export step first")
+        failures, threshold = {}, self.threshold()
+        self.state["threshold"] = threshold
+        self.state["source_metrics"] = source_summary(self, threshold)
+        for record in records:
+            metrics = self.measure(record)
+            self.state["metrics"][record.kind] = metrics
+            self.state["benchmarks"][record.kind] = benchmark(self.out, record, self.spec)
+            broken = check_gate(metrics, record.precision, self.gate)
+            if broken:
+                failures[f"{record.format} {record.precision} ({record.path})"] = broken
+            log.info("%s: %s", record.path, {k: metrics[k] for k in ("auc", "sensitivity",
+                                                                   "decision_agreement")})
+        self.state["gate_failures"] = failures
+        self.save_state()
+        if failures:
+            raise GateFailure(failures)
+        return self.state["metrics"]
+
+    def package(self, keep_work: bool = False) -> Path:
+        """Golden cases, signed manifest and report (see ``converters.package``)."""
+        from converters.package import write_package
+
+        return write_package(self, keep_work)
+
+    def run_all(self, keep_work: bool = False) -> Path:
+        """The whole chain; each step only when the config asks for it."""
+        if self.config.teacher:
+            self.distill()
+        if self.config.prune:
+            self.prune()
+        self.export()
+        self.quantize()
+        self.verify()
+        return self.package(keep_work)
+
+
+def source_summary(conv: Conversion, threshold: float) -> dict:
+    """The PyTorch source's own metrics on validation (the reference for every delta)."""
+    from converters.verify import source_metrics
+
+    return source_metrics(conv.spec, conv.validation.labels, conv.reference(), threshold)
+
+
+def spec_from_config(config: ConvertConfig, model: torch.nn.Module) -> ModelSpec:
+    """ModelSpec from the config; output names and classes read off one run of the model."""
+    from converters.export import named_outputs
+
+    require(config, "input_shape")
+    shape = (1, *config.input_shape)
+    with torch.no_grad():
+        try:
+            result = model(torch.zeros(shape))
+        except Exception as exc:
+            raise ConvertConfigError(f"the model does not run on input [1, "
+                                     f"{', '.join(map(str, config.input_shape))}]: {exc}") from exc
+    if isinstance(result, dict):
+        names = list(config.outputs or result)
+    elif isinstance(result, (tuple, list)):
+        names = list(config.outputs or [f"output_{i}" for i in range(len(result))])
+    else:
+        names = list(config.outputs or ["logits"])
+    probe = ModelSpec(shape, tuple(names), config.score_output or names[0])
+    outputs = named_outputs(result, probe)
+    width = int(np.prod(outputs[probe.score_output].shape[1:]))
+    activation = config.activation or ("softmax" if width > 1 else "sigmoid")
+    labels = config.class_names or (["finding"] if width == 1 else
+                                    [f"class_{i}" for i in range(width)])
+    if len(labels) != width:
+        raise ConvertConfigError(f"class_names lists {len(labels)} names; the score output "
+                                 f"{probe.score_output!r} has {width} values")
+    negative = config.negative_label
+    if negative is None and activation == "softmax":
+        negative = labels[0]
+    return ModelSpec(shape, tuple(names), probe.score_output, activation, tuple(labels),
+                     negative, output_shapes={k: tuple(v.shape) for k, v in outputs.items()})
+
+
+def _spec_dict(spec: ModelSpec) -> dict:
+    return {"input_shape": list(spec.input_shape), "outputs": list(spec.output_names),
+            "score_output": spec.score_output, "activation": spec.activation,
+            "labels": list(spec.labels), "negative_label": spec.negative_label,
+            "output_shapes": {k: list(v) for k, v in spec.output_shapes.items()}}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (np.ndarray, tuple)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
