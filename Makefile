@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 EXTRAS ?= dev,convert,openvino,tflite
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench demo-model clean
 
 # Idempotent bootstrap: re-installs only when pyproject.toml changes.
 install: $(STAMP)
@@ -31,6 +31,10 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/run_all.py
+
+# rebuild the phantom demo package with the converter pipeline (~12 min on 2 cores)
+demo-model: install
+	$(BIN)/python -m converters.train_demo
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -2,7 +2,11 @@
 
 Inputs are real phantom images preprocessed as the box does. Each (backend,
 artifact) pair is measured with 1 thread and with the runtime's default
-threads; the reference in the same run is ONNX Runtime FP32.
+threads; the reference in the same run is ONNX Runtime FP32. Each row also
+carries the artifact's fidelity from the signed manifest (AUC, ΔAUC and
+decision agreement against the PyTorch source on the held-out phantoms), and
+the run ends with the issue's target: OpenVINO INT8 at least 2x faster than
+ONNX Runtime FP32 with |ΔAUC| <= 0.01.
 
     .venv/bin/python bench/backends.py [--images 64] [--runs 300]
 """
@@ -67,20 +71,32 @@ def main() -> None:
         for candidate in candidates(package, runtime):
             backend = load_candidate(candidate, package, runtime)
             try:
-                key = f"{candidate.label} threads={'default' if threads == 0 else threads}"
+                path = candidate.artifact.path.relative_to(package.root)
+                key = f"{candidate.backend}:{path} threads={'default' if threads == 0 else threads}"
                 figures[key] = time_backend(backend, feeds, args.runs)
+                v = candidate.artifact.validation
+                figures[key].update({k: v.get(k) for k in ("auc", "auc_delta",
+                                                           "decision_agreement")})
                 figures[key]["size_kb"] = round(sum(
                     (package.root / name).stat().st_size for name in candidate.artifact.files
                 ) / 1024)
             finally:
                 backend.close()
     for threads in ("1", "default"):
-        reference = figures[f"onnxruntime:onnx/fp32 threads={threads}"]["median_ms"]
+        reference = figures[f"onnxruntime:model.fp32.onnx threads={threads}"]["median_ms"]
         for key, row in figures.items():
             if key.endswith(f"threads={threads}"):
                 row["speedup_vs_ort_fp32"] = round(reference / row["median_ms"], 2)
+    target = {}
+    for threads in ("1", "default"):
+        row = figures[f"openvino:openvino/model.int8.xml threads={threads}"]
+        target[f"threads={threads}"] = {
+            "openvino_int8_speedup_vs_ort_fp32": row["speedup_vs_ort_fp32"],
+            "openvino_int8_abs_auc_delta": abs(row["auc_delta"]),
+            "met": row["speedup_vs_ort_fp32"] >= 2.0 and abs(row["auc_delta"]) <= 0.01}
     save("backends", {"package": package.model_id, "images": args.images, "runs": args.runs,
-                      "repo": str(REPO.name), "results": figures})
+                      "repo": str(REPO.name), "results": figures,
+                      "target_openvino_int8_2x_ort_fp32": target})
 
 
 if __name__ == "__main__":

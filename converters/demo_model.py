@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,48 +153,56 @@ def _focal(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     return (pos_loss + neg_loss) / pos.sum().clamp(min=1.0)
 
 
-def train(split: Split, mean: float, std: float, epochs: int, batch: int = 32,
-          seed: int = 0, cam_weight: float = 0.5, log=print) -> LesionNet:
-    """Train LesionNet: BCE (image logit), focal (centre heatmap), L1 (sizes at centres)
-    and a deep-supervision BCE pulling the CAM towards the lesion extent."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    model = LesionNet().to(memory_format=torch.channels_last)
-    bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+class LesionTask:
+    """The demo model's objective, for ``converters.training.train_epochs``.
+
+    Hard loss: BCE (image logit) + focal (centre heatmap) + 10 L1 (box sizes at
+    centres) + ``cam_weight`` BCE pulling the CAM towards the lesion extent.
+    Soft loss (distillation): BCE of the student's logit and CAM against the
+    teacher's at temperature T (times T²), plus MSE of the heatmap and sizes.
+    """
+
+    def __init__(self, cam_weight: float = 0.5) -> None:
+        self.cam_weight = cam_weight
+        self.bce = nn.BCEWithLogitsLoss()
+
+    def hard_loss(self, out: dict[str, torch.Tensor], t: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Loss against the phantoms' ground truth."""
+        m = t["mask"]
+        return (self.bce(out["lesion_logit"], t["label"][:, None].float())
+                + _focal(out["centre_heatmap"], t["heat"])
+                + 10 * (torch.abs(out["box_size"] - t["size"]) * m).sum() / m.sum().clamp(min=1)
+                + self.cam_weight * self.bce(out["cam"], t["extent"]))
+
+    def soft_loss(self, student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor],
+                  temperature: float) -> torch.Tensor:
+        """Loss against the teacher's outputs (soft targets)."""
+        def soft(name: str) -> torch.Tensor:
+            return nn.functional.binary_cross_entropy_with_logits(
+                student[name] / temperature, torch.sigmoid(teacher[name] / temperature))
+
+        return (temperature**2 * (soft("lesion_logit") + self.cam_weight * soft("cam"))
+                + 10 * nn.functional.mse_loss(student["centre_heatmap"],
+                                              teacher["centre_heatmap"])
+                + 10 * nn.functional.mse_loss(student["box_size"], teacher["box_size"]))
+
+    def augment(self, x: torch.Tensor, t: dict[str, torch.Tensor], rng: np.random.Generator
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Horizontal flip of half the batches (image and every map)."""
+        if rng.random() < 0.5:
+            return x.flip(-1), {k: (v.flip(-1) if v.ndim == 4 else v) for k, v in t.items()}
+        return x, t
+
+
+def train_data(split: Split, mean: float, std: float):
+    """A split as ``converters.training.TrainData`` with the detection targets."""
+    from converters.training import TrainData
+
     maps = [targets(b) for b in split.boxes]
-    heat = torch.from_numpy(np.stack([m[0] for m in maps]))
-    size = torch.from_numpy(np.stack([m[1] for m in maps]))
-    mask = torch.from_numpy(np.stack([m[2] for m in maps]))
-    extent = torch.from_numpy(np.stack([m[3] for m in maps]))
-    labels = torch.from_numpy(split.labels)[:, None]
-    planes = torch.from_numpy(split.planes)
-    steps = epochs * math.ceil(len(labels) / batch)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps, pct_start=0.15)
-    bce = nn.BCEWithLogitsLoss()
-    for epoch in range(epochs):
-        model.train()
-        order, total, start = rng.permutation(len(labels)), 0.0, time.time()
-        for i in range(0, len(order), batch):
-            idx = torch.from_numpy(order[i : i + batch])
-            x = ((planes[idx].float() - mean) / std)[:, None].contiguous(
-                memory_format=torch.channels_last)
-            h, s, m, e = heat[idx], size[idx], mask[idx], extent[idx]
-            if rng.random() < 0.5:
-                x, h, s, m, e = (t.flip(-1) for t in (x, h, s, m, e))
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                out = {k: v.float() for k, v in model(x).items()}
-            loss = (bce(out["lesion_logit"], labels[idx]) + _focal(out["centre_heatmap"], h)
-                    + 10 * (torch.abs(out["box_size"] - s) * m).sum() / m.sum().clamp(min=1)
-                    + cam_weight * bce(out["cam"], e))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
-        log(f"epoch {epoch + 1}/{epochs}: loss {total / len(labels):.4f} "
-            f"({time.time() - start:.0f} s{', bf16 autocast' if bf16 else ''})")
-    return model.to(memory_format=torch.contiguous_format).eval()
+    x = ((split.planes.astype(np.float32) - mean) / std)[:, None]
+    return TrainData(x, {"label": split.labels.astype(np.int64),
+                         **{k: np.stack([m[i] for m in maps])
+                            for i, k in enumerate(("heat", "size", "mask", "extent"))}})
 
 
 @torch.no_grad()

@@ -27,10 +27,13 @@ def test_quick_training_produces_a_loadable_package(tmp_path):
     package = load_package(out, [pub])
     manifest = package.manifest
     assert {a.label for a in package.artifacts} == {"onnx/fp32", "onnx/int8"}
-    assert manifest["provenance"]["training"]["quick"] is True
-    assert manifest["provenance"]["checkpoint"]["sha256"]
-    assert len(manifest["golden_cases"]) >= 3
+    steps = manifest["provenance"]["steps"]
+    assert steps["detection"]["quick"] is True
+    assert steps["distill"]["mac_ratio"] <= 0.25
+    assert steps["prune"]["macs_after"] < steps["prune"]["macs_before"]
+    assert all(manifest["provenance"]["source"]["files"].values())
+    assert len(manifest["golden_cases"]) == 2
     assert (out / "MODEL_CARD.md").exists()
-    assert not (out.parent / ".1.0.0.staging").exists()
+    assert (out / "report.html").exists() and not (out / ".convert").exists()
     assert json.loads((out / "manifest.json").read_text())["signature"]["key_id"] == \
         signing.key_id(signing.load_public_key(pub))
