@@ -160,7 +160,8 @@ class Conversion:
     def reference(self) -> dict[str, np.ndarray]:
         """The PyTorch source's outputs on the validation rows (computed once)."""
         if self._reference is None:
-            self._reference = torch_outputs(self.source.module, self.spec, self.validation.x)
+            self._reference = torch_outputs(self.source.exportable, self.spec,
+                                            self.validation.x)
         return self._reference
 
     def threshold(self) -> float:
@@ -225,7 +226,7 @@ class Conversion:
 
     def export(self) -> list[ArtifactRecord]:
         """FP32 ONNX, then every float artifact the targets need."""
-        c, model = self.config, self.source.module
+        c, model = self.config, self.source.exportable
         kinds = [k for k in formats.kinds_for(c.targets) if k.precision != "int8"]
         written = []
         for kind in kinds:
@@ -274,7 +275,7 @@ class Conversion:
         if kind.format == "openvino-ir":
             return quantize_openvino(self.out / formats.KINDS["openvino-fp32"].path, out, calib,
                                      self.spec, keep_float=keep)
-        return quantize_tflite(self.source.module, self.spec, calib, out, keep_float=keep)
+        return quantize_tflite(self.source.exportable, self.spec, calib, out, keep_float=keep)
 
     def quantize(self) -> list[ArtifactRecord]:
         """INT8 artifacts calibrated on the user's data; while one breaks the gate, quantise
@@ -287,7 +288,7 @@ class Conversion:
             plans: list[list[str]] = [[]]
             if self.config.float_fallback:
                 plans += fallback_plan(kind, fp32_onnx=self.out / formats.KINDS["onnx-fp32"].path,
-                                       model=self.source.module, spec=self.spec,
+                                       model=self.source.exportable, spec=self.spec,
                                        calibration=calib)
             attempts = []
             with progress(f"quantize {kind.key}", total=len(plans)) as bar:

@@ -42,6 +42,12 @@ class SourceModel:
     kind: str
     reference: str
     files: dict[str, str]  # file name -> sha256
+    program: torch.export.ExportedProgram | None = None  # a .pt2 source, exported as given
+
+    @property
+    def exportable(self) -> Any:
+        """What the exporters take: the ExportedProgram of a .pt2 source, else the module."""
+        return self.program if self.program is not None else self.module
 
     @property
     def trainable(self) -> bool:
@@ -125,7 +131,7 @@ def _from_file(path: Path) -> SourceModel:
             program = torch.export.load(str(path))
         except Exception as exc:
             raise SourceError(f"{path} is not a torch.export program: {exc}") from exc
-        return SourceModel(program.module(), "exported", str(path), files)
+        return SourceModel(program.module(), "exported", str(path), files, program)
     if _is_torchscript(path):
         try:
             return SourceModel(torch.jit.load(str(path), map_location="cpu").eval(),

@@ -4,12 +4,14 @@ own runtime (onnxruntime, openvino, ai_edge_litert used directly), and tampering
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from converters.demo_model import SEEDS
 from converters.phantoms import dataset_plan, dataset_sample
 from firmware_app import signing
 from firmware_app.config import DEMO_PUBLIC_KEY, REPO_ROOT
@@ -75,11 +77,12 @@ def test_package_loads_and_says_what_it_is(package):
     assert {"onnx/fp32", "onnx/int8", "openvino-ir/fp32", "openvino-ir/int8",
             "tflite/fp32"} <= labels
     fp32_auc = next(a for a in package.artifacts if a.label == "onnx/fp32").validation["auc"]
-    for art in package.artifacts:  # the converter's acceptance rule, re-checked
+    for art in package.artifacts:  # the converter's fidelity gate, re-checked
         v = art.validation
-        assert v["auc"] > 0.95 and v["auc"] >= fp32_auc - 0.01, art.label
-        assert v["decision_agreement"] >= 0.97 and v["ms_per_image"] > 0, art.label
-        limit = 1e-3 if art.precision == "fp32" else 0.3  # INT8: a few borderline images
+        assert v["auc"] > 0.9 and abs(v["auc"] - fp32_auc) <= 0.01, art.label
+        assert v["sensitivity_delta"] >= 0 and v["ms_per_image"] > 0, art.label
+        assert v["decision_agreement"] >= (0.999 if art.precision != "int8" else 0.97)
+        limit = {"fp32": 1e-3, "fp16": 0.02, "int8": 0.3}[art.precision]
         assert v["max_abs_delta_probability"] < limit, art.label
 
 
@@ -91,29 +94,33 @@ def test_package_is_small_and_single_file_onnx():
     assert "**NOT FOR CLINICAL USE" in (PACKAGE / "MODEL_CARD.md").read_text()
 
 
+def golden_phantom(package, case: dict):
+    """The held-out phantom a golden case was cut from (its description names the index)."""
+    index = int(re.search(r"phantom:test:(\d+)", case["description"]).group(1))
+    count = package.manifest["provenance"]["data"]["rows"]["validation"]
+    return dataset_sample(SEEDS["test"], index, dataset_plan(SEEDS["test"], count))
+
+
 def test_golden_inputs_are_exactly_what_the_box_preprocessing_makes(package):
     prep = get_preprocessor(package.manifest["preprocessing"]["name"])
     spec = package.input
     cases = package.manifest["golden_cases"]
-    assert len(cases) >= 3
-    assert {c["input"].split("/")[1].split("-")[1] for c in cases} == {"lesion.npy",
-                                                                       "normal.npy"}
+    assert {c["input"] for c in cases} == {"golden/finding.npy", "golden/no-finding.npy"}
     for case in cases:
-        src = case["phantom"]
-        plan = dataset_plan(src["seed"], src["count"])
-        phantom = dataset_sample(src["seed"], src["index"], plan)
+        phantom = golden_phantom(package, case)
+        assert phantom.lesion == (case["input"] == "golden/finding.npy")
         tensor, _ = prep(phantom.image, spec.shape, spec.mean, spec.std, {})
-        assert np.array_equal(tensor, np.load(PACKAGE / case["input"]))
+        # the trainer keeps letterboxed planes as float16 (memory): within its rounding
+        np.testing.assert_allclose(tensor, np.load(PACKAGE / case["input"]), atol=2e-3)
 
 
-@pytest.mark.parametrize("label", ["onnx/fp32", "onnx/int8", "openvino-ir/fp32",
-                                   "openvino-ir/int8", "tflite/fp32", "tflite/int8"])
-def test_every_artifact_meets_the_golden_cases(package, label):
-    arts = {a.label: a for a in package.artifacts}
-    if label == "tflite/int8" and label not in arts:  # optional artifact: then documented
-        assert "tflite" in package.manifest["provenance"]["quantization"]
-        return
-    art = arts[label]
+@pytest.mark.parametrize("path", ["model.fp32.onnx", "model.fp16.onnx", "model.int8.onnx",
+                                  "model.int8-trt.onnx", "openvino/model.fp32.xml",
+                                  "openvino/model.int8.xml", "model.fp32.tflite",
+                                  "model.int8.tflite"])
+def test_every_artifact_meets_the_golden_cases(package, path):
+    art = next(a for a in package.artifacts if a.path == PACKAGE / path)
+    label = art.label
     finding = package.thresholds["finding"]
     for case in package.manifest["golden_cases"]:
         x = np.load(PACKAGE / case["input"])
@@ -121,9 +128,9 @@ def test_every_artifact_meets_the_golden_cases(package, label):
         for name, shape in OUTPUTS.items():
             assert tuple(out[name].shape) == shape, (label, name)
         p = float(sigmoid(out["lesion_logit"][0, 0]))
-        expected = case["expected"]["lesion_probability"]
+        expected = case["expected"]["probability"]
         assert abs(p - expected) <= case["tolerance"], (label, case["input"], p, expected)
-        assert (p >= finding) == ("lesion" in case["input"].split("-")[-1]), (label, p)
+        assert (p >= finding) == (case["input"] == "golden/finding.npy"), (label, p)
 
 
 def test_decoder_finds_the_golden_lesion(package):
@@ -133,18 +140,26 @@ def test_decoder_finds_the_golden_lesion(package):
     from firmware_app.imaging.preprocess import letterbox_grey
 
     for case in package.manifest["golden_cases"]:
-        src = case["phantom"]
-        phantom = dataset_sample(src["seed"], src["index"], dataset_plan(src["seed"],
-                                                                         src["count"]))
+        phantom = golden_phantom(package, case)
         x, transform = letterbox_grey(phantom.image, package.input.shape, package.input.mean,
                                       package.input.std, {})
         found = decode(run_artifact("onnx", art.path, x), params, package.thresholds, transform)
         h, w = phantom.image.shape
         assert found.heatmap.shape[0] * w == pytest.approx(found.heatmap.shape[1] * h, rel=0.1)
-        if phantom.lesion:
-            best = found.boxes[0]
-            x0, y0, x1, y1 = phantom.boxes[0]
-            assert best.x0 < x1 and x0 < best.x1 and best.y0 < y1 and y0 < best.y1
+    # localisation over held-out lesion phantoms (the card reports recall 0.65 at IoU 0.3)
+    plan = dataset_plan(SEEDS["test"], 1000)
+    hits = total = 0
+    for index in range(60):
+        phantom = dataset_sample(SEEDS["test"], index, plan)
+        if not phantom.lesion:
+            continue
+        x, transform = letterbox_grey(phantom.image, package.input.shape, package.input.mean,
+                                      package.input.std, {})
+        found = decode(run_artifact("onnx", art.path, x), params, package.thresholds, transform)
+        total += 1
+        hits += any(b.x0 < x1 and x0 < b.x1 and b.y0 < y1 and y0 < b.y1
+                    for b in found.boxes for x0, y0, x1, y1 in phantom.boxes)
+    assert total >= 20 and hits / total >= 0.5, (hits, total)
 
 
 def _copy(tmp_path: Path) -> Path:
