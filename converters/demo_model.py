@@ -194,27 +194,16 @@ class LesionTask:
         return x, t
 
 
+def model_inputs(planes: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """Letterboxed planes [N, H, W] → normalised model inputs float32 [N, 1, H, W]."""
+    return ((planes.astype(np.float32) - mean) / std)[:, None]
+
+
 def train_data(split: Split, mean: float, std: float):
     """A split as ``converters.training.TrainData`` with the detection targets."""
     from converters.training import TrainData
 
     maps = [targets(b) for b in split.boxes]
-    x = ((split.planes.astype(np.float32) - mean) / std)[:, None]
-    return TrainData(x, {"label": split.labels.astype(np.int64),
+    return TrainData(model_inputs(split.planes, mean, std), {"label": split.labels.astype(np.int64),
                          **{k: np.stack([m[i] for m in maps])
                             for i, k in enumerate(("heat", "size", "mask", "extent"))}})
-
-
-@torch.no_grad()
-def torch_outputs(model: nn.Module, planes: np.ndarray, mean: float, std: float,
-                  batch: int = 64) -> dict[str, np.ndarray]:
-    """Run the torch model over letterboxed planes; outputs stacked on axis 0."""
-    model.eval()
-    chunks: dict[str, list[np.ndarray]] = {k: [] for k in OUTPUTS}
-    for i in range(0, len(planes), batch):
-        x = ((torch.from_numpy(planes[i : i + batch]).float() - mean) / std)[:, None]
-        for k, v in model(x).items():
-            chunks[k].append(v.numpy())
-    return {k: np.concatenate(v) for k, v in chunks.items()}
-
-

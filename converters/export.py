@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from converters.spec import ModelSpec
+from converters.training import name_outputs
 
 
 class ExportError(RuntimeError):
@@ -37,27 +38,6 @@ def _first_lines(exc: BaseException, count: int = 3) -> str:
     return " | ".join(lines[:count] + code)[:900]
 
 
-def named_outputs(result: Any, spec: ModelSpec) -> dict[str, torch.Tensor]:
-    """The model's output (a tensor, a tuple/list or a dict) keyed by ``spec.output_names``."""
-    names = list(spec.output_names)
-    if isinstance(result, torch.Tensor):
-        result = (result,)
-    if isinstance(result, Mapping):
-        if set(result) != set(names):
-            raise ValueError(f"the model returns outputs {sorted(result)}, the spec names "
-                             f"{names}")
-        return {name: result[name] for name in names}
-    if isinstance(result, (tuple, list)):
-        if len(result) != len(names):
-            raise ValueError(f"the model returns {len(result)} output(s), the spec names "
-                             f"{len(names)}: {names}")
-        if not all(isinstance(r, torch.Tensor) for r in result):
-            raise ValueError("every model output must be a tensor")
-        return dict(zip(names, result, strict=True))
-    raise ValueError(f"the model returns a {type(result).__name__}; expected a tensor, a "
-                     "tuple/list of tensors or a dict of them")
-
-
 def _callable(model: Any) -> Any:
     return model.module() if isinstance(model, torch.export.ExportedProgram) else model
 
@@ -71,7 +51,7 @@ def torch_outputs(model: Any, spec: ModelSpec, x: np.ndarray, batch: int = 32
     parts: dict[str, list[np.ndarray]] = {name: [] for name in spec.output_names}
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            out = named_outputs(fn(torch.from_numpy(np.ascontiguousarray(x[i:i + batch],
+            out = name_outputs(fn(torch.from_numpy(np.ascontiguousarray(x[i:i + batch],
                                                                          np.float32))), spec)
             for name, value in out.items():
                 parts[name].append(value.detach().float().cpu().numpy())
@@ -82,7 +62,7 @@ def _output_order(model: Any, spec: ModelSpec, x: torch.Tensor) -> list[str]:
     """Output names in the order the exporter flattens them (dict outputs: key order)."""
     with torch.no_grad():
         result = _callable(model)(x)
-    named_outputs(result, spec)  # raises on a mismatch
+    name_outputs(result, spec)  # raises on a mismatch
     return list(result) if isinstance(result, Mapping) else list(spec.output_names)
 
 

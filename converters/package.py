@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from converters.artifacts import open_artifact, run_batch
 from converters.config import ConvertConfigError, require
 from converters.report import write_report
 from converters.verify import roc_data
@@ -31,16 +30,22 @@ if TYPE_CHECKING:
 CLINICAL_WARNING = "not validated for clinical use"
 
 
+def alert_from(probs: np.ndarray, positive: np.ndarray, finding: float) -> float:
+    """The probability at >= 99 % specificity among ``probs`` (at least finding + 0.1,
+    at most 0.99): where an alert goes out."""
+    negatives = np.sort(probs[~positive])
+    spec99 = float(negatives[min(len(negatives) - 1, math.ceil(0.99 * len(negatives)))])
+    return round(float(np.clip(max(spec99 + 1e-4, finding + 0.1), finding + 0.05, 0.99)), 4)
+
+
 def alert_threshold(conv: Conversion, finding: float) -> float:
-    """``thresholds.alert`` from the config, else the source's 99 %-specificity point on
-    validation (at least finding + 0.1, at most 0.99)."""
+    """``thresholds.alert`` from the config, else :func:`alert_from` the source model on
+    validation."""
     if "alert" in conv.config.thresholds:
         return float(conv.config.thresholds["alert"])
     spec, val = conv.spec, conv.validation
     probs = spec.finding_probability(conv.reference()[spec.score_output])
-    negatives = np.sort(probs[~spec.finding_targets(val.labels)])
-    spec99 = float(negatives[min(len(negatives) - 1, math.ceil(0.99 * len(negatives)))])
-    return round(float(np.clip(max(spec99 + 1e-4, finding + 0.1), finding + 0.05, 0.99)), 4)
+    return alert_from(probs, spec.finding_targets(val.labels), finding)
 
 
 def golden_cases(conv: Conversion, finding: float) -> list[dict[str, Any]]:
@@ -52,7 +57,7 @@ def golden_cases(conv: Conversion, finding: float) -> list[dict[str, Any]]:
     groups = ([(f"{label}", val.labels == i) for i, label in enumerate(spec.labels)]
               if spec.activation == "softmax" else
               [("finding", positive), ("no-finding", ~positive)])
-    cases = []
+    cases, indices = [], []
     (conv.out / "golden").mkdir(exist_ok=True)
     for name, members in groups:
         right = members & ((probs >= finding) == positive)
@@ -61,24 +66,18 @@ def golden_cases(conv: Conversion, finding: float) -> list[dict[str, Any]]:
             continue
         target = 0.85 if positive[pool[0]] else 0.15
         index = int(pool[np.argmin(np.abs(probs[pool] - target))])
+        indices.append(index)
         relative = f"golden/{_slug(name)}.npy"
         np.save(conv.out / relative, val.x[index : index + 1].astype(np.float32))
         label = int(val.labels[index])
         shown = spec.labels[label] if spec.activation == "softmax" else label
         cases.append({"input": relative, "description": f"validation image {val.files[index]} "
                       f"(label {shown})", "sha256": models.sha256_file(conv.out / relative)})
-    records = conv.records()
     deviations = []
-    for case in cases:
-        x = np.load(conv.out / case["input"])
-        got = {}
-        for record in records:
-            backend = open_artifact(conv.out, record, spec)
-            try:
-                out = run_batch(backend, spec, x)
-            finally:
-                backend.close()
-            got[record.kind] = float(spec.finding_probability(out[spec.score_output])[0])
+    probabilities = {r.kind: spec.finding_probability(conv.outputs(r)[spec.score_output])
+                     for r in conv.records()}  # each golden input is a validation row
+    for case, index in zip(cases, indices, strict=True):
+        got = {kind: float(p[index]) for kind, p in probabilities.items()}
         reference = got.get("onnx-fp32", next(iter(got.values())))
         case["expected"] = {"probability": round(reference, 5)}
         deviations += [abs(v - reference) for v in got.values()]
@@ -157,11 +156,7 @@ def report_data(conv: Conversion, signed: dict) -> dict[str, Any]:
 
     rows = []
     for record, entry in zip(conv.records(), signed["artifacts"], strict=True):
-        backend = open_artifact(conv.out, record, spec)
-        try:
-            outputs = run_batch(backend, spec, val.x)
-        finally:
-            backend.close()
+        outputs = conv.outputs(record)
         failures = state.get("gate_failures", {}).get(
             f"{record.format} {record.precision} ({record.path})", [])
         rows.append({"label": f"{record.format} {record.precision}", "kind": record.kind,

@@ -42,7 +42,7 @@ from converters.quantize import (
 )
 from converters.source import SourceModel, load_source
 from converters.spec import ModelSpec
-from converters.training import ClassificationTask, Task, TrainData
+from converters.training import ClassificationTask, Task, TrainData, name_outputs
 from converters.verify import Gate, GateFailure, check_gate, choose_threshold, compare
 
 log = logging.getLogger("clinibox.convert")
@@ -67,6 +67,7 @@ class Conversion:
         self.state: dict[str, Any] = self._read_state()
         self._source, self._data, self._task, self._spec = source, data, task, spec
         self._reference: dict[str, np.ndarray] | None = None
+        self._outputs: dict[tuple[str, int], dict[str, np.ndarray]] = {}
         self.gate = Gate.from_dict(config.gate)
 
     # -- shared pieces ---------------------------------------------------------------------
@@ -181,15 +182,22 @@ class Conversion:
         self.state["artifacts"].append(record.to_dict())
         self.save_state()
 
+    def outputs(self, record: ArtifactRecord) -> dict[str, np.ndarray]:
+        """The artifact's outputs on validation through the box's backend; computed once per
+        written file (quantize, verify and the report all need them)."""
+        key = (record.kind, (self.out / record.path).stat().st_mtime_ns)
+        if key not in self._outputs:
+            backend = open_artifact(self.out, record, self.spec)
+            try:
+                self._outputs[key] = run_batch(backend, self.spec, self.validation.x)
+            finally:
+                backend.close()
+        return self._outputs[key]
+
     def measure(self, record: ArtifactRecord) -> dict:
-        """Run one artifact through the box's backend on validation; compare with torch."""
-        backend = open_artifact(self.out, record, self.spec)
-        try:
-            outputs = run_batch(backend, self.spec, self.validation.x)
-        finally:
-            backend.close()
-        return compare(self.spec, self.validation.labels, self.reference(), outputs,
-                       self.threshold())
+        """Compare one artifact's outputs on validation with the PyTorch source's."""
+        return compare(self.spec, self.validation.labels, self.reference(),
+                       self.outputs(record), self.threshold())
 
     # -- steps -----------------------------------------------------------------------------
 
@@ -360,7 +368,6 @@ def source_summary(conv: Conversion, threshold: float) -> dict:
 
 def spec_from_config(config: ConvertConfig, model: torch.nn.Module) -> ModelSpec:
     """ModelSpec from the config; output names and classes read off one run of the model."""
-    from converters.export import named_outputs
 
     require(config, "input_shape")
     shape = (1, *config.input_shape)
@@ -377,7 +384,7 @@ def spec_from_config(config: ConvertConfig, model: torch.nn.Module) -> ModelSpec
     else:
         names = list(config.outputs or ["logits"])
     probe = ModelSpec(shape, tuple(names), config.score_output or names[0])
-    outputs = named_outputs(result, probe)
+    outputs = name_outputs(result, probe)
     width = int(np.prod(outputs[probe.score_output].shape[1:]))
     activation = config.activation or ("softmax" if width > 1 else "sigmoid")
     labels = config.class_names or (["finding"] if width == 1 else

@@ -35,10 +35,12 @@ from converters.demo_model import (
     LesionTask,
     fuse_batchnorm,
     make_split,
-    torch_outputs,
+    model_inputs,
     train_data,
 )
 from converters.distill import distill
+from converters.export import torch_outputs
+from converters.package import alert_from
 from converters.pipeline import Conversion
 from converters.prune import count_macs, fine_tune, prune, save_module
 from converters.source import SourceModel
@@ -46,6 +48,7 @@ from converters.spec import ModelSpec
 from converters.training import train_epochs
 from converters.verify import auc, choose_threshold, operating_point
 from firmware_app.inference.postprocess import sigmoid
+from firmware_app.models import sha256_file
 
 TEACHER = {"widths": (16, 32, 48), "head": 16}
 STUDENT = {"widths": (8, 16, 24), "head": 4}
@@ -70,7 +73,8 @@ SPEC = ModelSpec(SHAPE, OUTPUTS, "lesion_logit", "sigmoid", ("lesion",),
 def torch_summary(model: torch.nn.Module, split, norm: tuple[float, float],
                   finding: float) -> dict:
     """AUC, sensitivity/specificity and MACs of a torch model on a split."""
-    probs = sigmoid(torch_outputs(model, split.planes, *norm)["lesion_logit"][:, 0])
+    outs = torch_outputs(model, SPEC, model_inputs(split.planes, *norm))
+    probs = sigmoid(outs["lesion_logit"][:, 0])
     labels = split.labels.astype(bool)
     return {"auc": round(auc(labels, probs), 4), "macs": count_macs(model, SPEC),
             "parameters": sum(p.numel() for p in model.parameters()),
@@ -79,12 +83,10 @@ def torch_summary(model: torch.nn.Module, split, norm: tuple[float, float],
 
 def thresholds_for(model: torch.nn.Module, val, norm: tuple[float, float]) -> dict:
     """finding (Youden on validation), alert (>= 99 % specificity) and box (best box F1)."""
-    outs = torch_outputs(model, val.planes, *norm)
+    outs = torch_outputs(model, SPEC, model_inputs(val.planes, *norm))
     probs, labels = sigmoid(outs["lesion_logit"][:, 0]), val.labels.astype(bool)
     finding = choose_threshold(labels, probs)
-    negatives = np.sort(probs[~labels])
-    spec99 = float(negatives[min(len(negatives) - 1, int(np.ceil(0.99 * len(negatives))))])
-    alert = round(float(np.clip(max(spec99 + 1e-4, finding + 0.1), finding + 0.05, 0.99)), 4)
+    alert = alert_from(probs, labels, finding)
     box = max((box_metrics(outs, val, t, BOX_PARAMS) for t in np.arange(0.15, 0.76, 0.05)),
               key=lambda m: m["f1"])["threshold"]
     return {"finding": finding, "alert": alert, "box": round(float(box), 2)}
@@ -141,14 +143,14 @@ def build(args: argparse.Namespace) -> int:
                       data="phantoms (converters/phantoms.py, converters/demo_model.py)",
                       gate=QUICK_GATE if args.quick else {}),
         source=SourceModel(shipped, "pickled", "converters/train_demo.py",
-                           {args.checkpoint.name: _sha(args.checkpoint)}),
+                           {args.checkpoint.name: sha256_file(args.checkpoint)}),
         data=_verification_data(tr, test, norm, args.calibration), task=task, spec=SPEC)
     conv.state["steps"] = steps
     conv.state["source"] = conv.source.provenance()
     for step in ("export", "quantize", "verify"):
         getattr(conv, step)()
         log(f"{step}: done")
-    ref = torch_outputs(shipped, test.planes, *norm)
+    ref = torch_outputs(shipped, SPEC, model_inputs(test.planes, *norm))
     conv.state["steps"]["detection"] = {
         "boxes": box_metrics(ref, test, thresholds["box"], BOX_PARAMS),
         "false_positive_analysis": false_positive_analysis(ref, test, thresholds["finding"]),
@@ -160,17 +162,10 @@ def build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sha(path: Path) -> str:
-    from firmware_app.models import sha256_file
-
-    return sha256_file(path)
-
-
 def _verification_data(tr, test, norm: tuple[float, float], calibration: int) -> LabelledData:
     """Calibration rows from the training phantoms, validation rows = the held-out test."""
     pick = np.random.default_rng(0).permutation(len(tr.labels))[:calibration]
-    planes = np.concatenate([tr.planes[pick], test.planes]).astype(np.float32)
-    x = ((planes - norm[0]) / norm[1])[:, None]
+    x = model_inputs(np.concatenate([tr.planes[pick], test.planes]), *norm)
     labels = np.concatenate([tr.labels[pick], test.labels]).astype(np.int64)
     files = [f"phantom:train:{i}" for i in pick] + [f"phantom:test:{i}" for i in
                                                       range(len(test.labels))]

@@ -112,8 +112,8 @@ def name_outputs(out: object, spec: ModelSpec) -> dict[str, torch.Tensor]:
     names = list(spec.output_names)
     if isinstance(out, torch.Tensor):
         if len(names) != 1:
-            raise ValueError(f"the model returned one tensor but the spec names {len(names)} "
-                             f"outputs {names}; return a tuple or dict of them")
+            raise ValueError(f"the model returned 1 output, one tensor but the spec names "
+                             f"{len(names)} outputs {names}; return a tuple or dict of them")
         return {names[0]: out}
     if isinstance(out, (tuple, list)):
         if len(out) != len(names):
@@ -197,16 +197,3 @@ def train_epochs(model: nn.Module, data: TrainData, task: Task, spec: ModelSpec,
         if teacher is not None and teacher_was_training:
             teacher.train()
     return model.to(memory_format=torch.contiguous_format).eval()
-
-
-@torch.no_grad()
-def predict(model: nn.Module, x: np.ndarray, spec: ModelSpec, batch: int = 64
-            ) -> dict[str, np.ndarray]:
-    """Run ``model`` (in eval mode) over ``x`` [N, C, H, W]; named outputs stacked on axis 0."""
-    model.eval()
-    chunks: dict[str, list[np.ndarray]] = {k: [] for k in spec.output_names}
-    for i in range(0, len(x), batch):
-        out = model_outputs(model, torch.from_numpy(np.ascontiguousarray(x[i : i + batch])), spec)
-        for k, v in out.items():
-            chunks[k].append(v.float().numpy())
-    return {k: np.concatenate(v) for k, v in chunks.items()}

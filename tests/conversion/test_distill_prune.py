@@ -11,6 +11,7 @@ from torch import nn
 
 from converters.demo_model import OUTPUTS, LesionNet
 from converters.distill import distill
+from converters.export import torch_outputs
 from converters.progress import Progress, progress
 from converters.prune import (
     count_macs,
@@ -23,7 +24,7 @@ from converters.prune import (
     torch_latency_ms,
 )
 from converters.spec import ModelSpec
-from converters.training import ClassificationTask, TrainData, model_outputs, predict, train_epochs
+from converters.training import ClassificationTask, TrainData, model_outputs, train_epochs
 from tests.conversion.tiny_models import SmallResNet, TinyClassifier, as_input, shapes_dataset
 
 SIZE = 32
@@ -50,7 +51,7 @@ def _data(spec: ModelSpec, count: int, seed: int) -> TrainData:
 
 
 def _decisions(model: nn.Module, x: np.ndarray, spec: ModelSpec) -> np.ndarray:
-    scores = predict(model, x, spec)[spec.score_output]
+    scores = torch_outputs(model, spec, x)[spec.score_output]
     return scores.argmax(1) if spec.activation == "softmax" else (scores[:, 0] > 0).astype(int)
 
 
