@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-EXTRAS ?= dev,convert,openvino,tflite
+EXTRAS ?= dev,convert,openvino,tflite,central
 
 .PHONY: install run test lint bench demo-model clean
 

@@ -3,6 +3,8 @@
     DICOM SCP ─┐
     USB import ┴─> Lander (spool fsync + queue commit) ─> ACK
     Worker: queue → decode → quality → ModelRunner → aggregate → ResultStore
+    TelemetryProducer: results → alerts, summaries, heartbeats → Outbox (SQLite)
+    Publisher: Outbox → seal (encrypt + sign) → MQTT over TLS → hospital
 
 ``Appliance.start`` brings the parts up in order (database, spool recovery,
 model verification and backend choice, worker, then the listeners, so that
@@ -22,10 +24,15 @@ from firmware_app.inference.runner import ModelRunner
 from firmware_app.ingest.dicom_scp import StorageSCP
 from firmware_app.ingest.landing import Lander
 from firmware_app.ingest.usb import FolderImporter
-from firmware_app.models import find_package, load_package
+from firmware_app.models import ModelPackage, find_package, load_package
 from firmware_app.queue import JobQueue
 from firmware_app.runtime.selection import select_backend
 from firmware_app.spool import Spool
+from firmware_app.telemetry.envelope import load_x25519_public
+from firmware_app.telemetry.identity import load_identity
+from firmware_app.telemetry.messages import ModelFacts
+from firmware_app.telemetry.mqtt import Publisher
+from firmware_app.telemetry.service import TelemetryProducer
 from firmware_app.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -41,6 +48,12 @@ def load_runner(config: Config) -> ModelRunner:
     return runner
 
 
+def model_facts(package: ModelPackage) -> ModelFacts:
+    """What telemetry says about the running model."""
+    return ModelFacts(package.model_id, tuple(package.manifest.get("labels") or ["finding"]),
+                      package.thresholds.get("alert", 1.0))
+
+
 def make_spool(config: Config) -> Spool:
     """The spool with the configured free-space floor."""
     return Spool(config.spool_dir, config.quarantine_dir, config.storage.min_free_mb * 2**20)
@@ -53,6 +66,7 @@ class Appliance:
         self.config = config
         self.stop_event = threading.Event()
         self.wake = threading.Event()
+        self.outbound = threading.Event()
         self.threads: list[threading.Thread] = []
         self.scp: StorageSCP | None = None
         self.worker: Worker | None = None
@@ -74,6 +88,11 @@ class Appliance:
         if config.worker.enabled:
             self.worker = Worker(config, spool, load_runner(config))
             self._thread("worker", self.worker.run, self.stop_event, self.wake)
+            package = self.worker.runner.package
+        else:
+            package = load_package(find_package(config.models_dir, config.models.name,
+                                                config.models.version), config.trusted_key_paths)
+        self._start_telemetry(model_facts(package))
 
         lander = Lander(spool, config.database_path, config.storage.max_object_mb * 2**20)
         if config.dicom.enabled:
@@ -87,6 +106,21 @@ class Appliance:
             self._thread("usb-import", importer.run, self.stop_event, config.usb.poll_seconds,
                          self.wake.set)
 
+    def _start_telemetry(self, model: ModelFacts) -> None:
+        """The outbox producer always runs; the publisher only with a broker and hospital key."""
+        config = self.config
+        identity = load_identity(config)
+        producer = TelemetryProducer(config, identity, model, on_queued=self.outbound.set)
+        self._thread("telemetry", producer.run, self.stop_event)
+        if not (config.mqtt.host and config.telemetry.hospital_key):
+            log.info("telemetry: no broker configured; messages wait in the outbox")
+            return
+        publisher = Publisher(config, identity, load_x25519_public(config.telemetry.hospital_key),
+                              model, producer.started)
+        self._thread("publisher", publisher.run, self.stop_event, self.outbound)
+        log.info("telemetry: %s/%s to %s:%d", identity.clinic, identity.device,
+                 config.mqtt.host, config.mqtt.port)
+
     def _thread(self, name: str, target, *args) -> None:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)
         thread.start()
@@ -98,6 +132,7 @@ class Appliance:
             self.scp.stop()
         self.stop_event.set()
         self.wake.set()
+        self.outbound.set()
         for thread in self.threads:
             thread.join(timeout=30)
 

@@ -1,4 +1,7 @@
-"""``clinibox``: the box's command line (serve, infer, status, results, model, keys, config).
+"""``clinibox``: the box's command line (serve, infer, status, results, model, keys, config,
+outbox, identity, study).
+
+At the hospital, ``clinibox central …`` runs the receiver and its reports.
 
 On a workstation with the ``convert`` extra it also runs the converter
 toolchain: ``clinibox convert`` and its steps (distill, prune, export,
@@ -19,6 +22,7 @@ from typing import Any
 from firmware_app import config as config_module
 from firmware_app import db
 from firmware_app.models import PackageError, find_package, list_packages, load_package
+from firmware_app.telemetry import commands as telemetry_commands
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 CONVERTER_STEPS = ("distill", "prune", "export", "quantize", "verify", "package")
@@ -35,6 +39,13 @@ def run_converter(argv: list[str]) -> int:
     if argv[0] == "convert":
         return converter_cli.main(argv[1:])
     return converter_cli.main(argv, prog=f"clinibox {argv[0]}")
+
+
+def run_central(argv: list[str]) -> int:
+    """``clinibox central …``: the hospital's receiver, enrolment and reports."""
+    from central import cli as central_cli
+
+    return central_cli.main(argv)
 
 
 def _load_config(args: argparse.Namespace) -> config_module.Config:
@@ -228,8 +239,9 @@ def cmd_model(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    """Make an Ed25519 key pair for signing model packages."""
+    """Make a key pair: model signing (Ed25519) or the hospital's telemetry key (X25519)."""
     from firmware_app import signing
+    from firmware_app.telemetry.envelope import generate_x25519_pair
 
     private = Path(args.out).with_suffix(".pem")
     public = private.with_suffix(".pub")
@@ -240,6 +252,11 @@ def cmd_keys(args: argparse.Namespace) -> int:
             return EXIT_USAGE
     for path in (private, public):
         path.unlink(missing_ok=True)
+    if args.kind == "hospital":
+        generate_x25519_pair(private, public)
+        print(f"hospital key: private {private} (keep it on the receiver: [keys] hospital_key), "
+              f"public {public} (install it on each box: [telemetry] hospital_key)")
+        return EXIT_OK
     key = signing.generate_key_pair(private, public)
     print(f"key {key}: private {private} (keep it on the workstation), public {public} "
           "(list it in [models] trusted_keys on each box)")
@@ -282,8 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust", action="append", metavar="KEY.pub",
                    help="public key to trust instead of the configured ones (repeatable)")
     p.set_defaults(func=cmd_model)
-    p = sub.add_parser("keys", help="make a package-signing key pair")
+    p = sub.add_parser("keys", help="make a key pair (model signing, or the hospital's)")
     p.add_argument("action", choices=["generate"])
+    p.add_argument("--kind", choices=["signing", "hospital"], default="signing",
+                   help="signing: Ed25519 for model packages; hospital: X25519 that boxes "
+                        "encrypt telemetry to")
     p.add_argument("--out", required=True, help="key path without suffix: writes .pem and .pub")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_keys)
@@ -291,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(step, add_help=False,
                        help="converter toolchain (workstation): see clinibox convert --help"
                        if step == "convert" else f"converter step {step!r} alone")
+    telemetry_commands.add_parsers(sub, with_config)
+    sub.add_parser("central", add_help=False,
+                   help="the hospital's receiver: see clinibox central --help")
     p = sub.add_parser("config", help="print the example config, or --check FILE")
     p.add_argument("--check", metavar="FILE")
     p.set_defaults(func=cmd_config)
@@ -306,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in ("convert", *CONVERTER_STEPS):
         return run_converter(argv)
+    if argv and argv[0] == "central":
+        return run_central(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

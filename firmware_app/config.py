@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from firmware_app.telemetry.schema import IDENTITY
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -61,6 +63,12 @@ def _ae_titles(value: Any) -> str | None:
         problem = _ae_title(title)
         if problem:
             return problem
+    return None
+
+
+def _identity(value: Any) -> str | None:
+    if not IDENTITY.match(value):
+        return f"must be 1-32 lower-case letters, digits or dashes, got {value!r}"
     return None
 
 
@@ -166,10 +174,37 @@ class WebConfig:
 
 @dataclass
 class MqttConfig:
-    """The link to the central hospital; disabled until a host is set."""
+    """The TLS link to the central hospital's broker; disabled until a host is set."""
 
     host: str = _key(doc="broker host; empty keeps messages waiting in the outbox", default="")
     port: int = _key(_range(1, 65535), "broker TLS port", 8883)
+    ca_file: str = _key(doc="CA bundle (PEM) that signed the broker's certificate", default="")
+    cert_file: str = _key(doc="this box's client certificate (PEM, CN clinic/device)", default="")
+    key_file: str = _key(doc="private key (PEM) of the client certificate", default="")
+    keepalive: int = _key(_range(5, 3600), "seconds between MQTT keep-alive pings", 60)
+
+
+@dataclass
+class TelemetryConfig:
+    """What the box tells the hospital, and the keys that protect it."""
+
+    clinic: str = _key(_identity, "clinic id (a topic level: a-z, 0-9, dashes)", "unassigned")
+    device: str = _key(_identity, "device id (a topic level: a-z, 0-9, dashes)", "clinibox")
+    hospital_key: str = _key(
+        doc="the hospital's X25519 public key (PEM); messages are encrypted to it", default="")
+    device_key: str = _key(
+        doc="this box's Ed25519 signing key (PEM); empty means <state_dir>/keys/device.pem, "
+            "made on first start", default="")
+    device_secret: str = _key(
+        doc="secret for the keyed-hash study references; empty means "
+            "<state_dir>/keys/study-ref.secret, made on first start", default="")
+    summary_seconds: float = _key(_range(1, 86400), "seconds between summaries", 3600.0)
+    heartbeat_seconds: float = _key(_range(1, 86400), "seconds between heartbeats", 300.0)
+    outbox_max_messages: int = _key(_range(10, 10_000_000), "messages kept waiting at most",
+                                    100_000)
+    audit_days: float = _key(_range(0, 3650), "days sent messages stay listed for audit", 30.0)
+    retry_min_seconds: float = _key(_range(0.05, 3600), "first reconnect wait", 1.0)
+    retry_max_seconds: float = _key(_range(0.1, 86400), "longest reconnect wait", 300.0)
 
 
 @dataclass
@@ -192,6 +227,7 @@ class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     web: WebConfig = field(default_factory=WebConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     # -- derived paths -------------------------------------------------
@@ -228,6 +264,24 @@ class Config:
         if self.models.dir:
             return Path(self.models.dir).expanduser().resolve()
         return BUNDLED_MODELS_DIR
+
+    @property
+    def keys_dir(self) -> Path:
+        """Where the box keeps the keys it makes for itself."""
+        return self.state_dir / "keys"
+
+    @property
+    def device_key_path(self) -> Path:
+        """This box's Ed25519 signing key for outbound messages."""
+        value = self.telemetry.device_key
+        return Path(value).expanduser().resolve() if value else self.keys_dir / "device.pem"
+
+    @property
+    def device_secret_path(self) -> Path:
+        """The secret behind the keyed-hash study references."""
+        value = self.telemetry.device_secret
+        return (Path(value).expanduser().resolve() if value
+                else self.keys_dir / "study-ref.secret")
 
     @property
     def trusted_key_paths(self) -> list[Path]:
@@ -298,6 +352,16 @@ def _check_cross_field(config: Config) -> None:
     dicom = config.dicom
     if dicom.tls_enabled and not (dicom.tls_cert and dicom.tls_key):
         raise ConfigError("[dicom] tls_cert: tls_enabled needs tls_cert and tls_key")
+    mqtt = config.mqtt
+    if mqtt.host:
+        needed = {"[mqtt] ca_file": mqtt.ca_file, "[mqtt] cert_file": mqtt.cert_file,
+                  "[mqtt] key_file": mqtt.key_file,
+                  "[telemetry] hospital_key": config.telemetry.hospital_key}
+        for name, value in needed.items():
+            if not value:
+                raise ConfigError(f"{name}: needed when [mqtt] host is set")
+    if config.telemetry.retry_min_seconds > config.telemetry.retry_max_seconds:
+        raise ConfigError("[telemetry] retry_min_seconds: larger than retry_max_seconds")
     if config.limits.min_rows > min(config.limits.max_rows, config.limits.max_columns):
         raise ConfigError("[limits] min_rows: larger than max_rows or max_columns")
 

@@ -13,7 +13,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -51,7 +51,9 @@ CREATE TABLE IF NOT EXISTS results (
     heatmap         BLOB,
     heatmap_shape   TEXT,
     timings_json    TEXT NOT NULL,
-    created_at      REAL NOT NULL
+    created_at      REAL NOT NULL,
+    input_mean      REAL,
+    input_std       REAL
 );
 
 CREATE TABLE IF NOT EXISTS studies (
@@ -74,6 +76,42 @@ CREATE TABLE IF NOT EXISTS imported_files (
     instance_id  INTEGER,
     imported_at  REAL NOT NULL,
     PRIMARY KEY (medium_path, size_bytes, mtime_ns)
+);
+
+CREATE TABLE IF NOT EXISTS feedback (
+    id          INTEGER PRIMARY KEY,
+    instance_id INTEGER NOT NULL REFERENCES instances(id),
+    verdict     TEXT NOT NULL CHECK (verdict IN ('agree', 'disagree')),
+    at          REAL NOT NULL
+);
+
+-- Outbound telemetry. seq is the message's sequence number: AUTOINCREMENT
+-- never reuses a value, even after rows are deleted, so it only grows across
+-- restarts and power cuts. payload is the exact JSON handed to encryption
+-- (kept for the privacy audit); envelope is the sealed bytes, made once so
+-- that a resend is byte-identical.
+CREATE TABLE IF NOT EXISTS outbox (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind        TEXT NOT NULL,
+    priority    INTEGER NOT NULL,
+    payload     TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'dropped', 'superseded', 'will')),
+    envelope    BLOB,
+    created_at  REAL NOT NULL,
+    sent_at     REAL,
+    attempts    INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(state, priority, seq);
+
+-- Studies already alerted (one alert per study) and telemetry counters.
+CREATE TABLE IF NOT EXISTS alerted_studies (
+    study_key  TEXT PRIMARY KEY,
+    seq        INTEGER NOT NULL,
+    at         REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS telemetry_state (
+    name   TEXT PRIMARY KEY,
+    value  REAL NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS events (
@@ -118,6 +156,11 @@ def initialise(conn: sqlite3.Connection) -> None:
             f"database schema {version} is newer than this software ({SCHEMA_VERSION})"
         )
     conn.executescript(_SCHEMA)
+    if 0 < version < 2:  # results gained the input intensity figures
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(results)")}
+        for name in ("input_mean", "input_std"):
+            if name not in columns:
+                conn.execute(f"ALTER TABLE results ADD COLUMN {name} REAL")
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 

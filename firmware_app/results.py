@@ -54,6 +54,7 @@ class ResultStore:
         backend: str,
         frames_inferred: int,
         timings: dict[str, float],
+        intensity: tuple[float, float] = (0.0, 0.0),
     ) -> None:
         """Store the result and mark the instance processed, in one transaction.
 
@@ -73,12 +74,13 @@ class ResultStore:
             self.conn.execute(
                 "INSERT OR REPLACE INTO results(instance_id, model_id, backend, probability,"
                 " finding, alert, findings_json, warnings_json, key_frame, frames_inferred,"
-                " heatmap, heatmap_shape, timings_json, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " heatmap, heatmap_shape, timings_json, created_at, input_mean, input_std)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (instance_id, model_id, backend, findings.probability, int(findings.finding),
                  int(findings.alert), json.dumps(boxes), json.dumps(warnings),
                  findings.key_frame, frames_inferred, heatmap, shape,
-                 json.dumps({k: round(v, 3) for k, v in timings.items()}), now),
+                 json.dumps({k: round(v, 3) for k, v in timings.items()}), now,
+                 intensity[0], intensity[1]),
             )
             self.queue.set_status(instance_id, "processed")
             self._update_study(study_key, identity.get("modality"), now)

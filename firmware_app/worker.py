@@ -82,6 +82,7 @@ class Worker:
             backend=self.runner.backend_label,
             frames_inferred=analysis.frames_inferred,
             timings=timings,
+            intensity=analysis.intensity,
         )
         return "processed"
 

@@ -28,6 +28,8 @@ class Analysis:
     warnings: list[dict[str, str]]
     frames_inferred: int
     timings: dict[str, float]
+    #: mean and standard deviation of the inferred frames' grey values (drift figures)
+    intensity: tuple[float, float] = (0.0, 0.0)
 
 
 class ModelRunner:
@@ -70,10 +72,13 @@ class ModelRunner:
     def analyse(self, decoded: DecodedImage, min_rows: int) -> Analysis:
         """Quality-check and infer every decoded frame, then aggregate to the instance."""
         frames = []
+        means, stds = [], []
         warnings: dict[str, str] = {}
         timings = {"quality": 0.0, "preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
         for position, index in enumerate(decoded.frame_indices):
             image = decoded.frames[position]
+            means.append(float(np.mean(image)))
+            stds.append(float(np.std(image)))
             t0 = time.perf_counter()
             for warning in check_quality(image, decoded.rows, decoded.columns, min_rows):
                 warnings.setdefault(warning.code, warning.message)
@@ -87,4 +92,5 @@ class ModelRunner:
             warnings=[{"code": c, "message": m} for c, m in warnings.items()],
             frames_inferred=len(frames),
             timings=timings,
+            intensity=(float(np.mean(means)), float(np.mean(stds))),
         )

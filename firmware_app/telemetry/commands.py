@@ -1,0 +1,113 @@
+"""Telemetry subcommands of ``clinibox``: outbox (the privacy audit), identity, study.
+
+* ``clinibox outbox [--json]`` lists every message waiting, or sent, dropped
+  or superseded within the audit window, exactly as it was handed to
+  encryption: what a privacy officer needs to see everything that leaves.
+* ``clinibox identity [--out FILE]`` prints (and writes) the box's public key
+  and ids, for enrolment at the hospital.
+* ``clinibox study REF`` finds the local study behind a study reference from an
+  alert (only this box's secret can do that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from firmware_app import config as config_module
+from firmware_app import db
+from firmware_app.telemetry.identity import find_study, load_identity
+from firmware_app.telemetry.outbox import Outbox
+
+
+def _config(args: argparse.Namespace) -> config_module.Config:
+    return config_module.load(getattr(args, "config", None))
+
+
+def _conn(config: config_module.Config):
+    conn = db.connect(config.database_path)
+    db.initialise(conn)
+    return conn
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    """List the outbound messages within the audit window, payloads in full."""
+    config = _config(args)
+    conn = _conn(config)
+    outbox = Outbox(conn, config.telemetry.outbox_max_messages, set())
+    since = time.time() - config.telemetry.audit_days * 86400
+    rows = outbox.audit(since)
+    summary = {"pending": outbox.pending_count(), "dropped_total": outbox.counter("dropped_total")}
+    conn.close()
+    if args.json:
+        print(json.dumps({"audit_days": config.telemetry.audit_days, **summary,
+                          "messages": rows}, indent=2))
+        return 0
+    print(f"{summary['pending']} waiting, {summary['dropped_total']} dropped ever; "
+          f"messages of the last {config.telemetry.audit_days:g} days:")
+    for row in rows:
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["created_at"]))
+        print(f"{row['seq']:>8} {at} {row['kind']:<8} {row['state']:<10} "
+              f"{json.dumps(row['payload'], sort_keys=True)}")
+    return 0
+
+
+def cmd_identity(args: argparse.Namespace) -> int:
+    """Print the box's clinic, device and public key (making the keys on first use)."""
+    config = _config(args)
+    identity = load_identity(config)
+    if args.out:
+        Path(args.out).write_text(identity.public_key_pem)
+    info = {"clinic": identity.clinic, "device": identity.device, "key_id": identity.key_id,
+            "public_key": identity.public_key_pem}
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(f"clinic {identity.clinic}, device {identity.device}, key {identity.key_id}")
+        print(identity.public_key_pem, end="")
+        if args.out:
+            print(f"public key written to {args.out}: enrol it at the hospital with "
+                  f"clinibox central enrol --clinic {identity.clinic} "
+                  f"--device {identity.device} --key {args.out}")
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    """Find the local study behind a study reference from an alert."""
+    config = _config(args)
+    conn = _conn(config)
+    key = find_study(conn, load_identity(config), args.ref)
+    if key is None:
+        conn.close()
+        print(f"no study on this box has reference {args.ref}", file=sys.stderr)
+        return 1
+    rows = conn.execute(
+        "SELECT i.id, i.modality, r.probability, r.alert FROM instances i"
+        " LEFT JOIN results r ON r.instance_id = i.id WHERE i.study_instance_uid = ?"
+        " ORDER BY i.id", (key,)).fetchall()
+    conn.close()
+    print(f"study {key}: {len(rows)} instance(s)")
+    for row in rows:
+        probability = "-" if row[2] is None else f"{row[2]:.2f}"
+        print(f"  instance {row[0]} {row[1] or '-'} p={probability}"
+              f"{' ALERT' if row[3] else ''}")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction,
+                with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
+    """Register outbox, identity and study on the main parser."""
+    p = with_config(sub.add_parser("outbox", help="audit: every message that leaves the box"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_outbox)
+    p = with_config(sub.add_parser("identity", help="this box's telemetry ids and public key"))
+    p.add_argument("--out", metavar="FILE", help="also write the public key (PEM) here")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_identity)
+    p = with_config(sub.add_parser("study", help="the local study behind an alert's reference"))
+    p.add_argument("ref", help="the 32-hex-digit study reference")
+    p.set_defaults(func=cmd_study)

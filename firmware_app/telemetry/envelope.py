@@ -1,0 +1,198 @@
+"""Application-layer encryption and signing of outbound messages (on top of TLS).
+
+Wire format of one envelope (all integers big-endian)::
+
+    b"CBX1" | u16 header length | header (compact JSON) | ephemeral X25519 key (32)
+            | nonce (12) | AES-256-GCM ciphertext + tag | Ed25519 signature (64)
+
+* The header says who sent what: ``{"clinic", "device", "kind", "seq", "v"}``.
+  It is authenticated (GCM associated data) and signed, never secret: the
+  topic carries the same clinic and device.
+* Each envelope has its own ephemeral X25519 key agreed with the hospital's
+  public key; HKDF-SHA256 (salt = ephemeral key + hospital key) gives a fresh
+  AES-256 key, so a key and nonce pair is never used twice, and the nonce is
+  random as well.
+* The device signs everything before the signature with its Ed25519 key, so
+  the receiver can refuse an unknown device or a tampered envelope before it
+  decrypts anything.
+
+``seal`` runs on the box, ``open_envelope`` at the hospital.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+MAGIC = b"CBX1"
+VERSION = 1
+HKDF_INFO = b"clinibox telemetry v1"
+_KEY_LEN, _NONCE_LEN, _SIG_LEN = 32, 12, 64
+_MIN_LEN = len(MAGIC) + 2 + _KEY_LEN + _NONCE_LEN + 16 + _SIG_LEN
+MAX_ENVELOPE_BYTES = 256 * 1024
+
+
+class EnvelopeError(ValueError):
+    """An envelope the hospital refuses; ``reason`` is a short machine word."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Header:
+    """The signed, cleartext part of an envelope."""
+
+    clinic: str
+    device: str
+    kind: str
+    seq: int
+
+    def to_bytes(self) -> bytes:
+        """The canonical header bytes (sorted compact JSON)."""
+        body = {"clinic": self.clinic, "device": self.device, "kind": self.kind,
+                "seq": self.seq, "v": VERSION}
+        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode("ascii")
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A verified, decrypted envelope."""
+
+    header: Header
+    payload: dict[str, Any]
+
+
+def canonical_payload(payload: dict[str, Any]) -> bytes:
+    """The exact plaintext bytes of a payload (sorted compact JSON)."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"),
+                      allow_nan=False).encode("utf-8")
+
+
+def _message_key(shared: bytes, ephemeral: bytes, recipient: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=ephemeral + recipient,
+                info=HKDF_INFO).derive(shared)
+
+
+def _raw(public_key: X25519PublicKey | Ed25519PublicKey) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def seal(header: Header, payload: dict[str, Any], hospital_key: X25519PublicKey,
+         device_key: Ed25519PrivateKey) -> bytes:
+    """Encrypt ``payload`` to the hospital and sign the envelope with the device key."""
+    header_bytes = header.to_bytes()
+    ephemeral = X25519PrivateKey.generate()
+    ephemeral_raw = _raw(ephemeral.public_key())
+    key = _message_key(ephemeral.exchange(hospital_key), ephemeral_raw, _raw(hospital_key))
+    nonce = os.urandom(_NONCE_LEN)
+    ciphertext = AESGCM(key).encrypt(nonce, canonical_payload(payload), header_bytes)
+    body = (MAGIC + struct.pack(">H", len(header_bytes)) + header_bytes + ephemeral_raw
+            + nonce + ciphertext)
+    return body + device_key.sign(body)
+
+
+def read_header(envelope: bytes) -> Header:
+    """Parse the cleartext header without checking anything else."""
+    if not isinstance(envelope, (bytes, bytearray)) or len(envelope) < _MIN_LEN:
+        raise EnvelopeError("malformed", "envelope too short")
+    if len(envelope) > MAX_ENVELOPE_BYTES:
+        raise EnvelopeError("malformed", "envelope too large")
+    if envelope[:4] != MAGIC:
+        raise EnvelopeError("malformed", "not a clinibox envelope (bad magic)")
+    (length,) = struct.unpack(">H", envelope[4:6])
+    if 6 + length + _KEY_LEN + _NONCE_LEN + 16 + _SIG_LEN > len(envelope):
+        raise EnvelopeError("malformed", "header length beyond the envelope")
+    try:
+        body = json.loads(envelope[6:6 + length].decode("ascii"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EnvelopeError("malformed", "header is not JSON") from exc
+    if not isinstance(body, dict) or set(body) != {"clinic", "device", "kind", "seq", "v"}:
+        raise EnvelopeError("malformed", "header fields are not the expected ones")
+    if body["v"] != VERSION:
+        raise EnvelopeError("malformed", f"unsupported envelope version {body['v']!r}")
+    seq = body["seq"]
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+        raise EnvelopeError("malformed", "sequence number must be a positive integer")
+    if not all(isinstance(body[k], str) for k in ("clinic", "device", "kind")):
+        raise EnvelopeError("malformed", "header identity fields must be strings")
+    header = Header(body["clinic"], body["device"], body["kind"], seq)
+    if header.to_bytes() != bytes(envelope[6:6 + length]):
+        raise EnvelopeError("malformed", "header is not in canonical form")
+    return header
+
+
+def open_envelope(envelope: bytes, device_key: Ed25519PublicKey,
+                  hospital_key: X25519PrivateKey) -> Opened:
+    """Verify the device signature, then decrypt; raise EnvelopeError on any fault."""
+    header = read_header(envelope)
+    body, signature = bytes(envelope[:-_SIG_LEN]), bytes(envelope[-_SIG_LEN:])
+    try:
+        device_key.verify(signature, body)
+    except InvalidSignature as exc:
+        raise EnvelopeError("bad-signature",
+                            "signature does not match the enrolled device key") from exc
+    length = struct.unpack(">H", body[4:6])[0]
+    offset = 6 + length
+    ephemeral_raw = body[offset:offset + _KEY_LEN]
+    nonce = body[offset + _KEY_LEN:offset + _KEY_LEN + _NONCE_LEN]
+    ciphertext = body[offset + _KEY_LEN + _NONCE_LEN:]
+    try:
+        ephemeral = X25519PublicKey.from_public_bytes(ephemeral_raw)
+        shared = hospital_key.exchange(ephemeral)
+        key = _message_key(shared, ephemeral_raw, _raw(hospital_key.public_key()))
+        plaintext = AESGCM(key).decrypt(nonce, ciphertext, body[6:offset])
+    except (InvalidTag, ValueError) as exc:
+        raise EnvelopeError("undecryptable",
+                            "cannot decrypt: not sealed to this hospital's key") from exc
+    try:
+        payload = json.loads(plaintext.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EnvelopeError("malformed", "payload is not JSON") from exc
+    if not isinstance(payload, dict):
+        raise EnvelopeError("malformed", "payload is not an object")
+    return Opened(header, payload)
+
+
+# -- key files ----------------------------------------------------------------
+
+def generate_x25519_pair(private_path: Path, public_path: Path) -> None:
+    """Write a new X25519 key pair (the hospital's) as PEM; the private file mode 0600."""
+    private = X25519PrivateKey.generate()
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    private_path.parent.mkdir(parents=True, exist_ok=True)
+    public_path.parent.mkdir(parents=True, exist_ok=True)
+    private_path.touch(mode=0o600, exist_ok=False)
+    private_path.write_bytes(pem)
+    public_path.write_bytes(private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+def load_x25519_private(path: Path) -> X25519PrivateKey:
+    """Read the hospital's X25519 private key (PEM)."""
+    key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    if not isinstance(key, X25519PrivateKey):
+        raise ValueError(f"{path} is not an X25519 private key (clinibox keys generate "
+                         "--kind hospital makes one)")
+    return key
+
+
+def load_x25519_public(path: Path) -> X25519PublicKey:
+    """Read the hospital's X25519 public key (PEM), as installed on each box."""
+    key = serialization.load_pem_public_key(Path(path).read_bytes())
+    if not isinstance(key, X25519PublicKey):
+        raise ValueError(f"{path} is not an X25519 public key (the hospital's .pub file)")
+    return key

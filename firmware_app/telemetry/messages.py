@@ -1,0 +1,184 @@
+"""Build the three outbound messages from the box's database.
+
+* alert — one per study, the first time the study crosses the model's alert
+  threshold; the study is named only by its keyed-hash reference.
+* summary — counts and figures over one period, including drift figures
+  without images: a histogram of model confidence and of input intensity.
+* status — online / heartbeat / offline, with uptime and backlog.
+
+Every builder returns a payload that fits ``schema.SCHEMAS`` exactly; the
+outbox checks it again before storing. Nothing here reads a DICOM string, a
+UID or a date into a payload: the study's UID is only ever an HMAC input.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from firmware_app import __version__
+from firmware_app.db import transaction
+from firmware_app.telemetry.identity import DeviceIdentity
+from firmware_app.telemetry.outbox import Outbox
+from firmware_app.telemetry.schema import HISTOGRAM_BINS, MODALITIES, SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the messages say about the running model."""
+
+    model_id: str
+    labels: tuple[str, ...]
+    alert_threshold: float
+
+
+def _modality(value: str | None) -> str:
+    return value if value in MODALITIES else "unknown"
+
+
+def _label(findings_json: str | None, labels: tuple[str, ...]) -> str:
+    """The finding type: the key box's label when it is a model label, else the first label."""
+    for box in json.loads(findings_json or "[]"):
+        if isinstance(box, dict) and box.get("label") in labels:
+            return str(box["label"])
+    return labels[0]
+
+
+def queue_alerts(conn: sqlite3.Connection, outbox: Outbox, identity: DeviceIdentity,
+                 model: ModelFacts) -> int:
+    """Enqueue an alert for every study newly above the alert threshold; return how many.
+
+    The alert and the note that the study was alerted are one transaction, so
+    a crash neither loses the alert nor sends it twice.
+    """
+    rows = conn.execute(
+        "SELECT s.study_key, s.modality, s.max_probability, s.instances, r.model_id,"
+        " r.findings_json, r.timings_json"
+        " FROM studies s JOIN results r ON r.instance_id = s.top_instance_id"
+        " LEFT JOIN alerted_studies a ON a.study_key = s.study_key"
+        " WHERE s.alert = 1 AND a.study_key IS NULL ORDER BY s.updated_at").fetchall()
+    for row in rows:
+        payload = {
+            "schema": SCHEMA_VERSION,
+            "created_at": int(time.time()),
+            "study_ref": identity.study_ref(row[0]),
+            "finding": _label(row[5], model.labels),
+            "score": round(float(row[2]), 4),
+            "threshold": round(model.alert_threshold, 4),
+            "modality": _modality(row[1]),
+            "model": row[4],
+            "instances": int(row[3]),
+            "processing_ms": round(float(json.loads(row[6]).get("total", 0.0)), 1),
+        }
+        with transaction(conn):
+            seq = outbox.add("alert", payload)
+            conn.execute("INSERT INTO alerted_studies(study_key, seq, at) VALUES (?, ?, ?)",
+                         (row[0], seq, time.time()))
+    return len(rows)
+
+
+def histogram(values: list[float]) -> list[int]:
+    """Counts of values in ten equal bins over [0, 1] (values outside are clipped)."""
+    if not values:
+        return [0] * HISTOGRAM_BINS
+    clipped = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
+    counts, _ = np.histogram(clipped, bins=HISTOGRAM_BINS, range=(0.0, 1.0))
+    return [int(c) for c in counts]
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """p50, p90, p99 and max in milliseconds (zeros when there is nothing)."""
+    if not values:
+        return {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
+    array = np.asarray(values, dtype=np.float64)
+    p50, p90, p99 = np.percentile(array, [50, 90, 99])
+    return {"p50": round(float(p50), 2), "p90": round(float(p90), 2),
+            "p99": round(float(p99), 2), "max": round(float(array.max()), 2)}
+
+
+def _count(conn: sqlite3.Connection, sql: str, params: tuple) -> int:
+    return int(conn.execute(sql, params).fetchone()[0] or 0)
+
+
+def build_summary(conn: sqlite3.Connection, outbox: Outbox, model: ModelFacts,
+                  period: tuple[float, float], uptime_s: float, state_dir: Path) -> dict[str, Any]:
+    """Counts and figures over ``period`` (start, end) in box-clock seconds."""
+    start, end = period
+    rows = conn.execute(
+        "SELECT r.probability, r.finding, r.warnings_json, r.timings_json, r.input_mean,"
+        " r.input_std, i.modality, i.study_instance_uid"
+        " FROM results r JOIN instances i ON i.id = r.instance_id"
+        " WHERE r.created_at >= ? AND r.created_at < ?", (start, end)).fetchall()
+    modalities: dict[str, int] = {}
+    for row in rows:
+        key = _modality(row[6])
+        modalities[key] = modalities.get(key, 0) + 1
+    means = [float(r[4]) for r in rows if r[4] is not None]
+    stds = [float(r[5]) for r in rows if r[5] is not None]
+    verdicts = dict(conn.execute(
+        "SELECT verdict, COUNT(*) FROM feedback WHERE at >= ? AND at < ? GROUP BY verdict",
+        (start, end)).fetchall())
+    usage = shutil.disk_usage(state_dir)
+    dropped = outbox.counter("dropped_total")
+    reported = outbox.counter("dropped_reported")
+    conn.execute("INSERT INTO telemetry_state(name, value) VALUES ('dropped_reported', ?)"
+                 " ON CONFLICT(name) DO UPDATE SET value = excluded.value", (dropped,))
+    return {
+        "schema": SCHEMA_VERSION,
+        "created_at": int(time.time()),
+        "period_start": int(start),
+        "period_end": int(end),
+        "uptime_s": int(uptime_s),
+        "model": model.model_id,
+        "studies": len({r[7] for r in rows}),
+        "instances": len(rows),
+        "findings": sum(int(r[1]) for r in rows),
+        "alerts": _count(conn, "SELECT COUNT(*) FROM alerted_studies WHERE at >= ? AND at < ?",
+                         (start, end)),
+        "quality_warnings": sum(len(json.loads(r[2])) for r in rows),
+        "quarantined": _count(conn, "SELECT COUNT(*) FROM instances WHERE status='quarantined'"
+                              " AND updated_at >= ? AND updated_at < ?", (start, end)),
+        "failed": _count(conn, "SELECT COUNT(*) FROM instances WHERE status='failed'"
+                         " AND updated_at >= ? AND updated_at < ?", (start, end)),
+        "modalities": modalities,
+        "latency_ms": percentiles([float(json.loads(r[3]).get("total", 0.0)) for r in rows]),
+        "queue_depth": queue_depth(conn),
+        "disk_used_pct": round(100.0 * usage.used / usage.total, 2) if usage.total else 0.0,
+        "disk_free_mb": int(usage.free // 2**20),
+        "outbox_pending": outbox.pending_count(),
+        "outbox_dropped": max(0, dropped - reported),
+        "confidence_histogram": histogram([float(r[0]) for r in rows]),
+        "intensity_histogram": histogram(means),
+        "intensity": {"mean": round(float(np.mean(means)), 4) if means else 0.0,
+                      "std": round(float(np.mean(stds)), 4) if stds else 0.0},
+        "feedback": {"agree": int(verdicts.get("agree", 0)),
+                     "disagree": int(verdicts.get("disagree", 0))},
+    }
+
+
+def queue_depth(conn: sqlite3.Connection) -> int:
+    """Objects received and not yet processed."""
+    return _count(conn, "SELECT COUNT(*) FROM instances WHERE status IN ('queued', 'processing')",
+                  ())
+
+
+def build_status(conn: sqlite3.Connection, outbox: Outbox, model: ModelFacts, state: str,
+                 uptime_s: float) -> dict[str, Any]:
+    """An online, heartbeat or offline status message."""
+    return {
+        "schema": SCHEMA_VERSION,
+        "created_at": int(time.time()),
+        "state": state,
+        "uptime_s": int(uptime_s),
+        "model": model.model_id,
+        "software": __version__,
+        "queue_depth": queue_depth(conn),
+        "outbox_pending": outbox.pending_count(),
+    }

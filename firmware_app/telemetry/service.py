@@ -1,0 +1,101 @@
+"""The telemetry producer: turns the box's state into outbox messages on schedule.
+
+Each tick it queues alerts for studies newly above the alert threshold,
+a heartbeat when one is due, a summary when a period has ended (periods
+follow each other without gaps, across restarts), and purges messages older
+than the audit window. Sending is the publisher's job (``mqtt.py``); this
+thread only writes the outbox, so it works the same with the link down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from firmware_app import db
+from firmware_app.config import Config
+from firmware_app.telemetry.identity import DeviceIdentity
+from firmware_app.telemetry.messages import (
+    ModelFacts,
+    build_status,
+    build_summary,
+    queue_alerts,
+)
+from firmware_app.telemetry.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 0.5
+PURGE_EVERY = 3600.0
+
+
+class TelemetryProducer:
+    """Writes alerts, summaries and heartbeats into the outbox."""
+
+    def __init__(self, config: Config, identity: DeviceIdentity, model: ModelFacts,
+                 on_queued: Callable[[], None] = lambda: None) -> None:
+        self.config = config
+        self.identity = identity
+        self.model = model
+        self.on_queued = on_queued
+        self.started = time.time()
+        self.conn = db.connect(config.database_path)
+        self.outbox = Outbox(self.conn, config.telemetry.outbox_max_messages, set(model.labels))
+        # the first period starts at the first result, so nothing goes unreported
+        self.conn.execute("INSERT OR IGNORE INTO telemetry_state(name, value)"
+                          " SELECT 'summary_end', MIN(COALESCE((SELECT MIN(created_at)"
+                          " FROM results), ?), ?)", (self.started, self.started))
+        self.next_heartbeat = self.started + config.telemetry.heartbeat_seconds
+        self.next_purge = self.started
+
+    def uptime(self) -> float:
+        """Seconds since the service started."""
+        return time.time() - self.started
+
+    def status(self, state: str) -> dict:
+        """A status payload (heartbeats; the publisher makes online/offline itself)."""
+        return build_status(self.conn, self.outbox, self.model, state, self.uptime())
+
+    def _summary_start(self) -> float:
+        row = self.conn.execute(
+            "SELECT value FROM telemetry_state WHERE name='summary_end'").fetchone()
+        return float(row[0])
+
+    def tick(self, now: float | None = None) -> int:
+        """Do whatever is due; return how many messages were queued."""
+        now = time.time() if now is None else now
+        queued = queue_alerts(self.conn, self.outbox, self.identity, self.model)
+        start = self._summary_start()
+        if now - start >= self.config.telemetry.summary_seconds:
+            with db.transaction(self.conn):
+                payload = build_summary(self.conn, self.outbox, self.model, (start, now),
+                                        self.uptime(), self.config.state_dir)
+                self.outbox.add("summary", payload)
+                self.conn.execute(
+                    "INSERT INTO telemetry_state(name, value) VALUES ('summary_end', ?)"
+                    " ON CONFLICT(name) DO UPDATE SET value = excluded.value", (now,))
+            queued += 1
+        if now >= self.next_heartbeat:
+            self.outbox.enqueue("status", self.status("heartbeat"))
+            self.next_heartbeat = now + self.config.telemetry.heartbeat_seconds
+            queued += 1
+        if now >= self.next_purge:
+            with db.transaction(self.conn):
+                purged = self.outbox.purge(self.config.telemetry.audit_days * 86400)
+            if purged:
+                log.info("purged %d messages older than the audit window", purged)
+            self.next_purge = now + PURGE_EVERY
+        if queued:
+            self.on_queued()
+        return queued
+
+    def run(self, stop: threading.Event) -> None:
+        """Tick until ``stop``; an error is logged and the next tick tries again."""
+        while not stop.wait(TICK_SECONDS):
+            try:
+                self.tick()
+            except Exception:  # keep the box running; the next tick retries
+                log.exception("telemetry tick failed")
+        self.conn.close()

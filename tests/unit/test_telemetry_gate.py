@@ -1,0 +1,159 @@
+"""The egress gate and the envelope: closed schema, encryption, signatures, backoff."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from firmware_app.telemetry.envelope import (
+    EnvelopeError,
+    Header,
+    canonical_payload,
+    open_envelope,
+    read_header,
+    seal,
+)
+from firmware_app.telemetry.mqtt import Backoff
+from firmware_app.telemetry.schema import EgressRefused, check_message
+from firmware_app.telemetry.topics import parse_topic, subscription, topic
+
+LABELS = {"lesion"}
+
+
+def alert(**changes):
+    payload = {"schema": 1, "created_at": 1_700_000_000, "study_ref": "ab" * 16,
+               "finding": "lesion", "score": 0.93, "threshold": 0.88, "modality": "CT",
+               "model": "clinibox-demo-lesion@1.0.0", "instances": 2, "processing_ms": 41.5}
+    payload.update(changes)
+    return payload
+
+
+def test_a_well_formed_alert_passes():
+    check_message("alert", alert(), LABELS)
+
+
+@pytest.mark.parametrize("changes", [
+    {"patient_name": "DOE^JANE"},                        # a field not on the list
+    {"study_ref": "1.2.840.113619.2.55.3.604688119"},    # a UID where the hash belongs
+    {"modality": "CT DOE^JANE"},                          # free text in an enum
+    {"finding": "mass"},                                  # not one of the model's labels
+    {"score": 1.5},                                       # out of range
+    {"score": float("nan")},
+    {"instances": True},                                  # a boolean is not a count
+    {"created_at": "2024-01-01"},                         # a date string
+    {"model": "x" * 80 + "@1.0"},
+    {"processing_ms": [1, 2]},
+])
+def test_anything_off_the_allow_list_is_refused(changes):
+    with pytest.raises(EgressRefused):
+        check_message("alert", alert(**changes), LABELS)
+
+
+def test_a_missing_field_and_an_unknown_kind_are_refused():
+    payload = alert()
+    del payload["score"]
+    with pytest.raises(EgressRefused, match="missing"):
+        check_message("alert", payload, LABELS)
+    with pytest.raises(EgressRefused, match="unknown message kind"):
+        check_message("images", alert(), LABELS)
+
+
+def test_refusals_never_echo_the_refused_value():
+    with pytest.raises(EgressRefused) as caught:
+        check_message("alert", alert(modality="CNRY-SECRET-NAME"), LABELS)
+    assert "CNRY" not in str(caught.value)
+    with pytest.raises(EgressRefused) as caught:
+        check_message("alert", alert(**{"CNRY-KEY": 1}), LABELS)
+    assert "CNRY" not in str(caught.value)
+
+
+def test_nested_summary_objects_are_closed_too():
+    from firmware_app.telemetry.schema import SCHEMAS
+
+    fields = SCHEMAS["summary"].fields
+    assert "latency_ms" in fields and "feedback" in fields
+    with pytest.raises(EgressRefused):
+        fields["latency_ms"].check({"p50": 1, "p90": 2, "p99": 3, "max": 4, "note": 5},
+                                   "latency_ms", None)
+    with pytest.raises(EgressRefused):
+        fields["modalities"].check({"CT": 1, "DOE": 2}, "modalities", None)
+    with pytest.raises(EgressRefused):
+        fields["confidence_histogram"].check([1] * 9, "h", None)
+
+
+@pytest.fixture
+def keys():
+    return X25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+
+
+def test_envelope_round_trip_and_header(keys):
+    hospital, device = keys
+    header = Header("clinic-a", "box-1", "alert", 7)
+    envelope = seal(header, alert(), hospital.public_key(), device)
+    assert read_header(envelope) == header
+    opened = open_envelope(envelope, device.public_key(), hospital)
+    assert opened.header == header and opened.payload == alert()
+    assert canonical_payload(alert()) not in envelope  # the payload is not in clear
+
+
+def test_sealing_twice_never_reuses_key_material(keys):
+    hospital, device = keys
+    header = Header("clinic-a", "box-1", "alert", 7)
+    first = seal(header, alert(), hospital.public_key(), device)
+    second = seal(header, alert(), hospital.public_key(), device)
+    body = 6 + len(header.to_bytes())
+    # a fresh ephemeral key and nonce each time: the ciphertexts differ
+    assert first[body:body + 44] != second[body:body + 44]
+    assert first[body + 44:-64] != second[body + 44:-64]
+
+
+@pytest.mark.parametrize("position", [10, 60, -80, -1])
+def test_any_flipped_byte_is_refused(keys, position):
+    hospital, device = keys
+    envelope = bytearray(seal(Header("c", "d", "alert", 1), alert(), hospital.public_key(),
+                              device))
+    envelope[position] ^= 0x01
+    with pytest.raises(EnvelopeError) as caught:
+        open_envelope(bytes(envelope), device.public_key(), hospital)
+    assert caught.value.reason in {"malformed", "bad-signature"}
+
+
+def test_wrong_device_key_and_wrong_hospital_key_are_refused(keys):
+    hospital, device = keys
+    envelope = seal(Header("c", "d", "alert", 1), alert(), hospital.public_key(), device)
+    with pytest.raises(EnvelopeError) as caught:
+        open_envelope(envelope, Ed25519PrivateKey.generate().public_key(), hospital)
+    assert caught.value.reason == "bad-signature"
+    with pytest.raises(EnvelopeError) as caught:
+        open_envelope(envelope, device.public_key(), X25519PrivateKey.generate())
+    assert caught.value.reason == "undecryptable"
+
+
+def test_garbage_is_malformed(keys):
+    hospital, device = keys
+    for data in (b"", b"CBX1", b"X" * 300, b"CBX1\xff\xff" + b"\0" * 200):
+        with pytest.raises(EnvelopeError) as caught:
+            open_envelope(data, device.public_key(), hospital)
+        assert caught.value.reason == "malformed"
+
+
+def test_topics():
+    assert topic("clinic-a", "box-1", "alert") == "clinibox/clinic-a/box-1/alert"
+    assert parse_topic("clinibox/clinic-a/box-1/summary") == ("clinic-a", "box-1", "summary")
+    assert parse_topic("clinibox/clinic-a/box-1/images") is None
+    assert subscription("g") == "$share/g/clinibox/+/+/+"
+    with pytest.raises(ValueError):
+        topic("clinic/a", "box-1", "alert")
+
+
+def test_backoff_grows_with_jitter_and_resets():
+    backoff = Backoff(1.0, 60.0, random.Random(4))
+    delays = [backoff.next_delay() for _ in range(12)]
+    assert all(1.0 <= d <= 60.0 for d in delays)
+    assert max(delays[6:]) > max(delays[:2])  # grows
+    assert len({round(d, 6) for d in delays}) == len(delays)  # jittered
+    backoff.reset()
+    assert backoff.next_delay() <= 2.0
