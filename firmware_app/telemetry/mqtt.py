@@ -5,8 +5,9 @@
 * Every message is sealed (encrypted to the hospital, signed by the device)
   once, and the sealed bytes are kept, so a resend is byte-identical.
 * QoS 1: a message is marked sent only when its PUBACK arrives with a success
-  reason code. A refused publish (e.g. "not authorized") stays waiting and is
-  logged; the link is dropped and retried later.
+  reason code. A refused publish (e.g. "not authorized"), or one no receiver
+  subscribed to ("no matching subscribers"), stays waiting and is logged; the
+  link is dropped and retried later.
 * A broken link is retried with exponential backoff and full jitter
   (``retry_min_seconds`` … ``retry_max_seconds``); each attempt uses a fresh
   client, and whatever was in flight is simply sent again from the outbox.
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 #: PUBACKs we wait for at once (MQTT "receive maximum" on the broker is larger)
 WINDOW = 32
 CONNECT_TIMEOUT = 15.0
+NO_MATCHING_SUBSCRIBERS = 0x10
 
 
 class LinkDown(Exception):
@@ -142,7 +144,11 @@ class Publisher:
         self.acks.put((-1, False, f"disconnected: {reason_code}"))
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        self.acks.put((mid, not reason_code.is_failure, str(reason_code)))
+        # 0x10 "No matching subscribers" is a success code, but nobody at the
+        # hospital took the message (e.g. the receiver has not resubscribed
+        # since a broker restart): keep it and try again later.
+        delivered = not reason_code.is_failure and reason_code.value != NO_MATCHING_SUBSCRIBERS
+        self.acks.put((mid, delivered, str(reason_code)))
 
     def connect(self) -> None:
         """Open the TLS link and wait for the broker's CONNACK; raise LinkDown if it fails."""
