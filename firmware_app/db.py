@@ -161,7 +161,23 @@ def initialise(conn: sqlite3.Connection) -> None:
         for name in ("input_mean", "input_std"):
             if name not in columns:
                 conn.execute(f"ALTER TABLE results ADD COLUMN {name} REAL")
+    _start_sequence(conn)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+def _start_sequence(conn: sqlite3.Connection) -> None:
+    """Start a fresh outbox's sequence numbers at the current time in microseconds.
+
+    The hospital de-duplicates by (device, sequence number). Starting a new
+    database above every number an earlier installation can have used (they
+    grow by one per message, far slower than a microsecond clock) means a box
+    re-installed with an empty database is not mistaken for a replay.
+    """
+    present = conn.execute("SELECT 1 FROM sqlite_sequence WHERE name='outbox'").fetchone()
+    empty = conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
+    if present is None and empty:
+        conn.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('outbox', ?)",
+                     (int(time.time() * 1_000_000),))
 
 
 class transaction:

@@ -186,3 +186,17 @@ def test_summary_reports_drops_once_and_feedback(tmp_path, runner, conn):
     check_message("summary", first, LABELS)
     second = build_summary(conn, outbox, facts, (now + 1, now + 2), 11.0, tmp_path)
     assert second["outbox_dropped"] == 0
+
+
+def test_a_reinstalled_box_numbers_above_its_earlier_installation(tmp_path):
+    first_db = db.connect(tmp_path / "first.db")
+    db.initialise(first_db)
+    old = [Outbox(first_db, 100, LABELS).enqueue("alert", alert(n)) for n in range(50)]
+    first_db.close()
+    assert old[0] >= int((time.time() - 60) * 1_000_000)  # starts at the clock, in µs
+    time.sleep(0.01)
+    wiped = db.connect(tmp_path / "reinstalled.db")  # the state was wiped: a fresh database
+    db.initialise(wiped)
+    db.initialise(wiped)  # initialising again changes nothing
+    assert Outbox(wiped, 100, LABELS).enqueue("alert", alert(99)) > max(old)
+    wiped.close()

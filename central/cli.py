@@ -1,0 +1,204 @@
+"""``clinibox central``: run the hospital receiver and look at what it received.
+
+Subcommands: ``serve``, ``enrol``, ``revoke``, ``report``, ``alerts``,
+``review`` and ``config`` (print the defaults). Exit status: 0 done, 1 failed,
+2 bad usage or configuration (explained in one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from central import config as config_module
+from central.store import Store, StoreError
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+log = logging.getLogger("clinibox.central")
+
+
+class _Failure(Exception):
+    """A command that cannot go on; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = EXIT_FAIL) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _open_store(config: config_module.CentralConfig) -> Store:
+    try:
+        return Store(config.database.url)
+    except StoreError as exc:
+        raise _Failure(f"cannot open the database: {exc}") from exc
+
+
+def cmd_serve(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
+    """Receive from the broker until SIGINT/SIGTERM."""
+    from central.receiver import MqttService, Receiver
+    from firmware_app.telemetry.envelope import load_x25519_private
+
+    if not config.keys.hospital_key:
+        raise _Failure("[keys] hospital_key: the receiver needs the hospital's X25519 private "
+                       "key to decrypt (clinibox keys generate --kind hospital)", EXIT_USAGE)
+    try:
+        hospital_key = load_x25519_private(Path(config.keys.hospital_key))
+    except (OSError, ValueError) as exc:
+        raise _Failure(f"[keys] hospital_key: cannot load {config.keys.hospital_key}: {exc}",
+                       EXIT_USAGE) from exc
+    store = _open_store(config)
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: Any) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _stop)
+    try:
+        service = MqttService(config, Receiver(config, store, hospital_key))
+    except (OSError, ValueError) as exc:  # unreadable certificate or key files
+        raise _Failure(f"[mqtt] cannot set up TLS: {exc}", EXIT_USAGE) from exc
+    log.info("receiving into %s", store.where)
+    service.serve(stop)
+    store.close()
+    return EXIT_OK
+
+
+def cmd_enrol(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
+    """Trust a device's signing key for its clinic (re-enrolling replaces the key)."""
+    try:
+        pem = Path(args.key).read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _Failure(f"cannot read the device key {args.key}: {exc}", EXIT_USAGE) from exc
+    store = _open_store(config)
+    try:
+        record = store.enrol(args.clinic, args.device, pem)
+    except ValueError as exc:
+        raise _Failure(f"{exc}", EXIT_USAGE) from exc
+    print(f"enrolled {record.clinic}/{record.device} with key {record.key_id}")
+    return EXIT_OK
+
+
+def cmd_revoke(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
+    """Refuse a device's messages from now on."""
+    if not _open_store(config).revoke(args.device):
+        raise _Failure(f"device {args.device!r} is not enrolled")
+    print(f"revoked {args.device}: its messages will be refused")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
+    """Print the per-device health report."""
+    from central.report import build_report, render_table
+
+    rows = build_report(_open_store(config), config.health, time.time())
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        sys.stdout.write(render_table(rows))
+    return EXIT_OK
+
+
+def cmd_alerts(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
+    """List alerts, newest first."""
+    from central.report import format_time
+
+    alerts = _open_store(config).alerts(waiting=args.waiting, limit=args.limit)
+    if args.json:
+        print(json.dumps(alerts, indent=2))
+        return EXIT_OK
+    if not alerts:
+        print("no alerts waiting for review" if args.waiting else "no alerts")
+        return EXIT_OK
+    print(f"{'ID':>6}  {'RECEIVED (UTC)':16}  {'CLINIC/DEVICE':24}  {'FINDING':12}  "
+          f"{'SCORE':>5}  {'MOD':4}  {'STUDY':12}  REVIEWED")
+    for a in alerts:
+        where = f"{a['clinic']}/{a['device']}"
+        print(f"{a['id']:>6}  {format_time(a['received_at']):16}  {where:24}  "
+              f"{a['finding']:12}  {a['score']:5.2f}  {a['modality']:4}  "
+              f"{a['study_ref'][:12]:12}  "
+              f"{format_time(a['reviewed_at']) if a['reviewed_at'] else 'waiting'}")
+    return EXIT_OK
+
+
+def cmd_review(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
+    """Mark alerts as reviewed."""
+    store = _open_store(config)
+    unknown = sorted(set(args.ids) - store.existing_alert_ids(args.ids))
+    marked = store.review(args.ids)
+    print(f"marked {marked} alert{'s' if marked != 1 else ''} as reviewed")
+    if unknown:
+        raise _Failure(f"no such alert: {', '.join(str(i) for i in unknown)}")
+    return EXIT_OK
+
+
+def cmd_config(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
+    """Print the embedded defaults as a commented TOML file."""
+    print(config_module.describe_defaults())
+    return EXIT_OK
+
+
+def build_parser(prog: str = "clinibox central") -> argparse.ArgumentParser:
+    """The argument parser of ``clinibox central``."""
+    parser = argparse.ArgumentParser(prog=prog, description="The hospital's receiver.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--config", help="central config file (TOML); defaults if omitted")
+        p.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+        p.set_defaults(func=func)
+        return p
+
+    command("serve", cmd_serve, "receive messages from the broker until stopped")
+    enrol = command("enrol", cmd_enrol, "trust a device's signing key")
+    enrol.add_argument("--clinic", required=True, help="clinic id (as in the box's topic)")
+    enrol.add_argument("--device", required=True, help="device id")
+    enrol.add_argument("--key", required=True, help="the device's Ed25519 public key (PEM)")
+    revoke = command("revoke", cmd_revoke, "refuse a device's messages from now on")
+    revoke.add_argument("--device", required=True, help="device id")
+    report = command("report", cmd_report, "health of every device")
+    report.add_argument("--json", action="store_true", help="machine-readable output")
+    alerts = command("alerts", cmd_alerts, "list alerts, newest first")
+    alerts.add_argument("--waiting", action="store_true", help="only unreviewed alerts")
+    alerts.add_argument("--limit", type=int, default=None, help="show at most this many")
+    alerts.add_argument("--json", action="store_true", help="machine-readable output")
+    review = command("review", cmd_review, "mark alerts as reviewed")
+    review.add_argument("ids", nargs="+", type=int, metavar="ID", help="alert id")
+    command("config", cmd_config, "print the default configuration")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``clinibox central`` with ``argv`` (without the ``central`` word); return the status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as exc:  # argparse: --help (0) or bad usage (2)
+        return EXIT_OK if exc.code in (0, None) else EXIT_USAGE
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = config_module.load(args.config)
+        return args.func(args, config)
+    except config_module.ConfigError as exc:
+        print(f"clinibox central: config: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except _Failure as exc:
+        print(f"clinibox central: {exc}", file=sys.stderr)
+        return exc.code
+    except StoreError as exc:
+        print(f"clinibox central: database error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

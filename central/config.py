@@ -1,0 +1,202 @@
+"""The receiver's configuration, read from TOML like the box's own.
+
+Every key has a default, so a file only needs what it changes. Unknown
+sections or keys and bad values are refused with a message naming the key,
+e.g. ``[health] drift_psi: must be between 0.001 and 10.0, got 0.0``. The
+field machinery (``_key``, type coercion, suggestions) is the box's, reused
+from ``firmware_app.config``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from firmware_app.config import ConfigError, _coerce, _key, _range, _suggest, _toml_value, tomllib
+
+__all__ = [
+    "CentralConfig",
+    "ConfigError",
+    "DatabaseConfig",
+    "HealthConfig",
+    "KeysConfig",
+    "MqttConfig",
+    "database_kind",
+    "describe_defaults",
+    "from_dict",
+    "load",
+    "load_dataclass_config",
+]
+
+T = TypeVar("T")
+_SQLITE_PREFIX = "sqlite://"
+_POSTGRES_PREFIXES = ("postgresql://", "postgres://")
+
+
+def _database_url(value: Any) -> str | None:
+    if not value.strip():
+        return "must not be empty"
+    if "://" in value and not value.startswith((_SQLITE_PREFIX, *_POSTGRES_PREFIXES)):
+        return f"must be sqlite:///PATH, postgresql://USER@HOST:PORT/DB or a path; got {value!r}"
+    if value.startswith(_SQLITE_PREFIX) and not value[len(_SQLITE_PREFIX):].startswith("/"):
+        return f"a SQLite URL is sqlite:///relative.db or sqlite:////absolute.db; got {value!r}"
+    return None
+
+
+def _group(value: Any) -> str | None:
+    if not value or any(c in value for c in "/+#$ "):
+        return f"must be a non-empty name without / + # $ or spaces, got {value!r}"
+    return None
+
+
+@dataclass
+class MqttConfig:
+    """The hospital's MQTT broker (TLS with a client certificate)."""
+
+    host: str = _key(doc="broker host name (must match its certificate)", default="127.0.0.1")
+    port: int = _key(_range(1, 65535), "broker TLS port", 8883)
+    ca_file: str = _key(doc="CA bundle that signed the broker's certificate; empty uses the "
+                            "system's", default="")
+    cert_file: str = _key(doc="this receiver's client certificate (PEM)", default="")
+    key_file: str = _key(doc="this receiver's client private key (PEM)", default="")
+    group: str = _key(_group, "shared-subscription group: receivers in one group share the load",
+                      "clinibox-central")
+    client_id: str = _key(doc="MQTT client id, also the name of the session the broker keeps "
+                              "(with the messages sent while the receiver is down); it must "
+                              "stay the same across restarts and differ between receivers; "
+                              "empty means central-<hostname>", default="")
+    keepalive: int = _key(_range(5, 3600), "seconds between keep-alive pings", 30)
+    session_expiry: int = _key(_range(0, 4_294_967_295),
+                               "seconds the broker keeps the session while disconnected",
+                               7 * 86400)
+
+    def resolved_client_id(self) -> str:
+        """The client id to connect with: the configured one, or ``central-<hostname>``.
+
+        The default is stable across restarts on purpose: a per-process id
+        would leave the old session, subscribed to the shared group, holding
+        its queued messages (and, with Mosquitto, a share of new ones) until it
+        expires. Run a second receiver on the same host with its own id.
+        """
+        return self.client_id or f"central-{socket.gethostname()}"
+
+
+@dataclass
+class DatabaseConfig:
+    """Where the receiver keeps devices, messages, alerts and rejections."""
+
+    url: str = _key(_database_url, "sqlite:///PATH (or a bare path) or "
+                    "postgresql://USER@HOST:PORT/DB", "sqlite:///central.db")
+
+
+@dataclass
+class KeysConfig:
+    """The hospital's own key."""
+
+    hospital_key: str = _key(doc="X25519 private key (PEM) the boxes encrypt to", default="")
+
+
+@dataclass
+class HealthConfig:
+    """When the report calls a device silent or warns about it."""
+
+    stale_seconds: int = _key(_range(10, 31_536_000),
+                              "a device is silent after this long without a message", 900)
+    drift_psi: float = _key(_range(0.001, 10.0),
+                            "warn when a histogram's population stability index exceeds this",
+                            0.25)
+    baseline_summaries: int = _key(_range(1, 10_000),
+                                   "first summaries of a model that form its baseline", 24)
+    recent_summaries: int = _key(_range(1, 10_000),
+                                 "latest summaries compared with the baseline", 24)
+    disk_warn_pct: float = _key(_range(0.0, 100.0), "warn when the box's disk is this full", 90.0)
+    queue_warn: int = _key(_range(1, 2**31), "warn when this many objects wait on the box", 500)
+    disagree_warn: float = _key(_range(0.0, 1.0),
+                                "warn when clinicians disagree with this share of findings", 0.2)
+
+
+@dataclass
+class CentralConfig:
+    """The whole configuration of one hospital receiver."""
+
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    keys: KeysConfig = field(default_factory=KeysConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+
+
+def database_kind(url: str) -> str:
+    """``"postgresql"`` or ``"sqlite"`` for a database URL (a bare path is SQLite)."""
+    return "postgresql" if url.startswith(_POSTGRES_PREFIXES) else "sqlite"
+
+
+def load_dataclass_config(data: dict[str, Any], root_cls: type[T]) -> T:
+    """Build ``root_cls`` (a dataclass of section dataclasses) from parsed TOML.
+
+    Unknown sections and keys are refused with the key named (and a close
+    match suggested); values are coerced and checked with the box's rules.
+    """
+    config = root_cls()
+    sections = {f.name: f for f in dataclasses.fields(root_cls)}
+    for section_name, body in data.items():
+        if section_name not in sections:
+            raise ConfigError(f"unknown section [{section_name}]"
+                              f"{_suggest(section_name, list(sections))}")
+        if not isinstance(body, dict):
+            raise ConfigError(f"[{section_name}] must be a table")
+        section = getattr(config, section_name)
+        keys = {f.name: f for f in dataclasses.fields(section)}
+        for key, raw in body.items():
+            if key not in keys:
+                raise ConfigError(f"unknown key [{section_name}] {key}"
+                                  f"{_suggest(key, list(keys))}")
+            spec = keys[key]
+            value = _coerce(section_name, key, str(spec.type), raw)
+            check = spec.metadata.get("check")
+            problem = check(value) if check else None
+            if problem:
+                raise ConfigError(f"[{section_name}] {key}: {problem}")
+            setattr(section, key, value)
+    return config
+
+
+def from_dict(data: dict[str, Any]) -> CentralConfig:
+    """A validated CentralConfig from parsed TOML; raise ConfigError naming the key."""
+    config = load_dataclass_config(data, CentralConfig)
+    mqtt = config.mqtt
+    if bool(mqtt.cert_file) != bool(mqtt.key_file):
+        raise ConfigError("[mqtt] cert_file: a client certificate needs both cert_file and "
+                          "key_file")
+    return config
+
+
+def load(path: str | Path | None = None) -> CentralConfig:
+    """Load the config file at ``path`` (or the embedded defaults when None)."""
+    if path is None:
+        return CentralConfig()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return from_dict(data)
+
+
+def describe_defaults() -> str:
+    """The embedded defaults as a commented TOML example."""
+    lines = ["# clinibox central: every key is optional; shown with its default.", ""]
+    for section in dataclasses.fields(CentralConfig):
+        obj = getattr(CentralConfig(), section.name)
+        lines.append(f"[{section.name}]")
+        for spec in dataclasses.fields(obj):
+            lines.append(f"# {spec.metadata.get('doc', '')}")
+            lines.append(f"{spec.name} = {_toml_value(getattr(obj, spec.name))}")
+        lines.append("")
+    return "\n".join(lines)

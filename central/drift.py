@@ -1,0 +1,99 @@
+"""Is a box still seeing what its model was validated on? Drift signals from summaries.
+
+Two signals, both from the hourly summaries a box sends:
+
+* the population stability index (PSI) between a baseline window (the first
+  summaries a model sent on that box) and the recent window, for the model's
+  confidence histogram and the input intensity histogram;
+* how often clinicians disagreed with the findings recently.
+
+PSI = Σ (p_i − q_i) · ln(p_i / q_i) over the bins of two normalised
+histograms; 0 means identical, above about 0.25 is usually read as a shift
+worth a look.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from central.config import HealthConfig
+
+#: Floor on a bin's share, so an empty bin does not make the index infinite.
+EPSILON = 1e-4
+#: Reviews needed in the recent window before the disagreement rate is judged.
+MIN_REVIEWS = 10
+
+_HISTOGRAMS = (
+    ("confidence_histogram", "model confidence"),
+    ("intensity_histogram", "image intensity"),
+)
+
+
+def psi(expected: Sequence[float], actual: Sequence[float], epsilon: float = EPSILON) -> float:
+    """Population stability index between two histograms of counts (same bins).
+
+    Each histogram is normalised to shares and every share is floored at
+    ``epsilon``. Raises ValueError on differing lengths or an empty histogram.
+    """
+    if len(expected) != len(actual) or not expected:
+        raise ValueError("histograms must have the same, non-zero number of bins")
+    total_e, total_a = float(sum(expected)), float(sum(actual))
+    if total_e <= 0 or total_a <= 0:
+        raise ValueError("a histogram with no counts has no distribution")
+    index = 0.0
+    for e, a in zip(expected, actual, strict=True):
+        p = max(e / total_e, epsilon)
+        q = max(a / total_a, epsilon)
+        index += (q - p) * math.log(q / p)
+    return index
+
+
+def summed_histogram(summaries: Iterable[Mapping[str, Any]], name: str) -> list[int]:
+    """The bin-wise sum of histogram ``name`` over ``summaries`` (empty when none)."""
+    total: list[int] = []
+    for summary in summaries:
+        counts = summary.get(name)
+        if not isinstance(counts, list):
+            continue
+        if not total:
+            total = [0] * len(counts)
+        if len(counts) == len(total):
+            total = [t + int(c) for t, c in zip(total, counts, strict=True)]
+    return total
+
+
+def disagreement(summaries: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
+    """(disagreements, reviews) summed over the summaries' clinician feedback."""
+    agree = disagree = 0
+    for summary in summaries:
+        feedback = summary.get("feedback") or {}
+        agree += int(feedback.get("agree", 0))
+        disagree += int(feedback.get("disagree", 0))
+    return disagree, agree + disagree
+
+
+def drift_warnings(baseline: Sequence[Mapping[str, Any]], recent: Sequence[Mapping[str, Any]],
+                   health: HealthConfig) -> list[str]:
+    """Short sentences about drift between ``baseline`` and ``recent`` summary payloads.
+
+    A histogram is compared only when both windows hold counts for it; the
+    disagreement rate is judged only with at least ``MIN_REVIEWS`` reviews.
+    """
+    warnings: list[str] = []
+    if baseline and recent:
+        for field, what in _HISTOGRAMS:
+            before = summed_histogram(baseline, field)
+            after = summed_histogram(recent, field)
+            if len(before) != len(after) or sum(before) == 0 or sum(after) == 0:
+                continue
+            index = psi(before, after)
+            if index > health.drift_psi:
+                warnings.append(f"{what} has shifted from its baseline "
+                                f"(PSI {index:.2f} > {health.drift_psi:g})")
+    disagreed, reviews = disagreement(recent)
+    if reviews >= MIN_REVIEWS and disagreed / reviews > health.disagree_warn:
+        warnings.append(f"clinicians disagreed with {disagreed} of {reviews} reviewed "
+                        f"findings ({disagreed / reviews:.0%})")
+    return warnings

@@ -1,0 +1,271 @@
+"""Take envelopes off the broker, check them, keep the good ones, log the rest.
+
+:meth:`Receiver.handle` decides about one message, in this order: the topic
+is a clinibox topic → the envelope header parses → the claimed device is
+enrolled and not revoked → topic, header and enrolment agree → the device's
+signature verifies and the payload decrypts with the hospital key → the
+payload is exactly a message of the egress schema → it is stored, once per
+``(device, seq)``. Every refusal is recorded (reason, topic, claimed device,
+size; never the bytes) and logged, and the receiver carries on.
+
+:class:`MqttService` runs the broker link (MQTT v5 over TLS, persistent
+session, shared subscription, QoS 1) and acknowledges a message only after
+``handle`` has committed its outcome to the database; when the database
+fails it acknowledges nothing, disconnects and comes back once the database
+answers, so the broker delivers the message again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from central.config import CentralConfig
+from central.store import Store, StoreError
+from firmware_app.telemetry import topics
+from firmware_app.telemetry.envelope import EnvelopeError, open_envelope, read_header
+from firmware_app.telemetry.schema import EgressRefused, check_message
+
+log = logging.getLogger("clinibox.central")
+
+STORED, DUPLICATE = "stored", "duplicate"
+#: Every word :meth:`Receiver.handle` may answer with.
+#: The largest sequence number a database column holds (signed 64-bit).
+MAX_SEQ = 2**63 - 1
+OUTCOMES = (STORED, DUPLICATE, "bad-topic", "malformed", "unknown-device", "revoked",
+            "topic-mismatch", "bad-signature", "undecryptable", "schema")
+
+
+class Receiver:
+    """Verifies, decrypts, checks and stores one envelope at a time."""
+
+    def __init__(self, config: CentralConfig, store: Store,
+                 hospital_key: X25519PrivateKey) -> None:
+        """Use ``store`` for devices and messages and ``hospital_key`` to decrypt."""
+        self.config = config
+        self.store = store
+        self._hospital_key = hospital_key
+        self.counts: Counter[str] = Counter()
+
+    def handle(self, topic: str, payload: bytes, received_at: float | None = None) -> str:
+        """Decide about one message and record the outcome; return the outcome word.
+
+        Raises :class:`StoreError` only when the database cannot record the
+        outcome: the caller must then not acknowledge the message.
+        """
+        received_at = time.time() if received_at is None else received_at
+        outcome = self._handle(topic, bytes(payload), received_at)
+        self.counts[outcome] += 1
+        return outcome
+
+    def _handle(self, topic: str, payload: bytes, received_at: float) -> str:
+        size = len(payload)
+        parsed = topics.parse_topic(topic)
+        if parsed is None:
+            return self._refuse("bad-topic", topic, None, size, "not a clinibox topic")
+        clinic, device, kind = parsed
+        try:
+            header = read_header(payload)
+        except EnvelopeError as exc:
+            return self._refuse("malformed", topic, device, size, str(exc))
+        if header.seq > MAX_SEQ:
+            return self._refuse("malformed", topic, header.device, size,
+                                "sequence number beyond 64 bits")
+        record = self.store.device(header.device)
+        if record is None:
+            return self._refuse("unknown-device", topic, header.device, size,
+                                "device is not enrolled")
+        if record.revoked_at is not None:
+            return self._refuse("revoked", topic, header.device, size,
+                                "device's enrolment was revoked")
+        if (clinic, device, kind) != (header.clinic, header.device, header.kind):
+            return self._refuse("topic-mismatch", topic, header.device, size,
+                                f"signed header says {header.clinic}/{header.device}/"
+                                f"{header.kind}")
+        if header.clinic != record.clinic:
+            return self._refuse("topic-mismatch", topic, header.device, size,
+                                f"device is enrolled in clinic {record.clinic}")
+        try:
+            opened = open_envelope(payload, record.public_key(), self._hospital_key)
+        except EnvelopeError as exc:
+            return self._refuse(exc.reason, topic, header.device, size, str(exc))
+        except ValueError as exc:  # an enrolled key that no longer parses
+            return self._refuse("bad-signature", topic, header.device, size, str(exc))
+        try:
+            check_message(header.kind, opened.payload, None)
+        except EgressRefused as exc:
+            return self._refuse("schema", topic, header.device, size, str(exc))
+        if self.store.store(header, opened.payload, received_at):
+            log.debug("stored %s/%s %s #%d", header.clinic, header.device, header.kind,
+                      header.seq)
+            return STORED
+        log.info("duplicate %s/%s #%d ignored (already stored)", header.clinic, header.device,
+                 header.seq)
+        return DUPLICATE
+
+    def _refuse(self, reason: str, topic: str, claimed: str | None, size: int,
+                detail: str) -> str:
+        self.store.reject(reason, topic, claimed, size)
+        log.warning("refused %d-byte message on %r: %s (%s)", size, topic[:200], reason, detail)
+        return reason
+
+
+#: MQTT v5 DISCONNECT reason: another connection used our client id.
+SESSION_TAKEN_OVER = 0x8E
+#: Seconds a connection must last (without a failed message) to count as healthy.
+HEALTHY_AFTER = 10.0
+
+
+class MqttService:
+    """The broker link: feeds messages to a :class:`Receiver`, acknowledging after commit."""
+
+    def __init__(self, config: CentralConfig, receiver: Receiver, *,
+                 max_backoff: float = 60.0, report_every: float = 300.0) -> None:
+        """Connect with ``config.mqtt`` and hand every message to ``receiver``."""
+        self.config = config
+        self.receiver = receiver
+        self.max_backoff = max_backoff
+        self.report_every = report_every
+        self.client_id = config.mqtt.resolved_client_id()
+        self.connected = threading.Event()
+        self._store_failed = False
+        self._acked = False
+        self._client = self._make_client()
+
+    def _make_client(self) -> mqtt.Client:
+        settings = self.config.mqtt
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                             protocol=mqtt.MQTTv5, manual_ack=True)
+        client.tls_set(ca_certs=settings.ca_file or None, certfile=settings.cert_file or None,
+                       keyfile=settings.key_file or None)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        return client
+
+    # -- callbacks (all run in the serve() thread) --------------------------
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:
+        if reason.is_failure:
+            log.error("broker %s:%d refused the connection: %s", self.config.mqtt.host,
+                      self.config.mqtt.port, reason)
+            return
+        log.info("connected to %s:%d as %s (session %s)", self.config.mqtt.host,
+                 self.config.mqtt.port, self.client_id,
+                 "resumed" if flags.session_present else "new")
+        client.subscribe(topics.subscription(self.config.mqtt.group), qos=1)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
+                      properties: Any) -> None:
+        if any(r.is_failure for r in reasons):
+            log.error("the broker refused the subscription: %s", reasons)
+            client.disconnect()
+            return
+        self.connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                       properties: Any) -> None:
+        self.connected.clear()
+        if getattr(reason, "value", None) == SESSION_TAKEN_OVER:
+            log.error("another client connected with our client id %r and took the session "
+                      "over: give each receiver its own [mqtt] client_id", self.client_id)
+        else:
+            log.info("disconnected from the broker: %s", reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if self._store_failed:
+            return  # not acknowledged: the broker sends it again after the reconnect
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            topic = "<topic is not UTF-8>"
+        try:
+            self.receiver.handle(topic, message.payload)
+        except StoreError as exc:
+            log.error("database unavailable, message left with the broker: %s", exc)
+            self._store_failed = True
+            return
+        except Exception:
+            # a fault of ours: keep the message with the broker rather than lose it
+            log.exception("could not handle a message on %r; left with the broker", topic)
+            self._store_failed = True
+            return
+        client.ack(message.mid, message.qos)
+        self._acked = True
+
+    # -- the loop ------------------------------------------------------------
+    def serve(self, stop: threading.Event) -> None:
+        """Receive until ``stop`` is set, reconnecting with backoff after any failure."""
+        backoff = 1.0
+        last_report = time.monotonic()
+        while not stop.is_set():
+            if not self._wait_for_database(stop):
+                break
+            try:
+                self._connect()
+            except (OSError, ValueError) as exc:
+                log.warning("cannot reach broker %s:%d (%s); retrying in %.0f s",
+                            self.config.mqtt.host, self.config.mqtt.port, exc, backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+                continue
+            self._store_failed = self._acked = False
+            since = time.monotonic()
+            while not stop.is_set() and not self._store_failed:
+                rc = self._client.loop(timeout=0.5)
+                if self._acked or (self.connected.is_set()
+                                   and time.monotonic() - since > HEALTHY_AFTER):
+                    backoff = 1.0  # the link works: the next failure starts a fresh backoff
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    log.warning("lost the broker (%s); reconnecting in %.0f s",
+                                mqtt.error_string(rc), backoff)
+                    break
+                if time.monotonic() - last_report >= self.report_every:
+                    self._log_counts()
+                    last_report = time.monotonic()
+            self._disconnect()
+            if not stop.is_set():
+                stop.wait(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+        self._log_counts()
+
+    def _connect(self) -> None:
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = self.config.mqtt.session_expiry
+        self._client.connect(self.config.mqtt.host, self.config.mqtt.port,
+                             keepalive=self.config.mqtt.keepalive, clean_start=False,
+                             properties=properties)
+
+    def _disconnect(self) -> None:
+        self.connected.clear()
+        try:
+            self._client.disconnect()
+            self._client.loop(timeout=0.1)
+        except (OSError, ValueError):
+            pass  # the link is gone already; the session stays with the broker
+
+    def _wait_for_database(self, stop: threading.Event) -> bool:
+        backoff = 1.0
+        while not self.receiver.store.ping():
+            log.error("database %s does not answer; retrying in %.0f s",
+                      self.receiver.store.where, backoff)
+            if stop.wait(backoff):
+                return False
+            backoff = min(backoff * 2, self.max_backoff)
+        return True
+
+    def _log_counts(self) -> None:
+        counts = self.receiver.counts
+        if counts:
+            log.info("messages so far: %s",
+                     ", ".join(f"{word} {counts[word]}" for word in sorted(counts)))

@@ -1,0 +1,199 @@
+"""The hospital's overview: one row per device with its state, health and figures.
+
+Health, from worst to best:
+
+* ``revoked``  – the device's enrolment was revoked; its messages are refused;
+* ``offline``  – its latest status message said it was shutting down;
+* ``silent``   – nothing received for longer than ``stale_seconds`` (or ever);
+* ``warning``  – disk nearly full, long queue, outbox dropping messages, or drift;
+* ``ok``.
+
+Every reason behind a health word is listed with the row, so a person can act
+on it without reading the raw messages.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from central.config import HealthConfig
+from central.drift import drift_warnings
+from central.store import Device, Store, StoredMessage
+
+HEALTH_ORDER = ("revoked", "offline", "silent", "warning", "ok")
+
+_COLUMNS = (
+    # (heading, row key, align right?)
+    ("CLINIC", "clinic", False),
+    ("DEVICE", "device", False),
+    ("MODEL", "model", False),
+    ("LAST SEEN (UTC)", "last_seen", False),
+    ("STATE", "state", False),
+    ("HEALTH", "health", False),
+    ("WAITING", "alerts_waiting", True),
+    ("ALERTS", "alerts_total", True),
+    ("STUDIES", "studies", True),
+    ("FINDINGS", "findings", True),
+    ("QUARANT.", "quarantined", True),
+    ("P90 MS", "latency_p90_ms", True),
+    ("QUEUE", "queue_depth", True),
+    ("DISK %", "disk_used_pct", True),
+)
+
+
+def format_time(epoch: float | None) -> str:
+    """``YYYY-MM-DD HH:MM`` in UTC, or ``never``."""
+    if epoch is None:
+        return "never"
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def format_duration(seconds: float) -> str:
+    """A short human duration: ``45 s``, ``12 min``, ``3 h 20 min``, ``2 d 4 h``."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+def _latest_model(*messages: StoredMessage | None) -> str | None:
+    present = [m for m in messages if m is not None and "model" in m.payload]
+    if not present:
+        return None
+    return max(present, key=lambda m: m.seq).payload["model"]
+
+
+def _drift(store: Store, device: str, summary: StoredMessage | None,
+           health: HealthConfig) -> list[str]:
+    """Drift warnings for the model of the latest summary (first summaries vs latest ones)."""
+    if summary is None:
+        return []
+    model = summary.payload["model"]
+    recent = store.summaries(device, model, limit=health.recent_summaries, newest=True)
+    baseline = store.summaries(device, model, limit=health.baseline_summaries, newest=False)
+    first_recent = min(m.seq for m in recent)
+    baseline = [m for m in baseline if m.seq < first_recent]
+    if len(baseline) < health.baseline_summaries:
+        baseline = []  # not enough history yet for a fair comparison
+    return drift_warnings([m.payload for m in baseline], [m.payload for m in recent], health)
+
+
+def _warnings(summary: StoredMessage | None, health: HealthConfig) -> list[str]:
+    if summary is None:
+        return []
+    figures = summary.payload
+    reasons = []
+    if figures["disk_used_pct"] >= health.disk_warn_pct:
+        reasons.append(f"disk {figures['disk_used_pct']:.0f}% full "
+                       f"({figures['disk_free_mb']} MB free)")
+    if figures["queue_depth"] >= health.queue_warn:
+        reasons.append(f"{figures['queue_depth']} objects waiting in the box's queue")
+    if figures["outbox_dropped"] > 0:
+        reasons.append(f"the box's outbox dropped {figures['outbox_dropped']} messages")
+    return reasons
+
+
+def device_row(store: Store, record: Device, health: HealthConfig, now: float,
+               last_seen: float | None, alerts: tuple[int, int]) -> dict[str, Any]:
+    """The report row of one enrolled device."""
+    status = store.latest(record.device, "status")
+    summary = store.latest(record.device, "summary")
+    alert = store.latest(record.device, "alert")
+    state = status.payload["state"] if status else "unknown"
+    state = "online" if state == "heartbeat" else state
+    drift = _drift(store, record.device, summary, health)
+    warnings = _warnings(summary, health) + drift
+    reasons: list[str] = []
+    if record.revoked_at is not None:
+        health_word = "revoked"
+        reasons.append(f"enrolment revoked on {format_time(record.revoked_at)}")
+    elif state == "offline":
+        health_word = "offline"
+        reasons.append(f"the box said it was going offline "
+                       f"({format_time(status.received_at if status else None)})")
+    elif last_seen is None:
+        health_word = "silent"
+        reasons.append("never heard from since enrolment")
+    elif now - last_seen > health.stale_seconds:
+        health_word = "silent"
+        reasons.append(f"no message for {format_duration(now - last_seen)}")
+    else:
+        health_word = "warning" if warnings else "ok"
+    reasons.extend(warnings)
+    figures = summary.payload if summary else {}
+    return {
+        "clinic": record.clinic,
+        "device": record.device,
+        "model": _latest_model(status, summary, alert),
+        "last_seen": last_seen,
+        "state": state,
+        "health": health_word,
+        "alerts_waiting": alerts[0],
+        "alerts_total": alerts[1],
+        "studies": figures.get("studies"),
+        "findings": figures.get("findings"),
+        "quarantined": figures.get("quarantined"),
+        "latency_p90_ms": figures.get("latency_ms", {}).get("p90"),
+        "queue_depth": figures.get("queue_depth"),
+        "disk_used_pct": figures.get("disk_used_pct"),
+        "summary_at": summary.received_at if summary else None,
+        "drift": drift,
+        "reasons": reasons,
+    }
+
+
+def build_report(store: Store, health: HealthConfig, now: float) -> list[dict[str, Any]]:
+    """One row per enrolled device, by clinic then device (see the module doc for health)."""
+    seen = store.last_seen()
+    alert_counts = store.alert_counts()
+    return [device_row(store, record, health, now, seen.get(record.device),
+                       alert_counts.get(record.device, (0, 0)))
+            for record in store.devices()]
+
+
+def _cell(key: str, value: Any) -> str:
+    if value is None:
+        return "never" if key == "last_seen" else "-"
+    if key == "last_seen":
+        return format_time(value)
+    if key == "latency_p90_ms":
+        return f"{value:.0f}"
+    if key == "disk_used_pct":
+        return f"{value:.1f}"
+    return str(value)
+
+
+def render_table(rows: list[dict[str, Any]]) -> str:
+    """A fixed-width table for people, with each device's reasons listed under it."""
+    if not rows:
+        return "no devices enrolled (clinibox central enrol …)\n"
+    cells = [[_cell(key, row.get(key)) for _, key, _ in _COLUMNS] for row in rows]
+    widths = [max(len(heading), *(len(line[i]) for line in cells))
+              for i, (heading, _, _) in enumerate(_COLUMNS)]
+
+    def line(values: list[str]) -> str:
+        parts = [v.rjust(w) if right else v.ljust(w)
+                 for v, w, (_, _, right) in zip(values, widths, _COLUMNS, strict=True)]
+        return "  ".join(parts).rstrip()
+
+    out = [line([heading for heading, _, _ in _COLUMNS]),
+           line(["-" * w for w in widths])]
+    out.extend(line(values) for values in cells)
+    notes = [(row, reason) for row in rows for reason in row["reasons"]]
+    if notes:
+        out.append("")
+        for row, reason in notes:
+            out.append(f"{row['clinic']}/{row['device']}: {reason}")
+    counts = {word: sum(1 for r in rows if r["health"] == word) for word in HEALTH_ORDER}
+    out.append("")
+    out.append(", ".join(f"{n} {word}" for word, n in counts.items() if n)
+               + f" ({len(rows)} device{'s' if len(rows) != 1 else ''})")
+    return "\n".join(out) + "\n"

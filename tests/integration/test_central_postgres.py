@@ -1,0 +1,273 @@
+"""The hospital store and receiver on a real PostgreSQL server.
+
+One server runs for the whole session; each test gets its own fresh database.
+The store contract of ``tests/unit/test_central_store.py`` runs here as is,
+then what only a shared server shows: several receivers starting and storing
+at once, a bulk ingest, a database that goes away and comes back, and the
+broker link through a real Mosquitto.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import psycopg
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from central.config import CentralConfig
+from central.receiver import MqttService, Receiver
+from central.store import Store, StoreError
+from firmware_app.telemetry.envelope import Header
+from tests.postgres_server import PostgresServer
+from tests.telemetry_payloads import Box, alert_payload, hospital_keys, summary_payload
+from tests.tls_certs import CertificateAuthority
+from tests.unit.test_central_store import StoreContract
+
+pytestmark = pytest.mark.integration
+_names = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """A PostgreSQL server for the session."""
+    server = PostgresServer(tmp_path_factory.mktemp("postgres"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres):
+    """A fresh, empty database."""
+    return postgres.create_database(f"central_{next(_names)}")
+
+
+class TestStoreOnPostgres(StoreContract):
+    """The store contract on PostgreSQL."""
+
+    @pytest.fixture
+    def store_url(self, pg_url):
+        return pg_url
+
+
+def test_receivers_starting_together_create_the_schema_once(pg_url):
+    stores: list[Store] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            stores.append(Store(pg_url))
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == [] and len(stores) == 4
+    with psycopg.connect(pg_url) as conn:
+        tables = {row[0] for row in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
+    assert tables == {"devices", "messages", "alerts", "rejections"}
+    for store in stores:
+        store.close()
+
+
+def test_two_receivers_ingest_a_redelivered_stream_exactly_once(pg_url):
+    hospital_private, hospital_public = hospital_keys()
+    stores = [Store(pg_url), Store(pg_url)]
+    receivers = [Receiver(CentralConfig(), s, hospital_private) for s in stores]
+    boxes = [Box("clinic-a", f"box-{i}", hospital_public) for i in range(4)]
+    for box in boxes:
+        stores[0].enrol(box.clinic, box.device, box.pem)
+    envelopes = [box.envelope(kind) for box in boxes for kind in ["alert", "summary"] * 25]
+    assert len(envelopes) == 200
+    outcomes: list[list[str]] = [[], []]
+
+    def ingest(index: int) -> None:
+        # both receivers get every envelope (as after a broker redelivery), in different orders
+        order = envelopes if index == 0 else list(reversed(envelopes))
+        for topic_name, envelope in order:
+            outcomes[index].append(receivers[index].handle(topic_name, envelope))
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=ingest, args=(i,)) for i in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    elapsed = time.monotonic() - started
+    all_outcomes = outcomes[0] + outcomes[1]
+    assert all_outcomes.count("stored") == 200 and all_outcomes.count("duplicate") == 200
+    assert stores[0].counts() == {"devices": 4, "messages": 200, "alerts": 100,
+                                  "rejections": 0}
+    assert elapsed < 60
+    for store in stores:
+        store.close()
+
+
+def test_a_store_reconnects_after_the_database_drops_it(pg_url):
+    store = Store(pg_url)
+    assert store.store(Header("clinic-a", "box-1", "alert", 1), alert_payload(), 1.0)
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                      " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    with pytest.raises(StoreError):
+        store.store(Header("clinic-a", "box-1", "alert", 2), alert_payload(), 2.0)
+    # the failed message was not kept; the next call reconnects and it can be stored
+    assert store.ping() is True
+    assert store.store(Header("clinic-a", "box-1", "alert", 2), alert_payload(), 2.0) is True
+    assert store.counts()["alerts"] == 2
+    store.close()
+
+
+def test_a_database_fault_reaches_the_caller_so_the_message_is_not_acknowledged(pg_url):
+    hospital_private, hospital_public = hospital_keys()
+    store = Store(pg_url)
+    receiver = Receiver(CentralConfig(), store, hospital_private)
+    box = Box("clinic-a", "box-1", hospital_public)
+    store.enrol(box.clinic, box.device, box.pem)
+    topic_name, envelope = box.envelope("summary", summary_payload())
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("ALTER TABLE messages RENAME TO messages_away")
+        with pytest.raises(StoreError):
+            receiver.handle(topic_name, envelope)
+        admin.execute("ALTER TABLE messages_away RENAME TO messages")
+    assert store.counts()["rejections"] == 0  # a database fault is not the sender's fault
+    assert receiver.handle(topic_name, envelope) == "stored"
+    store.close()
+
+
+# -- through a real broker --------------------------------------------------------
+
+MOSQUITTO = Path("/usr/sbin/mosquitto")
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """Mosquitto on a free TLS port, requiring client certificates; yields (port, CA)."""
+    if not MOSQUITTO.exists():
+        pytest.fail(f"{MOSQUITTO} not found: apt-get install mosquitto, as .ci/run does")
+    ca = CertificateAuthority.create(tmp_path / "pki")
+    cert, key = ca.issue_server("localhost", tmp_path / "pki", stem="broker")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = tmp_path / "mosquitto.conf"
+    config.write_text(
+        "user root\nlog_dest stderr\nlog_type error\nlog_type warning\n"
+        f"listener {port} 127.0.0.1\ncafile {ca.cert_path}\ncertfile {cert}\nkeyfile {key}\n"
+        "require_certificate true\nuse_identity_as_username true\nallow_anonymous false\n")
+    process = subprocess.Popen([str(MOSQUITTO), "-c", str(config)], stderr=subprocess.PIPE)
+
+    def listening() -> bool:
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", port)) == 0
+
+    _wait_for(listening, 10, "mosquitto to listen")
+    yield port, ca
+    process.terminate()
+    process.wait(timeout=10)
+
+
+class _Running:
+    """An MqttService serving in a thread."""
+
+    def __init__(self, config: CentralConfig, store: Store, hospital_key) -> None:
+        self.service = MqttService(config, Receiver(config, store, hospital_key),
+                                   max_backoff=1.0)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.service.serve, args=(self.stop,),
+                                       daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def serve():
+    """Start receivers (``serve(config, store, key)``); all are stopped at teardown."""
+    started: list[_Running] = []
+
+    def start(config: CentralConfig, store: Store, hospital_key) -> _Running:
+        running = _Running(config, store, hospital_key)
+        started.append(running)
+        _wait_for(running.service.connected.is_set, 10, "the receiver to subscribe")
+        return running
+
+    yield start
+    for running in started:
+        running.close()
+
+
+def test_the_broker_link_acknowledges_only_what_is_committed(pg_url, broker, serve, tmp_path,
+                                                            request):
+    port, ca = broker
+    hospital_private, hospital_public = hospital_keys()
+    store = Store(pg_url)
+    request.addfinalizer(store.close)
+    box = Box("clinic-a", "box-1", hospital_public)
+    store.enrol(box.clinic, box.device, box.pem)
+    receiver_cert = ca.issue_client("central", tmp_path / "pki", stem="central")
+    box_cert = ca.issue_client("clinic-a/box-1", tmp_path / "pki", stem="box")
+    config = CentralConfig()
+    config.mqtt.host, config.mqtt.port, config.mqtt.client_id = "localhost", port, "rx-test"
+    config.mqtt.ca_file = str(ca.cert_path)
+    config.mqtt.cert_file, config.mqtt.key_file = map(str, receiver_cert)
+
+    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="box-1",
+                            protocol=mqtt.MQTTv5)
+    publisher.tls_set(ca_certs=str(ca.cert_path), certfile=str(box_cert[0]),
+                      keyfile=str(box_cert[1]))
+    publisher.connect("localhost", port)
+    publisher.loop_start()
+    request.addfinalizer(publisher.loop_stop)
+
+    def publish(count: int, kind: str = "alert") -> None:
+        for _ in range(count):
+            publisher.publish(*box.envelope(kind), qos=1).wait_for_publish(10)
+
+    def stored() -> int:
+        return store.counts()["messages"]
+
+    running = serve(config, store, hospital_private)
+    publish(3)
+    publisher.publish("clinibox/clinic-a/box-1/alert", b"junk", qos=1).wait_for_publish(10)
+    _wait_for(lambda: stored() == 3 and store.counts()["rejections"] == 1, 10, "3 stored")
+    running.close()
+
+    publish(2, "summary")  # the receiver is down: the broker keeps them in its session
+    running = serve(config, store, hospital_private)
+    _wait_for(lambda: stored() == 5, 10, "the messages sent while it was down")
+
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("ALTER TABLE messages RENAME TO messages_away")
+        publish(1, "status")
+        _wait_for(lambda: not running.service.connected.is_set(), 10, "the receiver to let go")
+        time.sleep(1.0)
+        admin.execute("ALTER TABLE messages_away RENAME TO messages")
+    _wait_for(lambda: stored() == 6, 15, "the unacknowledged message to come again")
+    assert store.counts()["rejections"] == 1  # a database fault is no sender's fault
+    assert running.service.receiver.counts["stored"] == 3

@@ -1,0 +1,176 @@
+"""Receiver.handle: every outcome, with envelopes sealed by the real code and real keys."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from central.config import CentralConfig
+from central.receiver import OUTCOMES, Receiver
+from central.store import Store
+from firmware_app.telemetry.envelope import Header, seal
+from firmware_app.telemetry.topics import topic
+from tests.telemetry_payloads import Box, alert_payload, hospital_keys, summary_payload
+
+
+@pytest.fixture
+def hospital():
+    return hospital_keys()
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store(f"sqlite:///{tmp_path}/central.db")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def receiver(store, hospital):
+    return Receiver(CentralConfig(), store, hospital[0])
+
+
+@pytest.fixture
+def box(store, hospital):
+    box = Box("clinic-a", "box-1", hospital[1])
+    store.enrol(box.clinic, box.device, box.pem)
+    return box
+
+
+def _only_rejection(store: Store) -> dict:
+    [rejection] = store.rejections()
+    return rejection
+
+
+def test_a_good_alert_is_stored_with_its_alert_row(receiver, store, box):
+    topic_name, envelope = box.envelope("alert", alert_payload(score=0.99))
+    assert receiver.handle(topic_name, envelope, received_at=123.0) == "stored"
+    [alert] = store.alerts(waiting=True)
+    assert (alert["clinic"], alert["device"], alert["seq"], alert["score"]) == (
+        "clinic-a", "box-1", 1, 0.99)
+    assert alert["received_at"] == 123.0
+    assert store.rejections() == []
+
+
+def test_every_kind_is_stored(receiver, store, box):
+    for kind in ("alert", "summary", "status"):
+        assert receiver.handle(*box.envelope(kind)) == "stored"
+    assert store.counts()["messages"] == 3
+    assert receiver.counts == {"stored": 3}
+
+
+def test_the_same_envelope_twice_is_a_duplicate(receiver, store, box):
+    topic_name, envelope = box.envelope("alert")
+    assert receiver.handle(topic_name, envelope) == "stored"
+    assert receiver.handle(topic_name, envelope) == "duplicate"
+    assert store.counts() == {"devices": 1, "messages": 1, "alerts": 1, "rejections": 0}
+
+
+def test_a_resealed_message_with_a_used_seq_is_a_duplicate(receiver, store, box):
+    assert receiver.handle(*box.envelope("alert", seq=5)) == "stored"
+    assert receiver.handle(*box.envelope("alert", alert_payload(score=0.5), seq=5)) == "duplicate"
+    assert store.alerts()[0]["score"] == 0.93
+
+
+@pytest.mark.parametrize("index", [-1, -40, -100])
+def test_a_tampered_byte_is_a_bad_signature(receiver, store, box, index, caplog):
+    topic_name, envelope = box.envelope("alert")
+    tampered = bytearray(envelope)
+    tampered[index] ^= 0x01
+    with caplog.at_level(logging.WARNING, logger="clinibox.central"):
+        assert receiver.handle(topic_name, bytes(tampered)) == "bad-signature"
+    rejection = _only_rejection(store)
+    assert (rejection["reason"], rejection["claimed_device"]) == ("bad-signature", "box-1")
+    assert rejection["size_bytes"] == len(envelope)
+    assert "bad-signature" in caplog.text
+    assert store.counts()["messages"] == 0
+
+
+def test_a_message_signed_by_another_key_is_a_bad_signature(receiver, store, box, hospital):
+    impostor = Box("clinic-a", "box-1", hospital[1], key=Ed25519PrivateKey.generate())
+    assert receiver.handle(*impostor.envelope("alert")) == "bad-signature"
+    assert store.counts()["messages"] == 0
+
+
+def test_a_message_sealed_to_another_hospital_is_undecryptable(receiver, store, box):
+    other = Box("clinic-a", "box-1", hospital_keys()[1], key=box.key)
+    assert receiver.handle(*other.envelope("summary")) == "undecryptable"
+    assert _only_rejection(store)["reason"] == "undecryptable"
+
+
+def test_an_unknown_device_is_refused(receiver, store, hospital):
+    stranger = Box("clinic-a", "box-9", hospital[1])
+    assert receiver.handle(*stranger.envelope("alert")) == "unknown-device"
+    assert _only_rejection(store)["claimed_device"] == "box-9"
+
+
+def test_a_revoked_device_is_refused(receiver, store, box):
+    assert receiver.handle(*box.envelope("status")) == "stored"
+    store.revoke("box-1")
+    assert receiver.handle(*box.envelope("status")) == "revoked"
+    assert store.counts()["messages"] == 1
+
+
+def test_a_topic_of_another_clinic_is_a_mismatch(receiver, store, box):
+    _, envelope = box.envelope("alert")
+    assert receiver.handle(topic("clinic-b", "box-1", "alert"), envelope) == "topic-mismatch"
+    _, envelope = box.envelope("alert")
+    assert receiver.handle(topic("clinic-a", "box-1", "summary"), envelope) == "topic-mismatch"
+    assert store.counts()["messages"] == 0
+
+
+def test_a_header_clinic_other_than_the_enrolled_one_is_a_mismatch(receiver, store, box, hospital):
+    moved = Box("clinic-b", "box-1", hospital[1], key=box.key)
+    assert receiver.handle(*moved.envelope("alert")) == "topic-mismatch"
+    assert "clinic-a" not in _only_rejection(store)["topic"]
+
+
+def test_a_payload_off_the_schema_is_refused(receiver, store, box, hospital):
+    payload = dict(alert_payload(), patient_name="DOE^JANE")
+    assert receiver.handle(*box.envelope("alert", payload)) == "schema"
+    wrong_kind = summary_payload()
+    assert receiver.handle(*box.envelope("alert", wrong_kind)) == "schema"
+    out_of_range = alert_payload()
+    out_of_range["score"] = 1.5
+    assert receiver.handle(*box.envelope("alert", out_of_range)) == "schema"
+    assert [r["reason"] for r in store.rejections()] == ["schema"] * 3
+    assert store.counts()["messages"] == 0
+
+
+@pytest.mark.parametrize("name", ["clinibox/clinic-a/box-1", "other/clinic-a/box-1/alert",
+                                  "clinibox/clinic-a/box-1/images", ""])
+def test_a_foreign_topic_is_refused(receiver, store, box, name):
+    _, envelope = box.envelope("alert")
+    assert receiver.handle(name, envelope) == "bad-topic"
+    assert _only_rejection(store)["claimed_device"] is None
+
+
+@pytest.mark.parametrize("payload", [b"", b"CBX1" + b"\x00" * 200, b"hello" * 100,
+                                     b"CBX1\xff\xff" + b"\x00" * 200])
+def test_garbage_is_malformed(receiver, store, box, payload):
+    assert receiver.handle(topic("clinic-a", "box-1", "alert"), payload) == "malformed"
+    assert _only_rejection(store)["size_bytes"] == len(payload)
+
+
+def test_a_payload_that_is_not_an_object_is_malformed(receiver, store, box, hospital):
+    # seal() serialises anything JSON can carry; the hospital wants an object
+    envelope = seal(Header("clinic-a", "box-1", "alert", 1), [1, 2, 3],  # type: ignore[arg-type]
+                    hospital[1], box.key)
+    assert receiver.handle(topic("clinic-a", "box-1", "alert"), envelope) == "malformed"
+
+
+def test_the_receiver_keeps_going_after_refusals(receiver, store, box):
+    topic_name, good = box.envelope("alert")
+    outcomes = [receiver.handle("nope", b"x"), receiver.handle(topic_name, good[:-1] + b"\0"),
+                receiver.handle(topic_name, good)]
+    assert outcomes == ["bad-topic", "bad-signature", "stored"]
+    assert set(receiver.counts) <= set(OUTCOMES)
+    assert store.counts()["rejections"] == 2
+
+
+def test_a_sequence_number_beyond_64_bits_is_malformed_not_a_crash(receiver, store, box):
+    topic_name, envelope = box.envelope("alert", seq=2**63)
+    assert receiver.handle(topic_name, envelope) == "malformed"
+    assert receiver.handle(*box.envelope("alert", seq=2**63 - 1)) == "stored"
