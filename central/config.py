@@ -3,19 +3,25 @@
 Every key has a default, so a file only needs what it changes. Unknown
 sections or keys and bad values are refused with a message naming the key,
 e.g. ``[health] drift_psi: must be between 0.001 and 10.0, got 0.0``. The
-field machinery (``_key``, type coercion, suggestions) is the box's, reused
-from ``firmware_app.config``.
+field machinery (``_key``, ``load_sections``, ``describe_sections``) is the
+box's, reused from ``firmware_app.config``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from firmware_app.config import ConfigError, _coerce, _key, _range, _suggest, _toml_value, tomllib
+from firmware_app.config import (
+    ConfigError,
+    _key,
+    _range,
+    describe_sections,
+    load_sections,
+    read_toml,
+)
 
 __all__ = [
     "CentralConfig",
@@ -28,10 +34,8 @@ __all__ = [
     "describe_defaults",
     "from_dict",
     "load",
-    "load_dataclass_config",
 ]
 
-T = TypeVar("T")
 _SQLITE_PREFIX = "sqlite://"
 _POSTGRES_PREFIXES = ("postgresql://", "postgres://")
 
@@ -133,39 +137,9 @@ def database_kind(url: str) -> str:
     return "postgresql" if url.startswith(_POSTGRES_PREFIXES) else "sqlite"
 
 
-def load_dataclass_config(data: dict[str, Any], root_cls: type[T]) -> T:
-    """Build ``root_cls`` (a dataclass of section dataclasses) from parsed TOML.
-
-    Unknown sections and keys are refused with the key named (and a close
-    match suggested); values are coerced and checked with the box's rules.
-    """
-    config = root_cls()
-    sections = {f.name: f for f in dataclasses.fields(root_cls)}
-    for section_name, body in data.items():
-        if section_name not in sections:
-            raise ConfigError(f"unknown section [{section_name}]"
-                              f"{_suggest(section_name, list(sections))}")
-        if not isinstance(body, dict):
-            raise ConfigError(f"[{section_name}] must be a table")
-        section = getattr(config, section_name)
-        keys = {f.name: f for f in dataclasses.fields(section)}
-        for key, raw in body.items():
-            if key not in keys:
-                raise ConfigError(f"unknown key [{section_name}] {key}"
-                                  f"{_suggest(key, list(keys))}")
-            spec = keys[key]
-            value = _coerce(section_name, key, str(spec.type), raw)
-            check = spec.metadata.get("check")
-            problem = check(value) if check else None
-            if problem:
-                raise ConfigError(f"[{section_name}] {key}: {problem}")
-            setattr(section, key, value)
-    return config
-
-
 def from_dict(data: dict[str, Any]) -> CentralConfig:
     """A validated CentralConfig from parsed TOML; raise ConfigError naming the key."""
-    config = load_dataclass_config(data, CentralConfig)
+    config = load_sections(data, CentralConfig)
     mqtt = config.mqtt
     if bool(mqtt.cert_file) != bool(mqtt.key_file):
         raise ConfigError("[mqtt] cert_file: a client certificate needs both cert_file and "
@@ -177,26 +151,10 @@ def load(path: str | Path | None = None) -> CentralConfig:
     """Load the config file at ``path`` (or the embedded defaults when None)."""
     if path is None:
         return CentralConfig()
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    return from_dict(data)
+    return from_dict(read_toml(path))
 
 
 def describe_defaults() -> str:
     """The embedded defaults as a commented TOML example."""
-    lines = ["# clinibox central: every key is optional; shown with its default.", ""]
-    for section in dataclasses.fields(CentralConfig):
-        obj = getattr(CentralConfig(), section.name)
-        lines.append(f"[{section.name}]")
-        for spec in dataclasses.fields(obj):
-            lines.append(f"# {spec.metadata.get('doc', '')}")
-            lines.append(f"{spec.name} = {_toml_value(getattr(obj, spec.name))}")
-        lines.append("")
-    return "\n".join(lines)
+    return describe_sections(
+        CentralConfig(), "# clinibox central: every key is optional; shown with its default.")

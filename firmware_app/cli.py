@@ -53,9 +53,7 @@ def _load_config(args: argparse.Namespace) -> config_module.Config:
 
 
 def _open_db(config: config_module.Config):
-    conn = db.connect(config.database_path)
-    db.initialise(conn)
-    return conn
+    return db.open_database(config.database_path)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

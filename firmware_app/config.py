@@ -14,7 +14,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from firmware_app.telemetry.schema import IDENTITY
 
@@ -28,6 +28,9 @@ BUNDLED_MODELS_DIR = REPO_ROOT / "models"
 DEMO_PUBLIC_KEY = BUNDLED_MODELS_DIR / "keys" / "DEMO-ONLY-model-signing.pub"
 
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII, no backslash
+
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -321,10 +324,15 @@ def _suggest(name: str, options: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def from_dict(data: dict[str, Any]) -> Config:
-    """Build a validated Config from parsed TOML; raise ConfigError naming the key."""
-    config = Config()
-    sections = {f.name: f for f in dataclasses.fields(Config)}
+def load_sections(data: dict[str, Any], root_cls: type[T]) -> T:
+    """Build ``root_cls`` (a dataclass of section dataclasses) from parsed TOML.
+
+    Unknown sections and keys are refused with the key named (and a close
+    match suggested); each value is coerced to its type and checked. The box's
+    config and the hospital's (``central.config``) are both read with it.
+    """
+    config = root_cls()
+    sections = {f.name: f for f in dataclasses.fields(root_cls)}
     for section_name, body in data.items():
         if section_name not in sections:
             hint = _suggest(section_name, list(sections))
@@ -344,6 +352,12 @@ def from_dict(data: dict[str, Any]) -> Config:
             if problem:
                 raise ConfigError(f"[{section_name}] {key}: {problem}")
             setattr(section, key, value)
+    return config
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Build a validated Config from parsed TOML; raise ConfigError naming the key."""
+    config = load_sections(data, Config)
     _check_cross_field(config)
     return config
 
@@ -366,34 +380,43 @@ def _check_cross_field(config: Config) -> None:
         raise ConfigError("[limits] min_rows: larger than max_rows or max_columns")
 
 
-def load(path: str | Path | None = None) -> Config:
-    """Load the config file at ``path`` (or the embedded defaults when None)."""
-    if path is None:
-        return Config()
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file; ConfigError when it cannot be read or is not TOML."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    return from_dict(data)
+
+
+def load(path: str | Path | None = None) -> Config:
+    """Load the config file at ``path`` (or the embedded defaults when None)."""
+    if path is None:
+        return Config()
+    return from_dict(read_toml(path))
+
+
+def describe_sections(root: Any, title: str) -> str:
+    """Render a config object's values as a commented TOML example."""
+    lines = [title, ""]
+    for section in dataclasses.fields(root):
+        obj = getattr(root, section.name)
+        lines.append(f"[{section.name}]")
+        for spec in dataclasses.fields(obj):
+            lines.append(f"# {spec.metadata.get('doc', '')}")
+            lines.append(f"{spec.name} = {_toml_value(getattr(obj, spec.name))}")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def describe_defaults() -> str:
     """Render the embedded defaults as a commented TOML example."""
-    lines = ["# clinibox configuration: every key is optional; shown with its default.", ""]
-    for section in dataclasses.fields(Config):
-        obj = getattr(Config(), section.name)
-        lines.append(f"[{section.name}]")
-        for spec in dataclasses.fields(obj):
-            value = getattr(obj, spec.name)
-            lines.append(f"# {spec.metadata.get('doc', '')}")
-            lines.append(f"{spec.name} = {_toml_value(value)}")
-        lines.append("")
-    return "\n".join(lines)
+    return describe_sections(
+        Config(), "# clinibox configuration: every key is optional; shown with its default.")
 
 
 def _toml_value(value: Any) -> str:

@@ -148,6 +148,13 @@ def connect(path: Path, *, acknowledging: bool = True) -> sqlite3.Connection:
     return conn
 
 
+def open_database(path: Path) -> sqlite3.Connection:
+    """Connect and make sure the tables exist (for the command line's one-off reads)."""
+    conn = connect(path)
+    initialise(conn)
+    return conn
+
+
 def initialise(conn: sqlite3.Connection) -> None:
     """Create the tables if they are not there yet."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]

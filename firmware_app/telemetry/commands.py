@@ -28,16 +28,10 @@ def _config(args: argparse.Namespace) -> config_module.Config:
     return config_module.load(getattr(args, "config", None))
 
 
-def _conn(config: config_module.Config):
-    conn = db.connect(config.database_path)
-    db.initialise(conn)
-    return conn
-
-
 def cmd_outbox(args: argparse.Namespace) -> int:
     """List the outbound messages within the audit window, payloads in full."""
     config = _config(args)
-    conn = _conn(config)
+    conn = db.open_database(config.database_path)
     outbox = Outbox(conn, config.telemetry.outbox_max_messages, set())
     since = time.time() - config.telemetry.audit_days * 86400
     rows = outbox.audit(since)
@@ -79,7 +73,7 @@ def cmd_identity(args: argparse.Namespace) -> int:
 def cmd_study(args: argparse.Namespace) -> int:
     """Find the local study behind a study reference from an alert."""
     config = _config(args)
-    conn = _conn(config)
+    conn = db.open_database(config.database_path)
     key = find_study(conn, load_identity(config), args.ref)
     if key is None:
         conn.close()

@@ -10,11 +10,9 @@ broker link through a real Mosquitto.
 from __future__ import annotations
 
 import itertools
-import socket
-import subprocess
 import threading
 import time
-from pathlib import Path
+from collections.abc import Iterator
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -25,9 +23,10 @@ from central.config import CentralConfig
 from central.receiver import MqttService, Receiver
 from central.store import Store, StoreError
 from firmware_app.telemetry.envelope import Header
+from tests.integration.conftest import wait_for
+from tests.mqtt_broker import Broker, make_mqtt_pki
 from tests.postgres_server import PostgresServer
 from tests.telemetry_payloads import Box, alert_payload, hospital_keys, summary_payload
-from tests.tls_certs import CertificateAuthority
 from tests.unit.test_central_store import StoreContract
 
 pytestmark = pytest.mark.integration
@@ -150,43 +149,12 @@ def test_a_database_fault_reaches_the_caller_so_the_message_is_not_acknowledged(
 
 # -- through a real broker --------------------------------------------------------
 
-MOSQUITTO = Path("/usr/sbin/mosquitto")
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 @pytest.fixture
-def broker(tmp_path):
-    """Mosquitto on a free TLS port, requiring client certificates; yields (port, CA)."""
-    if not MOSQUITTO.exists():
-        pytest.fail(f"{MOSQUITTO} not found: apt-get install mosquitto, as .ci/run does")
-    ca = CertificateAuthority.create(tmp_path / "pki")
-    cert, key = ca.issue_server("localhost", tmp_path / "pki", stem="broker")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    config = tmp_path / "mosquitto.conf"
-    config.write_text(
-        "user root\nlog_dest stderr\nlog_type error\nlog_type warning\n"
-        f"listener {port} 127.0.0.1\ncafile {ca.cert_path}\ncertfile {cert}\nkeyfile {key}\n"
-        "require_certificate true\nuse_identity_as_username true\nallow_anonymous false\n")
-    process = subprocess.Popen([str(MOSQUITTO), "-c", str(config)], stderr=subprocess.PIPE)
-
-    def listening() -> bool:
-        with socket.socket() as probe:
-            return probe.connect_ex(("127.0.0.1", port)) == 0
-
-    _wait_for(listening, 10, "mosquitto to listen")
-    yield port, ca
-    process.terminate()
-    process.wait(timeout=10)
+def broker(tmp_path) -> Iterator[Broker]:
+    """The test Mosquitto (TLS, client certificates, the clinibox ACL)."""
+    pki = make_mqtt_pki(tmp_path / "pki", [("clinic-a", "box-1")])
+    with Broker(tmp_path / "broker", pki) as running:
+        yield running
 
 
 class _Running:
@@ -214,7 +182,7 @@ def serve():
     def start(config: CentralConfig, store: Store, hospital_key) -> _Running:
         running = _Running(config, store, hospital_key)
         started.append(running)
-        _wait_for(running.service.connected.is_set, 10, "the receiver to subscribe")
+        wait_for(running.service.connected.is_set, 10, "the receiver to subscribe")
         return running
 
     yield start
@@ -222,26 +190,24 @@ def serve():
         running.close()
 
 
-def test_the_broker_link_acknowledges_only_what_is_committed(pg_url, broker, serve, tmp_path,
-                                                            request):
-    port, ca = broker
+def test_the_broker_link_acknowledges_only_what_is_committed(pg_url, broker, serve, request):
+    pki = broker.pki
     hospital_private, hospital_public = hospital_keys()
     store = Store(pg_url)
     request.addfinalizer(store.close)
     box = Box("clinic-a", "box-1", hospital_public)
     store.enrol(box.clinic, box.device, box.pem)
-    receiver_cert = ca.issue_client("central", tmp_path / "pki", stem="central")
-    box_cert = ca.issue_client("clinic-a/box-1", tmp_path / "pki", stem="box")
+    box_cert = pki.device("clinic-a", "box-1")
     config = CentralConfig()
-    config.mqtt.host, config.mqtt.port, config.mqtt.client_id = "localhost", port, "rx-test"
-    config.mqtt.ca_file = str(ca.cert_path)
-    config.mqtt.cert_file, config.mqtt.key_file = map(str, receiver_cert)
+    config.mqtt.host, config.mqtt.port, config.mqtt.client_id = "localhost", broker.port, "rx-test"
+    config.mqtt.ca_file = str(pki.ca_cert)
+    config.mqtt.cert_file, config.mqtt.key_file = str(pki.receiver.cert), str(pki.receiver.key)
 
     publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="box-1",
                             protocol=mqtt.MQTTv5)
-    publisher.tls_set(ca_certs=str(ca.cert_path), certfile=str(box_cert[0]),
-                      keyfile=str(box_cert[1]))
-    publisher.connect("localhost", port)
+    publisher.tls_set(ca_certs=str(pki.ca_cert), certfile=str(box_cert.cert),
+                      keyfile=str(box_cert.key))
+    publisher.connect("localhost", broker.port)
     publisher.loop_start()
     request.addfinalizer(publisher.loop_stop)
 
@@ -255,19 +221,19 @@ def test_the_broker_link_acknowledges_only_what_is_committed(pg_url, broker, ser
     running = serve(config, store, hospital_private)
     publish(3)
     publisher.publish("clinibox/clinic-a/box-1/alert", b"junk", qos=1).wait_for_publish(10)
-    _wait_for(lambda: stored() == 3 and store.counts()["rejections"] == 1, 10, "3 stored")
+    wait_for(lambda: stored() == 3 and store.counts()["rejections"] == 1, 10, "3 stored")
     running.close()
 
     publish(2, "summary")  # the receiver is down: the broker keeps them in its session
     running = serve(config, store, hospital_private)
-    _wait_for(lambda: stored() == 5, 10, "the messages sent while it was down")
+    wait_for(lambda: stored() == 5, 10, "the messages sent while it was down")
 
     with psycopg.connect(pg_url, autocommit=True) as admin:
         admin.execute("ALTER TABLE messages RENAME TO messages_away")
         publish(1, "status")
-        _wait_for(lambda: not running.service.connected.is_set(), 10, "the receiver to let go")
+        wait_for(lambda: not running.service.connected.is_set(), 10, "the receiver to let go")
         time.sleep(1.0)
         admin.execute("ALTER TABLE messages_away RENAME TO messages")
-    _wait_for(lambda: stored() == 6, 15, "the unacknowledged message to come again")
+    wait_for(lambda: stored() == 6, 15, "the unacknowledged message to come again")
     assert store.counts()["rejections"] == 1  # a database fault is no sender's fault
     assert running.service.receiver.counts["stored"] == 3
