@@ -101,12 +101,15 @@ class Publisher:
         header = Header(self.identity.clinic, self.identity.device, kind, seq)
         return seal(header, payload, self.hospital_key, self.identity.signing_key)
 
-    def _sealed(self, message: OutboxMessage) -> bytes:
-        if message.envelope is not None:
-            return message.envelope
-        envelope = self.seal(message.kind, message.seq, message.payload)
-        self.outbox.set_envelope(message.seq, envelope)
-        return envelope
+    def _prepare(self, batch: list[OutboxMessage]) -> list[tuple[OutboxMessage, bytes]]:
+        """Seal what is not sealed yet and count the attempt: one commit for the batch."""
+        sealed = [(m, m.envelope or self.seal(m.kind, m.seq, m.payload)) for m in batch]
+        with db.transaction(self.conn):
+            for message, envelope in sealed:
+                if message.envelope is None:
+                    self.outbox.set_envelope(message.seq, envelope)
+                self.outbox.note_attempt(message.seq)
+        return sealed
 
     # -- the link ------------------------------------------------------------
     def _new_client(self) -> mqtt.Client:
@@ -197,15 +200,13 @@ class Publisher:
                 skip = set(in_flight.values())
                 batch = [m for m in self.outbox.waiting(WINDOW + len(skip))
                          if m.seq not in skip][: WINDOW - len(in_flight)]
-                for message in batch:
-                    envelope = self._sealed(message)
+                for message, envelope in self._prepare(batch):
                     info = self.client.publish(
                         topic(self.identity.clinic, self.identity.device, message.kind),
                         envelope, qos=1)
                     if info.rc != mqtt.MQTT_ERR_SUCCESS:
                         raise LinkDown(f"publish failed: {mqtt.error_string(info.rc)}")
                     in_flight[info.mid] = message.seq
-                    self.outbox.note_attempt(message.seq)
             if not in_flight:
                 return done
             if deadline is not None and time.monotonic() > deadline:
