@@ -216,6 +216,11 @@ def test_every_alert_arrives_exactly_once(scenario: Scenario, hospital: Hospital
     payloads = hospital.rows("SELECT payload FROM messages WHERE kind='alert'")
     refs = {json.loads(p[0])["study_ref"] for p in payloads}
     assert len(refs) == len(box_alerts)
+    # the clinic can go from an alert's reference back to its study; it is the box's own
+    found = scenario.box.cli("study", sorted(refs)[0]).stdout
+    assert "1.2.826.0.1.3680043.9.7777.41." in found and "ALERT" in found
+    missing = scenario.box.cli("study", "0" * 32, check=False)
+    assert missing.returncode == 1 and "no study" in missing.stderr
 
 
 def test_alerts_arrive_before_what_waited_with_them(scenario: Scenario, hospital: Hospital):
