@@ -78,7 +78,8 @@ class Appliance:
         conn = db.connect(config.database_path)
         db.initialise(conn)
         spool = make_spool(config)
-        leftovers = spool.clean_temporary()
+        known = {row[0] for row in conn.execute("SELECT local_id FROM instances")}
+        leftovers = spool.clean_temporary() + spool.remove_orphans(known)
         requeued, failed = JobQueue(conn).recover(config.worker.max_attempts)
         if leftovers or requeued or failed:
             log.info("recovery: %d partial files removed, %d jobs requeued, %d failed",

@@ -119,3 +119,17 @@ class Spool:
             leftover.unlink(missing_ok=True)
             removed += 1
         return removed
+
+    def remove_orphans(self, known: set[str]) -> int:
+        """Delete spooled objects no queue row names; return how many.
+
+        Such a file was renamed into place but its queue row was never
+        committed (a crash in between), so the sender was never told "stored"
+        and sends it again. Call only while nothing is landing (at start-up).
+        """
+        removed = 0
+        for path in self.root.glob("??/*.dcm"):
+            if path.stem not in known:
+                path.unlink()
+                removed += 1
+        return removed

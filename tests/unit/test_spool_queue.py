@@ -4,17 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from firmware_app import db
 from firmware_app.queue import DuplicateInstance, JobQueue
 from firmware_app.spool import Spool, SpoolFull, new_local_id
-
-
-@pytest.fixture
-def conn(tmp_path):
-    connection = db.connect(tmp_path / "box.db")
-    db.initialise(connection)
-    yield connection
-    connection.close()
 
 
 def test_database_is_wal_with_full_sync(conn):
@@ -50,6 +41,17 @@ def test_spool_removes_partial_files_after_crash(tmp_path):
     (spool.tmp / "deadbeef.part").write_bytes(b"half")
     assert spool.clean_temporary() == 1
     assert not any(spool.tmp.iterdir())
+
+
+def test_spool_removes_objects_no_queue_row_names(tmp_path):
+    # renamed into place, then a crash before the queue row committed: never acknowledged
+    spool = Spool(tmp_path / "spool", tmp_path / "q")
+    kept, orphan = new_local_id(), new_local_id()
+    spool.write(kept, b"kept")
+    spool.write(orphan, b"orphan")
+    assert spool.remove_orphans({kept}) == 1
+    assert spool.path_for(kept).exists() and not spool.path_for(orphan).exists()
+    assert spool.remove_orphans({kept}) == 0
 
 
 def test_quarantine_keeps_object_and_reason(tmp_path):

@@ -34,14 +34,6 @@ def alert(n=0):
             "model": "clinibox-demo-lesion@1.0.0", "instances": 1, "processing_ms": 12.0}
 
 
-@pytest.fixture
-def conn(tmp_path):
-    connection = db.connect(tmp_path / "box.db")
-    db.initialise(connection)
-    yield connection
-    connection.close()
-
-
 def test_alerts_drain_before_status_and_seq_only_grows_across_reopen(conn, tmp_path):
     outbox = Outbox(conn, 100, LABELS)
     s1 = outbox.enqueue("status", status())
