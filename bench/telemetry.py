@@ -331,21 +331,6 @@ def bench_drain(root: Path, count: int, repeat: int, hospital_pub: Path,
 
 # -- 2. receiver ingest ---------------------------------------------------------------
 
-class DurablePostgres(PostgresServer):
-    """The tests' throw-away server without its fsync-off options (durable, as deployed)."""
-
-    _NOT_DURABLE = ("-c fsync=off ", "-c synchronous_commit=off ", "-c full_page_writes=off ")
-
-    def _run(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        if tool == "pg_ctl" and "-o" in args:
-            at = args.index("-o") + 1
-            options = args[at]
-            for option in self._NOT_DURABLE:
-                options = options.replace(option, "")
-            args = (*args[:at], options, *args[at + 1:])
-        return super()._run(tool, *args, check=check)
-
-
 def pg_settings(url: str) -> dict[str, str]:
     """fsync and synchronous_commit as a session on ``url`` sees them."""
     import psycopg
@@ -401,7 +386,7 @@ def bench_ingest(root: Path, count: int, hospital: X25519PublicKey,
     rows: dict[str, Any] = {}
     rows["sqlite (WAL, synchronous=FULL)"] = time_ingest(
         f"sqlite:///{root / 'central.db'}", envelopes, device_key, hospital_private)
-    server = DurablePostgres(root / "postgres")
+    server = PostgresServer(root / "postgres", durable=True)
     try:
         server.start()
         for database, durable in (("durable", True), ("async_commit", False)):

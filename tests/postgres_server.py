@@ -47,8 +47,13 @@ def _free_port() -> int:
 class PostgresServer:
     """One PostgreSQL cluster under ``folder`` (or a private temporary folder when root)."""
 
-    def __init__(self, folder: Path) -> None:
-        """Plan a cluster; nothing runs until :meth:`start`."""
+    def __init__(self, folder: Path, *, durable: bool = False) -> None:
+        """Plan a cluster; nothing runs until :meth:`start`.
+
+        Tests run it with fsync off (fast); ``durable`` keeps PostgreSQL's
+        deployed settings, for benchmarks.
+        """
+        self.durable = durable
         self.bin_dir = find_bin_dir()
         self.as_root = os.geteuid() == 0
         self._own_root: Path | None = None
@@ -86,8 +91,9 @@ class PostgresServer:
         for attempt in range(3):
             self.port = _free_port()
             options = (f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 "
-                       "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
                        "-c max_connections=50")
+            if not self.durable:
+                options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             result = self._run("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data_dir),
                                "-l", str(self.log_file), "-o", options, check=attempt == 2)
             if result.returncode == 0:

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import os
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,23 +69,26 @@ def _write_private(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
-def _ensure(path: Path, configured: bool, make: bytes, what: str) -> None:
+def _new_signing_key() -> bytes:
+    return Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption())
+
+
+def _ensure(path: Path, configured: bool, make: Callable[[], bytes], what: str) -> None:
     if path.exists():
         return
     if configured:
         raise FileNotFoundError(f"{what} {path} (set in the config) does not exist")
-    _write_private(path, make)
+    _write_private(path, make())
 
 
 def load_identity(config: Config) -> DeviceIdentity:
     """Read the box's keys, making them on first start when the config leaves paths empty."""
     key_path, secret_path = config.device_key_path, config.device_secret_path
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption())
-    _ensure(key_path, bool(config.telemetry.device_key), pem, "device signing key")
-    _ensure(secret_path, bool(config.telemetry.device_secret), os.urandom(SECRET_BYTES),
-            "study-reference secret")
+    _ensure(key_path, bool(config.telemetry.device_key), _new_signing_key, "device signing key")
+    _ensure(secret_path, bool(config.telemetry.device_secret),
+            lambda: os.urandom(SECRET_BYTES), "study-reference secret")
     secret = secret_path.read_bytes()
     if len(secret) < 16:
         raise ValueError(f"study-reference secret {secret_path} is shorter than 16 bytes")
