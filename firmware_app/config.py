@@ -169,10 +169,24 @@ class ModelsConfig:
 
 @dataclass
 class WebConfig:
-    """The clinic viewer's address (the viewer itself is a separate component)."""
+    """The clinic viewer: a Flask app served over HTTPS by gunicorn (``clinibox web``)."""
 
+    enabled: bool = _key(doc="start the viewer with clinibox serve (clinibox serve --no-web "
+                             "leaves it to its own service)", default=True)
     host: str = _key(doc="address the viewer listens on", default="0.0.0.0")
-    port: int = _key(_range(1, 65535), "viewer TCP port", 8080)
+    port: int = _key(_range(1, 65535), "viewer HTTPS port", 8080)
+    tls_cert: str = _key(doc="certificate (PEM) the viewer presents; empty means a self-signed "
+                             "one made on first start under <state_dir>/keys", default="")
+    tls_key: str = _key(doc="private key (PEM) of tls_cert", default="")
+    threads: int = _key(_range(1, 64), "requests served at once", 4)
+    session_idle_minutes: float = _key(_range(1, 1440), "a session ends after this long idle",
+                                       30.0)
+    session_max_hours: float = _key(_range(0.1, 168), "a session ends this long after login",
+                                    12.0)
+    login_failures_per_minute: int = _key(
+        _range(1, 100), "failed logins allowed per account and per address in any minute", 5)
+    refresh_seconds: float = _key(_range(1, 3600), "how often open worklists update", 5.0)
+    page_size: int = _key(_range(10, 1000), "worklist rows per page", 50)
 
 
 @dataclass
@@ -287,6 +301,14 @@ class Config:
                 else self.keys_dir / "study-ref.secret")
 
     @property
+    def web_cert_paths(self) -> tuple[Path, Path]:
+        """The viewer's TLS certificate and key (configured, or the box's self-signed pair)."""
+        if self.web.tls_cert:
+            return (Path(self.web.tls_cert).expanduser().resolve(),
+                    Path(self.web.tls_key).expanduser().resolve())
+        return self.keys_dir / "web-cert.pem", self.keys_dir / "web-key.pem"
+
+    @property
     def trusted_key_paths(self) -> list[Path]:
         """Public keys trusted for package signatures (demo key when none given)."""
         if self.models.trusted_keys:
@@ -374,6 +396,8 @@ def _check_cross_field(config: Config) -> None:
         for name, value in needed.items():
             if not value:
                 raise ConfigError(f"{name}: needed when [mqtt] host is set")
+    if bool(config.web.tls_cert) != bool(config.web.tls_key):
+        raise ConfigError("[web] tls_cert: tls_cert and tls_key go together")
     if config.telemetry.retry_min_seconds > config.telemetry.retry_max_seconds:
         raise ConfigError("[telemetry] retry_min_seconds: larger than retry_max_seconds")
     if config.limits.min_rows > min(config.limits.max_rows, config.limits.max_columns):

@@ -13,7 +13,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -56,8 +56,13 @@ CREATE TABLE IF NOT EXISTS results (
     input_std       REAL
 );
 
+-- One row per study with at least one processed instance: the worklist.
+-- The id is stable (rows are updated in place), so the viewer links to it.
+-- The patient and study strings are shown on the clinic LAN only; they never
+-- leave the box (the telemetry schema has no field that could carry them).
 CREATE TABLE IF NOT EXISTS studies (
-    study_key          TEXT PRIMARY KEY,
+    id                 INTEGER PRIMARY KEY,
+    study_key          TEXT NOT NULL UNIQUE,
     modality           TEXT,
     instances          INTEGER NOT NULL,
     max_probability    REAL NOT NULL,
@@ -65,8 +70,16 @@ CREATE TABLE IF NOT EXISTS studies (
     alert              INTEGER NOT NULL,
     top_instance_id    INTEGER REFERENCES instances(id),
     warnings           INTEGER NOT NULL,
-    updated_at         REAL NOT NULL
+    received_at        REAL NOT NULL,
+    updated_at         REAL NOT NULL,
+    patient_name       TEXT NOT NULL DEFAULT '',
+    patient_id         TEXT NOT NULL DEFAULT '',
+    study_date         TEXT NOT NULL DEFAULT '',
+    study_description  TEXT NOT NULL DEFAULT ''
 );
+CREATE INDEX IF NOT EXISTS studies_suspicion ON studies(alert DESC, max_probability DESC,
+                                                       received_at DESC);
+CREATE INDEX IF NOT EXISTS studies_received ON studies(received_at);
 
 CREATE TABLE IF NOT EXISTS imported_files (
     medium_path  TEXT NOT NULL,
@@ -78,12 +91,42 @@ CREATE TABLE IF NOT EXISTS imported_files (
     PRIMARY KEY (medium_path, size_bytes, mtime_ns)
 );
 
+-- Clinicians' verdicts on findings: ``finding`` indexes the result's boxes,
+-- -1 is the image as a whole. One verdict per clinician and finding (the
+-- latest wins); telemetry sends only the counts.
 CREATE TABLE IF NOT EXISTS feedback (
     id          INTEGER PRIMARY KEY,
     instance_id INTEGER NOT NULL REFERENCES instances(id),
-    verdict     TEXT NOT NULL CHECK (verdict IN ('agree', 'disagree')),
-    at          REAL NOT NULL
+    finding     INTEGER NOT NULL DEFAULT -1,
+    verdict     TEXT NOT NULL CHECK (verdict IN ('agree', 'disagree', 'unsure')),
+    account_id  INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    at          REAL NOT NULL,
+    UNIQUE (instance_id, finding, account_id)
 );
+CREATE INDEX IF NOT EXISTS feedback_at ON feedback(at);
+
+-- The viewer's local accounts (``clinibox user``), their sessions and failed logins.
+CREATE TABLE IF NOT EXISTS accounts (
+    id            INTEGER PRIMARY KEY,
+    name          TEXT NOT NULL UNIQUE,
+    role          TEXT NOT NULL CHECK (role IN ('clinician', 'technician')),
+    password_hash TEXT NOT NULL,
+    created_at    REAL NOT NULL,
+    changed_at    REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS web_sessions (
+    token_hash  TEXT PRIMARY KEY,
+    account_id  INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    created_at  REAL NOT NULL,
+    last_seen   REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS login_failures (
+    id       INTEGER PRIMARY KEY,
+    at       REAL NOT NULL,
+    name     TEXT NOT NULL,
+    address  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS login_failures_at ON login_failures(at);
 
 -- Outbound telemetry. seq is the message's sequence number: AUTOINCREMENT
 -- never reuses a value, even after rows are deleted, so it only grows across
@@ -162,14 +205,53 @@ def initialise(conn: sqlite3.Connection) -> None:
         raise RuntimeError(
             f"database schema {version} is newer than this software ({SCHEMA_VERSION})"
         )
+    if 0 < version < 3:
+        _migrate_to_v3(conn)
     conn.executescript(_SCHEMA)
     if 0 < version < 2:  # results gained the input intensity figures
         columns = {row[1] for row in conn.execute("PRAGMA table_info(results)")}
         for name in ("input_mean", "input_std"):
             if name not in columns:
                 conn.execute(f"ALTER TABLE results ADD COLUMN {name} REAL")
+    if 0 < version < 3:
+        _rebuild_studies(conn)
     _start_sequence(conn)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def _migrate_to_v3(conn: sqlite3.Connection) -> None:
+    """v3: studies get a stable id and the worklist columns; feedback gets findings and 'unsure'.
+
+    ``studies`` is derived from the results, so it is dropped here and rolled
+    up again by ``_rebuild_studies``; feedback rows are copied over (as
+    verdicts on the whole image).
+    """
+    conn.execute("DROP TABLE IF EXISTS studies")
+    if "feedback" in _tables(conn) and "finding" not in _columns(conn, "feedback"):
+        conn.execute("ALTER TABLE feedback RENAME TO feedback_v2")
+        conn.executescript(_SCHEMA)
+        conn.execute("INSERT INTO feedback(id, instance_id, finding, verdict, at)"
+                     " SELECT id, instance_id, -1, verdict, at FROM feedback_v2")
+        conn.execute("DROP TABLE feedback_v2")
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def _rebuild_studies(conn: sqlite3.Connection) -> None:
+    """Roll every processed study up again (after the v3 migration dropped the table)."""
+    from firmware_app.results import update_study
+
+    keys = conn.execute(
+        "SELECT i.study_instance_uid, MAX(i.modality) FROM instances i"
+        " JOIN results r ON r.instance_id = i.id GROUP BY i.study_instance_uid").fetchall()
+    for key, modality in keys:
+        update_study(conn, key, modality, {}, time.time())
 
 
 def _start_sequence(conn: sqlite3.Connection) -> None:

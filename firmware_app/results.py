@@ -36,6 +36,42 @@ def decode_heatmap(blob: bytes | None) -> np.ndarray | None:
     return np.load(io.BytesIO(blob), allow_pickle=False).astype(np.float32)
 
 
+#: Patient and study strings kept for the clinic viewer's worklist (never sent anywhere).
+DISPLAY_FIELDS = ("patient_name", "patient_id", "study_date", "study_description")
+
+
+def update_study(conn: sqlite3.Connection, study_key: str, modality: str | None,
+                 display: dict[str, str], now: float) -> None:
+    """Roll the study up from its instances: a study is as suspicious as its worst one.
+
+    An upsert, so the study keeps its row id (the viewer's links); the display
+    strings are the latest instance's, kept when it has none.
+    """
+    values = [display.get(name) or "" for name in DISPLAY_FIELDS]
+    conn.execute(
+        "INSERT INTO studies(study_key, modality, instances, max_probability, findings, alert,"
+        " top_instance_id, warnings, received_at, updated_at, patient_name, patient_id,"
+        " study_date, study_description)"
+        " SELECT ?, ?, COUNT(*), MAX(r.probability), SUM(r.finding), MAX(r.alert),"
+        "  (SELECT r2.instance_id FROM results r2 JOIN instances i2 ON i2.id = r2.instance_id"
+        "   WHERE i2.study_instance_uid = ? ORDER BY r2.probability DESC LIMIT 1),"
+        "  SUM(json_array_length(r.warnings_json)), MIN(i.received_at), ?, ?, ?, ?, ?"
+        " FROM results r JOIN instances i ON i.id = r.instance_id"
+        " WHERE i.study_instance_uid = ?"
+        " ON CONFLICT(study_key) DO UPDATE SET modality=excluded.modality,"
+        "  instances=excluded.instances, max_probability=excluded.max_probability,"
+        "  findings=excluded.findings, alert=excluded.alert,"
+        "  top_instance_id=excluded.top_instance_id, warnings=excluded.warnings,"
+        "  received_at=excluded.received_at, updated_at=excluded.updated_at,"
+        "  patient_name=COALESCE(NULLIF(excluded.patient_name, ''), patient_name),"
+        "  patient_id=COALESCE(NULLIF(excluded.patient_id, ''), patient_id),"
+        "  study_date=COALESCE(NULLIF(excluded.study_date, ''), study_date),"
+        "  study_description=COALESCE(NULLIF(excluded.study_description, ''),"
+        "   study_description)",
+        (study_key, modality, study_key, now, *values, study_key),
+    )
+
+
 class ResultStore:
     """Write and read results on one SQLite connection."""
 
@@ -58,7 +94,8 @@ class ResultStore:
     ) -> None:
         """Store the result and mark the instance processed, in one transaction.
 
-        ``identity`` holds study/series UIDs and modality; they stay on the box.
+        ``identity`` holds study/series UIDs, modality and the patient and
+        study strings the viewer shows (``DISPLAY_FIELDS``); they stay on the box.
         """
         heatmap, shape = _encode_heatmap(findings.heatmap)
         boxes = [asdict(b) for b in findings.boxes]
@@ -83,21 +120,7 @@ class ResultStore:
                  intensity[0], intensity[1]),
             )
             self.queue.set_status(instance_id, "processed")
-            self._update_study(study_key, identity.get("modality"), now)
-
-    def _update_study(self, study_key: str, modality: str | None, now: float) -> None:
-        """Roll the study up from its instances: a study is as suspicious as its worst one."""
-        self.conn.execute(
-            "INSERT OR REPLACE INTO studies(study_key, modality, instances, max_probability,"
-            " findings, alert, top_instance_id, warnings, updated_at)"
-            " SELECT ?, ?, COUNT(*), MAX(r.probability), SUM(r.finding), MAX(r.alert),"
-            "  (SELECT r2.instance_id FROM results r2 JOIN instances i2 ON i2.id = r2.instance_id"
-            "   WHERE i2.study_instance_uid = ? ORDER BY r2.probability DESC LIMIT 1),"
-            "  SUM(json_array_length(r.warnings_json)), ?"
-            " FROM results r JOIN instances i ON i.id = r.instance_id"
-            " WHERE i.study_instance_uid = ?",
-            (study_key, modality, study_key, now, study_key),
-        )
+            update_study(self.conn, study_key, identity.get("modality"), identity, now)
 
     def instances(self) -> list[dict[str, Any]]:
         """Every received instance with its status and result (newest last)."""

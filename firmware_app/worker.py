@@ -75,6 +75,7 @@ class Worker:
                 "study_instance_uid": decoded.study_instance_uid,
                 "series_instance_uid": decoded.series_instance_uid,
                 "modality": decoded.modality,
+                **decoded.display,
             },
             findings=analysis.findings,
             warnings=analysis.warnings,

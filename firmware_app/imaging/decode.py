@@ -79,6 +79,8 @@ class DecodedImage:
     transfer_syntax: str
     pixel_spacing: tuple[float, float] | None
     decode_ms: float = field(default=0.0)
+    #: Patient and study strings for the clinic viewer (stay on the box).
+    display: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,7 @@ def decode(path: Path, limits: LimitsConfig, max_frames: int) -> DecodedImage:
                 transfer_syntax=str(header.syntax),
                 pixel_spacing=_pixel_spacing(ds),
                 decode_ms=(time.perf_counter() - started) * 1000,
+                display=display_strings(ds),
             )
         except (DecodeError, FileNotFoundError, KeyboardInterrupt, SystemExit, GeneratorExit):
             raise
@@ -146,6 +149,16 @@ def decode(path: Path, limits: LimitsConfig, max_frames: int) -> DecodedImage:
             raise DecodeError("cannot decode: not enough memory on this box") from None
         except BaseException as exc:  # codec panics (e.g. PyO3 PanicException) are BaseException
             raise DecodeError(f"cannot decode: {_short(exc)}") from exc
+
+
+def display_strings(ds: Dataset) -> dict[str, str]:
+    """Patient name and id, study date and description as printable text (may be empty)."""
+    return {
+        "patient_name": _text(ds, "PatientName"),
+        "patient_id": _text(ds, "PatientID", 64),
+        "study_date": _text(ds, "StudyDate", 8),
+        "study_description": _text(ds, "StudyDescription"),
+    }
 
 
 # -- reading ----------------------------------------------------------------

@@ -159,7 +159,8 @@ def build_summary(conn: sqlite3.Connection, outbox: Outbox, model: ModelFacts,
         "intensity": {"mean": round(float(np.mean(means)), 4) if means else 0.0,
                       "std": round(float(np.mean(stds)), 4) if stds else 0.0},
         "feedback": {"agree": int(verdicts.get("agree", 0)),
-                     "disagree": int(verdicts.get("disagree", 0))},
+                     "disagree": int(verdicts.get("disagree", 0)),
+                     "unsure": int(verdicts.get("unsure", 0))},
     }
 
 

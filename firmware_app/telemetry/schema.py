@@ -200,7 +200,7 @@ SCHEMAS: dict[str, Obj] = {
         "confidence_histogram": Counts(HISTOGRAM_BINS),
         "intensity_histogram": Counts(HISTOGRAM_BINS),
         "intensity": Obj({"mean": Num(0, 1), "std": Num(0, 1)}),
-        "feedback": Obj({"agree": _COUNT, "disagree": _COUNT}),
+        "feedback": Obj({"agree": _COUNT, "disagree": _COUNT, "unsure": _COUNT}),
     }),
     "status": Obj({
         "schema": Int(SCHEMA_VERSION, SCHEMA_VERSION),

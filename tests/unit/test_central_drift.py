@@ -85,12 +85,12 @@ def test_empty_histograms_are_skipped():
 
 
 def test_frequent_disagreement_is_reported_only_with_enough_reviews():
-    few = [summary_payload(feedback={"agree": 2, "disagree": 7})]
+    few = [summary_payload(feedback={"agree": 2, "disagree": 7, "unsure": 0})]
     assert MIN_REVIEWS > 2 + 7
     assert drift_warnings([], few, HealthConfig()) == []
-    many = [summary_payload(feedback={"agree": 6, "disagree": 2}),
-            summary_payload(feedback={"agree": 2, "disagree": 2})]
+    many = [summary_payload(feedback={"agree": 6, "disagree": 2, "unsure": 0}),
+            summary_payload(feedback={"agree": 2, "disagree": 2, "unsure": 0})]
     [warning] = drift_warnings([], many, HealthConfig())
     assert warning == "clinicians disagreed with 4 of 12 reviewed findings (33%)"
-    agreeable = [summary_payload(feedback={"agree": 40, "disagree": 5})]
+    agreeable = [summary_payload(feedback={"agree": 40, "disagree": 5, "unsure": 0})]
     assert drift_warnings([], agreeable, HealthConfig()) == []

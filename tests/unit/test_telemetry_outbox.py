@@ -168,13 +168,13 @@ def test_summary_reports_drops_once_and_feedback(tmp_path, runner, conn):
     conn.execute("INSERT INTO instances(local_id, source, spool_path, size_bytes, status,"
                  " received_at, updated_at) VALUES ('x', 'usb', 'p', 1, 'processed', 0, 0)")
     now = time.time()
-    for verdict in ("agree", "agree", "disagree"):
+    for verdict in ("agree", "agree", "disagree", "unsure"):
         conn.execute("INSERT INTO feedback(instance_id, verdict, at) VALUES (1, ?, ?)",
                      (verdict, now))
     facts = model_facts(runner.package)
     first = build_summary(conn, outbox, facts, (now - 10, now + 1), 10.0, tmp_path)
     assert first["outbox_dropped"] == 2 and first["outbox_pending"] == 10
-    assert first["feedback"] == {"agree": 2, "disagree": 1}
+    assert first["feedback"] == {"agree": 2, "disagree": 1, "unsure": 1}
     check_message("summary", first, LABELS)
     second = build_summary(conn, outbox, facts, (now + 1, now + 2), 11.0, tmp_path)
     assert second["outbox_dropped"] == 0

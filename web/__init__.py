@@ -1,0 +1,1 @@
+"""The clinic viewer: a Flask app on the clinic LAN (worklist, study view, report, device)."""
