@@ -5,6 +5,7 @@
     Worker: queue → decode → quality → ModelRunner → aggregate → ResultStore
     TelemetryProducer: results → alerts, summaries, heartbeats → Outbox (SQLite)
     Publisher: Outbox → seal (encrypt + sign) → MQTT over TLS → hospital
+    ViewerProcess: `clinibox web` (Flask + gunicorn, HTTPS) as a restarted child process
 
 ``Appliance.start`` brings the parts up in order (database, spool recovery,
 model verification and backend choice, worker, then the listeners, so that
@@ -33,6 +34,7 @@ from firmware_app.telemetry.identity import load_identity
 from firmware_app.telemetry.messages import ModelFacts
 from firmware_app.telemetry.mqtt import Publisher
 from firmware_app.telemetry.service import TelemetryProducer
+from firmware_app.viewer_process import ViewerProcess
 from firmware_app.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -62,8 +64,9 @@ def make_spool(config: Config) -> Spool:
 class Appliance:
     """Every component of one box, started and stopped together."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, viewer: ViewerProcess | None = None) -> None:
         self.config = config
+        self.viewer = viewer
         self.stop_event = threading.Event()
         self.wake = threading.Event()
         self.outbound = threading.Event()
@@ -106,6 +109,8 @@ class Appliance:
             )
             self._thread("usb-import", importer.run, self.stop_event, config.usb.poll_seconds,
                          self.wake.set)
+        if self.viewer is not None:
+            self._thread("viewer", self.viewer.run, self.stop_event)
 
     def _start_telemetry(self, model: ModelFacts) -> None:
         """The outbox producer always runs; the publisher only with a broker and hospital key."""

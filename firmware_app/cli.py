@@ -1,5 +1,5 @@
-"""``clinibox``: the box's command line (serve, infer, status, results, model, keys, config,
-outbox, identity, study).
+"""``clinibox``: the box's command line (serve, web, user, infer, status, results, model, keys,
+config, outbox, identity, study).
 
 At the hospital, ``clinibox central …`` runs the receiver and its reports.
 
@@ -23,6 +23,7 @@ from firmware_app import config as config_module
 from firmware_app import db
 from firmware_app.models import PackageError, find_package, list_packages, load_package
 from firmware_app.telemetry import commands as telemetry_commands
+from web import commands as user_commands
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 CONVERTER_STEPS = ("distill", "prune", "export", "quantize", "verify", "package")
@@ -59,10 +60,22 @@ def _open_db(config: config_module.Config):
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run every configured component until stopped."""
     from firmware_app.app import Appliance
+    from firmware_app.viewer_process import ViewerProcess
 
     config = _load_config(args)
     logging.getLogger().setLevel(config.logging.level)
-    Appliance(config).serve_forever()
+    viewer = ViewerProcess(args.config) if config.web.enabled and not args.no_web else None
+    Appliance(config, viewer).serve_forever()
+    return EXIT_OK
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    """Run the clinic viewer (HTTPS, gunicorn) alone."""
+    from web.server import serve
+
+    config = _load_config(args)
+    logging.getLogger().setLevel(config.logging.level)
+    serve(config, args.config)
     return EXIT_OK
 
 
@@ -280,7 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", help="TOML config file (default: embedded defaults)")
         return p
 
-    with_config(sub.add_parser("serve", help="run the appliance")).set_defaults(func=cmd_serve)
+    p = with_config(sub.add_parser("serve", help="run the appliance (and the viewer)"))
+    p.add_argument("--no-web", action="store_true",
+                   help="do not start the viewer (it runs as its own service)")
+    p.set_defaults(func=cmd_serve)
+    with_config(sub.add_parser("web", help="run the clinic viewer alone (HTTPS)")).set_defaults(
+        func=cmd_web)
     p = with_config(sub.add_parser("infer", help="analyse files now, without the service"))
     p.add_argument("files", nargs="+")
     p.add_argument("--json", action="store_true")
@@ -310,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="converter toolchain (workstation): see clinibox convert --help"
                        if step == "convert" else f"converter step {step!r} alone")
     telemetry_commands.add_parsers(sub, with_config)
+    user_commands.add_parsers(sub, with_config)
     sub.add_parser("central", add_help=False,
                    help="the hospital's receiver: see clinibox central --help")
     p = sub.add_parser("config", help="print the example config, or --check FILE")

@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS results (
     input_mean      REAL,
     input_std       REAL
 );
+CREATE INDEX IF NOT EXISTS results_created ON results(created_at);
 
 -- One row per study with at least one processed instance: the worklist.
 -- The id is stable (rows are updated in place), so the viewer links to it.

@@ -43,7 +43,8 @@ def summary_payload(**changes: Any) -> dict[str, Any]:
         "queue_depth": 0, "disk_used_pct": 41.5, "disk_free_mb": 52_000, "outbox_pending": 0,
         "outbox_dropped": 0, "confidence_histogram": [50, 40, 30, 20, 10, 8, 6, 4, 2, 1][:bins],
         "intensity_histogram": [5, 10, 20, 30, 40, 40, 30, 20, 10, 5][:bins],
-        "intensity": {"mean": 0.45, "std": 0.2}, "feedback": {"agree": 0, "disagree": 0, "unsure": 0},
+        "intensity": {"mean": 0.45, "std": 0.2},
+        "feedback": {"agree": 0, "disagree": 0, "unsure": 0},
     }
     payload.update(changes)
     schema.check_message("summary", payload, None)

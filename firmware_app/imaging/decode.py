@@ -11,15 +11,24 @@ by clinic staff; only ``FileNotFoundError`` (a spool fault) escapes as is.
 Files without the preamble and ``DICM`` marker are refused as "not a DICOM
 file": the box writes file meta for everything it receives over the network,
 and a headerless file from a USB stick is too ambiguous to trust.
+
+The clinic viewer (``web.render``) shares this pipeline through the public
+building blocks: ``open_dataset`` (read + validate under ``decode_guard``),
+``frame_pixels``, ``is_colour``, ``colour_samples``, ``modality_values``,
+``has_modality_transform``, ``shown_as_stored``, ``frame_window``, ``window``
+and ``percentile_bounds``.
 """
 
 from __future__ import annotations
 
 import math
 import struct
+import threading
 import time
 import warnings
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,7 +93,9 @@ class DecodedImage:
 
 
 @dataclass(frozen=True)
-class _Header:
+class Header:
+    """What ``_validate`` checked and the pixel pipeline needs: geometry, bits, encoding."""
+
     rows: int
     columns: int
     frames: int
@@ -119,36 +130,70 @@ def select_frames(total: int, max_frames: int) -> list[int]:
 def decode(path: Path, limits: LimitsConfig, max_frames: int) -> DecodedImage:
     """Decode the DICOM file at ``path`` into display-ready frames, or raise DecodeError."""
     started = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
+    with decode_guard() as caught:
+        ds = _read(Path(path), limits, caught)
+        header = _validate(ds, limits)
+        indices = select_frames(header.frames, max_frames)
+        frames = np.stack([_decode_frame(ds, header, i) for i in indices])
+        return DecodedImage(
+            frames=frames,
+            frame_indices=indices,
+            total_frames=header.frames,
+            rows=header.rows,
+            columns=header.columns,
+            modality=_text(ds, "Modality").upper(),
+            sop_class_uid=_text(ds, "SOPClassUID"),
+            sop_instance_uid=_text(ds, "SOPInstanceUID"),
+            study_instance_uid=_text(ds, "StudyInstanceUID"),
+            series_instance_uid=_text(ds, "SeriesInstanceUID"),
+            photometric=header.photometric,
+            transfer_syntax=str(header.syntax),
+            pixel_spacing=_pixel_spacing(ds),
+            decode_ms=(time.perf_counter() - started) * 1000,
+            display=display_strings(ds),
+        )
+
+
+#: ``warnings.catch_warnings`` swaps process-wide state: one guarded section at a time.
+_GUARD_LOCK = threading.RLock()
+
+
+@contextmanager
+def decode_guard() -> Iterator[list[warnings.WarningMessage]]:
+    """Record warnings and turn unexpected errors into ``DecodeError``, as ``decode`` does.
+
+    Yields the list of caught warnings (``_read`` looks for pydicom's end-of-file
+    warning in it). ``DecodeError``, ``FileNotFoundError`` and interpreter exits
+    pass through; ``MemoryError`` and anything else (codec panics included)
+    become ``DecodeError("cannot decode: ...")``. Guarded sections are serialised
+    by a re-entrant lock because the warning capture is process-wide.
+    """
+    with _GUARD_LOCK, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            ds = _read(Path(path), limits, caught)
-            header = _validate(ds, limits)
-            indices = select_frames(header.frames, max_frames)
-            frames = np.stack([_decode_frame(ds, header, i) for i in indices])
-            return DecodedImage(
-                frames=frames,
-                frame_indices=indices,
-                total_frames=header.frames,
-                rows=header.rows,
-                columns=header.columns,
-                modality=_text(ds, "Modality").upper(),
-                sop_class_uid=_text(ds, "SOPClassUID"),
-                sop_instance_uid=_text(ds, "SOPInstanceUID"),
-                study_instance_uid=_text(ds, "StudyInstanceUID"),
-                series_instance_uid=_text(ds, "SeriesInstanceUID"),
-                photometric=header.photometric,
-                transfer_syntax=str(header.syntax),
-                pixel_spacing=_pixel_spacing(ds),
-                decode_ms=(time.perf_counter() - started) * 1000,
-                display=display_strings(ds),
-            )
+            yield caught
         except (DecodeError, FileNotFoundError, KeyboardInterrupt, SystemExit, GeneratorExit):
             raise
         except MemoryError:
             raise DecodeError("cannot decode: not enough memory on this box") from None
         except BaseException as exc:  # codec panics (e.g. PyO3 PanicException) are BaseException
             raise DecodeError(f"cannot decode: {_short(exc)}") from exc
+
+
+def open_dataset(path: Path, limits: LimitsConfig) -> tuple[Dataset, Header]:
+    """Read and validate the DICOM file at ``path`` (no pixel decoded), or raise DecodeError.
+
+    The same checks, warning capture and error conversion as ``decode``; decode
+    frames afterwards with ``frame_pixels`` inside ``decode_guard``.
+    """
+    with decode_guard() as caught:
+        ds = _read(Path(path), limits, caught)
+        return ds, _validate(ds, limits)
+
+
+def text_value(ds: Dataset, keyword: str, limit: int = 128) -> str:
+    """An attribute as printable text (first value of a multi-value), at most ``limit`` chars."""
+    return _text(ds, keyword, limit)
 
 
 def display_strings(ds: Dataset) -> dict[str, str]:
@@ -246,7 +291,7 @@ def _check_complete(ds: Dataset, size: int) -> None:
 # -- validation -------------------------------------------------------------
 
 
-def _validate(ds: Dataset, limits: LimitsConfig) -> _Header:
+def _validate(ds: Dataset, limits: LimitsConfig) -> Header:
     pixel_tag = next((tag for tag in PIXEL_TAGS if tag in ds), None)
     if pixel_tag is None:
         sop = _text(ds, "SOPClassUID")
@@ -316,23 +361,51 @@ def _validate(ds: Dataset, limits: LimitsConfig) -> _Header:
             raise DecodeError(f"pixel data too short: {len(value)} bytes, expected {expected}")
     elif not value:
         raise DecodeError("pixel data is empty")
-    return _Header(rows, columns, frames, samples, allocated, stored, photometric, syntax)
+    return Header(rows, columns, frames, samples, allocated, stored, photometric, syntax)
 
 
 # -- pixels -------------------------------------------------------------------
 
 
-def _decode_frame(ds: Dataset, header: _Header, index: int) -> np.ndarray:
+def frame_pixels(ds: Dataset, header: Header, index: int) -> tuple[np.ndarray, str]:
+    """Stored values of frame ``index`` and the photometric interpretation they are in.
+
+    Colour comes back as RGB samples ``[H, W, 3]`` (the decoder converts YBR),
+    palette colour as indices ``[H, W]`` with ``"PALETTE COLOR"``; call inside
+    ``decode_guard`` (codec errors become ``DecodeError``).
+    """
     decoder = get_decoder(header.syntax)
     array, meta = decoder.as_array(ds, index=index, validate=True, **as_pixel_options(ds))
     photometric = str(meta.get("photometric_interpretation", header.photometric)).upper()
+    return array, photometric
+
+
+def is_colour(array: np.ndarray, photometric: str) -> bool:
+    """True for palette colour and three-sample (RGB/YBR) frames from ``frame_pixels``."""
+    return photometric == PALETTE or array.ndim == 3
+
+
+def colour_samples(array: np.ndarray, ds: Dataset, header: Header,
+                   photometric: str) -> tuple[np.ndarray, float]:
+    """Colour samples ``[H, W, 3]`` (palette applied) and the value that means full scale.
+
+    The samples are RGB, or YBR (Y first) if the decoder left them so
+    (``photometric`` says which).
+    """
     if photometric == PALETTE:
         rgb = apply_color_lut(array, ds)
-        grey = (rgb.astype(np.float64) @ LUMA) / float(np.iinfo(rgb.dtype).max)
-    elif array.ndim == 3:  # YBR: Y is the luma already
-        channels = array.astype(np.float64)
+        return rgb, float(np.iinfo(rgb.dtype).max)
+    return array, float(2 ** header.bits_stored - 1)
+
+
+def _decode_frame(ds: Dataset, header: Header, index: int) -> np.ndarray:
+    array, photometric = frame_pixels(ds, header, index)
+    if is_colour(array, photometric):
+        samples, full_scale = colour_samples(array, ds, header, photometric)
+        channels = samples.astype(np.float64)
+        # YBR: Y is the luma already
         grey = channels[..., 0] if photometric.startswith("YBR") else channels @ LUMA
-        grey = grey / float(2 ** header.bits_stored - 1)
+        grey = grey / full_scale
     else:
         grey = _grey_to_display(array, ds, header, index)
         if photometric == "MONOCHROME1":
@@ -341,29 +414,84 @@ def _decode_frame(ds: Dataset, header: _Header, index: int) -> np.ndarray:
     return np.clip(grey, 0.0, 1.0).astype(np.float32)
 
 
-def _grey_to_display(array: np.ndarray, ds: Dataset, header: _Header, index: int) -> np.ndarray:
+def _grey_to_display(array: np.ndarray, ds: Dataset, header: Header, index: int) -> np.ndarray:
     """Modality LUT, then VOI (window, VOI LUT or percentile), scaled to [0, 1]."""
     attrs = _frame_attributes(ds, index)
-    values = array.astype(np.float64)
-    transformed = False
-    if ds.get("ModalityLUTSequence"):
-        values = _apply_lut(values, ds.ModalityLUTSequence[0], ds, normalise=False)
-        transformed = True
-    elif attrs.get("RescaleSlope") is not None and attrs.get("RescaleIntercept") is not None:
-        values = values * attrs["RescaleSlope"] + attrs["RescaleIntercept"]
-        transformed = True
-    centre, width = attrs.get("WindowCenter"), attrs.get("WindowWidth")
-    if centre is not None and width is not None and width > 0:
-        return _window(values, centre, width, attrs.get("VOILUTFunction", "LINEAR"))
+    values, transformed = _modality(array, ds, attrs)
+    own = _own_window(attrs)
+    if own is not None:
+        return window(values, *own)
     if ds.get("VOILUTSequence"):
         return _apply_lut(values, ds.VOILUTSequence[0], ds, normalise=True)
-    if not transformed and header.bits_stored <= 8 and array.dtype.kind in "ub":
+    if shown_as_stored(header, array, transformed):
         return values / float(2 ** header.bits_stored - 1)
     return _percentile_window(values)
 
 
-def _window(values: np.ndarray, centre: float, width: float, function: str) -> np.ndarray:
-    """DICOM PS3.3 C.11.2.1.2 windowing onto [0, 1]."""
+def modality_values(ds: Dataset, header: Header, index: int,
+                    array: np.ndarray | None = None) -> np.ndarray:
+    """Frame ``index`` of a grey image in modality units (modality LUT or rescale), float64.
+
+    ``array`` is the frame's stored values from ``frame_pixels`` (decoded here
+    when not given). Units are e.g. Hounsfield units for CT; stored values when
+    the object has no modality transform.
+    """
+    if array is None:
+        array, _ = frame_pixels(ds, header, index)
+    return _modality(array, ds, _frame_attributes(ds, index))[0]
+
+
+def has_modality_transform(ds: Dataset, index: int) -> bool:
+    """True when frame ``index`` has a modality LUT or a rescale slope and intercept."""
+    return _modality_kind(ds, _frame_attributes(ds, index)) is not None
+
+
+def shown_as_stored(header: Header, array: np.ndarray, transformed: bool) -> bool:
+    """True for 8-bit-or-less stored values without a modality transform (shown 0..2^bits-1).
+
+    ``decode`` uses it when the object has no window and no VOI LUT.
+    """
+    return not transformed and header.bits_stored <= 8 and array.dtype.kind in "ub"
+
+
+def frame_window(ds: Dataset, index: int) -> tuple[float, float, str] | None:
+    """The frame's own window: (centre, width, VOI LUT function), or None when it has none.
+
+    Per-frame functional groups first, then shared, then the top level; a
+    width of zero or less counts as no window.
+    """
+    return _own_window(_frame_attributes(ds, index))
+
+
+def _modality_kind(ds: Dataset, attrs: dict[str, Any]) -> str | None:
+    if ds.get("ModalityLUTSequence"):
+        return "lut"
+    if attrs.get("RescaleSlope") is not None and attrs.get("RescaleIntercept") is not None:
+        return "rescale"
+    return None
+
+
+def _modality(array: np.ndarray, ds: Dataset, attrs: dict[str, Any]) -> tuple[np.ndarray, bool]:
+    """Stored values through the modality LUT or rescale; also whether one was applied."""
+    values = array.astype(np.float64)
+    kind = _modality_kind(ds, attrs)
+    if kind == "lut":
+        return _apply_lut(values, ds.ModalityLUTSequence[0], ds, normalise=False), True
+    if kind == "rescale":
+        return values * attrs["RescaleSlope"] + attrs["RescaleIntercept"], True
+    return values, False
+
+
+def _own_window(attrs: dict[str, Any]) -> tuple[float, float, str] | None:
+    centre, width = attrs.get("WindowCenter"), attrs.get("WindowWidth")
+    if centre is not None and width is not None and width > 0:
+        return centre, width, attrs.get("VOILUTFunction", "LINEAR")
+    return None
+
+
+def window(values: np.ndarray, centre: float, width: float,
+           function: str = "LINEAR") -> np.ndarray:
+    """DICOM PS3.3 C.11.2.1.2 windowing onto [0, 1] (LINEAR, LINEAR_EXACT or SIGMOID)."""
     function = function.upper()
     if function == "SIGMOID":
         return 1.0 / (1.0 + np.exp(np.clip(-4.0 * (values - centre) / width, -500, 500)))
@@ -394,18 +522,31 @@ def _apply_lut(values: np.ndarray, item: Dataset, ds: Dataset, normalise: bool) 
     return (out - low) / (high - low) if high > low else np.zeros_like(out)
 
 
-def _percentile_window(values: np.ndarray) -> np.ndarray:
+def percentile_bounds(values: np.ndarray) -> tuple[float, float] | None:
+    """The 0.5-99.5 % percentiles of the finite values (min/max if those are equal).
+
+    Sampled (at most ``PERCENTILE_SAMPLES`` values) for speed; None when the
+    values are all equal or none is finite.
+    """
     flat = values.reshape(-1)
     step = max(1, flat.size // PERCENTILE_SAMPLES)
     sample = flat[::step]
     sample = sample[np.isfinite(sample)]
     if sample.size == 0:
-        return np.zeros_like(values)
+        return None
     low, high = np.percentile(sample, [PERCENTILE_LOW, PERCENTILE_HIGH])
     if high <= low:
-        low, high = float(sample.min()), float(sample.max())
+        low, high = sample.min(), sample.max()
     if high <= low:
+        return None
+    return float(low), float(high)
+
+
+def _percentile_window(values: np.ndarray) -> np.ndarray:
+    bounds = percentile_bounds(values)
+    if bounds is None:
         return np.zeros_like(values)
+    low, high = bounds
     return np.clip((values - low) / (high - low), 0.0, 1.0)
 
 

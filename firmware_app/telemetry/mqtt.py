@@ -172,7 +172,21 @@ class Publisher:
         self._will = None  # this one is now held by the broker
         self.acks = queue.Queue()
         self.outbox.enqueue("status", self.status("online"))
+        self._note_link(True, "")
         log.info("connected to broker %s:%d", self.config.mqtt.host, self.config.mqtt.port)
+
+    def _note_link(self, up: bool, problem: str) -> None:
+        """Record a change of link state for the viewer's device page (and an event when down)."""
+        row = self.conn.execute("SELECT value FROM telemetry_state WHERE name='link_up'").fetchone()
+        if row is not None and bool(row[0]) == up:
+            return
+        with db.transaction(self.conn):
+            for name, value in (("link_up", float(up)), ("link_since", time.time())):
+                self.conn.execute(
+                    "INSERT INTO telemetry_state(name, value) VALUES (?, ?)"
+                    " ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
+            if not up:
+                db.record_event(self.conn, "WARNING", "telemetry", f"broker link down: {problem}")
 
     def close(self, send_offline: bool) -> None:
         """Say "offline" (if asked and possible) and disconnect cleanly."""
@@ -250,6 +264,7 @@ class Publisher:
                 wake.clear()
             except LinkDown as exc:
                 self._drop_link()
+                self._note_link(False, str(exc))
                 delay = self.backoff.next_delay()
                 log.warning("%s; retrying in %.1f s (%d waiting)", exc, delay,
                             self.outbox.pending_count())

@@ -28,6 +28,8 @@ from firmware_app.telemetry.outbox import Outbox
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.5
+#: How often the running service notes that it is alive (the viewer's device page reads it).
+SEEN_EVERY = 10.0
 PURGE_EVERY = 3600.0
 
 
@@ -49,6 +51,7 @@ class TelemetryProducer:
                           " FROM results), ?), ?)", (self.started, self.started))
         self.next_heartbeat = self.started + config.telemetry.heartbeat_seconds
         self.next_purge = self.started
+        self.last_seen_note = 0.0
 
     def uptime(self) -> float:
         """Seconds since the service started."""
@@ -66,6 +69,11 @@ class TelemetryProducer:
     def tick(self, now: float | None = None) -> int:
         """Do whatever is due; return how many messages were queued."""
         now = time.time() if now is None else now
+        if now - self.last_seen_note >= SEEN_EVERY:
+            self.conn.execute(
+                "INSERT INTO telemetry_state(name, value) VALUES ('appliance_seen_at', ?)"
+                " ON CONFLICT(name) DO UPDATE SET value = excluded.value", (now,))
+            self.last_seen_note = now
         queued = queue_alerts(self.conn, self.outbox, self.identity, self.model)
         start = self._summary_start()
         if now - start >= self.config.telemetry.summary_seconds:

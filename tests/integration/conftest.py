@@ -132,6 +132,8 @@ class Box:
             "dicom": {"port": self.port, "host": "127.0.0.1"},
             "usb": {"watch_dir": str(self.import_dir), "poll_seconds": 0.2,
                     "settle_seconds": 0.3},
+            # the viewer runs only where a test asks for it (test_viewer_browser)
+            "web": {"enabled": False, "host": "127.0.0.1", "port": free_port()},
         }
         for section, values in (overrides or {}).items():
             sections.setdefault(section, {}).update(values)

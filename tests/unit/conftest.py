@@ -17,3 +17,25 @@ def conn(tmp_path) -> Iterator[Connection]:
     db.initialise(connection)
     yield connection
     connection.close()
+
+
+@pytest.fixture(scope="session")
+def demo_runner():
+    """The bundled demo model on ONNX Runtime (phantom-trained; not for clinical use)."""
+    from firmware_app.app import load_runner
+    from firmware_app.config import Config
+
+    config = Config()
+    config.runtime.backend = "onnxruntime"
+    return load_runner(config)
+
+
+@pytest.fixture
+def viewer(tmp_path, demo_runner):
+    """A populated box (tests/viewer_state.py) and its viewer app."""
+    from tests.viewer_state import build_viewer_state
+    from web.app import create_app
+
+    state = build_viewer_state(tmp_path, demo_runner)
+    app = create_app(state.config)
+    return state, app

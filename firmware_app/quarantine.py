@@ -1,0 +1,95 @@
+"""What a technician can do with a quarantined (or failed) object: process it again, or delete it.
+
+Both are deliberate acts by a named person, so each is recorded as an event
+(``clinibox status`` and the viewer's device page list them). "Process again"
+moves the object back into the spool and queues it with its attempts reset
+(useful after a model update that accepts the modality, or a codec fix).
+"Delete" removes the object, its reason note and its queue row: the sender
+may then send it again and it is treated as new.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+
+from firmware_app import db
+from firmware_app.spool import Spool, fsync_dir
+
+#: Instance states a technician may act on.
+ACTIONABLE = ("quarantined", "failed")
+
+
+class QuarantineError(ValueError):
+    """A quarantine action that cannot be done, with the reason."""
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """One object held back from processing, with the reason shown to staff."""
+
+    id: int
+    local_id: str
+    status: str
+    reason: str
+    source: str
+    size_bytes: int
+    received_at: float
+    attempts: int
+
+
+def held_objects(conn: sqlite3.Connection, limit: int = 500) -> list[Quarantined]:
+    """Quarantined and failed objects, newest first."""
+    rows = conn.execute(
+        "SELECT id, local_id, status, COALESCE(reason, '') AS reason, source, size_bytes,"
+        " received_at, attempts FROM instances WHERE status IN ('quarantined', 'failed')"
+        " ORDER BY received_at DESC, id DESC LIMIT ?", (limit,))
+    return [Quarantined(**dict(row)) for row in rows]
+
+
+def _held(conn: sqlite3.Connection, instance_id: int) -> Quarantined:
+    row = conn.execute(
+        "SELECT id, local_id, status, COALESCE(reason, '') AS reason, source, size_bytes,"
+        " received_at, attempts FROM instances WHERE id = ?", (instance_id,)).fetchone()
+    if row is None:
+        raise QuarantineError(f"object {instance_id} does not exist")
+    if row["status"] not in ACTIONABLE:
+        raise QuarantineError(f"object {instance_id} is {row['status']}, not quarantined")
+    return Quarantined(**dict(row))
+
+
+def process_again(conn: sqlite3.Connection, spool: Spool, instance_id: int, by: str) -> None:
+    """Put a quarantined or failed object back in the queue (attempts reset)."""
+    held = _held(conn, instance_id)
+    target = spool.path_for(held.local_id)
+    kept = spool.quarantine_root / f"{held.local_id}.dcm"
+    if kept.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(kept, target)
+        fsync_dir(target.parent)
+    if not target.exists():
+        raise QuarantineError(f"object {instance_id}: the file is gone from the box")
+    with db.transaction(conn):
+        conn.execute(
+            "UPDATE instances SET status='queued', attempts=0, reason=NULL, spool_path=?,"
+            " updated_at=? WHERE id=?", (str(target), time.time(), instance_id))
+        db.record_event(conn, "INFO", "quarantine",
+                        f"object {instance_id} queued again by {by} (was: {held.reason})")
+    (spool.quarantine_root / f"{held.local_id}.reason.json").unlink(missing_ok=True)
+
+
+def delete(conn: sqlite3.Connection, spool: Spool, instance_id: int, by: str) -> None:
+    """Remove a quarantined or failed object and its queue row, recording who did it."""
+    held = _held(conn, instance_id)
+    with db.transaction(conn):
+        conn.execute("DELETE FROM feedback WHERE instance_id=?", (instance_id,))
+        conn.execute("DELETE FROM results WHERE instance_id=?", (instance_id,))
+        conn.execute("DELETE FROM instances WHERE id=?", (instance_id,))
+        db.record_event(conn, "INFO", "quarantine",
+                        f"object {instance_id} deleted by {by} (was: {held.reason})")
+    for path in (spool.quarantine_root / f"{held.local_id}.dcm",
+                 spool.quarantine_root / f"{held.local_id}.reason.json",
+                 spool.path_for(held.local_id)):
+        path.unlink(missing_ok=True)

@@ -1,0 +1,70 @@
+"""The clinic viewer as a child of ``clinibox serve``, restarted when it dies.
+
+``make run`` (and a plain ``clinibox serve``) bring up the whole box, viewer
+included, in one command. The viewer runs in its own process (``clinibox
+web``: gunicorn, HTTPS) so that a fault in a page never touches ingest or
+inference. On Linux the child gets SIGTERM if the service dies, even by
+SIGKILL, so no orphan keeps the port. Where systemd runs the viewer as its
+own unit, the appliance is started with ``--no-web``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import signal
+import subprocess
+import sys
+import threading
+
+log = logging.getLogger(__name__)
+
+#: Longest wait before restarting a viewer that keeps dying.
+MAX_BACKOFF = 60.0
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    # not glibc Linux: the service's clean stop still ends the viewer
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class ViewerProcess:
+    """Start ``clinibox web`` with the service's config; restart it with backoff if it exits."""
+
+    def __init__(self, config_path: str | None) -> None:
+        self.command = [sys.executable, "-m", "firmware_app.cli", "web"]
+        if config_path:
+            self.command += ["--config", config_path]
+        self.process: subprocess.Popen | None = None
+
+    def run(self, stop: threading.Event) -> None:
+        """Keep the viewer running until ``stop``; then end it (SIGTERM, then SIGKILL)."""
+        delay = 1.0
+        while not stop.is_set():
+            self.process = subprocess.Popen(
+                self.command,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+            while self.process.poll() is None and not stop.wait(0.5):
+                pass
+            if stop.is_set():
+                break
+            log.error("the viewer exited with status %s; restarting in %.0f s",
+                      self.process.returncode, delay)
+            if stop.wait(delay):
+                break
+            delay = min(delay * 2, MAX_BACKOFF)
+        self.end()
+
+    def end(self) -> None:
+        """Stop the viewer if it runs."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)

@@ -1,0 +1,186 @@
+"""The clinic viewer end to end in a real headless Chromium (Debian's, driven by Selenium).
+
+`clinibox serve` starts the viewer as its child (gunicorn, HTTPS with the
+box's self-signed certificate); phantoms arrive over DICOM from dcmtk's
+storescu and are analysed by the demo model (trained on procedurally
+generated phantoms; not for clinical use). In the browser: log in, see the
+alert study at the top of the worklist, watch a new study appear without a
+reload, open the study, toggle the overlays, move the window, record
+feedback, open the report and its PDF. The patient name carries a script
+canary that must show as text and never run. Screenshots go to
+``test-artifacts/viewer/``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from firmware_app.app import load_runner
+from firmware_app.config import Config
+from tests.integration.conftest import REPO, free_port, storescu, wait_for
+from tests.viewer_state import XSS_NAME, ct_phantom
+
+pytestmark = pytest.mark.integration
+
+ARTIFACTS = REPO / "test-artifacts" / "viewer"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+NURSE = ("nadia", "the-clinic-nurse-1")
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory) -> dict[str, Path]:
+    """An alerting CT phantom (script canary in PatientName) and a clear one."""
+    config = Config()
+    config.runtime.backend = "onnxruntime"
+    runner = load_runner(config)
+    folder = tmp_path_factory.mktemp("phantoms")
+    return {
+        "alert": ct_phantom(runner, folder / "alert.dcm", lesion=True, alert=True, identity={
+            "PatientName": XSS_NAME, "StudyDescription": "CT CHEST PHANTOM"}),
+        "clear": ct_phantom(runner, folder / "clear.dcm", lesion=False, alert=False, identity={
+            "PatientName": "CLEAR^PHANTOM", "StudyDescription": "CT ABDOMEN PHANTOM"}),
+    }
+
+
+@pytest.fixture
+def browser():
+    """Headless Chromium; it accepts the box's self-signed certificate."""
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                     "--ignore-certificate-errors", "--window-size=1280,1100"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.implicitly_wait(0)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    yield driver
+    driver.quit()
+
+
+def _shot(driver, name: str) -> None:
+    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+
+def _add_account(box, name: str, password: str, role: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "firmware_app.cli", "user", "add", name, "--role", role,
+         "--password-stdin", "--config", str(box.config)],
+        input=password + "\n", capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def _https_get(url: str, cert: Path):
+    """GET trusting only the box's own certificate (as a pinned CA)."""
+    context = ssl.create_default_context(cafile=str(cert))
+    return urllib.request.urlopen(url, context=context, timeout=10)
+
+
+def _displayed(driver, element_id: str) -> bool:
+    return driver.execute_script(
+        "return getComputedStyle(document.getElementById(arguments[0])).display !== 'none'",
+        element_id)
+
+
+def test_clinician_reads_a_study_in_chromium(box_factory, browser, phantoms):
+    port = free_port()
+    box = box_factory(web={"enabled": True, "port": port})
+    base = f"https://localhost:{port}"
+    cert = box.state / "keys" / "web-cert.pem"
+    wait_for(lambda: cert.exists() and _reachable(base, cert), 90, "the viewer to answer")
+    with _https_get(f"{base}/login", cert) as answer:
+        assert answer.headers["Server"].startswith("gunicorn")  # not a development server
+    assert "no viewer accounts yet" in box.log.read_text()
+    _add_account(box, *NURSE, "clinician")
+
+    result = storescu(box.port, [phantoms["alert"]])
+    assert result.returncode == 0, result.stderr
+    box.wait_idle(1)
+
+    wait = WebDriverWait(browser, 30)
+    browser.get(f"{base}/")
+    wait.until(lambda d: "/login" in d.current_url)
+    _shot(browser, "01-login")
+    browser.find_element(By.ID, "name").send_keys(NURSE[0])
+    browser.find_element(By.ID, "password").send_keys(NURSE[1])
+    browser.find_element(By.ID, "login").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "table.worklist a.open"))
+    first = browser.find_elements(By.CSS_SELECTOR, "table.worklist tbody tr")[0]
+    assert "ALERT" in first.text
+    assert browser.find_element(By.CSS_SELECTOR, "td.patient").text.startswith(
+        "<script>window.__xss = 1</script>^Evil")  # shown as text
+    assert browser.execute_script("return window.__xss") is None  # never ran
+    _shot(browser, "02-worklist")
+
+    # a new study appears without a reload
+    browser.execute_script("window.__stillHere = true")
+    assert storescu(box.port, [phantoms["clear"]]).returncode == 0
+    wait.until(lambda d: "CLEAR^PHANTOM" in d.find_element(By.ID, "worklist").text)
+    assert browser.execute_script("return window.__stillHere") is True
+    rows = browser.find_elements(By.CSS_SELECTOR, "table.worklist tbody tr")
+    assert "ALERT" in rows[0].text and "no finding" in rows[1].text
+    _shot(browser, "03-worklist-updated")
+
+    rows[0].find_element(By.CSS_SELECTOR, "a.open").click()
+    wait.until(lambda d: d.execute_script(
+        "const i = document.getElementById('frame-image'); return i && i.complete"
+        " && i.naturalWidth > 0"))
+    assert "Suspicious area found" in browser.find_element(By.ID, "verdict").text
+    assert browser.execute_script("return window.__xss") is None
+    assert _displayed(browser, "boxes") and not _displayed(browser, "heatmap")
+    _shot(browser, "04-study-boxes")
+    browser.find_element(By.CSS_SELECTOR, "label[for=show-heatmap]").click()
+    browser.find_element(By.CSS_SELECTOR, "label[for=show-boxes]").click()
+    assert _displayed(browser, "heatmap") and not _displayed(browser, "boxes")
+    assert browser.execute_script("return document.getElementById('heatmap').naturalWidth") > 0
+    _shot(browser, "05-study-heatmap")
+
+    before = browser.find_element(By.ID, "frame-image").get_attribute("src")
+    browser.execute_script(
+        "const w = document.getElementById('width'); w.value = '80';"
+        " w.dispatchEvent(new Event('input'));")
+    wait.until(lambda d: d.find_element(By.ID, "frame-image").get_attribute("src") != before)
+    assert "width=80" in browser.find_element(By.ID, "frame-image").get_attribute("src")
+    wait.until(lambda d: d.execute_script(
+        "const i = document.getElementById('frame-image'); return i.complete"
+        " && i.naturalWidth > 0"))
+    _shot(browser, "06-study-window")
+
+    browser.find_element(By.CSS_SELECTOR, "ol.findings form.feedback button.verdict-agree").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "button.verdict-agree.chosen"))
+    stored = box.db_rows("SELECT f.verdict, f.finding, a.name FROM feedback f"
+                         " JOIN accounts a ON a.id = f.account_id")
+    assert [tuple(r) for r in stored] == [("agree", 0, NURSE[0])]
+    _shot(browser, "07-feedback")
+
+    browser.find_element(By.ID, "report-link").click()
+    wait.until(lambda d: d.execute_script(
+        "const i = document.getElementById('key-image'); return i && i.complete"
+        " && i.naturalWidth > 0"))
+    assert "Suspicious area found" in browser.page_source
+    pdf_head = browser.execute_async_script(
+        "const done = arguments[0];"
+        "fetch(document.getElementById('pdf-link').href).then(r => r.arrayBuffer())"
+        ".then(b => done(String.fromCharCode(...new Uint8Array(b.slice(0, 5)))));")
+    assert pdf_head == "%PDF-"
+    assert browser.execute_script("return window.__xss") is None
+    _shot(browser, "08-report")
+
+
+def _reachable(base: str, cert: Path) -> bool:
+    try:
+        with _https_get(f"{base}/login", cert) as answer:
+            return answer.status == 200
+    except OSError:
+        return False

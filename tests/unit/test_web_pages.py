@@ -1,0 +1,296 @@
+"""The viewer's pages and image routes on a box the real worker filled (Flask test client)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pypdf import PdfReader
+
+from firmware_app import db
+from tests.viewer_state import CLINICIAN, TECHNICIAN, XSS_ID, XSS_NAME
+from tests.web_client import ViewerClient
+
+
+@pytest.fixture
+def clinician(viewer):
+    state, app = viewer
+    client = ViewerClient(app)
+    assert client.login(*CLINICIAN).status_code == 302
+    return state, client
+
+
+@pytest.fixture
+def technician(viewer):
+    state, app = viewer
+    client = ViewerClient(app)
+    assert client.login(*TECHNICIAN).status_code == 302
+    return state, client
+
+
+def _html(response) -> str:
+    assert response.status_code == 200, response.status_code
+    return response.get_data(as_text=True)
+
+
+def _png(response) -> Image.Image:
+    assert response.status_code == 200
+    assert response.mimetype == "image/png"
+    return Image.open(io.BytesIO(response.data))
+
+
+# -- worklist ------------------------------------------------------------------------------
+
+
+def test_worklist_puts_alerts_first_with_counts(clinician):
+    state, client = clinician
+    page = _html(client.get("/"))
+    links = [int(n) for n in re.findall(r'href="/study/(\d+)"', page)]
+    assert links.index(state.studies["clear"]) > max(links.index(state.studies["alert"]),
+                                                     links.index(state.studies["sweep"]))
+    assert "1 waiting for analysis" in page and "1 quarantined" in page
+    assert "2 alerts" in page
+    assert "CT CHEST PHANTOM" in page and "CT" in page
+    assert dt.date.today().isoformat() in page  # received today
+
+
+def test_worklist_filters_by_status_and_day(clinician):
+    state, client = clinician
+    alerts = _html(client.get("/?status=alert"))
+    assert f'/study/{state.studies["alert"]}"' in alerts
+    assert f'/study/{state.studies["clear"]}"' not in alerts
+    waiting = _html(client.get("/?status=waiting"))
+    assert f"object {state.instances['waiting']} " in waiting and "/study/" not in waiting
+    held = _html(client.get("/?status=quarantined"))
+    assert "truncated file" in held
+    yesterday = (dt.date.today() - dt.timedelta(days=1)).isoformat()
+    assert "Nothing here for" in _html(client.get(f"/?day={yesterday}"))
+    today = _html(client.get(f"/?day={dt.date.today().isoformat()}"))
+    assert f'/study/{state.studies["clear"]}"' in today
+    assert client.get("/?day=not-a-day").status_code == 400
+    assert client.get("/?status=everything").status_code == 400
+
+
+def test_worklist_rows_fragment_and_json_follow_new_results(clinician):
+    state, client = clinician
+    rows = _html(client.get("/worklist/rows"))
+    assert "<html" not in rows and "<table" in rows
+    data = client.get("/api/worklist").get_json()
+    assert data["total"] == 3 and data["waiting"] == 1 and data["quarantined"] == 1
+    assert [r["alert"] for r in data["rows"]] == [True, True, False]
+    conn = db.connect(state.config.database_path)
+    conn.execute("UPDATE studies SET received_at = received_at + 1, alert = 0,"
+                 " max_probability = 0.01 WHERE id = ?", (state.studies["sweep"],))
+    conn.close()
+    data = client.get("/api/worklist").get_json()
+    assert next(r["id"] for r in data["rows"]) == state.studies["alert"]
+    assert data["alerts"] == 1
+
+
+# -- study ---------------------------------------------------------------------------------
+
+
+def test_study_shows_findings_in_plain_words_model_and_notices(clinician):
+    state, client = clinician
+    page = _html(client.get(f"/study/{state.studies['alert']}"))
+    assert "Suspicious area found — a doctor should review this study soon" in page
+    assert re.search(r"Area 1: possible lesion in the .* of the image \(model confidence \d+ %\)",
+                     page)
+    assert "clinibox-demo-lesion@1.0.0" in page
+    assert "assists a doctor and does not replace one" in page
+    assert "not for clinical use" in page
+    assert 'id="show-boxes"' in page and 'id="show-heatmap"' in page
+    assert "<rect " in page  # the boxes layer
+    assert "/heatmap.png" in page
+    assert "Soft tissue" in page  # CT window presets
+    clear = _html(client.get(f"/study/{state.studies['clear']}"))
+    assert "No suspicious area found by the model" in clear
+
+
+def test_dicom_strings_are_escaped_everywhere(clinician):
+    state, client = clinician
+    study = state.studies["alert"]
+    for path in ("/", "/worklist/rows", f"/study/{study}", f"/study/{study}/report"):
+        page = _html(client.get(path))
+        assert "<script>window.__xss" not in page, path
+        assert "onerror=" not in page.replace("onerror=&#34;", "").replace("onerror=&quot;", ""), \
+            path
+        assert "&lt;script&gt;window.__xss = 1&lt;/script&gt;" in page, path
+    rows = {r["id"]: r for r in client.get("/api/worklist").get_json()["rows"]}
+    assert rows[study]["patient_name"] == XSS_NAME  # JSON keeps the value; pages escape it
+    assert rows[study]["patient_id"] == XSS_ID
+
+
+def test_multiframe_navigation_and_window_level(clinician):
+    state, client = clinician
+    study = state.studies["sweep"]
+    page = _html(client.get(f"/study/{study}"))
+    frame = int(re.search(r"frame (\d+) of 6", page).group(1))
+    other = 0 if frame != 1 else 5
+    moved = _html(client.get(f"/study/{study}?frame={other}"))
+    assert f"frame {other + 1} of 6" in moved
+    assert "Marks are shown on frame" in moved and "<rect " not in moved
+    assert client.get(f"/study/{study}?frame=6").status_code == 404
+    assert client.get(f"/study/{study}?frame=x").status_code == 400
+    assert client.get(f"/study/{study}?centre=1&width=0").status_code == 400
+    assert client.get(f"/study/{study}?centre=nan&width=5").status_code == 400
+    assert client.get("/study/999999").status_code == 404
+
+
+def test_frame_png_follows_window_and_frame(clinician):
+    state, client = clinician
+    instance = state.instances["alert"]
+    wide = _png(client.get(f"/instance/{instance}/frame/0.png?centre=40&width=4000"))
+    narrow = _png(client.get(f"/instance/{instance}/frame/0.png?centre=40&width=10"))
+    assert wide.size == narrow.size
+    assert wide.tobytes() != narrow.tobytes()
+    sweep = state.instances["sweep"]
+    first = _png(client.get(f"/instance/{sweep}/frame/0.png")).tobytes()
+    last = _png(client.get(f"/instance/{sweep}/frame/5.png")).tobytes()
+    assert first != last
+    assert client.get(f"/instance/{sweep}/frame/6.png").status_code == 404
+    held = state.instances["truncated"]
+    assert client.get(f"/instance/{held}/frame/0.png").status_code == 404
+
+
+def test_heatmap_and_key_image(clinician):
+    state, client = clinician
+    instance = state.instances["alert"]
+    frame = _png(client.get(f"/instance/{instance}/frame/0.png"))
+    heat = _png(client.get(f"/instance/{instance}/heatmap.png"))
+    assert heat.mode == "RGBA" and heat.size == frame.size
+    alpha = heat.getchannel("A")
+    assert alpha.getextrema()[1] > 0  # something is hot
+    assert alpha.getextrema()[0] == 0  # and most of the image is not
+    key = _png(client.get(f"/instance/{instance}/key.png"))
+    rgb = np.asarray(key.convert("RGB")).astype(int)
+    red = (rgb[..., 0] > 200) & (rgb[..., 1] < 100) & (rgb[..., 2] < 100)
+    assert red.any()  # the box drawn in
+
+
+# -- feedback ------------------------------------------------------------------------------
+
+
+def _feedback_rows(state) -> list[tuple]:
+    conn = db.connect(state.config.database_path)
+    rows = conn.execute("SELECT f.instance_id, f.finding, f.verdict, a.name FROM feedback f"
+                        " JOIN accounts a ON a.id = f.account_id ORDER BY f.id").fetchall()
+    conn.close()
+    return [tuple(r) for r in rows]
+
+
+def test_feedback_is_stored_per_clinician_and_finding_and_counted(clinician):
+    state, client = clinician
+    instance = state.instances["alert"]
+    answer = client.post(f"/instance/{instance}/feedback", {"finding": 0, "verdict": "agree"})
+    assert answer.status_code == 302 and answer.location.endswith("#feedback")
+    client.post(f"/instance/{instance}/feedback", {"finding": 0, "verdict": "disagree"})
+    client.post(f"/instance/{instance}/feedback", {"finding": -1, "verdict": "unsure"})
+    assert _feedback_rows(state) == [(instance, 0, "disagree", CLINICIAN[0]),
+                                     (instance, -1, "unsure", CLINICIAN[0])]
+    page = _html(client.get(f"/study/{state.studies['alert']}"))
+    assert "so far: 1 disagree" in page and "so far: 1 unsure" in page
+    assert 'aria-pressed="true"' in page
+
+
+def test_feedback_refuses_bad_input(clinician):
+    state, client = clinician
+    instance = state.instances["alert"]
+    assert client.post(f"/instance/{instance}/feedback",
+                       {"finding": 0, "verdict": "maybe"}).status_code == 400
+    assert client.post(f"/instance/{instance}/feedback",
+                       {"finding": 99, "verdict": "agree"}).status_code == 400
+    assert client.post(f"/instance/{instance}/feedback",
+                       {"finding": "x", "verdict": "agree"}).status_code == 400
+    held = state.instances["truncated"]
+    assert client.post(f"/instance/{held}/feedback",
+                       {"finding": -1, "verdict": "agree"}).status_code == 404
+    assert client.post(f"/instance/{instance}/feedback", {"finding": 0, "verdict": "agree"},
+                       token="").status_code == 400  # no CSRF token
+    assert _feedback_rows(state) == []
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def test_report_page_and_pdf(clinician):
+    state, client = clinician
+    study = state.studies["alert"]
+    page = _html(client.get(f"/study/{study}/report"))
+    assert f"/instance/{state.instances['alert']}/key.png" in page
+    assert 'id="print-report"' in page and "Suspicious area found" in page
+    assert "clinibox-demo-lesion@1.0.0" in page and "Report made" in page
+    pdf = client.get(f"/study/{study}/report.pdf")
+    assert pdf.status_code == 200 and pdf.mimetype == "application/pdf"
+    assert "inline" in pdf.headers["Content-Disposition"]
+    text = "".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.data)).pages)
+    assert "Suspicious area found" in text
+    assert "clinibox-demo-lesion@1.0.0" in text
+    assert "<script>window.__xss = 1</script>" in text  # a PDF shows the name as it is
+
+
+# -- device --------------------------------------------------------------------------------
+
+
+def test_device_page_shows_the_box(technician):
+    _state, client = technician
+    page = _html(client.get("/device"))
+    assert re.search(r'id="queue-depth">1<', page)
+    assert "truncated file" in page
+    assert "clinibox-demo-lesion@1.0.0" in page and "signature verified" in page
+    assert "onnx/int8" in page and "0.93852" in page  # validation metrics
+    assert "not configured" in page and "never connected" in page
+    assert re.search(r'id="processed-today">3<', page)
+    assert "not running" in page  # no appliance service in this test
+    status = client.get("/api/status").get_json()
+    assert status["queue_depth"] == 1 and status["statuses"]["quarantined"] == 1
+    assert status["package"]["model_id"] == "clinibox-demo-lesion@1.0.0"
+    assert status["disk"]["free_mb"] > 0
+
+
+def test_device_page_reads_the_link_state_the_publisher_writes(technician):
+    state, client = technician
+    conn = db.connect(state.config.database_path)
+    conn.executemany("INSERT INTO telemetry_state(name, value) VALUES (?, ?)",
+                     [("link_up", 1.0), ("link_since", 1_700_000_000.0),
+                      ("appliance_seen_at", time.time())])
+    conn.close()
+    page = _html(client.get("/device"))
+    assert re.search(r'id="link-state" class="ok">up since', page)
+    assert re.search(r'id="service-state" class="ok">running', page)
+
+
+def test_quarantine_list_and_actions(technician):
+    state, client = technician
+    held = state.instances["truncated"]
+    page = _html(client.get("/device/quarantine"))
+    assert f'id="object-{held}"' in page and "truncated file" in page
+    answer = client.post(f"/device/quarantine/{held}/process")
+    assert answer.status_code == 302
+    conn = db.connect(state.config.database_path)
+    row = conn.execute("SELECT status, attempts, spool_path FROM instances WHERE id=?",
+                       (held,)).fetchone()
+    assert row["status"] == "queued" and row["attempts"] == 0
+    assert Path(row["spool_path"]).exists()
+    conn.execute("UPDATE instances SET status='quarantined', reason='again' WHERE id=?", (held,))
+    assert client.post(f"/device/quarantine/{held}/delete").status_code == 302
+    assert conn.execute("SELECT COUNT(*) FROM instances WHERE id=?", (held,)).fetchone()[0] == 0
+    events = [r[0] for r in conn.execute("SELECT message FROM events ORDER BY id")]
+    conn.close()
+    assert any(f"object {held} queued again by {TECHNICIAN[0]}" in e for e in events)
+    assert any(f"object {held} deleted by {TECHNICIAN[0]}" in e for e in events)
+    processed = state.instances["alert"]
+    assert client.post(f"/device/quarantine/{processed}/delete").status_code == 404
+    assert "Nothing is quarantined" in _html(client.get("/device/quarantine"))
+
+
+def test_status_json_is_serialisable(technician):
+    _state, client = technician
+    json.dumps(client.get("/api/status").get_json())

@@ -1,0 +1,241 @@
+"""The viewer's safety rules: sessions, roles, CSRF, cookies, login limits, headers."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from firmware_app import db
+from firmware_app.config import Config, StorageConfig
+from tests.viewer_state import CLINICIAN, TECHNICIAN
+from tests.web_client import ViewerClient
+from web.app import create_app
+from web.security import PUBLIC_ENDPOINTS
+
+WEB = Path(__file__).resolve().parents[2] / "web"
+
+
+def _routes(app, state) -> list[tuple[str, str]]:
+    """(method, URL) for every route of the app, with real ids filled in."""
+    ids = {"study_id": state.studies["alert"], "instance_id": state.instances["alert"],
+           "frame": 0}
+    out = []
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in PUBLIC_ENDPOINTS:
+            continue
+        url = rule.build({k: v for k, v in ids.items() if k in rule.arguments})[1]
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            out.append((method, url))
+    return out
+
+
+def test_every_route_but_login_needs_a_session(viewer):
+    state, app = viewer
+    client = ViewerClient(app)
+    routes = _routes(app, state)
+    assert len(routes) >= 16
+    for method, url in routes:
+        if method == "GET":
+            answer = client.get(url)
+            if url.endswith((".png", ".pdf")) or url.startswith("/api/"):
+                assert answer.status_code == 401, url
+            else:
+                assert answer.status_code == 302, url
+                assert answer.location.startswith("/login?next="), url
+        else:
+            answer = client.post(url, {"finding": 0, "verdict": "agree"})
+            assert answer.status_code in (302, 401), url
+            if answer.status_code == 302:  # logout without a session: back to the login
+                assert answer.location.endswith("/login"), url
+    conn = db.connect(state.config.database_path)
+    assert conn.execute("SELECT COUNT(*) FROM feedback").fetchone()[0] == 0
+    conn.close()
+    assert client.get("/login").status_code == 200
+    assert client.get("/static/viewer.css").status_code == 200
+
+
+def test_device_pages_are_for_technicians_only(viewer):
+    state, app = viewer
+    clinician = ViewerClient(app)
+    clinician.login(*CLINICIAN)
+    held = state.instances["truncated"]
+    for url in ("/device", "/device/quarantine", "/api/status"):
+        assert clinician.get(url).status_code == 403, url
+    for action in ("process", "delete"):
+        assert clinician.post(f"/device/quarantine/{held}/{action}").status_code == 403
+    assert "Device" not in clinician.get("/").get_data(as_text=True).split("<main>")[0]
+    technician = ViewerClient(app)
+    technician.login(*TECHNICIAN)
+    for url in ("/device", "/device/quarantine", "/api/status"):
+        assert technician.get(url).status_code == 200, url
+
+
+def test_login_redirects_only_within_the_box(viewer):
+    _state, app = viewer
+    client = ViewerClient(app)
+    answer = client.post("/login", {"name": CLINICIAN[0], "password": CLINICIAN[1],
+                                    "next": "https://evil.example/"})
+    assert answer.status_code == 302 and answer.location == "/"
+    client = ViewerClient(app)
+    answer = client.post("/login", {"name": CLINICIAN[0].upper(), "password": CLINICIAN[1],
+                                    "next": "/device/quarantine"})
+    assert answer.location == "/device/quarantine"
+    client = ViewerClient(app)
+    answer = client.post("/login", {"name": CLINICIAN[0], "password": CLINICIAN[1],
+                                    "next": "//evil.example/x"})
+    assert answer.location == "/"
+
+
+def test_wrong_password_and_unknown_name_get_the_same_answer(viewer):
+    _state, app = viewer
+    client = ViewerClient(app)
+    wrong = client.login(CLINICIAN[0], "not-the-password")
+    unknown = client.login("nobody", "not-the-password")
+    assert wrong.status_code == unknown.status_code == 401
+    assert "Wrong name or password." in wrong.get_data(as_text=True)
+    assert wrong.get_data(as_text=True).replace(CLINICIAN[0], "nobody") \
+        .count("Wrong name or password.") == 1
+    assert client.get("/").status_code == 302
+
+
+def test_session_cookie_flags_and_a_new_session_at_login(viewer):
+    _state, app = viewer
+    client = ViewerClient(app)
+    client.get("/login")
+    before = client.cookie().value
+    answer = client.login(*CLINICIAN)
+    header = answer.headers["Set-Cookie"]
+    assert "Secure" in header and "HttpOnly" in header and "SameSite=Strict" in header
+    assert client.cookie().value != before
+    assert client.get("/").status_code == 200
+
+
+def test_logout_ends_the_session_on_the_box(viewer):
+    state, app = viewer
+    client = ViewerClient(app)
+    client.login(*CLINICIAN)
+    stolen = client.cookie().value
+    assert client.get("/logout").status_code == 405  # GET cannot log anyone out
+    assert client.post("/logout").location.endswith("/login")
+    replay = ViewerClient(app)
+    replay.client.set_cookie("clinibox_session", stolen, domain="localhost")
+    assert replay.get("/").status_code == 302
+    conn = db.connect(state.config.database_path)
+    assert conn.execute("SELECT COUNT(*) FROM web_sessions").fetchone()[0] == 0
+    conn.close()
+
+
+def test_idle_and_old_sessions_expire(viewer):
+    state, app = viewer
+    client = ViewerClient(app)
+    client.login(*CLINICIAN)
+    conn = db.connect(state.config.database_path)
+    idle = state.config.web.session_idle_minutes * 60
+    conn.execute("UPDATE web_sessions SET last_seen = last_seen - ?", (idle + 5,))
+    assert client.get("/").status_code == 302
+    client.login(*CLINICIAN)
+    age = state.config.web.session_max_hours * 3600
+    conn.execute("UPDATE web_sessions SET created_at = created_at - ?", (age + 5,))
+    assert client.get("/").status_code == 302
+    conn.close()
+
+
+def test_login_failures_are_limited_per_account_and_address_but_not_for_good(viewer):
+    state, app = viewer
+    limit = state.config.web.login_failures_per_minute
+    client = ViewerClient(app)
+    for _ in range(limit):
+        assert client.login(CLINICIAN[0], "wrong-password!").status_code == 401
+    blocked = client.login(*CLINICIAN)  # even the right password waits
+    assert blocked.status_code == 429
+    assert re.search(r"Wait \d+ seconds", blocked.get_data(as_text=True))
+    # the same address trying other names is limited too
+    assert client.login(TECHNICIAN[0], TECHNICIAN[1]).status_code == 429
+    conn = db.connect(state.config.database_path)
+    conn.execute("UPDATE login_failures SET at = at - 61")
+    conn.close()
+    assert client.login(*CLINICIAN).status_code == 302
+
+
+def test_login_limit_per_account_holds_across_addresses(viewer):
+    state, app = viewer
+    limit = state.config.web.login_failures_per_minute
+    client = ViewerClient(app)
+    for n in range(limit):
+        answer = client.post("/login", {"name": TECHNICIAN[0], "password": "wrong-password!"},
+                             environ_base={"REMOTE_ADDR": f"10.0.0.{n + 1}"})
+        assert answer.status_code == 401
+    answer = client.post("/login", {"name": TECHNICIAN[0], "password": TECHNICIAN[1]},
+                         environ_base={"REMOTE_ADDR": "10.0.0.99"})
+    assert answer.status_code == 429
+    other = client.post("/login", {"name": CLINICIAN[0], "password": CLINICIAN[1]},
+                        environ_base={"REMOTE_ADDR": "10.0.0.99"})
+    assert other.status_code == 302
+
+
+def test_forms_need_a_csrf_token_and_a_same_origin_referer(viewer):
+    state, app = viewer
+    client = ViewerClient(app)
+    assert client.post("/login", {"name": CLINICIAN[0], "password": CLINICIAN[1]},
+                       token="").status_code == 400
+    assert client.post("/login", {"name": CLINICIAN[0], "password": CLINICIAN[1]},
+                       token="forged").status_code == 400
+    assert client.post("/login", {"name": CLINICIAN[0], "password": CLINICIAN[1]},
+                       referer="https://evil.example/").status_code == 400
+    assert client.post("/login", {"name": CLINICIAN[0], "password": CLINICIAN[1]},
+                       referer=None).status_code == 400
+    assert client.login(*CLINICIAN).status_code == 302
+    instance = state.instances["alert"]
+    assert client.post(f"/instance/{instance}/feedback", {"finding": 0, "verdict": "agree"},
+                       referer="https://evil.example/").status_code == 400
+
+
+def test_security_headers_on_pages_images_and_errors(viewer):
+    state, app = viewer
+    client = ViewerClient(app)
+    client.login(*TECHNICIAN)
+    for url in ("/login", "/", f"/study/{state.studies['alert']}", "/device",
+                f"/instance/{state.instances['alert']}/frame/0.png", "/no-such-page"):
+        headers = client.get(url).headers
+        csp = headers["Content-Security-Policy"]
+        assert "default-src 'none'" in csp and "script-src 'self'" in csp, url
+        assert "unsafe-inline" not in csp and "unsafe-eval" not in csp, url
+        assert "frame-ancestors 'none'" in csp, url
+        assert headers["X-Frame-Options"] == "DENY"
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["Cache-Control"] == "no-store", url
+        assert "max-age" in headers["Strict-Transport-Security"]
+
+
+def test_pages_have_no_inline_script_or_style_and_nothing_from_outside():
+    for path in sorted((WEB / "templates").glob("*.html")) + sorted((WEB / "static").glob("*")):
+        text = path.read_text()
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", text), path
+        assert " style=" not in text and "<style" not in text, path
+        assert not re.search(r"\son[a-z]+=", text), path  # no inline event handlers
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", text), path
+
+
+def test_login_page_says_how_to_make_the_first_account(tmp_path):
+    config = Config(storage=StorageConfig(state_dir=str(tmp_path / "state")))
+    client = ViewerClient(create_app(config))
+    page = client.get("/login").get_data(as_text=True)
+    assert "No accounts exist yet" in page
+    assert "clinibox user add NAME --role technician" in page
+    assert client.login("admin", "admin").status_code == 401  # no default account
+
+
+def test_requests_are_bounded(viewer):
+    _state, app = viewer
+    client = ViewerClient(app)
+    big = client.post("/login", {"name": "x" * 100_000, "password": "y"})
+    assert big.status_code == 413
+
+
+def test_session_secret_is_private_and_kept(viewer):
+    state, _app = viewer
+    secret = state.config.keys_dir / "web-session.secret"
+    assert secret.stat().st_mode & 0o777 == 0o600
+    before = secret.read_bytes()
+    create_app(state.config)
+    assert secret.read_bytes() == before and len(before) == 32

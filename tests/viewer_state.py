@@ -1,0 +1,112 @@
+"""A box state for the viewer's tests: phantom studies processed by the real worker and model.
+
+``build_viewer_state`` lands phantoms through the real ``Lander`` and runs
+the real ``Worker`` with the bundled demo model (trained on procedurally
+generated phantoms, not for clinical use), so the viewer reads exactly what
+the appliance writes:
+
+* an alert study: a CT phantom with a lesion whose PatientName and PatientID
+  carry script-injection canaries (they must render as text, never run);
+* a clear study: a CT phantom without a lesion;
+* a multi-frame ultrasound sweep with a lesion mid-sweep;
+* a truncated DICOM file: quarantined with its reason;
+* one object landed but not processed: waiting.
+
+Two accounts are made: a technician and a clinician.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from converters.phantom_dicom import ct_dataset, us_multiframe_dataset, write_dicom
+from converters.phantoms import generate, generate_sweep
+from firmware_app import db
+from firmware_app.app import make_spool
+from firmware_app.config import Config, StorageConfig
+from firmware_app.inference.runner import ModelRunner
+from firmware_app.ingest.landing import Lander
+from firmware_app.worker import Worker
+from web.accounts import Accounts
+
+TECHNICIAN = ("tina", "keeps-the-box-running")
+CLINICIAN = ("carl", "reads-the-worklist")
+#: Script-injection canaries in DICOM strings: shown as text, never executed.
+XSS_NAME = '<script>window.__xss = 1</script>^Evil"Name'
+XSS_ID = '<img src=x onerror="window.__xss=2">'
+
+
+@dataclass
+class ViewerState:
+    """The config of a populated box and the ids the tests look for."""
+
+    config: Config
+    studies: dict[str, int] = field(default_factory=dict)
+    instances: dict[str, int] = field(default_factory=dict)
+
+
+def _land(lander: Lander, path: Path) -> int:
+    return lander.land(path.read_bytes(), sop_instance_uid=None, source="dicom",
+                       origin="TEST").instance_id
+
+
+def ct_phantom(runner: ModelRunner, path: Path, *, lesion: bool, alert: bool,
+                identity: dict[str, str]) -> Path:
+    """The first CT phantom (by seed) on which the demo model alerts (or finds nothing)."""
+    from firmware_app.imaging.decode import decode
+
+    limits = Config().limits
+    for seed in range(40):
+        phantom = generate("ct", np.random.default_rng(seed), lesion=lesion)
+        write_dicom(ct_dataset(phantom, identity), path)
+        found = runner.analyse(decode(path, limits, 8), 64).findings
+        if (found.alert if alert else not found.finding):
+            return path
+    raise AssertionError(f"no CT phantom (lesion={lesion}) gives alert={alert} in 40 seeds")
+
+
+def build_viewer_state(root: Path, runner: ModelRunner, config: Config | None = None,
+                       ) -> ViewerState:
+    """Populate a box state under ``root`` (see the module docstring)."""
+    config = config or Config()
+    config.storage = StorageConfig(state_dir=str(root / "state"))
+    folder = root / "phantoms"
+    folder.mkdir(parents=True, exist_ok=True)
+    conn = db.connect(config.database_path)
+    db.initialise(conn)
+    spool = make_spool(config)
+    lander = Lander(spool, config.database_path, 64 * 2**20)
+    worker = Worker(config, spool, runner)
+    state = ViewerState(config)
+
+    alert = ct_phantom(runner, folder / "alert.dcm", lesion=True, alert=True, identity={
+        "PatientName": XSS_NAME, "PatientID": XSS_ID, "StudyDescription": "CT CHEST PHANTOM"})
+    clear = ct_phantom(runner, folder / "clear.dcm", lesion=False, alert=False, identity={
+        "PatientName": "CLEAR^PHANTOM", "PatientID": "CLEAR-1",
+        "StudyDescription": "CT ABDOMEN PHANTOM"})
+    sweep = write_dicom(
+        us_multiframe_dataset(generate_sweep(np.random.default_rng(7), frames=6),
+                              {"PatientName": "SWEEP^PHANTOM", "PatientID": "SWEEP-1",
+                               "StudyDescription": "US SWEEP PHANTOM"}), folder / "sweep.dcm")
+    truncated = folder / "truncated.dcm"
+    truncated.write_bytes(clear.read_bytes()[:-5000])
+    for name, path in (("alert", alert), ("clear", clear),
+                       ("sweep", sweep), ("truncated", truncated)):
+        state.instances[name] = _land(lander, path)
+        assert worker.run_once()
+    waiting = write_dicom(ct_dataset(generate("ct", np.random.default_rng(5), lesion=False)),
+                          folder / "waiting.dcm")
+    state.instances["waiting"] = _land(lander, waiting)
+    for name in ("alert", "clear", "sweep"):
+        row = conn.execute(
+            "SELECT s.id FROM studies s JOIN instances i ON i.study_instance_uid = s.study_key"
+            " WHERE i.id = ?", (state.instances[name],)).fetchone()
+        state.studies[name] = row[0]
+    accounts = Accounts(conn)
+    accounts.add(*TECHNICIAN, "technician")
+    accounts.add(*CLINICIAN, "clinician")
+    conn.close()
+    return state

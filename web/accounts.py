@@ -1,0 +1,295 @@
+"""The viewer's local accounts, failed-login throttle and server-side sessions.
+
+Design:
+
+* Passwords are stored only as scrypt hashes (werkzeug's ``generate_password_hash``
+  with ``method="scrypt"``): a memory-hard KDF with a per-hash random salt, so a
+  stolen database does not give the passwords away cheaply. Passwords over 256
+  characters are refused before hashing, so nobody can make the box hash
+  megabytes per request.
+* ``authenticate`` runs one hash check whatever happens: for an unknown or
+  malformed name it checks against a dummy hash (made once, lazily), so the
+  response time does not tell which account names exist.
+* ``LoginThrottle`` counts failed logins per account name and per client address
+  in a sliding window. At the limit, further tries wait until the oldest
+  failures age out of the window; there is never a permanent lock, so an
+  attacker cannot lock the clinic out of its own box for good. Successful
+  logins do not clear failures (else an attacker could reset its address's
+  count by logging into an account of its own).
+* ``Sessions`` are server-side: the browser holds a random token, the database
+  only its SHA-256. Logout, a password change, removing an account and expiry
+  (idle and absolute) are therefore real: the row is gone and the token is
+  worthless, and a copy of the database does not hold usable tokens.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from firmware_app import db
+
+ROLES = ("clinician", "technician")
+MIN_PASSWORD_LENGTH = 10
+MAX_PASSWORD_LENGTH = 256
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
+_HASH_METHOD = "scrypt"
+_TOUCH_SECONDS = 15.0  # last_seen is written at most this often per session
+_THROTTLE_KEY_LENGTH = 256  # names are stored in login_failures cut to this length
+
+# Compared case-insensitively. Entries under MIN_PASSWORD_LENGTH would be refused anyway.
+_COMMON_PASSWORDS = frozenset({
+    "password123", "password1234", "passw0rd123", "1234567890", "12345678910",
+    "0987654321", "1q2w3e4r5t", "1qaz2wsx3edc", "qwertyuiop", "qwerty1234",
+    "qwerty123456", "asdfghjkl1", "letmein123", "welcome123", "changeme123",
+    "iloveyou123", "abc1234567", "abcdefghij", "administrator", "admin12345",
+    "clinibox123", "clinibox1234",
+})
+
+
+class AccountError(ValueError):
+    """A refused account operation, with a message for the technician."""
+
+
+@dataclass(frozen=True)
+class Account:
+    """A viewer account as the rest of the viewer sees it (never its hash)."""
+
+    id: int
+    name: str
+    role: str
+
+    @property
+    def is_technician(self) -> bool:
+        """Whether the account may use the technician's pages."""
+        return self.role == "technician"
+
+
+def normalise_name(name: str) -> str:
+    """Strip and lower-case an account name; AccountError when it breaks the naming rule."""
+    normal = name.strip().lower()
+    if not _NAME.fullmatch(normal):
+        raise AccountError(
+            f"bad account name {name!r}: use 1 to 32 characters of a-z, 0-9, '.', '_', '-', "
+            "starting with a letter or digit")
+    return normal
+
+
+def password_problem(password: str, name: str) -> str | None:
+    """Why ``password`` is not acceptable for account ``name``, or None when it is."""
+    if len(password) > MAX_PASSWORD_LENGTH:
+        return f"the password is longer than {MAX_PASSWORD_LENGTH} characters"
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return f"the password is shorter than {MIN_PASSWORD_LENGTH} characters"
+    lowered = password.lower()
+    if len(set(password)) == 1:
+        return "the password is a single character repeated"
+    account = name.strip().lower()
+    if account and account in lowered:
+        return "the password contains the account name"
+    if lowered in _COMMON_PASSWORDS:
+        return "the password is one of the most common passwords"
+    return None
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash of a random password, checked for unknown names so timing matches."""
+    return generate_password_hash(secrets.token_urlsafe(16), method=_HASH_METHOD)
+
+
+def _account(row: sqlite3.Row) -> Account:
+    return Account(id=row["id"], name=row["name"], role=row["role"])
+
+
+class Accounts:
+    """The ``accounts`` table: add, change password, remove, list, authenticate."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        """Work on the box database ``conn``."""
+        self.conn = conn
+
+    def _row(self, name: str) -> sqlite3.Row | None:
+        return self.conn.execute(
+            "SELECT id, name, role, password_hash FROM accounts WHERE name = ?",
+            (name,)).fetchone()
+
+    def add(self, name: str, password: str, role: str) -> Account:
+        """Create an account; AccountError for a bad name or role, a weak password, a taken name."""
+        name = normalise_name(name)
+        if role not in ROLES:
+            raise AccountError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
+        problem = password_problem(password, name)
+        if problem:
+            raise AccountError(problem)
+        if self._row(name) is not None:
+            raise AccountError(f"account {name} already exists")
+        password_hash = generate_password_hash(password, method=_HASH_METHOD)
+        now = time.time()
+        try:
+            cursor = self.conn.execute(
+                "INSERT INTO accounts(name, role, password_hash, created_at, changed_at)"
+                " VALUES (?, ?, ?, ?, ?)", (name, role, password_hash, now, now))
+        except sqlite3.IntegrityError as exc:  # added meanwhile by another process
+            raise AccountError(f"account {name} already exists") from exc
+        return Account(id=int(cursor.lastrowid), name=name, role=role)
+
+    def set_password(self, name: str, password: str) -> None:
+        """Change an account's password and end its sessions; AccountError unknown or weak."""
+        name = normalise_name(name)
+        if self._row(name) is None:
+            raise AccountError(f"no account {name}")
+        problem = password_problem(password, name)
+        if problem:
+            raise AccountError(problem)
+        password_hash = generate_password_hash(password, method=_HASH_METHOD)
+        with db.transaction(self.conn):
+            row = self._row(name)
+            if row is None:
+                raise AccountError(f"no account {name}")
+            self.conn.execute(
+                "UPDATE accounts SET password_hash = ?, changed_at = ? WHERE id = ?",
+                (password_hash, time.time(), row["id"]))
+            self.conn.execute("DELETE FROM web_sessions WHERE account_id = ?", (row["id"],))
+
+    def remove(self, name: str) -> None:
+        """Remove an account (its sessions go with it); AccountError when there is none."""
+        name = normalise_name(name)
+        cursor = self.conn.execute("DELETE FROM accounts WHERE name = ?", (name,))
+        if cursor.rowcount == 0:
+            raise AccountError(f"no account {name}")
+
+    def all(self) -> list[Account]:
+        """Every account, sorted by name."""
+        rows = self.conn.execute("SELECT id, name, role FROM accounts ORDER BY name").fetchall()
+        return [_account(row) for row in rows]
+
+    def count(self) -> int:
+        """How many accounts there are."""
+        return int(self.conn.execute("SELECT COUNT(*) FROM accounts").fetchone()[0])
+
+    def get(self, account_id: int) -> Account | None:
+        """The account with this id, or None."""
+        row = self.conn.execute(
+            "SELECT id, name, role FROM accounts WHERE id = ?", (account_id,)).fetchone()
+        return None if row is None else _account(row)
+
+    def authenticate(self, name: str, password: str) -> Account | None:
+        """The account when name and password match, else None (in about the same time)."""
+        if len(password) > MAX_PASSWORD_LENGTH:
+            return None
+        try:
+            row = self._row(normalise_name(name))
+        except AccountError:
+            row = None
+        if row is None:
+            check_password_hash(_dummy_hash(), password)
+            return None
+        if not check_password_hash(row["password_hash"], password):
+            return None
+        return _account(row)
+
+
+def _throttle_key(name: str) -> str:
+    return name.strip().lower()[:_THROTTLE_KEY_LENGTH]
+
+
+class LoginThrottle:
+    """Failed-login limits per account name and per client address in a sliding window."""
+
+    def __init__(self, conn: sqlite3.Connection, limit: int, window_seconds: float = 60.0) -> None:
+        """Allow fewer than ``limit`` failures per name and per address in ``window_seconds``."""
+        if limit < 1 or window_seconds <= 0:
+            raise ValueError("the login throttle needs limit >= 1 and a positive window")
+        self.conn = conn
+        self.limit = limit
+        self.window = float(window_seconds)
+
+    def _wait(self, column: str, value: str, now: float) -> float:
+        # The limit-th newest failure in the window: once it ages out, fewer than limit remain.
+        row = self.conn.execute(
+            f"SELECT at FROM login_failures WHERE {column} = ? AND at > ?"
+            " ORDER BY at DESC LIMIT 1 OFFSET ?",
+            (value, now - self.window, self.limit - 1)).fetchone()
+        return 0.0 if row is None else max(row[0] + self.window - now, 0.0)
+
+    def wait_seconds(self, name: str, address: str, now: float | None = None) -> float:
+        """0.0 when a login try is allowed now, else the seconds until one is."""
+        now = time.time() if now is None else now
+        return max(self._wait("name", _throttle_key(name), now),
+                   self._wait("address", address, now))
+
+    def record_failure(self, name: str, address: str, now: float | None = None) -> None:
+        """Count a failed login for ``name`` and ``address``; drop failures out of the window."""
+        now = time.time() if now is None else now
+        with db.transaction(self.conn):
+            self.conn.execute("INSERT INTO login_failures(at, name, address) VALUES (?, ?, ?)",
+                              (now, _throttle_key(name), address))
+            self.conn.execute("DELETE FROM login_failures WHERE at <= ?", (now - self.window,))
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class Sessions:
+    """Server-side login sessions: the browser holds a random token, the database its SHA-256."""
+
+    def __init__(self, conn: sqlite3.Connection, idle_seconds: float, max_seconds: float) -> None:
+        """Sessions end after ``idle_seconds`` without a request or ``max_seconds`` in all."""
+        self.conn = conn
+        self.idle = float(idle_seconds)
+        self.max = float(max_seconds)
+
+    def start(self, account: Account, now: float | None = None) -> str:
+        """Open a session for ``account`` and return its token (for the browser's cookie)."""
+        now = time.time() if now is None else now
+        token = secrets.token_urlsafe(32)
+        self.conn.execute(
+            "INSERT INTO web_sessions(token_hash, account_id, created_at, last_seen)"
+            " VALUES (?, ?, ?, ?)", (_token_hash(token), account.id, now, now))
+        return token
+
+    def resume(self, token: str, now: float | None = None) -> Account | None:
+        """The session's account, or None when the token is unknown or the session expired."""
+        if not token:
+            return None
+        now = time.time() if now is None else now
+        token_hash = _token_hash(token)
+        row = self.conn.execute(
+            "SELECT s.created_at, s.last_seen, a.id, a.name, a.role FROM web_sessions s"
+            " JOIN accounts a ON a.id = s.account_id WHERE s.token_hash = ?",
+            (token_hash,)).fetchone()
+        if row is None:
+            return None
+        if now - row["last_seen"] > self.idle or now - row["created_at"] > self.max:
+            self.conn.execute("DELETE FROM web_sessions WHERE token_hash = ?", (token_hash,))
+            return None
+        if now - row["last_seen"] > _TOUCH_SECONDS:
+            self.conn.execute("UPDATE web_sessions SET last_seen = ? WHERE token_hash = ?",
+                              (now, token_hash))
+        return _account(row)
+
+    def end(self, token: str) -> None:
+        """End one session (logout)."""
+        self.conn.execute("DELETE FROM web_sessions WHERE token_hash = ?", (_token_hash(token),))
+
+    def end_all(self, account_id: int) -> None:
+        """End every session of an account."""
+        self.conn.execute("DELETE FROM web_sessions WHERE account_id = ?", (account_id,))
+
+    def purge(self, now: float | None = None) -> int:
+        """Delete expired sessions; return how many."""
+        now = time.time() if now is None else now
+        cursor = self.conn.execute(
+            "DELETE FROM web_sessions WHERE last_seen < ? OR created_at < ?",
+            (now - self.idle, now - self.max))
+        return cursor.rowcount

@@ -1,0 +1,140 @@
+"""The viewer's wiring, written out in one place: ``create_app(config)``.
+
+    browser ──HTTPS (gunicorn, web/server.py)──> Flask app
+      security.install: session check, role check, CSRF, security headers
+      auth      /login /logout                       (web/views_auth.py)
+      clinic    worklist, study, images, feedback, report (web/views_clinic.py)
+      device    status, quarantine (technicians)     (web/views_device.py)
+      reads and writes: the box database (SQLite, WAL: the worker keeps writing)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import secrets
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, render_template
+from flask_wtf.csrf import CSRFError, CSRFProtect
+
+from firmware_app import db
+from firmware_app.app import make_spool
+from firmware_app.config import Config
+from firmware_app.models import PackageError, find_package, load_package
+from firmware_app.spool import Spool
+from web import security, wording
+from web.security import current_account
+
+log = logging.getLogger(__name__)
+
+
+def session_secret(path: Path) -> bytes:
+    """The key that signs session cookies: made once (0600) and kept across restarts."""
+    if path.exists():
+        return path.read_bytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_bytes(32)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(secret)
+    return secret
+
+
+@dataclass
+class Viewer:
+    """What the routes share: the box's config, its spool, and the model package's facts."""
+
+    config: Config
+    spool: Spool
+    _package: tuple[float, dict[str, Any]] | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def package_facts(self) -> dict[str, Any]:
+        """The configured model package: id, intended use, artifacts with validation metrics.
+
+        Verified (signature and hashes) once per change of the manifest file; a
+        package that fails verification is reported, not hidden.
+        """
+        config = self.config
+        try:
+            root = find_package(config.models_dir, config.models.name, config.models.version)
+            stamp = (root / "manifest.json").stat().st_mtime
+        except (PackageError, OSError) as exc:
+            return {"error": str(exc)}
+        with self._lock:
+            if self._package is not None and self._package[0] == stamp:
+                return self._package[1]
+            try:
+                package = load_package(root, config.trusted_key_paths)
+            except PackageError as exc:
+                facts: dict[str, Any] = {"error": f"{root}: {exc}"}
+            else:
+                facts = {
+                    "model_id": package.model_id,
+                    "intended_use": package.manifest.get("intended_use", ""),
+                    "signer": package.signer,
+                    "thresholds": package.thresholds,
+                    "artifacts": [{"label": f"{a['format']}/{a['precision']}",
+                                   "path": a["path"], "profiles": a.get("profiles", []),
+                                   "validation": a.get("validation", {})}
+                                  for a in package.manifest["artifacts"]],
+                }
+            self._package = (stamp, facts)
+            return facts
+
+
+def create_app(config: Config) -> Flask:
+    """The clinic viewer for the box described by ``config``."""
+    app = Flask(__name__)
+    web = config.web
+    db.open_database(config.database_path).close()  # the viewer may start before the service
+    app.config.update(
+        CLINIBOX=Viewer(config, make_spool(config)),
+        SECRET_KEY=session_secret(config.keys_dir / "web-session.secret"),
+        SESSION_COOKIE_NAME="clinibox_session",
+        SESSION_COOKIE_SECURE=True,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=web.session_max_hours),
+        WTF_CSRF_TIME_LIMIT=int(web.session_max_hours * 3600),
+        MAX_CONTENT_LENGTH=64 * 1024,
+        PREFERRED_URL_SCHEME="https",
+    )
+    CSRFProtect(app)
+    security.install(app)
+
+    from web.views_auth import blueprint as auth
+    from web.views_clinic import blueprint as clinic
+    from web.views_device import blueprint as device
+
+    for blueprint in (auth, clinic, device):
+        app.register_blueprint(blueprint)
+
+    @app.context_processor
+    def shared() -> dict[str, Any]:
+        facts = app.config["CLINIBOX"].package_facts()
+        return {"account": current_account(), "words": wording,
+                "model_notice": wording.model_notice(facts.get("intended_use", ""))}
+
+    def error_page(code: int, title: str, detail: str):
+        return render_template("error.html", code=code, title=title, detail=detail), code
+
+    @app.errorhandler(CSRFError)
+    def csrf_failed(error: CSRFError):
+        return error_page(400, "The form has expired",
+                          f"{error.description} Go back, reload the page and try again.")
+
+    for code, title, detail in (
+            (401, "Please log in", "This needs a logged-in account."),
+            (403, "Not allowed", "Your account's role does not allow this page."),
+            (404, "Not found", "There is nothing here."),
+            (413, "Too large", "That request is too large."),
+            (500, "Something went wrong", "The error was logged; the box keeps running.")):
+        app.register_error_handler(
+            code, lambda _error, c=code, t=title, d=detail: error_page(c, t, d))
+    return app

@@ -1,0 +1,111 @@
+"""``clinibox user``: the viewer's local accounts, managed on the box's console.
+
+* ``clinibox user add NAME --role clinician|technician`` creates an account;
+* ``clinibox user list`` shows every account and its role;
+* ``clinibox user passwd NAME`` sets a new password (and ends the account's sessions);
+* ``clinibox user remove NAME`` removes an account (and its sessions).
+
+Passwords are asked for twice on the terminal (not echoed), or read as one line
+from standard input with ``--password-stdin`` (for scripts); never as an
+argument, where they would show in the process list and the shell history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sqlite3
+import sys
+from collections.abc import Callable
+
+from firmware_app import config as config_module
+from firmware_app import db
+from web.accounts import ROLES, AccountError, Accounts, normalise_name
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+_NEEDS_NAME = ("add", "passwd", "remove")
+
+
+def _usage_error(message: str) -> int:
+    print(f"clinibox user: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _read_password(name: str, from_stdin: bool) -> str:
+    """The new password: one line of standard input, or typed twice at the prompt."""
+    if from_stdin:
+        line = sys.stdin.readline()
+        if not line:
+            raise AccountError("no password on standard input")
+        return line.rstrip("\r\n")
+    try:
+        first = getpass.getpass(f"Password for {name}: ")
+        second = getpass.getpass("Again: ")
+    except EOFError as exc:
+        raise AccountError("no password given") from exc
+    if first != second:
+        raise AccountError("the two passwords differ; nothing changed")
+    return first
+
+
+def _run(args: argparse.Namespace, accounts: Accounts) -> int:
+    if args.action == "list":
+        rows = accounts.all()
+        if not rows:
+            print("no accounts yet: clinibox user add NAME --role technician")
+        for account in rows:
+            print(f"{account.name:<32} {account.role}")
+        return EXIT_OK
+    name = normalise_name(args.name)
+    exists = any(account.name == name for account in accounts.all())
+    if args.action == "add":
+        if exists:  # say so before asking for a password
+            raise AccountError(f"account {name} already exists")
+        account = accounts.add(name, _read_password(name, args.password_stdin), args.role)
+        print(f"account {account.name} ({account.role}) added")
+    elif args.action == "passwd":
+        if not exists:
+            raise AccountError(f"no account {name}")
+        accounts.set_password(name, _read_password(name, args.password_stdin))
+        print(f"password of {name} changed; its sessions were ended")
+    else:
+        accounts.remove(name)
+        print(f"account {name} removed")
+    return EXIT_OK
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    """Add, list, change the password of, or remove a viewer account."""
+    if args.action in _NEEDS_NAME and not args.name:
+        return _usage_error(f"{args.action} needs an account NAME")
+    if args.action == "list" and args.name:
+        return _usage_error("list takes no NAME")
+    if args.action == "add" and not args.role:
+        return _usage_error(f"add needs --role ({' or '.join(ROLES)})")
+    if args.action != "add" and args.role:
+        return _usage_error("--role applies to add only (an account's role cannot be changed; "
+                            "remove and add it again)")
+    if args.password_stdin and args.action not in ("add", "passwd"):
+        return _usage_error("--password-stdin applies to add and passwd only")
+    config = config_module.load(getattr(args, "config", None))
+    conn: sqlite3.Connection = db.open_database(config.database_path)
+    try:
+        return _run(args, Accounts(conn))
+    except AccountError as exc:
+        print(f"clinibox user {args.action}: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    finally:
+        conn.close()
+
+
+def add_parsers(sub: argparse._SubParsersAction,
+                with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
+    """Register ``user`` on the main parser."""
+    p = with_config(sub.add_parser(
+        "user", help="the viewer's local accounts: add, list, passwd, remove"))
+    p.add_argument("action", choices=["add", "list", "passwd", "remove"])
+    p.add_argument("name", nargs="?", help="the account name (not for list)")
+    p.add_argument("--role", choices=list(ROLES), help="the new account's role (add only)")
+    p.add_argument("--password-stdin", action="store_true",
+                   help="read the password as one line from standard input instead of asking")
+    p.set_defaults(func=cmd_user)

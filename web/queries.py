@@ -1,0 +1,236 @@
+"""The viewer's reads from the box database: worklist, study, feedback and device figures.
+
+Every query here is bounded (a page of the worklist, one study, grouped
+counts) and served by an index, so pages stay fast with years of studies in
+the store (``bench/viewer.py`` measures them with 10,000).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from firmware_app.results import decode_heatmap
+
+#: Worklist filters: every study, alerts only, studies done, objects waiting, objects held back.
+WORKLIST_FILTERS = ("all", "alert", "done", "waiting", "quarantined")
+
+
+@dataclass
+class WorklistPage:
+    """One page of the worklist with the counts shown above it."""
+
+    rows: list[dict[str, Any]]
+    total: int
+    page: int
+    pages: int
+    waiting: int
+    quarantined: int
+    alerts: int
+
+
+def day_bounds(day: dt.date) -> tuple[float, float]:
+    """The local-time start and end of ``day`` as epoch seconds."""
+    start = dt.datetime.combine(day, dt.time.min).astimezone()
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time.min).astimezone()
+    return start.timestamp(), end.timestamp()
+
+
+def worklist(conn: sqlite3.Connection, *, status: str = "all", day: dt.date | None = None,
+             page: int = 1, page_size: int = 50) -> WorklistPage:
+    """Studies sorted by suspicion (alerts first), or the objects waiting or held back."""
+    if status not in WORKLIST_FILTERS:
+        raise ValueError(f"unknown worklist filter {status!r}")
+    lo, hi = day_bounds(day) if day else (0.0, float("inf"))
+    counts = conn.execute(
+        "SELECT SUM(status IN ('queued', 'processing')), SUM(status IN ('quarantined', 'failed'))"
+        " FROM instances WHERE status NOT IN ('processed') AND received_at >= ?"
+        " AND received_at < ?", (lo, hi)).fetchone()
+    alerts = conn.execute("SELECT COUNT(*) FROM studies WHERE alert = 1 AND received_at >= ?"
+                          " AND received_at < ?", (lo, hi)).fetchone()[0]
+    page = max(1, page)
+    offset = (page - 1) * page_size
+    if status in ("waiting", "quarantined"):
+        states = ("queued", "processing") if status == "waiting" else ("quarantined", "failed")
+        total = conn.execute(
+            "SELECT COUNT(*) FROM instances WHERE status IN (?, ?) AND received_at >= ?"
+            " AND received_at < ?", (*states, lo, hi)).fetchone()[0]
+        rows = [_object_row(row) for row in conn.execute(
+            "SELECT id, modality, received_at, status, reason, source FROM instances"
+            " WHERE status IN (?, ?) AND received_at >= ? AND received_at < ?"
+            " ORDER BY received_at DESC, id DESC LIMIT ? OFFSET ?",
+            (*states, lo, hi, page_size, offset))]
+    else:
+        where = "received_at >= ? AND received_at < ?" + (" AND alert = 1"
+                                                           if status == "alert" else "")
+        total = conn.execute(f"SELECT COUNT(*) FROM studies WHERE {where}", (lo, hi)).fetchone()[0]
+        rows = [_study_row(row) for row in conn.execute(
+            "SELECT id, modality, received_at, alert, max_probability, findings, warnings,"
+            " instances, patient_name, patient_id, study_date, study_description"
+            f" FROM studies WHERE {where}"
+            " ORDER BY alert DESC, max_probability DESC, received_at DESC LIMIT ? OFFSET ?",
+            (lo, hi, page_size, offset))]
+    return WorklistPage(rows=rows, total=int(total), page=page,
+                        pages=max(1, -(-int(total) // page_size)), waiting=int(counts[0] or 0),
+                        quarantined=int(counts[1] or 0), alerts=int(alerts))
+
+
+def _study_row(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "kind": "study", "id": row["id"], "modality": row["modality"] or "",
+        "received_at": row["received_at"], "status": "done", "alert": bool(row["alert"]),
+        "probability": row["max_probability"], "findings": row["findings"],
+        "warnings": row["warnings"], "instances": row["instances"],
+        "patient_name": row["patient_name"], "patient_id": row["patient_id"],
+        "study_date": row["study_date"], "study_description": row["study_description"],
+    }
+
+
+def _object_row(row: sqlite3.Row) -> dict[str, Any]:
+    waiting = row["status"] in ("queued", "processing")
+    return {
+        "kind": "object", "id": row["id"], "modality": row["modality"] or "",
+        "received_at": row["received_at"], "status": "waiting" if waiting else "quarantined",
+        "reason": row["reason"] or "", "source": row["source"],
+    }
+
+
+@dataclass
+class InstanceView:
+    """One processed instance of a study with its result and feedback."""
+
+    id: int
+    spool_path: str
+    modality: str
+    probability: float
+    finding: bool
+    alert: bool
+    boxes: list[dict[str, Any]]
+    warnings: list[dict[str, str]]
+    key_frame: int
+    frames_inferred: int
+    model_id: str
+    backend: str
+    has_heatmap: bool
+    created_at: float
+    #: finding index (-1: the image as a whole) → this clinician's verdict
+    my_verdicts: dict[int, str] = field(default_factory=dict)
+    #: finding index → {verdict: count} over every clinician
+    tallies: dict[int, dict[str, int]] = field(default_factory=dict)
+
+
+def study(conn: sqlite3.Connection, study_id: int) -> dict[str, Any] | None:
+    """The studies row (as a dict) with ``instances``: list[InstanceView], worst first."""
+    row = conn.execute("SELECT * FROM studies WHERE id = ?", (study_id,)).fetchone()
+    if row is None:
+        return None
+    out = dict(row)
+    out["alert"] = bool(out["alert"])
+    out["instances"] = [
+        InstanceView(
+            id=r["id"], spool_path=r["spool_path"], modality=r["modality"] or "",
+            probability=r["probability"], finding=bool(r["finding"]), alert=bool(r["alert"]),
+            boxes=json.loads(r["findings_json"]), warnings=json.loads(r["warnings_json"]),
+            key_frame=r["key_frame"], frames_inferred=r["frames_inferred"],
+            model_id=r["model_id"], backend=r["backend"], has_heatmap=r["has_heatmap"] == 1,
+            created_at=r["created_at"])
+        for r in conn.execute(
+            "SELECT i.id, i.spool_path, i.modality, r.probability, r.finding, r.alert,"
+            " r.findings_json, r.warnings_json, r.key_frame, r.frames_inferred, r.model_id,"
+            " r.backend, r.heatmap IS NOT NULL AS has_heatmap, r.created_at"
+            " FROM instances i JOIN results r ON r.instance_id = i.id"
+            " WHERE i.study_instance_uid = ? ORDER BY r.probability DESC, i.id",
+            (row["study_key"],))
+    ]
+    return out
+
+
+def attach_feedback(conn: sqlite3.Connection, instances: list[InstanceView],
+                    account_id: int) -> None:
+    """Fill each instance's verdict tallies and this clinician's own verdicts."""
+    by_id = {inst.id: inst for inst in instances}
+    if not by_id:
+        return
+    marks = ",".join("?" * len(by_id))
+    for r in conn.execute(
+            "SELECT instance_id, finding, verdict, COUNT(*) AS n,"
+            " SUM(account_id = ?) AS mine FROM feedback"
+            f" WHERE instance_id IN ({marks}) GROUP BY instance_id, finding, verdict",
+            (account_id, *by_id)):
+        inst = by_id[r["instance_id"]]
+        inst.tallies.setdefault(r["finding"], {})[r["verdict"]] = r["n"]
+        if r["mine"]:
+            inst.my_verdicts[r["finding"]] = r["verdict"]
+
+
+def instance_result(conn: sqlite3.Connection, instance_id: int) -> dict[str, Any] | None:
+    """What the image routes need: the file, key frame, boxes and heatmap of one instance."""
+    row = conn.execute(
+        "SELECT i.id, i.spool_path, i.status, r.key_frame, r.findings_json, r.heatmap,"
+        " r.probability FROM instances i LEFT JOIN results r ON r.instance_id = i.id"
+        " WHERE i.id = ? AND i.status = 'processed'", (instance_id,)).fetchone()
+    if row is None or row["key_frame"] is None:
+        return None
+    return {"id": row["id"], "spool_path": row["spool_path"], "key_frame": row["key_frame"],
+            "boxes": json.loads(row["findings_json"]), "heatmap": decode_heatmap(row["heatmap"]),
+            "probability": row["probability"]}
+
+
+def record_feedback(conn: sqlite3.Connection, instance_id: int, finding: int, verdict: str,
+                    account_id: int) -> None:
+    """Store (or change) one clinician's verdict on one finding."""
+    conn.execute(
+        "INSERT INTO feedback(instance_id, finding, verdict, account_id, at)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT(instance_id, finding, account_id)"
+        " DO UPDATE SET verdict = excluded.verdict, at = excluded.at",
+        (instance_id, finding, verdict, account_id, time.time()))
+
+
+def feedback_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Verdicts recorded so far, by verdict."""
+    counts = {"agree": 0, "disagree": 0, "unsure": 0}
+    for verdict, n in conn.execute("SELECT verdict, COUNT(*) FROM feedback GROUP BY verdict"):
+        counts[verdict] = n
+    return counts
+
+
+def device_figures(conn: sqlite3.Connection, now: float | None = None) -> dict[str, Any]:
+    """Queue depth, today's work, quarantine reasons, outbox and link state, last errors."""
+    now = time.time() if now is None else now
+    today, _ = day_bounds(dt.date.fromtimestamp(now))
+    statuses = dict(conn.execute("SELECT status, COUNT(*) FROM instances GROUP BY status")
+                    .fetchall())
+    state = dict(conn.execute("SELECT name, value FROM telemetry_state").fetchall())
+    return {
+        "queue_depth": int(statuses.get("queued", 0) + statuses.get("processing", 0)),
+        "statuses": {k: int(v) for k, v in statuses.items()},
+        "processed_today": conn.execute(
+            "SELECT COUNT(*) FROM results WHERE created_at >= ?", (today,)).fetchone()[0],
+        "received_today": conn.execute(
+            "SELECT COUNT(*) FROM instances WHERE received_at >= ?", (today,)).fetchone()[0],
+        "quarantine_reasons": [dict(r) for r in conn.execute(
+            "SELECT COALESCE(reason, '') AS reason, COUNT(*) AS n FROM instances"
+            " WHERE status IN ('quarantined', 'failed') GROUP BY reason ORDER BY n DESC"
+            " LIMIT 20")],
+        "outbox_pending": conn.execute(
+            "SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0],
+        "outbox_last_sent": conn.execute(
+            "SELECT MAX(sent_at) FROM outbox WHERE state = 'sent'").fetchone()[0],
+        "link_up": None if "link_up" not in state else bool(state["link_up"]),
+        "link_since": state.get("link_since"),
+        "appliance_seen_at": state.get("appliance_seen_at"),
+        "latest_result": _latest_result(conn),
+        "last_errors": [dict(r) for r in conn.execute(
+            "SELECT at, level, component, message FROM events ORDER BY id DESC LIMIT 10")],
+        "feedback": feedback_counts(conn),
+    }
+
+
+def _latest_result(conn: sqlite3.Connection) -> dict[str, Any] | None:
+    row = conn.execute("SELECT model_id, backend, created_at FROM results"
+                       " ORDER BY created_at DESC LIMIT 1").fetchone()
+    return None if row is None else dict(row)

@@ -1,0 +1,242 @@
+"""The printable study report as PDF (fpdf2): patient and study, key image, verdict, findings.
+
+Text is Unicode when DejaVu Sans (regular and bold) is found in one of
+``FONT_DIRS``; otherwise the core Helvetica font is used and text is reduced to
+latin-1 (typographic punctuation to its ASCII look-alike, anything else to
+``?``). Every string is cleaned first: control and format characters removed,
+line breaks and runs of blanks folded to one space, length capped, so a
+patient-controlled string can neither break the PDF nor its layout. Characters
+the Unicode font has no glyph for (e.g. CJK in DejaVu) also become ``?`` rather
+than disappearing.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from fpdf import FPDF
+from fpdf.enums import XPos, YPos
+from PIL import Image
+
+#: Folders searched (in order) for DejaVuSans.ttf and DejaVuSans-Bold.ttf.
+FONT_DIRS: tuple[Path, ...] = (
+    Path("/usr/share/fonts/truetype/dejavu"),
+    Path("/usr/share/fonts/dejavu"),
+    Path("/usr/share/fonts/TTF"),
+    Path("/usr/share/fonts/truetype/ttf-dejavu"),
+    Path("/usr/local/share/fonts"),
+    Path("/usr/local/share/fonts/dejavu"),
+)
+REGULAR_FONT, BOLD_FONT = "DejaVuSans.ttf", "DejaVuSans-Bold.ttf"
+TITLE = "clinibox study report"
+#: Longest text kept per field / per finding line (characters).
+FIELD_LIMIT, LINE_LIMIT = 200, 1000
+#: The key image never takes more than this height (mm).
+IMAGE_MAX_HEIGHT = 120.0
+#: Plain look-alikes for the core (latin-1) font.
+_ASCII = str.maketrans({
+    "\u2014": "-", "\u2013": "-", "\u2012": "-", "\u2010": "-", "\u2011": "-", "\u2212": "-",
+    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201c": '"', "\u201d": '"', "\u201e": '"',
+    "\u2026": "...", "\u2022": "-", "\u00b7": "-", "\u2192": "->", "\u2264": "<=", "\u2265": ">=",
+    "\u00a0": " ", "\u2009": " ", "\u202f": " ",
+})
+_LINE_BREAKS = "\n\r\t\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+@dataclass
+class ReportContent:
+    """Everything one study report shows, already formatted as display text."""
+
+    patient_name: str
+    patient_id: str
+    study_date: str  # as shown (already formatted)
+    study_description: str
+    modality: str
+    received: str  # formatted local time
+    verdict: str  # the headline in plain words
+    findings: list[str]  # plain-language lines
+    warnings: list[str]  # quality warnings, plain language
+    model_id: str
+    backend: str
+    notice: str  # "This result assists a doctor and does not replace one." (+ demo line)
+    generated: str  # formatted date/time the report was made
+    key_image_png: bytes | None = None
+
+
+def find_fonts(font_dirs: Sequence[Path] | None = None) -> tuple[Path, Path] | None:
+    """(regular, bold) DejaVu Sans from the first folder holding both, or None."""
+    for folder in FONT_DIRS if font_dirs is None else font_dirs:
+        regular, bold = Path(folder) / REGULAR_FONT, Path(folder) / BOLD_FONT
+        if regular.is_file() and bold.is_file():
+            return regular, bold
+    return None
+
+
+def clean_text(value: object, limit: int = LINE_LIMIT) -> str:
+    """One line of printable text: controls/format characters dropped, blanks folded, capped."""
+    text = unicodedata.normalize("NFC", "" if value is None else str(value))
+    kept = []
+    for ch in text:
+        if ch in _LINE_BREAKS:
+            kept.append(" ")
+        elif unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn"):
+            kept.append(ch)
+    text = " ".join("".join(kept).split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def report_pdf(content: ReportContent, *, font_dirs: Sequence[Path] | None = None) -> bytes:
+    """The report as PDF bytes (A4 portrait); ``font_dirs`` overrides ``FONT_DIRS``."""
+    fonts = find_fonts(font_dirs)
+    generated = clean_text(content.generated, FIELD_LIMIT)
+    try:
+        pdf = _Report(fonts, generated)
+    except Exception:  # an unreadable font file: the core font still makes a report
+        pdf = _Report(None, generated)
+    pdf.set_title(TITLE)
+    pdf.set_creator("clinibox")
+    pdf.set_margins(15, 15, 15)
+    pdf.set_auto_page_break(auto=True, margin=20)
+    pdf.add_page()
+
+    pdf.use_font(bold=True, size=18)
+    pdf.paragraph(TITLE, 10)
+    pdf.ln(2)
+
+    fields = (
+        ("Patient", content.patient_name),
+        ("Patient ID", content.patient_id),
+        ("Study date", content.study_date),
+        ("Study", content.study_description),
+        ("Modality", content.modality),
+        ("Received", content.received),
+    )
+    for label, value in fields:
+        pdf.field_row(label, clean_text(value, FIELD_LIMIT) or "—")
+    pdf.ln(4)
+
+    if content.key_image_png:
+        _key_image(pdf, content.key_image_png)
+
+    pdf.use_font(bold=True, size=13)
+    pdf.paragraph(clean_text(content.verdict) or "No result", 7)
+    pdf.ln(2)
+
+    findings = [clean_text(line) for line in content.findings or []]
+    _section(pdf, "Findings", [f for f in findings if f] or ["None recorded."])
+    warnings = [clean_text(line) for line in content.warnings or []]
+    if any(warnings):
+        _section(pdf, "Quality warnings", [w for w in warnings if w])
+
+    pdf.use_font(size=9)
+    model = clean_text(content.model_id, FIELD_LIMIT) or "unknown"
+    backend = clean_text(content.backend, FIELD_LIMIT) or "unknown"
+    pdf.paragraph(f"Model: {model} · runtime: {backend}", 5)
+    pdf.ln(3)
+
+    pdf.use_font(bold=True, size=10)
+    pdf.set_fill_color(245, 245, 245)
+    pdf.set_draw_color(80, 80, 80)
+    notice = clean_text(content.notice) or "This result assists a doctor and does not replace one."
+    pdf.multi_cell(0, 5.5, pdf.safe(notice), border=1, fill=True, padding=3,
+                   new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    return bytes(pdf.output())
+
+
+class _Report(FPDF):
+    """FPDF with the report's fonts, text preparation and footer."""
+
+    def __init__(self, fonts: tuple[Path, Path] | None, generated: str) -> None:
+        super().__init__(orientation="portrait", unit="mm", format="A4")
+        self.unicode = fonts is not None
+        self.generated = generated
+        self.glyphs: frozenset[int] = frozenset()
+        if fonts is not None:
+            self.add_font("DejaVu", "", str(fonts[0]))
+            self.add_font("DejaVu", "B", str(fonts[1]))
+            self.report_family = "DejaVu"
+            self.glyphs = _glyphs(str(fonts[0])) & _glyphs(str(fonts[1]))
+        else:
+            self.report_family = "Helvetica"
+        self.alias_nb_pages()
+
+    def safe(self, text: str) -> str:
+        """Text the current font can show: missing glyphs (Unicode) or non-latin-1 (core) → '?'."""
+        if self.unicode:
+            return "".join(ch if ord(ch) in self.glyphs or ch == " " else "?" for ch in text)
+        return text.translate(_ASCII).encode("latin-1", "replace").decode("latin-1")
+
+    def use_font(self, *, bold: bool = False, size: float = 10) -> None:
+        """Select the report font in regular or bold at ``size`` points."""
+        self.set_font(self.report_family, "B" if bold else "", size)
+
+    def paragraph(self, text: str, height: float) -> None:
+        """A paragraph across the full width, wrapped."""
+        self.multi_cell(0, height, self.safe(text), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+
+    def field_row(self, label: str, value: str) -> None:
+        """One ``label  value`` row of the patient/study block; long values wrap."""
+        self.use_font(bold=True, size=10)
+        self.cell(32, 6, self.safe(label))
+        self.use_font(size=10)
+        self.multi_cell(0, 6, self.safe(value), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+
+    def footer(self) -> None:
+        """Generated date on the left, page n of N on the right."""
+        self.set_y(-14)
+        self.use_font(size=8)
+        self.set_text_color(90, 90, 90)
+        self.cell(0, 5, self.safe(f"{TITLE} · generated {self.generated}"))
+        self.set_x(self.l_margin)
+        self.cell(0, 5, f"page {self.page_no()} of {{nb}}", align="R")
+        self.set_text_color(0, 0, 0)
+
+
+@functools.lru_cache(maxsize=4)
+def _glyphs(path: str) -> frozenset[int]:
+    from fontTools.ttLib import TTFont  # an fpdf2 dependency
+
+    with TTFont(path, lazy=True) as font:
+        return frozenset(font.getBestCmap() or {})
+
+
+def _section(pdf: _Report, heading: str, lines: list[str]) -> None:
+    pdf.use_font(bold=True, size=11)
+    pdf.paragraph(heading, 6)
+    pdf.use_font(size=10)
+    for line in lines:
+        pdf.paragraph(f"• {line}", 5.5)
+    pdf.ln(3)
+
+
+def _key_image(pdf: _Report, png: bytes) -> None:
+    """The key image at the page width (aspect kept, height capped), centred."""
+    try:
+        with Image.open(io.BytesIO(png)) as probe:
+            width_px, height_px = probe.size
+    except Exception:
+        width_px = height_px = 0
+    if width_px <= 0 or height_px <= 0:
+        pdf.use_font(size=9)
+        pdf.paragraph("(the key image could not be included)", 5)
+        return
+    width = pdf.epw
+    height = width * height_px / width_px
+    if height > IMAGE_MAX_HEIGHT:
+        height = IMAGE_MAX_HEIGHT
+        width = height * width_px / height_px
+    if pdf.get_y() + height > pdf.page_break_trigger:
+        pdf.add_page()
+    x = pdf.l_margin + (pdf.epw - width) / 2
+    try:
+        pdf.image(io.BytesIO(png), x=x, y=pdf.get_y(), w=width, h=height)
+    except Exception:
+        pdf.use_font(size=9)
+        pdf.paragraph("(the key image could not be included)", 5)
+        return
+    pdf.set_y(pdf.get_y() + height + 4)

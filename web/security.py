@@ -1,0 +1,128 @@
+"""The viewer's safety rules, in one place: who may see what, and the headers on every answer.
+
+* Every route except the login page and static files needs a live session
+  (``web.accounts.Sessions``: server-side, idle and absolute expiry); pages
+  redirect to the login, image and JSON routes answer 401.
+* Device pages and quarantine actions are for technicians (403 otherwise).
+* CSRF: Flask-WTF's ``CSRFProtect`` checks a token on every POST (forms and
+  fetch calls), and the same-origin Referer on HTTPS.
+* Cookies are Secure, HttpOnly and SameSite=Strict; the viewer only speaks HTTPS.
+* Headers: a Content-Security-Policy that allows nothing from outside the box
+  and no inline script or style, no framing, no sniffing, no caching of pages
+  that show patient data.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import Flask, Response, abort, current_app, g, redirect, request, session, url_for
+
+from firmware_app import db
+from web.accounts import Account, Sessions
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Endpoints reachable without a session.
+PUBLIC_ENDPOINTS = frozenset({"auth.login", "static"})
+
+CONTENT_SECURITY_POLICY = "; ".join((
+    "default-src 'none'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self'",
+    "connect-src 'self'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+    "base-uri 'none'",
+))
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    # same-origin, not no-referrer: Flask-WTF checks the Referer of HTTPS form posts
+    "Referrer-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), usb=()",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Strict-Transport-Security": "max-age=31536000",
+}
+
+
+def database() -> sqlite3.Connection:
+    """This request's connection to the box database (opened on first use)."""
+    if "db" not in g:
+        g.db = db.connect(current_app.config["CLINIBOX"].config.database_path)
+    return g.db
+
+
+def close_database(_exc: BaseException | None = None) -> None:
+    """Close the request's connection, if one was opened."""
+    conn = g.pop("db", None)
+    if conn is not None:
+        conn.close()
+
+
+def sessions() -> Sessions:
+    """The session store with the configured expiry."""
+    web = current_app.config["CLINIBOX"].config.web
+    return Sessions(database(), web.session_idle_minutes * 60, web.session_max_hours * 3600)
+
+
+def current_account() -> Account | None:
+    """The logged-in account of this request, if any."""
+    return g.get("account")
+
+
+def load_account() -> Response | None:
+    """Before each request: resume the session; turn away requests that need one."""
+    token = session.get("token")
+    g.account = sessions().resume(token) if isinstance(token, str) else None
+    if token and g.account is None:
+        session.pop("token", None)
+    if g.account is not None or request.endpoint in PUBLIC_ENDPOINTS:
+        return None
+    if request.endpoint is None:
+        abort(404)
+    if _wants_page():
+        return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+    abort(401)
+
+
+def _wants_page() -> bool:
+    """Whether this is a browser page load (redirect to login) rather than an image or API call."""
+    return (request.method == "GET" and not request.path.startswith("/api/")
+            and not request.path.endswith((".png", ".pdf")))
+
+
+def technician_only(view: F) -> F:
+    """Allow the view to technicians only (403 for clinicians)."""
+
+    @functools.wraps(view)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        account = current_account()
+        if account is None or not account.is_technician:
+            abort(403)
+        return view(*args, **kwargs)
+
+    return guarded  # type: ignore[return-value]
+
+
+def add_security_headers(response: Response) -> Response:
+    """After each request: the security headers, and no caching of anything but static files."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if request.endpoint != "static":
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def install(app: Flask) -> None:
+    """Register the session check, the headers and the per-request database on ``app``."""
+    app.before_request(load_account)
+    app.after_request(add_security_headers)
+    app.teardown_appcontext(close_database)

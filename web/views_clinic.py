@@ -1,0 +1,259 @@
+"""What clinic staff use: the worklist, a study with its images and findings, feedback, reports.
+
+Images are rendered on the box as PNG from the stored DICOM (window/level
+in the modality's units, one frame at a time); the boxes are an SVG layer
+and the heatmap a transparent PNG layer, both toggled in the page.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from pathlib import Path
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+
+from firmware_app.imaging.decode import DecodeError
+from web import queries, render, wording
+from web.report_pdf import ReportContent, report_pdf
+from web.security import current_account, database
+
+blueprint = Blueprint("clinic", __name__)
+
+#: Longest side of a rendered image, and of the report's key image.
+IMAGE_SIDE = 2048
+KEY_IMAGE_SIDE = 1024
+VERDICTS = ("agree", "disagree", "unsure")
+#: Window presets offered for CT (centre, width in Hounsfield units).
+CT_PRESETS = (("Soft tissue", 40, 400), ("Lung", -600, 1500), ("Bone", 400, 1800),
+              ("Brain", 40, 80))
+
+
+def _viewer():
+    return current_app.config["CLINIBOX"]
+
+
+def _worklist_args() -> dict[str, Any]:
+    status = request.args.get("status", "all")
+    if status not in queries.WORKLIST_FILTERS:
+        abort(400)
+    day_text = request.args.get("day", "")
+    try:
+        day = dt.date.fromisoformat(day_text) if day_text else None
+        page = int(request.args.get("page", "1"))
+    except ValueError:
+        abort(400)
+    return {"status": status, "day": day, "page": max(1, min(page, 100_000))}
+
+
+def _worklist_page(args: dict[str, Any]) -> queries.WorklistPage:
+    return queries.worklist(database(), page_size=_viewer().config.web.page_size, **args)
+
+
+@blueprint.route("/")
+def worklist():
+    """Studies sorted by suspicion (alerts first), filtered by day and status."""
+    args = _worklist_args()
+    return render_template("worklist.html", page=_worklist_page(args), args=args,
+                           filters=queries.WORKLIST_FILTERS,
+                           refresh=_viewer().config.web.refresh_seconds)
+
+
+@blueprint.route("/worklist/rows")
+def worklist_rows():
+    """The worklist's rows alone, fetched by the page every few seconds to stay current."""
+    args = _worklist_args()
+    return render_template("worklist_rows.html", page=_worklist_page(args), args=args)
+
+
+@blueprint.route("/api/worklist")
+def worklist_json():
+    """The worklist page as JSON (same filters as the page)."""
+    page = _worklist_page(_worklist_args())
+    return jsonify(rows=page.rows, total=page.total, page=page.page, pages=page.pages,
+                   waiting=page.waiting, quarantined=page.quarantined, alerts=page.alerts)
+
+
+def _window_args() -> render.Window | None:
+    """The window asked for in the query (centre, width), or None for the image's own."""
+    centre, width = request.args.get("centre"), request.args.get("width")
+    if not centre or not width:
+        return None
+    try:
+        window = render.Window(float(centre), float(width))
+    except ValueError:
+        abort(400)
+    if not (math.isfinite(window.centre) and math.isfinite(window.width)
+            and 0 < window.width <= 1e7 and abs(window.centre) <= 1e7):
+        abort(400)
+    return window
+
+
+def _frame(path: str, frame: int) -> render.FrameImage:
+    try:
+        return render.load_frame(Path(path), frame, _viewer().config.limits)
+    except DecodeError:
+        abort(404)
+    except FileNotFoundError:
+        abort(404)
+
+
+def _int_arg(name: str, default: int) -> int:
+    try:
+        return int(request.args.get(name, default))
+    except ValueError:
+        abort(400)
+
+
+@blueprint.route("/study/<int:study_id>")
+def study(study_id: int):
+    """One study: the chosen image with overlays, window/level, frames, findings and feedback."""
+    conn = database()
+    found = queries.study(conn, study_id)
+    if found is None or not found["instances"]:
+        abort(404)
+    account = current_account()
+    assert account is not None
+    queries.attach_feedback(conn, found["instances"], account.id)
+    chosen = _int_arg("instance", found["instances"][0].id)
+    instance = next((i for i in found["instances"] if i.id == chosen), None)
+    if instance is None:
+        abort(404)
+    frame_number = _int_arg("frame", instance.key_frame)
+    image = _frame(instance.spool_path, frame_number)
+    window = _window_args() or image.default_window
+    level, headline = wording.verdict(instance.alert, instance.finding)
+    return render_template(
+        "study.html", study=found, instance=instance, image=image, window=window,
+        level=level, headline=headline, verdicts=VERDICTS,
+        presets=CT_PRESETS if image.modality == "CT" else (),
+        on_key_frame=image.frame == instance.key_frame,
+        findings=wording.finding_lines(instance.boxes, image.rows, image.columns),
+        warnings=[wording.warning_text(w) for w in instance.warnings],
+        notice=wording.ASSIST_NOTICE)
+
+
+@blueprint.route("/instance/<int:instance_id>/frame/<int:frame>.png")
+def frame_png(instance_id: int, frame: int):
+    """One frame rendered as PNG with the requested (or the image's own) window."""
+    result = queries.instance_result(database(), instance_id)
+    if result is None:
+        abort(404)
+    image = _frame(result["spool_path"], frame)
+    return Response(render.render_png(image, _window_args(), max_side=IMAGE_SIDE),
+                    mimetype="image/png")
+
+
+@blueprint.route("/instance/<int:instance_id>/heatmap.png")
+def heatmap_png(instance_id: int):
+    """The model's heatmap as a transparent layer over the key frame."""
+    result = queries.instance_result(database(), instance_id)
+    if result is None or result["heatmap"] is None:
+        abort(404)
+    image = _frame(result["spool_path"], result["key_frame"])
+    scale = min(1.0, IMAGE_SIDE / max(image.rows, image.columns))
+    width, height = max(1, round(image.columns * scale)), max(1, round(image.rows * scale))
+    return Response(render.heatmap_png(result["heatmap"], width, height), mimetype="image/png")
+
+
+@blueprint.route("/instance/<int:instance_id>/key.png")
+def key_png(instance_id: int):
+    """The key frame with boxes and heatmap drawn in, for the report."""
+    result = queries.instance_result(database(), instance_id)
+    if result is None:
+        abort(404)
+    image = _frame(result["spool_path"], result["key_frame"])
+    return Response(render.key_image_png(image, None, result["boxes"], result["heatmap"],
+                                         max_side=KEY_IMAGE_SIDE), mimetype="image/png")
+
+
+@blueprint.route("/instance/<int:instance_id>/feedback", methods=["POST"])
+def feedback(instance_id: int):
+    """Record this clinician's verdict on one finding (-1: the image as a whole)."""
+    conn = database()
+    result = queries.instance_result(conn, instance_id)
+    verdict = request.form.get("verdict", "")
+    try:
+        finding = int(request.form.get("finding", ""))
+    except ValueError:
+        abort(400)
+    if result is None:
+        abort(404)
+    if verdict not in VERDICTS or not -1 <= finding < len(result["boxes"]):
+        abort(400)
+    account = current_account()
+    assert account is not None
+    queries.record_feedback(conn, instance_id, finding, verdict, account.id)
+    study_id = conn.execute(
+        "SELECT s.id FROM studies s JOIN instances i ON i.study_instance_uid = s.study_key"
+        " WHERE i.id = ?", (instance_id,)).fetchone()
+    if request.accept_mimetypes.best == "application/json":
+        return jsonify(instance=instance_id, finding=finding, verdict=verdict)
+    target = url_for("clinic.study", study_id=study_id[0], instance=instance_id) \
+        if study_id else url_for("clinic.worklist")
+    return redirect(f"{target}#feedback")
+
+
+def _report(study_id: int) -> dict[str, Any]:
+    """Everything a report shows, from the study's most suspicious instance."""
+    found = queries.study(database(), study_id)
+    if found is None or not found["instances"]:
+        abort(404)
+    top = found["instances"][0]
+    image = _frame(top.spool_path, top.key_frame)
+    level, headline = wording.verdict(found["alert"], bool(found["findings"]))
+    facts = _viewer().package_facts()
+    notice = wording.ASSIST_NOTICE
+    if facts.get("intended_use"):
+        notice = f"{notice} Model: {facts['intended_use']}"
+    return {
+        "study": found, "top": top, "level": level, "headline": headline,
+        "findings": wording.finding_lines(top.boxes, image.rows, image.columns),
+        "warnings": sorted({wording.warning_text(w) for i in found["instances"]
+                            for w in i.warnings}),
+        "notice": notice, "generated": wording.local_time(dt.datetime.now().timestamp()),
+    }
+
+
+@blueprint.route("/study/<int:study_id>/report")
+def report(study_id: int):
+    """The printable report page (key image with overlays, findings, warnings, model, date)."""
+    return render_template("report.html", **_report(study_id))
+
+
+@blueprint.route("/study/<int:study_id>/report.pdf")
+def report_as_pdf(study_id: int):
+    """The same report as a PDF made on the box."""
+    facts = _report(study_id)
+    found, top = facts["study"], facts["top"]
+    image = _frame(top.spool_path, top.key_frame)
+    key = render.key_image_png(image, None, top.boxes, _heatmap(top.id),
+                               max_side=KEY_IMAGE_SIDE)
+    content = ReportContent(
+        patient_name=found["patient_name"], patient_id=found["patient_id"],
+        study_date=wording.dicom_date(found["study_date"]),
+        study_description=found["study_description"], modality=found["modality"] or "",
+        received=wording.local_time(found["received_at"]), verdict=facts["headline"],
+        findings=facts["findings"] or ["No marked areas."], warnings=facts["warnings"],
+        model_id=top.model_id, backend=top.backend, notice=facts["notice"],
+        generated=facts["generated"], key_image_png=key)
+    response = Response(report_pdf(content), mimetype="application/pdf")
+    response.headers["Content-Disposition"] = \
+        f'inline; filename="clinibox-report-{study_id}.pdf"'
+    return response
+
+
+def _heatmap(instance_id: int):
+    result = queries.instance_result(database(), instance_id)
+    return None if result is None else result["heatmap"]

@@ -1,0 +1,94 @@
+"""Technicians' pages: the box's health, its model package, and the quarantine.
+
+Device status: queue depth, today's work, quarantine reasons, disk, the model
+package and its validation metrics, the link to the hospital and the outbox,
+last errors. The quarantine lists every object held back with its reason;
+a technician may process one again or delete it (both recorded as events).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from typing import Any
+
+from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, url_for
+
+from firmware_app import quarantine
+from web import queries
+from web.security import current_account, database, technician_only
+
+blueprint = Blueprint("device", __name__)
+
+#: The appliance notes it is alive every 10 s; after this long without a note it is shown down.
+SERVICE_SILENT_SECONDS = 60.0
+
+
+def _viewer():
+    return current_app.config["CLINIBOX"]
+
+
+def status_figures() -> dict[str, Any]:
+    """Everything the device page shows."""
+    viewer = _viewer()
+    config = viewer.config
+    figures = queries.device_figures(database())
+    usage = shutil.disk_usage(config.state_dir)
+    now = time.time()
+    seen = figures["appliance_seen_at"]
+    figures.update(
+        disk={"free_mb": usage.free // 2**20, "total_mb": usage.total // 2**20,
+              "used_percent": round(100 * (usage.total - usage.free) / max(usage.total, 1), 1),
+              "floor_mb": config.storage.min_free_mb},
+        service_running=seen is not None and now - seen < SERVICE_SILENT_SECONDS,
+        broker=f"{config.mqtt.host}:{config.mqtt.port}" if config.mqtt.host else "",
+        clinic=config.telemetry.clinic, device=config.telemetry.device,
+        package=viewer.package_facts(), now=now,
+    )
+    return figures
+
+
+@blueprint.route("/device")
+@technician_only
+def device():
+    """The box's health at a glance."""
+    return render_template("device.html", s=status_figures())
+
+
+@blueprint.route("/api/status")
+@technician_only
+def device_json():
+    """The device page's figures as JSON."""
+    return jsonify(status_figures())
+
+
+@blueprint.route("/device/quarantine")
+@technician_only
+def held():
+    """Every object held back, with its reason."""
+    return render_template("quarantine.html", objects=quarantine.held_objects(database()))
+
+
+def _act(instance_id: int, action, done: str) -> Any:
+    account = current_account()
+    assert account is not None
+    try:
+        action(database(), _viewer().spool, instance_id, account.name)
+    except quarantine.QuarantineError as exc:
+        abort(404, description=str(exc))
+    flash(done)
+    return redirect(url_for("device.held"))
+
+
+@blueprint.route("/device/quarantine/<int:instance_id>/process", methods=["POST"])
+@technician_only
+def process_again(instance_id: int):
+    """Queue a held object again (after the cause was fixed, e.g. a model update)."""
+    return _act(instance_id, quarantine.process_again, f"Object {instance_id} queued again.")
+
+
+@blueprint.route("/device/quarantine/<int:instance_id>/delete", methods=["POST"])
+@technician_only
+def delete(instance_id: int):
+    """Delete a held object for good (the sender may send it again)."""
+    return _act(instance_id, quarantine.delete, f"Object {instance_id} deleted.")

@@ -1,0 +1,89 @@
+"""Findings, warnings and notices in plain words for clinic staff who are not radiologists."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+#: Shown on every study page and report.
+ASSIST_NOTICE = ("This result assists a doctor and does not replace one. "
+                 "A doctor must read the images and make the diagnosis.")
+
+#: Advice added to quality warnings that do not already say what to do.
+_ADVICE = {
+    "too_small": "send the original image if possible",
+    "saturated": "check exposure, rescan if needed",
+    "low_contrast": "check window/exposure, rescan if needed",
+}
+
+
+def verdict(alert: bool, finding: bool) -> tuple[str, str]:
+    """(level, headline): level is alert, finding or clear."""
+    if alert:
+        return "alert", "Suspicious area found — a doctor should review this study soon"
+    if finding:
+        return "finding", "Possible finding — a doctor should review this study"
+    return "clear", "No suspicious area found by the model"
+
+
+def percent(probability: float | None) -> str:
+    """A probability as a whole percentage, e.g. ``87 %``."""
+    return "–" if probability is None else f"{round(100 * probability)} %"
+
+
+def where(box: dict[str, Any], rows: int, columns: int) -> str:
+    """Where a box lies in the image, in words (upper left … lower right)."""
+    cx = (box["x0"] + box["x1"]) / 2 / max(columns, 1)
+    cy = (box["y0"] + box["y1"]) / 2 / max(rows, 1)
+    vertical = "upper" if cy < 1 / 3 else ("lower" if cy > 2 / 3 else "middle")
+    horizontal = "left" if cx < 1 / 3 else ("right" if cx > 2 / 3 else "centre")
+    if vertical == "middle" and horizontal == "centre":
+        return "centre of the image"
+    return f"{vertical} {horizontal} of the image"
+
+
+def finding_lines(boxes: list[dict[str, Any]], rows: int, columns: int) -> list[str]:
+    """One sentence per marked area, numbered as on the image."""
+    return [f"Area {n}: possible {box.get('label', 'finding')} in the {where(box, rows, columns)}"
+            f" (model confidence {percent(box.get('score'))})"
+            for n, box in enumerate(boxes, start=1)]
+
+
+def warning_text(warning: dict[str, str]) -> str:
+    """A quality warning with advice on what to do about it."""
+    message = warning.get("message", "")
+    advice = _ADVICE.get(warning.get("code", ""))
+    if advice and advice not in message:
+        message = f"{message} — {advice}"
+    return message[:1].upper() + message[1:]
+
+
+def model_notice(intended_use: str) -> str:
+    """The package's intended-use line, when it limits use (e.g. the phantom demo model)."""
+    return intended_use.strip()
+
+
+def local_time(epoch: float | None, with_seconds: bool = False) -> str:
+    """An epoch time as local ``YYYY-MM-DD HH:MM``."""
+    if epoch is None:
+        return "–"
+    fmt = "%Y-%m-%d %H:%M:%S" if with_seconds else "%Y-%m-%d %H:%M"
+    return dt.datetime.fromtimestamp(epoch).strftime(fmt)
+
+
+def dicom_date(value: str) -> str:
+    """A DICOM DA value (YYYYMMDD) as YYYY-MM-DD; anything else as it is."""
+    if len(value) == 8 and value.isdigit():
+        return f"{value[:4]}-{value[4:6]}-{value[6:]}"
+    return value
+
+
+def ago(seconds: float) -> str:
+    """A duration in rough words: ``12 s``, ``5 min``, ``3 h``, ``2 days``."""
+    if seconds < 90:
+        return f"{max(0, round(seconds))} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    if seconds < 172800:
+        return f"{round(seconds / 3600)} h"
+    return f"{round(seconds / 86400)} days"
