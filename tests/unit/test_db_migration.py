@@ -1,0 +1,96 @@
+"""Schema upgrades keep what the box holds: v2 → v3 (stable study ids, feedback per finding)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from firmware_app import db
+
+V2_STUDIES = """
+CREATE TABLE studies (
+    study_key TEXT PRIMARY KEY, modality TEXT, instances INTEGER NOT NULL,
+    max_probability REAL NOT NULL, findings INTEGER NOT NULL, alert INTEGER NOT NULL,
+    top_instance_id INTEGER, warnings INTEGER NOT NULL, updated_at REAL NOT NULL);
+CREATE TABLE feedback (
+    id INTEGER PRIMARY KEY, instance_id INTEGER NOT NULL,
+    verdict TEXT NOT NULL CHECK (verdict IN ('agree', 'disagree')), at REAL NOT NULL);
+"""
+
+
+def _v2_database(path) -> None:
+    conn = db.connect(path)
+    db.initialise(conn)
+    conn.executescript("DROP TABLE studies; DROP TABLE feedback; DROP TABLE accounts;"
+                       "DROP TABLE web_sessions; DROP TABLE login_failures;" + V2_STUDIES)
+    for n, p in ((1, 0.9), (2, 0.2)):
+        conn.execute("INSERT INTO instances(id, local_id, study_instance_uid, modality, source,"
+                     " spool_path, size_bytes, status, received_at, updated_at)"
+                     f" VALUES ({n}, 'l{n}', '1.2.{n}', 'CT', 'dicom', 'p', 1, 'processed',"
+                     f" {100 * n}, 0)")
+        conn.execute("INSERT INTO results(instance_id, model_id, backend, probability, finding,"
+                     " alert, findings_json, warnings_json, key_frame, frames_inferred,"
+                     f" timings_json, created_at) VALUES ({n}, 'm@1', 'ort', {p}, {int(p > .5)},"
+                     f" {int(p > .8)}, '[]', '[]', 0, 1, '{{}}', 0)")
+    conn.execute("INSERT INTO studies VALUES ('1.2.1', 'CT', 1, 0.9, 1, 1, 1, 0, 0)")
+    conn.executemany("INSERT INTO feedback(instance_id, verdict, at) VALUES (1, ?, 5)",
+                     [("agree",), ("disagree",)])
+    conn.execute("PRAGMA user_version=2")
+    conn.close()
+
+
+def test_v2_database_is_upgraded_in_place(tmp_path):
+    path = tmp_path / "box.db"
+    _v2_database(path)
+    conn = db.open_database(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 3
+    studies = conn.execute("SELECT id, study_key, alert, received_at FROM studies"
+                           " ORDER BY study_key").fetchall()
+    assert [(r["study_key"], r["alert"], r["received_at"]) for r in studies] == [
+        ("1.2.1", 1, 100.0), ("1.2.2", 0, 200.0)]  # rolled up again from the results
+    feedback = conn.execute("SELECT instance_id, finding, verdict, account_id FROM feedback"
+                            " ORDER BY id").fetchall()
+    assert [tuple(r) for r in feedback] == [(1, -1, "agree", None), (1, -1, "disagree", None)]
+    conn.execute("INSERT INTO feedback(instance_id, finding, verdict, at)"
+                 " VALUES (1, 0, 'unsure', 6)")
+    assert conn.execute("SELECT COUNT(*) FROM accounts").fetchone()[0] == 0
+    conn.close()
+    again = db.open_database(path)  # opening an upgraded database changes nothing
+    assert again.execute("SELECT COUNT(*) FROM feedback").fetchone()[0] == 3
+    again.close()
+
+
+def test_study_ids_stay_when_a_study_gains_instances(conn):
+    from firmware_app.results import update_study
+
+    for n in (1, 2):
+        conn.execute("INSERT INTO instances(id, local_id, study_instance_uid, source, spool_path,"
+                     f" size_bytes, status, received_at, updated_at) VALUES ({n}, 'l{n}', 'S',"
+                     " 'dicom', 'p', 1, 'processed', 1, 1)")
+        conn.execute("INSERT INTO results(instance_id, model_id, backend, probability, finding,"
+                     " alert, findings_json, warnings_json, key_frame, frames_inferred,"
+                     f" timings_json, created_at) VALUES ({n}, 'm', 'b', 0.{n}, 0, 0, '[]',"
+                     " '[]', 0, 1, '{}', 1)")
+        update_study(conn, "S", "CT", {"patient_name": "A^B"} if n == 1 else {}, 2.0)
+        if n == 1:
+            first = conn.execute("SELECT id FROM studies WHERE study_key='S'").fetchone()[0]
+    row = conn.execute("SELECT id, instances, patient_name, max_probability FROM studies"
+                       " WHERE study_key='S'").fetchone()
+    assert row["id"] == first and row["instances"] == 2
+    assert row["patient_name"] == "A^B"  # kept when the newer instance has none
+    assert abs(row["max_probability"] - 0.2) < 1e-9
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "box.db"
+    raw = sqlite3.connect(path)
+    raw.execute("PRAGMA user_version=99")
+    raw.close()
+    conn = db.connect(path)
+    try:
+        db.initialise(conn)
+    except RuntimeError as exc:
+        assert "newer than this software" in str(exc)
+    else:
+        raise AssertionError("a newer schema was accepted")
+    finally:
+        conn.close()
