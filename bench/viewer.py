@@ -9,8 +9,9 @@ and the PNG routes really decode and render it) and a result copied from that
 instance's (heatmap, key frame, timings), with its own probability; the
 finding and alert flags follow the demo package's thresholds and
 ``studies`` is rolled up by the box's own ``update_study``. Received times are
-spread over 60 days; 20 waiting or quarantined objects and verdicts on about
-one study in ten are added as well. The reference, measured in the same run
+spread over 60 days; one study in twenty carries a quality warning, and 20
+waiting or quarantined objects and verdicts on about one study in ten are
+added as well. The reference, measured in the same run
 and interleaved request by request, is the same store with 100 studies: the
 p95 ratio says whether a page stays flat as the store grows.
 
@@ -67,12 +68,15 @@ from web.app import create_app
 #: The demo package's thresholds (models/clinibox-demo-lesion/1.0.0/manifest.json).
 FINDING, ALERT = 0.4088, 0.8834
 SPAN_S = 60 * 86_400
-ALERT_SHARE, FINDING_SHARE, FEEDBACK_SHARE = 0.08, 0.12, 0.10
+ALERT_SHARE, FINDING_SHARE, FEEDBACK_SHARE, WARNING_SHARE = 0.08, 0.12, 0.10, 0.05
 WAITING, QUARANTINED = 10, 10
 WARMUP = 5
 QUARANTINE_REASONS = ("truncated file (element (7FE0,0010) runs past the end of the file)",
                       "not a DICOM file", "unsupported transfer syntax 1.2.840.10008.1.2.4.100",
                       "image too large: 12000 x 12000 pixels")
+#: Quality warnings as the worker stores them (firmware_app/imaging/quality.py).
+QUALITY_WARNINGS = ('[{"code": "low_contrast", "message": "low contrast, check window/exposure"}]',
+                    '[{"code": "too_dark", "message": "image too dark, rescan suggested"}]')
 
 
 @dataclass
@@ -137,12 +141,15 @@ def fill(conn: sqlite3.Connection, ids: dict[str, int], accounts: dict[str, int]
             probability = rng.uniform(0.01, FINDING)
         finding, alert = int(probability >= FINDING), int(probability >= ALERT)
         received = now - SPAN_S * rng.random() if n else now - 3600.0
+        warnings = src["warnings_json"]
+        if n == 0 or rng.random() < WARNING_SHARE:
+            warnings = QUALITY_WARNINGS[int(rng.integers(len(QUALITY_WARNINGS)))]
         key, iid = _uid(rng), next_id + n
         instances.append((iid, uuid.UUID(bytes=rng.bytes(16)).hex, _uid(rng), key, _uid(rng),
                           src["modality"], "dicom", "BENCH", src["spool_path"],
                           src["size_bytes"], "processed", 1, received, received + 2.0))
         results.append((iid, src["model_id"], src["backend"], probability, finding, alert,
-                        src["findings_json"] if finding else "[]", src["warnings_json"],
+                        src["findings_json"] if finding else "[]", warnings,
                         src["key_frame"], src["frames_inferred"], src["heatmap"],
                         src["heatmap_shape"], src["timings_json"], received + 2.0,
                         src["input_mean"], src["input_std"]))

@@ -9,6 +9,7 @@ the appliance writes:
   carry script-injection canaries (they must render as text, never run);
 * a clear study: a CT phantom without a lesion;
 * a multi-frame ultrasound sweep with a lesion mid-sweep;
+* an ultrasound image far too dark (a quality warning: rescan suggested);
 * a truncated DICOM file: quarantined with its reason;
 * one object landed but not processed: waiting.
 
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.phantom_dicom import ct_dataset, us_multiframe_dataset, write_dicom
+from converters.phantom_dicom import ct_dataset, us_dataset, us_multiframe_dataset, write_dicom
 from converters.phantoms import generate, generate_sweep
 from firmware_app import db
 from firmware_app.app import make_spool
@@ -91,16 +92,20 @@ def build_viewer_state(root: Path, runner: ModelRunner, config: Config | None = 
         us_multiframe_dataset(generate_sweep(np.random.default_rng(7), frames=6),
                               {"PatientName": "SWEEP^PHANTOM", "PatientID": "SWEEP-1",
                                "StudyDescription": "US SWEEP PHANTOM"}), folder / "sweep.dcm")
+    dark = write_dicom(
+        us_dataset(generate("us", np.random.default_rng(3), lesion=False).image * 0.12,
+                   {"PatientName": "DARK^PHANTOM", "StudyDescription": "US DARK PHANTOM"}),
+        folder / "dark.dcm")
     truncated = folder / "truncated.dcm"
     truncated.write_bytes(clear.read_bytes()[:-5000])
     for name, path in (("alert", alert), ("clear", clear),
-                       ("sweep", sweep), ("truncated", truncated)):
+                       ("sweep", sweep), ("dark", dark), ("truncated", truncated)):
         state.instances[name] = _land(lander, path)
         assert worker.run_once()
     waiting = write_dicom(ct_dataset(generate("ct", np.random.default_rng(5), lesion=False)),
                           folder / "waiting.dcm")
     state.instances["waiting"] = _land(lander, waiting)
-    for name in ("alert", "clear", "sweep"):
+    for name in ("alert", "clear", "sweep", "dark"):
         row = conn.execute(
             "SELECT s.id FROM studies s JOIN instances i ON i.study_instance_uid = s.study_key"
             " WHERE i.id = ?", (state.instances[name],)).fetchone()

@@ -20,6 +20,14 @@ from firmware_app.results import decode_heatmap
 WORKLIST_FILTERS = ("all", "alert", "done", "waiting", "quarantined")
 
 
+#: The distinct quality-warning messages of a study's instances, one per line.
+_WARNING_TEXT = (
+    "SELECT group_concat(message, char(10)) FROM (SELECT DISTINCT"
+    " json_extract(w.value, '$.message') AS message FROM instances i"
+    " JOIN results r ON r.instance_id = i.id, json_each(r.warnings_json) w"
+    " WHERE i.study_instance_uid = s.study_key)")
+
+
 @dataclass
 class WorklistPage:
     """One page of the worklist with the counts shown above it."""
@@ -70,8 +78,9 @@ def worklist(conn: sqlite3.Connection, *, status: str = "all", day: dt.date | No
         total = conn.execute(f"SELECT COUNT(*) FROM studies WHERE {where}", (lo, hi)).fetchone()[0]
         rows = [_study_row(row) for row in conn.execute(
             "SELECT id, modality, received_at, alert, max_probability, findings, warnings,"
-            " instances, patient_name, patient_id, study_date, study_description"
-            f" FROM studies WHERE {where}"
+            " instances, patient_name, patient_id, study_date, study_description,"
+            f" CASE WHEN warnings > 0 THEN ({_WARNING_TEXT}) END AS warning_text"
+            f" FROM studies s WHERE {where}"
             " ORDER BY alert DESC, max_probability DESC, received_at DESC LIMIT ? OFFSET ?",
             (lo, hi, page_size, offset))]
     return WorklistPage(rows=rows, total=int(total), page=page,
@@ -85,6 +94,7 @@ def _study_row(row: sqlite3.Row) -> dict[str, Any]:
         "received_at": row["received_at"], "status": "done", "alert": bool(row["alert"]),
         "probability": row["max_probability"], "findings": row["findings"],
         "warnings": row["warnings"], "instances": row["instances"],
+        "warning_text": (row["warning_text"] or "").split("\n") if row["warnings"] else [],
         "patient_name": row["patient_name"], "patient_id": row["patient_id"],
         "study_date": row["study_date"], "study_description": row["study_description"],
     }

@@ -61,6 +61,16 @@ def test_worklist_puts_alerts_first_with_counts(clinician):
     assert dt.date.today().isoformat() in page  # received today
 
 
+def test_quality_warnings_show_in_the_worklist_and_the_study(clinician):
+    state, client = clinician
+    worklist = _html(client.get("/"))
+    assert '<span class="badge warn">image too dark, rescan suggested</span>' in worklist
+    assert "low contrast, check window/exposure</span>" in worklist
+    assert worklist.count('class="badge warn"') == 2  # only the dark study has warnings
+    study = _html(client.get(f"/study/{state.studies['dark']}"))
+    assert "Image too dark, rescan suggested" in study
+
+
 def test_worklist_filters_by_status_and_day(clinician):
     state, client = clinician
     alerts = _html(client.get("/?status=alert"))
@@ -83,8 +93,8 @@ def test_worklist_rows_fragment_and_json_follow_new_results(clinician):
     rows = _html(client.get("/worklist/rows"))
     assert "<html" not in rows and "<table" in rows
     data = client.get("/api/worklist").get_json()
-    assert data["total"] == 3 and data["waiting"] == 1 and data["quarantined"] == 1
-    assert [r["alert"] for r in data["rows"]] == [True, True, False]
+    assert data["total"] == 4 and data["waiting"] == 1 and data["quarantined"] == 1
+    assert [r["alert"] for r in data["rows"]] == [True, True, False, False]
     conn = db.connect(state.config.database_path)
     conn.execute("UPDATE studies SET received_at = received_at + 1, alert = 0,"
                  " max_probability = 0.01 WHERE id = ?", (state.studies["sweep"],))
@@ -247,7 +257,7 @@ def test_device_page_shows_the_box(technician):
     assert "clinibox-demo-lesion@1.0.0" in page and "signature verified" in page
     assert "onnx/int8" in page and "0.93852" in page  # validation metrics
     assert "not configured" in page and "never connected" in page
-    assert re.search(r'id="processed-today">3<', page)
+    assert re.search(r'id="processed-today">4<', page)
     assert "not running" in page  # no appliance service in this test
     status = client.get("/api/status").get_json()
     assert status["queue_depth"] == 1 and status["statuses"]["quarantined"] == 1
