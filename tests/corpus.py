@@ -337,3 +337,21 @@ def _build() -> dict[str, tuple[bytes, str]]:
         b"PK\x03\x04" + bytes(rng.randrange(256) for _ in range(1020)), "not a dicom file"
     )
     return files
+
+
+def data_file(name: str) -> Path:
+    """A pydicom-data test file, found locally (never downloaded)."""
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file(name, download=False)
+    assert path is not None, f"{name} is not available locally"
+    return Path(path)
+
+
+def write(ds: Dataset, tmp_path: Path, name: str = "x.dcm") -> Path:
+    """Write a test data set (warnings about odd values silenced) and return its path."""
+    path = tmp_path / name
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path.write_bytes(to_bytes(ds))
+    return path

@@ -4,21 +4,19 @@ malformed corpus, and the limits."""
 from __future__ import annotations
 
 import struct
-import warnings
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, pixel_array
 
 from firmware_app.config import LimitsConfig
 from firmware_app.imaging.decode import DecodeError, decode, select_frames
 from firmware_app.imaging.wrap import is_picture
-from tests.corpus import build_malformed_corpus, image_dataset, to_bytes
+from tests.corpus import build_malformed_corpus, data_file, image_dataset, to_bytes, write
 
 LIMITS = LimitsConfig()
 
@@ -87,21 +85,6 @@ REQUIRED_SYNTAXES = {
     "1.2.840.10008.1.2.4.90": "JPEG 2000 lossless",
     "1.2.840.10008.1.2.4.91": "JPEG 2000",
 }
-
-
-def data_file(name: str) -> Path:
-    """A pydicom-data file, found locally (never downloaded)."""
-    path = get_testdata_file(name, download=False)
-    assert path is not None, f"{name} is not available locally"
-    return Path(path)
-
-
-def write(ds: Dataset, tmp_path: Path, name: str = "x.dcm") -> Path:
-    path = tmp_path / name
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        path.write_bytes(to_bytes(ds))
-    return path
 
 
 @pytest.mark.parametrize("name", sorted(REAL_FILES))

@@ -19,20 +19,21 @@ from tests.viewer_state import CLINICIAN, TECHNICIAN, XSS_ID, XSS_NAME
 from tests.web_client import ViewerClient
 
 
-@pytest.fixture
-def clinician(viewer):
+def _logged_in(viewer, account: tuple[str, str]):
     state, app = viewer
     client = ViewerClient(app)
-    assert client.login(*CLINICIAN).status_code == 302
+    assert client.login(*account).status_code == 302
     return state, client
+
+
+@pytest.fixture
+def clinician(viewer):
+    return _logged_in(viewer, CLINICIAN)
 
 
 @pytest.fixture
 def technician(viewer):
-    state, app = viewer
-    client = ViewerClient(app)
-    assert client.login(*TECHNICIAN).status_code == 302
-    return state, client
+    return _logged_in(viewer, TECHNICIAN)
 
 
 def _html(response) -> str:

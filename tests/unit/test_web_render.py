@@ -9,22 +9,19 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset
 from pydicom.pixels import pixel_array
 
 from converters.phantom_dicom import ct_dataset, write_dicom
 from converters.phantoms import generate
 from firmware_app.config import LimitsConfig
 from firmware_app.imaging.decode import DecodeError, decode
-from tests.corpus import image_dataset, to_bytes
+from tests.corpus import data_file, image_dataset, write
 from web.render import (
     BOX_COLOUR,
     FrameImage,
@@ -44,21 +41,6 @@ def _fresh_cache():
     clear_cache()
     yield
     clear_cache()
-
-
-def data_file(name: str) -> Path:
-    """A pydicom test file, found locally (never downloaded)."""
-    path = get_testdata_file(name, download=False)
-    assert path is not None, f"{name} is not available locally"
-    return Path(path)
-
-
-def write(ds: Dataset, tmp_path: Path, name: str = "x.dcm") -> Path:
-    path = tmp_path / name
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        path.write_bytes(to_bytes(ds))
-    return path
 
 
 def png(data: bytes) -> Image.Image:

@@ -13,28 +13,21 @@ from pydicom.data import get_testdata_file
 from converters.phantom_dicom import ct_dataset, us_dataset, write_dicom
 from converters.phantoms import generate
 from firmware_app import db
-from firmware_app.app import load_runner, make_spool
+from firmware_app.app import make_spool
 from firmware_app.config import Config, StorageConfig
 from firmware_app.ingest.landing import Lander
 from firmware_app.results import ResultStore, decode_heatmap
 from firmware_app.worker import Worker
 
 
-@pytest.fixture(scope="module")
-def runner():
-    config = Config()
-    config.runtime.backend = "onnxruntime"
-    return load_runner(config)
-
-
 @pytest.fixture
-def box(tmp_path, runner):
+def box(tmp_path, demo_runner):
     config = Config(storage=StorageConfig(state_dir=str(tmp_path / "state")))
     conn = db.connect(config.database_path)
     db.initialise(conn)
     spool = make_spool(config)
     lander = Lander(spool, config.database_path, 64 * 2**20)
-    worker = Worker(config, spool, runner)
+    worker = Worker(config, spool, demo_runner)
     yield config, lander, worker, conn
     conn.close()
 
