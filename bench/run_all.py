@@ -1,4 +1,4 @@
-"""Run every benchmark in turn (ingest, backends, end-to-end, memory, telemetry)."""
+"""Run every benchmark in turn (ingest, backends, end-to-end, memory, telemetry, viewer)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-for script in ("ingest.py", "backends.py", "end_to_end.py", "memory.py", "telemetry.py"):
+for script in ("ingest.py", "backends.py", "end_to_end.py", "memory.py", "telemetry.py",
+               "viewer.py"):
     print(f"== {script}", flush=True)
     subprocess.run([sys.executable, str(HERE / script)], check=True, cwd=HERE.parent)

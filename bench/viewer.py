@@ -26,7 +26,7 @@ as a second reference. The appliance never runs ``ANALYZE``, so neither does
 the main run; the worklist pages are timed again after ``ANALYZE`` as an
 extra line.
 
-    .venv/bin/python bench/viewer.py [--studies 10000] [--runs 200]
+    .venv/bin/python bench/viewer.py [--studies 10000] [--runs 200] [--reference 100]
 """
 
 from __future__ import annotations
@@ -95,12 +95,16 @@ class Store:
     key_frame: int
     #: bulk studies in id order (the "many studies" variant cycles through them)
     bulk_studies: list[int] = field(default_factory=list)
+    #: studies on the timed day, and alert studies (the rows those pages can show)
+    day_studies: int = 0
+    alerts: int = 0
     build_s: float = 0.0
 
 
 # -- building the store ---------------------------------------------------------------
 
 def _uid(rng: np.random.Generator) -> str:
+    """A random DICOM UID (2.25 arc: a 128-bit number)."""
     return f"2.25.{int.from_bytes(rng.bytes(16), 'big')}"
 
 
@@ -213,6 +217,9 @@ def build_store(root: Path, runner: ModelRunner, studies: int, seed: int) -> Sto
                               " LIMIT 1 OFFSET ?", (total // 2,)).fetchone()[0]
         key_frame = conn.execute("SELECT key_frame FROM results WHERE instance_id = ?",
                                  (bulk[0],)).fetchone()[0]
+        day = dt.date.fromtimestamp(median)
+        day_studies = queries.worklist(conn, day=day).total
+        alerts = queries.worklist(conn, status="alert").total
     finally:
         conn.close()
     if total != studies:
@@ -224,11 +231,11 @@ def build_store(root: Path, runner: ModelRunner, studies: int, seed: int) -> Sto
             raise RuntimeError(f"could not log in as {name}")
     page_size = state.config.web.page_size
     return Store(studies=studies, config=state.config, clinician=clinician,
-                 technician=technician, day=dt.date.fromtimestamp(median).isoformat(),
+                 technician=technician, day=day.isoformat(),
                  last_page=-(-total // page_size), study_id=study_ids[bulk[0]],
                  instance_id=bulk[0], key_frame=key_frame,
-                 bulk_studies=[study_ids[i] for i in bulk],
-                 build_s=time.perf_counter() - started)
+                 bulk_studies=[study_ids[i] for i in bulk], day_studies=day_studies,
+                 alerts=alerts, build_s=time.perf_counter() - started)
 
 
 # -- timing ---------------------------------------------------------------------------
@@ -247,11 +254,13 @@ class Page:
 def pages() -> list[Page]:
     """The pages of the issue, in the order they are printed."""
     def window(store: Store, i: int) -> str:
+        """The timed instance's key frame through a window that changes every run."""
         centre, width = 40 + (i % 97), 300 + 7 * (i % 131)  # a new window every run
         return (f"/instance/{store.instance_id}/frame/{store.key_frame}.png"
                 f"?centre={centre}&width={width}")
 
     def many(store: Store, i: int) -> str:
+        """A different bulk study each run (stepping by 37 through all of them)."""
         return f"/study/{store.bulk_studies[(37 * i) % len(store.bulk_studies)]}"
 
     return [
@@ -317,18 +326,18 @@ def query_plans(store: Store) -> dict[str, list[str]]:
     """EXPLAIN QUERY PLAN of the worklist's and the device page's queries on ``store``."""
     lo, hi = queries.day_bounds(dt.date.fromisoformat(store.day))
     statements = {
+        # the statements of web/queries.py's worklist (no day chosen, then one day)
         "worklist counts (instances)": (
             "SELECT SUM(status IN ('queued', 'processing')), SUM(status IN ('quarantined',"
-            " 'failed')) FROM instances WHERE status NOT IN ('processed') AND received_at >= ?"
-            " AND received_at < ?", (0.0, float("inf"))),
-        "worklist alert count": ("SELECT COUNT(*) FROM studies WHERE alert = 1 AND"
-                                 " received_at >= ? AND received_at < ?", (0.0, float("inf"))),
+            " 'failed')) FROM instances WHERE status IN ('queued', 'processing', 'quarantined',"
+            " 'failed')", ()),
+        "worklist alert count": ("SELECT COUNT(*) FROM studies WHERE alert = 1", ()),
         "worklist page, all": (
-            "SELECT id FROM studies WHERE received_at >= ? AND received_at < ?"
+            "SELECT id FROM studies WHERE 1"
             " ORDER BY alert DESC, max_probability DESC, received_at DESC LIMIT 50 OFFSET 0",
-            (0.0, float("inf"))),
+            ()),
         "worklist page, one day": (
-            "SELECT id FROM studies WHERE received_at >= ? AND received_at < ?"
+            "SELECT id FROM studies WHERE 1 AND received_at >= ? AND received_at < ?"
             " ORDER BY alert DESC, max_probability DESC, received_at DESC LIMIT 50 OFFSET 0",
             (lo, hi)),
         "device statuses": ("SELECT status, COUNT(*) FROM instances GROUP BY status", ()),
@@ -385,6 +394,7 @@ def print_table(figures: dict[str, Any]) -> None:
     print(f"  {'page':<44}{left:>22}{right:>26}{'p95 ratio':>11}")
 
     def line(label: str, row: dict[str, Any]) -> None:
+        """One row: both stores' p50 / p95 and the ratio of the p95s."""
         ref, big = row["reference"], row["large"]
         print(f"  {label:<44}{ref['p50_ms']:>13.2f} /{ref['p95_ms']:>7.2f}"
               f"{big['p50_ms']:>17.2f} /{big['p95_ms']:>7.2f}{row['p95_ratio']:>11.2f}")
@@ -395,7 +405,11 @@ def print_table(figures: dict[str, Any]) -> None:
     print("\n  after ANALYZE (the appliance does not run it):")
     for row in figures["after_analyze"].values():
         line(row["label"], row)
-    print(f"\n  stores built in {figures['build_s']['reference']:.1f} s and "
+    days, alerts = figures["day_studies"], figures["alert_studies"]
+    print(f"\n  rows behind the filtered pages: {alerts['reference']} and {alerts['large']} "
+          f"alert studies, {days['reference']} and {days['large']} studies on the day "
+          f"(pages of {figures['page_size']})")
+    print(f"  stores built in {figures['build_s']['reference']:.1f} s and "
           f"{figures['build_s']['large']:.1f} s; run time {figures['run_s']:.0f} s\n")
 
 
@@ -420,10 +434,13 @@ def main() -> None:
                   build_store(root / "large", runner, args.studies, seed=12)]
         figures: dict[str, Any] = {
             "studies": args.studies, "reference_studies": args.reference, "runs": args.runs,
-            "warmup": WARMUP, "machine": machine(),
+            "warmup": WARMUP, "page_size": stores[1].config.web.page_size,
+            "machine": machine(),
             "build_s": {"reference": round(stores[0].build_s, 2),
                         "large": round(stores[1].build_s, 2)},
             "day": {"reference": stores[0].day, "large": stores[1].day},
+            "day_studies": {"reference": stores[0].day_studies, "large": stores[1].day_studies},
+            "alert_studies": {"reference": stores[0].alerts, "large": stores[1].alerts},
             "last_page": {"reference": stores[0].last_page, "large": stores[1].last_page},
             "pages": {}}
         for page in pages():

@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS instances (
 );
 CREATE INDEX IF NOT EXISTS instances_status ON instances(status, id);
 CREATE INDEX IF NOT EXISTS instances_study ON instances(study_instance_uid);
+CREATE INDEX IF NOT EXISTS instances_received ON instances(received_at);
 
 CREATE TABLE IF NOT EXISTS results (
     instance_id     INTEGER PRIMARY KEY REFERENCES instances(id),

@@ -53,36 +53,39 @@ def worklist(conn: sqlite3.Connection, *, status: str = "all", day: dt.date | No
     """Studies sorted by suspicion (alerts first), or the objects waiting or held back."""
     if status not in WORKLIST_FILTERS:
         raise ValueError(f"unknown worklist filter {status!r}")
-    lo, hi = day_bounds(day) if day else (0.0, float("inf"))
+    # The day condition only when a day is chosen: without it SQLite walks
+    # studies_suspicion in ORDER BY order and stops after the page (bench/viewer.py).
+    span, span_args = "", ()
+    if day:
+        span, span_args = " AND received_at >= ? AND received_at < ?", day_bounds(day)
     counts = conn.execute(
         "SELECT SUM(status IN ('queued', 'processing')), SUM(status IN ('quarantined', 'failed'))"
-        " FROM instances WHERE status NOT IN ('processed') AND received_at >= ?"
-        " AND received_at < ?", (lo, hi)).fetchone()
-    alerts = conn.execute("SELECT COUNT(*) FROM studies WHERE alert = 1 AND received_at >= ?"
-                          " AND received_at < ?", (lo, hi)).fetchone()[0]
+        " FROM instances WHERE status IN ('queued', 'processing', 'quarantined', 'failed')"
+        + span, span_args).fetchone()
+    alerts = conn.execute("SELECT COUNT(*) FROM studies WHERE alert = 1" + span,
+                          span_args).fetchone()[0]
     page = max(1, page)
     offset = (page - 1) * page_size
     if status in ("waiting", "quarantined"):
         states = ("queued", "processing") if status == "waiting" else ("quarantined", "failed")
-        total = conn.execute(
-            "SELECT COUNT(*) FROM instances WHERE status IN (?, ?) AND received_at >= ?"
-            " AND received_at < ?", (*states, lo, hi)).fetchone()[0]
+        total = conn.execute("SELECT COUNT(*) FROM instances WHERE status IN (?, ?)" + span,
+                             (*states, *span_args)).fetchone()[0]
         rows = [_object_row(row) for row in conn.execute(
             "SELECT id, modality, received_at, status, reason, source FROM instances"
-            " WHERE status IN (?, ?) AND received_at >= ? AND received_at < ?"
+            " WHERE status IN (?, ?)" + span +
             " ORDER BY received_at DESC, id DESC LIMIT ? OFFSET ?",
-            (*states, lo, hi, page_size, offset))]
+            (*states, *span_args, page_size, offset))]
     else:
-        where = "received_at >= ? AND received_at < ?" + (" AND alert = 1"
-                                                           if status == "alert" else "")
-        total = conn.execute(f"SELECT COUNT(*) FROM studies WHERE {where}", (lo, hi)).fetchone()[0]
+        where = "1" + span + (" AND alert = 1" if status == "alert" else "")
+        total = conn.execute(f"SELECT COUNT(*) FROM studies WHERE {where}",
+                             span_args).fetchone()[0]
         rows = [_study_row(row) for row in conn.execute(
             "SELECT id, modality, received_at, alert, max_probability, findings, warnings,"
             " instances, patient_name, patient_id, study_date, study_description,"
             f" CASE WHEN warnings > 0 THEN ({_WARNING_TEXT}) END AS warning_text"
             f" FROM studies s WHERE {where}"
             " ORDER BY alert DESC, max_probability DESC, received_at DESC LIMIT ? OFFSET ?",
-            (lo, hi, page_size, offset))]
+            (*span_args, page_size, offset))]
     return WorklistPage(rows=rows, total=int(total), page=page,
                         pages=max(1, -(-int(total) // page_size)), waiting=int(counts[0] or 0),
                         quarantined=int(counts[1] or 0), alerts=int(alerts))
