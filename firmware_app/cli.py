@@ -71,8 +71,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_web(args: argparse.Namespace) -> int:
     """Run the clinic viewer (HTTPS, gunicorn) alone."""
+    from firmware_app.viewer_process import die_with_parent
     from web.server import serve
 
+    die_with_parent()
     config = _load_config(args)
     logging.getLogger().setLevel(config.logging.level)
     serve(config, args.config)

@@ -3,9 +3,11 @@
 ``make run`` (and a plain ``clinibox serve``) bring up the whole box, viewer
 included, in one command. The viewer runs in its own process (``clinibox
 web``: gunicorn, HTTPS) so that a fault in a page never touches ingest or
-inference. On Linux the child gets SIGTERM if the service dies, even by
-SIGKILL, so no orphan keeps the port. Where systemd runs the viewer as its
-own unit, the appliance is started with ``--no-web``.
+inference. On Linux the child asks the kernel for SIGTERM when the service
+dies, even by SIGKILL (``die_with_parent``, called by ``clinibox web``
+itself: no ``preexec_fn`` in a threaded parent), so no orphan keeps the
+port. Where systemd runs the viewer as its own unit, the appliance is
+started with ``--no-web``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -25,10 +28,20 @@ MAX_BACKOFF = 60.0
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+#: Set by the service for its viewer child: the service's process id.
+PARENT_ENV = "CLINIBOX_SERVICE_PID"
+
+
+def die_with_parent() -> None:
+    """In the viewer child: get SIGTERM when the service dies; exit if it is already gone."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent:
+        return
     # not glibc Linux: the service's clean stop still ends the viewer
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(parent):  # the service died before the request above
+        raise SystemExit("clinibox serve is gone; the viewer stops")
 
 
 class ViewerProcess:
@@ -45,8 +58,7 @@ class ViewerProcess:
         delay = 1.0
         while not stop.is_set():
             self.process = subprocess.Popen(
-                self.command,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                self.command, env={**os.environ, PARENT_ENV: str(os.getpid())})
             while self.process.poll() is None and not stop.wait(0.5):
                 pass
             if stop.is_set():

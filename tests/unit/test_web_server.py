@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -100,3 +102,34 @@ def test_viewer_child_gets_the_service_config():
     assert ViewerProcess("/etc/clinibox/box.toml").command[-2:] == [
         "--config", "/etc/clinibox/box.toml"]
     assert ViewerProcess(None).command[-1] == "web"
+
+
+def test_viewer_child_ends_when_the_service_is_killed(tmp_path):
+    child_pid = tmp_path / "child.pid"
+    service = subprocess.Popen([sys.executable, "-c", f"""
+import threading
+from firmware_app.viewer_process import ViewerProcess
+viewer = ViewerProcess(None)
+viewer.command = [{sys.executable!r}, "-c", "import os, time; "
+    "from firmware_app.viewer_process import die_with_parent; die_with_parent(); "
+    "open({str(child_pid)!r}, 'w').write(str(os.getpid())); time.sleep(120)"]
+viewer.run(threading.Event())
+"""], cwd=Path(__file__).resolve().parents[2])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not child_pid.exists():
+        time.sleep(0.1)
+    pid = int(child_pid.read_text())
+    service.kill()  # a power-cut-like end of the service: no clean stop
+    service.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _running(pid):
+        time.sleep(0.1)
+    assert not _running(pid)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
