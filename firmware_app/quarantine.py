@@ -40,19 +40,21 @@ class Quarantined:
     attempts: int
 
 
+#: The columns of ``Quarantined``, read from ``instances``.
+_COLUMNS = ("SELECT id, local_id, status, COALESCE(reason, '') AS reason, source, size_bytes,"
+            " received_at, attempts FROM instances")
+
+
 def held_objects(conn: sqlite3.Connection, limit: int = 500) -> list[Quarantined]:
     """Quarantined and failed objects, newest first."""
     rows = conn.execute(
-        "SELECT id, local_id, status, COALESCE(reason, '') AS reason, source, size_bytes,"
-        " received_at, attempts FROM instances WHERE status IN ('quarantined', 'failed')"
+        f"{_COLUMNS} WHERE status IN ('quarantined', 'failed')"
         " ORDER BY received_at DESC, id DESC LIMIT ?", (limit,))
     return [Quarantined(**dict(row)) for row in rows]
 
 
 def _held(conn: sqlite3.Connection, instance_id: int) -> Quarantined:
-    row = conn.execute(
-        "SELECT id, local_id, status, COALESCE(reason, '') AS reason, source, size_bytes,"
-        " received_at, attempts FROM instances WHERE id = ?", (instance_id,)).fetchone()
+    row = conn.execute(f"{_COLUMNS} WHERE id = ?", (instance_id,)).fetchone()
     if row is None:
         raise QuarantineError(f"object {instance_id} does not exist")
     if row["status"] not in ACTIONABLE:

@@ -119,7 +119,7 @@ def create_app(config: Config) -> Flask:
     def shared() -> dict[str, Any]:
         facts = app.config["CLINIBOX"].package_facts()
         return {"account": current_account(), "words": wording,
-                "model_notice": wording.model_notice(facts.get("intended_use", ""))}
+                "model_notice": facts.get("intended_use", "").strip()}
 
     def error_page(code: int, title: str, detail: str):
         return render_template("error.html", code=code, title=title, detail=detail), code

@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from firmware_app.results import decode_heatmap
+from firmware_app.queue import JobQueue
+from firmware_app.results import ResultStore, decode_heatmap
 
 #: Worklist filters: every study, alerts only, studies done, objects waiting, objects held back.
 WORKLIST_FILTERS = ("all", "alert", "done", "waiting", "quarantined")
@@ -215,12 +216,11 @@ def device_figures(conn: sqlite3.Connection, now: float | None = None) -> dict[s
     """Queue depth, today's work, quarantine reasons, outbox and link state, last errors."""
     now = time.time() if now is None else now
     today, _ = day_bounds(dt.date.fromtimestamp(now))
-    statuses = dict(conn.execute("SELECT status, COUNT(*) FROM instances GROUP BY status")
-                    .fetchall())
+    statuses = JobQueue(conn).counts()
     state = dict(conn.execute("SELECT name, value FROM telemetry_state").fetchall())
     return {
-        "queue_depth": int(statuses.get("queued", 0) + statuses.get("processing", 0)),
-        "statuses": {k: int(v) for k, v in statuses.items()},
+        "queue_depth": statuses["queued"] + statuses["processing"],
+        "statuses": statuses,
         "processed_today": conn.execute(
             "SELECT COUNT(*) FROM results WHERE created_at >= ?", (today,)).fetchone()[0],
         "received_today": conn.execute(
@@ -237,8 +237,7 @@ def device_figures(conn: sqlite3.Connection, now: float | None = None) -> dict[s
         "link_since": state.get("link_since"),
         "appliance_seen_at": state.get("appliance_seen_at"),
         "latest_result": _latest_result(conn),
-        "last_errors": [dict(r) for r in conn.execute(
-            "SELECT at, level, component, message FROM events ORDER BY id DESC LIMIT 10")],
+        "last_errors": ResultStore(conn).last_errors(10),
         "feedback": feedback_counts(conn),
     }
 

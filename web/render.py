@@ -211,6 +211,11 @@ def render_png(image: FrameImage, window: Window | None = None, *, max_side: int
     return _png(picture)
 
 
+def display_size(image: FrameImage, max_side: int = 2048) -> tuple[int, int]:
+    """(width, height) of ``render_png(image, max_side=max_side)``: overlays are made to match."""
+    return _target_size(image.columns, image.rows, max_side, 1)
+
+
 def heatmap_png(heatmap: np.ndarray, width: int, height: int, *, floor: float = 0.2) -> bytes:
     """The heatmap as an RGBA PNG of exactly ``width`` x ``height`` to lay over the image.
 

@@ -162,20 +162,24 @@ def heatmap_png(instance_id: int):
     if result is None or result["heatmap"] is None:
         abort(404)
     image = _frame(result["spool_path"], result["key_frame"])
-    scale = min(1.0, IMAGE_SIDE / max(image.rows, image.columns))
-    width, height = max(1, round(image.columns * scale)), max(1, round(image.rows * scale))
+    width, height = render.display_size(image, IMAGE_SIDE)
     return Response(render.heatmap_png(result["heatmap"], width, height), mimetype="image/png")
 
 
 @blueprint.route("/instance/<int:instance_id>/key.png")
 def key_png(instance_id: int):
     """The key frame with boxes and heatmap drawn in, for the report."""
+    return Response(_key_image(instance_id), mimetype="image/png")
+
+
+def _key_image(instance_id: int) -> bytes:
+    """The key image of a processed instance (404 otherwise), for the report page and PDF."""
     result = queries.instance_result(database(), instance_id)
     if result is None:
         abort(404)
     image = _frame(result["spool_path"], result["key_frame"])
-    return Response(render.key_image_png(image, None, result["boxes"], result["heatmap"],
-                                         max_side=KEY_IMAGE_SIDE), mimetype="image/png")
+    return render.key_image_png(image, None, result["boxes"], result["heatmap"],
+                                max_side=KEY_IMAGE_SIDE)
 
 
 @blueprint.route("/instance/<int:instance_id>/feedback", methods=["POST"])
@@ -237,9 +241,6 @@ def report_as_pdf(study_id: int):
     """The same report as a PDF made on the box."""
     facts = _report(study_id)
     found, top = facts["study"], facts["top"]
-    image = _frame(top.spool_path, top.key_frame)
-    key = render.key_image_png(image, None, top.boxes, _heatmap(top.id),
-                               max_side=KEY_IMAGE_SIDE)
     content = ReportContent(
         patient_name=found["patient_name"], patient_id=found["patient_id"],
         study_date=wording.dicom_date(found["study_date"]),
@@ -247,13 +248,9 @@ def report_as_pdf(study_id: int):
         received=wording.local_time(found["received_at"]), verdict=facts["headline"],
         findings=facts["findings"] or ["No marked areas."], warnings=facts["warnings"],
         model_id=top.model_id, backend=top.backend, notice=facts["notice"],
-        generated=facts["generated"], key_image_png=key)
+        generated=facts["generated"], key_image_png=_key_image(top.id))
     response = Response(report_pdf(content), mimetype="application/pdf")
     response.headers["Content-Disposition"] = \
         f'inline; filename="clinibox-report-{study_id}.pdf"'
     return response
 
-
-def _heatmap(instance_id: int):
-    result = queries.instance_result(database(), instance_id)
-    return None if result is None else result["heatmap"]

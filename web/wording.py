@@ -58,11 +58,6 @@ def warning_text(warning: dict[str, str]) -> str:
     return message[:1].upper() + message[1:]
 
 
-def model_notice(intended_use: str) -> str:
-    """The package's intended-use line, when it limits use (e.g. the phantom demo model)."""
-    return intended_use.strip()
-
-
 def local_time(epoch: float | None, with_seconds: bool = False) -> str:
     """An epoch time as local ``YYYY-MM-DD HH:MM``."""
     if epoch is None:
