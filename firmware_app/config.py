@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -165,6 +166,25 @@ class ModelsConfig:
         doc="Ed25519 public keys (PEM) trusted to sign packages; empty trusts only the demo key",
         factory=list,
     )
+    store_dir: str = _key(
+        doc="where `clinibox model install` keeps installed packages; empty means "
+            "<state_dir>/models", default="")
+    trial_jobs: int = _key(_range(1, 100_000), "analyses a newly installed package must "
+                           "complete without a worker crash before it is kept", 20)
+    trial_hours: float = _key(_range(0.01, 720), "hours of running without a crash after which "
+                              "a newly installed package is kept", 24.0)
+
+
+@dataclass
+class RetentionConfig:
+    """When received images are deleted (results are always kept)."""
+
+    image_days: float = _key(_range(0, 36500), "delete images this many days after they "
+                             "arrived; 0 keeps them until the disk fills", 30.0)
+    quarantine_days: float = _key(_range(0, 36500), "delete quarantined objects this many days "
+                                  "after they arrived; 0 keeps them", 90.0)
+    max_disk_used_pct: float = _key(_range(1, 100), "above this disk use, delete the oldest "
+                                    "safe images first until below it", 85.0)
 
 
 @dataclass
@@ -242,6 +262,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     web: WebConfig = field(default_factory=WebConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
@@ -281,6 +302,13 @@ class Config:
         if self.models.dir:
             return Path(self.models.dir).expanduser().resolve()
         return BUNDLED_MODELS_DIR
+
+    @property
+    def model_store_dir(self) -> Path:
+        """Where ``clinibox model install`` keeps installed packages and their state."""
+        if self.models.store_dir:
+            return Path(self.models.store_dir).expanduser().resolve()
+        return self.state_dir / "models"
 
     @property
     def keys_dir(self) -> Path:
@@ -417,8 +445,14 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
 
 
+#: names the config file when no ``--config`` is given (set by the installed units and wrapper)
+CONFIG_ENV = "CLINIBOX_CONFIG"
+
+
 def load(path: str | Path | None = None) -> Config:
-    """Load the config file at ``path`` (or the embedded defaults when None)."""
+    """Load the config file at ``path``, else ``$CLINIBOX_CONFIG``, else the embedded defaults."""
+    if path is None:
+        path = os.environ.get(CONFIG_ENV) or None
     if path is None:
         return Config()
     return from_dict(read_toml(path))
