@@ -8,9 +8,12 @@
     ViewerProcess: `clinibox web` (Flask + gunicorn, HTTPS) as a restarted child process
 
 ``Appliance.start`` brings the parts up in order (database, spool recovery,
-model verification and backend choice, worker, then the listeners, so that
-nothing is accepted before it can be stored) and ``stop`` takes them down in
-reverse.
+model verification, backend choice and golden cases, worker, then the
+listeners, so that nothing is accepted before it can be stored) and ``stop``
+takes them down in reverse. ``serve`` runs it under systemd's notify
+protocol: ``READY=1`` once started, ``WATCHDOG=1`` only while the worker's
+loop and every component thread are alive, and it returns ``"reload"`` when
+``clinibox model install`` or ``rollback`` (or the trial) switched the model.
 """
 
 from __future__ import annotations
@@ -18,17 +21,22 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 
 from firmware_app import db
 from firmware_app.config import Config
+from firmware_app.golden import require_golden, run_golden_cases
 from firmware_app.inference.runner import ModelRunner
 from firmware_app.ingest.dicom_scp import StorageSCP
 from firmware_app.ingest.landing import Lander
 from firmware_app.ingest.usb import FolderImporter
-from firmware_app.models import ModelPackage, find_package, load_package
+from firmware_app.model_store import resolve_package_root, store_for
+from firmware_app.model_trial import ModelTrial
+from firmware_app.models import ModelPackage, PackageError, load_package
 from firmware_app.queue import JobQueue
 from firmware_app.runtime.selection import select_backend
 from firmware_app.spool import Spool
+from firmware_app.systemd_notify import Notifier
 from firmware_app.telemetry.envelope import load_x25519_public
 from firmware_app.telemetry.identity import load_identity
 from firmware_app.telemetry.messages import ModelFacts
@@ -41,12 +49,35 @@ log = logging.getLogger(__name__)
 
 
 def load_runner(config: Config) -> ModelRunner:
-    """Find, verify and load the configured model package on the best backend."""
-    root = find_package(config.models_dir, config.models.name, config.models.version)
-    package = load_package(root, config.trusted_key_paths)
-    loaded = select_backend(package, config.runtime)
+    """Find, verify and load the model package, check its golden cases on the chosen backend."""
+    package = load_package(resolve_package_root(config), config.trusted_key_paths)
+    try:
+        loaded = select_backend(package, config.runtime)
+    except (RuntimeError, ImportError) as exc:
+        raise PackageError(f"{package.model_id} cannot be loaded: {exc}", "load_failed") from exc
+    try:
+        golden = require_golden(run_golden_cases(package, loaded.backend, loaded.label))
+    except PackageError:
+        loaded.close()
+        raise
     runner = ModelRunner(package, loaded.backend, loaded.artifact.label)
-    log.info("model %s on %s (%s)", package.model_id, runner.backend_label, loaded.reason)
+    log.info("model %s on %s (%s); %s", package.model_id, runner.backend_label, loaded.reason,
+             golden.describe())
+    return runner
+
+
+def load_runner_on_trial(config: Config, trial: ModelTrial) -> ModelRunner:
+    """``load_runner``, rolling back to the previous package when the one on trial fails."""
+    trial.before_load()
+    try:
+        runner = load_runner(config)
+    except PackageError as exc:
+        reason = "golden_cases_failed" if exc.code == "golden_cases_failed" else "load_failed"
+        log.error("model package failed to start: %s", exc)
+        if not trial.load_failed(reason):
+            raise
+        runner = load_runner(config)
+    trial.started(runner.package.version)
     return runner
 
 
@@ -73,6 +104,8 @@ class Appliance:
         self.threads: list[threading.Thread] = []
         self.scp: StorageSCP | None = None
         self.worker: Worker | None = None
+        self.trial = ModelTrial(config)
+        self.package: ModelPackage | None = None
 
     def start(self) -> None:
         """Bring up storage, model, worker and listeners, in that order."""
@@ -90,12 +123,13 @@ class Appliance:
         conn.close()
 
         if config.worker.enabled:
-            self.worker = Worker(config, spool, load_runner(config))
+            runner = load_runner_on_trial(config, self.trial)
+            self.worker = Worker(config, spool, runner, self.trial)
             self._thread("worker", self.worker.run, self.stop_event, self.wake)
-            package = self.worker.runner.package
+            package = runner.package
         else:
-            package = load_package(find_package(config.models_dir, config.models.name,
-                                                config.models.version), config.trusted_key_paths)
+            package = load_package(resolve_package_root(config), config.trusted_key_paths)
+        self.package = package
         self._start_telemetry(model_facts(package))
 
         lander = Lander(spool, config.database_path, config.storage.max_object_mb * 2**20)
@@ -141,19 +175,64 @@ class Appliance:
         self.outbound.set()
         for thread in self.threads:
             thread.join(timeout=30)
+        if not any(t.is_alive() for t in self.threads):
+            self.trial.stopped_cleanly()
 
-    def serve_forever(self) -> None:
-        """Start, then run until SIGTERM or SIGINT."""
+    def healthy(self, now: float | None = None, stale_after: float = 60.0) -> bool:
+        """Every component thread is alive and the worker's loop passed recently."""
+        now = time.monotonic() if now is None else now
+        if not all(t.is_alive() for t in self.threads):
+            return False
+        return self.worker is None or now - self.worker.beat < stale_after
+
+    def model_switched(self) -> bool:
+        """Whether the store now names another package than the one running."""
+        if self.package is None:
+            return False
+        try:
+            return resolve_package_root(self.config).resolve() != self.package.root.resolve()
+        except PackageError:
+            return False
+
+    def serve(self, notifier: Notifier | None = None) -> str:
+        """Start, then run until SIGTERM/SIGINT ("stop") or a model switch ("reload")."""
+        notifier = notifier or Notifier()
         signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
         signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
         self.start()
         config = self.config
+        model = self.package.model_id if self.package else "-"
         log.info(
-            "clinibox ready: state %s, DICOM %s:%d (AE %s), import folder %s",
+            "clinibox ready: state %s, DICOM %s:%d (AE %s), import folder %s, model %s",
             config.state_dir, config.dicom.host, config.dicom.port, config.dicom.ae_title,
-            config.import_dir,
+            config.import_dir, model,
         )
-        while not self.stop_event.wait(1.0):
-            pass
+        notifier.ready(f"model {model}; DICOM port {config.dicom.port}")
+        interval = notifier.watchdog_seconds
+        stale_after = max(interval, 10.0) if interval else 60.0
+        stamp = store_for(config).state_stamp()
+        outcome = "stop"
+        while not self.stop_event.wait(min(1.0, interval / 2) if interval else 1.0):
+            if interval and self.healthy(stale_after=stale_after):
+                notifier.watchdog()
+            elif interval:
+                log.error("not feeding the watchdog: a component stopped or the worker is stuck")
+            current = store_for(config).state_stamp()
+            if current != stamp:
+                stamp = current
+                if self.model_switched():
+                    log.info("the model package was switched; reloading")
+                    notifier.reloading()
+                    outcome = "reload"
+                    break
         log.info("stopping")
+        notifier.stopping()
         self.stop()
+        return outcome
+
+    def serve_forever(self) -> None:
+        """Run until SIGTERM or SIGINT, reloading in place when the model is switched."""
+        notifier = Notifier()
+        appliance: Appliance = self
+        while appliance.serve(notifier) == "reload":
+            appliance = Appliance(self.config, self.viewer)

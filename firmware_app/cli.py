@@ -1,5 +1,5 @@
 """``clinibox``: the box's command line (serve, web, user, infer, status, results, model, keys,
-config, outbox, identity, study).
+config, outbox, identity, study, service-failed).
 
 At the hospital, ``clinibox central …`` runs the receiver and its reports.
 
@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from firmware_app import config as config_module
-from firmware_app import db
-from firmware_app.models import PackageError, find_package, list_packages, load_package
+from firmware_app import db, model_commands
+from firmware_app.models import PackageError
 from firmware_app.telemetry import commands as telemetry_commands
 from web import commands as user_commands
 
@@ -221,36 +221,6 @@ def cmd_results(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_model(args: argparse.Namespace) -> int:
-    """List or verify model packages."""
-    config = _load_config(args)
-    keys = [Path(k) for k in args.trust] if args.trust else config.trusted_key_paths
-    if args.action == "list":
-        packages = list_packages(config.models_dir)
-        if not packages:
-            print(f"no model packages under {config.models_dir}")
-            return EXIT_FAIL
-        for root in packages:
-            try:
-                package = load_package(root, keys)
-                arts = ", ".join(a.label for a in package.artifacts)
-                print(f"{package.model_id:<32} verified ({arts})  {root}")
-            except PackageError as exc:
-                print(f"{root.parent.name}@{root.name:<20} REFUSED: {exc}  {root}")
-        return EXIT_OK
-    root = Path(args.path) if args.path else find_package(
-        config.models_dir, config.models.name, config.models.version)
-    try:
-        package = load_package(root, keys)
-    except PackageError as exc:
-        print(f"REFUSED {root}: {exc}", file=sys.stderr)
-        return EXIT_FAIL
-    print(f"OK {package.model_id}: signature by key {package.signer}, "
-          f"{len(package.artifacts)} artifact(s) match their sha256")
-    print(f"   intended use: {package.manifest.get('intended_use', '')}")
-    return EXIT_OK
-
-
 def cmd_keys(args: argparse.Namespace) -> int:
     """Make a key pair: model signing (Ed25519) or the hospital's telemetry key (X25519)."""
     from firmware_app import signing
@@ -311,12 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config(sub.add_parser("results", help="every received instance and its result"))
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_results)
-    p = with_config(sub.add_parser("model", help="list or verify model packages"))
-    p.add_argument("action", choices=["list", "verify"])
-    p.add_argument("path", nargs="?", help="package folder to verify (default: the configured)")
-    p.add_argument("--trust", action="append", metavar="KEY.pub",
-                   help="public key to trust instead of the configured ones (repeatable)")
-    p.set_defaults(func=cmd_model)
+    model_commands.add_parsers(sub, with_config)
     p = sub.add_parser("keys", help="make a key pair (model signing, or the hospital's)")
     p.add_argument("action", choices=["generate"])
     p.add_argument("--kind", choices=["signing", "hospital"], default="signing",

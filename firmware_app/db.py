@@ -13,7 +13,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -32,11 +32,24 @@ CREATE TABLE IF NOT EXISTS instances (
     reason              TEXT,
     duplicates          INTEGER NOT NULL DEFAULT 0,
     received_at         REAL NOT NULL,
-    updated_at          REAL NOT NULL
+    updated_at          REAL NOT NULL,
+    image_deleted_at    REAL,
+    image_rows          INTEGER,
+    image_columns       INTEGER
 );
 CREATE INDEX IF NOT EXISTS instances_status ON instances(status, id);
 CREATE INDEX IF NOT EXISTS instances_study ON instances(study_instance_uid);
 CREATE INDEX IF NOT EXISTS instances_received ON instances(received_at);
+-- Retention (firmware_app/retention.py): ``image_deleted_at`` is NULL while the
+-- object's file is on the box; once retention deletes it, the time it did (the
+-- row, its result and its study stay), with the image's size in pixels kept in
+-- ``image_rows``/``image_columns`` so the viewer can still place the findings in
+-- words. The partial indexes hold only the images still present, oldest first
+-- (what a retention pass walks), and only the deleted ones, by date.
+CREATE INDEX IF NOT EXISTS instances_image_present ON instances(received_at)
+    WHERE image_deleted_at IS NULL;
+CREATE INDEX IF NOT EXISTS instances_image_deleted ON instances(image_deleted_at)
+    WHERE image_deleted_at IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS results (
     instance_id     INTEGER PRIMARY KEY REFERENCES instances(id),
@@ -159,6 +172,16 @@ CREATE TABLE IF NOT EXISTS telemetry_state (
     value  REAL NOT NULL
 );
 
+-- One row per retention pass; a row left without ``finished_at`` is a pass that
+-- crashed, whose marked images the next pass deletes again (files may remain).
+CREATE TABLE IF NOT EXISTS retention_passes (
+    id          INTEGER PRIMARY KEY,
+    started_at  REAL NOT NULL,
+    finished_at REAL,
+    images      INTEGER NOT NULL DEFAULT 0,
+    bytes       INTEGER NOT NULL DEFAULT 0
+);
+
 CREATE TABLE IF NOT EXISTS events (
     id        INTEGER PRIMARY KEY,
     at        REAL NOT NULL,
@@ -207,6 +230,8 @@ def initialise(conn: sqlite3.Connection) -> None:
         raise RuntimeError(
             f"database schema {version} is newer than this software ({SCHEMA_VERSION})"
         )
+    if 0 < version < 4:  # before the schema script: its indexes name the new columns
+        _migrate_to_v4(conn)
     if 0 < version < 3:
         _migrate_to_v3(conn)
     conn.executescript(_SCHEMA)
@@ -239,6 +264,22 @@ def _migrate_to_v3(conn: sqlite3.Connection) -> None:
         conn.execute("INSERT INTO feedback(id, instance_id, finding, verdict, at)"
                      " SELECT id, instance_id, -1, verdict, at FROM feedback_v2")
         conn.execute("DROP TABLE feedback_v2")
+
+
+def _migrate_to_v4(conn: sqlite3.Connection) -> None:
+    """v4: instances record when retention deleted their image, and its size in pixels.
+
+    Only columns are added (NULL: every image present, as before), so the
+    upgrade is instant and keeps every row; the indexes and the
+    ``retention_passes`` table come from the schema script.
+    """
+    if "instances" not in _tables(conn):
+        return
+    present = _columns(conn, "instances")
+    for name, kind in (("image_deleted_at", "REAL"), ("image_rows", "INTEGER"),
+                       ("image_columns", "INTEGER")):
+        if name not in present:
+            conn.execute(f"ALTER TABLE instances ADD COLUMN {name} {kind}")
 
 
 def _tables(conn: sqlite3.Connection) -> set[str]:

@@ -39,7 +39,19 @@ _VERSION = re.compile(r"^\d+(\.\d+){0,3}$")
 
 
 class PackageError(ValueError):
-    """A model package the box refuses to load, with the reason."""
+    """A model package the box refuses to load, with the reason.
+
+    ``code`` says which check refused it, in words the hospital's alerts use:
+    ``invalid`` (manifest), ``signature`` (unsigned, untrusted key, altered
+    manifest) or ``tampered`` (an artifact that does not match its sha256).
+    """
+
+    code = "invalid"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
 
 
 @dataclass(frozen=True)
@@ -193,12 +205,12 @@ def check_files(root: Path, manifest: dict[str, Any]) -> None:
     for relative, expected in listed.items():
         path = _safe_member(root, relative)
         if not path.is_file():
-            raise PackageError(f"package file {relative} is missing")
+            raise PackageError(f"package file {relative} is missing", "tampered")
         actual = sha256_file(path)
         if actual != expected:
             raise PackageError(
                 f"package file {relative} has sha256 {actual[:12]}…, manifest says "
-                f"{expected[:12]}… (corrupted or altered)"
+                f"{expected[:12]}… (corrupted or altered)", "tampered"
             )
 
 
@@ -224,19 +236,20 @@ def load_package(root: Path, trusted_keys: list[Path]) -> ModelPackage:
     try:
         signer = signing.verify_document(manifest, keys)
     except signing.SignatureError as exc:
-        raise PackageError(str(exc)) from exc
+        raise PackageError(str(exc), "signature") from exc
     check_files(root, manifest)
     return ModelPackage(root=root, manifest=manifest, signer=signer)
 
 
-def _version_key(text: str) -> tuple[int, ...]:
+def version_key(text: str) -> tuple[int, ...]:
+    """A dotted version as a tuple that sorts numerically (``1.10`` after ``1.9``)."""
     return tuple(int(p) for p in text.split(".")) if _VERSION.match(text) else (-1,)
 
 
 def list_packages(models_dir: Path) -> list[Path]:
     """Every ``<name>/<version>`` folder holding a manifest, sorted by name then version."""
     found = [p.parent for p in Path(models_dir).glob("*/*/manifest.json")]
-    return sorted(found, key=lambda p: (p.parent.name, _version_key(p.name)))
+    return sorted(found, key=lambda p: (p.parent.name, version_key(p.name)))
 
 
 def find_package(models_dir: Path, name: str, version: str = "") -> Path:

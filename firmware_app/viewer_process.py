@@ -44,6 +44,17 @@ def die_with_parent() -> None:
         raise SystemExit("clinibox serve is gone; the viewer stops")
 
 
+#: systemd's variables for the service itself; the viewer child must not answer them
+SERVICE_MANAGER_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
+def child_environment() -> dict[str, str]:
+    """The viewer child's environment: ours, less systemd's notify variables, plus our pid."""
+    env = {k: v for k, v in os.environ.items() if k not in SERVICE_MANAGER_ENV}
+    env[PARENT_ENV] = str(os.getpid())
+    return env
+
+
 class ViewerProcess:
     """Start ``clinibox web`` with the service's config; restart it with backoff if it exits."""
 
@@ -57,8 +68,7 @@ class ViewerProcess:
         """Keep the viewer running until ``stop``; then end it (SIGTERM, then SIGKILL)."""
         delay = 1.0
         while not stop.is_set():
-            self.process = subprocess.Popen(
-                self.command, env={**os.environ, PARENT_ENV: str(os.getpid())})
+            self.process = subprocess.Popen(self.command, env=child_environment())
             while self.process.poll() is None and not stop.wait(0.5):
                 pass
             if stop.is_set():

@@ -3,6 +3,9 @@
 One job at a time per worker thread. A bad object is quarantined with a
 readable reason and the worker moves on; an unexpected error puts the job
 back for a later attempt (``max_attempts``) and is recorded for status.
+Completed analyses and processing errors are reported to the model's trial
+(``model_trial.py``), and every pass of the loop refreshes ``beat``, which the
+service's watchdog reads.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from firmware_app import db
 from firmware_app.config import Config
 from firmware_app.imaging.decode import DecodeError, decode
 from firmware_app.inference.runner import ModelRunner
+from firmware_app.model_trial import ModelTrial
 from firmware_app.queue import Job, JobQueue
 from firmware_app.results import ResultStore
 from firmware_app.spool import Spool
@@ -25,10 +29,14 @@ log = logging.getLogger(__name__)
 class Worker:
     """Takes jobs from the queue and stores their results."""
 
-    def __init__(self, config: Config, spool: Spool, runner: ModelRunner) -> None:
+    def __init__(self, config: Config, spool: Spool, runner: ModelRunner,
+                 trial: ModelTrial | None = None) -> None:
         self.config = config
         self.spool = spool
         self.runner = runner
+        self.trial = trial
+        #: time.monotonic() of the loop's last pass (the watchdog's proof of life)
+        self.beat = time.monotonic()
         self.conn = db.connect(config.database_path, acknowledging=False)
         self.queue = JobQueue(self.conn)
         self.results = ResultStore(self.conn)
@@ -93,16 +101,25 @@ class Worker:
         if job is None:
             return False
         try:
-            self.process(job)
+            outcome = self.process(job)
         except Exception as exc:  # keep the box running; the job is retried later
             log.exception("instance %d failed", job.id)
             reason = f"processing error: {type(exc).__name__}: {exc}"[:300]
             self.queue.retry_later(job.id, reason, self.config.worker.max_attempts)
+            if self.trial is not None:
+                self.trial.worker_error()
+            return True
+        if outcome == "processed" and self.trial is not None:
+            self.trial.processed()
         return True
 
     def run(self, stop: threading.Event, wake: threading.Event) -> None:
         """Work until ``stop`` is set, sleeping on ``wake`` when the queue is empty."""
         while not stop.is_set():
+            self.beat = time.monotonic()
+            if self.trial is not None and self.trial.rolled_back:
+                stop.wait(self.config.worker.poll_seconds)  # the service reloads the model
+                continue
             if not self.run_once():
                 wake.wait(self.config.worker.poll_seconds)
                 wake.clear()

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from firmware_app import __version__
-from firmware_app.db import transaction
+from firmware_app.db import record_event, transaction
 from firmware_app.telemetry.identity import DeviceIdentity
 from firmware_app.telemetry.outbox import Outbox
 from firmware_app.telemetry.schema import HISTOGRAM_BINS, MODALITIES, SCHEMA_VERSION
@@ -183,3 +183,28 @@ def build_status(conn: sqlite3.Connection, outbox: Outbox, model: ModelFacts, st
         "queue_depth": queue_depth(conn),
         "outbox_pending": outbox.pending_count(),
     }
+
+
+def device_event(event: str, reason: str, model: str, subject_model: str = "",
+                 unit: str = "clinibox") -> dict[str, Any]:
+    """A device event (model installed, refused or rolled back; a service failed)."""
+    return {
+        "schema": SCHEMA_VERSION,
+        "created_at": int(time.time()),
+        "event": event,
+        "reason": reason,
+        "unit": unit,
+        "model": model,
+        "subject_model": subject_model or model,
+    }
+
+
+def queue_device_event(conn: sqlite3.Connection, max_messages: int, payload: dict[str, Any],
+                       note: str) -> int:
+    """Put a device event in the outbox and the box's own event log, in one transaction."""
+    outbox = Outbox(conn, max_messages, frozenset())
+    with transaction(conn):
+        seq = outbox.add("event", payload)
+        record_event(conn, "WARNING" if payload["event"] != "model_installed" else "INFO",
+                     "lifecycle", note)
+    return seq

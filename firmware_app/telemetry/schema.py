@@ -17,15 +17,24 @@ from dataclasses import dataclass
 from typing import Any
 
 SCHEMA_VERSION = 1
-KINDS = ("alert", "summary", "status")
-#: Outbox priority per kind: lower drains first (alerts before everything).
-PRIORITY = {"alert": 0, "summary": 1, "status": 2}
+KINDS = ("alert", "summary", "status", "event")
+#: Outbox priority per kind: lower drains first (alerts and device events before everything).
+PRIORITY = {"alert": 0, "event": 0, "summary": 1, "status": 2}
 
 MODALITIES = (
     "CR", "CT", "DX", "ES", "IO", "MG", "MR", "NM", "OT", "PT", "PX", "RF", "SC", "US",
     "XA", "unknown",
 )
 STATES = ("online", "offline", "heartbeat")
+#: What happened to the box (device events: model lifecycle and service failures).
+EVENTS = ("model_installed", "model_refused", "model_rolled_back", "service_failed")
+#: Why, as a fixed word: never free text.
+EVENT_REASONS = (
+    "technician", "signature", "tampered", "invalid", "older_version", "golden_cases_failed",
+    "load_failed", "worker_crashed", "worker_errors", "unit_failed",
+)
+#: The systemd units whose failure a box reports (``OnFailure=`` hook).
+UNITS = ("clinibox", "clinibox-web", "clinibox-retention", "clinibox-usb-import", "other")
 HISTOGRAM_BINS = 10
 #: A device or clinic id: lower-case letters, digits and dashes (it is a topic level).
 IDENTITY = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
@@ -211,6 +220,17 @@ SCHEMAS: dict[str, Obj] = {
         "software": Pattern(SOFTWARE_VERSION, "software version"),
         "queue_depth": _COUNT,
         "outbox_pending": _COUNT,
+    }),
+    "event": Obj({
+        "schema": Int(SCHEMA_VERSION, SCHEMA_VERSION),
+        "created_at": _SECONDS,
+        "event": OneOf(EVENTS),
+        "reason": OneOf(EVENT_REASONS),
+        "unit": OneOf(UNITS),
+        #: the model the box runs after the event
+        "model": _MODEL,
+        #: the model the event is about (installed, refused or rolled back; else the running one)
+        "subject_model": _MODEL,
     }),
 }
 

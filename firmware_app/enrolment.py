@@ -1,0 +1,401 @@
+"""The enrolment bundle: everything a box needs from the hospital, in one file on a USB stick.
+
+``clinibox central bundle`` writes it at the hospital, ``clinibox provision``
+reads it on the box. It is one JSON object (schema ``clinibox.enrolment/1``)::
+
+    {"schema": "clinibox.enrolment/1", "issued_at": "2026-11-21T20:30:00Z",
+     "clinic": "clinic-a", "device": "box-1",
+     "broker": {"host": "mqtt.hospital.example", "port": 8883},
+     "tls": {"ca_cert": PEM, "client_cert": PEM, "client_key": PEM},
+     "hospital_key": PEM,                       # X25519 public key, telemetry is sealed to it
+     "model_signing_keys": [PEM, ...]}          # Ed25519 public keys trusted for packages
+
+The bundle carries the client TLS key. The hospital's CA issues the client
+certificate (CN ``clinic/device``, which the broker's ACL maps to the topics
+``clinibox/<clinic>/<device>/…``) together with its key, so one trip with
+one USB stick provisions a box offline: no certificate signing request has to
+travel back to the hospital and a signed certificate forth again. That key
+only opens the TLS link to the broker. What the hospital trusts a message by
+is the box's own Ed25519 signing key, which ``clinibox provision`` makes on
+the box and which never leaves it: the hospital enrols its public key from
+the code the box prints, so a copy of the bundle cannot forge telemetry the
+hospital accepts. The bundle is still a secret (a copy could hold the
+broker link of that box): the writer makes it mode 0600, and the technician
+deletes it from the stick once the box is provisioned.
+
+Reading a bundle checks everything before anything is written anywhere; each
+problem is an :class:`EnrolmentError` that names the field and what is wrong.
+The same checks run before the hospital writes one.
+
+The enrolment code is what goes back: one line (also shown as a QR code)
+that ``clinibox central enrol-code`` reads. It is upper case letters, digits
+and ``:`` only, so it can be typed in any case, survives keyboard-wedge QR
+scanners and fits a small QR code::
+
+    CBX1:<CLINIC>:<DEVICE>:<Ed25519 public key, base32>:<8 hex digits of sha256 check>
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from firmware_app.signing import key_id
+from firmware_app.telemetry.schema import check_identity
+
+SCHEMA = "clinibox.enrolment/1"
+CODE_PREFIX = "CBX1"
+_FIELDS = {"schema", "issued_at", "clinic", "device", "broker", "tls", "hospital_key",
+           "model_signing_keys"}
+_TLS_FIELDS = {"ca_cert", "client_cert", "client_key"}
+MAX_BUNDLE_BYTES = 1 << 20
+
+
+class EnrolmentError(ValueError):
+    """A bundle or enrolment code that is refused; the message names the field and the fault."""
+
+
+def _utc(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _now(now: dt.datetime | None) -> dt.datetime:
+    return now if now is not None else dt.datetime.now(dt.timezone.utc)
+
+
+def public_key_pem(key: Ed25519PublicKey | X25519PublicKey) -> str:
+    """A public key as SubjectPublicKeyInfo PEM text."""
+    return key.public_bytes(serialization.Encoding.PEM,
+                            serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
+
+
+@dataclass(frozen=True)
+class EnrolmentBundle:
+    """The contents of one bundle (PEM texts as they travel); see the module docstring."""
+
+    clinic: str
+    device: str
+    broker_host: str
+    broker_port: int
+    ca_cert: str
+    client_cert: str
+    client_key: str
+    hospital_key: str
+    model_signing_keys: tuple[str, ...]
+    issued_at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc)
+                           .strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object written to the file."""
+        return {"schema": SCHEMA, "issued_at": self.issued_at, "clinic": self.clinic,
+                "device": self.device,
+                "broker": {"host": self.broker_host, "port": self.broker_port},
+                "tls": {"ca_cert": self.ca_cert, "client_cert": self.client_cert,
+                        "client_key": self.client_key},
+                "hospital_key": self.hospital_key,
+                "model_signing_keys": list(self.model_signing_keys)}
+
+    def to_json(self) -> str:
+        """The file's text (indented JSON, so it reads well in an editor)."""
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @property
+    def fingerprint(self) -> str:
+        """16 hex digits naming this bundle: both sides print it, so they can be compared."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+    def certificate(self) -> x509.Certificate:
+        """The client certificate, parsed."""
+        return x509.load_pem_x509_certificate(self.client_cert.encode("ascii"))
+
+    def signing_key_ids(self) -> list[str]:
+        """Key ids of the trusted model-signing keys, in bundle order."""
+        return [key_id(_ed25519(pem, "model_signing_keys")) for pem in self.model_signing_keys]
+
+
+# -- checks ---------------------------------------------------------------------
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise EnrolmentError(f"{where}: missing or not a text")
+    return value
+
+
+def _certificate(pem: str, where: str) -> x509.Certificate:
+    if pem.count("-----BEGIN CERTIFICATE-----") != 1:
+        raise EnrolmentError(f"{where}: not a PEM certificate (want exactly one "
+                             "-----BEGIN CERTIFICATE----- block)")
+    try:
+        return x509.load_pem_x509_certificate(pem.encode("ascii"))
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise EnrolmentError(f"{where}: not a readable PEM certificate ({exc})") from exc
+
+
+def _public_key(pem: str, where: str) -> Any:
+    try:
+        return serialization.load_pem_public_key(pem.encode("ascii"))
+    except (ValueError, UnicodeEncodeError, UnsupportedAlgorithm) as exc:
+        raise EnrolmentError(f"{where}: not a readable PEM public key") from exc
+
+
+def _kind(key: Any) -> str:
+    names = {"ECPublicKey": "an EC", "RSAPublicKey": "an RSA", "DSAPublicKey": "a DSA",
+             "Ed25519PublicKey": "an Ed25519", "X25519PublicKey": "an X25519",
+             "Ed448PublicKey": "an Ed448", "X448PublicKey": "an X448"}
+    return names.get(type(key).__name__, f"a {type(key).__name__}") + " key"
+
+
+def _ed25519(pem: str, where: str) -> Ed25519PublicKey:
+    key = _public_key(pem, where)
+    if not isinstance(key, Ed25519PublicKey):
+        raise EnrolmentError(f"{where}: is {_kind(key)}, not an Ed25519 "
+                             "public key (a model-signing .pub file)")
+    return key
+
+
+def _x25519(pem: str, where: str) -> X25519PublicKey:
+    key = _public_key(pem, where)
+    if not isinstance(key, X25519PublicKey):
+        raise EnrolmentError(f"{where}: is {_kind(key)}, not an X25519 "
+                             "public key (the hospital's .pub from clinibox keys generate "
+                             "--kind hospital)")
+    return key
+
+
+def _check_validity(cert: x509.Certificate, where: str, now: dt.datetime) -> None:
+    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    if now > end:
+        raise EnrolmentError(f"{where}: the certificate expired on {_utc(end)} (the clock here "
+                             f"says {_utc(now)}); ask the hospital for a new bundle")
+    if now < start:
+        raise EnrolmentError(f"{where}: the certificate is not valid before {_utc(start)} (the "
+                             f"clock here says {_utc(now)}); if this clock is wrong, set it first")
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _common_names(cert: x509.Certificate) -> list[str]:
+    return [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+
+
+def _check_issued_by(cert: x509.Certificate, ca: x509.Certificate) -> None:
+    problem = ""
+    try:
+        cert.verify_directly_issued_by(ca)
+    except ValueError:
+        problem = (f"issued by {cert.issuer.rfc4514_string()!r}, not by the bundle's CA "
+                   f"{ca.subject.rfc4514_string()!r}")
+    except InvalidSignature:
+        problem = ("its signature does not verify with the bundle's CA key (another CA of "
+                   "the same name, or altered)")
+    except TypeError as exc:
+        problem = f"its signature cannot be checked ({exc})"
+    if problem:
+        raise EnrolmentError(f"tls.client_cert: not signed by the bundle's CA (tls.ca_cert): "
+                             f"{problem}")
+
+
+def _check_client_key(pem: str, cert: x509.Certificate) -> None:
+    try:
+        key = serialization.load_pem_private_key(pem.encode("ascii"), password=None)
+    except TypeError as exc:
+        raise EnrolmentError("tls.client_key: the key is encrypted; the box needs it "
+                             "unencrypted (it is stored mode 0600)") from exc
+    except (ValueError, UnicodeEncodeError, UnsupportedAlgorithm) as exc:
+        raise EnrolmentError("tls.client_key: not a readable PEM private key") from exc
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
+        raise EnrolmentError("tls.client_key: the key does not match the client certificate "
+                             "(tls.client_cert)")
+
+
+def check_bundle(bundle: EnrolmentBundle, now: dt.datetime | None = None) -> None:
+    """Check every part of ``bundle``; raise EnrolmentError naming the first problem."""
+    moment = _now(now)
+    for value, what in ((bundle.clinic, "clinic"), (bundle.device, "device")):
+        try:
+            check_identity(value, what)
+        except ValueError as exc:
+            raise EnrolmentError(str(exc)) from exc
+    host = bundle.broker_host
+    if not isinstance(host, str) or not host or any(c.isspace() or c in "/:@" for c in host):
+        raise EnrolmentError(f"broker.host: must be a host name or address, got {host!r}")
+    port = bundle.broker_port
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise EnrolmentError(f"broker.port: must be between 1 and 65535, got {port!r}")
+    try:
+        dt.datetime.fromisoformat(_text(bundle.issued_at, "issued_at").replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise EnrolmentError(f"issued_at: not an ISO 8601 time: {bundle.issued_at!r}") from exc
+    ca = _certificate(_text(bundle.ca_cert, "tls.ca_cert"), "tls.ca_cert")
+    if not _is_ca(ca):
+        raise EnrolmentError("tls.ca_cert: not a CA certificate (no basicConstraints CA:TRUE)")
+    _check_validity(ca, "tls.ca_cert", moment)
+    cert = _certificate(_text(bundle.client_cert, "tls.client_cert"), "tls.client_cert")
+    _check_issued_by(cert, ca)
+    _check_validity(cert, "tls.client_cert", moment)
+    wanted = f"{bundle.clinic}/{bundle.device}"
+    names = _common_names(cert)
+    if names != [wanted]:
+        raise EnrolmentError(f"tls.client_cert: its CN is {' + '.join(names) or 'missing'}, "
+                             f"but the broker's ACL needs CN {wanted} (clinic/device)")
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        if ExtendedKeyUsageOID.CLIENT_AUTH not in usages:
+            raise EnrolmentError("tls.client_cert: not usable as a TLS client certificate "
+                                 "(its extended key usage lacks clientAuth)")
+    except x509.ExtensionNotFound:
+        pass
+    _check_client_key(_text(bundle.client_key, "tls.client_key"), cert)
+    _x25519(_text(bundle.hospital_key, "hospital_key"), "hospital_key")
+    if not bundle.model_signing_keys:
+        raise EnrolmentError("model_signing_keys: empty; the box would trust no model package")
+    for index, pem in enumerate(bundle.model_signing_keys):
+        where = f"model_signing_keys[{index}]"
+        _ed25519(_text(pem, where), where)
+
+
+def parse_bundle(data: bytes, now: dt.datetime | None = None) -> EnrolmentBundle:
+    """Read and fully check a bundle from the file's bytes; raise EnrolmentError if refused."""
+    if len(data) > MAX_BUNDLE_BYTES:
+        raise EnrolmentError(f"not an enrolment bundle: {len(data)} bytes is far too large")
+    try:
+        body = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EnrolmentError(f"not an enrolment bundle: not JSON ({exc})") from exc
+    if not isinstance(body, dict):
+        raise EnrolmentError("not an enrolment bundle: not a JSON object")
+    if body.get("schema") != SCHEMA:
+        raise EnrolmentError(f"unknown bundle schema {body.get('schema')!r}; this box reads "
+                             f"{SCHEMA}")
+    missing = sorted(_FIELDS - set(body))
+    unknown = sorted(set(body) - _FIELDS)
+    if missing or unknown:
+        raise EnrolmentError("bundle fields: " + "; ".join(
+            part for part in (f"missing {', '.join(missing)}" if missing else "",
+                              f"unknown {', '.join(unknown)}" if unknown else "") if part))
+    broker, tls, keys = body["broker"], body["tls"], body["model_signing_keys"]
+    if not isinstance(broker, dict) or set(broker) != {"host", "port"}:
+        raise EnrolmentError("broker: must be an object with exactly host and port")
+    if not isinstance(tls, dict) or set(tls) != _TLS_FIELDS:
+        raise EnrolmentError("tls: must be an object with exactly "
+                             f"{', '.join(sorted(_TLS_FIELDS))}")
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise EnrolmentError("model_signing_keys: must be a list of PEM texts")
+    for name in ("clinic", "device", "issued_at", "hospital_key"):
+        _text(body[name], name)
+    for name in sorted(_TLS_FIELDS):
+        _text(tls[name], f"tls.{name}")
+    bundle = EnrolmentBundle(
+        clinic=body["clinic"], device=body["device"], broker_host=broker["host"],
+        broker_port=broker["port"], ca_cert=tls["ca_cert"], client_cert=tls["client_cert"],
+        client_key=tls["client_key"], hospital_key=body["hospital_key"],
+        model_signing_keys=tuple(keys), issued_at=body["issued_at"])
+    check_bundle(bundle, now)
+    return bundle
+
+
+def read_bundle(path: str | Path, now: dt.datetime | None = None) -> EnrolmentBundle:
+    """Read and check the bundle file at ``path``; EnrolmentError when refused or unreadable."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise EnrolmentError(f"cannot read the bundle {path}: {exc.strerror}") from exc
+    return parse_bundle(data, now)
+
+
+def write_bundle(bundle: EnrolmentBundle, path: str | Path, *, overwrite: bool = False,
+                 now: dt.datetime | None = None) -> None:
+    """Check ``bundle`` and write it to ``path`` (mode 0600, atomically): the hospital side."""
+    check_bundle(bundle, now)
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise EnrolmentError(f"{path} exists; refusing to overwrite it")
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(bundle.to_json())
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+# -- the enrolment code ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EnrolmentCode:
+    """What the box asks the hospital to enrol: its ids and its signing public key."""
+
+    clinic: str
+    device: str
+    public_key: Ed25519PublicKey
+
+    @property
+    def public_key_pem(self) -> str:
+        """The Ed25519 public key as PEM (what ``store.enrol`` takes)."""
+        return public_key_pem(self.public_key)
+
+    @property
+    def key_id(self) -> str:
+        """The key's short id, as ``clinibox identity`` prints it."""
+        return key_id(self.public_key)
+
+    def text(self) -> str:
+        """The code itself: ``CBX1:CLINIC:DEVICE:KEY:CHECK`` (see the module docstring)."""
+        raw = self.public_key.public_bytes(serialization.Encoding.Raw,
+                                           serialization.PublicFormat.Raw)
+        key = base64.b32encode(raw).decode("ascii").rstrip("=")
+        body = f"{CODE_PREFIX}:{self.clinic.upper()}:{self.device.upper()}:{key}"
+        return f"{body}:{_check_digits(body)}"
+
+
+def _check_digits(body: str) -> str:
+    return hashlib.sha256(body.encode("ascii")).hexdigest()[:8].upper()
+
+
+def parse_code(text: str) -> EnrolmentCode:
+    """Read an enrolment code (any case, surrounding blanks ignored); EnrolmentError if bad."""
+    cleaned = "".join(text.split()).upper()
+    parts = cleaned.split(":")
+    if len(parts) != 5 or parts[0] != CODE_PREFIX:
+        raise EnrolmentError(f"not a clinibox enrolment code (want {CODE_PREFIX}:CLINIC:DEVICE:"
+                             "KEY:CHECK, as clinibox provision prints it)")
+    body = ":".join(parts[:4])
+    if parts[4] != _check_digits(body):
+        raise EnrolmentError("the enrolment code's check digits do not match: a character was "
+                             "mistyped or lost; scan or copy it again")
+    clinic, device = parts[1].lower(), parts[2].lower()
+    for value, what in ((clinic, "clinic"), (device, "device")):
+        try:
+            check_identity(value, what)
+        except ValueError as exc:
+            raise EnrolmentError(str(exc)) from exc
+    try:
+        raw = base64.b32decode(parts[3] + "=" * (-len(parts[3]) % 8))
+        key = Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError as exc:
+        raise EnrolmentError("the enrolment code's key is not an Ed25519 public key") from exc
+    return EnrolmentCode(clinic, device, key)

@@ -1,0 +1,155 @@
+"""Golden cases: the package's own reference inputs, run on this box's chosen backend.
+
+A model package carries ``golden/*.npy`` inputs (exactly what the box's
+preprocessing makes) with the answer the converter measured and a tolerance.
+Running them through the backend and artifact this box actually chose proves
+the runtime, the artifact and the postprocessing agree with the workstation:
+a wrong runtime build, a damaged accelerator driver or a package meant for
+another target shows up here, before a patient image does.
+
+An ``expected`` key is ``probability`` (the postprocessor's finding
+probability), a class name of a classifier, or a model output name (its first
+value).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from firmware_app.config import RuntimeConfig
+from firmware_app.imaging.preprocess import Transform
+from firmware_app.inference.postprocess import get_postprocessor
+from firmware_app.models import ModelPackage, PackageError
+from firmware_app.runtime.base import RuntimeBackend
+
+PROBABILITY_KEYS = ("probability", "lesion_probability")
+
+
+class GoldenCasesFailed(PackageError):
+    """A package whose golden cases do not reproduce on this box."""
+
+    code = "golden_cases_failed"
+
+
+@dataclass(frozen=True)
+class GoldenResult:
+    """One golden case: what the package expects and what this box computed."""
+
+    input: str
+    expected: dict[str, float]
+    actual: dict[str, float]
+    tolerance: float
+    passed: bool
+    problem: str = ""
+
+    def describe(self) -> str:
+        """E.g. ``golden/finding.npy: probability 0.8511 (expected 0.8511 ± 0.04) ok``."""
+        if self.problem:
+            return f"{self.input}: {self.problem}"
+        parts = [f"{key} {self.actual.get(key, float('nan')):.4f} (expected {want:.4f} "
+                 f"± {self.tolerance:g})" for key, want in self.expected.items()]
+        return f"{self.input}: {', '.join(parts)} {'ok' if self.passed else 'OUT OF TOLERANCE'}"
+
+
+@dataclass
+class GoldenReport:
+    """Every golden case of one package on one backend."""
+
+    model_id: str
+    backend_label: str
+    results: list[GoldenResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """True when there is at least one case and every case is within tolerance."""
+        return bool(self.results) and all(r.passed for r in self.results)
+
+    def describe(self) -> str:
+        """A one-line summary for logs, the self-test table and refusals."""
+        if not self.results:
+            return f"{self.model_id} has no golden cases; the box cannot check it"
+        good = sum(r.passed for r in self.results)
+        line = f"{good}/{len(self.results)} golden cases within tolerance on {self.backend_label}"
+        failed = [r.describe() for r in self.results if not r.passed]
+        return line + (": " + "; ".join(failed) if failed else "")
+
+
+def _identity_transform(shape: tuple[int, ...]) -> Transform:
+    height, width = int(shape[-2]), int(shape[-1])
+    return Transform(scale=1.0, offset_x=0.0, offset_y=0.0, source_width=width,
+                     source_height=height)
+
+
+def _case(package: ModelPackage, backend: RuntimeBackend, case: dict) -> GoldenResult:
+    spec = package.input
+    relative = str(case.get("input", "?"))
+    expected = {str(k): float(v) for k, v in dict(case.get("expected", {})).items()}
+    tolerance = float(case.get("tolerance", 0.0))
+
+    def problem(text: str) -> GoldenResult:
+        return GoldenResult(relative, expected, {}, tolerance, False, text)
+
+    if not expected:
+        return problem("the case states no expected value")
+    try:
+        tensor = np.load(package.root / relative, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        return problem(f"input cannot be read: {exc}")
+    if tuple(tensor.shape) != spec.shape:
+        return problem(f"input shape {tuple(tensor.shape)} is not the model's {spec.shape}")
+    outputs = backend.infer({spec.name: np.ascontiguousarray(tensor, dtype=np.float32)})
+    manifest = package.manifest
+    decode = get_postprocessor(manifest["postprocessing"]["name"])
+    findings = decode(outputs, manifest["postprocessing"].get("params", {}),
+                      package.thresholds, _identity_transform(spec.shape))
+    actual: dict[str, float] = {}
+    for key in expected:
+        if key in PROBABILITY_KEYS:
+            actual[key] = float(findings.probability)
+        elif key in findings.classes:
+            actual[key] = float(findings.classes[key])
+        elif key in outputs:
+            actual[key] = float(np.asarray(outputs[key]).ravel()[0])
+        else:
+            return problem(f"expected value {key!r} is neither the probability, a class "
+                           "nor an output of the model")
+    passed = all(np.isfinite(actual[k]) and abs(actual[k] - v) <= tolerance
+                 for k, v in expected.items())
+    return GoldenResult(relative, expected, actual, tolerance, passed)
+
+
+def run_golden_cases(package: ModelPackage, backend: RuntimeBackend,
+                     backend_label: str) -> GoldenReport:
+    """Run every golden case of ``package`` on an already loaded ``backend``."""
+    report = GoldenReport(package.model_id, backend_label)
+    for case in package.manifest.get("golden_cases", []):
+        try:
+            report.results.append(_case(package, backend, case))
+        except Exception as exc:  # a runtime that crashes on the case fails it, with why
+            report.results.append(GoldenResult(
+                str(case.get("input", "?")), {}, {}, 0.0, False,
+                f"the backend failed: {type(exc).__name__}: {exc}"[:300]))
+    return report
+
+
+def check_golden(package: ModelPackage, runtime: RuntimeConfig) -> GoldenReport:
+    """Choose the backend as the service would, run the golden cases on it, release it."""
+    from firmware_app.runtime.selection import SelectionError, select_backend
+
+    try:
+        loaded = select_backend(package, runtime)
+    except (SelectionError, ImportError, RuntimeError) as exc:
+        raise PackageError(f"{package.model_id} cannot be loaded on this box: {exc}") from exc
+    try:
+        return run_golden_cases(package, loaded.backend, loaded.label)
+    finally:
+        loaded.close()
+
+
+def require_golden(report: GoldenReport) -> GoldenReport:
+    """Return ``report`` when it passed; raise GoldenCasesFailed saying why otherwise."""
+    if not report.passed:
+        raise GoldenCasesFailed(report.describe())
+    return report

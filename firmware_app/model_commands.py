@@ -1,0 +1,164 @@
+"""``clinibox model …`` and ``clinibox service-failed``: the model lifecycle on the box.
+
+* ``list`` / ``verify``: packages and their signature and hashes;
+* ``install PACKAGE``: verify, check the floor, run the golden cases here, switch
+  (``model_update.py``);
+* ``rollback``: back to the kept previous package;
+* ``status``: what runs, what is kept, the floor, the trial and the history;
+* ``service-failed UNIT``: systemd's ``OnFailure=`` hook, a device event for the hospital.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from firmware_app import config as config_module
+from firmware_app.model_store import resolve_package_root
+from firmware_app.models import PackageError, list_packages, load_package
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def _load_config(args: argparse.Namespace) -> config_module.Config:
+    return config_module.load(getattr(args, "config", None))
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    """List, verify, install or roll back model packages; show the store's state."""
+    config = _load_config(args)
+    if args.action == "install":
+        return _model_install(config, args)
+    if args.action == "rollback":
+        return _model_rollback(config)
+    if args.action == "status":
+        return _model_status(config, args.json)
+    keys = [Path(k) for k in args.trust] if args.trust else config.trusted_key_paths
+    if args.action == "list":
+        packages = list_packages(config.models_dir) + list_packages(config.model_store_dir)
+        if not packages:
+            print(f"no model packages under {config.models_dir} or {config.model_store_dir}")
+            return EXIT_FAIL
+        for root in packages:
+            try:
+                package = load_package(root, keys)
+                arts = ", ".join(a.label for a in package.artifacts)
+                print(f"{package.model_id:<32} verified ({arts})  {root}")
+            except PackageError as exc:
+                print(f"{root.parent.name}@{root.name:<20} REFUSED: {exc}  {root}")
+        return EXIT_OK
+    root = Path(args.path) if args.path else resolve_package_root(config)
+    try:
+        package = load_package(root, keys)
+    except PackageError as exc:
+        print(f"REFUSED {root}: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"OK {package.model_id}: signature by key {package.signer}, "
+          f"{len(package.artifacts)} artifact(s) match their sha256")
+    print(f"   intended use: {package.manifest.get('intended_use', '')}")
+    return EXIT_OK
+
+
+def _model_install(config: config_module.Config, args: argparse.Namespace) -> int:
+    from firmware_app.model_update import install
+
+    if not args.path:
+        print("model install needs the package folder or .tar.gz", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        result = install(config, Path(args.path))
+    except PackageError as exc:
+        print(f"REFUSED ({exc.code}): {exc}", file=sys.stderr)
+        print(f"the box keeps running {_running_model(config)}", file=sys.stderr)
+        return EXIT_FAIL
+    package = result.package
+    print(f"installed {package.model_id} (signed by key {package.signer}); "
+          f"{result.golden.describe()}")
+    print(f"previous package kept for `clinibox model rollback`: {result.previous}")
+    if result.removed:
+        print(f"removed older packages: {', '.join(result.removed)}")
+    print(f"on trial until {config.models.trial_jobs} analyses or "
+          f"{config.models.trial_hours:g} h without a crash; a running service switches now")
+    return EXIT_OK
+
+
+def _running_model(config: config_module.Config) -> str:
+    from firmware_app.model_store import manifest_model_id
+
+    try:
+        return manifest_model_id(resolve_package_root(config)) or "-"
+    except PackageError as exc:
+        return f"no model ({exc})"
+
+
+def _model_rollback(config: config_module.Config) -> int:
+    from firmware_app.model_update import rollback
+
+    try:
+        left, now = rollback(config)
+    except PackageError as exc:
+        print(f"REFUSED: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"rolled back from {left} to {now}; a running service switches now")
+    return EXIT_OK
+
+
+def _model_status(config: config_module.Config, as_json: bool) -> int:
+    from dataclasses import asdict
+
+    from firmware_app.model_store import store_for
+
+    state = store_for(config).read()
+    report = {"running": _running_model(config), **asdict(state)}
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    print(f"running:  {report['running']}")
+    print(f"active:   {state.active or '(nothing installed: ' + str(config.models_dir) + ')'}")
+    print(f"previous: {state.previous or '-'}")
+    print(f"floor:    {state.floor or '-'}")
+    if state.trial:
+        since = time.strftime("%Y-%m-%d %H:%M", time.localtime(state.trial.since))
+        print(f"trial:    {state.trial.version}, {state.trial.jobs}/{config.models.trial_jobs} "
+              f"analyses since {since}")
+    for entry in state.history[-10:]:
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["at"]))
+        details = ", ".join(f"{k}={v}" for k, v in entry.items() if k not in ("at", "action"))
+        print(f"  {at} {entry['action']}: {details}")
+    return EXIT_OK
+
+
+def cmd_service_failed(args: argparse.Namespace) -> int:
+    """``OnFailure=`` hook: note that a unit failed and queue a device event for the hospital."""
+    from firmware_app.model_update import report_event
+    from firmware_app.telemetry.schema import UNITS
+
+    config = _load_config(args)
+    unit = args.unit.split("@", 1)[0].removesuffix(".service")
+    report_event(config, "service_failed", "unit_failed", unit=unit if unit in UNITS else "other",
+                 note=f"systemd unit {args.unit} failed")
+    print(f"recorded the failure of {args.unit}; the hospital will be told")
+    return EXIT_OK
+
+
+def add_parsers(sub, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
+                ) -> None:
+    """Register ``model`` and ``service-failed`` on the ``clinibox`` parser."""
+    p = with_config(sub.add_parser(
+        "model", help="list, verify, install or roll back model packages; show their state"))
+    p.add_argument("action", choices=["list", "verify", "install", "rollback", "status"])
+    p.add_argument("path", nargs="?",
+                   help="verify: package folder (default: the running one); install: the "
+                        "package folder or .tar.gz")
+    p.add_argument("--json", action="store_true", help="status as JSON")
+    p.add_argument("--trust", action="append", metavar="KEY.pub",
+                   help="public key to trust instead of the configured ones (repeatable)")
+    p.set_defaults(func=cmd_model)
+    p = with_config(sub.add_parser(
+        "service-failed", help="OnFailure= hook: record a failed unit, tell the hospital"))
+    p.add_argument("unit", help="the unit that failed (systemd's %%i)")
+    p.set_defaults(func=cmd_service_failed)

@@ -1,0 +1,175 @@
+"""Installing and rolling back model packages: ``clinibox model install`` / ``rollback``.
+
+Install, in order; the running model is untouched until the last step:
+
+1. stage the package (a folder or a ``.tar.gz`` from USB) inside the store;
+2. verify it: schema, Ed25519 signature by a trusted key, every file's sha256;
+3. refuse another package name, or a version below the floor;
+4. run its golden cases on the backend this box would choose;
+5. switch: move it into place and replace ``state.json`` atomically. The
+   package that ran until now is kept as ``previous`` (copied into the store
+   when it came from ``[models] dir``), older ones are removed, and the new
+   one starts its trial.
+
+Each outcome goes into the box's event log and, as a device event, into the
+outbox for the hospital. A refused package's own name is only reported when
+its signature was good (unverified text never leaves the box). The running
+service notices the new state and reloads (``app.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+
+from firmware_app import db
+from firmware_app.config import Config
+from firmware_app.golden import GoldenReport, check_golden, require_golden
+from firmware_app.model_store import (
+    StoreState,
+    Trial,
+    manifest_model_id,
+    resolve_package_root,
+    store_for,
+)
+from firmware_app.models import ModelPackage, PackageError, load_package, version_key
+from firmware_app.telemetry.messages import device_event, queue_device_event
+from firmware_app.telemetry.schema import MODEL_ID
+
+log = logging.getLogger(__name__)
+
+
+class UpdateRefused(PackageError):
+    """An install or rollback the box will not do (nothing was changed)."""
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    """What ``install`` did."""
+
+    package: ModelPackage
+    golden: GoldenReport
+    previous: str
+    removed: list[str]
+
+
+def _running_model_id(config: Config) -> str:
+    try:
+        return manifest_model_id(resolve_package_root(config))
+    except PackageError:
+        return ""
+
+
+def report_event(config: Config, event: str, reason: str, subject: str = "", *,
+                 running: str | None = None, unit: str = "clinibox", note: str = "") -> None:
+    """Queue a device event for the hospital and note it in the box's event log.
+
+    ``running`` defaults to the model the box runs now. Ids that are not valid
+    model ids (an unverified package's) are replaced by the running model's.
+    """
+    running = _running_model_id(config) if running is None else running
+    if not MODEL_ID.fullmatch(running or ""):
+        log.warning("device event %s not queued: no valid running model id", event)
+        return
+    subject = subject if MODEL_ID.fullmatch(subject or "") else running
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    conn = db.open_database(config.database_path)
+    try:
+        queue_device_event(conn, config.telemetry.outbox_max_messages,
+                           device_event(event, reason, running, subject, unit),
+                           note or f"{event} ({reason}): {subject}")
+    finally:
+        conn.close()
+
+
+def _check(config: Config, package: ModelPackage, state: StoreState) -> None:
+    if package.name != config.models.name:
+        raise UpdateRefused(f"the package is {package.name!r}; this box runs "
+                            f"{config.models.name!r} ([models] name)", "invalid")
+    if state.active == package.version:
+        raise UpdateRefused(f"{package.model_id} is already installed and running", "invalid")
+    if state.floor and version_key(package.version) < version_key(state.floor):
+        raise UpdateRefused(
+            f"{package.model_id} is older than {state.floor}, the newest version this box has "
+            "installed (the version floor); an older package is never installed again",
+            "older_version")
+
+
+def install(config: Config, source) -> InstallResult:
+    """Verify, check and switch to the package at ``source``; raise PackageError if refused."""
+    if config.models.version:
+        raise UpdateRefused(f"[models] version pins {config.models.version}; clear it so that "
+                            "installed packages can run")
+    store = store_for(config)
+    running_root = resolve_package_root(config)
+    running_id = manifest_model_id(running_root)
+    staging, staged = store.stage(source)
+    verified = ""
+    try:
+        package = load_package(staged, config.trusted_key_paths)
+        verified = package.model_id
+        _check(config, package, store.read())
+        golden = require_golden(check_golden(package, config.runtime))
+    except PackageError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (isinstance(exc, UpdateRefused) and exc.code == "invalid"):
+            report_event(config, "model_refused", exc.code, verified, running=running_id,
+                         note=f"model package refused ({exc.code}): {exc}")
+        raise
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+    def switch(state: StoreState) -> list[str]:
+        _check(config, package, state)  # again, under the lock
+        if not state.active and running_root.resolve() != store.package_root(
+                package.version).resolve():
+            store.adopt(running_root, running_root.name)  # keep what ran until now
+        previous = state.active or running_root.name
+        store.place(staged, package.version)
+        state.previous, state.active = previous, package.version
+        if not state.floor or version_key(package.version) > version_key(state.floor):
+            state.floor = package.version
+        state.trial = Trial(version=package.version, since=time.time())
+        state.note("install", version=package.version, previous=previous,
+                   signer=package.signer, golden=golden.describe())
+        return store.prune({state.active, state.previous})
+
+    try:
+        removed = store.update(switch)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    installed = store.package_root(package.version)
+    package = ModelPackage(root=installed, manifest=package.manifest, signer=package.signer)
+    report_event(config, "model_installed", "technician", package.model_id,
+                 running=package.model_id,
+                 note=f"model {package.model_id} installed (was {running_id}); "
+                      f"{golden.describe()}")
+    log.info("installed %s (previous %s)", package.model_id, running_id)
+    return InstallResult(package, golden, running_id, removed)
+
+
+def rollback(config: Config, reason: str = "technician") -> tuple[str, str]:
+    """Go back to the kept previous package; return (from model id, to model id)."""
+    if config.models.version:
+        raise UpdateRefused(f"[models] version pins {config.models.version}; change it there")
+    store = store_for(config)
+
+    def back(state: StoreState) -> tuple[str, str]:
+        if not state.previous or not (store.package_root(state.previous) / "manifest.json"
+                                      ).is_file():
+            raise UpdateRefused("there is no previous model package to go back to")
+        bad, good = state.active, state.previous
+        state.active, state.previous, state.trial = good, "", None
+        state.note("rollback", version=good, left=bad, reason=reason)
+        return bad, good
+
+    bad, good = store.update(back)
+    left = manifest_model_id(store.package_root(bad)) if bad else ""
+    now = manifest_model_id(store.package_root(good))
+    report_event(config, "model_rolled_back", reason, left, running=now,
+                 note=f"model rolled back from {left} to {now} ({reason})")
+    log.warning("model rolled back from %s to %s (%s)", left, now, reason)
+    return left, now
