@@ -40,6 +40,7 @@ class ModelTrial:
         self.store = store_for(config)
         self.version = ""
         self.errors = 0
+        #: set when this run rolled back under the worker's feet (it stops taking jobs)
         self.rolled_back = ""
 
     @property
@@ -53,7 +54,7 @@ class ModelTrial:
         except UpdateRefused as exc:
             log.error("the model on trial failed (%s) but cannot be rolled back: %s", reason, exc)
             return False
-        self.rolled_back, self.version = reason, ""
+        self.version = ""
         return True
 
     def before_load(self) -> str:
@@ -120,9 +121,10 @@ class ModelTrial:
         if not self.version:
             return False
         self.errors += 1
-        if self.errors < MAX_WORKER_ERRORS:
+        if self.errors < MAX_WORKER_ERRORS or not self._roll_back("worker_errors"):
             return False
-        return self._roll_back("worker_errors")
+        self.rolled_back = "worker_errors"
+        return True
 
     def stopped_cleanly(self) -> None:
         """A clean stop: a later start is not a crash."""

@@ -156,12 +156,12 @@ class Box:
         """Run a subcommand with --json and parse its output."""
         return json.loads(self.cli(*args, "--json").stdout)
 
-    def start(self, wait: bool = True) -> None:
-        """Start the service and wait until it answers C-ECHO."""
+    def start(self, wait: bool = True, env: dict[str, str] | None = None) -> None:
+        """Start the service (with extra environment) and wait until it answers C-ECHO."""
         handle = open(self.log, "a")  # noqa: SIM115 - owned by the child process
         self.process = subprocess.Popen(
             [sys.executable, "-m", "firmware_app.cli", "serve", "--config", str(self.config)],
-            stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
+            stdout=handle, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **(env or {})},
         )
         if wait:
             wait_for(lambda: self._alive() and echoscu(self.port), 120, "clinibox to answer C-ECHO")

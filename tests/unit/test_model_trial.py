@@ -1,0 +1,97 @@
+"""The trial of a newly installed package: kept after enough analyses, rolled back after a
+crash or repeated worker errors; a clean stop is not a crash."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from firmware_app.config import Config, from_dict
+from firmware_app.model_store import store_for
+from firmware_app.model_trial import MAX_WORKER_ERRORS, ModelTrial
+from firmware_app.model_update import install
+from tests.model_packages import make_package
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    config = from_dict({"storage": {"state_dir": str(tmp_path / "state")},
+                        "runtime": {"backend": "onnxruntime", "precision": "fp32"},
+                        "models": {"trial_jobs": 3}})
+    install(config, make_package(tmp_path / "packages", "1.1.0"))
+    return config
+
+
+def last_event(config: Config) -> dict:
+    conn = sqlite3.connect(config.database_path)
+    try:
+        row = conn.execute("SELECT payload FROM outbox WHERE kind='event'"
+                           " ORDER BY seq DESC LIMIT 1").fetchone()
+        return json.loads(row[0])
+    finally:
+        conn.close()
+
+
+def test_the_trial_ends_after_enough_analyses(config):
+    trial = ModelTrial(config)
+    assert trial.before_load() == ""
+    trial.started("1.1.0")
+    assert trial.active and store_for(config).read().trial.running
+    for _ in range(2):
+        trial.processed()
+    assert store_for(config).read().trial.jobs == 2
+    trial.processed()
+    state = store_for(config).read()
+    assert state.trial is None and state.active == "1.1.0" and not trial.active
+    assert state.history[-1]["action"] == "kept"
+    trial.processed()  # after the trial: nothing to count
+    assert store_for(config).read().trial is None
+
+
+def test_an_unclean_end_of_a_trial_run_rolls_back_at_the_next_start(config):
+    ModelTrial(config).started("1.1.0")  # the service started the new model …
+    # … and died (no stopped_cleanly): the next start goes back and tells the hospital
+    assert ModelTrial(config).before_load() == "worker_crashed"
+    state = store_for(config).read()
+    assert (state.active, state.trial) == ("1.0.0", None)
+    event = last_event(config)
+    assert (event["event"], event["reason"], event["subject_model"], event["model"]) == (
+        "model_rolled_back", "worker_crashed", "clinibox-demo-lesion@1.1.0",
+        "clinibox-demo-lesion@1.0.0")
+
+
+def test_a_clean_stop_during_the_trial_is_not_a_crash(config):
+    trial = ModelTrial(config)
+    trial.started("1.1.0")
+    trial.processed()
+    trial.stopped_cleanly()
+    assert not store_for(config).read().trial.running
+    assert ModelTrial(config).before_load() == ""
+    assert store_for(config).read().active == "1.1.0"
+
+
+def test_repeated_worker_errors_roll_back(config):
+    trial = ModelTrial(config)
+    trial.started("1.1.0")
+    for _ in range(MAX_WORKER_ERRORS - 1):
+        assert not trial.worker_error()
+    trial.processed()  # a success in between resets the count
+    for _ in range(MAX_WORKER_ERRORS - 1):
+        assert not trial.worker_error()
+    assert trial.worker_error()
+    assert trial.rolled_back == "worker_errors"
+    assert store_for(config).read().active == "1.0.0"
+    assert last_event(config)["reason"] == "worker_errors"
+
+
+def test_a_load_failure_rolls_back_only_a_package_on_trial(config):
+    trial = ModelTrial(config)
+    assert trial.load_failed("golden_cases_failed")
+    assert store_for(config).read().active == "1.0.0"
+    assert last_event(config)["reason"] == "golden_cases_failed"
+    # the package now running is not on trial: a failure there is not rolled back
+    assert not ModelTrial(config).load_failed("load_failed")
+    assert store_for(config).read().active == "1.0.0"

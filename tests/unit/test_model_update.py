@@ -1,0 +1,188 @@
+"""`clinibox model install` / `rollback`: every refusal leaves the running model untouched.
+
+Packages are real signed copies of the demo package (tests/model_packages.py);
+the golden cases really run on ONNX Runtime; the store and the outbox are real
+files and SQLite.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from firmware_app import signing
+from firmware_app.cli import main
+from firmware_app.config import Config, from_dict
+from firmware_app.model_store import resolve_package_root, store_for
+from firmware_app.model_update import UpdateRefused, install, rollback
+from firmware_app.models import PackageError
+from tests.model_packages import DEMO, make_package
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return from_dict({"storage": {"state_dir": str(tmp_path / "state")},
+                      "runtime": {"backend": "onnxruntime", "precision": "fp32"}})
+
+
+@pytest.fixture
+def packages(tmp_path: Path) -> Path:
+    return tmp_path / "packages"
+
+
+def events(config: Config) -> list[dict]:
+    conn = sqlite3.connect(config.database_path)
+    try:
+        rows = conn.execute("SELECT payload FROM outbox WHERE kind='event' ORDER BY seq")
+        return [json.loads(r[0]) for r in rows]
+    finally:
+        conn.close()
+
+
+def running(config: Config) -> Path:
+    return resolve_package_root(config).resolve()
+
+
+def test_install_switches_keeps_the_previous_and_raises_the_floor(config, packages):
+    assert running(config) == DEMO.resolve()  # nothing installed: the bundled package runs
+    result = install(config, make_package(packages, "1.1.0"))
+    store = store_for(config)
+    state = store.read()
+    assert (state.active, state.previous, state.floor) == ("1.1.0", "1.0.0", "1.1.0")
+    assert running(config) == store.package_root("1.1.0").resolve()
+    assert (store.package_root("1.0.0") / "manifest.json").is_file()  # the bundled one, kept
+    assert result.golden.passed and result.golden.backend_label.startswith("onnxruntime:")
+    assert state.trial is not None and state.trial.version == "1.1.0" and state.trial.jobs == 0
+    assert [e["event"] for e in events(config)] == ["model_installed"]
+    assert events(config)[0]["model"] == "clinibox-demo-lesion@1.1.0"
+
+    install(config, make_package(packages, "1.2.0"))
+    state = store.read()
+    assert (state.active, state.previous, state.floor) == ("1.2.0", "1.1.0", "1.2.0")
+    assert not store.package_root("1.0.0").exists()  # only the active and the previous are kept
+
+
+def _refused(config: Config, source: Path, code: str, words: str) -> None:
+    before = store_for(config).read()
+    root = running(config)
+    with pytest.raises(PackageError) as caught:
+        install(config, source)
+    assert caught.value.code == code, caught.value
+    assert words in str(caught.value)
+    after = store_for(config).read()
+    assert (after.active, after.previous, after.floor) == (before.active, before.previous,
+                                                          before.floor)
+    assert running(config) == root
+    assert not list(config.model_store_dir.glob(".staging-*"))
+
+
+@pytest.mark.parametrize(("kind", "code", "words"), [
+    ("unsigned", "signature", "not signed"),
+    ("wrong key", "signature", "does not trust"),
+    ("tampered", "tampered", "corrupted or altered"),
+    ("failing golden", "golden_cases_failed", "OUT OF TOLERANCE"),
+])
+def test_bad_packages_are_refused_and_reported(config, packages, tmp_path, kind, code, words):
+    install(config, make_package(packages, "1.1.0"))
+    other_key = tmp_path / "other.pem"
+    signing.generate_key_pair(other_key, tmp_path / "other.pub")
+    source = {
+        "unsigned": lambda: make_package(packages, "2.0.0", key=None),
+        "wrong key": lambda: make_package(packages, "2.0.0", key=other_key),
+        "tampered": lambda: make_package(packages, "2.0.0", tamper=True),
+        "failing golden": lambda: make_package(packages, "2.0.0", failing_golden=True),
+    }[kind]()
+    _refused(config, source, code, words)
+    refused = events(config)[-1]
+    assert (refused["event"], refused["reason"]) == ("model_refused", code)
+    assert refused["model"] == "clinibox-demo-lesion@1.1.0"
+    # an unverified package's own name never leaves the box; a verified one's may
+    expected = "clinibox-demo-lesion@2.0.0" if code == "golden_cases_failed" else \
+        "clinibox-demo-lesion@1.1.0"
+    assert refused["subject_model"] == expected
+
+
+def test_an_older_version_is_refused_even_after_a_rollback(config, packages):
+    install(config, make_package(packages, "1.1.0"))
+    _refused(config, make_package(packages, "1.0.5"), "older_version", "version floor")
+    rollback(config)
+    assert store_for(config).read().active == "1.0.0"
+    # the floor stays at 1.1.0: 1.0.5 is still refused, 1.1.0 itself may come back
+    _refused(config, make_package(packages / "again", "1.0.5"), "older_version",
+             "version floor")
+    install(config, make_package(packages / "again", "1.1.0"))
+    assert store_for(config).read().active == "1.1.0"
+
+
+def test_the_running_version_and_another_name_are_refused(config, packages):
+    install(config, make_package(packages, "1.1.0"))
+    _refused(config, make_package(packages / "same", "1.1.0"), "invalid", "already installed")
+    _refused(config, make_package(packages, "3.0.0", name="another-model"), "invalid",
+             "this box runs")
+
+
+def test_a_tar_gz_from_usb_installs_and_a_hostile_archive_does_not(config, packages, tmp_path):
+    root = make_package(packages, "1.1.0")
+    archive = tmp_path / "clinibox-demo-lesion-1.1.0.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root, arcname="clinibox-demo-lesion-1.1.0")
+    install(config, archive)
+    assert store_for(config).read().active == "1.1.0"
+
+    hostile = tmp_path / "hostile.tar.gz"
+    with tarfile.open(hostile, "w:gz") as tar:
+        data = b"owned"
+        member = tarfile.TarInfo("../../escaped.txt")
+        member.size = len(data)
+        tar.addfile(member, io.BytesIO(data))
+    _refused(config, hostile, "invalid", "cannot be read as a package")
+    assert not (tmp_path / "escaped.txt").exists()
+    assert not (config.model_store_dir.parent / "escaped.txt").exists()
+
+
+def test_rollback_goes_back_once_and_is_reported(config, packages):
+    with pytest.raises(UpdateRefused, match="no previous model package"):
+        rollback(config)
+    install(config, make_package(packages, "1.1.0"))
+    assert rollback(config) == ("clinibox-demo-lesion@1.1.0", "clinibox-demo-lesion@1.0.0")
+    assert running(config) == store_for(config).package_root("1.0.0").resolve()
+    assert store_for(config).read().trial is None
+    last = events(config)[-1]
+    assert (last["event"], last["reason"], last["subject_model"]) == (
+        "model_rolled_back", "technician", "clinibox-demo-lesion@1.1.0")
+    with pytest.raises(UpdateRefused, match="no previous model package"):
+        rollback(config)
+
+
+def test_a_pinned_version_refuses_install(tmp_path, packages):
+    config = from_dict({"storage": {"state_dir": str(tmp_path / "s")},
+                        "models": {"version": "1.0.0"}})
+    with pytest.raises(UpdateRefused, match="pins 1.0.0"):
+        install(config, make_package(packages, "1.1.0"))
+
+
+def test_cli_install_status_rollback(config, packages, tmp_path, capsys):
+    path = tmp_path / "box.toml"
+    path.write_text(f'[storage]\nstate_dir = "{config.state_dir}"\n'
+                    '[runtime]\nbackend = "onnxruntime"\nprecision = "fp32"\n')
+    args = ["--config", str(path)]
+    assert main(["model", "install", str(make_package(packages, "1.1.0")), *args]) == 0
+    out = capsys.readouterr().out
+    assert "installed clinibox-demo-lesion@1.1.0" in out and "2/2 golden cases" in out
+    assert main(["model", "install", str(make_package(packages, "0.5.0")), *args]) == 1
+    err = capsys.readouterr().err
+    assert "REFUSED (older_version)" in err and "keeps running clinibox-demo-lesion@1.1.0" in err
+    assert main(["model", "status", "--json", *args]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert (status["running"], status["previous"], status["floor"]) == (
+        "clinibox-demo-lesion@1.1.0", "1.0.0", "1.1.0")
+    assert [h["action"] for h in status["history"]] == ["install"]
+    assert main(["model", "rollback", *args]) == 0
+    assert "to clinibox-demo-lesion@1.0.0" in capsys.readouterr().out
+    assert main(["model", "verify", *args]) == 0
+    assert "OK clinibox-demo-lesion@1.0.0" in capsys.readouterr().out
