@@ -118,6 +118,9 @@ class HealthConfig:
                                  "latest summaries compared with the baseline", 24)
     disk_warn_pct: float = _key(_range(0.0, 100.0), "warn when the box's disk is this full", 90.0)
     queue_warn: int = _key(_range(1, 2**31), "warn when this many objects wait on the box", 500)
+    event_warn_hours: float = _key(_range(0.0, 8760.0),
+                                   "warn this long after a box rolled back or refused a model "
+                                   "package, or a service on it failed", 72.0)
     disagree_warn: float = _key(_range(0.0, 1.0),
                                 "warn when clinicians disagree with this share of findings", 0.2)
 

@@ -5,7 +5,8 @@ Health, from worst to best:
 * ``revoked``  – the device's enrolment was revoked; its messages are refused;
 * ``offline``  – its latest status message said it was shutting down;
 * ``silent``   – nothing received for longer than ``stale_seconds`` (or ever);
-* ``warning``  – disk nearly full, long queue, outbox dropping messages, or drift;
+* ``warning``  – disk nearly full, long queue, outbox dropping messages, drift, or a
+  recent device event: a model package rolled back or refused, a service failed;
 * ``ok``.
 
 Every reason behind a health word is listed with the row, so a person can act
@@ -101,16 +102,36 @@ def _warnings(summary: StoredMessage | None, health: HealthConfig) -> list[str]:
     return reasons
 
 
+#: device events in words, for the report's reasons
+EVENT_WORDS = {
+    "model_rolled_back": "model {subject_model} rolled back to {model}",
+    "model_refused": "model package {subject_model} refused",
+    "service_failed": "service {unit} failed",
+}
+
+
+def _event_warning(event: StoredMessage | None, health: HealthConfig, now: float) -> list[str]:
+    """The latest device event in words, while it is recent and worth a person's look."""
+    if event is None or event.payload["event"] not in EVENT_WORDS:
+        return []
+    if now - event.received_at > health.event_warn_hours * 3600:
+        return []
+    words = EVENT_WORDS[event.payload["event"]].format(**event.payload)
+    return [f"{words} ({event.payload['reason'].replace('_', ' ')}) "
+            f"at {format_time(event.payload['created_at'])}"]
+
+
 def device_row(store: Store, record: Device, health: HealthConfig, now: float,
                last_seen: float | None, alerts: tuple[int, int]) -> dict[str, Any]:
     """The report row of one enrolled device."""
     status = store.latest(record.device, "status")
     summary = store.latest(record.device, "summary")
     alert = store.latest(record.device, "alert")
+    event = store.latest(record.device, "event")
     state = status.payload["state"] if status else "unknown"
     state = "online" if state == "heartbeat" else state
     drift = _drift(store, record.device, summary, health)
-    warnings = _warnings(summary, health) + drift
+    warnings = _warnings(summary, health) + drift + _event_warning(event, health, now)
     reasons: list[str] = []
     if record.revoked_at is not None:
         health_word = "revoked"
@@ -132,7 +153,7 @@ def device_row(store: Store, record: Device, health: HealthConfig, now: float,
     return {
         "clinic": record.clinic,
         "device": record.device,
-        "model": _latest_model(status, summary, alert),
+        "model": _latest_model(status, summary, alert, event),
         "last_seen": last_seen,
         "state": state,
         "health": health_word,

@@ -143,6 +143,32 @@ def test_a_new_model_starts_a_new_baseline(fleet):
     assert _row(build_report(fleet.store, health, NOW), "box-1")["drift"] == []
 
 
+def _event(event: str, reason: str, model: str, subject: str, unit: str = "clinibox") -> dict:
+    return {"schema": 1, "created_at": int(NOW - 300), "event": event, "reason": reason,
+            "unit": unit, "model": model, "subject_model": subject}
+
+
+def test_a_rollback_or_a_failed_service_is_a_warning_for_a_while(fleet):
+    old, new = "clinibox-demo-lesion@1.0.0", "clinibox-demo-lesion@1.1.0"
+    fleet.enrol("box-1")
+    fleet.send("box-1", "status", status_payload("heartbeat"), ago=400)
+    fleet.send("box-1", "event", _event("model_installed", "technician", new, new), ago=350)
+    row = _row(build_report(fleet.store, HealthConfig(), NOW), "box-1")
+    assert (row["health"], row["model"]) == ("ok", new)
+    fleet.send("box-1", "event", _event("model_rolled_back", "worker_crashed", old, new), ago=300)
+    row = _row(build_report(fleet.store, HealthConfig(), NOW), "box-1")
+    assert row["health"] == "warning" and row["model"] == old
+    assert row["reasons"] == [f"model {new} rolled back to {old} (worker crashed) at "
+                              f"{row['reasons'][0].rsplit(' at ', 1)[1]}"]
+    # three days later it is history, not a warning
+    later = build_report(fleet.store, HealthConfig(stale_seconds=10**6), NOW + 73 * 3600)
+    assert _row(later, "box-1")["reasons"] == []
+    fleet.send("box-1", "event", _event("service_failed", "unit_failed", old, old,
+                                        unit="clinibox-web"), ago=10)
+    row = _row(build_report(fleet.store, HealthConfig(), NOW), "box-1")
+    assert row["reasons"][0].startswith("service clinibox-web failed (unit failed) at ")
+
+
 def test_a_revoked_device_is_shown_as_revoked(fleet):
     fleet.enrol("box-1")
     fleet.send("box-1", "status", status_payload())
