@@ -186,3 +186,19 @@ def test_cli_install_status_rollback(config, packages, tmp_path, capsys):
     assert "to clinibox-demo-lesion@1.0.0" in capsys.readouterr().out
     assert main(["model", "verify", *args]) == 0
     assert "OK clinibox-demo-lesion@1.0.0" in capsys.readouterr().out
+
+
+def test_the_onfailure_hook_queues_a_device_event(config, tmp_path, capsys):
+    path = tmp_path / "box.toml"
+    path.write_text(f'[storage]\nstate_dir = "{config.state_dir}"\n')
+    assert main(["service-failed", "clinibox-web.service", "--config", str(path)]) == 0
+    assert main(["service-failed", "clinibox-usb-import@sdb1.service", "--config", str(path)]) == 0
+    assert main(["service-failed", "sshd.service", "--config", str(path)]) == 0
+    assert "the hospital will be told" in capsys.readouterr().out
+    assert [(e["event"], e["reason"], e["unit"], e["model"]) for e in events(config)] == [
+        ("service_failed", "unit_failed", unit, "clinibox-demo-lesion@1.0.0")
+        for unit in ("clinibox-web", "clinibox-usb-import", "other")]
+    conn = sqlite3.connect(config.database_path)
+    notes = [r[0] for r in conn.execute("SELECT message FROM events WHERE component='lifecycle'")]
+    conn.close()
+    assert notes[0] == "systemd unit clinibox-web.service failed"
