@@ -1,0 +1,169 @@
+"""Model lifecycle costs: golden cases at start-up, `model install`, rollback, a live switch.
+
+Each figure has a reference measured in the same run:
+
+* start-up model load (verify + backend choice + golden cases) against the
+  same load without the golden cases: what the check adds to every start;
+* `clinibox model install` (stage, verify, golden cases on the chosen
+  backend, atomic switch) against verifying the package alone;
+* `clinibox model rollback` against reading the store's state;
+* a running service switching to a newly installed package (from the end of
+  `model install` to systemd's READY=1 with the new model, heard on a notify
+  socket) against a cold start of `clinibox serve` to READY=1.
+
+The packages are copies of the demo package (ONNX fp32 + int8), re-signed
+with the demo key. Run: ``.venv/bin/python bench/lifecycle.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import REPO, free_port, save, stop, write_box_config
+
+# firmware_app/ and tests/ are imported from the checkout (the script runs from bench/)
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from firmware_app.app import load_runner
+from firmware_app.config import from_dict
+from firmware_app.golden import run_golden_cases
+from firmware_app.model_store import resolve_package_root, store_for
+from firmware_app.model_update import install, rollback
+from firmware_app.models import load_package
+from firmware_app.runtime.selection import sample_inputs, select_backend
+from tests.model_packages import make_package
+
+
+def _ms(samples: list[float]) -> dict[str, float]:
+    return {"median_ms": round(statistics.median(samples) * 1000, 2),
+            "max_ms": round(max(samples) * 1000, 2)}
+
+
+def timed(action, runs: int) -> list[float]:
+    """Wall seconds of ``runs`` calls."""
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        action()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def startup_load(config, runs: int) -> dict:
+    """load_runner (with golden cases) against loading without them."""
+    def without() -> None:
+        package = load_package(resolve_package_root(config), config.trusted_key_paths)
+        select_backend(package, config.runtime).close()
+
+    def with_golden() -> None:
+        load_runner(config).backend.close()
+
+    package = load_package(resolve_package_root(config), config.trusted_key_paths)
+    loaded = select_backend(package, config.runtime)
+    inputs = sample_inputs(package)
+    try:
+        golden = timed(lambda: run_golden_cases(package, loaded.backend, loaded.label), 50)
+        inference = timed(lambda: loaded.backend.infer(inputs), 50)
+    finally:
+        loaded.close()
+    return {"with_golden_cases": _ms(timed(with_golden, runs)),
+            "reference_without": _ms(timed(without, runs)),
+            "golden_cases_alone": _ms(golden), "reference_one_inference": _ms(inference),
+            "backend": loaded.label}
+
+
+def install_and_rollback(root: Path, runs: int, runtime: dict) -> dict:
+    """`model install` and `rollback` against verify-only and a state read."""
+    installs, verifies, rollbacks, reads = [], [], [], []
+    for run in range(runs):
+        config = from_dict({"storage": {"state_dir": str(root / f"state-{run}")},
+                            "runtime": runtime})
+        package = make_package(root / f"packages-{run}", "1.1.0")
+        verifies += timed(lambda p=package, c=config: load_package(p, c.trusted_key_paths), 1)
+        installs += timed(lambda p=package, c=config: install(c, p), 1)
+        reads += timed(lambda c=config: store_for(c).read(), 1)
+        rollbacks += timed(lambda c=config: rollback(c), 1)
+    return {"install": _ms(installs), "reference_verify_only": _ms(verifies),
+            "rollback": _ms(rollbacks), "reference_state_read": _ms(reads)}
+
+
+class NotifySocket:
+    """A stand-in for systemd's notify socket."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+
+    def wait_for(self, text: str, timeout: float = 120) -> float:
+        """perf_counter() when a message containing ``text`` arrived."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            if text in self.sock.recv(4096).decode():
+                return time.perf_counter()
+        raise TimeoutError(f"no {text!r}")
+
+
+def live_switch(root: Path, runs: int, runtime: dict) -> dict:
+    """Cold start to READY against the switch of a running service to a new package."""
+    colds, switches = [], []
+    root.mkdir(parents=True, exist_ok=True)
+    for run in range(runs):
+        state = root / f"serve-{run}"
+        config_path = write_box_config(root / f"serve-{run}.toml", state, free_port(),
+                                       web={"enabled": False}, runtime=runtime)
+        config = from_dict({"storage": {"state_dir": str(state)}, "runtime": runtime})
+        notify = NotifySocket(root / f"notify-{run}")
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "firmware_app.cli", "serve", "--config", str(config_path)],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**os.environ, "NOTIFY_SOCKET": str(notify.path)})
+        try:
+            colds.append(notify.wait_for("READY=1") - started)
+            install(config, make_package(root / f"switch-{run}", "1.1.0"))
+            installed = time.perf_counter()
+            switches.append(notify.wait_for("clinibox-demo-lesion@1.1.0") - installed)
+        finally:
+            stop(proc)
+            notify.sock.close()
+    return {"switch_after_install": _ms(switches), "reference_cold_start": _ms(colds)}
+
+
+def main() -> None:
+    """Measure, print and save bench/out/lifecycle.json."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)  # the rollbacks' own warnings are expected here
+    root = Path(tempfile.mkdtemp(prefix="clinibox-bench-lifecycle-"))
+    auto = {"backend": "auto", "precision": "auto"}
+    fixed = {"backend": "onnxruntime", "precision": "fp32"}
+    figures = {
+        "runs": args.runs,
+        "machine": {"cpu": platform.processor() or platform.machine(),
+                    "cores": os.cpu_count(), "python": platform.python_version()},
+        "startup_load_auto": startup_load(from_dict({"runtime": auto}), args.runs),
+        "startup_load_onnxruntime_fp32": startup_load(from_dict({"runtime": fixed}), args.runs),
+        "install_auto": install_and_rollback(root / "auto", args.runs, auto),
+        "install_onnxruntime_fp32": install_and_rollback(root / "fixed", args.runs, fixed),
+        "live_switch_onnxruntime_fp32": live_switch(root / "live", args.runs, fixed),
+    }
+    save("lifecycle", figures)
+
+
+if __name__ == "__main__":
+    main()
