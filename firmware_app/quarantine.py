@@ -46,9 +46,10 @@ _COLUMNS = ("SELECT id, local_id, status, COALESCE(reason, '') AS reason, source
 
 
 def held_objects(conn: sqlite3.Connection, limit: int = 500) -> list[Quarantined]:
-    """Quarantined and failed objects, newest first."""
+    """Quarantined and failed objects still on the box (not yet deleted by retention), newest
+    first."""
     rows = conn.execute(
-        f"{_COLUMNS} WHERE status IN ('quarantined', 'failed')"
+        f"{_COLUMNS} WHERE status IN ('quarantined', 'failed') AND image_deleted_at IS NULL"
         " ORDER BY received_at DESC, id DESC LIMIT ?", (limit,))
     return [Quarantined(**dict(row)) for row in rows]
 
@@ -59,6 +60,11 @@ def _held(conn: sqlite3.Connection, instance_id: int) -> Quarantined:
         raise QuarantineError(f"object {instance_id} does not exist")
     if row["status"] not in ACTIONABLE:
         raise QuarantineError(f"object {instance_id} is {row['status']}, not quarantined")
+    deleted = conn.execute("SELECT image_deleted_at FROM instances WHERE id = ?",
+                           (instance_id,)).fetchone()[0]
+    if deleted is not None:
+        raise QuarantineError(f"object {instance_id} was deleted by retention on "
+                              f"{time.strftime('%Y-%m-%d', time.localtime(deleted))}")
     return Quarantined(**dict(row))
 
 

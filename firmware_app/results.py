@@ -99,9 +99,11 @@ class ResultStore:
         """
         heatmap, shape = _encode_heatmap(findings.heatmap)
         boxes = [asdict(b) for b in findings.boxes]
-        now = time.time()
         study_key = identity.get("study_instance_uid") or f"local:{instance_id}"
         with transaction(self.conn):
+            # stamped under the write lock: a summary that ends before this time was built
+            # in a transaction that ran before this one, so no result falls between summaries
+            now = time.time()
             self.conn.execute(
                 "UPDATE instances SET study_instance_uid=?, series_instance_uid=?, modality=?"
                 " WHERE id=?",
@@ -162,7 +164,8 @@ class ResultStore:
     def last_errors(self, limit: int = 10) -> list[dict[str, Any]]:
         """The most recent warnings and errors recorded by any component."""
         rows = self.conn.execute(
-            "SELECT at, level, component, message FROM events ORDER BY id DESC LIMIT ?", (limit,)
+            "SELECT at, level, component, message FROM events"
+            " WHERE level IN ('WARNING', 'ERROR') ORDER BY id DESC LIMIT ?", (limit,)
         )
         return [dict(r) for r in rows]
 

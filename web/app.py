@@ -133,6 +133,8 @@ def create_app(config: Config) -> Flask:
             (401, "Please log in", "This needs a logged-in account."),
             (403, "Not allowed", "Your account's role does not allow this page."),
             (404, "Not found", "There is nothing here."),
+            (410, "Image deleted", "This image was deleted by retention; the findings are "
+                                   "kept on the study page and in its report."),
             (413, "Too large", "That request is too large."),
             (500, "Something went wrong", "The error was logged; the box keeps running.")):
         app.register_error_handler(

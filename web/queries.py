@@ -131,6 +131,11 @@ class InstanceView:
     backend: str
     has_heatmap: bool
     created_at: float
+    received_at: float = 0.0
+    #: when retention deleted the image (None: the file is on the box), and its size then
+    image_deleted_at: float | None = None
+    image_rows: int | None = None
+    image_columns: int | None = None
     #: finding index (-1: the image as a whole) → this clinician's verdict
     my_verdicts: dict[int, str] = field(default_factory=dict)
     #: finding index → {verdict: count} over every clinician
@@ -151,11 +156,14 @@ def study(conn: sqlite3.Connection, study_id: int) -> dict[str, Any] | None:
             boxes=json.loads(r["findings_json"]), warnings=json.loads(r["warnings_json"]),
             key_frame=r["key_frame"], frames_inferred=r["frames_inferred"],
             model_id=r["model_id"], backend=r["backend"], has_heatmap=r["has_heatmap"] == 1,
-            created_at=r["created_at"])
+            created_at=r["created_at"], received_at=r["received_at"],
+            image_deleted_at=r["image_deleted_at"], image_rows=r["image_rows"],
+            image_columns=r["image_columns"])
         for r in conn.execute(
             "SELECT i.id, i.spool_path, i.modality, r.probability, r.finding, r.alert,"
             " r.findings_json, r.warnings_json, r.key_frame, r.frames_inferred, r.model_id,"
-            " r.backend, r.heatmap IS NOT NULL AS has_heatmap, r.created_at"
+            " r.backend, r.heatmap IS NOT NULL AS has_heatmap, r.created_at, i.received_at,"
+            " i.image_deleted_at, i.image_rows, i.image_columns"
             " FROM instances i JOIN results r ON r.instance_id = i.id"
             " WHERE i.study_instance_uid = ? ORDER BY r.probability DESC, i.id",
             (row["study_key"],))
@@ -182,16 +190,21 @@ def attach_feedback(conn: sqlite3.Connection, instances: list[InstanceView],
 
 
 def instance_result(conn: sqlite3.Connection, instance_id: int) -> dict[str, Any] | None:
-    """What the image routes need: the file, key frame, boxes and heatmap of one instance."""
+    """What the image routes need: the file, key frame, boxes and heatmap of one instance.
+
+    ``image_deleted_at`` is set when retention has deleted the file (the result stays).
+    """
     row = conn.execute(
         "SELECT i.id, i.spool_path, i.status, r.key_frame, r.findings_json, r.heatmap,"
-        " r.probability FROM instances i LEFT JOIN results r ON r.instance_id = i.id"
+        " r.probability, i.received_at, i.image_deleted_at"
+        " FROM instances i LEFT JOIN results r ON r.instance_id = i.id"
         " WHERE i.id = ? AND i.status = 'processed'", (instance_id,)).fetchone()
     if row is None or row["key_frame"] is None:
         return None
     return {"id": row["id"], "spool_path": row["spool_path"], "key_frame": row["key_frame"],
             "boxes": json.loads(row["findings_json"]), "heatmap": decode_heatmap(row["heatmap"]),
-            "probability": row["probability"]}
+            "probability": row["probability"], "received_at": row["received_at"],
+            "image_deleted_at": row["image_deleted_at"]}
 
 
 def record_feedback(conn: sqlite3.Connection, instance_id: int, finding: int, verdict: str,

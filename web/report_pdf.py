@@ -66,6 +66,8 @@ class ReportContent:
     notice: str  # "This result assists a doctor and does not replace one." (+ demo line)
     generated: str  # formatted date/time the report was made
     key_image_png: bytes | None = None
+    #: shown instead of the key image when there is none (e.g. deleted by retention)
+    image_note: str = ""
 
 
 def find_fonts(font_dirs: Sequence[Path] | None = None) -> tuple[Path, Path] | None:
@@ -122,6 +124,12 @@ def report_pdf(content: ReportContent, *, font_dirs: Sequence[Path] | None = Non
 
     if content.key_image_png:
         _key_image(pdf, content.key_image_png)
+    elif clean_text(content.image_note):
+        pdf.use_font(size=10)
+        pdf.set_draw_color(80, 80, 80)
+        pdf.multi_cell(0, 5.5, pdf.safe(clean_text(content.image_note)), border=1, padding=3,
+                       new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        pdf.ln(4)
 
     pdf.use_font(bold=True, size=13)
     pdf.paragraph(clean_text(content.verdict) or "No result", 7)

@@ -118,7 +118,11 @@ def _int_arg(name: str, default: int) -> int:
 
 @blueprint.route("/study/<int:study_id>")
 def study(study_id: int):
-    """One study: the chosen image with overlays, window/level, frames, findings and feedback."""
+    """One study: the chosen image with overlays, window/level, frames, findings and feedback.
+
+    When retention has deleted the image, a plain note takes its place and the
+    findings, warnings and feedback stay.
+    """
     conn = database()
     found = queries.study(conn, study_id)
     if found is None or not found["instances"]:
@@ -130,26 +134,49 @@ def study(study_id: int):
     instance = next((i for i in found["instances"] if i.id == chosen), None)
     if instance is None:
         abort(404)
+    level, headline = wording.verdict(instance.alert, instance.finding)
+    shared = {
+        "study": found, "instance": instance, "level": level, "headline": headline,
+        "verdicts": VERDICTS, "warnings": [wording.warning_text(w) for w in instance.warnings],
+        "notice": wording.ASSIST_NOTICE}
+    gone = _image_gone(instance)
+    if gone:
+        return render_template(
+            "study.html", image=None, image_gone=gone, on_key_frame=False,
+            findings=wording.finding_lines(instance.boxes, instance.image_rows,
+                                           instance.image_columns), **shared)
     frame_number = _int_arg("frame", instance.key_frame)
     image = _frame(instance.spool_path, frame_number)
     window = _window_args() or image.default_window
-    level, headline = wording.verdict(instance.alert, instance.finding)
     return render_template(
-        "study.html", study=found, instance=instance, image=image, window=window,
-        level=level, headline=headline, verdicts=VERDICTS,
+        "study.html", image=image, image_gone="", window=window,
         presets=CT_PRESETS if image.modality == "CT" else (),
         on_key_frame=image.frame == instance.key_frame,
-        findings=wording.finding_lines(instance.boxes, image.rows, image.columns),
-        warnings=[wording.warning_text(w) for w in instance.warnings],
-        notice=wording.ASSIST_NOTICE)
+        findings=wording.finding_lines(instance.boxes, image.rows, image.columns), **shared)
+
+
+def _image_gone(instance: queries.InstanceView) -> str:
+    """The note shown instead of an image retention deleted ("" while it is on the box)."""
+    if instance.image_deleted_at is None:
+        return ""
+    return wording.image_deleted(instance.received_at, instance.image_deleted_at)
+
+
+def _result_with_image(instance_id: int) -> dict[str, Any]:
+    """The instance's result for an image route: 404 if none, 410 if retention deleted it."""
+    result = queries.instance_result(database(), instance_id)
+    if result is None:
+        abort(404)
+    if result["image_deleted_at"] is not None:
+        abort(410, description=wording.image_deleted(result["received_at"],
+                                                     result["image_deleted_at"]))
+    return result
 
 
 @blueprint.route("/instance/<int:instance_id>/frame/<int:frame>.png")
 def frame_png(instance_id: int, frame: int):
     """One frame rendered as PNG with the requested (or the image's own) window."""
-    result = queries.instance_result(database(), instance_id)
-    if result is None:
-        abort(404)
+    result = _result_with_image(instance_id)
     image = _frame(result["spool_path"], frame)
     return Response(render.render_png(image, _window_args(), max_side=IMAGE_SIDE),
                     mimetype="image/png")
@@ -158,8 +185,8 @@ def frame_png(instance_id: int, frame: int):
 @blueprint.route("/instance/<int:instance_id>/heatmap.png")
 def heatmap_png(instance_id: int):
     """The model's heatmap as a transparent layer over the key frame."""
-    result = queries.instance_result(database(), instance_id)
-    if result is None or result["heatmap"] is None:
+    result = _result_with_image(instance_id)
+    if result["heatmap"] is None:
         abort(404)
     image = _frame(result["spool_path"], result["key_frame"])
     width, height = render.display_size(image, IMAGE_SIDE)
@@ -173,10 +200,8 @@ def key_png(instance_id: int):
 
 
 def _key_image(instance_id: int) -> bytes:
-    """The key image of a processed instance (404 otherwise), for the report page and PDF."""
-    result = queries.instance_result(database(), instance_id)
-    if result is None:
-        abort(404)
+    """The key image of a processed instance (404 otherwise, 410 once deleted), for reports."""
+    result = _result_with_image(instance_id)
     image = _frame(result["spool_path"], result["key_frame"])
     return render.key_image_png(image, None, result["boxes"], result["heatmap"],
                                 max_side=KEY_IMAGE_SIDE)
@@ -215,7 +240,12 @@ def _report(study_id: int) -> dict[str, Any]:
     if found is None or not found["instances"]:
         abort(404)
     top = found["instances"][0]
-    image = _frame(top.spool_path, top.key_frame)
+    gone = _image_gone(top)
+    if gone:
+        rows, columns = top.image_rows, top.image_columns
+    else:
+        image = _frame(top.spool_path, top.key_frame)
+        rows, columns = image.rows, image.columns
     level, headline = wording.verdict(found["alert"], bool(found["findings"]))
     facts = _viewer().package_facts()
     notice = wording.ASSIST_NOTICE
@@ -223,7 +253,7 @@ def _report(study_id: int) -> dict[str, Any]:
         notice = f"{notice} Model: {facts['intended_use']}"
     return {
         "study": found, "top": top, "level": level, "headline": headline,
-        "findings": wording.finding_lines(top.boxes, image.rows, image.columns),
+        "findings": wording.finding_lines(top.boxes, rows, columns), "image_gone": gone,
         "warnings": sorted({wording.warning_text(w) for i in found["instances"]
                             for w in i.warnings}),
         "notice": notice, "generated": wording.local_time(dt.datetime.now().timestamp()),
@@ -248,7 +278,9 @@ def report_as_pdf(study_id: int):
         received=wording.local_time(found["received_at"]), verdict=facts["headline"],
         findings=facts["findings"] or ["No marked areas."], warnings=facts["warnings"],
         model_id=top.model_id, backend=top.backend, notice=facts["notice"],
-        generated=facts["generated"], key_image_png=_key_image(top.id))
+        generated=facts["generated"],
+        key_image_png=None if facts["image_gone"] else _key_image(top.id),
+        image_note=facts["image_gone"])
     response = Response(report_pdf(content), mimetype="application/pdf")
     response.headers["Content-Disposition"] = \
         f'inline; filename="clinibox-report-{study_id}.pdf"'

@@ -42,11 +42,27 @@ def where(box: dict[str, Any], rows: int, columns: int) -> str:
     return f"{vertical} {horizontal} of the image"
 
 
-def finding_lines(boxes: list[dict[str, Any]], rows: int, columns: int) -> list[str]:
-    """One sentence per marked area, numbered as on the image."""
-    return [f"Area {n}: possible {box.get('label', 'finding')} in the {where(box, rows, columns)}"
-            f" (model confidence {percent(box.get('score'))})"
-            for n, box in enumerate(boxes, start=1)]
+def finding_lines(boxes: list[dict[str, Any]], rows: int | None,
+                  columns: int | None) -> list[str]:
+    """One sentence per marked area, numbered as on the image.
+
+    Without the image's size (an image deleted before its size was kept) the
+    place in the image is left out rather than guessed.
+    """
+    lines = []
+    for n, box in enumerate(boxes, start=1):
+        place = f" in the {where(box, rows, columns)}" if rows and columns else ""
+        lines.append(f"Area {n}: possible {box.get('label', 'finding')}{place}"
+                     f" (model confidence {percent(box.get('score'))})")
+    return lines
+
+
+def image_deleted(received_at: float, deleted_at: float) -> str:
+    """What replaces an image that retention deleted: when, after how long, and what stays."""
+    days = max(0, round((deleted_at - received_at) / 86_400))
+    on = dt.datetime.fromtimestamp(deleted_at).strftime("%Y-%m-%d")
+    return (f"The image was deleted on {on} after {days} day{'' if days == 1 else 's'} "
+            "(retention); the findings are kept.")
 
 
 def warning_text(warning: dict[str, str]) -> str:

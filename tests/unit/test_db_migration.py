@@ -1,4 +1,9 @@
-"""Schema upgrades keep what the box holds: v2 → v3 (stable study ids, feedback per finding)."""
+"""Schema upgrades keep what the box holds.
+
+v2 → v3: stable study ids, feedback per finding. v3 → v4: instances record
+when retention deleted their image (and its size in pixels); a table of
+retention passes.
+"""
 
 from __future__ import annotations
 
@@ -42,7 +47,7 @@ def test_v2_database_is_upgraded_in_place(tmp_path):
     path = tmp_path / "box.db"
     _v2_database(path)
     conn = db.open_database(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 4
     studies = conn.execute("SELECT id, study_key, alert, received_at FROM studies"
                            " ORDER BY study_key").fetchall()
     assert [(r["study_key"], r["alert"], r["received_at"]) for r in studies] == [
@@ -57,6 +62,85 @@ def test_v2_database_is_upgraded_in_place(tmp_path):
     again = db.open_database(path)  # opening an upgraded database changes nothing
     assert again.execute("SELECT COUNT(*) FROM feedback").fetchone()[0] == 3
     again.close()
+
+
+V4_ONLY = """
+DROP INDEX instances_image_present; DROP INDEX instances_image_deleted;
+DROP TABLE retention_passes;
+ALTER TABLE instances DROP COLUMN image_deleted_at;
+ALTER TABLE instances DROP COLUMN image_rows;
+ALTER TABLE instances DROP COLUMN image_columns;
+"""
+
+
+def _v3_database(path) -> None:
+    """A v3 box (the current schema less what v4 added) holding two studies and their trail."""
+    conn = db.connect(path)
+    db.initialise(conn)
+    conn.executescript(V4_ONLY)
+    assert "image_deleted_at" not in db._columns(conn, "instances")
+    from firmware_app.results import update_study
+
+    for n, p in ((1, 0.9), (2, 0.2)):
+        conn.execute("INSERT INTO instances(id, local_id, study_instance_uid, modality, source,"
+                     " spool_path, size_bytes, status, received_at, updated_at)"
+                     f" VALUES ({n}, 'l{n}', '1.2.{n}', 'CT', 'dicom', 'p{n}', 10, 'processed',"
+                     f" {100 * n}, {100 * n})")
+        conn.execute("INSERT INTO results(instance_id, model_id, backend, probability, finding,"
+                     " alert, findings_json, warnings_json, key_frame, frames_inferred,"
+                     f" timings_json, created_at) VALUES ({n}, 'm@1', 'ort', {p}, {int(p > .5)},"
+                     f" {int(p > .8)}, '[]', '[]', 0, 1, '{{}}', {100 * n + 1})")
+        update_study(conn, f"1.2.{n}", "CT", {"patient_name": f"P^{n}"}, 300.0)
+    conn.execute("UPDATE studies SET id = id + 40")  # ids the viewer has linked to
+    conn.execute("INSERT INTO instances(id, local_id, source, spool_path, size_bytes, status,"
+                 " received_at, updated_at) VALUES (3, 'l3', 'usb', 'p3', 5, 'queued', 400, 400)")
+    conn.execute("INSERT INTO feedback(instance_id, finding, verdict, at)"
+                 " VALUES (1, 0, 'agree', 5)")
+    conn.execute("INSERT INTO alerted_studies VALUES ('1.2.1', 7, 250)")
+    conn.execute("INSERT INTO telemetry_state VALUES ('summary_end', 260)")
+    conn.execute("PRAGMA user_version=3")
+    conn.close()
+
+
+def test_v3_database_is_upgraded_in_place(tmp_path):
+    path = tmp_path / "box.db"
+    _v3_database(path)
+    conn = db.open_database(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 4
+    rows = conn.execute("SELECT id, status, spool_path, image_deleted_at, image_rows,"
+                        " image_columns FROM instances ORDER BY id").fetchall()
+    assert [tuple(r) for r in rows] == [(1, "processed", "p1", None, None, None),
+                                        (2, "processed", "p2", None, None, None),
+                                        (3, "queued", "p3", None, None, None)]  # all present
+    studies = conn.execute("SELECT id, study_key, patient_name, alert FROM studies"
+                           " ORDER BY id").fetchall()
+    assert [tuple(r) for r in studies] == [(41, "1.2.1", "P^1", 1), (42, "1.2.2", "P^2", 0)]
+    assert conn.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 2
+    assert conn.execute("SELECT COUNT(*) FROM feedback").fetchone()[0] == 1
+    assert conn.execute("SELECT COUNT(*) FROM alerted_studies").fetchone()[0] == 1
+    assert conn.execute("SELECT COUNT(*) FROM retention_passes").fetchone()[0] == 0
+    plan = " ".join(r[3] for r in conn.execute(
+        "EXPLAIN QUERY PLAN SELECT id FROM instances WHERE image_deleted_at IS NULL"
+        " ORDER BY received_at"))
+    assert "instances_image_present" in plan
+    conn.execute("UPDATE instances SET image_deleted_at = 500, image_rows = 64 WHERE id = 1")
+    conn.close()
+    again = db.open_database(path)  # opening an upgraded database changes nothing
+    assert again.execute("SELECT image_deleted_at, image_rows FROM instances WHERE id = 1"
+                         ).fetchone()[:] == (500.0, 64)
+    assert again.execute("SELECT COUNT(*) FROM studies").fetchone()[0] == 2
+    again.close()
+
+
+def test_v2_database_reaches_v4_with_its_instances_present(tmp_path):
+    path = tmp_path / "box.db"
+    _v2_database(path)
+    conn = db.open_database(path)
+    columns = db._columns(conn, "instances")
+    assert {"image_deleted_at", "image_rows", "image_columns"} <= columns
+    assert conn.execute("SELECT COUNT(*) FROM instances WHERE image_deleted_at IS NULL"
+                        ).fetchone()[0] == 2
+    conn.close()
 
 
 def test_study_ids_stay_when_a_study_gains_instances(conn):
