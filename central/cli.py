@@ -1,8 +1,8 @@
 """``clinibox central``: run the hospital receiver and look at what it received.
 
-Subcommands: ``serve``, ``enrol``, ``revoke``, ``report``, ``alerts``,
-``review`` and ``config`` (print the defaults). Exit status: 0 done, 1 failed,
-2 bad usage or configuration (explained in one line).
+Subcommands: ``serve``, ``enrol``, ``enrol-code``, ``bundle``, ``revoke``,
+``report``, ``alerts``, ``review`` and ``config`` (print the defaults). Exit
+status: 0 done, 1 failed, 2 bad usage or configuration (explained in one line).
 """
 
 from __future__ import annotations
@@ -87,6 +87,37 @@ def cmd_enrol(args: argparse.Namespace, config: config_module.CentralConfig) -> 
     return EXIT_OK
 
 
+def cmd_enrol_code(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
+    """Enrol a device from the code ``clinibox provision`` printed (typed, pasted or scanned)."""
+    from firmware_app.enrolment import EnrolmentError, parse_code
+
+    text = sys.stdin.readline() if args.code == "-" else args.code
+    try:
+        code = parse_code(text)
+    except EnrolmentError as exc:
+        raise _Failure(str(exc), EXIT_USAGE) from exc
+    record = _open_store(config).enrol(code.clinic, code.device, code.public_key_pem)
+    print(f"enrolled {record.clinic}/{record.device} with key {record.key_id}")
+    return EXIT_OK
+
+
+def cmd_bundle(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
+    """Issue a box's client certificate with the hospital CA and write its enrolment bundle."""
+    from central.bundle import make_bundle, write_and_describe
+    from firmware_app.enrolment import EnrolmentError
+
+    try:
+        bundle = make_bundle(
+            ca_cert_path=Path(args.ca_cert), ca_key_path=Path(args.ca_key), clinic=args.clinic,
+            device=args.device, broker_host=args.broker_host, broker_port=args.broker_port,
+            hospital_key_path=Path(args.hospital_key),
+            signing_key_paths=[Path(k) for k in args.signing_key], days=args.days)
+        print(write_and_describe(bundle, Path(args.out), overwrite=args.force))
+    except EnrolmentError as exc:
+        raise _Failure(f"no bundle written: {exc}") from exc
+    return EXIT_OK
+
+
 def cmd_revoke(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
     """Refuse a device's messages from now on."""
     if not _open_store(config).revoke(args.device):
@@ -163,6 +194,25 @@ def build_parser(prog: str = "clinibox central") -> argparse.ArgumentParser:
     enrol.add_argument("--clinic", required=True, help="clinic id (as in the box's topic)")
     enrol.add_argument("--device", required=True, help="device id")
     enrol.add_argument("--key", required=True, help="the device's Ed25519 public key (PEM)")
+    code = command("enrol-code", cmd_enrol_code,
+                   "trust a device from the code (or QR code) clinibox provision printed")
+    code.add_argument("code", help="the CBX1:… code; - reads one line from stdin (a scanner)")
+    bundle = command("bundle", cmd_bundle,
+                     "issue a box's client certificate and write its enrolment bundle")
+    bundle.add_argument("--ca-cert", required=True, help="the hospital CA's certificate (PEM)")
+    bundle.add_argument("--ca-key", required=True, help="the hospital CA's private key (PEM)")
+    bundle.add_argument("--clinic", required=True, help="clinic id")
+    bundle.add_argument("--device", required=True, help="device id")
+    bundle.add_argument("--broker-host", required=True, help="broker host the box connects to")
+    bundle.add_argument("--broker-port", type=int, default=8883, help="broker TLS port")
+    bundle.add_argument("--hospital-key", required=True, metavar="HOSPITAL.pub",
+                        help="the hospital's X25519 public key (PEM)")
+    bundle.add_argument("--signing-key", required=True, action="append", metavar="KEY.pub",
+                        help="an Ed25519 model-signing public key the box trusts (repeatable)")
+    bundle.add_argument("--days", type=int, default=3 * 365,
+                        help="days the client certificate is valid")
+    bundle.add_argument("--out", required=True, help="the bundle file to write (mode 0600)")
+    bundle.add_argument("--force", action="store_true", help="overwrite --out")
     revoke = command("revoke", cmd_revoke, "refuse a device's messages from now on")
     revoke.add_argument("--device", required=True, help="device id")
     report = command("report", cmd_report, "health of every device")

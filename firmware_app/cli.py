@@ -1,5 +1,5 @@
 """``clinibox``: the box's command line (serve, web, user, infer, status, results, model, keys,
-config, outbox, identity, study, service-failed).
+config, outbox, identity, study, service-failed, retention, provision, selftest).
 
 At the hospital, ``clinibox central …`` runs the receiver and its reports.
 
@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from firmware_app import config as config_module
-from firmware_app import db, model_commands
+from firmware_app import db, model_commands, retention
+from firmware_app import provision as provision_commands
+from firmware_app import selftest as selftest_commands
 from firmware_app.models import PackageError
 from firmware_app.telemetry import commands as telemetry_commands
 from web import commands as user_commands
@@ -173,6 +175,7 @@ def status_report(config: config_module.Config) -> dict[str, Any]:
         "state_dir": str(state_dir),
         "disk_free_mb": usage.free // 2**20,
     }
+    report.update(retention.status_figures(conn))  # images_deleted_by_retention, last pass
     conn.close()
     return report
 
@@ -185,8 +188,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return EXIT_OK
     for key in ("received", "queued", "processed", "quarantined", "failed",
-                "duplicates_ignored", "studies", "disk_free_mb"):
+                "duplicates_ignored", "studies", "disk_free_mb", "images_deleted_by_retention"):
         print(f"{key:>20}: {report[key]}")
+    print(f"{'last_retention_pass':>20}: {report['last_retention_pass'] or 'never'}")
     if report["quarantine_reasons"]:
         print("quarantine reasons:")
         for reason, n in report["quarantine_reasons"].items():
@@ -295,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="converter toolchain (workstation): see clinibox convert --help"
                        if step == "convert" else f"converter step {step!r} alone")
     telemetry_commands.add_parsers(sub, with_config)
+    retention.add_parsers(sub, with_config)
+    provision_commands.add_parsers(sub, with_config)
+    selftest_commands.add_parsers(sub, with_config)
     user_commands.add_parsers(sub, with_config)
     sub.add_parser("central", add_help=False,
                    help="the hospital's receiver: see clinibox central --help")

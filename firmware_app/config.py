@@ -466,7 +466,7 @@ def describe_sections(root: Any, title: str) -> str:
         lines.append(f"[{section.name}]")
         for spec in dataclasses.fields(obj):
             lines.append(f"# {spec.metadata.get('doc', '')}")
-            lines.append(f"{spec.name} = {_toml_value(getattr(obj, spec.name))}")
+            lines.append(f"{spec.name} = {toml_value(getattr(obj, spec.name))}")
         lines.append("")
     return "\n".join(lines)
 
@@ -477,11 +477,12 @@ def describe_defaults() -> str:
         Config(), "# clinibox configuration: every key is optional; shown with its default.")
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """A config value written as TOML (booleans, numbers, strings, lists of them)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -22,7 +22,7 @@ from converters.phantom_dicom import ct_dataset, write_dicom
 from converters.phantoms import generate
 from firmware_app.config import load
 from firmware_app.model_store import Trial, store_for
-from tests.integration.conftest import storescu, wait_for
+from tests.integration.conftest import storescu
 from tests.model_packages import make_package
 
 pytestmark = pytest.mark.integration

@@ -1,0 +1,153 @@
+"""The hospital's side of provisioning: issue a box's client certificate, write its bundle.
+
+``clinibox central bundle`` issues the box's MQTT client certificate (CN
+``clinic/device``, extended key usage clientAuth, an EC P-256 key made here)
+with the hospital's CA and writes the enrolment bundle
+(``firmware_app.enrolment``) with the broker address, the CA certificate, the
+hospital's X25519 public key and the trusted model-signing keys. The bundle
+holds the client certificate's private key: it is written mode 0600 and
+should be deleted once the box is provisioned.
+
+``clinibox central enrol-code CODE`` is the way back: the box prints the code
+(and a QR code of it) when it is provisioned; enrolling it trusts the box's
+own signing key, exactly as ``clinibox central enrol`` does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import os
+import sys
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from firmware_app.enrolment import EnrolmentBundle, EnrolmentError, write_bundle
+
+#: a box lives for years in a clinic: three years, then a new bundle renews the certificate
+DEFAULT_DAYS = 3 * 365
+#: read when the CA key is encrypted and no terminal is there to ask
+PASSWORD_ENV = "CLINIBOX_CA_KEY_PASSWORD"
+_BACKDATE = dt.timedelta(hours=1)
+ISSUER_KEYS = (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey,
+               ed448.Ed448PrivateKey)
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise EnrolmentError(f"cannot read the {what} {path}: {exc.strerror}") from exc
+
+
+def _password(path: Path) -> bytes:
+    if os.environ.get(PASSWORD_ENV):
+        return os.environ[PASSWORD_ENV].encode("utf-8")
+    if sys.stdin.isatty():
+        return getpass.getpass(f"password of the CA key {path}: ").encode("utf-8")
+    raise EnrolmentError(f"the CA key {path} is encrypted: run this on a terminal, or set "
+                         f"{PASSWORD_ENV}")
+
+
+def load_ca(cert_path: Path,
+            key_path: Path) -> tuple[x509.Certificate, CertificateIssuerPrivateKeyTypes]:
+    """The hospital CA's certificate and private key; EnrolmentError if they do not pair."""
+    try:
+        cert = x509.load_pem_x509_certificate(_read(cert_path, "CA certificate"))
+    except ValueError as exc:
+        raise EnrolmentError(f"{cert_path} is not a PEM certificate") from exc
+    data = _read(key_path, "CA key")
+    try:
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except TypeError:  # encrypted
+            key = serialization.load_pem_private_key(data, password=_password(key_path))
+    except ValueError as exc:
+        raise EnrolmentError(f"{key_path} is not a readable PEM private key (or the password "
+                             "is wrong)") from exc
+    if not isinstance(key, ISSUER_KEYS):
+        raise EnrolmentError(f"{key_path} is not a key that can sign certificates")
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
+        raise EnrolmentError(f"{key_path} is not the key of the CA certificate {cert_path}")
+    return cert, key
+
+
+def issue_client_certificate(ca_cert: x509.Certificate,
+                             ca_key: CertificateIssuerPrivateKeyTypes, clinic: str,
+                             device: str, days: int = DEFAULT_DAYS,
+                             now: dt.datetime | None = None) -> tuple[str, str]:
+    """A new client certificate with CN ``clinic/device`` and its key: (cert PEM, key PEM).
+
+    It is valid for ``days``, but never beyond the CA certificate's own end.
+    """
+    now = now or dt.datetime.now(dt.timezone.utc)
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{clinic}/{device}")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                     key_encipherment=False, data_encipherment=False,
+                                     key_agreement=False, key_cert_sign=False, crl_sign=False,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                       critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+            ca_cert.public_key()), critical=False)
+    )
+    algorithm = None if isinstance(ca_key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)) \
+        else hashes.SHA256()
+    cert = builder.sign(ca_key, algorithm)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return (cert.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+            key_pem.decode("ascii"))
+
+
+def make_bundle(*, ca_cert_path: Path, ca_key_path: Path, clinic: str, device: str,
+                broker_host: str, broker_port: int, hospital_key_path: Path,
+                signing_key_paths: list[Path], days: int = DEFAULT_DAYS,
+                now: dt.datetime | None = None) -> EnrolmentBundle:
+    """Issue the client certificate and assemble a checked bundle (nothing written)."""
+    if not 1 <= days <= 36500:
+        raise EnrolmentError(f"--days must be between 1 and 36500, got {days}")
+    ca_cert, ca_key = load_ca(ca_cert_path, ca_key_path)
+    cert_pem, key_pem = issue_client_certificate(ca_cert, ca_key, clinic, device, days, now)
+
+    def text(path: Path, what: str) -> str:
+        try:
+            return _read(path, what).decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise EnrolmentError(f"the {what} {path} is not PEM text") from exc
+
+    return EnrolmentBundle(
+        clinic=clinic, device=device, broker_host=broker_host, broker_port=broker_port,
+        ca_cert=ca_cert.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+        client_cert=cert_pem, client_key=key_pem,
+        hospital_key=text(hospital_key_path, "hospital public key"),
+        model_signing_keys=tuple(text(p, "model-signing public key") for p in signing_key_paths))
+
+
+def write_and_describe(bundle: EnrolmentBundle, out: Path, overwrite: bool = False) -> str:
+    """Write the bundle (checked again, mode 0600); return the lines to print."""
+    write_bundle(bundle, out, overwrite=overwrite)
+    expires = bundle.certificate().not_valid_after_utc.strftime("%Y-%m-%d")
+    return (f"wrote enrolment bundle {out} for {bundle.clinic}/{bundle.device}\n"
+            f"  fingerprint {bundle.fingerprint} (clinibox provision prints it too: compare)\n"
+            f"  broker {bundle.broker_host}:{bundle.broker_port}, client certificate CN "
+            f"{bundle.clinic}/{bundle.device} valid until {expires}\n"
+            f"  trusted model-signing keys: {', '.join(bundle.signing_key_ids())}\n"
+            "It holds the box's TLS private key: carry it on removable media and delete it "
+            "once the box is provisioned.")

@@ -1,0 +1,366 @@
+"""``clinibox provision BUNDLE``: make a box the hospital's, offline, from its enrolment bundle.
+
+What it does, in this order (nothing is written before every check passed):
+
+1. Reads and checks the bundle (``firmware_app.enrolment``): CA, client
+   certificate and key, CN ``clinic/device``, validity, key types, ids.
+2. Reads the existing config (``--config``, else ``$CLINIBOX_CONFIG``; there
+   must be a path, as provisioning writes it) and builds the new one: every
+   existing value is kept; ``[telemetry] clinic, device, hospital_key``,
+   ``[mqtt] host, port, ca_file, cert_file, key_file`` and ``[models]
+   trusted_keys`` are set; a relative ``[storage] state_dir`` is pinned to
+   the absolute folder it means now, because the identity is made there and
+   the service must find the same one whatever its working folder. The
+   result is validated like any config before anything is written.
+3. Writes the hospital's files into ``<state_dir>/keys/enrolment/<fingerprint>/``
+   (``ca.pem``, ``client-cert.pem``, ``client-key.pem`` mode 0600,
+   ``hospital.pub``, ``model-signing-<key id>.pub`` and ``enrolment.json``,
+   the bundle without the key). They live next to the box's own keys, in the
+   one 0700 folder the service owns, which is backed up or wiped as one; the
+   config folder may stay read-only. A new folder per bundle means the switch
+   to a new enrolment is the atomic replacement of the config: a power cut
+   leaves the old config with its old folder, or the new with the new.
+4. Creates the device identity (``load_identity``) if the box has none.
+5. Replaces the config atomically (the previous file is kept as ``.bak``) and
+   removes enrolment folders the config no longer names.
+6. Prints what the hospital must enrol: clinic, device, the public key and
+   its id, and the ``clinibox central enrol-code CODE`` line, also as a QR
+   code in the terminal (and as a PNG with ``--qr-png``).
+
+The device identity is never replaced by provisioning: a renewed bundle
+(same clinic and device, e.g. a new certificate) is applied as is and the
+hospital's enrolment stays valid. A bundle for another clinic or device on
+an already provisioned box needs ``--force`` (a wrong USB stick must not
+silently move a box); the key is kept, so the hospital only enrols the new
+ids with the printed code. ``--new-identity`` makes a new signing key (for a
+box whose key may have leaked, or that moves to another hospital): the old
+key file is renamed ``device.pem.retired-<time>``, not deleted, and the
+study-reference secret is kept so ``clinibox study REF`` still finds the
+studies behind earlier alerts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import datetime as dt
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import segno
+
+from firmware_app import config as config_module
+from firmware_app.config import Config, ConfigError, toml_value
+from firmware_app.enrolment import EnrolmentBundle, EnrolmentCode, EnrolmentError, read_bundle
+from firmware_app.spool import fsync_dir
+from firmware_app.telemetry.identity import DeviceIdentity, load_identity
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+ENROLMENT_FOLDER = "enrolment"
+
+
+class ProvisionError(Exception):
+    """Provisioning refused or failed; ``code`` is the exit status. Nothing was changed."""
+
+    def __init__(self, message: str, code: int = EXIT_FAIL) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    """What ``provision`` did: the new config and what the hospital must enrol."""
+
+    config_path: Path
+    config: Config
+    bundle: EnrolmentBundle
+    folder: Path
+    identity: DeviceIdentity
+    identity_created: bool
+    state_dir_pinned: bool
+
+    @property
+    def code(self) -> EnrolmentCode:
+        """The enrolment code of this box."""
+        return EnrolmentCode(self.identity.clinic, self.identity.device,
+                             self.identity.signing_key.public_key())
+
+
+def config_path(given: str | None) -> Path:
+    """``--config``, else ``$CLINIBOX_CONFIG``; ProvisionError (usage) when neither is set."""
+    value = given or os.environ.get(config_module.CONFIG_ENV)
+    if not value:
+        raise ProvisionError("provision writes the box's config: name it with --config PATH "
+                             f"(or set {config_module.CONFIG_ENV})", EXIT_USAGE)
+    return Path(value).expanduser().absolute()
+
+
+def _read_existing(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    data = config_module.read_toml(path)
+    config_module.from_dict(data)
+    return data
+
+
+def _already(existing: dict[str, Any]) -> tuple[str, str] | None:
+    """(clinic, device) when the existing config already names a telemetry identity."""
+    telemetry, mqtt = existing.get("telemetry", {}), existing.get("mqtt", {})
+    if not ({"clinic", "device"} & set(telemetry) or mqtt.get("host")):
+        return None
+    defaults = config_module.TelemetryConfig()
+    return (telemetry.get("clinic", defaults.clinic), telemetry.get("device", defaults.device))
+
+
+def _files(bundle: EnrolmentBundle) -> dict[str, tuple[str, int]]:
+    """File name → (text, mode) of what the enrolment folder holds."""
+    files = {"ca.pem": (bundle.ca_cert, 0o644), "client-cert.pem": (bundle.client_cert, 0o644),
+             "client-key.pem": (bundle.client_key, 0o600),
+             "hospital.pub": (bundle.hospital_key, 0o644)}
+    for kid, pem in zip(bundle.signing_key_ids(), bundle.model_signing_keys, strict=True):
+        files[f"model-signing-{kid}.pub"] = (pem, 0o644)
+    record = {k: v for k, v in bundle.to_dict().items() if k != "tls"}
+    record.update(fingerprint=bundle.fingerprint,
+                  provisioned_at=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    files["enrolment.json"] = (json.dumps(record, indent=2) + "\n", 0o644)
+    return files
+
+
+def merge(existing: dict[str, Any], bundle: EnrolmentBundle, state_dir: Path,
+          folder: Path) -> dict[str, Any]:
+    """The new config as TOML data: ``existing`` plus what the bundle sets."""
+    data = copy.deepcopy(existing)
+    kids = bundle.signing_key_ids()
+    updates = {
+        "storage": {"state_dir": str(state_dir)},
+        "telemetry": {"clinic": bundle.clinic, "device": bundle.device,
+                      "hospital_key": str(folder / "hospital.pub")},
+        "mqtt": {"host": bundle.broker_host, "port": bundle.broker_port,
+                 "ca_file": str(folder / "ca.pem"), "cert_file": str(folder / "client-cert.pem"),
+                 "key_file": str(folder / "client-key.pem")},
+        "models": {"trusted_keys": [str(folder / f"model-signing-{k}.pub") for k in kids]},
+    }
+    for section, values in updates.items():
+        data.setdefault(section, {}).update(values)
+    return data
+
+
+def render(data: dict[str, Any], fingerprint: str) -> str:
+    """TOML text of ``data`` in the config's section and key order, each key with its doc."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"# clinibox configuration, written by clinibox provision on {stamp} from",
+             f"# enrolment bundle {fingerprint}. Keys not listed take their defaults",
+             "# (clinibox config prints them all).", ""]
+    for section in dataclasses.fields(Config):
+        values = data.get(section.name)
+        if not values:
+            continue
+        lines.append(f"[{section.name}]")
+        for spec in dataclasses.fields(getattr(Config(), section.name)):
+            if spec.name in values:
+                lines.append(f"# {spec.metadata.get('doc', '')}")
+                lines.append(f"{spec.name} = {toml_value(values[spec.name])}")
+        lines.append("")
+    text = "\n".join(lines)
+    if tomllib.loads(text) != data:  # a value toml_value cannot write faithfully
+        raise ProvisionError("the new config does not read back as written; nothing changed")
+    return text
+
+
+def _write_file(path: Path, text: str, mode: int) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(handle, mode)
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _same(path: Path, text: str) -> bool:
+    try:
+        return path.read_text(encoding="utf-8") == text
+    except OSError:
+        return False
+
+
+def _write_folder(parent: Path, name: str, files: dict[str, tuple[str, int]]) -> Path:
+    """Write ``files`` into ``parent/name`` as a whole (a fresh folder renamed into place)."""
+    parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    final = parent / name
+    if all(_same(final / file_name, text) for file_name, (text, _) in files.items()
+           if file_name != "enrolment.json"):
+        return final  # this very bundle is in place already: leave what the config names
+    incoming = Path(tempfile.mkdtemp(prefix=f".incoming-{name}-", dir=parent))
+    for file_name, (text, mode) in files.items():
+        _write_file(incoming / file_name, text, mode)
+    fsync_dir(incoming)
+    if final.exists():  # damaged or incomplete: swap a whole new copy in
+        old = Path(tempfile.mkdtemp(prefix=f".old-{name}-", dir=parent))
+        os.replace(final, old / name)
+        os.replace(incoming, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(incoming, final)
+    fsync_dir(parent)
+    return final
+
+
+def _retire_key(config: Config) -> None:
+    if config.telemetry.device_key:
+        raise ProvisionError("--new-identity: [telemetry] device_key names the key file; replace "
+                             "that file yourself", EXIT_USAGE)
+    path = config.device_key_path
+    if path.exists():
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        os.replace(path, path.with_name(f"{path.name}.retired-{stamp}"))
+
+
+def provision(bundle_path: Path, target: Path, *, force: bool = False,
+              new_identity: bool = False) -> Provisioned:
+    """Provision the box configured at ``target`` from the bundle; see the module docstring."""
+    try:
+        bundle = read_bundle(bundle_path)
+    except EnrolmentError as exc:
+        raise ProvisionError(f"bundle {bundle_path} refused: {exc}") from exc
+    try:
+        existing = _read_existing(target)
+    except ConfigError as exc:
+        raise ProvisionError(f"the existing config is not valid, fix it first: {exc}",
+                             EXIT_USAGE) from exc
+    before = _already(existing)
+    if before and before != (bundle.clinic, bundle.device) and not force:
+        raise ProvisionError(
+            f"this box is already provisioned as {before[0]}/{before[1]}, the bundle is for "
+            f"{bundle.clinic}/{bundle.device}; --force provisions it for "
+            f"{bundle.clinic}/{bundle.device} (its device key is kept: enrol the new code)")
+    old = config_module.from_dict(existing)
+    state_dir = old.state_dir
+    pinned = existing.get("storage", {}).get("state_dir") != str(state_dir)
+    parent = old.keys_dir / ENROLMENT_FOLDER
+    folder = parent / bundle.fingerprint
+    data = merge(existing, bundle, state_dir, folder)
+    try:
+        new = config_module.from_dict(data)
+    except ConfigError as exc:
+        raise ProvisionError(f"the new config would not be valid: {exc}") from exc
+    text = render(data, bundle.fingerprint)
+    if new.telemetry.device_key and not new.device_key_path.exists():
+        raise ProvisionError(f"[telemetry] device_key {new.device_key_path} does not exist")
+    try:
+        old.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write_folder(parent, bundle.fingerprint, _files(bundle))
+        if new_identity:
+            _retire_key(new)
+        created = not new.device_key_path.exists()
+        identity = load_identity(new)
+        if target.exists():
+            shutil.copy2(target, target.with_name(target.name + ".bak"))
+        mode = target.stat().st_mode & 0o777 if target.exists() else 0o644
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_file(target, text, mode)
+        fsync_dir(target.parent)
+    except OSError as exc:
+        raise ProvisionError(f"cannot write: {exc}") from exc
+    for stale in parent.iterdir():
+        if stale.name != folder.name and stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+    return Provisioned(target, new, bundle, folder, identity, created, pinned)
+
+
+def report(done: Provisioned) -> str:
+    """The text printed after provisioning (without the QR code)."""
+    bundle, identity, config = done.bundle, done.identity, done.config
+    expires = bundle.certificate().not_valid_after_utc.strftime("%Y-%m-%d")
+    lines = [
+        f"provisioned {bundle.clinic}/{bundle.device} from enrolment bundle {bundle.fingerprint} "
+        f"(issued {bundle.issued_at})",
+        f"  config           {done.config_path}",
+        f"  hospital files   {done.folder}",
+        f"  broker           {bundle.broker_host}:{bundle.broker_port}, client certificate "
+        f"valid until {expires}",
+        f"  model keys       {', '.join(bundle.signing_key_ids())}",
+        f"  device key       {identity.key_id} "
+        f"({'new' if done.identity_created else 'kept'}: {config.device_key_path})",
+    ]
+    if done.state_dir_pinned:
+        lines.append(f"  state folder     {config.state_dir} (now written in the config)")
+    code = done.code.text()
+    lines += [
+        "Delete the bundle from the USB stick: it holds this box's TLS key.",
+        "",
+        "The hospital must enrol this box:",
+        f"  clinic  {identity.clinic}",
+        f"  device  {identity.device}",
+        f"  key id  {identity.key_id}",
+        identity.public_key_pem.rstrip("\n"),
+        "At the hospital run (or scan the QR code below):",
+        f"  clinibox central enrol-code {code}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def qr_code(text: str) -> segno.QRCode:
+    """The QR code of an enrolment code."""
+    return segno.make(text, error="m")
+
+
+def print_qr(text: str, out: Any = None) -> None:
+    """Draw the QR code with half blocks (light modules are drawn, as on a dark terminal)."""
+    out = out or sys.stdout
+    try:
+        qr_code(text).terminal(out=out, compact=True)
+    except UnicodeEncodeError:  # a terminal that cannot show the half blocks
+        qr_code(text).terminal(out=out)
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    """Provision the box from an enrolment bundle and print what the hospital must enrol."""
+    try:
+        done = provision(Path(args.bundle), config_path(args.config), force=args.force,
+                         new_identity=args.new_identity)
+    except ProvisionError as exc:
+        print(f"clinibox provision: {exc}", file=sys.stderr)
+        print("nothing was changed", file=sys.stderr)
+        return exc.code
+    sys.stdout.write(report(done))
+    print_qr(done.code.text())
+    if args.qr_png:
+        qr_code(done.code.text()).save(args.qr_png, scale=8, border=4)
+        print(f"QR code also written to {args.qr_png}")
+    print("Then check the box: clinibox selftest")
+    return EXIT_OK
+
+
+def add_parsers(sub: argparse._SubParsersAction,
+                with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
+    """Register ``provision`` on the main parser."""
+    p = with_config(sub.add_parser(
+        "provision", help="make this box the hospital's from an enrolment bundle",
+        description="Check the bundle, write the hospital's files and the config, create the "
+                    "device identity, and print what the hospital must enrol."))
+    p.add_argument("bundle", help="the enrolment bundle (clinibox central bundle wrote it)")
+    p.add_argument("--force", action="store_true",
+                   help="re-provision a box enrolled as another clinic/device (keeps its key)")
+    p.add_argument("--new-identity", action="store_true",
+                   help="make a new device signing key (the old one is kept, renamed)")
+    p.add_argument("--qr-png", metavar="FILE", help="also write the enrolment QR code as PNG")
+    p.set_defaults(func=cmd_provision)
