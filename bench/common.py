@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import platform
 import socket
+import sqlite3
+import statistics
 import subprocess
 import sys
 import time
@@ -104,3 +108,25 @@ def save(name: str, figures: dict) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps(figures, indent=2))
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    """p50 and p95 of ``samples`` (ms), rounded (nearest-rank p95)."""
+    ordered = sorted(samples)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {"p50_ms": round(statistics.median(ordered), 2), "p95_ms": round(p95, 2)}
+
+
+def machine(*packages: str) -> dict:
+    """Facts about the machine, and the versions of ``packages`` measured."""
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {name: importlib.metadata.version(name) for name in packages}
+    return {"cores": os.cpu_count(), "cpu": cpu, "machine": platform.machine(),
+            "python": platform.python_version(), "sqlite": sqlite3.sqlite_version, **versions}

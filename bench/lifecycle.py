@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -29,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, free_port, save, stop, write_box_config
+from common import REPO, free_port, machine, save, stop, write_box_config
 
 # firmware_app/ and tests/ are imported from the checkout (the script runs from bench/)
 if str(REPO) not in sys.path:
@@ -154,8 +153,7 @@ def main() -> None:
     fixed = {"backend": "onnxruntime", "precision": "fp32"}
     figures = {
         "runs": args.runs,
-        "machine": {"cpu": platform.processor() or platform.machine(),
-                    "cores": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine("onnxruntime", "numpy"),
         "startup_load_auto": startup_load(from_dict({"runtime": auto}), args.runs),
         "startup_load_onnxruntime_fp32": startup_load(from_dict({"runtime": fixed}), args.runs),
         "install_auto": install_and_rollback(root / "auto", args.runs, auto),

@@ -34,11 +34,8 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import platform
 import shutil
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
@@ -51,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from common import REPO, save
+from common import REPO, machine, percentiles, save
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -211,22 +208,6 @@ def time_pass(store: Store, kind: str, data: bytes) -> float:
     return elapsed
 
 
-def summary(values: list[float]) -> dict[str, float]:
-    """p50 and p95 in ms."""
-    ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return {"p50_ms": round(statistics.median(ordered), 2), "p95_ms": round(p95, 2)}
-
-
-def machine() -> dict[str, Any]:
-    """Facts about the machine and the software measured."""
-    import pydicom
-
-    return {"cores": os.cpu_count(), "machine": platform.machine(),
-            "python": platform.python_version(), "sqlite": sqlite3.sqlite_version,
-            "pydicom": pydicom.__version__}
-
-
 def main() -> None:
     """Build both stores, time the three passes on both, print and save bench/out/retention.json."""
     parser = argparse.ArgumentParser(description=__doc__,
@@ -255,12 +236,13 @@ def main() -> None:
         figures: dict[str, Any] = {
             "instances": args.instances, "reference_instances": args.reference,
             "due": args.due, "file_bytes": len(data), "runs": args.runs, "warmup": WARMUP,
-            "machine": machine(),
+            "machine": machine("pydicom"),
             "build_s": {"reference": round(stores[0].build_s, 2),
                         "large": round(stores[1].build_s, 2)},
             "passes": {}}
         for kind, by_store in timings.items():
-            ref, big = summary(by_store[args.reference]), summary(by_store[args.instances])
+            ref = percentiles(by_store[args.reference])
+            big = percentiles(by_store[args.instances])
             figures["passes"][kind] = {"reference": ref, "large": big,
                                        "p50_ratio": round(big["p50_ms"] / ref["p50_ms"], 2)}
         for store in stores:

@@ -1,4 +1,5 @@
-"""Run every benchmark in turn (ingest, backends, end-to-end, memory, telemetry, viewer)."""
+"""Run every benchmark in turn (ingest, backends, end-to-end, memory, telemetry, viewer,
+retention, model lifecycle)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 for script in ("ingest.py", "backends.py", "end_to_end.py", "memory.py", "telemetry.py",
-               "viewer.py"):
+               "viewer.py", "retention.py", "lifecycle.py"):
     print(f"== {script}", flush=True)
     subprocess.run([sys.executable, str(HERE / script)], check=True, cwd=HERE.parent)

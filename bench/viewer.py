@@ -33,9 +33,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.metadata
-import os
-import platform
 import shutil
 import sqlite3
 import sys
@@ -49,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from common import REPO, save
+from common import REPO, machine, percentiles, save
 
 # web/ and tests/ are imported from the checkout (the script runs from bench/)
 if str(REPO) not in sys.path:
@@ -279,12 +276,6 @@ def pages() -> list[Page]:
     ]
 
 
-def percentiles(samples: list[float]) -> dict[str, float]:
-    """p50 and p95 of ``samples`` (ms), rounded."""
-    p50, p95 = np.percentile(samples, [50, 95])
-    return {"p50_ms": round(float(p50), 2), "p95_ms": round(float(p95), 2)}
-
-
 def time_page(stores: list[Store], page: Page, runs: int) -> list[dict[str, float]]:
     """Warm up, then time ``runs`` requests per store, alternating stores request by request."""
     samples: list[list[float]] = [[] for _ in stores]
@@ -364,22 +355,6 @@ def analyse(stores: list[Store]) -> None:
 
 # -- main ---------------------------------------------------------------------------
 
-def machine() -> dict[str, Any]:
-    """Facts about the machine and the software measured."""
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {name: importlib.metadata.version(name)
-                for name in ("flask", "werkzeug", "jinja2", "numpy", "pillow", "pydicom")}
-    return {"cores": os.cpu_count(), "cpu": cpu, "machine": platform.machine(),
-            "python": platform.python_version(), "sqlite": sqlite3.sqlite_version, **versions}
-
-
 def ratio(reference: dict[str, float], large: dict[str, float]) -> float:
     """p95 of the large store over p95 of the reference."""
     return round(large["p95_ms"] / reference["p95_ms"], 2)
@@ -435,7 +410,7 @@ def main() -> None:
         figures: dict[str, Any] = {
             "studies": args.studies, "reference_studies": args.reference, "runs": args.runs,
             "warmup": WARMUP, "page_size": stores[1].config.web.page_size,
-            "machine": machine(),
+            "machine": machine("flask", "werkzeug", "jinja2", "numpy", "pillow", "pydicom"),
             "build_s": {"reference": round(stores[0].build_s, 2),
                         "large": round(stores[1].build_s, 2)},
             "day": {"reference": stores[0].day, "large": stores[1].day},
