@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from firmware_app.config import Config
+from firmware_app.durable import write_atomically
 from firmware_app.models import PackageError, find_package
 from firmware_app.spool import fsync_dir
 
@@ -84,21 +85,6 @@ def _state_from(data: dict[str, Any]) -> StoreState:
         trial=Trial(**trial) if isinstance(trial, dict) else None,
         history=list(data.get("history", [])),
     )
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so that a power cut leaves the old or the new file."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 class ModelStore:

@@ -59,6 +59,7 @@ import segno
 
 from firmware_app import config as config_module
 from firmware_app.config import Config, ConfigError, toml_value
+from firmware_app.durable import write_atomically
 from firmware_app.enrolment import EnrolmentBundle, EnrolmentCode, EnrolmentError, read_bundle
 from firmware_app.spool import fsync_dir
 from firmware_app.telemetry.identity import DeviceIdentity, load_identity
@@ -180,20 +181,6 @@ def render(data: dict[str, Any], fingerprint: str) -> str:
     return text
 
 
-def _write_file(path: Path, text: str, mode: int) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(handle, mode)
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _same(path: Path, text: str) -> bool:
     try:
         return path.read_text(encoding="utf-8") == text
@@ -210,7 +197,7 @@ def _write_folder(parent: Path, name: str, files: dict[str, tuple[str, int]]) ->
         return final  # this very bundle is in place already: leave what the config names
     incoming = Path(tempfile.mkdtemp(prefix=f".incoming-{name}-", dir=parent))
     for file_name, (text, mode) in files.items():
-        _write_file(incoming / file_name, text, mode)
+        write_atomically(incoming / file_name, text, mode)
     fsync_dir(incoming)
     if final.exists():  # damaged or incomplete: swap a whole new copy in
         old = Path(tempfile.mkdtemp(prefix=f".old-{name}-", dir=parent))
@@ -275,8 +262,7 @@ def provision(bundle_path: Path, target: Path, *, force: bool = False,
             shutil.copy2(target, target.with_name(target.name + ".bak"))
         mode = target.stat().st_mode & 0o777 if target.exists() else 0o644
         target.parent.mkdir(parents=True, exist_ok=True)
-        _write_file(target, text, mode)
-        fsync_dir(target.parent)
+        write_atomically(target, text, mode)
     except OSError as exc:
         raise ProvisionError(f"cannot write: {exc}") from exc
     for stale in parent.iterdir():

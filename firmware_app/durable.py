@@ -1,0 +1,28 @@
+"""Replacing a small file so that a power cut leaves the old file or the new one, never a mix."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from firmware_app.spool import fsync_dir
+
+
+def write_atomically(path: Path, text: str, mode: int | None = None) -> None:
+    """Write ``text`` to a temporary file beside ``path`` (with ``mode``), fsync, rename, fsync
+    the folder."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        if mode is not None:
+            os.fchmod(handle, mode)
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
