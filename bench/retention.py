@@ -33,7 +33,6 @@ files and the ratio shows what the other rows cost. p50 and p95 in ms over
 from __future__ import annotations
 
 import argparse
-import io
 import shutil
 import sqlite3
 import sys
@@ -65,25 +64,14 @@ MODEL_ID = "clinibox-demo-lesion@1.0.0"
 Usage = namedtuple("Usage", "total used free")
 
 
-def dicom_file(side: int = 256) -> bytes:
-    """A CT image of ``side`` x ``side`` 8-bit pixels (64 KiB of pixel data by default)."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+def dicom_file(rows: int = 256, columns: int = 128) -> bytes:
+    """A CT image of ``rows`` x ``columns`` 16-bit pixels (64 KiB of pixel data by default)."""
+    from pydicom.uid import generate_uid
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.Rows, ds.Columns, ds.SamplesPerPixel = "CT", side, side, 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = bytes(side * side)
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    from tests.corpus import image_dataset, to_bytes
+
+    return to_bytes(image_dataset("retention-bench", rows, columns,
+                                  sop_instance_uid=generate_uid()))
 
 
 @dataclass

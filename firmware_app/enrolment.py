@@ -41,8 +41,6 @@ import base64
 import datetime as dt
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +52,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from firmware_app.durable import write_atomically
 from firmware_app.signing import key_id
 from firmware_app.telemetry.schema import check_identity
 
@@ -331,16 +330,7 @@ def write_bundle(bundle: EnrolmentBundle, path: str | Path, *, overwrite: bool =
     path = Path(path)
     if path.exists() and not overwrite:
         raise EnrolmentError(f"{path} exists; refusing to overwrite it")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(bundle.to_json())
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, bundle.to_json(), 0o600)
 
 
 # -- the enrolment code ------------------------------------------------------------

@@ -10,15 +10,13 @@ driven to chosen percentages; the files it deletes are real.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import time
 from collections import namedtuple
 from pathlib import Path
 
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from firmware_app import db, quarantine, retention
 from firmware_app.config import Config, StorageConfig
@@ -31,6 +29,7 @@ from firmware_app.spool import Spool
 from firmware_app.telemetry.identity import load_identity
 from firmware_app.telemetry.messages import ModelFacts
 from firmware_app.telemetry.service import TelemetryProducer
+from tests.corpus import image_dataset, to_bytes
 
 DAY = 86_400.0
 MODEL = ModelFacts("clinibox-demo-lesion@1.0.0", ("lesion",), 0.88)
@@ -38,22 +37,10 @@ Usage = namedtuple("Usage", "total used free")
 
 
 def dicom_bytes(rows: int = 64, columns: int = 48) -> bytes:
-    """A small, valid CT image (8-bit, rows x columns)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientName = "CT", "RETENTION^TEST"
-    ds.Rows, ds.Columns, ds.SamplesPerPixel = rows, columns, 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = bytes(rows * columns)
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    """A small, valid CT image (rows x columns), a new SOP instance each time."""
+    ds = image_dataset("retention", rows, columns, sop_instance_uid=generate_uid())
+    ds.PatientName = "RETENTION^TEST"
+    return to_bytes(ds)
 
 
 class StateBox:
