@@ -38,3 +38,28 @@ demo-model: install
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
+
+# -- boxes: the offline bundle and the system install (systemd/README.md) --------------------
+BOX_VERSION  := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n 1)
+WHEELHOUSE   ?= dist/clinibox-$(BOX_VERSION)-offline
+# extras for a box only when given on the command line (EXTRAS above is the dev venv's list)
+BOX_EXTRAS    = $(if $(filter command line,$(origin EXTRAS)),$(EXTRAS))
+WHEEL_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+
+.PHONY: wheelhouse install-system
+
+# On a connected workstation: dist/clinibox-<version>-offline/ (+ .tar.gz) for boxes.
+#   make wheelhouse [EXTRAS=openvino] [PLATFORM=manylinux_2_28_aarch64 PYVER=3.11]
+# (PLATFORM: binary wheels for another box; see scripts/build-wheelhouse.sh)
+wheelhouse:
+	scripts/build-wheelhouse.sh --python $(WHEEL_PYTHON) --out $(WHEELHOUSE) \
+		$(if $(BOX_EXTRAS),--extras $(BOX_EXTRAS)) \
+		$(if $(PLATFORM),--platform $(PLATFORM) --python-version $(or $(PYVER),3.11))
+
+# As root on the box, from the bundle (built first if missing, which needs network).
+#   make install-system [WHEELHOUSE=DIR] [ROOT=DIR] [EXTRAS=openvino] [DEVICE=auto] [NO_ENABLE=1]
+install-system:
+	test -d $(WHEELHOUSE) || $(MAKE) wheelhouse
+	scripts/install.sh --wheelhouse $(WHEELHOUSE) $(if $(ROOT),--root $(ROOT)) \
+		$(if $(BOX_EXTRAS),--extras $(BOX_EXTRAS)) $(if $(DEVICE),--device $(DEVICE)) \
+		$(if $(NO_ENABLE),--no-enable)

@@ -1,5 +1,5 @@
 """``clinibox``: the box's command line (serve, web, user, infer, status, results, model, keys,
-config, outbox, identity, study, service-failed, retention, provision, selftest).
+config, outbox, identity, study, service-failed, retention, provision, selftest, usb-import).
 
 At the hospital, ``clinibox central …`` runs the receiver and its reports.
 
@@ -23,6 +23,7 @@ from firmware_app import config as config_module
 from firmware_app import db, model_commands, retention
 from firmware_app import provision as provision_commands
 from firmware_app import selftest as selftest_commands
+from firmware_app.ingest import usb_mount
 from firmware_app.models import PackageError
 from firmware_app.telemetry import commands as telemetry_commands
 from web import commands as user_commands
@@ -300,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
                        if step == "convert" else f"converter step {step!r} alone")
     telemetry_commands.add_parsers(sub, with_config)
     retention.add_parsers(sub, with_config)
+    usb_mount.add_parsers(sub, with_config)
     provision_commands.add_parsers(sub, with_config)
     selftest_commands.add_parsers(sub, with_config)
     user_commands.add_parsers(sub, with_config)

@@ -15,10 +15,18 @@ What is taken:
 - PNG and JPEG exports, wrapped as Secondary Capture objects with a local id.
 Files named like images (``.dcm``, ``.png``, …) whose content is not one are
 kept in quarantine with the reason; other files (viewers, READMEs) are skipped.
+
+After each scan the importer replaces ``import-status.json`` (see
+``import_status_path``): when the scan started and finished, and per top-level
+folder how many files still wait to settle, failed to be stored, or sit in
+folders it cannot read. ``clinibox usb-import`` (``ingest/usb_mount.py``)
+reads it to know when a medium mounted as ``<watch_dir>/usb-<device>`` has
+been imported and may be unmounted.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -38,6 +46,11 @@ from firmware_app.ingest.landing import Lander, Outcome
 log = logging.getLogger(__name__)
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+#: name of the status file written after each scan
+IMPORT_STATUS_FILE = "import-status.json"
+#: a folder for the status file that is not on flash (the units set /run/clinibox)
+RUNTIME_DIR_ENV = "CLINIBOX_RUNTIME_DIR"
+STATUS_FORMAT = 1
 DICOM_SUFFIXES = {".dcm", ".dicom", ".dic", ".ima"}
 PICTURE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
@@ -52,6 +65,15 @@ class ScanReport:
     skipped: int = 0
     waiting: int = 0
     errors: list[str] = field(default_factory=list)
+    #: per top-level entry of the watched folder ("" for files at its top):
+    #: counts of "waiting", "errors", "taken" and "unreadable" (folders)
+    folders: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def count(self, folder: str, what: str) -> None:
+        """Add one to ``what`` of ``folder``."""
+        tally = self.folders.setdefault(
+            folder, {"waiting": 0, "errors": 0, "taken": 0, "unreadable": 0})
+        tally[what] += 1
 
 
 @dataclass
@@ -59,6 +81,28 @@ class _Seen:
     size: int
     mtime_ns: int
     stable_since: float
+
+
+def import_status_path(state_dir: Path) -> Path:
+    """Where the importer writes its status after each scan.
+
+    ``$CLINIBOX_RUNTIME_DIR`` (the units set ``/run/clinibox``, a tmpfs, so a scan
+    every few seconds does not wear the box's flash) or else the state folder.
+    """
+    runtime = os.environ.get(RUNTIME_DIR_ENV, "")
+    return (Path(runtime) if runtime else Path(state_dir)) / IMPORT_STATUS_FILE
+
+
+def boot_id() -> str:
+    """This boot's id: monotonic clock readings compare only within one boot.
+
+    Empty where /proc/sys is hidden (the units' ``ProcSubset=pid``); there the status
+    lives in /run/clinibox, which a reboot empties anyway.
+    """
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _inside(root: Path, path: Path) -> bool:
@@ -80,6 +124,7 @@ class FolderImporter:
         *,
         settle_seconds: float = 2.0,
         max_depth: int = 12,
+        status_path: Path | None = None,
     ) -> None:
         self.root = Path(watch_dir).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -89,12 +134,19 @@ class FolderImporter:
         self.max_depth = max_depth
         self._seen: dict[Path, _Seen] = {}
         self._warned_missing: set[Path] = set()
+        #: folders the last walk could not read
+        self._unreadable: list[Path] = []
+        #: the status file; by default next to the database (the state folder)
+        self.status_path = (Path(status_path) if status_path is not None
+                            else import_status_path(Path(database).parent))
+        self._status_warned = False
         #: DICOMDIR path → ((size, mtime_ns), referenced files), parsed once per version
         self._dicomdirs: dict[Path, tuple[tuple[int, int], list[Path]]] = {}
 
     # -- walking -------------------------------------------------------
     def _walk(self) -> list[Path]:
         files: list[Path] = []
+        self._unreadable = []
         stack: list[tuple[Path, int]] = [(self.root, 0)]
         while stack:
             folder, depth = stack.pop()
@@ -102,6 +154,7 @@ class FolderImporter:
                 entries = list(os.scandir(folder))
             except OSError as exc:
                 log.warning("cannot read %s: %s", folder, exc.strerror)
+                self._unreadable.append(folder)
                 continue
             for entry in entries:
                 path = Path(entry.path)
@@ -226,9 +279,12 @@ class FolderImporter:
 
     def scan_once(self, now: float | None = None) -> ScanReport:
         """Walk the folder once and take every file that has settled."""
-        now = time.monotonic() if now is None else now
+        started, started_at = time.monotonic(), time.time()
+        now = started if now is None else now
         report = ScanReport()
         present = self._walk()
+        for folder in self._unreadable:
+            report.count(self._top_folder(folder), "unreadable")
         for path in present:
             try:
                 stat = path.stat()
@@ -238,6 +294,7 @@ class FolderImporter:
                 continue
             if not self._is_stable(path, stat.st_size, stat.st_mtime_ns, now):
                 report.waiting += 1
+                report.count(self._top_folder(path), "waiting")
                 continue
             try:
                 if stat.st_size > self.lander.max_object_bytes:
@@ -246,23 +303,70 @@ class FolderImporter:
                     data = handle.read()
                 if len(data) != stat.st_size:
                     report.waiting += 1  # still being written after all
+                    report.count(self._top_folder(path), "waiting")
                     self._seen.pop(path, None)
                     continue
                 outcome, instance_id = self._take(path, data, report)
             except (OSError, sqlite3.Error) as exc:
                 # Could not store it now (disk full, medium pulled): try on a later scan.
                 report.errors.append(f"{path.name}: {exc}")
+                report.count(self._top_folder(path), "errors")
                 log.error("import of %s failed, will retry: %s", path, exc)
                 continue
             except ValueError as exc:
                 outcome, instance_id = f"skipped: {exc}", None
                 report.skipped += 1
             self._remember(path, stat.st_size, stat.st_mtime_ns, outcome, instance_id)
+            report.count(self._top_folder(path), "taken")
             self._seen.pop(path, None)
         gone = set(self._seen) - set(present)
         for path in gone:
             self._seen.pop(path, None)
+        self._write_status(report, started, started_at)
         return report
+
+    def _top_folder(self, path: Path) -> str:
+        """The top-level entry of the watched folder that holds ``path`` ("" for the top)."""
+        try:
+            parts = path.relative_to(self.root).parts
+        except ValueError:
+            return ""
+        return parts[0] if len(parts) > 1 else ""
+
+    def _write_status(self, report: ScanReport, started: float, started_at: float) -> None:
+        """Replace the status file atomically; a failure is logged once and never stops a scan.
+
+        ``scan_started``/``scan_finished`` are CLOCK_MONOTONIC seconds (immune to
+        the wall clock being set at boot), valid with the same ``boot_id`` only.
+        """
+        status = {
+            "format": STATUS_FORMAT,
+            "watch_dir": str(self.root),
+            "boot_id": boot_id(),
+            "pid": os.getpid(),
+            "scan_started": started,
+            "scan_finished": time.monotonic(),
+            "scan_started_at": started_at,
+            "scan_finished_at": time.time(),
+            "waiting": report.waiting,
+            "errors": len(report.errors),
+            "accepted": report.accepted,
+            "duplicates": report.duplicates,
+            "quarantined": report.quarantined,
+            "skipped": report.skipped,
+            "folders": report.folders,
+        }
+        target = self.status_path
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            temporary.write_text(json.dumps(status, indent=1), encoding="utf-8")
+            os.replace(temporary, target)
+        except OSError as exc:
+            if not self._status_warned:
+                log.warning("cannot write the import status %s: %s", target, exc)
+                self._status_warned = True
+            return
+        self._status_warned = False
 
     def run(self, stop: threading.Event, poll_seconds: float,
             on_accepted: Callable[[], None] | None = None) -> None:
