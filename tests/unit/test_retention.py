@@ -223,6 +223,10 @@ def test_held_objects_go_after_quarantine_days_with_their_note(box):
     assert (q / f"{recent_local}.dcm").exists() and box.image(image).exists()
     box.config.retention.quarantine_days = 0  # 0 keeps held objects
     assert box.run(now=time.time() + 1000 * DAY).images == 0
+    # what retention deleted leaves the technician's quarantine list and cannot come back
+    assert {h.id for h in quarantine.held_objects(box.conn)} == {recent}
+    with pytest.raises(quarantine.QuarantineError, match="deleted by retention"):
+        quarantine.process_again(box.conn, box.spool, old, by="tina")
 
 
 def _disk(box: StateBox, total: int, base: int):
