@@ -25,7 +25,7 @@ import time
 
 from firmware_app import db
 from firmware_app.config import Config
-from firmware_app.golden import require_golden, run_golden_cases
+from firmware_app.golden import load_backend, require_golden, run_golden_cases
 from firmware_app.inference.runner import ModelRunner
 from firmware_app.ingest.dicom_scp import StorageSCP
 from firmware_app.ingest.landing import Lander
@@ -34,7 +34,6 @@ from firmware_app.model_store import resolve_package_root, store_for
 from firmware_app.model_trial import ModelTrial
 from firmware_app.models import ModelPackage, PackageError, load_package
 from firmware_app.queue import JobQueue
-from firmware_app.runtime.selection import select_backend
 from firmware_app.spool import Spool
 from firmware_app.systemd_notify import Notifier
 from firmware_app.telemetry.envelope import load_x25519_public
@@ -51,10 +50,7 @@ log = logging.getLogger(__name__)
 def load_runner(config: Config) -> ModelRunner:
     """Find, verify and load the model package, check its golden cases on the chosen backend."""
     package = load_package(resolve_package_root(config), config.trusted_key_paths)
-    try:
-        loaded = select_backend(package, config.runtime)
-    except (RuntimeError, ImportError) as exc:
-        raise PackageError(f"{package.model_id} cannot be loaded: {exc}", "load_failed") from exc
+    loaded = load_backend(package, config.runtime)
     try:
         golden = require_golden(run_golden_cases(package, loaded.backend, loaded.label))
     except PackageError:
@@ -210,14 +206,15 @@ class Appliance:
         notifier.ready(f"model {model}; DICOM port {config.dicom.port}")
         interval = notifier.watchdog_seconds
         stale_after = max(interval, 10.0) if interval else 60.0
-        stamp = store_for(config).state_stamp()
+        store = store_for(config)
+        stamp = store.state_stamp()
         outcome = "stop"
         while not self.stop_event.wait(min(1.0, interval / 2) if interval else 1.0):
             if interval and self.healthy(stale_after=stale_after):
                 notifier.watchdog()
             elif interval:
                 log.error("not feeding the watchdog: a component stopped or the worker is stuck")
-            current = store_for(config).state_stamp()
+            current = store.state_stamp()
             if current != stamp:
                 stamp = current
                 if self.model_switched():

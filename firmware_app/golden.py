@@ -23,6 +23,7 @@ from firmware_app.imaging.preprocess import Transform
 from firmware_app.inference.postprocess import get_postprocessor
 from firmware_app.models import ModelPackage, PackageError
 from firmware_app.runtime.base import RuntimeBackend
+from firmware_app.runtime.selection import LoadedModel, select_backend
 
 PROBABILITY_KEYS = ("probability", "lesion_probability")
 
@@ -134,14 +135,19 @@ def run_golden_cases(package: ModelPackage, backend: RuntimeBackend,
     return report
 
 
+def load_backend(package: ModelPackage, runtime: RuntimeConfig) -> LoadedModel:
+    """Choose and load the backend as the service does; a failure is a PackageError
+    (``load_failed``)."""
+    try:
+        return select_backend(package, runtime)
+    except (RuntimeError, ImportError) as exc:  # SelectionError, BackendUnavailable, …
+        raise PackageError(f"{package.model_id} cannot be loaded on this box: {exc}",
+                           "load_failed") from exc
+
+
 def check_golden(package: ModelPackage, runtime: RuntimeConfig) -> GoldenReport:
     """Choose the backend as the service would, run the golden cases on it, release it."""
-    from firmware_app.runtime.selection import SelectionError, select_backend
-
-    try:
-        loaded = select_backend(package, runtime)
-    except (SelectionError, ImportError, RuntimeError) as exc:
-        raise PackageError(f"{package.model_id} cannot be loaded on this box: {exc}") from exc
+    loaded = load_backend(package, runtime)
     try:
         return run_golden_cases(package, loaded.backend, loaded.label)
     finally:

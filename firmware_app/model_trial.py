@@ -91,7 +91,6 @@ class ModelTrial:
         if self.config.models.version or state.trial is None or \
                 state.trial.version != state.active:
             return False
-        self.version = state.active
         return self._roll_back(reason)
 
     def processed(self) -> None:

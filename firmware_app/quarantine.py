@@ -72,7 +72,7 @@ def process_again(conn: sqlite3.Connection, spool: Spool, instance_id: int, by: 
     """Put a quarantined or failed object back in the queue (attempts reset)."""
     held = _held(conn, instance_id)
     target = spool.path_for(held.local_id)
-    kept = spool.quarantine_root / f"{held.local_id}.dcm"
+    kept = spool.held_path(held.local_id)
     if kept.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(kept, target)
@@ -85,7 +85,7 @@ def process_again(conn: sqlite3.Connection, spool: Spool, instance_id: int, by: 
             " updated_at=? WHERE id=?", (str(target), time.time(), instance_id))
         db.record_event(conn, "INFO", "quarantine",
                         f"object {instance_id} queued again by {by} (was: {held.reason})")
-    (spool.quarantine_root / f"{held.local_id}.reason.json").unlink(missing_ok=True)
+    spool.reason_path(held.local_id).unlink(missing_ok=True)
 
 
 def delete(conn: sqlite3.Connection, spool: Spool, instance_id: int, by: str) -> None:
@@ -97,7 +97,5 @@ def delete(conn: sqlite3.Connection, spool: Spool, instance_id: int, by: str) ->
         conn.execute("DELETE FROM instances WHERE id=?", (instance_id,))
         db.record_event(conn, "INFO", "quarantine",
                         f"object {instance_id} deleted by {by} (was: {held.reason})")
-    for path in (spool.quarantine_root / f"{held.local_id}.dcm",
-                 spool.quarantine_root / f"{held.local_id}.reason.json",
-                 spool.path_for(held.local_id)):
+    for path in spool.object_files(held.local_id):
         path.unlink(missing_ok=True)

@@ -401,11 +401,9 @@ def object_files(spool: Spool, local_id: str) -> list[Path]:
     stored path; an id that is not a local id has no files.
     """
     try:
-        spooled = spool.path_for(local_id)
+        return spool.object_files(local_id)
     except ValueError:
         return []
-    held = spool.quarantine_root
-    return [spooled, held / f"{local_id}.dcm", held / f"{local_id}.reason.json"]
 
 
 def _resume(conn: sqlite3.Connection, spool: Spool) -> int:

@@ -93,11 +93,23 @@ class Spool:
         """Remove an object that was not acknowledged (no error if absent)."""
         self.path_for(local_id).unlink(missing_ok=True)
 
+    def held_path(self, local_id: str) -> Path:
+        """Where a quarantined object's copy is kept."""
+        return self.quarantine_root / f"{local_id}.dcm"
+
+    def reason_path(self, local_id: str) -> Path:
+        """The ``.reason.json`` note beside a quarantined object."""
+        return self.quarantine_root / f"{local_id}.reason.json"
+
+    def object_files(self, local_id: str) -> list[Path]:
+        """Every file an object may have: the spool copy, a quarantined copy, the reason note."""
+        return [self.path_for(local_id), self.held_path(local_id), self.reason_path(local_id)]
+
     def quarantine(self, local_id: str, reason: str) -> Path:
         """Move an object to quarantine with a ``.reason.json`` beside it."""
         source = self.path_for(local_id)
-        target = self.quarantine_root / f"{local_id}.dcm"
-        note = self.quarantine_root / f"{local_id}.reason.json"
+        target = self.held_path(local_id)
+        note = self.reason_path(local_id)
         note.write_text(json.dumps({"local_id": local_id, "reason": reason}) + "\n")
         if source.exists():
             os.replace(source, target)
@@ -106,9 +118,8 @@ class Spool:
 
     def quarantined_reason(self, local_id: str) -> str | None:
         """The reason an object was quarantined with, if it is in quarantine."""
-        note = self.quarantine_root / f"{local_id}.reason.json"
         try:
-            return str(json.loads(note.read_text())["reason"])
+            return str(json.loads(self.reason_path(local_id).read_text())["reason"])
         except (OSError, ValueError, KeyError):
             return None
 

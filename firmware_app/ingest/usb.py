@@ -26,6 +26,7 @@ been imported and may be unmounted.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -93,6 +94,7 @@ def import_status_path(state_dir: Path) -> Path:
     return (Path(runtime) if runtime else Path(state_dir)) / IMPORT_STATUS_FILE
 
 
+@functools.cache
 def boot_id() -> str:
     """This boot's id: monotonic clock readings compare only within one boot.
 
