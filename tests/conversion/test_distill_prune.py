@@ -24,7 +24,13 @@ from converters.prune import (
     torch_latency_ms,
 )
 from converters.spec import ModelSpec
-from converters.training import ClassificationTask, TrainData, model_outputs, train_epochs
+from converters.training import (
+    ClassificationTask,
+    TrainData,
+    TrainingDiverged,
+    model_outputs,
+    train_epochs,
+)
 from tests.conversion.tiny_models import SmallResNet, TinyClassifier, as_input, shapes_dataset
 
 SIZE = 32
@@ -234,3 +240,12 @@ def test_progress_is_silent_in_quiet_mode_and_rich_on_a_terminal(capsys, monkeyp
         bar.note("loss 0.5")
         bar.advance(4)
     assert "train" in stream.getvalue() and "4/4" in stream.getvalue()
+
+
+def test_a_non_finite_loss_stops_training_with_a_clear_error():
+    """Data with a NaN (or a kernel that corrupts memory) must never yield a garbage model."""
+    train = _data(BINARY, 64, 5)
+    train.x[3, 0, 4, 4] = np.nan
+    with pytest.raises(TrainingDiverged, match="loss is not finite at epoch 1, step 1"):
+        train_epochs(TinyClassifier(1, 1, 8), train, ClassificationTask(BINARY), BINARY,
+                     epochs=1, batch=64, description="teacher")
