@@ -117,16 +117,28 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     return {"p50_ms": round(statistics.median(ordered), 2), "p95_ms": round(p95, 2)}
 
 
+#: the instruction-set extensions that decide which int8/bf16 kernels a runtime picks
+KERNEL_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8",
+                   "amx_bf16", "asimd", "asimddp", "i8mm")
+
+
+def cpu_features(flags: set[str]) -> str:
+    """The kernel-deciding features present (e.g. ``avx2 avx512f avx512_vnni``), or ``-``."""
+    return " ".join(f for f in KERNEL_FEATURES if f in flags) or "-"
+
+
 def machine(*packages: str) -> dict:
     """Facts about the machine, and the versions of ``packages`` measured."""
-    cpu = ""
+    cpu, flags = "", set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and not cpu:
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith(("flags", "Features")) and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
     versions = {name: importlib.metadata.version(name) for name in packages}
-    return {"cores": os.cpu_count(), "cpu": cpu, "machine": platform.machine(),
+    return {"cores": os.cpu_count(), "cpu": cpu, "cpu_features": cpu_features(flags),
+            "machine": platform.machine(),
             "python": platform.python_version(), "sqlite": sqlite3.sqlite_version, **versions}
