@@ -106,6 +106,7 @@ def _warnings(summary: StoredMessage | None, health: HealthConfig) -> list[str]:
 EVENT_WORDS = {
     "model_rolled_back": "model {subject_model} rolled back to {model}",
     "model_refused": "model package {subject_model} refused",
+    "runtime_fallback": "model {model} fell back to another artifact",
     "service_failed": "service {unit} failed",
 }
 

@@ -25,13 +25,14 @@ import time
 
 from firmware_app import db
 from firmware_app.config import Config
-from firmware_app.golden import load_backend, require_golden, run_golden_cases
+from firmware_app.golden import load_verified
 from firmware_app.inference.runner import ModelRunner
 from firmware_app.ingest.dicom_scp import StorageSCP
 from firmware_app.ingest.landing import Lander
 from firmware_app.ingest.usb import FolderImporter
 from firmware_app.model_store import resolve_package_root, store_for
 from firmware_app.model_trial import ModelTrial
+from firmware_app.model_update import report_event
 from firmware_app.models import ModelPackage, PackageError, load_package
 from firmware_app.queue import JobQueue
 from firmware_app.spool import Spool
@@ -50,15 +51,18 @@ log = logging.getLogger(__name__)
 def load_runner(config: Config) -> ModelRunner:
     """Find, verify and load the model package, check its golden cases on the chosen backend."""
     package = load_package(resolve_package_root(config), config.trusted_key_paths)
-    loaded = load_backend(package, config.runtime)
-    try:
-        golden = require_golden(run_golden_cases(package, loaded.backend, loaded.label))
-    except PackageError:
-        loaded.close()
-        raise
+    loaded, golden = load_verified(package, config.runtime)
     runner = ModelRunner(package, loaded.backend, loaded.artifact.label)
     log.info("model %s on %s (%s); %s", package.model_id, runner.backend_label, loaded.reason,
              golden.describe())
+    if loaded.fell_back_from:
+        first = next(iter(loaded.fell_back_from.values()))
+        reason = "load_failed" if first.startswith("does not load") else "golden_cases_failed"
+        report_event(config, "runtime_fallback", reason, package.model_id,
+                     running=package.model_id,
+                     note=f"model {package.model_id} runs on {runner.backend_label}: "
+                          + "; ".join(f"{label} failed ({why})"
+                                      for label, why in loaded.fell_back_from.items()))
     return runner
 
 

@@ -14,6 +14,7 @@ value).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,7 +24,14 @@ from firmware_app.imaging.preprocess import Transform
 from firmware_app.inference.postprocess import get_postprocessor
 from firmware_app.models import ModelPackage, PackageError
 from firmware_app.runtime.base import RuntimeBackend
-from firmware_app.runtime.selection import LoadedModel, select_backend
+from firmware_app.runtime.selection import (
+    LoadedModel,
+    fallback_candidates,
+    load_fallback,
+    select_backend,
+)
+
+log = logging.getLogger(__name__)
 
 PROBABILITY_KEYS = ("probability", "lesion_probability")
 
@@ -61,6 +69,8 @@ class GoldenReport:
     model_id: str
     backend_label: str
     results: list[GoldenResult] = field(default_factory=list)
+    #: candidates that failed before this one passed, by label, with why
+    fell_back_from: dict[str, str] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -74,7 +84,10 @@ class GoldenReport:
         good = sum(r.passed for r in self.results)
         line = f"{good}/{len(self.results)} golden cases within tolerance on {self.backend_label}"
         failed = [r.describe() for r in self.results if not r.passed]
-        return line + (": " + "; ".join(failed) if failed else "")
+        line += ": " + "; ".join(failed) if failed else ""
+        if self.fell_back_from:
+            line += f" (fell back: {', '.join(self.fell_back_from)} failed on this box)"
+        return line
 
 
 def _identity_transform(shape: tuple[int, ...]) -> Transform:
@@ -145,13 +158,58 @@ def load_backend(package: ModelPackage, runtime: RuntimeConfig) -> LoadedModel:
                            "load_failed") from exc
 
 
-def check_golden(package: ModelPackage, runtime: RuntimeConfig) -> GoldenReport:
-    """Choose the backend as the service would, run the golden cases on it, release it."""
+def load_verified(package: ModelPackage, runtime: RuntimeConfig) -> tuple[LoadedModel,
+                                                                         GoldenReport]:
+    """Load the backend as the service does and keep the first candidate whose golden
+    cases pass, falling back through the other measured candidates, then the rest of
+    the package's artifacts (FP32 first), so a bad INT8 kernel on an untested CPU costs
+    speed, not the box.
+
+    Returns the loaded model (``fell_back_from`` names every candidate that failed, with
+    why) and its passing report. Raises PackageError (``load_failed``) when nothing
+    loads and GoldenCasesFailed, with every candidate's reason, when none passes.
+    """
     loaded = load_backend(package, runtime)
-    try:
-        return run_golden_cases(package, loaded.backend, loaded.label)
-    finally:
+    failed: dict[str, str] = {}
+    queue = list(loaded.alternatives)
+    tried = [*queue]
+    while True:
+        report = run_golden_cases(package, loaded.backend, loaded.label)
+        if report.passed:
+            report.fell_back_from = dict(failed)
+            if failed:
+                log.warning("%s: %s; %s", package.model_id, loaded.reason, report.describe())
+            return loaded, report
+        failed[loaded.label] = report.describe()
+        log.warning("%s fails its golden cases on %s: %s", package.model_id, loaded.label,
+                    report.describe())
         loaded.close()
+        replacement = None
+        while replacement is None:
+            if not queue:
+                more = fallback_candidates(package, runtime, tried)
+                tried += more
+                queue += [c for c in more if c.label not in failed]
+            if not queue:
+                raise GoldenCasesFailed(
+                    f"no artifact of {package.model_id} passes its golden cases on this box: "
+                    + "; ".join(f"{label}: {why}" for label, why in failed.items()))
+            candidate = queue.pop(0)
+            try:
+                replacement = load_fallback(loaded, candidate, package, runtime, failed)
+            except Exception as exc:  # a fallback that does not load is one more failure
+                failed[candidate.label] = f"does not load: {type(exc).__name__}: {exc}"[:300]
+        loaded = replacement
+
+
+def check_golden(package: ModelPackage, runtime: RuntimeConfig) -> GoldenReport:
+    """Load as the service would (falling back like it), return the report, release it.
+
+    Raises GoldenCasesFailed when no candidate passes.
+    """
+    loaded, report = load_verified(package, runtime)
+    loaded.close()
+    return report
 
 
 def require_golden(report: GoldenReport) -> GoldenReport:

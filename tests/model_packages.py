@@ -14,6 +14,7 @@ from pathlib import Path
 
 from firmware_app import signing
 from firmware_app.config import BUNDLED_MODELS_DIR
+from firmware_app.models import sha256_file
 
 DEMO = BUNDLED_MODELS_DIR / "clinibox-demo-lesion" / "1.0.0"
 DEMO_PRIVATE_KEY = BUNDLED_MODELS_DIR / "keys" / "DEMO-ONLY-model-signing.pem"
@@ -21,10 +22,32 @@ DEMO_PRIVATE_KEY = BUNDLED_MODELS_DIR / "keys" / "DEMO-ONLY-model-signing.pem"
 KEPT_ARTIFACTS = ("model.fp32.onnx", "model.int8.onnx")
 
 
+def blind_input(onnx_path: Path) -> None:
+    """Rewrite an ONNX model so that it multiplies its input by zero first: the same
+    answer for every image, as the demo INT8 artifact gave on an AVX2 CPU whose int8
+    kernel saturated."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    graph = model.graph
+    name = graph.input[0].name
+    for node in graph.node:
+        node.input[:] = [f"{name}__blind" if i == name else i for i in node.input]
+    graph.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), "blind__zero"))
+    graph.node.insert(0, helper.make_node("Mul", [name, "blind__zero"], [f"{name}__blind"]))
+    onnx.save(model, str(onnx_path))
+
+
 def make_package(folder: Path, version: str, *, key: Path | None = DEMO_PRIVATE_KEY,
                  tamper: bool = False, failing_golden: bool = False,
-                 name: str = "clinibox-demo-lesion") -> Path:
-    """A copy of the demo package as ``name@version`` in ``folder/<name>/<version>``."""
+                 blind_int8: bool = False, name: str = "clinibox-demo-lesion") -> Path:
+    """A copy of the demo package as ``name@version`` in ``folder/<name>/<version>``.
+
+    ``blind_int8`` makes the INT8 artifact answer the same for every image (its
+    sha256 in the manifest follows, so the package still verifies).
+    """
     root = folder / name / version
     root.mkdir(parents=True)
     manifest = json.loads((DEMO / "manifest.json").read_text())
@@ -33,6 +56,11 @@ def make_package(folder: Path, version: str, *, key: Path | None = DEMO_PRIVATE_
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(DEMO / relative, root / relative)
     manifest["name"], manifest["version"] = name, version
+    if blind_int8:
+        blind_input(root / KEPT_ARTIFACTS[1])
+        for artifact in manifest["artifacts"]:
+            if artifact["path"] == KEPT_ARTIFACTS[1]:
+                artifact["files"] = {KEPT_ARTIFACTS[1]: sha256_file(root / KEPT_ARTIFACTS[1])}
     if failing_golden:
         case = manifest["golden_cases"][0]
         case["expected"] = {"probability": round(1.0 - case["expected"]["probability"], 5)}

@@ -74,6 +74,10 @@ class LoadedModel:
     skipped: dict[str, str] = field(default_factory=dict)
     #: the chosen candidate's label, e.g. ``onnxruntime:onnx/fp32``
     label: str = ""
+    #: the other measured candidates, best first: where to fall back when this one fails
+    alternatives: list[Candidate] = field(default_factory=list)
+    #: candidates tried before this one that failed their check, by label, with why
+    fell_back_from: dict[str, str] = field(default_factory=dict)
 
     def close(self) -> None:
         """Release the backend."""
@@ -86,6 +90,8 @@ class LoadedModel:
             mark = "*" if label == self.label else " "
             lines.append(f" {mark} {label:28s} {ms:8.3f} ms/run")
         lines += [f"   {label:28s} skipped: {why}" for label, why in self.skipped.items()]
+        lines += [f"   {label:28s} failed its check, fell back: {why}"
+                  for label, why in self.fell_back_from.items()]
         return lines
 
 
@@ -151,6 +157,18 @@ def choose_fastest(
         return PRECISION_RANK.get(item[0].artifact.precision, len(PRECISION_RANK)), item[1]
 
     return min(near, key=precision_then_speed)[0]
+
+
+def ranked(measured: Sequence[tuple[Candidate, float]],
+           tolerance: float = TIE_TOLERANCE) -> list[Candidate]:
+    """Every measured candidate in order of preference: ``choose_fastest`` applied again
+    to what is left, so a fallback is the best of the rest."""
+    left, order = list(measured), []
+    while left:
+        best = choose_fastest(left, tolerance)
+        order.append(best)
+        left = [(c, ms) for c, ms in left if c is not best]
+    return order
 
 
 # -- measuring --------------------------------------------------------------
@@ -281,7 +299,8 @@ def select_backend(
         raise SelectionError(f"no runtime candidate for {package.model_id} loads: {reasons}")
     for candidate, ms in measured:
         log.info("runtime candidate %s: %.3f ms/run", candidate.label, ms)
-    chosen = choose_fastest(measured)
+    order = ranked(measured)
+    chosen = order[0]
     backend = next(b for c, b in loaded if c is chosen)
     for candidate, other in loaded:
         if candidate is not chosen:
@@ -293,6 +312,55 @@ def select_backend(
         reason=_reason(config, chosen, measured),
         skipped=skipped,
         label=chosen.label,
+        alternatives=order[1:],
+    )
+
+
+def fallback_candidates(package: ModelPackage, config: RuntimeConfig,
+                        tried: Sequence[Candidate]) -> list[Candidate]:
+    """Candidates outside the measured set, for when every measured one failed its check.
+
+    First the configured backend's other artifacts, then every available
+    backend's, each group highest precision first (FP32 before FP16 before
+    INT8): ``[runtime] precision = "int8"`` must not leave a box down when a
+    verified FP32 artifact sits beside the INT8 one.
+    """
+    seen = {(c.backend, c.artifact.path) for c in tried}
+    order: list[Candidate] = []
+    for backend in dict.fromkeys((config.backend, "auto")):
+        try:
+            found = candidates(package, RuntimeConfig(backend=backend, precision="auto",
+                                                      threads=config.threads,
+                                                      device=config.device))
+        except (SelectionError, ImportError):
+            continue
+        for candidate in sorted(found, key=lambda c: PRECISION_RANK.get(c.artifact.precision,
+                                                                         len(PRECISION_RANK))):
+            if (candidate.backend, candidate.artifact.path) not in seen:
+                seen.add((candidate.backend, candidate.artifact.path))
+                order.append(candidate)
+    return order
+
+
+def load_fallback(previous: LoadedModel, candidate: Candidate, package: ModelPackage,
+                  config: RuntimeConfig, failed: dict[str, str]) -> LoadedModel:
+    """Load ``candidate`` in place of ``previous`` (already closed), whose check failed.
+
+    ``failed`` holds every candidate that failed so far, by label, with why; the
+    result keeps ``previous``'s timings and skips. Raises what loading raises.
+    """
+    backend = _prepare(candidate, package, config, sample_inputs(package))
+    ms = previous.ms_per_run.get(candidate.label)
+    timing = f" ({ms:.3f} ms/run)" if ms is not None else ""
+    return LoadedModel(
+        backend=backend,
+        artifact=candidate.artifact,
+        ms_per_run=previous.ms_per_run,
+        reason=f"fell back to {candidate.label}{timing}: {', '.join(failed)} failed",
+        skipped=previous.skipped,
+        label=candidate.label,
+        alternatives=[c for c in previous.alternatives if c is not candidate],
+        fell_back_from=dict(failed),
     )
 
 

@@ -27,7 +27,8 @@ MODALITIES = (
 )
 STATES = ("online", "offline", "heartbeat")
 #: What happened to the box (device events: model lifecycle and service failures).
-EVENTS = ("model_installed", "model_refused", "model_rolled_back", "service_failed")
+EVENTS = ("model_installed", "model_refused", "model_rolled_back", "runtime_fallback",
+          "service_failed")
 #: Why, as a fixed word: never free text.
 EVENT_REASONS = (
     "technician", "signature", "tampered", "invalid", "older_version", "golden_cases_failed",
