@@ -48,31 +48,44 @@ def alert_threshold(conv: Conversion, finding: float) -> float:
     return alert_from(probs, spec.finding_targets(val.labels), finding)
 
 
+#: golden cases a package ships at least (fewer only when validation has fewer images)
+GOLDEN_CASES = 8
+
+
 def golden_cases(conv: Conversion, finding: float) -> list[dict[str, Any]]:
-    """One validation image per class (binary: with and without a finding), decided
-    correctly by the source, chosen away from saturation; saved as preprocessed inputs."""
+    """At least ``GOLDEN_CASES`` validation images, an equal share for every class (binary:
+    with and without a finding), so both sides of the operating threshold are covered;
+    each decided correctly by the source where the class allows, spread over the class's
+    range of probabilities away from saturation; saved as preprocessed inputs."""
     spec, val = conv.spec, conv.validation
     probs = spec.finding_probability(conv.reference()[spec.score_output])
     positive = spec.finding_targets(val.labels)
     groups = ([(f"{label}", val.labels == i) for i, label in enumerate(spec.labels)]
               if spec.activation == "softmax" else
               [("finding", positive), ("no-finding", ~positive)])
+    share = max(2, math.ceil(GOLDEN_CASES / len(groups)))
     cases, indices = [], []
     (conv.out / "golden").mkdir(exist_ok=True)
     for name, members in groups:
         right = members & ((probs >= finding) == positive)
         pool = np.nonzero(right if right.any() else members)[0]
+        unsaturated = pool[(probs[pool] > 0.02) & (probs[pool] < 0.98)]
+        pool = unsaturated if len(unsaturated) >= share else pool
         if not len(pool):
             continue
-        target = 0.85 if positive[pool[0]] else 0.15
-        index = int(pool[np.argmin(np.abs(probs[pool] - target))])
-        indices.append(index)
-        relative = f"golden/{_slug(name)}.npy"
-        np.save(conv.out / relative, val.x[index : index + 1].astype(np.float32))
-        label = int(val.labels[index])
-        shown = spec.labels[label] if spec.activation == "softmax" else label
-        cases.append({"input": relative, "description": f"validation image {val.files[index]} "
-                      f"(label {shown})", "sha256": models.sha256_file(conv.out / relative)})
+        ordered = pool[np.argsort(probs[pool], kind="stable")]
+        picks = ordered[np.unique(np.linspace(0, len(ordered) - 1, share).round().astype(int))]
+        for number, index in enumerate(picks, start=1):
+            index = int(index)
+            indices.append(index)
+            relative = f"golden/{_slug(name)}-{number}.npy"
+            np.save(conv.out / relative, val.x[index : index + 1].astype(np.float32))
+            label = int(val.labels[index])
+            shown = spec.labels[label] if spec.activation == "softmax" else label
+            cases.append({"input": relative, "class": name,
+                          "description": f"validation image {val.files[index]} "
+                                         f"(label {shown})",
+                          "sha256": models.sha256_file(conv.out / relative)})
     deviations = []
     probabilities = {r.kind: spec.finding_probability(conv.outputs(r)[spec.score_output])
                      for r in conv.records()}  # each golden input is a validation row

@@ -31,6 +31,7 @@ from converters.export import (
     export_tflite,
     torch_outputs,
 )
+from converters.int8_kernels import kernel_note, saturation_failures
 from converters.progress import progress
 from converters.prune import save_module
 from converters.quantize import (
@@ -285,6 +286,15 @@ class Conversion:
                                      self.spec, keep_float=keep)
         return quantize_tflite(self.source.exportable, self.spec, calib, out, keep_float=keep)
 
+    def _kernel_failures(self, record: ArtifactRecord, notes: dict) -> list[str]:
+        """An INT8 ONNX artifact must not saturate on CPUs without VNNI (int8_kernels.py);
+        the check's findings go into ``notes``."""
+        if record.format != "onnx" or record.precision != "int8":
+            return []
+        path = self.out / record.path
+        notes["kernels"] = kernel_note(path)
+        return saturation_failures(path)
+
     def quantize(self) -> list[ArtifactRecord]:
         """INT8 artifacts calibrated on the user's data; while one breaks the gate, quantise
         again with the next set of sensitive layers kept in float."""
@@ -306,6 +316,7 @@ class Conversion:
                     record = self._record(kind, notes)
                     metrics = self.measure(record)
                     failures = check_gate(metrics, kind.precision, self.gate)
+                    failures += self._kernel_failures(record, notes)
                     attempts.append({"kept_float": keep, "failures": failures,
                                      "seconds": round(time.perf_counter() - start, 1)})
                     bar.advance(1)
@@ -331,6 +342,7 @@ class Conversion:
             self.state["metrics"][record.kind] = metrics
             self.state["benchmarks"][record.kind] = benchmark(self.out, record, self.spec)
             broken = check_gate(metrics, record.precision, self.gate)
+            broken += self._kernel_failures(record, {})
             if broken:
                 failures[f"{record.format} {record.precision} ({record.path})"] = broken
             log.info("%s: %s", record.path, {k: metrics[k] for k in ("auc", "sensitivity",

@@ -71,7 +71,7 @@ def quantize_onnx(fp32_onnx: Path, out: Path, calibration: np.ndarray, spec: Mod
         raise RuntimeError(f"{out.name}: symmetric quantisation left non-zero zero points")
     return {"method": "onnxruntime quantize_static, QDQ", "calibration": "minmax",
             "activations": "int8 " + ("symmetric" if symmetric else "asymmetric"),
-            "weights": "int8 symmetric per-channel"
+            "weights": "int8 symmetric per-channel, 7-bit range (reduce_range)"
                        + (", float with Q/DQ pair (TensorRT)" if symmetric else ""),
             "kept_float": list(keep_float), "calibration_images": len(x)}
 
@@ -103,6 +103,7 @@ def _ort_quantize(fp32_onnx: Path, out: Path, x: np.ndarray, spec: ModelSpec, *,
             str(pre), str(out), Reader(), quant_format=oq.QuantFormat.QDQ, per_channel=True,
             activation_type=oq.QuantType.QInt8, weight_type=oq.QuantType.QInt8,
             nodes_to_exclude=list(keep_float), calibrate_method=oq.CalibrationMethod.MinMax,
+            reduce_range=True,  # 7-bit weights: right on CPUs without VNNI (int8_kernels.py)
             extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
                            "AddQDQPairToWeight": symmetric, "DedicatedQDQPair": symmetric,
                            "QDQKeepRemovableActivations": keep_activations})
@@ -122,7 +123,7 @@ def quantize_openvino(fp32_xml: Path, out_xml: Path, calibration: np.ndarray, sp
     no_openvino_telemetry()
     import nncf
     import openvino as ov
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     x = check_calibration(calibration, spec)
@@ -130,7 +131,10 @@ def quantize_openvino(fp32_xml: Path, out_xml: Path, calibration: np.ndarray, sp
     _unknown(keep_float, {op.get_friendly_name() for op in model.get_ordered_ops()},
              "OpenVINO ops", [op.get_friendly_name() for op in model.get_ordered_ops()
                               if op.get_type_name() in WEIGHTED_OPENVINO])
+    # overflow_fix ENABLE: 7-bit weights in every layer (NNCF's default fixes only the
+    # first), so oneDNN's u8×s8 kernels cannot saturate on CPUs without VNNI
     params = AdvancedQuantizationParameters(
+        overflow_fix=OverflowFix.ENABLE,
         activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
     quantized = nncf.quantize(
         model, nncf.Dataset([x[i : i + 1] for i in range(len(x))]), subset_size=len(x),
@@ -139,7 +143,9 @@ def quantize_openvino(fp32_xml: Path, out_xml: Path, calibration: np.ndarray, sp
     Path(out_xml).parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(quantized, str(out_xml), compress_to_fp16=False)
     return {"method": "nncf.quantize (post-training, min-max ranges, full bias correction)",
-            "preset": "performance (symmetric activations)", "kept_float": list(keep_float),
+            "preset": "performance (symmetric activations)",
+            "overflow_fix": "enable (7-bit weights in every layer: right without VNNI)",
+            "kept_float": list(keep_float),
             "calibration_images": len(x)}
 
 

@@ -88,7 +88,8 @@ def test_resnet_three_classes_whole_chain_every_profile(resnet_case, signing_key
         assert v["ms_per_image"] > 0 and v["size_bytes"] > 0
     assert manifest["labels"] == CLASSES
     assert manifest["postprocessing"]["name"] == "classification"
-    assert len(manifest["golden_cases"]) == 3
+    assert len(manifest["golden_cases"]) == 9  # three a class: at least 8 in all
+    assert {c["class"] for c in manifest["golden_cases"]} == set(CLASSES)
     report = (out / "report.html").read_text()
     assert "clinic-resnet" in report and report.count("data:image/png") >= 3
     assert not (out / ".convert").exists()
