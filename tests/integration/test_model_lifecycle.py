@@ -22,7 +22,7 @@ from converters.phantom_dicom import ct_dataset, write_dicom
 from converters.phantoms import generate
 from firmware_app.config import load
 from firmware_app.model_store import Trial, store_for
-from tests.integration.conftest import storescu
+from tests.integration.conftest import storescu, wait_for
 from tests.model_packages import make_package
 
 pytestmark = pytest.mark.integration
@@ -95,6 +95,11 @@ def test_notify_switch_and_automatic_rollbacks(box_factory, tmp_path):
         assert storescu(box.port, [ct_file(tmp_path / "a.dcm", 1)]).returncode == 0
         box.wait_idle(1)
         assert model_of_results(box) == ["clinibox-demo-lesion@1.1.0"]
+        # the worker counts a job for the trial after the job's result is committed (a
+        # crash in between leaves the trial one job longer, never a job counted twice), so
+        # "idle" in the database can come a moment before the count in the state file
+        wait_for(lambda: store_for(load(box.config)).read().trial.jobs >= 1, 60,
+                 "the trial to count the job")
         assert store_for(load(box.config)).read().trial.jobs == 1
 
         # the process dies during the trial: the next start goes back to 1.0.0 by itself
