@@ -203,8 +203,14 @@ class WebConfig:
                                        30.0)
     session_max_hours: float = _key(_range(0.1, 168), "a session ends this long after login",
                                     12.0)
-    login_failures_per_minute: int = _key(
-        _range(1, 100), "failed logins allowed per account and per address in any minute", 5)
+    login_free_failures: int = _key(
+        _range(1, 100), "failed logins for one account from one address before each further "
+                        "try waits (2, 4, 8 … s)", 5)
+    login_free_failures_per_address: int = _key(
+        _range(1, 1000), "failed logins from one address, all accounts, before its tries wait",
+        20)
+    login_max_delay_seconds: float = _key(_range(1, 86400),
+                                          "longest wait between login tries", 900.0)
     refresh_seconds: float = _key(_range(1, 3600), "how often open worklists update", 5.0)
     page_size: int = _key(_range(10, 1000), "worklist rows per page", 50)
 

@@ -10,12 +10,11 @@ Design:
 * ``authenticate`` runs one hash check whatever happens: for an unknown or
   malformed name it checks against a dummy hash (made once, lazily), so the
   response time does not tell which account names exist.
-* ``LoginThrottle`` counts failed logins per account name and per client address
-  in a sliding window. At the limit, further tries wait until the oldest
-  failures age out of the window; there is never a permanent lock, so an
-  attacker cannot lock the clinic out of its own box for good. Successful
-  logins do not clear failures (else an attacker could reset its address's
-  count by logging into an account of its own).
+* ``LoginThrottle`` counts failed logins per client address and per (account
+  name, address) and answers with growing delays, never a lock: an attacker
+  elsewhere on the LAN cannot keep a user out of the box from the user's own
+  computer. Successful logins do not clear failures (else an attacker could
+  reset its address's count by logging into an account of its own).
 * ``Sessions`` are server-side: the browser holds a random token, the database
   only its SHA-256. Logout, a password change, removing an account and expiry
   (idle and absolute) are therefore real: the row is gone and the token is
@@ -71,6 +70,11 @@ class Account:
     def is_technician(self) -> bool:
         """Whether the account may use the technician's pages."""
         return self.role == "technician"
+
+    @property
+    def is_clinician(self) -> bool:
+        """Whether the account may record clinical feedback (a clinical judgement)."""
+        return self.role == "clinician"
 
 
 def normalise_name(name: str) -> str:
@@ -203,32 +207,50 @@ def _throttle_key(name: str) -> str:
 
 
 class LoginThrottle:
-    """Failed-login limits per account name and per client address in a sliding window."""
+    """Growing delays after failed logins, per client address and per (account, address).
 
-    def __init__(self, conn: sqlite3.Connection, limit: int, window_seconds: float = 60.0) -> None:
-        """Allow fewer than ``limit`` failures per name and per address in ``window_seconds``."""
-        if limit < 1 or window_seconds <= 0:
-            raise ValueError("the login throttle needs limit >= 1 and a positive window")
+    Anti-automation without lockout (OWASP ASVS 4.0 2.2.1): after ``free_per_account``
+    failures for one account name from one address within ``window_seconds``, every
+    further try from there must wait 2, 4, 8 … seconds after the last failure (at most
+    ``max_delay``); one address gets ``free_per_address`` failures over all names before
+    its own delays start. Nothing is counted per account alone, so an attacker elsewhere
+    on the clinic LAN slows only itself: the real user's right password from their own
+    computer always goes through. Tries refused while waiting are not counted, so the
+    delays bound the guessing rate (about ``window / max_delay`` guesses an hour once
+    the cap is reached).
+    """
+
+    def __init__(self, conn: sqlite3.Connection, free_per_account: int, free_per_address: int,
+                 max_delay: float, window_seconds: float = 3600.0) -> None:
+        """Delays start after ``free_per_account`` / ``free_per_address`` failures."""
+        if min(free_per_account, free_per_address) < 1 or max_delay <= 0 or window_seconds <= 0:
+            raise ValueError("the login throttle needs free failures >= 1 and positive times")
         self.conn = conn
-        self.limit = limit
+        self.free_per_account = free_per_account
+        self.free_per_address = free_per_address
+        self.max_delay = float(max_delay)
         self.window = float(window_seconds)
 
-    def _wait(self, column: str, value: str, now: float) -> float:
-        # The limit-th newest failure in the window: once it ages out, fewer than limit remain.
-        row = self.conn.execute(
-            f"SELECT at FROM login_failures WHERE {column} = ? AND at > ?"
-            " ORDER BY at DESC LIMIT 1 OFFSET ?",
-            (value, now - self.window, self.limit - 1)).fetchone()
-        return 0.0 if row is None else max(row[0] + self.window - now, 0.0)
+    def _delay(self, where: str, params: tuple[str, ...], free: int, now: float) -> float:
+        count, last = self.conn.execute(
+            f"SELECT COUNT(*), MAX(at) FROM login_failures WHERE {where} AND at > ?",
+            (*params, now - self.window)).fetchone()
+        if count < free:
+            return 0.0
+        delay = min(2.0 ** (count - free + 1), self.max_delay)
+        return max(last + delay - now, 0.0)
 
     def wait_seconds(self, name: str, address: str, now: float | None = None) -> float:
-        """0.0 when a login try is allowed now, else the seconds until one is."""
+        """0.0 when a login try from ``address`` for ``name`` is allowed now, else the
+        seconds until one is."""
         now = time.time() if now is None else now
-        return max(self._wait("name", _throttle_key(name), now),
-                   self._wait("address", address, now))
+        return max(self._delay("name = ? AND address = ?", (_throttle_key(name), address),
+                               self.free_per_account, now),
+                   self._delay("address = ?", (address,), self.free_per_address, now))
 
     def record_failure(self, name: str, address: str, now: float | None = None) -> None:
-        """Count a failed login for ``name`` and ``address``; drop failures out of the window."""
+        """Count a failed login for ``name`` from ``address``; forget failures out of the
+        window."""
         now = time.time() if now is None else now
         with db.transaction(self.conn):
             self.conn.execute("INSERT INTO login_failures(at, name, address) VALUES (?, ?, ?)",

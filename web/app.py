@@ -129,6 +129,11 @@ def create_app(config: Config) -> Flask:
         return error_page(400, "The form has expired",
                           f"{error.description} Go back, reload the page and try again.")
 
+    @app.errorhandler(400)
+    def bad_request(error: Exception):
+        detail = getattr(error, "description", "") or "The request was not understood."
+        return error_page(400, "Not accepted", detail)
+
     for code, title, detail in (
             (401, "Please log in", "This needs a logged-in account."),
             (403, "Not allowed", "Your account's role does not allow this page."),

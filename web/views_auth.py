@@ -1,18 +1,29 @@
 """Log in and log out.
 
-Failed logins are limited per account name and per client address in a
-sliding minute (``[web] login_failures_per_minute``): over the limit the
-answer is 429 with the seconds to wait, and the limit lifts by itself, so a
-real user is never locked out for good. The same message answers a wrong
-name and a wrong password.
+Failed logins slow down the address they come from (``web.accounts.LoginThrottle``:
+growing delays per address and per account-and-address, never a lock): while
+waiting, the answer is 429 with the seconds to wait and a Retry-After header.
+The same message answers a wrong name and a wrong password. Where to go after
+login (``next``) must be a path on this box; anything else is refused with 400.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import string
+from urllib.parse import unquote, urlsplit
 
-from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 
 from web.accounts import Accounts, LoginThrottle
 from web.security import current_account, database, sessions
@@ -20,37 +31,72 @@ from web.security import current_account, database, sessions
 log = logging.getLogger(__name__)
 blueprint = Blueprint("auth", __name__)
 
+#: what a return path may hold: printable ASCII without space or backslash
+_PATH_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-._~!$&'()*+,;=:@/?%#")
+MAX_NEXT = 2048
 
-def _safe_next(target: str | None) -> str:
-    """Only a path on this box: never an absolute or protocol-relative URL."""
-    if target and target.startswith("/") and not target.startswith(("//", "/\\")):
-        return target
-    return url_for("clinic.worklist")
+
+def same_origin_path(target: str) -> str | None:
+    """``target`` when it is a path on this box (``/...``), else None.
+
+    Refused: anything with a scheme or host, a leading ``//``, control characters,
+    whitespace (a ``%09`` arrives here as a real tab, and browsers drop tabs and
+    newlines inside URLs, so ``/<tab>/evil.com`` would become ``//evil.com``),
+    backslashes (browsers read them as ``/``), non-ASCII, and the same tricks once
+    percent-decoded (``/%2F%2Fevil.com``).
+    """
+    if not target or len(target) > MAX_NEXT or not set(target) <= _PATH_CHARACTERS:
+        return None
+    decoded = unquote(target)
+    for form in (target, decoded):
+        parts = urlsplit(form)
+        if (not form.startswith("/") or form.startswith("//") or parts.scheme
+                or parts.netloc or any(c in form for c in "\\\t\r\n ")
+                or any(ord(c) < 0x20 or ord(c) >= 0x7F for c in form)):
+            return None
+    return target
+
+
+def _next_or_refuse(target: str | None) -> str:
+    """Where to go after login: the worklist when ``target`` is empty; 400 when it is not
+    a path on this box."""
+    if not target:
+        return url_for("clinic.worklist")
+    checked = same_origin_path(target)
+    if checked is None:
+        log.warning("login with a return address outside the box refused")
+        abort(400, "The address to return to after login is not a page of this box.")
+    return checked
 
 
 @blueprint.route("/login", methods=["GET", "POST"])
 def login():
     """The login form; on success a fresh session and a redirect to where the user was going."""
+    wanted = request.args.get("next", "") if request.method == "GET" else \
+        request.form.get("next", "")
+    goal = _next_or_refuse(wanted)
     if current_account() is not None and request.method == "GET":
-        return redirect(_safe_next(request.args.get("next")))
+        return redirect(goal)
     conn = database()
     accounts = Accounts(conn)
     no_accounts = accounts.count() == 0
     if request.method == "GET":
         return render_template("login.html", no_accounts=no_accounts, error=None,
-                               next=request.args.get("next", ""))
+                               next=wanted)
     name = request.form.get("name", "")[:64]
     password = request.form.get("password", "")
     target = request.form.get("next", "")
     address = request.remote_addr or "unknown"
     web = current_app.config["CLINIBOX"].config.web
-    throttle = LoginThrottle(conn, web.login_failures_per_minute)
+    throttle = LoginThrottle(conn, web.login_free_failures, web.login_free_failures_per_address,
+                             web.login_max_delay_seconds)
     wait = throttle.wait_seconds(name, address)
     if wait > 0:
-        log.warning("login refused for a while: too many failures (name or address)")
+        log.warning("login from %s refused for %.0f s: too many failures from there",
+                    address, wait)
         error = (f"Too many failed attempts. Wait {math.ceil(wait)} seconds and try again.")
-        return render_template("login.html", no_accounts=no_accounts, error=error,
-                               next=target), 429
+        page = render_template("login.html", no_accounts=no_accounts, error=error, next=target)
+        return page, 429, {"Retry-After": str(math.ceil(wait))}
     account = accounts.authenticate(name, password)
     if account is None:
         throttle.record_failure(name, address)
@@ -60,7 +106,7 @@ def login():
     session["token"] = sessions().start(account)
     session.permanent = True
     log.info("%s (%s) logged in", account.name, account.role)
-    return redirect(_safe_next(target))
+    return redirect(goal)
 
 
 @blueprint.route("/logout", methods=["POST"])

@@ -209,7 +209,11 @@ def _key_image(instance_id: int) -> bytes:
 
 @blueprint.route("/instance/<int:instance_id>/feedback", methods=["POST"])
 def feedback(instance_id: int):
-    """Record this clinician's verdict on one finding (-1: the image as a whole)."""
+    """Record this clinician's verdict on one finding (-1: the image as a whole);
+    technicians may not (403)."""
+    account = current_account()
+    if account is None or not account.is_clinician:
+        abort(403)
     conn = database()
     result = queries.instance_result(conn, instance_id)
     verdict = request.form.get("verdict", "")
@@ -221,8 +225,6 @@ def feedback(instance_id: int):
         abort(404)
     if verdict not in VERDICTS or not -1 <= finding < len(result["boxes"]):
         abort(400)
-    account = current_account()
-    assert account is not None
     queries.record_feedback(conn, instance_id, finding, verdict, account.id)
     study_id = conn.execute(
         "SELECT s.id FROM studies s JOIN instances i ON i.study_instance_uid = s.study_key"

@@ -163,7 +163,8 @@ def test_a_payload_that_is_not_an_object_is_malformed(receiver, store, box, hosp
 
 def test_the_receiver_keeps_going_after_refusals(receiver, store, box):
     topic_name, good = box.envelope("alert")
-    outcomes = [receiver.handle("nope", b"x"), receiver.handle(topic_name, good[:-1] + bytes([good[-1] ^ 1])),
+    tampered = good[:-1] + bytes([good[-1] ^ 1])
+    outcomes = [receiver.handle("nope", b"x"), receiver.handle(topic_name, tampered),
                 receiver.handle(topic_name, good)]
     assert outcomes == ["bad-topic", "bad-signature", "stored"]
     assert set(receiver.counts) <= set(OUTCOMES)

@@ -171,52 +171,62 @@ def test_remove_cascades_sessions_and_keeps_feedback_anonymous(conn, accounts, a
 
 # --- login throttle ------------------------------------------------------------------------
 
+def throttle_for(conn, free: int = 3, per_address: int = 10, max_delay: float = 64,
+                 window: float = 600) -> LoginThrottle:
+    return LoginThrottle(conn, free, per_address, max_delay, window_seconds=window)
+
+
 def test_throttle_allows_tries_under_the_limit(conn):
-    throttle = LoginThrottle(conn, limit=3, window_seconds=60)
+    throttle = throttle_for(conn)
     for i in range(2):
         throttle.record_failure("alice", "10.0.0.1", now=1000.0 + i)
     assert throttle.wait_seconds("alice", "10.0.0.1", now=1002.0) == 0.0
 
 
-def test_throttle_blocks_a_name_tried_from_many_addresses(conn):
-    throttle = LoginThrottle(conn, limit=3, window_seconds=60)
+def test_a_name_tried_from_many_addresses_is_never_locked(conn):
+    throttle = throttle_for(conn)
+    for i in range(30):
+        throttle.record_failure(" Alice", f"10.0.{i}.1", now=1000.0 + i)
+    assert throttle.wait_seconds("alice", "10.9.9.9", now=1031.0) == 0.0
+
+
+def test_throttle_delays_one_account_from_one_address(conn):
+    throttle = throttle_for(conn)
     for i in range(3):
-        throttle.record_failure(" Alice", f"10.0.0.{i}", now=1000.0 + i)
-    # the oldest failure (t=1000) leaves the window at t=1060
-    assert throttle.wait_seconds("alice", "10.9.9.9", now=1010.0) == pytest.approx(50.0)
-    assert throttle.wait_seconds("ALICE ", "10.9.9.9", now=1010.0) == pytest.approx(50.0)
-    assert throttle.wait_seconds("bob", "10.9.9.9", now=1010.0) == 0.0
+        throttle.record_failure(" Alice", "10.0.0.5", now=1000.0 + i)
+    assert throttle.wait_seconds("ALICE ", "10.0.0.5", now=1002.5) == pytest.approx(1.5)
+    assert throttle.wait_seconds("bob", "10.0.0.5", now=1002.5) == 0.0
+    assert throttle.wait_seconds("alice", "10.0.0.6", now=1002.5) == 0.0
 
 
-def test_throttle_blocks_an_address_trying_many_names(conn):
-    throttle = LoginThrottle(conn, limit=3, window_seconds=60)
+def test_throttle_slows_an_address_trying_many_names(conn):
+    throttle = throttle_for(conn, per_address=3)
     for i, name in enumerate(["alice", "bob", "carol"]):
         throttle.record_failure(name, "10.0.0.7", now=1000.0 + i)
-    assert throttle.wait_seconds("dave", "10.0.0.7", now=1005.0) == pytest.approx(55.0)
-    assert throttle.wait_seconds("dave", "10.0.0.8", now=1005.0) == 0.0
+    assert throttle.wait_seconds("dave", "10.0.0.7", now=1002.0) == pytest.approx(2.0)
+    assert throttle.wait_seconds("dave", "10.0.0.8", now=1002.0) == 0.0
 
 
-def test_throttle_wait_decreases_and_reaches_zero_after_the_window(conn):
-    throttle = LoginThrottle(conn, limit=2, window_seconds=60)
+def test_throttle_wait_reaches_zero_and_the_window_forgets(conn):
+    throttle = throttle_for(conn, free=2, window=60)
     for at in (1000.0, 1020.0, 1030.0):
         throttle.record_failure("alice", "10.0.0.1", now=at)
-    # two newest (1020, 1030): a try is allowed once 1020 has aged out, at 1080
-    waits = [throttle.wait_seconds("alice", "10.0.0.1", now=t) for t in (1031.0, 1050.0, 1079.0)]
-    assert waits == pytest.approx([49.0, 30.0, 1.0])
-    assert waits[0] > waits[1] > waits[2] > 0
-    assert throttle.wait_seconds("alice", "10.0.0.1", now=1080.0) == 0.0
+    # three failures, two free: the second delay (4 s) runs from the last failure
+    waits = [throttle.wait_seconds("alice", "10.0.0.1", now=t) for t in (1031.0, 1033.0)]
+    assert waits == pytest.approx([3.0, 1.0])
+    assert throttle.wait_seconds("alice", "10.0.0.1", now=1034.0) == 0.0
     assert throttle.wait_seconds("alice", "10.0.0.1", now=5000.0) == 0.0  # never locked for good
 
 
 def test_successful_logins_do_not_clear_failures(conn, accounts, alice):
-    throttle = LoginThrottle(conn, limit=1, window_seconds=60)
+    throttle = throttle_for(conn, free=1)
     throttle.record_failure("alice", "10.0.0.1", now=1000.0)
     assert accounts.authenticate("alice", GOOD) == alice
     assert throttle.wait_seconds("alice", "10.0.0.1", now=1001.0) > 0
 
 
 def test_throttle_prunes_rows_older_than_the_window(conn):
-    throttle = LoginThrottle(conn, limit=5, window_seconds=60)
+    throttle = throttle_for(conn, window=60)
     throttle.record_failure("alice", "10.0.0.1", now=1000.0)
     throttle.record_failure("bob", "10.0.0.2", now=1030.0)
     assert conn.execute("SELECT COUNT(*) FROM login_failures").fetchone()[0] == 2
@@ -227,7 +237,7 @@ def test_throttle_prunes_rows_older_than_the_window(conn):
 
 def test_throttle_refuses_a_useless_limit(conn):
     with pytest.raises(ValueError):
-        LoginThrottle(conn, limit=0)
+        LoginThrottle(conn, 0, 10, 60)
 
 
 # --- sessions ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from firmware_app import db
 from firmware_app.config import Config, StorageConfig
 from tests.viewer_state import CLINICIAN, TECHNICIAN
 from tests.web_client import ViewerClient
+from web.accounts import LoginThrottle
 from web.app import create_app
 from web.security import PUBLIC_ENDPOINTS
 
@@ -72,18 +73,22 @@ def test_device_pages_are_for_technicians_only(viewer):
 
 def test_login_redirects_only_within_the_box(viewer):
     _state, app = viewer
-    client = ViewerClient(app)
-    answer = client.post("/login", {"name": CLINICIAN[0], "password": CLINICIAN[1],
-                                    "next": "https://evil.example/"})
-    assert answer.status_code == 302 and answer.location == "/"
+    for target in ("https://evil.example/", "//evil.example/x", "/\tevil", "/\t/evil.example",
+                   "/%2F%2Fevil.example", "\\/evil.example", "/\r\nSet-Cookie: x=1"):
+        client = ViewerClient(app)
+        answer = client.post("/login", {"name": CLINICIAN[0], "password": CLINICIAN[1],
+                                        "next": target})
+        assert answer.status_code == 400, target
+        assert "not a page of this box" in answer.get_data(as_text=True)
+        assert client.get("/").status_code == 302  # and no session was opened
     client = ViewerClient(app)
     answer = client.post("/login", {"name": CLINICIAN[0].upper(), "password": CLINICIAN[1],
                                     "next": "/device/quarantine"})
     assert answer.location == "/device/quarantine"
     client = ViewerClient(app)
-    answer = client.post("/login", {"name": CLINICIAN[0], "password": CLINICIAN[1],
-                                    "next": "//evil.example/x"})
-    assert answer.location == "/"
+    answer = client.post("/login", {"name": CLINICIAN[0], "password": CLINICIAN[1], "next": ""})
+    assert answer.status_code == 302 and answer.location == "/"
+    assert ViewerClient(app).get("/login?next=/%09/evil.example").status_code == 400
 
 
 def test_wrong_password_and_unknown_name_get_the_same_answer(viewer):
@@ -140,37 +145,57 @@ def test_idle_and_old_sessions_expire(viewer):
     conn.close()
 
 
-def test_login_failures_are_limited_per_account_and_address_but_not_for_good(viewer):
+def test_login_failures_slow_the_address_down_but_never_lock(viewer):
     state, app = viewer
-    limit = state.config.web.login_failures_per_minute
+    free = state.config.web.login_free_failures
     client = ViewerClient(app)
-    for _ in range(limit):
+    for _ in range(free):
         assert client.login(CLINICIAN[0], "wrong-password!").status_code == 401
-    blocked = client.login(*CLINICIAN)  # even the right password waits
+    blocked = client.login(*CLINICIAN)  # even the right password waits, from this address
     assert blocked.status_code == 429
     assert re.search(r"Wait \d+ seconds", blocked.get_data(as_text=True))
-    # the same address trying other names is limited too
-    assert client.login(TECHNICIAN[0], TECHNICIAN[1]).status_code == 429
+    assert int(blocked.headers["Retry-After"]) >= 1
+    # the delay is per account and address: other accounts from here are not held up yet
+    assert client.login(TECHNICIAN[0], TECHNICIAN[1]).status_code == 302
     conn = db.connect(state.config.database_path)
-    conn.execute("UPDATE login_failures SET at = at - 61")
+    conn.execute("UPDATE login_failures SET at = at - 3")  # the 2 s delay has passed
     conn.close()
-    assert client.login(*CLINICIAN).status_code == 302
+    assert ViewerClient(app).login(*CLINICIAN).status_code == 302
 
 
-def test_login_limit_per_account_holds_across_addresses(viewer):
+def test_an_attacker_elsewhere_cannot_lock_the_user_out(viewer):
     state, app = viewer
-    limit = state.config.web.login_failures_per_minute
     client = ViewerClient(app)
-    for n in range(limit):
-        answer = client.post("/login", {"name": TECHNICIAN[0], "password": "wrong-password!"},
-                             environ_base={"REMOTE_ADDR": f"10.0.0.{n + 1}"})
-        assert answer.status_code == 401
-    answer = client.post("/login", {"name": TECHNICIAN[0], "password": TECHNICIAN[1]},
-                         environ_base={"REMOTE_ADDR": "10.0.0.99"})
-    assert answer.status_code == 429
-    other = client.post("/login", {"name": CLINICIAN[0], "password": CLINICIAN[1]},
-                        environ_base={"REMOTE_ADDR": "10.0.0.99"})
-    assert other.status_code == 302
+    for _ in range(state.config.web.login_free_failures + 3):
+        client.post("/login", {"name": TECHNICIAN[0], "password": "wrong-password!"},
+                    environ_base={"REMOTE_ADDR": "10.0.0.66"})
+    attacker = client.post("/login", {"name": TECHNICIAN[0], "password": TECHNICIAN[1]},
+                           environ_base={"REMOTE_ADDR": "10.0.0.66"})
+    assert attacker.status_code == 429
+    user = ViewerClient(app).post("/login", {"name": TECHNICIAN[0], "password": TECHNICIAN[1]},
+                                  environ_base={"REMOTE_ADDR": "10.0.0.7"})
+    assert user.status_code == 302
+
+
+def test_the_throttle_delays_grow_and_are_capped(tmp_path):
+    conn = db.open_database(tmp_path / "t.db")
+    throttle = LoginThrottle(conn, free_per_account=2, free_per_address=5, max_delay=16)
+    now = 1_000_000.0
+    waits = []
+    for _ in range(8):
+        wait = throttle.wait_seconds("nurse", "10.0.0.9", now)
+        waits.append(wait)
+        now += wait
+        throttle.record_failure("nurse", "10.0.0.9", now)
+    assert waits[:2] == [0.0, 0.0]
+    assert waits[2:] == [2.0, 4.0, 8.0, 16.0, 16.0, 16.0]
+    assert throttle.wait_seconds("nurse", "10.0.0.10", now) == 0.0  # another computer
+    # one address trying many names is slowed after free_per_address failures in all
+    for n in range(5):
+        throttle.record_failure(f"name-{n}", "10.0.0.11", now)
+    assert throttle.wait_seconds("someone-else", "10.0.0.11", now) == 2.0
+    assert throttle.wait_seconds("nurse", "10.0.0.9", now + 3601) == 0.0  # the window ends
+    conn.close()
 
 
 def test_forms_need_a_csrf_token_and_a_same_origin_referer(viewer):
