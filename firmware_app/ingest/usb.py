@@ -263,11 +263,14 @@ class FolderImporter:
                 return "quarantined", instance
             landed = self.lander.land(wrapped, sop_instance_uid=None, source="usb", origin=origin)
         elif path.suffix.lower() in DICOM_SUFFIXES | PICTURE_SUFFIXES:
-            # named like an image but it is not one: keep it, with the reason
+            # named like an image but it is not one: keep (the start of) it, with the reason
             reason = ("empty file" if not data else
                       "not a DICOM file or a PNG/JPEG picture (content does not match its name)")
-            instance = self.lander.land_rejected(data, reason=reason, source="usb",
-                                                 origin=origin)
+            if len(data) > JUNK_EXCERPT_BYTES:
+                reason += (f"; only its first {JUNK_EXCERPT_BYTES // 2**20} MB of "
+                           f"{len(data) / 2**20:,.0f} MB kept")
+            instance = self.lander.land_rejected(data[:JUNK_EXCERPT_BYTES], reason=reason,
+                                                 source="usb", origin=origin)
             report.quarantined += 1
             return "quarantined", instance
         else:
@@ -299,8 +302,18 @@ class FolderImporter:
                 report.count(self._top_folder(path), "waiting")
                 continue
             try:
-                if stat.st_size > self.lander.max_object_bytes:
-                    raise ValueError("file larger than the object size limit")
+                refusal = size_refusal(stat, self.lander.max_object_bytes)
+                if refusal is not None:  # never copied: a small record says why
+                    origin = f"usb:{path.relative_to(self.root)}"
+                    instance_id = self.lander.land_rejected(b"", reason=refusal, source="usb",
+                                                            origin=origin)
+                    report.quarantined += 1
+                    log.warning("%s refused without copying: %s", path.name, refusal)
+                    self._remember(path, stat.st_size, stat.st_mtime_ns, "refused",
+                                   instance_id)
+                    report.count(self._top_folder(path), "taken")
+                    self._seen.pop(path, None)
+                    continue
                 with open(path, "rb") as handle:
                     data = handle.read()
                 if len(data) != stat.st_size:
@@ -385,6 +398,32 @@ class FolderImporter:
             except Exception:
                 log.exception("import scan failed; will try again")
             stop.wait(poll_seconds)
+
+
+#: a file named like an image that is not one keeps at most this much in quarantine
+JUNK_EXCERPT_BYTES = 2**20
+#: below this share of its size actually stored on the medium, a file is sparse
+SPARSE_RATIO = 0.5
+#: files smaller than this are never called sparse (small files share blocks, tails vary)
+SPARSE_MIN_BYTES = 2**20
+
+
+def size_refusal(stat: os.stat_result, max_object_bytes: int) -> str | None:
+    """Why a file must not be copied at all (its size alone says so), or None.
+
+    The apparent size is what a copy would write, and a sparse file (a 1 GB file
+    whose blocks are mostly holes, taking nothing on the medium) would be copied
+    into the spool as that many real bytes: no modality or PACS export writes one.
+    """
+    size = stat.st_size
+    if size > max_object_bytes:
+        return (f"file is {size / 2**20:,.0f} MB, over the {max_object_bytes / 2**20:,.0f} MB "
+                "object limit; not copied")
+    stored = getattr(stat, "st_blocks", None)
+    if stored is not None and size >= SPARSE_MIN_BYTES and stored * 512 < size * SPARSE_RATIO:
+        return (f"sparse file ({size / 2**20:,.0f} MB long, {stored * 512 / 2**20:,.1f} MB "
+                "stored on the medium): not an image a modality writes; not copied")
+    return None
 
 
 def _file_meta_uids(path: Path) -> tuple[str | None, str | None]:

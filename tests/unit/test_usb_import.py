@@ -147,3 +147,50 @@ def test_file_named_dicom_but_not_dicom_is_quarantined_with_reason(setup):
     assert row["reason"] != "empty file"
     quarantine = importer.lander.spool.quarantine_root
     assert (quarantine / f"{row['local_id']}.dcm").exists()
+
+
+def _stored_bytes(root: Path) -> int:
+    """What the files under ``root`` really take on disk (sparse holes excluded)."""
+    return sum(p.stat().st_blocks * 512 for p in root.rglob("*") if p.is_file())
+
+
+def test_a_sparse_file_is_refused_with_its_reason_and_never_copied(setup, tmp_path):
+    importer, medium, conn = setup
+    sparse = medium / "IMG0001.dcm"
+    with open(sparse, "wb") as handle:  # under this box's 64 MB limit, nothing stored: a hole
+        handle.truncate(48 * 2**20)
+    assert sparse.stat().st_blocks * 512 < 2**20
+    shutil.copy(CT, medium / "IMG0002.dcm")
+    importer.scan_once(now=0.0)
+    report = importer.scan_once(now=5.0)
+    assert report.quarantined == 1 and report.accepted == 1
+    rows = conn.execute("SELECT status, reason, size_bytes FROM instances ORDER BY id").fetchall()
+    refused = next(r for r in rows if r["status"] == "quarantined")
+    assert "sparse file (48 MB long" in refused["reason"] and "not copied" in refused["reason"]
+    assert refused["size_bytes"] == 0
+    assert sorted(r["status"] for r in rows) == ["quarantined", "queued"]
+    assert _stored_bytes(tmp_path / "state") < 16 * 2**20  # the database and one CT slice
+    assert importer.scan_once(now=10.0).quarantined == 0  # taken once, not again
+
+
+def test_a_file_over_the_object_limit_is_refused_without_reading_it(setup, tmp_path):
+    importer, medium, conn = setup
+    big = medium / "big.dcm"
+    with open(big, "wb") as handle:  # over the 64 MB limit of this box (sparse: cheap here)
+        handle.truncate(65 * 2**20)
+    importer.scan_once(now=0.0)
+    assert importer.scan_once(now=5.0).quarantined == 1
+    reason = conn.execute("SELECT reason FROM instances").fetchone()["reason"]
+    assert reason == "file is 65 MB, over the 64 MB object limit; not copied"
+    assert _stored_bytes(tmp_path / "state") < 16 * 2**20
+
+
+def test_junk_named_like_an_image_keeps_only_an_excerpt(setup):
+    importer, medium, conn = setup
+    (medium / "junk.dcm").write_bytes(os.urandom(3 * 2**20))
+    importer.scan_once(now=0.0)
+    assert importer.scan_once(now=5.0).quarantined == 1
+    row = conn.execute("SELECT reason, local_id FROM instances").fetchone()
+    assert "only its first 1 MB of 3 MB kept" in row["reason"]
+    kept = importer.lander.spool.quarantine_root / f"{row['local_id']}.dcm"
+    assert kept.stat().st_size == 2**20
