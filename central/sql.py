@@ -12,6 +12,7 @@ receiver outlives a database restart.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -103,7 +104,9 @@ class Database:
                                    connect_timeout=max(1, int(self._connect_timeout)))
         path = sqlite_path(self.url)
         if str(path) != ":memory:":
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+            if not path.exists():  # device keys and figures: the receiver's user only
+                os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
         conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None,
                                check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")

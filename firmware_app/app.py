@@ -110,7 +110,7 @@ class Appliance:
     def start(self) -> None:
         """Bring up storage, model, worker and listeners, in that order."""
         config = self.config
-        config.state_dir.mkdir(parents=True, exist_ok=True)
+        db.private_state_dir(config.state_dir)
         conn = db.connect(config.database_path)
         db.initialise(conn)
         spool = make_spool(config)

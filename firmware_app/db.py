@@ -9,6 +9,7 @@ acknowledged to a sender.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -192,6 +193,31 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
+#: the state folder: the service user and its group (the viewer, a technician's tools)
+STATE_DIR_MODE = 0o750
+#: the database and its WAL and shared-memory files: the service user only
+DATABASE_MODE = 0o600
+
+
+def private_state_dir(folder: Path) -> None:
+    """Create ``folder`` 0750, or take group-write and every "other" bit off one we own."""
+    folder.mkdir(parents=True, exist_ok=True, mode=STATE_DIR_MODE)
+    info = folder.stat()
+    if info.st_uid == os.geteuid() and info.st_mode & 0o7777 & ~STATE_DIR_MODE:
+        os.chmod(folder, info.st_mode & STATE_DIR_MODE)
+
+
+def keep_private(path: Path) -> None:
+    """The database, ``-wal`` and ``-shm`` files 0600 (those we own), whatever the umask."""
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            info = file.stat()
+        except FileNotFoundError:
+            continue
+        if info.st_uid == os.geteuid() and info.st_mode & 0o777 != DATABASE_MODE:
+            os.chmod(file, DATABASE_MODE)
+
+
 def connect(path: Path, *, acknowledging: bool = True) -> sqlite3.Connection:
     """Open (and create if needed) the database.
 
@@ -206,10 +232,13 @@ def connect(path: Path, *, acknowledging: bool = True) -> sqlite3.Connection:
     whose jobs then go back to the queue and are processed again.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_state_dir(path.parent)
+    if not path.exists():  # created private, whatever the umask (patient names are in it)
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, DATABASE_MODE))
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
+    keep_private(path)
     conn.execute(f"PRAGMA synchronous={'FULL' if acknowledging else 'NORMAL'}")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")

@@ -6,7 +6,9 @@ fixture (a fresh, empty database per test).
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 import threading
 
 import pytest
@@ -182,3 +184,15 @@ class TestStoreOnSqlite(StoreContract):
         Store("sqlite:///rel/central.db").close()
         Store(str(tmp_path / "bare.db")).close()
         assert (tmp_path / "rel" / "central.db").exists() and (tmp_path / "bare.db").exists()
+
+    def test_the_hospital_database_is_private_whatever_the_umask(self, tmp_path):
+        previous = os.umask(0)
+        try:
+            store = Store(f"sqlite:///{tmp_path}/private/central.db")
+            store.store(Header("clinic-a", "box-1", "status", 1), status_payload(), 1.0)
+            files = [tmp_path / "private" / f"central.db{s}" for s in ("", "-wal", "-shm")]
+            assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o600}
+            assert stat.S_IMODE((tmp_path / "private").stat().st_mode) == 0o750
+            store.close()
+        finally:
+            os.umask(previous)
