@@ -142,6 +142,9 @@ class LimitsConfig:
     max_columns: int = _key(_range(8, 65535), "largest image width accepted", 16384)
     max_frames: int = _key(_range(1, 100000), "most frames in one object", 4000)
     max_decoded_mb: int = _key(_range(1, 65536), "decoded pixel memory per object", 1024)
+    max_megapixels: float = _key(
+        _range(0.01, 1000), "largest frame in megapixels (40 admits every full-field "
+                            "mammography detector, up to 4728 × 5928)", 40.0)
     min_rows: int = _key(_range(1, 4096), "smaller images get a quality warning", 64)
 
 

@@ -38,6 +38,7 @@ from pydicom.uid import (
     CTImageStorage,
     ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
+    RLELossless,
     generate_uid,
 )
 
@@ -179,6 +180,41 @@ def _encapsulated(name: str, syntax: str, fragment: bytes) -> bytes:
     return to_bytes(ds)
 
 
+def j2k_bomb(name: str, claimed: int = 40000) -> bytes:
+    """A real JPEG 2000 frame (pydicom's 64 × 64 MR test image) whose SIZ marker is
+    rewritten to claim ``claimed`` × ``claimed`` pixels, under a 64 × 64 DICOM header:
+    a decoder that trusted the stream would allocate gigabytes."""
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+    from pydicom.encaps import generate_frames
+
+    source = dcmread(get_testdata_file("emri_small_jpeg_2k_lossless.dcm"))
+    frame = bytearray(next(generate_frames(source.PixelData, number_of_frames=int(
+        source.NumberOfFrames))))
+    assert frame[:4] == b"\xff\x4f\xff\x51"
+    for offset in (8, 12, 24, 28):  # Xsiz, Ysiz, XTsiz, YTsiz
+        frame[offset:offset + 4] = struct.pack(">I", claimed)
+    ds = image_dataset(name, source.Rows, source.Columns,
+                       transfer_syntax=source.file_meta.TransferSyntaxUID)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    ds.PixelData = encapsulate([bytes(frame)])
+    ds["PixelData"].VR = "OB"
+    return to_bytes(ds)
+
+
+def rle_giant(name: str, side: int = 16384) -> bytes:
+    """A valid RLE Lossless object of ``side`` × ``side`` 16-bit pixels (512 MB decoded
+    at 16384) that compresses to about 8 MB: two PackBits segments of repeated zeros."""
+    runs = side * side // 128
+    segment = b"\x81\x00" * runs  # each pair: repeat the byte 0 128 times
+    header = struct.pack("<16I", 2, 64, 64 + len(segment), *([0] * 13))
+    ds = image_dataset(name, transfer_syntax=RLELossless)
+    ds.Rows = ds.Columns = side
+    ds.PixelData = encapsulate([header + segment + segment])
+    ds["PixelData"].VR = "OB"
+    return to_bytes(ds)
+
+
 def _relabel_native(data: bytes) -> bytes:
     """Rewrite a JPEG Baseline file's transfer syntax as explicit VR little endian.
 
@@ -300,8 +336,11 @@ def _build() -> dict[str, tuple[bytes, str]]:
     files["corrupt_jpeg.dcm"] = (
         _encapsulated("corrupt_jpeg", JPEGBaseline8Bit,
                       b"\xff\xd8\xff\xe0" + bytes(rng.randrange(256) for _ in range(500))),
-        "cannot decode",
+        "refused before decoding: the jpeg stream",
     )
+    files["j2k_bomb.dcm"] = (j2k_bomb("j2k_bomb"),
+                             "the jpeg 2000 stream says 40000 × 40000 pixels")
+    files["rle_giant.dcm"] = (rle_giant("rle_giant"), "over the 40 megapixel limit")
     files["encapsulated_in_native.dcm"] = (
         _relabel_native(_encapsulated("encapsulated_in_native", JPEGBaseline8Bit, bytes(64))),
         "pixel data is compressed but",

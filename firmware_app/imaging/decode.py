@@ -42,6 +42,7 @@ from pydicom.pixels import apply_color_lut, as_pixel_options, get_decoder
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from firmware_app.config import LimitsConfig
+from firmware_app.imaging.codestream import StreamMismatch, check_frames
 
 MB = 1024 * 1024
 #: Room for headers, overlays and icons on top of the decoded-pixel budget.
@@ -344,6 +345,10 @@ def _validate(ds: Dataset, limits: LimitsConfig) -> Header:
     if needed > limits.max_decoded_mb * MB:
         raise DecodeError(f"decoded image would need {needed / MB:,.0f} MB, "
                           f"over the {limits.max_decoded_mb} MB limit")
+    megapixels = rows * columns / 1e6
+    if megapixels > limits.max_megapixels:
+        raise DecodeError(f"each frame is {columns} × {rows} = {megapixels:,.1f} megapixels, "
+                          f"over the {limits.max_megapixels:g} megapixel limit")
     element = ds.get_item(pixel_tag)
     value = element.value or b""
     undefined = getattr(element, "length", None) == UNDEFINED_LENGTH or getattr(
@@ -352,6 +357,12 @@ def _validate(ds: Dataset, limits: LimitsConfig) -> Header:
     if undefined and not syntax.is_encapsulated:
         raise DecodeError(f"pixel data is compressed but the transfer syntax {syntax} "
                           f"({syntax.name}) says it is not")
+    if syntax.is_encapsulated and value:
+        try:  # what the compressed stream claims, before a decoder sizes its buffers by it
+            check_frames(syntax, value, rows=rows, columns=columns, samples=samples,
+                         bits_allocated=allocated, frames=frames)
+        except StreamMismatch as exc:
+            raise DecodeError(f"refused before decoding: {exc}") from None
     if not syntax.is_encapsulated:
         bits = rows * columns * frames * allocated * samples
         if photometric == "YBR_FULL_422":

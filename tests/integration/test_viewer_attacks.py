@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+from tests.corpus import image_dataset, write
 from tests.integration.conftest import REPO, free_port, storescu, wait_for
 from tests.web_client import csrf_token
 
@@ -147,9 +148,8 @@ def test_an_attacker_elsewhere_slows_itself_not_the_nurse(viewer):
 
 def test_only_clinicians_record_clinical_feedback(viewer, tmp_path):
     box, port, cert = viewer
-    from tests.corpus import image_dataset, write
-
-    assert storescu(box.port, [write(image_dataset("viewer-attack"), tmp_path, "ct.dcm")]).returncode == 0
+    image = write(image_dataset("viewer-attack"), tmp_path, "ct.dcm")
+    assert storescu(box.port, [image]).returncode == 0
     box.wait_idle(1)
     instance = box.db_rows("SELECT id FROM instances")[0][0]
     study = box.db_rows("SELECT id FROM studies")[0][0]
