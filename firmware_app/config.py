@@ -142,6 +142,9 @@ class LimitsConfig:
     max_columns: int = _key(_range(8, 65535), "largest image width accepted", 16384)
     max_frames: int = _key(_range(1, 100000), "most frames in one object", 4000)
     max_decoded_mb: int = _key(_range(1, 65536), "decoded pixel memory per object", 1024)
+    sandbox_memory_mb: int = _key(
+        _range(64, 65536), "memory the decoder process may take on top of its code", 2048)
+    sandbox_seconds: float = _key(_range(1, 3600), "longest decode of one object", 60.0)
     max_megapixels: float = _key(
         _range(0.01, 1000), "largest frame in megapixels (40 admits every full-field "
                             "mammography detector, up to 4728 × 5928)", 40.0)

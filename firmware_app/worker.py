@@ -16,7 +16,8 @@ import time
 
 from firmware_app import db
 from firmware_app.config import Config
-from firmware_app.imaging.decode import DecodeError, decode
+from firmware_app.imaging.decode import DecodeError
+from firmware_app.imaging.sandbox import DecodeSandbox
 from firmware_app.inference.runner import ModelRunner
 from firmware_app.model_trial import ModelTrial
 from firmware_app.queue import Job, JobQueue
@@ -37,6 +38,8 @@ class Worker:
         self.trial = trial
         #: time.monotonic() of the loop's last pass (the watchdog's proof of life)
         self.beat = time.monotonic()
+        #: pixels are decoded in a limited child process, never in the service
+        self.sandbox = DecodeSandbox(config.limits)
         self.conn = db.connect(config.database_path, acknowledging=False)
         self.queue = JobQueue(self.conn)
         self.results = ResultStore(self.conn)
@@ -54,8 +57,8 @@ class Worker:
         """Process one claimed job; return its final status."""
         started = time.perf_counter()
         try:
-            decoded = decode(job.spool_path, self.config.limits,
-                             self.config.worker.max_frames_per_instance)
+            decoded = self.sandbox.decode(job.spool_path,
+                                          self.config.worker.max_frames_per_instance)
         except DecodeError as exc:
             return self.quarantine(job, str(exc))
         except FileNotFoundError:
@@ -115,6 +118,12 @@ class Worker:
 
     def run(self, stop: threading.Event, wake: threading.Event) -> None:
         """Work until ``stop`` is set, sleeping on ``wake`` when the queue is empty."""
+        try:
+            self._loop(stop, wake)
+        finally:
+            self.sandbox.close()
+
+    def _loop(self, stop: threading.Event, wake: threading.Event) -> None:
         while not stop.is_set():
             self.beat = time.monotonic()
             if self.trial is not None and self.trial.rolled_back:

@@ -63,6 +63,10 @@ REQUIRED = ("SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated", "Bi
             "PixelRepresentation")
 
 
+#: the reason a decode that ran out of memory gives
+NOT_ENOUGH_MEMORY = "cannot decode: not enough memory on this box"
+
+
 class DecodeError(Exception):
     """A file the box cannot turn into an image; ``reason`` is readable by clinic staff."""
 
@@ -176,7 +180,7 @@ def decode_guard() -> Iterator[list[warnings.WarningMessage]]:
         except (DecodeError, FileNotFoundError, KeyboardInterrupt, SystemExit, GeneratorExit):
             raise
         except MemoryError:
-            raise DecodeError("cannot decode: not enough memory on this box") from None
+            raise DecodeError(NOT_ENOUGH_MEMORY) from None
         except BaseException as exc:  # codec panics (e.g. PyO3 PanicException) are BaseException
             raise DecodeError(f"cannot decode: {_short(exc)}") from exc
 

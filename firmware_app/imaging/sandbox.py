@@ -1,0 +1,206 @@
+"""Decode untrusted objects in a child process with hard limits.
+
+The codecs (OpenJPEG, libjpeg, CharLS, RLE) are C code fed by whoever is on
+the clinic LAN. The header and stream checks in ``decode`` refuse the bombs
+we know; the sandbox bounds the ones we do not:
+
+* the decoder runs in its own process (a fresh interpreter, ``python -m
+  firmware_app.imaging.sandbox``: no state, locks or sockets inherited from the
+  threaded service, only its end of a socket pair), kept warm between objects;
+* its address space is limited (``RLIMIT_AS``: what it had mapped when it
+  started plus ``[limits] sandbox_memory_mb``), so a decoder that asks for
+  gigabytes gets MemoryError or dies, not the service;
+* every decode has a wall-clock limit (``sandbox_seconds``): past it the child
+  is killed and a fresh one started for the next object;
+* it has no network: it is given no socket, and where the kernel allows (root,
+  or CAP_SYS_ADMIN) it moves into a network namespace of its own, with no
+  interface but a down loopback; ``network_isolated`` says which held.
+
+A crash (a signal), running out of memory or time becomes a ``DecodeError``
+with a plain reason, which the worker quarantines the object with; the child
+is replaced and the next object goes on. Decoded frames come back through a
+``.npy`` file in a private folder (0700), not through the pipe, and are mapped
+rather than read by the service.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import weakref
+from dataclasses import asdict, replace
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import numpy as np
+
+from firmware_app.config import LimitsConfig
+from firmware_app.imaging.decode import NOT_ENOUGH_MEMORY, DecodedImage, DecodeError, decode
+
+log = logging.getLogger(__name__)
+
+MB = 1024 * 1024
+CLONE_NEWNET = 0x40000000
+
+
+def _mapped_bytes() -> int:
+    """The process's current virtual size (VmSize)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _isolate_network() -> bool:
+    """Move into a new, empty network namespace; False where the kernel refuses."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.unshare(CLONE_NEWNET) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _serve(conn: Connection, memory_bytes: int) -> None:
+    """The child: limit itself, then decode what the parent sends until the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when the child ends
+    isolated = _isolate_network()
+    limit = _mapped_bytes() + memory_bytes
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    conn.send(("ready", isolated))
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):
+            return
+        path, limits, max_frames, out = request
+        try:
+            image = decode(Path(path), LimitsConfig(**limits), max_frames)
+            np.save(out, image.frames, allow_pickle=False)
+            meta = asdict(replace(image, frames=np.empty((0, 0, 0), np.float32)))
+            meta.pop("frames")
+            conn.send(("ok", meta))
+        except MemoryError:
+            conn.send(("memory", ""))
+        except DecodeError as exc:
+            conn.send(("memory", "") if exc.reason == NOT_ENOUGH_MEMORY else
+                      ("refused", exc.reason))
+        except FileNotFoundError as exc:
+            conn.send(("missing", str(exc)))
+
+
+class DecodeSandbox:
+    """Decodes objects in a warm, limited child process; one object at a time."""
+
+    def __init__(self, limits: LimitsConfig) -> None:
+        """Limits come from ``[limits]``: what decode checks, and the child's bounds."""
+        self.limits = limits
+        self.memory_bytes = limits.sandbox_memory_mb * MB
+        self.seconds = float(limits.sandbox_seconds)
+        self._process: subprocess.Popen | None = None
+        self._conn: Connection | None = None
+        self._lock = threading.Lock()
+        self._folder = Path(tempfile.mkdtemp(prefix="clinibox-decode-"))
+        os.chmod(self._folder, 0o700)
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self._folder, True)
+        #: whether the running child could leave the network (None before it started)
+        self.network_isolated: bool | None = None
+
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "firmware_app.imaging.sandbox", str(theirs.fileno()),
+             str(self.memory_bytes)],
+            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, close_fds=True)
+        theirs.close()
+        parent = Connection(ours.detach())
+        try:
+            if not parent.poll(120):
+                raise EOFError
+            _, self.network_isolated = parent.recv()
+        except (EOFError, OSError):
+            process.kill()
+            process.wait()
+            parent.close()
+            raise DecodeError("the decoder process did not start") from None
+        self._process, self._conn = process, parent
+
+    def _stop_child(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(OSError):
+                self._conn.close()
+        if self._process is not None:
+            if self._process.poll() is None:
+                self._process.kill()
+            self._process.wait(10)
+        self._process = self._conn = None
+
+    def _died(self) -> DecodeError:
+        try:
+            code = self._process.wait(10)
+        except subprocess.TimeoutExpired:
+            code = None
+        self._stop_child()
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name
+            return DecodeError(f"the decoder crashed ({name}); with a "
+                               f"{self.memory_bytes // MB} MB memory limit this is often an "
+                               "image too large or damaged to decode")
+        return DecodeError(f"the decoder stopped unexpectedly (exit status {code})")
+
+    def decode(self, path: Path, max_frames: int) -> DecodedImage:
+        """Decode ``path`` as ``firmware_app.imaging.decode.decode`` would, in the sandbox."""
+        with self._lock:
+            if self._process is None or self._process.poll() is not None:
+                self._stop_child()
+                self._start()
+            out = self._folder / "frames.npy"
+            out.unlink(missing_ok=True)
+            assert self._conn is not None
+            try:
+                self._conn.send((str(path), asdict(self.limits), max_frames, str(out)))
+                if not self._conn.poll(self.seconds):
+                    self._stop_child()
+                    raise DecodeError(f"decoding took longer than {self.seconds:g} s; the "
+                                      "decoder was stopped")
+                kind, payload = self._conn.recv()
+            except (EOFError, OSError, BrokenPipeError):
+                raise self._died() from None
+            if kind == "refused":
+                raise DecodeError(payload)
+            if kind == "memory":
+                self._stop_child()  # a fresh child for the next object: no fragments kept
+                raise DecodeError(f"the decoder ran out of its {self.memory_bytes // MB} MB "
+                                  "memory limit")
+            if kind == "missing":
+                raise FileNotFoundError(payload)
+            try:  # mapped, not read: clean file pages the kernel may drop under pressure
+                frames = np.load(out, mmap_mode="r", allow_pickle=False)
+            finally:
+                out.unlink(missing_ok=True)  # the mapping outlives the name
+            return DecodedImage(frames=frames, **payload)
+
+    def close(self) -> None:
+        """End the child and remove the private folder."""
+        with self._lock:
+            self._stop_child()
+        self._cleanup()
+
+
+def main(argv: list[str]) -> None:
+    """``python -m firmware_app.imaging.sandbox FD MEMORY_BYTES``: the child's entry."""
+    _serve(Connection(int(argv[0])), int(argv[1]))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,129 @@
+"""The decoder sandbox: a real child process, really crashed, hung and starved of memory.
+
+Each failure must come back as a plain DecodeError, the next object must decode
+in a fresh child, and the service's own memory must not carry what the child
+decoded.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom.data import get_testdata_file
+
+from firmware_app.config import LimitsConfig
+from firmware_app.imaging.decode import DecodeError, decode
+from firmware_app.imaging.sandbox import DecodeSandbox
+from tests.corpus import image_dataset, j2k_bomb, rle_giant, write
+
+CT = Path(get_testdata_file("CT_small.dcm"))
+J2K = Path(get_testdata_file("emri_small_jpeg_2k_lossless.dcm"))
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.fixture
+def sandbox():
+    box = DecodeSandbox(LimitsConfig())
+    yield box
+    box.close()
+
+
+def test_the_sandbox_decodes_exactly_like_the_service_would(sandbox):
+    for path in (CT, J2K):
+        here, there = decode(path, LimitsConfig(), 4), sandbox.decode(path, 4)
+        np.testing.assert_array_equal(np.asarray(there.frames), here.frames)
+        assert (there.modality, there.rows, there.frame_indices) == (
+            here.modality, here.rows, here.frame_indices)
+        assert there.display == here.display
+    assert sandbox._process is not None and sandbox._process.pid != os.getpid()
+
+
+def test_refusals_are_plain_and_the_child_stays(sandbox, tmp_path):
+    bomb = tmp_path / "bomb.dcm"
+    bomb.write_bytes(j2k_bomb("bomb"))
+    with pytest.raises(DecodeError, match="says 40000 × 40000 pixels"):
+        sandbox.decode(bomb, 1)
+    child = sandbox._process.pid
+    assert sandbox.decode(CT, 1).modality == "CT"
+    assert sandbox._process.pid == child  # a refusal does not cost a restart
+
+
+def test_a_decoder_that_crashes_mid_object_is_a_reason_and_the_next_goes_on(sandbox):
+    sandbox.decode(CT, 1)
+    child = sandbox._process.pid
+    os.kill(child, signal.SIGSTOP)  # the request waits in the socket; then the codec "crashes"
+
+    def crash() -> None:
+        os.kill(child, signal.SIGSEGV)
+        os.kill(child, signal.SIGCONT)
+
+    threading.Timer(0.3, crash).start()
+    with pytest.raises(DecodeError, match=r"the decoder crashed \(SIGSEGV\)"):
+        sandbox.decode(CT, 1)
+    assert sandbox.decode(CT, 1).modality == "CT"
+    assert sandbox._process.pid != child
+
+
+def test_a_child_gone_between_objects_is_simply_replaced(sandbox):
+    sandbox.decode(CT, 1)
+    os.kill(sandbox._process.pid, signal.SIGKILL)
+    sandbox._process.wait(10)
+    assert sandbox.decode(CT, 1).modality == "CT"
+
+
+def test_a_hung_decoder_is_stopped_after_its_time(tmp_path):
+    sandbox = DecodeSandbox(replace(LimitsConfig(), sandbox_seconds=1.0))
+    try:
+        sandbox.decode(CT, 1)
+        os.kill(sandbox._process.pid, signal.SIGSTOP)  # hangs as a looping codec would
+        started = time.monotonic()
+        with pytest.raises(DecodeError, match="decoding took longer than 1 s"):
+            sandbox.decode(CT, 1)
+        assert time.monotonic() - started < 15
+        assert sandbox.decode(CT, 1).modality == "CT"
+    finally:
+        sandbox.close()
+
+
+def test_a_decode_past_the_memory_limit_fails_in_the_child_not_the_service(tmp_path):
+    """A 16384² RLE image (512 MB of pixels, 8 MB on the wire) let past the megapixel
+    limit: the child hits its 256 MB limit; the service's memory does not move."""
+    giant = tmp_path / "giant.dcm"
+    giant.write_bytes(rle_giant("giant"))
+    limits = replace(LimitsConfig(), max_megapixels=300.0, sandbox_memory_mb=256)
+    sandbox = DecodeSandbox(limits)
+    try:
+        sandbox.decode(CT, 1)
+        before = rss_mb()
+        with pytest.raises(DecodeError, match=r"256 MB memory limit|decoder crashed"):
+            sandbox.decode(giant, 1)
+        assert rss_mb() - before < 50
+        assert sandbox.decode(CT, 1).modality == "CT"  # a fresh child
+    finally:
+        sandbox.close()
+
+
+def test_an_image_too_big_for_a_64_mb_decoder_is_refused_and_the_next_decodes(tmp_path):
+    from firmware_app.imaging.decode import DecodeError as Refused
+
+    sandbox = DecodeSandbox(replace(LimitsConfig(), sandbox_memory_mb=64, max_megapixels=300))
+    try:
+        big = write(image_dataset("big", 4096, 4096), tmp_path, "big.dcm")  # 32 MB of pixels
+        with pytest.raises(Refused, match=r"64 MB memory limit|decoder crashed"):
+            sandbox.decode(big, 1)
+        assert sandbox.decode(CT, 1).rows == 128
+    finally:
+        sandbox.close()
