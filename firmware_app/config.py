@@ -104,9 +104,15 @@ class DicomConfig:
         _ae_titles, "calling AE titles allowed to connect; empty allows any", factory=list
     )
     max_associations: int = _key(_range(1, 256), "concurrent associations", 8)
-    acse_timeout: float = _key(_range(1, 3600), "seconds to wait for association messages", 30.0)
+    max_associations_per_peer: int = _key(
+        _range(1, 256), "concurrent associations one address may hold (the rest stay free "
+                        "for other modalities)", 4)
+    max_pdu_kb: int = _key(_range(4, 4096), "largest PDU we accept (advertised to peers), KB",
+                           256)
+    acse_timeout: float = _key(_range(1, 3600), "seconds a new connection has to associate "
+                                                "(and to release)", 10.0)
     dimse_timeout: float = _key(_range(1, 3600), "seconds to wait for DIMSE messages", 60.0)
-    network_timeout: float = _key(_range(1, 86400), "seconds before an idle link is closed", 120.0)
+    network_timeout: float = _key(_range(1, 86400), "seconds before an idle link is closed", 60.0)
     tls_enabled: bool = _key(doc="DICOM over TLS", default=False)
     tls_cert: str = _key(doc="server certificate (PEM) when TLS is on", default="")
     tls_key: str = _key(doc="server private key (PEM) when TLS is on", default="")

@@ -52,6 +52,11 @@ class JobQueue:
         ).fetchone()
         return None if row is None else int(row["id"])
 
+    def local_id(self, instance_id: int) -> str:
+        """The spool name of instance ``instance_id``."""
+        return str(self.conn.execute("SELECT local_id FROM instances WHERE id = ?",
+                                     (instance_id,)).fetchone()["local_id"])
+
     def note_duplicate(self, instance_id: int) -> None:
         """Count a repeated delivery of an instance the box already holds."""
         self.conn.execute(

@@ -13,6 +13,9 @@ import shutil
 import uuid
 from pathlib import Path
 
+#: data sets being received over DICOM are written to ``tmp/<prefix>…`` as they arrive
+RECEIVING_PREFIX = "receiving-"
+
 
 class SpoolFull(OSError):
     """The disk is below the configured free-space floor."""
@@ -89,6 +92,45 @@ class Spool:
         fsync_dir(folder)
         return final
 
+    def adopt(self, local_id: str, received: Path) -> Path:
+        """Make a file received into ``tmp`` the object ``local_id``: fsync it, rename it
+        into place, fsync the folder (no copy). Returns the final path."""
+        self.check_space(0)
+        final = self.path_for(local_id)
+        folder = final.parent
+        if folder not in self._known_dirs:
+            folder.mkdir(exist_ok=True)
+            fsync_dir(self.root)
+            self._known_dirs.add(folder)
+        fd = os.open(received, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(received, 0o640)
+        os.rename(received, final)
+        fsync_dir(folder)
+        return final
+
+    def conflict_path(self, local_id: str) -> Path:
+        """Where an object that conflicts with one the box holds is kept aside."""
+        return self.quarantine_root / "conflicts" / f"{local_id}.dcm"
+
+    def keep_conflict(self, local_id: str, received: Path, reason: str) -> Path:
+        """Keep a conflicting object aside (durably, with a reason note); return its path."""
+        target = self.conflict_path(local_id)
+        target.parent.mkdir(exist_ok=True)
+        note = target.with_suffix(".reason.json")
+        note.write_text(json.dumps({"local_id": local_id, "reason": reason}) + "\n")
+        fd = os.open(received, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(received, target)
+        fsync_dir(target.parent)
+        return target
+
     def discard(self, local_id: str) -> None:
         """Remove an object that was not acknowledged (no error if absent)."""
         self.path_for(local_id).unlink(missing_ok=True)
@@ -126,9 +168,10 @@ class Spool:
     def clean_temporary(self) -> int:
         """Delete partial files left by a crash mid-write; return how many."""
         removed = 0
-        for leftover in self.tmp.glob("*.part"):
-            leftover.unlink(missing_ok=True)
-            removed += 1
+        for pattern in ("*.part", f"{RECEIVING_PREFIX}*"):
+            for leftover in self.tmp.glob(pattern):
+                leftover.unlink(missing_ok=True)
+                removed += 1
         return removed
 
     def remove_orphans(self, known: set[str]) -> int:

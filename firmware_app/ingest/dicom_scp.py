@@ -9,9 +9,14 @@ runs on an association thread.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import ssl
+import tempfile
+import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from pydicom.uid import (
     JPEG2000,
@@ -28,14 +33,14 @@ from pydicom.uid import (
     JPEGLSNearLossless,
     RLELossless,
 )
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, dimse_messages, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
-from pynetdicom.transport import ThreadedAssociationServer
 
 from firmware_app.config import DicomConfig
+from firmware_app.ingest.bounded_server import BoundedAssociationServer, BoundedRequestHandler
 from firmware_app.ingest.landing import Lander, Outcome
-from firmware_app.spool import SpoolFull
+from firmware_app.spool import RECEIVING_PREFIX, SpoolFull
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +68,24 @@ OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
 
 
+def receive_data_sets_into(folder: Path) -> None:
+    """Make pynetdicom write each C-STORE data set to a file in ``folder`` as it arrives
+    (not into memory): on the spool's disk, named so that start-up removes leftovers."""
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    dimse_messages.NamedTemporaryFile = functools.partial(
+        tempfile.NamedTemporaryFile, dir=folder, prefix=RECEIVING_PREFIX)
+
+
+def remove_partial_data_set(event: evt.Event) -> None:
+    """When a connection closes mid-transfer, remove the data set it left half written."""
+    message = getattr(getattr(event.assoc, "dimse", None), "message", None)
+    partial = getattr(message, "_data_set_file", None)
+    if partial is not None:
+        with contextlib.suppress(OSError):
+            partial.close()
+            Path(partial.name).unlink(missing_ok=True)
+
+
 class StorageSCP:
     """Listens for associations and lands every stored object through a Lander."""
 
@@ -75,7 +98,7 @@ class StorageSCP:
         self.config = config
         self.lander = lander
         self.on_stored = on_stored
-        self.server: ThreadedAssociationServer | None = None
+        self.server: BoundedAssociationServer | None = None
 
     def _build_ae(self) -> AE:
         cfg = self.config
@@ -84,6 +107,7 @@ class StorageSCP:
         ae.acse_timeout = cfg.acse_timeout
         ae.dimse_timeout = cfg.dimse_timeout
         ae.network_timeout = cfg.network_timeout
+        ae.maximum_pdu_size = cfg.max_pdu_kb * 1024
         ae.require_called_aet = True
         if cfg.allowed_calling_aets:
             ae.require_calling_aet = list(cfg.allowed_calling_aets)
@@ -107,13 +131,16 @@ class StorageSCP:
         return context
 
     def handle_store(self, event: evt.Event) -> int:
-        """C-STORE: land the object durably, then (and only then) answer Success."""
+        """C-STORE: land the object durably, then (and only then) answer Success.
+
+        The data set is already on disk in the spool's ``tmp`` folder (written as it
+        arrived); landing renames it into place.
+        """
         try:
-            data = event.encoded_dataset(include_meta=True)
             sop_uid = str(event.request.AffectedSOPInstanceUID or "") or None
             calling = event.assoc.requestor.ae_title
-            landed = self.lander.land(data, sop_instance_uid=sop_uid, source="dicom",
-                                      origin=calling)
+            landed = self.lander.land_file(event.dataset_path, sop_instance_uid=sop_uid,
+                                           source="dicom", origin=calling)
         except SpoolFull as exc:
             log.error("C-STORE refused, out of resources: %s", exc)
             return OUT_OF_RESOURCES
@@ -129,14 +156,20 @@ class StorageSCP:
 
     def start(self) -> None:
         """Start listening (non-blocking)."""
-        handlers = [(evt.EVT_C_STORE, self.handle_store)]
+        receive_data_sets_into(self.lander.spool.tmp)
+        handlers = [(evt.EVT_C_STORE, self.handle_store),
+                    (evt.EVT_CONN_CLOSE, remove_partial_data_set)]
         ae = self._build_ae()
-        self.server = ae.start_server(
-            (self.config.host, self.config.port),
-            block=False,
-            evt_handlers=handlers,
-            ssl_context=self._ssl_context(),
-        )
+        server = ae.make_server((self.config.host, self.config.port),
+                                evt_handlers=handlers, ssl_context=self._ssl_context(),
+                                server_class=BoundedAssociationServer,
+                                request_handler=BoundedRequestHandler)
+        server.max_per_peer = self.config.max_associations_per_peer
+        server.max_object_bytes = self.lander.max_object_bytes
+        ae._servers.append(server)  # as ae.start_server does: shutdown() removes it
+        threading.Thread(target=server.serve_forever, name="dicom-acceptor",
+                         daemon=True).start()
+        self.server = server
         log.info(
             "DICOM SCP %s listening on %s:%d", self.config.ae_title, self.config.host,
             self.config.port,

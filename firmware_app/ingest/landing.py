@@ -26,6 +26,8 @@ class Outcome(enum.Enum):
 
     ACCEPTED = "accepted"
     DUPLICATE = "duplicate"
+    #: same SOP Instance UID as an object the box holds, different content: kept aside
+    CONFLICT = "conflict"
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,60 @@ class Lander:
             return Landed(Outcome.DUPLICATE, dup.instance_id)
         return Landed(Outcome.ACCEPTED, instance_id)
 
+    def land_file(self, received: Path, *, sop_instance_uid: str | None, source: str,
+                  origin: str | None) -> Landed:
+        """Land a file already written into the spool's ``tmp`` folder (a data set
+        received over DICOM) by renaming it into place: no second copy.
+
+        An identical resend of an instance the box holds is a duplicate (the file is
+        dropped); the same SOP Instance UID with different content is a conflict: the
+        new object is kept aside in quarantine/conflicts, an event says so (local ids
+        only), and it is acknowledged, since it is stored. Raises like ``land``.
+        """
+        size = received.stat().st_size
+        if size > self.max_object_bytes:
+            received.unlink(missing_ok=True)
+            raise ValueError(f"object is {size // 2**20} MB, over the "
+                             f"{self.max_object_bytes // 2**20} MB limit")
+        queue = self._queue()
+        if sop_instance_uid:
+            existing = queue.find_instance(sop_instance_uid)
+            if existing is not None:
+                return self._repeated(existing, received, origin)
+        local_id = new_local_id()
+        path = self.spool.adopt(local_id, received)
+        try:
+            instance_id = queue.enqueue(local_id=local_id, spool_path=path, size_bytes=size,
+                                        source=source, origin=origin,
+                                        sop_instance_uid=sop_instance_uid)
+        except DuplicateInstance as dup:  # the same UID on two associations at once
+            self.spool.discard(local_id)
+            queue.note_duplicate(dup.instance_id)
+            return Landed(Outcome.DUPLICATE, dup.instance_id)
+        except (sqlite3.Error, OSError):
+            self.spool.discard(local_id)
+            raise
+        return Landed(Outcome.ACCEPTED, instance_id)
+
+    def _repeated(self, existing: int, received: Path, origin: str | None) -> Landed:
+        """A second delivery of an instance the box holds: duplicate or conflict."""
+        queue = self._queue()
+        held = [p for p in self.spool.object_files(queue.local_id(existing))[:2] if p.exists()]
+        if not held or same_data_set(held[0], received):
+            received.unlink(missing_ok=True)
+            queue.note_duplicate(existing)
+            return Landed(Outcome.DUPLICATE, existing)
+        local_id = new_local_id()
+        reason = (f"same SOP Instance UID as instance {existing}, different content "
+                  f"(from {origin or 'unknown sender'}); kept aside, not analysed")
+        self.spool.keep_conflict(local_id, received, reason)
+        with db.transaction(queue.conn):
+            db.record_event(queue.conn, "WARNING", "ingest",
+                            f"conflicting duplicate of instance {existing} kept aside as "
+                            f"{local_id} (from {origin or 'unknown sender'})")
+        log.warning("conflicting duplicate of instance %d kept aside as %s", existing, local_id)
+        return Landed(Outcome.CONFLICT, existing)
+
     def land_rejected(self, data: bytes, *, reason: str, source: str, origin: str | None) -> int:
         """Keep an object that is bad on arrival: spooled, queued as quarantined, with why."""
         instance_id, local_id = self._store(data[: self.max_object_bytes], None, source, origin)
@@ -108,3 +164,25 @@ class Lander:
             self.spool.discard(local_id)
             raise
         return instance_id, local_id
+
+
+def _data_set_start(handle) -> int:
+    """Offset of the data set after a Part-10 file's meta group (0 when there is none)."""
+    head = handle.read(144)
+    if len(head) < 144 or head[128:132] != b"DICM" or head[132:136] != b"\x02\x00\x00\x00":
+        return 0
+    return 144 + int.from_bytes(head[140:144], "little")
+
+
+def same_data_set(a: Path, b: Path, chunk: int = 2**20) -> bool:
+    """Whether two Part-10 files carry the same data set (their file meta may differ:
+    another sender or implementation wrote it)."""
+    with open(a, "rb") as left, open(b, "rb") as right:
+        left.seek(_data_set_start(left))
+        right.seek(_data_set_start(right))
+        while True:
+            x, y = left.read(chunk), right.read(chunk)
+            if x != y:
+                return False
+            if not x:
+                return True

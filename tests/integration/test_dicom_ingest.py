@@ -82,7 +82,15 @@ def test_every_image_gets_a_result_every_non_image_a_reason(box, tmp_path):
         assert "no pixel data" in row["reason"].lower()
 
     assert accepted["received"] == len(set(uid_of.values()))
-    assert accepted["duplicates_ignored"] == len(uid_of) - len(set(uid_of.values()))
+    # the variants (same SOP Instance UID, another transfer syntax: different bytes) are
+    # conflicting duplicates, kept aside with an event; none is silently dropped
+    conflicts = sorted((box.state / "quarantine" / "conflicts").glob("*.dcm"))
+    assert accepted["duplicates_ignored"] + len(conflicts) == len(uid_of) - len(
+        set(uid_of.values()))
+    assert len(conflicts) >= 1
+    notes = [r[0] for r in box.db_rows("SELECT message FROM events WHERE component = 'ingest'")]
+    assert len([n for n in notes if n.startswith("conflicting duplicate")]) == len(conflicts)
+    assert not any(uid in n for n in notes for uid in uid_of.values())
     assert accepted["queued"] == 0 and accepted["failed"] == 0
     assert accepted["processed"] == len({uid_of[p] for p in images
                                         if modality_of[p] in model_modalities})
@@ -105,6 +113,30 @@ def test_duplicates_are_recognised_and_not_processed_twice(box, tmp_path):
         assert row["attempts"] == 1  # processed once, not re-run
         assert row["probability"] == first[row["sop_instance_uid"]]["probability"]
     assert box.cli_json("status")["duplicates_ignored"] == 3
+
+
+def test_a_different_object_with_a_known_uid_is_kept_aside_and_told(box, tmp_path):
+    first = phantom_dicoms(tmp_path / "phantoms", 1)[0]
+    assert storescu(box.port, [first]).returncode == 0
+    box.wait_idle(1)
+    changed = dcmread(first)
+    changed.PixelData = bytes(len(changed.PixelData))  # same SOP Instance UID, other pixels
+    other = tmp_path / "other.dcm"
+    changed.save_as(other)
+    sent = storescu(box.port, [other])
+    assert sent.returncode == 0 and "Success" in sent.stdout + sent.stderr  # it is stored
+    kept = sorted((box.state / "quarantine" / "conflicts").glob("*.dcm"))
+    assert len(kept) == 1 and dcmread(kept[0]).PixelData == changed.PixelData
+    reason = kept[0].with_suffix(".reason.json").read_text()
+    assert "same SOP Instance UID as instance 1, different content (from MODALITY)" in reason
+    events = box.db_rows("SELECT level, message FROM events WHERE component = 'ingest'")
+    assert [tuple(e) for e in events] == [
+        ("WARNING", f"conflicting duplicate of instance 1 kept aside as {kept[0].stem} "
+                    "(from MODALITY)")]
+    assert storescu(box.port, [first]).returncode == 0  # the identical resend: a duplicate
+    assert len(list((box.state / "quarantine" / "conflicts").glob("*.dcm"))) == 1
+    assert box.cli_json("status")["duplicates_ignored"] == 1
+    assert len(box.cli_json("results")) == 1
 
 
 def test_calling_ae_allow_list(box_factory, tmp_path):

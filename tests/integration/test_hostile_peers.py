@@ -1,0 +1,132 @@
+"""Hostile peers on the clinic LAN against a running `clinibox serve`.
+
+The attacker is another computer (a second loopback address, 127.0.0.2):
+raw TCP connections that never speak, an association that streams a data set
+past the object limit and never sends its last fragment, a PDU that claims
+1.5 GB. Meanwhile a real modality (dcmtk's storescu, from 127.0.0.1) must
+still store, the box's memory must not follow the attacker's bytes, and no
+partial file may stay behind.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pynetdicom import AE
+from pynetdicom.dimse_messages import C_STORE_RQ
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.pdu import P_DATA_TF
+
+from tests.corpus import image_dataset, write
+from tests.integration.conftest import storescu, wait_for
+
+pytestmark = pytest.mark.integration
+
+ATTACKER = "127.0.0.2"
+LIMIT_MB = 8
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def closed_by_peer(sock: socket.socket, within: float) -> bool:
+    """Whether the box closes ``sock`` within ``within`` seconds."""
+    sock.settimeout(within)
+    try:
+        return sock.recv(1) in (b"",)
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+@pytest.fixture
+def box(box_factory):
+    return box_factory(dicom={"max_associations": 8, "max_associations_per_peer": 4,
+                              "acse_timeout": 3, "network_timeout": 5, "max_pdu_kb": 64},
+                       storage={"max_object_mb": LIMIT_MB})
+
+
+def test_silent_connections_cannot_lock_a_modality_out(box, tmp_path):
+    silent = []
+    for _ in range(8):
+        sock = socket.create_connection(("127.0.0.1", box.port), timeout=5,
+                                        source_address=(ATTACKER, 0))
+        silent.append(sock)
+    time.sleep(0.5)
+    refused = sum(closed_by_peer(s, 0.5) for s in silent)
+    assert refused == 4  # one address holds at most max_associations_per_peer slots
+    image = write(image_dataset("modality-while-attacked"), tmp_path, "ct.dcm")
+    started = time.monotonic()
+    result = storescu(box.port, [image])
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 10
+    # the silent ones that were let in are dropped after acse_timeout
+    assert all(closed_by_peer(s, 10) for s in silent if s.fileno() != -1)
+    for sock in silent:
+        sock.close()
+    box.wait_idle(1)
+
+
+def _store_pdus(assoc, size: int) -> list[bytes]:
+    """The P-DATA-TF PDUs of a C-STORE of a ``size``-byte data set, encoded by pynetdicom."""
+    context = assoc.accepted_contexts[0]
+    primitive = C_STORE()
+    primitive.MessageID = 1
+    primitive.AffectedSOPClassUID = CTImageStorage
+    primitive.AffectedSOPInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+    primitive.Priority = 0
+    primitive.DataSet = BytesIO(bytes(size))  # encoded data set: zeros, the size is what counts
+    message = C_STORE_RQ()
+    message.primitive_to_message(primitive)
+    pdus = []
+    for primitive in message.encode_msg(context.context_id, 16 * 1024):
+        pdu = P_DATA_TF()
+        pdu.from_primitive(primitive)
+        pdus.append(pdu.encode())
+    return pdus
+
+
+def test_an_endless_data_set_is_cut_off_at_the_object_limit(box):
+    ae = AE(ae_title="ATTACKER")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", box.port, ae_title="CLINIBOX",
+                         bind_address=(ATTACKER, 0))
+    assert assoc.is_established
+    before = rss_mb(box.process.pid)
+    raw = assoc.dul.socket.socket
+    pdus = _store_pdus(assoc, 3 * LIMIT_MB * 2**20)
+    sent = 0
+    try:
+        for pdu in pdus[:-1]:  # never the last fragment
+            raw.sendall(pdu)
+            sent += len(pdu)
+    except OSError:
+        pass  # the box hung up: what we want
+    assert sent < 2 * LIMIT_MB * 2**20  # cut off well before the attacker was done
+    wait_for(lambda: not assoc.is_established, 30, "the box to drop the association")
+    assert rss_mb(box.process.pid) - before < 40
+    leftovers = list((box.state / "spool" / "tmp").iterdir())
+    assert leftovers == []
+    assert box.db_rows("SELECT COUNT(*) FROM instances")[0][0] == 0
+    ae.shutdown()
+
+
+def test_a_pdu_claiming_gigabytes_is_refused_before_it_is_read(box):
+    before = rss_mb(box.process.pid)
+    sock = socket.create_connection(("127.0.0.1", box.port), timeout=5,
+                                    source_address=(ATTACKER, 0))
+    sock.sendall(struct.pack(">BBL", 0x04, 0, 1536 * 2**20) + bytes(64 * 1024))
+    assert closed_by_peer(sock, 10)
+    sock.close()
+    assert rss_mb(box.process.pid) - before < 40
