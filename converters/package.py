@@ -50,13 +50,16 @@ def alert_threshold(conv: Conversion, finding: float) -> float:
 
 #: golden cases a package ships at least (fewer only when validation has fewer images)
 GOLDEN_CASES = 8
+#: a golden case's probability stays at least this far from the operating threshold
+GOLDEN_MARGIN = 0.1
 
 
 def golden_cases(conv: Conversion, finding: float) -> list[dict[str, Any]]:
     """At least ``GOLDEN_CASES`` validation images, an equal share for every class (binary:
     with and without a finding), so both sides of the operating threshold are covered;
     each decided correctly by the source where the class allows, spread over the class's
-    range of probabilities away from saturation; saved as preprocessed inputs."""
+    range of probabilities away from saturation and at least ``GOLDEN_MARGIN`` from the
+    threshold; saved as preprocessed inputs."""
     spec, val = conv.spec, conv.validation
     probs = spec.finding_probability(conv.reference()[spec.score_output])
     positive = spec.finding_targets(val.labels)
@@ -71,6 +74,9 @@ def golden_cases(conv: Conversion, finding: float) -> list[dict[str, Any]]:
         pool = np.nonzero(right if right.any() else members)[0]
         unsaturated = pool[(probs[pool] > 0.02) & (probs[pool] < 0.98)]
         pool = unsaturated if len(unsaturated) >= share else pool
+        # clear of the threshold, so that every artifact's decision on a case is stable
+        clear = pool[np.abs(probs[pool] - finding) >= GOLDEN_MARGIN]
+        pool = clear if len(clear) >= share else pool
         if not len(pool):
             continue
         ordered = pool[np.argsort(probs[pool], kind="stable")]
