@@ -24,7 +24,7 @@ import threading
 import time
 
 from firmware_app import db
-from firmware_app.config import Config
+from firmware_app.config import DEMO_TRUST_WARNING, Config
 from firmware_app.golden import load_verified
 from firmware_app.inference.runner import ModelRunner
 from firmware_app.ingest.dicom_scp import StorageSCP
@@ -207,6 +207,8 @@ class Appliance:
             config.state_dir, config.dicom.host, config.dicom.port, config.dicom.ae_title,
             config.import_dir, model,
         )
+        if config.trusts_demo_key:
+            log.warning("WARNING: %s", DEMO_TRUST_WARNING)
         notifier.ready(f"model {model}; DICOM port {config.dicom.port}")
         interval = notifier.watchdog_seconds
         stale_after = max(interval, 10.0) if interval else 60.0

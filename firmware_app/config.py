@@ -175,9 +175,13 @@ class ModelsConfig:
     name: str = _key(doc="package name", default="clinibox-demo-lesion")
     version: str = _key(doc="package version; empty picks the newest", default="")
     trusted_keys: list[str] = _key(
-        doc="Ed25519 public keys (PEM) trusted to sign packages; empty trusts only the demo key",
-        factory=list,
+        doc="Ed25519 public keys (PEM) trusted to sign packages (the demo key among them "
+            "counts only with trust_demo_key)", factory=list,
     )
+    trust_demo_key: bool = _key(
+        doc="also trust the DEMO-ONLY key, whose private half is public in the source: for "
+            "development and demonstrations (make run); installed and provisioned boxes set "
+            "false", default=True)
     store_dir: str = _key(
         doc="where `clinibox model install` keeps installed packages; empty means "
             "<state_dir>/models", default="")
@@ -356,10 +360,30 @@ class Config:
 
     @property
     def trusted_key_paths(self) -> list[Path]:
-        """Public keys trusted for package signatures (demo key when none given)."""
-        if self.models.trusted_keys:
-            return [Path(p).expanduser().resolve() for p in self.models.trusted_keys]
-        return [DEMO_PUBLIC_KEY]
+        """Public keys trusted for package signatures: ``[models] trusted_keys``, less any
+        copy of the demo key, plus the demo key when ``trust_demo_key``."""
+        keys = [Path(p).expanduser().resolve() for p in self.models.trusted_keys]
+        keys = [k for k in keys if not is_demo_key(k)]
+        return [*keys, DEMO_PUBLIC_KEY] if self.models.trust_demo_key else keys
+
+    @property
+    def trusts_demo_key(self) -> bool:
+        """Whether packages signed with the public DEMO-ONLY key would run here."""
+        return self.models.trust_demo_key
+
+
+#: what the box says wherever the demo key is trusted (log, status, self-test, viewer)
+DEMO_TRUST_WARNING = ("this box trusts the DEMO-ONLY signing key, whose private half is public: "
+                      "anyone can sign a package it will run. For development and "
+                      "demonstrations only; set [models] trust_demo_key = false")
+
+
+def is_demo_key(path: Path) -> bool:
+    """Whether the key file at ``path`` is (a copy of) the bundled demo public key."""
+    try:
+        return path.read_bytes().strip() == DEMO_PUBLIC_KEY.read_bytes().strip()
+    except OSError:
+        return False
 
 
 def _coerce(section: str, name: str, annotation: str, value: Any) -> Any:

@@ -236,9 +236,26 @@ def load_package(root: Path, trusted_keys: list[Path]) -> ModelPackage:
     try:
         signer = signing.verify_document(manifest, keys)
     except signing.SignatureError as exc:
+        if _signed_with_demo_key(manifest):
+            raise PackageError(
+                f"{manifest.get('name')}@{manifest.get('version')} is signed with the DEMO-ONLY "
+                "key, which this box does not trust (its private half is public); install a "
+                "package signed with your own key, or set [models] trust_demo_key = true on a "
+                "demonstration box", "signature") from exc
         raise PackageError(str(exc), "signature") from exc
     check_files(root, manifest)
     return ModelPackage(root=root, manifest=manifest, signer=signer)
+
+
+def _signed_with_demo_key(manifest: dict) -> bool:
+    """Whether the manifest's signature names the bundled demo key."""
+    from firmware_app.config import DEMO_PUBLIC_KEY
+
+    try:
+        demo = signing.key_id(signing.load_public_key(DEMO_PUBLIC_KEY))
+    except (OSError, ValueError):
+        return False
+    return (manifest.get("signature") or {}).get("key_id") == demo
 
 
 def version_key(text: str) -> tuple[int, ...]:

@@ -152,7 +152,8 @@ def merge(existing: dict[str, Any], bundle: EnrolmentBundle, state_dir: Path,
         "mqtt": {"host": bundle.broker_host, "port": bundle.broker_port,
                  "ca_file": str(folder / "ca.pem"), "cert_file": str(folder / "client-cert.pem"),
                  "key_file": str(folder / "client-key.pem")},
-        "models": {"trusted_keys": [str(folder / f"model-signing-{k}.pub") for k in kids]},
+        "models": {"trusted_keys": [str(folder / f"model-signing-{k}.pub") for k in kids],
+                   "trust_demo_key": False},
     }
     for section, values in updates.items():
         data.setdefault(section, {}).update(values)

@@ -91,6 +91,21 @@ def check_package(config: Config) -> tuple[Check, ModelPackage | None]:
                              f"({root})"), package
 
 
+def check_signing_keys(config: Config) -> Check:
+    """Which keys may sign the packages this box runs; WARN while the demo key is trusted."""
+    from firmware_app.config import DEMO_TRUST_WARNING
+
+    name = "signing keys"
+    count = len(config.trusted_key_paths)
+    if config.trusts_demo_key:
+        return Check(name, WARN, DEMO_TRUST_WARNING)
+    if not count:
+        return Check(name, FAIL, "no key is trusted to sign model packages: list yours in "
+                                 "[models] trusted_keys (clinibox provision does)")
+    return Check(name, PASS, f"{count} key{'s' if count != 1 else ''} trusted; "
+                             "not the demo key")
+
+
 def check_golden_cases(config: Config, package: ModelPackage | None) -> Check:
     """Run the package's golden cases on the backend the service would choose."""
     from firmware_app.golden import check_golden
@@ -511,6 +526,7 @@ def run_checks(config: Config, timeout: float = DEFAULT_TIMEOUT) -> list[Check]:
         ("broker", lambda: check_broker(config, timeout)),
         ("device identity", lambda: check_device_identity(config)),
         ("hospital key", lambda: check_hospital_key(config)),
+        ("signing keys", lambda: check_signing_keys(config)),
     ]
     return [_guarded(name, step) for name, step in steps]
 

@@ -3,6 +3,7 @@
 #
 #   install.sh [--wheelhouse BUNDLE] [--root DIR] [--extras openvino,tflite]
 #              [--device auto|none|jetson|intel-npu] [--python PYTHON] [--no-enable]
+#              [--trust-demo-key]
 #   install.sh --switch-to VERSION [--root DIR] [--no-enable]      (go back to a kept version)
 #
 # BUNDLE is the folder `make wheelhouse` made (dist/clinibox-<version>-offline) or its
@@ -19,6 +20,9 @@
 #   ROOT/usr/local/lib/udev/rules.d; then enables the units (with root / and a running
 #   systemd also reloads systemd and udev and (re)starts the services).
 # Re-running it (same or newer bundle) is safe: the config is never overwritten.
+# The box trusts no model signing key of its own until `clinibox provision` (or an edited
+# [models] trusted_keys) gives it one; the DEMO-ONLY key, whose private half is public,
+# is trusted only with --trust-demo-key (a demonstration box, never a clinic's).
 set -euo pipefail
 
 PREFIX_REL=/opt/clinibox
@@ -34,6 +38,7 @@ DEVICE=auto
 PYTHON=""
 ENABLE=1
 SWITCH_TO=""
+TRUST_DEMO=false
 
 say() { printf 'install.sh: %s\n' "$*"; }
 die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -50,6 +55,7 @@ while [ $# -gt 0 ]; do
         --device) DEVICE=${2:?--device needs a value}; shift 2 ;;
         --python) PYTHON=${2:?--python needs a path}; shift 2 ;;
         --no-enable) ENABLE=0; shift ;;
+        --trust-demo-key) TRUST_DEMO=true; shift ;;
         --switch-to) SWITCH_TO=${2:?--switch-to needs a version}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
@@ -213,8 +219,10 @@ if [ -e "$CONFIG" ]; then
 else
     keys=""
     for key in "$STAGE"/models/keys/*.pub; do
+        case "$(basename "$key")" in DEMO-ONLY-*) continue ;; esac  # only with --trust-demo-key
         keys="$keys\"$PREFIX_REL/current/models/keys/$(basename "$key")\", "
     done
+    [ "$TRUST_DEMO" = true ] && say "WARNING: --trust-demo-key: this box will run packages signed with the public DEMO-ONLY key (demonstrations only)"
     cat > "$WORK/clinibox.toml" <<EOF
 # clinibox on this box, written once by install.sh (a later install never overwrites it).
 # Every key with its default and meaning: clinibox config
@@ -225,6 +233,8 @@ state_dir = "/var/lib/clinibox"
 # packages shipped with the installed version; newer ones come with clinibox model install
 dir = "$PREFIX_REL/current/models"
 trusted_keys = [${keys%, }]
+# the DEMO-ONLY key's private half is public: true only on a demonstration box
+trust_demo_key = $TRUST_DEMO
 EOF
     gid=$(awk -F: '$1 == "clinibox" { print $3 }' "$R/etc/group")
     install -m 0640 -o 0 -g "$gid" "$WORK/clinibox.toml" "$CONFIG"

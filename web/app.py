@@ -24,7 +24,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from firmware_app import db
 from firmware_app.app import make_spool
-from firmware_app.config import Config
+from firmware_app.config import DEMO_TRUST_WARNING, Config
 from firmware_app.models import PackageError, find_package, load_package
 from firmware_app.spool import Spool
 from web import security, wording
@@ -119,7 +119,9 @@ def create_app(config: Config) -> Flask:
     def shared() -> dict[str, Any]:
         facts = app.config["CLINIBOX"].package_facts()
         return {"account": current_account(), "words": wording,
-                "model_notice": facts.get("intended_use", "").strip()}
+                "model_notice": facts.get("intended_use", "").strip(),
+                "demo_trust": DEMO_TRUST_WARNING if app.config["CLINIBOX"].config
+                .trusts_demo_key else ""}
 
     def error_page(code: int, title: str, detail: str):
         return render_template("error.html", code=code, title=title, detail=detail), code

@@ -279,8 +279,9 @@ def test_install_lays_out_the_box(root):
     values = tomllib.loads(config.read_text())
     assert values["storage"]["state_dir"] == "/var/lib/clinibox"
     assert values["models"]["dir"] == "/opt/clinibox/current/models"
-    assert values["models"]["trusted_keys"] == [
-        "/opt/clinibox/current/models/keys/DEMO-ONLY-model-signing.pub"]
+    # no demo key: an installed box trusts only keys provisioning gives it
+    assert values["models"]["trusted_keys"] == []
+    assert values["models"]["trust_demo_key"] is False
     assert list(root.rglob("*.pem")) == []
 
     units = root / "usr" / "local" / "lib" / "systemd" / "system"
@@ -415,15 +416,37 @@ def _datagrams(sock: socket.socket) -> Iterator[tuple[str, int]]:
         yield data.decode(), pid
 
 
+def test_an_installed_box_refuses_the_demo_package_until_told_it_is_a_demo(root, bundle,
+                                                                          tmp_path):
+    installed = tomllib.loads((root / "etc" / "clinibox" / "clinibox.toml").read_text())
+    config = tmp_path / "box.toml"
+    config.write_text(to_toml({"storage": {"state_dir": str(tmp_path / "state")},
+                               "models": {"dir": f"{root}{installed['models']['dir']}",
+                                          "trusted_keys": installed["models"]["trusted_keys"],
+                                          "trust_demo_key": installed["models"]
+                                          ["trust_demo_key"]}}))
+    clinibox = root / "usr" / "local" / "bin" / "clinibox"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLINIBOX_", "PIP_"))}
+    checked = subprocess.run([str(clinibox), "selftest", "--config", str(config)], env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert checked.returncode == 1
+    assert "signed with the DEMO-ONLY key, which this box does not trust" in checked.stdout
+    assert re.search(r"signing keys\s+FAIL\s+no key is trusted", checked.stdout)
+    demo = tmp_path / "demo-root"
+    host_units_into(demo)
+    run_install(demo, bundle, "--no-enable", "--trust-demo-key")
+    values = tomllib.loads((demo / "etc" / "clinibox" / "clinibox.toml").read_text())
+    assert values["models"]["trust_demo_key"] is True and values["models"]["trusted_keys"] == []
+
+
 def test_installed_appliance_starts_under_its_sandbox_and_notifies(root, tmp_path):
     installed = tomllib.loads((root / "etc" / "clinibox" / "clinibox.toml").read_text())
     port = free_port()
     config = tmp_path / "box.toml"
     config.write_text(to_toml({
         "storage": {"state_dir": str(tmp_path / "state")},
-        "models": {"dir": f"{root}{installed['models']['dir']}",
-                   "trusted_keys": [f"{root}{key}" for key in
-                                    installed["models"]["trusted_keys"]]},
+        # a demonstration box (install.sh --trust-demo-key) runs the bundled demo package
+        "models": {"dir": f"{root}{installed['models']['dir']}", "trust_demo_key": True},
         "dicom": {"port": port, "host": "127.0.0.1"},
         "usb": {"watch_dir": str(tmp_path / "import"), "poll_seconds": 0.2},
         "web": {"enabled": False, "port": free_port(), "host": "127.0.0.1"},

@@ -30,12 +30,14 @@ from central.config import CentralConfig
 from central.receiver import Receiver
 from central.store import Store
 from firmware_app import db
-from firmware_app.config import DEMO_PUBLIC_KEY, Config, MqttConfig, from_dict, load
+from firmware_app.config import Config, MqttConfig, from_dict, load
 from firmware_app.enrolment import EnrolmentBundle, read_bundle, write_bundle
 from firmware_app.provision import ProvisionError, provision
 from firmware_app.selftest import Check, check_broker, check_clock, check_dicom_echo, check_disk
+from firmware_app.signing import generate_key_pair
 from firmware_app.telemetry.envelope import generate_x25519_pair, load_x25519_private
 from tests.integration.conftest import Box, to_toml, wait_for
+from tests.model_packages import make_package
 from tests.mqtt_broker import Auditor, Broker, MqttPki, make_mqtt_pki
 from tests.tls_certs import CertificateAuthority, make_pki
 
@@ -63,6 +65,8 @@ class Hospital:
     hospital_pem: Path
     hospital_pub: Path
     bundle: Path
+    #: the hospital's model-signing key (a provisioned box never trusts the demo key)
+    model_key: Path
 
 
 
@@ -76,12 +80,14 @@ def hospital(tmp_path_factory: pytest.TempPathFactory) -> Hospital:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))
     generate_x25519_pair(root / "hospital.pem", root / "hospital.pub")
+    generate_key_pair(root / "model-signing.pem", root / "model-signing.pub")
     place = Hospital(root, pki, ca_key, root / "hospital.pem", root / "hospital.pub",
-                     root / "box-1.bundle")
+                     root / "box-1.bundle", root / "model-signing.pem")
     done = clinibox("central", "bundle", "--ca-cert", str(pki.ca_cert), "--ca-key", str(ca_key),
                     "--clinic", CLINIC, "--device", DEVICE, "--broker-host", "127.0.0.1",
                     "--broker-port", "8883", "--hospital-key", str(place.hospital_pub),
-                    "--signing-key", str(DEMO_PUBLIC_KEY), "--out", str(place.bundle))
+                    "--signing-key", str(root / "model-signing.pub"), "--out",
+                    str(place.bundle))
     assert done.returncode == 0, done.stderr
     assert f"wrote enrolment bundle {place.bundle} for {CLINIC}/{DEVICE}" in done.stdout
     assert stat.S_IMODE(place.bundle.stat().st_mode) == 0o600
@@ -142,8 +148,11 @@ def test_provision_then_selftest_passes_and_names_what_breaks(hospital: Hospital
             Auditor(broker, hospital.pki) as auditor:
         bundle = bundle_for_broker(hospital, broker.port, tmp_path)
         (tmp_path / "box").mkdir()
+        # the hospital's own signed copy of the model (the box will trust only its key)
+        make_package(tmp_path / "packages", "1.0.0", key=hospital.model_key)
         box = Box(tmp_path / "box", {"telemetry": {"retry_min_seconds": 0.2,
-                                                   "retry_max_seconds": 1.0}})
+                                                   "retry_max_seconds": 1.0},
+                                     "models": {"dir": str(tmp_path / "packages")}})
         done = clinibox("provision", str(bundle), "--config", str(box.config))
         assert done.returncode == 0, done.stderr
         assert f"provisioned {CLINIC}/{DEVICE} from enrolment bundle" in done.stdout
@@ -156,13 +165,15 @@ def test_provision_then_selftest_passes_and_names_what_breaks(hospital: Hospital
             status, checks = selftest(box)
             assert status == 0, checks
             assert list(checks) == ["model package", "golden cases", "DICOM echo", "disk space",
-                                    "clock", "broker", "device identity", "hospital key"]
+                                    "clock", "broker", "device identity", "hospital key",
+                                    "signing keys"]
+            assert config.models.trust_demo_key is False
             assert {name: s for name, (s, _) in checks.items()} == dict.fromkeys(checks, "PASS")
             assert f"{broker.host}:{broker.port} accepted CONNECT" in checks["broker"][1]
             assert "answered C-ECHO" in checks["DICOM echo"][1]
             table = clinibox("selftest", "--config", str(box.config))
             assert table.returncode == 0
-            assert table.stdout.splitlines()[-1] == "selftest passed (8 pass)"
+            assert table.stdout.splitlines()[-1] == "selftest passed (9 pass)"
 
             # the running box connected with the bundle's certificate: its "online" status
             status_topic = f"clinibox/{CLINIC}/{DEVICE}/status"
@@ -289,7 +300,8 @@ def test_reprovisioning_keeps_the_identity_unless_asked(hospital: Hospital,
     write_bundle(make_bundle(
         ca_cert_path=hospital.pki.ca_cert, ca_key_path=hospital.ca_key, clinic=CLINIC,
         device="box-2", broker_host="127.0.0.1", broker_port=8883,
-        hospital_key_path=hospital.hospital_pub, signing_key_paths=[DEMO_PUBLIC_KEY]), other)
+        hospital_key_path=hospital.hospital_pub,
+        signing_key_paths=[hospital.model_key.with_suffix(".pub")]), other)
     before = config.read_text()
     with pytest.raises(ProvisionError, match=r"already provisioned as clinic-a/box-1.*--force"):
         provision(other, config)

@@ -1,0 +1,75 @@
+"""The DEMO-ONLY signing key (private half public) is trusted only where it is asked for,
+and loudly: log, self-test and every viewer page."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import pytest
+
+from firmware_app.config import DEMO_PUBLIC_KEY, DEMO_TRUST_WARNING, from_dict
+from firmware_app.model_store import resolve_package_root
+from firmware_app.models import PackageError, load_package
+from firmware_app.selftest import FAIL, PASS, WARN, check_signing_keys
+from firmware_app.signing import generate_key_pair
+from tests.web_client import ViewerClient
+from web.app import create_app
+
+
+def box(tmp_path, **models):
+    return from_dict({"storage": {"state_dir": str(tmp_path / "state")}, "models": models})
+
+
+def test_development_defaults_trust_the_demo_key_and_say_so(tmp_path):
+    config = box(tmp_path)
+    assert config.trusts_demo_key and config.trusted_key_paths == [DEMO_PUBLIC_KEY]
+    check = check_signing_keys(config)
+    assert (check.status, check.detail) == (WARN, DEMO_TRUST_WARNING)
+    load_package(resolve_package_root(config), config.trusted_key_paths)
+
+
+def test_without_the_flag_a_copy_of_the_demo_key_is_not_trusted(tmp_path):
+    copy = tmp_path / "keys" / "vendor.pub"
+    copy.parent.mkdir()
+    shutil.copy(DEMO_PUBLIC_KEY, copy)  # smuggled in under another name
+    config = box(tmp_path, trusted_keys=[str(copy)], trust_demo_key=False)
+    assert config.trusted_key_paths == []
+    with pytest.raises(PackageError, match="signed with the DEMO-ONLY key, which this box "
+                                           "does not trust"):
+        load_package(resolve_package_root(config), config.trusted_key_paths)
+    assert check_signing_keys(config).status == FAIL
+
+
+def test_a_provisioned_key_is_trusted_alone(tmp_path):
+    own = tmp_path / "keys" / "clinic.pem"
+    generate_key_pair(own, own.with_suffix(".pub"))
+    config = box(tmp_path, trusted_keys=[str(own.with_suffix(".pub"))], trust_demo_key=False)
+    assert config.trusted_key_paths == [own.with_suffix(".pub").resolve()]
+    check = check_signing_keys(config)
+    assert check.status == PASS and "not the demo key" in check.detail
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_every_viewer_page_carries_the_banner_while_the_demo_key_is_trusted(tmp_path, trusted):
+    config = box(tmp_path, trust_demo_key=trusted)
+    if not trusted:
+        own = tmp_path / "keys" / "clinic.pem"
+        generate_key_pair(own, own.with_suffix(".pub"))
+        config.models.trusted_keys = [str(own.with_suffix(".pub"))]
+    page = ViewerClient(create_app(config)).get("/login").get_data(as_text=True)
+    assert ('class="demo-trust"' in page) is trusted
+    assert ("DEMO-ONLY signing key" in page) is trusted
+
+
+def test_the_service_logs_the_warning_at_start(tmp_path, caplog):
+    from firmware_app.app import Appliance
+
+    config = from_dict({"storage": {"state_dir": str(tmp_path / "state")},
+                        "worker": {"enabled": False}, "usb": {"enabled": False},
+                        "dicom": {"enabled": False}})
+    appliance = Appliance(config)
+    appliance.stop_event.set()  # serve() starts, logs, and returns at once
+    with caplog.at_level(logging.WARNING, logger="firmware_app.app"):
+        appliance.serve()
+    assert any(DEMO_TRUST_WARNING in r.getMessage() for r in caplog.records)
