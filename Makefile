@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 EXTRAS ?= dev,convert,openvino,tflite,central
 
-.PHONY: install run test lint bench demo-model clean
+.PHONY: install run test lint bench demo-model fuzz clean
 
 # Idempotent bootstrap: re-installs only when pyproject.toml changes.
 install: $(STAMP)
@@ -31,6 +31,16 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/run_all.py
+
+# fuzz every target (decoder, stream headers, landing) for FUZZ_SECONDS each; new inputs
+# go into tests/fuzz/corpus/<target>/, crashes into tests/fuzz/ (make them regressions)
+FUZZ_SECONDS ?= 600
+fuzz: install
+	for target in decode codestream landing; do \
+		$(BIN)/python -m tests.fuzz.fuzz $$target -max_total_time=$(FUZZ_SECONDS) \
+			-rss_limit_mb=3072 -timeout=20 -max_len=65536 -artifact_prefix=tests/fuzz/ \
+			tests/fuzz/corpus/$$target || exit 1; \
+	done
 
 # rebuild the phantom demo package with the converter pipeline (~12 min on 2 cores)
 demo-model: install

@@ -67,6 +67,7 @@ class Lander:
                 f"object is {len(data) // 2**20} MB, over the "
                 f"{self.max_object_bytes // 2**20} MB limit"
             )
+        sop_instance_uid = sop_instance_uid or None  # an empty UID is no UID (found by fuzzing)
         queue = self._queue()
         if sop_instance_uid:
             existing = queue.find_instance(sop_instance_uid)
@@ -95,6 +96,7 @@ class Lander:
             received.unlink(missing_ok=True)
             raise ValueError(f"object is {size // 2**20} MB, over the "
                              f"{self.max_object_bytes // 2**20} MB limit")
+        sop_instance_uid = sop_instance_uid or None
         queue = self._queue()
         if sop_instance_uid:
             existing = queue.find_instance(sop_instance_uid)

@@ -113,3 +113,22 @@ def test_retry_later_fails_after_max_attempts(conn, tmp_path):
     queue.claim()
     assert queue.retry_later(job_id, "boom", max_attempts=2) == "failed"
     assert queue.counts()["failed"] == 1
+
+
+def test_an_empty_sop_instance_uid_is_no_uid_not_a_lasting_error(tmp_path):
+    """Found by fuzzing the landing path: two objects whose file meta has an empty SOP
+    Instance UID made the second one fail with IntegrityError (a USB import retried it
+    forever); both are landed, as objects without a UID are."""
+    from firmware_app import db
+    from firmware_app.ingest.landing import Lander, Outcome
+
+    database = tmp_path / "box.db"
+    conn = db.connect(database)
+    db.initialise(conn)
+    lander = Lander(Spool(tmp_path / "spool", tmp_path / "quarantine"), database, 2**20)
+    first = lander.land(b"@", sop_instance_uid="", source="usb", origin=None)
+    second = lander.land(b"@@", sop_instance_uid="", source="usb", origin=None)
+    assert first.outcome is second.outcome is Outcome.ACCEPTED
+    rows = conn.execute("SELECT sop_instance_uid FROM instances").fetchall()
+    assert [r[0] for r in rows] == [None, None]
+    conn.close()

@@ -1,0 +1,54 @@
+"""Fuzzing in `make test`: the committed corpus and every regression replayed exactly,
+then each target fuzzed by atheris (coverage-guided libFuzzer) for a bounded time.
+
+The replay is deterministic and fast; the fuzzing run is bounded by
+``FUZZ_SECONDS`` (default 15 s a target), an RSS limit and a per-input timeout,
+in a child process, and starts from a copy of the corpus (new inputs it finds
+stay in the test's temporary folder; ``make fuzz`` adds them to the corpus).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fuzz.targets import TARGETS
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+SECONDS = int(os.environ.get("FUZZ_SECONDS", "15"))
+
+
+def _inputs(target: str) -> list[Path]:
+    return sorted((HERE / "corpus" / target).glob("*")) + sorted(
+        (HERE / "regressions" / target).glob("*"))
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_the_corpus_and_regressions_replay_cleanly(target):
+    inputs = _inputs(target)
+    assert len(inputs) >= 3, f"no corpus for {target}"
+    for path in inputs:
+        TARGETS[target](path.read_bytes())
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_coverage_guided_fuzzing_finds_no_crash(target, tmp_path):
+    corpus = tmp_path / "corpus"
+    shutil.copytree(HERE / "corpus" / target, corpus)
+    found = len(list(corpus.iterdir()))
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.fuzz.fuzz", target, f"-max_total_time={SECONDS}",
+         "-rss_limit_mb=3072", "-timeout=20", "-max_len=65536", f"-artifact_prefix={tmp_path}/",
+         str(corpus)],
+        cwd=REPO, capture_output=True, text=True, timeout=SECONDS + 240)
+    crashes = sorted(p.name for p in tmp_path.glob("crash-*")) + sorted(
+        p.name for p in tmp_path.glob("oom-*")) + sorted(p.name for p in tmp_path.glob("timeout-*"))
+    assert run.returncode == 0 and not crashes, (crashes, run.stderr[-4000:])
+    assert "Done" in run.stderr and "#" in run.stderr  # libFuzzer ran and reported its runs
+    assert len(list(corpus.iterdir())) >= found
