@@ -26,7 +26,10 @@ else:  # pragma: no cover - Python 3.10
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_MODELS_DIR = REPO_ROOT / "models"
-DEMO_PUBLIC_KEY = BUNDLED_MODELS_DIR / "keys" / "DEMO-ONLY-model-signing.pub"
+DEMO_KEY_NAME = "DEMO-ONLY-model-signing.pub"
+DEMO_PUBLIC_KEY = BUNDLED_MODELS_DIR / "keys" / DEMO_KEY_NAME
+#: the demo key's id (``signing.key_id``): recognised even where its file is not shipped
+DEMO_KEY_ID = "67a82491e5b71bd7"
 
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII, no backslash
 
@@ -364,7 +367,13 @@ class Config:
         copy of the demo key, plus the demo key when ``trust_demo_key``."""
         keys = [Path(p).expanduser().resolve() for p in self.models.trusted_keys]
         keys = [k for k in keys if not is_demo_key(k)]
-        return [*keys, DEMO_PUBLIC_KEY] if self.models.trust_demo_key else keys
+        return [*keys, self.demo_key_path] if self.models.trust_demo_key else keys
+
+    @property
+    def demo_key_path(self) -> Path:
+        """The demo public key: in the checkout, or beside the installed packages."""
+        shipped = self.models_dir / "keys" / DEMO_KEY_NAME
+        return shipped if shipped.exists() else DEMO_PUBLIC_KEY
 
     @property
     def trusts_demo_key(self) -> bool:
@@ -379,10 +388,12 @@ DEMO_TRUST_WARNING = ("this box trusts the DEMO-ONLY signing key, whose private 
 
 
 def is_demo_key(path: Path) -> bool:
-    """Whether the key file at ``path`` is (a copy of) the bundled demo public key."""
+    """Whether the key file at ``path`` is (a copy of) the demo public key."""
+    from firmware_app import signing
+
     try:
-        return path.read_bytes().strip() == DEMO_PUBLIC_KEY.read_bytes().strip()
-    except OSError:
+        return signing.key_id(signing.load_public_key(path)) == DEMO_KEY_ID
+    except (OSError, ValueError):
         return False
 
 

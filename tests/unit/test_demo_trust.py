@@ -21,6 +21,13 @@ def box(tmp_path, **models):
     return from_dict({"storage": {"state_dir": str(tmp_path / "state")}, "models": models})
 
 
+def test_the_demo_key_id_is_the_bundled_keys():
+    from firmware_app.config import DEMO_KEY_ID
+    from firmware_app.signing import key_id, load_public_key
+
+    assert key_id(load_public_key(DEMO_PUBLIC_KEY)) == DEMO_KEY_ID
+
+
 def test_development_defaults_trust_the_demo_key_and_say_so(tmp_path):
     config = box(tmp_path)
     assert config.trusts_demo_key and config.trusted_key_paths == [DEMO_PUBLIC_KEY]
