@@ -13,17 +13,14 @@ from __future__ import annotations
 import socket
 import struct
 import time
-from io import BytesIO
 from pathlib import Path
 
 import pytest
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom import AE
-from pynetdicom.dimse_messages import C_STORE_RQ
-from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.pdu import P_DATA_TF
 
 from tests.corpus import image_dataset, write
+from tests.hostile import store_pdus
 from tests.integration.conftest import storescu, wait_for
 
 pytestmark = pytest.mark.integration
@@ -78,25 +75,6 @@ def test_silent_connections_cannot_lock_a_modality_out(box, tmp_path):
     box.wait_idle(1)
 
 
-def _store_pdus(assoc, size: int) -> list[bytes]:
-    """The P-DATA-TF PDUs of a C-STORE of a ``size``-byte data set, encoded by pynetdicom."""
-    context = assoc.accepted_contexts[0]
-    primitive = C_STORE()
-    primitive.MessageID = 1
-    primitive.AffectedSOPClassUID = CTImageStorage
-    primitive.AffectedSOPInstanceUID = "1.2.826.0.1.3680043.8.498.1"
-    primitive.Priority = 0
-    primitive.DataSet = BytesIO(bytes(size))  # encoded data set: zeros, the size is what counts
-    message = C_STORE_RQ()
-    message.primitive_to_message(primitive)
-    pdus = []
-    for primitive in message.encode_msg(context.context_id, 16 * 1024):
-        pdu = P_DATA_TF()
-        pdu.from_primitive(primitive)
-        pdus.append(pdu.encode())
-    return pdus
-
-
 def test_an_endless_data_set_is_cut_off_at_the_object_limit(box):
     ae = AE(ae_title="ATTACKER")
     ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
@@ -105,7 +83,7 @@ def test_an_endless_data_set_is_cut_off_at_the_object_limit(box):
     assert assoc.is_established
     before = rss_mb(box.process.pid)
     raw = assoc.dul.socket.socket
-    pdus = _store_pdus(assoc, 3 * LIMIT_MB * 2**20)
+    pdus = store_pdus(assoc, 3 * LIMIT_MB * 2**20)
     sent = 0
     try:
         for pdu in pdus[:-1]:  # never the last fragment

@@ -9,18 +9,14 @@ that the request line carries the attacker's bytes exactly as sent.
 
 from __future__ import annotations
 
-import http.client
 import re
-import ssl
 import subprocess
 import sys
-from http.cookies import SimpleCookie
-from pathlib import Path
-from urllib.parse import urlencode
 
 import pytest
 
 from tests.corpus import image_dataset, write
+from tests.hostile import Browser
 from tests.integration.conftest import REPO, free_port, storescu, wait_for
 from tests.web_client import csrf_token
 
@@ -36,50 +32,6 @@ REDIRECTS = ["/%09/evil.example", "//evil.example", "/%5Cevil.example", "%5C/evi
              "%0D%0ASet-Cookie:%20x=1", "/%0D%0ASet-Cookie:%20x=1", "javascript:alert(1)",
              "/%20/evil.example", "/%EF%BC%8F%EF%BC%8Fevil.example", "evil.example",
              "/%00/evil.example", "/" + "a" * 3000]
-
-
-class Browser:
-    """Cookies and CSRF tokens over one HTTPS origin, from a chosen source address."""
-
-    def __init__(self, port: int, cert: Path, source: str = "127.0.0.1") -> None:
-        self.port, self.source = port, source
-        self.context = ssl.create_default_context(cafile=str(cert))
-        self.cookies: dict[str, str] = {}
-
-    def request(self, method: str, target: str, form: dict | None = None
-                ) -> tuple[int, dict[str, str], str]:
-        """Send ``target`` as the request line's path, exactly; (status, headers, body)."""
-        conn = http.client.HTTPSConnection("localhost", self.port, context=self.context,
-                                           timeout=30, source_address=(self.source, 0))
-        headers = {"Referer": f"https://localhost:{self.port}/login"}
-        if self.cookies:
-            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        body = None
-        if form is not None:
-            body = urlencode(form)
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
-        try:
-            conn.putrequest(method, target, skip_accept_encoding=True)
-            for key, value in headers.items():
-                conn.putheader(key, value)
-            if body is not None:
-                conn.putheader("Content-Length", str(len(body)))
-            conn.endheaders(body.encode() if body is not None else None)
-            answer = conn.getresponse()
-            text = answer.read().decode("utf-8", "replace")
-            for header in answer.headers.get_all("Set-Cookie") or []:
-                for key, morsel in SimpleCookie(header).items():
-                    self.cookies[key] = morsel.value
-            return answer.status, dict(answer.headers.items()), text
-        finally:
-            conn.close()
-
-    def login(self, name: str, password: str, target: str = "") -> tuple[int, dict, str]:
-        """The login form, posted with the page's CSRF token."""
-        status, _, page = self.request("GET", "/login")
-        assert status == 200
-        return self.request("POST", "/login", {"csrf_token": csrf_token(page), "name": name,
-                                               "password": password, "next": target})
 
 
 def _add_account(box, name: str, password: str, role: str) -> None:
