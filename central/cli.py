@@ -80,7 +80,7 @@ def cmd_enrol(args: argparse.Namespace, config: config_module.CentralConfig) -> 
         raise _Failure(f"cannot read the device key {args.key}: {exc}", EXIT_USAGE) from exc
     store = _open_store(config)
     try:
-        record = store.enrol(args.clinic, args.device, pem)
+        record = store.enrol(args.clinic, args.device, pem, replace=args.replace)
     except ValueError as exc:
         raise _Failure(f"{exc}", EXIT_USAGE) from exc
     print(f"enrolled {record.clinic}/{record.device} with key {record.key_id}")
@@ -96,7 +96,11 @@ def cmd_enrol_code(args: argparse.Namespace, config: config_module.CentralConfig
         code = parse_code(text)
     except EnrolmentError as exc:
         raise _Failure(str(exc), EXIT_USAGE) from exc
-    record = _open_store(config).enrol(code.clinic, code.device, code.public_key_pem)
+    try:
+        record = _open_store(config).enrol(code.clinic, code.device, code.public_key_pem,
+                                           replace=args.replace)
+    except ValueError as exc:
+        raise _Failure(f"{exc}", EXIT_USAGE) from exc
     print(f"enrolled {record.clinic}/{record.device} with key {record.key_id}")
     return EXIT_OK
 
@@ -194,9 +198,13 @@ def build_parser(prog: str = "clinibox central") -> argparse.ArgumentParser:
     enrol.add_argument("--clinic", required=True, help="clinic id (as in the box's topic)")
     enrol.add_argument("--device", required=True, help="device id")
     enrol.add_argument("--key", required=True, help="the device's Ed25519 public key (PEM)")
+    enrol.add_argument("--replace", action="store_true",
+                       help="replace an enrolled device of this id (another key or clinic)")
     code = command("enrol-code", cmd_enrol_code,
                    "trust a device from the code (or QR code) clinibox provision printed")
     code.add_argument("code", help="the CBX1:… code; - reads one line from stdin (a scanner)")
+    code.add_argument("--replace", action="store_true",
+                      help="replace an enrolled device of this id (another key or clinic)")
     bundle = command("bundle", cmd_bundle,
                      "issue a box's client certificate and write its enrolment bundle")
     bundle.add_argument("--ca-cert", required=True, help="the hospital CA's certificate (PEM)")

@@ -126,9 +126,19 @@ class HealthConfig:
 
 
 @dataclass
+class ReceiverConfig:
+    """What the receiver accepts."""
+
+    max_message_age_days: float = _key(
+        _range(1.0, 3650.0), "refuse (and count) messages created longer ago than this; longer "
+                             "than a box may stay offline with its outbox full (90 days)", 90.0)
+
+
+@dataclass
 class CentralConfig:
     """The whole configuration of one hospital receiver."""
 
+    receiver: ReceiverConfig = field(default_factory=ReceiverConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     keys: KeysConfig = field(default_factory=KeysConfig)

@@ -42,7 +42,7 @@ STORED, DUPLICATE = "stored", "duplicate"
 #: The largest sequence number a database column holds (signed 64-bit).
 MAX_SEQ = 2**63 - 1
 OUTCOMES = (STORED, DUPLICATE, "bad-topic", "malformed", "unknown-device", "revoked",
-            "topic-mismatch", "bad-signature", "undecryptable", "schema")
+            "topic-mismatch", "bad-signature", "undecryptable", "schema", "too-old")
 
 
 class Receiver:
@@ -104,6 +104,12 @@ class Receiver:
             check_message(header.kind, opened.payload, None)
         except EgressRefused as exc:
             return self._refuse("schema", topic, header.device, size, str(exc))
+        limit = self.config.receiver.max_message_age_days
+        age_days = (received_at - float(opened.payload.get("created_at", 0))) / 86400
+        if age_days > limit:  # a replay of old traffic, or a clock gone wrong
+            return self._refuse("too-old", topic, header.device, size,
+                                f"created {age_days:.0f} days ago, over [receiver] "
+                                f"max_message_age_days ({limit:g})")
         if self.store.store(header, opened.payload, received_at):
             log.debug("stored %s/%s %s #%d", header.clinic, header.device, header.kind,
                       header.seq)

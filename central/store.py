@@ -24,7 +24,7 @@ from firmware_app.signing import key_id
 from firmware_app.telemetry.envelope import Header, canonical_payload
 from firmware_app.telemetry.schema import check_identity
 
-__all__ = ["Device", "Store", "StoreError", "StoredMessage"]
+__all__ = ["Device", "EnrolmentConflict", "Store", "StoreError", "StoredMessage"]
 
 #: Serialises schema creation when several receivers start on one PostgreSQL database.
 _SCHEMA_LOCK = 0x636C6278  # "clbx"
@@ -84,6 +84,10 @@ _ALERT_FIELDS = ("study_ref", "finding", "score", "threshold", "modality", "mode
                  "instances", "processing_ms")
 _ALERT_COLUMNS = ("id", "device", "seq", "clinic", *_ALERT_FIELDS, "created_at",
                   "received_at", "reviewed_at")
+
+
+class EnrolmentConflict(ValueError):
+    """An enrolment that would silently replace another device's identity."""
 
 
 @dataclass(frozen=True)
@@ -171,14 +175,26 @@ class Store:
 
     # -- devices ----------------------------------------------------------
     def enrol(self, clinic: str, device: str, public_key_pem: str,
-              now: float | None = None) -> Device:
-        """Enrol (or re-enrol, replacing the key and lifting a revocation) a device."""
+              now: float | None = None, *, replace: bool = False) -> Device:
+        """Enrol a device (again with the same key: idempotent, a revocation lifted).
+
+        An enrolled device id with another key or in another clinic is refused with
+        EnrolmentConflict unless ``replace``: a second clinic's ``box-1`` must never
+        silently take over the first one's identity.
+        """
         check_identity(clinic, "clinic")
         check_identity(device, "device")
         key = _parse_key(public_key_pem)
         record = Device(device, clinic, public_key_pem, key_id(key),
                         time.time() if now is None else now, None)
         with self._db.transaction(write=True) as tx:
+            row = tx.execute("SELECT clinic, key_id FROM devices WHERE device = ?",
+                             (device,)).fetchone()
+            if row is not None and tuple(row) != (clinic, record.key_id) and not replace:
+                raise EnrolmentConflict(
+                    f"device {device} is enrolled as {row[0]}/{device} with key {row[1]}; "
+                    f"enrolling {clinic}/{device} with key {record.key_id} would replace it "
+                    "(use --replace if the box was really replaced or moved)")
             tx.execute(
                 "INSERT INTO devices (device, clinic, public_key, key_id, enrolled_at, revoked_at)"
                 " VALUES (?, ?, ?, ?, ?, NULL) ON CONFLICT (device) DO UPDATE SET"

@@ -6,6 +6,7 @@ keyword arguments replace fields (nested ones too, given as whole objects).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,8 @@ from firmware_app.telemetry.envelope import Header, seal
 from firmware_app.telemetry.topics import topic
 
 MODEL = "clinibox-demo-lesion@1.0.0"
-CREATED = 1_700_000_000
+#: a recent hour (the hospital refuses messages older than [receiver] max_message_age_days)
+CREATED = int(time.time()) // 3600 * 3600 - 3600
 
 
 def alert_payload(**changes: Any) -> dict[str, Any]:

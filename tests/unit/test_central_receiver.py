@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -175,3 +176,18 @@ def test_a_sequence_number_beyond_64_bits_is_malformed_not_a_crash(receiver, sto
     topic_name, envelope = box.envelope("alert", seq=2**63)
     assert receiver.handle(topic_name, envelope) == "malformed"
     assert receiver.handle(*box.envelope("alert", seq=2**63 - 1)) == "stored"
+
+
+def test_a_message_older_than_the_limit_is_refused_and_counted(receiver, store, box):
+    """A replay of captured traffic (or a box whose clock went wrong) is not stored."""
+    limit = receiver.config.receiver.max_message_age_days
+    assert limit == 90.0
+    now = time.time()
+    fresh = box.envelope("alert", alert_payload(created_at=int(now - (limit - 1) * 86400)))
+    stale = box.envelope("alert", alert_payload(created_at=int(now - (limit + 1) * 86400)))
+    assert receiver.handle(*fresh, received_at=now) == "stored"
+    assert receiver.handle(*stale, received_at=now) == "too-old"
+    rejection = _only_rejection(store)
+    assert rejection["reason"] == "too-old" and rejection["claimed_device"] == "box-1"
+    assert receiver.counts["too-old"] == 1 and "too-old" in OUTCOMES
+    assert store.counts()["rejections"] == 1

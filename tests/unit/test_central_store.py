@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from central.sql import sqlite_path
-from central.store import Store
+from central.store import EnrolmentConflict, Store
 from firmware_app.signing import key_id
 from firmware_app.telemetry.envelope import Header
 from tests.telemetry_payloads import alert_payload, public_pem, status_payload, summary_payload
@@ -82,7 +82,15 @@ class StoreContract:
         assert store.device_key("box-1") is None
         assert store.device("box-1").revoked_at is not None
         assert store.revoke("box-404") is False
-        second = _enrolled(store, clinic="clinic-b")
+        store.enrol("clinic-a", "box-1", public_pem(first))  # the same key again: lifted
+        assert store.device("box-1").revoked_at is None
+        intruder = Ed25519PrivateKey.generate()
+        for clinic in ("clinic-b", "clinic-a"):  # another clinic's box-1, or another key
+            with pytest.raises(EnrolmentConflict, match=r"would replace it .*--replace"):
+                store.enrol(clinic, "box-1", public_pem(intruder))
+        assert key_id(store.device_key("box-1")[1]) == key_id(first.public_key())
+        second = Ed25519PrivateKey.generate()
+        store.enrol("clinic-b", "box-1", public_pem(second), replace=True)  # really moved
         record = store.device("box-1")
         assert record.revoked_at is None and record.clinic == "clinic-b"
         assert record.key_id == key_id(second.public_key()) != key_id(first.public_key())
