@@ -35,6 +35,15 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _fsync_file(path: Path) -> None:
+    """Flush a file's data to disk (before it is renamed into place)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class Spool:
     """Objects waiting for (or kept after) processing, one file per local id."""
 
@@ -69,12 +78,8 @@ class Spool:
     def write(self, local_id: str, data: bytes) -> Path:
         """Store ``data`` durably under ``local_id``; return the final path."""
         self.check_space(len(data))
-        final = self.path_for(local_id)
+        final = self._final(local_id)
         folder = final.parent
-        if folder not in self._known_dirs:
-            folder.mkdir(exist_ok=True)
-            fsync_dir(self.root)
-            self._known_dirs.add(folder)
         tmp = self.tmp / f"{local_id}.part"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         try:
@@ -96,20 +101,21 @@ class Spool:
         """Make a file received into ``tmp`` the object ``local_id``: fsync it, rename it
         into place, fsync the folder (no copy). Returns the final path."""
         self.check_space(0)
+        final = self._final(local_id)
+        _fsync_file(received)
+        os.chmod(received, 0o640)
+        os.rename(received, final)
+        fsync_dir(final.parent)
+        return final
+
+    def _final(self, local_id: str) -> Path:
+        """The object's final path, its fan-out folder made (and made durable) once."""
         final = self.path_for(local_id)
         folder = final.parent
         if folder not in self._known_dirs:
             folder.mkdir(exist_ok=True)
             fsync_dir(self.root)
             self._known_dirs.add(folder)
-        fd = os.open(received, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(received, 0o640)
-        os.rename(received, final)
-        fsync_dir(folder)
         return final
 
     def conflict_path(self, local_id: str) -> Path:
@@ -122,11 +128,7 @@ class Spool:
         target.parent.mkdir(exist_ok=True)
         note = target.with_suffix(".reason.json")
         note.write_text(json.dumps({"local_id": local_id, "reason": reason}) + "\n")
-        fd = os.open(received, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_file(received)
         os.replace(received, target)
         fsync_dir(target.parent)
         return target

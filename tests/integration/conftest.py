@@ -108,6 +108,15 @@ def echoscu(port: int, *, ae_title: str = "CLINIBOX", calling: str = "MODALITY")
     return result.returncode == 0
 
 
+def add_viewer_account(box: Box, name: str, password: str, role: str) -> None:
+    """``clinibox user add`` on a running box, as a technician would."""
+    result = subprocess.run(
+        [sys.executable, "-m", "firmware_app.cli", "user", "add", name, "--role", role,
+         "--password-stdin", "--config", str(box.config)],
+        input=password + "\n", capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
 def to_toml(sections: dict[str, dict]) -> str:
     """Write a flat two-level config as TOML (strings, numbers, booleans, lists)."""
     lines = []

@@ -10,14 +10,17 @@ that the request line carries the attacker's bytes exactly as sent.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import pytest
 
 from tests.corpus import image_dataset, write
 from tests.hostile import Browser
-from tests.integration.conftest import REPO, free_port, storescu, wait_for
+from tests.integration.conftest import (
+    add_viewer_account,
+    free_port,
+    storescu,
+    wait_for,
+)
 from tests.web_client import csrf_token
 
 pytestmark = pytest.mark.integration
@@ -32,14 +35,6 @@ REDIRECTS = ["/%09/evil.example", "//evil.example", "/%5Cevil.example", "%5C/evi
              "%0D%0ASet-Cookie:%20x=1", "/%0D%0ASet-Cookie:%20x=1", "javascript:alert(1)",
              "/%20/evil.example", "/%EF%BC%8F%EF%BC%8Fevil.example", "evil.example",
              "/%00/evil.example", "/" + "a" * 3000]
-
-
-def _add_account(box, name: str, password: str, role: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "firmware_app.cli", "user", "add", name, "--role", role,
-         "--password-stdin", "--config", str(box.config)],
-        input=password + "\n", capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert result.returncode == 0, result.stderr
 
 
 @pytest.fixture
@@ -57,8 +52,8 @@ def viewer(box_factory):
             return False
 
     wait_for(answering, 90, "the viewer to answer")
-    _add_account(box, *NURSE, "clinician")
-    _add_account(box, *TECH, "technician")
+    add_viewer_account(box, *NURSE, "clinician")
+    add_viewer_account(box, *TECH, "technician")
     return box, port, cert
 
 

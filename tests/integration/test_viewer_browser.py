@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import shutil
 import ssl
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -28,7 +26,13 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from firmware_app.app import load_runner
 from firmware_app.config import Config
-from tests.integration.conftest import REPO, free_port, storescu, wait_for
+from tests.integration.conftest import (
+    REPO,
+    add_viewer_account,
+    free_port,
+    storescu,
+    wait_for,
+)
 from tests.viewer_state import XSS_NAME, ct_phantom
 
 pytestmark = pytest.mark.integration
@@ -73,14 +77,6 @@ def _shot(driver, name: str) -> None:
     driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
 
 
-def _add_account(box, name: str, password: str, role: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "firmware_app.cli", "user", "add", name, "--role", role,
-         "--password-stdin", "--config", str(box.config)],
-        input=password + "\n", capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert result.returncode == 0, result.stderr
-
-
 def _https_get(url: str, cert: Path):
     """GET trusting only the box's own certificate (as a pinned CA)."""
     context = ssl.create_default_context(cafile=str(cert))
@@ -102,7 +98,7 @@ def test_clinician_reads_a_study_in_chromium(box_factory, browser, phantoms):
     with _https_get(f"{base}/login", cert) as answer:
         assert answer.headers["Server"].startswith("gunicorn")  # not a development server
     assert "no viewer accounts yet" in box.log.read_text()
-    _add_account(box, *NURSE, "clinician")
+    add_viewer_account(box, *NURSE, "clinician")
 
     result = storescu(box.port, [phantoms["alert"]])
     assert result.returncode == 0, result.stderr
