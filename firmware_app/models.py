@@ -236,7 +236,7 @@ def load_package(root: Path, trusted_keys: list[Path]) -> ModelPackage:
     try:
         signer = signing.verify_document(manifest, keys)
     except signing.SignatureError as exc:
-        if _signed_with_demo_key(manifest):
+        if _signed_with_demo_key(manifest) and not _trusts_demo_key(keys):
             raise PackageError(
                 f"{manifest.get('name')}@{manifest.get('version')} is signed with the DEMO-ONLY "
                 "key, which this box does not trust (its private half is public); install a "
@@ -245,6 +245,13 @@ def load_package(root: Path, trusted_keys: list[Path]) -> ModelPackage:
         raise PackageError(str(exc), "signature") from exc
     check_files(root, manifest)
     return ModelPackage(root=root, manifest=manifest, signer=signer)
+
+
+def _trusts_demo_key(keys: list) -> bool:
+    """Whether the demo key is among the trusted ``keys``."""
+    from firmware_app.config import DEMO_KEY_ID
+
+    return any(signing.key_id(k) == DEMO_KEY_ID for k in keys)
 
 
 def _signed_with_demo_key(manifest: dict) -> bool:

@@ -61,9 +61,10 @@ def make_package(folder: Path, version: str, *, key: Path | None = DEMO_PRIVATE_
         for artifact in manifest["artifacts"]:
             if artifact["path"] == KEPT_ARTIFACTS[1]:
                 artifact["files"] = {KEPT_ARTIFACTS[1]: sha256_file(root / KEPT_ARTIFACTS[1])}
-    if failing_golden:
+    if failing_golden:  # three tolerances away, so no backend can pass it
         case = manifest["golden_cases"][0]
-        case["expected"] = {"probability": round(1.0 - case["expected"]["probability"], 5)}
+        p, off = case["expected"]["probability"], 3 * case["tolerance"]
+        case["expected"] = {"probability": round(p + off if p + off <= 1.0 else p - off, 5)}
     manifest.pop("signature", None)
     if key is not None:
         manifest = signing.sign_document(manifest, signing.load_private_key(key))

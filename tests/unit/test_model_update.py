@@ -173,7 +173,7 @@ def test_cli_install_status_rollback(config, packages, tmp_path, capsys):
     args = ["--config", str(path)]
     assert main(["model", "install", str(make_package(packages, "1.1.0")), *args]) == 0
     out = capsys.readouterr().out
-    assert "installed clinibox-demo-lesion@1.1.0" in out and "2/2 golden cases" in out
+    assert "installed clinibox-demo-lesion@1.1.0" in out and "8/8 golden cases" in out
     assert main(["model", "install", str(make_package(packages, "0.5.0")), *args]) == 1
     err = capsys.readouterr().err
     assert "REFUSED (older_version)" in err and "keeps running clinibox-demo-lesion@1.1.0" in err
