@@ -10,6 +10,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 for script in ("ingest.py", "backends.py", "end_to_end.py", "memory.py", "telemetry.py",
-               "viewer.py", "retention.py", "lifecycle.py", "hostile.py"):
+               "viewer.py", "retention.py", "lifecycle.py", "hostile.py",
+               "decode_sandbox.py"):
     print(f"== {script}", flush=True)
     subprocess.run([sys.executable, str(HERE / script)], check=True, cwd=HERE.parent)
