@@ -162,8 +162,8 @@ def load_verified(package: ModelPackage, runtime: RuntimeConfig) -> tuple[Loaded
                                                                          GoldenReport]:
     """Load the backend as the service does and keep the first candidate whose golden
     cases pass, falling back through the other measured candidates, then the rest of
-    the package's artifacts (FP32 first), so a bad INT8 kernel on an untested CPU costs
-    speed, not the box.
+    the package's artifacts for the configured backend (FP32 first), so a bad INT8
+    kernel on an untested CPU costs speed, not the box.
 
     Returns the loaded model (``fell_back_from`` names every candidate that failed, with
     why) and its passing report. Raises PackageError (``load_failed``) when nothing

@@ -320,14 +320,16 @@ def fallback_candidates(package: ModelPackage, config: RuntimeConfig,
                         tried: Sequence[Candidate]) -> list[Candidate]:
     """Candidates outside the measured set, for when every measured one failed its check.
 
-    First the configured backend's other artifacts, then every available
-    backend's, each group highest precision first (FP32 before FP16 before
-    INT8): ``[runtime] precision = "int8"`` must not leave a box down when a
-    verified FP32 artifact sits beside the INT8 one.
+    The configured backend's other artifacts (with ``auto``, every available
+    backend's), highest precision first (FP32 before FP16 before INT8):
+    ``[runtime] precision = "int8"`` must not leave a box down when a verified
+    FP32 artifact sits beside the INT8 one. An explicitly configured backend is
+    not swapped for another: its runtime is what the box was set up (and its
+    service sandboxed) for.
     """
     seen = {(c.backend, c.artifact.path) for c in tried}
     order: list[Candidate] = []
-    for backend in dict.fromkeys((config.backend, "auto")):
+    for backend in (config.backend,):
         try:
             found = candidates(package, RuntimeConfig(backend=backend, precision="auto",
                                                       threads=config.threads,

@@ -15,6 +15,7 @@ from PIL import Image
 from pypdf import PdfReader
 
 from firmware_app import db
+from tests.model_packages import DEMO
 from tests.viewer_state import CLINICIAN, TECHNICIAN, XSS_ID, XSS_NAME
 from tests.web_client import ViewerClient
 
@@ -256,7 +257,9 @@ def test_device_page_shows_the_box(technician):
     assert re.search(r'id="queue-depth">1<', page)
     assert "truncated file" in page
     assert "clinibox-demo-lesion@1.0.0" in page and "signature verified" in page
-    assert "onnx/int8" in page and "0.93852" in page  # validation metrics
+    int8 = next(a for a in json.loads((DEMO / "manifest.json").read_text())["artifacts"]
+                if a["path"] == "model.int8.onnx")
+    assert "onnx/int8" in page and str(int8["validation"]["auc"]) in page  # validation metrics
     assert "not configured" in page and "never connected" in page
     assert re.search(r'id="processed-today">4<', page)
     assert "not running" in page  # no appliance service in this test
