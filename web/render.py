@@ -7,6 +7,9 @@ viewer needs on top: a window chosen by the user in modality units (e.g.
 Hounsfield units), any single frame, colour kept as RGB, a transparent heatmap
 overlay and a key image with the findings burned in for the printed report.
 
+Decoding runs in the viewer's own decoder sandbox (one limited child process
+per web worker, ``firmware_app.imaging.sandbox``): an image that crashes a
+codec or needs too much memory gives a DecodeError page, never a dead viewer.
 Only numpy, Pillow and pydicom are used.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -43,6 +47,7 @@ from firmware_app.imaging.decode import (
     text_value,
 )
 from firmware_app.imaging.decode import window as apply_window
+from firmware_app.imaging.sandbox import DecodeSandbox
 
 #: Frames kept decoded (most recently used first out), and the memory they may hold.
 CACHE_ENTRIES = 8
@@ -90,10 +95,13 @@ _cache_lock = threading.Lock()
 def load_frame(path: Path, frame: int, limits: LimitsConfig) -> FrameImage:
     """Decode frame ``frame`` (0-based) of the DICOM file at ``path`` for display.
 
-    Raises ``DecodeError`` for a file the box cannot read (the same checks as
-    the worker) or a frame index out of range; ``FileNotFoundError`` when the
-    file is gone. Recently used frames are cached (keyed by the resolved path,
-    its mtime and size, the frame and the limits); cached arrays are read-only.
+    The decode runs in the viewer's own decoder sandbox (a limited child process,
+    ``firmware_app.imaging.sandbox``), never in the web server. Raises
+    ``DecodeError`` for a file the box cannot read (the same checks as the
+    worker), a frame index out of range or a decoder that crashed or ran out of
+    memory or time; ``FileNotFoundError`` when the file is gone. Recently used
+    frames are cached (keyed by the resolved path, its mtime and size, the frame
+    and the limits); cached arrays are read-only.
     """
     path = Path(path)
     stat = path.stat()
@@ -104,10 +112,37 @@ def load_frame(path: Path, frame: int, limits: LimitsConfig) -> FrameImage:
         if cached is not None:
             _cache.move_to_end(key)
             return cached
-    image = _load(path, int(frame), limits)
-    image.values.flags.writeable = False
+    values, meta = _sandbox(limits).call("web.render:frame_parts", str(path), int(frame),
+                                         dataclasses.asdict(limits))
+    values.flags.writeable = False
+    image = FrameImage(values=values, default_window=Window(*meta.pop("default_window")),
+                       value_range=tuple(meta.pop("value_range")), **meta)
     _remember(key, image)
     return image
+
+
+_sandboxes: dict[int, DecodeSandbox] = {}
+_sandbox_lock = threading.Lock()
+
+
+def _sandbox(limits: LimitsConfig) -> DecodeSandbox:
+    """This process's decoder sandbox (gunicorn forks workers: one each, made on first use)."""
+    with _sandbox_lock:
+        box = _sandboxes.get(os.getpid())
+        if box is None or box.limits != limits:
+            if box is not None:
+                box.close()
+            box = _sandboxes[os.getpid()] = DecodeSandbox(limits)
+        return box
+
+
+def frame_parts(path: str, frame: int, limits: dict[str, Any]) -> tuple[np.ndarray, dict]:
+    """In the sandbox: one frame's values and what a FrameImage needs besides them."""
+    image = _load(Path(path), frame, LimitsConfig(**limits))
+    meta = {f.name: getattr(image, f.name) for f in dataclasses.fields(image)
+            if f.name != "values"}
+    meta["default_window"] = (image.default_window.centre, image.default_window.width)
+    return image.values, meta
 
 
 def clear_cache() -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib
 import logging
 import os
 import resource
@@ -75,20 +76,30 @@ def _serve(conn: Connection, memory_bytes: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when the child ends
     isolated = _isolate_network()
     limit = _mapped_bytes() + memory_bytes
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    conn.send(("ready", isolated))
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        limited = True
+    except (OSError, ValueError):  # a seccomp filter that denies setrlimit (see the units)
+        limited = False
+    conn.send(("ready", (isolated, limited)))
     while True:
         try:
             request = conn.recv()
         except (EOFError, OSError):
             return
-        path, limits, max_frames, out = request
+        kind, out, args = request
         try:
-            image = decode(Path(path), LimitsConfig(**limits), max_frames)
-            np.save(out, image.frames, allow_pickle=False)
-            meta = asdict(replace(image, frames=np.empty((0, 0, 0), np.float32)))
-            meta.pop("frames")
+            if kind == "decode":
+                path, limits, max_frames = args
+                image = decode(Path(path), LimitsConfig(**limits), max_frames)
+                array = image.frames
+                meta = asdict(replace(image, frames=np.empty((0, 0, 0), np.float32)))
+                meta.pop("frames")
+            else:  # "call": a "module:function" of this project returning (array, meta)
+                module, _, function = kind.removeprefix("call:").partition(":")
+                array, meta = getattr(importlib.import_module(module), function)(*args)
+            np.save(out, array, allow_pickle=False)
             conn.send(("ok", meta))
         except MemoryError:
             conn.send(("memory", ""))
@@ -115,6 +126,8 @@ class DecodeSandbox:
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._folder, True)
         #: whether the running child could leave the network (None before it started)
         self.network_isolated: bool | None = None
+        #: whether the running child's address-space limit holds (None before it started)
+        self.memory_limited: bool | None = None
 
     def _start(self) -> None:
         ours, theirs = socket.socketpair()
@@ -127,7 +140,10 @@ class DecodeSandbox:
         try:
             if not parent.poll(120):
                 raise EOFError
-            _, self.network_isolated = parent.recv()
+            _, (self.network_isolated, self.memory_limited) = parent.recv()
+            if not self.memory_limited:
+                log.warning("the decoder could not limit its memory (setrlimit denied): "
+                            "a decode bomb would be bounded only by the service's own limits")
         except (EOFError, OSError):
             process.kill()
             process.wait()
@@ -160,6 +176,15 @@ class DecodeSandbox:
 
     def decode(self, path: Path, max_frames: int) -> DecodedImage:
         """Decode ``path`` as ``firmware_app.imaging.decode.decode`` would, in the sandbox."""
+        frames, meta = self._exchange("decode", (str(path), asdict(self.limits), max_frames))
+        return DecodedImage(frames=frames, **meta)
+
+    def call(self, target: str, *args: object) -> tuple[np.ndarray, dict]:
+        """Run ``target`` (``"package.module:function"``, returning ``(array, meta)``) in
+        the sandbox, under the same limits; its DecodeError comes back as one."""
+        return self._exchange(f"call:{target}", args)
+
+    def _exchange(self, kind: str, args: tuple) -> tuple[np.ndarray, dict]:
         with self._lock:
             if self._process is None or self._process.poll() is not None:
                 self._stop_child()
@@ -168,7 +193,7 @@ class DecodeSandbox:
             out.unlink(missing_ok=True)
             assert self._conn is not None
             try:
-                self._conn.send((str(path), asdict(self.limits), max_frames, str(out)))
+                self._conn.send((kind, str(out), args))
                 if not self._conn.poll(self.seconds):
                     self._stop_child()
                     raise DecodeError(f"decoding took longer than {self.seconds:g} s; the "
@@ -185,10 +210,10 @@ class DecodeSandbox:
             if kind == "missing":
                 raise FileNotFoundError(payload)
             try:  # mapped, not read: clean file pages the kernel may drop under pressure
-                frames = np.load(out, mmap_mode="r", allow_pickle=False)
+                array = np.load(out, mmap_mode="r", allow_pickle=False)
             finally:
                 out.unlink(missing_ok=True)  # the mapping outlives the name
-            return DecodedImage(frames=frames, **payload)
+            return array, payload
 
     def close(self) -> None:
         """End the child and remove the private folder."""

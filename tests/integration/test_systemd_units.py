@@ -330,6 +330,23 @@ def test_onnxruntime_runs_under_the_appliance_sandbox(tmp_path):
     assert "Operation not permitted" not in result.stderr
 
 
+@pytest.mark.parametrize("unit", ["clinibox.service", "clinibox-web.service"])
+def test_the_decoder_sandbox_limits_itself_under_the_units_sandbox(unit):
+    """The decoder child lowers its own RLIMIT_AS under the unit's seccomp filter (glibc's
+    setrlimit is the prlimit64 system call, which ``~@resources`` leaves allowed)."""
+    probe = ("from pathlib import Path\n"
+             "from firmware_app.config import LimitsConfig\n"
+             "from firmware_app.imaging.sandbox import DecodeSandbox\n"
+             "box = DecodeSandbox(LimitsConfig())\n"
+             f"image = box.decode(Path({str(CT)!r}), 1)\n"
+             "print(image.modality, box.memory_limited)\n"
+             "box.close()\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            cwd=REPO, timeout=120, preexec_fn=UnitSandbox(SYSTEMD / unit).apply)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["CT", "True"]
+
+
 def test_openvino_needs_write_execute_memory(tmp_path):
     unit = SYSTEMD / "clinibox.service"
     refused = _infer(tmp_path, "openvino", UnitSandbox(unit))

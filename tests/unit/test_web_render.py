@@ -369,3 +369,27 @@ def test_phantom_ct_round_trip_with_boxes(tmp_path: Path) -> None:
              for b in phantom.boxes]
     key = png(key_image_png(image, None, boxes, np.random.default_rng(0).random((64, 64))))
     assert key.size == (512, 512)
+
+
+def test_frames_are_decoded_in_the_viewers_sandbox_not_the_web_process(tmp_path):
+    import os
+    import signal
+
+    from web import render
+
+    hu = np.full((64, 64), 40, np.int16)
+    assert load_frame(ct_file(tmp_path, hu, "a.dcm"), 0, LIMITS).rows == 64
+    child = render._sandboxes[os.getpid()]._process
+    assert child is not None and child.pid != os.getpid()
+    os.kill(child.pid, signal.SIGKILL)  # a codec that crashed between requests
+    child.wait(10)
+    assert load_frame(ct_file(tmp_path, hu, "b.dcm"), 0, LIMITS).rows == 64  # a fresh child
+
+
+def test_an_image_too_big_for_the_viewers_decoder_is_a_page_not_a_dead_viewer(tmp_path):
+    small = LimitsConfig(sandbox_memory_mb=64, max_megapixels=300.0)
+    big = write(image_dataset("big-view", 4096, 4096), tmp_path, "big.dcm")  # 32 MB of pixels
+    with pytest.raises(DecodeError, match=r"64 MB memory limit|decoder crashed"):
+        load_frame(big, 0, small)
+    hu = np.full((64, 64), 40, np.int16)
+    assert load_frame(ct_file(tmp_path, hu, "after.dcm"), 0, small).rows == 64
