@@ -37,6 +37,8 @@ class NotifySocket:
         self.sock.bind(str(path))
         self.sock.settimeout(0.2)
         self.heard: list[str] = []
+        #: messages before this index were already looked at by wait_for
+        self.seen = 0
 
     def drain(self) -> None:
         while True:
@@ -46,14 +48,18 @@ class NotifySocket:
                 return
 
     def wait_for(self, text: str, timeout: float = 120) -> str:
-        """The first message (from now on) containing ``text``."""
-        start = len(self.heard)
+        """The first message after the one the last call returned that contains ``text``.
+
+        (Not "from now on": one drain can read several datagrams, and READY=1 may
+        already be in when RELOADING=1 is looked for.)
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.drain()
-            for message in self.heard[start:]:
-                if text in message:
-                    return message
+            for index in range(self.seen, len(self.heard)):
+                if text in self.heard[index]:
+                    self.seen = index + 1
+                    return self.heard[index]
         pytest.fail(f"no notification with {text!r}; heard {self.heard[-10:]}")
 
     def close(self) -> None:
