@@ -3,8 +3,9 @@ then each target fuzzed by atheris (coverage-guided libFuzzer) for a bounded tim
 
 The replay is deterministic and fast; the fuzzing run is bounded by
 ``FUZZ_SECONDS`` (default 15 s a target), an RSS limit and a per-input timeout,
-in a child process, and starts from a copy of the corpus (new inputs it finds
-stay in the test's temporary folder; ``make fuzz`` adds them to the corpus).
+in a child process, with a fixed seed (a failure in CI can be replayed), and
+starts from a copy of the corpus (new inputs it finds stay in the test's
+temporary folder; ``make fuzz`` adds them to the corpus).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def test_coverage_guided_fuzzing_finds_no_crash(target, tmp_path):
     shutil.copytree(HERE / "corpus" / target, corpus)
     found = len(list(corpus.iterdir()))
     run = subprocess.run(
-        [sys.executable, "-m", "tests.fuzz.fuzz", target, f"-max_total_time={SECONDS}",
+        [sys.executable, "-m", "tests.fuzz.fuzz", target, f"-max_total_time={SECONDS}", "-seed=1",
          "-rss_limit_mb=3072", "-timeout=20", "-max_len=65536", f"-artifact_prefix={tmp_path}/",
          str(corpus)],
         cwd=REPO, capture_output=True, text=True, timeout=SECONDS + 240)
