@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from firmware_app.config import DEMO_KEY_ID
 from firmware_app.enrolment import EnrolmentBundle, EnrolmentError, write_bundle
 
 #: a box lives for years in a clinic: three years, then a new bundle renews the certificate
@@ -132,12 +133,16 @@ def make_bundle(*, ca_cert_path: Path, ca_key_path: Path, clinic: str, device: s
         except UnicodeDecodeError as exc:
             raise EnrolmentError(f"the {what} {path} is not PEM text") from exc
 
-    return EnrolmentBundle(
+    bundle = EnrolmentBundle(
         clinic=clinic, device=device, broker_host=broker_host, broker_port=broker_port,
         ca_cert=ca_cert.public_bytes(serialization.Encoding.PEM).decode("ascii"),
         client_cert=cert_pem, client_key=key_pem,
         hospital_key=text(hospital_key_path, "hospital public key"),
         model_signing_keys=tuple(text(p, "model-signing public key") for p in signing_key_paths))
+    if DEMO_KEY_ID in bundle.signing_key_ids():
+        raise EnrolmentError("the DEMO-ONLY key cannot be a clinic's model-signing key: its "
+                             "private half is public; give the hospital's own signing key")
+    return bundle
 
 
 def write_and_describe(bundle: EnrolmentBundle, out: Path, overwrite: bool = False) -> str:

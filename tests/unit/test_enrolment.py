@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from central.bundle import issue_client_certificate, load_ca, make_bundle
+from firmware_app.config import DEMO_PUBLIC_KEY
 from firmware_app.enrolment import (
     SCHEMA,
     EnrolmentBundle,
@@ -261,6 +262,10 @@ def test_the_hospital_side_issues_a_matching_certificate(ca: CertificateAuthorit
     other.write_text(_private_pem(Ed25519PrivateKey.generate()))
     with pytest.raises(EnrolmentError, match="is not the key of the CA certificate"):
         load_ca(ca.cert_path, other)
+    with pytest.raises(EnrolmentError, match="DEMO-ONLY key cannot be a clinic's"):
+        make_bundle(ca_cert_path=ca.cert_path, ca_key_path=ca_key, clinic="clinic-b",
+                    device="box-9", broker_host="h", broker_port=1, hospital_key_path=hospital,
+                    signing_key_paths=[signer, DEMO_PUBLIC_KEY])
     signer.write_bytes(b"\xff\xfe")
     with pytest.raises(EnrolmentError, match=r"public key .*signer\.pub is not PEM text"):
         make_bundle(ca_cert_path=ca.cert_path, ca_key_path=ca_key, clinic="clinic-b",
