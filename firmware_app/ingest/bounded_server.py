@@ -137,11 +137,6 @@ class BoundedAssociationServer(ThreadedAssociationServer):
             else:
                 self._held.pop(host, None)
 
-    def held(self, host: str) -> int:
-        """Connections ``host`` holds now."""
-        with self._held_lock:
-            return self._held.get(host, 0)
-
     def get_request(self) -> tuple[socket.socket, Any]:
         """Accept; a TLS socket shakes hands later, on the association's thread."""
         client, address = self.socket.accept()  # type: ignore[union-attr]

@@ -62,11 +62,7 @@ class Lander:
         Raises OSError (SpoolFull included) or sqlite3.Error when the object could
         not be stored; the caller must then report failure to the sender.
         """
-        if len(data) > self.max_object_bytes:
-            raise ValueError(
-                f"object is {len(data) // 2**20} MB, over the "
-                f"{self.max_object_bytes // 2**20} MB limit"
-            )
+        self._check_size(len(data))
         sop_instance_uid = sop_instance_uid or None  # an empty UID is no UID (found by fuzzing)
         queue = self._queue()
         if sop_instance_uid:
@@ -92,10 +88,11 @@ class Lander:
         only), and it is acknowledged, since it is stored. Raises like ``land``.
         """
         size = received.stat().st_size
-        if size > self.max_object_bytes:
+        try:
+            self._check_size(size)
+        except ValueError:
             received.unlink(missing_ok=True)
-            raise ValueError(f"object is {size // 2**20} MB, over the "
-                             f"{self.max_object_bytes // 2**20} MB limit")
+            raise
         sop_instance_uid = sop_instance_uid or None
         queue = self._queue()
         if sop_instance_uid:
@@ -105,16 +102,10 @@ class Lander:
         local_id = new_local_id()
         path = self.spool.adopt(local_id, received)
         try:
-            instance_id = queue.enqueue(local_id=local_id, spool_path=path, size_bytes=size,
-                                        source=source, origin=origin,
-                                        sop_instance_uid=sop_instance_uid)
+            instance_id = self._commit(local_id, path, size, sop_instance_uid, source, origin)
         except DuplicateInstance as dup:  # the same UID on two associations at once
-            self.spool.discard(local_id)
             queue.note_duplicate(dup.instance_id)
             return Landed(Outcome.DUPLICATE, dup.instance_id)
-        except (sqlite3.Error, OSError):
-            self.spool.discard(local_id)
-            raise
         return Landed(Outcome.ACCEPTED, instance_id)
 
     def _repeated(self, existing: int, received: Path, origin: str | None) -> Landed:
@@ -153,19 +144,25 @@ class Lander:
         """
         local_id = new_local_id()
         path = self.spool.write(local_id, data)
+        return self._commit(local_id, path, len(data), sop_instance_uid, source,
+                            origin), local_id
+
+    def _commit(self, local_id: str, path: Path, size: int, sop_instance_uid: str | None,
+                source: str, origin: str | None) -> int:
+        """Commit the queue row of a spooled object; remove the file again if that fails."""
         try:
-            instance_id = self._queue().enqueue(
-                local_id=local_id,
-                spool_path=path,
-                size_bytes=len(data),
-                source=source,
-                origin=origin,
-                sop_instance_uid=sop_instance_uid,
-            )
+            return self._queue().enqueue(local_id=local_id, spool_path=path, size_bytes=size,
+                                         source=source, origin=origin,
+                                         sop_instance_uid=sop_instance_uid)
         except (DuplicateInstance, sqlite3.Error, OSError):
             self.spool.discard(local_id)
             raise
-        return instance_id, local_id
+
+    def _check_size(self, size: int) -> None:
+        """ValueError for an object over the limit."""
+        if size > self.max_object_bytes:
+            raise ValueError(f"object is {size // 2**20} MB, over the "
+                             f"{self.max_object_bytes // 2**20} MB limit")
 
 
 def _data_set_start(handle) -> int:

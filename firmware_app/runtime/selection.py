@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -328,20 +328,12 @@ def fallback_candidates(package: ModelPackage, config: RuntimeConfig,
     service sandboxed) for.
     """
     seen = {(c.backend, c.artifact.path) for c in tried}
-    order: list[Candidate] = []
-    for backend in (config.backend,):
-        try:
-            found = candidates(package, RuntimeConfig(backend=backend, precision="auto",
-                                                      threads=config.threads,
-                                                      device=config.device))
-        except (SelectionError, ImportError):
-            continue
-        for candidate in sorted(found, key=lambda c: PRECISION_RANK.get(c.artifact.precision,
-                                                                         len(PRECISION_RANK))):
-            if (candidate.backend, candidate.artifact.path) not in seen:
-                seen.add((candidate.backend, candidate.artifact.path))
-                order.append(candidate)
-    return order
+    try:
+        found = candidates(package, replace(config, precision="auto"))
+    except (SelectionError, ImportError):
+        return []
+    found.sort(key=lambda c: PRECISION_RANK.get(c.artifact.precision, len(PRECISION_RANK)))
+    return [c for c in found if (c.backend, c.artifact.path) not in seen]
 
 
 def load_fallback(previous: LoadedModel, candidate: Candidate, package: ModelPackage,
