@@ -124,9 +124,10 @@ def cmd_bundle(args: argparse.Namespace, config: config_module.CentralConfig) ->
 
 def cmd_revoke(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
     """Refuse a device's messages from now on."""
-    if not _open_store(config).revoke(args.device):
-        raise _Failure(f"device {args.device!r} is not enrolled")
-    print(f"revoked {args.device}: its messages will be refused")
+    where = f"{args.clinic}/{args.device}"
+    if not _open_store(config).revoke(args.clinic, args.device):
+        raise _Failure(f"device {where!r} is not enrolled")
+    print(f"revoked {where}: its messages will be refused")
     return EXIT_OK
 
 
@@ -199,12 +200,12 @@ def build_parser(prog: str = "clinibox central") -> argparse.ArgumentParser:
     enrol.add_argument("--device", required=True, help="device id")
     enrol.add_argument("--key", required=True, help="the device's Ed25519 public key (PEM)")
     enrol.add_argument("--replace", action="store_true",
-                       help="replace an enrolled device of this id (another key or clinic)")
+                       help="replace the key of an enrolled clinic/device (the box was replaced)")
     code = command("enrol-code", cmd_enrol_code,
                    "trust a device from the code (or QR code) clinibox provision printed")
     code.add_argument("code", help="the CBX1:… code; - reads one line from stdin (a scanner)")
     code.add_argument("--replace", action="store_true",
-                      help="replace an enrolled device of this id (another key or clinic)")
+                      help="replace the key of an enrolled clinic/device (the box was replaced)")
     bundle = command("bundle", cmd_bundle,
                      "issue a box's client certificate and write its enrolment bundle")
     bundle.add_argument("--ca-cert", required=True, help="the hospital CA's certificate (PEM)")
@@ -222,6 +223,7 @@ def build_parser(prog: str = "clinibox central") -> argparse.ArgumentParser:
     bundle.add_argument("--out", required=True, help="the bundle file to write (mode 0600)")
     bundle.add_argument("--force", action="store_true", help="overwrite --out")
     revoke = command("revoke", cmd_revoke, "refuse a device's messages from now on")
+    revoke.add_argument("--clinic", required=True, help="clinic id")
     revoke.add_argument("--device", required=True, help="device id")
     report = command("report", cmd_report, "health of every device")
     report.add_argument("--json", action="store_true", help="machine-readable output")

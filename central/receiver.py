@@ -1,12 +1,15 @@
 """Take envelopes off the broker, check them, keep the good ones, log the rest.
 
 :meth:`Receiver.handle` decides about one message, in this order: the topic
-is a clinibox topic → the envelope header parses → the claimed device is
-enrolled and not revoked → topic, header and enrolment agree → the device's
+is a clinibox topic → the envelope header parses → topic and header agree →
+the claimed ``clinic/device`` is enrolled and not revoked → the device's
 signature verifies and the payload decrypts with the hospital key → the
-payload is exactly a message of the egress schema → it is stored, once per
-``(device, seq)``. Every refusal is recorded (reason, topic, claimed device,
-size; never the bytes) and logged, and the receiver carries on.
+payload is exactly a message of the egress schema, not older than
+``[receiver] max_message_age_days`` → it is stored, once per
+``(clinic, device, seq)``. A box is known by its clinic and device together:
+``clinic-b/box-1`` is not ``clinic-a/box-1``. Every refusal is recorded
+(reason, topic, claimed clinic and device, size; never the bytes) and
+logged, and the receiver carries on.
 
 :class:`MqttService` runs the broker link (MQTT v5 over TLS, persistent
 session, shared subscription, QoS 1) and acknowledges a message only after
@@ -76,38 +79,36 @@ class Receiver:
         try:
             header = read_header(payload)
         except EnvelopeError as exc:
-            return self._refuse("malformed", topic, device, size, str(exc))
+            return self._refuse("malformed", topic, (clinic, device), size, str(exc))
+        claimed = (header.clinic, header.device)
         if header.seq > MAX_SEQ:
-            return self._refuse("malformed", topic, header.device, size,
+            return self._refuse("malformed", topic, claimed, size,
                                 "sequence number beyond 64 bits")
-        record = self.store.device(header.device)
-        if record is None:
-            return self._refuse("unknown-device", topic, header.device, size,
-                                "device is not enrolled")
-        if record.revoked_at is not None:
-            return self._refuse("revoked", topic, header.device, size,
-                                "device's enrolment was revoked")
         if (clinic, device, kind) != (header.clinic, header.device, header.kind):
-            return self._refuse("topic-mismatch", topic, header.device, size,
+            return self._refuse("topic-mismatch", topic, claimed, size,
                                 f"signed header says {header.clinic}/{header.device}/"
                                 f"{header.kind}")
-        if header.clinic != record.clinic:
-            return self._refuse("topic-mismatch", topic, header.device, size,
-                                f"device is enrolled in clinic {record.clinic}")
+        record = self.store.device(*claimed)
+        if record is None:
+            return self._refuse("unknown-device", topic, claimed, size,
+                                f"{header.clinic}/{header.device} is not enrolled")
+        if record.revoked_at is not None:
+            return self._refuse("revoked", topic, claimed, size,
+                                "device's enrolment was revoked")
         try:
             opened = open_envelope(payload, record.public_key(), self._hospital_key)
         except EnvelopeError as exc:
-            return self._refuse(exc.reason, topic, header.device, size, str(exc))
+            return self._refuse(exc.reason, topic, claimed, size, str(exc))
         except ValueError as exc:  # an enrolled key that no longer parses
-            return self._refuse("bad-signature", topic, header.device, size, str(exc))
+            return self._refuse("bad-signature", topic, claimed, size, str(exc))
         try:
             check_message(header.kind, opened.payload, None)
         except EgressRefused as exc:
-            return self._refuse("schema", topic, header.device, size, str(exc))
+            return self._refuse("schema", topic, claimed, size, str(exc))
         limit = self.config.receiver.max_message_age_days
         age_days = (received_at - float(opened.payload.get("created_at", 0))) / 86400
         if age_days > limit:  # a replay of old traffic, or a clock gone wrong
-            return self._refuse("too-old", topic, header.device, size,
+            return self._refuse("too-old", topic, claimed, size,
                                 f"created {age_days:.0f} days ago, over [receiver] "
                                 f"max_message_age_days ({limit:g})")
         if self.store.store(header, opened.payload, received_at):
@@ -118,7 +119,7 @@ class Receiver:
                  header.seq)
         return DUPLICATE
 
-    def _refuse(self, reason: str, topic: str, claimed: str | None, size: int,
+    def _refuse(self, reason: str, topic: str, claimed: tuple[str, str] | None, size: int,
                 detail: str) -> str:
         self.store.reject(reason, topic, claimed, size)
         log.warning("refused %d-byte message on %r: %s (%s)", size, topic[:200], reason, detail)

@@ -72,14 +72,15 @@ def _latest_model(*messages: StoredMessage | None) -> str | None:
     return max(present, key=lambda m: m.seq).payload["model"]
 
 
-def _drift(store: Store, device: str, summary: StoredMessage | None,
+def _drift(store: Store, record: Device, summary: StoredMessage | None,
            health: HealthConfig) -> list[str]:
     """Drift warnings for the model of the latest summary (first summaries vs latest ones)."""
     if summary is None:
         return []
     model = summary.payload["model"]
-    recent = store.summaries(device, model, limit=health.recent_summaries, newest=True)
-    baseline = store.summaries(device, model, limit=health.baseline_summaries, newest=False)
+    where = (record.clinic, record.device)
+    recent = store.summaries(*where, model, limit=health.recent_summaries, newest=True)
+    baseline = store.summaries(*where, model, limit=health.baseline_summaries, newest=False)
     first_recent = min(m.seq for m in recent)
     baseline = [m for m in baseline if m.seq < first_recent]
     if len(baseline) < health.baseline_summaries:
@@ -125,13 +126,11 @@ def _event_warning(event: StoredMessage | None, health: HealthConfig, now: float
 def device_row(store: Store, record: Device, health: HealthConfig, now: float,
                last_seen: float | None, alerts: tuple[int, int]) -> dict[str, Any]:
     """The report row of one enrolled device."""
-    status = store.latest(record.device, "status")
-    summary = store.latest(record.device, "summary")
-    alert = store.latest(record.device, "alert")
-    event = store.latest(record.device, "event")
+    status, summary, alert, event = (store.latest(record.clinic, record.device, kind)
+                                     for kind in ("status", "summary", "alert", "event"))
     state = status.payload["state"] if status else "unknown"
     state = "online" if state == "heartbeat" else state
-    drift = _drift(store, record.device, summary, health)
+    drift = _drift(store, record, summary, health)
     warnings = _warnings(summary, health) + drift + _event_warning(event, health, now)
     reasons: list[str] = []
     if record.revoked_at is not None:
@@ -176,8 +175,8 @@ def build_report(store: Store, health: HealthConfig, now: float) -> list[dict[st
     """One row per enrolled device, by clinic then device (see the module doc for health)."""
     seen = store.last_seen()
     alert_counts = store.alert_counts()
-    return [device_row(store, record, health, now, seen.get(record.device),
-                       alert_counts.get(record.device, (0, 0)))
+    return [device_row(store, record, health, now, seen.get((record.clinic, record.device)),
+                       alert_counts.get((record.clinic, record.device), (0, 0)))
             for record in store.devices()]
 
 

@@ -96,6 +96,15 @@ class Database:
         """A CREATE statement with ``{id}`` replaced by this engine's auto-numbered key."""
         return statement.replace("{id}", _POSTGRES_ID if self.postgres else _SQLITE_ID)
 
+    def tables(self, tx: Transaction) -> set[str]:
+        """The names of the tables in this database (its current schema on PostgreSQL)."""
+        if self.postgres:
+            sql = ("SELECT table_name FROM information_schema.tables"
+                   " WHERE table_schema = current_schema()")
+        else:
+            sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
+        return {str(row[0]) for row in tx.execute(sql).fetchall()}
+
     def _connect(self) -> Any:
         if self.postgres:
             import psycopg

@@ -1,9 +1,11 @@
 """The hospital's record: enrolled devices, received messages, alerts and refusals.
 
 One :class:`Store` works over SQLite or PostgreSQL (chosen by URL) with the
-same SQL. Messages are de-duplicated by ``(device, seq)``: the primary key
-does it, so several receivers sharing one PostgreSQL database may race on the
-same message and exactly one of them stores it. A message and its alert row
+same SQL (tables in :mod:`central.schema`). A box is identified by
+``(clinic, device)``: two clinics may each have a ``box-1``. Messages are
+de-duplicated by ``(clinic, device, seq)``: the primary key does it, so
+several receivers sharing one PostgreSQL database may race on the same
+message and exactly one of them stores it. A message and its alert row
 are written in one transaction. Refused envelopes are logged by reason, size
 and claimed sender only; their bytes are never kept.
 """
@@ -19,6 +21,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from central.schema import TABLES, create_or_migrate
 from central.sql import Database, StoreError
 from firmware_app.signing import key_id
 from firmware_app.telemetry.envelope import Header, canonical_payload
@@ -26,63 +29,11 @@ from firmware_app.telemetry.schema import check_identity
 
 __all__ = ["Device", "EnrolmentConflict", "Store", "StoreError", "StoredMessage"]
 
-#: Serialises schema creation when several receivers start on one PostgreSQL database.
-_SCHEMA_LOCK = 0x636C6278  # "clbx"
 _TEXT_LIMIT = 200
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS devices (
-        device      TEXT PRIMARY KEY,
-        clinic      TEXT NOT NULL,
-        public_key  TEXT NOT NULL,
-        key_id      TEXT NOT NULL,
-        enrolled_at DOUBLE PRECISION NOT NULL,
-        revoked_at  DOUBLE PRECISION
-    )""",
-    """CREATE TABLE IF NOT EXISTS messages (
-        device      TEXT NOT NULL,
-        seq         BIGINT NOT NULL,
-        kind        TEXT NOT NULL,
-        clinic      TEXT NOT NULL,
-        model       TEXT,
-        created_at  BIGINT NOT NULL,
-        received_at DOUBLE PRECISION NOT NULL,
-        payload     TEXT NOT NULL,
-        PRIMARY KEY (device, seq)
-    )""",
-    "CREATE INDEX IF NOT EXISTS messages_by_kind ON messages (device, kind, seq)",
-    """CREATE TABLE IF NOT EXISTS alerts (
-        id            {id},
-        device        TEXT NOT NULL,
-        seq           BIGINT NOT NULL,
-        clinic        TEXT NOT NULL,
-        study_ref     TEXT NOT NULL,
-        finding       TEXT NOT NULL,
-        score         DOUBLE PRECISION NOT NULL,
-        threshold     DOUBLE PRECISION NOT NULL,
-        modality      TEXT NOT NULL,
-        model         TEXT NOT NULL,
-        instances     BIGINT NOT NULL,
-        processing_ms DOUBLE PRECISION NOT NULL,
-        created_at    BIGINT NOT NULL,
-        received_at   DOUBLE PRECISION NOT NULL,
-        reviewed_at   DOUBLE PRECISION,
-        UNIQUE (device, seq)
-    )""",
-    "CREATE INDEX IF NOT EXISTS alerts_waiting ON alerts (reviewed_at, id)",
-    """CREATE TABLE IF NOT EXISTS rejections (
-        id             {id},
-        at             DOUBLE PRECISION NOT NULL,
-        reason         TEXT NOT NULL,
-        topic          TEXT NOT NULL,
-        claimed_device TEXT,
-        size_bytes     BIGINT NOT NULL
-    )""",
-)
 
 _ALERT_FIELDS = ("study_ref", "finding", "score", "threshold", "modality", "model",
                  "instances", "processing_ms")
-_ALERT_COLUMNS = ("id", "device", "seq", "clinic", *_ALERT_FIELDS, "created_at",
+_ALERT_COLUMNS = ("id", "clinic", "device", "seq", *_ALERT_FIELDS, "created_at",
                   "received_at", "reviewed_at")
 
 
@@ -110,6 +61,7 @@ class Device:
 class StoredMessage:
     """One stored message as the report reads it."""
 
+    clinic: str
     device: str
     seq: int
     kind: str
@@ -138,27 +90,20 @@ def _clean(text: str | None) -> str | None:
 class Store:
     """Devices, messages, alerts and rejections in SQLite or PostgreSQL.
 
-    The schema is created on first use (idempotent; on PostgreSQL serialised
-    by an advisory lock, so receivers may start together). Database faults
-    raise :class:`StoreError`.
+    The schema is created, or an older one migrated, on opening (idempotent;
+    on PostgreSQL serialised by an advisory lock, so receivers may start
+    together). Database faults raise :class:`StoreError`.
     """
 
     def __init__(self, url: str) -> None:
         """Open (lazily) the database at ``url`` and make sure the schema exists."""
         self._db = Database(url)
-        self._create_schema()
+        self.migrated_from = create_or_migrate(self._db)
 
     @property
     def where(self) -> str:
         """The database, for messages (no password)."""
         return self._db.where
-
-    def _create_schema(self) -> None:
-        with self._db.transaction(write=True) as tx:
-            if self._db.postgres:
-                tx.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
-            for statement in _SCHEMA:
-                tx.execute(self._db.ddl(statement))
 
     def close(self) -> None:
         """Close the connection."""
@@ -176,11 +121,12 @@ class Store:
     # -- devices ----------------------------------------------------------
     def enrol(self, clinic: str, device: str, public_key_pem: str,
               now: float | None = None, *, replace: bool = False) -> Device:
-        """Enrol a device (again with the same key: idempotent, a revocation lifted).
+        """Enrol ``clinic/device`` (again with the same key: idempotent, a revocation lifted).
 
-        An enrolled device id with another key or in another clinic is refused with
-        EnrolmentConflict unless ``replace``: a second clinic's ``box-1`` must never
-        silently take over the first one's identity.
+        Refused with :class:`EnrolmentConflict`: the identity enrolled with
+        another key, unless ``replace`` (the box was really replaced); and the
+        key already trusted as another identity that is not revoked (one box
+        must not speak for two).
         """
         check_identity(clinic, "clinic")
         check_identity(device, "device")
@@ -188,44 +134,53 @@ class Store:
         record = Device(device, clinic, public_key_pem, key_id(key),
                         time.time() if now is None else now, None)
         with self._db.transaction(write=True) as tx:
-            row = tx.execute("SELECT clinic, key_id FROM devices WHERE device = ?",
-                             (device,)).fetchone()
-            if row is not None and tuple(row) != (clinic, record.key_id) and not replace:
+            row = tx.execute("SELECT key_id FROM devices WHERE clinic = ? AND device = ?",
+                             (clinic, device)).fetchone()
+            if row is not None and row[0] != record.key_id and not replace:
                 raise EnrolmentConflict(
-                    f"device {device} is enrolled as {row[0]}/{device} with key {row[1]}; "
-                    f"enrolling {clinic}/{device} with key {record.key_id} would replace it "
-                    "(use --replace if the box was really replaced or moved)")
+                    f"{clinic}/{device} is enrolled with key {row[0]}; enrolling it with key "
+                    f"{record.key_id} would replace it (use --replace if the box was really "
+                    "replaced)")
+            other = tx.execute(
+                "SELECT clinic, device FROM devices WHERE key_id = ? AND revoked_at IS NULL"
+                " AND NOT (clinic = ? AND device = ?)", (record.key_id, clinic, device)
+            ).fetchone()
+            if other is not None:
+                raise EnrolmentConflict(
+                    f"key {record.key_id} is already enrolled as {other[0]}/{other[1]}; "
+                    f"revoke that first (clinibox central revoke --clinic {other[0]} "
+                    f"--device {other[1]}) if the box moved to {clinic}")
             tx.execute(
-                "INSERT INTO devices (device, clinic, public_key, key_id, enrolled_at, revoked_at)"
-                " VALUES (?, ?, ?, ?, ?, NULL) ON CONFLICT (device) DO UPDATE SET"
-                " clinic = excluded.clinic, public_key = excluded.public_key,"
-                " key_id = excluded.key_id, enrolled_at = excluded.enrolled_at,"
-                " revoked_at = NULL",
-                (device, clinic, public_key_pem, record.key_id, record.enrolled_at))
+                "INSERT INTO devices (clinic, device, public_key, key_id, enrolled_at, revoked_at)"
+                " VALUES (?, ?, ?, ?, ?, NULL) ON CONFLICT (clinic, device) DO UPDATE SET"
+                " public_key = excluded.public_key, key_id = excluded.key_id,"
+                " enrolled_at = excluded.enrolled_at, revoked_at = NULL",
+                (clinic, device, public_key_pem, record.key_id, record.enrolled_at))
         return record
 
-    def revoke(self, device: str, now: float | None = None) -> bool:
-        """Refuse the device's messages from now on; False if it was never enrolled."""
+    def revoke(self, clinic: str, device: str, now: float | None = None) -> bool:
+        """Refuse ``clinic/device``'s messages from now on; False if it was never enrolled."""
         with self._db.transaction(write=True) as tx:
             cursor = tx.execute(
-                "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?) WHERE device = ?",
-                (time.time() if now is None else now, device))
+                "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?)"
+                " WHERE clinic = ? AND device = ?",
+                (time.time() if now is None else now, clinic, device))
             return cursor.rowcount > 0
 
-    def device(self, device: str) -> Device | None:
-        """The enrolment record of ``device`` (revoked ones included), or None."""
+    def device(self, clinic: str, device: str) -> Device | None:
+        """The enrolment record of ``clinic/device`` (revoked ones included), or None."""
         with self._db.transaction(write=False) as tx:
             row = tx.execute(
                 "SELECT device, clinic, public_key, key_id, enrolled_at, revoked_at"
-                " FROM devices WHERE device = ?", (device,)).fetchone()
+                " FROM devices WHERE clinic = ? AND device = ?", (clinic, device)).fetchone()
         return Device(*row) if row else None
 
-    def device_key(self, device: str) -> tuple[str, Ed25519PublicKey] | None:
-        """(clinic, public key) of an enrolled, unrevoked device; None otherwise."""
-        record = self.device(device)
+    def device_key(self, clinic: str, device: str) -> Ed25519PublicKey | None:
+        """The public key of an enrolled, unrevoked ``clinic/device``; None otherwise."""
+        record = self.device(clinic, device)
         if record is None or record.revoked_at is not None:
             return None
-        return record.clinic, record.public_key()
+        return record.public_key()
 
     def devices(self) -> list[Device]:
         """Every enrolled device, by clinic then device."""
@@ -239,7 +194,7 @@ class Store:
     def store(self, header: Header, payload: dict[str, Any], received_at: float) -> bool:
         """Keep a verified message (and its alert row) in one transaction.
 
-        Returns True when it is new, False when ``(device, seq)`` was already
+        Returns True when it is new, False when ``(clinic, device, seq)`` was already
         stored (a replay or a redelivery), in which case nothing changes.
         """
         created_at = payload.get("created_at", 0)
@@ -247,32 +202,33 @@ class Store:
         text = canonical_payload(payload).decode("utf-8")
         with self._db.transaction(write=True) as tx:
             cursor = tx.execute(
-                "INSERT INTO messages (device, seq, kind, clinic, model, created_at,"
+                "INSERT INTO messages (clinic, device, seq, kind, model, created_at,"
                 " received_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT DO NOTHING",
-                (header.device, header.seq, header.kind, header.clinic, model, created_at,
+                (header.clinic, header.device, header.seq, header.kind, model, created_at,
                  received_at, text))
             if cursor.rowcount != 1:
                 return False
             if header.kind == "alert":
                 tx.execute(
-                    "INSERT INTO alerts (device, seq, clinic, study_ref, finding, score,"
+                    "INSERT INTO alerts (clinic, device, seq, study_ref, finding, score,"
                     " threshold, modality, model, instances, processing_ms, created_at,"
                     " received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT DO NOTHING",
-                    (header.device, header.seq, header.clinic,
+                    (header.clinic, header.device, header.seq,
                      *(payload[name] for name in _ALERT_FIELDS), created_at, received_at))
         return True
 
-    def reject(self, reason: str, topic: str, claimed_device: str | None, size: int,
+    def reject(self, reason: str, topic: str, claimed: tuple[str, str] | None, size: int,
                at: float | None = None) -> None:
-        """Log a refused envelope: reason, topic, claimed sender and size, never its bytes."""
+        """Log a refusal: reason, topic, claimed (clinic, device) and size, never the bytes."""
+        clinic, device = claimed if claimed is not None else (None, None)
         with self._db.transaction(write=True) as tx:
             tx.execute(
-                "INSERT INTO rejections (at, reason, topic, claimed_device, size_bytes)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO rejections (at, reason, topic, claimed_clinic, claimed_device,"
+                " size_bytes) VALUES (?, ?, ?, ?, ?, ?)",
                 (time.time() if at is None else at, reason, _clean(topic) or "",
-                 _clean(claimed_device), int(size)))
+                 _clean(clinic), _clean(device), int(size)))
 
     # -- alerts --------------------------------------------------------------
     def alerts(self, *, waiting: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
@@ -311,24 +267,24 @@ class Store:
             rows = tx.execute(f"SELECT id FROM alerts WHERE id IN ({marks})", ids).fetchall()
         return {int(row[0]) for row in rows}
 
-    def alert_counts(self) -> dict[str, tuple[int, int]]:
-        """Per device: (alerts waiting for review, alerts in total)."""
+    def alert_counts(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """Per (clinic, device): (alerts waiting for review, alerts in total)."""
         with self._db.transaction(write=False) as tx:
             rows = tx.execute(
-                "SELECT device, SUM(CASE WHEN reviewed_at IS NULL THEN 1 ELSE 0 END), COUNT(*)"
-                " FROM alerts GROUP BY device").fetchall()
-        return {row[0]: (int(row[1]), int(row[2])) for row in rows}
+                "SELECT clinic, device, SUM(CASE WHEN reviewed_at IS NULL THEN 1 ELSE 0 END),"
+                " COUNT(*) FROM alerts GROUP BY clinic, device").fetchall()
+        return {(row[0], row[1]): (int(row[2]), int(row[3])) for row in rows}
 
     # -- what the report reads ------------------------------------------------
-    def last_seen(self) -> dict[str, float]:
-        """Per device: when its latest message of any kind was received."""
+    def last_seen(self) -> dict[tuple[str, str], float]:
+        """Per (clinic, device): when its latest message of any kind was received."""
         with self._db.transaction(write=False) as tx:
-            rows = tx.execute(
-                "SELECT device, MAX(received_at) FROM messages GROUP BY device").fetchall()
-        return {row[0]: float(row[1]) for row in rows}
+            rows = tx.execute("SELECT clinic, device, MAX(received_at) FROM messages"
+                              " GROUP BY clinic, device").fetchall()
+        return {(row[0], row[1]): float(row[2]) for row in rows}
 
-    def latest(self, device: str, kind: str) -> StoredMessage | None:
-        """The device's latest ``kind`` message.
+    def latest(self, clinic: str, device: str, kind: str) -> StoredMessage | None:
+        """The latest ``kind`` message of ``clinic/device``.
 
         Latest by sequence number, except for status: a box's last-will
         "offline" is sealed when it connects (so it has an older sequence number
@@ -338,29 +294,30 @@ class Store:
         order = "received_at DESC, seq DESC" if kind == "status" else "seq DESC"
         with self._db.transaction(write=False) as tx:
             row = tx.execute(
-                "SELECT device, seq, kind, received_at, payload FROM messages"
-                f" WHERE device = ? AND kind = ? ORDER BY {order} LIMIT 1",
-                (device, kind)).fetchone()
+                "SELECT clinic, device, seq, kind, received_at, payload FROM messages"
+                f" WHERE clinic = ? AND device = ? AND kind = ? ORDER BY {order} LIMIT 1",
+                (clinic, device, kind)).fetchone()
         return _message(row) if row else None
 
-    def summaries(self, device: str, model: str, *, limit: int,
+    def summaries(self, clinic: str, device: str, model: str, *, limit: int,
                   newest: bool) -> list[StoredMessage]:
-        """Up to ``limit`` summaries of ``device`` running ``model``, in sequence order.
+        """Up to ``limit`` summaries of ``clinic/device`` running ``model``, in sequence order.
 
         ``newest`` picks the latest ones, otherwise the first ones.
         """
         order = "DESC" if newest else "ASC"
         with self._db.transaction(write=False) as tx:
             rows = tx.execute(
-                "SELECT device, seq, kind, received_at, payload FROM messages"
-                " WHERE device = ? AND kind = 'summary' AND model = ?"
-                f" ORDER BY seq {order} LIMIT ?", (device, model, int(limit))).fetchall()
+                "SELECT clinic, device, seq, kind, received_at, payload FROM messages"
+                " WHERE clinic = ? AND device = ? AND kind = 'summary' AND model = ?"
+                f" ORDER BY seq {order} LIMIT ?", (clinic, device, model, int(limit))).fetchall()
         messages = [_message(row) for row in rows]
         return sorted(messages, key=lambda m: m.seq)
 
     def rejections(self, limit: int = 100) -> list[dict[str, Any]]:
         """The latest refusals, newest first."""
-        columns = ("id", "at", "reason", "topic", "claimed_device", "size_bytes")
+        columns = ("id", "at", "reason", "topic", "claimed_clinic", "claimed_device",
+                   "size_bytes")
         with self._db.transaction(write=False) as tx:
             rows = tx.execute(
                 f"SELECT {', '.join(columns)} FROM rejections ORDER BY id DESC LIMIT ?",
@@ -371,11 +328,11 @@ class Store:
         """How many devices, messages, alerts and rejections are stored."""
         out: dict[str, int] = {}
         with self._db.transaction(write=False) as tx:
-            for table in ("devices", "messages", "alerts", "rejections"):
+            for table in TABLES:
                 out[table] = int(tx.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
         return out
 
 
 def _message(row: tuple[Any, ...]) -> StoredMessage:
-    device, seq, kind, received_at, payload = row
-    return StoredMessage(device, int(seq), kind, float(received_at), json.loads(payload))
+    clinic, device, seq, kind, received_at, payload = row
+    return StoredMessage(clinic, device, int(seq), kind, float(received_at), json.loads(payload))

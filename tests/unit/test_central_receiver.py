@@ -109,7 +109,7 @@ def test_an_unknown_device_is_refused(receiver, store, hospital):
 
 def test_a_revoked_device_is_refused(receiver, store, box):
     assert receiver.handle(*box.envelope("status")) == "stored"
-    store.revoke("box-1")
+    store.revoke("clinic-a", "box-1")
     assert receiver.handle(*box.envelope("status")) == "revoked"
     assert store.counts()["messages"] == 1
 
@@ -122,10 +122,18 @@ def test_a_topic_of_another_clinic_is_a_mismatch(receiver, store, box):
     assert store.counts()["messages"] == 0
 
 
-def test_a_header_clinic_other_than_the_enrolled_one_is_a_mismatch(receiver, store, box, hospital):
+def test_the_same_device_name_in_another_clinic_is_another_box(receiver, store, box, hospital):
+    """clinic-b's box-1 is not clinic-a's: neither can speak for the other."""
     moved = Box("clinic-b", "box-1", hospital[1], key=box.key)
-    assert receiver.handle(*moved.envelope("alert")) == "topic-mismatch"
-    assert "clinic-a" not in _only_rejection(store)["topic"]
+    assert receiver.handle(*moved.envelope("alert")) == "unknown-device"
+    rejection = _only_rejection(store)
+    assert (rejection["claimed_clinic"], rejection["claimed_device"]) == ("clinic-b", "box-1")
+    other = Box("clinic-b", "box-1", hospital[1])
+    store.enrol(other.clinic, other.device, other.pem)
+    assert receiver.handle(*moved.envelope("alert", seq=5)) == "bad-signature"
+    assert receiver.handle(*box.envelope("alert", seq=5)) == "stored"
+    assert receiver.handle(*other.envelope("alert", seq=5)) == "stored"  # same seq, other box
+    assert store.alert_counts() == {("clinic-a", "box-1"): (1, 1), ("clinic-b", "box-1"): (1, 1)}
 
 
 def test_a_payload_off_the_schema_is_refused(receiver, store, box, hospital):

@@ -24,15 +24,15 @@ class Fleet:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.seq: dict[str, int] = {}
+        self.seq: dict[tuple[str, str], int] = {}
 
     def enrol(self, device: str, clinic: str = "clinic-a") -> None:
         self.store.enrol(clinic, device, public_pem(Ed25519PrivateKey.generate()), now=NOW - 1e5)
 
     def send(self, device: str, kind: str, payload: dict, ago: float = 60.0,
              clinic: str = "clinic-a") -> None:
-        self.seq[device] = self.seq.get(device, 0) + 1
-        header = Header(clinic, device, kind, self.seq[device])
+        self.seq[clinic, device] = self.seq.get((clinic, device), 0) + 1
+        header = Header(clinic, device, kind, self.seq[clinic, device])
         assert self.store.store(header, payload, NOW - ago)
 
 
@@ -88,8 +88,8 @@ def test_a_box_that_said_offline_is_offline(fleet):
 def test_a_last_will_sealed_before_the_heartbeats_still_means_offline(fleet):
     fleet.enrol("box-1")
     fleet.send("box-1", "status", status_payload("online"), ago=600)
-    will_seq = fleet.seq["box-1"] + 1  # sealed at connect time, held by the broker
-    fleet.seq["box-1"] += 1
+    will_seq = fleet.seq["clinic-a", "box-1"] + 1  # sealed at connect time, held by the broker
+    fleet.seq["clinic-a", "box-1"] += 1
     fleet.send("box-1", "status", status_payload("heartbeat"), ago=300)
     fleet.store.store(Header("clinic-a", "box-1", "status", will_seq),
                       status_payload("offline"), NOW - 30)  # the box vanished
@@ -172,9 +172,22 @@ def test_a_rollback_or_a_failed_service_is_a_warning_for_a_while(fleet):
 def test_a_revoked_device_is_shown_as_revoked(fleet):
     fleet.enrol("box-1")
     fleet.send("box-1", "status", status_payload())
-    fleet.store.revoke("box-1", now=NOW)
+    fleet.store.revoke("clinic-a", "box-1", now=NOW)
     row = _row(build_report(fleet.store, HealthConfig(), NOW), "box-1")
     assert row["health"] == "revoked" and row["reasons"][0].startswith("enrolment revoked on")
+
+
+def test_two_clinics_box_1_are_two_rows_with_their_own_figures(fleet):
+    for clinic in ("clinic-a", "clinic-b"):
+        fleet.enrol("box-1", clinic)
+    fleet.send("box-1", "summary", summary_payload(studies=3), clinic="clinic-a")
+    fleet.send("box-1", "alert", alert_payload(), clinic="clinic-b", ago=5000)
+    fleet.store.revoke("clinic-b", "box-1", now=NOW)
+    first, second = build_report(fleet.store, HealthConfig(), NOW)
+    assert (first["clinic"], first["health"], first["studies"], first["alerts_total"]) == (
+        "clinic-a", "ok", 3, 0)
+    assert (second["clinic"], second["health"], second["studies"], second["alerts_total"]) == (
+        "clinic-b", "revoked", None, 1)
 
 
 def test_rows_are_ordered_by_clinic_then_device(fleet):
@@ -281,9 +294,10 @@ def test_enrol_report_alerts_review_revoke(tmp_path, config_file, capsys):
     assert cli.main(["review", *args, str(ids[1]), "4242"]) == 1
     assert "no such alert: 4242" in capsys.readouterr().err
 
-    assert cli.main(["revoke", *args, "--device", "box-1"]) == 0
-    assert cli.main(["revoke", *args, "--device", "box-9"]) == 1
-    assert "'box-9' is not enrolled" in capsys.readouterr().err
+    assert cli.main(["revoke", *args, "--clinic", "clinic-b", "--device", "box-1"]) == 1
+    assert "'clinic-b/box-1' is not enrolled" in capsys.readouterr().err
+    assert cli.main(["revoke", *args, "--clinic", "clinic-a", "--device", "box-1"]) == 0
+    assert capsys.readouterr().out.startswith("revoked clinic-a/box-1")
 
 
 def test_cli_usage_and_config_errors_exit_2_with_one_line(tmp_path, config_file, capsys):

@@ -16,11 +16,56 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from central.sql import sqlite_path
+from central.schema import VERSION
+from central.sql import Database, StoreError, sqlite_path
 from central.store import EnrolmentConflict, Store
 from firmware_app.signing import key_id
 from firmware_app.telemetry.envelope import Header
 from tests.telemetry_payloads import alert_payload, public_pem, status_payload, summary_payload
+
+#: The schema clinibox central wrote before boxes were keyed by (clinic, device).
+VERSION_1_SCHEMA = (
+    """CREATE TABLE devices (device TEXT PRIMARY KEY, clinic TEXT NOT NULL,
+        public_key TEXT NOT NULL, key_id TEXT NOT NULL, enrolled_at DOUBLE PRECISION NOT NULL,
+        revoked_at DOUBLE PRECISION)""",
+    """CREATE TABLE messages (device TEXT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL,
+        clinic TEXT NOT NULL, model TEXT, created_at BIGINT NOT NULL,
+        received_at DOUBLE PRECISION NOT NULL, payload TEXT NOT NULL,
+        PRIMARY KEY (device, seq))""",
+    "CREATE INDEX messages_by_kind ON messages (device, kind, seq)",
+    """CREATE TABLE alerts (id {id}, device TEXT NOT NULL, seq BIGINT NOT NULL,
+        clinic TEXT NOT NULL, study_ref TEXT NOT NULL, finding TEXT NOT NULL,
+        score DOUBLE PRECISION NOT NULL, threshold DOUBLE PRECISION NOT NULL,
+        modality TEXT NOT NULL, model TEXT NOT NULL, instances BIGINT NOT NULL,
+        processing_ms DOUBLE PRECISION NOT NULL, created_at BIGINT NOT NULL,
+        received_at DOUBLE PRECISION NOT NULL, reviewed_at DOUBLE PRECISION,
+        UNIQUE (device, seq))""",
+    "CREATE INDEX alerts_waiting ON alerts (reviewed_at, id)",
+    """CREATE TABLE rejections (id {id}, at DOUBLE PRECISION NOT NULL, reason TEXT NOT NULL,
+        topic TEXT NOT NULL, claimed_device TEXT, size_bytes BIGINT NOT NULL)""",
+)
+
+
+def _version_1_database(url: str, pem: str) -> None:
+    """A database as clinibox central left it before version 2, with a little of everything."""
+    db = Database(url)
+    payload = '{"created_at": 1}'
+    with db.transaction(write=True) as tx:
+        for statement in VERSION_1_SCHEMA:
+            tx.execute(db.ddl(statement))
+        tx.execute("INSERT INTO devices VALUES ('box-1', 'clinic-a', ?, 'k1', 1.0, NULL)", (pem,))
+        tx.execute("INSERT INTO devices VALUES ('box-2', 'clinic-a', ?, 'k2', 2.0, 3.0)", (pem,))
+        for seq in (1, 2, 3):
+            tx.execute("INSERT INTO messages VALUES ('box-1', ?, 'alert', 'clinic-a', 'm@1', 1,"
+                       " ?, ?)", (seq, float(seq), payload))
+            tx.execute("INSERT INTO alerts (id, device, seq, clinic, study_ref, finding, score,"
+                       " threshold, modality, model, instances, processing_ms, created_at,"
+                       " received_at, reviewed_at) VALUES (?, 'box-1', ?, 'clinic-a', 's', 'f',"
+                       " 0.9, 0.5, 'CT', 'm@1', 1, 2.0, 1, ?, ?)",
+                       (seq * 10, seq, float(seq), 9.0 if seq == 1 else None))
+        tx.execute("INSERT INTO rejections (at, reason, topic, claimed_device, size_bytes)"
+                   " VALUES (4.0, 'revoked', 'clinibox/clinic-a/box-2/alert', 'box-2', 77)")
+    db.close()
 
 
 def _enrolled(store: Store, clinic: str = "clinic-a", device: str = "box-1") -> Ed25519PrivateKey:
@@ -43,7 +88,7 @@ class StoreContract:
         assert store.store(header, status_payload(), 100.0) is True
         assert store.store(header, status_payload(state="offline"), 200.0) is False
         assert store.counts()["messages"] == 1
-        latest = store.latest("box-1", "status")
+        latest = store.latest("clinic-a", "box-1", "status")
         assert (latest.seq, latest.received_at, latest.payload["state"]) == (7, 100.0, "online")
 
     def test_an_alert_gets_its_row_with_the_message(self, store):
@@ -58,43 +103,69 @@ class StoreContract:
         assert (alert["received_at"], alert["reviewed_at"]) == (50.0, None)
         assert store.counts() == {"devices": 0, "messages": 2, "alerts": 1, "rejections": 0}
 
-    def test_the_same_seq_from_two_devices_is_two_messages(self, store):
+    def test_the_same_seq_from_two_boxes_is_two_messages(self, store):
         assert store.store(Header("clinic-a", "box-1", "alert", 1), alert_payload(), 1.0)
         assert store.store(Header("clinic-a", "box-2", "alert", 1), alert_payload(), 1.0)
-        assert store.alert_counts() == {"box-1": (1, 1), "box-2": (1, 1)}
+        assert store.store(Header("clinic-b", "box-1", "alert", 1), alert_payload(), 1.0)
+        assert store.store(Header("clinic-b", "box-1", "alert", 1), alert_payload(), 2.0) is False
+        assert store.alert_counts() == {("clinic-a", "box-1"): (1, 1),
+                                        ("clinic-a", "box-2"): (1, 1),
+                                        ("clinic-b", "box-1"): (1, 1)}
 
     def test_rejections_are_logged_without_the_bytes(self, store):
-        store.reject("bad-signature", "clinibox/clinic-a/box-1/alert", "box-1", 1234, at=5.0)
+        store.reject("bad-signature", "clinibox/clinic-a/box-1/alert", ("clinic-a", "box-1"),
+                     1234, at=5.0)
         store.reject("bad-topic", "elsewhere/\x00" + "x" * 500, None, 9, at=6.0)
         newest, oldest = store.rejections()
-        assert set(oldest) == {"id", "at", "reason", "topic", "claimed_device", "size_bytes"}
-        assert (oldest["reason"], oldest["claimed_device"], oldest["size_bytes"]) == (
-            "bad-signature", "box-1", 1234)
+        assert set(oldest) == {"id", "at", "reason", "topic", "claimed_clinic", "claimed_device",
+                               "size_bytes"}
+        assert (oldest["reason"], oldest["claimed_clinic"], oldest["claimed_device"],
+                oldest["size_bytes"]) == ("bad-signature", "clinic-a", "box-1", 1234)
         assert newest["reason"] == "bad-topic" and newest["claimed_device"] is None
         assert "\x00" not in newest["topic"] and len(newest["topic"]) <= 201
         assert store.counts()["messages"] == 0
 
     def test_enrol_revoke_and_re_enrol(self, store):
         first = _enrolled(store)
-        clinic, key = store.device_key("box-1")
-        assert clinic == "clinic-a" and key_id(key) == key_id(first.public_key())
-        assert store.revoke("box-1") is True
-        assert store.device_key("box-1") is None
-        assert store.device("box-1").revoked_at is not None
-        assert store.revoke("box-404") is False
+        assert key_id(store.device_key("clinic-a", "box-1")) == key_id(first.public_key())
+        assert store.revoke("clinic-b", "box-1") is False  # another clinic's box-1
+        assert store.revoke("clinic-a", "box-1") is True
+        assert store.device_key("clinic-a", "box-1") is None
+        assert store.device("clinic-a", "box-1").revoked_at is not None
+        assert store.revoke("clinic-a", "box-404") is False
         store.enrol("clinic-a", "box-1", public_pem(first))  # the same key again: lifted
-        assert store.device("box-1").revoked_at is None
+        assert store.device("clinic-a", "box-1").revoked_at is None
+
+    def test_the_same_device_name_in_two_clinics_is_two_boxes(self, store):
+        first = _enrolled(store, "clinic-a", "box-1")
+        second = _enrolled(store, "clinic-b", "box-1")
+        assert key_id(store.device_key("clinic-a", "box-1")) == key_id(first.public_key())
+        assert key_id(store.device_key("clinic-b", "box-1")) == key_id(second.public_key())
+        assert [(d.clinic, d.device) for d in store.devices()] == [
+            ("clinic-a", "box-1"), ("clinic-b", "box-1")]
+        store.revoke("clinic-b", "box-1")
+        assert store.device_key("clinic-a", "box-1") is not None
+
+    def test_another_key_for_an_enrolled_box_needs_replace(self, store):
+        first = _enrolled(store)
         intruder = Ed25519PrivateKey.generate()
-        for clinic in ("clinic-b", "clinic-a"):  # another clinic's box-1, or another key
-            with pytest.raises(EnrolmentConflict, match=r"would replace it .*--replace"):
-                store.enrol(clinic, "box-1", public_pem(intruder))
-        assert key_id(store.device_key("box-1")[1]) == key_id(first.public_key())
-        second = Ed25519PrivateKey.generate()
-        store.enrol("clinic-b", "box-1", public_pem(second), replace=True)  # really moved
-        record = store.device("box-1")
-        assert record.revoked_at is None and record.clinic == "clinic-b"
-        assert record.key_id == key_id(second.public_key()) != key_id(first.public_key())
-        assert [d.device for d in store.devices()] == ["box-1"]
+        with pytest.raises(EnrolmentConflict, match=r"would replace it .*--replace"):
+            store.enrol("clinic-a", "box-1", public_pem(intruder))
+        assert key_id(store.device_key("clinic-a", "box-1")) == key_id(first.public_key())
+        store.enrol("clinic-a", "box-1", public_pem(intruder), replace=True)  # really replaced
+        record = store.device("clinic-a", "box-1")
+        assert record.revoked_at is None and record.key_id == key_id(intruder.public_key())
+        assert len(store.devices()) == 1
+
+    def test_one_key_cannot_speak_for_two_boxes(self, store):
+        key = _enrolled(store, "clinic-a", "box-1")
+        for replace in (False, True):
+            with pytest.raises(EnrolmentConflict, match=r"already enrolled as clinic-a/box-1"):
+                store.enrol("clinic-b", "box-1", public_pem(key), replace=replace)
+        store.revoke("clinic-a", "box-1")  # the box really moved: revoke, then enrol
+        store.enrol("clinic-b", "box-1", public_pem(key))
+        assert store.device_key("clinic-b", "box-1") is not None
+        assert store.device_key("clinic-a", "box-1") is None
 
     @pytest.mark.parametrize(("clinic", "device"), [("Clinic A", "box-1"), ("clinic-a", "box/1"),
                                                     ("clinic-a", "-box"), ("", "box-1")])
@@ -119,7 +190,7 @@ class StoreContract:
         assert store.review([ids[0], ids[1]], now=10.0) == 2
         assert store.review([ids[0]], now=11.0) == 0
         assert [a["id"] for a in store.alerts(waiting=True)] == [ids[2]]
-        assert store.alert_counts() == {"box-1": (1, 3)}
+        assert store.alert_counts() == {("clinic-a", "box-1"): (1, 3)}
         assert store.existing_alert_ids([ids[0], 999_999]) == {ids[0]}
         assert [a["id"] for a in store.alerts(limit=2)] == [ids[2], ids[1]]
 
@@ -133,13 +204,16 @@ class StoreContract:
                         summary_payload(studies=seq), 30.0 + seq)
         store.store(Header("clinic-a", "box-1", "summary", 16),
                     summary_payload(model="other-model@2.0.0"), 50.0)
-        assert store.latest("box-1", "status").payload["state"] == "offline"
-        assert store.last_seen() == {"box-1": 50.0}
-        first = store.summaries("box-1", alert_payload()["model"], limit=2, newest=False)
-        last = store.summaries("box-1", alert_payload()["model"], limit=2, newest=True)
+        store.store(Header("clinic-b", "box-1", "status", 99), status_payload("online"), 60.0)
+        assert store.latest("clinic-a", "box-1", "status").payload["state"] == "offline"
+        assert store.last_seen() == {("clinic-a", "box-1"): 50.0, ("clinic-b", "box-1"): 60.0}
+        model = alert_payload()["model"]
+        first = store.summaries("clinic-a", "box-1", model, limit=2, newest=False)
+        last = store.summaries("clinic-a", "box-1", model, limit=2, newest=True)
         assert [m.seq for m in first] == [10, 11] and [m.seq for m in last] == [14, 15]
         assert last[-1].payload["studies"] == 15
-        assert store.latest("box-404", "status") is None
+        assert store.latest("clinic-a", "box-404", "status") is None
+        assert store.summaries("clinic-b", "box-1", model, limit=2, newest=True) == []
 
     def test_the_schema_is_created_once_and_data_survives_reopening(self, store_url):
         first = Store(store_url)
@@ -149,6 +223,42 @@ class StoreContract:
         assert again.counts()["alerts"] == 1
         assert again.ping() is True
         again.close()
+
+    def test_a_version_1_database_is_migrated_keeping_every_row(self, store_url):
+        key = Ed25519PrivateKey.generate()
+        _version_1_database(store_url, public_pem(key))
+        store = Store(store_url)
+        assert store.migrated_from == 1
+        assert store.counts() == {"devices": 2, "messages": 3, "alerts": 3, "rejections": 1}
+        assert store.device("clinic-a", "box-2").revoked_at == 3.0
+        assert key_id(store.device_key("clinic-a", "box-1")) == key_id(key.public_key())
+        alerts = store.alerts()
+        assert [(a["id"], a["clinic"], a["device"], a["seq"]) for a in alerts] == [
+            (30, "clinic-a", "box-1", 3), (20, "clinic-a", "box-1", 2),
+            (10, "clinic-a", "box-1", 1)]
+        assert [a["id"] for a in store.alerts(waiting=True)] == [30, 20]
+        [rejection] = store.rejections()
+        assert (rejection["claimed_clinic"], rejection["claimed_device"]) == (None, "box-2")
+        # what version 1 could not hold: another clinic's box-1, with the same sequence numbers
+        store.enrol("clinic-b", "box-1", public_pem(Ed25519PrivateKey.generate()))
+        assert store.store(Header("clinic-b", "box-1", "alert", 3), alert_payload(), 5.0)
+        assert store.store(Header("clinic-a", "box-1", "alert", 3), alert_payload(), 5.0) is False
+        assert max(a["id"] for a in store.alerts()) > 30  # numbering goes on after the old ids
+        store.reject("bad-topic", "x", None, 1)
+        assert max(r["id"] for r in store.rejections()) > 1
+        store.close()
+        again = Store(store_url)
+        assert again.migrated_from == VERSION and again.counts()["alerts"] == 4
+        again.close()
+
+    def test_a_newer_schema_is_refused_untouched(self, store_url):
+        Store(store_url).close()
+        db = Database(store_url)
+        with db.transaction(write=True) as tx:
+            tx.execute("UPDATE schema_version SET version = ?", (VERSION + 1,))
+        db.close()
+        with pytest.raises(StoreError, match=f"schema version {VERSION + 1}, newer"):
+            Store(store_url)
 
     def test_two_stores_racing_on_the_same_messages_keep_each_once(self, store_url):
         stores = [Store(store_url), Store(store_url)]
