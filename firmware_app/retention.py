@@ -88,7 +88,7 @@ from typing import Any
 from firmware_app import config as config_module
 from firmware_app import db
 from firmware_app.config import Config
-from firmware_app.spool import Spool
+from firmware_app.spool import PREVIEW_SUFFIX, Spool
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +306,8 @@ class _Pass:
             for path in files:
                 with contextlib.suppress(FileNotFoundError):
                     size += path.stat().st_size
-                    present = True
+                    # the image itself (spooled or held), not a preview left beside it
+                    present = present or not path.name.endswith(PREVIEW_SUFFIX)
             doomed = _Doomed(row["id"], row["received_at"], files, size, present)
             if images and present and not self.dry_run:
                 doomed.rows, doomed.columns = _image_size(files[0])

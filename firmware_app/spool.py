@@ -15,6 +15,14 @@ from pathlib import Path
 
 #: data sets being received over DICOM are written to ``tmp/<prefix>…`` as they arrive
 RECEIVING_PREFIX = "receiving-"
+#: an object's display previews (``firmware_app.imaging.preview``) sit beside it
+PREVIEW_SUFFIX = ".preview.npz"
+
+
+def preview_path(object_path: Path) -> Path:
+    """The display-preview file of the spooled object at ``object_path``."""
+    object_path = Path(object_path)
+    return object_path.with_name(object_path.name.split(".", 1)[0] + PREVIEW_SUFFIX)
 
 
 class SpoolFull(OSError):
@@ -61,6 +69,10 @@ class Spool:
         if len(local_id) != 32 or not all(c in "0123456789abcdef" for c in local_id):
             raise ValueError(f"not a local id: {local_id!r}")
         return self.root / local_id[:2] / f"{local_id}.dcm"
+
+    def preview_path(self, local_id: str) -> Path:
+        """Where the worker writes the object's display previews (beside the object)."""
+        return preview_path(self._final(local_id))
 
     def free_bytes(self) -> int:
         """Free bytes on the spool's file system."""
@@ -136,6 +148,7 @@ class Spool:
     def discard(self, local_id: str) -> None:
         """Remove an object that was not acknowledged (no error if absent)."""
         self.path_for(local_id).unlink(missing_ok=True)
+        preview_path(self.path_for(local_id)).unlink(missing_ok=True)
 
     def held_path(self, local_id: str) -> Path:
         """Where a quarantined object's copy is kept."""
@@ -146,8 +159,11 @@ class Spool:
         return self.quarantine_root / f"{local_id}.reason.json"
 
     def object_files(self, local_id: str) -> list[Path]:
-        """Every file an object may have: the spool copy, a quarantined copy, the reason note."""
-        return [self.path_for(local_id), self.held_path(local_id), self.reason_path(local_id)]
+        """Every file an object may have: the spool copy, a quarantined copy, the reason
+        note, its display previews."""
+        spooled = self.path_for(local_id)
+        return [spooled, self.held_path(local_id), self.reason_path(local_id),
+                preview_path(spooled)]
 
     def quarantine(self, local_id: str, reason: str) -> Path:
         """Move an object to quarantine with a ``.reason.json`` beside it."""
@@ -157,6 +173,7 @@ class Spool:
         note.write_text(json.dumps({"local_id": local_id, "reason": reason}) + "\n")
         if source.exists():
             os.replace(source, target)
+        preview_path(source).unlink(missing_ok=True)  # nobody views a quarantined image
         fsync_dir(self.quarantine_root)
         return target
 
@@ -170,10 +187,11 @@ class Spool:
     def clean_temporary(self) -> int:
         """Delete partial files left by a crash mid-write; return how many."""
         removed = 0
-        for pattern in ("*.part", f"{RECEIVING_PREFIX}*"):
-            for leftover in self.tmp.glob(pattern):
-                leftover.unlink(missing_ok=True)
-                removed += 1
+        leftovers = [*self.tmp.glob("*.part"), *self.tmp.glob(f"{RECEIVING_PREFIX}*"),
+                     *self.root.glob(f"??/.*{PREVIEW_SUFFIX}.part")]  # a preview half-written
+        for leftover in leftovers:
+            leftover.unlink(missing_ok=True)
+            removed += 1
         return removed
 
     def remove_orphans(self, known: set[str]) -> int:
@@ -188,4 +206,7 @@ class Spool:
             if path.stem not in known:
                 path.unlink()
                 removed += 1
+        for path in self.root.glob(f"??/*{PREVIEW_SUFFIX}"):
+            if path.name.split(".", 1)[0] not in known:
+                path.unlink()
         return removed

@@ -1,5 +1,8 @@
 """The processing worker: queued object → decode → quality → inference → result.
 
+The decode (in the decoder sandbox) also writes the display previews the
+viewer and the printed report show (``firmware_app.imaging.preview``).
+
 One job at a time per worker thread. A bad object is quarantined with a
 readable reason and the worker moves on; an unexpected error puts the job
 back for a later attempt (``max_attempts``) and is recorded for status.
@@ -58,7 +61,8 @@ class Worker:
         started = time.perf_counter()
         try:
             decoded = self.sandbox.decode(job.spool_path,
-                                          self.config.worker.max_frames_per_instance)
+                                          self.config.worker.max_frames_per_instance,
+                                          preview_to=self.spool.preview_path(job.local_id))
         except DecodeError as exc:
             return self.quarantine(job, str(exc))
         except FileNotFoundError:

@@ -12,11 +12,12 @@ Files without the preamble and ``DICM`` marker are refused as "not a DICOM
 file": the box writes file meta for everything it receives over the network,
 and a headerless file from a USB stick is too ambiguous to trust.
 
-The clinic viewer (``web.render``) shares this pipeline through the public
-building blocks: ``open_dataset`` (read + validate under ``decode_guard``),
-``frame_pixels``, ``is_colour``, ``colour_samples``, ``modality_values``,
-``has_modality_transform``, ``shown_as_stored``, ``frame_window``, ``window``
-and ``percentile_bounds``.
+Display previews (``firmware_app.imaging.preview``) are made from the same
+decode through ``decode``'s ``each_frame`` hook, which sees every decoded
+frame's stored values, and the public building blocks: ``open_dataset``
+(read + validate under ``decode_guard``), ``frame_pixels``, ``is_colour``,
+``colour_samples``, ``modality_values``, ``has_modality_transform``,
+``shown_as_stored``, ``frame_window``, ``window`` and ``percentile_bounds``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import threading
 import time
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,14 +133,30 @@ def select_frames(total: int, max_frames: int) -> list[int]:
     return sorted(set(picks))
 
 
-def decode(path: Path, limits: LimitsConfig, max_frames: int) -> DecodedImage:
-    """Decode the DICOM file at ``path`` into display-ready frames, or raise DecodeError."""
+#: ``each_frame(ds, header, index, stored_values, photometric)``: sees every decoded frame.
+FrameHook = Callable[[Dataset, "Header", int, np.ndarray, str], None]
+
+
+def decode(path: Path, limits: LimitsConfig, max_frames: int, *,
+           each_frame: FrameHook | None = None) -> DecodedImage:
+    """Decode the DICOM file at ``path`` into display-ready frames, or raise DecodeError.
+
+    ``each_frame`` is called with each chosen frame's stored values as it is
+    decoded (inside the same guard: its errors become DecodeError too), so
+    other views of the frame are made without decoding it again.
+    """
     started = time.perf_counter()
     with decode_guard() as caught:
         ds = _read(Path(path), limits, caught)
         header = _validate(ds, limits)
         indices = select_frames(header.frames, max_frames)
-        frames = np.stack([_decode_frame(ds, header, i) for i in indices])
+        decoded = []
+        for index in indices:
+            array, photometric = frame_pixels(ds, header, index)
+            decoded.append(_display_frame(ds, header, index, array, photometric))
+            if each_frame is not None:
+                each_frame(ds, header, index, array, photometric)
+        frames = np.stack(decoded)
         return DecodedImage(
             frames=frames,
             frame_indices=indices,
@@ -413,8 +430,9 @@ def colour_samples(array: np.ndarray, ds: Dataset, header: Header,
     return array, float(2 ** header.bits_stored - 1)
 
 
-def _decode_frame(ds: Dataset, header: Header, index: int) -> np.ndarray:
-    array, photometric = frame_pixels(ds, header, index)
+def _display_frame(ds: Dataset, header: Header, index: int, array: np.ndarray,
+                   photometric: str) -> np.ndarray:
+    """The model's view of one frame: float32 grey in [0, 1]."""
     if is_colour(array, photometric):
         samples, full_scale = colour_samples(array, ds, header, photometric)
         channels = samples.astype(np.float64)

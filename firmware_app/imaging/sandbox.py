@@ -20,7 +20,8 @@ A crash (a signal), running out of memory or time becomes a ``DecodeError``
 with a plain reason, which the worker quarantines the object with; the child
 is replaced and the next object goes on. Decoded frames come back through a
 ``.npy`` file in a private folder (0700), not through the pipe, and are mapped
-rather than read by the service.
+rather than read by the service; display previews are written by the child
+beside the object (``firmware_app.imaging.preview``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ import numpy as np
 
 from firmware_app.config import LimitsConfig
 from firmware_app.imaging.decode import NOT_ENOUGH_MEMORY, DecodedImage, DecodeError, decode
+from firmware_app.imaging.preview import decode_with_previews
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +93,11 @@ def _serve(conn: Connection, memory_bytes: int) -> None:
         kind, out, args = request
         try:
             if kind == "decode":
-                path, limits, max_frames = args
-                image = decode(Path(path), LimitsConfig(**limits), max_frames)
+                path, limits, max_frames, preview_to = args
+                if preview_to is None:
+                    image = decode(Path(path), LimitsConfig(**limits), max_frames)
+                else:
+                    image = decode_with_previews(path, limits, max_frames, preview_to)
                 array = image.frames
                 meta = asdict(replace(image, frames=np.empty((0, 0, 0), np.float32)))
                 meta.pop("frames")
@@ -174,9 +179,16 @@ class DecodeSandbox:
                                "image too large or damaged to decode")
         return DecodeError(f"the decoder stopped unexpectedly (exit status {code})")
 
-    def decode(self, path: Path, max_frames: int) -> DecodedImage:
-        """Decode ``path`` as ``firmware_app.imaging.decode.decode`` would, in the sandbox."""
-        frames, meta = self._exchange("decode", (str(path), asdict(self.limits), max_frames))
+    def decode(self, path: Path, max_frames: int, *,
+               preview_to: Path | None = None) -> DecodedImage:
+        """Decode ``path`` as ``firmware_app.imaging.decode.decode`` would, in the sandbox.
+
+        With ``preview_to``, the decoded frames' display previews are written
+        there too (``firmware_app.imaging.preview``), from the same decode.
+        """
+        target = None if preview_to is None else str(preview_to)
+        frames, meta = self._exchange("decode", (str(path), asdict(self.limits), max_frames,
+                                                 target))
         return DecodedImage(frames=frames, **meta)
 
     def call(self, target: str, *args: object) -> tuple[np.ndarray, dict]:

@@ -13,6 +13,7 @@ import argparse
 import json
 import time
 from collections import namedtuple
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -20,12 +21,13 @@ from pydicom.uid import generate_uid
 
 from firmware_app import db, quarantine, retention
 from firmware_app.config import Config, StorageConfig
+from firmware_app.imaging.preview import decode_with_previews
 from firmware_app.inference.aggregate import InstanceFindings
 from firmware_app.inference.postprocess import Box
 from firmware_app.ingest.landing import Lander
 from firmware_app.queue import JobQueue
 from firmware_app.results import ResultStore
-from firmware_app.spool import Spool
+from firmware_app.spool import Spool, preview_path
 from firmware_app.telemetry.identity import load_identity
 from firmware_app.telemetry.messages import ModelFacts
 from firmware_app.telemetry.service import TelemetryProducer
@@ -66,8 +68,10 @@ class StateBox:
 
     def processed(self, days_ago: float = 0.0, *, probability: float = 0.2,
                   rows: int = 64) -> int:
-        """Land an object and store its result as the worker does."""
+        """Land an object and store its result and display preview as the worker does."""
         instance = self.land(days_ago, rows)
+        decode_with_previews(str(self.image(instance)), asdict(self.config.limits), 1,
+                             str(self.spool.preview_path(self.local_id(instance))))
         alert = probability >= MODEL.alert_threshold
         boxes = [Box(2.0, 2.0, 20.0, 20.0, probability, "lesion")] if probability >= 0.5 else []
         self.results.complete(
@@ -111,6 +115,11 @@ class StateBox:
         """Where the instance's spooled file lives."""
         return self.spool.path_for(self.local_id(instance))
 
+    def stored_bytes(self, instance: int) -> int:
+        """What the instance holds on disk: its image and its display preview."""
+        image = self.image(instance)
+        return image.stat().st_size + preview_path(image).stat().st_size
+
     def row(self, instance: int):
         """The instance's row."""
         return self.conn.execute("SELECT * FROM instances WHERE id = ?", (instance,)).fetchone()
@@ -132,12 +141,14 @@ def test_old_images_go_recent_stay_results_kept_and_marked(box):
     old = box.processed(days_ago=31, probability=0.95, rows=70)  # an alert study
     recent = box.processed(days_ago=29)
     box.report_to_hospital()
-    size = box.image(old).stat().st_size
+    preview = preview_path(box.image(old))
+    size = box.stored_bytes(old)
     before = time.time()
     report = box.run()
     assert report.by_age.images == 1 and report.by_age.bytes == size
     assert report.instance_ids == [old] and report.images == 1 and report.missing == 0
     assert not box.image(old).exists() and box.image(recent).exists()
+    assert not preview.exists() and preview_path(box.image(recent)).exists()
     row = box.row(old)
     assert row["image_deleted_at"] >= before and row["status"] == "processed"
     assert (row["image_rows"], row["image_columns"]) == (70, 48)  # for the viewer's words
@@ -233,7 +244,7 @@ def _disk(box: StateBox, total: int, base: int):
     """Disk usage as ``base`` plus the real files under the state folder."""
     def usage(_path: Path) -> Usage:
         used = base + sum(p.stat().st_size for p in box.config.state_dir.rglob("*")
-                          if p.is_file() and p.suffix in (".dcm", ".json"))
+                          if p.is_file() and p.suffix in (".dcm", ".json", ".npz"))
         return Usage(total, used, total - used)
     return usage
 
@@ -244,7 +255,7 @@ def test_disk_step_deletes_oldest_safe_first_and_stops_below_the_limit(box):
     images = [box.processed(days_ago=days) for days in (9, 7, 5, 3)]
     box.report_to_hospital()
     unsafe = box.processed(days_ago=10)  # the oldest, but not yet in a summary
-    sizes = [box.image(i).stat().st_size for i in images]
+    sizes = [box.stored_bytes(i) for i in images]
     total = 100_000
     on_disk = _disk(box, total, 0)(Path()).used
     usage = _disk(box, total, 85_000 - (on_disk - sizes[0] - sizes[1]))  # two must go
@@ -306,7 +317,7 @@ def test_dry_run_counts_what_the_age_step_would_free_before_the_disk_step(box):
     box.report_to_hospital()
     on_disk = _disk(box, 100_000, 0)(Path()).used
     # above 85 % now; deleting the old image alone brings the disk below it
-    usage = _disk(box, 100_000, 85_000 - on_disk + box.image(old).stat().st_size)
+    usage = _disk(box, 100_000, 85_000 - on_disk + box.stored_bytes(old))
     assert usage(Path()).used > 85_000
     dry = box.run(dry_run=True, disk_usage=usage)
     assert dry.instance_ids == [old] and dry.for_disk.images == 0
@@ -320,8 +331,11 @@ def test_a_missing_file_is_not_an_error(box):
     gone = box.processed(days_ago=40)
     box.report_to_hospital()
     box.image(gone).unlink()
+    preview = preview_path(box.image(gone))
+    left = preview.stat().st_size  # a preview without its image
     report = box.run()
-    assert report.instance_ids == [gone] and report.missing == 1 and report.bytes == 0
+    assert report.instance_ids == [gone] and report.missing == 1 and report.bytes == left
+    assert not preview.exists()
     row = box.row(gone)
     assert row["image_deleted_at"] is not None and row["image_rows"] is None
 
@@ -371,7 +385,7 @@ def test_command_line_dry_run_then_real_pass(box, tmp_path, capsys):
     assert _cli(["retention", "--config", str(config), "--dry-run", "--json"]) == 0
     dry = json.loads(capsys.readouterr().out)
     assert dry["dry_run"] is True and dry["images"] == 1 and dry["by_age"]["images"] == 1
-    assert dry["bytes"] == box.image(old).stat().st_size and dry["oldest_kept"] is None
+    assert dry["bytes"] == box.stored_bytes(old) and dry["oldest_kept"] is None
     assert {"disk_used_pct_before", "disk_used_pct_after", "limits"} <= set(dry)
     assert "instance_ids" not in dry and box.image(old).exists()
     assert _cli(["retention", "--config", str(config)]) == 0

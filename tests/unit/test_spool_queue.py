@@ -54,6 +54,24 @@ def test_spool_removes_objects_no_queue_row_names(tmp_path):
     assert spool.remove_orphans({kept}) == 0
 
 
+def test_previews_go_with_their_object(tmp_path):
+    """A display preview sits beside its object and never outlives it."""
+    spool = Spool(tmp_path / "spool", tmp_path / "q")
+    kept, orphan, held = new_local_id(), new_local_id(), new_local_id()
+    for local_id in (kept, orphan, held):
+        spool.write(local_id, b"image")
+        spool.preview_path(local_id).write_bytes(b"preview")
+    assert spool.preview_path(kept) == spool.path_for(kept).with_name(f"{kept}.preview.npz")
+    assert spool.preview_path(kept) in spool.object_files(kept)
+    half = spool.preview_path(kept).with_name(f".{kept}.preview.npz.part")
+    half.write_bytes(b"half")  # a crash while the worker wrote a preview
+    assert spool.clean_temporary() == 1 and not half.exists()
+    spool.quarantine(held, "bad")
+    assert not spool.preview_path(held).exists() and spool.held_path(held).exists()
+    assert spool.remove_orphans({kept, held}) == 1
+    assert not spool.preview_path(orphan).exists() and spool.preview_path(kept).exists()
+
+
 def test_quarantine_keeps_object_and_reason(tmp_path):
     spool = Spool(tmp_path / "spool", tmp_path / "q")
     local_id = new_local_id()
