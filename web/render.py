@@ -1,16 +1,17 @@
-"""Render a stored DICOM instance for the clinic viewer: frames, window/level, overlays.
+"""Render a received image for the clinic viewer: frames, window/level, overlays.
 
-The pixel pipeline is the worker's (``firmware_app.imaging.decode``): the same
-reading and validation against ``LimitsConfig``, the same modality LUT /
-rescale and the same DICOM linear window formula. What differs is only what the
-viewer needs on top: a window chosen by the user in modality units (e.g.
-Hounsfield units), any single frame, colour kept as RGB, a transparent heatmap
-overlay and a key image with the findings burned in for the printed report.
+The viewer draws from the display previews the worker stored when it analysed
+the image (``firmware_app.imaging.preview``): each analysed frame in modality
+units (e.g. Hounsfield units), colour as RGB, with its default window. What is
+done here is only what the viewer needs on top: a window chosen by the user,
+the DICOM linear window formula (the worker's), a transparent heatmap overlay
+and a key image with the findings burned in for the printed report. No
+request decodes a full image.
 
-Decoding runs in the viewer's own decoder sandbox (one limited child process
+An image processed before previews existed gets its previews made once, on
+first view, in the viewer's own decoder sandbox (one limited child process
 per web worker, ``firmware_app.imaging.sandbox``): an image that crashes a
 codec or needs too much memory gives a DecodeError page, never a dead viewer.
-Only numpy, Pillow and pydicom are used.
 """
 
 from __future__ import annotations
@@ -21,35 +22,24 @@ import math
 import os
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from pydicom.dataset import Dataset
-from pydicom.pixels import convert_color_space
 
 from firmware_app.config import LimitsConfig
-from firmware_app.imaging.decode import (
-    DecodeError,
-    Header,
-    colour_samples,
-    decode_guard,
-    frame_pixels,
-    frame_window,
-    has_modality_transform,
-    is_colour,
-    modality_values,
-    open_dataset,
-    percentile_bounds,
-    shown_as_stored,
-    text_value,
-)
+from firmware_app.imaging import preview
+from firmware_app.imaging.decode import DecodeError
 from firmware_app.imaging.decode import window as apply_window
+from firmware_app.imaging.preview import FrameNotPreviewed, FramePreview, Window, fit_size
 from firmware_app.imaging.sandbox import DecodeSandbox
+from firmware_app.spool import preview_path
 
-#: Frames kept decoded (most recently used first out), and the memory they may hold.
+__all__ = ["DecodeError", "FrameNotPreviewed", "FramePreview", "Window", "display_size",
+           "heatmap_png", "key_image_png", "load_frame", "render_png"]
+
+#: Frames kept loaded (most recently used first out), and the memory they may hold.
 CACHE_ENTRIES = 8
 CACHE_MAX_BYTES = 256 * 1024 * 1024
 #: Box outline and label background in key images (reads well on grey and on the heatmap).
@@ -61,62 +51,42 @@ HEATMAP_MAX_ALPHA = 0.6
 PNG_COMPRESS_LEVEL = 1
 
 
-@dataclass(frozen=True)
-class Window:
-    """A linear VOI window in modality units (e.g. HU for CT): centre and width."""
-
-    centre: float
-    width: float
-
-
-@dataclass
-class FrameImage:
-    """One frame ready to render: modality values (grey) or 0..255 RGB, with its default window."""
-
-    values: np.ndarray  # float64 [H, W] modality values for grey; [H, W, 3] 0..255 for colour
-    colour: bool
-    invert: bool  # MONOCHROME1: higher values darker
-    default_window: Window
-    value_range: tuple[float, float]  # (min, max) of values, for the slider bounds
-    frame: int  # 0-based frame index rendered
-    total_frames: int
-    rows: int
-    columns: int
-    modality: str
-
-
 # -- loading ------------------------------------------------------------------------
 
 
-_cache: OrderedDict[tuple[Any, ...], FrameImage] = OrderedDict()
+_cache: OrderedDict[tuple[Any, ...], FramePreview] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def load_frame(path: Path, frame: int, limits: LimitsConfig) -> FrameImage:
-    """Decode frame ``frame`` (0-based) of the DICOM file at ``path`` for display.
+def load_frame(image_path: Path, frame: int, limits: LimitsConfig,
+               max_frames: int) -> FramePreview:
+    """Frame ``frame`` (0-based) of the received image at ``image_path``, from its preview.
 
-    The decode runs in the viewer's own decoder sandbox (a limited child process,
-    ``firmware_app.imaging.sandbox``), never in the web server. Raises
-    ``DecodeError`` for a file the box cannot read (the same checks as the
-    worker), a frame index out of range or a decoder that crashed or ran out of
-    memory or time; ``FileNotFoundError`` when the file is gone. Recently used
-    frames are cached (keyed by the resolved path, its mtime and size, the frame
-    and the limits); cached arrays are read-only.
+    A missing preview of an image still on the box is made once in the
+    viewer's decoder sandbox, for the frames the worker analyses
+    (``max_frames``, its ``max_frames_per_instance``). Raises
+    ``FrameNotPreviewed`` for a frame that was not analysed, ``DecodeError``
+    for an image the box cannot read (the worker's checks) or a decoder that
+    crashed or ran out of memory or time, ``FileNotFoundError`` when the image
+    is gone. Recently used frames are cached; cached arrays are read-only.
     """
-    path = Path(path)
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, int(frame),
-           dataclasses.astuple(limits))
+    image_path = Path(image_path)
+    source = preview_path(image_path)
+    try:
+        stat = source.stat()
+    except FileNotFoundError:
+        if not image_path.exists():
+            raise
+        _sandbox(limits).call("firmware_app.imaging.preview:remake", str(image_path),
+                              dataclasses.asdict(limits), int(max_frames), str(source))
+        stat = source.stat()
+    key = (str(source.resolve()), stat.st_mtime_ns, stat.st_size, int(frame))
     with _cache_lock:
         cached = _cache.get(key)
         if cached is not None:
             _cache.move_to_end(key)
             return cached
-    values, meta = _sandbox(limits).call("web.render:frame_parts", str(path), int(frame),
-                                         dataclasses.asdict(limits))
-    values.flags.writeable = False
-    image = FrameImage(values=values, default_window=Window(*meta.pop("default_window")),
-                       value_range=tuple(meta.pop("value_range")), **meta)
+    image = preview.load(source, int(frame))
     _remember(key, image)
     return image
 
@@ -136,22 +106,13 @@ def _sandbox(limits: LimitsConfig) -> DecodeSandbox:
         return box
 
 
-def frame_parts(path: str, frame: int, limits: dict[str, Any]) -> tuple[np.ndarray, dict]:
-    """In the sandbox: one frame's values and what a FrameImage needs besides them."""
-    image = _load(Path(path), frame, LimitsConfig(**limits))
-    meta = {f.name: getattr(image, f.name) for f in dataclasses.fields(image)
-            if f.name != "values"}
-    meta["default_window"] = (image.default_window.centre, image.default_window.width)
-    return image.values, meta
-
-
 def clear_cache() -> None:
     """Forget every cached frame (tests, or after files were rewritten in place)."""
     with _cache_lock:
         _cache.clear()
 
 
-def _remember(key: tuple[Any, ...], image: FrameImage) -> None:
+def _remember(key: tuple[Any, ...], image: FramePreview) -> None:
     size = image.values.nbytes
     if size > CACHE_MAX_BYTES:
         return
@@ -164,77 +125,10 @@ def _remember(key: tuple[Any, ...], image: FrameImage) -> None:
             _cache.popitem(last=False)
 
 
-def _load(path: Path, frame: int, limits: LimitsConfig) -> FrameImage:
-    with decode_guard():
-        ds, header = open_dataset(path, limits)
-        if not 0 <= frame < header.frames:
-            noun = "frame" if header.frames == 1 else "frames"
-            raise DecodeError(f"frame {frame} is out of range: "
-                              f"the image has {header.frames} {noun}")
-        array, photometric = frame_pixels(ds, header, frame)
-        if is_colour(array, photometric):
-            values = _rgb_values(array, ds, header, photometric)
-            default = Window(127.5, 255.0)
-            invert = False
-        else:
-            values = modality_values(ds, header, frame, array)
-            default = _default_window(ds, header, frame, array, values)
-            invert = photometric == "MONOCHROME1"
-        return FrameImage(
-            values=values,
-            colour=values.ndim == 3,
-            invert=invert,
-            default_window=default,
-            value_range=_value_range(values),
-            frame=frame,
-            total_frames=header.frames,
-            rows=header.rows,
-            columns=header.columns,
-            modality=text_value(ds, "Modality").upper(),
-        )
-
-
-def _rgb_values(array: np.ndarray, ds: Dataset, header: Header, photometric: str) -> np.ndarray:
-    """Palette, RGB or YBR samples as float64 RGB in 0..255."""
-    samples, full_scale = colour_samples(array, ds, header, photometric)
-    if photometric.startswith("YBR"):  # the decoder normally converts YBR already
-        samples = convert_color_space(samples, photometric, "RGB")
-        full_scale = 255.0 if samples.dtype == np.uint8 else full_scale
-    rgb = samples.astype(np.float64) * (255.0 / full_scale)
-    return np.clip(rgb, 0.0, 255.0)
-
-
-def _default_window(ds: Dataset, header: Header, frame: int, array: np.ndarray,
-                    values: np.ndarray) -> Window:
-    """The frame's own window; else the stored range for small untransformed images
-    (as the worker shows them); else the 0.5-99.5 % percentiles mapped exactly to 0..1."""
-    own = frame_window(ds, frame)
-    if own is not None:
-        return Window(float(own[0]), float(own[1]))
-    if shown_as_stored(header, array, has_modality_transform(ds, frame)):
-        levels = float(2 ** header.bits_stored)
-        return Window(levels / 2, levels)  # (v - (c - 0.5)) / (w - 1) + 0.5 == v / (levels - 1)
-    bounds = percentile_bounds(values)
-    if bounds is None:  # a uniform image: black, as the worker shows it
-        finite = values[np.isfinite(values)]
-        level = float(finite.flat[0]) if finite.size else 0.0
-        return Window(level + 0.5, 1.0)
-    low, high = bounds
-    # DICOM linear window: maps (c - 0.5) ± (w - 1) / 2 onto 0..1, i.e. exactly low..high
-    return Window((low + high) / 2 + 0.5, high - low + 1.0)
-
-
-def _value_range(values: np.ndarray) -> tuple[float, float]:
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return 0.0, 0.0
-    return float(finite.min()), float(finite.max())
-
-
 # -- rendering ------------------------------------------------------------------------
 
 
-def render_png(image: FrameImage, window: Window | None = None, *, max_side: int = 2048) -> bytes:
+def render_png(image: FramePreview, window: Window | None = None, *, max_side: int = 2048) -> bytes:
     """The frame as an 8-bit PNG ("L" grey, "RGB" colour) through ``window`` (default: its own).
 
     DICOM linear window (PS3.3 C.11.2.1.2, the worker's formula), widths below
@@ -246,9 +140,10 @@ def render_png(image: FrameImage, window: Window | None = None, *, max_side: int
     return _png(picture)
 
 
-def display_size(image: FrameImage, max_side: int = 2048) -> tuple[int, int]:
+def display_size(image: FramePreview, max_side: int = 2048) -> tuple[int, int]:
     """(width, height) of ``render_png(image, max_side=max_side)``: overlays are made to match."""
-    return _target_size(image.columns, image.rows, max_side, 1)
+    rows, columns = image.values.shape[:2]
+    return fit_size(columns, rows, max_side)
 
 
 def heatmap_png(heatmap: np.ndarray, width: int, height: int, *, floor: float = 0.2) -> bytes:
@@ -262,7 +157,7 @@ def heatmap_png(heatmap: np.ndarray, width: int, height: int, *, floor: float = 
     return _png(_heatmap_image(heatmap, width, height, floor))
 
 
-def key_image_png(image: FrameImage, window: Window | None, boxes: list[dict],
+def key_image_png(image: FramePreview, window: Window | None, boxes: list[dict],
                   heatmap: np.ndarray | None, *, max_side: int = 1024,
                   min_side: int = 512) -> bytes:
     """The frame with the heatmap blended in and each box outlined and labelled, as RGB PNG.
@@ -272,17 +167,17 @@ def key_image_png(image: FrameImage, window: Window | None, boxes: list[dict],
     longer side is brought within ``max_side`` (and up to ``min_side`` for small
     images, so labels stay legible in print).
     """
-    rows, columns = image.values.shape[:2]
     picture = Image.fromarray(_to_8bit(image, window)).convert("RGB")
     picture = _fit(picture, max_side, min_side)
     if heatmap is not None:
         overlay = _heatmap_image(heatmap, picture.width, picture.height, 0.2)
         picture = Image.alpha_composite(picture.convert("RGBA"), overlay).convert("RGB")
-    _draw_boxes(picture, boxes, picture.width / columns, picture.height / rows)
+    # boxes are in the source image's pixels; the preview may be smaller
+    _draw_boxes(picture, boxes, picture.width / image.columns, picture.height / image.rows)
     return _png(picture)
 
 
-def _to_8bit(image: FrameImage, window: Window | None) -> np.ndarray:
+def _to_8bit(image: FramePreview, window: Window | None) -> np.ndarray:
     """uint8 grey [H, W] or RGB [H, W, 3] of the frame through ``window``."""
     values = image.values
     if window is not None and not (math.isfinite(window.centre) and math.isfinite(window.width)):
@@ -297,21 +192,8 @@ def _to_8bit(image: FrameImage, window: Window | None) -> np.ndarray:
     return np.rint(np.clip(unit, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def _target_size(width: int, height: int, max_side: int, min_side: int) -> tuple[int, int]:
-    if max_side < 1:
-        raise ValueError(f"max_side must be at least 1, not {max_side}")
-    longest = max(width, height)
-    if longest > max_side:
-        scale = max_side / longest
-    elif longest < min(min_side, max_side):
-        scale = min(min_side, max_side) / longest
-    else:
-        return width, height
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
 def _fit(picture: Image.Image, max_side: int, min_side: int) -> Image.Image:
-    size = _target_size(picture.width, picture.height, max_side, min_side)
+    size = fit_size(picture.width, picture.height, max_side, min_side)
     if size == picture.size:
         return picture
     return picture.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)

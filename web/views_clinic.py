@@ -1,8 +1,9 @@
 """What clinic staff use: the worklist, a study with its images and findings, feedback, reports.
 
-Images are rendered on the box as PNG from the stored DICOM (window/level
-in the modality's units, one frame at a time); the boxes are an SVG layer
-and the heatmap a transparent PNG layer, both toggled in the page.
+Images are rendered on the box as PNG from the display previews the worker
+stored for each analysed frame (window/level in the modality's units, one
+frame at a time); the boxes are an SVG layer and the heatmap a transparent
+PNG layer, both toggled in the page.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from flask import (
     url_for,
 )
 
-from firmware_app.imaging.decode import DecodeError
 from web import queries, render, wording
 from web.report_pdf import ReportContent, report_pdf
 from web.security import current_account, database
@@ -100,12 +100,12 @@ def _window_args() -> render.Window | None:
     return window
 
 
-def _frame(path: str, frame: int) -> render.FrameImage:
+def _frame(path: str, frame: int) -> render.FramePreview:
+    config = _viewer().config
     try:
-        return render.load_frame(Path(path), frame, _viewer().config.limits)
-    except DecodeError:
-        abort(404)
-    except FileNotFoundError:
+        return render.load_frame(Path(path), frame, config.limits,
+                                 config.worker.max_frames_per_instance)
+    except (render.DecodeError, FileNotFoundError, render.FrameNotPreviewed):
         abort(404)
 
 
@@ -148,8 +148,12 @@ def study(study_id: int):
     frame_number = _int_arg("frame", instance.key_frame)
     image = _frame(instance.spool_path, frame_number)
     window = _window_args() or image.default_window
+    previewed = image.previewed or (image.frame,)
+    place = previewed.index(image.frame)
     return render_template(
         "study.html", image=image, image_gone="", window=window,
+        previous_frame=previewed[place - 1] if place > 0 else None,
+        next_frame=previewed[place + 1] if place + 1 < len(previewed) else None,
         presets=CT_PRESETS if image.modality == "CT" else (),
         on_key_frame=image.frame == instance.key_frame,
         findings=wording.finding_lines(instance.boxes, image.rows, image.columns), **shared)

@@ -248,6 +248,33 @@ def test_report_page_and_pdf(clinician):
     assert "<script>window.__xss = 1</script>" in text  # a PDF shows the name as it is
 
 
+def test_pages_images_and_reports_draw_from_the_workers_previews(clinician, monkeypatch):
+    """No request decodes an image: the worker stored a preview of every analysed frame."""
+    from firmware_app.spool import preview_path
+    from web import render
+
+    state, client = clinician
+    conn = db.connect(state.config.database_path)
+    paths = dict(conn.execute("SELECT id, spool_path FROM instances").fetchall())
+    conn.close()
+    for name in ("alert", "clear", "sweep", "dark"):
+        assert preview_path(Path(paths[state.instances[name]])).is_file(), name
+    assert not preview_path(Path(paths[state.instances["truncated"]])).exists()  # quarantined
+
+    def decoding(limits):
+        raise AssertionError("the viewer started decoding an image")
+
+    monkeypatch.setattr(render, "_sandbox", decoding)
+    render.clear_cache()
+    study, alert, sweep = (state.studies["alert"], state.instances["alert"],
+                           state.instances["sweep"])
+    for path in (f"/study/{study}", f"/instance/{alert}/frame/0.png?centre=40&width=400",
+                 f"/instance/{alert}/heatmap.png", f"/instance/{alert}/key.png",
+                 f"/study/{study}/report.pdf", f"/instance/{sweep}/frame/5.png",
+                 f"/study/{state.studies['sweep']}?frame=3"):
+        assert client.get(path).status_code == 200, path
+
+
 # -- device --------------------------------------------------------------------------------
 
 

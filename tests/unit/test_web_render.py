@@ -1,14 +1,18 @@
 """web.render: window/level in modality units, frames, colour, heatmap and key image.
 
-The viewer shares decode()'s pipeline, so its default rendering is checked
+The viewer draws from the display previews made by decode()'s own pipeline
+(``firmware_app.imaging.preview``), so its default rendering is checked
 against decode() itself; the windows and overlays against numbers worked out
-by hand.
+by hand. ``load_frame`` here views a copy of each file in a folder of its own
+(a preview is written beside the image, never beside pydicom's test files).
 """
 
 from __future__ import annotations
 
 import io
 import os
+import shutil
+from itertools import count
 from pathlib import Path
 
 import numpy as np
@@ -20,27 +24,43 @@ from pydicom.pixels import pixel_array
 from converters.phantom_dicom import ct_dataset, write_dicom
 from converters.phantoms import generate
 from firmware_app.config import LimitsConfig
+from firmware_app.imaging import preview
 from firmware_app.imaging.decode import DecodeError, decode
+from firmware_app.imaging.preview import FrameNotPreviewed, FramePreview
+from firmware_app.spool import preview_path
 from tests.corpus import data_file, image_dataset, write
+from web import render
 from web.render import (
     BOX_COLOUR,
-    FrameImage,
     Window,
     clear_cache,
     heatmap_png,
     key_image_png,
-    load_frame,
     render_png,
 )
 
 LIMITS = LimitsConfig()
+_copies = count()
+_state: dict[str, Path] = {}
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache():
+def _fresh_cache(tmp_path_factory):
     clear_cache()
+    _state["base"] = tmp_path_factory.getbasetemp()
+    _state["views"] = tmp_path_factory.mktemp("viewed")
     yield
     clear_cache()
+
+
+def load_frame(path: Path, frame: int, limits: LimitsConfig = LIMITS,
+               max_frames: int = 1000) -> FramePreview:
+    """render.load_frame on ``path``, or on a copy of it when it is not a test's own file."""
+    if not Path(path).resolve().is_relative_to(_state["base"].resolve()):
+        copy = _state["views"] / f"{next(_copies)}_{Path(path).name}"
+        shutil.copyfile(path, copy)
+        path = copy
+    return render.load_frame(path, frame, limits, max_frames)
 
 
 def png(data: bytes) -> Image.Image:
@@ -80,8 +100,8 @@ def test_ct_values_are_hounsfield_units_with_the_files_window(tmp_path: Path) ->
     hu = np.array([[-1000, -100, 0, 40], [41, 100, 240, 1000]], dtype=np.int32)
     hu = np.repeat(np.repeat(hu, 4, axis=0), 4, axis=1)  # 8 x 16
     image = load_frame(ct_file(tmp_path, hu), 0, LIMITS)
-    assert isinstance(image, FrameImage)
-    assert image.values.dtype == np.float64 and image.values.shape == (8, 16)
+    assert isinstance(image, FramePreview)
+    assert image.values.dtype == np.int16 and image.values.shape == (8, 16)  # exact, compact
     np.testing.assert_array_equal(image.values, hu)
     assert image.default_window == Window(40.0, 400.0)
     assert image.value_range == (-1000.0, 1000.0)
@@ -195,15 +215,16 @@ def test_multi_frame_selection_gives_different_frames() -> None:
     np.testing.assert_array_equal(middle.values, pixel_array(ds, index=5).astype(float))
 
 
-def test_frame_out_of_range_raises_a_readable_decode_error(tmp_path: Path) -> None:
-    path = data_file("emri_small.dcm")
-    with pytest.raises(DecodeError) as caught:
-        load_frame(path, 10, LIMITS)
-    assert caught.value.reason == "frame 10 is out of range: the image has 10 frames"
-    with pytest.raises(DecodeError, match="frame -1 is out of range"):
+def test_only_the_frames_the_model_analysed_are_previewed(tmp_path: Path) -> None:
+    path = data_file("emri_small.dcm")  # 10 frames; the worker analyses 3 of them
+    shown = load_frame(path, 5, LIMITS, max_frames=3)
+    assert shown.previewed == (0, 5, 9) and shown.total_frames == 10
+    with pytest.raises(FrameNotPreviewed):
+        load_frame(path, 4, LIMITS, max_frames=3)
+    with pytest.raises(FrameNotPreviewed):
         load_frame(path, -1, LIMITS)
     single = ct_file(tmp_path, np.zeros((8, 8), dtype=np.int32))
-    with pytest.raises(DecodeError, match=r"^frame 1 is out of range: the image has 1 frame$"):
+    with pytest.raises(FrameNotPreviewed):
         load_frame(single, 1, LIMITS)
 
 
@@ -218,19 +239,50 @@ def test_unreadable_files_and_limits_raise_decode_error(tmp_path: Path) -> None:
         load_frame(tmp_path / "gone.dcm", 0, LIMITS)
 
 
-def test_frames_are_cached_read_only_and_refreshed_when_the_file_changes(
+def test_frames_are_cached_read_only_and_refreshed_when_the_preview_changes(
     tmp_path: Path,
 ) -> None:
     path = ct_file(tmp_path, np.full((8, 8), 10, dtype=np.int32))
     first = load_frame(path, 0, LIMITS)
     assert load_frame(path, 0, LIMITS) is first
     assert not first.values.flags.writeable
-    other_limits = load_frame(path, 0, LimitsConfig(max_frames=10))
-    assert other_limits is not first
     ct_file(tmp_path, np.full((8, 8), 99, dtype=np.int32))  # rewritten in place
-    stat = path.stat()
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    assert load_frame(path, 0, LIMITS).values[0, 0] == 99
+    assert load_frame(path, 0, LIMITS) is first  # the preview stands for the image
+    preview_path(path).unlink()
+    assert load_frame(path, 0, LIMITS).values[0, 0] == 99  # made again from the image
+
+
+def test_a_large_image_is_previewed_at_display_size_with_boxes_in_source_pixels(
+    tmp_path: Path,
+) -> None:
+    ds = image_dataset("large", rows=3000, columns=4000)
+    hu = np.full((3000, 4000), -1000, np.int32)
+    hu[1000:2000, 2000:3000] = 500
+    ds.PixelData = (hu + 1024).astype("<u2").tobytes()
+    image = load_frame(write(ds, tmp_path, "large.dcm"), 0, LIMITS)
+    assert image.values.shape == (1536, 2048) and (image.rows, image.columns) == (3000, 4000)
+    assert image.value_range == (-1000.0, 500.0)
+    assert preview_path(tmp_path / "large.dcm").stat().st_size < 2048 * 1536 * 4 + 4096
+    assert render.display_size(image) == (2048, 1536)
+    assert pixels(render_png(image)).shape == (1536, 2048)
+    box = {"x0": 2000, "y0": 1000, "x1": 3000, "y1": 2000, "label": ""}  # no label tab
+    key = pixels(key_image_png(image, None, [box], None, max_side=1024))
+    assert key.shape == (768, 1024, 3)
+    red = (key[..., 0] == BOX_COLOUR[0]) & (key[..., 1] == BOX_COLOUR[1])
+    rows, columns = np.nonzero(red)
+    assert (columns.min(), columns.max()) == (512, 767)  # 2000..3000 of 4000 → 512..768
+    assert (rows.min(), rows.max()) == (256, 511)
+
+
+def test_a_damaged_preview_is_a_decode_error_not_a_crash(tmp_path: Path) -> None:
+    path = ct_file(tmp_path, np.zeros((8, 8), dtype=np.int32))
+    load_frame(path, 0, LIMITS)
+    preview_path(path).write_bytes(b"PK\x03\x04 not a zip")
+    clear_cache()
+    with pytest.raises(DecodeError, match="unreadable preview"):
+        load_frame(path, 0, LIMITS)
+    with pytest.raises(DecodeError, match="unreadable preview"):
+        preview.load(preview_path(path), 0)
 
 
 # -- colour and size ---------------------------------------------------------------------
@@ -371,18 +423,20 @@ def test_phantom_ct_round_trip_with_boxes(tmp_path: Path) -> None:
     assert key.size == (512, 512)
 
 
-def test_frames_are_decoded_in_the_viewers_sandbox_not_the_web_process(tmp_path):
-    import os
+def test_a_missing_preview_is_made_once_in_the_viewers_sandbox_not_the_web_process(tmp_path):
     import signal
 
-    from web import render
-
     hu = np.full((64, 64), 40, np.int16)
-    assert load_frame(ct_file(tmp_path, hu, "a.dcm"), 0, LIMITS).rows == 64
+    first = ct_file(tmp_path, hu, "a.dcm")
+    assert load_frame(first, 0, LIMITS).rows == 64
+    assert preview_path(first).exists()
     child = render._sandboxes[os.getpid()]._process
     assert child is not None and child.pid != os.getpid()
     os.kill(child.pid, signal.SIGKILL)  # a codec that crashed between requests
     child.wait(10)
+    clear_cache()
+    assert load_frame(first, 0, LIMITS).rows == 64  # from the preview: no decoder needed
+    assert render._sandboxes[os.getpid()]._process.poll() is not None
     assert load_frame(ct_file(tmp_path, hu, "b.dcm"), 0, LIMITS).rows == 64  # a fresh child
 
 
