@@ -5,7 +5,7 @@ the real worker and demo model, one quarantined and one waiting object, a
 technician and a clinician) is filled up in bulk, straight in SQLite, to
 ``--studies`` studies (default 10,000). Every extra study has one processed
 instance whose spool file is one of the three real ones (so the study page
-and the PNG routes really decode and render it) and a result copied from that
+and the PNG routes really read its stored preview and render it) and a result copied from that
 instance's (heatmap, key frame, timings), with its own probability; the
 finding and alert flags follow the demo package's thresholds and
 ``studies`` is rolled up by the box's own ``update_study``. Received times are
@@ -269,7 +269,7 @@ def pages() -> list[Page]:
         Page("study", "study page, same study (frame cached)",
              lambda s, i: f"/study/{s.study_id}"),
         Page("study_many", "study page, a different study each run", many),
-        Page("study_cold", "  same, decode cache emptied first", many,
+        Page("study_cold", "  same, preview cache emptied first", many,
              before=render.clear_cache),
         Page("frame_png", "frame PNG, new window each run", window),
         Page("device", "device page (technician)", lambda s, i: "/device", technician=True),

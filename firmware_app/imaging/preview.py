@@ -12,7 +12,8 @@ A preview file sits beside its object in the spool (``spool.preview_path``),
 so retention and quarantine delete it with the image. It is one uncompressed
 ``.npz`` (no pickles) written atomically: ``frame_<n>`` arrays and a ``meta``
 JSON string. Grey values that are whole numbers within int16 are stored as
-int16 (exact, half the bytes); colour as uint8.
+int16 (exact at full size; a shrunk preview's means rounded to within half a
+unit), other grey values as float32, colour as uint8.
 """
 
 from __future__ import annotations
@@ -154,12 +155,14 @@ def _shrink(values: np.ndarray, max_side: int) -> np.ndarray:
         return np.asarray(Image.fromarray(rgb, "RGB").resize(
             size, Image.Resampling.LANCZOS, reducing_gap=3.0))
     grey = np.nan_to_num(values.astype(np.float32), nan=0.0)
+    whole_values = bool(np.array_equal(np.rint(grey), grey))
     if size != (columns, rows):
         grey = np.asarray(Image.fromarray(grey, "F").resize(size, Image.Resampling.BOX))
-    whole = np.rint(grey)
-    if (np.array_equal(whole, grey) and (grey.size == 0 or (
-            grey.min() >= _INT16.min and grey.max() <= _INT16.max))):
-        return whole.astype(np.int16)
+    # Whole-number values stay whole: a shrunk pixel's mean is rounded (within half a
+    # unit, invisible at any window), which halves the preview of a large image.
+    if whole_values and (grey.size == 0 or (
+            grey.min() >= _INT16.min and grey.max() <= _INT16.max)):
+        return np.rint(grey).astype(np.int16)
     return grey.astype(np.float32)
 
 

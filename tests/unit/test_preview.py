@@ -47,6 +47,17 @@ def test_whole_hounsfield_units_are_kept_exactly_as_int16(tmp_path):
     assert target.stat().st_size < stored.size * 2 + 2048  # two bytes a pixel, plus the index
 
 
+def test_a_shrunk_preview_keeps_whole_units_within_half_a_unit(tmp_path):
+    stored = (np.arange(128 * 128, dtype=np.int32).reshape(128, 128) * 7) % 4001
+    target = tmp_path / "big.preview.npz"
+    path = _ct(tmp_path, stored, "big.dcm")
+    decode_with_previews(str(path), LIMITS, 1, str(target), max_side=64)
+    shown = preview.load(target, 0)
+    assert shown.values.dtype == np.int16 and shown.values.shape == (64, 64)
+    means = (stored - 1024).reshape(64, 2, 64, 2).mean(axis=(1, 3))
+    assert np.abs(shown.values - means).max() <= 0.5 + 1e-3
+
+
 def test_fractional_values_are_kept_as_float32(tmp_path):
     stored = np.arange(0, 4096, 1, dtype=np.int32).reshape(64, 64)
     target = tmp_path / "pt.preview.npz"
