@@ -21,10 +21,10 @@ import numpy as np
 
 from common import REPO, save
 from converters.phantoms import generate
-from firmware_app.config import Config, RuntimeConfig
 from firmware_app.imaging.preprocess import get_preprocessor
-from firmware_app.models import find_package, load_package
+from firmware_app.models.package import find_package, load_package
 from firmware_app.runtime.selection import candidates, load_candidate
+from firmware_app.settings.box import Config, RuntimeConfig
 
 
 def inputs_for(package, count: int) -> list[dict[str, np.ndarray]]:

@@ -17,9 +17,9 @@ from pathlib import Path
 from pydicom.data import get_testdata_file
 
 from common import machine, percentiles, phantom_files, save
-from firmware_app.config import LimitsConfig
 from firmware_app.imaging.decode import decode
 from firmware_app.imaging.sandbox import DecodeSandbox
+from firmware_app.settings.box import LimitsConfig
 
 
 def main() -> None:

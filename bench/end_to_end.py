@@ -33,11 +33,11 @@ from common import (
     wait_until,
     write_box_config,
 )
-from firmware_app.config import Config, RuntimeConfig
 from firmware_app.imaging.decode import decode
 from firmware_app.imaging.preprocess import get_preprocessor
-from firmware_app.models import find_package, load_package
+from firmware_app.models.package import find_package, load_package
 from firmware_app.runtime.selection import candidates, load_candidate
+from firmware_app.settings.box import Config, RuntimeConfig
 
 
 def _rows(db: Path, sql: str) -> list[tuple]:

@@ -34,13 +34,13 @@ from common import REPO, free_port, machine, save, stop, write_box_config
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from firmware_app.app import load_runner
-from firmware_app.config import from_dict
-from firmware_app.golden import run_golden_cases
-from firmware_app.model_store import resolve_package_root, store_for
-from firmware_app.model_update import install, rollback
-from firmware_app.models import load_package
+from firmware_app.models.golden import run_golden_cases
+from firmware_app.models.install import install, rollback
+from firmware_app.models.package import load_package
+from firmware_app.models.store import resolve_package_root, store_for
 from firmware_app.runtime.selection import sample_inputs, select_backend
+from firmware_app.service.appliance import load_runner
+from firmware_app.settings.box import from_dict
 from tests.model_packages import make_package
 
 

@@ -34,11 +34,11 @@ from common import REPO, machine, percentiles, phantom_files, save
 if str(REPO) not in sys.path:  # tests/ and web/ from the checkout (the script runs from bench/)
     sys.path.insert(0, str(REPO))
 
-from firmware_app.config import LimitsConfig
 from firmware_app.imaging import preview
 from firmware_app.imaging.decode import modality_values, open_dataset
 from firmware_app.imaging.sandbox import DecodeSandbox
-from firmware_app.spool import preview_path
+from firmware_app.settings.box import LimitsConfig
+from firmware_app.storage.spool import preview_path
 from tests.corpus import image_dataset, write
 from web import render
 

@@ -12,7 +12,7 @@ it, so none crosses it during the run). The other images of the last 30 days are
 rows only (retention never opens them).
 
 Three passes are timed with ``time.perf_counter()`` around
-``firmware_app.retention.apply_retention`` (lock, recovery check, selection,
+``firmware_app.storage.retention.apply_retention`` (lock, recovery check, selection,
 marks, header reads, unlinks, event), on both stores, interleaved run by run:
 
 * **age**: the hourly pass, deleting the ``--due`` images past ``image_days``;
@@ -52,9 +52,9 @@ from common import REPO, machine, percentiles, save
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from firmware_app import db
-from firmware_app.config import Config, StorageConfig
-from firmware_app.retention import apply_retention
+from firmware_app.settings.box import Config, StorageConfig
+from firmware_app.storage import db
+from firmware_app.storage.retention import apply_retention
 
 DAY = 86_400.0
 SPAN_DAYS, IMAGE_DAYS = 60, 30

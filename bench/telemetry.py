@@ -47,9 +47,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from paho.mqtt.enums import CallbackAPIVersion
 
 from common import REPO, save
-from firmware_app import db
-from firmware_app.config import Config, from_dict
-from firmware_app.telemetry.envelope import (
+from firmware_app.contracts.egress import check_message
+from firmware_app.contracts.envelope import (
     Header,
     canonical_payload,
     generate_x25519_pair,
@@ -58,12 +57,13 @@ from firmware_app.telemetry.envelope import (
     open_envelope,
     seal,
 )
+from firmware_app.contracts.topics import topic
+from firmware_app.settings.box import Config, from_dict
+from firmware_app.storage import db
 from firmware_app.telemetry.identity import load_identity
 from firmware_app.telemetry.messages import ModelFacts
 from firmware_app.telemetry.mqtt import NO_MATCHING_SUBSCRIBERS, WINDOW, Publisher
 from firmware_app.telemetry.outbox import Outbox
-from firmware_app.telemetry.schema import check_message
-from firmware_app.telemetry.topics import topic
 
 # central/ and tests/ are imported from the checkout (the script runs from bench/)
 if str(REPO) not in sys.path:

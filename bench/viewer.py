@@ -52,11 +52,11 @@ from common import REPO, machine, percentiles, save
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from firmware_app import db
-from firmware_app.app import load_runner
-from firmware_app.config import Config
 from firmware_app.inference.runner import ModelRunner
-from firmware_app.results import update_study
+from firmware_app.service.appliance import load_runner
+from firmware_app.settings.box import Config
+from firmware_app.storage import db
+from firmware_app.storage.results import update_study
 from tests.viewer_state import CLINICIAN, TECHNICIAN, build_viewer_state
 from tests.web_client import ViewerClient
 from web import queries, render

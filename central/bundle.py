@@ -3,7 +3,7 @@
 ``clinibox central bundle`` issues the box's MQTT client certificate (CN
 ``clinic/device``, extended key usage clientAuth, an EC P-256 key made here)
 with the hospital's CA and writes the enrolment bundle
-(``firmware_app.enrolment``) with the broker address, the CA certificate, the
+(``firmware_app.contracts.enrolment``) with the broker address, the CA certificate, the
 hospital's X25519 public key and the trusted model-signing keys. The bundle
 holds the client certificate's private key: it is written mode 0600 and
 should be deleted once the box is provisioned.
@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from firmware_app.config import DEMO_KEY_ID
-from firmware_app.enrolment import EnrolmentBundle, EnrolmentError, write_bundle
+from firmware_app.contracts.enrolment import EnrolmentBundle, EnrolmentError, write_bundle
+from firmware_app.settings.box import DEMO_KEY_ID
 
 #: a box lives for years in a clinic: three years, then a new bundle renews the certificate
 DEFAULT_DAYS = 3 * 365

@@ -43,7 +43,7 @@ def _open_store(config: config_module.CentralConfig) -> Store:
 def cmd_serve(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
     """Receive from the broker until SIGINT/SIGTERM."""
     from central.receiver import MqttService, Receiver
-    from firmware_app.telemetry.envelope import load_x25519_private
+    from firmware_app.contracts.envelope import load_x25519_private
 
     if not config.keys.hospital_key:
         raise _Failure("[keys] hospital_key: the receiver needs the hospital's X25519 private "
@@ -89,7 +89,7 @@ def cmd_enrol(args: argparse.Namespace, config: config_module.CentralConfig) -> 
 
 def cmd_enrol_code(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
     """Enrol a device from the code ``clinibox provision`` printed (typed, pasted or scanned)."""
-    from firmware_app.enrolment import EnrolmentError, parse_code
+    from firmware_app.contracts.enrolment import EnrolmentError, parse_code
 
     text = sys.stdin.readline() if args.code == "-" else args.code
     try:
@@ -108,7 +108,7 @@ def cmd_enrol_code(args: argparse.Namespace, config: config_module.CentralConfig
 def cmd_bundle(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
     """Issue a box's client certificate with the hospital CA and write its enrolment bundle."""
     from central.bundle import make_bundle, write_and_describe
-    from firmware_app.enrolment import EnrolmentError
+    from firmware_app.contracts.enrolment import EnrolmentError
 
     try:
         bundle = make_bundle(

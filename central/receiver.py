@@ -34,9 +34,9 @@ from paho.mqtt.properties import Properties
 
 from central.config import CentralConfig
 from central.store import Store, StoreError
-from firmware_app.telemetry import topics
-from firmware_app.telemetry.envelope import EnvelopeError, open_envelope, read_header
-from firmware_app.telemetry.schema import EgressRefused, check_message
+from firmware_app.contracts import topics
+from firmware_app.contracts.egress import EgressRefused, check_message
+from firmware_app.contracts.envelope import EnvelopeError, open_envelope, read_header
 
 log = logging.getLogger("clinibox.central")
 

@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from central.schema import TABLES, create_or_migrate
 from central.sql import Database, StoreError
-from firmware_app.signing import key_id
-from firmware_app.telemetry.envelope import Header, canonical_payload
-from firmware_app.telemetry.schema import check_identity
+from firmware_app.contracts.egress import check_identity
+from firmware_app.contracts.envelope import Header, canonical_payload
+from firmware_app.contracts.signing import key_id
 
 __all__ = ["Device", "EnrolmentConflict", "Store", "StoreError", "StoredMessage"]
 

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware_app.config import LimitsConfig
 from firmware_app.imaging.decode import DecodeError
 from firmware_app.imaging.preprocess import get_preprocessor
 from firmware_app.imaging.wrap import decode_file
+from firmware_app.settings.box import LimitsConfig
 
 SPLITS = ("train", "calibration", "validation")
 PHANTOM_SEED = 505

@@ -22,7 +22,8 @@ import numpy as np
 from converters.config import ConvertConfigError, require
 from converters.report import write_report
 from converters.verify import roc_data
-from firmware_app import models, signing
+from firmware_app.contracts import signing
+from firmware_app.models import package as models
 
 if TYPE_CHECKING:
     from converters.pipeline import Conversion

@@ -12,9 +12,9 @@ import json
 import shutil
 from pathlib import Path
 
-from firmware_app import signing
-from firmware_app.config import BUNDLED_MODELS_DIR
-from firmware_app.models import sha256_file
+from firmware_app.contracts import signing
+from firmware_app.models.package import sha256_file
+from firmware_app.settings.box import BUNDLED_MODELS_DIR
 
 DEMO = BUNDLED_MODELS_DIR / "clinibox-demo-lesion" / "1.0.0"
 DEMO_PRIVATE_KEY = BUNDLED_MODELS_DIR / "keys" / "DEMO-ONLY-model-signing.pem"

@@ -4,7 +4,7 @@ Identities (one certificate each, all issued by one throw-away CA):
 
 * a device ``<clinic>/<device>`` (certificate CN ``clinic-a/box-1``) may publish only
   on ``clinibox/<clinic>/<device>/<kind>`` for the kinds in
-  ``firmware_app.telemetry.schema.KINDS`` and may read nothing;
+  ``firmware_app.contracts.egress.KINDS`` and may read nothing;
 * ``central-receiver`` may read ``clinibox/#`` (also through a shared subscription
   such as ``$share/central/clinibox/+/+/+``);
 * ``broker-auditor`` may read ``#``: the :class:`Auditor` uses it to capture every
@@ -66,7 +66,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from firmware_app.telemetry.schema import KINDS
+from firmware_app.contracts.egress import KINDS
 from tests.tls_certs import CertificateAuthority
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")

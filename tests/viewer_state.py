@@ -25,12 +25,12 @@ import numpy as np
 
 from converters.phantom_dicom import ct_dataset, us_dataset, us_multiframe_dataset, write_dicom
 from converters.phantoms import generate, generate_sweep
-from firmware_app import db
-from firmware_app.app import make_spool
-from firmware_app.config import Config, StorageConfig
 from firmware_app.inference.runner import ModelRunner
 from firmware_app.ingest.landing import Lander
-from firmware_app.worker import Worker
+from firmware_app.service.appliance import make_spool
+from firmware_app.service.worker import Worker
+from firmware_app.settings.box import Config, StorageConfig
+from firmware_app.storage import db
 from web.accounts import Accounts
 
 TECHNICIAN = ("tina", "keeps-the-box-running")

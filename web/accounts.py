@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from firmware_app import db
+from firmware_app.storage import db
 
 ROLES = ("clinician", "technician")
 MIN_PASSWORD_LENGTH = 10

@@ -22,11 +22,11 @@ from typing import Any
 from flask import Flask, render_template
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
-from firmware_app import db
-from firmware_app.app import make_spool
-from firmware_app.config import DEMO_TRUST_WARNING, Config
-from firmware_app.models import PackageError, find_package, load_package
-from firmware_app.spool import Spool
+from firmware_app.models.package import PackageError, find_package, load_package
+from firmware_app.service.appliance import make_spool
+from firmware_app.settings.box import DEMO_TRUST_WARNING, Config
+from firmware_app.storage import db
+from firmware_app.storage.spool import Spool
 from web import security, wording
 from web.security import current_account
 

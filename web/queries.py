@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from firmware_app.queue import JobQueue
-from firmware_app.results import ResultStore, decode_heatmap
+from firmware_app.storage.queue import JobQueue
+from firmware_app.storage.results import ResultStore, decode_heatmap
 
 #: Worklist filters: every study, alerts only, studies done, objects waiting, objects held back.
 WORKLIST_FILTERS = ("all", "alert", "done", "waiting", "quarantined")

@@ -28,13 +28,13 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from firmware_app.config import LimitsConfig
 from firmware_app.imaging import preview
 from firmware_app.imaging.decode import DecodeError
 from firmware_app.imaging.decode import window as apply_window
 from firmware_app.imaging.preview import FrameNotPreviewed, FramePreview, Window, fit_size
 from firmware_app.imaging.sandbox import DecodeSandbox
-from firmware_app.spool import preview_path
+from firmware_app.settings.box import LimitsConfig
+from firmware_app.storage.spool import preview_path
 
 __all__ = ["DecodeError", "FrameNotPreviewed", "FramePreview", "Window", "display_size",
            "heatmap_png", "key_image_png", "load_frame", "render_png"]

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from flask import Flask, Response, abort, current_app, g, redirect, request, session, url_for
 
-from firmware_app import db
+from firmware_app.storage import db
 from web.accounts import Account, Sessions
 
 F = TypeVar("F", bound=Callable[..., Any])

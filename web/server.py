@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from gunicorn.app.base import BaseApplication
 
-from firmware_app import db
-from firmware_app.config import Config, ConfigError
+from firmware_app.settings.box import Config, ConfigError
+from firmware_app.storage import db
 from web.accounts import Accounts
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, url_for
 
-from firmware_app import quarantine
+from firmware_app.storage import quarantine
 from web import queries
 from web.security import current_account, database, technician_only
 

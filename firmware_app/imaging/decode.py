@@ -42,8 +42,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, as_pixel_options, get_decoder
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from firmware_app.config import LimitsConfig
 from firmware_app.imaging.codestream import StreamMismatch, check_frames
+from firmware_app.settings.box import LimitsConfig
 
 MB = 1024 * 1024
 #: Room for headers, overlays and icons on top of the decoded-pixel budget.

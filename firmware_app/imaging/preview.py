@@ -30,7 +30,6 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.pixels import convert_color_space
 
-from firmware_app.config import LimitsConfig
 from firmware_app.imaging.decode import (
     DecodedImage,
     DecodeError,
@@ -45,6 +44,7 @@ from firmware_app.imaging.decode import (
     shown_as_stored,
     text_value,
 )
+from firmware_app.settings.box import LimitsConfig
 
 #: Longest side of a stored preview (the viewer's largest rendering).
 PREVIEW_SIDE = 2048

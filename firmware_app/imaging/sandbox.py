@@ -46,9 +46,9 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware_app.config import LimitsConfig
 from firmware_app.imaging.decode import NOT_ENOUGH_MEMORY, DecodedImage, DecodeError, decode
 from firmware_app.imaging.preview import decode_with_previews
+from firmware_app.settings.box import LimitsConfig
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from firmware_app.config import LimitsConfig
 from firmware_app.imaging.decode import DecodedImage, decode
+from firmware_app.settings.box import LimitsConfig
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"

@@ -16,7 +16,7 @@ from firmware_app.imaging.preprocess import get_preprocessor
 from firmware_app.imaging.quality import check_quality
 from firmware_app.inference.aggregate import InstanceFindings, aggregate_frames
 from firmware_app.inference.postprocess import FrameFindings, get_postprocessor
-from firmware_app.models import ModelPackage
+from firmware_app.models.package import ModelPackage
 from firmware_app.runtime.base import RuntimeBackend
 
 

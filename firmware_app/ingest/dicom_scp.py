@@ -37,10 +37,10 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, dimse_messages, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
-from firmware_app.config import DicomConfig
 from firmware_app.ingest.bounded_server import BoundedAssociationServer, BoundedRequestHandler
 from firmware_app.ingest.landing import Lander, Outcome
-from firmware_app.spool import RECEIVING_PREFIX, SpoolFull
+from firmware_app.settings.box import DicomConfig
+from firmware_app.storage.spool import RECEIVING_PREFIX, SpoolFull
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware_app import db
-from firmware_app.queue import DuplicateInstance, JobQueue
-from firmware_app.spool import Spool, new_local_id
+from firmware_app.storage import db
+from firmware_app.storage.queue import DuplicateInstance, JobQueue
+from firmware_app.storage.spool import Spool, new_local_id
 
 log = logging.getLogger(__name__)
 

@@ -40,9 +40,9 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.filereader import read_file_meta_info
 
-from firmware_app import db
 from firmware_app.imaging.wrap import is_picture, wrap_picture
 from firmware_app.ingest.landing import Lander, Outcome
+from firmware_app.storage import db
 
 log = logging.getLogger(__name__)
 

@@ -34,9 +34,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware_app import config as config_module
-from firmware_app import db
 from firmware_app.ingest.usb import boot_id, import_status_path
+from firmware_app.settings import box as config_module
+from firmware_app.storage import db
 
 log = logging.getLogger(__name__)
 

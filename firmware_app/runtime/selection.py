@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from firmware_app.config import RuntimeConfig
-from firmware_app.models import Artifact, ModelPackage
+from firmware_app.models.package import Artifact, ModelPackage
 from firmware_app.runtime import registry
 from firmware_app.runtime.base import RuntimeBackend
+from firmware_app.settings.box import RuntimeConfig
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware_app import signing
-from firmware_app.config import Config
+from firmware_app.contracts import signing
+from firmware_app.settings.box import Config
 
 SECRET_BYTES = 32
 

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 
 from firmware_app import __version__
-from firmware_app.db import record_event, transaction
+from firmware_app.contracts.egress import HISTOGRAM_BINS, MODALITIES, SCHEMA_VERSION
+from firmware_app.storage.db import record_event, transaction
 from firmware_app.telemetry.identity import DeviceIdentity
 from firmware_app.telemetry.outbox import Outbox
-from firmware_app.telemetry.schema import HISTOGRAM_BINS, MODALITIES, SCHEMA_VERSION
 
 
 @dataclass(frozen=True)

@@ -29,14 +29,14 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from firmware_app import db
-from firmware_app.config import Config
-from firmware_app.telemetry.envelope import Header, seal
+from firmware_app.contracts.egress import check_message
+from firmware_app.contracts.envelope import Header, seal
+from firmware_app.contracts.topics import topic
+from firmware_app.settings.box import Config
+from firmware_app.storage import db
 from firmware_app.telemetry.identity import DeviceIdentity
 from firmware_app.telemetry.messages import ModelFacts, build_status
 from firmware_app.telemetry.outbox import Outbox, OutboxMessage
-from firmware_app.telemetry.schema import check_message
-from firmware_app.telemetry.topics import topic
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from firmware_app.db import record_event, transaction
-from firmware_app.telemetry.envelope import canonical_payload
-from firmware_app.telemetry.schema import PRIORITY, check_message
+from firmware_app.contracts.egress import PRIORITY, check_message
+from firmware_app.contracts.envelope import canonical_payload
+from firmware_app.storage.db import record_event, transaction
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from firmware_app import db
-from firmware_app.config import Config
+from firmware_app.settings.box import Config
+from firmware_app.storage import db
 from firmware_app.telemetry.identity import DeviceIdentity
 from firmware_app.telemetry.messages import (
     ModelFacts,

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from firmware_app import signing
-from firmware_app.config import REPO_ROOT
+from firmware_app.contracts import signing
+from firmware_app.settings.box import REPO_ROOT
 from tests.conversion.tiny_models import shapes_dataset
 
 

@@ -18,10 +18,10 @@ import torch
 
 from converters.config import ConvertConfig
 from converters.data import Preprocessing, load_folder
-from firmware_app import config as box_config
-from firmware_app.app import load_runner
 from firmware_app.imaging.wrap import decode_file
-from firmware_app.models import load_package
+from firmware_app.models.package import load_package
+from firmware_app.service.appliance import load_runner
+from firmware_app.settings import box as box_config
 from tests.conversion.conftest import clinibox, write_png_folder
 from tests.conversion.tiny_models import small_resnet, tiny_classifier, train_quickly
 

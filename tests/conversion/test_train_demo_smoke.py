@@ -8,9 +8,9 @@ import json
 import subprocess
 import sys
 
-from firmware_app import signing
-from firmware_app.config import REPO_ROOT
-from firmware_app.models import load_package
+from firmware_app.contracts import signing
+from firmware_app.models.package import load_package
+from firmware_app.settings.box import REPO_ROOT
 
 
 def test_quick_training_produces_a_loadable_package(tmp_path):

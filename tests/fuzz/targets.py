@@ -12,12 +12,12 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
-from firmware_app import db
-from firmware_app.config import LimitsConfig
 from firmware_app.imaging import codestream
 from firmware_app.imaging.decode import DecodeError, decode
 from firmware_app.ingest.landing import Lander, Outcome
-from firmware_app.spool import Spool
+from firmware_app.settings.box import LimitsConfig
+from firmware_app.storage import db
+from firmware_app.storage.spool import Spool
 
 #: small limits, so that a fuzzed header cannot make a legitimate but huge decode
 LIMITS = LimitsConfig(max_rows=2048, max_columns=2048, max_frames=16, max_decoded_mb=64,

@@ -20,8 +20,8 @@ import pytest
 
 from converters.phantom_dicom import ct_dataset, write_dicom
 from converters.phantoms import generate
-from firmware_app.config import load
-from firmware_app.model_store import Trial, store_for
+from firmware_app.models.store import Trial, store_for
+from firmware_app.settings.box import load
 from tests.integration.conftest import storescu, wait_for
 from tests.model_packages import make_package
 

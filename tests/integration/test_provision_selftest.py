@@ -29,13 +29,13 @@ from central.bundle import issue_client_certificate, make_bundle
 from central.config import CentralConfig
 from central.receiver import Receiver
 from central.store import Store
-from firmware_app import db
-from firmware_app.config import Config, MqttConfig, from_dict, load
-from firmware_app.enrolment import EnrolmentBundle, read_bundle, write_bundle
-from firmware_app.provision import ProvisionError, provision
-from firmware_app.selftest import Check, check_broker, check_clock, check_dicom_echo, check_disk
-from firmware_app.signing import generate_key_pair
-from firmware_app.telemetry.envelope import generate_x25519_pair, load_x25519_private
+from firmware_app.contracts.enrolment import EnrolmentBundle, read_bundle, write_bundle
+from firmware_app.contracts.envelope import generate_x25519_pair, load_x25519_private
+from firmware_app.contracts.signing import generate_key_pair
+from firmware_app.ops.provision import ProvisionError, provision
+from firmware_app.ops.selftest import Check, check_broker, check_clock, check_dicom_echo, check_disk
+from firmware_app.settings.box import Config, MqttConfig, from_dict, load
+from firmware_app.storage import db
 from tests.integration.conftest import Box, to_toml, wait_for
 from tests.model_packages import make_package
 from tests.mqtt_broker import Auditor, Broker, MqttPki, make_mqtt_pki
@@ -212,7 +212,7 @@ def test_provision_then_selftest_passes_and_names_what_breaks(hospital: Hospital
 
 def load_identity_key_id(config: Config) -> str:
     """The key id of the box's device key (read, not made)."""
-    from firmware_app.signing import key_id, load_private_key
+    from firmware_app.contracts.signing import key_id, load_private_key
 
     return key_id(load_private_key(config.device_key_path).public_key())
 

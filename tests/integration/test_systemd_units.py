@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 from pydicom.data import get_testdata_file
 
-from firmware_app.cli import build_parser
+from firmware_app.cli.commands import build_parser
 from tests.integration.conftest import REPO, free_port, to_toml, wait_for
 from tests.integration.test_install_system import (
     UnitSandbox,
@@ -198,7 +198,7 @@ def test_every_service_runs_the_installed_command_as_the_service_user(unit):
             assert parser.parse_args(arguments).func
         except SystemExit:
             pytest.fail(f"{unit}: `clinibox {' '.join(arguments)}` is refused by the command "
-                        "line (is its subcommand registered in firmware_app/cli.py?)")
+                        "line (is its subcommand registered in firmware_app/cli/commands.py?)")
 
 
 def test_only_the_mount_and_unmount_steps_run_privileged():
@@ -335,7 +335,7 @@ def test_the_decoder_sandbox_limits_itself_under_the_units_sandbox(unit):
     """The decoder child lowers its own RLIMIT_AS under the unit's seccomp filter (glibc's
     setrlimit is the prlimit64 system call, which ``~@resources`` leaves allowed)."""
     probe = ("from pathlib import Path\n"
-             "from firmware_app.config import LimitsConfig\n"
+             "from firmware_app.settings.box import LimitsConfig\n"
              "from firmware_app.imaging.sandbox import DecodeSandbox\n"
              "box = DecodeSandbox(LimitsConfig())\n"
              f"image = box.decode(Path({str(CT)!r}), 1)\n"

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware_app.telemetry.envelope import Header, load_x25519_public, read_header, seal
+from firmware_app.contracts.envelope import Header, load_x25519_public, read_header, seal
 from tests.canary import CanarySet, write_canary_studies
 from tests.integration.conftest import REPO, Box, send_as_modality, to_toml, wait_for
 from tests.mqtt_broker import (

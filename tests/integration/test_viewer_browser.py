@@ -24,8 +24,8 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from firmware_app.app import load_runner
-from firmware_app.config import Config
+from firmware_app.service.appliance import load_runner
+from firmware_app.settings.box import Config
 from tests.integration.conftest import (
     REPO,
     add_viewer_account,

@@ -7,7 +7,7 @@ from sqlite3 import Connection
 
 import pytest
 
-from firmware_app import db
+from firmware_app.storage import db
 
 
 @pytest.fixture
@@ -22,8 +22,8 @@ def conn(tmp_path) -> Iterator[Connection]:
 @pytest.fixture(scope="session")
 def demo_runner():
     """The bundled demo model on ONNX Runtime (phantom-trained; not for clinical use)."""
-    from firmware_app.app import load_runner
-    from firmware_app.config import Config
+    from firmware_app.service.appliance import load_runner
+    from firmware_app.settings.box import Config
 
     config = Config()
     config.runtime.backend = "onnxruntime"

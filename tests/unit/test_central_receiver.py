@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from central.config import CentralConfig
 from central.receiver import OUTCOMES, Receiver
 from central.store import Store
-from firmware_app.telemetry.envelope import Header, seal
-from firmware_app.telemetry.topics import topic
+from firmware_app.contracts.envelope import Header, seal
+from firmware_app.contracts.topics import topic
 from tests.telemetry_payloads import Box, alert_payload, hospital_keys, summary_payload
 
 

@@ -12,7 +12,7 @@ from central import config as central_config
 from central.config import HealthConfig
 from central.report import build_report, format_duration, render_table
 from central.store import Store
-from firmware_app.telemetry.envelope import Header
+from firmware_app.contracts.envelope import Header
 from tests.telemetry_payloads import alert_payload, public_pem, status_payload, summary_payload
 
 NOW = 1_700_100_000.0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware_app import config as cfg
+from firmware_app.settings import box as cfg
 
 
 def test_embedded_defaults_serve_a_single_box():

@@ -13,9 +13,9 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, pixel_array
 
-from firmware_app.config import LimitsConfig
 from firmware_app.imaging.decode import DecodeError, decode, select_frames
 from firmware_app.imaging.wrap import is_picture
+from firmware_app.settings.box import LimitsConfig
 from tests.corpus import build_malformed_corpus, data_file, image_dataset, to_bytes, write
 
 LIMITS = LimitsConfig()

@@ -8,11 +8,11 @@ import shutil
 
 import pytest
 
-from firmware_app.config import DEMO_PUBLIC_KEY, DEMO_TRUST_WARNING, from_dict
-from firmware_app.model_store import resolve_package_root
-from firmware_app.models import PackageError, load_package
-from firmware_app.selftest import FAIL, PASS, WARN, check_signing_keys
-from firmware_app.signing import generate_key_pair
+from firmware_app.contracts.signing import generate_key_pair
+from firmware_app.models.package import PackageError, load_package
+from firmware_app.models.store import resolve_package_root
+from firmware_app.ops.selftest import FAIL, PASS, WARN, check_signing_keys
+from firmware_app.settings.box import DEMO_PUBLIC_KEY, DEMO_TRUST_WARNING, from_dict
 from tests.web_client import ViewerClient
 from web.app import create_app
 
@@ -22,8 +22,8 @@ def box(tmp_path, **models):
 
 
 def test_the_demo_key_id_is_the_bundled_keys():
-    from firmware_app.config import DEMO_KEY_ID
-    from firmware_app.signing import key_id, load_public_key
+    from firmware_app.contracts.signing import key_id, load_public_key
+    from firmware_app.settings.box import DEMO_KEY_ID
 
     assert key_id(load_public_key(DEMO_PUBLIC_KEY)) == DEMO_KEY_ID
 
@@ -70,13 +70,13 @@ def test_every_viewer_page_carries_the_banner_while_the_demo_key_is_trusted(tmp_
 
 
 def test_the_service_logs_the_warning_at_start(tmp_path, caplog):
-    from firmware_app.app import Appliance
+    from firmware_app.service.appliance import Appliance
 
     config = from_dict({"storage": {"state_dir": str(tmp_path / "state")},
                         "worker": {"enabled": False}, "usb": {"enabled": False},
                         "dicom": {"enabled": False}})
     appliance = Appliance(config)
     appliance.stop_event.set()  # serve() starts, logs, and returns at once
-    with caplog.at_level(logging.WARNING, logger="firmware_app.app"):
+    with caplog.at_level(logging.WARNING, logger="firmware_app.service.appliance"):
         appliance.serve()
     assert any(DEMO_TRUST_WARNING in r.getMessage() for r in caplog.records)

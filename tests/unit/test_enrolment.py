@@ -16,8 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from central.bundle import issue_client_certificate, load_ca, make_bundle
-from firmware_app.config import DEMO_PUBLIC_KEY
-from firmware_app.enrolment import (
+from firmware_app.contracts.enrolment import (
     SCHEMA,
     EnrolmentBundle,
     EnrolmentCode,
@@ -28,7 +27,8 @@ from firmware_app.enrolment import (
     read_bundle,
     write_bundle,
 )
-from firmware_app.signing import key_id
+from firmware_app.contracts.signing import key_id
+from firmware_app.settings.box import DEMO_PUBLIC_KEY
 from tests.tls_certs import CertificateAuthority
 
 NOW = dt.datetime.now(dt.timezone.utc)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from firmware_app import db
-from firmware_app.app import Appliance
-from firmware_app.config import from_dict
+from firmware_app.service.appliance import Appliance
+from firmware_app.settings.box import from_dict
+from firmware_app.storage import db
 
 
 def mode(path: Path) -> int:

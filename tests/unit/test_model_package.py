@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from firmware_app import signing
-from firmware_app.cli import main as cli_main
-from firmware_app.models import (
+from firmware_app.cli.commands import main as cli_main
+from firmware_app.contracts import signing
+from firmware_app.models.package import (
     PackageError,
     find_package,
     list_packages,

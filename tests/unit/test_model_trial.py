@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from firmware_app.config import Config, from_dict
-from firmware_app.model_store import store_for
-from firmware_app.model_trial import MAX_WORKER_ERRORS, ModelTrial
-from firmware_app.model_update import install
+from firmware_app.models.install import install
+from firmware_app.models.store import store_for
+from firmware_app.models.trial import MAX_WORKER_ERRORS, ModelTrial
+from firmware_app.settings.box import Config, from_dict
 from tests.model_packages import make_package
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware_app.config import LimitsConfig
 from firmware_app.imaging import preview
 from firmware_app.imaging.decode import DecodeError, decode
 from firmware_app.imaging.preview import FrameNotPreviewed, decode_with_previews
+from firmware_app.settings.box import LimitsConfig
 from tests.corpus import data_file, image_dataset, write
 
 LIMITS = asdict(LimitsConfig())

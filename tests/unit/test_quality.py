@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from pydicom.data import get_testdata_file
 
-from firmware_app.config import LimitsConfig
 from firmware_app.imaging.decode import decode
 from firmware_app.imaging.quality import QualityWarning, check_quality
+from firmware_app.settings.box import LimitsConfig
 
 MIN_ROWS = 64
 

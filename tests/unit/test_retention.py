@@ -19,15 +19,15 @@ from pathlib import Path
 import pytest
 from pydicom.uid import generate_uid
 
-from firmware_app import db, quarantine, retention
-from firmware_app.config import Config, StorageConfig
 from firmware_app.imaging.preview import decode_with_previews
 from firmware_app.inference.aggregate import InstanceFindings
 from firmware_app.inference.postprocess import Box
 from firmware_app.ingest.landing import Lander
-from firmware_app.queue import JobQueue
-from firmware_app.results import ResultStore
-from firmware_app.spool import Spool, preview_path
+from firmware_app.settings.box import Config, StorageConfig
+from firmware_app.storage import db, quarantine, retention
+from firmware_app.storage.queue import JobQueue
+from firmware_app.storage.results import ResultStore
+from firmware_app.storage.spool import Spool, preview_path
 from firmware_app.telemetry.identity import load_identity
 from firmware_app.telemetry.messages import ModelFacts
 from firmware_app.telemetry.service import TelemetryProducer

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware_app.app import load_runner
-from firmware_app.config import Config, from_dict
-from firmware_app.golden import GoldenCasesFailed, check_golden, load_verified
-from firmware_app.models import load_package
+from firmware_app.models.golden import GoldenCasesFailed, check_golden, load_verified
+from firmware_app.models.package import load_package
 from firmware_app.runtime.selection import LoadedModel
+from firmware_app.service.appliance import load_runner
+from firmware_app.settings.box import Config, from_dict
 from tests.model_packages import DEMO, DEMO_PRIVATE_KEY, make_package
 
 INT8_ORT = "onnxruntime:onnx/int8"
@@ -53,7 +53,7 @@ def test_a_blind_int8_artifact_fails_its_golden_cases_and_fp32_takes_over(tmp_pa
     root = make_package(tmp_path / "packages", "1.0.1", blind_int8=True)
     package = load_package(root, [public_key()])
     runtime = box(tmp_path, root).runtime
-    with caplog.at_level(logging.WARNING, logger="firmware_app.golden"):
+    with caplog.at_level(logging.WARNING, logger="firmware_app.models.golden"):
         loaded, report = load_verified(package, runtime)
     try:
         assert loaded.label == FP32_ORT
@@ -121,7 +121,7 @@ def test_nothing_passes_refuses_with_every_reason(tmp_path):
 def test_a_fallback_that_does_not_load_is_one_more_reason(tmp_path, monkeypatch):
     root = make_package(tmp_path / "packages", "1.0.1", blind_int8=True)
     package = load_package(root, [public_key()])
-    import firmware_app.golden as golden
+    import firmware_app.models.golden as golden
 
     def broken(previous: LoadedModel, candidate, *args) -> LoadedModel:
         raise RuntimeError(f"{candidate.label} cannot be loaded (injected)")

@@ -17,14 +17,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from firmware_app.config import RuntimeConfig
-from firmware_app.models import Artifact, ModelPackage
+from firmware_app.models.package import Artifact, ModelPackage
 from firmware_app.runtime import registry, selection
 from firmware_app.runtime.base import BackendUnavailable
 from firmware_app.runtime.onnxruntime import OnnxRuntimeBackend
 from firmware_app.runtime.openvino import OpenVinoBackend
 from firmware_app.runtime.selection import Candidate, SelectionError, choose_fastest
 from firmware_app.runtime.tflite import TfliteBackend
+from firmware_app.settings.box import RuntimeConfig
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "runtime"
 ARTIFACTS = {

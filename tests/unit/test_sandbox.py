@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from pydicom.data import get_testdata_file
 
-from firmware_app.config import LimitsConfig
 from firmware_app.imaging.decode import DecodeError, decode
 from firmware_app.imaging.sandbox import DecodeSandbox
+from firmware_app.settings.box import LimitsConfig
 from tests.corpus import image_dataset, j2k_bomb, rle_giant, write
 
 CT = Path(get_testdata_file("CT_small.dcm"))

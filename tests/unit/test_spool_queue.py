@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from firmware_app.queue import DuplicateInstance, JobQueue
-from firmware_app.spool import Spool, SpoolFull, new_local_id
+from firmware_app.storage.queue import DuplicateInstance, JobQueue
+from firmware_app.storage.spool import Spool, SpoolFull, new_local_id
 
 
 def test_database_is_wal_with_full_sync(conn):
@@ -137,8 +137,8 @@ def test_an_empty_sop_instance_uid_is_no_uid_not_a_lasting_error(tmp_path):
     """Found by fuzzing the landing path: two objects whose file meta has an empty SOP
     Instance UID made the second one fail with IntegrityError (a USB import retried it
     forever); both are landed, as objects without a UID are."""
-    from firmware_app import db
     from firmware_app.ingest.landing import Lander, Outcome
+    from firmware_app.storage import db
 
     database = tmp_path / "box.db"
     conn = db.connect(database)

@@ -9,9 +9,9 @@ import time
 import uuid
 from pathlib import Path
 
-from firmware_app.app import Appliance
-from firmware_app.config import Config
-from firmware_app.systemd_notify import Notifier
+from firmware_app.service.appliance import Appliance
+from firmware_app.service.systemd_notify import Notifier
+from firmware_app.settings.box import Config
 
 
 def listen(path: str) -> socket.socket:

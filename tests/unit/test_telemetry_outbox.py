@@ -7,16 +7,16 @@ import time
 
 import pytest
 
-from firmware_app import db
-from firmware_app.app import load_runner, make_spool, model_facts
-from firmware_app.config import Config, StorageConfig
+from firmware_app.contracts.egress import EgressRefused, check_message
 from firmware_app.ingest.landing import Lander
+from firmware_app.service.appliance import load_runner, make_spool, model_facts
+from firmware_app.service.worker import Worker
+from firmware_app.settings.box import Config, StorageConfig
+from firmware_app.storage import db
 from firmware_app.telemetry.identity import find_study, load_identity, study_ref
 from firmware_app.telemetry.messages import build_summary, histogram, percentiles, queue_alerts
 from firmware_app.telemetry.outbox import Outbox
-from firmware_app.telemetry.schema import EgressRefused, check_message
 from firmware_app.telemetry.service import TelemetryProducer
-from firmware_app.worker import Worker
 from tests.canary import write_canary_studies
 
 LABELS = {"lesion"}

@@ -15,10 +15,10 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.fileset import FileSet
 
-from firmware_app import db
 from firmware_app.ingest.landing import Lander
 from firmware_app.ingest.usb import FolderImporter
-from firmware_app.spool import Spool
+from firmware_app.storage import db
+from firmware_app.storage.spool import Spool
 
 CT = Path(get_testdata_file("CT_small.dcm"))
 MR = Path(get_testdata_file("MR_small.dcm"))

@@ -25,12 +25,12 @@ from pathlib import Path
 import pytest
 from pydicom.data import get_testdata_file
 
-from firmware_app import db
 from firmware_app.ingest import usb_mount
 from firmware_app.ingest.landing import Lander
 from firmware_app.ingest.usb import FolderImporter, boot_id, import_status_path
 from firmware_app.ingest.usb_mount import MediumError
-from firmware_app.spool import Spool
+from firmware_app.storage import db
+from firmware_app.storage.spool import Spool
 
 CT = Path(get_testdata_file("CT_small.dcm"))
 MR = Path(get_testdata_file("MR_small.dcm"))

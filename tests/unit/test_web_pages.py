@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from pypdf import PdfReader
 
-from firmware_app import db
+from firmware_app.storage import db
 from tests.model_packages import DEMO
 from tests.viewer_state import CLINICIAN, TECHNICIAN, XSS_ID, XSS_NAME
 from tests.web_client import ViewerClient
@@ -250,7 +250,7 @@ def test_report_page_and_pdf(clinician):
 
 def test_pages_images_and_reports_draw_from_the_workers_previews(clinician, monkeypatch):
     """No request decodes an image: the worker stored a preview of every analysed frame."""
-    from firmware_app.spool import preview_path
+    from firmware_app.storage.spool import preview_path
     from web import render
 
     state, client = clinician

@@ -23,11 +23,11 @@ from pydicom.pixels import pixel_array
 
 from converters.phantom_dicom import ct_dataset, write_dicom
 from converters.phantoms import generate
-from firmware_app.config import LimitsConfig
 from firmware_app.imaging import preview
 from firmware_app.imaging.decode import DecodeError, decode
 from firmware_app.imaging.preview import FrameNotPreviewed, FramePreview
-from firmware_app.spool import preview_path
+from firmware_app.settings.box import LimitsConfig
+from firmware_app.storage.spool import preview_path
 from tests.corpus import data_file, image_dataset, write
 from web import render
 from web.render import (

@@ -17,9 +17,9 @@ from collections import namedtuple
 import pytest
 from pypdf import PdfReader
 
-from firmware_app import db
-from firmware_app.app import model_facts
-from firmware_app.retention import apply_retention
+from firmware_app.service.appliance import model_facts
+from firmware_app.storage import db
+from firmware_app.storage.retention import apply_retention
 from firmware_app.telemetry.identity import load_identity
 from firmware_app.telemetry.service import TelemetryProducer
 from tests.viewer_state import CLINICIAN

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from firmware_app import db
-from firmware_app.config import Config, StorageConfig
+from firmware_app.settings.box import Config, StorageConfig
+from firmware_app.storage import db
 from tests.viewer_state import CLINICIAN, TECHNICIAN
 from tests.web_client import ViewerClient
 from web.accounts import LoginThrottle

@@ -12,9 +12,9 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
 
-from firmware_app import db
-from firmware_app.config import Config, ConfigError, StorageConfig, WebConfig
-from firmware_app.viewer_process import ViewerProcess
+from firmware_app.service.viewer_process import ViewerProcess
+from firmware_app.settings.box import Config, ConfigError, StorageConfig, WebConfig
+from firmware_app.storage import db
 from web.accounts import Accounts
 from web.server import certificate, first_run_hint, gunicorn_options, make_self_signed
 
@@ -73,7 +73,7 @@ def test_first_run_hint_until_an_account_exists(tmp_path):
 
 
 def test_tls_settings_go_together():
-    from firmware_app.config import from_dict
+    from firmware_app.settings.box import from_dict
 
     with pytest.raises(ConfigError, match="tls_cert and tls_key go together"):
         from_dict({"web": {"tls_cert": "/etc/clinibox/viewer.pem"}})
@@ -108,10 +108,10 @@ def test_viewer_child_ends_when_the_service_is_killed(tmp_path):
     child_pid = tmp_path / "child.pid"
     service = subprocess.Popen([sys.executable, "-c", f"""
 import threading
-from firmware_app.viewer_process import ViewerProcess
+from firmware_app.service.viewer_process import ViewerProcess
 viewer = ViewerProcess(None)
 viewer.command = [{sys.executable!r}, "-c", "import os, time; "
-    "from firmware_app.viewer_process import die_with_parent; die_with_parent(); "
+    "from firmware_app.service.viewer_process import die_with_parent; die_with_parent(); "
     "open({str(child_pid)!r}, 'w').write(str(os.getpid())); time.sleep(120)"]
 viewer.run(threading.Event())
 """], cwd=Path(__file__).resolve().parents[2])

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from firmware_app import config as config_module
-from firmware_app import db
+from firmware_app.cli.users import add_parsers
+from firmware_app.settings import box as config_module
+from firmware_app.storage import db
 from web.accounts import Accounts, Sessions
-from web.commands import add_parsers
 
 GOOD = "correct horse battery"
 

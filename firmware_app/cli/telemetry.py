@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from firmware_app import config as config_module
-from firmware_app import db
+from firmware_app.settings import box as config_module
+from firmware_app.storage import db
 from firmware_app.telemetry.identity import find_study, load_identity
 from firmware_app.telemetry.outbox import Outbox
 

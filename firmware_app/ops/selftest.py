@@ -44,9 +44,9 @@ from typing import Any, NamedTuple
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from firmware_app import config as config_module
-from firmware_app.config import Config
-from firmware_app.models import ModelPackage, PackageError
+from firmware_app.models.package import ModelPackage, PackageError
+from firmware_app.settings import box as config_module
+from firmware_app.settings.box import Config
 
 PASS, WARN, SKIP, FAIL = "PASS", "WARN", "SKIP", "FAIL"
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -76,8 +76,8 @@ def _when(moment: dt.datetime) -> str:
 
 def check_package(config: Config) -> tuple[Check, ModelPackage | None]:
     """Verify the package the box would run; the package too when it passed."""
-    from firmware_app.model_store import resolve_package_root
-    from firmware_app.models import load_package
+    from firmware_app.models.package import load_package
+    from firmware_app.models.store import resolve_package_root
 
     name = "model package"
     try:
@@ -93,7 +93,7 @@ def check_package(config: Config) -> tuple[Check, ModelPackage | None]:
 
 def check_signing_keys(config: Config) -> Check:
     """Which keys may sign the packages this box runs; WARN while the demo key is trusted."""
-    from firmware_app.config import DEMO_TRUST_WARNING
+    from firmware_app.settings.box import DEMO_TRUST_WARNING
 
     name = "signing keys"
     count = len(config.trusted_key_paths)
@@ -108,7 +108,7 @@ def check_signing_keys(config: Config) -> Check:
 
 def check_golden_cases(config: Config, package: ModelPackage | None) -> Check:
     """Run the package's golden cases on the backend the service would choose."""
-    from firmware_app.golden import check_golden
+    from firmware_app.models.golden import check_golden
 
     name = "golden cases"
     if package is None:
@@ -465,7 +465,7 @@ def check_broker(config: Config, timeout: float) -> Check:
 
 def check_device_identity(config: Config) -> Check:
     """The device signing key and study-reference secret exist and read (nothing made)."""
-    from firmware_app import signing
+    from firmware_app.contracts import signing
 
     name = "device identity"
     key_path, secret_path = config.device_key_path, config.device_secret_path
@@ -485,7 +485,7 @@ def check_device_identity(config: Config) -> Check:
 
 def check_hospital_key(config: Config) -> Check:
     """The hospital's X25519 public key, which telemetry is sealed to, reads."""
-    from firmware_app.telemetry.envelope import load_x25519_public
+    from firmware_app.contracts.envelope import load_x25519_public
 
     path = config.telemetry.hospital_key
     if not path:

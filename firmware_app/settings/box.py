@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from firmware_app.telemetry.schema import IDENTITY
+from firmware_app.contracts.egress import IDENTITY
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED_MODELS_DIR = REPO_ROOT / "models"
 DEMO_KEY_NAME = "DEMO-ONLY-model-signing.pub"
 DEMO_PUBLIC_KEY = BUNDLED_MODELS_DIR / "keys" / DEMO_KEY_NAME
@@ -389,7 +389,7 @@ DEMO_TRUST_WARNING = ("this box trusts the DEMO-ONLY signing key, whose private 
 
 def is_demo_key(path: Path) -> bool:
     """Whether the key file at ``path`` is (a copy of) the demo public key."""
-    from firmware_app import signing
+    from firmware_app.contracts import signing
 
     try:
         return signing.key_id(signing.load_public_key(path)) == DEMO_KEY_ID

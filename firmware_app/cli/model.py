@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from firmware_app import config as config_module
-from firmware_app.model_store import resolve_package_root
-from firmware_app.models import PackageError, list_packages, load_package
+from firmware_app.models.package import PackageError, list_packages, load_package
+from firmware_app.models.store import resolve_package_root
+from firmware_app.settings import box as config_module
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -64,7 +64,7 @@ def cmd_model(args: argparse.Namespace) -> int:
 
 
 def _model_install(config: config_module.Config, args: argparse.Namespace) -> int:
-    from firmware_app.model_update import install
+    from firmware_app.models.install import install
 
     if not args.path:
         print("model install needs the package folder or .tar.gz", file=sys.stderr)
@@ -87,7 +87,7 @@ def _model_install(config: config_module.Config, args: argparse.Namespace) -> in
 
 
 def _running_model(config: config_module.Config) -> str:
-    from firmware_app.model_store import manifest_model_id
+    from firmware_app.models.store import manifest_model_id
 
     try:
         return manifest_model_id(resolve_package_root(config)) or "-"
@@ -96,7 +96,7 @@ def _running_model(config: config_module.Config) -> str:
 
 
 def _model_rollback(config: config_module.Config) -> int:
-    from firmware_app.model_update import rollback
+    from firmware_app.models.install import rollback
 
     try:
         left, now = rollback(config)
@@ -110,7 +110,7 @@ def _model_rollback(config: config_module.Config) -> int:
 def _model_status(config: config_module.Config, as_json: bool) -> int:
     from dataclasses import asdict
 
-    from firmware_app.model_store import store_for
+    from firmware_app.models.store import store_for
 
     state = store_for(config).read()
     report = {"running": _running_model(config), **asdict(state)}
@@ -134,8 +134,8 @@ def _model_status(config: config_module.Config, as_json: bool) -> int:
 
 def cmd_service_failed(args: argparse.Namespace) -> int:
     """``OnFailure=`` hook: note that a unit failed and queue a device event for the hospital."""
-    from firmware_app.model_update import report_event
-    from firmware_app.telemetry.schema import UNITS
+    from firmware_app.contracts.egress import UNITS
+    from firmware_app.models.install import report_event
 
     config = _load_config(args)
     unit = args.unit.split("@", 1)[0].removesuffix(".service")

@@ -15,8 +15,8 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
-from firmware_app import db
-from firmware_app.spool import Spool, fsync_dir
+from firmware_app.storage import db
+from firmware_app.storage.spool import Spool, fsync_dir
 
 #: Instance states a technician may act on.
 ACTIONABLE = ("quarantined", "failed")

@@ -23,27 +23,27 @@ import signal
 import threading
 import time
 
-from firmware_app import db
-from firmware_app.config import DEMO_TRUST_WARNING, Config
-from firmware_app.golden import load_verified
+from firmware_app.contracts.envelope import load_x25519_public
 from firmware_app.inference.runner import ModelRunner
 from firmware_app.ingest.dicom_scp import StorageSCP
 from firmware_app.ingest.landing import Lander
 from firmware_app.ingest.usb import FolderImporter
-from firmware_app.model_store import resolve_package_root, store_for
-from firmware_app.model_trial import ModelTrial
-from firmware_app.model_update import report_event
-from firmware_app.models import ModelPackage, PackageError, load_package
-from firmware_app.queue import JobQueue
-from firmware_app.spool import Spool
-from firmware_app.systemd_notify import Notifier
-from firmware_app.telemetry.envelope import load_x25519_public
+from firmware_app.models.golden import load_verified
+from firmware_app.models.install import report_event
+from firmware_app.models.package import ModelPackage, PackageError, load_package
+from firmware_app.models.store import resolve_package_root, store_for
+from firmware_app.models.trial import ModelTrial
+from firmware_app.service.systemd_notify import Notifier
+from firmware_app.service.viewer_process import ViewerProcess
+from firmware_app.service.worker import Worker
+from firmware_app.settings.box import DEMO_TRUST_WARNING, Config
+from firmware_app.storage import db
+from firmware_app.storage.queue import JobQueue
+from firmware_app.storage.spool import Spool
 from firmware_app.telemetry.identity import load_identity
 from firmware_app.telemetry.messages import ModelFacts
 from firmware_app.telemetry.mqtt import Publisher
 from firmware_app.telemetry.service import TelemetryProducer
-from firmware_app.viewer_process import ViewerProcess
-from firmware_app.worker import Worker
 
 log = logging.getLogger(__name__)
 

@@ -52,9 +52,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from firmware_app.durable import write_atomically
-from firmware_app.signing import key_id
-from firmware_app.telemetry.schema import check_identity
+from firmware_app.contracts.egress import check_identity
+from firmware_app.contracts.signing import key_id
+from firmware_app.fs import write_atomically
 
 SCHEMA = "clinibox.enrolment/1"
 CODE_PREFIX = "CBX1"

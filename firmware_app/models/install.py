@@ -24,19 +24,19 @@ import shutil
 import time
 from dataclasses import dataclass
 
-from firmware_app import db
-from firmware_app.config import Config
-from firmware_app.golden import GoldenReport, check_golden, require_golden
-from firmware_app.model_store import (
+from firmware_app.contracts.egress import MODEL_ID
+from firmware_app.models.golden import GoldenReport, check_golden, require_golden
+from firmware_app.models.package import ModelPackage, PackageError, load_package, version_key
+from firmware_app.models.store import (
     StoreState,
     Trial,
     manifest_model_id,
     resolve_package_root,
     store_for,
 )
-from firmware_app.models import ModelPackage, PackageError, load_package, version_key
+from firmware_app.settings.box import Config
+from firmware_app.storage import db
 from firmware_app.telemetry.messages import device_event, queue_device_event
-from firmware_app.telemetry.schema import MODEL_ID
 
 log = logging.getLogger(__name__)
 

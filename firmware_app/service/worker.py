@@ -17,15 +17,15 @@ import logging
 import threading
 import time
 
-from firmware_app import db
-from firmware_app.config import Config
 from firmware_app.imaging.decode import DecodeError
 from firmware_app.imaging.sandbox import DecodeSandbox
 from firmware_app.inference.runner import ModelRunner
-from firmware_app.model_trial import ModelTrial
-from firmware_app.queue import Job, JobQueue
-from firmware_app.results import ResultStore
-from firmware_app.spool import Spool
+from firmware_app.models.trial import ModelTrial
+from firmware_app.settings.box import Config
+from firmware_app.storage import db
+from firmware_app.storage.queue import Job, JobQueue
+from firmware_app.storage.results import ResultStore
+from firmware_app.storage.spool import Spool
 
 log = logging.getLogger(__name__)
 

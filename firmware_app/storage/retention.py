@@ -85,10 +85,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from firmware_app import config as config_module
-from firmware_app import db
-from firmware_app.config import Config
-from firmware_app.spool import PREVIEW_SUFFIX, Spool
+from firmware_app.settings import box as config_module
+from firmware_app.settings.box import Config
+from firmware_app.storage import db
+from firmware_app.storage.spool import PREVIEW_SUFFIX, Spool
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware_app.db import record_event, transaction
+from firmware_app.storage.db import record_event, transaction
 
 STATUSES = ("queued", "processing", "processed", "quarantined", "failed")
 

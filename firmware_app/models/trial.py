@@ -22,9 +22,9 @@ from __future__ import annotations
 import logging
 import time
 
-from firmware_app.config import Config
-from firmware_app.model_store import StoreState, store_for
-from firmware_app.model_update import UpdateRefused, rollback
+from firmware_app.models.install import UpdateRefused, rollback
+from firmware_app.models.store import StoreState, store_for
+from firmware_app.settings.box import Config
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from firmware_app.spool import fsync_dir
+from firmware_app.storage.spool import fsync_dir
 
 
 def write_atomically(path: Path, text: str, mode: int | None = None) -> None:

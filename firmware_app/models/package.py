@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from firmware_app import signing
+from firmware_app.contracts import signing
 
 SCHEMA = "clinibox.model-package/1"
 FORMATS = ("onnx", "openvino-ir", "tflite")
@@ -249,14 +249,14 @@ def load_package(root: Path, trusted_keys: list[Path]) -> ModelPackage:
 
 def _trusts_demo_key(keys: list) -> bool:
     """Whether the demo key is among the trusted ``keys``."""
-    from firmware_app.config import DEMO_KEY_ID
+    from firmware_app.settings.box import DEMO_KEY_ID
 
     return any(signing.key_id(k) == DEMO_KEY_ID for k in keys)
 
 
 def _signed_with_demo_key(manifest: dict) -> bool:
     """Whether the manifest's signature names the demo key."""
-    from firmware_app.config import DEMO_KEY_ID
+    from firmware_app.settings.box import DEMO_KEY_ID
 
     return (manifest.get("signature") or {}).get("key_id") == DEMO_KEY_ID
 

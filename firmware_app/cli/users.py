@@ -18,8 +18,8 @@ import sqlite3
 import sys
 from collections.abc import Callable
 
-from firmware_app import config as config_module
-from firmware_app import db
+from firmware_app.settings import box as config_module
+from firmware_app.storage import db
 from web.accounts import ROLES, AccountError, Accounts, normalise_name
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2

@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from firmware_app.config import RuntimeConfig
 from firmware_app.imaging.preprocess import Transform
 from firmware_app.inference.postprocess import get_postprocessor
-from firmware_app.models import ModelPackage, PackageError
+from firmware_app.models.package import ModelPackage, PackageError
 from firmware_app.runtime.base import RuntimeBackend
 from firmware_app.runtime.selection import (
     LoadedModel,
@@ -30,6 +29,7 @@ from firmware_app.runtime.selection import (
     load_fallback,
     select_backend,
 )
+from firmware_app.settings.box import RuntimeConfig
 
 log = logging.getLogger(__name__)
 

@@ -19,14 +19,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from firmware_app import config as config_module
-from firmware_app import db, model_commands, retention
-from firmware_app import provision as provision_commands
-from firmware_app import selftest as selftest_commands
+from firmware_app.cli import model as model_commands
+from firmware_app.cli import telemetry as telemetry_commands
+from firmware_app.cli import users as user_commands
 from firmware_app.ingest import usb_mount
-from firmware_app.models import PackageError
-from firmware_app.telemetry import commands as telemetry_commands
-from web import commands as user_commands
+from firmware_app.models.package import PackageError
+from firmware_app.ops import provision as provision_commands
+from firmware_app.ops import selftest as selftest_commands
+from firmware_app.settings import box as config_module
+from firmware_app.storage import db, retention
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 CONVERTER_STEPS = ("distill", "prune", "export", "quantize", "verify", "package")
@@ -62,8 +63,8 @@ def _open_db(config: config_module.Config):
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run every configured component until stopped."""
-    from firmware_app.app import Appliance
-    from firmware_app.viewer_process import ViewerProcess
+    from firmware_app.service.appliance import Appliance
+    from firmware_app.service.viewer_process import ViewerProcess
 
     config = _load_config(args)
     logging.getLogger().setLevel(config.logging.level)
@@ -74,7 +75,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_web(args: argparse.Namespace) -> int:
     """Run the clinic viewer (HTTPS, gunicorn) alone."""
-    from firmware_app.viewer_process import die_with_parent
+    from firmware_app.service.viewer_process import die_with_parent
     from web.server import serve
 
     die_with_parent()
@@ -86,9 +87,9 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 def cmd_infer(args: argparse.Namespace) -> int:
     """Analyse files directly, without the service."""
-    from firmware_app.app import load_runner
     from firmware_app.imaging.decode import DecodeError
     from firmware_app.imaging.wrap import decode_file
+    from firmware_app.service.appliance import load_runner
 
     config = _load_config(args)
     runner = load_runner(config)
@@ -143,8 +144,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 def status_report(config: config_module.Config) -> dict[str, Any]:
     """The figures ``clinibox status`` prints (the five counts as top-level integers)."""
-    from firmware_app.queue import JobQueue
-    from firmware_app.results import ResultStore
+    from firmware_app.storage.queue import JobQueue
+    from firmware_app.storage.results import ResultStore
 
     conn = _open_db(config)
     counts = JobQueue(conn).counts()
@@ -205,7 +206,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_results(args: argparse.Namespace) -> int:
     """One object per received instance with its status, findings and warnings."""
-    from firmware_app.results import ResultStore
+    from firmware_app.storage.results import ResultStore
 
     config = _load_config(args)
     conn = _open_db(config)
@@ -228,8 +229,8 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 def cmd_keys(args: argparse.Namespace) -> int:
     """Make a key pair: model signing (Ed25519) or the hospital's telemetry key (X25519)."""
-    from firmware_app import signing
-    from firmware_app.telemetry.envelope import generate_x25519_pair
+    from firmware_app.contracts import signing
+    from firmware_app.contracts.envelope import generate_x25519_pair
 
     private = Path(args.out).with_suffix(".pem")
     public = private.with_suffix(".pub")

@@ -7,7 +7,7 @@ receiver checks that the topic agrees with the signed envelope header.
 
 from __future__ import annotations
 
-from firmware_app.telemetry.schema import KINDS, check_identity
+from firmware_app.contracts.egress import KINDS, check_identity
 
 ROOT = "clinibox"
 

@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS instances (
 CREATE INDEX IF NOT EXISTS instances_status ON instances(status, id);
 CREATE INDEX IF NOT EXISTS instances_study ON instances(study_instance_uid);
 CREATE INDEX IF NOT EXISTS instances_received ON instances(received_at);
--- Retention (firmware_app/retention.py): ``image_deleted_at`` is NULL while the
+-- Retention (firmware_app/storage/retention.py): ``image_deleted_at`` is NULL while the
 -- object's file is on the box; once retention deletes it, the time it did (the
 -- row, its result and its study stay), with the image's size in pixels kept in
 -- ``image_rows``/``image_columns`` so the viewer can still place the findings in
@@ -317,7 +317,7 @@ def _tables(conn: sqlite3.Connection) -> set[str]:
 
 def _rebuild_studies(conn: sqlite3.Connection) -> None:
     """Roll every processed study up again (after the v3 migration dropped the table)."""
-    from firmware_app.results import update_study
+    from firmware_app.storage.results import update_study
 
     keys = conn.execute(
         "SELECT i.study_instance_uid, MAX(i.modality) FROM instances i"

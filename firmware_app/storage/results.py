@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from firmware_app.db import transaction
 from firmware_app.inference.aggregate import InstanceFindings
-from firmware_app.queue import JobQueue
+from firmware_app.storage.db import transaction
+from firmware_app.storage.queue import JobQueue
 
 
 def _encode_heatmap(heatmap: np.ndarray | None) -> tuple[bytes | None, str | None]:

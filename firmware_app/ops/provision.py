@@ -2,7 +2,7 @@
 
 What it does, in this order (nothing is written before every check passed):
 
-1. Reads and checks the bundle (``firmware_app.enrolment``): CA, client
+1. Reads and checks the bundle (``firmware_app.contracts.enrolment``): CA, client
    certificate and key, CN ``clinic/device``, validity, key types, ids.
 2. Reads the existing config (``--config``, else ``$CLINIBOX_CONFIG``; there
    must be a path, as provisioning writes it) and builds the new one: every
@@ -57,11 +57,16 @@ from typing import Any
 
 import segno
 
-from firmware_app import config as config_module
-from firmware_app.config import Config, ConfigError, toml_value
-from firmware_app.durable import write_atomically
-from firmware_app.enrolment import EnrolmentBundle, EnrolmentCode, EnrolmentError, read_bundle
-from firmware_app.spool import fsync_dir
+from firmware_app.contracts.enrolment import (
+    EnrolmentBundle,
+    EnrolmentCode,
+    EnrolmentError,
+    read_bundle,
+)
+from firmware_app.fs import write_atomically
+from firmware_app.settings import box as config_module
+from firmware_app.settings.box import Config, ConfigError, toml_value
+from firmware_app.storage.spool import fsync_dir
 from firmware_app.telemetry.identity import DeviceIdentity, load_identity
 
 if sys.version_info >= (3, 11):

@@ -1,0 +1,7 @@
+"""``python -m firmware_app.cli``: the same as the ``clinibox`` command."""
+
+import sys
+
+from firmware_app.cli.commands import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Technician operations: the self-test and offline provisioning."""

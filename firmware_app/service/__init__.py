@@ -1,0 +1,1 @@
+"""The running appliance: its wiring, the worker, the viewer process, systemd notify."""
