@@ -1,4 +1,5 @@
-"""Replacing a small file so that a power cut leaves the old file or the new one, never a mix."""
+"""Durable files: folder fsync, and replacing a small file so that a power cut leaves the old
+file or the new one, never a mix."""
 
 from __future__ import annotations
 
@@ -6,7 +7,14 @@ import os
 import tempfile
 from pathlib import Path
 
-from firmware_app.storage.spool import fsync_dir
+
+def fsync_dir(path: Path) -> None:
+    """fsync a folder so a rename or create inside it is durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_atomically(path: Path, text: str, mode: int | None = None) -> None:

@@ -27,10 +27,10 @@ from converters.phantom_dicom import ct_dataset, us_dataset, us_multiframe_datas
 from converters.phantoms import generate, generate_sweep
 from firmware_app.inference.runner import ModelRunner
 from firmware_app.ingest.landing import Lander
-from firmware_app.service.appliance import make_spool
 from firmware_app.service.worker import Worker
 from firmware_app.settings.box import Config, StorageConfig
 from firmware_app.storage import db
+from firmware_app.storage.spool import make_spool
 from web.accounts import Accounts
 
 TECHNICIAN = ("tina", "keeps-the-box-running")

@@ -23,10 +23,9 @@ from flask import Flask, render_template
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from firmware_app.models.package import PackageError, find_package, load_package
-from firmware_app.service.appliance import make_spool
 from firmware_app.settings.box import DEMO_TRUST_WARNING, Config
 from firmware_app.storage import db
-from firmware_app.storage.spool import Spool
+from firmware_app.storage.spool import Spool, make_spool
 from web import security, wording
 from web.security import current_account
 

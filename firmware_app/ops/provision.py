@@ -63,10 +63,9 @@ from firmware_app.contracts.enrolment import (
     EnrolmentError,
     read_bundle,
 )
-from firmware_app.fs import write_atomically
+from firmware_app.fs import fsync_dir, write_atomically
 from firmware_app.settings import box as config_module
 from firmware_app.settings.box import Config, ConfigError, toml_value
-from firmware_app.storage.spool import fsync_dir
 from firmware_app.telemetry.identity import DeviceIdentity, load_identity
 
 if sys.version_info >= (3, 11):

@@ -39,7 +39,7 @@ from firmware_app.service.worker import Worker
 from firmware_app.settings.box import DEMO_TRUST_WARNING, Config
 from firmware_app.storage import db
 from firmware_app.storage.queue import JobQueue
-from firmware_app.storage.spool import Spool
+from firmware_app.storage.spool import make_spool
 from firmware_app.telemetry.identity import load_identity
 from firmware_app.telemetry.messages import ModelFacts
 from firmware_app.telemetry.mqtt import Publisher
@@ -85,11 +85,6 @@ def model_facts(package: ModelPackage) -> ModelFacts:
     """What telemetry says about the running model."""
     return ModelFacts(package.model_id, tuple(package.manifest.get("labels") or ["finding"]),
                       package.thresholds.get("alert", 1.0))
-
-
-def make_spool(config: Config) -> Spool:
-    """The spool with the configured free-space floor."""
-    return Spool(config.spool_dir, config.quarantine_dir, config.storage.min_free_mb * 2**20)
 
 
 class Appliance:

@@ -15,8 +15,9 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
+from firmware_app.fs import fsync_dir
 from firmware_app.storage import db
-from firmware_app.storage.spool import Spool, fsync_dir
+from firmware_app.storage.spool import Spool
 
 #: Instance states a technician may act on.
 ACTIONABLE = ("quarantined", "failed")

@@ -13,6 +13,9 @@ import shutil
 import uuid
 from pathlib import Path
 
+from firmware_app.fs import fsync_dir
+from firmware_app.settings.box import Config
+
 #: data sets being received over DICOM are written to ``tmp/<prefix>…`` as they arrive
 RECEIVING_PREFIX = "receiving-"
 #: an object's display previews (``firmware_app.imaging.preview``) sit beside it
@@ -32,15 +35,6 @@ class SpoolFull(OSError):
 def new_local_id() -> str:
     """A fresh local id (32 hex digits) naming a received object on this box."""
     return uuid.uuid4().hex
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a folder so a rename or create inside it is durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _fsync_file(path: Path) -> None:
@@ -210,3 +204,8 @@ class Spool:
             if path.name.split(".", 1)[0] not in known:
                 path.unlink()
         return removed
+
+
+def make_spool(config: Config) -> Spool:
+    """The spool with the configured folders and free-space floor."""
+    return Spool(config.spool_dir, config.quarantine_dir, config.storage.min_free_mb * 2**20)

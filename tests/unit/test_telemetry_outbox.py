@@ -9,10 +9,11 @@ import pytest
 
 from firmware_app.contracts.egress import EgressRefused, check_message
 from firmware_app.ingest.landing import Lander
-from firmware_app.service.appliance import load_runner, make_spool, model_facts
+from firmware_app.service.appliance import load_runner, model_facts
 from firmware_app.service.worker import Worker
 from firmware_app.settings.box import Config, StorageConfig
 from firmware_app.storage import db
+from firmware_app.storage.spool import make_spool
 from firmware_app.telemetry.identity import find_study, load_identity, study_ref
 from firmware_app.telemetry.messages import build_summary, histogram, percentiles, queue_alerts
 from firmware_app.telemetry.outbox import Outbox
