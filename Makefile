@@ -24,10 +24,12 @@ run: install
 
 test: install
 	$(BIN)/python -m ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/python -m ruff check .
+	$(BIN)/lint-imports
 
 bench: install
 	$(BIN)/python bench/run_all.py

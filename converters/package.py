@@ -22,8 +22,9 @@ import numpy as np
 from converters.config import ConvertConfigError, require
 from converters.report import write_report
 from converters.verify import roc_data
+from firmware_app.contracts import manifest as manifest_schema
 from firmware_app.contracts import signing
-from firmware_app.models import package as models
+from firmware_app.models.package import load_package
 
 if TYPE_CHECKING:
     from converters.pipeline import Conversion
@@ -92,7 +93,7 @@ def golden_cases(conv: Conversion, finding: float) -> list[dict[str, Any]]:
             cases.append({"input": relative, "class": name,
                           "description": f"validation image {val.files[index]} "
                                          f"(label {shown})",
-                          "sha256": models.sha256_file(conv.out / relative)})
+                          "sha256": manifest_schema.sha256_file(conv.out / relative)})
     deviations = []
     probabilities = {r.kind: spec.finding_probability(conv.outputs(r)[spec.score_output])
                      for r in conv.records()}  # each golden input is a validation row
@@ -129,7 +130,7 @@ def manifest(conv: Conversion, thresholds: dict[str, float], cases: list[dict]) 
     artifacts = []
     for record in conv.records():
         entry = {"format": record.format, "precision": record.precision, "path": record.path,
-                 "files": {f: models.sha256_file(conv.out / f) for f in record.files},
+                 "files": {f: manifest_schema.sha256_file(conv.out / f) for f in record.files},
                  "profiles": record.profiles,
                  "validation": {**state["metrics"].get(record.kind, {}),
                                 **state["benchmarks"].get(record.kind, {})},
@@ -138,7 +139,7 @@ def manifest(conv: Conversion, thresholds: dict[str, float], cases: list[dict]) 
             entry["runtime_config"] = record.runtime_config
         artifacts.append(entry)
     return {
-        "schema": models.SCHEMA, "name": c.name, "version": c.version, "task": c.task,
+        "schema": manifest_schema.SCHEMA, "name": c.name, "version": c.version, "task": c.task,
         "intended_use": c.intended_use or f"{c.task}; {CLINICAL_WARNING}",
         "modalities": list(c.modalities), "labels": list(spec.labels),
         "inputs": [{"name": spec.input_name, "shape": list(spec.input_shape),
@@ -222,8 +223,8 @@ def write_package(conv: Conversion, keep_work: bool = False) -> Path:
     tmp.replace(conv.out / "manifest.json")
     write_report(conv.out / "report.html", report_data(conv, signed))
     try:
-        models.load_package(conv.out, [public])
-    except models.PackageError as exc:
+        load_package(conv.out, [public])
+    except manifest_schema.PackageError as exc:
         raise ConvertConfigError(f"the written package does not verify: {exc}") from exc
     if not keep_work:
         shutil.rmtree(conv.work, ignore_errors=True)

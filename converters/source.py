@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from firmware_app.models.package import sha256_file
+from firmware_app.contracts.manifest import sha256_file
 
 KINDS = ("factory", "pickled", "torchscript", "exported")
 

@@ -47,8 +47,8 @@ from converters.source import SourceModel
 from converters.spec import ModelSpec
 from converters.training import train_epochs
 from converters.verify import auc, choose_threshold, operating_point
+from firmware_app.contracts.manifest import sha256_file
 from firmware_app.inference.postprocess import sigmoid
-from firmware_app.models.package import sha256_file
 
 TEACHER = {"widths": (16, 32, 48), "head": 16}
 STUDENT = {"widths": (8, 16, 24), "head": 4}

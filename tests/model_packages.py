@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from firmware_app.contracts import signing
-from firmware_app.models.package import sha256_file
+from firmware_app.contracts.manifest import sha256_file
 from firmware_app.settings.box import BUNDLED_MODELS_DIR
 
 DEMO = BUNDLED_MODELS_DIR / "clinibox-demo-lesion" / "1.0.0"

@@ -22,7 +22,8 @@ from typing import Any
 from flask import Flask, render_template
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
-from firmware_app.models.package import PackageError, find_package, load_package
+from firmware_app.contracts.manifest import PackageError
+from firmware_app.models.package import find_package, load_package
 from firmware_app.settings.box import DEMO_TRUST_WARNING, Config
 from firmware_app.storage import db
 from firmware_app.storage.spool import Spool, make_spool

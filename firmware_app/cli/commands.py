@@ -22,8 +22,8 @@ from typing import Any
 from firmware_app.cli import model as model_commands
 from firmware_app.cli import telemetry as telemetry_commands
 from firmware_app.cli import users as user_commands
+from firmware_app.contracts.manifest import PackageError
 from firmware_app.ingest import usb_mount
-from firmware_app.models.package import PackageError
 from firmware_app.ops import provision as provision_commands
 from firmware_app.ops import selftest as selftest_commands
 from firmware_app.settings import box as config_module

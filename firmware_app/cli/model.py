@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from firmware_app.models.package import PackageError, list_packages, load_package
+from firmware_app.contracts.manifest import PackageError
+from firmware_app.models.package import list_packages, load_package
 from firmware_app.models.store import resolve_package_root
 from firmware_app.settings import box as config_module
 

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from firmware_app.contracts.manifest import ModelPackage
 from firmware_app.imaging.decode import DecodedImage
 from firmware_app.imaging.preprocess import get_preprocessor
 from firmware_app.imaging.quality import check_quality
 from firmware_app.inference.aggregate import InstanceFindings, aggregate_frames
 from firmware_app.inference.postprocess import FrameFindings, get_postprocessor
-from firmware_app.models.package import ModelPackage
 from firmware_app.runtime.base import RuntimeBackend
 
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from firmware_app.contracts.manifest import ModelPackage, PackageError
 from firmware_app.imaging.preprocess import Transform
 from firmware_app.inference.postprocess import get_postprocessor
-from firmware_app.models.package import ModelPackage, PackageError
 from firmware_app.runtime.base import RuntimeBackend
 from firmware_app.runtime.selection import (
     LoadedModel,

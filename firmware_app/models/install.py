@@ -25,8 +25,9 @@ import time
 from dataclasses import dataclass
 
 from firmware_app.contracts.egress import MODEL_ID
+from firmware_app.contracts.manifest import ModelPackage, PackageError
 from firmware_app.models.golden import GoldenReport, check_golden, require_golden
-from firmware_app.models.package import ModelPackage, PackageError, load_package, version_key
+from firmware_app.models.package import load_package, version_key
 from firmware_app.models.store import (
     StoreState,
     Trial,

@@ -36,8 +36,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from firmware_app.contracts.manifest import PackageError
 from firmware_app.fs import fsync_dir, write_atomically
-from firmware_app.models.package import PackageError, find_package
+from firmware_app.models.package import find_package
 from firmware_app.settings.box import Config
 
 STATE_SCHEMA = "clinibox.model-store/1"

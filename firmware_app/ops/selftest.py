@@ -44,7 +44,7 @@ from typing import Any, NamedTuple
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from firmware_app.models.package import ModelPackage, PackageError
+from firmware_app.contracts.manifest import ModelPackage, PackageError
 from firmware_app.settings import box as config_module
 from firmware_app.settings.box import Config
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from firmware_app.contracts.backends import formats_of
 from firmware_app.runtime.base import (
     ArtifactLoadError,
     RuntimeBackend,
@@ -65,7 +66,7 @@ class OnnxRuntimeBackend(RuntimeBackend):
     """An onnxruntime InferenceSession with full graph optimisation."""
 
     key = "onnxruntime"
-    formats = ("onnx",)
+    formats = formats_of("onnxruntime")
 
     def __init__(self) -> None:
         self._session: Any = None

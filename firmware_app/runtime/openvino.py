@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from firmware_app.contracts.backends import formats_of
 from firmware_app.runtime.base import (
     ArtifactLoadError,
     BackendUnavailable,
@@ -87,7 +88,7 @@ class OpenVinoBackend(RuntimeBackend):
     """An OpenVINO compiled model and one infer request."""
 
     key = "openvino"
-    formats = ("openvino-ir", "onnx")
+    formats = formats_of("openvino")
 
     def __init__(self, core: Any = None) -> None:
         self._core = core

@@ -1,5 +1,8 @@
 """Backend keys → backend classes, imported lazily, and what each can run.
 
+The table of backends is ``firmware_app/contracts/backends.py``; this module
+turns its rows into classes.
+
 Only the backend that is asked for is imported, so a box without OpenVINO or
 LiteRT starts normally; asking for a missing one raises BackendUnavailable
 with the pip extra that installs it.
@@ -8,54 +11,9 @@ with the pip extra that installs it.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
 
+from firmware_app.contracts.backends import BACKENDS, BackendInfo, formats_of
 from firmware_app.runtime.base import BackendUnavailable, RuntimeBackend
-
-
-@dataclass(frozen=True)
-class BackendInfo:
-    """Where a backend lives, what it runs and how to install it."""
-
-    key: str
-    module: str
-    class_name: str
-    formats: tuple[str, ...]
-    install: str
-
-    @property
-    def summary(self) -> str:
-        """E.g. ``openvino (openvino-ir, onnx)``."""
-        return f"{self.key} ({', '.join(self.formats)})"
-
-
-BACKENDS: dict[str, BackendInfo] = {
-    info.key: info
-    for info in (
-        BackendInfo(
-            "onnxruntime",
-            "firmware_app.runtime.onnxruntime",
-            "OnnxRuntimeBackend",
-            ("onnx",),
-            "pip install clinibox (onnxruntime is a core dependency; on a Jetson "
-            "install NVIDIA's onnxruntime-gpu wheel)",
-        ),
-        BackendInfo(
-            "openvino",
-            "firmware_app.runtime.openvino",
-            "OpenVinoBackend",
-            ("openvino-ir", "onnx"),
-            "pip install 'clinibox[openvino]'",
-        ),
-        BackendInfo(
-            "tflite",
-            "firmware_app.runtime.tflite",
-            "TfliteBackend",
-            ("tflite",),
-            "pip install 'clinibox[tflite]'",
-        ),
-    )
-}
 
 #: which artifact formats each backend can run
 FORMATS: dict[str, tuple[str, ...]] = {key: info.formats for key, info in BACKENDS.items()}
@@ -72,10 +30,8 @@ def backends_for_format(artifact_format: str) -> list[str]:
 
 
 def _info(key: str) -> BackendInfo:
-    try:
-        return BACKENDS[key]
-    except KeyError:
-        raise ValueError(f"unknown runtime backend {key!r}; known: {', '.join(BACKENDS)}") from None
+    formats_of(key)  # ValueError naming the known keys
+    return BACKENDS[key]
 
 
 def install_hint(key: str) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from firmware_app.models.package import Artifact, ModelPackage
+from firmware_app.contracts.manifest import Artifact, ModelPackage
 from firmware_app.runtime import registry
 from firmware_app.runtime.base import RuntimeBackend
 from firmware_app.settings.box import RuntimeConfig

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from firmware_app.contracts.backends import formats_of
 from firmware_app.runtime.base import (
     ArtifactLoadError,
     RuntimeBackend,
@@ -110,7 +111,7 @@ class TfliteBackend(RuntimeBackend):
     """A LiteRT interpreter (XNNPACK on the CPU) behind float32 inputs and outputs."""
 
     key = "tflite"
-    formats = ("tflite",)
+    formats = formats_of("tflite")
 
     def __init__(self) -> None:
         self._interpreter: Any = None

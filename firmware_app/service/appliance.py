@@ -24,13 +24,14 @@ import threading
 import time
 
 from firmware_app.contracts.envelope import load_x25519_public
+from firmware_app.contracts.manifest import ModelPackage, PackageError
 from firmware_app.inference.runner import ModelRunner
 from firmware_app.ingest.dicom_scp import StorageSCP
 from firmware_app.ingest.landing import Lander
 from firmware_app.ingest.usb import FolderImporter
 from firmware_app.models.golden import load_verified
 from firmware_app.models.install import report_event
-from firmware_app.models.package import ModelPackage, PackageError, load_package
+from firmware_app.models.package import load_package
 from firmware_app.models.store import resolve_package_root, store_for
 from firmware_app.models.trial import ModelTrial
 from firmware_app.service.systemd_notify import Notifier

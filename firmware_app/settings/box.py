@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from firmware_app.contracts.backends import BACKEND_CHOICES, PRECISIONS
 from firmware_app.contracts.egress import IDENTITY
 
 if sys.version_info >= (3, 11):
@@ -164,8 +165,8 @@ class LimitsConfig:
 class RuntimeConfig:
     """Which runtime backend and artifact run the model."""
 
-    backend: str = _key(_choice("auto", "onnxruntime", "openvino", "tflite"), "backend", "auto")
-    precision: str = _key(_choice("auto", "fp32", "fp16", "int8"), "artifact precision", "auto")
+    backend: str = _key(_choice(*BACKEND_CHOICES), "backend", "auto")
+    precision: str = _key(_choice("auto", *PRECISIONS), "artifact precision", "auto")
     threads: int = _key(_range(0, 256), "inference threads; 0 lets the runtime decide", 0)
     device: str = _key(doc="OpenVINO device (AUTO, CPU, GPU, NPU)", default="AUTO")
 

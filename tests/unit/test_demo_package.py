@@ -14,9 +14,10 @@ import pytest
 from converters.demo_model import SEEDS
 from converters.phantoms import dataset_plan, dataset_sample
 from firmware_app.contracts import signing
+from firmware_app.contracts.manifest import PackageError
 from firmware_app.imaging.preprocess import get_preprocessor
 from firmware_app.inference.postprocess import get_postprocessor, sigmoid
-from firmware_app.models.package import PackageError, load_package
+from firmware_app.models.package import load_package
 from firmware_app.settings.box import DEMO_PUBLIC_KEY, REPO_ROOT
 
 PACKAGE = REPO_ROOT / "models" / "clinibox-demo-lesion" / "1.0.0"

@@ -8,8 +8,9 @@ import shutil
 
 import pytest
 
+from firmware_app.contracts.manifest import PackageError
 from firmware_app.contracts.signing import generate_key_pair
-from firmware_app.models.package import PackageError, load_package
+from firmware_app.models.package import load_package
 from firmware_app.models.store import resolve_package_root
 from firmware_app.ops.selftest import FAIL, PASS, WARN, check_signing_keys
 from firmware_app.settings.box import DEMO_PUBLIC_KEY, DEMO_TRUST_WARNING, from_dict

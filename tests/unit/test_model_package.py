@@ -9,13 +9,8 @@ import pytest
 
 from firmware_app.cli.commands import main as cli_main
 from firmware_app.contracts import signing
-from firmware_app.models.package import (
-    PackageError,
-    find_package,
-    list_packages,
-    load_package,
-    sha256_file,
-)
+from firmware_app.contracts.manifest import PackageError, sha256_file
+from firmware_app.models.package import find_package, list_packages, load_package
 
 
 def _manifest(version: str = "1.0.0") -> dict:

@@ -17,8 +17,8 @@ import pytest
 
 from firmware_app.cli.commands import main
 from firmware_app.contracts import signing
+from firmware_app.contracts.manifest import PackageError
 from firmware_app.models.install import UpdateRefused, install, rollback
-from firmware_app.models.package import PackageError
 from firmware_app.models.store import resolve_package_root, store_for
 from firmware_app.settings.box import Config, from_dict
 from tests.model_packages import DEMO, make_package

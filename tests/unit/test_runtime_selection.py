@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from firmware_app.models.package import Artifact, ModelPackage
+from firmware_app.contracts.manifest import Artifact, ModelPackage
 from firmware_app.runtime import registry, selection
 from firmware_app.runtime.base import BackendUnavailable
 from firmware_app.runtime.onnxruntime import OnnxRuntimeBackend
