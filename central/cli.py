@@ -20,24 +20,16 @@ from typing import Any
 
 from central import config as config_module
 from central.store import Store, StoreError
+from firmware_app.errors import EXIT_OK, EXIT_USAGE, CliniboxError, run_command
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 log = logging.getLogger("clinibox.central")
-
-
-class _Failure(Exception):
-    """A command that cannot go on; ``code`` is the exit status."""
-
-    def __init__(self, message: str, code: int = EXIT_FAIL) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def _open_store(config: config_module.CentralConfig) -> Store:
     try:
         return Store(config.database.url)
     except StoreError as exc:
-        raise _Failure(f"cannot open the database: {exc}") from exc
+        raise CliniboxError(f"cannot open the database: {exc}") from exc
 
 
 def cmd_serve(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
@@ -46,13 +38,14 @@ def cmd_serve(args: argparse.Namespace, config: config_module.CentralConfig) -> 
     from firmware_app.contracts.envelope import load_x25519_private
 
     if not config.keys.hospital_key:
-        raise _Failure("[keys] hospital_key: the receiver needs the hospital's X25519 private "
-                       "key to decrypt (clinibox keys generate --kind hospital)", EXIT_USAGE)
+        raise CliniboxError("[keys] hospital_key: the receiver needs the hospital's X25519 "
+                            "private key to decrypt (clinibox keys generate --kind hospital)",
+                            exit_status=EXIT_USAGE)
     try:
         hospital_key = load_x25519_private(Path(config.keys.hospital_key))
     except (OSError, ValueError) as exc:
-        raise _Failure(f"[keys] hospital_key: cannot load {config.keys.hospital_key}: {exc}",
-                       EXIT_USAGE) from exc
+        raise CliniboxError(f"[keys] hospital_key: cannot load {config.keys.hospital_key}: {exc}",
+                            exit_status=EXIT_USAGE) from exc
     store = _open_store(config)
     stop = threading.Event()
 
@@ -65,7 +58,7 @@ def cmd_serve(args: argparse.Namespace, config: config_module.CentralConfig) -> 
     try:
         service = MqttService(config, Receiver(config, store, hospital_key))
     except (OSError, ValueError) as exc:  # unreadable certificate or key files
-        raise _Failure(f"[mqtt] cannot set up TLS: {exc}", EXIT_USAGE) from exc
+        raise CliniboxError(f"[mqtt] cannot set up TLS: {exc}", exit_status=EXIT_USAGE) from exc
     log.info("receiving into %s", store.where)
     service.serve(stop)
     store.close()
@@ -77,12 +70,13 @@ def cmd_enrol(args: argparse.Namespace, config: config_module.CentralConfig) -> 
     try:
         pem = Path(args.key).read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as exc:
-        raise _Failure(f"cannot read the device key {args.key}: {exc}", EXIT_USAGE) from exc
+        raise CliniboxError(f"cannot read the device key {args.key}: {exc}",
+                            exit_status=EXIT_USAGE) from exc
     store = _open_store(config)
     try:
         record = store.enrol(args.clinic, args.device, pem, replace=args.replace)
     except ValueError as exc:
-        raise _Failure(f"{exc}", EXIT_USAGE) from exc
+        raise CliniboxError(f"{exc}", exit_status=EXIT_USAGE) from exc
     print(f"enrolled {record.clinic}/{record.device} with key {record.key_id}")
     return EXIT_OK
 
@@ -95,12 +89,12 @@ def cmd_enrol_code(args: argparse.Namespace, config: config_module.CentralConfig
     try:
         code = parse_code(text)
     except EnrolmentError as exc:
-        raise _Failure(str(exc), EXIT_USAGE) from exc
+        raise CliniboxError(str(exc), exit_status=EXIT_USAGE) from exc
     try:
         record = _open_store(config).enrol(code.clinic, code.device, code.public_key_pem,
                                            replace=args.replace)
     except ValueError as exc:
-        raise _Failure(f"{exc}", EXIT_USAGE) from exc
+        raise CliniboxError(f"{exc}", exit_status=EXIT_USAGE) from exc
     print(f"enrolled {record.clinic}/{record.device} with key {record.key_id}")
     return EXIT_OK
 
@@ -118,7 +112,7 @@ def cmd_bundle(args: argparse.Namespace, config: config_module.CentralConfig) ->
             signing_key_paths=[Path(k) for k in args.signing_key], days=args.days)
         print(write_and_describe(bundle, Path(args.out), overwrite=args.force))
     except EnrolmentError as exc:
-        raise _Failure(f"no bundle written: {exc}") from exc
+        raise CliniboxError(f"no bundle written: {exc}") from exc
     return EXIT_OK
 
 
@@ -126,7 +120,7 @@ def cmd_revoke(args: argparse.Namespace, config: config_module.CentralConfig) ->
     """Refuse a device's messages from now on."""
     where = f"{args.clinic}/{args.device}"
     if not _open_store(config).revoke(args.clinic, args.device):
-        raise _Failure(f"device {where!r} is not enrolled")
+        raise CliniboxError(f"device {where!r} is not enrolled")
     print(f"revoked {where}: its messages will be refused")
     return EXIT_OK
 
@@ -172,7 +166,7 @@ def cmd_review(args: argparse.Namespace, config: config_module.CentralConfig) ->
     marked = store.review(args.ids)
     print(f"marked {marked} alert{'s' if marked != 1 else ''} as reviewed")
     if unknown:
-        raise _Failure(f"no such alert: {', '.join(str(i) for i in unknown)}")
+        raise CliniboxError(f"no such alert: {', '.join(str(i) for i in unknown)}")
     return EXIT_OK
 
 
@@ -246,18 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK if exc.code in (0, None) else EXIT_USAGE
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        config = config_module.load(args.config)
-        return args.func(args, config)
-    except config_module.ConfigError as exc:
-        print(f"clinibox central: config: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except _Failure as exc:
-        print(f"clinibox central: {exc}", file=sys.stderr)
-        return exc.code
-    except StoreError as exc:
-        print(f"clinibox central: database error: {exc}", file=sys.stderr)
-        return EXIT_FAIL
+    return run_command("clinibox central", lambda: args.func(args, config_module.load(args.config)))
 
 
 if __name__ == "__main__":

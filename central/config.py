@@ -4,7 +4,7 @@ Every key has a default, so a file only needs what it changes. Unknown
 sections or keys and bad values are refused with a message naming the key,
 e.g. ``[health] drift_psi: must be between 0.001 and 10.0, got 0.0``. The
 field machinery (``_key``, ``load_sections``, ``describe_sections``) is the
-box's, reused from ``firmware_app.settings.box``.
+box's, from ``firmware_app.settings.loader``.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from firmware_app.settings.box import (
+from firmware_app.settings.loader import (
     ConfigError,
-    _key,
-    _range,
     describe_sections,
+    in_range,
     load_sections,
     read_toml,
+    setting,
 )
 
 __all__ = [
@@ -60,22 +60,22 @@ def _group(value: Any) -> str | None:
 class MqttConfig:
     """The hospital's MQTT broker (TLS with a client certificate)."""
 
-    host: str = _key(doc="broker host name (must match its certificate)", default="127.0.0.1")
-    port: int = _key(_range(1, 65535), "broker TLS port", 8883)
-    ca_file: str = _key(doc="CA bundle that signed the broker's certificate; empty uses the "
-                            "system's", default="")
-    cert_file: str = _key(doc="this receiver's client certificate (PEM)", default="")
-    key_file: str = _key(doc="this receiver's client private key (PEM)", default="")
-    group: str = _key(_group, "shared-subscription group: receivers in one group share the load",
-                      "clinibox-central")
-    client_id: str = _key(doc="MQTT client id, also the name of the session the broker keeps "
-                              "(with the messages sent while the receiver is down); it must "
-                              "stay the same across restarts and differ between receivers; "
-                              "empty means central-<hostname>", default="")
-    keepalive: int = _key(_range(5, 3600), "seconds between keep-alive pings", 30)
-    session_expiry: int = _key(_range(0, 4_294_967_295),
-                               "seconds the broker keeps the session while disconnected",
-                               7 * 86400)
+    host: str = setting(doc="broker host name (must match its certificate)", default="127.0.0.1")
+    port: int = setting(in_range(1, 65535), "broker TLS port", 8883)
+    ca_file: str = setting(doc="CA bundle that signed the broker's certificate; empty uses the "
+                               "system's", default="")
+    cert_file: str = setting(doc="this receiver's client certificate (PEM)", default="")
+    key_file: str = setting(doc="this receiver's client private key (PEM)", default="")
+    group: str = setting(_group, "shared-subscription group: receivers in one group share the load",
+                         "clinibox-central")
+    client_id: str = setting(doc="MQTT client id, also the name of the session the broker keeps "
+                                 "(with the messages sent while the receiver is down); it must "
+                                 "stay the same across restarts and differ between receivers; "
+                                 "empty means central-<hostname>", default="")
+    keepalive: int = setting(in_range(5, 3600), "seconds between keep-alive pings", 30)
+    session_expiry: int = setting(in_range(0, 4_294_967_295),
+                                  "seconds the broker keeps the session while disconnected",
+                                  7 * 86400)
 
     def resolved_client_id(self) -> str:
         """The client id to connect with: the configured one, or ``central-<hostname>``.
@@ -92,45 +92,47 @@ class MqttConfig:
 class DatabaseConfig:
     """Where the receiver keeps devices, messages, alerts and rejections."""
 
-    url: str = _key(_database_url, "sqlite:///PATH (or a bare path) or "
-                    "postgresql://USER@HOST:PORT/DB", "sqlite:///central.db")
+    url: str = setting(_database_url, "sqlite:///PATH (or a bare path) or "
+                       "postgresql://USER@HOST:PORT/DB", "sqlite:///central.db")
 
 
 @dataclass
 class KeysConfig:
     """The hospital's own key."""
 
-    hospital_key: str = _key(doc="X25519 private key (PEM) the boxes encrypt to", default="")
+    hospital_key: str = setting(doc="X25519 private key (PEM) the boxes encrypt to", default="")
 
 
 @dataclass
 class HealthConfig:
     """When the report calls a device silent or warns about it."""
 
-    stale_seconds: int = _key(_range(10, 31_536_000),
-                              "a device is silent after this long without a message", 900)
-    drift_psi: float = _key(_range(0.001, 10.0),
-                            "warn when a histogram's population stability index exceeds this",
-                            0.25)
-    baseline_summaries: int = _key(_range(1, 10_000),
-                                   "first summaries of a model that form its baseline", 24)
-    recent_summaries: int = _key(_range(1, 10_000),
-                                 "latest summaries compared with the baseline", 24)
-    disk_warn_pct: float = _key(_range(0.0, 100.0), "warn when the box's disk is this full", 90.0)
-    queue_warn: int = _key(_range(1, 2**31), "warn when this many objects wait on the box", 500)
-    event_warn_hours: float = _key(_range(0.0, 8760.0),
-                                   "warn this long after a box rolled back or refused a model "
-                                   "package, or a service on it failed", 72.0)
-    disagree_warn: float = _key(_range(0.0, 1.0),
-                                "warn when clinicians disagree with this share of findings", 0.2)
+    stale_seconds: int = setting(in_range(10, 31_536_000),
+                                 "a device is silent after this long without a message", 900)
+    drift_psi: float = setting(in_range(0.001, 10.0),
+                               "warn when a histogram's population stability index exceeds this",
+                               0.25)
+    baseline_summaries: int = setting(in_range(1, 10_000),
+                                      "first summaries of a model that form its baseline", 24)
+    recent_summaries: int = setting(in_range(1, 10_000),
+                                    "latest summaries compared with the baseline", 24)
+    disk_warn_pct: float = setting(in_range(0.0, 100.0),
+                                   "warn when the box's disk is this full", 90.0)
+    queue_warn: int = setting(in_range(1, 2**31),
+                              "warn when this many objects wait on the box", 500)
+    event_warn_hours: float = setting(in_range(0.0, 8760.0),
+                                      "warn this long after a box rolled back or refused a model "
+                                      "package, or a service on it failed", 72.0)
+    disagree_warn: float = setting(in_range(0.0, 1.0),
+                                   "warn when clinicians disagree with this share of findings", 0.2)
 
 
 @dataclass
 class ReceiverConfig:
     """What the receiver accepts."""
 
-    max_message_age_days: float = _key(
-        _range(1.0, 3650.0), "refuse (and count) messages created longer ago than this; longer "
+    max_message_age_days: float = setting(
+        in_range(1.0, 3650.0), "refuse (and count) messages created longer ago than this; longer "
                              "than a box may stay offline with its outbox full (90 days)", 90.0)
 
 

@@ -26,6 +26,7 @@ from central.sql import Database, StoreError
 from firmware_app.contracts.egress import check_identity
 from firmware_app.contracts.envelope import Header, canonical_payload
 from firmware_app.contracts.signing import key_id
+from firmware_app.errors import CliniboxError
 
 __all__ = ["Device", "EnrolmentConflict", "Store", "StoreError", "StoredMessage"]
 
@@ -37,8 +38,10 @@ _ALERT_COLUMNS = ("id", "clinic", "device", "seq", *_ALERT_FIELDS, "created_at",
                   "received_at", "reviewed_at")
 
 
-class EnrolmentConflict(ValueError):
+class EnrolmentConflict(CliniboxError, ValueError):
     """An enrolment that would silently replace another device's identity."""
+
+    kind = "enrolment refused"
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ import logging
 import sys
 from pathlib import Path
 
+from firmware_app.errors import EXIT_FAIL, EXIT_OK, CliniboxError, run_command
+
 STEPS = ("distill", "prune", "export", "quantize", "verify", "package")
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
 def _json_value(text: str):
@@ -85,13 +86,7 @@ def _config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Run the chain or one step; print where the package is."""
-    from converters.config import ConvertConfigError
-    from converters.data import DataError
-    from converters.export import ExportError
     from converters.pipeline import Conversion
-    from converters.source import SourceError
-    from converters.verify import GateFailure
-    from firmware_app.runtime.base import ArtifactLoadError
 
     try:
         conv = Conversion(_config(args))
@@ -101,16 +96,9 @@ def run(args: argparse.Namespace) -> int:
             conv.package(keep_work=args.keep_work)
         else:
             getattr(conv, args.step)()
-    except GateFailure as exc:
-        print(f"fidelity gate failed:\n{exc}", file=sys.stderr)
-        return EXIT_FAIL
-    except (ExportError, ArtifactLoadError) as exc:
-        print(f"{args.step or 'convert'} failed: {exc}", file=sys.stderr)
-        return EXIT_FAIL
-    except (ConvertConfigError, DataError, SourceError) as exc:
-        print(f"convert: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except (ValueError, RuntimeError) as exc:  # a step refused (e.g. an unreachable prune ratio)
+        if isinstance(exc, CliniboxError):
+            raise
         print(f"{args.step or 'convert'} failed: {exc}", file=sys.stderr)
         return EXIT_FAIL
     done = args.step or "convert"
@@ -126,4 +114,4 @@ def main(argv: list[str] | None = None, prog: str = "clinibox convert") -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("nncf", "openvino", "onnxruntime", "jax", "absl"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    return run(args)
+    return run_command(prog, lambda: run(args))

@@ -9,23 +9,17 @@ taken from the current directory, as on the command line.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from converters.formats import parse_targets
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from firmware_app.settings.loader import ConfigError, read_toml, suggest
 
 PATH_KEYS = ("weights", "labels", "out", "key", "teacher_weights")
 
 
-class ConvertConfigError(ValueError):
+class ConvertConfigError(ConfigError):
     """A setting the converter cannot use, with the key named."""
 
 
@@ -130,9 +124,9 @@ def _coerce(key: str, value: Any) -> Any:
 def load_toml(path: Path) -> dict[str, Any]:
     """Read ``convert.toml``; ConvertConfigError for unreadable files and unknown keys."""
     try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConvertConfigError(f"cannot read {path}: {exc}") from exc
+        raw = read_toml(path)
+    except ConfigError as exc:
+        raise ConvertConfigError(str(exc)) from exc
     return {key.replace("-", "_"): value for key, value in raw.items()}
 
 
@@ -143,9 +137,7 @@ def build(file_values: dict[str, Any], cli_values: dict[str, Any]) -> ConvertCon
     config = ConvertConfig()
     for key, value in merged.items():
         if key not in FIELDS:
-            hint = difflib.get_close_matches(key, FIELDS, n=1)
-            raise ConvertConfigError(f"unknown setting {key!r}"
-                                     + (f"; did you mean {hint[0]!r}?" if hint else ""))
+            raise ConvertConfigError(f"unknown setting {key!r}{suggest(key, list(FIELDS))}")
         setattr(config, key, _coerce(key, value))
     return config
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from firmware_app.errors import EXIT_USAGE, CliniboxError
 from firmware_app.imaging.decode import DecodeError
 from firmware_app.imaging.preprocess import get_preprocessor
 from firmware_app.imaging.wrap import decode_file
@@ -31,8 +32,11 @@ SPLITS = ("train", "calibration", "validation")
 PHANTOM_SEED = 505
 
 
-class DataError(ValueError):
+class DataError(CliniboxError, ValueError):
     """The labelled data cannot be used, with the file or row at fault."""
+
+    kind = "data refused"
+    exit_status = EXIT_USAGE
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,13 @@ import torch
 
 from converters.spec import ModelSpec
 from converters.training import name_outputs
+from firmware_app.errors import CliniboxError
 
 
-class ExportError(RuntimeError):
+class ExportError(CliniboxError, RuntimeError):
     """A model that cannot be exported, with a message a person can act on."""
+
+    kind = "export failed"
 
 
 def model_name(model: Any) -> str:

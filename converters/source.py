@@ -26,12 +26,16 @@ import torch
 from torch import nn
 
 from firmware_app.contracts.manifest import sha256_file
+from firmware_app.errors import EXIT_USAGE, CliniboxError
 
 KINDS = ("factory", "pickled", "torchscript", "exported")
 
 
-class SourceError(ValueError):
+class SourceError(CliniboxError, ValueError):
     """The model reference or checkpoint cannot be turned into a runnable model."""
+
+    kind = "model source refused"
+    exit_status = EXIT_USAGE
 
 
 @dataclass

@@ -20,6 +20,7 @@ from torch import nn
 
 from converters.progress import progress
 from converters.spec import ModelSpec
+from firmware_app.errors import CliniboxError
 
 
 @dataclass
@@ -130,8 +131,10 @@ def name_outputs(out: object, spec: ModelSpec) -> dict[str, torch.Tensor]:
                      f"a dict of tensors named {names}")
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(CliniboxError, RuntimeError):
     """Training produced a non-finite loss; the model would be garbage."""
+
+    kind = "training diverged"
 
 
 def bf16_supported() -> bool:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from converters.spec import ModelSpec
+from firmware_app.errors import CliniboxError
 
 FLOAT_PRECISIONS = ("fp32", "fp16")
 INT8_PRECISIONS = ("int8",)
@@ -117,10 +118,12 @@ class Gate:
         return asdict(self)
 
 
-class GateFailure(RuntimeError):
+class GateFailure(CliniboxError, RuntimeError):
     """One or more artifacts broke the fidelity gate; ``failures`` maps artifact label to
     its human-readable failures. ``str()`` names every artifact and broken limit and
     says what to try."""
+
+    kind = "fidelity gate failed"
 
     def __init__(self, failures: dict[str, list[str]]):
         self.failures = {k: list(v) for k, v in failures.items() if v}

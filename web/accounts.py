@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from firmware_app.errors import CliniboxError
 from firmware_app.storage import db
 
 ROLES = ("clinician", "technician")
@@ -54,8 +55,10 @@ _COMMON_PASSWORDS = frozenset({
 })
 
 
-class AccountError(ValueError):
+class AccountError(CliniboxError, ValueError):
     """A refused account operation, with a message for the technician."""
+
+    kind = "refused"
 
 
 @dataclass(frozen=True)

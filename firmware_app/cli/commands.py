@@ -22,14 +22,13 @@ from typing import Any
 from firmware_app.cli import model as model_commands
 from firmware_app.cli import telemetry as telemetry_commands
 from firmware_app.cli import users as user_commands
-from firmware_app.contracts.manifest import PackageError
+from firmware_app.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, run_command
 from firmware_app.ingest import usb_mount
 from firmware_app.ops import provision as provision_commands
 from firmware_app.ops import selftest as selftest_commands
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db, retention
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 CONVERTER_STEPS = ("distill", "prune", "export", "quantize", "verify", "package")
 
 
@@ -326,15 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "central":
         return run_central(argv[1:])
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except config_module.ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except PackageError as exc:
-        print(f"model package refused: {exc}", file=sys.stderr)
-        return EXIT_FAIL
-
+    return run_command("clinibox", lambda: args.func(args))
 
 if __name__ == "__main__":
     sys.exit(main())

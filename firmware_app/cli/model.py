@@ -18,11 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from firmware_app.contracts.manifest import PackageError
+from firmware_app.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from firmware_app.models.package import list_packages, load_package
 from firmware_app.models.store import resolve_package_root
 from firmware_app.settings import box as config_module
-
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
 def _load_config(args: argparse.Namespace) -> config_module.Config:

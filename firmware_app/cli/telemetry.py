@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from firmware_app.errors import EXIT_FAIL, EXIT_OK
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db
 from firmware_app.telemetry.identity import find_study, load_identity
@@ -40,14 +41,14 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"audit_days": config.telemetry.audit_days, **summary,
                           "messages": rows}, indent=2))
-        return 0
+        return EXIT_OK
     print(f"{summary['pending']} waiting, {summary['dropped_total']} dropped ever; "
           f"messages of the last {config.telemetry.audit_days:g} days:")
     for row in rows:
         at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["created_at"]))
         print(f"{row['seq']:>8} {at} {row['kind']:<8} {row['state']:<10} "
               f"{json.dumps(row['payload'], sort_keys=True)}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_identity(args: argparse.Namespace) -> int:
@@ -67,7 +68,7 @@ def cmd_identity(args: argparse.Namespace) -> int:
             print(f"public key written to {args.out}: enrol it at the hospital with "
                   f"clinibox central enrol --clinic {identity.clinic} "
                   f"--device {identity.device} --key {args.out}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_study(args: argparse.Namespace) -> int:
@@ -78,7 +79,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     if key is None:
         conn.close()
         print(f"no study on this box has reference {args.ref}", file=sys.stderr)
-        return 1
+        return EXIT_FAIL
     rows = conn.execute(
         "SELECT i.id, i.modality, r.probability, r.alert FROM instances i"
         " LEFT JOIN results r ON r.instance_id = i.id WHERE i.study_instance_uid = ?"
@@ -89,7 +90,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         probability = "-" if row[2] is None else f"{row[2]:.2f}"
         print(f"  instance {row[0]} {row[1] or '-'} p={probability}"
               f"{' ALERT' if row[3] else ''}")
-    return 0
+    return EXIT_OK
 
 
 def add_parsers(sub: argparse._SubParsersAction,

@@ -18,11 +18,11 @@ import sqlite3
 import sys
 from collections.abc import Callable
 
+from firmware_app.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db
 from web.accounts import ROLES, AccountError, Accounts, normalise_name
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 _NEEDS_NAME = ("add", "passwd", "remove")
 
 
@@ -93,7 +93,7 @@ def cmd_user(args: argparse.Namespace) -> int:
         return _run(args, Accounts(conn))
     except AccountError as exc:
         print(f"clinibox user {args.action}: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+        return EXIT_FAIL
     finally:
         conn.close()
 

@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from firmware_app.errors import CliniboxError
+
 SCHEMA_VERSION = 1
 KINDS = ("alert", "summary", "status", "event")
 #: Outbox priority per kind: lower drains first (alerts and device events before everything).
@@ -46,8 +48,10 @@ LABEL = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 MAX_SECONDS = 2**40
 
 
-class EgressRefused(ValueError):
+class EgressRefused(CliniboxError, ValueError):
     """A message that does not fit the closed schema; it never leaves the box."""
+
+    kind = "telemetry refused"
 
 
 @dataclass(frozen=True)

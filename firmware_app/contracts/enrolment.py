@@ -54,6 +54,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from firmware_app.contracts.egress import check_identity
 from firmware_app.contracts.signing import key_id
+from firmware_app.errors import EXIT_USAGE, CliniboxError
 from firmware_app.fs import write_atomically
 
 SCHEMA = "clinibox.enrolment/1"
@@ -64,8 +65,11 @@ _TLS_FIELDS = {"ca_cert", "client_cert", "client_key"}
 MAX_BUNDLE_BYTES = 1 << 20
 
 
-class EnrolmentError(ValueError):
+class EnrolmentError(CliniboxError, ValueError):
     """A bundle or enrolment code that is refused; the message names the field and the fault."""
+
+    kind = "enrolment refused"
+    exit_status = EXIT_USAGE
 
 
 def _utc(moment: dt.datetime) -> str:

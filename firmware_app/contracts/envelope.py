@@ -35,6 +35,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from firmware_app.errors import CliniboxError
+
 MAGIC = b"CBX1"
 VERSION = 1
 HKDF_INFO = b"clinibox telemetry v1"
@@ -43,8 +45,10 @@ _MIN_LEN = len(MAGIC) + 2 + _KEY_LEN + _NONCE_LEN + 16 + _SIG_LEN
 MAX_ENVELOPE_BYTES = 256 * 1024
 
 
-class EnvelopeError(ValueError):
+class EnvelopeError(CliniboxError, ValueError):
     """An envelope the hospital refuses; ``reason`` is a short machine word."""
+
+    kind = "telemetry envelope refused"
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)

@@ -34,18 +34,21 @@ from typing import Any
 
 from firmware_app.contracts.backends import ARTIFACT_FORMATS as FORMATS
 from firmware_app.contracts.backends import PRECISIONS
+from firmware_app.errors import CliniboxError
 
 SCHEMA = "clinibox.model-package/1"
 _VERSION = re.compile(r"^\d+(\.\d+){0,3}$")
 
 
-class PackageError(ValueError):
+class PackageError(CliniboxError, ValueError):
     """A model package the box refuses to load, with the reason.
 
     ``code`` says which check refused it, in words the hospital's alerts use:
     ``invalid`` (manifest), ``signature`` (unsigned, untrusted key, altered
     manifest) or ``tampered`` (an artifact that does not match its sha256).
     """
+
+    kind = "model package refused"
 
     code = "invalid"
 

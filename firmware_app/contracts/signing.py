@@ -17,11 +17,15 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from firmware_app.errors import CliniboxError
+
 ALGORITHM = "ed25519"
 
 
-class SignatureError(ValueError):
+class SignatureError(CliniboxError, ValueError):
     """A signature that is missing, malformed, from an untrusted key, or wrong."""
+
+    kind = "signature refused"
 
 
 def canonical_bytes(document: dict[str, Any]) -> bytes:

@@ -35,6 +35,8 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from firmware_app.errors import CliniboxError
+
 JPEG_SYNTAXES = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1,
                            JPEGLSLossless, JPEGLSNearLossless})
 J2K_SYNTAXES = frozenset({JPEG2000Lossless, JPEG2000, HTJ2K, HTJ2KLossless, HTJ2KLosslessRPCL})
@@ -48,8 +50,10 @@ JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
 MAX_FRAGMENTS = 100_000
 
 
-class StreamMismatch(ValueError):
+class StreamMismatch(CliniboxError, ValueError):
     """A compressed frame that contradicts the DICOM header (or cannot be read at all)."""
+
+    kind = "pixel data refused"
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, as_pixel_options, get_decoder
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
+from firmware_app.errors import CliniboxError
 from firmware_app.imaging.codestream import StreamMismatch, check_frames
 from firmware_app.settings.box import LimitsConfig
 
@@ -68,8 +69,10 @@ REQUIRED = ("SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated", "Bi
 NOT_ENOUGH_MEMORY = "cannot decode: not enough memory on this box"
 
 
-class DecodeError(Exception):
+class DecodeError(CliniboxError):
     """A file the box cannot turn into an image; ``reason`` is readable by clinic staff."""
+
+    kind = "cannot decode"
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)

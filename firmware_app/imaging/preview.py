@@ -30,6 +30,7 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.pixels import convert_color_space
 
+from firmware_app.errors import CliniboxError
 from firmware_app.imaging.decode import (
     DecodedImage,
     DecodeError,
@@ -53,8 +54,10 @@ FORMAT = 1
 _INT16 = np.iinfo(np.int16)
 
 
-class FrameNotPreviewed(LookupError):
+class FrameNotPreviewed(CliniboxError, LookupError):
     """A frame the worker did not analyse, so it has no preview."""
+
+    kind = "no display preview"
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,8 @@ from pynetdicom.transport import (
     ThreadedAssociationServer,
 )
 
+from firmware_app.errors import CliniboxError
+
 log = logging.getLogger(__name__)
 
 P_DATA_TF = 0x04
@@ -41,8 +43,10 @@ P_DATA_TF = 0x04
 NEGOTIATION_PDU_BYTES = 64 * 1024
 
 
-class PeerRefused(OSError):
+class PeerRefused(CliniboxError, OSError):
     """A peer broke a bound; the connection is dropped (the sender sees it closed)."""
+
+    kind = "peer refused"
 
 
 class BoundedSocket(AssociationSocket):

@@ -34,13 +34,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from firmware_app.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, CliniboxError
 from firmware_app.ingest.usb import boot_id, import_status_path
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 #: filesystems the helper mounts (what USB sticks, card readers and CD exports carry)
 ALLOWED_FSTYPES = ("vfat", "exfat", "ntfs", "ntfs3", "iso9660", "udf", "ext2", "ext3", "ext4")
@@ -54,8 +54,10 @@ DEFAULT_TIMEOUT = 1800.0
 _DEVICE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 
-class MediumError(Exception):
+class MediumError(CliniboxError):
     """A device the helper refuses or cannot mount, with the reason for people."""
+
+    kind = "medium refused"
 
 
 # -- device checks -----------------------------------------------------------------------------

@@ -63,9 +63,11 @@ from firmware_app.contracts.enrolment import (
     EnrolmentError,
     read_bundle,
 )
+from firmware_app.errors import EXIT_OK, EXIT_USAGE, CliniboxError
 from firmware_app.fs import fsync_dir, write_atomically
 from firmware_app.settings import box as config_module
-from firmware_app.settings.box import Config, ConfigError, toml_value
+from firmware_app.settings.box import Config, ConfigError
+from firmware_app.settings.loader import toml_value
 from firmware_app.telemetry.identity import DeviceIdentity, load_identity
 
 if sys.version_info >= (3, 11):
@@ -73,16 +75,13 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 ENROLMENT_FOLDER = "enrolment"
 
 
-class ProvisionError(Exception):
-    """Provisioning refused or failed; ``code`` is the exit status. Nothing was changed."""
+class ProvisionError(CliniboxError):
+    """Provisioning refused or failed; nothing was changed."""
 
-    def __init__(self, message: str, code: int = EXIT_FAIL) -> None:
-        super().__init__(message)
-        self.code = code
+    kind = "provisioning refused"
 
 
 @dataclass(frozen=True)
@@ -109,7 +108,7 @@ def config_path(given: str | None) -> Path:
     value = given or os.environ.get(config_module.CONFIG_ENV)
     if not value:
         raise ProvisionError("provision writes the box's config: name it with --config PATH "
-                             f"(or set {config_module.CONFIG_ENV})", EXIT_USAGE)
+                             f"(or set {config_module.CONFIG_ENV})", exit_status=EXIT_USAGE)
     return Path(value).expanduser().absolute()
 
 
@@ -218,7 +217,7 @@ def _write_folder(parent: Path, name: str, files: dict[str, tuple[str, int]]) ->
 def _retire_key(config: Config) -> None:
     if config.telemetry.device_key:
         raise ProvisionError("--new-identity: [telemetry] device_key names the key file; replace "
-                             "that file yourself", EXIT_USAGE)
+                             "that file yourself", exit_status=EXIT_USAGE)
     path = config.device_key_path
     if path.exists():
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -236,7 +235,7 @@ def provision(bundle_path: Path, target: Path, *, force: bool = False,
         existing = _read_existing(target)
     except ConfigError as exc:
         raise ProvisionError(f"the existing config is not valid, fix it first: {exc}",
-                             EXIT_USAGE) from exc
+                             exit_status=EXIT_USAGE) from exc
     before = _already(existing)
     if before and before != (bundle.clinic, bundle.device) and not force:
         raise ProvisionError(
@@ -331,7 +330,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
     except ProvisionError as exc:
         print(f"clinibox provision: {exc}", file=sys.stderr)
         print("nothing was changed", file=sys.stderr)
-        return exc.code
+        return exc.exit_status
     sys.stdout.write(report(done))
     print_qr(done.code.text())
     if args.qr_png:

@@ -45,11 +45,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from firmware_app.contracts.manifest import ModelPackage, PackageError
+from firmware_app.errors import EXIT_FAIL, EXIT_OK
 from firmware_app.settings import box as config_module
 from firmware_app.settings.box import Config
 
 PASS, WARN, SKIP, FAIL = "PASS", "WARN", "SKIP", "FAIL"
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 #: no box running this software can have a clock before this day
 RELEASE_DATE = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
 #: evidence of "now" (rows, certificates) may be this far ahead of a good clock

@@ -19,16 +19,22 @@ from typing import Any
 
 import numpy as np
 
+from firmware_app.errors import CliniboxError
+
 #: a tensor's shape as a runtime reports it; None (or -1) for a dynamic dimension
 Shape = tuple[int | None, ...]
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(CliniboxError, RuntimeError):
     """The backend's runtime package (or the device it needs) is missing here."""
 
+    kind = "runtime backend unavailable"
 
-class ArtifactLoadError(RuntimeError):
+
+class ArtifactLoadError(CliniboxError, RuntimeError):
     """A runtime could not read an artifact, or it does not match the manifest."""
+
+    kind = "artifact cannot be loaded"
 
 
 class RuntimeBackend(abc.ABC):

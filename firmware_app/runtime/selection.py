@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from firmware_app.contracts.manifest import Artifact, ModelPackage
+from firmware_app.errors import CliniboxError
 from firmware_app.runtime import registry
 from firmware_app.runtime.base import RuntimeBackend
 from firmware_app.settings.box import RuntimeConfig
@@ -42,8 +43,10 @@ MAX_RUNS = 200
 WARM_UP_RUNS = 2
 
 
-class SelectionError(RuntimeError):
+class SelectionError(CliniboxError, RuntimeError):
     """No backend/artifact of the package can run with this configuration."""
+
+    kind = "no runnable artifact"
 
 
 @dataclass(frozen=True)

@@ -8,22 +8,29 @@ the key, e.g. ``[dicom] port: must be between 1 and 65535, got 0``.
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import os
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from firmware_app.contracts.backends import BACKEND_CHOICES, PRECISIONS
 from firmware_app.contracts.egress import IDENTITY
+from firmware_app.settings.loader import (
+    ConfigError,
+    describe_sections,
+    in_range,
+    load_sections,
+    one_of,
+    read_toml,
+    setting,
+)
 
 if sys.version_info >= (3, 11):
-    import tomllib
+    pass
 else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+    pass
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED_MODELS_DIR = REPO_ROOT / "models"
@@ -35,29 +42,6 @@ DEMO_KEY_ID = "67a82491e5b71bd7"
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII, no backslash
 
 
-T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A configuration file or value that the box refuses, with the key named."""
-
-
-def _range(lo: float, hi: float):
-    def check(value: Any) -> str | None:
-        if not lo <= value <= hi:
-            return f"must be between {lo} and {hi}, got {value}"
-        return None
-
-    return check
-
-
-def _choice(*options: str):
-    def check(value: Any) -> str | None:
-        if value not in options:
-            return f"must be one of {', '.join(options)}; got {value!r}"
-        return None
-
-    return check
 
 
 def _ae_title(value: Any) -> str | None:
@@ -80,201 +64,200 @@ def _identity(value: Any) -> str | None:
     return None
 
 
-def _key(check=None, doc: str = "", default: Any = dataclasses.MISSING, factory: Any = None):
-    metadata = {"check": check, "doc": doc}
-    if factory is not None:
-        return field(default_factory=factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
 @dataclass
 class StorageConfig:
     """Where the box keeps its state: spool, quarantine, databases."""
 
-    state_dir: str = _key(doc="state folder (spool, quarantine, SQLite)", default="var")
-    min_free_mb: int = _key(_range(0, 10_000_000), "refuse new objects below this free disk", 200)
-    max_object_mb: int = _key(_range(1, 4096), "largest DICOM object accepted", 1024)
+    state_dir: str = setting(doc="state folder (spool, quarantine, SQLite)", default="var")
+    min_free_mb: int = setting(in_range(0, 10_000_000),
+                               "refuse new objects below this free disk", 200)
+    max_object_mb: int = setting(in_range(1, 4096), "largest DICOM object accepted", 1024)
 
 
 @dataclass
 class DicomConfig:
     """The DICOM Storage SCP (C-ECHO, C-STORE)."""
 
-    enabled: bool = _key(doc="run the Storage SCP", default=True)
-    ae_title: str = _key(_ae_title, "our AE title", "CLINIBOX")
-    host: str = _key(doc="address to listen on", default="0.0.0.0")
-    port: int = _key(_range(1, 65535), "TCP port", 11112)
-    allowed_calling_aets: list[str] = _key(
+    enabled: bool = setting(doc="run the Storage SCP", default=True)
+    ae_title: str = setting(_ae_title, "our AE title", "CLINIBOX")
+    host: str = setting(doc="address to listen on", default="0.0.0.0")
+    port: int = setting(in_range(1, 65535), "TCP port", 11112)
+    allowed_calling_aets: list[str] = setting(
         _ae_titles, "calling AE titles allowed to connect; empty allows any", factory=list
     )
-    max_associations: int = _key(_range(1, 256), "concurrent associations", 8)
-    max_associations_per_peer: int = _key(
-        _range(1, 256), "concurrent associations one address may hold (the rest stay free "
+    max_associations: int = setting(in_range(1, 256), "concurrent associations", 8)
+    max_associations_per_peer: int = setting(
+        in_range(1, 256), "concurrent associations one address may hold (the rest stay free "
                         "for other modalities)", 4)
-    max_pdu_kb: int = _key(_range(4, 4096), "largest PDU we accept (advertised to peers), KB",
-                           256)
-    acse_timeout: float = _key(_range(1, 3600), "seconds a new connection has to associate "
-                                                "(and to release)", 10.0)
-    dimse_timeout: float = _key(_range(1, 3600), "seconds to wait for DIMSE messages", 60.0)
-    network_timeout: float = _key(_range(1, 86400), "seconds before an idle link is closed", 60.0)
-    tls_enabled: bool = _key(doc="DICOM over TLS", default=False)
-    tls_cert: str = _key(doc="server certificate (PEM) when TLS is on", default="")
-    tls_key: str = _key(doc="server private key (PEM) when TLS is on", default="")
-    tls_ca: str = _key(doc="CA bundle; when set, senders must present a certificate", default="")
+    max_pdu_kb: int = setting(in_range(4, 4096), "largest PDU we accept (advertised to peers), KB",
+                              256)
+    acse_timeout: float = setting(in_range(1, 3600), "seconds a new connection has to associate "
+                                                   "(and to release)", 10.0)
+    dimse_timeout: float = setting(in_range(1, 3600), "seconds to wait for DIMSE messages", 60.0)
+    network_timeout: float = setting(in_range(1, 86400),
+                                     "seconds before an idle link is closed", 60.0)
+    tls_enabled: bool = setting(doc="DICOM over TLS", default=False)
+    tls_cert: str = setting(doc="server certificate (PEM) when TLS is on", default="")
+    tls_key: str = setting(doc="server private key (PEM) when TLS is on", default="")
+    tls_ca: str = setting(doc="CA bundle; when set, senders must present a certificate", default="")
 
 
 @dataclass
 class UsbConfig:
     """Import from mounted USB media and plain folders."""
 
-    enabled: bool = _key(doc="watch the import folder", default=True)
-    watch_dir: str = _key(doc="folder to watch; empty means <state_dir>/import", default="")
-    poll_seconds: float = _key(_range(0.05, 3600), "seconds between scans", 2.0)
-    settle_seconds: float = _key(_range(0, 3600), "a file is taken once unchanged this long", 2.0)
-    max_depth: int = _key(_range(1, 64), "deepest folder level scanned", 12)
+    enabled: bool = setting(doc="watch the import folder", default=True)
+    watch_dir: str = setting(doc="folder to watch; empty means <state_dir>/import", default="")
+    poll_seconds: float = setting(in_range(0.05, 3600), "seconds between scans", 2.0)
+    settle_seconds: float = setting(in_range(0, 3600),
+                                    "a file is taken once unchanged this long", 2.0)
+    max_depth: int = setting(in_range(1, 64), "deepest folder level scanned", 12)
 
 
 @dataclass
 class WorkerConfig:
     """The processing worker (decode, quality, inference, results)."""
 
-    enabled: bool = _key(doc="process queued objects", default=True)
-    max_attempts: int = _key(_range(1, 100), "tries before an object is marked failed", 3)
-    max_frames_per_instance: int = _key(_range(1, 1000), "frames inferred per multi-frame", 8)
-    poll_seconds: float = _key(_range(0.01, 60), "idle wait between queue checks", 0.2)
+    enabled: bool = setting(doc="process queued objects", default=True)
+    max_attempts: int = setting(in_range(1, 100), "tries before an object is marked failed", 3)
+    max_frames_per_instance: int = setting(in_range(1, 1000), "frames inferred per multi-frame", 8)
+    poll_seconds: float = setting(in_range(0.01, 60), "idle wait between queue checks", 0.2)
 
 
 @dataclass
 class LimitsConfig:
     """Limits on what one object may cost to decode."""
 
-    max_rows: int = _key(_range(8, 65535), "largest image height accepted", 16384)
-    max_columns: int = _key(_range(8, 65535), "largest image width accepted", 16384)
-    max_frames: int = _key(_range(1, 100000), "most frames in one object", 4000)
-    max_decoded_mb: int = _key(_range(1, 65536), "decoded pixel memory per object", 1024)
-    sandbox_memory_mb: int = _key(
-        _range(64, 65536), "memory the decoder process may take on top of its code", 2048)
-    sandbox_seconds: float = _key(_range(1, 3600), "longest decode of one object", 60.0)
-    max_megapixels: float = _key(
-        _range(0.01, 1000), "largest frame in megapixels (40 admits every full-field "
+    max_rows: int = setting(in_range(8, 65535), "largest image height accepted", 16384)
+    max_columns: int = setting(in_range(8, 65535), "largest image width accepted", 16384)
+    max_frames: int = setting(in_range(1, 100000), "most frames in one object", 4000)
+    max_decoded_mb: int = setting(in_range(1, 65536), "decoded pixel memory per object", 1024)
+    sandbox_memory_mb: int = setting(
+        in_range(64, 65536), "memory the decoder process may take on top of its code", 2048)
+    sandbox_seconds: float = setting(in_range(1, 3600), "longest decode of one object", 60.0)
+    max_megapixels: float = setting(
+        in_range(0.01, 1000), "largest frame in megapixels (40 admits every full-field "
                             "mammography detector, up to 4728 × 5928)", 40.0)
-    min_rows: int = _key(_range(1, 4096), "smaller images get a quality warning", 64)
+    min_rows: int = setting(in_range(1, 4096), "smaller images get a quality warning", 64)
 
 
 @dataclass
 class RuntimeConfig:
     """Which runtime backend and artifact run the model."""
 
-    backend: str = _key(_choice(*BACKEND_CHOICES), "backend", "auto")
-    precision: str = _key(_choice("auto", *PRECISIONS), "artifact precision", "auto")
-    threads: int = _key(_range(0, 256), "inference threads; 0 lets the runtime decide", 0)
-    device: str = _key(doc="OpenVINO device (AUTO, CPU, GPU, NPU)", default="AUTO")
+    backend: str = setting(one_of(*BACKEND_CHOICES), "backend", "auto")
+    precision: str = setting(one_of("auto", *PRECISIONS), "artifact precision", "auto")
+    threads: int = setting(in_range(0, 256), "inference threads; 0 lets the runtime decide", 0)
+    device: str = setting(doc="OpenVINO device (AUTO, CPU, GPU, NPU)", default="AUTO")
 
 
 @dataclass
 class ModelsConfig:
     """The model package the box runs and the keys it trusts."""
 
-    dir: str = _key(doc="folder of model packages; empty means the bundled models/", default="")
-    name: str = _key(doc="package name", default="clinibox-demo-lesion")
-    version: str = _key(doc="package version; empty picks the newest", default="")
-    trusted_keys: list[str] = _key(
+    dir: str = setting(doc="folder of model packages; empty means the bundled models/", default="")
+    name: str = setting(doc="package name", default="clinibox-demo-lesion")
+    version: str = setting(doc="package version; empty picks the newest", default="")
+    trusted_keys: list[str] = setting(
         doc="Ed25519 public keys (PEM) trusted to sign packages (the demo key among them "
             "counts only with trust_demo_key)", factory=list,
     )
-    trust_demo_key: bool = _key(
+    trust_demo_key: bool = setting(
         doc="also trust the DEMO-ONLY key, whose private half is public in the source: for "
             "development and demonstrations (make run); installed and provisioned boxes set "
             "false", default=True)
-    store_dir: str = _key(
+    store_dir: str = setting(
         doc="where `clinibox model install` keeps installed packages; empty means "
             "<state_dir>/models", default="")
-    trial_jobs: int = _key(_range(1, 100_000), "analyses a newly installed package must "
-                           "complete without a worker crash before it is kept", 20)
-    trial_hours: float = _key(_range(0.01, 720), "hours of running without a crash after which "
-                              "a newly installed package is kept", 24.0)
+    trial_jobs: int = setting(in_range(1, 100_000), "analyses a newly installed package must "
+                              "complete without a worker crash before it is kept", 20)
+    trial_hours: float = setting(in_range(0.01, 720),
+                                 "hours of running without a crash after which "
+                                 "a newly installed package is kept", 24.0)
 
 
 @dataclass
 class RetentionConfig:
     """When received images are deleted (results are always kept)."""
 
-    image_days: float = _key(_range(0, 36500), "delete images this many days after they "
-                             "arrived; 0 keeps them until the disk fills", 30.0)
-    quarantine_days: float = _key(_range(0, 36500), "delete quarantined objects this many days "
-                                  "after they arrived; 0 keeps them", 90.0)
-    max_disk_used_pct: float = _key(_range(1, 100), "above this disk use, delete the oldest "
-                                    "safe images first until below it", 85.0)
+    image_days: float = setting(in_range(0, 36500), "delete images this many days after they "
+                                "arrived; 0 keeps them until the disk fills", 30.0)
+    quarantine_days: float = setting(in_range(0, 36500),
+                                     "delete quarantined objects this many days "
+                                     "after they arrived; 0 keeps them", 90.0)
+    max_disk_used_pct: float = setting(in_range(1, 100), "above this disk use, delete the oldest "
+                                       "safe images first until below it", 85.0)
 
 
 @dataclass
 class WebConfig:
     """The clinic viewer: a Flask app served over HTTPS by gunicorn (``clinibox web``)."""
 
-    enabled: bool = _key(doc="start the viewer with clinibox serve (clinibox serve --no-web "
-                             "leaves it to its own service)", default=True)
-    host: str = _key(doc="address the viewer listens on", default="0.0.0.0")
-    port: int = _key(_range(1, 65535), "viewer HTTPS port", 8080)
-    tls_cert: str = _key(doc="certificate (PEM) the viewer presents; empty means a self-signed "
-                             "one made on first start under <state_dir>/keys", default="")
-    tls_key: str = _key(doc="private key (PEM) of tls_cert", default="")
-    threads: int = _key(_range(1, 64), "requests served at once", 4)
-    session_idle_minutes: float = _key(_range(1, 1440), "a session ends after this long idle",
-                                       30.0)
-    session_max_hours: float = _key(_range(0.1, 168), "a session ends this long after login",
-                                    12.0)
-    login_free_failures: int = _key(
-        _range(1, 100), "failed logins for one account from one address before each further "
+    enabled: bool = setting(doc="start the viewer with clinibox serve (clinibox serve --no-web "
+                                "leaves it to its own service)", default=True)
+    host: str = setting(doc="address the viewer listens on", default="0.0.0.0")
+    port: int = setting(in_range(1, 65535), "viewer HTTPS port", 8080)
+    tls_cert: str = setting(doc="certificate (PEM) the viewer presents; empty means a self-signed "
+                                "one made on first start under <state_dir>/keys", default="")
+    tls_key: str = setting(doc="private key (PEM) of tls_cert", default="")
+    threads: int = setting(in_range(1, 64), "requests served at once", 4)
+    session_idle_minutes: float = setting(in_range(1, 1440), "a session ends after this long idle",
+                                          30.0)
+    session_max_hours: float = setting(in_range(0.1, 168), "a session ends this long after login",
+                                       12.0)
+    login_free_failures: int = setting(
+        in_range(1, 100), "failed logins for one account from one address before each further "
                         "try waits (2, 4, 8 … s)", 5)
-    login_free_failures_per_address: int = _key(
-        _range(1, 1000), "failed logins from one address, all accounts, before its tries wait",
+    login_free_failures_per_address: int = setting(
+        in_range(1, 1000), "failed logins from one address, all accounts, before its tries wait",
         20)
-    login_max_delay_seconds: float = _key(_range(1, 86400),
-                                          "longest wait between login tries", 900.0)
-    refresh_seconds: float = _key(_range(1, 3600), "how often open worklists update", 5.0)
-    page_size: int = _key(_range(10, 1000), "worklist rows per page", 50)
+    login_max_delay_seconds: float = setting(in_range(1, 86400),
+                                             "longest wait between login tries", 900.0)
+    refresh_seconds: float = setting(in_range(1, 3600), "how often open worklists update", 5.0)
+    page_size: int = setting(in_range(10, 1000), "worklist rows per page", 50)
 
 
 @dataclass
 class MqttConfig:
     """The TLS link to the central hospital's broker; disabled until a host is set."""
 
-    host: str = _key(doc="broker host; empty keeps messages waiting in the outbox", default="")
-    port: int = _key(_range(1, 65535), "broker TLS port", 8883)
-    ca_file: str = _key(doc="CA bundle (PEM) that signed the broker's certificate", default="")
-    cert_file: str = _key(doc="this box's client certificate (PEM, CN clinic/device)", default="")
-    key_file: str = _key(doc="private key (PEM) of the client certificate", default="")
-    keepalive: int = _key(_range(5, 3600), "seconds between MQTT keep-alive pings", 60)
+    host: str = setting(doc="broker host; empty keeps messages waiting in the outbox", default="")
+    port: int = setting(in_range(1, 65535), "broker TLS port", 8883)
+    ca_file: str = setting(doc="CA bundle (PEM) that signed the broker's certificate", default="")
+    cert_file: str = setting(doc="this box's client certificate (PEM, CN clinic/device)",
+                             default="")
+    key_file: str = setting(doc="private key (PEM) of the client certificate", default="")
+    keepalive: int = setting(in_range(5, 3600), "seconds between MQTT keep-alive pings", 60)
 
 
 @dataclass
 class TelemetryConfig:
     """What the box tells the hospital, and the keys that protect it."""
 
-    clinic: str = _key(_identity, "clinic id (a topic level: a-z, 0-9, dashes)", "unassigned")
-    device: str = _key(_identity, "device id (a topic level: a-z, 0-9, dashes)", "clinibox")
-    hospital_key: str = _key(
+    clinic: str = setting(_identity, "clinic id (a topic level: a-z, 0-9, dashes)", "unassigned")
+    device: str = setting(_identity, "device id (a topic level: a-z, 0-9, dashes)", "clinibox")
+    hospital_key: str = setting(
         doc="the hospital's X25519 public key (PEM); messages are encrypted to it", default="")
-    device_key: str = _key(
+    device_key: str = setting(
         doc="this box's Ed25519 signing key (PEM); empty means <state_dir>/keys/device.pem, "
             "made on first start", default="")
-    device_secret: str = _key(
+    device_secret: str = setting(
         doc="secret for the keyed-hash study references; empty means "
             "<state_dir>/keys/study-ref.secret, made on first start", default="")
-    summary_seconds: float = _key(_range(1, 86400), "seconds between summaries", 3600.0)
-    heartbeat_seconds: float = _key(_range(1, 86400), "seconds between heartbeats", 300.0)
-    outbox_max_messages: int = _key(_range(10, 10_000_000), "messages kept waiting at most",
-                                    100_000)
-    audit_days: float = _key(_range(0, 3650), "days sent messages stay listed for audit", 30.0)
-    retry_min_seconds: float = _key(_range(0.05, 3600), "first reconnect wait", 1.0)
-    retry_max_seconds: float = _key(_range(0.1, 86400), "longest reconnect wait", 300.0)
+    summary_seconds: float = setting(in_range(1, 86400), "seconds between summaries", 3600.0)
+    heartbeat_seconds: float = setting(in_range(1, 86400), "seconds between heartbeats", 300.0)
+    outbox_max_messages: int = setting(in_range(10, 10_000_000), "messages kept waiting at most",
+                                       100_000)
+    audit_days: float = setting(in_range(0, 3650), "days sent messages stay listed for audit", 30.0)
+    retry_min_seconds: float = setting(in_range(0.05, 3600), "first reconnect wait", 1.0)
+    retry_max_seconds: float = setting(in_range(0.1, 86400), "longest reconnect wait", 300.0)
 
 
 @dataclass
 class LoggingConfig:
     """Log verbosity."""
 
-    level: str = _key(_choice("DEBUG", "INFO", "WARNING", "ERROR"), "log level", "INFO")
+    level: str = setting(one_of("DEBUG", "INFO", "WARNING", "ERROR"), "log level", "INFO")
 
 
 @dataclass
@@ -398,67 +381,6 @@ def is_demo_key(path: Path) -> bool:
         return False
 
 
-def _coerce(section: str, name: str, annotation: str, value: Any) -> Any:
-    where = f"[{section}] {name}"
-    if annotation == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: must be true or false, got {value!r}")
-        return value
-    if annotation == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: must be an integer, got {value!r}")
-        return value
-    if annotation == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: must be a number, got {value!r}")
-        return float(value)
-    if annotation == "str":
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: must be a string, got {value!r}")
-        return value
-    if annotation == "list[str]":
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where}: must be a list of strings, got {value!r}")
-        return list(value)
-    raise ConfigError(f"{where}: unsupported type {annotation}")  # pragma: no cover
-
-
-def _suggest(name: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(name, options, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def load_sections(data: dict[str, Any], root_cls: type[T]) -> T:
-    """Build ``root_cls`` (a dataclass of section dataclasses) from parsed TOML.
-
-    Unknown sections and keys are refused with the key named (and a close
-    match suggested); each value is coerced to its type and checked. The box's
-    config and the hospital's (``central.config``) are both read with it.
-    """
-    config = root_cls()
-    sections = {f.name: f for f in dataclasses.fields(root_cls)}
-    for section_name, body in data.items():
-        if section_name not in sections:
-            hint = _suggest(section_name, list(sections))
-            raise ConfigError(f"unknown section [{section_name}]{hint}")
-        if not isinstance(body, dict):
-            raise ConfigError(f"[{section_name}] must be a table")
-        section = getattr(config, section_name)
-        keys = {f.name: f for f in dataclasses.fields(section)}
-        for key, raw in body.items():
-            if key not in keys:
-                hint = _suggest(key, list(keys))
-                raise ConfigError(f"unknown key [{section_name}] {key}{hint}")
-            spec = keys[key]
-            value = _coerce(section_name, key, str(spec.type), raw)
-            check = spec.metadata.get("check")
-            problem = check(value) if check else None
-            if problem:
-                raise ConfigError(f"[{section_name}] {key}: {problem}")
-            setattr(section, key, value)
-    return config
-
-
 def from_dict(data: dict[str, Any]) -> Config:
     """Build a validated Config from parsed TOML; raise ConfigError naming the key."""
     config = load_sections(data, Config)
@@ -486,19 +408,6 @@ def _check_cross_field(config: Config) -> None:
         raise ConfigError("[limits] min_rows: larger than max_rows or max_columns")
 
 
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """Parse a TOML file; ConfigError when it cannot be read or is not TOML."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-
-
 #: names the config file when no ``--config`` is given (set by the installed units and wrapper)
 CONFIG_ENV = "CLINIBOX_CONFIG"
 
@@ -512,31 +421,7 @@ def load(path: str | Path | None = None) -> Config:
     return from_dict(read_toml(path))
 
 
-def describe_sections(root: Any, title: str) -> str:
-    """Render a config object's values as a commented TOML example."""
-    lines = [title, ""]
-    for section in dataclasses.fields(root):
-        obj = getattr(root, section.name)
-        lines.append(f"[{section.name}]")
-        for spec in dataclasses.fields(obj):
-            lines.append(f"# {spec.metadata.get('doc', '')}")
-            lines.append(f"{spec.name} = {toml_value(getattr(obj, spec.name))}")
-        lines.append("")
-    return "\n".join(lines)
-
-
 def describe_defaults() -> str:
     """Render the embedded defaults as a commented TOML example."""
     return describe_sections(
         Config(), "# clinibox configuration: every key is optional; shown with its default.")
-
-
-def toml_value(value: Any) -> str:
-    """A config value written as TOML (booleans, numbers, strings, lists of them)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'

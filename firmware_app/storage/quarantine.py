@@ -15,6 +15,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
+from firmware_app.errors import EXIT_USAGE, CliniboxError
 from firmware_app.fs import fsync_dir
 from firmware_app.storage import db
 from firmware_app.storage.spool import Spool
@@ -23,8 +24,11 @@ from firmware_app.storage.spool import Spool
 ACTIONABLE = ("quarantined", "failed")
 
 
-class QuarantineError(ValueError):
+class QuarantineError(CliniboxError, ValueError):
     """A quarantine action that cannot be done, with the reason."""
+
+    kind = "quarantine"
+    exit_status = EXIT_USAGE
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from firmware_app.errors import CliniboxError
 from firmware_app.storage.db import record_event, transaction
 
 STATUSES = ("queued", "processing", "processed", "quarantined", "failed")
 
 
-class DuplicateInstance(Exception):
+class DuplicateInstance(CliniboxError):
     """An instance with this SOP Instance UID is already on the box."""
+
+    kind = "duplicate instance"
 
     def __init__(self, instance_id: int) -> None:
         super().__init__(f"duplicate of instance {instance_id}")

@@ -85,6 +85,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from firmware_app.errors import EXIT_FAIL, EXIT_OK, CliniboxError
 from firmware_app.settings import box as config_module
 from firmware_app.settings.box import Config
 from firmware_app.storage import db
@@ -122,8 +123,10 @@ _HELD = (
     " ORDER BY i.received_at, i.id LIMIT :limit")
 
 
-class RetentionBusy(RuntimeError):
+class RetentionBusy(CliniboxError, RuntimeError):
     """Another retention pass holds the lock."""
+
+    kind = "retention busy"
 
 
 @dataclass
@@ -412,7 +415,7 @@ def _resume(conn: sqlite3.Connection, spool: Spool) -> int:
     started = conn.execute("SELECT MIN(started_at) FROM retention_passes"
                             " WHERE finished_at IS NULL").fetchone()[0]
     if started is None:
-        return 0
+        return EXIT_OK
     removed = 0
     for row in conn.execute("SELECT local_id FROM instances WHERE image_deleted_at >= ?"
                             " AND status IN ('processed', 'quarantined', 'failed')",
@@ -508,14 +511,14 @@ def cmd_retention(args: argparse.Namespace) -> int:
         report = apply_retention(conn, config, dry_run=args.dry_run)
     except RetentionBusy as exc:
         print(f"retention: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAIL
     finally:
         conn.close()
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         _print_report(report)
-    return 0
+    return EXIT_OK
 
 
 def add_parsers(sub: argparse._SubParsersAction,

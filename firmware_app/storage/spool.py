@@ -13,6 +13,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+from firmware_app.errors import CliniboxError
 from firmware_app.fs import fsync_dir
 from firmware_app.settings.box import Config
 
@@ -28,8 +29,10 @@ def preview_path(object_path: Path) -> Path:
     return object_path.with_name(object_path.name.split(".", 1)[0] + PREVIEW_SUFFIX)
 
 
-class SpoolFull(OSError):
+class SpoolFull(CliniboxError, OSError):
     """The disk is below the configured free-space floor."""
+
+    kind = "spool full"
 
 
 def new_local_id() -> str:

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from firmware_app.contracts.egress import check_message
 from firmware_app.contracts.envelope import Header, seal
 from firmware_app.contracts.topics import topic
+from firmware_app.errors import CliniboxError
 from firmware_app.settings.box import Config
 from firmware_app.storage import db
 from firmware_app.telemetry.identity import DeviceIdentity
@@ -46,8 +47,10 @@ CONNECT_TIMEOUT = 15.0
 NO_MATCHING_SUBSCRIBERS = 0x10
 
 
-class LinkDown(Exception):
+class LinkDown(CliniboxError):
     """The broker link broke or refused something; reconnect after a backoff."""
+
+    kind = "MQTT link down"
 
 
 class Backoff:

@@ -138,7 +138,7 @@ def test_convert_toml_config_and_unknown_key(tmp_path, signing_key):
     (tmp_path / "convert.toml").write_text('model = "nowhere:factory"\ninput_shap = "1,8,8"\n')
     run = clinibox("convert", "--config", "convert.toml", "--out", "x", cwd=tmp_path)
     assert run.returncode == 2
-    assert "unknown setting 'input_shap'; did you mean 'input_shape'?" in run.stderr
+    assert "unknown setting 'input_shap' (did you mean 'input_shape'?)" in run.stderr
 
 
 def _exported_case(tmp_path: Path, signing_key: Path) -> list[str]:

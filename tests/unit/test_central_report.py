@@ -305,7 +305,7 @@ def test_cli_usage_and_config_errors_exit_2_with_one_line(tmp_path, config_file,
     bad.write_text("[health]\nstale_second = 5\n")
     assert cli.main(["report", "--config", str(bad)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        "clinibox central: config: unknown key [health] stale_second "
+        "clinibox central: config error: unknown key [health] stale_second "
         "(did you mean 'stale_seconds'?)"]
     assert cli.main(["report", "--config", str(tmp_path / "missing.toml")]) == 2
     assert cli.main(["frobnicate"]) == 2
