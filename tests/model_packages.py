@@ -42,11 +42,13 @@ def blind_input(onnx_path: Path) -> None:
 
 def make_package(folder: Path, version: str, *, key: Path | None = DEMO_PRIVATE_KEY,
                  tamper: bool = False, failing_golden: bool = False,
-                 blind_int8: bool = False, name: str = "clinibox-demo-lesion") -> Path:
+                 blind_int8: bool = False, name: str = "clinibox-demo-lesion",
+                 intended_use: str | None = None) -> Path:
     """A copy of the demo package as ``name@version`` in ``folder/<name>/<version>``.
 
     ``blind_int8`` makes the INT8 artifact answer the same for every image (its
-    sha256 in the manifest follows, so the package still verifies).
+    sha256 in the manifest follows, so the package still verifies);
+    ``intended_use`` replaces the demo's intended-use statement.
     """
     root = folder / name / version
     root.mkdir(parents=True)
@@ -56,6 +58,8 @@ def make_package(folder: Path, version: str, *, key: Path | None = DEMO_PRIVATE_
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(DEMO / relative, root / relative)
     manifest["name"], manifest["version"] = name, version
+    if intended_use is not None:
+        manifest["intended_use"] = intended_use
     if blind_int8:
         blind_input(root / KEPT_ARTIFACTS[1])
         for artifact in manifest["artifacts"]:

@@ -23,7 +23,8 @@ from flask import Flask, render_template
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from firmware_app.contracts.manifest import PackageError
-from firmware_app.models.package import find_package, load_package
+from firmware_app.models.package import load_package
+from firmware_app.models.store import resolve_package_root
 from firmware_app.settings.box import DEMO_TRUST_WARNING, Config
 from firmware_app.storage import db
 from firmware_app.storage.spool import Spool, make_spool
@@ -51,19 +52,22 @@ class Viewer:
 
     config: Config
     spool: Spool
-    _package: tuple[float, dict[str, Any]] | None = field(default=None, repr=False)
+    _package: tuple[tuple[str, float], dict[str, Any]] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def package_facts(self) -> dict[str, Any]:
-        """The configured model package: id, intended use, artifacts with validation metrics.
+        """The package the box runs: id, intended use, artifacts with validation metrics.
 
-        Verified (signature and hashes) once per change of the manifest file; a
-        package that fails verification is reported, not hidden.
+        The same resolver as the service's (``resolve_package_root``: a pinned
+        version, else the store's active package after ``clinibox model
+        install``, else the bundled one). Verified (signature and hashes) once
+        per package and manifest change; a package that fails verification is
+        reported, not hidden.
         """
         config = self.config
         try:
-            root = find_package(config.models_dir, config.models.name, config.models.version)
-            stamp = (root / "manifest.json").stat().st_mtime
+            root = resolve_package_root(config)
+            stamp = (str(root.resolve()), (root / "manifest.json").stat().st_mtime)
         except (PackageError, OSError) as exc:
             return {"error": str(exc)}
         with self._lock:

@@ -67,6 +67,24 @@ def test_install_switches_keeps_the_previous_and_raises_the_floor(config, packag
     assert not store.package_root("1.0.0").exists()  # only the active and the previous are kept
 
 
+def test_the_viewer_names_the_package_the_service_runs_after_an_install(config, packages):
+    """Regression: the device page and the reports' notice named the bundled package."""
+    from firmware_app.storage.spool import make_spool
+    from tests.web_client import ViewerClient
+    from web.app import Viewer, create_app
+
+    viewer = Viewer(config, make_spool(config))
+    assert viewer.package_facts()["model_id"] == "clinibox-demo-lesion@1.0.0"
+    install(config, make_package(packages, "1.1.0", intended_use="INSTALLED-1.1.0 use canary"))
+    facts = viewer.package_facts()
+    assert facts["model_id"] == "clinibox-demo-lesion@1.1.0"
+    assert facts["intended_use"] == "INSTALLED-1.1.0 use canary"
+    login_page = ViewerClient(create_app(config)).get("/login")
+    assert "INSTALLED-1.1.0 use canary" in login_page.get_data(as_text=True)
+    rollback(config)
+    assert viewer.package_facts()["model_id"] == "clinibox-demo-lesion@1.0.0"
+
+
 def _refused(config: Config, source: Path, code: str, words: str) -> None:
     before = store_for(config).read()
     root = running(config)
