@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from process_memory import rss
+
 from common import (
     echo,
     free_port,
@@ -28,16 +30,6 @@ from common import (
     write_box_config,
 )
 from firmware_app.runtime.registry import available_backends
-
-
-def rss(pid: int) -> dict[str, float]:
-    """VmRSS and VmHWM of a process in MB."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = round(int(value.split()[0]) / 1024, 1)
-    return fields
 
 
 def measure(files: list[Path], work: Path, backend: str | None) -> dict:

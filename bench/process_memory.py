@@ -39,6 +39,16 @@ def pss_mb(pid: int) -> float:
     return 0.0
 
 
+def rss(pid: int) -> dict[str, float]:
+    """VmRSS and VmHWM of a process in MB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = round(int(value.split()[0]) / 1024, 1)
+    return fields
+
+
 def tree_pss_mb(pid: int) -> dict[str, float]:
     """``{"total": MB, "processes": n, "largest": MB}`` for the tree under ``pid``."""
     sizes = [pss_mb(p) for p in descendants(pid)]

@@ -1,5 +1,5 @@
 """Run every benchmark in turn (ingest, backends, end-to-end, memory, telemetry, viewer,
-retention, model lifecycle, hostile input, decode sandbox, previews)."""
+retention, model lifecycle, hostile input, decode sandbox, previews, viewer memory)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,6 @@ HERE = Path(__file__).resolve().parent
 
 for script in ("ingest.py", "backends.py", "end_to_end.py", "memory.py", "telemetry.py",
                "viewer.py", "retention.py", "lifecycle.py", "hostile.py",
-               "decode_sandbox.py", "previews.py"):
+               "decode_sandbox.py", "previews.py", "viewer_memory.py"):
     print(f"== {script}", flush=True)
     subprocess.run([sys.executable, str(HERE / script)], check=True, cwd=HERE.parent)
