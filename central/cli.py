@@ -20,6 +20,7 @@ from typing import Any
 
 from central import config as config_module
 from central.store import Store, StoreError
+from firmware_app.arguments import CommandParser
 from firmware_app.errors import EXIT_OK, EXIT_USAGE, CliniboxError, run_command
 
 log = logging.getLogger("clinibox.central")
@@ -178,7 +179,7 @@ def cmd_config(args: argparse.Namespace, config: config_module.CentralConfig) ->
 
 def build_parser(prog: str = "clinibox central") -> argparse.ArgumentParser:
     """The argument parser of ``clinibox central``."""
-    parser = argparse.ArgumentParser(prog=prog, description="The hospital's receiver.")
+    parser = CommandParser(prog=prog, description="The hospital's receiver.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, func: Callable[..., int], help_text: str) -> argparse.ArgumentParser:

@@ -1,0 +1,72 @@
+"""Options in any order, in every command (``model verify --trust KEY PATH`` regression)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+
+import pytest
+
+from central.cli import build_parser as central_parser
+from converters.cli import build_parser as converter_parser
+from firmware_app.arguments import CommandParser
+from firmware_app.cli.commands import build_parser, main
+from firmware_app.settings.box import DEMO_PUBLIC_KEY
+from tests.model_packages import DEMO
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser, path: str = ""):
+    """Every command parser under ``parser`` that has no subcommands of its own."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield path, parser
+    for action in subs:
+        for name, child in action.choices.items():
+            yield from _leaf_parsers(child, f"{path} {name}".strip())
+
+
+@pytest.mark.parametrize("argv", [
+    ["model", "verify", "--trust", str(DEMO_PUBLIC_KEY), str(DEMO)],
+    ["model", "verify", str(DEMO), "--trust", str(DEMO_PUBLIC_KEY)],
+    ["model", "--trust", str(DEMO_PUBLIC_KEY), "verify", str(DEMO)],
+])
+def test_model_verify_takes_its_options_before_or_after_the_path(argv, capsys):
+    assert main(argv) == 0
+    assert capsys.readouterr().out.startswith("OK clinibox-demo-lesion@1.0.0")
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["infer", "--json", "--config", "box.toml", "a.dcm", "b.dcm"],
+     {"files": ["a.dcm", "b.dcm"], "json": True, "config": "box.toml"}),
+    (["infer", "a.dcm", "--json", "b.dcm"], {"files": ["a.dcm", "b.dcm"], "json": True}),
+    (["model", "install", "--config", "box.toml", "pkg.tar.gz"],
+     {"action": "install", "path": "pkg.tar.gz", "config": "box.toml"}),
+    (["model", "install", "pkg.tar.gz", "--config", "box.toml"],
+     {"action": "install", "path": "pkg.tar.gz", "config": "box.toml"}),
+])
+def test_options_and_positionals_mix_in_any_order(argv, expected):
+    args = build_parser().parse_args(argv)
+    assert {key: getattr(args, key) for key in expected} == expected
+
+
+def test_a_wrong_word_is_still_refused_with_usage():
+    with contextlib.redirect_stderr(io.StringIO()) as err, pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["model", "verify", "--trust"])
+    assert exit_.value.code == 2 and "--trust" in err.getvalue()
+
+
+@pytest.mark.parametrize("name, parser", [
+    ("clinibox", build_parser()), ("clinibox central", central_parser()),
+    ("clinibox convert", converter_parser()),
+])
+def test_every_command_parses_intermixed(name, parser):
+    leaves = list(_leaf_parsers(parser))
+    assert leaves, name
+    for path, leaf in leaves:
+        assert isinstance(leaf, CommandParser), f"{name} {path}"
+        try:  # TypeError here means a feature intermixed parsing cannot take
+            with contextlib.redirect_stderr(io.StringIO()):
+                leaf.parse_args([])
+        except SystemExit as exc:  # a required argument missing: refused as usage
+            assert exc.code == 2, f"{name} {path}"
