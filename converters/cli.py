@@ -18,6 +18,7 @@ import logging
 import sys
 from pathlib import Path
 
+from firmware_app.arguments import CommandParser
 from firmware_app.errors import EXIT_FAIL, EXIT_OK, CliniboxError, run_command
 
 STEPS = ("distill", "prune", "export", "quantize", "verify", "package")
@@ -32,7 +33,7 @@ def _json_value(text: str):
 
 def build_parser(prog: str = "clinibox convert") -> argparse.ArgumentParser:
     """Every converter option; each step reads the ones it needs."""
-    p = argparse.ArgumentParser(prog=prog, description="Turn a trained PyTorch model into "
+    p = CommandParser(prog=prog, description="Turn a trained PyTorch model into "
                                 "signed clinibox model packages.")
     p.add_argument("step", nargs="?", choices=STEPS, help="run one step (default: all)")
     p.add_argument("--config", type=Path, help="convert.toml with any of the options below")
@@ -86,10 +87,15 @@ def _config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Run the chain or one step; print where the package is."""
+    from converters.config import preflight
+
+    config = _config(args)
+    preflight(config, args.step)  # under a second, before torch is imported
+
     from converters.pipeline import Conversion
 
     try:
-        conv = Conversion(_config(args))
+        conv = Conversion(config)
         if args.step is None:
             conv.run_all(keep_work=args.keep_work)
         elif args.step == "package":

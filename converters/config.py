@@ -9,6 +9,7 @@ taken from the current directory, as on the command line.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,59 @@ def build(file_values: dict[str, Any], cli_values: dict[str, Any]) -> ConvertCon
             raise ConvertConfigError(f"unknown setting {key!r}{suggest(key, list(FIELDS))}")
         setattr(config, key, _coerce(key, value))
     return config
+
+
+#: what each step needs before it starts; ``None`` is the whole chain
+STEP_NEEDS: dict[str | None, tuple[str, ...]] = {
+    None: ("out", "model", "input_shape", "data", "key"),
+    "distill": ("out", "model", "teacher", "input_shape", "data"),
+    "prune": ("out", "prune"),
+    "export": ("out",),
+    "quantize": ("out",),
+    "verify": ("out",),
+    "package": ("out", "key"),
+}
+
+
+def default_name(model: str) -> str:
+    """A package name from ``--model``: the factory of ``MODULE:FACTORY``, else the file's stem.
+
+    Lower-case letters, digits, dots, dashes; ``tests.models:tiny_classifier``
+    gives ``tiny-classifier`` and ``nets/lesion_v2.pt`` gives ``lesion-v2``.
+    """
+    text = str(model)
+    stem = text.rsplit(":", 1)[1] if ":" in text and not Path(text).exists() else Path(text).stem
+    name = re.sub(r"[^a-z0-9.]+", "-", stem.lower()).strip("-.")
+    return name or "model"
+
+
+def preflight(config: ConvertConfig, step: str | None) -> None:
+    """Refuse, before any work, a conversion that would fail on a missing option or file.
+
+    Every option the step needs is checked (all missing ones named at once),
+    then the signing key and its public half, and the model and data paths
+    when they are files. The package name defaults from ``--model``.
+    """
+    missing = [key for key in STEP_NEEDS[step] if getattr(config, key) in (None, "", [], {})]
+    if missing:
+        options = ", ".join(f"--{key.replace('_', '-')}" for key in missing)
+        raise ConvertConfigError(f"{step or 'convert'} needs {options} (on the command line "
+                                 f"or in convert.toml); nothing was done")
+    if not config.name and config.model:
+        config.name = default_name(config.model)
+    if config.key and step in (None, "package"):
+        key = Path(config.key)
+        for path in (key, key.with_suffix(".pub")):
+            if not path.is_file():
+                raise ConvertConfigError(
+                    f"--key: {path} does not exist (clinibox keys generate --out "
+                    f"{key.with_suffix('')} writes the .pem and the .pub beside it); "
+                    "nothing was done")
+    if config.model and ":" not in str(config.model) and not Path(config.model).exists():
+        raise ConvertConfigError(f"--model: {config.model} does not exist; nothing was done")
+    data = str(config.data or "")
+    if data and not data.startswith("phantoms") and not Path(data).exists():
+        raise ConvertConfigError(f"--data: {data} does not exist; nothing was done")
 
 
 def require(config: ConvertConfig, *keys: str) -> None:

@@ -115,11 +115,11 @@ def test_torchscript_one_channel_step_by_step(tmp_path, signing_key):
     prep = Preprocessing("letterbox_grey", (1, 1, 256, 256), 0.3, 0.2, {})
     data = load_folder(tmp_path / "data", labels, prep, 2, {"train": 0.5, "validation": 0.5})
     model = train_quickly(tiny_classifier(1, 1), data.x, data.labels, epochs=5, sigmoid=True)
-    torch.jit.save(torch.jit.script(model), tmp_path / "model.ts")
+    torch.jit.save(torch.jit.script(model), tmp_path / "disc_finder.ts")
     out = tmp_path / "pkg"
-    common = ["--model", "model.ts", "--input-shape", "1,256,256", "--mean", "0.3", "--std",
+    common = ["--model", "disc_finder.ts", "--input-shape", "1,256,256", "--mean", "0.3", "--std",
               "0.2", "--data", "data", "--labels", str(labels), "--targets", "onnx,x86-cpu",
-              "--out", str(out), "--name", "disc-finder", "--key", str(signing_key)]
+              "--out", str(out), "--key", str(signing_key)]  # the name comes from the model
     for step in ("export", "quantize", "verify", "package"):
         run = clinibox(step, *common, cwd=tmp_path)
         assert run.returncode == 0, (step, run.stdout[-2000:], run.stderr[-4000:])
@@ -129,6 +129,7 @@ def test_torchscript_one_channel_step_by_step(tmp_path, signing_key):
         "model.fp32.onnx", "openvino/model.fp32.xml", "model.int8.onnx",
         "openvino/model.int8.xml"]
     assert manifest["provenance"]["source"]["kind"] == "torchscript"
+    assert manifest["name"] == "disc-finder"
     assert manifest["inputs"][0]["shape"] == [1, 1, 256, 256]
     for art in manifest["artifacts"]:
         assert art["validation"]["decision_agreement"] >= 0.95
