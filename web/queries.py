@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from firmware_app.storage.queue import JobQueue
-from firmware_app.storage.results import ResultStore, decode_heatmap
+from firmware_app.storage.results import decode_heatmap
+from firmware_app.storage.status import day_bounds
 
 #: Worklist filters: every study, alerts only, studies done, objects waiting, objects held back.
 WORKLIST_FILTERS = ("all", "alert", "done", "waiting", "quarantined")
@@ -40,13 +40,6 @@ class WorklistPage:
     waiting: int
     quarantined: int
     alerts: int
-
-
-def day_bounds(day: dt.date) -> tuple[float, float]:
-    """The local-time start and end of ``day`` as epoch seconds."""
-    start = dt.datetime.combine(day, dt.time.min).astimezone()
-    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time.min).astimezone()
-    return start.timestamp(), end.timestamp()
 
 
 def worklist(conn: sqlite3.Connection, *, status: str = "all", day: dt.date | None = None,
@@ -217,45 +210,3 @@ def record_feedback(conn: sqlite3.Connection, instance_id: int, finding: int, ve
         (instance_id, finding, verdict, account_id, time.time()))
 
 
-def feedback_counts(conn: sqlite3.Connection) -> dict[str, int]:
-    """Verdicts recorded so far, by verdict."""
-    counts = {"agree": 0, "disagree": 0, "unsure": 0}
-    for verdict, n in conn.execute("SELECT verdict, COUNT(*) FROM feedback GROUP BY verdict"):
-        counts[verdict] = n
-    return counts
-
-
-def device_figures(conn: sqlite3.Connection, now: float | None = None) -> dict[str, Any]:
-    """Queue depth, today's work, quarantine reasons, outbox and link state, last errors."""
-    now = time.time() if now is None else now
-    today, _ = day_bounds(dt.date.fromtimestamp(now))
-    statuses = JobQueue(conn).counts()
-    state = dict(conn.execute("SELECT name, value FROM telemetry_state").fetchall())
-    return {
-        "queue_depth": statuses["queued"] + statuses["processing"],
-        "statuses": statuses,
-        "processed_today": conn.execute(
-            "SELECT COUNT(*) FROM results WHERE created_at >= ?", (today,)).fetchone()[0],
-        "received_today": conn.execute(
-            "SELECT COUNT(*) FROM instances WHERE received_at >= ?", (today,)).fetchone()[0],
-        "quarantine_reasons": [dict(r) for r in conn.execute(
-            "SELECT COALESCE(reason, '') AS reason, COUNT(*) AS n FROM instances"
-            " WHERE status IN ('quarantined', 'failed') GROUP BY reason ORDER BY n DESC"
-            " LIMIT 20")],
-        "outbox_pending": conn.execute(
-            "SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0],
-        "outbox_last_sent": conn.execute(
-            "SELECT MAX(sent_at) FROM outbox WHERE state = 'sent'").fetchone()[0],
-        "link_up": None if "link_up" not in state else bool(state["link_up"]),
-        "link_since": state.get("link_since"),
-        "appliance_seen_at": state.get("appliance_seen_at"),
-        "latest_result": _latest_result(conn),
-        "last_errors": ResultStore(conn).last_errors(10),
-        "feedback": feedback_counts(conn),
-    }
-
-
-def _latest_result(conn: sqlite3.Connection) -> dict[str, Any] | None:
-    row = conn.execute("SELECT model_id, backend, created_at FROM results"
-                       " ORDER BY created_at DESC LIMIT 1").fetchone()
-    return None if row is None else dict(row)

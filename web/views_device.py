@@ -8,14 +8,13 @@ a technician may process one again or delete it (both recorded as events).
 
 from __future__ import annotations
 
-import shutil
 import time
 from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, url_for
 
 from firmware_app.storage import quarantine
-from web import queries
+from firmware_app.storage.status import box_status
 from web.security import current_account, database, technician_only
 
 blueprint = Blueprint("device", __name__)
@@ -29,17 +28,15 @@ def _viewer():
 
 
 def status_figures() -> dict[str, Any]:
-    """Everything the device page shows."""
+    """Everything the device page shows: the box's status (as ``clinibox status``) and more."""
     viewer = _viewer()
     config = viewer.config
-    figures = queries.device_figures(database())
-    usage = shutil.disk_usage(config.state_dir)
     now = time.time()
+    figures = box_status(database(), config.state_dir, now)
+    figures["disk"]["floor_mb"] = config.storage.min_free_mb
     seen = figures["appliance_seen_at"]
     figures.update(
-        disk={"free_mb": usage.free // 2**20, "total_mb": usage.total // 2**20,
-              "used_percent": round(100 * (usage.total - usage.free) / max(usage.total, 1), 1),
-              "floor_mb": config.storage.min_free_mb},
+        queue_depth=figures["queued"],
         service_running=seen is not None and now - seen < SERVICE_SILENT_SECONDS,
         broker=f"{config.mqtt.host}:{config.mqtt.port}" if config.mqtt.host else "",
         clinic=config.telemetry.clinic, device=config.telemetry.device,

@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from firmware_app.arguments import CommandParser
 from firmware_app.cli import model as model_commands
 from firmware_app.cli import telemetry as telemetry_commands
 from firmware_app.cli import users as user_commands
@@ -142,42 +142,18 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 
 def status_report(config: config_module.Config) -> dict[str, Any]:
-    """The figures ``clinibox status`` prints (the five counts as top-level integers)."""
-    from firmware_app.storage.queue import JobQueue
-    from firmware_app.storage.results import ResultStore
+    """What ``clinibox status`` prints: ``storage.status.box_status``, times made readable."""
+    from firmware_app.storage.status import box_status
 
     conn = _open_db(config)
-    counts = JobQueue(conn).counts()
-    store = ResultStore(conn)
-    reasons = {
-        row["reason"]: row["n"]
-        for row in conn.execute(
-            "SELECT reason, COUNT(*) AS n FROM instances WHERE status='quarantined'"
-            " GROUP BY reason ORDER BY n DESC LIMIT 20"
-        )
-    }
-    duplicates = conn.execute("SELECT COALESCE(SUM(duplicates), 0) FROM instances").fetchone()[0]
-    state_dir = config.state_dir
-    usage = shutil.disk_usage(state_dir)
-    report = {
-        "received": sum(counts.values()),
-        "queued": counts["queued"] + counts["processing"],
-        "processed": counts["processed"],
-        "quarantined": counts["quarantined"],
-        "failed": counts["failed"],
-        "processing": counts["processing"],
-        "duplicates_ignored": int(duplicates),
-        "studies": store.study_count(),
-        "quarantine_reasons": reasons,
-        "last_errors": [
-            {**e, "at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(e["at"]))}
-            for e in store.last_errors()
-        ],
-        "state_dir": str(state_dir),
-        "disk_free_mb": usage.free // 2**20,
-    }
-    report.update(retention.status_figures(conn))  # images_deleted_by_retention, last pass
-    conn.close()
+    try:
+        report = box_status(conn, config.state_dir)
+    finally:
+        conn.close()
+    report["disk_free_mb"] = report["disk"]["free_mb"]
+    report["last_errors"] = [
+        {**e, "at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(e["at"]))}
+        for e in report["last_errors"]]
     return report
 
 
@@ -189,11 +165,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return EXIT_OK
     for key in ("received", "queued", "processed", "quarantined", "failed",
-                "duplicates_ignored", "studies", "disk_free_mb", "images_deleted_by_retention"):
+                "duplicates_ignored", "studies", "outbox_pending", "disk_free_mb",
+                "images_deleted_by_retention"):
         print(f"{key:>20}: {report[key]}")
     print(f"{'last_retention_pass':>20}: {report['last_retention_pass'] or 'never'}")
     if report["quarantine_reasons"]:
-        print("quarantine reasons:")
+        print("held back (quarantined or failed), by reason:")
         for reason, n in report["quarantine_reasons"].items():
             print(f"  {n:>5} × {reason}")
     if report["last_errors"]:
@@ -263,7 +240,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
-    parser = argparse.ArgumentParser(prog="clinibox", description=__doc__)
+    parser = CommandParser(prog="clinibox", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:

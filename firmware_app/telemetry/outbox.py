@@ -31,6 +31,7 @@ from typing import Any
 from firmware_app.contracts.egress import PRIORITY, check_message
 from firmware_app.contracts.envelope import canonical_payload
 from firmware_app.storage.db import record_event, transaction
+from firmware_app.storage.status import outbox_pending
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +134,8 @@ class Outbox:
                 for r in rows]
 
     def pending_count(self) -> int:
-        """Messages waiting for the broker's acknowledgement."""
-        return int(self.conn.execute(
-            "SELECT COUNT(*) FROM outbox WHERE state='pending'").fetchone()[0])
+        """Messages waiting for the broker's acknowledgement (``clinibox status`` counts)."""
+        return outbox_pending(self.conn)
 
     def counter(self, name: str) -> int:
         """A telemetry counter (e.g. ``dropped_total``)."""

@@ -335,3 +335,26 @@ def test_quarantine_list_and_actions(technician):
 def test_status_json_is_serialisable(technician):
     _state, client = technician
     json.dumps(client.get("/api/status").get_json())
+
+
+def test_device_page_and_clinibox_status_read_the_same_figures(technician):
+    """Regression: they disagreed on what a quarantine reason is and on the outbox count."""
+    from firmware_app.cli.commands import status_report
+
+    state, client = technician
+    conn = db.connect(state.config.database_path)
+    conn.execute("UPDATE instances SET status='failed', reason='worker crashed twice'"
+                 " WHERE id=?", (state.instances["clear"],))
+    conn.execute("INSERT INTO outbox(kind, priority, payload, state, created_at)"
+                 " VALUES ('summary', 1, '{}', 'pending', ?)", (time.time(),))
+    conn.close()
+    page = client.get("/api/status").get_json()
+    cli = status_report(state.config)
+    shared = ("received", "queued", "processed", "quarantined", "failed", "duplicates_ignored",
+              "studies", "quarantine_reasons", "outbox_pending", "images_deleted_by_retention",
+              "last_retention_pass")
+    assert {k: page[k] for k in shared} == {k: cli[k] for k in shared}
+    assert cli["quarantine_reasons"]["worker crashed twice"] == 1
+    assert any("truncated file" in reason for reason in cli["quarantine_reasons"])
+    assert cli["outbox_pending"] >= 1 and cli["failed"] == 1
+    assert "worker crashed twice" in _html(client.get("/device"))

@@ -1,0 +1,103 @@
+"""The box's status: one set of figures for ``clinibox status`` and the viewer's device page.
+
+Both read :func:`box_status`, so they agree on every count: what is received,
+waiting, processed, held back and why (quarantined and failed objects, by
+reason), what waits in the outbox, the link to the hospital, the disk, the
+last errors and the retention figures.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from firmware_app.storage.queue import JobQueue
+from firmware_app.storage.results import ResultStore
+from firmware_app.storage.retention import status_figures as retention_figures
+
+#: statuses of objects held back on the box, each with its reason
+HELD_STATUSES = ("quarantined", "failed")
+
+
+def day_bounds(day: dt.date) -> tuple[float, float]:
+    """The local-time start and end of ``day`` as epoch seconds."""
+    start = dt.datetime.combine(day, dt.time.min).astimezone()
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time.min).astimezone()
+    return start.timestamp(), end.timestamp()
+
+
+def held_reasons(conn: sqlite3.Connection, limit: int = 20) -> dict[str, int]:
+    """Objects held back (quarantined or failed), counted by reason, most frequent first."""
+    rows = conn.execute(
+        "SELECT COALESCE(reason, '') AS reason, COUNT(*) AS n FROM instances"
+        " WHERE status IN (?, ?) GROUP BY reason ORDER BY n DESC, reason LIMIT ?",
+        (*HELD_STATUSES, limit))
+    return {row[0]: int(row[1]) for row in rows}
+
+
+def outbox_pending(conn: sqlite3.Connection) -> int:
+    """Messages committed to the outbox and not yet acknowledged by the hospital's broker."""
+    return int(conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0])
+
+
+def feedback_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Clinicians' verdicts recorded so far, by verdict."""
+    counts = {"agree": 0, "disagree": 0, "unsure": 0}
+    for verdict, n in conn.execute("SELECT verdict, COUNT(*) FROM feedback GROUP BY verdict"):
+        counts[verdict] = n
+    return counts
+
+
+def _latest_result(conn: sqlite3.Connection) -> dict[str, Any] | None:
+    row = conn.execute("SELECT model_id, backend, created_at FROM results"
+                       " ORDER BY created_at DESC LIMIT 1").fetchone()
+    return None if row is None else dict(row)
+
+
+def _disk(state_dir: Path) -> dict[str, Any]:
+    usage = shutil.disk_usage(state_dir)
+    return {"free_mb": usage.free // 2**20, "total_mb": usage.total // 2**20,
+            "used_percent": round(100 * (usage.total - usage.free) / max(usage.total, 1), 1)}
+
+
+def box_status(conn: sqlite3.Connection, state_dir: Path, now: float | None = None
+               ) -> dict[str, Any]:
+    """Every status figure of the box (counts are integers; times are epoch seconds)."""
+    now = time.time() if now is None else now
+    today, _ = day_bounds(dt.date.fromtimestamp(now))
+    statuses = JobQueue(conn).counts()
+    store = ResultStore(conn)
+    link = dict(conn.execute("SELECT name, value FROM telemetry_state").fetchall())
+    duplicates = conn.execute("SELECT COALESCE(SUM(duplicates), 0) FROM instances").fetchone()[0]
+    return {
+        "received": sum(statuses.values()),
+        "queued": statuses["queued"] + statuses["processing"],
+        "processed": statuses["processed"],
+        "quarantined": statuses["quarantined"],
+        "failed": statuses["failed"],
+        "processing": statuses["processing"],
+        "statuses": statuses,
+        "duplicates_ignored": int(duplicates),
+        "studies": store.study_count(),
+        "received_today": conn.execute(
+            "SELECT COUNT(*) FROM instances WHERE received_at >= ?", (today,)).fetchone()[0],
+        "processed_today": conn.execute(
+            "SELECT COUNT(*) FROM results WHERE created_at >= ?", (today,)).fetchone()[0],
+        "quarantine_reasons": held_reasons(conn),
+        "outbox_pending": outbox_pending(conn),
+        "outbox_last_sent": conn.execute(
+            "SELECT MAX(sent_at) FROM outbox WHERE state = 'sent'").fetchone()[0],
+        "link_up": None if "link_up" not in link else bool(link["link_up"]),
+        "link_since": link.get("link_since"),
+        "appliance_seen_at": link.get("appliance_seen_at"),
+        "latest_result": _latest_result(conn),
+        "last_errors": store.last_errors(10),
+        "feedback": feedback_counts(conn),
+        "state_dir": str(state_dir),
+        "disk": _disk(state_dir),
+        **retention_figures(conn),  # images_deleted_by_retention, last_retention_pass
+    }
