@@ -60,10 +60,10 @@ from firmware_app.contracts.envelope import (
 from firmware_app.contracts.topics import topic
 from firmware_app.settings.box import Config, from_dict
 from firmware_app.storage import db
+from firmware_app.storage.outbox import Outbox
 from firmware_app.telemetry.identity import load_identity
 from firmware_app.telemetry.messages import ModelFacts
 from firmware_app.telemetry.mqtt import NO_MATCHING_SUBSCRIBERS, WINDOW, Publisher
-from firmware_app.telemetry.outbox import Outbox
 
 # central/ and tests/ are imported from the checkout (the script runs from bench/)
 if str(REPO) not in sys.path:

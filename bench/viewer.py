@@ -21,7 +21,7 @@ in as the clinician (the device page as the technician), and timed with
 ``time.perf_counter()`` around the whole request: session check, SQL,
 template. Five warm-up requests, then ``--runs`` timed ones per page and
 store; p50 and p95 in ms. The raw worklist query
-(``web.queries.worklist(conn, page_size=50)`` on an open connection) is timed
+(``firmware_app.storage.studies.worklist(conn, page_size=50)`` on an open connection) is timed
 as a second reference. The appliance never runs ``ANALYZE``, so neither does
 the main run; the worklist pages are timed again after ``ANALYZE`` as an
 extra line.
@@ -56,10 +56,11 @@ from firmware_app.inference.runner import ModelRunner
 from firmware_app.service.appliance import load_runner
 from firmware_app.settings.box import Config
 from firmware_app.storage import db
+from firmware_app.storage import studies as queries
 from firmware_app.storage.results import update_study
 from tests.viewer_state import CLINICIAN, TECHNICIAN, build_viewer_state
 from tests.web_client import ViewerClient
-from web import queries, render
+from web import render
 from web.app import create_app
 
 #: The demo package's thresholds (models/clinibox-demo-lesion/1.0.0/manifest.json).
@@ -317,7 +318,7 @@ def query_plans(store: Store) -> dict[str, list[str]]:
     """EXPLAIN QUERY PLAN of the worklist's and the device page's queries on ``store``."""
     lo, hi = queries.day_bounds(dt.date.fromisoformat(store.day))
     statements = {
-        # the statements of web/queries.py's worklist (no day chosen, then one day)
+        # the statements of firmware_app/storage/studies.py's worklist (no day chosen, then one day)
         "worklist counts (instances)": (
             "SELECT SUM(status IN ('queued', 'processing')), SUM(status IN ('quarantined',"
             " 'failed')) FROM instances WHERE status IN ('queued', 'processing', 'quarantined',"

@@ -30,8 +30,8 @@ from firmware_app.ingest.landing import Lander
 from firmware_app.service.worker import Worker
 from firmware_app.settings.box import Config, StorageConfig
 from firmware_app.storage import db
+from firmware_app.storage.accounts import Accounts
 from firmware_app.storage.spool import make_spool
-from web.accounts import Accounts
 
 TECHNICIAN = ("tina", "keeps-the-box-running")
 CLINICIAN = ("carl", "reads-the-worklist")

@@ -1,7 +1,7 @@
 """The viewer's safety rules, in one place: who may see what, and the headers on every answer.
 
 * Every route except the login page and static files needs a live session
-  (``web.accounts.Sessions``: server-side, idle and absolute expiry); pages
+  (``firmware_app.storage.accounts.Sessions``: server-side, idle and absolute expiry); pages
   redirect to the login, image and JSON routes answer 401.
 * Device pages and quarantine actions are for technicians (403 otherwise).
 * CSRF: Flask-WTF's ``CSRFProtect`` checks a token on every POST (forms and
@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from flask import Flask, Response, abort, current_app, g, redirect, request, session, url_for
 
 from firmware_app.storage import db
-from web.accounts import Account, Sessions
+from firmware_app.storage.accounts import Account, Sessions
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -26,7 +26,7 @@ from gunicorn.app.base import BaseApplication
 
 from firmware_app.settings.box import Config, ConfigError
 from firmware_app.storage import db
-from web.accounts import Accounts
+from firmware_app.storage.accounts import Accounts
 
 log = logging.getLogger(__name__)
 

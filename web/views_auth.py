@@ -1,6 +1,6 @@
 """Log in and log out.
 
-Failed logins slow down the address they come from (``web.accounts.LoginThrottle``:
+Failed logins slow down the address they come from (``firmware_app.storage.accounts.LoginThrottle``:
 growing delays per address and per account-and-address, never a lock): while
 waiting, the answer is 429 with the seconds to wait and a Retry-After header.
 The same message answers a wrong name and a wrong password. Where to go after
@@ -25,7 +25,7 @@ from flask import (
     url_for,
 )
 
-from web.accounts import Accounts, LoginThrottle
+from firmware_app.storage.accounts import Accounts, LoginThrottle
 from web.security import current_account, database, sessions
 
 log = logging.getLogger(__name__)

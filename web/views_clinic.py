@@ -25,7 +25,8 @@ from flask import (
     url_for,
 )
 
-from web import queries, render, wording
+from firmware_app.storage import studies as queries
+from web import render, wording
 from web.report_pdf import ReportContent, report_pdf
 from web.security import current_account, database
 
@@ -230,13 +231,11 @@ def feedback(instance_id: int):
     if verdict not in VERDICTS or not -1 <= finding < len(result["boxes"]):
         abort(400)
     queries.record_feedback(conn, instance_id, finding, verdict, account.id)
-    study_id = conn.execute(
-        "SELECT s.id FROM studies s JOIN instances i ON i.study_instance_uid = s.study_key"
-        " WHERE i.id = ?", (instance_id,)).fetchone()
+    study_id = queries.study_of_instance(conn, instance_id)
     if request.accept_mimetypes.best == "application/json":
         return jsonify(instance=instance_id, finding=finding, verdict=verdict)
-    target = url_for("clinic.study", study_id=study_id[0], instance=instance_id) \
-        if study_id else url_for("clinic.worklist")
+    target = url_for("clinic.study", study_id=study_id, instance=instance_id) \
+        if study_id is not None else url_for("clinic.worklist")
     return redirect(f"{target}#feedback")
 
 

@@ -21,8 +21,9 @@ from pathlib import Path
 from firmware_app.errors import EXIT_FAIL, EXIT_OK
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db
+from firmware_app.storage.outbox import Outbox
+from firmware_app.storage.telemetry import study_instances
 from firmware_app.telemetry.identity import find_study, load_identity
-from firmware_app.telemetry.outbox import Outbox
 
 
 def _config(args: argparse.Namespace) -> config_module.Config:
@@ -80,10 +81,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         conn.close()
         print(f"no study on this box has reference {args.ref}", file=sys.stderr)
         return EXIT_FAIL
-    rows = conn.execute(
-        "SELECT i.id, i.modality, r.probability, r.alert FROM instances i"
-        " LEFT JOIN results r ON r.instance_id = i.id WHERE i.study_instance_uid = ?"
-        " ORDER BY i.id", (key,)).fetchall()
+    rows = study_instances(conn, key)
     conn.close()
     print(f"study {key}: {len(rows)} instance(s)")
     for row in rows:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from firmware_app.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db
-from web.accounts import ROLES, AccountError, Accounts, normalise_name
+from firmware_app.storage.accounts import ROLES, AccountError, Accounts, normalise_name
 
 _NEEDS_NAME = ("add", "passwd", "remove")
 

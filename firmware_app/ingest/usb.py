@@ -43,6 +43,7 @@ from pydicom.filereader import read_file_meta_info
 from firmware_app.imaging.wrap import is_picture, wrap_picture
 from firmware_app.ingest.landing import Lander, Outcome
 from firmware_app.storage import db
+from firmware_app.storage.imported_files import already_imported, remember_import
 
 log = logging.getLogger(__name__)
 
@@ -222,19 +223,11 @@ class FolderImporter:
 
     # -- taking files --------------------------------------------------
     def _already_taken(self, path: Path, size: int, mtime_ns: int) -> bool:
-        row = self.conn.execute(
-            "SELECT 1 FROM imported_files WHERE medium_path=? AND size_bytes=? AND mtime_ns=?",
-            (str(path), size, mtime_ns),
-        ).fetchone()
-        return row is not None
+        return already_imported(self.conn, path, size, mtime_ns)
 
     def _remember(self, path: Path, size: int, mtime_ns: int, outcome: str,
                   instance_id: int | None) -> None:
-        self.conn.execute(
-            "INSERT OR REPLACE INTO imported_files(medium_path, size_bytes, mtime_ns, outcome,"
-            " instance_id, imported_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (str(path), size, mtime_ns, outcome, instance_id, time.time()),
-        )
+        remember_import(self.conn, path, size, mtime_ns, outcome, instance_id)
 
     def _is_stable(self, path: Path, size: int, mtime_ns: int, now: float) -> bool:
         seen = self._seen.get(path)

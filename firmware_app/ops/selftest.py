@@ -32,7 +32,6 @@ import json
 import logging
 import shutil
 import socket
-import sqlite3
 import ssl
 import sys
 import threading
@@ -48,6 +47,7 @@ from firmware_app.contracts.manifest import ModelPackage, PackageError
 from firmware_app.errors import EXIT_FAIL, EXIT_OK
 from firmware_app.settings import box as config_module
 from firmware_app.settings.box import Config
+from firmware_app.storage import db
 
 PASS, WARN, SKIP, FAIL = "PASS", "WARN", "SKIP", "FAIL"
 #: no box running this software can have a clock before this day
@@ -251,27 +251,8 @@ def check_disk(config: Config) -> Check:
 
 
 def _db_times(config: Config) -> list[tuple[dt.datetime, str]]:
-    path = config.database_path
-    if not path.exists():
-        return []
-    found: list[tuple[dt.datetime, str]] = []
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    except sqlite3.Error:
-        return []
-    try:
-        for table, column in (("instances", "received_at"), ("results", "created_at"),
-                              ("events", "at")):
-            try:
-                (value,) = conn.execute(f"SELECT MAX({column}) FROM {table}").fetchone()
-            except sqlite3.Error:
-                continue
-            if isinstance(value, (int, float)):
-                moment = dt.datetime.fromtimestamp(value, dt.timezone.utc)
-                found.append((moment, f"newest {table}.{column}"))
-    finally:
-        conn.close()
-    return found
+    return [(dt.datetime.fromtimestamp(value, dt.timezone.utc), where)
+            for value, where in db.newest_times(config.database_path)]
 
 
 def _evidence(config: Config, package: ModelPackage | None) -> list[tuple[dt.datetime, str]]:

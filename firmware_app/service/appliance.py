@@ -110,7 +110,7 @@ class Appliance:
         conn = db.connect(config.database_path)
         db.initialise(conn)
         spool = make_spool(config)
-        known = {row[0] for row in conn.execute("SELECT local_id FROM instances")}
+        known = JobQueue(conn).local_ids()
         leftovers = spool.clean_temporary() + spool.remove_orphans(known)
         requeued, failed = JobQueue(conn).recover(config.worker.max_attempts)
         if leftovers or requeued or failed:

@@ -365,3 +365,30 @@ def record_event(conn: sqlite3.Connection, level: str, component: str, message: 
         (time.time(), level, component, message[:500]),
     )
     conn.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) - 1000 FROM events)")
+
+
+def newest_times(path: Path) -> list[tuple[float, str]]:
+    """The newest received, analysed and event times in the database at ``path``, read-only.
+
+    For the self-test's clock check: the clock cannot be much before them.
+    Empty when there is no database yet or it cannot be read.
+    """
+    if not Path(path).exists():
+        return []
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return []
+    found: list[tuple[float, str]] = []
+    try:
+        for table, column in (("instances", "received_at"), ("results", "created_at"),
+                              ("events", "at")):
+            try:
+                (value,) = conn.execute(f"SELECT MAX({column}) FROM {table}").fetchone()
+            except sqlite3.Error:
+                continue
+            if isinstance(value, (int, float)):
+                found.append((float(value), f"newest {table}.{column}"))
+    finally:
+        conn.close()
+    return found

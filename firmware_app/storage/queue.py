@@ -155,6 +155,10 @@ class JobQueue:
             record_event(self.conn, "ERROR", "worker", f"instance {job_id}: {reason}")
         return status
 
+    def local_ids(self) -> set[str]:
+        """The spool names (local ids) of every object the box holds a row for."""
+        return {row[0] for row in self.conn.execute("SELECT local_id FROM instances")}
+
     def counts(self) -> dict[str, int]:
         """Number of rows per status, every status present."""
         counts = dict.fromkeys(STATUSES, 0)

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from firmware_app.contracts import signing
 from firmware_app.settings.box import Config
+from firmware_app.storage.telemetry import study_keys
 
 SECRET_BYTES = 32
 
@@ -98,7 +99,7 @@ def load_identity(config: Config) -> DeviceIdentity:
 
 def find_study(conn: sqlite3.Connection, identity: DeviceIdentity, ref: str) -> str | None:
     """The local study key whose reference is ``ref``, or None."""
-    for (key,) in conn.execute("SELECT study_key FROM studies"):
+    for key in study_keys(conn):
         if hmac.compare_digest(identity.study_ref(key), ref.lower()):
             return key
     return None

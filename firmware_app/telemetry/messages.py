@@ -25,9 +25,10 @@ import numpy as np
 
 from firmware_app import __version__
 from firmware_app.contracts.egress import HISTOGRAM_BINS, MODALITIES, SCHEMA_VERSION
+from firmware_app.storage import telemetry as telemetry_rows
 from firmware_app.storage.db import record_event, transaction
+from firmware_app.storage.outbox import Outbox
 from firmware_app.telemetry.identity import DeviceIdentity
-from firmware_app.telemetry.outbox import Outbox
 
 
 @dataclass(frozen=True)
@@ -58,12 +59,7 @@ def queue_alerts(conn: sqlite3.Connection, outbox: Outbox, identity: DeviceIdent
     The alert and the note that the study was alerted are one transaction, so
     a crash neither loses the alert nor sends it twice.
     """
-    rows = conn.execute(
-        "SELECT s.study_key, s.modality, s.max_probability, s.instances, r.model_id,"
-        " r.findings_json, r.timings_json"
-        " FROM studies s JOIN results r ON r.instance_id = s.top_instance_id"
-        " LEFT JOIN alerted_studies a ON a.study_key = s.study_key"
-        " WHERE s.alert = 1 AND a.study_key IS NULL ORDER BY s.updated_at").fetchall()
+    rows = telemetry_rows.studies_to_alert(conn)
     for row in rows:
         payload = {
             "schema": SCHEMA_VERSION,
@@ -79,8 +75,7 @@ def queue_alerts(conn: sqlite3.Connection, outbox: Outbox, identity: DeviceIdent
         }
         with transaction(conn):
             seq = outbox.add("alert", payload)
-            conn.execute("INSERT INTO alerted_studies(study_key, seq, at) VALUES (?, ?, ?)",
-                         (row[0], seq, time.time()))
+            telemetry_rows.mark_alerted(conn, row[0], seq)
     return len(rows)
 
 
@@ -103,33 +98,22 @@ def percentiles(values: list[float]) -> dict[str, float]:
             "p99": round(float(p99), 2), "max": round(float(array.max()), 2)}
 
 
-def _count(conn: sqlite3.Connection, sql: str, params: tuple) -> int:
-    return int(conn.execute(sql, params).fetchone()[0] or 0)
-
-
 def build_summary(conn: sqlite3.Connection, outbox: Outbox, model: ModelFacts,
                   period: tuple[float, float], uptime_s: float, state_dir: Path) -> dict[str, Any]:
     """Counts and figures over ``period`` (start, end) in box-clock seconds."""
     start, end = period
-    rows = conn.execute(
-        "SELECT r.probability, r.finding, r.warnings_json, r.timings_json, r.input_mean,"
-        " r.input_std, i.modality, i.study_instance_uid"
-        " FROM results r JOIN instances i ON i.id = r.instance_id"
-        " WHERE r.created_at >= ? AND r.created_at < ?", (start, end)).fetchall()
+    rows = telemetry_rows.period_rows(conn, start, end)
+    counts = telemetry_rows.period_counts(conn, start, end)
     modalities: dict[str, int] = {}
     for row in rows:
         key = _modality(row[6])
         modalities[key] = modalities.get(key, 0) + 1
     means = [float(r[4]) for r in rows if r[4] is not None]
     stds = [float(r[5]) for r in rows if r[5] is not None]
-    verdicts = dict(conn.execute(
-        "SELECT verdict, COUNT(*) FROM feedback WHERE at >= ? AND at < ? GROUP BY verdict",
-        (start, end)).fetchall())
     usage = shutil.disk_usage(state_dir)
     dropped = outbox.counter("dropped_total")
     reported = outbox.counter("dropped_reported")
-    conn.execute("INSERT INTO telemetry_state(name, value) VALUES ('dropped_reported', ?)"
-                 " ON CONFLICT(name) DO UPDATE SET value = excluded.value", (dropped,))
+    telemetry_rows.set_state(conn, "dropped_reported", dropped)
     return {
         "schema": SCHEMA_VERSION,
         "created_at": int(time.time()),
@@ -140,16 +124,13 @@ def build_summary(conn: sqlite3.Connection, outbox: Outbox, model: ModelFacts,
         "studies": len({r[7] for r in rows}),
         "instances": len(rows),
         "findings": sum(int(r[1]) for r in rows),
-        "alerts": _count(conn, "SELECT COUNT(*) FROM alerted_studies WHERE at >= ? AND at < ?",
-                         (start, end)),
+        "alerts": counts["alerts"],
         "quality_warnings": sum(len(json.loads(r[2])) for r in rows),
-        "quarantined": _count(conn, "SELECT COUNT(*) FROM instances WHERE status='quarantined'"
-                              " AND updated_at >= ? AND updated_at < ?", (start, end)),
-        "failed": _count(conn, "SELECT COUNT(*) FROM instances WHERE status='failed'"
-                         " AND updated_at >= ? AND updated_at < ?", (start, end)),
+        "quarantined": counts["quarantined"],
+        "failed": counts["failed"],
         "modalities": modalities,
         "latency_ms": percentiles([float(json.loads(r[3]).get("total", 0.0)) for r in rows]),
-        "queue_depth": queue_depth(conn),
+        "queue_depth": telemetry_rows.queue_depth(conn),
         "disk_used_pct": round(100.0 * usage.used / usage.total, 2) if usage.total else 0.0,
         "disk_free_mb": int(usage.free // 2**20),
         "outbox_pending": outbox.pending_count(),
@@ -158,16 +139,8 @@ def build_summary(conn: sqlite3.Connection, outbox: Outbox, model: ModelFacts,
         "intensity_histogram": histogram(means),
         "intensity": {"mean": round(float(np.mean(means)), 4) if means else 0.0,
                       "std": round(float(np.mean(stds)), 4) if stds else 0.0},
-        "feedback": {"agree": int(verdicts.get("agree", 0)),
-                     "disagree": int(verdicts.get("disagree", 0)),
-                     "unsure": int(verdicts.get("unsure", 0))},
+        "feedback": counts["feedback"],
     }
-
-
-def queue_depth(conn: sqlite3.Connection) -> int:
-    """Objects received and not yet processed."""
-    return _count(conn, "SELECT COUNT(*) FROM instances WHERE status IN ('queued', 'processing')",
-                  ())
 
 
 def build_status(conn: sqlite3.Connection, outbox: Outbox, model: ModelFacts, state: str,
@@ -180,7 +153,7 @@ def build_status(conn: sqlite3.Connection, outbox: Outbox, model: ModelFacts, st
         "uptime_s": int(uptime_s),
         "model": model.model_id,
         "software": __version__,
-        "queue_depth": queue_depth(conn),
+        "queue_depth": telemetry_rows.queue_depth(conn),
         "outbox_pending": outbox.pending_count(),
     }
 

@@ -35,9 +35,10 @@ from firmware_app.contracts.topics import topic
 from firmware_app.errors import CliniboxError
 from firmware_app.settings.box import Config
 from firmware_app.storage import db
+from firmware_app.storage import telemetry as telemetry_rows
+from firmware_app.storage.outbox import Outbox, OutboxMessage
 from firmware_app.telemetry.identity import DeviceIdentity
 from firmware_app.telemetry.messages import ModelFacts, build_status
-from firmware_app.telemetry.outbox import Outbox, OutboxMessage
 
 log = logging.getLogger(__name__)
 
@@ -180,14 +181,12 @@ class Publisher:
 
     def _note_link(self, up: bool, problem: str) -> None:
         """Record a change of link state for the viewer's device page (and an event when down)."""
-        row = self.conn.execute("SELECT value FROM telemetry_state WHERE name='link_up'").fetchone()
-        if row is not None and bool(row[0]) == up:
+        known = telemetry_rows.state_value(self.conn, "link_up")
+        if known is not None and bool(known) == up:
             return
         with db.transaction(self.conn):
-            for name, value in (("link_up", float(up)), ("link_since", time.time())):
-                self.conn.execute(
-                    "INSERT INTO telemetry_state(name, value) VALUES (?, ?)"
-                    " ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
+            telemetry_rows.set_state(self.conn, "link_up", float(up))
+            telemetry_rows.set_state(self.conn, "link_since", time.time())
             if not up:
                 db.record_event(self.conn, "WARNING", "telemetry", f"broker link down: {problem}")
 

@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 from firmware_app.settings.box import Config
 from firmware_app.storage import db
+from firmware_app.storage import telemetry as telemetry_rows
+from firmware_app.storage.outbox import Outbox
 from firmware_app.telemetry.identity import DeviceIdentity
 from firmware_app.telemetry.messages import (
     ModelFacts,
@@ -23,7 +25,6 @@ from firmware_app.telemetry.messages import (
     build_summary,
     queue_alerts,
 )
-from firmware_app.telemetry.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,7 @@ class TelemetryProducer:
         self.conn = db.connect(config.database_path)
         self.outbox = Outbox(self.conn, config.telemetry.outbox_max_messages, set(model.labels))
         # the first period starts at the first result, so nothing goes unreported
-        self.conn.execute("INSERT OR IGNORE INTO telemetry_state(name, value)"
-                          " SELECT 'summary_end', MIN(COALESCE((SELECT MIN(created_at)"
-                          " FROM results), ?), ?)", (self.started, self.started))
+        telemetry_rows.start_summaries(self.conn, self.started)
         self.next_heartbeat = self.started + config.telemetry.heartbeat_seconds
         self.next_purge = self.started
         self.last_seen_note = 0.0
@@ -62,17 +61,15 @@ class TelemetryProducer:
         return build_status(self.conn, self.outbox, self.model, state, self.uptime())
 
     def _summary_start(self) -> float:
-        row = self.conn.execute(
-            "SELECT value FROM telemetry_state WHERE name='summary_end'").fetchone()
-        return float(row[0])
+        end = telemetry_rows.state_value(self.conn, "summary_end")
+        assert end is not None, "start_summaries wrote it when the service started"
+        return end
 
     def tick(self, now: float | None = None) -> int:
         """Do whatever is due; return how many messages were queued."""
         now = time.time() if now is None else now
         if now - self.last_seen_note >= SEEN_EVERY:
-            self.conn.execute(
-                "INSERT INTO telemetry_state(name, value) VALUES ('appliance_seen_at', ?)"
-                " ON CONFLICT(name) DO UPDATE SET value = excluded.value", (now,))
+            telemetry_rows.set_state(self.conn, "appliance_seen_at", now)
             self.last_seen_note = now
         queued = queue_alerts(self.conn, self.outbox, self.identity, self.model)
         start = self._summary_start()
@@ -81,9 +78,7 @@ class TelemetryProducer:
                 payload = build_summary(self.conn, self.outbox, self.model, (start, now),
                                         self.uptime(), self.config.state_dir)
                 self.outbox.add("summary", payload)
-                self.conn.execute(
-                    "INSERT INTO telemetry_state(name, value) VALUES ('summary_end', ?)"
-                    " ON CONFLICT(name) DO UPDATE SET value = excluded.value", (now,))
+                telemetry_rows.set_state(self.conn, "summary_end", now)
             queued += 1
         if now >= self.next_heartbeat:
             self.outbox.enqueue("status", self.status("heartbeat"))

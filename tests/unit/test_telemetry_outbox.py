@@ -13,10 +13,10 @@ from firmware_app.service.appliance import load_runner, model_facts
 from firmware_app.service.worker import Worker
 from firmware_app.settings.box import Config, StorageConfig
 from firmware_app.storage import db
+from firmware_app.storage.outbox import Outbox
 from firmware_app.storage.spool import make_spool
 from firmware_app.telemetry.identity import find_study, load_identity, study_ref
 from firmware_app.telemetry.messages import build_summary, histogram, percentiles, queue_alerts
-from firmware_app.telemetry.outbox import Outbox
 from firmware_app.telemetry.service import TelemetryProducer
 from tests.canary import write_canary_studies
 

@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
-import web.accounts as accounts_module
-from web.accounts import (
+import firmware_app.storage.accounts as accounts_module
+from firmware_app.storage.accounts import (
     MIN_PASSWORD_LENGTH,
     Account,
     AccountError,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from firmware_app.settings.box import Config, StorageConfig
 from firmware_app.storage import db
+from firmware_app.storage.accounts import LoginThrottle
 from tests.viewer_state import CLINICIAN, TECHNICIAN
 from tests.web_client import ViewerClient
-from web.accounts import LoginThrottle
 from web.app import create_app
 from web.security import PUBLIC_ENDPOINTS
 

@@ -15,7 +15,7 @@ from cryptography.x509.oid import ExtensionOID
 from firmware_app.service.viewer_process import ViewerProcess
 from firmware_app.settings.box import Config, ConfigError, StorageConfig, WebConfig
 from firmware_app.storage import db
-from web.accounts import Accounts
+from firmware_app.storage.accounts import Accounts
 from web.server import certificate, first_run_hint, gunicorn_options, make_self_signed
 
 

@@ -12,7 +12,7 @@ import pytest
 from firmware_app.cli.users import add_parsers
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db
-from web.accounts import Accounts, Sessions
+from firmware_app.storage.accounts import Accounts, Sessions
 
 GOOD = "correct horse battery"
 

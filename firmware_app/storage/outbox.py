@@ -32,6 +32,7 @@ from firmware_app.contracts.egress import PRIORITY, check_message
 from firmware_app.contracts.envelope import canonical_payload
 from firmware_app.storage.db import record_event, transaction
 from firmware_app.storage.status import outbox_pending
+from firmware_app.storage.telemetry import state_value
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +140,7 @@ class Outbox:
 
     def counter(self, name: str) -> int:
         """A telemetry counter (e.g. ``dropped_total``)."""
-        row = self.conn.execute("SELECT value FROM telemetry_state WHERE name=?",
-                                (name,)).fetchone()
-        return int(row[0]) if row else 0
+        return int(state_value(self.conn, name) or 0)
 
     def audit(self, since: float) -> list[dict[str, Any]]:
         """Every message waiting, or finished since ``since``, exactly as handed to encryption."""

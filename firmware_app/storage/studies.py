@@ -1,4 +1,4 @@
-"""The viewer's reads from the box database: worklist, study, feedback and device figures.
+"""Studies as the viewer reads them: worklist, one study, feedback (the box database).
 
 Every query here is bounded (a page of the worklist, one study, grouped
 counts) and served by an index, so pages stay fast with years of studies in
@@ -210,3 +210,9 @@ def record_feedback(conn: sqlite3.Connection, instance_id: int, finding: int, ve
         (instance_id, finding, verdict, account_id, time.time()))
 
 
+def study_of_instance(conn: sqlite3.Connection, instance_id: int) -> int | None:
+    """The id of the study the instance belongs to, or None (not analysed yet, or unknown)."""
+    row = conn.execute(
+        "SELECT s.id FROM studies s JOIN instances i ON i.study_instance_uid = s.study_key"
+        " WHERE i.id = ?", (instance_id,)).fetchone()
+    return None if row is None else int(row[0])
