@@ -1,5 +1,5 @@
-"""``clinibox``: the command line, the composition root of the box (``commands``)."""
+"""``clinibox``: the command line, the composition root of the box (``table``)."""
 
-from firmware_app.cli.commands import build_parser, main
+from firmware_app.cli.table import build_parser, main
 
 __all__ = ["build_parser", "main"]

@@ -2,6 +2,6 @@
 
 import sys
 
-from firmware_app.cli.commands import main
+from firmware_app.cli.table import main
 
 sys.exit(main())

@@ -1,11 +1,6 @@
-"""``clinibox``: the box's command line (serve, web, user, infer, status, results, model, keys,
-config, outbox, identity, study, service-failed, retention, provision, selftest, usb-import).
+"""The box's own commands: serve, web, infer, status, results, keys, config.
 
-At the hospital, ``clinibox central …`` runs the receiver and its reports.
-
-On a workstation with the ``convert`` extra it also runs the converter
-toolchain: ``clinibox convert`` and its steps (distill, prune, export,
-quantize, verify, package), imported only when asked for.
+The table of every ``clinibox`` command is ``firmware_app/cli/table.py``.
 """
 
 from __future__ import annotations
@@ -15,41 +10,13 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from firmware_app.arguments import CommandParser
-from firmware_app.cli import model as model_commands
-from firmware_app.cli import telemetry as telemetry_commands
-from firmware_app.cli import users as user_commands
-from firmware_app.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, run_command
-from firmware_app.ingest import usb_mount
-from firmware_app.ops import provision as provision_commands
-from firmware_app.ops import selftest as selftest_commands
+from firmware_app.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from firmware_app.settings import box as config_module
-from firmware_app.storage import db, retention
-
-CONVERTER_STEPS = ("distill", "prune", "export", "quantize", "verify", "package")
-
-
-def run_converter(argv: list[str]) -> int:
-    """``clinibox convert …`` / ``clinibox <step> …``: the workstation toolchain."""
-    try:
-        from converters import cli as converter_cli
-    except ImportError as exc:
-        print(f"the converter needs the convert extra (pip install 'clinibox[convert]'): {exc}",
-              file=sys.stderr)
-        return EXIT_USAGE
-    if argv[0] == "convert":
-        return converter_cli.main(argv[1:])
-    return converter_cli.main(argv, prog=f"clinibox {argv[0]}")
-
-
-def run_central(argv: list[str]) -> int:
-    """``clinibox central …``: the hospital's receiver, enrolment and reports."""
-    from central import cli as central_cli
-
-    return central_cli.main(argv)
+from firmware_app.storage import db
 
 
 def _load_config(args: argparse.Namespace) -> config_module.Config:
@@ -238,15 +205,9 @@ def cmd_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for every subcommand."""
-    parser = CommandParser(prog="clinibox", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", help="TOML config file (default: embedded defaults)")
-        return p
-
+def add_parsers(sub: argparse._SubParsersAction,
+                with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
+    """Register the box's own commands: serve, web, infer, status, results, keys, config."""
     p = with_config(sub.add_parser("serve", help="run the appliance (and the viewer)"))
     p.add_argument("--no-web", action="store_true",
                    help="do not start the viewer (it runs as its own service)")
@@ -263,7 +224,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config(sub.add_parser("results", help="every received instance and its result"))
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_results)
-    model_commands.add_parsers(sub, with_config)
     p = sub.add_parser("keys", help="make a key pair (model signing, or the hospital's)")
     p.add_argument("action", choices=["generate"])
     p.add_argument("--kind", choices=["signing", "hospital"], default="signing",
@@ -272,37 +232,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="key path without suffix: writes .pem and .pub")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_keys)
-    for step in ("convert", *CONVERTER_STEPS):
-        sub.add_parser(step, add_help=False,
-                       help="converter toolchain (workstation): see clinibox convert --help"
-                       if step == "convert" else f"converter step {step!r} alone")
-    telemetry_commands.add_parsers(sub, with_config)
-    retention.add_parsers(sub, with_config)
-    usb_mount.add_parsers(sub, with_config)
-    provision_commands.add_parsers(sub, with_config)
-    selftest_commands.add_parsers(sub, with_config)
-    user_commands.add_parsers(sub, with_config)
-    sub.add_parser("central", add_help=False,
-                   help="the hospital's receiver: see clinibox central --help")
     p = sub.add_parser("config", help="print the example config, or --check FILE")
     p.add_argument("--check", metavar="FILE")
     p.set_defaults(func=cmd_config)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``clinibox`` console script."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in ("convert", *CONVERTER_STEPS):
-        return run_converter(argv)
-    if argv and argv[0] == "central":
-        return run_central(argv[1:])
-    args = build_parser().parse_args(argv)
-    return run_command("clinibox", lambda: args.func(args))
-
-if __name__ == "__main__":
-    sys.exit(main())

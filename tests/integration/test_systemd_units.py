@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 from pydicom.data import get_testdata_file
 
-from firmware_app.cli.commands import build_parser
+from firmware_app.cli.table import build_parser
 from tests.integration.conftest import REPO, free_port, to_toml, wait_for
 from tests.integration.test_install_system import (
     UnitSandbox,
@@ -198,7 +198,7 @@ def test_every_service_runs_the_installed_command_as_the_service_user(unit):
             assert parser.parse_args(arguments).func
         except SystemExit:
             pytest.fail(f"{unit}: `clinibox {' '.join(arguments)}` is refused by the command "
-                        "line (is its subcommand registered in firmware_app/cli/commands.py?)")
+                        "line (is its subcommand in the table of firmware_app/cli/table.py?)")
 
 
 def test_only_the_mount_and_unmount_steps_run_privileged():

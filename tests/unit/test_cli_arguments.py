@@ -11,7 +11,7 @@ import pytest
 from central.cli import build_parser as central_parser
 from converters.cli import build_parser as converter_parser
 from firmware_app.arguments import CommandParser
-from firmware_app.cli.commands import build_parser, main
+from firmware_app.cli.table import build_parser, main
 from firmware_app.settings.box import DEMO_PUBLIC_KEY
 from tests.model_packages import DEMO
 
@@ -70,3 +70,29 @@ def test_every_command_parses_intermixed(name, parser):
                 leaf.parse_args([])
         except SystemExit as exc:  # a required argument missing: refused as usage
             assert exc.code == 2, f"{name} {path}"
+
+
+def test_each_command_in_the_table_is_registered_by_its_module():
+    from firmware_app.cli.table import COMMANDS
+
+    for name in COMMANDS:
+        parser = build_parser(name)
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        assert sub.choices[name].get_default("func") is not None, name
+
+
+def test_a_command_imports_only_its_own_module():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = ("import sys\nfrom firmware_app.cli.table import build_parser\n"
+             "build_parser('status').parse_args(['status'])\n"
+             "print(sorted(m for m in ('firmware_app.ops.provision', 'firmware_app.ops.selftest',"
+             " 'firmware_app.ingest.usb_mount', 'firmware_app.cli.model', 'pynetdicom', 'paho',"
+             " 'segno', 'flask') if m in sys.modules))\n")
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"

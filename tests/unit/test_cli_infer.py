@@ -8,7 +8,7 @@ import numpy as np
 
 from converters.phantom_dicom import ct_dataset, write_dicom, write_image
 from converters.phantoms import generate
-from firmware_app.cli.commands import main
+from firmware_app.cli.table import main
 
 
 def test_infer_json_reports_findings_and_quarantine_reasons(tmp_path, capsys):

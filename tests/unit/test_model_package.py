@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware_app.cli.commands import main as cli_main
+from firmware_app.cli.table import main as cli_main
 from firmware_app.contracts import signing
 from firmware_app.contracts.manifest import PackageError, sha256_file
 from firmware_app.models.package import find_package, list_packages, load_package

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware_app.cli.commands import main
+from firmware_app.cli.table import main
 from firmware_app.contracts import signing
 from firmware_app.contracts.manifest import PackageError
 from firmware_app.models.install import UpdateRefused, install, rollback

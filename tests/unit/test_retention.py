@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from pydicom.uid import generate_uid
 
+from firmware_app.cli import retention as retention_cli
 from firmware_app.imaging.preview import decode_with_previews
 from firmware_app.inference.aggregate import InstanceFindings
 from firmware_app.inference.postprocess import Box
@@ -371,7 +372,7 @@ def _cli(argv: list[str]) -> int:
         p.add_argument("--config")
         return p
 
-    retention.add_parsers(sub, with_config)
+    retention_cli.add_parsers(sub, with_config)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from pydicom.data import get_testdata_file
 
+from firmware_app.cli import usb as usb_cli
 from firmware_app.ingest import usb_mount
 from firmware_app.ingest.landing import Lander
 from firmware_app.ingest.usb import FolderImporter, boot_id, import_status_path
@@ -112,7 +113,7 @@ def _run_command(*argv: str) -> int:
         p.add_argument("--config")
         return p
 
-    usb_mount.add_parsers(sub, with_config)
+    usb_cli.add_parsers(sub, with_config)
     args = parser.parse_args(["usb-import", *argv])
     return args.func(args)
 

@@ -1,0 +1,106 @@
+"""``clinibox usb-import DEVICE``: mount a USB medium, wait for its import, unmount it.
+
+The steps themselves are in ``firmware_app/ingest/usb_mount.py``; the systemd
+unit runs them one by one with ``--step``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+
+from firmware_app.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from firmware_app.ingest.usb import import_status_path
+from firmware_app.ingest.usb_mount import (
+    DEFAULT_TIMEOUT,
+    MediumError,
+    device_name,
+    mount_point_for,
+    mount_step,
+    unmount_medium,
+    wait_for_import,
+)
+from firmware_app.settings import box as config_module
+from firmware_app.storage import db
+
+log = logging.getLogger("firmware_app.ingest.usb_mount")
+
+
+def _record(config: config_module.Config, message: str) -> None:
+    """Keep the error for the device page, unless that would leave root-owned database files."""
+    database = config.database_path
+    try:
+        if database.stat().st_uid != os.geteuid():
+            return
+        conn = db.connect(database)
+        try:
+            db.record_event(conn, "ERROR", "usb", message)
+        finally:
+            conn.close()
+    except (OSError, sqlite3.Error) as exc:
+        log.warning("cannot record the event in %s: %s", database, exc)
+
+
+
+def cmd_usb_import(args: argparse.Namespace) -> int:
+    """``clinibox usb-import DEVICE``: mount, wait for the import, unmount (or one --step)."""
+    config = config_module.load(getattr(args, "config", None))
+    try:
+        name = device_name(args.device)
+    except MediumError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
+    mount_point = mount_point_for(config.import_dir, name)
+    steps = ("mount", "wait", "unmount") if args.step == "all" else (args.step,)
+    code = EXIT_OK
+    if "mount" in steps:
+        try:
+            mount_step(name, mount_point, args.any_device)
+        except MediumError as exc:
+            log.error("USB import of /dev/%s refused: %s", name, exc)
+            return EXIT_FAIL
+    if "wait" in steps:
+        progress = wait_for_import(import_status_path(config.state_dir), mount_point.name,
+                                   config.import_dir, time.monotonic(), args.timeout)
+        if not progress.done:
+            message = (f"USB import of /dev/{name} not finished after {args.timeout:g} s "
+                       f"({progress.message}); the medium is unmounted anyway")
+            log.error("%s", message)
+            _record(config, message)
+            code = EXIT_FAIL
+        elif progress.problem:
+            message = f"USB import of /dev/{name}: {progress.message}, but {progress.problem}"
+            log.error("%s", message)
+            _record(config, message)
+            code = EXIT_FAIL
+        else:
+            log.info("USB import of /dev/%s finished: %s", name, progress.message)
+    if "unmount" in steps:
+        if os.geteuid() != 0:
+            log.error("unmounting needs root (the unit runs this step with '+')")
+            return EXIT_FAIL
+        if unmount_medium(mount_point):
+            log.info("/dev/%s unmounted; the medium can be removed", name)
+        else:
+            code = EXIT_FAIL
+    return code
+
+
+def add_parsers(sub: argparse._SubParsersAction,
+                with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
+    """Register ``usb-import`` on the main parser."""
+    p = with_config(sub.add_parser(
+        "usb-import", help="mount a USB medium read-only under the import folder, wait for "
+                           "its import, unmount it (root)"))
+    p.add_argument("device", help="the block device, e.g. sdb1 or /dev/sdb1")
+    p.add_argument("--step", choices=["all", "mount", "wait", "unmount"], default="all",
+                   help="run one step only (the systemd unit runs them separately)")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                   help="seconds to wait for the import before unmounting anyway")
+    p.add_argument("--any-device", action="store_true",
+                   help="also accept a device that is neither on USB nor removable")
+    p.set_defaults(func=cmd_usb_import)
