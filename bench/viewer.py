@@ -8,12 +8,12 @@ instance whose spool file is one of the three real ones (so the study page
 and the PNG routes really read its stored preview and render it) and a result copied from that
 instance's (heatmap, key frame, timings), with its own probability; the
 finding and alert flags follow the demo package's thresholds and
-``studies`` is rolled up by the box's own ``update_study``. Received times are
-spread over 60 days; one study in twenty carries a quality warning, and 20
-waiting or quarantined objects and verdicts on about one study in ten are
-added as well. The reference, measured in the same run
-and interleaved request by request, is the same store with 100 studies: the
-p95 ratio says whether a page stays flat as the store grows.
+``studies`` is rolled up by the box's own ``update_study``
+(``storage/study_rollup.py``). Received times are spread over 60 days;
+one study in twenty carries a quality warning, and 20 waiting or
+quarantined objects and verdicts on about one study in ten are added as
+well. The reference, measured in the same run and interleaved request by
+request, is the same store with 100 studies: the p95 ratio says whether a page stays flat as the store grows.
 
 Each page is requested through the real Flask app (``web.app.create_app``)
 with ``tests.web_client.ViewerClient`` (HTTPS, cookies; no network), logged
@@ -57,7 +57,7 @@ from firmware_app.service.appliance import load_runner
 from firmware_app.settings.box import Config
 from firmware_app.storage import db
 from firmware_app.storage import studies as queries
-from firmware_app.storage.results import update_study
+from firmware_app.storage.study_rollup import update_study
 from tests.viewer_state import CLINICIAN, TECHNICIAN, build_viewer_state
 from tests.web_client import ViewerClient
 from web import render

@@ -14,6 +14,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+from firmware_app.storage.study_rollup import update_study
+
 SCHEMA_VERSION = 4
 
 _SCHEMA = """
@@ -317,8 +319,6 @@ def _tables(conn: sqlite3.Connection) -> set[str]:
 
 def _rebuild_studies(conn: sqlite3.Connection) -> None:
     """Roll every processed study up again (after the v3 migration dropped the table)."""
-    from firmware_app.storage.results import update_study
-
     keys = conn.execute(
         "SELECT i.study_instance_uid, MAX(i.modality) FROM instances i"
         " JOIN results r ON r.instance_id = i.id GROUP BY i.study_instance_uid").fetchall()

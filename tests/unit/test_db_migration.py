@@ -79,7 +79,7 @@ def _v3_database(path) -> None:
     db.initialise(conn)
     conn.executescript(V4_ONLY)
     assert "image_deleted_at" not in db._columns(conn, "instances")
-    from firmware_app.storage.results import update_study
+    from firmware_app.storage.study_rollup import update_study
 
     for n, p in ((1, 0.9), (2, 0.2)):
         conn.execute("INSERT INTO instances(id, local_id, study_instance_uid, modality, source,"
@@ -144,7 +144,7 @@ def test_v2_database_reaches_v4_with_its_instances_present(tmp_path):
 
 
 def test_study_ids_stay_when_a_study_gains_instances(conn):
-    from firmware_app.storage.results import update_study
+    from firmware_app.storage.study_rollup import update_study
 
     for n in (1, 2):
         conn.execute("INSERT INTO instances(id, local_id, study_instance_uid, source, spool_path,"
