@@ -13,7 +13,8 @@ finding and alert flags follow the demo package's thresholds and
 one study in twenty carries a quality warning, and 20 waiting or
 quarantined objects and verdicts on about one study in ten are added as
 well. The reference, measured in the same run and interleaved request by
-request, is the same store with 100 studies: the p95 ratio says whether a page stays flat as the store grows.
+request, is the same store with 100 studies: the p95 ratio says whether a
+page stays flat as the store grows.
 
 Each page is requested through the real Flask app (``web.app.create_app``)
 with ``tests.web_client.ViewerClient`` (HTTPS, cookies; no network), logged
