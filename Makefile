@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 EXTRAS ?= dev,convert,openvino,tflite,central
 
-.PHONY: install run test lint bench demo-model fuzz clean
+.PHONY: install run test test-fast lint bench demo-model fuzz clean
 
 # Idempotent bootstrap: re-installs only when pyproject.toml changes.
 install: $(STAMP)
@@ -26,6 +26,12 @@ test: install
 	$(BIN)/python -m ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# the unit tier without slow tests: ruff, the layer contracts, then about a minute of tests
+test-fast: install
+	$(BIN)/python -m ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q tests/unit -m "not slow" $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/python -m ruff check .

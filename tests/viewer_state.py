@@ -18,6 +18,9 @@ Two accounts are made: a technician and a clinician.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,3 +118,22 @@ def build_viewer_state(root: Path, runner: ModelRunner, config: Config | None = 
     accounts.add(*CLINICIAN, "clinician")
     conn.close()
     return state
+
+
+def copy_viewer_state(template: ViewerState, root: Path) -> ViewerState:
+    """A private copy of a populated box under ``root`` (the template stays untouched).
+
+    Builds once per test run cost a worker pass per phantom; a copy costs a
+    folder copy. The database stores the spool's absolute paths, so they are
+    rewritten to the copy's.
+    """
+    source = template.config.state_dir
+    config = copy.deepcopy(template.config)
+    config.storage = dataclasses.replace(template.config.storage, state_dir=str(root / "state"))
+    shutil.copytree(source, config.state_dir, symlinks=True)
+    conn = db.connect(config.database_path)
+    conn.execute("UPDATE instances SET spool_path = ? || substr(spool_path, ?)"
+                 " WHERE spool_path LIKE ? || '%'",
+                 (str(config.state_dir), len(str(source)) + 1, str(source)))
+    conn.close()
+    return ViewerState(config, dict(template.studies), dict(template.instances))

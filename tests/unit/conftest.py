@@ -30,12 +30,20 @@ def demo_runner():
     return load_runner(config)
 
 
-@pytest.fixture
-def viewer(tmp_path, demo_runner):
-    """A populated box (tests/viewer_state.py) and its viewer app."""
+@pytest.fixture(scope="session")
+def viewer_template(tmp_path_factory, demo_runner):
+    """A populated box (tests/viewer_state.py), built once per test run; tests get copies."""
     from tests.viewer_state import build_viewer_state
+
+    return build_viewer_state(tmp_path_factory.mktemp("viewer-template"), demo_runner)
+
+
+@pytest.fixture
+def viewer(tmp_path, viewer_template):
+    """A private copy of the populated box and its viewer app."""
+    from tests.viewer_state import copy_viewer_state
     from web.app import create_app
 
-    state = build_viewer_state(tmp_path, demo_runner)
+    state = copy_viewer_state(viewer_template, tmp_path)
     app = create_app(state.config)
     return state, app

@@ -116,6 +116,7 @@ def test_a_decode_past_the_memory_limit_fails_in_the_child_not_the_service(tmp_p
         sandbox.close()
 
 
+@pytest.mark.slow  # a decoder child grows to its memory limit first
 def test_an_image_too_big_for_a_64_mb_decoder_is_refused_and_the_next_decodes(tmp_path):
     from firmware_app.imaging.decode import DecodeError as Refused
 

@@ -440,6 +440,7 @@ def test_a_missing_preview_is_made_once_in_the_viewers_sandbox_not_the_web_proce
     assert load_frame(ct_file(tmp_path, hu, "b.dcm"), 0, LIMITS).rows == 64  # a fresh child
 
 
+@pytest.mark.slow  # a decoder child grows to its memory limit first
 def test_an_image_too_big_for_the_viewers_decoder_is_a_page_not_a_dead_viewer(tmp_path):
     small = LimitsConfig(sandbox_memory_mb=64, max_megapixels=300.0)
     big = write(image_dataset("big-view", 4096, 4096), tmp_path, "big.dcm")  # 32 MB of pixels
