@@ -9,7 +9,7 @@ the appliance writes:
   carry script-injection canaries (they must render as text, never run);
 * a clear study: a CT phantom without a lesion;
 * a multi-frame ultrasound sweep with a lesion mid-sweep;
-* an ultrasound image far too dark (a quality warning: rescan suggested);
+* an ultrasound image far too dark: not assessable (rescan suggested), never "no finding";
 * a truncated DICOM file: quarantined with its reason;
 * one object landed but not processed: waiting.
 

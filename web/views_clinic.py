@@ -135,7 +135,8 @@ def study(study_id: int):
     instance = next((i for i in found["instances"] if i.id == chosen), None)
     if instance is None:
         abort(404)
-    level, headline = wording.verdict(instance.alert, instance.finding)
+    level, headline = wording.verdict(instance.alert, instance.finding, instance.assessment,
+                                      instance.assessment_reason)
     shared = {
         "study": found, "instance": instance, "level": level, "headline": headline,
         "verdicts": VERDICTS, "warnings": [wording.warning_text(w) for w in instance.warnings],
@@ -145,7 +146,7 @@ def study(study_id: int):
         return render_template(
             "study.html", image=None, image_gone=gone, on_key_frame=False,
             findings=wording.finding_lines(instance.boxes, instance.image_rows,
-                                           instance.image_columns), **shared)
+                                           instance.image_columns, instance.lesions), **shared)
     frame_number = _int_arg("frame", instance.key_frame)
     image = _frame(instance.spool_path, frame_number)
     window = _window_args() or image.default_window
@@ -157,7 +158,8 @@ def study(study_id: int):
         next_frame=previewed[place + 1] if place + 1 < len(previewed) else None,
         presets=CT_PRESETS if image.modality == "CT" else (),
         on_key_frame=image.frame == instance.key_frame,
-        findings=wording.finding_lines(instance.boxes, image.rows, image.columns), **shared)
+        findings=wording.finding_lines(instance.boxes, image.rows, image.columns,
+                                       instance.lesions), **shared)
 
 
 def _image_gone(instance: queries.InstanceView) -> str:
@@ -251,14 +253,18 @@ def _report(study_id: int) -> dict[str, Any]:
     else:
         image = _frame(top.spool_path, top.key_frame)
         rows, columns = image.rows, image.columns
-    level, headline = wording.verdict(found["alert"], bool(found["findings"]))
+    unjudged = next((i for i in found["instances"] if i.assessment == "not_assessable"), None)
+    level, headline = wording.verdict(
+        found["alert"], bool(found["findings"]), unjudged.assessment if unjudged else "",
+        unjudged.assessment_reason if unjudged else "")
     facts = _viewer().package_facts()
     notice = wording.ASSIST_NOTICE
     if facts.get("intended_use"):
         notice = f"{notice} Model: {facts['intended_use']}"
     return {
         "study": found, "top": top, "level": level, "headline": headline,
-        "findings": wording.finding_lines(top.boxes, rows, columns), "image_gone": gone,
+        "findings": wording.finding_lines(top.boxes, rows, columns, top.lesions),
+        "image_gone": gone,
         "warnings": sorted({wording.warning_text(w) for i in found["instances"]
                             for w in i.warnings}),
         "notice": notice, "generated": wording.local_time(dt.datetime.now().timestamp()),

@@ -17,13 +17,34 @@ _ADVICE = {
 }
 
 
-def verdict(alert: bool, finding: bool) -> tuple[str, str]:
-    """(level, headline): level is alert, finding or clear."""
+def verdict(alert: bool, finding: bool, assessment: str = "", reason: str = ""
+            ) -> tuple[str, str]:
+    """(level, headline): level is alert, finding, unassessable, outside or clear.
+
+    An image the model cannot judge (``not_assessable``) or was not validated
+    for (``outside_validated_range``) never reads "no suspicious area found".
+    """
     if alert:
         return "alert", "Suspicious area found — a doctor should review this study soon"
     if finding:
         return "finding", "Possible finding — a doctor should review this study"
+    if assessment == "not_assessable":
+        why = reason or "the image cannot be judged"
+        advice = "" if "rescan suggested" in why else "; rescan suggested"
+        return "unassessable", (f"Not assessable: {why}{advice}. The model gives no result "
+                                "for this image; a doctor must read it")
+    if assessment == "outside_validated_range":
+        return "outside", ("Outside what the model was validated on: no result. "
+                           "A doctor must read this image")
     return "clear", "No suspicious area found by the model"
+
+
+def size(lesion: dict[str, Any]) -> str:
+    """A lesion's size in words: ``12.3 × 8.1 mm`` or ``40 × 25 pixels (no calibration)``."""
+    if lesion.get("units") == "mm" and lesion.get("long_axis_mm") is not None:
+        return f"{lesion['long_axis_mm']:.1f} × {lesion['short_axis_mm']:.1f} mm"
+    return (f"{lesion['long_axis_px']:.0f} × {lesion['short_axis_px']:.0f} pixels "
+            "(the image has no calibration, so no size in mm)")
 
 
 def percent(probability: float | None) -> str:
@@ -43,16 +64,20 @@ def where(box: dict[str, Any], rows: int, columns: int) -> str:
 
 
 def finding_lines(boxes: list[dict[str, Any]], rows: int | None,
-                  columns: int | None) -> list[str]:
-    """One sentence per marked area, numbered as on the image.
+                  columns: int | None, lesions: list[dict[str, Any]] | None = None
+                  ) -> list[str]:
+    """One sentence per marked area, numbered as on the image, with its size when known.
 
     Without the image's size (an image deleted before its size was kept) the
-    place in the image is left out rather than guessed.
+    place in the image is left out rather than guessed. ``lesions`` are the
+    lesion records in the boxes' order.
     """
     lines = []
+    lesions = lesions or []
     for n, box in enumerate(boxes, start=1):
         place = f" in the {where(box, rows, columns)}" if rows and columns else ""
-        lines.append(f"Area {n}: possible {box.get('label', 'finding')}{place}"
+        measured = f", about {size(lesions[n - 1])}" if n <= len(lesions) else ""
+        lines.append(f"Area {n}: possible {box.get('label', 'finding')}{place}{measured}"
                      f" (model confidence {percent(box.get('score'))})")
     return lines
 

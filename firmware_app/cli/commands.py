@@ -75,8 +75,12 @@ def cmd_infer(args: argparse.Namespace) -> int:
             status="processed",
             modality=decoded.modality,
             probability=round(found.probability, 4),
+            assessment=found.assessment,
+            assessment_reason=found.assessment_reason,
             finding=found.finding,
             alert=found.alert,
+            lesions=[lesion.to_dict() for lesion in found.lesions],
+            class_probabilities={k: round(float(v), 4) for k, v in found.classes.items()},
             findings=[
                 {"label": b.label, "score": round(b.score, 4),
                  "box": [round(v, 1) for v in (b.x0, b.y0, b.x1, b.y1)]}
@@ -100,9 +104,17 @@ def cmd_infer(args: argparse.Namespace) -> int:
             if r["status"] != "processed":
                 print(f"{r['file']}: QUARANTINED — {r['reason']}")
                 continue
+            if r["assessment"] == "not_assessable":
+                print(f"{r['file']}: NOT ASSESSABLE — {r['assessment_reason']} (no result)")
+                continue
             verdict = "ALERT" if r["alert"] else ("finding" if r["finding"] else "no finding")
             print(f"{r['file']}: {verdict} (lesion probability {r['probability']:.2f}, "
                   f"{len(r['findings'])} box(es))")
+            for n, lesion in enumerate(r["lesions"], start=1):
+                size = (f"{lesion['long_axis_mm']} × {lesion['short_axis_mm']} mm"
+                        if lesion["units"] == "mm" else
+                        f"{lesion['long_axis_px']} × {lesion['short_axis_px']} px (uncalibrated)")
+                print(f"    lesion {n}: {lesion['label']} p={lesion['probability']:.2f}, {size}")
             for w in r["warnings"]:
                 print(f"    warning: {w['message']}")
     return EXIT_OK if all(r["status"] == "processed" for r in reports) else EXIT_FAIL
@@ -159,7 +171,9 @@ def cmd_results(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
     for r in rows:
-        if r["status"] == "processed":
+        if r["status"] == "processed" and r["assessment"] == "not_assessable":
+            detail = f"not assessable: {r['assessment_reason']}"
+        elif r["status"] == "processed":
             verdict = "ALERT" if r["alert"] else ("finding" if r["finding"] else "no finding")
             detail = f"{verdict}, p={r['probability']:.2f}, {len(r['findings'])} box(es)"
             if r["warnings"]:

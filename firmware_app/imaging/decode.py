@@ -95,8 +95,11 @@ class DecodedImage:
     series_instance_uid: str
     photometric: str
     transfer_syntax: str
-    pixel_spacing: tuple[float, float] | None
+    pixel_spacing: tuple[float, float] | None  # (row, column) mm per pixel
     decode_ms: float = field(default=0.0)
+    #: where ``pixel_spacing`` comes from ("Pixel Spacing", "Imager Pixel Spacing",
+    #: "ultrasound region"); empty when the image has no calibration
+    spacing_source: str = ""
     #: Patient and study strings for the clinic viewer (stay on the box).
     display: dict[str, str] = field(default_factory=dict)
 
@@ -160,6 +163,7 @@ def decode(path: Path, limits: LimitsConfig, max_frames: int, *,
             if each_frame is not None:
                 each_frame(ds, header, index, array, photometric)
         frames = np.stack(decoded)
+        spacing, spacing_source = _pixel_spacing(ds)
         return DecodedImage(
             frames=frames,
             frame_indices=indices,
@@ -173,9 +177,10 @@ def decode(path: Path, limits: LimitsConfig, max_frames: int, *,
             series_instance_uid=_text(ds, "SeriesInstanceUID"),
             photometric=header.photometric,
             transfer_syntax=str(header.syntax),
-            pixel_spacing=_pixel_spacing(ds),
+            pixel_spacing=spacing,
             decode_ms=(time.perf_counter() - started) * 1000,
             display=display_strings(ds),
+            spacing_source=spacing_source,
         )
 
 
@@ -649,22 +654,49 @@ def _text(ds: Dataset, keyword: str, limit: int = 128) -> str:
     return "" if text == "None" else text[:limit]
 
 
-def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
-    candidates = [_get(ds, "PixelSpacing")]
+#: ultrasound region physical units: 3 is centimetres (PS3.3 C.8.5.5.1.15)
+_US_CENTIMETRES = 3
+
+
+def _us_region_spacing(ds: Dataset) -> tuple[float, float] | None:
+    """(row, column) mm per pixel from the first ultrasound region calibrated in cm."""
+    for region in _get(ds, "SequenceOfUltrasoundRegions") or ():
+        try:
+            units = (int(_get(region, "PhysicalUnitsXDirection")),
+                     int(_get(region, "PhysicalUnitsYDirection")))
+            delta_x = abs(float(_get(region, "PhysicalDeltaX"))) * 10.0
+            delta_y = abs(float(_get(region, "PhysicalDeltaY"))) * 10.0
+        except (TypeError, ValueError):
+            continue
+        if units == (_US_CENTIMETRES, _US_CENTIMETRES) and delta_x > 0 and delta_y > 0:
+            return delta_y, delta_x
+    return None
+
+
+def _pixel_spacing(ds: Dataset) -> tuple[tuple[float, float] | None, str]:
+    """(row, column) mm per pixel and where it comes from; (None, "") when uncalibrated.
+
+    Pixel Spacing (the patient plane), then the functional groups' (enhanced
+    objects), then Imager Pixel Spacing (at the detector: a projection
+    radiograph's, magnification not corrected), then an ultrasound region's
+    physical deltas.
+    """
+    candidates = [(_get(ds, "PixelSpacing"), "Pixel Spacing")]
     for sequence in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
         groups = _get(ds, sequence)
         measures = _get(groups[0], "PixelMeasuresSequence") if groups else None
         if measures:
-            candidates.append(_get(measures[0], "PixelSpacing"))
-    candidates.append(_get(ds, "ImagerPixelSpacing"))
-    for value in candidates:
+            candidates.append((_get(measures[0], "PixelSpacing"), "Pixel Spacing"))
+    candidates.append((_get(ds, "ImagerPixelSpacing"), "Imager Pixel Spacing"))
+    candidates.append((_us_region_spacing(ds), "ultrasound region"))
+    for value, source in candidates:
         try:
             row, column = (float(v) for v in value)
         except (TypeError, ValueError):
             continue
         if row > 0 and column > 0 and np.isfinite(row) and np.isfinite(column):
-            return row, column
-    return None
+            return (row, column), source
+    return None, ""
 
 
 def _short(exc: BaseException, limit: int = 160) -> str:

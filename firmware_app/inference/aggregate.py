@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from firmware_app.inference.lesions import Lesion
 from firmware_app.inference.postprocess import Box, FrameFindings
 
 
@@ -26,6 +27,14 @@ class InstanceFindings:
     heatmap: np.ndarray | None
     key_frame: int
     frame_probabilities: dict[int, float] = field(default_factory=dict)
+    #: every class probability of the key frame (classifier models; empty for detectors)
+    classes: dict[str, float] = field(default_factory=dict)
+    #: ``inference/assessment.py``: finding, no_finding, not_assessable, outside_validated_range
+    assessment: str = "no_finding"
+    #: why the box gives no verdict (not_assessable, outside_validated_range), in words
+    assessment_reason: str = ""
+    #: the key frame's lesion records (``inference/lesions.py``)
+    lesions: list[Lesion] = field(default_factory=list)
 
 
 def aggregate_frames(
@@ -44,4 +53,6 @@ def aggregate_frames(
         heatmap=key.heatmap,
         key_frame=key_index,
         frame_probabilities={index: float(f.probability) for index, f in frames},
+        classes=dict(key.classes),
+        assessment="finding" if probability >= thresholds.get("finding", 0.5) else "no_finding",
     )

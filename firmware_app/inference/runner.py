@@ -16,6 +16,8 @@ from firmware_app.imaging.decode import DecodedImage
 from firmware_app.imaging.preprocess import get_preprocessor
 from firmware_app.imaging.quality import check_quality
 from firmware_app.inference.aggregate import InstanceFindings, aggregate_frames
+from firmware_app.inference.assessment import frame_blockers
+from firmware_app.inference.lesions import lesion_records
 from firmware_app.inference.postprocess import FrameFindings, get_postprocessor
 from firmware_app.runtime.base import RuntimeBackend
 
@@ -70,25 +72,47 @@ class ModelRunner:
         }
 
     def analyse(self, decoded: DecodedImage, min_rows: int) -> Analysis:
-        """Quality-check and infer every decoded frame, then aggregate to the instance."""
-        frames = []
+        """Quality-check and infer every decoded frame, then aggregate to the instance.
+
+        Only frames whose quality allows a judgement count towards the verdict;
+        when none does, the instance is ``not_assessable`` with its reason: no
+        finding, no alert and no lesion, whatever the model answered.
+        """
+        frames, judged = [], []
         means, stds = [], []
         warnings: dict[str, str] = {}
+        blocked: dict[str, str] = {}
         timings = {"quality": 0.0, "preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
         for position, index in enumerate(decoded.frame_indices):
             image = decoded.frames[position]
             means.append(float(np.mean(image)))
             stds.append(float(np.std(image)))
             t0 = time.perf_counter()
-            for warning in check_quality(image, decoded.rows, decoded.columns, min_rows):
+            quality = check_quality(image, decoded.rows, decoded.columns, min_rows)
+            for warning in quality:
                 warnings.setdefault(warning.code, warning.message)
+            blockers = frame_blockers([w.code for w in quality])
+            for warning in quality:
+                if warning.code in blockers:
+                    blocked.setdefault(warning.code, warning.message)
             timings["quality"] += (time.perf_counter() - t0) * 1000
             findings, stage_ms = self.run(image)
             for stage, ms in stage_ms.items():
                 timings[stage] += ms
             frames.append((index, findings))
+            if not blockers:
+                judged.append((index, findings))
+        instance = aggregate_frames(judged or frames, self.thresholds)
+        if judged:
+            instance.lesions = lesion_records(instance.boxes, instance.key_frame,
+                                              decoded.pixel_spacing, instance.classes)
+        else:
+            instance.finding = instance.alert = False
+            instance.boxes, instance.lesions = [], []
+            instance.assessment = "not_assessable"
+            instance.assessment_reason = "; ".join(blocked.values())
         return Analysis(
-            findings=aggregate_frames(frames, self.thresholds),
+            findings=instance,
             warnings=[{"code": c, "message": m} for c, m in warnings.items()],
             frames_inferred=len(frames),
             timings=timings,

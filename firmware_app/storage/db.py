@@ -16,7 +16,7 @@ from pathlib import Path
 
 from firmware_app.storage.study_rollup import update_study
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -54,6 +54,9 @@ CREATE INDEX IF NOT EXISTS instances_image_present ON instances(received_at)
 CREATE INDEX IF NOT EXISTS instances_image_deleted ON instances(image_deleted_at)
     WHERE image_deleted_at IS NOT NULL;
 
+-- A result's ``assessment`` (inference/assessment.py: finding, no_finding, not_assessable,
+-- outside_validated_range) with its reason in words, its lesion records
+-- (inference/lesions.py) and every class probability of a classifier.
 CREATE TABLE IF NOT EXISTS results (
     instance_id     INTEGER PRIMARY KEY REFERENCES instances(id),
     model_id        TEXT NOT NULL,
@@ -70,7 +73,11 @@ CREATE TABLE IF NOT EXISTS results (
     timings_json    TEXT NOT NULL,
     created_at      REAL NOT NULL,
     input_mean      REAL,
-    input_std       REAL
+    input_std       REAL,
+    assessment      TEXT NOT NULL DEFAULT 'no_finding',
+    assessment_reason TEXT NOT NULL DEFAULT '',
+    lesions_json    TEXT NOT NULL DEFAULT '[]',
+    classes_json    TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS results_created ON results(created_at);
 
@@ -93,7 +100,8 @@ CREATE TABLE IF NOT EXISTS studies (
     patient_name       TEXT NOT NULL DEFAULT '',
     patient_id         TEXT NOT NULL DEFAULT '',
     study_date         TEXT NOT NULL DEFAULT '',
-    study_description  TEXT NOT NULL DEFAULT ''
+    study_description  TEXT NOT NULL DEFAULT '',
+    not_assessable     INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS studies_suspicion ON studies(alert DESC, max_probability DESC,
                                                        received_at DESC);
@@ -271,6 +279,8 @@ def initialise(conn: sqlite3.Connection) -> None:
         for name in ("input_mean", "input_std"):
             if name not in columns:
                 conn.execute(f"ALTER TABLE results ADD COLUMN {name} REAL")
+    if 0 < version < 5:
+        _migrate_to_v5(conn)
     if 0 < version < 3:
         _rebuild_studies(conn)
     _start_sequence(conn)
@@ -295,6 +305,25 @@ def _migrate_to_v3(conn: sqlite3.Connection) -> None:
         conn.execute("INSERT INTO feedback(id, instance_id, finding, verdict, at)"
                      " SELECT id, instance_id, -1, verdict, at FROM feedback_v2")
         conn.execute("DROP TABLE feedback_v2")
+
+
+def _migrate_to_v5(conn: sqlite3.Connection) -> None:
+    """v5: results carry their assessment, lesion records and class probabilities.
+
+    Columns are added with defaults; a result stored before says finding or
+    no finding as its flags did, and keeps no lesion records (its boxes stay
+    in ``findings_json``).
+    """
+    present = _columns(conn, "results")
+    for name, kind in (("assessment", "TEXT NOT NULL DEFAULT 'no_finding'"),
+                       ("assessment_reason", "TEXT NOT NULL DEFAULT ''"),
+                       ("lesions_json", "TEXT NOT NULL DEFAULT '[]'"),
+                       ("classes_json", "TEXT NOT NULL DEFAULT '{}'")):
+        if name not in present:
+            conn.execute(f"ALTER TABLE results ADD COLUMN {name} {kind}")
+    conn.execute("UPDATE results SET assessment = 'finding' WHERE finding = 1")
+    if "studies" in _tables(conn) and "not_assessable" not in _columns(conn, "studies"):
+        conn.execute("ALTER TABLE studies ADD COLUMN not_assessable INTEGER NOT NULL DEFAULT 0")
 
 
 def _migrate_to_v4(conn: sqlite3.Connection) -> None:

@@ -78,13 +78,16 @@ class ResultStore:
             self.conn.execute(
                 "INSERT OR REPLACE INTO results(instance_id, model_id, backend, probability,"
                 " finding, alert, findings_json, warnings_json, key_frame, frames_inferred,"
-                " heatmap, heatmap_shape, timings_json, created_at, input_mean, input_std)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " heatmap, heatmap_shape, timings_json, created_at, input_mean, input_std,"
+                " assessment, assessment_reason, lesions_json, classes_json)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (instance_id, model_id, backend, findings.probability, int(findings.finding),
                  int(findings.alert), json.dumps(boxes), json.dumps(warnings),
                  findings.key_frame, frames_inferred, heatmap, shape,
                  json.dumps({k: round(v, 3) for k, v in timings.items()}), now,
-                 intensity[0], intensity[1]),
+                 intensity[0], intensity[1], findings.assessment, findings.assessment_reason,
+                 json.dumps([lesion.to_dict() for lesion in findings.lesions]),
+                 json.dumps({k: round(float(v), 4) for k, v in findings.classes.items()})),
             )
             self.queue.set_status(instance_id, "processed")
             update_study(self.conn, study_key, identity.get("modality"), identity, now)
@@ -95,7 +98,8 @@ class ResultStore:
             "SELECT i.id, i.local_id, i.sop_instance_uid, i.study_instance_uid, i.modality,"
             " i.source, i.status, i.reason, i.attempts, i.duplicates, i.received_at,"
             " r.model_id, r.backend, r.probability, r.finding, r.alert, r.findings_json,"
-            " r.warnings_json, r.key_frame, r.frames_inferred, r.timings_json"
+            " r.warnings_json, r.key_frame, r.frames_inferred, r.timings_json, r.assessment,"
+            " r.assessment_reason, r.lesions_json, r.classes_json"
             " FROM instances i LEFT JOIN results r ON r.instance_id = i.id ORDER BY i.id"
         )
         out = []
@@ -116,6 +120,10 @@ class ResultStore:
                 "model_id": row["model_id"],
                 "backend": row["backend"],
                 "probability": row["probability"],
+                "assessment": row["assessment"],
+                "assessment_reason": row["assessment_reason"] if has_result else "",
+                "lesions": json.loads(row["lesions_json"]) if has_result else [],
+                "class_probabilities": json.loads(row["classes_json"]) if has_result else {},
                 "finding": bool(row["finding"]) if has_result else None,
                 "alert": bool(row["alert"]) if has_result else None,
                 "findings": json.loads(row["findings_json"]) if has_result else [],

@@ -75,7 +75,7 @@ def worklist(conn: sqlite3.Connection, *, status: str = "all", day: dt.date | No
                              span_args).fetchone()[0]
         rows = [_study_row(row) for row in conn.execute(
             "SELECT id, modality, received_at, alert, max_probability, findings, warnings,"
-            " instances, patient_name, patient_id, study_date, study_description,"
+            " not_assessable, instances, patient_name, patient_id, study_date, study_description,"
             f" CASE WHEN warnings > 0 THEN ({_WARNING_TEXT}) END AS warning_text"
             f" FROM studies s WHERE {where}"
             " ORDER BY alert DESC, max_probability DESC, received_at DESC LIMIT ? OFFSET ?",
@@ -90,6 +90,7 @@ def _study_row(row: sqlite3.Row) -> dict[str, Any]:
         "kind": "study", "id": row["id"], "modality": row["modality"] or "",
         "received_at": row["received_at"], "status": "done", "alert": bool(row["alert"]),
         "probability": row["max_probability"], "findings": row["findings"],
+        "not_assessable": row["not_assessable"],
         "warnings": row["warnings"], "instances": row["instances"],
         "warning_text": (row["warning_text"] or "").split("\n") if row["warnings"] else [],
         "patient_name": row["patient_name"], "patient_id": row["patient_id"],
@@ -129,6 +130,11 @@ class InstanceView:
     image_deleted_at: float | None = None
     image_rows: int | None = None
     image_columns: int | None = None
+    #: inference/assessment.py: finding, no_finding, not_assessable, outside_validated_range
+    assessment: str = "no_finding"
+    assessment_reason: str = ""
+    #: lesion records (inference/lesions.py), in the order of ``boxes``
+    lesions: list[dict[str, Any]] = field(default_factory=list)
     #: finding index (-1: the image as a whole) → this clinician's verdict
     my_verdicts: dict[int, str] = field(default_factory=dict)
     #: finding index → {verdict: count} over every clinician
@@ -151,12 +157,14 @@ def study(conn: sqlite3.Connection, study_id: int) -> dict[str, Any] | None:
             model_id=r["model_id"], backend=r["backend"], has_heatmap=r["has_heatmap"] == 1,
             created_at=r["created_at"], received_at=r["received_at"],
             image_deleted_at=r["image_deleted_at"], image_rows=r["image_rows"],
-            image_columns=r["image_columns"])
+            image_columns=r["image_columns"], assessment=r["assessment"],
+            assessment_reason=r["assessment_reason"], lesions=json.loads(r["lesions_json"]))
         for r in conn.execute(
             "SELECT i.id, i.spool_path, i.modality, r.probability, r.finding, r.alert,"
             " r.findings_json, r.warnings_json, r.key_frame, r.frames_inferred, r.model_id,"
             " r.backend, r.heatmap IS NOT NULL AS has_heatmap, r.created_at, i.received_at,"
-            " i.image_deleted_at, i.image_rows, i.image_columns"
+            " i.image_deleted_at, i.image_rows, i.image_columns, r.assessment,"
+            " r.assessment_reason, r.lesions_json"
             " FROM instances i JOIN results r ON r.instance_id = i.id"
             " WHERE i.study_instance_uid = ? ORDER BY r.probability DESC, i.id",
             (row["study_key"],))

@@ -2,7 +2,8 @@
 
 v2 → v3: stable study ids, feedback per finding. v3 → v4: instances record
 when retention deleted their image (and its size in pixels); a table of
-retention passes.
+retention passes. v4 → v5: results carry their assessment, lesion records and
+class probabilities.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def test_v2_database_is_upgraded_in_place(tmp_path):
     path = tmp_path / "box.db"
     _v2_database(path)
     conn = db.open_database(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 5
     studies = conn.execute("SELECT id, study_key, alert, received_at FROM studies"
                            " ORDER BY study_key").fetchall()
     assert [(r["study_key"], r["alert"], r["received_at"]) for r in studies] == [
@@ -70,15 +71,18 @@ DROP TABLE retention_passes;
 ALTER TABLE instances DROP COLUMN image_deleted_at;
 ALTER TABLE instances DROP COLUMN image_rows;
 ALTER TABLE instances DROP COLUMN image_columns;
+ALTER TABLE results DROP COLUMN assessment;
+ALTER TABLE results DROP COLUMN assessment_reason;
+ALTER TABLE results DROP COLUMN lesions_json;
+ALTER TABLE results DROP COLUMN classes_json;
+ALTER TABLE studies DROP COLUMN not_assessable;
 """
 
 
 def _v3_database(path) -> None:
-    """A v3 box (the current schema less what v4 added) holding two studies and their trail."""
+    """A v3 box (the current schema less what v4 and v5 added) holding two studies."""
     conn = db.connect(path)
     db.initialise(conn)
-    conn.executescript(V4_ONLY)
-    assert "image_deleted_at" not in db._columns(conn, "instances")
     from firmware_app.storage.study_rollup import update_study
 
     for n, p in ((1, 0.9), (2, 0.2)):
@@ -92,6 +96,8 @@ def _v3_database(path) -> None:
                      f" {int(p > .8)}, '[]', '[]', 0, 1, '{{}}', {100 * n + 1})")
         update_study(conn, f"1.2.{n}", "CT", {"patient_name": f"P^{n}"}, 300.0)
     conn.execute("UPDATE studies SET id = id + 40")  # ids the viewer has linked to
+    conn.executescript(V4_ONLY)  # rolled up above with today's code, then made v3
+    assert "image_deleted_at" not in db._columns(conn, "instances")
     conn.execute("INSERT INTO instances(id, local_id, source, spool_path, size_bytes, status,"
                  " received_at, updated_at) VALUES (3, 'l3', 'usb', 'p3', 5, 'queued', 400, 400)")
     conn.execute("INSERT INTO feedback(instance_id, finding, verdict, at)"
@@ -106,7 +112,7 @@ def test_v3_database_is_upgraded_in_place(tmp_path):
     path = tmp_path / "box.db"
     _v3_database(path)
     conn = db.open_database(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 5
     rows = conn.execute("SELECT id, status, spool_path, image_deleted_at, image_rows,"
                         " image_columns FROM instances ORDER BY id").fetchall()
     assert [tuple(r) for r in rows] == [(1, "processed", "p1", None, None, None),
@@ -115,7 +121,12 @@ def test_v3_database_is_upgraded_in_place(tmp_path):
     studies = conn.execute("SELECT id, study_key, patient_name, alert FROM studies"
                            " ORDER BY id").fetchall()
     assert [tuple(r) for r in studies] == [(41, "1.2.1", "P^1", 1), (42, "1.2.2", "P^2", 0)]
+    assert conn.execute("SELECT SUM(not_assessable) FROM studies").fetchone()[0] == 0  # v5
     assert conn.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 2
+    assessments = conn.execute("SELECT instance_id, assessment, assessment_reason, lesions_json,"
+                               " classes_json FROM results ORDER BY instance_id").fetchall()
+    assert [tuple(r) for r in assessments] == [(1, "finding", "", "[]", "{}"),
+                                               (2, "no_finding", "", "[]", "{}")]  # v5
     assert conn.execute("SELECT COUNT(*) FROM feedback").fetchone()[0] == 1
     assert conn.execute("SELECT COUNT(*) FROM alerted_studies").fetchone()[0] == 1
     assert conn.execute("SELECT COUNT(*) FROM retention_passes").fetchone()[0] == 0

@@ -113,7 +113,8 @@ def test_study_shows_findings_in_plain_words_model_and_notices(clinician):
     state, client = clinician
     page = _html(client.get(f"/study/{state.studies['alert']}"))
     assert "Suspicious area found — a doctor should review this study soon" in page
-    assert re.search(r"Area 1: possible lesion in the .* of the image \(model confidence \d+ %\)",
+    assert re.search(r"Area 1: possible lesion in the .* of the image, about [\d.]+ × [\d.]+ mm"
+                     r" \(model confidence \d+ %\)",
                      page)
     assert "clinibox-demo-lesion@1.0.0" in page
     assert "assists a doctor and does not replace one" in page
@@ -358,3 +359,20 @@ def test_device_page_and_clinibox_status_read_the_same_figures(technician):
     assert any("truncated file" in reason for reason in cli["quarantine_reasons"])
     assert cli["outbox_pending"] >= 1 and cli["failed"] == 1
     assert "worker crashed twice" in _html(client.get("/device"))
+
+
+def test_an_image_the_model_cannot_judge_is_never_called_clear(clinician):
+    """The dark ultrasound phantom: not assessable, with its reason, in every view."""
+    state, client = clinician
+    dark = state.studies["dark"]
+    study = _html(client.get(f"/study/{dark}"))
+    assert 'class="verdict unassessable"' in study and "Not assessable: image too dark" in study
+    assert "rescan suggested" in study and "No suspicious area found" not in study
+    report = _html(client.get(f"/study/{dark}/report"))
+    assert "Not assessable" in report and "No suspicious area found" not in report
+    worklist = _html(client.get("/"))
+    row = re.search(rf'href="/study/{dark}"><span class="badge (\w+)">([^<]+)<', worklist)
+    assert row and row.groups() == ("unassessable", "not assessable")
+    pdf = client.get(f"/study/{dark}/report.pdf")
+    text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf.data)).pages)
+    assert "Not assessable" in text and "No suspicious area found" not in text

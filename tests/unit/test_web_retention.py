@@ -125,4 +125,5 @@ def test_results_stay_and_findings_lose_only_their_place_without_a_size(retained
     conn.execute("UPDATE instances SET image_rows = NULL, image_columns = NULL WHERE id = ?",
                  (instance,))
     page = _page(client, f"/study/{state.studies['alert']}")
-    assert re.search(r"Area 1: possible lesion \(model confidence \d+ %\)", page)
+    assert re.search(
+        r"Area 1: possible lesion, about [\d.]+ × [\d.]+ mm \(model confidence \d+ %\)", page)

@@ -1,0 +1,75 @@
+"""Lesion records: what a clinician can act on, from the findings of one instance.
+
+A lesion record carries its label, its probability and every class
+probability the model gives, its box in source pixels, the frame it was seen
+on, and its size: long and short axis and area, in millimetres when the image
+is calibrated (Pixel Spacing, Imager Pixel Spacing or an ultrasound region's
+physical deltas, ``imaging/decode.py``) and in pixels otherwise, said plainly
+with ``units``.
+
+Until a model gives a mask, the size is read off the box: the axes are its
+width and height, the area is the ellipse inscribed in it (π/4 · w · h), and
+``size_from`` says so ("box").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from firmware_app.inference.postprocess import Box
+
+
+@dataclass(frozen=True)
+class Lesion:
+    """One lesion as the box reports it (``clinibox results --json``, the viewer, the PDF)."""
+
+    label: str
+    probability: float
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in source pixels
+    frame: int
+    long_axis_px: float
+    short_axis_px: float
+    area_px2: float
+    #: null (None) when the image has no calibration
+    long_axis_mm: float | None
+    short_axis_mm: float | None
+    area_mm2: float | None
+    units: str  # "mm" or "px"
+    size_from: str = "box"
+    class_probabilities: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as JSON-ready values (the results contract)."""
+        record = asdict(self)
+        record["box"] = [round(v, 1) for v in self.box]
+        return record
+
+
+def lesion_from_box(box: Box, frame: int, spacing: tuple[float, float] | None,
+                    class_probabilities: dict[str, float] | None = None) -> Lesion:
+    """A lesion record from a detection box; ``spacing`` is (row, column) mm per pixel."""
+    width, height = max(0.0, box.x1 - box.x0), max(0.0, box.y1 - box.y0)
+    long_px, short_px = max(width, height), min(width, height)
+    sizes: tuple[float | None, float | None, float | None] = (None, None, None)
+    if spacing is not None:
+        row_mm, column_mm = spacing
+        width_mm, height_mm = width * column_mm, height * row_mm
+        sizes = (round(max(width_mm, height_mm), 1), round(min(width_mm, height_mm), 1),
+                 round(math.pi / 4 * width_mm * height_mm, 1))
+    return Lesion(
+        label=box.label, probability=round(float(box.score), 4),
+        box=(box.x0, box.y0, box.x1, box.y1), frame=frame,
+        long_axis_px=round(long_px, 1), short_axis_px=round(short_px, 1),
+        area_px2=round(math.pi / 4 * width * height, 1),
+        long_axis_mm=sizes[0], short_axis_mm=sizes[1], area_mm2=sizes[2],
+        units="mm" if spacing is not None else "px",
+        class_probabilities=dict(class_probabilities or {}),
+    )
+
+
+def lesion_records(boxes: list[Box], frame: int, spacing: tuple[float, float] | None,
+                   class_probabilities: dict[str, float] | None = None) -> list[Lesion]:
+    """Every box of the key frame as a lesion record, in the boxes' order (their numbers)."""
+    return [lesion_from_box(b, frame, spacing, class_probabilities) for b in boxes]

@@ -1,0 +1,93 @@
+"""Assessments and lesion records: sizes in mm from the image's calibration, and a box that
+never calls an image it cannot judge negative."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from pydicom.dataset import Dataset
+
+from converters.phantom_dicom import ct_dataset, us_dataset, write_dicom
+from converters.phantoms import generate
+from firmware_app.cli.table import main
+from firmware_app.imaging.decode import decode
+from firmware_app.inference.assessment import Assessment, frame_blockers
+from firmware_app.inference.lesions import lesion_from_box
+from firmware_app.inference.postprocess import Box
+from firmware_app.settings.box import Config
+
+LIMITS = Config().limits
+
+
+def test_a_box_becomes_a_lesion_with_its_size_in_mm_or_plainly_in_pixels():
+    box = Box(10.0, 20.0, 50.0, 30.0, 0.91, "lesion")  # 40 px wide, 10 px high
+    calibrated = lesion_from_box(box, 3, (0.5, 0.7), {"benign": 0.2, "malignant": 0.8})
+    assert (calibrated.long_axis_mm, calibrated.short_axis_mm) == (28.0, 5.0)
+    assert calibrated.area_mm2 == pytest.approx(np.pi / 4 * 28.0 * 5.0, abs=0.05)
+    assert calibrated.units == "mm" and calibrated.frame == 3
+    record = calibrated.to_dict()
+    assert record["class_probabilities"] == {"benign": 0.2, "malignant": 0.8}
+    assert record["box"] == [10.0, 20.0, 50.0, 30.0] and record["probability"] == 0.91
+    plain = lesion_from_box(box, 0, None)
+    assert plain.units == "px" and plain.long_axis_mm is None and plain.area_mm2 is None
+    assert (plain.long_axis_px, plain.short_axis_px) == (40.0, 10.0)
+
+
+def test_quality_codes_that_block_a_verdict():
+    assert frame_blockers(["low_contrast", "too_dark"]) == ["too_dark"]
+    assert frame_blockers(["low_contrast"]) == []
+    assert not Assessment("not_assessable", "blank").is_verdict
+    with pytest.raises(ValueError):
+        Assessment("negative")
+
+
+def test_ultrasound_regions_calibrate_in_mm(tmp_path):
+    ds = us_dataset(generate("us", np.random.default_rng(4), lesion=False))
+    region = Dataset()
+    region.PhysicalUnitsXDirection = 3
+    region.PhysicalUnitsYDirection = 3
+    region.PhysicalDeltaX = 0.02  # cm per pixel
+    region.PhysicalDeltaY = 0.025
+    ds.SequenceOfUltrasoundRegions = [region]
+    image = decode(write_dicom(ds, tmp_path / "us.dcm"), LIMITS, 4)
+    assert image.pixel_spacing == pytest.approx((0.25, 0.2))
+    assert image.spacing_source == "ultrasound region"
+    ct = decode(write_dicom(ct_dataset(generate("ct", np.random.default_rng(1), lesion=False)),
+                            tmp_path / "ct.dcm"), LIMITS, 4)
+    assert ct.pixel_spacing == (0.7, 0.7) and ct.spacing_source == "Pixel Spacing"
+
+
+def _infer(tmp_path, capsys, *files):
+    config = tmp_path / "box.toml"
+    config.write_text('[runtime]\nbackend = "onnxruntime"\nprecision = "fp32"\n')
+    main(["infer", "--config", str(config), "--json", *map(str, files)])
+    return {r["file"].rsplit("/", 1)[1]: r for r in json.loads(capsys.readouterr().out)}
+
+
+def test_a_blank_image_is_not_assessable_never_negative(tmp_path, capsys):
+    blank = np.full((256, 256), 0.5, dtype=np.float32)
+    dark = generate("us", np.random.default_rng(3), lesion=True).image * 0.05
+    write_dicom(ct_dataset(blank), tmp_path / "blank.dcm")
+    write_dicom(us_dataset(dark), tmp_path / "dark.dcm")
+    reports = _infer(tmp_path, capsys, tmp_path / "blank.dcm", tmp_path / "dark.dcm")
+    for name, words in (("blank.dcm", "blank"), ("dark.dcm", "too dark")):
+        report = reports[name]
+        assert report["assessment"] == "not_assessable", report
+        assert words in report["assessment_reason"]
+        assert report["finding"] is False and report["alert"] is False
+        assert report["lesions"] == [] and report["findings"] == []
+
+
+def test_a_phantom_lesion_is_measured_in_mm_from_pixel_spacing(tmp_path, capsys):
+    rng = np.random.default_rng(7)  # a phantom on which the demo model draws two boxes
+    write_dicom(ct_dataset(generate("ct", rng, lesion=True)), tmp_path / "lesion.dcm")
+    report = _infer(tmp_path, capsys, tmp_path / "lesion.dcm")["lesion.dcm"]
+    assert report["assessment"] == ("finding" if report["finding"] else "no_finding")
+    assert report["assessment"] == "finding" and len(report["lesions"]) == 2, report
+    for lesion, box in zip(report["lesions"], report["findings"], strict=True):
+        x0, y0, x1, y1 = box["box"]
+        assert lesion["units"] == "mm" and lesion["frame"] == report["key_frame"]
+        assert lesion["long_axis_mm"] == pytest.approx(max(x1 - x0, y1 - y0) * 0.7, abs=0.2)
+        assert lesion["short_axis_mm"] == pytest.approx(min(x1 - x0, y1 - y0) * 0.7, abs=0.2)
