@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import shutil
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,16 +125,26 @@ def copy_viewer_state(template: ViewerState, root: Path) -> ViewerState:
     """A private copy of a populated box under ``root`` (the template stays untouched).
 
     Builds once per test run cost a worker pass per phantom; a copy costs a
-    folder copy. The database stores the spool's absolute paths, so they are
-    rewritten to the copy's.
+    folder copy. The database is copied through SQLite's backup, not as files:
+    the build's Lander and Worker keep their connections (in WAL mode) until the
+    garbage collector closes them, whose checkpoint would otherwise remove the
+    ``-wal`` file in the middle of a copy. The database stores the spool's
+    absolute paths, so they are rewritten to the copy's.
     """
     source = template.config.state_dir
+    database = template.config.database_path
     config = copy.deepcopy(template.config)
     config.storage = dataclasses.replace(template.config.storage, state_dir=str(root / "state"))
-    shutil.copytree(source, config.state_dir, symlinks=True)
+    shutil.copytree(source, config.state_dir, symlinks=True, ignore=lambda folder, names: [
+        n for n in names if Path(folder) == source and n.startswith(database.name)])
     conn = db.connect(config.database_path)
+    original = sqlite3.connect(database)
+    try:
+        original.backup(conn)
+    finally:
+        original.close()
     conn.execute("UPDATE instances SET spool_path = ? || substr(spool_path, ?)"
-                 " WHERE spool_path LIKE ? || '%'",
-                 (str(config.state_dir), len(str(source)) + 1, str(source)))
+                 " WHERE substr(spool_path, 1, ?) = ?",
+                 (str(config.state_dir), len(str(source)) + 1, len(str(source)), str(source)))
     conn.close()
     return ViewerState(config, dict(template.studies), dict(template.instances))
