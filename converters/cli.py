@@ -102,9 +102,9 @@ def run(args: argparse.Namespace) -> int:
             conv.package(keep_work=args.keep_work)
         else:
             getattr(conv, args.step)()
+    except CliniboxError:
+        raise  # mapped by run_command
     except (ValueError, RuntimeError) as exc:  # a step refused (e.g. an unreachable prune ratio)
-        if isinstance(exc, CliniboxError):
-            raise
         print(f"{args.step or 'convert'} failed: {exc}", file=sys.stderr)
         return EXIT_FAIL
     done = args.step or "convert"

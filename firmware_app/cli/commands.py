@@ -17,6 +17,7 @@ from typing import Any
 from firmware_app.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db
+from web import wording
 
 
 def _load_config(args: argparse.Namespace) -> config_module.Config:
@@ -111,10 +112,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
             print(f"{r['file']}: {verdict} (lesion probability {r['probability']:.2f}, "
                   f"{len(r['findings'])} box(es))")
             for n, lesion in enumerate(r["lesions"], start=1):
-                size = (f"{lesion['long_axis_mm']} × {lesion['short_axis_mm']} mm"
-                        if lesion["units"] == "mm" else
-                        f"{lesion['long_axis_px']} × {lesion['short_axis_px']} px (uncalibrated)")
-                print(f"    lesion {n}: {lesion['label']} p={lesion['probability']:.2f}, {size}")
+                print(f"    lesion {n}: {lesion['label']} p={lesion['probability']:.2f}, "
+                      f"{wording.size(lesion)}")
             for w in r["warnings"]:
                 print(f"    warning: {w['message']}")
     return EXIT_OK if all(r["status"] == "processed" for r in reports) else EXIT_FAIL

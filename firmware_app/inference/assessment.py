@@ -14,28 +14,9 @@ assessable when none of its analysed frames is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 ASSESSMENTS = ("finding", "no_finding", "not_assessable", "outside_validated_range")
 #: quality codes (``imaging/quality.py``) that make a frame impossible to judge
 NOT_ASSESSABLE_CODES = ("blank", "too_dark", "saturated", "too_small")
-
-
-@dataclass(frozen=True)
-class Assessment:
-    """The assessment and, when it is not a verdict, its reason in words for clinic staff."""
-
-    kind: str
-    reason: str = ""
-
-    def __post_init__(self) -> None:
-        if self.kind not in ASSESSMENTS:
-            raise ValueError(f"unknown assessment {self.kind!r}; known: {ASSESSMENTS}")
-
-    @property
-    def is_verdict(self) -> bool:
-        """Whether the box may say finding or no finding."""
-        return self.kind in ("finding", "no_finding")
 
 
 def frame_blockers(codes: list[str]) -> list[str]:

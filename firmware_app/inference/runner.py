@@ -89,10 +89,9 @@ class ModelRunner:
             stds.append(float(np.std(image)))
             t0 = time.perf_counter()
             quality = check_quality(image, decoded.rows, decoded.columns, min_rows)
-            for warning in quality:
-                warnings.setdefault(warning.code, warning.message)
             blockers = frame_blockers([w.code for w in quality])
             for warning in quality:
+                warnings.setdefault(warning.code, warning.message)
                 if warning.code in blockers:
                     blocked.setdefault(warning.code, warning.message)
             timings["quality"] += (time.perf_counter() - t0) * 1000

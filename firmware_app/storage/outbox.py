@@ -31,10 +31,14 @@ from typing import Any
 from firmware_app.contracts.egress import PRIORITY, check_message
 from firmware_app.contracts.envelope import canonical_payload
 from firmware_app.storage.db import record_event, transaction
-from firmware_app.storage.status import outbox_pending
 from firmware_app.storage.telemetry import state_value
 
 log = logging.getLogger(__name__)
+
+
+def outbox_pending(conn: sqlite3.Connection) -> int:
+    """Messages committed to the outbox and not yet acknowledged by the hospital's broker."""
+    return int(conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0])
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from firmware_app.storage.outbox import outbox_pending
 from firmware_app.storage.queue import JobQueue
 from firmware_app.storage.results import ResultStore
 from firmware_app.storage.retention import status_figures as retention_figures
@@ -37,11 +38,6 @@ def held_reasons(conn: sqlite3.Connection, limit: int = 20) -> dict[str, int]:
         " WHERE status IN (?, ?) GROUP BY reason ORDER BY n DESC, reason LIMIT ?",
         (*HELD_STATUSES, limit))
     return {row[0]: int(row[1]) for row in rows}
-
-
-def outbox_pending(conn: sqlite3.Connection) -> int:
-    """Messages committed to the outbox and not yet acknowledged by the hospital's broker."""
-    return int(conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0])
 
 
 def feedback_counts(conn: sqlite3.Connection) -> dict[str, int]:

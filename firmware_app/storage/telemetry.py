@@ -13,6 +13,8 @@ import sqlite3
 import time
 from typing import Any
 
+from firmware_app.storage.queue import JobQueue
+
 
 def state_value(conn: sqlite3.Connection, name: str) -> float | None:
     """One value of the publisher's state, or None when it was never written."""
@@ -84,9 +86,9 @@ def period_counts(conn: sqlite3.Connection, start: float, end: float) -> dict[st
 
 
 def queue_depth(conn: sqlite3.Connection) -> int:
-    """Objects received and not yet processed."""
-    return _count(conn, "SELECT COUNT(*) FROM instances WHERE status IN ('queued', 'processing')",
-                  ())
+    """Objects received and not yet processed (as ``clinibox status`` counts them)."""
+    counts = JobQueue(conn).counts()
+    return counts["queued"] + counts["processing"]
 
 
 def study_keys(conn: sqlite3.Connection) -> list[str]:

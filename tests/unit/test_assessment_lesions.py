@@ -13,7 +13,7 @@ from converters.phantom_dicom import ct_dataset, us_dataset, write_dicom
 from converters.phantoms import generate
 from firmware_app.cli.table import main
 from firmware_app.imaging.decode import decode
-from firmware_app.inference.assessment import Assessment, frame_blockers
+from firmware_app.inference.assessment import frame_blockers
 from firmware_app.inference.lesions import lesion_from_box
 from firmware_app.inference.postprocess import Box
 from firmware_app.settings.box import Config
@@ -38,9 +38,6 @@ def test_a_box_becomes_a_lesion_with_its_size_in_mm_or_plainly_in_pixels():
 def test_quality_codes_that_block_a_verdict():
     assert frame_blockers(["low_contrast", "too_dark"]) == ["too_dark"]
     assert frame_blockers(["low_contrast"]) == []
-    assert not Assessment("not_assessable", "blank").is_verdict
-    with pytest.raises(ValueError):
-        Assessment("negative")
 
 
 def test_ultrasound_regions_calibrate_in_mm(tmp_path):
