@@ -10,6 +10,8 @@ no model-specific code. Fields (``schema`` = ``clinibox.model-package/1``)::
     name, version, task, intended_use, modalities, labels
     inputs:  [{name, shape [N,C,H,W], dtype, layout "NCHW", normalisation {mean, std}}]
     outputs: [{name, meaning}]
+    heads: [{kind, output names, ...}]         # optional: contracts/heads.py
+    ood: {method "mahalanobis", output, mean, inverse_covariance, threshold}  # optional
     thresholds: {finding, alert, box}          # probabilities, 0..1
     preprocessing:  {name, params}             # a name from imaging/preprocess.py
     postprocessing: {name, params}             # a name from inference/postprocess.py
@@ -34,6 +36,7 @@ from typing import Any
 
 from firmware_app.contracts.backends import ARTIFACT_FORMATS as FORMATS
 from firmware_app.contracts.backends import PRECISIONS
+from firmware_app.contracts.heads import HeadsError, parse_heads, parse_validated_range
 from firmware_app.errors import CliniboxError
 
 SCHEMA = "clinibox.model-package/1"
@@ -180,6 +183,13 @@ def check_schema(manifest: dict[str, Any]) -> None:
     for key in ("preprocessing", "postprocessing"):
         if "name" not in _require(manifest, key, dict):
             raise PackageError(f"manifest {key!r} needs a name")
+    try:
+        if "heads" in manifest:
+            parse_heads(manifest["heads"])
+        if "ood" in manifest:
+            parse_validated_range(manifest["ood"])
+    except HeadsError as exc:
+        raise PackageError(str(exc)) from None
     artifacts = _require(manifest, "artifacts", list)
     if not artifacts:
         raise PackageError("manifest lists no artifacts")

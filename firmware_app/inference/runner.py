@@ -17,8 +17,10 @@ from firmware_app.imaging.preprocess import get_preprocessor
 from firmware_app.imaging.quality import check_quality
 from firmware_app.inference.aggregate import InstanceFindings, aggregate_frames
 from firmware_app.inference.assessment import frame_blockers
-from firmware_app.inference.lesions import lesion_records
-from firmware_app.inference.postprocess import FrameFindings, get_postprocessor
+from firmware_app.inference.heads import decoder_for
+from firmware_app.inference.postprocess import FrameFindings
+from firmware_app.inference.tracking import track_lesions
+from firmware_app.inference.validated_range import RangeGuard, RangeScore, outside_reason
 from firmware_app.runtime.base import RuntimeBackend
 
 
@@ -44,9 +46,9 @@ class ModelRunner:
         manifest = package.manifest
         self.spec = package.input
         self.pre_params = manifest["preprocessing"].get("params", {})
-        self.post_params = manifest["postprocessing"].get("params", {})
         self.preprocess = get_preprocessor(manifest["preprocessing"]["name"])
-        self.postprocess = get_postprocessor(manifest["postprocessing"]["name"])
+        self.decoder = decoder_for(manifest)
+        self.guard = RangeGuard.from_manifest(manifest)
         self.thresholds = package.thresholds
 
     @property
@@ -55,7 +57,10 @@ class ModelRunner:
         return f"{self.backend.key}:{self.artifact_label}"
 
     def run(self, image: np.ndarray) -> tuple[FrameFindings, dict[str, float]]:
-        """Infer one grey [0,1] frame; return findings and per-stage milliseconds."""
+        """Infer one grey [0,1] frame; return findings and per-stage milliseconds.
+
+        With a validated range, ``findings.range_score`` says how far the frame
+        lies from the data the model was validated on."""
         t0 = time.perf_counter()
         tensor, transform = self.preprocess(
             image, self.spec.shape, self.spec.mean, self.spec.std, self.pre_params
@@ -63,7 +68,9 @@ class ModelRunner:
         t1 = time.perf_counter()
         outputs = self.backend.infer({self.spec.name: tensor})
         t2 = time.perf_counter()
-        findings = self.postprocess(outputs, self.post_params, self.thresholds, transform)
+        findings = self.decoder.decode(outputs, transform)
+        if self.guard is not None:
+            findings.range_score = self.guard.score(outputs)
         t3 = time.perf_counter()
         return findings, {
             "preprocess": (t1 - t0) * 1000,
@@ -74,9 +81,13 @@ class ModelRunner:
     def analyse(self, decoded: DecodedImage, min_rows: int) -> Analysis:
         """Quality-check and infer every decoded frame, then aggregate to the instance.
 
-        Only frames whose quality allows a judgement count towards the verdict;
-        when none does, the instance is ``not_assessable`` with its reason: no
-        finding, no alert and no lesion, whatever the model answered.
+        Only frames whose quality allows a judgement and that lie within the
+        model's validated range count towards the verdict. When no frame can be
+        judged, the instance is ``not_assessable`` with its reason; when every
+        judged frame lies outside the range, it is ``outside_validated_range``.
+        Either way: no finding, no alert and no lesion, whatever the model
+        answered (its probability is kept for the record). The same lesion in
+        several frames is one lesion (``inference/tracking.py``).
         """
         frames, judged = [], []
         means, stds = [], []
@@ -101,15 +112,22 @@ class ModelRunner:
             frames.append((index, findings))
             if not blockers:
                 judged.append((index, findings))
-        instance = aggregate_frames(judged or frames, self.thresholds)
-        if judged:
-            instance.lesions = lesion_records(instance.boxes, instance.key_frame,
-                                              decoded.pixel_spacing, instance.classes)
+        in_range = [(i, f) for i, f in judged if f.range_score is None
+                    or not f.range_score.outside]
+        instance = aggregate_frames(in_range or judged or frames, self.thresholds)
+        if in_range:
+            instance.lesions = track_lesions(in_range, instance.key_frame,
+                                             decoded.pixel_spacing, instance.classes)
         else:
             instance.finding = instance.alert = False
             instance.boxes, instance.lesions = [], []
-            instance.assessment = "not_assessable"
-            instance.assessment_reason = "; ".join(blocked.values())
+            if judged:
+                instance.assessment = "outside_validated_range"
+                scores: list[RangeScore] = [f.range_score for _, f in judged if f.range_score]
+                instance.assessment_reason = outside_reason(scores)
+            else:
+                instance.assessment = "not_assessable"
+                instance.assessment_reason = "; ".join(blocked.values())
         return Analysis(
             findings=instance,
             warnings=[{"code": c, "message": m} for c, m in warnings.items()],

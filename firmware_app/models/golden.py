@@ -21,7 +21,7 @@ import numpy as np
 
 from firmware_app.contracts.manifest import ModelPackage, PackageError
 from firmware_app.imaging.preprocess import Transform
-from firmware_app.inference.postprocess import get_postprocessor
+from firmware_app.inference.heads import decoder_for
 from firmware_app.runtime.base import RuntimeBackend
 from firmware_app.runtime.selection import (
     LoadedModel,
@@ -115,9 +115,10 @@ def _case(package: ModelPackage, backend: RuntimeBackend, case: dict) -> GoldenR
         return problem(f"input shape {tuple(tensor.shape)} is not the model's {spec.shape}")
     outputs = backend.infer({spec.name: np.ascontiguousarray(tensor, dtype=np.float32)})
     manifest = package.manifest
-    decode = get_postprocessor(manifest["postprocessing"]["name"])
-    findings = decode(outputs, manifest["postprocessing"].get("params", {}),
-                      package.thresholds, _identity_transform(spec.shape))
+    try:
+        findings = decoder_for(manifest).decode(outputs, _identity_transform(spec.shape))
+    except ValueError as exc:
+        return problem(f"the outputs cannot be decoded: {exc}")
     actual: dict[str, float] = {}
     for key in expected:
         if key in PROBABILITY_KEYS:

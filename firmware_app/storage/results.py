@@ -11,7 +11,6 @@ import io
 import json
 import sqlite3
 import time
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -63,7 +62,7 @@ class ResultStore:
         study strings the viewer shows (``DISPLAY_FIELDS``); they stay on the box.
         """
         heatmap, shape = _encode_heatmap(findings.heatmap)
-        boxes = [asdict(b) for b in findings.boxes]
+        boxes = [b.to_dict() for b in findings.boxes]
         study_key = identity.get("study_instance_uid") or f"local:{instance_id}"
         with transaction(self.conn):
             # stamped under the write lock: a summary that ends before this time was built

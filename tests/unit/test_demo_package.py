@@ -16,7 +16,8 @@ from converters.phantoms import dataset_plan, dataset_sample
 from firmware_app.contracts import signing
 from firmware_app.contracts.manifest import PackageError
 from firmware_app.imaging.preprocess import get_preprocessor
-from firmware_app.inference.postprocess import get_postprocessor, sigmoid
+from firmware_app.inference.heads import decoder_for
+from firmware_app.inference.postprocess import sigmoid
 from firmware_app.models.package import load_package
 from firmware_app.settings.box import DEMO_PUBLIC_KEY, REPO_ROOT
 
@@ -137,15 +138,14 @@ def test_every_artifact_meets_the_golden_cases(package, path):
 
 def test_decoder_finds_the_golden_lesion(package):
     art = next(a for a in package.artifacts if a.label == "onnx/fp32")
-    decode = get_postprocessor(package.manifest["postprocessing"]["name"])
-    params = package.manifest["postprocessing"]["params"]
+    decoder = decoder_for(package.manifest)
     from firmware_app.imaging.preprocess import letterbox_grey
 
     for case in package.manifest["golden_cases"]:
         phantom = golden_phantom(package, case)
         x, transform = letterbox_grey(phantom.image, package.input.shape, package.input.mean,
                                       package.input.std, {})
-        found = decode(run_artifact("onnx", art.path, x), params, package.thresholds, transform)
+        found = decoder.decode(run_artifact("onnx", art.path, x), transform)
         h, w = phantom.image.shape
         assert found.heatmap.shape[0] * w == pytest.approx(found.heatmap.shape[1] * h, rel=0.1)
     # localisation over held-out lesion phantoms (the card reports recall 0.65 at IoU 0.3)
@@ -157,7 +157,7 @@ def test_decoder_finds_the_golden_lesion(package):
             continue
         x, transform = letterbox_grey(phantom.image, package.input.shape, package.input.mean,
                                       package.input.std, {})
-        found = decode(run_artifact("onnx", art.path, x), params, package.thresholds, transform)
+        found = decoder.decode(run_artifact("onnx", art.path, x), transform)
         total += 1
         hits += any(b.x0 < x1 and x0 < b.x1 and b.y0 < y1 and y0 < b.y1
                     for b in found.boxes for x0, y0, x1, y1 in phantom.boxes)

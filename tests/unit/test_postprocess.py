@@ -8,13 +8,8 @@ import numpy as np
 import pytest
 
 from firmware_app.imaging.preprocess import letterbox
-from firmware_app.inference.postprocess import (
-    Box,
-    FrameFindings,
-    get_postprocessor,
-    local_peaks,
-    nms,
-)
+from firmware_app.inference.heads import get_postprocessor
+from firmware_app.inference.postprocess import Box, FrameFindings, local_peaks, nms
 
 PARAMS = {"stride": 8, "input_size": [256, 256], "max_boxes": 5, "nms_iou": 0.3, "pool": 3,
           "label": "lesion", "display": "cam"}

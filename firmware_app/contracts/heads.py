@@ -1,0 +1,139 @@
+"""A model's output heads and its validated range, as the package manifest declares them.
+
+Shared by the converter (which writes them) and the box (whose postprocessor
+reads them). A manifest lists its heads under ``heads``; any combination of
+the four kinds, at most one of each::
+
+    "heads": [
+      {"kind": "classification", "output": "lesion_class", "activation": "softmax",
+       "labels": ["benign", "malignant"], "negative_label": null,
+       "per": "lesion"},          # "image": scores [1,K]; "lesion": a map [1,K,h,w]
+                                  # read under each lesion (its mask, else its box centre)
+      {"kind": "detection", "score_output": "lesion_logit",
+       "heatmap_output": "centre_heatmap", "size_output": "box_size",
+       "label": "lesion", "max_boxes": 5, "nms_iou": 0.3, "pool": 3},
+      {"kind": "segmentation", "output": "lesion_mask", "activation": "sigmoid",
+       "labels": ["lesion"], "threshold": 0.5},   # a mask per class [1,K,h,w]
+      {"kind": "heatmap", "output": "cam", "activation": "sigmoid"}   # [1,1,h,w] or [1,K,h,w]
+    ]
+
+Every head names the model outputs it reads; a map's stride is the model
+input size over the map size. The image-level finding probability comes from
+the detection head's ``score_output`` (a logit [1,1]) when there is one, else
+from an image-level classification head, else from the segmentation's most
+probable pixel.
+
+The validated range (``ood``) says what the validation data looked like to
+the model: the mean and inverse covariance of a features output (for example
+its globally pooled penultimate features), and the squared Mahalanobis
+distance above which an image is outside the range (chosen on held-out data,
+with the share of held-out images it wrongly flags)::
+
+    "ood": {"method": "mahalanobis", "output": "features",
+            "mean": [...], "inverse_covariance": [[...]], "threshold": 123.4,
+            "held_out": {"images": 1000, "flagged": 0.005}}
+
+A package without ``ood`` has no guard; the box says so on its device page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from firmware_app.errors import CliniboxError
+
+HEAD_KINDS = ("classification", "detection", "segmentation", "heatmap")
+ACTIVATIONS = ("sigmoid", "softmax", "none")
+
+
+class HeadsError(CliniboxError, ValueError):
+    """A manifest's heads or validated range the box cannot read, with the reason."""
+
+    kind = "model package refused"
+
+
+@dataclass(frozen=True)
+class Head:
+    """One declared output head: its kind, the outputs it reads and its parameters."""
+
+    kind: str
+    outputs: dict[str, str]
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def param(self, key: str, default: Any = None) -> Any:
+        """A parameter of the head, or ``default``."""
+        return self.params.get(key, default)
+
+
+#: which keys of a head name model outputs, by kind (the first is required)
+_OUTPUT_KEYS = {
+    "classification": ("output",),
+    "detection": ("heatmap_output", "size_output", "score_output"),
+    "segmentation": ("output",),
+    "heatmap": ("output",),
+}
+
+
+def parse_heads(declared: Any) -> list[Head]:
+    """The ``heads`` list of a manifest as Head records; HeadsError says what is wrong."""
+    if not isinstance(declared, list) or not declared:
+        raise HeadsError("manifest 'heads' must be a non-empty list")
+    heads: list[Head] = []
+    for entry in declared:
+        if not isinstance(entry, dict) or entry.get("kind") not in HEAD_KINDS:
+            raise HeadsError(f"a head needs a kind among {', '.join(HEAD_KINDS)}: {entry!r}")
+        kind = entry["kind"]
+        if any(h.kind == kind for h in heads):
+            raise HeadsError(f"manifest declares two {kind} heads")
+        keys = _OUTPUT_KEYS[kind]
+        outputs = {k: entry[k] for k in keys if entry.get(k)}
+        missing = [k for k in keys[:2 if kind == "detection" else 1] if k not in outputs]
+        if missing:
+            raise HeadsError(f"the {kind} head needs {', '.join(missing)}")
+        activation = entry.get("activation", "sigmoid")
+        if activation not in ACTIVATIONS:
+            raise HeadsError(f"the {kind} head's activation {activation!r} is not one of "
+                             f"{', '.join(ACTIVATIONS)}")
+        labels = entry.get("labels", [])
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise HeadsError(f"the {kind} head's labels must be a list of names")
+        if kind == "classification" and entry.get("per", "image") not in ("image", "lesion"):
+            raise HeadsError("a classification head is per 'image' or per 'lesion'")
+        params = {k: v for k, v in entry.items() if k != "kind" and k not in keys}
+        heads.append(Head(kind, outputs, params))
+    return heads
+
+
+def head_of(heads: list[Head], kind: str) -> Head | None:
+    """The head of ``kind``, or None."""
+    return next((h for h in heads if h.kind == kind), None)
+
+
+@dataclass(frozen=True)
+class ValidatedRange:
+    """What the validation data looked like to the model (the manifest's ``ood``)."""
+
+    output: str
+    mean: tuple[float, ...]
+    inverse_covariance: tuple[tuple[float, ...], ...]
+    threshold: float
+    held_out: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_validated_range(declared: Any) -> ValidatedRange:
+    """The manifest's ``ood`` section as a ValidatedRange; HeadsError says what is wrong."""
+    if not isinstance(declared, dict) or declared.get("method") != "mahalanobis":
+        raise HeadsError("manifest 'ood' must be {'method': 'mahalanobis', ...}")
+    try:
+        mean = tuple(float(v) for v in declared["mean"])
+        inverse = tuple(tuple(float(v) for v in row) for row in declared["inverse_covariance"])
+        threshold = float(declared["threshold"])
+        output = str(declared["output"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise HeadsError(f"manifest 'ood' is incomplete: {exc}") from None
+    if not mean or len(inverse) != len(mean) or any(len(r) != len(mean) for r in inverse):
+        raise HeadsError(f"manifest 'ood': inverse covariance is not {len(mean)}×{len(mean)}")
+    if not threshold > 0:
+        raise HeadsError("manifest 'ood': threshold must be positive")
+    return ValidatedRange(output, mean, inverse, threshold, dict(declared.get("held_out", {})))

@@ -1,0 +1,370 @@
+"""Decode a model's declared heads into findings on the source image.
+
+One decoder for every package: the manifest's ``heads``
+(``firmware_app/contracts/heads.py``) say which outputs are an image-level
+or per-lesion classification, a detection, a segmentation and a heatmap.
+Packages written before heads were declared name a postprocessor instead
+(``centre_heatmap_boxes`` or ``classification``); :func:`manifest_heads` reads
+those as the heads they always were, so the box has one path::
+
+    decoder = decoder_for(package.manifest)
+    findings = decoder.decode(outputs, transform)
+
+What comes out (``FrameFindings``): the finding probability; lesion boxes in
+source pixels, each with its score, its class probabilities and, when the
+model segments, its contour and mask area; every image-level class
+probability; a heatmap in [0, 1] spanning the source image.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from firmware_app.contracts.heads import Head, head_of, parse_heads
+from firmware_app.imaging.preprocess import Transform
+from firmware_app.inference.masks import components, lesion_mask, simplify, trace_contour
+from firmware_app.inference.postprocess import (
+    Box,
+    FrameFindings,
+    local_peaks,
+    nms,
+    sigmoid,
+    source_heatmap,
+)
+
+#: the postprocessors packages named before heads were declared
+LEGACY = ("centre_heatmap_boxes", "classification")
+
+
+def manifest_heads(manifest: dict[str, Any]) -> tuple[list[Head], dict[str, Any]]:
+    """The heads and the decoder parameters of a manifest (declared, or read from a
+    legacy postprocessor name); ValueError names what the box does not know."""
+    post = manifest.get("postprocessing", {})
+    params = dict(post.get("params", {}))
+    if "heads" in manifest:
+        return parse_heads(manifest["heads"]), params
+    return legacy_heads(post.get("name", ""), params), params
+
+
+def legacy_heads(name: str, params: dict[str, Any]) -> list[Head]:
+    """The heads a legacy postprocessor (``centre_heatmap_boxes``, ``classification``) reads."""
+    if name == "centre_heatmap_boxes":
+        declared = [{"kind": "detection",
+                     "score_output": params.get("logit_output", "lesion_logit"),
+                     "heatmap_output": params.get("heatmap_output", "centre_heatmap"),
+                     "size_output": params.get("size_output", "box_size"),
+                     **{k: params[k] for k in ("label", "max_boxes", "nms_iou", "pool")
+                        if k in params}}]
+        if params.get("display", "cam") == "cam":
+            declared.append({"kind": "heatmap", "output": params.get("cam_output", "cam"),
+                             "activation": "sigmoid", "optional": True})
+        return parse_heads(declared)
+    if name == "classification":  # no output named: the model's only output
+        return [Head("classification", {"output": params.get("output") or ""},
+                     {"activation": params.get("activation", "sigmoid"),
+                      "labels": list(params.get("labels", [])),
+                      "negative_label": params.get("negative_label"), "per": "image"})]
+    known = ", ".join(("heads", *LEGACY))
+    raise ValueError(f"unknown postprocessing {name!r}; this box knows: {known}")
+
+
+def _batchless(array: np.ndarray) -> np.ndarray:
+    a = np.asarray(array, dtype=np.float32)
+    while a.ndim > 3 and a.shape[0] == 1:
+        a = a[0]
+    return a
+
+
+def _maps(outputs: dict[str, np.ndarray], name: str, channels: int | None = None) -> np.ndarray:
+    """An output as [C, h, w] float32; ValueError when it is missing or misshapen."""
+    if name not in outputs:
+        raise ValueError(f"model output {name!r} is missing; got {sorted(outputs)}")
+    a = _batchless(outputs[name])
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim != 3 or (channels is not None and a.shape[0] != channels):
+        want = f"[1,{channels if channels else 'C'},h,w]"
+        raise ValueError(f"output {name!r} has shape {np.shape(outputs[name])}; want {want}")
+    return a
+
+
+def _activate(values: np.ndarray, activation: str, axis: int = 0) -> np.ndarray:
+    if activation == "softmax":
+        e = np.exp(values - values.max(axis=axis, keepdims=True))
+        return e / e.sum(axis=axis, keepdims=True)
+    if activation == "sigmoid":
+        return sigmoid(values).astype(np.float32)
+    return np.asarray(values, dtype=np.float32)
+
+
+def _labels(head: Head, count: int) -> list[str]:
+    labels = [str(x) for x in head.param("labels", [])] or [f"class {i}" for i in range(count)]
+    if len(labels) != count:
+        raise ValueError(f"the {head.kind} head's output has {count} channels for "
+                         f"{len(labels)} labels")
+    return labels
+
+
+def finding_from_classes(classes: dict[str, float], activation: str,
+                         negative: str | None) -> float:
+    """The finding probability of class probabilities: ``1 - p(negative)`` for a softmax
+    with a negative class, else the most probable other class."""
+    if activation == "softmax" and negative in classes:
+        return 1.0 - classes[negative]
+    return max((p for label, p in classes.items() if label != negative), default=0.0)
+
+
+class HeadsDecoder:
+    """A manifest's heads, parameters and thresholds, ready to decode frames."""
+
+    def __init__(self, heads: list[Head], params: dict[str, Any],
+                 thresholds: dict[str, float]) -> None:
+        self.heads, self.params, self.thresholds = heads, params, thresholds
+        self.detection = head_of(heads, "detection")
+        self.classification = head_of(heads, "classification")
+        self.segmentation = head_of(heads, "segmentation")
+        self.heatmap = head_of(heads, "heatmap")
+        if not (self.detection or self.classification or self.segmentation):
+            raise ValueError("a model needs a detection, classification or segmentation head "
+                             "to give a finding")
+
+    def _stride(self, grid: tuple[int, int]) -> tuple[float, float, float]:
+        """(stride, input height, input width) of a map, from the input size or the params."""
+        h, w = grid
+        size = self.params.get("input_size")
+        if size:
+            in_h, in_w = float(size[0]), float(size[1])
+            return in_w / w, in_h, in_w
+        stride = float(self.params.get("stride", 8))
+        return stride, h * stride, w * stride
+
+    def decode(self, outputs: dict[str, np.ndarray], transform: Transform) -> FrameFindings:
+        """The findings of one frame from the model's named outputs."""
+        classes: dict[str, float] = {}
+        probability: float | None = None
+        head = self.classification
+        if head is not None and head.param("per", "image") == "image":
+            classes = self._image_classes(outputs, head)
+            probability = finding_from_classes(classes, head.param("activation", "sigmoid"),
+                                               head.param("negative_label"))
+        segmentation = self._segmentation(outputs)
+        boxes: list[Box] = []
+        if self.detection is not None:
+            score_name = self.detection.outputs.get("score_output")
+            if score_name:
+                logit = float(np.asarray(outputs[score_name], np.float64).reshape(-1)[0]) \
+                    if score_name in outputs else _missing(score_name, outputs)
+                probability = float(sigmoid(logit))
+            boxes = self._detect(outputs, transform)
+        if segmentation is not None:
+            boxes = self._outline(boxes, segmentation, transform)
+            if probability is None:
+                probability = float(segmentation.max(initial=0.0))
+        if head is not None and head.param("per") == "lesion":
+            boxes = self._lesion_classes(outputs, head, boxes, segmentation, transform)
+        return FrameFindings(float(probability or 0.0), boxes,
+                             self._display(outputs, segmentation, transform), classes)
+
+    # -- heads ---------------------------------------------------------------------------
+
+    def _image_classes(self, outputs: dict[str, np.ndarray], head: Head) -> dict[str, float]:
+        name = head.outputs["output"] or (next(iter(outputs)) if len(outputs) == 1 else "")
+        if name not in outputs:
+            raise ValueError(f"the classification head needs its output among {sorted(outputs)}")
+        scores = np.asarray(outputs[name], dtype=np.float64).reshape(-1)
+        activation = head.param("activation", "sigmoid")
+        probs = _activate(scores, activation)
+        return {label: float(p) for label, p in zip(_labels(head, len(probs)), probs,
+                                                      strict=True)}
+
+    def _segmentation(self, outputs: dict[str, np.ndarray]) -> np.ndarray | None:
+        """The lesion probability map [h, w] (the most probable lesion class per cell)."""
+        head = self.segmentation
+        if head is None:
+            return None
+        maps = _activate(_maps(outputs, head.outputs["output"]), head.param("activation",
+                                                                             "sigmoid"))
+        labels = _labels(head, maps.shape[0])
+        keep = [i for i, label in enumerate(labels) if label != head.param("negative_label",
+                                                                            "background")]
+        return maps[keep].max(axis=0) if keep else maps.max(axis=0)
+
+    def _detect(self, outputs: dict[str, np.ndarray], transform: Transform) -> list[Box]:
+        head = self.detection
+        assert head is not None
+        heat_name, size_name = head.outputs["heatmap_output"], head.outputs["size_output"]
+        heat = _maps(outputs, heat_name, 1)[0]
+        sizes = _maps(outputs, size_name, 2)
+        if sizes.shape[1:] != heat.shape:
+            raise ValueError(f"{size_name} grid {sizes.shape[1:]} differs from {heat.shape}")
+        stride, in_h, in_w = self._stride(heat.shape)
+        threshold = float(self.thresholds.get("box", head.param("box_threshold", 0.5)))
+        label = str(head.param("label", "lesion"))
+        candidates = []
+        peaks = local_peaks(heat, int(head.param("pool", 3))) & (heat >= threshold)
+        for y, x in zip(*(a.tolist() for a in np.nonzero(peaks)), strict=True):
+            cx, cy = (x + 0.5) * stride, (y + 0.5) * stride
+            bw, bh = float(sizes[0, y, x]) * in_w, float(sizes[1, y, x]) * in_h
+            x0, y0 = transform.to_source(cx - bw / 2, cy - bh / 2)
+            x1, y1 = transform.to_source(cx + bw / 2, cy + bh / 2)
+            if x1 - x0 > 0 and y1 - y0 > 0 and math.isfinite(x0 + y0 + x1 + y1):
+                candidates.append(Box(x0, y0, x1, y1, float(heat[y, x]), label))
+        return nms(candidates, float(head.param("nms_iou", 0.3)),
+                   int(head.param("max_boxes", 5)))
+
+    def _outline(self, boxes: list[Box], probability: np.ndarray,
+                 transform: Transform) -> list[Box]:
+        """Each lesion's mask from the segmentation: its contour, area and tight box.
+
+        With a detection head, a box takes the mask region its centre lies in
+        (else the region most of it covers); without one, every region above
+        the threshold is a lesion scored by its most probable cell.
+        """
+        head = self.segmentation
+        assert head is not None
+        threshold = float(head.param("threshold", 0.5))
+        stride, _, _ = self._stride(probability.shape)
+        regions = components(probability >= threshold)
+        if self.detection is None:
+            label = str(head.param("labels", ["lesion"])[0] if head.param("labels") else "lesion")
+            limit = int(head.param("max_lesions", 5))
+            boxes = [Box(0, 0, 0, 0, float(probability[r].max()), label)
+                     for r in regions[:limit]]
+            seeds = regions[:limit]
+        else:
+            seeds = [self._region_of(box, regions, stride, transform) for box in boxes]
+        out = []
+        for box, seed in zip(boxes, seeds, strict=True):
+            if seed is None:
+                out.append(box)
+                continue
+            mask, (y0, _, x0, _) = lesion_mask(probability, seed, threshold, stride, transform)
+            if not mask.any():
+                out.append(box)
+                continue
+            ys, xs = np.nonzero(mask)
+            contour = [(float(x + x0), float(y + y0))
+                       for y, x in simplify(trace_contour(mask))]
+            out.append(replace(box, x0=float(xs.min() + x0), y0=float(ys.min() + y0),
+                               x1=float(xs.max() + 1 + x0), y1=float(ys.max() + 1 + y0),
+                               contour=tuple(contour), mask=mask, mask_origin=(y0, x0)))
+        return out
+
+    @staticmethod
+    def _region_of(box: Box, regions: list[np.ndarray], stride: float,
+                   transform: Transform) -> np.ndarray | None:
+        if not regions:
+            return None
+        h, w = regions[0].shape
+        cx, cy = (box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2
+        gx = int((cx * transform.scale + transform.offset_x) // stride)
+        gy = int((cy * transform.scale + transform.offset_y) // stride)
+        if 0 <= gy < h and 0 <= gx < w:
+            for region in regions:
+                if region[gy, gx]:
+                    return region
+        gx0 = max(0, int((box.x0 * transform.scale + transform.offset_x) // stride))
+        gy0 = max(0, int((box.y0 * transform.scale + transform.offset_y) // stride))
+        gx1 = math.ceil((box.x1 * transform.scale + transform.offset_x) / stride)
+        gy1 = math.ceil((box.y1 * transform.scale + transform.offset_y) / stride)
+        covered = [int(r[gy0:gy1, gx0:gx1].sum()) for r in regions]
+        best = int(np.argmax(covered))
+        return regions[best] if covered[best] > 0 else None
+
+    def _lesion_classes(self, outputs: dict[str, np.ndarray], head: Head, boxes: list[Box],
+                        segmentation: np.ndarray | None, transform: Transform) -> list[Box]:
+        """Per-lesion class probabilities: the class map averaged under the lesion's
+        mask, else read at its box centre."""
+        maps = _maps(outputs, head.outputs["output"])
+        probs = _activate(maps, head.param("activation", "softmax"))
+        labels = _labels(head, probs.shape[0])
+        stride, _, _ = self._stride(probs.shape[1:])
+        h, w = probs.shape[1:]
+        out = []
+        for box in boxes:
+            if box.mask is not None and box.mask.any():
+                ys, xs = np.nonzero(box.mask)
+                oy, ox = box.mask_origin
+                gy = np.clip(((ys + oy + 0.5) * transform.scale + transform.offset_y) // stride,
+                             0, h - 1).astype(int)
+                gx = np.clip(((xs + ox + 0.5) * transform.scale + transform.offset_x) // stride,
+                             0, w - 1).astype(int)
+                values = probs[:, gy, gx].mean(axis=1)
+            else:
+                cx, cy = (box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2
+                gx = min(w - 1, max(0, int((cx * transform.scale + transform.offset_x)
+                                           // stride)))
+                gy = min(h - 1, max(0, int((cy * transform.scale + transform.offset_y)
+                                           // stride)))
+                values = probs[:, gy, gx]
+            out.append(replace(box, class_probabilities={
+                label: round(float(p), 4) for label, p in zip(labels, values, strict=True)}))
+        return out
+
+    def _display(self, outputs: dict[str, np.ndarray], segmentation: np.ndarray | None,
+                 transform: Transform) -> np.ndarray | None:
+        """The heatmap shown to the clinician, in [0, 1] over the source image."""
+        head = self.heatmap
+        grid: np.ndarray | None = None
+        if head is not None and head.outputs["output"] in outputs:
+            maps = _maps(outputs, head.outputs["output"])
+            channel = self._heatmap_channel(maps.shape[0])
+            grid = _activate(maps[channel], head.param("activation", "sigmoid"))
+            if head.param("activation", "sigmoid") == "none":  # a raw CAM: its positive part
+                grid = np.maximum(grid, 0)
+                top = float(grid.max())
+                grid = grid / top if top > 0 else grid
+        elif head is not None and not head.param("optional", False):
+            _missing(head.outputs["output"], outputs)
+        elif segmentation is not None:
+            grid = segmentation
+        elif self.detection is not None:
+            grid = _maps(outputs, self.detection.outputs["heatmap_output"], 1)[0]
+        if grid is None:
+            return None
+        stride, _, _ = self._stride(grid.shape)
+        return source_heatmap(np.asarray(grid, np.float32), stride, transform)
+
+    def _heatmap_channel(self, channels: int) -> int:
+        """Which channel of a per-class heatmap to show: the finding class's."""
+        if channels == 1:
+            return 0
+        head = self.classification
+        if head is None:
+            return channels - 1
+        labels = _labels(head, channels)
+        negative = head.param("negative_label")
+        positive = [i for i, label in enumerate(labels) if label != negative]
+        return positive[-1] if positive else channels - 1
+
+
+def _missing(name: str, outputs: dict[str, np.ndarray]) -> Any:
+    raise ValueError(f"model output {name!r} is missing; got {sorted(outputs)}")
+
+
+def decoder_for(manifest: dict[str, Any]) -> HeadsDecoder:
+    """The decoder of a package's manifest (its heads, parameters and thresholds)."""
+    heads, params = manifest_heads(manifest)
+    thresholds = {k: float(v) for k, v in manifest.get("thresholds", {}).items()}
+    return HeadsDecoder(heads, params, thresholds)
+
+
+Postprocessor = Callable[[dict[str, np.ndarray], dict, dict[str, float], Transform],
+                         FrameFindings]
+
+
+def get_postprocessor(name: str) -> Postprocessor:
+    """A legacy postprocessor by name, as a function (outputs, params, thresholds, transform)."""
+    legacy_heads(name, {})  # ValueError naming the known ones
+
+    def decode(outputs: dict[str, np.ndarray], params: dict, thresholds: dict[str, float],
+               transform: Transform) -> FrameFindings:
+        return HeadsDecoder(legacy_heads(name, params), params, thresholds).decode(
+            outputs, transform)
+
+    return decode

@@ -1,0 +1,225 @@
+"""Lesion masks: connected regions, their contour and their axes (numpy only).
+
+A segmentation head gives a probability map per class at a stride of the
+model input. The box turns it into one mask per lesion on the source image
+(bilinear upsampling, then the head's threshold), traces the mask's outline as
+a contour in source pixels, and measures it the way a radiologist measures a
+lesion (RECIST): the long axis is the largest distance across the outline, the
+short axis the largest extent perpendicular to it. Distances are taken in
+millimetres when the image is calibrated, because a pixel need not be square.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+#: at most this many points are kept of a contour (stored and drawn)
+MAX_CONTOUR_POINTS = 96
+
+
+@dataclass(frozen=True)
+class Axes:
+    """Long and short axis (RECIST) and area of a mask, in the units of its spacing."""
+
+    long_axis: float
+    short_axis: float
+    area: float
+
+
+def components(mask: np.ndarray) -> list[np.ndarray]:
+    """The 8-connected regions of a boolean grid, largest first, each a boolean grid.
+
+    Meant for coarse model grids (a 64 × 64 mask has at most a few thousand cells).
+    """
+    seen = np.zeros(mask.shape, dtype=bool)
+    h, w = mask.shape
+    regions: list[np.ndarray] = []
+    for start in zip(*np.nonzero(mask), strict=True):
+        if seen[start]:
+            continue
+        region = np.zeros(mask.shape, dtype=bool)
+        queue = deque([start])
+        seen[start] = True
+        while queue:
+            y, x = queue.popleft()
+            region[y, x] = True
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    ny, nx = y + dy, x + dx
+                    if 0 <= ny < h and 0 <= nx < w and mask[ny, nx] and not seen[ny, nx]:
+                        seen[ny, nx] = True
+                        queue.append((ny, nx))
+        regions.append(region)
+    return sorted(regions, key=lambda r: -int(r.sum()))
+
+
+def _dilate(mask: np.ndarray) -> np.ndarray:
+    padded = np.pad(mask, 1)
+    h, w = mask.shape
+    out = np.zeros_like(mask)
+    for dy in range(3):
+        for dx in range(3):
+            out |= padded[dy:dy + h, dx:dx + w]
+    return out
+
+
+def boundary(mask: np.ndarray) -> np.ndarray:
+    """Pixels of ``mask`` with a 4-neighbour outside it."""
+    padded = np.pad(mask, 1)
+    inner = (padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:])
+    return mask & ~inner
+
+
+def trace_contour(mask: np.ndarray) -> list[tuple[int, int]]:
+    """The outer outline of the top-left region of ``mask`` as (row, col) pixels, in order.
+
+    Moore-neighbour tracing, clockwise, from the region's top-left pixel.
+    """
+    if not mask.any():
+        return []
+    padded = np.pad(mask, 1)
+    ys, xs = np.nonzero(padded)
+    start = (int(ys[0]), int(xs[0]))  # top row first, then leftmost: its west is outside
+    back, current = (start[0], start[1] - 1), start
+    outline = [start]
+    for _ in range(4 * int(mask.sum()) + 8):
+        d0 = _RING.index((back[0] - current[0], back[1] - current[1]))
+        for k in range(1, 9):
+            dy, dx = _RING[(d0 + k) % 8]
+            candidate = (current[0] + dy, current[1] + dx)
+            if padded[candidate]:
+                by, bx = _RING[(d0 + k - 1) % 8]
+                back, current = (current[0] + by, current[1] + bx), candidate
+                break
+        else:
+            break  # a single isolated pixel
+        if current == start:
+            break
+        outline.append(current)
+    return [(y - 1, x - 1) for y, x in outline]
+
+
+#: the 8 neighbours, clockwise from north-west (rows grow downwards)
+_RING = [(-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1)]
+
+
+def simplify(points: list[tuple[float, float]], limit: int = MAX_CONTOUR_POINTS
+             ) -> list[tuple[float, float]]:
+    """At most ``limit`` points of a closed outline, evenly picked along it."""
+    if len(points) <= limit:
+        return list(points)
+    picks = np.linspace(0, len(points), limit, endpoint=False).astype(int)
+    return [points[i] for i in picks]
+
+
+def axes(mask: np.ndarray, spacing: tuple[float, float] = (1.0, 1.0)) -> Axes:
+    """Long axis, short axis (perpendicular to it) and area of a pixel mask.
+
+    ``spacing`` is (row, column) size of a pixel. The outline is taken at the
+    pixels' corners, so a one-pixel mask is one pixel long.
+    """
+    if not mask.any():
+        return Axes(0.0, 0.0, 0.0)
+    row_mm, col_mm = spacing
+    ys, xs = np.nonzero(boundary(mask))
+    corners = np.concatenate([np.stack([ys + dy, xs + dx], axis=1)
+                              for dy in (0, 1) for dx in (0, 1)]).astype(np.float64)
+    points = np.unique(corners, axis=0) * np.array([row_mm, col_mm])
+    points = _hull(points)
+    difference = points[:, None, :] - points[None, :, :]
+    distance = np.hypot(difference[..., 0], difference[..., 1])
+    i, j = np.unravel_index(int(np.argmax(distance)), distance.shape)
+    long_axis = float(distance[i, j])
+    direction = (points[j] - points[i]) / long_axis if long_axis > 0 else np.array([1.0, 0.0])
+    across = points @ np.array([-direction[1], direction[0]])
+    short_axis = float(across.max() - across.min())
+    return Axes(long_axis, short_axis, float(mask.sum()) * row_mm * col_mm)
+
+
+def _hull(points: np.ndarray) -> np.ndarray:
+    """The convex hull's vertices of 2-D points (monotone chain); diameters lie on it."""
+    pts = sorted(map(tuple, points))
+    if len(pts) <= 2:
+        return np.asarray(pts)
+
+    def cross(o, a, b) -> float:
+        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+    lower: list = []
+    for p in pts:
+        while len(lower) >= 2 and cross(lower[-2], lower[-1], p) <= 0:
+            lower.pop()
+        lower.append(p)
+    upper: list = []
+    for p in reversed(pts):
+        while len(upper) >= 2 and cross(upper[-2], upper[-1], p) <= 0:
+            upper.pop()
+        upper.append(p)
+    return np.asarray(lower[:-1] + upper[:-1])
+
+
+def grid_to_source(grid: np.ndarray, stride: float, transform, window: tuple[int, int, int, int]
+                   ) -> np.ndarray:
+    """Bilinear samples of a model grid at the centres of source pixels in ``window``.
+
+    ``window`` is (y0, y1, x0, x1) in source pixels; ``transform`` the letterbox's.
+    """
+    y0, y1, x0, x1 = window
+    xs = ((np.arange(x0, x1) + 0.5) * transform.scale + transform.offset_x) / stride - 0.5
+    ys = ((np.arange(y0, y1) + 0.5) * transform.scale + transform.offset_y) / stride - 0.5
+    h, w = grid.shape
+    xs, ys = np.clip(xs, 0, w - 1), np.clip(ys, 0, h - 1)
+    gx0, gy0 = np.floor(xs).astype(int), np.floor(ys).astype(int)
+    gx1, gy1 = np.minimum(gx0 + 1, w - 1), np.minimum(gy0 + 1, h - 1)
+    fx, fy = (xs - gx0)[None, :], (ys - gy0)[:, None]
+    top = grid[gy0][:, gx0] * (1 - fx) + grid[gy0][:, gx1] * fx
+    bottom = grid[gy1][:, gx0] * (1 - fx) + grid[gy1][:, gx1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def source_window(cells: np.ndarray, stride: float, transform, margin: int = 1
+                  ) -> tuple[int, int, int, int]:
+    """The source-pixel window (y0, y1, x0, x1) covering grid ``cells`` plus ``margin`` cells."""
+    ys, xs = np.nonzero(cells)
+    gy0, gy1 = int(ys.min()) - margin, int(ys.max()) + 1 + margin
+    gx0, gx1 = int(xs.min()) - margin, int(xs.max()) + 1 + margin
+    sx0, sy0 = transform.to_source(gx0 * stride, gy0 * stride)
+    sx1, sy1 = transform.to_source(gx1 * stride, gy1 * stride)
+    return (math.floor(sy0), math.ceil(sy1), math.floor(sx0),
+            math.ceil(sx1))
+
+
+def region_cells(window: tuple[int, int, int, int], stride: float, transform, shape
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Grid cell (row, col) of each source pixel row and column in ``window``."""
+    y0, y1, x0, x1 = window
+    h, w = shape
+    cols = ((np.arange(x0, x1) + 0.5) * transform.scale + transform.offset_x) // stride
+    rows = ((np.arange(y0, y1) + 0.5) * transform.scale + transform.offset_y) // stride
+    return (np.clip(rows.astype(int), 0, h - 1), np.clip(cols.astype(int), 0, w - 1))
+
+
+def lesion_mask(probability: np.ndarray, seed: np.ndarray, threshold: float, stride: float,
+                transform) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """One lesion's mask on the source image, from a probability grid and its seed cells.
+
+    The grid is sampled at every source pixel of the seed's window (a cell
+    around it), thresholded, and kept where it is connected, on the grid, to
+    the seed. Returns the boolean mask of the window and the window
+    (y0, y1, x0, x1) in source pixels.
+    """
+    window = source_window(seed, stride, transform)
+    y0, y1, x0, x1 = window
+    y0, x0 = max(0, y0), max(0, x0)
+    y1, x1 = min(transform.source_height, y1), min(transform.source_width, x1)
+    window = (y0, y1, x0, x1)
+    if y1 <= y0 or x1 <= x0:
+        return np.zeros((0, 0), dtype=bool), window
+    values = grid_to_source(probability, stride, transform, window)
+    rows, cols = region_cells(window, stride, transform, probability.shape)
+    allowed = _dilate(seed)[rows][:, cols]
+    return (values >= threshold) & allowed, window

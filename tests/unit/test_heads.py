@@ -1,0 +1,207 @@
+"""Declared heads → findings: segmentation masks, contours, RECIST axes, per-lesion classes,
+heatmaps of classifiers, tracking across frames and the validated range."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from firmware_app.contracts.heads import HeadsError, parse_heads, parse_validated_range
+from firmware_app.contracts.manifest import PackageError, check_schema
+from firmware_app.imaging.preprocess import letterbox
+from firmware_app.inference.heads import HeadsDecoder, decoder_for, manifest_heads
+from firmware_app.inference.lesions import lesion_from_box
+from firmware_app.inference.masks import axes, components, trace_contour
+from firmware_app.inference.postprocess import Box, FrameFindings
+from firmware_app.inference.tracking import study_summary, track_lesions
+from firmware_app.inference.validated_range import RangeGuard
+
+HEADS = [
+    {"kind": "detection", "score_output": "lesion_logit", "heatmap_output": "centre_heatmap",
+     "size_output": "box_size", "label": "lesion"},
+    {"kind": "classification", "output": "lesion_class", "activation": "softmax",
+     "labels": ["benign", "malignant"], "per": "lesion"},
+    {"kind": "segmentation", "output": "lesion_mask", "activation": "sigmoid",
+     "labels": ["lesion"], "threshold": 0.5},
+    {"kind": "heatmap", "output": "cam", "activation": "sigmoid"},
+]
+PARAMS = {"input_size": [256, 256]}
+THRESHOLDS = {"finding": 0.5, "alert": 0.9, "box": 0.3}
+
+
+def _ellipse(shape: tuple[int, int], cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]] + 0.5
+    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+
+
+def _outputs(centre=(96.0, 128.0), radii=(24.0, 40.0), malignant=0.8) -> dict:
+    """Model outputs for one elliptic lesion at ``centre`` (model-input px, y, x)."""
+    cy, cx = centre
+    ry, rx = radii
+    heat = np.zeros((1, 1, 32, 32), np.float32)
+    size = np.zeros((1, 2, 32, 32), np.float32)
+    heat[0, 0, int(cy // 8), int(cx // 8)] = 0.9
+    size[0, :, int(cy // 8), int(cx // 8)] = (2 * rx / 256, 2 * ry / 256)
+    inside = _ellipse((64, 64), cy / 4, cx / 4, ry / 4, rx / 4)
+    mask = np.where(inside, 6.0, -6.0).astype(np.float32)[None, None]
+    logits = np.zeros((1, 2, 32, 32), np.float32)
+    logits[0, 1] = math.log(malignant / (1 - malignant))
+    return {"lesion_logit": np.array([[3.0]], np.float32), "centre_heatmap": heat,
+            "box_size": size, "lesion_class": logits, "lesion_mask": mask,
+            "cam": np.where(_ellipse((32, 32), cy / 8, cx / 8, ry / 8, rx / 8), 4.0, -4.0
+                            ).astype(np.float32)[None, None]}
+
+
+@pytest.fixture
+def transform():
+    """A 512 x 512 source letterboxed to 256 (scale 0.5, no padding)."""
+    return letterbox(np.zeros((512, 512), np.float32), 256, 256)[1]
+
+
+def test_segmentation_gives_contour_and_recist_axes_in_source_pixels(transform):
+    decoder = HeadsDecoder(parse_heads(HEADS), PARAMS, THRESHOLDS)
+    found = decoder.decode(_outputs(), transform)
+    [box] = found.boxes
+    assert found.probability == pytest.approx(1 / (1 + math.exp(-3)))
+    # the mask is an ellipse of radii 48 x 80 source px around (192, 256)
+    assert (box.x0, box.y0, box.x1, box.y1) == pytest.approx((176, 144, 336, 240), abs=4)
+    assert len(box.contour) >= 16
+    xs, ys = zip(*box.contour, strict=True)
+    assert min(xs) == pytest.approx(176, abs=4) and max(ys) == pytest.approx(240, abs=4)
+    lesion = lesion_from_box(box, 0, (0.5, 0.5))
+    assert lesion.size_from == "mask" and lesion.units == "mm"
+    assert lesion.long_axis_mm == pytest.approx(80, rel=0.05)  # 160 px x 0.5 mm
+    assert lesion.short_axis_mm == pytest.approx(48, abs=4.5)  # within one mask cell (8 px)
+    assert lesion.area_mm2 == pytest.approx(math.pi * 40 * 24, rel=0.05)
+    assert lesion.class_probabilities["malignant"] == pytest.approx(0.8, abs=1e-3)
+    assert found.heatmap is not None and found.heatmap.max() > 0.9
+
+
+def test_pixel_spacing_that_is_not_square_is_measured_in_mm(transform):
+    [box] = HeadsDecoder(parse_heads(HEADS), PARAMS, THRESHOLDS).decode(
+        _outputs(radii=(32.0, 32.0)), transform).boxes
+    round_in_px = lesion_from_box(box, 0, None)
+    assert round_in_px.units == "px" and round_in_px.long_axis_mm is None
+    assert round_in_px.long_axis_px == pytest.approx(round_in_px.short_axis_px, rel=0.05)
+    stretched = lesion_from_box(box, 0, (1.0, 0.5))  # rows 1 mm, columns 0.5 mm
+    assert stretched.long_axis_mm == pytest.approx(2 * stretched.short_axis_mm, rel=0.08)
+
+
+def test_a_segmentation_without_detection_makes_one_lesion_per_region(transform):
+    out = _outputs()
+    second = _ellipse((64, 64), 48, 16, 4, 4)
+    out["lesion_mask"][0, 0][second] = 6.0
+    heads = [HEADS[2]]
+    found = HeadsDecoder(parse_heads(heads), PARAMS, THRESHOLDS).decode(out, transform)
+    assert len(found.boxes) == 2 and found.probability > 0.99
+    big, small = found.boxes
+    assert big.x1 - big.x0 > small.x1 - small.x0
+    assert small.x0 == pytest.approx(96, abs=6) and small.y0 == pytest.approx(352, abs=6)
+
+
+def test_image_classifier_heatmap_shows_the_finding_class_cam(transform):
+    manifest = {"heads": [
+        {"kind": "classification", "output": "scores", "activation": "softmax",
+         "labels": ["normal", "lesion"], "negative_label": "normal"},
+        {"kind": "heatmap", "output": "cam", "activation": "none"}],
+        "postprocessing": {"name": "heads", "params": {"input_size": [256, 256]}},
+        "thresholds": THRESHOLDS}
+    cam = np.zeros((1, 2, 8, 8), np.float32)
+    cam[0, 0, 0, 0] = 9.0  # the normal class's map must not be shown
+    cam[0, 1, 6, 1] = 5.0
+    found = decoder_for(manifest).decode({"scores": np.array([[0.0, 2.0]], np.float32),
+                                          "cam": cam}, transform)
+    assert found.probability == pytest.approx(1 / (1 + math.exp(-2)))
+    assert set(found.classes) == {"normal", "lesion"} and found.boxes == []
+    hot = np.unravel_index(int(np.argmax(found.heatmap)), found.heatmap.shape)
+    assert hot[0] > found.heatmap.shape[0] * 0.7 and hot[1] < found.heatmap.shape[1] * 0.3
+    assert found.heatmap.min() >= 0 and found.heatmap.max() == pytest.approx(1.0)
+
+
+def test_legacy_postprocessors_read_as_heads():
+    heads, _ = manifest_heads({"postprocessing": {"name": "centre_heatmap_boxes",
+                                                  "params": {"display": "cam"}}})
+    assert [h.kind for h in heads] == ["detection", "heatmap"]
+    heads, _ = manifest_heads({"postprocessing": {"name": "classification", "params": {}}})
+    assert [h.kind for h in heads] == ["classification"]
+    with pytest.raises(ValueError, match="heads, centre_heatmap_boxes"):
+        manifest_heads({"postprocessing": {"name": "yolo", "params": {}}})
+
+
+@pytest.mark.parametrize("heads, message", [
+    ([], "non-empty"),
+    ([{"kind": "mask"}], "kind among"),
+    ([{"kind": "segmentation"}], "needs output"),
+    ([{"kind": "detection", "heatmap_output": "h"}], "size_output"),
+    ([{"kind": "heatmap", "output": "c"}, {"kind": "heatmap", "output": "d"}], "two heatmap"),
+    ([{"kind": "classification", "output": "s", "activation": "tanh"}], "activation"),
+    ([{"kind": "classification", "output": "s", "per": "pixel"}], "per 'image'"),
+])
+def test_a_manifest_with_heads_the_box_cannot_read_is_refused(heads, message):
+    with pytest.raises(HeadsError, match=message):
+        parse_heads(heads)
+    manifest = {"schema": "clinibox.model-package/1", "name": "m", "version": "1", "task": "t",
+                "inputs": [{"shape": [1, 1, 8, 8]}], "outputs": [], "heads": heads,
+                "preprocessing": {"name": "p"}, "postprocessing": {"name": "heads"},
+                "artifacts": [{"format": "onnx", "precision": "fp32", "path": "m.onnx",
+                               "files": {"m.onnx": "0"}}]}
+    with pytest.raises(PackageError, match=message):
+        check_schema(manifest)
+
+
+def test_masks_components_contour_and_axes():
+    grid = np.zeros((10, 10), bool)
+    grid[1:3, 1:3] = True
+    grid[6:9, 5:9] = True
+    big, small = components(grid)
+    assert big.sum() == 12 and small.sum() == 4
+    outline = trace_contour(big)
+    assert set(outline) == {(y, x) for y in range(6, 9) for x in range(5, 9)} - {(7, 6), (7, 7)}
+    square = axes(np.ones((3, 4), bool), (2.0, 1.0))  # 6 mm tall, 4 mm wide
+    assert square.long_axis == pytest.approx(math.hypot(6, 4))
+    assert square.area == pytest.approx(24)
+    assert axes(np.zeros((3, 3), bool)).long_axis == 0
+
+
+def _frame(*boxes: tuple[float, float, float, float, float]) -> FrameFindings:
+    return FrameFindings(max((b[4] for b in boxes), default=0.0),
+                         [Box(*b, "lesion") for b in boxes], None)
+
+
+def test_one_lesion_seen_in_several_cine_frames_is_one_lesion_at_its_best_frame():
+    frames = [(0, _frame()),
+              (4, _frame((100, 100, 140, 130, 0.5))),
+              (8, _frame((102, 101, 146, 134, 0.9), (10, 10, 20, 20, 0.4))),
+              (12, _frame((104, 100, 142, 132, 0.6))),
+              (16, _frame()),
+              (20, _frame((300, 300, 320, 320, 0.7)))]
+    lesions = track_lesions(frames, key_frame=8, spacing=(0.5, 0.5))
+    assert [(x.frame, x.frames) for x in lesions] == [(8, (4, 8, 12)), (8, (8,)), (20, (20,))]
+    assert lesions[0].probability == 0.9 and lesions[0].long_axis_mm == pytest.approx(22)
+    summary = study_summary([x.to_dict() for x in lesions])
+    assert summary == {"lesions": 3, "largest_diameter": 22.0, "units": "mm",
+                       "highest_class_probabilities": {}}
+    mixed = study_summary([{"long_axis_mm": None, "long_axis_px": 40.0,
+                            "class_probabilities": {"malignant": 0.3}},
+                           {"long_axis_mm": 5.0, "long_axis_px": 10.0,
+                            "class_probabilities": {"malignant": 0.6, "benign": 0.4}}])
+    assert mixed["units"] == "px" and mixed["largest_diameter"] == 40.0
+    assert mixed["highest_class_probabilities"] == {"malignant": 0.6, "benign": 0.4}
+
+
+def test_the_validated_range_scores_frames_by_mahalanobis_distance():
+    section = {"method": "mahalanobis", "output": "features", "mean": [0.0, 0.0],
+               "inverse_covariance": [[1.0, 0.0], [0.0, 4.0]], "threshold": 9.0}
+    guard = RangeGuard(parse_validated_range(section))
+    near = guard.score({"features": np.array([[1.0, 1.0]], np.float32)})
+    assert near.distance == pytest.approx(5.0) and not near.outside
+    far = guard.score({"features": np.array([[0.0, 2.0]], np.float32)})
+    assert far.outside and far.ratio == pytest.approx(16 / 9)
+    nan = guard.score({"features": np.array([[np.nan, 0.0]], np.float32)})
+    assert nan.outside
+    with pytest.raises(ValueError, match="features"):
+        guard.score({"other": np.zeros(2)})
+    with pytest.raises(HeadsError, match="2×2"):
+        parse_validated_range({**section, "inverse_covariance": [[1.0]]})
