@@ -53,48 +53,61 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
-    """Analyse files directly, without the service."""
-    from firmware_app.imaging.decode import DecodeError
-    from firmware_app.imaging.wrap import decode_file
+    """Analyse files directly, without the service, through the service's own path
+    (``inference/analysis.py``: decoder sandbox, modality list, quality, validated range)."""
+    import tempfile
+
+    from firmware_app.imaging.sandbox import DecodeSandbox
+    from firmware_app.imaging.wrap import is_picture, wrap_picture
+    from firmware_app.inference.analysis import analyse_object
     from firmware_app.service.appliance import load_runner
 
     config = _load_config(args)
     runner = load_runner(config)
+    sandbox = DecodeSandbox(config.limits)
     reports: list[dict[str, Any]] = []
-    for name in args.files:
-        path = Path(name)
-        report: dict[str, Any] = {"file": str(path)}
-        try:
-            decoded = decode_file(path, config.limits, config.worker.max_frames_per_instance)
-        except (DecodeError, ValueError, OSError) as exc:
-            report.update(status="quarantined", reason=str(exc))
+    with tempfile.TemporaryDirectory(prefix="clinibox-infer-") as scratch:
+        for name in args.files:
+            path = Path(name)
+            report: dict[str, Any] = {"file": str(path)}
             reports.append(report)
-            continue
-        analysis = runner.analyse(decoded, config.limits.min_rows)
-        found = analysis.findings
-        report.update(
-            status="processed",
-            modality=decoded.modality,
-            probability=round(found.probability, 4),
-            assessment=found.assessment,
-            assessment_reason=found.assessment_reason,
-            finding=found.finding,
-            alert=found.alert,
-            lesions=[lesion.to_dict() for lesion in found.lesions],
-            class_probabilities={k: round(float(v), 4) for k, v in found.classes.items()},
-            findings=[
-                {"label": b.label, "score": round(b.score, 4),
-                 "box": [round(v, 1) for v in (b.x0, b.y0, b.x1, b.y1)]}
-                for b in found.boxes
-            ],
-            warnings=analysis.warnings,
-            key_frame=found.key_frame,
-            frames_inferred=analysis.frames_inferred,
-            model_id=runner.package.model_id,
-            backend=runner.backend_label,
-            timings_ms={k: round(v, 2) for k, v in analysis.timings.items()},
-        )
-        reports.append(report)
+            try:
+                with open(path, "rb") as handle:
+                    head = handle.read(132)
+                if is_picture(head):  # a PNG/JPEG export, wrapped as the USB import does
+                    wrapped = Path(scratch) / f"{len(reports)}.dcm"
+                    wrapped.write_bytes(wrap_picture(path.read_bytes()))
+                    path = wrapped
+                outcome = analyse_object(path, runner, config, sandbox)
+            except (ValueError, OSError) as exc:
+                report.update(status="quarantined", reason=str(exc))
+                continue
+            if outcome.status != "processed":
+                report.update(status=outcome.status, reason=outcome.reason)
+                continue
+            assert outcome.decoded is not None and outcome.analysis is not None
+            analysis, found = outcome.analysis, outcome.analysis.findings
+            report.update(
+                status="processed",
+                modality=outcome.decoded.modality,
+                probability=round(found.probability, 4),
+                assessment=found.assessment,
+                assessment_reason=found.assessment_reason,
+                finding=found.finding,
+                alert=found.alert,
+                lesions=[lesion.to_dict() for lesion in found.lesions],
+                class_probabilities={k: round(float(v), 4) for k, v in found.classes.items()},
+                findings=[{"label": b.label, "score": round(b.score, 4),
+                           "box": [round(v, 1) for v in (b.x0, b.y0, b.x1, b.y1)]}
+                          for b in found.boxes],
+                warnings=analysis.warnings,
+                key_frame=found.key_frame,
+                frames_inferred=analysis.frames_inferred,
+                model_id=runner.package.model_id,
+                backend=runner.backend_label,
+                timings_ms={k: round(v, 2) for k, v in outcome.timings.items()},
+            )
+    sandbox.close()
     if args.json:
         json.dump(reports, sys.stdout, indent=2)
         print()
@@ -105,8 +118,9 @@ def cmd_infer(args: argparse.Namespace) -> int:
             if r["status"] != "processed":
                 print(f"{r['file']}: QUARANTINED — {r['reason']}")
                 continue
-            if r["assessment"] == "not_assessable":
-                print(f"{r['file']}: NOT ASSESSABLE — {r['assessment_reason']} (no result)")
+            if r["assessment"] in ("not_assessable", "outside_validated_range"):
+                what = r["assessment"].replace("_", " ").upper()
+                print(f"{r['file']}: {what} — {r['assessment_reason']} (no result)")
                 continue
             verdict = "ALERT" if r["alert"] else ("finding" if r["finding"] else "no finding")
             print(f"{r['file']}: {verdict} (lesion probability {r['probability']:.2f}, "
@@ -170,8 +184,9 @@ def cmd_results(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
     for r in rows:
-        if r["status"] == "processed" and r["assessment"] == "not_assessable":
-            detail = f"not assessable: {r['assessment_reason']}"
+        if r["status"] == "processed" and r["assessment"] in ("not_assessable",
+                                                              "outside_validated_range"):
+            detail = f"{r['assessment'].replace('_', ' ')}: {r['assessment_reason']}"
         elif r["status"] == "processed":
             verdict = "ALERT" if r["alert"] else ("finding" if r["finding"] else "no finding")
             detail = f"{verdict}, p={r['probability']:.2f}, {len(r['findings'])} box(es)"

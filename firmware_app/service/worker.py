@@ -17,8 +17,8 @@ import logging
 import threading
 import time
 
-from firmware_app.imaging.decode import DecodeError
 from firmware_app.imaging.sandbox import DecodeSandbox
+from firmware_app.inference.analysis import analyse_object
 from firmware_app.inference.runner import ModelRunner
 from firmware_app.models.trial import ModelTrial
 from firmware_app.settings.box import Config
@@ -58,13 +58,9 @@ class Worker:
 
     def process(self, job: Job) -> str:
         """Process one claimed job; return its final status."""
-        started = time.perf_counter()
         try:
-            decoded = self.sandbox.decode(job.spool_path,
-                                          self.config.worker.max_frames_per_instance,
-                                          preview_to=self.spool.preview_path(job.local_id))
-        except DecodeError as exc:
-            return self.quarantine(job, str(exc))
+            outcome = analyse_object(job.spool_path, self.runner, self.config, self.sandbox,
+                                     preview_to=self.spool.preview_path(job.local_id))
         except FileNotFoundError:
             earlier = self.spool.quarantined_reason(job.local_id)
             if earlier is not None:  # quarantined just before a power cut undid the row
@@ -74,16 +70,10 @@ class Worker:
                 self.queue.set_status(job.id, "failed", reason)
                 db.record_event(self.conn, "ERROR", "worker", f"instance {job.id}: {reason}")
             return "failed"
-        decode_ms = (time.perf_counter() - started) * 1000
-        accepted = self.runner.package.modalities
-        if accepted and decoded.modality not in accepted:
-            return self.quarantine(
-                job, f"modality {decoded.modality or 'unknown'} is not one the model "
-                     f"{self.runner.package.model_id} accepts ({', '.join(accepted)})"
-            )
-        analysis = self.runner.analyse(decoded, self.config.limits.min_rows)
-        timings = dict(analysis.timings, decode=decode_ms)
-        timings["total"] = (time.perf_counter() - started) * 1000
+        if outcome.status != "processed":
+            return self.quarantine(job, outcome.reason)
+        decoded, analysis = outcome.decoded, outcome.analysis
+        assert decoded is not None and analysis is not None
         self.results.complete(
             instance_id=job.id,
             identity={
@@ -97,7 +87,7 @@ class Worker:
             model_id=self.runner.package.model_id,
             backend=self.runner.backend_label,
             frames_inferred=analysis.frames_inferred,
-            timings=timings,
+            timings=outcome.timings,
             intensity=analysis.intensity,
         )
         return "processed"
