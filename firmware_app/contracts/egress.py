@@ -23,6 +23,8 @@ KINDS = ("alert", "summary", "status", "event")
 #: Outbox priority per kind: lower drains first (alerts and device events before everything).
 PRIORITY = {"alert": 0, "event": 0, "summary": 1, "status": 2}
 
+#: what the box may say about an image (firmware_app/inference/assessment.py)
+ASSESSMENTS = ("finding", "no_finding", "not_assessable", "outside_validated_range")
 MODALITIES = (
     "CR", "CT", "DX", "ES", "IO", "MG", "MR", "NM", "OT", "PT", "PX", "RF", "SC", "US",
     "XA", "unknown",
@@ -202,6 +204,7 @@ SCHEMAS: dict[str, Obj] = {
         "findings": _COUNT,
         "alerts": _COUNT,
         "quality_warnings": _COUNT,
+        "assessments": CountsBy(ASSESSMENTS),
         "quarantined": _COUNT,
         "failed": _COUNT,
         "modalities": CountsBy(MODALITIES),

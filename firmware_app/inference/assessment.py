@@ -14,7 +14,9 @@ assessable when none of its analysed frames is.
 
 from __future__ import annotations
 
-ASSESSMENTS = ("finding", "no_finding", "not_assessable", "outside_validated_range")
+from firmware_app.contracts.egress import ASSESSMENTS
+
+__all__ = ["ASSESSMENTS", "NOT_ASSESSABLE_CODES", "frame_blockers"]
 #: quality codes (``imaging/quality.py``) that make a frame impossible to judge
 NOT_ASSESSABLE_CODES = ("blank", "too_dark", "saturated", "too_small")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from firmware_app.storage.study_rollup import update_study
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -101,7 +101,8 @@ CREATE TABLE IF NOT EXISTS studies (
     patient_id         TEXT NOT NULL DEFAULT '',
     study_date         TEXT NOT NULL DEFAULT '',
     study_description  TEXT NOT NULL DEFAULT '',
-    not_assessable     INTEGER NOT NULL DEFAULT 0
+    not_assessable     INTEGER NOT NULL DEFAULT 0,
+    outside_range      INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS studies_suspicion ON studies(alert DESC, max_probability DESC,
                                                        received_at DESC);
@@ -281,6 +282,8 @@ def initialise(conn: sqlite3.Connection) -> None:
                 conn.execute(f"ALTER TABLE results ADD COLUMN {name} REAL")
     if 0 < version < 5:
         _migrate_to_v5(conn)
+    if 0 < version < 6:
+        _migrate_to_v6(conn)
     if 0 < version < 3:
         _rebuild_studies(conn)
     _start_sequence(conn)
@@ -324,6 +327,13 @@ def _migrate_to_v5(conn: sqlite3.Connection) -> None:
     conn.execute("UPDATE results SET assessment = 'finding' WHERE finding = 1")
     if "studies" in _tables(conn) and "not_assessable" not in _columns(conn, "studies"):
         conn.execute("ALTER TABLE studies ADD COLUMN not_assessable INTEGER NOT NULL DEFAULT 0")
+
+
+def _migrate_to_v6(conn: sqlite3.Connection) -> None:
+    """v6: studies count their instances outside the model's validated range (0 before:
+    no package declared a range)."""
+    if "studies" in _tables(conn) and "outside_range" not in _columns(conn, "studies"):
+        conn.execute("ALTER TABLE studies ADD COLUMN outside_range INTEGER NOT NULL DEFAULT 0")
 
 
 def _migrate_to_v4(conn: sqlite3.Connection) -> None:

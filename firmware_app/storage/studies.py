@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from firmware_app.inference.tracking import study_summary
 from firmware_app.storage.results import decode_heatmap
 from firmware_app.storage.status import day_bounds
 
@@ -75,7 +76,8 @@ def worklist(conn: sqlite3.Connection, *, status: str = "all", day: dt.date | No
                              span_args).fetchone()[0]
         rows = [_study_row(row) for row in conn.execute(
             "SELECT id, modality, received_at, alert, max_probability, findings, warnings,"
-            " not_assessable, instances, patient_name, patient_id, study_date, study_description,"
+            " not_assessable, outside_range, instances, patient_name, patient_id, study_date,"
+            " study_description,"
             f" CASE WHEN warnings > 0 THEN ({_WARNING_TEXT}) END AS warning_text"
             f" FROM studies s WHERE {where}"
             " ORDER BY alert DESC, max_probability DESC, received_at DESC LIMIT ? OFFSET ?",
@@ -90,7 +92,7 @@ def _study_row(row: sqlite3.Row) -> dict[str, Any]:
         "kind": "study", "id": row["id"], "modality": row["modality"] or "",
         "received_at": row["received_at"], "status": "done", "alert": bool(row["alert"]),
         "probability": row["max_probability"], "findings": row["findings"],
-        "not_assessable": row["not_assessable"],
+        "not_assessable": row["not_assessable"], "outside_range": row["outside_range"],
         "warnings": row["warnings"], "instances": row["instances"],
         "warning_text": (row["warning_text"] or "").split("\n") if row["warnings"] else [],
         "patient_name": row["patient_name"], "patient_id": row["patient_id"],
@@ -133,7 +135,8 @@ class InstanceView:
     #: inference/assessment.py: finding, no_finding, not_assessable, outside_validated_range
     assessment: str = "no_finding"
     assessment_reason: str = ""
-    #: lesion records (inference/lesions.py), in the order of ``boxes``
+    #: lesion records (inference/lesions.py): first those drawn on the key frame, in the
+    #: order of ``boxes``, then those tracked on other frames
     lesions: list[dict[str, Any]] = field(default_factory=list)
     #: finding index (-1: the image as a whole) → this clinician's verdict
     my_verdicts: dict[int, str] = field(default_factory=dict)
@@ -142,7 +145,8 @@ class InstanceView:
 
 
 def study(conn: sqlite3.Connection, study_id: int) -> dict[str, Any] | None:
-    """The studies row (as a dict) with ``instances``: list[InstanceView], worst first."""
+    """The studies row (as a dict) with ``instances``: list[InstanceView], worst first, and
+    ``summary``: the study's lesions counted and measured (``inference/tracking.py``)."""
     row = conn.execute("SELECT * FROM studies WHERE id = ?", (study_id,)).fetchone()
     if row is None:
         return None
@@ -169,6 +173,7 @@ def study(conn: sqlite3.Connection, study_id: int) -> dict[str, Any] | None:
             " WHERE i.study_instance_uid = ? ORDER BY r.probability DESC, i.id",
             (row["study_key"],))
     ]
+    out["summary"] = study_summary([lesion for i in out["instances"] for lesion in i.lesions])
     return out
 
 

@@ -61,10 +61,10 @@ def _count(conn: sqlite3.Connection, sql: str, params: tuple) -> int:
 
 def period_rows(conn: sqlite3.Connection, start: float, end: float) -> list[sqlite3.Row]:
     """Results created in [start, end): probability, finding, warnings_json, timings_json,
-    input_mean, input_std, modality, study_instance_uid."""
+    input_mean, input_std, modality, study_instance_uid, assessment."""
     return conn.execute(
         "SELECT r.probability, r.finding, r.warnings_json, r.timings_json, r.input_mean,"
-        " r.input_std, i.modality, i.study_instance_uid"
+        " r.input_std, i.modality, i.study_instance_uid, r.assessment"
         " FROM results r JOIN instances i ON i.id = r.instance_id"
         " WHERE r.created_at >= ? AND r.created_at < ?", (start, end)).fetchall()
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from firmware_app import __version__
-from firmware_app.contracts.egress import HISTOGRAM_BINS, MODALITIES, SCHEMA_VERSION
+from firmware_app.contracts.egress import ASSESSMENTS, HISTOGRAM_BINS, MODALITIES, SCHEMA_VERSION
 from firmware_app.storage import telemetry as telemetry_rows
 from firmware_app.storage.db import record_event, transaction
 from firmware_app.storage.outbox import Outbox
@@ -126,6 +126,7 @@ def build_summary(conn: sqlite3.Connection, outbox: Outbox, model: ModelFacts,
         "findings": sum(int(r[1]) for r in rows),
         "alerts": counts["alerts"],
         "quality_warnings": sum(len(json.loads(r[2])) for r in rows),
+        "assessments": {a: n for a in ASSESSMENTS if (n := sum(r[8] == a for r in rows))},
         "quarantined": counts["quarantined"],
         "failed": counts["failed"],
         "modalities": modalities,

@@ -48,7 +48,7 @@ def test_v2_database_is_upgraded_in_place(tmp_path):
     path = tmp_path / "box.db"
     _v2_database(path)
     conn = db.open_database(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 5
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 6
     studies = conn.execute("SELECT id, study_key, alert, received_at FROM studies"
                            " ORDER BY study_key").fetchall()
     assert [(r["study_key"], r["alert"], r["received_at"]) for r in studies] == [
@@ -112,7 +112,7 @@ def test_v3_database_is_upgraded_in_place(tmp_path):
     path = tmp_path / "box.db"
     _v3_database(path)
     conn = db.open_database(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 5
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 6
     rows = conn.execute("SELECT id, status, spool_path, image_deleted_at, image_rows,"
                         " image_columns FROM instances ORDER BY id").fetchall()
     assert [tuple(r) for r in rows] == [(1, "processed", "p1", None, None, None),
@@ -122,6 +122,7 @@ def test_v3_database_is_upgraded_in_place(tmp_path):
                            " ORDER BY id").fetchall()
     assert [tuple(r) for r in studies] == [(41, "1.2.1", "P^1", 1), (42, "1.2.2", "P^2", 0)]
     assert conn.execute("SELECT SUM(not_assessable) FROM studies").fetchone()[0] == 0  # v5
+    assert conn.execute("SELECT SUM(outside_range) FROM studies").fetchone()[0] == 0  # v6
     assert conn.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 2
     assessments = conn.execute("SELECT instance_id, assessment, assessment_reason, lesions_json,"
                                " classes_json FROM results ORDER BY instance_id").fetchall()

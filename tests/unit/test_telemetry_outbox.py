@@ -153,6 +153,9 @@ def test_canary_studies_give_alerts_and_a_summary_free_of_identifiers(tmp_path, 
     assert summary["instances"] == 6 and summary["studies"] == 6
     assert sum(summary["confidence_histogram"]) == 6
     assert sum(summary["modalities"].values()) == 6 and set(summary["modalities"]) == {"CT", "US"}
+    stored = dict(conn.execute("SELECT assessment, COUNT(*) FROM results GROUP BY assessment")
+                  .fetchall())
+    assert summary["assessments"] == stored and sum(summary["assessments"].values()) == 6
     assert 0 < summary["intensity"]["mean"] < 1 and summary["latency_ms"]["max"] > 0
     # the clinic can find the study from an alert's reference; nobody else can
     ref = next(r["payload"]["study_ref"] for r in rows if r["kind"] == "alert")
