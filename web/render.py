@@ -44,6 +44,8 @@ CACHE_ENTRIES = 8
 CACHE_MAX_BYTES = 256 * 1024 * 1024
 #: Box outline and label background in key images (reads well on grey and on the heatmap).
 BOX_COLOUR = (255, 64, 64)
+#: A lesion's outline (segmenting models), drawn inside its box.
+CONTOUR_COLOUR = (255, 200, 0)
 LABEL_TEXT_COLOUR = (0, 0, 0)
 #: Heatmap opacity at 1.0 (it rises linearly from 0 at ``floor``).
 HEATMAP_MAX_ALPHA = 0.6
@@ -242,8 +244,20 @@ def _draw_boxes(picture: Image.Image, boxes: list[dict], sx: float, sy: float) -
         top = min(max(math.floor(y0 * sy), 0), height - 1)
         right = min(max(math.ceil(x1 * sx) - 1, left), width - 1)
         bottom = min(max(math.ceil(y1 * sy) - 1, top), height - 1)
+        outline = _contour(box, sx, sy)
+        if len(outline) >= 3:
+            draw.polygon(outline, outline=CONTOUR_COLOUR, width=max(1, line - 1))
         draw.rectangle((left, top, right, bottom), outline=BOX_COLOUR, width=line)
         _draw_label(draw, font, _label_text(box), left, top, bottom, width, height)
+
+
+def _contour(box: dict, sx: float, sy: float) -> list[tuple[float, float]]:
+    """The lesion's outline in picture pixels ([] when absent or not numbers)."""
+    try:
+        points = [(float(x) * sx, float(y) * sy) for x, y in box.get("contour") or []]
+    except (TypeError, ValueError):
+        return []
+    return [p for p in points if math.isfinite(p[0]) and math.isfinite(p[1])]
 
 
 def _corners(box: dict) -> tuple[float, float, float, float] | None:

@@ -68,6 +68,8 @@ class ReportContent:
     key_image_png: bytes | None = None
     #: shown instead of the key image when there is none (e.g. deleted by retention)
     image_note: str = ""
+    #: the study's lesions in one sentence (count, largest diameter, class probabilities)
+    summary: str = ""
 
 
 def find_fonts(font_dirs: Sequence[Path] | None = None) -> tuple[Path, Path] | None:
@@ -133,6 +135,8 @@ def report_pdf(content: ReportContent, *, font_dirs: Sequence[Path] | None = Non
 
     pdf.use_font(bold=True, size=13)
     pdf.paragraph(clean_text(content.verdict) or "No result", 7)
+    if content.summary:
+        pdf.paragraph(clean_text(content.summary), 6)
     pdf.ln(2)
 
     findings = [clean_text(line) for line in content.findings or []]

@@ -140,7 +140,8 @@ def study(study_id: int):
     shared = {
         "study": found, "instance": instance, "level": level, "headline": headline,
         "verdicts": VERDICTS, "warnings": [wording.warning_text(w) for w in instance.warnings],
-        "notice": wording.ASSIST_NOTICE}
+        "notice": wording.ASSIST_NOTICE, "summary": wording.study_summary(found["summary"]),
+        "other_frames": wording.other_frame_lines(instance.boxes, instance.lesions)}
     gone = _image_gone(instance)
     if gone:
         return render_template(
@@ -253,7 +254,8 @@ def _report(study_id: int) -> dict[str, Any]:
     else:
         image = _frame(top.spool_path, top.key_frame)
         rows, columns = image.rows, image.columns
-    unjudged = next((i for i in found["instances"] if i.assessment == "not_assessable"), None)
+    unjudged = next((i for i in found["instances"] if i.assessment in (
+        "not_assessable", "outside_validated_range")), None)
     level, headline = wording.verdict(
         found["alert"], bool(found["findings"]), unjudged.assessment if unjudged else "",
         unjudged.assessment_reason if unjudged else "")
@@ -263,7 +265,9 @@ def _report(study_id: int) -> dict[str, Any]:
         notice = f"{notice} Model: {facts['intended_use']}"
     return {
         "study": found, "top": top, "level": level, "headline": headline,
-        "findings": wording.finding_lines(top.boxes, rows, columns, top.lesions),
+        "findings": wording.finding_lines(top.boxes, rows, columns, top.lesions)
+        + wording.other_frame_lines(top.boxes, top.lesions),
+        "summary": wording.study_summary(found["summary"]),
         "image_gone": gone,
         "warnings": sorted({wording.warning_text(w) for i in found["instances"]
                             for w in i.warnings}),
@@ -287,6 +291,7 @@ def report_as_pdf(study_id: int):
         study_date=wording.dicom_date(found["study_date"]),
         study_description=found["study_description"], modality=found["modality"] or "",
         received=wording.local_time(found["received_at"]), verdict=facts["headline"],
+        summary=facts["summary"],
         findings=facts["findings"] or ["No marked areas."], warnings=facts["warnings"],
         model_id=top.model_id, backend=top.backend, notice=facts["notice"],
         generated=facts["generated"],

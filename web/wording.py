@@ -34,8 +34,9 @@ def verdict(alert: bool, finding: bool, assessment: str = "", reason: str = ""
         return "unassessable", (f"Not assessable: {why}{advice}. The model gives no result "
                                 "for this image; a doctor must read it")
     if assessment == "outside_validated_range":
-        return "outside", ("Outside what the model was validated on: no result. "
-                           "A doctor must read this image")
+        why = f" ({reason[:1].lower()}{reason[1:]})" if reason else ""
+        return "outside", (f"Outside what the model was validated on{why}. The model gives "
+                           "no result for this image; a doctor must read it")
     return "clear", "No suspicious area found by the model"
 
 
@@ -45,6 +46,26 @@ def size(lesion: dict[str, Any]) -> str:
         return f"{lesion['long_axis_mm']:.1f} × {lesion['short_axis_mm']:.1f} mm"
     return (f"{lesion['long_axis_px']:.0f} × {lesion['short_axis_px']:.0f} pixels "
             "(the image has no calibration, so no size in mm)")
+
+
+def classes(probabilities: dict[str, float] | None) -> str:
+    """Class probabilities in words, most probable first: ``malignant 72 %, benign 28 %``."""
+    ranked = sorted((probabilities or {}).items(), key=lambda item: -item[1])
+    return ", ".join(f"{label} {percent(p)}" for label, p in ranked)
+
+
+def study_summary(summary: dict[str, Any] | None) -> str:
+    """The study's lesions in one sentence ("" when it has none)."""
+    if not summary or not summary.get("lesions"):
+        return ""
+    n = summary["lesions"]
+    parts = [f"{n} lesion{'' if n == 1 else 's'} in the study"]
+    if summary.get("largest_diameter") is not None:
+        unit = "mm" if summary.get("units") == "mm" else "pixels (no calibration)"
+        parts.append(f"largest diameter {summary['largest_diameter']:.1f} {unit}")
+    for label, p in sorted(summary.get("highest_class_probabilities", {}).items()):
+        parts.append(f"highest {label} probability {percent(p)}")
+    return "; ".join(parts)
 
 
 def percent(probability: float | None) -> str:
@@ -76,9 +97,24 @@ def finding_lines(boxes: list[dict[str, Any]], rows: int | None,
     lesions = lesions or []
     for n, box in enumerate(boxes, start=1):
         place = f" in the {where(box, rows, columns)}" if rows and columns else ""
-        measured = f", about {size(lesions[n - 1])}" if n <= len(lesions) else ""
+        lesion = lesions[n - 1] if n <= len(lesions) else {}
+        measured = f", about {size(lesion)}" if lesion else ""
+        kind = classes(lesion.get("class_probabilities") or box.get("class_probabilities"))
+        kind = f"; {kind}" if kind else ""
         lines.append(f"Area {n}: possible {box.get('label', 'finding')}{place}{measured}"
-                     f" (model confidence {percent(box.get('score'))})")
+                     f" (model confidence {percent(box.get('score'))}{kind})")
+    return lines
+
+
+def other_frame_lines(boxes: list[dict[str, Any]], lesions: list[dict[str, Any]] | None
+                      ) -> list[str]:
+    """Lesions tracked on frames other than the key frame (after the key frame's own)."""
+    lines = []
+    for lesion in (lesions or [])[len(boxes):]:
+        kind = classes(lesion.get("class_probabilities"))
+        lines.append(f"On frame {lesion.get('frame', 0) + 1}: possible "
+                     f"{lesion.get('label', 'finding')}, about {size(lesion)} (model confidence "
+                     f"{percent(lesion.get('probability'))}{'; ' + kind if kind else ''})")
     return lines
 
 
