@@ -15,6 +15,7 @@ from firmware_app.contracts.manifest import ModelPackage
 from firmware_app.imaging.decode import DecodedImage
 from firmware_app.imaging.preprocess import get_preprocessor
 from firmware_app.imaging.quality import check_quality
+from firmware_app.inference import hotspot
 from firmware_app.inference.aggregate import InstanceFindings, aggregate_frames
 from firmware_app.inference.assessment import frame_blockers
 from firmware_app.inference.heads import decoder_for
@@ -112,6 +113,23 @@ class ModelRunner:
             frames.append((index, findings))
             if not blockers:
                 judged.append((index, findings))
+        instance = self._judge(frames, judged, blocked, decoded)
+        if instance.heatmap is not None and hotspot.hot_spot_on_annotation(
+                decoded.frames[decoded.frame_indices.index(instance.key_frame)],
+                instance.heatmap, decoded.modality):
+            warnings.setdefault(hotspot.CODE, hotspot.MESSAGE)
+        return Analysis(
+            findings=instance,
+            warnings=[{"code": c, "message": m} for c, m in warnings.items()],
+            frames_inferred=len(frames),
+            timings=timings,
+            intensity=(float(np.mean(means)), float(np.mean(stds))),
+        )
+
+    def _judge(self, frames: list[tuple[int, FrameFindings]],
+               judged: list[tuple[int, FrameFindings]], blocked: dict[str, str],
+               decoded: DecodedImage) -> InstanceFindings:
+        """The instance's findings from its frames: judged, in range, tracked."""
         in_range = [(i, f) for i, f in judged if f.range_score is None
                     or not f.range_score.outside]
         instance = aggregate_frames(in_range or judged or frames, self.thresholds)
@@ -128,10 +146,4 @@ class ModelRunner:
             else:
                 instance.assessment = "not_assessable"
                 instance.assessment_reason = "; ".join(blocked.values())
-        return Analysis(
-            findings=instance,
-            warnings=[{"code": c, "message": m} for c, m in warnings.items()],
-            frames_inferred=len(frames),
-            timings=timings,
-            intensity=(float(np.mean(means)), float(np.mean(stds))),
-        )
+        return instance

@@ -205,3 +205,29 @@ def test_the_validated_range_scores_frames_by_mahalanobis_distance():
         guard.score({"other": np.zeros(2)})
     with pytest.raises(HeadsError, match="2×2"):
         parse_validated_range({**section, "inverse_covariance": [[1.0]]})
+
+
+def _us_with_text() -> tuple[np.ndarray, tuple[int, int]]:
+    """An ultrasound phantom with a burned-in label drawn at its top left (rows 8-20)."""
+    from PIL import Image, ImageDraw
+
+    from converters.phantoms import generate
+
+    image = generate("us", np.random.default_rng(5), size=(240, 320), lesion=False).image
+    picture = Image.fromarray((image * 255).astype(np.uint8))
+    ImageDraw.Draw(picture).text((6, 8), "L12-5 38Hz 4.0cm", fill=255)
+    return np.asarray(picture, np.float32) / 255, (14, 30)
+
+
+def test_a_heatmap_hot_on_burned_in_text_is_flagged_and_on_tissue_is_not():
+    from firmware_app.inference.hotspot import hot_spot_on_annotation
+
+    image, (ty, tx) = _us_with_text()
+    heat = np.zeros((30, 40), np.float32)
+    heat[ty * 30 // 240, tx * 40 // 320] = 0.9
+    assert hot_spot_on_annotation(image, heat, "US")
+    assert not hot_spot_on_annotation(image, heat, "CT")  # CT carries no burned-in text
+    assert not hot_spot_on_annotation(image, heat * 0.4, "US")  # no hot spot
+    on_tissue = np.zeros((30, 40), np.float32)
+    on_tissue[18, 20] = 0.9  # mid-fan: speckle, no strokes
+    assert not hot_spot_on_annotation(image, on_tissue, "US")
