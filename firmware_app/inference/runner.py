@@ -21,7 +21,12 @@ from firmware_app.inference.assessment import frame_blockers
 from firmware_app.inference.heads import decoder_for
 from firmware_app.inference.postprocess import FrameFindings
 from firmware_app.inference.tracking import track_lesions
-from firmware_app.inference.validated_range import RangeGuard, RangeScore, outside_reason
+from firmware_app.inference.validated_range import (
+    RangeGuard,
+    RangeScore,
+    instance_outside,
+    outside_reason,
+)
 from firmware_app.runtime.base import RuntimeBackend
 
 
@@ -84,8 +89,9 @@ class ModelRunner:
 
         Only frames whose quality allows a judgement and that lie within the
         model's validated range count towards the verdict. When no frame can be
-        judged, the instance is ``not_assessable`` with its reason; when every
-        judged frame lies outside the range, it is ``outside_validated_range``.
+        judged, the instance is ``not_assessable`` with its reason; when at
+        least half of its judged frames lie outside the range, it is
+        ``outside_validated_range``.
         Either way: no finding, no alert and no lesion, whatever the model
         answered (its probability is kept for the record). The same lesion in
         several frames is one lesion (``inference/tracking.py``).
@@ -130,8 +136,9 @@ class ModelRunner:
                judged: list[tuple[int, FrameFindings]], blocked: dict[str, str],
                decoded: DecodedImage) -> InstanceFindings:
         """The instance's findings from its frames: judged, in range, tracked."""
-        in_range = [(i, f) for i, f in judged if f.range_score is None
-                    or not f.range_score.outside]
+        scores: list[RangeScore] = [f.range_score for _, f in judged if f.range_score]
+        in_range = [] if instance_outside(scores) else [
+            (i, f) for i, f in judged if f.range_score is None or not f.range_score.outside]
         instance = aggregate_frames(in_range or judged or frames, self.thresholds)
         if in_range:
             instance.lesions = track_lesions(in_range, instance.key_frame,
@@ -141,7 +148,6 @@ class ModelRunner:
             instance.boxes, instance.lesions = [], []
             if judged:
                 instance.assessment = "outside_validated_range"
-                scores: list[RangeScore] = [f.range_score for _, f in judged if f.range_score]
                 instance.assessment_reason = outside_reason(scores)
             else:
                 instance.assessment = "not_assessable"

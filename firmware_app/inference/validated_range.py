@@ -3,9 +3,9 @@
 The package's ``ood`` section (``firmware_app/contracts/heads.py``) holds the
 mean and inverse covariance of a features output on the validation data and
 the squared Mahalanobis distance above which an image is unlike it. Every
-analysed frame is scored; a frame beyond the threshold gets no verdict: the
-instance is ``outside_validated_range`` when none of its judged frames is
-within the range (``inference/runner.py``).
+analysed frame is scored; the instance is ``outside_validated_range`` when at
+least half of its judged frames lie beyond the threshold; otherwise it is judged
+on the frames within the range (``inference/runner.py``).
 """
 
 from __future__ import annotations
@@ -66,6 +66,13 @@ class RangeGuard:
                              f"the validated range has {self.mean.size}")
         d = features - self.mean
         return RangeScore(float(d @ self.inverse @ d), self.threshold)
+
+
+def instance_outside(scores: list[RangeScore]) -> bool:
+    """An instance is outside its model's range when at least half of its judged frames
+    are: a cine whose frames mostly look unlike the validation data gets no verdict,
+    even if a few frames happen to fall inside."""
+    return bool(scores) and 2 * sum(s.outside for s in scores) >= len(scores)
 
 
 def outside_reason(scores: list[RangeScore]) -> str:

@@ -231,3 +231,13 @@ def test_a_heatmap_hot_on_burned_in_text_is_flagged_and_on_tissue_is_not():
     on_tissue = np.zeros((30, 40), np.float32)
     on_tissue[18, 20] = 0.9  # mid-fan: speckle, no strokes
     assert not hot_spot_on_annotation(image, on_tissue, "US")
+
+
+def test_an_instance_is_outside_when_at_least_half_its_frames_are():
+    from firmware_app.inference.validated_range import RangeScore, instance_outside
+
+    inside, outside = RangeScore(1.0, 9.0), RangeScore(20.0, 9.0)
+    assert not instance_outside([])
+    assert not instance_outside([inside, inside, outside])
+    assert instance_outside([inside, outside])
+    assert instance_outside([outside] * 5 + [inside] * 3)  # a real MR cine: 5 of 8 frames
