@@ -7,7 +7,8 @@
     clinibox {distill,prune,export,quantize,verify,package} [same options]   # one step
     clinibox convert STEP [same options]                                  # the same
 
-Exit status: 0 done, 1 the fidelity gate or a step failed, 2 bad options or data.
+Exit status: 0 done, 1 the fidelity gate or a step failed, 2 bad options or data, or a
+model below the floors (``floor_auc``, ``floor_sensitivity``) without ``--accept-weak-model``.
 """
 
 from __future__ import annotations
@@ -54,6 +55,16 @@ def build_parser(prog: str = "clinibox convert") -> argparse.ArgumentParser:
     add("--mean", type=float, help="normalisation mean the model was trained with")
     add("--std", type=float, help="normalisation std the model was trained with")
     add("--modalities", help="comma-separated DICOM modalities the box may feed it")
+    add("--target-sensitivity", type=float, help="the operating point is the highest one "
+        "keeping this sensitivity on validation (default 0.95)")
+    add("--floor-auc", type=float, help="refuse a model whose validation AUC is below this "
+        "(default 0.80)")
+    add("--floor-sensitivity", type=float, help="refuse a model with an artifact whose "
+        "sensitivity at the operating threshold is below this (default 0.90)")
+    add("--accept-weak-model", action="store_true", default=None, help="package a model "
+        "below the floors anyway; the weakness is written into the manifest and the report")
+    add("--no-heatmap", dest="heatmap", action="store_false", default=None,
+        help="do not add a class-activation map (cam) to a pooling + linear classifier")
     add("--targets", help="profiles: onnx, x86-cpu, intel-npu, arm-cpu, jetson")
     add("--out", help="output folder: becomes the model package")
     add("--key", help="Ed25519 private key (PEM); its .pub must sit beside it")

@@ -52,9 +52,18 @@ class ConvertConfig:
     preprocessing_params: dict[str, Any] = field(default_factory=dict)
     postprocessing: str = "classification"
     postprocessing_params: dict[str, Any] = field(default_factory=dict)
+    #: the model's output heads (``firmware_app/contracts/heads.py``); empty: none declared
+    heads: list[dict[str, Any]] = field(default_factory=list)
     modalities: list[str] = field(default_factory=list)
     thresholds: dict[str, float] = field(default_factory=dict)
     task: str = "classification"
+    #: a classifier with a pooling + linear head gets a class-activation map ``cam``
+    heatmap: bool = True
+    # what a model must reach to be packaged (converters.verify.Floors)
+    target_sensitivity: float = 0.95
+    floor_auc: float = 0.80
+    floor_sensitivity: float = 0.90
+    accept_weak_model: bool = False
     # the package
     name: str = ""
     version: str = "1.0.0"
@@ -115,6 +124,17 @@ def _coerce(key: str, value: Any) -> Any:
         return Path(value) if value not in (None, "") else None
     if key in ("outputs", "class_names", "modalities") and isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
+    if key in ("target_sensitivity", "floor_auc", "floor_sensitivity"):
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise ConvertConfigError(f"{key} must be a number, got {value!r}") from None
+        low, low_ok = (("(0", value > 0.0) if key == "target_sensitivity"
+                       else ("[0", value >= 0.0))
+        if not (low_ok and value <= 1.0):
+            raise ConvertConfigError(f"{key} must lie in {low}, 1], got {value}")
+    if key in ("heatmap", "accept_weak_model") and not isinstance(value, bool):
+        raise ConvertConfigError(f"{key} must be true or false, got {value!r}")
     if key in ("prune", "max_student_mac_ratio") and value is not None:
         value = float(value)
         if not 0.0 < value <= 1.0:

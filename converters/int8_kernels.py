@@ -47,7 +47,8 @@ def weight_magnitudes(path: Path) -> dict[str, int]:
     producers = {out: node for node in graph.node for out in node.output}
     found: dict[str, int] = {}
 
-    def magnitude(weight: str, zero_point: str | None) -> int | None:
+    def magnitude(weight: str, zero_point: str | None, axis: int | None = None
+                  ) -> int | None:
         q = inits.get(weight)
         if q is None or q.dtype not in (np.int8, np.uint8):
             return None
@@ -55,8 +56,11 @@ def weight_magnitudes(path: Path) -> dict[str, int]:
         centred = q.astype(np.int32)
         if zero is not None and zero.size:
             shape = [1] * centred.ndim
-            if zero.size > 1:  # per channel, along the output axis (0 for Conv weights)
-                shape[0 if zero.size == centred.shape[0] else -1] = zero.size
+            if zero.size > 1:  # per channel: the node's axis (1 for ConvTranspose), else the
+                # output axis (0 for Conv weights, the last for MatMul)
+                if axis is None:
+                    axis = 0 if zero.size == centred.shape[0] else -1
+                shape[axis] = zero.size
             centred = centred - zero.astype(np.int32).reshape(shape)
         return int(np.abs(centred).max()) if centred.size else 0
 
@@ -73,7 +77,8 @@ def weight_magnitudes(path: Path) -> dict[str, int]:
                 # a float weight behind its own Q/DQ pair (the TensorRT form): ONNX Runtime
                 # folds the QuantizeLinear at load time, so quantise it the same way here
                 inits[dq.input[0]] = _quantised(inits, q)
-            value = magnitude(dq.input[0], dq.input[2] if len(dq.input) > 2 else None)
+            axis = next((a.i for a in dq.attribute if a.name == "axis"), None)
+            value = magnitude(dq.input[0], dq.input[2] if len(dq.input) > 2 else None, axis)
         else:
             continue
         if value is not None:

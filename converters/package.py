@@ -113,12 +113,16 @@ def _slug(text: str) -> str:
 
 
 def postprocessing(conv: Conversion) -> dict[str, Any]:
-    """The manifest's postprocessing: the config's, with the classifier's parameters filled."""
+    """The manifest's postprocessing: the config's, with the classifier's parameters filled,
+    and, for declared heads, ``input_size`` [H, W] (a map's stride is the input size over
+    the map's size)."""
     c, spec = conv.config, conv.spec
     params = dict(c.postprocessing_params)
     if c.postprocessing == "classification":
         params = {"output": spec.score_output, "activation": spec.activation,
                   "labels": list(spec.labels), "negative_label": spec.negative_label, **params}
+    if c.heads and "stride" not in params:
+        params.setdefault("input_size", list(spec.input_shape[2:]))
     return {"name": c.postprocessing, "params": params}
 
 
@@ -127,6 +131,7 @@ def manifest(conv: Conversion, thresholds: dict[str, float], cases: list[dict]) 
     import torch
 
     c, spec, state = conv.config, conv.spec, conv.state
+    meanings = {**state.get("output_meanings", {}), **c.output_meanings}
     artifacts = []
     for record in conv.records():
         entry = {"format": record.format, "precision": record.precision, "path": record.path,
@@ -146,12 +151,14 @@ def manifest(conv: Conversion, thresholds: dict[str, float], cases: list[dict]) 
                     "dtype": "float32", "layout": "NCHW",
                     "normalisation": {"mean": c.mean, "std": c.std}}],
         "outputs": [{"name": n, "shape": list(spec.output_shapes.get(n, ())),
-                     "meaning": c.output_meanings.get(n, f"score output ({spec.activation})"
-                                                      if n == spec.score_output else "output")}
+                     "meaning": meanings.get(n, f"score output ({spec.activation})"
+                                             if n == spec.score_output else "output")}
                     for n in spec.output_names],
         "thresholds": thresholds,
         "preprocessing": {"name": c.preprocessing, "params": dict(c.preprocessing_params)},
         "postprocessing": postprocessing(conv),
+        **({"heads": list(c.heads)} if c.heads else {}),
+        **({"ood": state["ood"]} if state.get("ood") else {}),
         "artifacts": artifacts,
         "provenance": {
             "source": state.get("source", conv.source.provenance()),
@@ -159,8 +166,9 @@ def manifest(conv: Conversion, thresholds: dict[str, float], cases: list[dict]) 
                 "source": c.data if c.data else "supplied by the caller",
                 "rows": {s: int((conv.data.split == s).sum())
                          for s in ("train", "calibration", "validation")}},
-            "gate": conv.gate.to_dict(), "threshold_from": "config" if "finding" in
-            c.thresholds else "validation, Youden's J of the source model",
+            "gate": conv.gate.to_dict(), "threshold_from": conv.threshold_rule(),
+            "floors": {"auc": conv.floors.auc, "sensitivity": conv.floors.sensitivity},
+            **({"weakness": state["weakness"]} if state.get("weakness") else {}),
             "source_metrics": state.get("source_metrics", {}),
             "versions": {"torch": torch.__version__, "python": sys.version.split()[0]},
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")},
@@ -195,7 +203,15 @@ def report_data(conv: Conversion, signed: dict) -> dict[str, Any]:
                        "roc": roc(conv.reference())},
             "artifacts": rows,
             "steps": [{"name": k, "summary": v} for k, v in state["steps"].items()],
-            "gate": conv.gate.to_dict(), "created": signed["provenance"]["created"]}
+            "gate": conv.gate.to_dict(), "created": signed["provenance"]["created"],
+            "threshold_rule": signed["provenance"]["threshold_from"],
+            "floors": signed["provenance"]["floors"],
+            "weakness": signed["provenance"].get("weakness", []),
+            "heads": signed.get("heads", []),
+            "heatmap": state["steps"].get("heatmap"),
+            "validated_range": {**state["steps"].get("validated_range", {}),
+                                **({"held_out": signed["ood"].get("held_out", {})}
+                                   if signed.get("ood") else {})}}
 
 
 def write_package(conv: Conversion, keep_work: bool = False) -> Path:

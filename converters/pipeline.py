@@ -3,13 +3,25 @@
 ``Conversion(config).run_all()`` chains distill → prune → export → quantize →
 verify → package; each step also runs alone (``clinibox convert prune …``)
 and leaves its results in ``OUT/.convert/``: ``state.json`` (what has been
-written and measured so far) and ``model.pt`` (the distilled or pruned network,
-a full pickled module, which later steps take instead of ``--model``).
+written and measured so far) and ``model.pt`` (the distilled, pruned or
+heatmap-wrapped network, a full pickled module, which later steps take instead
+of ``--model``).
+
+Beyond the fidelity gate, a conversion adds what the box needs to explain and
+limit the model: a classifier with a pooling + linear head gets a
+class-activation map ``cam`` and a ``features`` output (``converters.cam``,
+checked against captum's Grad-CAM in verify); a model with a ``features``
+output gets its validated range (``converters.ood``); the operating point is
+the highest one that keeps ``target_sensitivity`` on validation; and the
+package step refuses a model below the floors of ``convert.toml`` unless
+``accept_weak_model`` (then the weakness is written into the manifest and the
+report).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import time
@@ -22,6 +34,16 @@ import torch
 from converters import formats
 from converters.artifacts import ArtifactRecord, open_artifact, run_batch
 from converters.benchmark import benchmark
+from converters.cam import (
+    CAM_OUTPUT,
+    FEATURES_OUTPUT,
+    MIN_CORRELATION,
+    CamModel,
+    find_pool_linear_head,
+    grad_cam,
+    grad_cam_agreement,
+    named_outputs,
+)
 from converters.config import ConvertConfig, ConvertConfigError, require
 from converters.data import DataError, LabelledData, Preprocessing, load_data
 from converters.export import (
@@ -32,6 +54,7 @@ from converters.export import (
     torch_outputs,
 )
 from converters.int8_kernels import kernel_note, saturation_failures
+from converters.ood import fit_projection, fit_validated_range, flagged_share, projection_size
 from converters.progress import progress
 from converters.prune import save_module
 from converters.quantize import (
@@ -41,10 +64,21 @@ from converters.quantize import (
     quantize_openvino,
     quantize_tflite,
 )
-from converters.source import SourceModel, load_source
+from converters.source import MASK_SCORE_OUTPUT, MaskScore, SourceModel, load_source
 from converters.spec import ModelSpec
 from converters.training import ClassificationTask, Task, TrainData, name_outputs
-from converters.verify import Gate, GateFailure, check_gate, choose_threshold, compare
+from converters.verify import (
+    Floors,
+    Gate,
+    GateFailure,
+    WeakModelError,
+    check_gate,
+    choose_threshold,
+    compare,
+    describe_weakness,
+    weaknesses,
+)
+from firmware_app.contracts.heads import HeadsError, parse_heads
 
 log = logging.getLogger("clinibox.convert")
 WORK = ".convert"
@@ -70,6 +104,7 @@ class Conversion:
         self._reference: dict[str, np.ndarray] | None = None
         self._outputs: dict[tuple[str, int], dict[str, np.ndarray]] = {}
         self.gate = Gate.from_dict(config.gate)
+        self.floors = Floors(config.floor_auc, config.floor_sensitivity)
 
     # -- shared pieces ---------------------------------------------------------------------
 
@@ -99,7 +134,32 @@ class Conversion:
                 self._source = load_source(self.config.model, self.config.weights,
                                            self.config.factory_kwargs)
                 self.state["source"] = self._source.provenance()
+            self._source = self._with_mask_score(self._source)
         return self._source
+
+    def _with_mask_score(self, source: SourceModel) -> SourceModel:
+        """A model declared with a segmentation head only, and no score output, wrapped in
+        :class:`converters.source.MaskScore` (its most probable lesion pixel as a logit)."""
+        c = self.config
+        kinds = {h.get("kind") for h in c.heads}
+        if ("segmentation" not in kinds or kinds & {"classification", "detection"}
+                or c.score_output or isinstance(source.module, MaskScore)):
+            return source
+        if source.program is not None or not source.trainable:
+            raise ConvertConfigError(
+                f"a segmentation model without --score-output must be an eager module "
+                f"(MODULE:FACTORY or a pickled module), not {source.kind}: the converter adds "
+                f"its image-level score {MASK_SCORE_OUTPUT!r}")
+        head = next(h for h in c.heads if h.get("kind") == "segmentation")
+        names = tuple(c.outputs) or (str(head.get("output", "")),)
+        if head.get("output") not in names:
+            raise ConvertConfigError(f"the segmentation head's output {head.get('output')!r} "
+                                     f"is not among the outputs {list(names)}")
+        self.state.setdefault("output_meanings", {})[MASK_SCORE_OUTPUT] = (
+            f"logit of the most probable lesion pixel of {head['output']!r} (the image-level "
+            "score, added by the converter)")
+        return SourceModel(MaskScore(source.module, names, head).eval(), source.kind,
+                           source.reference, source.files)
 
     @property
     def spec(self) -> ModelSpec:
@@ -167,12 +227,22 @@ class Conversion:
         return self._reference
 
     def threshold(self) -> float:
-        """The operating threshold: the config's ``thresholds.finding``, else Youden's J of
-        the source model on validation."""
+        """The operating threshold: the config's ``thresholds.finding``, else the source
+        model's highest operating point on validation that keeps ``target_sensitivity``
+        (:func:`converters.verify.choose_threshold`)."""
         if "finding" in self.config.thresholds:
             return float(self.config.thresholds["finding"])
         probs = self.spec.finding_probability(self.reference()[self.spec.score_output])
-        return choose_threshold(self.spec.finding_targets(self.validation.labels), probs)
+        return choose_threshold(self.spec.finding_targets(self.validation.labels), probs,
+                                self.config.target_sensitivity)
+
+    def threshold_rule(self) -> str:
+        """How :meth:`threshold` chose the operating threshold, in words."""
+        if "finding" in self.config.thresholds:
+            return "config (thresholds.finding)"
+        return (f"validation: the highest operating point at which the source model's "
+                f"sensitivity is at least {self.config.target_sensitivity:g} (the threshold "
+                "midway below the last positive it keeps)")
 
     def records(self) -> list[ArtifactRecord]:
         """Artifacts written so far."""
@@ -233,8 +303,201 @@ class Conversion:
         self._keep(pruned, "prune", report)
         return report
 
+    # -- heatmap and validated range --------------------------------------------------------
+
+    def _calibration_rows(self) -> np.ndarray | None:
+        """The rows the validated range is fitted on: calibration, else training rows (None
+        without data)."""
+        try:
+            data = self.data
+        except (ConvertConfigError, DataError):
+            return None
+        for split in ("calibration", "train"):
+            rows = data.subset(split).x[: self.config.calibration_size]
+            if len(rows):
+                return rows
+        return None
+
+    def add_heatmap(self) -> dict:
+        """Before export: wrap a classifier whose head is global average pooling + a linear
+        layer in :class:`converters.cam.CamModel`, which adds ``cam`` and ``features``.
+
+        Any other model keeps its outputs and ``steps["heatmap"]`` says why. The wrapped
+        network is kept in the work folder for the later steps.
+        """
+        c, module = self.config, self.source.module
+        if isinstance(module, CamModel) or not c.heatmap or c.task != "classification":
+            return self.state["steps"].get("heatmap", {})
+        spec = self.spec
+        reason = ""
+        if {CAM_OUTPUT, FEATURES_OUTPUT} & set(spec.output_names):
+            reason = "the model has its own 'cam' or 'features' output"
+        elif self.source.program is not None or not self.source.trainable:
+            reason = (f"a {self.source.kind} model cannot be wrapped; hand the eager module "
+                      "(MODULE:FACTORY or a pickled module)")
+        else:
+            example = torch.randn((2, *spec.input_shape[1:]),
+                                  generator=torch.Generator().manual_seed(0))
+            search = find_pool_linear_head(
+                module, example, lambda r: named_outputs(r, spec.output_names)[spec.score_output])
+            reason = search.reason
+        if reason:
+            report = {"added": False, "reason": f"no heatmap: {reason}"}
+            log.info("%s", report["reason"])
+            self.state["steps"]["heatmap"] = report
+            self.save_state()
+            return report
+        head = search.head
+        assert head is not None
+        wrapper = CamModel(module, head, spec.output_names).eval()
+        wrapped = dataclasses.replace(spec, output_names=(*spec.output_names,
+                                                          *CamModel.added_outputs))
+        rows = self._calibration_rows()
+        size = projection_size(head.channels, 0 if rows is None else len(rows))
+        if size:
+            pooled = torch_outputs(wrapper, wrapped, rows)[FEATURES_OUTPUT]
+            wrapper.set_projection(*fit_projection(pooled, size))
+        save_module(wrapper, self.work / "model.pt")
+        old = self.source
+        self._source = SourceModel(wrapper, old.kind, old.reference, old.files)
+        self._spec, self._reference = wrapped, None
+        self._outputs.clear()
+        features = (f"the {head.channels} pooled feature maps of {head.feature_path!r}"
+                    + (f", projected on their {size} principal directions (fitted on "
+                       f"{len(rows)} calibration images) plus the norm of the rest"
+                       if size else ""))
+        self.state.setdefault("output_meanings", {}).update({
+            CAM_OUTPUT: f"class-activation map [N, {head.classes}, h, w]: the linear layer "
+                        f"{head.linear_path!r} applied to each position of {head.feature_path!r} "
+                        "(Grad-CAM before its ReLU, up to scale; its mean plus the bias is the "
+                        "logit)",
+            FEATURES_OUTPUT: f"{features} (for the validated range)"})
+        report = {"added": True,
+                  "method": "class-activation map: the final linear layer's weights as a 1×1 "
+                            "convolution of the last feature maps (no gradients)",
+                  "feature_layer": head.feature_path, "linear_layer": head.linear_path,
+                  "map": [head.classes, *head.map_size],
+                  "features": {"dimensions": wrapper.feature_size,
+                               "pooled_channels": head.channels, "projected": bool(size)}}
+        self.state["steps"]["heatmap"] = report
+        self.save_state()
+        log.info("heatmap: %s", report)
+        return report
+
+    def check_heatmap(self) -> dict[str, list[str]]:
+        """Every artifact's ``cam`` against captum's Grad-CAM of the source on validation
+        images (float artifacts must correlate ≥ ``MIN_CORRELATION``); failures by artifact."""
+        module = self.source.module
+        if not isinstance(module, CamModel):
+            return {}
+        val = self.validation
+        count = min(len(val), 32)
+        score = self.spec.score_output
+        reference = grad_cam(module.model, module.head, val.x[:count],
+                             lambda r: named_outputs(r, module.output_names)[score],
+                             module.head.classes)
+        measured = {"PyTorch source": grad_cam_agreement(self.reference()[CAM_OUTPUT][:count],
+                                                         reference)}
+        failures: dict[str, list[str]] = {}
+        for record in self.records():
+            agreement = grad_cam_agreement(self.outputs(record)[CAM_OUTPUT][:count], reference)
+            measured[record.kind] = agreement
+            low = agreement["min"] is not None and agreement["min"] < MIN_CORRELATION
+            if low and record.precision != "int8":
+                failures[f"{record.format} {record.precision} ({record.path})"] = [
+                    f"its class-activation map correlates {agreement['min']:.4f} with captum's "
+                    f"Grad-CAM (at least {MIN_CORRELATION} required)"]
+        self.state["steps"].setdefault("heatmap", {})["grad_cam"] = {
+            "reference": f"captum LayerGradCam on {module.head.feature_path!r}, every class",
+            "images": count, "min_correlation_required": MIN_CORRELATION,
+            "correlation": measured}
+        log.info("heatmap vs Grad-CAM: %s", {k: v["min"] for k, v in measured.items()})
+        return failures
+
+    def fit_range(self) -> dict | None:
+        """The validated range of a model with a ``features`` output [N, D]: fitted on the
+        calibration rows, threshold from the validation rows (``converters.ood``); a range the
+        caller set in ``state["ood"]`` is kept."""
+        spec, steps = self.spec, self.state["steps"]
+        if self.state.get("ood") and not self.state.get("ood_by_converter"):
+            return self.state["ood"]  # the caller's own
+        if FEATURES_OUTPUT not in spec.output_names:
+            steps["validated_range"] = {"fitted": False, "reason": "no validated range: the "
+                                        "model has no 'features' output [N, D]"}
+            return None
+        reason, fit = "", self._calibration_rows()
+        held = self.reference()[FEATURES_OUTPUT]
+        section = None
+        if held.ndim != 2:
+            reason = f"its 'features' output is {list(held.shape[1:])} per image, not [D]"
+        elif fit is None:
+            reason = "no calibration or training rows to fit it on"
+        else:
+            try:
+                section = fit_validated_range(
+                    torch_outputs(self.source.exportable, spec, fit)[FEATURES_OUTPUT], held)
+            except ValueError as exc:
+                reason = str(exc)
+        if section is None:
+            self.state.pop("ood", None)
+            steps["validated_range"] = {"fitted": False, "reason": f"no validated range: {reason}"}
+            return None
+        self.state["ood"], self.state["ood_by_converter"] = section, True
+        steps["validated_range"] = {
+            "fitted": True, "output": FEATURES_OUTPUT, "dimensions": int(held.shape[1]),
+            "fit_rows": len(fit), "held_out_rows": len(held),
+            "threshold": section["threshold"], "held_out_flagged": section["held_out"]["flagged"],
+            "artifacts_flagged": {r.kind: round(flagged_share(self.outputs(r)[FEATURES_OUTPUT],
+                                                              section), 4)
+                                  for r in self.records()}}
+        log.info("validated range: %s", steps["validated_range"])
+        return section
+
+    def declare_heads(self) -> list[dict[str, Any]]:
+        """``config.heads``, set here and only here when the config declares none: a
+        classifier gets its classification head, and a heatmap head when ``cam`` was added
+        (also appended to declared heads that lack one). Checked against the contract."""
+        c, spec = self.config, self.spec
+        heads = [dict(h) for h in c.heads]
+        if not heads and c.postprocessing == "classification":
+            heads.append({"kind": "classification", "output": spec.score_output,
+                          "activation": spec.activation, "labels": list(spec.labels),
+                          "negative_label": spec.negative_label, "per": "image"})
+        if (heads and self.state["steps"].get("heatmap", {}).get("added")
+                and not any(h.get("kind") == "heatmap" for h in heads)):
+            heads.append({"kind": "heatmap", "output": CAM_OUTPUT, "activation": "none"})
+        if heads:
+            try:
+                parsed = parse_heads(heads)
+            except HeadsError as exc:
+                raise ConvertConfigError(f"heads: {exc}") from exc
+            unknown = sorted({o for h in parsed for o in h.outputs.values()}
+                             - set(spec.output_names))
+            if unknown:
+                raise ConvertConfigError(f"heads name output(s) {unknown} the model does not "
+                                         f"have (it has {list(spec.output_names)})")
+        c.heads = heads
+        return heads
+
+    def check_floors(self) -> list[dict]:
+        """The figures below the floors; WeakModelError unless ``accept_weak_model``, which
+        records them in ``state["weakness"]`` for the manifest and the report."""
+        found = weaknesses(self.state.get("source_metrics", {}), self.state["metrics"],
+                           self.floors)
+        if found and not self.config.accept_weak_model:
+            raise WeakModelError(found)
+        self.state["weakness"] = [{**w, "accepted_by": "the operator (--accept-weak-model)"}
+                                  for w in found]
+        for entry in found:
+            log.warning("accepted by the operator: %s", describe_weakness(entry))
+        return self.state["weakness"]
+
+    # -- export and the rest -------------------------------------------------------------
+
     def export(self) -> list[ArtifactRecord]:
-        """FP32 ONNX, then every float artifact the targets need."""
+        """A heatmap where the head allows (:meth:`add_heatmap`), then FP32 ONNX, then every
+        float artifact the targets need."""
+        self.add_heatmap()
         c, model = self.config, self.source.exportable
         kinds = [k for k in formats.kinds_for(c.targets) if k.precision != "int8"]
         written = []
@@ -329,8 +592,9 @@ class Conversion:
         return written
 
     def verify(self) -> dict[str, dict]:
-        """Every artifact against the PyTorch source on validation; benchmark each; raise
-        GateFailure naming every artifact that breaks the gate."""
+        """Every artifact against the PyTorch source on validation; benchmark each; check
+        the heatmap against Grad-CAM and fit the validated range; raise GateFailure naming
+        every artifact that breaks the gate."""
         records = self.records()
         if not records:
             raise ConvertConfigError("nothing to verify: run the export step first")
@@ -347,6 +611,12 @@ class Conversion:
                 failures[f"{record.format} {record.precision} ({record.path})"] = broken
             log.info("%s: %s", record.path, {k: metrics[k] for k in ("auc", "sensitivity",
                                                                    "decision_agreement")})
+        for label, broken in self.check_heatmap().items():
+            failures.setdefault(label, []).extend(broken)
+        self.fit_range()
+        for entry in weaknesses(self.state["source_metrics"], self.state["metrics"],
+                                self.floors):
+            log.warning("below the floor: %s", describe_weakness(entry))
         self.state["gate_failures"] = failures
         self.save_state()
         if failures:
@@ -354,9 +624,13 @@ class Conversion:
         return self.state["metrics"]
 
     def package(self, keep_work: bool = False) -> Path:
-        """Golden cases, signed manifest and report (see ``converters.package``)."""
+        """Refuse a model below the floors (:meth:`check_floors`), declare its heads, then
+        golden cases, signed manifest and report (see ``converters.package``)."""
         from converters.package import write_package
 
+        if self.state["metrics"] and not self.state.get("gate_failures"):
+            self.check_floors()
+        self.declare_heads()
         return write_package(self, keep_work)
 
     def run_all(self, keep_work: bool = False) -> Path:
@@ -395,7 +669,10 @@ def spec_from_config(config: ConvertConfig, model: torch.nn.Module) -> ModelSpec
         names = list(config.outputs or [f"output_{i}" for i in range(len(result))])
     else:
         names = list(config.outputs or ["logits"])
-    probe = ModelSpec(shape, tuple(names), config.score_output or names[0])
+    # what the converter's wrappers add (CamModel, MaskScore)
+    names += [n for n in getattr(model, "added_outputs", ()) if n not in names]
+    probe = ModelSpec(shape, tuple(names), config.score_output
+                      or getattr(model, "derived_score", None) or names[0])
     outputs = name_outputs(result, probe)
     width = int(np.prod(outputs[probe.score_output].shape[1:]))
     activation = config.activation or ("softmax" if width > 1 else "sigmoid")

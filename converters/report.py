@@ -37,6 +37,7 @@ th{background:#eee}td.l,th.l{text-align:left}
 .banner{border:3px solid #b00;background:#fee;color:#900;font-weight:bold;font-size:1.2em;
 padding:.6em 1em;margin:1em 0}
 .pass{color:#060;font-weight:bold}.fail{color:#b00;font-weight:bold}
+.weak{border-color:#d60;background:#fff3e0;color:#a40}
 .meta{color:#555}img{max-width:100%;page-break-inside:avoid}
 @media print{body{margin:0}h2{page-break-after:avoid}}
 """
@@ -238,6 +239,85 @@ def _steps(steps: list[dict]) -> str:
     return "".join(parts)
 
 
+def _floors(floors: dict | None) -> str:
+    if not floors:
+        return ""
+    return (f"<p>Floors: a model is packaged only with a validation AUC of at least "
+            f"{_f(floors.get('auc'), 2)} and a sensitivity of at least "
+            f"{_f(floors.get('sensitivity'), 2)} at the operating threshold in every "
+            "artifact.</p>")
+
+
+def _weakness(entries: list[dict]) -> str:
+    """The banner for figures below their floor that the operator accepted."""
+    if not entries:
+        return ""
+    items = "".join(
+        f"<li>{_e(w.get('figure', '?'))} of {_e(w.get('model', '?'))}: "
+        f"{_f(w.get('value'), 3)} — below the floor {_f(w.get('floor'), 3)}</li>"
+        for w in entries)
+    return (f'<div class="banner weak">Below the floor, accepted by the operator '
+            f"(--accept-weak-model):<ul>{items}</ul>This model is weaker than the "
+            "converter's floors; its findings need particular care.</div>")
+
+
+def _heatmap(info: dict | None, heads: list[dict]) -> str:
+    """The heatmap section: what was added (or why not) and the Grad-CAM check."""
+    parts = ["<h2>Heads and heatmap</h2>"]
+    if heads:
+        parts.append(_table(["kind", "output", "activation", "labels"], [
+            [_e(h.get("kind", "")), _e(h.get("output", h.get("score_output", ""))),
+             _e(h.get("activation", "")), _e(", ".join(h.get("labels", [])))]
+            for h in heads], 4))
+    if not info:
+        parts.append("<p>No heatmap was considered (not a classification task).</p>")
+        return "".join(parts)
+    if not info.get("added"):
+        parts.append(f"<p>{_e(info.get('reason', 'No heatmap added.'))}; nothing was "
+                     "added to the model.</p>")
+        return "".join(parts)
+    parts.append(f"<p>{_e(info.get('method', ''))}: linear layer "
+                 f"<code>{_e(info.get('linear_layer'))}</code> over the maps of "
+                 f"<code>{_e(info.get('feature_layer'))}</code>, output <code>cam</code> "
+                 f"{_e(info.get('map'))}.</p>")
+    check = info.get("grad_cam") or {}
+    if check:
+        rows = [[_e(k), _e(v.get("maps")), _e(v.get("flat")), _f(v.get("min")),
+                 _f(v.get("median"))] for k, v in (check.get("correlation") or {}).items()]
+        parts.append(f"<p>Checked against {_e(check.get('reference'))} on "
+                     f"{_e(check.get('images'))} validation images: Pearson correlation per "
+                     f"image and class (float artifacts need at least "
+                     f"{_e(check.get('min_correlation_required'))}).</p>"
+                     + _table(["model", "maps", "flat (not scored)", "min r", "median r"],
+                              rows))
+    return "".join(parts)
+
+
+def _validated_range(info: dict | None) -> str:
+    """The validated-range section: fitted or why not, and the shares flagged."""
+    if not info:
+        return ""
+    parts = ["<h2>Validated range (out-of-distribution guard)</h2>"]
+    if info.get("fitted") is False:
+        parts.append(f"<p>{_e(info.get('reason'))}. The box has no guard for this "
+                     "model.</p>")
+        return "".join(parts)
+    held = info.get("held_out") or {}
+    flagged = info.get("held_out_flagged", held.get("flagged"))
+    rows_held = info.get("held_out_rows", held.get("images", "?"))
+    parts.append(
+        f"<p>Mahalanobis distance on the <code>{_e(info.get('output', 'features'))}</code> "
+        f"output ({_e(info.get('dimensions', '?'))} values), fitted on "
+        f"{_e(info.get('fit_rows', '?'))} calibration images; threshold "
+        f"{_e(info.get('threshold', '?'))} from {_e(rows_held)} held-out validation images, of "
+        f"which <b>{_f(None if flagged is None else 100 * flagged, 2)} %</b> are flagged "
+        "outside the range (the box answers outside_validated_range for such images).</p>")
+    rows = [[_e(k), _f(100 * v, 2)] for k, v in (info.get("artifacts_flagged") or {}).items()]
+    if rows:
+        parts.append(_table(["artifact", "validation images flagged (%)"], rows))
+    return "".join(parts)
+
+
 def write_report(path: Path, data: dict) -> Path:
     """Write the conversion report to ``path`` (atomically) and return it.
 
@@ -245,7 +325,10 @@ def write_report(path: Path, data: dict) -> Path:
     source {label, metrics, roc, benchmark?}, artifacts [{label, kind, format, precision,
     path, profiles, metrics, gate {passed, failures}, benchmark {ms_per_image, ms_p90,
     size_bytes, threads, backend}, roc}], steps [{name, summary}], gate {limit: value},
-    created (ISO time). ROC format: see the module docstring."""
+    created (ISO time); optional: threshold_rule, floors {auc, sensitivity}, weakness
+    [{figure, model, value, floor}] (shown as a banner at the top), heads [...], heatmap
+    (``steps["heatmap"]``), validated_range (``steps["validated_range"]`` with held_out).
+    ROC format: see the module docstring."""
     path = Path(path)
     source = {"label": "PyTorch source", **(data.get("source") or {})}
     arts = list(data.get("artifacts") or [])
@@ -273,11 +356,14 @@ def write_report(path: Path, data: dict) -> Path:
         f'<p class="meta">created {_e(data.get("created", ""))} · labels '
         f'{_e(", ".join(map(str, spec.get("labels", []))))} · activation '
         f'{_e(spec.get("activation", ""))} · input {_e(spec.get("input_shape", ""))}</p>',
+        _weakness(list(data.get("weakness") or [])),
         f'<div class="banner">{_e(use)}</div>' if use else "",
         "<h2>Summary</h2>", verdict,
         f"<p>Every artifact measured against {_e(source['label'])} on "
         f"{_e((source.get('metrics') or {}).get('images', '?'))} validation images at "
-        f"threshold {_e((source.get('metrics') or {}).get('threshold', '?'))}.</p>",
+        f"threshold {_e((source.get('metrics') or {}).get('threshold', '?'))}"
+        + (f" (chosen by {_e(data['threshold_rule'])})" if data.get("threshold_rule") else "")
+        + ".</p>", _floors(data.get("floors")),
         _summary(source, arts), _per_class(source, arts),
         "<h2>ROC</h2>", _roc_figure(models),
         "<h2>Latency and size</h2>",
@@ -287,6 +373,8 @@ def write_report(path: Path, data: dict) -> Path:
                bench_rows, 4),
         "<h2>Fidelity gate</h2>", _table(["limit", "value", "meaning"], gate_rows),
         _table(["artifact", "precision", "result"], result_rows, 3),
+        _heatmap(data.get("heatmap"), list(data.get("heads") or [])),
+        _validated_range(data.get("validated_range")),
         _steps(list(data.get("steps") or [])), "</body></html>\n"]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

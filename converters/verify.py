@@ -8,6 +8,11 @@ because they are written into the signed manifest.
 
 Precisions: ``fp32`` and ``fp16`` artifacts are held to the float limits of
 :class:`Gate`, ``int8`` artifacts to the int8 limits.
+
+The operating threshold is sensitivity-first (:func:`choose_threshold`), and a
+model whose validation AUC or whose artifacts' sensitivity at that threshold
+lies below the :class:`Floors` is refused (:class:`WeakModelError`) unless the
+operator accepts it.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from converters.config import ConvertConfigError
 from converters.spec import ModelSpec
 from firmware_app.errors import CliniboxError
 
@@ -69,18 +75,96 @@ def operating_point(targets_bool: np.ndarray, probs: np.ndarray, threshold: floa
             "specificity": float((~hit[~t]).mean()) if (~t).any() else float("nan")}
 
 
-def choose_threshold(targets_bool: np.ndarray, probs: np.ndarray) -> float:
-    """Operating threshold maximising Youden's J (sensitivity + specificity - 1) on the
-    validation set; candidates are the probabilities rounded to 4 dp, ties go to the
-    lower threshold. 0.5 when the set lacks positives or negatives."""
+#: the sensitivity the operating threshold is chosen for, unless the config says otherwise
+TARGET_SENSITIVITY = 0.95
+
+
+def choose_threshold(targets_bool: np.ndarray, probs: np.ndarray,
+                     target_sensitivity: float = TARGET_SENSITIVITY) -> float:
+    """The sensitivity-first operating threshold ("rather over-examine than miss").
+
+    The operating point is the one with the highest threshold whose sensitivity
+    on the validation set is at least ``target_sensitivity``: every threshold
+    above the probability ``p`` of the positive that point still needs loses
+    the target. The threshold is placed midway between ``p`` and the next lower
+    validation probability (same decisions on validation), rounded down to
+    4 dp where that keeps it there, so that the small numeric differences of a
+    converted artifact do not drop that positive. 0.5 when the set lacks
+    positives or negatives.
+    """
+    if not 0.0 < target_sensitivity <= 1.0:
+        raise ValueError(f"target sensitivity must lie in (0, 1], got {target_sensitivity}")
     t = np.asarray(targets_bool).astype(bool).ravel()
     p = np.asarray(probs, dtype=np.float64).ravel()
     if t.all() or not t.any():
         return 0.5
-    candidates = np.unique(np.round(p, 4))  # ascending: argmax keeps the lowest of ties
-    hits = p[None, :] >= candidates[:, None]
-    j = hits[:, t].mean(axis=1) + (~hits[:, ~t]).mean(axis=1) - 1.0
-    return round(float(candidates[int(np.argmax(np.round(j, 12)))]), 4)
+    needed = max(1, math.ceil(target_sensitivity * int(t.sum()) - 1e-9))
+    edge = float(np.sort(p[t])[::-1][needed - 1])  # the needed-th most probable positive
+    below = p[p < edge]
+    lower = float(below.max()) if below.size else -1.0
+    middle = (edge + lower) / 2 if below.size else edge
+    for scale in (1e4, 1e8):
+        rounded = math.floor(middle * scale + 1e-6) / scale  # 0.6499999… is 0.65
+        if lower < rounded <= edge:
+            return rounded
+    return edge
+
+
+# -- floors: the least a model must reach to be packaged ------------------------------------
+
+
+@dataclass(frozen=True)
+class Floors:
+    """The least validation AUC (of the source model) and sensitivity at the operating
+    threshold (of every artifact) a model needs to be packaged (``floor_auc`` and
+    ``floor_sensitivity`` in convert.toml)."""
+
+    auc: float = 0.80
+    sensitivity: float = 0.90
+
+
+def weaknesses(source: dict, artifacts: dict[str, dict], floors: Floors) -> list[dict]:
+    """Every figure below its floor: ``{"figure", "model", "value", "floor"}``.
+
+    ``source`` is :func:`source_metrics`'s dict, ``artifacts`` maps an artifact's
+    kind to its :func:`compare` metrics. A figure that could not be measured (None)
+    counts as below the floor.
+    """
+    found = []
+
+    def check(figure: str, model: str, value: float | None, floor: float) -> None:
+        if value is None or value < floor - 1e-12:
+            found.append({"figure": figure, "model": model, "value": value, "floor": floor})
+
+    check("validation AUC", "PyTorch source", source.get("auc"), floors.auc)
+    for kind, metrics in artifacts.items():
+        check("sensitivity at the operating threshold", kind, metrics.get("sensitivity"),
+              floors.sensitivity)
+    return found
+
+
+def describe_weakness(entry: dict) -> str:
+    """One weakness entry in words: "validation AUC of PyTorch source 0.512 is below the
+    floor 0.800"."""
+    value = "not measurable" if entry["value"] is None else f"{entry['value']:.3f}"
+    return (f"{entry['figure']} of {entry['model']} {value} is below the floor "
+            f"{entry['floor']:.3f}")
+
+
+class WeakModelError(ConvertConfigError):
+    """The model is below a floor of ``convert.toml``; nothing was packaged."""
+
+    kind = "weak model refused"
+
+    def __init__(self, found: list[dict]) -> None:
+        self.weaknesses = list(found)
+        lines = ["the model is too weak to package (measured on the validation set):"]
+        lines += [f"  - {describe_weakness(w)}" for w in found]
+        lines += ["Train it further or on more data, or lower the floor deliberately "
+                  "(floor_auc, floor_sensitivity in convert.toml); --accept-weak-model "
+                  "packages it anyway and writes the weakness into the manifest and the "
+                  "report; nothing was packaged."]
+        super().__init__("\n".join(lines))
 
 
 # -- the gate --------------------------------------------------------------------------------

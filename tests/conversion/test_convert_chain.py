@@ -133,6 +133,38 @@ def test_torchscript_one_channel_step_by_step(tmp_path, signing_key):
     assert manifest["inputs"][0]["shape"] == [1, 1, 256, 256]
     for art in manifest["artifacts"]:
         assert art["validation"]["decision_agreement"] >= 0.95
+    # TorchScript cannot be wrapped: no heatmap and no validated range, and the report says so
+    steps = manifest["provenance"]["steps"]
+    assert steps["heatmap"]["added"] is False and "torchscript" in steps["heatmap"]["reason"]
+    assert [o["name"] for o in manifest["outputs"]] == ["logits"] and "ood" not in manifest
+    assert [h["kind"] for h in manifest["heads"]] == ["classification"]
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert "nothing was added to the model" in report and "The box has no guard" in report
+
+
+def test_an_eager_classifier_keeps_its_heatmap_across_separate_steps(tmp_path, signing_key):
+    labels = write_png_folder(tmp_path / "data", 120, 64, 2, seed=8)
+    prep = Preprocessing("letterbox_grey", (1, 1, 64, 64), 0.3, 0.2, {})
+    data = load_folder(tmp_path / "data", labels, prep, 2, {"train": 0.5, "validation": 0.5})
+    torch.manual_seed(0)
+    model = train_quickly(tiny_classifier(1, 1), data.x, data.labels, epochs=6, sigmoid=True)
+    torch.save(model, tmp_path / "disc_net.pt")
+    out = tmp_path / "pkg"
+    common = ["--model", "disc_net.pt", "--input-shape", "1,64,64", "--mean", "0.3", "--std",
+              "0.2", "--data", "data", "--labels", str(labels), "--targets", "onnx",
+              "--out", str(out), "--key", str(signing_key)]
+    for step in ("export", "quantize", "verify", "package"):
+        run = clinibox(step, *common, cwd=tmp_path)
+        assert run.returncode == 0, (step, run.stdout[-2000:], run.stderr[-4000:])
+    manifest = load_package(out, [signing_key.with_suffix(".pub")]).manifest
+    assert [o["name"] for o in manifest["outputs"]] == ["logits", "cam", "features"]
+    assert [h["kind"] for h in manifest["heads"]] == ["classification", "heatmap"]
+    steps = manifest["provenance"]["steps"]
+    assert steps["heatmap"]["feature_layer"] == "features"
+    assert all(v["min"] >= 0.99 for k, v in steps["heatmap"]["grad_cam"]["correlation"].items()
+               if k != "onnx-int8")
+    assert len(manifest["ood"]["mean"]) == steps["heatmap"]["features"]["dimensions"]
+    assert steps["validated_range"]["artifacts_flagged"]["onnx-fp32"] <= 0.05
 
 
 def test_convert_toml_config_and_unknown_key(tmp_path, signing_key):

@@ -79,9 +79,17 @@ def shapes_dataset(count: int, size: int, classes: int = 2, seed: int = 0
     Positions, sizes, brightness and noise vary; with ``classes == 2`` only
     blank and disc are drawn.
     """
+    images, labels, _ = shapes_with_masks(count, size, classes, seed)
+    return images, labels
+
+
+def shapes_with_masks(count: int, size: int, classes: int = 2, seed: int = 0
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`shapes_dataset` with the true mask of each shape [N, size, size] (bool)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size] / size
     images = np.empty((count, size, size), np.float32)
+    masks = np.zeros((count, size, size), bool)
     labels = rng.integers(0, classes, count)
     for i, label in enumerate(labels):
         img = 0.25 + 0.1 * rng.standard_normal((size, size))
@@ -89,11 +97,12 @@ def shapes_dataset(count: int, size: int, classes: int = 2, seed: int = 0
         r = rng.uniform(0.08, 0.2)
         contrast = rng.uniform(0.25, 0.6)
         if label == 1:
-            img += contrast * (((xx - cx) ** 2 + (yy - cy) ** 2) < r**2)
+            masks[i] = ((xx - cx) ** 2 + (yy - cy) ** 2) < r**2
         elif label == 2:
-            img += contrast * ((np.abs(xx - cx) < r * 1.5) & (np.abs(yy - cy) < r * 0.3))
+            masks[i] = (np.abs(xx - cx) < r * 1.5) & (np.abs(yy - cy) < r * 0.3)
+        img += contrast * masks[i]
         images[i] = np.clip(img, 0.0, 1.0)
-    return images, labels.astype(np.int64)
+    return images, labels.astype(np.int64), masks
 
 
 def as_input(images: np.ndarray, channels: int, mean: float = 0.3, std: float = 0.2

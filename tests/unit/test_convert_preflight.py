@@ -68,3 +68,34 @@ def test_the_package_name_defaults_from_the_model(tmp_path):
     named = ConvertConfig(out=tmp_path, model="x:y", name="clinic-resnet")
     preflight(named, "export")
     assert named.name == "clinic-resnet"
+
+
+def test_floors_and_the_target_sensitivity_come_from_the_file_or_the_command_line(tmp_path):
+    from converters.cli import _config, build_parser
+
+    (tmp_path / "convert.toml").write_text("floor_auc = 0.7\ntarget_sensitivity = 0.98\n"
+                                           "accept_weak_model = true\nheatmap = false\n")
+    defaults = _config(build_parser().parse_args([]))
+    assert (defaults.floor_auc, defaults.floor_sensitivity, defaults.target_sensitivity) == (
+        0.80, 0.90, 0.95)
+    assert defaults.accept_weak_model is False and defaults.heatmap is True
+    from_file = _config(build_parser().parse_args(["--config", str(tmp_path / "convert.toml"),
+                                                   "--floor-sensitivity", "0.85"]))
+    assert (from_file.floor_auc, from_file.floor_sensitivity) == (0.7, 0.85)
+    assert from_file.target_sensitivity == 0.98
+    assert from_file.accept_weak_model is True and from_file.heatmap is False
+    flags = _config(build_parser().parse_args(["--accept-weak-model", "--no-heatmap"]))
+    assert flags.accept_weak_model is True and flags.heatmap is False
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["--target-sensitivity", "0"], "target_sensitivity must lie in (0, 1]"),
+    (["--floor-auc", "1.5"], "floor_auc must lie in [0, 1]"),
+    (["--floor-sensitivity", "-0.1"], "floor_sensitivity must lie in [0, 1]"),
+])
+def test_out_of_range_floors_are_refused(argv, words):
+    from converters.cli import _config, build_parser
+
+    with pytest.raises(ConvertConfigError) as caught:
+        _config(build_parser().parse_args(argv))
+    assert words in str(caught.value)

@@ -135,3 +135,58 @@ def test_report_without_artifacts_or_benchmarks(tmp_path):
                                        "roc": {"fpr": [0, 0.5, 1], "tpr": [0, 1, 1]}}}
     html, page = _parse(write_report(tmp_path / "r.html", data))
     assert "PyTorch source" in html and len(page.images) == 1  # ROC only
+
+
+def test_accepted_weakness_heatmap_and_validated_range_are_shown(tmp_path):
+    spec = ModelSpec(input_shape=(1, 1, 16, 16), output_names=("logit",), score_output="logit")
+    rng = np.random.default_rng(0)
+    labels = (rng.random(100) < 0.5).astype(np.int64)
+    outs = {"logit": rng.normal(labels * 2.0 - 1.0, 1.0)[:, None].astype(np.float32)}
+    data = _data(spec, labels, outs, name="weak")
+    data.update(
+        threshold_rule="validation: the highest threshold at which the source model's "
+                       "sensitivity is at least 0.95",
+        floors={"auc": 0.8, "sensitivity": 0.9},
+        weakness=[{"figure": "validation AUC", "model": "PyTorch source", "value": 0.61,
+                   "floor": 0.8, "accepted_by": "the operator (--accept-weak-model)"}],
+        heads=[{"kind": "classification", "output": "logit", "activation": "sigmoid",
+                "labels": ["finding"]}, {"kind": "heatmap", "output": "cam",
+                                         "activation": "none"}],
+        heatmap={"added": True, "method": "class-activation map", "feature_layer": "layer4",
+                 "linear_layer": "fc", "map": [1, 4, 4],
+                 "grad_cam": {"reference": "captum LayerGradCam", "images": 12,
+                              "min_correlation_required": 0.99,
+                              "correlation": {"onnx-fp32": {"maps": 12, "flat": 0,
+                                                            "min": 0.99991, "median": 1.0}}}},
+        validated_range={"fitted": True, "output": "features", "dimensions": 6,
+                         "fit_rows": 40, "held_out_rows": 80, "threshold": 20.5,
+                         "held_out_flagged": 0.0125,
+                         "artifacts_flagged": {"onnx-fp32": 0.0125, "onnx-int8": 0.025}})
+    html, page = _parse(write_report(tmp_path / "r.html", data))
+    text = " ".join(" ".join(page.text).split())
+    # the accepted weakness comes first, above the intended-use banner
+    assert html.index("Below the floor, accepted by the operator") < html.index(
+        "NOT FOR CLINICAL USE")
+    assert "validation AUC of PyTorch source: 0.610 — below the floor 0.800" in text
+    assert "sensitivity is at least 0.95" in text
+    correlation = next(r for r in page.rows if r and r[0] == "onnx-fp32" and len(r) == 5)
+    assert correlation[3] == "0.9999"
+    assert "of which 1.25 % are flagged outside the range" in text
+    flagged = {r[0]: r[1] for r in page.rows if len(r) == 2 and r[0].startswith("onnx-")}
+    assert flagged == {"onnx-fp32": "1.25", "onnx-int8": "2.50"}
+    heads = [r[:2] for r in page.rows if r and r[0] in ("classification", "heatmap")]
+    assert heads == [["classification", "logit"], ["heatmap", "cam"]]
+
+
+def test_no_heatmap_and_no_range_say_why(tmp_path):
+    spec = ModelSpec(input_shape=(1, 1, 8, 8), output_names=("logit",), score_output="logit")
+    labels = np.array([0, 1, 0, 1])
+    outs = {"logit": np.array([[-1.0], [1.0], [0.2], [0.4]])}
+    data = {"name": "plain", "source": {"metrics": source_metrics(spec, labels, outs, 0.5)},
+            "heatmap": {"added": False, "reason": "no heatmap: the model has no linear layer"},
+            "validated_range": {"fitted": False, "reason": "no validated range: too few"}}
+    html, page = _parse(write_report(tmp_path / "r.html", data))
+    text = " ".join(page.text)
+    assert "no heatmap: the model has no linear layer; nothing was added" in text
+    assert "no validated range: too few. The box has no guard" in text
+    assert "Below the floor" not in html

@@ -8,19 +8,25 @@ import math
 import numpy as np
 import pytest
 
+from converters.config import ConvertConfigError
 from converters.spec import ModelSpec
 from converters.verify import (
+    Floors,
     Gate,
     GateFailure,
+    WeakModelError,
     auc,
     check_gate,
     choose_threshold,
     compare,
+    describe_weakness,
     operating_point,
     roc_curve,
     roc_data,
     source_metrics,
+    weaknesses,
 )
+from firmware_app.errors import EXIT_USAGE
 
 BINARY = ModelSpec(input_shape=(1, 1, 32, 32), output_names=("logit", "heatmap"),
                    score_output="logit")
@@ -78,19 +84,65 @@ def test_roc_curve_ends_and_area_match_auc():
     assert roc_curve(np.ones(3, bool), np.arange(3.0))[0].size == 0
 
 
-def test_operating_point_and_youden_threshold():
+def test_operating_point_and_sensitivity_first_threshold():
     targets = np.array([0, 0, 0, 0, 1, 1, 1, 1], bool)
     probs = np.array([0.1, 0.2, 0.3, 0.6, 0.5, 0.7, 0.8, 0.9])
     op = operating_point(targets, probs, 0.5)
     assert op == {"sensitivity": 1.0, "specificity": 0.75}
     assert operating_point(targets, probs, 0.65) == {"sensitivity": 0.75, "specificity": 1.0}
-    # J = 0.75 at 0.5 (sens 1, spec .75), at 0.6 (sens .75, spec .75 → .5) and at 0.7 (.75, 1):
-    # tie between 0.5 and 0.7 → the lower one
-    assert choose_threshold(targets, probs) == 0.5
-    # perfectly separable: the lowest positive probability wins
-    assert choose_threshold(targets, np.array([.1, .2, .3, .4, .6, .7, .8, .9])) == 0.6
+    # sensitivity 0.95 of 4 positives needs all 4, down to 0.5; the next lower score is 0.3:
+    # the threshold sits midway (Youden's J would have taken 0.7, sensitivity 0.75)
+    assert choose_threshold(targets, probs) == 0.4
+    assert choose_threshold(targets, probs, target_sensitivity=0.75) == 0.65  # 0.7 over 0.6
+    assert choose_threshold(targets, probs, target_sensitivity=0.5) == 0.75  # 0.8 over 0.7
+    # perfectly separable: between the lowest positive and the highest negative
+    assert choose_threshold(targets, np.array([.1, .2, .3, .4, .6, .7, .8, .9])) == 0.5
     assert choose_threshold(np.ones(3, bool), np.array([.1, .2, .3])) == 0.5
-    assert choose_threshold(targets, probs + 0.000012) == round(0.5 + 0.000012, 4)
+    assert choose_threshold(targets, probs + 0.000012) == 0.4
+    # the needed positive has the lowest score of all: its own score
+    assert choose_threshold(np.array([1, 0, 1], bool), np.array([.1, .5, .9]), 1.0) == 0.1
+    # scores closer than 4 dp: a finer threshold, still between them
+    close = choose_threshold(np.array([1, 0], bool), np.array([0.50005, 0.50001]))
+    assert 0.50001 < close <= 0.50005
+    with pytest.raises(ValueError, match="target sensitivity"):
+        choose_threshold(targets, probs, target_sensitivity=0.0)
+
+
+def test_threshold_is_the_highest_operating_point_keeping_the_target_sensitivity():
+    rng = np.random.default_rng(5)
+    targets = rng.random(500) < 0.3
+    probs = 1 / (1 + np.exp(-rng.normal(targets * 2.0 - 1.0, 1.2)))
+    for target in (0.8, 0.9, 0.95, 0.99, 1.0):
+        chosen = choose_threshold(targets, probs, target)
+        kept = operating_point(targets, probs, chosen)
+        assert kept["sensitivity"] >= target
+        # the positive it keeps last: any threshold above it loses the target, and the
+        # threshold, below it, decides every validation image as that point does
+        edge = probs[targets & (probs >= chosen)].min()
+        assert operating_point(targets, probs, np.nextafter(edge, 1))["sensitivity"] < target
+        assert operating_point(targets, probs, edge) == kept
+        assert not ((probs >= chosen) & (probs < edge)).any()
+
+
+def test_weaknesses_name_each_figure_below_its_floor():
+    floors = Floors(auc=0.8, sensitivity=0.9)
+    source = {"auc": 0.62, "sensitivity": 0.96}
+    artifacts = {"onnx-fp32": {"sensitivity": 0.96}, "onnx-int8": {"sensitivity": 0.85},
+                 "tflite-fp32": {"sensitivity": None}}
+    found = weaknesses(source, artifacts, floors)
+    assert [(w["figure"], w["model"], w["value"], w["floor"]) for w in found] == [
+        ("validation AUC", "PyTorch source", 0.62, 0.8),
+        ("sensitivity at the operating threshold", "onnx-int8", 0.85, 0.9),
+        ("sensitivity at the operating threshold", "tflite-fp32", None, 0.9)]
+    assert weaknesses({"auc": 0.8}, {"onnx-fp32": {"sensitivity": 0.9}}, floors) == []
+    error = WeakModelError(found)
+    text = str(error)
+    assert "validation AUC of PyTorch source 0.620 is below the floor 0.800" in text
+    assert "onnx-int8 0.850 is below the floor 0.900" in text
+    assert "--accept-weak-model" in text and "nothing was packaged" in text
+    assert describe_weakness(found[2]).startswith("sensitivity at the operating threshold of "
+                                                  "tflite-fp32 not measurable")
+    assert isinstance(error, ConvertConfigError) and error.exit_status == EXIT_USAGE
 
 
 def test_identical_outputs_pass_both_gates_with_zero_deltas():
