@@ -19,6 +19,82 @@ def _artifact_row(a: dict) -> str:
             f"{v['ms_per_image']:.2f} | {v['size_bytes'] / 1024:.0f} KiB |")
 
 
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f} %"
+
+
+def _real_rows(ood: dict) -> str:
+    """One table row per real file: frames outside the range, for torch and each artifact."""
+    names = list(ood["torch"]["real_files"])
+    runs = {"torch FP32": ood["torch"], **ood["artifacts"]}
+    head = "| run | held-out phantoms flagged | " + " | ".join(f"`{n}`" for n in names) + " |"
+    rule = "| --- | --- |" + " --- |" * len(names)
+    rows = []
+    for label, r in runs.items():
+        cells = [f"{r['real_files'][n]['flagged']}/{r['real_files'][n]['frames']} "
+                 f"(≥ {r['real_files'][n]['min_ratio']}×)" if n in r["real_files"] else "—"
+                 for n in names]
+        rows.append(f"| {label} | {_pct(r['phantoms_flagged'])} | " + " | ".join(cells) + " |")
+    return "\n".join([head, rule, *rows])
+
+
+def lesion_section(lesions: dict) -> str:
+    """The card's paragraph on lesion classes and sizes (held-out test phantoms)."""
+    z = lesions["sizes"]
+    if not z.get("measured"):
+        sizes = f"no lesion over 5 mm was measured ({z['lesions_over_5mm']} in the test set)."
+    else:
+        sizes = (f"{z['measured']} of the {z['lesions_over_5mm']} lesions over 5 mm were found "
+                 f"and measured; long axis within 15 % of truth for "
+                 f"{_pct(z['long_axis_within_15pct'])}, short axis for "
+                 f"{_pct(z['short_axis_within_15pct'])}, both for "
+                 f"{_pct(z['both_within_15pct'])} ({_pct(z['both_within_15pct_of_all_over_5mm'])}"
+                 f" of all lesions over 5 mm, unfound ones counted as misses); median error "
+                 f"long axis {z['median_long_axis_error_pct']} % "
+                 f"({z['median_long_axis_error_mm']} mm), short axis "
+                 f"{z['median_short_axis_error_pct']} %; 95th percentile long-axis error "
+                 f"{z['p95_long_axis_error_pct']} %. Over all sizes ({z['measured_all_sizes']} "
+                 f"lesions) the median long-axis error is "
+                 f"{z['median_long_axis_error_pct_all_sizes']} %.")
+    return f"""**Lesions: classes and sizes** (held-out test, shipped torch model, decoded by the
+box's own heads decoder and measured by its RECIST-style axes on the mask, in mm from the
+phantoms' pixel spacing). {lesions['detected']} of {lesions['lesions']} lesions found (IoU ≥ 0.3).
+Benign/malignant AUC over found lesions (class map under the lesion's mask):
+{lesions['class_auc']} ({lesions['class_lesions']} lesions; by kind
+{lesions['class_auc_by_kind']}; accuracy at p = 0.5 {lesions['class_accuracy']}); at the
+true centre of every lesion, found or not: {lesions['class_auc_at_truth_centre']}.
+Sizes: {sizes}"""
+
+
+def calibration_line(calibration: dict) -> str:
+    """How the mask logits were shifted (chosen on threshold-selection phantoms)."""
+    return (f"The mask logits were shifted by {calibration['offset']:+g} (the last decoder "
+            f"conv's bias), the offset that put most of {calibration['images']} "
+            f"threshold-selection phantoms' lesions over 5 mm within 15 % on both axes "
+            f"(shares by offset: {calibration['both_axes_within_15pct_by_offset']}); the "
+            f"segmentation threshold stays 0.5.")
+
+
+def ood_section(ood: dict) -> str:
+    """The card's paragraph and table on the validated range (OOD guard)."""
+    return f"""**Validated range (out-of-distribution guard).** The manifest's `ood` section holds
+the mean and inverse covariance of the `features` output ({ood['dimensions']} values: the
+input's soft intensity histogram and its texture at four scales, computed in the graph, and
+the global average pool of the final feature maps; each log-scaled and standardised on the
+training phantoms) over {ood['fit_images']} training phantoms, and a squared-Mahalanobis
+threshold of {ood['threshold']} (the {100 * ood['quantile']:g}th percentile of the
+{ood['threshold_images']} threshold-selection phantoms' distances, × {ood['margin']}). Both
+were measured through the torch model and every INT8 artifact
+({', '.join(ood['fitted_through'])}), whose quantisation moves the features, so the range
+holds for whichever artifact the box runs. An image
+beyond it is `outside_validated_range`: no finding, no alert. Held-out test phantoms flagged,
+and real images (pydicom's own test files, decoded and letterboxed exactly as the box does;
+frames flagged / frames, and the smallest distance as a multiple of the threshold):
+
+{_real_rows(ood)}
+"""
+
+
 def make_card(m: dict, steps: dict, summaries: dict) -> str:
     """The card's Markdown text."""
     p, t, norm = m["provenance"], m["thresholds"], m["inputs"][0]["normalisation"]
@@ -34,10 +110,14 @@ def make_card(m: dict, steps: dict, summaries: dict) -> str:
 images its output means nothing. It lets clinibox be demonstrated and tested without patients.
 
 **Data.** Procedural phantoms (`converters/phantoms.py`): CT-like slices 256–512 px (body,
-fat, organs, spine, ribs, vessels, water cysts, gas) and ultrasound sector frames 240×320 to
-480×640 px (speckle, attenuation, anechoic cysts with posterior enhancement, vessels). Half
-hold 1–2 lesions (radius 2–15 % of the width, hypo/hyper, lobulated or spiculated, US
-shadowing). Lesion-like distractors (vessels, cysts) are drawn on purpose. Training,
+fat, organs, spine, ribs, vessels, water cysts, gas; a 300–420 mm field of view) and
+ultrasound sector frames 240×320 to 480×640 px (speckle, attenuation, anechoic cysts with
+posterior enhancement, vessels; 40–70 mm deep). Half hold 1–2 lesions (radius 2–15 % of the
+width, hypo/hyper), each with a class drawn first and a look to match — benign: round to oval,
+smooth, sharp margin, homogeneous (US: wider than tall, no shadow); malignant: lobulated, often
+spiculated, ill-defined margin, heterogeneous (US: often taller than wide and shadowing) — and
+its truth mask, long and short axis and area in mm. Lesion-like distractors (vessels, cysts)
+are drawn on purpose. Training,
 threshold-selection and held-out test phantoms come from different seeds; calibration used
 {rows['calibration']} training phantoms, verification the {rows['validation']} held-out ones.
 
@@ -55,12 +135,17 @@ threshold-selection and held-out test phantoms come from different seeds; calibr
    model and signed by the converter for the profiles {', '.join(sorted({
        x for a in m['artifacts'] for x in a['profiles']}))}.
 
-Input [1,1,256,256] from `letterbox_grey` (mean {norm['mean']}, std {norm['std']}). Outputs:
-CenterNet-style `centre_heatmap` + `box_size` on an 8-pixel grid, and a 1×1-conv
-class-activation map `cam` whose log-sum-exp pool is `lesion_logit`.
+Input [1,1,256,256] from `letterbox_grey` (mean {norm['mean']}, std {norm['std']}). Outputs,
+declared as heads in the manifest: detection (CenterNet-style `centre_heatmap` + `box_size`
+on an 8-pixel grid, scored by `lesion_logit`, the log-sum-exp pool of the 1×1-conv
+class-activation map `cam`), per-lesion classification (`lesion_class`, benign/malignant
+logits per 8-pixel cell, read under each lesion), segmentation (`lesion_mask`, 4-pixel cells,
+from a light decoder with a skip connection from the stride-4 features), the heatmap `cam`,
+and `features` for the validated range.
 
-**Thresholds.** finding {t['finding']} (Youden's J on the threshold-selection phantoms), alert
-{t['alert']} (≥ 99 % specificity there), box {t['box']} (best box F1 at IoU ≥ 0.3).
+**Thresholds.** finding {t['finding']} (highest operating point with sensitivity ≥ 0.95 on the
+threshold-selection phantoms), alert {t['alert']} (≥ 99 % specificity there), box {t['box']}
+(best box F1 at IoU ≥ 0.3).
 
 **Held-out test, torch FP32** (finding threshold {t['finding']}):
 
@@ -72,6 +157,10 @@ Shipped model: boxes at IoU ≥ 0.3: lesion recall {boxes['lesion_recall']}, box
 {boxes['box_precision']}. False positives {fpa['false_positives']}/{fpa['negatives']}, peaking
 on a distractor: {fpa['false_positives_peaking_on']}; AUC by kind {fpa['auc_by_kind']}.
 
+{lesion_section(p['steps']['lesions'])}
+{calibration_line(p['steps']['mask_calibration'])}
+
+{ood_section(p['steps']['ood'])}
 **Artifacts** (held-out test, through the box's own runtime backends; Δ against the shipped
 torch model; ms: median single-image latency at 1 thread on the 2-core build machine):
 
@@ -85,8 +174,10 @@ exact preprocessed inputs) hold for every artifact within
 ROC curves, latency and size charts.
 
 **Limitations.** Modalities CT, US, MR, CR, DX, MG, OT are accepted so the demo runs on
-whatever a clinic sends, but it learnt CT- and US-like phantoms only. Synthetic data; no
-calibration to real prevalence; boxes on an 8-pixel grid. TFLite INT8 is full-integer (int8
+whatever a clinic sends, but it learnt CT- and US-like phantoms only, and real CT and MR
+images fall outside its validated range (above). Synthetic data; no calibration to real
+prevalence; boxes on an 8-pixel grid, masks on a 4-pixel grid; the benign/malignant classes
+are drawn by the phantom generator's rules, not pathology. TFLite INT8 is full-integer (int8
 input and outputs). OpenVINO IRs carry `runtime_config` asking for f32 inference precision
 (the CPU plugin would otherwise run bf16 on AMX CPUs).
 """

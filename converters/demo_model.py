@@ -11,17 +11,28 @@ import numpy as np
 import torch
 from torch import nn
 
-from converters.phantoms import dataset_plan, dataset_sample
-from firmware_app.imaging.preprocess import letterbox_grey
+from converters.phantoms import CLASSES, dataset_plan, dataset_sample
+from firmware_app.imaging.preprocess import letterbox, letterbox_grey
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NAME, VERSION = "clinibox-demo-lesion", "1.0.0"
-SIZE, STRIDE = 256, 8
-GRID = SIZE // STRIDE
+SIZE, STRIDE, MASK_STRIDE = 256, 8, 4
+GRID, MASK_GRID = SIZE // STRIDE, SIZE // MASK_STRIDE
 SHAPE = (1, 1, SIZE, SIZE)
-OUTPUTS = ("lesion_logit", "centre_heatmap", "box_size", "cam")
+OUTPUTS = ("lesion_logit", "centre_heatmap", "box_size", "cam", "lesion_class", "lesion_mask",
+           "features")
 LSE_SHARPNESS = 4.0
 SEEDS = {"train": 101, "val": 202, "test": 303}
+#: a 32x32 cell counts as a lesion cell (class target) from this share of lesion inside
+CLASS_COVER = 0.2
+#: added to the scaled pooled features before their log (keeps dead channels finite)
+FEATURE_EPS = 0.1
+#: intensity levels (normalised input units) of the features' soft cumulative histogram
+INTENSITY_LEVELS = (-0.6, -0.3, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5)
+#: how soft its steps are (normalised input units)
+LEVEL_WIDTH = 0.1
+#: how many values :func:`image_statistics` gives
+IMAGE_STATISTICS = 2 * len(INTENSITY_LEVELS)
 
 
 # -- model -----------------------------------------------------------------------------------
@@ -33,35 +44,102 @@ def _cbr(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequenti
         nn.BatchNorm2d(cout), nn.ReLU())
 
 
+def image_statistics(image: torch.Tensor) -> torch.Tensor:
+    """What the input looks like as a whole, [N, 16]: the share of pixels above each of
+    ``INTENSITY_LEVELS`` (a soft cumulative histogram) and the mean absolute difference
+    between neighbouring pixels, down and across, at 1, 2, 4 and 8 pixels (texture and
+    noise at four scales). Fixed operations, so every artifact computes them alike."""
+    levels = torch.tensor(INTENSITY_LEVELS, dtype=image.dtype).view(1, -1, 1, 1)
+    shares = torch.sigmoid((image - levels) * (1.0 / LEVEL_WIDTH)).mean(dim=(2, 3))
+    steps = []
+    for k in (1, 2, 4, 8):
+        x = nn.functional.avg_pool2d(image, k) if k > 1 else image
+        steps.append((x[:, :, 1:, :] - x[:, :, :-1, :]).abs().mean(dim=(1, 2, 3)))
+        steps.append((x[:, :, :, 1:] - x[:, :, :, :-1]).abs().mean(dim=(1, 2, 3)))
+    return torch.cat([shares, torch.stack(steps, dim=1)], dim=1)
+
+
 class LesionNet(nn.Module):
-    """Stride-8 CNN: centre heatmap + box sizes (CenterNet-style) and a CAM-pooled logit.
+    """Stride-8 CNN: centre heatmap + box sizes (CenterNet-style), a CAM-pooled logit,
+    per-cell benign/malignant logits, a stride-4 lesion mask and pooled features.
 
     ``lesion_logit`` is the log-sum-exp pool (sharpness r) of ``cam``, a 1x1
     conv of the final features: ``max + log(mean(exp(r (cam - max)))) / r``.
+    ``lesion_mask`` comes from a light decoder: the final features, lifted and
+    upsampled x2, joined with the stride-4 features (a skip connection).
+    ``features`` is what the validated range (OOD guard) measures: the input's
+    :func:`image_statistics` (its intensity histogram and texture) and the
+    global average pool of the final feature maps. Each value is divided by
+    its mean on the training phantoms before ``log(· + FEATURE_EPS)`` (closer
+    to Gaussian; the scaling keeps the log's argument well above an INT8
+    quantisation step, so no artifact gives log(0)), then standardised, so
+    every dimension weighs alike in the range's shrunk covariance
+    (:func:`scale_features` sets the constants).
     """
 
-    def __init__(self, widths: tuple[int, int, int] = (16, 32, 48), head: int = 16) -> None:
+    def __init__(self, widths: tuple[int, int, int] = (16, 32, 48), head: int = 16,
+                 mask: int | None = None) -> None:
         super().__init__()
         a, b, c = widths
-        self.features = nn.Sequential(
-            _cbr(1, a, 2), _cbr(a, b, 2), _cbr(b, b), _cbr(b, c, 2), _cbr(c, c),
-            _cbr(c, c, dilation=2), _cbr(c, c, dilation=4), _cbr(c, c))
+        m = mask or head
+        self.stem = nn.Sequential(_cbr(1, a, 2), _cbr(a, b, 2), _cbr(b, b))  # stride 4
+        self.body = nn.Sequential(_cbr(b, c, 2), _cbr(c, c), _cbr(c, c, dilation=2),
+                                  _cbr(c, c, dilation=4), _cbr(c, c))  # stride 8
         self.heat = nn.Sequential(_cbr(c, head), nn.Conv2d(head, 1, 1))
         self.size = nn.Sequential(_cbr(c, head), nn.Conv2d(head, 2, 1))
+        self.kind = nn.Sequential(_cbr(c, head), nn.Conv2d(head, len(CLASSES), 1))
         self.cam = nn.Conv2d(c, 1, 1)
+        self.lift = _cbr(c, m)
+        self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+        self.fuse = nn.Sequential(_cbr(m + b, m), _cbr(m, m), nn.Conv2d(m, 1, 1))
         nn.init.constant_(self.heat[-1].bias, -2.2)
         nn.init.constant_(self.cam.bias, -2.0)
+        nn.init.constant_(self.fuse[-1].bias, -3.0)
+        # set by scale_features: 1 / the training phantoms' mean of each pooled value, then
+        # the mean and 1 / the standard deviation of its log
+        for name, value in (("feature_gain", 1.0), ("feature_centre", 0.0),
+                            ("feature_spread", 1.0)):
+            self.register_buffer(name, torch.full((IMAGE_STATISTICS + c,), value))
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Image [N,1,256,256] -> the four named outputs."""
-        f = self.features(image)
+        """Image [N,1,256,256] -> the seven named outputs."""
+        s4 = self.stem(image)
+        f = self.body(s4)
         cam = self.cam(f)
         flat = cam.flatten(1)
         top = flat.amax(dim=1, keepdim=True)
         pooled = torch.mean(torch.exp((flat - top) * LSE_SHARPNESS), dim=1, keepdim=True)
         logit = top + torch.log(pooled) * (1.0 / LSE_SHARPNESS)
+        mask = self.fuse(torch.cat([self.up(self.lift(f)), s4], dim=1))
+        pooled = torch.cat([image_statistics(image), f.mean(dim=(2, 3))], dim=1)
+        features = (torch.log(pooled * self.feature_gain + FEATURE_EPS) - self.feature_centre
+                    ) * self.feature_spread
         return {"lesion_logit": logit, "centre_heatmap": torch.sigmoid(self.heat(f)),
-                "box_size": torch.sigmoid(self.size(f)), "cam": cam}
+                "box_size": torch.sigmoid(self.size(f)), "cam": cam,
+                "lesion_class": self.kind(f), "lesion_mask": mask, "features": features}
+
+
+def scale_features(model: LesionNet, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    """Set the ``features`` constants from inputs ``x`` [N, 1, H, W] (training phantoms):
+    ``feature_gain`` = 1 / each pooled value's mean, then the mean (``feature_centre``) and
+    1 / the standard deviation (``feature_spread``) of its log. In place, the model left in
+    eval; returns the standardised features of ``x``."""
+    model.eval()
+
+    def run() -> torch.Tensor:
+        return torch.cat([model(torch.from_numpy(np.ascontiguousarray(
+            x[i:i + batch], np.float32)))["features"] for i in range(0, len(x), batch)])
+
+    with torch.no_grad():
+        for name in ("feature_gain", "feature_spread"):
+            getattr(model, name).fill_(1.0)
+        model.feature_centre.fill_(0.0)
+        raw = torch.exp(run()) - FEATURE_EPS
+        model.feature_gain.copy_(1.0 / raw.mean(dim=0).clamp(min=1e-3))
+        logs = run()
+        model.feature_centre.copy_(logs.mean(dim=0))
+        model.feature_spread.copy_(1.0 / logs.std(dim=0).clamp(min=1e-3))
+        return run().numpy()
 
 
 def fuse_batchnorm(model: LesionNet) -> LesionNet:
@@ -82,7 +160,13 @@ def fuse_batchnorm(model: LesionNet) -> LesionNet:
 
 @dataclass
 class Split:
-    """Letterboxed phantoms (un-normalised planes) with labels and ground truth."""
+    """Letterboxed phantoms (un-normalised planes) with labels and ground truth.
+
+    ``cover`` is the share of each stride-4 cell inside a lesion (the mask
+    target); ``classes`` the class index of each stride-8 lesion cell (-1:
+    not a lesion cell); ``truth`` each lesion's class, source box and sizes
+    (``LesionTruth.to_dict``), ``spacings`` each phantom's (row, column) mm.
+    """
 
     planes: np.ndarray  # float16 [N, 256, 256], letterbox of the [0,1] image
     labels: np.ndarray  # float32 [N]
@@ -91,6 +175,38 @@ class Split:
     source_boxes: list[list[tuple[float, float, float, float]]]
     distractors: list[list[tuple[str, tuple[float, float, float, float]]]]
     transforms: list = field(default_factory=list)
+    cover: np.ndarray | None = None  # float16 [N, 64, 64]
+    classes: np.ndarray | None = None  # int8 [N, 32, 32]
+    truth: list[list[dict]] = field(default_factory=list)
+    spacings: list[tuple[float, float]] = field(default_factory=list)
+
+
+def _pool(plane: np.ndarray, stride: int) -> np.ndarray:
+    """Mean over stride x stride cells of a [256, 256] plane."""
+    n = plane.shape[0] // stride
+    return plane.reshape(n, stride, n, stride).mean(axis=(1, 3))
+
+
+def lesion_maps(phantom, plane_size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """Mask target (lesion share of every stride-4 cell) and class target (class index of
+    every stride-8 cell holding at least ``CLASS_COVER`` of a lesion, or its box centre;
+    -1 elsewhere) in model-input geometry."""
+    cover = np.zeros((MASK_GRID, MASK_GRID), np.float32)
+    share = np.zeros((GRID, GRID), np.float32)
+    classes = np.full((GRID, GRID), -1, np.int8)
+    h, w = phantom.image.shape
+    for lesion in phantom.lesions:
+        plane, t = letterbox(lesion.full_mask(h, w).astype(np.float32), plane_size, plane_size)
+        cover = np.maximum(cover, _pool(plane, MASK_STRIDE))
+        cells = _pool(plane, STRIDE)
+        x0, y0, x1, y1 = lesion.box
+        cx = min(GRID - 1, int(((x0 + x1) / 2 * t.scale + t.offset_x) / STRIDE))
+        cy = min(GRID - 1, int(((y0 + y1) / 2 * t.scale + t.offset_y) / STRIDE))
+        cells[cy, cx] = max(cells[cy, cx], CLASS_COVER)
+        mine = (cells >= CLASS_COVER) & (cells > share)
+        classes[mine] = CLASSES.index(lesion.label)
+        share = np.maximum(share, cells)
+    return cover, classes
 
 
 def _make(job: tuple[int, int, list]) -> tuple:
@@ -99,8 +215,10 @@ def _make(job: tuple[int, int, list]) -> tuple:
     plane, t = letterbox_grey(p.image, SHAPE, 0.0, 1.0, {})
     inp = lambda b: tuple(v * t.scale + (t.offset_y if i % 2 else t.offset_x)  # noqa: E731
                           for i, v in enumerate(b))
+    cover, classes = lesion_maps(p)
     return (plane[0, 0].astype(np.float16), float(p.lesion), p.kind, [inp(b) for b in p.boxes],
-            list(p.boxes), [(what, inp(b)) for what, b in p.distractors if b], t)
+            list(p.boxes), [(what, inp(b)) for what, b in p.distractors if b], t,
+            cover.astype(np.float16), classes, [x.to_dict() for x in p.lesions], p.spacing)
 
 
 def make_split(name: str, count: int, workers: int = 2) -> Split:
@@ -115,7 +233,8 @@ def make_split(name: str, count: int, workers: int = 2) -> Split:
         rows = [_make(j) for j in jobs]
     cols = list(zip(*rows, strict=True))
     return Split(np.stack(cols[0]), np.asarray(cols[1], np.float32), list(cols[2]),
-                 list(cols[3]), list(cols[4]), list(cols[5]), list(cols[6]))
+                 list(cols[3]), list(cols[4]), list(cols[5]), list(cols[6]),
+                 np.stack(cols[7]), np.stack(cols[8]), list(cols[9]), list(cols[10]))
 
 
 def targets(boxes: list) -> tuple[np.ndarray, ...]:
@@ -153,26 +272,58 @@ def _focal(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     return (pos_loss + neg_loss) / pos.sum().clamp(min=1.0)
 
 
+def _mask_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE summed over the mask and divided by the lesion area (+ 64 cells per image), so a
+    lesion's boundary weighs as much in a batch of small lesions as of large ones."""
+    loss = nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="sum")
+    return loss / (target.sum() + 64.0 * len(target))
+
+
+def _dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - soft Dice of the mask, averaged over the images that hold a lesion (0 if none):
+    it penalises a mask too small or too large as a whole, which BCE on uncertain cells
+    does not (their 0.5 contour shrinks)."""
+    p = torch.sigmoid(logits).flatten(1)
+    t = target.flatten(1)
+    held = (t.sum(dim=1) > 0).float()
+    dice = (2 * (p * t).sum(dim=1) + 1) / (p.sum(dim=1) + t.sum(dim=1) + 1)
+    return ((1 - dice) * held).sum() / held.sum().clamp(min=1)
+
+
 class LesionTask:
     """The demo model's objective, for ``converters.training.train_epochs``.
 
     Hard loss: BCE (image logit) + focal (centre heatmap) + 10 L1 (box sizes at
-    centres) + ``cam_weight`` BCE pulling the CAM towards the lesion extent.
+    centres) + ``cam_weight`` BCE pulling the CAM towards the lesion extent +
+    ``class_weight`` cross-entropy of the benign/malignant logits at lesion
+    cells + ``mask_weight`` BCE of the stride-4 mask against each cell's lesion
+    share (per lesion area) + ``dice_weight`` soft Dice of the mask. The
+    ``features`` output is not trained.
     Soft loss (distillation): BCE of the student's logit and CAM against the
-    teacher's at temperature T (times T²), plus MSE of the heatmap and sizes.
+    teacher's at temperature T (times T²), MSE of the heatmap and sizes, KL of
+    the class logits at T (times T²) where the teacher's CAM sees a lesion, and
+    BCE and Dice of the mask against the teacher's mask probabilities.
     """
 
-    def __init__(self, cam_weight: float = 0.5) -> None:
-        self.cam_weight = cam_weight
+    def __init__(self, cam_weight: float = 0.5, class_weight: float = 1.0,
+                 mask_weight: float = 3.0, dice_weight: float = 1.0) -> None:
+        self.cam_weight, self.class_weight, self.mask_weight = cam_weight, class_weight, mask_weight
+        self.dice_weight = dice_weight
         self.bce = nn.BCEWithLogitsLoss()
 
     def hard_loss(self, out: dict[str, torch.Tensor], t: dict[str, torch.Tensor]) -> torch.Tensor:
         """Loss against the phantoms' ground truth."""
         m = t["mask"]
+        cls = t["cls"][:, 0].long()
+        cells = (cls >= 0).float()
+        ce = nn.functional.cross_entropy(out["lesion_class"], cls.clamp(min=0), reduction="none")
         return (self.bce(out["lesion_logit"], t["label"][:, None].float())
                 + _focal(out["centre_heatmap"], t["heat"])
                 + 10 * (torch.abs(out["box_size"] - t["size"]) * m).sum() / m.sum().clamp(min=1)
-                + self.cam_weight * self.bce(out["cam"], t["extent"]))
+                + self.cam_weight * self.bce(out["cam"], t["extent"])
+                + self.class_weight * (ce * cells).sum() / cells.sum().clamp(min=1)
+                + self.mask_weight * _mask_bce(out["lesion_mask"], t["cover"])
+                + self.dice_weight * _dice(out["lesion_mask"], t["cover"]))
 
     def soft_loss(self, student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor],
                   temperature: float) -> torch.Tensor:
@@ -181,10 +332,20 @@ class LesionTask:
             return nn.functional.binary_cross_entropy_with_logits(
                 student[name] / temperature, torch.sigmoid(teacher[name] / temperature))
 
+        where = torch.sigmoid(teacher["cam"])[:, 0]
+        teacher_mask = torch.sigmoid(teacher["lesion_mask"])
+        kl = nn.functional.kl_div(
+            nn.functional.log_softmax(student["lesion_class"] / temperature, dim=1),
+            nn.functional.log_softmax(teacher["lesion_class"] / temperature, dim=1),
+            reduction="none", log_target=True).sum(dim=1)
         return (temperature**2 * (soft("lesion_logit") + self.cam_weight * soft("cam"))
                 + 10 * nn.functional.mse_loss(student["centre_heatmap"],
                                               teacher["centre_heatmap"])
-                + 10 * nn.functional.mse_loss(student["box_size"], teacher["box_size"]))
+                + 10 * nn.functional.mse_loss(student["box_size"], teacher["box_size"])
+                + self.class_weight * temperature**2 * (kl * where).sum()
+                / where.sum().clamp(min=1)
+                + self.mask_weight * _mask_bce(student["lesion_mask"], teacher_mask)
+                + self.dice_weight * _dice(student["lesion_mask"], teacher_mask))
 
     def augment(self, x: torch.Tensor, t: dict[str, torch.Tensor], rng: np.random.Generator
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -200,10 +361,14 @@ def model_inputs(planes: np.ndarray, mean: float, std: float) -> np.ndarray:
 
 
 def train_data(split: Split, mean: float, std: float):
-    """A split as ``converters.training.TrainData`` with the detection targets."""
+    """A split as ``converters.training.TrainData`` with the detection, class and mask
+    targets."""
     from converters.training import TrainData
 
     maps = [targets(b) for b in split.boxes]
-    return TrainData(model_inputs(split.planes, mean, std), {"label": split.labels.astype(np.int64),
-                         **{k: np.stack([m[i] for m in maps])
-                            for i, k in enumerate(("heat", "size", "mask", "extent"))}})
+    return TrainData(model_inputs(split.planes, mean, std), {
+        "label": split.labels.astype(np.int64),
+        **{k: np.stack([m[i] for m in maps])
+           for i, k in enumerate(("heat", "size", "mask", "extent"))},
+        "cover": split.cover.astype(np.float32)[:, None],
+        "cls": split.classes.astype(np.int64)[:, None]})

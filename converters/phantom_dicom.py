@@ -13,6 +13,12 @@ window to [0, 1]) gives the phantom image back:
 * US: 8-bit MONOCHROME2, ``image = stored / 255``;
 * DX: 12-bit MONOCHROME1 (inverted), window covering the full 0..4095 range.
 
+Calibration: a CT phantom's pixel spacing is written as ``PixelSpacing``
+(mm); an ultrasound phantom's as one ``SequenceOfUltrasoundRegions`` item
+covering the whole image with ``PhysicalDeltaX/Y`` in cm (units code 3), as
+scanners do, which the box reads (``firmware_app/imaging/decode.py``).
+The CLI's ``truth.json`` gives every lesion's class, box and sizes in mm.
+
 Transfer syntaxes: see :data:`SYNTAXES` and :func:`available_syntaxes`
 (JPEG-LS needs the optional ``pyjpegls`` encoder, absent from this project's
 dependencies, so it is usually unavailable).
@@ -124,20 +130,60 @@ def ct_dataset(source: Phantom | np.ndarray, identity: Mapping[str, str] | None 
     ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = slope, intercept, "HU"
     ds.WindowCenter, ds.WindowWidth = round(window[0], 2), round(window[1], 2)
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    ds.PixelSpacing = [0.7, 0.7]
+    row_mm, column_mm = _spacing_of(source, (0.7, 0.7))
+    ds.PixelSpacing = [_ds(row_mm), _ds(column_mm)]
     ds.SliceThickness = 2.5
     ds.KVP = 120
-    ds.ImagePositionPatient = [-180.0, -180.0, 0.0]
+    h, w = hu.shape
+    ds.ImagePositionPatient = [_ds(-w * column_mm / 2), _ds(-h * row_mm / 2), 0.0]
     ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
     return ds
 
 
+def _ds(value: float) -> str:
+    """A decimal string (DS) of at most 16 characters."""
+    return f"{value:.10g}"[:16]
+
+
+def _spacing_of(source: Phantom | np.ndarray | Sequence[Phantom | np.ndarray],
+                default: tuple[float, float] | None) -> tuple[float, float] | None:
+    """The phantom's (row, column) mm per pixel, else ``default``."""
+    first = source[0] if isinstance(source, Sequence) and len(source) else source
+    spacing = first.spacing if isinstance(first, Phantom) else None
+    return tuple(spacing) if spacing else default
+
+
+def us_regions(height: int, width: int, spacing: tuple[float, float]) -> list[Dataset]:
+    """One calibrated ultrasound region covering the whole image (deltas in cm)."""
+    region = Dataset()
+    region.RegionSpatialFormat = 1  # 2D (tissue or flow)
+    region.RegionDataType = 1  # tissue
+    region.RegionFlags = 0
+    region.RegionLocationMinX0, region.RegionLocationMinY0 = 0, 0
+    region.RegionLocationMaxX1, region.RegionLocationMaxY1 = width - 1, height - 1
+    region.ReferencePixelX0, region.ReferencePixelY0 = width // 2, 0
+    region.ReferencePixelPhysicalValueX, region.ReferencePixelPhysicalValueY = 0.0, 0.0
+    region.PhysicalUnitsXDirection = region.PhysicalUnitsYDirection = 3  # cm
+    region.PhysicalDeltaX = spacing[1] / 10.0
+    region.PhysicalDeltaY = spacing[0] / 10.0
+    return [region]
+
+
+def _calibrate_us(ds: Dataset, source, height: int, width: int) -> None:
+    spacing = _spacing_of(source, None)
+    if spacing is not None:
+        ds.SequenceOfUltrasoundRegions = us_regions(height, width, spacing)
+
+
 def us_dataset(source: Phantom | np.ndarray, identity: Mapping[str, str] | None = None) -> Dataset:
-    """US Image Storage, 8-bit MONOCHROME2 (``stored = round(image * 255)``)."""
+    """US Image Storage, 8-bit MONOCHROME2 (``stored = round(image * 255)``), calibrated
+    by an ultrasound region when the phantom has a pixel spacing."""
     ds = _base(uids.UltrasoundImageStorage, "US", identity)
-    ds.set_pixel_data(np.rint(_image_of(source) * 255).astype(np.uint8), "MONOCHROME2", 8,
+    image = _image_of(source)
+    ds.set_pixel_data(np.rint(image * 255).astype(np.uint8), "MONOCHROME2", 8,
                       generate_instance_uid=False)
     ds.ImageType = ["ORIGINAL", "PRIMARY", "ABDOMINAL"]
+    _calibrate_us(ds, source, *image.shape)
     return ds
 
 
@@ -152,6 +198,7 @@ def us_multiframe_dataset(frames: Sequence[Phantom | np.ndarray],
     ds.FrameIncrementPointer = 0x00181063  # FrameTime
     ds.CineRate = round(1000 / frame_time_ms)
     ds.ImageType = ["ORIGINAL", "PRIMARY", "ABDOMINAL"]
+    _calibrate_us(ds, list(frames), *stack.shape[1:])
     return ds
 
 
@@ -208,8 +255,11 @@ def write_image(source: Phantom | np.ndarray, path: str | Path, colour: bool = F
 
 
 def _truth(p: Phantom) -> dict:
+    """What the phantom holds: kind, size, spacing, boxes and each lesion's class and sizes."""
     return {"kind": p.kind, "lesion": p.lesion, "boxes": [list(b) for b in p.boxes],
-            "height": int(p.image.shape[0]), "width": int(p.image.shape[1])}
+            "height": int(p.image.shape[0]), "width": int(p.image.shape[1]),
+            "pixel_spacing_mm": [round(v, 6) for v in p.spacing] if p.spacing else None,
+            "lesions": [t.to_dict() for t in p.lesions]}
 
 
 def _write_one(kind: str, index: int, args: argparse.Namespace, lesion: bool) -> list[dict]:

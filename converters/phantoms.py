@@ -8,12 +8,22 @@ window it was displayed with, so the DICOM writers can store real CT values.
     rng = np.random.default_rng(7)
     p = generate("ct", rng, size=512, lesion=True)
     p.image, p.boxes            # (512, 512) float32, [(x0, y0, x1, y1)] in pixels
+    p.spacing                   # (row, column) mm per pixel
+    p.lesions[0].label          # "benign" or "malignant", with its truth mask and sizes
 
-Lesions vary in size (radius 2-15 % of the image width), contrast (subtle to
-obvious, hypo and hyper), margin (lobulated, spiculated, soft). Lesion-like
-distractors are drawn on purpose: bright vessel cross-sections, very dark
-sharp round cysts (CT); anechoic cysts with posterior enhancement and vessels
-(US). ``python -m converters.phantoms --help`` writes files for the box.
+Every lesion carries its truth: a class drawn first, then a look to match
+(benign: smooth, round to oval, sharp margin, homogeneous; malignant:
+lobulated and often spiculated, ill-defined margin, heterogeneous, and in
+ultrasound more often taller than wide and shadowing), the painted shape's
+mask (soft mask >= 0.5, source pixels), and its long axis (maximum Feret
+diameter), short axis (largest extent perpendicular to it) and area, in mm
+from the phantom's pixel spacing (CT: a 300-420 mm field of view across the
+width; US: 40-70 mm of depth down the height). Lesions vary in size (radius
+2-15 % of the image width) and contrast (subtle to obvious, hypo and hyper).
+Lesion-like distractors are drawn on purpose: bright vessel cross-sections,
+very dark sharp round cysts (CT); anechoic cysts with posterior enhancement
+and vessels (US). ``python -m converters.phantoms --help`` writes files for
+the box.
 """
 
 from __future__ import annotations
@@ -25,9 +35,75 @@ from dataclasses import dataclass, field
 import numpy as np
 
 KINDS = ("ct", "us")
+#: lesion classes, in the order of the demo model's class output
+CLASSES = ("benign", "malignant")
+#: CT field of view across the width, US depth down the height (mm)
+CT_FOV_MM, US_DEPTH_MM = (300.0, 420.0), (40.0, 70.0)
 CT_SIZES: tuple[tuple[int, int], ...] = ((256, 256), (384, 384), (512, 512))
 US_SIZES: tuple[tuple[int, int], ...] = ((240, 320), (300, 400), (480, 640), (256, 256))
 Box = tuple[float, float, float, float]
+
+
+def feret(mask: np.ndarray, spacing: tuple[float, float] = (1.0, 1.0)) -> tuple[float, float]:
+    """(long, short) axis of a bool mask: its maximum Feret diameter and the largest
+    extent perpendicular to that diameter, in the units of ``spacing`` (row, column).
+
+    Measured on the pixels' corners (pixel edges, like the boxes), so one pixel is
+    ``sqrt(2)`` across its diagonal; (0, 0) for an empty mask.
+    """
+    rows = np.nonzero(mask.any(axis=1))[0]
+    if rows.size == 0:
+        return 0.0, 0.0
+    cols = np.asarray(mask[rows], bool)
+    first = cols.argmax(axis=1)
+    last = cols.shape[1] - 1 - cols[:, ::-1].argmax(axis=1)
+    # the extreme pixels of every row hold the mask's convex hull: their four corners
+    xs = np.concatenate([first, first, last + 1, last + 1]).astype(np.float64)
+    ys = np.concatenate([rows, rows + 1, rows, rows + 1]).astype(np.float64)
+    pts = np.stack([xs * spacing[1], ys * spacing[0]], axis=1)
+    d2 = ((pts[:, None, :] - pts[None, :, :]) ** 2).sum(axis=2)
+    i, j = np.unravel_index(int(np.argmax(d2)), d2.shape)
+    long = math.sqrt(float(d2[i, j]))
+    axis = (pts[j] - pts[i]) / max(long, 1e-12)
+    across = pts @ np.array([-axis[1], axis[0]])
+    return long, float(across.max() - across.min())
+
+
+@dataclass
+class LesionTruth:
+    """One lesion's ground truth: class, box, mask and sizes.
+
+    ``mask`` is the painted shape's soft mask >= 0.5 on a window of the image
+    whose top-left pixel is ``origin`` (row, column); ``box`` is its bounding
+    box in pixel edges. Sizes are in pixels and, with the phantom's spacing, mm.
+    """
+
+    label: str
+    box: Box
+    mask: np.ndarray
+    origin: tuple[int, int]
+    long_axis_px: float
+    short_axis_px: float
+    area_px: float
+    long_axis_mm: float
+    short_axis_mm: float
+    area_mm2: float
+
+    def full_mask(self, height: int, width: int) -> np.ndarray:
+        """The mask as a bool image of ``height`` x ``width``."""
+        out = np.zeros((height, width), bool)
+        r, c = self.origin
+        out[r : r + self.mask.shape[0], c : c + self.mask.shape[1]] = self.mask
+        return out
+
+    def to_dict(self) -> dict:
+        """JSON-ready truth: class, box (pixel edges), long/short axis in mm, area in mm²."""
+        return {"class": self.label, "box": [round(v, 2) for v in self.box],
+                "long_axis_mm": round(self.long_axis_mm, 2),
+                "short_axis_mm": round(self.short_axis_mm, 2),
+                "area_mm2": round(self.area_mm2, 2),
+                "long_axis_px": round(self.long_axis_px, 2),
+                "short_axis_px": round(self.short_axis_px, 2)}
 
 
 @dataclass
@@ -36,8 +112,10 @@ class Phantom:
 
     ``boxes`` are lesion bounding boxes ``(x0, y0, x1, y1)`` in source pixels
     (pixel edges, so a box never leaves ``[0, width] x [0, height]``);
-    ``distractors`` are ``(what, box)`` pairs for the lesion-like normal
-    structures. ``hu``/``window`` are set for CT only.
+    ``lesions`` holds each lesion's truth (class, mask, sizes) in the same
+    order; ``distractors`` are ``(what, box)`` pairs for the lesion-like normal
+    structures. ``spacing`` is (row, column) mm per pixel. ``hu``/``window``
+    are set for CT only.
     """
 
     image: np.ndarray
@@ -47,6 +125,15 @@ class Phantom:
     distractors: list[tuple[str, Box]] = field(default_factory=list)
     hu: np.ndarray | None = None
     window: tuple[float, float] | None = None
+    spacing: tuple[float, float] | None = None
+    lesions: list[LesionTruth] = field(default_factory=list)
+
+    def truth_mask(self) -> np.ndarray:
+        """Every lesion's mask in one bool image of the phantom's size."""
+        out = np.zeros(self.image.shape, bool)
+        for lesion in self.lesions:
+            out |= lesion.full_mask(*self.image.shape)
+        return out
 
 
 @dataclass
@@ -94,6 +181,24 @@ class _Shape:
             float(cols.start + xs.max() + 1),
             float(rows.start + ys.max() + 1),
         )
+
+    def truth(self, h: int, w: int, label: str, spacing: tuple[float, float],
+              scale: float = 1.0) -> LesionTruth | None:
+        """The lesion's truth (mask >= 0.5, box, sizes) on an h x w image, or None if empty."""
+        rows, cols, m = self.mask(h, w, scale)
+        inside = m >= 0.5
+        ys, xs = np.nonzero(inside)
+        if ys.size == 0:
+            return None
+        y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+        crop = inside[y0:y1, x0:x1]
+        long_px, short_px = feret(crop)
+        long_mm, short_mm = feret(crop, spacing)
+        area = float(crop.sum())
+        r0, c0 = rows.start + y0, cols.start + x0
+        return LesionTruth(label, (float(c0), float(r0), float(c0 + x1 - x0),
+                                   float(r0 + y1 - y0)), crop, (r0, c0), long_px, short_px,
+                           area, long_mm, short_mm, area * spacing[0] * spacing[1])
 
 
 # -- small numpy image tools ---------------------------------------------------------------
@@ -144,8 +249,8 @@ def _harmonics(rng: np.random.Generator, irregular: float, spiculated: bool) -> 
     terms = [(k, float(rng.normal(0, irregular / k**0.5)), float(rng.uniform(0, 2 * np.pi)))
              for k in range(2, 7)]
     if spiculated:
-        k = int(rng.integers(9, 17))
-        terms.append((k, float(rng.uniform(0.06, 0.14)), float(rng.uniform(0, 2 * np.pi))))
+        k = int(rng.integers(8, 15))
+        terms.append((k, float(rng.uniform(0.05, 0.11)), float(rng.uniform(0, 2 * np.pi))))
     return tuple(terms)
 
 
@@ -163,12 +268,36 @@ def _paint(target: np.ndarray, shape: _Shape, value: float | np.ndarray, scale: 
         target[rows, cols] = region * (1 - m + m * v)
 
 
-def _lesion_shape(rng: np.random.Generator, cx: float, cy: float, r: float) -> _Shape:
-    """An irregular lesion: lobulated, sometimes spiculated, soft or sharp margin."""
-    return _Shape(cx, cy, r, aspect=float(rng.uniform(1.0, 1.5)),
-                  angle=float(rng.uniform(0, np.pi)),
-                  harmonics=_harmonics(rng, float(rng.uniform(0.04, 0.14)), rng.random() < 0.3),
-                  soft=float(rng.uniform(1.2, 2.5 + 0.12 * r)))
+def _lesion_class(rng: np.random.Generator) -> str:
+    """A lesion's class, drawn before its look: benign or malignant, even odds."""
+    return CLASSES[int(rng.random() < 0.5)]
+
+
+def _lesion_shape(rng: np.random.Generator, cx: float, cy: float, r: float, label: str,
+                  kind: str) -> _Shape:
+    """A lesion whose outline says its class.
+
+    Benign: round to oval, barely lobulated, sharp margin, no spicules (in US
+    wider than tall). Malignant: lobulated, often spiculated, ill-defined
+    margin (in US often taller than wide).
+    """
+    if label == "benign":
+        aspect = float(rng.uniform(1.0, 1.6))
+        angle = float(rng.uniform(-0.35, 0.35) if kind == "us" else rng.uniform(0, np.pi))
+        return _Shape(cx, cy, r, aspect=aspect, angle=angle,
+                      harmonics=_harmonics(rng, float(rng.uniform(0.0, 0.025)), False),
+                      soft=float(rng.uniform(0.7, 1.2)))
+    taller = kind == "us" and rng.random() < 0.6
+    aspect = float(rng.uniform(1.15, 1.6) if taller else rng.uniform(1.0, 1.5))
+    angle = float(np.pi / 2 + rng.uniform(-0.3, 0.3) if taller else rng.uniform(0, np.pi))
+    return _Shape(cx, cy, r, aspect=aspect, angle=angle,
+                  harmonics=_harmonics(rng, float(rng.uniform(0.08, 0.16)), rng.random() < 0.65),
+                  soft=float(rng.uniform(1.6, 2.6 + 0.12 * r)))
+
+
+def _reach(shape: _Shape) -> float:
+    """How far the shape can reach from its centre (long half-axis with its lobes)."""
+    return shape.r * shape.aspect * (1 + sum(abs(a) for _, a, _ in shape.harmonics)) + shape.soft
 
 
 def _place(rng: np.random.Generator, inside, r: float, taken: list[tuple[float, float, float]],
@@ -254,15 +383,17 @@ def _ct(rng: np.random.Generator, h: int, w: int, lesions: int) -> Phantom:
     region = _Ellipse(cx, cy - 0.05 * ay, ax - fat - 0.02 * s, ay * 0.75 - fat,
                       exclude=((*spine[:2], spine[2] * 2.2),))
     taken.append((aorta.cx, aorta.cy, aorta.r))
-    planned: list[_Shape] = []  # lesions claim their place before the distractors
+    planned: list[tuple[_Shape, str]] = []  # lesions claim their place before distractors
     for r in _lesion_radii(rng, w, lesions):
+        label = _lesion_class(rng)
         spot = _place(rng, region, r * 1.2, taken, tries=200)
         if spot is None:
             r = min(r, 0.05 * w)
             spot = _place(rng, region, r * 1.2, taken, tries=400)
         if spot is not None:
-            planned.append(_lesion_shape(rng, *spot, r))
-            taken.append((*spot, r * planned[-1].aspect * 1.2))
+            shape = _lesion_shape(rng, *spot, r, label, "ct")
+            planned.append((shape, label))
+            taken.append((*spot, _reach(shape)))
     for _ in range(int(rng.integers(2, 7))):  # vessel cross-sections, round or tubular
         r = float(rng.uniform(0.008, 0.022) * s)
         spot = _place(rng, region, r * 2, taken)
@@ -280,24 +411,28 @@ def _ct(rng: np.random.Generator, h: int, w: int, lesions: int) -> Phantom:
             _paint(hu, c, float(rng.uniform(-2, 12)))
             taken.append((*spot, r * c.aspect))
             distractors.append(("cyst", c.box(h, w)))
-    for shape in planned:
+    for shape, label in planned:  # benign: homogeneous; malignant: mottled, often necrotic
+        malignant = label == "malignant"
         hypo = rng.random() < 0.65
         delta = math.exp(rng.uniform(math.log(18), math.log(80)))
         if hypo:  # solid tissue stays denser than water (>= ~20 HU); cysts are 0-12 HU
             background = float(hu[int(shape.cy), int(shape.cx)])
             delta = -min(delta, max(14.0, background - rng.uniform(18, 26)))
-        texture = delta * (1 + 0.25 * smooth_noise(rng, h, w, max(2.0, shape.r / 3)))
+        mottle = rng.uniform(0.3, 0.45) if malignant else rng.uniform(0.04, 0.1)
+        texture = delta * (1 + mottle * smooth_noise(rng, h, w, max(2.0, shape.r / 4)))
         _paint(hu, shape, texture, mode="add")
-        if rng.random() < 0.25:  # enhancing rim around a necrotic centre
+        if malignant and rng.random() < 0.4:  # enhancing rim around a necrotic centre
             inner = _Shape(shape.cx, shape.cy, shape.r * 0.6, shape.aspect, shape.angle,
                            shape.harmonics, shape.soft)
             _paint(hu, inner, -abs(delta) * 0.8, mode="add")
-    boxes: list[Box] = [b for b in (shape.box(h, w) for shape in planned) if b]
     hu += float(rng.uniform(4, 11)) * blur(rng.standard_normal((h, w)).astype(np.float32), 0.6,
                                            0.6) * 1.6
     hu = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
     window = (float(rng.uniform(30, 60)), float(rng.uniform(350, 450)))
-    return Phantom(apply_window(hu, *window), "ct", bool(boxes), boxes, distractors, hu, window)
+    mm = float(rng.uniform(*CT_FOV_MM)) / w
+    truths = [t for t in (shape.truth(h, w, label, (mm, mm)) for shape, label in planned) if t]
+    return Phantom(apply_window(hu, *window), "ct", bool(truths), [t.box for t in truths],
+                   distractors, hu, window, (mm, mm), truths)
 
 
 def apply_window(hu: np.ndarray, centre: float, width: float) -> np.ndarray:
@@ -388,32 +523,45 @@ def _us(rng: np.random.Generator, h: int, w: int, lesions: int,
     found = []
     for r in _lesion_radii(rng, w, lesions):
         r = min(r, 0.11 * s)
+        label = _lesion_class(rng)
         spot = _place(rng, fan, r * 1.2, taken, tries=200)
         if spot is None:
             r = min(r, 0.04 * w)
             spot = _place(rng, fan, r * 1.2, taken, tries=400)
         if spot is None:
             continue
-        shape = _lesion_shape(rng, *spot, r)
-        hypo = rng.random() < 0.65
-        factor = rng.uniform(0.15, 0.5) if hypo else rng.uniform(2.0, 3.2)
-        contrast = factor * np.clip(1 + 0.2 * smooth_noise(rng, h, w, max(2.0, r / 3)), 0.3, 2)
-        shadow = rng.uniform(0.3, 0.65) if hypo and rng.random() < 0.7 else 0.0
-        found.append((shape, contrast, shadow))
-        taken.append((*spot, r * shape.aspect * 1.2))
+        shape = _lesion_shape(rng, *spot, r, label, "us")
+        malignant = label == "malignant"
+        hypo = rng.random() < (0.9 if malignant else 0.75)
+        if hypo:
+            factor = rng.uniform(0.12, 0.45) if malignant else rng.uniform(0.25, 0.55)
+        else:
+            factor = rng.uniform(1.8, 3.0)
+        mottle = rng.uniform(0.3, 0.45) if malignant else rng.uniform(0.05, 0.1)
+        noise = smooth_noise(rng, h, w, max(2.0, r / 4))
+        contrast = factor * np.clip(1 + mottle * noise, 0.3, 2)
+        # posterior: malignant mostly shadows; benign shows none or a mild enhancement
+        if malignant:
+            shadow = rng.uniform(0.3, 0.65) if hypo and rng.random() < 0.7 else 0.0
+        else:
+            shadow = -rng.uniform(0.15, 0.35) if rng.random() < 0.4 else 0.0
+        found.append((shape, contrast, shadow, label))
+        taken.append((*spot, _reach(shape)))
+    mm = float(rng.uniform(*US_DEPTH_MM)) / h
     tgc = float(rng.uniform(0.3, 1.2))
     dynamic = float(rng.uniform(42, 58))
     frames = []
     for scale in scales:
         frame_echo, frame_post = echo.copy(), post.copy()
-        boxes = []
-        for shape, contrast, shadow in found:
-            if scale < 0.35:
+        truths = []
+        for shape, contrast, shadow, label in found:
+            truth = shape.truth(h, w, label, (mm, mm), scale) if scale >= 0.35 else None
+            if truth is None:
                 continue
             _paint(frame_echo, shape, contrast, scale, mode="mul")
             if shadow:
                 frame_post *= 1 - shadow * fan.posterior(shape, scale)
-            boxes.append(shape.box(h, w, scale))
+            truths.append(truth)
         speckle = np.hypot(blur(rng.standard_normal((h, w)), 0.6, 1.3),
                            blur(rng.standard_normal((h, w)), 0.6, 1.3))
         intensity = np.maximum(frame_echo * frame_post * speckle, 0) * np.exp(-tgc * depth) + 1e-4
@@ -423,8 +571,9 @@ def _us(rng: np.random.Generator, h: int, w: int, lesions: int,
         for k in range(1, 6):  # depth-scale dots along the right edge of the fan
             y = int(k * h / 6)
             image[y : y + 2, w - 6 : w - 4] = 0.9
-        frames.append(Phantom(image.astype(np.float32), "us", bool(boxes), boxes,
-                              list(distractors)))
+        frames.append(Phantom(image.astype(np.float32), "us", bool(truths),
+                              [t.box for t in truths], list(distractors), spacing=(mm, mm),
+                              lesions=truths))
     return frames
 
 

@@ -3,11 +3,18 @@
     python -m converters.train_demo [--out models/clinibox-demo-lesion/1.0.0] [--quick]
 
 NOT FOR CLINICAL USE: every image is a procedurally generated phantom
-(``converters/phantoms.py``). Steps: phantoms → ``letterbox_grey`` (exactly as
-the box) → teacher LesionNet → distilled student (≤ ¼ of the teacher's MACs)
-→ structured pruning + teacher-guided fine-tune → BN folding → the
-converter's export, quantize, verify (held-out phantoms) and package steps for
-every target profile → ``MODEL_CARD.md``. Workstation only (``convert`` extra).
+(``converters/phantoms.py``, with true classes, masks and pixel spacing).
+Steps: phantoms → ``letterbox_grey`` (exactly as the box) → teacher LesionNet
+(detection, benign/malignant per lesion, mask, heatmap, features) → distilled
+student (≤ ¼ of the teacher's MACs) → structured pruning + teacher-guided
+fine-tune → mask offset calibrated on threshold-selection phantoms → BN
+folding → the validated range (features fitted on training phantoms,
+threshold from threshold-selection phantoms) → the converter's export,
+quantize, verify (held-out phantoms) and package steps for every target
+profile, with the heads declared in the manifest → lesion metrics (class AUC,
+sizes in mm through the box's own decoder) and the range checked on held-out
+phantoms and pydicom's real CT/MR files → ``MODEL_CARD.md``. Workstation only
+(``convert`` extra).
 """
 
 from __future__ import annotations
@@ -22,25 +29,33 @@ import torch
 from converters.config import ConvertConfig
 from converters.data import LabelledData
 from converters.demo_card import write_card
-from converters.demo_metrics import box_metrics, false_positive_analysis
+from converters.demo_metrics import (
+    box_metrics,
+    false_positive_analysis,
+    lesion_metrics,
+    range_report,
+    real_images,
+)
 from converters.demo_model import (
     NAME,
     OUTPUTS,
     REPO_ROOT,
     SHAPE,
     SIZE,
-    STRIDE,
     VERSION,
     LesionNet,
     LesionTask,
     fuse_batchnorm,
     make_split,
     model_inputs,
+    scale_features,
     train_data,
 )
 from converters.distill import distill
 from converters.export import torch_outputs
+from converters.ood import fit_validated_range
 from converters.package import alert_from
+from converters.phantoms import CLASSES
 from converters.pipeline import Conversion
 from converters.prune import count_macs, fine_tune, prune, save_module
 from converters.source import SourceModel
@@ -50,8 +65,8 @@ from converters.verify import auc, choose_threshold, operating_point
 from firmware_app.contracts.manifest import sha256_file
 from firmware_app.inference.postprocess import sigmoid
 
-TEACHER = {"widths": (16, 32, 48), "head": 16}
-STUDENT = {"widths": (8, 16, 24), "head": 4}
+TEACHER = {"widths": (16, 32, 48), "head": 16, "mask": 16}
+STUDENT = {"widths": (8, 16, 24), "head": 4, "mask": 8}
 #: --quick trains for one epoch: its INT8 copy is not held to the clinical gate
 QUICK_GATE = {"int8_max_auc_delta": 1.0, "int8_max_sensitivity_loss": 1.0}
 TARGETS = ["onnx", "x86-cpu", "intel-npu", "arm-cpu", "jetson"]
@@ -60,14 +75,34 @@ OUTPUT_MEANINGS = {
     "centre_heatmap": "sigmoid probability of a lesion centre per 8x8-pixel cell [1,1,32,32]",
     "box_size": "lesion box width, height as a fraction of the 256-pixel input [1,2,32,32]",
     "cam": "class-activation map (logits) [1,1,32,32]; its log-sum-exp pool is lesion_logit",
+    "lesion_class": "benign, malignant logits per 8x8-pixel cell [1,2,32,32]; softmax, read "
+                    "under a lesion",
+    "lesion_mask": "lesion mask logits per 4x4-pixel cell [1,1,64,64]; sigmoid, threshold 0.5",
+    "features": "what the validated range measures [1,40]: the input's soft intensity "
+                "histogram (8) and texture at 4 scales (8), and the log of the scaled global "
+                "average pool of the final feature maps (24)",
 }
 INTENDED_USE = ("DEMONSTRATION ONLY — trained on procedurally generated phantoms; "
                 "not for clinical use")
-BOX_PARAMS = {"stride": STRIDE, "input_size": [SIZE, SIZE], "max_boxes": 5, "nms_iou": 0.3,
-              "pool": 3, "label": "lesion", "display": "cam"}
+HEADS = [
+    {"kind": "detection", "score_output": "lesion_logit", "heatmap_output": "centre_heatmap",
+     "size_output": "box_size", "label": "lesion", "max_boxes": 5, "nms_iou": 0.3, "pool": 3},
+    {"kind": "classification", "output": "lesion_class", "activation": "softmax",
+     "labels": list(CLASSES), "per": "lesion"},
+    {"kind": "segmentation", "output": "lesion_mask", "activation": "sigmoid",
+     "labels": ["lesion"], "threshold": 0.5},
+    {"kind": "heatmap", "output": "cam", "activation": "sigmoid"},
+]
+HEAD_PARAMS = {"input_size": [SIZE, SIZE]}
+#: the validated range's threshold: this quantile of the threshold-selection phantoms' distances
+OOD_QUANTILE, OOD_MARGIN = 0.995, 1.1
+#: mask logit offsets tried by :func:`calibrate_mask`
+MASK_OFFSETS = (-0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 SPEC = ModelSpec(SHAPE, OUTPUTS, "lesion_logit", "sigmoid", ("lesion",),
                  output_shapes={"lesion_logit": (1, 1), "centre_heatmap": (1, 1, 32, 32),
-                                "box_size": (1, 2, 32, 32), "cam": (1, 1, 32, 32)})
+                                "box_size": (1, 2, 32, 32), "cam": (1, 1, 32, 32),
+                                "lesion_class": (1, 2, 32, 32), "lesion_mask": (1, 1, 64, 64),
+                                "features": (1, 40)})
 
 
 def torch_summary(model: torch.nn.Module, split, norm: tuple[float, float],
@@ -82,13 +117,14 @@ def torch_summary(model: torch.nn.Module, split, norm: tuple[float, float],
 
 
 def thresholds_for(model: torch.nn.Module, val, norm: tuple[float, float]) -> dict:
-    """finding (Youden on validation), alert (>= 99 % specificity) and box (best box F1)."""
+    """finding (the converter's ``choose_threshold`` on validation), alert (>= 99 %
+    specificity) and box (best box F1)."""
     outs = torch_outputs(model, SPEC, model_inputs(val.planes, *norm))
     probs, labels = sigmoid(outs["lesion_logit"][:, 0]), val.labels.astype(bool)
     finding = choose_threshold(labels, probs)
     alert = alert_from(probs, labels, finding)
-    box = max((box_metrics(outs, val, t, BOX_PARAMS) for t in np.arange(0.15, 0.76, 0.05)),
-              key=lambda m: m["f1"])["threshold"]
+    box = max((box_metrics(outs, val, round(float(t), 2), HEADS, HEAD_PARAMS)
+               for t in np.arange(0.15, 0.76, 0.05)), key=lambda m: m["f1"])["threshold"]
     return {"finding": finding, "alert": alert, "box": round(float(box), 2)}
 
 
@@ -124,6 +160,10 @@ def build(args: argparse.Namespace) -> int:
     steps["prune"].update(finetune_epochs=args.finetune_epochs,
                           finetune_seconds=round(time.time() - start, 1))
     log(f"pruned and fine-tuned: {steps['prune']}")
+    steps["mask_calibration"] = calibrate_mask(pruned, val, norm)
+    log(f"mask calibration: {steps['mask_calibration']}")
+    fit_x = model_inputs(tr.planes[::3], *norm)  # every third: CT and US alike
+    scale_features(pruned, fit_x)
     args.checkpoint.parent.mkdir(parents=True, exist_ok=True)
     save_module(pruned, args.checkpoint)
     shipped = fuse_batchnorm(pruned)
@@ -136,30 +176,128 @@ def build(args: argparse.Namespace) -> int:
     conv = Conversion(
         ConvertConfig(out=out, key=args.key, name=NAME, version=VERSION,
                       targets=args.targets, thresholds=thresholds, mean=norm[0], std=norm[1],
-                      postprocessing="centre_heatmap_boxes", postprocessing_params=BOX_PARAMS,
+                      postprocessing="heads", postprocessing_params=HEAD_PARAMS, heads=HEADS,
                       modalities=["CT", "US", "MR", "CR", "DX", "MG", "OT"],
                       task="lesion-detection", intended_use=INTENDED_USE,
                       output_meanings=OUTPUT_MEANINGS, calibration_size=args.calibration,
                       data="phantoms (converters/phantoms.py, converters/demo_model.py)",
-                      gate=QUICK_GATE if args.quick else {}),
+                      gate=QUICK_GATE if args.quick else {}, accept_weak_model=args.quick),
         source=SourceModel(shipped, "pickled", "converters/train_demo.py",
                            {args.checkpoint.name: sha256_file(args.checkpoint)}),
         data=_verification_data(tr, test, norm, args.calibration), task=task, spec=SPEC)
     conv.state["steps"] = steps
     conv.state["source"] = conv.source.provenance()
-    for step in ("export", "quantize", "verify"):
+    for step in ("export", "quantize"):
         getattr(conv, step)()
         log(f"{step}: done")
+    ood = validated_range(conv, shipped, fit_x, model_inputs(val.planes, *norm))
+    conv.state["ood"] = ood["section"]  # the converter keeps a range its caller fitted
+    log(f"validated range: {ood['section']['threshold']} from {ood['runs']}")
+    conv.verify()
+    log("verify: done")
     ref = torch_outputs(shipped, SPEC, model_inputs(test.planes, *norm))
     conv.state["steps"]["detection"] = {
-        "boxes": box_metrics(ref, test, thresholds["box"], BOX_PARAMS),
+        "boxes": box_metrics(ref, test, thresholds["box"], HEADS, HEAD_PARAMS),
         "false_positive_analysis": false_positive_analysis(ref, test, thresholds["finding"]),
         "torch_test_metrics": summaries, "quick": bool(args.quick)}
+    conv.state["steps"]["lesions"] = lesion_metrics(ref, test, HEADS, HEAD_PARAMS,
+                                                    thresholds)
+    log(f"lesions: {conv.state['steps']['lesions']}")
+    conv.state["steps"]["ood"] = ood_figures(conv, ood, shipped, ref, norm)
+    log(f"validated range on held-out and real images: {conv.state['steps']['ood']}")
     conv.package()
     write_card(out, steps, summaries)
     log(f"package {out} verified; {sum(f.stat().st_size for f in out.rglob('*')) / 1024:.0f} "
         f"KiB; total {time.time() - t0:.0f} s")
     return 0
+
+
+def calibrate_mask(model: torch.nn.Module, val, norm: tuple[float, float],
+                   images: int = 320) -> dict:
+    """Shift the mask logits (the last decoder conv's bias, in place) by the offset whose
+    masks, decoded and measured as the box does, put most threshold-selection lesions over
+    5 mm within 15 % of their true long and short axes (ties: the smallest shift).
+
+    The segmentation head keeps its threshold of 0.5: the shift moves where an uncertain
+    mask's 0.5 contour lies, which BCE on soft lesion shares pulls inwards.
+    """
+    import copy
+
+    picked = [i for i in range(len(val.labels)) if val.truth[i]][:images]
+    part = copy.copy(val)
+    for name in ("transforms", "truth", "spacings", "kinds", "boxes", "source_boxes"):
+        setattr(part, name, [getattr(val, name)[i] for i in picked])
+    outs = torch_outputs(fuse_batchnorm(copy.deepcopy(model)), SPEC,
+                         model_inputs(val.planes[picked], *norm))
+    outs = {k: v for k, v in outs.items() if k != "features"}
+    shares = {}
+    for offset in MASK_OFFSETS:
+        shifted = {**outs, "lesion_mask": outs["lesion_mask"] + offset}
+        sizes = lesion_metrics(shifted, part, HEADS, HEAD_PARAMS, {"box": 0.3})["sizes"]
+        shares[offset] = sizes.get("both_within_15pct", 0.0)
+    best = max(MASK_OFFSETS, key=lambda o: (shares[o], -abs(o)))
+    with torch.no_grad():
+        model.fuse[-1].bias += best
+    return {"offset": best, "images": len(picked),
+            "both_axes_within_15pct_by_offset": {str(k): v for k, v in shares.items()}}
+
+
+def validated_range(conv: Conversion, model: torch.nn.Module, fit_x: np.ndarray,
+                    held_x: np.ndarray) -> dict:
+    """The manifest's ``ood`` section, valid for every artifact the box may run: the
+    ``features`` of the training phantoms ``fit_x`` through the torch model and every INT8
+    artifact (whose quantisation moves them) fit it; the same for the threshold-selection
+    phantoms ``held_x`` (never fitted) set its threshold. Float artifacts match the torch
+    model to ~1e-4 and add nothing."""
+    from converters.artifacts import open_artifact, run_batch
+
+    fit = [torch_outputs(model, SPEC, fit_x)["features"]]
+    held = [torch_outputs(model, SPEC, held_x)["features"]]
+    runs = ["torch fp32"]
+    for record in conv.records():
+        if record.precision != "int8":
+            continue
+        backend = open_artifact(conv.out, record, conv.spec)
+        try:
+            fit.append(run_batch(backend, conv.spec, fit_x)["features"])
+            held.append(run_batch(backend, conv.spec, held_x)["features"])
+        finally:
+            backend.close()
+        runs.append(f"{record.format} {record.precision} ({record.path})")
+    section = fit_validated_range(np.concatenate(fit), np.concatenate(held),
+                                  quantile=OOD_QUANTILE, margin=OOD_MARGIN)
+    return {"section": section, "fit_images": len(fit_x), "threshold_images": len(held_x),
+            "runs": runs}
+
+
+def ood_figures(conv: Conversion, ood: dict, model: torch.nn.Module, ref: dict,
+                norm: tuple[float, float]) -> dict:
+    """Held-out test phantoms and pydicom's real CT/MR files against the validated range:
+    through the torch model and through every artifact (the box runs an artifact)."""
+    from converters.artifacts import open_artifact, run_batch
+
+    section = ood["section"]
+    real = real_images(SHAPE, *norm)
+    x = np.concatenate([r[2] for r in real]) if real else np.zeros((0, *SHAPE[1:]), np.float32)
+    names = [(r[0], r[1]) for r in real]
+    report = {"fit_images": ood["fit_images"], "threshold_images": ood["threshold_images"],
+              "fitted_through": ood["runs"],
+              "quantile": section["held_out"]["quantile"], "margin": section["held_out"]["margin"],
+              "dimensions": len(section["mean"]), "threshold": section["threshold"],
+              "torch": range_report(section, ref["features"], names,
+                                    torch_outputs(model, SPEC, x)["features"] if real
+                                    else np.zeros((0, len(section["mean"])))),
+              "artifacts": {}}
+    for record in conv.records():
+        backend = open_artifact(conv.out, record, conv.spec)
+        try:
+            feats = run_batch(backend, conv.spec, x)["features"] if real else np.zeros(
+                (0, len(section["mean"])))
+        finally:
+            backend.close()
+        report["artifacts"][f"{record.format} {record.precision} ({record.path})"] = range_report(
+            section, conv.outputs(record)["features"], names, feats)
+    return report
 
 
 def _verification_data(tr, test, norm: tuple[float, float], calibration: int) -> LabelledData:
@@ -179,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Rebuild the phantom demo model package.")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "models" / NAME / VERSION)
     parser.add_argument("--quick", action="store_true",
-                        help="tiny data, one epoch each, ONNX only (smoke test)")
+                        help="tiny data, one epoch each, ONNX only (smoke test; its weak "
+                             "model is packaged with the weakness recorded)")
     parser.add_argument("--key", type=Path, help="Ed25519 private key; its .pub beside it",
                         default=REPO_ROOT / "models/keys/DEMO-ONLY-model-signing.pem")
     parser.add_argument("--train", type=int, default=5200, help="training phantoms")

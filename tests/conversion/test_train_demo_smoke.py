@@ -32,7 +32,20 @@ def test_quick_training_produces_a_loadable_package(tmp_path):
     assert all(manifest["provenance"]["source"]["files"].values())
     assert len(manifest["golden_cases"]) >= 8
     assert {c["class"] for c in manifest["golden_cases"]} == {"finding", "no-finding"}
-    assert (out / "MODEL_CARD.md").exists()
+    assert [h["kind"] for h in manifest["heads"]] == ["detection", "classification",
+                                                      "segmentation", "heatmap"]
+    assert manifest["postprocessing"]["name"] == "heads"
+    shapes = {o["name"]: o["shape"] for o in manifest["outputs"]}
+    assert shapes["lesion_class"] == [1, 2, 32, 32] and shapes["lesion_mask"] == [1, 1, 64, 64]
+    assert shapes["features"] == [1, len(manifest["ood"]["mean"])]
+    assert manifest["ood"]["threshold"] > 0
+    ood = steps["ood"]
+    assert set(ood["torch"]["real_files"]) >= {"CT_small.dcm", "MR_small.dcm",
+                                               "emri_small.dcm"}
+    assert set(ood["artifacts"]) == {"onnx fp32", "onnx int8"}
+    assert steps["lesions"]["lesions"] > 0 and "sizes" in steps["lesions"]
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "Validated range" in card and "Benign/malignant AUC" in card
     assert (out / "report.html").exists() and not (out / ".convert").exists()
     assert json.loads((out / "manifest.json").read_text())["signature"]["key_id"] == \
         signing.key_id(signing.load_public_key(pub))

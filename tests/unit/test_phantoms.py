@@ -33,7 +33,10 @@ CANARIES = {
 
 def _same(a, b) -> bool:
     return (np.array_equal(a.image, b.image) and a.boxes == b.boxes and a.lesion == b.lesion
-            and a.distractors == b.distractors)
+            and a.distractors == b.distractors and a.spacing == b.spacing
+            and [t.to_dict() for t in a.lesions] == [t.to_dict() for t in b.lesions]
+            and all(np.array_equal(s.mask, t.mask) for s, t in zip(a.lesions, b.lesions,
+                                                                   strict=True)))
 
 
 @pytest.mark.parametrize("kind", ["ct", "us"])
@@ -71,8 +74,9 @@ def test_images_and_boxes_are_well_formed(kind, size):
             assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
         for x0, _, x1, _ in p.boxes:  # radius 2-15 % of the width, lobulated margins
             assert 0.025 * w <= x1 - x0 <= 0.5 * w
+        assert [t.box for t in p.lesions] == p.boxes and p.spacing is not None
         normal = generate(kind, np.random.default_rng(seed), size, lesion=False)
-        assert not normal.lesion and normal.boxes == []
+        assert not normal.lesion and normal.boxes == [] and normal.lesions == []
 
 
 def test_ct_keeps_hounsfield_units_and_window():
@@ -193,6 +197,10 @@ def test_cli_writes_dicom_and_truth(tmp_path):
     assert modalities == ["CT", "US", "US"]
     cine = pydicom.dcmread(tmp_path / truth[2]["file"])
     assert int(cine.NumberOfFrames) == len(truth[2]["frames"]) == 8
+    assert "SequenceOfUltrasoundRegions" in cine
+    ct = pydicom.dcmread(tmp_path / truth[0]["file"])
+    assert [float(v) for v in ct.PixelSpacing] == pytest.approx(truth[0]["pixel_spacing_mm"])
+    assert len(truth[0]["lesions"]) == len(truth[0]["boxes"])
 
 
 def test_cli_writes_png(tmp_path):
