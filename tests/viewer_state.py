@@ -10,6 +10,7 @@ the appliance writes:
 * a clear study: a CT phantom without a lesion;
 * a multi-frame ultrasound sweep with a lesion mid-sweep;
 * an ultrasound image far too dark: not assessable (rescan suggested), never "no finding";
+* a real CT scan (pydicom's CT_small): outside the demo model's validated range;
 * a truncated DICOM file: quarantined with its reason;
 * one object landed but not processed: waiting.
 
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydicom.data import get_testdata_file
 
 from converters.phantom_dicom import ct_dataset, us_dataset, us_multiframe_dataset, write_dicom
 from converters.phantoms import generate, generate_sweep
@@ -100,16 +102,18 @@ def build_viewer_state(root: Path, runner: ModelRunner, config: Config | None = 
         us_dataset(generate("us", np.random.default_rng(3), lesion=False).image * 0.12,
                    {"PatientName": "DARK^PHANTOM", "StudyDescription": "US DARK PHANTOM"}),
         folder / "dark.dcm")
+    real_ct = Path(get_testdata_file("CT_small.dcm"))
     truncated = folder / "truncated.dcm"
     truncated.write_bytes(clear.read_bytes()[:-5000])
     for name, path in (("alert", alert), ("clear", clear),
-                       ("sweep", sweep), ("dark", dark), ("truncated", truncated)):
+                       ("sweep", sweep), ("dark", dark), ("real_ct", real_ct),
+                       ("truncated", truncated)):
         state.instances[name] = _land(lander, path)
         assert worker.run_once()
     waiting = write_dicom(ct_dataset(generate("ct", np.random.default_rng(5), lesion=False)),
                           folder / "waiting.dcm")
     state.instances["waiting"] = _land(lander, waiting)
-    for name in ("alert", "clear", "sweep", "dark"):
+    for name in ("alert", "clear", "sweep", "dark", "real_ct"):
         row = conn.execute(
             "SELECT s.id FROM studies s JOIN instances i ON i.study_instance_uid = s.study_key"
             " WHERE i.id = ?", (state.instances[name],)).fetchone()

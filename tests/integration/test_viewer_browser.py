@@ -174,6 +174,64 @@ def test_clinician_reads_a_study_in_chromium(box_factory, browser, phantoms):
     _shot(browser, "08-report")
 
 
+#: study (worklist patient name) → (badge level, words the verdict and the report must show)
+ASSESSMENTS = {
+    "<script>window.__xss": ("alert", "Suspicious area found"),
+    "CLEAR^PHANTOM": ("clear", "No suspicious area found"),
+    "DARK^PHANTOM": ("unassessable", "Not assessable: image too dark"),
+    "CompressedSamples^CT1": ("outside", "Outside what the model was validated on"),
+}
+
+
+def test_every_assessment_reads_in_chromium_on_the_page_and_the_report(
+        box_factory, browser, phantoms, tmp_path):
+    """Finding, no finding, not assessable and outside the validated range (a real CT
+    scan: pydicom's CT_small), each in the worklist, its study page and its report."""
+    import numpy as np
+    from pydicom.data import get_testdata_file
+
+    from converters.phantom_dicom import us_dataset, write_dicom
+    from converters.phantoms import generate
+
+    port = free_port()
+    box = box_factory(web={"enabled": True, "port": port})
+    base = f"https://localhost:{port}"
+    cert = box.state / "keys" / "web-cert.pem"
+    wait_for(lambda: cert.exists() and _reachable(base, cert), 90, "the viewer to answer")
+    add_viewer_account(box, *NURSE, "clinician")
+    dark = write_dicom(us_dataset(
+        generate("us", np.random.default_rng(3), lesion=False).image * 0.12,
+        {"PatientName": "DARK^PHANTOM"}), tmp_path / "dark.dcm")
+    files = [phantoms["alert"], phantoms["clear"], dark, Path(get_testdata_file("CT_small.dcm"))]
+    assert storescu(box.port, files).returncode == 0
+    box.wait_idle(len(files))
+
+    wait = WebDriverWait(browser, 30)
+    browser.get(f"{base}/login")
+    browser.find_element(By.ID, "name").send_keys(NURSE[0])
+    browser.find_element(By.ID, "password").send_keys(NURSE[1])
+    browser.find_element(By.ID, "login").click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "table.worklist a.open")) == 4)
+    links = {}
+    for row in browser.find_elements(By.CSS_SELECTOR, "table.worklist tbody tr"):
+        name = next(n for n in ASSESSMENTS if n in row.text)
+        badge = row.find_element(By.CSS_SELECTOR, "span.badge")
+        assert ASSESSMENTS[name][0] in badge.get_attribute("class").split(), (name, row.text)
+        links[name] = row.find_element(By.CSS_SELECTOR, "a.open").get_attribute("href")
+    _shot(browser, "10-worklist-every-assessment")
+    for number, (name, (level, words)) in enumerate(ASSESSMENTS.items()):
+        browser.get(links[name])
+        verdict = wait.until(lambda d: d.find_element(By.ID, "verdict"))
+        assert level in verdict.get_attribute("class").split() and words in verdict.text
+        if level in ("unassessable", "outside"):
+            assert "no result" in verdict.text and "No suspicious area" not in verdict.text
+        _shot(browser, f"{11 + number}-study-{level}")
+        browser.find_element(By.ID, "report-link").click()
+        wait.until(lambda d: "/report" in d.current_url)
+        assert words in browser.find_element(By.CSS_SELECTOR, "p.verdict").text
+    assert browser.execute_script("return window.__xss") is None
+
+
 def _reachable(base: str, cert: Path) -> bool:
     try:
         with _https_get(f"{base}/login", cert) as answer:

@@ -95,8 +95,8 @@ def test_worklist_rows_fragment_and_json_follow_new_results(clinician):
     rows = _html(client.get("/worklist/rows"))
     assert "<html" not in rows and "<table" in rows
     data = client.get("/api/worklist").get_json()
-    assert data["total"] == 4 and data["waiting"] == 1 and data["quarantined"] == 1
-    assert [r["alert"] for r in data["rows"]] == [True, True, False, False]
+    assert data["total"] == 5 and data["waiting"] == 1 and data["quarantined"] == 1
+    assert [r["alert"] for r in data["rows"]] == [True, True, False, False, False]
     conn = db.connect(state.config.database_path)
     conn.execute("UPDATE studies SET received_at = received_at + 1, alert = 0,"
                  " max_probability = 0.01 WHERE id = ?", (state.studies["sweep"],))
@@ -114,7 +114,7 @@ def test_study_shows_findings_in_plain_words_model_and_notices(clinician):
     page = _html(client.get(f"/study/{state.studies['alert']}"))
     assert "Suspicious area found — a doctor should review this study soon" in page
     assert re.search(r"Area 1: possible lesion in the .* of the image, about [\d.]+ × [\d.]+ mm"
-                     r" \(model confidence \d+ %\)",
+                     r" \(model confidence \d+ %[^)]*\)",
                      page)
     assert "clinibox-demo-lesion@1.0.0" in page
     assert "assists a doctor and does not replace one" in page
@@ -289,7 +289,7 @@ def test_device_page_shows_the_box(technician):
                 if a["path"] == "model.int8.onnx")
     assert "onnx/int8" in page and str(int8["validation"]["auc"]) in page  # validation metrics
     assert "not configured" in page and "never connected" in page
-    assert re.search(r'id="processed-today">4<', page)
+    assert re.search(r'id="processed-today">5<', page)
     assert "not running" in page  # no appliance service in this test
     status = client.get("/api/status").get_json()
     assert status["queue_depth"] == 1 and status["statuses"]["quarantined"] == 1
@@ -376,3 +376,37 @@ def test_an_image_the_model_cannot_judge_is_never_called_clear(clinician):
     pdf = client.get(f"/study/{dark}/report.pdf")
     text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf.data)).pages)
     assert "Not assessable" in text and "No suspicious area found" not in text
+
+
+def test_a_real_scan_outside_the_validated_range_gets_no_verdict(clinician):
+    """pydicom's CT_small, a real CT the phantom-trained demo model never saw: outside."""
+    state, client = clinician
+    real = state.studies["real_ct"]
+    study = _html(client.get(f"/study/{real}"))
+    assert 'class="verdict outside"' in study
+    assert "Outside what the model was validated on" in study and "no result" in study
+    assert "No suspicious area found" not in study and "Suspicious area found" not in study
+    report = _html(client.get(f"/study/{real}/report"))
+    assert "Outside what the model was validated on" in report
+    worklist = _html(client.get("/"))
+    row = re.search(rf'href="/study/{real}"><span class="badge (\w+)">([^<]+)<', worklist)
+    assert row and row.groups() == ("outside", "outside validated range")
+    pdf = client.get(f"/study/{real}/report.pdf")
+    text = " ".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf.data)).pages)
+    assert "Outside what the model was validated on" in " ".join(text.split())
+    assert "No suspicious area found" not in text
+
+
+def test_lesions_show_their_outline_class_and_the_study_summary(clinician):
+    """The demo model segments and classifies: its lesions carry a contour and classes."""
+    state, client = clinician
+    alert = state.studies["alert"]
+    study = _html(client.get(f"/study/{alert}"))
+    assert '<polygon class="contour" points="' in study
+    summary = re.search(r'<p class="summary" id="summary">([^<]+)</p>', study)
+    assert summary and "lesion" in summary.group(1) and "largest diameter" in summary.group(1)
+    assert "malignant" in summary.group(1) and " mm" in summary.group(1)
+    assert re.search(r"Area 1: possible lesion .*about [\d.]+ × [\d.]+ mm.*(benign|malignant) "
+                     r"\d+ %", study)
+    report = _html(client.get(f"/study/{alert}/report"))
+    assert summary.group(1) in report

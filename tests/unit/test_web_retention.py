@@ -126,4 +126,4 @@ def test_results_stay_and_findings_lose_only_their_place_without_a_size(retained
                  (instance,))
     page = _page(client, f"/study/{state.studies['alert']}")
     assert re.search(
-        r"Area 1: possible lesion, about [\d.]+ × [\d.]+ mm \(model confidence \d+ %\)", page)
+        r"Area 1: possible lesion, about [\d.]+ × [\d.]+ mm \(model confidence \d+ %[^)]*\)", page)
