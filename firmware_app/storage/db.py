@@ -16,7 +16,7 @@ from pathlib import Path
 
 from firmware_app.storage.study_rollup import update_study
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -102,7 +102,9 @@ CREATE TABLE IF NOT EXISTS studies (
     study_date         TEXT NOT NULL DEFAULT '',
     study_description  TEXT NOT NULL DEFAULT '',
     not_assessable     INTEGER NOT NULL DEFAULT 0,
-    outside_range      INTEGER NOT NULL DEFAULT 0
+    outside_range      INTEGER NOT NULL DEFAULT 0,
+    completed_at       REAL,
+    completions        INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS studies_suspicion ON studies(alert DESC, max_probability DESC,
                                                        received_at DESC);
@@ -192,6 +194,41 @@ CREATE TABLE IF NOT EXISTS retention_passes (
     finished_at REAL,
     images      INTEGER NOT NULL DEFAULT 0,
     bytes       INTEGER NOT NULL DEFAULT 0
+);
+
+-- DICOM results (SR, SEG, key image) for the clinic's PACS destinations: one row per
+-- document and destination. The document's file is written durably before its row
+-- commits; the row is ``sent`` only after the destination answered the C-STORE with
+-- Success, so a restart or a power cut loses nothing and sends nothing twice that was
+-- acknowledged. ``superseded``: a newer version of the same document replaced it
+-- before it was sent.
+CREATE TABLE IF NOT EXISTS dicom_outbox (
+    id               INTEGER PRIMARY KEY,
+    destination      TEXT NOT NULL,
+    kind             TEXT NOT NULL CHECK (kind IN ('sr', 'seg', 'key_image')),
+    study_key        TEXT NOT NULL,
+    sop_class_uid    TEXT NOT NULL,
+    sop_instance_uid TEXT NOT NULL,
+    path             TEXT NOT NULL,
+    state            TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'superseded')),
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  REAL NOT NULL,
+    last_error       TEXT,
+    created_at       REAL NOT NULL,
+    sent_at          REAL,
+    UNIQUE (destination, sop_instance_uid)
+);
+CREATE INDEX IF NOT EXISTS dicom_outbox_pending ON dicom_outbox(state, next_attempt_at, id);
+
+-- Every de-identified export of a study (who, when, from where, which study, how many files).
+CREATE TABLE IF NOT EXISTS exports (
+    id         INTEGER PRIMARY KEY,
+    at         REAL NOT NULL,
+    account    TEXT NOT NULL,
+    address    TEXT NOT NULL DEFAULT '',
+    study_key  TEXT NOT NULL,
+    files      INTEGER NOT NULL,
+    target     TEXT NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS events (
@@ -284,6 +321,8 @@ def initialise(conn: sqlite3.Connection) -> None:
         _migrate_to_v5(conn)
     if 0 < version < 6:
         _migrate_to_v6(conn)
+    if 0 < version < 7:
+        _migrate_to_v7(conn)
     if 0 < version < 3:
         _rebuild_studies(conn)
     _start_sequence(conn)
@@ -334,6 +373,17 @@ def _migrate_to_v6(conn: sqlite3.Connection) -> None:
     no package declared a range)."""
     if "studies" in _tables(conn) and "outside_range" not in _columns(conn, "studies"):
         conn.execute("ALTER TABLE studies ADD COLUMN outside_range INTEGER NOT NULL DEFAULT 0")
+
+
+def _migrate_to_v7(conn: sqlite3.Connection) -> None:
+    """v7: studies record when they were last completed (stable) and how many times; the
+    DICOM outbox and the export record are new tables (from the schema script)."""
+    if "studies" not in _tables(conn):
+        return
+    present = _columns(conn, "studies")
+    for name, kind in (("completed_at", "REAL"), ("completions", "INTEGER NOT NULL DEFAULT 0")):
+        if name not in present:
+            conn.execute(f"ALTER TABLE studies ADD COLUMN {name} {kind}")
 
 
 def _migrate_to_v4(conn: sqlite3.Connection) -> None:

@@ -48,7 +48,7 @@ def test_v2_database_is_upgraded_in_place(tmp_path):
     path = tmp_path / "box.db"
     _v2_database(path)
     conn = db.open_database(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 6
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 7
     studies = conn.execute("SELECT id, study_key, alert, received_at FROM studies"
                            " ORDER BY study_key").fetchall()
     assert [(r["study_key"], r["alert"], r["received_at"]) for r in studies] == [
@@ -112,7 +112,7 @@ def test_v3_database_is_upgraded_in_place(tmp_path):
     path = tmp_path / "box.db"
     _v3_database(path)
     conn = db.open_database(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 6
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 7
     rows = conn.execute("SELECT id, status, spool_path, image_deleted_at, image_rows,"
                         " image_columns FROM instances ORDER BY id").fetchall()
     assert [tuple(r) for r in rows] == [(1, "processed", "p1", None, None, None),
