@@ -137,6 +137,10 @@ def ct_dataset(source: Phantom | np.ndarray, identity: Mapping[str, str] | None 
     h, w = hu.shape
     ds.ImagePositionPatient = [_ds(-w * column_mm / 2), _ds(-h * row_mm / 2), 0.0]
     ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    # the slices of one study share a frame of reference, as a scanner's do
+    ds.FrameOfReferenceUID = uids.generate_uid(entropy_srcs=[str(ds.StudyInstanceUID),
+                                                             "frame of reference"])
+    ds.PositionReferenceIndicator = ""
     return ds
 
 

@@ -1,0 +1,42 @@
+"""One DICOM result document the box writes for a study (SR, SEG or key image).
+
+The seam between what writes results (``sr``, ``seg``, ``key_image``) and
+what delivers or exports them (the DICOM outbox, the de-identified export).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydicom import Dataset
+
+#: the kinds of result document, as named in ``[[pacs.destinations]] send``
+DOCUMENT_KINDS = ("sr", "seg", "key_image")
+
+
+@dataclass(frozen=True)
+class Document:
+    """A finished DICOM object: its kind, the study it belongs to and the dataset itself.
+
+    ``study_key`` is the box's key for the study (its Study Instance UID, or
+    ``local:<id>`` for an image that had none); ``dataset`` is ready to be
+    written with ``dataset.save_as(path, enforce_file_format=True)``.
+    """
+
+    kind: str
+    study_key: str
+    dataset: Dataset
+
+    def __post_init__(self) -> None:
+        if self.kind not in DOCUMENT_KINDS:
+            raise ValueError(f"unknown DICOM result kind {self.kind!r}; one of {DOCUMENT_KINDS}")
+
+    @property
+    def sop_instance_uid(self) -> str:
+        """The document's SOP Instance UID."""
+        return str(self.dataset.SOPInstanceUID)
+
+    @property
+    def sop_class_uid(self) -> str:
+        """The document's SOP Class UID."""
+        return str(self.dataset.SOPClassUID)
