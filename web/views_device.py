@@ -2,7 +2,8 @@
 
 Device status: queue depth, today's work, quarantine reasons, disk, the model
 package and its validation metrics, the link to the hospital and the outbox,
-last errors. The quarantine lists every object held back with its reason;
+the DICOM outbox per PACS destination (backlog, last error), last errors. The
+quarantine lists every object held back with its reason;
 a technician may process one again or delete it (both recorded as events).
 """
 
@@ -32,13 +33,16 @@ def status_figures() -> dict[str, Any]:
     viewer = _viewer()
     config = viewer.config
     now = time.time()
-    figures = box_status(database(), config.state_dir, now)
+    figures = box_status(database(), config.state_dir, now,
+                         pacs_destinations=[d.name for d in config.pacs.destinations])
     figures["disk"]["floor_mb"] = config.storage.min_free_mb
     seen = figures["appliance_seen_at"]
     figures.update(
         queue_depth=figures["queued"],
         service_running=seen is not None and now - seen < SERVICE_SILENT_SECONDS,
         broker=f"{config.mqtt.host}:{config.mqtt.port}" if config.mqtt.host else "",
+        pacs_peers={d.name: f"{d.ae_title}@{d.host}:{d.port}" + (" (TLS)" if d.tls else "")
+                    for d in config.pacs.destinations},
         clinic=config.telemetry.clinic, device=config.telemetry.device,
         package=viewer.package_facts(), now=now,
     )

@@ -54,12 +54,14 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 def cmd_infer(args: argparse.Namespace) -> int:
     """Analyse files directly, without the service, through the service's own path
-    (``inference/analysis.py``: decoder sandbox, modality list, quality, validated range)."""
+    (``inference/analysis.py``: decoder sandbox, routing rules and modality list, quality,
+    validated range)."""
     import tempfile
 
     from firmware_app.imaging.sandbox import DecodeSandbox
     from firmware_app.imaging.wrap import is_picture, wrap_picture
     from firmware_app.inference.analysis import analyse_object
+    from firmware_app.models.routing import Router
     from firmware_app.service.appliance import load_runner
 
     config = _load_config(args)
@@ -67,6 +69,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     sandbox = DecodeSandbox(config.limits)
     reports: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="clinibox-infer-") as scratch:
+        router = Router(config.routing.rules, runner.package)
         for name in args.files:
             path = Path(name)
             report: dict[str, Any] = {"file": str(path)}
@@ -78,7 +81,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
                     wrapped = Path(scratch) / f"{len(reports)}.dcm"
                     wrapped.write_bytes(wrap_picture(path.read_bytes()))
                     path = wrapped
-                outcome = analyse_object(path, runner, config, sandbox)
+                outcome = analyse_object(path, runner, config, sandbox, router.refusal)
             except (ValueError, OSError) as exc:
                 report.update(status="quarantined", reason=str(exc))
                 continue
@@ -139,7 +142,8 @@ def status_report(config: config_module.Config) -> dict[str, Any]:
 
     conn = _open_db(config)
     try:
-        report = box_status(conn, config.state_dir)
+        report = box_status(conn, config.state_dir,
+                            pacs_destinations=[d.name for d in config.pacs.destinations])
     finally:
         conn.close()
     report["disk_free_mb"] = report["disk"]["free_mb"]
@@ -156,7 +160,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return EXIT_OK
-    for key in ("received", "queued", "processed", "quarantined", "failed",
+    for key in ("received", "queued", "processed", "quarantined", "not_analysed", "failed",
                 "duplicates_ignored", "studies", "outbox_pending", "disk_free_mb",
                 "images_deleted_by_retention"):
         print(f"{key:>20}: {report[key]}")
@@ -165,11 +169,35 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("held back (quarantined or failed), by reason:")
         for reason, n in report["quarantine_reasons"].items():
             print(f"  {n:>5} × {reason}")
+    _print_pacs(report["pacs"])
     if report["last_errors"]:
         print("last errors:")
         for e in report["last_errors"]:
             print(f"  {e['at']} {e['level']:<7} {e['component']}: {e['message']}")
     return EXIT_OK
+
+
+def _clock(epoch: float | None) -> str:
+    return "-" if epoch is None else time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(epoch))
+
+
+def _print_pacs(destinations: list[dict[str, Any]]) -> None:
+    """The DICOM outbox per PACS destination: backlog, last delivery, last error."""
+    if not destinations:
+        return
+    print("PACS destinations (DICOM results waiting / sent):")
+    for d in destinations:
+        note = "" if d["configured"] else " (not configured: its documents wait)"
+        line = f"  {d['name']}{note}: {d['waiting']} waiting, {d['sent']} sent"
+        if d["waiting"]:
+            line += (f", oldest since {_clock(d['oldest_waiting_at'])}, next try "
+                     f"{_clock(d['next_attempt_at'])} ({d['attempts']} tries so far)")
+        if d["last_sent_at"] is not None:
+            line += f", last sent {_clock(d['last_sent_at'])}"
+        print(line)
+        if d["last_error"]:
+            at = f"{_clock(d['last_error_at'])} " if d["last_error_at"] is not None else ""
+            print(f"    last error: {at}{d['last_error']}")
 
 
 def cmd_results(args: argparse.Namespace) -> int:

@@ -102,6 +102,9 @@ class DecodedImage:
     spacing_source: str = ""
     #: Patient and study strings for the clinic viewer (stay on the box).
     display: dict[str, str] = field(default_factory=dict)
+    #: what the routing rules read besides modality, SOP class and size (stay on the box)
+    body_part: str = ""
+    series_description: str = ""
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,8 @@ def decode(path: Path, limits: LimitsConfig, max_frames: int, *,
             decode_ms=(time.perf_counter() - started) * 1000,
             display=display_strings(ds),
             spacing_source=spacing_source,
+            body_part=_text(ds, "BodyPartExamined").upper(),
+            series_description=_text(ds, "SeriesDescription"),
         )
 
 

@@ -1,15 +1,17 @@
-"""One analysis path for a received object: decode → modality → quality → model.
+"""One analysis path for a received object: decode → routing → quality → model.
 
 The service's worker and ``clinibox infer`` both call :func:`analyse_object`,
 so a file analysed on the command line gets exactly the verdict it would get
 when received: decoded in the decoder sandbox (a limited child process), the
-package's modality list applied, every frame quality-checked, judged against
-the model's validated range and inferred (``inference/runner.py``).
+routing rules and the package's modality list applied (``models/routing.py``,
+handed in as ``refusal``), every frame quality-checked, judged against the
+model's validated range and inferred (``inference/runner.py``).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,8 +23,9 @@ from firmware_app.settings.box import Config
 
 @dataclass
 class Outcome:
-    """What became of one object: ``processed`` with its analysis, or ``quarantined``
-    with the reason (unreadable, or a modality the model does not accept)."""
+    """What became of one object: ``processed`` with its analysis, ``quarantined`` with the
+    reason (unreadable), or ``not_analysed`` with the reason (no routing rule picks the
+    model, or a modality it does not accept: good input no model here is meant for)."""
 
     status: str
     reason: str = ""
@@ -31,16 +34,8 @@ class Outcome:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def modality_refusal(runner: ModelRunner, modality: str) -> str | None:
-    """Why the model does not analyse ``modality`` (None when it does)."""
-    accepted = runner.package.modalities
-    if accepted and modality not in accepted:
-        return (f"modality {modality or 'unknown'} is not one the model "
-                f"{runner.package.model_id} accepts ({', '.join(accepted)})")
-    return None
-
-
 def analyse_object(path: Path, runner: ModelRunner, config: Config, sandbox: DecodeSandbox,
+                   refusal: Callable[[DecodedImage], str | None],
                    preview_to: Path | None = None) -> Outcome:
     """Decode ``path`` in ``sandbox`` (writing previews to ``preview_to``) and analyse it.
 
@@ -53,9 +48,9 @@ def analyse_object(path: Path, runner: ModelRunner, config: Config, sandbox: Dec
     except DecodeError as exc:
         return Outcome("quarantined", str(exc))
     decode_ms = (time.perf_counter() - started) * 1000
-    refusal = modality_refusal(runner, decoded.modality)
-    if refusal:
-        return Outcome("quarantined", refusal, decoded)
+    refused = refusal(decoded)
+    if refused:
+        return Outcome("not_analysed", refused, decoded)
     analysis = runner.analyse(decoded, config.limits.min_rows)
     timings = dict(analysis.timings, decode=decode_ms)
     timings["total"] = (time.perf_counter() - started) * 1000

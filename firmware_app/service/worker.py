@@ -20,6 +20,7 @@ import time
 from firmware_app.imaging.sandbox import DecodeSandbox
 from firmware_app.inference.analysis import analyse_object
 from firmware_app.inference.runner import ModelRunner
+from firmware_app.models.routing import Router
 from firmware_app.models.trial import ModelTrial
 from firmware_app.settings.box import Config
 from firmware_app.storage import db
@@ -46,6 +47,8 @@ class Worker:
         self.conn = db.connect(config.database_path, acknowledging=False)
         self.queue = JobQueue(self.conn)
         self.results = ResultStore(self.conn)
+        #: which images the running package analyses (``[[routing.rules]]``)
+        self.router = Router(config.routing.rules, runner.package)
 
     def quarantine(self, job: Job, reason: str) -> str:
         """Move the object aside with its reason; the row says why."""
@@ -56,10 +59,20 @@ class Worker:
         log.warning("quarantined instance %d: %s", job.id, reason)
         return "quarantined"
 
+    def not_analysed(self, job: Job, reason: str) -> str:
+        """A good image no model here is meant for: it stays in the spool with its reason."""
+        with db.transaction(self.conn):
+            self.queue.set_status(job.id, "not_analysed", reason)
+            db.record_event(self.conn, "INFO", "worker", f"instance {job.id}: not analysed: "
+                            f"{reason}")
+        log.info("instance %d not analysed: %s", job.id, reason)
+        return "not_analysed"
+
     def process(self, job: Job) -> str:
         """Process one claimed job; return its final status."""
         try:
             outcome = analyse_object(job.spool_path, self.runner, self.config, self.sandbox,
+                                     self.router.refusal,
                                      preview_to=self.spool.preview_path(job.local_id))
         except FileNotFoundError:
             earlier = self.spool.quarantined_reason(job.local_id)
@@ -70,6 +83,8 @@ class Worker:
                 self.queue.set_status(job.id, "failed", reason)
                 db.record_event(self.conn, "ERROR", "worker", f"instance {job.id}: {reason}")
             return "failed"
+        if outcome.status == "not_analysed":
+            return self.not_analysed(job, outcome.reason)
         if outcome.status != "processed":
             return self.quarantine(job, outcome.reason)
         decoded, analysis = outcome.decoded, outcome.analysis

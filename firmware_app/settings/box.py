@@ -8,6 +8,7 @@ the key, e.g. ``[dicom] port: must be between 1 and 65535, got 0``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
@@ -19,12 +20,15 @@ from firmware_app.contracts.backends import BACKEND_CHOICES, PRECISIONS
 from firmware_app.contracts.egress import IDENTITY
 from firmware_app.settings.loader import (
     ConfigError,
+    coerce,
     describe_sections,
     in_range,
     load_sections,
     one_of,
     read_toml,
     setting,
+    suggest,
+    toml_value,
 )
 
 if sys.version_info >= (3, 11):
@@ -122,6 +126,16 @@ class WorkerConfig:
     max_attempts: int = setting(in_range(1, 100), "tries before an object is marked failed", 3)
     max_frames_per_instance: int = setting(in_range(1, 1000), "frames inferred per multi-frame", 8)
     poll_seconds: float = setting(in_range(0.01, 60), "idle wait between queue checks", 0.2)
+
+
+@dataclass
+class StudiesConfig:
+    """When a study counts as complete: its alert, summary and DICOM results wait for it."""
+
+    stable_seconds: float = setting(
+        in_range(0.5, 86_400), "a study is complete when no instance of it has arrived for this "
+        "long (and every instance received meanwhile is analysed); a later instance updates it",
+        60.0)
 
 
 @dataclass
@@ -253,6 +267,131 @@ class TelemetryConfig:
     retry_max_seconds: float = setting(in_range(0.1, 86400), "longest reconnect wait", 300.0)
 
 
+#: the kinds of DICOM result document a PACS destination may be sent (``send``); the same
+#: names as ``firmware_app.dicom_out.document.DOCUMENT_KINDS`` and the ``dicom_outbox`` table
+PACS_DOCUMENT_KINDS = ("sr", "seg", "key_image")
+
+_DESTINATION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
+
+
+def _destination_name(value: Any) -> str | None:
+    if not _DESTINATION_NAME.match(value):
+        return ("must be 1-32 letters, digits, dots, dashes or underscores (a letter or digit "
+                f"first), got {value!r}")
+    return None
+
+
+def _optional_ae_title(value: Any) -> str | None:
+    return _ae_title(value) if value else None
+
+
+def _host(value: Any) -> str | None:
+    if not value.strip() or any(c.isspace() for c in value):
+        return f"must be a host name or address, got {value!r}"
+    return None
+
+
+def _document_kinds(value: Any) -> str | None:
+    unknown = [kind for kind in value if kind not in PACS_DOCUMENT_KINDS]
+    if unknown or not value:
+        return (f"must list one or more of {', '.join(PACS_DOCUMENT_KINDS)}; "
+                f"got {value!r}")
+    return None
+
+
+@dataclass
+class PacsDestination:
+    """One PACS (or other Storage SCP) on the clinic's network that receives the results."""
+
+    name: str = setting(_destination_name, "a name for the log and the status (unique)", "pacs")
+    ae_title: str = setting(_ae_title, "the destination's (called) AE title", "PACS")
+    host: str = setting(_host, "host name or address of the destination", "192.0.2.10")
+    port: int = setting(in_range(1, 65535), "its DICOM port", 104)
+    send: list[str] = setting(_document_kinds, "which results it gets: any of "
+                              + ", ".join(f'"{kind}"' for kind in PACS_DOCUMENT_KINDS),
+                              factory=lambda: list(PACS_DOCUMENT_KINDS))
+    tls: bool = setting(doc="DICOM over TLS", default=False)
+    ca_file: str = setting(doc="CA bundle (PEM) that signed the destination's certificate; "
+                               "empty trusts the system's CAs", default="")
+    cert_file: str = setting(doc="this box's client certificate (PEM), if the destination "
+                                 "asks for one", default="")
+    key_file: str = setting(doc="private key (PEM) of cert_file", default="")
+
+
+#: the documentation line of ``[pacs] destinations``; ``describe_defaults`` replaces that
+#: entry with a commented ``[[pacs.destinations]]`` example
+_DESTINATIONS_DOC = ("the destinations: one [[pacs.destinations]] table each; none by default "
+                     "(nothing is sent)")
+
+
+@dataclass
+class PacsConfig:
+    """Sending the DICOM results (SR, SEG, key image) back to the clinic's PACS."""
+
+    calling_ae_title: str = setting(_optional_ae_title, "our (calling) AE title when sending; "
+                                    "empty means [dicom] ae_title", "")
+    retry_min_seconds: float = setting(in_range(0.05, 3600),
+                                       "first wait before a failed document is tried again "
+                                       "(doubles with each failure)", 5.0)
+    retry_max_seconds: float = setting(in_range(0.1, 86400),
+                                       "longest wait between tries of a document", 300.0)
+    connect_timeout: float = setting(in_range(1, 3600), "seconds to open the connection and "
+                                     "associate", 30.0)
+    dimse_timeout: float = setting(in_range(1, 3600), "seconds to wait for each C-STORE "
+                                   "response", 120.0)
+    network_timeout: float = setting(in_range(1, 86400),
+                                     "seconds before a silent link is closed", 120.0)
+    destinations: list[PacsDestination] = setting(doc=_DESTINATIONS_DOC, factory=list)
+
+
+def _regex(value: Any) -> str | None:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        return f"not a regular expression ({exc}): {value!r}"
+    return None
+
+
+def _upper_list(value: Any) -> str | None:
+    if any(not str(v).strip() for v in value):
+        return f"must not hold empty values, got {value!r}"
+    return None
+
+
+@dataclass
+class RoutingRule:
+    """One rule choosing which model analyses a series (as mercure routes): every criterion
+    given must hold; an empty one holds for any image."""
+
+    name: str = setting(_destination_name, "a name for the log and the reasons (unique)", "rule")
+    model: str = setting(doc="package name of the model that analyses what the rule matches",
+                         default="clinibox-demo-lesion")
+    modality: list[str] = setting(_upper_list, "modalities, any of (e.g. [\"CT\", \"US\"])",
+                                  factory=list)
+    body_part: list[str] = setting(_upper_list, "Body Part Examined, any of (case-insensitive)",
+                                   factory=list)
+    sop_class: list[str] = setting(_upper_list, "SOP Class UIDs, any of", factory=list)
+    series_description: str = setting(_regex, "regular expression searched in Series "
+                                      "Description (case-insensitive)", "")
+    min_rows: int = setting(in_range(0, 65535), "fewest rows (0: no bound)", 0)
+    max_rows: int = setting(in_range(0, 65535), "most rows (0: no bound)", 0)
+    min_columns: int = setting(in_range(0, 65535), "fewest columns (0: no bound)", 0)
+    max_columns: int = setting(in_range(0, 65535), "most columns (0: no bound)", 0)
+
+
+#: the documentation line of ``[routing] rules`` (shown as a commented example table)
+_RULES_DOC = ("the rules: one [[routing.rules]] table each, tried in order; none by default "
+              "(the model's own modality list decides)")
+
+
+@dataclass
+class RoutingConfig:
+    """Which model analyses a series: rules on its DICOM header, first match wins. An image
+    no rule matches is ``not_analysed`` with its reason (kept apart from quarantine)."""
+
+    rules: list[RoutingRule] = setting(doc=_RULES_DOC, factory=list)
+
+
 @dataclass
 class LoggingConfig:
     """Log verbosity."""
@@ -268,6 +407,8 @@ class Config:
     dicom: DicomConfig = field(default_factory=DicomConfig)
     usb: UsbConfig = field(default_factory=UsbConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
+    studies: StudiesConfig = field(default_factory=StudiesConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
@@ -276,6 +417,7 @@ class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    pacs: PacsConfig = field(default_factory=PacsConfig)
 
     # -- derived paths -------------------------------------------------
     @property
@@ -360,6 +502,16 @@ class Config:
         return shipped if shipped.exists() else DEMO_PUBLIC_KEY
 
     @property
+    def dicom_out_dir(self) -> Path:
+        """Where the DICOM results wait (written durably) until every destination has them."""
+        return self.state_dir / "dicom_out"
+
+    @property
+    def pacs_calling_ae_title(self) -> str:
+        """The AE title the box calls the PACS with: ``[pacs] calling_ae_title`` or its own."""
+        return self.pacs.calling_ae_title or self.dicom.ae_title
+
+    @property
     def trusts_demo_key(self) -> bool:
         """Whether packages signed with the public DEMO-ONLY key would run here."""
         return self.models.trust_demo_key
@@ -383,9 +535,74 @@ def is_demo_key(path: Path) -> bool:
 
 def from_dict(data: dict[str, Any]) -> Config:
     """Build a validated Config from parsed TOML; raise ConfigError naming the key."""
+    data = dict(data)
+    tables: dict[tuple[str, str], Any] = {}
+    for section, key in (("pacs", "destinations"), ("routing", "rules")):
+        values = data.get(section)
+        if isinstance(values, dict) and key in values:
+            values = dict(values)
+            tables[(section, key)] = values.pop(key)
+            data[section] = values
     config = load_sections(data, Config)
+    config.pacs.destinations = load_destinations(tables.get(("pacs", "destinations"), []))
+    config.routing.rules = load_rules(tables.get(("routing", "rules"), []))
     _check_cross_field(config)
     return config
+
+
+def _load_tables(raw: Any, cls: type, where: str, required: tuple[str, ...]) -> list:
+    """Build and check the ``[[<where>]]`` tables as ``cls`` objects (unique names);
+    ConfigError naming the key."""
+    if not isinstance(raw, list) or not all(isinstance(table, dict) for table in raw):
+        section, key = where.split(".")
+        raise ConfigError(f"[{section}] {key}: must be [[{where}]] tables")
+    specs = {spec.name: spec for spec in dataclasses.fields(cls)}
+    built = []
+    for number, table in enumerate(raw, start=1):
+        here = f"{where} {number}"
+        if any(name not in table for name in required):
+            raise ConfigError(f"[{here}]: needs at least {' and '.join(required)}")
+        item = cls()
+        for key, value in table.items():
+            if key not in specs:
+                raise ConfigError(f"unknown key [{here}] {key}{suggest(key, list(specs))}")
+            value = coerce(here, key, str(specs[key].type), value)
+            check = specs[key].metadata.get("check")
+            problem = check(value) if check else None
+            if problem:
+                raise ConfigError(f"[{here}] {key}: {problem}")
+            setattr(item, key, value)
+        built.append(item)
+    names = [item.name for item in built]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"[{where}] name: {name!r} is used more than once")
+    return built
+
+
+def load_destinations(raw: Any) -> list[PacsDestination]:
+    """Build and check the ``[[pacs.destinations]]`` tables; ConfigError naming the key."""
+    destinations = _load_tables(raw, PacsDestination, "pacs.destinations", ("name", "host"))
+    for number, destination in enumerate(destinations, start=1):
+        _check_destination(f"pacs.destinations {number}", destination)
+    return destinations
+
+
+def load_rules(raw: Any) -> list[RoutingRule]:
+    """Build and check the ``[[routing.rules]]`` tables; ConfigError naming the key."""
+    rules = _load_tables(raw, RoutingRule, "routing.rules", ("name", "model"))
+    for rule in rules:
+        rule.modality = [m.strip().upper() for m in rule.modality]
+        rule.body_part = [b.strip().upper() for b in rule.body_part]
+        rule.sop_class = [c.strip() for c in rule.sop_class]
+    return rules
+
+
+def _check_destination(where: str, destination: PacsDestination) -> None:
+    if bool(destination.cert_file) != bool(destination.key_file):
+        raise ConfigError(f"[{where}] cert_file: cert_file and key_file go together")
+    if not destination.tls and (destination.ca_file or destination.cert_file):
+        raise ConfigError(f"[{where}] tls: ca_file, cert_file and key_file need tls = true")
 
 
 def _check_cross_field(config: Config) -> None:
@@ -402,6 +619,8 @@ def _check_cross_field(config: Config) -> None:
                 raise ConfigError(f"{name}: needed when [mqtt] host is set")
     if bool(config.web.tls_cert) != bool(config.web.tls_key):
         raise ConfigError("[web] tls_cert: tls_cert and tls_key go together")
+    if config.pacs.retry_min_seconds > config.pacs.retry_max_seconds:
+        raise ConfigError("[pacs] retry_min_seconds: larger than retry_max_seconds")
     if config.telemetry.retry_min_seconds > config.telemetry.retry_max_seconds:
         raise ConfigError("[telemetry] retry_min_seconds: larger than retry_max_seconds")
     if config.limits.min_rows > min(config.limits.max_rows, config.limits.max_columns):
@@ -422,6 +641,42 @@ def load(path: str | Path | None = None) -> Config:
 
 
 def describe_defaults() -> str:
-    """Render the embedded defaults as a commented TOML example."""
-    return describe_sections(
+    """Render the embedded defaults as a commented TOML example.
+
+    ``[pacs] destinations`` is shown as a commented ``[[pacs.destinations]]`` table
+    (there is none by default), ready to be uncommented.
+    """
+    text = describe_sections(
         Config(), "# clinibox configuration: every key is optional; shown with its default.")
+    for doc, key in ((_DESTINATIONS_DOC, "destinations"), (_RULES_DOC, "rules")):
+        entry = f"# {doc}\n{key} = []\n"
+        assert entry in text, f"describe_sections renders {key} as documented"
+        text = text.replace(entry, "", 1)
+    return text + "\n" + describe_destination_example() + "\n\n" + describe_rule_example()
+
+
+def describe_rule_example() -> str:
+    """A commented ``[[routing.rules]]`` table with every key (the example config's end)."""
+    lines = ["# Routing rules: none by default (the model's own modality list decides). One",
+             "# table per rule, tried in order; the first that matches picks the model",
+             "# (name and model are required):",
+             "# [[routing.rules]]"]
+    example = RoutingRule(name="ct-chest", modality=["CT"], body_part=["CHEST"],
+                          series_description="chest|thorax")
+    for spec in dataclasses.fields(example):
+        lines.append(f"# # {spec.metadata.get('doc', '')}")
+        lines.append(f"# {spec.name} = {toml_value(getattr(example, spec.name))}")
+    return "\n".join(lines)
+
+
+def describe_destination_example() -> str:
+    """A commented ``[[pacs.destinations]]`` table with every key (the last part of the
+    example config)."""
+    lines = ["# PACS destinations: none by default, so nothing is sent. One table per",
+             "# destination; uncomment and edit (name and host are required):",
+             "# [[pacs.destinations]]"]
+    example = PacsDestination()
+    for spec in dataclasses.fields(example):
+        lines.append(f"# # {spec.metadata.get('doc', '')}")
+        lines.append(f"# {spec.name} = {toml_value(getattr(example, spec.name))}")
+    return "\n".join(lines)

@@ -17,7 +17,9 @@ from pathlib import Path
 from firmware_app.errors import CliniboxError
 from firmware_app.storage.db import record_event, transaction
 
-STATUSES = ("queued", "processing", "processed", "quarantined", "failed")
+#: ``not_analysed``: a good image no model here is meant for (kept apart from quarantine,
+#: which is for broken input)
+STATUSES = ("queued", "processing", "processed", "quarantined", "failed", "not_analysed")
 
 
 class DuplicateInstance(CliniboxError):

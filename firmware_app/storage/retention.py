@@ -35,7 +35,10 @@ only when all of these hold:
   the result has been queued: ``results.created_at < telemetry_state
   summary_end`` (periods are ``[start, end)``, so a result made exactly at
   ``summary_end`` belongs to the next one; no ``summary_end`` yet means
-  nothing is safe).
+  nothing is safe);
+* its study is complete since its last result (``studies.completed_at``,
+  ``storage.study_completion``): the study's DICOM results, made from its
+  images, are written and queued, and its alert may be.
 
 Those messages stay in the SQLite outbox until the broker acknowledges them,
 and none of them carries or needs a pixel, so once they are queued the image
@@ -108,13 +111,15 @@ _SAFE_IMAGES = (
     " WHERE i.image_deleted_at IS NULL AND +i.status = 'processed'"
     " AND i.received_at < :cutoff AND (i.received_at, i.id) > (:after_at, :after_id)"
     " AND r.created_at < :summary_end"
+    " AND s.completed_at >= s.updated_at"
     " AND (COALESCE(s.alert, r.alert) = 0 OR EXISTS (SELECT 1 FROM alerted_studies a"
     "      WHERE a.study_key = i.study_instance_uid))"
     " ORDER BY i.received_at, i.id LIMIT :limit")
 #: Held objects (quarantined or failed) whose file is present, oldest first.
 _HELD = (
     "SELECT i.id, i.local_id, i.received_at FROM instances i"
-    " WHERE i.image_deleted_at IS NULL AND +i.status IN ('quarantined', 'failed')"
+    " WHERE i.image_deleted_at IS NULL"
+    " AND +i.status IN ('quarantined', 'failed', 'not_analysed')"
     " AND i.received_at < :cutoff AND (i.received_at, i.id) > (:after_at, :after_id)"
     " ORDER BY i.received_at, i.id LIMIT :limit")
 
@@ -414,7 +419,8 @@ def _resume(conn: sqlite3.Connection, spool: Spool) -> int:
         return EXIT_OK
     removed = 0
     for row in conn.execute("SELECT local_id FROM instances WHERE image_deleted_at >= ?"
-                            " AND status IN ('processed', 'quarantined', 'failed')",
+                            " AND status IN ('processed', 'quarantined', 'failed',"
+                            " 'not_analysed')",
                             (started,)).fetchall():
         found = False
         for path in object_files(spool, row[0]):

@@ -3,7 +3,8 @@
 Both read :func:`box_status`, so they agree on every count: what is received,
 waiting, processed, held back and why (quarantined and failed objects, by
 reason), what waits in the outbox, the link to the hospital, the disk, the
-last errors and the retention figures.
+last errors, the retention figures, and the DICOM outbox's backlog and last error per
+PACS destination.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import datetime as dt
 import shutil
 import sqlite3
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from firmware_app.storage.dicom_outbox import destination_figures
 from firmware_app.storage.outbox import outbox_pending
 from firmware_app.storage.queue import JobQueue
 from firmware_app.storage.results import ResultStore
@@ -60,9 +63,13 @@ def _disk(state_dir: Path) -> dict[str, Any]:
             "used_percent": round(100 * (usage.total - usage.free) / max(usage.total, 1), 1)}
 
 
-def box_status(conn: sqlite3.Connection, state_dir: Path, now: float | None = None
-               ) -> dict[str, Any]:
-    """Every status figure of the box (counts are integers; times are epoch seconds)."""
+def box_status(conn: sqlite3.Connection, state_dir: Path, now: float | None = None,
+               pacs_destinations: Iterable[str] = ()) -> dict[str, Any]:
+    """Every status figure of the box (counts are integers; times are epoch seconds).
+
+    ``pacs_destinations``: the configured destinations' names, listed under ``pacs``
+    even before anything was queued for them (a destination with rows is listed anyway).
+    """
     now = time.time() if now is None else now
     today, _ = day_bounds(dt.date.fromtimestamp(now))
     statuses = JobQueue(conn).counts()
@@ -74,6 +81,7 @@ def box_status(conn: sqlite3.Connection, state_dir: Path, now: float | None = No
         "queued": statuses["queued"] + statuses["processing"],
         "processed": statuses["processed"],
         "quarantined": statuses["quarantined"],
+        "not_analysed": statuses["not_analysed"],
         "failed": statuses["failed"],
         "processing": statuses["processing"],
         "statuses": statuses,
@@ -87,6 +95,7 @@ def box_status(conn: sqlite3.Connection, state_dir: Path, now: float | None = No
         "outbox_pending": outbox_pending(conn),
         "outbox_last_sent": conn.execute(
             "SELECT MAX(sent_at) FROM outbox WHERE state = 'sent'").fetchone()[0],
+        "pacs": destination_figures(conn, pacs_destinations),
         "link_up": None if "link_up" not in link else bool(link["link_up"]),
         "link_since": link.get("link_since"),
         "appliance_seen_at": link.get("appliance_seen_at"),

@@ -73,8 +73,8 @@ def test_every_image_gets_a_result_every_non_image_a_reason(box, tmp_path):
             assert isinstance(row["findings"], list)
             assert isinstance(row["warnings"], list)
             assert row["model_id"].startswith("clinibox-demo-lesion@")
-        else:  # decoded, but held: the model was never validated on this modality
-            assert row["status"] == "quarantined", (path.name, row)
+        else:  # good input no model here is meant for (NM): not analysed, not quarantined
+            assert row["status"] == "not_analysed", (path.name, row)
             assert f"modality {modality_of[path]} is not one the model" in row["reason"]
     for path in others:
         row = results[uid_of[path]]
@@ -82,6 +82,8 @@ def test_every_image_gets_a_result_every_non_image_a_reason(box, tmp_path):
         assert "no pixel data" in row["reason"].lower()
 
     assert accepted["received"] == len(set(uid_of.values()))
+    assert accepted["not_analysed"] == sum(
+        1 for u in set(uid_of.values()) if results[u]["status"] == "not_analysed") > 0
     # the variants (same SOP Instance UID, another transfer syntax: different bytes) are
     # conflicting duplicates, kept aside with an event; none is silently dropped
     conflicts = sorted((box.state / "quarantine" / "conflicts").glob("*.dcm"))

@@ -126,3 +126,18 @@ def test_missing_spool_file_fails_clearly(box, tmp_path):
     assert row["status"] == "failed"
     assert "missing from the spool" in row["reason"]
     assert json.loads(json.dumps(row))  # serialisable for `clinibox results --json`
+
+
+def test_an_image_no_model_is_meant_for_is_not_analysed_not_quarantined(box, tmp_path):
+    config, lander, worker, conn = box
+    nm = _land(lander, Path(get_testdata_file("JPEG-LL.dcm")).read_bytes(), "1.2.9.1")  # NM
+    ct = _land(lander, _phantom_bytes(tmp_path, lesion=True, seed=1), "1.2.9.2")
+    while worker.run_once():
+        pass
+    rows = {r["id"]: r for r in ResultStore(conn).instances()}
+    assert rows[nm]["status"] == "not_analysed" and rows[nm]["model_id"] is None
+    assert "modality NM" in rows[nm]["reason"] and "clinibox-demo-lesion" in rows[nm]["reason"]
+    assert rows[ct]["status"] == "processed"  # the CT goes to its model
+    assert not list(config.quarantine_dir.glob("*.reason.json"))  # quarantine is for broken input
+    local_id = conn.execute("SELECT local_id FROM instances WHERE id = ?", (nm,)).fetchone()[0]
+    assert worker.spool.path_for(local_id).exists()  # kept for a technician, like any image

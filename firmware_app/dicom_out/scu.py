@@ -1,0 +1,198 @@
+"""One association with a PACS destination as a Storage SCU (pynetdicom): open it, C-STORE.
+
+``open_association`` proposes one presentation context per SOP class to be sent
+(Explicit VR Little Endian, plus each file's own transfer syntax), optionally over
+TLS, and explains in plain words why an association could not be had: connection
+refused, TLS handshake failed, association rejected (with the peer's reason), no
+answer in time. ``store`` sends one data set and says whether the peer stored it:
+Success (0x0000) and the storing warnings (0xB000 coercion of data elements,
+0xB006 elements discarded, 0xB007 data set does not match SOP class) count as
+stored; anything else, or no answer, does not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pydicom import Dataset
+from pydicom.uid import UID, ExplicitVRLittleEndian
+from pynetdicom import AE, Association, evt
+from pynetdicom.status import GENERAL_STATUS, STORAGE_SERVICE_CLASS_STATUS
+
+from firmware_app.errors import CliniboxError
+from firmware_app.settings.box import PacsConfig, PacsDestination
+
+#: C-STORE statuses that mean the destination has the object
+STORED_STATUSES = frozenset({0x0000, 0xB000, 0xB006, 0xB007})
+#: the most presentation contexts one association may propose (PS3.8: 128)
+MAX_CONTEXTS = 128
+
+
+class AssociationFailed(CliniboxError):
+    """No association with the destination; the message says why, in plain words."""
+
+    kind = "PACS association failed"
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    """The destination's answer to one C-STORE."""
+
+    stored: bool
+    detail: str
+    #: the association is gone (aborted, timed out): the rest of the batch must wait
+    association_lost: bool = False
+    #: the C-STORE status, when an answer came
+    status: int | None = None
+
+    @property
+    def warning(self) -> bool:
+        """Stored, but with a warning status (coercion, elements discarded, SOP class)."""
+        return self.stored and self.status != 0x0000
+
+
+def where(destination: PacsDestination) -> str:
+    """``AE@host:port`` of a destination, for messages."""
+    return f"{destination.ae_title}@{destination.host}:{destination.port}"
+
+
+def tls_context(destination: PacsDestination) -> ssl.SSLContext:
+    """A TLS 1.2+ client context: the destination's CA (or the system's), our certificate."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
+                                         cafile=destination.ca_file or None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if destination.cert_file:
+        context.load_cert_chain(destination.cert_file, destination.key_file)
+    return context
+
+
+def contexts_for(classes: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """Transfer syntaxes to propose per SOP class: Explicit VR Little Endian and each file's
+    own, from ``(sop_class_uid, transfer_syntax_uid)`` pairs."""
+    proposed: dict[str, list[str]] = {}
+    for sop_class, syntax in classes:
+        syntaxes = proposed.setdefault(sop_class, [ExplicitVRLittleEndian])
+        if syntax and syntax not in syntaxes:
+            syntaxes.append(syntax)
+    if len(proposed) > MAX_CONTEXTS:
+        raise AssociationFailed(f"{len(proposed)} SOP classes in one batch: more than "
+                                f"{MAX_CONTEXTS} presentation contexts")
+    return proposed
+
+
+def open_association(destination: PacsDestination, settings: PacsConfig, calling_ae: str,
+                     classes: Iterable[tuple[str, str]]) -> Association:
+    """Associate with ``destination`` for these ``(SOP class, transfer syntax)`` pairs, or
+    raise AssociationFailed saying why."""
+    ae = AE(ae_title=calling_ae)
+    ae.connection_timeout = settings.connect_timeout
+    ae.acse_timeout = settings.connect_timeout
+    ae.dimse_timeout = settings.dimse_timeout
+    ae.network_timeout = settings.network_timeout
+    for sop_class, syntaxes in contexts_for(classes).items():
+        ae.add_requested_context(sop_class, syntaxes)
+    tls_args = None
+    if destination.tls:
+        try:
+            tls_args = (tls_context(destination), destination.host)
+        except (OSError, ssl.SSLError) as exc:
+            raise AssociationFailed(f"TLS set-up for {where(destination)} failed: {exc}") from exc
+    connected: list[bool] = []
+
+    def on_open(event: evt.Event) -> None:
+        connected.append(True)
+        no_delay(event.assoc)
+
+    handlers = [(evt.EVT_CONN_OPEN, on_open)]
+    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title,
+                         tls_args=tls_args, evt_handlers=handlers)
+    if assoc.is_established:
+        return assoc
+    raise AssociationFailed(_why_not(assoc, destination, settings, bool(connected)))
+
+
+def no_delay(assoc: Association) -> None:
+    """Switch Nagle's algorithm off: each C-STORE is a command PDU then data PDUs, and
+    with it on every document waits for the peer's delayed ACK (40 ms or more)."""
+    raw = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+    if raw is not None:
+        with contextlib.suppress(OSError):
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _why_not(assoc: Association, destination: PacsDestination, settings: PacsConfig,
+             connected: bool) -> str:
+    """Plain words for an association that was not established."""
+    peer = where(destination)
+    if assoc.is_rejected:
+        answer = assoc.acceptor.primitive
+        if answer is not None:
+            return (f"association rejected by {peer}: {answer.reason_str} "
+                    f"({answer.result_str}, {answer.source_str})")
+        return f"association rejected by {peer}"
+    if not connected:  # pynetdicom calls a connection that never opened "aborted" too
+        return f"cannot connect to {peer}: {_connect_problem(destination, settings)}"
+    if assoc.is_aborted:
+        if not assoc.accepted_contexts:
+            return f"{peer} accepted none of the proposed SOP classes (association aborted)"
+        return f"association aborted by {peer}"
+    return (f"{peer} did not answer the association request within "
+            f"{settings.connect_timeout:g} s")
+
+
+def _connect_problem(destination: PacsDestination, settings: PacsConfig) -> str:
+    """Try the connection (and TLS handshake) again by hand to name what goes wrong."""
+    timeout = min(settings.connect_timeout, 10.0)
+    try:
+        with socket.create_connection((destination.host, destination.port), timeout) as sock:
+            if not destination.tls:
+                return "the connection failed"
+            context = tls_context(destination)
+            with context.wrap_socket(sock, server_hostname=destination.host):
+                return "the TLS connection failed"
+    except ssl.SSLError as exc:
+        return f"TLS handshake failed: {exc}"
+    except TimeoutError:
+        return f"no answer within {timeout:g} s"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
+def status_text(code: int) -> str:
+    """``0xA700 Refused: Out of Resources``: a C-STORE status and its meaning."""
+    meaning = STORAGE_SERVICE_CLASS_STATUS.get(code) or GENERAL_STATUS.get(code)
+    return f"0x{code:04X} {meaning[1]}" if meaning else f"0x{code:04X}"
+
+
+def store(assoc: Association, dataset: Dataset) -> StoreOutcome:
+    """C-STORE ``dataset`` on ``assoc`` and say whether the destination stored it."""
+    name = UID(str(dataset.SOPClassUID)).name
+    try:
+        answer = assoc.send_c_store(dataset)
+    except (ValueError, AttributeError) as exc:  # no accepted context, or nothing to send
+        return StoreOutcome(False, f"cannot send {name}: {exc}")
+    except RuntimeError as exc:  # the association ended under us
+        return StoreOutcome(False, f"association lost: {exc}", association_lost=True)
+    if "Status" not in answer:
+        return StoreOutcome(False, "no C-STORE response (timed out or the association was "
+                                   "aborted)", association_lost=True)
+    code = int(answer.Status)
+    comment = str(answer.get("ErrorComment", "") or "").strip()
+    detail = status_text(code) + (f": {comment}" if comment else "")
+    if code in STORED_STATUSES:
+        return StoreOutcome(True, detail, status=code)
+    return StoreOutcome(False, f"C-STORE of {name} refused: {detail}",
+                        association_lost=not assoc.is_established, status=code)
+
+
+def release(assoc: Association) -> None:
+    """Release the association if it is still up (an abort if the release fails)."""
+    if assoc.is_established:
+        with contextlib.suppress(Exception):
+            assoc.release()
+    if assoc.is_established:
+        assoc.abort()

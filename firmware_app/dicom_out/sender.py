@@ -1,0 +1,223 @@
+"""The DICOM outbox's sender: a thread of the service that delivers due documents to the PACS.
+
+Each pass takes every destination with documents due (``next_attempt_at <= now``)
+and opens ONE association to it that carries all of them, oldest first. A
+document is marked ``sent`` when the destination stored it (its C-STORE answer
+committed at once, so a crash re-sends at most the one in flight, which the PACS
+keeps once by its SOP Instance UID); a refused document, or every document of a
+batch the destination could not be reached for (down, association rejected, no
+answer, association lost), is marked failed with its error and retried after an
+exponential backoff. Failures are logged and recorded as events (once per new
+error, again hourly while it lasts); successes are not.
+
+The thread sleeps until the next document is due, or until ``wake`` is set (the
+code that commits new rows sets it), and ends between two documents when ``stop``
+is set. Nothing in a pass may crash it: an unexpected error is logged and the
+pass is tried again a little later. Once an hour it purges sent and superseded
+rows older than the audit period (``[telemetry] audit_days``) with their files.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_file_meta_info
+
+from firmware_app.dicom_out import scu
+from firmware_app.settings.box import Config, PacsDestination
+from firmware_app.storage import db
+from firmware_app.storage import dicom_outbox as rows
+
+log = logging.getLogger(__name__)
+
+#: the longest sleep between passes (rows committed by another process are seen by then)
+POLL_SECONDS = 30.0
+#: the shortest sleep between passes
+MIN_PAUSE = 0.05
+#: the pause after a pass that failed unexpectedly
+ERROR_PAUSE = 5.0
+PURGE_EVERY = 3600.0
+#: a failure already recorded as an event is recorded again after this long
+REPEAT_EVENT_SECONDS = 3600.0
+#: documents carried by one association at most (a longer backlog continues at once)
+BATCH_LIMIT = 1000
+
+
+@dataclass
+class Delivery:
+    """What one association with one destination achieved."""
+
+    sent: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class DicomSender:
+    """Delivers the DICOM outbox to the configured PACS destinations."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.settings = config.pacs
+        self.destinations = {d.name: d for d in config.pacs.destinations}
+        self.conn = db.connect(config.database_path)
+        self.next_purge = 0.0
+        self.failing: set[str] = set()
+
+    # -- one pass ------------------------------------------------------------
+    def send_due(self, stop: threading.Event | None = None,
+                 now: float | None = None) -> dict[str, Delivery]:
+        """Deliver what is due now to every configured destination (one association each)."""
+        now = time.time() if now is None else now
+        done: dict[str, Delivery] = {}
+        for name in rows.due_destinations(self.conn, now):
+            destination = self.destinations.get(name)
+            if destination is None:  # no longer configured: its rows wait, shown in status
+                continue
+            if stop is not None and stop.is_set():
+                break
+            due = rows.due_documents(self.conn, now, name, limit=BATCH_LIMIT)
+            if due:
+                done[name] = self.deliver(destination, due, stop)
+        return done
+
+    def deliver(self, destination: PacsDestination, due: list[rows.DueDocument],
+                stop: threading.Event | None = None) -> Delivery:
+        """Send ``due`` to ``destination`` over one association; mark each row sent or failed."""
+        delivery = Delivery()
+        readable: list[tuple[rows.DueDocument, str]] = []
+        for item in due:
+            try:
+                syntax = str(read_file_meta_info(item.path).get("TransferSyntaxUID", ""))
+            except (OSError, InvalidDicomError) as exc:
+                self._failed(destination, item, f"cannot read {item.path}: {exc}", delivery)
+                continue
+            readable.append((item, syntax))
+        if not readable:
+            return self._finish(destination, delivery)
+        try:
+            assoc = scu.open_association(
+                destination, self.settings, self.config.pacs_calling_ae_title,
+                [(item.sop_class_uid, syntax) for item, syntax in readable])
+        except scu.AssociationFailed as exc:
+            for item, _ in readable:
+                self._failed(destination, item, str(exc), delivery, record=False)
+            self._record(destination, str(exc))
+            return self._finish(destination, delivery)
+        try:
+            self._send_batch(destination, assoc, [item for item, _ in readable], delivery, stop)
+        finally:
+            scu.release(assoc)
+        return self._finish(destination, delivery)
+
+    def _send_batch(self, destination: PacsDestination, assoc, batch: list[rows.DueDocument],
+                    delivery: Delivery, stop: threading.Event | None) -> None:
+        lost = ""
+        for item in batch:
+            if stop is not None and stop.is_set():
+                return  # the rest stays due for the next start
+            if lost:
+                self._failed(destination, item, lost, delivery, record=False)
+                continue
+            try:
+                dataset = dcmread(item.path)
+            except (OSError, InvalidDicomError) as exc:
+                self._failed(destination, item, f"cannot read {item.path}: {exc}", delivery)
+                continue
+            outcome = scu.store(assoc, dataset)
+            if outcome.stored:
+                with db.transaction(self.conn):
+                    rows.mark_sent(self.conn, item.id)
+                delivery.sent += 1
+                if outcome.warning:
+                    log.info("%s stored %s with a warning: %s", scu.where(destination),
+                             item.sop_instance_uid, outcome.detail)
+                continue
+            if outcome.association_lost:
+                lost = f"{scu.where(destination)}: {outcome.detail}"
+                self._failed(destination, item, lost, delivery)
+                continue
+            self._failed(destination, item,
+                         f"{outcome.detail} (SOP Instance {item.sop_instance_uid})", delivery)
+
+    # -- bookkeeping ---------------------------------------------------------
+    def _failed(self, destination: PacsDestination, item: rows.DueDocument, error: str,
+                delivery: Delivery, record: bool = True) -> None:
+        with db.transaction(self.conn):
+            rows.mark_failed(self.conn, item.id, error, self.settings.retry_min_seconds,
+                             self.settings.retry_max_seconds)
+        delivery.failed += 1
+        if error not in delivery.errors:
+            delivery.errors.append(error)
+        if record:
+            self._record(destination, error)
+
+    def _record(self, destination: PacsDestination, error: str) -> None:
+        """Record a failure as an event, unless it is the destination's last one (recently)."""
+        last = rows.last_event(self.conn, destination.name)
+        if (last is not None and last[1] == error[:500]
+                and time.time() - last[0] < REPEAT_EVENT_SECONDS):
+            return
+        with db.transaction(self.conn):
+            db.record_event(self.conn, "WARNING", rows.event_component(destination.name), error)
+
+    def _finish(self, destination: PacsDestination, delivery: Delivery) -> Delivery:
+        name = destination.name
+        if delivery.failed:
+            waiting = rows.pending_count(self.conn, name)
+            log.warning("PACS %s (%s): %d document(s) not delivered, %d waiting: %s", name,
+                        scu.where(destination), delivery.failed, waiting,
+                        "; ".join(delivery.errors[:3]))
+            self.failing.add(name)
+        elif delivery.sent and name in self.failing:
+            self.failing.discard(name)
+            log.info("PACS %s (%s) takes documents again", name, scu.where(destination))
+        if delivery.sent:
+            log.debug("PACS %s: %d document(s) stored", name, delivery.sent)
+        return delivery
+
+    def purge(self, now: float | None = None) -> int:
+        """Purge sent and superseded rows (and files) older than the audit period."""
+        with db.transaction(self.conn):
+            return rows.purge(self.conn, self.config.dicom_out_dir,
+                              self.config.telemetry.audit_days * 86400, now)
+
+    def seconds_to_wait(self, now: float | None = None) -> float:
+        """How long to sleep before the next pass: until the next document is due, within
+        MIN_PAUSE and POLL_SECONDS."""
+        now = time.time() if now is None else now
+        due = rows.next_due_at(self.conn, self.destinations)
+        if due is None:
+            return POLL_SECONDS
+        return min(POLL_SECONDS, max(MIN_PAUSE, due - now))
+
+    # -- the thread ----------------------------------------------------------
+    def run(self, stop: threading.Event, wake: threading.Event) -> None:
+        """Pass after pass until ``stop``; sleep until something is due or ``wake`` is set."""
+        log.info("DICOM outbox: sending to %s", ", ".join(
+            f"{d.name} ({scu.where(d)})" for d in self.destinations.values()))
+        while not stop.is_set():
+            wake.clear()
+            try:
+                self.send_due(stop)
+                if time.time() >= self.next_purge:
+                    purged = self.purge()
+                    if purged:
+                        log.info("DICOM outbox: purged %d rows older than the audit period",
+                                 purged)
+                    self.next_purge = time.time() + PURGE_EVERY
+                pause = self.seconds_to_wait()
+            except Exception:  # keep the service running; the next pass tries again
+                log.exception("DICOM outbox pass failed")
+                pause = ERROR_PAUSE
+            deadline = time.monotonic() + pause
+            while not stop.is_set() and not wake.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                wake.wait(min(left, 1.0))
+        self.conn.close()

@@ -1,0 +1,94 @@
+"""Routing rules: which model analyses a series, chosen by its DICOM header.
+
+Like mercure's routing, a rule (``[[routing.rules]]`` in the config) names a
+model package and the criteria an image must meet: modality, Body Part
+Examined, SOP class, a regular expression on Series Description, and its size
+in rows and columns. Rules are tried in order; the first that matches picks
+the model. An image no rule matches, or whose rule names a model that is not
+on this box, is ``not_analysed`` with its reason in words: good input that no
+model here is meant for, kept apart from quarantine (broken input). Without
+rules the running package's own modality list decides, as before. A rule never
+widens a package's scope: its accepted modalities still bound it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from firmware_app.contracts.manifest import ModelPackage
+from firmware_app.imaging.decode import DecodedImage
+from firmware_app.settings.box import RoutingRule
+
+
+def _within(value: int, low: int, high: int) -> bool:
+    return (low == 0 or value >= low) and (high == 0 or value <= high)
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    """A routing rule with its regular expression compiled."""
+
+    rule: RoutingRule
+    series: re.Pattern[str] | None
+
+    @classmethod
+    def of(cls, rule: RoutingRule) -> CompiledRule:
+        """Compile ``rule`` (its series description is matched case-insensitively)."""
+        pattern = re.compile(rule.series_description, re.IGNORECASE) \
+            if rule.series_description else None
+        return cls(rule, pattern)
+
+    def matches(self, image: DecodedImage) -> bool:
+        """Whether every criterion the rule gives holds for ``image``."""
+        rule = self.rule
+        return ((not rule.modality or image.modality.upper() in rule.modality)
+                and (not rule.body_part or image.body_part.upper() in rule.body_part)
+                and (not rule.sop_class or image.sop_class_uid in rule.sop_class)
+                and (self.series is None or bool(self.series.search(image.series_description)))
+                and _within(image.rows, rule.min_rows, rule.max_rows)
+                and _within(image.columns, rule.min_columns, rule.max_columns))
+
+
+def describe(image: DecodedImage) -> str:
+    """What the rules looked at, in words (for the reason an image is not analysed)."""
+    parts = [f"modality {image.modality or 'unknown'}"]
+    if image.body_part:
+        parts.append(f"body part {image.body_part}")
+    if image.series_description:
+        parts.append(f"series {image.series_description!r}")
+    parts.append(f"{image.rows}x{image.columns}")
+    return ", ".join(parts)
+
+
+def modality_refusal(package: ModelPackage, modality: str) -> str | None:
+    """Why the package does not analyse ``modality`` (None when it does)."""
+    accepted = package.modalities
+    if accepted and modality not in accepted:
+        return (f"modality {modality or 'unknown'} is not one the model "
+                f"{package.model_id} accepts ({', '.join(accepted)})")
+    return None
+
+
+class Router:
+    """Decides whether the running package analyses an image, and says why not."""
+
+    def __init__(self, rules: Sequence[RoutingRule], package: ModelPackage) -> None:
+        self.rules = [CompiledRule.of(rule) for rule in rules]
+        self.package = package
+
+    def rule_for(self, image: DecodedImage) -> RoutingRule | None:
+        """The first rule ``image`` matches, or None."""
+        return next((c.rule for c in self.rules if c.matches(image)), None)
+
+    def refusal(self, image: DecodedImage) -> str | None:
+        """Why the running package does not analyse ``image`` (None: it does)."""
+        if self.rules:
+            rule = self.rule_for(image)
+            if rule is None:
+                return f"no routing rule matches this series ({describe(image)})"
+            if rule.model != self.package.name:
+                return (f"routing rule {rule.name} chooses the model {rule.model}, which is "
+                        f"not installed on this box (it runs {self.package.model_id})")
+        return modality_refusal(self.package, image.modality)

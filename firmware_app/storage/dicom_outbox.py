@@ -1,0 +1,259 @@
+"""The DICOM outbox's rows: every SQL statement on the ``dicom_outbox`` table.
+
+One row per result document (SR, SEG, key image) and PACS destination. The
+document's file is written durably before its rows are added, and the rows
+commit in the caller's transaction; a row is ``sent`` only once the
+destination answered the C-STORE with Success (or a warning that says it
+stored the object), so a restart or a power cut loses nothing, and what was
+acknowledged is not sent again.
+
+* A failed try (peer down, association refused, C-STORE refused, timeout)
+  keeps the row ``pending`` with its error, one more attempt, and a next try
+  after an exponential backoff (``retry_min_seconds`` doubling up to
+  ``retry_max_seconds``).
+* A newer version of a document (another SOP Instance UID of the same kind for
+  the same study) supersedes a still-pending older one for the same
+  destination: only the latest version waits. Documents added together (one
+  study's results) never supersede each other.
+* Sent and superseded rows stay for the audit period (``[telemetry]
+  audit_days``, as the MQTT outbox), then are purged with their files.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: how old an unreferenced file in the outbox folder must be before a purge removes it
+#: (one younger may belong to rows its writer is about to commit)
+ORPHAN_GRACE_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class DocumentFile:
+    """A result document written durably to ``path``, ready to be queued."""
+
+    kind: str
+    study_key: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class DueDocument:
+    """One pending row whose next try is due: what the sender needs to send it."""
+
+    id: int
+    destination: str
+    kind: str
+    study_key: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    path: Path
+    attempts: int
+
+
+def add_documents(conn: sqlite3.Connection, files: Iterable[DocumentFile],
+                  routes: Mapping[str, Collection[str]], now: float | None = None) -> list[int]:
+    """Queue ``files`` for every destination whose kinds include theirs; return the new row ids.
+
+    ``routes`` maps a destination's name to the kinds it is sent (``send``). Runs
+    inside the caller's transaction. A document already queued for a destination
+    (same SOP Instance UID) is not queued again; a still-pending older version (same
+    kind and study, another SOP Instance UID not in ``files``) is superseded.
+    """
+    now = time.time() if now is None else now
+    files = list(files)
+    batch = {(f.kind, f.study_key): set() for f in files}
+    for f in files:
+        batch[(f.kind, f.study_key)].add(f.sop_instance_uid)
+    added: list[int] = []
+    for destination, kinds in routes.items():
+        for (kind, study_key), uids in batch.items():
+            if kind not in kinds:
+                continue
+            marks = ",".join("?" * len(uids))
+            conn.execute(
+                "UPDATE dicom_outbox SET state = 'superseded' WHERE state = 'pending'"
+                " AND destination = ? AND kind = ? AND study_key = ?"
+                f" AND sop_instance_uid NOT IN ({marks})",
+                (destination, kind, study_key, *sorted(uids)))
+        for f in files:
+            if f.kind not in kinds:
+                continue
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO dicom_outbox(destination, kind, study_key, sop_class_uid,"
+                " sop_instance_uid, path, state, attempts, next_attempt_at, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)",
+                (destination, f.kind, f.study_key, f.sop_class_uid, f.sop_instance_uid,
+                 str(f.path), now, now))
+            if cursor.rowcount:
+                added.append(int(cursor.lastrowid))
+    return added
+
+
+def _due(row: sqlite3.Row) -> DueDocument:
+    return DueDocument(int(row["id"]), row["destination"], row["kind"], row["study_key"],
+                       row["sop_class_uid"], row["sop_instance_uid"], Path(row["path"]),
+                       int(row["attempts"]))
+
+
+def due_documents(conn: sqlite3.Connection, now: float | None = None,
+                  destination: str | None = None, limit: int = 1000) -> list[DueDocument]:
+    """Pending rows whose next try is due (``next_attempt_at <= now``), oldest first."""
+    now = time.time() if now is None else now
+    where = "state = 'pending' AND next_attempt_at <= ?"
+    params: list[Any] = [now]
+    if destination is not None:
+        where += " AND destination = ?"
+        params.append(destination)
+    rows = conn.execute(
+        "SELECT id, destination, kind, study_key, sop_class_uid, sop_instance_uid, path,"
+        f" attempts FROM dicom_outbox WHERE {where} ORDER BY created_at, id LIMIT ?",
+        (*params, limit)).fetchall()
+    return [_due(row) for row in rows]
+
+
+def due_destinations(conn: sqlite3.Connection, now: float | None = None) -> list[str]:
+    """Destinations with at least one pending row due now, by name."""
+    now = time.time() if now is None else now
+    rows = conn.execute(
+        "SELECT DISTINCT destination FROM dicom_outbox"
+        " WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY destination", (now,))
+    return [row[0] for row in rows]
+
+
+def next_due_at(conn: sqlite3.Connection, destinations: Collection[str]) -> float | None:
+    """When the earliest pending row for one of ``destinations`` is due (None: none waits)."""
+    names = sorted(destinations)
+    if not names:
+        return None
+    marks = ",".join("?" * len(names))
+    value = conn.execute("SELECT MIN(next_attempt_at) FROM dicom_outbox WHERE state = 'pending'"
+                         f" AND destination IN ({marks})", names).fetchone()[0]
+    return None if value is None else float(value)
+
+
+def mark_sent(conn: sqlite3.Connection, row_id: int, now: float | None = None) -> None:
+    """The destination stored the document (C-STORE Success or a storing warning)."""
+    now = time.time() if now is None else now
+    # a row superseded while it was on its way was still delivered: say so
+    conn.execute("UPDATE dicom_outbox SET state = 'sent', sent_at = ?, attempts = attempts + 1"
+                 " WHERE id = ? AND state != 'sent'", (now, row_id))
+
+
+def retry_delay(attempts: int, first: float, longest: float) -> float:
+    """Seconds before the next try after ``attempts`` failed ones: ``first`` doubling, at most
+    ``longest``."""
+    return min(longest, first * 2 ** min(max(attempts - 1, 0), 40))
+
+
+def mark_failed(conn: sqlite3.Connection, row_id: int, error: str, first: float,
+                longest: float, now: float | None = None) -> float:
+    """A try failed: count it, keep ``error``, back off; return when the next try is due."""
+    now = time.time() if now is None else now
+    row = conn.execute("SELECT attempts FROM dicom_outbox WHERE id = ?", (row_id,)).fetchone()
+    if row is None:
+        return now
+    attempts = int(row[0]) + 1
+    due = now + retry_delay(attempts, first, longest)
+    conn.execute("UPDATE dicom_outbox SET attempts = ?, last_error = ?, next_attempt_at = ?"
+                 " WHERE id = ? AND state = 'pending'", (attempts, error[:500], due, row_id))
+    return due
+
+
+def pending_count(conn: sqlite3.Connection, destination: str | None = None) -> int:
+    """Rows waiting for a destination's acknowledgement (all destinations when None)."""
+    if destination is None:
+        row = conn.execute("SELECT COUNT(*) FROM dicom_outbox WHERE state = 'pending'")
+    else:
+        row = conn.execute("SELECT COUNT(*) FROM dicom_outbox WHERE state = 'pending'"
+                           " AND destination = ?", (destination,))
+    return int(row.fetchone()[0])
+
+
+def event_component(destination: str) -> str:
+    """The ``events`` component under which a destination's failures are recorded."""
+    return f"pacs {destination}"
+
+
+def last_event(conn: sqlite3.Connection, destination: str) -> tuple[float, str] | None:
+    """The newest failure recorded for ``destination`` (time, message), if any is kept."""
+    row = conn.execute("SELECT at, message FROM events WHERE component = ?"
+                       " ORDER BY id DESC LIMIT 1", (event_component(destination),)).fetchone()
+    return None if row is None else (float(row[0]), str(row[1]))
+
+
+def destination_figures(conn: sqlite3.Connection, configured: Iterable[str] = ()
+                        ) -> list[dict[str, Any]]:
+    """Backlog and last error of every destination (configured, or with rows), by name.
+
+    ``waiting``: pending rows; ``oldest_waiting_at``: when the oldest was queued;
+    ``attempts``: the most tries any waiting document has had; ``next_attempt_at``;
+    ``sent`` and ``last_sent_at``; ``last_error`` and ``last_error_at`` (the newest
+    failure recorded in the events, else the error kept on a waiting row);
+    ``configured``: whether the destination is in the config.
+    """
+    configured = list(configured)
+    figures: dict[str, dict[str, Any]] = {
+        name: {"name": name, "waiting": 0, "oldest_waiting_at": None, "attempts": 0,
+               "next_attempt_at": None, "sent": 0, "last_sent_at": None}
+        for name in configured}
+    rows = conn.execute(
+        "SELECT destination,"
+        " SUM(state = 'pending') AS waiting,"
+        " MIN(CASE WHEN state = 'pending' THEN created_at END) AS oldest_waiting_at,"
+        " MAX(CASE WHEN state = 'pending' THEN attempts ELSE 0 END) AS attempts,"
+        " MIN(CASE WHEN state = 'pending' THEN next_attempt_at END) AS next_attempt_at,"
+        " SUM(state = 'sent') AS sent, MAX(sent_at) AS last_sent_at"
+        " FROM dicom_outbox GROUP BY destination").fetchall()
+    for row in rows:
+        figures[row["destination"]] = {
+            "name": row["destination"], "waiting": int(row["waiting"] or 0),
+            "oldest_waiting_at": row["oldest_waiting_at"], "attempts": int(row["attempts"] or 0),
+            "next_attempt_at": row["next_attempt_at"], "sent": int(row["sent"] or 0),
+            "last_sent_at": row["last_sent_at"]}
+    for name, item in figures.items():
+        item["configured"] = name in configured
+        event = last_event(conn, name)
+        if event is not None:
+            item["last_error_at"], item["last_error"] = event
+        else:
+            kept = conn.execute(
+                "SELECT last_error FROM dicom_outbox WHERE destination = ? AND state = 'pending'"
+                " AND last_error IS NOT NULL ORDER BY attempts DESC, id DESC LIMIT 1",
+                (name,)).fetchone()
+            item["last_error_at"], item["last_error"] = None, kept[0] if kept else None
+    return [figures[name] for name in sorted(figures)]
+
+
+def purge(conn: sqlite3.Connection, folder: Path, audit_seconds: float,
+          now: float | None = None) -> int:
+    """Forget sent and superseded rows older than the audit window, and delete files no row
+    needs any more (also files no row ever named, after ORPHAN_GRACE_SECONDS); return how
+    many rows were purged. Run it inside a transaction."""
+    now = time.time() if now is None else now
+    cutoff = now - audit_seconds
+    gone = conn.execute(
+        "DELETE FROM dicom_outbox WHERE state != 'pending'"
+        " AND COALESCE(sent_at, created_at) < ? RETURNING path", (cutoff,)).fetchall()
+    kept = {row[0] for row in conn.execute("SELECT DISTINCT path FROM dicom_outbox")}
+    for path in {row[0] for row in gone} - kept:
+        Path(path).unlink(missing_ok=True)
+    kept_names = {Path(path).name for path in kept}  # names are SOP Instance UIDs: unique
+    folder = Path(folder)
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if path.name in kept_names or not path.is_file():
+                continue
+            try:
+                if path.stat().st_mtime < now - ORPHAN_GRACE_SECONDS:
+                    path.unlink(missing_ok=True)
+            except FileNotFoundError:
+                continue
+    return len(gone)

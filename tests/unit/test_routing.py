@@ -1,0 +1,118 @@
+"""Routing rules: which model analyses a series, from its DICOM header (``models/routing.py``).
+
+Real images (phantoms written by the project's DICOM writer, pydicom's NM test
+file) decoded by the box's decoder; the bundled demo package (phantom-trained,
+not for clinical use) as the running model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom.data import get_testdata_file
+
+from converters.phantom_dicom import ct_dataset, write_dicom
+from converters.phantoms import generate
+from firmware_app.imaging.decode import decode
+from firmware_app.ingest.landing import Lander
+from firmware_app.models.routing import Router
+from firmware_app.service.worker import Worker
+from firmware_app.settings.box import Config, ConfigError, StorageConfig, from_dict
+from firmware_app.storage import db
+from firmware_app.storage.results import ResultStore
+from firmware_app.storage.spool import make_spool
+
+DEMO = "clinibox-demo-lesion"
+
+
+def ct_chest(folder: Path, description: str = "CT CHEST PHANTOM", body_part: str = "CHEST"
+             ) -> Path:
+    """A CT phantom with its series description and body part."""
+    ds = ct_dataset(generate("ct", np.random.default_rng(1), size=256, lesion=True),
+                    {"SeriesDescription": description})
+    ds.BodyPartExamined = body_part
+    return write_dicom(ds, folder / f"{description}-{body_part}.dcm".replace(" ", "_"))
+
+
+def rules(*tables: dict) -> Config:
+    """A config with these ``[[routing.rules]]`` tables, parsed as the box parses TOML."""
+    return from_dict({"routing": {"rules": list(tables)}})
+
+
+def test_rules_are_read_in_order_and_bad_ones_are_named():
+    config = rules({"name": "ct-chest", "model": DEMO, "modality": ["ct"],
+                    "body_part": ["Chest"], "series_description": "chest|thorax",
+                    "min_rows": 128},
+                   {"name": "us", "model": "another-model", "modality": ["US"]})
+    first, second = config.routing.rules
+    assert (first.name, first.modality, first.body_part, first.min_rows) == (
+        "ct-chest", ["CT"], ["CHEST"], 128)
+    assert second.model == "another-model"
+    for table, words in (({"name": "x", "model": DEMO, "series_description": "("},
+                          "not a regular expression"),
+                         ({"name": "x", "model": DEMO, "modalty": ["CT"]}, "modality"),
+                         ({"name": "x"}, "needs at least name and model"),
+                         ({"name": "bad name!", "model": DEMO}, "letters, digits")):
+        with pytest.raises(ConfigError, match=words):
+            rules(table)
+    with pytest.raises(ConfigError, match="more than once"):
+        rules({"name": "a", "model": DEMO}, {"name": "a", "model": DEMO})
+
+
+def test_the_first_matching_rule_picks_the_model_and_the_rest_is_not_analysed(
+        tmp_path, demo_runner):
+    limits = Config().limits
+    chest = decode(ct_chest(tmp_path), limits, 1)
+    head = decode(ct_chest(tmp_path, "CT HEAD", "HEAD"), limits, 1)
+    nm = decode(get_testdata_file("JPEG-LL.dcm"), limits, 1)
+    package = demo_runner.package
+    router = Router(rules({"name": "ct-chest", "model": DEMO, "modality": ["CT"],
+                           "body_part": ["CHEST"], "series_description": "chest"},
+                          {"name": "ct-head", "model": "head-model", "modality": ["CT"],
+                           "body_part": ["HEAD"]}).routing.rules, package)
+    assert router.refusal(chest) is None
+    assert router.rule_for(head).name == "ct-head"
+    assert router.refusal(head) == ("routing rule ct-head chooses the model head-model, which "
+                                    f"is not installed on this box (it runs {package.model_id})")
+    refusal = router.refusal(nm)
+    assert refusal.startswith("no routing rule matches this series (modality NM")
+    # size bounds, and the series description matched case-insensitively
+    small = Router(rules({"name": "big", "model": DEMO, "min_rows": 512}).routing.rules,
+                   package)
+    assert "no routing rule matches" in small.refusal(chest) and "256x256" in small.refusal(chest)
+    assert Router(rules({"name": "any", "model": DEMO, "series_description": "PHANTOM"}
+                        ).routing.rules, package).refusal(chest) is None
+    # without rules the package's own modality list decides
+    plain = Router([], package)
+    assert plain.refusal(chest) is None
+    assert "modality NM is not one the model" in plain.refusal(nm)
+    # a rule never widens the package's scope
+    nm_rule = Router(rules({"name": "nm", "model": DEMO, "modality": ["NM"]}).routing.rules,
+                     package)
+    assert "modality NM is not one the model" in nm_rule.refusal(nm)
+
+
+def test_the_worker_leaves_a_series_no_rule_matches_not_analysed(tmp_path, demo_runner):
+    config = rules({"name": "ct-chest", "model": DEMO, "modality": ["CT"],
+                    "body_part": ["CHEST"]})
+    config.storage = StorageConfig(state_dir=str(tmp_path / "state"))
+    conn = db.connect(config.database_path)
+    db.initialise(conn)
+    spool = make_spool(config)
+    lander = Lander(spool, config.database_path, 64 * 2**20)
+    worker = Worker(config, spool, demo_runner)
+    ids = {}
+    for name, path in (("chest", ct_chest(tmp_path)),
+                       ("head", ct_chest(tmp_path, "CT HEAD", "HEAD"))):
+        ids[name] = lander.land(path.read_bytes(), sop_instance_uid=None, source="dicom",
+                                origin="TEST").instance_id
+    while worker.run_once():
+        pass
+    rows = {r["id"]: r for r in ResultStore(conn).instances()}
+    assert rows[ids["chest"]]["status"] == "processed"
+    assert rows[ids["head"]]["status"] == "not_analysed"
+    assert "no routing rule matches this series (modality CT, body part HEAD" in \
+        rows[ids["head"]]["reason"]
+    conn.close()
