@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "keys": BOX,
     "outbox": "firmware_app.cli.telemetry", "identity": "firmware_app.cli.telemetry",
     "study": "firmware_app.cli.telemetry",
+    "export-study": "firmware_app.cli.export",
     "retention": "firmware_app.cli.retention",
     "usb-import": "firmware_app.cli.usb",
     "provision": "firmware_app.ops.provision",
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    logging.getLogger("highdicom").setLevel(logging.WARNING)  # it logs every module it copies
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in ("convert", *CONVERTER_STEPS):
         return run_converter(argv)

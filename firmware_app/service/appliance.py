@@ -3,8 +3,10 @@
     DICOM SCP ─┐
     USB import ┴─> Lander (spool fsync + queue commit) ─> ACK
     Worker: queue → decode → quality → ModelRunner → aggregate → ResultStore
+    StudyCompleter: stable studies → SR / SEG / key image → DICOM outbox; their alert may go
     TelemetryProducer: results → alerts, summaries, heartbeats → Outbox (SQLite)
     Publisher: Outbox → seal (encrypt + sign) → MQTT over TLS → hospital
+    DicomSender: DICOM outbox (files + SQLite) → C-STORE → the clinic's PACS destinations
     ViewerProcess: `clinibox web` (Flask + gunicorn, HTTPS) as a restarted child process
 
 ``Appliance.start`` brings the parts up in order (database, spool recovery,
@@ -25,6 +27,8 @@ import time
 
 from firmware_app.contracts.envelope import load_x25519_public
 from firmware_app.contracts.manifest import ModelPackage, PackageError
+from firmware_app.dicom_out.sender import DicomSender
+from firmware_app.dicom_out.study_documents import ModelIdentity
 from firmware_app.inference.runner import ModelRunner
 from firmware_app.ingest.dicom_scp import StorageSCP
 from firmware_app.ingest.landing import Lander
@@ -34,6 +38,7 @@ from firmware_app.models.install import report_event
 from firmware_app.models.package import load_package
 from firmware_app.models.store import resolve_package_root, store_for
 from firmware_app.models.trial import ModelTrial
+from firmware_app.service.study_completion import StudyCompleter
 from firmware_app.service.systemd_notify import Notifier
 from firmware_app.service.viewer_process import ViewerProcess
 from firmware_app.service.worker import Worker
@@ -97,6 +102,8 @@ class Appliance:
         self.stop_event = threading.Event()
         self.wake = threading.Event()
         self.outbound = threading.Event()
+        #: set after committing rows to the DICOM outbox: the sender sends them at once
+        self.pacs_wake = threading.Event()
         self.threads: list[threading.Thread] = []
         self.scp: StorageSCP | None = None
         self.worker: Worker | None = None
@@ -127,6 +134,10 @@ class Appliance:
             package = load_package(resolve_package_root(config), config.trusted_key_paths)
         self.package = package
         self._start_telemetry(model_facts(package))
+        self._start_dicom_sender()
+        completer = StudyCompleter(config, ModelIdentity.from_manifest(package.manifest),
+                                   load_identity(config).device, self._study_completed)
+        self._thread("study-completion", completer.run, self.stop_event)
 
         lander = Lander(spool, config.database_path, config.storage.max_object_mb * 2**20)
         if config.dicom.enabled:
@@ -157,6 +168,19 @@ class Appliance:
         log.info("telemetry: %s/%s to %s:%d", identity.clinic, identity.device,
                  config.mqtt.host, config.mqtt.port)
 
+    def _study_completed(self) -> None:
+        """A study is complete: its DICOM results wait in the outbox, its alert may go."""
+        self.pacs_wake.set()
+        self.outbound.set()
+
+    def _start_dicom_sender(self) -> None:
+        """The DICOM outbox's sender runs when PACS destinations are configured."""
+        if not self.config.pacs.destinations:
+            log.info("PACS: no destinations configured; DICOM results are not sent")
+            return
+        sender = DicomSender(self.config)
+        self._thread("dicom-sender", sender.run, self.stop_event, self.pacs_wake)
+
     def _thread(self, name: str, target, *args) -> None:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)
         thread.start()
@@ -169,6 +193,7 @@ class Appliance:
         self.stop_event.set()
         self.wake.set()
         self.outbound.set()
+        self.pacs_wake.set()
         for thread in self.threads:
             thread.join(timeout=30)
         if not any(t.is_alive() for t in self.threads):

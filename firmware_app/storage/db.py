@@ -384,6 +384,9 @@ def _migrate_to_v7(conn: sqlite3.Connection) -> None:
     for name, kind in (("completed_at", "REAL"), ("completions", "INTEGER NOT NULL DEFAULT 0")):
         if name not in present:
             conn.execute(f"ALTER TABLE studies ADD COLUMN {name} {kind}")
+    # studies of the earlier software were alerted as they came: they count as complete
+    # (no DICOM results are made for them unless a later instance updates them)
+    conn.execute("UPDATE studies SET completed_at = updated_at WHERE completed_at IS NULL")
 
 
 def _migrate_to_v4(conn: sqlite3.Connection) -> None:

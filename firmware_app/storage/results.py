@@ -91,18 +91,23 @@ class ResultStore:
             self.queue.set_status(instance_id, "processed")
             update_study(self.conn, study_key, identity.get("modality"), identity, now)
 
-    def instances(self) -> list[dict[str, Any]]:
-        """Every received instance with its status and result (newest last)."""
+    def instances(self, study_key: str | None = None) -> list[dict[str, Any]]:
+        """Every received instance with its status and result (newest last); with
+        ``study_key``, only that study's analysed instances."""
         sql = (
             "SELECT i.id, i.local_id, i.sop_instance_uid, i.study_instance_uid, i.modality,"
             " i.source, i.status, i.reason, i.attempts, i.duplicates, i.received_at,"
             " r.model_id, r.backend, r.probability, r.finding, r.alert, r.findings_json,"
             " r.warnings_json, r.key_frame, r.frames_inferred, r.timings_json, r.assessment,"
             " r.assessment_reason, r.lesions_json, r.classes_json"
-            " FROM instances i LEFT JOIN results r ON r.instance_id = i.id ORDER BY i.id"
+            " FROM instances i LEFT JOIN results r ON r.instance_id = i.id"
         )
+        params: tuple[Any, ...] = ()
+        if study_key is not None:
+            sql += " WHERE i.study_instance_uid = ? AND r.instance_id IS NOT NULL"
+            params = (study_key,)
         out = []
-        for row in self.conn.execute(sql):
+        for row in self.conn.execute(sql + " ORDER BY i.id", params):
             has_result = row["model_id"] is not None
             out.append({
                 "id": row["id"],

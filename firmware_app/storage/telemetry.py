@@ -36,7 +36,8 @@ def start_summaries(conn: sqlite3.Connection, now: float) -> None:
 
 
 def studies_to_alert(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-    """Studies above the alert threshold not yet alerted, oldest update first.
+    """Complete studies above the alert threshold not yet alerted, oldest update first
+    (a study is complete when it is stable: ``storage.study_completion``).
 
     Columns: study_key, modality, max_probability, instances, model_id,
     findings_json, timings_json (of the study's top instance).
@@ -46,7 +47,8 @@ def studies_to_alert(conn: sqlite3.Connection) -> list[sqlite3.Row]:
         " r.findings_json, r.timings_json"
         " FROM studies s JOIN results r ON r.instance_id = s.top_instance_id"
         " LEFT JOIN alerted_studies a ON a.study_key = s.study_key"
-        " WHERE s.alert = 1 AND a.study_key IS NULL ORDER BY s.updated_at").fetchall()
+        " WHERE s.alert = 1 AND s.completed_at IS NOT NULL AND a.study_key IS NULL"
+        " ORDER BY s.updated_at").fetchall()
 
 
 def mark_alerted(conn: sqlite3.Connection, study_key: str, seq: int) -> None:

@@ -118,12 +118,20 @@ def add_viewer_account(box: Box, name: str, password: str, role: str) -> None:
 
 
 def to_toml(sections: dict[str, dict]) -> str:
-    """Write a flat two-level config as TOML (strings, numbers, booleans, lists)."""
+    """Write a two-level config as TOML (strings, numbers, booleans, lists); a list of
+    dicts becomes an array of tables (``[[pacs.destinations]]``)."""
     lines = []
     for section, values in sections.items():
         lines.append(f"[{section}]")
+        tables = {k: v for k, v in values.items()
+                  if isinstance(v, list) and v and all(isinstance(t, dict) for t in v)}
         for key, value in values.items():
-            lines.append(f"{key} = {json.dumps(value)}")
+            if key not in tables:
+                lines.append(f"{key} = {json.dumps(value)}")
+        for key, items in tables.items():
+            for item in items:
+                lines.append(f"[[{section}.{key}]]")
+                lines.extend(f"{k} = {json.dumps(v)}" for k, v in item.items())
     return "\n".join(lines) + "\n"
 
 

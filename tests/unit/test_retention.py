@@ -29,6 +29,7 @@ from firmware_app.storage import db, quarantine, retention
 from firmware_app.storage.queue import JobQueue
 from firmware_app.storage.results import ResultStore
 from firmware_app.storage.spool import Spool, preview_path
+from firmware_app.storage.study_completion import mark_completed
 from firmware_app.telemetry.identity import load_identity
 from firmware_app.telemetry.messages import ModelFacts
 from firmware_app.telemetry.service import TelemetryProducer
@@ -101,11 +102,19 @@ class StateBox:
         """
         self.conn.execute("INSERT OR IGNORE INTO telemetry_state(name, value)"
                           " VALUES ('summary_end', ?)", (time.time() - 60,))
+        self.complete_studies()
         producer = TelemetryProducer(self.config, load_identity(self.config), MODEL)
         try:
             assert producer.tick(now=time.time() + ahead) >= 1
         finally:
             producer.conn.close()
+
+    def complete_studies(self) -> None:
+        """Record every study as complete now (as the study completion does once it is stable;
+        here objects left waiting on purpose would hold it back)."""
+        with db.transaction(self.conn):
+            for (study_id,) in self.conn.execute("SELECT id FROM studies").fetchall():
+                mark_completed(self.conn, study_id, time.time())
 
     def local_id(self, instance: int) -> str:
         """The instance's local id."""
@@ -195,6 +204,15 @@ def test_images_not_yet_safe_are_kept(box):
     report = box.run()
     assert sorted(report.instance_ids) == sorted([alert_not_queued, not_summarised])
     assert box.image(processing).exists() and box.image(queued).exists()
+
+
+def test_an_image_of_a_study_not_yet_complete_is_kept(box):
+    instance = box.processed(days_ago=40)
+    box.conn.execute("INSERT INTO telemetry_state(name, value) VALUES ('summary_end', ?)",
+                     (time.time() + 10,))  # summarised
+    assert box.run().instance_ids == []  # its study's DICOM results are not made yet
+    box.complete_studies()
+    assert box.run().instance_ids == [instance]
 
 
 def test_no_summary_yet_means_nothing_processed_is_safe(box):

@@ -8,8 +8,10 @@ import time
 import pytest
 
 from firmware_app.contracts.egress import EgressRefused, check_message
+from firmware_app.dicom_out.study_documents import ModelIdentity
 from firmware_app.ingest.landing import Lander
 from firmware_app.service.appliance import load_runner, model_facts
+from firmware_app.service.study_completion import StudyCompleter
 from firmware_app.service.worker import Worker
 from firmware_app.settings.box import Config, StorageConfig
 from firmware_app.storage import db
@@ -139,6 +141,13 @@ def test_canary_studies_give_alerts_and_a_summary_free_of_identifiers(tmp_path, 
     while worker.run_once():
         pass
     producer = TelemetryProducer(config, load_identity(config), model_facts(runner.package))
+    producer.tick(now=time.time() + 5)
+    # an alert waits until its study is complete (no instance for stable_seconds)
+    assert conn.execute("SELECT COUNT(*) FROM alerted_studies").fetchone()[0] == 0
+    completer = StudyCompleter(config, ModelIdentity.from_manifest(runner.package.manifest),
+                               producer.identity.device)
+    assert completer.tick(now=time.time() + 1) == 0  # not stable yet
+    assert completer.tick(now=time.time() + config.studies.stable_seconds + 1) == 6
     producer.tick(now=time.time() + 5)
     alerted = conn.execute("SELECT study_key FROM alerted_studies").fetchall()
     assert alerted, "lesion phantoms above the alert threshold must raise alerts"

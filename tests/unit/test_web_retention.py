@@ -17,7 +17,9 @@ from collections import namedtuple
 import pytest
 from pypdf import PdfReader
 
+from firmware_app.dicom_out.study_documents import ModelIdentity
 from firmware_app.service.appliance import model_facts
+from firmware_app.service.study_completion import StudyCompleter
 from firmware_app.storage import db
 from firmware_app.storage.retention import apply_retention
 from firmware_app.telemetry.identity import load_identity
@@ -35,13 +37,18 @@ def retained(viewer, demo_runner):
     state, app = viewer
     conn = db.connect(state.config.database_path)
     state.config.telemetry.summary_seconds = 1
-    producer = TelemetryProducer(state.config, load_identity(state.config),
-                                 model_facts(demo_runner.package))
-    producer.tick(now=time.time() + 5)  # alerts and a summary covering every result
-    producer.conn.close()
     old = (state.instances["alert"], state.instances["sweep"])
     conn.executemany("UPDATE instances SET received_at = received_at - ? WHERE id = ?",
                      [(DAYS_KEPT * 86_400, i) for i in old])
+    identity = load_identity(state.config)
+    completer = StudyCompleter(state.config, ModelIdentity.from_manifest(
+        demo_runner.package.manifest), identity.device)
+    # the two old studies are complete; the others wait for the object still queued
+    assert completer.tick(now=time.time() + state.config.studies.stable_seconds + 1) == 2
+    completer.conn.close()
+    producer = TelemetryProducer(state.config, identity, model_facts(demo_runner.package))
+    producer.tick(now=time.time() + 5)  # alerts and a summary covering every result
+    producer.conn.close()
     report = apply_retention(conn, state.config, disk_usage=lambda _p: Usage(100, 10, 90))
     assert sorted(report.instance_ids) == sorted(old)
     client = ViewerClient(app)

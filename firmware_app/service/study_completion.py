@@ -1,0 +1,121 @@
+"""Study completion: when a study is stable, its DICOM results are made and queued.
+
+A study is complete ``[studies] stable_seconds`` after its last instance
+arrived, once everything received meanwhile is analysed
+(``storage.study_completion``). Then, in this order:
+
+1. its SR, SEG and key image are written (``dicom_out.study_documents``) for
+   the kinds the configured PACS destinations want, durably, as files;
+2. one transaction queues them in the DICOM outbox and records the
+   completion, so a crash before the commit makes the same documents again
+   (their UIDs are deterministic) and one after it finds them queued;
+3. the telemetry producer, which sends a study's alert only once it is
+   complete (once per study), and the DICOM sender are woken.
+
+An instance arriving after the completion updates the study; its next
+completion makes version 2 (3, …) of the results, whose SR names the one
+before it. A study whose documents cannot be made (an image highdicom
+refuses) is still completed, with the reason recorded as an event: its
+alert and its results in the viewer do not wait on a document.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from firmware_app.dicom_out.document import Document
+from firmware_app.dicom_out.outbox import routes, write_documents
+from firmware_app.dicom_out.study_documents import (
+    AnalysedInstance,
+    ModelIdentity,
+    study_documents,
+)
+from firmware_app.settings.box import Config
+from firmware_app.storage import db
+from firmware_app.storage.dicom_outbox import add_documents
+from firmware_app.storage.study_completion import (
+    DueStudy,
+    analysed_instances,
+    mark_completed,
+    studies_due,
+)
+
+log = logging.getLogger(__name__)
+
+#: the longest wait between two looks for complete studies
+TICK_SECONDS = 0.5
+
+
+class StudyCompleter:
+    """Completes stable studies: DICOM results into the outbox, then the alert may go."""
+
+    def __init__(self, config: Config, model: ModelIdentity, device_id: str,
+                 on_completed: Callable[[], None] = lambda: None) -> None:
+        self.config = config
+        self.model = model
+        self.device_id = device_id
+        self.on_completed = on_completed
+        self.kinds = sorted({kind for d in config.pacs.destinations for kind in d.send})
+        self.folder = config.state_dir / "dicom_out"
+        self.conn = db.connect(config.database_path)
+
+    def documents(self, study: DueStudy) -> list[Document]:
+        """The study's result documents for this completion (none without destinations)."""
+        if not self.kinds:
+            return []
+        instances = [AnalysedInstance(path, result, heatmap)
+                     for path, result, heatmap in analysed_instances(self.conn, study.study_key)
+                     if path.exists()]
+        if not instances or study.study_key.startswith("local:"):
+            return []  # every image deleted by retention, or no Study Instance UID to refer to
+        return study_documents(instances, self.model, device_id=self.device_id,
+                               version=study.version, kinds=self.kinds)
+
+    def complete(self, study: DueStudy) -> int:
+        """Complete one study; return how many documents were queued.
+
+        The completion is stamped with the time its results were read: a result
+        stored after that makes the study due again (its next version).
+        """
+        started = time.time()
+        try:
+            documents = self.documents(study)
+        except Exception as exc:  # a document must never hold the study's alert back
+            log.exception("study %d: DICOM results could not be made", study.id)
+            documents = []
+            with db.transaction(self.conn):
+                db.record_event(self.conn, "ERROR", "study-completion",
+                                f"study {study.id} version {study.version}: DICOM results "
+                                f"could not be made ({type(exc).__name__}: {exc})"[:300])
+        files = write_documents(self.folder, documents)  # durable before the rows commit
+        with db.transaction(self.conn):
+            rows = add_documents(self.conn, files, routes(self.config.pacs.destinations))
+            mark_completed(self.conn, study.id, started)
+        log.info("study %d complete (version %d): %d DICOM result(s) queued", study.id,
+                 study.version, len(rows))
+        return len(rows)
+
+    def tick(self, now: float | None = None) -> int:
+        """Complete every study due at ``now``; return how many were completed."""
+        now = time.time() if now is None else now
+        due = studies_due(self.conn, now, self.config.studies.stable_seconds)
+        for study in due:
+            self.complete(study)
+        if due:
+            self.on_completed()
+        return len(due)
+
+    def run(self, stop: threading.Event) -> None:
+        """Tick until ``stop``; an error is logged and the next tick tries again."""
+        interval = min(TICK_SECONDS, self.config.studies.stable_seconds / 4)
+        try:
+            while not stop.wait(interval):
+                try:
+                    self.tick()
+                except Exception:  # keep the box running; the next tick retries
+                    log.exception("study completion failed")
+        finally:
+            self.conn.close()
