@@ -5,6 +5,7 @@
       auth      /login /logout                       (web/views_auth.py)
       clinic    worklist, study, images, feedback, report (web/views_clinic.py)
       device    status, quarantine (technicians)     (web/views_device.py)
+      export    a study de-identified as a zip       (web/views_export.py)
       reads and writes: the box database (SQLite, WAL: the worker keeps writing)
 """
 
@@ -79,6 +80,7 @@ class Viewer:
                 facts: dict[str, Any] = {"error": f"{root}: {exc}"}
             else:
                 facts = {
+                    "manifest": package.manifest,  # for the study's SR in an export
                     "model_id": package.model_id,
                     "intended_use": package.manifest.get("intended_use", ""),
                     "signer": package.signer,
@@ -115,8 +117,9 @@ def create_app(config: Config) -> Flask:
     from web.views_auth import blueprint as auth
     from web.views_clinic import blueprint as clinic
     from web.views_device import blueprint as device
+    from web.views_export import blueprint as export
 
-    for blueprint in (auth, clinic, device):
+    for blueprint in (auth, clinic, device, export):
         app.register_blueprint(blueprint)
 
     @app.context_processor

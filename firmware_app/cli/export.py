@@ -1,0 +1,85 @@
+"""``clinibox export-study STUDY --out DIR [--zip]``: a study de-identified, for a second reader.
+
+STUDY is the box's local study id (the number in the viewer's ``/study/ID``),
+the Study Instance UID, or the study reference of an alert from the hospital.
+The images still on the box are written de-identified with the DICOM Basic
+Application Level Confidentiality Profile (``firmware_app/dicom_out/``) into
+a new or empty folder, or with ``--zip`` into a new zip file; the export is
+recorded as ``cli:<unix user>``, with the study's structured report (the SR its
+PACS was sent, made again from the stored results) de-identified beside them.
+(``clinibox export`` is the converter's step.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pwd
+from collections.abc import Callable
+from pathlib import Path
+
+from firmware_app.contracts.manifest import PackageError
+from firmware_app.dicom_out.export import export_study, reference_secret, resolve_study
+from firmware_app.dicom_out.study_report import study_report
+from firmware_app.errors import EXIT_OK
+from firmware_app.models.package import load_package
+from firmware_app.models.store import resolve_package_root
+from firmware_app.settings import box as config_module
+from firmware_app.storage import db
+
+
+def unix_account() -> str:
+    """``cli:<the unix user running the command>``, as the export record names it."""
+    try:
+        name = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        name = str(os.geteuid())
+    return f"cli:{name}"
+
+
+def _study_report(config: config_module.Config, conn, study_key: str) -> list:
+    """The study's SR for the export, made with the running package's identity (none, with
+    a note, when the package cannot be loaded: the images are still exported)."""
+    try:
+        package = load_package(resolve_package_root(config), config.trusted_key_paths)
+    except PackageError as exc:
+        print(f"note: no structured report in the export (model package: {exc})")
+        return []
+    return study_report(conn, study_key, package.manifest, config.telemetry.device)
+
+
+def cmd_export_study(args: argparse.Namespace) -> int:
+    """Export one study de-identified to a folder or a zip, and say what was left out."""
+    config = config_module.load(getattr(args, "config", None))
+    conn = db.open_database(config.database_path)
+    try:
+        secret = reference_secret(config)
+        report = _study_report(config, conn, resolve_study(conn, args.study, secret).study_key)
+        summary = export_study(conn, args.study, Path(args.out), as_zip=args.zip,
+                               account=unix_account(), address="local", secret=secret,
+                               extra_documents=report)
+    finally:
+        conn.close()
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=2))
+        return EXIT_OK
+    print(f"export {summary.export_id}: study {summary.study_id}, {len(summary.files)} "
+          f"file(s) de-identified to {summary.target}")
+    for item in summary.left_out:
+        print(f"  left out: {item.what}: {item.reason}")
+    return EXIT_OK
+
+
+def add_parsers(sub: argparse._SubParsersAction,
+                with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
+    """Register export-study on the main parser."""
+    p = with_config(sub.add_parser(
+        "export-study", help="a study de-identified (DICOM Basic Profile) to a folder or zip"))
+    p.add_argument("study", metavar="STUDY",
+                   help="local study id, Study Instance UID, or an alert's study reference")
+    p.add_argument("--out", required=True, metavar="PATH",
+                   help="a new or empty folder (or, with --zip, the zip file to write)")
+    p.add_argument("--zip", action="store_true", help="write one zip file instead of a folder")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_export_study)
