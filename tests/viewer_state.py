@@ -12,6 +12,7 @@ the appliance writes:
 * an ultrasound image far too dark: not assessable (rescan suggested), never "no finding";
 * a real CT scan (pydicom's CT_small): outside the demo model's validated range;
 * a truncated DICOM file: quarantined with its reason;
+* an NM image (pydicom's JPEG-LL.dcm): not analysed, no model here is meant for it;
 * one object landed but not processed: waiting.
 
 Two accounts are made: a technician and a clinician.
@@ -107,7 +108,8 @@ def build_viewer_state(root: Path, runner: ModelRunner, config: Config | None = 
     truncated.write_bytes(clear.read_bytes()[:-5000])
     for name, path in (("alert", alert), ("clear", clear),
                        ("sweep", sweep), ("dark", dark), ("real_ct", real_ct),
-                       ("truncated", truncated)):
+                       ("truncated", truncated),
+                       ("nm", Path(get_testdata_file("JPEG-LL.dcm")))):  # NM: not analysed
         state.instances[name] = _land(lander, path)
         assert worker.run_once()
     waiting = write_dicom(ct_dataset(generate("ct", np.random.default_rng(5), lesion=False)),

@@ -83,7 +83,8 @@ def worklist_json():
     """The worklist page as JSON (same filters as the page)."""
     page = _worklist_page(_worklist_args())
     return jsonify(rows=page.rows, total=page.total, page=page.page, pages=page.pages,
-                   waiting=page.waiting, quarantined=page.quarantined, alerts=page.alerts)
+                   waiting=page.waiting, quarantined=page.quarantined, alerts=page.alerts,
+                   not_analysed=page.not_analysed)
 
 
 def _window_args() -> render.Window | None:

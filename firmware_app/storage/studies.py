@@ -18,8 +18,12 @@ from firmware_app.inference.tracking import study_summary
 from firmware_app.storage.results import decode_heatmap
 from firmware_app.storage.status import day_bounds
 
-#: Worklist filters: every study, alerts only, studies done, objects waiting, objects held back.
-WORKLIST_FILTERS = ("all", "alert", "done", "waiting", "quarantined")
+#: Worklist filters: every study, alerts only, studies done, objects waiting, objects held back,
+#: images no model here is meant for.
+WORKLIST_FILTERS = ("all", "alert", "done", "waiting", "quarantined", "not_analysed")
+#: the instance statuses each object filter lists
+OBJECT_FILTERS = {"waiting": ("queued", "processing"), "quarantined": ("quarantined", "failed"),
+                  "not_analysed": ("not_analysed",)}
 
 
 #: The distinct quality-warning messages of a study's instances, one per line.
@@ -41,6 +45,7 @@ class WorklistPage:
     waiting: int
     quarantined: int
     alerts: int
+    not_analysed: int = 0
 
 
 def worklist(conn: sqlite3.Connection, *, status: str = "all", day: dt.date | None = None,
@@ -54,20 +59,22 @@ def worklist(conn: sqlite3.Connection, *, status: str = "all", day: dt.date | No
     if day:
         span, span_args = " AND received_at >= ? AND received_at < ?", day_bounds(day)
     counts = conn.execute(
-        "SELECT SUM(status IN ('queued', 'processing')), SUM(status IN ('quarantined', 'failed'))"
-        " FROM instances WHERE status IN ('queued', 'processing', 'quarantined', 'failed')"
+        "SELECT SUM(status IN ('queued', 'processing')), SUM(status IN ('quarantined', 'failed')),"
+        " SUM(status = 'not_analysed') FROM instances"
+        " WHERE status IN ('queued', 'processing', 'quarantined', 'failed', 'not_analysed')"
         + span, span_args).fetchone()
     alerts = conn.execute("SELECT COUNT(*) FROM studies WHERE alert = 1" + span,
                           span_args).fetchone()[0]
     page = max(1, page)
     offset = (page - 1) * page_size
-    if status in ("waiting", "quarantined"):
-        states = ("queued", "processing") if status == "waiting" else ("quarantined", "failed")
-        total = conn.execute("SELECT COUNT(*) FROM instances WHERE status IN (?, ?)" + span,
+    if status in OBJECT_FILTERS:
+        states = OBJECT_FILTERS[status]
+        marks = ", ".join("?" * len(states))
+        total = conn.execute(f"SELECT COUNT(*) FROM instances WHERE status IN ({marks})" + span,
                              (*states, *span_args)).fetchone()[0]
         rows = [_object_row(row) for row in conn.execute(
             "SELECT id, modality, received_at, status, reason, source FROM instances"
-            " WHERE status IN (?, ?)" + span +
+            f" WHERE status IN ({marks})" + span +
             " ORDER BY received_at DESC, id DESC LIMIT ? OFFSET ?",
             (*states, *span_args, page_size, offset))]
     else:
@@ -84,7 +91,8 @@ def worklist(conn: sqlite3.Connection, *, status: str = "all", day: dt.date | No
             (*span_args, page_size, offset))]
     return WorklistPage(rows=rows, total=int(total), page=page,
                         pages=max(1, -(-int(total) // page_size)), waiting=int(counts[0] or 0),
-                        quarantined=int(counts[1] or 0), alerts=int(alerts))
+                        quarantined=int(counts[1] or 0), alerts=int(alerts),
+                        not_analysed=int(counts[2] or 0))
 
 
 def _study_row(row: sqlite3.Row) -> dict[str, Any]:
@@ -101,10 +109,10 @@ def _study_row(row: sqlite3.Row) -> dict[str, Any]:
 
 
 def _object_row(row: sqlite3.Row) -> dict[str, Any]:
-    waiting = row["status"] in ("queued", "processing")
+    shown = next(name for name, states in OBJECT_FILTERS.items() if row["status"] in states)
     return {
         "kind": "object", "id": row["id"], "modality": row["modality"] or "",
-        "received_at": row["received_at"], "status": "waiting" if waiting else "quarantined",
+        "received_at": row["received_at"], "status": shown,
         "reason": row["reason"] or "", "source": row["source"],
     }
 

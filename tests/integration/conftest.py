@@ -151,6 +151,9 @@ class Box:
                     "settle_seconds": 0.3},
             # the viewer runs only where a test asks for it (test_viewer_browser)
             "web": {"enabled": False, "host": "127.0.0.1", "port": free_port()},
+            # a study is complete (its alert and DICOM results go) a second after its last
+            # instance, not the minute a clinic waits
+            "studies": {"stable_seconds": 1.0},
         }
         for section, values in (overrides or {}).items():
             sections.setdefault(section, {}).update(values)

@@ -167,6 +167,6 @@ def test_results_wait_out_a_pacs_outage_and_a_kill_9_and_arrive_once(
             "SELECT state FROM dicom_outbox")), 30, "the outbox rows marked sent")
         received = orthanc.receptions()
         assert len(received) == 3 and set(received.values()) == {1}
-        assert alerts(box) == 1
+        wait_for(lambda: alerts(box) == 1, 30, "the study's one alert")
     finally:
         box.stop()

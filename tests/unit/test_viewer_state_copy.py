@@ -20,9 +20,10 @@ def test_a_copy_points_at_its_own_files_and_leaves_the_template_alone(viewer_tem
     first = copy_viewer_state(viewer_template, tmp_path / "a")
     second = copy_viewer_state(viewer_template, tmp_path / "b")
     paths = _spool_paths(first.config)
-    assert len(paths) == 7 and all(first.config.state_dir in p.parents for p in paths)
+    assert len(paths) == len(viewer_template.instances) == 8
+    assert all(first.config.state_dir in p.parents for p in paths)
     in_spool = [p.exists() for p in _spool_paths(viewer_template.config)]
-    assert [p.exists() for p in paths] == in_spool and sum(in_spool) == 6  # one quarantined
+    assert [p.exists() for p in paths] == in_spool and sum(in_spool) == 7  # one quarantined
     for p in paths:
         p.unlink(missing_ok=True)
     conn = db.connect(first.config.database_path)

@@ -81,7 +81,12 @@ def test_worklist_filters_by_status_and_day(clinician):
     waiting = _html(client.get("/?status=waiting"))
     assert f"object {state.instances['waiting']} " in waiting and "/study/" not in waiting
     held = _html(client.get("/?status=quarantined"))
-    assert "truncated file" in held
+    assert "truncated file" in held and f"object {state.instances['nm']} " not in held
+    # good input no model here is meant for is listed apart from quarantine, with its reason
+    unanalysed = _html(client.get("/?status=not_analysed"))
+    assert f"object {state.instances['nm']} " in unanalysed
+    assert "modality NM is not one the model" in unanalysed
+    assert "1 not analysed" in _html(client.get("/"))
     yesterday = (dt.date.today() - dt.timedelta(days=1)).isoformat()
     assert "Nothing here for" in _html(client.get(f"/?day={yesterday}"))
     today = _html(client.get(f"/?day={dt.date.today().isoformat()}"))
