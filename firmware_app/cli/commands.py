@@ -69,7 +69,13 @@ def cmd_infer(args: argparse.Namespace) -> int:
     sandbox = DecodeSandbox(config.limits)
     reports: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="clinibox-infer-") as scratch:
-        router = Router(config.routing.rules, runner.package)
+        router = Router(config.routing.rules, {runner.package.name: runner.package},
+                        runner.package.name)
+
+        def route(image):  # the box's own model; a rule naming another is not analysed here
+            chosen = router.route(image)
+            return runner if chosen.model else chosen.reason
+
         for name in args.files:
             path = Path(name)
             report: dict[str, Any] = {"file": str(path)}
@@ -81,7 +87,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
                     wrapped = Path(scratch) / f"{len(reports)}.dcm"
                     wrapped.write_bytes(wrap_picture(path.read_bytes()))
                     path = wrapped
-                outcome = analyse_object(path, runner, config, sandbox, router.refusal)
+                outcome = analyse_object(path, route, config, sandbox)
             except (ValueError, OSError) as exc:
                 report.update(status="quarantined", reason=str(exc))
                 continue

@@ -32,12 +32,19 @@ class Outcome:
     decoded: DecodedImage | None = None
     analysis: Analysis | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    #: the model that analysed it (``processed`` only)
+    runner: ModelRunner | None = None
 
 
-def analyse_object(path: Path, runner: ModelRunner, config: Config, sandbox: DecodeSandbox,
-                   refusal: Callable[[DecodedImage], str | None],
+#: the routing decision for a decoded image: the runner of the model that analyses it, or
+#: the reason none does (``models/routing.py`` decides; the caller maps names to runners)
+Route = Callable[[DecodedImage], "ModelRunner | str"]
+
+
+def analyse_object(path: Path, route: Route, config: Config, sandbox: DecodeSandbox,
                    preview_to: Path | None = None) -> Outcome:
-    """Decode ``path`` in ``sandbox`` (writing previews to ``preview_to``) and analyse it.
+    """Decode ``path`` in ``sandbox`` (writing previews to ``preview_to``), route it and
+    analyse it with the chosen model.
 
     ``FileNotFoundError`` is the caller's to handle (a spool fault is not bad input).
     """
@@ -48,10 +55,10 @@ def analyse_object(path: Path, runner: ModelRunner, config: Config, sandbox: Dec
     except DecodeError as exc:
         return Outcome("quarantined", str(exc))
     decode_ms = (time.perf_counter() - started) * 1000
-    refused = refusal(decoded)
-    if refused:
-        return Outcome("not_analysed", refused, decoded)
+    runner = route(decoded)
+    if isinstance(runner, str):
+        return Outcome("not_analysed", runner, decoded)
     analysis = runner.analyse(decoded, config.limits.min_rows)
     timings = dict(analysis.timings, decode=decode_ms)
     timings["total"] = (time.perf_counter() - started) * 1000
-    return Outcome("processed", "", decoded, analysis, timings)
+    return Outcome("processed", "", decoded, analysis, timings, runner)

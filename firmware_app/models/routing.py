@@ -4,8 +4,10 @@ Like mercure's routing, a rule (``[[routing.rules]]`` in the config) names a
 model package and the criteria an image must meet: modality, Body Part
 Examined, SOP class, a regular expression on Series Description, and its size
 in rows and columns. Rules are tried in order; the first that matches picks
-the model. An image no rule matches, or whose rule names a model that is not
-on this box, is ``not_analysed`` with its reason in words: good input that no
+the model; several packages run side by side, each with its own trial, floor
+and rollback (``service/appliance.py`` loads every package a rule names). An
+image no rule matches, or whose rule names a model that is not on this box, is
+``not_analysed`` with its reason in words: good input that no
 model here is meant for, kept apart from quarantine (broken input). Without
 rules the running package's own modality list decides, as before. A rule never
 widens a package's scope: its accepted modalities still bound it.
@@ -14,7 +16,7 @@ widens a package's scope: its accepted modalities still bound it.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from firmware_app.contracts.manifest import ModelPackage
@@ -71,24 +73,45 @@ def modality_refusal(package: ModelPackage, modality: str) -> str | None:
     return None
 
 
-class Router:
-    """Decides whether the running package analyses an image, and says why not."""
+@dataclass(frozen=True)
+class Route:
+    """Where an image goes: the package name that analyses it, or why none does."""
 
-    def __init__(self, rules: Sequence[RoutingRule], package: ModelPackage) -> None:
+    model: str | None
+    reason: str = ""
+
+
+class Router:
+    """Chooses, among the packages running on the box, the one that analyses an image."""
+
+    def __init__(self, rules: Sequence[RoutingRule], packages: Mapping[str, ModelPackage],
+                 default: str) -> None:
+        """``packages``: the running packages by name; ``default``: the one that analyses
+        every image its modality list accepts when there are no rules."""
         self.rules = [CompiledRule.of(rule) for rule in rules]
-        self.package = package
+        self.packages = dict(packages)
+        self.default = default
 
     def rule_for(self, image: DecodedImage) -> RoutingRule | None:
         """The first rule ``image`` matches, or None."""
         return next((c.rule for c in self.rules if c.matches(image)), None)
 
-    def refusal(self, image: DecodedImage) -> str | None:
-        """Why the running package does not analyse ``image`` (None: it does)."""
+    def route(self, image: DecodedImage) -> Route:
+        """The package that analyses ``image``, or the reason none does."""
+        name = self.default
         if self.rules:
             rule = self.rule_for(image)
             if rule is None:
-                return f"no routing rule matches this series ({describe(image)})"
-            if rule.model != self.package.name:
-                return (f"routing rule {rule.name} chooses the model {rule.model}, which is "
-                        f"not installed on this box (it runs {self.package.model_id})")
-        return modality_refusal(self.package, image.modality)
+                return Route(None, f"no routing rule matches this series ({describe(image)})")
+            if rule.model not in self.packages:
+                running = ", ".join(p.model_id for p in self.packages.values()) or "none"
+                return Route(None, f"routing rule {rule.name} chooses the model {rule.model}, "
+                                   f"which is not installed on this box (it runs {running})")
+            name = rule.model
+        refusal = modality_refusal(self.packages[name], image.modality)
+        return Route(None, refusal) if refusal else Route(name)
+
+    def refusal(self, image: DecodedImage) -> str | None:
+        """Why no package here analyses ``image`` (None: one does)."""
+        route = self.route(image)
+        return None if route.model else route.reason

@@ -23,6 +23,7 @@ Until anything is installed, the box runs the newest package under
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -216,6 +217,22 @@ class ModelStore:
                 shutil.rmtree(child, ignore_errors=True)
                 removed.append(child.name)
         return removed
+
+
+def package_config(config: Config, name: str) -> Config:
+    """``config`` as seen by the package ``name``: its own store, trial, floor and rollback
+    (``[models] version`` pins only the box's own package)."""
+    if name == config.models.name:
+        return config
+    return dataclasses.replace(config, models=dataclasses.replace(config.models, name=name,
+                                                                  version=""))
+
+
+def routed_names(config: Config) -> list[str]:
+    """The packages the box runs: its own ([models] name) and every one a routing rule
+    names, in order, each once."""
+    names = [config.models.name, *(rule.model for rule in config.routing.rules)]
+    return list(dict.fromkeys(names))
 
 
 def store_for(config: Config) -> ModelStore:

@@ -36,7 +36,12 @@ from firmware_app.ingest.usb import FolderImporter
 from firmware_app.models.golden import load_verified
 from firmware_app.models.install import report_event
 from firmware_app.models.package import load_package
-from firmware_app.models.store import resolve_package_root, store_for
+from firmware_app.models.store import (
+    package_config,
+    resolve_package_root,
+    routed_names,
+    store_for,
+)
 from firmware_app.models.trial import ModelTrial
 from firmware_app.service.study_completion import StudyCompleter
 from firmware_app.service.systemd_notify import Notifier
@@ -87,9 +92,12 @@ def load_runner_on_trial(config: Config, trial: ModelTrial) -> ModelRunner:
     return runner
 
 
-def model_facts(package: ModelPackage) -> ModelFacts:
-    """What telemetry says about the running model."""
-    return ModelFacts(package.model_id, tuple(package.manifest.get("labels") or ["finding"]),
+def model_facts(package: ModelPackage, *others: ModelPackage) -> ModelFacts:
+    """What telemetry says about the running model (the box's own); the finding labels of
+    every running model (``others``: those the routing rules name) pass the egress gate."""
+    labels = [label for p in (package, *others) for label in p.manifest.get("labels")
+              or ["finding"]]
+    return ModelFacts(package.model_id, tuple(dict.fromkeys(labels)),
                       package.thresholds.get("alert", 1.0))
 
 
@@ -109,6 +117,8 @@ class Appliance:
         self.worker: Worker | None = None
         self.trial = ModelTrial(config)
         self.package: ModelPackage | None = None
+        #: every package running (the box's own first), by name, with its trial
+        self.running: dict[str, tuple[ModelPackage, ModelTrial]] = {}
 
     def start(self) -> None:
         """Bring up storage, model, worker and listeners, in that order."""
@@ -127,16 +137,22 @@ class Appliance:
 
         if config.worker.enabled:
             runner = load_runner_on_trial(config, self.trial)
-            self.worker = Worker(config, spool, runner, self.trial)
+            self.running[runner.package.name] = (runner.package, self.trial)
+            more = self._load_routed_models(runner.package.name)
+            self.worker = Worker(config, spool, runner, self.trial, more)
             self._thread("worker", self.worker.run, self.stop_event, self.wake)
             package = runner.package
         else:
             package = load_package(resolve_package_root(config), config.trusted_key_paths)
+            self.running[package.name] = (package, self.trial)
         self.package = package
-        self._start_telemetry(model_facts(package))
+        self._start_telemetry(model_facts(package, *(p for p, _t in
+                                                     list(self.running.values())[1:])))
         self._start_dicom_sender()
-        completer = StudyCompleter(config, ModelIdentity.from_manifest(package.manifest),
-                                   load_identity(config).device, self._study_completed)
+        identities = {p.model_id: ModelIdentity.from_manifest(p.manifest)
+                      for p, _t in self.running.values()}
+        completer = StudyCompleter(config, identities, load_identity(config).device,
+                                   self._study_completed)
         self._thread("study-completion", completer.run, self.stop_event)
 
         lander = Lander(spool, config.database_path, config.storage.max_object_mb * 2**20)
@@ -168,6 +184,32 @@ class Appliance:
         log.info("telemetry: %s/%s to %s:%d", identity.clinic, identity.device,
                  config.mqtt.host, config.mqtt.port)
 
+    def _load_routed_models(self, own: str) -> dict[str, tuple[ModelRunner, ModelTrial]]:
+        """Every other package a routing rule names, loaded on its own trial (a package that
+        is not installed or does not load is logged and recorded: its series are then
+        not analysed, the box keeps running)."""
+        loaded: dict[str, tuple[ModelRunner, ModelTrial]] = {}
+        for name in routed_names(self.config):
+            if name == own:
+                continue
+            config = package_config(self.config, name)
+            trial = ModelTrial(config)
+            try:
+                runner = load_runner_on_trial(config, trial)
+            except PackageError as exc:
+                log.error("model %s named by the routing rules is not running: %s", name, exc)
+                conn = db.connect(self.config.database_path)
+                try:
+                    with db.transaction(conn):
+                        db.record_event(conn, "ERROR", "models", f"routing rules name the model "
+                                        f"{name}; it is not running: {exc}"[:300])
+                finally:
+                    conn.close()
+                continue
+            loaded[name] = (runner, trial)
+            self.running[name] = (runner.package, trial)
+        return loaded
+
     def _study_completed(self) -> None:
         """A study is complete: its DICOM results wait in the outbox, its alert may go."""
         self.pacs_wake.set()
@@ -198,6 +240,8 @@ class Appliance:
             thread.join(timeout=30)
         if not any(t.is_alive() for t in self.threads):
             self.trial.stopped_cleanly()
+            for _package, trial in list(self.running.values())[1:]:
+                trial.stopped_cleanly()
 
     def healthy(self, now: float | None = None, stale_after: float = 60.0) -> bool:
         """Every component thread is alive and the worker's loop passed recently."""
@@ -207,13 +251,15 @@ class Appliance:
         return self.worker is None or now - self.worker.beat < stale_after
 
     def model_switched(self) -> bool:
-        """Whether the store now names another package than the one running."""
-        if self.package is None:
-            return False
-        try:
-            return resolve_package_root(self.config).resolve() != self.package.root.resolve()
-        except PackageError:
-            return False
+        """Whether a store now names another package than the one running (any of them)."""
+        for name, (package, _trial) in self.running.items():
+            try:
+                root = resolve_package_root(package_config(self.config, name))
+            except PackageError:
+                continue
+            if root.resolve() != package.root.resolve():
+                return True
+        return False
 
     def serve(self, notifier: Notifier | None = None) -> str:
         """Start, then run until SIGTERM/SIGINT ("stop") or a model switch ("reload")."""
@@ -233,15 +279,15 @@ class Appliance:
         notifier.ready(f"model {model}; DICOM port {config.dicom.port}")
         interval = notifier.watchdog_seconds
         stale_after = max(interval, 10.0) if interval else 60.0
-        store = store_for(config)
-        stamp = store.state_stamp()
+        stores = [store_for(package_config(config, name)) for name in self.running]
+        stamp = [store.state_stamp() for store in stores]
         outcome = "stop"
         while not self.stop_event.wait(min(1.0, interval / 2) if interval else 1.0):
             if interval and self.healthy(stale_after=stale_after):
                 notifier.watchdog()
             elif interval:
                 log.error("not feeding the watchdog: a component stopped or the worker is stuck")
-            current = store.state_stamp()
+            current = [store.state_stamp() for store in stores]
             if current != stamp:
                 stamp = current
                 if self.model_switched():

@@ -12,8 +12,9 @@ arrived, once everything received meanwhile is analysed
 3. the telemetry producer, which sends a study's alert only once it is
    complete (once per study), and the DICOM sender are woken.
 
-An instance arriving after the completion updates the study; its next
-completion makes version 2 (3, …) of the results, whose SR names the one
+With several models (routing rules), each model's images of the study get
+their own SR (SEG, key image). An instance arriving after the completion
+updates the study; its next completion makes version 2 (3, …) of the results, whose SR names the one
 before it. A study whose documents cannot be made (an image highdicom
 refuses) is still completed, with the reason recorded as an event: its
 alert and its results in the viewer do not wait on a document.
@@ -24,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from firmware_app.dicom_out.document import Document
 from firmware_app.dicom_out.outbox import routes, write_documents
@@ -52,10 +53,12 @@ TICK_SECONDS = 0.5
 class StudyCompleter:
     """Completes stable studies: DICOM results into the outbox, then the alert may go."""
 
-    def __init__(self, config: Config, model: ModelIdentity, device_id: str,
-                 on_completed: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, config: Config, models: ModelIdentity | Mapping[str, ModelIdentity],
+                 device_id: str, on_completed: Callable[[], None] = lambda: None) -> None:
+        """``models``: the identity of every running model, by model id (one: that one)."""
         self.config = config
-        self.model = model
+        self.models = ({models.model_id: models} if isinstance(models, ModelIdentity)
+                       else dict(models))
         self.device_id = device_id
         self.on_completed = on_completed
         self.kinds = sorted({kind for d in config.pacs.destinations for kind in d.send})
@@ -71,8 +74,26 @@ class StudyCompleter:
                      if path.exists()]
         if not instances or study.study_key.startswith("local:"):
             return []  # every image deleted by retention, or no Study Instance UID to refer to
-        return study_documents(instances, self.model, device_id=self.device_id,
-                               version=study.version, kinds=self.kinds)
+        by_model: dict[str, list[AnalysedInstance]] = {}
+        for instance in instances:
+            by_model.setdefault(str(instance.result["model_id"]), []).append(instance)
+        documents: list[Document] = []
+        for model_id, analysed in by_model.items():  # one SR (SEG, key image) per model
+            documents += study_documents(analysed, self.identity(model_id),
+                                         device_id=self.device_id, version=study.version,
+                                         kinds=self.kinds)
+        return documents
+
+    def identity(self, model_id: str) -> ModelIdentity:
+        """The identity of the model that made a result: a running one's, or for a result of
+        an earlier version no longer running, its name and version (a demonstration if its
+        package name is a running demonstration's)."""
+        if model_id in self.models:
+            return self.models[model_id]
+        name, _, version = model_id.partition("@")
+        demo = any(m.demo for m in self.models.values() if m.name == name)
+        return ModelIdentity(model_id=model_id, name=name, version=version,
+                             finding_threshold=0.5, demo=demo)
 
     def complete(self, study: DueStudy) -> int:
         """Complete one study; return how many documents were queued.

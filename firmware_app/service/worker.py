@@ -16,7 +16,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 
+from firmware_app.imaging.decode import DecodedImage
 from firmware_app.imaging.sandbox import DecodeSandbox
 from firmware_app.inference.analysis import analyse_object
 from firmware_app.inference.runner import ModelRunner
@@ -35,11 +37,17 @@ class Worker:
     """Takes jobs from the queue and stores their results."""
 
     def __init__(self, config: Config, spool: Spool, runner: ModelRunner,
-                 trial: ModelTrial | None = None) -> None:
+                 trial: ModelTrial | None = None,
+                 more: Mapping[str, tuple[ModelRunner, ModelTrial | None]] | None = None
+                 ) -> None:
+        """``runner`` (with its ``trial``) is the box's own model ([models] name); ``more``
+        are the other packages the routing rules name, by package name."""
         self.config = config
         self.spool = spool
         self.runner = runner
         self.trial = trial
+        #: every running model by package name: its runner and its trial
+        self.models = {runner.package.name: (runner, trial), **(more or {})}
         #: time.monotonic() of the loop's last pass (the watchdog's proof of life)
         self.beat = time.monotonic()
         #: pixels are decoded in a limited child process, never in the service
@@ -47,8 +55,21 @@ class Worker:
         self.conn = db.connect(config.database_path, acknowledging=False)
         self.queue = JobQueue(self.conn)
         self.results = ResultStore(self.conn)
-        #: which images the running package analyses (``[[routing.rules]]``)
-        self.router = Router(config.routing.rules, runner.package)
+        #: the model that analysed the job last processed (its trial counts the analysis)
+        self.last_runner: ModelRunner | None = None
+        #: which model analyses an image (``[[routing.rules]]``)
+        self.router = Router(config.routing.rules,
+                             {name: r.package for name, (r, _t) in self.models.items()},
+                             runner.package.name)
+
+    def route(self, image: DecodedImage) -> ModelRunner | str:
+        """The runner of the model that analyses ``image``, or why none does."""
+        chosen = self.router.route(image)
+        return self.models[chosen.model][0] if chosen.model else chosen.reason
+
+    def trial_of(self, runner: ModelRunner | None) -> ModelTrial | None:
+        """The trial of the package ``runner`` runs (None: none, or no trial)."""
+        return self.models.get(runner.package.name, (None, None))[1] if runner else None
 
     def quarantine(self, job: Job, reason: str) -> str:
         """Move the object aside with its reason; the row says why."""
@@ -69,10 +90,11 @@ class Worker:
         return "not_analysed"
 
     def process(self, job: Job) -> str:
-        """Process one claimed job; return its final status."""
+        """Process one claimed job; return its final status (``last_runner``: the model that
+        analysed it, or None)."""
+        self.last_runner = None
         try:
-            outcome = analyse_object(job.spool_path, self.runner, self.config, self.sandbox,
-                                     self.router.refusal,
+            outcome = analyse_object(job.spool_path, self.route, self.config, self.sandbox,
                                      preview_to=self.spool.preview_path(job.local_id))
         except FileNotFoundError:
             earlier = self.spool.quarantined_reason(job.local_id)
@@ -88,7 +110,8 @@ class Worker:
         if outcome.status != "processed":
             return self.quarantine(job, outcome.reason)
         decoded, analysis = outcome.decoded, outcome.analysis
-        assert decoded is not None and analysis is not None
+        assert decoded is not None and analysis is not None and outcome.runner is not None
+        self.last_runner = outcome.runner
         self.results.complete(
             instance_id=job.id,
             identity={
@@ -99,8 +122,8 @@ class Worker:
             },
             findings=analysis.findings,
             warnings=analysis.warnings,
-            model_id=self.runner.package.model_id,
-            backend=self.runner.backend_label,
+            model_id=outcome.runner.package.model_id,
+            backend=outcome.runner.backend_label,
             frames_inferred=analysis.frames_inferred,
             timings=outcome.timings,
             intensity=analysis.intensity,
@@ -118,11 +141,13 @@ class Worker:
             log.exception("instance %d failed", job.id)
             reason = f"processing error: {type(exc).__name__}: {exc}"[:300]
             self.queue.retry_later(job.id, reason, self.config.worker.max_attempts)
-            if self.trial is not None:
-                self.trial.worker_error()
+            trial = self.trial_of(self.last_runner) or self.trial  # unrouted: the box's own
+            if trial is not None:
+                trial.worker_error()
             return True
-        if outcome == "processed" and self.trial is not None:
-            self.trial.processed()
+        trial = self.trial_of(self.last_runner)
+        if outcome == "processed" and trial is not None:
+            trial.processed()
         return True
 
     def run(self, stop: threading.Event, wake: threading.Event) -> None:
@@ -135,7 +160,7 @@ class Worker:
     def _loop(self, stop: threading.Event, wake: threading.Event) -> None:
         while not stop.is_set():
             self.beat = time.monotonic()
-            if self.trial is not None and self.trial.rolled_back:
+            if any(t is not None and t.rolled_back for _r, t in self.models.values()):
                 stop.wait(self.config.worker.poll_seconds)  # the service reloads the model
                 continue
             if not self.run_once():

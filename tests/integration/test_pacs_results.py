@@ -144,23 +144,23 @@ def test_results_wait_out_a_pacs_outage_and_a_kill_9_and_arrive_once(
     orthanc.stop()
     box = pacs_box(tmp_path / "box", orthanc)
     box.start()
-    slices = study_slices(alert_slice, tmp_path / "study", 2)
-    study_uid = str(pydicom.dcmread(slices[0], stop_before_pixels=True).StudyInstanceUID)
-    assert storescu(box.port, slices).returncode == 0
-    box.wait_idle(2)
-
-    def tried_and_waiting() -> bool:
-        rows = box.db_rows("SELECT state, attempts FROM dicom_outbox")
-        return len(rows) == 3 and all(r[0] == "pending" and r[1] >= 1 for r in rows)
-
-    wait_for(tried_and_waiting, 90, "the study's results to wait for the PACS")
-    status = box.cli_json("status")
-    (pacs,) = status["pacs"]
-    assert pacs["waiting"] == 3 and pacs["last_error"]
-    box.kill9()
-    orthanc.start()
-    box.start()
     try:
+        slices = study_slices(alert_slice, tmp_path / "study", 2)
+        study_uid = str(pydicom.dcmread(slices[0], stop_before_pixels=True).StudyInstanceUID)
+        assert storescu(box.port, slices).returncode == 0
+        box.wait_idle(2)
+
+        def tried_and_waiting() -> bool:
+            rows = box.db_rows("SELECT state, attempts FROM dicom_outbox")
+            return len(rows) == 3 and all(r[0] == "pending" and r[1] >= 1 for r in rows)
+
+        wait_for(tried_and_waiting, 90, "the study's results to wait for the PACS")
+        status = box.cli_json("status")
+        (pacs,) = status["pacs"]
+        assert pacs["waiting"] == 3 and pacs["last_error"]
+        box.kill9()
+        orthanc.start()
+        box.start()
         wait_for(lambda: set(results_in_pacs(orthanc, study_uid)) == RESULT_MODALITIES, 90,
                  "the results in the PACS after the outage and the restart")
         wait_for(lambda: all(r[0] == "sent" for r in box.db_rows(

@@ -7,9 +7,11 @@ not for clinical use) as the running model.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
@@ -68,29 +70,31 @@ def test_the_first_matching_rule_picks_the_model_and_the_rest_is_not_analysed(
     head = decode(ct_chest(tmp_path, "CT HEAD", "HEAD"), limits, 1)
     nm = decode(get_testdata_file("JPEG-LL.dcm"), limits, 1)
     package = demo_runner.package
+    one = {DEMO: package}
     router = Router(rules({"name": "ct-chest", "model": DEMO, "modality": ["CT"],
                            "body_part": ["CHEST"], "series_description": "chest"},
                           {"name": "ct-head", "model": "head-model", "modality": ["CT"],
-                           "body_part": ["HEAD"]}).routing.rules, package)
+                           "body_part": ["HEAD"]}).routing.rules, one, DEMO)
     assert router.refusal(chest) is None
     assert router.rule_for(head).name == "ct-head"
     assert router.refusal(head) == ("routing rule ct-head chooses the model head-model, which "
                                     f"is not installed on this box (it runs {package.model_id})")
+    assert router.route(chest).model == DEMO
     refusal = router.refusal(nm)
     assert refusal.startswith("no routing rule matches this series (modality NM")
     # size bounds, and the series description matched case-insensitively
     small = Router(rules({"name": "big", "model": DEMO, "min_rows": 512}).routing.rules,
-                   package)
+                   one, DEMO)
     assert "no routing rule matches" in small.refusal(chest) and "256x256" in small.refusal(chest)
     assert Router(rules({"name": "any", "model": DEMO, "series_description": "PHANTOM"}
-                        ).routing.rules, package).refusal(chest) is None
+                        ).routing.rules, one, DEMO).refusal(chest) is None
     # without rules the package's own modality list decides
-    plain = Router([], package)
+    plain = Router([], one, DEMO)
     assert plain.refusal(chest) is None
     assert "modality NM is not one the model" in plain.refusal(nm)
     # a rule never widens the package's scope
     nm_rule = Router(rules({"name": "nm", "model": DEMO, "modality": ["NM"]}).routing.rules,
-                     package)
+                     one, DEMO)
     assert "modality NM is not one the model" in nm_rule.refusal(nm)
 
 
@@ -115,4 +119,62 @@ def test_the_worker_leaves_a_series_no_rule_matches_not_analysed(tmp_path, demo_
     assert rows[ids["head"]]["status"] == "not_analysed"
     assert "no routing rule matches this series (modality CT, body part HEAD" in \
         rows[ids["head"]]["reason"]
+    conn.close()
+
+
+def test_two_packages_side_by_side_each_analyses_what_its_rule_routes_to_it(
+        tmp_path, demo_runner):
+    """A second signed package (the demo under another name) installed beside the demo;
+    CT goes to one, US to the other, each with its own store; the study's results come
+    as one SR per model."""
+    from converters.phantom_dicom import us_dataset
+    from firmware_app.dicom_out.study_documents import ModelIdentity
+    from firmware_app.models.store import package_config, routed_names, store_for
+    from firmware_app.service.appliance import load_runner
+    from firmware_app.service.study_completion import StudyCompleter
+    from tests.model_packages import make_package
+
+    packages = tmp_path / "packages"
+    make_package(packages, "1.0.0")
+    make_package(packages, "2.0.0", name="clinibox-demo-us")
+    config = rules({"name": "ct", "model": DEMO, "modality": ["CT"]},
+                   {"name": "us", "model": "clinibox-demo-us", "modality": ["US"]})
+    config.storage = StorageConfig(state_dir=str(tmp_path / "state"))
+    config.models.dir = str(packages)
+    config.runtime.backend = "onnxruntime"
+    config.studies.stable_seconds = 1.0
+    assert routed_names(config) == [DEMO, "clinibox-demo-us"]
+    us_config = package_config(config, "clinibox-demo-us")
+    assert store_for(us_config).name == "clinibox-demo-us" and config.models.name == DEMO
+    own, other = load_runner(config), load_runner(us_config)
+    assert other.package.model_id == "clinibox-demo-us@2.0.0"
+    conn = db.connect(config.database_path)
+    db.initialise(conn)
+    spool = make_spool(config)
+    lander = Lander(spool, config.database_path, 64 * 2**20)
+    worker = Worker(config, spool, own, None, {"clinibox-demo-us": (other, None)})
+    ct = ct_chest(tmp_path)
+    study = pydicom.dcmread(ct, stop_before_pixels=True)
+    us = write_dicom(us_dataset(generate("us", np.random.default_rng(2), lesion=True), {
+        "StudyInstanceUID": str(study.StudyInstanceUID), "PatientID": str(study.PatientID)}),
+        tmp_path / "us.dcm")
+    for path in (ct, us):
+        lander.land(path.read_bytes(), sop_instance_uid=None, source="dicom", origin="TEST")
+    while worker.run_once():
+        pass
+    models = {r["modality"]: r["model_id"] for r in ResultStore(conn).instances()}
+    assert models == {"CT": own.package.model_id, "US": "clinibox-demo-us@2.0.0"}
+    # the study's documents: one SR per model, each naming its own model
+    config.pacs.destinations = from_dict({"pacs": {"destinations": [
+        {"name": "pacs", "host": "127.0.0.1", "send": ["sr"]}]}}).pacs.destinations
+    completer = StudyCompleter(config, {r.package.model_id: ModelIdentity.from_manifest(
+        r.package.manifest) for r in (own, other)}, "box-1")
+    assert completer.tick(now=time.time() + 5) == 1
+    rows = conn.execute("SELECT kind, path FROM dicom_outbox").fetchall()
+    assert [r[0] for r in rows] == ["sr", "sr"]
+    named = sorted(model for _kind, path in rows
+                   for model in (own.package.model_id, other.package.model_id)
+                   if model.encode() in Path(path).read_bytes())
+    assert named == sorted([own.package.model_id, other.package.model_id])
+    assert len({pydicom.dcmread(path).SeriesInstanceUID for _kind, path in rows}) == 2
     conn.close()
