@@ -41,7 +41,7 @@ def summary_payload(**changes: Any) -> dict[str, Any]:
         "period_end": CREATED, "uptime_s": 86_400, "model": MODEL, "studies": 12,
         "instances": 240, "findings": 3, "alerts": 2, "quality_warnings": 1,
         "assessments": {"finding": 3, "no_finding": 230, "not_assessable": 1,
-                        "outside_validated_range": 6}, "quarantined": 0,
+                        "outside_validated_range": 6}, "quarantined": 0, "not_analysed": 1,
         "failed": 0, "modalities": {"CT": 10, "DX": 2},
         "latency_ms": {"p50": 40.0, "p90": 55.0, "p99": 80.0, "max": 120.0},
         "queue_depth": 0, "disk_used_pct": 41.5, "disk_free_mb": 52_000, "outbox_pending": 0,

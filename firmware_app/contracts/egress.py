@@ -206,6 +206,7 @@ SCHEMAS: dict[str, Obj] = {
         "quality_warnings": _COUNT,
         "assessments": CountsBy(ASSESSMENTS),
         "quarantined": _COUNT,
+        "not_analysed": _COUNT,
         "failed": _COUNT,
         "modalities": CountsBy(MODALITIES),
         "latency_ms": Obj({"p50": _MS, "p90": _MS, "p99": _MS, "max": _MS}),

@@ -72,7 +72,8 @@ def period_rows(conn: sqlite3.Connection, start: float, end: float) -> list[sqli
 
 
 def period_counts(conn: sqlite3.Connection, start: float, end: float) -> dict[str, Any]:
-    """Alerts, quarantined and failed objects, and clinicians' verdicts in [start, end)."""
+    """Alerts, quarantined, not analysed and failed objects, and clinicians' verdicts in
+    [start, end)."""
     verdicts = dict(conn.execute(
         "SELECT verdict, COUNT(*) FROM feedback WHERE at >= ? AND at < ? GROUP BY verdict",
         (start, end)).fetchall())
@@ -81,6 +82,9 @@ def period_counts(conn: sqlite3.Connection, start: float, end: float) -> dict[st
                          (start, end)),
         "quarantined": _count(conn, "SELECT COUNT(*) FROM instances WHERE status='quarantined'"
                               " AND updated_at >= ? AND updated_at < ?", (start, end)),
+        "not_analysed": _count(conn, "SELECT COUNT(*) FROM instances"
+                               " WHERE status='not_analysed' AND updated_at >= ?"
+                               " AND updated_at < ?", (start, end)),
         "failed": _count(conn, "SELECT COUNT(*) FROM instances WHERE status='failed'"
                          " AND updated_at >= ? AND updated_at < ?", (start, end)),
         "feedback": {v: int(verdicts.get(v, 0)) for v in ("agree", "disagree", "unsure")},

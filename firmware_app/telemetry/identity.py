@@ -12,7 +12,6 @@ unrelated references for the same study.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import sqlite3
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from firmware_app.contracts import signing
+from firmware_app.contracts.study_reference import study_ref  # the one keyed hash
 from firmware_app.settings.box import Config
 from firmware_app.storage.telemetry import study_keys
 
@@ -54,11 +54,6 @@ class DeviceIdentity:
     def study_ref(self, study_key: str) -> str:
         """The keyed-hash reference of a study (32 hex digits)."""
         return study_ref(self.secret, study_key)
-
-
-def study_ref(secret: bytes, study_key: str) -> str:
-    """HMAC-SHA256(secret, study key), first 32 hex digits."""
-    return hmac.new(secret, study_key.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
 
 
 def _write_private(path: Path, data: bytes) -> None:

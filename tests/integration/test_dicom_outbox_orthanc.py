@@ -279,3 +279,31 @@ def test_a_document_the_pacs_refuses_waits_while_the_rest_of_the_batch_arrives(t
     assert "1.2.3.4.5.6.7" in waiting["last_error"]
     assert sorted(orthanc.sop_instance_uids()) == sorted(d.sop_instance_uid for d in good)
     assert odd.sop_instance_uid in figures(config)["last_error"]
+
+
+def test_documents_go_over_tls_to_a_pacs_that_asks_for_it(tmp_path):
+    """Orthanc with DICOM TLS (mutual: it asks for the box's client certificate)."""
+    from tests.tls_certs import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    tls = {"DicomTlsEnabled": True, "DicomTlsCertificate": str(pki.server_cert),
+           "DicomTlsPrivateKey": str(pki.server_key),
+           "DicomTlsTrustedCertificates": str(pki.ca_cert),
+           "DicomTlsRemoteCertificateRequired": True}
+    with Orthanc(tmp_path / "orthanc", extra=tls) as pacs:
+        plain = box_config(tmp_path / "plain", pacs)  # the same PACS without TLS: refused
+        queue(plain, [document("sr")])
+        with running_sender(plain):
+            wait_until(lambda: bool(outbox(plain)[0]["last_error"]), 60,
+                       "the plain association to fail")
+        assert outbox(plain)[0]["state"] == "pending"
+        config = box_config(tmp_path / "tls", pacs)
+        (destination,) = config.pacs.destinations
+        destination.host = "localhost"  # the name its certificate carries
+        destination.tls, destination.ca_file = True, str(pki.ca_cert)
+        destination.cert_file, destination.key_file = str(pki.client_cert), str(pki.client_key)
+        uids = queue(config, study_documents())
+        with running_sender(config):
+            wait_until(lambda: all_sent(config, 3), 60, "three documents sent over TLS")
+        assert sorted(pacs.sop_instance_uids()) == sorted(uids)
+        assert set(pacs.receptions().values()) == {1}

@@ -193,6 +193,19 @@ def test_summary_reports_drops_once_and_feedback(tmp_path, runner, conn):
     assert second["outbox_dropped"] == 0
 
 
+def test_summary_counts_images_no_model_is_meant_for_apart_from_quarantine(
+        tmp_path, runner, conn):
+    now = time.time()
+    for n, status in enumerate(("not_analysed", "not_analysed", "quarantined")):
+        conn.execute("INSERT INTO instances(local_id, source, spool_path, size_bytes, status,"
+                     " received_at, updated_at) VALUES (?, 'dicom', 'p', 1, ?, ?, ?)",
+                     (f"x{n}", status, now, now))
+    summary = build_summary(conn, Outbox(conn, 10, LABELS), model_facts(runner.package),
+                            (now - 10, now + 1), 10.0, tmp_path)
+    check_message("summary", summary, LABELS)
+    assert (summary["not_analysed"], summary["quarantined"]) == (2, 1)
+
+
 def test_a_reinstalled_box_numbers_above_its_earlier_installation(tmp_path):
     first_db = db.connect(tmp_path / "first.db")
     db.initialise(first_db)
