@@ -4,4 +4,5 @@ import sys
 
 from firmware_app.cli.table import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when a spawned child process imports the main module
+    sys.exit(main())
