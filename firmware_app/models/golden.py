@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -149,18 +150,20 @@ def run_golden_cases(package: ModelPackage, backend: RuntimeBackend,
     return report
 
 
-def load_backend(package: ModelPackage, runtime: RuntimeConfig) -> LoadedModel:
-    """Choose and load the backend as the service does; a failure is a PackageError
+def load_backend(package: ModelPackage, runtime: RuntimeConfig,
+                 timings: Path | None = None) -> LoadedModel:
+    """Choose and load the backend as the service does (``timings``: the service's kept
+    runtime timings, see ``runtime/selection.py``); a failure is a PackageError
     (``load_failed``)."""
     try:
-        return select_backend(package, runtime)
+        return select_backend(package, runtime, timings=timings)
     except (RuntimeError, ImportError) as exc:  # SelectionError, BackendUnavailable, …
         raise PackageError(f"{package.model_id} cannot be loaded on this box: {exc}",
                            "load_failed") from exc
 
 
-def load_verified(package: ModelPackage, runtime: RuntimeConfig) -> tuple[LoadedModel,
-                                                                         GoldenReport]:
+def load_verified(package: ModelPackage, runtime: RuntimeConfig, timings: Path | None = None
+                  ) -> tuple[LoadedModel, GoldenReport]:
     """Load the backend as the service does and keep the first candidate whose golden
     cases pass, falling back through the other measured candidates, then the rest of
     the package's artifacts for the configured backend (FP32 first), so a bad INT8
@@ -170,7 +173,7 @@ def load_verified(package: ModelPackage, runtime: RuntimeConfig) -> tuple[Loaded
     why) and its passing report. Raises PackageError (``load_failed``) when nothing
     loads and GoldenCasesFailed, with every candidate's reason, when none passes.
     """
-    loaded = load_backend(package, runtime)
+    loaded = load_backend(package, runtime, timings)
     failed: dict[str, str] = {}
     queue = list(loaded.alternatives)
     tried = [*queue]

@@ -6,6 +6,13 @@ loaded; with several (``auto``) all are loaded and timed on this machine, in
 interleaved rounds on a random input of the manifest's shape, and the fastest
 wins. (All candidates are loaded at once while measuring: fine for the small,
 compressed models the box runs; the losers are closed afterwards.)
+
+The service passes a ``timings`` file: then the candidates are timed in a
+child process of their own (:func:`measure_in_child`), so the runtimes that
+lose never load into the service, which loads only the winner; the timings are
+kept (``timings_cache.py``) and a later start on the same package, CPU and
+runtimes loads the winner at once. A child that cannot start falls back to
+timing in the service itself.
 A lower precision has to earn its place: among candidates within
 ``TIE_TOLERANCE`` of the fastest, the highest precision is kept, so int8 beats
 fp32 only when it is measurably faster. Candidates that fail to load are
@@ -18,6 +25,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +34,7 @@ from firmware_app.contracts.manifest import Artifact, ModelPackage
 from firmware_app.errors import CliniboxError
 from firmware_app.runtime import registry
 from firmware_app.runtime.base import RuntimeBackend
+from firmware_app.runtime.timings_cache import read_timings, timings_key, write_timings
 from firmware_app.settings.box import RuntimeConfig
 
 log = logging.getLogger(__name__)
@@ -41,6 +50,8 @@ ROUNDS = 3
 MIN_RUNS = 3
 MAX_RUNS = 200
 WARM_UP_RUNS = 2
+#: longest a child process may take to load and time every candidate
+CHILD_TIMEOUT_S = 300.0
 
 
 class SelectionError(CliniboxError, RuntimeError):
@@ -276,17 +287,114 @@ def measure(
     return [(loaded[i][0], float(np.median(samples))) for i, samples in times.items()]
 
 
+# -- timing in a child process, kept between starts ---------------------------
+def _time_candidates(package: ModelPackage, config: RuntimeConfig, budget_s: float
+                     ) -> tuple[list[tuple[str, str, float]], dict[str, str]]:
+    """Load, warm up and time every candidate, then close them all (the child's job):
+    (backend, artifact path, ms/run) of each measured, and the skipped ones by label."""
+    inputs = sample_inputs(package)
+    skipped: dict[str, str] = {}
+    loaded: list[tuple[Candidate, RuntimeBackend]] = []
+    for candidate in candidates(package, config):
+        try:
+            loaded.append((candidate, _prepare(candidate, package, config, inputs)))
+        except Exception as exc:  # any failure skips this candidate, with its reason
+            _skip(skipped, candidate, exc)
+    measured = measure(loaded, inputs, budget_s, skipped)
+    for _candidate, backend in loaded:
+        backend.close()
+    return [(c.backend, str(c.artifact.path), ms) for c, ms in measured], skipped
+
+
+def measure_in_child(package: ModelPackage, config: RuntimeConfig, budget_s: float
+                     ) -> tuple[list[tuple[str, str, float]], dict[str, str]]:
+    """:func:`_time_candidates` in a fresh (spawned) child process, which exits after. A
+    child that dies (a runtime crashing on this CPU, a sandbox refusing it) raises
+    BrokenProcessPool; one that hangs, TimeoutError after ``CHILD_TIMEOUT_S``."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        return pool.submit(_time_candidates, package, config, budget_s).result(
+            timeout=CHILD_TIMEOUT_S)
+    finally:
+        # a hung child must not hold the start-up: end it (CPython keeps them in _processes)
+        for process in list(getattr(pool, "_processes", {}).values()):
+            if process.is_alive():
+                process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _every_pair(package: ModelPackage, config: RuntimeConfig
+                ) -> dict[tuple[str, str], Candidate]:
+    """Every (backend, artifact) pair ``auto`` could try, by (key, path), importing nothing."""
+    labels = [a.label for a in package.artifacts]
+    return {(key, str(a.path)): Candidate(key, a, f" ({a.path.name})"
+                                          if labels.count(a.label) > 1 else "")
+            for a in package.artifacts
+            if config.precision == "auto" or a.precision == config.precision
+            for key in registry.backends_for_format(a.format)}
+
+
+def _select_timed_elsewhere(package: ModelPackage, config: RuntimeConfig, budget_s: float,
+                            timings: Path) -> LoadedModel | None:
+    """Load only the fastest candidate (the next when it fails here), from the timings kept in
+    ``timings`` or, when they are stale, measured now in a child process and kept. None when
+    the child cannot run (the caller then times here)."""
+    key = timings_key(package, config)
+    kept = read_timings(timings, key)
+    if kept is not None:
+        measured_keys, skipped, when = kept["timings"], dict(kept["skipped"]), "at an earlier start"
+    else:
+        try:
+            measured_keys, skipped = measure_in_child(package, config, budget_s)
+        except Exception as exc:  # e.g. no process can be spawned in this sandbox
+            log.warning("runtime candidates not timed in a child process (%s); timing here",
+                        exc)
+            return None
+        write_timings(timings, key, measured_keys, skipped)
+        when = "in a child process"
+    pairs = _every_pair(package, config)
+    measured = [(pairs[(k, p)], float(ms)) for k, p, ms in measured_keys if (k, p) in pairs]
+    for candidate, ms in measured:
+        log.info("runtime candidate %s: %.3f ms/run (timed %s)", candidate.label, ms, when)
+    order = ranked(measured)
+    inputs = sample_inputs(package)
+    for chosen in order:
+        try:
+            backend = _prepare(chosen, package, config, inputs)
+        except Exception as exc:  # it ran where it was timed, not here: the next one
+            _skip(skipped, chosen, exc)
+            continue
+        return LoadedModel(
+            backend=backend, artifact=chosen.artifact,
+            ms_per_run={c.label: ms for c, ms in measured},
+            reason=f"{_reason(config, chosen, measured)}; timed {when}", skipped=skipped,
+            label=chosen.label, alternatives=[c for c in order if c is not chosen])
+    reasons = "; ".join(f"{label}: {why}" for label, why in skipped.items())
+    raise SelectionError(f"no runtime candidate for {package.model_id} loads: {reasons}")
+
+
 # -- the entry point --------------------------------------------------------
 def select_backend(
-    package: ModelPackage, config: RuntimeConfig, *, budget_s: float = MEASURE_BUDGET_S
+    package: ModelPackage, config: RuntimeConfig, *, budget_s: float = MEASURE_BUDGET_S,
+    timings: Path | None = None,
 ) -> LoadedModel:
     """Load, warm up and return the backend/artifact that runs ``package`` here.
 
-    Every candidate is loaded, warmed up and timed (``budget_s`` seconds of
-    timed runs in all); the losers are closed. Raises BackendUnavailable for
-    an explicit backend that is not installed and SelectionError when nothing
-    fits the config or nothing loads.
+    With a ``timings`` file (the service's) and several ``auto`` candidates,
+    they are timed in a child process once per package, CPU and runtimes and
+    only the winner loads here. Otherwise every candidate is loaded, warmed up
+    and timed here (``budget_s`` seconds of timed runs in all) and the losers
+    are closed. Raises BackendUnavailable for an explicit backend that is not
+    installed and SelectionError when nothing fits the config or nothing loads.
     """
+    if timings is not None and config.backend == "auto" and len(_every_pair(package,
+                                                                            config)) > 1:
+        chosen = _select_timed_elsewhere(package, config, budget_s, timings)
+        if chosen is not None:
+            return chosen
     found = candidates(package, config)
     inputs = sample_inputs(package)
     skipped: dict[str, str] = {}

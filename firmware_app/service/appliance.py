@@ -62,7 +62,8 @@ log = logging.getLogger(__name__)
 def load_runner(config: Config) -> ModelRunner:
     """Find, verify and load the model package, check its golden cases on the chosen backend."""
     package = load_package(resolve_package_root(config), config.trusted_key_paths)
-    loaded, golden = load_verified(package, config.runtime)
+    timings = config.state_dir / f"runtime-timings-{package.name}.json"
+    loaded, golden = load_verified(package, config.runtime, timings)
     runner = ModelRunner(package, loaded.backend, loaded.artifact.label)
     log.info("model %s on %s (%s); %s", package.model_id, runner.backend_label, loaded.reason,
              golden.describe())

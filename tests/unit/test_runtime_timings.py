@@ -1,0 +1,108 @@
+"""The service's runtime choice: candidates timed in a child process, kept between starts.
+
+The bundled demo package (phantom-trained, not for clinical use) on this
+machine's real runtimes. The memory point is checked in a fresh interpreter
+(this test process has long imported every runtime): after the choice only
+the winner's runtime is imported.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+import pytest
+
+from firmware_app.models.package import load_package
+from firmware_app.models.store import resolve_package_root
+from firmware_app.runtime import selection
+from firmware_app.runtime.timings_cache import read_timings, timings_key
+from firmware_app.settings.box import Config, RuntimeConfig
+
+REPO = Path(__file__).resolve().parents[2]
+#: the top-level module each backend imports
+MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tflite": "ai_edge_litert"}
+
+
+@pytest.fixture(scope="module")
+def package():
+    config = Config()
+    return load_package(resolve_package_root(config), config.trusted_key_paths)
+
+
+def test_a_fresh_service_loads_only_the_winning_runtime_and_keeps_the_timings(tmp_path):
+    timings = tmp_path / "timings.json"
+    script = textwrap.dedent(f"""
+        import json, sys
+        from pathlib import Path
+        from firmware_app.settings.box import Config
+        from firmware_app.models.package import load_package
+        from firmware_app.models.store import resolve_package_root
+        from firmware_app.runtime.selection import select_backend
+        config = Config()
+        package = load_package(resolve_package_root(config), config.trusted_key_paths)
+        loaded = select_backend(package, config.runtime, timings=Path({str(timings)!r}))
+        runtimes = sorted({{m.split(".")[0] for m in sys.modules}} & {set(MODULES.values())!r})
+        print(json.dumps({{"label": loaded.label, "backend": loaded.label.split(":")[0],
+                          "reason": loaded.reason, "runtimes": runtimes,
+                          "measured": sorted(loaded.ms_per_run)}}))
+    """)
+
+    def start() -> dict:
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              cwd=REPO, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    first = start()
+    assert "timed in a child process" in first["reason"]
+    assert first["runtimes"] == [MODULES[first["backend"]]]  # the losers never loaded
+    assert len(first["measured"]) > 1 and timings.exists()
+    second = start()  # the same package, CPU and runtimes: no timing at all
+    assert "timed at an earlier start" in second["reason"]
+    assert (second["label"], second["measured"]) == (first["label"], first["measured"])
+    assert second["runtimes"] == [MODULES[second["backend"]]]
+
+
+def test_kept_timings_choose_and_a_change_of_settings_measures_again(
+        tmp_path, package, monkeypatch):
+    timings, runtime = tmp_path / "timings.json", RuntimeConfig()
+    pairs = selection._every_pair(package, runtime)
+    fastest = next(k for k in pairs if k[0] == "onnxruntime")
+    fake = [(k, p, 1.0 if (k, p) == fastest else 5.0) for k, p in pairs]
+    calls = []
+
+    def child(package, config, budget_s):
+        calls.append(config)
+        return fake, {}
+
+    monkeypatch.setattr(selection, "measure_in_child", child)
+    loaded = selection.select_backend(package, runtime, timings=timings)
+    assert (loaded.label.split(":")[0], str(loaded.artifact.path)) == fastest
+    assert read_timings(timings, timings_key(package, runtime))["timings"] == [list(t)
+                                                                              for t in fake]
+    loaded.close()
+    kept = selection.select_backend(package, runtime, timings=timings)
+    assert len(calls) == 1 and kept.label == loaded.label and "earlier start" in kept.reason
+    kept.close()
+    other = RuntimeConfig(threads=2)
+    assert timings_key(package, other) != timings_key(package, runtime)
+    selection.select_backend(package, other, timings=timings).close()
+    assert len(calls) == 2  # another setting: measured again
+
+
+def test_a_child_that_cannot_run_falls_back_to_timing_in_the_service(
+        tmp_path, package, monkeypatch):
+    def broken(*_args):
+        raise BrokenProcessPool("a sandbox refused the child")
+
+    monkeypatch.setattr(selection, "measure_in_child", broken)
+    loaded = selection.select_backend(package, RuntimeConfig(), timings=tmp_path / "t.json",
+                                      budget_s=0.2)
+    assert "timed" not in loaded.reason and len(loaded.ms_per_run) > 1
+    assert not (tmp_path / "t.json").exists()
+    loaded.close()
