@@ -18,15 +18,20 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_atomically(path: Path, text: str, mode: int | None = None) -> None:
-    """Write ``text`` to a temporary file beside ``path`` (with ``mode``), fsync, rename, fsync
+    """Write ``text`` (UTF-8) as :func:`write_bytes_atomically` does."""
+    write_bytes_atomically(path, text.encode("utf-8"), mode)
+
+
+def write_bytes_atomically(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Write ``data`` to a temporary file beside ``path`` (with ``mode``), fsync, rename, fsync
     the folder."""
     path = Path(path)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         if mode is not None:
             os.fchmod(handle, mode)
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
             out.flush()
             os.fsync(out.fileno())
         os.replace(temporary, path)

@@ -56,6 +56,27 @@ class ViewerState:
     instances: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass
+class LocalBox:
+    """A box's state folder with its own database, spool, lander and worker (no service)."""
+
+    config: Config
+    conn: sqlite3.Connection
+    lander: Lander
+    worker: Worker
+
+
+def local_box(config: Config, state_dir: Path, runner: ModelRunner, **more) -> LocalBox:
+    """The box of ``config`` with its state in ``state_dir``, analysing with ``runner``
+    (``more``: the worker's other models, see ``Worker``)."""
+    config.storage = StorageConfig(state_dir=str(state_dir))
+    conn = db.connect(config.database_path)
+    db.initialise(conn)
+    spool = make_spool(config)
+    lander = Lander(spool, config.database_path, 64 * 2**20)
+    return LocalBox(config, conn, lander, Worker(config, spool, runner, **more))
+
+
 def _land(lander: Lander, path: Path) -> int:
     return lander.land(path.read_bytes(), sop_instance_uid=None, source="dicom",
                        origin="TEST").instance_id
@@ -79,15 +100,10 @@ def ct_phantom(runner: ModelRunner, path: Path, *, lesion: bool, alert: bool,
 def build_viewer_state(root: Path, runner: ModelRunner, config: Config | None = None,
                        ) -> ViewerState:
     """Populate a box state under ``root`` (see the module docstring)."""
-    config = config or Config()
-    config.storage = StorageConfig(state_dir=str(root / "state"))
+    box = local_box(config or Config(), root / "state", runner)
+    config, conn, lander, worker = box.config, box.conn, box.lander, box.worker
     folder = root / "phantoms"
     folder.mkdir(parents=True, exist_ok=True)
-    conn = db.connect(config.database_path)
-    db.initialise(conn)
-    spool = make_spool(config)
-    lander = Lander(spool, config.database_path, 64 * 2**20)
-    worker = Worker(config, spool, runner)
     state = ViewerState(config)
 
     alert = ct_phantom(runner, folder / "alert.dcm", lesion=True, alert=True, identity={

@@ -10,14 +10,12 @@ rest. A document already written (same SOP Instance UID) is not written again.
 from __future__ import annotations
 
 import io
-import os
 import sqlite3
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from firmware_app.dicom_out.document import Document
-from firmware_app.fs import fsync_dir
+from firmware_app.fs import write_bytes_atomically
 from firmware_app.settings.box import PacsDestination
 from firmware_app.storage.db import private_state_dir, transaction
 from firmware_app.storage.dicom_outbox import DocumentFile, add_documents
@@ -40,22 +38,6 @@ def encode(document: Document) -> bytes:
     return buffer.getvalue()
 
 
-def write_durably(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync, rename, fsync the folder."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(handle, FILE_MODE)
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
 def write_documents(folder: Path, documents: Iterable[Document]) -> list[DocumentFile]:
     """Write each document durably (once per SOP Instance UID); describe the files for queuing.
 
@@ -68,7 +50,7 @@ def write_documents(folder: Path, documents: Iterable[Document]) -> list[Documen
     for document in documents:
         path = document_path(folder, document.sop_instance_uid)
         if not path.exists():
-            write_durably(path, encode(document))
+            write_bytes_atomically(path, encode(document), FILE_MODE)
         files.append(DocumentFile(document.kind, document.study_key, document.sop_class_uid,
                                   document.sop_instance_uid, path))
     return files

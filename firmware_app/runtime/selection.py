@@ -119,8 +119,6 @@ def candidates(package: ModelPackage, config: RuntimeConfig) -> list[Candidate]:
     """
     artifacts = package.artifacts
     have = ", ".join(a.label for a in artifacts)
-    labels = [a.label for a in artifacts]
-    tags = {id(a): f" ({a.path.name})" if labels.count(a.label) > 1 else "" for a in artifacts}
     if config.precision != "auto":
         artifacts = [a for a in artifacts if a.precision == config.precision]
         if not artifacts:
@@ -131,9 +129,8 @@ def candidates(package: ModelPackage, config: RuntimeConfig) -> list[Candidate]:
     if config.backend != "auto":
         registry.backend_class(config.backend)  # BackendUnavailable names the extra
         runnable = registry.FORMATS[config.backend]
-        found = [
-            Candidate(config.backend, a, tags[id(a)]) for a in artifacts if a.format in runnable
-        ]
+        found = [c for (key, _path), c in _every_pair(package, config).items()
+                 if key == config.backend]
         if not found:
             wanted = f"{config.precision} " if config.precision != "auto" else ""
             raise SelectionError(
@@ -143,12 +140,7 @@ def candidates(package: ModelPackage, config: RuntimeConfig) -> list[Candidate]:
             )
         return found
     available = registry.available_backends()
-    found = [
-        Candidate(key, a, tags[id(a)])
-        for a in artifacts
-        for key in registry.backends_for_format(a.format)
-        if key in available
-    ]
+    found = [c for (key, _path), c in _every_pair(package, config).items() if key in available]
     if not found:
         raise SelectionError(
             f"no installed runtime backend can run model package {package.model_id} "
@@ -328,7 +320,8 @@ def measure_in_child(package: ModelPackage, config: RuntimeConfig, budget_s: flo
 
 def _every_pair(package: ModelPackage, config: RuntimeConfig
                 ) -> dict[tuple[str, str], Candidate]:
-    """Every (backend, artifact) pair ``auto`` could try, by (key, path), importing nothing."""
+    """Every (backend, artifact) pair the precision allows, by (key, path), importing nothing;
+    a pair's tag names the file when the package has two artifacts of one label."""
     labels = [a.label for a in package.artifacts]
     return {(key, str(a.path)): Candidate(key, a, f" ({a.path.name})"
                                           if labels.count(a.label) > 1 else "")

@@ -152,7 +152,7 @@ class Appliance:
         self._start_dicom_sender()
         identities = {p.model_id: ModelIdentity.from_manifest(p.manifest)
                       for p, _t in self.running.values()}
-        completer = StudyCompleter(config, identities, load_identity(config).device,
+        completer = StudyCompleter(config, identities, config.telemetry.device,
                                    self._study_completed)
         self._thread("study-completion", completer.run, self.stop_event)
 

@@ -6,18 +6,20 @@ arrived, once everything received meanwhile is analysed
 
 1. its SR, SEG and key image are written (``dicom_out.study_documents``) for
    the kinds the configured PACS destinations want, durably, as files;
-2. one transaction queues them in the DICOM outbox and records the
-   completion, so a crash before the commit makes the same documents again
-   (their UIDs are deterministic) and one after it finds them queued;
+2. they are queued in the DICOM outbox (``dicom_out.outbox``: files first,
+   then their rows), then the completion is recorded: a crash in between
+   makes the same documents again (their UIDs are deterministic), which the
+   outbox finds already queued;
 3. the telemetry producer, which sends a study's alert only once it is
    complete (once per study), and the DICOM sender are woken.
 
 With several models (routing rules), each model's images of the study get
 their own SR (SEG, key image). An instance arriving after the completion
-updates the study; its next completion makes version 2 (3, …) of the results, whose SR names the one
-before it. A study whose documents cannot be made (an image highdicom
-refuses) is still completed, with the reason recorded as an event: its
-alert and its results in the viewer do not wait on a document.
+updates the study; its next completion makes version 2 (3, …) of the
+results, whose SR names the one before it. A study whose documents cannot
+be made (an image highdicom refuses) is still completed, with the reason
+recorded as an event: its alert and its results in the viewer do not wait on
+a document.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from firmware_app.dicom_out.document import Document
-from firmware_app.dicom_out.outbox import routes, write_documents
+from firmware_app.dicom_out.outbox import enqueue_documents
 from firmware_app.dicom_out.study_documents import (
     AnalysedInstance,
     ModelIdentity,
@@ -36,7 +38,6 @@ from firmware_app.dicom_out.study_documents import (
 )
 from firmware_app.settings.box import Config
 from firmware_app.storage import db
-from firmware_app.storage.dicom_outbox import add_documents
 from firmware_app.storage.study_completion import (
     DueStudy,
     analysed_instances,
@@ -62,7 +63,6 @@ class StudyCompleter:
         self.device_id = device_id
         self.on_completed = on_completed
         self.kinds = sorted({kind for d in config.pacs.destinations for kind in d.send})
-        self.folder = config.state_dir / "dicom_out"
         self.conn = db.connect(config.database_path)
 
     def documents(self, study: DueStudy) -> list[Document]:
@@ -111,9 +111,9 @@ class StudyCompleter:
                 db.record_event(self.conn, "ERROR", "study-completion",
                                 f"study {study.id} version {study.version}: DICOM results "
                                 f"could not be made ({type(exc).__name__}: {exc})"[:300])
-        files = write_documents(self.folder, documents)  # durable before the rows commit
+        rows = enqueue_documents(self.conn, self.config.dicom_out_dir, documents,
+                                 self.config.pacs.destinations)
         with db.transaction(self.conn):
-            rows = add_documents(self.conn, files, routes(self.config.pacs.destinations))
             mark_completed(self.conn, study.id, started)
         log.info("study %d complete (version %d): %d DICOM result(s) queued", study.id,
                  study.version, len(rows))

@@ -48,13 +48,9 @@ from firmware_app.imaging.decode import decode, decode_guard, frame_pixels, open
 from firmware_app.imaging.preview import frame_preview
 from firmware_app.inference.lesions import lesion_from_box
 from firmware_app.inference.postprocess import Box
-from firmware_app.ingest.landing import Lander
-from firmware_app.service.worker import Worker
-from firmware_app.settings.box import Config, LimitsConfig, StorageConfig
-from firmware_app.storage import db
+from firmware_app.settings.box import Config, LimitsConfig
 from firmware_app.storage.results import ResultStore
-from firmware_app.storage.spool import make_spool
-from tests.viewer_state import ct_phantom
+from tests.viewer_state import ct_phantom, local_box
 from web.render import key_image_png
 
 DEVICE = "box-0042"
@@ -115,13 +111,8 @@ def analysed(tmp_path_factory, demo_runner) -> Analysed:
     * ``sweep`` (study C): a multi-frame ultrasound sweep with a lesion mid-sweep.
     """
     root = tmp_path_factory.mktemp("dicom-results")
-    config = Config()
-    config.storage = StorageConfig(state_dir=str(root / "state"))
-    conn = db.connect(config.database_path)
-    db.initialise(conn)
-    spool = make_spool(config)
-    lander = Lander(spool, config.database_path, 64 * 2**20)
-    worker = Worker(config, spool, demo_runner)
+    box = local_box(Config(), root / "state", demo_runner)
+    conn, lander, worker = box.conn, box.lander, box.worker
     folder = root / "sources"
     folder.mkdir()
     alert = ct_phantom(demo_runner, folder / "alert.dcm", lesion=True, alert=True, identity={
@@ -146,7 +137,8 @@ def analysed(tmp_path_factory, demo_runner) -> Analysed:
         landed[lander.land(path.read_bytes(), sop_instance_uid=None, source="dicom",
                            origin="TEST").instance_id] = name
         assert worker.run_once()
-    instances = {landed[row["id"]]: AnalysedInstance(spool.path_for(row["local_id"]), row)
+    instances = {landed[row["id"]]: AnalysedInstance(worker.spool.path_for(row["local_id"]),
+                                                     row)
                  for row in ResultStore(conn).instances()}
     conn.close()
     model = ModelIdentity.from_manifest(demo_runner.package.manifest)

@@ -23,17 +23,14 @@ import pytest
 from firmware_app.cli import main
 from firmware_app.contracts.study_reference import study_ref
 from firmware_app.dicom_out.export import ExportError, export_study
-from firmware_app.ingest.landing import Lander
-from firmware_app.service.worker import Worker
-from firmware_app.settings.box import Config, StorageConfig
+from firmware_app.settings.box import Config
 from firmware_app.storage import db
 from firmware_app.storage.accounts import Accounts
 from firmware_app.storage.exports import exports_of_study
-from firmware_app.storage.spool import make_spool
 from firmware_app.telemetry.identity import study_ref as telemetry_study_ref
 from tests.export_canaries import STUDY_UID, US_FRAMES_REGION, CanaryStudy, write_canary_study
 from tests.unit.test_deidentify import structured_report
-from tests.viewer_state import CLINICIAN, TECHNICIAN
+from tests.viewer_state import CLINICIAN, TECHNICIAN, local_box
 from tests.web_client import ViewerClient, csrf_token
 
 
@@ -50,13 +47,8 @@ class CanaryBox:
 def template(tmp_path_factory, demo_runner) -> CanaryBox:
     root = tmp_path_factory.mktemp("canary-box")
     study = write_canary_study(root / "sources")
-    config = Config()
-    config.storage = StorageConfig(state_dir=str(root / "state"))
-    conn = db.connect(config.database_path)
-    db.initialise(conn)
-    spool = make_spool(config)
-    lander = Lander(spool, config.database_path, 64 * 2**20)
-    worker = Worker(config, spool, demo_runner)
+    box = local_box(Config(), root / "state", demo_runner)
+    config, conn, lander, worker = box.config, box.conn, box.lander, box.worker
     for path in study.files.values():
         lander.land(path.read_bytes(), sop_instance_uid=None, source="dicom", origin="TEST")
         assert worker.run_once()

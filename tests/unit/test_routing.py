@@ -18,13 +18,10 @@ from pydicom.data import get_testdata_file
 from converters.phantom_dicom import ct_dataset, write_dicom
 from converters.phantoms import generate
 from firmware_app.imaging.decode import decode
-from firmware_app.ingest.landing import Lander
 from firmware_app.models.routing import Router
-from firmware_app.service.worker import Worker
-from firmware_app.settings.box import Config, ConfigError, StorageConfig, from_dict
-from firmware_app.storage import db
+from firmware_app.settings.box import Config, ConfigError, from_dict
 from firmware_app.storage.results import ResultStore
-from firmware_app.storage.spool import make_spool
+from tests.viewer_state import local_box
 
 DEMO = "clinibox-demo-lesion"
 
@@ -101,12 +98,8 @@ def test_the_first_matching_rule_picks_the_model_and_the_rest_is_not_analysed(
 def test_the_worker_leaves_a_series_no_rule_matches_not_analysed(tmp_path, demo_runner):
     config = rules({"name": "ct-chest", "model": DEMO, "modality": ["CT"],
                     "body_part": ["CHEST"]})
-    config.storage = StorageConfig(state_dir=str(tmp_path / "state"))
-    conn = db.connect(config.database_path)
-    db.initialise(conn)
-    spool = make_spool(config)
-    lander = Lander(spool, config.database_path, 64 * 2**20)
-    worker = Worker(config, spool, demo_runner)
+    box = local_box(config, tmp_path / "state", demo_runner)
+    conn, lander, worker = box.conn, box.lander, box.worker
     ids = {}
     for name, path in (("chest", ct_chest(tmp_path)),
                        ("head", ct_chest(tmp_path, "CT HEAD", "HEAD"))):
@@ -139,7 +132,6 @@ def test_two_packages_side_by_side_each_analyses_what_its_rule_routes_to_it(
     make_package(packages, "2.0.0", name="clinibox-demo-us")
     config = rules({"name": "ct", "model": DEMO, "modality": ["CT"]},
                    {"name": "us", "model": "clinibox-demo-us", "modality": ["US"]})
-    config.storage = StorageConfig(state_dir=str(tmp_path / "state"))
     config.models.dir = str(packages)
     config.runtime.backend = "onnxruntime"
     config.studies.stable_seconds = 1.0
@@ -148,11 +140,8 @@ def test_two_packages_side_by_side_each_analyses_what_its_rule_routes_to_it(
     assert store_for(us_config).name == "clinibox-demo-us" and config.models.name == DEMO
     own, other = load_runner(config), load_runner(us_config)
     assert other.package.model_id == "clinibox-demo-us@2.0.0"
-    conn = db.connect(config.database_path)
-    db.initialise(conn)
-    spool = make_spool(config)
-    lander = Lander(spool, config.database_path, 64 * 2**20)
-    worker = Worker(config, spool, own, None, {"clinibox-demo-us": (other, None)})
+    box = local_box(config, tmp_path / "state", own, more={"clinibox-demo-us": (other, None)})
+    conn, lander, worker = box.conn, box.lander, box.worker
     ct = ct_chest(tmp_path)
     study = pydicom.dcmread(ct, stop_before_pixels=True)
     us = write_dicom(us_dataset(generate("us", np.random.default_rng(2), lesion=True), {
