@@ -120,9 +120,11 @@ def build_store(root: Path, count: int, due: int, seed: int) -> Store:
         probability = rng.uniform(0.9, 1.0) if alert else rng.uniform(0.0, 0.4)
         results.append((n, MODEL_ID, "onnxruntime/int8", probability, alert, alert,
                         '[]', '[]', 0, 1, '{"total": 40.0}', received + 2.0))
-        studies.append((key, "CT", probability, alert, alert, n, received, received + 2.0))
+        # complete since its result; its alert (one per study and model) queued just after
+        studies.append((key, "CT", probability, alert, alert, n, received, received + 2.0,
+                        received + 2.0, received + 2.0 if alert else None))
         if alert:
-            alerted.append((key, n, received + 3.0))
+            alerted.append((key, MODEL_ID.partition("@")[0], n, received + 3.0))
         if deleted is None and len(due_ids) < due:
             due_ids.append((n, local))
     with db.transaction(conn):
@@ -136,10 +138,10 @@ def build_store(root: Path, count: int, due: int, seed: int) -> Store:
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", results)
         conn.executemany(
             "INSERT INTO studies(study_key, modality, instances, max_probability, findings,"
-            " alert, top_instance_id, warnings, received_at, updated_at)"
-            " VALUES (?, ?, 1, ?, ?, ?, ?, 0, ?, ?)", studies)
-        conn.executemany("INSERT INTO alerted_studies(study_key, seq, at) VALUES (?, ?, ?)",
-                         alerted)
+            " alert, top_instance_id, warnings, received_at, updated_at, completed_at,"
+            " alerts_done_at) VALUES (?, ?, 1, ?, ?, ?, ?, 0, ?, ?, ?, ?)", studies)
+        conn.executemany("INSERT INTO alerted_studies(study_key, model, seq, at)"
+                         " VALUES (?, ?, ?, ?)", alerted)
         conn.execute("INSERT INTO telemetry_state(name, value) VALUES ('summary_end', ?)",
                      (now,))
     store = Store(count, config, conn)

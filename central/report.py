@@ -108,6 +108,7 @@ EVENT_WORDS = {
     "model_rolled_back": "model {subject_model} rolled back to {model}",
     "model_refused": "model package {subject_model} refused",
     "runtime_fallback": "model {model} fell back to another artifact",
+    "model_unavailable": "model {subject_model} named by the routing rules is not running",
     "service_failed": "service {unit} failed",
 }
 

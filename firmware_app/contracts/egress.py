@@ -30,13 +30,14 @@ MODALITIES = (
     "XA", "unknown",
 )
 STATES = ("online", "offline", "heartbeat")
-#: What happened to the box (device events: model lifecycle and service failures).
+#: What happened to the box (device events: model lifecycle and service failures;
+#: ``model_unavailable``: a model the routing rules name is not running).
 EVENTS = ("model_installed", "model_refused", "model_rolled_back", "runtime_fallback",
-          "service_failed")
+          "service_failed", "model_unavailable")
 #: Why, as a fixed word: never free text.
 EVENT_REASONS = (
     "technician", "signature", "tampered", "invalid", "older_version", "golden_cases_failed",
-    "load_failed", "worker_crashed", "worker_errors", "unit_failed",
+    "load_failed", "worker_crashed", "worker_errors", "unit_failed", "not_installed",
 )
 #: The systemd units whose failure a box reports (``OnFailure=`` hook).
 UNITS = ("clinibox", "clinibox-web", "clinibox-retention", "clinibox-usb-import", "other")
@@ -44,6 +45,8 @@ HISTOGRAM_BINS = 10
 #: A device or clinic id: lower-case letters, digits and dashes (it is a topic level).
 IDENTITY = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
 MODEL_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}@[0-9][0-9A-Za-z.+-]{0,31}$")
+#: A model id, or only a package name where no version of it is on the box.
+MODEL_REF = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}(?:@[0-9][0-9A-Za-z.+-]{0,31})?$")
 STUDY_REF = re.compile(r"^[0-9a-f]{32}$")
 SOFTWARE_VERSION = re.compile(r"^[0-9]{1,4}\.[0-9]{1,4}\.[0-9]{1,4}$")
 LABEL = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
@@ -238,8 +241,9 @@ SCHEMAS: dict[str, Obj] = {
         "unit": OneOf(UNITS),
         #: the model the box runs after the event
         "model": _MODEL,
-        #: the model the event is about (installed, refused or rolled back; else the running one)
-        "subject_model": _MODEL,
+        #: the model the event is about (installed, refused, rolled back or unavailable; else
+        #: the running one); only its package name when no version of it is on the box
+        "subject_model": Pattern(MODEL_REF, "model id or name"),
     }),
 }
 

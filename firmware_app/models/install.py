@@ -24,7 +24,7 @@ import shutil
 import time
 from dataclasses import dataclass
 
-from firmware_app.contracts.egress import MODEL_ID
+from firmware_app.contracts.egress import MODEL_ID, MODEL_REF
 from firmware_app.contracts.manifest import ModelPackage, PackageError
 from firmware_app.models.golden import GoldenReport, check_golden, require_golden
 from firmware_app.models.package import load_package, version_key
@@ -67,14 +67,15 @@ def report_event(config: Config, event: str, reason: str, subject: str = "", *,
                  running: str | None = None, unit: str = "clinibox", note: str = "") -> None:
     """Queue a device event for the hospital and note it in the box's event log.
 
-    ``running`` defaults to the model the box runs now. Ids that are not valid
-    model ids (an unverified package's) are replaced by the running model's.
+    ``running`` defaults to the model the box runs now. A ``subject`` that is
+    neither a valid model id nor a package name (an unverified package's) is
+    replaced by the running model's id.
     """
     running = _running_model_id(config) if running is None else running
     if not MODEL_ID.fullmatch(running or ""):
         log.warning("device event %s not queued: no valid running model id", event)
         return
-    subject = subject if MODEL_ID.fullmatch(subject or "") else running
+    subject = subject if MODEL_REF.fullmatch(subject or "") else running
     config.state_dir.mkdir(parents=True, exist_ok=True)
     conn = db.open_database(config.database_path)
     try:

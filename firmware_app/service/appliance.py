@@ -25,6 +25,7 @@ import signal
 import threading
 import time
 
+from firmware_app.contracts.egress import EVENT_REASONS, MODEL_ID, MODEL_REF
 from firmware_app.contracts.envelope import load_x25519_public
 from firmware_app.contracts.manifest import ModelPackage, PackageError
 from firmware_app.dicom_out.sender import DicomSender
@@ -78,6 +79,32 @@ def load_runner(config: Config) -> ModelRunner:
     return runner
 
 
+def report_unavailable_model(config: Config, name: str, running: str,
+                             exc: PackageError) -> None:
+    """Tell the hospital that the model ``name``, which the routing rules name, is not
+    running (a ``model_unavailable`` device event; the box runs ``running``).
+
+    The event names the model by its id, ``name@version`` of the package the box
+    would load, or by its name alone when no version of it is on the box
+    (reason ``not_installed``); else the reason is the refusal's code
+    (``signature``, ``tampered``, ``golden_cases_failed``, ``load_failed`` …).
+    The refusal's words, which may hold paths, stay in the box's event log.
+    """
+    try:
+        version = resolve_package_root(package_config(config, name)).name
+    except PackageError:
+        version = ""
+    subject = f"{name}@{version}" if MODEL_ID.fullmatch(f"{name}@{version}") else name
+    reason = ("not_installed" if not version
+              else exc.code if exc.code in EVENT_REASONS else "load_failed")
+    if not MODEL_REF.fullmatch(subject):
+        log.warning("model %r named by the routing rules is not a package name; the hospital "
+                    "is not told", name)
+        return
+    report_event(config, "model_unavailable", reason, subject, running=running,
+                 note=f"model_unavailable ({reason}): {subject}, named by the routing rules")
+
+
 def load_runner_on_trial(config: Config, trial: ModelTrial) -> ModelRunner:
     """``load_runner``, rolling back to the previous package when the one on trial fails."""
     trial.before_load()
@@ -93,13 +120,19 @@ def load_runner_on_trial(config: Config, trial: ModelTrial) -> ModelRunner:
     return runner
 
 
+def _labels(package: ModelPackage) -> list[str]:
+    return list(package.manifest.get("labels") or ["finding"])
+
+
 def model_facts(package: ModelPackage, *others: ModelPackage) -> ModelFacts:
     """What telemetry says about the running model (the box's own); the finding labels of
-    every running model (``others``: those the routing rules name) pass the egress gate."""
-    labels = [label for p in (package, *others) for label in p.manifest.get("labels")
-              or ["finding"]]
+    every running model (``others``: those the routing rules name) pass the egress gate,
+    and each one's alert names its own labels and alert threshold."""
+    labels = [label for p in (package, *others) for label in _labels(p)]
     return ModelFacts(package.model_id, tuple(dict.fromkeys(labels)),
-                      package.thresholds.get("alert", 1.0))
+                      package.thresholds.get("alert", 1.0),
+                      tuple(ModelFacts(p.model_id, tuple(_labels(p)),
+                                       p.thresholds.get("alert", 1.0)) for p in others))
 
 
 class Appliance:
@@ -139,7 +172,7 @@ class Appliance:
         if config.worker.enabled:
             runner = load_runner_on_trial(config, self.trial)
             self.running[runner.package.name] = (runner.package, self.trial)
-            more = self._load_routed_models(runner.package.name)
+            more = self._load_routed_models(runner.package)
             self.worker = Worker(config, spool, runner, self.trial, more)
             self._thread("worker", self.worker.run, self.stop_event, self.wake)
             package = runner.package
@@ -185,13 +218,13 @@ class Appliance:
         log.info("telemetry: %s/%s to %s:%d", identity.clinic, identity.device,
                  config.mqtt.host, config.mqtt.port)
 
-    def _load_routed_models(self, own: str) -> dict[str, tuple[ModelRunner, ModelTrial]]:
+    def _load_routed_models(self, own: ModelPackage) -> dict[str, tuple[ModelRunner, ModelTrial]]:
         """Every other package a routing rule names, loaded on its own trial (a package that
-        is not installed or does not load is logged and recorded: its series are then
-        not analysed, the box keeps running)."""
+        is not installed or does not load is logged, recorded and reported to the hospital
+        as a device event: its series are then not analysed, the box keeps running)."""
         loaded: dict[str, tuple[ModelRunner, ModelTrial]] = {}
         for name in routed_names(self.config):
-            if name == own:
+            if name == own.name:
                 continue
             config = package_config(self.config, name)
             trial = ModelTrial(config)
@@ -206,6 +239,7 @@ class Appliance:
                                         f"{name}; it is not running: {exc}"[:300])
                 finally:
                     conn.close()
+                report_unavailable_model(self.config, name, own.model_id, exc)
                 continue
             loaded[name] = (runner, trial)
             self.running[name] = (runner.package, trial)

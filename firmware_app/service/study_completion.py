@@ -10,16 +10,18 @@ arrived, once everything received meanwhile is analysed
    then their rows), then the completion is recorded: a crash in between
    makes the same documents again (their UIDs are deterministic), which the
    outbox finds already queued;
-3. the telemetry producer, which sends a study's alert only once it is
-   complete (once per study), and the DICOM sender are woken.
+3. the telemetry producer, which sends a study's alerts only once it is
+   complete (once per study and model, ``storage.study_alerts``), and the
+   DICOM sender are woken.
 
 With several models (routing rules), each model's images of the study get
-their own SR (SEG, key image). An instance arriving after the completion
-updates the study; its next completion makes version 2 (3, …) of the
-results, whose SR names the one before it. A study whose documents cannot
-be made (an image highdicom refuses) is still completed, with the reason
-recorded as an event: its alert and its results in the viewer do not wait on
-a document.
+their own SR (SEG, key image), and each alerting model its own alert. An
+instance arriving after the completion updates the study; its next
+completion makes version 2 (3, …) of the results, whose SR names the one
+before it, and alerts only a model that has not alerted the study yet. A
+study whose documents cannot be made (an image highdicom refuses) is still
+completed, with the reason recorded as an event: its alerts and its results
+in the viewer do not wait on a document.
 """
 
 from __future__ import annotations

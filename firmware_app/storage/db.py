@@ -14,9 +14,10 @@ import sqlite3
 import time
 from pathlib import Path
 
+from firmware_app.storage.study_alerts import ALERTED_STUDIES_TABLE, migrate_to_v8
 from firmware_app.storage.study_rollup import update_study
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -85,6 +86,8 @@ CREATE INDEX IF NOT EXISTS results_created ON results(created_at);
 -- The id is stable (rows are updated in place), so the viewer links to it.
 -- The patient and study strings are shown on the clinic LAN only; they never
 -- leave the box (the telemetry schema has no field that could carry them).
+-- ``completed_at``: its latest completion (stable: storage/study_completion.py);
+-- ``alerts_done_at``: the completion whose alerts are all queued (storage/study_alerts.py).
 CREATE TABLE IF NOT EXISTS studies (
     id                 INTEGER PRIMARY KEY,
     study_key          TEXT NOT NULL UNIQUE,
@@ -104,7 +107,8 @@ CREATE TABLE IF NOT EXISTS studies (
     not_assessable     INTEGER NOT NULL DEFAULT 0,
     outside_range      INTEGER NOT NULL DEFAULT 0,
     completed_at       REAL,
-    completions        INTEGER NOT NULL DEFAULT 0
+    completions        INTEGER NOT NULL DEFAULT 0,
+    alerts_done_at     REAL
 );
 CREATE INDEX IF NOT EXISTS studies_suspicion ON studies(alert DESC, max_probability DESC,
                                                        received_at DESC);
@@ -175,12 +179,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(state, priority, seq);
 
--- Studies already alerted (one alert per study) and telemetry counters.
-CREATE TABLE IF NOT EXISTS alerted_studies (
-    study_key  TEXT PRIMARY KEY,
-    seq        INTEGER NOT NULL,
-    at         REAL NOT NULL
-);
+-- Alerts sent (one per study and model name: storage/study_alerts.py) and telemetry counters.
+{alerted_studies};
 CREATE TABLE IF NOT EXISTS telemetry_state (
     name   TEXT PRIMARY KEY,
     value  REAL NOT NULL
@@ -238,7 +238,7 @@ CREATE TABLE IF NOT EXISTS events (
     component TEXT NOT NULL,
     message   TEXT NOT NULL
 );
-"""
+""".replace("{alerted_studies}", ALERTED_STUDIES_TABLE.strip())
 
 
 #: the state folder: the service user and its group (the viewer, a technician's tools)
@@ -323,6 +323,8 @@ def initialise(conn: sqlite3.Connection) -> None:
         _migrate_to_v6(conn)
     if 0 < version < 7:
         _migrate_to_v7(conn)
+    if 0 < version < 8:
+        migrate_to_v8(conn)
     if 0 < version < 3:
         _rebuild_studies(conn)
     _start_sequence(conn)

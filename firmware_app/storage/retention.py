@@ -30,15 +30,16 @@ only when all of these hold:
   always has one; the join checks it anyway);
 * the telemetry producer has already turned it into outbox messages:
   if its study alerted (``studies.alert``, or the result's own flag when the
-  study row is missing) the study is in ``alerted_studies``, whose row is
-  committed together with the alert message; and the summary period holding
-  the result has been queued: ``results.created_at < telemetry_state
-  summary_end`` (periods are ``[start, end)``, so a result made exactly at
-  ``summary_end`` belongs to the next one; no ``summary_end`` yet means
-  nothing is safe);
+  study row is missing) every alert of the study's latest completion is
+  queued (one per study and model: ``studies.alerts_done_at``, committed
+  together with those alert messages, ``storage.study_alerts``); and the
+  summary period holding the result has been queued: ``results.created_at <
+  telemetry_state summary_end`` (periods are ``[start, end)``, so a result
+  made exactly at ``summary_end`` belongs to the next one; no
+  ``summary_end`` yet means nothing is safe);
 * its study is complete since its last result (``studies.completed_at``,
   ``storage.study_completion``): the study's DICOM results, made from its
-  images, are written and queued, and its alert may be.
+  images, are written and queued, and its alerts may be.
 
 Those messages stay in the SQLite outbox until the broker acknowledges them,
 and none of them carries or needs a pixel, so once they are queued the image
@@ -112,8 +113,7 @@ _SAFE_IMAGES = (
     " AND i.received_at < :cutoff AND (i.received_at, i.id) > (:after_at, :after_id)"
     " AND r.created_at < :summary_end"
     " AND s.completed_at >= s.updated_at"
-    " AND (COALESCE(s.alert, r.alert) = 0 OR EXISTS (SELECT 1 FROM alerted_studies a"
-    "      WHERE a.study_key = i.study_instance_uid))"
+    " AND (COALESCE(s.alert, r.alert) = 0 OR s.alerts_done_at >= s.completed_at)"
     " ORDER BY i.received_at, i.id LIMIT :limit")
 #: Held objects (quarantined or failed) whose file is present, oldest first.
 _HELD = (

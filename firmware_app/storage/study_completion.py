@@ -8,8 +8,8 @@ period to its last plus the stable period) holds the study open. A study
 completed before is due again when a result was stored for it after its
 completion (a late instance): it then gets its next version.
 
-Its alert (``storage.telemetry.studies_to_alert``) and its DICOM results wait
-for the completion.
+Its alerts (one per study and model: ``storage.study_alerts``) and its DICOM
+results wait for the completion.
 """
 
 from __future__ import annotations

@@ -2,15 +2,15 @@
 
 The publisher's own state (``telemetry_state``: link up or down and since
 when, the end of the last summary period, when the appliance last noted it
-was alive, counters), the studies still to alert and the ones alerted, and
-the rows a summary counts. The messages themselves are built in
-``firmware_app/telemetry/messages.py``; the outbox is ``storage/outbox.py``.
+was alive, counters) and the rows a summary counts. The alerts a study owes
+(one per study and model) are ``storage/study_alerts.py``; the messages
+themselves are built in ``firmware_app/telemetry/messages.py``; the outbox is
+``storage/outbox.py``.
 """
 
 from __future__ import annotations
 
 import sqlite3
-import time
 from typing import Any
 
 from firmware_app.storage.queue import JobQueue
@@ -35,28 +35,6 @@ def start_summaries(conn: sqlite3.Connection, now: float) -> None:
                  " FROM results), ?), ?)", (now, now))
 
 
-def studies_to_alert(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-    """Complete studies above the alert threshold not yet alerted, oldest update first
-    (a study is complete when it is stable: ``storage.study_completion``).
-
-    Columns: study_key, modality, max_probability, instances, model_id,
-    findings_json, timings_json (of the study's top instance).
-    """
-    return conn.execute(
-        "SELECT s.study_key, s.modality, s.max_probability, s.instances, r.model_id,"
-        " r.findings_json, r.timings_json"
-        " FROM studies s JOIN results r ON r.instance_id = s.top_instance_id"
-        " LEFT JOIN alerted_studies a ON a.study_key = s.study_key"
-        " WHERE s.alert = 1 AND s.completed_at IS NOT NULL AND a.study_key IS NULL"
-        " ORDER BY s.updated_at").fetchall()
-
-
-def mark_alerted(conn: sqlite3.Connection, study_key: str, seq: int) -> None:
-    """Note that the study's alert is outbox message ``seq`` (in the alert's transaction)."""
-    conn.execute("INSERT INTO alerted_studies(study_key, seq, at) VALUES (?, ?, ?)",
-                 (study_key, seq, time.time()))
-
-
 def _count(conn: sqlite3.Connection, sql: str, params: tuple) -> int:
     return int(conn.execute(sql, params).fetchone()[0] or 0)
 
@@ -72,8 +50,8 @@ def period_rows(conn: sqlite3.Connection, start: float, end: float) -> list[sqli
 
 
 def period_counts(conn: sqlite3.Connection, start: float, end: float) -> dict[str, Any]:
-    """Alerts, quarantined, not analysed and failed objects, and clinicians' verdicts in
-    [start, end)."""
+    """Alerts (one per study and model) queued, quarantined, not analysed and failed objects,
+    and clinicians' verdicts in [start, end)."""
     verdicts = dict(conn.execute(
         "SELECT verdict, COUNT(*) FROM feedback WHERE at >= ? AND at < ? GROUP BY verdict",
         (start, end)).fetchall())

@@ -1,7 +1,9 @@
 """Build the three outbound messages from the box's database.
 
-* alert — one per study, the first time the study crosses the model's alert
-  threshold; the study is named only by its keyed-hash reference.
+* alert — one per study and model (by name), once the study is complete and
+  that model's results on it cross its alert threshold
+  (``storage.study_alerts``); the study is named only by its keyed-hash
+  reference.
 * summary — counts and figures over one period, including drift figures
   without images: a histogram of model confidence and of input intensity.
 * status — online / heartbeat / offline, with uptime and backlog.
@@ -25,6 +27,7 @@ import numpy as np
 
 from firmware_app import __version__
 from firmware_app.contracts.egress import ASSESSMENTS, HISTOGRAM_BINS, MODALITIES, SCHEMA_VERSION
+from firmware_app.storage import study_alerts
 from firmware_app.storage import telemetry as telemetry_rows
 from firmware_app.storage.db import record_event, transaction
 from firmware_app.storage.outbox import Outbox
@@ -33,11 +36,23 @@ from firmware_app.telemetry.identity import DeviceIdentity
 
 @dataclass(frozen=True)
 class ModelFacts:
-    """What the messages say about the running model."""
+    """What the messages say about the running model.
+
+    ``labels`` are every finding label an alert may carry (the box's own
+    model's first); ``others`` are the other running models (routing rules),
+    each with its own labels and alert threshold.
+    """
 
     model_id: str
     labels: tuple[str, ...]
     alert_threshold: float
+    others: tuple[ModelFacts, ...] = ()
+
+    def for_model(self, model_id: str) -> ModelFacts:
+        """The facts of the running model with ``model_id``'s name (any version): one of
+        ``others``, else the box's own."""
+        name = model_id.partition("@")[0]
+        return next((m for m in self.others if m.model_id.partition("@")[0] == name), self)
 
 
 def _modality(value: str | None) -> str:
@@ -52,31 +67,44 @@ def _label(findings_json: str | None, labels: tuple[str, ...]) -> str:
     return labels[0]
 
 
+def alert_payload(row: sqlite3.Row, study_ref: str, model: ModelFacts) -> dict[str, Any]:
+    """The alert of one study and model, from a ``study_alerts.alerts_due`` row: that model's
+    id, top probability, finding, threshold and instances."""
+    facts = model.for_model(str(row["model_id"]))
+    return {
+        "schema": SCHEMA_VERSION,
+        "created_at": int(time.time()),
+        "study_ref": study_ref,
+        "finding": _label(row["findings_json"], facts.labels),
+        "score": round(float(row["max_probability"]), 4),
+        "threshold": round(facts.alert_threshold, 4),
+        "modality": _modality(row["modality"]),
+        "model": row["model_id"],
+        "instances": int(row["instances"]),
+        "processing_ms": round(float(json.loads(row["timings_json"]).get("total", 0.0)), 1),
+    }
+
+
 def queue_alerts(conn: sqlite3.Connection, outbox: Outbox, identity: DeviceIdentity,
                  model: ModelFacts) -> int:
-    """Enqueue an alert for every study newly above the alert threshold; return how many.
+    """Enqueue the alerts complete studies owe, one per study and alerting model; return
+    how many.
 
-    The alert and the note that the study was alerted are one transaction, so
-    a crash neither loses the alert nor sends it twice.
+    A study's alerts, the notes that they were sent and the note that its
+    completion was checked are one transaction, so a crash neither loses an
+    alert nor sends one twice.
     """
-    rows = telemetry_rows.studies_to_alert(conn)
-    for row in rows:
-        payload = {
-            "schema": SCHEMA_VERSION,
-            "created_at": int(time.time()),
-            "study_ref": identity.study_ref(row[0]),
-            "finding": _label(row[5], model.labels),
-            "score": round(float(row[2]), 4),
-            "threshold": round(model.alert_threshold, 4),
-            "modality": _modality(row[1]),
-            "model": row[4],
-            "instances": int(row[3]),
-            "processing_ms": round(float(json.loads(row[6]).get("total", 0.0)), 1),
-        }
+    queued = 0
+    for study in study_alerts.studies_to_check(conn):
         with transaction(conn):
-            seq = outbox.add("alert", payload)
-            telemetry_rows.mark_alerted(conn, row[0], seq)
-    return len(rows)
+            rows = study_alerts.alerts_due(conn, study)
+            for row in rows:
+                seq = outbox.add("alert", alert_payload(row, identity.study_ref(study.study_key),
+                                                        model))
+                study_alerts.mark_alerted(conn, study.study_key, str(row["model"]), seq)
+            study_alerts.mark_checked(conn, study)
+        queued += len(rows)
+    return queued
 
 
 def histogram(values: list[float]) -> list[int]:

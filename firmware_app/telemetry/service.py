@@ -1,7 +1,7 @@
 """The telemetry producer: turns the box's state into outbox messages on schedule.
 
-Each tick it queues alerts for studies newly above the alert threshold,
-a heartbeat when one is due, a summary when a period has ended (periods
+Each tick it queues the alerts complete studies owe (one per study and
+alerting model), a heartbeat when one is due, a summary when a period has ended (periods
 follow each other without gaps, across restarts), and purges messages older
 than the audit window. Sending is the publisher's job (``mqtt.py``); this
 thread only writes the outbox, so it works the same with the link down.

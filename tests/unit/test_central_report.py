@@ -169,6 +169,18 @@ def test_a_rollback_or_a_failed_service_is_a_warning_for_a_while(fleet):
     assert row["reasons"][0].startswith("service clinibox-web failed (unit failed) at ")
 
 
+def test_a_routed_model_that_is_not_running_is_a_warning(fleet):
+    running = "clinibox-demo-lesion@1.0.0"
+    fleet.enrol("box-1")
+    fleet.send("box-1", "status", status_payload("heartbeat"), ago=400)
+    fleet.send("box-1", "event", _event("model_unavailable", "not_installed", running,
+                                        "clinibox-demo-us"), ago=300)
+    row = _row(build_report(fleet.store, HealthConfig(), NOW), "box-1")
+    assert row["health"] == "warning" and row["model"] == running
+    assert row["reasons"][0].startswith("model clinibox-demo-us named by the routing rules is "
+                                        "not running (not installed) at ")
+
+
 def test_a_revoked_device_is_shown_as_revoked(fleet):
     fleet.enrol("box-1")
     fleet.send("box-1", "status", status_payload())

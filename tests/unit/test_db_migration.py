@@ -3,7 +3,7 @@
 v2 → v3: stable study ids, feedback per finding. v3 → v4: instances record
 when retention deleted their image (and its size in pixels); a table of
 retention passes. v4 → v5: results carry their assessment, lesion records and
-class probabilities.
+class probabilities. v7 → v8: alerts are kept per study and model.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def test_v2_database_is_upgraded_in_place(tmp_path):
     path = tmp_path / "box.db"
     _v2_database(path)
     conn = db.open_database(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 7
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 8
     studies = conn.execute("SELECT id, study_key, alert, received_at FROM studies"
                            " ORDER BY study_key").fetchall()
     assert [(r["study_key"], r["alert"], r["received_at"]) for r in studies] == [
@@ -65,6 +65,13 @@ def test_v2_database_is_upgraded_in_place(tmp_path):
     again.close()
 
 
+#: what v8 changed: alerted_studies keyed by study only, no studies.alerts_done_at
+V8_ONLY = """
+ALTER TABLE studies DROP COLUMN alerts_done_at;
+DROP TABLE alerted_studies;
+CREATE TABLE alerted_studies (study_key TEXT PRIMARY KEY, seq INTEGER NOT NULL, at REAL NOT NULL);
+"""
+
 V4_ONLY = """
 DROP INDEX instances_image_present; DROP INDEX instances_image_deleted;
 DROP TABLE retention_passes;
@@ -76,7 +83,7 @@ ALTER TABLE results DROP COLUMN assessment_reason;
 ALTER TABLE results DROP COLUMN lesions_json;
 ALTER TABLE results DROP COLUMN classes_json;
 ALTER TABLE studies DROP COLUMN not_assessable;
-"""
+""" + V8_ONLY
 
 
 def _v3_database(path) -> None:
@@ -112,7 +119,7 @@ def test_v3_database_is_upgraded_in_place(tmp_path):
     path = tmp_path / "box.db"
     _v3_database(path)
     conn = db.open_database(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 7
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 8
     rows = conn.execute("SELECT id, status, spool_path, image_deleted_at, image_rows,"
                         " image_columns FROM instances ORDER BY id").fetchall()
     assert [tuple(r) for r in rows] == [(1, "processed", "p1", None, None, None),
@@ -129,7 +136,8 @@ def test_v3_database_is_upgraded_in_place(tmp_path):
     assert [tuple(r) for r in assessments] == [(1, "finding", "", "[]", "{}"),
                                                (2, "no_finding", "", "[]", "{}")]  # v5
     assert conn.execute("SELECT COUNT(*) FROM feedback").fetchone()[0] == 1
-    assert conn.execute("SELECT COUNT(*) FROM alerted_studies").fetchone()[0] == 1
+    alerted = conn.execute("SELECT study_key, model, seq, at FROM alerted_studies").fetchall()
+    assert [tuple(r) for r in alerted] == [("1.2.1", "m", 7, 250.0)]  # v8: by study and model
     assert conn.execute("SELECT COUNT(*) FROM retention_passes").fetchone()[0] == 0
     plan = " ".join(r[3] for r in conn.execute(
         "EXPLAIN QUERY PLAN SELECT id FROM instances WHERE image_deleted_at IS NULL"
@@ -190,3 +198,64 @@ def test_newer_schema_is_refused(tmp_path):
         raise AssertionError("a newer schema was accepted")
     finally:
         conn.close()
+
+
+def _v7_database(path) -> None:
+    """A v7 box with two complete alerting studies: 1.2.1, analysed by two models (CT and
+    US), alerted once (v7: one alert per study, naming its top instance's model); 1.2.2,
+    whose alert was not queued yet when the box was upgraded."""
+    from firmware_app.storage.study_rollup import update_study
+
+    conn = db.connect(path)
+    db.initialise(conn)
+    for n, study, modality, model, p in ((1, "1.2.1", "CT", "ct-lesion@1.0.0", 0.9),
+                                         (2, "1.2.1", "US", "us-lesion@2.0.0", 0.7),
+                                         (3, "1.2.2", "CT", "ct-lesion@1.0.0", 0.95)):
+        conn.execute("INSERT INTO instances(id, local_id, study_instance_uid, modality, source,"
+                     " spool_path, size_bytes, status, received_at, updated_at)"
+                     f" VALUES ({n}, 'l{n}', '{study}', '{modality}', 'dicom', 'p{n}', 10,"
+                     f" 'processed', {100 * n}, {100 * n})")
+        conn.execute("INSERT INTO results(instance_id, model_id, backend, probability, finding,"
+                     " alert, findings_json, warnings_json, key_frame, frames_inferred,"
+                     f" timings_json, created_at) VALUES ({n}, '{model}', 'ort', {p}, 1, 1,"
+                     f" '[]', '[]', 0, 1, '{{\"total\": 5}}', {100 * n + 1})")
+        update_study(conn, study, modality, {}, 100 * n + 1)
+    conn.execute("UPDATE studies SET completed_at = updated_at, completions = 1")
+    conn.executescript(V8_ONLY)
+    conn.execute("INSERT INTO alerted_studies VALUES ('1.2.1', 7, 250)")
+    conn.execute("PRAGMA user_version=7")
+    conn.close()
+
+
+def test_v7_alerts_are_kept_per_study_and_model(tmp_path):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from firmware_app.storage.outbox import Outbox
+    from firmware_app.storage.telemetry import period_counts
+    from firmware_app.telemetry.identity import DeviceIdentity
+    from firmware_app.telemetry.messages import ModelFacts, queue_alerts
+
+    path = tmp_path / "box.db"
+    _v7_database(path)
+    conn = db.open_database(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 8
+    alerted = conn.execute("SELECT study_key, model, seq, at FROM alerted_studies").fetchall()
+    assert [tuple(r) for r in alerted] == [("1.2.1", "ct-lesion", 7, 250.0)]  # its top model
+    # the alerted study's alerts count as queued (retention may delete its images)
+    done = conn.execute("SELECT study_key, alerts_done_at = completed_at FROM studies"
+                        " ORDER BY study_key").fetchall()
+    assert [tuple(r) for r in done] == [("1.2.1", 1), ("1.2.2", None)]
+    assert period_counts(conn, 0, 300)["alerts"] == 1  # the alert sent before still counts
+    # the producer sends the alert that was waiting, and no late alert for the second
+    # model of the study alerted before the upgrade
+    facts = ModelFacts("ct-lesion@1.0.0", ("lesion",), 0.8)
+    identity = DeviceIdentity("clinic-1", "box-1", Ed25519PrivateKey.generate(), b"s" * 32)
+    outbox = Outbox(conn, 100, set(facts.labels))
+    assert queue_alerts(conn, outbox, identity, facts) == 1
+    (message,) = outbox.audit(since=0)
+    assert message["payload"]["study_ref"] == identity.study_ref("1.2.2")
+    assert queue_alerts(conn, outbox, identity, facts) == 0
+    conn.close()
+    again = db.open_database(path)  # opening an upgraded database changes nothing
+    assert again.execute("SELECT COUNT(*) FROM alerted_studies").fetchone()[0] == 2
+    again.close()

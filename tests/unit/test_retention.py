@@ -69,8 +69,10 @@ class StateBox:
         return instance
 
     def processed(self, days_ago: float = 0.0, *, probability: float = 0.2,
-                  rows: int = 64) -> int:
-        """Land an object and store its result and display preview as the worker does."""
+                  rows: int = 64, study: str | None = None,
+                  model_id: str = MODEL.model_id) -> int:
+        """Land an object and store its result and display preview as the worker does
+        (in its own study unless ``study`` is given)."""
         instance = self.land(days_ago, rows)
         decode_with_previews(str(self.image(instance)), asdict(self.config.limits), 1,
                              str(self.spool.preview_path(self.local_id(instance))))
@@ -78,11 +80,11 @@ class StateBox:
         boxes = [Box(2.0, 2.0, 20.0, 20.0, probability, "lesion")] if probability >= 0.5 else []
         self.results.complete(
             instance_id=instance,
-            identity={"study_instance_uid": f"1.2.826.0.1.{instance}", "modality": "CT",
-                      "patient_name": "RETENTION^TEST"},
+            identity={"study_instance_uid": study or f"1.2.826.0.1.{instance}",
+                      "modality": "CT", "patient_name": "RETENTION^TEST"},
             findings=InstanceFindings(probability=probability, finding=probability >= 0.5,
                                       alert=alert, boxes=boxes, heatmap=None, key_frame=0),
-            warnings=[], model_id=MODEL.model_id, backend="onnxruntime/fp32",
+            warnings=[], model_id=model_id, backend="onnxruntime/fp32",
             frames_inferred=1, timings={"total": 12.0})
         return instance
 
@@ -204,6 +206,25 @@ def test_images_not_yet_safe_are_kept(box):
     report = box.run()
     assert sorted(report.instance_ids) == sorted([alert_not_queued, not_summarised])
     assert box.image(processing).exists() and box.image(queued).exists()
+
+
+def test_an_image_waits_for_every_alert_of_its_study(box):
+    """A study alerted by one model, then by a second (routing rules, a late series): its
+    images wait until the second model's alert is queued too."""
+    study = "1.2.826.0.1.4242"
+    first = box.processed(days_ago=40, probability=0.97, study=study)
+    box.report_to_hospital()  # the first model's alert
+    second = box.processed(days_ago=40, probability=0.95, study=study,
+                           model_id="clinibox-demo-us@2.0.0")
+    box.complete_studies()  # complete again; its alert for the second model not queued yet
+    box.conn.execute("UPDATE telemetry_state SET value = ? WHERE name = 'summary_end'",
+                     (time.time(),))  # summarised
+    assert box.run().instance_ids == []
+    assert box.image(first).exists() and box.image(second).exists()
+    box.report_to_hospital(ahead=1.0)
+    models = box.conn.execute("SELECT model FROM alerted_studies ORDER BY model").fetchall()
+    assert [m[0] for m in models] == ["clinibox-demo-lesion", "clinibox-demo-us"]
+    assert sorted(box.run().instance_ids) == sorted([first, second])
 
 
 def test_an_image_of_a_study_not_yet_complete_is_kept(box):

@@ -167,3 +167,43 @@ def test_two_packages_side_by_side_each_analyses_what_its_rule_routes_to_it(
     assert named == sorted([own.package.model_id, other.package.model_id])
     assert len({pydicom.dcmread(path).SeriesInstanceUID for _kind, path in rows}) == 2
     conn.close()
+
+
+def test_a_routed_model_that_does_not_load_is_reported_to_the_hospital(tmp_path, demo_runner):
+    """One package the rules name is tampered with, another is not installed: the box runs
+    on, and the hospital gets one ``model_unavailable`` device event for each, with only
+    the allow-listed fields (the model's id or name, a fixed reason, never a path)."""
+    import json
+
+    from firmware_app.contracts.egress import SCHEMAS, check_message
+    from firmware_app.service.appliance import Appliance
+    from firmware_app.storage import db
+    from firmware_app.storage.outbox import Outbox
+    from tests.model_packages import make_package
+
+    packages = tmp_path / "packages"
+    make_package(packages, "2.0.0", name="clinibox-demo-us", tamper=True)
+    config = from_dict({"storage": {"state_dir": str(tmp_path / "state")},
+                        "models": {"dir": str(packages)},
+                        "runtime": {"backend": "onnxruntime"},
+                        "routing": {"rules": [
+                            {"name": "ct", "model": DEMO, "modality": ["CT"]},
+                            {"name": "us", "model": "clinibox-demo-us", "modality": ["US"]},
+                            {"name": "mr", "model": "clinibox-demo-mr", "modality": ["MR"]}]}})
+    conn = db.open_database(config.database_path)
+    own = demo_runner.package
+    assert Appliance(config)._load_routed_models(own) == {}  # neither runs; the box goes on
+    events = [m["payload"] for m in Outbox(conn, 100, frozenset()).audit(since=0)]
+    assert [(e["event"], e["reason"], e["subject_model"], e["model"], e["unit"])
+            for e in events] == [
+        ("model_unavailable", "tampered", "clinibox-demo-us@2.0.0", own.model_id, "clinibox"),
+        ("model_unavailable", "not_installed", "clinibox-demo-mr", own.model_id, "clinibox")]
+    for event in events:
+        check_message("event", event, None)
+        assert set(event) == set(SCHEMAS["event"].fields)
+    sent = json.dumps(events)
+    assert "/" not in sent and str(tmp_path) not in sent  # no path leaves the box
+    # the box's own event log keeps the details (where it looked, what failed)
+    logged = [r[0] for r in conn.execute("SELECT message FROM events WHERE level = 'ERROR'")]
+    assert len(logged) == 2 and all("routing rules name the model" in m for m in logged)
+    conn.close()

@@ -52,6 +52,34 @@ def test_anything_off_the_allow_list_is_refused(changes):
         check_message("alert", alert(**changes), LABELS)
 
 
+def event(**changes):
+    payload = {"schema": 1, "created_at": 1_700_000_000, "event": "model_unavailable",
+               "reason": "not_installed", "unit": "clinibox",
+               "model": "clinibox-demo-lesion@1.0.0", "subject_model": "clinibox-demo-us"}
+    payload.update(changes)
+    return payload
+
+
+def test_a_device_event_names_its_model_by_id_or_by_name_alone():
+    check_message("event", event(), None)  # a routed model with no version on the box
+    check_message("event", event(reason="tampered", subject_model="clinibox-demo-us@2.0.0"),
+                  None)
+
+
+@pytest.mark.parametrize("changes", [
+    {"subject_model": "/var/lib/clinibox/models/clinibox-demo-us"},   # a path
+    {"subject_model": "DOE^JANE"},                                    # free text
+    {"subject_model": "clinibox-demo-us@"},
+    {"model": "clinibox-demo-lesion"},             # the running model is always a full id
+    {"reason": "no such package under /var/lib"},
+    {"event": "model_missing"},
+    {"note": "routing rules name it"},
+])
+def test_a_device_event_off_the_allow_list_is_refused(changes):
+    with pytest.raises(EgressRefused):
+        check_message("event", event(**changes), None)
+
+
 def test_a_missing_field_and_an_unknown_kind_are_refused():
     payload = alert()
     del payload["score"]

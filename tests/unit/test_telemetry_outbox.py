@@ -169,7 +169,7 @@ def test_canary_studies_give_alerts_and_a_summary_free_of_identifiers(tmp_path, 
     # the clinic can find the study from an alert's reference; nobody else can
     ref = next(r["payload"]["study_ref"] for r in rows if r["kind"] == "alert")
     assert find_study(conn, producer.identity, ref) in {a[0] for a in alerted}
-    # one alert per study: a second tick queues nothing new
+    # one alert per study (and model: one runs here): a second tick queues nothing new
     assert queue_alerts(conn, producer.outbox, producer.identity, producer.model) == 0
     conn.close()
 

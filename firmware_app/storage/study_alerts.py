@@ -1,0 +1,145 @@
+"""Which alerts a complete study owes the hospital: one per study and model.
+
+A study's images may be analysed by several models (routing rules: CT by one
+model, ultrasound by another). Each model whose results on the study include
+an alerting instance (the rule of ``studies.alert``, applied to that model's
+results alone) gets one alert for the study, the first time the study is
+complete (``storage.study_completion``). Models are told apart by *name* (the
+part of ``name@version`` before ``@``): a new version of the same model does
+not alert the study again, and an instance arriving after the completion
+(its new SR version) never alerts a model that has alerted already.
+
+``alerted_studies`` holds one row per alert sent (study, model name, the
+outbox message's sequence number); ``studies.alerts_done_at`` holds the
+``completed_at`` of the completion whose alerts are all queued, so the
+producer looks again only at studies completed since (and retention knows
+their alerts are out). Both are written in the alert's own transaction.
+
+It imports nothing else of storage (``db.py`` takes the table and the v8
+migration from here), so neither import goes in a circle.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+
+#: the alerts sent, one per study and model name (v8; before, one per study)
+ALERTED_STUDIES_TABLE = """
+CREATE TABLE IF NOT EXISTS alerted_studies (
+    study_key  TEXT NOT NULL,
+    model      TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    at         REAL NOT NULL,
+    PRIMARY KEY (study_key, model)
+)"""
+
+
+def model_name_sql(column: str) -> str:
+    """SQL for the model name in a ``name@version`` column (the whole value without ``@``)."""
+    return (f"CASE WHEN instr({column}, '@') > 0"
+            f" THEN substr({column}, 1, instr({column}, '@') - 1) ELSE {column} END")
+
+
+@dataclass(frozen=True)
+class StudyToCheck:
+    """A complete alerting study whose latest completion's alerts are not all queued."""
+
+    study_key: str
+    completed_at: float
+
+
+def studies_to_check(conn: sqlite3.Connection) -> list[StudyToCheck]:
+    """Complete studies with an alerting instance not yet checked since their latest
+    completion, oldest update first."""
+    return [StudyToCheck(str(r[0]), float(r[1])) for r in conn.execute(
+        "SELECT study_key, completed_at FROM studies"
+        " WHERE alert = 1 AND completed_at IS NOT NULL"
+        " AND (alerts_done_at IS NULL OR alerts_done_at < completed_at)"
+        " ORDER BY updated_at")]
+
+
+def alerts_due(conn: sqlite3.Connection, study: StudyToCheck) -> list[sqlite3.Row]:
+    """One row per model (by name) whose results on the study, up to its completion, alert
+    and which has not alerted the study yet; by model name.
+
+    Columns (of that model's top instance, its highest probability): model (the name),
+    model_id, max_probability, instances (the model's analysed instances of the study),
+    modality, findings_json, timings_json.
+    """
+    name = model_name_sql("r.model_id")
+    return conn.execute(
+        "WITH analysed AS (SELECT r.model_id, r.probability, r.findings_json, r.timings_json,"
+        f"  i.modality, {name} AS model,"
+        f"  ROW_NUMBER() OVER (PARTITION BY {name}"
+        "   ORDER BY r.probability DESC, r.instance_id) AS rank,"
+        f"  COUNT(*) OVER (PARTITION BY {name}) AS instances,"
+        f"  MAX(r.alert) OVER (PARTITION BY {name}) AS alerting"
+        "  FROM results r JOIN instances i ON i.id = r.instance_id"
+        "  WHERE i.study_instance_uid = ? AND r.created_at <= ?)"
+        " SELECT model, model_id, probability AS max_probability, instances, modality,"
+        "  findings_json, timings_json FROM analysed"
+        " WHERE rank = 1 AND alerting = 1 AND NOT EXISTS (SELECT 1 FROM alerted_studies a"
+        "  WHERE a.study_key = ? AND a.model = analysed.model)"
+        " ORDER BY model",
+        (study.study_key, study.completed_at, study.study_key)).fetchall()
+
+
+def mark_alerted(conn: sqlite3.Connection, study_key: str, model: str, seq: int) -> None:
+    """Note that the study's alert for ``model`` (a name) is outbox message ``seq`` (in the
+    alert's transaction)."""
+    conn.execute("INSERT INTO alerted_studies(study_key, model, seq, at) VALUES (?, ?, ?, ?)",
+                 (study_key, model, seq, time.time()))
+
+
+def mark_checked(conn: sqlite3.Connection, study: StudyToCheck) -> None:
+    """Note that every alert of the study's completion at ``study.completed_at`` is queued
+    (in the same transaction as those alerts)."""
+    conn.execute("UPDATE studies SET alerts_done_at = ? WHERE study_key = ?",
+                 (study.completed_at, study.study_key))
+
+
+def migrate_to_v8(conn: sqlite3.Connection) -> None:
+    """v8: ``alerted_studies`` is keyed by study and model name; studies record whose
+    completion's alerts are queued.
+
+    An alert of the earlier software named the model of the study's top
+    instance, so each row gets that model's name (the top result's, worked out
+    from the results when the study row is missing; '' when the study has none).
+    A study already alerted counts as checked at its completion: upgrading sends
+    no late alert for a second model of an old study (a later instance of the
+    study, completed again, may).
+    """
+    if "studies" in _tables(conn) and "alerts_done_at" not in _columns(conn, "studies"):
+        conn.execute("ALTER TABLE studies ADD COLUMN alerts_done_at REAL")
+    if "model" in _columns(conn, "alerted_studies"):
+        return
+    top_name = model_name_sql("r.model_id")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("ALTER TABLE alerted_studies RENAME TO alerted_studies_v7")
+        conn.execute(ALERTED_STUDIES_TABLE)
+        conn.execute(
+            "INSERT INTO alerted_studies(study_key, model, seq, at)"
+            " SELECT a.study_key, COALESCE("
+            f"  (SELECT {top_name} FROM studies s JOIN results r"
+            "    ON r.instance_id = s.top_instance_id WHERE s.study_key = a.study_key),"
+            f"  (SELECT {top_name} FROM results r JOIN instances i ON i.id = r.instance_id"
+            "    WHERE i.study_instance_uid = a.study_key ORDER BY r.probability DESC LIMIT 1),"
+            "  ''), a.seq, a.at FROM alerted_studies_v7 a")
+        conn.execute("UPDATE studies SET alerts_done_at = completed_at"
+                     " WHERE study_key IN (SELECT study_key FROM alerted_studies)")
+        conn.execute("DROP TABLE alerted_studies_v7")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
