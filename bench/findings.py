@@ -11,8 +11,11 @@ clinical use) is run once; its outputs are then decoded repeatedly, interleaved:
   axes via lesion records, per-lesion class probabilities, heatmap) plus the
   validated-range score.
 
-Also the whole analysis of one instance (``ModelRunner.analyse``: quality,
-preprocess, inference, decode, tracking) for the same phantoms.
+Also the package's second stage on each decoded lesion (crop from the source
+image, inference, decode of its mask and class: ``inference/stage.py``), per
+lesion against the first stage's inference of the whole image, and the whole
+analysis of one instance (``ModelRunner.analyse``: quality, preprocess,
+inference, decode, second stage, tracking) for the same phantoms.
 
     .venv/bin/python bench/findings.py [--images 40] [--rounds 20]
 """
@@ -71,7 +74,8 @@ def main() -> None:
                                               runner.spec.std, runner.pre_params)
         outputs = runner.backend.infer({runner.spec.name: tensor})
         cases.append((image, kind, outputs, transform))
-    timed: dict[str, list[float]] = {"reference": [], "heads": [], "analyse": []}
+    timed: dict[str, list[float]] = {"reference": [], "heads": [], "analyse": [],
+                                      "first_stage_inference": [], "stage_per_lesion": []}
     lesions = 0
     for _ in range(args.rounds):
         for _image, _kind, outputs, transform in cases:
@@ -86,6 +90,20 @@ def main() -> None:
             timed["reference"].append((t1 - t0) * 1000)
             timed["heads"].append((t2 - t1) * 1000)
             lesions += len(records)
+    for image, _kind, outputs, transform in cases:
+        boxes = heads.decode(outputs, transform).boxes
+        tensor, _ = runner.preprocess(image, runner.spec.shape, runner.spec.mean,
+                                      runner.spec.std, runner.pre_params)
+        for _ in range(args.rounds):
+            t0 = time.perf_counter()
+            runner.backend.infer({runner.spec.name: tensor})
+            timed["first_stage_inference"].append((time.perf_counter() - t0) * 1000)
+            if runner.stage is None:
+                continue
+            for box in boxes:
+                t0 = time.perf_counter()
+                runner.stage.refine_one(image, box)
+                timed["stage_per_lesion"].append((time.perf_counter() - t0) * 1000)
     for image, kind, _, _ in cases:
         decoded = _decoded(image, "CT" if kind == "ct" else "US")
         for _ in range(3):
@@ -100,6 +118,9 @@ def main() -> None:
         "decode_reference_boxes_and_heatmap": percentiles(timed["reference"]),
         "decode_heads_masks_contours_classes_range": percentiles(timed["heads"]),
         "analyse_one_instance": percentiles(timed["analyse"]),
+        "first_stage_inference_per_image": percentiles(timed["first_stage_inference"]),
+        "second_stage_per_lesion": (percentiles(timed["stage_per_lesion"])
+                                    if timed["stage_per_lesion"] else None),
     })
 
 

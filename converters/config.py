@@ -86,6 +86,8 @@ class ConvertConfig:
     # fidelity gate (converters.verify.Gate keys) and quantisation fallback
     gate: dict[str, float] = field(default_factory=dict)
     float_fallback: bool = True
+    #: a second stage on each lesion (``[stage]`` in convert.toml; converters/stage.py)
+    stage: dict[str, Any] = field(default_factory=dict)
 
     def split_fractions(self) -> dict[str, float]:
         """Split fractions: the config's, else train/calibration/validation defaults that
@@ -112,7 +114,30 @@ def parse_shape(text: str | list[int] | tuple[int, ...]) -> tuple[int, int, int]
     return dims  # type: ignore[return-value]
 
 
+#: the keys of ``[stage]``; ``model``, ``outputs``, ``heads`` and ``crop`` are required
+STAGE_KEYS = ("name", "model", "weights", "factory_kwargs", "outputs", "heads", "crop",
+              "input_name", "purpose", "output_meanings")
+
+
+def _stage(value: Any) -> dict[str, Any]:
+    """``[stage]``: checked for its keys; the stage itself is checked when it is packaged."""
+    if not isinstance(value, dict):
+        raise ConvertConfigError("stage must be a table ([stage] in convert.toml)")
+    for key in value:
+        if key not in STAGE_KEYS:
+            raise ConvertConfigError(f"unknown setting stage.{key}{suggest(key, STAGE_KEYS)}")
+    missing = [k for k in ("model", "outputs", "heads", "crop") if not value.get(k)]
+    if value and missing:
+        raise ConvertConfigError(f"[stage] needs {', '.join(missing)}")
+    stage = dict(value)
+    if stage.get("weights"):
+        stage["weights"] = Path(stage["weights"])
+    return stage
+
+
 def _coerce(key: str, value: Any) -> Any:
+    if key == "stage":
+        return _stage(value)
     if key == "input_shape":
         return parse_shape(value)
     if key == "targets":

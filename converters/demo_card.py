@@ -57,13 +57,31 @@ def lesion_section(lesions: dict) -> str:
                  f"lesions) the median long-axis error is "
                  f"{z['median_long_axis_error_pct_all_sizes']} %.")
     return f"""**Lesions: classes and sizes** (held-out test, shipped torch model, decoded by the
-box's own heads decoder and measured by its RECIST-style axes on the mask, in mm from the
-phantoms' pixel spacing). {lesions['detected']} of {lesions['lesions']} lesions found (IoU ≥ 0.3).
-Benign/malignant AUC over found lesions (class map under the lesion's mask):
+box's own heads decoder, each lesion then outlined and classified again by the second stage
+on its source crop as the box does, and measured by its RECIST-style axes on the mask, in mm
+from the phantoms' pixel spacing).
+{lesions['detected']} of {lesions['lesions']} lesions found (IoU ≥ 0.3).
+Benign/malignant AUC over found lesions (the second stage's class of the crop):
 {lesions['class_auc']} ({lesions['class_lesions']} lesions; by kind
 {lesions['class_auc_by_kind']}; accuracy at p = 0.5 {lesions['class_accuracy']}); at the
 true centre of every lesion, found or not: {lesions['class_auc_at_truth_centre']}.
 Sizes: {sizes}"""
+
+
+def stage_section(stage: dict, first: dict) -> str:
+    """The card's paragraph on the second stage (``converters/crop_stage.py``)."""
+    z = first["sizes"]
+    return (f"**Second stage** (`stages` in the manifest): a small U-Net with a class head on a "
+            f"64 × 64 crop of the source frame around each lesion (1.6 times its box plus "
+            f"6 pixels), trained on {stage['training_crops']} crops of lesion phantoms of its "
+            f"own seeds ({stage['epochs']} epochs, {stage['seconds']} s), FP32 (ONNX, TFLite). "
+            f"On its {stage['crops']} validation crops (boxes moved and scaled as the first "
+            f"stage's are): both axes within 15 % for {_pct(stage['both_axes_within_15pct'])} "
+            f"of {stage['lesions_over_5mm']} lesions over 5 mm, class AUC "
+            f"{stage['class_auc']}. Without it, the first stage's own mask puts "
+            f"{_pct(z.get('both_within_15pct'))} of the held-out lesions over 5 mm within 15 % "
+            f"on both axes (median long-axis error {z.get('median_long_axis_error_pct')} %) and "
+            f"its class map gives an AUC of {first.get('class_auc')}.")
 
 
 def calibration_line(calibration: dict) -> str:
@@ -158,6 +176,8 @@ Shipped model: boxes at IoU ≥ 0.3: lesion recall {boxes['lesion_recall']}, box
 on a distractor: {fpa['false_positives_peaking_on']}; AUC by kind {fpa['auc_by_kind']}.
 
 {lesion_section(p['steps']['lesions'])}
+
+{stage_section(p['steps']['stage'], p['steps']['lesions_first_stage'])}
 {calibration_line(p['steps']['mask_calibration'])}
 
 {ood_section(p['steps']['ood'])}

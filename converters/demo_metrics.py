@@ -9,6 +9,7 @@ so the card says what the box will say on these phantoms.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -112,12 +113,15 @@ def _error(measured: float, truth: float) -> float:
 
 
 def lesion_metrics(outs: dict, split: Split, heads: list[dict], params: dict,
-                   thresholds: dict) -> dict:
+                   thresholds: dict, refine: Callable[[int, list[Box]], list[Box]] | None = None
+                   ) -> dict:
     """Class AUC and sizes of held-out lesions, decoded and measured as the box does.
 
     Every truth lesion is matched to a decoded lesion (IoU >= 0.3); its
     malignancy probability is the decoder's (the class map under its mask), its
     long and short axis are measured on its mask with the phantom's spacing.
+    ``refine(i, boxes)`` is the package's second stage on phantom ``i``'s decoded
+    boxes, as the box runs it (``inference/stage.py``).
     ``class_auc_at_truth_centre`` reads the class map at the true centre of
     every lesion, found or not.
     """
@@ -127,7 +131,8 @@ def lesion_metrics(outs: dict, split: Split, heads: list[dict], params: dict,
         truths = split.truth[i]
         if not truths:
             continue
-        found = _match(decoder.decode(_one(outs, i), transform).boxes, truths)
+        boxes = decoder.decode(_one(outs, i), transform).boxes
+        found = _match(refine(i, boxes) if refine is not None and boxes else boxes, truths)
         for truth, box, model_box in zip(truths, found, split.boxes[i], strict=True):
             row = {"kind": split.kinds[i], "class": truth["class"],
                    "long_mm": truth["long_axis_mm"], "short_mm": truth["short_axis_mm"],

@@ -160,6 +160,7 @@ def manifest(conv: Conversion, thresholds: dict[str, float], cases: list[dict]) 
         **({"heads": list(c.heads)} if c.heads else {}),
         **({"ood": state["ood"]} if state.get("ood") else {}),
         "artifacts": artifacts,
+        **({"stages": state["stages"]} if state.get("stages") else {}),
         "provenance": {
             "source": state.get("source", conv.source.provenance()),
             "steps": state["steps"], "data": {

@@ -623,6 +623,21 @@ class Conversion:
             raise GateFailure(failures)
         return self.state["metrics"]
 
+    def add_stage(self) -> dict | None:
+        """The ``[stage]`` of the config, exported, checked on crops of the validation
+        images and declared (``converters/stage.py``); None without one."""
+        from converters.stage import package_configured_stage
+
+        if not self.config.stage:
+            return None
+        val = self.data.subset("validation")
+        images = [row[0] * self.config.std + self.config.mean for row in val.x[:32]]
+        section = package_configured_stage(self.config.stage, self.out, self.config.targets,
+                                           images, log.info)
+        self.state["stages"] = [section]
+        self.save_state()
+        return section
+
     def package(self, keep_work: bool = False) -> Path:
         """Refuse a model below the floors (:meth:`check_floors`), declare its heads, then
         golden cases, signed manifest and report (see ``converters.package``)."""
@@ -642,6 +657,7 @@ class Conversion:
         self.export()
         self.quantize()
         self.verify()
+        self.add_stage()
         return self.package(keep_work)
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from converters import crop_stage
 from converters.config import ConvertConfig
 from converters.data import LabelledData
 from converters.demo_card import write_card
@@ -40,6 +41,7 @@ from converters.demo_model import (
     NAME,
     OUTPUTS,
     REPO_ROOT,
+    SEEDS,
     SHAPE,
     SIZE,
     VERSION,
@@ -55,15 +57,20 @@ from converters.distill import distill
 from converters.export import torch_outputs
 from converters.ood import fit_validated_range
 from converters.package import alert_from
-from converters.phantoms import CLASSES
+from converters.phantoms import CLASSES, dataset_plan, dataset_sample
 from converters.pipeline import Conversion
 from converters.prune import count_macs, fine_tune, prune, save_module
 from converters.source import SourceModel
 from converters.spec import ModelSpec
+from converters.stage import export_stage, stage_section
+from converters.stage import golden_cases as stage_golden_cases
 from converters.training import train_epochs
 from converters.verify import auc, choose_threshold, operating_point
-from firmware_app.contracts.manifest import sha256_file
+from firmware_app.contracts.manifest import SCHEMA, ModelPackage, sha256_file
 from firmware_app.inference.postprocess import sigmoid
+from firmware_app.inference.stage import LesionStage
+from firmware_app.models.stages import load_stage
+from firmware_app.settings.box import RuntimeConfig
 
 TEACHER = {"widths": (16, 32, 48), "head": 16, "mask": 16}
 STUDENT = {"widths": (8, 16, 24), "head": 4, "mask": 8}
@@ -200,9 +207,16 @@ def build(args: argparse.Namespace) -> int:
         "boxes": box_metrics(ref, test, thresholds["box"], HEADS, HEAD_PARAMS),
         "false_positive_analysis": false_positive_analysis(ref, test, thresholds["finding"]),
         "torch_test_metrics": summaries, "quick": bool(args.quick)}
-    conv.state["steps"]["lesions"] = lesion_metrics(ref, test, HEADS, HEAD_PARAMS,
-                                                    thresholds)
-    log(f"lesions: {conv.state['steps']['lesions']}")
+    conv.state["steps"]["lesions_first_stage"] = lesion_metrics(ref, test, HEADS, HEAD_PARAMS,
+                                                                thresholds)
+    log(f"lesions, first stage alone: {conv.state['steps']['lesions_first_stage']}")
+    stage, section = second_stage(args, out, log)
+    conv.state["stages"] = [section]
+    conv.state["steps"]["stage"] = section["validation"]
+    conv.state["steps"]["lesions"] = lesion_metrics(ref, test, HEADS, HEAD_PARAMS, thresholds,
+                                                    refine=test_refiner(stage, args.test))
+    stage.close()
+    log(f"lesions, with the second stage: {conv.state['steps']['lesions']}")
     conv.state["steps"]["ood"] = ood_figures(conv, ood, shipped, ref, norm)
     log(f"validated range on held-out and real images: {conv.state['steps']['ood']}")
     conv.package()
@@ -210,6 +224,39 @@ def build(args: argparse.Namespace) -> int:
     log(f"package {out} verified; {sum(f.stat().st_size for f in out.rglob('*')) / 1024:.0f} "
         f"KiB; total {time.time() - t0:.0f} s")
     return 0
+
+
+def second_stage(args: argparse.Namespace, out: Path, log) -> tuple[LesionStage, dict]:
+    """Train, export, check and declare the second stage (``converters/crop_stage.py``):
+    the stage loaded as the box loads it (ONNX Runtime, golden cases passed) and its
+    manifest entry."""
+    start = time.time()
+    train = crop_stage.make_crops("train", args.stage_phantoms)
+    val = crop_stage.make_crops("val", args.stage_val)
+    log(f"second stage: {len(train.x)} training crops, {len(val.x)} validation crops")
+    net = crop_stage.train_stage(train, args.stage_epochs, seed=args.seed, log=log)
+    torch.save(net.state_dict(), args.checkpoint.with_suffix(".stage.pt"))
+    spec = crop_stage.SPEC
+    artifacts = export_stage(net, out, spec, args.targets, val.x, log)
+    cases = stage_golden_cases(out, net, spec, val.x, [0, len(val.x) // 2])
+    shapes = {crop_stage.MASK: [1, 1, *crop_stage.CROP.size],
+              crop_stage.CLASS: [1, len(CLASSES)]}
+    section = stage_section(spec, shapes, artifacts, cases, {})
+    holder = ModelPackage(out, {"schema": SCHEMA, "name": NAME, "version": VERSION,
+                                "stages": [section]}, "unsigned")
+    stage = load_stage(holder, RuntimeConfig(backend="onnxruntime"), "onnxruntime")
+    assert stage is not None
+    section["validation"] = {**crop_stage.crop_figures(stage, val),
+                             "training_crops": len(train.x), "epochs": args.stage_epochs,
+                             "seconds": round(time.time() - start, 1)}
+    log(f"second stage: {section['validation']}")
+    return stage, section
+
+
+def test_refiner(stage: LesionStage, count: int):
+    """``refine(i, boxes)`` for held-out phantom ``i``: the stage on its source image."""
+    plan = dataset_plan(SEEDS["test"], count)
+    return lambda i, boxes: stage.refine(dataset_sample(SEEDS["test"], i, plan).image, boxes)
 
 
 def calibrate_mask(model: torch.nn.Module, val, norm: tuple[float, float],
@@ -330,6 +377,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prune", type=float, default=0.7, help="MAC ratio kept by pruning")
     parser.add_argument("--finetune-epochs", type=int, default=3)
     parser.add_argument("--calibration", type=int, default=256, help="calibration images")
+    parser.add_argument("--stage-phantoms", type=int, default=5000,
+                        help="lesion phantoms whose crops train the second stage")
+    parser.add_argument("--stage-val", type=int, default=300,
+                        help="lesion phantoms whose crops check the second stage")
+    parser.add_argument("--stage-epochs", type=int, default=16)
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--checkpoint", type=Path,
                         default=REPO_ROOT / "build" / "demo-train" / f"{NAME}-{VERSION}.pt",
@@ -340,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         args.train, args.val, args.test = 192, 64, 64
         args.epochs = args.student_epochs = args.finetune_epochs = 1
         args.calibration, args.targets = 32, ["onnx"]
+        args.stage_phantoms, args.stage_val, args.stage_epochs = 64, 32, 1
     return build(args)
 
 

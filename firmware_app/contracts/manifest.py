@@ -20,6 +20,8 @@ no model-specific code. Fields (``schema`` = ``clinibox.model-package/1``)::
     provenance: {...}                          # source checkpoint hash, training settings
     golden_cases: [{input, sha256, expected {output name or "lesion_probability": value},
                     tolerance}]
+    stages: [{name, crop, inputs, outputs, heads, artifacts, golden_cases}]   # optional:
+                                               # a second stage on each lesion (contracts/stages.py)
     signature: {algorithm "ed25519", key_id, value}   # over the canonical manifest
 
 ``models/package.py`` loads a package: it checks the schema and every file's
@@ -37,6 +39,7 @@ from typing import Any
 from firmware_app.contracts.backends import ARTIFACT_FORMATS as FORMATS
 from firmware_app.contracts.backends import PRECISIONS
 from firmware_app.contracts.heads import HeadsError, parse_heads, parse_validated_range
+from firmware_app.contracts.stages import StageError, stage_manifest, stages_of
 from firmware_app.errors import CliniboxError
 
 SCHEMA = "clinibox.model-package/1"
@@ -150,6 +153,13 @@ class ModelPackage:
             for a in self.manifest["artifacts"]
         ]
 
+    @property
+    def stages(self) -> list[ModelPackage]:
+        """The declared second stages, each as a package of its own (same folder and
+        signer; ``contracts/stages.py``)."""
+        return [ModelPackage(self.root, stage_manifest(self.manifest, s), self.signer)
+                for s in stages_of(self.manifest)]
+
 
 def sha256_file(path: Path) -> str:
     """The hex sha256 of a file, read in chunks."""
@@ -190,10 +200,14 @@ def check_schema(manifest: dict[str, Any]) -> None:
             parse_validated_range(manifest["ood"])
     except HeadsError as exc:
         raise PackageError(str(exc)) from None
+    try:
+        stages = stages_of(manifest)
+    except StageError as exc:
+        raise PackageError(str(exc)) from None
     artifacts = _require(manifest, "artifacts", list)
     if not artifacts:
         raise PackageError("manifest lists no artifacts")
-    for art in artifacts:
+    for art in artifacts + [a for stage in stages for a in stage["artifacts"]]:
         if art.get("format") not in FORMATS:
             raise PackageError(f"artifact format {art.get('format')!r} is not one of {FORMATS}")
         if art.get("precision") not in PRECISIONS:
@@ -212,10 +226,11 @@ def _safe_member(root: Path, relative: str) -> Path:
 def check_files(root: Path, manifest: dict[str, Any]) -> None:
     """Check every artifact file and golden case against its listed sha256."""
     listed: dict[str, str] = {}
-    for art in manifest["artifacts"]:
-        listed.update(art["files"])
-    for case in manifest.get("golden_cases", []):
-        listed[case["input"]] = case["sha256"]
+    for part in (manifest, *manifest.get("stages", [])):
+        for art in part["artifacts"]:
+            listed.update(art["files"])
+        for case in part.get("golden_cases", []):
+            listed[case["input"]] = case["sha256"]
     for relative, expected in listed.items():
         path = _safe_member(root, relative)
         if not path.is_file():

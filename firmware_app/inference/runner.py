@@ -20,6 +20,7 @@ from firmware_app.inference.aggregate import InstanceFindings, aggregate_frames
 from firmware_app.inference.assessment import frame_blockers
 from firmware_app.inference.heads import decoder_for
 from firmware_app.inference.postprocess import FrameFindings
+from firmware_app.inference.stage import LesionStage
 from firmware_app.inference.tracking import track_lesions
 from firmware_app.inference.validated_range import (
     RangeGuard,
@@ -43,10 +44,13 @@ class Analysis:
 
 
 class ModelRunner:
-    """A loaded model package ready to infer frames."""
+    """A loaded model package ready to infer frames (with its second stage, when the
+    package declares one: ``inference/stage.py``)."""
 
-    def __init__(self, package: ModelPackage, backend: RuntimeBackend, artifact_label: str):
+    def __init__(self, package: ModelPackage, backend: RuntimeBackend, artifact_label: str,
+                 stage: LesionStage | None = None):
         self.package = package
+        self.stage = stage
         self.backend = backend
         self.artifact_label = artifact_label
         manifest = package.manifest
@@ -59,8 +63,16 @@ class ModelRunner:
 
     @property
     def backend_label(self) -> str:
-        """e.g. ``onnxruntime:onnx/int8``, stored with every result."""
-        return f"{self.backend.key}:{self.artifact_label}"
+        """e.g. ``onnxruntime:onnx/int8``, stored with every result (with the second stage's,
+        ``… + onnxruntime:onnx/fp32``, when there is one)."""
+        label = f"{self.backend.key}:{self.artifact_label}"
+        return f"{label} + {self.stage.backend_label}" if self.stage is not None else label
+
+    def close(self) -> None:
+        """Release the runtimes (the stage's too)."""
+        self.backend.close()
+        if self.stage is not None:
+            self.stage.close()
 
     def run(self, image: np.ndarray) -> tuple[FrameFindings, dict[str, float]]:
         """Infer one grey [0,1] frame; return findings and per-stage milliseconds.
@@ -78,10 +90,14 @@ class ModelRunner:
         if self.guard is not None:
             findings.range_score = self.guard.score(outputs)
         t3 = time.perf_counter()
+        if self.stage is not None and findings.boxes:
+            findings.boxes = self.stage.refine(image, findings.boxes)
+        t4 = time.perf_counter()
         return findings, {
             "preprocess": (t1 - t0) * 1000,
             "inference": (t2 - t1) * 1000,
             "postprocess": (t3 - t2) * 1000,
+            "stage": (t4 - t3) * 1000,
         }
 
     def analyse(self, decoded: DecodedImage, min_rows: int) -> Analysis:
@@ -100,7 +116,8 @@ class ModelRunner:
         means, stds = [], []
         warnings: dict[str, str] = {}
         blocked: dict[str, str] = {}
-        timings = {"quality": 0.0, "preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
+        timings = {"quality": 0.0, "preprocess": 0.0, "inference": 0.0, "postprocess": 0.0,
+                   "stage": 0.0}
         for position, index in enumerate(decoded.frame_indices):
             image = decoded.frames[position]
             means.append(float(np.mean(image)))

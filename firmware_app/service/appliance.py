@@ -37,6 +37,7 @@ from firmware_app.ingest.usb import FolderImporter
 from firmware_app.models.golden import load_verified
 from firmware_app.models.install import report_event
 from firmware_app.models.package import load_package
+from firmware_app.models.stages import load_stage
 from firmware_app.models.store import (
     package_config,
     resolve_package_root,
@@ -61,11 +62,17 @@ log = logging.getLogger(__name__)
 
 
 def load_runner(config: Config) -> ModelRunner:
-    """Find, verify and load the model package, check its golden cases on the chosen backend."""
+    """Find, verify and load the model package (and its second stage), check their golden
+    cases on the chosen backends."""
     package = load_package(resolve_package_root(config), config.trusted_key_paths)
     timings = config.state_dir / f"runtime-timings-{package.name}.json"
     loaded, golden = load_verified(package, config.runtime, timings)
-    runner = ModelRunner(package, loaded.backend, loaded.artifact.label)
+    try:
+        stage = load_stage(package, config.runtime, loaded.backend.key)
+    except Exception:
+        loaded.close()
+        raise
+    runner = ModelRunner(package, loaded.backend, loaded.artifact.label, stage)
     log.info("model %s on %s (%s); %s", package.model_id, runner.backend_label, loaded.reason,
              golden.describe())
     if loaded.fell_back_from:

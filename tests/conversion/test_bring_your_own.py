@@ -7,7 +7,8 @@ class-activation map into the graph; the test checks that map, in the ONNX
 artifact, against captum's Grad-CAM of the PyTorch model, and that the package
 declares its heads, carries a validated range and loads as the box loads it.
 A MONAI U-Net goes the same way with a segmentation head declared in
-``convert.toml``, and the box outlines the lesion from its mask.
+``convert.toml``, and the box outlines the lesion from its mask; a MONAI classifier
+declared as its second stage (``[stage]``) then classifies each outlined lesion's crop.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 import torch
 from pydicom.data import get_testdata_file
 
@@ -155,13 +157,19 @@ def test_a_monai_resnet_gets_a_heatmap_matching_grad_cam_and_a_validated_range(
 
 
 UNET_MODULE = '''
-from monai.networks.nets import BasicUNet
+from monai.networks.nets import BasicUNet, resnet10
 
 
 def lesion_unet():
     """MONAI's 2-D U-Net, one grey channel in, one lesion-logit mask out."""
     return BasicUNet(spatial_dims=2, in_channels=1, out_channels=1,
                      features=(8, 8, 16, 16, 32, 8), upsample="nontrainable")
+
+
+def crop_classifier():
+    """MONAI's 2-D ResNet-10 on a lesion's crop: benign / malignant logits."""
+    return resnet10(spatial_dims=2, n_input_channels=1, num_classes=2, no_max_pool=True,
+                    widen_factor=0.25)
 '''
 UNET_TOML = '''
 outputs = ["lesion_mask"]
@@ -174,6 +182,21 @@ output = "lesion_mask"
 activation = "sigmoid"
 labels = ["lesion"]
 threshold = 0.5
+
+[stage]
+name = "crop-class"
+model = "clinic_unet:crop_classifier"
+weights = "crop.pt"
+outputs = ["crop_class"]
+crop = {size = [32, 32], context = 1.5, margin_px = 4}
+purpose = "classify each outlined lesion on its crop"
+
+[[stage.heads]]
+kind = "classification"
+output = "crop_class"
+activation = "softmax"
+labels = ["benign", "malignant"]
+per = "image"
 '''
 
 
@@ -206,6 +229,8 @@ def test_a_monai_unet_is_converted_with_its_declared_segmentation_head(tmp_path,
     with one_thread():
         model = _train_unet(namespace["lesion_unet"](), as_input(images, 1), masks)
     torch.save(model.state_dict(), tmp_path / "unet.pt")
+    torch.manual_seed(1)
+    torch.save(namespace["crop_classifier"]().state_dict(), tmp_path / "crop.pt")
     out = tmp_path / "packages" / "lesion-unet" / "1.0.0"
 
     run = clinibox("convert", "--config", "convert.toml", "--model", "clinic_unet:lesion_unet",
@@ -226,6 +251,11 @@ def test_a_monai_unet_is_converted_with_its_declared_segmentation_head(tmp_path,
     assert "heatmap" not in steps  # not a classifier: nothing added
     assert steps["validated_range"]["fitted"] is False
     assert manifest["provenance"]["source_metrics"]["auc"] >= 0.9
+    [stage] = manifest["stages"]  # the second stage, exported and checked against PyTorch
+    assert stage["name"] == "crop-class" and stage["inputs"][0]["shape"] == [1, 1, 32, 32]
+    assert [a["path"] for a in stage["artifacts"]] == ["stages/crop-class/model.fp32.onnx"]
+    assert stage["artifacts"][0]["validation"]["max_class_probability_difference"] <= 1e-3
+    assert len(stage["golden_cases"]) == 2
 
     # the box finds the lesion from the mask alone: the finding probability is the most
     # probable pixel's, and the lesion's outline lies on the true disc
@@ -233,6 +263,8 @@ def test_a_monai_unet_is_converted_with_its_declared_segmentation_head(tmp_path,
         "dir": str(out.parent.parent), "name": "lesion-unet",
         "trusted_keys": [str(signing_key.with_suffix(".pub"))]}})
     runner = load_runner(cfg)
+    assert runner.stage is not None
+    assert runner.backend_label.endswith(" + onnxruntime:onnx/fp32")
     images, truth, masks = shapes_with_masks(12, SIZE, 2, seed=24)
     for image, label, mask in zip(images, truth, masks, strict=True):
         findings, _ = runner.run(image)
@@ -243,6 +275,9 @@ def test_a_monai_unet_is_converted_with_its_declared_segmentation_head(tmp_path,
         assert findings.boxes, "a disc with no lesion outlined"
         box = findings.boxes[0]
         assert box.contour, "a segmenting model outlines its lesion"
+        # the stage classified the lesion's crop: the U-Net alone gives no classes
+        assert set(box.class_probabilities) == {"benign", "malignant"}
+        assert sum(box.class_probabilities.values()) == pytest.approx(1, abs=1e-3)
         ys, xs = np.nonzero(mask)
         centre = ((box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2)
         assert xs.min() - 2 <= centre[0] <= xs.max() + 2

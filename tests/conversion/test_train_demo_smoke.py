@@ -44,8 +44,15 @@ def test_quick_training_produces_a_loadable_package(tmp_path):
                                                "emri_small.dcm"}
     assert set(ood["artifacts"]) == {"onnx fp32 (model.fp32.onnx)", "onnx int8 (model.int8.onnx)"}
     assert steps["lesions"]["lesions"] > 0 and "sizes" in steps["lesions"]
+    assert "sizes" in steps["lesions_first_stage"]
+    [stage] = package.stages  # the second stage, loaded as the box loads it
+    assert stage.name == "clinibox-demo-lesion/lesion-crop"
+    assert [a.label for a in stage.artifacts] == ["onnx/fp32"]  # no TFLite target here
+    assert len(stage.manifest["golden_cases"]) == 2
+    assert steps["stage"]["training_crops"] > 0 and "class_auc" in steps["stage"]
     card = (out / "MODEL_CARD.md").read_text()
     assert "Validated range" in card and "Benign/malignant AUC" in card
+    assert "Second stage" in card
     assert (out / "report.html").exists() and not (out / ".convert").exists()
     assert json.loads((out / "manifest.json").read_text())["signature"]["key_id"] == \
         signing.key_id(signing.load_public_key(pub))

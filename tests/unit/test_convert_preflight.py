@@ -99,3 +99,21 @@ def test_out_of_range_floors_are_refused(argv, words):
     with pytest.raises(ConvertConfigError) as caught:
         _config(build_parser().parse_args(argv))
     assert words in str(caught.value)
+
+
+@pytest.mark.parametrize("stage, words", [
+    ({"model": "m:f", "outputs": ["c"], "heads": [{}], "crop": {}, "colour": 1},
+     "stage.colour"),
+    ({"model": "m:f", "outputs": ["c"]}, "[stage] needs heads, crop"),
+    ("m:f", "must be a table"),
+])
+def test_a_second_stage_table_is_checked_for_its_keys(stage, words):
+    from converters.config import build
+
+    with pytest.raises(ConvertConfigError) as caught:
+        build({"stage": stage}, {})
+    assert words in str(caught.value)
+    good = build({"stage": {"model": "m:f", "weights": "w.pt", "outputs": ["c"],
+                            "heads": [{"kind": "classification"}], "crop": {"size": [32, 32]}}},
+                 {})
+    assert good.stage["weights"] == Path("w.pt")
