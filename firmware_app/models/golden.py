@@ -206,12 +206,14 @@ def load_verified(package: ModelPackage, runtime: RuntimeConfig, timings: Path |
         loaded = replacement
 
 
-def check_golden(package: ModelPackage, runtime: RuntimeConfig) -> GoldenReport:
-    """Load as the service would (falling back like it), return the report, release it.
+def check_golden(package: ModelPackage, runtime: RuntimeConfig, timings: Path | None = None
+                 ) -> GoldenReport:
+    """Load as the service would (falling back like it; with the service's ``timings``
+    file, keeping the timings for its next start), return the report, release it.
 
     Raises GoldenCasesFailed when no candidate passes.
     """
-    loaded, report = load_verified(package, runtime)
+    loaded, report = load_verified(package, runtime, timings)
     loaded.close()
     return report
 

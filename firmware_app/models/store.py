@@ -228,6 +228,13 @@ def package_config(config: Config, name: str) -> Config:
                                                                   version=""))
 
 
+def runtime_timings_path(config: Config, name: str) -> Path:
+    """Where the service keeps the runtime timings of package ``name`` (its ``auto`` choice,
+    ``runtime/timings_cache.py``); the self-test writes them too, so a box's first start
+    after it loads the winner at once."""
+    return config.state_dir / f"runtime-timings-{name}.json"
+
+
 def routed_names(config: Config) -> list[str]:
     """The packages the box runs: its own ([models] name) and every one a routing rule
     names, in order, each once."""

@@ -107,14 +107,17 @@ def check_signing_keys(config: Config) -> Check:
 
 
 def check_golden_cases(config: Config, package: ModelPackage | None) -> Check:
-    """Run the package's golden cases on the backend the service would choose."""
+    """Run the package's golden cases on the backend the service would choose (and keep
+    the runtime timings it measured for the service's next start)."""
     from firmware_app.models.golden import check_golden
+    from firmware_app.models.store import runtime_timings_path
 
     name = "golden cases"
     if package is None:
         return Check(name, FAIL, "not run: the model package did not verify")
     try:
-        report = check_golden(package, config.runtime)
+        report = check_golden(package, config.runtime,
+                              runtime_timings_path(config, package.name))
     except PackageError as exc:
         return Check(name, FAIL, str(exc))
     return Check(name, PASS if report.passed else FAIL, report.describe())

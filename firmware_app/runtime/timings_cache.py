@@ -4,10 +4,12 @@ With ``[runtime] backend = "auto"`` the service times every candidate of its
 package in a child process (``selection.measure_in_child``), so that the
 runtimes that lose never load into it. What the child measured is kept in a
 small JSON file in the state folder, under a key naming everything that could
-change the answer: the package (its manifest's digest), the CPU (model and
+change the answer: the package (its manifest's digest and its folder: the
+artifacts are kept by path), the CPU (model and
 instruction-set flags), the installed runtime versions (read from package
 metadata, nothing imported) and the ``[runtime]`` settings. A later start with
-the same key loads the winner at once; any change measures again.
+the same key loads the winner at once; any change measures again. ``clinibox
+selftest`` keeps them too, so a box's first start after its self-test is quick.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ def _versions() -> dict[str, str]:
 def timings_key(package: ModelPackage, config: RuntimeConfig) -> str:
     """A digest of everything that could change which candidate is fastest here."""
     manifest = (package.root / "manifest.json").read_bytes()
-    parts = {"model": package.model_id, "manifest": hashlib.sha256(manifest).hexdigest(),
+    parts = {"model": package.model_id, "root": str(package.root.resolve()),
+             "manifest": hashlib.sha256(manifest).hexdigest(),
              "cpu": _cpu(), "runtimes": _versions(), "runtime": dataclasses.asdict(config)}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 

@@ -42,6 +42,7 @@ from firmware_app.models.store import (
     package_config,
     resolve_package_root,
     routed_names,
+    runtime_timings_path,
     store_for,
 )
 from firmware_app.models.trial import ModelTrial
@@ -65,8 +66,8 @@ def load_runner(config: Config) -> ModelRunner:
     """Find, verify and load the model package (and its second stage), check their golden
     cases on the chosen backends."""
     package = load_package(resolve_package_root(config), config.trusted_key_paths)
-    timings = config.state_dir / f"runtime-timings-{package.name}.json"
-    loaded, golden = load_verified(package, config.runtime, timings)
+    loaded, golden = load_verified(package, config.runtime,
+                                   runtime_timings_path(config, package.name))
     try:
         stage = load_stage(package, config.runtime, loaded.backend.key)
     except Exception:

@@ -106,3 +106,35 @@ def test_a_child_that_cannot_run_falls_back_to_timing_in_the_service(
     assert "timed" not in loaded.reason and len(loaded.ms_per_run) > 1
     assert not (tmp_path / "t.json").exists()
     loaded.close()
+
+
+def test_the_self_test_keeps_the_timings_the_service_starts_from(tmp_path, monkeypatch):
+    """`clinibox selftest` times the candidates as the service would and keeps them, so the
+    next `clinibox serve` loads the winner at once; a package moved to another folder (its
+    artifacts are kept by path) is timed again."""
+    import shutil
+
+    from firmware_app.models.golden import load_verified
+    from firmware_app.models.store import runtime_timings_path
+    from firmware_app.ops.selftest import check_golden_cases
+
+    config = Config()
+    config.storage.state_dir = str(tmp_path / "state")
+    config.state_dir.mkdir()
+    package = load_package(resolve_package_root(config), config.trusted_key_paths)
+    check = check_golden_cases(config, package)
+    assert check.status == "PASS", check.detail
+    path = runtime_timings_path(config, package.name)
+    assert read_timings(path, timings_key(package, config.runtime)) is not None
+
+    def no_child(*args):
+        raise AssertionError("the service timed again after the self-test")
+
+    monkeypatch.setattr(selection, "measure_in_child", no_child)
+    loaded, _report = load_verified(package, config.runtime, path)
+    assert "earlier start" in loaded.reason
+    loaded.close()
+    moved_root = tmp_path / "moved" / package.name / package.version
+    shutil.copytree(package.root, moved_root)
+    moved = load_package(moved_root, config.trusted_key_paths)
+    assert timings_key(moved, config.runtime) != timings_key(package, config.runtime)
