@@ -163,7 +163,11 @@ def test_the_stage_outlines_the_lesion_at_source_resolution(key, tmp_path):
     # a first-stage box off-centre and too large, with a coarse class guess
     coarse = Box(118.0, 95.0, 190.0, 160.0, 0.9, "lesion",
                  class_probabilities={"benign": 0.5, "malignant": 0.5})
+    looks: list[int] = []
+    infer = stage.backend.infer
+    stage.backend.infer = lambda inputs: (looks.append(1), infer(inputs))[1]
     refined = stage.refine(image, [coarse])[0]
+    assert len(looks) == 2  # the outline moved the box far: a second look around it
     assert refined.score == 0.9 and refined.label == "lesion"
     assert refined.mask is not None and refined.contour
     size, truth = axes(refined.mask, (0.5, 0.5)), axes(image > 0.5, (0.5, 0.5))
@@ -172,6 +176,10 @@ def test_the_stage_outlines_the_lesion_at_source_resolution(key, tmp_path):
     ys, xs = np.nonzero(image > 0.5)
     assert (refined.x0, refined.y0) == pytest.approx((xs.min(), ys.min()), abs=1.5)
     assert (refined.x1, refined.y1) == pytest.approx((xs.max() + 1, ys.max() + 1), abs=1.5)
+    again = stage.refine(image, [refined])[0]  # a box already on the lesion: one look
+    assert len(looks) == 3 and again.mask is not None
+    assert (again.x0, again.y0, again.x1, again.y1) == pytest.approx(
+        (refined.x0, refined.y0, refined.x1, refined.y1), abs=1.0)
     # the first stage's box alone would have said 36 × 32.5 mm
     assert max(coarse.x1 - coarse.x0, coarse.y1 - coarse.y0) * 0.5 > truth.long_axis + 10
     # the crop's class replaces the first stage's: mean of a standardised crop is ~0
