@@ -1,4 +1,4 @@
-"""Build the three outbound messages from the box's database.
+"""Build the four outbound messages from the box's database.
 
 * alert — one per study and model (by name), once the study is complete and
   that model's results on it cross its alert threshold
@@ -7,6 +7,8 @@
 * summary — counts and figures over one period, including drift figures
   without images: a histogram of model confidence and of input intensity.
 * status — online / heartbeat / offline, with uptime and backlog.
+* device event — a model installed, refused, rolled back, fallen back to another
+  runtime or not available (``device_event``), with its reason from a closed list.
 
 Every builder returns a payload that fits ``schema.SCHEMAS`` exactly; the
 outbox checks it again before storing. Nothing here reads a DICOM string, a
