@@ -6,6 +6,7 @@
       clinic    worklist, study, images, feedback, report (web/views_clinic.py)
       device    status, quarantine (technicians)     (web/views_device.py)
       export    a study de-identified as a zip       (web/views_export.py)
+      audit     the audit trail (technicians)        (web/views_audit.py; rows: web/audit_trail.py)
       reads and writes: the box database (SQLite, WAL: the worker keeps writing)
 """
 
@@ -114,12 +115,13 @@ def create_app(config: Config) -> Flask:
     CSRFProtect(app)
     security.install(app)
 
+    from web.views_audit import blueprint as audit
     from web.views_auth import blueprint as auth
     from web.views_clinic import blueprint as clinic
     from web.views_device import blueprint as device
     from web.views_export import blueprint as export
 
-    for blueprint in (auth, clinic, device, export):
+    for blueprint in (auth, clinic, device, export, audit):
         app.register_blueprint(blueprint)
 
     @app.context_processor

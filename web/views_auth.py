@@ -5,6 +5,12 @@ growing delays per address and per account-and-address, never a lock): while
 waiting, the answer is 429 with the seconds to wait and a Retry-After header.
 The same message answers a wrong name and a wrong password. Where to go after
 login (``next``) must be a path on this box; anything else is refused with 400.
+
+Every login, refused login and logout is an audit row (``web/audit_trail.py``)
+with the client's address. A refused login names the account only when the
+name is one of the box's accounts: an unknown name is not kept, since it is
+often a password typed into the wrong field. Tries turned away while an address
+must wait are one ``login_throttled`` row a minute per address.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from flask import (
     url_for,
 )
 
-from firmware_app.storage.accounts import Accounts, LoginThrottle
+from firmware_app.storage.accounts import AccountError, Accounts, LoginThrottle, normalise_name
+from web import audit_trail
 from web.security import current_account, database, sessions
 
 log = logging.getLogger(__name__)
@@ -94,26 +101,46 @@ def login():
     if wait > 0:
         log.warning("login from %s refused for %.0f s: too many failures from there",
                     address, wait)
+        audit_trail.note("login_throttled", detail=f"wait {math.ceil(wait)} s", account="",
+                         coalesce_seconds=audit_trail.THROTTLED_COALESCE)
         error = (f"Too many failed attempts. Wait {math.ceil(wait)} seconds and try again.")
         page = render_template("login.html", no_accounts=no_accounts, error=error, next=target)
         return page, 429, {"Retry-After": str(math.ceil(wait))}
     account = accounts.authenticate(name, password)
     if account is None:
         throttle.record_failure(name, address)
+        known = _known_name(accounts, name)
+        audit_trail.note("login_failed", target=f"account:{known}" if known else "",
+                         detail="wrong password" if known else "unknown account name",
+                         account=known)
         return render_template("login.html", no_accounts=no_accounts,
                                error="Wrong name or password.", next=target), 401
     session.clear()  # a new session (and CSRF token) at every login: no session fixation
     session["token"] = sessions().start(account)
     session.permanent = True
+    audit_trail.note("login", target=f"account:{account.name}", detail=account.role,
+                     account=account.name)
     log.info("%s (%s) logged in", account.name, account.role)
     return redirect(goal)
+
+
+def _known_name(accounts: Accounts, name: str) -> str:
+    """The account ``name`` names, or "" when it names none (then it is not recorded)."""
+    try:
+        normal = normalise_name(name)
+    except AccountError:
+        return ""
+    return normal if any(a.name == normal for a in accounts.all()) else ""
 
 
 @blueprint.route("/logout", methods=["POST"])
 def logout():
     """End the session on the box, not only in the browser."""
     token = session.get("token")
+    account = current_account()
     if isinstance(token, str):
         sessions().end(token)
+    if account is not None:
+        audit_trail.note("logout", target=f"account:{account.name}", account=account.name)
     session.clear()
     return redirect(url_for("auth.login"))

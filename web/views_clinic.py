@@ -4,6 +4,10 @@ Images are rendered on the box as PNG from the display previews the worker
 stored for each analysed frame (window/level in the modality's units, one
 frame at a time); the boxes are an SVG layer and the heatmap a transparent
 PNG layer, both toggled in the page.
+
+Each study page, image, report and verdict is an audit row with the account
+and its address (``web/audit_trail.py``); a page reloaded within a minute,
+or an instance's images loaded again within ten, add none.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from flask import (
     url_for,
 )
 
+from firmware_app.storage import audit, db
 from firmware_app.storage import studies as queries
-from web import render, wording
+from web import audit_trail, render, wording
 from web.report_pdf import ReportContent, report_pdf
 from web.security import current_account, database
 
@@ -136,6 +141,8 @@ def study(study_id: int):
     instance = next((i for i in found["instances"] if i.id == chosen), None)
     if instance is None:
         abort(404)
+    audit_trail.note("study_view", f"study:{study_id}", f"instance {instance.id}",
+                     coalesce_seconds=audit_trail.STUDY_VIEW_COALESCE)
     level, headline = wording.verdict(instance.alert, instance.finding, instance.assessment,
                                       instance.assessment_reason)
     shared = {
@@ -171,21 +178,24 @@ def _image_gone(instance: queries.InstanceView) -> str:
     return wording.image_deleted(instance.received_at, instance.image_deleted_at)
 
 
-def _result_with_image(instance_id: int) -> dict[str, Any]:
-    """The instance's result for an image route: 404 if none, 410 if retention deleted it."""
+def _result_with_image(instance_id: int, what: str) -> dict[str, Any]:
+    """The instance's result for an image route: 404 if none, 410 if retention deleted it;
+    the view (``what``: frame N, heatmap, key image) goes into the audit trail."""
     result = queries.instance_result(database(), instance_id)
     if result is None:
         abort(404)
     if result["image_deleted_at"] is not None:
         abort(410, description=wording.image_deleted(result["received_at"],
                                                      result["image_deleted_at"]))
+    audit_trail.note("image_view", f"instance:{instance_id}", what,
+                     coalesce_seconds=audit_trail.IMAGE_VIEW_COALESCE)
     return result
 
 
 @blueprint.route("/instance/<int:instance_id>/frame/<int:frame>.png")
 def frame_png(instance_id: int, frame: int):
     """One frame rendered as PNG with the requested (or the image's own) window."""
-    result = _result_with_image(instance_id)
+    result = _result_with_image(instance_id, f"frame {frame}")
     image = _frame(result["spool_path"], frame)
     return Response(render.render_png(image, _window_args(), max_side=IMAGE_SIDE),
                     mimetype="image/png")
@@ -194,7 +204,7 @@ def frame_png(instance_id: int, frame: int):
 @blueprint.route("/instance/<int:instance_id>/heatmap.png")
 def heatmap_png(instance_id: int):
     """The model's heatmap as a transparent layer over the key frame."""
-    result = _result_with_image(instance_id)
+    result = _result_with_image(instance_id, "heatmap")
     if result["heatmap"] is None:
         abort(404)
     image = _frame(result["spool_path"], result["key_frame"])
@@ -210,7 +220,7 @@ def key_png(instance_id: int):
 
 def _key_image(instance_id: int) -> bytes:
     """The key image of a processed instance (404 otherwise, 410 once deleted), for reports."""
-    result = _result_with_image(instance_id)
+    result = _result_with_image(instance_id, "key image")
     image = _frame(result["spool_path"], result["key_frame"])
     return render.key_image_png(image, None, result["boxes"], result["heatmap"],
                                 max_side=KEY_IMAGE_SIDE)
@@ -234,7 +244,11 @@ def feedback(instance_id: int):
         abort(404)
     if verdict not in VERDICTS or not -1 <= finding < len(result["boxes"]):
         abort(400)
-    queries.record_feedback(conn, instance_id, finding, verdict, account.id)
+    with db.transaction(conn):
+        queries.record_feedback(conn, instance_id, finding, verdict, account.id)
+        audit.record(conn, "feedback", account=account.name,
+                     address=audit_trail.client_address(), target=f"instance:{instance_id}",
+                     detail=f"finding {finding}: {verdict}")
     study_id = queries.study_of_instance(conn, instance_id)
     if request.accept_mimetypes.best == "application/json":
         return jsonify(instance=instance_id, finding=finding, verdict=verdict)
@@ -279,7 +293,9 @@ def _report(study_id: int) -> dict[str, Any]:
 @blueprint.route("/study/<int:study_id>/report")
 def report(study_id: int):
     """The printable report page (key image with overlays, findings, warnings, model, date)."""
-    return render_template("report.html", **_report(study_id))
+    facts = _report(study_id)
+    audit_trail.note("report_view", f"study:{study_id}")
+    return render_template("report.html", **facts)
 
 
 @blueprint.route("/study/<int:study_id>/report.pdf")
@@ -299,6 +315,7 @@ def report_as_pdf(study_id: int):
         key_image_png=None if facts["image_gone"] else _key_image(top.id),
         image_note=facts["image_gone"])
     response = Response(report_pdf(content), mimetype="application/pdf")
+    audit_trail.note("report_download", f"study:{study_id}", "PDF")
     response.headers["Content-Disposition"] = \
         f'inline; filename="clinibox-report-{study_id}.pdf"'
     return response

@@ -4,7 +4,8 @@ Device status: queue depth, today's work, quarantine reasons, disk, the model
 package and its validation metrics, the link to the hospital and the outbox,
 the DICOM outbox per PACS destination (backlog, last error), last errors. The
 quarantine lists every object held back with its reason;
-a technician may process one again or delete it (both recorded as events).
+a technician may process one again or delete it (both recorded as events and in
+the audit trail, with the technician's address).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from flask import Blueprint, abort, current_app, flash, jsonify, redirect, rende
 
 from firmware_app.storage import quarantine
 from firmware_app.storage.status import box_status
+from web.audit_trail import client_address
 from web.security import current_account, database, technician_only
 
 blueprint = Blueprint("device", __name__)
@@ -74,7 +76,7 @@ def _act(instance_id: int, action, done: str) -> Any:
     account = current_account()
     assert account is not None
     try:
-        action(database(), _viewer().spool, instance_id, account.name)
+        action(database(), _viewer().spool, instance_id, account.name, client_address())
     except quarantine.QuarantineError as exc:
         abort(404, description=str(exc))
     flash(done)

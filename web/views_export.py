@@ -5,8 +5,9 @@ page; CSRF-checked like every form) writes the study's images and its
 structured report (``dicom_out/study_report.py``) de-identified with the
 DICOM Basic Profile (``firmware_app/dicom_out/export.py``) into a zip
 made in the box's state folder, records the export with the account's name
-and the client's address, and answers the zip as a download. Clinicians and
-technicians may export; a request without a session is turned away (401).
+and the client's address (in ``exports`` and the audit trail), and answers
+the zip as a download. Clinicians and technicians may export; a request
+without a session is turned away (401).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from flask import Blueprint, abort, current_app, request, send_file
+from flask import Blueprint, abort, current_app, send_file
 
 from firmware_app.dicom_out.export import ExportError, export_study
 from firmware_app.dicom_out.study_report import study_report
 from firmware_app.storage import exports as export_queries
+from web.audit_trail import client_address
 from web.security import current_account, database
 
 blueprint = Blueprint("export", __name__)
@@ -47,7 +49,7 @@ def export_zip(study_id: int):
     try:
         try:
             summary = export_study(conn, str(study_id), scratch / "export.zip", as_zip=True,
-                                   account=account.name, address=request.remote_addr or "",
+                                   account=account.name, address=client_address(),
                                    target_label="viewer download", extra_documents=report)
         except ExportError as exc:
             abort(400, description=str(exc))

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import pwd
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,15 +25,12 @@ from firmware_app.models.package import load_package
 from firmware_app.models.store import resolve_package_root
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db
+from firmware_app.storage.audit import CONSOLE_ADDRESS, console_actor
 
 
 def unix_account() -> str:
     """``cli:<the unix user running the command>``, as the export record names it."""
-    try:
-        name = pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        name = str(os.geteuid())
-    return f"cli:{name}"
+    return console_actor()
 
 
 def _study_report(config: config_module.Config, conn, study_key: str) -> list:
@@ -57,7 +52,7 @@ def cmd_export_study(args: argparse.Namespace) -> int:
         secret = reference_secret(config)
         report = _study_report(config, conn, resolve_study(conn, args.study, secret).study_key)
         summary = export_study(conn, args.study, Path(args.out), as_zip=args.zip,
-                               account=unix_account(), address="local", secret=secret,
+                               account=unix_account(), address=CONSOLE_ADDRESS, secret=secret,
                                extra_documents=report)
     finally:
         conn.close()

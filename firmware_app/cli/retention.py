@@ -31,6 +31,8 @@ def _print_report(report: RetentionReport) -> None:
     for label, tally in rows:
         print(f"  {label:<36} {tally.images:>7}  {mb_text(tally.bytes):>10}")
     print(f"  {'of which the file was already gone':<36} {report.missing:>7}")
+    label = f"audit rows older than {limits.get('audit_days', 0):g} days"
+    print(f"  {label:<36} {report.audit_rows:>7}")
     if report.resumed:
         print(f"  {'left by an interrupted pass':<36} {report.resumed:>7}")
     after = "after (estimated)" if report.dry_run else "after"

@@ -8,6 +8,8 @@
 Passwords are asked for twice on the terminal (not echoed), or read as one line
 from standard input with ``--password-stdin`` (for scripts); never as an
 argument, where they would show in the process list and the shell history.
+Every change is an audit row naming the unix user who ran the command
+(``cli:<user>``; ``clinibox audit --action account_created``).
 """
 
 from __future__ import annotations

@@ -11,18 +11,22 @@ Install, in order; the running model is untouched until the last step:
    when it came from ``[models] dir``), older ones are removed, and the new
    one starts its trial.
 
-Each outcome goes into the box's event log and, as a device event, into the
-outbox for the hospital. A refused package's own name is only reported when
-its signature was good (unverified text never leaves the box). The running
-service notices the new state and reloads (``app.py``).
+Each outcome goes into the box's event log, into the access audit trail with
+who asked (``storage.audit``: ``cli:<unix user>`` on the console,
+``system:service`` when the service rolls a failed trial back) and, as a
+device event, into the outbox for the hospital. A refused package's own name
+is only reported when its signature was good (unverified text never leaves
+the box). The running service notices the new state and reloads (``app.py``).
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import sqlite3
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from firmware_app.contracts.egress import MODEL_ID, MODEL_REF
 from firmware_app.contracts.manifest import ModelPackage, PackageError
@@ -36,7 +40,7 @@ from firmware_app.models.store import (
     store_for,
 )
 from firmware_app.settings.box import Config
-from firmware_app.storage import db
+from firmware_app.storage import audit, db
 from firmware_app.telemetry.messages import device_event, queue_device_event
 
 log = logging.getLogger(__name__)
@@ -86,6 +90,21 @@ def report_event(config: Config, event: str, reason: str, subject: str = "", *,
         conn.close()
 
 
+def audit_model(config: Config, action: str, *, by: str, target: str, detail: str) -> None:
+    """Note a model change in the box's audit trail (a database error is logged: the change
+    itself is done and must not be undone by a failed note)."""
+    try:
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        conn = db.open_database(config.database_path)
+        try:
+            audit.record(conn, action, account=by, address=audit.CONSOLE_ADDRESS,
+                         target=target, detail=detail)
+        finally:
+            conn.close()
+    except (sqlite3.Error, OSError) as exc:
+        log.error("model change %s (%s) not in the audit trail: %s", action, target, exc)
+
+
 def _check(config: Config, package: ModelPackage, state: StoreState) -> None:
     if package.name != config.models.name:
         raise UpdateRefused(f"the package is {package.name!r}; this box runs "
@@ -99,8 +118,25 @@ def _check(config: Config, package: ModelPackage, state: StoreState) -> None:
             "older_version")
 
 
-def install(config: Config, source) -> InstallResult:
-    """Verify, check and switch to the package at ``source``; raise PackageError if refused."""
+def install(config: Config, source, *, by: str | None = None) -> InstallResult:
+    """Verify, check and switch to the package at ``source``; raise PackageError if refused.
+
+    The install or the refusal is an audit row naming ``by`` (default: the console's
+    unix user).
+    """
+    by = audit.console_actor() if by is None else by
+    try:
+        result = _install(config, source)
+    except PackageError as exc:
+        audit_model(config, "model_refused", by=by, target=f"package:{Path(source).name}",
+                    detail=f"{exc.code}: {exc}")
+        raise
+    audit_model(config, "model_installed", by=by, target=f"model:{result.package.model_id}",
+                detail=f"was {result.previous or '-'}; {result.golden.describe()}")
+    return result
+
+
+def _install(config: Config, source) -> InstallResult:
     if config.models.version:
         raise UpdateRefused(f"[models] version pins {config.models.version}; clear it so that "
                             "installed packages can run")
@@ -153,8 +189,15 @@ def install(config: Config, source) -> InstallResult:
     return InstallResult(package, golden, running_id, removed)
 
 
-def rollback(config: Config, reason: str = "technician") -> tuple[str, str]:
-    """Go back to the kept previous package; return (from model id, to model id)."""
+def rollback(config: Config, reason: str = "technician", *, by: str | None = None
+             ) -> tuple[str, str]:
+    """Go back to the kept previous package; return (from model id, to model id).
+
+    The rollback is an audit row naming ``by`` (default: the console's unix user when a
+    technician asked, else the service, which rolls a failed trial back by itself).
+    """
+    if by is None:
+        by = audit.console_actor() if reason == "technician" else audit.SERVICE_ACTOR
     if config.models.version:
         raise UpdateRefused(f"[models] version pins {config.models.version}; change it there")
     store = store_for(config)
@@ -173,5 +216,7 @@ def rollback(config: Config, reason: str = "technician") -> tuple[str, str]:
     now = manifest_model_id(store.package_root(good))
     report_event(config, "model_rolled_back", reason, left, running=now,
                  note=f"model rolled back from {left} to {now} ({reason})")
+    audit_model(config, "model_rolled_back", by=by, target=f"model:{now}",
+                detail=f"from {left or '-'} ({reason})")
     log.warning("model rolled back from %s to %s (%s)", left, now, reason)
     return left, now

@@ -22,9 +22,10 @@ from __future__ import annotations
 import logging
 import time
 
-from firmware_app.models.install import UpdateRefused, rollback
+from firmware_app.models.install import UpdateRefused, audit_model, rollback
 from firmware_app.models.store import StoreState, store_for
 from firmware_app.settings.box import Config
+from firmware_app.storage.audit import SERVICE_ACTOR
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ class ModelTrial:
             return
         self.errors = 0
         limit, hours = self.config.models.trial_jobs, self.config.models.trial_hours
+        kept: list[int] = []
 
         def count(state: StoreState) -> bool:
             trial = state.trial
@@ -108,10 +110,15 @@ class ModelTrial:
             if trial.jobs >= limit or time.time() - trial.since >= hours * 3600:
                 state.trial = None
                 state.note("kept", version=self.version, jobs=trial.jobs)
+                kept.append(trial.jobs)
                 return True
             return False
 
         if self.store.update(count):
+            if kept:
+                audit_model(self.config, "model_kept", by=SERVICE_ACTOR,
+                            target=f"model:{self.config.models.name}@{self.version}",
+                            detail=f"trial passed after {kept[-1]} analyses")
             log.info("model %s passed its trial and is kept", self.version)
             self.version = ""
 

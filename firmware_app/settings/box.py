@@ -204,6 +204,14 @@ class RetentionConfig:
 
 
 @dataclass
+class AuditConfig:
+    """The access audit trail (``clinibox audit``, the viewer's /audit page)."""
+
+    keep_days: float = setting(in_range(0, 36500), "keep audit rows this many days (the hourly "
+                               "retention pass prunes older ones); 0 keeps them all", 365.0)
+
+
+@dataclass
 class WebConfig:
     """The clinic viewer: a Flask app served over HTTPS by gunicorn (``clinibox web``)."""
 
@@ -413,6 +421,7 @@ class Config:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     web: WebConfig = field(default_factory=WebConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)

@@ -19,6 +19,9 @@ Design:
   only its SHA-256. Logout, a password change, removing an account and expiry
   (idle and absolute) are therefore real: the row is gone and the token is
   worthless, and a copy of the database does not hold usable tokens.
+* Every change (add, new password, remove) is an audit row (``storage.audit``) in the
+  change's own transaction, naming who made it: by default the unix user running the
+  console command (``cli:<user>``), since accounts are managed on the box's console.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from dataclasses import dataclass
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from firmware_app.errors import CliniboxError
-from firmware_app.storage import db
+from firmware_app.storage import audit, db
 
 ROLES = ("clinician", "technician")
 MIN_PASSWORD_LENGTH = 10
@@ -129,8 +132,12 @@ class Accounts:
             "SELECT id, name, role, password_hash FROM accounts WHERE name = ?",
             (name,)).fetchone()
 
-    def add(self, name: str, password: str, role: str) -> Account:
-        """Create an account; AccountError for a bad name or role, a weak password, a taken name."""
+    def add(self, name: str, password: str, role: str, *, by: str | None = None,
+            address: str = audit.CONSOLE_ADDRESS) -> Account:
+        """Create an account; AccountError for a bad name or role, a weak password, a taken name.
+
+        ``by`` (default: the console's unix user) from ``address`` goes into the audit trail.
+        """
         name = normalise_name(name)
         if role not in ROLES:
             raise AccountError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
@@ -142,15 +149,21 @@ class Accounts:
         password_hash = generate_password_hash(password, method=_HASH_METHOD)
         now = time.time()
         try:
-            cursor = self.conn.execute(
-                "INSERT INTO accounts(name, role, password_hash, created_at, changed_at)"
-                " VALUES (?, ?, ?, ?, ?)", (name, role, password_hash, now, now))
+            with db.transaction(self.conn):
+                cursor = self.conn.execute(
+                    "INSERT INTO accounts(name, role, password_hash, created_at, changed_at)"
+                    " VALUES (?, ?, ?, ?, ?)", (name, role, password_hash, now, now))
+                _audit(self.conn, "account_created", name, by, address, f"role {role}")
         except sqlite3.IntegrityError as exc:  # added meanwhile by another process
             raise AccountError(f"account {name} already exists") from exc
         return Account(id=int(cursor.lastrowid), name=name, role=role)
 
-    def set_password(self, name: str, password: str) -> None:
-        """Change an account's password and end its sessions; AccountError unknown or weak."""
+    def set_password(self, name: str, password: str, *, by: str | None = None,
+                     address: str = audit.CONSOLE_ADDRESS) -> None:
+        """Change an account's password and end its sessions; AccountError unknown or weak.
+
+        ``by`` (default: the console's unix user) from ``address`` goes into the audit trail.
+        """
         name = normalise_name(name)
         if self._row(name) is None:
             raise AccountError(f"no account {name}")
@@ -165,14 +178,24 @@ class Accounts:
             self.conn.execute(
                 "UPDATE accounts SET password_hash = ?, changed_at = ? WHERE id = ?",
                 (password_hash, time.time(), row["id"]))
-            self.conn.execute("DELETE FROM web_sessions WHERE account_id = ?", (row["id"],))
+            ended = self.conn.execute("DELETE FROM web_sessions WHERE account_id = ?",
+                                      (row["id"],)).rowcount
+            _audit(self.conn, "password_changed", name, by, address,
+                   f"{ended} session(s) ended")
 
-    def remove(self, name: str) -> None:
-        """Remove an account (its sessions go with it); AccountError when there is none."""
+    def remove(self, name: str, *, by: str | None = None,
+               address: str = audit.CONSOLE_ADDRESS) -> None:
+        """Remove an account (its sessions go with it); AccountError when there is none.
+
+        ``by`` (default: the console's unix user) from ``address`` goes into the audit trail.
+        """
         name = normalise_name(name)
-        cursor = self.conn.execute("DELETE FROM accounts WHERE name = ?", (name,))
-        if cursor.rowcount == 0:
-            raise AccountError(f"no account {name}")
+        with db.transaction(self.conn):
+            row = self._row(name)
+            if row is None:
+                raise AccountError(f"no account {name}")
+            self.conn.execute("DELETE FROM accounts WHERE id = ?", (row["id"],))
+            _audit(self.conn, "account_removed", name, by, address, f"role {row['role']}")
 
     def all(self) -> list[Account]:
         """Every account, sorted by name."""
@@ -203,6 +226,12 @@ class Accounts:
         if not check_password_hash(row["password_hash"], password):
             return None
         return _account(row)
+
+
+def _audit(conn: sqlite3.Connection, action: str, name: str, by: str | None, address: str,
+           detail: str) -> None:
+    audit.record(conn, action, account=audit.console_actor() if by is None else by,
+                 address=address, target=f"account:{name}", detail=detail)
 
 
 def _throttle_key(name: str) -> str:

@@ -14,10 +14,11 @@ import sqlite3
 import time
 from pathlib import Path
 
+from firmware_app.storage.audit_schema import AUDIT_SCHEMA, migrate_to_v9
 from firmware_app.storage.study_alerts import ALERTED_STUDIES_TABLE, migrate_to_v8
 from firmware_app.storage.study_rollup import update_study
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -238,7 +239,10 @@ CREATE TABLE IF NOT EXISTS events (
     component TEXT NOT NULL,
     message   TEXT NOT NULL
 );
-""".replace("{alerted_studies}", ALERTED_STUDIES_TABLE.strip())
+
+-- The access audit trail (v9): append-only rows in a hash chain, its anchor, the triggers
+-- that refuse changes (storage/audit_schema.py, storage/audit.py).
+""".replace("{alerted_studies}", ALERTED_STUDIES_TABLE.strip()) + AUDIT_SCHEMA
 
 
 #: the state folder: the service user and its group (the viewer, a technician's tools)
@@ -325,6 +329,8 @@ def initialise(conn: sqlite3.Connection) -> None:
         _migrate_to_v7(conn)
     if 0 < version < 8:
         migrate_to_v8(conn)
+    if 0 < version < 9:
+        migrate_to_v9(conn)
     if 0 < version < 3:
         _rebuild_studies(conn)
     _start_sequence(conn)

@@ -14,6 +14,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
+from firmware_app.storage import audit
 from firmware_app.storage.db import transaction
 
 
@@ -65,12 +66,17 @@ def study_instances(conn: sqlite3.Connection, study_key: str) -> list[ExportInst
 
 def record_export(conn: sqlite3.Connection, *, account: str, address: str, study_key: str,
                   files: int, target: str, at: float | None = None) -> int:
-    """Record one export (committed before this returns); its row id."""
+    """Record one export, in ``exports`` and in the audit trail (committed together before
+    this returns); its row id."""
+    at = time.time() if at is None else at
     with transaction(conn):
         cursor = conn.execute(
             "INSERT INTO exports(at, account, address, study_key, files, target)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (time.time() if at is None else at, account, address, study_key, files, target))
+            " VALUES (?, ?, ?, ?, ?, ?)", (at, account, address, study_key, files, target))
+        study = study_by_key(conn, study_key)
+        audit.record(conn, "export", account=account, address=address,
+                     target=f"study:{study.id}" if study else "study:?",
+                     detail=f"export {cursor.lastrowid}: {files} file(s) to {target}", at=at)
         return int(cursor.lastrowid)
 
 

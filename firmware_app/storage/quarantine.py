@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from firmware_app.errors import EXIT_USAGE, CliniboxError
 from firmware_app.fs import fsync_dir
-from firmware_app.storage import db
+from firmware_app.storage import audit, db
 from firmware_app.storage.spool import Spool
 
 #: Instance states a technician may act on.
@@ -73,8 +73,10 @@ def _held(conn: sqlite3.Connection, instance_id: int) -> Quarantined:
     return Quarantined(**dict(row))
 
 
-def process_again(conn: sqlite3.Connection, spool: Spool, instance_id: int, by: str) -> None:
-    """Put a quarantined or failed object back in the queue (attempts reset)."""
+def process_again(conn: sqlite3.Connection, spool: Spool, instance_id: int, by: str,
+                  address: str = "") -> None:
+    """Put a quarantined or failed object back in the queue (attempts reset); recorded as an
+    event and in the audit trail (``by`` from ``address``)."""
     held = _held(conn, instance_id)
     target = spool.path_for(held.local_id)
     kept = spool.held_path(held.local_id)
@@ -90,11 +92,15 @@ def process_again(conn: sqlite3.Connection, spool: Spool, instance_id: int, by: 
             " updated_at=? WHERE id=?", (str(target), time.time(), instance_id))
         db.record_event(conn, "INFO", "quarantine",
                         f"object {instance_id} queued again by {by} (was: {held.reason})")
+        audit.record(conn, "quarantine_requeued", account=by, address=address,
+                     target=f"object:{instance_id}", detail=f"{held.status}: {held.reason}")
     spool.reason_path(held.local_id).unlink(missing_ok=True)
 
 
-def delete(conn: sqlite3.Connection, spool: Spool, instance_id: int, by: str) -> None:
-    """Remove a quarantined or failed object and its queue row, recording who did it."""
+def delete(conn: sqlite3.Connection, spool: Spool, instance_id: int, by: str,
+           address: str = "") -> None:
+    """Remove a quarantined or failed object and its queue row, recording who did it (an
+    event, and the audit trail with ``address``)."""
     held = _held(conn, instance_id)
     with db.transaction(conn):
         conn.execute("DELETE FROM feedback WHERE instance_id=?", (instance_id,))
@@ -102,5 +108,7 @@ def delete(conn: sqlite3.Connection, spool: Spool, instance_id: int, by: str) ->
         conn.execute("DELETE FROM instances WHERE id=?", (instance_id,))
         db.record_event(conn, "INFO", "quarantine",
                         f"object {instance_id} deleted by {by} (was: {held.reason})")
+        audit.record(conn, "quarantine_deleted", account=by, address=address,
+                     target=f"object:{instance_id}", detail=f"{held.status}: {held.reason}")
     for path in spool.object_files(held.local_id):
         path.unlink(missing_ok=True)

@@ -67,6 +67,11 @@ error: its row is marked and counted as ``missing``. One pass runs at a time
 an event with its counts; a dry run changes nothing, records nothing, and
 estimates the disk use after it.
 
+**The audit trail.** Each real pass also prunes the audit rows older than
+``[audit] keep_days`` (``storage.audit.prune``: from the front of the hash
+chain, whose anchor moves past them; a broken chain is never pruned); a dry
+run counts them.
+
 Logs and events carry counts, bytes and percentages only, never a patient
 string or UID.
 """
@@ -88,7 +93,7 @@ from typing import Any
 
 from firmware_app.errors import EXIT_OK, CliniboxError
 from firmware_app.settings.box import Config
-from firmware_app.storage import db
+from firmware_app.storage import audit, db
 from firmware_app.storage.spool import PREVIEW_SUFFIX, Spool
 
 log = logging.getLogger(__name__)
@@ -164,6 +169,8 @@ class RetentionReport:
     disk_still_full: bool = False
     #: arrival time of the oldest image still on the box after the pass (None: none left)
     oldest_kept: float | None = None
+    #: audit rows pruned as older than ``[audit] keep_days`` (or that a dry run would prune)
+    audit_rows: int = 0
     #: instance ids deleted (or that would be), oldest first per step; not printed
     instance_ids: list[int] = field(default_factory=list, repr=False)
 
@@ -194,6 +201,9 @@ class RetentionReport:
         """One line for the log and the event."""
         verb = "would delete" if self.dry_run else "deleted"
         still = "; disk still above the limit, nothing safe left" if self.disk_still_full else ""
+        if self.audit_rows:
+            days = self.limits.get("audit_days", 0)
+            still += f"; {self.audit_rows} audit row(s) older than {days:g} days"
         return (f"retention{' (dry run)' if self.dry_run else ''}: {verb} {self.images} "
                 f"image(s), {mb_text(self.bytes)}: {self.by_age.images} by age, "
                 f"{self.quarantine.images} held by age, "
@@ -274,7 +284,8 @@ class _Pass:
         keep = config.retention
         self.report = RetentionReport(dry_run=dry_run, at=now, limits={
             "image_days": keep.image_days, "quarantine_days": keep.quarantine_days,
-            "max_disk_used_pct": keep.max_disk_used_pct})
+            "max_disk_used_pct": keep.max_disk_used_pct,
+            "audit_days": config.audit.keep_days})
         #: ids chosen so far (a dry run marks nothing, so later steps must skip them)
         self.chosen: set[int] = set()
         found = conn.execute(
@@ -447,6 +458,7 @@ def apply_retention(conn: sqlite3.Connection, config: Config, *, now: float | No
     now = time.time() if now is None else now
     if dry_run:
         report = _Pass(conn, config, now, True, disk_usage).run()
+        report.audit_rows = audit.would_prune(conn, config.audit.keep_days, now)
         log.info("%s", report.summary())
         return report
     with _pass_lock(config.state_dir):
@@ -457,6 +469,7 @@ def apply_retention(conn: sqlite3.Connection, config: Config, *, now: float | No
                                        (now,)).lastrowid)
         report = step.run()
         report.resumed = resumed
+        report.audit_rows = audit.prune(conn, config.audit.keep_days, now)
         level = logging.WARNING if report.disk_still_full else logging.INFO
         with db.transaction(conn):
             conn.execute("UPDATE retention_passes SET finished_at = ?, images = ?, bytes = ?"

@@ -3,7 +3,8 @@
 v2 → v3: stable study ids, feedback per finding. v3 → v4: instances record
 when retention deleted their image (and its size in pixels); a table of
 retention passes. v4 → v5: results carry their assessment, lesion records and
-class probabilities. v7 → v8: alerts are kept per study and model.
+class probabilities. v7 → v8: alerts are kept per study and model. v8 → v9: the
+access audit trail (tables, anchor, triggers).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def test_v2_database_is_upgraded_in_place(tmp_path):
     path = tmp_path / "box.db"
     _v2_database(path)
     conn = db.open_database(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 8
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 9
     studies = conn.execute("SELECT id, study_key, alert, received_at FROM studies"
                            " ORDER BY study_key").fetchall()
     assert [(r["study_key"], r["alert"], r["received_at"]) for r in studies] == [
@@ -65,8 +66,16 @@ def test_v2_database_is_upgraded_in_place(tmp_path):
     again.close()
 
 
+#: what v9 added: the audit trail
+V9_ONLY = """
+DROP TRIGGER audit_rows_are_not_changed; DROP TRIGGER audit_rows_are_only_pruned;
+DROP TRIGGER audit_anchor_is_kept; DROP TRIGGER audit_anchor_only_moves_on;
+DROP TABLE audit; DROP TABLE audit_anchor;
+DELETE FROM sqlite_sequence WHERE name = 'audit';
+"""
+
 #: what v8 changed: alerted_studies keyed by study only, no studies.alerts_done_at
-V8_ONLY = """
+V8_ONLY = V9_ONLY + """
 ALTER TABLE studies DROP COLUMN alerts_done_at;
 DROP TABLE alerted_studies;
 CREATE TABLE alerted_studies (study_key TEXT PRIMARY KEY, seq INTEGER NOT NULL, at REAL NOT NULL);
@@ -119,7 +128,7 @@ def test_v3_database_is_upgraded_in_place(tmp_path):
     path = tmp_path / "box.db"
     _v3_database(path)
     conn = db.open_database(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 8
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 9
     rows = conn.execute("SELECT id, status, spool_path, image_deleted_at, image_rows,"
                         " image_columns FROM instances ORDER BY id").fetchall()
     assert [tuple(r) for r in rows] == [(1, "processed", "p1", None, None, None),
@@ -238,7 +247,7 @@ def test_v7_alerts_are_kept_per_study_and_model(tmp_path):
     path = tmp_path / "box.db"
     _v7_database(path)
     conn = db.open_database(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 8
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 9
     alerted = conn.execute("SELECT study_key, model, seq, at FROM alerted_studies").fetchall()
     assert [tuple(r) for r in alerted] == [("1.2.1", "ct-lesion", 7, 250.0)]  # its top model
     # the alerted study's alerts count as queued (retention may delete its images)
@@ -258,4 +267,33 @@ def test_v7_alerts_are_kept_per_study_and_model(tmp_path):
     conn.close()
     again = db.open_database(path)  # opening an upgraded database changes nothing
     assert again.execute("SELECT COUNT(*) FROM alerted_studies").fetchone()[0] == 2
+    again.close()
+
+
+def test_v8_database_gains_the_audit_trail(tmp_path):
+    from firmware_app.storage import audit
+    from firmware_app.storage.audit_chain import verify
+    from firmware_app.storage.audit_schema import TRIGGERS
+
+    path = tmp_path / "box.db"
+    conn = db.connect(path)
+    db.initialise(conn)
+    conn.execute("INSERT INTO accounts(name, role, password_hash, created_at, changed_at)"
+                 " VALUES ('tina', 'technician', 'x', 1, 1)")
+    conn.executescript(V9_ONLY)
+    conn.execute("PRAGMA user_version=8")
+    assert "audit" not in db._tables(conn)
+    conn.close()
+    conn = db.open_database(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 9
+    assert {"audit", "audit_anchor"} <= db._tables(conn)
+    triggers = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
+    assert set(TRIGGERS) <= triggers
+    assert conn.execute("SELECT COUNT(*) FROM accounts").fetchone()[0] == 1  # kept
+    assert verify(conn).describe() == "intact (0 rows)"
+    assert audit.record(conn, "login", account="tina", address="10.0.0.7") == 1
+    conn.close()
+    again = db.open_database(path)  # opening an upgraded database changes nothing
+    assert again.execute("SELECT COUNT(*) FROM audit").fetchone()[0] == 1
+    assert verify(again).intact
     again.close()

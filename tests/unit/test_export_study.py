@@ -26,6 +26,7 @@ from firmware_app.dicom_out.export import ExportError, export_study
 from firmware_app.settings.box import Config
 from firmware_app.storage import db
 from firmware_app.storage.accounts import Accounts
+from firmware_app.storage.audit_query import AuditQuery, read_rows
 from firmware_app.storage.exports import exports_of_study
 from firmware_app.telemetry.identity import study_ref as telemetry_study_ref
 from tests.export_canaries import STUDY_UID, US_FRAMES_REGION, CanaryStudy, write_canary_study
@@ -218,6 +219,10 @@ def test_the_command_exports_records_the_unix_user_and_explains_refusals(
     _check_report(_datasets(_folder(out)))
     user = pwd.getpwuid(os.geteuid()).pw_name
     assert exports_of_study(conn, STUDY_UID)[0]["account"] == f"cli:{user}"
+    [audited] = read_rows(conn, AuditQuery(action="export"))  # and in the audit trail
+    assert (audited.account, audited.address, audited.target) == (
+        f"cli:{user}", "local", f"study:{box.study_id}")
+    assert audited.detail.endswith(f"6 file(s) to {out}")
     assert main(["export-study", str(box.study_id), "--out", str(out),
                  "--config", str(config)]) == 2
     assert "not empty" in capsys.readouterr().err

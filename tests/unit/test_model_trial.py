@@ -95,3 +95,37 @@ def test_a_load_failure_rolls_back_only_a_package_on_trial(config):
     # the package now running is not on trial: a failure there is not rolled back
     assert not ModelTrial(config).load_failed("load_failed")
     assert store_for(config).read().active == "1.0.0"
+
+
+def _audit(config: Config) -> list[tuple[str, str, str, str]]:
+    from firmware_app.storage import db
+    from firmware_app.storage.audit_query import AuditQuery, read_rows
+
+    conn = db.open_database(config.database_path)
+    try:
+        return [(r.action, r.account, r.target, r.detail)
+                for r in read_rows(conn, AuditQuery(), newest_first=False)]
+    finally:
+        conn.close()
+
+
+def test_the_service_s_own_model_changes_are_in_the_audit_trail(config):
+    from firmware_app.storage.audit import SERVICE_ACTOR
+
+    trial = ModelTrial(config)
+    trial.started("1.1.0")
+    for _ in range(3):
+        trial.processed()
+    assert _audit(config)[-1] == ("model_kept", SERVICE_ACTOR,
+                                  "model:clinibox-demo-lesion@1.1.0",
+                                  "trial passed after 3 analyses")
+    assert [row[0] for row in _audit(config)] == ["model_installed", "model_kept"]
+
+
+def test_a_failed_trial_rolled_back_by_the_service_names_the_service(config):
+    from firmware_app.storage.audit import SERVICE_ACTOR
+
+    assert ModelTrial(config).load_failed("golden_cases_failed")
+    assert _audit(config)[-1] == ("model_rolled_back", SERVICE_ACTOR,
+                                  "model:clinibox-demo-lesion@1.0.0",
+                                  "from clinibox-demo-lesion@1.1.0 (golden_cases_failed)")

@@ -220,3 +220,28 @@ def test_the_onfailure_hook_queues_a_device_event(config, tmp_path, capsys):
     notes = [r[0] for r in conn.execute("SELECT message FROM events WHERE component='lifecycle'")]
     conn.close()
     assert notes[0] == "systemd unit clinibox-web.service failed"
+
+
+def test_installs_refusals_and_rollbacks_are_in_the_audit_trail(config, packages):
+    from firmware_app.storage import db
+    from firmware_app.storage.audit import console_actor
+    from firmware_app.storage.audit_chain import verify
+    from firmware_app.storage.audit_query import AuditQuery, read_rows
+
+    install(config, make_package(packages, "1.1.0"))
+    with pytest.raises(PackageError):
+        install(config, make_package(packages, "1.0.5"))
+    rollback(config)
+    conn = db.open_database(config.database_path)
+    try:
+        rows = read_rows(conn, AuditQuery(), newest_first=False)
+        assert verify(conn).intact
+    finally:
+        conn.close()
+    assert [(r.action, r.account, r.address, r.target) for r in rows] == [
+        ("model_installed", console_actor(), "local", "model:clinibox-demo-lesion@1.1.0"),
+        ("model_refused", console_actor(), "local", "package:1.0.5"),
+        ("model_rolled_back", console_actor(), "local", "model:clinibox-demo-lesion@1.0.0")]
+    assert rows[0].detail.startswith("was clinibox-demo-lesion@1.0.0; 8/8 golden cases")
+    assert rows[1].detail.startswith("older_version: ")
+    assert rows[2].detail == "from clinibox-demo-lesion@1.1.0 (technician)"

@@ -1,0 +1,103 @@
+"""``clinibox audit``: the box's access audit trail on the console, and the check of its chain.
+
+    clinibox audit [--json] [--since DATE] [--until DATE] [--account NAME] [--action ACTION]
+                   [--limit N] [--verify]
+
+Rows are printed oldest first (``--json``: a list of objects: id, at, account,
+address, action, target, detail, hash); ``--limit N`` keeps the newest N. DATE
+is the box's local time: ``YYYY-MM-DD`` (``--until`` takes in the whole day),
+``YYYY-MM-DDTHH:MM``, ``today`` or ``yesterday``. The hash chain is checked on
+every call: the command ends with status 1 when it is broken, saying at which
+row and why (on standard error; with ``--verify`` only that is printed).
+Reading the trail is itself recorded (``audit_viewed``, as ``cli:<unix user>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+from firmware_app.errors import EXIT_FAIL, EXIT_OK
+from firmware_app.settings import box as config_module
+from firmware_app.storage import audit, db
+from firmware_app.storage.audit_chain import ChainCheck, verify
+from firmware_app.storage.audit_query import AuditQuery, AuditRow, parse_when, read_rows
+
+
+def _query(args: argparse.Namespace) -> AuditQuery:
+    return AuditQuery(since=parse_when(args.since) if args.since else None,
+                      until=parse_when(args.until, end=True) if args.until else None,
+                      account=args.account, action=args.action)
+
+
+def _line(row: AuditRow) -> str:
+    fields = row.to_dict()
+    return (f"{fields['id']:>7}  {fields['at']}  {row.account or '-':<20} {row.address:<15} "
+            f"{row.action:<19} {row.target:<18} {row.detail}")
+
+
+def _chain_json(check: ChainCheck) -> dict[str, object]:
+    return {"intact": check.intact, "rows": check.rows, "broken_at": check.broken_at,
+            "reason": check.reason, "last_hash": check.last_hash}
+
+
+def _described(args: argparse.Namespace) -> str:
+    words = [f"--{name} {value}" for name in ("since", "until", "account", "action", "limit")
+             if (value := getattr(args, name)) is not None]
+    return " ".join(["--verify"] * args.verify + words) or "all rows"
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Print the audit trail (filtered) or only the result of its chain check."""
+    query = _query(args)  # a bad date is refused before the database is opened
+    config = config_module.load(getattr(args, "config", None))
+    conn = db.open_database(config.database_path)
+    try:
+        check = verify(conn)
+        rows = [] if args.verify else read_rows(conn, query, newest_first=True, limit=args.limit)
+        audit.record(conn, "audit_viewed", account=audit.console_actor(),
+                     address=audit.CONSOLE_ADDRESS, target="audit", detail=_described(args))
+    finally:
+        conn.close()
+    rows.reverse()  # oldest first
+    status = EXIT_OK if check.intact else EXIT_FAIL
+    if args.verify:
+        print(json.dumps(_chain_json(check), indent=2) if args.json
+              else f"audit chain: {check.describe()}")
+        return status
+    if args.json:
+        print(json.dumps([row.to_dict() for row in rows], indent=2, ensure_ascii=False))
+    else:
+        for row in rows:
+            print(_line(row))
+        print(f"{len(rows)} row(s); audit chain: {check.describe()}")
+    if not check.intact:
+        print(f"clinibox audit: the audit chain is {check.describe()}", file=sys.stderr)
+    return status
+
+
+def _limit(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def add_parsers(sub: argparse._SubParsersAction,
+                with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
+    """Register ``audit`` on the main parser."""
+    p = with_config(sub.add_parser(
+        "audit", help="the access audit trail (who viewed, exported, changed what) and its check"))
+    p.add_argument("--json", action="store_true", help="a JSON list of rows")
+    p.add_argument("--since", metavar="DATE",
+                   help="from this local date or time (YYYY-MM-DD[THH:MM], today, yesterday)")
+    p.add_argument("--until", metavar="DATE", help="until this date (its whole day) or time")
+    p.add_argument("--account", metavar="NAME", help="only this account (cli:USER, system:…)")
+    p.add_argument("--action", choices=list(audit.ACTIONS), metavar="ACTION",
+                   help=f"only this action: {', '.join(audit.ACTIONS)}")
+    p.add_argument("--limit", type=_limit, metavar="N", help="only the newest N rows")
+    p.add_argument("--verify", action="store_true",
+                   help="only check the hash chain (status 1 when broken)")
+    p.set_defaults(func=cmd_audit)
