@@ -20,6 +20,7 @@ phantoms and pydicom's real CT/MR files → ``MODEL_CARD.md``. Workstation only
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -59,7 +60,7 @@ from converters.ood import fit_validated_range
 from converters.package import alert_from
 from converters.phantoms import CLASSES, dataset_plan, dataset_sample
 from converters.pipeline import Conversion
-from converters.prune import count_macs, fine_tune, prune, save_module
+from converters.prune import count_macs, fine_tune, load_module, prune, save_module
 from converters.source import SourceModel
 from converters.spec import ModelSpec
 from converters.stage import export_stage, stage_section
@@ -149,35 +150,18 @@ def build(args: argparse.Namespace) -> int:
     norm = (round(float(sample.mean()), 4), round(float(sample.std()), 4))
     data, task = train_data(tr, *norm), LesionTask()
     log(f"phantoms: {args.train} train / {args.val} val / {args.test} test; mean, std {norm}")
-    steps: dict = {}
-    start = time.time()
-    torch.manual_seed(args.seed)  # the initial weights of both networks
-    teacher_net, student_net = LesionNet(**TEACHER), LesionNet(**STUDENT)
-    teacher = train_epochs(teacher_net, data, task, SPEC, epochs=args.epochs, seed=args.seed,
-                           description="teacher")
-    steps["teacher"] = {"architecture": f"LesionNet{TEACHER}", "epochs": args.epochs,
-                        "seconds": round(time.time() - start, 1)}
-    log(f"teacher trained in {steps['teacher']['seconds']} s")
-    student, steps["distill"] = distill(teacher, student_net, data, task, SPEC,
-                                        epochs=args.student_epochs, max_mac_ratio=0.25)
-    log(f"student distilled: {steps['distill']}")
-    pruned, steps["prune"] = prune(student, SPEC, target_mac_ratio=args.prune)
-    start = time.time()
-    pruned = fine_tune(pruned, data, task, SPEC, teacher=teacher, epochs=args.finetune_epochs)
-    steps["prune"].update(finetune_epochs=args.finetune_epochs,
-                          finetune_seconds=round(time.time() - start, 1))
-    log(f"pruned and fine-tuned: {steps['prune']}")
-    steps["mask_calibration"] = calibrate_mask(pruned, val, norm)
-    log(f"mask calibration: {steps['mask_calibration']}")
     fit_x = model_inputs(tr.planes[::3], *norm)  # every third: CT and US alike
-    scale_features(pruned, fit_x)
-    args.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    save_module(pruned, args.checkpoint)
+    models: dict[str, torch.nn.Module] = {}
+    if args.from_checkpoint:
+        pruned, steps, kept_summaries = kept_training(args, log)
+    else:
+        pruned, steps, models = train_first_stage(args, data, task, val, norm, fit_x, log)
+        kept_summaries = {}
     shipped = fuse_batchnorm(pruned)
     thresholds = thresholds_for(shipped, val, norm)
-    models = {"teacher": teacher, "student (distilled)": student, "shipped (pruned)": shipped}
-    summaries = {k: torch_summary(m, test, norm, thresholds["finding"])
-                 for k, m in models.items()}
+    models["shipped (pruned)"] = shipped
+    summaries = {**kept_summaries, **{k: torch_summary(m, test, norm, thresholds["finding"])
+                                      for k, m in models.items()}}
     log(f"thresholds {thresholds}; held-out test: {summaries}")
     out = args.out.resolve()
     conv = Conversion(
@@ -224,6 +208,55 @@ def build(args: argparse.Namespace) -> int:
     log(f"package {out} verified; {sum(f.stat().st_size for f in out.rglob('*')) / 1024:.0f} "
         f"KiB; total {time.time() - t0:.0f} s")
     return 0
+
+
+def train_first_stage(args: argparse.Namespace, data, task, val, norm: tuple[float, float],
+                      fit_x: np.ndarray, log) -> tuple[torch.nn.Module, dict, dict]:
+    """Teacher → distilled student → pruned and fine-tuned → mask calibrated → features
+    scaled; the pruned module is kept in ``args.checkpoint``. Returns it, the steps'
+    report, and the teacher and the student (their held-out figures go in the card)."""
+    steps: dict = {}
+    start = time.time()
+    torch.manual_seed(args.seed)  # the initial weights of both networks
+    teacher_net, student_net = LesionNet(**TEACHER), LesionNet(**STUDENT)
+    teacher = train_epochs(teacher_net, data, task, SPEC, epochs=args.epochs, seed=args.seed,
+                           description="teacher")
+    steps["teacher"] = {"architecture": f"LesionNet{TEACHER}", "epochs": args.epochs,
+                        "seconds": round(time.time() - start, 1)}
+    log(f"teacher trained in {steps['teacher']['seconds']} s")
+    student, steps["distill"] = distill(teacher, student_net, data, task, SPEC,
+                                        epochs=args.student_epochs, max_mac_ratio=0.25)
+    log(f"student distilled: {steps['distill']}")
+    pruned, steps["prune"] = prune(student, SPEC, target_mac_ratio=args.prune)
+    start = time.time()
+    pruned = fine_tune(pruned, data, task, SPEC, teacher=teacher, epochs=args.finetune_epochs)
+    steps["prune"].update(finetune_epochs=args.finetune_epochs,
+                          finetune_seconds=round(time.time() - start, 1))
+    log(f"pruned and fine-tuned: {steps['prune']}")
+    steps["mask_calibration"] = calibrate_mask(pruned, val, norm)
+    log(f"mask calibration: {steps['mask_calibration']}")
+    scale_features(pruned, fit_x)
+    save_module(pruned, args.checkpoint)
+    return pruned, steps, {"teacher": teacher, "student (distilled)": student}
+
+
+def kept_training(args: argparse.Namespace, log) -> tuple[torch.nn.Module, dict, dict]:
+    """``--from-checkpoint``: the pruned module kept by an earlier build and that build's
+    training report, read from the package it made (``args.out``), so the package can be
+    rebuilt (export, quantization, second stage, card) without training the first stage
+    again. Returns the module, the training steps and the teacher and student's held-out
+    figures as that build measured them."""
+    manifest = json.loads((args.out / "manifest.json").read_text(encoding="utf-8"))
+    earlier = manifest["provenance"]["steps"]
+    kept = {k: earlier[k] for k in ("teacher", "distill", "prune", "mask_calibration")}
+    kept["from_checkpoint"] = {"checkpoint": args.checkpoint.name,
+                               "sha256": sha256_file(args.checkpoint),
+                               "package_built": manifest["provenance"].get("created", "")}
+    summaries = {k: v for k, v in earlier["detection"]["torch_test_metrics"].items()
+                 if k != "shipped (pruned)"}
+    log(f"first stage from {args.checkpoint} (trained by the build of "
+        f"{kept['from_checkpoint']['package_built']})")
+    return load_module(args.checkpoint), kept, summaries
 
 
 def second_stage(args: argparse.Namespace, out: Path, log) -> tuple[LesionStage, dict]:
@@ -377,7 +410,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prune", type=float, default=0.7, help="MAC ratio kept by pruning")
     parser.add_argument("--finetune-epochs", type=int, default=3)
     parser.add_argument("--calibration", type=int, default=256, help="calibration images")
-    parser.add_argument("--stage-phantoms", type=int, default=5000,
+    parser.add_argument("--from-checkpoint", action="store_true",
+                        help="rebuild the package from the first stage kept in --checkpoint "
+                             "and the training report of the package in --out (no training "
+                             "of the first stage; export, quantization, second stage, card)")
+    parser.add_argument("--stage-phantoms", type=int, default=4000,
                         help="lesion phantoms whose crops train the second stage")
     parser.add_argument("--stage-val", type=int, default=300,
                         help="lesion phantoms whose crops check the second stage")

@@ -27,7 +27,8 @@ def test_infer_json_reports_findings_and_quarantine_reasons(tmp_path, capsys):
     assert code == 1  # one file could not be analysed
     assert reports["lesion.dcm"]["status"] == "processed"
     assert reports["lesion.dcm"]["modality"] == "CT"
-    assert reports["lesion.dcm"]["backend"] == "onnxruntime:onnx/fp32"
+    # the first stage, then the second stage on each lesion (both FP32 ONNX here)
+    assert reports["lesion.dcm"]["backend"] == "onnxruntime:onnx/fp32 + onnxruntime:onnx/fp32"
     assert reports["clean.png"]["modality"] == "OT"  # wrapped as Secondary Capture
     assert reports["lesion.dcm"]["probability"] > reports["clean.png"]["probability"]
     assert reports["broken.dcm"]["status"] == "quarantined"

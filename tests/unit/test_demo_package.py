@@ -23,7 +23,8 @@ from firmware_app.inference.masks import axes
 from firmware_app.inference.postprocess import sigmoid
 from firmware_app.inference.validated_range import RangeGuard
 from firmware_app.models.package import load_package
-from firmware_app.settings.box import DEMO_PUBLIC_KEY, REPO_ROOT
+from firmware_app.models.stages import load_stage
+from firmware_app.settings.box import DEMO_PUBLIC_KEY, REPO_ROOT, RuntimeConfig
 
 PACKAGE = REPO_ROOT / "models" / "clinibox-demo-lesion" / "1.0.0"
 OUTPUTS = {"lesion_logit": (1, 1), "centre_heatmap": (1, 1, 32, 32), "box_size": (1, 2, 32, 32),
@@ -31,10 +32,10 @@ OUTPUTS = {"lesion_logit": (1, 1), "centre_heatmap": (1, 1, 32, 32), "box_size":
            "lesion_mask": (1, 1, 64, 64), "features": (1, 40)}
 
 
-#: share of held-out lesions over 5 mm whose measured axes are within 15 % of truth. Issue 15
-#: asks for essentially all; the rebuilt demo reaches about 0.6 (still open): this guards
-#: against it getting worse, it does not say the target is met.
-SIZES_WITHIN = 0.55
+#: share of held-out lesions over 5 mm whose both measured axes are within 15 % of truth,
+#: with the second stage (issue 15 asks for essentially all; the demo reaches about 0.87,
+#: its first stage alone about 0.63): this guards against it getting worse
+SIZES_WITHIN = 0.8
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +98,17 @@ def test_package_loads_and_says_what_it_is(package):
     labels = {a.label for a in package.artifacts}
     assert {"onnx/fp32", "onnx/int8", "openvino-ir/fp32", "openvino-ir/int8",
             "tflite/fp32"} <= labels
+    [stage] = package.stages  # the second stage: outline and class on each lesion's crop
+    assert stage.name == "clinibox-demo-lesion/lesion-crop" and stage.version == "1.0.0"
+    assert stage.input.shape == (1, 1, 64, 64)
+    assert {h.kind for h in parse_heads(stage.manifest["heads"])} == {"segmentation",
+                                                                     "classification"}
+    assert {a.label for a in stage.artifacts} == {"onnx/fp32", "tflite/fp32"}
+    for art in stage.artifacts:
+        assert art.validation["mask_iou_with_torch"] >= 0.98, art.label
+        assert art.validation["max_class_probability_difference"] <= 0.02, art.label
+    assert stage.manifest["validation"]["both_axes_within_15pct"] >= 0.8
+    assert stage.manifest["validation"]["class_auc"] >= 0.9
     fp32_auc = next(a for a in package.artifacts if a.label == "onnx/fp32").validation["auc"]
     for art in package.artifacts:  # the converter's fidelity gate, re-checked
         v = art.validation
@@ -167,30 +179,54 @@ def test_decoder_finds_the_golden_lesion(package):
         found = decoder.decode(run_artifact("onnx", art.path, x), transform)
         h, w = phantom.image.shape
         assert found.heatmap.shape[0] * w == pytest.approx(found.heatmap.shape[1] * h, rel=0.1)
-    # over held-out lesion phantoms: found, classed and measured as the box does
+    # over held-out lesion phantoms: found, classed and measured as the box does, with the
+    # second stage on ONNX Runtime, and by the first stage alone
+    stage = load_stage(package, RuntimeConfig(backend="onnxruntime"), "onnxruntime")
+    assert stage is not None
     plan = dataset_plan(SEEDS["test"], 1000)
-    hits = total = within = measured = 0
+    hits = total = within = measured = alone = 0
     for index in range(60):
         phantom = dataset_sample(SEEDS["test"], index, plan)
         if not phantom.lesion:
             continue
         x, transform = letterbox_grey(phantom.image, package.input.shape, package.input.mean,
                                       package.input.std, {})
-        found = decoder.decode(run_artifact("onnx", art.path, x), transform)
+        first = decoder.decode(run_artifact("onnx", art.path, x), transform).boxes
+        refined = stage.refine(phantom.image, first)
         for truth in phantom.lesions:
             total += 1
             x0, y0, x1, y1 = truth.box
-            mine = [b for b in found.boxes if b.x0 < x1 and x0 < b.x1 and b.y0 < y1 and y0 < b.y1]
-            hits += bool(mine)
-            if not mine or mine[0].mask is None or truth.long_axis_mm <= 5:
+            overlaps = [i for i, b in enumerate(refined)
+                        if b.x0 < x1 and x0 < b.x1 and b.y0 < y1 and y0 < b.y1]
+            hits += bool(overlaps)
+            if not overlaps or refined[overlaps[0]].mask is None or truth.long_axis_mm <= 5:
                 continue
-            assert set(mine[0].class_probabilities) == {"benign", "malignant"}
-            assert sum(mine[0].class_probabilities.values()) == pytest.approx(1, abs=1e-3)
-            size = axes(mine[0].mask, phantom.spacing)
+            mine = refined[overlaps[0]]
+            assert set(mine.class_probabilities) == {"benign", "malignant"}
+            assert sum(mine.class_probabilities.values()) == pytest.approx(1, abs=1e-3)
             measured += 1
-            within += abs(size.long_axis - truth.long_axis_mm) <= 0.15 * truth.long_axis_mm
+            within += _both_within(axes(mine.mask, phantom.spacing), truth)
+            if first[overlaps[0]].mask is not None:
+                alone += _both_within(axes(first[overlaps[0]].mask, phantom.spacing), truth)
+    stage.close()
     assert total >= 20 and hits / total >= 0.7, (hits, total)
     assert measured >= 15 and within / measured >= SIZES_WITHIN, (within, measured)
+    assert within > alone + 0.1 * measured, (within, alone, measured)  # the stage earns its keep
+
+
+def _both_within(size, truth) -> bool:
+    return (abs(size.long_axis - truth.long_axis_mm) <= 0.15 * truth.long_axis_mm
+            and abs(size.short_axis - truth.short_axis_mm) <= 0.15 * truth.short_axis_mm)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "tflite"])
+def test_the_second_stage_passes_its_golden_cases_on_every_runtime(package, backend):
+    """The stage runs where the first stage's runtime reads one of its artifacts (ONNX for
+    ONNX Runtime and OpenVINO, TFLite for TFLite), its golden cases within tolerance."""
+    stage = load_stage(package, RuntimeConfig(backend=backend), backend)
+    assert stage is not None and stage.backend.key == backend
+    assert stage.artifact_label == ("tflite/fp32" if backend == "tflite" else "onnx/fp32")
+    stage.close()
 
 
 @pytest.mark.parametrize("label", ["onnx/fp32", "onnx/int8", "openvino-ir/int8", "tflite/int8"])
@@ -222,6 +258,10 @@ def test_the_card_gives_classes_sizes_and_the_validated_range():
     steps = json.loads((PACKAGE / "manifest.json").read_text())["provenance"]["steps"]
     assert steps["lesions"]["class_auc"] >= 0.8
     assert steps["lesions"]["sizes"]["both_within_15pct"] >= SIZES_WITHIN
+    assert (steps["lesions"]["sizes"]["both_within_15pct"]
+            > steps["lesions_first_stage"]["sizes"]["both_within_15pct"] + 0.1)
+    assert steps["stage"]["class_auc"] >= 0.9
+    assert "Second stage" in card
     assert steps["ood"]["torch"]["real_all_flagged"] is True
     assert all(r["real_all_flagged"] for r in steps["ood"]["artifacts"].values())
     assert steps["ood"]["torch"]["phantoms_flagged"] <= 0.015
