@@ -13,6 +13,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+from firmware_app.i18n import N_, gettext
+
 #: the command did what was asked
 EXIT_OK = 0
 #: the command ran and met a failure or a refusal (a refused package, a failed check)
@@ -30,7 +32,7 @@ class CliniboxError(Exception):
     """
 
     exit_status: int = EXIT_FAIL
-    kind: str = "error"
+    kind: str = N_("error")
 
     def __init__(self, *args: object, exit_status: int | None = None) -> None:
         super().__init__(*args)
@@ -39,9 +41,10 @@ class CliniboxError(Exception):
 
 
 def run_command(prog: str, command: Callable[[], int]) -> int:
-    """Run ``command``; a CliniboxError becomes ``prog: kind: message`` on stderr and its status."""
+    """Run ``command``; a CliniboxError becomes ``prog: kind: message`` on stderr and its status
+    (``kind`` in the current language when the catalog has it)."""
     try:
         return command()
     except CliniboxError as exc:
-        print(f"{prog}: {exc.kind}: {exc}", file=sys.stderr)
+        print(f"{prog}: {gettext(exc.kind)}: {exc}", file=sys.stderr)
         return exc.exit_status

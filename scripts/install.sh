@@ -3,7 +3,7 @@
 #
 #   install.sh [--wheelhouse BUNDLE] [--root DIR] [--extras openvino,tflite]
 #              [--device auto|none|jetson|intel-npu] [--python PYTHON] [--no-enable]
-#              [--trust-demo-key]
+#              [--trust-demo-key] [--install-fonts]
 #   install.sh --switch-to VERSION [--root DIR] [--no-enable]      (go back to a kept version)
 #
 # BUNDLE is the folder `make wheelhouse` made (dist/clinibox-<version>-offline) or its
@@ -20,6 +20,10 @@
 #   ROOT/usr/local/lib/udev/rules.d; then enables the units (with root / and a running
 #   systemd also reloads systemd and udev and (re)starts the services).
 # Re-running it (same or newer bundle) is safe: the config is never overwritten.
+# The Chinese PDF reports need a Chinese font from Debian (fonts-noto-cjk, or fonts-wqy-zenhei),
+# which the bundle does not carry: without one the install says so (reports asked for in
+# Chinese then come out in English); --install-fonts installs fonts-noto-cjk with apt-get from
+# the box's own package sources (an image build, a local mirror), into / only.
 # The box trusts no model signing key of its own until `clinibox provision` (or an edited
 # [models] trusted_keys) gives it one; the DEMO-ONLY key, whose private half is public,
 # is trusted only with --trust-demo-key (a demonstration box, never a clinic's).
@@ -39,6 +43,8 @@ PYTHON=""
 ENABLE=1
 SWITCH_TO=""
 TRUST_DEMO=false
+INSTALL_FONTS=false
+CJK_FONTS="usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"
 
 say() { printf 'install.sh: %s\n' "$*"; }
 die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -56,6 +62,7 @@ while [ $# -gt 0 ]; do
         --python) PYTHON=${2:?--python needs a path}; shift 2 ;;
         --no-enable) ENABLE=0; shift ;;
         --trust-demo-key) TRUST_DEMO=true; shift ;;
+        --install-fonts) INSTALL_FONTS=true; shift ;;
         --switch-to) SWITCH_TO=${2:?--switch-to needs a version}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
@@ -303,6 +310,24 @@ for name in "${dropins[@]}"; do
     install -m 0644 "$PREFIX/current/systemd/dropins/$name.conf" "$DROPIN_DIR/50-$name.conf"
     say "drop-in clinibox.service.d/50-$name.conf"
 done
+
+# -- the Chinese font of the PDF reports (a Debian package, not in the bundle) --------------
+cjk_font() {
+    for font in $CJK_FONTS; do [ -f "$R/$font" ] && return 0; done
+    return 1
+}
+if ! cjk_font && [ "$INSTALL_FONTS" = true ]; then
+    if [ "$R" = "" ] && command -v apt-get >/dev/null; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+            fonts-noto-cjk || say "WARNING: apt-get could not install fonts-noto-cjk"
+    else
+        say "WARNING: --install-fonts installs into / with apt-get only"
+    fi
+fi
+if ! cjk_font; then
+    say "WARNING: no Chinese font: PDF reports asked for in Chinese come out in English" \
+        "(Debian: apt-get install fonts-noto-cjk, or install.sh --install-fonts)"
+fi
 
 if [ "$ENABLE" = 1 ]; then
     restart_services

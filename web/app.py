@@ -7,6 +7,7 @@
       device    status, quarantine (technicians)     (web/views_device.py)
       export    a study de-identified as a zip       (web/views_export.py)
       audit     the audit trail (technicians)        (web/views_audit.py; rows: web/audit_trail.py)
+      language  the switch in the header             (web/views_language.py; choice: web/i18n.py)
       reads and writes: the box database (SQLite, WAL: the worker keeps writing)
 """
 
@@ -23,14 +24,16 @@ from typing import Any
 
 from flask import Flask, render_template
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import BadRequest
 
 from firmware_app.contracts.manifest import PackageError
+from firmware_app.i18n import N_, gettext
 from firmware_app.models.package import load_package
 from firmware_app.models.store import resolve_package_root
 from firmware_app.settings.box import DEMO_TRUST_WARNING, Config
 from firmware_app.storage import db
 from firmware_app.storage.spool import Spool, make_spool
-from web import security, wording
+from web import i18n, labels, security, wording
 from web.security import current_account
 
 log = logging.getLogger(__name__)
@@ -114,45 +117,73 @@ def create_app(config: Config) -> Flask:
     )
     CSRFProtect(app)
     security.install(app)
+    i18n.install(app)
 
     from web.views_audit import blueprint as audit
     from web.views_auth import blueprint as auth
     from web.views_clinic import blueprint as clinic
     from web.views_device import blueprint as device
     from web.views_export import blueprint as export
+    from web.views_language import blueprint as language
 
-    for blueprint in (auth, clinic, device, export, audit):
+    for blueprint in (auth, clinic, device, export, audit, language):
         app.register_blueprint(blueprint)
 
     @app.context_processor
     def shared() -> dict[str, Any]:
         facts = app.config["CLINIBOX"].package_facts()
-        return {"account": current_account(), "words": wording,
-                "model_notice": facts.get("intended_use", "").strip(),
-                "demo_trust": DEMO_TRUST_WARNING if app.config["CLINIBOX"].config
+        return {"account": current_account(), "words": wording, "labels": labels,
+                "model_notice": wording.intended_use(facts.get("intended_use", "")),
+                "demo_trust": gettext(DEMO_TRUST_WARNING) if app.config["CLINIBOX"].config
                 .trusts_demo_key else ""}
+    _error_pages(app)
+    return app
+
+
+#: error pages: status -> (title, what it means), in English for the catalog
+ERRORS = {
+    401: (N_("Please log in"), N_("This needs a logged-in account.")),
+    403: (N_("Not allowed"), N_("Your account's role does not allow this page.")),
+    404: (N_("Not found"), N_("There is nothing here.")),
+    410: (N_("Image deleted"), N_("This image was deleted by retention; the findings are kept "
+                                  "on the study page and in its report.")),
+    413: (N_("Too large"), N_("That request is too large.")),
+    500: (N_("Something went wrong"), N_("The error was logged; the box keeps running.")),
+}
+
+
+#: why Flask-WTF refuses a form (its English descriptions, for the catalog)
+CSRF_REASONS = (
+    N_("The CSRF token is missing."), N_("The CSRF session token is missing."),
+    N_("The CSRF token has expired."), N_("The CSRF token is invalid."),
+    N_("The CSRF tokens do not match."), N_("The referrer header is missing."),
+    N_("The referrer does not match the host."),
+)
+
+
+def _error_pages(app: Flask) -> None:
+    """The plain error pages, in the request's language (a 400 shows the description it was
+    given, e.g. by ``abort(400, description)``: the views translate it)."""
 
     def error_page(code: int, title: str, detail: str):
         return render_template("error.html", code=code, title=title, detail=detail), code
 
     @app.errorhandler(CSRFError)
     def csrf_failed(error: CSRFError):
-        return error_page(400, "The form has expired",
-                          f"{error.description} Go back, reload the page and try again.")
+        return error_page(400, gettext("The form has expired"),
+                          gettext("%(why)s Go back, reload the page and try again.",
+                                  why=gettext(error.description)))
 
     @app.errorhandler(400)
     def bad_request(error: Exception):
-        detail = getattr(error, "description", "") or "The request was not understood."
-        return error_page(400, "Not accepted", detail)
+        detail = getattr(error, "description", "")
+        if not detail or detail == BadRequest.description:
+            detail = gettext("The request was not understood.")
+        return error_page(400, gettext("Not accepted"), detail)
 
-    for code, title, detail in (
-            (401, "Please log in", "This needs a logged-in account."),
-            (403, "Not allowed", "Your account's role does not allow this page."),
-            (404, "Not found", "There is nothing here."),
-            (410, "Image deleted", "This image was deleted by retention; the findings are "
-                                   "kept on the study page and in its report."),
-            (413, "Too large", "That request is too large."),
-            (500, "Something went wrong", "The error was logged; the box keeps running.")):
-        app.register_error_handler(
-            code, lambda _error, c=code, t=title, d=detail: error_page(c, t, d))
-    return app
+    def described(code: int):
+        title, detail = ERRORS[code]
+        return error_page(code, gettext(title), gettext(detail))
+
+    for code in ERRORS:
+        app.register_error_handler(code, lambda _error, c=code: described(c))

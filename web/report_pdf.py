@@ -1,39 +1,37 @@
 """The printable study report as PDF (fpdf2): patient and study, key image, verdict, findings.
 
-Text is Unicode when DejaVu Sans (regular and bold) is found in one of
-``FONT_DIRS``; otherwise the core Helvetica font is used and text is reduced to
-latin-1 (typographic punctuation to its ASCII look-alike, anything else to
-``?``). Every string is cleaned first: control and format characters removed,
-line breaks and runs of blanks folded to one space, length capped, so a
-patient-controlled string can neither break the PDF nor its layout. Characters
-the Unicode font has no glyph for (e.g. CJK in DejaVu) also become ``?`` rather
-than disappearing.
+Labels are in the current language (``firmware_app.i18n``); the content
+arrives already written in it (``web/views_clinic.py``). Fonts
+(``web/report_fonts.py``): DejaVu Sans for Latin text, Noto Sans CJK SC (or
+WenQuanYi Zen Hei) for Chinese, as the main font of a Chinese report and as
+DejaVu's fallback for Chinese names in an English one; without any, the core
+Helvetica font and text reduced to latin-1 (typographic punctuation to its
+ASCII look-alike, anything else to ``?``). Every string is cleaned first:
+control and format characters removed, line breaks and runs of blanks folded
+to one space, length capped, so a patient-controlled string can neither break
+the PDF nor its layout. Characters no font has a glyph for become ``?``
+rather than disappearing.
 """
 
 from __future__ import annotations
 
-import functools
 import io
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from fpdf import FPDF
-from fpdf.enums import XPos, YPos
+from fpdf.enums import WrapMode, XPos, YPos
 from PIL import Image
 
-#: Folders searched (in order) for DejaVuSans.ttf and DejaVuSans-Bold.ttf.
-FONT_DIRS: tuple[Path, ...] = (
-    Path("/usr/share/fonts/truetype/dejavu"),
-    Path("/usr/share/fonts/dejavu"),
-    Path("/usr/share/fonts/TTF"),
-    Path("/usr/share/fonts/truetype/ttf-dejavu"),
-    Path("/usr/local/share/fonts"),
-    Path("/usr/local/share/fonts/dejavu"),
-)
-REGULAR_FONT, BOLD_FONT = "DejaVuSans.ttf", "DejaVuSans-Bold.ttf"
-TITLE = "clinibox study report"
+from firmware_app.i18n import CHINESE, N_, current, gettext
+from web.report_fonts import FONT_DIRS, FontFace, FontPlan, find_fonts, glyphs, plan_fonts
+
+_ = gettext
+__all__ = ["FONT_DIRS", "TITLE", "ReportContent", "clean_text", "find_fonts", "report_pdf"]
+
+TITLE = N_("clinibox study report")
 #: Longest text kept per field / per finding line (characters).
 FIELD_LIMIT, LINE_LIMIT = 200, 1000
 #: The key image never takes more than this height (mm).
@@ -70,15 +68,8 @@ class ReportContent:
     image_note: str = ""
     #: the study's lesions in one sentence (count, largest diameter, class probabilities)
     summary: str = ""
-
-
-def find_fonts(font_dirs: Sequence[Path] | None = None) -> tuple[Path, Path] | None:
-    """(regular, bold) DejaVu Sans from the first folder holding both, or None."""
-    for folder in FONT_DIRS if font_dirs is None else font_dirs:
-        regular, bold = Path(folder) / REGULAR_FONT, Path(folder) / BOLD_FONT
-        if regular.is_file() and bold.is_file():
-            return regular, bold
-    return None
+    #: a note printed first (e.g. why a report asked for in Chinese is in English)
+    font_note: str = ""
 
 
 def clean_text(value: object, limit: int = LINE_LIMIT) -> str:
@@ -94,33 +85,53 @@ def clean_text(value: object, limit: int = LINE_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
+def _texts(content: ReportContent) -> list[str]:
+    """Every string of ``content`` (to see which fonts the report needs)."""
+    texts: list[str] = []
+    for item in fields(content):
+        value = getattr(content, item.name)
+        if isinstance(value, str):
+            texts.append(value)
+        elif isinstance(value, list):
+            texts.extend(str(line) for line in value)
+    return texts
+
+
 def report_pdf(content: ReportContent, *, font_dirs: Sequence[Path] | None = None) -> bytes:
-    """The report as PDF bytes (A4 portrait); ``font_dirs`` overrides ``FONT_DIRS``."""
-    fonts = find_fonts(font_dirs)
+    """The report as PDF bytes (A4 portrait); ``font_dirs`` replaces every folder searched
+    for fonts (``FONT_DIRS`` and ``firmware_app.i18n.fonts.CJK_FONT_DIRS``)."""
+    chinese = current() == CHINESE
+    title = _(TITLE)
+    plan = plan_fonts(_texts(content), chinese=chinese, font_dirs=font_dirs)
     generated = clean_text(content.generated, FIELD_LIMIT)
     try:
-        pdf = _Report(fonts, generated)
+        pdf = _Report(plan, title, generated, chinese)
     except Exception:  # an unreadable font file: the core font still makes a report
-        pdf = _Report(None, generated)
-    pdf.set_title(TITLE)
+        pdf = _Report(FontPlan(None), title, generated, chinese)
+    pdf.set_title(title)
     pdf.set_creator("clinibox")
+    pdf.set_lang("zh-CN" if chinese else "en")
     pdf.set_margins(15, 15, 15)
     pdf.set_auto_page_break(auto=True, margin=20)
     pdf.add_page()
 
+    if clean_text(content.font_note):
+        pdf.use_font(size=9)
+        pdf.paragraph(clean_text(content.font_note), 5)
+        pdf.ln(1)
     pdf.use_font(bold=True, size=18)
-    pdf.paragraph(TITLE, 10)
+    pdf.paragraph(title, 10)
     pdf.ln(2)
 
-    fields = (
-        ("Patient", content.patient_name),
-        ("Patient ID", content.patient_id),
-        ("Study date", content.study_date),
-        ("Study", content.study_description),
-        ("Modality", content.modality),
-        ("Received", content.received),
+    rows = (
+        (_("Patient"), content.patient_name),
+        (_("Patient ID"), content.patient_id),
+        (_("Study date"), content.study_date),
+        (_("Study"), content.study_description),
+        (_("Modality"), content.modality),
+        (_("Received"), content.received),
     )
-    for label, value in fields:
+    for label, value in rows:
         pdf.field_row(label, clean_text(value, FIELD_LIMIT) or "—")
     pdf.ln(4)
 
@@ -130,55 +141,66 @@ def report_pdf(content: ReportContent, *, font_dirs: Sequence[Path] | None = Non
         pdf.use_font(size=10)
         pdf.set_draw_color(80, 80, 80)
         pdf.multi_cell(0, 5.5, pdf.safe(clean_text(content.image_note)), border=1, padding=3,
-                       new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+                       new_x=XPos.LMARGIN, new_y=YPos.NEXT, wrapmode=pdf.wrapmode)
         pdf.ln(4)
 
     pdf.use_font(bold=True, size=13)
-    pdf.paragraph(clean_text(content.verdict) or "No result", 7)
+    pdf.paragraph(clean_text(content.verdict) or _("No result"), 7)
     if content.summary:
         pdf.paragraph(clean_text(content.summary), 6)
     pdf.ln(2)
 
     findings = [clean_text(line) for line in content.findings or []]
-    _section(pdf, "Findings", [f for f in findings if f] or ["None recorded."])
+    _section(pdf, _("Findings"), [f for f in findings if f] or [_("None recorded.")])
     warnings = [clean_text(line) for line in content.warnings or []]
     if any(warnings):
-        _section(pdf, "Quality warnings", [w for w in warnings if w])
+        _section(pdf, _("Quality warnings"), [w for w in warnings if w])
 
     pdf.use_font(size=9)
-    model = clean_text(content.model_id, FIELD_LIMIT) or "unknown"
-    backend = clean_text(content.backend, FIELD_LIMIT) or "unknown"
-    pdf.paragraph(f"Model: {model} · runtime: {backend}", 5)
+    model = clean_text(content.model_id, FIELD_LIMIT) or _("unknown")
+    backend = clean_text(content.backend, FIELD_LIMIT) or _("unknown")
+    pdf.paragraph(_("Model: %(model)s · runtime: %(backend)s", model=model, backend=backend), 5)
     pdf.ln(3)
 
     pdf.use_font(bold=True, size=10)
     pdf.set_fill_color(245, 245, 245)
     pdf.set_draw_color(80, 80, 80)
-    notice = clean_text(content.notice) or "This result assists a doctor and does not replace one."
+    notice = clean_text(content.notice) or _(
+        "This result assists a doctor and does not replace one.")
     pdf.multi_cell(0, 5.5, pdf.safe(notice), border=1, fill=True, padding=3,
-                   new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+                   new_x=XPos.LMARGIN, new_y=YPos.NEXT, wrapmode=pdf.wrapmode)
     return bytes(pdf.output())
 
 
 class _Report(FPDF):
     """FPDF with the report's fonts, text preparation and footer."""
 
-    def __init__(self, fonts: tuple[Path, Path] | None, generated: str) -> None:
+    def __init__(self, plan: FontPlan, title: str, generated: str, chinese: bool) -> None:
         super().__init__(orientation="portrait", unit="mm", format="A4")
-        self.unicode = fonts is not None
+        self.unicode = plan.main is not None
+        self.title_text = title
         self.generated = generated
+        #: Chinese has no spaces between words: lines break between characters
+        self.wrapmode = WrapMode.CHAR if chinese else WrapMode.WORD
         self.glyphs: frozenset[int] = frozenset()
-        if fonts is not None:
-            self.add_font("DejaVu", "", str(fonts[0]))
-            self.add_font("DejaVu", "B", str(fonts[1]))
-            self.report_family = "DejaVu"
-            self.glyphs = _glyphs(str(fonts[0])) & _glyphs(str(fonts[1]))
-        else:
-            self.report_family = "Helvetica"
+        self.report_family = "Helvetica"
+        for face in (plan.main, plan.fallback):
+            if face is not None:
+                self._register(face)
+        if plan.main is not None:
+            self.report_family = plan.main.family
+        if plan.fallback is not None:
+            self.set_fallback_fonts([plan.fallback.family], exact_match=False)
         self.alias_nb_pages()
 
+    def _register(self, face: FontFace) -> None:
+        """Add ``face`` in regular and bold; its glyphs join those the report can show."""
+        self.add_font(face.family, "", str(face.regular), collection_font_number=face.index)
+        self.add_font(face.family, "B", str(face.bold), collection_font_number=face.index)
+        self.glyphs |= glyphs(str(face.regular), face.index) & glyphs(str(face.bold), face.index)
+
     def safe(self, text: str) -> str:
-        """Text the current font can show: missing glyphs (Unicode) or non-latin-1 (core) → '?'."""
+        """Text the fonts can show: missing glyphs (Unicode) or non-latin-1 (core) → '?'."""
         if self.unicode:
             return "".join(ch if ord(ch) in self.glyphs or ch == " " else "?" for ch in text)
         return text.translate(_ASCII).encode("latin-1", "replace").decode("latin-1")
@@ -189,32 +211,28 @@ class _Report(FPDF):
 
     def paragraph(self, text: str, height: float) -> None:
         """A paragraph across the full width, wrapped."""
-        self.multi_cell(0, height, self.safe(text), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self.multi_cell(0, height, self.safe(text), new_x=XPos.LMARGIN, new_y=YPos.NEXT,
+                        wrapmode=self.wrapmode)
 
     def field_row(self, label: str, value: str) -> None:
         """One ``label  value`` row of the patient/study block; long values wrap."""
         self.use_font(bold=True, size=10)
         self.cell(32, 6, self.safe(label))
         self.use_font(size=10)
-        self.multi_cell(0, 6, self.safe(value), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self.multi_cell(0, 6, self.safe(value), new_x=XPos.LMARGIN, new_y=YPos.NEXT,
+                        wrapmode=self.wrapmode)
 
     def footer(self) -> None:
         """Generated date on the left, page n of N on the right."""
         self.set_y(-14)
         self.use_font(size=8)
         self.set_text_color(90, 90, 90)
-        self.cell(0, 5, self.safe(f"{TITLE} · generated {self.generated}"))
+        self.cell(0, 5, self.safe(_("%(title)s · generated %(when)s", title=self.title_text,
+                                    when=self.generated)))
         self.set_x(self.l_margin)
-        self.cell(0, 5, f"page {self.page_no()} of {{nb}}", align="R")
+        self.cell(0, 5, self.safe(_("page %(page)s of %(pages)s", page=self.page_no(),
+                                    pages="{nb}")), align="R")
         self.set_text_color(0, 0, 0)
-
-
-@functools.lru_cache(maxsize=4)
-def _glyphs(path: str) -> frozenset[int]:
-    from fontTools.ttLib import TTFont  # an fpdf2 dependency
-
-    with TTFont(path, lazy=True) as font:
-        return frozenset(font.getBestCmap() or {})
 
 
 def _section(pdf: _Report, heading: str, lines: list[str]) -> None:
@@ -235,7 +253,7 @@ def _key_image(pdf: _Report, png: bytes) -> None:
         width_px = height_px = 0
     if width_px <= 0 or height_px <= 0:
         pdf.use_font(size=9)
-        pdf.paragraph("(the key image could not be included)", 5)
+        pdf.paragraph(_("(the key image could not be included)"), 5)
         return
     width = pdf.epw
     height = width * height_px / width_px
@@ -249,6 +267,6 @@ def _key_image(pdf: _Report, png: bytes) -> None:
         pdf.image(io.BytesIO(png), x=x, y=pdf.get_y(), w=width, h=height)
     except Exception:
         pdf.use_font(size=9)
-        pdf.paragraph("(the key image could not be included)", 5)
+        pdf.paragraph(_("(the key image could not be included)"), 5)
         return
     pdf.set_y(pdf.get_y() + height + 4)

@@ -1,6 +1,6 @@
 """The viewer's safety rules, in one place: who may see what, and the headers on every answer.
 
-* Every route except the login page and static files needs a live session
+* Every route except the login page, the language switch and static files needs a live session
   (``firmware_app.storage.accounts.Sessions``: server-side, idle and absolute expiry); pages
   redirect to the login, image and JSON routes answer 401.
 * Device pages and quarantine actions are for technicians (403 otherwise).
@@ -27,7 +27,7 @@ from firmware_app.storage.accounts import Account, Sessions
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Endpoints reachable without a session.
-PUBLIC_ENDPOINTS = frozenset({"auth.login", "static"})
+PUBLIC_ENDPOINTS = frozenset({"auth.login", "language.choose", "static"})
 
 CONTENT_SECURITY_POLICY = "; ".join((
     "default-src 'none'",

@@ -15,6 +15,7 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, render_template, request
 
+from firmware_app.i18n import gettext
 from firmware_app.storage.accounts import Accounts
 from firmware_app.storage.audit import ACTIONS
 from firmware_app.storage.audit_chain import verify
@@ -33,15 +34,16 @@ def _filters() -> tuple[dict[str, Any], AuditQuery]:
     args = {name: request.args.get(name, "").strip()
             for name in ("since", "until", "account", "action")}
     if args["action"] and args["action"] not in ACTIONS:
-        abort(400, description="Unknown action.")
+        abort(400, description=gettext("Unknown action."))
     if len(args["account"]) > MAX_ACCOUNT:
-        abort(400, description="The account name is too long.")
+        abort(400, description=gettext("The account name is too long."))
     try:
         since = parse_when(args["since"]) if args["since"] else None
         until = parse_when(args["until"], end=True) if args["until"] else None
         page = int(request.args.get("page", "1"))
     except (BadDate, ValueError) as exc:
-        abort(400, description=str(exc) if isinstance(exc, BadDate) else "Bad page number.")
+        abort(400, description=str(exc) if isinstance(exc, BadDate)
+              else gettext("Bad page number."))
     args["page"] = max(1, min(page, 1_000_000))
     return args, AuditQuery(since=since, until=until, account=args["account"] or None,
                             action=args["action"] or None)

@@ -6,6 +6,10 @@ waiting, the answer is 429 with the seconds to wait and a Retry-After header.
 The same message answers a wrong name and a wrong password. Where to go after
 login (``next``) must be a path on this box; anything else is refused with 400.
 
+The language chosen with the header's switch before logging in becomes the account's
+when it has none (``web/i18n.py``), and the login page after a logout stays in the
+language the user read.
+
 Every login, refused login and logout is an audit row (``web/audit_trail.py``)
 with the client's address. A refused login names the account only when the
 name is one of the box's accounts: an unknown name is not kept, since it is
@@ -31,8 +35,10 @@ from flask import (
     url_for,
 )
 
+from firmware_app.i18n import gettext, ngettext, normalise
 from firmware_app.storage.accounts import AccountError, Accounts, LoginThrottle, normalise_name
 from web import audit_trail
+from web.i18n import SESSION_KEY
 from web.security import current_account, database, sessions
 
 log = logging.getLogger(__name__)
@@ -72,7 +78,7 @@ def _next_or_refuse(target: str | None) -> str:
     checked = same_origin_path(target)
     if checked is None:
         log.warning("login with a return address outside the box refused")
-        abort(400, "The address to return to after login is not a page of this box.")
+        abort(400, gettext("The address to return to after login is not a page of this box."))
     return checked
 
 
@@ -103,7 +109,9 @@ def login():
                     address, wait)
         audit_trail.note("login_throttled", detail=f"wait {math.ceil(wait)} s", account="",
                          coalesce_seconds=audit_trail.THROTTLED_COALESCE)
-        error = (f"Too many failed attempts. Wait {math.ceil(wait)} seconds and try again.")
+        error = ngettext("Too many failed attempts. Wait %(num)d second and try again.",
+                         "Too many failed attempts. Wait %(num)d seconds and try again.",
+                         math.ceil(wait))
         page = render_template("login.html", no_accounts=no_accounts, error=error, next=target)
         return page, 429, {"Retry-After": str(math.ceil(wait))}
     account = accounts.authenticate(name, password)
@@ -114,9 +122,14 @@ def login():
                          detail="wrong password" if known else "unknown account name",
                          account=known)
         return render_template("login.html", no_accounts=no_accounts,
-                               error="Wrong name or password.", next=target), 401
+                               error=gettext("Wrong name or password."), next=target), 401
+    chosen = normalise(session.get(SESSION_KEY))
     session.clear()  # a new session (and CSRF token) at every login: no session fixation
     session["token"] = sessions().start(account)
+    if chosen and not account.language:  # the language chosen before login becomes the user's
+        accounts.set_language(account.id, chosen)
+    if chosen:
+        session[SESSION_KEY] = chosen
     session.permanent = True
     audit_trail.note("login", target=f"account:{account.name}", detail=account.role,
                      account=account.name)
@@ -142,5 +155,8 @@ def logout():
         sessions().end(token)
     if account is not None:
         audit_trail.note("logout", target=f"account:{account.name}", account=account.name)
+    language = (account.language if account is not None else "") or session.get(SESSION_KEY)
     session.clear()
+    if language:  # the login page stays in the language the user read
+        session[SESSION_KEY] = language
     return redirect(url_for("auth.login"))

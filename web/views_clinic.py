@@ -12,7 +12,9 @@ or an instance's images loaded again within ten, add none.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -29,21 +31,23 @@ from flask import (
     url_for,
 )
 
+from firmware_app import i18n
+from firmware_app.i18n.fonts import PACKAGE_HINT, find_cjk_font
 from firmware_app.storage import audit, db
 from firmware_app.storage import studies as queries
-from web import audit_trail, render, wording
+from web import audit_trail, labels, render, wording
 from web.report_pdf import ReportContent, report_pdf
 from web.security import current_account, database
 
+log = logging.getLogger(__name__)
 blueprint = Blueprint("clinic", __name__)
 
 #: Longest side of a rendered image, and of the report's key image.
 IMAGE_SIDE = 2048
 KEY_IMAGE_SIDE = 1024
-VERDICTS = ("agree", "disagree", "unsure")
-#: Window presets offered for CT (centre, width in Hounsfield units).
-CT_PRESETS = (("Soft tissue", 40, 400), ("Lung", -600, 1500), ("Bone", 400, 1800),
-              ("Brain", 40, 80))
+VERDICTS = tuple(labels.VERDICTS)
+#: Window presets offered for CT (name, centre, width in Hounsfield units).
+CT_PRESETS = labels.CT_PRESETS
 
 
 def _viewer():
@@ -148,7 +152,7 @@ def study(study_id: int):
     shared = {
         "study": found, "instance": instance, "level": level, "headline": headline,
         "verdicts": VERDICTS, "warnings": [wording.warning_text(w) for w in instance.warnings],
-        "notice": wording.ASSIST_NOTICE, "summary": wording.study_summary(found["summary"]),
+        "notice": wording.assist_notice(), "summary": wording.study_summary(found["summary"]),
         "other_frames": wording.other_frame_lines(instance.boxes, instance.lesions)}
     gone = _image_gone(instance)
     if gone:
@@ -165,7 +169,7 @@ def study(study_id: int):
         "study.html", image=image, image_gone="", window=window,
         previous_frame=previewed[place - 1] if place > 0 else None,
         next_frame=previewed[place + 1] if place + 1 < len(previewed) else None,
-        presets=CT_PRESETS if image.modality == "CT" else (),
+        presets=labels.presets() if image.modality == "CT" else (),
         on_key_frame=image.frame == instance.key_frame,
         findings=wording.finding_lines(instance.boxes, image.rows, image.columns,
                                        instance.lesions), **shared)
@@ -222,7 +226,10 @@ def _key_image(instance_id: int) -> bytes:
     """The key image of a processed instance (404 otherwise, 410 once deleted), for reports."""
     result = _result_with_image(instance_id, "key image")
     image = _frame(result["spool_path"], result["key_frame"])
-    return render.key_image_png(image, None, result["boxes"], result["heatmap"],
+    boxes = result["boxes"]
+    if i18n.current() != i18n.ENGLISH:  # the drawing's font is Latin: areas go by number,
+        boxes = [{**box, "label": str(n)} for n, box in enumerate(boxes, start=1)]  # as listed
+    return render.key_image_png(image, None, boxes, result["heatmap"],
                                 max_side=KEY_IMAGE_SIDE)
 
 
@@ -275,9 +282,10 @@ def _report(study_id: int) -> dict[str, Any]:
         found["alert"], bool(found["findings"]), unjudged.assessment if unjudged else "",
         unjudged.assessment_reason if unjudged else "")
     facts = _viewer().package_facts()
-    notice = wording.ASSIST_NOTICE
+    notice = wording.assist_notice()
     if facts.get("intended_use"):
-        notice = f"{notice} Model: {facts['intended_use']}"
+        notice = i18n.gettext("%(notice)s Model: %(use)s", notice=notice,
+                              use=wording.intended_use(facts["intended_use"]))
     return {
         "study": found, "top": top, "level": level, "headline": headline,
         "findings": wording.finding_lines(top.boxes, rows, columns, top.lesions)
@@ -300,7 +308,20 @@ def report(study_id: int):
 
 @blueprint.route("/study/<int:study_id>/report.pdf")
 def report_as_pdf(study_id: int):
-    """The same report as a PDF made on the box."""
+    """The same report as a PDF made on the box (in English, saying why, when a Chinese one
+    is asked for and the box has no Chinese font)."""
+    no_font = i18n.current() != i18n.ENGLISH and find_cjk_font() is None
+    if no_font:
+        log.warning("no Chinese font for the PDF report (%s): it is made in English",
+                    PACKAGE_HINT)
+    with i18n.use_locale(i18n.ENGLISH) if no_font else contextlib.nullcontext():
+        # in English, like the report it heads (so not in the catalog)
+        return _pdf_answer(study_id, f"This box has no Chinese font ({PACKAGE_HINT}), so this "
+                                     "report is in English." if no_font else "")
+
+
+def _pdf_answer(study_id: int, font_note: str) -> Response:
+    """The PDF report of a study in the current language, recorded in the audit trail."""
     facts = _report(study_id)
     found, top = facts["study"], facts["top"]
     content = ReportContent(
@@ -309,11 +330,12 @@ def report_as_pdf(study_id: int):
         study_description=found["study_description"], modality=found["modality"] or "",
         received=wording.local_time(found["received_at"]), verdict=facts["headline"],
         summary=facts["summary"],
-        findings=facts["findings"] or ["No marked areas."], warnings=facts["warnings"],
+        findings=facts["findings"] or [i18n.gettext("No marked areas.")],
+        warnings=facts["warnings"],
         model_id=top.model_id, backend=top.backend, notice=facts["notice"],
         generated=facts["generated"],
         key_image_png=None if facts["image_gone"] else _key_image(top.id),
-        image_note=facts["image_gone"])
+        image_note=facts["image_gone"], font_note=font_note)
     response = Response(report_pdf(content), mimetype="application/pdf")
     audit_trail.note("report_download", f"study:{study_id}", "PDF")
     response.headers["Content-Disposition"] = \

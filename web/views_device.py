@@ -15,6 +15,7 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, url_for
 
+from firmware_app.i18n import gettext
 from firmware_app.storage import quarantine
 from firmware_app.storage.status import box_status
 from web.audit_trail import client_address
@@ -87,11 +88,12 @@ def _act(instance_id: int, action, done: str) -> Any:
 @technician_only
 def process_again(instance_id: int):
     """Queue a held object again (after the cause was fixed, e.g. a model update)."""
-    return _act(instance_id, quarantine.process_again, f"Object {instance_id} queued again.")
+    return _act(instance_id, quarantine.process_again,
+                gettext("Object %(id)s queued again.", id=instance_id))
 
 
 @blueprint.route("/device/quarantine/<int:instance_id>/delete", methods=["POST"])
 @technician_only
 def delete(instance_id: int):
     """Delete a held object for good (the sender may send it again)."""
-    return _act(instance_id, quarantine.delete, f"Object {instance_id} deleted.")
+    return _act(instance_id, quarantine.delete, gettext("Object %(id)s deleted.", id=instance_id))

@@ -1,20 +1,60 @@
-"""Findings, warnings and notices in plain words for clinic staff who are not radiologists."""
+"""Findings, warnings and notices in plain words for clinic staff who are not radiologists.
+
+Every sentence is in the current language (``firmware_app.i18n``: the viewer's
+request, or the command line's); the English ones are the catalog's source.
+Sizes keep their unit symbols (``12.3 × 8.1 mm``), dates and numbers follow the
+language (``firmware_app.i18n.formats``).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-#: Shown on every study page and report.
-ASSIST_NOTICE = ("This result assists a doctor and does not replace one. "
-                 "A doctor must read the images and make the diagnosis.")
+from firmware_app.i18n import N_, formats, gettext, ngettext
+from web import labels, reasons
+
+_ = gettext
+
+#: Shown on every study page and report (``assist_notice()`` gives it translated).
+ASSIST_NOTICE = N_("This result assists a doctor and does not replace one. "
+                   "A doctor must read the images and make the diagnosis.")
+#: Intended-use statements of model cards the catalog translates (the demo's, as signed in
+#: its manifest); any other is shown as its maker wrote it.
+KNOWN_INTENDED_USES = (
+    N_("DEMONSTRATION ONLY — trained on procedurally generated phantoms; not for clinical use"),
+)
 
 #: Advice added to quality warnings that do not already say what to do.
 _ADVICE = {
-    "too_small": "send the original image if possible",
-    "saturated": "check exposure, rescan if needed",
-    "low_contrast": "check window/exposure, rescan if needed",
+    "too_small": N_("send the original image if possible"),
+    "saturated": N_("check exposure, rescan if needed"),
+    "low_contrast": N_("check window/exposure, rescan if needed"),
 }
+#: Where a box lies, by (vertical, horizontal) third of the image.
+_PLACES = {
+    ("upper", "left"): N_("upper left of the image"),
+    ("upper", "centre"): N_("upper centre of the image"),
+    ("upper", "right"): N_("upper right of the image"),
+    ("middle", "left"): N_("middle left of the image"),
+    ("middle", "centre"): N_("centre of the image"),
+    ("middle", "right"): N_("middle right of the image"),
+    ("lower", "left"): N_("lower left of the image"),
+    ("lower", "centre"): N_("lower centre of the image"),
+    ("lower", "right"): N_("lower right of the image"),
+}
+
+
+def assist_notice() -> str:
+    """The notice that a doctor reads the images and decides."""
+    return _(ASSIST_NOTICE)
+
+
+def intended_use(statement: str) -> str:
+    """A model card's intended use in the current language: a statement the catalog knows is
+    translated, any other shown as its maker wrote it."""
+    statement = (statement or "").strip()
+    return _(statement) if statement in KNOWN_INTENDED_USES else statement
 
 
 def verdict(alert: bool, finding: bool, assessment: str = "", reason: str = ""
@@ -25,52 +65,62 @@ def verdict(alert: bool, finding: bool, assessment: str = "", reason: str = ""
     for (``outside_validated_range``) never reads "no suspicious area found".
     """
     if alert:
-        return "alert", "Suspicious area found — a doctor should review this study soon"
+        return "alert", _("Suspicious area found — a doctor should review this study soon")
     if finding:
-        return "finding", "Possible finding — a doctor should review this study"
+        return "finding", _("Possible finding — a doctor should review this study")
     if assessment == "not_assessable":
-        why = reason or "the image cannot be judged"
-        advice = "" if "rescan suggested" in why else "; rescan suggested"
-        return "unassessable", (f"Not assessable: {why}{advice}. The model gives no result "
-                                "for this image; a doctor must read it")
+        why = reasons.reason_text(reason) if reason else _("the image cannot be judged")
+        if "rescan suggested" not in (reason or ""):
+            why = _("%(why)s; rescan suggested", why=why)
+        return "unassessable", _("Not assessable: %(why)s. The model gives no result for this "
+                                 "image; a doctor must read it", why=why)
     if assessment == "outside_validated_range":
-        why = f" ({reason[:1].lower()}{reason[1:]})" if reason else ""
-        return "outside", (f"Outside what the model was validated on{why}. The model gives "
-                           "no result for this image; a doctor must read it")
-    return "clear", "No suspicious area found by the model"
+        if not reason:
+            return "outside", _("Outside what the model was validated on. The model gives no "
+                                "result for this image; a doctor must read it")
+        why = reasons.reason_text(reason)
+        return "outside", _("Outside what the model was validated on (%(why)s). The model "
+                            "gives no result for this image; a doctor must read it",
+                            why=why[:1].lower() + why[1:])
+    return "clear", _("No suspicious area found by the model")
 
 
 def size(lesion: dict[str, Any]) -> str:
     """A lesion's size in words: ``12.3 × 8.1 mm`` or ``40 × 25 pixels (no calibration)``."""
     if lesion.get("units") == "mm" and lesion.get("long_axis_mm") is not None:
-        return f"{lesion['long_axis_mm']:.1f} × {lesion['short_axis_mm']:.1f} mm"
-    return (f"{lesion['long_axis_px']:.0f} × {lesion['short_axis_px']:.0f} pixels "
-            "(the image has no calibration, so no size in mm)")
+        return (f"{formats.decimal(lesion['long_axis_mm'])} × "
+                f"{formats.decimal(lesion['short_axis_mm'])} mm")
+    return _("%(long)s × %(short)s pixels (the image has no calibration, so no size in mm)",
+             long=formats.decimal(lesion["long_axis_px"], 0),
+             short=formats.decimal(lesion["short_axis_px"], 0))
 
 
 def classes(probabilities: dict[str, float] | None) -> str:
     """Class probabilities in words, most probable first: ``malignant 72 %, benign 28 %``."""
     ranked = sorted((probabilities or {}).items(), key=lambda item: -item[1])
-    return ", ".join(f"{label} {percent(p)}" for label, p in ranked)
+    return _(", ").join(f"{labels.class_label(label)} {percent(p)}" for label, p in ranked)
 
 
 def study_summary(summary: dict[str, Any] | None) -> str:
     """The study's lesions in one sentence ("" when it has none)."""
     if not summary or not summary.get("lesions"):
         return ""
-    n = summary["lesions"]
-    parts = [f"{n} lesion{'' if n == 1 else 's'} in the study"]
+    parts = [ngettext("%(num)d lesion in the study", "%(num)d lesions in the study",
+                      summary["lesions"])]
     if summary.get("largest_diameter") is not None:
-        unit = "mm" if summary.get("units") == "mm" else "pixels (no calibration)"
-        parts.append(f"largest diameter {summary['largest_diameter']:.1f} {unit}")
+        largest = formats.decimal(summary["largest_diameter"])
+        parts.append(_("largest diameter %(size)s mm", size=largest)
+                     if summary.get("units") == "mm" else
+                     _("largest diameter %(size)s pixels (no calibration)", size=largest))
     for label, p in sorted(summary.get("highest_class_probabilities", {}).items()):
-        parts.append(f"highest {label} probability {percent(p)}")
-    return "; ".join(parts)
+        parts.append(_("highest %(label)s probability %(percent)s",
+                       label=labels.class_label(label), percent=percent(p)))
+    return _("; ").join(parts)
 
 
 def percent(probability: float | None) -> str:
     """A probability as a whole percentage, e.g. ``87 %``."""
-    return "–" if probability is None else f"{round(100 * probability)} %"
+    return formats.percent(probability)
 
 
 def where(box: dict[str, Any], rows: int, columns: int) -> str:
@@ -79,9 +129,14 @@ def where(box: dict[str, Any], rows: int, columns: int) -> str:
     cy = (box["y0"] + box["y1"]) / 2 / max(rows, 1)
     vertical = "upper" if cy < 1 / 3 else ("lower" if cy > 2 / 3 else "middle")
     horizontal = "left" if cx < 1 / 3 else ("right" if cx > 2 / 3 else "centre")
-    if vertical == "middle" and horizontal == "centre":
-        return "centre of the image"
-    return f"{vertical} {horizontal} of the image"
+    return _(_PLACES[vertical, horizontal])
+
+
+def _confidence(score: float | None, kind: str) -> str:
+    if kind:
+        return _("model confidence %(percent)s; %(classes)s", percent=percent(score),
+                 classes=kind)
+    return _("model confidence %(percent)s", percent=percent(score))
 
 
 def finding_lines(boxes: list[dict[str, Any]], rows: int | None,
@@ -96,66 +151,104 @@ def finding_lines(boxes: list[dict[str, Any]], rows: int | None,
     lines = []
     lesions = lesions or []
     for n, box in enumerate(boxes, start=1):
-        place = f" in the {where(box, rows, columns)}" if rows and columns else ""
         lesion = lesions[n - 1] if n <= len(lesions) else {}
-        measured = f", about {size(lesion)}" if lesion else ""
-        kind = classes(lesion.get("class_probabilities") or box.get("class_probabilities"))
-        kind = f"; {kind}" if kind else ""
-        lines.append(f"Area {n}: possible {box.get('label', 'finding')}{place}{measured}"
-                     f" (model confidence {percent(box.get('score'))}{kind})")
+        values = {
+            "n": n, "label": labels.class_label(box.get("label", "finding")),
+            "confidence": _confidence(box.get("score"), classes(
+                lesion.get("class_probabilities") or box.get("class_probabilities")))}
+        placed = bool(rows and columns)
+        if placed:
+            values["place"] = where(box, rows or 0, columns or 0)
+        if lesion:
+            values["size"] = size(lesion)
+        if placed and lesion:
+            line = _("Area %(n)d: possible %(label)s in the %(place)s, about %(size)s "
+                     "(%(confidence)s)", **values)
+        elif placed:
+            line = _("Area %(n)d: possible %(label)s in the %(place)s (%(confidence)s)",
+                     **values)
+        elif lesion:
+            line = _("Area %(n)d: possible %(label)s, about %(size)s (%(confidence)s)",
+                     **values)
+        else:
+            line = _("Area %(n)d: possible %(label)s (%(confidence)s)", **values)
+        lines.append(line)
     return lines
 
 
 def other_frame_lines(boxes: list[dict[str, Any]], lesions: list[dict[str, Any]] | None
                       ) -> list[str]:
     """Lesions tracked on frames other than the key frame (after the key frame's own)."""
-    lines = []
-    for lesion in (lesions or [])[len(boxes):]:
-        kind = classes(lesion.get("class_probabilities"))
-        lines.append(f"On frame {lesion.get('frame', 0) + 1}: possible "
-                     f"{lesion.get('label', 'finding')}, about {size(lesion)} (model confidence "
-                     f"{percent(lesion.get('probability'))}{'; ' + kind if kind else ''})")
-    return lines
+    return [
+        _("On frame %(frame)d: possible %(label)s, about %(size)s (%(confidence)s)",
+          frame=lesion.get("frame", 0) + 1,
+          label=labels.class_label(lesion.get("label", "finding")), size=size(lesion),
+          confidence=_confidence(lesion.get("probability"),
+                                 classes(lesion.get("class_probabilities"))))
+        for lesion in (lesions or [])[len(boxes):]]
 
 
 def image_deleted(received_at: float, deleted_at: float) -> str:
     """What replaces an image that retention deleted: when, after how long, and what stays."""
     days = max(0, round((deleted_at - received_at) / 86_400))
-    on = dt.datetime.fromtimestamp(deleted_at).strftime("%Y-%m-%d")
-    return (f"The image was deleted on {on} after {days} day{'' if days == 1 else 's'} "
-            "(retention); the findings are kept.")
+    on = formats.day(dt.datetime.fromtimestamp(deleted_at).date())
+    return ngettext("The image was deleted on %(day)s after %(num)d day (retention); the "
+                    "findings are kept.",
+                    "The image was deleted on %(day)s after %(num)d days (retention); the "
+                    "findings are kept.", days, day=on)
 
 
 def warning_text(warning: dict[str, str]) -> str:
     """A quality warning with advice on what to do about it."""
-    message = warning.get("message", "")
+    recorded = warning.get("message", "")
+    message = reasons.reason_text(recorded)
     advice = _ADVICE.get(warning.get("code", ""))
-    if advice and advice not in message:
-        message = f"{message} — {advice}"
+    if advice and advice not in recorded:
+        message = _("%(message)s — %(advice)s", message=message, advice=_(advice))
     return message[:1].upper() + message[1:]
 
 
+def recorded_reason(reason: str) -> tuple[str, str]:
+    """(text to show, the recorded English when it is shown untranslated, else "")."""
+    translated = reasons.translate(reason)
+    return (reason, reason) if translated is None else (translated, "")
+
+
+def object_reason(status: str, reason: str) -> tuple[str, str]:
+    """Why an object was held back or not analysed, for the worklist: (text, original).
+
+    A reason not in the catalog (a decoder's own words) is summed up in the reader's
+    language; the technician's quarantine list shows the original.
+    """
+    translated = reasons.translate(reason)
+    if translated is not None:
+        return translated, ""
+    if status == "not_analysed":
+        return _("no model on this box is meant for this image"), reason
+    return _("the box could not read this object (the reason is in the quarantine list)"), reason
+
+
 def local_time(epoch: float | None, with_seconds: bool = False) -> str:
-    """An epoch time as local ``YYYY-MM-DD HH:MM``."""
-    if epoch is None:
-        return "–"
-    fmt = "%Y-%m-%d %H:%M:%S" if with_seconds else "%Y-%m-%d %H:%M"
-    return dt.datetime.fromtimestamp(epoch).strftime(fmt)
+    """An epoch time as local ``YYYY-MM-DD HH:MM`` (``2026年11月23日 14:05`` in Chinese)."""
+    return formats.moment(epoch, with_seconds)
 
 
 def dicom_date(value: str) -> str:
-    """A DICOM DA value (YYYYMMDD) as YYYY-MM-DD; anything else as it is."""
+    """A DICOM DA value (YYYYMMDD) as a date (``YYYY-MM-DD``); anything else as it is."""
     if len(value) == 8 and value.isdigit():
-        return f"{value[:4]}-{value[4:6]}-{value[6:]}"
+        try:
+            return formats.day(dt.date(int(value[:4]), int(value[4:6]), int(value[6:])))
+        except ValueError:
+            return f"{value[:4]}-{value[4:6]}-{value[6:]}"
     return value
 
 
 def ago(seconds: float) -> str:
     """A duration in rough words: ``12 s``, ``5 min``, ``3 h``, ``2 days``."""
     if seconds < 90:
-        return f"{max(0, round(seconds))} s"
+        return _("%(n)s s", n=max(0, round(seconds)))
     if seconds < 5400:
-        return f"{round(seconds / 60)} min"
+        return _("%(n)s min", n=round(seconds / 60))
     if seconds < 172800:
-        return f"{round(seconds / 3600)} h"
-    return f"{round(seconds / 86400)} days"
+        return _("%(n)s h", n=round(seconds / 3600))
+    return ngettext("%(num)d day", "%(num)d days", round(seconds / 86400))

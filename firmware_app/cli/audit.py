@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable
 
 from firmware_app.errors import EXIT_FAIL, EXIT_OK
+from firmware_app.i18n import gettext as _
 from firmware_app.settings import box as config_module
 from firmware_app.storage import audit, db
 from firmware_app.storage.audit_chain import ChainCheck, verify
@@ -65,23 +66,25 @@ def cmd_audit(args: argparse.Namespace) -> int:
     status = EXIT_OK if check.intact else EXIT_FAIL
     if args.verify:
         print(json.dumps(_chain_json(check), indent=2) if args.json
-              else f"audit chain: {check.describe()}")
+              else _("audit chain: %(result)s", result=check.describe()))
         return status
     if args.json:
         print(json.dumps([row.to_dict() for row in rows], indent=2, ensure_ascii=False))
     else:
         for row in rows:
             print(_line(row))
-        print(f"{len(rows)} row(s); audit chain: {check.describe()}")
+        print(_("%(rows)s row(s); audit chain: %(result)s", rows=len(rows),
+                result=check.describe()))
     if not check.intact:
-        print(f"clinibox audit: the audit chain is {check.describe()}", file=sys.stderr)
+        print(_("clinibox audit: the audit chain is %(result)s", result=check.describe()),
+              file=sys.stderr)
     return status
 
 
 def _limit(text: str) -> int:
     value = int(text)
     if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
+        raise argparse.ArgumentTypeError("must be 1 or more")  # parsed before the language
     return value
 
 

@@ -15,9 +15,28 @@ from pathlib import Path
 from typing import Any
 
 from firmware_app.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from firmware_app.i18n import N_, gettext
+from firmware_app.i18n.text import ljust, rjust
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db
-from web import wording
+from web import labels, reasons, wording
+
+_ = gettext
+#: the counts ``clinibox status`` prints, by key (English: the keys themselves, as before)
+STATUS_LABELS = {
+    # TRANSLATORS: the labels of `clinibox status`; the English is the JSON key
+    "received": N_("received"), "queued": N_("queued"), "processed": N_("processed"),
+    "quarantined": N_("quarantined"), "not_analysed": N_("not_analysed"),
+    "failed": N_("failed"), "duplicates_ignored": N_("duplicates_ignored"),
+    "studies": N_("studies"), "outbox_pending": N_("outbox_pending"),
+    "disk_free_mb": N_("disk_free_mb"),
+    "images_deleted_by_retention": N_("images_deleted_by_retention"),
+    "last_retention_pass": N_("last_retention_pass"),
+}
+#: instance statuses as `clinibox results` prints them
+RESULT_STATUSES = {"processed": N_("processed"), "queued": N_("queued"),
+                   "processing": N_("processing"), "quarantined": N_("quarantined"),
+                   "failed": N_("failed"), "not_analysed": N_("not_analysed")}
 
 
 def _load_config(args: argparse.Namespace) -> config_module.Config:
@@ -121,25 +140,43 @@ def cmd_infer(args: argparse.Namespace) -> int:
         json.dump(reports, sys.stdout, indent=2)
         print()
     else:
-        print(f"model {runner.package.model_id} on {runner.backend_label}")
-        print(f"intended use: {runner.package.manifest.get('intended_use', '-')}")
+        print(_("model %(model)s on %(backend)s", model=runner.package.model_id,
+                backend=runner.backend_label))
+        print(_("intended use: %(use)s", use=wording.intended_use(
+            runner.package.manifest.get("intended_use", "")) or "-"))
         for r in reports:
-            if r["status"] != "processed":
-                print(f"{r['file']}: QUARANTINED — {r['reason']}")
-                continue
-            if r["assessment"] in ("not_assessable", "outside_validated_range"):
-                what = r["assessment"].replace("_", " ").upper()
-                print(f"{r['file']}: {what} — {r['assessment_reason']} (no result)")
-                continue
-            verdict = "ALERT" if r["alert"] else ("finding" if r["finding"] else "no finding")
-            print(f"{r['file']}: {verdict} (lesion probability {r['probability']:.2f}, "
-                  f"{len(r['findings'])} box(es))")
-            for n, lesion in enumerate(r["lesions"], start=1):
-                print(f"    lesion {n}: {lesion['label']} p={lesion['probability']:.2f}, "
-                      f"{wording.size(lesion)}")
-            for w in r["warnings"]:
-                print(f"    warning: {w['message']}")
+            _print_inferred(r)
     return EXIT_OK if all(r["status"] == "processed" for r in reports) else EXIT_FAIL
+
+
+def _verdict_word(r: dict[str, Any]) -> str:
+    if r["alert"]:
+        return _("ALERT")
+    return _("finding") if r["finding"] else _("no finding")
+
+
+def _print_inferred(r: dict[str, Any]) -> None:
+    """One analysed file of ``clinibox infer`` for a person."""
+    if r["status"] != "processed":
+        print(_("%(file)s: QUARANTINED — %(reason)s", file=r["file"], reason=r["reason"]))
+        return
+    if r["assessment"] == "not_assessable":
+        print(_("%(file)s: NOT ASSESSABLE — %(reason)s (no result)", file=r["file"],
+                reason=reasons.reason_text(r["assessment_reason"])))
+        return
+    if r["assessment"] == "outside_validated_range":
+        print(_("%(file)s: OUTSIDE VALIDATED RANGE — %(reason)s (no result)", file=r["file"],
+                reason=reasons.reason_text(r["assessment_reason"])))
+        return
+    print(_("%(file)s: %(verdict)s (lesion probability %(p)s, %(boxes)s box(es))",
+            file=r["file"], verdict=_verdict_word(r), p=f"{r['probability']:.2f}",
+            boxes=len(r["findings"])))
+    for n, lesion in enumerate(r["lesions"], start=1):
+        print("    " + _("lesion %(n)s: %(label)s p=%(p)s, %(size)s", n=n,
+                label=labels.class_label(lesion["label"]),
+                p=f"{lesion['probability']:.2f}", size=wording.size(lesion)))
+    for w in r["warnings"]:
+        print("    " + _("warning: %(message)s", message=reasons.reason_text(w["message"])))
 
 
 def status_report(config: config_module.Config) -> dict[str, Any]:
@@ -169,15 +206,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     for key in ("received", "queued", "processed", "quarantined", "not_analysed", "failed",
                 "duplicates_ignored", "studies", "outbox_pending", "disk_free_mb",
                 "images_deleted_by_retention"):
-        print(f"{key:>20}: {report[key]}")
-    print(f"{'last_retention_pass':>20}: {report['last_retention_pass'] or 'never'}")
+        print(f"{rjust(_(STATUS_LABELS[key]), 20)}: {report[key]}")
+    last_pass = report["last_retention_pass"] or _("never")
+    print(f"{rjust(_(STATUS_LABELS['last_retention_pass']), 20)}: {last_pass}")
     if report["quarantine_reasons"]:
-        print("held back (quarantined or failed), by reason:")
+        print(_("held back (quarantined or failed), by reason:"))
         for reason, n in report["quarantine_reasons"].items():
-            print(f"  {n:>5} × {reason}")
+            print(f"  {n:>5} × {reasons.reason_text(reason)}")
     _print_pacs(report["pacs"])
     if report["last_errors"]:
-        print("last errors:")
+        print(_("last errors:"))
         for e in report["last_errors"]:
             print(f"  {e['at']} {e['level']:<7} {e['component']}: {e['message']}")
     return EXIT_OK
@@ -191,19 +229,22 @@ def _print_pacs(destinations: list[dict[str, Any]]) -> None:
     """The DICOM outbox per PACS destination: backlog, last delivery, last error."""
     if not destinations:
         return
-    print("PACS destinations (DICOM results waiting / sent):")
+    print(_("PACS destinations (DICOM results waiting / sent):"))
     for d in destinations:
-        note = "" if d["configured"] else " (not configured: its documents wait)"
-        line = f"  {d['name']}{note}: {d['waiting']} waiting, {d['sent']} sent"
+        name = d["name"] if d["configured"] else _(
+            "%(name)s (not configured: its documents wait)", name=d["name"])
+        line = "  " + _("%(name)s: %(waiting)s waiting, %(sent)s sent", name=name,
+                        waiting=d["waiting"], sent=d["sent"])
         if d["waiting"]:
-            line += (f", oldest since {_clock(d['oldest_waiting_at'])}, next try "
-                     f"{_clock(d['next_attempt_at'])} ({d['attempts']} tries so far)")
+            line += _(", oldest since %(oldest)s, next try %(next)s (%(tries)s tries so far)",
+                      oldest=_clock(d["oldest_waiting_at"]), next=_clock(d["next_attempt_at"]),
+                      tries=d["attempts"])
         if d["last_sent_at"] is not None:
-            line += f", last sent {_clock(d['last_sent_at'])}"
+            line += _(", last sent %(when)s", when=_clock(d["last_sent_at"]))
         print(line)
         if d["last_error"]:
             at = f"{_clock(d['last_error_at'])} " if d["last_error_at"] is not None else ""
-            print(f"    last error: {at}{d['last_error']}")
+            print("    " + _("last error: %(error)s", error=f"{at}{d['last_error']}"))
 
 
 def cmd_results(args: argparse.Namespace) -> int:
@@ -218,18 +259,25 @@ def cmd_results(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
     for r in rows:
-        if r["status"] == "processed" and r["assessment"] in ("not_assessable",
-                                                              "outside_validated_range"):
-            detail = f"{r['assessment'].replace('_', ' ')}: {r['assessment_reason']}"
-        elif r["status"] == "processed":
-            verdict = "ALERT" if r["alert"] else ("finding" if r["finding"] else "no finding")
-            detail = f"{verdict}, p={r['probability']:.2f}, {len(r['findings'])} box(es)"
-            if r["warnings"]:
-                detail += "; " + "; ".join(w["message"] for w in r["warnings"])
-        else:
-            detail = r["reason"] or ""
-        print(f"{r['id']:>6} {r['modality'] or '-':<4} {r['status']:<11} {detail}")
+        status = _(RESULT_STATUSES.get(r["status"], r["status"]))
+        print(f"{r['id']:>6} {r['modality'] or '-':<4} {ljust(status, 11)} {_result_detail(r)}")
     return EXIT_OK
+
+
+def _result_detail(r: dict[str, Any]) -> str:
+    """What ``clinibox results`` says of one instance after its status."""
+    reason = reasons.reason_text
+    if r["status"] == "processed" and r["assessment"] == "not_assessable":
+        return _("not assessable: %(reason)s", reason=reason(r["assessment_reason"]))
+    if r["status"] == "processed" and r["assessment"] == "outside_validated_range":
+        return _("outside validated range: %(reason)s", reason=reason(r["assessment_reason"]))
+    if r["status"] == "processed":
+        detail = _("%(verdict)s, p=%(p)s, %(boxes)s box(es)", verdict=_verdict_word(r),
+                   p=f"{r['probability']:.2f}", boxes=len(r["findings"]))
+        if r["warnings"]:
+            detail += _("; ") + _("; ").join(reason(w["message"]) for w in r["warnings"])
+        return detail
+    return reason(r["reason"] or "")
 
 
 def cmd_keys(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ from firmware_app.contracts.manifest import PackageError
 from firmware_app.dicom_out.export import export_study, reference_secret, resolve_study
 from firmware_app.dicom_out.study_report import study_report
 from firmware_app.errors import EXIT_OK
+from firmware_app.i18n import gettext as _
 from firmware_app.models.package import load_package
 from firmware_app.models.store import resolve_package_root
 from firmware_app.settings import box as config_module
@@ -39,7 +40,8 @@ def _study_report(config: config_module.Config, conn, study_key: str) -> list:
     try:
         package = load_package(resolve_package_root(config), config.trusted_key_paths)
     except PackageError as exc:
-        print(f"note: no structured report in the export (model package: {exc})")
+        print(_("note: no structured report in the export (model package: %(error)s)",
+                error=exc))
         return []
     return study_report(conn, study_key, package.manifest, config.telemetry.device)
 
@@ -59,10 +61,11 @@ def cmd_export_study(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))
         return EXIT_OK
-    print(f"export {summary.export_id}: study {summary.study_id}, {len(summary.files)} "
-          f"file(s) de-identified to {summary.target}")
+    print(_("export %(export)s: study %(study)s, %(files)s file(s) de-identified to %(target)s",
+            export=summary.export_id, study=summary.study_id, files=len(summary.files),
+            target=summary.target))
     for item in summary.left_out:
-        print(f"  left out: {item.what}: {item.reason}")
+        print("  " + _("left out: %(what)s: %(reason)s", what=item.what, reason=item.reason))
     return EXIT_OK
 
 

@@ -19,9 +19,12 @@ from pathlib import Path
 
 from firmware_app.contracts.manifest import PackageError
 from firmware_app.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from firmware_app.i18n import gettext as _
+from firmware_app.i18n.text import display_width, ljust
 from firmware_app.models.package import list_packages, load_package
 from firmware_app.models.store import resolve_package_root
 from firmware_app.settings import box as config_module
+from web import wording
 
 
 def _load_config(args: argparse.Namespace) -> config_module.Config:
@@ -41,25 +44,29 @@ def cmd_model(args: argparse.Namespace) -> int:
     if args.action == "list":
         packages = list_packages(config.models_dir) + list_packages(config.model_store_dir)
         if not packages:
-            print(f"no model packages under {config.models_dir} or {config.model_store_dir}")
+            print(_("no model packages under %(models)s or %(store)s",
+                    models=config.models_dir, store=config.model_store_dir))
             return EXIT_FAIL
         for root in packages:
             try:
                 package = load_package(root, keys)
                 arts = ", ".join(a.label for a in package.artifacts)
-                print(f"{package.model_id:<32} verified ({arts})  {root}")
+                print(f"{package.model_id:<32} " + _("verified (%(artifacts)s)",
+                                                     artifacts=arts) + f"  {root}")
             except PackageError as exc:
-                print(f"{root.parent.name}@{root.name:<20} REFUSED: {exc}  {root}")
+                print(f"{root.parent.name}@{root.name:<20} "
+                      + _("REFUSED: %(error)s", error=exc) + f"  {root}")
         return EXIT_OK
     root = Path(args.path) if args.path else resolve_package_root(config)
     try:
         package = load_package(root, keys)
     except PackageError as exc:
-        print(f"REFUSED {root}: {exc}", file=sys.stderr)
+        print(_("REFUSED %(root)s: %(error)s", root=root, error=exc), file=sys.stderr)
         return EXIT_FAIL
-    print(f"OK {package.model_id}: signature by key {package.signer}, "
-          f"{len(package.artifacts)} artifact(s) match their sha256")
-    print(f"   intended use: {package.manifest.get('intended_use', '')}")
+    print(_("OK %(model)s: signature by key %(key)s, %(n)s artifact(s) match their sha256",
+            model=package.model_id, key=package.signer, n=len(package.artifacts)))
+    print("   " + _("intended use: %(use)s", use=wording.intended_use(
+        package.manifest.get("intended_use", ""))))
     return EXIT_OK
 
 
@@ -67,22 +74,25 @@ def _model_install(config: config_module.Config, args: argparse.Namespace) -> in
     from firmware_app.models.install import install
 
     if not args.path:
-        print("model install needs the package folder or .tar.gz", file=sys.stderr)
+        print(_("model install needs the package folder or .tar.gz"), file=sys.stderr)
         return EXIT_USAGE
     try:
         result = install(config, Path(args.path))
     except PackageError as exc:
-        print(f"REFUSED ({exc.code}): {exc}", file=sys.stderr)
-        print(f"the box keeps running {_running_model(config)}", file=sys.stderr)
+        print(_("REFUSED (%(code)s): %(error)s", code=exc.code, error=exc), file=sys.stderr)
+        print(_("the box keeps running %(model)s", model=_running_model(config)),
+              file=sys.stderr)
         return EXIT_FAIL
     package = result.package
-    print(f"installed {package.model_id} (signed by key {package.signer}); "
-          f"{result.golden.describe()}")
-    print(f"previous package kept for `clinibox model rollback`: {result.previous}")
+    print(_("installed %(model)s (signed by key %(key)s); %(golden)s", model=package.model_id,
+            key=package.signer, golden=result.golden.describe()))
+    print(_("previous package kept for `clinibox model rollback`: %(previous)s",
+            previous=result.previous))
     if result.removed:
-        print(f"removed older packages: {', '.join(result.removed)}")
-    print(f"on trial until {config.models.trial_jobs} analyses or "
-          f"{config.models.trial_hours:g} h without a crash; a running service switches now")
+        print(_("removed older packages: %(removed)s", removed=", ".join(result.removed)))
+    print(_("on trial until %(jobs)s analyses or %(hours)s h without a crash; a running "
+            "service switches now", jobs=config.models.trial_jobs,
+            hours=f"{config.models.trial_hours:g}"))
     return EXIT_OK
 
 
@@ -92,7 +102,7 @@ def _running_model(config: config_module.Config) -> str:
     try:
         return manifest_model_id(resolve_package_root(config)) or "-"
     except PackageError as exc:
-        return f"no model ({exc})"
+        return _("no model (%(error)s)", error=exc)
 
 
 def _model_rollback(config: config_module.Config) -> int:
@@ -101,9 +111,10 @@ def _model_rollback(config: config_module.Config) -> int:
     try:
         left, now = rollback(config)
     except PackageError as exc:
-        print(f"REFUSED: {exc}", file=sys.stderr)
+        print(_("REFUSED: %(error)s", error=exc), file=sys.stderr)
         return EXIT_FAIL
-    print(f"rolled back from {left} to {now}; a running service switches now")
+    print(_("rolled back from %(left)s to %(now)s; a running service switches now", left=left,
+            now=now))
     return EXIT_OK
 
 
@@ -117,14 +128,17 @@ def _model_status(config: config_module.Config, as_json: bool) -> int:
     if as_json:
         print(json.dumps(report, indent=2))
         return EXIT_OK
-    print(f"running:  {report['running']}")
-    print(f"active:   {state.active or '(nothing installed: ' + str(config.models_dir) + ')'}")
-    print(f"previous: {state.previous or '-'}")
-    print(f"floor:    {state.floor or '-'}")
+    active = state.active or _("(nothing installed: %(folder)s)", folder=config.models_dir)
+    rows = ((_("running:"), report["running"]), (_("active:"), active),
+            (_("previous:"), state.previous or "-"), (_("floor:"), state.floor or "-"))
     if state.trial:
         since = time.strftime("%Y-%m-%d %H:%M", time.localtime(state.trial.since))
-        print(f"trial:    {state.trial.version}, {state.trial.jobs}/{config.models.trial_jobs} "
-              f"analyses since {since}")
+        rows += ((_("trial:"), _("%(version)s, %(jobs)s/%(of)s analyses since %(since)s",
+                                 version=state.trial.version, jobs=state.trial.jobs,
+                                 of=config.models.trial_jobs, since=since)),)
+    width = max(display_width(label) for label, _value in rows)
+    for label, value in rows:
+        print(f"{ljust(label, width)} {value}")
     for entry in state.history[-10:]:
         at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["at"]))
         details = ", ".join(f"{k}={v}" for k, v in entry.items() if k not in ("at", "action"))

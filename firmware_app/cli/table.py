@@ -4,7 +4,8 @@ Every command is one row of :data:`COMMANDS`: its name and the module that
 registers it (``add_parsers(sub, with_config)``). Only the module of the
 command being run is imported, so ``clinibox status`` does not load the
 provisioning, USB or self-test code; ``clinibox --help`` loads them all to
-list every command. The hospital's receiver (``clinibox central …``) and the
+list every command. Messages for people are in the terminal's language
+(``firmware_app/cli/language.py``). The hospital's receiver (``clinibox central …``) and the
 workstation's converter (``clinibox convert`` and its steps) have their own
 command lines, handed the rest of the words.
 """
@@ -18,6 +19,7 @@ import sys
 
 from firmware_app.arguments import CommandParser
 from firmware_app.errors import EXIT_USAGE, run_command
+from firmware_app.i18n import use_locale
 
 DESCRIPTION = ("The clinibox appliance: the box's commands. At the hospital, 'clinibox central' "
                "runs the receiver; on a workstation with the convert extra, 'clinibox convert' "
@@ -103,7 +105,12 @@ def main(argv: list[str] | None = None) -> int:
         return run_central(argv[1:])
     command = argv[0] if argv and argv[0] in COMMANDS else None
     args = build_parser(command).parse_args(argv)
-    return run_command("clinibox", lambda: args.func(args))
+    from firmware_app.cli.language import ENGLISH_COMMANDS, command_language
+
+    if args.command in ENGLISH_COMMANDS:  # services: no language set, their records English
+        return run_command("clinibox", lambda: args.func(args))
+    with use_locale(command_language(args)):
+        return run_command("clinibox", lambda: args.func(args))
 
 
 if __name__ == "__main__":

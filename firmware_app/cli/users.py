@@ -21,15 +21,19 @@ import sys
 from collections.abc import Callable
 
 from firmware_app.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from firmware_app.i18n import N_
+from firmware_app.i18n import gettext as _
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db
 from firmware_app.storage.accounts import ROLES, AccountError, Accounts, normalise_name
 
 _NEEDS_NAME = ("add", "passwd", "remove")
+#: the roles as the list shows them
+ROLE_NAMES = {"clinician": N_("clinician"), "technician": N_("technician")}
 
 
 def _usage_error(message: str) -> int:
-    print(f"clinibox user: error: {message}", file=sys.stderr)
+    print(_("clinibox user: error: %(message)s", message=message), file=sys.stderr)
     return EXIT_USAGE
 
 
@@ -38,15 +42,15 @@ def _read_password(name: str, from_stdin: bool) -> str:
     if from_stdin:
         line = sys.stdin.readline()
         if not line:
-            raise AccountError("no password on standard input")
+            raise AccountError(_("no password on standard input"))
         return line.rstrip("\r\n")
     try:
-        first = getpass.getpass(f"Password for {name}: ")
-        second = getpass.getpass("Again: ")
+        first = getpass.getpass(_("Password for %(name)s: ", name=name))
+        second = getpass.getpass(_("Again: "))
     except EOFError as exc:
-        raise AccountError("no password given") from exc
+        raise AccountError(_("no password given")) from exc
     if first != second:
-        raise AccountError("the two passwords differ; nothing changed")
+        raise AccountError(_("the two passwords differ; nothing changed"))
     return first
 
 
@@ -54,41 +58,42 @@ def _run(args: argparse.Namespace, accounts: Accounts) -> int:
     if args.action == "list":
         rows = accounts.all()
         if not rows:
-            print("no accounts yet: clinibox user add NAME --role technician")
+            print(_("no accounts yet: clinibox user add NAME --role technician"))
         for account in rows:
-            print(f"{account.name:<32} {account.role}")
+            print(f"{account.name:<32} {_(ROLE_NAMES.get(account.role, account.role))}")
         return EXIT_OK
     name = normalise_name(args.name)
     exists = any(account.name == name for account in accounts.all())
     if args.action == "add":
         if exists:  # say so before asking for a password
-            raise AccountError(f"account {name} already exists")
+            raise AccountError(_("account %(name)s already exists", name=name))
         account = accounts.add(name, _read_password(name, args.password_stdin), args.role)
-        print(f"account {account.name} ({account.role}) added")
+        print(_("account %(name)s (%(role)s) added", name=account.name,
+                role=_(ROLE_NAMES.get(account.role, account.role))))
     elif args.action == "passwd":
         if not exists:
-            raise AccountError(f"no account {name}")
+            raise AccountError(_("no account %(name)s", name=name))
         accounts.set_password(name, _read_password(name, args.password_stdin))
-        print(f"password of {name} changed; its sessions were ended")
+        print(_("password of %(name)s changed; its sessions were ended", name=name))
     else:
         accounts.remove(name)
-        print(f"account {name} removed")
+        print(_("account %(name)s removed", name=name))
     return EXIT_OK
 
 
 def cmd_user(args: argparse.Namespace) -> int:
     """Add, list, change the password of, or remove a viewer account."""
     if args.action in _NEEDS_NAME and not args.name:
-        return _usage_error(f"{args.action} needs an account NAME")
+        return _usage_error(_("%(action)s needs an account NAME", action=args.action))
     if args.action == "list" and args.name:
-        return _usage_error("list takes no NAME")
+        return _usage_error(_("list takes no NAME"))
     if args.action == "add" and not args.role:
-        return _usage_error(f"add needs --role ({' or '.join(ROLES)})")
+        return _usage_error(_("add needs --role (%(roles)s)", roles=" or ".join(ROLES)))
     if args.action != "add" and args.role:
-        return _usage_error("--role applies to add only (an account's role cannot be changed; "
-                            "remove and add it again)")
+        return _usage_error(_("--role applies to add only (an account's role cannot be "
+                              "changed; remove and add it again)"))
     if args.password_stdin and args.action not in ("add", "passwd"):
-        return _usage_error("--password-stdin applies to add and passwd only")
+        return _usage_error(_("--password-stdin applies to add and passwd only"))
     config = config_module.load(getattr(args, "config", None))
     conn: sqlite3.Connection = db.open_database(config.database_path)
     try:

@@ -39,6 +39,7 @@ from firmware_app.dicom_out.deidentify import Deidentifier
 from firmware_app.dicom_out.leaks import identifying_values, leaked
 from firmware_app.errors import EXIT_USAGE, CliniboxError
 from firmware_app.fs import fsync_dir
+from firmware_app.i18n import N_
 from firmware_app.settings.box import Config
 from firmware_app.storage import exports as queries
 
@@ -51,7 +52,7 @@ HELD_BACK = ("quarantined", "failed")
 class ExportError(CliniboxError):
     """The export cannot be made (unknown study, no image left, target not empty …)."""
 
-    kind = "export refused"
+    kind = N_("export refused")
 
 
 @dataclass(frozen=True)

@@ -38,18 +38,32 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from firmware_app.contracts.manifest import ModelPackage, PackageError
 from firmware_app.errors import EXIT_FAIL, EXIT_OK
+from firmware_app.i18n import N_, gettext, ngettext, use_locale
+from firmware_app.i18n.text import display_width, ljust
 from firmware_app.settings import box as config_module
 from firmware_app.settings.box import Config
 from firmware_app.storage import db
 
+if TYPE_CHECKING:
+    from firmware_app.models.golden import GoldenReport
+
 PASS, WARN, SKIP, FAIL = "PASS", "WARN", "SKIP", "FAIL"
+_ = gettext
+#: the table's words for the statuses and the checks (``--json`` keeps the English names)
+STATUS_WORDS = {PASS: N_("PASS"), WARN: N_("WARN"), SKIP: N_("SKIP"), FAIL: N_("FAIL")}
+CHECK_NAMES = {
+    "model package": N_("model package"), "golden cases": N_("golden cases"),
+    "DICOM echo": N_("DICOM echo"), "disk space": N_("disk space"), "clock": N_("clock"),
+    "broker": N_("broker"), "device identity": N_("device identity"),
+    "hospital key": N_("hospital key"), "signing keys": N_("signing keys"),
+}
 #: no box running this software can have a clock before this day
 RELEASE_DATE = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
 #: evidence of "now" (rows, certificates) may be this far ahead of a good clock
@@ -85,10 +99,11 @@ def check_package(config: Config) -> tuple[Check, ModelPackage | None]:
         package = load_package(root, config.trusted_key_paths)
     except (OSError, ValueError) as exc:  # PackageError is a ValueError
         return Check(name, FAIL, str(exc)), None
-    count = len(package.artifacts)
-    return Check(name, PASS, f"{package.model_id}: signed by trusted key {package.signer}, "
-                             f"{count} artifact{'s' if count != 1 else ''} match their sha256 "
-                             f"({root})"), package
+    return Check(name, PASS, ngettext(
+        "%(model)s: signed by trusted key %(key)s, %(num)d artifact matches its sha256 (%(root)s)",
+        "%(model)s: signed by trusted key %(key)s, %(num)d artifacts match their sha256 "
+        "(%(root)s)", len(package.artifacts), model=package.model_id, key=package.signer,
+        root=root)), package
 
 
 def check_signing_keys(config: Config) -> Check:
@@ -98,12 +113,12 @@ def check_signing_keys(config: Config) -> Check:
     name = "signing keys"
     count = len(config.trusted_key_paths)
     if config.trusts_demo_key:
-        return Check(name, WARN, DEMO_TRUST_WARNING)
+        return Check(name, WARN, _(DEMO_TRUST_WARNING))
     if not count:
-        return Check(name, FAIL, "no key is trusted to sign model packages: list yours in "
-                                 "[models] trusted_keys (clinibox provision does)")
-    return Check(name, PASS, f"{count} key{'s' if count != 1 else ''} trusted; "
-                             "not the demo key")
+        return Check(name, FAIL, _("no key is trusted to sign model packages: list yours in "
+                                   "[models] trusted_keys (clinibox provision does)"))
+    return Check(name, PASS, ngettext("%(num)d key trusted; not the demo key",
+                                      "%(num)d keys trusted; not the demo key", count))
 
 
 def check_golden_cases(config: Config, package: ModelPackage | None) -> Check:
@@ -114,13 +129,31 @@ def check_golden_cases(config: Config, package: ModelPackage | None) -> Check:
 
     name = "golden cases"
     if package is None:
-        return Check(name, FAIL, "not run: the model package did not verify")
+        return Check(name, FAIL, _("not run: the model package did not verify"))
     try:
         report = check_golden(package, config.runtime,
                               runtime_timings_path(config, package.name))
     except PackageError as exc:
         return Check(name, FAIL, str(exc))
-    return Check(name, PASS if report.passed else FAIL, report.describe())
+    return Check(name, PASS if report.passed else FAIL, _golden_detail(report))
+
+
+def _golden_detail(report: GoldenReport) -> str:
+    """``GoldenReport.describe`` in the current language (the cases' own lines as they are:
+    file names and numbers)."""
+    if not report.results:
+        return _("%(model)s has no golden cases; the box cannot check it",
+                 model=report.model_id)
+    good = sum(r.passed for r in report.results)
+    line = _("%(good)s/%(total)s golden cases within tolerance on %(backend)s", good=good,
+             total=len(report.results), backend=report.backend_label)
+    failed = [r.describe() for r in report.results if not r.passed]
+    if failed:
+        line += _(": ") + _("; ").join(failed)
+    if report.fell_back_from:
+        line += " " + _("(fell back: %(labels)s failed on this box)",
+                        labels=_(", ").join(report.fell_back_from))
+    return line
 
 
 # -- DICOM --------------------------------------------------------------------------
@@ -148,20 +181,22 @@ def _tls_probe(config: Config, host: str, timeout: float) -> str:
         ours = x509.load_pem_x509_certificate(Path(dicom.tls_cert).read_bytes())
         context = _tls_context(config)
     except (OSError, ValueError, ssl.SSLError) as exc:
-        return f"cannot load [dicom] tls_cert/tls_key: {exc}"
+        return _("cannot load [dicom] tls_cert/tls_key: %(error)s", error=exc)
     try:
         with socket.create_connection((host, dicom.port), timeout=timeout) as raw, \
                 context.wrap_socket(raw) as tls:
             presented = tls.getpeercert(binary_form=True)
     except ConnectionRefusedError:
-        return f"nothing answers on port {dicom.port} — is clinibox running?"
+        return _("nothing answers on port %(port)s — is clinibox running?", port=dicom.port)
     except ssl.SSLError as exc:
-        return f"TLS handshake with the DICOM listener failed: {exc.reason or exc}"
+        return _("TLS handshake with the DICOM listener failed: %(error)s",
+                 error=exc.reason or exc)
     except OSError as exc:
-        return f"cannot reach {host}:{dicom.port}: {exc.strerror or exc}"
+        return _("cannot reach %(host)s:%(port)s: %(error)s", host=host, port=dicom.port,
+                 error=exc.strerror or exc)
     if presented != ours.public_bytes(Encoding.DER):
-        return (f"the TLS listener on port {dicom.port} presents another certificate than "
-                "[dicom] tls_cert: is another service on this port?")
+        return _("the TLS listener on port %(port)s presents another certificate than "
+                 "[dicom] tls_cert: is another service on this port?", port=dicom.port)
     return ""
 
 
@@ -173,7 +208,7 @@ def check_dicom_echo(config: Config, timeout: float) -> Check:
     name = "DICOM echo"
     dicom = config.dicom
     if not dicom.enabled:
-        return Check(name, SKIP, "the Storage SCP is off ([dicom] enabled = false)")
+        return Check(name, SKIP, _("the Storage SCP is off ([dicom] enabled = false)"))
     host = _dicom_host(dicom.host)
     calling = dicom.allowed_calling_aets[0] if dicom.allowed_calling_aets else SELFTEST_AE
     where = f"{dicom.ae_title}@{host}:{dicom.port}"
@@ -197,26 +232,37 @@ def check_dicom_echo(config: Config, timeout: float) -> Check:
             assoc.release()
             code = getattr(status, "Status", None)
             if code == 0x0000:
-                ms = (time.monotonic() - started) * 1000
-                return Check(name, PASS, f"{where} answered C-ECHO from {calling} in {ms:.0f} ms"
-                                         f"{' over TLS' if tls_args else ''}")
-            return Check(name, FAIL, f"{where} answered C-ECHO with status "
-                                     f"{'none' if code is None else hex(code)}")
+                ms = f"{(time.monotonic() - started) * 1000:.0f}"
+                if tls_args:
+                    return Check(name, PASS, _("%(where)s answered C-ECHO from %(calling)s in "
+                                               "%(ms)s ms over TLS", where=where,
+                                               calling=calling, ms=ms))
+                return Check(name, PASS, _("%(where)s answered C-ECHO from %(calling)s in "
+                                           "%(ms)s ms", where=where, calling=calling, ms=ms))
+            return Check(name, FAIL, _("%(where)s answered C-ECHO with status %(status)s",
+                                       where=where,
+                                       status=_("none") if code is None else hex(code)))
         if assoc.is_rejected:
             rsp = assoc.acceptor.primitive
-            return Check(name, FAIL, f"{where} rejected the association from {calling}: "
-                                     f"{rsp.reason_str} ({rsp.result_str})")
+            return Check(name, FAIL, _("%(where)s rejected the association from %(calling)s: "
+                                       "%(reason)s (%(result)s)", where=where, calling=calling,
+                                       reason=rsp.reason_str, result=rsp.result_str))
     finally:
         ae.shutdown()
         quiet.setLevel(level)
     if not _listening(host, dicom.port, timeout):
-        return Check(name, FAIL, f"nothing answers on port {dicom.port} — is clinibox running?")
+        return Check(name, FAIL, _("nothing answers on port %(port)s — is clinibox running?",
+                                   port=dicom.port))
     if tls_args and dicom.tls_ca:
-        return Check(name, WARN, f"{where} answers TLS with this box's certificate, but the "
-                                 "association was aborted: it requires a sender certificate "
-                                 "from [dicom] tls_ca, and the box's own is not one")
-    return Check(name, FAIL, f"{where} accepted the connection but aborted the association"
-                             f"{'' if tls_args else ' (does it expect TLS?)'}")
+        return Check(name, WARN, _("%(where)s answers TLS with this box's certificate, but the "
+                                   "association was aborted: it requires a sender certificate "
+                                   "from [dicom] tls_ca, and the box's own is not one",
+                                   where=where))
+    if tls_args:
+        return Check(name, FAIL, _("%(where)s accepted the connection but aborted the "
+                                   "association", where=where))
+    return Check(name, FAIL, _("%(where)s accepted the connection but aborted the association "
+                               "(does it expect TLS?)", where=where))
 
 
 def _listening(host: str, port: int, timeout: float) -> bool:
@@ -242,14 +288,18 @@ def check_disk(config: Config) -> Check:
     free_mb = usage.free // 2**20
     used_pct = 100.0 * usage.used / usage.total if usage.total else 100.0  # as retention counts
     least, most = config.storage.min_free_mb, config.retention.max_disk_used_pct
-    detail = (f"{free_mb} MB free, {used_pct:.0f}% used on {where} (min_free_mb {least}, "
-              f"max_disk_used_pct {most:g})")
+    detail = _("%(free)s MB free, %(used)s%% used on %(where)s (min_free_mb %(least)s, "
+               "max_disk_used_pct %(most)s)", free=free_mb, used=f"{used_pct:.0f}",
+               where=where, least=least, most=f"{most:g}")
     if free_mb < least:
-        return Check("disk space", FAIL, f"{detail}: new images are refused below min_free_mb")
+        return Check("disk space", FAIL, _("%(detail)s: new images are refused below "
+                                           "min_free_mb", detail=detail))
     if free_mb < 2 * least:
-        return Check("disk space", WARN, f"{detail}: less than twice min_free_mb left")
+        return Check("disk space", WARN, _("%(detail)s: less than twice min_free_mb left",
+                                           detail=detail))
     if used_pct > most:
-        return Check("disk space", WARN, f"{detail}: retention is deleting the oldest images")
+        return Check("disk space", WARN, _("%(detail)s: retention is deleting the oldest images",
+                                           detail=detail))
     return Check("disk space", PASS, detail)
 
 
@@ -274,11 +324,13 @@ def _evidence(config: Config, package: ModelPackage | None) -> list[tuple[dt.dat
                 continue
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=dt.timezone.utc)
-            found.append((moment, f"model package {package.model_id} {what}"))
+            found.append((moment, _("model package %(model)s signed", model=package.model_id)
+                           if what == "signed" else
+                           _("model package %(model)s created", model=package.model_id)))
     if config.mqtt.cert_file:
         try:
             cert = x509.load_pem_x509_certificate(Path(config.mqtt.cert_file).read_bytes())
-            found.append((cert.not_valid_before_utc, "client certificate valid from"))
+            found.append((cert.not_valid_before_utc, _("client certificate valid from")))
         except (OSError, ValueError):
             pass
     return found
@@ -289,21 +341,25 @@ def check_clock(config: Config, package: ModelPackage | None,
     """Refuse a clock that is obviously wrong: before the evidence, or decades after it."""
     now = now or dt.datetime.now(dt.timezone.utc)
     ceiling_of_evidence = RELEASE_DATE + CLOCK_MAX_AHEAD
-    floor, why = RELEASE_DATE, "this software's release"
+    floor, why = RELEASE_DATE, _("this software's release")
     for moment, source in _evidence(config, package):
         if moment > ceiling_of_evidence:  # written while the clock was wrong: no evidence
             continue
         if moment - CLOCK_SLACK > floor:
             floor, why = moment - CLOCK_SLACK, source
     if now < floor:
-        return Check("clock", FAIL, f"the clock says {_when(now)}, before {_when(floor)} "
-                                    f"({why}{', less a day' if floor != RELEASE_DATE else ''}): "
-                                    "set the clock (dead RTC battery?)")
+        if floor != RELEASE_DATE:
+            why = _("%(source)s, less a day", source=why)
+        return Check("clock", FAIL, _("the clock says %(now)s, before %(floor)s (%(why)s): set "
+                                      "the clock (dead RTC battery?)", now=_when(now),
+                                      floor=_when(floor), why=why))
     ceiling = floor + CLOCK_SLACK + CLOCK_MAX_AHEAD
     if now > ceiling:
-        return Check("clock", FAIL, f"the clock says {_when(now)}, absurdly far after "
-                                    f"{_when(floor)} ({why}): set the clock")
-    return Check("clock", PASS, f"{_when(now)}, not before {_when(floor)} ({why})")
+        return Check("clock", FAIL, _("the clock says %(now)s, absurdly far after %(floor)s "
+                                      "(%(why)s): set the clock", now=_when(now),
+                                      floor=_when(floor), why=why))
+    return Check("clock", PASS, _("%(now)s, not before %(floor)s (%(why)s)", now=_when(now),
+                                  floor=_when(floor), why=why))
 
 
 # -- broker ---------------------------------------------------------------------------
@@ -368,13 +424,14 @@ def _client_cert_problem(config: Config, now: dt.datetime) -> str:
     try:
         cert = x509.load_pem_x509_certificate(Path(config.mqtt.cert_file).read_bytes())
     except (OSError, ValueError) as exc:
-        return f"cannot read [mqtt] cert_file {config.mqtt.cert_file}: {exc}"
+        return _("cannot read [mqtt] cert_file %(path)s: %(error)s",
+                 path=config.mqtt.cert_file, error=exc)
     if now > cert.not_valid_after_utc:
-        return (f"the client certificate expired on {_when(cert.not_valid_after_utc)}: ask the "
-                "hospital for a new enrolment bundle")
+        return _("the client certificate expired on %(when)s: ask the hospital for a new "
+                 "enrolment bundle", when=_when(cert.not_valid_after_utc))
     if now < cert.not_valid_before_utc:
-        return (f"the client certificate is not valid before {_when(cert.not_valid_before_utc)} "
-                "(is the clock right?)")
+        return _("the client certificate is not valid before %(when)s (is the clock right?)",
+                 when=_when(cert.not_valid_before_utc))
     return ""
 
 
@@ -384,7 +441,7 @@ def check_broker(config: Config, timeout: float) -> Check:
 
     name, m = "broker", config.mqtt
     if not m.host:
-        return Check(name, SKIP, "no broker configured ([mqtt] host is empty)")
+        return Check(name, SKIP, _("no broker configured ([mqtt] host is empty)"))
     where = f"{m.host}:{m.port}"
     problem = _client_cert_problem(config, dt.datetime.now(dt.timezone.utc))
     if problem:
@@ -401,44 +458,55 @@ def check_broker(config: Config, timeout: float) -> Check:
         client.tls_set(ca_certs=m.ca_file, certfile=m.cert_file, keyfile=m.key_file,
                        tls_version=ssl.PROTOCOL_TLS_CLIENT)
     except (OSError, ValueError, ssl.SSLError) as exc:
-        return Check(name, FAIL, f"cannot load [mqtt] ca_file/cert_file/key_file: {exc}")
+        return Check(name, FAIL, _("cannot load [mqtt] ca_file/cert_file/key_file: %(error)s",
+                                   error=exc))
     started = time.monotonic()
     try:
         client.connect(m.host, m.port, keepalive=max(10, int(timeout) * 2))
     except ssl.SSLCertVerificationError as exc:
-        return Check(name, FAIL, f"TLS handshake with {where} failed: the broker's certificate "
-                                 f"is not accepted ({exc.verify_message})")
+        return Check(name, FAIL, _("TLS handshake with %(where)s failed: the broker's "
+                                   "certificate is not accepted (%(why)s)", where=where,
+                                   why=exc.verify_message))
     except ssl.SSLError as exc:
-        return Check(name, FAIL, f"TLS handshake refused by {where}: {exc.reason or exc}")
+        return Check(name, FAIL, _("TLS handshake refused by %(where)s: %(why)s", where=where,
+                                   why=exc.reason or exc))
     except ConnectionRefusedError:
-        return Check(name, FAIL, f"connection refused by {where}: no broker listens there")
+        return Check(name, FAIL, _("connection refused by %(where)s: no broker listens there",
+                                   where=where))
     except socket.gaierror as exc:
-        return Check(name, FAIL, f"cannot resolve the broker host {m.host!r}: {exc.strerror}")
+        return Check(name, FAIL, _("cannot resolve the broker host %(host)s: %(why)s",
+                                   host=repr(m.host), why=exc.strerror))
     except TimeoutError:
-        return Check(name, FAIL, f"timeout: no answer from {where} within {timeout:g} s")
+        return Check(name, FAIL, _("timeout: no answer from %(where)s within %(seconds)s s",
+                                   where=where, seconds=f"{timeout:g}"))
     except OSError as exc:
-        return Check(name, FAIL, f"cannot reach {where}: {exc.strerror or exc}")
+        return Check(name, FAIL, _("cannot reach %(where)s: %(why)s", where=where,
+                                   why=exc.strerror or exc))
     try:
         deadline = started + timeout
         while not seen.done.is_set() and time.monotonic() < deadline:
             if client.loop(0.1) != mqtt.MQTT_ERR_SUCCESS:
                 seen.lost = True
                 break
-        ms = (time.monotonic() - started) * 1000
+        ms = f"{(time.monotonic() - started) * 1000:.0f}"
         if seen.reason is not None and not seen.reason.is_failure:
             client.disconnect()
-            return Check(name, PASS, f"{where} accepted CONNECT over TLS as "
-                                     f"{config.telemetry.clinic}/{config.telemetry.device} "
-                                     f"in {ms:.0f} ms")
+            return Check(name, PASS, _("%(where)s accepted CONNECT over TLS as %(who)s in "
+                                       "%(ms)s ms", where=where, ms=ms,
+                                       who=f"{config.telemetry.clinic}/{config.telemetry.device}"))
         if seen.reason is not None:
-            label = "not authorised" if seen.reason.value in (0x86, 0x87) else "refused"
-            return Check(name, FAIL, f"{where} {label}: CONNACK {seen.reason}")
+            if seen.reason.value in (0x86, 0x87):
+                return Check(name, FAIL, _("%(where)s not authorised: CONNACK %(reason)s",
+                                           where=where, reason=seen.reason))
+            return Check(name, FAIL, _("%(where)s refused: CONNACK %(reason)s", where=where,
+                                       reason=seen.reason))
         if seen.lost:
             alert = _tls_alert(config, timeout) or seen.socket_error()
-            return Check(name, FAIL, f"TLS handshake refused by {where}: the broker does not "
-                                     "accept this box's client certificate"
-                                     f"{f' ({alert})' if alert else ''}")
-        return Check(name, FAIL, f"timeout: no CONNACK from {where} within {timeout:g} s")
+            refused = _("TLS handshake refused by %(where)s: the broker does not accept this "
+                        "box's client certificate", where=where)
+            return Check(name, FAIL, f"{refused} ({alert})" if alert else refused)
+        return Check(name, FAIL, _("timeout: no CONNACK from %(where)s within %(seconds)s s",
+                                   where=where, seconds=f"{timeout:g}"))
     finally:
         client.loop_stop()
         if client.is_connected():
@@ -453,18 +521,23 @@ def check_device_identity(config: Config) -> Check:
 
     name = "device identity"
     key_path, secret_path = config.device_key_path, config.device_secret_path
-    for path, what in ((key_path, "device key"), (secret_path, "study-reference secret")):
-        if not path.exists():
-            return Check(name, FAIL, f"no {what} at {path}: run clinibox provision")
+    if not key_path.exists():
+        return Check(name, FAIL, _("no device key at %(path)s: run clinibox provision",
+                                   path=key_path))
+    if not secret_path.exists():
+        return Check(name, FAIL, _("no study-reference secret at %(path)s: run clinibox "
+                                   "provision", path=secret_path))
     try:
         key = signing.load_private_key(key_path)
         secret = secret_path.read_bytes()
     except (OSError, ValueError) as exc:
-        return Check(name, FAIL, f"cannot read the identity: {exc}")
+        return Check(name, FAIL, _("cannot read the identity: %(error)s", error=exc))
     if len(secret) < 16:
-        return Check(name, FAIL, f"study-reference secret {secret_path} is too short")
-    return Check(name, PASS, f"{config.telemetry.clinic}/{config.telemetry.device}, key "
-                             f"{signing.key_id(key.public_key())} ({key_path})")
+        return Check(name, FAIL, _("study-reference secret %(path)s is too short",
+                                   path=secret_path))
+    return Check(name, PASS, _("%(who)s, key %(key)s (%(path)s)",
+                               who=f"{config.telemetry.clinic}/{config.telemetry.device}",
+                               key=signing.key_id(key.public_key()), path=key_path))
 
 
 def check_hospital_key(config: Config) -> Check:
@@ -473,13 +546,14 @@ def check_hospital_key(config: Config) -> Check:
 
     path = config.telemetry.hospital_key
     if not path:
-        return Check("hospital key", SKIP, "none configured ([telemetry] hospital_key): "
-                                           "telemetry waits in the outbox")
+        return Check("hospital key", SKIP, _("none configured ([telemetry] hospital_key): "
+                                             "telemetry waits in the outbox"))
     try:
         load_x25519_public(Path(path))
     except (OSError, ValueError) as exc:
-        return Check("hospital key", FAIL, f"cannot load {path}: {exc}")
-    return Check("hospital key", PASS, f"X25519 public key {path}")
+        return Check("hospital key", FAIL, _("cannot load %(path)s: %(error)s", path=path,
+                                             error=exc))
+    return Check("hospital key", PASS, _("X25519 public key %(path)s", path=path))
 
 
 # -- the whole --------------------------------------------------------------------------
@@ -489,7 +563,8 @@ def _guarded(name: str, check: Callable[[], Check]) -> Check:
     try:
         return check()
     except Exception as exc:
-        return Check(name, FAIL, f"the check itself failed: {type(exc).__name__}: {exc}")
+        return Check(name, FAIL, _("the check itself failed: %(error)s",
+                                   error=f"{type(exc).__name__}: {exc}"))
 
 
 def run_checks(config: Config, timeout: float = DEFAULT_TIMEOUT) -> list[Check]:
@@ -515,23 +590,43 @@ def run_checks(config: Config, timeout: float = DEFAULT_TIMEOUT) -> list[Check]:
     return [_guarded(name, step) for name, step in steps]
 
 
+def _check_name(name: str) -> str:
+    return _(CHECK_NAMES[name]) if name in CHECK_NAMES else name
+
+
 def render_table(checks: list[Check]) -> str:
-    """The table people read: one line per check, then the verdict."""
-    width = max(len(c.name) for c in checks)
-    lines = [f"{'CHECK':<{width}}  RESULT  DETAIL"]
-    lines += [f"{c.name:<{width}}  {c.status:<6}  {c.detail}" for c in checks]
-    failed = [c.name for c in checks if c.status == FAIL]
+    """The table people read (in the current language): one line per check, then the verdict.
+
+    Columns are padded by their width on a terminal (a Chinese character takes two).
+    """
+    names = [_check_name(c.name) for c in checks]
+    words = [_(STATUS_WORDS.get(c.status, c.status)) for c in checks]
+    header = (_("CHECK"), _("RESULT"), _("DETAIL"))
+    width = max(display_width(n) for n in (*names, header[0]))
+    status_width = max(display_width(w) for w in (*words, header[1]))
+    lines = [f"{ljust(header[0], width)}  {ljust(header[1], status_width)}  {header[2]}"]
+    lines += [f"{ljust(name, width)}  {ljust(word, status_width)}  {c.detail}"
+              for name, word, c in zip(names, words, checks, strict=True)]
+    failed = [name for name, c in zip(names, checks, strict=True) if c.status == FAIL]
     counts = {s: sum(c.status == s for c in checks) for s in (PASS, WARN, SKIP, FAIL)}
-    summary = ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n)
-    lines.append(f"selftest {'FAILED: ' + ', '.join(failed) if failed else 'passed'} "
-                 f"({summary})")
+    summary = _(", ").join(_("%(n)s %(status)s", n=n, status=_(STATUS_WORDS[s]).lower())
+                           for s, n in counts.items() if n)
+    if failed:
+        lines.append(_("selftest FAILED: %(failed)s (%(summary)s)",
+                       failed=_(", ").join(failed), summary=summary))
+    else:
+        lines.append(_("selftest passed (%(summary)s)", summary=summary))
     return "\n".join(lines) + "\n"
 
 
 def cmd_selftest(args: argparse.Namespace) -> int:
     """Run every check, print the table (or JSON); 0 when nothing failed, else 1."""
     config = config_module.load(getattr(args, "config", None))
-    checks = run_checks(config, args.timeout)
+    if args.json:  # a contract: English names and details, whatever the terminal's language
+        with use_locale("en"):
+            checks = run_checks(config, args.timeout)
+    else:
+        checks = run_checks(config, args.timeout)
     failed = any(c.status == FAIL for c in checks)
     if args.json:
         print(json.dumps({"passed": not failed, "checks": [c._asdict() for c in checks]},

@@ -18,6 +18,7 @@ from typing import Any
 
 from firmware_app.contracts.backends import BACKEND_CHOICES, PRECISIONS
 from firmware_app.contracts.egress import IDENTITY
+from firmware_app.i18n import N_
 from firmware_app.settings.loader import (
     ConfigError,
     coerce,
@@ -237,6 +238,10 @@ class WebConfig:
                                              "longest wait between login tries", 900.0)
     refresh_seconds: float = setting(in_range(1, 3600), "how often open worklists update", 5.0)
     page_size: int = setting(in_range(10, 1000), "worklist rows per page", 50)
+    language: str = setting(
+        one_of("", "en", "zh_CN"), 'viewer language: "" follows the browser (Accept-Language, '
+        'then English), "zh_CN" or "en" every browser; each user may switch in the page header '
+        "(the clinibox commands follow LC_ALL/LANG, then this)", "")
 
 
 @dataclass
@@ -527,9 +532,10 @@ class Config:
 
 
 #: what the box says wherever the demo key is trusted (log, status, self-test, viewer)
-DEMO_TRUST_WARNING = ("this box trusts the DEMO-ONLY signing key, whose private half is public: "
-                      "anyone can sign a package it will run. For development and "
-                      "demonstrations only; set [models] trust_demo_key = false")
+#: (English, as logged; marked for the catalog: the viewer and the self-test translate it)
+DEMO_TRUST_WARNING = N_("this box trusts the DEMO-ONLY signing key, whose private half is "
+                        "public: anyone can sign a package it will run. For development and "
+                        "demonstrations only; set [models] trust_demo_key = false")
 
 
 def is_demo_key(path: Path) -> bool:

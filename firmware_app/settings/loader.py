@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from firmware_app.errors import EXIT_USAGE, CliniboxError
+from firmware_app.i18n import N_
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -31,7 +32,7 @@ T = TypeVar("T")
 class ConfigError(CliniboxError, ValueError):
     """A configuration file or value that the box refuses, with the key named."""
 
-    kind = "config error"
+    kind = N_("config error")
     exit_status = EXIT_USAGE
 
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from firmware_app.errors import CliniboxError
+from firmware_app.i18n import LANGUAGES, N_, gettext
 from firmware_app.storage import audit, db
 
 ROLES = ("clinician", "technician")
@@ -61,7 +62,7 @@ _COMMON_PASSWORDS = frozenset({
 class AccountError(CliniboxError, ValueError):
     """A refused account operation, with a message for the technician."""
 
-    kind = "refused"
+    kind = N_("refused")
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,8 @@ class Account:
     id: int
     name: str
     role: str
+    #: the viewer language its user chose ("zh_CN", "en"; "" while none is chosen)
+    language: str = ""
 
     @property
     def is_technician(self) -> bool:
@@ -87,26 +90,26 @@ def normalise_name(name: str) -> str:
     """Strip and lower-case an account name; AccountError when it breaks the naming rule."""
     normal = name.strip().lower()
     if not _NAME.fullmatch(normal):
-        raise AccountError(
-            f"bad account name {name!r}: use 1 to 32 characters of a-z, 0-9, '.', '_', '-', "
-            "starting with a letter or digit")
+        raise AccountError(gettext(
+            "bad account name %(name)s: use 1 to 32 characters of a-z, 0-9, '.', '_', '-', "
+            "starting with a letter or digit", name=repr(name)))
     return normal
 
 
 def password_problem(password: str, name: str) -> str | None:
     """Why ``password`` is not acceptable for account ``name``, or None when it is."""
     if len(password) > MAX_PASSWORD_LENGTH:
-        return f"the password is longer than {MAX_PASSWORD_LENGTH} characters"
+        return gettext("the password is longer than %(n)s characters", n=MAX_PASSWORD_LENGTH)
     if len(password) < MIN_PASSWORD_LENGTH:
-        return f"the password is shorter than {MIN_PASSWORD_LENGTH} characters"
+        return gettext("the password is shorter than %(n)s characters", n=MIN_PASSWORD_LENGTH)
     lowered = password.lower()
     if len(set(password)) == 1:
-        return "the password is a single character repeated"
+        return gettext("the password is a single character repeated")
     account = name.strip().lower()
     if account and account in lowered:
-        return "the password contains the account name"
+        return gettext("the password contains the account name")
     if lowered in _COMMON_PASSWORDS:
-        return "the password is one of the most common passwords"
+        return gettext("the password is one of the most common passwords")
     return None
 
 
@@ -117,7 +120,7 @@ def _dummy_hash() -> str:
 
 
 def _account(row: sqlite3.Row) -> Account:
-    return Account(id=row["id"], name=row["name"], role=row["role"])
+    return Account(id=row["id"], name=row["name"], role=row["role"], language=row["language"])
 
 
 class Accounts:
@@ -129,7 +132,7 @@ class Accounts:
 
     def _row(self, name: str) -> sqlite3.Row | None:
         return self.conn.execute(
-            "SELECT id, name, role, password_hash FROM accounts WHERE name = ?",
+            "SELECT id, name, role, language, password_hash FROM accounts WHERE name = ?",
             (name,)).fetchone()
 
     def add(self, name: str, password: str, role: str, *, by: str | None = None,
@@ -140,12 +143,13 @@ class Accounts:
         """
         name = normalise_name(name)
         if role not in ROLES:
-            raise AccountError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
+            raise AccountError(gettext("unknown role %(role)s: use one of %(roles)s",
+                                       role=repr(role), roles=", ".join(ROLES)))
         problem = password_problem(password, name)
         if problem:
             raise AccountError(problem)
         if self._row(name) is not None:
-            raise AccountError(f"account {name} already exists")
+            raise AccountError(gettext("account %(name)s already exists", name=name))
         password_hash = generate_password_hash(password, method=_HASH_METHOD)
         now = time.time()
         try:
@@ -155,7 +159,7 @@ class Accounts:
                     " VALUES (?, ?, ?, ?, ?)", (name, role, password_hash, now, now))
                 _audit(self.conn, "account_created", name, by, address, f"role {role}")
         except sqlite3.IntegrityError as exc:  # added meanwhile by another process
-            raise AccountError(f"account {name} already exists") from exc
+            raise AccountError(gettext("account %(name)s already exists", name=name)) from exc
         return Account(id=int(cursor.lastrowid), name=name, role=role)
 
     def set_password(self, name: str, password: str, *, by: str | None = None,
@@ -166,7 +170,7 @@ class Accounts:
         """
         name = normalise_name(name)
         if self._row(name) is None:
-            raise AccountError(f"no account {name}")
+            raise AccountError(gettext("no account %(name)s", name=name))
         problem = password_problem(password, name)
         if problem:
             raise AccountError(problem)
@@ -174,7 +178,7 @@ class Accounts:
         with db.transaction(self.conn):
             row = self._row(name)
             if row is None:
-                raise AccountError(f"no account {name}")
+                raise AccountError(gettext("no account %(name)s", name=name))
             self.conn.execute(
                 "UPDATE accounts SET password_hash = ?, changed_at = ? WHERE id = ?",
                 (password_hash, time.time(), row["id"]))
@@ -193,13 +197,14 @@ class Accounts:
         with db.transaction(self.conn):
             row = self._row(name)
             if row is None:
-                raise AccountError(f"no account {name}")
+                raise AccountError(gettext("no account %(name)s", name=name))
             self.conn.execute("DELETE FROM accounts WHERE id = ?", (row["id"],))
             _audit(self.conn, "account_removed", name, by, address, f"role {row['role']}")
 
     def all(self) -> list[Account]:
         """Every account, sorted by name."""
-        rows = self.conn.execute("SELECT id, name, role FROM accounts ORDER BY name").fetchall()
+        rows = self.conn.execute(
+            "SELECT id, name, role, language FROM accounts ORDER BY name").fetchall()
         return [_account(row) for row in rows]
 
     def count(self) -> int:
@@ -209,8 +214,21 @@ class Accounts:
     def get(self, account_id: int) -> Account | None:
         """The account with this id, or None."""
         row = self.conn.execute(
-            "SELECT id, name, role FROM accounts WHERE id = ?", (account_id,)).fetchone()
+            "SELECT id, name, role, language FROM accounts WHERE id = ?",
+            (account_id,)).fetchone()
         return None if row is None else _account(row)
+
+    def set_language(self, account_id: int, language: str) -> None:
+        """Keep the viewer language the account's user chose (``LANGUAGES``, or "" for none).
+
+        A preference, not a security setting: no audit row.
+        """
+        if language and language not in LANGUAGES:
+            raise AccountError(f"unknown language {language!r}: use one of "
+                               f"{', '.join(LANGUAGES)}")
+        with db.transaction(self.conn):
+            self.conn.execute("UPDATE accounts SET language = ? WHERE id = ?",
+                              (language, account_id))
 
     def authenticate(self, name: str, password: str) -> Account | None:
         """The account when name and password match, else None (in about the same time)."""
@@ -319,7 +337,8 @@ class Sessions:
         now = time.time() if now is None else now
         token_hash = _token_hash(token)
         row = self.conn.execute(
-            "SELECT s.created_at, s.last_seen, a.id, a.name, a.role FROM web_sessions s"
+            "SELECT s.created_at, s.last_seen, a.id, a.name, a.role, a.language"
+            " FROM web_sessions s"
             " JOIN accounts a ON a.id = s.account_id WHERE s.token_hash = ?",
             (token_hash,)).fetchone()
         if row is None:

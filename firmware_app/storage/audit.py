@@ -41,6 +41,7 @@ import sqlite3
 import time
 
 from firmware_app.errors import CliniboxError
+from firmware_app.i18n import ENGLISH, N_, use_locale
 from firmware_app.storage import db
 from firmware_app.storage.audit_chain import anchor, highest_id_given, row_hash, verify
 
@@ -50,30 +51,30 @@ DAY = 86_400.0
 
 #: The closed vocabulary of audited acts: action -> what it means (shown on the page).
 ACTIONS: dict[str, str] = {
-    "login": "logged in to the viewer",
-    "login_failed": "a login refused: a wrong password (account: the account named) or an "
-                    "unknown name (not kept: it may be a password typed in the wrong field)",
-    "login_throttled": "login tries turned away while the address must wait "
-                       "(one row a minute per address)",
-    "logout": "logged out of the viewer",
-    "study_view": "opened a study's page (a reload within a minute adds no row)",
-    "image_view": "loaded an image of a study: a frame, the heatmap or the key image "
-                  "(one row per instance, account and address every 10 minutes)",
-    "report_view": "opened a study's printable report",
-    "report_download": "downloaded a study's PDF report",
-    "export": "exported a study de-identified (viewer or clinibox export-study)",
-    "feedback": "recorded a verdict on a finding",
-    "quarantine_requeued": "put a quarantined object back in the queue",
-    "quarantine_deleted": "deleted a quarantined object",
-    "account_created": "created a viewer account",
-    "password_changed": "set a new password for an account (its sessions end)",
-    "account_removed": "removed a viewer account",
-    "model_installed": "installed a model package (it starts its trial)",
-    "model_refused": "a model package was refused",
-    "model_rolled_back": "went back to the previous model package",
-    "model_kept": "a model package passed its trial and is kept",
-    "audit_viewed": "read the audit trail (the page: once per 5 minutes and address)",
-    "audit_pruned": "deleted audit rows older than [audit] keep_days",
+    "login": N_("logged in to the viewer"),
+    "login_failed": N_("a login refused: a wrong password (account: the account named) or an "
+                       "unknown name (not kept: it may be a password typed in the wrong field)"),
+    "login_throttled": N_("login tries turned away while the address must wait "
+                          "(one row a minute per address)"),
+    "logout": N_("logged out of the viewer"),
+    "study_view": N_("opened a study's page (a reload within a minute adds no row)"),
+    "image_view": N_("loaded an image of a study: a frame, the heatmap or the key image "
+                     "(one row per instance, account and address every 10 minutes)"),
+    "report_view": N_("opened a study's printable report"),
+    "report_download": N_("downloaded a study's PDF report"),
+    "export": N_("exported a study de-identified (viewer or clinibox export-study)"),
+    "feedback": N_("recorded a verdict on a finding"),
+    "quarantine_requeued": N_("put a quarantined object back in the queue"),
+    "quarantine_deleted": N_("deleted a quarantined object"),
+    "account_created": N_("created a viewer account"),
+    "password_changed": N_("set a new password for an account (its sessions end)"),
+    "account_removed": N_("removed a viewer account"),
+    "model_installed": N_("installed a model package (it starts its trial)"),
+    "model_refused": N_("a model package was refused"),
+    "model_rolled_back": N_("went back to the previous model package"),
+    "model_kept": N_("a model package passed its trial and is kept"),
+    "audit_viewed": N_("read the audit trail (the page: once per 5 minutes and address)"),
+    "audit_pruned": N_("deleted audit rows older than [audit] keep_days"),
 }
 
 #: who acts when the box acts by itself
@@ -203,10 +204,11 @@ def prune(conn: sqlite3.Connection, keep_days: float, now: float | None = None) 
         last = prunable(conn, keep_days, now)
         if not last:
             return 0
-        check = verify(conn, through=last)
+        with use_locale(ENGLISH):  # the event is a record: English, whoever runs the prune
+            check = verify(conn, through=last)
+            described = check.describe()
         if not check.intact:
-            message = f"audit rows older than {keep_days:g} days kept: the chain is " \
-                      f"{check.describe()}"
+            message = f"audit rows older than {keep_days:g} days kept: the chain is {described}"
             log.warning("%s", message)
             db.record_event(conn, "WARNING", "audit", message)
             return 0

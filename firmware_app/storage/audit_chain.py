@@ -28,6 +28,7 @@ import json
 import sqlite3
 from dataclasses import dataclass
 
+from firmware_app.i18n import gettext, ngettext
 from firmware_app.storage.audit_schema import missing_triggers
 
 
@@ -46,12 +47,14 @@ class ChainCheck:
         return self.broken_at is None and not self.reason
 
     def describe(self) -> str:
-        """One line for a person: "intact (N rows)" or "broken at row N: reason"."""
+        """One line for a person: "intact (N rows)" or "broken at row N: reason" (in the
+        current language; the reason in the language of the check)."""
         if self.intact:
-            return f"intact ({self.rows} row{'' if self.rows == 1 else 's'})"
+            return ngettext("intact (%(num)d row)", "intact (%(num)d rows)", self.rows)
         if self.broken_at is None:
-            return f"broken: {self.reason}"
-        return f"broken at row {self.broken_at}: {self.reason}"
+            return gettext("broken: %(reason)s", reason=self.reason)
+        return gettext("broken at row %(row)s: %(reason)s", row=self.broken_at,
+                       reason=self.reason)
 
 
 def canonical(row_id: int, at: float, account: str, address: str, action: str, target: str,
@@ -112,27 +115,36 @@ def _verify(conn: sqlite3.Connection, through: int | None) -> ChainCheck:
     for row in conn.execute(sql, params):
         row_id = int(row[0])
         if row_id != last_id + 1:
-            return ChainCheck(count, row_id, f"{_rows(last_id + 1, row_id - 1)} missing "
-                                             "before it (deleted)", running)
+            return ChainCheck(count, row_id, _missing(last_id + 1, row_id - 1), running)
         if row[7] != running:
-            return ChainCheck(count, row_id, "it does not follow the row before it (a row was "
-                                             "deleted, inserted or moved)", running)
+            return ChainCheck(count, row_id, gettext(
+                "it does not follow the row before it (a row was deleted, inserted or moved)"),
+                running)
         if row_hash(running, row_id, *row[1:7]) != row[8]:
-            return ChainCheck(count, row_id, "its content does not match its hash (edited)",
-                              running)
+            return ChainCheck(count, row_id,
+                              gettext("its content does not match its hash (edited)"), running)
         last_id, running = row_id, str(row[8])
         count += 1
     if through is None:
         given = highest_id_given(conn)
         if given > last_id:
-            return ChainCheck(count, last_id + 1, f"{_rows(last_id + 1, given)} cut off the "
-                                                  "end (deleted)", running)
+            return ChainCheck(count, last_id + 1, _cut_off(last_id + 1, given), running)
         gone = missing_triggers(conn)
         if gone:
-            return ChainCheck(count, None, f"append-only trigger(s) removed: {', '.join(gone)}",
-                              running)
+            return ChainCheck(count, None, gettext("append-only trigger(s) removed: %(names)s",
+                                                   names=", ".join(gone)), running)
     return ChainCheck(count, None, "", running)
 
 
-def _rows(first: int, last: int) -> str:
-    return f"row {first} is" if first == last else f"rows {first} to {last} are"
+def _missing(first: int, last: int) -> str:
+    if first == last:
+        return gettext("row %(first)s is missing before it (deleted)", first=first)
+    return gettext("rows %(first)s to %(last)s are missing before it (deleted)", first=first,
+                   last=last)
+
+
+def _cut_off(first: int, last: int) -> str:
+    if first == last:
+        return gettext("row %(first)s is cut off the end (deleted)", first=first)
+    return gettext("rows %(first)s to %(last)s are cut off the end (deleted)", first=first,
+                   last=last)

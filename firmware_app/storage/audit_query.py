@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from firmware_app.errors import EXIT_USAGE, CliniboxError
+from firmware_app.i18n import N_, gettext
 
 #: the words a date may also be given as
 DAY_WORDS = ("today", "yesterday")
@@ -23,7 +24,7 @@ DAY_WORDS = ("today", "yesterday")
 class BadDate(CliniboxError, ValueError):
     """A date that is neither YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS], today nor yesterday."""
 
-    kind = "bad date"
+    kind = N_("bad date")
     exit_status = EXIT_USAGE
 
 
@@ -88,8 +89,8 @@ def parse_when(text: str, *, end: bool = False, today: dt.date | None = None) ->
             try:
                 moment = dt.datetime.fromisoformat(value.upper())
             except ValueError:
-                raise BadDate(f"not a date: {text!r} (use YYYY-MM-DD, YYYY-MM-DDTHH:MM, "
-                              "today or yesterday)") from None
+                raise BadDate(gettext("not a date: %(text)s (use YYYY-MM-DD, YYYY-MM-DDTHH:MM, "
+                                      "today or yesterday)", text=repr(text))) from None
             return moment.astimezone().timestamp()
     if end:
         day += dt.timedelta(days=1)

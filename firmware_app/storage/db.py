@@ -18,7 +18,7 @@ from firmware_app.storage.audit_schema import AUDIT_SCHEMA, migrate_to_v9
 from firmware_app.storage.study_alerts import ALERTED_STUDIES_TABLE, migrate_to_v8
 from firmware_app.storage.study_rollup import update_study
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -146,7 +146,8 @@ CREATE TABLE IF NOT EXISTS accounts (
     role          TEXT NOT NULL CHECK (role IN ('clinician', 'technician')),
     password_hash TEXT NOT NULL,
     created_at    REAL NOT NULL,
-    changed_at    REAL NOT NULL
+    changed_at    REAL NOT NULL,
+    language      TEXT NOT NULL DEFAULT ''  -- the viewer's language chosen by the user ('' none)
 );
 CREATE TABLE IF NOT EXISTS web_sessions (
     token_hash  TEXT PRIMARY KEY,
@@ -331,6 +332,8 @@ def initialise(conn: sqlite3.Connection) -> None:
         migrate_to_v8(conn)
     if 0 < version < 9:
         migrate_to_v9(conn)
+    if 0 < version < 10:
+        _migrate_to_v10(conn)
     if 0 < version < 3:
         _rebuild_studies(conn)
     _start_sequence(conn)
@@ -395,6 +398,12 @@ def _migrate_to_v7(conn: sqlite3.Connection) -> None:
     # studies of the earlier software were alerted as they came: they count as complete
     # (no DICOM results are made for them unless a later instance updates them)
     conn.execute("UPDATE studies SET completed_at = updated_at WHERE completed_at IS NULL")
+
+
+def _migrate_to_v10(conn: sqlite3.Connection) -> None:
+    """v10: each viewer account keeps the language its user chose ('' until one is chosen)."""
+    if "accounts" in _tables(conn) and "language" not in _columns(conn, "accounts"):
+        conn.execute("ALTER TABLE accounts ADD COLUMN language TEXT NOT NULL DEFAULT ''")
 
 
 def _migrate_to_v4(conn: sqlite3.Connection) -> None:

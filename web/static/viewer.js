@@ -48,7 +48,8 @@ function startReportButtons() {
   if (print) print.addEventListener("click", () => window.print());
   for (const button of document.querySelectorAll("button.danger")) {
     button.addEventListener("click", (event) => {
-      if (!window.confirm("Delete this object from the box for good?")) event.preventDefault();
+      const question = button.dataset.confirm || "Delete this object from the box for good?";
+      if (!window.confirm(question)) event.preventDefault();
     });
   }
 }

@@ -1,0 +1,143 @@
+"""The ``clinibox`` commands in Simplified Chinese: the terminal's language, else the clinic's.
+
+``clinibox selftest``, ``status``, ``results`` and ``user`` print for people in the
+language of ``LC_ALL`` / ``LC_MESSAGES`` / ``LANG`` (``zh_CN.UTF-8``), or, on a
+terminal that names none, ``[web] language``; ``--json`` stays English (a contract);
+services (``serve``, ``web`` …) never switch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import re
+import sys
+
+import pytest
+
+from firmware_app.cli import main
+from firmware_app.cli.language import ENGLISH_COMMANDS, command_language
+from firmware_app.ops.selftest import FAIL, PASS, SKIP, WARN, Check, render_table
+from tests.i18n_text import english_sentences, is_chinese
+
+GOOD = "correct horse battery"
+
+
+@pytest.fixture
+def config_path(tmp_path):
+    path = tmp_path / "clinibox.toml"
+    path.write_text(f'[storage]\nstate_dir = "{(tmp_path / "state").as_posix()}"\n'
+                    "[dicom]\nenabled = false\n")
+    return path
+
+
+def _chinese_terminal(monkeypatch) -> None:
+    monkeypatch.setenv("LANG", "zh_CN.UTF-8")
+
+
+@pytest.mark.parametrize(("environ", "configured", "expected"), [
+    ({"LANG": "zh_CN.UTF-8"}, "", "zh_CN"),
+    ({"LANG": "en_US.UTF-8"}, "zh_CN", "en"),  # the terminal names English: English
+    ({"LANG": "C.UTF-8"}, "zh_CN", "zh_CN"),  # it names none: the clinic's setting
+    ({}, "zh_CN", "zh_CN"), ({}, "", "en"), ({"LC_ALL": "zh_CN.UTF-8"}, "en", "zh_CN"),
+])
+def test_the_command_language(tmp_path, environ, configured, expected):
+    path = tmp_path / "c.toml"
+    path.write_text(f'[web]\nlanguage = "{configured}"\n')
+    args = argparse.Namespace(command="status", config=str(path), json=False)
+    assert command_language(args, environ) == expected
+    args.json = True
+    assert command_language(args, environ) == "en"
+    assert {"serve", "web", "service-failed", "usb-import", "config"} <= ENGLISH_COMMANDS
+
+
+def test_a_bad_config_leaves_the_language_to_the_command(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[web]\nlanguage = \"klingon\"\n")
+    args = argparse.Namespace(command="status", config=str(path), json=False)
+    assert command_language(args, {}) == "en"
+
+
+def test_the_selftest_table_in_chinese(config_path, capsys, monkeypatch):
+    _chinese_terminal(monkeypatch)
+    status = main(["selftest", "--config", str(config_path), "--timeout", "0.5"])
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert status == 1  # no device identity in a fresh state folder
+    assert lines[0].split() == ["检查项", "结果", "详情"]
+    names = [line.split("  ")[0].strip() for line in lines[1:-1]]
+    assert names == ["模型包", "基准用例", "DICOM 连通测试", "磁盘空间", "时钟", "消息服务器",
+                     "设备身份", "医院公钥", "签名密钥"]
+    rows = dict(zip(names, lines[1:-1], strict=True))
+    assert "通过" in rows["模型包"] and "个模型文件与其 sha256 一致" in rows["模型包"]
+    assert "通过" in rows["基准用例"] and "个基准用例在" in rows["基准用例"]
+    assert "跳过" in rows["DICOM 连通测试"] and "DICOM 接收服务已关闭" in rows["DICOM 连通测试"]
+    assert "失败" in rows["设备身份"] and "请运行 clinibox provision" in rows["设备身份"]
+    assert "注意" in rows["签名密钥"] and "仅供演示" in rows["签名密钥"]
+    assert lines[-1].startswith("自检未通过：设备身份（通过 ")
+    # columns line up on a terminal: each status starts at the same column
+    from firmware_app.i18n.text import display_width
+
+    starts = {display_width(line[:line.index(word)]) for line in lines[1:-1]
+              for word in ("通过", "注意", "跳过", "失败") if f"  {word}  " in line}
+    assert len(starts) == 1
+    # what is left in English is data: paths, ids, key ids, [section] keys, numbers
+    prose = re.sub(r"\S*/\S*", "", " ".join(line.split("  ", 2)[-1] for line in lines))
+    for data in ("min_free_mb", "max_disk_used_pct", "trust_demo_key"):
+        prose = prose.replace(data, "")
+    assert english_sentences(prose) == []
+
+    main(["selftest", "--json", "--config", str(config_path), "--timeout", "0.5"])
+    report = json.loads(capsys.readouterr().out)  # the contract: English, whatever the terminal
+    assert [c["name"] for c in report["checks"]][:3] == ["model package", "golden cases",
+                                                          "DICOM echo"]
+    assert not any(is_chinese(c["detail"]) for c in report["checks"])
+
+
+def test_render_table_in_english_is_unchanged():
+    from firmware_app.i18n import use_locale
+
+    checks = [Check("clock", PASS, "fine"), Check("broker", SKIP, "none"),
+              Check("disk space", WARN, "low"), Check("DICOM echo", FAIL, "no")]
+    assert render_table(checks).splitlines() == [
+        "CHECK       RESULT  DETAIL", "clock       PASS    fine", "broker      SKIP    none",
+        "disk space  WARN    low", "DICOM echo  FAIL    no",
+        "selftest FAILED: DICOM echo (1 pass, 1 warn, 1 skip, 1 fail)"]
+    with use_locale("zh_CN"):
+        assert render_table(checks).splitlines()[-1] == \
+            "自检未通过：DICOM 连通测试（通过 1 项、注意 1 项、跳过 1 项、失败 1 项）"
+
+
+def test_status_results_and_user_in_chinese(config_path, capsys, monkeypatch):
+    _chinese_terminal(monkeypatch)
+    assert main(["status", "--config", str(config_path)]) == 0
+    out = capsys.readouterr().out
+    assert "已接收: 0" in out and "上次按期清理: 从未" in out
+    assert main(["status", "--json", "--config", str(config_path)]) == 0
+    assert json.loads(capsys.readouterr().out)["received"] == 0
+    assert main(["results", "--config", str(config_path)]) == 0
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(GOOD + "\n"))
+    assert main(["user", "add", "nadia", "--role", "clinician", "--password-stdin",
+                 "--config", str(config_path)]) == 0
+    assert capsys.readouterr().out.strip() == "已添加账号 nadia（临床人员）"
+    monkeypatch.setattr(sys, "stdin", io.StringIO("short\n"))
+    assert main(["user", "add", "olga", "--role", "clinician", "--password-stdin",
+                 "--config", str(config_path)]) == 1
+    assert "密码少于 10 个字符" in capsys.readouterr().err
+    assert main(["user", "add", "nadia", "--role", "clinician",
+                 "--config", str(config_path)]) == 1
+    assert "账号 nadia 已存在" in capsys.readouterr().err
+    assert main(["user", "list", "--config", str(config_path)]) == 0
+    assert capsys.readouterr().out.split() == ["nadia", "临床人员"]
+    assert main(["audit", "--verify", "--config", str(config_path)]) == 0
+    assert capsys.readouterr().out.strip().startswith("审计链：完好（")
+
+
+def test_the_clinics_setting_speaks_on_a_neutral_terminal(tmp_path, capsys):
+    path = tmp_path / "c.toml"
+    path.write_text(f'[storage]\nstate_dir = "{(tmp_path / "state").as_posix()}"\n'
+                    '[web]\nlanguage = "zh_CN"\n')
+    assert main(["audit", "--verify", "--config", str(path)]) == 0  # LANG=C.UTF-8 (conftest)
+    assert capsys.readouterr().out.strip().startswith("审计链：完好")

@@ -1,0 +1,135 @@
+"""The Chinese viewer in a real headless Chromium (Debian's, driven by Selenium).
+
+A browser set to Simplified Chinese (``--lang=zh-CN``, Accept-Language
+``zh-CN,zh``) logs in to the populated box (``tests/viewer_state.py``) served
+over HTTPS, reads the alert study in Chinese, switches to English with the
+header's switch (a plain form: no script) and back. Screenshots go to
+``test-artifacts/viewer/`` (``zh-*.png``); the Chinese is drawn with the CJK
+font Chromium finds (Debian: ``fonts-noto-cjk``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.i18n_text import catalog_sentences, english_sentences
+from tests.viewer_state import CLINICIAN, XSS_NAME
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "viewer"
+
+
+@pytest.fixture
+def served(viewer, tmp_path) -> Iterator[tuple[str, object]]:
+    """The viewer app on an HTTPS port of localhost (werkzeug, a thread): (base URL, state)."""
+    from werkzeug.serving import make_server
+
+    from web.server import make_self_signed
+
+    state, app = viewer
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    make_self_signed(cert, key, "localhost")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = make_server("127.0.0.1", port, app, threaded=True, ssl_context=context)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://localhost:{port}", state
+    finally:
+        server.shutdown()
+        thread.join(10)
+
+
+@pytest.fixture
+def chinese_browser():
+    """Headless Chromium whose user reads Simplified Chinese."""
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.skip("Chromium and chromedriver are needed (Debian: chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                     "--ignore-certificate-errors", "--window-size=1024,768", "--lang=zh-CN"):
+        options.add_argument(argument)
+    options.add_experimental_option("prefs", {"intl.accept_languages": "zh-CN,zh"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    yield driver
+    driver.quit()
+
+
+def _text(driver) -> str:
+    return driver.execute_script("return document.body.innerText")
+
+
+def _readable(driver) -> str:
+    """The page's text without what it shows as recorded (translate="no", lang="en")."""
+    return driver.execute_script(
+        "const copy = document.body.cloneNode(true);"
+        "copy.querySelectorAll('[translate=no], [lang=en], code').forEach(e => e.remove());"
+        "return copy.innerText")
+
+
+def test_a_nurse_reads_the_study_in_chinese_in_chromium(served, chinese_browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    base, state = served
+    driver, wait = chinese_browser, WebDriverWait(chinese_browser, 30)
+    driver.get(f"{base}/")
+    wait.until(lambda d: "/login" in d.current_url)
+    assert driver.execute_script("return document.documentElement.lang") == "zh-CN"
+    assert "登录" in _text(driver)
+    driver.find_element(By.ID, "name").send_keys(CLINICIAN[0])
+    driver.find_element(By.ID, "password").send_keys(CLINICIAN[1])
+    driver.find_element(By.ID, "login").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "table.worklist a.open"))
+    first = driver.find_elements(By.CSS_SELECTOR, "table.worklist tbody tr")[0]
+    assert "警报" in first.text
+    driver.save_screenshot(str(ARTIFACTS / "zh-01-worklist.png"))
+
+    driver.get(f"{base}/study/{state.studies['alert']}")
+    verdict = wait.until(lambda d: d.find_element(By.ID, "verdict"))
+    assert verdict.text == "发现可疑区域——请医生尽快查看这个检查"
+    page = _text(driver)
+    for words in ("区域 1：疑似病灶", "模型置信度", "您同意吗？", "仅供演示", "必须由医生阅片",
+                  "热力图", "窗宽"):
+        assert words in page, words
+    assert XSS_NAME.split("<")[0] in page or "Evil" in page  # the patient's name, as recorded
+    assert driver.execute_script("return window.__xss") is None
+    readable = _readable(driver)
+    assert catalog_sentences(readable) == [] and english_sentences(readable) == []
+    assert driver.execute_script(
+        "return getComputedStyle(document.body).fontFamily").count("Noto Sans CJK SC") == 1
+    driver.save_screenshot(str(ARTIFACTS / "zh-02-study.png"))
+
+    # the switch in the header: a plain form, back on the same page, in English, and back
+    driver.find_element(By.ID, "language-en").click()
+    wait.until(lambda d: d.execute_script("return document.documentElement.lang") == "en")
+    assert f"/study/{state.studies['alert']}" in driver.current_url
+    assert "Suspicious area found — a doctor should review this study soon" in _text(driver)
+    driver.find_element(By.ID, "language-zh_CN").click()
+    wait.until(lambda d: d.execute_script("return document.documentElement.lang") == "zh-CN")
+
+    driver.find_element(By.ID, "report-link").click()
+    wait.until(lambda d: "/report" in d.current_url)
+    report = _text(driver)
+    assert "clinibox 检查报告" in report and "本次检查的最高病灶概率" in report
+    assert catalog_sentences(_readable(driver)) == []
+    driver.save_screenshot(str(ARTIFACTS / "zh-03-report.png"))

@@ -1,0 +1,112 @@
+"""Short labels of the viewer in the reader's language: statuses, verdicts, classes, audit
+actions, worklist filters, window presets.
+
+Each table maps the box's stable word (stored, sent in forms and JSON, never
+translated) to its English label, marked for the catalog; the functions
+return the label in the current language (the word itself when unknown).
+"""
+
+from __future__ import annotations
+
+from firmware_app.i18n import N_, gettext
+from firmware_app.storage.audit import ACTIONS
+
+#: the clinician's verdicts on a finding (form values)
+VERDICTS = {"agree": N_("agree"), "disagree": N_("disagree"), "unsure": N_("unsure")}
+#: the badge of a study row in the worklist, by level
+LEVELS = {"alert": N_("ALERT"), "finding": N_("finding"), "unassessable": N_("not assessable"),
+          "outside": N_("outside validated range"), "clear": N_("no finding")}
+#: instance statuses as the worklist and quarantine list show them
+STATUSES = {"queued": N_("queued"), "processing": N_("processing"),
+            "quarantined": N_("quarantined"), "failed": N_("failed"),
+            "not_analysed": N_("not analysed"), "processed": N_("processed"), "done": N_("done")}
+#: the worklist's filters
+FILTERS = {"all": N_("all studies"), "alert": N_("alerts only"), "done": N_("studies done"),
+           "waiting": N_("waiting for analysis"), "quarantined": N_("quarantined objects"),
+           "not_analysed": N_("not analysed (no model for them)")}
+#: classes the box's models name (manifest labels); others are shown as named
+CLASSES = {"lesion": N_("lesion"), "finding": N_("finding"), "benign": N_("benign"),
+           "malignant": N_("malignant"), "nodule": N_("nodule"), "mass": N_("mass"),
+           "normal": N_("normal"), "suspicious": N_("suspicious")}
+#: CT window presets (name, centre, width in Hounsfield units)
+CT_PRESETS = ((N_("Soft tissue"), 40, 400), (N_("Lung"), -600, 1500), (N_("Bone"), 400, 1800),
+              (N_("Brain"), 40, 80))
+#: audit actions as the audit page names them (their meanings: storage.audit.ACTIONS)
+ACTION_NAMES = {
+    "login": N_("login"),
+    "login_failed": N_("login failed"),
+    "login_throttled": N_("login throttled"),
+    "logout": N_("logout"),
+    "study_view": N_("study view"),
+    "image_view": N_("image view"),
+    "report_view": N_("report view"),
+    "report_download": N_("report download"),
+    "export": N_("export"),
+    "feedback": N_("feedback"),
+    "quarantine_requeued": N_("quarantine requeued"),
+    "quarantine_deleted": N_("quarantine deleted"),
+    "account_created": N_("account created"),
+    "password_changed": N_("password changed"),
+    "account_removed": N_("account removed"),
+    "model_installed": N_("model installed"),
+    "model_refused": N_("model refused"),
+    "model_rolled_back": N_("model rolled back"),
+    "model_kept": N_("model kept"),
+    "audit_viewed": N_("audit viewed"),
+    "audit_pruned": N_("audit pruned"),
+}
+#: account roles
+ROLES = {"clinician": N_("clinician"), "technician": N_("technician")}
+
+
+def _label(table: dict[str, str], word: str | None) -> str:
+    if word is None:
+        return ""
+    english = table.get(word)
+    return gettext(english) if english else word.replace("_", " ")
+
+
+def verdict(word: str) -> str:
+    """A verdict button's label."""
+    return _label(VERDICTS, word)
+
+
+def level(word: str) -> str:
+    """A worklist badge's label."""
+    return _label(LEVELS, word)
+
+
+def status(word: str) -> str:
+    """An instance status."""
+    return _label(STATUSES, word)
+
+
+def worklist_filter(word: str) -> str:
+    """A worklist filter's label."""
+    return _label(FILTERS, word)
+
+
+def class_label(word: str | None) -> str:
+    """A class label of the model (known ones translated)."""
+    return _label(CLASSES, word)
+
+
+def action(word: str) -> str:
+    """An audit action's name."""
+    return _label(ACTION_NAMES, word)
+
+
+def action_meaning(word: str) -> str:
+    """What an audit action means (``storage.audit.ACTIONS``)."""
+    meaning = ACTIONS.get(word)
+    return gettext(meaning) if meaning else ""
+
+
+def role(word: str) -> str:
+    """An account role."""
+    return _label(ROLES, word)
+
+
+def presets() -> list[tuple[str, int, int]]:
+    """The CT window presets with their names in the current language."""
+    return [(gettext(name), centre, width) for name, centre, width in CT_PRESETS]
