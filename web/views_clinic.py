@@ -35,7 +35,7 @@ from firmware_app import i18n
 from firmware_app.i18n.fonts import PACKAGE_HINT, find_cjk_font
 from firmware_app.storage import audit, db
 from firmware_app.storage import studies as queries
-from web import audit_trail, labels, render, wording
+from web import audit_trail, labels, on_image, render, wording
 from web.report_pdf import ReportContent, report_pdf
 from web.security import current_account, database
 
@@ -153,7 +153,9 @@ def study(study_id: int):
         "study": found, "instance": instance, "level": level, "headline": headline,
         "verdicts": VERDICTS, "warnings": [wording.warning_text(w) for w in instance.warnings],
         "notice": wording.assist_notice(), "summary": wording.study_summary(found["summary"]),
-        "other_frames": wording.other_frame_lines(instance.boxes, instance.lesions)}
+        "other_frames": wording.other_frame_lines(instance.boxes, instance.lesions),
+        "lesion_rows": on_image.lesion_rows(instance.lesions),
+        "previous": on_image.previous_study(conn, study_id)}
     gone = _image_gone(instance)
     if gone:
         return render_template(
@@ -167,6 +169,7 @@ def study(study_id: int):
     place = previewed.index(image.frame)
     return render_template(
         "study.html", image=image, image_gone="", window=window,
+        spacing=on_image.spacing_attributes(image.pixel_spacing),
         previous_frame=previewed[place - 1] if place > 0 else None,
         next_frame=previewed[place + 1] if place + 1 < len(previewed) else None,
         presets=labels.presets() if image.modality == "CT" else (),

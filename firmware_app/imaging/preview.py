@@ -87,6 +87,9 @@ class FramePreview:
     columns: int
     modality: str
     previewed: tuple[int, ...] = ()  # every frame of the image that has a preview
+    #: (row, column) mm per source pixel, as the worker measured the lesions with
+    #: (``decode``'s calibration); None when the image has none or the preview predates it
+    pixel_spacing: tuple[float, float] | None = None
 
 
 def fit_size(width: int, height: int, max_side: int, min_side: int = 1) -> tuple[int, int]:
@@ -133,6 +136,8 @@ def decode_with_previews(path: str, limits: dict[str, Any], max_frames: int, tar
         previews.append(frame_preview(ds, header, index, array, photometric, max_side))
 
     image = decode(Path(path), LimitsConfig(**limits), max_frames, each_frame=keep)
+    for made in previews:
+        made.pixel_spacing = image.pixel_spacing
     save(previews, Path(target))
     return image
 
@@ -219,7 +224,8 @@ def save(previews: list[FramePreview], target: Path) -> None:
             "frame": preview.frame, "colour": preview.colour, "invert": preview.invert,
             "default_window": [preview.default_window.centre, preview.default_window.width],
             "value_range": list(preview.value_range), "total_frames": preview.total_frames,
-            "rows": preview.rows, "columns": preview.columns, "modality": preview.modality})
+            "rows": preview.rows, "columns": preview.columns, "modality": preview.modality,
+            "pixel_spacing": list(preview.pixel_spacing) if preview.pixel_spacing else None})
     arrays["meta"] = np.array(json.dumps(meta))
     partial = target.with_name(f".{target.name}.part")
     with open(partial, "wb") as handle:
@@ -251,10 +257,12 @@ def load(source: Path, frame: int) -> FramePreview:
         raise DecodeError(f"unreadable preview: {exc}") from exc
     item = frames[frame]
     values.flags.writeable = False
+    spacing = item.get("pixel_spacing")
     return FramePreview(
         values=values, colour=bool(item["colour"]), invert=bool(item["invert"]),
         default_window=Window(*map(float, item["default_window"])),
         value_range=(float(item["value_range"][0]), float(item["value_range"][1])),
         frame=frame, total_frames=int(item["total_frames"]), rows=int(item["rows"]),
         columns=int(item["columns"]), modality=str(item["modality"]),
-        previewed=tuple(sorted(frames)))
+        previewed=tuple(sorted(frames)),
+        pixel_spacing=(float(spacing[0]), float(spacing[1])) if spacing else None)

@@ -1,0 +1,69 @@
+"""What the study page's image tools need from the box: calibration, lesion rows, a prior study.
+
+The distance tool reads the pixel spacing the worker stored with the image's
+previews (the calibration the lesions were measured with); the browser is
+never asked for it. The lesion table lists the instance's lesion records
+(``inference/lesions.py``) in words. The previous study is the latest earlier
+study of the same Patient ID on this box (``storage.studies.previous_study``):
+the comparison is made here and nothing of it leaves the box.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from firmware_app.i18n import formats, gettext
+from firmware_app.storage import studies as queries
+from web import labels, wording
+
+_ = gettext
+
+
+def spacing_attributes(spacing: tuple[float, float] | None) -> dict[str, str]:
+    """The viewer's ``data-`` values for the distance tool: row and column mm per pixel
+    ("" when the image has no calibration, so lengths are said in pixels)."""
+    if not spacing:
+        return {"row_mm": "", "column_mm": ""}
+    return {"row_mm": repr(float(spacing[0])), "column_mm": repr(float(spacing[1]))}
+
+
+def _area(lesion: dict[str, Any]) -> str:
+    if lesion.get("units") == "mm" and lesion.get("area_mm2") is not None:
+        return f"{formats.decimal(lesion['area_mm2'])} mm²"
+    return _("%(area)s pixels", area=formats.decimal(lesion.get("area_px2"), 0))
+
+
+def lesion_rows(lesions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per lesion record, in the order of the findings: its number, label and
+    probability, axes, area, frame (0-based ``frame`` and 1-based ``frame_shown``) and box."""
+    rows = []
+    for number, lesion in enumerate(lesions, start=1):
+        box = [float(v) for v in lesion.get("box", (0, 0, 0, 0))]
+        rows.append({
+            "number": number,
+            "label": labels.class_label(lesion.get("label")),
+            "probability": wording.percent(lesion.get("probability")),
+            "size": wording.size(lesion),
+            "area": _area(lesion),
+            "frame": int(lesion.get("frame", 0)),
+            "frame_shown": int(lesion.get("frame", 0)) + 1,
+            "box": box,
+        })
+    return rows
+
+
+def previous_study(conn: sqlite3.Connection, study_id: int) -> dict[str, Any] | None:
+    """The same patient's latest earlier study on this box, ready to show beside the current
+    one (date, modality, description, headline, summary, key image), or None."""
+    found = queries.previous_study(conn, study_id)
+    if found is None:
+        return None
+    full = queries.study(conn, found["id"])
+    summary, headline = "", ""
+    if full is not None and full["instances"]:
+        top = full["instances"][0]
+        headline = wording.verdict(top.alert, top.finding, top.assessment,
+                                   top.assessment_reason)[1]
+        summary = wording.study_summary(full["summary"])
+    return {**found, "headline": headline, "summary": summary}
