@@ -51,6 +51,8 @@ def build_parser(prog: str = "clinibox convert") -> argparse.ArgumentParser:
     add("--negative-label", help="the class that is not a finding (softmax)")
     add("--data", help="folder of DICOM/PNG/JPEG files, or phantoms[:N]")
     add("--labels", help="CSV with columns file,label[,split]")
+    add("--extra-validation", metavar="FOLDER", help="cases exported by clinibox "
+        "export-disagreements: validation rows labelled by the clinicians' verdicts")
     add("--calibration-size", type=int)
     add("--mean", type=float, help="normalisation mean the model was trained with")
     add("--std", type=float, help="normalisation std the model was trained with")

@@ -17,7 +17,7 @@ from typing import Any
 from converters.formats import parse_targets
 from firmware_app.settings.loader import ConfigError, read_toml, suggest
 
-PATH_KEYS = ("weights", "labels", "out", "key", "teacher_weights")
+PATH_KEYS = ("weights", "labels", "out", "key", "teacher_weights", "extra_validation")
 
 
 class ConvertConfigError(ConfigError):
@@ -45,6 +45,9 @@ class ConvertConfig:
     split: dict[str, float] = field(default_factory=dict)
     calibration_size: int = 256
     seed: int = 0
+    #: a folder of cases exported by ``clinibox export-disagreements`` (converters/feedback.py):
+    #: appended to the validation split only
+    extra_validation: Path | None = None
     # how the box feeds and reads the model
     mean: float = 0.0
     std: float = 1.0
@@ -239,6 +242,9 @@ def preflight(config: ConvertConfig, step: str | None) -> None:
     data = str(config.data or "")
     if data and not data.startswith("phantoms") and not Path(data).exists():
         raise ConvertConfigError(f"--data: {data} does not exist; nothing was done")
+    if config.extra_validation and not Path(config.extra_validation).is_dir():
+        raise ConvertConfigError(f"--extra-validation: {config.extra_validation} is not a "
+                                 "folder; nothing was done")
 
 
 def require(config: ConvertConfig, *keys: str) -> None:

@@ -166,7 +166,9 @@ def manifest(conv: Conversion, thresholds: dict[str, float], cases: list[dict]) 
             "steps": state["steps"], "data": {
                 "source": c.data if c.data else "supplied by the caller",
                 "rows": {s: int((conv.data.split == s).sum())
-                         for s in ("train", "calibration", "validation")}},
+                         for s in ("train", "calibration", "validation")},
+                **({"clinic_feedback_cases": state["clinic_feedback_cases"]}
+                   if "clinic_feedback_cases" in state else {})},
             "gate": conv.gate.to_dict(), "threshold_from": conv.threshold_rule(),
             "floors": {"auc": conv.floors.auc, "sensitivity": conv.floors.sensitivity},
             **({"weakness": state["weakness"]} if state.get("weakness") else {}),
@@ -208,6 +210,7 @@ def report_data(conv: Conversion, signed: dict) -> dict[str, Any]:
             "threshold_rule": signed["provenance"]["threshold_from"],
             "floors": signed["provenance"]["floors"],
             "weakness": signed["provenance"].get("weakness", []),
+            "clinic_feedback_cases": signed["provenance"]["data"].get("clinic_feedback_cases"),
             "heads": signed.get("heads", []),
             "heatmap": state["steps"].get("heatmap"),
             "validated_range": {**state["steps"].get("validated_range", {}),

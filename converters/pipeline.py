@@ -53,6 +53,7 @@ from converters.export import (
     export_tflite,
     torch_outputs,
 )
+from converters.feedback import appended, load_feedback_cases
 from converters.int8_kernels import kernel_note, saturation_failures
 from converters.ood import fit_projection, fit_validated_range, flagged_share, projection_size
 from converters.progress import progress
@@ -185,6 +186,11 @@ class Conversion:
                                  c.preprocessing_params)
             classes = max(2, len(self.spec.labels)) if self.spec.activation == "softmax" else 2
             self._data = load_data(c.data, c.labels, prep, classes, c.split_fractions(), c.seed)
+            if c.extra_validation:
+                extra = load_feedback_cases(Path(c.extra_validation), prep)
+                self.state["clinic_feedback_cases"] = len(extra)
+                log.info("clinic feedback cases: %d (validation only)", len(extra))
+                self._data = appended(self._data, extra)
             log.info("data: %s", {s: int((self._data.split == s).sum())
                                   for s in ("train", "calibration", "validation")})
         return self._data

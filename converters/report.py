@@ -327,7 +327,8 @@ def write_report(path: Path, data: dict) -> Path:
     size_bytes, threads, backend}, roc}], steps [{name, summary}], gate {limit: value},
     created (ISO time); optional: threshold_rule, floors {auc, sensitivity}, weakness
     [{figure, model, value, floor}] (shown as a banner at the top), heads [...], heatmap
-    (``steps["heatmap"]``), validated_range (``steps["validated_range"]`` with held_out).
+    (``steps["heatmap"]``), validated_range (``steps["validated_range"]`` with held_out),
+    clinic_feedback_cases (validation rows from ``--extra-validation``).
     ROC format: see the module docstring."""
     path = Path(path)
     source = {"label": "PyTorch source", **(data.get("source") or {})}
@@ -355,7 +356,9 @@ def write_report(path: Path, data: dict) -> Path:
         f"<h1>{_e(title)} — conversion report</h1>",
         f'<p class="meta">created {_e(data.get("created", ""))} · labels '
         f'{_e(", ".join(map(str, spec.get("labels", []))))} · activation '
-        f'{_e(spec.get("activation", ""))} · input {_e(spec.get("input_shape", ""))}</p>',
+        f'{_e(spec.get("activation", ""))} · input {_e(spec.get("input_shape", ""))}'
+        + (f' · clinic feedback cases: {_e(data["clinic_feedback_cases"])} (validation only)'
+           if data.get("clinic_feedback_cases") is not None else "") + "</p>",
         _weakness(list(data.get("weakness") or [])),
         f'<div class="banner">{_e(use)}</div>' if use else "",
         "<h2>Summary</h2>", verdict,

@@ -6,6 +6,7 @@
       clinic    worklist, study, images, feedback, report (web/views_clinic.py)
       device    status, quarantine (technicians)     (web/views_device.py)
       export    a study de-identified as a zip       (web/views_export.py)
+      feedback  disagreed cases and their export     (web/views_feedback.py; technicians)
       audit     the audit trail (technicians)        (web/views_audit.py; rows: web/audit_trail.py)
       language  the switch in the header             (web/views_language.py; choice: web/i18n.py)
       reads and writes: the box database (SQLite, WAL: the worker keeps writing)
@@ -124,9 +125,10 @@ def create_app(config: Config) -> Flask:
     from web.views_clinic import blueprint as clinic
     from web.views_device import blueprint as device
     from web.views_export import blueprint as export
+    from web.views_feedback import blueprint as feedback
     from web.views_language import blueprint as language
 
-    for blueprint in (auth, clinic, device, export, audit, language):
+    for blueprint in (auth, clinic, device, export, feedback, audit, language):
         app.register_blueprint(blueprint)
 
     @app.context_processor

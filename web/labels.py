@@ -55,6 +55,10 @@ ACTION_NAMES = {
     "audit_viewed": N_("audit viewed"),
     "audit_pruned": N_("audit pruned"),
 }
+#: the model's assessment of an image (inference/assessment.py)
+ASSESSMENTS = {"finding": N_("finding"), "no_finding": N_("no finding"),
+               "not_assessable": N_("not assessable"),
+               "outside_validated_range": N_("outside the validated range")}
 #: account roles
 ROLES = {"clinician": N_("clinician"), "technician": N_("technician")}
 
@@ -100,6 +104,11 @@ def action_meaning(word: str) -> str:
     """What an audit action means (``storage.audit.ACTIONS``)."""
     meaning = ACTIONS.get(word)
     return gettext(meaning) if meaning else ""
+
+
+def assessment(word: str) -> str:
+    """The model's assessment of an image."""
+    return _label(ASSESSMENTS, word)
 
 
 def role(word: str) -> str:

@@ -8,6 +8,13 @@ a new or empty folder, or with ``--zip`` into a new zip file; the export is
 recorded as ``cli:<unix user>``, with the study's structured report (the SR its
 PACS was sent, made again from the stored results) de-identified beside them.
 (``clinibox export`` is the converter's step.)
+
+``clinibox export-disagreements --out PATH [--zip] [--since DATE] [--all]``
+writes every study a clinician disagreed with, not exported this way before
+(``--all``: every one), de-identified the same way, one ``CASE0001/`` folder
+per study with a ``case.json`` of the verdicts and the model's output
+(``firmware_app/dicom_out/disagreements.py``), for a USB stick to the hospital
+or the model's developers.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from firmware_app.contracts.manifest import PackageError
+from firmware_app.dicom_out.disagreements import export_disagreements
 from firmware_app.dicom_out.export import export_study, reference_secret, resolve_study
 from firmware_app.dicom_out.study_report import study_report
 from firmware_app.errors import EXIT_OK
@@ -27,6 +35,7 @@ from firmware_app.models.store import resolve_package_root
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db
 from firmware_app.storage.audit import CONSOLE_ADDRESS, console_actor
+from firmware_app.storage.audit_query import parse_when
 
 
 def unix_account() -> str:
@@ -69,6 +78,27 @@ def cmd_export_study(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export_disagreements(args: argparse.Namespace) -> int:
+    """Export the cases clinicians disagreed with, de-identified, to a folder or a zip."""
+    config = config_module.load(getattr(args, "config", None))
+    since = parse_when(args.since) if args.since else None
+    conn = db.open_database(config.database_path)
+    try:
+        summary = export_disagreements(conn, Path(args.out), as_zip=args.zip,
+                                       account=unix_account(), address=CONSOLE_ADDRESS,
+                                       since=since, include_exported=args.all)
+    finally:
+        conn.close()
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=2))
+        return EXIT_OK
+    print(_("%(cases)s disagreement case(s) de-identified to %(target)s",
+            cases=len(summary.cases), target=summary.target))
+    for item in summary.skipped + summary.left_out:
+        print("  " + _("left out: %(what)s", what=item))
+    return EXIT_OK
+
+
 def add_parsers(sub: argparse._SubParsersAction,
                 with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
     """Register export-study on the main parser."""
@@ -81,3 +111,16 @@ def add_parsers(sub: argparse._SubParsersAction,
     p.add_argument("--zip", action="store_true", help="write one zip file instead of a folder")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_export_study)
+    p = with_config(sub.add_parser(
+        "export-disagreements",
+        help="cases clinicians disagreed with, de-identified with their verdicts, for the "
+             "model's makers"))
+    p.add_argument("--out", required=True, metavar="PATH",
+                   help="a new or empty folder (or, with --zip, the zip file to write)")
+    p.add_argument("--zip", action="store_true", help="write one zip file instead of a folder")
+    p.add_argument("--since", metavar="DATE",
+                   help="only verdicts given from this day (YYYY-MM-DD, today, yesterday)")
+    p.add_argument("--all", action="store_true",
+                   help="also the cases exported before")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_export_disagreements)

@@ -32,7 +32,7 @@ COMMANDS: dict[str, str] = {
     "keys": BOX,
     "outbox": "firmware_app.cli.telemetry", "identity": "firmware_app.cli.telemetry",
     "study": "firmware_app.cli.telemetry",
-    "export-study": "firmware_app.cli.export",
+    "export-study": "firmware_app.cli.export", "export-disagreements": "firmware_app.cli.export",
     "audit": "firmware_app.cli.audit",
     "retention": "firmware_app.cli.retention",
     "usb-import": "firmware_app.cli.usb",

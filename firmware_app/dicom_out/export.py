@@ -119,7 +119,7 @@ def export_study(conn: sqlite3.Connection, study: str, out: Path, *, as_zip: boo
     """
     out = Path(out)
     found = resolve_study(conn, study, secret)
-    _check_target(out, as_zip)
+    check_target(out, as_zip)
     instances = queries.study_instances(conn, found.study_key)
     left_out: list[LeftOut] = []
     outputs: list[tuple[str, bytes]] = []
@@ -149,7 +149,7 @@ def export_study(conn: sqlite3.Connection, study: str, out: Path, *, as_zip: boo
     return ExportSummary(export_id, found.id, target_label or str(out), names, left_out)
 
 
-def _check_target(out: Path, as_zip: bool) -> None:
+def check_target(out: Path, as_zip: bool) -> None:
     """Refuse a zip that exists, a folder that is not empty, a folder that is a file."""
     if as_zip:
         if out.exists():
