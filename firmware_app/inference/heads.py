@@ -143,8 +143,10 @@ class HeadsDecoder:
         stride = float(self.params.get("stride", 8))
         return stride, h * stride, w * stride
 
-    def decode(self, outputs: dict[str, np.ndarray], transform: Transform) -> FrameFindings:
-        """The findings of one frame from the model's named outputs."""
+    def decode(self, outputs: dict[str, np.ndarray], transform: Transform,
+               display: bool = True) -> FrameFindings:
+        """The findings of one frame from the model's named outputs (``display`` False: no
+        heatmap resampled onto the source image, for a second stage's crop)."""
         classes: dict[str, float] = {}
         probability: float | None = None
         head = self.classification
@@ -167,8 +169,8 @@ class HeadsDecoder:
                 probability = float(segmentation.max(initial=0.0))
         if head is not None and head.param("per") == "lesion":
             boxes = self._lesion_classes(outputs, head, boxes, segmentation, transform)
-        return FrameFindings(float(probability or 0.0), boxes,
-                             self._display(outputs, segmentation, transform), classes)
+        heatmap = self._display(outputs, segmentation, transform) if display else None
+        return FrameFindings(float(probability or 0.0), boxes, heatmap, classes)
 
     # -- heads ---------------------------------------------------------------------------
 

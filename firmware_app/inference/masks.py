@@ -12,7 +12,6 @@ millimetres when the image is calibrated, because a pixel need not be square.
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,28 +32,33 @@ class Axes:
 def components(mask: np.ndarray) -> list[np.ndarray]:
     """The 8-connected regions of a boolean grid, largest first, each a boolean grid.
 
-    Meant for coarse model grids (a 64 × 64 mask has at most a few thousand cells).
+    Every cell starts with its own index as label; each round gives a cell the smallest
+    label in its 3 × 3 neighbourhood (inside the mask) and then jumps it to its label's
+    label, until nothing changes: each region ends labelled by its first cell. numpy
+    throughout (a model grid of 64 × 64 takes a few rounds, well under a millisecond).
     """
-    seen = np.zeros(mask.shape, dtype=bool)
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return []
     h, w = mask.shape
-    regions: list[np.ndarray] = []
-    for start in zip(*np.nonzero(mask), strict=True):
-        if seen[start]:
-            continue
-        region = np.zeros(mask.shape, dtype=bool)
-        queue = deque([start])
-        seen[start] = True
-        while queue:
-            y, x = queue.popleft()
-            region[y, x] = True
-            for dy in (-1, 0, 1):
-                for dx in (-1, 0, 1):
-                    ny, nx = y + dy, x + dx
-                    if 0 <= ny < h and 0 <= nx < w and mask[ny, nx] and not seen[ny, nx]:
-                        seen[ny, nx] = True
-                        queue.append((ny, nx))
-        regions.append(region)
-    return sorted(regions, key=lambda r: -int(r.sum()))
+    empty = h * w
+    labels = np.where(mask, np.arange(empty).reshape(h, w), empty)
+    while True:
+        padded = np.pad(labels, 1, constant_values=empty)
+        lowest = labels.copy()
+        for dy in range(3):
+            for dx in range(3):
+                np.minimum(lowest, padded[dy:dy + h, dx:dx + w], out=lowest)
+        lowest[~mask] = empty
+        flat = lowest.ravel()
+        inside = flat < empty
+        flat[inside] = flat[flat[inside]]  # jump to the label's own label
+        if np.array_equal(lowest, labels):
+            break
+        labels = lowest
+    found, counts = np.unique(labels[mask], return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    return [labels == found[i] for i in order]
 
 
 def _dilate(mask: np.ndarray) -> np.ndarray:

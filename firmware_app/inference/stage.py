@@ -64,7 +64,8 @@ class LesionStage:
     def _look(self, image: np.ndarray, box: Box) -> Box:
         """The box with the stage's outline and classes from one crop around it."""
         tensor, transform = lesion_crop(image, (box.x0, box.y0, box.x1, box.y1), self.spec)
-        found = self.decoder.decode(self.backend.infer({self.input_name: tensor}), transform)
+        found = self.decoder.decode(self.backend.infer({self.input_name: tensor}), transform,
+                                    display=False)
         classes = {k: round(float(v), 4) for k, v in found.classes.items()}
         refined = replace(box, class_probabilities=classes or box.class_probabilities)
         outline = the_lesion(box, [b for b in found.boxes if b.mask is not None])

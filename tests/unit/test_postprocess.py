@@ -118,3 +118,41 @@ def test_missing_output_and_unknown_decoder_are_clear_errors(transform):
         decode(out, transform)
     with pytest.raises(ValueError, match="centre_heatmap_boxes"):
         get_postprocessor("yolo_v99")
+
+
+def _regions_by_search(mask):
+    """8-connected regions by breadth-first search: the reference for ``components``."""
+    from collections import deque
+
+    seen, out = np.zeros(mask.shape, bool), []
+    for start in zip(*np.nonzero(mask), strict=True):
+        if seen[start]:
+            continue
+        region, queue = np.zeros(mask.shape, bool), deque([start])
+        seen[start] = True
+        while queue:
+            y, x = queue.popleft()
+            region[y, x] = True
+            for ny in range(max(0, y - 1), min(mask.shape[0], y + 2)):
+                for nx in range(max(0, x - 1), min(mask.shape[1], x + 2)):
+                    if mask[ny, nx] and not seen[ny, nx]:
+                        seen[ny, nx] = True
+                        queue.append((ny, nx))
+        out.append(region)
+    return sorted(out, key=lambda r: -int(r.sum()))
+
+
+@pytest.mark.parametrize("density", [0.05, 0.3, 0.45, 0.6, 0.9])
+def test_components_are_the_8_connected_regions_largest_first(density):
+    from firmware_app.inference.masks import components
+
+    rng = np.random.default_rng(int(density * 100))
+    for shape in ((64, 64), (17, 40), (1, 9)):
+        mask = rng.random(shape) < density
+        got, want = components(mask), _regions_by_search(mask)
+        assert len(got) == len(want)
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a, b)
+    spiral = np.zeros((9, 9), bool)  # one long winding region: many rounds of labels
+    spiral[0, :] = spiral[:, 8] = spiral[8, :] = spiral[2:, 0] = spiral[2, :7] = True
+    assert len(components(spiral)) == 1 and components(np.zeros((4, 4), bool)) == []
