@@ -71,7 +71,8 @@ KINDS: dict[str, ArtifactKind] = {
         ArtifactKind("tflite-fp32", "tflite", "fp32", "model.fp32.tflite", (), "tflite",
                      "TFLite (LiteRT) float32, from the PyTorch module via litert-torch"),
         ArtifactKind("onnx-int8", "onnx", "int8", "model.int8.onnx", (), "onnxruntime",
-                     "ONNX Runtime QDQ INT8: per-channel weights, asymmetric activations"),
+                     "ONNX Runtime QDQ INT8: per-channel 7-bit int8 weights, asymmetric "
+                     "uint8 activations (what its x86 integer kernels take)"),
         ArtifactKind("onnx-int8-trt", "onnx", "int8", "model.int8-trt.onnx", (), "onnxruntime",
                      "symmetric QDQ INT8 as TensorRT takes it: all zero points 0, "
                      "per-channel weights"),

@@ -18,8 +18,10 @@ So an artifact is right everywhere when no weight pair can saturate
 ``VPMADDUBSW``: since any two weights may end up adjacent after packing, the
 check is that every weight magnitude (weight minus its zero point) is at most
 64 (``2·255·64 = 32640 ≤ 32767``) — what ``reduce_range`` (7-bit weights)
-quantisation guarantees. S8 activations are shifted to u8 by those kernels, so
-the same bound holds for them.
+quantisation guarantees. The ONNX Runtime artifact's activations are u8 (the only
+ones ONNX Runtime's x86 integer kernels take, see ``quantize._ort_quantize``);
+the TensorRT form's S8 activations are shifted to u8 by those kernels, so the
+same bound holds for them.
 """
 
 from __future__ import annotations

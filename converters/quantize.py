@@ -58,8 +58,9 @@ def _unknown(names: Sequence[str], known: set[str], what: str,
 
 def quantize_onnx(fp32_onnx: Path, out: Path, calibration: np.ndarray, spec: ModelSpec, *,
                   symmetric: bool = False, keep_float: Sequence[str] = ()) -> dict:
-    """Static QDQ INT8 with per-channel weights; ``symmetric`` makes every zero point 0
-    (what TensorRT takes). ``keep_float``: ONNX node names left unquantised."""
+    """Static QDQ INT8 with per-channel 7-bit int8 weights and asymmetric uint8 activations
+    (U8S8, see :func:`_ort_quantize`); ``symmetric`` makes every zero point 0, with int8
+    activations (what TensorRT takes). ``keep_float``: ONNX node names left unquantised."""
     import onnx
 
     x = check_calibration(calibration, spec)
@@ -70,7 +71,7 @@ def quantize_onnx(fp32_onnx: Path, out: Path, calibration: np.ndarray, spec: Mod
     if symmetric and any(zero_points(Path(out)).values()):  # what TensorRT requires
         raise RuntimeError(f"{out.name}: symmetric quantisation left non-zero zero points")
     return {"method": "onnxruntime quantize_static, QDQ", "calibration": "minmax",
-            "activations": "int8 " + ("symmetric" if symmetric else "asymmetric"),
+            "activations": "int8 symmetric" if symmetric else "uint8 asymmetric",
             "weights": "int8 symmetric per-channel, 7-bit range (reduce_range)"
                        + (", float with Q/DQ pair (TensorRT)" if symmetric else ""),
             "kept_float": list(keep_float), "calibration_images": len(x)}
@@ -82,9 +83,17 @@ def _ort_quantize(fp32_onnx: Path, out: Path, x: np.ndarray, spec: ModelSpec, *,
     """quant_pre_process + quantize_static; ``keep_activations`` keeps the Relu/Clip nodes
     QDQ would fold away, so every float tensor name still means the same thing.
 
-    ``symmetric`` follows Optimum's TensorRT preset: symmetric activations and weights,
-    float weights behind their own Q/DQ pair (the form every TensorRT ONNX parser
-    reads) and one Q/DQ pair per consumer.
+    ``symmetric`` follows Optimum's TensorRT preset: symmetric int8 activations and
+    weights, float weights behind their own Q/DQ pair (the form every TensorRT ONNX
+    parser reads) and one Q/DQ pair per consumer.
+
+    Otherwise activations are asymmetric **uint8**: ONNX Runtime's CPU provider fuses a
+    QDQ graph into its integer kernels (QLinearConv, QLinearAdd, QGemm) on x86 only for
+    uint8 activations (int8 ones only where ``session.qdqisint8allowed`` holds, i.e. on
+    ARM). With int8 activations a ResNet-18 kept 11 of its 20 convolutions in float
+    between DequantizeLinear and QuantizeLinear and ran no faster than its FP32 (1.0x);
+    with uint8 all 20 are integer (bench/int8_resnet.py). ARM's kernels take uint8 too,
+    and the int8 weights keep their 7-bit range (int8_kernels.py).
     """
     import onnxruntime.quantization as oq
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -101,7 +110,8 @@ def _ort_quantize(fp32_onnx: Path, out: Path, x: np.ndarray, spec: ModelSpec, *,
         quant_pre_process(str(fp32_onnx), str(pre), skip_symbolic_shape=True)
         oq.quantize_static(
             str(pre), str(out), Reader(), quant_format=oq.QuantFormat.QDQ, per_channel=True,
-            activation_type=oq.QuantType.QInt8, weight_type=oq.QuantType.QInt8,
+            activation_type=oq.QuantType.QInt8 if symmetric else oq.QuantType.QUInt8,
+            weight_type=oq.QuantType.QInt8,
             nodes_to_exclude=list(keep_float), calibrate_method=oq.CalibrationMethod.MinMax,
             reduce_range=True,  # 7-bit weights: right on CPUs without VNNI (int8_kernels.py)
             extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,

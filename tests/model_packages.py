@@ -54,7 +54,11 @@ def make_package(folder: Path, version: str, *, key: Path | None = DEMO_PRIVATE_
     root.mkdir(parents=True)
     manifest = json.loads((DEMO / "manifest.json").read_text())
     manifest["artifacts"] = [a for a in manifest["artifacts"] if a["path"] in KEPT_ARTIFACTS]
-    for relative in [*KEPT_ARTIFACTS, *(c["input"] for c in manifest["golden_cases"])]:
+    stage_files = [f for stage in manifest.get("stages", []) for f in
+                   [*(f for a in stage["artifacts"] for f in a["files"]),
+                    *(c["input"] for c in stage["golden_cases"])]]  # its second stage, whole
+    for relative in [*KEPT_ARTIFACTS, *(c["input"] for c in manifest["golden_cases"]),
+                     *stage_files]:
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(DEMO / relative, root / relative)
     manifest["name"], manifest["version"] = name, version

@@ -261,8 +261,10 @@ def measure(
     """Median ms/run of each loaded candidate, timed in interleaved rounds.
 
     Rounds (rather than one long run each) spread a passing load on a shared
-    CPU over every candidate. A candidate that fails while running is closed
-    and moved to ``skipped``.
+    CPU over every candidate. Each burst starts with a quarter of its length
+    untimed: a runtime whose worker threads still spin after the previous
+    candidate's burst (ONNX Runtime's do) would otherwise slow the next one.
+    A candidate that fails while running is closed and moved to ``skipped``.
     """
     times: dict[int, list[float]] = {i: [] for i in range(len(loaded))}
     burst_s = budget_s / max(1, len(loaded) * ROUNDS)
@@ -271,6 +273,7 @@ def measure(
             if i not in times:
                 continue
             try:
+                time_runs(backend, inputs, burst_s / 4, min_runs=1)  # settle, untimed
                 times[i] += time_runs(backend, inputs, burst_s, min_runs=MIN_RUNS)
             except Exception as exc:  # a runtime failure skips this candidate
                 backend.close()

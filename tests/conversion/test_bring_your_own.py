@@ -264,7 +264,8 @@ def test_a_monai_unet_is_converted_with_its_declared_segmentation_head(tmp_path,
         "trusted_keys": [str(signing_key.with_suffix(".pub"))]}})
     runner = load_runner(cfg)
     assert runner.stage is not None
-    assert runner.backend_label.endswith(" + onnxruntime:onnx/fp32")
+    first, second = runner.backend_label.split(" + ")  # the stage on the first's runtime
+    assert second == f"{first.split(':')[0]}:onnx/fp32"
     images, truth, masks = shapes_with_masks(12, SIZE, 2, seed=24)
     for image, label, mask in zip(images, truth, masks, strict=True):
         findings, _ = runner.run(image)
