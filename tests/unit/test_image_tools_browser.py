@@ -19,14 +19,13 @@ import math
 import pytest
 
 from firmware_app.storage import db
+from tests.browser import ARTIFACTS, headless_chromium
 from tests.unit import test_web_i18n_browser as zh_browser
 from tests.viewer_state import CLINICIAN
 from web.security import CONTENT_SECURITY_POLICY
 
 pytestmark = pytest.mark.slow
 
-ARTIFACTS = zh_browser.ARTIFACTS
-CHROMIUM, CHROMEDRIVER = zh_browser.CHROMIUM, zh_browser.CHROMEDRIVER
 #: the viewer served over HTTPS on localhost (the Chinese browser test's fixture)
 served = zh_browser.served
 
@@ -38,21 +37,7 @@ STRICT_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 
 @pytest.fixture
 def tablet_browser():
     """Headless Chromium in a 1024×768 window that keeps its console log."""
-    from pathlib import Path
-
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.skip("Chromium and chromedriver are needed (Debian: chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                     "--ignore-certificate-errors", "--window-size=1024,768", "--lang=en"):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    driver = headless_chromium("en", console_log=True)
     yield driver
     driver.quit()
 

@@ -10,23 +10,19 @@ font Chromium finds (Debian: ``fonts-noto-cjk``).
 
 from __future__ import annotations
 
-import shutil
 import socket
 import ssl
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from tests.browser import ARTIFACTS, headless_chromium
 from tests.i18n_text import catalog_sentences, english_sentences
 from tests.viewer_state import CLINICIAN, XSS_NAME
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "viewer"
 
 
 @pytest.fixture
@@ -57,19 +53,7 @@ def served(viewer, tmp_path) -> Iterator[tuple[str, object]]:
 @pytest.fixture
 def chinese_browser():
     """Headless Chromium whose user reads Simplified Chinese."""
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.skip("Chromium and chromedriver are needed (Debian: chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                     "--ignore-certificate-errors", "--window-size=1024,768", "--lang=zh-CN"):
-        options.add_argument(argument)
-    options.add_experimental_option("prefs", {"intl.accept_languages": "zh-CN,zh"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    driver = headless_chromium("zh-CN", accept_languages="zh-CN,zh")
     yield driver
     driver.quit()
 
