@@ -27,14 +27,15 @@ from firmware_app.runtime.selection import candidates, load_candidate
 from firmware_app.settings.box import Config, RuntimeConfig
 
 
-def inputs_for(package, count: int) -> list[dict[str, np.ndarray]]:
-    """Phantom images preprocessed exactly as the box does it."""
+def inputs_for(package, count: int, size: int | None = 256) -> list[dict[str, np.ndarray]]:
+    """Phantom images (``size``: see ``phantoms.generate``) preprocessed exactly as the box
+    does it."""
     spec = package.input
     pre = get_preprocessor(package.manifest["preprocessing"]["name"])
     rng = np.random.default_rng(3)
     feeds = []
     for i in range(count):
-        phantom = generate("ct" if i % 2 else "us", rng)
+        phantom = generate("ct" if i % 2 else "us", rng, size)
         tensor, _ = pre(phantom.image, spec.shape, spec.mean, spec.std, {})
         feeds.append({spec.name: tensor})
     return feeds

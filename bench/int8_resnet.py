@@ -207,22 +207,6 @@ def convert(work: Path, weights: Path, labels: Path, mean: float, std: float, ke
             "command": "clinibox " + " ".join(args)}
 
 
-def box_inputs(package, count: int) -> list[dict[str, np.ndarray]]:
-    """Fresh phantoms preprocessed exactly as the box does it (not among the converted ones)."""
-    from converters.phantoms import generate
-    from firmware_app.imaging.preprocess import get_preprocessor
-
-    spec = package.input
-    pre = get_preprocessor(package.manifest["preprocessing"]["name"])
-    rng = np.random.default_rng(3)
-    feeds = []
-    for i in range(count):
-        phantom = generate("ct" if i % 2 else "us", rng, None)
-        tensor, _ = pre(phantom.image, spec.shape, spec.mean, spec.std, {})
-        feeds.append({spec.name: tensor})
-    return feeds
-
-
 def int8_activation_copy(package, labels: Path, mean: float, std: float, out: Path) -> dict:
     """The package's FP32 ONNX quantised as the converter did before this benchmark (QDQ,
     per-channel 7-bit weights, asymmetric **int8** activations) on the converter's own
@@ -273,7 +257,9 @@ def time_pairs(package, threads: int, rounds: int, runs: int, settle_s: float,
     from firmware_app.settings.box import RuntimeConfig
 
     config = RuntimeConfig(threads=threads)
-    feeds = box_inputs(package, 8)
+    from backends import inputs_for  # phantoms preprocessed as the box does it
+
+    feeds = inputs_for(package, 8, None)
     loaded, found = [], {}
     int8 = next(a for a in package.artifacts if a.label == "onnx/int8")
     more = [Candidate("onnxruntime", dataclasses.replace(int8, path=path), f" ({label})")

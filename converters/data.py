@@ -118,6 +118,16 @@ def _label(row: dict[str, str], line: int, where: Path, classes: int) -> int:
     return value
 
 
+def model_input(path: Path, name: str, prep: Preprocessing, limits: LimitsConfig) -> np.ndarray:
+    """The first frame of an image file decoded as the box does, as model input; DataError
+    naming the file (``name``) when it cannot be decoded."""
+    try:
+        decoded = decode_file(path, limits, 1)
+    except (DecodeError, ValueError, OSError) as exc:
+        raise DataError(f"{name}: cannot be decoded: {exc}") from exc
+    return prep(decoded.frames[0])
+
+
 def load_folder(folder: Path, labels_csv: Path, prep: Preprocessing, classes: int,
                 fractions: dict[str, float], seed: int = 0,
                 limits: LimitsConfig | None = None) -> LabelledData:
@@ -138,11 +148,7 @@ def load_folder(folder: Path, labels_csv: Path, prep: Preprocessing, classes: in
         if not path.is_file():
             raise DataError(f"{labels_csv} line {line}: {relative} does not exist in {folder}")
         labels.append(_label(row, line, labels_csv, classes))
-        try:
-            decoded = decode_file(path, limits, 1)
-        except (DecodeError, ValueError, OSError) as exc:
-            raise DataError(f"{relative}: cannot be decoded: {exc}") from exc
-        xs.append(prep(decoded.frames[0]))
+        xs.append(model_input(path, relative, prep, limits))
         files.append(relative)
         split = (row.get("split") or "").strip()
         if split and split not in SPLITS:

@@ -22,9 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.data import DataError, LabelledData, Preprocessing
-from firmware_app.imaging.decode import DecodeError
-from firmware_app.imaging.wrap import decode_file
+from converters.data import DataError, LabelledData, Preprocessing, model_input
 from firmware_app.settings.box import LimitsConfig
 
 CASE_FILE = "case.json"
@@ -85,11 +83,7 @@ def load_feedback_cases(folder: Path, prep: Preprocessing,
     limits = limits or LimitsConfig()
     xs, labels, files = [], [], []
     for path, label in labelled_images(folder):
-        try:
-            decoded = decode_file(path, limits, 1)
-        except (DecodeError, ValueError, OSError) as exc:
-            raise DataError(f"{path}: cannot be decoded: {exc}") from exc
-        xs.append(prep(decoded.frames[0]))
+        xs.append(model_input(path, str(path), prep, limits))
         labels.append(label)
         files.append(f"feedback:{path.relative_to(folder.resolve())}")
     shape = (0, *prep.shape[1:])

@@ -29,6 +29,7 @@ from firmware_app.contracts.heads import head_of, parse_heads
 from firmware_app.contracts.manifest import sha256_file
 from firmware_app.contracts.stages import check_stage
 from firmware_app.imaging.lesion_crop import CropSpec, lesion_crop
+from firmware_app.inference.postprocess import sigmoid
 
 #: an exported stage artifact must agree this well with PyTorch
 MAX_CLASS_DIFFERENCE, MIN_MASK_IOU = 0.02, 0.98
@@ -111,7 +112,7 @@ def agreement(spec: StageSpec, reference: dict[str, np.ndarray],
         if classification.param("activation", "sigmoid") == "softmax":
             a, b = _softmax_rows(a), _softmax_rows(b)
         else:
-            a, b = 1 / (1 + np.exp(-a)), 1 / (1 + np.exp(-b))
+            a, b = sigmoid(a), sigmoid(b)
         checks["max_class_probability_difference"] = round(float(np.abs(a - b).max()), 5)
     segmentation = head_of(heads, "segmentation")
     if segmentation is not None:
@@ -184,7 +185,7 @@ def golden_cases(out: Path, model: Any, spec: StageSpec, crops: np.ndarray,
             if classification.param("activation", "sigmoid") == "softmax":
                 probs = _softmax_rows(logits)[0]
             else:
-                probs = 1 / (1 + np.exp(-logits[0]))
+                probs = sigmoid(logits[0])
             labels = classification.param("labels", [])
             expected.update({str(label): round(float(p), 4)
                              for label, p in zip(labels, probs, strict=True)})

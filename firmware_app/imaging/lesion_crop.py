@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from firmware_app.imaging.bilinear import bilinear
 from firmware_app.imaging.preprocess import Transform
 
 
@@ -46,15 +47,8 @@ def crop_window(box: Sequence[float], spec: CropSpec) -> tuple[float, float, flo
 def sample_bilinear(image: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """``image`` sampled at rows ``ys`` × columns ``xs`` (source pixel coordinates, pixel
     centres at +0.5), bilinear, the edge repeated outside the image; float32."""
-    h, w = image.shape
-    yy = np.clip(np.asarray(ys, np.float64) - 0.5, 0, h - 1)
-    xx = np.clip(np.asarray(xs, np.float64) - 0.5, 0, w - 1)
-    y0, x0 = np.floor(yy).astype(np.intp), np.floor(xx).astype(np.intp)
-    y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
-    fy, fx = (yy - y0)[:, None], (xx - x0)[None, :]
-    top = image[np.ix_(y0, x0)] * (1 - fx) + image[np.ix_(y0, x1)] * fx
-    bottom = image[np.ix_(y1, x0)] * (1 - fx) + image[np.ix_(y1, x1)] * fx
-    return (top * (1 - fy) + bottom * fy).astype(np.float32)
+    rows, columns = np.asarray(ys, np.float64) - 0.5, np.asarray(xs, np.float64) - 0.5
+    return bilinear(image, rows, columns).astype(np.float32)
 
 
 def crop_points(box: Sequence[float], spec: CropSpec) -> tuple[np.ndarray, np.ndarray, float]:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from firmware_app.imaging.bilinear import bilinear
+
 #: at most this many points are kept of a contour (stored and drawn)
 MAX_CONTOUR_POINTS = 96
 
@@ -175,14 +177,7 @@ def grid_to_source(grid: np.ndarray, stride: float, transform, window: tuple[int
     y0, y1, x0, x1 = window
     xs = ((np.arange(x0, x1) + 0.5) * transform.scale + transform.offset_x) / stride - 0.5
     ys = ((np.arange(y0, y1) + 0.5) * transform.scale + transform.offset_y) / stride - 0.5
-    h, w = grid.shape
-    xs, ys = np.clip(xs, 0, w - 1), np.clip(ys, 0, h - 1)
-    gx0, gy0 = np.floor(xs).astype(int), np.floor(ys).astype(int)
-    gx1, gy1 = np.minimum(gx0 + 1, w - 1), np.minimum(gy0 + 1, h - 1)
-    fx, fy = (xs - gx0)[None, :], (ys - gy0)[:, None]
-    top = grid[gy0][:, gx0] * (1 - fx) + grid[gy0][:, gx1] * fx
-    bottom = grid[gy1][:, gx0] * (1 - fx) + grid[gy1][:, gx1] * fx
-    return top * (1 - fy) + bottom * fy
+    return bilinear(grid, ys, xs)
 
 
 def source_window(cells: np.ndarray, stride: float, transform, margin: int = 1

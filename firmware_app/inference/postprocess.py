@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from firmware_app.imaging.bilinear import bilinear
 from firmware_app.imaging.preprocess import Transform
 
 
@@ -111,19 +112,6 @@ def nms(boxes: list[Box], iou_threshold: float, limit: int) -> list[Box]:
     return kept
 
 
-def _bilinear(grid: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """Sample a 2-D grid at fractional (row, col) positions, clamped at the edges."""
-    h, w = grid.shape
-    ys = np.clip(ys, 0, h - 1)
-    xs = np.clip(xs, 0, w - 1)
-    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
-    y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
-    fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
-    top = grid[y0][:, x0] * (1 - fx) + grid[y0][:, x1] * fx
-    bottom = grid[y1][:, x0] * (1 - fx) + grid[y1][:, x1] * fx
-    return top * (1 - fy) + bottom * fy
-
-
 def source_heatmap(grid: np.ndarray, stride: float, transform: Transform) -> np.ndarray:
     """Resample a model-input cell map onto the source image extent (padding cropped).
 
@@ -136,4 +124,4 @@ def source_heatmap(grid: np.ndarray, stride: float, transform: Transform) -> np.
     out_h = max(1, round(span_h / stride))
     xs = (transform.offset_x + (np.arange(out_w) + 0.5) * span_w / out_w) / stride - 0.5
     ys = (transform.offset_y + (np.arange(out_h) + 0.5) * span_h / out_h) / stride - 0.5
-    return np.clip(_bilinear(grid, ys, xs), 0.0, 1.0).astype(np.float32)
+    return np.clip(bilinear(grid, ys, xs), 0.0, 1.0).astype(np.float32)
