@@ -74,11 +74,13 @@ class ModelRunner:
         if self.stage is not None:
             self.stage.close()
 
-    def run(self, image: np.ndarray) -> tuple[FrameFindings, dict[str, float]]:
+    def run(self, image: np.ndarray, refine: bool = True
+            ) -> tuple[FrameFindings, dict[str, float]]:
         """Infer one grey [0,1] frame; return findings and per-stage milliseconds.
 
         With a validated range, ``findings.range_score`` says how far the frame
-        lies from the data the model was validated on."""
+        lies from the data the model was validated on. ``refine`` False leaves the
+        second stage out (``analyse`` runs it only on the frames that count)."""
         t0 = time.perf_counter()
         tensor, transform = self.preprocess(
             image, self.spec.shape, self.spec.mean, self.spec.std, self.pre_params
@@ -90,7 +92,7 @@ class ModelRunner:
         if self.guard is not None:
             findings.range_score = self.guard.score(outputs)
         t3 = time.perf_counter()
-        if self.stage is not None and findings.boxes:
+        if refine and self.stage is not None and findings.boxes:
             findings.boxes = self.stage.refine(image, findings.boxes)
         t4 = time.perf_counter()
         return findings, {
@@ -130,13 +132,13 @@ class ModelRunner:
                 if warning.code in blockers:
                     blocked.setdefault(warning.code, warning.message)
             timings["quality"] += (time.perf_counter() - t0) * 1000
-            findings, stage_ms = self.run(image)
+            findings, stage_ms = self.run(image, refine=False)
             for stage, ms in stage_ms.items():
                 timings[stage] += ms
             frames.append((index, findings))
             if not blockers:
                 judged.append((index, findings))
-        instance = self._judge(frames, judged, blocked, decoded)
+        instance = self._judge(frames, judged, blocked, decoded, timings)
         if instance.heatmap is not None and hotspot.hot_spot_on_annotation(
                 decoded.frames[decoded.frame_indices.index(instance.key_frame)],
                 instance.heatmap, decoded.modality):
@@ -149,13 +151,28 @@ class ModelRunner:
             intensity=(float(np.mean(means)), float(np.mean(stds))),
         )
 
+    def _refine(self, in_range: list[tuple[int, FrameFindings]], decoded: DecodedImage
+                ) -> float:
+        """The second stage on the lesions of the frames that count (judged and in the
+        validated range: no other frame's lesion is ever reported); its milliseconds."""
+        if self.stage is None:
+            return 0.0
+        start = time.perf_counter()
+        images = dict(zip(decoded.frame_indices, decoded.frames, strict=True))
+        for index, findings in in_range:
+            if findings.boxes:
+                findings.boxes = self.stage.refine(images[index], findings.boxes)
+        return (time.perf_counter() - start) * 1000
+
     def _judge(self, frames: list[tuple[int, FrameFindings]],
                judged: list[tuple[int, FrameFindings]], blocked: dict[str, str],
-               decoded: DecodedImage) -> InstanceFindings:
-        """The instance's findings from its frames: judged, in range, tracked."""
+               decoded: DecodedImage, timings: dict[str, float]) -> InstanceFindings:
+        """The instance's findings from its frames: judged, in range, refined by the second
+        stage, tracked."""
         scores: list[RangeScore] = [f.range_score for _, f in judged if f.range_score]
         in_range = [] if instance_outside(scores) else [
             (i, f) for i, f in judged if f.range_score is None or not f.range_score.outside]
+        timings["stage"] += self._refine(in_range, decoded)
         instance = aggregate_frames(in_range or judged or frames, self.thresholds)
         if in_range:
             instance.lesions = track_lesions(in_range, instance.key_frame,
