@@ -45,13 +45,17 @@ def echo(port: int, ae_title: str) -> bool:
                           capture_output=True, env=DCMTK_ENV).returncode == 0
 
 
-def phantom_files(out: Path, count: int, kind: str, seed: int = 1) -> list[Path]:
-    """Write (once) and return phantom DICOM files made by the project's generator."""
+def phantom_files(out: Path, count: int, kind: str, seed: int = 1,
+                  size: int | None = None) -> list[Path]:
+    """Write (once) and return phantom DICOM files made by the project's generator
+    (``size``: every image that many pixels a side; None: the generator's mix)."""
     files = sorted(out.rglob("*.dcm"))
     if len(files) != count:
+        sized = [] if size is None else ["--size", str(size)]
         subprocess.run([sys.executable, "-m", "converters.phantoms", "--out", str(out),
                         "--count", str(count), "--kind", kind, "--format", "dicom",
-                        "--seed", str(seed)], check=True, cwd=REPO, capture_output=True)
+                        "--seed", str(seed), *sized], check=True, cwd=REPO,
+                       capture_output=True)
         files = sorted(out.rglob("*.dcm"))
     return files
 

@@ -82,7 +82,7 @@ def streaming(files: list[Path], work: Path, backend: str) -> dict:
             "max_ms": round(max(latencies), 1), "backend": rows[0][1]}
 
 
-def drain(files: list[Path], work: Path, backend: str) -> dict:
+def drain(files: list[Path], work: Path, backend: str, threads: int = 0) -> dict:
     port = free_port()
     state = work / "drain"
     config = write_box_config(work / "fill.toml", state, port, worker={"enabled": False})
@@ -92,7 +92,8 @@ def drain(files: list[Path], work: Path, backend: str) -> dict:
         send(port, "CLINIBOX", files)
     finally:
         stop(proc)
-    config = write_box_config(work / "drain.toml", state, port, runtime={"backend": backend},
+    config = write_box_config(work / "drain.toml", state, port,
+                              runtime={"backend": backend, "threads": threads},
                               dicom={"enabled": False})
     proc = start_box(config, work / "drain.log")
     try:
@@ -100,6 +101,7 @@ def drain(files: list[Path], work: Path, backend: str) -> dict:
         created = sorted(r[0] for r in _rows(state / "clinibox.db",
                                              "SELECT created_at FROM results"))
         stages = _rows(state / "clinibox.db", "SELECT timings_json FROM results")
+        label = _rows(state / "clinibox.db", "SELECT backend FROM results LIMIT 1")[0][0]
         frames = _rows(state / "clinibox.db", "SELECT SUM(frames_inferred) FROM results")[0][0]
     finally:
         stop(proc)
@@ -108,7 +110,7 @@ def drain(files: list[Path], work: Path, backend: str) -> dict:
     span = created[-1] - created[0]
     return {"instances_per_s": round((len(created) - 1) / span, 1),
             "frames_per_s": round(frames * (len(created) - 1) / len(created) / span, 1),
-            "mean_stage_ms_per_instance": mean}
+            "mean_stage_ms_per_instance": mean, "backend": label}
 
 
 def bare(files: list[Path], backend_label: str) -> dict:
@@ -116,7 +118,8 @@ def bare(files: list[Path], backend_label: str) -> dict:
     package = load_package(find_package(config.models_dir, config.models.name),
                            config.trusted_key_paths)
     runtime = RuntimeConfig()
-    chosen = [c for c in candidates(package, runtime) if c.label == backend_label]
+    first_stage = backend_label.split(" + ")[0]  # "first + second stage" with a stage
+    chosen = [c for c in candidates(package, runtime) if c.label == first_stage]
     backend = load_candidate(chosen[0], package, runtime)
     spec = package.input
     pre = get_preprocessor(package.manifest["preprocessing"]["name"])
@@ -142,17 +145,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--files", type=int, default=120)
     parser.add_argument("--backend", default="auto")
+    parser.add_argument("--kind", choices=("mixed", "ct"), default="mixed",
+                        help="mixed phantoms (CT, US, US cines), or CT slices only")
+    parser.add_argument("--size", type=int, default=None,
+                        help="every image this many pixels a side (e.g. 512 for CT slices)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="[runtime] threads for the drain (0: the runtime decides)")
+    parser.add_argument("--skip-streaming", action="store_true",
+                        help="measure the drain and the bare backend only")
     args = parser.parse_args()
-    cache = Path(tempfile.gettempdir()) / f"clinibox-bench-mixed-{args.files}"
-    files = phantom_files(cache, args.files, "mixed", seed=2)
+    sized = "" if args.size is None else f"-{args.size}"
+    cache = Path(tempfile.gettempdir()) / f"clinibox-bench-{args.kind}{sized}-{args.files}"
+    files = phantom_files(cache, args.files, args.kind, seed=2, size=args.size)
     with tempfile.TemporaryDirectory(prefix="clinibox-e2e-") as tmp:
         work = Path(tmp)
-        stream = streaming(files, work, args.backend)
-        drained = drain(files, work, args.backend)
-    label = stream["backend"]
+        stream = None if args.skip_streaming else streaming(files, work, args.backend)
+        drained = drain(files, work, args.backend, args.threads)
+    label = drained["backend"]
     reference = bare(files, label)
     save("end_to_end", {
-        "files": len(files), "backend": label,
+        "files": len(files), "kind": args.kind, "size": args.size, "backend": label,
         "latency_received_to_result": stream,
         "pipeline_drain": drained,
         "bare_backend": reference,

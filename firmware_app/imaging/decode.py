@@ -142,8 +142,10 @@ def select_frames(total: int, max_frames: int) -> list[int]:
     return sorted(set(picks))
 
 
-#: ``each_frame(ds, header, index, stored_values, photometric)``: sees every decoded frame.
-FrameHook = Callable[[Dataset, "Header", int, np.ndarray, str], None]
+#: ``each_frame(ds, header, index, stored_values, photometric, modality_values)``: sees every
+#: decoded frame; ``modality_values`` are a grey frame's values in modality units (float64,
+#: read-only; None for colour), the ones its display was made from
+FrameHook = Callable[[Dataset, "Header", int, np.ndarray, str, "np.ndarray | None"], None]
 
 
 def decode(path: Path, limits: LimitsConfig, max_frames: int, *,
@@ -162,9 +164,10 @@ def decode(path: Path, limits: LimitsConfig, max_frames: int, *,
         decoded = []
         for index in indices:
             array, photometric = frame_pixels(ds, header, index)
-            decoded.append(_display_frame(ds, header, index, array, photometric))
+            display, values = _display_frame(ds, header, index, array, photometric)
+            decoded.append(display)
             if each_frame is not None:
-                each_frame(ds, header, index, array, photometric)
+                each_frame(ds, header, index, array, photometric, values)
         frames = np.stack(decoded)
         spacing, spacing_source = _pixel_spacing(ds)
         return DecodedImage(
@@ -444,8 +447,10 @@ def colour_samples(array: np.ndarray, ds: Dataset, header: Header,
 
 
 def _display_frame(ds: Dataset, header: Header, index: int, array: np.ndarray,
-                   photometric: str) -> np.ndarray:
-    """The model's view of one frame: float32 grey in [0, 1]."""
+                   photometric: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The model's view of one frame: float32 grey in [0, 1]; and, for a grey frame, its
+    values in modality units (float64) that view was made from."""
+    values = None
     if is_colour(array, photometric):
         samples, full_scale = colour_samples(array, ds, header, photometric)
         channels = samples.astype(np.float64)
@@ -453,25 +458,29 @@ def _display_frame(ds: Dataset, header: Header, index: int, array: np.ndarray,
         grey = channels[..., 0] if photometric.startswith("YBR") else channels @ LUMA
         grey = grey / full_scale
     else:
-        grey = _grey_to_display(array, ds, header, index)
+        grey, values = _grey_to_display(array, ds, header, index)
         if photometric == "MONOCHROME1":
             grey = 1.0 - grey
-    grey = np.nan_to_num(grey, nan=0.0, posinf=1.0, neginf=0.0)
-    return np.clip(grey, 0.0, 1.0).astype(np.float32)
+        values.flags.writeable = False  # shared with the previews
+    if not np.isfinite(grey).all():
+        grey = np.nan_to_num(grey, nan=0.0, posinf=1.0, neginf=0.0)
+    return np.clip(grey, 0.0, 1.0, out=grey).astype(np.float32), values
 
 
-def _grey_to_display(array: np.ndarray, ds: Dataset, header: Header, index: int) -> np.ndarray:
-    """Modality LUT, then VOI (window, VOI LUT or percentile), scaled to [0, 1]."""
+def _grey_to_display(array: np.ndarray, ds: Dataset, header: Header, index: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Modality LUT, then VOI (window, VOI LUT or percentile), scaled to [0, 1]; and the
+    modality values."""
     attrs = _frame_attributes(ds, index)
     values, transformed = _modality(array, ds, attrs)
     own = _own_window(attrs)
     if own is not None:
-        return window(values, *own)
+        return window(values, *own), values
     if ds.get("VOILUTSequence"):
-        return _apply_lut(values, ds.VOILUTSequence[0], ds, normalise=True)
+        return _apply_lut(values, ds.VOILUTSequence[0], ds, normalise=True), values
     if shown_as_stored(header, array, transformed):
-        return values / float(2 ** header.bits_stored - 1)
-    return _percentile_window(values)
+        return values / float(2 ** header.bits_stored - 1), values
+    return _percentile_window(values), values
 
 
 def modality_values(ds: Dataset, header: Header, index: int,
@@ -523,8 +532,10 @@ def _modality(array: np.ndarray, ds: Dataset, attrs: dict[str, Any]) -> tuple[np
     kind = _modality_kind(ds, attrs)
     if kind == "lut":
         return _apply_lut(values, ds.ModalityLUTSequence[0], ds, normalise=False), True
-    if kind == "rescale":
-        return values * attrs["RescaleSlope"] + attrs["RescaleIntercept"], True
+    if kind == "rescale":  # in place: the same arithmetic without two more copies
+        values *= attrs["RescaleSlope"]
+        values += attrs["RescaleIntercept"]
+        return values, True
     return values, False
 
 
@@ -542,10 +553,15 @@ def window(values: np.ndarray, centre: float, width: float,
     if function == "SIGMOID":
         return 1.0 / (1.0 + np.exp(np.clip(-4.0 * (values - centre) / width, -500, 500)))
     if function == "LINEAR_EXACT":
-        return np.clip((values - centre) / width + 0.5, 0.0, 1.0)
-    if width <= 1:
+        shift, scale = centre, width
+    elif width <= 1:
         return (values > centre - 0.5).astype(np.float64)
-    return np.clip((values - (centre - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
+    else:
+        shift, scale = centre - 0.5, width - 1
+    out = np.subtract(values, shift, dtype=np.float64)  # in place from here: one copy
+    out /= scale
+    out += 0.5
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def _apply_lut(values: np.ndarray, item: Dataset, ds: Dataset, normalise: bool) -> np.ndarray:

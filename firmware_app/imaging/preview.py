@@ -110,14 +110,17 @@ def fit_size(width: int, height: int, max_side: int, min_side: int = 1) -> tuple
 
 
 def frame_preview(ds: Dataset, header: Header, index: int, array: np.ndarray,
-                  photometric: str, max_side: int = PREVIEW_SIDE) -> FramePreview:
-    """The preview of frame ``index`` from its stored values (``frame_pixels``' output)."""
+                  photometric: str, max_side: int = PREVIEW_SIDE,
+                  grey_values: np.ndarray | None = None) -> FramePreview:
+    """The preview of frame ``index`` from its stored values (``frame_pixels``' output);
+    ``grey_values``: a grey frame's modality values when ``decode`` has them already."""
     if is_colour(array, photometric):
         values = _rgb_values(array, ds, header, photometric)
         default = Window(127.5, 255.0)
         invert = False
     else:
-        values = modality_values(ds, header, index, array)
+        values = (grey_values if grey_values is not None
+                  else modality_values(ds, header, index, array))
         default = _default_window(ds, header, index, array, values)
         invert = photometric == "MONOCHROME1"
     return FramePreview(
@@ -132,8 +135,9 @@ def decode_with_previews(path: str, limits: dict[str, Any], max_frames: int, tar
     """``decode`` for the model, writing the analysed frames' previews to ``target`` too."""
     previews: list[FramePreview] = []
 
-    def keep(ds: Dataset, header: Header, index: int, array: np.ndarray, photometric: str) -> None:
-        previews.append(frame_preview(ds, header, index, array, photometric, max_side))
+    def keep(ds: Dataset, header: Header, index: int, array: np.ndarray, photometric: str,
+             values: np.ndarray | None) -> None:
+        previews.append(frame_preview(ds, header, index, array, photometric, max_side, values))
 
     image = decode(Path(path), LimitsConfig(**limits), max_frames, each_frame=keep)
     for made in previews:
@@ -162,7 +166,9 @@ def _shrink(values: np.ndarray, max_side: int) -> np.ndarray:
             return rgb
         return np.asarray(Image.fromarray(rgb, "RGB").resize(
             size, Image.Resampling.LANCZOS, reducing_gap=3.0))
-    grey = np.nan_to_num(values.astype(np.float32), nan=0.0)
+    grey = values.astype(np.float32)
+    if not np.isfinite(grey).all():
+        grey = np.nan_to_num(grey, nan=0.0)
     whole_values = bool(np.array_equal(np.rint(grey), grey))
     if size != (columns, rows):
         grey = np.asarray(Image.fromarray(grey, "F").resize(size, Image.Resampling.BOX))
@@ -205,7 +211,7 @@ def _default_window(ds: Dataset, header: Header, frame: int, array: np.ndarray,
 
 
 def _value_range(values: np.ndarray) -> tuple[float, float]:
-    finite = values[np.isfinite(values)]
+    finite = values if np.isfinite(values).all() else values[np.isfinite(values)]
     if finite.size == 0:
         return 0.0, 0.0
     return float(finite.min()), float(finite.max())

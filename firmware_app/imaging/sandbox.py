@@ -22,6 +22,10 @@ is replaced and the next object goes on. Decoded frames come back through a
 ``.npy`` file in a private folder (0700), not through the pipe, and are mapped
 rather than read by the service; display previews are written by the child
 beside the object (``firmware_app.imaging.preview``).
+
+``start_decode`` hands an object to the child and returns at once, so the
+worker analyses one object while the child decodes the next: the two run on
+two cores.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import weakref
 from dataclasses import asdict, replace
 from multiprocessing.connection import Connection
@@ -133,6 +138,9 @@ class DecodeSandbox:
         self.network_isolated: bool | None = None
         #: whether the running child's address-space limit holds (None before it started)
         self.memory_limited: bool | None = None
+        #: the decode handed to the child and not yet collected
+        self._pending: PendingDecode | None = None
+        self._sent = 0
 
     def _start(self) -> None:
         ours, theirs = socket.socketpair()
@@ -186,27 +194,55 @@ class DecodeSandbox:
         With ``preview_to``, the decoded frames' display previews are written
         there too (``firmware_app.imaging.preview``), from the same decode.
         """
+        return self.start_decode(path, max_frames, preview_to=preview_to).result()
+
+    def start_decode(self, path: Path, max_frames: int, *,
+                     preview_to: Path | None = None) -> PendingDecode:
+        """Hand ``path`` to the child and return at once: the child decodes it while the
+        caller works on something else (the worker analyses the previous object).
+
+        Only one decode is under way at a time: collect it with
+        :meth:`PendingDecode.result` before starting the next one. Its time limit
+        counts from now.
+        """
         target = None if preview_to is None else str(preview_to)
-        frames, meta = self._exchange("decode", (str(path), asdict(self.limits), max_frames,
-                                                 target))
-        return DecodedImage(frames=frames, **meta)
+        with self._lock:
+            if self._pending is not None:
+                raise RuntimeError("a decode is already under way in this sandbox")
+            out = self._send("decode", (str(path), asdict(self.limits), max_frames, target))
+            self._pending = pending = PendingDecode(self, out, time.monotonic() + self.seconds)
+        return pending
 
     def call(self, target: str, *args: object) -> tuple[np.ndarray, dict]:
         """Run ``target`` (``"package.module:function"``, returning ``(array, meta)``) in
         the sandbox, under the same limits; its DecodeError comes back as one."""
-        return self._exchange(f"call:{target}", args)
-
-    def _exchange(self, kind: str, args: tuple) -> tuple[np.ndarray, dict]:
         with self._lock:
-            if self._process is None or self._process.poll() is not None:
-                self._stop_child()
-                self._start()
-            out = self._folder / "frames.npy"
-            out.unlink(missing_ok=True)
-            assert self._conn is not None
+            if self._pending is not None:
+                raise RuntimeError("a decode is already under way in this sandbox")
+            out = self._send(f"call:{target}", args)
+            return self._receive(out, time.monotonic() + self.seconds)
+
+    def _send(self, kind: str, args: tuple) -> Path:
+        """Start the child if needed and send it one request; the file its array comes in."""
+        if self._process is None or self._process.poll() is not None:
+            self._stop_child()
+            self._start()
+        self._sent += 1
+        out = self._folder / f"frames-{self._sent}.npy"
+        out.unlink(missing_ok=True)
+        assert self._conn is not None
+        try:
+            self._conn.send((kind, str(out), args))
+        except (OSError, BrokenPipeError):
+            raise self._died() from None
+        return out
+
+    def _receive(self, out: Path, deadline: float) -> tuple[np.ndarray, dict]:
+        """The child's answer to the request whose array comes in ``out``."""
+        assert self._conn is not None
+        try:
             try:
-                self._conn.send((kind, str(out), args))
-                if not self._conn.poll(self.seconds):
+                if not self._conn.poll(max(0.0, deadline - time.monotonic())):
                     self._stop_child()
                     raise DecodeError(f"decoding took longer than {self.seconds:g} s; the "
                                       "decoder was stopped")
@@ -221,17 +257,49 @@ class DecodeSandbox:
                                   "memory limit")
             if kind == "missing":
                 raise FileNotFoundError(payload)
-            try:  # mapped, not read: clean file pages the kernel may drop under pressure
-                array = np.load(out, mmap_mode="r", allow_pickle=False)
-            finally:
-                out.unlink(missing_ok=True)  # the mapping outlives the name
-            return array, payload
+            # mapped, not read: clean file pages the kernel may drop under pressure
+            return np.load(out, mmap_mode="r", allow_pickle=False), payload
+        finally:
+            out.unlink(missing_ok=True)  # a mapping outlives the name
+
+    def _collect(self, pending: PendingDecode) -> DecodedImage:
+        with self._lock:
+            if self._pending is not pending:
+                raise RuntimeError("this decode was already collected")
+            self._pending = None
+            frames, meta = self._receive(pending.out, pending.deadline)
+        return DecodedImage(frames=frames, **meta)
+
+    def cancel(self) -> None:
+        """Give up the decode under way, if any, without waiting for it: its child is
+        stopped, and a fresh one starts for the next object."""
+        with self._lock:
+            if self._pending is not None:
+                self._pending.out.unlink(missing_ok=True)
+                self._pending = None
+                self._stop_child()
 
     def close(self) -> None:
         """End the child and remove the private folder."""
         with self._lock:
+            self._pending = None
             self._stop_child()
         self._cleanup()
+
+
+class PendingDecode:
+    """A decode under way in a :class:`DecodeSandbox`; ``result()`` waits for it."""
+
+    def __init__(self, sandbox: DecodeSandbox, out: Path, deadline: float) -> None:
+        """Made by :meth:`DecodeSandbox.start_decode`."""
+        self.sandbox = sandbox
+        self.out = out
+        self.deadline = deadline
+
+    def result(self) -> DecodedImage:
+        """The decoded image: DecodeError for refused, crashed or too slow decodes,
+        FileNotFoundError when the object is gone. Call it once."""
+        return self.sandbox._collect(self)
 
 
 def main(argv: list[str]) -> None:

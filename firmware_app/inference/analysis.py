@@ -6,6 +6,10 @@ when received: decoded in the decoder sandbox (a limited child process), the
 routing rules and the package's modality list applied (``models/routing.py``,
 handed in as ``refusal``), every frame quality-checked, judged against the
 model's validated range and inferred (``inference/runner.py``).
+
+The worker uses the same path in two halves, ``start_object`` and
+``finish_object``, so that the sandbox decodes the next object while the
+worker analyses this one.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from firmware_app.imaging.decode import DecodedImage, DecodeError
-from firmware_app.imaging.sandbox import DecodeSandbox
+from firmware_app.imaging.sandbox import DecodeSandbox, PendingDecode
 from firmware_app.inference.runner import Analysis, ModelRunner
 from firmware_app.settings.box import Config
 
@@ -41,24 +45,77 @@ class Outcome:
 Route = Callable[[DecodedImage], "ModelRunner | str"]
 
 
-def analyse_object(path: Path, route: Route, config: Config, sandbox: DecodeSandbox,
-                   preview_to: Path | None = None) -> Outcome:
-    """Decode ``path`` in ``sandbox`` (writing previews to ``preview_to``), route it and
-    analyse it with the chosen model.
+class Decoding:
+    """An object's decode, handed to the decoder sandbox and collected later: the worker
+    analyses one object while the sandbox decodes the next (``start_object``)."""
+
+    def __init__(self, pending: PendingDecode | None, error: DecodeError | None = None) -> None:
+        """``pending`` is under way in the sandbox; ``error``: it could not even start."""
+        self._pending = pending
+        self._error: BaseException | None = error
+        self._image: DecodedImage | None = None
+        self._started = time.perf_counter()
+        #: ms this object's analysis waited for its decode (all of it when not overlapped)
+        self.waited_ms = 0.0
+
+    def wait(self) -> None:
+        """Collect the sandbox's answer (once), keeping the image or the error it raised;
+        this frees the sandbox for the next object's decode."""
+        if self._pending is None:
+            return
+        pending, self._pending = self._pending, None
+        began = time.perf_counter()
+        try:
+            self._image = pending.result()
+        except (DecodeError, FileNotFoundError) as exc:
+            self._error = exc
+        self.waited_ms = (time.perf_counter() - began) * 1000
+
+    def result(self) -> DecodedImage:
+        """The decoded image; DecodeError (bad input) or FileNotFoundError (spool fault)."""
+        self.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._image is not None
+        return self._image
+
+
+def start_object(path: Path, config: Config, sandbox: DecodeSandbox,
+                 preview_to: Path | None = None) -> Decoding:
+    """Hand ``path`` to ``sandbox`` for decoding (writing previews to ``preview_to``) and
+    return at once; :func:`finish_object` analyses it."""
+    try:
+        return Decoding(sandbox.start_decode(path, config.worker.max_frames_per_instance,
+                                             preview_to=preview_to))
+    except DecodeError as exc:  # the decoder process did not start
+        return Decoding(None, exc)
+
+
+def finish_object(decoding: Decoding, route: Route, config: Config) -> Outcome:
+    """Route and analyse a decoded object with the chosen model.
 
     ``FileNotFoundError`` is the caller's to handle (a spool fault is not bad input).
+    ``timings["decode"]`` is the time the analysis waited for the decoder.
     """
     started = time.perf_counter()
     try:
-        decoded = sandbox.decode(path, config.worker.max_frames_per_instance,
-                                 preview_to=preview_to)
+        decoded = decoding.result()
     except DecodeError as exc:
         return Outcome("quarantined", str(exc))
-    decode_ms = (time.perf_counter() - started) * 1000
     runner = route(decoded)
     if isinstance(runner, str):
         return Outcome("not_analysed", runner, decoded)
     analysis = runner.analyse(decoded, config.limits.min_rows)
-    timings = dict(analysis.timings, decode=decode_ms)
+    timings = dict(analysis.timings, decode=decoding.waited_ms)
     timings["total"] = (time.perf_counter() - started) * 1000
     return Outcome("processed", "", decoded, analysis, timings, runner)
+
+
+def analyse_object(path: Path, route: Route, config: Config, sandbox: DecodeSandbox,
+                   preview_to: Path | None = None) -> Outcome:
+    """Decode ``path`` in ``sandbox`` (writing previews to ``preview_to``), route it and
+    analyse it with the chosen model, one step after the other.
+
+    ``FileNotFoundError`` is the caller's to handle (a spool fault is not bad input).
+    """
+    return finish_object(start_object(path, config, sandbox, preview_to), route, config)

@@ -73,13 +73,6 @@ def _dilate(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def boundary(mask: np.ndarray) -> np.ndarray:
-    """Pixels of ``mask`` with a 4-neighbour outside it."""
-    padded = np.pad(mask, 1)
-    inner = (padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:])
-    return mask & ~inner
-
-
 def trace_contour(mask: np.ndarray) -> list[tuple[int, int]]:
     """The outer outline of the top-left region of ``mask`` as (row, col) pixels, in order.
 
@@ -131,11 +124,7 @@ def axes(mask: np.ndarray, spacing: tuple[float, float] = (1.0, 1.0)) -> Axes:
     if not mask.any():
         return Axes(0.0, 0.0, 0.0)
     row_mm, col_mm = spacing
-    ys, xs = np.nonzero(boundary(mask))
-    corners = np.concatenate([np.stack([ys + dy, xs + dx], axis=1)
-                              for dy in (0, 1) for dx in (0, 1)]).astype(np.float64)
-    points = np.unique(corners, axis=0) * np.array([row_mm, col_mm])
-    points = _hull(points)
+    points = _hull(_row_extremes(mask) * np.array([row_mm, col_mm]))
     difference = points[:, None, :] - points[None, :, :]
     distance = np.hypot(difference[..., 0], difference[..., 1])
     i, j = np.unravel_index(int(np.argmax(distance)), distance.shape)
@@ -144,6 +133,21 @@ def axes(mask: np.ndarray, spacing: tuple[float, float] = (1.0, 1.0)) -> Axes:
     across = points @ np.array([-direction[1], direction[0]])
     short_axis = float(across.max() - across.min())
     return Axes(long_axis, short_axis, float(mask.sum()) * row_mm * col_mm)
+
+
+def _row_extremes(mask: np.ndarray) -> np.ndarray:
+    """The corners of each mask row's leftmost and rightmost pixels, as (y, x) points.
+
+    Every other corner of the mask lies between two of these on its own row,
+    so the convex hull (and every diameter) is the same from these alone.
+    """
+    rows = np.flatnonzero(mask.any(axis=1))
+    filled = mask[rows]
+    left = np.argmax(filled, axis=1)
+    right = mask.shape[1] - np.argmax(filled[:, ::-1], axis=1)  # one past the last pixel
+    ys = np.concatenate([rows, rows + 1, rows, rows + 1])
+    xs = np.concatenate([left, left, right, right])
+    return np.unique(np.stack([ys, xs], axis=1), axis=0).astype(np.float64)
 
 
 def _hull(points: np.ndarray) -> np.ndarray:

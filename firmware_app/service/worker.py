@@ -3,7 +3,9 @@
 The decode (in the decoder sandbox) also writes the display previews the
 viewer and the printed report show (``firmware_app.imaging.preview``).
 
-One job at a time per worker thread. A bad object is quarantined with a
+One job at a time per worker thread, with the next one's decode under way
+in the sandbox while this one is analysed: the decoder child and the worker
+each keep a core busy. A bad object is quarantined with a
 readable reason and the worker moves on; an unexpected error puts the job
 back for a later attempt (``max_attempts``) and is recorded for status.
 Completed analyses and processing errors are reported to the model's trial
@@ -20,7 +22,7 @@ from collections.abc import Mapping
 
 from firmware_app.imaging.decode import DecodedImage
 from firmware_app.imaging.sandbox import DecodeSandbox
-from firmware_app.inference.analysis import analyse_object
+from firmware_app.inference.analysis import Decoding, finish_object, start_object
 from firmware_app.inference.runner import ModelRunner
 from firmware_app.models.routing import Router
 from firmware_app.models.trial import ModelTrial
@@ -89,13 +91,18 @@ class Worker:
         log.info("instance %d not analysed: %s", job.id, reason)
         return "not_analysed"
 
-    def process(self, job: Job) -> str:
-        """Process one claimed job; return its final status (``last_runner``: the model that
-        analysed it, or None)."""
+    def start(self, job: Job) -> Decoding:
+        """Hand ``job``'s object to the decoder sandbox (it writes the previews too)."""
+        return start_object(job.spool_path, self.config, self.sandbox,
+                            preview_to=self.spool.preview_path(job.local_id))
+
+    def process(self, job: Job, decoding: Decoding | None = None) -> str:
+        """Process one claimed job (its decode ``decoding`` already started, or started
+        here); return its final status (``last_runner``: the model that analysed it, or
+        None)."""
         self.last_runner = None
         try:
-            outcome = analyse_object(job.spool_path, self.route, self.config, self.sandbox,
-                                     preview_to=self.spool.preview_path(job.local_id))
+            outcome = finish_object(decoding or self.start(job), self.route, self.config)
         except FileNotFoundError:
             earlier = self.spool.quarantined_reason(job.local_id)
             if earlier is not None:  # quarantined just before a power cut undid the row
@@ -135,8 +142,14 @@ class Worker:
         job = self.queue.claim()
         if job is None:
             return False
+        self.handle(job, self.start(job))
+        return True
+
+    def handle(self, job: Job, decoding: Decoding) -> None:
+        """Process ``job`` and report it to its model's trial; an unexpected error puts it
+        back in the queue for a later attempt."""
         try:
-            outcome = self.process(job)
+            outcome = self.process(job, decoding)
         except Exception as exc:  # keep the box running; the job is retried later
             log.exception("instance %d failed", job.id)
             reason = f"processing error: {type(exc).__name__}: {exc}"[:300]
@@ -144,11 +157,14 @@ class Worker:
             trial = self.trial_of(self.last_runner) or self.trial  # unrouted: the box's own
             if trial is not None:
                 trial.worker_error()
-            return True
+            return
         trial = self.trial_of(self.last_runner)
         if outcome == "processed" and trial is not None:
             trial.processed()
-        return True
+
+    def paused(self) -> bool:
+        """Whether a model's trial rolled it back: the service is about to reload."""
+        return any(t is not None and t.rolled_back for _r, t in self.models.values())
 
     def run(self, stop: threading.Event, wake: threading.Event) -> None:
         """Work until ``stop`` is set, sleeping on ``wake`` when the queue is empty."""
@@ -158,11 +174,38 @@ class Worker:
             self.sandbox.close()
 
     def _loop(self, stop: threading.Event, wake: threading.Event) -> None:
-        while not stop.is_set():
-            self.beat = time.monotonic()
-            if any(t is not None and t.rolled_back for _r, t in self.models.values()):
-                stop.wait(self.config.worker.poll_seconds)  # the service reloads the model
-                continue
-            if not self.run_once():
-                wake.wait(self.config.worker.poll_seconds)
-                wake.clear()
+        """Process jobs one after another, the next one's decode under way meanwhile.
+
+        The next job is claimed without counting an attempt (``claim(attempt=False)``),
+        and its attempt is counted when its analysis begins: a crash while this job is
+        analysed does not count against the next one. A look-ahead job left over when the
+        worker stops or pauses goes back to the queue.
+        """
+        ahead: tuple[Job, Decoding] | None = None
+        try:
+            while not stop.is_set():
+                self.beat = time.monotonic()
+                if self.paused():
+                    if ahead is not None:
+                        ahead[1].wait()  # the sandbox is free again for after the reload
+                        self.queue.release(ahead[0].id)
+                        ahead = None
+                    stop.wait(self.config.worker.poll_seconds)  # the service reloads
+                    continue
+                if ahead is None:
+                    job = self.queue.claim(attempt=False)
+                    if job is None:
+                        wake.wait(self.config.worker.poll_seconds)
+                        wake.clear()
+                        continue
+                    ahead = (job, self.start(job))
+                job, decoding = ahead
+                decoding.wait()
+                following = self.queue.claim(attempt=False)
+                ahead = None if following is None else (following, self.start(following))
+                self.queue.count_attempt(job.id)
+                self.handle(job, decoding)
+        finally:
+            if ahead is not None:  # not analysed: back to the queue as it was
+                self.sandbox.cancel()
+                self.queue.release(ahead[0].id)

@@ -119,14 +119,19 @@ class JobQueue:
                              f"{failed} object(s) failed after repeated interrupted processing")
         return requeued, failed
 
-    def claim(self) -> Job | None:
-        """Take the oldest queued job (marking it processing), or None when idle."""
+    def claim(self, attempt: bool = True) -> Job | None:
+        """Take the oldest queued job (marking it processing), or None when idle.
+
+        ``attempt=False`` claims it without counting an attempt yet (the worker's
+        look-ahead: its decode starts now, its analysis later); ``count_attempt``
+        counts it when the analysis begins.
+        """
         with transaction(self.conn):
             row = self.conn.execute(
-                "UPDATE instances SET status='processing', attempts=attempts+1, updated_at=?"
+                "UPDATE instances SET status='processing', attempts=attempts+?, updated_at=?"
                 " WHERE id = (SELECT id FROM instances WHERE status='queued' ORDER BY id LIMIT 1)"
                 " RETURNING id, local_id, spool_path, source, sop_instance_uid, attempts",
-                (time.time(),),
+                (1 if attempt else 0, time.time()),
             ).fetchone()
         if row is None:
             return None
@@ -138,6 +143,19 @@ class JobQueue:
             sop_instance_uid=row["sop_instance_uid"],
             attempts=int(row["attempts"]),
         )
+
+    def count_attempt(self, job_id: int) -> None:
+        """Count an attempt for a job claimed with ``claim(attempt=False)``: its analysis
+        begins (a crash from here on counts against it at the next start)."""
+        with transaction(self.conn):
+            self.conn.execute("UPDATE instances SET attempts=attempts+1, updated_at=?"
+                              " WHERE id=? AND status='processing'", (time.time(), job_id))
+
+    def release(self, job_id: int) -> None:
+        """Put a claimed job whose analysis never began back in the queue, as it was."""
+        with transaction(self.conn):
+            self.conn.execute("UPDATE instances SET status='queued', updated_at=?"
+                              " WHERE id=? AND status='processing'", (time.time(), job_id))
 
     def set_status(self, job_id: int, status: str, reason: str | None = None) -> None:
         """Mark a job (inside the caller's transaction when there is one)."""

@@ -128,3 +128,50 @@ def test_an_image_too_big_for_a_64_mb_decoder_is_refused_and_the_next_decodes(tm
         assert sandbox.decode(CT, 1).rows == 128
     finally:
         sandbox.close()
+
+
+def test_a_started_decode_runs_while_the_caller_works(sandbox):
+    """``start_decode`` returns at once; the child decodes meanwhile, so collecting the
+    result afterwards waits for (almost) nothing: the worker's overlap."""
+    sandbox.decode(CT, 1)  # a warm child
+    started = time.perf_counter()
+    pending = sandbox.start_decode(J2K, 4)
+    handed_over = time.perf_counter() - started
+    with pytest.raises(RuntimeError, match="already under way"):
+        sandbox.start_decode(CT, 1)  # one decode at a time
+    with pytest.raises(RuntimeError, match="already under way"):
+        sandbox.call("firmware_app.imaging.preview:remake", str(CT), {}, 1, "x")
+    time.sleep(1.0)  # the caller's own work
+    collecting = time.perf_counter()
+    image = pending.result()
+    waited = time.perf_counter() - collecting
+    np.testing.assert_array_equal(np.asarray(image.frames),
+                                  decode(J2K, LimitsConfig(), 4).frames)
+    assert handed_over < 0.2 and waited < 0.2, (handed_over, waited)
+    with pytest.raises(RuntimeError, match="already collected"):
+        pending.result()
+    assert sandbox.decode(CT, 1).modality == "CT"  # free for the next
+    assert not list(sandbox._folder.iterdir())  # no frame files left behind
+
+
+def test_a_started_decode_keeps_its_time_limit_and_its_refusals(tmp_path):
+    sandbox = DecodeSandbox(replace(LimitsConfig(), sandbox_seconds=1.0))
+    try:
+        bomb = tmp_path / "bomb.dcm"
+        bomb.write_bytes(j2k_bomb("bomb"))
+        refused = sandbox.start_decode(bomb, 1)
+        with pytest.raises(DecodeError, match="says 40000 × 40000 pixels"):
+            refused.result()
+        os.kill(sandbox._process.pid, signal.SIGSTOP)
+        hung = sandbox.start_decode(CT, 1)
+        time.sleep(1.5)  # the limit counts from the start, not from the collection
+        started = time.monotonic()
+        with pytest.raises(DecodeError, match="decoding took longer than 1 s"):
+            hung.result()
+        assert time.monotonic() - started < 5
+        missing = sandbox.start_decode(tmp_path / "gone.dcm", 1)
+        with pytest.raises(FileNotFoundError):
+            missing.result()
+        assert sandbox.decode(CT, 1).modality == "CT"
+    finally:
+        sandbox.close()

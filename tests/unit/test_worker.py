@@ -141,3 +141,69 @@ def test_an_image_no_model_is_meant_for_is_not_analysed_not_quarantined(box, tmp
     assert not list(config.quarantine_dir.glob("*.reason.json"))  # quarantine is for broken input
     local_id = conn.execute("SELECT local_id FROM instances WHERE id = ?", (nm,)).fetchone()[0]
     assert worker.spool.path_for(local_id).exists()  # kept for a technician, like any image
+
+
+def _statuses(conn) -> dict[int, tuple[str, int]]:
+    return {r["id"]: (r["status"], r["attempts"])
+            for r in conn.execute("SELECT id, status, attempts FROM instances")}
+
+
+def test_the_loop_decodes_the_next_object_while_analysing_this_one(box, tmp_path, monkeypatch):
+    """Every object is processed once, with one attempt each, and each analysis starts with
+    the next object's decode already handed to the sandbox."""
+    import threading
+
+    _config, lander, worker, conn = box
+    ids = [_land(lander, _phantom_bytes(tmp_path, lesion=i % 2 == 0, seed=20 + i), f"1.3.{i}")
+           for i in range(4)]
+    under_way_at_analysis = []
+    handle = worker.handle
+
+    def watching(job, decoding):
+        under_way_at_analysis.append(worker.sandbox._pending is not None)
+        handle(job, decoding)
+        if len(under_way_at_analysis) == len(ids):
+            stop.set()
+
+    monkeypatch.setattr(worker, "handle", watching)
+    stop, wake = threading.Event(), threading.Event()
+    runner = threading.Thread(target=worker._loop, args=(stop, wake))
+    runner.start()
+    runner.join(120)
+    assert not runner.is_alive()
+    assert _statuses(conn) == {i: ("processed", 1) for i in ids}
+    assert under_way_at_analysis == [True, True, True, False]  # the last had no next
+
+
+def test_a_look_ahead_object_goes_back_to_the_queue_uncounted_when_the_worker_stops(
+        box, tmp_path, monkeypatch):
+    import threading
+
+    _config, lander, worker, conn = box
+    first = _land(lander, _phantom_bytes(tmp_path, lesion=True, seed=31), "1.4.1")
+    second = _land(lander, _phantom_bytes(tmp_path, lesion=False, seed=32), "1.4.2")
+    stop, wake = threading.Event(), threading.Event()
+    handle = worker.handle
+
+    def then_stop(job, decoding):
+        assert _statuses(conn)[second] == ("processing", 0)  # claimed ahead, not counted
+        handle(job, decoding)
+        stop.set()
+
+    monkeypatch.setattr(worker, "handle", then_stop)
+    worker._loop(stop, wake)
+    assert _statuses(conn) == {first: ("processed", 1), second: ("queued", 0)}
+    monkeypatch.undo()
+    assert worker.run_once() and _statuses(conn)[second] == ("processed", 1)
+
+
+def test_a_crash_while_analysing_does_not_count_against_the_object_decoded_ahead(box, tmp_path):
+    config, lander, worker, conn = box
+    first = _land(lander, _phantom_bytes(tmp_path, lesion=True, seed=41), "1.5.1")
+    second = _land(lander, _phantom_bytes(tmp_path, lesion=True, seed=42), "1.5.2")
+    job = worker.queue.claim(attempt=False)
+    ahead = worker.queue.claim(attempt=False)
+    worker.queue.count_attempt(job.id)  # the first one's analysis began; then a power cut
+    assert (job.id, ahead.id) == (first, second)
+    assert worker.queue.recover(config.worker.max_attempts) == (2, 0)
+    assert _statuses(conn) == {first: ("queued", 1), second: ("queued", 0)}
