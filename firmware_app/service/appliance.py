@@ -9,12 +9,15 @@
     DicomSender: DICOM outbox (files + SQLite) → C-STORE → the clinic's PACS destinations
     ViewerProcess: `clinibox web` (Flask + gunicorn, HTTPS) as a restarted child process
 
-``Appliance.start`` brings the parts up in order (database, spool recovery,
-model verification, backend choice and golden cases, worker, then the
-listeners, so that nothing is accepted before it can be stored) and ``stop``
-takes them down in reverse. ``serve`` runs it under systemd's notify
-protocol: ``READY=1`` once started, ``WATCHDOG=1`` only while the worker's
-loop and every component thread are alive, and it returns ``"reload"`` when
+``Appliance.start`` brings the parts up in order: first the intake (database,
+spool recovery, then the listeners: accepting an object needs only the spool
+and the queue, so nothing is accepted before it can be stored), then the
+analysis (model verification, backend choice and golden cases, worker,
+telemetry, study completion, PACS sender); ``stop`` takes them down in
+reverse. ``serve`` runs it under systemd's notify protocol: ``READY=1`` once
+the box receives (the model's timing and golden cases follow; objects wait in
+the queue meanwhile), ``STATUS=`` when the model runs, ``WATCHDOG=1`` only
+while the worker's loop and every component thread are alive, and it returns ``"reload"`` when
 ``clinibox model install`` or ``rollback`` (or the trial) switched the model.
 """
 
@@ -53,7 +56,7 @@ from firmware_app.service.worker import Worker
 from firmware_app.settings.box import DEMO_TRUST_WARNING, Config
 from firmware_app.storage import db
 from firmware_app.storage.queue import JobQueue
-from firmware_app.storage.spool import make_spool
+from firmware_app.storage.spool import Spool, make_spool
 from firmware_app.telemetry.identity import load_identity
 from firmware_app.telemetry.messages import ModelFacts
 from firmware_app.telemetry.mqtt import Publisher
@@ -156,6 +159,7 @@ class Appliance:
         self.pacs_wake = threading.Event()
         self.threads: list[threading.Thread] = []
         self.scp: StorageSCP | None = None
+        self.spool: Spool | None = None
         self.worker: Worker | None = None
         self.trial = ModelTrial(config)
         self.package: ModelPackage | None = None
@@ -163,12 +167,19 @@ class Appliance:
         self.running: dict[str, tuple[ModelPackage, ModelTrial]] = {}
 
     def start(self) -> None:
-        """Bring up storage, model, worker and listeners, in that order."""
+        """Bring up the intake, then the analysis (``start_intake``, ``start_analysis``)."""
+        self.start_intake()
+        self.start_analysis()
+
+    def start_intake(self) -> None:
+        """Storage and its recovery, then the listeners (DICOM receiver, import folder) and
+        the viewer: receiving needs only the spool and the queue, so the box accepts
+        images while its model is still being verified and timed."""
         config = self.config
         db.private_state_dir(config.state_dir)
         conn = db.connect(config.database_path)
         db.initialise(conn)
-        spool = make_spool(config)
+        spool = self.spool = make_spool(config)
         known = JobQueue(conn).local_ids()
         leftovers = spool.clean_temporary() + spool.remove_orphans(known)
         requeued, failed = JobQueue(conn).recover(config.worker.max_attempts)
@@ -176,26 +187,6 @@ class Appliance:
             log.info("recovery: %d partial files removed, %d jobs requeued, %d failed",
                      leftovers, requeued, failed)
         conn.close()
-
-        if config.worker.enabled:
-            runner = load_runner_on_trial(config, self.trial)
-            self.running[runner.package.name] = (runner.package, self.trial)
-            more = self._load_routed_models(runner.package)
-            self.worker = Worker(config, spool, runner, self.trial, more)
-            self._thread("worker", self.worker.run, self.stop_event, self.wake)
-            package = runner.package
-        else:
-            package = load_package(resolve_package_root(config), config.trusted_key_paths)
-            self.running[package.name] = (package, self.trial)
-        self.package = package
-        self._start_telemetry(model_facts(package, *(p for p, _t in
-                                                     list(self.running.values())[1:])))
-        self._start_dicom_sender()
-        identities = {p.model_id: ModelIdentity.from_manifest(p.manifest)
-                      for p, _t in self.running.values()}
-        completer = StudyCompleter(config, identities, config.telemetry.device,
-                                   self._study_completed)
-        self._thread("study-completion", completer.run, self.stop_event)
 
         lander = Lander(spool, config.database_path, config.storage.max_object_mb * 2**20)
         if config.dicom.enabled:
@@ -210,6 +201,31 @@ class Appliance:
                          self.wake.set)
         if self.viewer is not None:
             self._thread("viewer", self.viewer.run, self.stop_event)
+
+    def start_analysis(self) -> None:
+        """The model (verified, its runtime chosen, its golden cases passed), the worker on
+        what waits in the queue, telemetry, study completion and the PACS sender."""
+        config = self.config
+        assert self.spool is not None, "start_intake first"
+        if config.worker.enabled:
+            runner = load_runner_on_trial(config, self.trial)
+            self.running[runner.package.name] = (runner.package, self.trial)
+            more = self._load_routed_models(runner.package)
+            self.worker = Worker(config, self.spool, runner, self.trial, more)
+            self._thread("worker", self.worker.run, self.stop_event, self.wake)
+            package = runner.package
+        else:
+            package = load_package(resolve_package_root(config), config.trusted_key_paths)
+            self.running[package.name] = (package, self.trial)
+        self.package = package
+        self._start_telemetry(model_facts(package, *(p for p, _t in
+                                                     list(self.running.values())[1:])))
+        self._start_dicom_sender()
+        identities = {p.model_id: ModelIdentity.from_manifest(p.manifest)
+                      for p, _t in self.running.values()}
+        completer = StudyCompleter(config, identities, config.telemetry.device,
+                                   self._study_completed)
+        self._thread("study-completion", completer.run, self.stop_event)
 
     def _start_telemetry(self, model: ModelFacts) -> None:
         """The outbox producer always runs; the publisher only with a broker and hospital key."""
@@ -309,17 +325,24 @@ class Appliance:
         notifier = notifier or Notifier()
         signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
         signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
-        self.start()
         config = self.config
+        self.start_intake()
+        log.info("clinibox receiving: state %s, DICOM %s:%d (AE %s), import folder %s",
+                 config.state_dir, config.dicom.host, config.dicom.port, config.dicom.ae_title,
+                 config.import_dir)
+        notifier.ready(f"receiving on DICOM port {config.dicom.port}; loading the model")
+        try:
+            self.start_analysis()
+        except BaseException:  # the service exits (systemd starts it again): close the door
+            if self.scp is not None:
+                self.scp.stop()
+            self.stop_event.set()
+            raise
         model = self.package.model_id if self.package else "-"
-        log.info(
-            "clinibox ready: state %s, DICOM %s:%d (AE %s), import folder %s, model %s",
-            config.state_dir, config.dicom.host, config.dicom.port, config.dicom.ae_title,
-            config.import_dir, model,
-        )
+        log.info("clinibox ready: model %s", model)
         if config.trusts_demo_key:
             log.warning("WARNING: %s", DEMO_TRUST_WARNING)
-        notifier.ready(f"model {model}; DICOM port {config.dicom.port}")
+        notifier.status(f"model {model}; DICOM port {config.dicom.port}")
         interval = notifier.watchdog_seconds
         stale_after = max(interval, 10.0) if interval else 60.0
         stores = [store_for(package_config(config, name)) for name in self.running]

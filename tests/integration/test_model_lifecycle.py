@@ -62,6 +62,11 @@ class NotifySocket:
                     return self.heard[index]
         pytest.fail(f"no notification with {text!r}; heard {self.heard[-10:]}")
 
+    def model_running(self) -> str:
+        """READY=1 (the box receives), then the STATUS that names the model it runs."""
+        self.wait_for("READY=1")
+        return self.wait_for("STATUS=model ")
+
     def close(self) -> None:
         self.sock.close()
 
@@ -88,7 +93,7 @@ def test_notify_switch_and_automatic_rollbacks(box_factory, tmp_path):
     env = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "2000000"}
     try:
         box.start(env=env)
-        assert "clinibox-demo-lesion@1.0.0" in notify.wait_for("READY=1")
+        assert "clinibox-demo-lesion@1.0.0" in notify.model_running()
         notify.wait_for("WATCHDOG=1", timeout=5)
         notify.wait_for("WATCHDOG=1", timeout=5)  # fed again and again while healthy
 
@@ -96,7 +101,7 @@ def test_notify_switch_and_automatic_rollbacks(box_factory, tmp_path):
         packages = tmp_path / "packages"
         box.cli("model", "install", str(make_package(packages, "1.1.0")))
         notify.wait_for("RELOADING=1", timeout=30)
-        assert "clinibox-demo-lesion@1.1.0" in notify.wait_for("READY=1")
+        assert "clinibox-demo-lesion@1.1.0" in notify.model_running()
         assert box.process is not None and box.process.poll() is None
         assert storescu(box.port, [ct_file(tmp_path / "a.dcm", 1)]).returncode == 0
         box.wait_idle(1)
@@ -111,7 +116,7 @@ def test_notify_switch_and_automatic_rollbacks(box_factory, tmp_path):
         # the process dies during the trial: the next start goes back to 1.0.0 by itself
         box.kill9()
         box.start(env=env)
-        assert "clinibox-demo-lesion@1.0.0" in notify.wait_for("READY=1")
+        assert "clinibox-demo-lesion@1.0.0" in notify.model_running()
         assert device_events(box)[-1] | {"created_at": 0} == {
             "schema": 1, "created_at": 0, "event": "model_rolled_back",
             "reason": "worker_crashed", "unit": "clinibox",
@@ -133,7 +138,7 @@ def test_notify_switch_and_automatic_rollbacks(box_factory, tmp_path):
 
         store.update(switch)
         notify.wait_for("RELOADING=1", timeout=30)
-        assert "clinibox-demo-lesion@1.0.0" in notify.wait_for("READY=1")
+        assert "clinibox-demo-lesion@1.0.0" in notify.model_running()
         last = device_events(box)[-1]
         assert (last["event"], last["reason"], last["subject_model"]) == (
             "model_rolled_back", "golden_cases_failed", "clinibox-demo-lesion@1.3.0")
