@@ -34,7 +34,7 @@ from common import REPO, machine, percentiles, phantom_files, save
 if str(REPO) not in sys.path:  # tests/ and web/ from the checkout (the script runs from bench/)
     sys.path.insert(0, str(REPO))
 
-from firmware_app.imaging import preview
+from firmware_app.imaging import preview_file
 from firmware_app.imaging.decode import modality_values, open_dataset
 from firmware_app.imaging.sandbox import DecodeSandbox
 from firmware_app.settings.box import LimitsConfig
@@ -106,7 +106,7 @@ def main() -> None:
                 per_request.append((time.perf_counter() - started) * 1000)
             ds, header = open_dataset(path, limits)
             full = modality_values(ds, header, frame).nbytes
-            loaded = preview.load(target, frame).values.nbytes
+            loaded = preview_file.load(target, frame).values.nbytes
             worker, worker_ref = percentiles(with_previews), percentiles(plain)
             viewer, viewer_ref = percentiles(stored), percentiles(per_request)
             figures[name] = {

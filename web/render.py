@@ -1,8 +1,9 @@
 """Render a received image for the clinic viewer: frames, window/level, overlays.
 
 The viewer draws from the display previews the worker stored when it analysed
-the image (``firmware_app.imaging.preview``): each analysed frame in modality
-units (e.g. Hounsfield units), colour as RGB, with its default window. What is
+the image (read with numpy only, ``firmware_app.imaging.preview_file``): each
+analysed frame in modality units (e.g. Hounsfield units), colour as RGB, with
+its default window. What is
 done here is only what the viewer needs on top: a window chosen by the user,
 the DICOM linear window formula (the worker's), a transparent heatmap overlay
 and a key image with the findings burned in for the printed report. No
@@ -22,17 +23,19 @@ import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
-from firmware_app.imaging import annotate, preview
-from firmware_app.imaging.decode import DecodeError
-from firmware_app.imaging.preview import FrameNotPreviewed, FramePreview, Window, fit_size
-from firmware_app.imaging.sandbox import DecodeSandbox
+from firmware_app.imaging import annotate, preview_file
+from firmware_app.imaging.errors import DecodeError
+from firmware_app.imaging.preview_file import FrameNotPreviewed, FramePreview, Window, fit_size
 from firmware_app.settings.box import LimitsConfig
 from firmware_app.storage.spool import preview_path
+
+if TYPE_CHECKING:
+    from firmware_app.imaging.sandbox import DecodeSandbox
 
 __all__ = ["BOX_COLOUR", "DecodeError", "FrameNotPreviewed", "FramePreview", "Window",
            "display_size", "heatmap_png", "key_image_png", "load_frame", "render_png"]
@@ -84,7 +87,7 @@ def load_frame(image_path: Path, frame: int, limits: LimitsConfig,
         if cached is not None:
             _cache.move_to_end(key)
             return cached
-    image = preview.load(source, int(frame))
+    image = preview_file.load(source, int(frame))
     _remember(key, image)
     return image
 
@@ -94,7 +97,13 @@ _sandbox_lock = threading.Lock()
 
 
 def _sandbox(limits: LimitsConfig) -> DecodeSandbox:
-    """This process's decoder sandbox (gunicorn forks workers: one each, made on first use)."""
+    """This process's decoder sandbox (gunicorn forks workers: one each, made on first use).
+
+    Imported here, not at the top: the sandbox module brings pydicom and its
+    codecs, which a viewer reading stored previews never needs.
+    """
+    from firmware_app.imaging.sandbox import DecodeSandbox
+
     with _sandbox_lock:
         box = _sandboxes.get(os.getpid())
         if box is None or box.limits != limits:

@@ -36,7 +36,6 @@ from firmware_app.i18n.fonts import PACKAGE_HINT, find_cjk_font
 from firmware_app.storage import audit, db
 from firmware_app.storage import studies as queries
 from web import audit_trail, labels, on_image, render, wording
-from web.report_pdf import ReportContent, report_pdf
 from web.security import current_account, database
 
 log = logging.getLogger(__name__)
@@ -324,7 +323,13 @@ def report_as_pdf(study_id: int):
 
 
 def _pdf_answer(study_id: int, font_note: str) -> Response:
-    """The PDF report of a study in the current language, recorded in the audit trail."""
+    """The PDF report of a study in the current language, recorded in the audit trail.
+
+    The PDF writer (fpdf with fontTools) is imported on the first report, not when
+    the viewer starts: a viewer that never prints does not hold it.
+    """
+    from web.report_pdf import ReportContent, report_pdf
+
     facts = _report(study_id)
     found, top = facts["study"], facts["top"]
     content = ReportContent(

@@ -18,8 +18,6 @@ from pathlib import Path
 
 from flask import Blueprint, abort, current_app, send_file
 
-from firmware_app.dicom_out.export import ExportError, export_study
-from firmware_app.dicom_out.study_report import study_report
 from firmware_app.storage import exports as export_queries
 from web.audit_trail import client_address
 from web.security import current_account, database
@@ -32,7 +30,13 @@ EXPORT_ROLES = ("clinician", "technician")
 
 @blueprint.route("/study/<int:study_id>/export", methods=["POST"])
 def export_zip(study_id: int):
-    """The study de-identified as a zip download, recorded with the account and address."""
+    """The study de-identified as a zip download, recorded with the account and address.
+
+    The export (pydicom, highdicom, dicognito) is imported on the first one, not when the
+    viewer starts."""
+    from firmware_app.dicom_out.export import ExportError, export_study
+    from firmware_app.dicom_out.study_report import study_report
+
     account = current_account()
     if account is None or account.role not in EXPORT_ROLES:
         abort(403)

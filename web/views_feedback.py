@@ -19,8 +19,6 @@ from pathlib import Path
 
 from flask import Blueprint, abort, current_app, render_template, request, send_file
 
-from firmware_app.dicom_out.disagreements import export_disagreements, image_verdict
-from firmware_app.dicom_out.export import ExportError
 from firmware_app.storage.disagreements import list_cases
 from web.audit_trail import client_address
 from web.security import current_account, database, technician_only
@@ -33,7 +31,7 @@ blueprint = Blueprint("feedback", __name__)
 def disagreements():
     """The cases clinicians disagreed with, newest first, and the export button."""
     cases = list_cases(database())
-    verdicts = {case.study_id: sorted({image_verdict(i.verdicts) for i in case.images} - {""})
+    verdicts = {case.study_id: sorted({i.verdict for i in case.images} - {""})
                 for case in cases}
     return render_template("disagreements.html", cases=cases, verdicts=verdicts,
                            waiting=sum(1 for case in cases if not case.exported))
@@ -42,7 +40,13 @@ def disagreements():
 @blueprint.route("/feedback/export", methods=["POST"])
 @technician_only
 def export():
-    """The listed cases (not exported before, or all) de-identified, as one zip download."""
+    """The listed cases (not exported before, or all) de-identified, as one zip download.
+
+    The de-identifying export (pydicom, highdicom, dicognito) is imported here, when a
+    technician asks for it, not when the viewer starts."""
+    from firmware_app.dicom_out.disagreements import export_disagreements
+    from firmware_app.dicom_out.export import ExportError
+
     account = current_account()
     config = current_app.config["CLINIBOX"].config
     scratch = Path(tempfile.mkdtemp(prefix=".viewer-disagreements-", dir=config.state_dir))

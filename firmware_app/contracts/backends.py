@@ -20,6 +20,9 @@ class BackendInfo:
     class_name: str
     formats: tuple[str, ...]
     install: str
+    #: MB the runtime adds to the service once loaded with the demo model (RSS, measured
+    #: in bench/memory.py on x86): near-ties in speed go to the lighter runtime
+    resident_mb: int = 0
 
     @property
     def summary(self) -> str:
@@ -38,6 +41,7 @@ BACKENDS: dict[str, BackendInfo] = {
             ("onnx",),
             "pip install clinibox (onnxruntime is a core dependency; on a Jetson "
             "install NVIDIA's onnxruntime-gpu wheel)",
+            resident_mb=39,
         ),
         BackendInfo(
             "openvino",
@@ -45,6 +49,7 @@ BACKENDS: dict[str, BackendInfo] = {
             "OpenVinoBackend",
             ("openvino-ir", "onnx"),
             "pip install 'clinibox[openvino]'",
+            resident_mb=86,
         ),
         BackendInfo(
             "tflite",
@@ -52,6 +57,7 @@ BACKENDS: dict[str, BackendInfo] = {
             "TfliteBackend",
             ("tflite",),
             "pip install 'clinibox[tflite]'",
+            resident_mb=23,
         ),
     )
 }

@@ -67,20 +67,6 @@ class DisagreementSummary:
                 "skipped": self.skipped, "left_out": self.left_out}
 
 
-def image_verdict(verdicts: dict[int, list[str]]) -> str:
-    """One verdict for an image: the verdict on the image as a whole (-1, the latest) when
-    there is one; else ``agree`` when any finding was agreed with, ``disagree`` when
-    findings were only disagreed with, otherwise ``unsure`` (or ``""``: none given)."""
-    if verdicts.get(-1):
-        return verdicts[-1][-1]
-    given = {v for finding, values in verdicts.items() if finding >= 0 for v in values}
-    if "agree" in given:
-        return "agree"
-    if "disagree" in given:
-        return "disagree"
-    return "unsure" if given else ""
-
-
 def case_record(case: DisagreementCase, study_uid: str,
                 files: list[tuple[str, ImageOpinion]]) -> dict[str, Any]:
     """``case.json`` for one exported case: nothing but verdicts, the model's output and the
@@ -91,7 +77,7 @@ def case_record(case: DisagreementCase, study_uid: str,
         images.append({
             "file": name, "model_id": name_part, "model_version": version,
             "assessment": image.assessment, "probability": round(image.probability, 6),
-            "finding": image.finding, "verdict": image_verdict(image.verdicts),
+            "finding": image.finding, "verdict": image.verdict,
             "verdicts": [{"finding": finding, "verdict": verdict}
                          for finding, values in sorted(image.verdicts.items())
                          for verdict in values],

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from firmware_app.imaging.decode import window as apply_window
-from firmware_app.imaging.preview import FramePreview, Window, fit_size
+from firmware_app.imaging.preview_file import FramePreview, Window, fit_size
+from firmware_app.imaging.windowing import window as apply_window
 
 #: Box outline and label background (reads well on grey and on the heatmap).
 BOX_COLOUR = (255, 64, 64)

@@ -42,8 +42,9 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, as_pixel_options, get_decoder
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from firmware_app.errors import CliniboxError
 from firmware_app.imaging.codestream import StreamMismatch, check_frames
+from firmware_app.imaging.errors import NOT_ENOUGH_MEMORY, DecodeError
+from firmware_app.imaging.windowing import window
 from firmware_app.settings.box import LimitsConfig
 
 MB = 1024 * 1024
@@ -66,17 +67,6 @@ REQUIRED = ("SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated", "Bi
 
 
 #: the reason a decode that ran out of memory gives
-NOT_ENOUGH_MEMORY = "cannot decode: not enough memory on this box"
-
-
-class DecodeError(CliniboxError):
-    """A file the box cannot turn into an image; ``reason`` is readable by clinic staff."""
-
-    kind = "cannot decode"
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass
@@ -544,24 +534,6 @@ def _own_window(attrs: dict[str, Any]) -> tuple[float, float, str] | None:
     if centre is not None and width is not None and width > 0:
         return centre, width, attrs.get("VOILUTFunction", "LINEAR")
     return None
-
-
-def window(values: np.ndarray, centre: float, width: float,
-           function: str = "LINEAR") -> np.ndarray:
-    """DICOM PS3.3 C.11.2.1.2 windowing onto [0, 1] (LINEAR, LINEAR_EXACT or SIGMOID)."""
-    function = function.upper()
-    if function == "SIGMOID":
-        return 1.0 / (1.0 + np.exp(np.clip(-4.0 * (values - centre) / width, -500, 500)))
-    if function == "LINEAR_EXACT":
-        shift, scale = centre, width
-    elif width <= 1:
-        return (values > centre - 0.5).astype(np.float64)
-    else:
-        shift, scale = centre - 0.5, width - 1
-    out = np.subtract(values, shift, dtype=np.float64)  # in place from here: one copy
-    out /= scale
-    out += 0.5
-    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def _apply_lut(values: np.ndarray, item: Dataset, ds: Dataset, normalise: bool) -> np.ndarray:

@@ -22,6 +22,10 @@ skipped with the reason logged and kept for ``clinibox status``.
 from __future__ import annotations
 
 import logging
+import os
+import pickle
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -30,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from firmware_app.contracts.backends import BACKENDS
 from firmware_app.contracts.manifest import Artifact, ModelPackage
 from firmware_app.errors import CliniboxError
 from firmware_app.runtime import registry
@@ -153,16 +158,21 @@ def candidates(package: ModelPackage, config: RuntimeConfig) -> list[Candidate]:
 def choose_fastest(
     measured: Sequence[tuple[Candidate, float]], tolerance: float = TIE_TOLERANCE
 ) -> Candidate:
-    """The fastest candidate; near-ties (within ``tolerance``) go to higher precision."""
+    """The fastest candidate; near-ties (within ``tolerance``) go to higher precision, then
+    to the runtime that holds less memory (``BackendInfo.resident_mb``: OpenVINO adds
+    about 60 MB more to the service than TFLite for the same speed), then to speed."""
     if not measured:
         raise ValueError("no measured candidates to choose from")
     fastest = min(ms for _, ms in measured)
     near = [(c, ms) for c, ms in measured if ms <= fastest * (1 + tolerance)]
 
-    def precision_then_speed(item: tuple[Candidate, float]) -> tuple[int, float]:
-        return PRECISION_RANK.get(item[0].artifact.precision, len(PRECISION_RANK)), item[1]
+    def precision_memory_speed(item: tuple[Candidate, float]) -> tuple[int, int, float]:
+        candidate, ms = item
+        info = BACKENDS.get(candidate.backend)
+        return (PRECISION_RANK.get(candidate.artifact.precision, len(PRECISION_RANK)),
+                info.resident_mb if info else 0, ms)
 
-    return min(near, key=precision_then_speed)[0]
+    return min(near, key=precision_memory_speed)[0]
 
 
 def ranked(measured: Sequence[tuple[Candidate, float]],
@@ -303,22 +313,35 @@ def _time_candidates(package: ModelPackage, config: RuntimeConfig, budget_s: flo
 
 def measure_in_child(package: ModelPackage, config: RuntimeConfig, budget_s: float
                      ) -> tuple[list[tuple[str, str, float]], dict[str, str]]:
-    """:func:`_time_candidates` in a fresh (spawned) child process, which exits after. A
-    child that dies (a runtime crashing on this CPU, a sandbox refusing it) raises
-    BrokenProcessPool; one that hangs, TimeoutError after ``CHILD_TIMEOUT_S``."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    """:func:`_time_candidates` in a fresh interpreter (``python -m
+    firmware_app.runtime.selection``), which exits after: the runtimes it imports never
+    stay mapped in the service.
 
-    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-    try:
-        return pool.submit(_time_candidates, package, config, budget_s).result(
-            timeout=CHILD_TIMEOUT_S)
-    finally:
-        # a hung child must not hold the start-up: end it (CPython keeps them in _processes)
-        for process in list(getattr(pool, "_processes", {}).values()):
-            if process.is_alive():
-                process.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
+    A plain child process, not a multiprocessing pool: spawning through
+    multiprocessing leaves its resource-tracker process running beside the
+    service for good (about 8 MB). A child that dies (a runtime crashing on this
+    CPU, a sandbox refusing it) raises ChildProcessError; one that hangs is
+    killed and raises TimeoutExpired after ``CHILD_TIMEOUT_S``.
+    """
+    done = subprocess.run([sys.executable, "-m", "firmware_app.runtime.selection"],
+                          input=pickle.dumps((package, config, budget_s)),
+                          capture_output=True, timeout=CHILD_TIMEOUT_S, check=False)
+    if done.returncode != 0:
+        said = done.stderr.decode(errors="replace").strip().splitlines()[-3:]
+        raise ChildProcessError(f"the timing process ended with status {done.returncode}: "
+                                + " / ".join(said))
+    return pickle.loads(done.stdout)
+
+
+def _timing_child() -> None:
+    """The child's side of :func:`measure_in_child`: arguments pickled on stdin, the result
+    pickled on stdout (what the runtimes print goes to stderr)."""
+    result = os.dup(1)
+    os.dup2(2, 1)  # a runtime's own prints must not mix with the result
+    package, config, budget_s = pickle.loads(sys.stdin.buffer.read())
+    measured = _time_candidates(package, config, budget_s)
+    with os.fdopen(result, "wb") as out:
+        out.write(pickle.dumps(measured))
 
 
 def _every_pair(package: ModelPackage, config: RuntimeConfig
@@ -480,8 +503,15 @@ def _reason(
     fastest_label, fastest_ms = min(ms.items(), key=lambda item: item[1])
     text = f"{prefix}; fastest of {len(measured)} measured here ({ms[chosen.label]:.3f} ms/run)"
     if fastest_label != chosen.label:
+        fastest = next(c for c, _t in measured if c.label == fastest_label)
+        kept = ("the higher precision" if PRECISION_RANK.get(chosen.artifact.precision, 9)
+                < PRECISION_RANK.get(fastest.artifact.precision, 9) else "the lighter runtime")
         text += (
             f"; {fastest_label} ({fastest_ms:.3f} ms/run) is within "
-            f"{TIE_TOLERANCE:.0%}, so the higher precision is kept"
+            f"{TIE_TOLERANCE:.0%}, so {kept} is kept"
         )
     return text
+
+
+if __name__ == "__main__":
+    _timing_child()

@@ -33,6 +33,21 @@ class ImageOpinion:
     #: finding index (-1: the image as a whole) -> the verdicts given on it
     verdicts: dict[int, list[str]]
 
+    @property
+    def verdict(self) -> str:
+        """One verdict for the image: the verdict on the image as a whole (-1, the latest)
+        when there is one; else ``agree`` when any finding was agreed with, ``disagree``
+        when findings were only disagreed with, otherwise ``unsure`` (or ``""``: none
+        given)."""
+        if self.verdicts.get(-1):
+            return self.verdicts[-1][-1]
+        given = {v for finding, values in self.verdicts.items() if finding >= 0 for v in values}
+        if "agree" in given:
+            return "agree"
+        if "disagree" in given:
+            return "disagree"
+        return "unsure" if given else ""
+
 
 @dataclass
 class DisagreementCase:

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware_app.imaging import preview
+from firmware_app.imaging import preview_file
 from firmware_app.imaging.decode import DecodeError, decode
-from firmware_app.imaging.preview import FrameNotPreviewed, decode_with_previews
+from firmware_app.imaging.preview import decode_with_previews
+from firmware_app.imaging.preview_file import FrameNotPreviewed
 from firmware_app.settings.box import LimitsConfig
 from tests.corpus import data_file, image_dataset, write
 
@@ -32,8 +33,8 @@ def test_the_preview_comes_from_the_models_own_decode(tmp_path):
     image = decode_with_previews(str(path), LIMITS, 3, str(target))
     plain = decode(path, LimitsConfig(), 3)
     np.testing.assert_array_equal(image.frames, plain.frames)
-    assert [preview.load(target, i).frame for i in image.frame_indices] == [0, 5, 9]
-    assert preview.load(target, 5).previewed == (0, 5, 9)
+    assert [preview_file.load(target, i).frame for i in image.frame_indices] == [0, 5, 9]
+    assert preview_file.load(target, 5).previewed == (0, 5, 9)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mr.dcm", "mr.preview.npz"]  # no .part
 
 
@@ -41,7 +42,7 @@ def test_whole_hounsfield_units_are_kept_exactly_as_int16(tmp_path):
     stored = np.arange(0, 4096, 1, dtype=np.int32).reshape(64, 64)
     target = tmp_path / "ct.preview.npz"
     decode_with_previews(str(_ct(tmp_path, stored, "ct.dcm")), LIMITS, 1, str(target))
-    shown = preview.load(target, 0)
+    shown = preview_file.load(target, 0)
     assert shown.values.dtype == np.int16
     np.testing.assert_array_equal(shown.values, stored - 1024)
     assert target.stat().st_size < stored.size * 2 + 2048  # two bytes a pixel, plus the index
@@ -52,7 +53,7 @@ def test_a_shrunk_preview_keeps_whole_units_within_half_a_unit(tmp_path):
     target = tmp_path / "big.preview.npz"
     path = _ct(tmp_path, stored, "big.dcm")
     decode_with_previews(str(path), LIMITS, 1, str(target), max_side=64)
-    shown = preview.load(target, 0)
+    shown = preview_file.load(target, 0)
     assert shown.values.dtype == np.int16 and shown.values.shape == (64, 64)
     means = (stored - 1024).reshape(64, 2, 64, 2).mean(axis=(1, 3))
     assert np.abs(shown.values - means).max() <= 0.5 + 1e-3
@@ -63,7 +64,7 @@ def test_fractional_values_are_kept_as_float32(tmp_path):
     target = tmp_path / "pt.preview.npz"
     path = _ct(tmp_path, stored, "pt.dcm", RescaleSlope="0.25", RescaleIntercept="0")
     decode_with_previews(str(path), LIMITS, 1, str(target))
-    shown = preview.load(target, 0)
+    shown = preview_file.load(target, 0)
     assert shown.values.dtype == np.float32
     np.testing.assert_allclose(shown.values, stored * 0.25)
 
@@ -73,7 +74,7 @@ def test_colour_is_kept_as_8_bit_rgb(tmp_path):
     path.write_bytes(data_file("SC_rgb.dcm").read_bytes())
     target = tmp_path / "rgb.preview.npz"
     decode_with_previews(str(path), LIMITS, 1, str(target))
-    shown = preview.load(target, 0)
+    shown = preview_file.load(target, 0)
     assert shown.colour and shown.values.dtype == np.uint8 and shown.values.shape[2] == 3
 
 
@@ -82,12 +83,12 @@ def test_another_format_or_frame_is_refused(tmp_path):
     stored = np.zeros((8, 8), np.int32)
     decode_with_previews(str(_ct(tmp_path, stored, "ct.dcm")), LIMITS, 1, str(target))
     with pytest.raises(FrameNotPreviewed):
-        preview.load(target, 1)
+        preview_file.load(target, 1)
     with np.load(target) as kept:
         arrays = {name: kept[name] for name in kept.files}
     arrays["meta"] = np.array(str(arrays["meta"]).replace('"format": 1', '"format": 99'))
     np.savez(target, **arrays)
     with pytest.raises(DecodeError, match="preview format 99"):
-        preview.load(target, 0)
+        preview_file.load(target, 0)
     with pytest.raises(FileNotFoundError):
-        preview.load(tmp_path / "none.preview.npz", 0)
+        preview_file.load(tmp_path / "none.preview.npz", 0)

@@ -12,7 +12,6 @@ import json
 import subprocess
 import sys
 import textwrap
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
@@ -47,8 +46,10 @@ def test_a_fresh_service_loads_only_the_winning_runtime_and_keeps_the_timings(tm
         package = load_package(resolve_package_root(config), config.trusted_key_paths)
         loaded = select_backend(package, config.runtime, timings=Path({str(timings)!r}))
         runtimes = sorted({{m.split(".")[0] for m in sys.modules}} & {set(MODULES.values())!r})
+        children = [c for task in Path("/proc/self/task").iterdir()
+                    for c in (task / "children").read_text().split()]
         print(json.dumps({{"label": loaded.label, "backend": loaded.label.split(":")[0],
-                          "reason": loaded.reason, "runtimes": runtimes,
+                          "reason": loaded.reason, "runtimes": runtimes, "children": children,
                           "measured": sorted(loaded.ms_per_run)}}))
     """)
 
@@ -61,6 +62,7 @@ def test_a_fresh_service_loads_only_the_winning_runtime_and_keeps_the_timings(tm
     first = start()
     assert "timed in a child process" in first["reason"]
     assert first["runtimes"] == [MODULES[first["backend"]]]  # the losers never loaded
+    assert first["children"] == []  # the timing process is gone, and left no helper behind
     assert len(first["measured"]) > 1 and timings.exists()
     second = start()  # the same package, CPU and runtimes: no timing at all
     assert "timed at an earlier start" in second["reason"]
@@ -98,7 +100,7 @@ def test_kept_timings_choose_and_a_change_of_settings_measures_again(
 def test_a_child_that_cannot_run_falls_back_to_timing_in_the_service(
         tmp_path, package, monkeypatch):
     def broken(*_args):
-        raise BrokenProcessPool("a sandbox refused the child")
+        raise ChildProcessError("a sandbox refused the child")
 
     monkeypatch.setattr(selection, "measure_in_child", broken)
     loaded = selection.select_backend(package, RuntimeConfig(), timings=tmp_path / "t.json",

@@ -23,9 +23,9 @@ from pydicom.pixels import pixel_array
 
 from converters.phantom_dicom import ct_dataset, write_dicom
 from converters.phantoms import generate
-from firmware_app.imaging import preview
+from firmware_app.imaging import preview_file
 from firmware_app.imaging.decode import DecodeError, decode
-from firmware_app.imaging.preview import FrameNotPreviewed, FramePreview
+from firmware_app.imaging.preview_file import FrameNotPreviewed, FramePreview
 from firmware_app.settings.box import LimitsConfig
 from firmware_app.storage.spool import preview_path
 from tests.corpus import data_file, image_dataset, write
@@ -282,7 +282,7 @@ def test_a_damaged_preview_is_a_decode_error_not_a_crash(tmp_path: Path) -> None
     with pytest.raises(DecodeError, match="unreadable preview"):
         load_frame(path, 0, LIMITS)
     with pytest.raises(DecodeError, match="unreadable preview"):
-        preview.load(preview_path(path), 0)
+        preview_file.load(preview_path(path), 0)
 
 
 # -- colour and size ---------------------------------------------------------------------
