@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 
 from fpdf import FPDF
@@ -26,6 +26,7 @@ from fpdf.enums import WrapMode, XPos, YPos
 from PIL import Image
 
 from firmware_app.i18n import CHINESE, N_, current, gettext
+from web.report_content import ReportContent
 from web.report_fonts import FONT_DIRS, FontFace, FontPlan, find_fonts, glyphs, plan_fonts
 
 _ = gettext
@@ -44,32 +45,6 @@ _ASCII = str.maketrans({
     "\u00a0": " ", "\u2009": " ", "\u202f": " ",
 })
 _LINE_BREAKS = "\n\r\t\v\f\x1c\x1d\x1e\x85\u2028\u2029"
-
-
-@dataclass
-class ReportContent:
-    """Everything one study report shows, already formatted as display text."""
-
-    patient_name: str
-    patient_id: str
-    study_date: str  # as shown (already formatted)
-    study_description: str
-    modality: str
-    received: str  # formatted local time
-    verdict: str  # the headline in plain words
-    findings: list[str]  # plain-language lines
-    warnings: list[str]  # quality warnings, plain language
-    model_id: str
-    backend: str
-    notice: str  # "This result assists a doctor and does not replace one." (+ demo line)
-    generated: str  # formatted date/time the report was made
-    key_image_png: bytes | None = None
-    #: shown instead of the key image when there is none (e.g. deleted by retention)
-    image_note: str = ""
-    #: the study's lesions in one sentence (count, largest diameter, class probabilities)
-    summary: str = ""
-    #: a note printed first (e.g. why a report asked for in Chinese is in English)
-    font_note: str = ""
 
 
 def clean_text(value: object, limit: int = LINE_LIMIT) -> str:
@@ -270,3 +245,25 @@ def _key_image(pdf: _Report, png: bytes) -> None:
         pdf.paragraph(_("(the key image could not be included)"), 5)
         return
     pdf.set_y(pdf.get_y() + height + 4)
+
+
+def _child() -> None:
+    """``python -m web.report_pdf``: (content, language) pickled on stdin, the PDF's bytes on
+    stdout (``web.report_content.make_pdf``)."""
+    import os
+    import pickle
+    import sys
+
+    from firmware_app.i18n import use_locale
+
+    out = os.dup(1)
+    os.dup2(2, 1)  # nothing but the PDF goes to the parent's pipe
+    content, language = pickle.loads(sys.stdin.buffer.read())
+    with use_locale(language):
+        made = report_pdf(content)
+    with os.fdopen(out, "wb") as answer:
+        answer.write(made)
+
+
+if __name__ == "__main__":
+    _child()

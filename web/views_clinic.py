@@ -36,6 +36,7 @@ from firmware_app.i18n.fonts import PACKAGE_HINT, find_cjk_font
 from firmware_app.storage import audit, db
 from firmware_app.storage import studies as queries
 from web import audit_trail, labels, on_image, render, wording
+from web.report_content import ReportContent, make_pdf
 from web.security import current_account, database
 
 log = logging.getLogger(__name__)
@@ -323,13 +324,8 @@ def report_as_pdf(study_id: int):
 
 
 def _pdf_answer(study_id: int, font_note: str) -> Response:
-    """The PDF report of a study in the current language, recorded in the audit trail.
-
-    The PDF writer (fpdf with fontTools) is imported on the first report, not when
-    the viewer starts: a viewer that never prints does not hold it.
-    """
-    from web.report_pdf import ReportContent, report_pdf
-
+    """The PDF report of a study in the current language, recorded in the audit trail (made
+    in a child process, ``web.report_content``)."""
     facts = _report(study_id)
     found, top = facts["study"], facts["top"]
     content = ReportContent(
@@ -344,7 +340,7 @@ def _pdf_answer(study_id: int, font_note: str) -> Response:
         generated=facts["generated"],
         key_image_png=None if facts["image_gone"] else _key_image(top.id),
         image_note=facts["image_gone"], font_note=font_note)
-    response = Response(report_pdf(content), mimetype="application/pdf")
+    response = Response(make_pdf(content, i18n.current()), mimetype="application/pdf")
     audit_trail.note("report_download", f"study:{study_id}", "PDF")
     response.headers["Content-Disposition"] = \
         f'inline; filename="clinibox-report-{study_id}.pdf"'

@@ -59,6 +59,9 @@ log = logging.getLogger(__name__)
 
 MB = 1024 * 1024
 CLONE_NEWNET = 0x40000000
+#: a child that decoded nothing for this long is stopped (``stop_if_idle``): an idle box
+#: does not hold its ~50 MB; the next object starts a fresh one (a few tenths of a second)
+IDLE_SECONDS = 60.0
 
 
 def _mapped_bytes() -> int:
@@ -141,6 +144,7 @@ class DecodeSandbox:
         #: the decode handed to the child and not yet collected
         self._pending: PendingDecode | None = None
         self._sent = 0
+        self._last_used = time.monotonic()
 
     def _start(self) -> None:
         ours, theirs = socket.socketpair()
@@ -228,6 +232,7 @@ class DecodeSandbox:
             self._stop_child()
             self._start()
         self._sent += 1
+        self._last_used = time.monotonic()
         out = self._folder / f"frames-{self._sent}.npy"
         out.unlink(missing_ok=True)
         assert self._conn is not None
@@ -269,6 +274,16 @@ class DecodeSandbox:
             self._pending = None
             frames, meta = self._receive(pending.out, pending.deadline)
         return DecodedImage(frames=frames, **meta)
+
+    def stop_if_idle(self, seconds: float = IDLE_SECONDS) -> bool:
+        """Stop the child when nothing was handed to it for ``seconds`` (the worker calls
+        this while the queue is empty); whether it was stopped."""
+        with self._lock:
+            if (self._process is None or self._pending is not None
+                    or time.monotonic() - self._last_used < seconds):
+                return False
+            self._stop_child()
+            return True
 
     def cancel(self) -> None:
         """Give up the decode under way, if any, without waiting for it: its child is

@@ -197,6 +197,7 @@ class Worker:
                     if job is None:
                         wake.wait(self.config.worker.poll_seconds)
                         wake.clear()
+                        self.sandbox.stop_if_idle()  # an idle box gives its memory back
                         continue
                     ahead = (job, self.start(job))
                 job, decoding = ahead

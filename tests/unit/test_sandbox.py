@@ -175,3 +175,19 @@ def test_a_started_decode_keeps_its_time_limit_and_its_refusals(tmp_path):
         assert sandbox.decode(CT, 1).modality == "CT"
     finally:
         sandbox.close()
+
+
+def test_an_idle_child_is_stopped_and_the_next_object_starts_a_fresh_one(sandbox):
+    assert sandbox.stop_if_idle(0.0) is False  # no child yet
+    sandbox.decode(CT, 1)
+    child = sandbox._process.pid
+    assert sandbox.stop_if_idle(60.0) is False  # just used
+    pending = sandbox.start_decode(CT, 1)
+    assert sandbox.stop_if_idle(0.0) is False  # a decode under way is never cut short
+    pending.result()
+    time.sleep(0.2)
+    assert sandbox.stop_if_idle(0.1) is True
+    assert sandbox._process is None
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)
+    assert sandbox.decode(CT, 1).modality == "CT" and sandbox._process.pid != child

@@ -147,3 +147,41 @@ def test_clean_text() -> None:
     assert clean_text("a\nb\r\n\tc\x00d\u200be  f") == "a b cde f"
     assert clean_text(None) == ""
     assert clean_text("x" * 50, limit=10) == "x" * 9 + "…"
+
+
+def test_the_viewer_gets_its_pdf_from_a_child_and_never_holds_the_writer(tmp_path):
+    """make_pdf in a fresh interpreter standing in for a viewer worker: the same PDF
+    (Chinese labels too), while fpdf and fontTools stay out of the calling process."""
+    import pickle
+    import subprocess
+    import sys
+
+    chinese = content(patient_name="王小明", verdict="发现可疑区域")
+    (tmp_path / "content.pickle").write_bytes(pickle.dumps(chinese))
+    script = (
+        "import pickle, sys\n"
+        "from web.report_content import make_pdf\n"
+        f"content = pickle.loads(open({str(tmp_path / 'content.pickle')!r}, 'rb').read())\n"
+        "pdf = make_pdf(content, 'zh_CN')\n"
+        "sys.stdout.buffer.write(pdf)\n"
+        "assert not {'fpdf', 'fontTools'} & set(sys.modules), sorted(sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120,
+                          cwd=Path(__file__).parents[2])
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    _reader, text = read(done.stdout)
+    text = text.replace("\x00", "")  # pypdf reads the CJK font's two-byte codes so
+    assert "王小明" in text and "发现可疑区域" in text
+    assert "患者" in text  # the labels are in Chinese: the child used the language it was given
+
+
+def test_a_report_that_cannot_be_made_is_a_plain_error(monkeypatch):
+    import subprocess
+
+    from web import report_content
+
+    def crashed(*args, **kwargs):
+        return subprocess.CompletedProcess(args, -11, b"", b"Segmentation fault")
+
+    monkeypatch.setattr(report_content.subprocess, "run", crashed)
+    with pytest.raises(report_content.ReportError, match="status -11"):
+        report_content.make_pdf(content(), "en")

@@ -1,0 +1,195 @@
+"""The whole appliance as a clinic runs it: start-up time and memory (PSS) of its process tree.
+
+`clinibox serve` with its viewer, `[runtime] backend = "auto"` and the bundled demo
+package (phantom-trained, not for clinical use), on a fresh state folder:
+
+* start-up: seconds from launch to READY=1 on a notify socket (the box receives; it
+  answers C-ECHO), and to the STATUS that names the running model (the worker
+  analyses), for a first start (runtimes timed in a child process) and a later one
+  (the timings kept in the state folder);
+* memory, PSS summed over the process tree (service, viewer master and worker,
+  decoder sandboxes), each process listed: idle after the first start; after 60
+  mixed phantoms were received and analysed (the worker's decoder sandbox stays
+  warm); after a clinician logged in and opened the worklist, a study page, its
+  image and its PDF report; a minute later, when the idle decoder has stopped
+  (the steady state of a box between patients); and after a later start, idle.
+
+The reference in the same run is the receiver alone (`clinibox serve` with the worker
+and the viewer off): what any Python DICOM receiver holds here.
+
+    .venv/bin/python bench/appliance.py [--files 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from process_memory import descendants, pss_mb
+
+from common import (
+    REPO,
+    echo,
+    free_port,
+    machine,
+    phantom_files,
+    save,
+    send,
+    start_box,
+    stop,
+    wait_until,
+    write_box_config,
+)
+from firmware_app.imaging.sandbox import IDLE_SECONDS
+
+sys.path.insert(0, str(REPO))
+from tests.hostile import Browser
+
+
+def tree(pid: int) -> dict:
+    """PSS of every process under ``pid`` (by role) and their total, in MB."""
+    processes = []
+    for child in descendants(pid):
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [w.decode(errors="replace") for w in command if w]
+        role = ("decoder sandbox" if "firmware_app.imaging.sandbox" in words
+                else "viewer" if "web" in words else "service" if "serve" in words
+                else " ".join(words[:3]))
+        processes.append({"pid": child, "role": role, "pss_mb": round(pss_mb(child), 1)})
+    return {"total_mb": round(sum(p["pss_mb"] for p in processes), 1), "processes": processes}
+
+
+class Notify:
+    """A datagram socket standing in for systemd's notify socket."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.05)
+
+    def wait_for(self, text: str, started: float, timeout: float = 300) -> float:
+        """Seconds from ``started`` until a datagram containing ``text`` arrives."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if text in self.sock.recv(4096).decode():
+                    return round(time.monotonic() - started, 2)
+            except TimeoutError:
+                continue
+        raise TimeoutError(f"no {text!r} on the notify socket")
+
+
+def start(config: Path, work: Path, notify: Notify) -> tuple[subprocess.Popen, dict]:
+    """Start the appliance; seconds to READY=1 and to the model's STATUS."""
+    os.environ["NOTIFY_SOCKET"] = str(notify.path)
+    started = time.monotonic()
+    try:
+        proc = start_box(config, work / "serve.log")
+    finally:
+        del os.environ["NOTIFY_SOCKET"]
+    ready = notify.wait_for("READY=1", started)
+    model = notify.wait_for("STATUS=model ", started)
+    return proc, {"seconds_to_ready": ready, "seconds_to_model": model}
+
+
+def use_viewer(port: int, cert: Path, db: Path) -> list[int]:
+    """A clinician's visit: log in, the worklist, a study, its image, its PDF; statuses."""
+    browser = Browser(port, cert)
+    statuses = [browser.login("nadia", "the-clinic-nurse-1")[0]]
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        study = conn.execute("SELECT id FROM studies ORDER BY id LIMIT 1").fetchone()[0]
+    finally:
+        conn.close()
+    status, _headers, page = browser.request("GET", f"/study/{study}")
+    statuses.append(status)
+    frame = re.search(r'/instance/\d+/frame/\d+\.png', page)
+    for target in ("/", frame.group(0) if frame else "/instance/0/frame/0.png",
+                   f"/study/{study}/report.pdf"):
+        statuses.append(browser.request("GET", target)[0])
+    return statuses
+
+
+def results(db: Path) -> int:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def receiver_alone(work: Path) -> dict:
+    """The reference: the service with the worker and the viewer off, idle."""
+    port = free_port()
+    config = write_box_config(work / "receiver.toml", work / "receiver", port,
+                              worker={"enabled": False}, web={"enabled": False})
+    proc = start_box(config, work / "receiver.log")
+    try:
+        wait_until(lambda: echo(port, "CLINIBOX"), 120, "the receiver")
+        time.sleep(3)
+        return tree(proc.pid)
+    finally:
+        stop(proc)
+
+
+def main() -> None:
+    """Start, feed, browse and restart the appliance; print and save the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=60)
+    args = parser.parse_args()
+    files = phantom_files(Path(tempfile.gettempdir()) / f"clinibox-bench-mixed-{args.files}",
+                          args.files, "mixed", seed=4)
+    work = Path(tempfile.mkdtemp(prefix="clinibox-appliance-"))
+    port, web_port = free_port(), free_port()
+    config = write_box_config(work / "box.toml", work / "state", port,
+                              web={"enabled": True, "port": web_port, "host": "127.0.0.1"})
+    db, cert = work / "state" / "clinibox.db", work / "state" / "keys" / "web-cert.pem"
+    notify = Notify(work / "notify")
+    figures: dict = {"machine": machine("onnxruntime", "openvino", "ai-edge-litert")}
+    figures["reference_receiver_alone"] = receiver_alone(work)
+    proc, figures["first_start"] = start(config, work, notify)
+    try:
+        wait_until(lambda: echo(port, "CLINIBOX") and cert.exists(), 120, "clinibox")
+        subprocess.run([sys.executable, "-m", "firmware_app.cli", "user", "add", "nadia",
+                        "--role", "clinician", "--password-stdin", "--config", str(config)],
+                       input="the-clinic-nurse-1\n", text=True, check=True, cwd=REPO,
+                       capture_output=True)
+        time.sleep(3)
+        figures["idle_after_first_start"] = tree(proc.pid)
+        send(port, "CLINIBOX", files)
+        wait_until(lambda: results(db) >= len(files), 600, "results")
+        time.sleep(3)
+        figures["after_work"] = tree(proc.pid)
+        figures["viewer_statuses"] = use_viewer(web_port, cert, db)
+        time.sleep(2)
+        figures["after_viewer_use"] = tree(proc.pid)
+        time.sleep(IDLE_SECONDS + 5)  # the worker stops its idle decoder
+        figures["steady_idle_after_work_and_viewer"] = tree(proc.pid)
+    finally:
+        stop(proc)
+    proc, figures["later_start"] = start(config, work, notify)
+    try:
+        time.sleep(3)
+        figures["idle_after_later_start"] = tree(proc.pid)
+    finally:
+        stop(proc)
+    figures["backend"] = sqlite3.connect(db).execute(
+        "SELECT backend FROM results LIMIT 1").fetchone()[0]
+    figures["target_mb"] = 200
+    save("appliance", figures)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""What a printed study report shows, and how the viewer gets it as a PDF.
+
+The PDF is made by ``web.report_pdf`` in a short-lived child process: the
+writer (fpdf, fontTools) and a Chinese font loaded for subsetting hold about
+50 MB, which a viewer worker would otherwise keep for good after its first
+report. The child takes about half a second to start; it gets the content
+already written in the reader's language and the language itself.
+"""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+from dataclasses import dataclass
+
+from firmware_app.errors import CliniboxError
+
+#: longest a report may take to make (a font to subset, a key image to place)
+PDF_SECONDS = 60
+
+
+class ReportError(CliniboxError):
+    """The PDF report could not be made."""
+
+    kind = "report not made"
+
+
+@dataclass
+class ReportContent:
+    """Everything one study report shows, already formatted as display text."""
+
+    patient_name: str
+    patient_id: str
+    study_date: str  # as shown (already formatted)
+    study_description: str
+    modality: str
+    received: str  # formatted local time
+    verdict: str  # the headline in plain words
+    findings: list[str]  # plain-language lines
+    warnings: list[str]  # quality warnings, plain language
+    model_id: str
+    backend: str
+    notice: str  # "This result assists a doctor and does not replace one." (+ demo line)
+    generated: str  # formatted date/time the report was made
+    key_image_png: bytes | None = None
+    #: shown instead of the key image when there is none (e.g. deleted by retention)
+    image_note: str = ""
+    #: the study's lesions in one sentence (count, largest diameter, class probabilities)
+    summary: str = ""
+    #: a note printed first (e.g. why a report asked for in Chinese is in English)
+    font_note: str = ""
+
+
+def make_pdf(content: ReportContent, language: str) -> bytes:
+    """The report as PDF bytes in ``language``, made in a child process (``web.report_pdf``)."""
+    try:
+        done = subprocess.run([sys.executable, "-m", "web.report_pdf"],
+                              input=pickle.dumps((content, language)), capture_output=True,
+                              timeout=PDF_SECONDS, check=False)
+    except subprocess.TimeoutExpired:
+        raise ReportError(f"the report took longer than {PDF_SECONDS} s") from None
+    if done.returncode != 0 or not done.stdout.startswith(b"%PDF"):
+        said = done.stderr.decode(errors="replace").strip().splitlines()[-1:]
+        raise ReportError(f"the report could not be made (status {done.returncode}): "
+                          + " ".join(said))
+    return done.stdout
