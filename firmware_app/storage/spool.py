@@ -2,7 +2,9 @@
 
 An object is written to a temporary file, flushed and fsync'd, renamed into
 place, and the folder is fsync'd, so once ``write`` returns the bytes survive
-a power cut. File names are local ids made here, never the sender's strings.
+a power cut. A data set received over DICOM is already in a file (``adopt``):
+it is renamed into place, then it and its folder are fsync'd; its queue row,
+committed afterwards, is what makes it received. File names are local ids made here, never the sender's strings.
 """
 
 from __future__ import annotations
@@ -107,13 +109,21 @@ class Spool:
         return final
 
     def adopt(self, local_id: str, received: Path) -> Path:
-        """Make a file received into ``tmp`` the object ``local_id``: fsync it, rename it
-        into place, fsync the folder (no copy). Returns the final path."""
+        """Make a file received into ``tmp`` the object ``local_id``: rename it into place,
+        then fsync it and its folder (no copy). Returns the final path.
+
+        Renaming first is safe because the queue row, committed after this returns, is
+        what makes an object received: a power cut before that commit leaves a file no
+        row names, which start-up removes (``remove_orphans``), and the sender, never
+        told "stored", sends it again. On a journalling file system the file's fsync
+        then commits the rename in the same journal transaction, and the folder's
+        fsync finds nothing left to write: one journal commit instead of two.
+        """
         self.check_space(0)
         final = self._final(local_id)
-        _fsync_file(received)
         os.chmod(received, 0o640)
         os.rename(received, final)
+        _fsync_file(final)
         fsync_dir(final.parent)
         return final
 
