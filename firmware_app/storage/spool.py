@@ -4,7 +4,8 @@ An object is written to a temporary file, flushed and fsync'd, renamed into
 place, and the folder is fsync'd, so once ``write`` returns the bytes survive
 a power cut. A data set received over DICOM is already in a file (``adopt``):
 it is renamed into place, then it and its folder are fsync'd; its queue row,
-committed afterwards, is what makes it received. File names are local ids made here, never the sender's strings.
+committed afterwards, is what makes it received. File names are local ids
+made here, never the sender's strings.
 """
 
 from __future__ import annotations
