@@ -114,6 +114,8 @@ CREATE TABLE IF NOT EXISTS studies (
 CREATE INDEX IF NOT EXISTS studies_suspicion ON studies(alert DESC, max_probability DESC,
                                                        received_at DESC);
 CREATE INDEX IF NOT EXISTS studies_received ON studies(received_at);
+-- the previous study of the same patient (the study page); made on any older database too
+CREATE INDEX IF NOT EXISTS studies_patient ON studies(patient_id, study_date, received_at);
 
 CREATE TABLE IF NOT EXISTS imported_files (
     medium_path  TEXT NOT NULL,

@@ -152,6 +152,10 @@ def test_v3_database_is_upgraded_in_place(tmp_path):
         "EXPLAIN QUERY PLAN SELECT id FROM instances WHERE image_deleted_at IS NULL"
         " ORDER BY received_at"))
     assert "instances_image_present" in plan
+    plan = " ".join(r[3] for r in conn.execute(
+        "EXPLAIN QUERY PLAN SELECT id FROM studies WHERE patient_id = ? AND id != ?"
+        " ORDER BY study_date DESC, received_at DESC LIMIT 1", ("P1", 1)))
+    assert "studies_patient" in plan  # the previous study is found without a scan
     conn.execute("UPDATE instances SET image_deleted_at = 500, image_rows = 64 WHERE id = 1")
     conn.close()
     again = db.open_database(path)  # opening an upgraded database changes nothing
