@@ -347,6 +347,24 @@ def test_the_decoder_sandbox_limits_itself_under_the_units_sandbox(unit):
     assert result.stdout.split() == ["CT", "True"]
 
 
+def test_the_pdf_report_is_made_under_the_viewers_sandbox():
+    """The viewer makes its PDF reports in a child process (``web.report_content``): that
+    child, fpdf and a CJK font included, runs under clinibox-web.service's seccomp filter
+    and memory protections."""
+    probe = ("from web.report_content import ReportContent, make_pdf\n"
+             "content = ReportContent(patient_name='王小明', patient_id='P1', study_date='',\n"
+             "    study_description='CT', modality='CT', received='', verdict='发现可疑区域',\n"
+             "    findings=['one'], warnings=[], model_id='m@1', backend='b', notice='n',\n"
+             "    generated='')\n"
+             "pdf = make_pdf(content, 'zh_CN')\n"
+             "print(pdf[:5].decode(), len(pdf) > 10000)\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            cwd=REPO, timeout=120,
+                            preexec_fn=UnitSandbox(SYSTEMD / "clinibox-web.service").apply)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["%PDF-", "True"]
+
+
 def test_openvino_needs_write_execute_memory(tmp_path):
     unit = SYSTEMD / "clinibox.service"
     refused = _infer(tmp_path, "openvino", UnitSandbox(unit))
