@@ -23,9 +23,7 @@ and the viewer off): what any Python DICOM receiver holds here.
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -37,6 +35,7 @@ from process_memory import descendants, pss_mb
 
 from common import (
     REPO,
+    Notify,
     echo,
     free_port,
     machine,
@@ -70,35 +69,10 @@ def tree(pid: int) -> dict:
     return {"total_mb": round(sum(p["pss_mb"] for p in processes), 1), "processes": processes}
 
 
-class Notify:
-    """A datagram socket standing in for systemd's notify socket."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.05)
-
-    def wait_for(self, text: str, started: float, timeout: float = 300) -> float:
-        """Seconds from ``started`` until a datagram containing ``text`` arrives."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if text in self.sock.recv(4096).decode():
-                    return round(time.monotonic() - started, 2)
-            except TimeoutError:
-                continue
-        raise TimeoutError(f"no {text!r} on the notify socket")
-
-
 def start(config: Path, work: Path, notify: Notify) -> tuple[subprocess.Popen, dict]:
     """Start the appliance; seconds to READY=1 and to the model's STATUS."""
-    os.environ["NOTIFY_SOCKET"] = str(notify.path)
     started = time.monotonic()
-    try:
-        proc = start_box(config, work / "serve.log")
-    finally:
-        del os.environ["NOTIFY_SOCKET"]
+    proc = start_box(config, work / "serve.log", notify)
     ready = notify.wait_for("READY=1", started)
     model = notify.wait_for("STATUS=model ", started)
     return proc, {"seconds_to_ready": ready, "seconds_to_model": model}

@@ -90,11 +90,58 @@ def write_box_config(path: Path, state: Path, port: int, **sections: dict) -> Pa
     return path
 
 
-def start_box(config: Path, log: Path) -> subprocess.Popen:
-    """Start `clinibox serve` with a config; the caller waits for readiness."""
-    return subprocess.Popen([sys.executable, "-m", "firmware_app.cli", "serve", "--config",
-                             str(config)], cwd=REPO, stdout=open(log, "w"),
-                            stderr=subprocess.STDOUT)
+class Notify:
+    """A datagram socket standing in for systemd's notify socket."""
+
+    def __init__(self, path: Path) -> None:
+        """Bind ``path`` (it must not exist)."""
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.05)
+
+    def wait_for(self, text: str, started: float, timeout: float = 300) -> float:
+        """Seconds from ``started`` (time.monotonic) until a datagram containing ``text``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if text in self.sock.recv(4096).decode():
+                    return round(time.monotonic() - started, 2)
+            except TimeoutError:
+                continue
+        raise TimeoutError(f"no {text!r} on the notify socket")
+
+    def close(self) -> None:
+        """Close and remove the socket."""
+        self.sock.close()
+        self.path.unlink(missing_ok=True)
+
+
+def start_box(config: Path, log: Path, notify: Notify | None = None,
+              wait_for_model: bool = False) -> subprocess.Popen:
+    """Start `clinibox serve` with a config (telling ``notify``, when given, what systemd
+    would hear). The box receives before its model runs; ``wait_for_model`` returns only
+    once the model runs (its STATUS), so that a measurement does not count the model's
+    first-start timing; otherwise the caller waits for readiness."""
+    own = notify is None and wait_for_model
+    if own:
+        notify = Notify(log.with_suffix(".notify"))
+    env = dict(os.environ)
+    if notify is not None:
+        env["NOTIFY_SOCKET"] = str(notify.path)
+    started = time.monotonic()
+    with open(log, "w") as output:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([sys.executable, "-m", "firmware_app.cli", "serve",
+                                 "--config", str(config)], cwd=REPO, stdout=output,
+                                stderr=subprocess.STDOUT, env=env)
+    if wait_for_model:
+        assert notify is not None
+        try:
+            notify.wait_for("STATUS=model ", started)
+        finally:
+            if own:
+                notify.close()
+    return proc
 
 
 def stop(proc: subprocess.Popen) -> None:

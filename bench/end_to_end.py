@@ -66,7 +66,7 @@ def streaming(files: list[Path], work: Path, backend: str) -> dict:
     port = free_port()
     config = write_box_config(work / "stream.toml", work / "stream", port,
                               runtime={"backend": backend})
-    proc = start_box(config, work / "stream.log")
+    proc = start_box(config, work / "stream.log", wait_for_model=True)
     try:
         wait_until(lambda: echo(port, "CLINIBOX"), 120, "clinibox")
         send(port, "CLINIBOX", files)
@@ -95,7 +95,7 @@ def drain(files: list[Path], work: Path, backend: str, threads: int = 0) -> dict
     config = write_box_config(work / "drain.toml", state, port,
                               runtime={"backend": backend, "threads": threads},
                               dicom={"enabled": False})
-    proc = start_box(config, work / "drain.log")
+    proc = start_box(config, work / "drain.log", wait_for_model=True)
     try:
         _wait_processed(state / "clinibox.db", len(files))
         created = sorted(r[0] for r in _rows(state / "clinibox.db",

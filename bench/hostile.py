@@ -141,7 +141,7 @@ def main() -> None:
         usb={"enabled": True, "watch_dir": str(work / "import"), "poll_seconds": 0.2,
              "settle_seconds": 0.5},
         web={"enabled": True, "port": web_port, "host": "0.0.0.0"})
-    proc = start_box(config, work / "serve.log")
+    proc = start_box(config, work / "serve.log", wait_for_model=True)
     box = {"port": port, "web_port": web_port, "db": work / "state" / "clinibox.db",
            "import": work / "import", "files": files, "max_object_mb": max_object_mb,
            "cert": work / "state" / "keys" / "web-cert.pem"}

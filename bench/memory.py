@@ -36,7 +36,7 @@ def measure(files: list[Path], work: Path, backend: str | None) -> dict:
     port = free_port()
     sections = {"runtime": {"backend": backend}} if backend else {"worker": {"enabled": False}}
     config = write_box_config(work / "box.toml", work / "state", port, **sections)
-    proc = start_box(config, work / "serve.log")
+    proc = start_box(config, work / "serve.log", wait_for_model=True)
     try:
         wait_until(lambda: echo(port, "CLINIBOX"), 120, "clinibox")
         time.sleep(1.0)

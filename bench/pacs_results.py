@@ -107,7 +107,7 @@ def main() -> int:
                 handle.write(f'[[pacs.destinations]]\nname = "pacs"\nae_title = '
                              f'"{pacs.ae_title}"\nhost = "{pacs.host}"\nport = '
                              f'{pacs.dicom_port}\nsend = ["sr", "seg", "key_image"]\n')
-            box = start_box(config, root / "serve.log")
+            box = start_box(config, root / "serve.log", wait_for_model=True)
             try:
                 wait_until(lambda: echo(port, AE), 120, "clinibox to answer C-ECHO")
                 sr_ms, studies = [], []
