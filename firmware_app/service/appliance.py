@@ -32,7 +32,7 @@ from firmware_app.contracts.egress import EVENT_REASONS, MODEL_ID, MODEL_REF
 from firmware_app.contracts.envelope import load_x25519_public
 from firmware_app.contracts.manifest import ModelPackage, PackageError
 from firmware_app.dicom_out.sender import DicomSender
-from firmware_app.dicom_out.study_documents import ModelIdentity
+from firmware_app.dicom_out.source import ModelIdentity
 from firmware_app.inference.runner import ModelRunner
 from firmware_app.ingest.dicom_scp import StorageSCP
 from firmware_app.ingest.landing import Lander

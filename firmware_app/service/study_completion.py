@@ -33,11 +33,7 @@ from collections.abc import Callable, Mapping
 
 from firmware_app.dicom_out.document import Document
 from firmware_app.dicom_out.outbox import enqueue_documents
-from firmware_app.dicom_out.study_documents import (
-    AnalysedInstance,
-    ModelIdentity,
-    study_documents,
-)
+from firmware_app.dicom_out.source import AnalysedInstance, ModelIdentity
 from firmware_app.settings.box import Config
 from firmware_app.storage import db
 from firmware_app.storage.study_completion import (
@@ -68,9 +64,14 @@ class StudyCompleter:
         self.conn = db.connect(config.database_path)
 
     def documents(self, study: DueStudy) -> list[Document]:
-        """The study's result documents for this completion (none without destinations)."""
+        """The study's result documents for this completion (none without destinations).
+
+        The document makers (highdicom, about 20 MB in the service) are imported the
+        first time a destination wants one: a box without a PACS never loads them."""
         if not self.kinds:
             return []
+        from firmware_app.dicom_out.study_documents import study_documents
+
         instances = [AnalysedInstance(path, result, heatmap)
                      for path, result, heatmap in analysed_instances(self.conn, study.study_key)
                      if path.exists()]
