@@ -40,9 +40,12 @@ if TYPE_CHECKING:
 __all__ = ["BOX_COLOUR", "DecodeError", "FrameNotPreviewed", "FramePreview", "Window",
            "display_size", "heatmap_png", "key_image_png", "load_frame", "render_png"]
 
-#: Frames kept loaded (most recently used first out), and the memory they may hold.
-CACHE_ENTRIES = 8
-CACHE_MAX_BYTES = 256 * 1024 * 1024
+#: Frames kept loaded (most recently used first out), and the memory they may hold: enough
+#: for the frames of the study on screen while the window is dragged, without letting a
+#: viewer worker keep a day's images (a preview is at most 2048² int16 or float32; reading
+#: one back from the page cache costs a few ms, bench/README "Display previews").
+CACHE_ENTRIES = 4
+CACHE_MAX_BYTES = 48 * 1024 * 1024
 #: Colours of the key image's drawing (``firmware_app.imaging.annotate``), kept here by name.
 BOX_COLOUR = annotate.BOX_COLOUR
 CONTOUR_COLOUR = annotate.CONTOUR_COLOUR

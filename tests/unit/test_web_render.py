@@ -448,3 +448,21 @@ def test_an_image_too_big_for_the_viewers_decoder_is_a_page_not_a_dead_viewer(tm
         load_frame(big, 0, small)
     hu = np.full((64, 64), 40, np.int16)
     assert load_frame(ct_file(tmp_path, hu, "after.dcm"), 0, small).rows == 64
+
+
+def test_the_frame_cache_stays_within_its_bounds(tmp_path, monkeypatch):
+    """A viewer worker that showed many images keeps at most CACHE_ENTRIES frames and
+    CACHE_MAX_BYTES of them; the most recent stays cached (the window dragged on it)."""
+    monkeypatch.setattr(render, "CACHE_MAX_BYTES", 3 * 64 * 64 * 2)  # three 64² int16 frames
+    files = [ct_file(tmp_path, np.full((64, 64), float(i), np.float32), name=f"c{i}.dcm")
+             for i in range(render.CACHE_ENTRIES + 2)]
+    for path in files:
+        load_frame(path, 0)
+    cached = list(render._cache.values())
+    assert 0 < len(cached) <= min(render.CACHE_ENTRIES, 3)
+    assert sum(f.values.nbytes for f in cached) <= render.CACHE_MAX_BYTES
+    assert float(cached[-1].values.mean()) == float(len(files) - 1)  # the latest
+    monkeypatch.setattr(render, "CACHE_MAX_BYTES", 64 * 64 * 2 - 1)  # smaller than one frame
+    render.clear_cache()
+    load_frame(files[0], 0)
+    assert not render._cache  # a frame larger than the whole cache is not kept
