@@ -4,7 +4,8 @@ The PDF is made by ``web.report_pdf`` in a short-lived child process: the
 writer (fpdf, fontTools) and a Chinese font loaded for subsetting hold about
 50 MB, which a viewer worker would otherwise keep for good after its first
 report. The child takes about half a second to start; it gets the content
-already written in the reader's language and the language itself.
+already written in the reader's language and the language itself. A viewer
+process runs one such child at a time.
 """
 
 from __future__ import annotations
@@ -12,12 +13,16 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 
 from firmware_app.errors import CliniboxError
 
 #: longest a report may take to make (a font to subset, a key image to place)
 PDF_SECONDS = 60
+#: one report child at a time per viewer process: each holds about 50 MB while it runs,
+#: so a burst of report requests waits in turn instead of piling children up
+_ONE_AT_A_TIME = threading.BoundedSemaphore(1)
 
 
 class ReportError(CliniboxError):
@@ -55,9 +60,10 @@ class ReportContent:
 def make_pdf(content: ReportContent, language: str) -> bytes:
     """The report as PDF bytes in ``language``, made in a child process (``web.report_pdf``)."""
     try:
-        done = subprocess.run([sys.executable, "-m", "web.report_pdf"],
-                              input=pickle.dumps((content, language)), capture_output=True,
-                              timeout=PDF_SECONDS, check=False)
+        with _ONE_AT_A_TIME:
+            done = subprocess.run([sys.executable, "-m", "web.report_pdf"],
+                                  input=pickle.dumps((content, language)), capture_output=True,
+                                  timeout=PDF_SECONDS, check=False)
     except subprocess.TimeoutExpired:
         raise ReportError(f"the report took longer than {PDF_SECONDS} s") from None
     if done.returncode != 0 or not done.stdout.startswith(b"%PDF"):

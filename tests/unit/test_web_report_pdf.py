@@ -185,3 +185,33 @@ def test_a_report_that_cannot_be_made_is_a_plain_error(monkeypatch):
     monkeypatch.setattr(report_content.subprocess, "run", crashed)
     with pytest.raises(report_content.ReportError, match="status -11"):
         report_content.make_pdf(content(), "en")
+
+
+def test_report_children_run_one_at_a_time(monkeypatch):
+    """Eight report requests at once in one viewer process never hold two children."""
+    import subprocess
+    import threading
+    import time
+
+    from web import report_content
+
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def child(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return subprocess.CompletedProcess(args, 0, b"%PDF-1.4 stand-in", b"")
+
+    monkeypatch.setattr(report_content.subprocess, "run", child)
+    threads = [threading.Thread(target=report_content.make_pdf, args=(content(), "en"))
+               for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert most[0] == 1
