@@ -15,14 +15,17 @@ package (phantom-trained, not for clinical use), on a fresh state folder:
   (the steady state of a box between patients); and after a later start, idle.
 
 The reference in the same run is the receiver alone (`clinibox serve` with the worker
-and the viewer off): what any Python DICOM receiver holds here.
+and the viewer off): what any Python DICOM receiver holds here. With ``--pacs`` the box
+sends each study's SR, SEG and key image to a real Orthanc (two seconds of stability),
+and "after work" waits until every result is in the PACS.
 
-    .venv/bin/python bench/appliance.py [--files 60]
+    .venv/bin/python bench/appliance.py [--files 60] [--pacs]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sqlite3
 import subprocess
@@ -51,6 +54,7 @@ from firmware_app.imaging.sandbox import IDLE_SECONDS
 
 sys.path.insert(0, str(REPO))
 from tests.hostile import Browser
+from tests.orthanc_server import Orthanc
 
 
 def tree(pid: int) -> dict:
@@ -118,17 +122,31 @@ def receiver_alone(work: Path) -> dict:
         stop(proc)
 
 
-def main() -> None:
-    """Start, feed, browse and restart the appliance; print and save the figures."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=int, default=60)
-    args = parser.parse_args()
-    files = phantom_files(Path(tempfile.gettempdir()) / f"clinibox-bench-mixed-{args.files}",
-                          args.files, "mixed", seed=4)
-    work = Path(tempfile.mkdtemp(prefix="clinibox-appliance-"))
+def studies_sent(db: Path) -> bool:
+    """Every study completed and every DICOM result it queued sent."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        waiting = conn.execute("SELECT COUNT(*) FROM studies WHERE completed_at IS NULL"
+                               " OR completed_at < updated_at").fetchone()[0]
+        unsent = conn.execute("SELECT COUNT(*) FROM dicom_outbox WHERE state = 'pending'"
+                              ).fetchone()[0]
+        return waiting == 0 and unsent == 0
+    finally:
+        conn.close()
+
+
+def run(files: list[Path], work: Path, pacs: Orthanc | None) -> dict:
+    """Start, feed, browse and restart the appliance (sending its results to ``pacs``)."""
     port, web_port = free_port(), free_port()
-    config = write_box_config(work / "box.toml", work / "state", port,
-                              web={"enabled": True, "port": web_port, "host": "127.0.0.1"})
+    sections: dict = {"web": {"enabled": True, "port": web_port, "host": "127.0.0.1"}}
+    if pacs is not None:
+        sections["studies"] = {"stable_seconds": 2}
+    config = write_box_config(work / "box.toml", work / "state", port, **sections)
+    if pacs is not None:
+        with open(config, "a") as handle:
+            handle.write(f'[[pacs.destinations]]\nname = "pacs"\nae_title = '
+                         f'"{pacs.ae_title}"\nhost = "{pacs.host}"\nport = '
+                         f'{pacs.dicom_port}\nsend = ["sr", "seg", "key_image"]\n')
     db, cert = work / "state" / "clinibox.db", work / "state" / "keys" / "web-cert.pem"
     notify = Notify(work / "notify")
     figures: dict = {"machine": machine("onnxruntime", "openvino", "ai-edge-litert")}
@@ -144,6 +162,8 @@ def main() -> None:
         figures["idle_after_first_start"] = tree(proc.pid)
         send(port, "CLINIBOX", files)
         wait_until(lambda: results(db) >= len(files), 600, "results")
+        if pacs is not None:
+            wait_until(lambda: studies_sent(db), 600, "every study's results in the PACS")
         time.sleep(3)
         figures["after_work"] = tree(proc.pid)
         figures["viewer_statuses"] = use_viewer(web_port, cert, db)
@@ -159,10 +179,30 @@ def main() -> None:
         figures["idle_after_later_start"] = tree(proc.pid)
     finally:
         stop(proc)
-    figures["backend"] = sqlite3.connect(db).execute(
-        "SELECT backend FROM results LIMIT 1").fetchone()[0]
+    conn = sqlite3.connect(db)
+    figures["backend"] = conn.execute("SELECT backend FROM results LIMIT 1").fetchone()[0]
+    figures["documents_sent"] = conn.execute(
+        "SELECT COUNT(*) FROM dicom_outbox WHERE state = 'sent'").fetchone()[0]
+    conn.close()
+    return figures
+
+
+def main() -> None:
+    """Start, feed, browse and restart the appliance; print and save the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=60)
+    parser.add_argument("--pacs", action="store_true",
+                        help="send the SR, SEG and key images to a real Orthanc (Debian's)")
+    args = parser.parse_args()
+    files = phantom_files(Path(tempfile.gettempdir()) / f"clinibox-bench-mixed-{args.files}",
+                          args.files, "mixed", seed=4)
+    work = Path(tempfile.mkdtemp(prefix="clinibox-appliance-"))
+    with contextlib.ExitStack() as stack:
+        pacs = stack.enter_context(Orthanc(work / "orthanc")) if args.pacs else None
+        figures = run(files, work, pacs)
+    figures["pacs"] = pacs is not None
     figures["target_mb"] = 200
-    save("appliance", figures)
+    save("appliance-pacs" if args.pacs else "appliance", figures)
 
 
 if __name__ == "__main__":
