@@ -275,6 +275,11 @@ class DecodeSandbox:
             frames, meta = self._receive(pending.out, pending.deadline)
         return DecodedImage(frames=frames, **meta)
 
+    @property
+    def running(self) -> bool:
+        """Whether the child is up."""
+        return self._process is not None and self._process.poll() is None
+
     def stop_if_idle(self, seconds: float = IDLE_SECONDS) -> bool:
         """Stop the child when nothing was handed to it for ``seconds`` (the worker calls
         this while the queue is empty); whether it was stopped."""

@@ -4,8 +4,10 @@ A study is complete ``[studies] stable_seconds`` after its last instance
 arrived, once everything received meanwhile is analysed
 (``storage.study_completion``). Then, in this order:
 
-1. its SR, SEG and key image are written (``dicom_out.study_documents``) for
-   the kinds the configured PACS destinations want, durably, as files;
+1. its SR, SEG and key image are made (``dicom_out.study_documents``, in the
+   document maker's child process, ``dicom_out.maker``: warmed while a study
+   arrives, stopped after a minute without one) for the kinds the configured
+   PACS destinations want, and written durably, as files;
 2. they are queued in the DICOM outbox (``dicom_out.outbox``: files first,
    then their rows), then the completion is recorded: a crash in between
    makes the same documents again (their UIDs are deterministic), which the
@@ -32,6 +34,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from firmware_app.dicom_out.document import Document
+from firmware_app.dicom_out.maker import DocumentMaker
 from firmware_app.dicom_out.outbox import enqueue_documents
 from firmware_app.dicom_out.source import AnalysedInstance, ModelIdentity
 from firmware_app.settings.box import Config
@@ -39,6 +42,7 @@ from firmware_app.storage import db
 from firmware_app.storage.study_completion import (
     DueStudy,
     analysed_instances,
+    any_study_pending,
     mark_completed,
     studies_due,
 )
@@ -62,15 +66,15 @@ class StudyCompleter:
         self.on_completed = on_completed
         self.kinds = sorted({kind for d in config.pacs.destinations for kind in d.send})
         self.conn = db.connect(config.database_path)
+        #: makes the documents in a child process (``dicom_out/maker.py``); none without a PACS
+        self.maker = DocumentMaker(config.limits) if self.kinds else None
 
     def documents(self, study: DueStudy) -> list[Document]:
-        """The study's result documents for this completion (none without destinations).
-
-        The document makers (highdicom, about 20 MB in the service) are imported the
-        first time a destination wants one: a box without a PACS never loads them."""
-        if not self.kinds:
+        """The study's result documents for this completion (none without destinations),
+        made in the document maker's child process: highdicom never loads into the
+        service."""
+        if self.maker is None:
             return []
-        from firmware_app.dicom_out.study_documents import study_documents
 
         instances = [AnalysedInstance(path, result, heatmap)
                      for path, result, heatmap in analysed_instances(self.conn, study.study_key)
@@ -82,7 +86,7 @@ class StudyCompleter:
             by_model.setdefault(str(instance.result["model_id"]), []).append(instance)
         documents: list[Document] = []
         for model_id, analysed in by_model.items():  # one SR (SEG, key image) per model
-            documents += study_documents(analysed, self.identity(model_id),
+            documents += self.maker.make(analysed, self.identity(model_id),
                                          device_id=self.device_id, version=study.version,
                                          kinds=self.kinds)
         return documents
@@ -130,7 +134,21 @@ class StudyCompleter:
             self.complete(study)
         if due:
             self.on_completed()
+        self._keep_maker_ready()
         return len(due)
+
+    def _keep_maker_ready(self) -> None:
+        """Warm the document maker while a study arrives (its first study then costs no
+        start-up); stop it after a minute without one."""
+        if self.maker is None:
+            return
+        if any_study_pending(self.conn):
+            try:
+                self.maker.warm()
+            except Exception:  # a child that does not start is retried at completion
+                log.exception("the DICOM document maker did not start")
+        else:
+            self.maker.stop_if_idle()
 
     def run(self, stop: threading.Event) -> None:
         """Tick until ``stop``; an error is logged and the next tick tries again."""
@@ -143,3 +161,5 @@ class StudyCompleter:
                     log.exception("study completion failed")
         finally:
             self.conn.close()
+            if self.maker is not None:
+                self.maker.close()

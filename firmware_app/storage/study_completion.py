@@ -59,6 +59,12 @@ def studies_due(conn: sqlite3.Connection, now: float, stable_seconds: float) -> 
                        + stable_seconds for at in waiting)]
 
 
+def any_study_pending(conn: sqlite3.Connection) -> bool:
+    """Whether a study has results not completed yet (still arriving, or due)."""
+    return conn.execute("SELECT 1 FROM studies WHERE completed_at IS NULL"
+                        " OR updated_at > completed_at LIMIT 1").fetchone() is not None
+
+
 def analysed_instances(conn: sqlite3.Connection, study_key: str
                        ) -> list[tuple[Path, dict[str, Any], Any]]:
     """(file, result, heatmap) of each analysed instance of the study whose image is still on
