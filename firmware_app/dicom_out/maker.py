@@ -46,7 +46,8 @@ class DocumentMaker:
 
     def __init__(self, limits: LimitsConfig) -> None:
         """The child's limits are the decoder's (``[limits]``)."""
-        self.sandbox = DecodeSandbox(limits)
+        self.sandbox = DecodeSandbox(limits, role="DICOM document maker",
+                                     activity="making the documents")
 
     def warm(self) -> None:
         """Start the child and have it load highdicom and its tables (once per child)."""

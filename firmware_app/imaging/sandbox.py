@@ -126,9 +126,14 @@ def _serve(conn: Connection, memory_bytes: int) -> None:
 class DecodeSandbox:
     """Decodes objects in a warm, limited child process; one object at a time."""
 
-    def __init__(self, limits: LimitsConfig) -> None:
-        """Limits come from ``[limits]``: what decode checks, and the child's bounds."""
+    def __init__(self, limits: LimitsConfig, role: str = "decoder",
+                 activity: str = "decoding") -> None:
+        """Limits come from ``[limits]``: what decode checks, and the child's bounds.
+        ``role`` and ``activity`` name the child and its work in its errors ("the decoder
+        crashed", "decoding took longer than …"): another user of the sandbox
+        (``dicom_out/maker.py``) says what it is."""
         self.limits = limits
+        self.role, self.activity = role, activity
         self.memory_bytes = limits.sandbox_memory_mb * MB
         self.seconds = float(limits.sandbox_seconds)
         self._process: subprocess.Popen | None = None
@@ -165,7 +170,7 @@ class DecodeSandbox:
             process.kill()
             process.wait()
             parent.close()
-            raise DecodeError("the decoder process did not start") from None
+            raise DecodeError(f"the {self.role} process did not start") from None
         self._process, self._conn = process, parent
 
     def _stop_child(self) -> None:
@@ -186,10 +191,10 @@ class DecodeSandbox:
         self._stop_child()
         if code is not None and code < 0:
             name = signal.Signals(-code).name
-            return DecodeError(f"the decoder crashed ({name}); with a "
+            return DecodeError(f"the {self.role} crashed ({name}); with a "
                                f"{self.memory_bytes // MB} MB memory limit this is often an "
                                "image too large or damaged to decode")
-        return DecodeError(f"the decoder stopped unexpectedly (exit status {code})")
+        return DecodeError(f"the {self.role} stopped unexpectedly (exit status {code})")
 
     def decode(self, path: Path, max_frames: int, *,
                preview_to: Path | None = None) -> DecodedImage:
@@ -249,8 +254,8 @@ class DecodeSandbox:
             try:
                 if not self._conn.poll(max(0.0, deadline - time.monotonic())):
                     self._stop_child()
-                    raise DecodeError(f"decoding took longer than {self.seconds:g} s; the "
-                                      "decoder was stopped")
+                    raise DecodeError(f"{self.activity} took longer than {self.seconds:g} s;"
+                                      f" the {self.role} was stopped")
                 kind, payload = self._conn.recv()
             except (EOFError, OSError, BrokenPipeError):
                 raise self._died() from None
@@ -258,7 +263,7 @@ class DecodeSandbox:
                 raise DecodeError(payload)
             if kind == "memory":
                 self._stop_child()  # a fresh child for the next object: no fragments kept
-                raise DecodeError(f"the decoder ran out of its {self.memory_bytes // MB} MB "
+                raise DecodeError(f"the {self.role} ran out of its {self.memory_bytes // MB} MB "
                                   "memory limit")
             if kind == "missing":
                 raise FileNotFoundError(payload)

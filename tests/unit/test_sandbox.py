@@ -191,3 +191,21 @@ def test_an_idle_child_is_stopped_and_the_next_object_starts_a_fresh_one(sandbox
     with pytest.raises(ProcessLookupError):
         os.kill(child, 0)
     assert sandbox.decode(CT, 1).modality == "CT" and sandbox._process.pid != child
+
+
+def test_another_user_of_the_sandbox_is_named_in_its_errors(tmp_path):
+    """The DICOM document maker runs in the same limited child; its failures say so."""
+    maker = DecodeSandbox(replace(LimitsConfig(), sandbox_seconds=1.0),
+                          role="DICOM document maker", activity="making the documents")
+    try:
+        maker.call("firmware_app.dicom_out.maker:warm_up")
+        os.kill(maker._process.pid, signal.SIGSTOP)
+        with pytest.raises(DecodeError, match="making the documents took longer than 1 s; "
+                                              "the DICOM document maker was stopped"):
+            maker.call("firmware_app.dicom_out.maker:warm_up")
+        maker.call("firmware_app.dicom_out.maker:warm_up")
+        os.kill(maker._process.pid, signal.SIGKILL)
+        maker._process.wait(10)
+        assert maker.call("firmware_app.dicom_out.maker:warm_up")[1] == {}  # a fresh child
+    finally:
+        maker.close()
