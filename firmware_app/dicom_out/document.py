@@ -26,6 +26,9 @@ class Document:
     kind: str
     study_key: str
     dataset: Dataset
+    #: the file as it was made, when it was made elsewhere (``dicom_out/maker.py``): written
+    #: as it is rather than encoded again
+    encoded: bytes | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in DOCUMENT_KINDS:

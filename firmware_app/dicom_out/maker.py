@@ -13,8 +13,8 @@ headers, which come from whoever is on the clinic LAN.
 The child is started (``warm``) while a study is still arriving, so that it
 has imported highdicom and read its tables by the time the study is stable;
 it is stopped after a minute without studies (``stop_if_idle``). Documents
-come back encoded and are read again here: the outbox writes them as they
-were made.
+come back encoded, are read here for their UIDs, and the outbox writes the
+files as the child made them.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class DocumentMaker:
                                       model, device_id, version, sorted(kinds))
         if answer["error"]:
             raise DocumentsNotMade(answer["error"])
-        return [Document(kind, key, pydicom.dcmread(io.BytesIO(data)))
+        return [Document(kind, key, pydicom.dcmread(io.BytesIO(data)), data)
                 for kind, key, data in answer["documents"]]
 
     def stop_if_idle(self, seconds: float = IDLE_SECONDS) -> bool:

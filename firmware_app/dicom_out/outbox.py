@@ -33,6 +33,8 @@ def document_path(folder: Path, sop_instance_uid: str) -> Path:
 
 def encode(document: Document) -> bytes:
     """The document as a DICOM file (preamble, file meta information, data set)."""
+    if document.encoded is not None:
+        return document.encoded
     buffer = io.BytesIO()
     document.dataset.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()

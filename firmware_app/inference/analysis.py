@@ -54,7 +54,6 @@ class Decoding:
         self._pending = pending
         self._error: BaseException | None = error
         self._image: DecodedImage | None = None
-        self._started = time.perf_counter()
         #: ms this object's analysis waited for its decode (all of it when not overlapped)
         self.waited_ms = 0.0
 

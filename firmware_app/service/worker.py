@@ -96,13 +96,12 @@ class Worker:
         return start_object(job.spool_path, self.config, self.sandbox,
                             preview_to=self.spool.preview_path(job.local_id))
 
-    def process(self, job: Job, decoding: Decoding | None = None) -> str:
-        """Process one claimed job (its decode ``decoding`` already started, or started
-        here); return its final status (``last_runner``: the model that analysed it, or
-        None)."""
+    def process(self, job: Job, decoding: Decoding) -> str:
+        """Process one claimed job whose decode ``decoding`` was started; return its final
+        status (``last_runner``: the model that analysed it, or None)."""
         self.last_runner = None
         try:
-            outcome = finish_object(decoding or self.start(job), self.route, self.config)
+            outcome = finish_object(decoding, self.route, self.config)
         except FileNotFoundError:
             earlier = self.spool.quarantined_reason(job.local_id)
             if earlier is not None:  # quarantined just before a power cut undid the row
