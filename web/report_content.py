@@ -10,12 +10,11 @@ process runs one such child at a time.
 
 from __future__ import annotations
 
-import pickle
 import subprocess
-import sys
 import threading
 from dataclasses import dataclass
 
+from firmware_app.child_call import call_child
 from firmware_app.errors import CliniboxError
 
 #: longest a report may take to make (a font to subset, a key image to place)
@@ -61,13 +60,11 @@ def make_pdf(content: ReportContent, language: str) -> bytes:
     """The report as PDF bytes in ``language``, made in a child process (``web.report_pdf``)."""
     try:
         with _ONE_AT_A_TIME:
-            done = subprocess.run([sys.executable, "-m", "web.report_pdf"],
-                                  input=pickle.dumps((content, language)), capture_output=True,
-                                  timeout=PDF_SECONDS, check=False)
+            made = call_child("web.report_pdf", (content, language), PDF_SECONDS)
     except subprocess.TimeoutExpired:
         raise ReportError(f"the report took longer than {PDF_SECONDS} s") from None
-    if done.returncode != 0 or not done.stdout.startswith(b"%PDF"):
-        said = done.stderr.decode(errors="replace").strip().splitlines()[-1:]
-        raise ReportError(f"the report could not be made (status {done.returncode}): "
-                          + " ".join(said))
-    return done.stdout
+    except ChildProcessError as exc:
+        raise ReportError(f"the report could not be made ({exc})") from None
+    if not made.startswith(b"%PDF"):
+        raise ReportError("the report could not be made (no PDF came back)")
+    return made

@@ -248,21 +248,17 @@ def _key_image(pdf: _Report, png: bytes) -> None:
 
 
 def _child() -> None:
-    """``python -m web.report_pdf``: (content, language) pickled on stdin, the PDF's bytes on
-    stdout (``web.report_content.make_pdf``)."""
-    import os
-    import pickle
-    import sys
-
+    """``python -m web.report_pdf``: (content, language) from the parent, the PDF's bytes
+    back (``web.report_content.make_pdf``, ``firmware_app.child_call``)."""
+    from firmware_app.child_call import answer_parent
     from firmware_app.i18n import use_locale
 
-    out = os.dup(1)
-    os.dup2(2, 1)  # nothing but the PDF goes to the parent's pipe
-    content, language = pickle.loads(sys.stdin.buffer.read())
-    with use_locale(language):
-        made = report_pdf(content)
-    with os.fdopen(out, "wb") as answer:
-        answer.write(made)
+    def make(arguments: tuple[ReportContent, str]) -> bytes:
+        content, language = arguments
+        with use_locale(language):
+            return report_pdf(content)
+
+    answer_parent(make)
 
 
 if __name__ == "__main__":

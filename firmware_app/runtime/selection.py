@@ -22,10 +22,7 @@ skipped with the reason logged and kept for ``clinibox status``.
 from __future__ import annotations
 
 import logging
-import os
 import pickle
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -34,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from firmware_app.child_call import answer_parent, call_child
 from firmware_app.contracts.backends import BACKENDS
 from firmware_app.contracts.manifest import Artifact, ModelPackage
 from firmware_app.errors import CliniboxError
@@ -323,25 +321,17 @@ def measure_in_child(package: ModelPackage, config: RuntimeConfig, budget_s: flo
     CPU, a sandbox refusing it) raises ChildProcessError; one that hangs is
     killed and raises TimeoutExpired after ``CHILD_TIMEOUT_S``.
     """
-    done = subprocess.run([sys.executable, "-m", "firmware_app.runtime.selection"],
-                          input=pickle.dumps((package, config, budget_s)),
-                          capture_output=True, timeout=CHILD_TIMEOUT_S, check=False)
-    if done.returncode != 0:
-        said = done.stderr.decode(errors="replace").strip().splitlines()[-3:]
-        raise ChildProcessError(f"the timing process ended with status {done.returncode}: "
-                                + " / ".join(said))
-    return pickle.loads(done.stdout)
+    try:
+        answer = call_child("firmware_app.runtime.selection", (package, config, budget_s),
+                            CHILD_TIMEOUT_S)
+    except ChildProcessError as exc:
+        raise ChildProcessError(f"the timing process ended with {exc}") from None
+    return pickle.loads(answer)
 
 
 def _timing_child() -> None:
-    """The child's side of :func:`measure_in_child`: arguments pickled on stdin, the result
-    pickled on stdout (what the runtimes print goes to stderr)."""
-    result = os.dup(1)
-    os.dup2(2, 1)  # a runtime's own prints must not mix with the result
-    package, config, budget_s = pickle.loads(sys.stdin.buffer.read())
-    measured = _time_candidates(package, config, budget_s)
-    with os.fdopen(result, "wb") as out:
-        out.write(pickle.dumps(measured))
+    """The child's side of :func:`measure_in_child` (``child_call.answer_parent``)."""
+    answer_parent(lambda arguments: pickle.dumps(_time_candidates(*arguments)))
 
 
 def _every_pair(package: ModelPackage, config: RuntimeConfig
