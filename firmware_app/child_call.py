@@ -14,18 +14,21 @@ import os
 import pickle
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
-def call_child(module: str, arguments: Any, timeout: float) -> bytes:
+def call_child(module: str, arguments: Any, timeout: float,
+               interpreter: Sequence[str] = (), env: dict[str, str] | None = None) -> bytes:
     """Run ``python -m module`` on ``arguments`` and return what it answered.
 
-    ChildProcessError when it ends with a non-zero status (a signal: negative),
-    naming its last words; ``subprocess.TimeoutExpired`` (the child killed)
-    past ``timeout`` seconds.
+    ``interpreter`` replaces this interpreter (``qemu-x86_64 -cpu EPYC-Rome python``:
+    the child on an emulated CPU), ``env`` the environment. ChildProcessError when it
+    ends with a non-zero status (a signal: negative), naming its last words;
+    ``subprocess.TimeoutExpired`` (the child killed) past ``timeout`` seconds.
     """
-    done = subprocess.run([sys.executable, "-m", module], input=pickle.dumps(arguments),
+    done = subprocess.run([*(interpreter or [sys.executable]), "-m", module],
+                          input=pickle.dumps(arguments), env=env,
                           capture_output=True, timeout=timeout, check=False)
     if done.returncode != 0:
         said = done.stderr.decode(errors="replace").strip().splitlines()[-3:]

@@ -40,14 +40,43 @@ def blind_input(onnx_path: Path) -> None:
     onnx.save(model, str(onnx_path))
 
 
+FULL_RANGE_INT8 = "model.int8-full-range.onnx"
+
+
+def quantise_full_range(fp32: Path, out: Path, calibration: list[Path]) -> None:
+    """Quantise ``fp32`` as the converter does (QDQ, u8 activations, s8 per-channel
+    weights), every layer and **without** ``reduce_range``: 8-bit weights, which
+    saturate x86's VPMADDUBSW kernel on CPUs without VNNI (converters/int8_kernels.py)."""
+    import numpy as np
+    import onnxruntime.quantization as oq
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    name = "image"
+    items = iter([{name: np.load(p).astype(np.float32)} for p in calibration])
+
+    class Reader(oq.CalibrationDataReader):
+        def get_next(self):
+            return next(items, None)
+
+    pre = out.with_suffix(".pre.onnx")
+    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+    oq.quantize_static(str(pre), str(out), Reader(), quant_format=oq.QuantFormat.QDQ,
+                       per_channel=True, activation_type=oq.QuantType.QUInt8,
+                       weight_type=oq.QuantType.QInt8, reduce_range=False,
+                       extra_options={"WeightSymmetric": True})
+    pre.unlink()
+
+
 def make_package(folder: Path, version: str, *, key: Path | None = DEMO_PRIVATE_KEY,
                  tamper: bool = False, failing_golden: bool = False,
-                 blind_int8: bool = False, name: str = "clinibox-demo-lesion",
-                 intended_use: str | None = None) -> Path:
+                 blind_int8: bool = False, full_range_int8: bool = False,
+                 name: str = "clinibox-demo-lesion", intended_use: str | None = None) -> Path:
     """A copy of the demo package as ``name@version`` in ``folder/<name>/<version>``.
 
     ``blind_int8`` makes the INT8 artifact answer the same for every image (its
     sha256 in the manifest follows, so the package still verifies);
+    ``full_range_int8`` adds a second ONNX INT8 artifact with 8-bit weights
+    (:func:`quantise_full_range`, calibrated on the golden inputs);
     ``intended_use`` replaces the demo's intended-use statement.
     """
     root = folder / name / version
@@ -69,6 +98,12 @@ def make_package(folder: Path, version: str, *, key: Path | None = DEMO_PRIVATE_
         for artifact in manifest["artifacts"]:
             if artifact["path"] == KEPT_ARTIFACTS[1]:
                 artifact["files"] = {KEPT_ARTIFACTS[1]: sha256_file(root / KEPT_ARTIFACTS[1])}
+    if full_range_int8:
+        quantise_full_range(root / KEPT_ARTIFACTS[0], root / FULL_RANGE_INT8,
+                            [root / c["input"] for c in manifest["golden_cases"]])
+        int8 = next(a for a in manifest["artifacts"] if a["path"] == KEPT_ARTIFACTS[1])
+        manifest["artifacts"].append({**int8, "path": FULL_RANGE_INT8, "files": {
+            FULL_RANGE_INT8: sha256_file(root / FULL_RANGE_INT8)}})
     if failing_golden:  # three tolerances away, so no backend can pass it
         case = manifest["golden_cases"][0]
         p, off = case["expected"]["probability"], 3 * case["tolerance"]

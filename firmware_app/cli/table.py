@@ -46,6 +46,7 @@ CONVERTER_STEPS = ("distill", "prune", "export", "quantize", "verify", "package"
 HANDED_ON: dict[str, str] = {
     "convert": "converter toolchain (workstation): see clinibox convert --help",
     **{step: f"converter step {step!r} alone" for step in CONVERTER_STEPS},
+    "cpu-check": "a model package's golden cases on other CPU classes, emulated (workstation)",
     "central": "the hospital's receiver: see clinibox central --help",
 }
 
@@ -81,6 +82,10 @@ def run_converter(argv: list[str]) -> int:
         return EXIT_USAGE
     if argv[0] == "convert":
         return converter_cli.main(argv[1:])
+    if argv[0] == "cpu-check":
+        from converters import cpu_check
+
+        return cpu_check.main(argv[1:])
     return converter_cli.main(argv, prog=f"clinibox {argv[0]}")
 
 
@@ -99,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     logging.getLogger("highdicom").setLevel(logging.WARNING)  # it logs every module it copies
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in ("convert", *CONVERTER_STEPS):
+    if argv and argv[0] in ("convert", "cpu-check", *CONVERTER_STEPS):
         return run_converter(argv)
     if argv and argv[0] == "central":
         return run_central(argv[1:])
