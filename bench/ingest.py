@@ -5,7 +5,12 @@ state for every repetition. clinibox is measured as shipped (durable: file
 fsync + folder fsync + SQLite FULL commit before each Success) with the worker
 off (ingest alone) and on (the real box, ingest while inferring). Orthanc is
 measured non-durable (SyncStorageArea false) and with its default
-(SyncStorageArea true); storescp (no fsync, no index) is the ceiling.
+(SyncStorageArea true); storescp (no fsync, no index) is the ceiling. pynetdicom
+alone (``bare_scp.py``: a handler that stores nothing, or only lets pynetdicom write
+the data set into a file) is the most the box's pynetdicom receiver could reach. The
+native receiver prototype (``native_receiver/durable_scp.cc``, built here when g++ and
+libdcmtk-dev are installed) keeps the box's ack rule in dcmtk + SQLite: the alternative
+issue 17 asks to be shown with figures.
 
     .venv/bin/python bench/ingest.py [--files 200] [--repeat 3] [--associations 1]
 """
@@ -17,6 +22,7 @@ import json
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -68,6 +74,53 @@ def run_orthanc(files: list[Path], work: Path, associations: int, sync: bool) ->
         stop(proc)
 
 
+def run_bare(files: list[Path], work: Path, associations: int, into_file: bool) -> float:
+    """pynetdicom alone (``bare_scp.py``): what the library costs before any durability."""
+    port = free_port()
+    command = [sys.executable, str(Path(__file__).with_name("bare_scp.py")), str(port)]
+    if into_file:
+        command += ["--into", str(work / "received")]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: echo(port, "BARE"), 60, "bare pynetdicom SCP")
+        return send(port, "BARE", files, associations)
+    finally:
+        stop(proc)
+
+
+NATIVE_SOURCE = Path(__file__).with_name("native_receiver") / "durable_scp.cc"
+
+
+def build_native(cache: Path) -> Path | None:
+    """Compile the native durable receiver prototype (g++, libdcmtk-dev, libsqlite3-dev);
+    None when it cannot be built here."""
+    binary = cache / "durable_scp"
+    if binary.exists() and binary.stat().st_mtime >= NATIVE_SOURCE.stat().st_mtime:
+        return binary
+    cache.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["g++", "-O2", "-std=c++17", str(NATIVE_SOURCE), "-o", str(binary),
+                           "-ldcmnet", "-ldcmdata", "-loflog", "-lofstd", "-lsqlite3",
+                           "-lpthread"], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        print(f"native receiver not built (needs g++ libdcmtk-dev libsqlite3-dev): "
+              f"{done.stderr.strip()[-300:]}")
+        return None
+    return binary
+
+
+def run_native(binary: Path, files: list[Path], work: Path, associations: int) -> float:
+    """The box's ack rule in a native receiver (``native_receiver/durable_scp.cc``)."""
+    port = free_port()
+    proc = subprocess.Popen([str(binary), str(port), str(work / "spool"), str(work / "q.db"),
+                             str(max(associations, 1))], env=DCMTK_ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: echo(port, "NATIVE"), 30, "native receiver")
+        return send(port, "NATIVE", files, associations)
+    finally:
+        stop(proc)
+
+
 def run_clinibox(files: list[Path], work: Path, associations: int, worker: bool) -> float:
     port = free_port()
     config = write_box_config(work / "box.toml", work / "state", port,
@@ -90,6 +143,7 @@ def main() -> None:
     cache = Path(tempfile.gettempdir()) / f"clinibox-bench-ct-{args.files}"
     files = phantom_files(cache, args.files, "ct")
     megabytes = sum(f.stat().st_size for f in files) / 2**20
+    native = build_native(Path(tempfile.gettempdir()) / "clinibox-bench-native")
 
     targets = {
         "storescp (dcmtk, ceiling)": lambda w: run_storescp(files, w, args.associations),
@@ -97,8 +151,14 @@ def main() -> None:
                                                                  False),
         "orthanc (default, SyncStorageArea=true)": lambda w: run_orthanc(
             files, w, args.associations, True),
+        "pynetdicom alone (handler stores nothing)": lambda w: run_bare(
+            files, w, args.associations, False),
+        "pynetdicom alone (data set into a file, no fsync)": lambda w: run_bare(
+            files, w, args.associations, True),
         "clinibox (durable, worker off)": lambda w: run_clinibox(files, w, args.associations,
                                                                  False),
+        **({"native durable receiver (prototype, dcmtk + SQLite)": lambda w: run_native(
+            native, files, w, args.associations)} if native else {}),
         "clinibox (durable, worker on)": lambda w: run_clinibox(files, w, args.associations,
                                                                 True),
     }
@@ -113,12 +173,14 @@ def main() -> None:
     rates = {name: len(files) / statistics.median(s) for name, s in seconds.items()}
     ceiling = rates["storescp (dcmtk, ceiling)"]
     orthanc = rates["orthanc (SyncStorageArea=false)"]
+    durable = rates["orthanc (default, SyncStorageArea=true)"]
     save("ingest", {
         "files": len(files), "megabytes": round(megabytes, 1), "repeat": args.repeat,
         "associations": args.associations,
         "instances_per_s": {k: round(v, 1) for k, v in rates.items()},
         "ratio_to_storescp": {k: round(v / ceiling, 3) for k, v in rates.items()},
         "ratio_to_orthanc_nondurable": {k: round(v / orthanc, 3) for k, v in rates.items()},
+        "ratio_to_orthanc_default": {k: round(v / durable, 3) for k, v in rates.items()},
     })
 
 
