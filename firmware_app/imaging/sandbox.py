@@ -123,6 +123,29 @@ def _serve(conn: Connection, memory_bytes: int) -> None:
             conn.send(("missing", str(exc)))
 
 
+#: a sandbox's private folder: ``<temp>/clinibox-decode-<pid of its owner>-<random>``
+FOLDER_PREFIX = "clinibox-decode-"
+
+
+def remove_folders_of_dead_processes() -> list[Path]:
+    """Remove the private folders that killed owners left in the temp folder (a decode
+    under way when the service was SIGKILLed leaves its frames there, up to the memory
+    limit); the removed folders. A folder whose owner still runs is kept."""
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{FOLDER_PREFIX}*-*"):
+        pid = folder.name.removeprefix(FOLDER_PREFIX).split("-", 1)[0]
+        if not pid.isdigit() or not folder.is_dir() or folder.stat().st_uid != os.getuid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        except PermissionError:  # alive, another user's
+            pass
+    return removed
+
+
 class DecodeSandbox:
     """Decodes objects in a warm, limited child process; one object at a time."""
 
@@ -139,7 +162,8 @@ class DecodeSandbox:
         self._process: subprocess.Popen | None = None
         self._conn: Connection | None = None
         self._lock = threading.Lock()
-        self._folder = Path(tempfile.mkdtemp(prefix="clinibox-decode-"))
+        remove_folders_of_dead_processes()
+        self._folder = Path(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-"))
         os.chmod(self._folder, 0o700)
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._folder, True)
         #: whether the running child could leave the network (None before it started)

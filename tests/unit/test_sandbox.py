@@ -209,3 +209,29 @@ def test_another_user_of_the_sandbox_is_named_in_its_errors(tmp_path):
         assert maker.call("firmware_app.dicom_out.maker:warm_up")[1] == {}  # a fresh child
     finally:
         maker.close()
+
+
+def test_the_folder_a_killed_owner_left_is_removed_by_the_next_sandbox(sandbox, tmp_path):
+    import subprocess
+    import sys
+
+    owner = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\n"
+         "from firmware_app.imaging.sandbox import DecodeSandbox\n"
+         "from firmware_app.settings.box import LimitsConfig\n"
+         "box = DecodeSandbox(LimitsConfig())\n"
+         "(box._folder / 'frames-1.npy').write_bytes(bytes(2**20))\n"
+         "print(box._folder, flush=True)\n"
+         "time.sleep(600)\n"], stdout=subprocess.PIPE, text=True)
+    left = Path(owner.stdout.readline().strip())
+    assert left.name.startswith(f"clinibox-decode-{owner.pid}-")
+    owner.kill()  # SIGKILL: no finaliser runs, the folder and its frames stay behind
+    owner.wait()
+    assert (left / "frames-1.npy").exists()
+    ours = sandbox._folder  # a live owner's folder is kept
+    fresh = DecodeSandbox(LimitsConfig())
+    try:
+        assert not left.exists()
+        assert ours.is_dir() and fresh._folder.is_dir()
+    finally:
+        fresh.close()
