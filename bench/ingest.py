@@ -40,18 +40,25 @@ from common import (
 )
 
 
+def timed_receiver(command: list[str], port: int, ae_title: str, files: list[Path],
+                   associations: int) -> float:
+    """Start a receiver (TCP_NODELAY=1 in its environment), wait for its C-ECHO answer,
+    return the seconds storescu takes to send ``files``, stop it."""
+    proc = subprocess.Popen(command, env=DCMTK_ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: echo(port, ae_title), 60, " ".join(command[:1]))
+        return send(port, ae_title, files, associations)
+    finally:
+        stop(proc)
+
+
 def run_storescp(files: list[Path], work: Path, associations: int) -> float:
     port = free_port()
     out = work / "storescp"
     out.mkdir()
-    proc = subprocess.Popen(["/usr/bin/storescp", "-aet", "STORESCP", "-od", str(out),
-                             str(port)], env=DCMTK_ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: echo(port, "STORESCP"), 30, "storescp")
-        return send(port, "STORESCP", files, associations)
-    finally:
-        stop(proc)
+    return timed_receiver(["/usr/bin/storescp", "-aet", "STORESCP", "-od", str(out), str(port)],
+                          port, "STORESCP", files, associations)
 
 
 def run_orthanc(files: list[Path], work: Path, associations: int, sync: bool) -> float:
@@ -65,13 +72,8 @@ def run_orthanc(files: list[Path], work: Path, associations: int, sync: bool) ->
         "SyncStorageArea": sync, "StorageCompression": False, "Plugins": [],
         "ConcurrentJobs": 1,
     }))
-    proc = subprocess.Popen(["/usr/sbin/Orthanc", str(config)], env=DCMTK_ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: echo(port, "ORTHANC"), 60, "Orthanc")
-        return send(port, "ORTHANC", files, associations)
-    finally:
-        stop(proc)
+    return timed_receiver(["/usr/sbin/Orthanc", str(config)], port, "ORTHANC", files,
+                          associations)
 
 
 def run_bare(files: list[Path], work: Path, associations: int, into_file: bool) -> float:
@@ -80,12 +82,7 @@ def run_bare(files: list[Path], work: Path, associations: int, into_file: bool) 
     command = [sys.executable, str(Path(__file__).with_name("bare_scp.py")), str(port)]
     if into_file:
         command += ["--into", str(work / "received")]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: echo(port, "BARE"), 60, "bare pynetdicom SCP")
-        return send(port, "BARE", files, associations)
-    finally:
-        stop(proc)
+    return timed_receiver(command, port, "BARE", files, associations)
 
 
 NATIVE_SOURCE = Path(__file__).with_name("native_receiver") / "durable_scp.cc"
@@ -111,14 +108,8 @@ def build_native(cache: Path) -> Path | None:
 def run_native(binary: Path, files: list[Path], work: Path, associations: int) -> float:
     """The box's ack rule in a native receiver (``native_receiver/durable_scp.cc``)."""
     port = free_port()
-    proc = subprocess.Popen([str(binary), str(port), str(work / "spool"), str(work / "q.db"),
-                             str(max(associations, 1))], env=DCMTK_ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: echo(port, "NATIVE"), 30, "native receiver")
-        return send(port, "NATIVE", files, associations)
-    finally:
-        stop(proc)
+    return timed_receiver([str(binary), str(port), str(work / "spool"), str(work / "q.db"),
+                           str(max(associations, 1))], port, "NATIVE", files, associations)
 
 
 def run_clinibox(files: list[Path], work: Path, associations: int, worker: bool) -> float:
