@@ -11,6 +11,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -178,8 +179,30 @@ def cpu_features(flags: set[str]) -> str:
     return " ".join(f for f in KERNEL_FEATURES if f in flags) or "-"
 
 
+#: ``cpu_mask/cpuid_mask.c``'s masks: the kernel-deciding features each one hides
+CPUID_MASKS = {"avx2": {"avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8",
+                        "amx_bf16"},
+               "avx512": {"avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16"}}
+CPUID_MASK_SOURCE = Path(__file__).with_name("cpu_mask") / "cpuid_mask.c"
+
+
+def cpuid_mask_environment(mask: str) -> dict[str, str]:
+    """The environment in which a process sees this CPU without the features ``mask`` hides
+    (``cpu_mask/cpuid_mask.c``, built here with gcc; Linux CPUID faulting, `cpuid_fault` in
+    /proc/cpuinfo): its kernels are that instruction set's, run by this core."""
+    if mask not in CPUID_MASKS:
+        raise ValueError(f"unknown CPUID mask {mask!r} (known: {', '.join(CPUID_MASKS)})")
+    library = Path(tempfile.gettempdir()) / "clinibox-bench-native" / "cpuid_mask.so"
+    if not library.exists() or library.stat().st_mtime < CPUID_MASK_SOURCE.stat().st_mtime:
+        library.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["gcc", "-O2", "-shared", "-fPIC", str(CPUID_MASK_SOURCE), "-o",
+                        str(library)], check=True)
+    return {**os.environ, "CLINIBOX_CPUID_MASK": mask, "LD_PRELOAD": str(library)}
+
+
 def machine(*packages: str) -> dict:
-    """Facts about the machine, and the versions of ``packages`` measured."""
+    """Facts about the machine, and the versions of ``packages`` measured (the features as
+    this process sees them under a CPUID mask)."""
     cpu, flags = "", set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -190,6 +213,10 @@ def machine(*packages: str) -> dict:
     except OSError:
         pass
     versions = {name: importlib.metadata.version(name) for name in packages}
+    mask = os.environ.get("CLINIBOX_CPUID_MASK", "")
+    if mask:
+        cpu += f" (CPUID masked to {mask}: {', '.join(sorted(CPUID_MASKS[mask] & flags))} hidden)"
+        flags -= CPUID_MASKS[mask]
     return {"cores": os.cpu_count(), "cpu": cpu, "cpu_features": cpu_features(flags),
             "machine": platform.machine(),
             "python": platform.python_version(), "sqlite": sqlite3.sqlite_version, **versions}

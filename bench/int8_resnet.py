@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from common import REPO, machine, percentiles, save
+from common import CPUID_MASKS, REPO, cpuid_mask_environment, machine, percentiles, save
 
 SIZE = 224
 CELLS = SIZE // 32  #: the last feature grid of a ResNet (7 x 7 at 224)
@@ -409,7 +409,14 @@ def main() -> int:
     parser.add_argument("--accept-weak-model", action="store_true")
     parser.add_argument("--no-isa-caps", action="store_true",
                         help="skip OpenVINO under oneDNN ISA caps (AVX2, AVX-512, VNNI)")
+    parser.add_argument("--cpuid-mask", choices=sorted(CPUID_MASKS),
+                        help="run on this CPU with CPUID hiding AVX-512/VNNI/AMX (avx2) or "
+                             "VNNI/AMX (avx512): every runtime picks that instruction set's "
+                             "kernels, run by this core (cpu_mask/cpuid_mask.c)")
     args = parser.parse_args()
+    if args.cpuid_mask and os.environ.get("CLINIBOX_CPUID_MASK") != args.cpuid_mask:
+        os.execve(sys.executable, [sys.executable, *sys.argv],
+                  cpuid_mask_environment(args.cpuid_mask))
 
     import torch
 
@@ -535,7 +542,7 @@ def main() -> int:
         print(f"{name} thread(s) on {klass}: ORT INT8 {row['onnxruntime_int8_x']}× its FP32 "
               f"(target {TARGET_ORT_INT8}×), OpenVINO INT8 {row['openvino_int8_x']}× ORT FP32 "
               f"(target {row['openvino_int8_target']}×)")
-    save("int8_resnet", figures)
+    save("int8_resnet" + (f"-{args.cpuid_mask}" if args.cpuid_mask else ""), figures)
     if scratch is not None:
         scratch.cleanup()
     return 0
