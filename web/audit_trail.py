@@ -14,6 +14,7 @@ from firmware_app.storage import audit
 from web.security import current_account, database
 
 #: how long a repeat of the same view is folded into the row before it (seconds)
+WORKLIST_VIEW_COALESCE = 300.0
 STUDY_VIEW_COALESCE = 60.0
 IMAGE_VIEW_COALESCE = 600.0
 AUDIT_VIEW_COALESCE = 300.0

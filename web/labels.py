@@ -37,6 +37,7 @@ ACTION_NAMES = {
     "login_failed": N_("login failed"),
     "login_throttled": N_("login throttled"),
     "logout": N_("logout"),
+    "worklist_view": N_("worklist view"),
     "study_view": N_("study view"),
     "image_view": N_("image view"),
     "report_view": N_("report view"),

@@ -5,9 +5,10 @@ stored for each analysed frame (window/level in the modality's units, one
 frame at a time); the boxes are an SVG layer and the heatmap a transparent
 PNG layer, both toggled in the page.
 
-Each study page, image, report and verdict is an audit row with the account
-and its address (``web/audit_trail.py``); a page reloaded within a minute,
-or an instance's images loaded again within ten, add none.
+The worklist (it names patients), each study page, image, report and verdict
+is an audit row with the account and its address (``web/audit_trail.py``); the
+worklist's refreshes within five minutes, a page reloaded within a minute, or an
+instance's images loaded again within ten, add none.
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ def _worklist_args() -> dict[str, Any]:
 
 
 def _worklist_page(args: dict[str, Any]) -> queries.WorklistPage:
+    """The worklist page asked for; reading it is audited (it names patients)."""
+    filters = [f"{name} {args[name]}" for name in ("status", "day") if args[name]]
+    audit_trail.note("worklist_view", "worklist",
+                     ", ".join([*filters, f"page {args['page']}"]),
+                     coalesce_seconds=audit_trail.WORKLIST_VIEW_COALESCE)
     return queries.worklist(database(), page_size=_viewer().config.web.page_size, **args)
 
 

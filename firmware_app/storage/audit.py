@@ -57,6 +57,8 @@ ACTIONS: dict[str, str] = {
     "login_throttled": N_("login tries turned away while the address must wait "
                           "(one row a minute per address)"),
     "logout": N_("logged out of the viewer"),
+    "worklist_view": N_("opened the worklist, which lists patients' names (its refreshes and "
+                        "the same list as JSON: one row per 5 minutes, account and address)"),
     "study_view": N_("opened a study's page (a reload within a minute adds no row)"),
     "image_view": N_("loaded an image of a study: a frame, the heatmap or the key image "
                      "(one row per instance, account and address every 10 minutes)"),

@@ -119,6 +119,21 @@ def test_a_clinicians_study_views_of_the_day_show_in_clinibox_audit_json(viewer,
     assert read and read[-1].account == console_actor() and read[-1].address == "local"
 
 
+def test_the_worklist_names_patients_so_reading_it_is_recorded_once_per_five_minutes(viewer):
+    state, _app = viewer
+    clinician = _client(viewer, CLINICIAN)
+    for path in ("/?status=alert&page=2", "/worklist/rows", "/api/worklist", "/"):
+        page = clinician.get(path, environ_base=CLINIC_PC)
+        assert page.status_code == 200
+    assert "CLEAR^PHANTOM" in page.get_data(as_text=True)  # what makes it worth recording
+    technician = _client(viewer, TECHNICIAN)
+    assert technician.get("/api/worklist", environ_base=ELSEWHERE).status_code == 200
+    rows = _rows(state, "worklist_view")
+    assert [(r.account, r.address, r.target, r.detail) for r in rows] == [
+        (CLINICIAN[0], CLINIC_PC["REMOTE_ADDR"], "worklist", "status alert, page 2"),
+        (TECHNICIAN[0], ELSEWHERE["REMOTE_ADDR"], "worklist", "status all, page 1")]
+
+
 def test_reports_feedback_exports_and_quarantine_actions_are_recorded(viewer):
     state, _app = viewer
     clinician = _client(viewer, CLINICIAN)
