@@ -41,7 +41,7 @@ from firmware_app.models.store import (
 )
 from firmware_app.settings.box import Config
 from firmware_app.storage import audit, db
-from firmware_app.telemetry.messages import device_event, queue_device_event
+from firmware_app.telemetry.messages import LIFECYCLE, device_event, queue_device_event
 
 log = logging.getLogger(__name__)
 
@@ -68,26 +68,35 @@ def _running_model_id(config: Config) -> str:
 
 
 def report_event(config: Config, event: str, reason: str, subject: str = "", *,
-                 running: str | None = None, unit: str = "clinibox", note: str = "") -> None:
-    """Queue a device event for the hospital and note it in the box's event log.
+                 running: str | None = None, unit: str = "clinibox", note: str = "",
+                 once_per_s: float = 0.0) -> bool:
+    """Queue a device event for the hospital and note it in the box's event log; whether
+    it was queued.
 
     ``running`` defaults to the model the box runs now. A ``subject`` that is
     neither a valid model id nor a package name (an unverified package's) is
-    replaced by the running model's id.
+    replaced by the running model's id. With ``once_per_s``, the same event (same
+    note) queued within that many seconds is not queued again: a state that every
+    start finds again (a model the routing rules name and the box lacks) tells the
+    hospital once a day, not at every restart.
     """
     running = _running_model_id(config) if running is None else running
     if not MODEL_ID.fullmatch(running or ""):
         log.warning("device event %s not queued: no valid running model id", event)
         return
     subject = subject if MODEL_REF.fullmatch(subject or "") else running
+    note = note or f"{event} ({reason}): {subject}"
     config.state_dir.mkdir(parents=True, exist_ok=True)
     conn = db.open_database(config.database_path)
     try:
+        if once_per_s and db.event_noted_since(conn, LIFECYCLE, note, time.time() - once_per_s):
+            log.info("device event not queued again: %s", note)
+            return False
         queue_device_event(conn, config.telemetry.outbox_max_messages,
-                           device_event(event, reason, running, subject, unit),
-                           note or f"{event} ({reason}): {subject}")
+                           device_event(event, reason, running, subject, unit), note)
     finally:
         conn.close()
+    return True
 
 
 def audit_model(config: Config, action: str, *, by: str, target: str, detail: str) -> None:

@@ -90,6 +90,11 @@ def load_runner(config: Config) -> ModelRunner:
     return runner
 
 
+#: a model the routing rules name that stays unavailable is reported once a day, not at
+#: every start (a box restarted in a loop would otherwise repeat it each time)
+UNAVAILABLE_REPORT_INTERVAL = 24 * 3600.0
+
+
 def report_unavailable_model(config: Config, name: str, running: str,
                              exc: PackageError) -> None:
     """Tell the hospital that the model ``name``, which the routing rules name, is not
@@ -99,7 +104,8 @@ def report_unavailable_model(config: Config, name: str, running: str,
     would load, or by its name alone when no version of it is on the box
     (reason ``not_installed``); else the reason is the refusal's code
     (``signature``, ``tampered``, ``golden_cases_failed``, ``load_failed`` …).
-    The refusal's words, which may hold paths, stay in the box's event log.
+    The refusal's words, which may hold paths, stay in the box's event log. The same
+    event is queued at most once in :data:`UNAVAILABLE_REPORT_INTERVAL`.
     """
     try:
         version = resolve_package_root(package_config(config, name)).name
@@ -113,7 +119,8 @@ def report_unavailable_model(config: Config, name: str, running: str,
                     "is not told", name)
         return
     report_event(config, "model_unavailable", reason, subject, running=running,
-                 note=f"model_unavailable ({reason}): {subject}, named by the routing rules")
+                 note=f"model_unavailable ({reason}): {subject}, named by the routing rules",
+                 once_per_s=UNAVAILABLE_REPORT_INTERVAL)
 
 
 def load_runner_on_trial(config: Config, trial: ModelTrial) -> ModelRunner:

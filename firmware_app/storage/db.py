@@ -478,6 +478,13 @@ def record_event(conn: sqlite3.Connection, level: str, component: str, message: 
     conn.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) - 1000 FROM events)")
 
 
+def event_noted_since(conn: sqlite3.Connection, component: str, message: str,
+                      since: float) -> bool:
+    """Whether ``message`` of ``component`` is in the event log at or after ``since``."""
+    return conn.execute("SELECT 1 FROM events WHERE component = ? AND message = ? AND at >= ? "
+                        "LIMIT 1", (component, message[:500], since)).fetchone() is not None
+
+
 def newest_times(path: Path) -> list[tuple[float, str]]:
     """The newest received, analysed and event times in the database at ``path``, read-only.
 

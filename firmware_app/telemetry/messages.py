@@ -204,6 +204,10 @@ def device_event(event: str, reason: str, model: str, subject_model: str = "",
     }
 
 
+#: the event-log component of device events (``clinibox status`` shows them under it)
+LIFECYCLE = "lifecycle"
+
+
 def queue_device_event(conn: sqlite3.Connection, max_messages: int, payload: dict[str, Any],
                        note: str) -> int:
     """Put a device event in the outbox and the box's own event log, in one transaction."""
@@ -211,5 +215,5 @@ def queue_device_event(conn: sqlite3.Connection, max_messages: int, payload: dic
     with transaction(conn):
         seq = outbox.add("event", payload)
         record_event(conn, "WARNING" if payload["event"] != "model_installed" else "INFO",
-                     "lifecycle", note)
+                     LIFECYCLE, note)
     return seq

@@ -206,4 +206,13 @@ def test_a_routed_model_that_does_not_load_is_reported_to_the_hospital(tmp_path,
     # the box's own event log keeps the details (where it looked, what failed)
     logged = [r[0] for r in conn.execute("SELECT message FROM events WHERE level = 'ERROR'")]
     assert len(logged) == 2 and all("routing rules name the model" in m for m in logged)
+    # a restart finds the same models missing: the hospital is not told again that day
+    assert Appliance(config)._load_routed_models(own) == {}
+    assert len(Outbox(conn, 100, frozenset()).audit(since=0)) == 2
+    conn.execute("UPDATE events SET at = at - 25 * 3600")  # a day later it is told again
+    conn.commit()
+    assert Appliance(config)._load_routed_models(own) == {}
+    again = [m["payload"] for m in Outbox(conn, 100, frozenset()).audit(since=0)][2:]
+    assert [(e["event"], e["subject_model"]) for e in again] == [
+        ("model_unavailable", "clinibox-demo-us@2.0.0"), ("model_unavailable", "clinibox-demo-mr")]
     conn.close()
