@@ -35,7 +35,7 @@ from typing import Any
 
 from firmware_app.arguments import CommandParser
 from firmware_app.child_call import answer_parent, call_child
-from firmware_app.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from firmware_app.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, CliniboxError
 
 #: what the classes' kernels are chosen by, as numpy names the CPU's features
 SHOWN_FEATURES = ("SSE42", "AVX", "AVX2", "FMA3", "AVX512F", "AVX512VNNI", "AVX512_SPR",
@@ -215,8 +215,11 @@ def _child_work(request: dict[str, Any]) -> bytes:
 # -- the parent --------------------------------------------------------------------------------
 
 
-class EmulationUnavailable(RuntimeError):
-    """QEMU's user-mode emulator for a class is not installed."""
+class EmulationUnavailable(CliniboxError, RuntimeError):
+    """QEMU's user-mode emulator for a class, or the ARM Python, is not installed."""
+
+    exit_status = EXIT_USAGE
+    kind = "emulation unavailable"
 
 
 def _interpreter(cpu: CpuClass | None, arm_python: Path | None, scratch: Path
@@ -360,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
                           arm_python=args.arm_python) for name in names]
     except EmulationUnavailable as exc:
         print(f"cpu-check: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exc.exit_status
     except (ChildProcessError, RuntimeError, OSError) as exc:
         print(f"cpu-check failed: {exc}", file=sys.stderr)
         return EXIT_FAIL
