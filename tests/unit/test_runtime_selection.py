@@ -238,6 +238,16 @@ def test_auto_leaves_out_a_backend_that_is_not_installed(monkeypatch):
     }
 
 
+@pytest.mark.parametrize("machine", ["aarch64", "arm64"])
+def test_on_arm_openvino_is_not_given_onnx_runtimes_int8_onnx(monkeypatch, machine):
+    """Found wrong there by `clinibox cpu-check` (QEMU's Cortex-A72 and Neoverse-N1)."""
+    assert {c.label for c in selection.candidates(package(), config())} == ALL_CANDIDATES
+    monkeypatch.setattr(selection.platform, "machine", lambda: machine)
+    found = {c.label for c in selection.candidates(package(), config())}
+    assert found == ALL_CANDIDATES - {"openvino:onnx/int8"}
+    assert "onnxruntime:onnx/int8" in found and "openvino:onnx/fp32" in found
+
+
 def test_two_artifacts_of_one_format_and_precision_get_distinct_labels(tmp_path):
     for name in ("a.onnx", "b.onnx"):
         shutil.copy(FIXTURES / "tiny_lesion.onnx", tmp_path / name)
