@@ -184,6 +184,21 @@ CPUID_MASKS = {"avx2": {"avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "am
                         "amx_bf16"},
                "avx512": {"avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16"}}
 CPUID_MASK_SOURCE = Path(__file__).with_name("cpu_mask") / "cpuid_mask.c"
+#: where the benchmarks' native helpers are compiled, once per source change
+NATIVE_BUILDS = Path(tempfile.gettempdir()) / "clinibox-bench-native"
+
+
+def build_native(source: Path, name: str, command: list[str]) -> Path:
+    """``NATIVE_BUILDS/name`` compiled from ``source`` by ``command`` (the compiler and its
+    flags; the source and ``-o`` output are added), unless it is newer than the source.
+    subprocess.CalledProcessError, with the compiler's words, when it does not build."""
+    binary = NATIVE_BUILDS / name
+    if binary.exists() and binary.stat().st_mtime >= source.stat().st_mtime:
+        return binary
+    NATIVE_BUILDS.mkdir(parents=True, exist_ok=True)
+    subprocess.run([command[0], str(source), "-o", str(binary), *command[1:]],
+                   capture_output=True, text=True, check=True)
+    return binary
 
 
 def cpuid_mask_environment(mask: str) -> dict[str, str]:
@@ -192,11 +207,8 @@ def cpuid_mask_environment(mask: str) -> dict[str, str]:
     /proc/cpuinfo): its kernels are that instruction set's, run by this core."""
     if mask not in CPUID_MASKS:
         raise ValueError(f"unknown CPUID mask {mask!r} (known: {', '.join(CPUID_MASKS)})")
-    library = Path(tempfile.gettempdir()) / "clinibox-bench-native" / "cpuid_mask.so"
-    if not library.exists() or library.stat().st_mtime < CPUID_MASK_SOURCE.stat().st_mtime:
-        library.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["gcc", "-O2", "-shared", "-fPIC", str(CPUID_MASK_SOURCE), "-o",
-                        str(library)], check=True)
+    library = build_native(CPUID_MASK_SOURCE, "cpuid_mask.so",
+                           ["gcc", "-O2", "-shared", "-fPIC"])
     return {**os.environ, "CLINIBOX_CPUID_MASK": mask, "LD_PRELOAD": str(library)}
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from common import (
     DCMTK_ENV,
+    build_native,
     echo,
     free_port,
     phantom_files,
@@ -88,21 +89,18 @@ def run_bare(files: list[Path], work: Path, associations: int, into_file: bool) 
 NATIVE_SOURCE = Path(__file__).with_name("native_receiver") / "durable_scp.cc"
 
 
-def build_native(cache: Path) -> Path | None:
-    """Compile the native durable receiver prototype (g++, libdcmtk-dev, libsqlite3-dev);
+def native_receiver() -> Path | None:
+    """The native durable receiver prototype, compiled (g++, libdcmtk-dev, libsqlite3-dev);
     None when it cannot be built here."""
-    binary = cache / "durable_scp"
-    if binary.exists() and binary.stat().st_mtime >= NATIVE_SOURCE.stat().st_mtime:
-        return binary
-    cache.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["g++", "-O2", "-std=c++17", str(NATIVE_SOURCE), "-o", str(binary),
-                           "-ldcmnet", "-ldcmdata", "-loflog", "-lofstd", "-lsqlite3",
-                           "-lpthread"], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
+    try:
+        return build_native(NATIVE_SOURCE, "durable_scp",
+                            ["g++", "-O2", "-std=c++17", "-ldcmnet", "-ldcmdata", "-loflog",
+                             "-lofstd", "-lsqlite3", "-lpthread"])
+    except (OSError, subprocess.CalledProcessError) as exc:
+        said = getattr(exc, "stderr", "") or str(exc)
         print(f"native receiver not built (needs g++ libdcmtk-dev libsqlite3-dev): "
-              f"{done.stderr.strip()[-300:]}")
+              f"{said.strip()[-300:]}")
         return None
-    return binary
 
 
 def run_native(binary: Path, files: list[Path], work: Path, associations: int) -> float:
@@ -134,7 +132,7 @@ def main() -> None:
     cache = Path(tempfile.gettempdir()) / f"clinibox-bench-ct-{args.files}"
     files = phantom_files(cache, args.files, "ct")
     megabytes = sum(f.stat().st_size for f in files) / 2**20
-    native = build_native(Path(tempfile.gettempdir()) / "clinibox-bench-native")
+    native = native_receiver()
 
     targets = {
         "storescp (dcmtk, ceiling)": lambda w: run_storescp(files, w, args.associations),
