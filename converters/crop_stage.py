@@ -5,7 +5,9 @@ lesions on a 64 × 64 grid; the sizes it measures there put 0.6 of the
 held-out lesions within 15 % of truth on both axes. This stage takes every
 lesion's crop from the source frame the way the box cuts it
 (``firmware_app/imaging/lesion_crop.py``) and gives a mask on a 64 × 64 grid
-spanning 1.6 times the lesion, and its class (benign / malignant).
+spanning 1.6 times the lesion, and its class (benign / malignant). The
+shipped graph looks at the crop in its 8 orientations and averages
+(``EveryOrientation``).
 
 Training crops come from phantoms of their own seeds (never the first stage's
 held-out ones), cut around each true lesion's box with the box moved and
@@ -43,8 +45,10 @@ HEADS = ({"kind": "segmentation", "output": MASK, "activation": "sigmoid",
          {"kind": "classification", "output": CLASS, "activation": "softmax",
           "labels": list(CLASSES), "per": "image"})
 SPEC = StageSpec(NAME, CROP, (MASK, CLASS), HEADS, INPUT, {
-    MASK: "lesion mask logits on the crop [1,1,64,64]; sigmoid, threshold 0.5",
-    CLASS: "class logits of the crop's lesion (benign, malignant) [1,2]; softmax"},
+    MASK: "lesion mask logits on the crop [1,1,64,64], the mean of the crop's 8 orientations; "
+          "sigmoid, threshold 0.5",
+    CLASS: "class logits of the crop's lesion (benign, malignant) [1,2], the mean of the "
+           "crop's 8 orientations; softmax"},
     "outline and classify each lesion on its crop at source resolution")
 
 
@@ -130,6 +134,45 @@ class CropNet(nn.Module):
         up = F.interpolate(b, scale_factor=2.0, mode="bilinear", align_corners=False)
         a = self.dec1(torch.cat([up, a], 1))
         return self.mask(a), self.classes(c.mean(dim=(2, 3)))
+
+
+def _orient(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The square crop in orientation ``k`` (0-7): bit 0 flips columns, bit 1 rows, bit 2
+    transposes."""
+    if k & 1:
+        x = x.flip(3)
+    if k & 2:
+        x = x.flip(2)
+    return x.transpose(2, 3) if k & 4 else x
+
+
+def _unorient(x: torch.Tensor, k: int) -> torch.Tensor:
+    """A map of orientation ``k`` back in the crop's own orientation."""
+    if k & 4:
+        x = x.transpose(2, 3)
+    if k & 2:
+        x = x.flip(2)
+    return x.flip(3) if k & 1 else x
+
+
+class EveryOrientation(nn.Module):
+    """The stage as shipped: the net looks at the crop in its 8 orientations (flips and
+    transposes of the square, as it was trained) in one batch, and its mask logits (turned
+    back) and class logits are averaged. On the stage's validation crops this put 93.8 % of
+    the lesions over 5 mm within 15 % on both axes against 91.5 % for one look, at eight
+    times the inference (bench/README.md)."""
+
+    def __init__(self, net: CropNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask logits [N, 1, 64, 64] and class logits [N, 2] of N crops, averaged."""
+        n = x.shape[0]
+        masks, classes = self.net(torch.cat([_orient(x, k) for k in range(8)], 0))
+        masks = masks.reshape(8, n, *masks.shape[1:])
+        mask = torch.stack([_unorient(masks[k], k) for k in range(8)]).mean(0)
+        return mask, classes.reshape(8, n, -1).mean(0)
 
 
 def _augment(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator

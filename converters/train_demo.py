@@ -267,8 +267,9 @@ def second_stage(args: argparse.Namespace, out: Path, log) -> tuple[LesionStage,
     train = crop_stage.make_crops("train", args.stage_phantoms)
     val = crop_stage.make_crops("val", args.stage_val)
     log(f"second stage: {len(train.x)} training crops, {len(val.x)} validation crops")
-    net = crop_stage.train_stage(train, args.stage_epochs, seed=args.seed, log=log)
-    torch.save(net.state_dict(), args.checkpoint.with_suffix(".stage.pt"))
+    trained = crop_stage.train_stage(train, args.stage_epochs, seed=args.seed, log=log)
+    torch.save(trained.state_dict(), args.checkpoint.with_suffix(".stage.pt"))
+    net = crop_stage.EveryOrientation(trained).eval()
     spec = crop_stage.SPEC
     artifacts = export_stage(net, out, spec, args.targets, val.x, log)
     cases = stage_golden_cases(out, net, spec, val.x, [0, len(val.x) // 2])
@@ -414,11 +415,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="rebuild the package from the first stage kept in --checkpoint "
                              "and the training report of the package in --out (no training "
                              "of the first stage; export, quantization, second stage, card)")
-    parser.add_argument("--stage-phantoms", type=int, default=4000,
+    parser.add_argument("--stage-phantoms", type=int, default=6000,
                         help="lesion phantoms whose crops train the second stage")
     parser.add_argument("--stage-val", type=int, default=300,
                         help="lesion phantoms whose crops check the second stage")
-    parser.add_argument("--stage-epochs", type=int, default=16)
+    parser.add_argument("--stage-epochs", type=int, default=24)
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--checkpoint", type=Path,
                         default=REPO_ROOT / "build" / "demo-train" / f"{NAME}-{VERSION}.pt",

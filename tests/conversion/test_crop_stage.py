@@ -1,0 +1,53 @@
+"""The demo's second stage as shipped: the crop looked at in its 8 orientations, averaged."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from converters import crop_stage
+from converters.crop_stage import CropNet, EveryOrientation
+from converters.stage import export_stage
+
+
+def _net() -> CropNet:
+    torch.manual_seed(3)
+    net = CropNet(width=4).eval()
+    with torch.no_grad():  # a net that is not symmetric by accident
+        for p in net.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return net
+
+
+def test_the_average_is_the_mean_of_the_eight_looks():
+    net, x = _net(), torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        mask, classes = EveryOrientation(net)(x)
+        looks = [net(torch.rot90(x if k < 4 else x.flip(3), k % 4, (2, 3))) for k in range(8)]
+        back = [torch.rot90(m, -(k % 4), (2, 3)) for k, (m, _) in enumerate(looks)]
+        back = [b if k < 4 else b.flip(3) for k, b in enumerate(back)]
+        one_look, _ = net(x)
+    assert torch.allclose(mask, torch.stack(back).mean(0), atol=1e-5)
+    assert torch.allclose(classes, torch.stack([c for _, c in looks]).mean(0), atol=1e-5)
+    assert not torch.allclose(mask, one_look, atol=1e-3)  # the looks do differ
+
+
+def test_a_turned_crop_gives_the_turned_mask_and_the_same_class():
+    shipped, x = EveryOrientation(_net()), torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        mask, classes = shipped(x)
+        turned_mask, turned_classes = shipped(torch.rot90(x, 1, (2, 3)))
+        mirrored_mask, _ = shipped(x.flip(2))
+    assert torch.allclose(turned_mask, torch.rot90(mask, 1, (2, 3)), atol=1e-5)
+    assert torch.allclose(turned_classes, classes, atol=1e-5)
+    assert torch.allclose(mirrored_mask, mask.flip(2), atol=1e-5)
+
+
+def test_the_exported_graph_answers_as_torch(tmp_path):
+    crops = np.random.default_rng(1).standard_normal((6, 1, 64, 64)).astype(np.float32)
+    artifacts = export_stage(EveryOrientation(_net()).eval(), tmp_path, crop_stage.SPEC,
+                             ["onnx"], crops, log=lambda _: None)
+    [onnx] = artifacts
+    assert (tmp_path / onnx["path"]).is_file()
+    assert onnx["validation"]["max_abs_difference"] < 1e-4  # ONNX Runtime against torch
+    assert onnx["validation"]["mask_iou_with_torch"] > 0.99
