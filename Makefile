@@ -50,7 +50,7 @@ fuzz: install
 			tests/fuzz/corpus/$$target || exit 1; \
 	done
 
-# rebuild the phantom demo package with the converter pipeline (~25 min on 2 shared cores)
+# rebuild the phantom demo package with the converter pipeline (~45 min on 2 shared cores)
 demo-model: install
 	$(BIN)/python -m converters.train_demo
 
