@@ -177,14 +177,10 @@ class EveryOrientation(nn.Module):
 
 def _augment(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator
              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flips and transposes: a crop is square and the phantoms' pixels are too."""
-    if rng.random() < 0.5:
-        x, y = x.flip(3), y.flip(3)
-    if rng.random() < 0.5:
-        x, y = x.flip(2), y.flip(2)
-    if rng.random() < 0.5:
-        x, y = x.transpose(2, 3), y.transpose(2, 3)
-    return x, y
+    """One random orientation of crops and targets (flips and transposes: a crop is square
+    and the phantoms' pixels are too)."""
+    k = sum(int(rng.random() < 0.5) << bit for bit in range(3))
+    return _orient(x, k), _orient(y, k)
 
 
 def train_stage(train: Crops, epochs: int, seed: int = 0, batch: int = 32,

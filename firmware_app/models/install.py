@@ -83,7 +83,7 @@ def report_event(config: Config, event: str, reason: str, subject: str = "", *,
     running = _running_model_id(config) if running is None else running
     if not MODEL_ID.fullmatch(running or ""):
         log.warning("device event %s not queued: no valid running model id", event)
-        return
+        return False
     subject = subject if MODEL_REF.fullmatch(subject or "") else running
     note = note or f"{event} ({reason}): {subject}"
     config.state_dir.mkdir(parents=True, exist_ok=True)
