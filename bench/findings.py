@@ -73,27 +73,25 @@ def main() -> None:
         tensor, transform = runner.preprocess(image, runner.spec.shape, runner.spec.mean,
                                               runner.spec.std, runner.pre_params)
         outputs = runner.backend.infer({runner.spec.name: tensor})
-        cases.append((image, kind, outputs, transform))
+        cases.append((image, kind, outputs, transform, tensor))
     timed: dict[str, list[float]] = {"reference": [], "heads": [], "analyse": [],
                                       "first_stage_inference": [], "stage_per_lesion": []}
     lesions = 0
     for _ in range(args.rounds):
-        for _image, _kind, outputs, transform in cases:
+        for _image, _kind, outputs, transform, tensor in cases:
             t0 = time.perf_counter()
             reference.decode(outputs, transform)
             t1 = time.perf_counter()
             found = heads.decode(outputs, transform)
             records = lesion_records(found.boxes, 0, (0.7, 0.7), found.classes)
             if runner.guard is not None:
-                runner.guard.score(outputs)
+                runner.guard.score(outputs, tensor)
             t2 = time.perf_counter()
             timed["reference"].append((t1 - t0) * 1000)
             timed["heads"].append((t2 - t1) * 1000)
             lesions += len(records)
-    for image, _kind, outputs, transform in cases:
+    for image, _kind, outputs, transform, tensor in cases:
         boxes = heads.decode(outputs, transform).boxes
-        tensor, _ = runner.preprocess(image, runner.spec.shape, runner.spec.mean,
-                                      runner.spec.std, runner.pre_params)
         for _ in range(args.rounds):
             t0 = time.perf_counter()
             runner.backend.infer({runner.spec.name: tensor})
@@ -104,7 +102,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 runner.stage.refine_one(image, box)
                 timed["stage_per_lesion"].append((time.perf_counter() - t0) * 1000)
-    for image, kind, _, _ in cases:
+    for image, kind, *_ in cases:
         decoded = _decoded(image, "CT" if kind == "ct" else "US")
         for _ in range(3):
             t0 = time.perf_counter()

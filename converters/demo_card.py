@@ -98,9 +98,10 @@ def calibration_line(calibration: dict) -> str:
 def ood_section(ood: dict) -> str:
     """The card's paragraph and table on the validated range (OOD guard)."""
     return f"""**Validated range (out-of-distribution guard).** The manifest's `ood` section holds
-the mean and inverse covariance of the `features` output ({ood['dimensions']} values: the
-input's soft intensity histogram and its texture at four scales, computed in the graph, and
-the global average pool of the final feature maps; each log-scaled and standardised on the
+the mean and inverse covariance of what it measures ({ood['dimensions']} values: the
+input's intensity histogram and its texture at three scales ({ood.get('image_statistics', 0)}
+values), which the box computes in float whatever the artifact, then the `features` output,
+the global average pool of the final feature maps, log-scaled and standardised on the
 training phantoms) over {ood['fit_images']} training phantoms, and a squared-Mahalanobis
 threshold of {ood['threshold']} (the {100 * ood['quantile']:g}th percentile of the
 {ood['threshold_images']} threshold-selection phantoms' distances, × {ood['margin']}). Both

@@ -27,12 +27,6 @@ SEEDS = {"train": 101, "val": 202, "test": 303}
 CLASS_COVER = 0.2
 #: added to the scaled pooled features before their log (keeps dead channels finite)
 FEATURE_EPS = 0.1
-#: intensity levels (normalised input units) of the features' soft cumulative histogram
-INTENSITY_LEVELS = (-0.6, -0.3, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5)
-#: how soft its steps are (normalised input units)
-LEVEL_WIDTH = 0.1
-#: how many values :func:`image_statistics` gives
-IMAGE_STATISTICS = 2 * len(INTENSITY_LEVELS)
 
 
 # -- model -----------------------------------------------------------------------------------
@@ -44,21 +38,6 @@ def _cbr(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequenti
         nn.BatchNorm2d(cout), nn.ReLU())
 
 
-def image_statistics(image: torch.Tensor) -> torch.Tensor:
-    """What the input looks like as a whole, [N, 16]: the share of pixels above each of
-    ``INTENSITY_LEVELS`` (a soft cumulative histogram) and the mean absolute difference
-    between neighbouring pixels, down and across, at 1, 2, 4 and 8 pixels (texture and
-    noise at four scales). Fixed operations, so every artifact computes them alike."""
-    levels = torch.tensor(INTENSITY_LEVELS, dtype=image.dtype).view(1, -1, 1, 1)
-    shares = torch.sigmoid((image - levels) * (1.0 / LEVEL_WIDTH)).mean(dim=(2, 3))
-    steps = []
-    for k in (1, 2, 4, 8):
-        x = nn.functional.avg_pool2d(image, k) if k > 1 else image
-        steps.append((x[:, :, 1:, :] - x[:, :, :-1, :]).abs().mean(dim=(1, 2, 3)))
-        steps.append((x[:, :, :, 1:] - x[:, :, :, :-1]).abs().mean(dim=(1, 2, 3)))
-    return torch.cat([shares, torch.stack(steps, dim=1)], dim=1)
-
-
 class LesionNet(nn.Module):
     """Stride-8 CNN: centre heatmap + box sizes (CenterNet-style), a CAM-pooled logit,
     per-cell benign/malignant logits, a stride-4 lesion mask and pooled features.
@@ -67,9 +46,10 @@ class LesionNet(nn.Module):
     conv of the final features: ``max + log(mean(exp(r (cam - max)))) / r``.
     ``lesion_mask`` comes from a light decoder: the final features, lifted and
     upsampled x2, joined with the stride-4 features (a skip connection).
-    ``features`` is what the validated range (OOD guard) measures: the input's
-    :func:`image_statistics` (its intensity histogram and texture) and the
-    global average pool of the final feature maps. Each value is divided by
+    ``features`` is what the validated range (OOD guard) measures of the model,
+    beside the input's own statistics that the box computes in float
+    (``firmware_app/inference/validated_range.py``): the global average pool of
+    the final feature maps. Each value is divided by
     its mean on the training phantoms before ``log(· + FEATURE_EPS)`` (closer
     to Gaussian; the scaling keeps the log's argument well above an INT8
     quantisation step, so no artifact gives log(0)), then standardised, so
@@ -99,7 +79,7 @@ class LesionNet(nn.Module):
         # the mean and 1 / the standard deviation of its log
         for name, value in (("feature_gain", 1.0), ("feature_centre", 0.0),
                             ("feature_spread", 1.0)):
-            self.register_buffer(name, torch.full((IMAGE_STATISTICS + c,), value))
+            self.register_buffer(name, torch.full((c,), value))
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Image [N,1,256,256] -> the seven named outputs."""
@@ -111,7 +91,7 @@ class LesionNet(nn.Module):
         pooled = torch.mean(torch.exp((flat - top) * LSE_SHARPNESS), dim=1, keepdim=True)
         logit = top + torch.log(pooled) * (1.0 / LSE_SHARPNESS)
         mask = self.fuse(torch.cat([self.up(self.lift(f)), s4], dim=1))
-        pooled = torch.cat([image_statistics(image), f.mean(dim=(2, 3))], dim=1)
+        pooled = f.mean(dim=(2, 3))
         features = (torch.log(pooled * self.feature_gain + FEATURE_EPS) - self.feature_centre
                     ) * self.feature_spread
         return {"lesion_logit": logit, "centre_heatmap": torch.sigmoid(self.heat(f)),

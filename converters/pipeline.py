@@ -55,7 +55,15 @@ from converters.export import (
 )
 from converters.feedback import appended, load_feedback_cases
 from converters.int8_kernels import kernel_note, saturation_failures
-from converters.ood import fit_projection, fit_validated_range, flagged_share, projection_size
+from converters.ood import (
+    IMAGE_STATISTICS,
+    fit_projection,
+    fit_validated_range,
+    flagged_share,
+    measured,
+    projection_size,
+    spread_floors,
+)
 from converters.progress import progress
 from converters.prune import save_module
 from converters.quantize import (
@@ -359,7 +367,8 @@ class Conversion:
         wrapped = dataclasses.replace(spec, output_names=(*spec.output_names,
                                                           *CamModel.added_outputs))
         rows = self._calibration_rows()
-        size = projection_size(head.channels, 0 if rows is None else len(rows))
+        size = projection_size(head.channels, 0 if rows is None else len(rows),
+                               reserved=IMAGE_STATISTICS.size)
         if size:
             pooled = torch_outputs(wrapper, wrapped, rows)[FEATURES_OUTPUT]
             wrapper.set_projection(*fit_projection(pooled, size))
@@ -421,27 +430,33 @@ class Conversion:
         return failures
 
     def fit_range(self) -> dict | None:
-        """The validated range of a model with a ``features`` output [N, D]: fitted on the
-        calibration rows, threshold from the validation rows (``converters.ood``); a range the
-        caller set in ``state["ood"]`` is kept."""
-        spec, steps = self.spec, self.state["steps"]
+        """The validated range: what the input looks like as a whole (its intensity
+        histogram and texture, ``converters.ood.IMAGE_STATISTICS``) and, when the model
+        has a ``features`` output [N, D], those features; fitted on the calibration rows,
+        threshold from the validation rows (``converters.ood``). A range the caller set in
+        ``state["ood"]`` is kept."""
+        spec, steps, c = self.spec, self.state["steps"], self.config
         if self.state.get("ood") and not self.state.get("ood_by_converter"):
             return self.state["ood"]  # the caller's own
-        if FEATURES_OUTPUT not in spec.output_names:
-            steps["validated_range"] = {"fitted": False, "reason": "no validated range: the "
-                                        "model has no 'features' output [N, D]"}
-            return None
-        reason, fit = "", self._calibration_rows()
-        held = self.reference()[FEATURES_OUTPUT]
-        section = None
-        if held.ndim != 2:
-            reason = f"its 'features' output is {list(held.shape[1:])} per image, not [D]"
-        elif fit is None:
+        reason, fit, section = "", self._calibration_rows(), None
+        held = self.reference().get(FEATURES_OUTPUT)
+        output = FEATURES_OUTPUT if held is not None and held.ndim == 2 else None
+        statistics = IMAGE_STATISTICS
+
+        def values(x: np.ndarray, features: dict[str, np.ndarray] | None) -> np.ndarray:
+            return measured(x, None if output is None or features is None
+                            else features[FEATURES_OUTPUT], statistics, c.mean, c.std)
+
+        if fit is None:
             reason = "no calibration or training rows to fit it on"
         else:
             try:
-                section = fit_validated_range(
-                    torch_outputs(self.source.exportable, spec, fit)[FEATURES_OUTPUT], held)
+                fitted = torch_outputs(self.source.exportable, spec, fit) if output else None
+                floors = spread_floors(statistics, held.shape[1] if output else 0)
+                section = fit_validated_range(values(fit, fitted),
+                                              values(self.validation.x, self.reference()),
+                                              output=output, spread_floor=floors,
+                                              statistics=statistics)
             except ValueError as exc:
                 reason = str(exc)
         if section is None:
@@ -449,13 +464,20 @@ class Conversion:
             steps["validated_range"] = {"fitted": False, "reason": f"no validated range: {reason}"}
             return None
         self.state["ood"], self.state["ood_by_converter"] = section, True
+        measures = ([f"the input's intensity histogram and texture ({statistics.size} values)"]
+                    + ([f"the model's {FEATURES_OUTPUT!r} output ({held.shape[1]} values)"]
+                       if output else []))
+        if held is not None and output is None:
+            measures.append(f"not its {FEATURES_OUTPUT!r} output: {list(held.shape[1:])} per "
+                            "image, not [D]")
         steps["validated_range"] = {
-            "fitted": True, "output": FEATURES_OUTPUT, "dimensions": int(held.shape[1]),
-            "fit_rows": len(fit), "held_out_rows": len(held),
+            "fitted": True, "output": output, "measures": measures,
+            "dimensions": len(section["mean"]), "image_statistics": statistics.size,
+            "fit_rows": len(fit), "held_out_rows": len(self.validation.x),
             "threshold": section["threshold"], "held_out_flagged": section["held_out"]["flagged"],
-            "artifacts_flagged": {r.kind: round(flagged_share(self.outputs(r)[FEATURES_OUTPUT],
-                                                              section), 4)
-                                  for r in self.records()}}
+            "artifacts_flagged": {r.kind: round(flagged_share(
+                values(self.validation.x, self.outputs(r)), section), 4)
+                for r in self.records()}}
         log.info("validated range: %s", steps["validated_range"])
         return section
 

@@ -305,9 +305,10 @@ def _validated_range(info: dict | None) -> str:
     held = info.get("held_out") or {}
     flagged = info.get("held_out_flagged", held.get("flagged"))
     rows_held = info.get("held_out_rows", held.get("images", "?"))
+    measures = info.get("measures") or [f"the {info.get('output', 'features')!r} output"]
     parts.append(
-        f"<p>Mahalanobis distance on the <code>{_e(info.get('output', 'features'))}</code> "
-        f"output ({_e(info.get('dimensions', '?'))} values), fitted on "
+        f"<p>Mahalanobis distance on {_e('; '.join(measures))} "
+        f"({_e(info.get('dimensions', '?'))} values), fitted on "
         f"{_e(info.get('fit_rows', '?'))} calibration images; threshold "
         f"{_e(info.get('threshold', '?'))} from {_e(rows_held)} held-out validation images, of "
         f"which <b>{_f(None if flagged is None else 100 * flagged, 2)} %</b> are flagged "

@@ -56,7 +56,7 @@ from converters.demo_model import (
 )
 from converters.distill import distill
 from converters.export import torch_outputs
-from converters.ood import fit_validated_range
+from converters.ood import IMAGE_STATISTICS, fit_validated_range, measured, spread_floors
 from converters.package import alert_from
 from converters.phantoms import CLASSES, dataset_plan, dataset_sample
 from converters.pipeline import Conversion
@@ -86,9 +86,9 @@ OUTPUT_MEANINGS = {
     "lesion_class": "benign, malignant logits per 8x8-pixel cell [1,2,32,32]; softmax, read "
                     "under a lesion",
     "lesion_mask": "lesion mask logits per 4x4-pixel cell [1,1,64,64]; sigmoid, threshold 0.5",
-    "features": "what the validated range measures [1,40]: the input's soft intensity "
-                "histogram (8) and texture at 4 scales (8), and the log of the scaled global "
-                "average pool of the final feature maps (24)",
+    "features": "what the validated range measures of the model [1,24], after the input's "
+                "own intensity histogram and texture (computed by the box): the log of the "
+                "scaled global average pool of the final feature maps",
 }
 INTENDED_USE = ("DEMONSTRATION ONLY — trained on procedurally generated phantoms; "
                 "not for clinical use")
@@ -110,7 +110,7 @@ SPEC = ModelSpec(SHAPE, OUTPUTS, "lesion_logit", "sigmoid", ("lesion",),
                  output_shapes={"lesion_logit": (1, 1), "centre_heatmap": (1, 1, 32, 32),
                                 "box_size": (1, 2, 32, 32), "cam": (1, 1, 32, 32),
                                 "lesion_class": (1, 2, 32, 32), "lesion_mask": (1, 1, 64, 64),
-                                "features": (1, 40)})
+                                "features": (1, 24)})
 
 
 def torch_summary(model: torch.nn.Module, split, norm: tuple[float, float],
@@ -181,7 +181,7 @@ def build(args: argparse.Namespace) -> int:
     for step in ("export", "quantize"):
         getattr(conv, step)()
         log(f"{step}: done")
-    ood = validated_range(conv, shipped, fit_x, model_inputs(val.planes, *norm))
+    ood = validated_range(conv, shipped, fit_x, model_inputs(val.planes, *norm), norm)
     conv.state["ood"] = ood["section"]  # the converter keeps a range its caller fitted
     log(f"validated range: {ood['section']['threshold']} from {ood['runs']}")
     conv.verify()
@@ -324,31 +324,42 @@ def calibrate_mask(model: torch.nn.Module, val, norm: tuple[float, float],
 
 
 def validated_range(conv: Conversion, model: torch.nn.Module, fit_x: np.ndarray,
-                    held_x: np.ndarray) -> dict:
-    """The manifest's ``ood`` section, valid for every artifact the box may run: the
-    ``features`` of the training phantoms ``fit_x`` through the torch model and every INT8
-    artifact (whose quantisation moves them) fit it; the same for the threshold-selection
-    phantoms ``held_x`` (never fitted) set its threshold. Float artifacts match the torch
-    model to ~1e-4 and add nothing."""
+                    held_x: np.ndarray, norm: tuple[float, float]) -> dict:
+    """The manifest's ``ood`` section, valid for every artifact the box may run: what it
+    measures (the input's own statistics, as the box computes them in float, and the
+    model's ``features``) of the training phantoms ``fit_x``, through the torch model and
+    every INT8 artifact (whose quantisation moves the features), fits it; the same for
+    the threshold-selection phantoms ``held_x`` (never fitted) sets its threshold. Float
+    artifacts match the torch model to ~1e-4 and add nothing."""
     from converters.artifacts import open_artifact, run_batch
 
-    fit = [torch_outputs(model, SPEC, fit_x)["features"]]
-    held = [torch_outputs(model, SPEC, held_x)["features"]]
+    fit = [range_values(fit_x, torch_outputs(model, SPEC, fit_x)["features"], norm)]
+    held = [range_values(held_x, torch_outputs(model, SPEC, held_x)["features"], norm)]
     runs = ["torch fp32"]
     for record in conv.records():
         if record.precision != "int8":
             continue
         backend = open_artifact(conv.out, record, conv.spec)
         try:
-            fit.append(run_batch(backend, conv.spec, fit_x)["features"])
-            held.append(run_batch(backend, conv.spec, held_x)["features"])
+            fit.append(range_values(fit_x, run_batch(backend, conv.spec, fit_x)["features"],
+                                    norm))
+            held.append(range_values(held_x, run_batch(backend, conv.spec, held_x)["features"],
+                                     norm))
         finally:
             backend.close()
         runs.append(f"{record.format} {record.precision} ({record.path})")
+    floors = spread_floors(IMAGE_STATISTICS, fit[0].shape[1] - IMAGE_STATISTICS.size)
     section = fit_validated_range(np.concatenate(fit), np.concatenate(held),
-                                  quantile=OOD_QUANTILE, margin=OOD_MARGIN)
+                                  quantile=OOD_QUANTILE, margin=OOD_MARGIN, spread_floor=floors,
+                                  statistics=IMAGE_STATISTICS)
     return {"section": section, "fit_images": len(fit_x), "threshold_images": len(held_x),
             "runs": runs}
+
+
+def range_values(x: np.ndarray, features: np.ndarray, norm: tuple[float, float]) -> np.ndarray:
+    """What the demo's validated range measures of model inputs ``x`` and their
+    ``features``: the input's own statistics, then the features (``converters.ood``)."""
+    return measured(x, features, IMAGE_STATISTICS, *norm)
 
 
 def ood_figures(conv: Conversion, ood: dict, model: torch.nn.Module, ref: dict,
@@ -361,23 +372,27 @@ def ood_figures(conv: Conversion, ood: dict, model: torch.nn.Module, ref: dict,
     real = real_images(SHAPE, *norm)
     x = np.concatenate([r[2] for r in real]) if real else np.zeros((0, *SHAPE[1:]), np.float32)
     names = [(r[0], r[1]) for r in real]
+    held_x = conv.validation.x
     report = {"fit_images": ood["fit_images"], "threshold_images": ood["threshold_images"],
               "fitted_through": ood["runs"],
               "quantile": section["held_out"]["quantile"], "margin": section["held_out"]["margin"],
-              "dimensions": len(section["mean"]), "threshold": section["threshold"],
-              "torch": range_report(section, ref["features"], names,
-                                    torch_outputs(model, SPEC, x)["features"] if real
+              "dimensions": len(section["mean"]), "image_statistics": IMAGE_STATISTICS.size,
+              "threshold": section["threshold"],
+              "torch": range_report(section, range_values(held_x, ref["features"], norm), names,
+                                    range_values(x, torch_outputs(model, SPEC, x)["features"],
+                                                 norm) if real
                                     else np.zeros((0, len(section["mean"])))),
               "artifacts": {}}
     for record in conv.records():
         backend = open_artifact(conv.out, record, conv.spec)
         try:
-            feats = run_batch(backend, conv.spec, x)["features"] if real else np.zeros(
-                (0, len(section["mean"])))
+            real_values = range_values(x, run_batch(backend, conv.spec, x)["features"],
+                                       norm) if real else np.zeros((0, len(section["mean"])))
         finally:
             backend.close()
         report["artifacts"][f"{record.format} {record.precision} ({record.path})"] = range_report(
-            section, conv.outputs(record)["features"], names, feats)
+            section, range_values(held_x, conv.outputs(record)["features"], norm), names,
+            real_values)
     return report
 
 

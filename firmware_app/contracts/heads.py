@@ -30,8 +30,17 @@ distance above which an image is outside the range (chosen on held-out data,
 with the share of held-out images it wrongly flags)::
 
     "ood": {"method": "mahalanobis", "output": "features",
+            "image_statistics": {"levels": [0.1, 0.35, 0.65, 0.9], "scales": [1, 2, 4]},
             "mean": [...], "inverse_covariance": [[...]], "threshold": 123.4,
             "held_out": {"images": 1000, "flagged": 0.005}}
+
+With ``image_statistics`` the measured values begin with what the model's input
+looks like as a whole, computed by the box in float whatever the artifact's
+precision (``inference/validated_range.py``: the share of its display grey
+above each level, then its texture at each scale), followed by the ``output``'s
+values; ``output`` may be null when the statistics alone are measured. An INT8
+artifact clips its outputs to the range it was calibrated on, so an image far
+from the validation data could look near through them alone.
 
 A package without ``ood`` has no guard; the box says so on its device page.
 """
@@ -111,29 +120,70 @@ def head_of(heads: list[Head], kind: str) -> Head | None:
 
 
 @dataclass(frozen=True)
+class ImageStatistics:
+    """Which statistics of the input a validated range measures: the share of its display
+    grey above each of ``levels`` and its texture at each of ``scales`` (pixels)."""
+
+    levels: tuple[float, ...]
+    scales: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        """How many values they are."""
+        return len(self.levels) + 2 * len(self.scales)
+
+
+@dataclass(frozen=True)
 class ValidatedRange:
     """What the validation data looked like to the model (the manifest's ``ood``)."""
 
-    output: str
+    output: str | None
     mean: tuple[float, ...]
     inverse_covariance: tuple[tuple[float, ...], ...]
     threshold: float
     held_out: dict[str, Any] = field(default_factory=dict)
+    image_statistics: ImageStatistics | None = None
+
+
+def _image_statistics(declared: Any) -> ImageStatistics | None:
+    if declared is None:
+        return None
+    try:
+        levels = tuple(float(v) for v in declared["levels"])
+        scales = tuple(int(v) for v in declared["scales"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise HeadsError(f"manifest 'ood': image_statistics is incomplete: {exc}") from None
+    if not levels or any(not 0.0 <= v <= 1.0 for v in levels) or list(levels) != sorted(levels):
+        raise HeadsError("manifest 'ood': image_statistics levels are grey values 0..1, "
+                         "ascending")
+    if any(not 1 <= k <= 64 for k in scales) or any(
+            float(v) != int(v) for v in declared["scales"]):
+        raise HeadsError("manifest 'ood': image_statistics scales are whole pixels, 1..64")
+    return ImageStatistics(levels, scales)
 
 
 def parse_validated_range(declared: Any) -> ValidatedRange:
     """The manifest's ``ood`` section as a ValidatedRange; HeadsError says what is wrong."""
     if not isinstance(declared, dict) or declared.get("method") != "mahalanobis":
         raise HeadsError("manifest 'ood' must be {'method': 'mahalanobis', ...}")
+    statistics = _image_statistics(declared.get("image_statistics"))
     try:
         mean = tuple(float(v) for v in declared["mean"])
         inverse = tuple(tuple(float(v) for v in row) for row in declared["inverse_covariance"])
         threshold = float(declared["threshold"])
-        output = str(declared["output"])
+        output = None if declared["output"] is None else str(declared["output"])
     except (KeyError, TypeError, ValueError) as exc:
         raise HeadsError(f"manifest 'ood' is incomplete: {exc}") from None
     if not mean or len(inverse) != len(mean) or any(len(r) != len(mean) for r in inverse):
         raise HeadsError(f"manifest 'ood': inverse covariance is not {len(mean)}×{len(mean)}")
     if not threshold > 0:
         raise HeadsError("manifest 'ood': threshold must be positive")
-    return ValidatedRange(output, mean, inverse, threshold, dict(declared.get("held_out", {})))
+    measured = statistics.size if statistics else 0
+    if output is None and measured != len(mean):
+        raise HeadsError("manifest 'ood' measures no output: its mean must have one value per "
+                         "image statistic")
+    if output is not None and len(mean) <= measured:
+        raise HeadsError(f"manifest 'ood': {len(mean)} values leave none for output "
+                         f"{output!r} after {measured} image statistics")
+    return ValidatedRange(output, mean, inverse, threshold, dict(declared.get("held_out", {})),
+                          statistics)

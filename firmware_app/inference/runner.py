@@ -90,7 +90,7 @@ class ModelRunner:
         t2 = time.perf_counter()
         findings = self.decoder.decode(outputs, transform)
         if self.guard is not None:
-            findings.range_score = self.guard.score(outputs)
+            findings.range_score = self.guard.score(outputs, tensor)
         t3 = time.perf_counter()
         if refine and self.stage is not None and findings.boxes:
             findings.boxes = self.stage.refine(image, findings.boxes)

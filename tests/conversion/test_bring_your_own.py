@@ -124,7 +124,10 @@ def test_a_monai_resnet_gets_a_heatmap_matching_grad_cam_and_a_validated_range(
     # the validated range: fitted on calibration, threshold from validation
     ood = parse_validated_range(manifest["ood"])
     assert ood.output == "features"
-    assert len(ood.mean) == shapes["features"][1] < 128  # 128 pooled channels, projected
+    # the input's own statistics (computed by the box in float), then the features output
+    assert ood.image_statistics is not None and ood.image_statistics.size >= 8
+    assert shapes["features"][1] < 128  # 128 pooled channels, projected
+    assert len(ood.mean) == ood.image_statistics.size + shapes["features"][1]
     assert ood.held_out["images"] == len(val) and ood.held_out["flagged"] <= 0.05
     assert steps["validated_range"]["fit_rows"] > len(ood.mean)
     assert "Validated range" in (out / "report.html").read_text(encoding="utf-8")
@@ -246,10 +249,14 @@ def test_a_monai_unet_is_converted_with_its_declared_segmentation_head(tmp_path,
     assert shapes == {"lesion_mask": [1, 1, SIZE, SIZE], "finding_logit": [1, 1]}
     assert "most probable lesion pixel" in next(
         o["meaning"] for o in manifest["outputs"] if o["name"] == "finding_logit")
-    assert manifest["task"] == "lesion-segmentation" and "ood" not in manifest
+    assert manifest["task"] == "lesion-segmentation"
     steps = manifest["provenance"]["steps"]
     assert "heatmap" not in steps  # not a classifier: nothing added
-    assert steps["validated_range"]["fitted"] is False
+    # no features output, yet a validated range: the input's own statistics alone
+    assert steps["validated_range"]["fitted"] is True
+    ood = parse_validated_range(manifest["ood"])
+    assert ood.output is None and ood.image_statistics is not None
+    assert len(ood.mean) == ood.image_statistics.size and ood.held_out["flagged"] <= 0.05
     assert manifest["provenance"]["source_metrics"]["auc"] >= 0.9
     [stage] = manifest["stages"]  # the second stage, exported and checked against PyTorch
     assert stage["name"] == "crop-class" and stage["inputs"][0]["shape"] == [1, 1, 32, 32]
@@ -283,3 +290,7 @@ def test_a_monai_unet_is_converted_with_its_declared_segmentation_head(tmp_path,
         centre = ((box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2)
         assert xs.min() - 2 <= centre[0] <= xs.max() + 2
         assert ys.min() - 2 <= centre[1] <= ys.max() + 2
+        assert not findings.range_score.outside
+    for name in ("CT_small.dcm", "MR_small.dcm"):  # real scans: unlike its validation images
+        decoded = decode_file(Path(get_testdata_file(name)), cfg.limits, 1)
+        assert runner.run(decoded.frames[0])[0].range_score.outside, name

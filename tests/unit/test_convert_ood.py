@@ -20,6 +20,10 @@ def test_projection_size_keeps_four_rows_per_dimension():
     assert projection_size(512, 256) == MAX_FEATURES - 1  # plus the residual norm
     assert projection_size(32, 24) == 5  # 6 dimensions for 24 rows
     assert projection_size(128, 2) == 1
+    # values beside the pooled features (the input's own statistics) take their share
+    assert projection_size(512, 256, reserved=8) == MAX_FEATURES - 8 - 1
+    assert projection_size(16, 256, reserved=8) == 0
+    assert projection_size(128, 24, reserved=8) == 1  # at least one direction
 
 
 def test_fit_projection_finds_the_directions_of_largest_spread():

@@ -207,6 +207,43 @@ def test_the_validated_range_scores_frames_by_mahalanobis_distance():
         parse_validated_range({**section, "inverse_covariance": [[1.0]]})
 
 
+def test_the_range_measures_the_inputs_own_statistics_in_float_before_the_features():
+    from firmware_app.contracts.heads import ImageStatistics
+    from firmware_app.inference.validated_range import image_statistics
+
+    statistics = ImageStatistics(levels=(0.25, 0.75), scales=(1, 2))
+    grey = np.zeros((4, 6), np.float32)
+    grey[:, 3:] = 1.0  # left half black, right half white: one vertical edge
+    values = image_statistics(grey, statistics)
+    # shares above 0.25 and 0.75; texture down, across at 1 px; down, across at 2 px
+    np.testing.assert_allclose(values, [0.5, 0.5, 0.0, 1 / 5, 0.0, 0.5])
+    assert image_statistics(np.stack([grey, grey]), statistics) == pytest.approx(values)
+    section = {"method": "mahalanobis", "output": "features",
+               "image_statistics": {"levels": [0.25, 0.75], "scales": [1, 2]},
+               "mean": [0.5, 0.5, 0.0, 0.2, 0.0, 0.5, 0.0], "threshold": 9.0,
+               "inverse_covariance": np.diag([100.0] * 6 + [1.0]).tolist()}
+    guard = RangeGuard(parse_validated_range(section), input_mean=0.5, input_std=0.5)
+    model_input = ((grey - 0.5) / 0.5)[None, None]  # what preprocessing hands the model
+    near = guard.score({"features": np.array([[1.0]])}, model_input)
+    assert near.distance == pytest.approx(1.0, abs=1e-5)
+    # an INT8 artifact's features cannot hide an input unlike the validation images
+    unlike = guard.score({"features": np.array([[0.0]])}, np.full((1, 1, 4, 6), -1.0))
+    assert unlike.outside
+    with pytest.raises(ValueError, match="measures the model's input"):
+        guard.score({"features": np.array([[0.0]])})
+    alone = parse_validated_range({**section, "output": None, "mean": section["mean"][:6],
+                                   "inverse_covariance": np.eye(6).tolist()})
+    assert alone.output is None and alone.image_statistics == statistics
+    with pytest.raises(HeadsError, match="one value per image statistic"):
+        parse_validated_range({**section, "output": None})
+    with pytest.raises(HeadsError, match="levels"):
+        parse_validated_range({**section, "image_statistics": {"levels": [0.9, 0.1],
+                                                               "scales": [1]}})
+    with pytest.raises(HeadsError, match="scales"):
+        parse_validated_range({**section, "image_statistics": {"levels": [0.5],
+                                                               "scales": [0.5]}})
+
+
 def _us_with_text() -> tuple[np.ndarray, tuple[int, int]]:
     """An ultrasound phantom with a burned-in label drawn at its top left (rows 8-20)."""
     from PIL import Image, ImageDraw
