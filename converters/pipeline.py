@@ -77,6 +77,7 @@ from converters.source import MASK_SCORE_OUTPUT, MaskScore, SourceModel, load_so
 from converters.spec import ModelSpec
 from converters.training import ClassificationTask, Task, TrainData, name_outputs
 from converters.verify import (
+    INT8_PRECISIONS,
     Floors,
     Gate,
     GateFailure,
@@ -85,6 +86,8 @@ from converters.verify import (
     choose_threshold,
     compare,
     describe_weakness,
+    guard_band,
+    lowered_threshold,
     weaknesses,
 )
 from firmware_app.contracts.heads import HeadsError, parse_heads
@@ -112,6 +115,10 @@ class Conversion:
         self._source, self._data, self._task, self._spec = source, data, task, spec
         self._reference: dict[str, np.ndarray] | None = None
         self._outputs: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+        #: the source's finding probabilities on the calibration images, and each INT8
+        #: artifact's guard band there (artifact_threshold)
+        self._calibration_reference: np.ndarray | None = None
+        self._guard_bands: dict[tuple[str, int], float] = {}
         self.gate = Gate.from_dict(config.gate)
         self.floors = Floors(config.floor_auc, config.floor_sensitivity)
 
@@ -220,7 +227,8 @@ class Conversion:
         save_module(model, self.work / "model.pt")
         self._source = SourceModel(model.eval(), "pickled",
                                    self.state.get("source", {}).get("reference", step), {})
-        self._reference = None
+        self._reference = self._calibration_reference = None
+        self._guard_bands.clear()
         self.state["steps"][step] = report
         self.state["artifacts"], self.state["metrics"] = [], {}
         self.save_state()
@@ -280,9 +288,40 @@ class Conversion:
         return self._outputs[key]
 
     def measure(self, record: ArtifactRecord) -> dict:
-        """Compare one artifact's outputs on validation with the PyTorch source's."""
+        """Compare one artifact's outputs on validation with the PyTorch source's, each at
+        its own operating threshold (:meth:`artifact_threshold`)."""
         return compare(self.spec, self.validation.labels, self.reference(),
-                       self.outputs(record), self.threshold())
+                       self.outputs(record), self.threshold(),
+                       artifact_threshold=self.artifact_threshold(record))
+
+    def artifact_threshold(self, record: ArtifactRecord) -> float:
+        """The finding threshold an artifact runs at: the package's, but for an INT8
+        artifact (``int8_guard_band``) moved down by the largest change quantisation made
+        to a calibration image's finding logit (``verify.guard_band``; the calibration
+        images, never the validation ones), so that wherever the source calls a finding
+        near its threshold the artifact does too: sensitivity first, at a specificity the
+        gate measures. Recorded in ``state["artifact_thresholds"]``."""
+        threshold = self.threshold()
+        if record.precision not in INT8_PRECISIONS or not self.config.int8_guard_band:
+            return threshold
+        calib, spec = self.calibration(), self.spec
+        if self._calibration_reference is None:
+            self._calibration_reference = spec.finding_probability(
+                torch_outputs(self.source.exportable, spec, calib)[spec.score_output])
+        key = (record.kind, (self.out / record.path).stat().st_mtime_ns)
+        if key not in self._guard_bands:
+            backend = open_artifact(self.out, record, spec)
+            try:
+                scores = run_batch(backend, spec, calib)[spec.score_output]
+            finally:
+                backend.close()
+            self._guard_bands[key] = guard_band(self._calibration_reference,
+                                                spec.finding_probability(scores))
+        band = self._guard_bands[key]
+        own = lowered_threshold(threshold, band)
+        self.state.setdefault("artifact_thresholds", {})[record.kind] = {
+            "finding": own, "guard_band_logit": round(band, 4), "calibration_images": len(calib)}
+        return own
 
     # -- steps -----------------------------------------------------------------------------
 
@@ -375,8 +414,9 @@ class Conversion:
         save_module(wrapper, self.work / "model.pt")
         old = self.source
         self._source = SourceModel(wrapper, old.kind, old.reference, old.files)
-        self._spec, self._reference = wrapped, None
+        self._spec, self._reference, self._calibration_reference = wrapped, None, None
         self._outputs.clear()
+        self._guard_bands.clear()
         features = (f"the {head.channels} pooled feature maps of {head.feature_path!r}"
                     + (f", projected on their {size} principal directions (fitted on "
                        f"{len(rows)} calibration images) plus the norm of the rest"

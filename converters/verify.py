@@ -12,7 +12,11 @@ Precisions: ``fp32`` and ``fp16`` artifacts are held to the float limits of
 The operating threshold is sensitivity-first (:func:`choose_threshold`), and a
 model whose validation AUC or whose artifacts' sensitivity at that threshold
 lies below the :class:`Floors` is refused (:class:`WeakModelError`) unless the
-operator accepts it.
+operator accepts it. An INT8 artifact runs at its own threshold, lower by the
+largest change quantisation made to a calibration image's finding logit
+(:func:`guard_band`, :func:`lowered_threshold`): wherever the source calls a
+finding, so does the artifact, and the gate's "no loss of sensitivity" is held
+at each one's own operating point, its specificity cost measured beside it.
 """
 
 from __future__ import annotations
@@ -108,6 +112,29 @@ def choose_threshold(targets_bool: np.ndarray, probs: np.ndarray,
         if lower < rounded <= edge:
             return rounded
     return edge
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+    return np.log(q / (1 - q))
+
+
+def guard_band(source_probs: np.ndarray, artifact_probs: np.ndarray) -> float:
+    """The largest change an artifact made to any image's finding logit (probabilities
+    clipped to 1e-6 … 1 − 1e-6), on images it was not verified on (the calibration
+    images): how far below the source's threshold an INT8 artifact's own must lie so
+    that it still calls a finding wherever the source does, up to that error."""
+    src, art = np.asarray(source_probs).ravel(), np.asarray(artifact_probs).ravel()
+    if src.size == 0:
+        return 0.0
+    return float(np.max(np.abs(_logit(art) - _logit(src))))
+
+
+def lowered_threshold(threshold: float, band: float) -> float:
+    """``threshold`` moved down by ``band`` on the logit scale, rounded down to 4 dp (the
+    INT8 artifact's operating threshold: sensitivity first)."""
+    moved = 1.0 / (1.0 + math.exp(-(float(_logit(np.array([threshold]))[0]) - band)))
+    return max(math.floor(moved * 1e4) / 1e4, 1e-4)
 
 
 # -- floors: the least a model must reach to be packaged ------------------------------------
@@ -325,9 +352,12 @@ def roc_data(spec: ModelSpec, labels: np.ndarray, outputs: dict[str, np.ndarray]
 
 
 def compare(spec: ModelSpec, labels: np.ndarray, source: dict[str, np.ndarray],
-            artifact: dict[str, np.ndarray], threshold: float) -> dict:
+            artifact: dict[str, np.ndarray], threshold: float,
+            artifact_threshold: float | None = None) -> dict:
     """Artifact's own metrics plus its deltas (artifact − source), decision agreement,
-    max |Δ| per output and on the probabilities, and non-finite value counts."""
+    max |Δ| per output and on the probabilities, and non-finite value counts. The source
+    is judged at ``threshold``, the artifact at its own ``artifact_threshold`` (default:
+    the same)."""
     missing = sorted(set(source) - set(artifact))
     if missing:
         raise ValueError(f"artifact lacks output(s) {missing}; it gave {sorted(artifact)}")
@@ -341,9 +371,10 @@ def compare(spec: ModelSpec, labels: np.ndarray, source: dict[str, np.ndarray],
         arrays[name] = (ref, got.reshape(ref.shape))
     non_finite = {n: int((~np.isfinite(g)).sum()) for n, (_, g) in arrays.items()}
     ref_s, got_s = arrays[spec.score_output]
+    own = threshold if artifact_threshold is None else artifact_threshold
     src = _raw_metrics(spec, labels, ref_s, threshold)
-    art = _raw_metrics(spec, labels, got_s, threshold)
-    m = _rounded(art, threshold)
+    art = _raw_metrics(spec, labels, got_s, own)
+    m = _rounded(art, own)
     if "per_class" in art:
         m["negative_label"] = spec.negative_label
     m["auc_delta"] = _delta(art["auc"], src["auc"])
@@ -352,15 +383,14 @@ def compare(spec: ModelSpec, labels: np.ndarray, source: dict[str, np.ndarray],
     m["specificity_delta"] = _delta(art["specificity"], src["specificity"])
     p_src, p_art = spec.probabilities(ref_s), spec.probabilities(got_s)
     f_src, f_art = spec.finding_probability(ref_s), spec.finding_probability(got_s)
-    agree = (f_src >= threshold) == (f_art >= threshold)
+    agree = (f_src >= threshold) == (f_art >= own)
     if "auc_per_class" in art:
         m["auc_per_class_delta"] = {k: _delta(art["auc_per_class"][k], src["auc_per_class"][k])
                                     for k in art["auc_per_class"]}
         m["per_class_delta"] = {
             k: {f"{q}_delta": _delta(art["per_class"][k][q], src["per_class"][k][q])
                 for q in ("sensitivity", "specificity")} for k in art["per_class"]}
-        same = _class_decisions(spec, p_src, threshold) == _class_decisions(spec, p_art,
-                                                                            threshold)
+        same = _class_decisions(spec, p_src, threshold) == _class_decisions(spec, p_art, own)
         agree &= same.all(axis=1)
     m["decision_agreement"] = _num(agree.mean())
     m["max_abs_delta"] = {n: _sig(_finite_max(np.abs(g - r))) for n, (r, g) in arrays.items()}

@@ -16,7 +16,9 @@ no model-specific code. Fields (``schema`` = ``clinibox.model-package/1``)::
     preprocessing:  {name, params}             # a name from imaging/preprocess.py
     postprocessing: {name, params}             # a name from inference/postprocess.py
     artifacts: [{format "onnx"|"openvino-ir"|"tflite", precision "fp32"|"fp16"|"int8",
-                 path, files {relative path: sha256}, validation {metric: value}}]
+                 path, files {relative path: sha256}, validation {metric: value},
+                 thresholds {finding}}]    # optional: this artifact's own operating point
+                                           # (an INT8 artifact's, below the package's)
     provenance: {...}                          # source checkpoint hash, training settings
     golden_cases: [{input, sha256, expected {output name or "lesion_probability": value},
                     tolerance}]
@@ -85,6 +87,8 @@ class Artifact:
     path: Path
     files: dict[str, str]
     validation: dict[str, Any] = field(default_factory=dict)
+    #: thresholds of its own that replace the package's (``finding`` of an INT8 artifact)
+    thresholds: dict[str, float] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -134,6 +138,11 @@ class ModelPackage:
         """Operating thresholds (finding, alert, box)."""
         return {k: float(v) for k, v in self.manifest.get("thresholds", {}).items()}
 
+    def thresholds_for(self, artifact: Artifact) -> dict[str, float]:
+        """The operating thresholds when ``artifact`` runs: the package's, with the
+        artifact's own in their place."""
+        return {**self.thresholds, **artifact.thresholds}
+
     @property
     def modalities(self) -> list[str]:
         """Modalities this model accepts; empty accepts any."""
@@ -149,6 +158,7 @@ class ModelPackage:
                 path=self.root / a["path"],
                 files=dict(a["files"]),
                 validation=dict(a.get("validation", {})),
+                thresholds={k: float(v) for k, v in (a.get("thresholds") or {}).items()},
             )
             for a in self.manifest["artifacts"]
         ]
@@ -214,6 +224,18 @@ def check_schema(manifest: dict[str, Any]) -> None:
             raise PackageError(f"artifact precision {art.get('precision')!r} unknown")
         if not isinstance(art.get("files"), dict) or art.get("path") not in art["files"]:
             raise PackageError(f"artifact {art.get('path')!r} must list itself in 'files'")
+        _check_thresholds(art.get("thresholds", {}), f"artifact {art.get('path')!r}")
+
+
+def _check_thresholds(thresholds: Any, owner: str) -> None:
+    """An artifact's own thresholds: known names, probabilities between 0 and 1."""
+    if not isinstance(thresholds, dict):
+        raise PackageError(f"{owner}: 'thresholds' must be a table of probabilities")
+    for name, value in thresholds.items():
+        if name not in ("finding", "alert", "box"):
+            raise PackageError(f"{owner}: unknown threshold {name!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+            raise PackageError(f"{owner}: threshold {name!r} must lie between 0 and 1")
 
 
 def _safe_member(root: Path, relative: str) -> Path:

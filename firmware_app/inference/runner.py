@@ -45,10 +45,12 @@ class Analysis:
 
 class ModelRunner:
     """A loaded model package ready to infer frames (with its second stage, when the
-    package declares one: ``inference/stage.py``)."""
+    package declares one: ``inference/stage.py``), judged at the operating thresholds of
+    the artifact that runs."""
 
     def __init__(self, package: ModelPackage, backend: RuntimeBackend, artifact_label: str,
-                 stage: LesionStage | None = None):
+                 stage: LesionStage | None = None,
+                 thresholds: dict[str, float] | None = None):
         self.package = package
         self.stage = stage
         self.backend = backend
@@ -59,7 +61,8 @@ class ModelRunner:
         self.preprocess = get_preprocessor(manifest["preprocessing"]["name"])
         self.decoder = decoder_for(manifest)
         self.guard = RangeGuard.from_manifest(manifest)
-        self.thresholds = package.thresholds
+        #: the operating thresholds of the artifact that runs (``thresholds_for``)
+        self.thresholds = package.thresholds if thresholds is None else dict(thresholds)
 
     @property
     def backend_label(self) -> str:

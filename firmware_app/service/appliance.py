@@ -76,7 +76,8 @@ def load_runner(config: Config) -> ModelRunner:
     except Exception:
         loaded.close()
         raise
-    runner = ModelRunner(package, loaded.backend, loaded.artifact.label, stage)
+    runner = ModelRunner(package, loaded.backend, loaded.artifact.label, stage,
+                         package.thresholds_for(loaded.artifact))
     log.info("model %s on %s (%s); %s", package.model_id, runner.backend_label, loaded.reason,
              golden.describe())
     if loaded.fell_back_from:

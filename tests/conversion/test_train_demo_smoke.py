@@ -37,8 +37,16 @@ def test_quick_training_produces_a_loadable_package(tmp_path):
     assert manifest["postprocessing"]["name"] == "heads"
     shapes = {o["name"]: o["shape"] for o in manifest["outputs"]}
     assert shapes["lesion_class"] == [1, 2, 32, 32] and shapes["lesion_mask"] == [1, 1, 64, 64]
-    assert shapes["features"] == [1, len(manifest["ood"]["mean"])]
+    # the range measures the input's own statistics (computed by the box), then the features
+    statistics = manifest["ood"]["image_statistics"]
+    counted = len(statistics["levels"]) + 2 * len(statistics["scales"])
+    assert shapes["features"] == [1, len(manifest["ood"]["mean"]) - counted]
     assert manifest["ood"]["threshold"] > 0
+    # the INT8 artifact runs at its own finding threshold, below the package's
+    int8 = next(a for a in manifest["artifacts"] if a["precision"] == "int8")
+    assert 0 < int8["thresholds"]["finding"] < manifest["thresholds"]["finding"]
+    assert int8["validation"]["threshold"] == int8["thresholds"]["finding"]
+    assert int8["conversion"]["operating_threshold"]["guard_band_logit"] > 0
     ood = steps["ood"]
     assert set(ood["torch"]["real_files"]) >= {"CT_small.dcm", "MR_small.dcm",
                                                "emri_small.dcm"}

@@ -20,6 +20,8 @@ from converters.verify import (
     choose_threshold,
     compare,
     describe_weakness,
+    guard_band,
+    lowered_threshold,
     operating_point,
     roc_curve,
     roc_data,
@@ -182,6 +184,29 @@ def test_int8_loss_of_sensitivity_fails_with_numbers():
     assert f"loss {1 / n_pos:.3f} > allowed 0.000" in msg
     # a deliberately relaxed gate accepts it
     assert check_gate(m, "int8", Gate(int8_max_sensitivity_loss=0.01)) == []
+
+
+def test_an_int8_artifact_at_its_guard_band_threshold_keeps_what_the_source_finds():
+    labels, outs = _binary_case(n=600, seed=3)
+    thr = 0.5
+    rng = np.random.default_rng(4)
+    # quantisation lowers every logit by up to 0.2 (on calibration and validation alike)
+    art = {k: v.copy() for k, v in outs.items()}
+    art["logit"] = outs["logit"] - rng.uniform(0, 0.2, outs["logit"].shape).astype(np.float32)
+    at_source = compare(BINARY, labels, outs, art, thr)
+    assert at_source["sensitivity_delta"] < 0  # judged at the source's threshold: it misses
+    calib_src = rng.normal(0, 2, 256)
+    calib_art = calib_src - rng.uniform(0, 0.2, 256)
+    band = guard_band(1 / (1 + np.exp(-calib_src)), 1 / (1 + np.exp(-calib_art)))
+    assert 0.15 < band <= 0.2 + 1e-6
+    own = lowered_threshold(thr, band)
+    assert own < thr and abs(_logit(np.array([own]))[0] - (0.0 - band)) < 1e-3
+    m = compare(BINARY, labels, outs, art, thr, artifact_threshold=own)
+    assert m["threshold"] == own and m["sensitivity_delta"] >= 0
+    assert check_gate(m, "int8", Gate()) == []
+    assert m["specificity_delta"] <= 0  # what sensitivity first costs, measured
+    assert lowered_threshold(0.3, 0.0) == 0.3 and lowered_threshold(1e-5, 30.0) == 1e-4
+    assert guard_band(np.zeros(0), np.zeros(0)) == 0.0
 
 
 def test_fp32_gate_fails_on_agreement_below_999():

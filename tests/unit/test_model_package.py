@@ -112,6 +112,8 @@ def test_artifact_path_outside_package_is_refused(keys, tmp_path):
         (lambda m: m.update(version="1.0-beta"), "not dotted numbers"),
         (lambda m: m["artifacts"][0].update(format="caffe"), "artifact format"),
         (lambda m: m.update(artifacts=[]), "lists no artifacts"),
+        (lambda m: m["artifacts"][0].update(thresholds={"finding": 1.5}), "between 0 and 1"),
+        (lambda m: m["artifacts"][0].update(thresholds={"verdict": 0.2}), "unknown threshold"),
     ],
 )
 def test_schema_errors_are_named(keys, tmp_path, edit, message):
@@ -122,6 +124,23 @@ def test_schema_errors_are_named(keys, tmp_path, edit, message):
     (root / "manifest.json").write_text(json.dumps(resigned))
     with pytest.raises(PackageError, match=message):
         load_package(root, [keys / "k1.pub"])
+
+
+def test_an_artifact_runs_at_its_own_thresholds_in_place_of_the_packages(keys, tmp_path):
+    root = make_package(tmp_path / "p", keys / "k1.pem")
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest.pop("signature")
+    (root / "model.int8.onnx").write_bytes(b"an int8 artifact")
+    manifest["artifacts"].append({
+        "format": "onnx", "precision": "int8", "path": "model.int8.onnx",
+        "files": {"model.int8.onnx": sha256_file(root / "model.int8.onnx")},
+        "thresholds": {"finding": 0.42}})
+    signed = signing.sign_document(manifest, signing.load_private_key(keys / "k1.pem"))
+    (root / "manifest.json").write_text(json.dumps(signed))
+    package = load_package(root, [keys / "k1.pub"])
+    fp32, int8 = package.artifacts
+    assert package.thresholds_for(fp32) == {"finding": 0.5, "alert": 0.9, "box": 0.3}
+    assert package.thresholds_for(int8) == {"finding": 0.42, "alert": 0.9, "box": 0.3}
 
 
 def test_find_package_picks_newest_version(keys, tmp_path):
