@@ -89,8 +89,8 @@ class ConvertConfig:
     # fidelity gate (converters.verify.Gate keys) and quantisation fallback
     gate: dict[str, float] = field(default_factory=dict)
     float_fallback: bool = True
-    #: an INT8 artifact runs at its own finding threshold, below the package's by the
-    #: largest change quantisation made to a calibration image's logit (verify.guard_band)
+    #: an INT8 artifact runs at its own finding threshold, lowered just enough that it calls a
+    #: finding on every calibration image the source calls one (verify.guard_band)
     int8_guard_band: bool = True
     #: a second stage on each lesion (``[stage]`` in convert.toml; converters/stage.py)
     stage: dict[str, Any] = field(default_factory=dict)

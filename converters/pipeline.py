@@ -296,11 +296,10 @@ class Conversion:
 
     def artifact_threshold(self, record: ArtifactRecord) -> float:
         """The finding threshold an artifact runs at: the package's, but for an INT8
-        artifact (``int8_guard_band``) moved down by the largest change quantisation made
-        to a calibration image's finding logit (``verify.guard_band``; the calibration
-        images, never the validation ones), so that wherever the source calls a finding
-        near its threshold the artifact does too: sensitivity first, at a specificity the
-        gate measures. Recorded in ``state["artifact_thresholds"]``."""
+        artifact (``int8_guard_band``) lowered just enough that it calls a finding on every
+        calibration image the source calls one (``verify.guard_band``; the calibration
+        images, never the validation ones): sensitivity first, at a specificity the gate
+        measures. Recorded in ``state["artifact_thresholds"]``."""
         threshold = self.threshold()
         if record.precision not in INT8_PRECISIONS or not self.config.int8_guard_band:
             return threshold
@@ -316,7 +315,7 @@ class Conversion:
             finally:
                 backend.close()
             self._guard_bands[key] = guard_band(self._calibration_reference,
-                                                spec.finding_probability(scores))
+                                                spec.finding_probability(scores), threshold)
         band = self._guard_bands[key]
         own = lowered_threshold(threshold, band)
         self.state.setdefault("artifact_thresholds", {})[record.kind] = {

@@ -12,11 +12,11 @@ Precisions: ``fp32`` and ``fp16`` artifacts are held to the float limits of
 The operating threshold is sensitivity-first (:func:`choose_threshold`), and a
 model whose validation AUC or whose artifacts' sensitivity at that threshold
 lies below the :class:`Floors` is refused (:class:`WeakModelError`) unless the
-operator accepts it. An INT8 artifact runs at its own threshold, lower by the
-largest change quantisation made to a calibration image's finding logit
-(:func:`guard_band`, :func:`lowered_threshold`): wherever the source calls a
-finding, so does the artifact, and the gate's "no loss of sensitivity" is held
-at each one's own operating point, its specificity cost measured beside it.
+operator accepts it. An INT8 artifact runs at its own threshold, lowered just
+enough that it calls a finding on every calibration image the source calls one
+(:func:`guard_band`, :func:`lowered_threshold`): the gate's "no loss of
+sensitivity" is then held at each one's own operating point, its specificity
+cost measured beside it.
 """
 
 from __future__ import annotations
@@ -119,15 +119,18 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(q / (1 - q))
 
 
-def guard_band(source_probs: np.ndarray, artifact_probs: np.ndarray) -> float:
-    """The largest change an artifact made to any image's finding logit (probabilities
-    clipped to 1e-6 … 1 − 1e-6), on images it was not verified on (the calibration
-    images): how far below the source's threshold an INT8 artifact's own must lie so
-    that it still calls a finding wherever the source does, up to that error."""
+def guard_band(source_probs: np.ndarray, artifact_probs: np.ndarray, threshold: float) -> float:
+    """How far (on the logit scale) an artifact's threshold must lie below the source's
+    ``threshold`` for the artifact to call a finding on every image the source calls one
+    (probabilities clipped to 1e-6 … 1 − 1e-6), on images it was not verified on (the
+    calibration images): the largest drop below ``threshold`` of any such image's
+    artifact logit; 0 when none drops."""
     src, art = np.asarray(source_probs).ravel(), np.asarray(artifact_probs).ravel()
-    if src.size == 0:
+    called = src >= threshold
+    if not called.any():
         return 0.0
-    return float(np.max(np.abs(_logit(art) - _logit(src))))
+    limit = float(_logit(np.array([threshold]))[0])
+    return max(0.0, float(np.max(limit - _logit(art[called]))))
 
 
 def lowered_threshold(threshold: float, band: float) -> float:
