@@ -18,21 +18,35 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 
+class ChildEnded(ChildProcessError):
+    """The child ended with a non-zero ``status`` (a signal: negative)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def crashed(self) -> bool:
+        """Killed by a signal (a segmentation fault, an abort, an illegal instruction)."""
+        return self.status < 0
+
+
 def call_child(module: str, arguments: Any, timeout: float,
                interpreter: Sequence[str] = (), env: dict[str, str] | None = None) -> bytes:
     """Run ``python -m module`` on ``arguments`` and return what it answered.
 
     ``interpreter`` replaces this interpreter (``qemu-x86_64 -cpu EPYC-Rome python``:
-    the child on an emulated CPU), ``env`` the environment. ChildProcessError when it
-    ends with a non-zero status (a signal: negative), naming its last words;
-    ``subprocess.TimeoutExpired`` (the child killed) past ``timeout`` seconds.
+    the child on an emulated CPU), ``env`` the environment. :class:`ChildEnded` (a
+    ChildProcessError) when it ends with a non-zero status (a signal: negative), naming
+    its last words; ``subprocess.TimeoutExpired`` (the child killed) past ``timeout``
+    seconds.
     """
     done = subprocess.run([*(interpreter or [sys.executable]), "-m", module],
                           input=pickle.dumps(arguments), env=env,
                           capture_output=True, timeout=timeout, check=False)
     if done.returncode != 0:
         said = done.stderr.decode(errors="replace").strip().splitlines()[-3:]
-        raise ChildProcessError(f"status {done.returncode}: " + " / ".join(said))
+        raise ChildEnded(done.returncode, f"status {done.returncode}: " + " / ".join(said))
     return done.stdout
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import pickle
 import platform
+import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -32,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from firmware_app.child_call import answer_parent, call_child
+from firmware_app.child_call import ChildEnded, answer_parent, call_child
 from firmware_app.contracts.backends import BACKENDS
 from firmware_app.contracts.manifest import Artifact, ModelPackage
 from firmware_app.errors import CliniboxError
@@ -292,14 +293,18 @@ def measure(
 
 
 # -- timing in a child process, kept between starts ---------------------------
-def _time_candidates(package: ModelPackage, config: RuntimeConfig, budget_s: float
+def _time_candidates(package: ModelPackage, config: RuntimeConfig, budget_s: float,
+                     only: tuple[str, str] | None = None
                      ) -> tuple[list[tuple[str, str, float]], dict[str, str]]:
-    """Load, warm up and time every candidate, then close them all (the child's job):
-    (backend, artifact path, ms/run) of each measured, and the skipped ones by label."""
+    """Load, warm up and time every candidate (``only``: the one (backend, artifact path)),
+    then close them all (the child's job): (backend, artifact path, ms/run) of each
+    measured, and the skipped ones by label."""
     inputs = sample_inputs(package)
     skipped: dict[str, str] = {}
     loaded: list[tuple[Candidate, RuntimeBackend]] = []
     for candidate in candidates(package, config):
+        if only is not None and (candidate.backend, str(candidate.artifact.path)) != only:
+            continue
         try:
             loaded.append((candidate, _prepare(candidate, package, config, inputs)))
         except Exception as exc:  # any failure skips this candidate, with its reason
@@ -318,16 +323,49 @@ def measure_in_child(package: ModelPackage, config: RuntimeConfig, budget_s: flo
 
     A plain child process, not a multiprocessing pool: spawning through
     multiprocessing leaves its resource-tracker process running beside the
-    service for good (about 8 MB). A child that dies (a runtime crashing on this
-    CPU, a sandbox refusing it) raises ChildProcessError; one that hangs is
+    service for good (about 8 MB). When the child is killed by a signal (a runtime
+    crashing on this CPU or on this artifact), every candidate is timed again in a
+    child of its own and the one that crashes is skipped with its reason, so that
+    the service never loads it (:func:`_measure_each_in_child`). A child that ends
+    otherwise (a sandbox refusing it) raises ChildProcessError; one that hangs is
     killed and raises TimeoutExpired after ``CHILD_TIMEOUT_S``.
     """
     try:
-        answer = call_child("firmware_app.runtime.selection", (package, config, budget_s),
+        answer = call_child("firmware_app.runtime.selection", (package, config, budget_s, None),
                             CHILD_TIMEOUT_S)
-    except ChildProcessError as exc:
-        raise ChildProcessError(f"the timing process ended with {exc}") from None
+    except ChildEnded as exc:
+        if not exc.crashed:
+            raise ChildProcessError(f"the timing process ended with {exc}") from None
+        log.warning("a runtime crashed the timing process (%s): timing each candidate in a "
+                    "process of its own", exc)
+        return _measure_each_in_child(package, config, budget_s)
     return pickle.loads(answer)
+
+
+def _measure_each_in_child(package: ModelPackage, config: RuntimeConfig, budget_s: float
+                           ) -> tuple[list[tuple[str, str, float]], dict[str, str]]:
+    """Every candidate timed alone in a fresh interpreter; one whose child crashes or hangs
+    is skipped, its reason kept with the timings (so a later start never loads it)."""
+    pairs = _every_pair(package, config)
+    measured: list[tuple[str, str, float]] = []
+    skipped: dict[str, str] = {}
+    for (key, path), candidate in pairs.items():
+        try:
+            answer = call_child("firmware_app.runtime.selection",
+                                (package, config, budget_s / max(len(pairs), 1), (key, path)),
+                                CHILD_TIMEOUT_S)
+        except ChildEnded as exc:
+            _skip(skipped, candidate, RuntimeError(
+                f"{'crashed' if exc.crashed else 'ended'} the runtime's process here ({exc})"))
+            continue
+        except subprocess.TimeoutExpired:
+            _skip(skipped, candidate, RuntimeError(
+                f"the runtime's process hung here (killed after {CHILD_TIMEOUT_S:.0f} s)"))
+            continue
+        alone, reasons = pickle.loads(answer)
+        measured += alone
+        skipped.update(reasons)
+    return measured, skipped
 
 
 def _timing_child() -> None:

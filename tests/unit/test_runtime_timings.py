@@ -110,6 +110,49 @@ def test_a_child_that_cannot_run_falls_back_to_timing_in_the_service(
     loaded.close()
 
 
+#: imported first by every interpreter started with its folder on PYTHONPATH: ONNX Runtime
+#: dies of a segmentation fault on loading the artifact named in CLINIBOX_TEST_SEGFAULT_ON
+CRASHING_RUNTIME = """
+import os, signal
+from firmware_app.runtime import onnxruntime as backend
+
+loads = backend.OnnxRuntimeBackend.load
+
+
+def load(self, artifact, **kwargs):
+    if os.path.basename(str(artifact)) == os.environ.get("CLINIBOX_TEST_SEGFAULT_ON"):
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return loads(self, artifact, **kwargs)
+
+
+backend.OnnxRuntimeBackend.load = load
+"""
+
+
+def test_a_runtime_that_crashes_in_the_timing_process_is_skipped_never_loaded_here(
+        tmp_path, package, monkeypatch):
+    """A runtime that crashes on this CPU or on an artifact (OpenVINO's CPU plugin died so
+    compiling an INT8 graph on an AMD EPYC) kills the timing process, not the service:
+    each candidate is then timed alone, and the crashing one is skipped, kept so."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(CRASHING_RUNTIME)
+    monkeypatch.setenv("PYTHONPATH", f"{hook}:{REPO}")
+    monkeypatch.setenv("CLINIBOX_TEST_SEGFAULT_ON", "model.int8.onnx")
+    runtime, timings = RuntimeConfig(precision="int8"), tmp_path / "t.json"
+    loaded = selection.select_backend(package, runtime, timings=timings, budget_s=0.5)
+    crashed = "onnxruntime:onnx/int8 (model.int8.onnx)"
+    assert crashed in loaded.skipped and "crashed" in loaded.skipped[crashed]
+    assert "SIGSEGV" in loaded.skipped[crashed] or "-11" in loaded.skipped[crashed]
+    assert crashed not in loaded.ms_per_run and len(loaded.ms_per_run) >= 3
+    assert loaded.label != crashed and "timed in a child process" in loaded.reason
+    loaded.close()
+    kept = read_timings(timings, timings_key(package, runtime))
+    assert crashed in kept["skipped"]
+    assert all(path != str(package.root / "model.int8.onnx") or key != "onnxruntime"
+               for key, path, _ms in kept["timings"])
+
+
 def test_the_self_test_keeps_the_timings_the_service_starts_from(tmp_path, monkeypatch):
     """`clinibox selftest` times the candidates as the service would and keeps them, so the
     next `clinibox serve` loads the winner at once; a package moved to another folder (its
