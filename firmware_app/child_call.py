@@ -17,9 +17,12 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from firmware_app.errors import CliniboxError
 
-class ChildEnded(ChildProcessError):
-    """The child ended with a non-zero ``status`` (a signal: negative)."""
+
+class ChildEnded(CliniboxError, ChildProcessError):
+    """The child ended with a non-zero ``status`` (a signal: negative); a ChildProcessError
+    too, for callers that treat any failed child alike."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)

@@ -133,13 +133,17 @@ def test_torchscript_one_channel_step_by_step(tmp_path, signing_key):
     assert manifest["inputs"][0]["shape"] == [1, 1, 256, 256]
     for art in manifest["artifacts"]:
         assert art["validation"]["decision_agreement"] >= 0.95
-    # TorchScript cannot be wrapped: no heatmap and no validated range, and the report says so
+    # TorchScript cannot be wrapped: no heatmap and no features, and the report says so; its
+    # validated range measures the input's own statistics, computed by the box
     steps = manifest["provenance"]["steps"]
     assert steps["heatmap"]["added"] is False and "torchscript" in steps["heatmap"]["reason"]
-    assert [o["name"] for o in manifest["outputs"]] == ["logits"] and "ood" not in manifest
+    assert [o["name"] for o in manifest["outputs"]] == ["logits"]
     assert [h["kind"] for h in manifest["heads"]] == ["classification"]
+    statistics = steps["validated_range"]["image_statistics"]
+    assert manifest["ood"]["output"] is None and len(manifest["ood"]["mean"]) == statistics > 0
     report = (out / "report.html").read_text(encoding="utf-8")
-    assert "nothing was added to the model" in report and "The box has no guard" in report
+    assert "nothing was added to the model" in report
+    assert "intensity histogram and texture" in report and "The box has no guard" not in report
 
 
 def test_an_eager_classifier_keeps_its_heatmap_across_separate_steps(tmp_path, signing_key):
@@ -163,7 +167,10 @@ def test_an_eager_classifier_keeps_its_heatmap_across_separate_steps(tmp_path, s
     assert steps["heatmap"]["feature_layer"] == "features"
     assert all(v["min"] >= 0.99 for k, v in steps["heatmap"]["grad_cam"]["correlation"].items()
                if k != "onnx-int8")
-    assert len(manifest["ood"]["mean"]) == steps["heatmap"]["features"]["dimensions"]
+    # the range measures the features the heatmap was built from and the input's statistics
+    assert len(manifest["ood"]["mean"]) == (steps["heatmap"]["features"]["dimensions"]
+                                            + steps["validated_range"]["image_statistics"])
+    assert manifest["ood"]["output"] == "features"
     assert steps["validated_range"]["artifacts_flagged"]["onnx-fp32"] <= 0.05
 
 
