@@ -428,7 +428,7 @@ def main() -> int:
     from firmware_app.settings.box import RuntimeConfig
 
     scratch = None if args.work else tempfile.TemporaryDirectory(prefix="bench-int8-")
-    work = args.work or Path(scratch.name)
+    work = (args.work or Path(scratch.name)).resolve()  # convert runs with cwd=work
     work.mkdir(parents=True, exist_ok=True)
     (work / f"{MODULE_NAME}.py").write_text(MODULE)
     figures: dict = {"machine": machine("onnxruntime", "openvino", "nncf", "torch", "monai")}

@@ -300,6 +300,27 @@ def _reach(shape: _Shape) -> float:
     return shape.r * shape.aspect * (1 + sum(abs(a) for _, a, _ in shape.harmonics)) + shape.soft
 
 
+def _place_lesion(rng: np.random.Generator, inside, r: float, label: str, kind: str,
+                  taken: list[tuple[float, float, float]], fallback_r: float,
+                  smallest_r: float) -> _Shape | None:
+    """A lesion of radius ``r`` (where none fits: ``fallback_r``, then smaller down to
+    ``smallest_r``) drawn first and then placed by its painted reach (long half-axis with
+    its lobes and soft margin), so that none of it falls outside ``inside`` (the fan, the
+    abdomen) or on a taken structure; the truth then shows only what the image shows.
+    Its reach is added to ``taken``."""
+    fallback = min(r, fallback_r)
+    for radius, tries in ((r, 200), (fallback, 400), (max(0.6 * fallback, smallest_r), 400),
+                          (min(fallback, smallest_r), 400)):
+        shape = _lesion_shape(rng, 0.0, 0.0, radius, label, kind)
+        reach = _reach(shape)
+        spot = _place(rng, inside, reach, taken, tries=tries)
+        if spot is not None:
+            shape.cx, shape.cy = spot
+            taken.append((*spot, reach))
+            return shape
+    return None
+
+
 def _place(rng: np.random.Generator, inside, r: float, taken: list[tuple[float, float, float]],
            tries: int = 60) -> tuple[float, float] | None:
     """A centre where ``inside(x, y, r)`` holds and no taken circle overlaps."""
@@ -353,9 +374,10 @@ def _ct(rng: np.random.Generator, h: int, w: int, lesions: int) -> Phantom:
     _paint(hu, liver, 58 + float(rng.normal(0, 4)) + 3 * smooth_noise(rng, h, w, 0.03 * s))
     _paint(hu, _Shape(cx + 0.27 * w, cy - 0.04 * h, 0.1 * ay, aspect=1.6, angle=-0.9, soft=2.0),
            float(rng.uniform(45, 55)))
-    for side in (-1, 1):
-        _paint(hu, _Shape(cx + side * 0.15 * w, cy + 0.2 * ay, 0.12 * ay, aspect=1.7,
-                          angle=side * 1.2, soft=1.5), float(rng.uniform(140, 190)))
+    kidneys = [_Shape(cx + side * 0.15 * w, cy + 0.2 * ay, 0.12 * ay, aspect=1.7,
+                      angle=side * 1.2, soft=1.5) for side in (-1, 1)]
+    for side, kidney in zip((-1, 1), kidneys, strict=True):
+        _paint(hu, kidney, float(rng.uniform(140, 190)))
         _paint(hu, _Shape(cx + side * 0.15 * w, cy + 0.2 * ay, 0.05 * ay, aspect=1.5,
                           angle=side * 1.2, soft=1.5), float(rng.uniform(15, 35)))
     taken: list[tuple[float, float, float]] = []
@@ -378,22 +400,20 @@ def _ct(rng: np.random.Generator, h: int, w: int, lesions: int) -> Phantom:
     distractors: list[tuple[str, Box]] = []
     aorta = _Shape(cx + 0.03 * w, spine[1] - spine[2] * 1.6, 0.028 * s, soft=1.0)
     _paint(hu, aorta, float(rng.uniform(160, 260)))
-    _paint(hu, _Shape(cx - 0.08 * w, spine[1] - spine[2] * 1.5, 0.03 * s, aspect=1.3, soft=1.0),
-           float(rng.uniform(110, 170)))
+    ivc = _Shape(cx - 0.08 * w, spine[1] - spine[2] * 1.5, 0.03 * s, aspect=1.3, soft=1.0)
+    _paint(hu, ivc, float(rng.uniform(110, 170)))
     region = _Ellipse(cx, cy - 0.05 * ay, ax - fat - 0.02 * s, ay * 0.75 - fat,
                       exclude=((*spine[:2], spine[2] * 2.2),))
-    taken.append((aorta.cx, aorta.cy, aorta.r))
+    # lesions keep clear of the aorta, the vena cava and the kidneys: a lesion's contrast
+    # is added to what lies beneath it, and no cross-section shows one laid over those
+    taken += [(aorta.cx, aorta.cy, aorta.r), (ivc.cx, ivc.cy, _reach(ivc))]
+    taken += [(k.cx, k.cy, _reach(k)) for k in kidneys]
     planned: list[tuple[_Shape, str]] = []  # lesions claim their place before distractors
     for r in _lesion_radii(rng, w, lesions):
         label = _lesion_class(rng)
-        spot = _place(rng, region, r * 1.2, taken, tries=200)
-        if spot is None:
-            r = min(r, 0.05 * w)
-            spot = _place(rng, region, r * 1.2, taken, tries=400)
-        if spot is not None:
-            shape = _lesion_shape(rng, *spot, r, label, "ct")
+        shape = _place_lesion(rng, region, r, label, "ct", taken, 0.05 * w, 0.02 * w)
+        if shape is not None:
             planned.append((shape, label))
-            taken.append((*spot, _reach(shape)))
     for _ in range(int(rng.integers(2, 7))):  # vessel cross-sections, round or tubular
         r = float(rng.uniform(0.008, 0.022) * s)
         spot = _place(rng, region, r * 2, taken)
@@ -522,15 +542,12 @@ def _us(rng: np.random.Generator, h: int, w: int, lesions: int,
             distractors.append(("vessel", v.box(h, w)))
     found = []
     for r in _lesion_radii(rng, w, lesions):
-        r = min(r, 0.11 * s)
         label = _lesion_class(rng)
-        spot = _place(rng, fan, r * 1.2, taken, tries=200)
-        if spot is None:
-            r = min(r, 0.04 * w)
-            spot = _place(rng, fan, r * 1.2, taken, tries=400)
-        if spot is None:
+        shape = _place_lesion(rng, fan, min(r, 0.11 * s), label, "us", taken, 0.04 * w,
+                              0.02 * w)
+        if shape is None:
             continue
-        shape = _lesion_shape(rng, *spot, r, label, "us")
+        r = shape.r
         malignant = label == "malignant"
         hypo = rng.random() < (0.9 if malignant else 0.75)
         if hypo:
@@ -546,7 +563,6 @@ def _us(rng: np.random.Generator, h: int, w: int, lesions: int,
         else:
             shadow = -rng.uniform(0.15, 0.35) if rng.random() < 0.4 else 0.0
         found.append((shape, contrast, shadow, label))
-        taken.append((*spot, _reach(shape)))
     mm = float(rng.uniform(*US_DEPTH_MM)) / h
     tgc = float(rng.uniform(0.3, 1.2))
     dynamic = float(rng.uniform(42, 58))

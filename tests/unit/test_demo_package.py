@@ -15,7 +15,7 @@ from converters.demo_metrics import real_images
 from converters.demo_model import SEEDS
 from converters.phantoms import dataset_plan, dataset_sample
 from firmware_app.contracts import signing
-from firmware_app.contracts.heads import parse_heads
+from firmware_app.contracts.heads import parse_heads, parse_validated_range
 from firmware_app.contracts.manifest import PackageError
 from firmware_app.imaging.preprocess import get_preprocessor, letterbox_grey
 from firmware_app.inference.heads import decoder_for
@@ -29,7 +29,7 @@ from firmware_app.settings.box import DEMO_PUBLIC_KEY, REPO_ROOT, RuntimeConfig
 PACKAGE = REPO_ROOT / "models" / "clinibox-demo-lesion" / "1.0.0"
 OUTPUTS = {"lesion_logit": (1, 1), "centre_heatmap": (1, 1, 32, 32), "box_size": (1, 2, 32, 32),
            "cam": (1, 1, 32, 32), "lesion_class": (1, 2, 32, 32),
-           "lesion_mask": (1, 1, 64, 64), "features": (1, 40)}
+           "lesion_mask": (1, 1, 64, 64), "features": (1, 24)}
 
 
 #: share of held-out lesions over 5 mm whose both measured axes are within 15 % of truth,
@@ -93,7 +93,10 @@ def test_package_loads_and_says_what_it_is(package):
     assert heads["classification"].params["labels"] == ["benign", "malignant"]
     assert heads["classification"].params["per"] == "lesion"
     assert heads["segmentation"].outputs == {"output": "lesion_mask"}
-    assert m["ood"]["output"] == "features" and len(m["ood"]["mean"]) == 40
+    # the range measures the input's own statistics (the box computes them), then features
+    ood = parse_validated_range(m["ood"])
+    assert ood.output == "features" and ood.image_statistics is not None
+    assert len(ood.mean) == ood.image_statistics.size + OUTPUTS["features"][1]
     assert m["ood"]["held_out"]["flagged"] <= 0.01
     labels = {a.label for a in package.artifacts}
     assert {"onnx/fp32", "onnx/int8", "openvino-ir/fp32", "openvino-ir/int8",
@@ -231,13 +234,14 @@ def test_the_second_stage_passes_its_golden_cases_on_every_runtime(package, back
 
 @pytest.mark.parametrize("label", ["onnx/fp32", "onnx/int8", "openvino-ir/int8", "tflite/int8"])
 def test_real_ct_and_mr_are_outside_the_validated_range(package, label):
-    """pydicom's real CT and MR files, decoded as the box does, are unlike every phantom."""
+    """pydicom's real CT and MR files, decoded as the box does, are unlike every phantom
+    (the guard measures the model's input and its features, as the box does)."""
     art = next(a for a in package.artifacts if a.label == label)
     guard = RangeGuard.from_manifest(package.manifest)
     rows = real_images(package.input.shape, package.input.mean, package.input.std)
     assert {name for name, _, _ in rows} >= {"CT_small.dcm", "MR_small.dcm", "emri_small.dcm"}
     for name, frame, x in rows:
-        score = guard.score(run_artifact(art.format, art.path, x))
+        score = guard.score(run_artifact(art.format, art.path, x), x)
         assert score.outside, (label, name, frame, score.ratio)
     # and held-out phantoms are (almost all) inside it
     plan = dataset_plan(SEEDS["test"], 1000)
@@ -246,7 +250,7 @@ def test_real_ct_and_mr_are_outside_the_validated_range(package, label):
         phantom = dataset_sample(SEEDS["test"], index, plan)
         x, _ = letterbox_grey(phantom.image, package.input.shape, package.input.mean,
                               package.input.std, {})
-        inside += not guard.score(run_artifact(art.format, art.path, x)).outside
+        inside += not guard.score(run_artifact(art.format, art.path, x), x).outside
     assert inside >= 39, (label, inside)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -48,7 +49,7 @@ from firmware_app.imaging.decode import decode, decode_guard, frame_pixels, open
 from firmware_app.imaging.preview import frame_preview
 from firmware_app.inference.lesions import lesion_from_box
 from firmware_app.inference.postprocess import Box
-from firmware_app.settings.box import Config, LimitsConfig
+from firmware_app.settings.box import REPO_ROOT, Config, LimitsConfig
 from firmware_app.storage.results import ResultStore
 from tests.viewer_state import ct_phantom, local_box
 from web.render import key_image_png
@@ -413,7 +414,10 @@ def test_the_demo_is_recognised_from_its_manifest(analysed):
     assert not clinical.demo and clinical.finding_threshold == 0.3
     assert clinical.model_id == "x@1.0.0"
     assert ModelIdentity.from_manifest(manifest | {"intended_use": "DEMONSTRATION ONLY — x"}).demo
-    assert analysed.model.demo and analysed.model.finding_threshold == pytest.approx(0.1169)
+    shipped = json.loads((REPO_ROOT / "models" / "clinibox-demo-lesion" / "1.0.0"
+                          / "manifest.json").read_text(encoding="utf-8"))
+    assert analysed.model.demo
+    assert analysed.model.finding_threshold == pytest.approx(shipped["thresholds"]["finding"])
 
 
 # -- segmentation ---------------------------------------------------------------------------
@@ -446,8 +450,11 @@ def test_the_seg_holds_each_lesion_mask_as_its_class_segment(analysed, tmp_path)
     for each in alert.result["lesions"]:
         expected |= rasterise(each["contour"], rows, columns)
     assert np.array_equal(np.squeeze(mask) > 0, expected)
-    # the filled outline is the model's mask, up to the outline's simplification
-    assert (mask > 0).sum() == pytest.approx(lesion["area_px2"], rel=0.25)
+    # the filled outlines are the model's masks (every lesion of the image), up to the
+    # outlines' simplification
+    assert lesion["area_px2"] > 0
+    assert (mask > 0).sum() == pytest.approx(
+        sum(each["area_px2"] for each in alert.result["lesions"]), rel=0.25)
 
 
 def test_a_multi_frame_source_gets_its_mask_on_the_lesions_frame(analysed, tmp_path):

@@ -182,3 +182,72 @@ def test_lesion_maps_are_the_model_targets():
     empty_cover, empty_classes = lesion_maps(generate("us", np.random.default_rng(1), 256,
                                                       lesion=False))
     assert not empty_cover.any() and (empty_classes == -1).all()
+
+
+def test_a_lesion_never_reaches_beyond_its_painted_reach():
+    from converters.phantoms import _lesion_shape, _reach
+
+    rng = np.random.default_rng(12)
+    for kind in ("ct", "us"):
+        for label in CLASSES:
+            for _ in range(25):
+                shape = _lesion_shape(rng, 200.0, 200.0, float(rng.uniform(4, 40)), label, kind)
+                rows, cols, soft = shape.mask(400, 400)
+                ys, xs = np.nonzero(soft >= 0.5)
+                reach = np.hypot(cols.start + xs + 0.5 - 200.0, rows.start + ys + 0.5 - 200.0)
+                assert reach.max() <= _reach(shape)
+
+
+def test_lesions_are_placed_by_their_reach_inside_the_fan_and_clear_of_taken_organs():
+    """A lesion's truth shows only what the image shows: no part of it beyond the edge of
+    the ultrasound fan, none laid over a structure already there (a kidney, say)."""
+    from converters.phantoms import _place_lesion, _Sector
+
+    rng = np.random.default_rng(13)
+    h, w = 300, 400
+    fan = _Sector(rng, h, w)
+    organ = (200.0, 170.0, 40.0)
+    yy, xx = np.mgrid[0:h, 0:w] + 0.5
+    placed = 0
+    for i in range(40):
+        taken = [organ]
+        r = float(w * rng.uniform(0.04, 0.15))
+        shape = _place_lesion(rng, fan, r, CLASSES[i % 2], "us", taken, 0.04 * w, 0.02 * w)
+        if shape is None:
+            continue
+        placed += 1
+        truth = shape.truth(h, w, CLASSES[i % 2], (0.1, 0.1))
+        mask = truth.full_mask(h, w)
+        assert fan.mask[mask].min() >= 0.5, "lesion truth beyond the imaged fan"
+        assert np.hypot(xx[mask] - organ[0], yy[mask] - organ[1]).min() > organ[2]
+        assert taken[-1][:2] == (shape.cx, shape.cy)  # its reach is taken for what follows
+    assert placed >= 30
+
+
+def test_ct_lesions_stay_clear_of_the_kidneys_and_vena_cava():
+    """Lesions laid over a kidney or the vena cava added their contrast to an organ's:
+    no cross-section shows that, and their truth could not be seen."""
+    from converters import phantoms
+
+    seen = []
+    original = phantoms._place_lesion
+
+    def spy(rng, inside, r, label, kind, taken, fallback, smallest):
+        seen.append(list(taken))
+        return original(rng, inside, r, label, kind, taken, fallback, smallest)
+
+    phantoms._place_lesion = spy
+    try:
+        p = generate("ct", np.random.default_rng(31), 512, lesion=True)
+    finally:
+        phantoms._place_lesion = original
+    assert p.lesion and seen
+    w = h = 512
+    # the two kidneys sit either side of the midline, the vena cava left of the aorta
+    kidneys = [t for t in seen[0] if abs(t[1] - h / 2) < 0.15 * h and abs(abs(t[0] - w / 2)
+                                                                         - 0.15 * w) < 0.03 * w]
+    assert len(kidneys) == 2
+    for truth in p.lesions:
+        ys, xs = np.nonzero(truth.full_mask(h, w))
+        for kx, ky, reach in kidneys:
+            assert np.hypot(xs + 0.5 - kx, ys + 0.5 - ky).min() > reach
