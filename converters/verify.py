@@ -29,6 +29,7 @@ import numpy as np
 from converters.config import ConvertConfigError
 from converters.spec import ModelSpec
 from firmware_app.errors import CliniboxError
+from firmware_app.inference.postprocess import sigmoid
 
 FLOAT_PRECISIONS = ("fp32", "fp16")
 INT8_PRECISIONS = ("int8",)
@@ -114,7 +115,8 @@ def choose_threshold(targets_bool: np.ndarray, probs: np.ndarray,
     return edge
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
+def _logit(p: np.ndarray | float) -> np.ndarray:
+    """The inverse of ``inference.postprocess.sigmoid`` (p clipped to 1e-6 … 1 − 1e-6)."""
     q = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
     return np.log(q / (1 - q))
 
@@ -129,14 +131,13 @@ def guard_band(source_probs: np.ndarray, artifact_probs: np.ndarray, threshold: 
     called = src >= threshold
     if not called.any():
         return 0.0
-    limit = float(_logit(np.array([threshold]))[0])
-    return max(0.0, float(np.max(limit - _logit(art[called]))))
+    return max(0.0, float(np.max(float(_logit(threshold)) - _logit(art[called]))))
 
 
 def lowered_threshold(threshold: float, band: float) -> float:
     """``threshold`` moved down by ``band`` on the logit scale, rounded down to 4 dp (the
     INT8 artifact's operating threshold: sensitivity first)."""
-    moved = 1.0 / (1.0 + math.exp(-(float(_logit(np.array([threshold]))[0]) - band)))
+    moved = float(sigmoid(np.array([float(_logit(threshold)) - band]))[0])
     return max(math.floor(moved * 1e4) / 1e4, 1e-4)
 
 
