@@ -90,18 +90,24 @@ def fit_validated_range(fit: np.ndarray, held_out: np.ndarray, output: str | Non
                          "flagged": round(float(np.mean(distances > threshold)), 4)}}
 
 
-def measured(x: np.ndarray, features: np.ndarray | None, statistics: ImageStatistics | None,
-             mean: float, std: float) -> np.ndarray:
-    """[N, D]: what a validated range measures of model inputs ``x`` [N, C, H, W]
-    (normalised with ``mean`` and ``std``): their own statistics, as the box computes them
-    (``firmware_app/inference/validated_range.py``), then the model's ``features`` [N, F]
-    for them (None: the statistics alone)."""
-    parts = []
-    if statistics is not None:
-        parts.append(np.stack([image_statistics(row * std + mean, statistics) for row in x])
-                     if len(x) else np.zeros((0, statistics.size)))
-    if features is not None:
-        parts.append(_features(features))
+def input_statistics(x: np.ndarray, statistics: ImageStatistics | None, mean: float,
+                     std: float) -> np.ndarray:
+    """[N, S]: the own statistics of model inputs ``x`` [N, C, H, W] (normalised with
+    ``mean`` and ``std``), as the box computes them (``firmware_app/inference/
+    validated_range.py``); S = 0 without ``statistics``. They do not depend on the
+    artifact: compute them once per image set and :func:`measured` each artifact."""
+    if statistics is None:
+        return np.zeros((len(x), 0))
+    if not len(x):
+        return np.zeros((0, statistics.size))
+    return np.stack([image_statistics(row * std + mean, statistics) for row in x])
+
+
+def measured(statistics: np.ndarray, features: np.ndarray | None) -> np.ndarray:
+    """[N, D]: what a validated range measures of N images: their
+    :func:`input_statistics`, then the model's ``features`` [N, F] for them (None: the
+    statistics alone)."""
+    parts = [statistics] + ([_features(features)] if features is not None else [])
     return np.concatenate(parts, axis=1)
 
 

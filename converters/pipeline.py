@@ -60,6 +60,7 @@ from converters.ood import (
     fit_projection,
     fit_validated_range,
     flagged_share,
+    input_statistics,
     measured,
     projection_size,
     spread_floors,
@@ -482,9 +483,12 @@ class Conversion:
         output = FEATURES_OUTPUT if held is not None and held.ndim == 2 else None
         statistics = IMAGE_STATISTICS
 
-        def values(x: np.ndarray, features: dict[str, np.ndarray] | None) -> np.ndarray:
-            return measured(x, None if output is None or features is None
-                            else features[FEATURES_OUTPUT], statistics, c.mean, c.std)
+        held_statistics = input_statistics(self.validation.x, statistics, c.mean, c.std)
+
+        def values(features: dict[str, np.ndarray] | None, of: np.ndarray = held_statistics
+                   ) -> np.ndarray:
+            return measured(of, None if output is None or features is None
+                            else features[FEATURES_OUTPUT])
 
         if fit is None:
             reason = "no calibration or training rows to fit it on"
@@ -492,10 +496,10 @@ class Conversion:
             try:
                 fitted = torch_outputs(self.source.exportable, spec, fit) if output else None
                 floors = spread_floors(statistics, held.shape[1] if output else 0)
-                section = fit_validated_range(values(fit, fitted),
-                                              values(self.validation.x, self.reference()),
-                                              output=output, spread_floor=floors,
-                                              statistics=statistics)
+                section = fit_validated_range(
+                    values(fitted, input_statistics(fit, statistics, c.mean, c.std)),
+                    values(self.reference()), output=output, spread_floor=floors,
+                    statistics=statistics)
             except ValueError as exc:
                 reason = str(exc)
         if section is None:
@@ -514,9 +518,8 @@ class Conversion:
             "dimensions": len(section["mean"]), "image_statistics": statistics.size,
             "fit_rows": len(fit), "held_out_rows": len(self.validation.x),
             "threshold": section["threshold"], "held_out_flagged": section["held_out"]["flagged"],
-            "artifacts_flagged": {r.kind: round(flagged_share(
-                values(self.validation.x, self.outputs(r)), section), 4)
-                for r in self.records()}}
+            "artifacts_flagged": {r.kind: round(flagged_share(values(self.outputs(r)), section), 4)
+                                  for r in self.records()}}
         log.info("validated range: %s", steps["validated_range"])
         return section
 

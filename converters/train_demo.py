@@ -56,7 +56,13 @@ from converters.demo_model import (
 )
 from converters.distill import distill
 from converters.export import torch_outputs
-from converters.ood import IMAGE_STATISTICS, fit_validated_range, measured, spread_floors
+from converters.ood import (
+    IMAGE_STATISTICS,
+    fit_validated_range,
+    input_statistics,
+    measured,
+    spread_floors,
+)
 from converters.package import alert_from
 from converters.phantoms import CLASSES, dataset_plan, dataset_sample
 from converters.pipeline import Conversion
@@ -333,18 +339,18 @@ def validated_range(conv: Conversion, model: torch.nn.Module, fit_x: np.ndarray,
     artifacts match the torch model to ~1e-4 and add nothing."""
     from converters.artifacts import open_artifact, run_batch
 
-    fit = [range_values(fit_x, torch_outputs(model, SPEC, fit_x)["features"], norm)]
-    held = [range_values(held_x, torch_outputs(model, SPEC, held_x)["features"], norm)]
+    fit_statistics, held_statistics = statistics_of(fit_x, norm), statistics_of(held_x, norm)
+    fit = [measured(fit_statistics, torch_outputs(model, SPEC, fit_x)["features"])]
+    held = [measured(held_statistics, torch_outputs(model, SPEC, held_x)["features"])]
     runs = ["torch fp32"]
     for record in conv.records():
         if record.precision != "int8":
             continue
         backend = open_artifact(conv.out, record, conv.spec)
         try:
-            fit.append(range_values(fit_x, run_batch(backend, conv.spec, fit_x)["features"],
-                                    norm))
-            held.append(range_values(held_x, run_batch(backend, conv.spec, held_x)["features"],
-                                     norm))
+            fit.append(measured(fit_statistics, run_batch(backend, conv.spec, fit_x)["features"]))
+            held.append(measured(held_statistics,
+                                 run_batch(backend, conv.spec, held_x)["features"]))
         finally:
             backend.close()
         runs.append(f"{record.format} {record.precision} ({record.path})")
@@ -356,10 +362,10 @@ def validated_range(conv: Conversion, model: torch.nn.Module, fit_x: np.ndarray,
             "runs": runs}
 
 
-def range_values(x: np.ndarray, features: np.ndarray, norm: tuple[float, float]) -> np.ndarray:
-    """What the demo's validated range measures of model inputs ``x`` and their
-    ``features``: the input's own statistics, then the features (``converters.ood``)."""
-    return measured(x, features, IMAGE_STATISTICS, *norm)
+def statistics_of(x: np.ndarray, norm: tuple[float, float]) -> np.ndarray:
+    """The own statistics the demo's validated range measures of model inputs ``x``
+    (``converters.ood.input_statistics``), before each artifact's features."""
+    return input_statistics(x, IMAGE_STATISTICS, *norm)
 
 
 def ood_figures(conv: Conversion, ood: dict, model: torch.nn.Module, ref: dict,
@@ -372,26 +378,27 @@ def ood_figures(conv: Conversion, ood: dict, model: torch.nn.Module, ref: dict,
     real = real_images(SHAPE, *norm)
     x = np.concatenate([r[2] for r in real]) if real else np.zeros((0, *SHAPE[1:]), np.float32)
     names = [(r[0], r[1]) for r in real]
-    held_x = conv.validation.x
+    held_statistics = statistics_of(conv.validation.x, norm)
+    real_statistics = statistics_of(x, norm)
     report = {"fit_images": ood["fit_images"], "threshold_images": ood["threshold_images"],
               "fitted_through": ood["runs"],
               "quantile": section["held_out"]["quantile"], "margin": section["held_out"]["margin"],
               "dimensions": len(section["mean"]), "image_statistics": IMAGE_STATISTICS.size,
               "threshold": section["threshold"],
-              "torch": range_report(section, range_values(held_x, ref["features"], norm), names,
-                                    range_values(x, torch_outputs(model, SPEC, x)["features"],
-                                                 norm) if real
+              "torch": range_report(section, measured(held_statistics, ref["features"]), names,
+                                    measured(real_statistics,
+                                             torch_outputs(model, SPEC, x)["features"]) if real
                                     else np.zeros((0, len(section["mean"])))),
               "artifacts": {}}
     for record in conv.records():
         backend = open_artifact(conv.out, record, conv.spec)
         try:
-            real_values = range_values(x, run_batch(backend, conv.spec, x)["features"],
-                                       norm) if real else np.zeros((0, len(section["mean"])))
+            real_values = measured(real_statistics, run_batch(backend, conv.spec, x)["features"]
+                                   ) if real else np.zeros((0, len(section["mean"])))
         finally:
             backend.close()
         report["artifacts"][f"{record.format} {record.precision} ({record.path})"] = range_report(
-            section, range_values(held_x, conv.outputs(record)["features"], norm), names,
+            section, measured(held_statistics, conv.outputs(record)["features"]), names,
             real_values)
     return report
 
