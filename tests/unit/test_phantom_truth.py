@@ -224,7 +224,7 @@ def test_lesions_are_placed_by_their_reach_inside_the_fan_and_clear_of_taken_org
     assert placed >= 30
 
 
-def test_ct_lesions_stay_clear_of_the_kidneys_and_vena_cava():
+def test_ct_lesions_stay_clear_of_the_kidneys_and_vena_cava(monkeypatch):
     """Lesions laid over a kidney or the vena cava added their contrast to an organ's:
     no cross-section shows that, and their truth could not be seen."""
     from converters import phantoms
@@ -236,11 +236,8 @@ def test_ct_lesions_stay_clear_of_the_kidneys_and_vena_cava():
         seen.append(list(taken))
         return original(rng, inside, r, label, kind, taken, fallback, smallest)
 
-    phantoms._place_lesion = spy
-    try:
-        p = generate("ct", np.random.default_rng(31), 512, lesion=True)
-    finally:
-        phantoms._place_lesion = original
+    monkeypatch.setattr(phantoms, "_place_lesion", spy)
+    p = generate("ct", np.random.default_rng(31), 512, lesion=True)
     assert p.lesion and seen
     w = h = 512
     # the two kidneys sit either side of the midline, the vena cava left of the aorta
