@@ -7,8 +7,13 @@ EXTRAS ?= dev,convert,openvino,tflite,central
 
 .PHONY: install run test test-fast lint bench demo-model fuzz clean translations
 
-# Idempotent bootstrap: re-installs only when pyproject.toml changes.
-install: $(STAMP)
+# Idempotent bootstrap: re-installs only when pyproject.toml changes; builds the native DICOM
+# receiver where g++ and dcmtk's headers are installed (scripts/build-receiver.sh).
+RECEIVER := $(BIN)/clinibox-receiver
+install: $(STAMP) $(RECEIVER)
+
+$(RECEIVER): native/receiver/clinibox_receiver.cc scripts/build-receiver.sh $(STAMP)
+	scripts/build-receiver.sh $@
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

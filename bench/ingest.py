@@ -2,15 +2,13 @@
 
 Same phantom CT files, same storescu client (TCP_NODELAY=1), same run, fresh
 state for every repetition. clinibox is measured as shipped (durable: file
-fsync + folder fsync + SQLite FULL commit before each Success) with the worker
-off (ingest alone) and on (the real box, ingest while inferring). Orthanc is
-measured non-durable (SyncStorageArea false) and with its default
-(SyncStorageArea true); storescp (no fsync, no index) is the ceiling. pynetdicom
-alone (``bare_scp.py``: a handler that stores nothing, or only lets pynetdicom write
-the data set into a file) is the most the box's pynetdicom receiver could reach. The
-native receiver prototype (``native_receiver/durable_scp.cc``, built here when g++ and
-libdcmtk-dev are installed) keeps the box's ack rule in dcmtk + SQLite: the alternative
-issue 17 asks to be shown with figures.
+fsync + folder fsync + SQLite FULL commit before each Success) with each of its two
+receivers (``[dicom] receiver``: the native front ``clinibox-receiver``, built by
+``make install``, and pynetdicom), with the worker off (ingest alone) and on (the real
+box, ingest while inferring). Orthanc is measured non-durable (SyncStorageArea false)
+and with its default (SyncStorageArea true); storescp (no fsync, no index) is the
+ceiling. pynetdicom alone (``bare_scp.py``: a handler that stores nothing, or only lets
+pynetdicom write the data set into a file) is the most a pynetdicom receiver could reach.
 
     .venv/bin/python bench/ingest.py [--files 200] [--repeat 3] [--associations 1]
 """
@@ -28,7 +26,6 @@ from pathlib import Path
 
 from common import (
     DCMTK_ENV,
-    build_native,
     echo,
     free_port,
     phantom_files,
@@ -39,6 +36,7 @@ from common import (
     wait_until,
     write_box_config,
 )
+from firmware_app.ingest.native_receiver import receiver_binary
 
 
 def timed_receiver(command: list[str], port: int, ae_title: str, files: list[Path],
@@ -86,34 +84,11 @@ def run_bare(files: list[Path], work: Path, associations: int, into_file: bool) 
     return timed_receiver(command, port, "BARE", files, associations)
 
 
-NATIVE_SOURCE = Path(__file__).with_name("native_receiver") / "durable_scp.cc"
-
-
-def native_receiver() -> Path | None:
-    """The native durable receiver prototype, compiled (g++, libdcmtk-dev, libsqlite3-dev);
-    None when it cannot be built here."""
-    try:
-        return build_native(NATIVE_SOURCE, "durable_scp",
-                            ["g++", "-O2", "-std=c++17", "-ldcmnet", "-ldcmdata", "-loflog",
-                             "-lofstd", "-lsqlite3", "-lpthread"])
-    except (OSError, subprocess.CalledProcessError) as exc:
-        said = getattr(exc, "stderr", "") or str(exc)
-        print(f"native receiver not built (needs g++ libdcmtk-dev libsqlite3-dev): "
-              f"{said.strip()[-300:]}")
-        return None
-
-
-def run_native(binary: Path, files: list[Path], work: Path, associations: int) -> float:
-    """The box's ack rule in a native receiver (``native_receiver/durable_scp.cc``)."""
-    port = free_port()
-    return timed_receiver([str(binary), str(port), str(work / "spool"), str(work / "q.db"),
-                           str(max(associations, 1))], port, "NATIVE", files, associations)
-
-
-def run_clinibox(files: list[Path], work: Path, associations: int, worker: bool) -> float:
+def run_clinibox(files: list[Path], work: Path, associations: int, worker: bool,
+                 receiver: str) -> float:
     port = free_port()
     config = write_box_config(work / "box.toml", work / "state", port,
-                              worker={"enabled": worker})
+                              worker={"enabled": worker}, dicom={"receiver": receiver})
     proc = start_box(config, work / "serve.log")
     try:
         wait_until(lambda: echo(port, "CLINIBOX"), 120, "clinibox")
@@ -132,7 +107,8 @@ def main() -> None:
     cache = Path(tempfile.gettempdir()) / f"clinibox-bench-ct-{args.files}"
     files = phantom_files(cache, args.files, "ct")
     megabytes = sum(f.stat().st_size for f in files) / 2**20
-    native = native_receiver()
+    if receiver_binary() is None:
+        sys.exit("clinibox-receiver is not built: make install (needs g++ and libdcmtk-dev)")
 
     targets = {
         "storescp (dcmtk, ceiling)": lambda w: run_storescp(files, w, args.associations),
@@ -144,12 +120,12 @@ def main() -> None:
             files, w, args.associations, False),
         "pynetdicom alone (data set into a file, no fsync)": lambda w: run_bare(
             files, w, args.associations, True),
-        "clinibox (durable, worker off)": lambda w: run_clinibox(files, w, args.associations,
-                                                                 False),
-        **({"native durable receiver (prototype, dcmtk + SQLite)": lambda w: run_native(
-            native, files, w, args.associations)} if native else {}),
-        "clinibox (durable, worker on)": lambda w: run_clinibox(files, w, args.associations,
-                                                                True),
+        "clinibox, pynetdicom receiver (durable, worker off)": lambda w: run_clinibox(
+            files, w, args.associations, False, "pynetdicom"),
+        "clinibox, native receiver (durable, worker off)": lambda w: run_clinibox(
+            files, w, args.associations, False, "native"),
+        "clinibox, native receiver (durable, worker on)": lambda w: run_clinibox(
+            files, w, args.associations, True, "native"),
     }
     seconds: dict[str, list[float]] = {name: [] for name in targets}
     for _ in range(args.repeat):  # interleaved, so drift hits every target alike

@@ -38,9 +38,10 @@ from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
 from firmware_app.ingest.bounded_server import BoundedAssociationServer, BoundedRequestHandler
-from firmware_app.ingest.landing import Lander, Outcome
+from firmware_app.ingest.landing import Lander
+from firmware_app.ingest.store_answer import answer_store
 from firmware_app.settings.box import DicomConfig
-from firmware_app.storage.spool import RECEIVING_PREFIX, SpoolFull
+from firmware_app.storage.spool import RECEIVING_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +62,6 @@ ACCEPTED_TRANSFER_SYNTAXES = [
     RLELossless,
 ]
 assert set(ACCEPTED_TRANSFER_SYNTAXES) <= set(ALL_TRANSFER_SYNTAXES)
-
-# DICOM status codes (PS3.4 Annex B, PS3.7 Annex C)
-SUCCESS = 0x0000
-OUT_OF_RESOURCES = 0xA700
-CANNOT_UNDERSTAND = 0xC000
-
 
 def receive_data_sets_into(folder: Path) -> None:
     """Make pynetdicom write each C-STORE data set to a file in ``folder`` as it arrives
@@ -136,23 +131,9 @@ class StorageSCP:
         The data set is already on disk in the spool's ``tmp`` folder (written as it
         arrived); landing renames it into place.
         """
-        try:
-            sop_uid = str(event.request.AffectedSOPInstanceUID or "") or None
-            calling = event.assoc.requestor.ae_title
-            landed = self.lander.land_file(event.dataset_path, sop_instance_uid=sop_uid,
-                                           source="dicom", origin=calling)
-        except SpoolFull as exc:
-            log.error("C-STORE refused, out of resources: %s", exc)
-            return OUT_OF_RESOURCES
-        except OSError as exc:
-            log.error("C-STORE refused, could not store: %s", exc)
-            return OUT_OF_RESOURCES
-        except Exception as exc:
-            log.exception("C-STORE refused: %s", exc)
-            return CANNOT_UNDERSTAND
-        if landed.outcome is Outcome.ACCEPTED and self.on_stored:
-            self.on_stored()
-        return SUCCESS
+        sop_uid = str(event.request.AffectedSOPInstanceUID or "") or None
+        return answer_store(self.lander, Path(event.dataset_path), sop_instance_uid=sop_uid,
+                            calling=event.assoc.requestor.ae_title, on_stored=self.on_stored)
 
     def start(self) -> None:
         """Start listening (non-blocking)."""

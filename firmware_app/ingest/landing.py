@@ -46,6 +46,10 @@ class Lander:
         self.database = database
         self.max_object_bytes = max_object_bytes
         self._local = threading.local()
+        #: queue rows are committed one at a time in this process: a thread waiting here is
+        #: woken the moment the commit before it ends, where SQLite's own busy handler would
+        #: let it sleep for milliseconds (several associations landing at once)
+        self._commit_lock = threading.Lock()
 
     def _queue(self) -> JobQueue:
         queue = getattr(self._local, "queue", None)
@@ -151,9 +155,10 @@ class Lander:
                 source: str, origin: str | None) -> int:
         """Commit the queue row of a spooled object; remove the file again if that fails."""
         try:
-            return self._queue().enqueue(local_id=local_id, spool_path=path, size_bytes=size,
-                                         source=source, origin=origin,
-                                         sop_instance_uid=sop_instance_uid)
+            with self._commit_lock:
+                return self._queue().enqueue(local_id=local_id, spool_path=path,
+                                             size_bytes=size, source=source, origin=origin,
+                                             sop_instance_uid=sop_instance_uid)
         except (DuplicateInstance, sqlite3.Error, OSError):
             self.spool.discard(local_id)
             raise

@@ -27,6 +27,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 from firmware_app.contracts.egress import EVENT_REASONS, MODEL_ID, MODEL_REF
 from firmware_app.contracts.envelope import load_x25519_public
@@ -36,6 +37,7 @@ from firmware_app.dicom_out.source import ModelIdentity
 from firmware_app.inference.runner import ModelRunner
 from firmware_app.ingest.dicom_scp import StorageSCP
 from firmware_app.ingest.landing import Lander
+from firmware_app.ingest.native_receiver import NativeStorageSCP, receiver_binary
 from firmware_app.ingest.usb import FolderImporter
 from firmware_app.models.golden import load_verified
 from firmware_app.models.install import report_event
@@ -53,7 +55,7 @@ from firmware_app.service.study_completion import StudyCompleter
 from firmware_app.service.systemd_notify import Notifier
 from firmware_app.service.viewer_process import ViewerProcess
 from firmware_app.service.worker import Worker
-from firmware_app.settings.box import DEMO_TRUST_WARNING, Config
+from firmware_app.settings.box import DEMO_TRUST_WARNING, Config, DicomConfig
 from firmware_app.storage import db
 from firmware_app.storage.queue import JobQueue
 from firmware_app.storage.spool import Spool, make_spool
@@ -154,6 +156,20 @@ def model_facts(package: ModelPackage, *others: ModelPackage) -> ModelFacts:
                                        p.thresholds.get("alert", 1.0)) for p in others))
 
 
+def storage_scp(config: DicomConfig, lander: Lander,
+                on_stored: Callable[[], None]) -> StorageSCP | NativeStorageSCP:
+    """The DICOM receiver ``[dicom] receiver`` names: the native front (``auto``: where it
+    is built), else pynetdicom. Both land through the same ``Lander`` and ack rule."""
+    binary = receiver_binary() if config.receiver in ("auto", "native") else None
+    if binary is not None:
+        return NativeStorageSCP(config, lander, on_stored, binary)
+    if config.receiver == "native":
+        return NativeStorageSCP(config, lander, on_stored)  # start() says it is not built
+    if config.receiver == "auto":
+        log.info("DICOM: clinibox-receiver is not built here; pynetdicom receives")
+    return StorageSCP(config, lander, on_stored=on_stored)
+
+
 class Appliance:
     """Every component of one box, started and stopped together."""
 
@@ -166,7 +182,7 @@ class Appliance:
         #: set after committing rows to the DICOM outbox: the sender sends them at once
         self.pacs_wake = threading.Event()
         self.threads: list[threading.Thread] = []
-        self.scp: StorageSCP | None = None
+        self.scp: StorageSCP | NativeStorageSCP | None = None
         self.spool: Spool | None = None
         self.worker: Worker | None = None
         self.trial = ModelTrial(config)
@@ -198,7 +214,7 @@ class Appliance:
 
         lander = Lander(spool, config.database_path, config.storage.max_object_mb * 2**20)
         if config.dicom.enabled:
-            self.scp = StorageSCP(config.dicom, lander, on_stored=self.wake.set)
+            self.scp = storage_scp(config.dicom, lander, on_stored=self.wake.set)
             self.scp.start()
         if config.usb.enabled:
             importer = FolderImporter(

@@ -87,6 +87,11 @@ class DicomConfig:
     ae_title: str = setting(_ae_title, "our AE title", "CLINIBOX")
     host: str = setting(doc="address to listen on", default="0.0.0.0")
     port: int = setting(in_range(1, 65535), "TCP port", 11112)
+    receiver: str = setting(
+        one_of("auto", "native", "pynetdicom"),
+        'who owns the port: "native" is clinibox-receiver (dcmtk, built by make install), '
+        '"pynetdicom" the Python receiver; "auto" takes the native one where it is built',
+        "auto")
     allowed_calling_aets: list[str] = setting(
         _ae_titles, "calling AE titles allowed to connect; empty allows any", factory=list
     )

@@ -243,6 +243,13 @@ def box(tmp_path) -> Iterator[Box]:
     instance.stop()
 
 
+@pytest.fixture(params=["native", "pynetdicom"])
+def receiver(request) -> str:
+    """Each of the box's DICOM receivers (``[dicom] receiver``), for the tests that
+    face the network: the native front (clinibox-receiver) and pynetdicom."""
+    return request.param
+
+
 @pytest.fixture
 def box_factory(tmp_path) -> Iterator[Callable[..., Box]]:
     """Make boxes with extra config; all are stopped at the end."""

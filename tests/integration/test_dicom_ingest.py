@@ -45,6 +45,12 @@ def phantom_dicoms(out: Path, count: int, kind: str = "mixed", seed: int = 7) ->
     return sorted(out.rglob("*.dcm"))
 
 
+@pytest.fixture
+def box(box_factory, receiver):
+    """A running clinibox with default settings, for each DICOM receiver."""
+    return box_factory(dicom={"receiver": receiver})
+
+
 def test_echo_answers_and_wrong_called_ae_is_refused(box):
     assert echoscu(box.port)
     assert not echoscu(box.port, ae_title="SOMEONEELSE")
@@ -141,8 +147,9 @@ def test_a_different_object_with_a_known_uid_is_kept_aside_and_told(box, tmp_pat
     assert len(box.cli_json("results")) == 1
 
 
-def test_calling_ae_allow_list(box_factory, tmp_path):
-    box = box_factory(dicom={"allowed_calling_aets": ["CT_ROOM_1"]}, start=False)
+def test_calling_ae_allow_list(box_factory, tmp_path, receiver):
+    box = box_factory(dicom={"allowed_calling_aets": ["CT_ROOM_1"], "receiver": receiver},
+                      start=False)
     box.start(wait=False)
     wait_for(lambda: echoscu(box.port, calling="CT_ROOM_1"), 120, "echo from allowed AE")
     assert not echoscu(box.port, calling="INTRUDER")
@@ -153,8 +160,8 @@ def test_calling_ae_allow_list(box_factory, tmp_path):
     box.wait_idle(1)
 
 
-def test_disk_below_floor_answers_out_of_resources(box_factory, tmp_path):
-    box = box_factory(storage={"min_free_mb": 9_000_000})
+def test_disk_below_floor_answers_out_of_resources(box_factory, tmp_path, receiver):
+    box = box_factory(storage={"min_free_mb": 9_000_000}, dicom={"receiver": receiver})
     files = phantom_dicoms(tmp_path / "phantoms", 2)
     result = storescu(box.port, files)
     output = result.stdout + result.stderr

@@ -11,10 +11,11 @@ from tests.tls_certs import make_pki
 pytestmark = pytest.mark.integration
 
 
-def test_tls_with_client_certificates(box_factory, tmp_path):
+def test_tls_with_client_certificates(box_factory, tmp_path, receiver):
     pki = make_pki(tmp_path / "pki")
-    box = box_factory(dicom={"tls_enabled": True, "tls_cert": str(pki.server_cert),
-                             "tls_key": str(pki.server_key), "tls_ca": str(pki.ca_cert)},
+    box = box_factory(dicom={"receiver": receiver, "tls_enabled": True,
+                             "tls_cert": str(pki.server_cert), "tls_key": str(pki.server_key),
+                             "tls_ca": str(pki.ca_cert)},
                       start=False)
     box.start(wait=False)
     files = phantom_dicoms(tmp_path / "phantoms", 2)

@@ -10,11 +10,12 @@ partial file may stay behind.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import time
-from pathlib import Path
 
+import psutil
 import pytest
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom import AE
@@ -30,10 +31,19 @@ LIMIT_MB = 8
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
+    """Resident memory of the service and, where the native receiver has the port, of the
+    receiver and its association processes, in MB (the service's other children, the
+    decoder's sandbox and the runtime timing, grow with start-up, not with a peer)."""
+    service = psutil.Process(pid)
+    processes = [service]
+    for child in service.children():
+        if child.name().startswith("clinibox-receiv"):
+            processes += [child, *child.children()]
+    total = 0
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):  # an association just ended
+            total += process.memory_info().rss
+    return total / 2**20
 
 
 def closed_by_peer(sock: socket.socket, within: float) -> bool:
@@ -48,9 +58,10 @@ def closed_by_peer(sock: socket.socket, within: float) -> bool:
 
 
 @pytest.fixture
-def box(box_factory):
-    return box_factory(dicom={"max_associations": 8, "max_associations_per_peer": 4,
-                              "acse_timeout": 3, "network_timeout": 5, "max_pdu_kb": 64},
+def box(box_factory, receiver):
+    return box_factory(dicom={"receiver": receiver, "max_associations": 8,
+                              "max_associations_per_peer": 4, "acse_timeout": 3,
+                              "network_timeout": 5, "max_pdu_kb": 64},
                        storage={"max_object_mb": LIMIT_MB})
 
 

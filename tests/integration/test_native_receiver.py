@@ -1,0 +1,91 @@
+"""The native DICOM receiver (clinibox-receiver) as a process of the running box: it ends
+with the service (even on SIGKILL), it is started again when it dies, and an association
+process that crashes mid-transfer leaves nothing behind. (What it answers to modalities
+and hostile peers is tested for both receivers in test_dicom_ingest, test_dicom_tls and
+test_hostile_peers.)"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+
+import psutil
+import pytest
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pynetdicom import AE
+
+from tests.hostile import store_pdus
+from tests.integration.conftest import storescu, wait_for
+from tests.integration.test_dicom_ingest import phantom_dicoms
+
+pytestmark = pytest.mark.integration
+
+RECEIVER = "clinibox-receiver"
+
+
+def receivers(service_pid: int) -> list[psutil.Process]:
+    """The listening receiver processes the service started (not its association children)."""
+    service = psutil.Process(service_pid)
+    return [p for p in service.children() if p.name().startswith(RECEIVER[:15])]
+
+
+def association_processes(receiver: psutil.Process) -> list[psutil.Process]:
+    """The receiver's children: one per open association."""
+    return receiver.children()
+
+
+@pytest.fixture
+def box(box_factory):
+    return box_factory(dicom={"receiver": "native"})
+
+
+def test_the_receiver_ends_with_the_service_even_on_a_power_cut_stand_in(box, tmp_path):
+    [receiver] = receivers(box.process.pid)
+    box.kill9()
+    wait_for(lambda: not receiver.is_running() or receiver.status() == psutil.STATUS_ZOMBIE,
+             10, "the receiver to end with its service")
+    # the port is free again: a new service can listen on it at once
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", box.port))
+    box.start()
+    files = phantom_dicoms(tmp_path / "phantoms", 1)
+    assert storescu(box.port, files).returncode == 0
+    box.wait_idle(1)
+
+
+def test_a_receiver_that_dies_is_started_again(box, tmp_path):
+    [receiver] = receivers(box.process.pid)
+    receiver.send_signal(signal.SIGKILL)
+    wait_for(lambda: [p.pid for p in receivers(box.process.pid)
+                      if p.pid != receiver.pid and p.is_running()] != [],
+             30, "a new receiver")
+    files = phantom_dicoms(tmp_path / "phantoms", 2)
+    wait_for(lambda: storescu(box.port, files).returncode == 0, 30, "C-STORE to work again")
+    box.wait_idle(2)
+    assert "clinibox-receiver ended (exit status -9); starting it again" in box.log.read_text()
+
+
+def test_an_association_process_that_crashes_mid_transfer_leaves_nothing(box):
+    [receiver] = receivers(box.process.pid)
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", box.port, ae_title="CLINIBOX")
+    assert assoc.is_established
+    raw = assoc.dul.socket.socket
+    for pdu in store_pdus(assoc, 4 * 2**20)[:20]:  # part of a data set, never its end
+        raw.sendall(pdu)
+    tmp = box.state / "spool" / "tmp"
+    wait_for(lambda: any(tmp.iterdir()), 10, "the data set to arrive in the spool's tmp")
+    [child] = association_processes(receiver)
+    child.send_signal(signal.SIGSEGV)  # as if a hostile data set crashed the parser
+    wait_for(lambda: not any(tmp.iterdir()), 10, "the partial data set to be removed")
+    wait_for(lambda: not assoc.is_established, 30, "the association to be dropped")
+    ae.shutdown()
+    assert receiver.is_running()  # only that association ended
+    assert f"ended with signal {int(signal.SIGSEGV)}" in box.log.read_text()
+    assert box.db_rows("SELECT COUNT(*) FROM instances")[0][0] == 0
+    time.sleep(0.5)
+    assert storescu(box.port, phantom_dicoms(box.root / "phantoms", 1)).returncode == 0
+    box.wait_idle(1)
