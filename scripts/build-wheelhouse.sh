@@ -115,6 +115,10 @@ find "$OUT/models" \( -name '*.pem' -o -name '__pycache__' \) -prune -exec rm -r
 # 4. units and the installer
 cp -r "$REPO/systemd" "$OUT/systemd"
 install -m 0755 "$REPO/scripts/install.sh" "$OUT/install.sh"
+# the native DICOM receiver's source: install.sh builds it on a box with g++ and libdcmtk-dev
+install -m 0755 "$REPO/scripts/build-receiver.sh" "$OUT/build-receiver.sh"
+mkdir -p "$OUT/native/receiver"
+cp "$REPO/native/receiver/clinibox_receiver.cc" "$OUT/native/receiver/"
 cat > "$OUT/README.txt" <<EOF
 clinibox $VERSION, offline bundle$( [ -n "$PLATFORM" ] && printf ' for %s, Python %s' "$PLATFORM" "$PYVER")
 Extras: ${EXTRAS:-none}. Built $(date -u +%Y-%m-%dT%H:%M:%SZ).

@@ -184,6 +184,11 @@ say "installing clinibox $VERSION ($spec) into $R$FINAL_REL"
 PIP_CONFIG_FILE=/dev/null "$STAGE/venv/bin/python" "${pips[0]}/pip" install --isolated \
     --no-index --find-links "$BUNDLE/wheels" --no-compile --no-cache-dir \
     --disable-pip-version-check --quiet "$spec"
+# the native DICOM receiver, where this box has g++ and libdcmtk-dev (else pynetdicom receives)
+if [ -x "$BUNDLE/build-receiver.sh" ]; then
+    "$BUNDLE/build-receiver.sh" "$STAGE/venv/bin/clinibox-receiver" \
+        "$BUNDLE/native/receiver/clinibox_receiver.cc"
+fi
 CONFIG="$R/etc/clinibox/clinibox.toml"
 if [ -e "$CONFIG" ]; then  # an upgrade: the kept config must suit the new version
     check_config "$STAGE" "$CONFIG"

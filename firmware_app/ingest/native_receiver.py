@@ -176,7 +176,11 @@ class NativeStorageSCP:
                          daemon=True).start()
         self._arguments = receiver_arguments(self.config, self.lander.spool.tmp,
                                              landing_path, self.lander.max_object_bytes)
-        self._launch()
+        try:
+            self._launch()
+        except (ReceiverFailed, OSError):
+            self.stop()
+            raise
         threading.Thread(target=self._supervise, name="dicom-receiver", daemon=True).start()
         log.info("DICOM SCP %s listening on %s:%d (native receiver)", self.config.ae_title,
                  self.config.host, self.config.port)

@@ -37,7 +37,11 @@ from firmware_app.dicom_out.source import ModelIdentity
 from firmware_app.inference.runner import ModelRunner
 from firmware_app.ingest.dicom_scp import StorageSCP
 from firmware_app.ingest.landing import Lander
-from firmware_app.ingest.native_receiver import NativeStorageSCP, receiver_binary
+from firmware_app.ingest.native_receiver import (
+    NativeStorageSCP,
+    ReceiverFailed,
+    receiver_binary,
+)
 from firmware_app.ingest.usb import FolderImporter
 from firmware_app.models.golden import load_verified
 from firmware_app.models.install import report_event
@@ -215,7 +219,14 @@ class Appliance:
         lander = Lander(spool, config.database_path, config.storage.max_object_mb * 2**20)
         if config.dicom.enabled:
             self.scp = storage_scp(config.dicom, lander, on_stored=self.wake.set)
-            self.scp.start()
+            try:
+                self.scp.start()
+            except ReceiverFailed as exc:  # built, but it cannot run here (its libraries?)
+                if config.dicom.receiver != "auto":
+                    raise
+                log.error("%s; pynetdicom receives instead", exc)
+                self.scp = StorageSCP(config.dicom, lander, on_stored=self.wake.set)
+                self.scp.start()
         if config.usb.enabled:
             importer = FolderImporter(
                 config.import_dir, lander, config.database_path,

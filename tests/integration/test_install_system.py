@@ -231,6 +231,9 @@ def test_bundle_holds_wheels_models_units_and_their_checksums(bundle):
     assert list(bundle.rglob("*.pem")) == []
     assert (bundle / "systemd" / "clinibox.service").exists()
     assert os.access(bundle / "install.sh", os.X_OK)
+    assert os.access(bundle / "build-receiver.sh", os.X_OK)
+    assert (bundle / "native" / "receiver" / "clinibox_receiver.cc").read_bytes() == \
+        (REPO / "native" / "receiver" / "clinibox_receiver.cc").read_bytes()
 
     listed = {line.split("  ", 1)[1] for line in (bundle / "SHA256SUMS").read_text().splitlines()}
     files = {str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file()}
@@ -267,6 +270,8 @@ def test_install_lays_out_the_box(root):
     prefix = root / "opt" / "clinibox"
     assert os.readlink(prefix / "current") == VERSION
     assert (prefix / VERSION / "VERSION").read_text().strip() == VERSION
+    # built on the box (CI installs g++ and libdcmtk-dev, as a technician would)
+    assert os.access(prefix / VERSION / "venv" / "bin" / "clinibox-receiver", os.X_OK)
     passwd = {line.split(":")[0]: line.split(":") for line in
               (root / "etc" / "passwd").read_text().splitlines()}
     uid, gid = int(passwd["clinibox"][2]), int(passwd["clinibox"][3])
