@@ -93,7 +93,10 @@ def attack_giant_pdu(box: dict, work: Path) -> dict:
     sock = socket.create_connection(("127.0.0.1", box["port"]), source_address=(ATTACKER, 0))
     sock.sendall(struct.pack(">BBL", 0x04, 0, 1536 * 2**20) + bytes(64 * 1024))
     sock.settimeout(10)
-    closed = sock.recv(1) == b""
+    try:
+        closed = sock.recv(1) == b""
+    except ConnectionResetError:  # closed with our unread bytes still queued: a reset
+        closed = True
     sock.close()
     return {"closed_by_box": closed}
 

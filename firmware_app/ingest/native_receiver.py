@@ -100,8 +100,12 @@ class _LandingHandler(socketserver.StreamRequestHandler):
             status = answer_store(self.server.lander, self.server.receive_dir / name,
                                   sop_instance_uid=uid, calling=calling,
                                   on_stored=self.server.on_stored)
-            self.wfile.write(b"%d\n" % status)
-            self.wfile.flush()
+            try:
+                self.wfile.write(b"%d\n" % status)
+                self.wfile.flush()
+            except OSError:  # the association ended, or gave up waiting (its sender retries)
+                log.warning("landing socket: the receiver left before its answer (%s)", name)
+                return
 
 
 class LandingServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):

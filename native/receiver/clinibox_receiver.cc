@@ -155,6 +155,11 @@ class Lander {
       fd_ = -1;
       return false;
     }
+    // a lander that does not answer within the DIMSE timeout is out of resources: the
+    // sender is told so (and retries) before its own timeout gives up on us
+    timeval limit{g_settings.dimse_timeout, 0};
+    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+    setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
     return true;
   }
 
