@@ -25,9 +25,11 @@ from firmware_app.imaging.preprocess import Transform
 from firmware_app.inference.heads import decoder_for
 from firmware_app.runtime.base import RuntimeBackend
 from firmware_app.runtime.selection import (
+    Candidate,
     LoadedModel,
     fallback_candidates,
     load_fallback,
+    probe_in_child,
     select_backend,
 )
 from firmware_app.settings.box import RuntimeConfig
@@ -193,7 +195,7 @@ def load_verified(package: ModelPackage, runtime: RuntimeConfig, timings: Path |
             if not queue:
                 more = fallback_candidates(package, runtime, tried)
                 tried += more
-                queue += [c for c in more if c.label not in failed]
+                queue += _runnable(package, runtime, more, failed, loaded.skipped)
             if not queue:
                 raise GoldenCasesFailed(
                     f"no artifact of {package.model_id} passes its golden cases on this box: "
@@ -204,6 +206,24 @@ def load_verified(package: ModelPackage, runtime: RuntimeConfig, timings: Path |
             except Exception as exc:  # a fallback that does not load is one more failure
                 failed[candidate.label] = f"does not load: {type(exc).__name__}: {exc}"[:300]
         loaded = replacement
+
+
+def _runnable(package: ModelPackage, runtime: RuntimeConfig, found: list[Candidate],
+              failed: dict[str, str], skipped: dict[str, str]) -> list[Candidate]:
+    """Of fallbacks nobody timed here, those that load and run in a process of their own
+    (``probe_in_child``): one the timing skipped, or one that crashes its probe, is a
+    failure with its reason and is never loaded into the service."""
+    runnable = []
+    for candidate in found:
+        if candidate.label in failed:
+            continue
+        why = skipped.get(candidate.label) or probe_in_child(package, runtime, candidate)
+        if why:
+            failed[candidate.label] = f"not loaded here: {why}"[:300]
+            log.warning("%s: fallback %s not loaded: %s", package.model_id, candidate.label, why)
+        else:
+            runnable.append(candidate)
+    return runnable
 
 
 def check_golden(package: ModelPackage, runtime: RuntimeConfig, timings: Path | None = None

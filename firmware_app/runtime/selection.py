@@ -368,6 +368,33 @@ def _measure_each_in_child(package: ModelPackage, config: RuntimeConfig, budget_
     return measured, skipped
 
 
+def probe_in_child(package: ModelPackage, config: RuntimeConfig, candidate: Candidate
+                   ) -> str | None:
+    """Load and run ``candidate`` in a fresh interpreter before the service loads it (a
+    fallback nobody timed here): None when it ran there, else why not. A runtime that
+    crashes or hangs on it, or cannot load it, must not take the service down; where no
+    child can be started (a sandbox refusing it), the service loads it as before."""
+    only = (candidate.backend, str(candidate.artifact.path))
+    try:
+        answer = call_child("firmware_app.runtime.selection",
+                            (package, replace(config, precision="auto"), 0.0, only),
+                            CHILD_TIMEOUT_S)
+    except ChildEnded as exc:
+        if exc.crashed:
+            return f"crashed the runtime's process here ({exc})"
+        log.warning("could not try %s in a process of its own (%s)", candidate.label, exc)
+        return None
+    except subprocess.TimeoutExpired:
+        return f"the runtime's process hung here (killed after {CHILD_TIMEOUT_S:.0f} s)"
+    except OSError as exc:
+        log.warning("could not try %s in a process of its own (%s)", candidate.label, exc)
+        return None
+    measured, skipped = pickle.loads(answer)
+    if measured:
+        return None
+    return skipped.get(candidate.label, "did not run in a process of its own")
+
+
 def _timing_child() -> None:
     """The child's side of :func:`measure_in_child` (``child_call.answer_parent``)."""
     answer_parent(lambda arguments: pickle.dumps(_time_candidates(*arguments)))

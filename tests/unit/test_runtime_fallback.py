@@ -24,6 +24,7 @@ from firmware_app.runtime.selection import LoadedModel
 from firmware_app.service.appliance import load_runner
 from firmware_app.settings.box import Config, from_dict
 from tests.model_packages import DEMO, DEMO_PRIVATE_KEY, make_package
+from tests.unit.test_runtime_timings import CRASHING_RUNTIME, REPO
 
 INT8_ORT = "onnxruntime:onnx/int8"
 FP32_ORT = "onnxruntime:onnx/fp32"
@@ -130,3 +131,30 @@ def test_a_fallback_that_does_not_load_is_one_more_reason(tmp_path, monkeypatch)
     monkeypatch.setattr(golden, "load_fallback", broken)
     with pytest.raises(GoldenCasesFailed, match=r"does not load: RuntimeError"):
         check_golden(package, box(tmp_path, root).runtime)
+
+
+def test_a_fallback_that_crashes_its_runtime_is_never_loaded_into_the_service(
+        tmp_path, monkeypatch):
+    """A fallback nobody timed here is first run in a process of its own: ONNX Runtime dying
+    of a segmentation fault on the FP32 artifact (in child interpreters only, by a
+    ``sitecustomize`` hook) makes it a failure with its reason. This package has no other
+    artifact, so the box refuses to run it and says why, where loading FP32 straight into
+    the service would have killed the service (here: come up on it, as before the probe)."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(CRASHING_RUNTIME)
+    monkeypatch.setenv("PYTHONPATH", f"{hook}:{REPO}")
+    monkeypatch.setenv("CLINIBOX_TEST_SEGFAULT_ON", "model.fp32.onnx")
+    root = make_package(tmp_path / "packages", "1.0.1", blind_int8=True)
+    package = load_package(root, [public_key()])
+    with pytest.raises(GoldenCasesFailed) as refused:
+        load_verified(package, box(tmp_path, root).runtime)
+    why = str(refused.value)
+    assert f"{INT8_ORT}: 4/8 golden cases" in why and "OUT OF TOLERANCE" in why
+    assert f"{FP32_ORT}: not loaded here: crashed the runtime's process" in why
+    monkeypatch.delenv("CLINIBOX_TEST_SEGFAULT_ON")  # the same FP32 artifact, not crashing
+    loaded, report = load_verified(package, box(tmp_path, root).runtime)
+    try:
+        assert report.passed and loaded.label == FP32_ORT
+    finally:
+        loaded.close()
