@@ -1,20 +1,28 @@
 """What a hostile peer on the clinic LAN sends, shared by the attack tests and
-``bench/hostile.py``: a C-STORE's PDUs to stream by hand, and an HTTPS client
-that sends the attacker's bytes exactly, from a chosen source address."""
+``bench/hostile.py``: a C-STORE's PDUs to stream by hand, an association request and
+random damage to any PDU (``mutated``), and an HTTPS client that sends the attacker's
+bytes exactly, from a chosen source address."""
 
 from __future__ import annotations
 
 import http.client
+import random
 import ssl
 from http.cookies import SimpleCookie
 from io import BytesIO
 from pathlib import Path
 from urllib.parse import urlencode
 
-from pydicom.uid import CTImageStorage
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.pdu import A_ASSOCIATE_RQ, P_DATA_TF
+from pynetdicom.pdu_primitives import (
+    A_ASSOCIATE,
+    ImplementationClassUIDNotification,
+    MaximumLengthNotification,
+)
+from pynetdicom.presentation import build_context
 
 from tests.web_client import csrf_token
 
@@ -36,6 +44,42 @@ def store_pdus(assoc, size: int) -> list[bytes]:
         pdu.from_primitive(primitive)
         pdus.append(pdu.encode())
     return pdus
+
+
+def association_request(called: str = "CLINIBOX", calling: str = "ATTACKER") -> bytes:
+    """An encoded A-ASSOCIATE-RQ proposing CT Image Storage, for damaging by hand."""
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
+    primitive.calling_ae_title, primitive.called_ae_title = calling, called
+    context = build_context(CTImageStorage, ExplicitVRLittleEndian)
+    context.context_id = 1
+    primitive.presentation_context_definition_list = [context]
+    length = MaximumLengthNotification()
+    length.maximum_length_received = 16384
+    implementation = ImplementationClassUIDNotification()
+    implementation.implementation_class_uid = "1.2.826.0.1.3680043.8.498.99"
+    primitive.user_information = [length, implementation]
+    pdu = A_ASSOCIATE_RQ()
+    pdu.from_primitive(primitive)
+    return bytes(pdu.encode())
+
+
+def mutated(data: bytes, rng: random.Random) -> bytes:
+    """``data`` with 1-8 random injuries: bytes overwritten, cut short, garbage appended,
+    stretches repeated (lengths that lie, fields that run over)."""
+    damaged = bytearray(data)
+    for _ in range(rng.randint(1, 8)):
+        roll = rng.random()
+        if roll < 0.5 and damaged:
+            damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+        elif roll < 0.7:
+            damaged = damaged[: rng.randrange(len(damaged) + 1)]
+        elif roll < 0.85:
+            damaged += bytes(rng.randrange(256) for _ in range(rng.randint(1, 64)))
+        elif damaged:
+            at = rng.randrange(len(damaged))
+            damaged[at:at] = damaged[at:at + rng.randint(1, 32)] * rng.randint(1, 4)
+    return bytes(damaged)
 
 
 class Browser:

@@ -1,11 +1,14 @@
 """The native DICOM receiver (clinibox-receiver) as a process of the running box: it ends
 with the service (even on SIGKILL), it is started again when it dies, and an association
-process that crashes mid-transfer leaves nothing behind. (What it answers to modalities
+process that crashes mid-transfer leaves nothing behind; damaged upper-layer traffic
+ends only its own association. (What it answers to modalities
 and hostile peers is tested for both receivers in test_dicom_ingest, test_dicom_tls and
 test_hostile_peers.)"""
 
 from __future__ import annotations
 
+import contextlib
+import random
 import signal
 import socket
 import time
@@ -15,7 +18,7 @@ import pytest
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom import AE
 
-from tests.hostile import store_pdus
+from tests.hostile import association_request, mutated, store_pdus
 from tests.integration.conftest import storescu, wait_for
 from tests.integration.test_dicom_ingest import phantom_dicoms
 
@@ -89,3 +92,38 @@ def test_an_association_process_that_crashes_mid_transfer_leaves_nothing(box):
     time.sleep(0.5)
     assert storescu(box.port, phantom_dicoms(box.root / "phantoms", 1)).returncode == 0
     box.wait_idle(1)
+
+
+def test_damaged_upper_layer_traffic_ends_only_its_own_association(box, tmp_path):
+    """Association requests and P-DATA PDUs damaged at random (seeded), 150 connections:
+    the receiver's listening process survives every one, no association process crashes,
+    nothing is left half written, and a modality stores right after."""
+    [receiver] = receivers(box.process.pid)
+    rng = random.Random(17)
+    request = association_request()
+    ae = AE(ae_title="ATTACKER")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", box.port, ae_title="CLINIBOX")
+    pdus = store_pdus(assoc, 20_000)
+    assoc.release()
+    for _ in range(150):
+        with contextlib.suppress(OSError), \
+                socket.create_connection(("127.0.0.1", box.port), timeout=2) as attack:
+            if rng.random() < 0.5:
+                attack.sendall(mutated(request, rng))
+            else:
+                attack.sendall(request)
+                attack.recv(65536)  # the association is accepted
+                for pdu in pdus[: rng.randint(1, len(pdus))]:
+                    attack.sendall(mutated(pdu, rng) if rng.random() < 0.5 else pdu)
+            attack.settimeout(0.2)
+            attack.recv(65536)
+    wait_for(lambda: not association_processes(receiver), 30, "every association to end")
+    assert receiver.is_running() and receivers(box.process.pid) == [receiver]
+    log = box.log.read_text()
+    assert "ended with signal" not in log and "starting it again" not in log
+    assert list((box.state / "spool" / "tmp").iterdir()) == []
+    files = phantom_dicoms(tmp_path / "phantoms", 2)
+    assert storescu(box.port, files).returncode == 0
+    box.wait_idle(2)
+    ae.shutdown()
