@@ -42,6 +42,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -464,6 +465,7 @@ int main(int argc, char **argv) {
   prctl(PR_SET_PDEATHSIG, SIGTERM);  // the service's end is ours (even by SIGKILL)
   if (getppid() != parent) return 0;
   OFLog::configure(OFLogger::WARN_LOG_LEVEL);
+  umask(0077);  // received data sets are private to the service's user, as the spool's files
   struct sigaction stop{};
   stop.sa_handler = [](int) { g_stop = 1; };
   sigaction(SIGTERM, &stop, nullptr);

@@ -96,6 +96,10 @@ def test_every_image_gets_a_result_every_non_image_a_reason(box, tmp_path):
     assert accepted["duplicates_ignored"] + len(conflicts) == len(uid_of) - len(
         set(uid_of.values()))
     assert len(conflicts) >= 1
+    # what a modality sent is never readable by other users, whichever receiver wrote it
+    # (0640: the service's user, and its group for the viewer)
+    spooled = [p for p in (box.state / "spool").rglob("*.dcm") if p.parent.name != "tmp"]
+    assert spooled and all(p.stat().st_mode & 0o777 == 0o640 for p in spooled)
     notes = [r[0] for r in box.db_rows("SELECT message FROM events WHERE component = 'ingest'")]
     assert len([n for n in notes if n.startswith("conflicting duplicate")]) == len(conflicts)
     assert not any(uid in n for n in notes for uid in uid_of.values())
