@@ -29,7 +29,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from firmware_app.cli.table import build_parser
-from tests.integration.conftest import REPO, free_port, to_toml, wait_for
+from tests.integration.conftest import REPO, echoscu, free_port, storescu, to_toml, wait_for
 from tests.integration.test_install_system import (
     UnitSandbox,
     host_units_into,
@@ -424,3 +424,38 @@ def test_oneshot_commands_run_under_their_sandbox(unit, tmp_path):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "state" / "clinibox.db").exists()
     assert "Operation not permitted" not in result.stderr
+
+
+def test_the_native_dicom_receiver_runs_under_the_appliance_sandbox(tmp_path):
+    """`clinibox serve` under clinibox.service's seccomp filter starts clinibox-receiver
+    (fork, exec, prctl, umask, a Unix socket) and stores what a modality sends."""
+    port = free_port()
+    config = tmp_path / "box.toml"
+    config.write_text(to_toml({"storage": {"state_dir": str(tmp_path / "state")},
+                               "dicom": {"port": port, "host": "127.0.0.1",
+                                         "receiver": "native"},
+                               "usb": {"enabled": False}, "web": {"enabled": False}}))
+    log = tmp_path / "serve.log"
+    with open(log, "w") as output:
+        service = subprocess.Popen(
+            [sys.executable, "-m", "firmware_app.cli", "serve", "--config", str(config)],
+            stdout=output, stderr=subprocess.STDOUT, cwd=REPO,
+            preexec_fn=UnitSandbox(SYSTEMD / "clinibox.service").apply)
+    try:
+        wait_for(lambda: service.poll() is None and echoscu(port), 120, "C-ECHO")
+        assert storescu(port, [CT]).returncode == 0
+        wait_for(lambda: "1 processed" in status_line(config), 120, "the slice processed")
+    finally:
+        service.terminate()
+        service.wait(timeout=60)
+    text = log.read_text()
+    assert "(native receiver)" in text and "Operation not permitted" not in text
+
+
+def status_line(config: Path) -> str:
+    """`clinibox status` of the box at ``config``, as text."""
+    result = subprocess.run([sys.executable, "-m", "firmware_app.cli", "status", "--config",
+                             str(config), "--json"], capture_output=True, text=True, cwd=REPO,
+                            timeout=120)
+    counts = json.loads(result.stdout) if result.returncode == 0 else {}
+    return f"{counts.get('processed', 0)} processed"
