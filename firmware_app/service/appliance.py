@@ -37,11 +37,7 @@ from firmware_app.dicom_out.source import ModelIdentity
 from firmware_app.inference.runner import ModelRunner
 from firmware_app.ingest.dicom_scp import StorageSCP
 from firmware_app.ingest.landing import Lander
-from firmware_app.ingest.native_receiver import (
-    NativeStorageSCP,
-    ReceiverFailed,
-    receiver_binary,
-)
+from firmware_app.ingest.native_receiver import NativeStorageSCP, ReceiverFailed
 from firmware_app.ingest.usb import FolderImporter
 from firmware_app.models.golden import load_verified
 from firmware_app.models.install import report_event
@@ -160,18 +156,23 @@ def model_facts(package: ModelPackage, *others: ModelPackage) -> ModelFacts:
                                        p.thresholds.get("alert", 1.0)) for p in others))
 
 
-def storage_scp(config: DicomConfig, lander: Lander,
-                on_stored: Callable[[], None]) -> StorageSCP | NativeStorageSCP:
-    """The DICOM receiver ``[dicom] receiver`` names: the native front (``auto``: where it
-    is built), else pynetdicom. Both land through the same ``Lander`` and ack rule."""
-    binary = receiver_binary() if config.receiver in ("auto", "native") else None
-    if binary is not None:
-        return NativeStorageSCP(config, lander, on_stored, binary)
-    if config.receiver == "native":
-        return NativeStorageSCP(config, lander, on_stored)  # start() says it is not built
-    if config.receiver == "auto":
-        log.info("DICOM: clinibox-receiver is not built here; pynetdicom receives")
-    return StorageSCP(config, lander, on_stored=on_stored)
+def start_storage_scp(config: DicomConfig, lander: Lander,
+                      on_stored: Callable[[], None]) -> StorageSCP | NativeStorageSCP:
+    """Start the DICOM receiver ``[dicom] receiver`` names and return it: the native front
+    (``auto``: where it is built and starts), else pynetdicom. Both land through the same
+    ``Lander`` and ack rule."""
+    if config.receiver != "pynetdicom":
+        native = NativeStorageSCP(config, lander, on_stored)
+        try:
+            native.start()
+            return native
+        except ReceiverFailed as exc:  # not built here, or it cannot run (its libraries?)
+            if config.receiver == "native":
+                raise
+            log.warning("DICOM: %s; pynetdicom receives", exc)
+    scp = StorageSCP(config, lander, on_stored=on_stored)
+    scp.start()
+    return scp
 
 
 class Appliance:
@@ -218,15 +219,7 @@ class Appliance:
 
         lander = Lander(spool, config.database_path, config.storage.max_object_mb * 2**20)
         if config.dicom.enabled:
-            self.scp = storage_scp(config.dicom, lander, on_stored=self.wake.set)
-            try:
-                self.scp.start()
-            except ReceiverFailed as exc:  # built, but it cannot run here (its libraries?)
-                if config.dicom.receiver != "auto":
-                    raise
-                log.error("%s; pynetdicom receives instead", exc)
-                self.scp = StorageSCP(config.dicom, lander, on_stored=self.wake.set)
-                self.scp.start()
+            self.scp = start_storage_scp(config.dicom, lander, on_stored=self.wake.set)
         if config.usb.enabled:
             importer = FolderImporter(
                 config.import_dir, lander, config.database_path,

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 DCMTK_BIN = Path("/usr/bin")
@@ -241,6 +242,13 @@ def box(tmp_path) -> Iterator[Box]:
     instance.start()
     yield instance
     instance.stop()
+
+
+def receiver_processes(service_pid: int) -> list[psutil.Process]:
+    """The native receiver's listening processes that the service started (its association
+    processes are their children); none where pynetdicom has the port."""
+    return [p for p in psutil.Process(service_pid).children()
+            if p.name().startswith("clinibox-receiver"[:15])]  # the kernel keeps 15 chars
 
 
 @pytest.fixture(params=["native", "pynetdicom"])

@@ -22,7 +22,7 @@ from pynetdicom import AE
 
 from tests.corpus import image_dataset, write
 from tests.hostile import store_pdus
-from tests.integration.conftest import storescu, wait_for
+from tests.integration.conftest import receiver_processes, storescu, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -36,9 +36,8 @@ def rss_mb(pid: int) -> float:
     decoder's sandbox and the runtime timing, grow with start-up, not with a peer)."""
     service = psutil.Process(pid)
     processes = [service]
-    for child in service.children():
-        if child.name().startswith("clinibox-receiv"):
-            processes += [child, *child.children()]
+    for receiver in receiver_processes(pid):
+        processes += [receiver, *receiver.children()]
     total = 0
     for process in processes:
         with contextlib.suppress(psutil.NoSuchProcess):  # an association just ended

@@ -19,19 +19,10 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom import AE
 
 from tests.hostile import association_request, mutated, store_pdus
-from tests.integration.conftest import storescu, wait_for
+from tests.integration.conftest import receiver_processes, storescu, wait_for
 from tests.integration.test_dicom_ingest import phantom_dicoms
 
 pytestmark = pytest.mark.integration
-
-RECEIVER = "clinibox-receiver"
-
-
-def receivers(service_pid: int) -> list[psutil.Process]:
-    """The listening receiver processes the service started (not its association children)."""
-    service = psutil.Process(service_pid)
-    return [p for p in service.children() if p.name().startswith(RECEIVER[:15])]
-
 
 def association_processes(receiver: psutil.Process) -> list[psutil.Process]:
     """The receiver's children: one per open association."""
@@ -44,7 +35,7 @@ def box(box_factory):
 
 
 def test_the_receiver_ends_with_the_service_even_on_a_power_cut_stand_in(box, tmp_path):
-    [receiver] = receivers(box.process.pid)
+    [receiver] = receiver_processes(box.process.pid)
     box.kill9()
     wait_for(lambda: not receiver.is_running() or receiver.status() == psutil.STATUS_ZOMBIE,
              10, "the receiver to end with its service")
@@ -59,9 +50,9 @@ def test_the_receiver_ends_with_the_service_even_on_a_power_cut_stand_in(box, tm
 
 
 def test_a_receiver_that_dies_is_started_again(box, tmp_path):
-    [receiver] = receivers(box.process.pid)
+    [receiver] = receiver_processes(box.process.pid)
     receiver.send_signal(signal.SIGKILL)
-    wait_for(lambda: [p.pid for p in receivers(box.process.pid)
+    wait_for(lambda: [p.pid for p in receiver_processes(box.process.pid)
                       if p.pid != receiver.pid and p.is_running()] != [],
              30, "a new receiver")
     files = phantom_dicoms(tmp_path / "phantoms", 2)
@@ -71,7 +62,7 @@ def test_a_receiver_that_dies_is_started_again(box, tmp_path):
 
 
 def test_an_association_process_that_crashes_mid_transfer_leaves_nothing(box):
-    [receiver] = receivers(box.process.pid)
+    [receiver] = receiver_processes(box.process.pid)
     ae = AE(ae_title="MODALITY")
     ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
     assoc = ae.associate("127.0.0.1", box.port, ae_title="CLINIBOX")
@@ -98,7 +89,7 @@ def test_damaged_upper_layer_traffic_ends_only_its_own_association(box, tmp_path
     """Association requests and P-DATA PDUs damaged at random (seeded), 150 connections:
     the receiver's listening process survives every one, no association process crashes,
     nothing is left half written, and a modality stores right after."""
-    [receiver] = receivers(box.process.pid)
+    [receiver] = receiver_processes(box.process.pid)
     rng = random.Random(17)
     request = association_request()
     ae = AE(ae_title="ATTACKER")
@@ -119,7 +110,7 @@ def test_damaged_upper_layer_traffic_ends_only_its_own_association(box, tmp_path
             attack.settimeout(0.2)
             attack.recv(65536)
     wait_for(lambda: not association_processes(receiver), 30, "every association to end")
-    assert receiver.is_running() and receivers(box.process.pid) == [receiver]
+    assert receiver.is_running() and receiver_processes(box.process.pid) == [receiver]
     log = box.log.read_text()
     assert "ended with signal" not in log and "starting it again" not in log
     assert list((box.state / "spool" / "tmp").iterdir()) == []

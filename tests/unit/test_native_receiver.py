@@ -21,11 +21,12 @@ from firmware_app.ingest.native_receiver import (
     receiver_arguments,
 )
 from firmware_app.ingest.store_answer import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, SUCCESS
-from firmware_app.service.appliance import storage_scp
+from firmware_app.service.appliance import start_storage_scp
 from firmware_app.settings.box import DicomConfig
 from firmware_app.storage import db
 from firmware_app.storage.spool import Spool
 from tests.corpus import image_dataset, write
+from tests.integration.conftest import free_port
 
 UID = "1.2.826.0.1.3680043.8.498.1"
 
@@ -118,17 +119,25 @@ def test_a_missing_file_is_out_of_resources_so_the_sender_retries(landing):
 
 def test_auto_takes_the_native_receiver_only_where_it_is_built(monkeypatch, tmp_path):
     lander = Lander(Spool(tmp_path / "s", tmp_path / "q"), tmp_path / "db", 2**20)
+
+    def started(receiver: str):
+        config = DicomConfig(receiver=receiver, host="127.0.0.1", port=free_port())
+        return start_storage_scp(config, lander, lambda: None)
+
     monkeypatch.setattr(native_receiver, "receiver_binary", lambda: None)
-    monkeypatch.setattr("firmware_app.service.appliance.receiver_binary", lambda: None)
-    assert isinstance(storage_scp(DicomConfig(receiver="auto"), lander, lambda: None),
-                      StorageSCP)
-    required = storage_scp(DicomConfig(receiver="native"), lander, lambda: None)
-    assert isinstance(required, NativeStorageSCP)
+    scp = started("auto")
+    assert isinstance(scp, StorageSCP)
+    scp.stop()
     with pytest.raises(ReceiverFailed, match="not built"):
-        required.start()
+        started("native")
+    # a stand-in for the built receiver: it says READY and waits to be stopped
     built = tmp_path / "clinibox-receiver"
-    monkeypatch.setattr("firmware_app.service.appliance.receiver_binary", lambda: built)
-    assert isinstance(storage_scp(DicomConfig(receiver="auto"), lander, lambda: None),
-                      NativeStorageSCP)
-    assert isinstance(storage_scp(DicomConfig(receiver="pynetdicom"), lander, lambda: None),
-                      StorageSCP)
+    built.write_text("#!/bin/sh\necho READY\nexec sleep 60\n")
+    built.chmod(0o755)
+    monkeypatch.setattr(native_receiver, "receiver_binary", lambda: built)
+    scp = started("auto")
+    assert isinstance(scp, NativeStorageSCP)
+    scp.stop()
+    scp = started("pynetdicom")
+    assert isinstance(scp, StorageSCP)
+    scp.stop()
