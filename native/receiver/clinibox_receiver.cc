@@ -48,6 +48,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -370,9 +371,44 @@ void remove_leftovers(pid_t child) {
   closedir(folder);
 }
 
+// A connection over the association limit, answered as pynetdicom answers it: the peer's
+// association request is read (and thrown away), an A-ASSOCIATE-RJ "rejected transient,
+// service provider (presentation), local limit exceeded" goes back, and the connection is
+// closed once the peer has closed it (PS3.8 9.3.4, 9.2.2). A modality then knows the box is
+// busy and retries later, rather than meeting a dropped connection. Everything here is
+// non-blocking in the listening process and bounded: at most max_associations refusals at
+// once (beyond that, and on TLS, where no plain PDU can go back, the connection is closed),
+// each for at most REFUSAL_SECONDS.
+const int REFUSAL_SECONDS = 3;
+const unsigned char ASSOCIATE_RJ_LIMIT[] = {0x03, 0x00, 0x00, 0x00, 0x00, 0x04,
+                                            0x00, 0x02, 0x03, 0x02};
+
+struct Refusal {
+  int fd;
+  std::chrono::steady_clock::time_point until;
+  bool answered;
+};
+
+// Read what the refused peer sent; answer once it has spoken; true while it stays open.
+bool tend(Refusal &refusal) {
+  char discard[4096];
+  for (;;) {
+    ssize_t got = recv(refusal.fd, discard, sizeof discard, MSG_DONTWAIT);
+    if (got == 0) return false;  // the peer closed: done
+    if (got < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+    if (!refusal.answered) {
+      refusal.answered = true;
+      if (send(refusal.fd, ASSOCIATE_RJ_LIMIT, sizeof ASSOCIATE_RJ_LIMIT,
+               MSG_DONTWAIT | MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof ASSOCIATE_RJ_LIMIT))
+        return false;
+    }
+  }
+}
+
 int serve(int listener) {
   std::map<pid_t, std::string> children;  // pid -> peer address
   std::map<std::string, int> held;        // peer address -> associations
+  std::vector<Refusal> refusals;          // connections over the limit, being answered
   while (!g_stop) {
     pid_t child;
     int status;
@@ -387,21 +423,38 @@ int serve(int listener) {
                          std::to_string(WTERMSIG(status)));
       children.erase(it);
     }
-    pollfd ready{listener, POLLIN, 0};
-    if (poll(&ready, 1, 200) <= 0) continue;
+    std::vector<pollfd> ready{{listener, POLLIN, 0}};
+    for (const Refusal &refusal : refusals) ready.push_back({refusal.fd, POLLIN, 0});
+    int events = poll(ready.data(), ready.size(), 200);
+    auto now = std::chrono::steady_clock::now();
+    for (size_t i = refusals.size(); i-- > 0;) {
+      bool open = now < refusals[i].until &&
+                  (!ready[i + 1].revents || tend(refusals[i]));
+      if (!open) {
+        close(refusals[i].fd);
+        refusals.erase(refusals.begin() + i);
+      }
+    }
+    if (events <= 0 || !(ready[0].revents & POLLIN)) continue;
     sockaddr_storage address{};
     socklen_t length = sizeof address;
     int connection = accept4(listener, reinterpret_cast<sockaddr *>(&address), &length, 0);
     if (connection < 0) continue;
     std::string peer = address_of(address);
-    if (static_cast<int>(children.size()) >= g_settings.max_associations ||
-        held[peer] >= g_settings.max_per_peer) {
-      say("WARNING", "connection from " + peer + " refused: " +
-                         (held[peer] >= g_settings.max_per_peer
-                              ? "it already holds " + std::to_string(held[peer]) + " associations"
-                              : std::string("every association slot is taken")));
-      if (held[peer] == 0) held.erase(peer);
+    if (held[peer] >= g_settings.max_per_peer) {  // one address hogging the port: dropped
+      say("WARNING", "connection from " + peer + " refused: it already holds " +
+                         std::to_string(held[peer]) + " associations");
       close(connection);
+      continue;
+    }
+    if (static_cast<int>(children.size()) >= g_settings.max_associations) {
+      say("WARNING", "association from " + peer + " rejected: every association slot is taken");
+      if (held[peer] == 0) held.erase(peer);
+      if (g_settings.tls_cert.empty() &&
+          static_cast<int>(refusals.size()) < g_settings.max_associations)
+        refusals.push_back({connection, now + std::chrono::seconds(REFUSAL_SECONDS), false});
+      else
+        close(connection);
       continue;
     }
     int on = 1;
@@ -419,6 +472,7 @@ int serve(int listener) {
     children[child] = peer;
     held[peer] += 1;
   }
+  for (const Refusal &refusal : refusals) close(refusal.fd);
   for (auto &entry : children) kill(entry.first, SIGTERM);
   for (auto &entry : children) {
     waitpid(entry.first, nullptr, 0);

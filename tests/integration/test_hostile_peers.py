@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
+import subprocess
 import time
 
 import psutil
@@ -22,7 +23,14 @@ from pynetdicom import AE
 
 from tests.corpus import image_dataset, write
 from tests.hostile import store_pdus
-from tests.integration.conftest import receiver_processes, storescu, wait_for
+from tests.integration.conftest import (
+    dcmtk,
+    dcmtk_env,
+    echoscu,
+    receiver_processes,
+    storescu,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -118,3 +126,28 @@ def test_a_pdu_claiming_gigabytes_is_refused_before_it_is_read(box):
     assert closed_by_peer(sock, 10)
     sock.close()
     assert rss_mb(box.process.pid) - before < 40
+
+
+def test_a_full_box_rejects_an_association_and_the_modality_learns_why(box_factory, receiver):
+    """Over the box's association limit a modality gets an A-ASSOCIATE-RJ it can act on
+    (rejected transient, local limit exceeded: retry later), from either receiver, not a
+    dropped connection; once a slot frees, the same modality stores."""
+    box = box_factory(dicom={"receiver": receiver, "max_associations": 2,
+                             "max_associations_per_peer": 2, "acse_timeout": 5,
+                             "network_timeout": 30})
+    ae = AE(ae_title="BUSYMOD")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    held = [ae.associate("127.0.0.1", box.port, ae_title="CLINIBOX",
+                         bind_address=(ATTACKER, 0)) for _ in range(2)]
+    assert all(assoc.is_established for assoc in held)
+    echo = subprocess.run([dcmtk("echoscu"), "-v", "-aec", "CLINIBOX", "127.0.0.1",
+                           str(box.port)], capture_output=True, text=True, env=dcmtk_env(),
+                          timeout=60)
+    output = echo.stdout + echo.stderr
+    assert echo.returncode != 0
+    assert "Association Rejected" in output, output
+    assert "Rejected Transient" in output and "Local Limit Exceeded" in output, output
+    for assoc in held:
+        assoc.release()
+    wait_for(lambda: echoscu(box.port), 30, "a free association slot")
+    ae.shutdown()
