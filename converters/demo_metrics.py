@@ -112,18 +112,16 @@ def _error(measured: float, truth: float) -> float:
     return abs(measured - truth) / truth if truth > 0 else math.inf
 
 
-def lesion_metrics(outs: dict, split: Split, heads: list[dict], params: dict,
-                   thresholds: dict, refine: Callable[[int, list[Box]], list[Box]] | None = None
-                   ) -> dict:
-    """Class AUC and sizes of held-out lesions, decoded and measured as the box does.
+def lesion_rows(outs: dict, split: Split, heads: list[dict], params: dict, thresholds: dict,
+                refine: Callable[[int, list[Box]], list[Box]] | None = None) -> list[dict]:
+    """One row per truth lesion of ``split``, decoded and measured as the box does.
 
     Every truth lesion is matched to a decoded lesion (IoU >= 0.3); its
-    malignancy probability is the decoder's (the class map under its mask), its
-    long and short axis are measured on its mask with the phantom's spacing.
-    ``refine(i, boxes)`` is the package's second stage on phantom ``i``'s decoded
-    boxes, as the box runs it (``inference/stage.py``).
-    ``class_auc_at_truth_centre`` reads the class map at the true centre of
-    every lesion, found or not.
+    malignancy probability ``p`` is the decoder's (the class map under its mask),
+    its ``measured_long`` and ``measured_short`` axes are measured on its mask with
+    the phantom's spacing. ``refine(i, boxes)`` is the package's second stage on
+    phantom ``i``'s decoded boxes, as the box runs it (``inference/stage.py``).
+    ``centre_p`` reads the class map at the true centre of every lesion, found or not.
     """
     decoder = _decoder(heads, params, thresholds)
     rows: list[dict] = []
@@ -134,7 +132,7 @@ def lesion_metrics(outs: dict, split: Split, heads: list[dict], params: dict,
         boxes = decoder.decode(_one(outs, i), transform).boxes
         found = _match(refine(i, boxes) if refine is not None and boxes else boxes, truths)
         for truth, box, model_box in zip(truths, found, split.boxes[i], strict=True):
-            row = {"kind": split.kinds[i], "class": truth["class"],
+            row = {"image": i, "kind": split.kinds[i], "class": truth["class"],
                    "long_mm": truth["long_axis_mm"], "short_mm": truth["short_axis_mm"],
                    "centre_p": _centre_malignancy(outs, i, model_box), "found": box is not None}
             if box is not None and box.class_probabilities:
@@ -143,8 +141,31 @@ def lesion_metrics(outs: dict, split: Split, heads: list[dict], params: dict,
                 measured = axes(box.mask, split.spacings[i])
                 row.update(measured_long=measured.long_axis, measured_short=measured.short_axis)
             rows.append(row)
+    return rows
+
+
+def lesion_metrics(outs: dict, split: Split, heads: list[dict], params: dict,
+                   thresholds: dict, refine: Callable[[int, list[Box]], list[Box]] | None = None
+                   ) -> dict:
+    """Class AUC and sizes of held-out lesions, decoded and measured as the box does
+    (:func:`lesion_rows`)."""
+    rows = lesion_rows(outs, split, heads, params, thresholds, refine)
     return {"lesions": len(rows), "detected": sum(r["found"] for r in rows),
-            **_class_figures(rows), "sizes": _size_figures(rows)}
+            **_class_figures(rows), "sizes": size_figures(rows)}
+
+
+def size_misses(rows: list[dict]) -> list[dict]:
+    """The measured lesions over SIZE_FLOOR_MM with an axis off by more than
+    SIZE_TOLERANCE, each with its axes' signed errors (``long_error``, ``short_error``)."""
+    misses = []
+    for row in rows:
+        if row["long_mm"] <= SIZE_FLOOR_MM or "measured_long" not in row:
+            continue
+        long_error = row["measured_long"] / row["long_mm"] - 1
+        short_error = row["measured_short"] / row["short_mm"] - 1
+        if max(abs(long_error), abs(short_error)) > SIZE_TOLERANCE:
+            misses.append({**row, "long_error": long_error, "short_error": short_error})
+    return misses
 
 
 def _class_figures(rows: list[dict]) -> dict:
@@ -165,7 +186,7 @@ def _class_figures(rows: list[dict]) -> dict:
                                                for r in found])), 4) if found else None}
 
 
-def _size_figures(rows: list[dict]) -> dict:
+def size_figures(rows: list[dict]) -> dict:
     """Within-tolerance shares and median errors of the measured axes."""
     large = [r for r in rows if r["long_mm"] > SIZE_FLOOR_MM]
     measured = [r for r in large if "measured_long" in r]
