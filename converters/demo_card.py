@@ -74,9 +74,8 @@ def stage_section(stage: dict, first: dict) -> str:
     return (f"**Second stage** (`stages` in the manifest): a small U-Net with a class head on a "
             f"64 × 64 crop of the source frame around each lesion (1.6 times its box plus "
             f"6 pixels), trained on {stage['training_crops']} crops of lesion phantoms of its "
-            f"own seeds ({stage['epochs']} epochs, {stage['seconds']} s), FP32 (ONNX, TFLite); "
-            f"the shipped graph looks at each crop in its 8 orientations (flips and transposes) "
-            f"and averages the mask and class logits. "
+            f"own seeds ({stage['epochs']} epochs, {stage['seconds']} s), FP32 (ONNX, TFLite). "
+            f"{_looks_sentence(stage.get('mask_calibration'))}"
             f"On its {stage['crops']} validation crops (boxes moved and scaled as the first "
             f"stage's are): both axes within 15 % for {_pct(stage['both_axes_within_15pct'])} "
             f"of {stage['lesions_over_5mm']} lesions over 5 mm, class AUC "
@@ -84,6 +83,23 @@ def stage_section(stage: dict, first: dict) -> str:
             f"{_pct(z.get('both_within_15pct'))} of the held-out lesions over 5 mm within 15 % "
             f"on both axes (median long-axis error {z.get('median_long_axis_error_pct')} %) and "
             f"its class map gives an AUC of {first.get('class_auc')}.")
+
+
+def _looks_sentence(calibration: dict | None) -> str:
+    """How the shipped stage looks at a crop, and what its looks and mask offset gave on the
+    threshold-selection phantoms (``crop_stage.calibrate_stage``)."""
+    if not calibration:
+        return ""
+    looks = calibration["both_axes_within_15pct_by_looks"]
+    offsets = calibration["both_axes_within_15pct_by_offset"]
+    return (f"The shipped graph looks at each crop in orientations "
+            f"{calibration['orientations']} (as cut, and turned over its anti-diagonal) and "
+            f"averages the mask and class logits; its mask logits are shifted by "
+            f"{calibration['offset']:+g}. End to end on {calibration['phantoms']} "
+            f"threshold-selection phantoms (the box's first stage, crop, second look and "
+            f"axes), lesions over 5 mm with both axes within 15 %: by looks (unshifted) "
+            f"{', '.join(f'{k}: {_pct(v)}' for k, v in looks.items())}; with 2 looks by mask "
+            f"offset {', '.join(f'{float(k):+g}: {_pct(v)}' for k, v in offsets.items())}. ")
 
 
 def calibration_line(calibration: dict) -> str:

@@ -194,18 +194,23 @@ def golden_cases(out: Path, model: Any, spec: StageSpec, crops: np.ndarray,
     return cases
 
 
-def stage_section(spec: StageSpec, output_shapes: dict[str, list[int]],
-                  artifacts: list[dict], cases: list[dict], validation: dict) -> dict:
-    """The manifest's ``stages`` entry, checked as the box will check it."""
-    section = {
+def _declaration(spec: StageSpec, output_shapes: dict[str, list[int]]) -> dict[str, Any]:
+    """What a ``stages`` entry says of the stage itself: crop, inputs, outputs, heads."""
+    return {
         "name": spec.name, "runs_on": "lesions", "purpose": spec.purpose,
         "crop": spec.crop_section(),
         "inputs": [{"name": spec.input_name, "shape": [1, 1, *spec.crop.size],
                     "dtype": "float32", "layout": "NCHW"}],
         "outputs": [{"name": n, "shape": list(output_shapes.get(n, [])),
                      "meaning": spec.meanings.get(n, "output")} for n in spec.outputs],
-        "heads": list(spec.heads), "artifacts": artifacts, "golden_cases": cases,
-        "validation": validation}
+        "heads": list(spec.heads)}
+
+
+def stage_section(spec: StageSpec, output_shapes: dict[str, list[int]],
+                  artifacts: list[dict], cases: list[dict], validation: dict) -> dict:
+    """The manifest's ``stages`` entry, checked as the box will check it."""
+    section = {**_declaration(spec, output_shapes), "artifacts": artifacts,
+               "golden_cases": cases, "validation": validation}
     check_stage(section)
     return section
 
@@ -234,6 +239,20 @@ def stage_package(out: Path, section: dict[str, Any], name: str, version: str):
 
     return ModelPackage(out, stage_manifest({"schema": SCHEMA, "name": name, "version": version},
                                             section), "unsigned")
+
+
+def torch_lesion_stage(model: Any, spec: StageSpec, name: str, version: str):
+    """A PyTorch stage run by the box's own ``LesionStage`` (its crop, decoder and second
+    look), so a stage is measured on lesions exactly as the box will run it before any
+    artifact is exported."""
+    from firmware_app.inference.stage import LesionStage
+
+    reference = torch_outputs(model, spec.model_spec,
+                              np.zeros((1, 1, *spec.crop.size), np.float32))
+    shapes = {n: [1, *reference[n].shape[1:]] for n in spec.outputs}
+    section = {**_declaration(spec, shapes), "artifacts": []}
+    return LesionStage(stage_package(Path("."), section, name, version),
+                       TorchStage(model, spec), "torch")
 
 
 def package_configured_stage(config: dict[str, Any], out: Path, targets: list[str],

@@ -69,7 +69,7 @@ from converters.pipeline import Conversion
 from converters.prune import count_macs, fine_tune, load_module, prune, save_module
 from converters.source import SourceModel
 from converters.spec import ModelSpec
-from converters.stage import export_stage, stage_section
+from converters.stage import export_stage, stage_section, torch_lesion_stage
 from converters.stage import golden_cases as stage_golden_cases
 from converters.training import train_epochs
 from converters.verify import auc, choose_threshold, operating_point
@@ -200,11 +200,14 @@ def build(args: argparse.Namespace) -> int:
     conv.state["steps"]["lesions_first_stage"] = lesion_metrics(ref, test, HEADS, HEAD_PARAMS,
                                                                 thresholds)
     log(f"lesions, first stage alone: {conv.state['steps']['lesions_first_stage']}")
-    stage, section = second_stage(args, out, log)
+    val_ref = torch_outputs(shipped, SPEC, model_inputs(val.planes, *norm))
+    val_ref = {k: v for k, v in val_ref.items() if k != "features"}
+    stage, section = second_stage(args, out, (val_ref, val, thresholds), log)
     conv.state["stages"] = [section]
     conv.state["steps"]["stage"] = section["validation"]
-    conv.state["steps"]["lesions"] = lesion_metrics(ref, test, HEADS, HEAD_PARAMS, thresholds,
-                                                    refine=test_refiner(stage, args.test))
+    conv.state["steps"]["lesions"] = lesion_metrics(
+        ref, test, HEADS, HEAD_PARAMS, thresholds,
+        refine=phantom_refiner(stage, "test", args.test))
     stage.close()
     log(f"lesions, with the second stage: {conv.state['steps']['lesions']}")
     conv.state["steps"]["ood"] = ood_figures(conv, ood, shipped, ref, norm)
@@ -265,17 +268,36 @@ def kept_training(args: argparse.Namespace, log) -> tuple[torch.nn.Module, dict,
     return load_module(args.checkpoint), kept, summaries
 
 
-def second_stage(args: argparse.Namespace, out: Path, log) -> tuple[LesionStage, dict]:
-    """Train, export, check and declare the second stage (``converters/crop_stage.py``):
-    the stage loaded as the box loads it (ONNX Runtime, golden cases passed) and its
-    manifest entry."""
+def second_stage(args: argparse.Namespace, out: Path, selection: tuple, log
+                 ) -> tuple[LesionStage, dict]:
+    """Train (or keep), calibrate, export, check and declare the second stage
+    (``converters/crop_stage.py``): the stage loaded as the box loads it (ONNX Runtime,
+    golden cases passed) and its manifest entry. ``selection`` is the first stage's outputs
+    on the threshold-selection phantoms, that split and the thresholds: the stage's mask
+    offset is chosen there, end to end as the box runs it."""
     start = time.time()
-    train = crop_stage.make_crops("train", args.stage_phantoms)
     val = crop_stage.make_crops("val", args.stage_val)
-    log(f"second stage: {len(train.x)} training crops, {len(val.x)} validation crops")
-    trained = crop_stage.train_stage(train, args.stage_epochs, seed=args.seed, log=log)
-    torch.save(trained.state_dict(), args.checkpoint.with_suffix(".stage.pt"))
-    net = crop_stage.EveryOrientation(trained).eval()
+    if args.stage_from_checkpoint:
+        trained, training = kept_stage(args, log)
+    else:
+        train = crop_stage.make_crops("train", args.stage_phantoms)
+        log(f"second stage: {len(train.x)} training crops, {len(val.x)} validation crops")
+        trained = crop_stage.train_stage(train, args.stage_epochs, seed=args.seed, log=log)
+        torch.save(trained.state_dict(), args.checkpoint.with_suffix(".stage.pt"))
+        training = {"training_crops": len(train.x), "epochs": args.stage_epochs,
+                    "seconds": round(time.time() - start, 1)}
+    outs, split, thresholds = selection
+    plan = dataset_plan(SEEDS["val"], len(split.labels))
+
+    def share_of(model: torch.nn.Module) -> float:
+        stage = torch_lesion_stage(model, crop_stage.SPEC, NAME, VERSION)
+        refine = phantom_refiner(stage, "val", len(split.labels), plan)
+        sizes = lesion_metrics(outs, split, HEADS, HEAD_PARAMS, thresholds, refine)["sizes"]
+        return sizes.get("both_within_15pct", 0.0)
+
+    calibration = crop_stage.calibrate_stage(trained, share_of, log)
+    net = crop_stage.Orientations(
+        crop_stage.shift_mask_logits(trained, calibration["offset"])).eval()
     spec = crop_stage.SPEC
     artifacts = export_stage(net, out, spec, args.targets, val.x, log)
     cases = stage_golden_cases(out, net, spec, val.x, [0, len(val.x) // 2])
@@ -286,17 +308,31 @@ def second_stage(args: argparse.Namespace, out: Path, log) -> tuple[LesionStage,
                                 "stages": [section]}, "unsigned")
     stage = load_stage(holder, RuntimeConfig(backend="onnxruntime"), "onnxruntime")
     assert stage is not None
-    section["validation"] = {**crop_stage.crop_figures(stage, val),
-                             "training_crops": len(train.x), "epochs": args.stage_epochs,
-                             "seconds": round(time.time() - start, 1)}
+    section["validation"] = {**crop_stage.crop_figures(stage, val), **training,
+                             "mask_calibration": {**calibration,
+                                                  "phantoms": len(split.labels)}}
     log(f"second stage: {section['validation']}")
     return stage, section
 
 
-def test_refiner(stage: LesionStage, count: int):
-    """``refine(i, boxes)`` for held-out phantom ``i``: the stage on its source image."""
-    plan = dataset_plan(SEEDS["test"], count)
-    return lambda i, boxes: stage.refine(dataset_sample(SEEDS["test"], i, plan).image, boxes)
+def kept_stage(args: argparse.Namespace, log) -> tuple[torch.nn.Module, dict]:
+    """``--stage-from-checkpoint``: the stage's net kept by an earlier build beside
+    ``--checkpoint`` and how it was trained, read from the package in ``--out``."""
+    path = args.checkpoint.with_suffix(".stage.pt")
+    net = crop_stage.CropNet()
+    net.load_state_dict(torch.load(path))
+    manifest = json.loads((args.out / "manifest.json").read_text(encoding="utf-8"))
+    earlier = manifest["stages"][0]["validation"]
+    training = {k: earlier[k] for k in ("training_crops", "epochs", "seconds")}
+    training["from_checkpoint"] = {"checkpoint": path.name, "sha256": sha256_file(path)}
+    log(f"second stage from {path} ({training})")
+    return net.eval(), training
+
+
+def phantom_refiner(stage: LesionStage, split: str, count: int, plan: list | None = None):
+    """``refine(i, boxes)`` for phantom ``i`` of a split: the stage on its source image."""
+    plan = plan if plan is not None else dataset_plan(SEEDS[split], count)
+    return lambda i, boxes: stage.refine(dataset_sample(SEEDS[split], i, plan).image, boxes)
 
 
 def calibrate_mask(model: torch.nn.Module, val, norm: tuple[float, float],
@@ -437,11 +473,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="rebuild the package from the first stage kept in --checkpoint "
                              "and the training report of the package in --out (no training "
                              "of the first stage; export, quantization, second stage, card)")
-    parser.add_argument("--stage-phantoms", type=int, default=6000,
+    parser.add_argument("--stage-phantoms", type=int, default=9000,
                         help="lesion phantoms whose crops train the second stage")
     parser.add_argument("--stage-val", type=int, default=300,
                         help="lesion phantoms whose crops check the second stage")
-    parser.add_argument("--stage-epochs", type=int, default=24)
+    parser.add_argument("--stage-epochs", type=int, default=32)
+    parser.add_argument("--stage-from-checkpoint", action="store_true",
+                        help="keep the second stage's net saved beside --checkpoint by an "
+                             "earlier build (no training; calibration, export, card)")
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--checkpoint", type=Path,
                         default=REPO_ROOT / "build" / "demo-train" / f"{NAME}-{VERSION}.pt",

@@ -1,4 +1,5 @@
-"""The demo's second stage as shipped: the crop looked at in its 8 orientations, averaged."""
+"""The demo's second stage: the crop looked at in several orientations, averaged; the shipped
+looks and the mask offset folded into the net."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import torch
 
 from converters import crop_stage
-from converters.crop_stage import CropNet, EveryOrientation
+from converters.crop_stage import SHIPPED_ORIENTATIONS, CropNet, Orientations, shift_mask_logits
 from converters.stage import export_stage
 
 
@@ -22,7 +23,7 @@ def _net() -> CropNet:
 def test_the_average_is_the_mean_of_the_eight_looks():
     net, x = _net(), torch.randn(2, 1, 64, 64)
     with torch.no_grad():
-        mask, classes = EveryOrientation(net)(x)
+        mask, classes = Orientations(net, tuple(range(8)))(x)
         looks = [net(torch.rot90(x if k < 4 else x.flip(3), k % 4, (2, 3))) for k in range(8)]
         back = [torch.rot90(m, -(k % 4), (2, 3)) for k, (m, _) in enumerate(looks)]
         back = [b if k < 4 else b.flip(3) for k, b in enumerate(back)]
@@ -32,8 +33,33 @@ def test_the_average_is_the_mean_of_the_eight_looks():
     assert not torch.allclose(mask, one_look, atol=1e-3)  # the looks do differ
 
 
+def test_the_shipped_looks_are_the_crop_and_its_anti_transpose():
+    net, x = _net(), torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        mask, classes = Orientations(net)(x)
+        as_cut, turned = net(x), net(x.flip(2).flip(3).transpose(2, 3))
+    assert SHIPPED_ORIENTATIONS == (0, 7)
+    turned_back = turned[0].transpose(2, 3).flip(2).flip(3)
+    assert torch.allclose(mask, (as_cut[0] + turned_back) / 2, atol=1e-5)
+    assert torch.allclose(classes, (as_cut[1] + turned[1]) / 2, atol=1e-5)
+    # looked at over the anti-diagonal, the stage answers the same
+    flipped_mask, flipped_classes = Orientations(net)(x.flip(2).flip(3).transpose(2, 3))
+    assert torch.allclose(flipped_mask, mask.flip(2).flip(3).transpose(2, 3), atol=1e-5)
+    assert torch.allclose(flipped_classes, classes, atol=1e-5)
+
+
+def test_a_mask_offset_shifts_the_mask_logits_only():
+    net, x = _net(), torch.randn(2, 1, 64, 64)
+    shifted = shift_mask_logits(net, 0.6)
+    with torch.no_grad():
+        (mask, classes), (moved, same) = net(x), shifted(x)
+    assert torch.allclose(moved, mask + 0.6, atol=1e-5)
+    assert torch.allclose(same, classes)
+    assert not torch.allclose(net(x)[0], moved)  # the original net is left as it was
+
+
 def test_a_turned_crop_gives_the_turned_mask_and_the_same_class():
-    shipped, x = EveryOrientation(_net()), torch.randn(1, 1, 64, 64)
+    shipped, x = Orientations(_net(), tuple(range(8))), torch.randn(1, 1, 64, 64)
     with torch.no_grad():
         mask, classes = shipped(x)
         turned_mask, turned_classes = shipped(torch.rot90(x, 1, (2, 3)))
@@ -45,7 +71,7 @@ def test_a_turned_crop_gives_the_turned_mask_and_the_same_class():
 
 def test_the_exported_graph_answers_as_torch(tmp_path):
     crops = np.random.default_rng(1).standard_normal((6, 1, 64, 64)).astype(np.float32)
-    artifacts = export_stage(EveryOrientation(_net()).eval(), tmp_path, crop_stage.SPEC,
+    artifacts = export_stage(Orientations(_net()).eval(), tmp_path, crop_stage.SPEC,
                              ["onnx"], crops, log=lambda _: None)
     [onnx] = artifacts
     assert (tmp_path / onnx["path"]).is_file()
