@@ -8,8 +8,8 @@ lesion's crop from the source frame the way the box cuts it
 spanning 1.6 times the lesion, and its class (benign / malignant). The
 shipped graph looks at the crop twice, as cut and turned over its
 anti-diagonal, and averages (``Orientations``, ``SHIPPED_ORIENTATIONS``); its
-mask logits are shifted by an offset chosen on threshold-selection phantoms
-(``train_demo.calibrate_stage``).
+mask logits are shifted by an offset chosen end to end on threshold-selection
+phantoms (``calibrate_stage``, called by ``train_demo``).
 
 Training crops come from phantoms of their own seeds (never the first stage's
 held-out ones), cut around each true lesion's box with the box moved and
@@ -20,6 +20,7 @@ package's second stage.
 
 from __future__ import annotations
 
+import copy
 import math
 import multiprocessing
 import time
@@ -189,8 +190,6 @@ class Orientations(nn.Module):
 def shift_mask_logits(net: CropNet, offset: float) -> CropNet:
     """A copy of ``net`` whose mask logits are shifted by ``offset`` (the mask conv's bias):
     the segmentation threshold stays 0.5 and moves where an uncertain outline lies."""
-    import copy
-
     shifted = copy.deepcopy(net)
     with torch.no_grad():
         shifted.mask.bias += offset

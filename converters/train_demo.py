@@ -207,7 +207,7 @@ def build(args: argparse.Namespace) -> int:
     conv.state["steps"]["stage"] = section["validation"]
     conv.state["steps"]["lesions"] = lesion_metrics(
         ref, test, HEADS, HEAD_PARAMS, thresholds,
-        refine=phantom_refiner(stage, "test", args.test))
+        refine=phantom_refiner(stage, "test", dataset_plan(SEEDS["test"], args.test)))
     stage.close()
     log(f"lesions, with the second stage: {conv.state['steps']['lesions']}")
     conv.state["steps"]["ood"] = ood_figures(conv, ood, shipped, ref, norm)
@@ -291,7 +291,7 @@ def second_stage(args: argparse.Namespace, out: Path, selection: tuple, log
 
     def share_of(model: torch.nn.Module) -> float:
         stage = torch_lesion_stage(model, crop_stage.SPEC, NAME, VERSION)
-        refine = phantom_refiner(stage, "val", len(split.labels), plan)
+        refine = phantom_refiner(stage, "val", plan)
         sizes = lesion_metrics(outs, split, HEADS, HEAD_PARAMS, thresholds, refine)["sizes"]
         return sizes.get("both_within_15pct", 0.0)
 
@@ -329,9 +329,9 @@ def kept_stage(args: argparse.Namespace, log) -> tuple[torch.nn.Module, dict]:
     return net.eval(), training
 
 
-def phantom_refiner(stage: LesionStage, split: str, count: int, plan: list | None = None):
-    """``refine(i, boxes)`` for phantom ``i`` of a split: the stage on its source image."""
-    plan = plan if plan is not None else dataset_plan(SEEDS[split], count)
+def phantom_refiner(stage: LesionStage, split: str, plan: list):
+    """``refine(i, boxes)`` for phantom ``i`` of a split's ``plan``: the stage on its source
+    image."""
     return lambda i, boxes: stage.refine(dataset_sample(SEEDS[split], i, plan).image, boxes)
 
 
