@@ -66,8 +66,9 @@ def letterbox_grey(
     """
     _, channels, height, width = shape
     plane, transform = letterbox(np.clip(image, 0.0, 1.0), height, width)
-    plane = (plane - mean) / std
-    tensor = np.repeat(plane[None, None, :, :], channels, axis=1).astype(np.float32)
+    plane -= np.float32(mean)  # in place: the letterbox's canvas is float32 and ours
+    plane /= np.float32(std)
+    tensor = plane[None, None] if channels == 1 else np.repeat(plane[None, None], channels, 1)
     return tensor, transform
 
 

@@ -60,16 +60,21 @@ def check_quality(
         ))
     step_y = max(1, image.shape[0] // SAMPLE_SIDE)
     step_x = max(1, image.shape[1] // SAMPLE_SIDE)
-    sample = np.asarray(image[::step_y, ::step_x], dtype=np.float32)
-    sample = np.clip(np.nan_to_num(sample, nan=0.0), 0.0, 1.0).reshape(-1)
-    p1, p5, p99 = np.percentile(sample, [1, 5, 99])
+    # one copy of the subsample, cleaned in place
+    sample = np.array(image[::step_y, ::step_x], dtype=np.float32).reshape(-1)
+    np.nan_to_num(sample, copy=False, nan=0.0)
+    np.clip(sample, 0.0, 1.0, out=sample)
+    std, mean = float(sample.std()), float(sample.mean())
+    saturated = float(np.count_nonzero(sample >= SATURATED_LEVEL)) / sample.size
+    # the order of the pixels no longer matters: the percentiles may partition in place
+    p1, p5, p99 = np.percentile(sample, [1, 5, 99], overwrite_input=True)
     spread = p99 - p1
-    if spread < BLANK_RANGE and float(sample.std()) < BLANK_STD:
+    if spread < BLANK_RANGE and std < BLANK_STD:
         warnings.append(QualityWarning("blank", "image is blank, rescan suggested"))
         return warnings
-    if p99 < DARK_P99 and float(sample.mean()) < DARK_MEAN:
+    if p99 < DARK_P99 and mean < DARK_MEAN:
         warnings.append(QualityWarning("too_dark", "image too dark, rescan suggested"))
-    if float((sample >= SATURATED_LEVEL).mean()) > SATURATED_FRACTION or p5 > BRIGHT_P5:
+    if saturated > SATURATED_FRACTION or p5 > BRIGHT_P5:
         warnings.append(QualityWarning("saturated", "image saturated, check exposure"))
     if spread < LOW_CONTRAST_RANGE:
         warnings.append(QualityWarning("low_contrast", "low contrast, check window/exposure"))

@@ -19,7 +19,7 @@ are its width and height, the area is the ellipse inscribed in it
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from firmware_app.inference.masks import Axes, axes
@@ -51,7 +51,8 @@ class Lesion:
 
     def to_dict(self) -> dict[str, Any]:
         """The record as JSON-ready values (the results contract)."""
-        record = asdict(self)
+        record = {f.name: getattr(self, f.name) for f in fields(self)}  # no deep copies
+        record["class_probabilities"] = dict(self.class_probabilities)
         record["box"] = [round(v, 1) for v in self.box]
         record["contour"] = [[round(x, 1), round(y, 1)] for x, y in self.contour]
         record["frames"] = list(self.frames or (self.frame,))

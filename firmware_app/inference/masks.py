@@ -45,8 +45,9 @@ def components(mask: np.ndarray) -> list[np.ndarray]:
     h, w = mask.shape
     empty = h * w
     labels = np.where(mask, np.arange(empty).reshape(h, w), empty)
+    padded = np.full((h + 2, w + 2), empty, dtype=labels.dtype)  # its border stays empty
     while True:
-        padded = np.pad(labels, 1, constant_values=empty)
+        padded[1:-1, 1:-1] = labels
         lowest = labels.copy()
         for dy in range(3):
             for dx in range(3):
@@ -63,8 +64,15 @@ def components(mask: np.ndarray) -> list[np.ndarray]:
     return [labels == found[i] for i in order]
 
 
+def _padded(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with a border of one False cell (``np.pad``'s result, without its cost)."""
+    padded = np.zeros((mask.shape[0] + 2, mask.shape[1] + 2), dtype=mask.dtype)
+    padded[1:-1, 1:-1] = mask
+    return padded
+
+
 def _dilate(mask: np.ndarray) -> np.ndarray:
-    padded = np.pad(mask, 1)
+    padded = _padded(mask)
     h, w = mask.shape
     out = np.zeros_like(mask)
     for dy in range(3):
@@ -76,12 +84,14 @@ def _dilate(mask: np.ndarray) -> np.ndarray:
 def trace_contour(mask: np.ndarray) -> list[tuple[int, int]]:
     """The outer outline of the top-left region of ``mask`` as (row, col) pixels, in order.
 
-    Moore-neighbour tracing, clockwise, from the region's top-left pixel.
+    Moore-neighbour tracing, clockwise, from the region's top-left pixel (on nested
+    lists: each step reads a few single pixels, which numpy indexing makes slow).
     """
     if not mask.any():
         return []
-    padded = np.pad(mask, 1)
+    padded = _padded(mask)
     ys, xs = np.nonzero(padded)
+    grid = padded.tolist()
     start = (int(ys[0]), int(xs[0]))  # top row first, then leftmost: its west is outside
     back, current = (start[0], start[1] - 1), start
     outline = [start]
@@ -89,10 +99,10 @@ def trace_contour(mask: np.ndarray) -> list[tuple[int, int]]:
         d0 = _RING.index((back[0] - current[0], back[1] - current[1]))
         for k in range(1, 9):
             dy, dx = _RING[(d0 + k) % 8]
-            candidate = (current[0] + dy, current[1] + dx)
-            if padded[candidate]:
+            cy, cx = current[0] + dy, current[1] + dx
+            if grid[cy][cx]:
                 by, bx = _RING[(d0 + k - 1) % 8]
-                back, current = (current[0] + by, current[1] + bx), candidate
+                back, current = (current[0] + by, current[1] + bx), (cy, cx)
                 break
         else:
             break  # a single isolated pixel
@@ -151,22 +161,27 @@ def _row_extremes(mask: np.ndarray) -> np.ndarray:
 
 
 def _hull(points: np.ndarray) -> np.ndarray:
-    """The convex hull's vertices of 2-D points (monotone chain); diameters lie on it."""
-    pts = sorted(map(tuple, points))
+    """The convex hull's vertices of 2-D points (monotone chain); diameters lie on it.
+
+    On Python floats (``tolist``): the chain is a loop, and numpy scalars would make each
+    step several times slower for the same IEEE arithmetic."""
+    pts = sorted(map(tuple, points.tolist()))
     if len(pts) <= 2:
         return np.asarray(pts)
-
-    def cross(o, a, b) -> float:
-        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
-
     lower: list = []
     for p in pts:
-        while len(lower) >= 2 and cross(lower[-2], lower[-1], p) <= 0:
+        while len(lower) >= 2:
+            (oy, ox), (ay, ax) = lower[-2], lower[-1]
+            if (ay - oy) * (p[1] - ox) - (ax - ox) * (p[0] - oy) > 0:
+                break
             lower.pop()
         lower.append(p)
     upper: list = []
     for p in reversed(pts):
-        while len(upper) >= 2 and cross(upper[-2], upper[-1], p) <= 0:
+        while len(upper) >= 2:
+            (oy, ox), (ay, ax) = upper[-2], upper[-1]
+            if (ay - oy) * (p[1] - ox) - (ax - ox) * (p[0] - oy) > 0:
+                break
             upper.pop()
         upper.append(p)
     return np.asarray(lower[:-1] + upper[:-1])

@@ -60,10 +60,21 @@ def image_statistics(grey: np.ndarray, statistics: ImageStatistics) -> np.ndarra
     texture = []
     for k in statistics.scales:
         h, w = g.shape[0] // k, g.shape[1] // k
-        pooled = g[: h * k, : w * k].reshape(h, k, w, k).mean(axis=(1, 3)) if k > 1 else g
+        pooled = _block_means(g, k) if k > 1 else g
         texture.append(float(np.abs(np.diff(pooled, axis=0)).mean()) if h > 1 else 0.0)
         texture.append(float(np.abs(np.diff(pooled, axis=1)).mean()) if w > 1 else 0.0)
     return np.asarray(shares + texture, dtype=np.float64)
+
+
+def _block_means(g: np.ndarray, k: int) -> np.ndarray:
+    """The means of ``g``'s whole k × k blocks: k² strided sums, many times faster than a
+    reduction over the blocks' axes for the same float32 values (to the last bit or so)."""
+    h, w = g.shape[0] // k, g.shape[1] // k
+    total = np.zeros((h, w), np.float32)
+    for i in range(k):
+        for j in range(k):
+            total += g[i: h * k: k, j: w * k: k]
+    return total / np.float32(k * k)
 
 
 class RangeGuard:
