@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -58,6 +59,8 @@ PNG_COMPRESS_LEVEL = 1
 # -- loading ------------------------------------------------------------------------
 
 
+log = logging.getLogger(__name__)
+
 _cache: OrderedDict[tuple[Any, ...], FramePreview] = OrderedDict()
 _cache_lock = threading.Lock()
 
@@ -66,9 +69,10 @@ def load_frame(image_path: Path, frame: int, limits: LimitsConfig,
                max_frames: int) -> FramePreview:
     """Frame ``frame`` (0-based) of the received image at ``image_path``, from its preview.
 
-    A missing preview of an image still on the box is made once in the
-    viewer's decoder sandbox, for the frames the worker analyses
-    (``max_frames``, its ``max_frames_per_instance``). Raises
+    A missing or unreadable preview of an image still on the box is made once in
+    the viewer's decoder sandbox, for the frames the worker analyses
+    (``max_frames``, its ``max_frames_per_instance``): previews are not synced to
+    disk, so a power cut may leave one torn. Raises
     ``FrameNotPreviewed`` for a frame that was not analysed, ``DecodeError``
     for an image the box cannot read (the worker's checks) or a decoder that
     crashed or ran out of memory or time, ``FileNotFoundError`` when the image
@@ -81,8 +85,7 @@ def load_frame(image_path: Path, frame: int, limits: LimitsConfig,
     except FileNotFoundError:
         if not image_path.exists():
             raise
-        _sandbox(limits).call("firmware_app.imaging.preview:remake", str(image_path),
-                              dataclasses.asdict(limits), int(max_frames), str(source))
+        _remake(image_path, source, limits, max_frames)
         stat = source.stat()
     key = (str(source.resolve()), stat.st_mtime_ns, stat.st_size, int(frame))
     with _cache_lock:
@@ -90,9 +93,24 @@ def load_frame(image_path: Path, frame: int, limits: LimitsConfig,
         if cached is not None:
             _cache.move_to_end(key)
             return cached
-    image = preview_file.load(source, int(frame))
+    try:
+        image = preview_file.load(source, int(frame))
+    except DecodeError:
+        if not image_path.exists():
+            raise
+        log.warning("unreadable preview of %s made again", image_path.name)
+        _remake(image_path, source, limits, max_frames)
+        stat = source.stat()
+        key = (str(source.resolve()), stat.st_mtime_ns, stat.st_size, int(frame))
+        image = preview_file.load(source, int(frame))
     _remember(key, image)
     return image
+
+
+def _remake(image_path: Path, source: Path, limits: LimitsConfig, max_frames: int) -> None:
+    """Write the previews of ``image_path`` to ``source`` in the viewer's decoder sandbox."""
+    _sandbox(limits).call("firmware_app.imaging.preview:remake", str(image_path),
+                          dataclasses.asdict(limits), int(max_frames), str(source))
 
 
 _sandboxes: dict[int, DecodeSandbox] = {}

@@ -81,7 +81,12 @@ def fit_size(width: int, height: int, max_side: int, min_side: int = 1) -> tuple
 
 
 def save(previews: list[FramePreview], target: Path) -> None:
-    """Write ``previews`` (one image's frames) to ``target`` atomically and durably."""
+    """Write ``previews`` (one image's frames) to ``target`` atomically.
+
+    Not synced to disk: a preview is made from the object beside it, which is durable.
+    After a power cut it may be missing or unreadable, and the viewer makes it again
+    (``web/render.load_frame``). Syncing it cost the decoder about a tenth of the
+    pipeline's throughput (bench/README.md)."""
     meta = {"format": FORMAT, "frames": []}
     arrays: dict[str, np.ndarray] = {}
     for preview in previews:
@@ -96,8 +101,6 @@ def save(previews: list[FramePreview], target: Path) -> None:
     partial = target.with_name(f".{target.name}.part")
     with open(partial, "wb") as handle:
         np.savez(handle, allow_pickle=False, **arrays)
-        handle.flush()
-        os.fsync(handle.fileno())
     os.chmod(partial, 0o640)
     os.replace(partial, target)
 
@@ -119,7 +122,7 @@ def load(source: Path, frame: int) -> FramePreview:
             values = stored[f"frame_{frame}"]
     except (FileNotFoundError, FrameNotPreviewed, DecodeError):
         raise
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
         raise DecodeError(f"unreadable preview: {exc}") from exc
     item = frames[frame]
     values.flags.writeable = False

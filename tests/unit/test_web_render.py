@@ -274,15 +274,24 @@ def test_a_large_image_is_previewed_at_display_size_with_boxes_in_source_pixels(
     assert (rows.min(), rows.max()) == (256, 511)
 
 
-def test_a_damaged_preview_is_a_decode_error_not_a_crash(tmp_path: Path) -> None:
-    path = ct_file(tmp_path, np.zeros((8, 8), dtype=np.int32))
-    load_frame(path, 0, LIMITS)
+def test_a_torn_preview_is_made_again_from_its_image(tmp_path: Path) -> None:
+    """Previews are not synced to disk (they are made from the durable object beside them):
+    one a power cut left unreadable is made again; without its image it is a DecodeError
+    page, not a crash."""
+    path = ct_file(tmp_path, np.arange(64, dtype=np.int32).reshape(8, 8))
+    first = load_frame(path, 0, LIMITS)
     preview_path(path).write_bytes(b"PK\x03\x04 not a zip")
     clear_cache()
     with pytest.raises(DecodeError, match="unreadable preview"):
-        load_frame(path, 0, LIMITS)
-    with pytest.raises(DecodeError, match="unreadable preview"):
         preview_file.load(preview_path(path), 0)
+    again = load_frame(path, 0, LIMITS)
+    np.testing.assert_array_equal(again.values, first.values)
+    assert preview_file.load(preview_path(path), 0).rows == 8  # whole again on disk
+    preview_path(path).write_bytes(b"")  # torn, and its image gone too
+    path.unlink()
+    clear_cache()
+    with pytest.raises(DecodeError, match="unreadable preview"):
+        load_frame(path, 0, LIMITS)
 
 
 # -- colour and size ---------------------------------------------------------------------
