@@ -44,6 +44,7 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from firmware_app.imaging.codestream import StreamMismatch, check_frames
 from firmware_app.imaging.errors import NOT_ENOUGH_MEMORY, DecodeError
+from firmware_app.imaging.quality import grey_statistics, pixel_warnings
 from firmware_app.imaging.windowing import window
 from firmware_app.settings.box import LimitsConfig
 
@@ -95,6 +96,12 @@ class DecodedImage:
     #: what the routing rules read besides modality, SOP class and size (stay on the box)
     body_part: str = ""
     series_description: str = ""
+    #: per frame of ``frames``, measured where it was decoded (the worker's core is the
+    #: pipeline's busiest): its pixel quality warnings as (code, message)
+    #: (``quality.pixel_warnings``) and the mean and standard deviation of its grey values
+    #: (``quality.grey_statistics``); None when not measured
+    frame_warnings: list[list[tuple[str, str]]] | None = None
+    frame_grey: list[tuple[float, float]] | None = None
 
 
 @dataclass(frozen=True)
@@ -151,11 +158,13 @@ def decode(path: Path, limits: LimitsConfig, max_frames: int, *,
         ds = _read(Path(path), limits, caught)
         header = _validate(ds, limits)
         indices = select_frames(header.frames, max_frames)
-        decoded = []
+        decoded, checked, grey = [], [], []
         for index in indices:
             array, photometric = frame_pixels(ds, header, index)
             display, values = _display_frame(ds, header, index, array, photometric)
             decoded.append(display)
+            checked.append([(w.code, w.message) for w in pixel_warnings(display)])
+            grey.append(grey_statistics(display))
             if each_frame is not None:
                 each_frame(ds, header, index, array, photometric, values)
         frames = np.stack(decoded)
@@ -179,6 +188,8 @@ def decode(path: Path, limits: LimitsConfig, max_frames: int, *,
             spacing_source=spacing_source,
             body_part=_text(ds, "BodyPartExamined").upper(),
             series_description=_text(ds, "SeriesDescription"),
+            frame_warnings=checked,
+            frame_grey=grey,
         )
 
 

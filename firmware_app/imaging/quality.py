@@ -51,13 +51,24 @@ def check_quality(
     ``rows`` and ``columns`` are the image's original size (for the size check);
     ``min_rows`` is the smallest side accepted without a warning.
     """
+    return size_warnings(rows, columns, min_rows) + pixel_warnings(image)
+
+
+def size_warnings(rows: int, columns: int, min_rows: int) -> list[QualityWarning]:
+    """The size check alone: ``too_small`` when a side is below ``min_rows``."""
+    if rows < min_rows or columns < min_rows:
+        return [QualityWarning(
+            "too_small", f"image too small for reliable reading ({columns} x {rows} pixels)"
+        )]
+    return []
+
+
+def pixel_warnings(image: np.ndarray) -> list[QualityWarning]:
+    """The checks on the frame's grey values (blank, too dark, saturated, low contrast);
+    the decoder sandbox runs them where it decodes the frame (``imaging/decode.py``)."""
     if image.ndim != 2 or image.size == 0:
         raise ValueError(f"check_quality takes a 2-D frame, got shape {image.shape}")
     warnings: list[QualityWarning] = []
-    if rows < min_rows or columns < min_rows:
-        warnings.append(QualityWarning(
-            "too_small", f"image too small for reliable reading ({columns} x {rows} pixels)"
-        ))
     step_y = max(1, image.shape[0] // SAMPLE_SIDE)
     step_x = max(1, image.shape[1] // SAMPLE_SIDE)
     # one copy of the subsample, cleaned in place
@@ -79,3 +90,8 @@ def check_quality(
     if spread < LOW_CONTRAST_RANGE:
         warnings.append(QualityWarning("low_contrast", "low contrast, check window/exposure"))
     return warnings
+
+
+def grey_statistics(image: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of a frame's grey values (the drift figures)."""
+    return float(np.mean(image)), float(np.std(image))

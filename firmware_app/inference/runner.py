@@ -14,7 +14,12 @@ import numpy as np
 from firmware_app.contracts.manifest import ModelPackage
 from firmware_app.imaging.decode import DecodedImage
 from firmware_app.imaging.preprocess import get_preprocessor
-from firmware_app.imaging.quality import check_quality
+from firmware_app.imaging.quality import (
+    QualityWarning,
+    check_quality,
+    grey_statistics,
+    size_warnings,
+)
 from firmware_app.inference import hotspot
 from firmware_app.inference.aggregate import InstanceFindings, aggregate_frames
 from firmware_app.inference.assessment import frame_blockers
@@ -123,12 +128,19 @@ class ModelRunner:
         blocked: dict[str, str] = {}
         timings = {"quality": 0.0, "preprocess": 0.0, "inference": 0.0, "postprocess": 0.0,
                    "stage": 0.0}
+        measured = decoded.frame_warnings is not None and decoded.frame_grey is not None
         for position, index in enumerate(decoded.frame_indices):
             image = decoded.frames[position]
-            means.append(float(np.mean(image)))
-            stds.append(float(np.std(image)))
             t0 = time.perf_counter()
-            quality = check_quality(image, decoded.rows, decoded.columns, min_rows)
+            if measured:  # by the decoder, as it decoded the frame
+                mean, std = decoded.frame_grey[position]
+                quality = size_warnings(decoded.rows, decoded.columns, min_rows) + [
+                    QualityWarning(*w) for w in decoded.frame_warnings[position]]
+            else:
+                mean, std = grey_statistics(image)
+                quality = check_quality(image, decoded.rows, decoded.columns, min_rows)
+            means.append(mean)
+            stds.append(std)
             blockers = frame_blockers([w.code for w in quality])
             for warning in quality:
                 warnings.setdefault(warning.code, warning.message)

@@ -103,3 +103,40 @@ def test_real_images_raise_no_warning(name: str) -> None:
     image = decode(Path(path), LimitsConfig(), 4)
     for frame in image.frames:
         assert check_quality(frame, image.rows, image.columns, MIN_ROWS) == [], name
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "US1_UNCR.dcm", "emri_small.dcm"])
+def test_the_decoder_measures_each_frame_as_the_worker_would(name: str, demo_runner) -> None:
+    """The decoder sandbox runs the pixel checks and grey statistics where it decodes
+    (the worker's core is the pipeline's busiest): the same warnings and figures as the
+    worker's own, and the same analysis either way."""
+    from dataclasses import replace
+
+    path = get_testdata_file(name, download=False)
+    assert path is not None
+    image = decode(Path(path), LimitsConfig(), 4)
+    assert image.frame_warnings is not None and image.frame_grey is not None
+    assert len(image.frame_warnings) == len(image.frame_grey) == len(image.frames) >= 1
+    for frame, warned, grey in zip(image.frames, image.frame_warnings, image.frame_grey,
+                                   strict=True):
+        expected = check_quality(frame, image.rows, image.columns, 0)
+        assert [QualityWarning(*w) for w in warned] == expected
+        assert grey == (float(np.mean(frame)), float(np.std(frame)))
+    unmeasured = replace(image, frame_warnings=None, frame_grey=None)
+    small = image.rows + 1  # the size check stays the worker's: min_rows is its setting
+    for min_rows in (MIN_ROWS, small):
+        one, other = demo_runner.analyse(image, min_rows), demo_runner.analyse(unmeasured,
+                                                                               min_rows)
+        assert one.warnings == other.warnings and one.intensity == other.intensity
+        assert one.findings.assessment == other.findings.assessment
+        assert one.findings.probability == other.findings.probability
+    assert {w["code"] for w in demo_runner.analyse(image, small).warnings} >= {"too_small"}
+
+
+def test_a_blank_frame_is_flagged_by_the_decoder(tmp_path: Path) -> None:
+    from converters.phantom_dicom import ct_dataset, write_dicom
+
+    path = tmp_path / "blank.dcm"
+    write_dicom(ct_dataset(np.full((128, 128), 0.5, np.float32)), path)
+    image = decode(path, LimitsConfig(), 1)
+    assert image.frame_warnings == [[("blank", "image is blank, rescan suggested")]]
