@@ -34,8 +34,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from process_memory import descendants, pss_mb
-
 from common import (
     REPO,
     Notify,
@@ -51,6 +49,7 @@ from common import (
     write_box_config,
 )
 from firmware_app.imaging.sandbox import IDLE_SECONDS
+from process_memory import descendants, pss_mb
 
 sys.path.insert(0, str(REPO))
 from tests.hostile import Browser

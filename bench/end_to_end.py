@@ -38,6 +38,7 @@ from firmware_app.imaging.preprocess import get_preprocessor
 from firmware_app.models.package import find_package, load_package
 from firmware_app.runtime.selection import candidates, load_candidate
 from firmware_app.settings.box import Config, RuntimeConfig
+from process_cpu import cpu_split, snapshot
 
 
 def _rows(db: Path, sql: str) -> list[tuple]:
@@ -97,7 +98,12 @@ def drain(files: list[Path], work: Path, backend: str, threads: int = 0) -> dict
                               dicom={"enabled": False})
     proc = start_box(config, work / "drain.log", wait_for_model=True)
     try:
+        # CPU from the first result on, as the drain's rate (the decoder's start not counted)
+        _wait_processed(state / "clinibox.db", 1)
+        before = snapshot(proc.pid)
+        done = _rows(state / "clinibox.db", "SELECT COUNT(*) FROM results")[0][0]
         _wait_processed(state / "clinibox.db", len(files))
+        cpu = cpu_split(before, snapshot(proc.pid), len(files) - done)
         created = sorted(r[0] for r in _rows(state / "clinibox.db",
                                              "SELECT created_at FROM results"))
         stages = _rows(state / "clinibox.db", "SELECT timings_json FROM results")
@@ -110,7 +116,8 @@ def drain(files: list[Path], work: Path, backend: str, threads: int = 0) -> dict
     span = created[-1] - created[0]
     return {"instances_per_s": round((len(created) - 1) / span, 1),
             "frames_per_s": round(frames * (len(created) - 1) / len(created) / span, 1),
-            "mean_stage_ms_per_instance": mean, "backend": label}
+            "mean_stage_ms_per_instance": mean, "backend": label,
+            "core_ms_per_instance": cpu}
 
 
 def bare(files: list[Path], backend_label: str) -> dict:

@@ -22,8 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from process_memory import PeakSampler, tree_pss_mb
-
 from common import (
     REPO,
     echo,
@@ -37,6 +35,7 @@ from common import (
     wait_until,
     write_box_config,
 )
+from process_memory import PeakSampler, tree_pss_mb
 
 sys.path.insert(0, str(REPO))
 from tests.corpus import j2k_bomb, rle_giant

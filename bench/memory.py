@@ -16,8 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from process_memory import rss
-
 from common import (
     echo,
     free_port,
@@ -30,6 +28,7 @@ from common import (
     write_box_config,
 )
 from firmware_app.runtime.registry import available_backends
+from process_memory import rss
 
 
 def measure(files: list[Path], work: Path, backend: str | None) -> dict:

@@ -29,8 +29,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from process_memory import tree_pss_mb
-
 from common import (
     REPO,
     echo,
@@ -42,6 +40,7 @@ from common import (
     wait_until,
     write_box_config,
 )
+from process_memory import tree_pss_mb
 
 CHOOSE = """
 import json, os, sys, time

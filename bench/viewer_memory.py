@@ -67,9 +67,8 @@ def child(variant: str, state: str) -> None:
 
 def spawn(command: list[str], pythonpath: str) -> dict[str, Any]:
     """Run one child until it reports, measure its PSS and RSS from outside, let it exit."""
-    from process_memory import pss_mb, rss
-
     from common import REPO
+    from process_memory import pss_mb, rss
 
     env = {**os.environ, "PYTHONPATH": pythonpath}
     proc = subprocess.Popen(command, cwd=REPO, env=env, text=True,
