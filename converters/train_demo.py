@@ -258,9 +258,12 @@ def kept_training(args: argparse.Namespace, log) -> tuple[torch.nn.Module, dict,
     manifest = json.loads((args.out / "manifest.json").read_text(encoding="utf-8"))
     earlier = manifest["provenance"]["steps"]
     kept = {k: earlier[k] for k in ("teacher", "distill", "prune", "mask_calibration")}
+    # the build that trained the first stage: a package itself rebuilt from the checkpoint
+    # names it already
+    built = (earlier.get("from_checkpoint", {}).get("package_built")
+             or manifest["provenance"].get("created", ""))
     kept["from_checkpoint"] = {"checkpoint": args.checkpoint.name,
-                               "sha256": sha256_file(args.checkpoint),
-                               "package_built": manifest["provenance"].get("created", "")}
+                               "sha256": sha256_file(args.checkpoint), "package_built": built}
     summaries = {k: v for k, v in earlier["detection"]["torch_test_metrics"].items()
                  if k != "shipped (pruned)"}
     log(f"first stage from {args.checkpoint} (trained by the build of "

@@ -67,3 +67,28 @@ def test_quick_training_produces_a_loadable_package(tmp_path):
     assert (out / "report.html").exists() and not (out / ".convert").exists()
     assert json.loads((out / "manifest.json").read_text())["signature"]["key_id"] == \
         signing.key_id(signing.load_public_key(pub))
+
+
+def test_a_rebuild_from_the_checkpoint_names_the_build_that_trained_it(tmp_path):
+    """``--from-checkpoint`` records which build trained the first stage; a package that was
+    itself rebuilt from the checkpoint passes on the training build, not its own date."""
+    import argparse
+
+    import torch
+
+    from converters.prune import save_module
+    from converters.train_demo import kept_training
+
+    checkpoint = tmp_path / "checkpoint.pt"
+    save_module(torch.nn.Conv2d(1, 1, 1), checkpoint)
+    steps = {k: {} for k in ("teacher", "distill", "prune", "mask_calibration")}
+    steps["detection"] = {"torch_test_metrics": {}}
+    for earlier, expected in (({}, "2026-11-24T13:22:00+00:00"),
+                              ({"package_built": "2026-11-20T09:00:00+00:00"},
+                               "2026-11-20T09:00:00+00:00")):
+        manifest = {"provenance": {"created": "2026-11-24T13:22:00+00:00",
+                                   "steps": {**steps, "from_checkpoint": earlier}}}
+        (tmp_path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+        args = argparse.Namespace(out=tmp_path, checkpoint=checkpoint)
+        _module, kept, _summaries = kept_training(args, lambda _line: None)
+        assert kept["from_checkpoint"]["package_built"] == expected
