@@ -168,23 +168,21 @@ def _hull(points: np.ndarray) -> np.ndarray:
     pts = sorted(map(tuple, points.tolist()))
     if len(pts) <= 2:
         return np.asarray(pts)
-    lower: list = []
-    for p in pts:
-        while len(lower) >= 2:
-            (oy, ox), (ay, ax) = lower[-2], lower[-1]
+    return np.asarray(_chain(pts)[:-1] + _chain(reversed(pts))[:-1])
+
+
+def _chain(points) -> list:
+    """One side of the monotone chain: a point leaves it when the next one turns the chain
+    the wrong way or runs straight on from it."""
+    chain: list = []
+    for p in points:
+        while len(chain) >= 2:
+            (oy, ox), (ay, ax) = chain[-2], chain[-1]
             if (ay - oy) * (p[1] - ox) - (ax - ox) * (p[0] - oy) > 0:
                 break
-            lower.pop()
-        lower.append(p)
-    upper: list = []
-    for p in reversed(pts):
-        while len(upper) >= 2:
-            (oy, ox), (ay, ax) = upper[-2], upper[-1]
-            if (ay - oy) * (p[1] - ox) - (ax - ox) * (p[0] - oy) > 0:
-                break
-            upper.pop()
-        upper.append(p)
-    return np.asarray(lower[:-1] + upper[:-1])
+            chain.pop()
+        chain.append(p)
+    return chain
 
 
 def grid_to_source(grid: np.ndarray, stride: float, transform, window: tuple[int, int, int, int]
