@@ -81,13 +81,12 @@ def load_frame(image_path: Path, frame: int, limits: LimitsConfig,
     image_path = Path(image_path)
     source = preview_path(image_path)
     try:
-        stat = source.stat()
+        key = _cache_key(source, frame)
     except FileNotFoundError:
         if not image_path.exists():
             raise
         _remake(image_path, source, limits, max_frames)
-        stat = source.stat()
-    key = (str(source.resolve()), stat.st_mtime_ns, stat.st_size, int(frame))
+        key = _cache_key(source, frame)
     with _cache_lock:
         cached = _cache.get(key)
         if cached is not None:
@@ -100,11 +99,16 @@ def load_frame(image_path: Path, frame: int, limits: LimitsConfig,
             raise
         log.warning("unreadable preview of %s made again", image_path.name)
         _remake(image_path, source, limits, max_frames)
-        stat = source.stat()
-        key = (str(source.resolve()), stat.st_mtime_ns, stat.st_size, int(frame))
+        key = _cache_key(source, frame)
         image = preview_file.load(source, int(frame))
     _remember(key, image)
     return image
+
+
+def _cache_key(source: Path, frame: int) -> tuple[Any, ...]:
+    """A preview frame's cache key: the file as it is now (a remade preview is a new key)."""
+    stat = source.stat()
+    return (str(source.resolve()), stat.st_mtime_ns, stat.st_size, int(frame))
 
 
 def _remake(image_path: Path, source: Path, limits: LimitsConfig, max_frames: int) -> None:

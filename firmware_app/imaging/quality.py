@@ -67,7 +67,7 @@ def pixel_warnings(image: np.ndarray) -> list[QualityWarning]:
     """The checks on the frame's grey values (blank, too dark, saturated, low contrast);
     the decoder sandbox runs them where it decodes the frame (``imaging/decode.py``)."""
     if image.ndim != 2 or image.size == 0:
-        raise ValueError(f"check_quality takes a 2-D frame, got shape {image.shape}")
+        raise ValueError(f"the quality checks take a 2-D frame, got shape {image.shape}")
     warnings: list[QualityWarning] = []
     step_y = max(1, image.shape[0] // SAMPLE_SIDE)
     step_x = max(1, image.shape[1] // SAMPLE_SIDE)
