@@ -11,9 +11,15 @@ within 15 % of truth) and, for each lesion that misses it, its kind, class,
 true and measured axes: what a newcomer needs to see where the sizes fail.
 
     .venv/bin/python bench/sizes.py [--split test] [--count 1000]
-        [--backend onnxruntime] [--precision fp32]
+        [--backend onnxruntime] [--precision fp32] [--rescans 0]
 
 The reference in the same run is the first stage's own mask (no second stage).
+``--rescans N`` measures every phantom N more times, each scanned again: the same
+scene, lesions and truth, with new acquisition noise (CT's quantum noise, ultrasound's
+speckle; ``converters/phantoms.generate``). It prints the figure of each scan and the
+box's test-retest repeatability between the first two: how far the same lesion's axes
+move, and which misses are the same lesion missed in both scans and which one scan's
+noise.
 """
 
 from __future__ import annotations
@@ -29,24 +35,76 @@ from common import REPO, machine, save
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from converters.demo_metrics import SIZE_TOLERANCE, lesion_rows, size_figures, size_misses
+from converters.demo_metrics import (
+    SIZE_FLOOR_MM,
+    SIZE_TOLERANCE,
+    lesion_rows,
+    size_figures,
+    size_misses,
+)
 from converters.demo_model import SEEDS, make_split
 from converters.phantoms import dataset_plan, dataset_sample
 from firmware_app.service.appliance import load_runner
 from firmware_app.settings.box import Config
 
 
-def first_stage_outputs(runner, seed: int, plan: list[tuple[str, bool]]) -> dict[str, np.ndarray]:
-    """The package's outputs for each phantom of ``seed``'s ``plan``, each generated at
-    its source size and preprocessed by the box's own preprocessor."""
+def first_stage_outputs(runner, seed: int, plan: list[tuple[str, bool]],
+                        rescan: int | None = None) -> dict[str, np.ndarray]:
+    """The package's outputs for each phantom of ``seed``'s ``plan`` (scanned again when
+    ``rescan`` is given), each generated at its source size and preprocessed by the box's
+    own preprocessor."""
     collected: dict[str, list[np.ndarray]] = {}
     for i in range(len(plan)):
-        image = dataset_sample(seed, i, plan).image
+        image = dataset_sample(seed, i, plan, rescan=rescan).image
         tensor, _ = runner.preprocess(image, runner.spec.shape, runner.spec.mean,
                                       runner.spec.std, runner.pre_params)
         for name, value in runner.backend.infer({runner.spec.name: tensor}).items():
             collected.setdefault(name, []).append(np.asarray(value))
     return {name: np.concatenate(values) for name, values in collected.items()}
+
+
+def measured_rows(runner, split, seed: int, plan: list[tuple[str, bool]],
+                  rescan: int | None = None) -> list[dict]:
+    """One row per truth lesion, measured by the box with both its stages
+    (``converters/demo_metrics.lesion_rows``) on the phantoms, or on their rescan."""
+    manifest = runner.package.manifest
+    outputs = first_stage_outputs(runner, seed, plan, rescan)
+
+    def refine(i: int, boxes: list) -> list:
+        return runner.stage.refine(dataset_sample(seed, i, plan, rescan=rescan).image, boxes)
+
+    return lesion_rows(outputs, split, manifest["heads"], manifest["postprocessing"]["params"],
+                       runner.thresholds, refine if runner.stage is not None else None)
+
+
+def _within(row: dict) -> bool:
+    return max(abs(row["measured_long"] / row["long_mm"] - 1),
+               abs(row["measured_short"] / row["short_mm"] - 1)) <= SIZE_TOLERANCE
+
+
+def repeatability(first: list[dict], again: list[dict]) -> dict:
+    """How the box's axes of the same lesion (over 5 mm, measured in both scans) move
+    between two scans of one scene, and how its misses split: missed in both scans (the
+    lesion) or in one only (that scan's noise)."""
+    pairs = [(a, b) for a, b in zip(first, again, strict=True)
+             if a["long_mm"] > SIZE_FLOOR_MM and "measured_long" in a and "measured_long" in b]
+    if not pairs:
+        return {"lesions_measured_in_both": 0}
+    change = {axis: np.array([abs(b[f"measured_{axis}"] - a[f"measured_{axis}"])
+                              / a[f"{axis}_mm"] for a, b in pairs]) for axis in ("long", "short")}
+    moved = np.maximum(change["long"], change["short"]) > SIZE_TOLERANCE
+    within = np.array([(_within(a), _within(b)) for a, b in pairs])
+    return {
+        "lesions_measured_in_both": len(pairs),
+        **{f"median_{axis}_axis_change_pct": round(100 * float(np.median(c)), 2)
+           for axis, c in change.items()},
+        **{f"p95_{axis}_axis_change_pct": round(100 * float(np.percentile(c, 95)), 2)
+           for axis, c in change.items()},
+        "an_axis_moves_over_15pct_of_truth": round(float(moved.mean()), 4),
+        "both_within_15pct_in_both_scans": round(float(within.all(axis=1).mean()), 4),
+        "missed_in_both_scans": int((~within).all(axis=1).sum()),
+        "missed_in_one_scan_only": int((within[:, 0] != within[:, 1]).sum()),
+    }
 
 
 def main() -> None:
@@ -56,20 +114,18 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--backend", default="onnxruntime")
     parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--rescans", type=int, default=0,
+                        help="measure every phantom scanned again this many times")
     args = parser.parse_args()
     config = Config()
     config.runtime.backend, config.runtime.precision = args.backend, args.precision
     runner = load_runner(config)
     manifest = runner.package.manifest
     split = make_split(args.split, args.count)
-    plan = dataset_plan(SEEDS[args.split], args.count)
-    outputs = first_stage_outputs(runner, SEEDS[args.split], plan)
-
-    def refine(i: int, boxes: list) -> list:
-        return runner.stage.refine(dataset_sample(SEEDS[args.split], i, plan).image, boxes)
-
-    rows = lesion_rows(outputs, split, manifest["heads"], manifest["postprocessing"]["params"],
-                       runner.thresholds, refine if runner.stage is not None else None)
+    seed = SEEDS[args.split]
+    plan = dataset_plan(seed, args.count)
+    outputs = first_stage_outputs(runner, seed, plan)
+    rows = measured_rows(runner, split, seed, plan)
     first = lesion_rows(outputs, split, manifest["heads"],
                         manifest["postprocessing"]["params"], runner.thresholds)
     misses = size_misses(rows)
@@ -88,7 +144,21 @@ def main() -> None:
                     "short_error_pct": round(100 * m["short_error"], 1),
                     "p_malignant": None if m.get("p") is None else round(m["p"], 3)}
                    for m in misses],
+        **({} if not args.rescans else _rescanned(runner, split, seed, plan, rows, args.rescans)),
     })
+
+
+def _rescanned(runner, split, seed: int, plan: list[tuple[str, bool]], rows: list[dict],
+               rescans: int) -> dict:
+    """The figures of the phantoms scanned again ``rescans`` times, and the box's test-retest
+    repeatability between the first scan and the second."""
+    scans = [measured_rows(runner, split, seed, plan, rescan=k) for k in range(1, rescans + 1)]
+    shares = [size_figures(rows)["both_within_15pct"]]
+    shares += [size_figures(again)["both_within_15pct"] for again in scans]
+    return {"rescanned": [size_figures(again) for again in scans],
+            "both_within_15pct_each_scan": shares,
+            "both_within_15pct_mean_of_scans": round(float(np.mean(shares)), 4),
+            "test_retest": repeatability(rows, scans[0])}
 
 
 if __name__ == "__main__":

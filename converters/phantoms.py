@@ -358,7 +358,17 @@ class _Ellipse:
         return all(math.hypot(x - ex, y - ey) > r + er for ex, ey, er in self.exclude)
 
 
-def _ct(rng: np.random.Generator, h: int, w: int, lesions: int) -> Phantom:
+def _acquisition_noise(rng: np.random.Generator, rescan: np.random.Generator | None,
+                       h: int, w: int) -> np.ndarray:
+    """Unit white noise of the acquisition (CT's quantum noise, one of ultrasound's speckle
+    components): drawn from ``rng``, or from ``rescan`` when the scene is scanned again.
+    ``rng`` draws it either way, so everything drawn after it stays the same scene."""
+    drawn = rng.standard_normal((h, w))
+    return drawn if rescan is None else rescan.standard_normal((h, w))
+
+
+def _ct(rng: np.random.Generator, h: int, w: int, lesions: int,
+        rescan: np.random.Generator | None = None) -> Phantom:
     s = min(h, w)
     hu = np.full((h, w), -1000.0, dtype=np.float32)
     cx, cy = w / 2 + rng.normal(0, 0.01 * w), h / 2 + rng.normal(0, 0.01 * h)
@@ -445,8 +455,8 @@ def _ct(rng: np.random.Generator, h: int, w: int, lesions: int) -> Phantom:
             inner = _Shape(shape.cx, shape.cy, shape.r * 0.6, shape.aspect, shape.angle,
                            shape.harmonics, shape.soft)
             _paint(hu, inner, -abs(delta) * 0.8, mode="add")
-    hu += float(rng.uniform(4, 11)) * blur(rng.standard_normal((h, w)).astype(np.float32), 0.6,
-                                           0.6) * 1.6
+    sigma = float(rng.uniform(4, 11))
+    hu += sigma * blur(_acquisition_noise(rng, rescan, h, w).astype(np.float32), 0.6, 0.6) * 1.6
     hu = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
     window = (float(rng.uniform(30, 60)), float(rng.uniform(350, 450)))
     mm = float(rng.uniform(*CT_FOV_MM)) / w
@@ -500,7 +510,8 @@ class _Sector:
 
 
 def _us(rng: np.random.Generator, h: int, w: int, lesions: int,
-        scales: Sequence[float] = (1.0,)) -> list[Phantom]:
+        scales: Sequence[float] = (1.0,), rescan: np.random.Generator | None = None
+        ) -> list[Phantom]:
     """Render one ultrasound scene at each lesion scale (one frame per scale)."""
     s = min(h, w)
     fan = _Sector(rng, h, w)
@@ -578,8 +589,8 @@ def _us(rng: np.random.Generator, h: int, w: int, lesions: int,
             if shadow:
                 frame_post *= 1 - shadow * fan.posterior(shape, scale)
             truths.append(truth)
-        speckle = np.hypot(blur(rng.standard_normal((h, w)), 0.6, 1.3),
-                           blur(rng.standard_normal((h, w)), 0.6, 1.3))
+        speckle = np.hypot(blur(_acquisition_noise(rng, rescan, h, w), 0.6, 1.3),
+                           blur(_acquisition_noise(rng, rescan, h, w), 0.6, 1.3))
         intensity = np.maximum(frame_echo * frame_post * speckle, 0) * np.exp(-tgc * depth) + 1e-4
         db = 20 * np.log10(intensity)
         ref = float(np.percentile(db[fan.mask > 0.5], 99.5))
@@ -612,20 +623,22 @@ def _lesion_count(rng: np.random.Generator, lesion: bool | None) -> int:
 
 
 def generate(kind: str, rng: np.random.Generator, size: int | tuple[int, int] | None = 256,
-             lesion: bool | None = None) -> Phantom:
+             lesion: bool | None = None, rescan: np.random.Generator | None = None) -> Phantom:
     """One phantom of ``kind`` ("ct" or "us"); ``size`` is an int (square), (h, w) or None.
 
     ``lesion=None`` draws it at random. With ``lesion=True`` the phantom has
     one or two lesions (``boxes``); a lesion that cannot be placed leaves
-    ``lesion`` False, so the flag always matches the boxes.
+    ``lesion`` False, so the flag always matches the boxes. ``rescan`` scans the
+    same scene again: the same anatomy, lesions and truth, with the acquisition noise
+    (CT's quantum noise, ultrasound's speckle) drawn from ``rescan`` instead.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown phantom kind {kind!r}; choose from {', '.join(KINDS)}")
     h, w = _shape_of(kind, rng, size)
     count = _lesion_count(rng, lesion)
     if kind == "ct":
-        return _ct(rng, h, w, count)
-    return _us(rng, h, w, count)[0]
+        return _ct(rng, h, w, count, rescan)
+    return _us(rng, h, w, count, rescan=rescan)[0]
 
 
 def generate_sweep(rng: np.random.Generator, frames: int = 8,
@@ -658,10 +671,14 @@ def dataset_plan(seed: int, count: int, kinds: Sequence[str] = KINDS,
 
 
 def dataset_sample(seed: int, index: int, plan: Sequence[tuple[str, bool]],
-                   size: int | tuple[int, int] | None = None) -> Phantom:
-    """Sample ``index`` of a dataset, drawn from ``default_rng([seed, index])``."""
+                   size: int | tuple[int, int] | None = None, rescan: int | None = None
+                   ) -> Phantom:
+    """Sample ``index`` of a dataset, drawn from ``default_rng([seed, index])``; with
+    ``rescan``, the same scene scanned again with noise from ``default_rng([seed, index,
+    rescan])`` (:func:`generate`)."""
     kind, lesion = plan[index]
-    return generate(kind, np.random.default_rng([seed, index]), size, lesion)
+    again = None if rescan is None else np.random.default_rng([seed, index, rescan])
+    return generate(kind, np.random.default_rng([seed, index]), size, lesion, again)
 
 
 def dataset(seed: int, count: int, kinds: Sequence[str] = KINDS, lesion_fraction: float = 0.5,

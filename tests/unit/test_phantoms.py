@@ -48,6 +48,23 @@ def test_generate_is_deterministic_by_seed(kind):
     assert not np.array_equal(one.image, other.image)
 
 
+@pytest.mark.parametrize("kind", ["ct", "us"])
+def test_a_rescan_is_the_same_scene_with_new_noise(kind):
+    """Scanned again: the same lesions, truth and anatomy (the image moves by its noise
+    only), and the scene drawn after the noise (CT's window, the spacing) is unchanged."""
+    first = generate(kind, np.random.default_rng(21), 256, True)
+    again = generate(kind, np.random.default_rng(21), 256, True, np.random.default_rng(1))
+    other = generate(kind, np.random.default_rng(21), 256, True, np.random.default_rng(2))
+    assert [t.to_dict() for t in first.lesions] == [t.to_dict() for t in again.lesions]
+    assert first.boxes == again.boxes and first.spacing == again.spacing
+    assert first.window == again.window
+    assert not np.array_equal(first.image, again.image)
+    assert not np.array_equal(again.image, other.image)
+    difference = np.abs(first.image - again.image)
+    assert float(np.median(difference)) < 0.25 * float(np.median(np.abs(
+        first.image - generate(kind, np.random.default_rng(22), 256, True).image)) + 1e-3)
+
+
 def test_dataset_is_deterministic_and_balanced():
     first = list(dataset(5, 12))
     second = list(dataset(5, 12))
