@@ -53,6 +53,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -268,6 +269,21 @@ class AssociationSCP : public DcmSCP {
   Lander lander_;
 };
 
+// A TLS connection over the association limit: no plain PDU can go back on it, so a
+// process of its own completes the handshake, reads the association request and answers
+// it as the plain refusal does (rejected transient, local limit exceeded).
+class RefusingSCP : public DcmSCP {
+ protected:
+  void notifyAssociationRequest(const T_ASC_Parameters &, DcmSCPActionType &action) override {
+    action = DCMSCP_ACTION_REFUSE_ASSOCIATION;
+  }
+  void refuseAssociation(const DcmRefuseReasonType) override {
+    DcmSCP::refuseAssociation(DCMSCP_TOO_MANY_ASSOCIATIONS);
+  }
+  OFBool stopAfterCurrentAssociation() override { return OFTrue; }
+  OFBool stopAfterConnectionTimeout() override { return OFTrue; }
+};
+
 
 bool configure(DcmSCPConfig &config, DcmTLSTransportLayer *tls) {
   config.setAETitle(g_settings.ae_title.c_str());
@@ -311,13 +327,17 @@ DcmTLSTransportLayer *tls_layer() {
   return layer;
 }
 
-// The child: handle the one association on the accepted connection, then end.
-[[noreturn]] void serve_association(int connection, const std::string &peer) {
+// The child: handle the one association on the accepted connection (or, with
+// ``refuse``, refuse it: a TLS connection over the limit), then end.
+[[noreturn]] void serve_association(int connection, const std::string &peer,
+                                    bool refuse = false) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   signal(SIGTERM, SIG_DFL);
   dcmExternalSocketHandle.set(connection);
   DcmTLSTransportLayer *tls = tls_layer();
-  AssociationSCP scp(peer);
+  AssociationSCP association(peer);
+  RefusingSCP refusal;
+  DcmSCP &scp = refuse ? static_cast<DcmSCP &>(refusal) : association;
   if (!configure(scp.getConfig(), tls)) {
     say("ERROR", "presentation contexts could not be set up");
     _exit(2);
@@ -377,8 +397,9 @@ void remove_leftovers(pid_t child) {
 // closed once the peer has closed it (PS3.8 9.3.4, 9.2.2). A modality then knows the box is
 // busy and retries later, rather than meeting a dropped connection. Everything here is
 // non-blocking in the listening process and bounded: at most max_associations refusals at
-// once (beyond that, and on TLS, where no plain PDU can go back, the connection is closed),
-// each for at most REFUSAL_SECONDS.
+// once (beyond that the connection is closed), each for at most REFUSAL_SECONDS. On TLS,
+// where no plain PDU can go back, a process of its own answers (RefusingSCP), at most
+// max_associations of them at once, each bounded by the ACSE timeout.
 const int REFUSAL_SECONDS = 3;
 const unsigned char ASSOCIATE_RJ_LIMIT[] = {0x03, 0x00, 0x00, 0x00, 0x00, 0x04,
                                             0x00, 0x02, 0x03, 0x02};
@@ -409,10 +430,12 @@ int serve(int listener) {
   std::map<pid_t, std::string> children;  // pid -> peer address
   std::map<std::string, int> held;        // peer address -> associations
   std::vector<Refusal> refusals;          // connections over the limit, being answered
+  std::set<pid_t> refusing;               // TLS connections over the limit, being answered
   while (!g_stop) {
     pid_t child;
     int status;
     while ((child = waitpid(-1, &status, WNOHANG)) > 0) {
+      if (refusing.erase(child)) continue;
       auto it = children.find(child);
       if (it == children.end()) continue;
       if (--held[it->second] <= 0) held.erase(it->second);
@@ -451,10 +474,20 @@ int serve(int listener) {
       say("WARNING", "association from " + peer + " rejected: every association slot is taken");
       if (held[peer] == 0) held.erase(peer);
       if (g_settings.tls_cert.empty() &&
-          static_cast<int>(refusals.size()) < g_settings.max_associations)
+          static_cast<int>(refusals.size()) < g_settings.max_associations) {
         refusals.push_back({connection, now + std::chrono::seconds(REFUSAL_SECONDS), false});
-      else
-        close(connection);
+        continue;
+      }
+      if (!g_settings.tls_cert.empty() &&
+          static_cast<int>(refusing.size()) < g_settings.max_associations) {
+        child = fork();
+        if (child == 0) {
+          close(listener);
+          serve_association(connection, peer, true);
+        }
+        if (child > 0) refusing.insert(child);
+      }
+      close(connection);
       continue;
     }
     int on = 1;

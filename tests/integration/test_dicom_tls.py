@@ -1,8 +1,13 @@
-"""DICOM over TLS: storescu with a client certificate gets in, without one it does not."""
+"""DICOM over TLS: storescu with a client certificate gets in, without one it does not; a
+full box says so inside TLS."""
 
 from __future__ import annotations
 
+import ssl
+
 import pytest
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pynetdicom import AE
 
 from tests.integration.conftest import storescu, wait_for
 from tests.integration.test_dicom_ingest import phantom_dicoms
@@ -33,3 +38,42 @@ def test_tls_with_client_certificates(box_factory, tmp_path, receiver):
     assert anonymous.returncode != 0  # TLS without a client certificate
     status = box.cli_json("status")
     assert status["received"] == 2 and status["processed"] == 2
+
+
+def test_a_full_tls_box_rejects_an_association_and_the_modality_learns_why(
+        box_factory, tmp_path, receiver):
+    """Over the association limit on the TLS port a modality still gets an A-ASSOCIATE-RJ
+    it can act on (rejected transient, local limit exceeded), sent inside TLS by either
+    receiver, not a dropped connection; once a slot frees, the same modality stores."""
+    pki = make_pki(tmp_path / "pki")
+    box = box_factory(dicom={"receiver": receiver, "tls_enabled": True,
+                             "tls_cert": str(pki.server_cert), "tls_key": str(pki.server_key),
+                             "tls_ca": str(pki.ca_cert), "max_associations": 2,
+                             "max_associations_per_peer": 2, "acse_timeout": 5,
+                             "network_timeout": 30},
+                      start=False)
+    box.start(wait=False)
+    files = phantom_dicoms(tmp_path / "phantoms", 1)
+    tls = ["+tls", str(pki.client_key), str(pki.client_cert), "+cf", str(pki.ca_cert)]
+    wait_for(lambda: storescu(box.port, files, extra=tls).returncode == 0, 120,
+             "a TLS C-STORE to succeed")
+
+    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki.ca_cert))
+    client.check_hostname = False
+    client.load_cert_chain(str(pki.client_cert), str(pki.client_key))
+    ae = AE(ae_title="BUSYMOD")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    # the slots are held from another address: the modality's own is under its peer limit
+    held = [ae.associate("127.0.0.1", box.port, ae_title="CLINIBOX", tls_args=(client, None),
+                         bind_address=("127.0.0.2", 0)) for _ in range(2)]
+    assert all(assoc.is_established for assoc in held)
+    refused = storescu(box.port, files, extra=tls, timeout=60)
+    output = refused.stdout + refused.stderr
+    assert refused.returncode != 0
+    assert "Association Rejected" in output, output
+    assert "Rejected Transient" in output and "Local Limit Exceeded" in output, output
+    for assoc in held:
+        assoc.release()
+    wait_for(lambda: storescu(box.port, files, extra=tls).returncode == 0, 30,
+             "a free association slot")
+    ae.shutdown()
