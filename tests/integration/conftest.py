@@ -100,6 +100,15 @@ def send_as_modality(port: int, files: list[Path], **kwargs) -> tuple[int, str]:
     return output.count("Received Store Response (Success)"), output
 
 
+def assert_rejected_as_busy(tool: subprocess.CompletedProcess) -> None:
+    """A dcmtk tool's association was rejected as a full box rejects it: rejected transient,
+    local limit exceeded (the modality retries later), not a dropped connection."""
+    output = tool.stdout + tool.stderr
+    assert tool.returncode != 0
+    assert "Association Rejected" in output, output
+    assert "Rejected Transient" in output and "Local Limit Exceeded" in output, output
+
+
 def echoscu(port: int, *, ae_title: str = "CLINIBOX", calling: str = "MODALITY") -> bool:
     """C-ECHO with dcmtk's echoscu; True on success."""
     result = subprocess.run(
