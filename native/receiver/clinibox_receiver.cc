@@ -184,6 +184,27 @@ class Lander {
   }
 };
 
+// A peer must have sent its association request within the ACSE timeout of connecting.
+// dcmtk bounds the wait for the request itself, but not a TLS handshake that never comes
+// (its read waits for the socket's receive timeout, a minute), so the association process
+// sets an alarm when it starts and clears it once the request has arrived. The handler
+// only writes a line prepared beforehand and ends the process (async-signal-safe).
+char g_overdue_line[160];
+
+void association_overdue(int) {
+  ssize_t written = write(STDERR_FILENO, g_overdue_line, strlen(g_overdue_line));
+  (void)written;
+  _exit(4);
+}
+
+void expect_request_within_acse_timeout(const std::string &peer) {
+  snprintf(g_overdue_line, sizeof g_overdue_line,
+           "WARNING connection from %s closed: no association request within %d s\n",
+           peer.c_str(), g_settings.acse_timeout);
+  signal(SIGALRM, association_overdue);
+  alarm(static_cast<unsigned>(g_settings.acse_timeout));
+}
+
 // One association, in its own process: dcmtk's SCP with the box's checks.
 class AssociationSCP : public DcmSCP {
  public:
@@ -235,6 +256,7 @@ class AssociationSCP : public DcmSCP {
 
   void notifyAssociationRequest(const T_ASC_Parameters &params,
                                 DcmSCPActionType &action) override {
+    alarm(0);  // the request arrived in time (expect_request_within_acse_timeout)
     requested_ = const_cast<T_ASC_Parameters *>(&params);  // negotiated below, before the answer
     DcmSCP::notifyAssociationRequest(params, action);
   }
@@ -275,6 +297,7 @@ class AssociationSCP : public DcmSCP {
 class RefusingSCP : public DcmSCP {
  protected:
   void notifyAssociationRequest(const T_ASC_Parameters &, DcmSCPActionType &action) override {
+    alarm(0);  // the request arrived in time: answer it
     action = DCMSCP_ACTION_REFUSE_ASSOCIATION;
   }
   void refuseAssociation(const DcmRefuseReasonType) override {
@@ -333,6 +356,7 @@ DcmTLSTransportLayer *tls_layer() {
                                     bool refuse = false) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   signal(SIGTERM, SIG_DFL);
+  expect_request_within_acse_timeout(peer);
   dcmExternalSocketHandle.set(connection);
   DcmTLSTransportLayer *tls = tls_layer();
   AssociationSCP association(peer);

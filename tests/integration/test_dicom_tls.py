@@ -1,9 +1,11 @@
 """DICOM over TLS: storescu with a client certificate gets in, without one it does not; a
-full box says so inside TLS."""
+full box says so inside TLS; a silent peer is closed after the ACSE timeout."""
 
 from __future__ import annotations
 
+import socket
 import ssl
+import time
 
 import pytest
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
@@ -73,3 +75,31 @@ def test_a_full_tls_box_rejects_an_association_and_the_modality_learns_why(
     wait_for(lambda: storescu(box.port, files, extra=tls).returncode == 0, 30,
              "a free association slot")
     ae.shutdown()
+
+
+def test_a_silent_peer_on_the_tls_port_is_closed_after_the_acse_timeout(
+        box_factory, tmp_path, receiver):
+    """A connection that never starts its TLS handshake holds its association slot for the
+    ACSE timeout only, as on the plain port, by either receiver; a modality still stores."""
+    pki = make_pki(tmp_path / "pki")
+    box = box_factory(dicom={"receiver": receiver, "tls_enabled": True,
+                             "tls_cert": str(pki.server_cert), "tls_key": str(pki.server_key),
+                             "tls_ca": str(pki.ca_cert), "acse_timeout": 3,
+                             "network_timeout": 30},
+                      start=False)
+    box.start(wait=False)
+    files = phantom_dicoms(tmp_path / "phantoms", 1)
+    tls = ["+tls", str(pki.client_key), str(pki.client_cert), "+cf", str(pki.ca_cert)]
+    wait_for(lambda: storescu(box.port, files, extra=tls).returncode == 0, 120,
+             "a TLS C-STORE to succeed")
+    silent = socket.create_connection(("127.0.0.1", box.port), source_address=("127.0.0.3", 0))
+    silent.settimeout(20)  # the network timeout (30 s) must not be what closes it
+    started = time.monotonic()
+    try:
+        closed = silent.recv(1) == b""
+    except ConnectionResetError:
+        closed = True
+    waited = time.monotonic() - started
+    silent.close()
+    assert closed and 2 < waited < 15, waited
+    assert storescu(box.port, files, extra=tls).returncode == 0
