@@ -18,20 +18,25 @@ from tests.tls_certs import make_pki
 pytestmark = pytest.mark.integration
 
 
-def test_tls_with_client_certificates(box_factory, tmp_path, receiver):
+def tls_box(box_factory, tmp_path, receiver: str, count: int = 1, **dicom):
+    """A box with its DICOM port on TLS (client certificates required), ``count`` phantom
+    files, and storescu's TLS arguments with a client certificate; the box's first TLS
+    C-STORE has succeeded (the port is up)."""
     pki = make_pki(tmp_path / "pki")
     box = box_factory(dicom={"receiver": receiver, "tls_enabled": True,
                              "tls_cert": str(pki.server_cert), "tls_key": str(pki.server_key),
-                             "tls_ca": str(pki.ca_cert)},
+                             "tls_ca": str(pki.ca_cert), **dicom},
                       start=False)
     box.start(wait=False)
-    files = phantom_dicoms(tmp_path / "phantoms", 2)
+    files = phantom_dicoms(tmp_path / "phantoms", count)
     tls = ["+tls", str(pki.client_key), str(pki.client_cert), "+cf", str(pki.ca_cert)]
+    wait_for(lambda: storescu(box.port, files, extra=tls).returncode == 0, 120,
+             "a TLS C-STORE to succeed")
+    return box, pki, files, tls
 
-    def accepted() -> bool:
-        return storescu(box.port, files, extra=tls).returncode == 0
 
-    wait_for(accepted, 120, "a TLS C-STORE to succeed")
+def test_tls_with_client_certificates(box_factory, tmp_path, receiver):
+    box, pki, files, _ = tls_box(box_factory, tmp_path, receiver, count=2)
     box.wait_idle(2)
 
     plain = storescu(box.port, files)  # no TLS at all
@@ -47,19 +52,9 @@ def test_a_full_tls_box_rejects_an_association_and_the_modality_learns_why(
     """Over the association limit on the TLS port a modality still gets an A-ASSOCIATE-RJ
     it can act on (rejected transient, local limit exceeded), sent inside TLS by either
     receiver, not a dropped connection; once a slot frees, the same modality stores."""
-    pki = make_pki(tmp_path / "pki")
-    box = box_factory(dicom={"receiver": receiver, "tls_enabled": True,
-                             "tls_cert": str(pki.server_cert), "tls_key": str(pki.server_key),
-                             "tls_ca": str(pki.ca_cert), "max_associations": 2,
-                             "max_associations_per_peer": 2, "acse_timeout": 5,
-                             "network_timeout": 30},
-                      start=False)
-    box.start(wait=False)
-    files = phantom_dicoms(tmp_path / "phantoms", 1)
-    tls = ["+tls", str(pki.client_key), str(pki.client_cert), "+cf", str(pki.ca_cert)]
-    wait_for(lambda: storescu(box.port, files, extra=tls).returncode == 0, 120,
-             "a TLS C-STORE to succeed")
-
+    box, pki, files, tls = tls_box(box_factory, tmp_path, receiver, max_associations=2,
+                                   max_associations_per_peer=2, acse_timeout=5,
+                                   network_timeout=30)
     client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki.ca_cert))
     client.check_hostname = False
     client.load_cert_chain(str(pki.client_cert), str(pki.client_key))
@@ -81,17 +76,8 @@ def test_a_silent_peer_on_the_tls_port_is_closed_after_the_acse_timeout(
         box_factory, tmp_path, receiver):
     """A connection that never starts its TLS handshake holds its association slot for the
     ACSE timeout only, as on the plain port, by either receiver; a modality still stores."""
-    pki = make_pki(tmp_path / "pki")
-    box = box_factory(dicom={"receiver": receiver, "tls_enabled": True,
-                             "tls_cert": str(pki.server_cert), "tls_key": str(pki.server_key),
-                             "tls_ca": str(pki.ca_cert), "acse_timeout": 3,
-                             "network_timeout": 30},
-                      start=False)
-    box.start(wait=False)
-    files = phantom_dicoms(tmp_path / "phantoms", 1)
-    tls = ["+tls", str(pki.client_key), str(pki.client_cert), "+cf", str(pki.ca_cert)]
-    wait_for(lambda: storescu(box.port, files, extra=tls).returncode == 0, 120,
-             "a TLS C-STORE to succeed")
+    box, _, files, tls = tls_box(box_factory, tmp_path, receiver, acse_timeout=3,
+                                 network_timeout=30)
     silent = socket.create_connection(("127.0.0.1", box.port), source_address=("127.0.0.3", 0))
     silent.settimeout(20)  # the network timeout (30 s) must not be what closes it
     started = time.monotonic()
