@@ -48,7 +48,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -291,9 +290,9 @@ class AssociationSCP : public DcmSCP {
   Lander lander_;
 };
 
-// A TLS connection over the association limit: no plain PDU can go back on it, so a
-// process of its own completes the handshake, reads the association request and answers
-// it as the plain refusal does (rejected transient, local limit exceeded).
+// A connection over the association limit, in a process of its own: it reads the
+// association request (after the TLS handshake, on the TLS port) and answers rejected
+// transient, local limit exceeded (see serve).
 class RefusingSCP : public DcmSCP {
  protected:
   void notifyAssociationRequest(const T_ASC_Parameters &, DcmSCPActionType &action) override {
@@ -350,18 +349,8 @@ DcmTLSTransportLayer *tls_layer() {
   return layer;
 }
 
-// The child: handle the one association on the accepted connection (or, with
-// ``refuse``, refuse it: a TLS connection over the limit), then end.
-[[noreturn]] void serve_association(int connection, const std::string &peer,
-                                    bool refuse = false) {
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
-  signal(SIGTERM, SIG_DFL);
-  expect_request_within_acse_timeout(peer);
-  dcmExternalSocketHandle.set(connection);
-  DcmTLSTransportLayer *tls = tls_layer();
-  AssociationSCP association(peer);
-  RefusingSCP refusal;
-  DcmSCP &scp = refuse ? static_cast<DcmSCP &>(refusal) : association;
+// Run one SCP on the accepted connection until its one association ends.
+void listen_once(DcmSCP &scp, DcmTLSTransportLayer *tls, const std::string &peer) {
   if (!configure(scp.getConfig(), tls)) {
     say("ERROR", "presentation contexts could not be set up");
     _exit(2);
@@ -370,6 +359,24 @@ DcmTLSTransportLayer *tls_layer() {
   if (result.bad() && result != NET_EC_StopAfterAssociation &&
       result != NET_EC_StopAfterConnectionTimeout)
     say("INFO", "association from " + peer + " ended: " + result.text());
+}
+
+// The child: handle the one association on the accepted connection (or, with ``refuse``,
+// refuse it: a connection over the limit), then end.
+[[noreturn]] void serve_association(int connection, const std::string &peer,
+                                    bool refuse = false) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  signal(SIGTERM, SIG_DFL);
+  expect_request_within_acse_timeout(peer);
+  dcmExternalSocketHandle.set(connection);
+  DcmTLSTransportLayer *tls = tls_layer();
+  if (refuse) {
+    RefusingSCP scp;
+    listen_once(scp, tls, peer);
+  } else {
+    AssociationSCP scp(peer);
+    listen_once(scp, tls, peer);
+  }
   close(connection);
   _exit(0);
 }
@@ -415,46 +422,18 @@ void remove_leftovers(pid_t child) {
   closedir(folder);
 }
 
-// A connection over the association limit, answered as pynetdicom answers it: the peer's
-// association request is read (and thrown away), an A-ASSOCIATE-RJ "rejected transient,
-// service provider (presentation), local limit exceeded" goes back, and the connection is
-// closed once the peer has closed it (PS3.8 9.3.4, 9.2.2). A modality then knows the box is
-// busy and retries later, rather than meeting a dropped connection. Everything here is
-// non-blocking in the listening process and bounded: at most max_associations refusals at
-// once (beyond that the connection is closed), each for at most REFUSAL_SECONDS. On TLS,
-// where no plain PDU can go back, a process of its own answers (RefusingSCP), at most
-// max_associations of them at once, each bounded by the ACSE timeout.
-const int REFUSAL_SECONDS = 3;
-const unsigned char ASSOCIATE_RJ_LIMIT[] = {0x03, 0x00, 0x00, 0x00, 0x00, 0x04,
-                                            0x00, 0x02, 0x03, 0x02};
-
-struct Refusal {
-  int fd;
-  std::chrono::steady_clock::time_point until;
-  bool answered;
-};
-
-// Read what the refused peer sent; answer once it has spoken; true while it stays open.
-bool tend(Refusal &refusal) {
-  char discard[4096];
-  for (;;) {
-    ssize_t got = recv(refusal.fd, discard, sizeof discard, MSG_DONTWAIT);
-    if (got == 0) return false;  // the peer closed: done
-    if (got < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
-    if (!refusal.answered) {
-      refusal.answered = true;
-      if (send(refusal.fd, ASSOCIATE_RJ_LIMIT, sizeof ASSOCIATE_RJ_LIMIT,
-               MSG_DONTWAIT | MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof ASSOCIATE_RJ_LIMIT))
-        return false;
-    }
-  }
-}
+// A connection over the association limit is answered as pynetdicom answers it: a process
+// of its own (RefusingSCP, on the plain port and inside TLS alike) reads the association
+// request and sends A-ASSOCIATE-RJ "rejected transient, service provider (presentation),
+// local limit exceeded" (PS3.8 9.3.4). A modality then knows the box is busy and retries
+// later, rather than meeting a dropped connection. Bounded: at most max_associations
+// refusing processes at once (beyond that the connection is closed), each ended by the
+// ACSE timeout at the latest.
 
 int serve(int listener) {
   std::map<pid_t, std::string> children;  // pid -> peer address
   std::map<std::string, int> held;        // peer address -> associations
-  std::vector<Refusal> refusals;          // connections over the limit, being answered
-  std::set<pid_t> refusing;               // TLS connections over the limit, being answered
+  std::set<pid_t> refusing;               // connections over the limit, being answered
   while (!g_stop) {
     pid_t child;
     int status;
@@ -470,19 +449,8 @@ int serve(int listener) {
                          std::to_string(WTERMSIG(status)));
       children.erase(it);
     }
-    std::vector<pollfd> ready{{listener, POLLIN, 0}};
-    for (const Refusal &refusal : refusals) ready.push_back({refusal.fd, POLLIN, 0});
-    int events = poll(ready.data(), ready.size(), 200);
-    auto now = std::chrono::steady_clock::now();
-    for (size_t i = refusals.size(); i-- > 0;) {
-      bool open = now < refusals[i].until &&
-                  (!ready[i + 1].revents || tend(refusals[i]));
-      if (!open) {
-        close(refusals[i].fd);
-        refusals.erase(refusals.begin() + i);
-      }
-    }
-    if (events <= 0 || !(ready[0].revents & POLLIN)) continue;
+    pollfd ready{listener, POLLIN, 0};
+    if (poll(&ready, 1, 200) <= 0 || !(ready.revents & POLLIN)) continue;
     sockaddr_storage address{};
     socklen_t length = sizeof address;
     int connection = accept4(listener, reinterpret_cast<sockaddr *>(&address), &length, 0);
@@ -497,13 +465,7 @@ int serve(int listener) {
     if (static_cast<int>(children.size()) >= g_settings.max_associations) {
       say("WARNING", "association from " + peer + " rejected: every association slot is taken");
       if (held[peer] == 0) held.erase(peer);
-      if (g_settings.tls_cert.empty() &&
-          static_cast<int>(refusals.size()) < g_settings.max_associations) {
-        refusals.push_back({connection, now + std::chrono::seconds(REFUSAL_SECONDS), false});
-        continue;
-      }
-      if (!g_settings.tls_cert.empty() &&
-          static_cast<int>(refusing.size()) < g_settings.max_associations) {
+      if (static_cast<int>(refusing.size()) < g_settings.max_associations) {
         child = fork();
         if (child == 0) {
           close(listener);
@@ -529,7 +491,6 @@ int serve(int listener) {
     children[child] = peer;
     held[peer] += 1;
   }
-  for (const Refusal &refusal : refusals) close(refusal.fd);
   for (auto &entry : children) kill(entry.first, SIGTERM);
   for (auto &entry : children) {
     waitpid(entry.first, nullptr, 0);
