@@ -77,11 +77,6 @@ def measured_rows(runner, split, seed: int, plan: list[tuple[str, bool]],
                        runner.thresholds, refine if runner.stage is not None else None)
 
 
-def _within(row: dict) -> bool:
-    return max(abs(row["measured_long"] / row["long_mm"] - 1),
-               abs(row["measured_short"] / row["short_mm"] - 1)) <= SIZE_TOLERANCE
-
-
 def repeatability(first: list[dict], again: list[dict]) -> dict:
     """How the box's axes of the same lesion (over 5 mm, measured in both scans) move
     between two scans of one scene, and how its misses split: missed in both scans (the
@@ -93,7 +88,7 @@ def repeatability(first: list[dict], again: list[dict]) -> dict:
     change = {axis: np.array([abs(b[f"measured_{axis}"] - a[f"measured_{axis}"])
                               / a[f"{axis}_mm"] for a, b in pairs]) for axis in ("long", "short")}
     moved = np.maximum(change["long"], change["short"]) > SIZE_TOLERANCE
-    within = np.array([(_within(a), _within(b)) for a, b in pairs])
+    within = np.array([(not size_misses([a]), not size_misses([b])) for a, b in pairs])
     return {
         "lesions_measured_in_both": len(pairs),
         **{f"median_{axis}_axis_change_pct": round(100 * float(np.median(c)), 2)
