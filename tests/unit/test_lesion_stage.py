@@ -22,7 +22,7 @@ from firmware_app.contracts.stages import StageError, check_stage, stage_manifes
 from firmware_app.imaging.lesion_crop import CropSpec, crop_window, lesion_crop
 from firmware_app.inference.masks import axes
 from firmware_app.inference.postprocess import Box
-from firmware_app.inference.stage import LesionStage, the_lesion
+from firmware_app.inference.stage import MAX_LOOKS, LesionStage, the_lesion
 from firmware_app.models.golden import GoldenCasesFailed
 from firmware_app.models.package import load_package
 from firmware_app.models.stages import load_stage
@@ -185,6 +185,46 @@ def test_the_stage_outlines_the_lesion_at_source_resolution(key, tmp_path):
     # the crop's class replaces the first stage's: mean of a standardised crop is ~0
     assert set(refined.class_probabilities) == {"benign", "malignant"}
     assert refined.class_probabilities["benign"] == pytest.approx(0.5, abs=0.01)
+    stage.close()
+
+
+def test_a_large_lesion_seen_in_part_is_looked_at_until_it_is_seen_whole(key, tmp_path):
+    root = signed_package(tmp_path / "models" / "staged" / "1.0.0", key.with_suffix(".pem"))
+    stage = load_stage(load_package(root, [key.with_suffix(".pub")]),
+                       RuntimeConfig(backend="auto"), "onnxruntime")
+    image = disk_image(cx=200.5, cy=150.5, r=60.0)
+    # the first stage boxed only the disk's left part: each crop cuts the disk off until
+    # one is wide enough to hold it
+    partial = Box(140.0, 130.0, 170.0, 170.0, 0.8, "lesion")
+    looks: list[int] = []
+    infer = stage.backend.infer
+    stage.backend.infer = lambda inputs: (looks.append(1), infer(inputs))[1]
+    refined = stage.refine(image, [partial])[0]
+    assert 3 <= len(looks) <= MAX_LOOKS  # two looks would still have cut the disk off
+    assert refined.mask is not None
+    size, truth = axes(refined.mask, (0.5, 0.5)), axes(image > 0.5, (0.5, 0.5))
+    # within 3 %: a crop of 64 points across a 120-pixel disk samples every 3 pixels
+    assert size.long_axis == pytest.approx(truth.long_axis, rel=0.03)
+    assert size.short_axis == pytest.approx(truth.short_axis, rel=0.03)
+    stage.close()
+
+
+def test_an_outline_that_keeps_moving_stops_after_the_most_looks(key, tmp_path):
+    root = signed_package(tmp_path / "models" / "staged" / "1.0.0", key.with_suffix(".pem"))
+    stage = load_stage(load_package(root, [key.with_suffix(".pub")]),
+                       RuntimeConfig(backend="auto"), "onnxruntime")
+    looks: list[Box] = []
+
+    def drifting(_image: np.ndarray, box: Box) -> Box:
+        """A stage whose outline always lies 40 pixels to the right of the box it was given."""
+        looks.append(box)
+        return replace(box, x0=box.x0 + 40, x1=box.x1 + 40, mask=np.ones((10, 10), bool),
+                       mask_origin=(int(box.y0), int(box.x0) + 40), contour=[(0, 0)])
+
+    stage._look = drifting
+    refined = stage.refine_one(disk_image(), Box(10, 10, 30, 30, 0.8, "lesion"))
+    assert len(looks) == MAX_LOOKS
+    assert refined.x0 == 10 + 40 * MAX_LOOKS
     stage.close()
 
 
