@@ -131,6 +131,20 @@ def key(tmp_path):
     return tmp_path / "k"
 
 
+@pytest.fixture
+def counted_stage(key, tmp_path):
+    """The hand-built stage of a signed package on ONNX Runtime, and the list its looks
+    (one entry per inference) are counted in."""
+    root = signed_package(tmp_path / "models" / "staged" / "1.0.0", key.with_suffix(".pem"))
+    stage = load_stage(load_package(root, [key.with_suffix(".pub")]),
+                       RuntimeConfig(backend="auto"), "onnxruntime")
+    looks: list[int] = []
+    infer = stage.backend.infer
+    stage.backend.infer = lambda inputs: (looks.append(1), infer(inputs))[1]
+    yield stage, looks
+    stage.close()
+
+
 def test_the_crop_is_centred_on_the_lesion_and_maps_back_to_source_pixels():
     image = disk_image()
     box = (120.0, 90.0, 180.0, 150.0)  # a loose box around the disk at (150.5, 120.5)
@@ -152,10 +166,8 @@ def test_a_crop_past_the_image_edge_repeats_the_edge():
     assert transform.to_source(0, 0) == (0.0, 0.0)  # clipped to the frame
 
 
-def test_the_stage_outlines_the_lesion_at_source_resolution(key, tmp_path):
-    root = signed_package(tmp_path / "models" / "staged" / "1.0.0", key.with_suffix(".pem"))
-    package = load_package(root, [key.with_suffix(".pub")])
-    stage = load_stage(package, RuntimeConfig(backend="auto"), "onnxruntime")
+def test_the_stage_outlines_the_lesion_at_source_resolution(counted_stage):
+    stage, looks = counted_stage
     assert isinstance(stage, LesionStage)
     assert stage.backend.key == "onnxruntime"
     assert stage.backend_label == "onnxruntime:onnx/fp32"
@@ -163,9 +175,6 @@ def test_the_stage_outlines_the_lesion_at_source_resolution(key, tmp_path):
     # a first-stage box off-centre and too large, with a coarse class guess
     coarse = Box(118.0, 95.0, 190.0, 160.0, 0.9, "lesion",
                  class_probabilities={"benign": 0.5, "malignant": 0.5})
-    looks: list[int] = []
-    infer = stage.backend.infer
-    stage.backend.infer = lambda inputs: (looks.append(1), infer(inputs))[1]
     refined = stage.refine(image, [coarse])[0]
     assert len(looks) == 2  # the outline moved the box far: a second look around it
     assert refined.score == 0.9 and refined.label == "lesion"
@@ -185,20 +194,14 @@ def test_the_stage_outlines_the_lesion_at_source_resolution(key, tmp_path):
     # the crop's class replaces the first stage's: mean of a standardised crop is ~0
     assert set(refined.class_probabilities) == {"benign", "malignant"}
     assert refined.class_probabilities["benign"] == pytest.approx(0.5, abs=0.01)
-    stage.close()
 
 
-def test_a_large_lesion_seen_in_part_is_looked_at_until_it_is_seen_whole(key, tmp_path):
-    root = signed_package(tmp_path / "models" / "staged" / "1.0.0", key.with_suffix(".pem"))
-    stage = load_stage(load_package(root, [key.with_suffix(".pub")]),
-                       RuntimeConfig(backend="auto"), "onnxruntime")
+def test_a_large_lesion_seen_in_part_is_looked_at_until_it_is_seen_whole(counted_stage):
+    stage, looks = counted_stage
     image = disk_image(cx=200.5, cy=150.5, r=60.0)
     # the first stage boxed only the disk's left part: each crop cuts the disk off until
     # one is wide enough to hold it
     partial = Box(140.0, 130.0, 170.0, 170.0, 0.8, "lesion")
-    looks: list[int] = []
-    infer = stage.backend.infer
-    stage.backend.infer = lambda inputs: (looks.append(1), infer(inputs))[1]
     refined = stage.refine(image, [partial])[0]
     assert 3 <= len(looks) <= MAX_LOOKS  # two looks would still have cut the disk off
     assert refined.mask is not None
@@ -206,25 +209,18 @@ def test_a_large_lesion_seen_in_part_is_looked_at_until_it_is_seen_whole(key, tm
     # within 3 %: a crop of 64 points across a 120-pixel disk samples every 3 pixels
     assert size.long_axis == pytest.approx(truth.long_axis, rel=0.03)
     assert size.short_axis == pytest.approx(truth.short_axis, rel=0.03)
-    stage.close()
 
 
-def test_an_outline_that_keeps_moving_stops_after_the_most_looks(key, tmp_path):
-    root = signed_package(tmp_path / "models" / "staged" / "1.0.0", key.with_suffix(".pem"))
-    stage = load_stage(load_package(root, [key.with_suffix(".pub")]),
-                       RuntimeConfig(backend="auto"), "onnxruntime")
+def test_an_outline_that_keeps_moving_stops_after_the_most_looks(counted_stage):
+    stage, looks = counted_stage
     # a bright bar across the frame: every crop cuts it off at both sides, so every
     # outline is wider than the box it was cut around
     rng = np.random.default_rng(3)
     image = (0.2 + 0.02 * rng.standard_normal((300, 400))).astype(np.float32)
     image[140:160, 5:395] = 0.8
-    looks: list[int] = []
-    infer = stage.backend.infer
-    stage.backend.infer = lambda inputs: (looks.append(1), infer(inputs))[1]
     refined = stage.refine_one(image, Box(190.0, 140.0, 210.0, 160.0, 0.8, "lesion"))
     assert len(looks) == MAX_LOOKS
     assert 100 < refined.x1 - refined.x0 < 390  # the bar is 390 long: still cut off at the end
-    stage.close()
 
 
 def test_a_stage_finding_nothing_keeps_the_first_stage_outline():
