@@ -77,3 +77,22 @@ def test_the_exported_graph_answers_as_torch(tmp_path):
     assert (tmp_path / onnx["path"]).is_file()
     assert onnx["validation"]["max_abs_difference"] < 1e-4  # ONNX Runtime against torch
     assert onnx["validation"]["mask_iou_with_torch"] > 0.99
+
+
+def test_a_stage_of_another_width_trains_under_bf16_autocast_and_stays_float32():
+    crops = crop_stage.make_crops("val", 6)
+    logs: list[str] = []
+    plain = crop_stage.train_stage(crops, 1, batch=4, width=8, log=logs.append)
+    bf16 = crop_stage.train_stage(crops, 1, batch=4, width=8, bf16=True, log=logs.append)
+    torch.manual_seed(0)
+    untrained = CropNet(width=8)
+    assert bf16.enc1[0].out_channels == 8
+    assert all(p.dtype == torch.float32 for p in bf16.parameters())
+    first = {name: p for name, p in bf16.named_parameters()}
+    # trained (the same seed starts from the same weights), and trained through bf16's rounding
+    assert not torch.equal(first["mask.weight"], untrained.mask.weight)
+    assert not torch.equal(first["mask.weight"], dict(plain.named_parameters())["mask.weight"])
+    mask, classes = bf16(torch.from_numpy(crops.x[:2]))
+    assert mask.dtype == torch.float32 and torch.isfinite(mask).all()
+    assert classes.shape == (2, 2)
+    assert len(logs) == 2 and all("loss" in line for line in logs)
