@@ -12,6 +12,7 @@ true and measured axes: what a newcomer needs to see where the sizes fail.
 
     .venv/bin/python bench/sizes.py [--split test] [--count 1000]
         [--backend onnxruntime] [--precision fp32] [--rescans 0]
+        [--stage-net STATE_DICT.pt --stage-width 16 --stage-offset 0.6]
 
 The reference in the same run is the first stage's own mask (no second stage).
 ``--rescans N`` measures every phantom N more times, each scanned again: the same
@@ -20,6 +21,12 @@ speckle; ``converters/phantoms.generate``). It prints the figure of each scan an
 box's test-retest repeatability between the first two: how far the same lesion's axes
 move, and which misses are the same lesion missed in both scans and which one scan's
 noise.
+
+``--stage-net`` measures a candidate second stage, a ``converters.crop_stage.CropNet``
+state dict (of ``--stage-width``; ``crop_stage.train_stage`` trains one), run as the
+package's stage would be (its shipped looks, its mask logits shifted by
+``--stage-offset``, through the box's ``LesionStage``), on the same phantoms and scans
+as the package's own stage, which is the reference in the same run.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
@@ -111,6 +119,12 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--rescans", type=int, default=0,
                         help="measure every phantom scanned again this many times")
+    parser.add_argument("--stage-net", type=Path,
+                        help="a candidate second stage: a CropNet state dict (torch)")
+    parser.add_argument("--stage-width", type=int, default=16,
+                        help="the candidate CropNet's width")
+    parser.add_argument("--stage-offset", type=float, default=0.0,
+                        help="the candidate's mask logit offset")
     args = parser.parse_args()
     config = Config()
     config.runtime.backend, config.runtime.precision = args.backend, args.precision
@@ -120,18 +134,50 @@ def main() -> None:
     seed = SEEDS[args.split]
     plan = dataset_plan(seed, args.count)
     outputs = first_stage_outputs(runner, seed, plan)
-    rows = measured_rows(runner, split, seed, plan)
     first = lesion_rows(outputs, split, manifest["heads"],
                         manifest["postprocessing"]["params"], runner.thresholds)
-    misses = size_misses(rows)
-    kinds = Counter((m["kind"], m["class"], "under" if min(m["long_error"], m["short_error"])
-                     < -SIZE_TOLERANCE else "over") for m in misses)
+    candidate = {}
+    if args.stage_net is not None:
+        package_stage = runner.stage
+        runner.stage = candidate_stage(args.stage_net, args.stage_width, args.stage_offset)
+        candidate = {"candidate_stage": {
+            "net": str(args.stage_net), "width": args.stage_width,
+            "mask_offset": args.stage_offset,
+            **stage_report(runner, split, seed, plan, args.rescans)}}
+        runner.stage = package_stage
     save("sizes", {
         "machine": machine("onnxruntime"),
         "model": runner.package.model_id, "backend": runner.backend_label,
         "split": args.split, "phantoms": args.count,
-        "with_second_stage": size_figures(rows),
+        **stage_report(runner, split, seed, plan, args.rescans),
         "reference_first_stage_alone": size_figures(first),
+        **candidate,
+    })
+
+
+def candidate_stage(path: Path, width: int, offset: float):
+    """A CropNet state dict run as the package's second stage would be: its shipped looks,
+    its mask logits shifted by ``offset``, through the box's ``LesionStage``."""
+    import torch
+
+    from converters import crop_stage
+    from converters.stage import torch_lesion_stage
+
+    net = crop_stage.CropNet(width)
+    net.load_state_dict(torch.load(path))
+    looks = crop_stage.Orientations(crop_stage.shift_mask_logits(net.eval(), offset)).eval()
+    return torch_lesion_stage(looks, crop_stage.SPEC, crop_stage.NAME, "candidate")
+
+
+def stage_report(runner, split, seed: int, plan: list[tuple[str, bool]], rescans: int) -> dict:
+    """The runner's figures with its second stage: within 15 %, every miss, and with
+    ``rescans`` the figures of each scan and the test-retest repeatability."""
+    rows = measured_rows(runner, split, seed, plan)
+    misses = size_misses(rows)
+    kinds = Counter((m["kind"], m["class"], "under" if min(m["long_error"], m["short_error"])
+                     < -SIZE_TOLERANCE else "over") for m in misses)
+    return {
+        "with_second_stage": size_figures(rows),
         "misses_by_kind_class_direction": {" ".join(k): n for k, n in sorted(kinds.items())},
         "misses": [{"image": m["image"], "kind": m["kind"], "class": m["class"],
                     "long_mm": round(m["long_mm"], 1), "short_mm": round(m["short_mm"], 1),
@@ -139,8 +185,8 @@ def main() -> None:
                     "short_error_pct": round(100 * m["short_error"], 1),
                     "p_malignant": None if m.get("p") is None else round(m["p"], 3)}
                    for m in misses],
-        **({} if not args.rescans else _rescanned(runner, split, seed, plan, rows, args.rescans)),
-    })
+        **({} if not rescans else _rescanned(runner, split, seed, plan, rows, rescans)),
+    }
 
 
 def _rescanned(runner, split, seed: int, plan: list[tuple[str, bool]], rows: list[dict],
@@ -153,6 +199,7 @@ def _rescanned(runner, split, seed: int, plan: list[tuple[str, bool]], rows: lis
     return {"rescanned": [size_figures(again) for again in scans],
             "both_within_15pct_each_scan": shares,
             "both_within_15pct_mean_of_scans": round(float(np.mean(shares)), 4),
+            "misses_of_every_scan": sum(len(size_misses(r)) for r in [rows, *scans]),
             "test_retest": repeatability(rows, scans[0])}
 
 
