@@ -72,11 +72,11 @@ def first_stage_outputs(runner, seed: int, plan: list[tuple[str, bool]],
 
 
 def measured_rows(runner, split, seed: int, plan: list[tuple[str, bool]],
-                  rescan: int | None = None) -> list[dict]:
+                  outputs: dict[str, np.ndarray], rescan: int | None = None) -> list[dict]:
     """One row per truth lesion, measured by the box with both its stages
-    (``converters/demo_metrics.lesion_rows``) on the phantoms, or on their rescan."""
+    (``converters/demo_metrics.lesion_rows``) on the phantoms, or on their rescan, whose
+    first-stage ``outputs`` are given (``first_stage_outputs``)."""
     manifest = runner.package.manifest
-    outputs = first_stage_outputs(runner, seed, plan, rescan)
 
     def refine(i: int, boxes: list) -> list:
         return runner.stage.refine(dataset_sample(seed, i, plan, rescan=rescan).image, boxes)
@@ -133,8 +133,10 @@ def main() -> None:
     split = make_split(args.split, args.count)
     seed = SEEDS[args.split]
     plan = dataset_plan(seed, args.count)
-    outputs = first_stage_outputs(runner, seed, plan)
-    first = lesion_rows(outputs, split, manifest["heads"],
+    # the first stage's outputs of each scan, shared by every second stage measured
+    scans = [first_stage_outputs(runner, seed, plan, rescan=k or None)
+             for k in range(args.rescans + 1)]
+    first = lesion_rows(scans[0], split, manifest["heads"],
                         manifest["postprocessing"]["params"], runner.thresholds)
     candidate = {}
     if args.stage_net is not None:
@@ -143,13 +145,13 @@ def main() -> None:
         candidate = {"candidate_stage": {
             "net": str(args.stage_net), "width": args.stage_width,
             "mask_offset": args.stage_offset,
-            **stage_report(runner, split, seed, plan, args.rescans)}}
+            **stage_report(runner, split, seed, plan, scans)}}
         runner.stage = package_stage
     save("sizes", {
         "machine": machine("onnxruntime"),
         "model": runner.package.model_id, "backend": runner.backend_label,
         "split": args.split, "phantoms": args.count,
-        **stage_report(runner, split, seed, plan, args.rescans),
+        **stage_report(runner, split, seed, plan, scans),
         "reference_first_stage_alone": size_figures(first),
         **candidate,
     })
@@ -169,10 +171,14 @@ def candidate_stage(path: Path, width: int, offset: float):
     return torch_lesion_stage(looks, crop_stage.SPEC, crop_stage.NAME, "candidate")
 
 
-def stage_report(runner, split, seed: int, plan: list[tuple[str, bool]], rescans: int) -> dict:
-    """The runner's figures with its second stage: within 15 %, every miss, and with
-    ``rescans`` the figures of each scan and the test-retest repeatability."""
-    rows = measured_rows(runner, split, seed, plan)
+def stage_report(runner, split, seed: int, plan: list[tuple[str, bool]],
+                 scans: list[dict[str, np.ndarray]]) -> dict:
+    """The runner's figures with its second stage, on each scan's first-stage outputs
+    (``scans``; the first is the phantoms' own scan): within 15 %, every miss of the first
+    scan, and with rescans the figures of each scan and the test-retest repeatability."""
+    measured = [measured_rows(runner, split, seed, plan, outputs, rescan=k or None)
+                for k, outputs in enumerate(scans)]
+    rows = measured[0]
     misses = size_misses(rows)
     kinds = Counter((m["kind"], m["class"], "under" if min(m["long_error"], m["short_error"])
                      < -SIZE_TOLERANCE else "over") for m in misses)
@@ -185,22 +191,19 @@ def stage_report(runner, split, seed: int, plan: list[tuple[str, bool]], rescans
                     "short_error_pct": round(100 * m["short_error"], 1),
                     "p_malignant": None if m.get("p") is None else round(m["p"], 3)}
                    for m in misses],
-        **({} if not rescans else _rescanned(runner, split, seed, plan, rows, rescans)),
+        **({} if len(measured) == 1 else _rescanned(measured)),
     }
 
 
-def _rescanned(runner, split, seed: int, plan: list[tuple[str, bool]], rows: list[dict],
-               rescans: int) -> dict:
-    """The figures of the phantoms scanned again ``rescans`` times, and the box's test-retest
+def _rescanned(measured: list[list[dict]]) -> dict:
+    """The figures of every scan (the first one and its rescans), and the box's test-retest
     repeatability between the first scan and the second."""
-    scans = [measured_rows(runner, split, seed, plan, rescan=k) for k in range(1, rescans + 1)]
-    shares = [size_figures(rows)["both_within_15pct"]]
-    shares += [size_figures(again)["both_within_15pct"] for again in scans]
-    return {"rescanned": [size_figures(again) for again in scans],
+    shares = [size_figures(rows)["both_within_15pct"] for rows in measured]
+    return {"rescanned": [size_figures(again) for again in measured[1:]],
             "both_within_15pct_each_scan": shares,
             "both_within_15pct_mean_of_scans": round(float(np.mean(shares)), 4),
-            "misses_of_every_scan": sum(len(size_misses(r)) for r in [rows, *scans]),
-            "test_retest": repeatability(rows, scans[0])}
+            "misses_of_every_scan": sum(len(size_misses(rows)) for rows in measured),
+            "test_retest": repeatability(measured[0], measured[1])}
 
 
 if __name__ == "__main__":
