@@ -1,9 +1,11 @@
 """Durable files: folder fsync, and replacing a small file so that a power cut leaves the old
-file or the new one, never a mix."""
+file or the new one, never a mix; private temporary folders that a killed owner does not
+leave behind for ever."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -39,3 +41,30 @@ def write_bytes_atomically(path: Path, data: bytes, mode: int | None = None) -> 
         Path(temporary).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def owned_temp_folder(prefix: str) -> Path:
+    """A new private (0700) folder in the temp folder, named ``<prefix><pid>-<random>``:
+    the pid of its owner, so that :func:`remove_temp_folders_of_dead_owners` can tell a
+    folder a SIGKILLed (or power-cut) owner left from one still in use."""
+    folder = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
+    os.chmod(folder, 0o700)
+    return folder
+
+
+def remove_temp_folders_of_dead_owners(prefix: str) -> list[Path]:
+    """Remove the ``prefix`` folders (:func:`owned_temp_folder`) of this user whose owner no
+    longer runs; the removed folders. A folder whose owner still runs is kept."""
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
+        pid = folder.name.removeprefix(prefix).split("-", 1)[0]
+        if not pid.isdigit() or not folder.is_dir() or folder.stat().st_uid != os.getuid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        except PermissionError:  # alive, another user's
+            pass
+    return removed

@@ -34,14 +34,12 @@ import contextlib
 import ctypes
 import importlib
 import logging
-import os
 import resource
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import weakref
@@ -51,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+from firmware_app.fs import owned_temp_folder, remove_temp_folders_of_dead_owners
 from firmware_app.imaging.decode import NOT_ENOUGH_MEMORY, DecodedImage, DecodeError, decode
 from firmware_app.imaging.preview import decode_with_previews
 from firmware_app.settings.box import LimitsConfig
@@ -124,26 +123,9 @@ def _serve(conn: Connection, memory_bytes: int) -> None:
 
 
 #: a sandbox's private folder: ``<temp>/clinibox-decode-<pid of its owner>-<random>``
+#: (``fs.owned_temp_folder``); a decode under way when the service was SIGKILLed leaves its
+#: frames there, up to the memory limit, until the next sandbox starts
 FOLDER_PREFIX = "clinibox-decode-"
-
-
-def remove_folders_of_dead_processes() -> list[Path]:
-    """Remove the private folders that killed owners left in the temp folder (a decode
-    under way when the service was SIGKILLed leaves its frames there, up to the memory
-    limit); the removed folders. A folder whose owner still runs is kept."""
-    removed = []
-    for folder in Path(tempfile.gettempdir()).glob(f"{FOLDER_PREFIX}*-*"):
-        pid = folder.name.removeprefix(FOLDER_PREFIX).split("-", 1)[0]
-        if not pid.isdigit() or not folder.is_dir() or folder.stat().st_uid != os.getuid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
-        except PermissionError:  # alive, another user's
-            pass
-    return removed
 
 
 class DecodeSandbox:
@@ -162,9 +144,8 @@ class DecodeSandbox:
         self._process: subprocess.Popen | None = None
         self._conn: Connection | None = None
         self._lock = threading.Lock()
-        remove_folders_of_dead_processes()
-        self._folder = Path(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-"))
-        os.chmod(self._folder, 0o700)
+        remove_temp_folders_of_dead_owners(FOLDER_PREFIX)
+        self._folder = owned_temp_folder(FOLDER_PREFIX)
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._folder, True)
         #: whether the running child could leave the network (None before it started)
         self.network_isolated: bool | None = None

@@ -30,12 +30,12 @@ import socketserver
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from firmware_app.errors import CliniboxError
+from firmware_app.fs import owned_temp_folder, remove_temp_folders_of_dead_owners
 from firmware_app.ingest.landing import Lander
 from firmware_app.ingest.store_answer import CANNOT_UNDERSTAND, answer_store
 from firmware_app.settings.box import DicomConfig
@@ -49,6 +49,8 @@ RECEIVED_NAME = re.compile(r"receiving-[0-9]{1,10}-[0-9]{1,20}\.dcm")
 START_SECONDS = 10.0
 #: seconds between a receiver that ended unexpectedly and its restart
 RESTART_SECONDS = 1.0
+#: the landing socket's private folder: ``<temp>/clinibox-landing-<pid of the service>-<random>``
+SOCKET_FOLDER_PREFIX = "clinibox-landing-"
 
 
 class ReceiverFailed(CliniboxError):
@@ -172,8 +174,10 @@ class NativeStorageSCP:
         if self.binary is None:
             raise ReceiverFailed(f"{RECEIVER_NAME} is not built (make install builds it "
                                  "where g++ and dcmtk's headers are installed)")
-        # a short private path: Unix socket paths are limited to 107 bytes
-        self._socket_dir = Path(tempfile.mkdtemp(prefix="clinibox-landing-"))
+        # a short private path: Unix socket paths are limited to 107 bytes; a service that
+        # was SIGKILLed (a watchdog, a power cut with a disk-backed /tmp) left its own
+        remove_temp_folders_of_dead_owners(SOCKET_FOLDER_PREFIX)
+        self._socket_dir = owned_temp_folder(SOCKET_FOLDER_PREFIX)
         landing_path = self._socket_dir / "landing.sock"
         self._landing = LandingServer(landing_path, self.lander, self.on_stored)
         threading.Thread(target=self._landing.serve_forever, name="dicom-landing",

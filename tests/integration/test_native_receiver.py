@@ -11,13 +11,16 @@ import contextlib
 import random
 import signal
 import socket
+import tempfile
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom import AE
 
+from firmware_app.ingest.native_receiver import SOCKET_FOLDER_PREFIX
 from tests.hostile import association_request, mutated, store_pdus
 from tests.integration.conftest import receiver_processes, storescu, wait_for
 from tests.integration.test_dicom_ingest import phantom_dicoms
@@ -34,8 +37,16 @@ def box(box_factory):
     return box_factory(dicom={"receiver": "native"})
 
 
+def landing_folders(pid: int) -> list[Path]:
+    """The landing socket folders of the service ``pid`` in the temp folder."""
+    return list(Path(tempfile.gettempdir()).glob(f"{SOCKET_FOLDER_PREFIX}{pid}-*"))
+
+
 def test_the_receiver_ends_with_the_service_even_on_a_power_cut_stand_in(box, tmp_path):
     [receiver] = receiver_processes(box.process.pid)
+    killed = box.process.pid
+    [left] = landing_folders(killed)
+    assert (left / "landing.sock").exists()
     box.kill9()
     wait_for(lambda: not receiver.is_running() or receiver.status() == psutil.STATUS_ZOMBIE,
              10, "the receiver to end with its service")
@@ -43,7 +54,10 @@ def test_the_receiver_ends_with_the_service_even_on_a_power_cut_stand_in(box, tm
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", box.port))
+    assert left.exists()  # nothing of the killed service cleaned up after it
     box.start()
+    assert not left.exists()  # the next start removed it; its own is there
+    assert len(landing_folders(box.process.pid)) == 1
     files = phantom_dicoms(tmp_path / "phantoms", 1)
     assert storescu(box.port, files).returncode == 0
     box.wait_idle(1)
