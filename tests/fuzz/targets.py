@@ -7,7 +7,10 @@ atheris scripts beside this file and the replay test both call these.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import os
+import shutil
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -22,7 +25,23 @@ from firmware_app.storage.spool import Spool
 #: small limits, so that a fuzzed header cannot make a legitimate but huge decode
 LIMITS = LimitsConfig(max_rows=2048, max_columns=2048, max_frames=16, max_decoded_mb=64,
                       max_megapixels=4.0)
-_WORK = Path(tempfile.mkdtemp(prefix="clinibox-fuzz-"))
+
+#: the folder a fuzzing process keeps its inputs, spool and database in
+WORK_ENV = "CLINIBOX_FUZZ_WORK"
+
+
+def _work_folder(prefix: str) -> Path:
+    """A temporary folder for this process's fuzzing: inside ``$CLINIBOX_FUZZ_WORK`` when
+    set (libFuzzer ends its process with ``_exit``, so the test gives it one of pytest's
+    temporary folders), else removed when the process ends."""
+    if os.environ.get(WORK_ENV):
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=os.environ[WORK_ENV]))
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
+_WORK = _work_folder("clinibox-fuzz-")
 
 
 def check_decode(data: bytes) -> None:
@@ -75,7 +94,7 @@ def check_landing(data: bytes) -> None:
     """Landing stores the object and its row together, or refuses and leaves nothing."""
     global _BENCH
     if _BENCH is None:
-        _BENCH = LandingBench(Path(tempfile.mkdtemp(prefix="clinibox-fuzz-landing-")))
+        _BENCH = LandingBench(_work_folder("clinibox-fuzz-landing-"))
     bench = _BENCH
     uid = None
     if data[:1] and data[0] % 3:

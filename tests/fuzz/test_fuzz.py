@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fuzz.targets import TARGETS
+from tests.fuzz.targets import TARGETS, WORK_ENV
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -47,7 +47,8 @@ def test_coverage_guided_fuzzing_finds_no_crash(target, tmp_path):
         [sys.executable, "-m", "tests.fuzz.fuzz", target, f"-max_total_time={SECONDS}", "-seed=1",
          "-rss_limit_mb=3072", "-timeout=20", "-max_len=65536", f"-artifact_prefix={tmp_path}/",
          str(corpus)],
-        cwd=REPO, capture_output=True, text=True, timeout=SECONDS + 240)
+        cwd=REPO, capture_output=True, text=True, timeout=SECONDS + 240,
+        env={**os.environ, WORK_ENV: str(tmp_path)})
     crashes = sorted(p.name for p in tmp_path.glob("crash-*")) + sorted(
         p.name for p in tmp_path.glob("oom-*")) + sorted(p.name for p in tmp_path.glob("timeout-*"))
     assert run.returncode == 0 and not crashes, (crashes, run.stderr[-4000:])
