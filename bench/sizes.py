@@ -12,7 +12,7 @@ true and measured axes: what a newcomer needs to see where the sizes fail.
 
     .venv/bin/python bench/sizes.py [--split test] [--count 1000]
         [--backend onnxruntime] [--precision fp32] [--rescans 0]
-        [--stage-net STATE_DICT.pt --stage-width 16 --stage-offset 0.6]
+        [--stage-net STATE_DICT.pt --stage-width 16 --stage-depth 3 --stage-offset 0.6]
 
 The reference in the same run is the first stage's own mask (no second stage).
 ``--rescans N`` measures every phantom N more times, each scanned again: the same
@@ -23,8 +23,8 @@ move, and which misses are the same lesion missed in both scans and which one sc
 noise.
 
 ``--stage-net`` measures a candidate second stage, a ``converters.crop_stage.CropNet``
-state dict (of ``--stage-width``; ``crop_stage.train_stage`` trains one), run as the
-package's stage would be (its shipped looks, its mask logits shifted by
+state dict (of ``--stage-width`` and ``--stage-depth``; ``crop_stage.train_stage`` trains
+one), run as the package's stage would be (its shipped looks, its mask logits shifted by
 ``--stage-offset``, through the box's ``LesionStage``), on the same phantoms and scans
 as the package's own stage, which is the reference in the same run.
 """
@@ -123,6 +123,8 @@ def main() -> None:
                         help="a candidate second stage: a CropNet state dict (torch)")
     parser.add_argument("--stage-width", type=int, default=16,
                         help="the candidate CropNet's width")
+    parser.add_argument("--stage-depth", type=int, default=3,
+                        help="the candidate CropNet's scales (3 or 4)")
     parser.add_argument("--stage-offset", type=float, default=0.0,
                         help="the candidate's mask logit offset")
     args = parser.parse_args()
@@ -141,9 +143,10 @@ def main() -> None:
     candidate = {}
     if args.stage_net is not None:
         package_stage = runner.stage
-        runner.stage = candidate_stage(args.stage_net, args.stage_width, args.stage_offset)
+        runner.stage = candidate_stage(args.stage_net, args.stage_width, args.stage_offset,
+                                       args.stage_depth)
         candidate = {"candidate_stage": {
-            "net": str(args.stage_net), "width": args.stage_width,
+            "net": str(args.stage_net), "width": args.stage_width, "depth": args.stage_depth,
             "mask_offset": args.stage_offset,
             **stage_report(runner, split, seed, plan, scans)}}
         runner.stage = package_stage
@@ -157,7 +160,7 @@ def main() -> None:
     })
 
 
-def candidate_stage(path: Path, width: int, offset: float):
+def candidate_stage(path: Path, width: int, offset: float, depth: int = 3):
     """A CropNet state dict run as the package's second stage would be: its shipped looks,
     its mask logits shifted by ``offset``, through the box's ``LesionStage``."""
     import torch
@@ -165,7 +168,7 @@ def candidate_stage(path: Path, width: int, offset: float):
     from converters import crop_stage
     from converters.stage import torch_lesion_stage
 
-    net = crop_stage.CropNet(width)
+    net = crop_stage.CropNet(width, depth)
     net.load_state_dict(torch.load(path))
     looks = crop_stage.Orientations(crop_stage.shift_mask_logits(net.eval(), offset)).eval()
     return torch_lesion_stage(looks, crop_stage.SPEC, crop_stage.NAME, "candidate")

@@ -123,29 +123,43 @@ def _block(inputs: int, outputs: int) -> nn.Sequential:
 
 
 class CropNet(nn.Module):
-    """A small U-Net on the crop (three scales) with a class head on its deepest features.
+    """A small U-Net on the crop with a class head on its deepest features.
 
-    Returns ``(crop_mask, crop_class)``: mask logits [N, 1, 64, 64] and class
-    logits [N, 2] (benign, malignant)."""
+    ``depth`` is its number of scales: 3 (64, 32 and 16 pixels a side: the shipped stage's,
+    a receptive field of about 44 crop pixels) or 4 (a fourth at 8 pixels with 8 × ``width``
+    channels: a field over the whole crop, 46 % more MACs; bench/README.md, "A stage that
+    sees the whole crop"). Returns ``(crop_mask, crop_class)``: mask logits
+    [N, 1, 64, 64] and class logits [N, 2] (benign, malignant)."""
 
-    def __init__(self, width: int = 16) -> None:
+    def __init__(self, width: int = 16, depth: int = 3) -> None:
         super().__init__()
+        if depth not in (3, 4):
+            raise ValueError(f"a CropNet has 3 or 4 scales, not {depth}")
         w = width
         self.enc1, self.enc2, self.enc3 = _block(1, w), _block(w, 2 * w), _block(2 * w, 4 * w)
+        if depth == 4:
+            self.enc4, self.dec3 = _block(4 * w, 8 * w), _block(12 * w, 4 * w)
         self.dec2, self.dec1 = _block(6 * w, 2 * w), _block(3 * w, w)
         self.mask = nn.Conv2d(w, 1, 1)
-        self.classes = nn.Linear(4 * w, len(CLASSES))
+        self.classes = nn.Linear((8 if depth == 4 else 4) * w, len(CLASSES))
+        self.depth = depth
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mask logits and class logits of a batch of crops."""
         a = self.enc1(x)
         b = self.enc2(F.max_pool2d(a, 2))
         c = self.enc3(F.max_pool2d(b, 2))
-        up = F.interpolate(c, scale_factor=2.0, mode="bilinear", align_corners=False)
-        b = self.dec2(torch.cat([up, b], 1))
-        up = F.interpolate(b, scale_factor=2.0, mode="bilinear", align_corners=False)
-        a = self.dec1(torch.cat([up, a], 1))
-        return self.mask(a), self.classes(c.mean(dim=(2, 3)))
+        deepest = c
+        if self.depth == 4:
+            deepest = self.enc4(F.max_pool2d(c, 2))
+            c = self.dec3(torch.cat([_up(deepest), c], 1))
+        b = self.dec2(torch.cat([_up(c), b], 1))
+        a = self.dec1(torch.cat([_up(b), a], 1))
+        return self.mask(a), self.classes(deepest.mean(dim=(2, 3)))
+
+
+def _up(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
 
 
 def _orient(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -224,15 +238,16 @@ def _augment(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator
 
 
 def train_stage(train: Crops, epochs: int, seed: int = 0, batch: int = 32,
-                log=print, width: int = 16, bf16: bool = False) -> CropNet:
+                log=print, width: int = 16, bf16: bool = False, depth: int = 3) -> CropNet:
     """Train the stage: BCE + soft Dice on the mask, cross-entropy on the class.
 
-    ``width``: the CropNet's (the shipped stage's is 16). ``bf16``: the forward pass under
-    bfloat16 autocast, the losses in float32 (2.7 times as fast for width 32 on a CPU with
-    AMX; bench/README.md, "A stage four times as wide"); the net stays float32."""
+    ``width`` and ``depth``: the CropNet's (the shipped stage's are 16 and 3). ``bf16``: the
+    forward pass under bfloat16 autocast, the losses in float32 (2.7 times as fast for width
+    32 on a CPU with AMX; bench/README.md, "A stage four times as wide"); the net stays
+    float32."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    net = CropNet(width)
+    net = CropNet(width, depth)
     x, y = torch.from_numpy(train.x), torch.from_numpy(train.mask.astype(np.float32))
     labels = torch.from_numpy(train.label)
     steps = epochs * math.ceil(len(x) / batch)

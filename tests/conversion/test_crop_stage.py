@@ -96,3 +96,32 @@ def test_a_stage_of_another_width_trains_under_bf16_autocast_and_stays_float32()
     assert mask.dtype == torch.float32 and torch.isfinite(mask).all()
     assert classes.shape == (2, 2)
     assert len(logs) == 2 and all("loss" in line for line in logs)
+
+
+def test_a_stage_with_a_fourth_scale_sees_the_whole_crop_and_exports_as_the_shipped_one(
+        tmp_path):
+    shipped, deeper = CropNet(width=4), CropNet(width=4, depth=4)
+    assert "enc4.0.weight" in deeper.state_dict() and "enc4.0.weight" not in shipped.state_dict()
+    assert set(shipped.state_dict()) < set(deeper.state_dict())  # the shipped names kept
+    # the receptive field: the crop's corners reach the mask at its centre only through
+    # the fourth scale
+    torch.manual_seed(5)
+    x = torch.randn(1, 1, 64, 64, requires_grad=True)
+    for net, reaches in ((shipped, False), (deeper, True)):
+        mask, _ = net.eval()(x)
+        (grad,) = torch.autograd.grad(mask[0, 0, 32, 32], x)
+        assert bool(grad[0, 0, :4, :4].abs().sum() > 0) is reaches
+        assert grad[0, 0, 28:36, 28:36].abs().sum() > 0
+    crops = crop_stage.make_crops("val", 6)
+    trained = crop_stage.train_stage(crops, 1, batch=4, width=4, depth=4, log=lambda _: None)
+    mask, classes = trained(torch.from_numpy(crops.x[:2]))
+    assert mask.shape == (2, 1, 64, 64) and classes.shape == (2, 2)
+    [onnx] = export_stage(Orientations(trained).eval(), tmp_path, crop_stage.SPEC, ["onnx"],
+                          crops.x[:4], log=lambda _: None)
+    assert onnx["validation"]["max_abs_difference"] < 1e-4
+    try:
+        CropNet(depth=5)
+    except ValueError as error:
+        assert "3 or 4 scales" in str(error)
+    else:
+        raise AssertionError("a CropNet of 5 scales was made")
