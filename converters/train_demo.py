@@ -285,10 +285,11 @@ def second_stage(args: argparse.Namespace, out: Path, selection: tuple, log
     else:
         train = crop_stage.make_crops("train", args.stage_phantoms)
         log(f"second stage: {len(train.x)} training crops, {len(val.x)} validation crops")
-        trained = crop_stage.train_stage(train, args.stage_epochs, seed=args.seed, log=log)
+        trained = crop_stage.train_stage(train, args.stage_epochs, seed=args.seed, log=log,
+                                         depth=args.stage_depth)
         torch.save(trained.state_dict(), args.checkpoint.with_suffix(".stage.pt"))
         training = {"training_crops": len(train.x), "epochs": args.stage_epochs,
-                    "seconds": round(time.time() - start, 1)}
+                    "depth": args.stage_depth, "seconds": round(time.time() - start, 1)}
     outs, split, thresholds = selection
     plan = dataset_plan(SEEDS["val"], len(split.labels))
 
@@ -322,11 +323,13 @@ def kept_stage(args: argparse.Namespace, log) -> tuple[torch.nn.Module, dict]:
     """``--stage-from-checkpoint``: the stage's net kept by an earlier build beside
     ``--checkpoint`` and how it was trained, read from the package in ``--out``."""
     path = args.checkpoint.with_suffix(".stage.pt")
-    net = crop_stage.CropNet()
-    net.load_state_dict(torch.load(path))
     manifest = json.loads((args.out / "manifest.json").read_text(encoding="utf-8"))
     earlier = manifest["stages"][0]["validation"]
-    training = {k: earlier[k] for k in ("training_crops", "epochs", "seconds")}
+    depth = int(earlier.get("depth", 3))  # packages before the option had three scales
+    net = crop_stage.CropNet(depth=depth)
+    net.load_state_dict(torch.load(path))
+    training = {**{k: earlier[k] for k in ("training_crops", "epochs", "seconds")},
+                "depth": depth}
     training["from_checkpoint"] = {"checkpoint": path.name, "sha256": sha256_file(path)}
     log(f"second stage from {path} ({training})")
     return net.eval(), training
@@ -481,6 +484,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage-val", type=int, default=300,
                         help="lesion phantoms whose crops check the second stage")
     parser.add_argument("--stage-epochs", type=int, default=32)
+    parser.add_argument("--stage-depth", type=int, choices=(3, 4), default=3,
+                        help="the second stage's scales (crop_stage.CropNet; 4 sees the "
+                             "whole crop: bench/README.md, 'A stage that sees the whole crop')")
     parser.add_argument("--stage-from-checkpoint", action="store_true",
                         help="keep the second stage's net saved beside --checkpoint by an "
                              "earlier build (no training; calibration, export, card)")

@@ -19,7 +19,8 @@ def test_quick_training_produces_a_loadable_package(tmp_path):
     out = tmp_path / "models" / "clinibox-demo-lesion" / "1.0.0"
     run = subprocess.run(
         [sys.executable, "-m", "converters.train_demo", "--quick", "--out", str(out),
-         "--key", str(key), "--checkpoint", str(tmp_path / "checkpoint.pt")],
+         "--key", str(key), "--checkpoint", str(tmp_path / "checkpoint.pt"),
+         "--stage-depth", "4"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     package = load_package(out, [pub])
@@ -61,6 +62,7 @@ def test_quick_training_produces_a_loadable_package(tmp_path):
     assert [a.label for a in stage.artifacts] == ["onnx/fp32"]  # no TFLite target here
     assert len(stage.manifest["golden_cases"]) == 2
     assert steps["stage"]["training_crops"] > 0 and "class_auc" in steps["stage"]
+    assert steps["stage"]["depth"] == 4 == stage.manifest["validation"]["depth"]
     card = (out / "MODEL_CARD.md").read_text()
     assert "Validated range" in card and "Benign/malignant AUC" in card
     assert "Second stage" in card
