@@ -256,8 +256,7 @@ def train_stage(train: Crops, epochs: int, seed: int = 0, batch: int = 32,
     for epoch in range(epochs):
         net.train()
         start, total = time.time(), 0.0
-        for k, order in enumerate(torch.randperm(len(x)).split(batch)):
-            del k
+        for order in torch.randperm(len(x)).split(batch):
             xb, yb = _augment(x[order], y[order], rng)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 mask, classes = net(xb)

@@ -45,17 +45,15 @@ def write_bytes_atomically(path: Path, data: bytes, mode: int | None = None) -> 
 
 def owned_temp_folder(prefix: str) -> Path:
     """A new private (0700) folder in the temp folder, named ``<prefix><pid>-<random>``:
-    the pid of its owner, so that :func:`remove_temp_folders_of_dead_owners` can tell a
-    folder a SIGKILLed (or power-cut) owner left from one still in use."""
+    the pid of its owner. The ``prefix`` folders that owners killed by SIGKILL (or a power
+    cut) left behind are removed first; a folder whose owner still runs is kept."""
+    _remove_folders_of_dead_owners(prefix)
     folder = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
     os.chmod(folder, 0o700)
     return folder
 
 
-def remove_temp_folders_of_dead_owners(prefix: str) -> list[Path]:
-    """Remove the ``prefix`` folders (:func:`owned_temp_folder`) of this user whose owner no
-    longer runs; the removed folders. A folder whose owner still runs is kept."""
-    removed = []
+def _remove_folders_of_dead_owners(prefix: str) -> None:
     for folder in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
         pid = folder.name.removeprefix(prefix).split("-", 1)[0]
         if not pid.isdigit() or not folder.is_dir() or folder.stat().st_uid != os.getuid():
@@ -64,7 +62,5 @@ def remove_temp_folders_of_dead_owners(prefix: str) -> list[Path]:
             os.kill(int(pid), 0)
         except ProcessLookupError:
             shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
         except PermissionError:  # alive, another user's
             pass
-    return removed

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware_app.fs import owned_temp_folder, remove_temp_folders_of_dead_owners
+from firmware_app.fs import owned_temp_folder
 from firmware_app.imaging.decode import NOT_ENOUGH_MEMORY, DecodedImage, DecodeError, decode
 from firmware_app.imaging.preview import decode_with_previews
 from firmware_app.settings.box import LimitsConfig
@@ -144,7 +144,6 @@ class DecodeSandbox:
         self._process: subprocess.Popen | None = None
         self._conn: Connection | None = None
         self._lock = threading.Lock()
-        remove_temp_folders_of_dead_owners(FOLDER_PREFIX)
         self._folder = owned_temp_folder(FOLDER_PREFIX)
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._folder, True)
         #: whether the running child could leave the network (None before it started)

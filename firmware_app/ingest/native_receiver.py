@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from firmware_app.errors import CliniboxError
-from firmware_app.fs import owned_temp_folder, remove_temp_folders_of_dead_owners
+from firmware_app.fs import owned_temp_folder
 from firmware_app.ingest.landing import Lander
 from firmware_app.ingest.store_answer import CANNOT_UNDERSTAND, answer_store
 from firmware_app.settings.box import DicomConfig
@@ -174,9 +174,8 @@ class NativeStorageSCP:
         if self.binary is None:
             raise ReceiverFailed(f"{RECEIVER_NAME} is not built (make install builds it "
                                  "where g++ and dcmtk's headers are installed)")
-        # a short private path: Unix socket paths are limited to 107 bytes; a service that
-        # was SIGKILLed (a watchdog, a power cut with a disk-backed /tmp) left its own
-        remove_temp_folders_of_dead_owners(SOCKET_FOLDER_PREFIX)
+        # a short private path: Unix socket paths are limited to 107 bytes; the folder a
+        # SIGKILLed service left (a watchdog, a power cut with a disk-backed /tmp) goes
         self._socket_dir = owned_temp_folder(SOCKET_FOLDER_PREFIX)
         landing_path = self._socket_dir / "landing.sock"
         self._landing = LandingServer(landing_path, self.lander, self.on_stored)

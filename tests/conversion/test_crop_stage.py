@@ -4,6 +4,7 @@ looks and the mask offset folded into the net."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from converters import crop_stage
@@ -119,9 +120,5 @@ def test_a_stage_with_a_fourth_scale_sees_the_whole_crop_and_exports_as_the_ship
     [onnx] = export_stage(Orientations(trained).eval(), tmp_path, crop_stage.SPEC, ["onnx"],
                           crops.x[:4], log=lambda _: None)
     assert onnx["validation"]["max_abs_difference"] < 1e-4
-    try:
+    with pytest.raises(ValueError, match="3 or 4 scales"):
         CropNet(depth=5)
-    except ValueError as error:
-        assert "3 or 4 scales" in str(error)
-    else:
-        raise AssertionError("a CropNet of 5 scales was made")

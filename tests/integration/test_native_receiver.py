@@ -44,8 +44,7 @@ def landing_folders(pid: int) -> list[Path]:
 
 def test_the_receiver_ends_with_the_service_even_on_a_power_cut_stand_in(box, tmp_path):
     [receiver] = receiver_processes(box.process.pid)
-    killed = box.process.pid
-    [left] = landing_folders(killed)
+    [left] = landing_folders(box.process.pid)
     assert (left / "landing.sock").exists()
     box.kill9()
     wait_for(lambda: not receiver.is_running() or receiver.status() == psutil.STATUS_ZOMBIE,
