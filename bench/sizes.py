@@ -12,7 +12,7 @@ true and measured axes: what a newcomer needs to see where the sizes fail.
 
     .venv/bin/python bench/sizes.py [--split test] [--count 1000]
         [--backend onnxruntime] [--precision fp32] [--rescans 0]
-        [--stage-net STATE_DICT.pt --stage-width 16 --stage-depth 3 --stage-offset 0.6]
+        [--stage-net STATE_DICT.pt --stage-width 16 --stage-depth 4 --stage-offset 0.6]
 
 The reference in the same run is the first stage's own mask (no second stage).
 ``--rescans N`` measures every phantom N more times, each scanned again: the same
@@ -123,8 +123,8 @@ def main() -> None:
                         help="a candidate second stage: a CropNet state dict (torch)")
     parser.add_argument("--stage-width", type=int, default=16,
                         help="the candidate CropNet's width")
-    parser.add_argument("--stage-depth", type=int, default=3,
-                        help="the candidate CropNet's scales (3 or 4)")
+    parser.add_argument("--stage-depth", type=int, default=4,
+                        help="the candidate CropNet's scales (3 or 4; the demo's has 4)")
     parser.add_argument("--stage-offset", type=float, default=0.0,
                         help="the candidate's mask logit offset")
     args = parser.parse_args()

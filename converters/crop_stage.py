@@ -125,11 +125,12 @@ def _block(inputs: int, outputs: int) -> nn.Sequential:
 class CropNet(nn.Module):
     """A small U-Net on the crop with a class head on its deepest features.
 
-    ``depth`` is its number of scales: 3 (64, 32 and 16 pixels a side: the shipped stage's,
-    a receptive field of about 44 crop pixels) or 4 (a fourth at 8 pixels with 8 × ``width``
-    channels: a field over the whole crop, 46 % more MACs; bench/README.md, "A stage that
-    sees the whole crop"). Returns ``(crop_mask, crop_class)``: mask logits
-    [N, 1, 64, 64] and class logits [N, 2] (benign, malignant)."""
+    ``depth`` is its number of scales: 3 (64, 32 and 16 pixels a side: the demo's earlier
+    stage, a receptive field of about 44 crop pixels) or 4 (a fourth at 8 pixels with
+    8 × ``width`` channels: a field over the whole crop, 46 % more MACs; the demo's stage
+    since 2026-11-25, bench/README.md, "A stage that sees the whole crop"). Returns
+    ``(crop_mask, crop_class)``: mask logits [N, 1, 64, 64] and class logits [N, 2] (benign,
+    malignant)."""
 
     def __init__(self, width: int = 16, depth: int = 3) -> None:
         super().__init__()
@@ -241,7 +242,7 @@ def train_stage(train: Crops, epochs: int, seed: int = 0, batch: int = 32,
                 log=print, width: int = 16, bf16: bool = False, depth: int = 3) -> CropNet:
     """Train the stage: BCE + soft Dice on the mask, cross-entropy on the class.
 
-    ``width`` and ``depth``: the CropNet's (the shipped stage's are 16 and 3). ``bf16``: the
+    ``width`` and ``depth``: the CropNet's (the demo's stage has 16 and 4). ``bf16``: the
     forward pass under bfloat16 autocast, the losses in float32 (2.7 times as fast for width
     32 on a CPU with AMX; bench/README.md, "A stage four times as wide"); the net stays
     float32."""

@@ -71,10 +71,15 @@ Sizes: {sizes}"""
 def stage_section(stage: dict, first: dict) -> str:
     """The card's paragraph on the second stage (``converters/crop_stage.py``)."""
     z = first["sizes"]
-    return (f"**Second stage** (`stages` in the manifest): a small U-Net with a class head on a "
+    depth = stage.get("depth", 3)
+    field = " (its coarsest scale's field covers the whole crop)" if depth >= 4 else ""
+    bf16 = ", forward pass under bf16 autocast" if stage.get("bf16_autocast") else ""
+    return (f"**Second stage** (`stages` in the manifest): a small U-Net of {depth} scales"
+            f"{field} with a class head on a "
             f"64 × 64 crop of the source frame around each lesion (1.6 times its box plus "
             f"6 pixels), trained on {stage['training_crops']} crops of lesion phantoms of its "
-            f"own seeds ({stage['epochs']} epochs, {stage['seconds']} s), FP32 (ONNX, TFLite). "
+            f"own seeds ({stage['epochs']} epochs, {stage['seconds']} s{bf16}), FP32 (ONNX, "
+            f"TFLite). "
             f"{_looks_sentence(stage.get('mask_calibration'))}"
             f"On its {stage['crops']} validation crops (boxes moved and scaled as the first "
             f"stage's are): both axes within 15 % for {_pct(stage['both_axes_within_15pct'])} "
@@ -83,6 +88,22 @@ def stage_section(stage: dict, first: dict) -> str:
             f"{_pct(z.get('both_within_15pct'))} of the held-out lesions over 5 mm within 15 % "
             f"on both axes (median long-axis error {z.get('median_long_axis_error_pct')} %) and "
             f"its class map gives an AUC of {first.get('class_auc')}.")
+
+
+def _kept_sentence(kept: dict | None) -> str:
+    """Which build trained the first stage, when this package was rebuilt from its
+    checkpoint (``train_demo --from-checkpoint``), and whether the checkpoint was read back
+    from the package's own float graph (``--recover-checkpoint``)."""
+    if not kept:
+        return ""
+    recovered = kept.get("recovered_from")
+    source = (f": the checkpoint was read back from the earlier package's "
+              f"`{recovered['artifact']}` (sha256 {recovered['sha256'][:12]}…), BatchNorm "
+              f"folded, and gave what it gives on its {recovered['golden_inputs_checked']} "
+              f"golden inputs" if recovered else "")
+    return (f"\nSteps 1–3 are those of the build of {kept['package_built']}; this package was "
+            f"rebuilt from that first stage (`{kept['checkpoint']}`) without training it "
+            f"again{source}.\n")
 
 
 def _looks_sentence(calibration: dict | None) -> str:
@@ -171,7 +192,7 @@ threshold-selection and held-out test phantoms come from different seeds; calibr
 4. BatchNorm folded; exported, quantised (calibrated on phantoms), verified against the torch
    model and signed by the converter for the profiles {', '.join(sorted({
        x for a in m['artifacts'] for x in a['profiles']}))}.
-
+{_kept_sentence(steps.get('from_checkpoint'))}
 Input [1,1,256,256] from `letterbox_grey` (mean {norm['mean']}, std {norm['std']}). Outputs,
 declared as heads in the manifest: detection (CenterNet-style `centre_heatmap` + `box_size`
 on an 8-pixel grid, scored by `lesion_logit`, the log-sum-exp pool of the 1×1-conv

@@ -135,6 +135,40 @@ def fuse_batchnorm(model: LesionNet) -> LesionNet:
     return model
 
 
+
+def lesion_net_from_onnx(path: str | Path, widths: tuple[int, int, int], head: int,
+                         mask: int) -> LesionNet:
+    """The BN-folded LesionNet that an FP32 ONNX graph exported from one holds (a demo
+    package's ``model.fp32.onnx``), weights and buffers read back by their names.
+
+    Every conv takes the channel counts its weights have, so a pruned network comes back
+    with its pruned widths; ``widths``, ``head`` and ``mask`` name the architecture it was
+    pruned from. For rebuilding a package when its first stage's checkpoint is lost: the
+    package's own float graph is that checkpoint, BatchNorm folded. Raises ``ValueError``
+    when the graph lacks a weight the network has.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    weights = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy())
+               for t in onnx.load(str(path)).graph.initializer}
+    model = fuse_batchnorm(LesionNet(widths, head, mask))
+    for name, module in list(model.named_modules()):
+        if not isinstance(module, nn.Conv2d):
+            continue
+        weight = weights.get(f"{name}.weight")
+        if weight is None:
+            raise ValueError(f"{path} holds no weight for {name}")
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, nn.Conv2d(
+            weight.shape[1], weight.shape[0], module.kernel_size, module.stride,
+            module.padding, module.dilation))
+    missing = sorted(set(model.state_dict()) - set(weights))
+    if missing:
+        raise ValueError(f"{path} holds no {', '.join(missing)}")
+    model.load_state_dict({k: weights[k] for k in model.state_dict()})
+    return model.eval()
+
 # -- data ------------------------------------------------------------------------------------
 
 

@@ -49,6 +49,7 @@ from converters.demo_model import (
     LesionNet,
     LesionTask,
     fuse_batchnorm,
+    lesion_net_from_onnx,
     make_split,
     model_inputs,
     scale_features,
@@ -71,7 +72,7 @@ from converters.source import SourceModel
 from converters.spec import ModelSpec
 from converters.stage import export_stage, stage_section, torch_lesion_stage
 from converters.stage import golden_cases as stage_golden_cases
-from converters.training import train_epochs
+from converters.training import bf16_supported, train_epochs
 from converters.verify import auc, choose_threshold, operating_point
 from firmware_app.contracts.manifest import SCHEMA, ModelPackage, sha256_file
 from firmware_app.inference.postprocess import sigmoid
@@ -258,17 +259,47 @@ def kept_training(args: argparse.Namespace, log) -> tuple[torch.nn.Module, dict,
     manifest = json.loads((args.out / "manifest.json").read_text(encoding="utf-8"))
     earlier = manifest["provenance"]["steps"]
     kept = {k: earlier[k] for k in ("teacher", "distill", "prune", "mask_calibration")}
+    recovered = recover_checkpoint(args.out, args.checkpoint) if args.recover_checkpoint else {}
     # the build that trained the first stage: a package itself rebuilt from the checkpoint
     # names it already
     built = (earlier.get("from_checkpoint", {}).get("package_built")
              or manifest["provenance"].get("created", ""))
     kept["from_checkpoint"] = {"checkpoint": args.checkpoint.name,
-                               "sha256": sha256_file(args.checkpoint), "package_built": built}
+                               "sha256": sha256_file(args.checkpoint), "package_built": built,
+                               **recovered}
     summaries = {k: v for k, v in earlier["detection"]["torch_test_metrics"].items()
                  if k != "shipped (pruned)"}
     log(f"first stage from {args.checkpoint} (trained by the build of "
         f"{kept['from_checkpoint']['package_built']})")
     return load_module(args.checkpoint), kept, summaries
+
+
+def recover_checkpoint(out: Path, checkpoint: Path) -> dict:
+    """``--recover-checkpoint``: write the first stage's checkpoint from the FP32 ONNX graph
+    of the package in ``out`` (its own first stage, BatchNorm folded:
+    ``demo_model.lesion_net_from_onnx``), after checking that the module gives what ONNX
+    Runtime gives on the package's golden inputs. Returns what ``from_checkpoint`` records
+    of it."""
+    import onnxruntime as ort
+
+    graph = out / "model.fp32.onnx"
+    module = lesion_net_from_onnx(graph, **STUDENT)
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    for case in manifest["golden_cases"]:
+        x = np.load(out / case["input"]).astype(np.float32)
+        expected = dict(zip(names, session.run(None, {session.get_inputs()[0].name: x}),
+                            strict=True))
+        with torch.no_grad():
+            got = module(torch.from_numpy(x))
+        worst = max(float(np.abs(got[k].numpy() - expected[k]).max()) for k in names)
+        if worst > 1e-3:
+            raise ValueError(f"the module read back from {graph} differs from it by {worst:.2g} "
+                             f"on {case['input']}")
+    save_module(module, checkpoint)
+    return {"recovered_from": {"artifact": graph.name, "sha256": sha256_file(graph),
+                               "golden_inputs_checked": len(manifest["golden_cases"])}}
 
 
 def second_stage(args: argparse.Namespace, out: Path, selection: tuple, log
@@ -285,11 +316,13 @@ def second_stage(args: argparse.Namespace, out: Path, selection: tuple, log
     else:
         train = crop_stage.make_crops("train", args.stage_phantoms)
         log(f"second stage: {len(train.x)} training crops, {len(val.x)} validation crops")
+        bf16 = bf16_supported()  # the forward pass only; the net stays float32
         trained = crop_stage.train_stage(train, args.stage_epochs, seed=args.seed, log=log,
-                                         depth=args.stage_depth)
+                                         depth=args.stage_depth, bf16=bf16)
         torch.save(trained.state_dict(), args.checkpoint.with_suffix(".stage.pt"))
         training = {"training_crops": len(train.x), "epochs": args.stage_epochs,
-                    "depth": args.stage_depth, "seconds": round(time.time() - start, 1)}
+                    "depth": args.stage_depth, "bf16_autocast": bf16,
+                    "seconds": round(time.time() - start, 1)}
     outs, split, thresholds = selection
     plan = dataset_plan(SEEDS["val"], len(split.labels))
 
@@ -329,7 +362,7 @@ def kept_stage(args: argparse.Namespace, log) -> tuple[torch.nn.Module, dict]:
     net = crop_stage.CropNet(depth=depth)
     net.load_state_dict(torch.load(path))
     training = {**{k: earlier[k] for k in ("training_crops", "epochs", "seconds")},
-                "depth": depth}
+                "depth": depth, "bf16_autocast": bool(earlier.get("bf16_autocast", False))}
     training["from_checkpoint"] = {"checkpoint": path.name, "sha256": sha256_file(path)}
     log(f"second stage from {path} ({training})")
     return net.eval(), training
@@ -479,12 +512,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="rebuild the package from the first stage kept in --checkpoint "
                              "and the training report of the package in --out (no training "
                              "of the first stage; export, quantization, second stage, card)")
+    parser.add_argument("--recover-checkpoint", action="store_true",
+                        help="with --from-checkpoint: first write --checkpoint from the FP32 "
+                             "ONNX graph of the package in --out (its own first stage, "
+                             "BatchNorm folded), for when the checkpoint is lost")
     parser.add_argument("--stage-phantoms", type=int, default=9000,
                         help="lesion phantoms whose crops train the second stage")
     parser.add_argument("--stage-val", type=int, default=300,
                         help="lesion phantoms whose crops check the second stage")
     parser.add_argument("--stage-epochs", type=int, default=32)
-    parser.add_argument("--stage-depth", type=int, choices=(3, 4), default=3,
+    parser.add_argument("--stage-depth", type=int, choices=(3, 4), default=4,
                         help="the second stage's scales (crop_stage.CropNet; 4 sees the "
                              "whole crop: bench/README.md, 'A stage that sees the whole crop')")
     parser.add_argument("--stage-from-checkpoint", action="store_true",
@@ -495,6 +532,8 @@ def main(argv: list[str] | None = None) -> int:
                         default=REPO_ROOT / "build" / "demo-train" / f"{NAME}-{VERSION}.pt",
                         help="where the pruned torch module is kept (outside the package)")
     args = parser.parse_args(argv)
+    if args.recover_checkpoint and not args.from_checkpoint:
+        parser.error("--recover-checkpoint goes with --from-checkpoint")
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if args.quick:
         args.train, args.val, args.test = 192, 64, 64

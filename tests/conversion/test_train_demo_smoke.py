@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+from converters.training import bf16_supported
 from firmware_app.contracts import signing
 from firmware_app.models.package import load_package
 from firmware_app.settings.box import REPO_ROOT
@@ -19,8 +20,7 @@ def test_quick_training_produces_a_loadable_package(tmp_path):
     out = tmp_path / "models" / "clinibox-demo-lesion" / "1.0.0"
     run = subprocess.run(
         [sys.executable, "-m", "converters.train_demo", "--quick", "--out", str(out),
-         "--key", str(key), "--checkpoint", str(tmp_path / "checkpoint.pt"),
-         "--stage-depth", "4"],
+         "--key", str(key), "--checkpoint", str(tmp_path / "checkpoint.pt")],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     package = load_package(out, [pub])
@@ -62,7 +62,10 @@ def test_quick_training_produces_a_loadable_package(tmp_path):
     assert [a.label for a in stage.artifacts] == ["onnx/fp32"]  # no TFLite target here
     assert len(stage.manifest["golden_cases"]) == 2
     assert steps["stage"]["training_crops"] > 0 and "class_auc" in steps["stage"]
+    # the demo's stage has four scales by default, trained under bf16 autocast where the CPU
+    # runs it natively
     assert steps["stage"]["depth"] == 4 == stage.manifest["validation"]["depth"]
+    assert steps["stage"]["bf16_autocast"] is bf16_supported()
     card = (out / "MODEL_CARD.md").read_text()
     assert "Validated range" in card and "Benign/malignant AUC" in card
     assert "Second stage" in card
@@ -91,6 +94,6 @@ def test_a_rebuild_from_the_checkpoint_names_the_build_that_trained_it(tmp_path)
         manifest = {"provenance": {"created": "2026-11-24T13:22:00+00:00",
                                    "steps": {**steps, "from_checkpoint": earlier}}}
         (tmp_path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-        args = argparse.Namespace(out=tmp_path, checkpoint=checkpoint)
+        args = argparse.Namespace(out=tmp_path, checkpoint=checkpoint, recover_checkpoint=False)
         _module, kept, _summaries = kept_training(args, lambda _line: None)
         assert kept["from_checkpoint"]["package_built"] == expected
