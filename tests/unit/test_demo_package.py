@@ -33,9 +33,9 @@ OUTPUTS = {"lesion_logit": (1, 1), "centre_heatmap": (1, 1, 32, 32), "box_size":
 
 
 #: share of held-out lesions over 5 mm whose both measured axes are within 15 % of truth,
-#: with the second stage (issue 15 asks for essentially all; the demo reaches about 0.95,
+#: with the second stage (issue 15 asks for essentially all; the demo reaches about 0.96,
 #: its first stage alone about 0.61): this guards against it getting worse
-SIZES_WITHIN = 0.9
+SIZES_WITHIN = 0.94
 
 
 @pytest.fixture(scope="module")
@@ -272,6 +272,13 @@ def test_the_card_gives_classes_sizes_and_the_validated_range():
             > steps["lesions_first_stage"]["sizes"]["both_within_15pct"] + 0.1)
     assert steps["stage"]["class_auc"] >= 0.9
     assert "Second stage" in card
+    # the stage that sees the whole crop (bench/README.md, "A stage that sees the whole crop")
+    assert steps["stage"]["depth"] == 4 and "a small U-Net of 4 scales" in card
+    # the shipped package was rebuilt from the first stage its checkpoint kept, read back
+    # from the earlier package's float graph; the card names the build that trained it
+    kept = steps["from_checkpoint"]
+    assert f"Steps 1–3 are those of the build of {kept['package_built']}" in card
+    assert f"`{kept['recovered_from']['artifact']}`" in card
     assert steps["ood"]["torch"]["real_all_flagged"] is True
     assert all(r["real_all_flagged"] for r in steps["ood"]["artifacts"].values())
     assert steps["ood"]["torch"]["phantoms_flagged"] <= 0.015
