@@ -160,7 +160,7 @@ def main() -> None:
     })
 
 
-def candidate_stage(path: Path, width: int, offset: float, depth: int = 3):
+def candidate_stage(path: Path, width: int, offset: float, depth: int):
     """A CropNet state dict run as the package's second stage would be: its shipped looks,
     its mask logits shifted by ``offset``, through the box's ``LesionStage``."""
     import torch

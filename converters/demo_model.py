@@ -135,7 +135,6 @@ def fuse_batchnorm(model: LesionNet) -> LesionNet:
     return model
 
 
-
 def lesion_net_from_onnx(path: str | Path, widths: tuple[int, int, int], head: int,
                          mask: int) -> LesionNet:
     """The BN-folded LesionNet that an FP32 ONNX graph exported from one holds (a demo
@@ -168,6 +167,7 @@ def lesion_net_from_onnx(path: str | Path, widths: tuple[int, int, int], head: i
         raise ValueError(f"{path} holds no {', '.join(missing)}")
     model.load_state_dict({k: weights[k] for k in model.state_dict()})
     return model.eval()
+
 
 # -- data ------------------------------------------------------------------------------------
 

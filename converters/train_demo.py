@@ -259,7 +259,8 @@ def kept_training(args: argparse.Namespace, log) -> tuple[torch.nn.Module, dict,
     manifest = json.loads((args.out / "manifest.json").read_text(encoding="utf-8"))
     earlier = manifest["provenance"]["steps"]
     kept = {k: earlier[k] for k in ("teacher", "distill", "prune", "mask_calibration")}
-    recovered = recover_checkpoint(args.out, args.checkpoint) if args.recover_checkpoint else {}
+    recovered = (recover_checkpoint(args.out, args.checkpoint, manifest["golden_cases"])
+                 if args.recover_checkpoint else {})
     # the build that trained the first stage: a package itself rebuilt from the checkpoint
     # names it already
     built = (earlier.get("from_checkpoint", {}).get("package_built")
@@ -274,20 +275,19 @@ def kept_training(args: argparse.Namespace, log) -> tuple[torch.nn.Module, dict,
     return load_module(args.checkpoint), kept, summaries
 
 
-def recover_checkpoint(out: Path, checkpoint: Path) -> dict:
+def recover_checkpoint(out: Path, checkpoint: Path, golden_cases: list[dict]) -> dict:
     """``--recover-checkpoint``: write the first stage's checkpoint from the FP32 ONNX graph
     of the package in ``out`` (its own first stage, BatchNorm folded:
     ``demo_model.lesion_net_from_onnx``), after checking that the module gives what ONNX
-    Runtime gives on the package's golden inputs. Returns what ``from_checkpoint`` records
-    of it."""
+    Runtime gives on the package's ``golden_cases`` (its manifest's). Returns what
+    ``from_checkpoint`` records of it."""
     import onnxruntime as ort
 
     graph = out / "model.fp32.onnx"
     module = lesion_net_from_onnx(graph, **STUDENT)
     session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
-    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-    for case in manifest["golden_cases"]:
+    for case in golden_cases:
         x = np.load(out / case["input"]).astype(np.float32)
         expected = dict(zip(names, session.run(None, {session.get_inputs()[0].name: x}),
                             strict=True))
@@ -299,7 +299,7 @@ def recover_checkpoint(out: Path, checkpoint: Path) -> dict:
                              f"on {case['input']}")
     save_module(module, checkpoint)
     return {"recovered_from": {"artifact": graph.name, "sha256": sha256_file(graph),
-                               "golden_inputs_checked": len(manifest["golden_cases"])}}
+                               "golden_inputs_checked": len(golden_cases)}}
 
 
 def second_stage(args: argparse.Namespace, out: Path, selection: tuple, log

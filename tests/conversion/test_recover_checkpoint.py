@@ -22,9 +22,9 @@ PACKAGE = REPO_ROOT / "models" / "clinibox-demo-lesion" / "1.0.0"
 
 def test_the_bundled_first_stage_comes_back_as_the_module_its_graph_was_exported_from(tmp_path):
     checkpoint = tmp_path / "first-stage.pt"
-    record = recover_checkpoint(PACKAGE, checkpoint)
-    graph = PACKAGE / "model.fp32.onnx"
     manifest = json.loads((PACKAGE / "manifest.json").read_text(encoding="utf-8"))
+    record = recover_checkpoint(PACKAGE, checkpoint, manifest["golden_cases"])
+    graph = PACKAGE / "model.fp32.onnx"
     assert record["recovered_from"] == {"artifact": "model.fp32.onnx",
                                         "sha256": sha256_file(graph),
                                         "golden_inputs_checked": len(manifest["golden_cases"])}
