@@ -17,7 +17,12 @@ decode through ``decode``'s ``each_frame`` hook, which sees every decoded
 frame's stored values, and the public building blocks: ``open_dataset``
 (read + validate under ``decode_guard``), ``frame_pixels``, ``is_colour``,
 ``colour_samples``, ``modality_values``, ``has_modality_transform``,
-``shown_as_stored``, ``frame_window``, ``window`` and ``percentile_bounds``.
+``modality_transform``, ``shown_as_stored``, ``frame_window``, ``window`` and
+``percentile_bounds``.
+
+Where a frame's grey follows from each pixel's stored value alone (a window, a
+VOI LUT, or shown as stored: most CT, MR and radiographs), the arithmetic runs
+once per stored value and the frame is one table look-up (``_display_table``).
 """
 
 from __future__ import annotations
@@ -141,7 +146,9 @@ def select_frames(total: int, max_frames: int) -> list[int]:
 
 #: ``each_frame(ds, header, index, stored_values, photometric, modality_values)``: sees every
 #: decoded frame; ``modality_values`` are a grey frame's values in modality units (float64,
-#: read-only; None for colour), the ones its display was made from
+#: read-only), the ones its display was made from; None for colour, and for a frame whose
+#: display came from a table of its stored values (``_display_table``: the hook makes them
+#: from ``stored_values`` if it needs them)
 FrameHook = Callable[[Dataset, "Header", int, np.ndarray, str, "np.ndarray | None"], None]
 
 
@@ -451,21 +458,54 @@ def _display_frame(ds: Dataset, header: Header, index: int, array: np.ndarray,
                    photometric: str) -> tuple[np.ndarray, np.ndarray | None]:
     """The model's view of one frame: float32 grey in [0, 1]; and, for a grey frame, its
     values in modality units (float64) that view was made from."""
-    values = None
     if is_colour(array, photometric):
         samples, full_scale = colour_samples(array, ds, header, photometric)
         channels = samples.astype(np.float64)
         # YBR: Y is the luma already
         grey = channels[..., 0] if photometric.startswith("YBR") else channels @ LUMA
-        grey = grey / full_scale
-    else:
-        grey, values = _grey_to_display(array, ds, header, index)
-        if photometric == "MONOCHROME1":
-            grey = 1.0 - grey
-        values.flags.writeable = False  # shared with the previews
+        return _finish_grey(grey / full_scale, photometric), None
+    table = _display_table(ds, header, index, array, photometric)
+    if table is not None:
+        lookup, low = table
+        positions = array.astype(np.intp)  # np.take's own index type: no cast inside
+        positions -= low
+        return np.take(lookup, positions), None
+    grey, values = _grey_to_display(array, ds, header, index)
+    values.flags.writeable = False  # shared with the previews
+    return _finish_grey(grey, photometric), values
+
+
+def _finish_grey(grey: np.ndarray, photometric: str) -> np.ndarray:
+    """MONOCHROME1 inverted, non-finite values replaced, clipped to [0, 1], float32."""
+    if photometric == "MONOCHROME1":
+        grey = 1.0 - grey
     if not np.isfinite(grey).all():
         grey = np.nan_to_num(grey, nan=0.0, posinf=1.0, neginf=0.0)
-    return np.clip(grey, 0.0, 1.0, out=grey).astype(np.float32), values
+    return np.clip(grey, 0.0, 1.0, out=grey).astype(np.float32)
+
+
+def _display_table(ds: Dataset, header: Header, index: int, array: np.ndarray,
+                   photometric: str) -> tuple[np.ndarray, int] | None:
+    """The model's view of every stored value from the frame's lowest to its highest, and
+    the lowest; None where a pixel's grey depends on more than its own stored value (the
+    percentile window) or the values are not integers of at most 16 bits.
+
+    The same arithmetic as ``_grey_to_display`` and ``_finish_grey``, on each stored value
+    once instead of on every pixel: the frame becomes one table look-up, equal bit for bit.
+    A 512 × 512 CT slice spans a few thousand stored values, not 262,144 pixels."""
+    if array.dtype.kind not in "iu" or array.itemsize > 2 or array.size == 0:
+        return None
+    attrs = _frame_attributes(ds, index)
+    transformed = _modality_kind(ds, attrs) is not None
+    if (_own_window(attrs) is None and not ds.get("VOILUTSequence")
+            and not shown_as_stored(header, array, transformed)):
+        return None
+    low, high = int(array.min()), int(array.max())
+    if high - low + 1 > array.size:  # a tiny frame: the table would be the larger
+        return None
+    domain = np.arange(low, high + 1, dtype=array.dtype)
+    grey, _ = _grey_to_display(domain, ds, header, index)
+    return _finish_grey(grey, photometric), low
 
 
 def _grey_to_display(array: np.ndarray, ds: Dataset, header: Header, index: int
@@ -499,7 +539,17 @@ def modality_values(ds: Dataset, header: Header, index: int,
 
 def has_modality_transform(ds: Dataset, index: int) -> bool:
     """True when frame ``index`` has a modality LUT or a rescale slope and intercept."""
-    return _modality_kind(ds, _frame_attributes(ds, index)) is not None
+    return modality_transform(ds, index) is not None
+
+
+def modality_transform(ds: Dataset, index: int) -> tuple[str, float, float] | None:
+    """Frame ``index``'s modality transform: ``("rescale", slope, intercept)``,
+    ``("lut", 1.0, 0.0)`` for a Modality LUT, or None when it has none."""
+    attrs = _frame_attributes(ds, index)
+    kind = _modality_kind(ds, attrs)
+    if kind == "rescale":
+        return kind, attrs["RescaleSlope"], attrs["RescaleIntercept"]
+    return None if kind is None else (kind, 1.0, 0.0)
 
 
 def shown_as_stored(header: Header, array: np.ndarray, transformed: bool) -> bool:

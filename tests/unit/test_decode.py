@@ -13,7 +13,15 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, pixel_array
 
-from firmware_app.imaging.decode import DecodeError, decode, select_frames
+from firmware_app.imaging import decode as decode_module
+from firmware_app.imaging.decode import (
+    DecodeError,
+    decode,
+    decode_guard,
+    frame_pixels,
+    open_dataset,
+    select_frames,
+)
 from firmware_app.imaging.wrap import is_picture
 from firmware_app.settings.box import LimitsConfig
 from tests.corpus import build_malformed_corpus, data_file, image_dataset, to_bytes, write
@@ -148,6 +156,36 @@ def test_ct_rescale_and_window_numerically(tmp_path: Path) -> None:
     np.testing.assert_allclose(frame[0], expected, atol=1e-6)
     assert frame[0, 0] == 0.0 and frame[0, 5] == 1.0
     assert frame[0, 3] == pytest.approx(0.5 + 0.5 / 399, abs=1e-6)
+
+
+# frames whose every pixel's grey follows from its own stored value: a window (MR, CT,
+# enhanced CT per frame, MONOCHROME1 radiographs, big endian), a VOI LUT, shown as stored
+TABLE_FILES = ["MR_small.dcm", "MR_small_bigendian.dcm", "693_J2KI.dcm", "eCT_Supplemental.dcm",
+               "RG3_UNCR.dcm", "vlut_04.dcm", "JPEGLSNearLossless_08.dcm"]
+
+
+@pytest.mark.parametrize("name", TABLE_FILES)
+def test_a_frame_shown_through_a_table_of_its_stored_values_is_equal_bit_for_bit(
+        name: str) -> None:
+    """decode windows such frames once per stored value (``_display_table``), not once per
+    pixel: the model sees exactly the numbers the per-pixel arithmetic gives."""
+    image = decode(data_file(name), LIMITS, 1)
+    frame, index = image.frames[0], image.frame_indices[0]
+    ds, header = open_dataset(data_file(name), LIMITS)
+    with decode_guard():
+        array, photometric = frame_pixels(ds, header, index)
+    assert decode_module._display_table(ds, header, index, array, photometric) is not None
+    grey, _values = decode_module._grey_to_display(array, ds, header, index)
+    per_pixel = decode_module._finish_grey(grey, photometric)
+    assert frame.dtype == per_pixel.dtype == np.float32
+    np.testing.assert_array_equal(frame, per_pixel)
+
+
+def test_a_percentile_window_is_not_a_table_of_stored_values() -> None:
+    ds, header = open_dataset(data_file("CT_small.dcm"), LIMITS)  # no window of its own
+    with decode_guard():
+        array, photometric = frame_pixels(ds, header, 0)
+    assert decode_module._display_table(ds, header, 0, array, photometric) is None
 
 
 def test_monochrome1_is_the_inverse_of_monochrome2(tmp_path: Path) -> None:
