@@ -1,0 +1,108 @@
+"""What one CT slice costs the box in core-milliseconds, with no pipeline around it.
+
+The drain of ``end_to_end.py`` is bounded by the work each slice asks of the two
+cores. This measures that work alone, in one process, on the same 512 × 512 CT
+phantoms (the project's generator; the bundled demo model is trained on such
+phantoms and is not for clinical use), each part timed over every slice after a
+warm-up, wall time and CPU time of the whole process (every runtime thread included):
+
+* the decoder sandbox's work: ``decode_with_previews`` (read, validate, decode,
+  window, quality checks, grey statistics, previews written);
+* the model without its second stage: ``ModelRunner.analyse`` with the stage left out;
+* the model as the box runs it: ``ModelRunner.analyse`` with the second stage.
+
+The runtimes are what ``auto`` chooses (``--backend`` names another); ``--threads 1``
+runs them on one thread. What the drain could reach at best, if the pipeline cost
+nothing and both cores were always busy: 2 cores ÷ the core-ms a slice. The first
+stage alone is the reference in the same run.
+
+    .venv/bin/python bench/slice_cost.py [--files 200] [--threads 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from common import REPO, machine, phantom_files, save
+
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from firmware_app.imaging.decode import decode
+from firmware_app.imaging.preview import decode_with_previews
+from firmware_app.service.appliance import load_runner
+from firmware_app.settings.box import Config, LimitsConfig, RuntimeConfig
+
+CORES = 2
+WARM_UP = 10
+
+
+def _timed(each, items: list) -> dict[str, float]:
+    """Wall and CPU ms per item of ``each(item)`` over ``items``, after a warm-up."""
+    for item in items[:WARM_UP]:
+        each(item)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for item in items:
+        each(item)
+    count = len(items)
+    return {"wall_ms": round((time.perf_counter() - wall) * 1000 / count, 2),
+            "core_ms": round((time.process_time() - cpu) * 1000 / count, 2)}
+
+
+def main() -> None:
+    """Measure and print the figures (bench/out/slice_cost.json)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--files", type=int, default=200)
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="[runtime] threads (0: the runtime decides)")
+    args = parser.parse_args()
+    cache = Path(tempfile.gettempdir()) / f"clinibox-bench-ct-512-{args.files}"
+    files = phantom_files(cache, args.files, "ct", seed=2, size=512)
+    config = Config()
+    config.runtime = RuntimeConfig(backend=args.backend, threads=args.threads)
+    limits = LimitsConfig()
+    with tempfile.TemporaryDirectory(prefix="clinibox-slice-cost-") as tmp:
+        previews = {path: str(Path(tmp) / f"{n}.npz") for n, path in enumerate(files)}
+        decoder = _timed(
+            lambda path: decode_with_previews(str(path), asdict(limits), 8, previews[path]),
+            files)
+    decoded = [decode(path, limits, 8) for path in files]
+    runner = load_runner(config)
+    stage = runner.stage
+    lesions = 0
+    try:
+        runner.stage = None
+        first = _timed(lambda image: runner.analyse(image, 64), decoded)
+        runner.stage = stage
+        whole = _timed(lambda image: runner.analyse(image, 64), decoded)
+        lesions = sum(len(runner.analyse(image, 64).findings.lesions) for image in decoded)
+    finally:
+        runner.stage = stage
+        runner.close()
+    with_stage = decoder["core_ms"] + whole["core_ms"]
+    without = decoder["core_ms"] + first["core_ms"]
+    save("slice_cost", {
+        "machine": machine("onnxruntime", "openvino", "ai-edge-litert", "numpy", "pydicom"),
+        "slices": len(files), "lesions_found": lesions, "backend": runner.backend_label,
+        "threads": args.threads,
+        "decoder_sandbox_work": decoder,
+        "reference_first_stage_alone": first,
+        "model_with_second_stage": whole,
+        "second_stage_core_ms": round(whole["core_ms"] - first["core_ms"], 2),
+        "core_ms_a_slice_with_second_stage": round(with_stage, 2),
+        "core_ms_a_slice_without": round(without, 2),
+        "best_drain_on_2_cores_with_second_stage": round(CORES * 1000 / with_stage, 1),
+        "best_drain_on_2_cores_without": round(CORES * 1000 / without, 1),
+        "note": "core-ms of the whole process (runtime threads included); the best drain "
+                "assumes a pipeline that costs nothing and two cores always busy",
+    })
+
+
+if __name__ == "__main__":
+    main()
