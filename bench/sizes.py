@@ -12,7 +12,8 @@ true and measured axes: what a newcomer needs to see where the sizes fail.
 
     .venv/bin/python bench/sizes.py [--split test] [--count 1000]
         [--backend onnxruntime] [--precision fp32] [--rescans 0]
-        [--stage-net STATE_DICT.pt --stage-width 16 --stage-depth 4 --stage-offset 0.6]
+        [--stage-net STATE_DICT.pt --stage-width 16 --stage-depth 4 --stage-offset 0.6
+         --stage-orientations 0,7]
 
 The reference in the same run is the first stage's own mask (no second stage).
 ``--rescans N`` measures every phantom N more times, each scanned again: the same
@@ -24,8 +25,9 @@ noise.
 
 ``--stage-net`` measures a candidate second stage, a ``converters.crop_stage.CropNet``
 state dict (of ``--stage-width`` and ``--stage-depth``; ``crop_stage.train_stage`` trains
-one), run as the package's stage would be (its shipped looks, its mask logits shifted by
-``--stage-offset``, through the box's ``LesionStage``), on the same phantoms and scans
+one), run as the package's stage would be (looking at each crop in
+``--stage-orientations``, its mask logits shifted by ``--stage-offset``, through the box's
+``LesionStage``), on the same phantoms and scans
 as the package's own stage, which is the reference in the same run.
 """
 
@@ -127,6 +129,9 @@ def main() -> None:
                         help="the candidate CropNet's scales (3 or 4; the demo's has 4)")
     parser.add_argument("--stage-offset", type=float, default=0.0,
                         help="the candidate's mask logit offset")
+    parser.add_argument("--stage-orientations", default="0,7",
+                        help="the orientations the candidate looks at each crop in (0-7, "
+                             "comma-separated; the shipped stage's: 0,7)")
     args = parser.parse_args()
     config = Config()
     config.runtime.backend, config.runtime.precision = args.backend, args.precision
@@ -143,11 +148,12 @@ def main() -> None:
     candidate = {}
     if args.stage_net is not None:
         package_stage = runner.stage
+        orientations = tuple(int(k) for k in args.stage_orientations.split(","))
         runner.stage = candidate_stage(args.stage_net, args.stage_width, args.stage_offset,
-                                       args.stage_depth)
+                                       args.stage_depth, orientations)
         candidate = {"candidate_stage": {
             "net": str(args.stage_net), "width": args.stage_width, "depth": args.stage_depth,
-            "mask_offset": args.stage_offset,
+            "mask_offset": args.stage_offset, "orientations": list(orientations),
             **stage_report(runner, split, seed, plan, scans)}}
         runner.stage = package_stage
     save("sizes", {
@@ -160,9 +166,11 @@ def main() -> None:
     })
 
 
-def candidate_stage(path: Path, width: int, offset: float, depth: int):
-    """A CropNet state dict run as the package's second stage would be: its shipped looks,
-    its mask logits shifted by ``offset``, through the box's ``LesionStage``."""
+def candidate_stage(path: Path, width: int, offset: float, depth: int,
+                    orientations: tuple[int, ...]):
+    """A CropNet state dict run as the package's second stage would be: looking at each
+    crop in ``orientations``, its mask logits shifted by ``offset``, through the box's
+    ``LesionStage``."""
     import torch
 
     from converters import crop_stage
@@ -170,7 +178,8 @@ def candidate_stage(path: Path, width: int, offset: float, depth: int):
 
     net = crop_stage.CropNet(width, depth)
     net.load_state_dict(torch.load(path))
-    looks = crop_stage.Orientations(crop_stage.shift_mask_logits(net.eval(), offset)).eval()
+    looks = crop_stage.Orientations(crop_stage.shift_mask_logits(net.eval(), offset),
+                                    orientations).eval()
     return torch_lesion_stage(looks, crop_stage.SPEC, crop_stage.NAME, "candidate")
 
 

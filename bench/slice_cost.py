@@ -16,7 +16,7 @@ runs them on one thread. What the drain could reach at best, if the pipeline cos
 nothing and both cores were always busy: 2 cores ÷ the core-ms a slice. The first
 stage alone is the reference in the same run.
 
-    .venv/bin/python bench/slice_cost.py [--files 200] [--threads 0]
+    .venv/bin/python bench/slice_cost.py [--files 200] [--threads 0] [--models DIR]
 """
 
 from __future__ import annotations
@@ -61,11 +61,15 @@ def main() -> None:
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--threads", type=int, default=0,
                         help="[runtime] threads (0: the runtime decides)")
+    parser.add_argument("--models", type=Path,
+                        help="a folder of model packages ([models] dir) instead of the bundled")
     args = parser.parse_args()
     cache = Path(tempfile.gettempdir()) / f"clinibox-bench-ct-512-{args.files}"
     files = phantom_files(cache, args.files, "ct", seed=2, size=512)
     config = Config()
     config.runtime = RuntimeConfig(backend=args.backend, threads=args.threads)
+    if args.models is not None:
+        config.models.dir = str(args.models)
     limits = LimitsConfig()
     with tempfile.TemporaryDirectory(prefix="clinibox-slice-cost-") as tmp:
         previews = {path: str(Path(tmp) / f"{n}.npz") for n, path in enumerate(files)}
@@ -89,6 +93,7 @@ def main() -> None:
     without = decoder["core_ms"] + first["core_ms"]
     save("slice_cost", {
         "machine": machine("onnxruntime", "openvino", "ai-edge-litert", "numpy", "pydicom"),
+        "model": runner.package.model_id, "models_dir": str(config.models_dir),
         "slices": len(files), "lesions_found": lesions, "backend": runner.backend_label,
         "threads": args.threads,
         "decoder_sandbox_work": decoder,

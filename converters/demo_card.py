@@ -113,13 +113,16 @@ def _looks_sentence(calibration: dict | None) -> str:
         return ""
     looks = calibration["both_axes_within_15pct_by_looks"]
     offsets = calibration["both_axes_within_15pct_by_offset"]
-    return (f"The shipped graph looks at each crop in orientations "
-            f"{calibration['orientations']} (as cut, and turned over its anti-diagonal) and "
-            f"averages the mask and class logits; its mask logits are shifted by "
+    orientations = calibration["orientations"]
+    shipped = ("looks at each crop once, as cut" if orientations == [0] else
+               f"looks at each crop in orientations {orientations} and averages the mask "
+               f"and class logits")
+    count = f"{len(orientations)} look{'s' if len(orientations) > 1 else ''}"
+    return (f"The shipped graph {shipped}; its mask logits are shifted by "
             f"{calibration['offset']:+g}. End to end on {calibration['phantoms']} "
             f"threshold-selection phantoms (the box's first stage, crop, second look and "
             f"axes), lesions over 5 mm with both axes within 15 %: by looks (unshifted) "
-            f"{', '.join(f'{k}: {_pct(v)}' for k, v in looks.items())}; with 2 looks by mask "
+            f"{', '.join(f'{k}: {_pct(v)}' for k, v in looks.items())}; with {count} by mask "
             f"offset {', '.join(f'{float(k):+g}: {_pct(v)}' for k, v in offsets.items())}. ")
 
 

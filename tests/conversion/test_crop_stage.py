@@ -1,5 +1,5 @@
-"""The demo's second stage: the crop looked at in several orientations, averaged; the shipped
-looks and the mask offset folded into the net."""
+"""The demo's second stage: the crop looked at in one or several orientations, averaged; the
+shipped look and the mask offset folded into the net."""
 
 from __future__ import annotations
 
@@ -34,17 +34,25 @@ def test_the_average_is_the_mean_of_the_eight_looks():
     assert not torch.allclose(mask, one_look, atol=1e-3)  # the looks do differ
 
 
-def test_the_shipped_looks_are_the_crop_and_its_anti_transpose():
+def test_the_shipped_look_is_the_crop_as_cut():
     net, x = _net(), torch.randn(2, 1, 64, 64)
     with torch.no_grad():
-        mask, classes = Orientations(net)(x)
+        (mask, classes), (as_cut_mask, as_cut_classes) = Orientations(net)(x), net(x)
+    assert SHIPPED_ORIENTATIONS == (0,)
+    assert torch.allclose(mask, as_cut_mask) and torch.allclose(classes, as_cut_classes)
+
+
+def test_two_looks_are_the_crop_and_its_anti_transpose_averaged():
+    net, x = _net(), torch.randn(2, 1, 64, 64)
+    both = Orientations(net, (0, 7))
+    with torch.no_grad():
+        mask, classes = both(x)
         as_cut, turned = net(x), net(x.flip(2).flip(3).transpose(2, 3))
-    assert SHIPPED_ORIENTATIONS == (0, 7)
     turned_back = turned[0].transpose(2, 3).flip(2).flip(3)
     assert torch.allclose(mask, (as_cut[0] + turned_back) / 2, atol=1e-5)
     assert torch.allclose(classes, (as_cut[1] + turned[1]) / 2, atol=1e-5)
-    # looked at over the anti-diagonal, the stage answers the same
-    flipped_mask, flipped_classes = Orientations(net)(x.flip(2).flip(3).transpose(2, 3))
+    # looked at over the anti-diagonal, the two looks answer the same
+    flipped_mask, flipped_classes = both(x.flip(2).flip(3).transpose(2, 3))
     assert torch.allclose(flipped_mask, mask.flip(2).flip(3).transpose(2, 3), atol=1e-5)
     assert torch.allclose(flipped_classes, classes, atol=1e-5)
 
