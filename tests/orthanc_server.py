@@ -50,9 +50,21 @@ _RECEIVED = re.compile(r"clinibox-received (\S+)")
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different TCP ports on 127.0.0.1 nobody listens on right now: all bound at
+    once, so the kernel cannot hand out the same one twice (Orthanc's DICOM and HTTP ports
+    picked one after the other were once the same, and it would not start)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((HOST, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 class Orthanc:
@@ -71,8 +83,7 @@ class Orthanc:
         self.check_called_aet = check_called_aet
         self.store_delay = store_delay
         self.extra = dict(extra or {})
-        self.dicom_port = free_port()
-        self.http_port = free_port()
+        self.dicom_port, self.http_port = free_ports(2)
         self.conf_path = self.folder / "orthanc.json"
         self.lua_path = self.folder / "received.lua"
         self.log_path = self.folder / "orthanc.log"
