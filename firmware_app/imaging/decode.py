@@ -464,13 +464,14 @@ def _display_frame(ds: Dataset, header: Header, index: int, array: np.ndarray,
         # YBR: Y is the luma already
         grey = channels[..., 0] if photometric.startswith("YBR") else channels @ LUMA
         return _finish_grey(grey / full_scale, photometric), None
-    table = _display_table(ds, header, index, array, photometric)
+    attrs = _frame_attributes(ds, index)  # read once: the table and the pixels share them
+    table = _display_table(ds, header, index, array, photometric, attrs)
     if table is not None:
         lookup, low = table
         positions = array.astype(np.intp)  # np.take's own index type: no cast inside
         positions -= low
         return np.take(lookup, positions), None
-    grey, values = _grey_to_display(array, ds, header, index)
+    grey, values = _grey_to_display(array, ds, header, index, attrs)
     values.flags.writeable = False  # shared with the previews
     return _finish_grey(grey, photometric), values
 
@@ -485,17 +486,19 @@ def _finish_grey(grey: np.ndarray, photometric: str) -> np.ndarray:
 
 
 def _display_table(ds: Dataset, header: Header, index: int, array: np.ndarray,
-                   photometric: str) -> tuple[np.ndarray, int] | None:
+                   photometric: str, attrs: dict[str, Any] | None = None
+                   ) -> tuple[np.ndarray, int] | None:
     """The model's view of every stored value from the frame's lowest to its highest, and
     the lowest; None where a pixel's grey depends on more than its own stored value (the
     percentile window) or the values are not integers of at most 16 bits.
 
     The same arithmetic as ``_grey_to_display`` and ``_finish_grey``, on each stored value
     once instead of on every pixel: the frame becomes one table look-up, equal bit for bit.
-    A 512 × 512 CT slice spans a few thousand stored values, not 262,144 pixels."""
+    A 512 × 512 CT slice spans a few thousand stored values, not 262,144 pixels.
+    ``attrs``: the frame's ``_frame_attributes`` when the caller has read them."""
     if array.dtype.kind not in "iu" or array.itemsize > 2 or array.size == 0:
         return None
-    attrs = _frame_attributes(ds, index)
+    attrs = _frame_attributes(ds, index) if attrs is None else attrs
     transformed = _modality_kind(ds, attrs) is not None
     if (_own_window(attrs) is None and not ds.get("VOILUTSequence")
             and not shown_as_stored(header, array, transformed)):
@@ -504,15 +507,15 @@ def _display_table(ds: Dataset, header: Header, index: int, array: np.ndarray,
     if high - low + 1 > array.size:  # a tiny frame: the table would be the larger
         return None
     domain = np.arange(low, high + 1, dtype=array.dtype)
-    grey, _ = _grey_to_display(domain, ds, header, index)
+    grey, _ = _grey_to_display(domain, ds, header, index, attrs)
     return _finish_grey(grey, photometric), low
 
 
-def _grey_to_display(array: np.ndarray, ds: Dataset, header: Header, index: int
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def _grey_to_display(array: np.ndarray, ds: Dataset, header: Header, index: int,
+                     attrs: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Modality LUT, then VOI (window, VOI LUT or percentile), scaled to [0, 1]; and the
-    modality values."""
-    attrs = _frame_attributes(ds, index)
+    modality values. ``attrs``: frame ``index``'s ``_frame_attributes``, if read already."""
+    attrs = _frame_attributes(ds, index) if attrs is None else attrs
     values, transformed = _modality(array, ds, attrs)
     own = _own_window(attrs)
     if own is not None:
