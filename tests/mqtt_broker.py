@@ -67,6 +67,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from firmware_app.contracts.egress import KINDS
+from tests.ports import free_port
 from tests.tls_certs import CertificateAuthority
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
@@ -141,13 +142,6 @@ def make_mqtt_pki(folder: Path, devices: list[tuple[str, str]] | tuple[tuple[str
     for clinic, device in devices:
         pki.add_device(clinic, device)
     return pki
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def acl_text() -> str:

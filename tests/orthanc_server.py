@@ -43,28 +43,10 @@ from typing import Any
 
 import pytest
 
+from tests.ports import HOST, free_ports
+
 ORTHANC = Path("/usr/sbin/Orthanc")
-HOST = "127.0.0.1"
 _RECEIVED = re.compile(r"clinibox-received (\S+)")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
-    return free_ports(1)[0]
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` different TCP ports on 127.0.0.1 nobody listens on right now: all bound at
-    once, so the kernel cannot hand out the same one twice (Orthanc's DICOM and HTTP ports
-    picked one after the other were once the same, and it would not start)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind((HOST, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 class Orthanc:

@@ -13,12 +13,13 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
+
+from tests.ports import free_port
 
 PG_GLOB = "/usr/lib/postgresql/*/bin"
 SERVER_USER = "postgres"
@@ -36,12 +37,6 @@ def find_bin_dir() -> Path:
         return tuple(int(d) for d in digits if d.isdigit())
 
     return max(candidates, key=version)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class PostgresServer:
@@ -89,7 +84,7 @@ class PostgresServer:
             user = pwd.getpwnam(SERVER_USER)
             os.chown(self.socket_dir, user.pw_uid, user.pw_gid)
         for attempt in range(3):
-            self.port = _free_port()
+            self.port = free_port()
             options = (f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 "
                        "-c max_connections=50")
             if not self.durable:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+
+from tests.ports import free_ports
 
 DCMTK_BIN = Path("/usr/bin")
 REPO = Path(__file__).resolve().parents[2]
@@ -36,13 +37,6 @@ def dcmtk(tool: str) -> str:
 def dcmtk_env() -> dict[str, str]:
     """Environment for dcmtk tools: TCP_NODELAY avoids Nagle's 40 ms per C-STORE."""
     return {**os.environ, "TCP_NODELAY": "1"}
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -152,7 +146,7 @@ class Box:
         self.root = root
         self.state = root / "state"
         self.import_dir = root / "import"
-        self.port = free_port()
+        self.port, web_port = free_ports(2)
         self.config = root / "box.toml"
         sections: dict[str, dict] = {
             "storage": {"state_dir": str(self.state)},
@@ -160,7 +154,7 @@ class Box:
             "usb": {"watch_dir": str(self.import_dir), "poll_seconds": 0.2,
                     "settle_seconds": 0.3},
             # the viewer runs only where a test asks for it (test_viewer_browser)
-            "web": {"enabled": False, "host": "127.0.0.1", "port": free_port()},
+            "web": {"enabled": False, "host": "127.0.0.1", "port": web_port},
             # a study is complete (its alert and DICOM results go) a second after its last
             # instance, not the minute a clinic waits
             "studies": {"stable_seconds": 1.0},

@@ -29,7 +29,8 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from tests.integration.conftest import REPO, echoscu, free_port, to_toml, wait_for
+from tests.integration.conftest import REPO, echoscu, to_toml, wait_for
+from tests.ports import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -446,7 +447,7 @@ def test_an_installed_box_refuses_the_demo_package_until_told_it_is_a_demo(root,
 
 def test_installed_appliance_starts_under_its_sandbox_and_notifies(root, tmp_path):
     installed = tomllib.loads((root / "etc" / "clinibox" / "clinibox.toml").read_text())
-    port = free_port()
+    port, web_port = free_ports(2)
     config = tmp_path / "box.toml"
     config.write_text(to_toml({
         "storage": {"state_dir": str(tmp_path / "state")},
@@ -454,7 +455,7 @@ def test_installed_appliance_starts_under_its_sandbox_and_notifies(root, tmp_pat
         "models": {"dir": f"{root}{installed['models']['dir']}", "trust_demo_key": True},
         "dicom": {"port": port, "host": "127.0.0.1"},
         "usb": {"watch_dir": str(tmp_path / "import"), "poll_seconds": 0.2},
-        "web": {"enabled": False, "port": free_port(), "host": "127.0.0.1"},
+        "web": {"enabled": False, "port": web_port, "host": "127.0.0.1"},
     }))
     unit = read_unit(root / "usr/local/lib/systemd/system/clinibox.service")
     exec_start = unit_values(unit, "Service", "ExecStart")[0].split()

@@ -29,7 +29,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from firmware_app.cli.table import build_parser
-from tests.integration.conftest import REPO, echoscu, free_port, storescu, to_toml, wait_for
+from tests.integration.conftest import REPO, echoscu, storescu, to_toml, wait_for
 from tests.integration.test_install_system import (
     UnitSandbox,
     host_units_into,
@@ -37,6 +37,7 @@ from tests.integration.test_install_system import (
     read_unit,
     unit_values,
 )
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -17,10 +17,10 @@ from tests.corpus import image_dataset, write
 from tests.hostile import Browser
 from tests.integration.conftest import (
     add_viewer_account,
-    free_port,
     storescu,
     wait_for,
 )
+from tests.ports import free_port
 from tests.web_client import csrf_token
 
 pytestmark = pytest.mark.integration

@@ -29,10 +29,10 @@ from firmware_app.settings.box import Config
 from tests.integration.conftest import (
     REPO,
     add_viewer_account,
-    free_port,
     storescu,
     wait_for,
 )
+from tests.ports import free_port
 from tests.viewer_state import XSS_NAME, ct_phantom
 
 pytestmark = pytest.mark.integration

@@ -16,6 +16,7 @@ from tests.corpus import (
     SENDABLE_WITH_OPTIONS,
     build_malformed_corpus,
 )
+from tests.ports import free_port
 
 STORESCU = "/usr/bin/storescu"
 STORESCP = "/usr/bin/storescp"
@@ -65,12 +66,6 @@ def test_sendable_sets_name_corpus_files(tmp_path: Path) -> None:
     assert len(SENDABLE_BY_STORESCU) >= 5
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _sent(output: str) -> set[str]:
     """Files storescu reports a successful C-STORE response for."""
     sent, current = set(), None
@@ -96,7 +91,7 @@ def _storescu(port: int, files: list[Path], *options: str) -> str:
 def test_storescu_sends_exactly_the_recorded_files(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     expected = build_malformed_corpus(corpus)
-    port = _free_port()
+    port = free_port()
     receiver = subprocess.Popen(
         [STORESCP, "-pm", "+xa", "--ignore", str(port)], cwd=tmp_path,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -26,7 +26,7 @@ from firmware_app.settings.box import DicomConfig
 from firmware_app.storage import db
 from firmware_app.storage.spool import Spool
 from tests.corpus import image_dataset, write
-from tests.integration.conftest import free_port
+from tests.ports import free_port
 
 UID = "1.2.826.0.1.3680043.8.498.1"
 
