@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from firmware_app.inference.masks import Axes, axes
+from firmware_app.inference.masks import Axes, axes_at
 from firmware_app.inference.postprocess import Box
 
 
@@ -66,9 +66,9 @@ def lesion_from_box(box: Box, frame: int, spacing: tuple[float, float] | None,
     win over the image's (``class_probabilities``)."""
     width, height = max(0.0, box.x1 - box.x0), max(0.0, box.y1 - box.y0)
     if box.mask is not None and box.mask.any():
-        in_px = axes(box.mask)
+        in_px, *calibrated = axes_at(box.mask, [(1.0, 1.0)] + ([spacing] if spacing else []))
         long_px, short_px, area_px = in_px.long_axis, in_px.short_axis, in_px.area
-        in_mm = axes(box.mask, spacing) if spacing is not None else None
+        in_mm = calibrated[0] if calibrated else None
         size_from = "mask"
     else:
         long_px, short_px = max(width, height), min(width, height)

@@ -32,36 +32,54 @@ class Axes:
 
 
 def components(mask: np.ndarray) -> list[np.ndarray]:
-    """The 8-connected regions of a boolean grid, largest first, each a boolean grid.
+    """The 8-connected regions of a boolean grid, largest first (equal sizes in the order
+    of their first cell), each a boolean grid.
 
-    Every cell starts with its own index as label; each round gives a cell the smallest
-    label in its 3 × 3 neighbourhood (inside the mask) and then jumps it to its label's
-    label, until nothing changes: each region ends labelled by its first cell. numpy
-    throughout (a model grid of 64 × 64 takes a few rounds, well under a millisecond).
+    The grid's rows are cut into runs of set cells; a run joins every run of the row
+    above that touches it, corners included (union-find on run indices, each region
+    rooted at its first run), and each region is painted back from its runs. A model
+    grid of 64 × 64 holds a few dozen runs: a fraction of a millisecond.
     """
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         return []
     h, w = mask.shape
-    empty = h * w
-    labels = np.where(mask, np.arange(empty).reshape(h, w), empty)
-    padded = np.full((h + 2, w + 2), empty, dtype=labels.dtype)  # its border stays empty
-    while True:
-        padded[1:-1, 1:-1] = labels
-        lowest = labels.copy()
-        for dy in range(3):
-            for dx in range(3):
-                np.minimum(lowest, padded[dy:dy + h, dx:dx + w], out=lowest)
-        lowest[~mask] = empty
-        flat = lowest.ravel()
-        inside = flat < empty
-        flat[inside] = flat[flat[inside]]  # jump to the label's own label
-        if np.array_equal(lowest, labels):
-            break
-        labels = lowest
-    found, counts = np.unique(labels[mask], return_counts=True)
-    order = np.argsort(-counts, kind="stable")
-    return [labels == found[i] for i in order]
+    edges = np.zeros((h, w + 2), dtype=np.int8)
+    edges[:, 1:-1] = mask
+    steps = np.diff(edges, axis=1)
+    rows, starts = (a.tolist() for a in np.nonzero(steps == 1))
+    ends = np.nonzero(steps == -1)[1].tolist()  # one past each run's last cell
+    parent = list(range(len(rows)))
+    above, above_end = 0, 0  # the runs of the row above: [above, above_end)
+    row_start, row_now = 0, -1
+    for i, row in enumerate(rows):
+        if row != row_now:
+            above, above_end = (row_start, i) if row == row_now + 1 else (i, i)
+            row_start, row_now = i, row
+        while above < above_end and ends[above] < starts[i]:
+            above += 1  # left of this run, and so of every later run of its row
+        j = above
+        while j < above_end and starts[j] <= ends[i]:  # touching, corners included
+            a, b = _root(parent, i), _root(parent, j)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+            j += 1
+    sizes: dict[int, int] = {}
+    labels = np.zeros(h * w, dtype=np.int32)
+    for i, row in enumerate(rows):
+        region = _root(parent, i)
+        sizes[region] = sizes.get(region, 0) + ends[i] - starts[i]
+        labels[row * w + starts[i]:row * w + ends[i]] = region + 1
+    grid = labels.reshape(h, w)
+    return [grid == region + 1 for region in sorted(sizes, key=lambda r: (-sizes[r], r))]
+
+
+def _root(parent: list[int], i: int) -> int:
+    """The first run of run ``i``'s region (halving the path on the way)."""
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
 
 
 def _padded(mask: np.ndarray) -> np.ndarray:
@@ -131,18 +149,36 @@ def axes(mask: np.ndarray, spacing: tuple[float, float] = (1.0, 1.0)) -> Axes:
     ``spacing`` is (row, column) size of a pixel. The outline is taken at the
     pixels' corners, so a one-pixel mask is one pixel long.
     """
+    return axes_at(mask, [spacing])[0]
+
+
+def axes_at(mask: np.ndarray, spacings: list[tuple[float, float]]) -> list[Axes]:
+    """The mask's ``axes`` at each (row, column) pixel size of ``spacings`` (in pixels and
+    in millimetres, say), its outline's hull found once.
+
+    A hull scaled along its rows and columns is the hull of the scaled corners (they
+    may add points on its edges, which lie strictly inside every diameter), so each
+    spacing's axes are those of the scaled corners.
+    """
     if not mask.any():
-        return Axes(0.0, 0.0, 0.0)
-    row_mm, col_mm = spacing
-    points = _hull(_row_extremes(mask) * np.array([row_mm, col_mm]))
+        return [Axes(0.0, 0.0, 0.0) for _ in spacings]
+    hull = _hull(_row_extremes(mask))
+    area = float(mask.sum())
+    return [_diameters(hull * np.array([row_mm, col_mm]), area * row_mm * col_mm)
+            for row_mm, col_mm in spacings]
+
+
+def _diameters(points: np.ndarray, area: float) -> Axes:
+    """RECIST axes of a convex hull's vertices: the largest distance between two, and the
+    largest extent perpendicular to it."""
     difference = points[:, None, :] - points[None, :, :]
     distance = np.hypot(difference[..., 0], difference[..., 1])
     i, j = np.unravel_index(int(np.argmax(distance)), distance.shape)
     long_axis = float(distance[i, j])
     direction = (points[j] - points[i]) / long_axis if long_axis > 0 else np.array([1.0, 0.0])
-    across = points @ np.array([-direction[1], direction[0]])
+    across = points[:, 1] * direction[0] - points[:, 0] * direction[1]
     short_axis = float(across.max() - across.min())
-    return Axes(long_axis, short_axis, float(mask.sum()) * row_mm * col_mm)
+    return Axes(long_axis, short_axis, area)
 
 
 def _row_extremes(mask: np.ndarray) -> np.ndarray:

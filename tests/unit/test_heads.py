@@ -13,7 +13,7 @@ from firmware_app.contracts.manifest import PackageError, check_schema
 from firmware_app.imaging.preprocess import letterbox
 from firmware_app.inference.heads import HeadsDecoder, decoder_for, manifest_heads
 from firmware_app.inference.lesions import lesion_from_box
-from firmware_app.inference.masks import axes, components, trace_contour
+from firmware_app.inference.masks import Axes, axes, axes_at, components, trace_contour
 from firmware_app.inference.postprocess import Box, FrameFindings
 from firmware_app.inference.tracking import study_summary, track_lesions
 from firmware_app.inference.validated_range import RangeGuard
@@ -164,6 +164,38 @@ def test_masks_components_contour_and_axes():
     assert square.area == pytest.approx(24)
     assert axes(np.zeros((3, 3), bool)).long_axis == 0
 
+
+
+def _axes_by_brute_force(mask, spacing):
+    """RECIST axes from every corner of every pixel: the largest distance between two, and
+    the extent across each direction that reaches it (ties give several)."""
+    ys, xs = np.nonzero(mask)
+    corners = np.array([(y + dy, x + dx) for y, x in zip(ys, xs, strict=True)
+                        for dy in (0, 1) for dx in (0, 1)], float) * np.array(spacing)
+    distance = np.linalg.norm(corners[:, None] - corners[None], axis=-1)
+    longest = distance.max()
+    shorts = set()
+    for i, j in zip(*np.nonzero(distance >= longest - 1e-9), strict=True):
+        direction = (corners[j] - corners[i]) / longest
+        across = corners @ np.array([-direction[1], direction[0]])
+        shorts.add(float(across.max() - across.min()))
+    return longest, shorts
+
+
+def test_axes_in_pixels_and_millimetres_are_the_masks_recist_axes():
+    rng = np.random.default_rng(7)
+    for _ in range(150):
+        mask = rng.random(tuple(rng.integers(1, 14, 2))) < rng.uniform(0.2, 0.9)
+        if not mask.any():
+            continue
+        spacing = tuple(float(v) for v in rng.choice([0.25, 0.5, 0.703125, 0.977, 1.1], 2))
+        for measured, scale in zip(axes_at(mask, [(1.0, 1.0), spacing]), [(1.0, 1.0), spacing],
+                                   strict=True):
+            longest, shorts = _axes_by_brute_force(mask, scale)
+            assert measured.long_axis == pytest.approx(longest, rel=1e-12)
+            assert any(abs(measured.short_axis - short) < 1e-9 for short in shorts)
+            assert measured.area == pytest.approx(mask.sum() * scale[0] * scale[1])
+    assert axes_at(np.zeros((2, 2), bool), [(1.0, 1.0), (0.5, 0.5)]) == [Axes(0, 0, 0)] * 2
 
 def _frame(*boxes: tuple[float, float, float, float, float]) -> FrameFindings:
     return FrameFindings(max((b[4] for b in boxes), default=0.0),
