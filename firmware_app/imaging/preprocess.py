@@ -65,12 +65,21 @@ def letterbox_grey(
     plane is repeated (models trained on RGB exports).
     """
     _, channels, height, width = shape
-    plane, transform = letterbox(np.clip(image, 0.0, 1.0), height, width)
+    plane, transform = letterbox(_within_unit(image), height, width)
     plane -= np.float32(mean)  # in place: the letterbox's canvas is float32 and ours
     plane /= np.float32(std)
     tensor = plane[None, None] if channels == 1 else np.repeat(plane[None, None], channels, 1)
     return tensor, transform
 
+
+
+def _within_unit(image: np.ndarray) -> np.ndarray:
+    """``image`` clipped to [0, 1]; itself when it already lies there, as a decoded frame
+    does (a copy of a 512 × 512 frame costs more than checking its extremes, mostly in the
+    fresh memory's page faults)."""
+    if image.size and image.min() >= 0.0 and image.max() <= 1.0:
+        return image
+    return np.clip(image, 0.0, 1.0)
 
 Preprocessor = Callable[
     [np.ndarray, tuple[int, ...], float, float, dict[str, Any]], tuple[np.ndarray, Transform]

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from firmware_app.imaging.preprocess import letterbox
+from firmware_app.imaging.preprocess import letterbox, letterbox_grey
 from firmware_app.inference.heads import get_postprocessor
 from firmware_app.inference.postprocess import Box, FrameFindings, local_peaks, nms
 
@@ -110,6 +110,21 @@ def test_square_source_without_padding():
     [b] = found.boxes
     assert b.x1 == 512.0 and b.y0 == 0.0 and b.x0 == pytest.approx((252 - 32) * 2)
 
+
+
+def test_the_model_input_of_a_frame_is_clipped_to_0_1_whether_or_not_it_needs_it():
+    rng = np.random.default_rng(3)
+    frame = rng.random((90, 60), dtype=np.float32)
+    kept = frame.copy()
+    tensor, _ = letterbox_grey(frame, (1, 1, 64, 64), 0.5, 0.25, {})
+    np.testing.assert_array_equal(frame, kept)  # the decoded frame is not changed
+    expected, _ = letterbox(np.clip(frame, 0.0, 1.0), 64, 64)
+    np.testing.assert_array_equal(tensor[0, 0], (expected - np.float32(0.5)) / np.float32(0.25))
+    wild = frame * 3 - 1  # values beyond [0, 1] are clipped before the resize
+    tensor, _ = letterbox_grey(wild, (1, 1, 64, 64), 0.5, 0.25, {})
+    expected, _ = letterbox(np.clip(wild, 0.0, 1.0), 64, 64)
+    np.testing.assert_array_equal(tensor[0, 0], (expected - np.float32(0.5)) / np.float32(0.25))
+    assert tensor.min() >= (0 - 0.5) / 0.25 - 1e-6 and tensor.max() <= (1 - 0.5) / 0.25 + 1e-6
 
 def test_missing_output_and_unknown_decoder_are_clear_errors(transform):
     out = outputs({})
