@@ -72,7 +72,6 @@ def letterbox_grey(
     return tensor, transform
 
 
-
 def _within_unit(image: np.ndarray) -> np.ndarray:
     """``image`` clipped to [0, 1]; itself when it already lies there, as a decoded frame
     does (a copy of a 512 × 512 frame costs more than checking its extremes, mostly in the
@@ -80,6 +79,7 @@ def _within_unit(image: np.ndarray) -> np.ndarray:
     if image.size and image.min() >= 0.0 and image.max() <= 1.0:
         return image
     return np.clip(image, 0.0, 1.0)
+
 
 Preprocessor = Callable[
     [np.ndarray, tuple[int, ...], float, float, dict[str, Any]], tuple[np.ndarray, Transform]
