@@ -18,7 +18,10 @@ reverse. ``serve`` runs it under systemd's notify protocol: ``READY=1`` once
 the box receives (the model's timing and golden cases follow; objects wait in
 the queue meanwhile), ``STATUS=`` when the model runs, ``WATCHDOG=1`` only
 while the worker's loop and every component thread are alive, and it returns ``"reload"`` when
-``clinibox model install`` or ``rollback`` (or the trial) switched the model.
+``clinibox model install`` or ``rollback`` (or the trial) switched the model. A stop asked for
+while the model is still being verified and timed ends that work at once (its timing process
+killed, nothing of it kept) instead of waiting for it: a technician's ``systemctl restart``
+after a model install does not wait out the runtime timing.
 """
 
 from __future__ import annotations
@@ -65,6 +68,12 @@ from firmware_app.telemetry.mqtt import Publisher
 from firmware_app.telemetry.service import TelemetryProducer
 
 log = logging.getLogger(__name__)
+
+
+class StopRequested(BaseException):
+    """SIGTERM or SIGINT arrived while the model was still being loaded (``serve``); a
+    BaseException, so that no ``except Exception`` on the loading path (a runtime skipped,
+    timing falling back to the service) takes it for a failure and goes on."""
 
 
 def load_runner(config: Config) -> ModelRunner:
@@ -194,6 +203,8 @@ class Appliance:
         self.package: ModelPackage | None = None
         #: every package running (the box's own first), by name, with its trial
         self.running: dict[str, tuple[ModelPackage, ModelTrial]] = {}
+        #: a stop signal interrupts the model's loading (``serve``) while this is set
+        self._loading = False
 
     def start(self) -> None:
         """Bring up the intake, then the analysis (``start_intake``, ``start_analysis``)."""
@@ -351,8 +362,8 @@ class Appliance:
     def serve(self, notifier: Notifier | None = None) -> str:
         """Start, then run until SIGTERM/SIGINT ("stop") or a model switch ("reload")."""
         notifier = notifier or Notifier()
-        signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
-        signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
         config = self.config
         self.start_intake()
         log.info("clinibox receiving: state %s, DICOM %s:%d (AE %s), import folder %s",
@@ -360,7 +371,14 @@ class Appliance:
                  config.import_dir)
         notifier.ready(f"receiving on DICOM port {config.dicom.port}; loading the model")
         try:
+            self._loading = True
             self.start_analysis()
+            self._loading = False
+        except StopRequested:  # what was received waits, durable, in the queue
+            log.info("stopping while the model was loading")
+            notifier.stopping()
+            self.stop()
+            return "stop"
         except BaseException:  # the service exits (systemd starts it again): close the door
             if self.scp is not None:
                 self.scp.stop()
@@ -393,6 +411,14 @@ class Appliance:
         notifier.stopping()
         self.stop()
         return outcome
+
+    def _on_stop_signal(self, *_signal) -> None:
+        """SIGTERM / SIGINT: stop. While the model loads, end its loading at once (the
+        exception unwinds ``start_analysis``; a timing child is killed by ``call_child``)."""
+        self.stop_event.set()
+        if self._loading:
+            self._loading = False  # once: the unwinding itself is not interrupted again
+            raise StopRequested
 
     def serve_forever(self) -> None:
         """Run until SIGTERM or SIGINT, reloading in place when the model is switched."""
