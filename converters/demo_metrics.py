@@ -211,6 +211,49 @@ def size_figures(rows: list[dict]) -> dict:
             "median_long_axis_error_pct_all_sizes": round(100 * float(np.median(all_err)), 2)}
 
 
+def _wilson_lower(successes: int, n: int, z: float = 1.645) -> float:
+    """One-sided 95 % lower confidence bound of a share (Wilson's score interval)."""
+    if n == 0:
+        return 0.0
+    share, z2 = successes / n, z * z
+    centre = share + z2 / (2 * n)
+    margin = z * math.sqrt(share * (1 - share) / n + z2 / (4 * n * n))
+    return (centre - margin) / (1 + z2 / n)
+
+
+def size_agreement(rows: list[dict]) -> dict:
+    """How the box's axes agree with truth, as a measuring instrument's accuracy is stated
+    (lesions over SIZE_FLOOR_MM that were measured; the error is measured / truth - 1).
+
+    Per axis: the bias (mean error) and the 95 % limits of agreement, both Bland and
+    Altman's (bias ± 1.96 SD) and, since the errors have heavier tails than a normal
+    distribution, the 2.5th and 97.5th percentiles, which bound 95 % of the lesions
+    whatever their distribution. Then the share of lesions with both axes within
+    SIZE_TOLERANCE and its one-sided 95 % lower confidence bound (Wilson), for rows that
+    are independent lesions (one scan: rescans of the same lesions are not)."""
+    measured = [r for r in rows if r["long_mm"] > SIZE_FLOOR_MM and "measured_long" in r]
+    if not measured:
+        return {"measured": 0}
+    out: dict = {"measured": len(measured)}
+    errors = {}
+    for axis in ("long", "short"):
+        error = np.array([r[f"measured_{axis}"] / r[f"{axis}_mm"] - 1 for r in measured])
+        errors[axis] = error
+        bias, sd = float(error.mean()), float(error.std(ddof=1)) if len(error) > 1 else 0.0
+        out[f"{axis}_axis"] = {
+            "bias_pct": round(100 * bias, 2),
+            "limits_of_agreement_pct": [round(100 * (bias - 1.96 * sd), 2),
+                                        round(100 * (bias + 1.96 * sd), 2)],
+            "central_95pct_of_errors_pct": [round(100 * float(np.percentile(error, 2.5)), 2),
+                                            round(100 * float(np.percentile(error, 97.5)), 2)],
+        }
+    within = int(((np.abs(errors["long"]) <= SIZE_TOLERANCE)
+                  & (np.abs(errors["short"]) <= SIZE_TOLERANCE)).sum())
+    out["both_within_15pct"] = round(within / len(measured), 4)
+    out["both_within_15pct_lower_95pct_bound"] = round(_wilson_lower(within, len(measured)), 4)
+    return out
+
+
 # -- the validated range ------------------------------------------------------------------
 
 
