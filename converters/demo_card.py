@@ -38,6 +38,22 @@ def _real_rows(ood: dict) -> str:
     return "\n".join([head, rule, *rows])
 
 
+def _agreement(lesions: dict) -> str:
+    """The sizes' agreement with truth as a measurement's accuracy is stated (a build
+    before ``demo_metrics.size_agreement`` has none: nothing is said)."""
+    a = lesions.get("agreement")
+    if not a or not a.get("measured"):
+        return ""
+    (long_low, long_high), (short_low, short_high) = (
+        a[axis]["central_95pct_of_errors_pct"] for axis in ("long_axis", "short_axis"))
+    return (f" As a measurement: bias long axis {a['long_axis']['bias_pct']} %, short axis "
+            f"{a['short_axis']['bias_pct']} %; 95 % of the lesions' errors lie within "
+            f"{long_low} to {long_high} % (long) and {short_low} to {short_high} % (short) of "
+            f"truth; both axes within 15 % for at least "
+            f"{_pct(a['both_within_15pct_lower_95pct_bound'])} of such lesions (one-sided 95 % "
+            f"confidence).")
+
+
 def lesion_section(lesions: dict) -> str:
     """The card's paragraph on lesion classes and sizes (held-out test phantoms)."""
     z = lesions["sizes"]
@@ -55,7 +71,7 @@ def lesion_section(lesions: dict) -> str:
                  f"{z['median_short_axis_error_pct']} %; 95th percentile long-axis error "
                  f"{z['p95_long_axis_error_pct']} %. Over all sizes ({z['measured_all_sizes']} "
                  f"lesions) the median long-axis error is "
-                 f"{z['median_long_axis_error_pct_all_sizes']} %.")
+                 f"{z['median_long_axis_error_pct_all_sizes']} %." + _agreement(lesions))
     return f"""**Lesions: classes and sizes** (held-out test, shipped torch model, decoded by the
 box's own heads decoder, each lesion then outlined and classified again by the second stage
 on its source crop as the box does, and measured by its RECIST-style axes on the mask, in mm

@@ -151,7 +151,7 @@ def lesion_metrics(outs: dict, split: Split, heads: list[dict], params: dict,
     (:func:`lesion_rows`)."""
     rows = lesion_rows(outs, split, heads, params, thresholds, refine)
     return {"lesions": len(rows), "detected": sum(r["found"] for r in rows),
-            **_class_figures(rows), "sizes": size_figures(rows)}
+            **_class_figures(rows), "sizes": size_figures(rows), "agreement": size_agreement(rows)}
 
 
 def size_misses(rows: list[dict]) -> list[dict]:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from converters.demo_card import lesion_section
 from converters.demo_metrics import size_agreement, size_figures, size_misses
+
+MANIFEST = Path(__file__).resolve().parents[2] / "models/clinibox-demo-lesion/1.0.0/manifest.json"
 
 
 def row(long_mm: float, short_mm: float, measured: tuple[float, float] | None) -> dict:
@@ -56,3 +62,15 @@ def test_a_miss_lowers_the_share_and_its_bound():
     assert agreement["both_within_15pct"] == 0.9
     assert agreement["both_within_15pct_lower_95pct_bound"] == pytest.approx(0.8396, abs=1e-4)
     assert agreement["long_axis"]["central_95pct_of_errors_pct"][1] == pytest.approx(30.0)
+
+
+def test_the_model_card_states_the_agreement_when_the_build_measured_it():
+    rows = [row(10, 6, (10 * (1 + e / 100), 6.3)) for e in range(-10, 10)]
+    built = json.loads(MANIFEST.read_text())["provenance"]["steps"]["lesions"]
+    lesions = {**built, "sizes": size_figures(rows), "agreement": size_agreement(rows)}
+    card = lesion_section(lesions)
+    assert "bias long axis -0.5 %, short axis 5.0 %" in card
+    assert "-9.53 to 8.53 % (long)" in card
+    assert "both axes within 15 % for at least" in card
+    earlier = lesion_section({**built, "sizes": lesions["sizes"]})  # a package built before it
+    assert "As a measurement" not in earlier and "both for 100.0 %" in earlier
