@@ -1,4 +1,5 @@
-"""The sizes figure's misses (converters/demo_metrics.size_misses): which lesions count."""
+"""The sizes figures (converters/demo_metrics): which lesions count as misses, the agreement
+with truth as a measurement states it, and the model card's sentence on it."""
 
 from __future__ import annotations
 
