@@ -97,6 +97,14 @@ log = logging.getLogger("clinibox.convert")
 WORK = ".convert"
 
 
+def _distance_from_source(failures: list[str], metrics: dict) -> tuple[int, float, float]:
+    """How far a quantised attempt is from its source, for choosing among attempts that all
+    break the gate: fewer failed limits first, then the smaller loss of sensitivity, then of
+    AUC."""
+    return (len(failures), -min(0.0, float(metrics.get("sensitivity_delta") or 0.0)),
+            abs(float(metrics.get("auc_delta") or 0.0)))
+
+
 class Conversion:
     """One conversion's working folder, model, data and measurements.
 
@@ -630,7 +638,10 @@ class Conversion:
 
     def quantize(self) -> list[ArtifactRecord]:
         """INT8 artifacts calibrated on the user's data; while one breaks the gate, quantise
-        again with the next set of sensitive layers kept in float."""
+        again with the next set of sensitive layers kept in float. When every set breaks it,
+        the attempt that came closest is the one left (and reported by ``verify``), not the
+        last one tried: keeping more layers in float does not always bring the artifact
+        nearer its source."""
         calib = self.calibration()
         if not (self.out / formats.KINDS["onnx-fp32"].path).exists():
             raise ConvertConfigError("quantize needs the FP32 export: run the export step first")
@@ -641,7 +652,7 @@ class Conversion:
                 plans += fallback_plan(kind, fp32_onnx=self.out / formats.KINDS["onnx-fp32"].path,
                                        model=self.source.exportable, spec=self.spec,
                                        calibration=calib)
-            attempts = []
+            attempts, distances = [], []
             with progress(f"quantize {kind.key}", total=len(plans)) as bar:
                 for keep in plans:
                     start = time.perf_counter()
@@ -652,11 +663,17 @@ class Conversion:
                     failures += self._kernel_failures(record, notes)
                     attempts.append({"kept_float": keep, "failures": failures,
                                      "seconds": round(time.perf_counter() - start, 1)})
+                    distances.append(_distance_from_source(failures, metrics))
                     bar.advance(1)
                     bar.note(f"{kind.key}: {len(keep)} layers float, "
                              f"{'passes' if not failures else 'fails'} the gate")
                     if not failures:
                         break
+            closest = distances.index(min(distances))
+            if attempts[-1]["failures"] and closest != len(attempts) - 1:
+                notes = self._quantize_once(kind, calib, plans[closest])  # deterministic
+                log.info("%s: no plan passes the gate; keeping the closest (%d layers float)",
+                         kind.key, len(plans[closest]))
             notes["attempts"] = attempts
             written.append(self._record(kind, notes))
         return written
