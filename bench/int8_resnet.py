@@ -20,7 +20,7 @@ clinical use.
 
     .venv/bin/python bench/int8_resnet.py [--train 960] [--data 300] [--epochs 12]
         [--rounds 20] [--runs 5] [--settle-ms 100] [--work DIR] [--skip-convert]
-        [--accept-weak-model] [--no-isa-caps]
+        [--accept-weak-model] [--gate KEY=VALUE] [--no-isa-caps]
 
 With ``--work DIR`` the trained weights are kept there and reused by a later
 run (``--skip-convert`` also reuses the package and only times it again).
@@ -189,8 +189,10 @@ def scores_of(model, x: np.ndarray) -> np.ndarray:
 
 
 def convert(work: Path, weights: Path, labels: Path, mean: float, std: float, key: Path,
-            out: Path, accept_weak: bool) -> dict:
-    """The real `clinibox convert` (a module of this interpreter); seconds and exit status."""
+            out: Path, accept_weak: bool, gate: dict[str, float] | None = None) -> dict:
+    """The real `clinibox convert` (a module of this interpreter); seconds and exit status.
+    ``gate``: fidelity-gate limits changed deliberately (a ``[gate]`` table of a convert.toml;
+    the manifest records them)."""
     if out.exists():
         shutil.rmtree(out)
     args = ["convert", "--model", f"{MODULE_NAME}:{FACTORY}", "--weights", str(weights),
@@ -201,6 +203,10 @@ def convert(work: Path, weights: Path, labels: Path, mean: float, std: float, ke
             "--key", str(key)]
     if accept_weak:
         args.append("--accept-weak-model")
+    if gate:
+        toml = work / "convert.toml"
+        toml.write_text("[gate]\n" + "".join(f"{k} = {v}\n" for k, v in gate.items()))
+        args += ["--config", str(toml)]
     env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{work}", CLINIBOX_QUIET="1",
                TF_CPP_MIN_LOG_LEVEL="3")
     started = time.monotonic()
@@ -210,7 +216,7 @@ def convert(work: Path, weights: Path, labels: Path, mean: float, std: float, ke
     if done.returncode != 0:
         print(done.stdout[-3000:], done.stderr[-6000:], sep="\n", file=sys.stderr)
     return {"seconds": seconds, "returncode": done.returncode, "targets": "onnx,x86-cpu",
-            "command": "clinibox " + " ".join(args)}
+            "command": "clinibox " + " ".join(args), "gate_changed": gate or {}}
 
 
 def int8_activation_copy(package, labels: Path, mean: float, std: float, out: Path) -> dict:
@@ -413,6 +419,10 @@ def main() -> int:
     parser.add_argument("--skip-convert", action="store_true",
                         help="time the package already in --work")
     parser.add_argument("--accept-weak-model", action="store_true")
+    parser.add_argument("--gate", action="append", default=[], metavar="KEY=VALUE",
+                        help="a fidelity-gate limit changed deliberately (converters.verify.Gate "
+                             "keys, e.g. int8_max_sensitivity_loss=0.011); recorded in the "
+                             "manifest and the figures")
     parser.add_argument("--no-isa-caps", action="store_true",
                         help="skip OpenVINO under oneDNN ISA caps (AVX2, AVX-512, VNNI)")
     parser.add_argument("--cpuid-mask", choices=sorted(CPUID_MASKS),
@@ -486,8 +496,9 @@ def main() -> int:
     out = work / "packages" / PACKAGE / "1.0.0"
     if not args.skip_convert:
         print("clinibox convert --targets onnx,x86-cpu …", flush=True)
+        gate = {k: float(v) for k, v in (item.split("=", 1) for item in args.gate)}
         figures["convert"] = convert(work, weights, data_labels, mean, std, key, out,
-                                     args.accept_weak_model)
+                                     args.accept_weak_model, gate)
         print(f"converted in {figures['convert']['seconds']} s "
               f"(exit {figures['convert']['returncode']})", flush=True)
         if figures["convert"]["returncode"] != 0:
