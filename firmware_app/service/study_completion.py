@@ -16,6 +16,14 @@ arrived, once everything received meanwhile is analysed
    complete (once per study and model, ``storage.study_alerts``), and the
    DICOM sender are woken.
 
+Making the documents (highdicom's SR above all: about a second for a 10-slice
+CT study on an AVX2 EPYC) is not left to the end of the stable period: once
+every object of a study is analysed, its documents are made while the study
+settles, kept in memory with a digest of what they were made from
+(``_made_from``), and at completion used as they are if nothing about the study
+changed meanwhile (a late instance, a result stored again, an image deleted):
+else they are made again. The durable steps and their order stay as above.
+
 With several models (routing rules), each model's images of the study get
 their own SR (SEG, key image), and each alerting model its own alert. An
 instance arriving after the completion updates the study; its next
@@ -28,6 +36,8 @@ in the viewer do not wait on a document.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 import time
@@ -45,6 +55,7 @@ from firmware_app.storage.study_completion import (
     any_study_pending,
     mark_completed,
     studies_due,
+    studies_settling,
 )
 
 log = logging.getLogger(__name__)
@@ -68,17 +79,50 @@ class StudyCompleter:
         self.conn = db.connect(config.database_path)
         #: makes the documents in a child process (``dicom_out/maker.py``); none without a PACS
         self.maker = DocumentMaker(config.limits) if self.kinds else None
+        #: documents made while a study settles, by study id: (the study's ``updated_at``
+        #: then, what they were made from, the documents)
+        self.prepared: dict[int, tuple[float, str, list[Document]]] = {}
 
     def documents(self, study: DueStudy) -> list[Document]:
         """The study's result documents for this completion (none without destinations),
         made in the document maker's child process: highdicom never loads into the
-        service."""
+        service. Those made while it settled (``prepare``) are taken as they are when
+        they were made from what the study holds now."""
         if self.maker is None:
             return []
+        instances = self._instances(study)
+        made_from = _made_from(study, instances)
+        prepared = self.prepared.pop(study.id, None)
+        if prepared is not None and prepared[1] == made_from:
+            return prepared[2]
+        return self._make(study, instances)
 
-        instances = [AnalysedInstance(path, result, heatmap)
-                     for path, result, heatmap in analysed_instances(self.conn, study.study_key)
-                     if path.exists()]
+    def prepare(self, study: DueStudy) -> bool:
+        """Make a settling study's documents ahead of its completion (kept in memory, not
+        queued); False when those kept already match it or there is nothing to make."""
+        if self.maker is None:
+            return False
+        kept = self.prepared.get(study.id)
+        if kept is not None and kept[0] == study.updated_at:
+            return False  # no result stored since: not even read again
+        instances = self._instances(study)
+        made_from = _made_from(study, instances)
+        if kept is not None and kept[1] == made_from:
+            return False
+        self.prepared.pop(study.id, None)
+        documents = self._make(study, instances)
+        self.prepared[study.id] = (study.updated_at, made_from, documents)
+        return bool(documents)
+
+    def _instances(self, study: DueStudy) -> list[AnalysedInstance]:
+        """The study's analysed instances whose images are still on the box."""
+        return [AnalysedInstance(path, result, heatmap)
+                for path, result, heatmap in analysed_instances(self.conn, study.study_key)
+                if path.exists()]
+
+    def _make(self, study: DueStudy, instances: list[AnalysedInstance]) -> list[Document]:
+        """The documents of ``instances`` for this version of the study, made in the child."""
+        assert self.maker is not None
         if not instances or study.study_key.startswith("local:"):
             return []  # every image deleted by retention, or no Study Instance UID to refer to
         by_model: dict[str, list[AnalysedInstance]] = {}
@@ -127,19 +171,49 @@ class StudyCompleter:
         return len(rows)
 
     def tick(self, now: float | None = None) -> int:
-        """Complete every study due at ``now``; return how many were completed."""
-        now = time.time() if now is None else now
+        """Complete every study due at ``now``, then make the documents of one study that
+        is settling (one a tick: a study falling due waits behind at most one), then
+        complete what fell due meanwhile; return how many were completed."""
+        clock = time.time if now is None else (lambda: now)
+        completed = self._complete_due(clock())
+        self._keep_maker_ready()
+        if self._prepare_one(clock()):
+            completed += self._complete_due(clock())
+        return completed
+
+    def _complete_due(self, now: float) -> int:
+        """Complete the studies due at ``now``; how many."""
         due = studies_due(self.conn, now, self.config.studies.stable_seconds)
         for study in due:
             self.complete(study)
         if due:
             self.on_completed()
-        self._keep_maker_ready()
         return len(due)
 
+    def _prepare_one(self, now: float) -> bool:
+        """Make the documents of the oldest settling study whose kept ones no longer match it
+        (``prepare``); forget those of studies no longer settling. Whether one was made."""
+        if self.maker is None:
+            return False
+        stable = self.config.studies.stable_seconds
+        settling = studies_settling(self.conn, now, stable)
+        wanted = {s.id for s in settling} | {s.id for s in studies_due(self.conn, now, stable)}
+        for gone in set(self.prepared) - wanted:
+            del self.prepared[gone]  # completed, or holding an object again
+        for study in settling:
+            try:
+                if self.prepare(study):
+                    return True
+            except Exception as exc:  # its completion makes them, or records why not
+                log.warning("study %d: documents not made ahead (%s: %s)", study.id,
+                            type(exc).__name__, exc)
+                return True
+        return False
+
     def _keep_maker_ready(self) -> None:
-        """Warm the document maker while a study arrives (its first study then costs no
-        start-up); stop it after a minute without one."""
+        """Warm the document maker as soon as an object waits to be analysed or a study is
+        pending (its first study then costs no start-up); stop it after a minute without
+        either."""
         if self.maker is None:
             return
         if any_study_pending(self.conn):
@@ -163,3 +237,16 @@ class StudyCompleter:
             self.conn.close()
             if self.maker is not None:
                 self.maker.close()
+
+
+def _made_from(study: DueStudy, instances: list[AnalysedInstance]) -> str:
+    """A digest of what a study's documents are made from: its version, and each analysed
+    instance's file and stored result (a result stored again, a late instance or an image
+    deleted changes it)."""
+    digest = hashlib.sha256(f"{study.study_key}\0{study.version}".encode())
+    for instance in instances:
+        digest.update(str(instance.path).encode() + b"\0")
+        digest.update(json.dumps(dict(instance.result), sort_keys=True, default=str).encode())
+        if instance.heatmap is not None:
+            digest.update(instance.heatmap.tobytes())
+    return digest.hexdigest()

@@ -33,6 +33,8 @@ class DueStudy:
     study_key: str
     last_received_at: float
     completions: int
+    #: when a result of it was last stored
+    updated_at: float = 0.0
 
     @property
     def version(self) -> int:
@@ -42,27 +44,45 @@ class DueStudy:
 
 def studies_due(conn: sqlite3.Connection, now: float, stable_seconds: float) -> list[DueStudy]:
     """Studies complete at ``now`` and not yet completed since their last result, oldest first."""
+    return _settled(conn, now, stable_seconds, stable=True)
+
+
+def studies_settling(conn: sqlite3.Connection, now: float, stable_seconds: float
+                     ) -> list[DueStudy]:
+    """Studies whose every object is analysed but whose stable period is still running at
+    ``now``: complete at its end unless another instance arrives; oldest first."""
+    return _settled(conn, now, stable_seconds, stable=False)
+
+
+def _settled(conn: sqlite3.Connection, now: float, stable_seconds: float, stable: bool
+             ) -> list[DueStudy]:
+    """Studies not completed since their last result that no waiting object could belong
+    to, whose stable period has (``stable``) or has not yet ended at ``now``."""
     rows = conn.execute(
-        "SELECT s.id, s.study_key, s.completions, MIN(i.received_at) AS first,"
+        "SELECT s.id, s.study_key, s.completions, s.updated_at, MIN(i.received_at) AS first,"
         " MAX(i.received_at) AS last"
         " FROM studies s JOIN instances i ON i.study_instance_uid = s.study_key"
         " WHERE s.completed_at IS NULL OR s.updated_at > s.completed_at"
-        " GROUP BY s.id HAVING last <= ?"
+        f" GROUP BY s.id HAVING last {'<=' if stable else '>'} ?"
         " ORDER BY last",
         (now - stable_seconds,)).fetchall()
     waiting = [float(r[0]) for r in conn.execute(
         f"SELECT received_at FROM instances WHERE status IN ({','.join('?' * len(WAITING))})",
         WAITING)]
-    return [DueStudy(int(r["id"]), str(r["study_key"]), float(r["last"]), int(r["completions"]))
+    return [DueStudy(int(r["id"]), str(r["study_key"]), float(r["last"]), int(r["completions"]),
+                     float(r["updated_at"]))
             for r in rows
             if not any(float(r["first"]) - stable_seconds <= at <= float(r["last"])
                        + stable_seconds for at in waiting)]
 
 
 def any_study_pending(conn: sqlite3.Connection) -> bool:
-    """Whether a study has results not completed yet (still arriving, or due)."""
-    return conn.execute("SELECT 1 FROM studies WHERE completed_at IS NULL"
-                        " OR updated_at > completed_at LIMIT 1").fetchone() is not None
+    """Whether a study may be on its way: an object waits to be analysed (its study is known
+    only then), or a study has results not completed yet (still arriving, or due)."""
+    return conn.execute(
+        "SELECT 1 FROM studies WHERE completed_at IS NULL OR updated_at > completed_at"
+        f" UNION ALL SELECT 1 FROM instances WHERE status IN ({','.join('?' * len(WAITING))})"
+        " LIMIT 1", WAITING).fetchone() is not None
 
 
 def analysed_instances(conn: sqlite3.Connection, study_key: str
