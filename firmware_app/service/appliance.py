@@ -70,12 +70,6 @@ from firmware_app.telemetry.service import TelemetryProducer
 log = logging.getLogger(__name__)
 
 
-class StopRequested(BaseException):
-    """SIGTERM or SIGINT arrived while the model was still being loaded (``serve``); a
-    BaseException, so that no ``except Exception`` on the loading path (a runtime skipped,
-    timing falling back to the service) takes it for a failure and goes on."""
-
-
 def load_runner(config: Config) -> ModelRunner:
     """Find, verify and load the model package (and its second stage), check their golden
     cases on the chosen backends."""
@@ -374,7 +368,7 @@ class Appliance:
             self._loading = True
             self.start_analysis()
             self._loading = False
-        except StopRequested:  # what was received waits, durable, in the queue
+        except KeyboardInterrupt:  # a stop while loading; what was received waits, queued
             log.info("stopping while the model was loading")
             notifier.stopping()
             self.stop()
@@ -413,12 +407,14 @@ class Appliance:
         return outcome
 
     def _on_stop_signal(self, *_signal) -> None:
-        """SIGTERM / SIGINT: stop. While the model loads, end its loading at once (the
-        exception unwinds ``start_analysis``; a timing child is killed by ``call_child``)."""
+        """SIGTERM / SIGINT: stop. While the model loads, end its loading at once: a
+        KeyboardInterrupt (as Python's own SIGINT handler raises; no ``except Exception``
+        on the loading path takes it for a failure) unwinds ``start_analysis``, and a
+        timing child is killed by ``call_child``."""
         self.stop_event.set()
         if self._loading:
             self._loading = False  # once: the unwinding itself is not interrupted again
-            raise StopRequested
+            raise KeyboardInterrupt
 
     def serve_forever(self) -> None:
         """Run until SIGTERM or SIGINT, reloading in place when the model is switched."""
