@@ -100,7 +100,11 @@ def _state_dict(checkpoint: Any, path: Path) -> dict[str, torch.Tensor]:
 def _from_factory(reference: str, weights: Path | None, kwargs: dict[str, Any]) -> SourceModel:
     factory = _import_factory(reference)
     try:
-        model = factory(**kwargs)
+        # the same initial weights every run: a student built without weights is trained
+        # from them, and the same command must give the same package
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = factory(**kwargs)
     except Exception as exc:
         raise SourceError(f"{reference}(**{kwargs}) failed: {exc}") from exc
     if not isinstance(model, nn.Module):
