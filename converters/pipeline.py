@@ -69,6 +69,7 @@ from converters.progress import progress
 from converters.prune import save_module
 from converters.quantize import (
     check_calibration,
+    distance_from_source,
     fallback_plan,
     quantize_onnx,
     quantize_openvino,
@@ -76,7 +77,8 @@ from converters.quantize import (
 )
 from converters.source import MASK_SCORE_OUTPUT, MaskScore, SourceModel, load_source
 from converters.spec import ModelSpec
-from converters.training import ClassificationTask, Task, TrainData, name_outputs
+from converters.spec_probe import spec_from_config
+from converters.training import ClassificationTask, Task, TrainData
 from converters.verify import (
     INT8_PRECISIONS,
     Floors,
@@ -95,14 +97,6 @@ from firmware_app.contracts.heads import HeadsError, parse_heads
 
 log = logging.getLogger("clinibox.convert")
 WORK = ".convert"
-
-
-def _distance_from_source(failures: list[str], metrics: dict) -> tuple[int, float, float]:
-    """How far a quantised attempt is from its source, for choosing among attempts that all
-    break the gate: fewer failed limits first, then the smaller loss of sensitivity, then of
-    AUC."""
-    return (len(failures), -min(0.0, float(metrics.get("sensitivity_delta") or 0.0)),
-            abs(float(metrics.get("auc_delta") or 0.0)))
 
 
 class Conversion:
@@ -585,7 +579,7 @@ class Conversion:
             path.parent.mkdir(parents=True, exist_ok=True)
             if kind.key == "onnx-fp32":
                 self._spec = export_onnx(model, self.spec, path)
-                self.state["spec"] = _spec_dict(self._spec)
+                self.state["spec"] = self._spec.to_dict()
             elif kind.key == "onnx-fp16":
                 export_onnx_fp16(self.out / formats.KINDS["onnx-fp32"].path, path)
             elif kind.format == "openvino-ir":
@@ -663,7 +657,7 @@ class Conversion:
                     failures += self._kernel_failures(record, notes)
                     attempts.append({"kept_float": keep, "failures": failures,
                                      "seconds": round(time.perf_counter() - start, 1)})
-                    distances.append(_distance_from_source(failures, metrics))
+                    distances.append(distance_from_source(failures, metrics))
                     bar.advance(1)
                     bar.note(f"{kind.key}: {len(keep)} layers float, "
                              f"{'passes' if not failures else 'fails'} the gate")
@@ -753,49 +747,6 @@ def source_summary(conv: Conversion, threshold: float) -> dict:
     from converters.verify import source_metrics
 
     return source_metrics(conv.spec, conv.validation.labels, conv.reference(), threshold)
-
-
-def spec_from_config(config: ConvertConfig, model: torch.nn.Module) -> ModelSpec:
-    """ModelSpec from the config; output names and classes read off one run of the model."""
-
-    require(config, "input_shape")
-    shape = (1, *config.input_shape)
-    with torch.no_grad():
-        try:
-            result = model(torch.zeros(shape))
-        except Exception as exc:
-            raise ConvertConfigError(f"the model does not run on input [1, "
-                                     f"{', '.join(map(str, config.input_shape))}]: {exc}") from exc
-    if isinstance(result, dict):
-        names = list(config.outputs or result)
-    elif isinstance(result, (tuple, list)):
-        names = list(config.outputs or [f"output_{i}" for i in range(len(result))])
-    else:
-        names = list(config.outputs or ["logits"])
-    # what the converter's wrappers add (CamModel, MaskScore)
-    names += [n for n in getattr(model, "added_outputs", ()) if n not in names]
-    probe = ModelSpec(shape, tuple(names), config.score_output
-                      or getattr(model, "derived_score", None) or names[0])
-    outputs = name_outputs(result, probe)
-    width = int(np.prod(outputs[probe.score_output].shape[1:]))
-    activation = config.activation or ("softmax" if width > 1 else "sigmoid")
-    labels = config.class_names or (["finding"] if width == 1 else
-                                    [f"class_{i}" for i in range(width)])
-    if len(labels) != width:
-        raise ConvertConfigError(f"class_names lists {len(labels)} names; the score output "
-                                 f"{probe.score_output!r} has {width} values")
-    negative = config.negative_label
-    if negative is None and activation == "softmax":
-        negative = labels[0]
-    return ModelSpec(shape, tuple(names), probe.score_output, activation, tuple(labels),
-                     negative, output_shapes={k: tuple(v.shape) for k, v in outputs.items()})
-
-
-def _spec_dict(spec: ModelSpec) -> dict:
-    return {"input_shape": list(spec.input_shape), "outputs": list(spec.output_names),
-            "score_output": spec.score_output, "activation": spec.activation,
-            "labels": list(spec.labels), "negative_label": spec.negative_label,
-            "output_shapes": {k: list(v) for k, v in spec.output_shapes.items()}}
 
 
 def _jsonable(value: Any) -> Any:

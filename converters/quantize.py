@@ -387,3 +387,11 @@ def fallback_plan(kind: ArtifactKind, *, fp32_onnx: Path | None, model: torch.nn
         else:
             mapping = _torch_names(Path(fp32_onnx), model)
     return _growing([[mapping[n] for n in step if n in mapping] for step in plan])
+
+
+def distance_from_source(failures: list[str], metrics: dict) -> tuple[int, float, float]:
+    """How far a quantised attempt is from its source, for choosing among attempts that all
+    break the gate: fewer failed limits first, then the smaller loss of sensitivity, then of
+    AUC."""
+    return (len(failures), -min(0.0, float(metrics.get("sensitivity_delta") or 0.0)),
+            abs(float(metrics.get("auc_delta") or 0.0)))

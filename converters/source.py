@@ -195,7 +195,7 @@ class MaskScore(nn.Module):
         self.labels = tuple(head.get("labels", ()))
         self.negative_label = head.get("negative_label", "background")
 
-    #: read by converters.pipeline.spec_from_config
+    #: read by converters.spec_probe.spec_from_config
     added_outputs = (MASK_SCORE_OUTPUT,)
     derived_score = MASK_SCORE_OUTPUT
 

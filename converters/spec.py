@@ -49,6 +49,13 @@ class ModelSpec:
             raise ValueError(f"negative label {self.negative_label!r} is not among the "
                              f"labels {list(self.labels)}")
 
+    def to_dict(self) -> dict:
+        """The spec as plain JSON values (the conversion's state and report)."""
+        return {"input_shape": list(self.input_shape), "outputs": list(self.output_names),
+                "score_output": self.score_output, "activation": self.activation,
+                "labels": list(self.labels), "negative_label": self.negative_label,
+                "output_shapes": {k: list(v) for k, v in self.output_shapes.items()}}
+
     @property
     def channels(self) -> int:
         """Input channels (C)."""

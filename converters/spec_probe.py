@@ -1,0 +1,48 @@
+"""A model's :class:`~converters.spec.ModelSpec` from the converter's config and one run of
+the model on zeros: the output names, the score output, its activation and labels, and
+every output's shape."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from converters.config import ConvertConfig, ConvertConfigError, require
+from converters.spec import ModelSpec
+from converters.training import name_outputs
+
+
+def spec_from_config(config: ConvertConfig, model: torch.nn.Module) -> ModelSpec:
+    """ModelSpec from the config; output names and classes read off one run of the model."""
+
+    require(config, "input_shape")
+    shape = (1, *config.input_shape)
+    with torch.no_grad():
+        try:
+            result = model(torch.zeros(shape))
+        except Exception as exc:
+            raise ConvertConfigError(f"the model does not run on input [1, "
+                                     f"{', '.join(map(str, config.input_shape))}]: {exc}") from exc
+    if isinstance(result, dict):
+        names = list(config.outputs or result)
+    elif isinstance(result, (tuple, list)):
+        names = list(config.outputs or [f"output_{i}" for i in range(len(result))])
+    else:
+        names = list(config.outputs or ["logits"])
+    # what the converter's wrappers add (CamModel, MaskScore)
+    names += [n for n in getattr(model, "added_outputs", ()) if n not in names]
+    probe = ModelSpec(shape, tuple(names), config.score_output
+                      or getattr(model, "derived_score", None) or names[0])
+    outputs = name_outputs(result, probe)
+    width = int(np.prod(outputs[probe.score_output].shape[1:]))
+    activation = config.activation or ("softmax" if width > 1 else "sigmoid")
+    labels = config.class_names or (["finding"] if width == 1 else
+                                    [f"class_{i}" for i in range(width)])
+    if len(labels) != width:
+        raise ConvertConfigError(f"class_names lists {len(labels)} names; the score output "
+                                 f"{probe.score_output!r} has {width} values")
+    negative = config.negative_label
+    if negative is None and activation == "softmax":
+        negative = labels[0]
+    return ModelSpec(shape, tuple(names), probe.score_output, activation, tuple(labels),
+                     negative, output_shapes={k: tuple(v.shape) for k, v in outputs.items()})
