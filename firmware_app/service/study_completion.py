@@ -54,8 +54,8 @@ from firmware_app.storage.study_completion import (
     analysed_instances,
     any_study_pending,
     mark_completed,
+    studies_completing,
     studies_due,
-    studies_settling,
 )
 
 log = logging.getLogger(__name__)
@@ -195,9 +195,8 @@ class StudyCompleter:
         (``prepare``); forget those of studies no longer settling. Whether one was made."""
         if self.maker is None:
             return False
-        stable = self.config.studies.stable_seconds
-        settling = studies_settling(self.conn, now, stable)
-        wanted = {s.id for s in settling} | {s.id for s in studies_due(self.conn, now, stable)}
+        due, settling = studies_completing(self.conn, now, self.config.studies.stable_seconds)
+        wanted = {s.id for s in settling} | {s.id for s in due}
         for gone in set(self.prepared) - wanted:
             del self.prepared[gone]  # completed, or holding an object again
         for study in settling:

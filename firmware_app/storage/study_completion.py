@@ -44,36 +44,38 @@ class DueStudy:
 
 def studies_due(conn: sqlite3.Connection, now: float, stable_seconds: float) -> list[DueStudy]:
     """Studies complete at ``now`` and not yet completed since their last result, oldest first."""
-    return _settled(conn, now, stable_seconds, stable=True)
+    return studies_completing(conn, now, stable_seconds)[0]
 
 
 def studies_settling(conn: sqlite3.Connection, now: float, stable_seconds: float
                      ) -> list[DueStudy]:
     """Studies whose every object is analysed but whose stable period is still running at
     ``now``: complete at its end unless another instance arrives; oldest first."""
-    return _settled(conn, now, stable_seconds, stable=False)
+    return studies_completing(conn, now, stable_seconds)[1]
 
 
-def _settled(conn: sqlite3.Connection, now: float, stable_seconds: float, stable: bool
-             ) -> list[DueStudy]:
+def studies_completing(conn: sqlite3.Connection, now: float, stable_seconds: float
+                       ) -> tuple[list[DueStudy], list[DueStudy]]:
     """Studies not completed since their last result that no waiting object could belong
-    to, whose stable period has (``stable``) or has not yet ended at ``now``."""
+    to, in one read: those due at ``now`` (:func:`studies_due`) and those still settling
+    (:func:`studies_settling`), each oldest first."""
     rows = conn.execute(
         "SELECT s.id, s.study_key, s.completions, s.updated_at, MIN(i.received_at) AS first,"
         " MAX(i.received_at) AS last"
         " FROM studies s JOIN instances i ON i.study_instance_uid = s.study_key"
         " WHERE s.completed_at IS NULL OR s.updated_at > s.completed_at"
-        f" GROUP BY s.id HAVING last {'<=' if stable else '>'} ?"
-        " ORDER BY last",
-        (now - stable_seconds,)).fetchall()
+        " GROUP BY s.id ORDER BY last").fetchall()
     waiting = [float(r[0]) for r in conn.execute(
         f"SELECT received_at FROM instances WHERE status IN ({','.join('?' * len(WAITING))})",
         WAITING)]
-    return [DueStudy(int(r["id"]), str(r["study_key"]), float(r["last"]), int(r["completions"]),
-                     float(r["updated_at"]))
-            for r in rows
-            if not any(float(r["first"]) - stable_seconds <= at <= float(r["last"])
-                       + stable_seconds for at in waiting)]
+    studies = [DueStudy(int(r["id"]), str(r["study_key"]), float(r["last"]),
+                        int(r["completions"]), float(r["updated_at"]))
+               for r in rows
+               if not any(float(r["first"]) - stable_seconds <= at <= float(r["last"])
+                          + stable_seconds for at in waiting)]
+    cut = now - stable_seconds
+    return ([s for s in studies if s.last_received_at <= cut],
+            [s for s in studies if s.last_received_at > cut])
 
 
 def any_study_pending(conn: sqlite3.Connection) -> bool:
