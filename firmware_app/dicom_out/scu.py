@@ -137,6 +137,8 @@ def _why_not(assoc: Association, destination: PacsDestination, settings: PacsCon
     if not connected:  # pynetdicom calls a connection that never opened "aborted" too
         return f"cannot connect to {peer}: {_connect_problem(destination, settings)}"
     if assoc.is_aborted:
+        if assoc.acceptor.primitive is None:  # no A-ASSOCIATE-AC or -RJ was read
+            return f"{peer} ended the association request without answering it"
         if not assoc.accepted_contexts:
             return f"{peer} accepted none of the proposed SOP classes (association aborted)"
         return f"association aborted by {peer}"
