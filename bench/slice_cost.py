@@ -9,7 +9,11 @@ warm-up, wall time and CPU time of the whole process (every runtime thread inclu
 * the decoder sandbox's work: ``decode_with_previews`` (read, validate, decode,
   window, quality checks, grey statistics, previews written);
 * the model without its second stage: ``ModelRunner.analyse`` with the stage left out;
-* the model as the box runs it: ``ModelRunner.analyse`` with the second stage.
+* the model as the box runs it: ``ModelRunner.analyse`` with the second stage;
+* the inference floor: the runtimes alone on the inputs that pass recorded (each
+  slice's first-stage tensor, each crop the second stage looked at), with no decoder,
+  Python analysis, queue or database. What 2 cores could drain at that floor bounds any
+  pipeline around this model on this CPU: a drain target above it needs a cheaper model.
 
 The runtimes are what ``auto`` chooses (``--backend`` names another); ``--threads 1``
 runs them on one thread. What the drain could reach at best, if the pipeline cost
@@ -25,6 +29,8 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -52,6 +58,34 @@ def _timed(each, items: list) -> dict[str, float]:
     count = len(items)
     return {"wall_ms": round((time.perf_counter() - wall) * 1000 / count, 2),
             "core_ms": round((time.process_time() - cpu) * 1000 / count, 2)}
+
+
+@contextmanager
+def _recorded(backend) -> Iterator[list[dict]]:
+    """Every input ``backend.infer`` is given while inside, copied (for the floor)."""
+    inputs: list[dict] = []
+    infer = backend.infer
+
+    def kept(feed: dict):
+        inputs.append({name: value.copy() for name, value in feed.items()})
+        return infer(feed)
+    backend.infer = kept
+    try:
+        yield inputs
+    finally:
+        del backend.infer
+
+
+def _floor(runner, decoded: list, first_inputs: list[dict], crops: list[dict]) -> dict:
+    """Core-ms a slice of the runtimes alone: every recorded input run again, bare."""
+    first = _timed(runner.backend.infer, first_inputs)
+    stage = (_timed(runner.stage.backend.infer, crops) if crops and runner.stage is not None
+             else {"wall_ms": 0.0, "core_ms": 0.0})
+    per_slice = len(crops) / len(decoded)
+    core = first["core_ms"] + stage["core_ms"] * per_slice
+    return {"first_stage_a_slice": first, "second_stage_a_crop": stage,
+            "crops_a_slice": round(per_slice, 3), "core_ms_a_slice": round(core, 2),
+            "best_drain_on_2_cores": round(CORES * 1000 / core, 1) if core else None}
 
 
 def main() -> None:
@@ -87,6 +121,11 @@ def main() -> None:
         whole = _timed(lambda image: found.append(len(runner.analyse(image, 64).findings.lesions)),
                        decoded)
         lesions = sum(found[-len(decoded):])
+        with _recorded(runner.backend) as first_inputs, \
+                _recorded(stage.backend if stage is not None else runner.backend) as crops:
+            for image in decoded:
+                runner.analyse(image, 64)
+        floor = _floor(runner, decoded, first_inputs, crops if stage is not None else [])
     finally:
         runner.stage = stage
         runner.close()
@@ -101,6 +140,7 @@ def main() -> None:
         "reference_first_stage_alone": first,
         "model_with_second_stage": whole,
         "second_stage_core_ms": round(whole["core_ms"] - first["core_ms"], 2),
+        "inference_floor": floor,
         "core_ms_a_slice_with_second_stage": round(with_stage, 2),
         "core_ms_a_slice_without": round(without, 2),
         "best_drain_on_2_cores_with_second_stage": round(CORES * 1000 / with_stage, 1),
