@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -79,7 +79,7 @@ def _recorded(backend) -> Iterator[list[dict]]:
 def _floor(runner, decoded: list, first_inputs: list[dict], crops: list[dict]) -> dict:
     """Core-ms a slice of the runtimes alone: every recorded input run again, bare."""
     first = _timed(runner.backend.infer, first_inputs)
-    stage = (_timed(runner.stage.backend.infer, crops) if crops and runner.stage is not None
+    stage = (_timed(runner.stage.backend.infer, crops) if crops
              else {"wall_ms": 0.0, "core_ms": 0.0})
     per_slice = len(crops) / len(decoded)
     core = first["core_ms"] + stage["core_ms"] * per_slice
@@ -122,10 +122,10 @@ def main() -> None:
                        decoded)
         lesions = sum(found[-len(decoded):])
         with _recorded(runner.backend) as first_inputs, \
-                _recorded(stage.backend if stage is not None else runner.backend) as crops:
+                (_recorded(stage.backend) if stage is not None else nullcontext([])) as crops:
             for image in decoded:
                 runner.analyse(image, 64)
-        floor = _floor(runner, decoded, first_inputs, crops if stage is not None else [])
+        floor = _floor(runner, decoded, first_inputs, crops)
     finally:
         runner.stage = stage
         runner.close()
