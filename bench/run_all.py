@@ -1,6 +1,7 @@
 """Run every benchmark in turn (ingest, backends, end-to-end, memory, telemetry, viewer,
 retention, model lifecycle, hostile input, decode sandbox, previews, viewer memory,
-lesion findings, lesion sizes against truth, the whole appliance, what a CT slice costs)."""
+lesion findings, lesion sizes against truth, the whole appliance, what a CT slice costs, the
+heatmap on the lesion)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,6 @@ HERE = Path(__file__).resolve().parent
 for script in ("ingest.py", "backends.py", "end_to_end.py", "memory.py", "telemetry.py",
                "viewer.py", "retention.py", "lifecycle.py", "hostile.py",
                "decode_sandbox.py", "previews.py", "viewer_memory.py", "findings.py",
-               "sizes.py", "appliance.py", "slice_cost.py"):
+               "sizes.py", "appliance.py", "slice_cost.py", "heatmap_on_lesion.py"):
     print(f"== {script}", flush=True)
     subprocess.run([sys.executable, str(HERE / script)], check=True, cwd=HERE.parent)

@@ -172,8 +172,74 @@ frames flagged / frames, and the smallest distance as a multiple of the threshol
 """
 
 
-def make_card(m: dict, steps: dict, summaries: dict) -> str:
-    """The card's Markdown text."""
+def _counts(f: dict) -> str:
+    """``x of n (share; CT a/b, US c/d)`` of a heatmap_check figure."""
+    parts = ", ".join(f"{m} {c['inside']}/{c['lesions']}" for m, c in f["by_modality"].items())
+    return f"{f['inside']} of {f['lesions']} ({_pct(f['share'])}; {parts})"
+
+
+def _where(f: dict) -> str:
+    """Where a map's hot spot lies from the box centre (median, in box sizes)."""
+    o = f.get("median_hot_spot_from_centre_in_box_sizes")
+    if not o:
+        return ""
+    return (f"; its median hot spot lies {abs(o['dy']):.2f} box heights "
+            f"{'below' if o['dy'] >= 0 else 'above'} and {abs(o['dx']):.2f} box widths "
+            f"{'right' if o['dx'] >= 0 else 'left'} of the box centre")
+
+
+def _declared_heatmap(m: dict) -> dict:
+    return next((h for h in m.get("heads", []) if h["kind"] == "heatmap"), {})
+
+
+def _shown_sentence(shown_as: str, shown: dict) -> str:
+    """What the box shows of a package measured by the bench (``HeadsDecoder.heatmap_shown``)."""
+    if shown_as == "lesion map":
+        return (f"This manifest records no on-lesion measurement, so the box shows the map "
+                f"the lesions come from instead (the segmentation's lesion probability): "
+                f"{_counts(shown)}.")
+    if shown_as == "none":
+        return "Its manifest records a failed on-lesion measurement: the box shows no heatmap."
+    return f"The box shows it: {_counts(shown)}."
+
+
+def heatmap_section(m: dict, report: dict | None, measured: dict | None) -> str:
+    """The card's paragraph on whether the heatmap lies on the lesion (issue 42): from the
+    build's ``heatmap_on_lesion`` step, else from ``bench/heatmap_on_lesion.py``'s figures
+    (``measured``) for a package built before the check."""
+    head = _declared_heatmap(m)
+    intro = ("**Heatmap on the lesion** (the share of detected lesions, IoU ≥ 0.3 with "
+             "truth, whose heatmap hot spot near them, as drawn over the image, lies inside "
+             "their box; target ≥ 95 % over all and per modality, or the box shows no "
+             "heatmap: `converters/heatmap_check.py`).")
+    if report:
+        selection = ", ".join(f"`{n}` {_pct(f['share'])}" for n, f in report["selection"].items())
+        held = report["held_out"]
+        verdict = ("the box shows it" if held["passed"] else
+                   "below the target: the box shows no heatmap")
+        return (f"{intro} On the threshold-selection phantoms: {selection}. Declared as the "
+                f"heatmap: `{report['chosen']}`; on the held-out test phantoms "
+                f"{_counts(held)}{_where(held)}: {verdict}.")
+    if measured:
+        f = measured["figures"]
+        declared = f.get(f"candidate:{head.get('output')}")
+        shown = f["shown"]
+        cpu = f"{measured['machine']['cpu']}, {measured['machine']['cpu_features']}"
+        before = (f"The declared heatmap `{head.get('output')}` has its hot spot inside the "
+                  f"box for {_counts(declared)}{_where(declared)}. The trained weights put it "
+                  f"there: the centre heatmap and the mask, computed from the same feature "
+                  f"maps through the same transform, lie on the lesion. " if declared else "")
+        return (f"{intro} Measured after the build by `bench/heatmap_on_lesion.py` "
+                f"({measured['phantoms']}; the box's own analysis, {measured['backend']}, "
+                f"{cpu}). {before}{_shown_sentence(measured['heatmap_shown'], shown)} A "
+                f"rebuilt package declares the map that passes, with its measurement "
+                f"(`on_lesion` in its heatmap head).")
+    return f"{intro} Not measured for this package."
+
+
+def make_card(m: dict, steps: dict, summaries: dict, heatmap: dict | None = None) -> str:
+    """The card's Markdown text (``heatmap``: ``bench/heatmap_on_lesion.py``'s figures, for a
+    package whose build did not measure its heatmap against the lesions)."""
     p, t, norm = m["provenance"], m["thresholds"], m["inputs"][0]["normalisation"]
     det = p["steps"]["detection"]
     fpa, boxes = det["false_positive_analysis"], det["boxes"]
@@ -236,6 +302,8 @@ on a distractor: {fpa['false_positives_peaking_on']}; AUC by kind {fpa['auc_by_k
 
 {lesion_section(p['steps']['lesions'])}
 
+{heatmap_section(m, p['steps'].get('heatmap_on_lesion'), heatmap)}
+
 {stage_section(p['steps']['stage'], p['steps']['lesions_first_stage'])}
 {calibration_line(p['steps']['mask_calibration'])}
 
@@ -262,9 +330,41 @@ input and outputs). OpenVINO IRs carry `runtime_config` asking for f32 inference
 """
 
 
-def write_card(out: Path, steps: dict, summaries: dict) -> Path:
+def write_card(out: Path, steps: dict, summaries: dict, heatmap: dict | None = None) -> Path:
     """Write ``MODEL_CARD.md`` beside the manifest."""
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     path = out / "MODEL_CARD.md"
-    path.write_text(make_card(manifest, steps, summaries), encoding="utf-8")
+    path.write_text(make_card(manifest, steps, summaries, heatmap), encoding="utf-8")
     return path
+
+
+def rewrite_card(out: Path, heatmap: dict | None = None) -> Path:
+    """``MODEL_CARD.md`` written again from the signed manifest alone (its training report
+    and held-out figures), with ``heatmap`` figures when given. The card is not signed:
+    nothing else of the package changes."""
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    steps = manifest["provenance"]["steps"]
+    return write_card(out, steps, steps["detection"]["torch_test_metrics"], heatmap)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m converters.demo_card``: write the demo package's card again."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m converters.demo_card",
+                                     description="Write a demo package's MODEL_CARD.md again "
+                                                 "from its signed manifest.")
+    parser.add_argument("--package", type=Path, default=Path(__file__).resolve().parent.parent
+                        / "models" / "clinibox-demo-lesion" / "1.0.0")
+    parser.add_argument("--heatmap", type=Path,
+                        help="bench/out/heatmap_on_lesion.json, for a package whose build did "
+                             "not measure its heatmap against the lesions")
+    args = parser.parse_args(argv)
+    heatmap = (json.loads(args.heatmap.read_text(encoding="utf-8")) if args.heatmap
+               else None)
+    print(rewrite_card(args.package, heatmap))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -57,6 +57,7 @@ from converters.demo_model import (
 )
 from converters.distill import distill
 from converters.export import torch_outputs
+from converters.heatmap_check import choose_heatmap
 from converters.ood import (
     IMAGE_STATISTICS,
     fit_validated_range,
@@ -209,6 +210,11 @@ def build(args: argparse.Namespace) -> int:
     conv.state["steps"]["lesions"] = lesion_metrics(
         ref, test, HEADS, HEAD_PARAMS, thresholds,
         refine=phantom_refiner(stage, "test", dataset_plan(SEEDS["test"], args.test)))
+    conv.config.heads, conv.state["steps"]["heatmap_on_lesion"] = declared_heatmap(
+        (val_ref, val, phantom_refiner(stage, "val", dataset_plan(SEEDS["val"], args.val))),
+        (ref, test, phantom_refiner(stage, "test", dataset_plan(SEEDS["test"], args.test))),
+        thresholds)
+    log(f"heatmap on the lesion: {conv.state['steps']['heatmap_on_lesion']}")
     stage.close()
     log(f"lesions, with the second stage: {conv.state['steps']['lesions']}")
     conv.state["steps"]["ood"] = ood_figures(conv, ood, shipped, ref, norm)
@@ -366,6 +372,19 @@ def kept_stage(args: argparse.Namespace, log) -> tuple[torch.nn.Module, dict]:
     training["from_checkpoint"] = {"checkpoint": path.name, "sha256": sha256_file(path)}
     log(f"second stage from {path} ({training})")
     return net.eval(), training
+
+
+def declared_heatmap(selection: tuple, held_out: tuple, thresholds: dict
+                     ) -> tuple[list[dict], dict]:
+    """The heads to declare, their heatmap the map whose hot spot lies on the lesions
+    (``converters/heatmap_check.py``: chosen on the threshold-selection phantoms, its
+    ``on_lesion`` measured on the held-out ones with the second stage's boxes), and the
+    figures for the card."""
+    return choose_heatmap(HEADS, HEAD_PARAMS, thresholds, selection, held_out,
+                          f"held-out test phantoms (converters/phantoms.py, seed "
+                          f"{SEEDS['test']}): detected lesions (IoU >= 0.3) of the torch "
+                          f"model decoded by the box's heads decoder, boxes from its second "
+                          f"stage")
 
 
 def phantom_refiner(stage: LesionStage, split: str, plan: list):

@@ -18,10 +18,29 @@ the four kinds, at most one of each::
     ]
 
 Every head names the model outputs it reads; a map's stride is the model
-input size over the map size. The image-level finding probability comes from
-the detection head's ``score_output`` (a logit [1,1]) when there is one, else
-from an image-level classification head, else from the segmentation's most
-probable pixel.
+input size over the map size.
+
+A heatmap shown beside lesion boxes must lie on them: a heatmap head of a
+package that also detects or segments lesions carries ``on_lesion``, the
+converter's measurement on images with truth of how many detected lesions
+(``lesions``, over all and per modality) have the heatmap's hottest point near
+them inside their box (``inside``)::
+
+      {"kind": "heatmap", "output": "lesion_mask", "activation": "sigmoid",
+       "on_lesion": {"lesions": 612, "inside": 590, "share": 0.964, "target": 0.95,
+                     "by_modality": {"CT": {"lesions": 301, "inside": 292, "share": 0.97},
+                                     "US": {"lesions": 311, "inside": 298, "share": 0.958}},
+                     "measured_on": "held-out phantoms …"}}
+
+The box recomputes the shares from the counts (:func:`on_lesion_failures`):
+at least ``ON_LESION_MIN_LESIONS`` lesions, and ``ON_LESION_TARGET`` of them
+inside their box over all and in every modality measured, or no heatmap is
+shown; without ``on_lesion`` it shows the map the lesions come from instead of
+the unmeasured one (``inference/heads.py``: ``heatmap_to_show``).
+
+The image-level finding probability comes from the detection head's
+``score_output`` (a logit [1,1]) when there is one, else from an image-level
+classification head, else from the segmentation's most probable pixel.
 
 The validated range (``ood``) says what the validation data looked like to
 the model: the mean and inverse covariance of a features output (for example
@@ -53,6 +72,10 @@ from typing import Any
 from firmware_app.errors import CliniboxError
 
 HEAD_KINDS = ("classification", "detection", "segmentation", "heatmap")
+#: the least share of detected lesions whose heatmap peak lies inside their box, for a
+#: heatmap to be shown beside boxes (issue 42), and the fewest lesions that share may rest on
+ON_LESION_TARGET = 0.95
+ON_LESION_MIN_LESIONS = 50
 ACTIVATIONS = ("sigmoid", "softmax", "none")
 
 
@@ -109,6 +132,8 @@ def parse_heads(declared: Any) -> list[Head]:
             raise HeadsError(f"the {kind} head's labels must be a list of names")
         if kind == "classification" and entry.get("per", "image") not in ("image", "lesion"):
             raise HeadsError("a classification head is per 'image' or per 'lesion'")
+        if kind == "heatmap" and "on_lesion" in entry:
+            parse_on_lesion(entry["on_lesion"])
         params = {k: v for k, v in entry.items() if k != "kind" and k not in keys}
         heads.append(Head(kind, outputs, params))
     return heads
@@ -117,6 +142,55 @@ def parse_heads(declared: Any) -> list[Head]:
 def head_of(heads: list[Head], kind: str) -> Head | None:
     """The head of ``kind``, or None."""
     return next((h for h in heads if h.kind == kind), None)
+
+
+@dataclass(frozen=True)
+class OnLesion:
+    """A heatmap's on-lesion measurement: (inside, lesions) over all and per modality."""
+
+    inside: int
+    lesions: int
+    by_modality: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+def _counts(declared: Any, where: str) -> tuple[int, int]:
+    """(inside, lesions) of a measurement; HeadsError when they are not counts."""
+    try:
+        inside, lesions = declared["inside"], declared["lesions"]
+    except (KeyError, TypeError):
+        raise HeadsError(f"the heatmap head's on_lesion{where} needs 'inside' and "
+                         "'lesions'") from None
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (inside, lesions)) or \
+            not 0 <= inside <= lesions:
+        raise HeadsError(f"the heatmap head's on_lesion{where}: 'inside' and 'lesions' are "
+                         f"counts with inside <= lesions, not {inside!r}, {lesions!r}")
+    return inside, lesions
+
+
+def parse_on_lesion(declared: Any) -> OnLesion:
+    """A heatmap head's ``on_lesion`` as an OnLesion; HeadsError says what is wrong."""
+    inside, lesions = _counts(declared, "")
+    modalities = declared.get("by_modality", {})
+    if not isinstance(modalities, dict):
+        raise HeadsError("the heatmap head's on_lesion by_modality must map modalities to "
+                         "counts")
+    return OnLesion(inside, lesions, {str(m): _counts(c, f" for {m}")
+                                      for m, c in modalities.items()})
+
+
+def on_lesion_failures(measured: OnLesion) -> list[str]:
+    """Why a heatmap with this measurement may not be shown beside boxes ([]: it may)."""
+    if measured.lesions < ON_LESION_MIN_LESIONS:
+        return [f"measured on {measured.lesions} lesions, fewer than {ON_LESION_MIN_LESIONS}"]
+    failures = []
+    for where, (inside, lesions) in [("", (measured.inside, measured.lesions)),
+                                     *((f" in {m}", c) for m, c in
+                                       sorted(measured.by_modality.items()))]:
+        if lesions and inside / lesions < ON_LESION_TARGET:
+            failures.append(f"its peak lies inside the box of {inside} of {lesions} lesions"
+                            f"{where} ({100 * inside / lesions:.1f} %, below "
+                            f"{100 * ON_LESION_TARGET:g} %)")
+    return failures
 
 
 @dataclass(frozen=True)

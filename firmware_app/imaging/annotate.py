@@ -90,14 +90,8 @@ def heatmap_overlay(heatmap: np.ndarray, width: int, height: int,
     ``HEATMAP_MAX_ALPHA`` at 1.0; fully transparent below ``floor``. ValueError
     for a heatmap that is not 2-D or empty, or a size below 1.
     """
-    grid = np.asarray(heatmap, dtype=np.float32)
-    if grid.ndim != 2 or grid.size == 0:
-        raise ValueError(f"heatmap must be a non-empty 2-D array, got shape {grid.shape}")
-    width, height = int(width), int(height)
-    if width < 1 or height < 1:
-        raise ValueError(f"heatmap size must be at least 1 x 1, not {width} x {height}")
-    grid = np.clip(np.nan_to_num(grid, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
-    up = np.asarray(Image.fromarray(grid).resize((width, height), Image.Resampling.BILINEAR))
+    up = shown_heatmap(heatmap, width, height)
+    width, height = up.shape[1], up.shape[0]
     floor = min(max(float(floor), 0.0), 1.0) if math.isfinite(floor) else HEATMAP_FLOOR
     heat = np.clip((up - floor) / max(1.0 - floor, 1e-6), 0.0, 1.0)
     heat[up < floor] = 0.0
@@ -107,6 +101,21 @@ def heatmap_overlay(heatmap: np.ndarray, width: int, height: int,
     rgba[..., 1] = np.where(visible, np.rint(255.0 * (1.0 - heat)), 0).astype(np.uint8)
     rgba[..., 3] = np.rint(255.0 * HEATMAP_MAX_ALPHA * heat).astype(np.uint8)
     return Image.fromarray(rgba, "RGBA")
+
+
+def shown_heatmap(heatmap: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The heatmap's values as drawn over a ``width`` x ``height`` picture: float32 [height,
+    width] in [0, 1], upsampled bilinearly over the whole extent (pixel centres aligned).
+    ValueError for a heatmap that is not 2-D or empty, or a size below 1."""
+    grid = np.asarray(heatmap, dtype=np.float32)
+    if grid.ndim != 2 or grid.size == 0:
+        raise ValueError(f"heatmap must be a non-empty 2-D array, got shape {grid.shape}")
+    width, height = int(width), int(height)
+    if width < 1 or height < 1:
+        raise ValueError(f"heatmap size must be at least 1 x 1, not {width} x {height}")
+    grid = np.clip(np.nan_to_num(grid, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+    return np.asarray(Image.fromarray(grid).resize((width, height), Image.Resampling.BILINEAR),
+                      dtype=np.float32)
 
 
 def draw_findings(picture: Image.Image, boxes: list[dict], sx: float, sy: float) -> None:

@@ -13,11 +13,14 @@ those as the heads they always were, so the box has one path::
 What comes out (``FrameFindings``): the finding probability; lesion boxes in
 source pixels, each with its score, its class probabilities and, when the
 model segments, its contour and mask area; every image-level class
-probability; a heatmap in [0, 1] spanning the source image.
+probability; a heatmap in [0, 1] spanning the source image: the declared
+heatmap head's map when its on-lesion check passed, none when it failed, the
+map the lesions come from when it was never measured (:func:`heatmap_to_show`).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import replace
@@ -25,7 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from firmware_app.contracts.heads import Head, head_of, parse_heads
+from firmware_app.contracts.heads import (
+    Head,
+    head_of,
+    on_lesion_failures,
+    parse_heads,
+    parse_on_lesion,
+)
 from firmware_app.imaging.preprocess import Transform
 from firmware_app.inference.masks import components, lesion_mask, simplify, trace_contour
 from firmware_app.inference.postprocess import (
@@ -39,6 +48,12 @@ from firmware_app.inference.postprocess import (
 
 #: the postprocessors packages named before heads were declared
 LEGACY = ("centre_heatmap_boxes", "classification")
+
+log = logging.getLogger(__name__)
+
+#: what :func:`heatmap_to_show` may choose: the declared heatmap head's map, the map the
+#: lesions' boxes come from (segmentation, else the detection's centre map), or none
+SHOW_DECLARED, SHOW_LESION_MAP, SHOW_NONE = "declared", "lesion map", "none"
 
 
 def manifest_heads(manifest: dict[str, Any]) -> tuple[list[Head], dict[str, Any]]:
@@ -62,7 +77,9 @@ def legacy_heads(name: str, params: dict[str, Any]) -> list[Head]:
                         if k in params}}]
         if params.get("display", "cam") == "cam":
             declared.append({"kind": "heatmap", "output": params.get("cam_output", "cam"),
-                             "activation": "sigmoid", "optional": True})
+                             "activation": "sigmoid", "optional": True,
+                             **({"on_lesion": params["on_lesion"]} if "on_lesion" in params
+                                else {})})
         return parse_heads(declared)
     if name == "classification":  # no output named: the model's only output
         return [Head("classification", {"output": params.get("output") or ""},
@@ -132,6 +149,8 @@ class HeadsDecoder:
         if not (self.detection or self.classification or self.segmentation):
             raise ValueError("a model needs a detection, classification or segmentation head "
                              "to give a finding")
+        #: which map the box shows as the heatmap, and why (:func:`heatmap_to_show`)
+        self.heatmap_shown, self.heatmap_reason = heatmap_to_show(heads)
 
     def _stride(self, grid: tuple[int, int]) -> tuple[float, float, float]:
         """(stride, input height, input width) of a map, from the input size or the params."""
@@ -308,29 +327,54 @@ class HeadsDecoder:
                 label: round(float(p), 4) for label, p in zip(labels, values, strict=True)}))
         return out
 
+    def unchecked_heatmap(self, outputs: dict[str, np.ndarray],
+                          transform: Transform) -> np.ndarray | None:
+        """The heatmap the heads make, in [0, 1] over the source image, whether or not its
+        on-lesion check lets the box show it (what the converter and bench measure)."""
+        return self._display(outputs, self._segmentation(outputs), transform, checked=False)
+
     def _display(self, outputs: dict[str, np.ndarray], segmentation: np.ndarray | None,
-                 transform: Transform) -> np.ndarray | None:
-        """The heatmap shown to the clinician, in [0, 1] over the source image."""
-        head = self.heatmap
-        grid: np.ndarray | None = None
-        if head is not None and head.outputs["output"] in outputs:
-            maps = _maps(outputs, head.outputs["output"])
-            channel = self._heatmap_channel(maps.shape[0])
-            grid = _activate(maps[channel], head.param("activation", "sigmoid"))
-            if head.param("activation", "sigmoid") == "none":  # a raw CAM: its positive part
-                grid = np.maximum(grid, 0)
-                top = float(grid.max())
-                grid = grid / top if top > 0 else grid
-        elif head is not None and not head.param("optional", False):
-            _missing(head.outputs["output"], outputs)
-        elif segmentation is not None:
-            grid = segmentation
-        elif self.detection is not None:
-            grid = _maps(outputs, self.detection.outputs["heatmap_output"], 1)[0]
+                 transform: Transform, checked: bool = True) -> np.ndarray | None:
+        """The heatmap shown to the clinician, in [0, 1] over the source image: the map
+        :func:`heatmap_to_show` chose (``checked`` False: the declared one, whatever its
+        on-lesion check says)."""
+        grid = self._display_grid(outputs, segmentation,
+                                  self.heatmap_shown if checked else SHOW_DECLARED)
         if grid is None:
             return None
         stride, _, _ = self._stride(grid.shape)
         return source_heatmap(np.asarray(grid, np.float32), stride, transform)
+
+    def _display_grid(self, outputs: dict[str, np.ndarray], segmentation: np.ndarray | None,
+                      shown: str) -> np.ndarray | None:
+        """The model-input map to show: the declared heatmap head's output, else the map the
+        lesions come from (the segmentation's, else the detection's centre map)."""
+        head = self.heatmap
+        present = head is not None and head.outputs["output"] in outputs
+        if head is not None and not present and not head.param("optional", False):
+            _missing(head.outputs["output"], outputs)
+        if shown == SHOW_NONE:
+            return None
+        if present and shown == SHOW_DECLARED:
+            assert head is not None
+            return self._heatmap_grid(outputs, head)
+        if segmentation is not None:
+            return segmentation
+        if self.detection is not None:
+            return _maps(outputs, self.detection.outputs["heatmap_output"], 1)[0]
+        return None
+
+    def _heatmap_grid(self, outputs: dict[str, np.ndarray], head: Head) -> np.ndarray:
+        """The declared heatmap output's map of the finding class, in [0, 1] (a raw CAM:
+        its positive part over its maximum)."""
+        maps = _maps(outputs, head.outputs["output"])
+        grid = _activate(maps[self._heatmap_channel(maps.shape[0])],
+                         head.param("activation", "sigmoid"))
+        if head.param("activation", "sigmoid") == "none":
+            grid = np.maximum(grid, 0)
+            top = float(grid.max())
+            grid = grid / top if top > 0 else grid
+        return grid
 
     def _heatmap_channel(self, channels: int) -> int:
         """Which channel of a per-class heatmap to show: the finding class's."""
@@ -345,6 +389,33 @@ class HeadsDecoder:
         return positive[-1] if positive else channels - 1
 
 
+def heatmap_to_show(heads: list[Head]) -> tuple[str, str]:
+    """Which map the box shows as the heatmap (``SHOW_*``) and why, in words.
+
+    A declared heatmap head beside lesion boxes (the package detects or segments)
+    is shown when its ``on_lesion`` measurement passes (``contracts/heads.py``);
+    when it failed, no heatmap is shown (issue 42: the demo model's own ``cam``
+    peaks below its lesions). A package that never measured it shows the map its
+    boxes come from instead, which lies on them by construction, rather than a map
+    nobody checked against lesions. A classifier's heatmap has no box to lie
+    beside and is shown as declared; so is a package without a heatmap head.
+    """
+    head = head_of(heads, "heatmap")
+    if head is None:
+        return SHOW_DECLARED, "no heatmap head: the map the lesions come from"
+    if not (head_of(heads, "detection") or head_of(heads, "segmentation")):
+        return SHOW_DECLARED, "a classifier's heatmap: no lesion box to lie beside"
+    if head.param("on_lesion") is None:
+        return SHOW_LESION_MAP, (f"heatmap {head.outputs['output']!r} was never measured "
+                                 "against lesions with truth (no on_lesion): the map the "
+                                 "lesions come from is shown instead")
+    failures = on_lesion_failures(parse_on_lesion(head.param("on_lesion")))
+    if failures:
+        return SHOW_NONE, f"heatmap {head.outputs['output']!r} is not shown: " + "; ".join(
+            failures)
+    return SHOW_DECLARED, f"heatmap {head.outputs['output']!r} passed its on-lesion check"
+
+
 def _missing(name: str, outputs: dict[str, np.ndarray]) -> Any:
     raise ValueError(f"model output {name!r} is missing; got {sorted(outputs)}")
 
@@ -353,7 +424,10 @@ def decoder_for(manifest: dict[str, Any]) -> HeadsDecoder:
     """The decoder of a package's manifest (its heads, parameters and thresholds)."""
     heads, params = manifest_heads(manifest)
     thresholds = {k: float(v) for k, v in manifest.get("thresholds", {}).items()}
-    return HeadsDecoder(heads, params, thresholds)
+    decoder = HeadsDecoder(heads, params, thresholds)
+    if decoder.heatmap is not None and decoder.heatmap_shown != SHOW_DECLARED:
+        log.info("%s: %s", manifest.get("name", "model"), decoder.heatmap_reason)
+    return decoder
 
 
 Postprocessor = Callable[[dict[str, np.ndarray], dict, dict[str, float], Transform],

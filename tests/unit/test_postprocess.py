@@ -85,15 +85,26 @@ def test_only_local_maxima_are_peaks():
     assert nms([c, b, a], 0.3, 5) == [a, c]
 
 
+#: a CAM measured on lesions with truth (issue 42: one never measured is not shown)
+ON_LESION = {"lesions": 100, "inside": 98}
+
+
 def test_heatmap_covers_exactly_the_source_extent(transform):
     cam = np.full((1, 1, 32, 32), -10.0, np.float32)
     cam[0, 0, :4] = cam[0, 0, 28:] = 10.0  # hot letterbox bars must be cropped away
-    found = decode(outputs({}, cam=cam), transform)
+    found = decode(outputs({}, cam=cam), transform, on_lesion=ON_LESION)
     assert found.heatmap.shape == (24, 32)  # 192 x 256 input px of source at stride 8
     assert found.heatmap.dtype == np.float32 and found.heatmap.max() < 0.01
     cam[0, 0, 4 + 6, 20] = 10.0  # a hot cell inside the source region
-    hot = decode(outputs({}, cam=cam), transform).heatmap
+    hot = decode(outputs({}, cam=cam), transform, on_lesion=ON_LESION).heatmap
     assert np.unravel_index(np.argmax(hot), hot.shape) == (6, 20) and hot.max() > 0.99
+
+
+def test_an_unmeasured_cam_gives_way_to_the_centre_heatmap(transform):
+    cam = np.full((1, 1, 32, 32), -10.0, np.float32)
+    cam[0, 0, 4 + 9, 3] = 10.0  # hot far from the lesion
+    found = decode(outputs({(10, 12): (0.9, 0.1, 0.1)}, cam=cam), transform)
+    assert found.heatmap[6, 12] == pytest.approx(0.9) and found.heatmap[9, 3] == 0.0
 
 
 def test_missing_cam_falls_back_to_centre_heatmap(transform):
