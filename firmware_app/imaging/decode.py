@@ -107,6 +107,30 @@ class DecodedImage:
     #: (``quality.grey_statistics``); None when not measured
     frame_warnings: list[list[tuple[str, str]]] | None = None
     frame_grey: list[tuple[float, float]] | None = None
+    #: where the image lies in the patient (``slice_geometry``): Image Position (Patient)
+    #: (the first pixel's centre, mm), Image Orientation (Patient) (row then column
+    #: direction cosines), Slice Thickness and Spacing Between Slices (mm), Frame of
+    #: Reference UID; None ("") when absent or malformed
+    image_position: tuple[float, float, float] | None = None
+    image_orientation: tuple[float, float, float, float, float, float] | None = None
+    slice_thickness: float | None = None
+    spacing_between_slices: float | None = None
+    frame_of_reference_uid: str = ""
+
+    def geometry(self) -> dict[str, Any]:
+        """The image's place in the patient as JSON-ready values (stored per instance;
+        ``inference/volume.py`` reads a series as a volume from them). ``pixel_spacing``
+        only when it is the patient plane's (Pixel Spacing)."""
+        in_plane = self.pixel_spacing if self.spacing_source == "Pixel Spacing" else None
+        return {
+            "image_position": _listed(self.image_position),
+            "image_orientation": _listed(self.image_orientation),
+            "pixel_spacing": _listed(in_plane),
+            "slice_thickness": self.slice_thickness,
+            "spacing_between_slices": self.spacing_between_slices,
+            "frame_of_reference_uid": self.frame_of_reference_uid,
+            "frames": self.total_frames,
+        }
 
 
 @dataclass(frozen=True)
@@ -197,6 +221,7 @@ def decode(path: Path, limits: LimitsConfig, max_frames: int, *,
             series_description=_text(ds, "SeriesDescription"),
             frame_warnings=checked,
             frame_grey=grey,
+            **slice_geometry(ds),
         )
 
 
@@ -250,6 +275,78 @@ def display_strings(ds: Dataset) -> dict[str, str]:
         "study_date": _text(ds, "StudyDate", 8),
         "study_description": _text(ds, "StudyDescription"),
     }
+
+
+def slice_geometry(ds: Dataset) -> dict[str, Any]:
+    """Image Position and Orientation (Patient), Slice Thickness, Spacing Between Slices
+    and Frame of Reference UID, as ``DecodedImage``'s fields of those names.
+
+    The top level first, then the functional groups of an enhanced object (shared, then
+    the first frame's). A value that is missing, of the wrong length, not a number, not
+    finite or (thickness, spacing) not above zero is None; never an exception.
+    """
+    return {
+        "image_position": _geometry_vector(ds, "PlanePositionSequence",
+                                           "ImagePositionPatient", 3),
+        "image_orientation": _geometry_vector(ds, "PlaneOrientationSequence",
+                                              "ImageOrientationPatient", 6),
+        "slice_thickness": _geometry_length(ds, "SliceThickness"),
+        "spacing_between_slices": _geometry_length(ds, "SpacingBetweenSlices"),
+        "frame_of_reference_uid": _text(ds, "FrameOfReferenceUID", 64),
+    }
+
+
+def _geometry_sources(ds: Dataset, sequence: str) -> list[Dataset]:
+    """The data set itself, then the ``sequence`` items of its shared and first
+    per-frame functional groups."""
+    sources = [ds]
+    for groups_name in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        try:
+            groups = _get(ds, groups_name)
+            items = _get(groups[0], sequence) if groups else None
+            if items:
+                sources.append(items[0])
+        except (TypeError, IndexError, AttributeError):
+            continue
+    return sources
+
+
+def _geometry_vector(ds: Dataset, sequence: str, keyword: str,
+                     length: int) -> tuple[float, ...] | None:
+    """The first well-formed ``keyword`` of ``length`` finite numbers, or None."""
+    for source in _geometry_sources(ds, sequence):
+        numbers = _finite_numbers(_get(source, keyword), length)
+        if numbers is not None:
+            return numbers
+    return None
+
+
+def _geometry_length(ds: Dataset, keyword: str) -> float | None:
+    """A length in mm above zero, at the top level or in the pixel measures, or None."""
+    for source in _geometry_sources(ds, "PixelMeasuresSequence"):
+        value = _get(source, keyword)
+        several = isinstance(value, list | tuple) or type(value).__name__ == "MultiValue"
+        number = None if several else _float(value)
+        if number is not None and number > 0:
+            return number
+    return None
+
+
+def _finite_numbers(value: Any, length: int) -> tuple[float, ...] | None:
+    """Exactly ``length`` finite numbers from a multi-valued attribute, or None."""
+    if value is None or isinstance(value, str | bytes):
+        return None
+    try:
+        numbers = tuple(float(v) for v in value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if len(numbers) != length or not all(math.isfinite(n) for n in numbers):
+        return None
+    return numbers
+
+
+def _listed(values: tuple[float, ...] | None) -> list[float] | None:
+    return None if values is None else [float(v) for v in values]
 
 
 # -- reading ----------------------------------------------------------------

@@ -16,7 +16,15 @@ from __future__ import annotations
 
 from firmware_app.contracts.egress import ASSESSMENTS
 
-__all__ = ["ASSESSMENTS", "NOT_ASSESSABLE_CODES", "frame_blockers"]
+__all__ = [
+    "ASSESSMENTS",
+    "JUDGED",
+    "NOT_ASSESSABLE_CODES",
+    "UNJUDGED",
+    "frame_blockers",
+    "is_judged",
+    "shown_probability",
+]
 #: quality codes (``imaging/quality.py``) that make a frame impossible to judge
 NOT_ASSESSABLE_CODES = ("blank", "too_dark", "saturated", "too_small")
 
@@ -24,3 +32,28 @@ NOT_ASSESSABLE_CODES = ("blank", "too_dark", "saturated", "too_small")
 def frame_blockers(codes: list[str]) -> list[str]:
     """The quality codes of one frame that keep it from being judged, in a fixed order."""
     return [code for code in NOT_ASSESSABLE_CODES if code in codes]
+
+
+#: assessments on which the model gave a result: its probability may be shown
+JUDGED = ("finding", "no_finding")
+#: assessments on which the model gives no result: a doctor must read the image; its
+#: probability is kept for the record (``probability_not_shown``) and never shown
+UNJUDGED = ("not_assessable", "outside_validated_range")
+
+#: The clinical order of a worklist (and of a study's images): alerts, findings, images a
+#: doctor must read because the model gives no result, then no finding.
+BAND_ALERT = 0
+BAND_FINDING = 1
+BAND_DOCTOR_MUST_READ = 2
+BAND_NO_FINDING = 3
+
+
+def is_judged(assessment: str | None) -> bool:
+    """True when the model gave a result for an image with this assessment."""
+    return (assessment or "no_finding") in JUDGED
+
+
+def shown_probability(assessment: str | None, probability: float | None) -> float | None:
+    """The probability a person may read: None where the model gives no result."""
+    return probability if is_judged(assessment) else None
+

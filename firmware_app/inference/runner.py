@@ -118,8 +118,8 @@ class ModelRunner:
         judged, the instance is ``not_assessable`` with its reason; when at
         least half of its judged frames lie outside the range, it is
         ``outside_validated_range``.
-        Either way: no finding, no alert and no lesion, whatever the model
-        answered (its probability is kept for the record). The same lesion in
+        Either way: no finding, no alert, no lesion and no heatmap, whatever the
+        model answered (its probability is kept for the record, never shown). The same lesion in
         several frames is one lesion (``inference/tracking.py``).
         """
         frames, judged = [], []
@@ -193,8 +193,10 @@ class ModelRunner:
             instance.lesions = track_lesions(in_range, instance.key_frame,
                                              decoded.pixel_spacing, instance.classes)
         else:
+            # no result: no finding, no lesion and no heatmap to show (the probability is
+            # kept for the record, never shown: ``inference/assessment.shown_probability``)
             instance.finding = instance.alert = False
-            instance.boxes, instance.lesions = [], []
+            instance.boxes, instance.lesions, instance.heatmap = [], [], None
             if judged:
                 instance.assessment = "outside_validated_range"
                 instance.assessment_reason = outside_reason(scores)

@@ -133,6 +133,7 @@ class Worker:
             frames_inferred=analysis.frames_inferred,
             timings=outcome.timings,
             intensity=analysis.intensity,
+            geometry=decoded.geometry(),
         )
         return "processed"
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from firmware_app.storage.audit_schema import AUDIT_SCHEMA, migrate_to_v9
 from firmware_app.storage.study_alerts import ALERTED_STUDIES_TABLE, migrate_to_v8
-from firmware_app.storage.study_rollup import update_study
+from firmware_app.storage.study_rollup import order_studies, update_study
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 12
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS instances (
     updated_at          REAL NOT NULL,
     image_deleted_at    REAL,
     image_rows          INTEGER,
-    image_columns       INTEGER
+    image_columns       INTEGER,
+    geometry_json       TEXT
 );
 CREATE INDEX IF NOT EXISTS instances_status ON instances(status, id);
 CREATE INDEX IF NOT EXISTS instances_study ON instances(study_instance_uid);
@@ -55,6 +56,10 @@ CREATE INDEX IF NOT EXISTS instances_image_present ON instances(received_at)
     WHERE image_deleted_at IS NULL;
 CREATE INDEX IF NOT EXISTS instances_image_deleted ON instances(image_deleted_at)
     WHERE image_deleted_at IS NOT NULL;
+-- ``geometry_json`` (v12): where the analysed image lies in the patient (Image Position and
+-- Orientation (Patient), Pixel Spacing, Slice Thickness, Spacing Between Slices, Frame of
+-- Reference UID, frames: ``DecodedImage.geometry()``); NULL when not recorded (analysed
+-- before v12). A series' slices are read as a volume from it (storage/volumes.py).
 
 -- A result's ``assessment`` (inference/assessment.py: finding, no_finding, not_assessable,
 -- outside_validated_range) with its reason in words, its lesion records
@@ -109,10 +114,15 @@ CREATE TABLE IF NOT EXISTS studies (
     outside_range      INTEGER NOT NULL DEFAULT 0,
     completed_at       REAL,
     completions        INTEGER NOT NULL DEFAULT 0,
-    alerts_done_at     REAL
+    alerts_done_at     REAL,
+    band               INTEGER NOT NULL DEFAULT 3,
+    suspicion          REAL
 );
-CREATE INDEX IF NOT EXISTS studies_suspicion ON studies(alert DESC, max_probability DESC,
-                                                       received_at DESC);
+-- ``max_probability`` is the model's highest answer, shown to nobody (kept for the record);
+-- ``suspicion`` the highest of the images it gave a result for (NULL: none), and ``band``
+-- the clinical order (inference/assessment.py: alert, finding, a doctor must read, none)
+CREATE INDEX IF NOT EXISTS studies_clinical_order ON studies(band, suspicion DESC,
+                                                            received_at DESC);
 CREATE INDEX IF NOT EXISTS studies_received ON studies(received_at);
 -- the previous study of the same patient (the study page); made on any older database too
 CREATE INDEX IF NOT EXISTS studies_patient ON studies(patient_id, study_date, received_at);
@@ -316,6 +326,8 @@ def initialise(conn: sqlite3.Connection) -> None:
         )
     if 0 < version < 4:  # before the schema script: its indexes name the new columns
         _migrate_to_v4(conn)
+    if 0 < version < 11:  # before the schema script too (its clinical-order index)
+        _migrate_to_v11(conn)
     if 0 < version < 3:
         _migrate_to_v3(conn)
     conn.executescript(_SCHEMA)
@@ -336,8 +348,12 @@ def initialise(conn: sqlite3.Connection) -> None:
         migrate_to_v9(conn)
     if 0 < version < 10:
         _migrate_to_v10(conn)
+    if 0 < version < 12:
+        _migrate_to_v12(conn)
     if 0 < version < 3:
         _rebuild_studies(conn)
+    elif 0 < version < 11:
+        order_studies(conn)
     _start_sequence(conn)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
@@ -406,6 +422,26 @@ def _migrate_to_v10(conn: sqlite3.Connection) -> None:
     """v10: each viewer account keeps the language its user chose ('' until one is chosen)."""
     if "accounts" in _tables(conn) and "language" not in _columns(conn, "accounts"):
         conn.execute("ALTER TABLE accounts ADD COLUMN language TEXT NOT NULL DEFAULT ''")
+
+
+def _migrate_to_v11(conn: sqlite3.Connection) -> None:
+    """v11: studies are ordered clinically (``band``) and by the probability of the images
+    the model gave a result for (``suspicion``), never by one it refused to give; both are
+    filled in after the other migrations (``study_rollup.order_studies``)."""
+    if "studies" not in _tables(conn):
+        return
+    present = _columns(conn, "studies")
+    for name, kind in (("band", "INTEGER NOT NULL DEFAULT 3"), ("suspicion", "REAL")):
+        if name not in present:
+            conn.execute(f"ALTER TABLE studies ADD COLUMN {name} {kind}")
+    conn.execute("DROP INDEX IF EXISTS studies_suspicion")
+
+
+def _migrate_to_v12(conn: sqlite3.Connection) -> None:
+    """v12: instances keep their geometry in the patient (``geometry_json``; NULL for those
+    analysed before: their series are read per slice, ``inference/volume.py``)."""
+    if "instances" in _tables(conn) and "geometry_json" not in _columns(conn, "instances"):
+        conn.execute("ALTER TABLE instances ADD COLUMN geometry_json TEXT")
 
 
 def _migrate_to_v4(conn: sqlite3.Connection) -> None:

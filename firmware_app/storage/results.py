@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from firmware_app.inference.aggregate import InstanceFindings
+from firmware_app.inference.assessment import is_judged, shown_probability
 from firmware_app.storage.db import transaction
 from firmware_app.storage.queue import JobQueue
 from firmware_app.storage.study_rollup import update_study
@@ -55,11 +56,14 @@ class ResultStore:
         frames_inferred: int,
         timings: dict[str, float],
         intensity: tuple[float, float] = (0.0, 0.0),
+        geometry: dict[str, Any] | None = None,
     ) -> None:
         """Store the result and mark the instance processed, in one transaction.
 
         ``identity`` holds study/series UIDs, modality and the patient and
         study strings the viewer shows (``DISPLAY_FIELDS``); they stay on the box.
+        ``geometry`` is where the image lies in the patient (``DecodedImage.geometry()``;
+        ``storage/volumes.py`` reads a series as a volume from it).
         """
         heatmap, shape = _encode_heatmap(findings.heatmap)
         boxes = [b.to_dict() for b in findings.boxes]
@@ -69,10 +73,10 @@ class ResultStore:
             # in a transaction that ran before this one, so no result falls between summaries
             now = time.time()
             self.conn.execute(
-                "UPDATE instances SET study_instance_uid=?, series_instance_uid=?, modality=?"
-                " WHERE id=?",
+                "UPDATE instances SET study_instance_uid=?, series_instance_uid=?, modality=?,"
+                " geometry_json=? WHERE id=?",
                 (study_key, identity.get("series_instance_uid"), identity.get("modality"),
-                 instance_id),
+                 None if geometry is None else json.dumps(geometry), instance_id),
             )
             self.conn.execute(
                 "INSERT OR REPLACE INTO results(instance_id, model_id, backend, probability,"
@@ -123,7 +127,10 @@ class ResultStore:
                 "received_at": row["received_at"],
                 "model_id": row["model_id"],
                 "backend": row["backend"],
-                "probability": row["probability"],
+                # None where the model gives no result; its answer is kept for the record
+                "probability": shown_probability(row["assessment"], row["probability"]),
+                "probability_not_shown": None if is_judged(row["assessment"])
+                else row["probability"],
                 "assessment": row["assessment"],
                 "assessment_reason": row["assessment_reason"] if has_result else "",
                 "lesions": json.loads(row["lesions_json"]) if has_result else [],

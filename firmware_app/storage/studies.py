@@ -14,9 +14,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from firmware_app.inference.assessment import (
+    BAND_ALERT,
+    BAND_FINDING,
+    BAND_NO_FINDING,
+    shown_probability,
+)
 from firmware_app.inference.tracking import study_summary
 from firmware_app.storage.results import decode_heatmap
 from firmware_app.storage.status import day_bounds
+from firmware_app.storage.study_rollup import RESULTS_IN_CLINICAL_ORDER, SHOWN_PROBABILITY
 
 #: Worklist filters: every study, alerts only, studies done, objects waiting, objects held back,
 #: images no model here is meant for.
@@ -54,7 +61,7 @@ def worklist(conn: sqlite3.Connection, *, status: str = "all", day: dt.date | No
     if status not in WORKLIST_FILTERS:
         raise ValueError(f"unknown worklist filter {status!r}")
     # The day condition only when a day is chosen: without it SQLite walks
-    # studies_suspicion in ORDER BY order and stops after the page (bench/viewer.py).
+    # studies_clinical_order in ORDER BY order and stops after the page (bench/viewer.py).
     span, span_args = "", ()
     if day:
         span, span_args = " AND received_at >= ? AND received_at < ?", day_bounds(day)
@@ -82,12 +89,12 @@ def worklist(conn: sqlite3.Connection, *, status: str = "all", day: dt.date | No
         total = conn.execute(f"SELECT COUNT(*) FROM studies WHERE {where}",
                              span_args).fetchone()[0]
         rows = [_study_row(row) for row in conn.execute(
-            "SELECT id, modality, received_at, alert, max_probability, findings, warnings,"
+            "SELECT id, modality, received_at, alert, band, suspicion, findings, warnings,"
             " not_assessable, outside_range, instances, patient_name, patient_id, study_date,"
             " study_description,"
             f" CASE WHEN warnings > 0 THEN ({_WARNING_TEXT}) END AS warning_text"
             f" FROM studies s WHERE {where}"
-            " ORDER BY alert DESC, max_probability DESC, received_at DESC LIMIT ? OFFSET ?",
+            " ORDER BY band, suspicion DESC, received_at DESC LIMIT ? OFFSET ?",
             (*span_args, page_size, offset))]
     return WorklistPage(rows=rows, total=int(total), page=page,
                         pages=max(1, -(-int(total) // page_size)), waiting=int(counts[0] or 0),
@@ -95,11 +102,24 @@ def worklist(conn: sqlite3.Connection, *, status: str = "all", day: dt.date | No
                         not_analysed=int(counts[2] or 0))
 
 
+#: a study's level (the badge and the page's colour) by its clinical band
+_LEVELS = {BAND_ALERT: "alert", BAND_FINDING: "finding", BAND_NO_FINDING: "clear"}
+
+
+def study_level(row: sqlite3.Row | dict[str, Any]) -> str:
+    """The level of a studies row: alert, finding, unassessable, outside or clear."""
+    if row["band"] in _LEVELS:
+        return _LEVELS[row["band"]]
+    return "unassessable" if row["not_assessable"] else "outside"
+
+
 def _study_row(row: sqlite3.Row) -> dict[str, Any]:
     return {
         "kind": "study", "id": row["id"], "modality": row["modality"] or "",
         "received_at": row["received_at"], "status": "done", "alert": bool(row["alert"]),
-        "probability": row["max_probability"], "findings": row["findings"],
+        "band": row["band"], "level": study_level(row),
+        # the highest probability of the images the model gave a result for (None: none)
+        "probability": row["suspicion"], "findings": row["findings"],
         "not_assessable": row["not_assessable"], "outside_range": row["outside_range"],
         "warnings": row["warnings"], "instances": row["instances"],
         "warning_text": (row["warning_text"] or "").split("\n") if row["warnings"] else [],
@@ -151,6 +171,17 @@ class InstanceView:
     #: finding index → {verdict: count} over every clinician
     tallies: dict[int, dict[str, int]] = field(default_factory=dict)
 
+    @property
+    def shown_probability(self) -> float | None:
+        """The probability a person may read; None where the model gives no result
+        (``probability`` keeps its answer for the record)."""
+        return shown_probability(self.assessment, self.probability)
+
+    @property
+    def judged(self) -> bool:
+        """True when the model gave a result for this image."""
+        return self.shown_probability is not None
+
 
 def study(conn: sqlite3.Connection, study_id: int) -> dict[str, Any] | None:
     """The studies row (as a dict) with ``instances``: list[InstanceView], worst first, and
@@ -174,11 +205,12 @@ def study(conn: sqlite3.Connection, study_id: int) -> dict[str, Any] | None:
         for r in conn.execute(
             "SELECT i.id, i.spool_path, i.modality, r.probability, r.finding, r.alert,"
             " r.findings_json, r.warnings_json, r.key_frame, r.frames_inferred, r.model_id,"
-            " r.backend, r.heatmap IS NOT NULL AS has_heatmap, r.created_at, i.received_at,"
+            f" r.backend, r.heatmap IS NOT NULL AND ({SHOWN_PROBABILITY}) IS NOT NULL"
+            " AS has_heatmap, r.created_at, i.received_at,"
             " i.image_deleted_at, i.image_rows, i.image_columns, r.assessment,"
             " r.assessment_reason, r.lesions_json"
             " FROM instances i JOIN results r ON r.instance_id = i.id"
-            " WHERE i.study_instance_uid = ? ORDER BY r.probability DESC, i.id",
+            f" WHERE i.study_instance_uid = ? ORDER BY {RESULTS_IN_CLINICAL_ORDER}, i.id",
             (row["study_key"],))
     ]
     out["summary"] = study_summary([lesion for i in out["instances"] for lesion in i.lesions])
@@ -209,7 +241,8 @@ def instance_result(conn: sqlite3.Connection, instance_id: int) -> dict[str, Any
     ``image_deleted_at`` is set when retention has deleted the file (the result stays).
     """
     row = conn.execute(
-        "SELECT i.id, i.spool_path, i.status, r.key_frame, r.findings_json, r.heatmap,"
+        "SELECT i.id, i.spool_path, i.status, r.key_frame, r.findings_json,"
+        f" CASE WHEN ({SHOWN_PROBABILITY}) IS NOT NULL THEN r.heatmap END AS heatmap,"
         " r.probability, i.received_at, i.image_deleted_at"
         " FROM instances i LEFT JOIN results r ON r.instance_id = i.id"
         " WHERE i.id = ? AND i.status = 'processed'", (instance_id,)).fetchone()

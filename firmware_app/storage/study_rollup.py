@@ -9,13 +9,41 @@ from __future__ import annotations
 
 import sqlite3
 
+from firmware_app.inference.assessment import (
+    BAND_ALERT,
+    BAND_DOCTOR_MUST_READ,
+    BAND_FINDING,
+    BAND_NO_FINDING,
+    JUDGED,
+    UNJUDGED,
+)
+
 #: Patient and study strings kept for the clinic viewer's worklist (never sent anywhere).
 DISPLAY_FIELDS = ("patient_name", "patient_id", "study_date", "study_description")
 
 
+def _quoted(values: tuple[str, ...]) -> str:
+    return ", ".join(f"'{value}'" for value in values)
+
+
+#: SQL over a ``results r`` row: the probability a person may read (NULL where the model
+#: gives no result) and the image's clinical band (``inference/assessment.band``)
+SHOWN_PROBABILITY = f"CASE WHEN r.assessment IN ({_quoted(JUDGED)}) THEN r.probability END"
+RESULT_BAND = (f"CASE WHEN r.alert THEN {BAND_ALERT} WHEN r.finding THEN {BAND_FINDING}"
+               f" WHEN r.assessment IN ({_quoted(UNJUDGED)}) THEN {BAND_DOCTOR_MUST_READ}"
+               f" ELSE {BAND_NO_FINDING} END")
+#: a study's images in clinical order: its band, then the probability shown, then arrival
+RESULTS_IN_CLINICAL_ORDER = f"{RESULT_BAND}, {SHOWN_PROBABILITY} DESC"
+#: a study's band and suspicion from its results (aggregates over ``results r``)
+_STUDY_BAND, _STUDY_SUSPICION = f"MIN({RESULT_BAND})", f"MAX({SHOWN_PROBABILITY})"
+_OF_STUDY = "FROM results r JOIN instances i ON i.id = r.instance_id WHERE i.study_instance_uid"
+
+
 def update_study(conn: sqlite3.Connection, study_key: str, modality: str | None,
                  display: dict[str, str], now: float) -> None:
-    """Roll the study up from its instances: a study is as suspicious as its worst one.
+    """Roll the study up from its instances: a study is in the clinical band of its most
+    urgent image (``inference/assessment.band``) and as suspicious as the worst image the
+    model gave a result for.
 
     An upsert, so the study keeps its row id (the viewer's links); the display
     strings are the latest instance's, kept when it has none.
@@ -24,15 +52,16 @@ def update_study(conn: sqlite3.Connection, study_key: str, modality: str | None,
     conn.execute(
         "INSERT INTO studies(study_key, modality, instances, max_probability, findings, alert,"
         " top_instance_id, warnings, received_at, updated_at, patient_name, patient_id,"
-        " study_date, study_description, not_assessable, outside_range)"
+        " study_date, study_description, not_assessable, outside_range, band, suspicion)"
         " SELECT ?, ?, COUNT(*), MAX(r.probability), SUM(r.finding), MAX(r.alert),"
-        "  (SELECT r2.instance_id FROM results r2 JOIN instances i2 ON i2.id = r2.instance_id"
-        "   WHERE i2.study_instance_uid = ? ORDER BY r2.probability DESC LIMIT 1),"
+        f"  (SELECT r.instance_id {_OF_STUDY} = ?"
+        f"   ORDER BY {RESULTS_IN_CLINICAL_ORDER}, r.instance_id LIMIT 1),"
         "  SUM(json_array_length(r.warnings_json)), MIN(i.received_at), ?, ?, ?, ?, ?,"
-        "  SUM(r.assessment = 'not_assessable'), SUM(r.assessment = 'outside_validated_range')"
-        " FROM results r JOIN instances i ON i.id = r.instance_id"
-        " WHERE i.study_instance_uid = ?"
+        "  SUM(r.assessment = 'not_assessable'), SUM(r.assessment = 'outside_validated_range'),"
+        f"  {_STUDY_BAND}, {_STUDY_SUSPICION}"
+        f" {_OF_STUDY} = ?"
         " ON CONFLICT(study_key) DO UPDATE SET modality=excluded.modality,"
+        "  band=excluded.band, suspicion=excluded.suspicion,"
         "  instances=excluded.instances, max_probability=excluded.max_probability,"
         "  findings=excluded.findings, alert=excluded.alert,"
         "  top_instance_id=excluded.top_instance_id, warnings=excluded.warnings,"
@@ -45,3 +74,14 @@ def update_study(conn: sqlite3.Connection, study_key: str, modality: str | None,
         "   study_description)",
         (study_key, modality, study_key, now, *values, study_key),
     )
+
+
+def order_studies(conn: sqlite3.Connection) -> None:
+    """Fill every study's clinical band, suspicion and top image from its results (the v11
+    migration), leaving its times alone: nothing is completed or sent again."""
+    conn.execute(
+        f"UPDATE studies SET band = COALESCE((SELECT {_STUDY_BAND} {_OF_STUDY} ="
+        f" studies.study_key), {BAND_NO_FINDING}),"
+        f" suspicion = (SELECT {_STUDY_SUSPICION} {_OF_STUDY} = studies.study_key),"
+        f" top_instance_id = (SELECT r.instance_id {_OF_STUDY} = studies.study_key"
+        f"  ORDER BY {RESULTS_IN_CLINICAL_ORDER}, r.instance_id LIMIT 1)")

@@ -49,7 +49,7 @@ def test_v2_database_is_upgraded_in_place(tmp_path):
     path = tmp_path / "box.db"
     _v2_database(path)
     conn = db.open_database(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 10
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 12
     studies = conn.execute("SELECT id, study_key, alert, received_at FROM studies"
                            " ORDER BY study_key").fetchall()
     assert [(r["study_key"], r["alert"], r["received_at"]) for r in studies] == [
@@ -128,7 +128,7 @@ def test_v3_database_is_upgraded_in_place(tmp_path):
     path = tmp_path / "box.db"
     _v3_database(path)
     conn = db.open_database(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 10
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 12
     rows = conn.execute("SELECT id, status, spool_path, image_deleted_at, image_rows,"
                         " image_columns FROM instances ORDER BY id").fetchall()
     assert [tuple(r) for r in rows] == [(1, "processed", "p1", None, None, None),
@@ -251,7 +251,7 @@ def test_v7_alerts_are_kept_per_study_and_model(tmp_path):
     path = tmp_path / "box.db"
     _v7_database(path)
     conn = db.open_database(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 10
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 12
     alerted = conn.execute("SELECT study_key, model, seq, at FROM alerted_studies").fetchall()
     assert [tuple(r) for r in alerted] == [("1.2.1", "ct-lesion", 7, 250.0)]  # its top model
     # the alerted study's alerts count as queued (retention may delete its images)
@@ -289,7 +289,7 @@ def test_v8_database_gains_the_audit_trail(tmp_path):
     assert "audit" not in db._tables(conn)
     conn.close()
     conn = db.open_database(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 10
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 12
     assert {"audit", "audit_anchor"} <= db._tables(conn)
     triggers = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
     assert set(TRIGGERS) <= triggers
@@ -316,7 +316,7 @@ def test_v9_database_gains_the_accounts_language(tmp_path):
     conn.execute("PRAGMA user_version=9")
     conn.close()
     conn = db.open_database(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 10
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 12
     [carl] = Accounts(conn).all()
     assert (carl.name, carl.language) == ("carl", "")
     Accounts(conn).set_language(carl.id, "zh_CN")
@@ -324,3 +324,45 @@ def test_v9_database_gains_the_accounts_language(tmp_path):
     again = db.open_database(path)  # opening an upgraded database changes nothing
     assert Accounts(again).get(carl.id).language == "zh_CN"
     again.close()
+
+
+def test_v10_studies_gain_their_clinical_order_without_being_completed_again(tmp_path):
+    """v11: a study's band and the probability it is ranked by come from the images the
+    model gave a result for; an image outside the validated range at 0.96 ranks below a
+    finding at 0.30 and shows no probability. The rows' times stay, so nothing is completed
+    or sent to the PACS again."""
+    path = tmp_path / "box.db"
+    conn = db.connect(path)
+    db.initialise(conn)
+    for n, (study, probability, finding, assessment) in enumerate((
+            ("outside", 0.96, 0, "outside_validated_range"), ("found", 0.30, 1, "finding"),
+            ("blank", 0.0, 0, "not_assessable"), ("clear", 0.05, 0, "no_finding")), start=1):
+        conn.execute("INSERT INTO instances(id, local_id, study_instance_uid, status,"
+                     " spool_path, size_bytes, received_at, updated_at, source)"
+                     " VALUES (?, ?, ?, 'processed', '', 1, ?, ?, 'dicom')",
+                     (n, f"l{n}", study, n, n))
+        conn.execute("INSERT INTO results(instance_id, model_id, backend, probability, finding,"
+                     " alert, findings_json, warnings_json, key_frame, frames_inferred,"
+                     " timings_json, created_at, assessment)"
+                     " VALUES (?, 'm', 'b', ?, ?, 0, '[]', '[]', 0, 1, '{}', ?, ?)",
+                     (n, probability, finding, n, assessment))
+        conn.execute("INSERT INTO studies(study_key, instances, max_probability, findings,"
+                     " alert, warnings, received_at, updated_at, completed_at)"
+                     " VALUES (?, 1, ?, ?, 0, 0, ?, ?, ?)", (study, probability, finding, n,
+                                                             n, n))
+    conn.execute("DROP INDEX studies_clinical_order")  # as a v10 box has it
+    conn.execute("ALTER TABLE studies DROP COLUMN band")
+    conn.execute("ALTER TABLE studies DROP COLUMN suspicion")
+    conn.execute("CREATE INDEX studies_suspicion ON studies(alert DESC, max_probability DESC,"
+                 " received_at DESC)")
+    conn.execute("PRAGMA user_version=10")
+    conn.close()
+    conn = db.open_database(path)
+    rows = conn.execute("SELECT study_key, band, suspicion, updated_at, completed_at"
+                        " FROM studies ORDER BY band, suspicion DESC, received_at DESC").fetchall()
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        ("found", 1, 0.30), ("blank", 2, None), ("outside", 2, None), ("clear", 3, 0.05)]
+    assert all(r[3] == r[4] for r in rows)  # times untouched: not completed again
+    assert "studies_suspicion" not in {r[0] for r in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'index'")}
+    conn.close()
