@@ -14,12 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from firmware_app.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from firmware_app.cli.infer_wording import verdict_word
+from firmware_app.errors import EXIT_OK, EXIT_USAGE
 from firmware_app.i18n import N_, gettext
 from firmware_app.i18n.text import ljust, rjust
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db
-from web import labels, reasons, wording
+from web import reasons
 
 _ = gettext
 #: the counts ``clinibox status`` prints, by key (English: the keys themselves, as before)
@@ -72,111 +73,11 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
-    """Analyse files directly, without the service, through the service's own path
-    (``inference/analysis.py``: decoder sandbox, routing rules and modality list, quality,
-    validated range)."""
-    import tempfile
+    """Analyse files, folders and DICOMDIRs directly, without the service, through the
+    service's own path (``cli/infer.py``)."""
+    from firmware_app.cli.infer import run_infer
 
-    from firmware_app.imaging.sandbox import DecodeSandbox
-    from firmware_app.imaging.wrap import is_picture, wrap_picture
-    from firmware_app.inference.analysis import analyse_object
-    from firmware_app.models.routing import Router
-    from firmware_app.service.appliance import load_runner
-
-    config = _load_config(args)
-    runner = load_runner(config)
-    sandbox = DecodeSandbox(config.limits)
-    reports: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="clinibox-infer-") as scratch:
-        router = Router(config.routing.rules, {runner.package.name: runner.package},
-                        runner.package.name)
-
-        def route(image):  # the box's own model; a rule naming another is not analysed here
-            chosen = router.route(image)
-            return runner if chosen.model else chosen.reason
-
-        for name in args.files:
-            path = Path(name)
-            report: dict[str, Any] = {"file": str(path)}
-            reports.append(report)
-            try:
-                with open(path, "rb") as handle:
-                    head = handle.read(132)
-                if is_picture(head):  # a PNG/JPEG export, wrapped as the USB import does
-                    wrapped = Path(scratch) / f"{len(reports)}.dcm"
-                    wrapped.write_bytes(wrap_picture(path.read_bytes()))
-                    path = wrapped
-                outcome = analyse_object(path, route, config, sandbox)
-            except (ValueError, OSError) as exc:
-                report.update(status="quarantined", reason=str(exc))
-                continue
-            if outcome.status != "processed":
-                report.update(status=outcome.status, reason=outcome.reason)
-                continue
-            assert outcome.decoded is not None and outcome.analysis is not None
-            analysis, found = outcome.analysis, outcome.analysis.findings
-            report.update(
-                status="processed",
-                modality=outcome.decoded.modality,
-                probability=round(found.probability, 4),
-                assessment=found.assessment,
-                assessment_reason=found.assessment_reason,
-                finding=found.finding,
-                alert=found.alert,
-                lesions=[lesion.to_dict() for lesion in found.lesions],
-                class_probabilities={k: round(float(v), 4) for k, v in found.classes.items()},
-                findings=[{"label": b.label, "score": round(b.score, 4),
-                           "box": [round(v, 1) for v in (b.x0, b.y0, b.x1, b.y1)]}
-                          for b in found.boxes],
-                warnings=analysis.warnings,
-                key_frame=found.key_frame,
-                frames_inferred=analysis.frames_inferred,
-                model_id=runner.package.model_id,
-                backend=runner.backend_label,
-                timings_ms={k: round(v, 2) for k, v in outcome.timings.items()},
-            )
-    sandbox.close()
-    if args.json:
-        json.dump(reports, sys.stdout, indent=2)
-        print()
-    else:
-        print(_("model %(model)s on %(backend)s", model=runner.package.model_id,
-                backend=runner.backend_label))
-        print(_("intended use: %(use)s", use=wording.intended_use(
-            runner.package.manifest.get("intended_use", "")) or "-"))
-        for r in reports:
-            _print_inferred(r)
-    return EXIT_OK if all(r["status"] == "processed" for r in reports) else EXIT_FAIL
-
-
-def _verdict_word(r: dict[str, Any]) -> str:
-    if r["alert"]:
-        return _("ALERT")
-    return _("finding") if r["finding"] else _("no finding")
-
-
-def _print_inferred(r: dict[str, Any]) -> None:
-    """One analysed file of ``clinibox infer`` for a person."""
-    if r["status"] != "processed":
-        print(_("%(file)s: QUARANTINED — %(reason)s", file=r["file"], reason=r["reason"]))
-        return
-    if r["assessment"] == "not_assessable":
-        print(_("%(file)s: NOT ASSESSABLE — %(reason)s (no result)", file=r["file"],
-                reason=reasons.reason_text(r["assessment_reason"])))
-        return
-    if r["assessment"] == "outside_validated_range":
-        print(_("%(file)s: OUTSIDE VALIDATED RANGE — %(reason)s (no result)", file=r["file"],
-                reason=reasons.reason_text(r["assessment_reason"])))
-        return
-    print(_("%(file)s: %(verdict)s (lesion probability %(p)s, %(boxes)s box(es))",
-            file=r["file"], verdict=_verdict_word(r), p=f"{r['probability']:.2f}",
-            boxes=len(r["findings"])))
-    for n, lesion in enumerate(r["lesions"], start=1):
-        print("    " + _("lesion %(n)s: %(label)s p=%(p)s, %(size)s", n=n,
-                label=labels.class_label(lesion["label"]),
-                p=f"{lesion['probability']:.2f}", size=wording.size(lesion)))
-    for w in r["warnings"]:
-        print("    " + _("warning: %(message)s", message=reasons.reason_text(w["message"])))
+    return run_infer(args)
 
 
 def status_report(config: config_module.Config) -> dict[str, Any]:
@@ -272,7 +173,7 @@ def _result_detail(r: dict[str, Any]) -> str:
     if r["status"] == "processed" and r["assessment"] == "outside_validated_range":
         return _("outside validated range: %(reason)s", reason=reason(r["assessment_reason"]))
     if r["status"] == "processed":
-        detail = _("%(verdict)s, p=%(p)s, %(boxes)s box(es)", verdict=_verdict_word(r),
+        detail = _("%(verdict)s, p=%(p)s, %(boxes)s box(es)", verdict=verdict_word(r),
                    p=f"{r['probability']:.2f}", boxes=len(r["findings"]))
         if r["warnings"]:
             detail += _("; ") + _("; ").join(reason(w["message"]) for w in r["warnings"])
@@ -315,6 +216,52 @@ def cmd_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: what ``clinibox infer --help`` says after its options
+INFER_EPILOG = """\
+PATH: DICOM or PNG/JPEG files, folders (walked recursively; files whose content is
+DICOM or a PNG/JPEG picture are taken, hidden and other files skipped) and DICOMDIR
+files (their image records). Progress goes to stderr.
+
+--labels CSV: UTF-8 with a header row naming the columns 'study' (a Study Instance
+UID, or the path of one of the study's files, absolute or relative to the labels
+file's folder or to the current folder) and 'label' (1: the study has a lesion,
+0: it has none); other columns are ignored. Only studies the model gave a result
+for are scored (predicted positive when the study's assessment is 'finding', at
+the package's operating threshold); studies not assessable, outside the validated
+range or not analysed are listed apart, never counted as negatives. Intervals are
+95 %: Wilson score for sensitivity and specificity, DeLong for the AUC.
+
+exit status: 0 every file was analysed; 1 some paths or files gave no result
+(not found, not readable, not an image, not analysed), the others were analysed
+and the outputs written; 2 nothing could be analysed, or a usage error (bad
+option, config or labels file, an output folder that does not exist).
+"""
+
+
+def _add_infer_parser(sub: argparse._SubParsersAction,
+                      with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
+                      ) -> None:
+    """Register ``clinibox infer``."""
+    p = with_config(sub.add_parser(
+        "infer", help="analyse files and folders now, without the service",
+        epilog=INFER_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter))
+    p.add_argument("files", nargs="+", metavar="PATH",
+                   help="DICOM/PNG/JPEG files, folders (recursive) or DICOMDIR files")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON record per file or path on stdout (English; the "
+                        "studies and accuracy go to --summary-json)")
+    p.add_argument("--csv", metavar="FILE",
+                   help="write one row per study, per lesion and per path without a result")
+    p.add_argument("--html", metavar="FILE",
+                   help="write a self-contained HTML summary with charts")
+    p.add_argument("--labels", metavar="CSV",
+                   help="truth per study (see below): adds sensitivity, specificity and AUC")
+    p.add_argument("--summary-json", metavar="FILE",
+                   help="write the whole batch as JSON: files, studies, accuracy")
+    p.add_argument("--no-progress", action="store_true", help="print no progress on stderr")
+    p.set_defaults(func=cmd_infer)
+
+
 def add_parsers(sub: argparse._SubParsersAction,
                 with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
     """Register the box's own commands: serve, web, infer, status, results, keys, config."""
@@ -324,10 +271,7 @@ def add_parsers(sub: argparse._SubParsersAction,
     p.set_defaults(func=cmd_serve)
     with_config(sub.add_parser("web", help="run the clinic viewer alone (HTTPS)")).set_defaults(
         func=cmd_web)
-    p = with_config(sub.add_parser("infer", help="analyse files now, without the service"))
-    p.add_argument("files", nargs="+")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_infer)
+    _add_infer_parser(sub, with_config)
     p = with_config(sub.add_parser("status", help="counts, quarantine reasons, last errors"))
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)

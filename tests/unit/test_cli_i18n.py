@@ -141,3 +141,31 @@ def test_the_clinics_setting_speaks_on_a_neutral_terminal(tmp_path, capsys):
                     '[web]\nlanguage = "zh_CN"\n')
     assert main(["audit", "--verify", "--config", str(path)]) == 0  # LANG=C.UTF-8 (conftest)
     assert capsys.readouterr().out.strip().startswith("审计链：完好")
+
+
+def test_infer_batch_in_chinese(tmp_path, capsys, monkeypatch):
+    """``clinibox infer`` in batch speaks Chinese on a Chinese terminal, its HTML summary
+    too (data — paths, ids, names — shown as recorded); ``--json`` stays English."""
+    import numpy as np
+
+    from converters.phantom_dicom import ct_dataset, write_dicom
+    from converters.phantoms import generate
+    from tests.i18n_text import visible_text
+
+    _chinese_terminal(monkeypatch)
+    write_dicom(ct_dataset(generate("ct", np.random.default_rng(2), lesion=True)),
+                tmp_path / "a.dcm")
+    config = tmp_path / "box.toml"
+    config.write_text('[runtime]\nbackend = "onnxruntime"\n')
+    missing, html = tmp_path / "missing.dcm", tmp_path / "summary.html"
+    assert main(["infer", "--config", str(config), "--no-progress", str(tmp_path / "a.dcm"),
+                 str(missing), "--html", str(html)]) == 1
+    out = capsys.readouterr().out
+    assert f"未找到：{missing}" in out
+    assert "已分析图像：1；检查：1" in out and "1 个路径或文件没有结果" in out
+    page = html.read_text(encoding="utf-8")
+    assert 'lang="zh-CN"' in page and "演示模型" in page and "每项检查的病灶数" in page
+    assert english_sentences(visible_text(page)) == []
+    assert main(["infer", "--config", str(config), "--json", str(missing)]) == 2
+    assert json.loads(capsys.readouterr().out) == [
+        {"file": str(missing), "status": "not_found", "reason": ""}]

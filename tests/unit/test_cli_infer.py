@@ -11,7 +11,7 @@ from converters.phantoms import generate
 from firmware_app.cli.table import main
 
 
-def test_infer_json_reports_findings_and_quarantine_reasons(tmp_path, capsys):
+def test_infer_json_reports_findings_and_why_a_file_gave_none(tmp_path, capsys):
     rng = np.random.default_rng(21)
     lesion = generate("ct", rng, lesion=True)
     write_dicom(ct_dataset(lesion), tmp_path / "lesion.dcm")
@@ -31,8 +31,23 @@ def test_infer_json_reports_findings_and_quarantine_reasons(tmp_path, capsys):
     assert reports["lesion.dcm"]["backend"] == "onnxruntime:onnx/fp32 + onnxruntime:onnx/fp32"
     assert reports["clean.png"]["modality"] == "OT"  # wrapped as Secondary Capture
     assert reports["lesion.dcm"]["probability"] > reports["clean.png"]["probability"]
-    assert reports["broken.dcm"]["status"] == "quarantined"
+    # the command line received nothing: a file it cannot decode is not "quarantined"
+    assert reports["broken.dcm"]["status"] == "not_decodable"
     assert reports["broken.dcm"]["reason"]
+    assert reports["lesion.dcm"]["study_key"] and reports["lesion.dcm"]["instance_uid"]
+
+
+def test_infer_says_not_found_and_could_not_be_read_never_quarantined(tmp_path, capsys):
+    (tmp_path / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00")
+    config = tmp_path / "box.toml"
+    config.write_text('[runtime]\nbackend = "onnxruntime"\n')
+    code = main(["infer", "--config", str(config), str(tmp_path / "broken.dcm"),
+                 str(tmp_path / "missing.dcm")])
+    out = capsys.readouterr().out
+    assert code == 2  # nothing could be analysed
+    assert f"{tmp_path / 'broken.dcm'}: could not be read as an image: " in out
+    assert f"not found: {tmp_path / 'missing.dcm'}" in out
+    assert "QUARANTINED" not in out.upper()
 
 
 def test_infer_human_output_names_the_model_and_its_intended_use(tmp_path, capsys):

@@ -1,0 +1,118 @@
+"""``clinibox infer``'s files rolled up into studies (by Study Instance UID).
+
+A study's assessment, in clinical order (as the worklist bands them):
+
+1. ``finding`` when any image has a finding (``alert`` when any image alerts);
+2. otherwise, when any image is ``not_assessable`` or ``outside_validated_range``, that
+   assessment (the first of the two in that order): the model gives no result for the
+   study as a whole and a doctor must read it, however clear its other images were;
+3. otherwise ``no_finding`` when the model judged at least one image;
+4. otherwise ``not_analysed`` (no image of it was one the model is meant for).
+
+Its probability is the highest of the images the model gave a result for, shown only
+for ``finding`` and ``no_finding``; for the others the highest raw figure is kept as
+``probability_not_shown`` (for audit, never shown as a result). Lesions are counted
+per image, as the model reports them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from firmware_app.inference.assessment import UNJUDGED, is_judged
+
+#: a study no image of which the model analysed
+NOT_ANALYSED = "not_analysed"
+
+
+@dataclass
+class FileResult:
+    """One file's report (the ``--json`` record) and the patient strings of its image, which
+    stay out of the JSON and the CSV (the HTML summary names the patient)."""
+
+    report: dict[str, Any]
+    display: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def processed(self) -> bool:
+        """True when the model analysed the image."""
+        return self.report["status"] == "processed"
+
+
+@dataclass
+class StudySummary:
+    """One study of the batch, rolled up from its files (the rules of the module)."""
+
+    key: str
+    files: list[FileResult] = field(default_factory=list)
+    assessment: str = NOT_ANALYSED
+    alert: bool = False
+    probability: float | None = None
+    probability_not_shown: float | None = None
+    assessment_reason: str = ""
+    lesions: int = 0
+    largest_long_axis_mm: float | None = None
+    display: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def images(self) -> int:
+        """How many of its images the model analysed."""
+        return sum(1 for f in self.files if f.processed)
+
+    @property
+    def judged(self) -> bool:
+        """True when the model gave a result for the study (finding or no finding)."""
+        return self.assessment in ("finding", "no_finding")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The study as JSON-ready values."""
+        return {"study_key": self.key, "assessment": self.assessment, "alert": self.alert,
+                "probability": self.probability,
+                "probability_not_shown": self.probability_not_shown,
+                "assessment_reason": self.assessment_reason, "images": self.images,
+                "files": [f.report["file"] for f in self.files], "lesions": self.lesions,
+                "largest_long_axis_mm": self.largest_long_axis_mm}
+
+
+def _roll_up(study: StudySummary) -> None:
+    """Fill ``study``'s assessment, probability and lesions from its files."""
+    reports = [f.report for f in study.files if f.processed]
+    assessments = [r["assessment"] for r in reports]
+    judged = [r for r in reports if is_judged(r["assessment"])]
+    unjudged = [code for code in UNJUDGED if code in assessments]
+    if "finding" in assessments:
+        study.assessment = "finding"
+    elif unjudged:
+        study.assessment = unjudged[0]
+        study.assessment_reason = next(r["assessment_reason"] for r in reports
+                                       if r["assessment"] == unjudged[0])
+    elif judged:
+        study.assessment = "no_finding"
+    study.alert = any(r["alert"] for r in reports)
+    shown = [r["probability"] for r in judged if r["probability"] is not None]
+    if study.judged and shown:
+        study.probability = max(shown)
+    elif reports:
+        raw = [r["probability"] if r["probability"] is not None
+               else r.get("probability_not_shown") for r in reports]
+        study.probability_not_shown = max((p for p in raw if p is not None), default=None)
+    lesions = [lesion for r in reports for lesion in r["lesions"]]
+    study.lesions = len(lesions)
+    sizes = [lesion["long_axis_mm"] for lesion in lesions if lesion.get("units") == "mm"
+             and lesion.get("long_axis_mm") is not None]
+    study.largest_long_axis_mm = max(sizes, default=None)
+    study.display = next((f.display for f in study.files if f.display), {})
+
+
+def roll_up_studies(results: list[FileResult]) -> list[StudySummary]:
+    """The studies of ``results`` (files without a study key left out), in order of first
+    appearance."""
+    studies: dict[str, StudySummary] = {}
+    for result in results:
+        key = result.report.get("study_key")
+        if key:
+            studies.setdefault(key, StudySummary(key)).files.append(result)
+    for study in studies.values():
+        _roll_up(study)
+    return list(studies.values())

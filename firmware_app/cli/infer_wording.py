@@ -1,0 +1,66 @@
+"""What ``clinibox infer`` says of a file, a path or a study, in the current language.
+
+Nothing here is "quarantined": the command line received nothing. A path that
+does not exist is *not found*; one the operating system will not read is *not
+readable* (with its reason); a file the decoder cannot read *could not be read
+as an image* (the decoder's reason); an image no model here is meant for is *not
+analysed* (the routing's reason).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from firmware_app.i18n import gettext, ngettext
+from web import labels, reasons
+
+_ = gettext
+def verdict_word(report: dict[str, Any]) -> str:
+    """An analysed image's verdict in a word: ALERT, finding or no finding."""
+    if report["alert"]:
+        return _("ALERT")
+    return _("finding") if report["finding"] else _("no finding")
+
+
+def assessment_words(code: str) -> str:
+    """A study's or image's assessment in words (``not_analysed`` included)."""
+    return labels.status(code) if code == "not_analysed" else labels.assessment(code)
+
+
+def problem_reason(report: dict[str, Any]) -> str:
+    """Why a path or file gave no result, without its path (for a table)."""
+    status, reason = report["status"], report.get("reason") or ""
+    if status == "no_files":
+        return ngettext("no DICOM or picture file in the folder (%(num)d other file skipped)",
+                        "no DICOM or picture file in the folder (%(num)d other files skipped)",
+                        int(report.get("skipped") or 0))
+    if status == "not_found":
+        return _("not found (%(reason)s)", reason=reason) if reason else _("not found")
+    if status == "not_readable":
+        return _("not readable (%(reason)s)", reason=reason)
+    if status == "bad_dicomdir":
+        return _("DICOMDIR could not be read: %(reason)s", reason=reason)
+    if status == "not_analysed":
+        return _("not analysed: %(reason)s", reason=reasons.reason_text(reason))
+    return _("could not be read as an image: %(reason)s", reason=reasons.reason_text(reason))
+
+
+def problem_line(report: dict[str, Any]) -> str:
+    """One line for a person about a path or file that gave no result."""
+    status, path, reason = report["status"], report["file"], report.get("reason") or ""
+    if status == "not_found":
+        return (_("not found: %(path)s (%(reason)s)", path=path, reason=reason) if reason
+                else _("not found: %(path)s", path=path))
+    if status == "not_readable":
+        return _("not readable: %(path)s (%(reason)s)", path=path, reason=reason)
+    if status == "no_files":
+        return ngettext("%(path)s: no DICOM or picture file in the folder (%(num)d other file "
+                        "skipped)", "%(path)s: no DICOM or picture file in the folder (%(num)d "
+                        "other files skipped)", int(report.get("skipped") or 0), path=path)
+    if status == "bad_dicomdir":
+        return _("%(path)s: DICOMDIR could not be read: %(reason)s", path=path, reason=reason)
+    if status == "not_analysed":
+        return _("%(path)s: NOT ANALYSED — %(reason)s", path=path,
+                 reason=reasons.reason_text(reason))
+    return _("%(path)s: could not be read as an image: %(reason)s", path=path,
+             reason=reasons.reason_text(reason))
