@@ -136,6 +136,8 @@ def create_app(config: Config) -> Flask:
         facts = app.config["CLINIBOX"].package_facts()
         return {"account": current_account(), "words": wording, "labels": labels,
                 "model_notice": wording.intended_use(facts.get("intended_use", "")),
+                # the whole warning for the technician's device page; a short line for all
+                "demo_box": app.config["CLINIBOX"].config.trusts_demo_key,
                 "demo_trust": gettext(DEMO_TRUST_WARNING) if app.config["CLINIBOX"].config
                 .trusts_demo_key else ""}
     _error_pages(app)

@@ -15,7 +15,8 @@ from firmware_app.storage.audit import ACTIONS
 VERDICTS = {"agree": N_("agree"), "disagree": N_("disagree"), "unsure": N_("unsure")}
 #: the badge of a study row in the worklist, by level
 LEVELS = {"alert": N_("ALERT"), "finding": N_("finding"), "unassessable": N_("not assessable"),
-          "outside": N_("outside validated range"), "clear": N_("no finding")}
+          "outside": N_("outside validated range"), "clear": N_("no finding"),
+          "doctor_must_read": N_("doctor must read")}
 #: instance statuses as the worklist and quarantine list show them
 STATUSES = {"queued": N_("queued"), "processing": N_("processing"),
             "quarantined": N_("quarantined"), "failed": N_("failed"),

@@ -44,13 +44,12 @@ class ReportContent:
     findings: list[str]  # plain-language lines
     warnings: list[str]  # quality warnings, plain language
     model_id: str
-    backend: str
     notice: str  # "This result assists a doctor and does not replace one." (+ demo line)
     generated: str  # formatted date/time the report was made
     key_image_png: bytes | None = None
     #: shown instead of the key image when there is none (e.g. deleted by retention)
     image_note: str = ""
-    #: the study's lesions in one sentence (count, largest diameter, class probabilities)
+    #: the study's lesions in one sentence (count, largest diameter)
     summary: str = ""
     #: a note printed first (e.g. why a report asked for in Chinese is in English)
     font_note: str = ""

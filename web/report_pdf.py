@@ -133,8 +133,7 @@ def report_pdf(content: ReportContent, *, font_dirs: Sequence[Path] | None = Non
 
     pdf.use_font(size=9)
     model = clean_text(content.model_id, FIELD_LIMIT) or _("unknown")
-    backend = clean_text(content.backend, FIELD_LIMIT) or _("unknown")
-    pdf.paragraph(_("Model: %(model)s · runtime: %(backend)s", model=model, backend=backend), 5)
+    pdf.paragraph(_("Model: %(model)s", model=model), 5)
     pdf.ln(3)
 
     pdf.use_font(bold=True, size=10)

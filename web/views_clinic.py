@@ -33,6 +33,7 @@ from flask import (
 )
 
 from firmware_app import i18n
+from firmware_app.i18n import formats
 from firmware_app.i18n.fonts import PACKAGE_HINT, find_cjk_font
 from firmware_app.storage import audit, db
 from firmware_app.storage import studies as queries
@@ -158,7 +159,9 @@ def study(study_id: int):
     shared = {
         "study": found, "instance": instance, "level": level, "headline": headline,
         "verdicts": VERDICTS, "warnings": [wording.warning_text(w) for w in instance.warnings],
-        "notice": wording.assist_notice(), "summary": wording.study_summary(found["summary"]),
+        "summary": wording.study_summary(found["summary"]),
+        "class_caution": wording.class_caution(
+            _viewer().package_facts().get("intended_use", "")),
         "other_frames": wording.other_frame_lines(instance.boxes, instance.lesions),
         "lesion_rows": on_image.lesion_rows(instance.lesions),
         "previous": on_image.previous_study(conn, study_id)}
@@ -335,14 +338,15 @@ def _pdf_answer(study_id: int, font_note: str) -> Response:
     facts = _report(study_id)
     found, top = facts["study"], facts["top"]
     content = ReportContent(
-        patient_name=found["patient_name"], patient_id=found["patient_id"],
+        patient_name=formats.person_name(found["patient_name"]),
+        patient_id=found["patient_id"],
         study_date=wording.dicom_date(found["study_date"]),
         study_description=found["study_description"], modality=found["modality"] or "",
         received=wording.local_time(found["received_at"]), verdict=facts["headline"],
         summary=facts["summary"],
         findings=facts["findings"] or [i18n.gettext("No marked areas.")],
         warnings=facts["warnings"],
-        model_id=top.model_id, backend=top.backend, notice=facts["notice"],
+        model_id=top.model_id, notice=facts["notice"],
         generated=facts["generated"],
         key_image_png=None if facts["image_gone"] else _key_image(top.id),
         image_note=facts["image_gone"], font_note=font_note)

@@ -74,15 +74,41 @@ def verdict(alert: bool, finding: bool, assessment: str = "", reason: str = ""
             why = _("%(why)s; rescan suggested", why=why)
         return "unassessable", _("Not assessable: %(why)s. The model gives no result for this "
                                  "image; a doctor must read it", why=why)
-    if assessment == "outside_validated_range":
-        if not reason:
-            return "outside", _("Outside what the model was validated on. The model gives no "
-                                "result for this image; a doctor must read it")
-        why = reasons.reason_text(reason)
-        return "outside", _("Outside what the model was validated on (%(why)s). The model "
-                            "gives no result for this image; a doctor must read it",
-                            why=why[:1].lower() + why[1:])
+    if assessment == "outside_validated_range":  # how far outside is the technician's
+        return "outside", _("Outside what the model was validated on. The model gives no "
+                            "result for this image; a doctor must read it")
     return "clear", _("No suspicious area found by the model")
+
+
+#: what the finding page adds to its headline, by level (where the headline leaves it out)
+_NEXT_STEP = {
+    "alert": N_("The marked areas on the image show where to look."),
+    "finding": N_("The marked areas on the image show where to look."),
+    "clear": N_("A doctor still reads every study as usual."),
+}
+
+
+def next_step(level: str, marked: bool = True) -> str:
+    """What to do now, for the study's level (alert, finding, unassessable, outside, clear)
+    beyond what its headline says ("" for none); ``marked``: the image has marked areas."""
+    if level in ("alert", "finding") and not marked:
+        return no_place()
+    return _(_NEXT_STEP[level]) if level in _NEXT_STEP else ""
+
+
+def no_place() -> str:
+    """Said of a finding the model could not locate: no marked area to look at."""
+    return _("The model finds this image suspicious but cannot point to one area: a doctor "
+             "should read the whole image.")
+
+
+def class_caution(intended_use_statement: str) -> str:
+    """Said beside a lesion's kind (benign, malignant …): a guess, and for a demonstration
+    model one not to act on (the model card's own caution)."""
+    if (intended_use_statement or "").strip() in KNOWN_INTENDED_USES:
+        return _("The kind of lesion is the guess of a demonstration model trained on "
+                 "phantoms: do not act on it.")
+    return _("The kind of lesion is the model's guess; only a doctor can say what it is.")
 
 
 def size(lesion: dict[str, Any]) -> str:
@@ -102,7 +128,8 @@ def classes(probabilities: dict[str, float] | None) -> str:
 
 
 def study_summary(summary: dict[str, Any] | None) -> str:
-    """The study's lesions in one sentence ("" when it has none)."""
+    """The study's lesions in one sentence: how many and the largest ("" when it has none).
+    Each lesion's kind is said beside it, with its caution, never summed up here."""
     if not summary or not summary.get("lesions"):
         return ""
     parts = [ngettext("%(num)d lesion in the study", "%(num)d lesions in the study",
@@ -112,10 +139,15 @@ def study_summary(summary: dict[str, Any] | None) -> str:
         parts.append(_("largest diameter %(size)s mm", size=largest)
                      if summary.get("units") == "mm" else
                      _("largest diameter %(size)s pixels (no calibration)", size=largest))
-    for label, p in sorted(summary.get("highest_class_probabilities", {}).items()):
-        parts.append(_("highest %(label)s probability %(percent)s",
-                       label=labels.class_label(label), percent=percent(p)))
     return _("; ").join(parts)
+
+
+def metric(value: Any, digits: int = 3) -> str:
+    """A validation figure of a model card (AUC, sensitivity …) to ``digits`` decimals; what
+    is not a number as it is ("–" when missing)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return formats.decimal(float(value), digits)
+    return formats.MISSING if value is None else str(value)
 
 
 def percent(probability: float | None) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from babel.dates import format_date, format_time
+from babel.dates import format_date, format_skeleton, format_time
 from babel.numbers import format_decimal, format_percent
 
 from firmware_app.i18n.catalog import current
@@ -41,6 +41,24 @@ def moment(epoch: float | None, with_seconds: bool = False) -> str:
     return f"{format_date(when, 'long', locale=language)} {clock}"
 
 
+def moment_in_list(epoch: float | None) -> str:
+    """An epoch time for a list's narrow column: the clock alone today (``14:05``), the day
+    and clock this year (``11-23 14:05`` / ``11月23日 14:05``), else the whole moment."""
+    if epoch is None:
+        return MISSING
+    when, today = dt.datetime.fromtimestamp(epoch), dt.date.today()
+    if when.year != today.year:
+        return moment(epoch)
+    language = current()
+    clock = when.strftime("%H:%M") if language == ENGLISH else format_time(
+        when, "short", locale=language)
+    if when.date() == today:
+        return clock
+    on = when.strftime("%m-%d") if language == ENGLISH else format_skeleton(
+        "MMMd", when, locale=language)
+    return f"{on} {clock}"
+
+
 def decimal(value: float | None, digits: int = 1) -> str:
     """A number with ``digits`` decimals in the locale's symbols (``–`` when missing).
 
@@ -63,3 +81,35 @@ def percent(probability: float | None) -> str:
     if language == ENGLISH:
         return f"{whole} %"
     return format_percent(Decimal(whole) / 100, format="#,##0%", locale=language)
+
+
+def _ideographic(text: str) -> bool:
+    """True when ``text`` is written in CJK ideographs (a Chinese, Japanese or Korean name)."""
+    return any("\u3400" <= ch <= "\u9fff" or "\uac00" <= ch <= "\ud7af" for ch in text)
+
+
+def person_name(value: str | None) -> str:
+    """A DICOM Person Name (PN) as a reader writes it: ``王芳`` for ``王^芳``,
+    ``DOE, JOHN A`` for ``DOE^JOHN^A`` (family name first, as on a hospital's list).
+
+    Of the PN's component groups (alphabetic ``=`` ideographic ``=`` phonetic), a Chinese
+    reader gets the ideographic one when there is one, an English reader the alphabetic
+    one; each falls back to the other. The prefix and suffix (``^^^Dr^``) go around the
+    name. A value that is not a PN (no ``^``) is shown as it is.
+    """
+    text = (value or "").strip()
+    if not text:
+        return ""
+    groups = text.split("=")
+    alphabetic, ideographic = groups[0], groups[1] if len(groups) > 1 else ""
+    preferred = [ideographic, alphabetic] if current() != ENGLISH else [alphabetic, ideographic]
+    chosen = next((group for group in preferred if group.strip("^ ")), "")
+    parts = [part.strip() for part in chosen.split("^")] + [""] * 5
+    family, given, middle, prefix, suffix = parts[:5]
+    if _ideographic(family + given):
+        name = family + given + middle
+    elif family and (given or middle):
+        name = f"{family}, {' '.join(p for p in (given, middle) if p)}"
+    else:
+        name = family or " ".join(p for p in (given, middle) if p)
+    return " ".join(p for p in (prefix, name, suffix) if p)

@@ -355,7 +355,7 @@ def test_the_pdf_report_is_made_under_the_viewers_sandbox():
     probe = ("from web.report_content import ReportContent, make_pdf\n"
              "content = ReportContent(patient_name='王小明', patient_id='P1', study_date='',\n"
              "    study_description='CT', modality='CT', received='', verdict='发现可疑区域',\n"
-             "    findings=['one'], warnings=[], model_id='m@1', backend='b', notice='n',\n"
+             "    findings=['one'], warnings=[], model_id='m@1', notice='n',\n"
              "    generated='')\n"
              "pdf = make_pdf(content, 'zh_CN')\n"
              "print(pdf[:5].decode(), len(pdf) > 10000)\n")

@@ -1,5 +1,5 @@
 """The DEMO-ONLY signing key (private half public) is trusted only where it is asked for,
-and loudly: log, self-test and every viewer page."""
+and loudly: log, self-test, the device page and a short line on every viewer page."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from firmware_app.models.package import load_package
 from firmware_app.models.store import resolve_package_root
 from firmware_app.ops.selftest import FAIL, PASS, WARN, check_signing_keys
 from firmware_app.settings.box import DEMO_PUBLIC_KEY, DEMO_TRUST_WARNING, from_dict
+from firmware_app.storage import db
+from firmware_app.storage.accounts import Accounts
 from tests.web_client import ViewerClient
 from web.app import create_app
 
@@ -59,15 +61,27 @@ def test_a_provisioned_key_is_trusted_alone(tmp_path):
 
 
 @pytest.mark.parametrize("trusted", [True, False])
-def test_every_viewer_page_carries_the_banner_while_the_demo_key_is_trusted(tmp_path, trusted):
+def test_every_viewer_page_says_demonstration_box_while_the_demo_key_is_trusted(tmp_path,
+                                                                                trusted):
+    """Clinic staff read one short line on every page, login included; the whole warning,
+    with the setting that ends it, is the technician's (the device page, the log)."""
     config = box(tmp_path, trust_demo_key=trusted)
     if not trusted:
         own = tmp_path / "keys" / "clinic.pem"
         generate_key_pair(own, own.with_suffix(".pub"))
         config.models.trusted_keys = [str(own.with_suffix(".pub"))]
-    page = ViewerClient(create_app(config)).get("/login").get_data(as_text=True)
-    assert ('class="demo-trust"' in page) is trusted
-    assert ("DEMO-ONLY signing key" in page) is trusted
+    app = create_app(config)
+    page = ViewerClient(app).get("/login").get_data(as_text=True)
+    assert ("Demonstration box — not for clinical use." in page) is trusted
+    assert "DEMO-ONLY signing key" not in page and "trust_demo_key" not in page
+    conn = db.connect(config.database_path)
+    Accounts(conn).add("tina", "keeps-the-box-running", "technician")
+    conn.close()
+    technician = ViewerClient(app)
+    technician.login("tina", "keeps-the-box-running")
+    device = technician.get("/device").get_data(as_text=True)
+    assert ('id="demo-trust"' in device) is trusted
+    assert ("trust_demo_key = false" in device) is trusted
 
 
 def test_the_service_logs_the_warning_at_start(tmp_path, caplog):

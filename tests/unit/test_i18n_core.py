@@ -133,8 +133,8 @@ def test_outside_range_and_routing_reasons_are_translated():
     with use_locale("zh_CN"):
         assert "验证界限的 3.2 倍" in reasons.translate(outside)
         level, headline = wording.verdict(False, False, "outside_validated_range", outside)
-        assert level == "outside" and headline.startswith("超出模型验证范围（这张图像")
-        assert "必须由医生阅片" in headline
+        assert level == "outside" and headline.startswith("超出模型验证范围")
+        assert "必须由医生阅片" in headline and "3.2" not in headline  # the ratio: technician
         package = SimpleNamespace(modalities=["CT", "US"], model_id="demo@1.0")
         refusal = routing.modality_refusal(package, "NM")
         assert reasons.translate(refusal) == "模型 demo@1.0 不分析 NM 图像（它接受：CT, US）"
@@ -152,3 +152,31 @@ def test_the_demo_model_cards_statement_is_in_both_languages():
             "仅供演示——用程序生成的模拟体模训练；不可用于临床"
         assert wording.intended_use("Made by someone else") == "Made by someone else"
         assert "仅供演示" in i18n.gettext(DEMO_TRUST_WARNING)
+
+
+@pytest.mark.parametrize(("value", "english", "chinese"), [
+    ("王^芳", "王芳", "王芳"),
+    ("DOE^JOHN^A", "DOE, JOHN A", "DOE, JOHN A"),
+    ("Yamada^Tarou=山田^太郎=やまだ^たろう", "Yamada, Tarou", "山田太郎"),
+    ("^^^Dr^", "Dr", "Dr"),
+    ("ANONYMOUS", "ANONYMOUS", "ANONYMOUS"),
+    ("", "", ""),
+])
+def test_patient_names_are_written_as_a_reader_writes_them(value, english, chinese):
+    """A DICOM Person Name shown as on a hospital's list: no carets; a Chinese reader gets
+    the ideographic group when there is one."""
+
+    with use_locale("en"):
+        assert formats.person_name(value) == english
+    with use_locale("zh_CN"):
+        assert formats.person_name(value) == chinese
+
+
+def test_a_finding_the_model_cannot_locate_says_so_and_what_to_do():
+    assert wording.next_step("finding", marked=True) == \
+        "The marked areas on the image show where to look."
+    unplaced = wording.next_step("alert", marked=False)
+    assert "cannot point to one area" in unplaced and "whole image" in unplaced
+    assert wording.next_step("outside") == "" and wording.next_step("unassessable") == ""
+    with use_locale("zh_CN"):
+        assert "整张图像" in wording.next_step("finding", marked=False)

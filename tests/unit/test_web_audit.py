@@ -125,7 +125,7 @@ def test_the_worklist_names_patients_so_reading_it_is_recorded_once_per_five_min
     for path in ("/?status=alert&page=2", "/worklist/rows", "/api/worklist", "/"):
         page = clinician.get(path, environ_base=CLINIC_PC)
         assert page.status_code == 200
-    assert "CLEAR^PHANTOM" in page.get_data(as_text=True)  # what makes it worth recording
+    assert "CLEAR, PHANTOM" in page.get_data(as_text=True)  # what makes it worth recording
     technician = _client(viewer, TECHNICIAN)
     assert technician.get("/api/worklist", environ_base=ELSEWHERE).status_code == 200
     rows = _rows(state, "worklist_view")

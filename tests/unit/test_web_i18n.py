@@ -194,9 +194,12 @@ def test_a_clinicians_day_reads_in_chinese(viewer):
     assert "发现可疑区域——请医生尽快查看这个检查" in texts["alert"]
     assert "区域 1：疑似病灶，位于图像" in texts["alert"] and "模型置信度" in texts["alert"]
     assert "恶性" in texts["alert"] and "良性" in texts["alert"] and " mm" in texts["alert"]
+    assert "演示模型的猜测" in texts["alert"]  # the caution beside the kind of lesion
     assert "模型未发现可疑区域" in texts["clear"]
     assert "不可评估：图像太暗，建议重新扫描。" in texts["dark"]
-    assert "超出模型验证范围（这张图像与模型验证时所用的图像差别太大" in texts["real_ct"]
+    assert "超出模型验证范围。模型对这张图像不给出结果，必须由医生阅片" in texts["real_ct"]
+    for unjudged in ("real_ct", "dark"):  # no result: no percentage, no "do you agree?"
+        assert "%" not in texts[unjudged] and "您同意吗" not in texts[unjudged], unjudged
     assert re.search(r"第 \d 帧，共 6 帧", texts["sweep"])
     for kind in ("dark", "real_ct"):
         assert "必须由医生阅片" in texts[kind] and "模型未发现" not in texts[kind]

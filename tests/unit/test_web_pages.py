@@ -103,12 +103,35 @@ def test_worklist_rows_fragment_and_json_follow_new_results(clinician):
     assert data["total"] == 5 and data["waiting"] == 1 and data["quarantined"] == 1
     assert [r["alert"] for r in data["rows"]] == [True, True, False, False, False]
     conn = db.connect(state.config.database_path)
-    conn.execute("UPDATE studies SET received_at = received_at + 1, alert = 0,"
-                 " max_probability = 0.01 WHERE id = ?", (state.studies["sweep"],))
+    conn.execute("UPDATE studies SET received_at = received_at + 1, alert = 0, band = 1,"
+                 " suspicion = 0.01 WHERE id = ?", (state.studies["sweep"],))
     conn.close()
     data = client.get("/api/worklist").get_json()
     assert next(r["id"] for r in data["rows"]) == state.studies["alert"]
     assert data["alerts"] == 1
+
+
+def test_worklist_is_in_clinical_order_and_never_ranks_a_probability_not_given(clinician):
+    """Alerts, findings, then "a doctor must read" (outside the validated range, not
+    assessable) with their reason and no percentage, then no finding: the real CT the model
+    answered 95 % for, but refused to judge, sits below every finding and shows no 95 %."""
+    state, client = clinician
+    rows = client.get("/api/worklist").get_json()["rows"]
+    levels = [r["level"] for r in rows]
+    bands = [r["band"] for r in rows]
+    assert bands == sorted(bands), levels
+    by_id = {r["id"]: r for r in rows}
+    for unjudged, level in (("real_ct", "outside"), ("dark", "unassessable")):
+        assert by_id[state.studies[unjudged]]["level"] == level
+        assert by_id[state.studies[unjudged]]["probability"] is None
+    assert levels.index("outside") > max(i for i, lv in enumerate(levels)
+                                         if lv in ("alert", "finding"))
+    assert levels.index("clear") > levels.index("outside")
+    page = _html(client.get("/"))
+    row = re.search(r'<tr class="row-outside">.*?</tr>', page, re.S).group(0)
+    result = re.search(r'<td class="result">(.*?)</td>', row, re.S).group(1)
+    assert "doctor must read" in result and "outside validated range" in result
+    assert "%" not in result
 
 
 # -- study ---------------------------------------------------------------------------------
@@ -140,7 +163,8 @@ def test_dicom_strings_are_escaped_everywhere(clinician):
         assert "<script>window.__xss" not in page, path
         assert "onerror=" not in page.replace("onerror=&#34;", "").replace("onerror=&quot;", ""), \
             path
-        assert "&lt;script&gt;window.__xss = 1&lt;/script&gt;" in page, path
+        # the name as a reader writes it (its PN groups split at "="), escaped
+        assert "&lt;script&gt;window.__xss" in page, path
     rows = {r["id"]: r for r in client.get("/api/worklist").get_json()["rows"]}
     assert rows[study]["patient_name"] == XSS_NAME  # JSON keeps the value; pages escape it
     assert rows[study]["patient_id"] == XSS_ID
@@ -251,7 +275,7 @@ def test_report_page_and_pdf(clinician):
     text = "".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.data)).pages)
     assert "Suspicious area found" in text
     assert "clinibox-demo-lesion@1.0.0" in text
-    assert "<script>window.__xss = 1</script>" in text  # a PDF shows the name as it is
+    assert "<script>window.__xss" in text  # a PDF shows the name as text, never markup
 
 
 def test_pages_images_and_reports_draw_from_the_workers_previews(clinician, monkeypatch):
@@ -292,7 +316,8 @@ def test_device_page_shows_the_box(technician):
     assert "clinibox-demo-lesion@1.0.0" in page and "signature verified" in page
     int8 = next(a for a in json.loads((DEMO / "manifest.json").read_text())["artifacts"]
                 if a["path"] == "model.int8.onnx")
-    assert "onnx/int8" in page and str(int8["validation"]["auc"]) in page  # validation metrics
+    auc = f'{int8["validation"]["auc"]:.3f}'  # validation metrics, to three decimals
+    assert "onnx/int8" in page and f"<td>{auc}</td>" in page
     assert "not configured" in page and "never connected" in page
     assert re.search(r'id="processed-today">5<', page)
     assert "not running" in page  # no appliance service in this test
@@ -377,10 +402,33 @@ def test_an_image_the_model_cannot_judge_is_never_called_clear(clinician):
     assert "Not assessable" in report and "No suspicious area found" not in report
     worklist = _html(client.get("/"))
     row = re.search(rf'href="/study/{dark}"><span class="badge (\w+)">([^<]+)<', worklist)
-    assert row and row.groups() == ("unassessable", "not assessable")
+    assert row and row.groups() == ("unassessable", "doctor must read")
     pdf = client.get(f"/study/{dark}/report.pdf")
     text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf.data)).pages)
     assert "Not assessable" in text and "No suspicious area found" not in text
+    _no_result_shown(client, state, "dark", study, report, text)
+
+
+def _no_result_shown(client, state, name: str, study: str, report: str, pdf_text: str) -> None:
+    """An image the model gives no result for shows no probability, no heatmap and no "do
+    you agree?" anywhere; its answer stays in the database and ``results --json`` under a
+    name that says it was not shown."""
+    instance = state.instances[name]
+    for text in (study, report, pdf_text):
+        assert "%" not in re.sub(r"<(style|script)\b.*?</\1>", "", text, flags=re.S), name
+        assert "probability" not in text.lower() and "do you agree" not in text.lower()
+    assert 'id="heatmap"' not in study and 'for="show-heatmap"' not in study
+    assert client.get(f"/instance/{instance}/heatmap.png").status_code == 404
+    conn = db.connect(state.config.database_path)
+    raw = conn.execute("SELECT probability, heatmap IS NOT NULL FROM results"
+                       " WHERE instance_id = ?", (instance,)).fetchone()
+    conn.close()
+    assert raw[0] is not None and raw[1] == 0  # the answer kept; no heatmap made
+    from firmware_app.storage.results import ResultStore
+    conn = db.connect(state.config.database_path)
+    row = next(r for r in ResultStore(conn).instances() if r["id"] == instance)
+    conn.close()
+    assert row["probability"] is None and row["probability_not_shown"] == raw[0]
 
 
 def test_a_real_scan_outside_the_validated_range_gets_no_verdict(clinician):
@@ -395,11 +443,13 @@ def test_a_real_scan_outside_the_validated_range_gets_no_verdict(clinician):
     assert "Outside what the model was validated on" in report
     worklist = _html(client.get("/"))
     row = re.search(rf'href="/study/{real}"><span class="badge (\w+)">([^<]+)<', worklist)
-    assert row and row.groups() == ("outside", "outside validated range")
+    assert row and row.groups() == ("outside", "doctor must read")
     pdf = client.get(f"/study/{real}/report.pdf")
     text = " ".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf.data)).pages)
     assert "Outside what the model was validated on" in " ".join(text.split())
     assert "No suspicious area found" not in text
+    assert "beyond the validated limit" not in study  # the technician's detail
+    _no_result_shown(client, state, "real_ct", study, report, text)
 
 
 def test_lesions_show_their_outline_class_and_the_study_summary(clinician):
@@ -410,7 +460,10 @@ def test_lesions_show_their_outline_class_and_the_study_summary(clinician):
     assert '<polygon class="contour" points="' in study
     summary = re.search(r'<p class="summary" id="summary">([^<]+)</p>', study)
     assert summary and "lesion" in summary.group(1) and "largest diameter" in summary.group(1)
-    assert "malignant" in summary.group(1) and " mm" in summary.group(1)
+    assert " mm" in summary.group(1) and "malignant" not in summary.group(1)  # said per lesion
+    legend = re.search(r'<p class="legend" id="legend"><small>([^<]+)</small>', study)
+    assert legend and "model confidence" in legend.group(1)
+    assert "demonstration model" in legend.group(1)  # the model card's caution beside classes
     assert re.search(r"Area 1: possible lesion .*about [\d.]+ × [\d.]+ mm.*(benign|malignant) "
                      r"\d+ %", study)
     report = _html(client.get(f"/study/{alert}/report"))
