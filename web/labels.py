@@ -61,6 +61,19 @@ ACTION_NAMES = {
 ASSESSMENTS = {"finding": N_("finding"), "no_finding": N_("no finding"),
                "not_assessable": N_("not assessable"),
                "outside_validated_range": N_("outside the validated range")}
+#: why a series of several images is read image by image, not as a volume
+#: (``inference/volume.py`` reason codes; ``single_slice`` is no series and is not said)
+SERIES_READINGS = {
+    "multi_frame": N_("its images are multi-frame objects"),
+    "no_positions": N_("its images carry no position in the patient"),
+    "no_pixel_spacing": N_("its images have no pixel spacing"),
+    "bad_orientation": N_("its images carry no valid orientation"),
+    "mixed_orientation": N_("its images lie in different orientations"),
+    "mixed_frame_of_reference": N_("its images belong to different frames of reference"),
+    "duplicate_positions": N_("two of its images lie at the same position"),
+    "tilted": N_("its stack is tilted (gantry tilt)"),
+    "gap": N_("slices are missing or unevenly spaced"),
+}
 #: account roles
 ROLES = {"clinician": N_("clinician"), "technician": N_("technician")}
 
@@ -111,6 +124,11 @@ def action_meaning(word: str) -> str:
 def assessment(word: str) -> str:
     """The model's assessment of an image."""
     return _label(ASSESSMENTS, word)
+
+
+def series_reading(code: str) -> str:
+    """Why a series is read image by image, in words (the code itself when unknown)."""
+    return _label(SERIES_READINGS, code)
 
 
 def role(word: str) -> str:

@@ -53,6 +53,29 @@ def lesion_rows(lesions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def volume_rows(volumes: Any) -> list[dict[str, Any]]:
+    """One row per 3-D lesion of the study's series read as volumes
+    (``storage/volumes.StudyVolumes``): its number, label and confidence, axes, depth,
+    volume (and whether it was estimated from boxes), slices and its key image."""
+    rows = []
+    lesions = [lesion for series in volumes.series if series.read_as == "volume"
+               for lesion in series.lesions]
+    for number, lesion in enumerate(lesions, start=1):
+        rows.append({
+            "number": number, "label": labels.class_label(lesion.label),
+            "probability": wording.percent(lesion.probability),
+            "size": (f"{formats.decimal(lesion.long_axis_mm)} × "
+                     f"{formats.decimal(lesion.short_axis_mm)} mm"
+                     if lesion.long_axis_mm is not None else formats.MISSING),
+            "depth": f"{formats.decimal(lesion.z_extent_mm)} mm",
+            "volume": f"{formats.decimal(lesion.volume_mm3, 0)} mm³",
+            "from_boxes": lesion.volume_from == "box",
+            "slices": lesion.slices, "key_instance_id": lesion.key_instance_id,
+            "instance_ids": list(lesion.instance_ids),
+        })
+    return rows
+
+
 def previous_study(conn: sqlite3.Connection, study_id: int) -> dict[str, Any] | None:
     """The same patient's latest earlier study on this box, ready to show beside the current
     one (date, modality, description, headline, summary, key image), or None."""

@@ -37,7 +37,7 @@ from firmware_app.i18n import formats
 from firmware_app.i18n.fonts import PACKAGE_HINT, find_cjk_font
 from firmware_app.storage import audit, db
 from firmware_app.storage import studies as queries
-from web import audit_trail, labels, on_image, render, wording
+from web import audit_trail, labels, on_image, render, series_stack, wording
 from web.report_content import ReportContent, make_pdf
 from web.security import current_account, database
 
@@ -154,17 +154,22 @@ def study(study_id: int):
         abort(404)
     audit_trail.note("study_view", f"study:{study_id}", f"instance {instance.id}",
                      coalesce_seconds=audit_trail.STUDY_VIEW_COALESCE)
-    level, headline = wording.verdict(instance.alert, instance.finding, instance.assessment,
-                                      instance.assessment_reason)
+    level, headline = _study_verdict(found)
+    image_level, image_headline = wording.verdict(
+        instance.alert, instance.finding, instance.assessment, instance.assessment_reason)
     shared = {
         "study": found, "instance": instance, "level": level, "headline": headline,
+        "image_level": image_level, "image_headline": image_headline,
         "verdicts": VERDICTS, "warnings": [wording.warning_text(w) for w in instance.warnings],
         "summary": wording.study_summary(found["summary"]),
         "class_caution": wording.class_caution(
             _viewer().package_facts().get("intended_use", "")),
         "other_frames": wording.other_frame_lines(instance.boxes, instance.lesions),
         "lesion_rows": on_image.lesion_rows(instance.lesions),
-        "previous": on_image.previous_study(conn, study_id)}
+        "volume_rows": on_image.volume_rows(found["volumes"]),
+        "series_notes": wording.series_reading_lines(found["volumes"]),
+        "previous": on_image.previous_study(conn, study_id),
+        "stack": series_stack.stack_for(conn, found, instance)}
     gone = _image_gone(instance)
     if gone:
         return render_template(
@@ -276,6 +281,15 @@ def feedback(instance_id: int):
     return redirect(f"{target}#feedback")
 
 
+def _study_verdict(found: dict[str, Any]) -> tuple[str, str]:
+    """The study's level and headline: its most urgent image's (alert, finding, a doctor must
+    read, no finding), the same on the study page, the report and the PDF."""
+    unjudged = next((i for i in found["instances"] if not i.judged), None)
+    return wording.verdict(
+        found["alert"], bool(found["findings"]), unjudged.assessment if unjudged else "",
+        unjudged.assessment_reason if unjudged else "")
+
+
 def _report(study_id: int) -> dict[str, Any]:
     """Everything a report shows, from the study's most suspicious instance."""
     found = queries.study(database(), study_id)
@@ -288,11 +302,7 @@ def _report(study_id: int) -> dict[str, Any]:
     else:
         image = _frame(top.spool_path, top.key_frame)
         rows, columns = image.rows, image.columns
-    unjudged = next((i for i in found["instances"] if i.assessment in (
-        "not_assessable", "outside_validated_range")), None)
-    level, headline = wording.verdict(
-        found["alert"], bool(found["findings"]), unjudged.assessment if unjudged else "",
-        unjudged.assessment_reason if unjudged else "")
+    level, headline = _study_verdict(found)
     facts = _viewer().package_facts()
     notice = wording.assist_notice()
     if facts.get("intended_use"):
@@ -300,7 +310,8 @@ def _report(study_id: int) -> dict[str, Any]:
                               use=wording.intended_use(facts["intended_use"]))
     return {
         "study": found, "top": top, "level": level, "headline": headline,
-        "findings": wording.finding_lines(top.boxes, rows, columns, top.lesions)
+        "findings": wording.volume_lines(found["volumes"])
+        + wording.finding_lines(top.boxes, rows, columns, top.lesions)
         + wording.other_frame_lines(top.boxes, top.lesions),
         "summary": wording.study_summary(found["summary"]),
         "image_gone": gone,

@@ -220,6 +220,49 @@ def other_frame_lines(boxes: list[dict[str, Any]], lesions: list[dict[str, Any]]
         for lesion in (lesions or [])[len(boxes):]]
 
 
+def volume_lines(volumes: Any) -> list[str]:
+    """The study's 3-D lesions in sentences, then why a series is read image by image
+    (``storage/volumes.StudyVolumes``)."""
+    return lesion_3d_lines(volumes) + series_reading_lines(volumes)
+
+
+def lesion_3d_lines(volumes: Any) -> list[str]:
+    """One sentence per 3-D lesion of the study's series read as volumes, numbered."""
+    lesions = [lesion for series in volumes.series if series.read_as == "volume"
+               for lesion in series.lesions]
+    return [_lesion_3d_line(n, lesion) for n, lesion in enumerate(lesions, start=1)]
+
+
+def series_reading_lines(volumes: Any) -> list[str]:
+    """One sentence per series of several images read image by image, saying why."""
+    return [ngettext("A series of %(num)d image is read image by image: %(why)s.",
+                     "A series of %(num)d images is read image by image: %(why)s.",
+                     len(series.instance_ids), why=labels.series_reading(series.reason))
+            for series in volumes.series
+            if series.read_as != "volume" and series.reason != "single_slice"
+            and len(series.instance_ids) > 1]
+
+
+def _lesion_3d_line(number: int, lesion: Any) -> str:
+    """A 3-D lesion in words: where it lies, its size, extent and volume."""
+    values = {"n": number, "label": labels.class_label(lesion.label),
+              "slices": lesion.slices, "extent": formats.decimal(lesion.z_extent_mm),
+              "volume": formats.decimal(lesion.volume_mm3, 0),
+              "confidence": _confidence(lesion.probability, classes(
+                  lesion.class_probabilities))}
+    if lesion.long_axis_mm is not None:
+        values["size"] = (f"{formats.decimal(lesion.long_axis_mm)} × "
+                          f"{formats.decimal(lesion.short_axis_mm)} mm")
+        line = _("3-D lesion %(n)d: possible %(label)s on %(slices)d slices (%(extent)s mm "
+                 "deep), about %(size)s across, volume about %(volume)s mm³", **values)
+    else:
+        line = _("3-D lesion %(n)d: possible %(label)s on %(slices)d slices (%(extent)s mm "
+                 "deep), volume about %(volume)s mm³", **values)
+    if lesion.volume_from == "box":
+        line = _("%(line)s (estimated from the boxes: the model draws no outline)", line=line)
+    return _("%(line)s (%(confidence)s)", line=line, confidence=values["confidence"])
+
+
 def image_deleted(received_at: float, deleted_at: float) -> str:
     """What replaces an image that retention deleted: when, after how long, and what stays."""
     days = max(0, round((deleted_at - received_at) / 86_400))

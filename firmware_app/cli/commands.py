@@ -16,11 +16,11 @@ from typing import Any
 
 from firmware_app.cli.infer_wording import verdict_word
 from firmware_app.errors import EXIT_OK, EXIT_USAGE
-from firmware_app.i18n import N_, gettext
+from firmware_app.i18n import N_, gettext, ngettext
 from firmware_app.i18n.text import ljust, rjust
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db
-from web import reasons
+from web import labels, reasons
 
 _ = gettext
 #: the counts ``clinibox status`` prints, by key (English: the keys themselves, as before)
@@ -153,6 +153,8 @@ def cmd_results(args: argparse.Namespace) -> int:
     from firmware_app.storage.results import ResultStore
 
     config = _load_config(args)
+    if args.studies:
+        return _study_results(config, args.json)
     conn = _open_db(config)
     rows = ResultStore(conn).instances()
     conn.close()
@@ -162,6 +164,27 @@ def cmd_results(args: argparse.Namespace) -> int:
     for r in rows:
         status = _(RESULT_STATUSES.get(r["status"], r["status"]))
         print(f"{r['id']:>6} {r['modality'] or '-':<4} {ljust(status, 11)} {_result_detail(r)}")
+    return EXIT_OK
+
+
+def _study_results(config: config_module.Config, as_json: bool) -> int:
+    """``clinibox results --studies``: one object (or line) per study, in clinical order."""
+    from firmware_app.storage.studies import study_results
+
+    conn = _open_db(config)
+    try:
+        studies = study_results(conn)
+    finally:
+        conn.close()
+    if as_json:
+        print(json.dumps(studies, indent=2))
+        return EXIT_OK
+    for s in studies:
+        line = (f"{s['id']:>6} {s['modality'] or '-':<4} {ljust(labels.level(s['level']), 11)} "
+                + ngettext("%(num)d lesion", "%(num)d lesions", s["lesion_count"]))
+        volumes = [f"{lesion['volume_mm3']:.0f} mm³" for series in s["series"]
+                   for lesion in series["lesions"]]
+        print(line + (f" ({', '.join(volumes)})" if volumes else ""))
     return EXIT_OK
 
 
@@ -277,6 +300,9 @@ def add_parsers(sub: argparse._SubParsersAction,
     p.set_defaults(func=cmd_status)
     p = with_config(sub.add_parser("results", help="every received instance and its result"))
     p.add_argument("--json", action="store_true")
+    p.add_argument("--studies", action="store_true",
+                   help="one object per study instead: its level, lesions counted once in 3-D "
+                        "(a CT or MR series read as a volume) with their volumes")
     p.set_defaults(func=cmd_results)
     p = sub.add_parser("keys", help="make a key pair (model signing, or the hospital's)")
     p.add_argument("action", choices=["generate"])

@@ -24,6 +24,7 @@ from firmware_app.inference.tracking import study_summary
 from firmware_app.storage.results import decode_heatmap
 from firmware_app.storage.status import day_bounds
 from firmware_app.storage.study_rollup import RESULTS_IN_CLINICAL_ORDER, SHOWN_PROBABILITY
+from firmware_app.storage.volumes import study_volumes
 
 #: Worklist filters: every study, alerts only, studies done, objects waiting, objects held back,
 #: images no model here is meant for.
@@ -184,8 +185,10 @@ class InstanceView:
 
 
 def study(conn: sqlite3.Connection, study_id: int) -> dict[str, Any] | None:
-    """The studies row (as a dict) with ``instances``: list[InstanceView], worst first, and
-    ``summary``: the study's lesions counted and measured (``inference/tracking.py``)."""
+    """The studies row (as a dict) with ``instances``: list[InstanceView], worst first,
+    ``volumes``: its series read as volumes or per slice (``storage/volumes.py``), and
+    ``summary``: the study's lesions counted (a 3-D lesion once) and measured
+    (``inference/tracking.py``)."""
     row = conn.execute("SELECT * FROM studies WHERE id = ?", (study_id,)).fetchone()
     if row is None:
         return None
@@ -213,7 +216,31 @@ def study(conn: sqlite3.Connection, study_id: int) -> dict[str, Any] | None:
             f" WHERE i.study_instance_uid = ? ORDER BY {RESULTS_IN_CLINICAL_ORDER}, i.id",
             (row["study_key"],))
     ]
+    out["volumes"] = study_volumes(conn, row["study_key"])
     out["summary"] = study_summary([lesion for i in out["instances"] for lesion in i.lesions])
+    out["summary"]["lesions"] = out["volumes"].lesion_count  # a 3-D lesion counts once
+    return out
+
+
+def study_results(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Every study in clinical order with its level, the probability shown (None where the
+    model gave no result on any image; its answer as ``probability_not_shown``) and its
+    series read as volumes or per slice, lesions counted once in 3-D
+    (``clinibox results --studies``)."""
+    out = []
+    for row in conn.execute(
+            "SELECT id, study_key, modality, instances, band, suspicion, max_probability,"
+            " alert, findings, not_assessable, outside_range FROM studies"
+            " ORDER BY band, suspicion DESC, received_at DESC"):
+        volumes = study_volumes(conn, row["study_key"])
+        out.append({
+            "id": row["id"], "study_key": row["study_key"], "modality": row["modality"],
+            "instances": row["instances"], "level": study_level(row),
+            "probability": row["suspicion"],
+            "probability_not_shown": None if row["suspicion"] is not None
+            else row["max_probability"],
+            "alert": bool(row["alert"]), "lesion_count": volumes.lesion_count,
+            "series": [series.to_dict() for series in volumes.series]})
     return out
 
 
