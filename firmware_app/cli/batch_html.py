@@ -91,7 +91,8 @@ def _lesions_chart(studies: list[StudySummary]) -> str:
     judged = [s.lesions for s in studies if s.judged]
     counts = Counter(judged)
     bars = [(str(n), counts.get(n, 0)) for n in range(max(judged, default=0) + 1)]
-    note = _("Only studies the model gave a result for; lesions are counted per image.")
+    note = _("Only studies the model gave a result for; a lesion on several slices of a series "
+             "counts once.")
     title = _("Lesions per study")
     return (f"<h3>{_e(title)}</h3>" + bar_chart(title, bars, _("lesions in the study"),
                                                   _("studies")) + _paragraph(note, "note"))

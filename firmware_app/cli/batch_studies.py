@@ -11,8 +11,9 @@ A study's assessment, in clinical order (as the worklist bands them):
 
 Its probability is the highest of the images the model gave a result for, shown only
 for ``finding`` and ``no_finding``; for the others the highest raw figure is kept as
-``probability_not_shown`` (for audit, never shown as a result). Lesions are counted
-per image, as the model reports them.
+``probability_not_shown`` (for audit, never shown as a result). Lesions are counted as the
+box counts them: a lesion on several slices of a CT or MR series read as a volume once
+(``inference/volume.py``), elsewhere per image.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from firmware_app.inference.assessment import UNJUDGED, is_judged
+from firmware_app.inference.volume import SeriesSlice, series_volume
 
 #: a study no image of which the model analysed
 NOT_ANALYSED = "not_analysed"
@@ -98,11 +100,21 @@ def _roll_up(study: StudySummary) -> None:
                else r.get("probability_not_shown") for r in reports]
         study.probability_not_shown = max((p for p in raw if p is not None), default=None)
     lesions = [lesion for r in reports for lesion in r["lesions"]]
-    study.lesions = len(lesions)
+    study.lesions = _lesions_in_3d(reports)
     sizes = [lesion["long_axis_mm"] for lesion in lesions if lesion.get("units") == "mm"
              and lesion.get("long_axis_mm") is not None]
     study.largest_long_axis_mm = max(sizes, default=None)
     study.display = next((f.display for f in study.files if f.display), {})
+
+
+def _lesions_in_3d(reports: list[dict[str, Any]]) -> int:
+    """How many lesions the study's images show, a lesion across a series' slices once."""
+    series: dict[str, list[SeriesSlice]] = {}
+    for number, report in enumerate(reports):
+        lesions = report["lesions"] if report["assessment"] == "finding" else []
+        series.setdefault(report.get("series_uid") or f"file:{number}", []).append(
+            SeriesSlice.from_geometry(number, report.get("geometry"), lesions))
+    return sum(series_volume(slices).lesion_count for slices in series.values())
 
 
 def roll_up_studies(results: list[FileResult]) -> list[StudySummary]:

@@ -43,7 +43,8 @@ _ = gettext
 
 def _decoded_fields(decoded: DecodedImage) -> dict[str, Any]:
     return {"study_key": decoded.study_instance_uid, "series_uid": decoded.series_instance_uid,
-            "instance_uid": decoded.sop_instance_uid, "modality": decoded.modality}
+            "instance_uid": decoded.sop_instance_uid, "modality": decoded.modality,
+            "geometry": decoded.geometry()}
 
 
 def analyse_file(path: Path, number: int, route: Route, runner: ModelRunner,

@@ -117,3 +117,25 @@ def test_one_lesion_on_six_slices_is_one_lesion_with_its_volume_everywhere(serie
     assert lesion["slices"] == len(on) and lesion["volume_from"] == "box"
     assert lesion["volume_mm3"] == pytest.approx(truth.volume_mm3, rel=0.2)
     assert math.dist(lesion["centre_mm"], truth.centre_mm) < 2.0
+
+
+def test_the_batch_counts_a_lesion_across_slices_once():
+    """``clinibox infer``'s study roll-up counts as the box does: one lesion on six
+    contiguous slices of a series with positions is one; without positions, six."""
+    from firmware_app.cli.batch_studies import FileResult, roll_up_studies
+
+    def report(k: int, positioned: bool) -> dict:
+        geometry = {"image_position": [0.0, 0.0, 2.5 * k],
+                    "image_orientation": [1, 0, 0, 0, 1, 0], "pixel_spacing": [0.5, 0.5],
+                    "frame_of_reference_uid": "1.2.3", "frames": 1} if positioned else None
+        box = {"long_axis_px": 20.0, "short_axis_px": 20.0, "area_px2": 300.0}
+        lesion = {**_record(type("T", (), {"box": (40, 40, 60, 60), "area_mm2": 78.0})(),
+                            0.5), **box}
+        return {"file": f"s{k}.dcm", "status": "processed", "study_key": "1.2",
+                "series_uid": "1.2.1", "assessment": "finding", "alert": False,
+                "probability": 0.9, "assessment_reason": "", "geometry": geometry,
+                "lesions": [lesion] if 1 <= k <= 6 else []}
+
+    for positioned, lesions in ((True, 1), (False, 6)):
+        (study,) = roll_up_studies([FileResult(report(k, positioned)) for k in range(8)])
+        assert study.lesions == lesions, positioned
