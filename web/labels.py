@@ -9,6 +9,7 @@ return the label in the current language (the word itself when unknown).
 from __future__ import annotations
 
 from firmware_app.i18n import N_, gettext
+from firmware_app.inference.volume import PER_SLICE_WORDS
 from firmware_app.storage.audit import ACTIONS
 
 #: the clinician's verdicts on a finding (form values)
@@ -62,18 +63,7 @@ ASSESSMENTS = {"finding": N_("finding"), "no_finding": N_("no finding"),
                "not_assessable": N_("not assessable"),
                "outside_validated_range": N_("outside the validated range")}
 #: why a series of several images is read image by image, not as a volume
-#: (``inference/volume.py`` reason codes; ``single_slice`` is no series and is not said)
-SERIES_READINGS = {
-    "multi_frame": N_("its images are multi-frame objects"),
-    "no_positions": N_("its images carry no position in the patient"),
-    "no_pixel_spacing": N_("its images have no pixel spacing"),
-    "bad_orientation": N_("its images carry no valid orientation"),
-    "mixed_orientation": N_("its images lie in different orientations"),
-    "mixed_frame_of_reference": N_("its images belong to different frames of reference"),
-    "duplicate_positions": N_("two of its images lie at the same position"),
-    "tilted": N_("its stack is tilted (gantry tilt)"),
-    "gap": N_("slices are missing or unevenly spaced"),
-}
+SERIES_READINGS = PER_SLICE_WORDS
 #: account roles
 ROLES = {"clinician": N_("clinician"), "technician": N_("technician")}
 

@@ -11,7 +11,9 @@ with "99"), named in every document's Coding Scheme Identification:
 * the probability of such a class;
 * the box's assessment of an image (``finding``, ``no_finding``,
   ``not_assessable``, ``outside_validated_range``: ``inference/assessment.py``);
-* the statements a clinician must read (assists a doctor; demonstration model).
+* what a 3-D lesion's volume was read off (the masks, or estimated from the boxes);
+* the statements a clinician must read (assists a doctor; demonstration model; the
+  result of each image and of each series).
 """
 
 from __future__ import annotations
@@ -29,6 +31,13 @@ PRIVATE_SCHEME_NAME = "clinibox lesion-model results"
 LONG_AXIS = codes.SCT.LongAxis  # SCT 103339001
 SHORT_AXIS = codes.SCT.ShortAxis  # SCT 103340004
 AREA = codes.SCT.Area  # SCT 42798000
+VOLUME = codes.SCT.Volume  # SCT 118565006
+#: how a 3-D lesion's volume is measured (CID 7474): each slice's area times the spacing;
+#: its meaning in PS3.16 ("... method for volume", 74 characters) is cut to Code
+#: Meaning's 64 (LO), the code value is DCM 122503's
+VOLUME_FROM_SLICE_AREAS = CodedConcept(
+    codes.DCM.IntegrationOfSumOfClosedAreasOnContiguousSlicesMethodForVolume.value, "DCM",
+    "Integration of sum of closed areas on contiguous slices")
 PROBABILITY = codes.DCM.Probability  # DCM 122157
 PROBABILITY_OF_CANCER = codes.DCM.ProbabilityOfCancer  # DCM 111047
 #: the class of a lesion: a morphology (SNOMED's "Associated morphology" attribute)
@@ -41,6 +50,7 @@ ARTIFICIAL_INTELLIGENCE = codes.DCM.ArtificialIntelligence  # DCM 123110
 
 MILLIMETRE = codes.UCUM.Millimeter
 SQUARE_MILLIMETRE = codes.UCUM.SquareMillimeter
+CUBIC_MILLIMETRE = codes.UCUM.CubicMillimeter  # "mm3"
 #: a length or an area counted in the image's pixels (an uncalibrated image)
 PIXELS = CodedConcept("{pixels}", "UCUM", "pixels")
 NO_UNITS = codes.UCUM.NoUnits  # "1": a probability 0..1
@@ -61,9 +71,17 @@ ASSESSMENTS: dict[str, CodedConcept] = {
     "outside_validated_range": CodedConcept("OUTSIDE-RANGE", PRIVATE_SCHEME,
                                             "Outside the model's validated range"),
 }
+#: what a 3-D lesion's volume was read off (``inference/volume.py``'s ``volume_from``)
+VOLUME_BASIS = CodedConcept("VOLUME-BASIS", PRIVATE_SCHEME, "Volume measured on")
+VOLUME_BASES: dict[str, CodedConcept] = {
+    "mask": CodedConcept("MASKS", PRIVATE_SCHEME, "Lesion masks on each slice"),
+    "box": CodedConcept("BOXES", PRIVATE_SCHEME,
+                        "Estimated from lesion boxes on each slice (inscribed ellipses)"),
+}
 ASSIST_STATEMENT = CodedConcept("ASSIST", PRIVATE_SCHEME, "Decision support statement")
 DEMO_STATEMENT = CodedConcept("DEMO", PRIVATE_SCHEME, "Demonstration model statement")
 IMAGE_STATEMENT = CodedConcept("IMAGE-RESULT", PRIVATE_SCHEME, "Result for one image")
+SERIES_STATEMENT = CodedConcept("SERIES-RESULT", PRIVATE_SCHEME, "Result for one series")
 
 
 def coding_schemes() -> list[CodingSchemeIdentificationItem]:

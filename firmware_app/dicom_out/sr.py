@@ -6,21 +6,41 @@ Content tree (highdicom builds the templates and checks them):
   name, manufacturer "clinibox", the box's device id as serial number);
 * procedure reported: SCT "Imaging procedure"; an image library entry per
   analysed image (its evidence);
-* per lesion a planar ROI measurement group (TID 1410): the region as an SCOORD
-  POLYLINE on its image and frame (the mask's outline through the pixel
-  centres, else the box's edges as a closed polyline), finding type (SCT
-  "Lesion"), the class as SCT "Associated morphology" = SCT "Neoplasm,
-  benign"/"Malignant neoplasm, primary" (other labels: ``99CLINIBOX``), long
-  and short axis and area in mm/mm2, or in UCUM ``{pixels}`` when the image
-  has no calibration, the lesion's probability and each class probability
-  (no units, 0..1), and the model as algorithm (name, version);
+* lesions, counted as the page counts them: the images are grouped by series
+  and each series is read as a volume or per slice (``series_reading``,
+  ``inference/volume.py``); the groups are numbered "Lesion 1", "Lesion 2", …
+  across the study, series by series;
+* per 3-D lesion of a series read as a volume, ONE volumetric ROI measurement
+  group (TID 1411): its region on each of its slices (an SCOORD POLYLINE as
+  below, one per image: the largest where records of one slice joined),
+  finding type and class as below, its volume in UCUM ``mm3`` (SCT "Volume",
+  measurement method DCM 122503 "Integration of sum of closed areas on
+  contiguous slices"), a ``99CLINIBOX`` "Volume measured on" evaluation saying
+  whether the volume comes from the masks or is estimated from the boxes, its
+  largest in-plane long and short axis in mm, its probability and class
+  probabilities (the highest of its slices'). Its depth (its extent across the
+  slices) has no standard code (DCM "Height" is a vertical measurement, not one
+  along the slice normal): it is said in the series' sentence only;
+* per lesion record of a series read per slice (and of every image that is no
+  slice of a volume: an ultrasound cine, a radiograph) a planar ROI measurement
+  group (TID 1410): the region as an SCOORD POLYLINE on its image and frame
+  (the mask's outline through the pixel centres, else the box's edges as a
+  closed polyline), finding type (SCT "Lesion"), the class as SCT "Associated
+  morphology" = SCT "Neoplasm, benign"/"Malignant neoplasm, primary" (other
+  labels: ``99CLINIBOX``), long and short axis and area in mm/mm2, or in UCUM
+  ``{pixels}`` when the image has no calibration, the lesion's probability and
+  each class probability (no units, 0..1), and the model as algorithm (name,
+  version);
 * per image a measurement group (TID 1501) referencing it, with its assessment
   (``finding``, ``no_finding``, ``not_assessable``, ``outside_validated_range``)
   as a ``99CLINIBOX`` qualitative evaluation;
 * a "Qualitative Evaluations" container (TID 1500 row 12) of TEXT: the software
-  assists a doctor and is not a diagnosis, the demonstration statement, and a
-  sentence per image (a not assessable or outside-range image says so and that
-  it is no negative result).
+  assists a doctor and is not a diagnosis, the demonstration statement, a
+  sentence per series read as a volume (its 3-D lesions, each with its slices
+  and depth) and per series of several images read per slice (why, in the
+  page's words), and a sentence per image (a not assessable or
+  outside-range image says so and that it is no negative result; an image of a
+  volume names the 3-D lesions it shows rather than counting its own).
 
 Every version of a study's SR goes into one series; version N > 1 names
 version N-1 in Predecessor Documents. Text is written as UTF-8 (ISO_IR 192),
@@ -29,6 +49,9 @@ so a patient name in any source character set (GB18030 included) survives.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
@@ -36,7 +59,9 @@ from pydicom.sr.codedict import codes as sr_codes
 from pydicom.uid import Comprehensive3DSRStorage
 
 from firmware_app.dicom_out import codes, statements
+from firmware_app.dicom_out.series_reading import SeriesReading, series_readings
 from firmware_app.dicom_out.source import MANUFACTURER, ModelIdentity, ResultIds, Source
+from firmware_app.inference.volume import SINGLE_SLICE, Lesion3D, LesionPart
 
 SERIES_NUMBER = 9901
 SERIES_DESCRIPTION = "clinibox lesion model report"
@@ -57,12 +82,10 @@ def structured_report(sources: list[Source], model: ModelIdentity, ids: ResultId
         raise ValueError(f"version {ids.version} of a study's SR must name its predecessor")
     algorithm = hd.sr.AlgorithmIdentification(model.name, model.version,
                                               manufacturer=MANUFACTURER)
+    readings = series_readings(sources)
     groups: list = []
-    number = 0
-    for source in sources:
-        for lesion in source.result.get("lesions") or []:
-            number += 1
-            groups.append(_lesion_group(source, lesion, number, algorithm, ids))
+    for reading, first in zip(readings, _first_numbers(readings), strict=True):
+        groups += _lesion_groups(reading, first, algorithm, ids)
     for index, source in enumerate(sources, start=1):
         groups.append(_assessment_group(source, index, algorithm, ids))
     report = hd.sr.MeasurementReport(
@@ -71,7 +94,7 @@ def structured_report(sources: list[Source], model: ModelIdentity, ids: ResultId
         imaging_measurements=groups,
         referenced_images=_library(sources) or None,
     )
-    report[0].ContentSequence.append(_statements(sources, model))
+    report[0].ContentSequence.append(_statements(sources, readings, model))
     return hd.sr.Comprehensive3DSR(
         evidence=[s.dataset for s in sources],
         content=report[0],
@@ -129,32 +152,121 @@ def _observer(model: ModelIdentity, ids: ResultIds) -> hd.sr.ObservationContext:
         observer_type=sr_codes.DCM.Device, observer_identifying_attributes=device))
 
 
-def _lesion_group(source: Source, lesion: dict, number: int,
+def _first_numbers(readings: list[SeriesReading]) -> list[int]:
+    """The number of each series' first lesion: the study's lesions are numbered series
+    by series (3-D lesions in a volume, lesion records image by image otherwise)."""
+    firsts, number = [], 1
+    for reading in readings:
+        firsts.append(number)
+        number += _lesion_count(reading)
+    return firsts
+
+
+def _lesion_count(reading: SeriesReading) -> int:
+    """The lesions of a series as the SR counts them: its 3-D lesions, else its records."""
+    if reading.as_volume:
+        return len(reading.volume.lesions)
+    return sum(len(source.result.get("lesions") or []) for _, source in reading.images)
+
+
+def _lesion_groups(reading: SeriesReading, first: int, algorithm: hd.sr.AlgorithmIdentification,
+                   ids: ResultIds) -> list:
+    """The series' lesion groups, numbered from ``first``: one volumetric group per 3-D
+    lesion, else one planar group per lesion record."""
+    if reading.as_volume:
+        return [_volume_group(reading, lesion, first + k, algorithm, ids)
+                for k, lesion in enumerate(reading.volume.lesions)]
+    records = [(source, lesion) for _, source in reading.images
+               for lesion in source.result.get("lesions") or []]
+    return [_lesion_group(source, lesion, first + k, algorithm, ids)
+            for k, (source, lesion) in enumerate(records)]
+
+
+def _volume_group(reading: SeriesReading, lesion: Lesion3D, number: int,
                   algorithm: hd.sr.AlgorithmIdentification, ids: ResultIds
-                  ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
-    sop_uid = str(source.dataset.SOPInstanceUID)
+                  ) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
+    """One 3-D lesion (TID 1411): its region on each of its slices, its volume, axes,
+    probabilities and class."""
+    regions = [_region(reading.source(part.instance_id), reading.record(part))
+               for part in _outlined_parts(lesion)]
+    measurements = [hd.sr.Measurement(codes.VOLUME, float(lesion.volume_mm3),
+                                      codes.CUBIC_MILLIMETRE,
+                                      method=codes.VOLUME_FROM_SLICE_AREAS)]
+    measurements += [hd.sr.Measurement(name, float(value), codes.MILLIMETRE)
+                     for name, value in ((codes.LONG_AXIS, lesion.long_axis_mm),
+                                         (codes.SHORT_AXIS, lesion.short_axis_mm))
+                     if value is not None]
+    measurements += _probabilities(lesion.probability, lesion.class_probabilities)
+    record = {"label": lesion.label, "class_probabilities": lesion.class_probabilities}
+    evaluations = [hd.sr.QualitativeEvaluation(codes.VOLUME_BASIS,
+                                               codes.VOLUME_BASES[lesion.volume_from])]
+    evaluations += _class_evaluations(record)
+    return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=ids.item("lesion", reading.volume.series_instance_uid, str(number)),
+            identifier=f"Lesion {number}"),
+        referenced_regions=regions,
+        finding_type=codes.label_concept(lesion.label or "lesion"),
+        finding_category=codes.ABNORMAL_STRUCTURE,
+        algorithm_id=algorithm,
+        measurements=measurements,
+        qualitative_evaluations=evaluations,
+    )
+
+
+def _outlined_parts(lesion: Lesion3D) -> list[LesionPart]:
+    """One part per slice, in slice order: the largest where records of one slice joined
+    (an image holds one region of a volumetric group)."""
+    largest: dict[int, LesionPart] = {}
+    for part in lesion.parts:
+        kept = largest.get(part.slice_index)
+        if kept is None or part.area_mm2 > kept.area_mm2:
+            largest[part.slice_index] = part
+    return [largest[index] for index in sorted(largest)]
+
+
+def _region(source: Source, lesion: Mapping[str, Any]) -> hd.sr.ImageRegion:
+    """A lesion record's outline on its image and frame."""
     frame = int(lesion.get("frame") or 0)
-    region = hd.sr.ImageRegion(
+    return hd.sr.ImageRegion(
         graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
         graphic_data=region_outline(lesion),
         source_image=hd.sr.SourceImageForRegion.from_source_image(
             source.dataset, source.frame_numbers(frame)),
     )
-    measurements = [hd.sr.Measurement(name, value, unit) for name, value, unit in _sizes(lesion)]
-    measurements.append(hd.sr.Measurement(codes.PROBABILITY, float(lesion["probability"]),
-                                          codes.NO_UNITS))
-    for label, probability in sorted((lesion.get("class_probabilities") or {}).items()):
-        measurements.append(hd.sr.Measurement(codes.class_probability_concept(label),
-                                              float(probability), codes.NO_UNITS))
-    evaluations = []
+
+
+def _probabilities(probability: float, classes: dict) -> list[hd.sr.Measurement]:
+    """The lesion's probability and each class' (no units, 0..1)."""
+    out = [hd.sr.Measurement(codes.PROBABILITY, float(probability), codes.NO_UNITS)]
+    out += [hd.sr.Measurement(codes.class_probability_concept(label), float(value),
+                              codes.NO_UNITS)
+            for label, value in sorted((classes or {}).items())]
+    return out
+
+
+def _class_evaluations(lesion: dict) -> list[hd.sr.QualitativeEvaluation]:
+    """The lesion's class as an "Associated morphology", when it is not its label."""
     lesion_class = class_of(lesion)
-    if lesion_class != str(lesion.get("label") or ""):
-        evaluations.append(hd.sr.QualitativeEvaluation(codes.ASSOCIATED_MORPHOLOGY,
-                                                       codes.label_concept(lesion_class)))
+    if lesion_class == str(lesion.get("label") or ""):
+        return []
+    return [hd.sr.QualitativeEvaluation(codes.ASSOCIATED_MORPHOLOGY,
+                                        codes.label_concept(lesion_class))]
+
+
+def _lesion_group(source: Source, lesion: dict, number: int,
+                  algorithm: hd.sr.AlgorithmIdentification, ids: ResultIds
+                  ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    """One lesion record on its image (TID 1410): its region, sizes, probabilities, class."""
+    sop_uid = str(source.dataset.SOPInstanceUID)
+    measurements = [hd.sr.Measurement(name, value, unit) for name, value, unit in _sizes(lesion)]
+    measurements += _probabilities(float(lesion["probability"]),
+                                   lesion.get("class_probabilities") or {})
+    evaluations = _class_evaluations(lesion)
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=ids.item("lesion", sop_uid, str(number)), identifier=f"Lesion {number}"),
-        referenced_region=region,
+        referenced_region=_region(source, lesion),
         finding_type=codes.label_concept(str(lesion.get("label") or "lesion")),
         finding_category=codes.ABNORMAL_STRUCTURE,
         algorithm_id=algorithm,
@@ -171,7 +283,7 @@ def class_of(lesion: dict) -> str:
     return str(lesion.get("label") or "lesion")
 
 
-def region_outline(lesion: dict) -> np.ndarray:
+def region_outline(lesion: Mapping[str, Any]) -> np.ndarray:
     """The lesion's region as a closed polyline in SCOORD image coordinates (column, row).
 
     SCOORD puts (0, 0) at the top left corner of the top left pixel: the
@@ -216,18 +328,43 @@ def _assessment_group(source: Source, number: int, algorithm: hd.sr.AlgorithmIde
     )
 
 
-def _statements(sources: list[Source], model: ModelIdentity) -> hd.sr.ContainerContentItem:
+def _statements(sources: list[Source], readings: list[SeriesReading],
+                model: ModelIdentity) -> hd.sr.ContainerContentItem:
+    """The "Qualitative Evaluations" container: the statements, then a sentence per series
+    (read as a volume; of several images read per slice) and per image."""
     container = hd.sr.ContainerContentItem(
         name=codes.QUALITATIVE_EVALUATIONS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
     container.ContentSequence = hd.sr.ContentSequence()
     texts = [(codes.ASSIST_STATEMENT, statements.assists_a_doctor(model))]
     if model.demo:
         texts.append((codes.DEMO_STATEMENT, statements.demonstration(model)))
+    part_of: dict[int, list[int]] = {}
+    for reading, first in zip(readings, _first_numbers(readings), strict=True):
+        sentence = _series_sentence(reading, first, part_of)
+        if sentence:
+            texts.append((codes.SERIES_STATEMENT, sentence))
     texts += [(codes.IMAGE_STATEMENT,
                statements.image_result(n, s.dataset.get("SeriesNumber"),
-                                       s.dataset.get("InstanceNumber"), s.result))
+                                       s.dataset.get("InstanceNumber"), s.result,
+                                       part_of.get(n - 1)))
               for n, s in enumerate(sources, start=1)]
     for name, text in texts:
         container.ContentSequence.append(hd.sr.TextContentItem(
             name=name, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
     return container
+
+
+def _series_sentence(reading: SeriesReading, first: int, part_of: dict[int, list[int]]) -> str:
+    """A series' sentence ("" for a series that needs none); for a volume, notes in
+    ``part_of`` which 3-D lesions each of its images shows (image index → numbers)."""
+    images = len(reading.images)
+    if reading.as_volume:
+        numbered = list(enumerate(reading.volume.lesions, start=first))
+        for index, _ in reading.images:
+            part_of[index] = [n for n, lesion in numbered if index in lesion.instance_ids]
+        return statements.volume_result(reading.series_number, reading.modality, images,
+                                        numbered)
+    if images > 1 and reading.volume.reason != SINGLE_SLICE:
+        return statements.per_slice_result(reading.series_number, reading.modality, images,
+                                           reading.volume.reason)
+    return ""

@@ -296,6 +296,19 @@ def slice_geometry(ds: Dataset) -> dict[str, Any]:
     }
 
 
+def header_geometry(ds: Dataset) -> dict[str, Any]:
+    """``DecodedImage.geometry()`` read off a header alone (no pixels decoded): for
+    whoever reads a series as a volume from the files (the study's SR)."""
+    spacing, source = _pixel_spacing(ds)
+    frames = _int(ds, "NumberOfFrames") if "NumberOfFrames" in ds else 1
+    return {
+        **{key: _listed(value) if isinstance(value, tuple) else value
+           for key, value in slice_geometry(ds).items()},
+        "pixel_spacing": _listed(spacing) if source == "Pixel Spacing" else None,
+        "frames": frames if frames is not None and frames > 0 else None,
+    }
+
+
 def _geometry_sources(ds: Dataset, sequence: str) -> list[Dataset]:
     """The data set itself, then the ``sequence`` items of its shared and first
     per-frame functional groups."""

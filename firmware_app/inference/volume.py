@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from firmware_app.i18n import N_
+
 #: how a series is read
 READ_AS_VOLUME, READ_PER_SLICE = "volume", "per_slice"
 
@@ -52,6 +54,19 @@ GAP = "gap"
 PER_SLICE_REASONS = (SINGLE_SLICE, MULTI_FRAME, NO_POSITIONS, NO_PIXEL_SPACING,
                      BAD_ORIENTATION, MIXED_ORIENTATION, MIXED_FRAME_OF_REFERENCE,
                      DUPLICATE_POSITIONS, TILTED, GAP)
+#: why a series is read image by image, in English words (the SR's; the viewer shows them
+#: in the reader's language through the catalog); ``single_slice`` is no series, never said
+PER_SLICE_WORDS = {
+    MULTI_FRAME: N_("its images are multi-frame objects"),
+    NO_POSITIONS: N_("its images carry no position in the patient"),
+    NO_PIXEL_SPACING: N_("its images have no pixel spacing"),
+    BAD_ORIENTATION: N_("its images carry no valid orientation"),
+    MIXED_ORIENTATION: N_("its images lie in different orientations"),
+    MIXED_FRAME_OF_REFERENCE: N_("its images belong to different frames of reference"),
+    DUPLICATE_POSITIONS: N_("two of its images lie at the same position"),
+    TILTED: N_("its stack is tilted (gantry tilt)"),
+    GAP: N_("slices are missing or unevenly spaced"),
+}
 
 #: records on slices at most this many apart may join (2: a gap of one slice)
 MAX_SLICE_STEP = 2
