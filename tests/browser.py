@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import shutil
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -32,3 +37,28 @@ def headless_chromium(lang: str, *, accept_languages: str = "", console_log: boo
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+@contextmanager
+def serving(app, folder: Path) -> Iterator[str]:
+    """``app`` served over HTTPS on a free port of localhost (werkzeug, a thread, a
+    self-signed certificate in ``folder``); yields its base URL."""
+    from werkzeug.serving import make_server
+
+    from web.server import make_self_signed
+
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    make_self_signed(cert, key, "localhost")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = make_server("127.0.0.1", port, app, threaded=True, ssl_context=context)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://localhost:{port}"
+    finally:
+        server.shutdown()
+        thread.join(10)

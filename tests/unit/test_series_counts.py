@@ -15,29 +15,13 @@ import json
 import math
 import re
 
-import numpy as np
 import pytest
 from pypdf import PdfReader
 
-from converters.phantom_series import generate_series, write_series
-from firmware_app.storage.study_rollup import update_study
-from tests.viewer_state import CLINICIAN, copy_viewer_state, local_box
+from tests.viewer_state import CLINICIAN, add_ct_series, copy_viewer_state
+from tests.viewer_state import SERIES_SLICES as SLICES
 from tests.web_client import ViewerClient
 from web.app import create_app
-
-SLICES, SPACING = 10, 2.0
-
-
-def _record(truth, pixel_mm: float) -> dict:
-    """The phantom's cross-section as a stored lesion record (``Lesion.to_dict()``)."""
-    x0, y0, x1, y1 = (float(v) for v in truth.box)
-    width, height = (x1 - x0) * pixel_mm, (y1 - y0) * pixel_mm
-    return {"label": "malignant", "probability": 0.9, "box": [x0, y0, x1, y1], "frame": 0,
-            "long_axis_px": max(x1 - x0, y1 - y0), "short_axis_px": min(x1 - x0, y1 - y0),
-            "area_px2": truth.area_mm2 / pixel_mm**2, "long_axis_mm": max(width, height),
-            "short_axis_mm": min(width, height), "area_mm2": truth.area_mm2, "units": "mm",
-            "size_from": "box", "class_probabilities": {"benign": 0.1, "malignant": 0.9},
-            "contour": [], "frames": [0]}
 
 
 @pytest.fixture(scope="module")
@@ -46,35 +30,8 @@ def series_box(tmp_path_factory, viewer_template, demo_runner):
     contiguous slices of ten 2 mm apart (landed in shuffled order)."""
     root = tmp_path_factory.mktemp("series-box")
     state = copy_viewer_state(viewer_template, root)
-    series = generate_series(np.random.default_rng(7), slices=SLICES, size=128,
-                             spacing_mm=SPACING, lesions=1, diameters_mm=(17.0, 19.0))
-    (truth,) = series.lesions
-    paths = write_series(series, root / "series", {"PatientName": "SERIES^PHANTOM",
-                                                   "PatientID": "SERIES-1"})
-    box = local_box(state.config, state.config.state_dir, demo_runner)
-    order = [3, 0, 7, 9, 5, 1, 8, 6, 2, 4]
-    ids = {}
-    for k in order:
-        ids[k] = box.lander.land(paths[k].read_bytes(), sop_instance_uid=None,
-                                 source="dicom", origin="TEST").instance_id
-    while box.worker.run_once():  # the template's waiting object too
-        pass
-    pixel_mm = series.pixel_spacing[0]
-    on = [k for k, phantom in enumerate(series.slices) if phantom.lesions]
-    conn = box.conn
-    for k in range(SLICES):
-        records = [_record(t, pixel_mm) for t in series.slices[k].lesions]
-        conn.execute("UPDATE results SET assessment = ?, finding = ?, alert = 0,"
-                     " lesions_json = ?, findings_json = '[]' WHERE instance_id = ?",
-                     ("finding" if records else "no_finding", int(bool(records)),
-                      json.dumps(records), ids[k]))
-    key = conn.execute("SELECT study_instance_uid FROM instances WHERE id = ?",
-                       (ids[0],)).fetchone()[0]
-    update_study(conn, key, "CT", {}, 0.0)
-    conn.commit()
-    study = conn.execute("SELECT id FROM studies WHERE study_key = ?", (key,)).fetchone()[0]
-    conn.close()
-    return state, study, ids, on, truth
+    series = add_ct_series(state, demo_runner, root)
+    return state, series.study_id, series.ids, series.on, series.truth
 
 
 def test_one_lesion_on_six_slices_is_one_lesion_with_its_volume_everywhere(series_box,
@@ -123,14 +80,14 @@ def test_the_batch_counts_a_lesion_across_slices_once():
     """``clinibox infer``'s study roll-up counts as the box does: one lesion on six
     contiguous slices of a series with positions is one; without positions, six."""
     from firmware_app.cli.batch_studies import FileResult, roll_up_studies
+    from tests.viewer_state import lesion_record
 
     def report(k: int, positioned: bool) -> dict:
         geometry = {"image_position": [0.0, 0.0, 2.5 * k],
                     "image_orientation": [1, 0, 0, 0, 1, 0], "pixel_spacing": [0.5, 0.5],
                     "frame_of_reference_uid": "1.2.3", "frames": 1} if positioned else None
         box = {"long_axis_px": 20.0, "short_axis_px": 20.0, "area_px2": 300.0}
-        lesion = {**_record(type("T", (), {"box": (40, 40, 60, 60), "area_mm2": 78.0})(),
-                            0.5), **box}
+        lesion = {**lesion_record((40, 40, 60, 60), 78.0, 0.5), **box}
         return {"file": f"s{k}.dcm", "status": "processed", "study_key": "1.2",
                 "series_uid": "1.2.1", "assessment": "finding", "alert": False,
                 "probability": 0.9, "assessment_reason": "", "geometry": geometry,

@@ -10,14 +10,11 @@ font Chromium finds (Debian: ``fonts-noto-cjk``).
 
 from __future__ import annotations
 
-import socket
-import ssl
-import threading
 from collections.abc import Iterator
 
 import pytest
 
-from tests.browser import ARTIFACTS, headless_chromium
+from tests.browser import ARTIFACTS, headless_chromium, serving
 from tests.i18n_text import catalog_sentences, english_sentences
 from tests.viewer_state import CLINICIAN, XSS_NAME
 
@@ -28,26 +25,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def served(viewer, tmp_path) -> Iterator[tuple[str, object]]:
     """The viewer app on an HTTPS port of localhost (werkzeug, a thread): (base URL, state)."""
-    from werkzeug.serving import make_server
-
-    from web.server import make_self_signed
-
     state, app = viewer
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    make_self_signed(cert, key, "localhost")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = make_server("127.0.0.1", port, app, threaded=True, ssl_context=context)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"https://localhost:{port}", state
-    finally:
-        server.shutdown()
-        thread.join(10)
+    with serving(app, tmp_path) as base:
+        yield base, state
 
 
 @pytest.fixture
