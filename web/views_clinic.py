@@ -35,6 +35,7 @@ from flask import (
 from firmware_app import i18n
 from firmware_app.i18n import formats
 from firmware_app.i18n.fonts import PACKAGE_HINT, find_cjk_font
+from firmware_app.inference.assessment import is_judged
 from firmware_app.storage import audit, db
 from firmware_app.storage import studies as queries
 from web import audit_trail, labels, on_image, render, series_stack, wording
@@ -253,7 +254,8 @@ def _key_image(instance_id: int) -> bytes:
 @blueprint.route("/instance/<int:instance_id>/feedback", methods=["POST"])
 def feedback(instance_id: int):
     """Record this clinician's verdict on one finding (-1: the image as a whole);
-    technicians may not (403)."""
+    technicians may not (403), nor anyone on an image the model gave no result for (409:
+    there is nothing to agree with)."""
     account = current_account()
     if account is None or not account.is_clinician:
         abort(403)
@@ -266,6 +268,8 @@ def feedback(instance_id: int):
         abort(400)
     if result is None:
         abort(404)
+    if not is_judged(result["assessment"]):
+        abort(409)
     if verdict not in VERDICTS or not -1 <= finding < len(result["boxes"]):
         abort(400)
     with db.transaction(conn):

@@ -270,14 +270,15 @@ def instance_result(conn: sqlite3.Connection, instance_id: int) -> dict[str, Any
     row = conn.execute(
         "SELECT i.id, i.spool_path, i.status, r.key_frame, r.findings_json,"
         f" CASE WHEN ({SHOWN_PROBABILITY}) IS NOT NULL THEN r.heatmap END AS heatmap,"
-        " r.probability, i.received_at, i.image_deleted_at"
+        " r.probability, r.assessment, i.received_at, i.image_deleted_at"
         " FROM instances i LEFT JOIN results r ON r.instance_id = i.id"
         " WHERE i.id = ? AND i.status = 'processed'", (instance_id,)).fetchone()
     if row is None or row["key_frame"] is None:
         return None
     return {"id": row["id"], "spool_path": row["spool_path"], "key_frame": row["key_frame"],
             "boxes": json.loads(row["findings_json"]), "heatmap": decode_heatmap(row["heatmap"]),
-            "probability": row["probability"], "received_at": row["received_at"],
+            "probability": row["probability"], "assessment": row["assessment"],
+            "received_at": row["received_at"],
             "image_deleted_at": row["image_deleted_at"]}
 
 

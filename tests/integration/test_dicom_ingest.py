@@ -75,7 +75,11 @@ def test_every_image_gets_a_result_every_non_image_a_reason(box, tmp_path):
         row = results[uid_of[path]]
         if modality_of[path] in model_modalities:
             assert row["status"] == "processed", (path.name, row)
-            assert 0.0 <= row["probability"] <= 1.0
+            judged = row["assessment"] in ("finding", "no_finding")
+            # a probability only where the model gave a result; its answer kept otherwise
+            shown, kept = ((row["probability"], row["probability_not_shown"]) if judged
+                           else (row["probability_not_shown"], row["probability"]))
+            assert 0.0 <= shown <= 1.0 and kept is None, (path.name, row)
             assert isinstance(row["findings"], list)
             assert isinstance(row["warnings"], list)
             assert row["model_id"].startswith("clinibox-demo-lesion@")

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 
+from converters.phantom_dicom import ct_dataset, write_dicom
+from converters.phantoms import generate
 from tests.corpus import image_dataset, write
 from tests.hostile import Browser
 from tests.integration.conftest import (
@@ -94,12 +97,22 @@ def test_an_attacker_elsewhere_slows_itself_not_the_nurse(viewer):
 
 
 def test_only_clinicians_record_clinical_feedback(viewer, tmp_path):
+    """On a phantom the model judges, only a clinician records a verdict; on an image it
+    gives no result for (outside its validated range), nobody does: nothing to agree with."""
     box, port, cert = viewer
-    image = write(image_dataset("viewer-attack"), tmp_path, "ct.dcm")
-    assert storescu(box.port, [image]).returncode == 0
-    box.wait_idle(1)
-    instance = box.db_rows("SELECT id FROM instances")[0][0]
-    study = box.db_rows("SELECT id FROM studies")[0][0]
+    phantom = ct_dataset(generate("ct", np.random.default_rng(11), lesion=True))
+    unjudged = write(image_dataset("viewer-attack"), tmp_path, "ct.dcm")
+    assert storescu(box.port, [write_dicom(phantom, tmp_path / "phantom.dcm"),
+                               unjudged]).returncode == 0
+    box.wait_idle(2)
+    instance, study = box.db_rows(
+        "SELECT i.id, s.id FROM instances i JOIN results r ON r.instance_id = i.id"
+        " JOIN studies s ON s.study_key = i.study_instance_uid"
+        " WHERE r.assessment IN ('finding', 'no_finding')")[0]
+    other, other_study = box.db_rows(
+        "SELECT i.id, s.id FROM instances i JOIN results r ON r.instance_id = i.id"
+        " JOIN studies s ON s.study_key = i.study_instance_uid"
+        " WHERE r.assessment NOT IN ('finding', 'no_finding')")[0]
     technician = Browser(port, cert)
     assert technician.login(*TECH)[0] == 302
     status, _, page = technician.request("GET", f"/study/{study}")
@@ -117,3 +130,9 @@ def test_only_clinicians_record_clinical_feedback(viewer, tmp_path):
     assert status == 302
     assert [tuple(r) for r in box.db_rows("SELECT verdict, finding FROM feedback")] == [
         ("agree", -1)]
+    status, _, page = nurse.request("GET", f"/study/{other_study}")
+    assert status == 200 and "verdict-agree" not in page
+    status, _, _ = nurse.request("POST", f"/instance/{other}/feedback", {
+        "csrf_token": csrf_token(page), "finding": -1, "verdict": "agree"})
+    assert status == 409
+    assert box.db_rows("SELECT COUNT(*) FROM feedback")[0][0] == 1
