@@ -9,6 +9,7 @@ script. The script's arithmetic runs in Node.
 
 from __future__ import annotations
 
+import html as html_module
 import json
 import re
 import shutil
@@ -189,7 +190,8 @@ def test_the_page_shows_the_series_as_a_stack_in_position_order(stack_client):
     options = [int(v) for v in re.findall(r'<option value="(\d+)"', nav)]
     assert options == state.ordered  # the no-script list, in position order
     assert f'<option value="{shown}" selected>' in nav
-    data = json.loads(re.search(r'id="stack-data">(.*?)</script>', nav, re.S).group(1))
+    data = json.loads(html_module.unescape(
+        re.search(r'id="stack-data" hidden data-stack="([^"]*)"', nav).group(1)))
     assert [s["id"] for s in data["slices"]] == state.ordered and data["index"] == place
     assert all(s["image"] == f"/instance/{s['id']}/frame/0.png" for s in data["slices"])
     # the lesion's slices, as the box read them, are the marked ones with its number
@@ -232,7 +234,8 @@ def test_the_window_asked_for_stays_on_every_slice_s_link(stack_client):
     following = re.search(r'id="stack-next" rel="next" href="([^"]+)"', nav).group(1)
     assert "centre=50.0" in following and "width=350.0" in following
     assert '<input type="hidden" name="centre" value="50.0">' in nav
-    data = json.loads(re.search(r'id="stack-data">(.*?)</script>', nav, re.S).group(1))
+    data = json.loads(html_module.unescape(
+        re.search(r'id="stack-data" hidden data-stack="([^"]*)"', nav).group(1)))
     assert "centre" not in data["slices"][0]["page"]  # the script adds the window it shows
 
 

@@ -110,7 +110,7 @@
     const stage = document.getElementById("stage");
     const image = document.getElementById("frame-image");
     if (!nav || !source || !viewer || !image) return;
-    const data = JSON.parse(source.textContent);
+    const data = JSON.parse(source.dataset.stack);
     const slices = data.slices;
     const count = slices.length;
     const home = data.index;
@@ -156,7 +156,7 @@
 
     // -- the image layer of a slice other than the page's own ------------------------------
     function svg(name, attributes, text) {
-      const node = document.createElementNS("http://www.w3.org/2000/svg", name);
+      const node = document.createElementNS(boxes.namespaceURI, name);  // SVG's
       for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, value);
       if (text !== undefined) node.textContent = text;
       return node;
