@@ -14,6 +14,17 @@ import pytest
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+#: One pointer event (a finger) at client point (x, y) on what lies there in the viewer
+#: (``driver.execute_script(POINTER, type, x, y)``).
+POINTER = """
+const [type, x, y] = arguments;
+const viewer = document.getElementById('viewer');
+const hit = document.elementFromPoint(x, y);
+const target = hit && viewer.contains(hit) ? hit : viewer;
+target.dispatchEvent(new PointerEvent(type, {pointerId: 7, pointerType: 'touch', isPrimary: true,
+  clientX: x, clientY: y, button: 0, buttons: type === 'pointerup' ? 0 : 1,
+  bubbles: true, cancelable: true}));
+"""
 #: where the browser tests leave their screenshots
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "viewer"
 

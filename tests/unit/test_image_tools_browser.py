@@ -19,7 +19,7 @@ import math
 import pytest
 
 from firmware_app.storage import db
-from tests.browser import ARTIFACTS, headless_chromium
+from tests.browser import ARTIFACTS, POINTER, headless_chromium
 from tests.unit import test_web_i18n_browser as zh_browser
 from tests.viewer_state import CLINICIAN
 from web.security import CONTENT_SECURITY_POLICY
@@ -42,16 +42,6 @@ def tablet_browser():
     driver.quit()
 
 
-#: Dispatch one pointer event (a finger) at client point (x, y) on what lies there.
-POINTER = """
-const [type, x, y] = arguments;
-const viewer = document.getElementById('viewer');
-const hit = document.elementFromPoint(x, y);
-const target = hit && viewer.contains(hit) ? hit : viewer;
-target.dispatchEvent(new PointerEvent(type, {pointerId: 7, pointerType: 'touch', isPrimary: true,
-  clientX: x, clientY: y, button: 0, buttons: type === 'pointerup' ? 0 : 1,
-  bubbles: true, cancelable: true}));
-"""
 #: Screen rectangles of the stage (image and overlays) and of lesion 1's box.
 RECTS = """
 const r = e => { const b = e.getBoundingClientRect(); return [b.left, b.top, b.width, b.height]; };

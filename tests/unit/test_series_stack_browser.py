@@ -21,7 +21,7 @@ import re
 import pytest
 
 from firmware_app import i18n
-from tests.browser import ARTIFACTS, headless_chromium, serving
+from tests.browser import ARTIFACTS, POINTER, headless_chromium, serving
 from tests.i18n_text import english_sentences
 from tests.stack_state import SLICES, build_stack_state
 from tests.viewer_state import CLINICIAN
@@ -79,16 +79,6 @@ def tablet():
     driver.quit()
 
 
-#: One pointer event (a finger) at client point (x, y) on the viewer.
-POINTER = """
-const [type, x, y] = arguments;
-const viewer = document.getElementById('viewer');
-const hit = document.elementFromPoint(x, y);
-const target = hit && viewer.contains(hit) ? hit : viewer;
-target.dispatchEvent(new PointerEvent(type, {pointerId: 9, pointerType: 'touch', isPrimary: true,
-  clientX: x, clientY: y, button: 0, buttons: type === 'pointerup' ? 0 : 1,
-  bubbles: true, cancelable: true}));
-"""
 #: The shown image: its address, whether it is loaded, and a checksum of its pixels.
 IMAGE = """
 const image = document.getElementById('frame-image');
