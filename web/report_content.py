@@ -53,6 +53,10 @@ class ReportContent:
     summary: str = ""
     #: a note printed first (e.g. why a report asked for in Chinese is in English)
     font_note: str = ""
+    #: what to do beyond the verdict ("" for nothing more), and the whole image's probability
+    #: ("" where the model gave no result on any image)
+    next_step: str = ""
+    image_probability: str = ""
 
 
 def make_pdf(content: ReportContent, language: str) -> bytes:

@@ -121,8 +121,10 @@ def report_pdf(content: ReportContent, *, font_dirs: Sequence[Path] | None = Non
 
     pdf.use_font(bold=True, size=13)
     pdf.paragraph(clean_text(content.verdict) or _("No result"), 7)
-    if content.summary:
-        pdf.paragraph(clean_text(content.summary), 6)
+    pdf.use_font(size=11)
+    for line in (content.next_step, content.summary, content.image_probability):
+        if clean_text(line):
+            pdf.paragraph(clean_text(line), 6)
     pdf.ln(2)
 
     findings = [clean_text(line) for line in content.findings or []]

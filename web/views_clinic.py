@@ -33,7 +33,7 @@ from flask import (
 )
 
 from firmware_app import i18n
-from firmware_app.i18n import formats
+from firmware_app.i18n import formats, ngettext
 from firmware_app.i18n.fonts import PACKAGE_HINT, find_cjk_font
 from firmware_app.inference.assessment import is_judged
 from firmware_app.storage import audit, db
@@ -307,6 +307,8 @@ def _report(study_id: int) -> dict[str, Any]:
         image = _frame(top.spool_path, top.key_frame)
         rows, columns = image.rows, image.columns
     level, headline = _study_verdict(found)
+    volumes = found["volumes"]
+    in_volume = any(top.id in s.instance_ids for s in volumes.series if s.read_as == "volume")
     facts = _viewer().package_facts()
     notice = wording.assist_notice()
     if facts.get("intended_use"):
@@ -314,9 +316,15 @@ def _report(study_id: int) -> dict[str, Any]:
                               use=wording.intended_use(facts["intended_use"]))
     return {
         "study": found, "top": top, "level": level, "headline": headline,
-        "findings": wording.volume_lines(found["volumes"])
-        + wording.finding_lines(top.boxes, rows, columns, top.lesions)
-        + wording.other_frame_lines(top.boxes, top.lesions),
+        # a 3-D lesion is said once: its slices' areas are parts of it, not more lesions
+        "findings": wording.volume_lines(volumes) + ([] if in_volume else (
+            wording.finding_lines(top.boxes, rows, columns, top.lesions)
+            + wording.other_frame_lines(top.boxes, top.lesions))),
+        "next_step": wording.next_step(level, found["summary"]["lesions"] > 0),
+        "image_probability": "" if found["suspicion"] is None else ngettext(
+            "Whole image: %(percent)s, the most suspicious of %(num)d image analysed",
+            "Whole image: %(percent)s, the most suspicious of %(num)d images analysed",
+            len(found["instances"]), percent=wording.percent(found["suspicion"])),
         "summary": wording.study_summary(found["summary"]),
         "image_gone": gone,
         "warnings": sorted({wording.warning_text(w) for i in found["instances"]
@@ -359,7 +367,8 @@ def _pdf_answer(study_id: int, font_note: str) -> Response:
         study_description=found["study_description"], modality=found["modality"] or "",
         received=wording.local_time(found["received_at"]), verdict=facts["headline"],
         summary=facts["summary"],
-        findings=facts["findings"] or [i18n.gettext("No marked areas.")],
+        findings=facts["findings"] or [wording.no_marks(facts["top"].judged)],
+        next_step=facts["next_step"], image_probability=facts["image_probability"],
         warnings=facts["warnings"],
         model_id=top.model_id, notice=facts["notice"],
         generated=facts["generated"],

@@ -102,6 +102,13 @@ def no_place() -> str:
              "should read the whole image.")
 
 
+def no_marks(judged: bool) -> str:
+    """The findings of a report without a marked area: none found, or no result at all."""
+    if judged:
+        return _("No marked areas.")
+    return _("None: the model gives no result for this image, so nothing is marked.")
+
+
 def class_caution(intended_use_statement: str) -> str:
     """Said beside a lesion's kind (benign, malignant …): a guess, and for a demonstration
     model one not to act on (the model card's own caution)."""
@@ -186,7 +193,8 @@ def finding_lines(boxes: list[dict[str, Any]], rows: int | None,
         lesion = lesions[n - 1] if n <= len(lesions) else {}
         values = {
             "n": n, "label": labels.class_label(box.get("label", "finding")),
-            "confidence": _confidence(box.get("score"), classes(
+            # the lesion's one number (its best frame's, tracked across a cine), else the box's
+            "confidence": _confidence(lesion.get("probability", box.get("score")), classes(
                 lesion.get("class_probabilities") or box.get("class_probabilities")))}
         placed = bool(rows and columns)
         if placed:
@@ -246,18 +254,23 @@ def series_reading_lines(volumes: Any) -> list[str]:
 def _lesion_3d_line(number: int, lesion: Any) -> str:
     """A 3-D lesion in words: where it lies, its size, extent and volume."""
     values = {"n": number, "label": labels.class_label(lesion.label),
-              "slices": lesion.slices, "extent": formats.decimal(lesion.z_extent_mm),
+              "extent": formats.decimal(lesion.z_extent_mm),
               "volume": formats.decimal(lesion.volume_mm3, 0),
               "confidence": _confidence(lesion.probability, classes(
                   lesion.class_probabilities))}
     if lesion.long_axis_mm is not None:
         values["size"] = (f"{formats.decimal(lesion.long_axis_mm)} × "
                           f"{formats.decimal(lesion.short_axis_mm)} mm")
-        line = _("3-D lesion %(n)d: possible %(label)s on %(slices)d slices (%(extent)s mm "
-                 "deep), about %(size)s across, volume about %(volume)s mm³", **values)
+        line = ngettext("3-D lesion %(n)d: possible %(label)s on %(num)d slice (%(extent)s mm "
+                        "deep), about %(size)s across, volume about %(volume)s mm³",
+                        "3-D lesion %(n)d: possible %(label)s on %(num)d slices (%(extent)s "
+                        "mm deep), about %(size)s across, volume about %(volume)s mm³",
+                        lesion.slices, **values)
     else:
-        line = _("3-D lesion %(n)d: possible %(label)s on %(slices)d slices (%(extent)s mm "
-                 "deep), volume about %(volume)s mm³", **values)
+        line = ngettext("3-D lesion %(n)d: possible %(label)s on %(num)d slice (%(extent)s mm "
+                        "deep), volume about %(volume)s mm³",
+                        "3-D lesion %(n)d: possible %(label)s on %(num)d slices (%(extent)s "
+                        "mm deep), volume about %(volume)s mm³", lesion.slices, **values)
     if lesion.volume_from == "box":
         line = _("%(line)s (estimated from the boxes: the model draws no outline)", line=line)
     return _("%(line)s (%(confidence)s)", line=line, confidence=values["confidence"])

@@ -303,24 +303,29 @@ def study_of_instance(conn: sqlite3.Connection, instance_id: int) -> int | None:
 def previous_study(conn: sqlite3.Connection, study_id: int) -> dict[str, Any] | None:
     """The latest earlier study of the same patient on this box, or None.
 
-    Same patient means the same non-empty Patient ID, compared here on the box
-    only. Earlier means an earlier study date when both studies have one, else
-    received earlier. Returns its id, study date, received time, modality,
-    description, most suspicious instance and whether that image is still here.
+    Same patient means the same non-empty Patient ID and, where both studies name the
+    patient, the same name (a default or reused ID, as phantoms and some modalities carry,
+    must not join two people), compared here on the box only. Earlier means an earlier
+    study date when both studies have one, else received earlier. Returns its id, study
+    date, received time, modality, description, most suspicious instance and whether that
+    image is still here.
     """
-    current = conn.execute("SELECT patient_id, study_date, received_at FROM studies"
-                           " WHERE id = ?", (study_id,)).fetchone()
+    current = conn.execute("SELECT patient_id, patient_name, study_date, received_at"
+                           " FROM studies WHERE id = ?", (study_id,)).fetchone()
     if current is None or not current["patient_id"].strip():
         return None
     row = conn.execute(
         "SELECT s.id, s.study_date, s.received_at, s.modality, s.study_description,"
         " s.top_instance_id, i.image_deleted_at FROM studies s"
         " LEFT JOIN instances i ON i.id = s.top_instance_id"
-        " WHERE s.patient_id = ? AND s.id != ? AND CASE WHEN ? != '' AND s.study_date != ''"
+        " WHERE s.patient_id = ? AND s.id != ?"
+        " AND (rtrim(s.patient_name, '^ ') = rtrim(?, '^ ') OR s.patient_name = '' OR ? = '')"
+        " AND CASE WHEN ? != '' AND s.study_date != ''"
         " THEN s.study_date < ? OR (s.study_date = ? AND s.received_at < ?)"
         " ELSE s.received_at < ? END"
         " ORDER BY s.study_date DESC, s.received_at DESC LIMIT 1",
-        (current["patient_id"], study_id, current["study_date"], current["study_date"],
+        (current["patient_id"], study_id, current["patient_name"], current["patient_name"],
+         current["study_date"], current["study_date"],
          current["study_date"], current["received_at"], current["received_at"])).fetchone()
     if row is None:
         return None

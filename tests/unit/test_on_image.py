@@ -22,11 +22,12 @@ from tests.web_client import ViewerClient
 
 
 def _study_row(conn: sqlite3.Connection, key: str, patient_id: str, study_date: str,
-               received_at: float) -> int:
+               received_at: float, name: str = "") -> int:
     return conn.execute(
         "INSERT INTO studies(study_key, instances, max_probability, findings, alert, warnings,"
-        " received_at, updated_at, patient_id, study_date) VALUES (?, 1, 0.1, 0, 0, 0, ?, ?, ?, ?)",
-        (key, received_at, received_at, patient_id, study_date)).lastrowid
+        " received_at, updated_at, patient_id, study_date, patient_name)"
+        " VALUES (?, 1, 0.1, 0, 0, 0, ?, ?, ?, ?, ?)",
+        (key, received_at, received_at, patient_id, study_date, name)).lastrowid
 
 
 def test_previous_study_is_the_same_patients_latest_earlier_one(conn):
@@ -51,6 +52,19 @@ def test_no_previous_study_without_a_patient_id_or_for_another_patient(conn):
     assert queries.previous_study(conn, blank) is None
     assert queries.previous_study(conn, alone) is None
     assert queries.previous_study(conn, 9999) is None
+
+
+def test_a_reused_patient_id_does_not_join_two_named_patients(conn):
+    """A default ID (phantoms, some modalities) on two named people: no previous study; the
+    same person's name written with trailing carets, or a study without a name, still is."""
+    _study_row(conn, "1.1", "PHANTOM-0000", "20240101", 100.0, "DARK^PHANTOM")
+    other = _study_row(conn, "1.2", "PHANTOM-0000", "20250101", 200.0, "DEMO^PHANTOM")
+    same = _study_row(conn, "1.3", "PHANTOM-0000", "20250601", 300.0, "DEMO^PHANTOM^^")
+    unnamed = _study_row(conn, "1.4", "PHANTOM-0000", "20250701", 400.0, "")
+    conn.commit()
+    assert queries.previous_study(conn, other) is None
+    assert queries.previous_study(conn, same)["id"] == other
+    assert queries.previous_study(conn, unnamed)["id"] == same
 
 
 @pytest.fixture
@@ -95,11 +109,11 @@ def test_study_page_carries_the_images_calibration_and_its_lesions(clinician):
 def test_study_page_shows_the_same_patients_previous_study_only(clinician):
     state, client = clinician
     conn = db.connect(state.config.database_path)
-    patient = conn.execute("SELECT patient_id FROM studies WHERE id = ?",
-                           (state.studies["alert"],)).fetchone()[0]
+    patient, name = conn.execute("SELECT patient_id, patient_name FROM studies WHERE id = ?",
+                                 (state.studies["alert"],)).fetchone()
     with db.transaction(conn):  # the clear phantom becomes the same patient's earlier study
-        conn.execute("UPDATE studies SET patient_id = ?, study_date = '', received_at = 1.0"
-                     " WHERE id = ?", (patient, state.studies["clear"]))
+        conn.execute("UPDATE studies SET patient_id = ?, patient_name = ?, study_date = '',"
+                     " received_at = 1.0 WHERE id = ?", (patient, name, state.studies["clear"]))
         conn.execute("UPDATE studies SET study_date = '' WHERE id = ?", (state.studies["alert"],))
     conn.close()
     page = _page(client, state.studies["alert"])
