@@ -1,7 +1,9 @@
 """``clinibox infer --csv FILE``: one row per study, per lesion and per file without a result.
 
 ``row_type`` says which: ``study`` (the study rolled up: ``cli/batch_studies.py``),
-``lesion`` (one lesion of one image) or ``problem`` (a path or file that gave no
+``lesion`` (one lesion of one image; ``lesion_3d``: the number of the study's 3-D lesion it
+is part of, where its series is read as a volume, so a lesion on six slices is six rows of
+one ``lesion_3d``) or ``problem`` (a path or file that gave no
 result: ``status`` and ``reason`` say why). Codes and numbers, never words in a
 language: ``assessment`` is the box's code; ``probability`` is empty where the
 model gives no result (``not_assessable``, ``outside_validated_range``), the raw
@@ -24,7 +26,8 @@ from firmware_app.cli.batch_studies import FileResult, StudySummary
 COLUMNS = (
     "row_type", "study_key", "file", "series_uid", "instance_uid", "modality", "status",
     "assessment", "alert", "probability", "probability_not_shown", "assessment_reason",
-    "images", "lesions", "lesion", "lesion_label", "long_axis_mm", "short_axis_mm", "area_mm2",
+    "images", "lesions", "lesion", "lesion_3d", "lesion_label", "long_axis_mm",
+    "short_axis_mm", "area_mm2",
     "long_axis_px", "short_axis_px", "units", "size_from", "truth", "reason",
 )
 
@@ -64,7 +67,9 @@ def _lesion_rows(study: StudySummary, truth: dict[str, int]) -> Iterator[dict[st
                    "modality": _text(r.get("modality")),
                    "status": r["status"], "assessment": r["assessment"],
                    "alert": _flag(r["alert"]), "probability": _number(lesion["probability"], 4),
-                   "lesion": number, "lesion_label": _text(lesion["label"]),
+                   "lesion": number,
+                   "lesion_3d": study.lesion_3d.get((r["file"], number - 1), ""),
+                   "lesion_label": _text(lesion["label"]),
                    "long_axis_mm": _number(lesion.get("long_axis_mm"), 2),
                    "short_axis_mm": _number(lesion.get("short_axis_mm"), 2),
                    "area_mm2": _number(lesion.get("area_mm2"), 2),

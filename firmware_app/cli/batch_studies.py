@@ -56,6 +56,9 @@ class StudySummary:
     lesions: int = 0
     largest_long_axis_mm: float | None = None
     display: dict[str, str] = field(default_factory=dict)
+    #: (file, lesion index in the file) -> the number of the 3-D lesion it is part of (a
+    #: series read as a volume; the study's 3-D lesions numbered from 1)
+    lesion_3d: dict[tuple[str, int], int] = field(default_factory=dict)
 
     @property
     def images(self) -> int:
@@ -100,21 +103,27 @@ def _roll_up(study: StudySummary) -> None:
                else r.get("probability_not_shown") for r in reports]
         study.probability_not_shown = max((p for p in raw if p is not None), default=None)
     lesions = [lesion for r in reports for lesion in r["lesions"]]
-    study.lesions = _lesions_in_3d(reports)
+    study.lesions, study.lesion_3d = _lesions_in_3d(reports)
     sizes = [lesion["long_axis_mm"] for lesion in lesions if lesion.get("units") == "mm"
              and lesion.get("long_axis_mm") is not None]
     study.largest_long_axis_mm = max(sizes, default=None)
     study.display = next((f.display for f in study.files if f.display), {})
 
 
-def _lesions_in_3d(reports: list[dict[str, Any]]) -> int:
-    """How many lesions the study's images show, a lesion across a series' slices once."""
+def _lesions_in_3d(reports: list[dict[str, Any]]
+                   ) -> tuple[int, dict[tuple[str, int], int]]:
+    """How many lesions the study's images show, a lesion across a series' slices once, and
+    which 3-D lesion each lesion of a file is part of."""
     series: dict[str, list[SeriesSlice]] = {}
     for number, report in enumerate(reports):
         lesions = report["lesions"] if report["assessment"] == "finding" else []
         series.setdefault(report.get("series_uid") or f"file:{number}", []).append(
             SeriesSlice.from_geometry(number, report.get("geometry"), lesions))
-    return sum(series_volume(slices).lesion_count for slices in series.values())
+    volumes = [series_volume(slices) for slices in series.values()]
+    lesions = [lesion for volume in volumes for lesion in volume.lesions]
+    parts = {(reports[part.instance_id]["file"], part.lesion_index): number
+             for number, lesion in enumerate(lesions, start=1) for part in lesion.parts}
+    return sum(volume.lesion_count for volume in volumes), parts
 
 
 def roll_up_studies(results: list[FileResult]) -> list[StudySummary]:

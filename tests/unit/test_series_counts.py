@@ -96,3 +96,6 @@ def test_the_batch_counts_a_lesion_across_slices_once():
     for positioned, lesions in ((True, 1), (False, 6)):
         (study,) = roll_up_studies([FileResult(report(k, positioned)) for k in range(8)])
         assert study.lesions == lesions, positioned
+    assert study.lesion_3d == {}  # read per slice: no 3-D lesion to belong to
+    (study,) = roll_up_studies([FileResult(report(k, True)) for k in range(8)])
+    assert study.lesion_3d == {(f"s{k}.dcm", 0): 1 for k in range(1, 7)}  # the CSV's lesion_3d
