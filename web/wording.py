@@ -28,8 +28,9 @@ KNOWN_INTENDED_USES = (
 #: Advice added to quality warnings that do not already say what to do.
 _ADVICE = {
     "too_small": N_("send the original image if possible"),
-    "saturated": N_("check exposure, rescan if needed"),
-    "low_contrast": N_("check window/exposure, rescan if needed"),
+    # their warnings already say what to check ("image saturated, check exposure")
+    "saturated": N_("rescan if needed"),
+    "low_contrast": N_("rescan if needed"),
 }
 #: Where a box lies, by (vertical, horizontal) third of the image.
 _PLACES = {

@@ -180,3 +180,14 @@ def test_a_finding_the_model_cannot_locate_says_so_and_what_to_do():
     assert wording.next_step("outside") == "" and wording.next_step("unassessable") == ""
     with use_locale("zh_CN"):
         assert "整张图像" in wording.next_step("finding", marked=False)
+
+
+def test_a_quality_warning_says_what_to_do_once():
+    """"Low contrast, check window/exposure" is not followed by the same check again."""
+    for code, recorded in (("low_contrast", "low contrast, check window/exposure"),
+                           ("saturated", "image saturated, check exposure")):
+        text = wording.warning_text({"code": code, "message": recorded})
+        assert text.count("check") == 1 and text.endswith("rescan if needed"), text
+        with use_locale("zh_CN"):
+            shown = wording.warning_text({"code": code, "message": recorded})
+            assert shown.count("检查") == 1 and shown.endswith("必要时重新扫描"), shown
