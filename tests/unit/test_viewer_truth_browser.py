@@ -119,6 +119,8 @@ def test_what_a_clinician_reads_agrees_with_itself(truth_box, lang):
 
         driver.get(f"{base}/study/{studies['series']}")
         text = _text(driver)
+        assert driver.execute_script(  # no sideways scrolling on a tablet
+            "return document.documentElement.scrollWidth <= window.innerWidth")
         driver.save_screenshot(str(ARTIFACTS / f"truth-{lang}-series.png"))
         assert words["one_lesion"] in text
         rows = driver.find_elements(By.CSS_SELECTOR, "#volume-table tbody tr")

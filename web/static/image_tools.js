@@ -44,9 +44,10 @@
       const perSource = screenPerSource();
       for (const text of layer.querySelectorAll("text")) text.setAttribute("font-size", 15 / perSource);
       for (const dot of layer.querySelectorAll("circle")) dot.setAttribute("r", 5 / perSource);
-      // the boxes' labels keep the size they have at fit (CSS sets it, so CSSOM changes it)
+      // the boxes' labels are 14 screen pixels at any zoom and any image size (a 128-pixel
+      // phantom drawn 580 wide would otherwise letter them 60 pixels high)
       for (const text of document.querySelectorAll("#boxes text")) {
-        text.style.fontSize = `${14 / view.scale}px`;
+        text.style.fontSize = `${14 / perSource}px`;
       }
     }
     function screenPerSource() {
