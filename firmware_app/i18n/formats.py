@@ -9,6 +9,7 @@ sizes keep their unit symbols (``12.3 mm``).
 from __future__ import annotations
 
 import datetime as dt
+import math
 from decimal import Decimal
 
 from babel.dates import format_date, format_skeleton, format_time
@@ -65,8 +66,10 @@ def decimal(value: float | None, digits: int = 1) -> str:
     Rounded as Python's ``format`` rounds (so every language shows the same
     digits), then written by babel.numbers.
     """
-    if value is None:
+    if value is None or not math.isfinite(value):
         return MISSING
+    if abs(value) >= 1e15:  # beyond what a person reads as digits (and babel formats)
+        return f"{value:.3g}"
     rounded = Decimal(f"{value:.{digits}f}")
     pattern = "0." + "0" * digits if digits > 0 else "0"
     return format_decimal(rounded, format=pattern, locale=current())

@@ -27,6 +27,7 @@ numpy only: pure functions of the stored records and geometry.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from typing import Any
 import numpy as np
 
 from firmware_app.i18n import N_
+
+log = logging.getLogger(__name__)
 
 #: how a series is read
 READ_AS_VOLUME, READ_PER_SLICE = "volume", "per_slice"
@@ -51,9 +54,14 @@ MIXED_FRAME_OF_REFERENCE = "mixed_frame_of_reference"
 DUPLICATE_POSITIONS = "duplicate_positions"
 TILTED = "tilted"
 GAP = "gap"
+MIXED_PIXEL_SPACING = "mixed_pixel_spacing"
+IMPLAUSIBLE_GEOMETRY = "implausible_geometry"
+TOO_MANY_RECORDS = "too_many_records"
+NOT_COMPUTED = "not_computed"
 PER_SLICE_REASONS = (SINGLE_SLICE, MULTI_FRAME, NO_POSITIONS, NO_PIXEL_SPACING,
                      BAD_ORIENTATION, MIXED_ORIENTATION, MIXED_FRAME_OF_REFERENCE,
-                     DUPLICATE_POSITIONS, TILTED, GAP)
+                     DUPLICATE_POSITIONS, TILTED, GAP, MIXED_PIXEL_SPACING,
+                     IMPLAUSIBLE_GEOMETRY, TOO_MANY_RECORDS, NOT_COMPUTED)
 #: why a series is read image by image, in English words (the SR's; the viewer shows them
 #: in the reader's language through the catalog); ``single_slice`` is no series, never said
 PER_SLICE_WORDS = {
@@ -66,7 +74,18 @@ PER_SLICE_WORDS = {
     DUPLICATE_POSITIONS: N_("two of its images lie at the same position"),
     TILTED: N_("its stack is tilted (gantry tilt)"),
     GAP: N_("slices are missing or unevenly spaced"),
+    MIXED_PIXEL_SPACING: N_("its images have different pixel spacings"),
+    IMPLAUSIBLE_GEOMETRY: N_("its images' positions or spacing are not those of a body"),
+    TOO_MANY_RECORDS: N_("it has more marked areas than the box reads as a volume"),
+    NOT_COMPUTED: N_("its volume could not be computed"),
 }
+#: geometry a body can have (mm): positions within a metre of the origin and a cell or a
+#: slice step of a micrometre to a metre; anything else (1e26, NaN) is read per slice
+MAX_POSITION_MM, SPACING_RANGE_MM = 1e5, (1e-3, 1e3)
+#: a series with more lesion records than this is read per slice (bounds a page's work)
+MAX_RECORDS = 2000
+#: cells across the largest outline on the common grid, at most (bounds a raster's size)
+MAX_CELLS_ACROSS = 256
 
 #: records on slices at most this many apart may join (2: a gap of one slice)
 MAX_SLICE_STEP = 2
@@ -225,12 +244,24 @@ def series_volume(slices: Sequence[SeriesSlice], series_instance_uid: str = "",
     """The series' 3-D lesions, or its per-slice reading with the reason it is one."""
     records = sum(len(s.lesions) for s in slices)
     layout = stack_layout(slices)
+    lesions: tuple[Lesion3D, ...] = ()
+    if not isinstance(layout, str):
+        try:
+            lesions = tuple(sorted((_lesion_3d(group, layout) for group in _groups(layout)),
+                                   key=lambda lesion: (-lesion.probability,
+                                                       -lesion.volume_mm3)))
+        except (ArithmeticError, ValueError, TypeError, MemoryError) as exc:
+            # what no check foresaw: this series is read per slice, the others go on
+            log.warning("series %s read per slice: its volume could not be computed (%s)",
+                        series_instance_uid, exc)
+            layout = NOT_COMPUTED
+        if not all(math.isfinite(v) for lesion in lesions
+                   for v in (lesion.volume_mm3, lesion.z_extent_mm, *lesion.centre_mm)):
+            layout = IMPLAUSIBLE_GEOMETRY
     if isinstance(layout, str):
         return SeriesVolume(READ_PER_SLICE, layout, tuple(s.instance_id for s in slices),
                             per_slice_lesions=records, series_instance_uid=series_instance_uid,
                             modality=modality)
-    lesions = tuple(sorted((_lesion_3d(group, layout) for group in _groups(layout)),
-                           key=lambda lesion: (-lesion.probability, -lesion.volume_mm3)))
     return SeriesVolume(READ_AS_VOLUME, "", tuple(s.instance_id for s in layout.slices),
                         lesions, layout.spacing, tuple(float(v) for v in layout.normal),
                         records, series_instance_uid, modality)
@@ -288,6 +319,16 @@ def _slice_reason(slices: Sequence[SeriesSlice]) -> str:
         return NO_PIXEL_SPACING
     if len({s.frame_of_reference_uid for s in slices if s.frame_of_reference_uid}) > 1:
         return MIXED_FRAME_OF_REFERENCE
+    spacings = np.array([s.pixel_spacing for s in slices], dtype=np.float64)
+    positions = np.array([s.position for s in slices], dtype=np.float64)
+    low, high = SPACING_RANGE_MM
+    if (not np.isfinite(positions).all() or np.abs(positions).max() > MAX_POSITION_MM
+            or spacings.min() < low or spacings.max() > high):
+        return IMPLAUSIBLE_GEOMETRY
+    if np.abs(spacings - spacings[0]).max() > 0.01 * spacings[0].min():
+        return MIXED_PIXEL_SPACING
+    if sum(len(s.lesions) for s in slices) > MAX_RECORDS:
+        return TOO_MANY_RECORDS
     return ""
 
 
@@ -313,6 +354,8 @@ def _spacing_reason(positions: np.ndarray, z: np.ndarray, normal: np.ndarray) ->
     if (drift > TILT_TOLERANCE * steps + POSITION_TOLERANCE_MM).any():
         return TILTED
     spacing = float(np.median(steps))
+    if not SPACING_RANGE_MM[0] <= spacing <= SPACING_RANGE_MM[1]:
+        return IMPLAUSIBLE_GEOMETRY
     if (np.abs(steps - spacing) > max(SPACING_TOLERANCE * spacing,
                                       POSITION_TOLERANCE_MM)).any():
         return GAP
@@ -347,8 +390,13 @@ class _Footprint:
 
 
 def _footprints(layout: StackLayout) -> list[_Footprint]:
-    """Every lesion record of the stack with a box, placed in the common plane."""
+    """Every lesion record of the stack with a box, placed in the common plane: on a grid of
+    the finest pixel spacing, coarser where the largest outline would span more than
+    ``MAX_CELLS_ACROSS`` cells (a huge box must not cost a huge raster)."""
     cell = min(min(s.pixel_spacing) for s in layout.slices)  # type: ignore[type-var]
+    widest = max((_extent_mm(item, record) for item in layout.slices
+                  for record in item.lesions), default=0.0)
+    cell = max(cell, widest / MAX_CELLS_ACROSS)
     out = []
     for index, item in enumerate(layout.slices):
         for number, record in enumerate(item.lesions):
@@ -356,6 +404,15 @@ def _footprints(layout: StackLayout) -> list[_Footprint]:
             if footprint is not None:
                 out.append(footprint)
     return out
+
+
+def _extent_mm(item: SeriesSlice, record: Mapping[str, Any]) -> float:
+    """The larger side of a record's box in mm (0 without a box)."""
+    box = _numbers(record.get("box"), 4)
+    if box is None or item.pixel_spacing is None:
+        return 0.0
+    row_mm, column_mm = item.pixel_spacing
+    return max(abs(box[2] - box[0]) * column_mm, abs(box[3] - box[1]) * row_mm)
 
 
 def _footprint(layout: StackLayout, index: int, number: int, record: Mapping[str, Any],
@@ -367,6 +424,9 @@ def _footprint(layout: StackLayout, index: int, number: int, record: Mapping[str
         return None
     row_mm, column_mm = item.pixel_spacing  # type: ignore[misc]
     contour = _contour(record.get("contour"))
+    if (contour is not None and (contour.min(axis=0) < [box[0] - 1, box[1] - 1]).any()) \
+            or (contour is not None and (contour.max(axis=0) > [box[2] + 1, box[3] + 1]).any()):
+        contour = None  # an outline beyond its own box is not the lesion's: the box then
     # box edges → pixel-centre indices (DICOM positions are the first pixel's centre)
     x0, y0, x1, y1 = (v - 0.5 for v in box)
     pixels = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]) if contour is None else contour
@@ -526,7 +586,8 @@ def _highest_classes(records: list[Mapping[str, Any]]) -> dict[str, float]:
     """Each class' highest probability over the records."""
     highest: dict[str, float] = {}
     for record in records:
-        for label, p in dict(record.get("class_probabilities") or {}).items():
+        classes = record.get("class_probabilities")
+        for label, p in (classes.items() if isinstance(classes, Mapping) else ()):
             value = _number(p)
             if value is not None:
                 highest[str(label)] = max(highest.get(str(label), 0.0), value)
@@ -536,15 +597,16 @@ def _highest_classes(records: list[Mapping[str, Any]]) -> dict[str, float]:
 def _area_mm2(record: Mapping[str, Any], spacing: tuple[float, float],
               box: tuple[float, ...]) -> float:
     """The record's area in mm²: as stored, else its pixels' area, else the box's
-    inscribed ellipse."""
-    stored = _number(record.get("area_mm2"))
-    if stored is not None:
-        return stored
-    pixels = _number(record.get("area_px2"))
-    if pixels is not None:
-        return pixels * spacing[0] * spacing[1]
+    inscribed ellipse; a stored area the box cannot hold (negative, or beyond the box) is
+    not believed: the ellipse then."""
     width, height = max(0.0, box[2] - box[0]), max(0.0, box[3] - box[1])
-    return math.pi / 4 * width * spacing[1] * height * spacing[0]
+    in_box = width * spacing[1] * height * spacing[0]
+    stored = _number(record.get("area_mm2"))
+    pixels = _number(record.get("area_px2"))
+    for area in (stored, None if pixels is None else pixels * spacing[0] * spacing[1]):
+        if area is not None and 0.0 <= area <= in_box * 1.01:
+            return area
+    return math.pi / 4 * in_box
 
 
 # -- small helpers ---------------------------------------------------------------------

@@ -49,12 +49,9 @@ def study_volumes(conn: sqlite3.Connection, study_key: str) -> StudyVolumes:
     grouped: dict[str, list[sqlite3.Row]] = {}
     for row in _analysed_instances(conn, study_key):
         grouped.setdefault(row["series_instance_uid"] or f"instance:{row['id']}", []).append(row)
-    series = []
-    for rows in grouped.values():
-        series.append(series_volume([_slice(row) for row in rows],
-                                    rows[0]["series_instance_uid"] or "",
-                                    rows[0]["modality"] or ""))
-    return StudyVolumes(study_key, tuple(series))
+    return StudyVolumes(study_key, tuple(
+        series_volume([_slice(row) for row in rows], rows[0]["series_instance_uid"] or "",
+                      rows[0]["modality"] or "") for rows in grouped.values()))
 
 
 def _analysed_instances(conn: sqlite3.Connection, study_key: str) -> list[sqlite3.Row]:

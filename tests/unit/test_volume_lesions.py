@@ -303,7 +303,11 @@ def test_ellipse_volume_of_a_sphere_sampled_in_slices_is_close():
     """The volume estimate itself: a 20 mm sphere cut every 2.5 mm, exact disc areas."""
     radius = 10.0
     zs = [z for z in (k * SPACING - 11.25 for k in range(10)) if abs(z) < radius]
-    slices = [axial(i, z, record(area=math.pi * (radius**2 - z**2))) for i, z in enumerate(zs)]
+    def disc(z: float) -> dict:  # the cross-section and the box around it
+        r = math.sqrt(radius**2 - z**2)
+        return record(box=(50 - r, 50 - r, 50 + r, 50 + r), area=math.pi * r**2)
+
+    slices = [axial(i, z, disc(z)) for i, z in enumerate(zs)]
     (lesion,) = series_volume(slices).lesions
     assert lesion.volume_mm3 == pytest.approx(4 / 3 * math.pi * radius**3, rel=0.03)
 
@@ -339,3 +343,47 @@ def test_a_malformed_record_is_read_by_its_box_or_left_out():
     (lesion,) = series_volume(slices).lesions
     assert lesion.instance_ids == (1, 2)
     assert lesion.parts[1].area_mm2 == pytest.approx(math.pi / 4 * 100)  # the box's ellipse
+
+
+# -- hostile geometry and records (a red-team pass): read per slice, never a crash ----------
+
+
+def test_slices_of_different_pixel_spacings_are_read_per_slice():
+    """One slice's spacing 7 000 times finer made the common grid 7 000² times larger (a
+    55 GiB raster, a 500 on the study page); the series is now read per slice."""
+    slices = stack([80.0] * 4)
+    slices[2] = axial(3, 2 * SPACING, record(area=80.0), pixel_spacing=(0.7, 0.7))
+    assert series_volume(slices).reason == volume.MIXED_PIXEL_SPACING
+
+
+@pytest.mark.parametrize("changes", [
+    {"pixel_spacing": (1e-4, 1e-4)},  # a cell of a tenth of a micrometre
+    {"pixel_spacing": (1e4, 1e4)},  # of ten metres
+])
+def test_implausible_spacing_is_read_per_slice(changes):
+    assert series_volume(stack([80.0] * 4, **changes)).reason == volume.IMPLAUSIBLE_GEOMETRY
+
+
+def test_positions_no_body_has_are_read_per_slice():
+    far = [axial(i + 1, i * 1e26, record(area=80.0)) for i in range(3)]
+    assert series_volume(far).reason == volume.IMPLAUSIBLE_GEOMETRY
+    huge = [axial(i + 1, 1.7e308 - i, record()) for i in range(3)]
+    assert series_volume(huge).reason == volume.IMPLAUSIBLE_GEOMETRY
+    reading = series_volume(far)
+    assert json.loads(json.dumps(reading.to_dict(), allow_nan=False))["lesion_count"] == 3
+
+
+def test_a_huge_box_costs_a_bounded_raster_and_malformed_records_do_not_crash():
+    huge = record(box=(0.0, 0.0, 1e6, 1e6), area=1.0)
+    odd = {**record(), "class_probabilities": "malignant", "area_mm2": float("inf")}
+    began = time.perf_counter()
+    reading = series_volume([axial(1, 0.0, huge, odd), axial(2, SPACING, huge)])
+    assert time.perf_counter() - began < 2.0
+    assert reading.read_as == volume.READ_AS_VOLUME
+    assert all(math.isfinite(lesion.volume_mm3) for lesion in reading.lesions)
+
+
+def test_a_series_with_more_records_than_the_box_reads_as_a_volume_is_read_per_slice():
+    slices = [axial(i + 1, i * SPACING, *[record()] * 25) for i in range(81)]
+    reading = series_volume(slices)
+    assert reading.reason == volume.TOO_MANY_RECORDS and reading.lesion_count == 81 * 25
