@@ -30,6 +30,7 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
@@ -180,29 +181,40 @@ class _Expander:
     def dicomdir(self, path: Path) -> None:
         """The files a DICOMDIR lists: its image records', in record order."""
         try:
-            records = dcmread(path).DirectoryRecordSequence
-        except (InvalidDicomError, AttributeError, ValueError, KeyError) as exc:
-            self._problem(path, BAD_DICOMDIR, str(exc) or type(exc).__name__)
-            return
+            records = list(dcmread(path).DirectoryRecordSequence)
         except OSError as exc:
             self._problem(path, NOT_READABLE, _reason(exc))
             return
+        except (InvalidDicomError, AttributeError, ValueError, KeyError, TypeError,
+                NotImplementedError) as exc:  # what a damaged medium makes pydicom raise
+            self._problem(path, BAD_DICOMDIR, str(exc) or type(exc).__name__)
+            return
+        listings: dict[Path, dict[str, str]] = {}
         for record in records:
-            file_id = record.get("ReferencedFileID")
-            if not file_id:
-                continue
-            parts = [str(p) for p in ([file_id] if isinstance(file_id, str) else file_id)]
-            target = _case_insensitive(path.parent, parts)
-            if not target.resolve().is_relative_to(path.parent.resolve()):
-                self._problem(target, NOT_FOUND,
-                              _("outside the folder of %(dicomdir)s", dicomdir=str(path)))
-            elif str(record.get("DirectoryRecordType", "")).upper() not in IMAGE_RECORDS:
-                self._seen.add(target.resolve())
-                self.result.skipped.append(str(target))
-            elif not target.is_file():
-                self._problem(target, NOT_FOUND, _("listed in %(dicomdir)s", dicomdir=str(path)))
-            else:
-                self._take(target)
+            try:
+                self._record(path, record, listings)
+            except (OSError, ValueError, TypeError, KeyError, NotImplementedError) as exc:
+                # one damaged record (a NUL in its file ID …): said, the others go on
+                self._problem(path, BAD_DICOMDIR, str(exc) or type(exc).__name__)
+
+    def _record(self, path: Path, record: Any, listings: dict[Path, dict[str, str]]) -> None:
+        """One directory record of the DICOMDIR at ``path``: its file taken, skipped or a
+        problem."""
+        file_id = record.get("ReferencedFileID")
+        if not file_id:
+            return
+        parts = [str(p) for p in ([file_id] if isinstance(file_id, str) else file_id)]
+        target = _case_insensitive(path.parent, parts, listings)
+        if not target.resolve().is_relative_to(path.parent.resolve()):
+            self._problem(target, NOT_FOUND,
+                          _("outside the folder of %(dicomdir)s", dicomdir=str(path)))
+        elif str(record.get("DirectoryRecordType", "")).upper() not in IMAGE_RECORDS:
+            self._seen.add(target.resolve())
+            self.result.skipped.append(str(target))
+        elif not target.is_file():
+            self._problem(target, NOT_FOUND, _("listed in %(dicomdir)s", dicomdir=str(path)))
+        else:
+            self._take(target)
 
 
 def _walk(root: Path, problem: Callable[[str, str, str], None]
@@ -216,15 +228,19 @@ def _walk(root: Path, problem: Callable[[str, str, str], None]
         yield Path(folder), sorted((f for f in files if not f.startswith(".")), key=natural_key)
 
 
-def _case_insensitive(base: Path, parts: list[str]) -> Path:
+def _case_insensitive(base: Path, parts: list[str],
+                      listings: dict[Path, dict[str, str]]) -> Path:
     """``base`` joined with ``parts``, each part matched case-insensitively when the exact
-    name is absent (media mounted lower-case)."""
+    name is absent (media mounted lower-case); ``listings`` keeps each folder's names by
+    their upper case, read once (a medium of 40,000 records lists each folder once)."""
     path = base
     for part in parts:
         exact = path / part
         if not exact.exists() and path.is_dir():
-            matches = [entry for entry in os.listdir(path) if entry.upper() == part.upper()]
-            exact = path / matches[0] if matches else exact
+            if path not in listings:
+                listings[path] = {entry.upper(): entry for entry in os.listdir(path)}
+            found = listings[path].get(part.upper())
+            exact = path / found if found else exact
         path = exact
     return path
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydicom import dcmread
 from pydicom.fileset import FileSet
 from pydicom.uid import generate_uid
 
@@ -402,3 +403,19 @@ def test_progress_rewrites_one_line_on_a_terminal():
     quiet = io.StringIO()
     Progress(2, quiet, enabled=False).step(1, Path("a.dcm"))
     assert quiet.getvalue() == ""
+
+
+def test_a_damaged_dicomdir_record_is_said_and_the_others_are_read(tmp_path):
+    """A NUL in one record's file ID once ended `clinibox infer` in a traceback."""
+    rng = np.random.default_rng(8)
+    datasets = [ct_dataset(generate("ct", rng, lesion=False),
+                           identity=default_identity(SOPInstanceUID=generate_uid()))
+                for _ in range(2)]
+    dicomdir = _media(tmp_path / "media", *datasets)
+    ds = dcmread(dicomdir)
+    damaged = next(r for r in ds.DirectoryRecordSequence if "ReferencedFileID" in r)
+    damaged.ReferencedFileID = ["IM\x00G1"]
+    ds.save_as(dicomdir)
+    expansion = expand_paths([str(dicomdir)])
+    assert len(expansion.files) == 1
+    assert [p.kind for p in expansion.problems] == [BAD_DICOMDIR]
