@@ -45,9 +45,9 @@ def image_result(number: int, series: object, instance: object, result: dict[str
     ``part_of``: the numbers of the 3-D lesions it shows, for an image of a
     series read as a volume (its lesions are not counted on their own).
     """
-    numbers = ", ".join(f"{what} {value}" for what, value in (("series", series),
-                                                              ("instance", instance))
-                        if value not in (None, ""))
+    numbers = ", ".join(f"{what} {value}" for what, value in (("series", _integer(series)),
+                                                              ("instance", _integer(instance)))
+                        if value is not None)
     where = f"Image {number}" + (f" ({numbers})" if numbers else "")
     assessment = result.get("assessment") or ""
     reason = str(result.get("assessment_reason") or "").strip()
@@ -109,9 +109,19 @@ def _listed(numbers: Sequence[int]) -> str:
 
 def _series(series: object, modality: str, images: int) -> str:
     """A series as a PACS viewer shows it: "Series 3 (CT, 40 images)"."""
-    name = "Series" if series in (None, "") else f"Series {series}"
+    number = _integer(series)
+    name = "Series" if number is None else f"Series {number}"
     what = ", ".join(v for v in (modality, f"{images} image{_s(images)}") if v)
     return f"{name} ({what})"
+
+
+def _integer(value: object) -> int | None:
+    """A Series or Instance Number (IS) as the integer it must be; None for anything else (a
+    header's free text, "DOE^JOHN 1970", never reaches a sentence)."""
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        return None
 
 
 def _s(count: int) -> str:

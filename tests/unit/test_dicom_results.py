@@ -688,3 +688,12 @@ def test_a_series_with_a_gap_keeps_planar_groups_and_says_why(ct_series, tmp_pat
     (series,) = [t for t in texts if t.startswith("Series")]
     assert "read image by image, not as a volume: slices are missing or unevenly spaced" in series
     assert sum("1 lesion marked" in t for t in texts) == 6
+
+
+def test_a_series_or_instance_number_that_is_no_number_never_reaches_a_sentence():
+    from firmware_app.dicom_out import statements
+
+    line = statements.image_result(1, "DOE^JOHN 1970", "12", {"assessment": "no_finding",
+                                                               "probability": 0.1})
+    assert "DOE" not in line and line.startswith("Image 1 (instance 12)")
+    assert "DOE" not in statements.per_slice_result("DOE^JOHN", "CT", 3, "gap")
