@@ -22,7 +22,7 @@ orientation that is no orientation, orientations or frames of reference that
 differ, two slices at one position, a tilted stack (positions drifting in the
 plane: gantry tilt) or uneven spacing (missing slices).
 
-numpy only: pure functions of the stored records and geometry.
+Pure functions of the stored records and geometry (numpy; Pillow fills the outlines).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from itertools import pairwise
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from firmware_app.i18n import N_
 
@@ -471,9 +472,14 @@ def _raster(outline: np.ndarray, cell: float) -> _Raster:
     plane); an outline smaller than a cell covers the cell of its middle."""
     low = np.floor(outline.min(axis=0) / cell).astype(int)
     high = np.maximum(np.ceil(outline.max(axis=0) / cell).astype(int), low + 1)
-    px, py = np.meshgrid((np.arange(low[0], high[0]) + 0.5) * cell,
-                         (np.arange(low[1], high[1]) + 0.5) * cell)
-    cells = _inside(outline, px, py)
+    width, height = (int(v) for v in high - low)
+    # filled by Pillow's scanline fill in C, on the cells' own grid (cell k's centre at
+    # k + 0.5): the even-odd test of every cell against every edge cost seconds a series
+    picture = Image.new("1", (width, height), 0)
+    corners = outline / cell - low
+    ImageDraw.Draw(picture).polygon([(float(x) - 0.5, float(y) - 0.5) for x, y in corners],
+                                    fill=1, outline=None)
+    cells = np.asarray(picture, dtype=bool)
     if not cells.any():
         cells[cells.shape[0] // 2, cells.shape[1] // 2] = True
     return _Raster(int(low[0]), int(low[1]), cells, int(cells.sum()))
@@ -489,27 +495,6 @@ def overlap(a: _Raster, b: _Raster) -> float:
     shared = (a.cells[y0 - a.row:y1 - a.row, x0 - a.column:x1 - a.column]
               & b.cells[y0 - b.row:y1 - b.row, x0 - b.column:x1 - b.column]).sum()
     return float(shared) / min(a.count, b.count)
-
-
-#: points × edges tested at once by ``_inside`` (bounds its memory)
-_INSIDE_BATCH = 1 << 20
-
-
-def _inside(polygon: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
-    """Whether each point lies inside ``polygon`` (even-odd rule), all edges at once."""
-    xa, ya = polygon[:, 0], polygon[:, 1]
-    xb, yb = np.roll(xa, -1), np.roll(ya, -1)
-    sloped = ya != yb
-    xa, ya, xb, yb = xa[sloped], ya[sloped], xb[sloped], yb[sloped]
-    x, y = px.reshape(-1, 1), py.reshape(-1, 1)
-    inside = np.zeros(x.shape[0], dtype=bool)
-    batch = max(1, _INSIDE_BATCH // max(1, xa.size))
-    for start in range(0, x.shape[0], batch):
-        xs, ys = x[start:start + batch], y[start:start + batch]
-        crosses = (ya > ys) != (yb > ys)
-        left = xs < xa + (ys - ya) * (xb - xa) / (yb - ya)
-        inside[start:start + batch] = (crosses & left).sum(axis=1) % 2 == 1
-    return inside.reshape(px.shape)
 
 
 def _polygon_area(points: np.ndarray) -> float:
