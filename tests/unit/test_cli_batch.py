@@ -57,6 +57,14 @@ def _config(tmp_path: Path) -> str:
     return str(config)
 
 
+def _clear_cts(count: int, seed: int) -> list:
+    """``count`` CT phantom data sets without a lesion, each with its own SOP Instance UID."""
+    rng = np.random.default_rng(seed)
+    return [ct_dataset(generate("ct", rng, lesion=False),
+                       identity=default_identity(SOPInstanceUID=generate_uid()))
+            for _ in range(count)]
+
+
 def _media(folder: Path, *datasets) -> Path:
     """A DICOM medium written by pydicom's FileSet: DICOMDIR and its referenced files."""
     fileset = FileSet()
@@ -116,11 +124,7 @@ def test_missing_empty_and_unreadable_paths_say_so(tmp_path, monkeypatch):
 
 
 def test_a_dicomdir_lists_its_images_first_and_is_not_analysed_itself(tmp_path):
-    rng = np.random.default_rng(4)
-    datasets = [ct_dataset(generate("ct", rng, lesion=False),
-                           identity=default_identity(SOPInstanceUID=generate_uid()))
-                for _ in range(2)]
-    dicomdir = _media(tmp_path / "media", *datasets)
+    dicomdir = _media(tmp_path / "media", *_clear_cts(2, seed=4))
     _ct(tmp_path / "media" / "extra.dcm", 2, False)  # not listed: the walk still finds it
 
     listed = expand_paths([str(dicomdir)]).files
@@ -407,11 +411,7 @@ def test_progress_rewrites_one_line_on_a_terminal():
 
 def test_a_damaged_dicomdir_record_is_said_and_the_others_are_read(tmp_path):
     """A NUL in one record's file ID once ended `clinibox infer` in a traceback."""
-    rng = np.random.default_rng(8)
-    datasets = [ct_dataset(generate("ct", rng, lesion=False),
-                           identity=default_identity(SOPInstanceUID=generate_uid()))
-                for _ in range(2)]
-    dicomdir = _media(tmp_path / "media", *datasets)
+    dicomdir = _media(tmp_path / "media", *_clear_cts(2, seed=8))
     ds = dcmread(dicomdir)
     damaged = next(r for r in ds.DirectoryRecordSequence if "ReferencedFileID" in r)
     damaged.ReferencedFileID = ["IM\x00G1"]
