@@ -4,7 +4,7 @@ What the SR counts and measures, read as the store reads it
 (``storage/volumes.py``) so the SR counts what the page counts: a series is
 the images of one Series Instance UID (an image without one is a series of
 its own); each image is a slice with its geometry read off its header
-(``imaging/decode.header_geometry``) and, where its assessment is
+(``imaging/geometry.header_geometry``) and, where its assessment is
 ``finding``, its lesion records; ``inference/volume.series_volume`` reads the
 series as a volume (its 3-D lesions) or per slice (with the reason code).
 An image's instance id in these readings is its place in the study's list.
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from firmware_app.dicom_out.source import Source
-from firmware_app.imaging.decode import header_geometry
+from firmware_app.imaging.geometry import header_geometry
 from firmware_app.inference.volume import (
     READ_AS_VOLUME,
     LesionPart,

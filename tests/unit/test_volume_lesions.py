@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from firmware_app.imaging.decode import decode, slice_geometry
+from firmware_app.imaging.decode import decode
+from firmware_app.imaging.geometry import slice_geometry
 from firmware_app.inference import volume
 from firmware_app.inference.aggregate import InstanceFindings
 from firmware_app.inference.volume import SeriesSlice, series_volume
