@@ -58,15 +58,12 @@ def volume_rows(volumes: Any) -> list[dict[str, Any]]:
     (``storage/volumes.StudyVolumes``): its number, label and confidence, axes, depth,
     volume (and whether it was estimated from boxes), slices and its key image."""
     rows = []
-    lesions = [lesion for series in volumes.series if series.read_as == "volume"
-               for lesion in series.lesions]
-    for number, lesion in enumerate(lesions, start=1):
+    for number, lesion in enumerate(volumes.lesions, start=1):
         rows.append({
             "number": number, "label": labels.class_label(lesion.label),
             "probability": wording.percent(lesion.probability),
-            "size": (f"{formats.decimal(lesion.long_axis_mm)} × "
-                     f"{formats.decimal(lesion.short_axis_mm)} mm"
-                     if lesion.long_axis_mm is not None else formats.MISSING),
+            "size": wording.axes_mm(lesion.long_axis_mm, lesion.short_axis_mm)
+            or formats.MISSING,
             "depth": f"{formats.decimal(lesion.z_extent_mm)} mm",
             "volume": f"{formats.decimal(lesion.volume_mm3, 0)} mm³",
             "from_boxes": lesion.volume_from == "box",

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 from flask import request, url_for
 
 from firmware_app.inference.volume import MULTI_FRAME, READ_AS_VOLUME, SeriesVolume
-from firmware_app.storage.volumes import FINDING, StudyVolumes, study_volumes
+from firmware_app.storage.volumes import FINDING, StudyVolumes
 
 #: PageUp / PageDown move this share of the stack (at least one slice)
 PAGE_SHARE = 0.1
@@ -52,15 +52,12 @@ class ShownInstance(Protocol):
     image_deleted_at: float | None
 
 
-def stack_for(conn: Any, study: Mapping[str, Any], instance: ShownInstance
-              ) -> dict[str, Any] | None:
-    """The stack of the shown ``instance`` of ``study`` (``storage.studies.study``: its
-    ``volumes`` when it has them, else read here), with the study page's and frame images'
-    addresses; None when its series is no stack."""
+def stack_for(study: Mapping[str, Any], instance: ShownInstance) -> dict[str, Any] | None:
+    """The stack of the shown ``instance`` of ``study`` (``storage.studies.study``, with its
+    ``volumes``), with the study page's and frame images' addresses; None when its series
+    is no stack."""
     views = {view.id: view for view in study["instances"]}
-    volumes = study.get("volumes")
-    if not isinstance(volumes, StudyVolumes):
-        volumes = study_volumes(conn, study["study_key"])
+    volumes: StudyVolumes = study["volumes"]
     first = 1
     for series in volumes.series:
         if instance.id in series.instance_ids:

@@ -170,7 +170,7 @@ def study(study_id: int):
         "volume_rows": on_image.volume_rows(found["volumes"]),
         "series_notes": wording.series_reading_lines(found["volumes"]),
         "previous": on_image.previous_study(conn, study_id),
-        "stack": series_stack.stack_for(conn, found, instance)}
+        "stack": series_stack.stack_for(found, instance)}
     gone = _image_gone(instance)
     if gone:
         return render_template(
@@ -308,7 +308,6 @@ def _report(study_id: int) -> dict[str, Any]:
         rows, columns = image.rows, image.columns
     level, headline = _study_verdict(found)
     volumes = found["volumes"]
-    in_volume = any(top.id in s.instance_ids for s in volumes.series if s.read_as == "volume")
     facts = _viewer().package_facts()
     notice = wording.assist_notice()
     if facts.get("intended_use"):
@@ -317,7 +316,7 @@ def _report(study_id: int) -> dict[str, Any]:
     return {
         "study": found, "top": top, "level": level, "headline": headline,
         # a 3-D lesion is said once: its slices' areas are parts of it, not more lesions
-        "findings": wording.volume_lines(volumes) + ([] if in_volume else (
+        "findings": wording.volume_lines(volumes) + ([] if volumes.in_volume(top.id) else (
             wording.finding_lines(top.boxes, rows, columns, top.lesions)
             + wording.other_frame_lines(top.boxes, top.lesions))),
         "next_step": wording.next_step(level, found["summary"]["lesions"] > 0),

@@ -122,11 +122,17 @@ def class_caution(intended_use_statement: str) -> str:
 def size(lesion: dict[str, Any]) -> str:
     """A lesion's size in words: ``12.3 × 8.1 mm`` or ``40 × 25 pixels (no calibration)``."""
     if lesion.get("units") == "mm" and lesion.get("long_axis_mm") is not None:
-        return (f"{formats.decimal(lesion['long_axis_mm'])} × "
-                f"{formats.decimal(lesion['short_axis_mm'])} mm")
+        return axes_mm(lesion["long_axis_mm"], lesion["short_axis_mm"])
     return _("%(long)s × %(short)s pixels (the image has no calibration, so no size in mm)",
              long=formats.decimal(lesion["long_axis_px"], 0),
              short=formats.decimal(lesion["short_axis_px"], 0))
+
+
+def axes_mm(long_axis: float | None, short_axis: float | None) -> str:
+    """A lesion's long and short axis: ``12.3 × 8.1 mm`` ("" without a long axis)."""
+    if long_axis is None:
+        return ""
+    return f"{formats.decimal(long_axis)} × {formats.decimal(short_axis)} mm"
 
 
 def classes(probabilities: dict[str, float] | None) -> str:
@@ -237,9 +243,7 @@ def volume_lines(volumes: Any) -> list[str]:
 
 def lesion_3d_lines(volumes: Any) -> list[str]:
     """One sentence per 3-D lesion of the study's series read as volumes, numbered."""
-    lesions = [lesion for series in volumes.series if series.read_as == "volume"
-               for lesion in series.lesions]
-    return [_lesion_3d_line(n, lesion) for n, lesion in enumerate(lesions, start=1)]
+    return [_lesion_3d_line(n, lesion) for n, lesion in enumerate(volumes.lesions, start=1)]
 
 
 def series_reading_lines(volumes: Any) -> list[str]:
@@ -259,9 +263,8 @@ def _lesion_3d_line(number: int, lesion: Any) -> str:
               "volume": formats.decimal(lesion.volume_mm3, 0),
               "confidence": _confidence(lesion.probability, classes(
                   lesion.class_probabilities))}
-    if lesion.long_axis_mm is not None:
-        values["size"] = (f"{formats.decimal(lesion.long_axis_mm)} × "
-                          f"{formats.decimal(lesion.short_axis_mm)} mm")
+    values["size"] = axes_mm(lesion.long_axis_mm, lesion.short_axis_mm)
+    if values["size"]:
         line = ngettext("3-D lesion %(n)d: possible %(label)s on %(num)d slice (%(extent)s mm "
                         "deep), about %(size)s across, volume about %(volume)s mm³",
                         "3-D lesion %(n)d: possible %(label)s on %(num)d slices (%(extent)s "

@@ -18,12 +18,17 @@ from firmware_app.inference.assessment import (
     BAND_ALERT,
     BAND_FINDING,
     BAND_NO_FINDING,
+    is_judged,
     shown_probability,
 )
 from firmware_app.inference.tracking import study_summary
 from firmware_app.storage.results import decode_heatmap
 from firmware_app.storage.status import day_bounds
-from firmware_app.storage.study_rollup import RESULTS_IN_CLINICAL_ORDER, SHOWN_PROBABILITY
+from firmware_app.storage.study_rollup import (
+    RESULTS_IN_CLINICAL_ORDER,
+    SHOWN_PROBABILITY,
+    STUDIES_IN_CLINICAL_ORDER,
+)
 from firmware_app.storage.volumes import study_volumes
 
 #: Worklist filters: every study, alerts only, studies done, objects waiting, objects held back,
@@ -95,7 +100,7 @@ def worklist(conn: sqlite3.Connection, *, status: str = "all", day: dt.date | No
             " study_description,"
             f" CASE WHEN warnings > 0 THEN ({_WARNING_TEXT}) END AS warning_text"
             f" FROM studies s WHERE {where}"
-            " ORDER BY band, suspicion DESC, received_at DESC LIMIT ? OFFSET ?",
+            f" ORDER BY {STUDIES_IN_CLINICAL_ORDER} LIMIT ? OFFSET ?",
             (*span_args, page_size, offset))]
     return WorklistPage(rows=rows, total=int(total), page=page,
                         pages=max(1, -(-int(total) // page_size)), waiting=int(counts[0] or 0),
@@ -181,7 +186,7 @@ class InstanceView:
     @property
     def judged(self) -> bool:
         """True when the model gave a result for this image."""
-        return self.shown_probability is not None
+        return is_judged(self.assessment)
 
 
 def study(conn: sqlite3.Connection, study_id: int) -> dict[str, Any] | None:
@@ -231,7 +236,7 @@ def study_results(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     for row in conn.execute(
             "SELECT id, study_key, modality, instances, band, suspicion, max_probability,"
             " alert, findings, not_assessable, outside_range FROM studies"
-            " ORDER BY band, suspicion DESC, received_at DESC"):
+            f" ORDER BY {STUDIES_IN_CLINICAL_ORDER}"):
         volumes = study_volumes(conn, row["study_key"])
         out.append({
             "id": row["id"], "study_key": row["study_key"], "modality": row["modality"],

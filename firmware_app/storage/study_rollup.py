@@ -27,13 +27,15 @@ def _quoted(values: tuple[str, ...]) -> str:
 
 
 #: SQL over a ``results r`` row: the probability a person may read (NULL where the model
-#: gives no result) and the image's clinical band (``inference/assessment.band``)
+#: gives no result) and the image's clinical band (``inference/assessment.BAND_*``)
 SHOWN_PROBABILITY = f"CASE WHEN r.assessment IN ({_quoted(JUDGED)}) THEN r.probability END"
 RESULT_BAND = (f"CASE WHEN r.alert THEN {BAND_ALERT} WHEN r.finding THEN {BAND_FINDING}"
                f" WHEN r.assessment IN ({_quoted(UNJUDGED)}) THEN {BAND_DOCTOR_MUST_READ}"
                f" ELSE {BAND_NO_FINDING} END")
 #: a study's images in clinical order: its band, then the probability shown, then arrival
 RESULTS_IN_CLINICAL_ORDER = f"{RESULT_BAND}, {SHOWN_PROBABILITY} DESC"
+#: the studies in clinical order (the ``studies_clinical_order`` index walks it)
+STUDIES_IN_CLINICAL_ORDER = "band, suspicion DESC, received_at DESC"
 #: a study's band and suspicion from its results (aggregates over ``results r``)
 _STUDY_BAND, _STUDY_SUSPICION = f"MIN({RESULT_BAND})", f"MAX({SHOWN_PROBABILITY})"
 _OF_STUDY = "FROM results r JOIN instances i ON i.id = r.instance_id WHERE i.study_instance_uid"
@@ -42,7 +44,7 @@ _OF_STUDY = "FROM results r JOIN instances i ON i.id = r.instance_id WHERE i.stu
 def update_study(conn: sqlite3.Connection, study_key: str, modality: str | None,
                  display: dict[str, str], now: float) -> None:
     """Roll the study up from its instances: a study is in the clinical band of its most
-    urgent image (``inference/assessment.band``) and as suspicious as the worst image the
+    urgent image (``inference/assessment.BAND_*``) and as suspicious as the worst image the
     model gave a result for.
 
     An upsert, so the study keeps its row id (the viewer's links); the display

@@ -15,7 +15,13 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from firmware_app.inference.volume import READ_AS_VOLUME, SeriesSlice, SeriesVolume, series_volume
+from firmware_app.inference.volume import (
+    READ_AS_VOLUME,
+    Lesion3D,
+    SeriesSlice,
+    SeriesVolume,
+    series_volume,
+)
 
 #: the assessment whose lesion records count (``inference/assessment.py``)
 FINDING = "finding"
@@ -32,6 +38,18 @@ class StudyVolumes:
     def lesion_count(self) -> int:
         """3-D lesions of the series read as volumes plus lesion records of the others."""
         return sum(s.lesion_count for s in self.series)
+
+    @property
+    def lesions(self) -> tuple[Lesion3D, ...]:
+        """The 3-D lesions of the series read as volumes, in the order they are numbered
+        (from 1) on the page, in the report and in the stack."""
+        return tuple(lesion for series in self.series if series.read_as == READ_AS_VOLUME
+                     for lesion in series.lesions)
+
+    def in_volume(self, instance_id: int) -> bool:
+        """True when the instance is a slice of a series read as a volume."""
+        return any(instance_id in series.instance_ids for series in self.series
+                   if series.read_as == READ_AS_VOLUME)
 
     @property
     def volumes(self) -> int:
