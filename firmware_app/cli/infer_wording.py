@@ -15,6 +15,8 @@ from firmware_app.i18n import gettext, ngettext
 from web import labels, reasons
 
 _ = gettext
+
+
 def verdict_word(report: dict[str, Any]) -> str:
     """An analysed image's verdict in a word: ALERT, finding or no finding."""
     if report["alert"]:
