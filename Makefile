@@ -53,7 +53,7 @@ bench: install
 # go into tests/fuzz/corpus/<target>/, crashes into tests/fuzz/ (make them regressions)
 FUZZ_SECONDS ?= 600
 fuzz: install
-	for target in decode codestream landing; do \
+	for target in decode codestream landing envelope receiver; do \
 		$(BIN)/python -m tests.fuzz.fuzz $$target -max_total_time=$(FUZZ_SECONDS) \
 			-rss_limit_mb=3072 -timeout=20 -max_len=65536 -artifact_prefix=tests/fuzz/ \
 			tests/fuzz/corpus/$$target || exit 1; \

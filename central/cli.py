@@ -1,7 +1,9 @@
 """``clinibox central``: run the hospital receiver and look at what it received.
 
 Subcommands: ``serve``, ``enrol``, ``enrol-code``, ``bundle``, ``revoke``,
-``report``, ``alerts``, ``review`` and ``config`` (print the defaults). Exit
+``report``, ``alerts``, ``review``, ``dead-letters`` (refused messages kept
+with their bytes), ``audit-heads`` (the boxes' audit-trail heads as witnessed,
+and a device's witness file) and ``config`` (print the defaults). Exit
 status: 0 done, 1 failed, 2 bad usage or configuration (explained in one line).
 """
 
@@ -171,6 +173,86 @@ def cmd_review(args: argparse.Namespace, config: config_module.CentralConfig) ->
     return EXIT_OK
 
 
+def cmd_dead_letters(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
+    """List the refused messages kept with their bytes, newest first; save one's bytes."""
+    from central.report import format_time
+
+    store = _open_store(config)
+    if args.save is not None:
+        letter_id, out = args.save
+        data = store.dead_letter_bytes(int(letter_id)) if letter_id.isdigit() else None
+        if data is None:
+            raise CliniboxError(f"no such dead letter: {letter_id}")
+        Path(out).write_bytes(data)
+        print(f"wrote dead letter {letter_id} ({len(data)} bytes) to {out}")
+        return EXIT_OK
+    letters = store.dead_letters(limit=args.limit)
+    if args.json:
+        print(json.dumps(letters, indent=2))
+        return EXIT_OK
+    count, size = store.dead_letter_totals()
+    if not letters:
+        print("no dead letters")
+        return EXIT_OK
+    print(f"{'ID':>6}  {'RECEIVED (UTC)':16}  {'REASON':15}  {'BYTES':>7}  TOPIC")
+    for letter in letters:
+        print(f"{letter['id']:>6}  {format_time(letter['received_at']):16}  "
+              f"{letter['reason']:15}  {letter['size']:>7}  {letter['topic']}")
+    print(f"\n{count} dead letter{'s' if count != 1 else ''} kept, {size} bytes")
+    return EXIT_OK
+
+
+def _device_arg(text: str) -> tuple[str, str]:
+    clinic, _, device = text.partition("/")
+    if not clinic or not device:
+        raise CliniboxError(f"--device: expected CLINIC/DEVICE, got {text!r}",
+                            exit_status=EXIT_USAGE)
+    return clinic, device
+
+
+def cmd_audit_heads(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
+    """Each device's latest witnessed audit head and every alarming verdict; a witness file."""
+    from central.audit_witness import ALARMS, witness_document
+    from central.report import format_time
+
+    store = _open_store(config)
+    where = _device_arg(args.device) if args.device else None
+    if args.witness_file:
+        if where is None:
+            raise CliniboxError("--witness-file needs --device CLINIC/DEVICE",
+                                exit_status=EXIT_USAGE)
+        document = witness_document(*where, store.audit_heads(*where))
+        Path(args.witness_file).write_text(json.dumps(document, indent=2) + "\n",
+                                           encoding="utf-8")
+        print(f"wrote {len(document['heads'])} witnessed heads of {where[0]}/{where[1]} "
+              f"to {args.witness_file}")
+        return EXIT_OK
+    latest = store.latest_audit_heads()
+    heads = store.audit_heads(*where) if where else store.audit_heads()
+    if where:
+        latest = {key: head for key, head in latest.items() if key == where}
+    alarms = [h for h in heads if h["verdict"] in ALARMS]
+    if args.json:
+        print(json.dumps({"latest": list(latest.values()), "alarms": alarms}, indent=2))
+        return EXIT_OK
+    if not latest:
+        print("no audit heads witnessed")
+        return EXIT_OK
+    def table(rows: list[dict]) -> None:
+        print(f"{'CLINIC/DEVICE':24}  {'SEQ':>8}  {'ROW':>8}  {'HASH':16}  {'VERDICT':9}  "
+              "RECEIVED (UTC)")
+        for head in rows:
+            print(f"{head['clinic'] + '/' + head['device']:24}  {head['seq']:>8}  "
+                  f"{head['row']:>8}  {head['hash'][:16]:16}  {head['verdict']:9}  "
+                  f"{format_time(head['received_at'])}")
+
+    table(list(latest.values()))
+    if alarms:
+        print("\nverdicts to look at (rewritten, rewound, gap):")
+        table(alarms)
+    return EXIT_OK
+
+
 def cmd_config(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
     """Print the embedded defaults as a commented TOML file."""
     print(config_module.describe_defaults())
@@ -228,6 +310,19 @@ def build_parser(prog: str = "clinibox central") -> argparse.ArgumentParser:
     alerts.add_argument("--json", action="store_true", help="machine-readable output")
     review = command("review", cmd_review, "mark alerts as reviewed")
     review.add_argument("ids", nargs="+", type=int, metavar="ID", help="alert id")
+    letters = command("dead-letters", cmd_dead_letters,
+                      "list refused messages kept with their bytes, newest first")
+    letters.add_argument("--limit", type=int, default=100, help="show at most this many")
+    letters.add_argument("--json", action="store_true", help="machine-readable output")
+    letters.add_argument("--save", nargs=2, metavar=("ID", "FILE"),
+                         help="write one dead letter's bytes to FILE")
+    heads = command("audit-heads", cmd_audit_heads,
+                    "the boxes' audit-trail heads as witnessed, and alarming verdicts")
+    heads.add_argument("--device", metavar="CLINIC/DEVICE", help="only this device")
+    heads.add_argument("--json", action="store_true", help="machine-readable output")
+    heads.add_argument("--witness-file", metavar="OUT.json",
+                       help="write the device's witnessed heads for clinibox audit --verify "
+                            "--witness (needs --device)")
     command("config", cmd_config, "print the default configuration")
     return parser
 

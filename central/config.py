@@ -134,6 +134,12 @@ class ReceiverConfig:
     max_message_age_days: float = setting(
         in_range(1.0, 3650.0), "refuse (and count) messages created longer ago than this; longer "
                              "than a box may stay offline with its outbox full (90 days)", 90.0)
+    keep_dead_letters: bool = setting(
+        doc="keep the bytes of every refused message in the dead_letters table (clinibox "
+            "central dead-letters shows them)", default=True)
+    dead_letter_max_mb: int = setting(
+        in_range(1, 1_000_000), "the most the dead_letters table holds; the oldest are dropped "
+                                "beyond it", 64)
 
 
 @dataclass

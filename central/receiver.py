@@ -8,14 +8,21 @@ payload is exactly a message of the egress schema, not older than
 ``[receiver] max_message_age_days`` → it is stored, once per
 ``(clinic, device, seq)``. A box is known by its clinic and device together:
 ``clinic-b/box-1`` is not ``clinic-a/box-1``. Every refusal is recorded
-(reason, topic, claimed clinic and device, size; never the bytes) and
-logged, and the receiver carries on.
+(reason, topic, claimed clinic and device, size) and logged, its bytes kept
+in the dead-letter table (``[receiver] keep_dead_letters``,
+``dead_letter_max_mb``), and the receiver carries on. Reading is total: a
+message that breaks the receiver itself (a fault of ours, not the sender's)
+is recorded as ``internal-error`` with its bytes, so one message can never
+stop the queue; only a database fault (:class:`StoreError`) leaves a
+message unacknowledged.
 
 :class:`MqttService` runs the broker link (MQTT v5 over TLS, persistent
 session, shared subscription, QoS 1) and acknowledges a message only after
 ``handle`` has committed its outcome to the database; when the database
 fails it acknowledges nothing, disconnects and comes back once the database
-answers, so the broker delivers the message again.
+answers, so the broker delivers the message again. Should ``handle`` raise
+anything else, the message is recorded as ``internal-error`` and
+acknowledged; only if even that record fails is it left with the broker.
 """
 
 from __future__ import annotations
@@ -36,16 +43,18 @@ from central.config import CentralConfig
 from central.store import Store, StoreError
 from firmware_app.contracts import topics
 from firmware_app.contracts.egress import EgressRefused, check_message
-from firmware_app.contracts.envelope import EnvelopeError, open_envelope, read_header
+from firmware_app.contracts.envelope import MAX_SEQ, EnvelopeError, open_envelope, read_header
 
 log = logging.getLogger("clinibox.central")
 
 STORED, DUPLICATE = "stored", "duplicate"
+#: A message that broke the receiver itself: recorded, kept as a dead letter, acknowledged.
+INTERNAL_ERROR = "internal-error"
 #: Every word :meth:`Receiver.handle` may answer with.
-#: The largest sequence number a database column holds (signed 64-bit).
-MAX_SEQ = 2**63 - 1
 OUTCOMES = (STORED, DUPLICATE, "bad-topic", "malformed", "unknown-device", "revoked",
-            "topic-mismatch", "bad-signature", "undecryptable", "schema", "too-old")
+            "topic-mismatch", "bad-signature", "undecryptable", "schema", "too-old",
+            INTERNAL_ERROR)
+__all__ = ["INTERNAL_ERROR", "MAX_SEQ", "OUTCOMES", "MqttService", "Receiver"]
 
 
 class Receiver:
@@ -66,51 +75,75 @@ class Receiver:
         outcome: the caller must then not acknowledge the message.
         """
         received_at = time.time() if received_at is None else received_at
-        outcome = self._handle(topic, bytes(payload), received_at)
+        payload = bytes(payload)
+        try:
+            outcome = self._handle(topic, payload, received_at)
+        except StoreError:
+            raise
+        except Exception as exc:  # a fault of ours: recorded, so it cannot block the queue
+            log.exception("could not handle a %d-byte message on %r", len(payload),
+                          str(topic)[:200])
+            outcome = self.record_internal_error(topic, payload, received_at, exc)
+            return outcome
         self.counts[outcome] += 1
         return outcome
+
+    def record_internal_error(self, topic: str, payload: bytes, received_at: float | None = None,
+                              exc: BaseException | None = None) -> str:
+        """Record a message that broke the receiver as ``internal-error``, bytes kept.
+
+        Raises whatever the database raises (the caller then keeps the message).
+        """
+        parsed = topics.parse_topic(topic) if isinstance(topic, str) else None
+        claimed = None if parsed is None else (parsed[0], parsed[1])
+        detail = type(exc).__name__ if exc is not None else "unexpected fault"
+        self._refuse(INTERNAL_ERROR, str(topic), claimed, len(payload), detail,
+                     bytes(payload), time.time() if received_at is None else received_at)
+        self.counts[INTERNAL_ERROR] += 1
+        return INTERNAL_ERROR
 
     def _handle(self, topic: str, payload: bytes, received_at: float) -> str:
         size = len(payload)
         parsed = topics.parse_topic(topic)
+
+        def refuse(reason: str, claimed: tuple[str, str] | None, detail: str) -> str:
+            return self._refuse(reason, topic, claimed, size, detail, payload, received_at)
+
         if parsed is None:
-            return self._refuse("bad-topic", topic, None, size, "not a clinibox topic")
+            return refuse("bad-topic", None, "not a clinibox topic")
         clinic, device, kind = parsed
         try:
             header = read_header(payload)
         except EnvelopeError as exc:
-            return self._refuse("malformed", topic, (clinic, device), size, str(exc))
+            return refuse("malformed", (clinic, device), str(exc))
         claimed = (header.clinic, header.device)
-        if header.seq > MAX_SEQ:
-            return self._refuse("malformed", topic, claimed, size,
-                                "sequence number beyond 64 bits")
+        if header.seq > MAX_SEQ:  # read_header refuses it already; kept for the column's sake
+            return refuse("malformed", claimed, "sequence number beyond 64 bits")
         if (clinic, device, kind) != (header.clinic, header.device, header.kind):
-            return self._refuse("topic-mismatch", topic, claimed, size,
-                                f"signed header says {header.clinic}/{header.device}/"
-                                f"{header.kind}")
+            return refuse("topic-mismatch", claimed,
+                          f"signed header says {header.clinic}/{header.device}/{header.kind}")
         record = self.store.device(*claimed)
         if record is None:
-            return self._refuse("unknown-device", topic, claimed, size,
-                                f"{header.clinic}/{header.device} is not enrolled")
+            return refuse("unknown-device", claimed,
+                          f"{header.clinic}/{header.device} is not enrolled")
         if record.revoked_at is not None:
-            return self._refuse("revoked", topic, claimed, size,
-                                "device's enrolment was revoked")
+            return refuse("revoked", claimed, "device's enrolment was revoked")
         try:
             opened = open_envelope(payload, record.public_key(), self._hospital_key)
         except EnvelopeError as exc:
-            return self._refuse(exc.reason, topic, claimed, size, str(exc))
+            return refuse(exc.reason, claimed, str(exc))
         except ValueError as exc:  # an enrolled key that no longer parses
-            return self._refuse("bad-signature", topic, claimed, size, str(exc))
+            return refuse("bad-signature", claimed, str(exc))
         try:
             check_message(header.kind, opened.payload, None)
         except EgressRefused as exc:
-            return self._refuse("schema", topic, claimed, size, str(exc))
+            return refuse("schema", claimed, str(exc))
         limit = self.config.receiver.max_message_age_days
         age_days = (received_at - float(opened.payload.get("created_at", 0))) / 86400
         if age_days > limit:  # a replay of old traffic, or a clock gone wrong
-            return self._refuse("too-old", topic, claimed, size,
-                                f"created {age_days:.0f} days ago, over [receiver] "
-                                f"max_message_age_days ({limit:g})")
+            return refuse("too-old", claimed,
+                          f"created {age_days:.0f} days ago, over [receiver] "
+                          f"max_message_age_days ({limit:g})")
         if self.store.store(header, opened.payload, received_at):
             log.debug("stored %s/%s %s #%d", header.clinic, header.device, header.kind,
                       header.seq)
@@ -120,8 +153,11 @@ class Receiver:
         return DUPLICATE
 
     def _refuse(self, reason: str, topic: str, claimed: tuple[str, str] | None, size: int,
-                detail: str) -> str:
-        self.store.reject(reason, topic, claimed, size)
+                detail: str, payload: bytes, received_at: float) -> str:
+        settings = self.config.receiver
+        self.store.reject(reason, topic, claimed, size, received_at,
+                          dead_letter=payload if settings.keep_dead_letters else None,
+                          dead_letter_max_bytes=settings.dead_letter_max_mb << 20)
         log.warning("refused %d-byte message on %r: %s (%s)", size, topic[:200], reason, detail)
         return reason
 
@@ -202,11 +238,15 @@ class MqttService:
             log.error("database unavailable, message left with the broker: %s", exc)
             self._store_failed = True
             return
-        except Exception:
-            # a fault of ours: keep the message with the broker rather than lose it
-            log.exception("could not handle a message on %r; left with the broker", topic)
-            self._store_failed = True
-            return
+        except Exception as exc:  # a fault of ours that handle did not catch
+            log.exception("could not handle a message on %r", topic)
+            try:
+                self.receiver.record_internal_error(topic, message.payload, exc=exc)
+            except Exception as failure:  # not even recorded: as if the database failed
+                log.error("could not record it either, message left with the broker: %s",
+                          failure)
+                self._store_failed = True
+                return
         client.ack(message.mid, message.qos)
         self._acked = True
 

@@ -5,8 +5,10 @@ Health, from worst to best:
 * ``revoked``  – the device's enrolment was revoked; its messages are refused;
 * ``offline``  – its latest status message said it was shutting down;
 * ``silent``   – nothing received for longer than ``stale_seconds`` (or ever);
-* ``warning``  – disk nearly full, long queue, outbox dropping messages, drift, or a
-  recent device event: a model package rolled back or refused, a service failed;
+* ``warning``  – disk nearly full, long queue, outbox dropping messages, drift, a
+  recent device event (a model package rolled back or refused, a service failed), or
+  the latest audit-trail head its heartbeats reported was ``rewritten``, ``rewound`` or
+  a ``gap`` (:mod:`central.audit_witness`);
 * ``ok``.
 
 Every reason behind a health word is listed with the row, so a person can act
@@ -18,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from central.audit_witness import ALARMS
 from central.config import HealthConfig
 from central.drift import drift_warnings
 from central.store import Device, Store, StoredMessage
@@ -124,15 +127,26 @@ def _event_warning(event: StoredMessage | None, health: HealthConfig, now: float
             f"at {format_time(event.payload['created_at'])}"]
 
 
+def _audit_warning(head: dict[str, Any] | None) -> list[str]:
+    """The latest witnessed audit head in words, when its verdict is an alarm."""
+    if head is None or head["verdict"] not in ALARMS:
+        return []
+    return [f"audit trail {head['verdict']} (heartbeat #{head['seq']} at "
+            f"{format_time(head['received_at'])}: row {head['row']}, since row "
+            f"{head['since_row']}); see clinibox central audit-heads"]
+
+
 def device_row(store: Store, record: Device, health: HealthConfig, now: float,
-               last_seen: float | None, alerts: tuple[int, int]) -> dict[str, Any]:
-    """The report row of one enrolled device."""
+               last_seen: float | None, alerts: tuple[int, int],
+               audit_head: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The report row of one enrolled device (``audit_head``: its latest witnessed head)."""
     status, summary, alert, event = (store.latest(record.clinic, record.device, kind)
                                      for kind in ("status", "summary", "alert", "event"))
     state = status.payload["state"] if status else "unknown"
     state = "online" if state == "heartbeat" else state
     drift = _drift(store, record, summary, health)
-    warnings = _warnings(summary, health) + drift + _event_warning(event, health, now)
+    warnings = (_warnings(summary, health) + drift + _event_warning(event, health, now)
+                + _audit_warning(audit_head))
     reasons: list[str] = []
     if record.revoked_at is not None:
         health_word = "revoked"
@@ -168,6 +182,7 @@ def device_row(store: Store, record: Device, health: HealthConfig, now: float,
         "disk_used_pct": figures.get("disk_used_pct"),
         "summary_at": summary.received_at if summary else None,
         "drift": drift,
+        "audit": audit_head["verdict"] if audit_head else None,
         "reasons": reasons,
     }
 
@@ -176,8 +191,10 @@ def build_report(store: Store, health: HealthConfig, now: float) -> list[dict[st
     """One row per enrolled device, by clinic then device (see the module doc for health)."""
     seen = store.last_seen()
     alert_counts = store.alert_counts()
+    heads = store.latest_audit_heads()
     return [device_row(store, record, health, now, seen.get((record.clinic, record.device)),
-                       alert_counts.get((record.clinic, record.device), (0, 0)))
+                       alert_counts.get((record.clinic, record.device), (0, 0)),
+                       heads.get((record.clinic, record.device)))
             for record in store.devices()]
 
 

@@ -1,11 +1,15 @@
 """The hospital database's tables, and the one step that brings an older database up to date.
 
-Version 2 identifies a box by ``(clinic, device)`` everywhere: two clinics may
-both call a box ``box-1``. Version 1 (clinibox before this change) keyed
-devices and messages by the device name alone; :func:`create_or_migrate`
-rebuilds such a database in place, in one transaction, keeping every row and
-every alert id. The same SQL runs on SQLite and PostgreSQL (see
-:mod:`central.sql`).
+Version 3 adds two tables: ``dead_letters`` (the bytes of refused messages,
+kept for a person to look at, bounded by ``[receiver] dead_letter_max_mb``)
+and ``audit_heads`` (each box's audit-trail head as its heartbeats reported
+it, with the witness's verdict, see :mod:`central.audit_witness`); a version 2
+database gains them and keeps every row. Version 2 identifies a box by
+``(clinic, device)`` everywhere: two clinics may both call a box ``box-1``.
+Version 1 (clinibox before that) keyed devices and messages by the device
+name alone; :func:`create_or_migrate` rebuilds such a database in place, in
+one transaction, keeping every row and every alert id. The same SQL runs on
+SQLite and PostgreSQL (see :mod:`central.sql`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 from central.sql import Database, StoreError, Transaction
 
 #: The schema this receiver writes.
-VERSION = 2
+VERSION = 3
 #: Serialises schema creation when several receivers start on one PostgreSQL database.
 _SCHEMA_LOCK = 0x636C6278  # "clbx"
 
@@ -64,6 +68,29 @@ _TABLES = {
         claimed_clinic TEXT,
         claimed_device TEXT,
         size_bytes     BIGINT NOT NULL
+    )""",
+    "dead_letters": """CREATE TABLE IF NOT EXISTS dead_letters (
+        id          {id},
+        received_at DOUBLE PRECISION NOT NULL,
+        topic       TEXT NOT NULL,
+        clinic      TEXT,
+        device      TEXT,
+        reason      TEXT NOT NULL,
+        size        BIGINT NOT NULL,
+        payload     {blob} NOT NULL
+    )""",
+    "audit_heads": """CREATE TABLE IF NOT EXISTS audit_heads (
+        id          {id},
+        clinic      TEXT NOT NULL,
+        device      TEXT NOT NULL,
+        seq         BIGINT NOT NULL,
+        head_row    BIGINT NOT NULL,
+        head_hash   TEXT NOT NULL,
+        since_row   BIGINT NOT NULL,
+        since_hash  TEXT NOT NULL,
+        received_at DOUBLE PRECISION NOT NULL,
+        verdict     TEXT NOT NULL,
+        UNIQUE (clinic, device, seq)
     )""",
     "schema_version": "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
 }

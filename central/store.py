@@ -1,4 +1,4 @@
-"""The hospital's record: enrolled devices, received messages, alerts and refusals.
+"""The hospital's record: devices, messages, alerts, refusals, dead letters and audit heads.
 
 One :class:`Store` works over SQLite or PostgreSQL (chosen by URL) with the
 same SQL (tables in :mod:`central.schema`). A box is identified by
@@ -6,13 +6,18 @@ same SQL (tables in :mod:`central.schema`). A box is identified by
 de-duplicated by ``(clinic, device, seq)``: the primary key does it, so
 several receivers sharing one PostgreSQL database may race on the same
 message and exactly one of them stores it. A message and its alert row
-are written in one transaction. Refused envelopes are logged by reason, size
-and claimed sender only; their bytes are never kept.
+are written in one transaction. Refused envelopes are logged in ``rejections``
+by reason, size and claimed sender only; their bytes go, in the same
+transaction and only when the receiver asks, to ``dead_letters``, which is
+kept under a size bound by dropping the oldest. A status message that carries
+the box's audit-trail head is witnessed in ``audit_heads`` with its verdict
+(:mod:`central.audit_witness`), in the message's transaction.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,6 +26,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from central import audit_witness
 from central.schema import TABLES, create_or_migrate
 from central.sql import Database, StoreError
 from firmware_app.contracts.egress import check_identity
@@ -30,12 +36,24 @@ from firmware_app.errors import CliniboxError
 
 __all__ = ["Device", "EnrolmentConflict", "Store", "StoreError", "StoredMessage"]
 
+log = logging.getLogger("clinibox.central")
+
 _TEXT_LIMIT = 200
 
 _ALERT_FIELDS = ("study_ref", "finding", "score", "threshold", "modality", "model",
                  "instances", "processing_ms")
 _ALERT_COLUMNS = ("id", "clinic", "device", "seq", *_ALERT_FIELDS, "created_at",
                   "received_at", "reviewed_at")
+_DEAD_LETTER_COLUMNS = ("id", "received_at", "topic", "clinic", "device", "reason", "size")
+#: audit_heads columns as the API names them (row, hash) and as the table does.
+_HEAD_FIELDS = ("clinic", "device", "seq", "row", "hash", "since_row", "since_hash",
+                "received_at", "verdict")
+_HEAD_COLUMNS = ("clinic, device, seq, head_row, head_hash, since_row, since_hash,"
+                 " received_at, verdict")
+#: Drops the oldest dead letters beyond a total size (newest kept first).
+_PRUNE_DEAD_LETTERS = (
+    "DELETE FROM dead_letters WHERE id IN (SELECT id FROM (SELECT id, SUM(size) OVER"
+    " (ORDER BY id DESC) AS kept FROM dead_letters) AS newest_first WHERE kept > ?)")
 
 
 class EnrolmentConflict(CliniboxError, ValueError):
@@ -220,18 +238,99 @@ class Store:
                     " ON CONFLICT DO NOTHING",
                     (header.clinic, header.device, header.seq,
                      *(payload[name] for name in _ALERT_FIELDS), created_at, received_at))
+            head = audit_witness.audit_head(payload) if header.kind == "status" else None
+            if head is not None:
+                self._witness(tx, header, head, received_at)
         return True
 
+    @staticmethod
+    def _witness(tx: Any, header: Header, head: audit_witness.AuditHead,
+                 received_at: float) -> None:
+        previous = tx.execute(
+            "SELECT head_row, head_hash FROM audit_heads WHERE clinic = ? AND device = ?"
+            " AND seq < ? ORDER BY seq DESC LIMIT 1",
+            (header.clinic, header.device, header.seq)).fetchone()
+        verdict = audit_witness.verdict(
+            None if previous is None else (int(previous[0]), str(previous[1])), head)
+        tx.execute(
+            f"INSERT INTO audit_heads ({_HEAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            (header.clinic, header.device, header.seq, head.row, head.hash, head.since_row,
+             head.since_hash, received_at, verdict))
+        if verdict in audit_witness.ALARMS:
+            log.warning("audit trail of %s/%s: %s at seq %d (row %d, since row %d)",
+                        header.clinic, header.device, verdict, header.seq, head.row,
+                        head.since_row)
+
     def reject(self, reason: str, topic: str, claimed: tuple[str, str] | None, size: int,
-               at: float | None = None) -> None:
-        """Log a refusal: reason, topic, claimed (clinic, device) and size, never the bytes."""
+               at: float | None = None, *, dead_letter: bytes | None = None,
+               dead_letter_max_bytes: int = 64 << 20) -> None:
+        """Log a refusal: reason, topic, claimed (clinic, device) and size, never the bytes.
+
+        With ``dead_letter``, those bytes are kept in ``dead_letters`` in the same
+        transaction, and the oldest dead letters beyond ``dead_letter_max_bytes``
+        in all are dropped.
+        """
         clinic, device = claimed if claimed is not None else (None, None)
+        at = time.time() if at is None else at
+        topic_text, clinic_text, device_text = _clean(topic) or "", _clean(clinic), _clean(device)
         with self._db.transaction(write=True) as tx:
             tx.execute(
                 "INSERT INTO rejections (at, reason, topic, claimed_clinic, claimed_device,"
                 " size_bytes) VALUES (?, ?, ?, ?, ?, ?)",
-                (time.time() if at is None else at, reason, _clean(topic) or "",
-                 _clean(clinic), _clean(device), int(size)))
+                (at, reason, topic_text, clinic_text, device_text, int(size)))
+            if dead_letter is not None:
+                tx.execute(
+                    "INSERT INTO dead_letters (received_at, topic, clinic, device, reason, size,"
+                    " payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (at, topic_text, clinic_text, device_text, reason, len(dead_letter),
+                     bytes(dead_letter)))
+                tx.execute(_PRUNE_DEAD_LETTERS, (int(dead_letter_max_bytes),))
+
+    # -- dead letters and audit heads --------------------------------------------
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The latest dead letters, newest first, without their bytes."""
+        with self._db.transaction(write=False) as tx:
+            rows = tx.execute(
+                f"SELECT {', '.join(_DEAD_LETTER_COLUMNS)} FROM dead_letters"
+                " ORDER BY id DESC LIMIT ?", (int(limit),)).fetchall()
+        return [dict(zip(_DEAD_LETTER_COLUMNS, row, strict=True)) for row in rows]
+
+    def dead_letter_bytes(self, letter_id: int) -> bytes | None:
+        """The bytes of one dead letter, or None when there is no such letter."""
+        with self._db.transaction(write=False) as tx:
+            row = tx.execute("SELECT payload FROM dead_letters WHERE id = ?",
+                             (int(letter_id),)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def dead_letter_totals(self) -> tuple[int, int]:
+        """(dead letters kept, their bytes in all)."""
+        with self._db.transaction(write=False) as tx:
+            row = tx.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM dead_letters"
+                             ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def audit_heads(self, clinic: str | None = None,
+                    device: str | None = None) -> list[dict[str, Any]]:
+        """Witnessed audit heads (of one ``clinic/device`` when given), by device then seq."""
+        sql = f"SELECT {_HEAD_COLUMNS} FROM audit_heads"
+        params: tuple[Any, ...] = ()
+        if clinic is not None and device is not None:
+            sql += " WHERE clinic = ? AND device = ?"
+            params = (clinic, device)
+        sql += " ORDER BY clinic, device, seq"
+        with self._db.transaction(write=False) as tx:
+            rows = tx.execute(sql, params).fetchall()
+        return [_head(row) for row in rows]
+
+    def latest_audit_heads(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """Per (clinic, device): its latest witnessed head (by sequence number)."""
+        with self._db.transaction(write=False) as tx:
+            rows = tx.execute(
+                f"SELECT {_HEAD_COLUMNS} FROM audit_heads AS h WHERE seq = (SELECT MAX(seq)"
+                " FROM audit_heads AS m WHERE m.clinic = h.clinic AND m.device = h.device)"
+                " ORDER BY clinic, device").fetchall()
+        return {(row[0], row[1]): _head(row) for row in rows}
 
     # -- alerts --------------------------------------------------------------
     def alerts(self, *, waiting: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
@@ -334,6 +433,14 @@ class Store:
             for table in TABLES:
                 out[table] = int(tx.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
         return out
+
+
+def _head(row: tuple[Any, ...]) -> dict[str, Any]:
+    head = dict(zip(_HEAD_FIELDS, row, strict=True))
+    for name in ("seq", "row", "since_row"):
+        head[name] = int(head[name])
+    head["received_at"] = float(head["received_at"])
+    return head
 
 
 def _message(row: tuple[Any, ...]) -> StoredMessage:

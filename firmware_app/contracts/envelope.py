@@ -17,12 +17,23 @@ Wire format of one envelope (all integers big-endian)::
   decrypts anything.
 
 ``seal`` runs on the box, ``open_envelope`` at the hospital.
+
+Reading is bounded and total: whatever bytes arrive, :func:`read_header` and
+:func:`open_envelope` return or raise :class:`EnvelopeError`, nothing else.
+Before any JSON is parsed the header's length (``MAX_HEADER_BYTES``) and the
+nesting depth of header and payload (``MAX_HEADER_DEPTH``,
+``MAX_PAYLOAD_DEPTH``) are checked on the raw text; while parsing, an integer
+of more than ``MAX_INT_DIGITS`` digits (a sequence number beyond 64 bits), a
+long float literal and NaN/Infinity are refused before Python converts them;
+after parsing, strings, keys and lists are bounded (``MAX_STRING``,
+``MAX_ITEMS``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +54,23 @@ HKDF_INFO = b"clinibox telemetry v1"
 _KEY_LEN, _NONCE_LEN, _SIG_LEN = 32, 12, 64
 _MIN_LEN = len(MAGIC) + 2 + _KEY_LEN + _NONCE_LEN + 16 + _SIG_LEN
 MAX_ENVELOPE_BYTES = 256 * 1024
+#: A canonical header is about 100 bytes: clinic and device ids of at most 32 characters each.
+MAX_HEADER_BYTES = 512
+#: The header is one flat object; the payload's deepest field (status.audit) is at depth 2.
+MAX_HEADER_DEPTH, MAX_PAYLOAD_DEPTH = 1, 8
+#: Digits of an integer literal: 2**63 - 1 has 19 (a seq or count a database column holds).
+MAX_INT_DIGITS = 19
+#: Characters of a float literal (``repr`` of any double is shorter).
+MAX_FLOAT_CHARS = 32
+#: Characters of any string or key, and items of any list or object, in a payload.
+MAX_STRING, MAX_ITEMS = 256, 256
+#: The largest sequence number (a signed 64-bit database column).
+MAX_SEQ = 2**63 - 1
+#: Everything a malformed input may raise while it is parsed (caught at the boundary).
+_PARSE_FAULTS = (RecursionError, ValueError, OverflowError, TypeError, KeyError, IndexError,
+                 UnicodeError, struct.error)
+#: a string (an unterminated one runs to the end: linear, no backtracking) or a bracket
+_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"?|[\[\]{}]', re.DOTALL)
 
 
 class EnvelopeError(CliniboxError, ValueError):
@@ -108,8 +136,76 @@ def seal(header: Header, payload: dict[str, Any], hospital_key: X25519PublicKey,
     return body + device_key.sign(body)
 
 
-def read_header(envelope: bytes) -> Header:
-    """Parse the cleartext header without checking anything else."""
+def nesting_depth(text: bytes, limit: int) -> int:
+    """The bracket nesting depth of JSON ``text`` (outside strings), counting to ``limit + 1``.
+
+    Runs on the raw bytes before ``json.loads``, so a deeply nested input is refused
+    without recursion, in one linear pass.
+    """
+    depth = deepest = 0
+    for match in _TOKENS.finditer(text):
+        token = match.group()
+        if token[:1] == b'"':
+            continue
+        if token in (b"[", b"{"):
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    return deepest
+        else:
+            depth -= 1
+    return deepest
+
+
+def _parse_int(literal: str) -> int:
+    if len(literal.lstrip("-")) > MAX_INT_DIGITS:
+        raise EnvelopeError("malformed", f"integer of more than {MAX_INT_DIGITS} digits")
+    return int(literal)
+
+
+def _parse_float(literal: str) -> float:
+    if len(literal) > MAX_FLOAT_CHARS:
+        raise EnvelopeError("malformed", "number literal too long")
+    return float(literal)
+
+
+def _parse_constant(literal: str) -> Any:
+    raise EnvelopeError("malformed", f"{literal} is not a JSON number")
+
+
+def bounded_json(text: bytes, encoding: str, depth: int, what: str) -> Any:
+    """Parse ``text`` as JSON within the bounds above; raise EnvelopeError("malformed")."""
+    if nesting_depth(text, depth) > depth:
+        raise EnvelopeError("malformed", f"{what} nests deeper than {depth} levels")
+    try:
+        value = json.loads(text.decode(encoding), parse_int=_parse_int,
+                           parse_float=_parse_float, parse_constant=_parse_constant)
+    except EnvelopeError:
+        raise
+    except _PARSE_FAULTS as exc:
+        raise EnvelopeError("malformed", f"{what} is not JSON") from exc
+    _check_sizes(value, what, depth)
+    return value
+
+
+def _check_sizes(value: Any, what: str, depth: int) -> None:
+    """Refuse over-long strings and keys and over-full lists and objects (depth is bounded)."""
+    if isinstance(value, str):
+        if len(value) > MAX_STRING:
+            raise EnvelopeError("malformed", f"{what}: a string longer than {MAX_STRING}")
+    elif isinstance(value, (list, dict)):
+        if len(value) > MAX_ITEMS or depth < 0:
+            raise EnvelopeError("malformed", f"{what}: more than {MAX_ITEMS} items")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if isinstance(key, str) and len(key) > MAX_STRING:
+                raise EnvelopeError("malformed", f"{what}: a key longer than {MAX_STRING}")
+            _check_sizes(item, what, depth - 1)
+
+
+def _header_length(envelope: bytes) -> int:
+    """Check the frame (size, magic, header length) and return the header's length."""
     if not isinstance(envelope, (bytes, bytearray)) or len(envelope) < _MIN_LEN:
         raise EnvelopeError("malformed", "envelope too short")
     if len(envelope) > MAX_ENVELOPE_BYTES:
@@ -117,31 +213,56 @@ def read_header(envelope: bytes) -> Header:
     if envelope[:4] != MAGIC:
         raise EnvelopeError("malformed", "not a clinibox envelope (bad magic)")
     (length,) = struct.unpack(">H", envelope[4:6])
+    if length > MAX_HEADER_BYTES:
+        raise EnvelopeError("malformed", f"header longer than {MAX_HEADER_BYTES} bytes")
     if 6 + length + _KEY_LEN + _NONCE_LEN + 16 + _SIG_LEN > len(envelope):
         raise EnvelopeError("malformed", "header length beyond the envelope")
-    try:
-        body = json.loads(envelope[6:6 + length].decode("ascii"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EnvelopeError("malformed", "header is not JSON") from exc
+    return length
+
+
+def _read_header(envelope: bytes) -> Header:
+    length = _header_length(envelope)
+    raw = bytes(envelope[6:6 + length])
+    body = bounded_json(raw, "ascii", MAX_HEADER_DEPTH, "header")
     if not isinstance(body, dict) or set(body) != {"clinic", "device", "kind", "seq", "v"}:
         raise EnvelopeError("malformed", "header fields are not the expected ones")
-    if body["v"] != VERSION:
-        raise EnvelopeError("malformed", f"unsupported envelope version {body['v']!r}")
+    if body["v"] != VERSION or isinstance(body["v"], bool):
+        raise EnvelopeError("malformed", "unsupported envelope version")
     seq = body["seq"]
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
-        raise EnvelopeError("malformed", "sequence number must be a positive integer")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= MAX_SEQ:
+        raise EnvelopeError("malformed", "sequence number must be an integer in [1, 2**63-1]")
     if not all(isinstance(body[k], str) for k in ("clinic", "device", "kind")):
         raise EnvelopeError("malformed", "header identity fields must be strings")
     header = Header(body["clinic"], body["device"], body["kind"], seq)
-    if header.to_bytes() != bytes(envelope[6:6 + length]):
+    if header.to_bytes() != raw:
         raise EnvelopeError("malformed", "header is not in canonical form")
     return header
+
+
+def read_header(envelope: bytes) -> Header:
+    """Parse the cleartext header without checking anything else; raise only EnvelopeError."""
+    try:
+        return _read_header(envelope)
+    except EnvelopeError:
+        raise
+    except _PARSE_FAULTS as exc:  # defensive: the checks above should leave none
+        raise EnvelopeError("malformed", f"unreadable header ({type(exc).__name__})") from exc
 
 
 def open_envelope(envelope: bytes, device_key: Ed25519PublicKey,
                   hospital_key: X25519PrivateKey) -> Opened:
     """Verify the device signature, then decrypt; raise EnvelopeError on any fault."""
     header = read_header(envelope)
+    try:
+        return _open(envelope, header, device_key, hospital_key)
+    except EnvelopeError:
+        raise
+    except _PARSE_FAULTS as exc:  # defensive, as in read_header
+        raise EnvelopeError("malformed", f"unreadable envelope ({type(exc).__name__})") from exc
+
+
+def _open(envelope: bytes, header: Header, device_key: Ed25519PublicKey,
+          hospital_key: X25519PrivateKey) -> Opened:
     body, signature = bytes(envelope[:-_SIG_LEN]), bytes(envelope[-_SIG_LEN:])
     try:
         device_key.verify(signature, body)
@@ -161,10 +282,7 @@ def open_envelope(envelope: bytes, device_key: Ed25519PublicKey,
     except (InvalidTag, ValueError) as exc:
         raise EnvelopeError("undecryptable",
                             "cannot decrypt: not sealed to this hospital's key") from exc
-    try:
-        payload = json.loads(plaintext.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EnvelopeError("malformed", "payload is not JSON") from exc
+    payload = bounded_json(plaintext, "utf-8", MAX_PAYLOAD_DEPTH, "payload")
     if not isinstance(payload, dict):
         raise EnvelopeError("malformed", "payload is not an object")
     return Opened(header, payload)

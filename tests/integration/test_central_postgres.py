@@ -77,7 +77,8 @@ def test_receivers_starting_together_create_the_schema_once(pg_url):
     with psycopg.connect(pg_url) as conn:
         tables = {row[0] for row in conn.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
-    assert tables == {"devices", "messages", "alerts", "rejections", "schema_version"}
+    assert tables == {"devices", "messages", "alerts", "rejections", "dead_letters",
+                      "audit_heads", "schema_version"}
     for store in stores:
         store.close()
 

@@ -251,6 +251,55 @@ class StoreContract:
         assert again.migrated_from == VERSION and again.counts()["alerts"] == 4
         again.close()
 
+    def test_a_version_2_database_gains_the_new_tables_keeping_every_row(self, store_url):
+        store = Store(store_url)
+        _enrolled(store)
+        for seq in (1, 2):
+            assert store.store(Header("clinic-a", "box-1", "alert", seq), alert_payload(), 1.0)
+        store.reject("malformed", "clinibox/clinic-a/box-1/alert", ("clinic-a", "box-1"), 9)
+        before = (store.counts(), store.alerts(), store.rejections(), store.devices())
+        store.close()
+        db = Database(store_url)  # back to version 2: no dead letters, no audit heads
+        with db.transaction(write=True) as tx:
+            tx.execute("DROP TABLE dead_letters")
+            tx.execute("DROP TABLE audit_heads")
+            tx.execute("UPDATE schema_version SET version = 2")
+        db.close()
+        store = Store(store_url)
+        assert store.migrated_from == 2
+        assert (store.counts(), store.alerts(), store.rejections(), store.devices()) == before
+        assert store.dead_letters() == [] and store.audit_heads() == []
+        store.reject("malformed", "t", None, 3, dead_letter=b"\x00\xffabc")
+        assert store.dead_letter_bytes(store.dead_letters()[0]["id"]) == b"\x00\xffabc"
+        store.close()
+        again = Store(store_url)
+        assert again.migrated_from == VERSION == 3 and again.dead_letter_totals() == (1, 5)
+        again.close()
+
+    def test_dead_letters_keep_bytes_and_drop_the_oldest_beyond_the_bound(self, store):
+        for index in range(6):
+            store.reject("malformed", "t", ("clinic-a", "box-1"), 400, at=float(index),
+                         dead_letter=bytes([index]) * 400, dead_letter_max_bytes=1000)
+        kept = store.dead_letters()
+        assert [d["received_at"] for d in kept] == [5.0, 4.0]
+        assert [store.dead_letter_bytes(d["id"]) for d in kept] == [b"\x05" * 400,
+                                                                     b"\x04" * 400]
+        assert store.counts()["rejections"] == 6 and store.dead_letter_bytes(10**6) is None
+
+    def test_a_status_with_an_audit_head_is_witnessed_in_its_transaction(self, store):
+        def beat(seq: int, row: int, since_row: int, since_hash: str) -> bool:
+            audit = {"row": row, "hash": f"{row:064x}", "since_row": since_row,
+                     "since_hash": since_hash}
+            return store.store(Header("clinic-a", "box-1", "status", seq),
+                               status_payload("heartbeat", audit=audit), float(seq))
+
+        assert beat(1, 3, 3, f"{3:064x}") and beat(2, 5, 3, f"{3:064x}")
+        assert not beat(2, 5, 3, f"{3:064x}")  # a redelivery witnesses nothing again
+        assert beat(3, 6, 5, "f" * 64)
+        assert [(x["seq"], x["row"], x["verdict"]) for x in store.audit_heads()] == [
+            (1, 3, "first"), (2, 5, "extends"), (3, 6, "rewritten")]
+        assert store.latest_audit_heads()["clinic-a", "box-1"]["verdict"] == "rewritten"
+
     def test_a_newer_schema_is_refused_untouched(self, store_url):
         Store(store_url).close()
         db = Database(store_url)

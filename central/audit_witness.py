@@ -1,0 +1,87 @@
+"""The hospital as witness of each box's audit trail: what its heartbeats said, and a verdict.
+
+A box's status heartbeat may carry ``"audit": {"row", "hash", "since_row",
+"since_hash"}``: the head of its hash-chained audit trail (last row id and
+that row's hash) and the hash its *current* chain has at the row its previous
+heartbeat reported (``since_row``/``since_hash``; equal to ``row``/``hash`` on
+its first report). The hospital keeps every head (``audit_heads``) with one
+verdict against the head witnessed before it (by sequence number):
+
+* ``first``     – no earlier head for this device;
+* ``extends``   – ``since`` is the last witnessed head, same hash, and the trail grew or stayed;
+* ``rewritten`` – ``since_row`` is the last witnessed row but its hash differs: the trail
+  was rewritten;
+* ``rewound``   – the head is behind the last witnessed row;
+* ``gap``       – ``since_row`` is not the last witnessed row: a heartbeat was lost, or the
+  box's memory of it altered.
+
+The box checks its own trail against :func:`witness_document` (``clinibox
+audit --verify --witness FILE``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+FIRST, EXTENDS, REWRITTEN, REWOUND, GAP = "first", "extends", "rewritten", "rewound", "gap"
+#: Every verdict, in the order above.
+VERDICTS = (FIRST, EXTENDS, REWRITTEN, REWOUND, GAP)
+#: The verdicts a person must look at.
+ALARMS = (REWRITTEN, REWOUND, GAP)
+_HASH = re.compile(r"[0-9a-f]{64}")
+_MAX_ROW = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class AuditHead:
+    """What one heartbeat said about the box's audit trail."""
+
+    row: int
+    hash: str
+    since_row: int
+    since_hash: str
+
+
+def _row(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_ROW
+
+
+def _hash(value: Any) -> bool:
+    return isinstance(value, str) and _HASH.fullmatch(value) is not None
+
+
+def audit_head(payload: dict[str, Any]) -> AuditHead | None:
+    """The ``audit`` field of a status payload, or None when absent or not well formed."""
+    audit = payload.get("audit")
+    if not isinstance(audit, dict) or set(audit) != {"row", "hash", "since_row", "since_hash"}:
+        return None
+    if not (_row(audit["row"]) and _row(audit["since_row"]) and _hash(audit["hash"])
+            and _hash(audit["since_hash"])):
+        return None
+    return AuditHead(audit["row"], audit["hash"], audit["since_row"], audit["since_hash"])
+
+
+def verdict(previous: tuple[int, str] | None, head: AuditHead) -> str:
+    """The verdict on ``head`` given the last witnessed ``(row, hash)`` (None: none yet)."""
+    if previous is None:
+        return FIRST
+    last_row, last_hash = previous
+    if head.since_row == last_row:
+        if head.since_hash != last_hash:
+            return REWRITTEN
+        return EXTENDS if head.row >= last_row else REWOUND
+    return REWOUND if head.row < last_row else GAP
+
+
+def witness_document(clinic: str, device: str,
+                     heads: list[dict[str, Any]]) -> dict[str, Any]:
+    """The witness file of one device: its heads, by sequence number.
+
+    ``heads`` are rows with ``row``, ``hash``, ``seq`` and ``received_at``.
+    """
+    ordered = sorted(heads, key=lambda h: int(h["seq"]))
+    return {"clinic": clinic, "device": device,
+            "heads": [{"row": int(h["row"]), "hash": str(h["hash"]), "seq": int(h["seq"]),
+                       "received_at": float(h["received_at"])} for h in ordered]}

@@ -1,0 +1,171 @@
+"""One message cannot stop the receiver (issue 43): refusals are recorded with their bytes,
+a fault of ours becomes ``internal-error`` and is acknowledged, only the database holds a
+message back."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+
+import pytest
+
+import central.receiver as receiver_module
+from central.config import CentralConfig
+from central.receiver import INTERNAL_ERROR, OUTCOMES, MqttService, Receiver
+from central.store import Store, StoreError
+from firmware_app.contracts.topics import topic
+from tests.envelope_forge import deep_header, long_seq_header, seal_raw
+from tests.telemetry_payloads import Box, hospital_keys
+
+ALERT_TOPIC = topic("clinic-a", "box-1", "alert")
+
+
+@pytest.fixture
+def hospital():
+    return hospital_keys()
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store(f"sqlite:///{tmp_path}/central.db")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def box(store, hospital):
+    box = Box("clinic-a", "box-1", hospital[1])
+    store.enrol(box.clinic, box.device, box.pem)
+    return box
+
+
+def _receiver(store, hospital, **settings) -> Receiver:
+    config = CentralConfig()
+    for name, value in settings.items():
+        setattr(config.receiver, name, value)
+    return Receiver(config, store, hospital[0])
+
+
+def _poison(box: Box) -> list[bytes]:
+    return [seal_raw(deep_header(), b"{}", box.hospital, box.key),
+            seal_raw(long_seq_header("clinic-a", "box-1", "alert"), b"{}", box.hospital, box.key)]
+
+
+def test_the_two_findings_are_refused_kept_and_the_next_alert_is_stored(store, hospital, box):
+    receiver = _receiver(store, hospital)
+    poison = _poison(box)
+    assert [receiver.handle(ALERT_TOPIC, p, received_at=50.0) for p in poison] == [
+        "malformed", "malformed"]
+    assert receiver.handle(*box.envelope("alert")) == "stored"
+    assert [r["reason"] for r in store.rejections()] == ["malformed", "malformed"]
+    letters = store.dead_letters()
+    assert [(d["reason"], d["size"], d["clinic"], d["device"], d["received_at"])
+            for d in letters] == [("malformed", len(p), "clinic-a", "box-1", 50.0)
+                                  for p in reversed(poison)]
+    assert store.dead_letter_bytes(letters[-1]["id"]) == poison[0]
+    assert store.dead_letter_totals() == (2, sum(len(p) for p in poison))
+    assert receiver.counts == {"malformed": 2, "stored": 1}
+
+
+def test_dead_letters_can_be_turned_off(store, hospital, box):
+    receiver = _receiver(store, hospital, keep_dead_letters=False)
+    assert receiver.handle(ALERT_TOPIC, _poison(box)[0]) == "malformed"
+    assert store.counts()["rejections"] == 1 and store.dead_letters() == []
+
+
+def test_dead_letters_are_bounded_by_dropping_the_oldest(store, hospital):
+    receiver = _receiver(store, hospital, dead_letter_max_mb=1)
+    sizes = [400_000, 400_000, 400_000, 400_000, 100_000]
+    for index, size in enumerate(sizes):
+        assert receiver.handle("not/a/topic", bytes([index]) * size) == "bad-topic"
+    kept = store.dead_letters()
+    assert [store.dead_letter_bytes(d["id"])[:1] for d in kept] == [b"\x04", b"\x03", b"\x02"]
+    assert store.dead_letter_totals() == (3, 900_000)  # under 1 MiB
+    assert store.counts()["rejections"] == 5  # the refusals themselves are all kept
+
+
+def test_a_fault_of_ours_is_an_internal_error_kept_and_the_receiver_goes_on(
+        store, hospital, box, monkeypatch, caplog):
+    receiver = _receiver(store, hospital)
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("a bug in the schema check")
+
+    monkeypatch.setattr(receiver_module, "check_message", broken)
+    topic_name, envelope = box.envelope("alert")
+    assert receiver.handle(topic_name, envelope) == INTERNAL_ERROR
+    assert INTERNAL_ERROR in OUTCOMES
+    [rejection] = store.rejections()
+    assert (rejection["reason"], rejection["claimed_device"]) == (INTERNAL_ERROR, "box-1")
+    [letter] = store.dead_letters()
+    assert store.dead_letter_bytes(letter["id"]) == envelope
+    assert "a bug in the schema check" in caplog.text
+    monkeypatch.undo()
+    assert receiver.handle(topic_name, envelope) == "stored"  # the bytes were kept intact
+    assert receiver.counts == {INTERNAL_ERROR: 1, "stored": 1}
+
+
+def test_only_a_database_fault_comes_out_of_handle(store, hospital, box, tmp_path):
+    receiver = _receiver(store, hospital)
+    conn = sqlite3.connect(tmp_path / "central.db")
+    conn.execute("DROP TABLE rejections")
+    conn.close()
+    with pytest.raises(StoreError):
+        receiver.handle(ALERT_TOPIC, _poison(box)[0])
+    assert receiver.counts == {}
+
+
+# -- the broker link's callback, with a stand-in client and message -----------------------
+
+@dataclass
+class _Client:
+    acked: list[int] = field(default_factory=list)
+
+    def ack(self, mid: int, qos: int) -> None:
+        self.acked.append(mid)
+
+
+@dataclass
+class _Message:
+    payload: bytes
+    mid: int = 7
+    qos: int = 1
+    topic: str = ALERT_TOPIC
+
+
+def _service(receiver: Receiver) -> MqttService:
+    return MqttService(receiver.config, receiver)
+
+
+def test_the_link_acknowledges_a_message_that_broke_handle(store, hospital, box, monkeypatch):
+    receiver = _receiver(store, hospital)
+    service, client = _service(receiver), _Client()
+
+    def broken(*_args, **_kwargs):
+        raise KeyError("not caught by handle")
+
+    monkeypatch.setattr(receiver, "handle", broken)
+    service._on_message(client, None, _Message(b"poison"))
+    assert client.acked == [7] and service._store_failed is False
+    assert [r["reason"] for r in store.rejections()] == [INTERNAL_ERROR]
+    assert store.dead_letter_bytes(store.dead_letters()[0]["id"]) == b"poison"
+
+
+def test_the_link_keeps_a_message_it_cannot_even_record(store, hospital, box, monkeypatch):
+    receiver = _receiver(store, hospital)
+    service, client = _service(receiver), _Client()
+
+    def broken(*_args, **_kwargs):
+        raise KeyError("not caught by handle")
+
+    monkeypatch.setattr(receiver, "handle", broken)
+    monkeypatch.setattr(store, "reject", broken)
+    service._on_message(client, None, _Message(b"poison"))
+    assert client.acked == [] and service._store_failed is True
+
+
+def test_the_link_acknowledges_a_malformed_message(store, hospital, box):
+    receiver = _receiver(store, hospital)
+    service, client = _service(receiver), _Client()
+    service._on_message(client, None, _Message(_poison(box)[1], mid=9))
+    assert client.acked == [9] and receiver.counts == {"malformed": 1}
