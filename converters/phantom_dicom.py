@@ -94,7 +94,7 @@ def _base(sop_class: uids.UID, modality: str, identity: Mapping[str, str] | None
     for keyword, value in ids.items():
         setattr(ds, keyword, value)
     ds.SeriesNumber, ds.InstanceNumber = 1, 1
-    ds.Manufacturer = "clinibox phantom generator"
+    ds.Manufacturer = "clinibox synthetic image generator"
     ds.BurnedInAnnotation = "NO"
     ds.ContentDate, ds.ContentTime = ids["StudyDate"], ids["StudyTime"]
     return ds

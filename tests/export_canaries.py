@@ -140,3 +140,57 @@ def write_canary_study(folder: Path) -> CanaryStudy:
         ds.save_as(path, enforce_file_format=True)
         study.files[name] = path
     return study
+
+
+#: free text about the patient in an Acquisition Context item (a finding of issue 43)
+CONTEXT_TEXT = "Pt John Smith, DOB 1 Jan 1970, MRN 12345"
+#: the burned-in banner's rows (top of the image) drawn by :func:`burn_banner`
+BANNER_ROWS = 12
+
+
+def burn_banner(ds: Dataset) -> None:
+    """Draw a bright banner (the burned-in name bar) over the top rows of ``ds``'s pixels."""
+    pixels = np.array(ds.pixel_array)
+    view = pixels if int(ds.get("NumberOfFrames", 1) or 1) > 1 else pixels[np.newaxis]
+    view[:, :BANNER_ROWS] = np.iinfo(pixels.dtype).max if pixels.dtype.kind in "ui" else 255
+    photometric = "RGB" if int(ds.SamplesPerPixel) > 1 else str(ds.PhotometricInterpretation)
+    ds.set_pixel_data(pixels, photometric, int(ds.BitsStored), generate_instance_uid=False)
+
+
+def nest_canaries(ds: Dataset, canaries: CanarySet) -> None:
+    """Canaries in nested sequences: an Icon Image with a banner, an Acquisition Context
+    Text Value, a Code Meaning with the patient's name, Digital Signatures, Original
+    Attributes, MAC Parameters and Encrypted Attributes, a Content Sequence's text."""
+    icon = Dataset()
+    icon.SamplesPerPixel, icon.PhotometricInterpretation = 1, "MONOCHROME2"
+    icon.Rows = icon.Columns = 16
+    icon.BitsAllocated, icon.BitsStored, icon.HighBit, icon.PixelRepresentation = 8, 8, 7, 0
+    icon.PixelData = b"CNRYICONBANNER" + bytes(range(256 - 14))
+    ds.IconImageSequence = Sequence([icon])
+    context = _item(ValueType="TEXT", TextValue=CONTEXT_TEXT)
+    context.ConceptNameCodeSequence = Sequence([_item(
+        CodeValue="CNRYX1", CodingSchemeDesignator="99LOCAL",
+        CodeMeaning=f"Note on {ds.PatientName.family_name} today")])
+    ds.AcquisitionContextSequence = Sequence([context])
+    ds.AnatomicRegionSequence = Sequence([_item(
+        CodeValue="CNRYX2", CodingSchemeDesignator="99LOCAL",
+        CodeMeaning=f"{str(ds.PatientName.family_name).lower()} left arm")])
+    ds.ContentSequence = Sequence([_item(ValueType="TEXT", TextValue="CNRYCONTENTTEXT")])
+    signature = _item(DigitalSignatureUID="1.2.826.0.1.3680043.9.7777.45.1")
+    signature.Signature = b"CNRYSIGNATURE00"
+    ds.DigitalSignaturesSequence = Sequence([signature])
+    original = Dataset()
+    original.ModifiedAttributesSequence = Sequence([_item(PatientName="CNRYORIG^NAME",
+                                                           PatientID="CNRYORIGID")])
+    original.SourceOfPreviousValues = "CNRYSOURCE"
+    ds.OriginalAttributesSequence = Sequence([original])
+    mac = _item(MACCalculationTransferSyntaxUID="1.2.840.10008.1.2.1")
+    mac.add_new(0x04000020, "AT", [0x00100010])
+    ds.add_new(0x4FFE0001, "SQ", Sequence([mac]))  # MAC Parameters Sequence
+    encrypted = Dataset()
+    encrypted.EncryptedContentTransferSyntaxUID = "1.2.840.10008.1.2.1"
+    encrypted.EncryptedContent = b"CNRYENCRYPTED0"
+    ds.EncryptedAttributesSequence = Sequence([encrypted])
+    canaries.strings += [CONTEXT_TEXT, "John Smith", "CNRYICONBANNER", "CNRYCONTENTTEXT",
+                         "CNRYSIGNATURE00", "CNRYORIG^NAME", "CNRYORIGID", "CNRYSOURCE",
+                         "CNRYENCRYPTED0"]

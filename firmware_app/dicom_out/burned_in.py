@@ -1,23 +1,33 @@
-"""Burned-in text: blank the pixels that may carry it, or refuse the image.
+"""Burned-in text: blank the pixels that may carry it, by a rule safe for the image's kind.
 
 Ultrasound machines write the patient's name, the clinic and the date into
-the image itself. PS3.15's Clean Pixel Data Option (DCM 113101) asks for
-those pixels to be removed. The rule here, per image:
+the image itself; screen grabs and photographs may show anything. PS3.15's
+Clean Pixel Data Option (DCM 113101) asks for those pixels to be removed. What
+an image is comes from its SOP Class as well as its Modality (an ultrasound
+sent as Modality OT is still an ultrasound), and it "says" it has burned-in
+text when ANY value of a multi-valued Burned In Annotation is YES. The rule,
+per image (its code, in :class:`Cleaning`, goes to the export log and the
+De-identification Method):
 
-* an ultrasound image (or any image that says BurnedInAnnotation YES) with a
-  Sequence of Ultrasound Regions: every pixel outside the regions that hold
-  data (tissue, flow, spectra, traces, bars) is blanked on every frame;
-* an ultrasound image without regions that does not say BurnedInAnnotation
-  YES: a conservative band is blanked (the top quarter and the bottom tenth,
-  where scanners put their text bars);
-* an image that says BurnedInAnnotation YES and has no regions, or a
-  secondary capture (a screen grab, a wrapped photograph) that does not say
-  BurnedInAnnotation NO, cannot be cleaned safely: it is refused
-  (:class:`CannotClean`), never exported;
-* any other image keeps its pixels.
+* ``US-REGIONS``: an image with a Sequence of Ultrasound Regions that is an
+  ultrasound, says YES or may carry text: every pixel outside the regions that
+  hold data (tissue, flow, spectra, traces, bars) is blanked on every frame;
+* ``US-FRAME``: an ultrasound without regions (whether or not it says YES):
+  everything outside a central data rectangle is blanked: the top quarter and
+  the bottom tenth of the rows (the scanners' text bars) and an eighth of the
+  columns at each side (depth scales, TIS/MI, probe and preset names);
+* ``ALL``: an image that says YES and is no ultrasound, or one that may carry
+  text anywhere (secondary capture, visible light photography, endoscopy,
+  microscopy, video) and does not say NO, without regions: nothing tells where
+  the text is, so every pixel is blanked; the object is kept with its geometry
+  (rows, columns, frames) so the study stays whole and a report's references
+  resolve;
+* any other image keeps its pixels (``""``).
 
 Changed pixels are decoded and written back uncompressed (Explicit VR Little
-Endian), colour as RGB; a lossy source keeps saying it was lossy.
+Endian), colour as RGB; a lossy source keeps saying it was lossy. An image
+whose pixels cannot be decoded or written back is refused (:class:`CannotClean`).
+The Icon Image Sequence (a thumbnail) is removed by the profile (Table E.1-1: X).
 """
 
 from __future__ import annotations
@@ -26,16 +36,30 @@ from dataclasses import dataclass
 
 import numpy as np
 from pydicom import Dataset
+from pydicom.multival import MultiValue
 
 from firmware_app.errors import CliniboxError
 
 #: Region Data Type values (PS3.3 C.8.5.5.1.2) that hold image data: 1 tissue … 0x11 other
 #: physiological input; 0 ("none or not applicable") and unknown values are blanked.
 DATA_REGION_TYPES = frozenset(range(0x01, 0x12))
-#: the band blanked on ultrasound without regions: this share of the rows at the top …
+#: the frame blanked on ultrasound without regions: this share of the rows at the top …
 BAND_TOP = 0.25
-#: … and at the bottom
+#: … and at the bottom …
 BAND_BOTTOM = 0.10
+#: … and of the columns at each side
+BAND_SIDE = 0.125
+#: SOP Class UIDs of ultrasound (whatever the Modality says): image, multi-frame (and their
+#: retired forms), enhanced US volume, photoacoustic
+ULTRASOUND_CLASSES = frozenset({
+    "1.2.840.10008.5.1.4.1.1.6.1", "1.2.840.10008.5.1.4.1.1.3.1", "1.2.840.10008.5.1.4.1.1.6",
+    "1.2.840.10008.5.1.4.1.1.3", "1.2.840.10008.5.1.4.1.1.6.2", "1.2.840.10008.5.1.4.1.1.6.3",
+})
+#: SOP Class UID prefixes of visible light images (endoscopy, microscopy, photography,
+#: ophthalmic photography, video): they may show text anywhere
+VISIBLE_LIGHT_PREFIX = "1.2.840.10008.5.1.4.1.1.77.1."
+#: modalities that may show text anywhere (other, external camera, endoscopy, microscopy …)
+TEXT_MODALITIES = frozenset({"OT", "XC", "ES", "GM", "SM", "OP", "DOC"})
 #: SOP Class UIDs of secondary capture (single frame and the multi-frame ones)
 SECONDARY_CAPTURE_CLASSES = frozenset({
     "1.2.840.10008.5.1.4.1.1.7",
@@ -52,48 +76,84 @@ class CannotClean(CliniboxError):
 
 @dataclass(frozen=True)
 class Cleaning:
-    """What was done to an image's pixels: ``method`` is "" when nothing was needed."""
+    """What was done to an image's pixels: a rule's ``code`` ("" when nothing was needed)
+    and its ``words``."""
 
-    method: str = ""
+    code: str = ""
+    words: str = ""
+
+    @property
+    def method(self) -> str:
+        """The code and words, for the export log ("" when nothing was done)."""
+        return f"{self.code}: {self.words}" if self.code else ""
 
     @property
     def changed(self) -> bool:
         """Whether pixels were blanked (the Clean Pixel Data Option applies)."""
-        return bool(self.method)
+        return bool(self.code)
+
+
+def says_burned_in(ds: Dataset) -> str:
+    """"YES" when any value of Burned In Annotation is YES, else "NO" when one is NO, else ""."""
+    raw = ds.get("BurnedInAnnotation", "")
+    raw = list(raw) if isinstance(raw, MultiValue | list | tuple) else [raw]
+    values = [str(v).strip().upper() for v in raw]
+    if "YES" in values:
+        return "YES"
+    return "NO" if "NO" in values else ""
+
+
+def is_ultrasound(ds: Dataset) -> bool:
+    """An ultrasound by its SOP Class or its Modality."""
+    return (str(ds.get("SOPClassUID", "")) in ULTRASOUND_CLASSES
+            or str(ds.get("Modality", "")).strip().upper() in ("US", "IVUS"))
+
+
+def may_carry_text(ds: Dataset) -> bool:
+    """A secondary capture, a visible light image or another kind that may show text
+    anywhere."""
+    sop_class = str(ds.get("SOPClassUID", ""))
+    return (sop_class in SECONDARY_CAPTURE_CLASSES or sop_class.startswith(VISIBLE_LIGHT_PREFIX)
+            or str(ds.get("Modality", "")).strip().upper() in TEXT_MODALITIES)
 
 
 def clean_burned_in_text(ds: Dataset) -> Cleaning:
     """Blank the pixels of ``ds`` (in place) that may carry burned-in text; see the module.
 
-    Raises :class:`CannotClean` for an image that must not be exported.
+    Raises :class:`CannotClean` for an image whose pixels cannot be cleaned.
     """
     if "PixelData" not in ds:
+        if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+            raise CannotClean("float pixel data cannot be checked for burned-in text")
         return Cleaning()
-    says = str(ds.get("BurnedInAnnotation", "")).strip().upper()
-    ultrasound = str(ds.get("Modality", "")).upper() == "US"
+    says = says_burned_in(ds)
+    ultrasound = is_ultrasound(ds)
+    anywhere = may_carry_text(ds) and says != "NO"
+    if not (ultrasound or anywhere or says == "YES"):
+        return Cleaning()
+    rows, columns = int(ds.Rows), int(ds.Columns)
     regions = _data_regions(ds)
-    if str(ds.get("SOPClassUID", "")) in SECONDARY_CAPTURE_CLASSES and says != "NO":
-        raise CannotClean("a secondary capture that does not say it has no burned-in text "
-                          "(a screen grab or photograph may show the patient's name)")
-    if not ultrasound and says != "YES":
-        return Cleaning()
     if regions:
-        keep = np.zeros((int(ds.Rows), int(ds.Columns)), dtype=bool)
+        keep = np.zeros((rows, columns), dtype=bool)
         for x0, y0, x1, y1 in regions:
             keep[y0:y1 + 1, x0:x1 + 1] = True
-        _blank(ds, ~keep)
-        ds.BurnedInAnnotation = "NO"
-        return Cleaning("pixels outside the ultrasound data regions blanked")
-    if says == "YES":
-        raise CannotClean("says it has burned-in text and has no ultrasound regions that "
-                          "tell where the image data is")
-    rows = int(ds.Rows)
-    blank = np.zeros((rows, int(ds.Columns)), dtype=bool)
-    blank[: max(1, round(rows * BAND_TOP))] = True
-    blank[rows - max(1, round(rows * BAND_BOTTOM)):] = True
+        cleaning = Cleaning("US-REGIONS", "pixels outside the ultrasound data regions blanked")
+        blank = ~keep
+    elif ultrasound:
+        blank = np.ones((rows, columns), dtype=bool)
+        top, bottom = max(1, round(rows * BAND_TOP)), max(1, round(rows * BAND_BOTTOM))
+        side = max(1, round(columns * BAND_SIDE))
+        blank[top:rows - bottom, side:columns - side] = False
+        cleaning = Cleaning("US-FRAME", f"top {BAND_TOP:.0%}, bottom {BAND_BOTTOM:.0%} and "
+                                        f"{BAND_SIDE:.1%} at each side blanked (ultrasound "
+                                        "without regions)")
+    else:
+        blank = np.ones((rows, columns), dtype=bool)
+        cleaning = Cleaning("ALL", "every pixel blanked (text may be anywhere and no regions "
+                                   "say where the image data is)")
     _blank(ds, blank)
-    return Cleaning(f"top {BAND_TOP:.0%} and bottom {BAND_BOTTOM:.0%} of the rows blanked "
-                    "(ultrasound without regions)")
+    ds.BurnedInAnnotation = "NO"
+    return cleaning
 
 
 def _data_regions(ds: Dataset) -> list[tuple[int, int, int, int]]:

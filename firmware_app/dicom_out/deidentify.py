@@ -9,15 +9,18 @@ linked by their UIDs.
 
 The steps, per object:
 
-1. burned-in text (``burned_in.py``): blank the pixels that may carry it, or
-   refuse the object (:class:`~firmware_app.dicom_out.burned_in.CannotClean`);
+1. burned-in text (``burned_in.py``): blank the pixels that may carry it by the
+   rule safe for the image's kind (its code is logged and written in the
+   De-identification Method), or refuse an object whose pixels cannot be
+   decoded (:class:`~firmware_app.dicom_out.burned_in.CannotClean`);
 2. dicognito: UIDs, names, identifiers, addresses, institution, and every date
    and time shifted back by one offset per export (62 to 730 days and some
    hours): the Retain Longitudinal Temporal Information with Modified Dates
    Option (DCM 113107);
-3. the rest of the profile (``confidentiality.py``): private attributes,
-   curves, overlays, free text, Other Patient IDs, Referenced Patient and
-   Request Attributes sequences, patient characteristics;
+3. the rest of the profile (``confidentiality.py``): every row of PS3.15
+   Table E.1-1 (``annex_e_table.py``) at every level, free text the table
+   does not list, and Code Meanings checked against the source's identifying
+   values (``leaks.py``);
 4. the record of what was done: Patient Identity Removed YES, De-identification
    Method and its code sequence (DCM 113100 and each option applied),
    Longitudinal Temporal Information Modified MODIFIED, and a new file meta
@@ -26,6 +29,7 @@ The steps, per object:
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Iterator
 
@@ -37,6 +41,9 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
 from firmware_app.dicom_out.burned_in import Cleaning, clean_burned_in_text
 from firmware_app.dicom_out.confidentiality import apply_basic_profile
+from firmware_app.dicom_out.leaks import contains_identifier, identifying_values
+
+log = logging.getLogger(__name__)
 
 #: PS3.16 CID 7050 "De-identification Method": code value -> meaning
 BASIC_PROFILE = ("113100", "Basic Application Confidentiality Profile")
@@ -54,18 +61,24 @@ class Deidentifier:
     def __init__(self, seed: str | None = None) -> None:
         self._anonymizer = _anonymizer(seed)
 
-    def deidentify(self, ds: Dataset) -> Dataset:
+    def deidentify(self, ds: Dataset, *, own: bool = False) -> Dataset:
         """De-identify ``ds`` in place and return it, ready to be written as a DICOM file.
 
+        ``own``: the box made ``ds`` (its SR, SEG, key image), so the Clean Structured
+        Content Option keeps its report text; a received object is never ``own``.
+
         Raises :class:`~firmware_app.dicom_out.burned_in.CannotClean` when the
-        object may carry burned-in text that cannot be removed: it must then be
-        left out of the export.
+        object's pixels cannot be cleaned (cannot be decoded or written back): it
+        must then be left out of the export.
         """
         if not hasattr(ds, "file_meta"):
             ds.file_meta = FileMetaDataset()
+        source_values = identifying_values(ds, own=own)
         cleaning = clean_burned_in_text(ds)
+        if cleaning.changed:
+            log.info("clean pixel data %s", cleaning.method)
         self._anonymizer.anonymize(ds)
-        apply_basic_profile(ds)
+        apply_basic_profile(ds, lambda text: contains_identifier(text, source_values), own=own)
         _record_method(ds, cleaning)
         _new_file_meta(ds)
         return ds
@@ -96,7 +109,8 @@ def _record_method(ds: Dataset, cleaning: Cleaning) -> None:
     if "ContentSequence" in ds:
         codes.append(CLEAN_STRUCTURED_CONTENT)
     ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = list(METHOD_TEXT)
+    ds.DeidentificationMethod = list(METHOD_TEXT) + (
+        [f"CLEAN PIXEL DATA {cleaning.code}"] if cleaning.changed else [])
     ds.DeidentificationMethodCodeSequence = list(_code_items(codes))
     ds.LongitudinalTemporalInformationModified = "MODIFIED"
 

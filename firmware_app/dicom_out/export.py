@@ -10,9 +10,18 @@ documents it is given (the study's SR, say) the same way, and writes them as
 patient) into a new or empty folder, or into a zip file. What cannot go is
 left out with its reason: an image retention deleted, an object held back, an
 image with burned-in text that cannot be cleaned, a file in which a source
-identifier survived (``leaks.py``). Nothing is written unless at least one
-file can go; every export is recorded (who, when, from where, which study, how
-many files, where to) before its files appear under their final name.
+identifier survived (``leaks.py``). Nothing is written under the final name
+unless at least one file can go; every export is recorded (who, when, from
+where, which study, how many files, where to) before its files appear under
+their final name.
+
+An export streams, one object at a time, whatever the size of the study: it
+reads one instance, de-identifies it, writes it straight to its file in a
+staging folder beside the target, searches that file for leaks a chunk at a
+time (``file_leaks.py``), and keeps it (in the staged folder, or added to the
+staged zip and removed) or removes it, before the next instance is read. The
+staging folder goes whatever happens; the staged folder or zip is renamed to
+the target only after the export is recorded.
 """
 
 from __future__ import annotations
@@ -32,11 +41,14 @@ from pathlib import Path
 import pydicom
 from pydicom import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import generate_uid
 
 from firmware_app.contracts.study_reference import looks_like_study_ref, matches
 from firmware_app.dicom_out.burned_in import CannotClean
 from firmware_app.dicom_out.deidentify import Deidentifier
-from firmware_app.dicom_out.leaks import identifying_values, leaked
+from firmware_app.dicom_out.file_leaks import leaked_in_file
+from firmware_app.dicom_out.leaks import identifying_values
+from firmware_app.dicom_out.source_header import normalise, valid_uid
 from firmware_app.errors import EXIT_USAGE, CliniboxError
 from firmware_app.fs import fsync_dir
 from firmware_app.i18n import N_
@@ -122,28 +134,23 @@ def export_study(conn: sqlite3.Connection, study: str, out: Path, *, as_zip: boo
     check_target(out, as_zip)
     instances = queries.study_instances(conn, found.study_key)
     left_out: list[LeftOut] = []
-    outputs: list[tuple[str, bytes]] = []
     deidentifier = Deidentifier()
-    present = 0
-    for instance in instances:
-        source, reason = _source(instance)
-        if source is None:
-            left_out.append(LeftOut(f"instance {instance.id}", reason))
-            continue
-        present += 1
-        _add(outputs, left_out, deidentifier, source, f"instance {instance.id}", "IMAGE")
-    if not present:
-        why = "; ".join(f"{x.what}: {x.reason}" for x in left_out) or "no instance received"
-        raise ExportError(f"study {found.id} has no image left on this box ({why})")
-    for n, document in enumerate(extra_documents, start=1):
-        _add(outputs, left_out, deidentifier, _detached(document), f"document {n}", "DOCUMENT")
-    if not outputs:
-        why = "; ".join(f"{x.what}: {x.reason}" for x in left_out)
-        raise ExportError(f"nothing of study {found.id} can be exported ({why})")
-    names = [name for name, _data in outputs]
-    export_id = _write(out, as_zip, outputs, lambda: queries.record_export(
-        conn, account=account, address=address, study_key=found.study_key,
-        files=len(outputs), target=target_label or str(out)))
+    with Staging(out, as_zip) as staging:
+        present = sum(_add_instance(staging, left_out, deidentifier, instance)
+                      for instance in instances)
+        if not present:
+            why = "; ".join(f"{x.what}: {x.reason}" for x in left_out) or "no instance received"
+            raise ExportError(f"study {found.id} has no image left on this box ({why})")
+        for n, document in enumerate(extra_documents, start=1):
+            _add(staging, left_out, deidentifier, _detached(document), f"document {n}",
+                 "DOCUMENT", own=True)
+        if not staging.names:
+            why = "; ".join(f"{x.what}: {x.reason}" for x in left_out)
+            raise ExportError(f"nothing of study {found.id} can be exported ({why})")
+        names = list(staging.names)
+        export_id = staging.place(lambda: queries.record_export(
+            conn, account=account, address=address, study_key=found.study_key,
+            files=len(names), target=target_label or str(out)))
     log.info("export %d of study %d by %s: %d file(s), %d left out", export_id, found.id,
              account, len(names), len(left_out))
     return ExportSummary(export_id, found.id, target_label or str(out), names, left_out)
@@ -163,6 +170,18 @@ def check_target(out: Path, as_zip: bool) -> None:
     if out.is_dir() and any(out.iterdir()):
         raise ExportError(f"folder {out} is not empty; give a new or empty folder",
                           exit_status=EXIT_USAGE)
+
+
+def _add_instance(staging: Staging, left_out: list[LeftOut], deidentifier: Deidentifier,
+                  instance: queries.ExportInstance) -> bool:
+    """Export one instance (or note why not); whether its image was on the box. Its data set
+    is let go on return, before the next one is read."""
+    source, reason = _source(instance)
+    if source is None:
+        left_out.append(LeftOut(f"instance {instance.id}", reason))
+        return False
+    _add(staging, left_out, deidentifier, source, f"instance {instance.id}", "IMAGE")
+    return True
 
 
 def _source(instance: queries.ExportInstance) -> tuple[Dataset | None, str]:
@@ -189,58 +208,121 @@ def _detached(document: Dataset) -> Dataset:
     return pydicom.dcmread(buffer)
 
 
-def _add(outputs: list[tuple[str, bytes]], left_out: list[LeftOut], deidentifier: Deidentifier,
-         ds: Dataset, what: str, prefix: str) -> None:
-    """De-identify one object and keep its bytes, or note why it is left out."""
-    values = identifying_values(ds)
+def _add(staging: Staging, left_out: list[LeftOut], deidentifier: Deidentifier,
+         ds: Dataset, what: str, prefix: str, *, own: bool = False) -> None:
+    """De-identify one object and stage its file, or note why it is left out. ``own``: a
+    document the box made (its report text is kept); else a received image, whose header
+    is first made fit to be written (:func:`fit_for_export`)."""
+    values = identifying_values(ds, own=own)
+    name, path = staging.reserve(prefix)
     try:
-        deidentifier.deidentify(ds)
-        buffer = io.BytesIO()
-        ds.save_as(buffer, enforce_file_format=True)
+        if not own:
+            fit_for_export(ds)
+        deidentifier.deidentify(ds, own=own)
+        ds.save_as(path, enforce_file_format=True)
     except CannotClean as exc:
+        staging.discard(path)
         left_out.append(LeftOut(what, f"burned-in text: {exc}"))
         return
     except (ValueError, TypeError, AttributeError, KeyError, NotImplementedError) as exc:
+        staging.discard(path)
         left_out.append(LeftOut(what, f"could not be de-identified ({type(exc).__name__})"))
         return
-    data = buffer.getvalue()
-    survivors = leaked(data, values)
+    survivors = leaked_in_file(path, values)
     if survivors:
+        staging.discard(path)
         left_out.append(LeftOut(what, "a source value survived de-identification in "
                                       + ", ".join(survivors)))
         return
-    count = sum(1 for name, _ in outputs if name.startswith(prefix)) + 1
-    outputs.append((f"{prefix}{count:04d}.dcm", data))
+    staging.keep(name, path)
 
 
-def _write(out: Path, as_zip: bool, outputs: list[tuple[str, bytes]],
-           record: Callable[[], int]) -> int:
-    """Write the files beside their final place, record the export, then move them there."""
-    parent = out.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".clinibox-export-", dir=parent))
-    try:
-        if as_zip:
-            staged = staging / "export.zip"
-            with zipfile.ZipFile(staged, "w", zipfile.ZIP_DEFLATED) as archive:
-                for name, data in outputs:
-                    archive.writestr(name, data)
-            _fsync(staged)
+def fit_for_export(ds: Dataset) -> None:
+    """Make a received image's imperfect header fit to be de-identified and written (in
+    place): a missing or invalid instance, series, study or frame-of-reference UID gets a
+    new one (the export replaces every UID anyway), a missing SOP Class UID is taken from
+    the file meta; then :func:`~firmware_app.dicom_out.source_header.normalise` (dates and
+    numbers that cannot be read emptied or removed, strings cut to their VR's length,
+    control characters removed). Raises ValueError when the SOP class is not known at all.
+    """
+    if not valid_uid(ds.get("SOPClassUID")):
+        meta_class = getattr(ds, "file_meta", Dataset()).get("MediaStorageSOPClassUID")
+        if not valid_uid(meta_class):
+            raise ValueError("no valid SOP Class UID")
+        ds.SOPClassUID = meta_class
+    for keyword in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID"):
+        if not valid_uid(ds.get(keyword)):
+            setattr(ds, keyword, generate_uid())
+    fixes = normalise(ds)
+    if fixes:
+        log.info("export: header fixed before de-identification: %s",
+                 " ".join(str(fix) for fix in fixes))
+
+
+class Staging:
+    """The export's files beside their final place, written one object at a time: files of
+    a folder, or the members of a zip (each object staged as a file first, searched for
+    leaks, then added and removed). :meth:`place` records the export and moves the folder
+    or zip under its final name; leaving the ``with`` block removes whatever is left."""
+
+    def __init__(self, out: Path, as_zip: bool) -> None:
+        self.out, self.as_zip = out, as_zip
+        self.names: list[str] = []
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.root = Path(tempfile.mkdtemp(prefix=".clinibox-export-", dir=out.parent))
+        self._archive: zipfile.ZipFile | None = None
+        self.staged = self.root / ("export.zip" if as_zip else "export")
+        try:
+            if as_zip:
+                self._archive = zipfile.ZipFile(self.staged, "w", zipfile.ZIP_DEFLATED)
+            else:
+                self.staged.mkdir()
+        except BaseException:
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._archive is not None:
+                self._archive.close()
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def reserve(self, prefix: str) -> tuple[str, Path]:
+        """The next name for ``prefix`` (``IMAGE0001.dcm`` …) and the file to write it to."""
+        name = f"{prefix}{sum(1 for n in self.names if n.startswith(prefix)) + 1:04d}.dcm"
+        return name, (self.root / "object.dcm" if self.as_zip else self.staged / name)
+
+    def discard(self, path: Path) -> None:
+        """Forget an object that is left out (its file, if written, goes)."""
+        path.unlink(missing_ok=True)
+
+    def keep(self, name: str, path: Path) -> None:
+        """Keep the object written to ``path`` (from :meth:`reserve`) as ``name``."""
+        if self._archive is not None:
+            self._archive.write(path, name)  # read and compressed in small pieces
+            path.unlink()
         else:
-            staged = staging / "export"
-            staged.mkdir()
-            for name, data in outputs:
-                (staged / name).write_bytes(data)
-                _fsync(staged / name)
-            fsync_dir(staged)
+            _fsync(path)
+        self.names.append(name)
+
+    def place(self, record: Callable[[], int]) -> int:
+        """Record the export (``record`` gives its id), then move it under its final name."""
+        if self._archive is not None:
+            self._archive.close()
+            self._archive = None
+            _fsync(self.staged)
+        else:
+            fsync_dir(self.staged)
         export_id = int(record())
-        if not as_zip and out.is_dir():
-            out.rmdir()  # checked empty before; a file that appeared since makes this fail
-        os.replace(staged, out)
-        fsync_dir(parent)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return export_id
+        if not self.as_zip and self.out.is_dir():
+            self.out.rmdir()  # checked empty before; a file that appeared since makes this fail
+        os.replace(self.staged, self.out)
+        fsync_dir(self.out.parent)
+        return export_id
 
 
 def _fsync(path: Path) -> None:

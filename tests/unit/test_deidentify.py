@@ -21,7 +21,7 @@ from pydicom.data import get_testdata_file
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 
-from firmware_app.dicom_out.burned_in import BAND_BOTTOM, BAND_TOP, CannotClean
+from firmware_app.dicom_out.burned_in import BAND_BOTTOM, BAND_SIDE, BAND_TOP
 from firmware_app.dicom_out.deidentify import Deidentifier
 from firmware_app.dicom_out.leaks import identifying_values, leaked
 from tests.canary import DATE_ATTRIBUTES
@@ -76,11 +76,14 @@ def test_the_profile_is_recorded_and_identifying_attributes_are_gone(study):
         assert any("BASIC PROFILE" in m for m in ds.DeidentificationMethod)
         for keyword in ("OtherPatientIDsSequence", "ReferencedPatientSequence",
                         "RequestAttributesSequence", "PatientAge", "PatientWeight",
-                        "PatientSize", "InstitutionName", "InstitutionAddress",
+                        "PatientSize", "InstitutionAddress",
                         "StudyDescription", "SeriesDescription", "ImageComments",
-                        "PatientComments", "OperatorsName", "PerformingPhysicianName",
-                        "StationName", "PatientTelephoneNumbers", "IssuerOfPatientID"):
+                        "PatientComments", "PerformingPhysicianName",
+                        "PatientTelephoneNumbers", "IssuerOfPatientID"):
             assert keyword not in ds, (name, keyword)
+        # X/Z/D resolved to D: dicognito's consistent dummies
+        for keyword in ("InstitutionName", "OperatorsName", "StationName"):
+            assert not str(ds[keyword].value).startswith("CNRY"), (name, keyword)
         for keyword in ("PatientName", "PatientBirthDate", "PatientSex",
                         "ReferringPhysicianName"):
             assert ds[keyword].value in (None, "", b""), (name, keyword)
@@ -112,7 +115,7 @@ def test_a_report_still_points_at_the_deidentified_images(study):
               for name, path in study.files.items()}
     source = pydicom.dcmread(study.files["ct"])
     report = structured_report(source)
-    out = pydicom.dcmread(io.BytesIO(_written(deidentifier.deidentify(report))))
+    out = pydicom.dcmread(io.BytesIO(_written(deidentifier.deidentify(report, own=True))))
     ct = images["ct"]
     evidence = out.CurrentRequestedProcedureEvidenceSequence[0]
     assert out.StudyInstanceUID == ct.StudyInstanceUID == evidence.StudyInstanceUID
@@ -133,6 +136,7 @@ def structured_report(image: Dataset) -> Dataset:
     sr.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.33"
     sr.SOPInstanceUID = "1.2.826.0.1.3680043.9.7777.50.1"
     sr.Modality = "SR"
+    sr.Manufacturer = "clinibox"
     for keyword in ("PatientName", "PatientID", "PatientBirthDate", "StudyInstanceUID",
                     "StudyDate", "StudyTime", "AccessionNumber", "SpecificCharacterSet"):
         setattr(sr, keyword, image.get(keyword))
@@ -183,34 +187,44 @@ def test_ultrasound_regions_keep_only_the_data_and_blank_the_text(study):
     assert not top_bar.any() and _pixels(study.files["us_regions"])[:60].any()
 
 
-def test_ultrasound_without_regions_is_blanked_in_a_band_and_stored_uncompressed(study):
+def test_ultrasound_without_regions_keeps_only_a_central_rectangle_stored_uncompressed(study):
     source = pydicom.dcmread(study.files["us_band"])
     assert source.file_meta.TransferSyntaxUID.is_compressed
     before = np.asarray(source.pixel_array)
     after, _ = _deidentified(study)["us_band"]
     pixels = np.asarray(after.pixel_array)
     top, bottom = round(480 * BAND_TOP), round(480 * BAND_BOTTOM)
+    side = round(640 * BAND_SIDE)
     assert before[:top].any() and not pixels[:top].any() and not pixels[-bottom:].any()
-    assert np.array_equal(pixels[top:-bottom], before[top:-bottom])
+    assert not pixels[:, :side].any() and not pixels[:, -side:].any()
+    assert np.array_equal(pixels[top:-bottom, side:-side], before[top:-bottom, side:-side])
     assert after.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
     assert after.PhotometricInterpretation == "RGB"
+    assert "CLEAN PIXEL DATA US-FRAME" in after.DeidentificationMethod
 
 
-def test_burned_in_text_without_regions_is_refused():
+def test_burned_in_text_without_regions_is_blanked_entirely_not_left_out():
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
-    ds.BurnedInAnnotation = "YES"
-    with pytest.raises(CannotClean, match="burned-in text"):
-        Deidentifier().deidentify(ds)
+    assert np.asarray(ds.pixel_array).any()
+    ds.BurnedInAnnotation = ["NO", "YES"]  # any YES of a multi-valued annotation counts
+    out = Deidentifier().deidentify(ds)
+    assert not np.asarray(out.pixel_array).any() and out.Rows == 128
+    assert "CLEAN PIXEL DATA ALL" in out.DeidentificationMethod
+    assert out.BurnedInAnnotation == "NO"
 
 
-def test_a_secondary_capture_that_may_show_text_is_refused():
+def test_a_secondary_capture_that_may_show_text_is_blanked_unless_it_says_no():
     ds = pydicom.dcmread(get_testdata_file("SC_rgb_small_odd.dcm"))
     ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
     ds.pop("BurnedInAnnotation", None)
-    with pytest.raises(CannotClean, match="secondary capture"):
-        Deidentifier().deidentify(ds)
-    ds.BurnedInAnnotation = "NO"
-    assert Deidentifier().deidentify(ds).PatientIdentityRemoved == "YES"
+    keep = copy.deepcopy(ds)
+    out = Deidentifier().deidentify(ds)
+    assert not np.asarray(out.pixel_array).any()
+    assert "113101" in [c.CodeValue for c in out.DeidentificationMethodCodeSequence]
+    keep.BurnedInAnnotation = "NO"
+    kept = Deidentifier().deidentify(keep)
+    assert np.asarray(kept.pixel_array).any()
+    assert "113101" not in [c.CodeValue for c in kept.DeidentificationMethodCodeSequence]
 
 
 def test_the_leak_check_finds_a_source_value_anywhere_in_the_bytes(study):
@@ -230,3 +244,13 @@ def test_a_source_time_inside_a_new_uid_is_no_survivor_but_standing_alone_it_is(
     assert leaked(b"DA\x08\x0020040119TM", values) == ["StudyDate"]
     # a source date beginning a date-time survives
     assert leaked(b"DT\x1a\x0020040119101523.000000+0800", values) == ["StudyDate"]
+
+
+def test_a_received_report_that_claims_to_be_the_boxs_keeps_no_text(study):
+    """The box's own documents are named by the caller, never by an attribute a sender
+    writes: a received SR with Manufacturer "clinibox" loses its free text."""
+    forged = structured_report(pydicom.dcmread(study.files["ct"]))
+    forged.ContentSequence[0].TextValue = "Pt CNRYFORGED Smith seen today"
+    out = pydicom.dcmread(io.BytesIO(_written(Deidentifier().deidentify(forged))))
+    assert b"CNRYFORGED" not in _written(out)
+    assert out.ContentSequence[0].TextValue != "Pt CNRYFORGED Smith seen today"

@@ -271,3 +271,40 @@ def test_an_anonymous_request_cannot_export(box, conn):
     assert response.status_code == 401
     assert client.post(f"/study/{box.study_id}/export", token="").status_code == 400  # no CSRF
     assert exports_of_study(conn, STUDY_UID) == []
+
+
+def _staged(parent: Path) -> list[str]:
+    """The files staged so far beside an export's target (folder or zip scratch)."""
+    return sorted(p.name for p in parent.glob(".clinibox-export-*/*/*.dcm")) + sorted(
+        p.name for p in parent.glob(".clinibox-export-*/*.dcm"))
+
+
+def test_objects_are_written_one_at_a_time(box, conn, tmp_path, monkeypatch):
+    """Each instance is written to the staged folder before the next one is read, and a
+    failure half-way leaves no staging, no target and no record."""
+    from firmware_app.dicom_out import export as export_module
+
+    read = export_module._source
+    seen: list[list[str]] = []
+
+    def watched(instance):
+        seen.append(_staged(tmp_path))
+        return read(instance)
+
+    monkeypatch.setattr(export_module, "_source", watched)
+    export_study(conn, str(box.study_id), tmp_path / "out", account="t")
+    assert seen == [[f"IMAGE{n:04d}.dcm" for n in range(1, k)] for k in range(1, 6)]
+    seen.clear()
+    export_study(conn, str(box.study_id), tmp_path / "out.zip", as_zip=True, account="t")
+    assert seen == [[]] * 5  # each object went into the zip and its scratch file away
+
+    def failing(instance):
+        if len(_staged(tmp_path)) == 2:
+            raise OSError(28, "No space left on device")
+        return read(instance)
+
+    monkeypatch.setattr(export_module, "_source", failing)
+    with pytest.raises(OSError, match="No space"):
+        export_study(conn, str(box.study_id), tmp_path / "full", account="t")
+    assert not (tmp_path / "full").exists() and not list(tmp_path.glob(".clinibox-export-*"))
+    assert len(exports_of_study(conn, STUDY_UID)) == 2
