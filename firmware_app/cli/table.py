@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "export-study": "firmware_app.cli.export", "export-disagreements": "firmware_app.cli.export",
     "audit": "firmware_app.cli.audit",
     "retention": "firmware_app.cli.retention",
+    "dicom-out": "firmware_app.cli.dicom_out",
     "usb-import": "firmware_app.cli.usb",
     "provision": "firmware_app.ops.provision",
     "selftest": "firmware_app.ops.selftest",

@@ -6,7 +6,8 @@ heatmap, boxes, outlines, labels. It is an RGB Secondary Capture (highdicom)
 in the source's study with Burned In Annotation YES, referencing the source
 image and frame (Source Image Sequence), the statement that the software
 assists a doctor, and for a demonstration model that it is not for clinical
-use, as Image Comments.
+use, as Image Comments. Its source's header is made fit first, as the other
+documents' (``source_header.normalise``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from firmware_app.dicom_out import codes, statements
 from firmware_app.dicom_out.source import MANUFACTURER, AnalysedInstance, ModelIdentity, ResultIds
+from firmware_app.dicom_out.source_header import normalise
 from firmware_app.dicom_out.sr import CHARACTER_SET
 from firmware_app.imaging import annotate
 from firmware_app.imaging.decode import decode_guard, frame_pixels, open_dataset
@@ -39,6 +41,7 @@ def key_image(instance: AnalysedInstance, model: ModelIdentity, ids: ResultIds,
     limits, default ``LimitsConfig()``), so it is the file the box analysed.
     """
     ds, header = open_dataset(instance.path, limits or LimitsConfig())
+    normalise(ds)  # Unreferenceable: an image the caller should have left out
     frame = min(max(int(instance.result.get("key_frame") or 0), 0), header.frames - 1)
     with decode_guard():
         array, photometric = frame_pixels(ds, header, frame)

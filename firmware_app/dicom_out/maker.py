@@ -14,7 +14,8 @@ The child is started (``warm``) while a study is still arriving, so that it
 has imported highdicom and read its tables by the time the study is stable;
 it is stopped after a minute without studies (``stop_if_idle``). Documents
 come back encoded, are read here for their UIDs, and the outbox writes the
-files as the child made them.
+files as the child made them; with them comes what the headers needed (the
+images left out and the changes made: ``source_header.HeaderReport``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import pydicom
 
 from firmware_app.dicom_out.document import Document
 from firmware_app.dicom_out.source import AnalysedInstance, ModelIdentity
+from firmware_app.dicom_out.source_header import HeaderReport
 from firmware_app.errors import CliniboxError
 from firmware_app.imaging.sandbox import IDLE_SECONDS, DecodeSandbox
 from firmware_app.settings.box import LimitsConfig
@@ -39,6 +41,11 @@ class DocumentsNotMade(CliniboxError):
     """The child could not make a study's documents; the reason says why."""
 
     kind = "DICOM results not made"
+
+    def __init__(self, message: str, left_out: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        #: the images left out, by name, with their reason codes (all of them: none left)
+        self.left_out = dict(left_out or {})
 
 
 class DocumentMaker:
@@ -55,12 +62,17 @@ class DocumentMaker:
             self.sandbox.call("firmware_app.dicom_out.maker:warm_up")
 
     def make(self, instances: list[AnalysedInstance], model: ModelIdentity, *,
-             device_id: str, version: int, kinds: Collection[str]) -> list[Document]:
-        """``study_documents`` for these arguments, made in the child."""
+             device_id: str, version: int, kinds: Collection[str],
+             report: HeaderReport | None = None) -> list[Document]:
+        """``study_documents`` for these arguments, made in the child (``report`` receives
+        the images left out and the changes made to the headers)."""
         _, answer = self.sandbox.call("firmware_app.dicom_out.maker:make_encoded", instances,
                                       model, device_id, version, sorted(kinds))
+        if report is not None:
+            report.left_out.update(answer.get("left_out") or {})
+            report.fixes.update(answer.get("fixes") or {})
         if answer["error"]:
-            raise DocumentsNotMade(answer["error"])
+            raise DocumentsNotMade(answer["error"], answer.get("left_out"))
         return [Document(kind, key, pydicom.dcmread(io.BytesIO(data)), data)
                 for kind, key, data in answer["documents"]]
 
@@ -99,10 +111,13 @@ def make_encoded(instances: list[AnalysedInstance], model: ModelIdentity, device
     from firmware_app.dicom_out.outbox import encode
     from firmware_app.dicom_out.study_documents import study_documents
 
+    report = HeaderReport()
     try:
         documents = study_documents(instances, model, device_id=device_id, version=version,
-                                    kinds=kinds)
+                                    kinds=kinds, report=report)
         return _NOTHING, {"error": "", "documents": [
-            (d.kind, d.study_key, encode(d)) for d in documents]}
+            (d.kind, d.study_key, encode(d)) for d in documents],
+            "left_out": report.left_out, "fixes": report.fixes}
     except Exception as exc:  # the service records it; the study's alert still goes
-        return _NOTHING, {"error": f"{type(exc).__name__}: {exc}"[:300], "documents": []}
+        return _NOTHING, {"error": f"{type(exc).__name__}: {exc}"[:300], "documents": [],
+                          "left_out": report.left_out, "fixes": report.fixes}

@@ -13,8 +13,9 @@ ultrasound cine) cannot be segmented by highdicom 0.28 beyond its first frame
 ("Only a single frame is supported"), so such an image gets no SEG: its
 lesions' outlines still reach the PACS in the SR (SCOORD on their frame) and
 on the key image. Neither does an image highdicom refuses to segment (a CT
-without the Frame of Reference its IOD requires, say): it is logged, and the
-study's other documents go out all the same.
+without the Frame of Reference its IOD requires, say) nor one whose Pixel
+Spacing was no number (``source_header``): it is logged, and the study's
+other documents go out all the same.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def segmentations(sources: list[Source], model: ModelIdentity,
     for members in groups.values():
         try:
             out.append(_segmentation(members, model, ids, len(out) + 1))
-        except ValueError as exc:  # highdicom's checks of the source images
+        except (ValueError, AttributeError, KeyError) as exc:  # highdicom's checks, or a
+            # source lacking what its IOD requires
             log.warning("no DICOM SEG for %s: %s", _members_key(members), exc)
     return out
 
@@ -70,12 +72,15 @@ def _contoured(source: Source) -> bool:
 
 
 def _segmentable(source: Source) -> bool:
+    if source.uncalibrated:  # its Pixel Spacing was no number: a SEG cannot place its mask
+        return False
     return source.frames == 1 or get_image_coordinate_system(source.dataset) is not None
 
 
 def _group_key(source: Source) -> tuple:
     ds = source.dataset
-    if source.frames == 1 and "FrameOfReferenceUID" in ds and "ImagePositionPatient" in ds:
+    if (source.frames == 1 and "FrameOfReferenceUID" in ds and "ImagePositionPatient" in ds
+            and not source.uncalibrated):  # one without its Pixel Spacing cannot join a volume
         return ("series", str(ds.SeriesInstanceUID), int(ds.Rows), int(ds.Columns),
                 str(ds.FrameOfReferenceUID))
     return ("image", str(ds.SOPInstanceUID))

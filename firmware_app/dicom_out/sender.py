@@ -4,11 +4,15 @@ Each pass takes every destination with documents due (``next_attempt_at <= now``
 and opens ONE association to it that carries all of them, oldest first. A
 document is marked ``sent`` when the destination stored it (its C-STORE answer
 committed at once, so a crash re-sends at most the one in flight, which the PACS
-keeps once by its SOP Instance UID); a refused document, or every document of a
-batch the destination could not be reached for (down, association rejected, no
-answer, association lost), is marked failed with its error and retried after an
-exponential backoff. Failures are logged and recorded as events (once per new
-error, again hourly while it lasts); successes are not.
+keeps once by its SOP Instance UID); every document of a batch the
+destination could not be reached for (down, association rejected, no answer,
+association lost) is marked failed with its error and retried after an
+exponential backoff, for as long as it takes. A document the destination
+refuses (a C-STORE failure status) is retried the same way, but only
+``[pacs] max_refusals`` times: then it is held, with the status and the
+destination's comment, until a technician re-queues it (``clinibox dicom-out
+retry``). Failures are logged and recorded as events (once per new error,
+again hourly while it lasts; each hold at once); successes are not.
 
 The thread sleeps until the next document is due, or until ``wake`` is set (the
 code that commits new rows sets it), and ends between two documents when ``stop``
@@ -137,6 +141,11 @@ class DicomSender:
                     log.info("%s stored %s with a warning: %s", scu.where(destination),
                              item.sop_instance_uid, outcome.detail)
                 continue
+            if outcome.status is not None:  # an answer: the destination refused it
+                self._refused(destination, item, outcome, delivery)
+                if outcome.association_lost:
+                    lost = f"{scu.where(destination)}: association ended after a refusal"
+                continue
             if outcome.association_lost:
                 lost = f"{scu.where(destination)}: {outcome.detail}"
                 self._failed(destination, item, lost, delivery)
@@ -156,10 +165,34 @@ class DicomSender:
         if record:
             self._record(destination, error)
 
-    def _record(self, destination: PacsDestination, error: str) -> None:
-        """Record a failure as an event, unless it is the destination's last one (recently)."""
+    def _refused(self, destination: PacsDestination, item: rows.DueDocument,
+                 outcome: scu.StoreOutcome, delivery: Delivery) -> None:
+        """The destination answered with a failure status: count a refusal; hold the
+        document at ``[pacs] max_refusals`` (recorded as an event)."""
+        assert outcome.status is not None
+        error = f"{outcome.detail} (SOP Instance {item.sop_instance_uid})"
+        with db.transaction(self.conn):
+            state = rows.mark_refused(self.conn, item.id, error, outcome.status,
+                                      self.settings.max_refusals,
+                                      self.settings.retry_min_seconds,
+                                      self.settings.retry_max_seconds)
+        delivery.failed += 1
+        if error not in delivery.errors:
+            delivery.errors.append(error)
+        if state == "held":
+            log.error("PACS %s (%s) refused %s %d times: held (%s)", destination.name,
+                      scu.where(destination), item.sop_instance_uid,
+                      self.settings.max_refusals, outcome.detail)
+            self._record(destination, f"held after {self.settings.max_refusals} refusals: "
+                                      f"{error}", force=True)
+        else:
+            self._record(destination, error)
+
+    def _record(self, destination: PacsDestination, error: str, force: bool = False) -> None:
+        """Record a failure as an event, unless it is the destination's last one (recently)
+        and not ``force``."""
         last = rows.last_event(self.conn, destination.name)
-        if (last is not None and last[1] == error[:500]
+        if (not force and last is not None and last[1] == error[:500]
                 and time.time() - last[0] < REPEAT_EVENT_SECONDS):
             return
         with db.transaction(self.conn):

@@ -69,10 +69,13 @@ class AnalysedInstance:
 
 @dataclass(frozen=True)
 class Source:
-    """An analysed image with its DICOM header (pixels not read)."""
+    """An analysed image with its DICOM header (pixels not read, made fit by
+    ``source_header.normalise``)."""
 
     instance: AnalysedInstance
     dataset: Dataset
+    #: its Pixel Spacing was no finite positive pair and was removed: no sizes in mm
+    uncalibrated: bool = False
 
     @property
     def result(self) -> dict[str, Any]:

@@ -49,6 +49,7 @@ so a patient name in any source character set (GB18030 included) survives.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -191,11 +192,12 @@ def _volume_group(reading: SeriesReading, lesion: Lesion3D, number: int,
                for part in _outlined_parts(lesion)]
     measurements = [hd.sr.Measurement(codes.VOLUME, float(lesion.volume_mm3),
                                       codes.CUBIC_MILLIMETRE,
-                                      method=codes.VOLUME_FROM_SLICE_AREAS)]
+                                      method=codes.VOLUME_FROM_SLICE_AREAS)
+                    ] if _finite(lesion.volume_mm3) else []
     measurements += [hd.sr.Measurement(name, float(value), codes.MILLIMETRE)
                      for name, value in ((codes.LONG_AXIS, lesion.long_axis_mm),
                                          (codes.SHORT_AXIS, lesion.short_axis_mm))
-                     if value is not None]
+                     if _finite(value)]
     measurements += _probabilities(lesion.probability, lesion.class_probabilities)
     record = {"label": lesion.label, "class_probabilities": lesion.class_probabilities}
     evaluations = [hd.sr.QualitativeEvaluation(codes.VOLUME_BASIS,
@@ -259,7 +261,8 @@ def _lesion_group(source: Source, lesion: dict, number: int,
                   ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
     """One lesion record on its image (TID 1410): its region, sizes, probabilities, class."""
     sop_uid = str(source.dataset.SOPInstanceUID)
-    measurements = [hd.sr.Measurement(name, value, unit) for name, value, unit in _sizes(lesion)]
+    measurements = [hd.sr.Measurement(name, value, unit) for name, value, unit
+                    in _sizes(lesion, not source.uncalibrated)]
     measurements += _probabilities(float(lesion["probability"]),
                                    lesion.get("class_probabilities") or {})
     evaluations = _class_evaluations(lesion)
@@ -300,15 +303,26 @@ def region_outline(lesion: Mapping[str, Any]) -> np.ndarray:
     return np.array(points, dtype=np.float64)
 
 
-def _sizes(lesion: dict) -> list[tuple]:
-    """(concept, value, unit) of the long axis, short axis and area: mm, else pixels."""
-    if lesion.get("units") == "mm" and lesion.get("long_axis_mm") is not None:
-        return [(codes.LONG_AXIS, float(lesion["long_axis_mm"]), codes.MILLIMETRE),
-                (codes.SHORT_AXIS, float(lesion["short_axis_mm"]), codes.MILLIMETRE),
-                (codes.AREA, float(lesion["area_mm2"]), codes.SQUARE_MILLIMETRE)]
-    return [(codes.LONG_AXIS, float(lesion["long_axis_px"]), codes.PIXELS),
-            (codes.SHORT_AXIS, float(lesion["short_axis_px"]), codes.PIXELS),
-            (codes.AREA, float(lesion["area_px2"]), codes.PIXELS)]
+def _sizes(lesion: dict, calibrated: bool = True) -> list[tuple]:
+    """(concept, value, unit) of the long axis, short axis and area: mm on a ``calibrated``
+    image, else pixels; a size that is no finite number is left out (never NaN)."""
+    mm = [(codes.LONG_AXIS, lesion.get("long_axis_mm"), codes.MILLIMETRE),
+          (codes.SHORT_AXIS, lesion.get("short_axis_mm"), codes.MILLIMETRE),
+          (codes.AREA, lesion.get("area_mm2"), codes.SQUARE_MILLIMETRE)]
+    if calibrated and lesion.get("units") == "mm" and all(_finite(v) for _, v, _ in mm):
+        return [(name, float(value), unit) for name, value, unit in mm]
+    pixels = [(codes.LONG_AXIS, lesion.get("long_axis_px"), codes.PIXELS),
+              (codes.SHORT_AXIS, lesion.get("short_axis_px"), codes.PIXELS),
+              (codes.AREA, lesion.get("area_px2"), codes.PIXELS)]
+    return [(name, float(value), unit) for name, value, unit in pixels if _finite(value)]
+
+
+def _finite(value: object) -> bool:
+    """Whether ``value`` is a finite number."""
+    try:
+        return value is not None and math.isfinite(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
 
 
 def _assessment_group(source: Source, number: int, algorithm: hd.sr.AlgorithmIdentification,

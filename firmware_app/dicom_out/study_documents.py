@@ -3,6 +3,14 @@
 The one entry the study completion calls (in the worker process, on files
 the box already decoded successfully). The headers are read with pydicom;
 only the key image decodes pixels (one frame).
+
+Each header is made fit first (``source_header.normalise``: Type 2 attributes
+present, unreadable dates and numbers emptied, strings cut to their VR,
+invalid UIDs removed). An image the documents cannot refer to (a missing or
+invalid Study, Series, SOP Instance or SOP Class UID) is left out of them
+with its reason code and the others still go; only when no image is left do
+the documents fail (``NothingToDescribe``). What was left out and changed is
+written into the caller's ``HeaderReport``.
 """
 
 from __future__ import annotations
@@ -15,14 +23,60 @@ from firmware_app.dicom_out.document import DOCUMENT_KINDS, Document
 from firmware_app.dicom_out.key_image import key_image
 from firmware_app.dicom_out.seg import segmentations
 from firmware_app.dicom_out.source import AnalysedInstance, ModelIdentity, ResultIds, Source
+from firmware_app.dicom_out.source_header import (
+    BAD_PIXEL_SPACING,
+    HeaderReport,
+    Unreferenceable,
+    normalise,
+)
 from firmware_app.dicom_out.sr import predecessor_reference, structured_report
+from firmware_app.errors import CliniboxError
+from firmware_app.i18n import N_
 
-__all__ = ["AnalysedInstance", "ModelIdentity", "study_documents"]
+__all__ = ["AnalysedInstance", "HeaderReport", "ModelIdentity", "NothingToDescribe",
+           "study_documents"]
+
+
+class NothingToDescribe(CliniboxError, ValueError):
+    """No image of the study can be referred to by a document (each one's reason kept)."""
+
+    kind = N_("no DICOM result")
+
+    def __init__(self, left_out: dict[str, str]) -> None:
+        super().__init__("no-describable-instance " + " ".join(
+            f"{name}={code}" for name, code in sorted(left_out.items()))[:250])
+        self.left_out = dict(left_out)
+
+
+def instance_name(instance: AnalysedInstance) -> str:
+    """How an image is named in the study's records: its id in the box, else its file."""
+    return str(instance.result.get("id") or instance.path.name)
+
+
+def describable(instances: list[AnalysedInstance], report: HeaderReport
+                ) -> list[Source]:
+    """Each image with its header made fit (``normalise``); those that cannot be referred to
+    are left out, their reason code in ``report``."""
+    sources = []
+    for instance in instances:
+        dataset = pydicom.dcmread(instance.path, stop_before_pixels=True)
+        name = instance_name(instance)
+        try:
+            fixes = normalise(dataset)
+        except Unreferenceable as exc:
+            report.left_out[name] = str(exc)
+            continue
+        if fixes:
+            report.fixes[name] = [str(fix) for fix in fixes]
+        sources.append(Source(instance, dataset,
+                              uncalibrated=any(f.code == BAD_PIXEL_SPACING for f in fixes)))
+    return sources
 
 
 def study_documents(instances: list[AnalysedInstance], model: ModelIdentity, *, device_id: str,
                     version: int, kinds: Collection[str],
-                    predecessor: Document | None = None) -> list[Document]:
+                    predecessor: Document | None = None,
+                    report: HeaderReport | None = None) -> list[Document]:
     """The documents of ``kinds`` ("sr", "seg", "key_image") for version ``version`` of a study.
 
     ``instances`` are the study's analysed images (one study, in the order the
@@ -35,7 +89,8 @@ def study_documents(instances: list[AnalysedInstance], model: ModelIdentity, *, 
 
     A SEG comes only for images whose lesions carry contours (none: no SEG);
     the key image is the key frame of the image with the most probable
-    finding (no finding: no key image).
+    finding (no finding: no key image). ``report`` receives the images left out
+    and the changes made to the headers of the others.
     """
     unknown = set(kinds) - set(DOCUMENT_KINDS)
     if unknown:
@@ -46,7 +101,10 @@ def study_documents(instances: list[AnalysedInstance], model: ModelIdentity, *, 
         raise ValueError("a study's results need at least one analysed image")
     if predecessor is not None and predecessor.kind != "sr":
         raise ValueError(f"the predecessor of an SR is an SR, not a {predecessor.kind}")
-    sources = [Source(i, pydicom.dcmread(i.path, stop_before_pixels=True)) for i in instances]
+    report = report if report is not None else HeaderReport()
+    sources = describable(instances, report)
+    if not sources:
+        raise NothingToDescribe(report.left_out)
     study_key = _study_key(sources)
     ids = ResultIds(device_id, study_key, model.model_id, version)
     documents: list[Document] = []
@@ -61,7 +119,7 @@ def study_documents(instances: list[AnalysedInstance], model: ModelIdentity, *, 
         documents += [Document("seg", study_key, seg)
                       for seg in segmentations(sources, model, ids)]
     if "key_image" in kinds:
-        chosen = _key_instance(instances)
+        chosen = _key_instance([source.instance for source in sources])
         if chosen is not None:
             documents.append(Document("key_image", study_key, key_image(chosen, model, ids)))
     return documents

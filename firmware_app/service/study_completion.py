@@ -32,6 +32,19 @@ before it, and alerts only a model that has not alerted the study yet. A
 study whose documents cannot be made (an image highdicom refuses) is still
 completed, with the reason recorded as an event: its alerts and its results
 in the viewer do not wait on a document.
+
+Imperfect headers sink nothing: an image whose header the documents cannot
+refer to (a missing or invalid Study, Series, SOP Instance or SOP Class UID)
+is left out of them and the others still go; what was left out (instance id
+and reason code) and what was changed in the others' headers
+(``dicom_out.source_header``) is recorded as events of ``EVENT_COMPONENT``, in
+codes: ``study <id> v<version> left-out <instance>=<keyword>:<code> …`` and
+``… header-fixes …``. Documents that could not be made at all are tried again
+``MAKE_RETRIES`` times, ``RETRY_SECONDS`` apart (more each time), while the
+service runs; then, or at once when no image of the study can be described
+(trying again would change nothing), they are held, recorded as an ERROR
+event ``study <id> v<version> dicom-results-held <reason>`` that ``clinibox
+status`` shows.
 """
 
 from __future__ import annotations
@@ -44,9 +57,10 @@ import time
 from collections.abc import Callable, Mapping
 
 from firmware_app.dicom_out.document import Document
-from firmware_app.dicom_out.maker import DocumentMaker
+from firmware_app.dicom_out.maker import DocumentMaker, DocumentsNotMade
 from firmware_app.dicom_out.outbox import enqueue_documents
 from firmware_app.dicom_out.source import AnalysedInstance, ModelIdentity
+from firmware_app.dicom_out.source_header import ABSENT_TYPE2, HeaderReport
 from firmware_app.settings.box import Config
 from firmware_app.storage import db
 from firmware_app.storage.study_completion import (
@@ -62,6 +76,12 @@ log = logging.getLogger(__name__)
 
 #: the longest wait between two looks for complete studies
 TICK_SECONDS = 0.5
+#: the events component of a study's DICOM results
+EVENT_COMPONENT = "study-completion"
+#: how many more times documents that could not be made are tried (while the service runs)
+MAKE_RETRIES = 3
+#: the wait before the first of them (doubling)
+RETRY_SECONDS = 60.0
 
 
 class StudyCompleter:
@@ -80,22 +100,30 @@ class StudyCompleter:
         #: makes the documents in a child process (``dicom_out/maker.py``); none without a PACS
         self.maker = DocumentMaker(config.limits) if self.kinds else None
         #: documents made while a study settles, by study id: (the study's ``updated_at``
-        #: then, what they were made from, the documents)
-        self.prepared: dict[int, tuple[float, str, list[Document]]] = {}
+        #: then, what they were made from, the documents, what their headers needed)
+        self.prepared: dict[int, tuple[float, str, list[Document], HeaderReport]] = {}
+        #: completed studies whose documents could not be made, by study id: (the study
+        #: as completed, the tries so far, when the next is due)
+        self.unmade: dict[int, tuple[DueStudy, int, float]] = {}
 
-    def documents(self, study: DueStudy) -> list[Document]:
+    def documents(self, study: DueStudy, report: HeaderReport | None = None
+                  ) -> list[Document]:
         """The study's result documents for this completion (none without destinations),
         made in the document maker's child process: highdicom never loads into the
         service. Those made while it settled (``prepare``) are taken as they are when
-        they were made from what the study holds now."""
+        they were made from what the study holds now. ``report`` receives the images
+        left out and the changes made to the headers."""
+        report = report if report is not None else HeaderReport()
         if self.maker is None:
             return []
         instances = self._instances(study)
         made_from = _made_from(study, instances)
         prepared = self.prepared.pop(study.id, None)
         if prepared is not None and prepared[1] == made_from:
+            report.left_out.update(prepared[3].left_out)
+            report.fixes.update(prepared[3].fixes)
             return prepared[2]
-        return self._make(study, instances)
+        return self._make(study, instances, report)
 
     def prepare(self, study: DueStudy) -> bool:
         """Make a settling study's documents ahead of its completion (kept in memory, not
@@ -110,8 +138,9 @@ class StudyCompleter:
         if kept is not None and kept[1] == made_from:
             return False
         self.prepared.pop(study.id, None)
-        documents = self._make(study, instances)
-        self.prepared[study.id] = (study.updated_at, made_from, documents)
+        report = HeaderReport()
+        documents = self._make(study, instances, report)
+        self.prepared[study.id] = (study.updated_at, made_from, documents, report)
         return bool(documents)
 
     def _instances(self, study: DueStudy) -> list[AnalysedInstance]:
@@ -120,7 +149,8 @@ class StudyCompleter:
                 for path, result, heatmap in analysed_instances(self.conn, study.study_key)
                 if path.exists()]
 
-    def _make(self, study: DueStudy, instances: list[AnalysedInstance]) -> list[Document]:
+    def _make(self, study: DueStudy, instances: list[AnalysedInstance],
+              report: HeaderReport) -> list[Document]:
         """The documents of ``instances`` for this version of the study, made in the child."""
         assert self.maker is not None
         if not instances or study.study_key.startswith("local:"):
@@ -132,7 +162,7 @@ class StudyCompleter:
         for model_id, analysed in by_model.items():  # one SR (SEG, key image) per model
             documents += self.maker.make(analysed, self.identity(model_id),
                                          device_id=self.device_id, version=study.version,
-                                         kinds=self.kinds)
+                                         kinds=self.kinds, report=report)
         return documents
 
     def identity(self, model_id: str) -> ModelIdentity:
@@ -153,15 +183,7 @@ class StudyCompleter:
         stored after that makes the study due again (its next version).
         """
         started = time.time()
-        try:
-            documents = self.documents(study)
-        except Exception as exc:  # a document must never hold the study's alert back
-            log.exception("study %d: DICOM results could not be made", study.id)
-            documents = []
-            with db.transaction(self.conn):
-                db.record_event(self.conn, "ERROR", "study-completion",
-                                f"study {study.id} version {study.version}: DICOM results "
-                                f"could not be made ({type(exc).__name__}: {exc})"[:300])
+        documents = self._documents_or_record(study, tries=0)
         rows = enqueue_documents(self.conn, self.config.dicom_out_dir, documents,
                                  self.config.pacs.destinations)
         with db.transaction(self.conn):
@@ -170,12 +192,73 @@ class StudyCompleter:
                  study.version, len(rows))
         return len(rows)
 
+    def _documents_or_record(self, study: DueStudy, tries: int) -> list[Document]:
+        """The study's documents, what their headers needed recorded as events; none when
+        they could not be made (recorded, and kept in ``unmade`` to be tried again unless
+        no image can be described or ``tries`` reached MAKE_RETRIES)."""
+        report = HeaderReport()
+        try:
+            documents = self.documents(study, report)
+        except Exception as exc:  # a document must never hold the study's alert back
+            log.exception("study %d: DICOM results could not be made", study.id)
+            self._record_report(study, report)
+            hopeless = isinstance(exc, DocumentsNotMade) and "no-describable-instance" in str(exc)
+            reason = "no-describable-instance" if hopeless else type(exc).__name__
+            if hopeless or tries >= MAKE_RETRIES:
+                self.unmade.pop(study.id, None)
+                self._event("ERROR", study, f"dicom-results-held {reason} tries={tries + 1}"
+                            f" ({exc})")
+            else:
+                self.unmade[study.id] = (study, tries + 1,
+                                         time.time() + RETRY_SECONDS * 2 ** tries)
+                self._event("WARNING", study, f"dicom-results-not-made {reason} "
+                            f"tries={tries + 1} ({exc})")
+            return []
+        self.unmade.pop(study.id, None)
+        self._record_report(study, report)
+        return documents
+
+    def _record_report(self, study: DueStudy, report: HeaderReport) -> None:
+        """The images left out of the study's documents and the changes made to the others'
+        headers, as events (codes; a Type 2 attribute added empty is not worth one)."""
+        if report.left_out:
+            log.warning("study %d: images left out of the DICOM results: %s", study.id,
+                        report.left_out)
+            self._event("WARNING", study, "left-out " + " ".join(
+                f"{name}={code}" for name, code in sorted(report.left_out.items())))
+        fixes = {name: [fix for fix in changed if not fix.endswith(ABSENT_TYPE2)]
+                 for name, changed in report.fixes.items()}
+        fixes = {name: changed for name, changed in fixes.items() if changed}
+        if fixes:
+            log.info("study %d: headers made fit for the DICOM results: %s", study.id, fixes)
+            self._event("INFO", study, "header-fixes " + " ".join(
+                f"{name}={','.join(changed)}" for name, changed in sorted(fixes.items())))
+
+    def _event(self, level: str, study: DueStudy, what: str) -> None:
+        with db.transaction(self.conn):
+            db.record_event(self.conn, level, EVENT_COMPONENT,
+                            f"study {study.id} v{study.version} {what}")
+
+    def retry_unmade(self, now: float | None = None) -> int:
+        """Try again to make the documents of completed studies whose documents could not be
+        made, when due; queue what is made. How many studies were tried."""
+        now = time.time() if now is None else now
+        due = [(study, tries) for study, tries, at in self.unmade.values() if at <= now]
+        for study, tries in due:
+            documents = self._documents_or_record(study, tries)
+            if documents:
+                enqueue_documents(self.conn, self.config.dicom_out_dir, documents,
+                                  self.config.pacs.destinations)
+                self.on_completed()
+        return len(due)
+
     def tick(self, now: float | None = None) -> int:
         """Complete every study due at ``now``, then make the documents of one study that
         is settling (one a tick: a study falling due waits behind at most one), then
         complete what fell due meanwhile; return how many were completed."""
         clock = time.time if now is None else (lambda: now)
         completed = self._complete_due(clock())
+        self.retry_unmade(clock())
         self._keep_maker_ready()
         if self._prepare_one(clock()):
             completed += self._complete_due(clock())

@@ -95,10 +95,14 @@ class DicomConfig:
     allowed_calling_aets: list[str] = setting(
         _ae_titles, "calling AE titles allowed to connect; empty allows any", factory=list
     )
-    max_associations: int = setting(in_range(1, 256), "concurrent associations", 8)
+    max_associations: int = setting(
+        in_range(1, 256), "concurrent associations; the last free one goes only to an address "
+                        "that holds none (others are rejected as busy), so no few modalities "
+                        "can take every slot", 8)
     max_associations_per_peer: int = setting(
         in_range(1, 256), "concurrent associations one address may hold (the rest stay free "
-                        "for other modalities)", 4)
+                        "for other modalities; never the last free slot, so at most "
+                        "max_associations - 1)", 4)
     max_pdu_kb: int = setting(in_range(4, 4096), "largest PDU we accept (advertised to peers), KB",
                               256)
     acse_timeout: float = setting(in_range(1, 3600), "seconds a new connection has to associate "
@@ -215,6 +219,9 @@ class AuditConfig:
 
     keep_days: float = setting(in_range(0, 36500), "keep audit rows this many days (the hourly "
                                "retention pass prunes older ones); 0 keeps them all", 365.0)
+    max_mb: float = setting(in_range(0, 10_000_000), "past this many MB of audit rows, the device "
+                          "page and clinibox status raise an alarm (no row is ever dropped: "
+                          "export, then shorten keep_days); 0: no alarm", 256.0)
 
 
 @dataclass
@@ -353,6 +360,9 @@ class PacsConfig:
                                        "(doubles with each failure)", 5.0)
     retry_max_seconds: float = setting(in_range(0.1, 86400),
                                        "longest wait between tries of a document", 300.0)
+    max_refusals: int = setting(in_range(1, 1000),
+                                "C-STORE failure statuses before a document is held "
+                                "(network failures do not count)", 5)
     connect_timeout: float = setting(in_range(1, 3600), "seconds to open the connection and "
                                      "associate", 30.0)
     dimse_timeout: float = setting(in_range(1, 3600), "seconds to wait for each C-STORE "

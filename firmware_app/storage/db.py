@@ -18,7 +18,7 @@ from firmware_app.storage.audit_schema import AUDIT_SCHEMA, migrate_to_v9
 from firmware_app.storage.study_alerts import ALERTED_STUDIES_TABLE, migrate_to_v8
 from firmware_app.storage.study_rollup import order_studies, update_study
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -215,7 +215,9 @@ CREATE TABLE IF NOT EXISTS retention_passes (
 -- commits; the row is ``sent`` only after the destination answered the C-STORE with
 -- Success, so a restart or a power cut loses nothing and sends nothing twice that was
 -- acknowledged. ``superseded``: a newer version of the same document replaced it
--- before it was sent.
+-- before it was sent. ``held``: the destination refused it ([pacs] max_refusals
+-- times, ``refusals``) with a failure status (``last_status``); it waits for a
+-- technician (``clinibox dicom-out retry``).
 CREATE TABLE IF NOT EXISTS dicom_outbox (
     id               INTEGER PRIMARY KEY,
     destination      TEXT NOT NULL,
@@ -224,12 +226,14 @@ CREATE TABLE IF NOT EXISTS dicom_outbox (
     sop_class_uid    TEXT NOT NULL,
     sop_instance_uid TEXT NOT NULL,
     path             TEXT NOT NULL,
-    state            TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'superseded')),
+    state            TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'superseded', 'held')),
     attempts         INTEGER NOT NULL DEFAULT 0,
     next_attempt_at  REAL NOT NULL,
     last_error       TEXT,
     created_at       REAL NOT NULL,
     sent_at          REAL,
+    refusals         INTEGER NOT NULL DEFAULT 0,
+    last_status      INTEGER,
     UNIQUE (destination, sop_instance_uid)
 );
 CREATE INDEX IF NOT EXISTS dicom_outbox_pending ON dicom_outbox(state, next_attempt_at, id);
@@ -350,6 +354,8 @@ def initialise(conn: sqlite3.Connection) -> None:
         _migrate_to_v10(conn)
     if 0 < version < 12:
         _migrate_to_v12(conn)
+    if 0 < version < 13:
+        _migrate_to_v13(conn)
     if 0 < version < 3:
         _rebuild_studies(conn)
     elif 0 < version < 11:
@@ -442,6 +448,30 @@ def _migrate_to_v12(conn: sqlite3.Connection) -> None:
     analysed before: their series are read per slice, ``inference/volume.py``)."""
     if "instances" in _tables(conn) and "geometry_json" not in _columns(conn, "instances"):
         conn.execute("ALTER TABLE instances ADD COLUMN geometry_json TEXT")
+
+
+#: the DICOM outbox's columns up to v12, in order (copied over by ``_migrate_to_v13``)
+_OUTBOX_V12_COLUMNS = ("id, destination, kind, study_key, sop_class_uid, sop_instance_uid, "
+                       "path, state, attempts, next_attempt_at, last_error, created_at, sent_at")
+
+
+def _migrate_to_v13(conn: sqlite3.Connection) -> None:
+    """v13: a DICOM outbox row the destination kept refusing is ``held``; rows count the
+    refusals and keep the last C-STORE status. SQLite cannot widen a CHECK: the table
+    (created afresh by the schema script only when missing) is rebuilt with its rows."""
+    if "dicom_outbox" not in _tables(conn) or "refusals" in _columns(conn, "dicom_outbox"):
+        return
+    schema = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS dicom_outbox"):]
+    schema = schema[:schema.index(");") + 2].replace(
+        "CREATE TABLE IF NOT EXISTS dicom_outbox", "CREATE TABLE dicom_outbox_v13")
+    conn.execute("DROP TABLE IF EXISTS dicom_outbox_v13")
+    conn.execute(schema)
+    conn.execute(f"INSERT INTO dicom_outbox_v13({_OUTBOX_V12_COLUMNS})"
+                 f" SELECT {_OUTBOX_V12_COLUMNS} FROM dicom_outbox")
+    conn.execute("DROP TABLE dicom_outbox")
+    conn.execute("ALTER TABLE dicom_outbox_v13 RENAME TO dicom_outbox")
+    conn.execute("CREATE INDEX IF NOT EXISTS dicom_outbox_pending"
+                 " ON dicom_outbox(state, next_attempt_at, id)")
 
 
 def _migrate_to_v4(conn: sqlite3.Connection) -> None:

@@ -7,14 +7,21 @@ destination answered the C-STORE with Success (or a warning that says it
 stored the object), so a restart or a power cut loses nothing, and what was
 acknowledged is not sent again.
 
-* A failed try (peer down, association refused, C-STORE refused, timeout)
-  keeps the row ``pending`` with its error, one more attempt, and a next try
-  after an exponential backoff (``retry_min_seconds`` doubling up to
-  ``retry_max_seconds``).
+* A failed try (peer down, association refused, timeout) keeps the row
+  ``pending`` with its error, one more attempt, and a next try after an
+  exponential backoff (``retry_min_seconds`` doubling up to
+  ``retry_max_seconds``), for as long as it takes.
+* A refusal (the destination answered the C-STORE with a failure status:
+  0xA700 out of resources, 0xA900 data set does not match the SOP class,
+  0xC000 cannot understand …) is a failed try that also counts a refusal and
+  keeps the status (``last_status``); at ``max_refusals`` the row is ``held``:
+  not tried again until a technician re-queues it (``requeue_held``,
+  ``clinibox dicom-out retry``). Held rows are shown in the status, never
+  purged.
 * A newer version of a document (another SOP Instance UID of the same kind for
   the same study) supersedes a still-pending older one for the same
-  destination: only the latest version waits. Documents added together (one
-  study's results) never supersede each other.
+  destination (or a held one): only the latest version waits. Documents added
+  together (one study's results) never supersede each other.
 * Sent and superseded rows stay for the audit period (``[telemetry]
   audit_days``, as the MQTT outbox), then are purged with their files.
 """
@@ -79,7 +86,7 @@ def add_documents(conn: sqlite3.Connection, files: Iterable[DocumentFile],
                 continue
             marks = ",".join("?" * len(uids))
             conn.execute(
-                "UPDATE dicom_outbox SET state = 'superseded' WHERE state = 'pending'"
+                "UPDATE dicom_outbox SET state = 'superseded' WHERE state IN ('pending', 'held')"
                 " AND destination = ? AND kind = ? AND study_key = ?"
                 f" AND sop_instance_uid NOT IN ({marks})",
                 (destination, kind, study_key, *sorted(uids)))
@@ -167,6 +174,71 @@ def mark_failed(conn: sqlite3.Connection, row_id: int, error: str, first: float,
     return due
 
 
+def mark_refused(conn: sqlite3.Connection, row_id: int, error: str, status: int,
+                 max_refusals: int, first: float, longest: float,
+                 now: float | None = None) -> str:
+    """The destination refused the document with failure ``status``: count the try and the
+    refusal, keep ``error`` and the status; back off, or hold the row at ``max_refusals``.
+    Return the row's state ('pending' or 'held')."""
+    now = time.time() if now is None else now
+    row = conn.execute("SELECT refusals FROM dicom_outbox WHERE id = ? AND state = 'pending'",
+                       (row_id,)).fetchone()
+    if row is None:
+        return "gone"
+    mark_failed(conn, row_id, error, first, longest, now)
+    refusals = int(row[0]) + 1
+    state = "held" if refusals >= max_refusals else "pending"
+    conn.execute("UPDATE dicom_outbox SET refusals = ?, last_status = ?, state = ?"
+                 " WHERE id = ?", (refusals, int(status), state, row_id))
+    return state
+
+
+@dataclass(frozen=True)
+class HeldDocument:
+    """A document the destination kept refusing: its last status and error."""
+
+    id: int
+    destination: str
+    kind: str
+    study_key: str
+    sop_instance_uid: str
+    refusals: int
+    last_status: int | None
+    last_error: str
+
+
+def held_documents(conn: sqlite3.Connection, destination: str | None = None
+                   ) -> list[HeldDocument]:
+    """Held rows (of one destination, or all), oldest first."""
+    where, params = "state = 'held'", []
+    if destination is not None:
+        where += " AND destination = ?"
+        params.append(destination)
+    rows = conn.execute(
+        "SELECT id, destination, kind, study_key, sop_instance_uid, refusals, last_status,"
+        f" last_error FROM dicom_outbox WHERE {where} ORDER BY created_at, id", params)
+    return [HeldDocument(int(r["id"]), r["destination"], r["kind"], r["study_key"],
+                         r["sop_instance_uid"], int(r["refusals"]), r["last_status"],
+                         str(r["last_error"] or "")) for r in rows]
+
+
+def requeue_held(conn: sqlite3.Connection, destination: str | None = None,
+                 ids: Collection[int] = (), now: float | None = None) -> int:
+    """Send held rows again (of one destination, or those of ``ids``, else all) at once,
+    their refusals counted from zero; return how many. Run it inside a transaction."""
+    now = time.time() if now is None else now
+    where, params = "state = 'held'", [now]
+    if destination is not None:
+        where += " AND destination = ?"
+        params.append(destination)
+    if ids:
+        where += f" AND id IN ({','.join('?' * len(ids))})"
+        params += [int(i) for i in ids]
+    cursor = conn.execute("UPDATE dicom_outbox SET state = 'pending', refusals = 0,"
+                          f" next_attempt_at = ? WHERE {where}", params)
+    return int(cursor.rowcount)
+
+
 def pending_count(conn: sqlite3.Connection, destination: str | None = None) -> int:
     """Rows waiting for a destination's acknowledgement (all destinations when None)."""
     if destination is None:
@@ -197,12 +269,14 @@ def destination_figures(conn: sqlite3.Connection, configured: Iterable[str] = ()
     ``attempts``: the most tries any waiting document has had; ``next_attempt_at``;
     ``sent`` and ``last_sent_at``; ``last_error`` and ``last_error_at`` (the newest
     failure recorded in the events, else the error kept on a waiting row);
-    ``configured``: whether the destination is in the config.
+    ``configured``: whether the destination is in the config; ``held``: documents
+    it kept refusing, with ``held_status`` (the C-STORE status, e.g. 0xA900) and
+    ``held_error`` (its meaning and the destination's comment) of the newest.
     """
     configured = list(configured)
     figures: dict[str, dict[str, Any]] = {
         name: {"name": name, "waiting": 0, "oldest_waiting_at": None, "attempts": 0,
-               "next_attempt_at": None, "sent": 0, "last_sent_at": None}
+               "next_attempt_at": None, "sent": 0, "last_sent_at": None, "held": 0}
         for name in configured}
     rows = conn.execute(
         "SELECT destination,"
@@ -210,16 +284,20 @@ def destination_figures(conn: sqlite3.Connection, configured: Iterable[str] = ()
         " MIN(CASE WHEN state = 'pending' THEN created_at END) AS oldest_waiting_at,"
         " MAX(CASE WHEN state = 'pending' THEN attempts ELSE 0 END) AS attempts,"
         " MIN(CASE WHEN state = 'pending' THEN next_attempt_at END) AS next_attempt_at,"
-        " SUM(state = 'sent') AS sent, MAX(sent_at) AS last_sent_at"
+        " SUM(state = 'sent') AS sent, MAX(sent_at) AS last_sent_at,"
+        " SUM(state = 'held') AS held"
         " FROM dicom_outbox GROUP BY destination").fetchall()
     for row in rows:
         figures[row["destination"]] = {
             "name": row["destination"], "waiting": int(row["waiting"] or 0),
             "oldest_waiting_at": row["oldest_waiting_at"], "attempts": int(row["attempts"] or 0),
             "next_attempt_at": row["next_attempt_at"], "sent": int(row["sent"] or 0),
-            "last_sent_at": row["last_sent_at"]}
+            "last_sent_at": row["last_sent_at"], "held": int(row["held"] or 0)}
     for name, item in figures.items():
         item["configured"] = name in configured
+        held = held_documents(conn, name)
+        item["held_status"] = held[-1].last_status if held else None
+        item["held_error"] = held[-1].last_error if held else None
         event = last_event(conn, name)
         if event is not None:
             item["last_error_at"], item["last_error"] = event
@@ -234,13 +312,14 @@ def destination_figures(conn: sqlite3.Connection, configured: Iterable[str] = ()
 
 def purge(conn: sqlite3.Connection, folder: Path, audit_seconds: float,
           now: float | None = None) -> int:
-    """Forget sent and superseded rows older than the audit window, and delete files no row
+    """Forget sent and superseded rows older than the audit window (held ones wait for a
+    technician), and delete files no row
     needs any more (also files no row ever named, after ORPHAN_GRACE_SECONDS); return how
     many rows were purged. Run it inside a transaction."""
     now = time.time() if now is None else now
     cutoff = now - audit_seconds
     gone = conn.execute(
-        "DELETE FROM dicom_outbox WHERE state != 'pending'"
+        "DELETE FROM dicom_outbox WHERE state IN ('sent', 'superseded')"
         " AND COALESCE(sent_at, created_at) < ? RETURNING path", (cutoff,)).fetchall()
     kept = {row[0] for row in conn.execute("SELECT DISTINCT path FROM dicom_outbox")}
     for path in {row[0] for row in gone} - kept:

@@ -49,7 +49,7 @@ def test_v2_database_is_upgraded_in_place(tmp_path):
     path = tmp_path / "box.db"
     _v2_database(path)
     conn = db.open_database(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 12
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 13
     studies = conn.execute("SELECT id, study_key, alert, received_at FROM studies"
                            " ORDER BY study_key").fetchall()
     assert [(r["study_key"], r["alert"], r["received_at"]) for r in studies] == [
@@ -128,7 +128,7 @@ def test_v3_database_is_upgraded_in_place(tmp_path):
     path = tmp_path / "box.db"
     _v3_database(path)
     conn = db.open_database(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 12
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 13
     rows = conn.execute("SELECT id, status, spool_path, image_deleted_at, image_rows,"
                         " image_columns FROM instances ORDER BY id").fetchall()
     assert [tuple(r) for r in rows] == [(1, "processed", "p1", None, None, None),
@@ -251,7 +251,7 @@ def test_v7_alerts_are_kept_per_study_and_model(tmp_path):
     path = tmp_path / "box.db"
     _v7_database(path)
     conn = db.open_database(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 12
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 13
     alerted = conn.execute("SELECT study_key, model, seq, at FROM alerted_studies").fetchall()
     assert [tuple(r) for r in alerted] == [("1.2.1", "ct-lesion", 7, 250.0)]  # its top model
     # the alerted study's alerts count as queued (retention may delete its images)
@@ -289,7 +289,7 @@ def test_v8_database_gains_the_audit_trail(tmp_path):
     assert "audit" not in db._tables(conn)
     conn.close()
     conn = db.open_database(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 12
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 13
     assert {"audit", "audit_anchor"} <= db._tables(conn)
     triggers = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
     assert set(TRIGGERS) <= triggers
@@ -316,7 +316,7 @@ def test_v9_database_gains_the_accounts_language(tmp_path):
     conn.execute("PRAGMA user_version=9")
     conn.close()
     conn = db.open_database(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 12
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 13
     [carl] = Accounts(conn).all()
     assert (carl.name, carl.language) == ("carl", "")
     Accounts(conn).set_language(carl.id, "zh_CN")

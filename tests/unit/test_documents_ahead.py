@@ -69,7 +69,7 @@ def test_the_documents_made_while_the_study_settles_are_the_ones_queued(settled)
     assert completer.tick(now=last + 1) == 0  # settling: made, not queued
     assert made == [1] and len(completer.prepared) == 1
     assert box.conn.execute("SELECT COUNT(*) FROM dicom_outbox").fetchone()[0] == 0
-    [(_, _, prepared)] = completer.prepared.values()
+    [(_, _, prepared, _)] = completer.prepared.values()
     completer.tick(now=last + 2)  # nothing changed: not made again
     assert made == [1]
     assert completer.tick(now=last + stable + 1) == 1  # complete: the same documents queued
@@ -83,7 +83,7 @@ def test_a_late_instance_makes_the_documents_again(settled):
     box, completer, made, last, tmp_path, study_uid = settled
     stable = completer.config.studies.stable_seconds
     completer.tick(now=last + 1)
-    [(_, _, early)] = completer.prepared.values()
+    [(_, _, early, _)] = completer.prepared.values()
     sr_early = next(d for d in early if d.kind == "sr")
     [late] = _slices(tmp_path, 1, study_uid, first=7)
     box.lander.land(late.read_bytes(), sop_instance_uid=None, source="dicom", origin="T")

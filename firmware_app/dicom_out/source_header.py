@@ -1,0 +1,244 @@
+"""A received image's header made fit to be described in a result document.
+
+The headers come from whoever is on the clinic's LAN; highdicom copies the
+patient and study attributes of the source into every SR, SEG and key image
+and refers to the source by its UIDs. ``normalise`` prepares a header (read
+without pixels, or the key image's source) in one place, before any document
+is made of it:
+
+* the Type 2 patient and study attributes the documents copy (``TYPE2``) are
+  present, empty when the source lacks them;
+* a date, time or number that cannot be read (``19700000``, ``1970``,
+  ``nan``) is emptied (a Type 2 one) or removed; a Pixel Spacing that is not
+  two finite positive numbers is removed, so nothing is measured in mm on it;
+* every string is cut to its VR's maximum length (PS3.5 Table 6.2-1; a person
+  name per component group) and loses its control characters (text VRs keep
+  TAB, LF, FF and CR);
+* a UID that is not valid (PS3.5 9.1) is removed, except those a document
+  refers to the image by (``REFERENCE_UIDS``): an image whose reference UID is
+  missing or invalid cannot be described and ``Unreferenceable`` says why.
+
+Every change is returned as a ``Fix`` (attribute keyword and reason code) for
+the study's event log; nothing here writes English for a program to read.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.uid import UID
+
+from firmware_app.errors import CliniboxError
+from firmware_app.i18n import N_
+
+#: the attributes a document refers to an image by: without them it cannot be described
+REFERENCE_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+#: Type 2 patient and general study attributes every document copies from its source
+TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
+         "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
+#: the most characters a value of each VR may hold (PS3.5 Table 6.2-1; PN: per group)
+MAX_LENGTH = {"AE": 16, "AS": 4, "CS": 16, "DA": 8, "DS": 16, "DT": 26, "IS": 12, "LO": 64,
+              "LT": 10240, "PN": 64, "SH": 16, "ST": 1024, "TM": 16, "UI": 64}
+#: VRs whose values are free text: they may hold these control characters
+TEXT_VRS = frozenset({"LT", "ST", "UT"})
+STRING_VRS = frozenset(MAX_LENGTH) | {"UC", "UT", "UR"}
+_TEXT_CONTROLS = frozenset("\t\n\f\r")
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_TIME = re.compile(r"^([01]\d|2[0-3])([0-5]\d([0-5]\d|60)?)?(\.\d{1,6})?$")
+_DATETIME = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?"
+                       r"([+-]\d{4})?$")
+
+# reason codes
+MISSING = "missing"
+INVALID_UID = "invalid-uid"
+BAD_DATE = "unparseable-date"
+BAD_TIME = "unparseable-time"
+BAD_NUMBER = "unparseable-number"
+BAD_PIXEL_SPACING = "invalid-pixel-spacing"
+TOO_LONG = "cut-to-vr-length"
+CONTROL_CHARACTERS = "control-characters-removed"
+ABSENT_TYPE2 = "type2-added-empty"
+
+
+@dataclass(frozen=True)
+class Fix:
+    """One change made to a header: the attribute and the reason code."""
+
+    keyword: str
+    code: str
+
+    def __str__(self) -> str:
+        return f"{self.keyword}:{self.code}"
+
+
+@dataclass
+class HeaderReport:
+    """What the headers of one study's images needed: by instance (its id in the box, else
+    its file name), the reason code it was left out for, and the changes made to the others
+    (``keyword:code``)."""
+
+    left_out: dict[str, str] = field(default_factory=dict)
+    fixes: dict[str, list[str]] = field(default_factory=dict)
+
+
+class Unreferenceable(CliniboxError, ValueError):
+    """An image the documents cannot refer to: a reference UID missing or invalid."""
+
+    kind = N_("not described")
+
+    def __init__(self, keyword: str, code: str) -> None:
+        super().__init__(f"{keyword}:{code}")
+        self.keyword = keyword
+        self.code = code
+
+
+def valid_uid(value: object) -> bool:
+    """Whether ``value`` is a valid DICOM UID: 1-64 characters, digits and dots, no empty
+    component, no leading zero in a component longer than one digit."""
+    text = str(value or "")
+    return 0 < len(text) <= 64 and UID(text).is_valid
+
+
+def normalise(ds: Dataset) -> list[Fix]:
+    """Make ``ds`` fit to be copied into a result document (in place); what was changed.
+
+    Raises ``Unreferenceable`` when a reference UID is missing or invalid.
+    """
+    for keyword in REFERENCE_UIDS:
+        value = ds.get(keyword)
+        if value is None or str(value) == "":
+            raise Unreferenceable(keyword, MISSING)
+        if not valid_uid(value):
+            raise Unreferenceable(keyword, INVALID_UID)
+    fixes = _pixel_spacing(ds)
+    _walk(ds, fixes)
+    for keyword in TYPE2:
+        if keyword not in ds:
+            setattr(ds, keyword, "")
+            fixes.append(Fix(keyword, ABSENT_TYPE2))
+    return fixes
+
+
+def _walk(ds: Dataset, fixes: list[Fix]) -> None:
+    """Fix every string element of ``ds`` and of its sequences' items."""
+    for tag in list(ds.keys()):
+        try:
+            elem = ds[tag]
+        except Exception:  # a value pydicom cannot even read: nothing to copy
+            del ds[tag]
+            fixes.append(Fix(f"({tag.group:04X},{tag.element:04X})", BAD_NUMBER))
+            continue
+        if elem.VR == "SQ":
+            for item in elem.value or []:
+                _walk(item, fixes)
+            continue
+        if elem.VR not in STRING_VRS or elem.value is None:
+            continue
+        fixes += [Fix(elem.keyword or str(elem.tag), code) for code in _fix_element(ds, elem)]
+
+
+def _fix_element(ds: Dataset, elem: DataElement) -> list[str]:
+    """Fix one string element in place; its reason codes (none when it was fine)."""
+    vr = elem.VR
+    values = list(elem.value) if isinstance(elem.value, MultiValue) else [elem.value]
+    texts = [str(v) if v is not None else "" for v in values]
+    if vr in ("DA", "TM", "DT", "DS", "IS"):
+        if all(_readable(vr, t.strip()) for t in texts):
+            return []
+        return [_drop(ds, elem, {"DA": BAD_DATE, "TM": BAD_TIME, "DT": BAD_DATE}.get(
+            vr, BAD_NUMBER))]
+    if vr == "UI":
+        if all(valid_uid(t) for t in texts if t):
+            return []
+        return [_drop(ds, elem, INVALID_UID)]
+    codes: list[str] = []
+    cleaned = []
+    for text in texts:
+        kept = _strip_controls(text, vr in TEXT_VRS)
+        if kept != text and CONTROL_CHARACTERS not in codes:
+            codes.append(CONTROL_CHARACTERS)
+        cut = _cut(kept, vr)
+        if cut != kept and TOO_LONG not in codes:
+            codes.append(TOO_LONG)
+        cleaned.append(cut)
+    if codes:
+        elem.value = cleaned if len(cleaned) > 1 else cleaned[0]
+    return codes
+
+
+def _drop(ds: Dataset, elem: DataElement, code: str) -> str:
+    """Empty a Type 2 attribute, remove any other; ``code``."""
+    if elem.keyword in TYPE2:
+        elem.value = ""
+    else:
+        del ds[elem.tag]
+    return code
+
+
+def _strip_controls(text: str, text_vr: bool) -> str:
+    if not _CONTROLS.search(text):
+        return text
+    allowed = _TEXT_CONTROLS if text_vr else frozenset()
+    return "".join(c for c in text if c in allowed or not _CONTROLS.match(c))
+
+
+def _cut(text: str, vr: str) -> str:
+    """``text`` cut to ``vr``'s maximum length (a person name: each component group)."""
+    longest = MAX_LENGTH.get(vr)
+    if longest is None:
+        return text
+    if vr == "PN":
+        return "=".join(group[:longest] for group in text.split("=")[:3])
+    return text[:longest]
+
+
+def _readable(vr: str, text: str) -> bool:
+    """Whether a date, time or number's value means something (empty: it says nothing)."""
+    if not text:
+        return True
+    if vr == "DA":
+        if len(text) != 8 or not text.isdigit():
+            return False
+        try:
+            datetime.date(int(text[:4]), int(text[4:6]), int(text[6:]))
+        except ValueError:
+            return False
+        return True
+    if vr == "TM":
+        return bool(_TIME.match(text.replace(":", "")))
+    if vr == "DT":
+        match = _DATETIME.match(text)
+        if not match or (match.group(2) and not 1 <= int(match.group(2)) <= 12):
+            return False
+        return not match.group(3) or 1 <= int(match.group(3)) <= 31
+    try:
+        number = float(text) if vr == "DS" else int(text)
+    except ValueError:
+        return False
+    return math.isfinite(number) and len(text) <= MAX_LENGTH[vr]
+
+
+def _pixel_spacing(ds: Dataset) -> list[Fix]:
+    """Remove a Pixel Spacing (and the imager's) that is not two finite positive numbers."""
+    fixes = []
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        if keyword in ds and not _spacing(ds[keyword].value):
+            del ds[keyword]
+            fixes.append(Fix(keyword, BAD_PIXEL_SPACING))
+    return fixes
+
+
+def _spacing(value: object) -> bool:
+    values: Iterable = value if isinstance(value, (list, tuple, MultiValue)) else [value]
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError):
+        return False
+    return len(numbers) == 2 and all(math.isfinite(n) and n > 0 for n in numbers)
