@@ -14,6 +14,12 @@ receiver by gigabytes or lock the modalities out. Here:
 * ``BoundedAssociationServer`` refuses a connection from an address that
   already holds ``max_per_peer`` associations, and does the TLS handshake on
   the association's own thread (a silent TLS client cannot stall the others).
+* It also counts the box's slots (``max_associations``) itself and keeps them
+  fair: when only one slot is free, it goes only to an address that holds no
+  association. Over the limit, or for the last slot from an address that holds
+  some, the association request is answered A-ASSOCIATE-RJ rejected transient,
+  local limit exceeded (``BusyACSE``; the modality retries later), as the native
+  receiver answers it.
 
 Timeouts (a silent connection, an idle association, a stalled transfer) are
 pynetdicom's own: ``acse_timeout``, ``network_timeout``, ``dimse_timeout``.
@@ -28,6 +34,7 @@ import threading
 from typing import Any
 
 from pynetdicom import evt
+from pynetdicom.acse import ACSE
 from pynetdicom.transport import (
     AssociationSocket,
     RequestHandler,
@@ -102,41 +109,73 @@ class BoundedSocket(AssociationSocket):
             at += 4 + length
 
 
+class BusyACSE(ACSE):
+    """The ACSE of an association the box has no slot for: it reads the request and
+    answers A-ASSOCIATE-RJ rejected transient, service provider (presentation), local
+    limit exceeded (PS3.8 9.3.4), as pynetdicom answers a full AE."""
+
+    def _negotiate_as_acceptor(self) -> None:
+        self.requestor.ae_title = self.requestor.primitive.calling_ae_title
+        self.send_reject(0x02, 0x03, 0x02)
+        evt.trigger(self.assoc, evt.EVT_REJECTED, {})
+        self.assoc.kill()
+
+
 class BoundedRequestHandler(RequestHandler):
-    """pynetdicom's handler, with a ``BoundedSocket`` for the association."""
+    """pynetdicom's handler, with a ``BoundedSocket`` for the association (and a
+    ``BusyACSE`` where the server found no slot for it)."""
 
     def _create_association(self) -> Any:
         assoc = super()._create_association()
         server: BoundedAssociationServer = self.server  # type: ignore[assignment]
         BoundedSocket.bound(assoc.dul.socket, server.ae.maximum_pdu_size or 0,
                             server.max_object_bytes)
+        if server.take_busy(self.request):
+            assoc.acse.__class__ = BusyACSE
+            assoc.clinibox_busy = True  # released as such (BoundedAssociationServer)
         return assoc
 
 
 class BoundedAssociationServer(ThreadedAssociationServer):
-    """A threaded association server with a per-address limit and a deferred TLS handshake.
+    """A threaded association server with fair association slots, a per-address limit
+    and a deferred TLS handshake.
 
     Connections are counted per address when accepted (on the accepting thread, so
-    a burst cannot slip past the count) and released when they close.
+    a burst cannot slip past the count) and released when they close. One that gets
+    no slot is let in only to be answered "rejected, busy" (``BusyACSE``), at most
+    ``max_associations`` of those at once (beyond that the connection is closed).
     """
 
     #: the listen backlog (socketserver's default of 5 drops a burst of connections)
     request_queue_size = 64
     #: set by the SCP before serving
+    max_associations: int = 8
     max_per_peer: int = 4
     max_object_bytes: int = 2**30
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """As pynetdicom's, plus the per-address connection count."""
         self._held: dict[str, int] = {}
+        self._to_refuse: set[Any] = set()  # accepted sockets that got no slot
+        self._refusing = 0  # connections being answered "rejected, busy"
         self._held_lock = threading.Lock()
         super().__init__(*args, **kwargs)
         self.bind(evt.EVT_CONN_CLOSE, self._released)
 
+    def take_busy(self, request: Any) -> bool:
+        """Whether the connection ``request`` got no slot (it is to be rejected)."""
+        with self._held_lock:
+            if request not in self._to_refuse:
+                return False
+            self._to_refuse.discard(request)
+            return True
+
     def _released(self, event: evt.Event) -> None:
         host = event.assoc.requestor.address
         with self._held_lock:
-            if self._held.get(host, 0) > 1:
+            if getattr(event.assoc, "clinibox_busy", False):
+                self._refusing -= 1
+            elif self._held.get(host, 0) > 1:
                 self._held[host] -= 1
             else:
                 self._held.pop(host, None)
@@ -150,12 +189,28 @@ class BoundedAssociationServer(ThreadedAssociationServer):
         return client, address
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
-        """Refuse an address that already holds ``max_per_peer`` associations."""
+        """Refuse (close) a connection from an address that already holds ``max_per_peer``
+        associations; mark one busy (``take_busy``) when no slot is free, or when only one
+        is and the address already holds some: the last slot waits for a new address."""
         host = client_address[0] if isinstance(client_address, tuple) else str(client_address)
         with self._held_lock:
             held = self._held.get(host, 0)
-            if held < self.max_per_peer:
-                self._held[host] = held + 1
-                return True
-        log.warning("connection from %s refused: it already holds %d associations", host, held)
+            if held >= self.max_per_peer:
+                why = f"it already holds {held} associations"
+            else:
+                taken = sum(self._held.values())
+                full = taken >= self.max_associations
+                if not full and not (taken == self.max_associations - 1 and held > 0):
+                    self._held[host] = held + 1
+                    return True
+                if self._refusing < self.max_associations:
+                    self._refusing += 1
+                    self._to_refuse.add(request)
+                    log.warning("association from %s rejected: %s", host,
+                                "every association slot is taken" if full else
+                                "the last free slot is kept for an address that holds "
+                                f"none; it holds {held}")
+                    return True
+                why = "every association slot is taken"
+        log.warning("connection from %s refused: %s", host, why)
         return False

@@ -1,7 +1,8 @@
 """The DICOM Storage SCP: C-ECHO and C-STORE on pynetdicom.
 
 The C-STORE handler is deliberately thin: take the encoded dataset exactly as
-received (no decoding), land it durably (spool + queue commit) and only then
+received, check its header against the command (``store_checks``: UIDs present,
+valid and the command's), land it durably (spool + queue commit) and only then
 answer Success. Anything that stops the object from being stored answers a
 DICOM failure status, so the modality keeps it and retries. Inference never
 runs on an association thread.
@@ -98,7 +99,9 @@ class StorageSCP:
     def _build_ae(self) -> AE:
         cfg = self.config
         ae = AE(ae_title=cfg.ae_title)
-        ae.maximum_associations = cfg.max_associations
+        # the server counts the slots (fairly, bounded_server); pynetdicom's own count
+        # also holds the connections being told "busy", so it gets room for those
+        ae.maximum_associations = 2 * cfg.max_associations
         ae.acse_timeout = cfg.acse_timeout
         ae.dimse_timeout = cfg.dimse_timeout
         ae.network_timeout = cfg.network_timeout
@@ -126,14 +129,18 @@ class StorageSCP:
         return context
 
     def handle_store(self, event: evt.Event) -> int:
-        """C-STORE: land the object durably, then (and only then) answer Success.
+        """C-STORE: check the object against its command, land it durably, then (and only
+        then) answer Success (``store_answer``).
 
         The data set is already on disk in the spool's ``tmp`` folder (written as it
         arrived); landing renames it into place.
         """
-        sop_uid = str(event.request.AffectedSOPInstanceUID or "") or None
+        request = event.request
+        sop_uid = str(request.AffectedSOPInstanceUID or "") or None
+        sop_class = str(request.AffectedSOPClassUID or "") or None
         return answer_store(self.lander, Path(event.dataset_path), sop_instance_uid=sop_uid,
-                            calling=event.assoc.requestor.ae_title, on_stored=self.on_stored)
+                            sop_class_uid=sop_class, calling=event.assoc.requestor.ae_title,
+                            on_stored=self.on_stored)
 
     def start(self) -> None:
         """Start listening (non-blocking)."""
@@ -145,6 +152,7 @@ class StorageSCP:
                                 evt_handlers=handlers, ssl_context=self._ssl_context(),
                                 server_class=BoundedAssociationServer,
                                 request_handler=BoundedRequestHandler)
+        server.max_associations = self.config.max_associations
         server.max_per_peer = self.config.max_associations_per_peer
         server.max_object_bytes = self.lander.max_object_bytes
         ae._servers.append(server)  # as ae.start_server does: shutdown() removes it

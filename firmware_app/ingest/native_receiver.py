@@ -7,7 +7,14 @@ every C-STORE data set into the spool's ``tmp`` folder as it arrives. It decides
 for each data set it asks the ``LandingServer`` here, over a private Unix socket, to land
 it, and answers the sender with the status it gets back (``store_answer.answer_store``,
 the same rule as the pynetdicom receiver: Success only once object and queue row are
-durable). Duplicates, conflicts, quarantine and the worker's wake-up stay in Python.
+durable). The checks of what arrived (``store_checks``: UIDs present, valid and the
+command's), duplicates, conflicts, quarantine and the worker's wake-up stay in Python.
+
+The line protocol, one line each way per C-STORE, every field from a peer hex-encoded
+(its strings never reach the line as sent):
+  receiver -> lander: ``<file name> \\t <hex Affected SOP Instance UID> \\t <hex calling
+  AE title> \\t <hex Affected SOP Class UID> \\n``;
+  lander -> receiver: ``<DICOM status, decimal> \\n``.
 
 Why: pynetdicom costs about 3 ms a C-STORE before the box stores anything, as much as
 Orthanc needs for the whole object (bench/README.md, issue 17); the native front does
@@ -33,6 +40,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from firmware_app.errors import CliniboxError
 from firmware_app.fs import owned_temp_folder
@@ -45,6 +53,9 @@ log = logging.getLogger(__name__)
 RECEIVER_NAME = "clinibox-receiver"
 #: the only file names the receiver writes (``receiving-<its pid>-<count>.dcm``)
 RECEIVED_NAME = re.compile(r"receiving-[0-9]{1,10}-[0-9]{1,20}\.dcm")
+#: longest request line read from the receiver: the name and three hex fields (dcmtk bounds
+#: each UID of a command to 64 characters, the AE title to 16; a longer line is refused)
+REQUEST_LINE_BYTES = 1024
 #: seconds the receiver has to start listening
 START_SECONDS = 10.0
 #: seconds between a receiver that ended unexpectedly and its restart
@@ -69,18 +80,29 @@ def receiver_binary() -> Path | None:
     return Path(found) if found else None
 
 
-def parse_request(line: bytes) -> tuple[str, str | None, str | None]:
-    """(file name, SOP Instance UID, calling AE title) from one receiver request line;
-    ValueError for anything else (a name must be one the receiver writes)."""
+class LandingRequest(NamedTuple):
+    """One request line of the receiver: a received file and its C-STORE-RQ's fields."""
+
+    name: str
+    sop_instance_uid: str | None
+    calling: str | None
+    sop_class_uid: str | None
+
+
+def parse_request(line: bytes) -> LandingRequest:
+    """The fields of one receiver request line (``<name> \\t <hex Affected SOP Instance
+    UID> \\t <hex calling AE title> \\t <hex Affected SOP Class UID> \\n``); ValueError
+    for anything else (a name must be one the receiver writes)."""
     fields = line.rstrip(b"\n").split(b"\t")
-    if len(fields) != 3:
-        raise ValueError("a landing request has three fields")
+    if len(fields) != 4:
+        raise ValueError("a landing request has four fields")
     name = fields[0].decode("ascii")
     if not RECEIVED_NAME.fullmatch(name):
         raise ValueError(f"not a received data set's name: {name[:80]!r}")
-    uid, calling = (bytes.fromhex(f.decode("ascii")).decode("latin-1").strip("\x00 ") or None
-                    for f in fields[1:])
-    return name, uid, calling
+    uid, calling, sop_class = (
+        bytes.fromhex(f.decode("ascii")).decode("latin-1").strip("\x00 ") or None
+        for f in fields[1:])
+    return LandingRequest(name, uid, calling, sop_class)
 
 
 class _LandingHandler(socketserver.StreamRequestHandler):
@@ -92,16 +114,18 @@ class _LandingHandler(socketserver.StreamRequestHandler):
         if not self.server.trusted(self.request):
             log.error("landing socket: a process of another user connected; refused")
             return
-        while line := self.rfile.readline(512):
+        while line := self.rfile.readline(REQUEST_LINE_BYTES):
             try:
-                name, uid, calling = parse_request(line)
+                request = parse_request(line)
             except (ValueError, UnicodeDecodeError) as exc:
                 log.error("landing socket: bad request from the receiver: %s", exc)
                 self.wfile.write(b"%d\n" % CANNOT_UNDERSTAND)
                 return
+            name = request.name
             status = answer_store(self.server.lander, self.server.receive_dir / name,
-                                  sop_instance_uid=uid, calling=calling,
-                                  on_stored=self.server.on_stored)
+                                  sop_instance_uid=request.sop_instance_uid,
+                                  sop_class_uid=request.sop_class_uid,
+                                  calling=request.calling, on_stored=self.server.on_stored)
             try:
                 self.wfile.write(b"%d\n" % status)
                 self.wfile.flush()

@@ -14,7 +14,9 @@ What is taken:
   that is missing is reported);
 - PNG and JPEG exports, wrapped as Secondary Capture objects with a local id.
 Files named like images (``.dcm``, ``.png``, …) whose content is not one are
-kept in quarantine with the reason; other files (viewers, READMEs) are skipped.
+kept in quarantine with the reason, and so is a DICOM file whose file meta names
+a SOP Instance UID that is not a valid UID (reason ``invalid_uid``, as the DICOM
+port refuses it); other files (viewers, READMEs) are skipped.
 
 After each scan the importer replaces ``import-status.json`` (see
 ``import_status_path``): when the scan started and finished, and per top-level
@@ -42,6 +44,7 @@ from pydicom.filereader import read_file_meta_info
 
 from firmware_app.imaging.wrap import is_picture, wrap_picture
 from firmware_app.ingest.landing import Lander, Outcome
+from firmware_app.ingest.store_checks import Refusal, is_valid_uid
 from firmware_app.storage import db
 from firmware_app.storage.imported_files import already_imported, remember_import
 
@@ -244,6 +247,13 @@ class FolderImporter:
             if sop_class == DICOMDIR_SOP_CLASS:
                 report.skipped += 1
                 return "dicomdir index", None
+            if sop_uid is not None and not is_valid_uid(sop_uid):
+                # as a C-STORE with that UID is refused (store_checks): kept aside, with why
+                instance = self.lander.land_rejected(data, reason=Refusal.INVALID_UID.value,
+                                                     source="usb", origin=origin)
+                log.warning("%s quarantined: reason=%s", path.name, Refusal.INVALID_UID.value)
+                report.quarantined += 1
+                return "quarantined", instance
             landed = self.lander.land(data, sop_instance_uid=sop_uid, source="usb", origin=origin)
         elif is_picture(head):
             try:

@@ -14,8 +14,11 @@
 //
 // Protocol with the lander, one line each way per C-STORE (fields hex-encoded: a peer's
 // strings never reach the line as they were sent):
-//   receiver -> lander:  <file name in receive dir> \t <hex SOP Instance UID> \t <hex calling AE> \n
+//   receiver -> lander:  <file name in receive dir> \t <hex Affected SOP Instance UID> \t
+//                        <hex calling AE> \t <hex Affected SOP Class UID> \n
 //   lander -> receiver:  <DICOM status, decimal> \n
+// The lander checks the data set against the command's UIDs (store_checks.py) and refuses
+// a mismatch or an invalid UID with the status Orthanc answers; the receiver passes it on.
 //
 // usage: clinibox-receiver --host H --port P --ae-title T --receive-dir DIR --landing SOCKET
 //        [--allow-calling AE]... [--max-associations N] [--max-per-peer N] [--max-pdu BYTES]
@@ -127,8 +130,10 @@ class Lander {
     if (fd_ >= 0) close(fd_);
   }
 
-  Uint16 land(const std::string &name, const char *sop_uid, const std::string &calling) {
-    std::string request = name + "\t" + hex(sop_uid) + "\t" + hex(calling.c_str()) + "\n";
+  Uint16 land(const std::string &name, const char *sop_uid, const std::string &calling,
+              const char *sop_class) {
+    std::string request = name + "\t" + hex(sop_uid) + "\t" + hex(calling.c_str()) + "\t" +
+                          hex(sop_class) + "\n";
     if (!connected() || !send_all(request)) return fail("the lander cannot be reached");
     std::string answer;
     char c;
@@ -248,7 +253,8 @@ class AssociationSCP : public DcmSCP {
       unlink(receiving_.c_str());
       return received;
     }
-    Uint16 status = lander_.land(name, request.AffectedSOPInstanceUID, calling_);
+    Uint16 status = lander_.land(name, request.AffectedSOPInstanceUID, calling_,
+                                 request.AffectedSOPClassUID);
     if (status != SUCCESS) unlink(receiving_.c_str());  // landed files were renamed away
     return sendSTOREResponse(context.presentationContextID, request, status);
   }
@@ -429,6 +435,11 @@ void remove_leftovers(pid_t child) {
 // later, rather than meeting a dropped connection. Bounded: at most max_associations
 // refusing processes at once (beyond that the connection is closed), each ended by the
 // ACSE timeout at the latest.
+//
+// Fair slots: no small set of addresses can hold every slot. When only one slot is free,
+// it goes only to an address that holds no association; an address that holds one or more
+// is rejected the same way (transient, local limit exceeded), so a third modality still
+// gets in while two others hold all they may (firmware_app/settings/box.py).
 
 int serve(int listener) {
   std::map<pid_t, std::string> children;  // pid -> peer address
@@ -462,8 +473,15 @@ int serve(int listener) {
       close(connection);
       continue;
     }
-    if (static_cast<int>(children.size()) >= g_settings.max_associations) {
-      say("WARNING", "association from " + peer + " rejected: every association slot is taken");
+    int taken = static_cast<int>(children.size());
+    bool full = taken >= g_settings.max_associations;
+    // the last free slot is kept for an address that holds none (fair slots, above)
+    bool last_kept = taken == g_settings.max_associations - 1 && held[peer] > 0;
+    if (full || last_kept) {
+      say("WARNING", "association from " + peer + " rejected: " +
+                         (full ? std::string("every association slot is taken")
+                               : "the last free slot is kept for an address that holds none; "
+                                 "it holds " + std::to_string(held[peer])));
       if (held[peer] == 0) held.erase(peer);
       if (static_cast<int>(refusing.size()) < g_settings.max_associations) {
         child = fork();

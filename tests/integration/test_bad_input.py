@@ -1,5 +1,8 @@
 """A corpus of malformed files through DICOM and USB: each is quarantined with its
-reason (or processed, for files that are odd but valid), and the box keeps going."""
+reason (or processed, for files that are odd but valid), and the box keeps going. A file
+whose SOP Instance UID is not a valid UID (``../../etc/passwd``) is refused over DICOM
+(nothing stored, as tests/integration/test_ingest_refusals.py) and quarantined from USB
+with the reason ``invalid_uid``."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
+from firmware_app.ingest.store_checks import is_valid_uid
 from tests.corpus import SENDABLE_BY_STORESCU, build_malformed_corpus
 from tests.integration.conftest import echoscu, storescu, wait_for
 from tests.integration.test_dicom_ingest import phantom_dicoms
@@ -23,15 +27,24 @@ def _sop_uid(path):
         return None
 
 
+def _invalid_uid(path) -> bool:
+    uid = _sop_uid(path)
+    return uid is not None and not is_valid_uid(uid)
+
+
 def test_malformed_objects_over_dicom_are_quarantined_with_reasons(box, tmp_path):
     expected = build_malformed_corpus(tmp_path / "corpus")
-    sendable = sorted(n for n in expected if n in SENDABLE_BY_STORESCU)
+    everything = sorted(n for n in expected if n in SENDABLE_BY_STORESCU)
+    refused = {n for n in everything if _invalid_uid(tmp_path / "corpus" / n)}
+    assert len(refused) == 2  # the path-like UIDs
+    sendable = [n for n in everything if n not in refused]
     assert len(sendable) >= 5, "the corpus must exercise the network path"
-    files = [tmp_path / "corpus" / n for n in sendable]
+    files = [tmp_path / "corpus" / n for n in everything]
     result = storescu(box.port, files)
     acked = (result.stdout + result.stderr).count("Received Store Response (Success)")
-    assert acked == len(files), result.stdout[-3000:]
-    box.wait_idle(len(files))
+    assert acked == len(sendable), result.stdout[-3000:]
+    box.wait_idle(len(sendable))
+    files = [tmp_path / "corpus" / n for n in sendable]
 
     # the service is still up and still processes good images afterwards
     assert echoscu(box.port)
@@ -41,6 +54,7 @@ def test_malformed_objects_over_dicom_are_quarantined_with_reasons(box, tmp_path
 
     rows = box.cli_json("results")
     by_uid = {r["sop_instance_uid"]: r for r in rows}
+    assert not {_sop_uid(tmp_path / "corpus" / n) for n in refused} & set(by_uid)
     for name in sendable:
         row = by_uid[_sop_uid(tmp_path / "corpus" / name)]
         reason = expected[name]
@@ -80,6 +94,8 @@ def test_malformed_files_on_usb_are_quarantined_and_medium_untouched(box, tmp_pa
     rows = {r["id"]: r for r in box.cli_json("results")}
     for name, reason in expected.items():
         row = rows[taken[name]]
+        if _invalid_uid(staging / name):  # as the DICOM port refuses it
+            reason = "invalid_uid"
         if reason:
             assert row["status"] == "quarantined", (name, row)
             assert reason in row["reason"].lower(), (name, row["reason"])

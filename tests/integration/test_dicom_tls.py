@@ -53,16 +53,17 @@ def test_a_full_tls_box_rejects_an_association_and_the_modality_learns_why(
     it can act on (rejected transient, local limit exceeded), sent inside TLS by either
     receiver, not a dropped connection; once a slot frees, the same modality stores."""
     box, pki, files, tls = tls_box(box_factory, tmp_path, receiver, max_associations=2,
-                                   max_associations_per_peer=2, acse_timeout=5,
+                                   max_associations_per_peer=1, acse_timeout=5,
                                    network_timeout=30)
     client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki.ca_cert))
     client.check_hostname = False
     client.load_cert_chain(str(pki.client_cert), str(pki.client_key))
     ae = AE(ae_title="BUSYMOD")
     ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    # the slots are held from another address: the modality's own is under its peer limit
+    # the slots are held from two other addresses (the last free slot goes only to an
+    # address that holds none): the modality's own is under its peer limit
     held = [ae.associate("127.0.0.1", box.port, ae_title="CLINIBOX", tls_args=(client, None),
-                         bind_address=("127.0.0.2", 0)) for _ in range(2)]
+                         bind_address=(source, 0)) for source in ("127.0.0.2", "127.0.0.3")]
     assert all(assoc.is_established for assoc in held)
     assert_rejected_as_busy(storescu(box.port, files, extra=tls, timeout=60))
     for assoc in held:

@@ -134,14 +134,16 @@ def test_a_pdu_claiming_gigabytes_is_refused_before_it_is_read(box):
 def test_a_full_box_rejects_an_association_and_the_modality_learns_why(box_factory, receiver):
     """Over the box's association limit a modality gets an A-ASSOCIATE-RJ it can act on
     (rejected transient, local limit exceeded: retry later), from either receiver, not a
-    dropped connection; once a slot frees, the same modality stores."""
+    dropped connection; once a slot frees, the same modality stores. (Two other addresses
+    hold the slots: the last free one goes only to an address that holds none,
+    test_fair_slots.)"""
     box = box_factory(dicom={"receiver": receiver, "max_associations": 2,
-                             "max_associations_per_peer": 2, "acse_timeout": 5,
+                             "max_associations_per_peer": 1, "acse_timeout": 5,
                              "network_timeout": 30})
     ae = AE(ae_title="BUSYMOD")
     ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
     held = [ae.associate("127.0.0.1", box.port, ae_title="CLINIBOX",
-                         bind_address=(ATTACKER, 0)) for _ in range(2)]
+                         bind_address=(source, 0)) for source in (ATTACKER, "127.0.0.3")]
     assert all(assoc.is_established for assoc in held)
     echo = subprocess.run([dcmtk("echoscu"), "-v", "-aec", "CLINIBOX", "127.0.0.1",
                            str(box.port)], capture_output=True, text=True, env=dcmtk_env(),

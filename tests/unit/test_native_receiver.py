@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from pydicom.uid import CTImageStorage
 
 from firmware_app.ingest import native_receiver
 from firmware_app.ingest.dicom_scp import StorageSCP
@@ -31,23 +32,27 @@ from tests.ports import free_port
 UID = "1.2.826.0.1.3680043.8.498.1"
 
 
-def request(name: str, uid: str = UID, calling: str = "CT_ROOM_1") -> bytes:
-    return f"{name}\t{uid.encode().hex()}\t{calling.encode().hex()}\n".encode()
+def request(name: str, uid: str = UID, calling: str = "CT_ROOM_1",
+            sop_class: str = CTImageStorage) -> bytes:
+    return (f"{name}\t{uid.encode().hex()}\t{calling.encode().hex()}\t"
+            f"{sop_class.encode().hex()}\n").encode()
 
 
 def test_a_request_names_a_received_file_and_decodes_its_fields():
-    assert parse_request(request("receiving-12-0.dcm")) == ("receiving-12-0.dcm", UID, "CT_ROOM_1")
+    assert parse_request(request("receiving-12-0.dcm")) == (
+        "receiving-12-0.dcm", UID, "CT_ROOM_1", CTImageStorage)
     # padding a peer sent is not part of the UID; an empty UID is no UID
-    padded = f"receiving-1-2.dcm\t{(UID + chr(0)).encode().hex()}\t\n".encode()
-    assert parse_request(padded) == ("receiving-1-2.dcm", UID, None)
+    padded = f"receiving-1-2.dcm\t{(UID + chr(0)).encode().hex()}\t\t\n".encode()
+    assert parse_request(padded) == ("receiving-1-2.dcm", UID, None, None)
 
 
 @pytest.mark.parametrize("line", [
     request("../../etc/passwd"),
     request("receiving-1-0.dcm/../../x"),
     request("spool.dcm"),
-    b"receiving-1-0.dcm\tzz\t\n",          # not hex
-    b"receiving-1-0.dcm\t\n",              # a field missing
+    b"receiving-1-0.dcm\tzz\t\t\n",        # not hex
+    b"receiving-1-0.dcm\t\t\n",            # a field missing (the protocol before the
+                                           # SOP Class UID: a receiver out of step)
     request("receiving-1-0.dcm") + b"\textra",
 ])
 def test_a_request_for_anything_else_is_refused(line):

@@ -1,0 +1,161 @@
+"""What a received data set must be before the box stores it: one check for both DICOM fronts.
+
+A C-STORE is refused, with the status Orthanc 1.10 answers for the same object, when (in
+this order) the data set has no SOP Instance UID or SOP Class UID (0xC000, cannot
+understand), names another SOP Instance UID or SOP Class UID than the command's Affected
+ones (0xA900, data set does not match SOP class), or carries a SOP Instance, SOP Class,
+Study Instance or Series Instance UID that is not a valid UID (0xC000; Orthanc stores
+those, the box does not: a UID names files and rows downstream). A data set whose
+header cannot be read is refused as 0xC000 too. ``tests/integration/test_ingest_refusals.py``
+sends each case to the box and to a real Orthanc.
+
+Only the header is read (pydicom, up to the Series Instance UID, large values deferred;
+a deflated data set is inflated to at most ``HEADER_BYTES``), so the check costs the
+same for a 4 KB and a 1 GB object. The USB importer checks the file meta's SOP Instance
+UID with ``is_valid_uid`` (there is no command to compare with).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
+from pydicom.tag import BaseTag, Tag
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ImplicitVRLittleEndian,
+)
+
+#: a UID: at most 64 characters, digits in dot-separated components, none empty, no
+#: leading zero in a component of more than one digit (PS3.5 9.1)
+_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+MAX_UID_LENGTH = 64
+#: most bytes a deflated data set is inflated to for its header
+HEADER_BYTES = 4 * 2**20
+#: a UID value longer than this is not read (it is invalid whatever it says; a command's
+#: UID is at most 64 characters, so it differs from the command's too)
+DEFER_BYTES = 64 * 1024
+#: what a UID too long to read is recorded as (it fails ``is_valid_uid``)
+TOO_LONG = "?" * (MAX_UID_LENGTH + 1)
+
+SOP_CLASS, SOP_INSTANCE = Tag(0x0008, 0x0016), Tag(0x0008, 0x0018)
+STUDY_INSTANCE, SERIES_INSTANCE = Tag(0x0020, 0x000D), Tag(0x0020, 0x000E)
+_TAGS = (SOP_CLASS, SOP_INSTANCE, STUDY_INSTANCE, SERIES_INSTANCE)
+
+# DICOM status codes (PS3.4 Annex B)
+DATA_SET_DOES_NOT_MATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+
+
+class Refusal(enum.Enum):
+    """Why a received data set is not stored (the value is the code logged)."""
+
+    UNREADABLE = "unreadable_header"
+    NO_SOP_INSTANCE_UID = "no_sop_instance_uid"
+    NO_SOP_CLASS_UID = "no_sop_class_uid"
+    INVALID_UID = "invalid_uid"
+    UID_MISMATCH = "uid_mismatch"
+    CLASS_MISMATCH = "class_mismatch"
+
+    @property
+    def status(self) -> int:
+        """The C-STORE status this refusal answers (what Orthanc answers)."""
+        if self in (Refusal.UID_MISMATCH, Refusal.CLASS_MISMATCH):
+            return DATA_SET_DOES_NOT_MATCH
+        return CANNOT_UNDERSTAND
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The check's answer: a refusal, or the data set's own SOP Instance UID."""
+
+    refusal: Refusal | None
+    sop_instance_uid: str | None = None
+
+
+def is_valid_uid(value: str) -> bool:
+    """Whether ``value`` is a valid UID (PS3.5 9.1: at most 64 characters, digits and
+    dots, no empty component, no leading zero in a multi-digit component)."""
+    return len(value) <= MAX_UID_LENGTH and _UID.fullmatch(value) is not None
+
+
+def _past_series_uid(tag: BaseTag, vr: str | None, length: int) -> bool:
+    """Stop reading after the Series Instance UID (the elements are in tag order)."""
+    return tag > SERIES_INSTANCE
+
+
+def read_header_uids(path: Path) -> dict[BaseTag, str]:
+    """The SOP Class, SOP Instance, Study and Series Instance UIDs present in the received
+    file (a Part-10 file, or a bare data set); ValueError where it cannot be read, OSError
+    where the file cannot."""
+    try:
+        with open(path, "rb") as handle:
+            data_set = _read_header(handle)
+        found = {}
+        for tag in _TAGS:
+            if tag not in data_set:
+                continue
+            raw = data_set.get_item(tag, keep_deferred=True)  # as read: no conversion
+            value = raw.value
+            if value is None and raw.length:  # deferred: longer than any UID
+                found[tag] = TOO_LONG
+            elif isinstance(value, bytes):
+                found[tag] = value.decode("latin-1").strip("\x00 ")
+            elif value is not None:
+                found[tag] = str(value).strip("\x00 ")
+        return {tag: uid for tag, uid in found.items() if uid}
+    except OSError:  # the file is gone or the disk failed: not the sender's fault
+        raise
+    except Exception as exc:  # a sender's bytes: anything pydicom raises means unreadable
+        raise ValueError(f"header cannot be read: {type(exc).__name__}") from exc
+
+
+def _read_header(handle: BinaryIO) -> Dataset:
+    """The header's elements up to the Series Instance UID (only ``_TAGS`` kept), in the
+    transfer syntax the file meta names (none: implicit VR little endian, DICOM's default);
+    a deflated data set is inflated to at most ``HEADER_BYTES`` (a deflate bomb must not
+    fill the memory)."""
+    read_preamble(handle, force=True)  # none: a bare data set, read from its start
+    syntax = _read_file_meta_info(handle).get("TransferSyntaxUID")
+    implicit = syntax in (None, ImplicitVRLittleEndian)
+    little_endian = syntax != ExplicitVRBigEndian
+    source: BinaryIO = handle
+    if syntax == DeflatedExplicitVRLittleEndian:
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        data = b""
+        while len(data) < HEADER_BYTES and (chunk := handle.read(65536)):
+            data += inflater.decompress(chunk, HEADER_BYTES - len(data))
+        source = DicomBytesIO(data)
+    return read_dataset(source, implicit, little_endian, stop_when=_past_series_uid,
+                        defer_size=DEFER_BYTES, specific_tags=list(_TAGS))
+
+
+def check_received(path: Path, *, command_instance_uid: str | None,
+                   command_class_uid: str | None) -> Verdict:
+    """Check a received data set against its C-STORE-RQ's Affected SOP Instance and
+    Class UIDs; a ``Verdict`` with the refusal, or with the data set's SOP Instance UID.
+    Raises OSError where the file cannot be read."""
+    try:
+        uids = read_header_uids(path)
+    except ValueError:
+        return Verdict(Refusal.UNREADABLE)
+    instance, sop_class = uids.get(SOP_INSTANCE), uids.get(SOP_CLASS)
+    if not instance:
+        return Verdict(Refusal.NO_SOP_INSTANCE_UID)
+    if not sop_class:
+        return Verdict(Refusal.NO_SOP_CLASS_UID)
+    if instance != (command_instance_uid or "").strip("\x00 "):
+        return Verdict(Refusal.UID_MISMATCH)
+    if sop_class != (command_class_uid or "").strip("\x00 "):
+        return Verdict(Refusal.CLASS_MISMATCH)
+    if not all(is_valid_uid(uid) for uid in uids.values()):
+        return Verdict(Refusal.INVALID_UID)
+    return Verdict(None, instance)

@@ -1,0 +1,170 @@
+"""What a received data set must be to be stored (store_checks), and that a refused one is
+not stored at all (store_answer): the checks both DICOM fronts share. (Against a real
+Orthanc and both receivers: tests/integration/test_ingest_refusals.py.)"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+import zlib
+
+import pytest
+from pydicom.filewriter import dcmwrite
+from pydicom.uid import CTImageStorage, DeflatedExplicitVRLittleEndian, MRImageStorage
+
+from firmware_app.ingest.landing import Lander
+from firmware_app.ingest.store_answer import SUCCESS, answer_store
+from firmware_app.ingest.store_checks import (
+    CANNOT_UNDERSTAND,
+    DATA_SET_DOES_NOT_MATCH,
+    HEADER_BYTES,
+    Refusal,
+    check_received,
+    is_valid_uid,
+)
+from firmware_app.storage import db
+from firmware_app.storage.spool import Spool
+from tests.corpus import image_dataset, to_bytes
+
+UID = "1.2.826.0.1.3680043.8.498.7"
+
+
+@pytest.mark.parametrize(("uid", "valid"), [
+    ("1.2.840.10008.5.1.4.1.1.2", True),
+    ("0.0", True),
+    ("1." + "2" * 62, True),                 # 64 characters
+    ("1." + "2" * 63, False),                # 65
+    ("1." + "2" * 5000, False),
+    ("../../tmp/x", False),
+    ("1.2..3", False), ("1.2.", False), (".1.2", False), ("", False),
+    ("1.02.3", False),                       # leading zero in a multi-digit component
+    ("1.2.3 ", False), ("1.2.3\x00", False), ("1.2.a", False),
+])
+def test_a_uid_is_digits_and_dots_at_most_64_characters(uid, valid):
+    assert is_valid_uid(uid) is valid
+
+
+def received(tmp_path, name="x", syntax=None, **changes) -> object:
+    """A received file: an image with ``changes`` (None deletes an element)."""
+    ds = image_dataset(name, sop_instance_uid=UID)
+    if syntax:
+        ds.file_meta.TransferSyntaxUID = syntax
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the invalid UIDs are the point
+        for keyword, value in changes.items():
+            if value is None:
+                delattr(ds, keyword)
+            else:
+                setattr(ds, keyword, value)
+    path = tmp_path / f"receiving-1-{name}.dcm"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path.write_bytes(to_bytes(ds))
+    return path
+
+
+@pytest.mark.parametrize(("changes", "command", "refusal"), [
+    ({}, (UID + ".1", CTImageStorage), Refusal.UID_MISMATCH),
+    ({}, (UID, MRImageStorage), Refusal.CLASS_MISMATCH),
+    ({}, (None, CTImageStorage), Refusal.UID_MISMATCH),
+    ({"SOPInstanceUID": None}, (UID, CTImageStorage), Refusal.NO_SOP_INSTANCE_UID),
+    ({"SOPClassUID": None}, (UID, CTImageStorage), Refusal.NO_SOP_CLASS_UID),
+    ({"SOPInstanceUID": "../../tmp/x"}, ("../../tmp/x", CTImageStorage), Refusal.INVALID_UID),
+    ({"SOPInstanceUID": "1." + "2" * 5000}, ("1." + "2" * 5000, CTImageStorage),
+     Refusal.INVALID_UID),
+    ({"SOPInstanceUID": "1." + "2" * 5000}, (UID, CTImageStorage), Refusal.UID_MISMATCH),
+    ({"SOPInstanceUID": "1." + "2" * 70000}, (UID, CTImageStorage),
+     Refusal.UID_MISMATCH),  # longer than a value the check reads (deferred)
+    ({"StudyInstanceUID": "1." + "2" * 70000}, (UID, CTImageStorage), Refusal.INVALID_UID),
+    ({"StudyInstanceUID": "1.02.3"}, (UID, CTImageStorage), Refusal.INVALID_UID),
+    ({"SeriesInstanceUID": "1.2..3"}, (UID, CTImageStorage), Refusal.INVALID_UID),
+])
+def test_a_data_set_that_does_not_match_its_command_is_refused(tmp_path, changes, command,
+                                                               refusal):
+    path = received(tmp_path, **changes)
+    verdict = check_received(path, command_instance_uid=command[0],
+                             command_class_uid=command[1])
+    assert verdict.refusal is refusal and verdict.sop_instance_uid is None
+
+
+def test_refusals_answer_what_orthanc_answers():
+    assert Refusal.UID_MISMATCH.status == Refusal.CLASS_MISMATCH.status == DATA_SET_DOES_NOT_MATCH
+    assert Refusal.NO_SOP_INSTANCE_UID.status == CANNOT_UNDERSTAND == 0xC000
+    assert DATA_SET_DOES_NOT_MATCH == 0xA900
+
+
+def test_a_matching_data_set_is_accepted_under_its_own_uid(tmp_path):
+    path = received(tmp_path)
+    verdict = check_received(path, command_instance_uid=UID + "\x00",  # padding is not the UID
+                             command_class_uid=CTImageStorage)
+    assert verdict.refusal is None and verdict.sop_instance_uid == UID
+
+
+def test_a_bare_data_set_and_a_deflated_one_are_read(tmp_path):
+    bare = tmp_path / "bare.dcm"
+    buffer = io.BytesIO()
+    ds = image_dataset("bare", sop_instance_uid=UID)
+    del ds.file_meta
+    dcmwrite(buffer, ds, implicit_vr=True, little_endian=True)
+    bare.write_bytes(buffer.getvalue())
+    assert check_received(bare, command_instance_uid=UID,
+                          command_class_uid=CTImageStorage).sop_instance_uid == UID
+    deflated = received(tmp_path, "deflated", syntax=DeflatedExplicitVRLittleEndian)
+    assert check_received(deflated, command_instance_uid=UID,
+                          command_class_uid=CTImageStorage).sop_instance_uid == UID
+
+
+def test_a_deflate_bomb_is_inflated_no_further_than_the_header(tmp_path):
+    """Gigabytes of zeros after the header, deflated to a few MB: refused as unreadable
+    (the elements never end) without inflating more than HEADER_BYTES."""
+    path = received(tmp_path, "bomb", syntax=DeflatedExplicitVRLittleEndian)
+    data = path.read_bytes()
+    meta_end = 144 + int.from_bytes(data[140:144], "little")
+    squeezer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    bomb = squeezer.compress(b"\x08\x00\x05\x00CS\xff\xff")  # a value 65535 bytes long …
+    for _ in range(64):
+        bomb += squeezer.compress(bytes(HEADER_BYTES // 4))  # … and 64 MB more
+    path.write_bytes(data[:meta_end] + bomb + squeezer.flush())
+    assert path.stat().st_size < HEADER_BYTES
+    verdict = check_received(path, command_instance_uid=UID, command_class_uid=CTImageStorage)
+    assert verdict.refusal in (Refusal.UNREADABLE, Refusal.NO_SOP_INSTANCE_UID)
+
+
+def test_garbage_is_unreadable_and_a_missing_file_is_an_os_error(tmp_path):
+    junk = tmp_path / "junk.dcm"
+    junk.write_bytes(bytes(128) + b"DICM" + b"\x02\x00\x10\x00UI\xff\xff" + bytes(64))
+    assert check_received(junk, command_instance_uid=UID,
+                          command_class_uid=CTImageStorage).refusal is not None
+    with pytest.raises(OSError):
+        check_received(tmp_path / "gone.dcm", command_instance_uid=UID,
+                       command_class_uid=CTImageStorage)
+
+
+@pytest.fixture
+def lander(tmp_path):
+    database = tmp_path / "box.db"
+    conn = db.connect(database)
+    db.initialise(conn)
+    conn.close()
+    return Lander(Spool(tmp_path / "spool", tmp_path / "quarantine"), database, 2**20)
+
+
+def test_a_refused_object_is_not_stored_and_the_log_names_the_reason(lander, caplog):
+    path = received(lander.spool.tmp)
+    stored = []
+    with caplog.at_level(logging.WARNING, "firmware_app.ingest.store_answer"):
+        status = answer_store(lander, path, sop_instance_uid=UID, sop_class_uid=MRImageStorage,
+                              calling="CT1", on_stored=lambda: stored.append(1))
+    assert status == 0xA900
+    assert "reason=class_mismatch" in caplog.text
+    assert not path.exists() and not stored
+    assert list(lander.spool.tmp.iterdir()) == []
+    conn = db.connect(lander.database)
+    assert conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0] == 0
+    # the same object with its own command is stored, under its own UID
+    path = received(lander.spool.tmp)
+    assert answer_store(lander, path, sop_instance_uid=UID, sop_class_uid=CTImageStorage,
+                        calling="CT1", on_stored=lambda: stored.append(1)) == SUCCESS
+    assert stored == [1]
+    assert [r[0] for r in conn.execute("SELECT sop_instance_uid FROM instances")] == [UID]
