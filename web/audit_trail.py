@@ -4,6 +4,12 @@ client's address), what.
 The viewer is served by gunicorn directly (``web/server.py``, no proxy in front,
 ``forwarded_allow_ips`` empty), so ``request.remote_addr`` is the address of the
 computer that connected; a ``X-Forwarded-For`` header is never believed.
+
+Every view a client can repeat at will is coalesced (the same account, action,
+target and address within the ``*_COALESCE`` seconds below adds no row), so a
+reloading browser cannot fill the disk with rows. Refused logins are not
+coalesced (each is recorded): the login throttle (``storage.accounts.LoginThrottle``)
+bounds their rate per address, and turned-away tries are one row a minute.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ WORKLIST_VIEW_COALESCE = 300.0
 STUDY_VIEW_COALESCE = 60.0
 IMAGE_VIEW_COALESCE = 600.0
 AUDIT_VIEW_COALESCE = 300.0
+#: the printable report and its PDF (a reload, a print preview, a viewer that asks again)
+REPORT_VIEW_COALESCE = 60.0
 THROTTLED_COALESCE = 60.0
 
 

@@ -336,7 +336,8 @@ def _report(study_id: int) -> dict[str, Any]:
 def report(study_id: int):
     """The printable report page (key image with overlays, findings, warnings, model, date)."""
     facts = _report(study_id)
-    audit_trail.note("report_view", f"study:{study_id}")
+    audit_trail.note("report_view", f"study:{study_id}",
+                     coalesce_seconds=audit_trail.REPORT_VIEW_COALESCE)
     return render_template("report.html", **facts)
 
 
@@ -374,7 +375,8 @@ def _pdf_answer(study_id: int, font_note: str) -> Response:
         key_image_png=None if facts["image_gone"] else _key_image(top.id),
         image_note=facts["image_gone"], font_note=font_note)
     response = Response(make_pdf(content, i18n.current()), mimetype="application/pdf")
-    audit_trail.note("report_download", f"study:{study_id}", "PDF")
+    audit_trail.note("report_download", f"study:{study_id}", "PDF",
+                     coalesce_seconds=audit_trail.REPORT_VIEW_COALESCE)
     response.headers["Content-Disposition"] = \
         f'inline; filename="clinibox-report-{study_id}.pdf"'
     return response

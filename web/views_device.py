@@ -2,7 +2,8 @@
 
 Device status: queue depth, today's work, quarantine reasons, disk, the model
 package and its validation metrics, the link to the hospital and the outbox,
-the DICOM outbox per PACS destination (backlog, last error), last errors. The
+the DICOM outbox per PACS destination (backlog, last error), last errors, the
+audit trail's size (an alarm past ``[audit] max_mb``). The
 quarantine lists every object held back with its reason;
 a technician may process one again or delete it (both recorded as events and in
 the audit trail, with the technician's address).
@@ -37,7 +38,8 @@ def status_figures() -> dict[str, Any]:
     config = viewer.config
     now = time.time()
     figures = box_status(database(), config.state_dir, now,
-                         pacs_destinations=[d.name for d in config.pacs.destinations])
+                         pacs_destinations=[d.name for d in config.pacs.destinations],
+                         audit_max_mb=config.audit.max_mb)
     figures["disk"]["floor_mb"] = config.storage.min_free_mb
     seen = figures["appliance_seen_at"]
     figures.update(

@@ -1,14 +1,22 @@
 """``clinibox audit``: the box's access audit trail on the console, and the check of its chain.
 
     clinibox audit [--json] [--since DATE] [--until DATE] [--account NAME] [--action ACTION]
-                   [--limit N] [--verify]
+                   [--limit N] [--verify [--witness FILE]]
 
 Rows are printed oldest first (``--json``: a list of objects: id, at, account,
 address, action, target, detail, hash); ``--limit N`` keeps the newest N. DATE
 is the box's local time: ``YYYY-MM-DD`` (``--until`` takes in the whole day),
 ``YYYY-MM-DDTHH:MM``, ``today`` or ``yesterday``. The hash chain is checked on
 every call: the command ends with status 1 when it is broken, saying at which
-row and why (on standard error; with ``--verify`` only that is printed).
+row and why (on standard error; with ``--verify`` only that is printed, with the
+chain's head — its last row and hash — for a technician to compare with the
+hospital's by eye).
+
+``--witness FILE`` (with ``--verify``) also checks the chain against the heads the
+hospital received in the box's heartbeats (FILE: ``clinibox central audit-heads
+--device CLINIC/DEVICE --witness-file FILE``; ``storage.audit_witness_check``): a
+chain rewritten on the box checks by itself, but not against those. A head that
+disagrees ends the command with status 1; a bad or foreign file with status 2.
 Reading the trail is itself recorded (``audit_viewed``, as ``cli:<unix user>``).
 """
 
@@ -18,6 +26,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from firmware_app.errors import EXIT_FAIL, EXIT_OK
 from firmware_app.i18n import gettext as _
@@ -25,6 +34,14 @@ from firmware_app.settings import box as config_module
 from firmware_app.storage import audit, db
 from firmware_app.storage.audit_chain import ChainCheck, verify
 from firmware_app.storage.audit_query import AuditQuery, AuditRow, parse_when, read_rows
+from firmware_app.storage.audit_witness import head
+from firmware_app.storage.audit_witness_check import (
+    BadWitnessFile,
+    Witness,
+    WitnessCheck,
+    check_witness,
+    read_witness,
+)
 
 
 def _query(args: argparse.Namespace) -> AuditQuery:
@@ -39,9 +56,29 @@ def _line(row: AuditRow) -> str:
             f"{row.action:<19} {row.target:<18} {row.detail}")
 
 
-def _chain_json(check: ChainCheck) -> dict[str, object]:
-    return {"intact": check.intact, "rows": check.rows, "broken_at": check.broken_at,
-            "reason": check.reason, "last_hash": check.last_hash}
+def _chain_json(check: ChainCheck, top: tuple[int, str],
+                witnessed: WitnessCheck | None) -> dict[str, object]:
+    result: dict[str, object] = {
+        "intact": check.intact and (witnessed is None or witnessed.intact), "rows": check.rows,
+        "broken_at": check.broken_at, "reason": check.reason, "last_hash": check.last_hash,
+        "head": {"row": top[0], "hash": top[1]}}
+    if witnessed is not None:
+        result["witness"] = witnessed.to_dict()
+    return result
+
+
+def _witness(args: argparse.Namespace, config: config_module.Config) -> Witness | None:
+    """The witness file named by ``--witness``, read before the database is opened; it must
+    be this box's."""
+    if args.witness is None:
+        return None
+    witness = read_witness(args.witness)
+    mine = (config.telemetry.clinic, config.telemetry.device)
+    if (witness.clinic, witness.device) != mine:
+        raise BadWitnessFile(_("the witness file is for %(theirs)s, this box is %(mine)s",
+                               theirs=f"{witness.clinic}/{witness.device}",
+                               mine="/".join(mine)))
+    return witness
 
 
 def _described(args: argparse.Namespace) -> str:
@@ -53,20 +90,30 @@ def _described(args: argparse.Namespace) -> str:
 def cmd_audit(args: argparse.Namespace) -> int:
     """Print the audit trail (filtered) or only the result of its chain check."""
     query = _query(args)  # a bad date is refused before the database is opened
+    args.verify = args.verify or args.witness is not None
     config = config_module.load(getattr(args, "config", None))
+    witness = _witness(args, config)
     conn = db.open_database(config.database_path)
     try:
         check = verify(conn)
+        top = head(conn)
+        witnessed = None if witness is None else check_witness(conn, witness)
         rows = [] if args.verify else read_rows(conn, query, newest_first=True, limit=args.limit)
         audit.record(conn, "audit_viewed", account=audit.console_actor(),
                      address=audit.CONSOLE_ADDRESS, target="audit", detail=_described(args))
     finally:
         conn.close()
     rows.reverse()  # oldest first
-    status = EXIT_OK if check.intact else EXIT_FAIL
+    status = EXIT_OK if check.intact and (witnessed is None or witnessed.intact) else EXIT_FAIL
     if args.verify:
-        print(json.dumps(_chain_json(check), indent=2) if args.json
-              else _("audit chain: %(result)s", result=check.describe()))
+        if args.json:
+            print(json.dumps(_chain_json(check, top, witnessed), indent=2))
+            return status
+        print(_("audit chain: %(result)s", result=check.describe()))
+        print(_("audit head: row %(row)s, hash %(hash)s", row=top[0], hash=top[1]))
+        if witnessed is not None:
+            print(_("audit chain against the hospital's witness: %(result)s",
+                    result=witnessed.describe()))
         return status
     if args.json:
         print(json.dumps([row.to_dict() for row in rows], indent=2, ensure_ascii=False))
@@ -102,5 +149,8 @@ def add_parsers(sub: argparse._SubParsersAction,
                    help=f"only this action: {', '.join(audit.ACTIONS)}")
     p.add_argument("--limit", type=_limit, metavar="N", help="only the newest N rows")
     p.add_argument("--verify", action="store_true",
-                   help="only check the hash chain (status 1 when broken)")
+                   help="only check the hash chain (status 1 when broken) and print its head")
+    p.add_argument("--witness", metavar="FILE", type=Path,
+                   help="with --verify: also check the chain against the heads the hospital "
+                        "witnessed (clinibox central audit-heads --witness-file FILE)")
     p.set_defaults(func=cmd_audit)

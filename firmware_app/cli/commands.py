@@ -20,6 +20,7 @@ from firmware_app.i18n import N_, gettext, ngettext
 from firmware_app.i18n.text import ljust, rjust
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db
+from firmware_app.storage.audit_size import alarm_text as audit_size_alarm
 from web import labels, reasons
 
 _ = gettext
@@ -87,7 +88,8 @@ def status_report(config: config_module.Config) -> dict[str, Any]:
     conn = _open_db(config)
     try:
         report = box_status(conn, config.state_dir,
-                            pacs_destinations=[d.name for d in config.pacs.destinations])
+                            pacs_destinations=[d.name for d in config.pacs.destinations],
+                            audit_max_mb=config.audit.max_mb)
     finally:
         conn.close()
     report["disk_free_mb"] = report["disk"]["free_mb"]
@@ -115,6 +117,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         for reason, n in report["quarantine_reasons"].items():
             print(f"  {n:>5} × {reasons.reason_text(reason)}")
     _print_pacs(report["pacs"])
+    if report["audit"]["over_limit"]:
+        print(audit_size_alarm(report["audit"]))
     if report["last_errors"]:
         print(_("last errors:"))
         for e in report["last_errors"]:
@@ -143,6 +147,10 @@ def _print_pacs(destinations: list[dict[str, Any]]) -> None:
         if d["last_sent_at"] is not None:
             line += _(", last sent %(when)s", when=_clock(d["last_sent_at"]))
         print(line)
+        if d.get("held"):
+            print("    " + _("held (refused by the PACS): %(held)s, last: %(error)s; "
+                          "send them again with: clinibox dicom-out retry",
+                          held=d["held"], error=d["held_error"] or "-"))
         if d["last_error"]:
             at = f"{_clock(d['last_error_at'])} " if d["last_error_at"] is not None else ""
             print("    " + _("last error: %(error)s", error=f"{at}{d['last_error']}"))

@@ -3,7 +3,8 @@
 Every outbound message is checked here before it is stored in the outbox and
 again before it is encrypted. Only the fields written below exist; each is a
 number in a range, a member of a fixed enumeration, the model id, the device
-identity or a keyed-hash study reference. There is no free-text field, so no
+identity, a keyed-hash study reference or the SHA-256 head of the box's audit
+trail (status messages: ``storage.audit_witness``). There is no free-text field, so no
 DICOM string value, UID, patient date or pixel can be carried, whatever a
 caller puts in. The hospital's receiver checks the same schema after
 decryption.
@@ -50,6 +51,7 @@ MODEL_REF = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}(?:@[0-9][0-9A-Za-z.+-]{0,31}
 STUDY_REF = re.compile(r"^[0-9a-f]{32}$")
 SOFTWARE_VERSION = re.compile(r"^[0-9]{1,4}\.[0-9]{1,4}\.[0-9]{1,4}$")
 LABEL = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 MAX_SECONDS = 2**40
 
 
@@ -141,8 +143,20 @@ class Counts:
 
 
 @dataclass(frozen=True)
+class Optional:
+    """A field that may be left out of its object; when present, ``spec`` checks it."""
+
+    spec: Any
+
+    def check(self, value: Any, where: str, labels: frozenset[str] | None) -> None:
+        """Check a present value with ``spec``."""
+        self.spec.check(value, where, labels)
+
+
+@dataclass(frozen=True)
 class Obj:
-    """A closed object: exactly these fields (all required), nothing else."""
+    """A closed object: exactly these fields (all required but :class:`Optional` ones),
+    nothing else."""
 
     fields: dict[str, Any]
 
@@ -153,11 +167,13 @@ class Obj:
         extra = sorted(set(value) - set(self.fields), key=str)
         if extra:
             raise EgressRefused(f"{where}: field(s) not on the allow-list: {len(extra)}")
-        missing = sorted(set(self.fields) - set(value))
+        missing = sorted(name for name, spec in self.fields.items()
+                         if name not in value and not isinstance(spec, Optional))
         if missing:
             raise EgressRefused(f"{where}: missing field(s) {', '.join(missing)}")
         for name, spec in self.fields.items():
-            spec.check(value[name], f"{where}.{name}", labels)
+            if name in value:
+                spec.check(value[name], f"{where}.{name}", labels)
 
 
 @dataclass(frozen=True)
@@ -180,6 +196,8 @@ _SECONDS = Int(0, MAX_SECONDS)
 _COUNT = Int(0, 2**31)
 _MS = Num(0, 86_400_000)
 _MODEL = Pattern(MODEL_ID, "model id")
+_AUDIT_ROW = Int(0, 2**63 - 1)
+_SHA256 = Pattern(SHA256_HEX, "SHA-256 (64 lower-case hex digits)")
 
 #: The complete allow-list, one closed object per message kind.
 SCHEMAS: dict[str, Obj] = {
@@ -232,6 +250,15 @@ SCHEMAS: dict[str, Obj] = {
         "software": Pattern(SOFTWARE_VERSION, "software version"),
         "queue_depth": _COUNT,
         "outbox_pending": _COUNT,
+        #: the head of the box's audit trail, witnessed off the box (heartbeat and online;
+        #: ``storage.audit_witness``): its last row and hash, and the hash the chain has now
+        #: at the row the previous acknowledged status reported
+        "audit": Optional(Obj({
+            "row": _AUDIT_ROW,
+            "hash": _SHA256,
+            "since_row": _AUDIT_ROW,
+            "since_hash": _SHA256,
+        })),
     }),
     "event": Obj({
         "schema": Int(SCHEMA_VERSION, SCHEMA_VERSION),

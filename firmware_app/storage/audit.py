@@ -62,8 +62,8 @@ ACTIONS: dict[str, str] = {
     "study_view": N_("opened a study's page (a reload within a minute adds no row)"),
     "image_view": N_("loaded an image of a study: a frame, the heatmap or the key image "
                      "(one row per instance, account and address every 10 minutes)"),
-    "report_view": N_("opened a study's printable report"),
-    "report_download": N_("downloaded a study's PDF report"),
+    "report_view": N_("opened a study's printable report (a reload within a minute adds no row)"),
+    "report_download": N_("downloaded a study's PDF report (again within a minute: no new row)"),
     "export": N_("exported a study de-identified (viewer or clinibox export-study)"),
     "feedback": N_("recorded a verdict on a finding"),
     "quarantine_requeued": N_("put a quarantined object back in the queue"),

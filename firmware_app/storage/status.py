@@ -3,8 +3,8 @@
 Both read :func:`box_status`, so they agree on every count: what is received,
 waiting, processed, held back and why (quarantined and failed objects, by
 reason), what waits in the outbox, the link to the hospital, the disk, the
-last errors, the retention figures, and the DICOM outbox's backlog and last error per
-PACS destination.
+last errors, the retention figures, the DICOM outbox's backlog and last error per
+PACS destination, and the audit trail's size (alarm past ``[audit] max_mb``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from firmware_app.storage.audit_size import size_figures as audit_size_figures
 from firmware_app.storage.dicom_outbox import destination_figures
 from firmware_app.storage.outbox import outbox_pending
 from firmware_app.storage.queue import JobQueue
@@ -64,11 +65,12 @@ def _disk(state_dir: Path) -> dict[str, Any]:
 
 
 def box_status(conn: sqlite3.Connection, state_dir: Path, now: float | None = None,
-               pacs_destinations: Iterable[str] = ()) -> dict[str, Any]:
+               pacs_destinations: Iterable[str] = (), audit_max_mb: float = 0) -> dict[str, Any]:
     """Every status figure of the box (counts are integers; times are epoch seconds).
 
     ``pacs_destinations``: the configured destinations' names, listed under ``pacs``
     even before anything was queued for them (a destination with rows is listed anyway).
+    ``audit_max_mb``: ``[audit] max_mb``, past which ``audit.over_limit`` is the alarm.
     """
     now = time.time() if now is None else now
     today, _ = day_bounds(dt.date.fromtimestamp(now))
@@ -104,5 +106,6 @@ def box_status(conn: sqlite3.Connection, state_dir: Path, now: float | None = No
         "feedback": feedback_counts(conn),
         "state_dir": str(state_dir),
         "disk": _disk(state_dir),
+        "audit": audit_size_figures(conn, audit_max_mb),  # rows, estimated_mb, over_limit
         **retention_figures(conn),  # images_deleted_by_retention, last_retention_pass
     }

@@ -6,7 +6,8 @@
   reference.
 * summary — counts and figures over one period, including drift figures
   without images: a histogram of model confidence and of input intensity.
-* status — online / heartbeat / offline, with uptime and backlog.
+* status — online / heartbeat / offline, with uptime and backlog (heartbeat and
+  online: the head of the audit trail, for the hospital to witness).
 * device event — a model installed, refused, rolled back, fallen back to another
   runtime or not available (``device_event``), with its reason from a closed list.
 
@@ -29,7 +30,7 @@ import numpy as np
 
 from firmware_app import __version__
 from firmware_app.contracts.egress import ASSESSMENTS, HISTOGRAM_BINS, MODALITIES, SCHEMA_VERSION
-from firmware_app.storage import study_alerts
+from firmware_app.storage import audit_witness, study_alerts
 from firmware_app.storage import telemetry as telemetry_rows
 from firmware_app.storage.db import record_event, transaction
 from firmware_app.storage.outbox import Outbox
@@ -177,8 +178,9 @@ def build_summary(conn: sqlite3.Connection, outbox: Outbox, model: ModelFacts,
 
 def build_status(conn: sqlite3.Connection, outbox: Outbox, model: ModelFacts, state: str,
                  uptime_s: float) -> dict[str, Any]:
-    """An online, heartbeat or offline status message."""
-    return {
+    """An online, heartbeat or offline status message; heartbeat and online ones carry the
+    head of the audit trail for the hospital to witness (``storage.audit_witness``)."""
+    payload: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
         "created_at": int(time.time()),
         "state": state,
@@ -188,6 +190,9 @@ def build_status(conn: sqlite3.Connection, outbox: Outbox, model: ModelFacts, st
         "queue_depth": telemetry_rows.queue_depth(conn),
         "outbox_pending": outbox.pending_count(),
     }
+    if state in audit_witness.WITNESSED_STATES:
+        payload["audit"] = audit_witness.status_field(conn)
+    return payload
 
 
 def device_event(event: str, reason: str, model: str, subject_model: str = "",

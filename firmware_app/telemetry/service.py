@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from firmware_app.settings.box import Config
-from firmware_app.storage import db
+from firmware_app.storage import audit_witness, db
 from firmware_app.storage import telemetry as telemetry_rows
 from firmware_app.storage.outbox import Outbox
 from firmware_app.telemetry.identity import DeviceIdentity
@@ -81,11 +81,14 @@ class TelemetryProducer:
                 telemetry_rows.set_state(self.conn, "summary_end", now)
             queued += 1
         if now >= self.next_heartbeat:
-            self.outbox.enqueue("status", self.status("heartbeat"))
+            with db.transaction(self.conn):  # the audit head and the row it follows: one snapshot
+                audit_witness.remember_acknowledged(self.conn)
+                self.outbox.add("status", self.status("heartbeat"))
             self.next_heartbeat = now + self.config.telemetry.heartbeat_seconds
             queued += 1
         if now >= self.next_purge:
             with db.transaction(self.conn):
+                audit_witness.remember_acknowledged(self.conn)  # before its message is purged
                 purged = self.outbox.purge(self.config.telemetry.audit_days * 86400)
             if purged:
                 log.info("purged %d messages older than the audit window", purged)

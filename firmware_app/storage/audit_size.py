@@ -1,0 +1,66 @@
+"""How much room the audit trail takes, and the alarm past ``[audit] max_mb``.
+
+Rows are never dropped to make room (the trail is evidence): past the limit the
+box says so, on the device page and in ``clinibox status``, and says what to do
+(export the trail, then prune it with a shorter ``[audit] keep_days``).
+
+The size is an estimate that costs the same at any size: the number of rows in
+the chain (the ids after the anchor follow each other) times the mean stored
+size of the newest :data:`SAMPLE` rows, plus SQLite's per-row overhead (the
+row's cell and its entry in the ``at`` index). Reading every page of a
+table of hundreds of MB on each page load would cost more than the alarm is worth.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from firmware_app.i18n import N_, gettext
+from firmware_app.storage.audit_chain import anchor
+
+#: how many of the newest rows give the mean row size
+SAMPLE = 256
+#: SQLite's bytes per row beyond the values: the cell header and the ``at`` index entry
+ROW_OVERHEAD = 40
+MB = 2**20
+
+
+def rows_in_chain(conn: sqlite3.Connection) -> int:
+    """How many rows the trail holds after its anchor (from the ids, without a count)."""
+    anchor_id, _hash = anchor(conn)
+    last = conn.execute("SELECT MAX(id) FROM audit").fetchone()[0]
+    return max(0, int(last or 0) - anchor_id)
+
+
+def estimated_bytes(conn: sqlite3.Connection) -> int:
+    """About how many bytes the trail's rows take in the database."""
+    rows = rows_in_chain(conn)
+    if not rows:
+        return 0
+    mean = conn.execute(
+        "SELECT AVG(16 + length(CAST(account AS BLOB)) + length(CAST(address AS BLOB))"
+        " + length(CAST(action AS BLOB)) + length(CAST(target AS BLOB))"
+        " + length(CAST(detail AS BLOB)) + length(prev_hash) + length(hash))"
+        " FROM (SELECT * FROM audit ORDER BY id DESC LIMIT ?)", (SAMPLE,)).fetchone()[0]
+    return int(rows * (float(mean or 0.0) + ROW_OVERHEAD))
+
+
+def size_figures(conn: sqlite3.Connection, max_mb: float) -> dict[str, Any]:
+    """The trail's rows, its estimated size in MB, the limit and whether it is past it
+    (``max_mb`` 0: no limit, never past it)."""
+    size_mb = estimated_bytes(conn) / MB
+    return {"rows": rows_in_chain(conn), "estimated_mb": round(size_mb, 1),
+            "max_mb": max_mb, "over_limit": bool(max_mb) and size_mb > max_mb}
+
+
+#: the alarm's words (the device page shows the same message)
+ALARM = N_("The audit trail takes about %(size)s MB, more than [audit] max_mb (%(max)s MB). "
+           "No row is dropped: export it (clinibox audit --json, kept off the box), then "
+           "prune it with a shorter [audit] keep_days (the hourly retention pass deletes "
+           "the older rows).")
+
+
+def alarm_text(figures: dict[str, Any]) -> str:
+    """The alarm for ``size_figures``'s result, in the current language."""
+    return gettext(ALARM, size=figures["estimated_mb"], max=figures["max_mb"])
