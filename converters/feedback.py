@@ -13,20 +13,23 @@ decoder and preprocessing (as ``data.py`` does) and labels each:
   outside the validated range) → skipped.
 
 The rows go to the validation split only, never to training or calibration.
+Each ``case.json`` is untrusted input: ``case_file.py`` reads it bounded in
+size and depth, without following links, and checks its types; a case that
+fails, or an image outside its case folder, stops the run with a DataError
+naming the file.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from converters.case_file import read_case
 from converters.data import DataError, LabelledData, Preprocessing, model_input
 from firmware_app.settings.box import LimitsConfig
 
 CASE_FILE = "case.json"
-CASE_FORMAT = "clinibox-disagreement/1"
 #: assessments on which the model gave an answer a verdict can be read against
 JUDGED = ("finding", "no_finding")
 
@@ -45,30 +48,20 @@ def case_folders(folder: Path) -> list[Path]:
     return sorted(path.parent for path in Path(folder).rglob(CASE_FILE))
 
 
-def _read_case(path: Path) -> dict:
-    try:
-        case = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable case.json ({exc})") from exc
-    if not isinstance(case, dict) or case.get("format") != CASE_FORMAT:
-        raise DataError(f"{path}: not a clinibox disagreement case ({CASE_FORMAT})")
-    return case
-
-
 def labelled_images(folder: Path) -> list[tuple[Path, int]]:
     """(image file, label) of every usable image of every case under ``folder``."""
     rows = []
     for case_dir in case_folders(folder):
-        case = _read_case(case_dir / CASE_FILE)
+        case = read_case(case_dir / CASE_FILE, folder)
         for image in case.get("images", []):
             if image.get("assessment") not in JUDGED:
                 continue
-            label = feedback_label(str(image.get("verdict", "")), bool(image.get("finding")))
-            name = str(image.get("file", ""))
-            path = (case_dir / name).resolve()
+            label = feedback_label(str(image.get("verdict") or ""), bool(image.get("finding")))
             if label is None:
                 continue
-            if case_dir.resolve() not in path.parents or not path.is_file():
+            name = image.get("file") or ""
+            path = None if "\0" in name else (case_dir / name).resolve()
+            if path is None or case_dir.resolve() not in path.parents or not path.is_file():
                 raise DataError(f"{case_dir / CASE_FILE}: image {name!r} is not in the case")
             rows.append((path, label))
     return rows
