@@ -1,4 +1,4 @@
-"""The whole appliance's memory through every attack of issue 13, against its own reference.
+"""The whole appliance's memory through every attack of issues 13 and 43, against its own reference.
 
 `clinibox serve` runs with its viewer (the process tree: service, gunicorn
 master and workers, the decoder sandbox). The reference, in the same run, is
@@ -40,8 +40,12 @@ from process_memory import PeakSampler, tree_pss_mb
 sys.path.insert(0, str(REPO))
 from tests.corpus import j2k_bomb, rle_giant
 from tests.hostile import Browser, store_pdus
+from tests.lying_scu import CASES as LYING_CASES
+from tests.lying_scu import LyingSCU
 
 ATTACKER = "127.0.0.2"
+#: the two addresses that try to hold every association slot
+HOGS = ("127.0.0.2", "127.0.0.3")
 
 
 def results(db: Path) -> int:
@@ -123,8 +127,83 @@ def attack_password_guessing(box: dict, work: Path) -> dict:
             "nurse_login_ms": round((time.perf_counter() - started) * 1000, 1)}
 
 
+def attack_lying_commands(box: dict, work: Path) -> dict:
+    """Each lying C-STORE of issue 43 (a command naming another instance or class than its
+    data set, no SOP Instance UID, UIDs that are no UIDs) on an association of its own from
+    the attacker's address; the box's answers, and whether any of them was stored."""
+    from pydicom.uid import CTImageStorage, MRImageStorage
+
+    def rows() -> int:
+        conn = sqlite3.connect(f"file:{box['db']}?mode=ro", uri=True, timeout=30)
+        try:
+            return conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0]
+        finally:
+            conn.close()
+
+    before = rows()
+    answers = {}
+    for case, (build, _orthanc, _expected) in LYING_CASES.items():
+        data, sop_class, sop_instance = build()
+        with LyingSCU(box["port"], "CLINIBOX", [CTImageStorage, MRImageStorage],
+                      source=ATTACKER) as scu:
+            status = scu.store(data, sop_class=sop_class, sop_instance=sop_instance)
+        answers[case] = "no answer (association ended)" if status is None else f"{status:#06x}"
+    return {"answers": answers, "stored": rows() - before}
+
+
+def attack_slot_hogging(box: dict, work: Path) -> dict:
+    """Two addresses each open and hold as many associations as the box gives them; then a
+    modality from a third address sends 10 CT slices."""
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+    from pynetdicom import AE
+
+    ae = AE(ae_title="ATTACKER")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    held: dict[str, list] = {HOGS[0]: [], HOGS[1]: []}
+    try:
+        for address in HOGS:
+            for _ in range(8):
+                assoc = ae.associate("127.0.0.1", box["port"], ae_title="CLINIBOX",
+                                     bind_address=(address, 0))
+                if not assoc.is_established:
+                    break
+                held[address].append(assoc)
+        try:
+            seconds: float | None = round(send(box["port"], "CLINIBOX", box["files"][10:20]), 2)
+        except RuntimeError:  # storescu was refused: the attackers hold every slot
+            seconds = None
+    finally:
+        for assocs in held.values():
+            for assoc in assocs:
+                assoc.release()
+        ae.shutdown()
+    return {"held_by_address": {a: len(x) for a, x in held.items()},
+            "modality_stored_10_in_s": seconds}
+
+
+def attack_report_reloads(box: dict, work: Path) -> dict:
+    """A logged-in nurse's browser reloads one study's report 300 times; how many audit rows
+    that writes."""
+    def audit_rows() -> int:
+        conn = sqlite3.connect(f"file:{box['db']}?mode=ro", uri=True, timeout=30)
+        try:
+            return conn.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
+        finally:
+            conn.close()
+
+    browser = Browser(box["web_port"], box["cert"])
+    assert browser.login("nadia", "the-clinic-nurse-1")[0] == 302
+    before = audit_rows()
+    statuses: dict[int, int] = {}
+    for _ in range(300):
+        status = browser.request("GET", "/study/1/report")[0]
+        statuses[status] = statuses.get(status, 0) + 1
+    return {"answers": statuses, "audit_rows_written": audit_rows() - before}
+
+
 ATTACKS = [attack_usb_files, attack_endless_data_set, attack_giant_pdu,
-           attack_silent_connections, attack_password_guessing]
+           attack_silent_connections, attack_lying_commands, attack_slot_hogging,
+           attack_password_guessing, attack_report_reloads]
 
 
 def main() -> None:
