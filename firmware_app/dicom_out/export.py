@@ -48,10 +48,11 @@ from firmware_app.dicom_out.burned_in import CannotClean
 from firmware_app.dicom_out.deidentify import Deidentifier
 from firmware_app.dicom_out.file_leaks import leaked_in_file
 from firmware_app.dicom_out.leaks import identifying_values
-from firmware_app.dicom_out.source_header import normalise, valid_uid
+from firmware_app.dicom_out.source_header import normalise
 from firmware_app.errors import EXIT_USAGE, CliniboxError
 from firmware_app.fs import fsync_dir
 from firmware_app.i18n import N_
+from firmware_app.imaging.dataset_values import valid_uid
 from firmware_app.settings.box import Config
 from firmware_app.storage import exports as queries
 

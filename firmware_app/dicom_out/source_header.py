@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.uid import UID
 
 from firmware_app.errors import CliniboxError
 from firmware_app.i18n import N_
+from firmware_app.imaging.dataset_values import valid_uid
 
 #: the attributes a document refers to an image by: without them it cannot be described
 REFERENCE_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
@@ -97,13 +97,6 @@ class Unreferenceable(CliniboxError, ValueError):
         super().__init__(f"{keyword}:{code}")
         self.keyword = keyword
         self.code = code
-
-
-def valid_uid(value: object) -> bool:
-    """Whether ``value`` is a valid DICOM UID: 1-64 characters, digits and dots, no empty
-    component, no leading zero in a component longer than one digit."""
-    text = str(value or "")
-    return 0 < len(text) <= 64 and UID(text).is_valid
 
 
 def normalise(ds: Dataset) -> list[Fix]:

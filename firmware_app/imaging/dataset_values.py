@@ -6,6 +6,7 @@ cannot convert counts as absent. Never an exception (``imaging/decode.py``,
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -51,3 +52,17 @@ def text(ds: Dataset, keyword: str, limit: int = 128) -> str:
     shown = str(first(found) if not isinstance(found, str) else found)
     shown = "".join(ch for ch in shown if ch.isprintable()).strip()
     return "" if shown == "None" else shown[:limit]
+
+
+#: a UID (PS3.5 9.1): digits in dot-separated components, none empty, no leading zero in a
+#: component of more than one digit; at most :data:`MAX_UID_LENGTH` characters
+_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+MAX_UID_LENGTH = 64
+
+
+def valid_uid(found: Any) -> bool:
+    """Whether ``found`` (a value read from a data set: a string, a pydicom UID, None …) is
+    a valid DICOM UID: 1 to 64 characters of digits and dots, no empty component, no
+    leading zero in a component longer than one digit. Never raises."""
+    text = found if isinstance(found, str) else "" if found is None else str(found)
+    return 0 < len(text) <= MAX_UID_LENGTH and _UID.fullmatch(text) is not None

@@ -12,13 +12,12 @@ sends each case to the box and to a real Orthanc.
 Only the header is read (pydicom, up to the Series Instance UID, large values deferred;
 a deflated data set is inflated to at most ``HEADER_BYTES``), so the check costs the
 same for a 4 KB and a 1 GB object. The USB importer checks the file meta's SOP Instance
-UID with ``is_valid_uid`` (there is no command to compare with).
+UID with ``valid_uid`` (there is no command to compare with).
 """
 
 from __future__ import annotations
 
 import enum
-import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,16 +33,14 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-#: a UID: at most 64 characters, digits in dot-separated components, none empty, no
-#: leading zero in a component of more than one digit (PS3.5 9.1)
-_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
-MAX_UID_LENGTH = 64
+from firmware_app.imaging.dataset_values import MAX_UID_LENGTH, valid_uid
+
 #: most bytes a deflated data set is inflated to for its header
 HEADER_BYTES = 4 * 2**20
 #: a UID value longer than this is not read (it is invalid whatever it says; a command's
 #: UID is at most 64 characters, so it differs from the command's too)
 DEFER_BYTES = 64 * 1024
-#: what a UID too long to read is recorded as (it fails ``is_valid_uid``)
+#: what a UID too long to read is recorded as (it fails ``valid_uid``)
 TOO_LONG = "?" * (MAX_UID_LENGTH + 1)
 
 SOP_CLASS, SOP_INSTANCE = Tag(0x0008, 0x0016), Tag(0x0008, 0x0018)
@@ -79,12 +76,6 @@ class Verdict:
 
     refusal: Refusal | None
     sop_instance_uid: str | None = None
-
-
-def is_valid_uid(value: str) -> bool:
-    """Whether ``value`` is a valid UID (PS3.5 9.1: at most 64 characters, digits and
-    dots, no empty component, no leading zero in a multi-digit component)."""
-    return len(value) <= MAX_UID_LENGTH and _UID.fullmatch(value) is not None
 
 
 def _past_series_uid(tag: BaseTag, vr: str | None, length: int) -> bool:
@@ -156,6 +147,6 @@ def check_received(path: Path, *, command_instance_uid: str | None,
         return Verdict(Refusal.UID_MISMATCH)
     if sop_class != (command_class_uid or "").strip("\x00 "):
         return Verdict(Refusal.CLASS_MISMATCH)
-    if not all(is_valid_uid(uid) for uid in uids.values()):
+    if not all(valid_uid(uid) for uid in uids.values()):
         return Verdict(Refusal.INVALID_UID)
     return Verdict(None, instance)

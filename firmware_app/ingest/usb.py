@@ -42,9 +42,10 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.filereader import read_file_meta_info
 
+from firmware_app.imaging.dataset_values import valid_uid
 from firmware_app.imaging.wrap import is_picture, wrap_picture
 from firmware_app.ingest.landing import Lander, Outcome
-from firmware_app.ingest.store_checks import Refusal, is_valid_uid
+from firmware_app.ingest.store_checks import Refusal
 from firmware_app.storage import db
 from firmware_app.storage.imported_files import already_imported, remember_import
 
@@ -247,7 +248,7 @@ class FolderImporter:
             if sop_class == DICOMDIR_SOP_CLASS:
                 report.skipped += 1
                 return "dicomdir index", None
-            if sop_uid is not None and not is_valid_uid(sop_uid):
+            if sop_uid is not None and not valid_uid(sop_uid):
                 # as a C-STORE with that UID is refused (store_checks): kept aside, with why
                 instance = self.lander.land_rejected(data, reason=Refusal.INVALID_UID.value,
                                                      source="usb", origin=origin)

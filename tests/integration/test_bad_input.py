@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from firmware_app.ingest.store_checks import is_valid_uid
+from firmware_app.imaging.dataset_values import valid_uid
 from tests.corpus import SENDABLE_BY_STORESCU, build_malformed_corpus
 from tests.integration.conftest import echoscu, storescu, wait_for
 from tests.integration.test_dicom_ingest import phantom_dicoms
@@ -29,7 +29,7 @@ def _sop_uid(path):
 
 def _invalid_uid(path) -> bool:
     uid = _sop_uid(path)
-    return uid is not None and not is_valid_uid(uid)
+    return uid is not None and not valid_uid(uid)
 
 
 def test_malformed_objects_over_dicom_are_quarantined_with_reasons(box, tmp_path):

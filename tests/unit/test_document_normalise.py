@@ -22,9 +22,9 @@ from firmware_app.dicom_out.source_header import (
     HeaderReport,
     Unreferenceable,
     normalise,
-    valid_uid,
 )
 from firmware_app.dicom_out.sr import _sizes
+from firmware_app.imaging.dataset_values import valid_uid
 from firmware_app.storage import db
 
 CONTROLS = "".join(chr(c) for c in range(32) if chr(c) not in "\t\n\f\r") + "\x7f"

@@ -13,6 +13,7 @@ import pytest
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import CTImageStorage, DeflatedExplicitVRLittleEndian, MRImageStorage
 
+from firmware_app.imaging.dataset_values import valid_uid
 from firmware_app.ingest.landing import Lander
 from firmware_app.ingest.store_answer import SUCCESS, answer_store
 from firmware_app.ingest.store_checks import (
@@ -21,7 +22,6 @@ from firmware_app.ingest.store_checks import (
     HEADER_BYTES,
     Refusal,
     check_received,
-    is_valid_uid,
 )
 from firmware_app.storage import db
 from firmware_app.storage.spool import Spool
@@ -42,7 +42,7 @@ UID = "1.2.826.0.1.3680043.8.498.7"
     ("1.2.3 ", False), ("1.2.3\x00", False), ("1.2.a", False),
 ])
 def test_a_uid_is_digits_and_dots_at_most_64_characters(uid, valid):
-    assert is_valid_uid(uid) is valid
+    assert valid_uid(uid) is valid
 
 
 def received(tmp_path, name="x", syntax=None, **changes) -> object:
