@@ -48,14 +48,19 @@ ATTACKER = "127.0.0.2"
 HOGS = ("127.0.0.2", "127.0.0.3")
 
 
-def results(db: Path) -> int:
-    """Instances with a final status."""
+def count(db: Path, sql: str) -> int:
+    """One number the box's database answers (read-only)."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
     try:
-        return conn.execute("SELECT COUNT(*) FROM instances WHERE status NOT IN "
-                            "('queued', 'processing')").fetchone()[0]
+        return conn.execute(sql).fetchone()[0]
     finally:
         conn.close()
+
+
+def results(db: Path) -> int:
+    """Instances with a final status."""
+    return count(db, "SELECT COUNT(*) FROM instances WHERE status NOT IN "
+                     "('queued', 'processing')")
 
 
 def attack_usb_files(box: dict, work: Path) -> dict:
@@ -134,11 +139,7 @@ def attack_lying_commands(box: dict, work: Path) -> dict:
     from pydicom.uid import CTImageStorage, MRImageStorage
 
     def rows() -> int:
-        conn = sqlite3.connect(f"file:{box['db']}?mode=ro", uri=True, timeout=30)
-        try:
-            return conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0]
-        finally:
-            conn.close()
+        return count(box["db"], "SELECT COUNT(*) FROM instances")
 
     before = rows()
     answers = {}
@@ -185,11 +186,7 @@ def attack_report_reloads(box: dict, work: Path) -> dict:
     """A logged-in nurse's browser reloads one study's report 300 times; how many audit rows
     that writes."""
     def audit_rows() -> int:
-        conn = sqlite3.connect(f"file:{box['db']}?mode=ro", uri=True, timeout=30)
-        try:
-            return conn.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
-        finally:
-            conn.close()
+        return count(box["db"], "SELECT COUNT(*) FROM audit")
 
     browser = Browser(box["web_port"], box["cert"])
     assert browser.login("nadia", "the-clinic-nurse-1")[0] == 302

@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Callable
 from types import TracebackType
 
+from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
@@ -187,6 +188,16 @@ SUCCESS, DOES_NOT_MATCH, CANNOT_UNDERSTAND = 0x0000, 0xA900, 0xC000
 Store = tuple[bytes, str, str]
 
 
+def change(ds: Dataset, **changes: object) -> None:
+    """Set each keyword of ``changes`` on ``ds`` (None deletes it), invalid values included
+    (the caller silences pydicom's warnings where they are the point)."""
+    for keyword, value in changes.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+
+
 def encoded(name: str, **changes: object) -> tuple[bytes, str]:
     """An image data set, explicit VR little endian, with ``changes`` (None deletes);
     (its bytes, its original SOP Instance UID)."""
@@ -194,11 +205,7 @@ def encoded(name: str, **changes: object) -> tuple[bytes, str]:
     uid = str(ds.SOPInstanceUID)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the invalid values are the point
-        for keyword, value in changes.items():
-            if value is None:
-                delattr(ds, keyword)
-            else:
-                setattr(ds, keyword, value)
+        change(ds, **changes)
         buffer = DicomBytesIO()
         buffer.is_little_endian, buffer.is_implicit_VR = True, False
         write_dataset(buffer, ds)

@@ -26,6 +26,8 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from firmware_app.i18n import gettext, ngettext
@@ -92,11 +94,19 @@ def verify(conn: sqlite3.Connection, through: int | None = None) -> ChainCheck:
     Reads in one snapshot (a read transaction when none is open), so rows added
     meanwhile do not disturb the check.
     """
+    with read_snapshot(conn):
+        return _verify(conn, through)
+
+
+@contextmanager
+def read_snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """Read the trail in one snapshot: a read transaction for the block, unless the caller
+    holds one already (then theirs is the snapshot)."""
     own = not conn.in_transaction
     if own:
         conn.execute("BEGIN")
     try:
-        return _verify(conn, through)
+        yield
     finally:
         if own:
             conn.execute("COMMIT")

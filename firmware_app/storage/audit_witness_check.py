@@ -32,7 +32,7 @@ from typing import Any
 
 from firmware_app.errors import EXIT_USAGE, CliniboxError
 from firmware_app.i18n import N_, gettext
-from firmware_app.storage.audit_chain import anchor
+from firmware_app.storage.audit_chain import anchor, read_snapshot
 from firmware_app.storage.audit_witness import head
 
 MAX_BYTES = 8 * 2**20
@@ -184,14 +184,8 @@ def read_witness(path: Path) -> Witness:
 def check_witness(conn: sqlite3.Connection, witness: Witness) -> WitnessCheck:
     """Check every witnessed head against the chain as it is now (in one read snapshot);
     the result names the lowest witnessed row that disagrees."""
-    own = not conn.in_transaction
-    if own:
-        conn.execute("BEGIN")
-    try:
+    with read_snapshot(conn):
         return _check(conn, witness)
-    finally:
-        if own:
-            conn.execute("COMMIT")
 
 
 def _check(conn: sqlite3.Connection, witness: Witness) -> WitnessCheck:

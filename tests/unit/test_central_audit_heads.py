@@ -16,7 +16,13 @@ from central.config import CentralConfig, HealthConfig
 from central.receiver import Receiver
 from central.report import build_report, render_table
 from central.store import Store
-from tests.telemetry_payloads import Box, hospital_keys, status_payload
+from tests.central_fixtures import (  # noqa: F401 (pytest fixtures)
+    central_box,
+    central_database,
+    central_hospital,
+    central_store,
+)
+from tests.telemetry_payloads import Box, status_payload
 
 
 def h(n: int) -> str:
@@ -47,30 +53,6 @@ def test_verdicts(previous, head, expected):
 ])
 def test_an_absent_or_ill_formed_audit_field_is_no_head(audit):
     assert audit_head({} if audit is None else {"audit": audit}) is None
-
-
-@pytest.fixture
-def hospital():
-    return hospital_keys()
-
-
-@pytest.fixture
-def database(tmp_path):
-    return tmp_path / "central.db"
-
-
-@pytest.fixture
-def store(database):
-    store = Store(f"sqlite:///{database}")
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def box(store, hospital):
-    box = Box("clinic-a", "box-1", hospital[1])
-    store.enrol(box.clinic, box.device, box.pem)
-    return box
 
 
 def _beat(receiver: Receiver, box: Box, row: int, row_hash: str, since_row: int,

@@ -12,31 +12,18 @@ import pytest
 import central.receiver as receiver_module
 from central.config import CentralConfig
 from central.receiver import INTERNAL_ERROR, OUTCOMES, MqttService, Receiver
-from central.store import Store, StoreError
+from central.store import StoreError
 from firmware_app.contracts.topics import topic
+from tests.central_fixtures import (  # noqa: F401 (pytest fixtures)
+    central_box,
+    central_database,
+    central_hospital,
+    central_store,
+)
 from tests.envelope_forge import deep_header, long_seq_header, seal_raw
-from tests.telemetry_payloads import Box, hospital_keys
+from tests.telemetry_payloads import Box
 
 ALERT_TOPIC = topic("clinic-a", "box-1", "alert")
-
-
-@pytest.fixture
-def hospital():
-    return hospital_keys()
-
-
-@pytest.fixture
-def store(tmp_path):
-    store = Store(f"sqlite:///{tmp_path}/central.db")
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def box(store, hospital):
-    box = Box("clinic-a", "box-1", hospital[1])
-    store.enrol(box.clinic, box.device, box.pem)
-    return box
 
 
 def _receiver(store, hospital, **settings) -> Receiver:

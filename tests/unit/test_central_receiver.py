@@ -13,31 +13,18 @@ from central.receiver import OUTCOMES, Receiver
 from central.store import Store
 from firmware_app.contracts.envelope import Header, seal
 from firmware_app.contracts.topics import topic
+from tests.central_fixtures import (  # noqa: F401 (pytest fixtures)
+    central_box,
+    central_database,
+    central_hospital,
+    central_store,
+)
 from tests.telemetry_payloads import Box, alert_payload, hospital_keys, summary_payload
-
-
-@pytest.fixture
-def hospital():
-    return hospital_keys()
-
-
-@pytest.fixture
-def store(tmp_path):
-    store = Store(f"sqlite:///{tmp_path}/central.db")
-    yield store
-    store.close()
 
 
 @pytest.fixture
 def receiver(store, hospital):
     return Receiver(CentralConfig(), store, hospital[0])
-
-
-@pytest.fixture
-def box(store, hospital):
-    box = Box("clinic-a", "box-1", hospital[1])
-    store.enrol(box.clinic, box.device, box.pem)
-    return box
 
 
 def _only_rejection(store: Store) -> dict:

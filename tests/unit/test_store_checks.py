@@ -26,6 +26,7 @@ from firmware_app.ingest.store_checks import (
 from firmware_app.storage import db
 from firmware_app.storage.spool import Spool
 from tests.corpus import image_dataset, to_bytes
+from tests.lying_scu import change
 
 UID = "1.2.826.0.1.3680043.8.498.7"
 
@@ -52,11 +53,7 @@ def received(tmp_path, name="x", syntax=None, **changes) -> object:
         ds.file_meta.TransferSyntaxUID = syntax
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the invalid UIDs are the point
-        for keyword, value in changes.items():
-            if value is None:
-                delattr(ds, keyword)
-            else:
-                setattr(ds, keyword, value)
+        change(ds, **changes)
     path = tmp_path / f"receiving-1-{name}.dcm"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
