@@ -63,7 +63,11 @@ _TOKEN = re.compile(r"[^\W_]+")
 def identifying_values(ds: Dataset, *, own: bool = False) -> dict[bytes, str]:
     """Every identifying value of ``ds`` as bytes (UTF-8 and the data set's own character
     set), mapped to the keyword it came from; short ones only where they identify.
-    ``own``: the box made ``ds``, whose report text the profile keeps (not collected)."""
+
+    ``own``: the box made ``ds``; its report text (kept by the profile) is not collected,
+    and a name is searched whole, not by its components: the box's own words ("a doctor",
+    "an image", the demo model's "phantoms") would meet a patient called An or Phantom in
+    every report, while a report that named the patient would name them whole."""
     encodings = convert_encodings(ds.get("SpecificCharacterSet", "ISO_IR 6"))
     kept = _kept_texts(ds)
     found: dict[bytes, str] = {}
@@ -76,7 +80,7 @@ def identifying_values(ds: Dataset, *, own: bool = False) -> dict[bytes, str]:
             continue
         values = element.value if element.VM > 1 else [element.value]
         for value in values:
-            for text in _texts(value):
+            for text in _texts(value, components=not own):
                 if any(text.casefold() in k for k in kept):
                     continue  # also in what the profile keeps ("TOSHIBA" in "TOSHIBA_MEC")
                 for encoded in _encoded(text, encodings):
@@ -204,17 +208,20 @@ def _found(data: bytes, value: bytes) -> bool:
     return False
 
 
-def _texts(value: object) -> list[str]:
-    """A value and, for a person name, each of its components."""
+def _texts(value: object, components: bool = True) -> list[str]:
+    """A value and, for a person name (with ``components``), each of its components."""
     if value is None or value == "" or isinstance(value, bytes):
         return []
     if isinstance(value, PersonName):
         parts = [str(value)]
         for group in (value.alphabetic, value.ideographic, value.phonetic):
             parts += [group] if group else []
-            parts += [p.strip() for p in re.split(r"[\^=]", group) if p.strip()] if group else []
+            if group and components:
+                parts += [p.strip() for p in re.split(r"[\^=]", group) if p.strip()]
         return parts
     text = str(value).strip()
+    if not components:
+        return [text] if text else []
     return [text, *(text.split("^") if "^" in text else [])] if text else []
 
 

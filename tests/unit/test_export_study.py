@@ -201,6 +201,21 @@ def test_a_report_naming_the_patient_in_its_text_is_left_out(box, conn, tmp_path
         _check_export(box, {n: archive.read(n) for n in archive.namelist()}, images=5)
 
 
+
+def test_the_boxs_own_words_are_no_leak_of_a_name_that_shares_them(box, conn, tmp_path):
+    """A patient called An Phantom meets "an" and "phantoms" in the box's own report text:
+    the report still goes (its name was emptied), as the demo's PHANTOM^DEMO does."""
+    report = structured_report(pydicom.dcmread(box.study.files["ct"]))
+    report.PatientName = "An^Phantom"
+    report.ContentSequence[0].TextValue = ("DEMONSTRATION ONLY: the model clinibox-demo-lesion"
+                                           " was trained on synthetic phantoms; an image.")
+    summary = export_study(conn, str(box.study_id), tmp_path / "own", account="t",
+                           extra_documents=[report])
+    assert summary.left_out == [] and "DOCUMENT0001.dcm" in summary.files
+    exported = pydicom.dcmread(tmp_path / "own" / "DOCUMENT0001.dcm")
+    assert not str(exported.PatientName) and b"An^Phantom" not in (
+        tmp_path / "own" / "DOCUMENT0001.dcm").read_bytes()
+
 def _config_file(box: CanaryBox, folder: Path) -> Path:
     path = folder / "box.toml"
     path.write_text(f'[storage]\nstate_dir = "{box.config.state_dir}"\n')
