@@ -17,7 +17,7 @@ from typing import Any
 from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, url_for
 
 from firmware_app.i18n import gettext
-from firmware_app.storage import quarantine
+from firmware_app.storage import audit_size, quarantine
 from firmware_app.storage.status import box_status
 from web.audit_trail import client_address
 from web.security import current_account, database, technician_only
@@ -58,7 +58,10 @@ def status_figures() -> dict[str, Any]:
 @technician_only
 def device():
     """The box's health at a glance."""
-    return render_template("device.html", s=status_figures())
+    figures = status_figures()
+    alarm = audit_size.alarm_text(figures["audit"]) if figures["audit"]["over_limit"] else ""
+    return render_template("device.html", s=figures, audit_alarm=alarm,
+                           audit_commands=audit_size.COMMANDS)
 
 
 @blueprint.route("/api/status")

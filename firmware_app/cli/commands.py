@@ -20,6 +20,7 @@ from firmware_app.i18n import N_, gettext, ngettext
 from firmware_app.i18n.text import ljust, rjust
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db
+from firmware_app.storage.audit_size import COMMANDS as AUDIT_COMMANDS
 from firmware_app.storage.audit_size import alarm_text as audit_size_alarm
 from web import labels, reasons
 
@@ -119,6 +120,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     _print_pacs(report["pacs"])
     if report["audit"]["over_limit"]:
         print(audit_size_alarm(report["audit"]))
+        for command in AUDIT_COMMANDS:
+            print(f"  {command}")
     if report["last_errors"]:
         print(_("last errors:"))
         for e in report["last_errors"]:
@@ -148,9 +151,10 @@ def _print_pacs(destinations: list[dict[str, Any]]) -> None:
             line += _(", last sent %(when)s", when=_clock(d["last_sent_at"]))
         print(line)
         if d.get("held"):
-            print("    " + _("held (refused by the PACS): %(held)s, last: %(error)s; "
-                          "send them again with: clinibox dicom-out retry",
-                          held=d["held"], error=d["held_error"] or "-"))
+            print("    " + _("held, no longer retried (refused by the PACS): %(held)s, last: "
+                          "%(error)s; fix the cause with the PACS administrator, then send "
+                          "them again:", held=d["held"], error=d["held_error"] or "-"))
+            print(f"      clinibox dicom-out retry --destination {d['name']}")
         if d["last_error"]:
             at = f"{_clock(d['last_error_at'])} " if d["last_error_at"] is not None else ""
             print("    " + _("last error: %(error)s", error=f"{at}{d['last_error']}"))

@@ -50,17 +50,20 @@ def size_figures(conn: sqlite3.Connection, max_mb: float) -> dict[str, Any]:
     """The trail's rows, its estimated size in MB, the limit and whether it is past it
     (``max_mb`` 0: no limit, never past it)."""
     size_mb = estimated_bytes(conn) / MB
-    return {"rows": rows_in_chain(conn), "estimated_mb": round(size_mb, 1),
+    shown = round(size_mb, 1) if size_mb >= 0.1 else round(size_mb, 3)  # never "0.0 MB"
+    return {"rows": rows_in_chain(conn), "estimated_mb": shown,
             "max_mb": max_mb, "over_limit": bool(max_mb) and size_mb > max_mb}
 
 
-#: the alarm's words (the device page shows the same message)
+#: the alarm's words (the device page shows the same message), followed by :data:`COMMANDS`
 ALARM = N_("The audit trail takes about %(size)s MB, more than [audit] max_mb (%(max)s MB). "
-           "No row is dropped: export it (clinibox audit --json, kept off the box), then "
-           "prune it with a shorter [audit] keep_days (the hourly retention pass deletes "
-           "the older rows).")
+           "The box deletes no row to make room: save a copy off the box, set a shorter "
+           "[audit] keep_days, then run the retention pass (or wait for the hourly one):")
+#: what the alarm asks a technician to run, in that order (commands: never translated)
+COMMANDS = ("clinibox audit --json > FILE", "clinibox retention")
 
 
 def alarm_text(figures: dict[str, Any]) -> str:
-    """The alarm for ``size_figures``'s result, in the current language."""
+    """The alarm for ``size_figures``'s result, in the current language (its commands
+    follow on their own lines where the terminal prints it)."""
     return gettext(ALARM, size=figures["estimated_mb"], max=figures["max_mb"])

@@ -318,14 +318,16 @@ def test_a_refused_document_is_held_after_max_refusals_and_a_technician_requeues
 
     assert main(["status", "--config", str(toml)]) == 0
     printed = capsys.readouterr().out
-    assert "held (refused by the PACS): 1" in printed and "0xA900" in printed
-    assert "IOD does not match" in printed and "clinibox dicom-out retry" in printed
+    assert "held, no longer retried (refused by the PACS): 1" in printed and "0xA900" in printed
+    assert "IOD does not match" in printed
+    assert "clinibox dicom-out retry --destination refuser" in printed
     assert main(["dicom-out", "held", "--config", str(toml)]) == 0
     assert "0xA900" in capsys.readouterr().out
 
     page = device_page(config, conn)
-    assert 'class="pacs-held bad">1: ' in page and "0xA900" in page
-    assert "IOD does not match" in page and "clinibox dicom-out retry" in page
+    assert 'class="pacs-held bad">1 result, no longer retried (' in page and "0xA900" in page
+    assert "IOD does not match" in page  # the last error, in the PACS's words
+    assert "clinibox dicom-out retry --destination refuser" in page
 
     assert main(["dicom-out", "retry", "--config", str(toml)]) == 0
     assert "1 held DICOM result queued again" in capsys.readouterr().out

@@ -54,5 +54,8 @@ def test_the_device_page_raises_the_audit_size_alarm(viewer):
     page = technician.get("/device").get_data(as_text=True)
     assert 'id="audit-size" class="bad"' in page and 'id="audit-alarm"' in page
     assert "more than [audit] max_mb (0.0001 MB)" in page
+    assert "about 0.0 MB" not in page  # a small trail's size is not rounded away
+    assert '<code translate="no">clinibox audit --json &gt; FILE</code>' in page
+    assert '<code translate="no">clinibox retention</code>' in page
     figures = technician.get("/api/status").get_json()["audit"]
     assert figures["over_limit"] is True and figures["rows"] > rows

@@ -263,6 +263,7 @@ def test_clinibox_status_raises_the_audit_size_alarm(tmp_path, capsys):
     assert main(["status", "--config", tiny]) == 0
     out = capsys.readouterr().out
     assert "more than [audit] max_mb (0.001 MB)" in out and "shorter [audit] keep_days" in out
+    assert "  clinibox audit --json > FILE\n  clinibox retention\n" in out
     assert main(["status", "--json", "--config", tiny]) == 0
     figures = json.loads(capsys.readouterr().out)["audit"]
     assert figures["over_limit"] is True and figures["rows"] == 20
