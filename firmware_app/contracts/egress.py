@@ -109,7 +109,7 @@ class Label:
 
     def check(self, value: Any, where: str, labels: frozenset[str] | None) -> None:
         """Refuse anything that is not one of the model's labels."""
-        if not isinstance(value, str) or not LABEL.match(value):
+        if not isinstance(value, str) or not LABEL.fullmatch(value):
             raise EgressRefused(f"{where}: not a valid label")
         if labels is not None and value not in labels:
             raise EgressRefused(f"{where}: not one of the model's labels")
@@ -290,7 +290,7 @@ def check_message(kind: str, payload: Any, labels: frozenset[str] | set[str] | N
 
 def check_identity(value: str, what: str) -> str:
     """Return a clinic or device id if it is a safe topic level, else raise ValueError."""
-    if not isinstance(value, str) or not IDENTITY.match(value):
+    if not isinstance(value, str) or not IDENTITY.fullmatch(value):
         raise ValueError(
             f"{what} must be 1-32 lower-case letters, digits or dashes "
             f"(not starting or ending with a dash), got {value!r}"

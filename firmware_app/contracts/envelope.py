@@ -24,7 +24,9 @@ Before any JSON is parsed the header's length (``MAX_HEADER_BYTES``) and the
 nesting depth of header and payload (``MAX_HEADER_DEPTH``,
 ``MAX_PAYLOAD_DEPTH``) are checked on the raw text; while parsing, an integer
 of more than ``MAX_INT_DIGITS`` digits (a sequence number beyond 64 bits), a
-long float literal and NaN/Infinity are refused before Python converts them;
+long float literal and the literals NaN/Infinity are refused before Python converts
+them (an overflowing literal such as ``1e400`` becomes infinity here and is refused
+by the egress schema's finite numbers);
 after parsing, strings, keys and lists are bounded (``MAX_STRING``,
 ``MAX_ITEMS``).
 """

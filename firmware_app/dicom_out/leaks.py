@@ -27,7 +27,8 @@ costs a file, never a patient's name. What the profile keeps by design
 (coded entries, equipment names, the box's own report text) is not collected,
 nor is a value that also occurs inside a kept equipment value (an institution
 called "TOSHIBA" where the Manufacturer is "TOSHIBA_MEC"): it would be found
-there, by design, in every file.
+there, by design, in every file. A person's name or an id is searched even
+then: a sender that writes the patient id into the model name loses the file.
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ def identifying_values(ds: Dataset, *, own: bool = False) -> dict[bytes, str]:
         values = element.value if element.VM > 1 else [element.value]
         for value in values:
             for text in _texts(value, components=not own):
-                if any(text.casefold() in k for k in kept):
+                if not _is_identifier(element.VR, keyword) and any(
+                        text.casefold() in k for k in kept):
                     continue  # also in what the profile keeps ("TOSHIBA" in "TOSHIBA_MEC")
                 for encoded in _encoded(text, encodings):
                     if _long(encoded) or (_is_identifier(element.VR, keyword)

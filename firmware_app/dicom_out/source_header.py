@@ -7,7 +7,10 @@ without pixels, or the key image's source) in one place, before any document
 is made of it:
 
 * the Type 2 patient and study attributes the documents copy (``TYPE2``) are
-  present, empty when the source lacks them;
+  present, empty when the source lacks them; Patient Sex is one of its
+  enumerated values (``f`` → F, ``MALE`` → M, ``U`` emptied);
+* a geometry attribute with the wrong number of values (5 image orientation
+  cosines, 2 slice thicknesses: ``MULTIPLICITY``) is removed;
 * a date, time or number that cannot be read (``19700000``, ``1970``,
   ``nan``) is emptied (a Type 2 one) or removed; a Pixel Spacing that is not
   two finite positive numbers is removed, so nothing is measured in mm on it;
@@ -65,6 +68,15 @@ BAD_PIXEL_SPACING = "invalid-pixel-spacing"
 TOO_LONG = "cut-to-vr-length"
 CONTROL_CHARACTERS = "control-characters-removed"
 ABSENT_TYPE2 = "type2-added-empty"
+WRONG_MULTIPLICITY = "wrong-multiplicity"
+ENUMERATED_VALUE = "enumerated-value-normalised"
+NOT_ENUMERATED = "not-an-enumerated-value"
+#: Patient Sex's enumerated values (PS3.3 C.7.1.1), and the words some modalities write
+SEXES = ("M", "F", "O")
+SEX_WORDS = {"MALE": "M", "FEMALE": "F", "OTHER": "O"}
+#: how many values an attribute the documents compute with must have (else it is removed)
+MULTIPLICITY = {"ImageOrientationPatient": 6, "ImagePositionPatient": 3,
+                "SliceThickness": 1, "SpacingBetweenSlices": 1, "SliceLocation": 1}
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,7 @@ def normalise(ds: Dataset) -> list[Fix]:
         if not valid_uid(value):
             raise Unreferenceable(keyword, INVALID_UID)
     fixes = _pixel_spacing(ds)
+    fixes += _patient_sex(ds)
     _walk(ds, fixes)
     for keyword in TYPE2:
         if keyword not in ds:
@@ -132,9 +145,27 @@ def _walk(ds: Dataset, fixes: list[Fix]) -> None:
             for item in elem.value or []:
                 _walk(item, fixes)
             continue
+        expected = MULTIPLICITY.get(elem.keyword)
+        if expected is not None and elem.value not in (None, "") and expected != elem.VM:
+            del ds[tag]  # a geometry the documents would index into: 5 of 6 cosines
+            fixes.append(Fix(elem.keyword, WRONG_MULTIPLICITY))
+            continue
         if elem.VR not in STRING_VRS or elem.value is None:
             continue
         fixes += [Fix(elem.keyword or str(elem.tag), code) for code in _fix_element(ds, elem)]
+
+
+def _patient_sex(ds: Dataset) -> list[Fix]:
+    """Patient Sex as PS3.3 enumerates it (M, F, O; highdicom refuses anything else):
+    upper-cased, MALE and FEMALE written M and F, any other value emptied."""
+    if "PatientSex" not in ds or not ds.PatientSex:
+        return []
+    text = str(ds.PatientSex).strip().upper()
+    value = SEX_WORDS.get(text, text)
+    if value == str(ds.PatientSex) and value in SEXES:
+        return []
+    ds.PatientSex = value if value in SEXES else ""
+    return [Fix("PatientSex", ENUMERATED_VALUE if value in SEXES else NOT_ENUMERATED)]
 
 
 def _fix_element(ds: Dataset, elem: DataElement) -> list[str]:

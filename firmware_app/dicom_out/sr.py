@@ -138,7 +138,8 @@ def _library(sources: list[Source]) -> list[Dataset]:
         ds = source.dataset
         if "SharedFunctionalGroupsSequence" in ds or "PerFrameFunctionalGroupsSequence" in ds:
             continue
-        geometry = ("PixelSpacing", "ImageOrientationPatient", "ImagePositionPatient")
+        geometry = ("PixelSpacing", "ImageOrientationPatient", "ImagePositionPatient",
+                    "SliceThickness")
         if str(ds.get("Modality", "")) in ("CT", "MR", "PT") and not all(k in ds for k in geometry):
             continue
         out.append(ds)

@@ -64,7 +64,7 @@ def _ae_titles(value: Any) -> str | None:
 
 
 def _identity(value: Any) -> str | None:
-    if not IDENTITY.match(value):
+    if not IDENTITY.fullmatch(value):
         return f"must be 1-32 lower-case letters, digits or dashes, got {value!r}"
     return None
 

@@ -254,3 +254,19 @@ def test_a_received_report_that_claims_to_be_the_boxs_keeps_no_text(study):
     out = pydicom.dcmread(io.BytesIO(_written(Deidentifier().deidentify(forged))))
     assert b"CNRYFORGED" not in _written(out)
     assert out.ContentSequence[0].TextValue != "Pt CNRYFORGED Smith seen today"
+
+
+def test_a_patient_id_written_into_the_equipment_leaves_the_file_out(tmp_path):
+    """Equipment names are kept by the profile, so a patient id a sender wrote into one
+    would go out: the leak check still searches ids and names there (issue 43's red team),
+    while an institution named like its maker is no leak."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PatientID = "CNRYPID77"
+    ds.ManufacturerModelName = "Scanner CNRYPID77"
+    values = identifying_values(ds)
+    out = _written(Deidentifier().deidentify(ds))
+    assert leaked(out, values) == ["PatientID"]
+    maker = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    maker.InstitutionName, maker.Manufacturer = "TOSHIBA", "TOSHIBA_MEC"
+    values = identifying_values(maker)
+    assert leaked(_written(Deidentifier().deidentify(maker)), values) == []

@@ -697,3 +697,31 @@ def test_a_series_or_instance_number_that_is_no_number_never_reaches_a_sentence(
                                                                "probability": 0.1})
     assert "DOE" not in line and line.startswith("Image 1 (instance 12)")
     assert "DOE" not in statements.per_slice_result("DOE^JOHN", "CT", 3, "gap")
+
+
+def _imperfect_sex_u(ds: pydicom.Dataset) -> None:
+    ds.PatientSex = "U"  # common on modalities; not one of PS3.3's M, F, O
+
+
+def _imperfect_orientation(ds: pydicom.Dataset) -> None:
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1]  # five cosines
+
+
+def _imperfect_thickness(ds: pydicom.Dataset) -> None:
+    ds.SliceThickness = ["1", "2"]
+
+
+@pytest.mark.parametrize("change", [_imperfect_sex_u, _imperfect_orientation,
+                                    _imperfect_thickness])
+def test_an_imperfect_header_still_gets_its_documents(analysed, tmp_path, change):
+    """Found by the red team of issue 43: each of these stopped the study's SR for good."""
+    source = analysed.instances["alert"]
+    ds = pydicom.dcmread(source.path)
+    change(ds)
+    path = tmp_path / "imperfect.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    documents = study_documents([dataclasses.replace(source, path=path)], analysed.model,
+                                device_id=DEVICE, version=1, kinds=["sr", "seg", "key_image"])
+    assert {"sr", "key_image"} <= {d.kind for d in documents}
+    report = next(d.dataset for d in documents if d.kind == "sr")
+    assert str(report.get("PatientSex", "")) in ("", "M", "F", "O")

@@ -211,3 +211,24 @@ def test_v13_lets_outbox_rows_be_held_and_keeps_the_rows(tmp_path):
             conn.execute("UPDATE dicom_outbox SET state = 'lost'")
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize(("written", "kept", "code"), [
+    ("U", "", "not-an-enumerated-value"), ("W", "", "not-an-enumerated-value"),
+    ("f", "F", "enumerated-value-normalised"), ("MALE", "M", "enumerated-value-normalised"),
+    ("O", "O", None)])
+def test_patient_sex_is_one_of_its_enumerated_values(tmp_path, written, kept, code):
+    ds = header(tmp_path, PatientSex=written)
+    fixes = codes_of(normalise(ds))
+    assert ds.PatientSex == kept
+    assert (f"PatientSex:{code}" in fixes) if code else not any("PatientSex" in f for f in fixes)
+
+
+def test_a_geometry_with_the_wrong_number_of_values_is_removed(tmp_path):
+    ds = header(tmp_path, ImageOrientationPatient=[1, 0, 0, 0, 1], SliceThickness=["1", "2"],
+                ImagePositionPatient=[0, 0, 0])
+    fixes = codes_of(normalise(ds))
+    assert {"ImageOrientationPatient:wrong-multiplicity",
+            "SliceThickness:wrong-multiplicity"} <= fixes
+    assert "ImageOrientationPatient" not in ds and "SliceThickness" not in ds
+    assert list(ds.ImagePositionPatient) == [0, 0, 0]

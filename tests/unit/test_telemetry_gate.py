@@ -52,6 +52,14 @@ def test_anything_off_the_allow_list_is_refused(changes):
         check_message("alert", alert(**changes), LABELS)
 
 
+def test_a_label_with_a_trailing_newline_is_refused_at_the_hospital_too():
+    """The hospital checks labels without the model's list: ``$`` matched before a final
+    newline, so "lesion\n" would have reached its tables and CSV (issue 43's red team)."""
+    check_message("alert", alert(finding="lesion"), None)
+    with pytest.raises(EgressRefused):
+        check_message("alert", alert(finding="lesion\n"), None)
+
+
 def event(**changes):
     payload = {"schema": 1, "created_at": 1_700_000_000, "event": "model_unavailable",
                "reason": "not_installed", "unit": "clinibox",
