@@ -98,6 +98,8 @@ _INDEXES = {
     "messages_by_kind": "CREATE INDEX IF NOT EXISTS messages_by_kind"
                         " ON messages (clinic, device, kind, seq)",
     "alerts_waiting": "CREATE INDEX IF NOT EXISTS alerts_waiting ON alerts (reviewed_at, id)",
+    "dead_letters_by_topic": "CREATE INDEX IF NOT EXISTS dead_letters_by_topic"
+                             " ON dead_letters (topic, received_at)",
 }
 #: Version 1's columns, copied as they are (rejections gain claimed_clinic, left empty).
 _V1_COLUMNS = {

@@ -50,10 +50,20 @@ _HEAD_FIELDS = ("clinic", "device", "seq", "row", "hash", "since_row", "since_ha
                 "received_at", "verdict")
 _HEAD_COLUMNS = ("clinic, device, seq, head_row, head_hash, since_row, since_hash,"
                  " received_at, verdict")
+#: What one dead letter costs against the bound beyond its bytes: its row (an empty payload
+#: is not free, or a box could keep a million of them under any bound).
+DEAD_LETTER_ROW_BYTES = 256
+#: Dead letters kept per topic (one box's, the broker's ACL says) an hour; beyond, only the
+#: refusal is recorded: one box gone bad cannot fill the table or slow every refusal.
+DEAD_LETTERS_PER_TOPIC_HOUR = 100
+#: The bound is enforced every this many dead letters kept by this process (the pruning
+#: query reads the whole table; the table may pass the bound by this many letters).
+PRUNE_EVERY = 64
 #: Drops the oldest dead letters beyond a total size (newest kept first).
 _PRUNE_DEAD_LETTERS = (
-    "DELETE FROM dead_letters WHERE id IN (SELECT id FROM (SELECT id, SUM(size) OVER"
-    " (ORDER BY id DESC) AS kept FROM dead_letters) AS newest_first WHERE kept > ?)")
+    "DELETE FROM dead_letters WHERE id IN (SELECT id FROM (SELECT id, SUM(size + "
+    f"{DEAD_LETTER_ROW_BYTES}) OVER (ORDER BY id DESC) AS kept FROM dead_letters)"
+    " AS newest_first WHERE kept > ?)")
 
 
 class EnrolmentConflict(CliniboxError, ValueError):
@@ -120,6 +130,7 @@ class Store:
         """Open (lazily) the database at ``url`` and make sure the schema exists."""
         self._db = Database(url)
         self.migrated_from = create_or_migrate(self._db)
+        self._kept_since_prune = 0
 
     @property
     def where(self) -> str:
@@ -268,8 +279,9 @@ class Store:
         """Log a refusal: reason, topic, claimed (clinic, device) and size, never the bytes.
 
         With ``dead_letter``, those bytes are kept in ``dead_letters`` in the same
-        transaction, and the oldest dead letters beyond ``dead_letter_max_bytes``
-        in all are dropped.
+        transaction (at most :data:`DEAD_LETTERS_PER_TOPIC_HOUR` a topic an hour), and
+        every :data:`PRUNE_EVERY` letters the oldest beyond ``dead_letter_max_bytes`` in
+        all (each row counted :data:`DEAD_LETTER_ROW_BYTES` beyond its bytes) are dropped.
         """
         clinic, device = claimed if claimed is not None else (None, None)
         at = time.time() if at is None else at
@@ -279,13 +291,23 @@ class Store:
                 "INSERT INTO rejections (at, reason, topic, claimed_clinic, claimed_device,"
                 " size_bytes) VALUES (?, ?, ?, ?, ?, ?)",
                 (at, reason, topic_text, clinic_text, device_text, int(size)))
-            if dead_letter is not None:
-                tx.execute(
-                    "INSERT INTO dead_letters (received_at, topic, clinic, device, reason, size,"
-                    " payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (at, topic_text, clinic_text, device_text, reason, len(dead_letter),
-                     bytes(dead_letter)))
+            if dead_letter is None:
+                return
+            (recent,) = tx.execute(  # counts no further than the cap (the index's range)
+                "SELECT COUNT(*) FROM (SELECT 1 FROM dead_letters WHERE topic = ?"
+                " AND received_at > ? LIMIT ?) AS recent",
+                (topic_text, at - 3600, DEAD_LETTERS_PER_TOPIC_HOUR)).fetchone()
+            if recent >= DEAD_LETTERS_PER_TOPIC_HOUR:
+                return  # the refusal is recorded above; its bytes are not kept
+            tx.execute(
+                "INSERT INTO dead_letters (received_at, topic, clinic, device, reason, size,"
+                " payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (at, topic_text, clinic_text, device_text, reason, len(dead_letter),
+                 bytes(dead_letter)))
+            self._kept_since_prune += 1
+            if self._kept_since_prune >= PRUNE_EVERY:
                 tx.execute(_PRUNE_DEAD_LETTERS, (int(dead_letter_max_bytes),))
+                self._kept_since_prune = 0
 
     # -- dead letters and audit heads --------------------------------------------
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 
 import central.receiver as receiver_module
+import central.store as store_module
 from central.config import CentralConfig
 from central.receiver import INTERNAL_ERROR, OUTCOMES, MqttService, Receiver
 from central.store import StoreError
@@ -60,7 +61,8 @@ def test_dead_letters_can_be_turned_off(store, hospital, box):
     assert store.counts()["rejections"] == 1 and store.dead_letters() == []
 
 
-def test_dead_letters_are_bounded_by_dropping_the_oldest(store, hospital):
+def test_dead_letters_are_bounded_by_dropping_the_oldest(store, hospital, monkeypatch):
+    monkeypatch.setattr(store_module, "PRUNE_EVERY", 1)  # the bound checked on every letter
     receiver = _receiver(store, hospital, dead_letter_max_mb=1)
     sizes = [400_000, 400_000, 400_000, 400_000, 100_000]
     for index, size in enumerate(sizes):
@@ -156,3 +158,27 @@ def test_the_link_acknowledges_a_malformed_message(store, hospital, box):
     service, client = _service(receiver), _Client()
     service._on_message(client, None, _Message(_poison(box)[1], mid=9))
     assert client.acked == [9] and receiver.counts == {"malformed": 1}
+
+
+def test_one_topic_keeps_a_bounded_number_of_dead_letters_an_hour(store, hospital, box):
+    """Found by the red team: a box publishing empty payloads kept a dead letter of 0 bytes
+    each, never pruned, and every refusal read the whole table. Now a topic keeps at most
+    DEAD_LETTERS_PER_TOPIC_HOUR an hour (every refusal is still recorded), and each row
+    counts against the bound."""
+    receiver = _receiver(store, hospital)
+    flood = store_module.DEAD_LETTERS_PER_TOPIC_HOUR + 30
+    for _ in range(flood):
+        assert receiver.handle(ALERT_TOPIC, b"") == "malformed"
+    assert store.dead_letter_totals() == (store_module.DEAD_LETTERS_PER_TOPIC_HOUR, 0)
+    assert store.counts()["rejections"] == flood
+    other = topic("clinic-b", "box-2", "alert")
+    assert receiver.handle(other, b"") == "malformed"  # another box's letters are kept
+    assert store.dead_letter_totals()[0] == store_module.DEAD_LETTERS_PER_TOPIC_HOUR + 1
+
+
+def test_empty_dead_letters_count_against_the_bound(store):
+    for index in range(store_module.PRUNE_EVERY * 2):
+        store.reject("malformed", f"t/{index}", None, 0, at=float(index), dead_letter=b"",
+                     dead_letter_max_bytes=10 * store_module.DEAD_LETTER_ROW_BYTES)
+    kept, size = store.dead_letter_totals()
+    assert size == 0 and kept <= 10 + store_module.PRUNE_EVERY

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+import central.store as store_module
 from central.schema import VERSION
 from central.sql import Database, StoreError, sqlite_path
 from central.store import EnrolmentConflict, Store
@@ -276,10 +277,12 @@ class StoreContract:
         assert again.migrated_from == VERSION == 3 and again.dead_letter_totals() == (1, 5)
         again.close()
 
-    def test_dead_letters_keep_bytes_and_drop_the_oldest_beyond_the_bound(self, store):
-        for index in range(6):
+    def test_dead_letters_keep_bytes_and_drop_the_oldest_beyond_the_bound(self, store,
+                                                                          monkeypatch):
+        monkeypatch.setattr(store_module, "PRUNE_EVERY", 1)  # the bound on every letter
+        for index in range(6):  # each 400 bytes + its row: two fit in 1,400
             store.reject("malformed", "t", ("clinic-a", "box-1"), 400, at=float(index),
-                         dead_letter=bytes([index]) * 400, dead_letter_max_bytes=1000)
+                         dead_letter=bytes([index]) * 400, dead_letter_max_bytes=1400)
         kept = store.dead_letters()
         assert [d["received_at"] for d in kept] == [5.0, 4.0]
         assert [store.dead_letter_bytes(d["id"]) for d in kept] == [b"\x05" * 400,
