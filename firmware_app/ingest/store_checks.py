@@ -6,13 +6,16 @@ understand), names another SOP Instance UID or SOP Class UID than the command's 
 ones (0xA900, data set does not match SOP class), or carries a SOP Instance, SOP Class,
 Study Instance or Series Instance UID that is not a valid UID (0xC000; Orthanc stores
 those, the box does not: a UID names files and rows downstream). A data set whose
-header cannot be read is refused as 0xC000 too. ``tests/integration/test_ingest_refusals.py``
-sends each case to the box and to a real Orthanc.
+header cannot be read, or that holds an element twice (a second SOP Instance UID that
+dcmtk, the PACS, would ignore and pydicom, the box, would keep), is refused as 0xC000
+too. ``tests/integration/test_ingest_refusals.py`` sends each case to the box and to a
+real Orthanc.
 
-Only the header is read (pydicom, up to the Series Instance UID, large values deferred;
-a deflated data set is inflated to at most ``HEADER_BYTES``), so the check costs the
-same for a 4 KB and a 1 GB object. The USB importer checks the file meta's SOP Instance
-UID with ``valid_uid`` (there is no command to compare with).
+Only the header is read (pydicom, element headers up to the pixel data, only the four
+UIDs' values, large values deferred; a deflated data set is inflated to at most
+``HEADER_BYTES``), so the check costs the same for a 4 KB and a 1 GB object. The USB
+importer checks the file meta's SOP Instance UID with ``valid_uid`` (there is no
+command to compare with).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from firmware_app.errors import CliniboxError
+from firmware_app.i18n import N_
 from firmware_app.imaging.dataset_values import MAX_UID_LENGTH, valid_uid
 
 #: most bytes a deflated data set is inflated to for its header
@@ -56,6 +61,7 @@ class Refusal(enum.Enum):
     """Why a received data set is not stored (the value is the code logged)."""
 
     UNREADABLE = "unreadable_header"
+    REPEATED_ELEMENT = "repeated_element"
     NO_SOP_INSTANCE_UID = "no_sop_instance_uid"
     NO_SOP_CLASS_UID = "no_sop_class_uid"
     INVALID_UID = "invalid_uid"
@@ -78,9 +84,33 @@ class Verdict:
     sop_instance_uid: str | None = None
 
 
-def _past_series_uid(tag: BaseTag, vr: str | None, length: int) -> bool:
-    """Stop reading after the Series Instance UID (the elements are in tag order)."""
-    return tag > SERIES_INSTANCE
+class RepeatedElement(CliniboxError, ValueError):
+    """A received header that holds one element twice."""
+
+    kind = N_("refused")
+
+
+#: where the header ends: the pixel data (its value is never read)
+PIXEL_DATA = Tag(0x7FE0, 0x0010)
+
+
+class _Once:
+    """``read_dataset``'s ``stop_when``: stops at the pixel data, and at an element the
+    header holds twice (a second SOP Instance UID: dcmtk keeps the first, pydicom the
+    last, so the PACS and the box would name the object differently); ``repeated`` then
+    says so. Elements merely out of tag order are read as they are (every reader agrees
+    on them)."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+        self.repeated = False
+
+    def __call__(self, tag: BaseTag, vr: str | None, length: int) -> bool:
+        if int(tag) in self.seen:
+            self.repeated = True
+            return True
+        self.seen.add(int(tag))
+        return tag >= PIXEL_DATA
 
 
 def read_header_uids(path: Path) -> dict[BaseTag, str]:
@@ -103,14 +133,15 @@ def read_header_uids(path: Path) -> dict[BaseTag, str]:
             elif value is not None:
                 found[tag] = str(value).strip("\x00 ")
         return {tag: uid for tag, uid in found.items() if uid}
-    except OSError:  # the file is gone or the disk failed: not the sender's fault
+    except (OSError, RepeatedElement):  # the disk failed (not the sender's fault); or said
         raise
     except Exception as exc:  # a sender's bytes: anything pydicom raises means unreadable
         raise ValueError(f"header cannot be read: {type(exc).__name__}") from exc
 
 
 def _read_header(handle: BinaryIO) -> Dataset:
-    """The header's elements up to the Series Instance UID (only ``_TAGS`` kept), in the
+    """The header's elements up to the pixel data (only ``_TAGS`` kept; the others are
+    skipped, not read; none may appear twice), in the
     transfer syntax the file meta names (none: implicit VR little endian, DICOM's default);
     a deflated data set is inflated to at most ``HEADER_BYTES`` (a deflate bomb must not
     fill the memory)."""
@@ -125,8 +156,12 @@ def _read_header(handle: BinaryIO) -> Dataset:
         while len(data) < HEADER_BYTES and (chunk := handle.read(65536)):
             data += inflater.decompress(chunk, HEADER_BYTES - len(data))
         source = DicomBytesIO(data)
-    return read_dataset(source, implicit, little_endian, stop_when=_past_series_uid,
-                        defer_size=DEFER_BYTES, specific_tags=list(_TAGS))
+    once = _Once()
+    data_set = read_dataset(source, implicit, little_endian, stop_when=once,
+                            defer_size=DEFER_BYTES, specific_tags=list(_TAGS))
+    if once.repeated:
+        raise RepeatedElement("an element appears twice in the header")
+    return data_set
 
 
 def check_received(path: Path, *, command_instance_uid: str | None,
@@ -136,6 +171,8 @@ def check_received(path: Path, *, command_instance_uid: str | None,
     Raises OSError where the file cannot be read."""
     try:
         uids = read_header_uids(path)
+    except RepeatedElement:
+        return Verdict(Refusal.REPEATED_ELEMENT)
     except ValueError:
         return Verdict(Refusal.UNREADABLE)
     instance, sop_class = uids.get(SOP_INSTANCE), uids.get(SOP_CLASS)

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import io
 import logging
+import struct
 import warnings
 import zlib
 
+import pydicom
 import pytest
-from pydicom.filewriter import dcmwrite
+from pydicom.filewriter import dcmwrite, write_file_meta_info
 from pydicom.uid import CTImageStorage, DeflatedExplicitVRLittleEndian, MRImageStorage
 
 from firmware_app.imaging.dataset_values import valid_uid
@@ -125,7 +127,34 @@ def test_a_deflate_bomb_is_inflated_no_further_than_the_header(tmp_path):
     path.write_bytes(data[:meta_end] + bomb + squeezer.flush())
     assert path.stat().st_size < HEADER_BYTES
     verdict = check_received(path, command_instance_uid=UID, command_class_uid=CTImageStorage)
-    assert verdict.refusal in (Refusal.UNREADABLE, Refusal.NO_SOP_INSTANCE_UID)
+    assert verdict.refusal in (Refusal.UNREADABLE, Refusal.NO_SOP_INSTANCE_UID,
+                               Refusal.REPEATED_ELEMENT)  # zeros read as (0000,0000) twice
+
+
+def _element(group: int, element: int, vr: bytes, value: bytes) -> bytes:
+    """An explicit VR little endian element with a short length (value padded even)."""
+    value += b"\x00" * (len(value) % 2)
+    return struct.pack("<HH", group, element) + vr + struct.pack("<H", len(value)) + value
+
+
+def test_a_header_that_holds_the_sop_instance_uid_twice_is_refused(tmp_path):
+    """Found by the red team: the command's UID in order, another after (0028,0010); the
+    check stopped early and saw the first, dcmtk keeps the first, pydicom the last."""
+    first, second = UID.encode(), b"1.2.826.0.1.3680043.8.498.999"
+    data_set = (_element(0x0008, 0x0016, b"UI", CTImageStorage.encode())
+                + _element(0x0008, 0x0018, b"UI", first)
+                + _element(0x0020, 0x000D, b"UI", b"1.2.3.1")
+                + _element(0x0020, 0x000E, b"UI", b"1.2.3.2")
+                + _element(0x0028, 0x0010, b"US", struct.pack("<H", 1))
+                + _element(0x0008, 0x0018, b"UI", second))
+    path = tmp_path / "receiving-1-twice.dcm"
+    buffer = io.BytesIO()
+    meta = image_dataset("twice", sop_instance_uid=UID).file_meta
+    write_file_meta_info(buffer, meta, enforce_standard=True)
+    path.write_bytes(bytes(128) + b"DICM" + buffer.getvalue() + data_set)
+    verdict = check_received(path, command_instance_uid=UID, command_class_uid=CTImageStorage)
+    assert verdict.refusal is Refusal.REPEATED_ELEMENT and verdict.refusal.status == 0xC000
+    assert pydicom.dcmread(path).SOPInstanceUID == second.decode()  # what the box would keep
 
 
 def test_garbage_is_unreadable_and_a_missing_file_is_an_os_error(tmp_path):
