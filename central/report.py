@@ -7,8 +7,9 @@ Health, from worst to best:
 * ``silent``   – nothing received for longer than ``stale_seconds`` (or ever);
 * ``warning``  – disk nearly full, long queue, outbox dropping messages, drift, a
   recent device event (a model package rolled back or refused, a service failed), or
-  the latest audit-trail head its heartbeats reported was ``rewritten``, ``rewound`` or
-  a ``gap`` (:mod:`central.audit_witness`);
+  an audit-trail head its heartbeats reported in the last ``AUDIT_ALARM_DAYS`` was
+  ``rewritten``, ``rewound`` or a ``gap`` (:mod:`central.audit_witness`), even when
+  later heads extend the trail again;
 * ``ok``.
 
 Every reason behind a health word is listed with the row, so a person can act
@@ -25,6 +26,9 @@ from central.config import HealthConfig
 from central.drift import drift_warnings
 from central.store import Device, Store, StoredMessage
 
+#: days a rewritten, rewound or gap verdict stays in the report after later heartbeats extend
+#: the trail again (one heartbeat later the latest head is "extends": the alarm must not go)
+AUDIT_ALARM_DAYS = 30
 HEALTH_ORDER = ("revoked", "offline", "silent", "warning", "ok")
 
 _COLUMNS = (
@@ -192,9 +196,11 @@ def build_report(store: Store, health: HealthConfig, now: float) -> list[dict[st
     seen = store.last_seen()
     alert_counts = store.alert_counts()
     heads = store.latest_audit_heads()
+    alarms = store.latest_audit_alarms(now - AUDIT_ALARM_DAYS * 86400)
     return [device_row(store, record, health, now, seen.get((record.clinic, record.device)),
                        alert_counts.get((record.clinic, record.device), (0, 0)),
-                       heads.get((record.clinic, record.device)))
+                       alarms.get((record.clinic, record.device))
+                       or heads.get((record.clinic, record.device)))
             for record in store.devices()]
 
 

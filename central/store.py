@@ -354,6 +354,17 @@ class Store:
                 " ORDER BY clinic, device").fetchall()
         return {(row[0], row[1]): _head(row) for row in rows}
 
+    def latest_audit_alarms(self, since: float) -> dict[tuple[str, str], dict[str, Any]]:
+        """Per (clinic, device): its latest head received after ``since`` whose verdict is
+        an alarm (``rewritten``, ``rewound``, ``gap``), even when later heads extend it."""
+        marks = ", ".join("?" for _ in audit_witness.ALARMS)
+        with self._db.transaction(write=False) as tx:
+            rows = tx.execute(
+                f"SELECT {_HEAD_COLUMNS} FROM audit_heads WHERE verdict IN ({marks})"
+                " AND received_at > ? ORDER BY clinic, device, seq",
+                (*audit_witness.ALARMS, since)).fetchall()
+        return {(row[0], row[1]): _head(row) for row in rows}  # the latest one wins
+
     # -- alerts --------------------------------------------------------------
     def alerts(self, *, waiting: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
         """Alerts, newest first; ``waiting`` keeps only the unreviewed ones."""

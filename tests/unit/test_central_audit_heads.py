@@ -14,7 +14,7 @@ from central.audit_witness import AuditHead, audit_head, verdict
 from central.cli import main
 from central.config import CentralConfig, HealthConfig
 from central.receiver import Receiver
-from central.report import build_report, render_table
+from central.report import AUDIT_ALARM_DAYS, build_report, render_table
 from central.store import Store
 from tests.central_fixtures import (  # noqa: F401 (pytest fixtures)
     central_box,
@@ -129,7 +129,7 @@ def test_the_cli_lists_latest_heads_and_alarms_and_writes_a_witness_file(
     assert status == 2  # a witness file is one device's
 
 
-def test_the_report_warns_about_a_device_whose_latest_head_is_an_alarm(store, hospital, box):
+def test_the_report_warns_about_an_alarm_even_after_later_heads_extend_it(store, hospital, box):
     receiver = Receiver(CentralConfig(), store, hospital[0])
     _beat(receiver, box, 4, h(4), 4, h(4))
     [row] = build_report(store, HealthConfig(), time.time())
@@ -141,7 +141,10 @@ def test_the_report_warns_about_a_device_whose_latest_head_is_an_alarm(store, ho
     assert "audit trail rewritten" in render_table([row])
     _beat(receiver, box, 7, h(7), 6, h(6))  # extends the rewritten trail: no longer latest
     [row] = build_report(store, HealthConfig(), time.time())
-    assert row["health"] == "ok"
+    assert row["health"] == "warning" and row["audit"] == "rewritten"  # the alarm stays …
+    later = time.time() + (AUDIT_ALARM_DAYS + 1) * 86400
+    [row] = build_report(store, HealthConfig(), later)
+    assert row["audit"] == "extends" and not any("audit" in r for r in row["reasons"])  # … a while
 
 
 def test_the_dead_letters_cli_lists_and_saves(store, hospital, box, database, capsys, tmp_path):
