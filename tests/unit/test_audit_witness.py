@@ -5,7 +5,6 @@ that the chain alone cannot."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from firmware_app.cli.table import main
 from firmware_app.contracts.egress import EgressRefused, check_message
 from firmware_app.storage import audit, audit_witness, db
-from firmware_app.storage.audit_chain import row_hash, verify
+from firmware_app.storage.audit_chain import verify
 from firmware_app.storage.audit_schema import GENESIS_HASH, missing_triggers
 from firmware_app.storage.audit_witness_check import (
     CUT_OFF,
@@ -24,28 +23,10 @@ from firmware_app.storage.audit_witness_check import (
     parse_witness,
 )
 from firmware_app.storage.outbox import Outbox
-from firmware_app.telemetry.messages import ModelFacts, build_status
+from firmware_app.telemetry.messages import build_status
+from tests.audit_trail_attack import MODEL, fill_trail, queue_heartbeat, rewrite_without
 
-MODEL = ModelFacts("clinibox-demo-lesion@1.0.0", ("lesion",), 0.5)
 CLINIC, DEVICE = "clinic-a", "box-1"
-
-
-def _fill(conn: sqlite3.Connection, n: int, start: float = 1_000.0) -> None:
-    for i in range(n):
-        audit.record(conn, "study_view", account="carl", address="10.0.0.5",
-                     target=f"study:{i + 1}", detail=f"instance {i}", at=start + i)
-
-
-def _heartbeat(conn: sqlite3.Connection, *, sent: bool = True) -> dict:
-    """A heartbeat as the service queues it; ``sent``: the broker acknowledged it."""
-    outbox = Outbox(conn, 100, {"lesion"})
-    with db.transaction(conn):
-        audit_witness.remember_acknowledged(conn)
-        payload = build_status(conn, outbox, MODEL, "heartbeat", 60.0)
-        seq = outbox.add("status", payload)
-    if sent:
-        outbox.mark_sent(seq)
-    return {**payload, "seq": seq}
 
 
 def _witness_file(folder: Path, *heartbeats: dict) -> Path:
@@ -57,26 +38,6 @@ def _witness_file(folder: Path, *heartbeats: dict) -> Path:
     return path
 
 
-def _rewrite_without(conn: sqlite3.Connection, gone: int) -> None:
-    """The attack: as the service user, with the triggers left in place — lift the anchor's
-    pruning flag, delete row ``gone`` and every later row, put the later rows back one id
-    lower with their hashes made again, fix ``sqlite_sequence``, restore the flag."""
-    later = conn.execute("SELECT at, account, address, action, target, detail FROM audit"
-                         " WHERE id > ? ORDER BY id", (gone,)).fetchall()
-    prev = conn.execute("SELECT hash FROM audit WHERE id = ?", (gone - 1,)).fetchone()[0]
-    conn.execute("UPDATE audit_anchor SET pruning = 1 WHERE id = 1")
-    conn.execute("DELETE FROM audit WHERE id >= ?", (gone,))
-    for new_id, row in enumerate(later, start=gone):
-        digest = row_hash(prev, new_id, *row)
-        conn.execute("INSERT INTO audit(id, at, account, address, action, target, detail,"
-                     " prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                     (new_id, *row, prev, digest))
-        prev = digest
-    conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'audit'",
-                 (gone + len(later) - 1,))
-    conn.execute("UPDATE audit_anchor SET pruning = 0 WHERE id = 1")
-
-
 def _config(folder: Path, state: Path, extra: str = "") -> str:
     path = folder / "box.toml"
     path.write_text(f'[storage]\nstate_dir = "{state.as_posix()}"\n'
@@ -85,81 +46,81 @@ def _config(folder: Path, state: Path, extra: str = "") -> str:
 
 
 def test_the_first_heartbeat_witnesses_the_head_and_an_empty_trail_the_anchor(conn):
-    first = _heartbeat(conn)["audit"]
+    first = queue_heartbeat(conn)["audit"]
     assert first == {"row": 0, "hash": GENESIS_HASH, "since_row": 0, "since_hash": GENESIS_HASH}
-    _fill(conn, 4)
+    fill_trail(conn, 4)
     last = conn.execute("SELECT hash FROM audit WHERE id = 4").fetchone()[0]
-    assert _heartbeat(conn)["audit"] == {"row": 4, "hash": last, "since_row": 0,
+    assert queue_heartbeat(conn)["audit"] == {"row": 4, "hash": last, "since_row": 0,
                                          "since_hash": GENESIS_HASH}
-    _fill(conn, 2, start=2_000.0)
+    fill_trail(conn, 2, start=2_000.0)
     newest = conn.execute("SELECT hash FROM audit WHERE id = 6").fetchone()[0]
-    assert _heartbeat(conn)["audit"] == {"row": 6, "hash": newest, "since_row": 4,
+    assert queue_heartbeat(conn)["audit"] == {"row": 6, "hash": newest, "since_row": 4,
                                          "since_hash": last}
     offline = build_status(conn, Outbox(conn, 100, {"lesion"}), MODEL, "offline", 1.0)
     assert "audit" not in offline  # the broker's last will is made long before it is sent
 
 
 def test_a_heartbeat_never_sent_does_not_count_and_the_row_outlives_the_outbox(conn):
-    _fill(conn, 2)
-    assert _heartbeat(conn)["audit"]["row"] == 2
-    _fill(conn, 2, start=2_000.0)
-    unsent = _heartbeat(conn, sent=False)["audit"]  # superseded below: the hospital never saw it
+    fill_trail(conn, 2)
+    assert queue_heartbeat(conn)["audit"]["row"] == 2
+    fill_trail(conn, 2, start=2_000.0)
+    unsent = queue_heartbeat(conn, sent=False)["audit"]  # superseded: the hospital never saw it
     assert (unsent["row"], unsent["since_row"]) == (4, 2)
-    _fill(conn, 1, start=3_000.0)
-    assert _heartbeat(conn)["audit"]["since_row"] == 2
+    fill_trail(conn, 1, start=3_000.0)
+    assert queue_heartbeat(conn)["audit"]["since_row"] == 2
     audit_witness.remember_acknowledged(conn)  # as the service does before each purge
     conn.execute("DELETE FROM outbox")  # purged after [telemetry] audit_days
-    field = _heartbeat(conn)["audit"]
+    field = queue_heartbeat(conn)["audit"]
     assert (field["row"], field["since_row"]) == (5, 5)  # remembered in telemetry_state
     assert audit_witness.acknowledged_row(conn) == 5
 
 
 def test_the_rewrite_the_chain_cannot_see_the_witness_and_the_next_heartbeat_show(
         conn, tmp_path):
-    _fill(conn, 6)
-    seen = _heartbeat(conn)
+    fill_trail(conn, 6)
+    seen = queue_heartbeat(conn)
     assert seen["audit"]["row"] == 6
     witnessed_hash = seen["audit"]["hash"]
     witness = parse_witness(_witness_file(tmp_path, seen).read_bytes())
     assert check_witness(conn, witness).intact
 
-    _rewrite_without(conn, 3)
+    rewrite_without(conn, 3)
     check = verify(conn)
     assert check.intact and not missing_triggers(conn)  # honest: the chain alone checks
     assert audit_witness.head(conn)[0] == 5
     result = check_witness(conn, witness)
     assert (result.broken_at, result.reason) == (6, CUT_OFF)
 
-    _fill(conn, 2, start=5_000.0)  # life goes on: rows 6 and 7 are new ones
+    fill_trail(conn, 2, start=5_000.0)  # life goes on: rows 6 and 7 are new ones
     result = check_witness(conn, witness)
     assert (result.intact, result.broken_at, result.reason) == (False, 6, HASH_DIFFERS)
     assert result.witnessed_hash == witnessed_hash and result.chain_hash != witnessed_hash
-    after = _heartbeat(conn)["audit"]
+    after = queue_heartbeat(conn)["audit"]
     assert after["since_row"] == 6 and after["since_hash"] != witnessed_hash
 
 
 def test_a_heartbeat_after_its_witnessed_row_was_pruned_shows_a_gap(conn):
-    _fill(conn, 3)
-    assert _heartbeat(conn)["audit"]["row"] == 3
-    _fill(conn, 3, start=100_000.0)
+    fill_trail(conn, 3)
+    assert queue_heartbeat(conn)["audit"]["row"] == 3
+    fill_trail(conn, 3, start=100_000.0)
     assert audit.prune(conn, keep_days=1, now=100_000.0 + 0.5 * 86_400) == 3
-    field = _heartbeat(conn)["audit"]  # row 3 is the anchor now: still witnessed
+    field = queue_heartbeat(conn)["audit"]  # row 3 is the anchor now: still witnessed
     assert (field["since_row"], field["row"]) == (3, 7)
     assert field["since_hash"] == audit_witness.hash_at(conn, 3)
-    _fill(conn, 1, start=150_000.0)  # row 8, after the witnessed row 7
-    _fill(conn, 2, start=300_000.0)
+    fill_trail(conn, 1, start=150_000.0)  # row 8, after the witnessed row 7
+    fill_trail(conn, 2, start=300_000.0)
     assert audit.prune(conn, keep_days=1, now=300_000.0 + 0.5 * 86_400) == 5
-    field = _heartbeat(conn)["audit"]  # row 7 is gone: the witness restarts at the head
+    field = queue_heartbeat(conn)["audit"]  # row 7 is gone: the witness restarts at the head
     assert (field["since_row"], field["since_hash"]) == (field["row"], field["hash"]) == \
         (11, conn.execute("SELECT hash FROM audit WHERE id = 11").fetchone()[0])
 
 
 def test_witnessed_rows_before_the_anchor_are_not_checkable_and_deleted_rows_are_found(
         conn, tmp_path):
-    _fill(conn, 4)
-    old = [_heartbeat(conn)]
-    _fill(conn, 2, start=100_000.0)
-    old.append(_heartbeat(conn))
+    fill_trail(conn, 4)
+    old = [queue_heartbeat(conn)]
+    fill_trail(conn, 2, start=100_000.0)
+    old.append(queue_heartbeat(conn))
     audit.prune(conn, keep_days=1, now=100_000.0 + 0.5 * 86_400)  # rows 1-4 go, anchor 4
     first = {**old[0], "audit": {**old[0]["audit"], "row": 2,
                                  "hash": "a" * 64}}  # a head older than the anchor
@@ -174,8 +135,8 @@ def test_witnessed_rows_before_the_anchor_are_not_checkable_and_deleted_rows_are
 
 
 def test_status_payloads_pass_the_gate_with_and_without_the_head_and_bad_ones_do_not(conn):
-    _fill(conn, 2)
-    payload = _heartbeat(conn)
+    fill_trail(conn, 2)
+    payload = queue_heartbeat(conn)
     payload.pop("seq")
     check_message("status", payload, None)
     check_message("status", {k: v for k, v in payload.items() if k != "audit"}, None)
@@ -215,16 +176,16 @@ def test_clinibox_audit_verify_prints_the_head_and_checks_the_witness(tmp_path, 
     config = _config(tmp_path, state)
     conn = db.connect(state / "clinibox.db")
     db.initialise(conn)
-    _fill(conn, 6)
-    seen = _heartbeat(conn)
+    fill_trail(conn, 6)
+    seen = queue_heartbeat(conn)
     witness = _witness_file(tmp_path, seen)
     assert main(["audit", "--verify", "--witness", str(witness), "--config", config]) == 0
     out = capsys.readouterr().out
     assert f"audit head: row 6, hash {seen['audit']['hash']}" in out
     assert "agrees with 1 head(s) the hospital saw" in out
 
-    _rewrite_without(conn, 3)
-    _fill(conn, 2, start=5_000.0)
+    rewrite_without(conn, 3)
+    fill_trail(conn, 2, start=5_000.0)
     conn.close()
     assert main(["audit", "--verify", "--config", config]) == 0  # the chain alone: intact
     assert "audit chain: intact" in capsys.readouterr().out
@@ -255,7 +216,7 @@ def test_clinibox_status_raises_the_audit_size_alarm(tmp_path, capsys):
     state.mkdir(mode=0o750)
     conn = db.connect(state / "clinibox.db")
     db.initialise(conn)
-    _fill(conn, 20)
+    fill_trail(conn, 20)
     conn.close()
     assert main(["status", "--config", _config(tmp_path, state)]) == 0
     assert "audit trail takes about" not in capsys.readouterr().out
@@ -281,10 +242,10 @@ def test_the_hospitals_witness_document_and_verdict_fit_the_box(conn):
         witness_document,
     )
 
-    _fill(conn, 6)
-    first = _heartbeat(conn)
-    _fill(conn, 1, start=2_000.0)
-    second = _heartbeat(conn)
+    fill_trail(conn, 6)
+    first = queue_heartbeat(conn)
+    fill_trail(conn, 1, start=2_000.0)
+    second = queue_heartbeat(conn)
     heads = [{"row": h["audit"]["row"], "hash": h["audit"]["hash"], "seq": h["seq"],
               "received_at": 1.5e9} for h in (first, second)]
     document = json.dumps(witness_document(CLINIC, DEVICE, heads)).encode()
@@ -292,7 +253,7 @@ def test_the_hospitals_witness_document_and_verdict_fit_the_box(conn):
     heads_seen = [audit_head(h) for h in (first, second)]
     assert verdict(None, heads_seen[0]) == FIRST
     assert verdict((6, first["audit"]["hash"]), heads_seen[1]) == EXTENDS
-    _rewrite_without(conn, 3)
-    _fill(conn, 3, start=5_000.0)
-    third = audit_head(_heartbeat(conn))
+    rewrite_without(conn, 3)
+    fill_trail(conn, 3, start=5_000.0)
+    third = audit_head(queue_heartbeat(conn))
     assert third is not None and verdict((7, second["audit"]["hash"]), third) == REWRITTEN
