@@ -32,7 +32,15 @@ from firmware_app.storage import db
 from tests.audit_trail_attack import fill_trail, queue_heartbeat, rewrite_without
 from tests.envelope_forge import deep_header, long_seq_header, seal_raw
 from tests.integration.conftest import REPO, to_toml, wait_for
-from tests.mqtt_broker import Broker, MqttPki, client, close, make_mqtt_pki, publish_and_wait
+from tests.mqtt_broker import (
+    Broker,
+    MqttPki,
+    client,
+    close,
+    make_mqtt_pki,
+    publish_and_wait,
+    receiver_settings,
+)
 from tests.telemetry_payloads import Box, public_pem
 
 pytestmark = pytest.mark.integration
@@ -109,13 +117,8 @@ def hospital(tmp_path_factory) -> Iterator[Hospital]:
     store.close()
     with Broker(root / "broker", pki) as broker:
         config = root / "central.toml"
-        config.write_text(to_toml({
-            "mqtt": {"host": "127.0.0.1", "port": broker.port, "ca_file": str(pki.ca_cert),
-                     "cert_file": str(pki.receiver.cert), "key_file": str(pki.receiver.key),
-                     "group": "central", "client_id": RECEIVER_ID},
-            "database": {"url": f"sqlite:///{database}"},
-            "keys": {"hospital_key": str(root / "hospital.pem")},
-        }))
+        config.write_text(to_toml(receiver_settings(broker, pki, database, root / "hospital.pem",
+                                                      RECEIVER_ID)))
         log = root / "receiver.log"
         place = Hospital(root, pki, broker, box, config, database, log, _serve(config, log))
         try:

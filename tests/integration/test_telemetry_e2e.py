@@ -41,6 +41,7 @@ from tests.mqtt_broker import (
     close,
     make_mqtt_pki,
     publish_and_wait,
+    receiver_settings,
 )
 
 pytestmark = pytest.mark.integration
@@ -108,13 +109,8 @@ def hospital(tmp_path_factory) -> Iterator[Hospital]:
     clinibox("keys", "generate", "--kind", "hospital", "--out", str(root / "hospital"))
     database = root / "central.db"
     config = root / "central.toml"
-    config.write_text(to_toml({
-        "mqtt": {"host": "127.0.0.1", "port": broker.port, "ca_file": str(pki.ca_cert),
-                 "cert_file": str(pki.receiver.cert), "key_file": str(pki.receiver.key),
-                 "group": "central", "client_id": RECEIVER_ID},
-        "database": {"url": f"sqlite:///{database}"},
-        "keys": {"hospital_key": str(root / "hospital.pem")},
-    }))
+    config.write_text(to_toml(receiver_settings(broker, pki, database, root / "hospital.pem",
+                                                  RECEIVER_ID)))
     place = Hospital(root, pki, broker, config, database, root / "hospital.pub",
                      root / "receiver.log")
     place.start_receiver()
