@@ -318,6 +318,18 @@ class Broker:
             self.kill()
 
 
+def receiver_settings(broker: Broker, pki: MqttPki, database: Path, hospital_key: Path,
+                      client_id: str) -> dict:
+    """The [mqtt], [database] and [keys] sections of a ``clinibox central`` config that
+    receives from ``broker`` with the PKI's receiver certificate into SQLite ``database``."""
+    return {
+        "mqtt": {"host": "127.0.0.1", "port": broker.port, "ca_file": str(pki.ca_cert),
+                 "cert_file": str(pki.receiver.cert), "key_file": str(pki.receiver.key),
+                 "group": "central", "client_id": client_id},
+        "database": {"url": f"sqlite:///{database}"},
+        "keys": {"hospital_key": str(hospital_key)},
+    }
+
 @dataclass(frozen=True)
 class Seen:
     """One message as a subscriber received it."""
