@@ -1,11 +1,12 @@
 """The hospital as witness of each box's audit trail: what its heartbeats said, and a verdict.
 
 A box's status heartbeat may carry ``"audit": {"row", "hash", "since_row",
-"since_hash"}``: the head of its hash-chained audit trail (last row id and
-that row's hash) and the hash its *current* chain has at the row its previous
-heartbeat reported (``since_row``/``since_hash``; equal to ``row``/``hash`` on
-its first report). The hospital keeps every head (``audit_heads``) with one
-verdict against the head witnessed before it (by sequence number):
+"since_hash", "at"}``: the head of its hash-chained audit trail (last row id,
+that row's hash and when it was written) and the hash its *current* chain has
+at the row its previous heartbeat reported (``since_row``/``since_hash``;
+equal to ``row``/``hash`` on its first report). The hospital keeps every head
+(``audit_heads``) with one verdict against the head witnessed before it (by
+sequence number):
 
 * ``first``     – no earlier head for this device;
 * ``extends``   – ``since`` is the last witnessed head, same hash, and the trail grew or stayed;
@@ -42,6 +43,7 @@ class AuditHead:
     hash: str
     since_row: int
     since_hash: str
+    at: int | None = None
 
 
 def _row(value: Any) -> bool:
@@ -55,12 +57,14 @@ def _hash(value: Any) -> bool:
 def audit_head(payload: dict[str, Any]) -> AuditHead | None:
     """The ``audit`` field of a status payload, or None when absent or not well formed."""
     audit = payload.get("audit")
-    if not isinstance(audit, dict) or set(audit) != {"row", "hash", "since_row", "since_hash"}:
+    keys = {"row", "hash", "since_row", "since_hash"}
+    if not isinstance(audit, dict) or set(audit) not in (keys, keys | {"at"}):
         return None
     if not (_row(audit["row"]) and _row(audit["since_row"]) and _hash(audit["hash"])
-            and _hash(audit["since_hash"])):
+            and _hash(audit["since_hash"]) and _row(audit.get("at", 0))):
         return None
-    return AuditHead(audit["row"], audit["hash"], audit["since_row"], audit["since_hash"])
+    return AuditHead(audit["row"], audit["hash"], audit["since_row"], audit["since_hash"],
+                     audit.get("at"))
 
 
 def verdict(previous: tuple[int, str] | None, head: AuditHead) -> str:
@@ -79,9 +83,12 @@ def witness_document(clinic: str, device: str,
                      heads: list[dict[str, Any]]) -> dict[str, Any]:
     """The witness file of one device: its heads, by sequence number.
 
-    ``heads`` are rows with ``row``, ``hash``, ``seq`` and ``received_at``.
+    ``heads`` are rows with ``row``, ``hash``, ``seq``, ``received_at`` and ``at`` (when
+    the head row was written; None from a box that did not say).
     """
     ordered = sorted(heads, key=lambda h: int(h["seq"]))
     return {"clinic": clinic, "device": device,
             "heads": [{"row": int(h["row"]), "hash": str(h["hash"]), "seq": int(h["seq"]),
-                       "received_at": float(h["received_at"])} for h in ordered]}
+                       "received_at": float(h["received_at"]),
+                       **({"at": int(h["at"])} if h.get("at") is not None else {})}
+                      for h in ordered]}

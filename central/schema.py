@@ -88,6 +88,7 @@ _TABLES = {
         head_hash   TEXT NOT NULL,
         since_row   BIGINT NOT NULL,
         since_hash  TEXT NOT NULL,
+        head_at     BIGINT,
         received_at DOUBLE PRECISION NOT NULL,
         verdict     TEXT NOT NULL,
         UNIQUE (clinic, device, seq)

@@ -46,9 +46,9 @@ _ALERT_COLUMNS = ("id", "clinic", "device", "seq", *_ALERT_FIELDS, "created_at",
                   "received_at", "reviewed_at")
 _DEAD_LETTER_COLUMNS = ("id", "received_at", "topic", "clinic", "device", "reason", "size")
 #: audit_heads columns as the API names them (row, hash) and as the table does.
-_HEAD_FIELDS = ("clinic", "device", "seq", "row", "hash", "since_row", "since_hash",
+_HEAD_FIELDS = ("clinic", "device", "seq", "row", "hash", "since_row", "since_hash", "at",
                 "received_at", "verdict")
-_HEAD_COLUMNS = ("clinic, device, seq, head_row, head_hash, since_row, since_hash,"
+_HEAD_COLUMNS = ("clinic, device, seq, head_row, head_hash, since_row, since_hash, head_at,"
                  " received_at, verdict")
 #: What one dead letter costs against the bound beyond its bytes: its row (an empty payload
 #: is not free, or a box could keep a million of them under any bound).
@@ -264,10 +264,10 @@ class Store:
         verdict = audit_witness.verdict(
             None if previous is None else (int(previous[0]), str(previous[1])), head)
         tx.execute(
-            f"INSERT INTO audit_heads ({_HEAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            f"INSERT INTO audit_heads ({_HEAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT DO NOTHING",
             (header.clinic, header.device, header.seq, head.row, head.hash, head.since_row,
-             head.since_hash, received_at, verdict))
+             head.since_hash, head.at, received_at, verdict))
         if verdict in audit_witness.ALARMS:
             log.warning("audit trail of %s/%s: %s at seq %d (row %d, since row %d)",
                         header.clinic, header.device, verdict, header.seq, head.row,
@@ -472,6 +472,7 @@ def _head(row: tuple[Any, ...]) -> dict[str, Any]:
     head = dict(zip(_HEAD_FIELDS, row, strict=True))
     for name in ("seq", "row", "since_row"):
         head[name] = int(head[name])
+    head["at"] = None if head["at"] is None else int(head["at"])
     head["received_at"] = float(head["received_at"])
     return head
 

@@ -97,7 +97,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     try:
         check = verify(conn)
         top = head(conn)
-        witnessed = None if witness is None else check_witness(conn, witness)
+        witnessed = None if witness is None else check_witness(
+            conn, witness, keep_days=config.audit.keep_days)
         rows = [] if args.verify else read_rows(conn, query, newest_first=True, limit=args.limit)
         audit.record(conn, "audit_viewed", account=audit.console_actor(),
                      address=audit.CONSOLE_ADDRESS, target="audit", detail=_described(args))

@@ -258,6 +258,9 @@ SCHEMAS: dict[str, Obj] = {
             "hash": _SHA256,
             "since_row": _AUDIT_ROW,
             "since_hash": _SHA256,
+            #: when the head row was written (epoch seconds; 0 for an empty trail): a row
+            #: the hospital saw written less than keep_days ago cannot have been pruned
+            "at": Optional(_SECONDS),
         })),
     }),
     "event": Obj({

@@ -5,7 +5,7 @@ on, every later hash made again (``storage.audit_chain``); the chain then
 checks. Against that the box sends its chain's head off the box, where the box
 cannot take it back: every heartbeat (and the ``online`` message) carries
 
-    "audit": {"row": R, "hash": H, "since_row": R0, "since_hash": H0}
+    "audit": {"row": R, "hash": H, "since_row": R0, "since_hash": H0, "at": T}
 
 * R, H: the id of the trail's last row and that row's hash (the anchor's id and
   hash while the trail has no row: ``storage.audit_schema``);
@@ -18,6 +18,10 @@ cannot take it back: every heartbeat (and the ``online`` message) carries
   sees it at once. When row R0 is gone (pruned, or deleted) and is not the
   anchor's row, the box cannot say what its hash is now: it sends R0 = R and
   H0 = H, and the hospital sees a gap (the witness restarts at R).
+* T: when row R was written (epoch seconds; 0 when the trail is empty): the
+  hospital keeps it with the head, so a witnessed row that later went "pruned"
+  while younger than ``[audit] keep_days`` shows as deleted (the check against
+  the witness file).
 
 The row acknowledged last is read from the outbox (sent status messages stay
 there for ``[telemetry] audit_days``) and kept in ``telemetry_state``
@@ -95,4 +99,6 @@ def status_field(conn: sqlite3.Connection) -> dict[str, Any]:
     since_hash = None if since is None else hash_at(conn, since)
     if since is None or since_hash is None:
         since, since_hash = row, digest
-    return {"row": row, "hash": digest, "since_row": since, "since_hash": since_hash}
+    written = conn.execute("SELECT at FROM audit WHERE id = ?", (row,)).fetchone()
+    return {"row": row, "hash": digest, "since_row": since, "since_hash": since_hash,
+            "at": int(written[0]) if written else 0}

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,15 +44,20 @@ HASH = re.compile(r"[0-9a-f]{64}")
 IDENTITY = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
 FILE_KEYS = frozenset({"clinic", "device", "heads"})
 HEAD_KEYS = frozenset({"row", "hash", "seq", "received_at"})
+#: a head may also say when its row was written (``at``, from boxes that send it)
+OPTIONAL_HEAD_KEYS = frozenset({"at"})
 
 #: why a witnessed head disagrees with the chain (codes a program reads back)
 HASH_DIFFERS = "hash_differs"
 CUT_OFF = "cut_off"
 ROW_MISSING = "row_missing"
+PRUNED_EARLY = "pruned_early"
 REASONS = {
     HASH_DIFFERS: N_("the hospital saw another hash at this row (the chain was rewritten)"),
     CUT_OFF: N_("the hospital saw this row, but the trail now ends before it (rows cut off)"),
     ROW_MISSING: N_("the hospital saw this row, but it is no longer in the trail (deleted)"),
+    PRUNED_EARLY: N_("the hospital saw this row written less than [audit] keep_days ago, but "
+                     "the trail now starts after it (deleted, not pruned)"),
 }
 
 
@@ -70,6 +76,7 @@ class WitnessedHead:
     hash: str
     seq: int
     received_at: float
+    at: int | None = None
 
 
 @dataclass(frozen=True)
@@ -133,7 +140,8 @@ def _count(value: Any, top: float) -> bool:
 
 
 def _head(value: Any, index: int) -> WitnessedHead:
-    if not isinstance(value, dict) or set(value) != HEAD_KEYS:
+    if not isinstance(value, dict) or not HEAD_KEYS <= set(value) <= HEAD_KEYS | \
+            OPTIONAL_HEAD_KEYS:
         raise _refuse(gettext("heads[%(i)s] must be an object with exactly row, hash, seq and "
                               "received_at", i=index))
     row, digest, seq, received = (value[k] for k in ("row", "hash", "seq", "received_at"))
@@ -146,7 +154,10 @@ def _head(value: Any, index: int) -> WitnessedHead:
     if isinstance(received, bool) or not isinstance(received, (int, float)) \
             or not 0 <= received < 2**40:
         raise _refuse(gettext("heads[%(i)s]: received_at must be epoch seconds", i=index))
-    return WitnessedHead(row, digest, seq, float(received))
+    written = value.get("at")
+    if written is not None and not _count(written, 2**40):
+        raise _refuse(gettext("heads[%(i)s]: at must be epoch seconds", i=index))
+    return WitnessedHead(row, digest, seq, float(received), written)
 
 
 def parse_witness(data: bytes) -> Witness:
@@ -181,18 +192,34 @@ def read_witness(path: Path) -> Witness:
     return parse_witness(data)
 
 
-def check_witness(conn: sqlite3.Connection, witness: Witness) -> WitnessCheck:
+def check_witness(conn: sqlite3.Connection, witness: Witness, *,
+                  keep_days: float | None = None, now: float | None = None) -> WitnessCheck:
     """Check every witnessed head against the chain as it is now (in one read snapshot);
-    the result names the lowest witnessed row that disagrees."""
+    the result names the lowest witnessed row that disagrees.
+
+    With ``keep_days`` (``[audit] keep_days``; 0: nothing is ever pruned), a witnessed row
+    the trail no longer holds because its anchor moved past it must have been written more
+    than ``keep_days`` before ``now``, as the retention pass only prunes such rows; a
+    younger one was deleted (rows cut off the front, dressed up as pruning). Heads without
+    ``at`` cannot say. (A keep_days lengthened since the rows were pruned reads as this.)"""
     with read_snapshot(conn):
-        return _check(conn, witness)
+        return _check(conn, witness, keep_days, time.time() if now is None else now)
 
 
-def _check(conn: sqlite3.Connection, witness: Witness) -> WitnessCheck:
+def _kept_seconds(keep_days: float) -> float:
+    """How long rows are kept (``keep_days`` 0: for ever, nothing is pruned)."""
+    return float("inf") if keep_days == 0 else keep_days * 86400
+
+
+def _check(conn: sqlite3.Connection, witness: Witness, keep_days: float | None,
+           now: float) -> WitnessCheck:
     anchor_id, anchor_hash = anchor(conn)
     last_id, _last_hash = head(conn)
     checked = pruned = 0
     for seen in sorted(witness.heads, key=lambda h: (h.row, h.seq)):
+        if (keep_days is not None and anchor_id > 0 and seen.row <= anchor_id
+                and seen.at is not None and seen.at > now - _kept_seconds(keep_days)):
+            return WitnessCheck(checked, pruned, seen.row, PRUNED_EARLY, seen.hash, "")
         if seen.row < anchor_id:
             pruned += 1
             continue

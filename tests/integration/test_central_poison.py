@@ -193,7 +193,8 @@ def test_a_rewritten_trail_shows_at_the_hospital_and_against_its_witness(hospita
     written = _clinibox("central", "audit-heads", "--config", str(hospital.config), "--device",
                         f"{CLINIC}/{DEVICE}", "--witness-file", str(witness))
     assert written.returncode == 0, written.stderr
-    assert [h["row"] for h in json.loads(witness.read_text())["heads"]] == [4, 8, 10]
+    heads = json.loads(witness.read_text())["heads"]
+    assert [(h["row"], h["at"]) for h in heads] == [(4, 1003), (8, 2003), (10, 3002)]
     alone = _clinibox("audit", "--verify", "--config", str(box_config))
     assert alone.returncode == 0  # the chain itself was made again: it checks
     checked = _clinibox("audit", "--verify", "--witness", str(witness), "--config",

@@ -17,6 +17,7 @@ from firmware_app.storage.audit_schema import GENESIS_HASH, missing_triggers
 from firmware_app.storage.audit_witness_check import (
     CUT_OFF,
     HASH_DIFFERS,
+    PRUNED_EARLY,
     ROW_MISSING,
     BadWitnessFile,
     check_witness,
@@ -32,7 +33,7 @@ CLINIC, DEVICE = "clinic-a", "box-1"
 def _witness_file(folder: Path, *heartbeats: dict) -> Path:
     """What ``clinibox central audit-heads --witness-file`` writes from these heartbeats."""
     heads = [{"row": h["audit"]["row"], "hash": h["audit"]["hash"], "seq": h["seq"],
-              "received_at": h["created_at"]} for h in heartbeats]
+              "received_at": h["created_at"], "at": h["audit"]["at"]} for h in heartbeats]
     path = folder / "witness.json"
     path.write_text(json.dumps({"clinic": CLINIC, "device": DEVICE, "heads": heads}))
     return path
@@ -47,15 +48,16 @@ def _config(folder: Path, state: Path, extra: str = "") -> str:
 
 def test_the_first_heartbeat_witnesses_the_head_and_an_empty_trail_the_anchor(conn):
     first = queue_heartbeat(conn)["audit"]
-    assert first == {"row": 0, "hash": GENESIS_HASH, "since_row": 0, "since_hash": GENESIS_HASH}
+    assert first == {"row": 0, "hash": GENESIS_HASH, "since_row": 0, "since_hash": GENESIS_HASH,
+                     "at": 0}
     fill_trail(conn, 4)
     last = conn.execute("SELECT hash FROM audit WHERE id = 4").fetchone()[0]
     assert queue_heartbeat(conn)["audit"] == {"row": 4, "hash": last, "since_row": 0,
-                                         "since_hash": GENESIS_HASH}
+                                              "since_hash": GENESIS_HASH, "at": 1003}
     fill_trail(conn, 2, start=2_000.0)
     newest = conn.execute("SELECT hash FROM audit WHERE id = 6").fetchone()[0]
     assert queue_heartbeat(conn)["audit"] == {"row": 6, "hash": newest, "since_row": 4,
-                                         "since_hash": last}
+                                              "since_hash": last, "at": 2001}
     offline = build_status(conn, Outbox(conn, 100, {"lesion"}), MODEL, "offline", 1.0)
     assert "audit" not in offline  # the broker's last will is made long before it is sent
 
@@ -257,3 +259,33 @@ def test_the_hospitals_witness_document_and_verdict_fit_the_box(conn):
     fill_trail(conn, 3, start=5_000.0)
     third = audit_head(queue_heartbeat(conn))
     assert third is not None and verdict((7, second["audit"]["hash"]), third) == REWRITTEN
+
+
+def _forge_prune(conn, through: int, digest: str) -> None:
+    """The red team's attack: every row up to ``through`` deleted and the anchor moved onto
+    it, as if the retention pass had pruned them (triggers left in place)."""
+    conn.execute("UPDATE audit_anchor SET pruning = 1 WHERE id = 1")
+    conn.execute("DELETE FROM audit WHERE id <= ?", (through,))
+    conn.execute("UPDATE audit_anchor SET last_id = ?, last_hash = ?, pruning = 0 WHERE id = 1",
+                 (through, digest))
+
+
+def test_rows_deleted_from_the_front_dressed_up_as_pruning_show_against_the_witness(
+        conn, tmp_path):
+    """Rows the hospital saw written less than keep_days ago cannot have been pruned: the
+    chain alone checks (the anchor moved onto the witnessed row), the witness does not."""
+    now = 1_000_000_000.0
+    fill_trail(conn, 6, start=now - 10 * 86400)  # ten days old
+    first = queue_heartbeat(conn)
+    fill_trail(conn, 4, start=now - 5 * 86400)
+    second = queue_heartbeat(conn)
+    row, digest = second["audit"]["row"], second["audit"]["hash"]
+    assert second["audit"]["at"] == int(now - 5 * 86400 + 3)
+    _forge_prune(conn, row, digest)
+    assert verify(conn).intact
+    witness = parse_witness(_witness_file(tmp_path, first, second).read_bytes())
+    result = check_witness(conn, witness, keep_days=365, now=now)
+    assert (result.intact, result.broken_at, result.reason) == (False, 6, PRUNED_EARLY)
+    assert "deleted, not pruned" in result.describe()
+    assert check_witness(conn, witness, keep_days=3, now=now).intact  # older: really prunable
+    assert not check_witness(conn, witness, keep_days=0, now=now).intact  # 0: never pruned
