@@ -11,6 +11,7 @@ import enum
 import logging
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from firmware_app.storage.queue import DuplicateInstance, JobQueue
 from firmware_app.storage.spool import Spool, new_local_id
 
 log = logging.getLogger(__name__)
+
+#: C-STORE refusals kept in the event log an hour, in all (each is logged regardless)
+REFUSAL_EVENTS_PER_HOUR = 20
 
 
 class Outcome(enum.Enum):
@@ -130,6 +134,25 @@ class Lander:
                             f"{local_id} (from {origin or 'unknown sender'})")
         log.warning("conflicting duplicate of instance %d kept aside as %s", existing, local_id)
         return Landed(Outcome.CONFLICT, existing)
+
+    def note_refused(self, reason: str, origin: str | None, now: float | None = None) -> bool:
+        """Keep a C-STORE refusal (its reason code and caller) in the event log for the
+        technician: once per reason and caller an hour, at most
+        :data:`REFUSAL_EVENTS_PER_HOUR` an hour in all (a peer that lies on every C-STORE
+        must not push the box's other events out of the last 1000). Whether it was kept."""
+        now = time.time() if now is None else now
+        message = f"C-STORE refused: reason={reason} calling={(origin or '?')[:64]!r}"
+        conn = self._queue().conn
+        with db.transaction(conn):
+            if db.event_noted_since(conn, "ingest", message, now - 3600):
+                return False
+            (recent,) = conn.execute(
+                "SELECT COUNT(*) FROM events WHERE component = 'ingest' AND at >= ?"
+                " AND message LIKE 'C-STORE refused:%'", (now - 3600,)).fetchone()
+            if recent >= REFUSAL_EVENTS_PER_HOUR:
+                return False
+            db.record_event(conn, "WARNING", "ingest", message)
+        return True
 
     def land_rejected(self, data: bytes, *, reason: str, source: str, origin: str | None) -> int:
         """Keep an object that is bad on arrival: spooled, queued as quarantined, with why."""

@@ -3,7 +3,8 @@
 One rule for both DICOM receivers (pynetdicom in ``dicom_scp``, the native front in
 ``native_receiver``): a data set that fails ``store_checks`` (no or invalid UIDs, UIDs
 other than the command's) is refused with the status Orthanc answers and is not stored
-(its file is removed; the log names the reason code); an accepted one is stored under
+(its file is removed; the log names the reason code, and the event log keeps it for the
+technician, throttled: ``Lander.note_refused``); an accepted one is stored under
 its own SOP Instance UID (the command's, by the checks). Success only once the object
 and its queue row are durable; anything that stopped it from being stored answers a
 failure status, so the modality keeps the object and sends it again.
@@ -41,6 +42,7 @@ def answer_store(lander: Lander, received: Path, *, sop_instance_uid: str | None
             received.unlink(missing_ok=True)
             log.warning("C-STORE refused: reason=%s calling=%r", verdict.refusal.value,
                         calling)
+            lander.note_refused(verdict.refusal.value, calling)
             return verdict.refusal.status
         landed = lander.land_file(received, sop_instance_uid=verdict.sop_instance_uid,
                                   source="dicom", origin=calling)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import logging
 import struct
+import time
 import warnings
 import zlib
 
@@ -16,7 +17,7 @@ from pydicom.filewriter import dcmwrite, write_file_meta_info
 from pydicom.uid import CTImageStorage, DeflatedExplicitVRLittleEndian, MRImageStorage
 
 from firmware_app.imaging.dataset_values import valid_uid
-from firmware_app.ingest.landing import Lander
+from firmware_app.ingest.landing import REFUSAL_EVENTS_PER_HOUR, Lander
 from firmware_app.ingest.store_answer import SUCCESS, answer_store
 from firmware_app.ingest.store_checks import (
     CANNOT_UNDERSTAND,
@@ -194,3 +195,19 @@ def test_a_refused_object_is_not_stored_and_the_log_names_the_reason(lander, cap
                         calling="CT1", on_stored=lambda: stored.append(1)) == SUCCESS
     assert stored == [1]
     assert [r[0] for r in conn.execute("SELECT sop_instance_uid FROM instances")] == [UID]
+
+
+def test_refusals_reach_the_event_log_throttled(lander):
+    """A technician sees why a modality's objects are refused (``clinibox status``'s last
+    errors), once per reason and caller an hour, and a lying peer cannot push the box's
+    other events out of the log."""
+    for _ in range(3):  # the same refusal again and again: one event
+        answer_store(lander, received(lander.spool.tmp), sop_instance_uid=UID,
+                     sop_class_uid=MRImageStorage, calling="CT1")
+    conn = db.connect(lander.database)
+    events = [r[0] for r in conn.execute("SELECT message FROM events WHERE component = 'ingest'")]
+    assert events == ["C-STORE refused: reason=class_mismatch calling='CT1'"]
+    now = time.time()
+    kept = [lander.note_refused("uid_mismatch", f"AE{n}", now) for n in range(40)]
+    assert sum(kept) == REFUSAL_EVENTS_PER_HOUR - 1  # the first one above counts too
+    assert lander.note_refused("uid_mismatch", "AE0", now + 3601)  # an hour later: again
