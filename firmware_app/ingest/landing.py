@@ -146,9 +146,7 @@ class Lander:
         with db.transaction(conn):
             if db.event_noted_since(conn, "ingest", message, now - 3600):
                 return False
-            (recent,) = conn.execute(
-                "SELECT COUNT(*) FROM events WHERE component = 'ingest' AND at >= ?"
-                " AND message LIKE 'C-STORE refused:%'", (now - 3600,)).fetchone()
+            recent = db.events_since(conn, "ingest", "C-STORE refused:", now - 3600)
             if recent >= REFUSAL_EVENTS_PER_HOUR:
                 return False
             db.record_event(conn, "WARNING", "ingest", message)

@@ -551,6 +551,14 @@ def event_noted_since(conn: sqlite3.Connection, component: str, message: str,
                         "LIMIT 1", (component, message[:500], since)).fetchone() is not None
 
 
+def events_since(conn: sqlite3.Connection, component: str, prefix: str, since: float) -> int:
+    """How many events of ``component`` whose message starts with ``prefix`` are in the
+    event log at or after ``since``."""
+    return int(conn.execute(
+        "SELECT COUNT(*) FROM events WHERE component = ? AND at >= ? AND substr(message, 1, ?)"
+        " = ?", (component, since, len(prefix), prefix)).fetchone()[0])
+
+
 def newest_times(path: Path) -> list[tuple[float, str]]:
     """The newest received, analysed and event times in the database at ``path``, read-only.
 
