@@ -61,11 +61,14 @@ class Deidentifier:
     def __init__(self, seed: str | None = None) -> None:
         self._anonymizer = _anonymizer(seed)
 
-    def deidentify(self, ds: Dataset, *, own: bool = False) -> Dataset:
+    def deidentify(self, ds: Dataset, *, own: bool = False,
+                   source_values: dict[bytes, str] | None = None) -> Dataset:
         """De-identify ``ds`` in place and return it, ready to be written as a DICOM file.
 
         ``own``: the box made ``ds`` (its SR, SEG, key image), so the Clean Structured
         Content Option keeps its report text; a received object is never ``own``.
+        ``source_values``: its identifying values when the caller collected them already
+        (:func:`~firmware_app.dicom_out.leaks.identifying_values`, for its leak check).
 
         Raises :class:`~firmware_app.dicom_out.burned_in.CannotClean` when the
         object's pixels cannot be cleaned (cannot be decoded or written back): it
@@ -73,7 +76,8 @@ class Deidentifier:
         """
         if not hasattr(ds, "file_meta"):
             ds.file_meta = FileMetaDataset()
-        source_values = identifying_values(ds, own=own)
+        if source_values is None:
+            source_values = identifying_values(ds, own=own)
         cleaning = clean_burned_in_text(ds)
         if cleaning.changed:
             log.info("clean pixel data %s", cleaning.method)

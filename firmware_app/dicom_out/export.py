@@ -219,7 +219,7 @@ def _add(staging: Staging, left_out: list[LeftOut], deidentifier: Deidentifier,
     try:
         if not own:
             fit_for_export(ds)
-        deidentifier.deidentify(ds, own=own)
+        deidentifier.deidentify(ds, own=own, source_values=values)
         ds.save_as(path, enforce_file_format=True)
     except CannotClean as exc:
         staging.discard(path)
