@@ -33,9 +33,10 @@ def rows_in_chain(conn: sqlite3.Connection) -> int:
     return max(0, int(last or 0) - anchor_id)
 
 
-def estimated_bytes(conn: sqlite3.Connection) -> int:
-    """About how many bytes the trail's rows take in the database."""
-    rows = rows_in_chain(conn)
+def estimated_bytes(conn: sqlite3.Connection, rows: int | None = None) -> int:
+    """About how many bytes the trail's ``rows`` (default: counted here) take in the
+    database."""
+    rows = rows_in_chain(conn) if rows is None else rows
     if not rows:
         return 0
     mean = conn.execute(
@@ -49,9 +50,10 @@ def estimated_bytes(conn: sqlite3.Connection) -> int:
 def size_figures(conn: sqlite3.Connection, max_mb: float) -> dict[str, Any]:
     """The trail's rows, its estimated size in MB, the limit and whether it is past it
     (``max_mb`` 0: no limit, never past it)."""
-    size_mb = estimated_bytes(conn) / MB
+    rows = rows_in_chain(conn)
+    size_mb = estimated_bytes(conn, rows) / MB
     shown = round(size_mb, 1) if size_mb >= 0.1 else round(size_mb, 3)  # never "0.0 MB"
-    return {"rows": rows_in_chain(conn), "estimated_mb": shown,
+    return {"rows": rows, "estimated_mb": shown,
             "max_mb": max_mb, "over_limit": bool(max_mb) and size_mb > max_mb}
 
 
