@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.valuerep import MAX_VALUE_LEN
 
 from firmware_app.errors import CliniboxError
 from firmware_app.i18n import N_
@@ -46,9 +47,9 @@ REFERENCE_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SO
 #: Type 2 patient and general study attributes every document copies from its source
 TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
          "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
-#: the most characters a value of each VR may hold (PS3.5 Table 6.2-1; PN: per group)
-MAX_LENGTH = {"AE": 16, "AS": 4, "CS": 16, "DA": 8, "DS": 16, "DT": 26, "IS": 12, "LO": 64,
-              "LT": 10240, "PN": 64, "SH": 16, "ST": 1024, "TM": 16, "UI": 64}
+#: the most characters a value of each VR may hold (PS3.5 Table 6.2-1; PN: per group):
+#: pydicom's table, and the fixed or per-group lengths it does not list
+MAX_LENGTH = {**MAX_VALUE_LEN, "AS": 4, "DA": 8, "DT": 26, "PN": 64, "TM": 16}
 #: VRs whose values are free text: they may hold these control characters
 TEXT_VRS = frozenset({"LT", "ST", "UT"})
 STRING_VRS = frozenset(MAX_LENGTH) | {"UC", "UT", "UR"}
