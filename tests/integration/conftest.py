@@ -250,8 +250,14 @@ def box(tmp_path) -> Iterator[Box]:
 def receiver_processes(service_pid: int) -> list[psutil.Process]:
     """The native receiver's listening processes that the service started (its association
     processes are their children); none where pynetdicom has the port."""
-    return [p for p in psutil.Process(service_pid).children()
-            if p.name().startswith("clinibox-receiver"[:15])]  # the kernel keeps 15 chars
+    found = []
+    for child in psutil.Process(service_pid).children():
+        try:
+            if child.name().startswith("clinibox-receiver"[:15]):  # the kernel keeps 15 chars
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue  # it ended between the listing and the look (a decoder, a killed one)
+    return found
 
 
 @pytest.fixture(params=["native", "pynetdicom"])
