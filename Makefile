@@ -61,7 +61,7 @@ fuzz: install
 
 # rebuild the phantom demo package with the converter pipeline (~45 min on 2 shared cores)
 demo-model: install
-	$(BIN)/python -m converters.train_demo
+	$(BIN)/python -m demo.train
 
 # the message catalogs (Simplified Chinese): extract every marked sentence (babel.cfg) into
 # messages.pot, merge it into each messages.po (new sentences empty, changed ones fuzzy: both

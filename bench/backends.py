@@ -20,11 +20,11 @@ import time
 import numpy as np
 
 from common import REPO, save
-from converters.phantoms import generate
 from firmware_app.imaging.preprocess import get_preprocessor
 from firmware_app.models.package import find_package, load_package
 from firmware_app.runtime.selection import candidates, load_candidate
 from firmware_app.settings.box import Config, RuntimeConfig
+from phantoms.images import generate
 
 
 def inputs_for(package, count: int, size: int | None = 256) -> list[dict[str, np.ndarray]]:

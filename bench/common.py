@@ -53,7 +53,7 @@ def phantom_files(out: Path, count: int, kind: str, seed: int = 1,
     files = sorted(out.rglob("*.dcm"))
     if len(files) != count:
         sized = [] if size is None else ["--size", str(size)]
-        subprocess.run([sys.executable, "-m", "converters.phantoms", "--out", str(out),
+        subprocess.run([sys.executable, "-m", "phantoms", "--out", str(out),
                         "--count", str(count), "--kind", kind, "--format", "dicom",
                         "--seed", str(seed), *sized], check=True, cwd=REPO,
                        capture_output=True)

@@ -164,11 +164,11 @@ def make_box(root: Path, counts: list[int]) -> tuple[Path, dict[int, str]]:
     from pydicom import uid as uids
 
     from common import write_box_config
-    from converters.phantom_dicom import ct_dataset
     from firmware_app.ingest.landing import Lander
     from firmware_app.settings.box import Config, StorageConfig
     from firmware_app.storage import db
     from firmware_app.storage.spool import make_spool
+    from phantoms.dicom import ct_dataset
 
     config = Config()
     config.storage = StorageConfig(state_dir=str(root / "state"))

@@ -33,13 +33,13 @@ from common import REPO, machine, percentiles, save
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from converters.phantoms import generate
 from firmware_app.contracts.heads import parse_heads
 from firmware_app.imaging.decode import DecodedImage
 from firmware_app.inference.heads import HeadsDecoder, decoder_for
 from firmware_app.inference.lesions import lesion_records
 from firmware_app.service.appliance import load_runner
 from firmware_app.settings.box import Config
+from phantoms.images import generate
 
 
 def _decoded(image: np.ndarray, modality: str) -> DecodedImage:

@@ -1,6 +1,6 @@
 """Does the heatmap's hot spot lie on the lesion? The share, per modality, on phantoms with truth.
 
-The demo model's held-out test phantoms (``converters.phantoms``, the seed the
+The demo model's held-out test phantoms (``phantoms.images``, the seed the
 demo build holds out; CT and US alternating, only those holding a lesion) are
 analysed as the box analyses a received image (``ModelRunner.analyse``: quality,
 preprocess, inference, heads, validated range, second stage). A detected lesion
@@ -30,13 +30,13 @@ from common import REPO, machine, save
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from converters.demo_model import SEEDS
 from converters.heatmap_check import candidate_heads, decoder, figures, image_rows
-from converters.phantoms import Phantom, dataset_plan, dataset_sample
+from demo.model import SEEDS
 from firmware_app.imaging.decode import DecodedImage
 from firmware_app.inference.runner import ModelRunner
 from firmware_app.service.appliance import load_runner
 from firmware_app.settings.box import Config
+from phantoms.images import Phantom, dataset_plan, dataset_sample
 
 
 def decoded(phantom: Phantom) -> DecodedImage:

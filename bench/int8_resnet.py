@@ -73,8 +73,8 @@ def write_phantom_folder(folder: Path, count: int, seed: int) -> Path:
     """
     from PIL import Image
 
-    from converters.phantoms import dataset
     from firmware_app.imaging.preprocess import letterbox
+    from phantoms.images import dataset
 
     folder.mkdir(parents=True, exist_ok=True)
     labels, cells_file = folder / "labels.csv", folder / "lesion_cells.npy"

@@ -5,7 +5,7 @@ clinical use) is loaded as the service loads it (``load_runner``: signature,
 golden cases, its second stage) on the runtime and precision asked for; every
 phantom of the split is preprocessed and inferred by it, decoded by the box's
 heads decoder, refined by the second stage and measured with the box's RECIST
-axes (``converters/demo_metrics.lesion_rows``, the same code as the model
+axes (``demo/metrics.lesion_rows``, the same code as the model
 card's figures). Prints the issue 15 figure (lesions over 5 mm with both axes
 within 15 % of truth), the agreement with truth as an instrument's accuracy is
 stated (each axis' bias and 95 % limits of agreement, the share's lower confidence
@@ -20,12 +20,12 @@ kind, class, true and measured axes: what a newcomer needs to see where the size
 The reference in the same run is the first stage's own mask (no second stage).
 ``--rescans N`` measures every phantom N more times, each scanned again: the same
 scene, lesions and truth, with new acquisition noise (CT's quantum noise, ultrasound's
-speckle; ``converters/phantoms.generate``). It prints the figure of each scan and the
+speckle; ``phantoms/images.generate``). It prints the figure of each scan and the
 box's test-retest repeatability between the first two: how far the same lesion's axes
 move, and which misses are the same lesion missed in both scans and which one scan's
 noise.
 
-``--stage-net`` measures a candidate second stage, a ``converters.crop_stage.CropNet``
+``--stage-net`` measures a candidate second stage, a ``demo.crop_stage.CropNet``
 state dict (of ``--stage-width`` and ``--stage-depth``; ``crop_stage.train_stage`` trains
 one), run as the package's stage would be (looking at each crop in
 ``--stage-orientations``, its mask logits shifted by ``--stage-offset``, through the box's
@@ -47,7 +47,7 @@ from common import REPO, machine, save
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from converters.demo_metrics import (
+from demo.metrics import (
     SIZE_FLOOR_MM,
     SIZE_TOLERANCE,
     lesion_rows,
@@ -55,10 +55,10 @@ from converters.demo_metrics import (
     size_figures,
     size_misses,
 )
-from converters.demo_model import SEEDS, make_split
-from converters.phantoms import dataset_plan, dataset_sample
+from demo.model import SEEDS, make_split
 from firmware_app.service.appliance import load_runner
 from firmware_app.settings.box import Config
+from phantoms.images import dataset_plan, dataset_sample
 
 
 def first_stage_outputs(runner, seed: int, plan: list[tuple[str, bool]],
@@ -79,7 +79,7 @@ def first_stage_outputs(runner, seed: int, plan: list[tuple[str, bool]],
 def measured_rows(runner, split, seed: int, plan: list[tuple[str, bool]],
                   outputs: dict[str, np.ndarray], rescan: int | None = None) -> list[dict]:
     """One row per truth lesion, measured by the box with both its stages
-    (``converters/demo_metrics.lesion_rows``) on the phantoms, or on their rescan, whose
+    (``demo/metrics.lesion_rows``) on the phantoms, or on their rescan, whose
     first-stage ``outputs`` are given (``first_stage_outputs``)."""
     manifest = runner.package.manifest
 
@@ -176,8 +176,8 @@ def candidate_stage(path: Path, width: int, offset: float, depth: int,
     ``LesionStage``."""
     import torch
 
-    from converters import crop_stage
     from converters.stage import torch_lesion_stage
+    from demo import crop_stage
 
     net = crop_stage.CropNet(width, depth)
     net.load_state_dict(torch.load(path))

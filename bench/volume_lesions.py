@@ -1,6 +1,6 @@
 """3-D lesions of phantom CT series against their truth: count and volume (issue 42).
 
-Each phantom series (``converters/phantom_series.py``: one CT phantom scene scanned
+Each phantom series (``phantoms/series.py``: one CT phantom scene scanned
 at every slice, with smooth spheres and ellipsoids whose volume and centre are
 known) is written as DICOM slices and received as the box receives them: every
 slice, in a shuffled order, is decoded in the decoder sandbox and analysed by the
@@ -42,8 +42,6 @@ from common import REPO, machine, save
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from converters.phantom_series import LesionTruth3D, PhantomSeries, generate_series, write_series
-from converters.phantoms import generate
 from firmware_app.imaging.sandbox import DecodeSandbox
 from firmware_app.inference.analysis import finish_object, start_object
 from firmware_app.inference.volume import SeriesSlice, SeriesVolume, series_volume
@@ -53,6 +51,8 @@ from firmware_app.storage import db
 from firmware_app.storage.queue import JobQueue
 from firmware_app.storage.results import ResultStore
 from firmware_app.storage.volumes import study_volumes
+from phantoms.images import generate
+from phantoms.series import LesionTruth3D, PhantomSeries, generate_series, write_series
 
 #: the issue's tolerance on a volume
 VOLUME_TOLERANCE = 0.20

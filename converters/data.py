@@ -166,7 +166,7 @@ def load_folder(folder: Path, labels_csv: Path, prep: Preprocessing, classes: in
 def load_phantoms(count: int, prep: Preprocessing, fractions: dict[str, float],
                   seed: int = PHANTOM_SEED) -> LabelledData:
     """``count`` phantoms (CT/US, half with lesions), label 1 = lesion."""
-    from converters.phantoms import dataset_plan, dataset_sample
+    from phantoms.images import dataset_plan, dataset_sample
 
     if count < 8:
         raise DataError(f"phantoms:{count} is too few; ask for at least 8")

@@ -12,7 +12,7 @@ over all and per modality, is what a heatmap head declares as ``on_lesion``
 (``firmware_app/contracts/heads.py``); the box shows a heatmap beside boxes only
 when it reaches ``ON_LESION_TARGET``.
 
-Used by the demo build (``converters/train_demo.py``: which map to declare, its
+Used by the demo build (``demo/train.py``: which map to declare, its
 figure), ``bench/heatmap_on_lesion.py`` and the model card.
 """
 

@@ -2,7 +2,7 @@
 
 A second stage is a PyTorch model that runs on each lesion's crop
 (``firmware_app/imaging/lesion_crop.py``). Whoever trained it (the demo's
-``converters/crop_stage.py``, or a clinic's own model named by ``[stage]`` in
+``demo/crop_stage.py``, or a clinic's own model named by ``[stage]`` in
 ``convert.toml``) hands it here with its crop, output names and heads:
 
 * ``export_stage`` writes FP32 ONNX, and FP32 TFLite when a target runs TFLite

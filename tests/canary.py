@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.phantom_dicom import ct_dataset, us_dataset, write_dicom
-from converters.phantoms import generate
+from phantoms.dicom import ct_dataset, us_dataset, write_dicom
+from phantoms.images import generate
 
 #: attributes that identify a patient, a study or a place (strings)
 TEXT_ATTRIBUTES = (

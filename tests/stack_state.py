@@ -1,6 +1,6 @@
 """A box holding a CT phantom series, landed shuffled and analysed by the real worker and model.
 
-``build_stack_state`` writes phantom CT series (``converters/phantom_series.py``:
+``build_stack_state`` writes phantom CT series (``phantoms/series.py``:
 axial slices 2.5 mm apart with one 3-D lesion) and lands every slice in a shuffled
 order through the real ``Lander``, each analysed by the real ``Worker`` with the
 bundled demo model (phantom-trained; not for clinical use), as ``tests/viewer_state.py``
@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.phantom_dicom import ct_dataset, write_dicom
-from converters.phantom_series import PhantomSeries, generate_series, write_series
-from converters.phantoms import generate
 from firmware_app.inference.runner import ModelRunner
 from firmware_app.settings.box import Config
 from firmware_app.storage.accounts import Accounts
 from firmware_app.storage.volumes import study_volumes
+from phantoms.dicom import ct_dataset, write_dicom
+from phantoms.images import generate
+from phantoms.series import PhantomSeries, generate_series, write_series
 from tests.viewer_state import CLINICIAN, TECHNICIAN, _land, local_box
 
 SLICES = 8

@@ -32,8 +32,6 @@ from pathlib import Path
 import numpy as np
 from pydicom.data import get_testdata_file
 
-from converters.phantom_dicom import ct_dataset, us_dataset, us_multiframe_dataset, write_dicom
-from converters.phantoms import generate, generate_sweep
 from firmware_app.inference.runner import ModelRunner
 from firmware_app.ingest.landing import Lander
 from firmware_app.service.worker import Worker
@@ -41,6 +39,8 @@ from firmware_app.settings.box import Config, StorageConfig
 from firmware_app.storage import db
 from firmware_app.storage.accounts import Accounts
 from firmware_app.storage.spool import make_spool
+from phantoms.dicom import ct_dataset, us_dataset, us_multiframe_dataset, write_dicom
+from phantoms.images import generate, generate_sweep
 
 TECHNICIAN = ("tina", "keeps-the-box-running")
 CLINICIAN = ("carl", "reads-the-worklist")
@@ -181,7 +181,7 @@ SERIES_SLICES, SERIES_SPACING_MM = 10, 2.0
 @dataclass
 class SeriesStudy:
     """A CT phantom series added to a box: its study, instance ids by slice, the slices its
-    one lesion lies on, and that lesion's truth (``converters/phantom_series.py``)."""
+    one lesion lies on, and that lesion's truth (``phantoms/series.py``)."""
 
     study_id: int
     ids: dict[int, int]
@@ -209,8 +209,8 @@ def add_ct_series(state: ViewerState, runner: ModelRunner, root: Path) -> Series
     slice's lesion records and boxes: the demo model, trained on 2-D phantoms, misses most
     of such a lesion's end slices (bench/README.md), and what is tested with it is how the
     box counts and says a lesion across slices."""
-    from converters.phantom_series import generate_series, write_series
     from firmware_app.storage.study_rollup import update_study
+    from phantoms.series import generate_series, write_series
 
     series = generate_series(np.random.default_rng(7), slices=SERIES_SLICES, size=128,
                              spacing_mm=SERIES_SPACING_MM, lesions=1,

@@ -44,7 +44,7 @@ class ModelIdentity:
         A package is a demonstration when its manifest is signed with the
         DEMO-ONLY key (``signature.key_id``, the key every demo box trusts and
         whose private half is public) or its ``intended_use`` begins
-        "DEMONSTRATION ONLY" (what ``converters/train_demo.py`` writes).
+        "DEMONSTRATION ONLY" (what ``demo/train.py`` writes).
         """
         name, version = str(manifest["name"]), str(manifest["version"])
         signed_with = (manifest.get("signature") or {}).get("key_id")

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from converters import crop_stage
-from converters.crop_stage import SHIPPED_ORIENTATIONS, CropNet, Orientations, shift_mask_logits
 from converters.stage import export_stage
+from demo import crop_stage
+from demo.crop_stage import SHIPPED_ORIENTATIONS, CropNet, Orientations, shift_mask_logits
 
 
 def _net() -> CropNet:

@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from converters.demo_model import OUTPUTS, LesionNet
 from converters.distill import distill
 from converters.export import torch_outputs
 from converters.progress import Progress, progress
@@ -31,6 +30,7 @@ from converters.training import (
     model_outputs,
     train_epochs,
 )
+from demo.model import OUTPUTS, LesionNet
 from tests.conversion.tiny_models import SmallResNet, TinyClassifier, as_input, shapes_dataset
 
 SIZE = 32

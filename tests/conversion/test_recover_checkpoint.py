@@ -11,9 +11,9 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from converters.demo_model import lesion_net_from_onnx
 from converters.prune import load_module
-from converters.train_demo import STUDENT, recover_checkpoint
+from demo.model import lesion_net_from_onnx
+from demo.train import STUDENT, recover_checkpoint
 from firmware_app.contracts.manifest import sha256_file
 from firmware_app.settings.box import REPO_ROOT
 

@@ -1,4 +1,4 @@
-"""`python -m converters.train_demo --quick` builds a package the box accepts.
+"""`python -m demo.train --quick` builds a package the box accepts.
 
 (How long it takes is no test's business: a shared or slower CPU takes longer.)"""
 
@@ -19,7 +19,7 @@ def test_quick_training_produces_a_loadable_package(tmp_path):
     signing.generate_key_pair(key, pub)
     out = tmp_path / "models" / "clinibox-demo-lesion" / "1.0.0"
     run = subprocess.run(
-        [sys.executable, "-m", "converters.train_demo", "--quick", "--out", str(out),
+        [sys.executable, "-m", "demo.train", "--quick", "--out", str(out),
          "--key", str(key), "--checkpoint", str(tmp_path / "checkpoint.pt")],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
@@ -82,7 +82,7 @@ def test_a_rebuild_from_the_checkpoint_names_the_build_that_trained_it(tmp_path)
     import torch
 
     from converters.prune import save_module
-    from converters.train_demo import kept_training
+    from demo.train import kept_training
 
     checkpoint = tmp_path / "checkpoint.pt"
     save_module(torch.nn.Conv2d(1, 1, 1), checkpoint)

@@ -38,7 +38,7 @@ NON_IMAGE_FILES = ["rtplan.dcm", "test-SR.dcm", "waveform_ecg.dcm"]
 def phantom_dicoms(out: Path, count: int, kind: str = "mixed", seed: int = 7) -> list[Path]:
     """Write phantom DICOM files with the project's generator (as the README does)."""
     subprocess.run(
-        [sys.executable, "-m", "converters.phantoms", "--out", str(out), "--count", str(count),
+        [sys.executable, "-m", "phantoms", "--out", str(out), "--count", str(count),
          "--kind", kind, "--format", "dicom", "--seed", str(seed)],
         check=True, cwd=REPO, capture_output=True,
     )

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters.phantom_dicom import ct_dataset, write_dicom
-from converters.phantoms import generate
 from firmware_app.models.store import Trial, store_for
 from firmware_app.settings.box import load
+from phantoms.dicom import ct_dataset, write_dicom
+from phantoms.images import generate
 from tests.integration.conftest import storescu, wait_for
 from tests.model_packages import make_package
 

@@ -19,9 +19,9 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from converters.phantom_dicom import write_dicom
 from firmware_app.service.appliance import load_runner
 from firmware_app.settings.box import Config
+from phantoms.dicom import write_dicom
 from tests.integration.conftest import Box, storescu, wait_for
 from tests.orthanc_server import Orthanc, orthanc_fixture
 from tests.viewer_state import ct_phantom

@@ -14,8 +14,8 @@ import re
 import numpy as np
 import pytest
 
-from converters.phantom_dicom import ct_dataset, write_dicom
-from converters.phantoms import generate
+from phantoms.dicom import ct_dataset, write_dicom
+from phantoms.images import generate
 from tests.corpus import image_dataset, write
 from tests.hostile import Browser
 from tests.integration.conftest import (

@@ -190,8 +190,8 @@ def test_every_assessment_reads_in_chromium_on_the_page_and_the_report(
     import numpy as np
     from pydicom.data import get_testdata_file
 
-    from converters.phantom_dicom import us_dataset, write_dicom
-    from converters.phantoms import generate
+    from phantoms.dicom import us_dataset, write_dicom
+    from phantoms.images import generate
 
     port = free_port()
     box = box_factory(web={"enabled": True, "port": port})

@@ -148,8 +148,8 @@ def test_infer_batch_in_chinese(tmp_path, capsys, monkeypatch):
     too (data — paths, ids, names — shown as recorded); ``--json`` stays English."""
     import numpy as np
 
-    from converters.phantom_dicom import ct_dataset, write_dicom
-    from converters.phantoms import generate
+    from phantoms.dicom import ct_dataset, write_dicom
+    from phantoms.images import generate
     from tests.i18n_text import visible_text
 
     _chinese_terminal(monkeypatch)

@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 
-from converters.phantom_dicom import ct_dataset, write_dicom, write_image
-from converters.phantoms import generate
 from firmware_app.cli.table import main
+from phantoms.dicom import ct_dataset, write_dicom, write_image
+from phantoms.images import generate
 
 
 def test_infer_json_reports_findings_and_why_a_file_gave_none(tmp_path, capsys):

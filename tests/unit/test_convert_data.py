@@ -8,9 +8,9 @@ from PIL import Image
 
 from converters.config import ConvertConfigError, build
 from converters.data import DataError, Preprocessing, assign_splits, load_data, load_folder
-from converters.phantom_dicom import us_dataset, write_dicom
-from converters.phantoms import generate
 from firmware_app.imaging.preprocess import letterbox_grey
+from phantoms.dicom import us_dataset, write_dicom
+from phantoms.images import generate
 
 PREP = Preprocessing("letterbox_grey", (1, 3, 64, 64), 0.5, 0.25, {})
 SPLITS = {"calibration": 0.5, "validation": 0.5}

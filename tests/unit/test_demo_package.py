@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters.demo_metrics import real_images
-from converters.demo_model import SEEDS
-from converters.phantoms import dataset_plan, dataset_sample
+from demo.metrics import real_images
+from demo.model import SEEDS
 from firmware_app.contracts import signing
 from firmware_app.contracts.heads import parse_heads, parse_validated_range
 from firmware_app.contracts.manifest import PackageError
@@ -25,6 +24,7 @@ from firmware_app.inference.validated_range import RangeGuard
 from firmware_app.models.package import load_package
 from firmware_app.models.stages import load_stage
 from firmware_app.settings.box import DEMO_PUBLIC_KEY, REPO_ROOT, RuntimeConfig
+from phantoms.images import dataset_plan, dataset_sample
 
 PACKAGE = REPO_ROOT / "models" / "clinibox-demo-lesion" / "1.0.0"
 OUTPUTS = {"lesion_logit": (1, 1), "centre_heatmap": (1, 1, 32, 32), "box_size": (1, 2, 32, 32),

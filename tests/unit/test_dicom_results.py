@@ -4,7 +4,7 @@ Phantoms and pydicom's real CT are landed and analysed by the real worker with
 the bundled demo model (phantom-trained, not for clinical use); the documents
 are built from what ``ResultStore.instances()`` returns, written to disk,
 validated with dicom3tools' ``dciodvfy`` and read back with highdicom. A CT
-phantom series (``converters/phantom_series.py``) with its lesion records made
+phantom series (``phantoms/series.py``) with its lesion records made
 from its truth by the box's own lesion code checks the 3-D reading: one TID
 1411 group per 3-D lesion, planar groups and the reason for a series with a gap.
 
@@ -38,8 +38,6 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.sr.codedict import codes
 
-from converters.phantom_dicom import us_dataset, us_multiframe_dataset, write_dicom
-from converters.phantoms import generate, generate_sweep
 from firmware_app.dicom_out.document import Document
 from firmware_app.dicom_out.seg import rasterise
 from firmware_app.dicom_out.study_documents import (
@@ -54,6 +52,8 @@ from firmware_app.inference.lesions import lesion_from_box
 from firmware_app.inference.postprocess import Box
 from firmware_app.settings.box import REPO_ROOT, Config, LimitsConfig
 from firmware_app.storage.results import ResultStore
+from phantoms.dicom import us_dataset, us_multiframe_dataset, write_dicom
+from phantoms.images import generate, generate_sweep
 from tests.viewer_state import ct_phantom, local_box
 from web.render import key_image_png
 
@@ -567,14 +567,14 @@ class PhantomSeries:
     """A CT phantom series on disk, its 3-D lesion's truth and which slices show it."""
 
     paths: list[Path]
-    series: object  # converters.phantom_series.PhantomSeries
+    series: object  # phantoms.series.PhantomSeries
     shown: list[int]
 
 
 @pytest.fixture(scope="module")
 def ct_series(tmp_path_factory) -> PhantomSeries:
     """Ten axial CT slices 2.5 mm apart with one sphere (7.3 mm radius) seen on six."""
-    from converters.phantom_series import generate_series, write_series
+    from phantoms.series import generate_series, write_series
 
     series = generate_series(np.random.default_rng(2), slices=10, size=160, spacing_mm=2.5,
                              lesions=1, diameters_mm=(14.0, 16.0))

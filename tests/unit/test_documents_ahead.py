@@ -18,12 +18,12 @@ import numpy as np
 import pydicom
 import pytest
 
-from converters.phantom_dicom import ct_dataset, write_dicom
-from converters.phantoms import generate
 from firmware_app.dicom_out.study_documents import ModelIdentity
 from firmware_app.service.study_completion import StudyCompleter
 from firmware_app.settings.box import Config, from_dict
 from firmware_app.storage.study_completion import studies_due, studies_settling
+from phantoms.dicom import ct_dataset, write_dicom
+from phantoms.images import generate
 from tests.viewer_state import local_box
 
 

@@ -280,7 +280,7 @@ def _us_with_text() -> tuple[np.ndarray, tuple[int, int]]:
     """An ultrasound phantom with a burned-in label drawn at its top left (rows 8-20)."""
     from PIL import Image, ImageDraw
 
-    from converters.phantoms import generate
+    from phantoms.images import generate
 
     image = generate("us", np.random.default_rng(5), size=(240, 320), lesion=False).image
     picture = Image.fromarray((image * 255).astype(np.uint8))

@@ -322,8 +322,8 @@ def _decoded(phantom) -> DecodedImage:
 def test_the_demo_models_shown_heatmap_lies_on_its_lesions(demo_runner):
     """The bundled model on held-out phantoms, analysed as the box does: the heatmap it
     shows peaks inside the boxes (bench/heatmap_on_lesion.py measures 500 phantoms)."""
-    from converters.demo_model import SEEDS
-    from converters.phantoms import dataset_plan, dataset_sample
+    from demo.model import SEEDS
+    from phantoms.images import dataset_plan, dataset_sample
 
     plan = dataset_plan(SEEDS["test"], 60)
     rows = []
@@ -345,7 +345,7 @@ def test_the_transform_maps_model_pixels_back_to_the_source():
 
 
 def test_the_model_card_says_whether_the_heatmap_lies_on_the_lesion():
-    from converters.demo_card import heatmap_section
+    from demo.card import heatmap_section
 
     rows = [{"modality": m, "inside": i, "shown": True, "dx": -0.3, "dy": 0.6}
             for m, i in [("CT", True)] * 40 + [("CT", False)] * 60 + [("US", False)] * 100]

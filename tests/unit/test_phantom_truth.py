@@ -9,9 +9,11 @@ import numpy as np
 import pydicom
 import pytest
 
-from converters import phantom_dicom as pd
-from converters.demo_model import CLASS_COVER, GRID, MASK_GRID, lesion_maps
-from converters.phantoms import (
+from demo.model import CLASS_COVER, GRID, MASK_GRID, lesion_maps
+from firmware_app.imaging.decode import decode
+from firmware_app.settings.box import LimitsConfig
+from phantoms import dicom as pd
+from phantoms.images import (
     CLASSES,
     CT_FOV_MM,
     US_DEPTH_MM,
@@ -20,8 +22,6 @@ from converters.phantoms import (
     generate,
     generate_sweep,
 )
-from firmware_app.imaging.decode import decode
-from firmware_app.settings.box import LimitsConfig
 
 
 def _lesions(kind: str, count: int, size=None) -> list[tuple[Phantom, object]]:
@@ -185,7 +185,7 @@ def test_lesion_maps_are_the_model_targets():
 
 
 def test_a_lesion_never_reaches_beyond_its_painted_reach():
-    from converters.phantoms import _lesion_shape, _reach
+    from phantoms.images import _lesion_shape, _reach
 
     rng = np.random.default_rng(12)
     for kind in ("ct", "us"):
@@ -201,7 +201,7 @@ def test_a_lesion_never_reaches_beyond_its_painted_reach():
 def test_lesions_are_placed_by_their_reach_inside_the_fan_and_clear_of_taken_organs():
     """A lesion's truth shows only what the image shows: no part of it beyond the edge of
     the ultrasound fan, none laid over a structure already there (a kidney, say)."""
-    from converters.phantoms import _place_lesion, _Sector
+    from phantoms.images import _place_lesion, _Sector
 
     rng = np.random.default_rng(13)
     h, w = 300, 400
@@ -227,7 +227,7 @@ def test_lesions_are_placed_by_their_reach_inside_the_fan_and_clear_of_taken_org
 def test_ct_lesions_stay_clear_of_the_kidneys_and_vena_cava(monkeypatch):
     """Lesions laid over a kidney or the vena cava added their contrast to an organ's:
     no cross-section shows that, and their truth could not be seen."""
-    from converters import phantoms
+    import phantoms.images as phantoms
 
     seen = []
     original = phantoms._place_lesion

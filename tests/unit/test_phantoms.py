@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from pydicom import uid as uids
 
-from converters import phantom_dicom as pd
-from converters.phantoms import (
+from phantoms import dicom as pd
+from phantoms.images import (
     apply_window,
     dataset,
     dataset_plan,

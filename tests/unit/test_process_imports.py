@@ -57,8 +57,8 @@ def test_a_study_s_documents_are_made_in_a_child_the_service_never_loads_highdic
 import sys, time
 from pathlib import Path
 import numpy as np
-from converters.phantom_dicom import ct_dataset, write_dicom
-from converters.phantoms import generate
+from phantoms.dicom import ct_dataset, write_dicom
+from phantoms.images import generate
 from firmware_app.dicom_out.source import ModelIdentity
 from firmware_app.ingest.landing import Lander
 from firmware_app.service.appliance import load_runner

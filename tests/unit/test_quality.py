@@ -134,7 +134,7 @@ def test_the_decoder_measures_each_frame_as_the_worker_would(name: str, demo_run
 
 
 def test_a_blank_frame_is_flagged_by_the_decoder(tmp_path: Path) -> None:
-    from converters.phantom_dicom import ct_dataset, write_dicom
+    from phantoms.dicom import ct_dataset, write_dicom
 
     path = tmp_path / "blank.dcm"
     write_dicom(ct_dataset(np.full((128, 128), 0.5, np.float32)), path)

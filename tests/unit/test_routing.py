@@ -15,12 +15,12 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from converters.phantom_dicom import ct_dataset, write_dicom
-from converters.phantoms import generate
 from firmware_app.imaging.decode import decode
 from firmware_app.models.routing import Router
 from firmware_app.settings.box import Config, ConfigError, from_dict
 from firmware_app.storage.results import ResultStore
+from phantoms.dicom import ct_dataset, write_dicom
+from phantoms.images import generate
 from tests.viewer_state import local_box
 
 DEMO = "clinibox-demo-lesion"
@@ -120,11 +120,11 @@ def test_two_packages_side_by_side_each_analyses_what_its_rule_routes_to_it(
     """A second signed package (the demo under another name) installed beside the demo;
     CT goes to one, US to the other, each with its own store; the study's results come
     as one SR per model."""
-    from converters.phantom_dicom import us_dataset
     from firmware_app.dicom_out.study_documents import ModelIdentity
     from firmware_app.models.store import package_config, routed_names, store_for
     from firmware_app.service.appliance import load_runner
     from firmware_app.service.study_completion import StudyCompleter
+    from phantoms.dicom import us_dataset
     from tests.model_packages import make_package
 
     packages = tmp_path / "packages"

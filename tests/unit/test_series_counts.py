@@ -1,6 +1,6 @@
 """One lesion on six contiguous CT slices is one lesion, with its volume, everywhere.
 
-A phantom CT series (``converters/phantom_series.py``: a sphere with its truth volume) goes
+A phantom CT series (``phantoms/series.py``: a sphere with its truth volume) goes
 through the real Lander and Worker with the demo model, so every slice has its stored
 geometry and previews. The demo model, trained on 2-D phantoms, misses most of such a
 lesion's small end slices (bench/README.md, "a CT series is a volume"), so this test then

@@ -1,4 +1,4 @@
-"""The sizes figures (converters/demo_metrics): which lesions count as misses, the agreement
+"""The sizes figures (demo/metrics): which lesions count as misses, the agreement
 with truth as a measurement states it, and the model card's sentence on it."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters.demo_card import lesion_section
-from converters.demo_metrics import size_agreement, size_figures, size_misses
+from demo.card import lesion_section
+from demo.metrics import size_agreement, size_figures, size_misses
 
 MANIFEST = Path(__file__).resolve().parents[2] / "models/clinibox-demo-lesion/1.0.0/manifest.json"
 

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from converters.phantom_dicom import ct_dataset, write_dicom
-from converters.phantoms import generate
+from phantoms.dicom import ct_dataset, write_dicom
+from phantoms.images import generate
 from tests.browser import ARTIFACTS, headless_chromium, serving
 from tests.viewer_state import CLINICIAN, _land, add_ct_series, copy_viewer_state, local_box
 from web.app import create_app

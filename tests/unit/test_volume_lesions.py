@@ -316,7 +316,7 @@ def test_ellipse_volume_of_a_sphere_sampled_in_slices_is_close():
 def test_the_phantom_series_is_a_stack_with_its_truth(tmp_path: Path):
     import numpy as np
 
-    from converters.phantom_series import generate_series, write_series
+    from phantoms.series import generate_series, write_series
 
     series = generate_series(np.random.default_rng(3), slices=16, size=128, spacing_mm=2.0,
                              lesions=1, diameters_mm=(20.0, 24.0))

@@ -21,13 +21,13 @@ import pytest
 from PIL import Image
 from pydicom.pixels import pixel_array
 
-from converters.phantom_dicom import ct_dataset, write_dicom
-from converters.phantoms import generate
 from firmware_app.imaging import preview_file
 from firmware_app.imaging.decode import DecodeError, decode
 from firmware_app.imaging.preview_file import FrameNotPreviewed, FramePreview
 from firmware_app.settings.box import LimitsConfig
 from firmware_app.storage.spool import preview_path
+from phantoms.dicom import ct_dataset, write_dicom
+from phantoms.images import generate
 from tests.corpus import data_file, image_dataset, write
 from web import render
 from web.render import (

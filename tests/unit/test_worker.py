@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from pydicom.data import get_testdata_file
 
-from converters.phantom_dicom import ct_dataset, us_dataset, write_dicom
-from converters.phantoms import generate
 from firmware_app.ingest.landing import Lander
 from firmware_app.service.worker import Worker
 from firmware_app.settings.box import Config, StorageConfig
 from firmware_app.storage import db
 from firmware_app.storage.results import ResultStore, decode_heatmap
 from firmware_app.storage.spool import make_spool
+from phantoms.dicom import ct_dataset, us_dataset, write_dicom
+from phantoms.images import generate
 
 
 @pytest.fixture

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.demo_model import GRID, STRIDE, Split
 from converters.ood import mahalanobis_squared
-from converters.phantoms import CLASSES
 from converters.verify import auc
+from demo.model import GRID, STRIDE, Split
 from firmware_app.contracts.heads import parse_heads
 from firmware_app.inference.heads import HeadsDecoder
 from firmware_app.inference.masks import axes
 from firmware_app.inference.postprocess import Box, iou, sigmoid
+from phantoms.images import CLASSES
 
 #: a lesion's measured axis counts as right within this share of the truth
 SIZE_TOLERANCE = 0.15

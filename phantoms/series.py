@@ -1,6 +1,6 @@
 """CT phantom series: a stack of axial slices with 3-D lesions and their truth.
 
-The anatomy is one CT phantom scene (``converters/phantoms.py``, without its own
+The anatomy is one CT phantom scene (``phantoms/images.py``, without its own
 lesions) scanned at every slice with fresh acquisition noise; the lesions are
 smooth spheres and ellipsoids placed in soft tissue, each slice showing its
 cross-section (the soft-edged ellipse of the plane through the slice's centre,
@@ -9,9 +9,9 @@ its shape, semi-axes, volume (4/3·π·a·b·c, mm³) and centre in patient
 coordinates (mm); every slice keeps the truth of the cross-sections it shows
 (``Phantom.lesions``). The slices are written with Image Position and
 Orientation (Patient), Pixel Spacing, Slice Thickness, Spacing Between Slices
-and one Frame of Reference by ``converters/phantom_dicom.py``'s CT writer.
+and one Frame of Reference by ``phantoms/dicom.py``'s CT writer.
 
-    python -m converters.phantom_series --out /tmp/series --series 4 --slices 40
+    python -m phantoms.series --out /tmp/series --series 4 --slices 40
 
 writes one folder per series and ``truth.json``. Not a patient; test and bench data.
 """
@@ -29,8 +29,8 @@ import numpy as np
 from pydicom import uid as uids
 from pydicom.dataset import Dataset
 
-from converters.phantom_dicom import ct_dataset, default_identity, write_dicom
-from converters.phantoms import (
+from phantoms.dicom import ct_dataset, default_identity, write_dicom
+from phantoms.images import (
     CLASSES,
     Phantom,
     _Shape,
@@ -304,9 +304,9 @@ def _ds(value: float) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m converters.phantom_series``: write phantom CT series and truth.json."""
+    """``python -m phantoms.series``: write phantom CT series and truth.json."""
     parser = argparse.ArgumentParser(
-        prog="python -m converters.phantom_series",
+        prog="python -m phantoms.series",
         description="Write CT phantom series with 3-D lesions (not patients) and their truth.")
     parser.add_argument("--out", type=Path, required=True, help="folder to write into")
     parser.add_argument("--series", type=int, default=2, help="number of series")

@@ -1,9 +1,9 @@
 """Rebuild the demo lesion model package with the converter pipeline (phantoms only).
 
-    python -m converters.train_demo [--out models/clinibox-demo-lesion/1.0.0] [--quick]
+    python -m demo.train [--out models/clinibox-demo-lesion/1.0.0] [--quick]
 
 NOT FOR CLINICAL USE: every image is a procedurally generated phantom
-(``converters/phantoms.py``, with true classes, masks and pixel spacing).
+(``phantoms/images.py``, with true classes, masks and pixel spacing).
 Steps: phantoms → ``letterbox_grey`` (exactly as the box) → teacher LesionNet
 (detection, benign/malignant per lesion, mask, heatmap, features) → distilled
 student (≤ ¼ of the teacher's MACs) → structured pruning + teacher-guided
@@ -27,18 +27,37 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from converters import crop_stage
 from converters.config import ConvertConfig
 from converters.data import LabelledData
-from converters.demo_card import write_card
-from converters.demo_metrics import (
+from converters.distill import distill
+from converters.export import torch_outputs
+from converters.heatmap_check import choose_heatmap
+from converters.ood import (
+    IMAGE_STATISTICS,
+    fit_validated_range,
+    input_statistics,
+    measured,
+    spread_floors,
+)
+from converters.package import alert_from
+from converters.pipeline import Conversion
+from converters.prune import count_macs, fine_tune, load_module, prune, save_module
+from converters.source import SourceModel
+from converters.spec import ModelSpec
+from converters.stage import export_stage, stage_section, torch_lesion_stage
+from converters.stage import golden_cases as stage_golden_cases
+from converters.training import bf16_supported, train_epochs
+from converters.verify import auc, choose_threshold, operating_point
+from demo import crop_stage
+from demo.card import write_card
+from demo.metrics import (
     box_metrics,
     false_positive_analysis,
     lesion_metrics,
     range_report,
     real_images,
 )
-from converters.demo_model import (
+from demo.model import (
     NAME,
     OUTPUTS,
     REPO_ROOT,
@@ -55,31 +74,12 @@ from converters.demo_model import (
     scale_features,
     train_data,
 )
-from converters.distill import distill
-from converters.export import torch_outputs
-from converters.heatmap_check import choose_heatmap
-from converters.ood import (
-    IMAGE_STATISTICS,
-    fit_validated_range,
-    input_statistics,
-    measured,
-    spread_floors,
-)
-from converters.package import alert_from
-from converters.phantoms import CLASSES, dataset_plan, dataset_sample
-from converters.pipeline import Conversion
-from converters.prune import count_macs, fine_tune, load_module, prune, save_module
-from converters.source import SourceModel
-from converters.spec import ModelSpec
-from converters.stage import export_stage, stage_section, torch_lesion_stage
-from converters.stage import golden_cases as stage_golden_cases
-from converters.training import bf16_supported, train_epochs
-from converters.verify import auc, choose_threshold, operating_point
 from firmware_app.contracts.manifest import SCHEMA, ModelPackage, sha256_file
 from firmware_app.inference.postprocess import sigmoid
 from firmware_app.inference.stage import LesionStage
 from firmware_app.models.stages import load_stage
 from firmware_app.settings.box import RuntimeConfig
+from phantoms.images import CLASSES, dataset_plan, dataset_sample
 
 TEACHER = {"widths": (16, 32, 48), "head": 16, "mask": 16}
 STUDENT = {"widths": (8, 16, 24), "head": 4, "mask": 8}
@@ -179,9 +179,9 @@ def build(args: argparse.Namespace) -> int:
                       modalities=["CT", "US", "MR", "CR", "DX", "MG", "OT"],
                       task="lesion-detection", intended_use=INTENDED_USE,
                       output_meanings=OUTPUT_MEANINGS, calibration_size=args.calibration,
-                      data="phantoms (converters/phantoms.py, converters/demo_model.py)",
+                      data="phantoms (phantoms/images.py, demo/model.py)",
                       gate=QUICK_GATE if args.quick else {}, accept_weak_model=args.quick),
-        source=SourceModel(shipped, "pickled", "converters/train_demo.py",
+        source=SourceModel(shipped, "pickled", "demo/train.py",
                            {args.checkpoint.name: sha256_file(args.checkpoint)}),
         data=_verification_data(tr, test, norm, args.calibration), task=task, spec=SPEC)
     conv.state["steps"] = steps
@@ -311,7 +311,7 @@ def recover_checkpoint(out: Path, checkpoint: Path, golden_cases: list[dict]) ->
 def second_stage(args: argparse.Namespace, out: Path, selection: tuple, log
                  ) -> tuple[LesionStage, dict]:
     """Train (or keep), calibrate, export, check and declare the second stage
-    (``converters/crop_stage.py``): the stage loaded as the box loads it (ONNX Runtime,
+    (``demo/crop_stage.py``): the stage loaded as the box loads it (ONNX Runtime,
     golden cases passed) and its manifest entry. ``selection`` is the first stage's outputs
     on the threshold-selection phantoms, that split and the thresholds: the stage's mask
     offset is chosen there, end to end as the box runs it."""
@@ -381,7 +381,7 @@ def declared_heatmap(selection: tuple, held_out: tuple, thresholds: dict
     ``on_lesion`` measured on the held-out ones with the second stage's boxes), and the
     figures for the card."""
     return choose_heatmap(HEADS, HEAD_PARAMS, thresholds, selection, held_out,
-                          f"held-out test phantoms (converters/phantoms.py, seed "
+                          f"held-out test phantoms (phantoms/images.py, seed "
                           f"{SEEDS['test']}): detected lesions (IoU >= 0.3) of the torch "
                           f"model decoded by the box's heads decoder, boxes from its second "
                           f"stage")
@@ -509,8 +509,8 @@ def _verification_data(tr, test, norm: tuple[float, float], calibration: int) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m converters.train_demo``: rebuild the demo package."""
-    parser = argparse.ArgumentParser(prog="python -m converters.train_demo",
+    """``python -m demo.train``: rebuild the demo package."""
+    parser = argparse.ArgumentParser(prog="python -m demo.train",
                                      description="Rebuild the phantom demo model package.")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "models" / NAME / VERSION)
     parser.add_argument("--quick", action="store_true",

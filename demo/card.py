@@ -85,7 +85,7 @@ Sizes: {sizes}"""
 
 
 def stage_section(stage: dict, first: dict) -> str:
-    """The card's paragraph on the second stage (``converters/crop_stage.py``)."""
+    """The card's paragraph on the second stage (``demo/crop_stage.py``)."""
     z = first["sizes"]
     depth = stage.get("depth", 3)
     field = " (its coarsest scale's field covers the whole crop)" if depth >= 4 else ""
@@ -252,7 +252,7 @@ def make_card(m: dict, steps: dict, summaries: dict, heatmap: dict | None = None
 **NOT FOR CLINICAL USE. {m['intended_use']}.** It has never seen a patient image; on real
 images its output means nothing. It lets clinibox be demonstrated and tested without patients.
 
-**Data.** Procedural phantoms (`converters/phantoms.py`): CT-like slices 256–512 px (body,
+**Data.** Procedural phantoms (`phantoms/images.py`): CT-like slices 256–512 px (body,
 fat, organs, spine, ribs, vessels, water cysts, gas; a 300–420 mm field of view) and
 ultrasound sector frames 240×320 to 480×640 px (speckle, attenuation, anechoic cysts with
 posterior enhancement, vessels; 40–70 mm deep). Half hold 1–2 lesions (radius 2–15 % of the
@@ -264,7 +264,7 @@ are drawn on purpose. Training,
 threshold-selection and held-out test phantoms come from different seeds; calibration used
 {rows['calibration']} training phantoms, verification the {rows['validation']} held-out ones.
 
-**How it was built** (`python -m converters.train_demo`, the converter pipeline):
+**How it was built** (`python -m demo.train`, the converter pipeline):
 1. Teacher `{steps['teacher']['architecture']}`, {steps['teacher']['epochs']} epochs,
    {steps['teacher']['seconds']} s on 2 CPU cores.
 2. Distilled student (soft targets at T = {d['temperature']}, α = {d['alpha']}, plus the hard
@@ -348,10 +348,10 @@ def rewrite_card(out: Path, heatmap: dict | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m converters.demo_card``: write the demo package's card again."""
+    """``python -m demo.card``: write the demo package's card again."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m converters.demo_card",
+    parser = argparse.ArgumentParser(prog="python -m demo.card",
                                      description="Write a demo package's MODEL_CARD.md again "
                                                  "from its signed manifest.")
     parser.add_argument("--package", type=Path, default=Path(__file__).resolve().parent.parent

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from converters.phantoms import CLASSES, dataset_plan, dataset_sample
 from firmware_app.imaging.preprocess import letterbox, letterbox_grey
+from phantoms.images import CLASSES, dataset_plan, dataset_sample
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NAME, VERSION = "clinibox-demo-lesion", "1.0.0"

@@ -22,7 +22,7 @@ width; US: 40-70 mm of depth down the height). Lesions vary in size (radius
 2-15 % of the image width) and contrast (subtle to obvious, hypo and hyper).
 Lesion-like distractors are drawn on purpose: bright vessel cross-sections,
 very dark sharp round cysts (CT); anechoic cysts with posterior enhancement
-and vessels (US). ``python -m converters.phantoms --help`` writes files for
+and vessels (US). ``python -m phantoms --help`` writes files for
 the box.
 """
 
@@ -692,9 +692,3 @@ def dataset(seed: int, count: int, kinds: Sequence[str] = KINDS, lesion_fraction
     plan = dataset_plan(seed, count, kinds, lesion_fraction)
     for i in range(count):
         yield dataset_sample(seed, i, plan, size)
-
-
-if __name__ == "__main__":  # pragma: no cover - thin CLI wrapper
-    from converters.phantom_dicom import main
-
-    raise SystemExit(main())

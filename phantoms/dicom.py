@@ -37,7 +37,7 @@ from pydicom import uid as uids
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import get_encoder
 
-from converters.phantoms import Phantom, generate, generate_sweep
+from phantoms.images import Phantom, generate, generate_sweep
 
 IDENTIFYING = (
     "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber",
@@ -289,9 +289,9 @@ def _write_one(kind: str, index: int, args: argparse.Namespace, lesion: bool) ->
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m converters.phantoms``: write phantom files and a truth.json beside them."""
+    """``python -m phantoms``: write phantom files and a truth.json beside them."""
     parser = argparse.ArgumentParser(
-        prog="python -m converters.phantoms",
+        prog="python -m phantoms",
         description="Write procedurally generated CT/US phantoms (not patients) for the box.")
     parser.add_argument("--out", type=Path, required=True, help="folder to write into")
     parser.add_argument("--count", type=int, default=10, help="number of objects")

@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from converters.phantoms import CLASSES, dataset_plan, dataset_sample
 from converters.stage import StageSpec
 from firmware_app.imaging.lesion_crop import CropSpec, crop_points, lesion_crop, sample_bilinear
+from phantoms.images import CLASSES, dataset_plan, dataset_sample
 
 NAME = "lesion-crop"
 CROP = CropSpec((64, 64), context=1.6, margin_px=6.0)
@@ -279,8 +279,8 @@ def train_stage(train: Crops, epochs: int, seed: int = 0, batch: int = 32,
 def crop_figures(stage, crops: Crops) -> dict[str, Any]:
     """The stage alone on its validation crops, decoded and measured as the box does:
     lesions over 5 mm with both axes within 15 % of truth, and the class AUC."""
-    from converters.demo_metrics import SIZE_FLOOR_MM, SIZE_TOLERANCE
     from converters.verify import auc
+    from demo.metrics import SIZE_FLOOR_MM, SIZE_TOLERANCE
     from firmware_app.imaging.lesion_crop import crop_transform
     from firmware_app.inference.masks import axes
     from firmware_app.inference.postprocess import Box
