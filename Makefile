@@ -3,28 +3,40 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+BOX_STAMP := $(VENV)/.installed-box
+# what `make run` installs: the box's own runtimes (ONNX Runtime is a core dependency), no
+# torch, no converter toolchain, no test tools
+RUN_EXTRAS ?= openvino,tflite
 EXTRAS ?= dev,convert,openvino,tflite,central
 
-.PHONY: install run test test-fast lint bench demo-model fuzz clean translations
+.PHONY: install install-box run test test-fast lint bench demo-model fuzz clean translations
 
 # Idempotent bootstrap: re-installs only when pyproject.toml changes; builds the native DICOM
 # receiver where g++ and dcmtk's headers are installed (scripts/build-receiver.sh).
+# install-box: the box alone (what `make run` needs); install: everything (tests, the converter
+# toolchain with the CPU build of torch, the hospital's PostgreSQL driver, the docs).
 RECEIVER := $(BIN)/clinibox-receiver
 install: $(STAMP) $(RECEIVER)
+install-box: $(BOX_STAMP) $(RECEIVER)
 
-$(RECEIVER): native/receiver/clinibox_receiver.cc scripts/build-receiver.sh $(STAMP)
+$(RECEIVER): native/receiver/clinibox_receiver.cc scripts/build-receiver.sh | $(BOX_STAMP)
 	scripts/build-receiver.sh $@
 
-$(STAMP): pyproject.toml
+$(BOX_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
+	$(BIN)/python -m pip install --quiet -e ".[$(RUN_EXTRAS)]"
+	touch $(BOX_STAMP)
+
+$(STAMP): pyproject.toml $(BOX_STAMP)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 # Start the appliance on its embedded defaults (state under ./var, DICOM on
-# 11112, USB/folder import under ./var/import) with the bundled demo model.
-run: install
+# 11112, USB/folder import under ./var/import) with the bundled demo model. It installs the box's
+# own dependencies only (install-box); a venv made by `make install` already has them.
+run: install-box
 	$(BIN)/clinibox serve $(if $(CONFIG),--config $(CONFIG),)
 
 # The whole suite in TEST_WORKERS processes (pytest-xdist), each taking a test file at a time:
