@@ -7,9 +7,9 @@ BOX_STAMP := $(VENV)/.installed-box
 # what `make run` installs: the box's own runtimes (ONNX Runtime is a core dependency), no
 # torch, no converter toolchain, no test tools
 RUN_EXTRAS ?= openvino,tflite
-EXTRAS ?= dev,convert,openvino,tflite,central
+EXTRAS ?= dev,convert,openvino,tflite,central,docs
 
-.PHONY: install install-box run test test-fast lint bench demo-model fuzz clean translations
+.PHONY: install install-box run test test-fast lint docs bench demo-model fuzz clean translations
 
 # Idempotent bootstrap: re-installs only when pyproject.toml changes; builds the native DICOM
 # receiver where g++ and dcmtk's headers are installed (scripts/build-receiver.sh).
@@ -46,6 +46,7 @@ TEST_WORKERS ?= 2
 test: install
 	$(BIN)/python -m ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mkdocs build --strict
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # the unit tier without slow tests: ruff, the layer contracts, then about a minute of tests
@@ -57,9 +58,15 @@ test-fast: install
 lint: install
 	$(BIN)/python -m ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mkdocs build --strict
+
+# the documentation site (mkdocs.yml) into site/, strict: a broken link, a page left out of the
+# navigation or a warning fails it; scripts/docs_reference.py writes the reference pages
+docs: install
+	$(BIN)/mkdocs build --strict
 
 bench: install
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python -m bench.run_all
 
 # fuzz every target (decoder, stream headers, landing) for FUZZ_SECONDS each; new inputs
 # go into tests/fuzz/corpus/<target>/, crashes into tests/fuzz/ (make them regressions)

@@ -41,6 +41,7 @@ _POSTGRES_PREFIXES = ("postgresql://", "postgres://")
 
 
 def _database_url(value: Any) -> str | None:
+    """sqlite:///PATH, postgresql://USER@HOST:PORT/DB or a bare path."""
     if not value.strip():
         return "must not be empty"
     if "://" in value and not value.startswith((_SQLITE_PREFIX, *_POSTGRES_PREFIXES)):
@@ -51,6 +52,7 @@ def _database_url(value: Any) -> str | None:
 
 
 def _group(value: Any) -> str | None:
+    """a non-empty name without / + # $ or spaces."""
     if not value or any(c in value for c in "/+#$ "):
         return f"must be a non-empty name without / + # $ or spaces, got {value!r}"
     return None
