@@ -15,8 +15,9 @@ the anchor backwards. They are a speed bump for a mistaken ``sqlite3`` session,
 not a lock: whoever can write the file can drop them. The hash chain is what
 shows that it happened.
 
-It imports nothing else of storage (``db.py`` takes the schema from here), so
-neither import goes in a circle.
+It imports nothing else of storage (``schema.py`` takes the schema from here;
+the v9 migration, ``migrations/v09_audit_trail.py``, keeps the SQL as v9 made
+it), so no import goes in a circle.
 """
 
 from __future__ import annotations
@@ -72,15 +73,6 @@ END;
 #: the triggers a healthy database has (the chain check names any that is missing)
 TRIGGERS = ("audit_rows_are_not_changed", "audit_rows_are_only_pruned",
             "audit_anchor_is_kept", "audit_anchor_only_moves_on")
-
-
-def migrate_to_v9(conn: sqlite3.Connection) -> None:
-    """v9: the access audit trail (new tables and triggers, nothing earlier changes).
-
-    The schema script already made them; running it again is harmless, so an
-    upgrade and a fresh database end the same.
-    """
-    conn.executescript(AUDIT_SCHEMA)
 
 
 def missing_triggers(conn: sqlite3.Connection) -> list[str]:

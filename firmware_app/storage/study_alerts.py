@@ -15,8 +15,8 @@ outbox message's sequence number); ``studies.alerts_done_at`` holds the
 producer looks again only at studies completed since (and retention knows
 their alerts are out). Both are written in the alert's own transaction.
 
-It imports nothing else of storage (``db.py`` takes the table and the v8
-migration from here), so neither import goes in a circle.
+It imports nothing else of storage (``schema.py`` takes the table from here,
+the v8 migration the model-name SQL), so no import goes in a circle.
 """
 
 from __future__ import annotations
@@ -98,48 +98,3 @@ def mark_checked(conn: sqlite3.Connection, study: StudyToCheck) -> None:
     (in the same transaction as those alerts)."""
     conn.execute("UPDATE studies SET alerts_done_at = ? WHERE study_key = ?",
                  (study.completed_at, study.study_key))
-
-
-def migrate_to_v8(conn: sqlite3.Connection) -> None:
-    """v8: ``alerted_studies`` is keyed by study and model name; studies record whose
-    completion's alerts are queued.
-
-    An alert of the earlier software named the model of the study's top
-    instance, so each row gets that model's name (the top result's, worked out
-    from the results when the study row is missing; '' when the study has none).
-    A study already alerted counts as checked at its completion: upgrading sends
-    no late alert for a second model of an old study (a later instance of the
-    study, completed again, may).
-    """
-    if "studies" in _tables(conn) and "alerts_done_at" not in _columns(conn, "studies"):
-        conn.execute("ALTER TABLE studies ADD COLUMN alerts_done_at REAL")
-    if "model" in _columns(conn, "alerted_studies"):
-        return
-    top_name = model_name_sql("r.model_id")
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute("ALTER TABLE alerted_studies RENAME TO alerted_studies_v7")
-        conn.execute(ALERTED_STUDIES_TABLE)
-        conn.execute(
-            "INSERT INTO alerted_studies(study_key, model, seq, at)"
-            " SELECT a.study_key, COALESCE("
-            f"  (SELECT {top_name} FROM studies s JOIN results r"
-            "    ON r.instance_id = s.top_instance_id WHERE s.study_key = a.study_key),"
-            f"  (SELECT {top_name} FROM results r JOIN instances i ON i.id = r.instance_id"
-            "    WHERE i.study_instance_uid = a.study_key ORDER BY r.probability DESC LIMIT 1),"
-            "  ''), a.seq, a.at FROM alerted_studies_v7 a")
-        conn.execute("UPDATE studies SET alerts_done_at = completed_at"
-                     " WHERE study_key IN (SELECT study_key FROM alerted_studies)")
-        conn.execute("DROP TABLE alerted_studies_v7")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-
-
-def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
-    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-
-
-def _tables(conn: sqlite3.Connection) -> set[str]:
-    return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
