@@ -1,7 +1,8 @@
-"""One DICOM result document the box writes for a study (SR, SEG or key image).
+"""One DICOM result document the box writes for a study (SR, SEG, key image, …).
 
-The seam between what writes results (``sr``, ``seg``, ``key_image``) and
-what delivers or exports them (the DICOM outbox, the de-identified export).
+The seam between what writes results (the writers of the table of DICOM outputs,
+``contracts/dicom_outputs.py``, through ``writers.py``) and what delivers or exports
+them (the DICOM outbox, the de-identified export).
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ from dataclasses import dataclass
 
 from pydicom import Dataset
 
-#: the kinds of result document, as named in ``[[pacs.destinations]] send``
-DOCUMENT_KINDS = ("sr", "seg", "key_image")
+from firmware_app.contracts.dicom_outputs import DICOM_OUTPUTS, output_info, output_keys
+
+#: the kinds of result document, as named in ``[[pacs.destinations]] send``: the keys of
+#: the table of DICOM outputs when this module was imported (``output_keys()`` reads it now)
+DOCUMENT_KINDS = output_keys()
 
 
 @dataclass(frozen=True)
@@ -31,8 +35,8 @@ class Document:
     encoded: bytes | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in DOCUMENT_KINDS:
-            raise ValueError(f"unknown DICOM result kind {self.kind!r}; one of {DOCUMENT_KINDS}")
+        if self.kind not in DICOM_OUTPUTS:
+            output_info(self.kind)  # ValueError naming the known kinds
 
     @property
     def sop_instance_uid(self) -> str:

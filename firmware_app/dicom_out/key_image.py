@@ -18,8 +18,15 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes as sr_codes
 from pydicom.uid import ExplicitVRLittleEndian
 
+from firmware_app.contracts.statuses import AssessmentKind
 from firmware_app.dicom_out import codes, statements
-from firmware_app.dicom_out.source import MANUFACTURER, AnalysedInstance, ModelIdentity, ResultIds
+from firmware_app.dicom_out.source import (
+    MANUFACTURER,
+    AnalysedInstance,
+    ModelIdentity,
+    ResultIds,
+    StudyInput,
+)
 from firmware_app.dicom_out.source_header import normalise
 from firmware_app.dicom_out.sr import CHARACTER_SET
 from firmware_app.imaging import annotate
@@ -31,6 +38,24 @@ SERIES_NUMBER = 9903
 SERIES_DESCRIPTION = "clinibox key image"
 #: the picture's sides, as the viewer's printed key image (``web/views_clinic.py``)
 MAX_SIDE, MIN_SIDE = 1024, 512
+
+
+def write_key_image(study: StudyInput) -> list[Dataset]:
+    """The key image output's writer (``writers.DocumentWriter``): the key frame of the
+    image with the most probable finding (no finding: no key image)."""
+    chosen = key_instance(study.instances)
+    if chosen is None:
+        return []
+    return [key_image(chosen, study.model, study.ids)]
+
+
+def key_instance(instances: list[AnalysedInstance]) -> AnalysedInstance | None:
+    """The image with the most probable finding (the first of equals), None without findings."""
+    found = [i for i in instances
+             if i.result.get("assessment") == AssessmentKind.FINDING and i.result.get("findings")]
+    if not found:
+        return None
+    return max(found, key=lambda i: float(i.result.get("probability") or 0.0))
 
 
 def key_image(instance: AnalysedInstance, model: ModelIdentity, ids: ResultIds,

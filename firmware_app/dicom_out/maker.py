@@ -89,8 +89,14 @@ class DocumentMaker:
 
 
 def warm_up() -> tuple[np.ndarray, dict[str, Any]]:
-    """Import the document makers and read highdicom's standard tables now."""
+    """Import the document makers (every output's writer) and read highdicom's standard
+    tables now."""
     import firmware_app.dicom_out.study_documents  # noqa: F401 (imported to be ready)
+    from firmware_app.contracts.dicom_outputs import output_keys
+    from firmware_app.dicom_out.writers import writer
+
+    for key in output_keys():
+        writer(key)
 
     try:  # private to highdicom: only to have the tables read before the first study
         from highdicom._standard_utils import (

@@ -26,9 +26,16 @@ import highdicom as hd
 import numpy as np
 from highdicom.spatial import get_image_coordinate_system
 from PIL import Image, ImageDraw
+from pydicom.dataset import Dataset
 
 from firmware_app.dicom_out import codes
-from firmware_app.dicom_out.source import MANUFACTURER, ModelIdentity, ResultIds, Source
+from firmware_app.dicom_out.source import (
+    MANUFACTURER,
+    ModelIdentity,
+    ResultIds,
+    Source,
+    StudyInput,
+)
 from firmware_app.dicom_out.sr import CHARACTER_SET, class_of
 
 SERIES_NUMBER = 9902
@@ -52,6 +59,12 @@ def segmentations(sources: list[Source], model: ModelIdentity,
             # source lacking what its IOD requires
             log.warning("no DICOM SEG for %s: %s", _members_key(members), exc)
     return out
+
+
+def write_seg(study: StudyInput) -> list[Dataset]:
+    """The SEG output's writer (``writers.DocumentWriter``): ``segmentations`` of the study
+    version (none when no lesion has an outline)."""
+    return list(segmentations(study.sources, study.model, study.ids))
 
 
 def rasterise(contour: list, rows: int, columns: int) -> np.ndarray:

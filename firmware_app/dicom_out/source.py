@@ -120,3 +120,24 @@ class ResultIds:
     def _uid(self, *parts: str) -> str:
         return str(generate_uid(entropy_srcs=[self.device_id, self.study_key, self.model_id,
                                               *parts]))
+
+
+@dataclass(frozen=True)
+class StudyInput:
+    """What every writer of a DICOM output is given: one version of one study's results.
+
+    ``sources`` are its analysed images with their headers made fit (those that cannot be
+    referred to already left out), in the order the SR lists them; ``ids`` makes every UID
+    of its documents; ``predecessor`` is the previous version's SR when the caller holds
+    it (a writer may also make its reference from ``ids``).
+    """
+
+    sources: list[Source]
+    model: ModelIdentity
+    ids: ResultIds
+    predecessor: Dataset | None = None
+
+    @property
+    def instances(self) -> list[AnalysedInstance]:
+        """The analysed images, in order."""
+        return [source.instance for source in self.sources]

@@ -61,7 +61,13 @@ from pydicom.uid import Comprehensive3DSRStorage
 
 from firmware_app.dicom_out import codes, statements
 from firmware_app.dicom_out.series_reading import SeriesReading, series_readings
-from firmware_app.dicom_out.source import MANUFACTURER, ModelIdentity, ResultIds, Source
+from firmware_app.dicom_out.source import (
+    MANUFACTURER,
+    ModelIdentity,
+    ResultIds,
+    Source,
+    StudyInput,
+)
 from firmware_app.inference.volume import SINGLE_SLICE, Lesion3D, LesionPart
 
 SERIES_NUMBER = 9901
@@ -112,6 +118,17 @@ def structured_report(sources: list[Source], model: ModelIdentity, ids: ResultId
         coding_schemes=codes.coding_schemes(),
         specific_character_set=CHARACTER_SET,
     )
+
+
+def write_sr(study: StudyInput) -> list[Dataset]:
+    """The SR output's writer (``writers.DocumentWriter``): the study version's one SR,
+    naming the previous version (the caller's, else its reference from the UIDs)."""
+    previous = None
+    if study.ids.version > 1:
+        previous = (study.predecessor if study.predecessor is not None else
+                    predecessor_reference(str(study.sources[0].dataset.StudyInstanceUID),
+                                          study.ids))
+    return [structured_report(study.sources, study.model, study.ids, previous)]
 
 
 def predecessor_reference(study_uid: str, ids: ResultIds) -> Dataset:

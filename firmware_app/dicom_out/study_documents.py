@@ -1,4 +1,4 @@
-"""One study's DICOM results for the PACS: the SR, the SEG objects and the key image.
+"""One study's DICOM results for the PACS: the SR, the SEG objects, the key image, ….
 
 The one entry the study completion calls (in the worker process, on files
 the box already decoded successfully). The headers are read with pydicom;
@@ -19,17 +19,21 @@ from collections.abc import Collection
 
 import pydicom
 
-from firmware_app.dicom_out.document import DOCUMENT_KINDS, Document
-from firmware_app.dicom_out.key_image import key_image
-from firmware_app.dicom_out.seg import segmentations
-from firmware_app.dicom_out.source import AnalysedInstance, ModelIdentity, ResultIds, Source
+from firmware_app.dicom_out import writers
+from firmware_app.dicom_out.document import Document
+from firmware_app.dicom_out.source import (
+    AnalysedInstance,
+    ModelIdentity,
+    ResultIds,
+    Source,
+    StudyInput,
+)
 from firmware_app.dicom_out.source_header import (
     BAD_PIXEL_SPACING,
     HeaderReport,
     Unreferenceable,
     normalise,
 )
-from firmware_app.dicom_out.sr import predecessor_reference, structured_report
 from firmware_app.errors import CliniboxError
 from firmware_app.i18n import N_
 
@@ -77,7 +81,9 @@ def study_documents(instances: list[AnalysedInstance], model: ModelIdentity, *, 
                     version: int, kinds: Collection[str],
                     predecessor: Document | None = None,
                     report: HeaderReport | None = None) -> list[Document]:
-    """The documents of ``kinds`` ("sr", "seg", "key_image") for version ``version`` of a study.
+    """The documents of ``kinds`` (keys of the table of DICOM outputs: "sr", "seg",
+    "key_image", …) for version ``version`` of a study, made by their writers
+    (``writers.py``) in the table's order.
 
     ``instances`` are the study's analysed images (one study, in the order the
     SR lists them). Version 1 is the first report of a study; a study updated
@@ -87,14 +93,13 @@ def study_documents(instances: list[AnalysedInstance], model: ModelIdentity, *, 
     UID comes from (device id, study key, model id, version, kind), so the
     same completion made twice gives the same documents.
 
-    A SEG comes only for images whose lesions carry contours (none: no SEG);
-    the key image is the key frame of the image with the most probable
-    finding (no finding: no key image). ``report`` receives the images left out
-    and the changes made to the headers of the others.
+    Each writer says what it needs (``contracts/dicom_outputs.py``): a SEG comes
+    only for images whose lesions carry contours (none: no SEG); the key image is
+    the key frame of the image with the most probable finding (no finding: no key
+    image). ``report`` receives the images left out and the changes made to the
+    headers of the others.
     """
-    unknown = set(kinds) - set(DOCUMENT_KINDS)
-    if unknown:
-        raise ValueError(f"unknown DICOM result kinds {sorted(unknown)}; one of {DOCUMENT_KINDS}")
+    writers.check_kinds(kinds)
     if version < 1:
         raise ValueError(f"a study's result version starts at 1, not {version}")
     if not instances:
@@ -106,23 +111,9 @@ def study_documents(instances: list[AnalysedInstance], model: ModelIdentity, *, 
     if not sources:
         raise NothingToDescribe(report.left_out)
     study_key = _study_key(sources)
-    ids = ResultIds(device_id, study_key, model.model_id, version)
-    documents: list[Document] = []
-    if "sr" in kinds:
-        previous = None
-        if version > 1:
-            previous = (predecessor.dataset if predecessor is not None
-                        else predecessor_reference(str(sources[0].dataset.StudyInstanceUID), ids))
-        documents.append(Document("sr", study_key,
-                                  structured_report(sources, model, ids, previous)))
-    if "seg" in kinds:
-        documents += [Document("seg", study_key, seg)
-                      for seg in segmentations(sources, model, ids)]
-    if "key_image" in kinds:
-        chosen = _key_instance([source.instance for source in sources])
-        if chosen is not None:
-            documents.append(Document("key_image", study_key, key_image(chosen, model, ids)))
-    return documents
+    study = StudyInput(sources, model, ResultIds(device_id, study_key, model.model_id, version),
+                       predecessor.dataset if predecessor is not None else None)
+    return writers.write(kinds, study, study_key)
 
 
 def _study_key(sources: list[Source]) -> str:
@@ -132,12 +123,3 @@ def _study_key(sources: list[Source]) -> str:
     if len(keys) != 1 or "" in keys:
         raise ValueError(f"the images of one study's results must share one study, not {keys}")
     return keys.pop()
-
-
-def _key_instance(instances: list[AnalysedInstance]) -> AnalysedInstance | None:
-    """The image with the most probable finding (the first of equals), None without findings."""
-    found = [i for i in instances
-             if i.result.get("assessment") == "finding" and i.result.get("findings")]
-    if not found:
-        return None
-    return max(found, key=lambda i: float(i.result.get("probability") or 0.0))

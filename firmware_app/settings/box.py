@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware_app.contracts.backends import BACKEND_CHOICES, PRECISIONS
+from firmware_app.contracts.dicom_outputs import DICOM_OUTPUTS, default_outputs, output_keys
 from firmware_app.contracts.egress import IDENTITY
 from firmware_app.i18n import N_
 from firmware_app.settings.loader import (
@@ -50,12 +51,14 @@ _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII, no b
 
 
 def _ae_title(value: Any) -> str | None:
+    """1-16 printable ASCII characters, no backslash (a DICOM AE title)."""
     if not _AE_TITLE.match(value) or not value.strip():
         return f"must be 1-16 printable ASCII characters without backslash, got {value!r}"
     return None
 
 
 def _ae_titles(value: Any) -> str | None:
+    """AE titles, each 1-16 printable ASCII characters without backslash."""
     for title in value:
         problem = _ae_title(title)
         if problem:
@@ -64,6 +67,7 @@ def _ae_titles(value: Any) -> str | None:
 
 
 def _identity(value: Any) -> str | None:
+    """1-32 lower-case letters, digits or dashes (a topic level)."""
     if not IDENTITY.fullmatch(value):
         return f"must be 1-32 lower-case letters, digits or dashes, got {value!r}"
     return None
@@ -292,14 +296,16 @@ class TelemetryConfig:
     retry_max_seconds: float = setting(in_range(0.1, 86400), "longest reconnect wait", 300.0)
 
 
-#: the kinds of DICOM result document a PACS destination may be sent (``send``); the same
-#: names as ``firmware_app.dicom_out.document.DOCUMENT_KINDS`` and the ``dicom_outbox`` table
-PACS_DOCUMENT_KINDS = ("sr", "seg", "key_image")
+#: the kinds of DICOM result document a PACS destination may be sent (``send``): the keys of
+#: the table of DICOM outputs (``contracts/dicom_outputs.py``) when this module was imported;
+#: ``send`` is checked against the table itself
+PACS_DOCUMENT_KINDS = output_keys()
 
 _DESTINATION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 
 
 def _destination_name(value: Any) -> str | None:
+    """1-32 letters, digits, dots, dashes or underscores, a letter or digit first."""
     if not _DESTINATION_NAME.match(value):
         return ("must be 1-32 letters, digits, dots, dashes or underscores (a letter or digit "
                 f"first), got {value!r}")
@@ -307,19 +313,22 @@ def _destination_name(value: Any) -> str | None:
 
 
 def _optional_ae_title(value: Any) -> str | None:
+    """empty, or an AE title (1-16 printable ASCII characters, no backslash)."""
     return _ae_title(value) if value else None
 
 
 def _host(value: Any) -> str | None:
+    """a host name or address (no spaces)."""
     if not value.strip() or any(c.isspace() for c in value):
         return f"must be a host name or address, got {value!r}"
     return None
 
 
 def _document_kinds(value: Any) -> str | None:
-    unknown = [kind for kind in value if kind not in PACS_DOCUMENT_KINDS]
+    """one or more keys of the DICOM outputs table (contracts/dicom_outputs.py)."""
+    unknown = [kind for kind in value if kind not in DICOM_OUTPUTS]
     if unknown or not value:
-        return (f"must list one or more of {', '.join(PACS_DOCUMENT_KINDS)}; "
+        return (f"must list one or more of {', '.join(output_keys())}; "
                 f"got {value!r}")
     return None
 
@@ -334,7 +343,7 @@ class PacsDestination:
     port: int = setting(in_range(1, 65535), "its DICOM port", 104)
     send: list[str] = setting(_document_kinds, "which results it gets: any of "
                               + ", ".join(f'"{kind}"' for kind in PACS_DOCUMENT_KINDS),
-                              factory=lambda: list(PACS_DOCUMENT_KINDS))
+                              factory=default_outputs)
     tls: bool = setting(doc="DICOM over TLS", default=False)
     ca_file: str = setting(doc="CA bundle (PEM) that signed the destination's certificate; "
                                "empty trusts the system's CAs", default="")
@@ -373,6 +382,7 @@ class PacsConfig:
 
 
 def _regex(value: Any) -> str | None:
+    """a regular expression (Python re)."""
     try:
         re.compile(value)
     except re.error as exc:
@@ -381,6 +391,7 @@ def _regex(value: Any) -> str | None:
 
 
 def _upper_list(value: Any) -> str | None:
+    """values, none of them empty."""
     if any(not str(v).strip() for v in value):
         return f"must not hold empty values, got {value!r}"
     return None

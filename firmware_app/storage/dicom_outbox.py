@@ -35,6 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from firmware_app.contracts.dicom_outputs import output_keys
+from firmware_app.contracts.statuses import DicomOutboxState
+
 #: how old an unreferenced file in the outbox folder must be before a purge removes it
 #: (one younger may belong to rows its writer is about to commit)
 ORPHAN_GRACE_SECONDS = 3600.0
@@ -86,19 +89,20 @@ def add_documents(conn: sqlite3.Connection, files: Iterable[DocumentFile],
                 continue
             marks = ",".join("?" * len(uids))
             conn.execute(
-                "UPDATE dicom_outbox SET state = 'superseded' WHERE state IN ('pending', 'held')"
+                "UPDATE dicom_outbox SET state = ? WHERE state IN (?, ?)"
                 " AND destination = ? AND kind = ? AND study_key = ?"
                 f" AND sop_instance_uid NOT IN ({marks})",
-                (destination, kind, study_key, *sorted(uids)))
+                (DicomOutboxState.SUPERSEDED, DicomOutboxState.PENDING, DicomOutboxState.HELD,
+                 destination, kind, study_key, *sorted(uids)))
         for f in files:
             if f.kind not in kinds:
                 continue
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO dicom_outbox(destination, kind, study_key, sop_class_uid,"
                 " sop_instance_uid, path, state, attempts, next_attempt_at, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
                 (destination, f.kind, f.study_key, f.sop_class_uid, f.sop_instance_uid,
-                 str(f.path), now, now))
+                 str(f.path), DicomOutboxState.PENDING, now, now))
             if cursor.rowcount:
                 added.append(int(cursor.lastrowid))
     return added
@@ -114,8 +118,8 @@ def due_documents(conn: sqlite3.Connection, now: float | None = None,
                   destination: str | None = None, limit: int = 1000) -> list[DueDocument]:
     """Pending rows whose next try is due (``next_attempt_at <= now``), oldest first."""
     now = time.time() if now is None else now
-    where = "state = 'pending' AND next_attempt_at <= ?"
-    params: list[Any] = [now]
+    where = "state = ? AND next_attempt_at <= ?"
+    params: list[Any] = [DicomOutboxState.PENDING, now]
     if destination is not None:
         where += " AND destination = ?"
         params.append(destination)
@@ -131,7 +135,8 @@ def due_destinations(conn: sqlite3.Connection, now: float | None = None) -> list
     now = time.time() if now is None else now
     rows = conn.execute(
         "SELECT DISTINCT destination FROM dicom_outbox"
-        " WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY destination", (now,))
+        " WHERE state = ? AND next_attempt_at <= ? ORDER BY destination",
+        (DicomOutboxState.PENDING, now))
     return [row[0] for row in rows]
 
 
@@ -141,8 +146,9 @@ def next_due_at(conn: sqlite3.Connection, destinations: Collection[str]) -> floa
     if not names:
         return None
     marks = ",".join("?" * len(names))
-    value = conn.execute("SELECT MIN(next_attempt_at) FROM dicom_outbox WHERE state = 'pending'"
-                         f" AND destination IN ({marks})", names).fetchone()[0]
+    value = conn.execute("SELECT MIN(next_attempt_at) FROM dicom_outbox WHERE state = ?"
+                         f" AND destination IN ({marks})",
+                         (DicomOutboxState.PENDING, *names)).fetchone()[0]
     return None if value is None else float(value)
 
 
@@ -150,8 +156,9 @@ def mark_sent(conn: sqlite3.Connection, row_id: int, now: float | None = None) -
     """The destination stored the document (C-STORE Success or a storing warning)."""
     now = time.time() if now is None else now
     # a row superseded while it was on its way was still delivered: say so
-    conn.execute("UPDATE dicom_outbox SET state = 'sent', sent_at = ?, attempts = attempts + 1"
-                 " WHERE id = ? AND state != 'sent'", (now, row_id))
+    sent = DicomOutboxState.SENT
+    conn.execute("UPDATE dicom_outbox SET state = ?, sent_at = ?, attempts = attempts + 1"
+                 " WHERE id = ? AND state != ?", (sent, now, row_id, sent))
 
 
 def retry_delay(attempts: int, first: float, longest: float) -> float:
@@ -170,7 +177,8 @@ def mark_failed(conn: sqlite3.Connection, row_id: int, error: str, first: float,
     attempts = int(row[0]) + 1
     due = now + retry_delay(attempts, first, longest)
     conn.execute("UPDATE dicom_outbox SET attempts = ?, last_error = ?, next_attempt_at = ?"
-                 " WHERE id = ? AND state = 'pending'", (attempts, error[:500], due, row_id))
+                 " WHERE id = ? AND state = ?",
+                 (attempts, error[:500], due, row_id, DicomOutboxState.PENDING))
     return due
 
 
@@ -179,15 +187,16 @@ def mark_refused(conn: sqlite3.Connection, row_id: int, error: str, status: int,
                  now: float | None = None) -> str:
     """The destination refused the document with failure ``status``: count the try and the
     refusal, keep ``error`` and the status; back off, or hold the row at ``max_refusals``.
-    Return the row's state ('pending' or 'held')."""
+    Return the row's state (pending or held; "gone" when it is no longer pending)."""
     now = time.time() if now is None else now
-    row = conn.execute("SELECT refusals FROM dicom_outbox WHERE id = ? AND state = 'pending'",
-                       (row_id,)).fetchone()
+    row = conn.execute("SELECT refusals FROM dicom_outbox WHERE id = ? AND state = ?",
+                       (row_id, DicomOutboxState.PENDING)).fetchone()
     if row is None:
         return "gone"
     mark_failed(conn, row_id, error, first, longest, now)
     refusals = int(row[0]) + 1
-    state = "held" if refusals >= max_refusals else "pending"
+    state = (DicomOutboxState.HELD if refusals >= max_refusals
+             else DicomOutboxState.PENDING)
     conn.execute("UPDATE dicom_outbox SET refusals = ?, last_status = ?, state = ?"
                  " WHERE id = ?", (refusals, int(status), state, row_id))
     return state
@@ -210,7 +219,7 @@ class HeldDocument:
 def held_documents(conn: sqlite3.Connection, destination: str | None = None
                    ) -> list[HeldDocument]:
     """Held rows (of one destination, or all), oldest first."""
-    where, params = "state = 'held'", []
+    where, params = "state = ?", [DicomOutboxState.HELD]
     if destination is not None:
         where += " AND destination = ?"
         params.append(destination)
@@ -227,25 +236,27 @@ def requeue_held(conn: sqlite3.Connection, destination: str | None = None,
     """Send held rows again (of one destination, or those of ``ids``, else all) at once,
     their refusals counted from zero; return how many. Run it inside a transaction."""
     now = time.time() if now is None else now
-    where, params = "state = 'held'", [now]
+    where, params = "state = ?", [now, DicomOutboxState.HELD]
     if destination is not None:
         where += " AND destination = ?"
         params.append(destination)
     if ids:
         where += f" AND id IN ({','.join('?' * len(ids))})"
         params += [int(i) for i in ids]
-    cursor = conn.execute("UPDATE dicom_outbox SET state = 'pending', refusals = 0,"
-                          f" next_attempt_at = ? WHERE {where}", params)
+    cursor = conn.execute("UPDATE dicom_outbox SET state = ?, refusals = 0,"
+                          f" next_attempt_at = ? WHERE {where}",
+                          [DicomOutboxState.PENDING, *params])
     return int(cursor.rowcount)
 
 
 def pending_count(conn: sqlite3.Connection, destination: str | None = None) -> int:
     """Rows waiting for a destination's acknowledgement (all destinations when None)."""
     if destination is None:
-        row = conn.execute("SELECT COUNT(*) FROM dicom_outbox WHERE state = 'pending'")
+        row = conn.execute("SELECT COUNT(*) FROM dicom_outbox WHERE state = ?",
+                           (DicomOutboxState.PENDING,))
     else:
-        row = conn.execute("SELECT COUNT(*) FROM dicom_outbox WHERE state = 'pending'"
-                           " AND destination = ?", (destination,))
+        row = conn.execute("SELECT COUNT(*) FROM dicom_outbox WHERE state = ?"
+                           " AND destination = ?", (DicomOutboxState.PENDING, destination))
     return int(row.fetchone()[0])
 
 
@@ -280,13 +291,15 @@ def destination_figures(conn: sqlite3.Connection, configured: Iterable[str] = ()
         for name in configured}
     rows = conn.execute(
         "SELECT destination,"
-        " SUM(state = 'pending') AS waiting,"
-        " MIN(CASE WHEN state = 'pending' THEN created_at END) AS oldest_waiting_at,"
-        " MAX(CASE WHEN state = 'pending' THEN attempts ELSE 0 END) AS attempts,"
-        " MIN(CASE WHEN state = 'pending' THEN next_attempt_at END) AS next_attempt_at,"
-        " SUM(state = 'sent') AS sent, MAX(sent_at) AS last_sent_at,"
-        " SUM(state = 'held') AS held"
-        " FROM dicom_outbox GROUP BY destination").fetchall()
+        " SUM(state = :pending) AS waiting,"
+        " MIN(CASE WHEN state = :pending THEN created_at END) AS oldest_waiting_at,"
+        " MAX(CASE WHEN state = :pending THEN attempts ELSE 0 END) AS attempts,"
+        " MIN(CASE WHEN state = :pending THEN next_attempt_at END) AS next_attempt_at,"
+        " SUM(state = :sent) AS sent, MAX(sent_at) AS last_sent_at,"
+        " SUM(state = :held) AS held"
+        " FROM dicom_outbox GROUP BY destination",
+        {"pending": DicomOutboxState.PENDING, "sent": DicomOutboxState.SENT,
+         "held": DicomOutboxState.HELD}).fetchall()
     for row in rows:
         figures[row["destination"]] = {
             "name": row["destination"], "waiting": int(row["waiting"] or 0),
@@ -303,9 +316,9 @@ def destination_figures(conn: sqlite3.Connection, configured: Iterable[str] = ()
             item["last_error_at"], item["last_error"] = event
         else:
             kept = conn.execute(
-                "SELECT last_error FROM dicom_outbox WHERE destination = ? AND state = 'pending'"
+                "SELECT last_error FROM dicom_outbox WHERE destination = ? AND state = ?"
                 " AND last_error IS NOT NULL ORDER BY attempts DESC, id DESC LIMIT 1",
-                (name,)).fetchone()
+                (name, DicomOutboxState.PENDING)).fetchone()
             item["last_error_at"], item["last_error"] = None, kept[0] if kept else None
     return [figures[name] for name in sorted(figures)]
 
@@ -319,8 +332,9 @@ def purge(conn: sqlite3.Connection, folder: Path, audit_seconds: float,
     now = time.time() if now is None else now
     cutoff = now - audit_seconds
     gone = conn.execute(
-        "DELETE FROM dicom_outbox WHERE state IN ('sent', 'superseded')"
-        " AND COALESCE(sent_at, created_at) < ? RETURNING path", (cutoff,)).fetchall()
+        "DELETE FROM dicom_outbox WHERE state IN (?, ?)"
+        " AND COALESCE(sent_at, created_at) < ? RETURNING path",
+        (DicomOutboxState.SENT, DicomOutboxState.SUPERSEDED, cutoff)).fetchall()
     kept = {row[0] for row in conn.execute("SELECT DISTINCT path FROM dicom_outbox")}
     for path in {row[0] for row in gone} - kept:
         Path(path).unlink(missing_ok=True)
@@ -336,3 +350,25 @@ def purge(conn: sqlite3.Connection, folder: Path, audit_seconds: float,
             except FileNotFoundError:
                 continue
     return len(gone)
+
+
+#: the triggers that keep ``dicom_outbox.kind`` to the kinds in ``dicom_output_kinds``
+#: (made by the schema script, ``storage/schema.py``, and the v15 migration)
+KIND_TRIGGERS = ("dicom_outbox_kind_insert", "dicom_outbox_kind_update")
+
+
+def kind_rule(conn: sqlite3.Connection) -> None:
+    """Make ``dicom_output_kinds`` the keys of the table of DICOM outputs now.
+
+    SQLite cannot widen a CHECK without rebuilding the table, so ``dicom_outbox.kind``
+    is kept by triggers that look the kind up in ``dicom_output_kinds``, and this (called
+    by ``initialise`` whenever the database opens) writes the table's keys there: an
+    output added to the table needs no migration. It writes only what changed. Rows of
+    an output no longer in the table stay (and are sent); no new one can be added.
+    """
+    wanted = set(output_keys())
+    have = {str(row[0]) for row in conn.execute("SELECT kind FROM dicom_output_kinds")}
+    for kind in sorted(have - wanted):
+        conn.execute("DELETE FROM dicom_output_kinds WHERE kind = ?", (kind,))
+    for kind in sorted(wanted - have):
+        conn.execute("INSERT INTO dicom_output_kinds(kind) VALUES (?)", (kind,))
