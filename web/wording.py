@@ -9,8 +9,11 @@ language (``firmware_app.i18n.formats``).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from firmware_app.contracts.reasons import SAYS_RESCAN
+from firmware_app.contracts.statuses import AssessmentKind, InstanceStatus
 from firmware_app.i18n import N_, formats, gettext, ngettext
 from web import labels, reasons
 
@@ -58,24 +61,26 @@ def intended_use(statement: str) -> str:
     return _(statement) if statement in KNOWN_INTENDED_USES else statement
 
 
-def verdict(alert: bool, finding: bool, assessment: str = "", reason: str = ""
-            ) -> tuple[str, str]:
+def verdict(alert: bool, finding: bool, assessment: str = "",
+            reason: str | Sequence[Any] = "") -> tuple[str, str]:
     """(level, headline): level is alert, finding, unassessable, outside or clear.
 
     An image the model cannot judge (``not_assessable``) or was not validated
     for (``outside_validated_range``) never reads "no suspicious area found".
+    ``reason``: the stored reasons (``contracts/reasons.py``), or their records.
     """
     if alert:
         return "alert", _("Suspicious area found — a doctor should review this study soon")
     if finding:
         return "finding", _("Possible finding — a doctor should review this study")
-    if assessment == "not_assessable":
-        why = reasons.reason_text(reason) if reason else _("the image cannot be judged")
-        if "rescan suggested" not in (reason or ""):
+    if assessment == AssessmentKind.NOT_ASSESSABLE:
+        recorded = reasons.from_records(reason)
+        why = reasons.reasons_text(recorded) if recorded else _("the image cannot be judged")
+        if not any(r.code in SAYS_RESCAN for r in recorded):
             why = _("%(why)s; rescan suggested", why=why)
         return "unassessable", _("Not assessable: %(why)s. The model gives no result for this "
                                  "image; a doctor must read it", why=why)
-    if assessment == "outside_validated_range":  # how far outside is the technician's
+    if assessment == AssessmentKind.OUTSIDE_VALIDATED_RANGE:  # how far outside is the technician's
         return "outside", _("Outside what the model was validated on. The model gives no "
                             "result for this image; a doctor must read it")
     return "clear", _("No suspicious area found by the model")
@@ -290,34 +295,36 @@ def image_deleted(received_at: float, deleted_at: float) -> str:
                     "findings are kept.", days, day=on)
 
 
-def warning_text(warning: dict[str, str]) -> str:
-    """A quality warning with advice on what to do about it."""
-    recorded = warning.get("message", "")
-    message = reasons.reason_text(recorded)
-    advice = _ADVICE.get(warning.get("code", ""))
-    if advice and advice not in recorded:
+def warning_text(warning: Mapping[str, Any]) -> str:
+    """A quality warning (a reason record) with advice on what to do about it."""
+    reason = reasons.from_records([warning])[0]
+    message = reasons.reason_text(reason)
+    advice = _ADVICE.get(reason.code)
+    if advice:
         message = _("%(message)s — %(advice)s", message=message, advice=_(advice))
     return message[:1].upper() + message[1:]
 
 
-def recorded_reason(reason: str) -> tuple[str, str]:
-    """(text to show, the recorded English when it is shown untranslated, else "")."""
-    translated = reasons.translate(reason)
-    return (reason, reason) if translated is None else (translated, "")
+def recorded_reason(reason: str | Sequence[Any] | None) -> tuple[str, str]:
+    """Stored reasons (or their records) to show: (text in the reader's language, the same
+    text again when it holds words recorded as they are, untranslated, else "")."""
+    recorded = reasons.from_records(reason)
+    text = reasons.reasons_text(recorded)
+    return text, text if reasons.verbatim(recorded) else ""
 
 
-def object_reason(status: str, reason: str) -> tuple[str, str]:
+def object_reason(status: str, reason: str | Sequence[Any] | None) -> tuple[str, str]:
     """Why an object was held back or not analysed, for the worklist: (text, original).
 
-    A reason not in the catalog (a decoder's own words) is summed up in the reader's
-    language; the technician's quarantine list shows the original.
+    A reason holding words the box did not write (a decoder's own) is summed up in the
+    reader's language; the technician's quarantine list shows the original.
     """
-    translated = reasons.translate(reason)
-    if translated is not None:
-        return translated, ""
-    if status == "not_analysed":
-        return _("no model on this box is meant for this image"), reason
-    return _("the box could not read this object (the reason is in the quarantine list)"), reason
+    text, untranslated = recorded_reason(reason)
+    if not untranslated:
+        return text, ""
+    if status == InstanceStatus.NOT_ANALYSED:
+        return _("no model on this box is meant for this image"), text
+    return _("the box could not read this object (the reason is in the quarantine list)"), text
 
 
 def local_time(epoch: float | None, with_seconds: bool = False) -> str:

@@ -5,13 +5,14 @@
 is part of, where its series is read as a volume, so a lesion on six slices is six rows of
 one ``lesion_3d``) or ``problem`` (a path or file that gave no
 result: ``status`` and ``reason`` say why). Codes and numbers, never words in a
-language: ``assessment`` is the box's code; ``probability`` is empty where the
-model gives no result (``not_assessable``, ``outside_validated_range``), the raw
-figure then in ``probability_not_shown``, for audit only. Sizes in mm are empty
-when the image has no calibration (``units`` = ``px``); ``truth`` is the study's
-label from ``--labels`` (empty without). No patient names. A text cell that a
-spreadsheet would run as a formula (starting ``=``, ``+``, ``-``, ``@``) is written
-with a leading ``'``.
+language: ``assessment`` is the box's code, ``assessment_reason`` and a problem's
+``reason`` the box's reason codes (``contracts/reasons.py``, "; " between two);
+``probability`` is empty where the model gives no result (``not_assessable``,
+``outside_validated_range``), the raw figure then in ``probability_not_shown``, for
+audit only. Sizes in mm are empty when the image has no calibration (``units`` =
+``px``); ``truth`` is the study's label from ``--labels`` (empty without). No patient
+names. A text cell that a spreadsheet would run as a formula (starting ``=``, ``+``,
+``-``, ``@``) is written with a leading ``'``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from firmware_app.cli.batch_studies import FileResult, StudySummary
+from firmware_app.contracts.reasons import from_records
+from firmware_app.contracts.statuses import InstanceStatus
 
 COLUMNS = (
     "row_type", "study_key", "file", "series_uid", "instance_uid", "modality", "status",
@@ -42,6 +45,14 @@ def _text(value: object) -> str:
     return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
+def _reason_cell(value: object) -> str:
+    """The box's reasons as their codes ("blank; too_dark"); an operating system's reason
+    (a path not found or not readable) as its text."""
+    if isinstance(value, (list, tuple)):
+        return _text("; ".join(reason.code.value for reason in from_records(value)))
+    return _text(value)
+
+
 def _flag(value: bool) -> str:
     return "1" if value else "0"
 
@@ -49,11 +60,12 @@ def _flag(value: bool) -> str:
 def _study_row(study: StudySummary, truth: dict[str, int]) -> dict[str, Any]:
     return {"row_type": "study", "study_key": _text(study.key),
             "modality": _text(next((f.report.get("modality") for f in study.files), "")),
-            "status": "processed" if study.images else "not_analysed",
+            "status": (InstanceStatus.PROCESSED if study.images
+                       else InstanceStatus.NOT_ANALYSED),
             "assessment": study.assessment, "alert": _flag(study.alert),
             "probability": _number(study.probability, 4),
             "probability_not_shown": _number(study.probability_not_shown, 4),
-            "assessment_reason": _text(study.assessment_reason), "images": study.images,
+            "assessment_reason": _reason_cell(study.assessment_reason), "images": study.images,
             "lesions": study.lesions, "truth": truth.get(study.key, "")}
 
 
@@ -84,7 +96,7 @@ def _problem_row(result: FileResult) -> dict[str, Any]:
     return {"row_type": "problem", "study_key": _text(r.get("study_key")),
             "file": _text(r["file"]), "series_uid": _text(r.get("series_uid")),
             "instance_uid": _text(r.get("instance_uid")), "modality": _text(r.get("modality")),
-            "status": r["status"], "reason": _text(r.get("reason"))}
+            "status": r["status"], "reason": _reason_cell(r.get("reason"))}
 
 
 def csv_rows(results: list[FileResult], studies: list[StudySummary],

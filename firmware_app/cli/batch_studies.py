@@ -21,11 +21,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from firmware_app.inference.assessment import UNJUDGED, is_judged
+from firmware_app.contracts.statuses import AssessmentKind, InstanceStatus
+from firmware_app.inference.assessment import JUDGED, UNJUDGED, is_judged
 from firmware_app.inference.volume import SeriesSlice, series_volume
 
 #: a study no image of which the model analysed
-NOT_ANALYSED = "not_analysed"
+NOT_ANALYSED = InstanceStatus.NOT_ANALYSED
 
 
 @dataclass
@@ -39,7 +40,7 @@ class FileResult:
     @property
     def processed(self) -> bool:
         """True when the model analysed the image."""
-        return self.report["status"] == "processed"
+        return self.report["status"] == InstanceStatus.PROCESSED
 
 
 @dataclass
@@ -52,7 +53,9 @@ class StudySummary:
     alert: bool = False
     probability: float | None = None
     probability_not_shown: float | None = None
-    assessment_reason: str = ""
+    #: why the box gives no result for the study's unjudged image: reason records
+    #: (``contracts/reasons.py``)
+    assessment_reason: list[dict[str, Any]] = field(default_factory=list)
     lesions: int = 0
     largest_long_axis_mm: float | None = None
     display: dict[str, str] = field(default_factory=dict)
@@ -68,7 +71,7 @@ class StudySummary:
     @property
     def judged(self) -> bool:
         """True when the model gave a result for the study (finding or no finding)."""
-        return self.assessment in ("finding", "no_finding")
+        return self.assessment in JUDGED
 
     def to_dict(self) -> dict[str, Any]:
         """The study as JSON-ready values."""
@@ -86,14 +89,14 @@ def _roll_up(study: StudySummary) -> None:
     assessments = [r["assessment"] for r in reports]
     judged = [r for r in reports if is_judged(r["assessment"])]
     unjudged = [code for code in UNJUDGED if code in assessments]
-    if "finding" in assessments:
-        study.assessment = "finding"
+    if AssessmentKind.FINDING in assessments:
+        study.assessment = AssessmentKind.FINDING
     elif unjudged:
         study.assessment = unjudged[0]
         study.assessment_reason = next(r["assessment_reason"] for r in reports
                                        if r["assessment"] == unjudged[0])
     elif judged:
-        study.assessment = "no_finding"
+        study.assessment = AssessmentKind.NO_FINDING
     study.alert = any(r["alert"] for r in reports)
     shown = [r["probability"] for r in judged if r["probability"] is not None]
     if study.judged and shown:
@@ -116,7 +119,7 @@ def _lesions_in_3d(reports: list[dict[str, Any]]
     which 3-D lesion each lesion of a file is part of."""
     series: dict[str, list[SeriesSlice]] = {}
     for number, report in enumerate(reports):
-        lesions = report["lesions"] if report["assessment"] == "finding" else []
+        lesions = report["lesions"] if report["assessment"] == AssessmentKind.FINDING else []
         series.setdefault(report.get("series_uid") or f"file:{number}", []).append(
             SeriesSlice.from_geometry(number, report.get("geometry"), lesions))
     volumes = [series_volume(slices) for slices in series.values()]

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from firmware_app.cli.infer_wording import verdict_word
+from firmware_app.contracts.reasons import decode, records
+from firmware_app.contracts.statuses import AssessmentKind, InstanceStatus
 from firmware_app.errors import EXIT_OK, EXIT_USAGE
 from firmware_app.i18n import N_, gettext, ngettext
 from firmware_app.i18n.text import ljust, rjust
@@ -36,10 +38,13 @@ STATUS_LABELS = {
     "images_deleted_by_retention": N_("images_deleted_by_retention"),
     "last_retention_pass": N_("last_retention_pass"),
 }
-#: instance statuses as `clinibox results` prints them
-RESULT_STATUSES = {"processed": N_("processed"), "queued": N_("queued"),
-                   "processing": N_("processing"), "quarantined": N_("quarantined"),
-                   "failed": N_("failed"), "not_analysed": N_("not_analysed")}
+#: instance statuses as `clinibox results` prints them (its English words are the stored ones,
+#: as before: "not_analysed"; the viewer's are ``web.labels.STATUSES``)
+RESULT_STATUSES = {InstanceStatus.PROCESSED: N_("processed"), InstanceStatus.QUEUED: N_("queued"),
+                   InstanceStatus.PROCESSING: N_("processing"),
+                   InstanceStatus.QUARANTINED: N_("quarantined"),
+                   InstanceStatus.FAILED: N_("failed"),
+                   InstanceStatus.NOT_ANALYSED: N_("not_analysed")}
 
 
 def _load_config(args: argparse.Namespace) -> config_module.Config:
@@ -104,8 +109,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     """Print counts of received, queued, processed, quarantined and failed objects."""
     config = _load_config(args)
     report = status_report(config)
-    if args.json:
-        print(json.dumps(report, indent=2))
+    if args.json:  # the held-back reasons as codes with their counts
+        held = [{"reasons": records(decode(stored)), "count": n}
+                for stored, n in report["quarantine_reasons"].items()]
+        print(json.dumps({**report, "quarantine_reasons": held}, indent=2))
         return EXIT_OK
     for key in ("received", "queued", "processed", "quarantined", "not_analysed", "failed",
                 "duplicates_ignored", "studies", "outbox_pending", "disk_free_mb",
@@ -116,7 +123,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if report["quarantine_reasons"]:
         print(_("held back (quarantined or failed), by reason:"))
         for reason, n in report["quarantine_reasons"].items():
-            print(f"  {n:>5} × {reasons.reason_text(reason)}")
+            print(f"  {n:>5} × {reasons.recorded_text(reason)}")
     _print_pacs(report["pacs"])
     if report["audit"]["over_limit"]:
         print(audit_size_alarm(report["audit"]))
@@ -202,18 +209,19 @@ def _study_results(config: config_module.Config, as_json: bool) -> int:
 
 def _result_detail(r: dict[str, Any]) -> str:
     """What ``clinibox results`` says of one instance after its status."""
-    reason = reasons.reason_text
-    if r["status"] == "processed" and r["assessment"] == "not_assessable":
+    reason = reasons.recorded_text
+    processed = r["status"] == InstanceStatus.PROCESSED
+    if processed and r["assessment"] == AssessmentKind.NOT_ASSESSABLE:
         return _("not assessable: %(reason)s", reason=reason(r["assessment_reason"]))
-    if r["status"] == "processed" and r["assessment"] == "outside_validated_range":
+    if processed and r["assessment"] == AssessmentKind.OUTSIDE_VALIDATED_RANGE:
         return _("outside validated range: %(reason)s", reason=reason(r["assessment_reason"]))
-    if r["status"] == "processed":
+    if processed:
         detail = _("%(verdict)s, p=%(p)s, %(boxes)s box(es)", verdict=verdict_word(r),
                    p=f"{r['probability']:.2f}", boxes=len(r["findings"]))
         if r["warnings"]:
-            detail += _("; ") + _("; ").join(reason(w["message"]) for w in r["warnings"])
+            detail += _("; ") + reason(r["warnings"])
         return detail
-    return reason(r["reason"] or "")
+    return reason(r["reason"])
 
 
 def cmd_keys(args: argparse.Namespace) -> int:

@@ -10,7 +10,10 @@ with ``--labels``, sensitivity, specificity and AUC (``cli/batch_labels.py``).
 
 Nothing here is quarantined: the box received nothing. A path is *not found*,
 *not readable* (the operating system's reason), or *could not be read as an
-image* (the decoder's reason); ``cli/infer_wording.py`` says so.
+image* (the decoder's reason); ``cli/infer_wording.py`` says so. In ``--json``, the
+box's reasons (``reason`` of a file not decodable or not analysed, ``assessment_reason``,
+``warnings``) are codes with their parameters (``contracts/reasons.py``); an operating
+system's reason (not found, not readable) is its own text.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from firmware_app.cli.batch_outputs import output_path, write_outputs
 from firmware_app.cli.batch_paths import FileToAnalyse, PathProblem, expand_paths, read_head
 from firmware_app.cli.batch_studies import FileResult, roll_up_studies
 from firmware_app.cli.infer_print import Progress, print_accuracy, print_batch, print_inferred
+from firmware_app.contracts.reasons import MAX_TEXT, Reason, ReasonCode, records
+from firmware_app.contracts.statuses import InstanceStatus
 from firmware_app.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from firmware_app.i18n import gettext
 from firmware_app.imaging.decode import DecodedImage
@@ -63,23 +68,27 @@ def analyse_file(path: Path, number: int, route: Route, runner: ModelRunner,
     except OSError as exc:
         return FileResult({**report, "status": "not_readable", "reason": exc.strerror or str(exc)})
     except ValueError as exc:  # a picture that is not a readable PNG/JPEG
-        return FileResult({**report, "status": "not_decodable", "reason": str(exc)})
-    if outcome.status == "quarantined":  # what the service would quarantine
-        return FileResult({**report, "status": "not_decodable", "reason": outcome.reason})
+        unreadable = Reason(ReasonCode.PICTURE_UNREADABLE, {"detail": str(exc)[:MAX_TEXT]})
+        return FileResult({**report, "status": "not_decodable",
+                           "reason": records([unreadable])})
+    if outcome.status == InstanceStatus.QUARANTINED:  # what the service would quarantine
+        return FileResult({**report, "status": "not_decodable",
+                           "reason": records([outcome.reason] if outcome.reason else [])})
     assert outcome.decoded is not None
     report.update(_decoded_fields(outcome.decoded))
-    if outcome.status != "processed":
-        return FileResult({**report, "status": outcome.status, "reason": outcome.reason},
+    if outcome.status != InstanceStatus.PROCESSED:
+        return FileResult({**report, "status": outcome.status,
+                           "reason": records([outcome.reason] if outcome.reason else [])},
                           outcome.decoded.display)
     assert outcome.analysis is not None
     analysis, found = outcome.analysis, outcome.analysis.findings
     shown = shown_probability(found.assessment, round(found.probability, 4))
     report.update(
-        status="processed",
+        status=InstanceStatus.PROCESSED,
         probability=shown,
         probability_not_shown=None if shown is not None else round(found.probability, 4),
         assessment=found.assessment,
-        assessment_reason=found.assessment_reason,
+        assessment_reason=records(found.assessment_reason),
         finding=found.finding,
         alert=found.alert,
         lesions=[lesion.to_dict() for lesion in found.lesions],
@@ -87,7 +96,7 @@ def analyse_file(path: Path, number: int, route: Route, runner: ModelRunner,
         findings=[{"label": b.label, "score": round(b.score, 4),
                    "box": [round(v, 1) for v in (b.x0, b.y0, b.x1, b.y1)]}
                   for b in found.boxes],
-        warnings=analysis.warnings,
+        warnings=records(analysis.warnings),
         key_frame=found.key_frame,
         frames_inferred=analysis.frames_inferred,
         model_id=runner.package.model_id,
@@ -113,10 +122,13 @@ def analyse_all(entries: list[FileToAnalyse | PathProblem], config: config_modul
     router = Router(config.routing.rules, {runner.package.name: runner.package},
                     runner.package.name)
 
-    def route(image: DecodedImage) -> ModelRunner | str:
+    def route(image: DecodedImage) -> ModelRunner | Reason:
         """The box's own model; a rule naming another is not analysed here."""
         chosen = router.route(image)
-        return runner if chosen.model else chosen.reason
+        if chosen.model:
+            return runner
+        assert chosen.reason is not None
+        return chosen.reason
 
     results: list[FileResult] = []
     sandbox = DecodeSandbox(config.limits)

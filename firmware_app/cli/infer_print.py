@@ -14,9 +14,15 @@ from typing import Any, TextIO
 from firmware_app.cli.batch_labels import Evaluation
 from firmware_app.cli.batch_stats import AreaUnderCurve, Proportion
 from firmware_app.cli.batch_studies import FileResult, StudySummary
-from firmware_app.cli.infer_wording import assessment_words, problem_line, verdict_word
+from firmware_app.cli.infer_wording import (
+    assessment_words,
+    problem_line,
+    reason_words,
+    verdict_word,
+)
+from firmware_app.contracts.statuses import AssessmentKind, InstanceStatus
 from firmware_app.i18n import formats, gettext, ngettext
-from web import labels, reasons, wording
+from web import labels, wording
 
 _ = gettext
 
@@ -53,16 +59,16 @@ class Progress:
 
 def print_inferred(r: dict[str, Any]) -> None:
     """One analysed file or path of ``clinibox infer`` for a person."""
-    if r["status"] != "processed":
+    if r["status"] != InstanceStatus.PROCESSED:
         print(problem_line(r))
         return
-    if r["assessment"] == "not_assessable":
+    if r["assessment"] == AssessmentKind.NOT_ASSESSABLE:
         print(_("%(file)s: NOT ASSESSABLE — %(reason)s (no result)", file=r["file"],
-                reason=reasons.reason_text(r["assessment_reason"])))
+                reason=reason_words(r["assessment_reason"])))
         return
-    if r["assessment"] == "outside_validated_range":
+    if r["assessment"] == AssessmentKind.OUTSIDE_VALIDATED_RANGE:
         print(_("%(file)s: OUTSIDE VALIDATED RANGE — %(reason)s (no result)", file=r["file"],
-                reason=reasons.reason_text(r["assessment_reason"])))
+                reason=reason_words(r["assessment_reason"])))
         return
     print(_("%(file)s: %(verdict)s (lesion probability %(p)s, %(boxes)s box(es))",
             file=r["file"], verdict=verdict_word(r), p=f"{r['probability']:.2f}",
@@ -72,7 +78,7 @@ def print_inferred(r: dict[str, Any]) -> None:
                 label=labels.class_label(lesion["label"]),
                 p=f"{lesion['probability']:.2f}", size=wording.size(lesion)))
     for w in r["warnings"]:
-        print("    " + _("warning: %(message)s", message=reasons.reason_text(w["message"])))
+        print("    " + _("warning: %(message)s", message=reason_words([w])))
 
 
 def _interval_text(value: Proportion | AreaUnderCurve, as_percent: bool) -> str:
@@ -89,8 +95,7 @@ def print_batch(results: list[FileResult], studies: list[StudySummary], skipped:
     analysed = sum(1 for r in results if r.processed)
     print(_("images analysed: %(images)s; studies: %(studies)s", images=analysed,
             studies=len(studies)))
-    for code in ("finding", "no_finding", "not_assessable", "outside_validated_range",
-                 "not_analysed"):
+    for code in (*AssessmentKind, InstanceStatus.NOT_ANALYSED):
         count = sum(1 for s in studies if s.assessment == code)
         if count:
             print("  " + assessment_words(code) + _(": ") + str(count))

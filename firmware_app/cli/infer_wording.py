@@ -11,10 +11,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from firmware_app.contracts.statuses import InstanceStatus
 from firmware_app.i18n import gettext, ngettext
 from web import labels, reasons
 
 _ = gettext
+
+
+def reason_words(value: object) -> str:
+    """A record's reason in the current language: the box's reasons (codes) rendered, an
+    operating system's text as it is."""
+    if isinstance(value, (list, tuple)):
+        return reasons.reasons_text(reasons.from_records(value))
+    return str(value or "")
 
 
 def verdict_word(report: dict[str, Any]) -> str:
@@ -26,12 +35,14 @@ def verdict_word(report: dict[str, Any]) -> str:
 
 def assessment_words(code: str) -> str:
     """A study's or image's assessment in words (``not_analysed`` included)."""
-    return labels.status(code) if code == "not_analysed" else labels.assessment(code)
+    if code == InstanceStatus.NOT_ANALYSED:
+        return labels.status(code)
+    return labels.assessment(code)
 
 
 def problem_reason(report: dict[str, Any]) -> str:
     """Why a path or file gave no result, without its path (for a table)."""
-    status, reason = report["status"], report.get("reason") or ""
+    status, reason = report["status"], reason_words(report.get("reason"))
     if status == "no_files":
         return ngettext("no DICOM or picture file in the folder (%(num)d other file skipped)",
                         "no DICOM or picture file in the folder (%(num)d other files skipped)",
@@ -42,14 +53,14 @@ def problem_reason(report: dict[str, Any]) -> str:
         return _("not readable (%(reason)s)", reason=reason)
     if status == "bad_dicomdir":
         return _("DICOMDIR could not be read: %(reason)s", reason=reason)
-    if status == "not_analysed":
-        return _("not analysed: %(reason)s", reason=reasons.reason_text(reason))
-    return _("could not be read as an image: %(reason)s", reason=reasons.reason_text(reason))
+    if status == InstanceStatus.NOT_ANALYSED:
+        return _("not analysed: %(reason)s", reason=reason)
+    return _("could not be read as an image: %(reason)s", reason=reason)
 
 
 def problem_line(report: dict[str, Any]) -> str:
     """One line for a person about a path or file that gave no result."""
-    status, path, reason = report["status"], report["file"], report.get("reason") or ""
+    status, path, reason = report["status"], report["file"], reason_words(report.get("reason"))
     if status == "not_found":
         return (_("not found: %(path)s (%(reason)s)", path=path, reason=reason) if reason
                 else _("not found: %(path)s", path=path))
@@ -61,8 +72,6 @@ def problem_line(report: dict[str, Any]) -> str:
                         "other files skipped)", int(report.get("skipped") or 0), path=path)
     if status == "bad_dicomdir":
         return _("%(path)s: DICOMDIR could not be read: %(reason)s", path=path, reason=reason)
-    if status == "not_analysed":
-        return _("%(path)s: NOT ANALYSED — %(reason)s", path=path,
-                 reason=reasons.reason_text(reason))
-    return _("%(path)s: could not be read as an image: %(reason)s", path=path,
-             reason=reasons.reason_text(reason))
+    if status == InstanceStatus.NOT_ANALYSED:
+        return _("%(path)s: NOT ANALYSED — %(reason)s", path=path, reason=reason)
+    return _("%(path)s: could not be read as an image: %(reason)s", path=path, reason=reason)

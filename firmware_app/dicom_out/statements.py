@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from firmware_app.contracts.reasons import SAYS_RESCAN, english, from_records
+from firmware_app.contracts.statuses import AssessmentKind
 from firmware_app.dicom_out.source import ModelIdentity
 from firmware_app.inference import volume
 from firmware_app.inference.volume import Lesion3D
@@ -50,20 +52,22 @@ def image_result(number: int, series: object, instance: object, result: dict[str
                         if value is not None)
     where = f"Image {number}" + (f" ({numbers})" if numbers else "")
     assessment = result.get("assessment") or ""
-    reason = str(result.get("assessment_reason") or "").strip()
-    if assessment == "not_assessable":
+    recorded = from_records(result.get("assessment_reason"))
+    reason = english(recorded)
+    if assessment == AssessmentKind.NOT_ASSESSABLE:
         why = reason or "the image cannot be judged"
-        advice = "" if "rescan suggested" in why else "; rescan suggested"
+        says_rescan = any(r.code in SAYS_RESCAN for r in recorded)
+        advice = "" if says_rescan else "; rescan suggested"
         return (f"{where}: not assessable: {why}{advice}. The model gives no result for this "
                 "image; a doctor must read it. This is not a negative result.")
-    if assessment == "outside_validated_range":
+    if assessment == AssessmentKind.OUTSIDE_VALIDATED_RANGE:
         why = f" ({reason})" if reason else ""
         return (f"{where}: outside what the model was validated on{why}. The model gives no "
                 "result for this image; a doctor must read it. This is not a negative result.")
     if part_of is not None:
         return _in_volume(where, assessment, part_of, result)
     lesions = result.get("lesions") or []
-    if assessment == "finding" or lesions:
+    if assessment == AssessmentKind.FINDING or lesions:
         count = f"{len(lesions)} lesion{'' if len(lesions) == 1 else 's'} marked"
         return f"{where}: possible finding, {count} (model probability {_percent(result)})."
     return _no_finding(where, result)
@@ -91,7 +95,7 @@ def per_slice_result(series: object, modality: str, images: int, reason: str) ->
 def _in_volume(where: str, assessment: str, part_of: Sequence[int],
                result: dict[str, Any]) -> str:
     """The sentence of a judged image of a series read as a volume."""
-    if assessment != "finding":
+    if assessment != AssessmentKind.FINDING:
         return _no_finding(where, result)
     shows = f", part of lesion{_s(len(part_of))} {_listed(part_of)}" if part_of else ""
     return f"{where}: possible finding{shows} (model probability {_percent(result)})."

@@ -108,10 +108,10 @@ class DecodedImage:
     body_part: str = ""
     series_description: str = ""
     #: per frame of ``frames``, measured where it was decoded (the worker's core is the
-    #: pipeline's busiest): its pixel quality warnings as (code, message)
+    #: pipeline's busiest): its pixel quality warnings' reason codes
     #: (``quality.pixel_warnings``) and the mean and standard deviation of its grey values
     #: (``quality.grey_statistics``); None when not measured
-    frame_warnings: list[list[tuple[str, str]]] | None = None
+    frame_warnings: list[list[str]] | None = None
     frame_grey: list[tuple[float, float]] | None = None
     #: where the image lies in the patient (``slice_geometry``): Image Position (Patient)
     #: (the first pixel's centre, mm), Image Orientation (Patient) (row then column
@@ -200,7 +200,7 @@ def decode(path: Path, limits: LimitsConfig, max_frames: int, *,
             array, photometric = frame_pixels(ds, header, index)
             display, values = _display_frame(ds, header, index, array, photometric)
             decoded.append(display)
-            checked.append([(w.code, w.message) for w in pixel_warnings(display)])
+            checked.append([w.code.value for w in pixel_warnings(display)])
             grey.append(grey_statistics(display))
             if each_frame is not None:
                 each_frame(ds, header, index, array, photometric, values)

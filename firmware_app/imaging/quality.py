@@ -14,9 +14,9 @@ so "too dark" and "saturated" need most of the image to be dark or white.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
+
+from firmware_app.contracts.reasons import Reason, ReasonCode
 
 #: Largest subsample side used for the statistics.
 SAMPLE_SIDE = 256
@@ -35,18 +35,12 @@ BRIGHT_P5 = 0.85
 LOW_CONTRAST_RANGE = 0.20
 
 
-@dataclass(frozen=True)
-class QualityWarning:
-    """One quality finding: a stable ``code`` and a message for clinic staff."""
-
-    code: str
-    message: str
-
-
 def check_quality(
     image: np.ndarray, rows: int, columns: int, min_rows: int
-) -> list[QualityWarning]:
-    """Quality warnings for one display-ready [0, 1] frame; an empty list when it looks fine.
+) -> list[Reason]:
+    """Quality warnings for one display-ready [0, 1] frame, as reasons (``blank``,
+    ``too_dark``, ``saturated``, ``low_contrast``, ``too_small``: their words are the reason
+    table's, ``contracts/reasons.py``); an empty list when it looks fine.
 
     ``rows`` and ``columns`` are the image's original size (for the size check);
     ``min_rows`` is the smallest side accepted without a warning.
@@ -54,21 +48,19 @@ def check_quality(
     return size_warnings(rows, columns, min_rows) + pixel_warnings(image)
 
 
-def size_warnings(rows: int, columns: int, min_rows: int) -> list[QualityWarning]:
+def size_warnings(rows: int, columns: int, min_rows: int) -> list[Reason]:
     """The size check alone: ``too_small`` when a side is below ``min_rows``."""
     if rows < min_rows or columns < min_rows:
-        return [QualityWarning(
-            "too_small", f"image too small for reliable reading ({columns} x {rows} pixels)"
-        )]
+        return [Reason(ReasonCode.TOO_SMALL, {"columns": columns, "rows": rows})]
     return []
 
 
-def pixel_warnings(image: np.ndarray) -> list[QualityWarning]:
+def pixel_warnings(image: np.ndarray) -> list[Reason]:
     """The checks on the frame's grey values (blank, too dark, saturated, low contrast);
     the decoder sandbox runs them where it decodes the frame (``imaging/decode.py``)."""
     if image.ndim != 2 or image.size == 0:
         raise ValueError(f"the quality checks take a 2-D frame, got shape {image.shape}")
-    warnings: list[QualityWarning] = []
+    warnings: list[Reason] = []
     step_y = max(1, image.shape[0] // SAMPLE_SIDE)
     step_x = max(1, image.shape[1] // SAMPLE_SIDE)
     # one copy of the subsample, cleaned in place
@@ -81,14 +73,14 @@ def pixel_warnings(image: np.ndarray) -> list[QualityWarning]:
     p1, p5, p99 = np.percentile(sample, [1, 5, 99], overwrite_input=True)
     spread = p99 - p1
     if spread < BLANK_RANGE and std < BLANK_STD:
-        warnings.append(QualityWarning("blank", "image is blank, rescan suggested"))
+        warnings.append(Reason(ReasonCode.BLANK))
         return warnings
     if p99 < DARK_P99 and mean < DARK_MEAN:
-        warnings.append(QualityWarning("too_dark", "image too dark, rescan suggested"))
+        warnings.append(Reason(ReasonCode.TOO_DARK))
     if saturated > SATURATED_FRACTION or p5 > BRIGHT_P5:
-        warnings.append(QualityWarning("saturated", "image saturated, check exposure"))
+        warnings.append(Reason(ReasonCode.SATURATED))
     if spread < LOW_CONTRAST_RANGE:
-        warnings.append(QualityWarning("low_contrast", "low contrast, check window/exposure"))
+        warnings.append(Reason(ReasonCode.LOW_CONTRAST))
     return warnings
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from firmware_app.contracts.reasons import Reason
+from firmware_app.contracts.statuses import AssessmentKind
 from firmware_app.inference.lesions import Lesion
 from firmware_app.inference.postprocess import Box, FrameFindings
 
@@ -30,9 +32,9 @@ class InstanceFindings:
     #: every class probability of the key frame (classifier models; empty for detectors)
     classes: dict[str, float] = field(default_factory=dict)
     #: ``inference/assessment.py``: finding, no_finding, not_assessable, outside_validated_range
-    assessment: str = "no_finding"
-    #: why the box gives no verdict (not_assessable, outside_validated_range), in words
-    assessment_reason: str = ""
+    assessment: str = AssessmentKind.NO_FINDING
+    #: why the box gives no verdict (not_assessable, outside_validated_range): reason codes
+    assessment_reason: list[Reason] = field(default_factory=list)
     #: the key frame's lesion records (``inference/lesions.py``)
     lesions: list[Lesion] = field(default_factory=list)
 
@@ -54,5 +56,6 @@ def aggregate_frames(
         key_frame=key_index,
         frame_probabilities={index: float(f.probability) for index, f in frames},
         classes=dict(key.classes),
-        assessment="finding" if probability >= thresholds.get("finding", 0.5) else "no_finding",
+        assessment=(AssessmentKind.FINDING if probability >= thresholds.get("finding", 0.5)
+                    else AssessmentKind.NO_FINDING),
     )

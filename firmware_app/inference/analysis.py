@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from firmware_app.contracts.reasons import MAX_TEXT, Reason, ReasonCode
+from firmware_app.contracts.statuses import InstanceStatus
 from firmware_app.imaging.decode import DecodedImage, DecodeError
 from firmware_app.imaging.sandbox import DecodeSandbox, PendingDecode
 from firmware_app.inference.runner import Analysis, ModelRunner
@@ -31,8 +33,8 @@ class Outcome:
     reason (unreadable), or ``not_analysed`` with the reason (no routing rule picks the
     model, or a modality it does not accept: good input no model here is meant for)."""
 
-    status: str
-    reason: str = ""
+    status: InstanceStatus
+    reason: Reason | None = None
     decoded: DecodedImage | None = None
     analysis: Analysis | None = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -42,7 +44,7 @@ class Outcome:
 
 #: the routing decision for a decoded image: the runner of the model that analyses it, or
 #: the reason none does (``models/routing.py`` decides; the caller maps names to runners)
-Route = Callable[[DecodedImage], "ModelRunner | str"]
+Route = Callable[[DecodedImage], "ModelRunner | Reason"]
 
 
 class Decoding:
@@ -79,6 +81,11 @@ class Decoding:
         return self._image
 
 
+def decode_failed(exc: DecodeError) -> Reason:
+    """The reason for an object the decoder refused: its own words, kept as they are."""
+    return Reason(ReasonCode.DECODE_FAILED, {"detail": str(exc)[:MAX_TEXT]})
+
+
 def start_object(path: Path, config: Config, sandbox: DecodeSandbox,
                  preview_to: Path | None = None) -> Decoding:
     """Hand ``path`` to ``sandbox`` for decoding (writing previews to ``preview_to``) and
@@ -100,14 +107,14 @@ def finish_object(decoding: Decoding, route: Route, config: Config) -> Outcome:
     try:
         decoded = decoding.result()
     except DecodeError as exc:
-        return Outcome("quarantined", str(exc))
+        return Outcome(InstanceStatus.QUARANTINED, decode_failed(exc))
     runner = route(decoded)
-    if isinstance(runner, str):
-        return Outcome("not_analysed", runner, decoded)
+    if isinstance(runner, Reason):
+        return Outcome(InstanceStatus.NOT_ANALYSED, runner, decoded)
     analysis = runner.analyse(decoded, config.limits.min_rows)
     timings = dict(analysis.timings, decode=decoding.waited_ms)
     timings["total"] = (time.perf_counter() - started) * 1000
-    return Outcome("processed", "", decoded, analysis, timings, runner)
+    return Outcome(InstanceStatus.PROCESSED, "", decoded, analysis, timings, runner)
 
 
 def analyse_object(path: Path, route: Route, config: Config, sandbox: DecodeSandbox,

@@ -15,18 +15,22 @@ assessable when none of its analysed frames is.
 from __future__ import annotations
 
 from firmware_app.contracts.egress import ASSESSMENTS
+from firmware_app.contracts.reasons import ReasonCode
+from firmware_app.contracts.statuses import AssessmentKind
 
 __all__ = [
     "ASSESSMENTS",
     "JUDGED",
     "NOT_ASSESSABLE_CODES",
     "UNJUDGED",
+    "AssessmentKind",
     "frame_blockers",
     "is_judged",
     "shown_probability",
 ]
 #: quality codes (``imaging/quality.py``) that make a frame impossible to judge
-NOT_ASSESSABLE_CODES = ("blank", "too_dark", "saturated", "too_small")
+NOT_ASSESSABLE_CODES = (ReasonCode.BLANK, ReasonCode.TOO_DARK, ReasonCode.SATURATED,
+                        ReasonCode.TOO_SMALL)
 
 
 def frame_blockers(codes: list[str]) -> list[str]:
@@ -35,10 +39,10 @@ def frame_blockers(codes: list[str]) -> list[str]:
 
 
 #: assessments on which the model gave a result: its probability may be shown
-JUDGED = ("finding", "no_finding")
+JUDGED = (AssessmentKind.FINDING, AssessmentKind.NO_FINDING)
 #: assessments on which the model gives no result: a doctor must read the image; its
 #: probability is kept for the record (``probability_not_shown``) and never shown
-UNJUDGED = ("not_assessable", "outside_validated_range")
+UNJUDGED = (AssessmentKind.NOT_ASSESSABLE, AssessmentKind.OUTSIDE_VALIDATED_RANGE)
 
 #: The clinical order of a worklist (and of a study's images): alerts, findings, images a
 #: doctor must read because the model gives no result, then no finding.
@@ -50,7 +54,7 @@ BAND_NO_FINDING = 3
 
 def is_judged(assessment: str | None) -> bool:
     """True when the model gave a result for an image with this assessment."""
-    return (assessment or "no_finding") in JUDGED
+    return (assessment or AssessmentKind.NO_FINDING) in JUDGED
 
 
 def shown_probability(assessment: str | None, probability: float | None) -> float | None:

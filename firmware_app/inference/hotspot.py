@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from firmware_app.contracts.reasons import Reason, ReasonCode
+
 #: modalities whose images may carry burned-in annotations
 ANNOTATED_MODALITIES = ("US", "OT", "SC", "XC", "ES", "IVUS")
-CODE = "heatmap_on_annotation"
-MESSAGE = ("the heatmap's hot spot lies on burned-in text or a ruler, not on tissue: "
-           "look at the marked area yourself")
+#: the warning an instance gets (its words: ``contracts/reasons.py``)
+WARNING = Reason(ReasonCode.HEATMAP_ON_ANNOTATION)
 #: a heatmap cooler than this has no hot spot to judge
 MIN_HEAT = 0.5
 BRIGHT, DARK = 0.85, 0.35

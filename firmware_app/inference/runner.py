@@ -12,10 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from firmware_app.contracts.manifest import ModelPackage
+from firmware_app.contracts.reasons import Reason, ReasonCode
+from firmware_app.contracts.statuses import AssessmentKind
 from firmware_app.imaging.decode import DecodedImage
 from firmware_app.imaging.preprocess import get_preprocessor
 from firmware_app.imaging.quality import (
-    QualityWarning,
     check_quality,
     grey_statistics,
     size_warnings,
@@ -41,7 +42,8 @@ class Analysis:
     """Everything the box concludes about one decoded instance."""
 
     findings: InstanceFindings
-    warnings: list[dict[str, str]]
+    #: the instance's quality warnings (and the heatmap's), one per code, as reasons
+    warnings: list[Reason]
     frames_inferred: int
     timings: dict[str, float]
     #: mean and standard deviation of the inferred frames' grey values (drift figures)
@@ -124,8 +126,8 @@ class ModelRunner:
         """
         frames, judged = [], []
         means, stds = [], []
-        warnings: dict[str, str] = {}
-        blocked: dict[str, str] = {}
+        warnings: dict[ReasonCode, Reason] = {}
+        blocked: dict[ReasonCode, Reason] = {}
         timings = {"quality": 0.0, "preprocess": 0.0, "inference": 0.0, "postprocess": 0.0,
                    "stage": 0.0}
         measured = decoded.frame_warnings is not None and decoded.frame_grey is not None
@@ -135,7 +137,7 @@ class ModelRunner:
             if measured:  # by the decoder, as it decoded the frame
                 mean, std = decoded.frame_grey[position]
                 quality = size_warnings(decoded.rows, decoded.columns, min_rows) + [
-                    QualityWarning(*w) for w in decoded.frame_warnings[position]]
+                    Reason(ReasonCode(code)) for code in decoded.frame_warnings[position]]
             else:
                 mean, std = grey_statistics(image)
                 quality = check_quality(image, decoded.rows, decoded.columns, min_rows)
@@ -143,9 +145,9 @@ class ModelRunner:
             stds.append(std)
             blockers = frame_blockers([w.code for w in quality])
             for warning in quality:
-                warnings.setdefault(warning.code, warning.message)
+                warnings.setdefault(warning.code, warning)
                 if warning.code in blockers:
-                    blocked.setdefault(warning.code, warning.message)
+                    blocked.setdefault(warning.code, warning)
             timings["quality"] += (time.perf_counter() - t0) * 1000
             findings, stage_ms = self.run(image, refine=False)
             for stage, ms in stage_ms.items():
@@ -157,10 +159,10 @@ class ModelRunner:
         if instance.heatmap is not None and hotspot.hot_spot_on_annotation(
                 decoded.frames[decoded.frame_indices.index(instance.key_frame)],
                 instance.heatmap, decoded.modality):
-            warnings.setdefault(hotspot.CODE, hotspot.MESSAGE)
+            warnings.setdefault(hotspot.WARNING.code, hotspot.WARNING)
         return Analysis(
             findings=instance,
-            warnings=[{"code": c, "message": m} for c, m in warnings.items()],
+            warnings=list(warnings.values()),
             frames_inferred=len(frames),
             timings=timings,
             intensity=(float(np.mean(means)), float(np.mean(stds))),
@@ -180,7 +182,7 @@ class ModelRunner:
         return (time.perf_counter() - start) * 1000
 
     def _judge(self, frames: list[tuple[int, FrameFindings]],
-               judged: list[tuple[int, FrameFindings]], blocked: dict[str, str],
+               judged: list[tuple[int, FrameFindings]], blocked: dict[ReasonCode, Reason],
                decoded: DecodedImage, timings: dict[str, float]) -> InstanceFindings:
         """The instance's findings from its frames: judged, in range, refined by the second
         stage, tracked."""
@@ -198,9 +200,9 @@ class ModelRunner:
             instance.finding = instance.alert = False
             instance.boxes, instance.lesions, instance.heatmap = [], [], None
             if judged:
-                instance.assessment = "outside_validated_range"
-                instance.assessment_reason = outside_reason(scores)
+                instance.assessment = AssessmentKind.OUTSIDE_VALIDATED_RANGE
+                instance.assessment_reason = [outside_reason(scores)]
             else:
-                instance.assessment = "not_assessable"
-                instance.assessment_reason = "; ".join(blocked.values())
+                instance.assessment = AssessmentKind.NOT_ASSESSABLE
+                instance.assessment_reason = list(blocked.values())
         return instance

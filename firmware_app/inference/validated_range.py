@@ -13,6 +13,7 @@ within the range (``inference/runner.py``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,10 +23,7 @@ from firmware_app.contracts.heads import (
     ValidatedRange,
     parse_validated_range,
 )
-
-OUTSIDE_REASON = ("The image is unlike the images this model was validated on "
-                  "(its features lie {ratio:.1f}× beyond the validated limit); "
-                  "the model's answer cannot be trusted for it")
+from firmware_app.contracts.reasons import Reason, ReasonCode
 
 
 @dataclass(frozen=True)
@@ -134,7 +132,9 @@ def instance_outside(scores: list[RangeScore]) -> bool:
     return bool(scores) and 2 * sum(s.outside for s in scores) >= len(scores)
 
 
-def outside_reason(scores: list[RangeScore]) -> str:
-    """The sentence for an instance whose judged frames all lie outside the range."""
+def outside_reason(scores: list[RangeScore]) -> Reason:
+    """The reason for an instance outside the range: how far its nearest judged frame lies
+    beyond the limit (``ratio``, to one decimal; "inf" or "nan" when not a number)."""
     nearest = min((s.ratio for s in scores), default=float("inf"))
-    return OUTSIDE_REASON.format(ratio=nearest)
+    ratio: float | str = round(nearest, 1) if math.isfinite(nearest) else f"{nearest:.1f}"
+    return Reason(ReasonCode.OUTSIDE_VALIDATED_RANGE, {"ratio": ratio})

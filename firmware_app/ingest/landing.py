@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from firmware_app.contracts.reasons import Reason, encode
+from firmware_app.contracts.statuses import InstanceStatus
 from firmware_app.storage import db
 from firmware_app.storage.queue import DuplicateInstance, JobQueue
 from firmware_app.storage.spool import Spool, new_local_id
@@ -152,13 +154,15 @@ class Lander:
             db.record_event(conn, "WARNING", "ingest", message)
         return True
 
-    def land_rejected(self, data: bytes, *, reason: str, source: str, origin: str | None) -> int:
+    def land_rejected(self, data: bytes, *, reasons: list[Reason], source: str,
+                      origin: str | None) -> int:
         """Keep an object that is bad on arrival: spooled, queued as quarantined, with why."""
         instance_id, local_id = self._store(data[: self.max_object_bytes], None, source, origin)
         queue = self._queue()
+        stored = encode(reasons)
         with db.transaction(queue.conn):
-            queue.set_status(instance_id, "quarantined", reason)
-        self.spool.quarantine(local_id, reason)
+            queue.set_status(instance_id, InstanceStatus.QUARANTINED, stored)
+        self.spool.quarantine(local_id, stored)
         return instance_id
 
     def _store(self, data: bytes, sop_instance_uid: str | None, source: str,

@@ -42,6 +42,8 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.filereader import read_file_meta_info
 
+from firmware_app.contracts.reasons import MAX_TEXT, Reason, ReasonCode
+from firmware_app.contracts.statuses import ImportOutcome, skipped
 from firmware_app.imaging.dataset_values import valid_uid
 from firmware_app.imaging.wrap import is_picture, wrap_picture
 from firmware_app.ingest.landing import Lander, Outcome
@@ -247,44 +249,43 @@ class FolderImporter:
             sop_uid, sop_class = _file_meta_uids(path)
             if sop_class == DICOMDIR_SOP_CLASS:
                 report.skipped += 1
-                return "dicomdir index", None
+                return ImportOutcome.DICOMDIR_INDEX, None
             if sop_uid is not None and not valid_uid(sop_uid):
                 # as a C-STORE with that UID is refused (store_checks): kept aside, with why
-                instance = self.lander.land_rejected(data, reason=Refusal.INVALID_UID.value,
-                                                     source="usb", origin=origin)
+                instance = self.lander.land_rejected(
+                    data, reasons=[Reason(ReasonCode.INVALID_UID)], source="usb", origin=origin)
                 log.warning("%s quarantined: reason=%s", path.name, Refusal.INVALID_UID.value)
                 report.quarantined += 1
-                return "quarantined", instance
+                return ImportOutcome.QUARANTINED, instance
             landed = self.lander.land(data, sop_instance_uid=sop_uid, source="usb", origin=origin)
         elif is_picture(head):
             try:
                 wrapped = wrap_picture(data)
             except ValueError as exc:
+                unreadable = Reason(ReasonCode.PICTURE_UNREADABLE, {"detail": str(exc)[:MAX_TEXT]})
                 instance = self.lander.land_rejected(
-                    data, reason=f"picture cannot be read: {exc}", source="usb", origin=origin
-                )
+                    data, reasons=[unreadable], source="usb", origin=origin)
                 report.quarantined += 1
-                return "quarantined", instance
+                return ImportOutcome.QUARANTINED, instance
             landed = self.lander.land(wrapped, sop_instance_uid=None, source="usb", origin=origin)
         elif path.suffix.lower() in DICOM_SUFFIXES | PICTURE_SUFFIXES:
             # named like an image but it is not one: keep (the start of) it, with the reason
-            reason = ("empty file" if not data else
-                      "not a DICOM file or a PNG/JPEG picture (content does not match its name)")
+            reasons = [Reason(ReasonCode.NOT_AN_IMAGE_FILE if data else ReasonCode.EMPTY_FILE)]
             if len(data) > JUNK_EXCERPT_BYTES:
-                reason += (f"; only its first {JUNK_EXCERPT_BYTES // 2**20} MB of "
-                           f"{len(data) / 2**20:,.0f} MB kept")
-            instance = self.lander.land_rejected(data[:JUNK_EXCERPT_BYTES], reason=reason,
+                reasons.append(Reason(ReasonCode.EXCERPT_KEPT, {
+                    "kept_mb": JUNK_EXCERPT_BYTES // 2**20, "size_mb": round(len(data) / 2**20)}))
+            instance = self.lander.land_rejected(data[:JUNK_EXCERPT_BYTES], reasons=reasons,
                                                  source="usb", origin=origin)
             report.quarantined += 1
-            return "quarantined", instance
+            return ImportOutcome.QUARANTINED, instance
         else:
             report.skipped += 1
-            return "skipped: not an image", None
+            return skipped("not an image"), None
         if landed.outcome is Outcome.DUPLICATE:
             report.duplicates += 1
-            return "duplicate", landed.instance_id
+            return ImportOutcome.DUPLICATE, landed.instance_id
         report.accepted += 1
-        return "accepted", landed.instance_id
+        return ImportOutcome.ACCEPTED, landed.instance_id
 
     def scan_once(self, now: float | None = None) -> ScanReport:
         """Walk the folder once and take every file that has settled."""
@@ -309,11 +310,11 @@ class FolderImporter:
                 refusal = size_refusal(stat, self.lander.max_object_bytes)
                 if refusal is not None:  # never copied: a small record says why
                     origin = f"usb:{path.relative_to(self.root)}"
-                    instance_id = self.lander.land_rejected(b"", reason=refusal, source="usb",
+                    instance_id = self.lander.land_rejected(b"", reasons=[refusal], source="usb",
                                                             origin=origin)
                     report.quarantined += 1
-                    log.warning("%s refused without copying: %s", path.name, refusal)
-                    self._remember(path, stat.st_size, stat.st_mtime_ns, "refused",
+                    log.warning("%s refused without copying: %s", path.name, refusal.english())
+                    self._remember(path, stat.st_size, stat.st_mtime_ns, ImportOutcome.REFUSED,
                                    instance_id)
                     report.count(self._top_folder(path), "taken")
                     self._seen.pop(path, None)
@@ -333,7 +334,7 @@ class FolderImporter:
                 log.error("import of %s failed, will retry: %s", path, exc)
                 continue
             except ValueError as exc:
-                outcome, instance_id = f"skipped: {exc}", None
+                outcome, instance_id = skipped(str(exc)), None
                 report.skipped += 1
             self._remember(path, stat.st_size, stat.st_mtime_ns, outcome, instance_id)
             report.count(self._top_folder(path), "taken")
@@ -412,7 +413,7 @@ SPARSE_RATIO = 0.5
 SPARSE_MIN_BYTES = 2**20
 
 
-def size_refusal(stat: os.stat_result, max_object_bytes: int) -> str | None:
+def size_refusal(stat: os.stat_result, max_object_bytes: int) -> Reason | None:
     """Why a file must not be copied at all (its size alone says so), or None.
 
     The apparent size is what a copy would write, and a sparse file (a 1 GB file
@@ -421,12 +422,12 @@ def size_refusal(stat: os.stat_result, max_object_bytes: int) -> str | None:
     """
     size = stat.st_size
     if size > max_object_bytes:
-        return (f"file is {size / 2**20:,.0f} MB, over the {max_object_bytes / 2**20:,.0f} MB "
-                "object limit; not copied")
+        return Reason(ReasonCode.FILE_TOO_LARGE, {
+            "size_mb": round(size / 2**20), "limit_mb": round(max_object_bytes / 2**20)})
     stored = getattr(stat, "st_blocks", None)
     if stored is not None and size >= SPARSE_MIN_BYTES and stored * 512 < size * SPARSE_RATIO:
-        return (f"sparse file ({size / 2**20:,.0f} MB long, {stored * 512 / 2**20:,.1f} MB "
-                "stored on the medium): not an image a modality writes; not copied")
+        return Reason(ReasonCode.SPARSE_FILE, {
+            "size_mb": round(size / 2**20), "stored_mb": round(stored * 512 / 2**20, 1)})
     return None
 
 

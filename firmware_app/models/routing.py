@@ -7,7 +7,7 @@ in rows and columns. Rules are tried in order; the first that matches picks
 the model; several packages run side by side, each with its own trial, floor
 and rollback (``service/appliance.py`` loads every package a rule names). An
 image no rule matches, or whose rule names a model that is not on this box, is
-``not_analysed`` with its reason in words: good input that no
+``not_analysed`` with its reason (a code: ``contracts/reasons.py``): good input that no
 model here is meant for, kept apart from quarantine (broken input). Without
 rules the running package's own modality list decides, as before. A rule never
 widens a package's scope: its accepted modalities still bound it.
@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from firmware_app.contracts.manifest import ModelPackage
+from firmware_app.contracts.reasons import Reason, ReasonCode
 from firmware_app.imaging.decode import DecodedImage
 from firmware_app.settings.box import RoutingRule
 
@@ -64,12 +65,13 @@ def describe(image: DecodedImage) -> str:
     return ", ".join(parts)
 
 
-def modality_refusal(package: ModelPackage, modality: str) -> str | None:
+def modality_refusal(package: ModelPackage, modality: str) -> Reason | None:
     """Why the package does not analyse ``modality`` (None when it does)."""
     accepted = package.modalities
     if accepted and modality not in accepted:
-        return (f"modality {modality or 'unknown'} is not one the model "
-                f"{package.model_id} accepts ({', '.join(accepted)})")
+        return Reason(ReasonCode.MODALITY_NOT_ACCEPTED, {
+            "modality": modality or "unknown", "model": package.model_id,
+            "accepted": ", ".join(accepted)})
     return None
 
 
@@ -78,7 +80,7 @@ class Route:
     """Where an image goes: the package name that analyses it, or why none does."""
 
     model: str | None
-    reason: str = ""
+    reason: Reason | None = None
 
 
 class Router:
@@ -102,16 +104,17 @@ class Router:
         if self.rules:
             rule = self.rule_for(image)
             if rule is None:
-                return Route(None, f"no routing rule matches this series ({describe(image)})")
+                return Route(None, Reason(ReasonCode.NO_ROUTING_RULE,
+                                          {"series": describe(image)}))
             if rule.model not in self.packages:
                 running = ", ".join(p.model_id for p in self.packages.values()) or "none"
-                return Route(None, f"routing rule {rule.name} chooses the model {rule.model}, "
-                                   f"which is not installed on this box (it runs {running})")
+                return Route(None, Reason(ReasonCode.MODEL_NOT_INSTALLED, {
+                    "rule": rule.name, "model": rule.model, "running": running}))
             name = rule.model
         refusal = modality_refusal(self.packages[name], image.modality)
         return Route(None, refusal) if refusal else Route(name)
 
-    def refusal(self, image: DecodedImage) -> str | None:
+    def refusal(self, image: DecodedImage) -> Reason | None:
         """Why no package here analyses ``image`` (None: one does)."""
         route = self.route(image)
         return None if route.model else route.reason

@@ -20,6 +20,8 @@ import threading
 import time
 from collections.abc import Mapping
 
+from firmware_app.contracts.reasons import Reason, ReasonCode, decode, encode, english
+from firmware_app.contracts.statuses import InstanceStatus
 from firmware_app.imaging.decode import DecodedImage
 from firmware_app.imaging.sandbox import DecodeSandbox
 from firmware_app.inference.analysis import Decoding, finish_object, start_object
@@ -64,39 +66,43 @@ class Worker:
                              {name: r.package for name, (r, _t) in self.models.items()},
                              runner.package.name)
 
-    def route(self, image: DecodedImage) -> ModelRunner | str:
+    def route(self, image: DecodedImage) -> ModelRunner | Reason:
         """The runner of the model that analyses ``image``, or why none does."""
         chosen = self.router.route(image)
-        return self.models[chosen.model][0] if chosen.model else chosen.reason
+        if chosen.model:
+            return self.models[chosen.model][0]
+        assert chosen.reason is not None
+        return chosen.reason
 
     def trial_of(self, runner: ModelRunner | None) -> ModelTrial | None:
         """The trial of the package ``runner`` runs (None: none, or no trial)."""
         return self.models.get(runner.package.name, (None, None))[1] if runner else None
 
-    def quarantine(self, job: Job, reason: str) -> str:
-        """Move the object aside with its reason; the row says why."""
-        self.spool.quarantine(job.local_id, reason)
+    def quarantine(self, job: Job, reasons: list[Reason]) -> InstanceStatus:
+        """Move the object aside with its reasons; the row says why (the log in English)."""
+        stored, words = encode(reasons), english(reasons)
+        self.spool.quarantine(job.local_id, stored)
         with db.transaction(self.conn):
-            self.queue.set_status(job.id, "quarantined", reason)
-            db.record_event(self.conn, "WARNING", "worker", f"instance {job.id}: {reason}")
-        log.warning("quarantined instance %d: %s", job.id, reason)
-        return "quarantined"
+            self.queue.set_status(job.id, InstanceStatus.QUARANTINED, stored)
+            db.record_event(self.conn, "WARNING", "worker", f"instance {job.id}: {words}")
+        log.warning("quarantined instance %d: %s", job.id, words)
+        return InstanceStatus.QUARANTINED
 
-    def not_analysed(self, job: Job, reason: str) -> str:
+    def not_analysed(self, job: Job, reason: Reason) -> InstanceStatus:
         """A good image no model here is meant for: it stays in the spool with its reason."""
         with db.transaction(self.conn):
-            self.queue.set_status(job.id, "not_analysed", reason)
+            self.queue.set_status(job.id, InstanceStatus.NOT_ANALYSED, encode([reason]))
             db.record_event(self.conn, "INFO", "worker", f"instance {job.id}: not analysed: "
-                            f"{reason}")
-        log.info("instance %d not analysed: %s", job.id, reason)
-        return "not_analysed"
+                            f"{reason.english()}")
+        log.info("instance %d not analysed: %s", job.id, reason.english())
+        return InstanceStatus.NOT_ANALYSED
 
     def start(self, job: Job) -> Decoding:
         """Hand ``job``'s object to the decoder sandbox (it writes the previews too)."""
         return start_object(job.spool_path, self.config, self.sandbox,
                             preview_to=self.spool.preview_path(job.local_id))
 
-    def process(self, job: Job, decoding: Decoding) -> str:
+    def process(self, job: Job, decoding: Decoding) -> InstanceStatus:
         """Process one claimed job whose decode ``decoding`` was started; return its final
         status (``last_runner``: the model that analysed it, or None)."""
         self.last_runner = None
@@ -105,16 +111,18 @@ class Worker:
         except FileNotFoundError:
             earlier = self.spool.quarantined_reason(job.local_id)
             if earlier is not None:  # quarantined just before a power cut undid the row
-                return self.quarantine(job, earlier)
-            reason = "received object is missing from the spool (disk fault?)"
+                return self.quarantine(job, decode(earlier))
+            missing = Reason(ReasonCode.MISSING_FROM_SPOOL)
             with db.transaction(self.conn):
-                self.queue.set_status(job.id, "failed", reason)
-                db.record_event(self.conn, "ERROR", "worker", f"instance {job.id}: {reason}")
-            return "failed"
-        if outcome.status == "not_analysed":
+                self.queue.set_status(job.id, InstanceStatus.FAILED, encode([missing]))
+                db.record_event(self.conn, "ERROR", "worker",
+                                f"instance {job.id}: {missing.english()}")
+            return InstanceStatus.FAILED
+        if outcome.status == InstanceStatus.NOT_ANALYSED:
+            assert outcome.reason is not None
             return self.not_analysed(job, outcome.reason)
-        if outcome.status != "processed":
-            return self.quarantine(job, outcome.reason)
+        if outcome.status != InstanceStatus.PROCESSED:
+            return self.quarantine(job, [outcome.reason] if outcome.reason else [])
         decoded, analysis = outcome.decoded, outcome.analysis
         assert decoded is not None and analysis is not None and outcome.runner is not None
         self.last_runner = outcome.runner
@@ -135,7 +143,7 @@ class Worker:
             intensity=analysis.intensity,
             geometry=decoded.geometry(),
         )
-        return "processed"
+        return InstanceStatus.PROCESSED
 
     def run_once(self) -> bool:
         """Process the next job if there is one; return whether one was taken."""
@@ -152,14 +160,15 @@ class Worker:
             outcome = self.process(job, decoding)
         except Exception as exc:  # keep the box running; the job is retried later
             log.exception("instance %d failed", job.id)
-            reason = f"processing error: {type(exc).__name__}: {exc}"[:300]
-            self.queue.retry_later(job.id, reason, self.config.worker.max_attempts)
+            error = Reason(ReasonCode.PROCESSING_ERROR,
+                           {"detail": f"{type(exc).__name__}: {exc}"[:280]})
+            self.queue.retry_later(job.id, error, self.config.worker.max_attempts)
             trial = self.trial_of(self.last_runner) or self.trial  # unrouted: the box's own
             if trial is not None:
                 trial.worker_error()
             return
         trial = self.trial_of(self.last_runner)
-        if outcome == "processed" and trial is not None:
+        if outcome == InstanceStatus.PROCESSED and trial is not None:
             trial.processed()
 
     def paused(self) -> bool:

@@ -15,13 +15,15 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
+from firmware_app.contracts.reasons import decode, english
+from firmware_app.contracts.statuses import HELD_STATUSES, InstanceStatus
 from firmware_app.errors import EXIT_USAGE, CliniboxError
 from firmware_app.fs import fsync_dir
 from firmware_app.storage import audit, db
 from firmware_app.storage.spool import Spool
 
 #: Instance states a technician may act on.
-ACTIONABLE = ("quarantined", "failed")
+ACTIONABLE = HELD_STATUSES
 
 
 class QuarantineError(CliniboxError, ValueError):
@@ -38,11 +40,17 @@ class Quarantined:
     id: int
     local_id: str
     status: str
+    #: the stored reasons (``contracts.reasons.decode`` reads them)
     reason: str
     source: str
     size_bytes: int
     received_at: float
     attempts: int
+
+    @property
+    def reason_english(self) -> str:
+        """The reasons in English (the event log and the audit trail)."""
+        return english(decode(self.reason))
 
 
 #: The columns of ``Quarantined``, read from ``instances``.
@@ -54,8 +62,9 @@ def held_objects(conn: sqlite3.Connection, limit: int = 500) -> list[Quarantined
     """Quarantined and failed objects still on the box (not yet deleted by retention), newest
     first."""
     rows = conn.execute(
-        f"{_COLUMNS} WHERE status IN ('quarantined', 'failed') AND image_deleted_at IS NULL"
-        " ORDER BY received_at DESC, id DESC LIMIT ?", (limit,))
+        f"{_COLUMNS} WHERE status IN ({', '.join('?' * len(ACTIONABLE))})"
+        " AND image_deleted_at IS NULL ORDER BY received_at DESC, id DESC LIMIT ?",
+        (*ACTIONABLE, limit))
     return [Quarantined(**dict(row)) for row in rows]
 
 
@@ -88,12 +97,14 @@ def process_again(conn: sqlite3.Connection, spool: Spool, instance_id: int, by: 
         raise QuarantineError(f"object {instance_id}: the file is gone from the box")
     with db.transaction(conn):
         conn.execute(
-            "UPDATE instances SET status='queued', attempts=0, reason=NULL, spool_path=?,"
-            " updated_at=? WHERE id=?", (str(target), time.time(), instance_id))
+            "UPDATE instances SET status=?, attempts=0, reason=NULL, spool_path=?,"
+            " updated_at=? WHERE id=?",
+            (InstanceStatus.QUEUED, str(target), time.time(), instance_id))
         db.record_event(conn, "INFO", "quarantine",
-                        f"object {instance_id} queued again by {by} (was: {held.reason})")
+                        f"object {instance_id} queued again by {by} (was: {held.reason_english})")
         audit.record(conn, "quarantine_requeued", account=by, address=address,
-                     target=f"object:{instance_id}", detail=f"{held.status}: {held.reason}")
+                     target=f"object:{instance_id}",
+                     detail=f"{held.status}: {held.reason_english}")
     spool.reason_path(held.local_id).unlink(missing_ok=True)
 
 
@@ -107,8 +118,9 @@ def delete(conn: sqlite3.Connection, spool: Spool, instance_id: int, by: str,
         conn.execute("DELETE FROM results WHERE instance_id=?", (instance_id,))
         conn.execute("DELETE FROM instances WHERE id=?", (instance_id,))
         db.record_event(conn, "INFO", "quarantine",
-                        f"object {instance_id} deleted by {by} (was: {held.reason})")
+                        f"object {instance_id} deleted by {by} (was: {held.reason_english})")
         audit.record(conn, "quarantine_deleted", account=by, address=address,
-                     target=f"object:{instance_id}", detail=f"{held.status}: {held.reason}")
+                     target=f"object:{instance_id}",
+                     detail=f"{held.status}: {held.reason_english}")
     for path in spool.object_files(held.local_id):
         path.unlink(missing_ok=True)

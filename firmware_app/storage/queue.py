@@ -14,12 +14,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from firmware_app.contracts.reasons import Reason, ReasonCode, encode
+from firmware_app.contracts.statuses import InstanceStatus
 from firmware_app.errors import CliniboxError
 from firmware_app.storage.db import record_event, transaction
 
-#: ``not_analysed``: a good image no model here is meant for (kept apart from quarantine,
-#: which is for broken input)
-STATUSES = ("queued", "processing", "processed", "quarantined", "failed", "not_analysed")
+#: every instance status, in its order (``contracts/statuses.InstanceStatus``); ``not_analysed``:
+#: a good image no model here is meant for (kept apart from quarantine, for broken input)
+STATUSES = tuple(InstanceStatus)
 
 
 class DuplicateInstance(CliniboxError):
@@ -85,9 +87,9 @@ class JobQueue:
                 cursor = self.conn.execute(
                     "INSERT INTO instances(local_id, sop_instance_uid, source, origin, spool_path,"
                     " size_bytes, status, received_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (local_id, sop_instance_uid, source, origin, str(spool_path), size_bytes,
-                     now, now),
+                     InstanceStatus.QUEUED, now, now),
                 )
                 return int(cursor.lastrowid)
         except sqlite3.IntegrityError:
@@ -104,15 +106,16 @@ class JobQueue:
         now = time.time()
         with transaction(self.conn):
             failed = self.conn.execute(
-                "UPDATE instances SET status='failed', updated_at=?,"
-                " reason='processing was interrupted ' || attempts || ' times (crash or power"
-                " cut); object kept for a technician'"
-                " WHERE status='processing' AND attempts >= ?",
-                (now, max_attempts),
+                "UPDATE instances SET status=?, updated_at=?,"
+                " reason=json_array(json_object('code', ?, 'params',"
+                " json_object('attempts', attempts)))"
+                " WHERE status=? AND attempts >= ?",
+                (InstanceStatus.FAILED, now, ReasonCode.INTERRUPTED.value,
+                 InstanceStatus.PROCESSING, max_attempts),
             ).rowcount
             requeued = self.conn.execute(
-                "UPDATE instances SET status='queued', updated_at=? WHERE status='processing'",
-                (now,),
+                "UPDATE instances SET status=?, updated_at=? WHERE status=?",
+                (InstanceStatus.QUEUED, now, InstanceStatus.PROCESSING),
             ).rowcount
             if failed:
                 record_event(self.conn, "ERROR", "worker",
@@ -128,10 +131,11 @@ class JobQueue:
         """
         with transaction(self.conn):
             row = self.conn.execute(
-                "UPDATE instances SET status='processing', attempts=attempts+?, updated_at=?"
-                " WHERE id = (SELECT id FROM instances WHERE status='queued' ORDER BY id LIMIT 1)"
+                "UPDATE instances SET status=?, attempts=attempts+?, updated_at=?"
+                " WHERE id = (SELECT id FROM instances WHERE status=? ORDER BY id LIMIT 1)"
                 " RETURNING id, local_id, spool_path, source, sop_instance_uid, attempts",
-                (1 if attempt else 0, time.time()),
+                (InstanceStatus.PROCESSING, 1 if attempt else 0, time.time(),
+                 InstanceStatus.QUEUED),
             ).fetchone()
         if row is None:
             return None
@@ -149,16 +153,21 @@ class JobQueue:
         begins (a crash from here on counts against it at the next start)."""
         with transaction(self.conn):
             self.conn.execute("UPDATE instances SET attempts=attempts+1, updated_at=?"
-                              " WHERE id=? AND status='processing'", (time.time(), job_id))
+                              " WHERE id=? AND status=?",
+                              (time.time(), job_id, InstanceStatus.PROCESSING))
 
     def release(self, job_id: int) -> None:
         """Put a claimed job whose analysis never began back in the queue, as it was."""
         with transaction(self.conn):
-            self.conn.execute("UPDATE instances SET status='queued', updated_at=?"
-                              " WHERE id=? AND status='processing'", (time.time(), job_id))
+            self.conn.execute("UPDATE instances SET status=?, updated_at=?"
+                              " WHERE id=? AND status=?",
+                              (InstanceStatus.QUEUED, time.time(), job_id,
+                               InstanceStatus.PROCESSING))
 
-    def set_status(self, job_id: int, status: str, reason: str | None = None) -> None:
-        """Mark a job (inside the caller's transaction when there is one)."""
+    def set_status(self, job_id: int, status: InstanceStatus | str,
+                   reason: str | None = None) -> None:
+        """Mark a job (inside the caller's transaction when there is one); ``reason``: its
+        reasons in their stored form (``contracts.reasons.encode``)."""
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
         self.conn.execute(
@@ -166,13 +175,15 @@ class JobQueue:
             (status, reason, time.time(), job_id),
         )
 
-    def retry_later(self, job_id: int, reason: str, max_attempts: int) -> str:
-        """Put a job that hit a transient error back, or fail it after max_attempts."""
+    def retry_later(self, job_id: int, reason: Reason, max_attempts: int) -> InstanceStatus:
+        """Put a job that hit a transient error back, or fail it after max_attempts (the
+        event log says why in English)."""
         row = self.conn.execute("SELECT attempts FROM instances WHERE id=?", (job_id,)).fetchone()
-        status = "failed" if row is None or row["attempts"] >= max_attempts else "queued"
+        status = (InstanceStatus.FAILED if row is None or row["attempts"] >= max_attempts
+                  else InstanceStatus.QUEUED)
         with transaction(self.conn):
-            self.set_status(job_id, status, reason)
-            record_event(self.conn, "ERROR", "worker", f"instance {job_id}: {reason}")
+            self.set_status(job_id, status, encode([reason]))
+            record_event(self.conn, "ERROR", "worker", f"instance {job_id}: {reason.english()}")
         return status
 
     def local_ids(self) -> set[str]:
@@ -181,7 +192,7 @@ class JobQueue:
 
     def counts(self) -> dict[str, int]:
         """Number of rows per status, every status present."""
-        counts = dict.fromkeys(STATUSES, 0)
+        counts = {status.value: 0 for status in STATUSES}
         for row in self.conn.execute("SELECT status, COUNT(*) AS n FROM instances GROUP BY status"):
             counts[row["status"]] = int(row["n"])
         return counts

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from firmware_app.contracts.reasons import Reason, decode, encode, records
+from firmware_app.contracts.statuses import InstanceStatus
 from firmware_app.inference.aggregate import InstanceFindings
 from firmware_app.inference.assessment import is_judged, shown_probability
 from firmware_app.storage.db import transaction
@@ -50,7 +52,7 @@ class ResultStore:
         instance_id: int,
         identity: dict[str, str],
         findings: InstanceFindings,
-        warnings: list[dict[str, str]],
+        warnings: list[Reason],
         model_id: str,
         backend: str,
         frames_inferred: int,
@@ -85,14 +87,15 @@ class ResultStore:
                 " assessment, assessment_reason, lesions_json, classes_json)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (instance_id, model_id, backend, findings.probability, int(findings.finding),
-                 int(findings.alert), json.dumps(boxes), json.dumps(warnings),
+                 int(findings.alert), json.dumps(boxes), encode(warnings) or "[]",
                  findings.key_frame, frames_inferred, heatmap, shape,
                  json.dumps({k: round(v, 3) for k, v in timings.items()}), now,
-                 intensity[0], intensity[1], findings.assessment, findings.assessment_reason,
+                 intensity[0], intensity[1], findings.assessment,
+                 encode(findings.assessment_reason),
                  json.dumps([lesion.to_dict() for lesion in findings.lesions]),
                  json.dumps({k: round(float(v), 4) for k, v in findings.classes.items()})),
             )
-            self.queue.set_status(instance_id, "processed")
+            self.queue.set_status(instance_id, InstanceStatus.PROCESSED)
             update_study(self.conn, study_key, identity.get("modality"), identity, now)
 
     def instances(self, study_key: str | None = None) -> list[dict[str, Any]]:
@@ -121,7 +124,8 @@ class ResultStore:
                 "modality": row["modality"],
                 "source": row["source"],
                 "status": row["status"],
-                "reason": row["reason"],
+                # reasons as codes with their parameters (``contracts/reasons.py``)
+                "reason": records(decode(row["reason"])),
                 "attempts": row["attempts"],
                 "duplicates": row["duplicates"],
                 "received_at": row["received_at"],
@@ -132,13 +136,14 @@ class ResultStore:
                 "probability_not_shown": None if is_judged(row["assessment"])
                 else row["probability"],
                 "assessment": row["assessment"],
-                "assessment_reason": row["assessment_reason"] if has_result else "",
+                "assessment_reason": records(decode(row["assessment_reason"]))
+                if has_result else [],
                 "lesions": json.loads(row["lesions_json"]) if has_result else [],
                 "class_probabilities": json.loads(row["classes_json"]) if has_result else {},
                 "finding": bool(row["finding"]) if has_result else None,
                 "alert": bool(row["alert"]) if has_result else None,
                 "findings": json.loads(row["findings_json"]) if has_result else [],
-                "warnings": json.loads(row["warnings_json"]) if has_result else [],
+                "warnings": records(decode(row["warnings_json"])) if has_result else [],
                 "key_frame": row["key_frame"],
                 "frames_inferred": row["frames_inferred"],
                 "timings_ms": json.loads(row["timings_json"]) if has_result else {},

@@ -14,6 +14,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from firmware_app.contracts.reasons import decode, records
+from firmware_app.contracts.statuses import (
+    HELD_STATUSES,
+    WAITING_STATUSES,
+    AssessmentKind,
+    InstanceStatus,
+)
 from firmware_app.inference.assessment import (
     BAND_ALERT,
     BAND_FINDING,
@@ -35,16 +42,21 @@ from firmware_app.storage.volumes import study_volumes
 #: images no model here is meant for.
 WORKLIST_FILTERS = ("all", "alert", "done", "waiting", "quarantined", "not_analysed")
 #: the instance statuses each object filter lists
-OBJECT_FILTERS = {"waiting": ("queued", "processing"), "quarantined": ("quarantined", "failed"),
-                  "not_analysed": ("not_analysed",)}
+OBJECT_FILTERS = {"waiting": WAITING_STATUSES, "quarantined": HELD_STATUSES,
+                  "not_analysed": (InstanceStatus.NOT_ANALYSED,)}
 
 
-#: The distinct quality-warning messages of a study's instances, one per line.
+#: The distinct quality warnings of a study's instances, as one stored list of reasons
+#: (``contracts/reasons.py``).
 _WARNING_TEXT = (
-    "SELECT group_concat(message, char(10)) FROM (SELECT DISTINCT"
-    " json_extract(w.value, '$.message') AS message FROM instances i"
-    " JOIN results r ON r.instance_id = i.id, json_each(r.warnings_json) w"
+    "SELECT json_group_array(json(warning)) FROM (SELECT DISTINCT w.value AS warning"
+    " FROM instances i JOIN results r ON r.instance_id = i.id, json_each(r.warnings_json) w"
     " WHERE i.study_instance_uid = s.study_key)")
+
+
+def _marks(values: tuple[str, ...] | list[str]) -> str:
+    """One SQL parameter mark per value: ``?, ?, ?``."""
+    return ", ".join("?" * len(values))
 
 
 @dataclass
@@ -71,11 +83,12 @@ def worklist(conn: sqlite3.Connection, *, status: str = "all", day: dt.date | No
     span, span_args = "", ()
     if day:
         span, span_args = " AND received_at >= ? AND received_at < ?", day_bounds(day)
+    groups = (WAITING_STATUSES, HELD_STATUSES, (InstanceStatus.NOT_ANALYSED,))
+    shown = [status for group in groups for status in group]
     counts = conn.execute(
-        "SELECT SUM(status IN ('queued', 'processing')), SUM(status IN ('quarantined', 'failed')),"
-        " SUM(status = 'not_analysed') FROM instances"
-        " WHERE status IN ('queued', 'processing', 'quarantined', 'failed', 'not_analysed')"
-        + span, span_args).fetchone()
+        "SELECT " + ", ".join(f"SUM(status IN ({_marks(group)}))" for group in groups)
+        + f" FROM instances WHERE status IN ({_marks(shown)})" + span,
+        (*shown, *shown, *span_args)).fetchone()
     alerts = conn.execute("SELECT COUNT(*) FROM studies WHERE alert = 1" + span,
                           span_args).fetchone()[0]
     page = max(1, page)
@@ -128,7 +141,8 @@ def _study_row(row: sqlite3.Row) -> dict[str, Any]:
         "probability": row["suspicion"], "findings": row["findings"],
         "not_assessable": row["not_assessable"], "outside_range": row["outside_range"],
         "warnings": row["warnings"], "instances": row["instances"],
-        "warning_text": (row["warning_text"] or "").split("\n") if row["warnings"] else [],
+        # the study's distinct quality warnings: reason records (``contracts/reasons.py``)
+        "warning_text": records(decode(row["warning_text"])) if row["warnings"] else [],
         "patient_name": row["patient_name"], "patient_id": row["patient_id"],
         "study_date": row["study_date"], "study_description": row["study_description"],
     }
@@ -154,7 +168,7 @@ class InstanceView:
     finding: bool
     alert: bool
     boxes: list[dict[str, Any]]
-    warnings: list[dict[str, str]]
+    warnings: list[dict[str, Any]]  # reason records (``contracts/reasons.py``)
     key_frame: int
     frames_inferred: int
     model_id: str
@@ -167,7 +181,8 @@ class InstanceView:
     image_rows: int | None = None
     image_columns: int | None = None
     #: inference/assessment.py: finding, no_finding, not_assessable, outside_validated_range
-    assessment: str = "no_finding"
+    assessment: str = AssessmentKind.NO_FINDING
+    #: why the model gives no result: the stored reasons (``contracts.reasons.decode``)
     assessment_reason: str = ""
     #: lesion records (inference/lesions.py): first those drawn on the key frame, in the
     #: order of ``boxes``, then those tracked on other frames
@@ -203,7 +218,7 @@ def study(conn: sqlite3.Connection, study_id: int) -> dict[str, Any] | None:
         InstanceView(
             id=r["id"], spool_path=r["spool_path"], modality=r["modality"] or "",
             probability=r["probability"], finding=bool(r["finding"]), alert=bool(r["alert"]),
-            boxes=json.loads(r["findings_json"]), warnings=json.loads(r["warnings_json"]),
+            boxes=json.loads(r["findings_json"]), warnings=records(decode(r["warnings_json"])),
             key_frame=r["key_frame"], frames_inferred=r["frames_inferred"],
             model_id=r["model_id"], backend=r["backend"], has_heatmap=r["has_heatmap"] == 1,
             created_at=r["created_at"], received_at=r["received_at"],
@@ -277,7 +292,7 @@ def instance_result(conn: sqlite3.Connection, instance_id: int) -> dict[str, Any
         f" CASE WHEN ({SHOWN_PROBABILITY}) IS NOT NULL THEN r.heatmap END AS heatmap,"
         " r.probability, r.assessment, i.received_at, i.image_deleted_at"
         " FROM instances i LEFT JOIN results r ON r.instance_id = i.id"
-        " WHERE i.id = ? AND i.status = 'processed'", (instance_id,)).fetchone()
+        " WHERE i.id = ? AND i.status = ?", (instance_id, InstanceStatus.PROCESSED)).fetchone()
     if row is None or row["key_frame"] is None:
         return None
     return {"id": row["id"], "spool_path": row["spool_path"], "key_frame": row["key_frame"],

@@ -85,11 +85,15 @@ def test_every_image_gets_a_result_every_non_image_a_reason(box, tmp_path):
             assert row["model_id"].startswith("clinibox-demo-lesion@")
         else:  # good input no model here is meant for (NM): not analysed, not quarantined
             assert row["status"] == "not_analysed", (path.name, row)
-            assert f"modality {modality_of[path]} is not one the model" in row["reason"]
+            [reason] = row["reason"]
+            assert reason["code"] == "modality_not_accepted"
+            assert reason["params"]["modality"] == modality_of[path]
     for path in others:
         row = results[uid_of[path]]
         assert row["status"] == "quarantined", (path.name, row)
-        assert "no pixel data" in row["reason"].lower()
+        [reason] = row["reason"]
+        assert reason["code"] == "decode_failed"
+        assert "no pixel data" in reason["params"]["detail"].lower()
 
     assert accepted["received"] == len(set(uid_of.values()))
     assert accepted["not_analysed"] == sum(

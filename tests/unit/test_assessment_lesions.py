@@ -70,10 +70,10 @@ def test_a_blank_image_is_not_assessable_never_negative(tmp_path, capsys):
     write_dicom(ct_dataset(blank), tmp_path / "blank.dcm")
     write_dicom(us_dataset(dark), tmp_path / "dark.dcm")
     reports = _infer(tmp_path, capsys, tmp_path / "blank.dcm", tmp_path / "dark.dcm")
-    for name, words in (("blank.dcm", "blank"), ("dark.dcm", "too dark")):
+    for name, code in (("blank.dcm", "blank"), ("dark.dcm", "too_dark")):
         report = reports[name]
         assert report["assessment"] == "not_assessable", report
-        assert words in report["assessment_reason"]
+        assert {"code": code, "params": {}} in report["assessment_reason"]
         assert report["finding"] is False and report["alert"] is False
         assert report["lesions"] == [] and report["findings"] == []
 

@@ -1,5 +1,5 @@
 """firmware_app.i18n: language tags, the current language, dates and numbers, terminal widths;
-and the viewer's translation of the sentences the worker records (web/reasons.py)."""
+and the viewer's rendering of the reasons the worker records (web/reasons.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from firmware_app import i18n
+from firmware_app.contracts.reasons import Reason, ReasonCode, encode
 from firmware_app.i18n import formats, use_locale
 from firmware_app.i18n.fonts import find_cjk_font
 from firmware_app.i18n.text import display_width, ljust, rjust
@@ -106,40 +107,44 @@ def test_every_quality_warning_the_worker_records_is_translated():
     noise = np.random.default_rng(1).random((64, 64))
     frames = {"blank": np.zeros((64, 64)), "too_dark": noise * .05,
               "saturated": 0.9 + noise * .1, "low_contrast": 0.5 + noise * .1}
-    seen = {"heatmap_on_annotation": hotspot.MESSAGE}
+    seen = {"heatmap_on_annotation": hotspot.WARNING}
     for frame in frames.values():
-        seen.update({w.code: w.message for w in check_quality(frame, 32, 32, 64)})
+        seen.update({w.code.value: w for w in check_quality(frame, 32, 32, 64)})
     assert {"too_small", "blank", "too_dark", "saturated", "low_contrast"} <= set(seen)
     with use_locale("zh_CN"):
-        for code, message in seen.items():
-            translated = reasons.translate(message)
-            assert translated is not None and translated != message, (code, message)
+        for code, reason in seen.items():
+            translated = reasons.reason_text(reason)
+            assert translated != reason.english(), code
             assert any("\u4e00" <= c <= "\u9fff" for c in translated), code
-        assert reasons.translate(seen["too_small"]) == "图像太小，难以可靠判读（32 × 32 像素）"
-        joined = "; ".join([seen["too_dark"], seen["low_contrast"]])
-        assert reasons.translate(joined) == \
-            "图像太暗，建议重新扫描；对比度太低，请检查窗宽窗位或曝光"
-        assert reasons.translate("a decoder's own words") is None
-        assert wording.recorded_reason("a decoder's own words") == (
-            "a decoder's own words", "a decoder's own words")
-    assert reasons.translate(seen["blank"]) == seen["blank"]  # English: as recorded
+        assert reasons.reason_text(seen["too_small"]) == "图像太小，难以可靠判读（32 × 32 像素）"
+        stored = encode([seen["too_dark"], seen["low_contrast"]])
+        assert wording.recorded_reason(stored) == (
+            "图像太暗，建议重新扫描；对比度太低，请检查窗宽窗位或曝光", "")
+        decoder = encode([Reason(ReasonCode.DECODE_FAILED, {"detail": "a decoder's own words"})])
+        assert wording.recorded_reason(decoder) == (
+            "a decoder's own words", "a decoder's own words")  # shown as recorded, marked
+    assert reasons.reason_text(seen["blank"]) == "image is blank, rescan suggested"
+    assert wording.recorded_reason(decoder) == ("a decoder's own words", "")  # English
 
 
 def test_outside_range_and_routing_reasons_are_translated():
-    from firmware_app.inference.validated_range import OUTSIDE_REASON
+    from firmware_app.inference.validated_range import RangeScore, outside_reason
     from firmware_app.models import routing
 
-    outside = OUTSIDE_REASON.format(ratio=3.25)
+    outside = outside_reason([RangeScore(3.25, 1.0), RangeScore(9.0, 1.0)])
+    assert outside == Reason(ReasonCode.OUTSIDE_VALIDATED_RANGE, {"ratio": 3.2})
+    assert "lie 3.2× beyond" in outside.english()
     with use_locale("zh_CN"):
-        assert "验证界限的 3.2 倍" in reasons.translate(outside)
-        level, headline = wording.verdict(False, False, "outside_validated_range", outside)
+        assert "验证界限的 3.2 倍" in reasons.reason_text(outside)
+        level, headline = wording.verdict(False, False, "outside_validated_range",
+                                          encode([outside]))
         assert level == "outside" and headline.startswith("超出模型验证范围")
         assert "必须由医生阅片" in headline and "3.2" not in headline  # the ratio: technician
         package = SimpleNamespace(modalities=["CT", "US"], model_id="demo@1.0")
         refusal = routing.modality_refusal(package, "NM")
-        assert reasons.translate(refusal) == "模型 demo@1.0 不分析 NM 图像（它接受：CT, US）"
-        assert reasons.translate("no routing rule matches this series (modality MR, 8x8)") \
-            == "没有分配规则适用于这个序列（modality MR, 8x8）"
+        assert reasons.reason_text(refusal) == "模型 demo@1.0 不分析 NM 图像（它接受：CT, US）"
+        unrouted = Reason(ReasonCode.NO_ROUTING_RULE, {"series": "modality MR, 8x8"})
+        assert reasons.reason_text(unrouted) == "没有分配规则适用于这个序列（modality MR, 8x8）"
 
 
 def test_the_demo_model_cards_statement_is_in_both_languages():
@@ -184,10 +189,9 @@ def test_a_finding_the_model_cannot_locate_says_so_and_what_to_do():
 
 def test_a_quality_warning_says_what_to_do_once():
     """"Low contrast, check window/exposure" is not followed by the same check again."""
-    for code, recorded in (("low_contrast", "low contrast, check window/exposure"),
-                           ("saturated", "image saturated, check exposure")):
-        text = wording.warning_text({"code": code, "message": recorded})
+    for code in ("low_contrast", "saturated"):
+        text = wording.warning_text({"code": code, "params": {}})
         assert text.count("check") == 1 and text.endswith("rescan if needed"), text
         with use_locale("zh_CN"):
-            shown = wording.warning_text({"code": code, "message": recorded})
+            shown = wording.warning_text({"code": code, "params": {}})
             assert shown.count("检查") == 1 and shown.endswith("必要时重新扫描"), shown

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from pydicom.data import get_testdata_file
 
+from firmware_app.contracts.reasons import Reason, ReasonCode
 from firmware_app.imaging.decode import decode
-from firmware_app.imaging.quality import QualityWarning, check_quality
+from firmware_app.imaging.quality import check_quality
 from firmware_app.settings.box import LimitsConfig
 
 MIN_ROWS = 64
@@ -43,14 +44,14 @@ def test_normal_textured_image_gives_no_warning() -> None:
 def test_uniform_image_is_blank(value: float) -> None:
     warnings = check_quality(np.full((128, 128), value, np.float32), 128, 128, MIN_ROWS)
     assert [w.code for w in warnings] == ["blank"]
-    assert warnings[0].message == "image is blank, rescan suggested"
+    assert warnings[0] == Reason(ReasonCode.BLANK) and warnings[0].params == {}
 
 
 def test_dark_image() -> None:
     dark = phantom() * 0.2
     warnings = check_quality(dark, 256, 256, MIN_ROWS)
     assert "too_dark" in {w.code for w in warnings}
-    assert QualityWarning("too_dark", "image too dark, rescan suggested") in warnings
+    assert Reason(ReasonCode.TOO_DARK) in warnings
     assert "blank" not in codes(dark)
 
 
@@ -58,7 +59,7 @@ def test_saturated_image() -> None:
     image = phantom()
     image[:, 40:] = 1.0  # burned out over most of the field
     warnings = check_quality(image, 256, 256, MIN_ROWS)
-    assert QualityWarning("saturated", "image saturated, check exposure") in warnings
+    assert Reason(ReasonCode.SATURATED) in warnings
     bright = 0.88 + phantom() * 0.12  # everything bright
     assert "saturated" in codes(bright)
 
@@ -67,15 +68,13 @@ def test_low_contrast_image() -> None:
     flat = 0.45 + phantom() * 0.12
     warnings = check_quality(flat, 256, 256, MIN_ROWS)
     assert [w.code for w in warnings] == ["low_contrast"]
-    assert warnings[0].message == "low contrast, check window/exposure"
+    assert warnings[0] == Reason(ReasonCode.LOW_CONTRAST)
 
 
 def test_too_small_image_names_its_size() -> None:
     small = phantom(40)
     warnings = check_quality(small, 40, 40, MIN_ROWS)
-    assert warnings == [QualityWarning(
-        "too_small", "image too small for reliable reading (40 x 40 pixels)"
-    )]
+    assert warnings == [Reason(ReasonCode.TOO_SMALL, {"columns": 40, "rows": 40})]
     assert codes(phantom(64)) == set()  # exactly the minimum is fine
     assert "too_small" in codes(phantom(256), rows=256, columns=50)
 
@@ -120,7 +119,7 @@ def test_the_decoder_measures_each_frame_as_the_worker_would(name: str, demo_run
     for frame, warned, grey in zip(image.frames, image.frame_warnings, image.frame_grey,
                                    strict=True):
         expected = check_quality(frame, image.rows, image.columns, 0)
-        assert [QualityWarning(*w) for w in warned] == expected
+        assert [Reason(ReasonCode(code)) for code in warned] == expected
         assert grey == (float(np.mean(frame)), float(np.std(frame)))
     unmeasured = replace(image, frame_warnings=None, frame_grey=None)
     small = image.rows + 1  # the size check stays the worker's: min_rows is its setting
@@ -130,7 +129,7 @@ def test_the_decoder_measures_each_frame_as_the_worker_would(name: str, demo_run
         assert one.warnings == other.warnings and one.intensity == other.intensity
         assert one.findings.assessment == other.findings.assessment
         assert one.findings.probability == other.findings.probability
-    assert {w["code"] for w in demo_runner.analyse(image, small).warnings} >= {"too_small"}
+    assert {w.code for w in demo_runner.analyse(image, small).warnings} >= {"too_small"}
 
 
 def test_a_blank_frame_is_flagged_by_the_decoder(tmp_path: Path) -> None:
@@ -139,4 +138,4 @@ def test_a_blank_frame_is_flagged_by_the_decoder(tmp_path: Path) -> None:
     path = tmp_path / "blank.dcm"
     write_dicom(ct_dataset(np.full((128, 128), 0.5, np.float32)), path)
     image = decode(path, LimitsConfig(), 1)
-    assert image.frame_warnings == [[("blank", "image is blank, rescan suggested")]]
+    assert image.frame_warnings == [["blank"]]

@@ -20,6 +20,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from firmware_app.cli import retention as retention_cli
+from firmware_app.contracts.reasons import Reason, ReasonCode, decode, encode
 from firmware_app.imaging.preview import decode_with_previews
 from firmware_app.inference.aggregate import InstanceFindings
 from firmware_app.inference.postprocess import Box
@@ -37,6 +38,8 @@ from tests.corpus import image_dataset, to_bytes
 
 DAY = 86_400.0
 MODEL = ModelFacts("clinibox-demo-lesion@1.0.0", ("lesion",), 0.88)
+#: the reason an object kept on arrival is quarantined with
+NOT_AN_IMAGE = Reason(ReasonCode.NOT_AN_IMAGE_FILE)
 Usage = namedtuple("Usage", "total used free")
 
 
@@ -90,7 +93,7 @@ class StateBox:
 
     def held(self, days_ago: float = 0.0) -> int:
         """An object quarantined on arrival (file and reason note in quarantine/)."""
-        instance = self.lander.land_rejected(b"not a DICOM file" * 64, reason="not a DICOM file",
+        instance = self.lander.land_rejected(b"not a DICOM file" * 64, reasons=[NOT_AN_IMAGE],
                                              source="usb", origin="test")
         self.conn.execute("UPDATE instances SET received_at = received_at - ? WHERE id = ?",
                           (days_ago * DAY, instance))
@@ -256,7 +259,8 @@ def test_process_again_puts_an_object_back_under_protection(box):
 def test_held_objects_go_after_quarantine_days_with_their_note(box):
     old, recent = box.held(days_ago=91), box.held(days_ago=89)
     failed = box.land(days_ago=95)
-    box.queue.set_status(failed, "failed", "processing error")
+    box.queue.set_status(failed, "failed", encode([Reason(ReasonCode.PROCESSING_ERROR,
+                                                          {"detail": "RuntimeError: x"})]))
     image = box.processed(days_ago=95)  # image_days = 0: kept, whatever its age
     box.config.retention.image_days = 0
     box.report_to_hospital()
@@ -268,7 +272,8 @@ def test_held_objects_go_after_quarantine_days_with_their_note(box):
     assert report.quarantine.images == 2 and report.by_age.images == 0
     assert not (q / f"{local}.dcm").exists() and not (q / f"{local}.reason.json").exists()
     assert not box.image(failed).exists()
-    assert box.row(old)["status"] == "quarantined" and box.row(old)["reason"] == "not a DICOM file"
+    assert box.row(old)["status"] == "quarantined"
+    assert decode(box.row(old)["reason"]) == [NOT_AN_IMAGE]  # the reason stays in the row
     assert box.row(old)["image_deleted_at"] is not None
     recent_local = box.local_id(recent)
     assert (q / f"{recent_local}.dcm").exists() and box.image(image).exists()

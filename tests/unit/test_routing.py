@@ -15,6 +15,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
+from firmware_app.contracts.reasons import Reason, ReasonCode
 from firmware_app.imaging.decode import decode
 from firmware_app.models.routing import Router
 from firmware_app.settings.box import Config, ConfigError, from_dict
@@ -74,25 +75,28 @@ def test_the_first_matching_rule_picks_the_model_and_the_rest_is_not_analysed(
                            "body_part": ["HEAD"]}).routing.rules, one, DEMO)
     assert router.refusal(chest) is None
     assert router.rule_for(head).name == "ct-head"
-    assert router.refusal(head) == ("routing rule ct-head chooses the model head-model, which "
-                                    f"is not installed on this box (it runs {package.model_id})")
+    assert router.refusal(head) == Reason(ReasonCode.MODEL_NOT_INSTALLED, {
+        "rule": "ct-head", "model": "head-model", "running": package.model_id})
     assert router.route(chest).model == DEMO
     refusal = router.refusal(nm)
-    assert refusal.startswith("no routing rule matches this series (modality NM")
+    assert refusal.code == ReasonCode.NO_ROUTING_RULE
+    assert refusal.params["series"].startswith("modality NM")
     # size bounds, and the series description matched case-insensitively
     small = Router(rules({"name": "big", "model": DEMO, "min_rows": 512}).routing.rules,
                    one, DEMO)
-    assert "no routing rule matches" in small.refusal(chest) and "256x256" in small.refusal(chest)
+    assert small.refusal(chest).code == ReasonCode.NO_ROUTING_RULE
+    assert "256x256" in small.refusal(chest).params["series"]
     assert Router(rules({"name": "any", "model": DEMO, "series_description": "PHANTOM"}
                         ).routing.rules, one, DEMO).refusal(chest) is None
     # without rules the package's own modality list decides
     plain = Router([], one, DEMO)
     assert plain.refusal(chest) is None
-    assert "modality NM is not one the model" in plain.refusal(nm)
+    assert plain.refusal(nm) == Reason(ReasonCode.MODALITY_NOT_ACCEPTED, {
+        "modality": "NM", "model": package.model_id, "accepted": ", ".join(package.modalities)})
     # a rule never widens the package's scope
     nm_rule = Router(rules({"name": "nm", "model": DEMO, "modality": ["NM"]}).routing.rules,
                      one, DEMO)
-    assert "modality NM is not one the model" in nm_rule.refusal(nm)
+    assert nm_rule.refusal(nm).code == ReasonCode.MODALITY_NOT_ACCEPTED
 
 
 def test_the_worker_leaves_a_series_no_rule_matches_not_analysed(tmp_path, demo_runner):
@@ -110,8 +114,9 @@ def test_the_worker_leaves_a_series_no_rule_matches_not_analysed(tmp_path, demo_
     rows = {r["id"]: r for r in ResultStore(conn).instances()}
     assert rows[ids["chest"]]["status"] == "processed"
     assert rows[ids["head"]]["status"] == "not_analysed"
-    assert "no routing rule matches this series (modality CT, body part HEAD" in \
-        rows[ids["head"]]["reason"]
+    [reason] = rows[ids["head"]]["reason"]
+    assert reason["code"] == "no_routing_rule"
+    assert reason["params"]["series"].startswith("modality CT, body part HEAD")
     conn.close()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from firmware_app.contracts.reasons import Reason, ReasonCode, decode, encode
 from firmware_app.storage.queue import DuplicateInstance, JobQueue
 from firmware_app.storage.spool import Spool, SpoolFull, new_local_id
 
@@ -120,17 +121,22 @@ def test_recover_requeues_interrupted_and_fails_poison(conn, tmp_path):
     rows = dict(conn.execute("SELECT id, status FROM instances").fetchall())
     assert rows == {good: "queued", poison: "failed"}
     reason = conn.execute("SELECT reason FROM instances WHERE id=?", (poison,)).fetchone()[0]
-    assert "interrupted 3 times" in reason
+    assert reason == encode([Reason(ReasonCode.INTERRUPTED, {"attempts": 3})])  # SQL = Python
 
 
 def test_retry_later_fails_after_max_attempts(conn, tmp_path):
     queue = JobQueue(conn)
     job_id = _enqueue(queue, "1.2.3", tmp_path)
     queue.claim()
-    assert queue.retry_later(job_id, "boom", max_attempts=2) == "queued"
+    boom = Reason(ReasonCode.PROCESSING_ERROR, {"detail": "RuntimeError: boom"})
+    assert queue.retry_later(job_id, boom, max_attempts=2) == "queued"
     queue.claim()
-    assert queue.retry_later(job_id, "boom", max_attempts=2) == "failed"
+    assert queue.retry_later(job_id, boom, max_attempts=2) == "failed"
     assert queue.counts()["failed"] == 1
+    stored = conn.execute("SELECT reason FROM instances WHERE id=?", (job_id,)).fetchone()[0]
+    assert decode(stored) == [boom]
+    event = conn.execute("SELECT message FROM events ORDER BY id DESC LIMIT 1").fetchone()[0]
+    assert event == f"instance {job_id}: processing error: RuntimeError: boom"  # English
 
 
 def test_an_empty_sop_instance_uid_is_no_uid_not_a_lasting_error(tmp_path):

@@ -15,6 +15,7 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.fileset import FileSet
 
+from firmware_app.contracts.reasons import Reason, ReasonCode, decode
 from firmware_app.ingest.landing import Lander
 from firmware_app.ingest.usb import FolderImporter
 from firmware_app.storage import db
@@ -143,8 +144,7 @@ def test_file_named_dicom_but_not_dicom_is_quarantined_with_reason(setup):
     assert report.quarantined == 1
     row = conn.execute("SELECT status, reason, local_id FROM instances").fetchone()
     assert row["status"] == "quarantined"
-    assert "not a DICOM file" in row["reason"]
-    assert row["reason"] != "empty file"
+    assert decode(row["reason"]) == [Reason(ReasonCode.NOT_AN_IMAGE_FILE)]  # not empty_file
     quarantine = importer.lander.spool.quarantine_root
     assert (quarantine / f"{row['local_id']}.dcm").exists()
 
@@ -166,7 +166,9 @@ def test_a_sparse_file_is_refused_with_its_reason_and_never_copied(setup, tmp_pa
     assert report.quarantined == 1 and report.accepted == 1
     rows = conn.execute("SELECT status, reason, size_bytes FROM instances ORDER BY id").fetchall()
     refused = next(r for r in rows if r["status"] == "quarantined")
-    assert "sparse file (48 MB long" in refused["reason"] and "not copied" in refused["reason"]
+    [why] = decode(refused["reason"])
+    assert why.code == ReasonCode.SPARSE_FILE and why.params["size_mb"] == 48
+    assert "not copied" in why.english()
     assert refused["size_bytes"] == 0
     assert sorted(r["status"] for r in rows) == ["quarantined", "queued"]
     assert _stored_bytes(tmp_path / "state") < 16 * 2**20  # the database and one CT slice
@@ -181,7 +183,8 @@ def test_a_file_over_the_object_limit_is_refused_without_reading_it(setup, tmp_p
     importer.scan_once(now=0.0)
     assert importer.scan_once(now=5.0).quarantined == 1
     reason = conn.execute("SELECT reason FROM instances").fetchone()["reason"]
-    assert reason == "file is 65 MB, over the 64 MB object limit; not copied"
+    assert decode(reason) == [Reason(ReasonCode.FILE_TOO_LARGE, {"size_mb": 65, "limit_mb": 64})]
+    assert decode(reason)[0].english() == "file is 65 MB, over the 64 MB object limit; not copied"
     assert _stored_bytes(tmp_path / "state") < 16 * 2**20
 
 
@@ -191,6 +194,7 @@ def test_junk_named_like_an_image_keeps_only_an_excerpt(setup):
     importer.scan_once(now=0.0)
     assert importer.scan_once(now=5.0).quarantined == 1
     row = conn.execute("SELECT reason, local_id FROM instances").fetchone()
-    assert "only its first 1 MB of 3 MB kept" in row["reason"]
+    assert decode(row["reason"]) == [Reason(ReasonCode.NOT_AN_IMAGE_FILE), Reason(
+        ReasonCode.EXCERPT_KEPT, {"kept_mb": 1, "size_mb": 3})]
     kept = importer.lander.spool.quarantine_root / f"{row['local_id']}.dcm"
     assert kept.stat().st_size == 2**20

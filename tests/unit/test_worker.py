@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from pydicom.data import get_testdata_file
 
+from firmware_app.contracts.reasons import Reason, ReasonCode, encode
 from firmware_app.ingest.landing import Lander
 from firmware_app.service.worker import Worker
 from firmware_app.settings.box import Config, StorageConfig
@@ -82,7 +83,8 @@ def test_non_image_is_quarantined_with_reason(box):
     worker.run_once()
     row = ResultStore(conn).instances()[0]
     assert row["status"] == "quarantined"
-    assert "no pixel data" in row["reason"]
+    [reason] = row["reason"]
+    assert reason["code"] == "decode_failed" and "no pixel data" in reason["params"]["detail"]
     assert list(config.quarantine_dir.glob("*.reason.json"))
 
 
@@ -98,7 +100,8 @@ def test_unexpected_error_is_retried_then_failed(box, tmp_path, monkeypatch):
         assert worker.run_once() is True
     row = ResultStore(conn).instances()[0]
     assert row["status"] == "failed"
-    assert "backend lost its device" in row["reason"]
+    assert row["reason"] == [{"code": "processing_error",
+                              "params": {"detail": "RuntimeError: backend lost its device"}}]
     assert row["attempts"] == config.worker.max_attempts
     events = [r["message"] for r in ResultStore(conn).last_errors()]
     assert any("backend lost its device" in m for m in events)
@@ -109,11 +112,13 @@ def test_quarantine_undone_by_power_cut_is_redone(box, tmp_path):
     instance = _land(lander, b"\0" * 128 + b"DICM" + b"garbage", "1.2.7")
     job = worker.queue.claim()
     local_id = job.local_id
-    worker.spool.quarantine(local_id, "truncated file")  # file moved, row update lost
+    truncated = encode([Reason(ReasonCode.DECODE_FAILED, {"detail": "truncated file"})])
+    worker.spool.quarantine(local_id, truncated)  # file moved, row update lost
     conn.execute("UPDATE instances SET status='queued' WHERE id=?", (instance,))
     worker.run_once()
     row = ResultStore(conn).instances()[0]
-    assert row["status"] == "quarantined" and row["reason"] == "truncated file"
+    assert row["status"] == "quarantined"
+    assert row["reason"] == [{"code": "decode_failed", "params": {"detail": "truncated file"}}]
 
 
 def test_missing_spool_file_fails_clearly(box, tmp_path):
@@ -124,7 +129,7 @@ def test_missing_spool_file_fails_clearly(box, tmp_path):
     worker.run_once()
     row = ResultStore(conn).instances()[0]
     assert row["status"] == "failed"
-    assert "missing from the spool" in row["reason"]
+    assert row["reason"] == [{"code": "missing_from_spool", "params": {}}]
     assert json.loads(json.dumps(row))  # serialisable for `clinibox results --json`
 
 
@@ -136,7 +141,9 @@ def test_an_image_no_model_is_meant_for_is_not_analysed_not_quarantined(box, tmp
         pass
     rows = {r["id"]: r for r in ResultStore(conn).instances()}
     assert rows[nm]["status"] == "not_analysed" and rows[nm]["model_id"] is None
-    assert "modality NM" in rows[nm]["reason"] and "clinibox-demo-lesion" in rows[nm]["reason"]
+    [reason] = rows[nm]["reason"]
+    assert reason["code"] == "modality_not_accepted" and reason["params"]["modality"] == "NM"
+    assert reason["params"]["model"].startswith("clinibox-demo-lesion")
     assert rows[ct]["status"] == "processed"  # the CT goes to its model
     assert not list(config.quarantine_dir.glob("*.reason.json"))  # quarantine is for broken input
     local_id = conn.execute("SELECT local_id FROM instances WHERE id = ?", (nm,)).fetchone()[0]
