@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from central.config import HealthConfig
+from firmware_app.contracts.statuses import Verdict
 
 #: Floor on a bin's share, so an empty bin does not make the index infinite.
 EPSILON = 1e-4
@@ -69,8 +70,8 @@ def disagreement(summaries: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
     agree = disagree = 0
     for summary in summaries:
         feedback = summary.get("feedback") or {}
-        agree += int(feedback.get("agree", 0))
-        disagree += int(feedback.get("disagree", 0))
+        agree += int(feedback.get(Verdict.AGREE, 0))
+        disagree += int(feedback.get(Verdict.DISAGREE, 0))
     return disagree, agree + disagree
 
 

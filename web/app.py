@@ -27,6 +27,7 @@ from flask import Flask, render_template
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import BadRequest
 
+from firmware_app.contracts import statuses
 from firmware_app.contracts.manifest import PackageError
 from firmware_app.i18n import N_, gettext
 from firmware_app.models.package import load_package
@@ -135,6 +136,7 @@ def create_app(config: Config) -> Flask:
     def shared() -> dict[str, Any]:
         facts = app.config["CLINIBOX"].package_facts()
         return {"account": current_account(), "words": wording, "labels": labels,
+                "statuses": statuses,  # the states' words, for comparisons (no literals)
                 "model_notice": wording.intended_use(facts.get("intended_use", "")),
                 # the whole warning for the technician's device page; a short line for all
                 "demo_box": app.config["CLINIBOX"].config.trusts_demo_key,

@@ -4,24 +4,30 @@ actions, worklist filters, window presets.
 Each table maps the box's stable word (stored, sent in forms and JSON, never
 translated) to its English label, marked for the catalog; the functions
 return the label in the current language (the word itself when unknown).
+The words of states and kinds are the members of ``contracts/statuses.py``:
+these tables are keyed by them, one label for every member
+(``tests/unit/test_statuses.py``); the command line shows the same labels.
 """
 
 from __future__ import annotations
 
+from firmware_app.contracts.statuses import AssessmentKind, InstanceStatus, Role, Verdict
 from firmware_app.i18n import N_, gettext
 from firmware_app.inference.volume import PER_SLICE_WORDS
 from firmware_app.storage.audit import ACTIONS
 
 #: the clinician's verdicts on a finding (form values)
-VERDICTS = {"agree": N_("agree"), "disagree": N_("disagree"), "unsure": N_("unsure")}
+VERDICTS = {Verdict.AGREE: N_("agree"), Verdict.DISAGREE: N_("disagree"),
+            Verdict.UNSURE: N_("unsure")}
 #: the badge of a study row in the worklist, by level
 LEVELS = {"alert": N_("ALERT"), "finding": N_("finding"), "unassessable": N_("not assessable"),
           "outside": N_("outside validated range"), "clear": N_("no finding"),
           "doctor_must_read": N_("doctor must read")}
-#: instance statuses as the worklist and quarantine list show them
-STATUSES = {"queued": N_("queued"), "processing": N_("processing"),
-            "quarantined": N_("quarantined"), "failed": N_("failed"),
-            "not_analysed": N_("not analysed"), "processed": N_("processed"), "done": N_("done")}
+#: instance statuses as the worklist and quarantine list show them (``done``: a study row)
+STATUSES = {InstanceStatus.QUEUED: N_("queued"), InstanceStatus.PROCESSING: N_("processing"),
+            InstanceStatus.QUARANTINED: N_("quarantined"), InstanceStatus.FAILED: N_("failed"),
+            InstanceStatus.NOT_ANALYSED: N_("not analysed"),
+            InstanceStatus.PROCESSED: N_("processed"), "done": N_("done")}
 #: the worklist's filters
 FILTERS = {"all": N_("all studies"), "alert": N_("alerts only"), "done": N_("studies done"),
            "waiting": N_("waiting for analysis"), "quarantined": N_("quarantined objects"),
@@ -59,13 +65,13 @@ ACTION_NAMES = {
     "audit_pruned": N_("audit pruned"),
 }
 #: the model's assessment of an image (inference/assessment.py)
-ASSESSMENTS = {"finding": N_("finding"), "no_finding": N_("no finding"),
-               "not_assessable": N_("not assessable"),
-               "outside_validated_range": N_("outside the validated range")}
+ASSESSMENTS = {AssessmentKind.FINDING: N_("finding"), AssessmentKind.NO_FINDING: N_("no finding"),
+               AssessmentKind.NOT_ASSESSABLE: N_("not assessable"),
+               AssessmentKind.OUTSIDE_VALIDATED_RANGE: N_("outside the validated range")}
 #: why a series of several images is read image by image, not as a volume
 SERIES_READINGS = PER_SLICE_WORDS
 #: account roles
-ROLES = {"clinician": N_("clinician"), "technician": N_("technician")}
+ROLES = {Role.CLINICIAN: N_("clinician"), Role.TECHNICIAN: N_("technician")}
 
 
 def _label(table: dict[str, str], word: str | None) -> str:

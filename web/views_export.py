@@ -18,6 +18,7 @@ from pathlib import Path
 
 from flask import Blueprint, abort, current_app, send_file
 
+from firmware_app.contracts.statuses import Role
 from firmware_app.storage import exports as export_queries
 from web.audit_trail import client_address
 from web.security import current_account, database
@@ -25,7 +26,7 @@ from web.security import current_account, database
 blueprint = Blueprint("export", __name__)
 
 #: roles that may export a study
-EXPORT_ROLES = ("clinician", "technician")
+EXPORT_ROLES = (Role.CLINICIAN, Role.TECHNICIAN)
 
 
 @blueprint.route("/study/<int:study_id>/export", methods=["POST"])

@@ -22,13 +22,13 @@ from firmware_app.cli.batch_stats import AreaUnderCurve, Proportion
 from firmware_app.cli.batch_studies import FileResult, StudySummary
 from firmware_app.cli.infer_wording import assessment_words, problem_reason
 from firmware_app.cli.svg_charts import bar_chart, edge_digits, histogram_bins
+from firmware_app.contracts.statuses import AssessmentKind, InstanceStatus
 from firmware_app.i18n import current, formats, gettext, html_lang, ngettext
 from web import wording
 
 _ = gettext
 #: study assessments in the order the chart shows them
-ASSESSMENT_ORDER = ("finding", "no_finding", "not_assessable", "outside_validated_range",
-                    "not_analysed")
+ASSESSMENT_ORDER = (*AssessmentKind, InstanceStatus.NOT_ANALYSED)
 _STYLE = """
 body{font-family:sans-serif;margin:1.5em;color:#222;max-width:62em}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em}

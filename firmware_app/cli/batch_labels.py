@@ -25,6 +25,7 @@ from pathlib import Path
 
 from firmware_app.cli.batch_stats import Accuracy, diagnostic_accuracy
 from firmware_app.cli.batch_studies import StudySummary
+from firmware_app.contracts.statuses import AssessmentKind
 from firmware_app.errors import EXIT_USAGE, CliniboxError
 from firmware_app.i18n import gettext
 
@@ -146,7 +147,7 @@ def evaluate(studies: list[StudySummary], truth: dict[str, int], unmatched: list
     """Sensitivity, specificity and AUC on the labelled studies the model judged."""
     scored = [s for s in studies if s.key in truth and s.judged]
     accuracy = diagnostic_accuracy(
-        [truth[s.key] for s in scored], [s.assessment == "finding" for s in scored],
+        [truth[s.key] for s in scored], [s.assessment == AssessmentKind.FINDING for s in scored],
         [s.probability if s.probability is not None else 0.0 for s in scored])
     return Evaluation(
         accuracy, threshold,

@@ -21,15 +21,13 @@ import sys
 from collections.abc import Callable
 
 from firmware_app.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE
-from firmware_app.i18n import N_
 from firmware_app.i18n import gettext as _
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db
 from firmware_app.storage.accounts import ROLES, AccountError, Accounts, normalise_name
+from web import labels
 
 _NEEDS_NAME = ("add", "passwd", "remove")
-#: the roles as the list shows them
-ROLE_NAMES = {"clinician": N_("clinician"), "technician": N_("technician")}
 
 
 def _usage_error(message: str) -> int:
@@ -60,7 +58,7 @@ def _run(args: argparse.Namespace, accounts: Accounts) -> int:
         if not rows:
             print(_("no accounts yet: clinibox user add NAME --role technician"))
         for account in rows:
-            print(f"{account.name:<32} {_(ROLE_NAMES.get(account.role, account.role))}")
+            print(f"{account.name:<32} {labels.role(account.role)}")
         return EXIT_OK
     name = normalise_name(args.name)
     exists = any(account.name == name for account in accounts.all())
@@ -69,7 +67,7 @@ def _run(args: argparse.Namespace, accounts: Accounts) -> int:
             raise AccountError(_("account %(name)s already exists", name=name))
         account = accounts.add(name, _read_password(name, args.password_stdin), args.role)
         print(_("account %(name)s (%(role)s) added", name=account.name,
-                role=_(ROLE_NAMES.get(account.role, account.role))))
+                role=labels.role(account.role)))
     elif args.action == "passwd":
         if not exists:
             raise AccountError(_("no account %(name)s", name=name))

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from firmware_app.contracts.statuses import AssessmentKind, Verdict
 from firmware_app.errors import CliniboxError
 
 SCHEMA_VERSION = 1
@@ -25,7 +26,7 @@ KINDS = ("alert", "summary", "status", "event")
 PRIORITY = {"alert": 0, "event": 0, "summary": 1, "status": 2}
 
 #: what the box may say about an image (firmware_app/inference/assessment.py)
-ASSESSMENTS = ("finding", "no_finding", "not_assessable", "outside_validated_range")
+ASSESSMENTS = tuple(kind.value for kind in AssessmentKind)
 MODALITIES = (
     "CR", "CT", "DX", "ES", "IO", "MG", "MR", "NM", "OT", "PT", "PX", "RF", "SC", "US",
     "XA", "unknown",
@@ -239,7 +240,7 @@ SCHEMAS: dict[str, Obj] = {
         "confidence_histogram": Counts(HISTOGRAM_BINS),
         "intensity_histogram": Counts(HISTOGRAM_BINS),
         "intensity": Obj({"mean": Num(0, 1), "std": Num(0, 1)}),
-        "feedback": Obj({"agree": _COUNT, "disagree": _COUNT, "unsure": _COUNT}),
+        "feedback": Obj(dict.fromkeys((verdict.value for verdict in Verdict), _COUNT)),
     }),
     "status": Obj({
         "schema": Int(SCHEMA_VERSION, SCHEMA_VERSION),

@@ -24,6 +24,8 @@ from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from highdicom.sr import CodedConcept
 from pydicom.sr.codedict import codes
 
+from firmware_app.contracts.statuses import AssessmentKind
+
 #: the box's private coding scheme designator
 PRIVATE_SCHEME = "99CLINIBOX"
 PRIVATE_SCHEME_NAME = "clinibox lesion-model results"
@@ -64,12 +66,13 @@ _STANDARD_LABELS: dict[str, CodedConcept] = {
 
 ASSESSMENT = CodedConcept("ASSESSMENT", PRIVATE_SCHEME, "Assessment of the image by the model")
 ASSESSMENTS: dict[str, CodedConcept] = {
-    "finding": CodedConcept("FINDING", PRIVATE_SCHEME, "Finding above the operating threshold"),
-    "no_finding": CodedConcept("NO-FINDING", PRIVATE_SCHEME, "No finding"),
-    "not_assessable": CodedConcept("NOT-ASSESSABLE", PRIVATE_SCHEME,
-                                   "Not assessable; rescan suggested"),
-    "outside_validated_range": CodedConcept("OUTSIDE-RANGE", PRIVATE_SCHEME,
-                                            "Outside the model's validated range"),
+    AssessmentKind.FINDING: CodedConcept("FINDING", PRIVATE_SCHEME,
+                                         "Finding above the operating threshold"),
+    AssessmentKind.NO_FINDING: CodedConcept("NO-FINDING", PRIVATE_SCHEME, "No finding"),
+    AssessmentKind.NOT_ASSESSABLE: CodedConcept("NOT-ASSESSABLE", PRIVATE_SCHEME,
+                                                "Not assessable; rescan suggested"),
+    AssessmentKind.OUTSIDE_VALIDATED_RANGE: CodedConcept(
+        "OUTSIDE-RANGE", PRIVATE_SCHEME, "Outside the model's validated range"),
 }
 #: what a 3-D lesion's volume was read off (``inference/volume.py``'s ``volume_from``)
 VOLUME_BASIS = CodedConcept("VOLUME-BASIS", PRIVATE_SCHEME, "Volume measured on")

@@ -29,6 +29,7 @@ from typing import Any
 
 import pydicom
 
+from firmware_app.contracts.statuses import Verdict
 from firmware_app.dicom_out.export import ExportError, check_target, export_study
 from firmware_app.dicom_out.leaks import identifying_values, leaked
 from firmware_app.fs import fsync_dir
@@ -87,7 +88,7 @@ def case_record(case: DisagreementCase, study_uid: str,
     return {"format": CASE_FORMAT, "study_instance_uid": study_uid, "modality": case.modality,
             "model_id": model, "model_version": version, "assessment": case.assessment,
             "probability": round(case.probability, 6),
-            "verdict": "disagree", "comment": None, "comment_rule": COMMENT_RULE,
+            "verdict": Verdict.DISAGREE.value, "comment": None, "comment_rule": COMMENT_RULE,
             "images": images}
 
 

@@ -43,6 +43,7 @@ from pydicom import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import generate_uid
 
+from firmware_app.contracts.statuses import HELD_STATUSES
 from firmware_app.contracts.study_reference import looks_like_study_ref, matches
 from firmware_app.dicom_out.burned_in import CannotClean
 from firmware_app.dicom_out.deidentify import Deidentifier
@@ -59,7 +60,7 @@ from firmware_app.storage import exports as queries
 log = logging.getLogger(__name__)
 
 #: instances in these states hold no usable image (broken, or failed to process)
-HELD_BACK = ("quarantined", "failed")
+HELD_BACK = HELD_STATUSES
 
 
 class ExportError(CliniboxError):

@@ -32,6 +32,7 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 
+from firmware_app.contracts.statuses import DicomOutboxState
 from firmware_app.dicom_out import scu
 from firmware_app.settings.box import Config, PacsDestination
 from firmware_app.storage import db
@@ -179,7 +180,7 @@ class DicomSender:
         delivery.failed += 1
         if error not in delivery.errors:
             delivery.errors.append(error)
-        if state == "held":
+        if state == DicomOutboxState.HELD:
             log.error("PACS %s (%s) refused %s %d times: held (%s)", destination.name,
                       scu.where(destination), item.sop_instance_uid,
                       self.settings.max_refusals, outcome.detail)

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from firmware_app.contracts.statuses import AssessmentKind
 from firmware_app.dicom_out.source import Source
 from firmware_app.imaging.geometry import header_geometry
 from firmware_app.inference.volume import (
@@ -27,7 +28,7 @@ from firmware_app.inference.volume import (
 )
 
 #: the assessment whose lesion records count (``inference/assessment.py``)
-FINDING = "finding"
+FINDING = AssessmentKind.FINDING
 
 
 @dataclass(frozen=True)

@@ -36,11 +36,13 @@ from dataclasses import dataclass
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from firmware_app.contracts.statuses import Role
 from firmware_app.errors import CliniboxError
 from firmware_app.i18n import LANGUAGES, N_, gettext
 from firmware_app.storage import audit, db
 
-ROLES = ("clinician", "technician")
+#: the roles' words (plain strings: command-line choices and messages show them)
+ROLES = tuple(role.value for role in Role)
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 256
 
@@ -78,12 +80,12 @@ class Account:
     @property
     def is_technician(self) -> bool:
         """Whether the account may use the technician's pages."""
-        return self.role == "technician"
+        return self.role == Role.TECHNICIAN
 
     @property
     def is_clinician(self) -> bool:
         """Whether the account may record clinical feedback (a clinical judgement)."""
-        return self.role == "clinician"
+        return self.role == Role.CLINICIAN
 
 
 def normalise_name(name: str) -> str:

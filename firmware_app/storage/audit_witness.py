@@ -36,6 +36,7 @@ import json
 import sqlite3
 from typing import Any
 
+from firmware_app.contracts.statuses import OutboxState
 from firmware_app.storage import telemetry as telemetry_state
 from firmware_app.storage.audit_chain import anchor, row_hash
 
@@ -72,8 +73,8 @@ def acknowledged_row(conn: sqlite3.Connection) -> int | None:
     """The audit row the newest status message the broker acknowledged reported (from the
     outbox, else the remembered one); None when the hospital was never told."""
     for (payload,) in conn.execute(
-            "SELECT payload FROM outbox WHERE kind = 'status' AND state = 'sent'"
-            " ORDER BY seq DESC LIMIT 50"):
+            "SELECT payload FROM outbox WHERE kind = 'status' AND state = ?"
+            " ORDER BY seq DESC LIMIT 50", (OutboxState.SENT,)):
         try:
             row = json.loads(payload).get("audit", {}).get("row")
         except (ValueError, AttributeError):

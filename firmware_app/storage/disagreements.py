@@ -16,6 +16,8 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
+from firmware_app.contracts.statuses import Verdict
+
 #: what the ``exports`` record's target (and so the audit detail) of these exports begins with
 TARGET_PREFIX = "disagreements"
 
@@ -42,11 +44,10 @@ class ImageOpinion:
         if self.verdicts.get(-1):
             return self.verdicts[-1][-1]
         given = {v for finding, values in self.verdicts.items() if finding >= 0 for v in values}
-        if "agree" in given:
-            return "agree"
-        if "disagree" in given:
-            return "disagree"
-        return "unsure" if given else ""
+        for verdict in (Verdict.AGREE, Verdict.DISAGREE):
+            if verdict in given:
+                return verdict
+        return Verdict.UNSURE if given else ""
 
 
 @dataclass
@@ -72,9 +73,9 @@ def list_cases(conn: sqlite3.Connection, since: float | None = None) -> list[Dis
         "SELECT s.id, s.study_key, s.study_date, s.received_at, MAX(f.at) AS last_at"
         " FROM feedback f JOIN instances i ON i.id = f.instance_id"
         " JOIN studies s ON s.study_key = i.study_instance_uid"
-        " WHERE f.verdict = 'disagree' AND f.at >= ?"
+        " WHERE f.verdict = ? AND f.at >= ?"
         " GROUP BY s.id ORDER BY last_at DESC, s.id DESC",
-        (since if since is not None else 0.0,)).fetchall()
+        (Verdict.DISAGREE, since if since is not None else 0.0)).fetchall()
     exported = _exported_keys(conn)
     cases = []
     for row in rows:

@@ -11,6 +11,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+from firmware_app.contracts.statuses import ImportOutcome
+
 
 def already_imported(conn: sqlite3.Connection, path: Path, size: int, mtime_ns: int) -> bool:
     """Whether this very file (path, size, modification time) was taken before."""
@@ -21,8 +23,9 @@ def already_imported(conn: sqlite3.Connection, path: Path, size: int, mtime_ns: 
 
 
 def remember_import(conn: sqlite3.Connection, path: Path, size: int, mtime_ns: int,
-                    outcome: str, instance_id: int | None) -> None:
-    """Record that the file was taken, its outcome and the instance it became (if any)."""
+                    outcome: ImportOutcome | str, instance_id: int | None) -> None:
+    """Record that the file was taken, its outcome (an ``ImportOutcome``, or
+    ``statuses.skipped(why)``) and the instance it became (if any)."""
     conn.execute(
         "INSERT OR REPLACE INTO imported_files(medium_path, size_bytes, mtime_ns, outcome,"
         " instance_id, imported_at) VALUES (?, ?, ?, ?, ?, ?)",

@@ -30,6 +30,7 @@ from typing import Any
 
 from firmware_app.contracts.egress import PRIORITY, check_message
 from firmware_app.contracts.envelope import canonical_payload
+from firmware_app.contracts.statuses import OutboxState
 from firmware_app.storage.db import record_event, transaction
 from firmware_app.storage.telemetry import state_value
 
@@ -38,7 +39,8 @@ log = logging.getLogger(__name__)
 
 def outbox_pending(conn: sqlite3.Connection) -> int:
     """Messages committed to the outbox and not yet acknowledged by the hospital's broker."""
-    return int(conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0])
+    return int(conn.execute("SELECT COUNT(*) FROM outbox WHERE state = ?",
+                            (OutboxState.PENDING,)).fetchone()[0])
 
 
 @dataclass(frozen=True)
@@ -67,20 +69,21 @@ class Outbox:
         with transaction(self.conn):
             return self.add(kind, payload)
 
-    def add(self, kind: str, payload: dict[str, Any], state: str = "pending") -> int:
+    def add(self, kind: str, payload: dict[str, Any],
+            state: OutboxState = OutboxState.PENDING) -> int:
         """Gate and store a message inside the caller's transaction; return its seq."""
         check_message(kind, payload, self.labels)
         text = canonical_payload(payload).decode("utf-8")
         now = time.time()
-        if kind == "status" and state == "pending":
+        if kind == "status" and state == OutboxState.PENDING:
             self.conn.execute(
-                "UPDATE outbox SET state='superseded', envelope=NULL"
-                " WHERE state='pending' AND kind='status'")
+                "UPDATE outbox SET state=?, envelope=NULL WHERE state=? AND kind='status'",
+                (OutboxState.SUPERSEDED, OutboxState.PENDING))
         cursor = self.conn.execute(
             "INSERT INTO outbox(kind, priority, payload, state, created_at)"
             " VALUES (?, ?, ?, ?, ?)", (kind, PRIORITY[kind], text, state, now))
         seq = int(cursor.lastrowid)
-        if state == "pending":
+        if state == OutboxState.PENDING:
             self._enforce_bound()
         return seq
 
@@ -89,11 +92,11 @@ class Outbox:
         if excess <= 0:
             return
         victims = self.conn.execute(
-            "SELECT seq, kind FROM outbox WHERE state='pending'"
-            " ORDER BY priority DESC, seq ASC LIMIT ?", (excess,)).fetchall()
+            "SELECT seq, kind FROM outbox WHERE state=?"
+            " ORDER BY priority DESC, seq ASC LIMIT ?", (OutboxState.PENDING, excess)).fetchall()
         for seq, kind in victims:
-            self.conn.execute("UPDATE outbox SET state='dropped', envelope=NULL WHERE seq=?",
-                              (seq,))
+            self.conn.execute("UPDATE outbox SET state=?, envelope=NULL WHERE seq=?",
+                              (OutboxState.DROPPED, seq))
             self._bump("dropped_total")
             message = (f"outbox full ({self.max_messages} waiting): dropped {kind} "
                        f"message {seq}")
@@ -107,8 +110,8 @@ class Outbox:
 
     def set_envelope(self, seq: int, envelope: bytes) -> None:
         """Keep the sealed bytes so every resend is identical."""
-        self.conn.execute("UPDATE outbox SET envelope=? WHERE seq=? AND state='pending'",
-                          (envelope, seq))
+        self.conn.execute("UPDATE outbox SET envelope=? WHERE seq=? AND state=?",
+                          (envelope, seq, OutboxState.PENDING))
 
     def note_attempt(self, seq: int) -> None:
         """Count a send attempt (shown in the audit)."""
@@ -117,23 +120,23 @@ class Outbox:
     def mark_sent(self, seq: int) -> None:
         """The broker acknowledged the message: it is done (kept for audit only)."""
         self.conn.execute(
-            "UPDATE outbox SET state='sent', sent_at=?, envelope=NULL"
-            " WHERE seq=? AND state='pending'", (time.time(), seq))
+            "UPDATE outbox SET state=?, sent_at=?, envelope=NULL WHERE seq=? AND state=?",
+            (OutboxState.SENT, time.time(), seq, OutboxState.PENDING))
 
     def purge(self, audit_seconds: float) -> int:
         """Forget finished messages older than the audit window; return how many."""
         cutoff = time.time() - audit_seconds
         cursor = self.conn.execute(
-            "DELETE FROM outbox WHERE state != 'pending' AND COALESCE(sent_at, created_at) < ?",
-            (cutoff,))
+            "DELETE FROM outbox WHERE state != ? AND COALESCE(sent_at, created_at) < ?",
+            (OutboxState.PENDING, cutoff))
         return cursor.rowcount
 
     # -- reading ---------------------------------------------------------
     def waiting(self, limit: int = 100) -> list[OutboxMessage]:
         """The next messages to send, alerts first, oldest first."""
         rows = self.conn.execute(
-            "SELECT seq, kind, payload, envelope, attempts FROM outbox WHERE state='pending'"
-            " ORDER BY priority, seq LIMIT ?", (limit,)).fetchall()
+            "SELECT seq, kind, payload, envelope, attempts FROM outbox WHERE state=?"
+            " ORDER BY priority, seq LIMIT ?", (OutboxState.PENDING, limit)).fetchall()
         return [OutboxMessage(int(r[0]), r[1], json.loads(r[2]),
                               bytes(r[3]) if r[3] is not None else None, int(r[4]))
                 for r in rows]
@@ -150,7 +153,7 @@ class Outbox:
         """Every message waiting, or finished since ``since``, exactly as handed to encryption."""
         rows = self.conn.execute(
             "SELECT seq, kind, state, payload, created_at, sent_at, attempts FROM outbox"
-            " WHERE state='pending' OR COALESCE(sent_at, created_at) >= ? ORDER BY seq",
-            (since,)).fetchall()
+            " WHERE state=? OR COALESCE(sent_at, created_at) >= ? ORDER BY seq",
+            (OutboxState.PENDING, since)).fetchall()
         return [{"seq": r[0], "kind": r[1], "state": r[2], "created_at": r[4],
                  "sent_at": r[5], "attempts": r[6], "payload": json.loads(r[3])} for r in rows]

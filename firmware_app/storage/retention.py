@@ -91,6 +91,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from firmware_app.contracts.statuses import FINISHED_STATUSES, InstanceStatus
 from firmware_app.errors import EXIT_OK, CliniboxError
 from firmware_app.settings.box import Config
 from firmware_app.storage import audit, db
@@ -114,7 +115,7 @@ _SAFE_IMAGES = (
     "SELECT i.id, i.local_id, i.received_at FROM instances i"
     " JOIN results r ON r.instance_id = i.id"
     " LEFT JOIN studies s ON s.study_key = i.study_instance_uid"
-    " WHERE i.image_deleted_at IS NULL AND +i.status = 'processed'"
+    " WHERE i.image_deleted_at IS NULL AND +i.status = :processed"
     " AND i.received_at < :cutoff AND (i.received_at, i.id) > (:after_at, :after_id)"
     " AND r.created_at < :summary_end"
     " AND s.completed_at >= s.updated_at"
@@ -124,7 +125,7 @@ _SAFE_IMAGES = (
 _HELD = (
     "SELECT i.id, i.local_id, i.received_at FROM instances i"
     " WHERE i.image_deleted_at IS NULL"
-    " AND +i.status IN ('quarantined', 'failed', 'not_analysed')"
+    " AND +i.status IN (:quarantined, :failed, :not_analysed)"
     " AND i.received_at < :cutoff AND (i.received_at, i.id) > (:after_at, :after_id)"
     " ORDER BY i.received_at, i.id LIMIT :limit")
 
@@ -305,7 +306,8 @@ class _Pass:
 
     def _select(self, images: bool, cutoff: float, after: tuple[float, int]) -> list[sqlite3.Row]:
         params = {"cutoff": cutoff, "after_at": after[0], "after_id": after[1],
-                  "limit": BATCH, "summary_end": self.summary_end}
+                  "limit": BATCH, "summary_end": self.summary_end,
+                  **{status.value: status for status in InstanceStatus}}
         return self.conn.execute(_SAFE_IMAGES if images else _HELD, params).fetchall()
 
     def _choose(self, rows: list[sqlite3.Row], images: bool,
@@ -430,9 +432,8 @@ def _resume(conn: sqlite3.Connection, spool: Spool) -> int:
         return EXIT_OK
     removed = 0
     for row in conn.execute("SELECT local_id FROM instances WHERE image_deleted_at >= ?"
-                            " AND status IN ('processed', 'quarantined', 'failed',"
-                            " 'not_analysed')",
-                            (started,)).fetchall():
+                            f" AND status IN ({', '.join('?' * len(FINISHED_STATUSES))})",
+                            (started, *FINISHED_STATUSES)).fetchall():
         found = False
         for path in object_files(spool, row[0]):
             with contextlib.suppress(FileNotFoundError):

@@ -17,15 +17,19 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from firmware_app.contracts.statuses import (
+    HELD_STATUSES,
+    WAITING_STATUSES,
+    InstanceStatus,
+    OutboxState,
+    Verdict,
+)
 from firmware_app.storage.audit_size import size_figures as audit_size_figures
 from firmware_app.storage.dicom_outbox import destination_figures
 from firmware_app.storage.outbox import outbox_pending
 from firmware_app.storage.queue import JobQueue
 from firmware_app.storage.results import ResultStore
 from firmware_app.storage.retention import status_figures as retention_figures
-
-#: statuses of objects held back on the box, each with its reason
-HELD_STATUSES = ("quarantined", "failed")
 
 
 def day_bounds(day: dt.date) -> tuple[float, float]:
@@ -39,14 +43,15 @@ def held_reasons(conn: sqlite3.Connection, limit: int = 20) -> dict[str, int]:
     """Objects held back (quarantined or failed), counted by reason, most frequent first."""
     rows = conn.execute(
         "SELECT COALESCE(reason, '') AS reason, COUNT(*) AS n FROM instances"
-        " WHERE status IN (?, ?) GROUP BY reason ORDER BY n DESC, reason LIMIT ?",
+        f" WHERE status IN ({', '.join('?' * len(HELD_STATUSES))})"
+        " GROUP BY reason ORDER BY n DESC, reason LIMIT ?",
         (*HELD_STATUSES, limit))
     return {row[0]: int(row[1]) for row in rows}
 
 
 def feedback_counts(conn: sqlite3.Connection) -> dict[str, int]:
     """Clinicians' verdicts recorded so far, by verdict."""
-    counts = {"agree": 0, "disagree": 0, "unsure": 0}
+    counts = {verdict.value: 0 for verdict in Verdict}
     for verdict, n in conn.execute("SELECT verdict, COUNT(*) FROM feedback GROUP BY verdict"):
         counts[verdict] = n
     return counts
@@ -80,12 +85,12 @@ def box_status(conn: sqlite3.Connection, state_dir: Path, now: float | None = No
     duplicates = conn.execute("SELECT COALESCE(SUM(duplicates), 0) FROM instances").fetchone()[0]
     return {
         "received": sum(statuses.values()),
-        "queued": statuses["queued"] + statuses["processing"],
-        "processed": statuses["processed"],
-        "quarantined": statuses["quarantined"],
-        "not_analysed": statuses["not_analysed"],
-        "failed": statuses["failed"],
-        "processing": statuses["processing"],
+        "queued": sum(statuses[status] for status in WAITING_STATUSES),
+        "processed": statuses[InstanceStatus.PROCESSED],
+        "quarantined": statuses[InstanceStatus.QUARANTINED],
+        "not_analysed": statuses[InstanceStatus.NOT_ANALYSED],
+        "failed": statuses[InstanceStatus.FAILED],
+        "processing": statuses[InstanceStatus.PROCESSING],
         "statuses": statuses,
         "duplicates_ignored": int(duplicates),
         "studies": store.study_count(),
@@ -96,7 +101,7 @@ def box_status(conn: sqlite3.Connection, state_dir: Path, now: float | None = No
         "quarantine_reasons": held_reasons(conn),
         "outbox_pending": outbox_pending(conn),
         "outbox_last_sent": conn.execute(
-            "SELECT MAX(sent_at) FROM outbox WHERE state = 'sent'").fetchone()[0],
+            "SELECT MAX(sent_at) FROM outbox WHERE state = ?", (OutboxState.SENT,)).fetchone()[0],
         "pacs": destination_figures(conn, pacs_destinations),
         "link_up": None if "link_up" not in link else bool(link["link_up"]),
         "link_since": link.get("link_since"),

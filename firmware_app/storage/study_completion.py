@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from firmware_app.contracts.statuses import WAITING_STATUSES
 from firmware_app.storage.results import ResultStore, decode_heatmap
 
 #: statuses of an object not yet analysed (its study is not known yet)
-WAITING = ("queued", "processing")
+WAITING = WAITING_STATUSES
 
 
 @dataclass(frozen=True)

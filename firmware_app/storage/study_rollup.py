@@ -16,14 +16,16 @@ from firmware_app.inference.assessment import (
     BAND_NO_FINDING,
     JUDGED,
     UNJUDGED,
+    AssessmentKind,
 )
 
 #: Patient and study strings kept for the clinic viewer's worklist (never sent anywhere).
 DISPLAY_FIELDS = ("patient_name", "patient_id", "study_date", "study_description")
 
 
-def _quoted(values: tuple[str, ...]) -> str:
-    return ", ".join(f"'{value}'" for value in values)
+def _quoted(values: tuple[AssessmentKind, ...]) -> str:
+    """SQL literals of the enumeration's words (fragments shared by many statements)."""
+    return ", ".join(f"'{value.value}'" for value in values)
 
 
 #: SQL over a ``results r`` row: the probability a person may read (NULL where the model
@@ -59,7 +61,7 @@ def update_study(conn: sqlite3.Connection, study_key: str, modality: str | None,
         f"  (SELECT r.instance_id {_OF_STUDY} = ?"
         f"   ORDER BY {RESULTS_IN_CLINICAL_ORDER}, r.instance_id LIMIT 1),"
         "  SUM(json_array_length(r.warnings_json)), MIN(i.received_at), ?, ?, ?, ?, ?,"
-        "  SUM(r.assessment = 'not_assessable'), SUM(r.assessment = 'outside_validated_range'),"
+        "  SUM(r.assessment = ?), SUM(r.assessment = ?),"
         f"  {_STUDY_BAND}, {_STUDY_SUSPICION}"
         f" {_OF_STUDY} = ?"
         " ON CONFLICT(study_key) DO UPDATE SET modality=excluded.modality,"
@@ -74,7 +76,8 @@ def update_study(conn: sqlite3.Connection, study_key: str, modality: str | None,
         "  study_date=COALESCE(NULLIF(excluded.study_date, ''), study_date),"
         "  study_description=COALESCE(NULLIF(excluded.study_description, ''),"
         "   study_description)",
-        (study_key, modality, study_key, now, *values, study_key),
+        (study_key, modality, study_key, now, *values, AssessmentKind.NOT_ASSESSABLE,
+         AssessmentKind.OUTSIDE_VALIDATED_RANGE, study_key),
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from firmware_app.contracts.statuses import WAITING_STATUSES, InstanceStatus, Verdict
 from firmware_app.storage.queue import JobQueue
 
 
@@ -55,24 +56,21 @@ def period_counts(conn: sqlite3.Connection, start: float, end: float) -> dict[st
     verdicts = dict(conn.execute(
         "SELECT verdict, COUNT(*) FROM feedback WHERE at >= ? AND at < ? GROUP BY verdict",
         (start, end)).fetchall())
+    settled = "SELECT COUNT(*) FROM instances WHERE status=? AND updated_at >= ? AND updated_at < ?"
     return {
         "alerts": _count(conn, "SELECT COUNT(*) FROM alerted_studies WHERE at >= ? AND at < ?",
                          (start, end)),
-        "quarantined": _count(conn, "SELECT COUNT(*) FROM instances WHERE status='quarantined'"
-                              " AND updated_at >= ? AND updated_at < ?", (start, end)),
-        "not_analysed": _count(conn, "SELECT COUNT(*) FROM instances"
-                               " WHERE status='not_analysed' AND updated_at >= ?"
-                               " AND updated_at < ?", (start, end)),
-        "failed": _count(conn, "SELECT COUNT(*) FROM instances WHERE status='failed'"
-                         " AND updated_at >= ? AND updated_at < ?", (start, end)),
-        "feedback": {v: int(verdicts.get(v, 0)) for v in ("agree", "disagree", "unsure")},
+        **{status.value: _count(conn, settled, (status, start, end))
+           for status in (InstanceStatus.QUARANTINED, InstanceStatus.NOT_ANALYSED,
+                          InstanceStatus.FAILED)},
+        "feedback": {v.value: int(verdicts.get(v, 0)) for v in Verdict},
     }
 
 
 def queue_depth(conn: sqlite3.Connection) -> int:
     """Objects received and not yet processed (as ``clinibox status`` counts them)."""
     counts = JobQueue(conn).counts()
-    return counts["queued"] + counts["processing"]
+    return sum(counts[status] for status in WAITING_STATUSES)
 
 
 def study_keys(conn: sqlite3.Connection) -> list[str]:

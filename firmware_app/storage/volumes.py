@@ -15,6 +15,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from firmware_app.contracts.statuses import AssessmentKind
 from firmware_app.inference.volume import (
     READ_AS_VOLUME,
     Lesion3D,
@@ -24,7 +25,7 @@ from firmware_app.inference.volume import (
 )
 
 #: the assessment whose lesion records count (``inference/assessment.py``)
-FINDING = "finding"
+FINDING = AssessmentKind.FINDING
 
 
 @dataclass(frozen=True)

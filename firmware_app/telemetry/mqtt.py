@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from firmware_app.contracts.egress import check_message
 from firmware_app.contracts.envelope import Header, seal
+from firmware_app.contracts.statuses import OutboxState
 from firmware_app.contracts.topics import topic
 from firmware_app.errors import CliniboxError
 from firmware_app.settings.box import Config
@@ -136,7 +137,7 @@ class Publisher:
         if self._will is None:
             with db.transaction(self.conn):
                 will = self.status("offline")
-                seq = self.outbox.add("status", will, state="will")
+                seq = self.outbox.add("status", will, state=OutboxState.WILL)
             self._will = self.seal("status", seq, will)
         return self._will
 

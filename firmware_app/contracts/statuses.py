@@ -1,0 +1,152 @@
+"""The box's stable words for states and kinds: one enumeration each, used everywhere.
+
+Each member's value is EXACTLY the string the box has always stored in its
+database, written in its JSON and sent in its forms, so nothing on disk
+changed when these enumerations came: no data migration was needed, and a
+member compares equal to its word (``InstanceStatus.QUEUED == "queued"``).
+They are ``str`` enumerations (``class X(str, Enum)``: Python 3.10 has no
+``StrEnum``) whose ``str()`` and ``format()`` give the word itself, so a
+member may go wherever the word went: an SQL parameter, a JSON value or key,
+a dictionary key, a template.
+
+The viewer's and the command line's words for them, in the reader's
+language, are in ``web/labels.py`` (keyed by these members); where the
+database's schema restricts a column with a ``CHECK``, a unit test
+(``tests/unit/test_statuses.py``) keeps its set equal to the members' values.
+The kinds of DICOM documents are in ``contracts/dicom_outputs.py``; reason
+codes are not states and are not here.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+__all__ = [
+    "FINISHED_STATUSES",
+    "HELD_STATUSES",
+    "WAITING_STATUSES",
+    "AssessmentKind",
+    "DicomOutboxState",
+    "ImportOutcome",
+    "InstanceStatus",
+    "OutboxState",
+    "Role",
+    "Verdict",
+    "skipped",
+]
+
+
+class _Word(str, Enum):
+    """A stable word of the box: its ``str()`` is the word (as in Python 3.10 and before)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class InstanceStatus(_Word):
+    """Where a received object (a row of ``instances``) stands: ``storage/queue.py``."""
+
+    QUEUED = "queued"
+    """Received and stored durably; waiting for the worker."""
+    PROCESSING = "processing"
+    """Claimed by the worker (back to queued at start-up if a crash interrupted it)."""
+    PROCESSED = "processed"
+    """Analysed by a model: it has a result."""
+    QUARANTINED = "quarantined"
+    """Broken or refused input, kept aside with its reason for a technician."""
+    FAILED = "failed"
+    """Analysis failed too often (errors or crashes); kept for a technician."""
+    NOT_ANALYSED = "not_analysed"
+    """A good image no model on the box is meant for (not quarantine: nothing is broken)."""
+
+
+#: received and not yet settled: the worklist's "waiting for analysis"
+WAITING_STATUSES = (InstanceStatus.QUEUED, InstanceStatus.PROCESSING)
+#: held back for a technician (the quarantine list): never analysed, never sent to a PACS
+HELD_STATUSES = (InstanceStatus.QUARANTINED, InstanceStatus.FAILED)
+#: settled: the worker will not take the object again by itself
+FINISHED_STATUSES = (InstanceStatus.PROCESSED, InstanceStatus.QUARANTINED,
+                     InstanceStatus.FAILED, InstanceStatus.NOT_ANALYSED)
+
+
+class AssessmentKind(_Word):
+    """What the box may say about an analysed image (``inference/assessment.py``)."""
+
+    FINDING = "finding"
+    """The model found something above its operating threshold."""
+    NO_FINDING = "no_finding"
+    """The model judged the image and found nothing."""
+    NOT_ASSESSABLE = "not_assessable"
+    """The image cannot be judged (blank, too dark, saturated, too small): rescan suggested."""
+    OUTSIDE_VALIDATED_RANGE = "outside_validated_range"
+    """The image is unlike what the model was validated on: neither alert nor no finding."""
+
+
+class OutboxState(_Word):
+    """A telemetry message's state in the outbox (``storage/outbox.py``)."""
+
+    PENDING = "pending"
+    """Sealed and waiting to be published."""
+    SENT = "sent"
+    """Acknowledged by the broker (kept a while for the privacy audit)."""
+    DROPPED = "dropped"
+    """Given up: the outbox was over its limit and an older, lower-priority message went."""
+    SUPERSEDED = "superseded"
+    """A newer status message replaced it before it was sent."""
+    WILL = "will"
+    """The MQTT last-will registered with the broker (sent by the broker, not the box)."""
+
+
+class DicomOutboxState(_Word):
+    """A DICOM result's state for one PACS destination (``storage/dicom_outbox.py``)."""
+
+    PENDING = "pending"
+    """Written durably; waiting for (another) C-STORE attempt."""
+    SENT = "sent"
+    """The destination answered the C-STORE with Success."""
+    SUPERSEDED = "superseded"
+    """A newer version of the same document replaced it before it was sent."""
+    HELD = "held"
+    """The destination refused it too often; waits for a technician (dicom-out retry)."""
+
+
+class Verdict(_Word):
+    """A clinician's verdict on a finding (``feedback``)."""
+
+    AGREE = "agree"
+    """The finding is right."""
+    DISAGREE = "disagree"
+    """The finding is wrong."""
+    UNSURE = "unsure"
+    """The clinician cannot tell."""
+
+
+class Role(_Word):
+    """A viewer account's role (``storage/accounts.py``)."""
+
+    CLINICIAN = "clinician"
+    """Reads studies, gives verdicts, exports."""
+    TECHNICIAN = "technician"
+    """Looks after the box: quarantine, models, device pages, the audit trail."""
+
+
+class ImportOutcome(_Word):
+    """What a USB or import-folder scan did with one file (``storage/imported_files.py``)."""
+
+    ACCEPTED = "accepted"
+    """Landed and queued."""
+    DUPLICATE = "duplicate"
+    """The box already holds this object."""
+    QUARANTINED = "quarantined"
+    """Landed but kept aside (unreadable, invalid UID, not what its name says)."""
+    REFUSED = "refused"
+    """Too large: never copied, a small quarantined record says why."""
+    DICOMDIR_INDEX = "dicomdir index"
+    """A DICOMDIR: an index of the medium's images, not an image."""
+    SKIPPED = "skipped"
+    """Not taken; stored as ``skipped: <why>`` (:func:`skipped`)."""
+
+
+def skipped(why: str) -> str:
+    """The stored outcome of a file not taken, with why: ``skipped: <why>``."""
+    return f"{ImportOutcome.SKIPPED.value}: {why}"
