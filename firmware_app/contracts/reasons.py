@@ -63,6 +63,8 @@ class ReasonCode(str, Enum):
     EXCERPT_KEPT = "excerpt_kept"
     FILE_TOO_LARGE = "file_too_large"
     SPARSE_FILE = "sparse_file"
+    # a second object with an instance's SOP Instance UID and other content (ingest/landing.py)
+    CONFLICTING_DUPLICATE = "conflicting_duplicate"
     # recorded text this box does not know as a code (shown as recorded)
     UNKNOWN = "unknown"
 
@@ -112,6 +114,9 @@ TEMPLATES: dict[ReasonCode, str] = {
     ReasonCode.SPARSE_FILE: N_(
         "sparse file (%(size_mb)s MB long, %(stored_mb)s MB stored on the medium): not an "
         "image a modality writes; not copied"),
+    ReasonCode.CONFLICTING_DUPLICATE: N_(
+        "same SOP Instance UID as instance %(instance)s, different content (from %(origin)s); "
+        "kept aside, not analysed"),
     ReasonCode.UNKNOWN: "%(text)s",
 }
 

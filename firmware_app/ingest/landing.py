@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware_app.contracts.reasons import Reason, encode
+from firmware_app.contracts.reasons import Reason, ReasonCode, encode
 from firmware_app.contracts.statuses import InstanceStatus
 from firmware_app.storage import db
 from firmware_app.storage.queue import DuplicateInstance, JobQueue
@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 #: C-STORE refusals kept in the event log an hour, in all (each is logged regardless)
 REFUSAL_EVENTS_PER_HOUR = 20
+#: the code a C-STORE refusal's event is counted by (``events.code``)
+REFUSAL_EVENT = "cstore_refused"
 
 
 class Outcome(enum.Enum):
@@ -127,9 +129,9 @@ class Lander:
             queue.note_duplicate(existing)
             return Landed(Outcome.DUPLICATE, existing)
         local_id = new_local_id()
-        reason = (f"same SOP Instance UID as instance {existing}, different content "
-                  f"(from {origin or 'unknown sender'}); kept aside, not analysed")
-        self.spool.keep_conflict(local_id, received, reason)
+        reason = Reason(ReasonCode.CONFLICTING_DUPLICATE,
+                        {"instance": existing, "origin": origin or "?"})
+        self.spool.keep_conflict(local_id, received, encode([reason]))
         with db.transaction(queue.conn):
             db.record_event(queue.conn, "WARNING", "ingest",
                             f"conflicting duplicate of instance {existing} kept aside as "
@@ -148,10 +150,10 @@ class Lander:
         with db.transaction(conn):
             if db.event_noted_since(conn, "ingest", message, now - 3600):
                 return False
-            recent = db.events_since(conn, "ingest", "C-STORE refused:", now - 3600)
+            recent = db.events_since(conn, "ingest", REFUSAL_EVENT, now - 3600)
             if recent >= REFUSAL_EVENTS_PER_HOUR:
                 return False
-            db.record_event(conn, "WARNING", "ingest", message)
+            db.record_event(conn, "WARNING", "ingest", message, REFUSAL_EVENT)
         return True
 
     def land_rejected(self, data: bytes, *, reasons: list[Reason], source: str,

@@ -154,11 +154,13 @@ class transaction:
             self.conn.execute("ROLLBACK")
 
 
-def record_event(conn: sqlite3.Connection, level: str, component: str, message: str) -> None:
-    """Keep an error or notice for ``clinibox status`` (the last 1000 are kept)."""
+def record_event(conn: sqlite3.Connection, level: str, component: str, message: str,
+                 code: str = "") -> None:
+    """Keep an error or notice for ``clinibox status`` (the last 1000 are kept); ``code``: what
+    ``events_since`` counts it by ('' for an event nobody counts)."""
     conn.execute(
-        "INSERT INTO events(at, level, component, message) VALUES (?, ?, ?, ?)",
-        (time.time(), level, component, message[:500]),
+        "INSERT INTO events(at, level, component, message, code) VALUES (?, ?, ?, ?, ?)",
+        (time.time(), level, component, message[:500], code),
     )
     conn.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) - 1000 FROM events)")
 
@@ -170,12 +172,12 @@ def event_noted_since(conn: sqlite3.Connection, component: str, message: str,
                         "LIMIT 1", (component, message[:500], since)).fetchone() is not None
 
 
-def events_since(conn: sqlite3.Connection, component: str, prefix: str, since: float) -> int:
-    """How many events of ``component`` whose message starts with ``prefix`` are in the
-    event log at or after ``since``."""
+def events_since(conn: sqlite3.Connection, component: str, code: str, since: float) -> int:
+    """How many events of ``component`` with ``code`` are in the event log at or after
+    ``since``."""
     return int(conn.execute(
-        "SELECT COUNT(*) FROM events WHERE component = ? AND at >= ? AND substr(message, 1, ?)"
-        " = ?", (component, since, len(prefix), prefix)).fetchone()[0])
+        "SELECT COUNT(*) FROM events WHERE component = ? AND code = ? AND at >= ?",
+        (component, code, since)).fetchone()[0])
 
 
 def newest_times(path: Path) -> list[tuple[float, str]]:

@@ -263,12 +263,15 @@ CREATE TABLE IF NOT EXISTS exports (
     target     TEXT NOT NULL
 );
 
+-- The technician's event log (the last 1000): ``message`` in words for people, ``code`` (v16)
+-- what a program counts it by ('' for an event nobody counts).
 CREATE TABLE IF NOT EXISTS events (
     id        INTEGER PRIMARY KEY,
     at        REAL NOT NULL,
     level     TEXT NOT NULL,
     component TEXT NOT NULL,
-    message   TEXT NOT NULL
+    message   TEXT NOT NULL,
+    code      TEXT NOT NULL DEFAULT ''
 );
 
 -- The access audit trail (v9): append-only rows in a hash chain, its anchor, the triggers

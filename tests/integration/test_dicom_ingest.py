@@ -3,6 +3,7 @@ result, every non-image a quarantine reason, duplicates are not processed twice.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
+from firmware_app.contracts.reasons import Reason, ReasonCode, decode
 from tests.integration.conftest import REPO, echoscu, send_as_modality, storescu, wait_for
 
 pytestmark = pytest.mark.integration
@@ -147,8 +149,9 @@ def test_a_different_object_with_a_known_uid_is_kept_aside_and_told(box, tmp_pat
     assert sent.returncode == 0 and "Success" in sent.stdout + sent.stderr  # it is stored
     kept = sorted((box.state / "quarantine" / "conflicts").glob("*.dcm"))
     assert len(kept) == 1 and dcmread(kept[0]).PixelData == changed.PixelData
-    reason = kept[0].with_suffix(".reason.json").read_text()
-    assert "same SOP Instance UID as instance 1, different content (from MODALITY)" in reason
+    note = json.loads(kept[0].with_suffix(".reason.json").read_text())
+    assert decode(note["reason"]) == [Reason(ReasonCode.CONFLICTING_DUPLICATE,
+                                             {"instance": 1, "origin": "MODALITY"})]
     events = box.db_rows("SELECT level, message FROM events WHERE component = 'ingest'")
     assert [tuple(e) for e in events] == [
         ("WARNING", f"conflicting duplicate of instance 1 kept aside as {kept[0].stem} "

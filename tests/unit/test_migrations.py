@@ -627,6 +627,25 @@ def check_v15(conn) -> None:
         conn.execute("UPDATE dicom_outbox SET kind = 'pdf' WHERE id = 21")
 
 
+
+def seed_v15(conn) -> None:
+    """v15: the event log, with a C-STORE refusal the landing throttles and other events."""
+    for n, (component, message) in enumerate((
+            ("ingest", "C-STORE refused: reason=uid_mismatch calling='AE1'"),
+            ("ingest", "conflicting duplicate of instance 3 kept aside as x (from AE1)"),
+            ("pacs", "C-STORE refused: not an ingest event")), start=41):
+        insert(conn, "events", id=n, at=5.0, level="WARNING", component=component,
+               message=message)
+
+
+def check_v16(conn) -> None:
+    """v16: events carry a code; the earlier software's C-STORE refusals get theirs, so the
+    landing's hourly throttle counts them after the upgrade too."""
+    assert [tuple(r) for r in conn.execute("SELECT id, code FROM events WHERE id > 40"
+                                           " ORDER BY id")] == [
+        (41, "cstore_refused"), (42, ""), (43, "")]
+    assert db.events_since(conn, "ingest", "cstore_refused", 0.0) == 1
+
 #: migration N: rows written at schema N-1, and what N promises about them after the ladder
 ROWS: dict[int, tuple[Callable[[sqlite3.Connection], None],
                       Callable[[sqlite3.Connection], None]]] = {
@@ -635,7 +654,7 @@ ROWS: dict[int, tuple[Callable[[sqlite3.Connection], None],
     8: (seed_v7, check_v8), 9: (seed_v8, check_v9), 10: (seed_v9, check_v10),
     11: (seed_v10, check_v11), 12: (seed_v11, check_v12), 13: (seed_v12, check_v13),
     14: (seed_v13, check_v14),
-    15: (seed_v14, check_v15),
+    15: (seed_v14, check_v15), 16: (seed_v15, check_v16),
 }
 
 

@@ -37,7 +37,8 @@ from web import wording
 SAMPLE = {"columns": 40, "rows": 32, "ratio": 3.2, "modality": "NM", "model": "demo@1.0",
           "accepted": "CT, US", "series": "modality MR, 8x8", "rule": "ct-head",
           "running": "demo@1.0", "detail": "truncated file", "attempts": 3, "kept_mb": 1,
-          "size_mb": 3, "limit_mb": 2, "stored_mb": 0.5, "text": "words recorded before codes"}
+          "size_mb": 3, "limit_mb": 2, "stored_mb": 0.5, "text": "words recorded before codes",
+          "instance": 7, "origin": "CT1"}
 
 
 def sample(code: ReasonCode) -> Reason:
