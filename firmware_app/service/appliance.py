@@ -86,9 +86,10 @@ def load_runner(config: Config) -> ModelRunner:
     log.info("model %s on %s (%s); %s", package.model_id, runner.backend_label, loaded.reason,
              golden.describe())
     if loaded.fell_back_from:
-        first = next(iter(loaded.fell_back_from.values()))
-        reason = "load_failed" if first.startswith("does not load") else "golden_cases_failed"
-        report_event(config, "runtime_fallback", reason, package.model_id,
+        # the box falls back only after the candidate it chose and loaded failed its golden
+        # cases (one that does not load at all is a PackageError, load_failed, above); the
+        # fallbacks that failed after it are in the note
+        report_event(config, "runtime_fallback", "golden_cases_failed", package.model_id,
                      running=package.model_id,
                      note=f"model {package.model_id} runs on {runner.backend_label}: "
                           + "; ".join(f"{label} failed ({why})"
