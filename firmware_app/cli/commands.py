@@ -38,13 +38,7 @@ STATUS_LABELS = {
     "images_deleted_by_retention": N_("images_deleted_by_retention"),
     "last_retention_pass": N_("last_retention_pass"),
 }
-#: instance statuses as `clinibox results` prints them (its English words are the stored ones,
-#: as before: "not_analysed"; the viewer's are ``web.labels.STATUSES``)
-RESULT_STATUSES = {InstanceStatus.PROCESSED: N_("processed"), InstanceStatus.QUEUED: N_("queued"),
-                   InstanceStatus.PROCESSING: N_("processing"),
-                   InstanceStatus.QUARANTINED: N_("quarantined"),
-                   InstanceStatus.FAILED: N_("failed"),
-                   InstanceStatus.NOT_ANALYSED: N_("not_analysed")}
+
 
 
 def _load_config(args: argparse.Namespace) -> config_module.Config:
@@ -181,7 +175,7 @@ def cmd_results(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
     for r in rows:
-        status = _(RESULT_STATUSES.get(r["status"], r["status"]))
+        status = labels.status(r["status"])  # the viewer's words (web/labels.py)
         print(f"{r['id']:>6} {r['modality'] or '-':<4} {ljust(status, 11)} {_result_detail(r)}")
     return EXIT_OK
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from firmware_app.cli import commands
 from firmware_app.contracts import egress, statuses
 from firmware_app.contracts.statuses import (
     FINISHED_STATUSES,
@@ -159,7 +158,6 @@ def test_the_egress_schema_counts_the_same_words():
 #: where each enumeration is shown to a person: (table of English labels, label function)
 SHOWN = {
     "viewer statuses": (InstanceStatus, labels.STATUSES, labels.status),
-    "command-line statuses": (InstanceStatus, commands.RESULT_STATUSES, None),
     "assessments": (AssessmentKind, labels.ASSESSMENTS, labels.assessment),
     "verdicts": (Verdict, labels.VERDICTS, labels.verdict),
     "roles": (Role, labels.ROLES, labels.role),
