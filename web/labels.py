@@ -23,11 +23,13 @@ VERDICTS = {Verdict.AGREE: N_("agree"), Verdict.DISAGREE: N_("disagree"),
 LEVELS = {"alert": N_("ALERT"), "finding": N_("finding"), "unassessable": N_("not assessable"),
           "outside": N_("outside validated range"), "clear": N_("no finding"),
           "doctor_must_read": N_("doctor must read")}
-#: instance statuses as the worklist and quarantine list show them (``done``: a study row)
+#: instance statuses as the worklist and quarantine list show them (``done``: a study row;
+#: ``waiting``: an object row of the waiting filter, queued or processing)
 STATUSES = {InstanceStatus.QUEUED: N_("queued"), InstanceStatus.PROCESSING: N_("processing"),
             InstanceStatus.QUARANTINED: N_("quarantined"), InstanceStatus.FAILED: N_("failed"),
             InstanceStatus.NOT_ANALYSED: N_("not analysed"),
-            InstanceStatus.PROCESSED: N_("processed"), "done": N_("done")}
+            InstanceStatus.PROCESSED: N_("processed"), "done": N_("done"),
+            "waiting": N_("waiting for analysis")}
 #: the worklist's filters
 FILTERS = {"all": N_("all studies"), "alert": N_("alerts only"), "done": N_("studies done"),
            "waiting": N_("waiting for analysis"), "quarantined": N_("quarantined objects"),

@@ -19,7 +19,7 @@ from firmware_app.contracts.reasons import decode, records
 from firmware_app.contracts.statuses import AssessmentKind, InstanceStatus
 from firmware_app.errors import EXIT_OK, EXIT_USAGE
 from firmware_app.i18n import N_, gettext, ngettext
-from firmware_app.i18n.text import ljust, rjust
+from firmware_app.i18n.text import display_width, ljust, rjust
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db
 from firmware_app.storage.audit_size import COMMANDS as AUDIT_COMMANDS
@@ -174,9 +174,11 @@ def cmd_results(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
-    for r in rows:
-        status = labels.status(r["status"])  # the viewer's words (web/labels.py)
-        print(f"{r['id']:>6} {r['modality'] or '-':<4} {ljust(status, 11)} {_result_detail(r)}")
+    statuses = [labels.status(r["status"]) for r in rows]  # the viewer's words (web/labels.py)
+    width = max(map(display_width, statuses), default=0)
+    for r, status in zip(rows, statuses, strict=True):
+        print(f"{r['id']:>6} {r['modality'] or '-':<4} {ljust(status, width)} "
+              f"{_result_detail(r)}")
     return EXIT_OK
 
 
@@ -192,8 +194,10 @@ def _study_results(config: config_module.Config, as_json: bool) -> int:
     if as_json:
         print(json.dumps(studies, indent=2))
         return EXIT_OK
-    for s in studies:
-        line = (f"{s['id']:>6} {s['modality'] or '-':<4} {ljust(labels.level(s['level']), 11)} "
+    levels = [labels.level(s["level"]) for s in studies]
+    width = max(map(display_width, levels), default=0)
+    for s, level in zip(studies, levels, strict=True):
+        line = (f"{s['id']:>6} {s['modality'] or '-':<4} {ljust(level, width)} "
                 + ngettext("%(num)d lesion", "%(num)d lesions", s["lesion_count"]))
         volumes = [f"{lesion['volume_mm3']:.0f} mm³" for series in s["series"]
                    for lesion in series["lesions"]]

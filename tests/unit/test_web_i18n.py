@@ -181,7 +181,9 @@ def test_a_clinicians_day_reads_in_chinese(viewer):
     assert "账号或密码错误。" in _assert_all_chinese("wrong password", wrong)
     client.login(*CLINICIAN)
     for status in ("all", "alert", "done", "waiting", "quarantined", "not_analysed"):
-        _assert_all_chinese(f"worklist {status}", client.get(f"/?status={status}"))
+        page = _assert_all_chinese(f"worklist {status}", client.get(f"/?status={status}"))
+        if status == "waiting":  # the waiting object's badge and status, in words
+            assert "等待分析 对象 " in page and "waiting" not in page
     _assert_all_chinese("worklist rows", client.get("/worklist/rows"), fragment=True)
     yesterday = time.strftime("%Y-%m-%d", time.localtime(time.time() - 86400))
     _assert_all_chinese("empty day", client.get(f"/?day={yesterday}"))

@@ -80,6 +80,9 @@ def test_worklist_filters_by_status_and_day(clinician):
     assert f'/study/{state.studies["clear"]}"' not in alerts
     waiting = _html(client.get("/?status=waiting"))
     assert f"object {state.instances['waiting']} " in waiting and "/study/" not in waiting
+    # its badge and status say so in words (the filter's name is not a label)
+    assert '<span class="badge waiting">waiting for analysis</span>' in waiting
+    assert ">waiting<" not in waiting
     held = _html(client.get("/?status=quarantined"))
     assert "truncated file" in held and f"object {state.instances['nm']} " not in held
     # good input no model here is meant for is listed apart from quarantine, with its reason
