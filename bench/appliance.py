@@ -19,7 +19,7 @@ and the viewer off): what any Python DICOM receiver holds here. With ``--pacs`` 
 sends each study's SR, SEG and key image to a real Orthanc (two seconds of stability),
 and "after work" waits until every result is in the PACS.
 
-    .venv/bin/python bench/appliance.py [--files 60] [--pacs]
+    .venv/bin/python -m bench.appliance [--files 60] [--pacs]
 """
 
 from __future__ import annotations
@@ -34,26 +34,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (
-    REPO,
-    Notify,
-    echo,
-    free_port,
-    machine,
-    phantom_files,
-    save,
-    send,
-    start_box,
-    stop,
-    wait_until,
-    write_box_config,
-)
+from bench.common import BOX_DEFAULTS, REPO, figure, machine, phantom_files, save
+from bench.process_memory import descendants, pss_mb
 from firmware_app.imaging.sandbox import IDLE_SECONDS
-from process_memory import descendants, pss_mb
-
-sys.path.insert(0, str(REPO))
+from tests.box_harness import Notify, echoscu, send, serve, stop, wait_for, write_config
 from tests.hostile import Browser
 from tests.orthanc_server import Orthanc
+from tests.ports import free_port, free_ports
 
 
 def tree(pid: int) -> dict:
@@ -75,7 +62,7 @@ def tree(pid: int) -> dict:
 def start(config: Path, work: Path, notify: Notify) -> tuple[subprocess.Popen, dict]:
     """Start the appliance; seconds to READY=1 and to the model's STATUS."""
     started = time.monotonic()
-    proc = start_box(config, work / "serve.log", notify)
+    proc = serve(config, work / "serve.log", notify=notify)
     ready = notify.wait_for("READY=1", started)
     model = notify.wait_for("STATUS=model ", started)
     return proc, {"seconds_to_ready": ready, "seconds_to_model": model}
@@ -110,11 +97,11 @@ def results(db: Path) -> int:
 def receiver_alone(work: Path) -> dict:
     """The reference: the service with the worker and the viewer off, idle."""
     port = free_port()
-    config = write_box_config(work / "receiver.toml", work / "receiver", port,
-                              worker={"enabled": False}, web={"enabled": False})
-    proc = start_box(config, work / "receiver.log")
+    config = write_config(work / "receiver.toml", work / "receiver", port, BOX_DEFAULTS,
+                          worker={"enabled": False}, web={"enabled": False})
+    proc = serve(config, work / "receiver.log")
     try:
-        wait_until(lambda: echo(port, "CLINIBOX"), 120, "the receiver")
+        wait_for(lambda: echoscu(port), 120, "the receiver")
         time.sleep(3)
         return tree(proc.pid)
     finally:
@@ -136,33 +123,31 @@ def studies_sent(db: Path) -> bool:
 
 def run(files: list[Path], work: Path, pacs: Orthanc | None) -> dict:
     """Start, feed, browse and restart the appliance (sending its results to ``pacs``)."""
-    port, web_port = free_port(), free_port()
+    port, web_port = free_ports(2)
     sections: dict = {"web": {"enabled": True, "port": web_port, "host": "127.0.0.1"}}
     if pacs is not None:
         sections["studies"] = {"stable_seconds": 2}
-    config = write_box_config(work / "box.toml", work / "state", port, **sections)
-    if pacs is not None:
-        with open(config, "a") as handle:
-            handle.write(f'[[pacs.destinations]]\nname = "pacs"\nae_title = '
-                         f'"{pacs.ae_title}"\nhost = "{pacs.host}"\nport = '
-                         f'{pacs.dicom_port}\nsend = ["sr", "seg", "key_image"]\n')
+        sections["pacs"] = {"destinations": [{
+            "name": "pacs", "ae_title": pacs.ae_title, "host": pacs.host,
+            "port": pacs.dicom_port, "send": ["sr", "seg", "key_image"]}]}
+    config = write_config(work / "box.toml", work / "state", port, BOX_DEFAULTS, **sections)
     db, cert = work / "state" / "clinibox.db", work / "state" / "keys" / "web-cert.pem"
     notify = Notify(work / "notify")
     figures: dict = {"machine": machine("onnxruntime", "openvino", "ai-edge-litert")}
     figures["reference_receiver_alone"] = receiver_alone(work)
     proc, figures["first_start"] = start(config, work, notify)
     try:
-        wait_until(lambda: echo(port, "CLINIBOX") and cert.exists(), 120, "clinibox")
+        wait_for(lambda: echoscu(port) and cert.exists(), 120, "clinibox")
         subprocess.run([sys.executable, "-m", "firmware_app.cli", "user", "add", "nadia",
                         "--role", "clinician", "--password-stdin", "--config", str(config)],
                        input="the-clinic-nurse-1\n", text=True, check=True, cwd=REPO,
                        capture_output=True)
         time.sleep(3)
         figures["idle_after_first_start"] = tree(proc.pid)
-        send(port, "CLINIBOX", files)
-        wait_until(lambda: results(db) >= len(files), 600, "results")
+        send(port, files)
+        wait_for(lambda: results(db) >= len(files), 600, "results")
         if pacs is not None:
-            wait_until(lambda: studies_sent(db), 600, "every study's results in the PACS")
+            wait_for(lambda: studies_sent(db), 600, "every study's results in the PACS")
         time.sleep(3)
         figures["after_work"] = tree(proc.pid)
         figures["viewer_statuses"] = use_viewer(web_port, cert, db)
@@ -201,7 +186,19 @@ def main() -> None:
         figures = run(files, work, pacs)
     figures["pacs"] = pacs is not None
     figures["target_mb"] = 200
-    save("appliance-pacs" if args.pacs else "appliance", figures)
+    reference = "the receiver alone (worker and viewer off), same run"
+    kept = {"receiver alone, idle": figure(figures["reference_receiver_alone"]["total_mb"],
+                                           "MB PSS")}
+    kept.update({what.replace("_", " "): figure(figures[what]["total_mb"], "MB PSS", reference)
+                 for what in ("idle_after_first_start", "after_work", "after_viewer_use",
+                              "steady_idle_after_work_and_viewer", "idle_after_later_start")})
+    for start_ in ("first_start", "later_start"):
+        for step, key in (("READY=1", "seconds_to_ready"), ("model running", "seconds_to_model")):
+            kept[f"{start_.replace('_', ' ')}: {step}"] = figure(figures[start_][key], "s")
+    save("appliance-pacs" if args.pacs else "appliance", figures, kept,
+         notes=f"clinibox serve with its viewer, backend auto ({figures['backend']}), "
+               f"{args.files} mixed phantoms; PSS of the process tree; target 200 MB"
+               + ("; results sent to a real Orthanc" if args.pacs else ""))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 nothing (``--into FOLDER``: pynetdicom writes each data set to a file there as it arrives,
 as the box's receiver does, without fsync or a queue row) and answers Success.
 
-    .venv/bin/python bench/bare_scp.py PORT [--into FOLDER]
+    .venv/bin/python -m bench.bare_scp PORT [--into FOLDER]
 
 It shows what pynetdicom itself costs per C-STORE on this machine: the box's durable
 receiver cannot be faster than it.

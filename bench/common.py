@@ -1,49 +1,36 @@
-"""Shared helpers for the benchmarks: phantom files, processes, ports, dcmtk."""
+"""Shared helpers for the benchmarks: their records, the machine, phantom files, CPUID masks.
+
+Every script hands its figures to :func:`save`, which prints the script's details (as the
+scripts always did), keeps them under ``bench/out/<name>.json`` (scratch, git-ignored) and
+writes the record that is kept: ``bench/results/<cpu>/<name>.json`` (committed; ``bench/table.py``
+makes the published table of them). ``<cpu>`` is :func:`cpu_slug`. Starting and stopping
+``clinibox serve``, its config and dcmtk's clients are the tests' own harness
+(``tests/box_harness.py``), shared with the integration tests.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.metadata
 import json
 import os
 import platform
-import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
+from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"
-STORESCU = "/usr/bin/storescu"   # dcmtk's, not pynetdicom's app in .venv/bin
-ECHOSCU = "/usr/bin/echoscu"
-DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}  # no Nagle delay on loopback
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll until true, or raise after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
-def echo(port: int, ae_title: str) -> bool:
-    """C-ECHO with dcmtk's echoscu."""
-    return subprocess.run([ECHOSCU, "-aec", ae_title, "127.0.0.1", str(port)],
-                          capture_output=True, env=DCMTK_ENV).returncode == 0
+RESULTS = REPO / "bench" / "results"
+#: what every benchmark's box has unless its script says otherwise (with
+#: ``tests.box_harness.write_config``): no USB import folder watched
+BOX_DEFAULTS: dict[str, dict] = {"usb": {"enabled": False}}
 
 
 def phantom_files(out: Path, count: int, kind: str, seed: int = 1,
@@ -61,105 +48,63 @@ def phantom_files(out: Path, count: int, kind: str, seed: int = 1,
     return files
 
 
-def send(port: int, ae_title: str, files: list[Path], associations: int = 1) -> float:
-    """Send files with storescu over ``associations`` parallel associations; seconds taken."""
-    chunks = [files[i::associations] for i in range(associations)]
-    started = time.perf_counter()
-    procs = [subprocess.Popen([STORESCU, "-aec", ae_title, "127.0.0.1", str(port),
-                               *map(str, chunk)], env=DCMTK_ENV,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-             for chunk in chunks]
-    for proc in procs:
-        output = proc.communicate()[0].decode(errors="replace")
-        if proc.returncode != 0:
-            raise RuntimeError(f"storescu failed: {output[-2000:]}")
-    return time.perf_counter() - started
+# -- the records ---------------------------------------------------------------------------
+
+def figure(value: Any, unit: str, reference: str | None = None) -> dict[str, Any]:
+    """One figure of a record: its value, its unit and, where the script measured one, what
+    it was compared to in the same run (words, e.g. ``"Orthanc default, same run"``; the
+    reference's own value is a figure of the same record)."""
+    found: dict[str, Any] = {"value": value, "unit": unit}
+    if reference:
+        found["reference"] = reference
+    return found
 
 
-def write_box_config(path: Path, state: Path, port: int, **sections: dict) -> Path:
-    """A clinibox config for a benchmark run."""
-    merged: dict[str, dict] = {"storage": {"state_dir": str(state)},
-                               "dicom": {"port": port, "host": "127.0.0.1"},
-                               "usb": {"enabled": False}}
-    for name, values in sections.items():
-        merged.setdefault(name, {}).update(values)
-    lines = []
-    for name, values in merged.items():
-        lines.append(f"[{name}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+def _check_figures(figures: Mapping[str, Any]) -> None:
+    for name, value in figures.items():
+        plain = value is None or isinstance(value, int | float)
+        if not plain and not (isinstance(value, Mapping) and "value" in value
+                              and "unit" in value):
+            raise ValueError(f"figure {name!r}: a number or figure(value, unit, reference), "
+                             f"not {value!r}")
 
 
-class Notify:
-    """A datagram socket standing in for systemd's notify socket."""
-
-    def __init__(self, path: Path) -> None:
-        """Bind ``path`` (it must not exist)."""
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.05)
-
-    def wait_for(self, text: str, started: float, timeout: float = 300) -> float:
-        """Seconds from ``started`` (time.monotonic) until a datagram containing ``text``."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if text in self.sock.recv(4096).decode():
-                    return round(time.monotonic() - started, 2)
-            except TimeoutError:
-                continue
-        raise TimeoutError(f"no {text!r} on the notify socket")
-
-    def close(self) -> None:
-        """Close and remove the socket."""
-        self.sock.close()
-        self.path.unlink(missing_ok=True)
-
-
-def start_box(config: Path, log: Path, notify: Notify | None = None,
-              wait_for_model: bool = False) -> subprocess.Popen:
-    """Start `clinibox serve` with a config (telling ``notify``, when given, what systemd
-    would hear). The box receives before its model runs; ``wait_for_model`` returns only
-    once the model runs (its STATUS), so that a measurement does not count the model's
-    first-start timing; otherwise the caller waits for readiness."""
-    own = notify is None and wait_for_model
-    if own:
-        notify = Notify(log.with_suffix(".notify"))
-    env = dict(os.environ)
-    if notify is not None:
-        env["NOTIFY_SOCKET"] = str(notify.path)
-    started = time.monotonic()
-    with open(log, "w") as output:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen([sys.executable, "-m", "firmware_app.cli", "serve",
-                                 "--config", str(config)], cwd=REPO, stdout=output,
-                                stderr=subprocess.STDOUT, env=env)
-    if wait_for_model:
-        assert notify is not None
-        try:
-            notify.wait_for("STATUS=model ", started)
-        finally:
-            if own:
-                notify.close()
-    return proc
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """Terminate a server process and wait for it."""
-    proc.terminate()
+@cache
+def git_commit() -> str:
+    """``git rev-parse --short HEAD``, with ``+dirty`` when the working tree differs from it
+    (bench/results/ aside: records written by earlier scripts of the same run do not count);
+    ``unknown`` outside a git checkout."""
     try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, check=True,
+                              capture_output=True, text=True).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--", ".",
+                                  ":(exclude)bench/results"], cwd=REPO, check=True,
+                                 capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if changed else "")
 
 
-def save(name: str, figures: dict) -> None:
-    """Print the figures and keep them under bench/out/<name>.json."""
+def save(name: str, details: dict, figures: Mapping[str, Any], notes: str = "") -> Path:
+    """Print ``details`` (everything the script found), keep them under bench/out/<name>.json
+    and write the record of ``figures`` (name → :func:`figure` or a plain number) to
+    bench/results/<cpu slug>/<name>.json; the record's path."""
+    _check_figures(figures)
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
-    print(json.dumps(figures, indent=2))
+    (OUT / f"{name}.json").write_text(json.dumps(details, indent=2) + "\n")
+    print(json.dumps(details, indent=2))
+    record = {"script": name,
+              "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "commit": git_commit(),
+              # the load when it was saved: figures taken on a busy machine say so
+              "machine": {**(details.get("machine") or machine()),
+                          "load_average": [round(x, 2) for x in os.getloadavg()]},
+              "figures": dict(figures), "notes": notes}
+    path = RESULTS / cpu_slug() / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    print(f"record: {path.relative_to(REPO)}", file=sys.stderr)
+    return path
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -169,6 +114,8 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     return {"p50_ms": round(statistics.median(ordered), 2), "p95_ms": round(p95, 2)}
 
 
+# -- the CPU ---------------------------------------------------------------------------------
+
 #: the instruction-set extensions that decide which int8/bf16 kernels a runtime picks
 KERNEL_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8",
                    "amx_bf16", "asimd", "asimddp", "i8mm")
@@ -177,6 +124,101 @@ KERNEL_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", 
 def cpu_features(flags: set[str]) -> str:
     """The kernel-deciding features present (e.g. ``avx2 avx512f avx512_vnni``), or ``-``."""
     return " ".join(f for f in KERNEL_FEATURES if f in flags) or "-"
+
+
+#: Intel family 6 models by micro-architecture (the server and client parts a box may have)
+INTEL_CORES = {
+    "haswell": (0x3C, 0x3F, 0x45, 0x46), "broadwell": (0x3D, 0x47, 0x4F, 0x56),
+    "skylake": (0x4E, 0x5E), "kabylake": (0x8E, 0x9E), "cometlake": (0xA5, 0xA6),
+    "icelake": (0x6A, 0x6C, 0x7D, 0x7E), "tigerlake": (0x8C, 0x8D), "rocketlake": (0xA7,),
+    "alderlake": (0x97, 0x9A), "raptorlake": (0xB7, 0xBA, 0xBF), "meteorlake": (0xAA, 0xAC),
+    "sapphirerapids": (0x8F,), "emeraldrapids": (0xCF,), "graniterapids": (0xAD, 0xAE),
+    "goldmont": (0x5C, 0x5F, 0x7A), "tremont": (0x86, 0x96, 0x9C),
+}
+#: ARM's own cores by ``CPU part`` (CPU implementer 0x41)
+ARM_CORES = {0xD03: "cortex-a53", 0xD07: "cortex-a57", 0xD08: "cortex-a72",
+             0xD0B: "cortex-a76", 0xD0C: "neoverse-n1", 0xD40: "neoverse-v1",
+             0xD41: "cortex-a78", 0xD42: "cortex-a78ae", 0xD49: "neoverse-n2",
+             0xD4F: "neoverse-v2"}
+PRODUCT_LINES = ("epyc", "threadripper", "ryzen", "athlon", "xeon", "core", "pentium",
+                 "celeron", "atom")
+
+
+def _amd_core(family: int, model: int) -> str:
+    if family == 0x17:
+        return "zen2" if model >= 0x30 else "zen1"
+    if family == 0x19:
+        zen4 = 0x10 <= model <= 0x1F or 0x60 <= model <= 0x7F or 0xA0 <= model <= 0xAF
+        return "zen4" if zen4 else "zen3"
+    if family == 0x1A:
+        return "zen5"
+    return f"family{family}-model{model:#x}"
+
+
+def _intel_core(family: int, model: int, stepping: int) -> str:
+    if family == 6 and model == 0x55:  # one model number, three server generations
+        return "cooperlake" if stepping >= 10 else "cascadelake" if stepping >= 5 else "skylake"
+    if family == 6:
+        for name, models in INTEL_CORES.items():
+            if model in models:
+                return name
+    return f"family{family}-model{model:#x}"
+
+
+def cpu_slug(cpuinfo: str | None = None) -> str:
+    """A stable name of this CPU for bench/results/: vendor, product line, micro-architecture
+    and the kernel-deciding features, joined by ``-`` (e.g. ``amd-epyc-zen4-avx512-vnni-bf16``).
+
+    From ``/proc/cpuinfo`` (``cpuinfo``: its text), the kernel's view, so a run under a CPUID
+    mask is filed under the real CPU. The micro-architecture comes from the CPU family and
+    model numbers (a virtual machine's model name is often only "AMD EPYC"): AMD family 0x19
+    is Zen 3, or Zen 4 for models 0x10-0x1f, 0x60-0x7f and 0xa0-0xaf; 0x17 Zen 1/2, 0x1a
+    Zen 5; Intel family 6 by :data:`INTEL_CORES`; ARM by ``CPU part``. The features: the
+    widest vector set (``avx512``, ``avx2``, ``sse4``; ``asimd`` on ARM), then ``vnni``,
+    ``bf16``, ``amx`` (``dotprod``, ``i8mm`` on ARM) where present."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())  # the first processor's
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+
+    def number(key: str) -> int:
+        try:
+            return int(fields.get(key, "0"), 0)
+        except ValueError:
+            return 0
+
+    name = fields.get("model name", "").lower()
+    line_ = next((p for p in PRODUCT_LINES if p in name.split() or f"{p}(r)" in name), "")
+    vendor_id = fields.get("vendor_id", "")
+    if vendor_id == "AuthenticAMD":
+        parts = ["amd", line_, _amd_core(number("cpu family"), number("model"))]
+    elif vendor_id == "GenuineIntel":
+        parts = ["intel", line_, _intel_core(number("cpu family"), number("model"),
+                                             number("stepping"))]
+    elif "CPU implementer" in fields:
+        implementer, part = number("CPU implementer"), number("CPU part")
+        vendor = {0x41: "arm", 0x61: "apple", 0xC0: "ampere", 0x51: "qualcomm"}.get(
+            implementer, f"implementer{implementer:#x}")
+        parts = [vendor, ARM_CORES.get(part, f"part{part:#x}") if vendor == "arm"
+                 else f"part{part:#x}"]
+    else:
+        parts = [platform.machine().lower() or "unknown"]
+    if "asimd" in flags:
+        parts += ["asimd", *(["dotprod"] if "asimddp" in flags else []),
+                  *(["i8mm"] if "i8mm" in flags else [])]
+    elif flags:
+        parts.append("avx512" if "avx512f" in flags else "avx2" if "avx2" in flags
+                     else "sse4" if "sse4_2" in flags else "x86-64")
+        parts += [tag for tag, present in (
+            ("vnni", {"avx512_vnni", "avx_vnni"} & flags), ("bf16", "avx512_bf16" in flags),
+            ("amx", "amx_int8" in flags)) if present]
+    return "-".join(p for p in parts if p)
 
 
 #: ``cpu_mask/cpuid_mask.c``'s masks: the kernel-deciding features each one hides

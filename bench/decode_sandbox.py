@@ -4,7 +4,7 @@ The reference, measured in the same run and interleaved, is the same
 ``decode`` called in this process. Files: 512 × 512 CT phantoms (the
 project's generator) and pydicom's JPEG 2000 and RLE test images.
 
-    .venv/bin/python bench/decode_sandbox.py [--files 40] [--rounds 3]
+    .venv/bin/python -m bench.decode_sandbox [--files 40] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydicom.data import get_testdata_file
 
-from common import machine, percentiles, phantom_files, save
+from bench.common import figure, machine, percentiles, phantom_files, save
 from firmware_app.imaging.decode import decode
 from firmware_app.imaging.sandbox import DecodeSandbox
 from firmware_app.settings.box import LimitsConfig
@@ -54,7 +54,16 @@ def main() -> None:
                              "overhead_p50_ms": round(there["p50_ms"] - here["p50_ms"], 2)}
     finally:
         sandbox.close()
-    save("decode_sandbox", figures)
+    reference = "the same decode in this process, interleaved, same run"
+    kept = {}
+    for name in sets:
+        kept[f"{name}: in process p50"] = figure(figures[name]["in_process"]["p50_ms"], "ms")
+        kept[f"{name}: sandbox p50"] = figure(figures[name]["sandbox"]["p50_ms"], "ms",
+                                              reference)
+        kept[f"{name}: sandbox overhead p50"] = figure(figures[name]["overhead_p50_ms"], "ms",
+                                                       reference)
+    save("decode_sandbox", figures, kept,
+         notes=f"{args.rounds} rounds; network isolated: {figures['network_isolated']}")
 
 
 if __name__ == "__main__":

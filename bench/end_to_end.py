@@ -9,7 +9,7 @@
    beforehand, then only ``backend.infer`` timed on the artifact the box chose.
    ratio = drain throughput / bare throughput (1.0 = no pipeline overhead).
 
-    .venv/bin/python bench/end_to_end.py [--files 120] [--backend auto]
+    .venv/bin/python -m bench.end_to_end [--files 120] [--backend auto]
 """
 
 from __future__ import annotations
@@ -22,23 +22,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (
-    echo,
-    free_port,
-    phantom_files,
-    save,
-    send,
-    start_box,
-    stop,
-    wait_until,
-    write_box_config,
-)
+from bench.common import BOX_DEFAULTS, figure, phantom_files, save
+from bench.process_cpu import cpu_split, snapshot
 from firmware_app.imaging.decode import decode
 from firmware_app.imaging.preprocess import get_preprocessor
 from firmware_app.models.package import find_package, load_package
 from firmware_app.runtime.selection import candidates, load_candidate
 from firmware_app.settings.box import Config, RuntimeConfig
-from process_cpu import cpu_split, snapshot
+from tests.box_harness import echoscu, send, serve, stop, wait_for, write_config
+from tests.ports import free_port
 
 
 def _rows(db: Path, sql: str) -> list[tuple]:
@@ -54,7 +46,7 @@ def _wait_processed(db: Path, count: int, timeout: float = 600) -> None:
         if not db.exists():
             return False
         return _rows(db, "SELECT COUNT(*) FROM results")[0][0] >= count
-    wait_until(done, timeout, f"{count} results")
+    wait_for(done, timeout, f"{count} results")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -65,12 +57,12 @@ def percentile(values: list[float], q: float) -> float:
 
 def streaming(files: list[Path], work: Path, backend: str) -> dict:
     port = free_port()
-    config = write_box_config(work / "stream.toml", work / "stream", port,
-                              runtime={"backend": backend})
-    proc = start_box(config, work / "stream.log", wait_for_model=True)
+    config = write_config(work / "stream.toml", work / "stream", port, BOX_DEFAULTS,
+                          runtime={"backend": backend})
+    proc = serve(config, work / "stream.log", wait_for_model=True)
     try:
-        wait_until(lambda: echo(port, "CLINIBOX"), 120, "clinibox")
-        send(port, "CLINIBOX", files)
+        wait_for(lambda: echoscu(port), 120, "clinibox")
+        send(port, files)
         db = work / "stream" / "clinibox.db"
         _wait_processed(db, len(files))
         rows = _rows(db, "SELECT r.created_at - i.received_at, r.backend FROM results r"
@@ -86,17 +78,18 @@ def streaming(files: list[Path], work: Path, backend: str) -> dict:
 def drain(files: list[Path], work: Path, backend: str, threads: int = 0) -> dict:
     port = free_port()
     state = work / "drain"
-    config = write_box_config(work / "fill.toml", state, port, worker={"enabled": False})
-    proc = start_box(config, work / "fill.log")
+    config = write_config(work / "fill.toml", state, port, BOX_DEFAULTS,
+                          worker={"enabled": False})
+    proc = serve(config, work / "fill.log")
     try:
-        wait_until(lambda: echo(port, "CLINIBOX"), 120, "clinibox")
-        send(port, "CLINIBOX", files)
+        wait_for(lambda: echoscu(port), 120, "clinibox")
+        send(port, files)
     finally:
         stop(proc)
-    config = write_box_config(work / "drain.toml", state, port,
-                              runtime={"backend": backend, "threads": threads},
-                              dicom={"enabled": False})
-    proc = start_box(config, work / "drain.log", wait_for_model=True)
+    config = write_config(work / "drain.toml", state, port, BOX_DEFAULTS,
+                          runtime={"backend": backend, "threads": threads},
+                          dicom={"enabled": False})
+    proc = serve(config, work / "drain.log", wait_for_model=True)
     try:
         # CPU from the first result on, as the drain's rate (the decoder's start not counted)
         _wait_processed(state / "clinibox.db", 1)
@@ -170,7 +163,20 @@ def main() -> None:
         drained = drain(files, work, args.backend, args.threads)
     label = drained["backend"]
     reference = bare(files, label)
-    save("end_to_end", {
+    bare_ref = f"bare backend.infer, {label.split(' + ')[0]}, same images, same run"
+    kept = {"drain": figure(drained["frames_per_s"], "frames/s", bare_ref),
+            "drain, instances": figure(drained["instances_per_s"], "instances/s"),
+            "bare backend": figure(reference["frames_per_s"], "frames/s"),
+            "drain ÷ bare backend": figure(round(drained["frames_per_s"]
+                                                  / reference["frames_per_s"], 3), "×",
+                                            bare_ref),
+            "drain, whole tree": figure(drained["core_ms_per_instance"]["whole_tree"],
+                                        "core-ms/instance")}
+    if stream is not None:
+        kept.update({"received → result p50": figure(stream["p50_ms"], "ms"),
+                     "received → result p95": figure(stream["p95_ms"], "ms")})
+    variant = "" if args.kind == "mixed" and args.size is None else f"-{args.kind}{sized}"
+    save(f"end_to_end{variant}", {
         "files": len(files), "kind": args.kind, "size": args.size, "backend": label,
         "latency_received_to_result": stream,
         "pipeline_drain": drained,
@@ -178,7 +184,9 @@ def main() -> None:
         "pipeline_over_bare_throughput": round(
             drained["frames_per_s"] / reference["frames_per_s"], 3),
         "note": "frames/s both sides; same images, same artifact, same run",
-    })
+    }, kept, notes=f"{len(files)} {args.kind} phantoms"
+                   f"{f' of {args.size} px' if args.size else ''}, backend {label}, "
+                   f"[runtime] threads {args.threads or 'default'}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ export (pydicom, dicognito …), reads its own ``VmRSS`` (idle), runs
 The folder and the zip target each; both variants in the same run, on the same
 box, interleaved. Every export's file count is checked.
 
-    .venv/bin/python bench/export_memory.py [--counts 1 3 10] [--rounds 1]
+    .venv/bin/python -m bench.export_memory [--counts 1 3 10] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -163,12 +163,13 @@ def make_box(root: Path, counts: list[int]) -> tuple[Path, dict[int, str]]:
     import numpy as np
     from pydicom import uid as uids
 
-    from common import write_box_config
+    from bench.common import BOX_DEFAULTS
     from firmware_app.ingest.landing import Lander
     from firmware_app.settings.box import Config, StorageConfig
     from firmware_app.storage import db
     from firmware_app.storage.spool import make_spool
     from phantoms.dicom import ct_dataset
+    from tests.box_harness import write_config
 
     config = Config()
     config.storage = StorageConfig(state_dir=str(root / "state"))
@@ -197,7 +198,8 @@ def make_box(root: Path, counts: list[int]) -> tuple[Path, dict[int, str]]:
             landed = lander.land(buffer.getvalue(), sop_instance_uid=None, source="dicom",
                                  origin="BENCH")
             _as_processed(config.database_path, landed.instance_id, study)
-    path = write_box_config(root / "box.toml", root / "state", 11112)  # never listened on
+    path = write_config(root / "box.toml", root / "state", 11112,  # never listened on
+                        BOX_DEFAULTS)
     return path, studies
 
 
@@ -217,8 +219,9 @@ def _as_processed(database: Path, instance_id: int, study: str) -> None:
 
 
 def run_child(variant: str, config: Path, study: str, out: Path, target: str) -> dict[str, Any]:
-    """One export in a fresh child; its figures."""
-    from common import REPO
+    """One export in a fresh child (this file run as a script, so that it imports nothing of
+    the benchmarks' own); its figures."""
+    from bench.common import REPO
 
     done = subprocess.run([sys.executable, __file__, "--child", variant, str(config), study,
                            str(out), target], cwd=REPO, capture_output=True, text=True,
@@ -235,7 +238,7 @@ def compare(counts: list[int], rounds: int, work: Path) -> dict[str, Any]:
     """Every count × target × variant, ``rounds`` times; the medians' table."""
     import statistics
 
-    from common import machine, save
+    from bench.common import figure, machine, save
 
     config, studies = make_box(work, counts)
     results: dict[str, Any] = {}
@@ -264,7 +267,19 @@ def compare(counts: list[int], rounds: int, work: Path) -> dict[str, Any]:
             s, r = table[f"{count}/{target}/streaming"], table[f"{count}/{target}/reference"]
             print(f"{count:7d} {target:7} {s['above_idle_mb']:13.1f} {r['above_idle_mb']:13.1f} "
                   f"{s['seconds']:12.1f} {r['seconds']:12.1f}")
-    save("export_memory", figures)
+    reference = "the all-in-memory export before issue 43, same study, same run"
+    kept = {}
+    for count in counts:
+        for target in TARGETS:
+            for variant in VARIANTS:
+                row = table[f"{count}/{target}/{variant}"]
+                kept[f"{count} × 64 MB, {target}, {variant}: above idle"] = figure(
+                    row["above_idle_mb"], "MB", reference if variant == "streaming" else None)
+                kept[f"{count} × 64 MB, {target}, {variant}: time"] = figure(
+                    row["seconds"], "s", reference if variant == "streaming" else None)
+    save("export_memory", figures, kept,
+         notes=f"clinibox export-study in a fresh child, peak VmHWM above idle VmRSS, "
+               f"medians of {rounds} round(s)")
     return figures
 
 

@@ -17,22 +17,17 @@ lesion against the first stage's inference of the whole image, and the whole
 analysis of one instance (``ModelRunner.analyse``: quality, preprocess,
 inference, decode, second stage, tracking) for the same phantoms.
 
-    .venv/bin/python bench/findings.py [--images 40] [--rounds 20]
+    .venv/bin/python -m bench.findings [--images 40] [--rounds 20]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import numpy as np
 
-from common import REPO, machine, percentiles, save
-
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
+from bench.common import figure, machine, percentiles, save
 from firmware_app.contracts.heads import parse_heads
 from firmware_app.imaging.decode import DecodedImage
 from firmware_app.inference.heads import HeadsDecoder, decoder_for
@@ -108,7 +103,8 @@ def main() -> None:
             t0 = time.perf_counter()
             runner.analyse(decoded, 64)
             timed["analyse"].append((time.perf_counter() - t0) * 1000)
-    save("findings", {
+    reference = "the decode before heads (detection boxes and heatmap), same outputs, same run"
+    details = {
         "machine": machine("onnxruntime", "numpy"),
         "model": runner.package.model_id, "backend": runner.backend_label,
         "images": args.images, "rounds": args.rounds,
@@ -119,7 +115,27 @@ def main() -> None:
         "first_stage_inference_per_image": percentiles(timed["first_stage_inference"]),
         "second_stage_per_lesion": (percentiles(timed["stage_per_lesion"])
                                     if timed["stage_per_lesion"] else None),
-    })
+    }
+    stage = details["second_stage_per_lesion"]
+    kept = {
+        "decode, boxes and heatmap only p50": figure(
+            details["decode_reference_boxes_and_heatmap"]["p50_ms"], "ms/image"),
+        "decode, every head and the range p50": figure(
+            details["decode_heads_masks_contours_classes_range"]["p50_ms"], "ms/image",
+            reference),
+        "decode, every head and the range p95": figure(
+            details["decode_heads_masks_contours_classes_range"]["p95_ms"], "ms/image",
+            reference),
+        "first stage inference p50": figure(
+            details["first_stage_inference_per_image"]["p50_ms"], "ms/image"),
+        "second stage p50": figure(stage["p50_ms"] if stage else None, "ms/lesion",
+                                   "first stage inference of the whole image, same run"),
+        "analyse one instance p50": figure(details["analyse_one_instance"]["p50_ms"], "ms"),
+        "lesion records": figure(details["lesion_records_per_image"], "per image"),
+    }
+    save("findings", details, kept,
+         notes=f"{details['model']} on {details['backend']}, {args.images} CT and US phantoms, "
+               f"{args.rounds} rounds")
 
 
 if __name__ == "__main__":

@@ -14,22 +14,17 @@ spot near the box inside the box, or not. Measured for:
   declared heatmap head's (the demo's ``cam``: what the viewer and the PDF drew
   before the check) and the segmentation's lesion probability.
 
-    .venv/bin/python bench/heatmap_on_lesion.py [--images 1000]
+    .venv/bin/python -m bench.heatmap_on_lesion [--images 1000]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import numpy as np
 
-from common import REPO, machine, save
-
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
+from bench.common import figure, machine, save
 from converters.heatmap_check import candidate_heads, decoder, figures, image_rows
 from demo.model import SEEDS
 from firmware_app.imaging.decode import DecodedImage
@@ -97,7 +92,7 @@ def main() -> None:
     rows, analysed = measure(runner, args.images)
     declared = next((h for h in runner.package.manifest["heads"] if h["kind"] == "heatmap"),
                     None)
-    save("heatmap_on_lesion", {
+    details = {
         "machine": machine("onnxruntime", "numpy"),
         "model": runner.package.model_id, "backend": runner.backend_label,
         "phantoms": f"held-out test (seed {SEEDS['test']}), {analysed} lesion phantoms of "
@@ -109,7 +104,18 @@ def main() -> None:
                            "shown_with_heatmap": sum(1 for r in part if r["shown"])}
                     for name, part in rows.items()},
         "seconds": round(time.perf_counter() - started, 1),
-    })
+    }
+    kept = {}
+    for name, row in details["figures"].items():
+        kept[f"{name}: hot spot inside the lesion's box"] = figure(
+            row["share"], "share", None if name == "shown" else
+            "the heatmap the box shows (shown), same phantoms, same run")
+        for modality, part in row["by_modality"].items():
+            kept[f"{name}: {modality}"] = figure(part["share"], "share")
+        kept[f"{name}: lesions"] = figure(row["lesions"], "lesions")
+    save("heatmap_on_lesion", details, kept,
+         notes=f"{details['model']}, {details['phantoms']}; heatmap shown: "
+               f"{details['heatmap_shown']}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ attack runs while the tree's PSS is sampled every 50 ms; the figures are the
 peak during the attack and the PSS after it, with the reference beside them,
 and whether a real modality (dcmtk's storescu) could still store meanwhile.
 
-    .venv/bin/python bench/hostile.py [--files 40]
+    .venv/bin/python -m bench.hostile [--files 40]
 """
 
 from __future__ import annotations
@@ -22,26 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (
-    REPO,
-    echo,
-    free_port,
-    machine,
-    phantom_files,
-    save,
-    send,
-    start_box,
-    stop,
-    wait_until,
-    write_box_config,
-)
-from process_memory import PeakSampler, tree_pss_mb
-
-sys.path.insert(0, str(REPO))
+from bench.common import BOX_DEFAULTS, REPO, figure, machine, phantom_files, save
+from bench.process_memory import PeakSampler, tree_pss_mb
+from tests.box_harness import echoscu, send, serve, stop, wait_for, write_config
 from tests.corpus import j2k_bomb, rle_giant
 from tests.hostile import Browser, store_pdus
 from tests.lying_scu import CASES as LYING_CASES
 from tests.lying_scu import LyingSCU
+from tests.ports import free_ports
 
 ATTACKER = "127.0.0.2"
 #: the two addresses that try to hold every association slot
@@ -71,7 +59,7 @@ def attack_usb_files(box: dict, work: Path) -> dict:
     (box["import"] / "rle_giant.dcm").write_bytes(rle_giant("bench-giant"))
     with open(box["import"] / "sparse.dcm", "wb") as handle:
         handle.truncate(2**30)
-    wait_until(lambda: results(box["db"]) >= before + 3, 300, "the three files' outcomes")
+    wait_for(lambda: results(box["db"]) >= before + 3, 300, "the three files' outcomes")
     return {}
 
 
@@ -91,7 +79,7 @@ def attack_endless_data_set(box: dict, work: Path) -> dict:
             sent += len(pdu)
     except OSError:
         pass
-    wait_until(lambda: not assoc.is_established, 30, "the box to drop the association")
+    wait_for(lambda: not assoc.is_established, 30, "the box to drop the association")
     ae.shutdown()
     return {"sent_mb_before_cut": round(sent / 2**20, 1)}
 
@@ -113,7 +101,7 @@ def attack_silent_connections(box: dict, work: Path) -> dict:
     """Eight silent TCP connections from one address while a modality sends 10 CT slices."""
     silent = [socket.create_connection(("127.0.0.1", box["port"]),
                                        source_address=(ATTACKER, 0)) for _ in range(8)]
-    seconds = send(box["port"], "CLINIBOX", box["files"][:10])
+    seconds = send(box["port"], box["files"][:10])
     for sock in silent:
         sock.close()
     return {"modality_stored_10_in_s": round(seconds, 2)}
@@ -170,7 +158,7 @@ def attack_slot_hogging(box: dict, work: Path) -> dict:
                     break
                 held[address].append(assoc)
         try:
-            seconds: float | None = round(send(box["port"], "CLINIBOX", box["files"][10:20]), 2)
+            seconds: float | None = round(send(box["port"], box["files"][10:20]), 2)
         except RuntimeError:  # storescu was refused: the attackers hold every slot
             seconds = None
     finally:
@@ -211,21 +199,21 @@ def main() -> None:
     files = phantom_files(Path(tempfile.gettempdir()) / f"clinibox-bench-ct-{args.files}",
                           args.files, "ct", seed=7)
     work = Path(tempfile.mkdtemp(prefix="clinibox-hostile-"))
-    port, web_port, max_object_mb = free_port(), free_port(), 64
-    config = write_box_config(
-        work / "box.toml", work / "state", port,
+    (port, web_port), max_object_mb = free_ports(2), 64
+    config = write_config(
+        work / "box.toml", work / "state", port, BOX_DEFAULTS,
         dicom={"max_associations_per_peer": 4},
         storage={"max_object_mb": max_object_mb},
         usb={"enabled": True, "watch_dir": str(work / "import"), "poll_seconds": 0.2,
              "settle_seconds": 0.5},
         web={"enabled": True, "port": web_port, "host": "0.0.0.0"})
-    proc = start_box(config, work / "serve.log", wait_for_model=True)
+    proc = serve(config, work / "serve.log", wait_for_model=True)
     box = {"port": port, "web_port": web_port, "db": work / "state" / "clinibox.db",
            "import": work / "import", "files": files, "max_object_mb": max_object_mb,
            "cert": work / "state" / "keys" / "web-cert.pem"}
     figures: dict = {"machine": machine("pynetdicom", "pydicom", "numpy")}
     try:
-        wait_until(lambda: echo(port, "CLINIBOX") and box["cert"].exists(), 180, "clinibox")
+        wait_for(lambda: echoscu(port) and box["cert"].exists(), 180, "clinibox")
         import subprocess
         subprocess.run([sys.executable, "-m", "firmware_app.cli", "user", "add", "nadia",
                         "--role", "clinician", "--password-stdin", "--config", str(config)],
@@ -234,8 +222,8 @@ def main() -> None:
         time.sleep(2)
         idle = tree_pss_mb(proc.pid)
         with PeakSampler(proc.pid) as sampler:
-            send(port, "CLINIBOX", files)
-            wait_until(lambda: results(box["db"]) >= len(files), 600, "the reference batch")
+            send(port, files)
+            wait_for(lambda: results(box["db"]) >= len(files), 600, "the reference batch")
         reference = {"idle": idle, "peak": sampler.peak, "after": tree_pss_mb(proc.pid)}
         figures["reference (ordinary CT batch)"] = reference
         for attack in ATTACKS:
@@ -252,7 +240,20 @@ def main() -> None:
     finally:
         stop(proc)
         shutil.rmtree(work, ignore_errors=True)
-    save("hostile", figures)
+    reference = "the same appliance analysing the ordinary CT batch, same run"
+    batch = figures["reference (ordinary CT batch)"]
+    kept = {"idle": figure(batch["idle"]["total"], "MB PSS"),
+            "ordinary CT batch: peak": figure(batch["peak"]["total"], "MB PSS"),
+            "ordinary CT batch: after": figure(batch["after"]["total"], "MB PSS")}
+    for attack in ATTACKS:
+        row = figures[attack.__name__]
+        what = attack.__name__.removeprefix("attack_").replace("_", " ")
+        kept[f"{what}: peak"] = figure(row["peak"]["total"], "MB PSS", reference)
+        kept[f"{what}: peak over the batch's"] = figure(row["peak_over_reference_mb"], "MB",
+                                                        reference)
+    save("hostile", figures, kept,
+         notes=f"clinibox serve with its viewer, {args.files} CT phantoms as the reference "
+               "batch, [storage] max_object_mb = 64; PSS of the process tree every 50 ms")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ and with its default (SyncStorageArea true); storescp (no fsync, no index) is th
 ceiling. pynetdicom alone (``bare_scp.py``: a handler that stores nothing, or only lets
 pynetdicom write the data set into a file) is the most a pynetdicom receiver could reach.
 
-    .venv/bin/python bench/ingest.py [--files 200] [--repeat 3] [--associations 1]
+    .venv/bin/python -m bench.ingest [--files 200] [--repeat 3] [--associations 1]
 """
 
 from __future__ import annotations
@@ -24,30 +24,29 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import (
-    DCMTK_ENV,
-    echo,
-    free_port,
-    phantom_files,
-    save,
-    send,
-    start_box,
-    stop,
-    wait_until,
-    write_box_config,
-)
+from bench.common import BOX_DEFAULTS, REPO, figure, phantom_files, save
 from firmware_app.ingest.native_receiver import receiver_binary
+from tests.box_harness import (
+    dcmtk_env,
+    echoscu,
+    send,
+    serve,
+    stop,
+    wait_for,
+    write_config,
+)
+from tests.ports import free_port, free_ports
 
 
 def timed_receiver(command: list[str], port: int, ae_title: str, files: list[Path],
                    associations: int) -> float:
     """Start a receiver (TCP_NODELAY=1 in its environment), wait for its C-ECHO answer,
     return the seconds storescu takes to send ``files``, stop it."""
-    proc = subprocess.Popen(command, env=DCMTK_ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(command, env=dcmtk_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=REPO)
     try:
-        wait_until(lambda: echo(port, ae_title), 60, " ".join(command[:1]))
-        return send(port, ae_title, files, associations)
+        wait_for(lambda: echoscu(port, ae_title=ae_title), 60, " ".join(command[:3]))
+        return send(port, files, ae_title=ae_title, associations=associations)
     finally:
         stop(proc)
 
@@ -61,7 +60,7 @@ def run_storescp(files: list[Path], work: Path, associations: int) -> float:
 
 
 def run_orthanc(files: list[Path], work: Path, associations: int, sync: bool) -> float:
-    port, http = free_port(), free_port()
+    port, http = free_ports(2)
     storage = work / "orthanc-db"
     config = work / "orthanc.json"
     config.write_text(json.dumps({
@@ -78,7 +77,7 @@ def run_orthanc(files: list[Path], work: Path, associations: int, sync: bool) ->
 def run_bare(files: list[Path], work: Path, associations: int, into_file: bool) -> float:
     """pynetdicom alone (``bare_scp.py``): what the library costs before any durability."""
     port = free_port()
-    command = [sys.executable, str(Path(__file__).with_name("bare_scp.py")), str(port)]
+    command = [sys.executable, "-m", "bench.bare_scp", str(port)]
     if into_file:
         command += ["--into", str(work / "received")]
     return timed_receiver(command, port, "BARE", files, associations)
@@ -87,12 +86,12 @@ def run_bare(files: list[Path], work: Path, associations: int, into_file: bool) 
 def run_clinibox(files: list[Path], work: Path, associations: int, worker: bool,
                  receiver: str) -> float:
     port = free_port()
-    config = write_box_config(work / "box.toml", work / "state", port,
-                              worker={"enabled": worker}, dicom={"receiver": receiver})
-    proc = start_box(config, work / "serve.log")
+    config = write_config(work / "box.toml", work / "state", port, BOX_DEFAULTS,
+                          worker={"enabled": worker}, dicom={"receiver": receiver})
+    proc = serve(config, work / "serve.log")
     try:
-        wait_until(lambda: echo(port, "CLINIBOX"), 120, "clinibox")
-        return send(port, "CLINIBOX", files, associations)
+        wait_for(lambda: echoscu(port), 120, "clinibox")
+        return send(port, files, associations=associations)
     finally:
         stop(proc)
 
@@ -139,14 +138,22 @@ def main() -> None:
     ceiling = rates["storescp (dcmtk, ceiling)"]
     orthanc = rates["orthanc (SyncStorageArea=false)"]
     durable = rates["orthanc (default, SyncStorageArea=true)"]
-    save("ingest", {
+    name = "ingest" if args.associations == 1 else f"ingest-{args.associations}-associations"
+    reference = "orthanc (default, SyncStorageArea=true), same run"
+    kept = {k: figure(round(v, 1), "instances/s", None if k.startswith(("storescp", "orthanc"))
+                      else reference) for k, v in rates.items()}
+    kept.update({f"{k} ÷ orthanc default": figure(round(v / durable, 3), "×", reference)
+                 for k, v in rates.items() if k.startswith("clinibox")})
+    save(name, {
         "files": len(files), "megabytes": round(megabytes, 1), "repeat": args.repeat,
         "associations": args.associations,
         "instances_per_s": {k: round(v, 1) for k, v in rates.items()},
         "ratio_to_storescp": {k: round(v / ceiling, 3) for k, v in rates.items()},
         "ratio_to_orthanc_nondurable": {k: round(v / orthanc, 3) for k, v in rates.items()},
         "ratio_to_orthanc_default": {k: round(v / durable, 3) for k, v in rates.items()},
-    })
+    }, kept, notes=f"{len(files)} CT phantoms ({megabytes:.1f} MB), storescu with TCP_NODELAY=1, "
+                   f"{args.associations} association(s), median of {args.repeat} interleaved "
+                   "runs, fresh state each")
 
 
 if __name__ == "__main__":

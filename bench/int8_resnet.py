@@ -18,7 +18,7 @@ VNNI, VNNI without AMX): an emulation on this core of what those CPUs allow.
 The model is trained on procedurally generated phantoms only; it is not for
 clinical use.
 
-    .venv/bin/python bench/int8_resnet.py [--train 960] [--data 300] [--epochs 12]
+    .venv/bin/python -m bench.int8_resnet [--train 960] [--data 300] [--epochs 12]
         [--rounds 20] [--runs 5] [--settle-ms 100] [--work DIR] [--skip-convert]
         [--accept-weak-model] [--gate KEY=VALUE] [--no-isa-caps]
 
@@ -44,7 +44,15 @@ from typing import Any
 
 import numpy as np
 
-from common import CPUID_MASKS, REPO, cpuid_mask_environment, machine, percentiles, save
+from bench.common import (
+    CPUID_MASKS,
+    REPO,
+    cpuid_mask_environment,
+    figure,
+    machine,
+    percentiles,
+    save,
+)
 
 SIZE = 224
 CELLS = SIZE // 32  #: the last feature grid of a ResNet (7 x 7 at 224)
@@ -431,7 +439,7 @@ def main() -> int:
                              "kernels, run by this core (cpu_mask/cpuid_mask.c)")
     args = parser.parse_args()
     if args.cpuid_mask and os.environ.get("CLINIBOX_CPUID_MASK") != args.cpuid_mask:
-        os.execve(sys.executable, [sys.executable, *sys.argv],
+        os.execve(sys.executable, [sys.executable, "-m", "bench.int8_resnet", *sys.argv[1:]],
                   cpuid_mask_environment(args.cpuid_mask))
 
     import torch
@@ -502,7 +510,9 @@ def main() -> int:
         print(f"converted in {figures['convert']['seconds']} s "
               f"(exit {figures['convert']['returncode']})", flush=True)
         if figures["convert"]["returncode"] != 0:
-            save("int8_resnet", figures)
+            save("int8_resnet", figures, {"convert exit status": figure(
+                figures["convert"]["returncode"], "exit status")},
+                 notes="clinibox convert failed: no timings")
             return 1
         (work / "convert.json").write_text(json.dumps(figures["convert"]))
     elif (work / "convert.json").exists():
@@ -559,7 +569,19 @@ def main() -> int:
         print(f"{name} thread(s) on {klass}: ORT INT8 {row['onnxruntime_int8_x']}× its FP32 "
               f"(target {TARGET_ORT_INT8}×), OpenVINO INT8 {row['openvino_int8_x']}× ORT FP32 "
               f"(target {row['openvino_int8_target']}×)")
-    save("int8_resnet" + (f"-{args.cpuid_mask}" if args.cpuid_mask else ""), figures)
+    reference = "onnxruntime:onnx/fp32, same threads, interleaved, same run"
+    kept = {}
+    for name, row in figures["timings"].items():
+        for label, pair in row.items():
+            ref = None if label == "onnxruntime:onnx/fp32" else reference
+            kept[f"{label}, {name} thread(s) p50"] = figure(pair["p50_ms"], "ms/image", ref)
+            if ref:
+                kept[f"{label}, {name} thread(s) speed-up"] = figure(
+                    pair["speedup_vs_ort_fp32"], "×", ref)
+    save("int8_resnet" + (f"-{args.cpuid_mask}" if args.cpuid_mask else ""), figures, kept,
+         notes=f"{figures['model']['name']}, {figures['model']['macs'] / 1e9:.2f} G MACs; "
+               f"auto chose {figures['auto']['label']}; CPU class {klass}"
+               + (f"; CPUID masked to {args.cpuid_mask}" if args.cpuid_mask else ""))
     if scratch is not None:
         scratch.cleanup()
     return 0

@@ -12,28 +12,20 @@ Each figure has a reference measured in the same run:
   socket) against a cold start of `clinibox serve` to READY=1.
 
 The packages are copies of the demo package (ONNX fp32 + int8), re-signed
-with the demo key. Run: ``.venv/bin/python bench/lifecycle.py``.
+with the demo key. Run: ``.venv/bin/python -m bench.lifecycle``.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, free_port, machine, save, stop, write_box_config
-
-# firmware_app/ and tests/ are imported from the checkout (the script runs from bench/)
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
+from bench.common import BOX_DEFAULTS, figure, machine, save
 from firmware_app.models.golden import run_golden_cases
 from firmware_app.models.install import install, rollback
 from firmware_app.models.package import load_package
@@ -41,7 +33,9 @@ from firmware_app.models.store import resolve_package_root, store_for
 from firmware_app.runtime.selection import sample_inputs, select_backend
 from firmware_app.service.appliance import load_runner
 from firmware_app.settings.box import from_dict
+from tests.box_harness import Notify, serve, stop, write_config
 from tests.model_packages import make_package
+from tests.ports import free_port
 
 
 def _ms(samples: list[float]) -> dict[str, float]:
@@ -100,48 +94,38 @@ def install_and_rollback(root: Path, runs: int, runtime: dict) -> dict:
             "rollback": _ms(rollbacks), "reference_state_read": _ms(reads)}
 
 
-class NotifySocket:
-    """A stand-in for systemd's notify socket."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-
-    def wait_for(self, text: str, timeout: float = 120) -> float:
-        """perf_counter() when a message containing ``text`` arrived."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            if text in self.sock.recv(4096).decode():
-                return time.perf_counter()
-        raise TimeoutError(f"no {text!r}")
-
-
 def live_switch(root: Path, runs: int, runtime: dict) -> dict:
     """Cold start to READY against the switch of a running service to a new package."""
     colds, switches = [], []
     root.mkdir(parents=True, exist_ok=True)
     for run in range(runs):
         state = root / f"serve-{run}"
-        config_path = write_box_config(root / f"serve-{run}.toml", state, free_port(),
-                                       web={"enabled": False}, runtime=runtime)
+        config_path = write_config(root / f"serve-{run}.toml", state, free_port(),
+                                   BOX_DEFAULTS, web={"enabled": False}, runtime=runtime)
         config = from_dict({"storage": {"state_dir": str(state)}, "runtime": runtime})
-        notify = NotifySocket(root / f"notify-{run}")
-        started = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "firmware_app.cli", "serve", "--config", str(config_path)],
-            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env={**os.environ, "NOTIFY_SOCKET": str(notify.path)})
+        notify = Notify(root / f"notify-{run}")
+        started = time.monotonic()
+        proc = serve(config_path, root / f"serve-{run}.log", notify=notify,
+                     output=subprocess.DEVNULL)
         try:
-            colds.append(notify.wait_for("READY=1") - started)
+            colds.append(notify.heard("READY=1", 120) - started)
+            # the box receives before its model runs; it watches for a switch once it does
+            notify.heard("STATUS=model ", 120)
             install(config, make_package(root / f"switch-{run}", "1.1.0"))
-            installed = time.perf_counter()
-            switches.append(notify.wait_for("clinibox-demo-lesion@1.1.0") - installed)
+            installed = time.monotonic()
+            switches.append(notify.heard("clinibox-demo-lesion@1.1.0", 120) - installed)
         finally:
             stop(proc)
-            notify.sock.close()
+            notify.close()
     return {"switch_after_install": _ms(switches), "reference_cold_start": _ms(colds)}
+
+
+#: what each measurement was compared to, in the same run
+REFERENCES = {"with_golden_cases": "the same load without the golden cases, same run",
+              "golden_cases_alone": "one inference on the same backend, same run",
+              "install": "verifying the package alone, same run",
+              "rollback": "reading the store's state, same run",
+              "switch_after_install": "a cold start of clinibox serve to READY=1, same run"}
 
 
 def main() -> None:
@@ -163,7 +147,19 @@ def main() -> None:
         "install_onnxruntime_fp32": install_and_rollback(root / "fixed", args.runs, fixed),
         "live_switch_onnxruntime_fp32": live_switch(root / "live", args.runs, fixed),
     }
-    save("lifecycle", figures)
+    kept = {}
+    for what, row in (("start-up load, auto", figures["startup_load_auto"]),
+                      ("start-up load, onnxruntime fp32",
+                       figures["startup_load_onnxruntime_fp32"]),
+                      ("model lifecycle, auto", figures["install_auto"]),
+                      ("model lifecycle, onnxruntime fp32", figures["install_onnxruntime_fp32"]),
+                      ("live switch, onnxruntime fp32", figures["live_switch_onnxruntime_fp32"])):
+        for key, value in row.items():
+            if isinstance(value, dict):
+                kept[f"{what}: {key.replace('_', ' ')} median"] = figure(
+                    value["median_ms"], "ms", REFERENCES.get(key))
+    save("lifecycle", figures, kept,
+         notes=f"{args.runs} runs each, interleaved; copies of the demo package re-signed")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ start-up (steady), fed N phantom images over DICOM, and measured again after
 processing (steady after work) together with its peak (VmHWM). The reference
 in the same run is the same box with the worker off (no model loaded).
 
-    .venv/bin/python bench/memory.py [--files 60]
+    .venv/bin/python -m bench.memory [--files 60]
 """
 
 from __future__ import annotations
@@ -16,31 +16,23 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (
-    echo,
-    free_port,
-    phantom_files,
-    save,
-    send,
-    start_box,
-    stop,
-    wait_until,
-    write_box_config,
-)
+from bench.common import BOX_DEFAULTS, figure, phantom_files, save
+from bench.process_memory import rss
 from firmware_app.runtime.registry import available_backends
-from process_memory import rss
+from tests.box_harness import echoscu, send, serve, stop, wait_for, write_config
+from tests.ports import free_port
 
 
 def measure(files: list[Path], work: Path, backend: str | None) -> dict:
     port = free_port()
     sections = {"runtime": {"backend": backend}} if backend else {"worker": {"enabled": False}}
-    config = write_box_config(work / "box.toml", work / "state", port, **sections)
-    proc = start_box(config, work / "serve.log", wait_for_model=True)
+    config = write_config(work / "box.toml", work / "state", port, BOX_DEFAULTS, **sections)
+    proc = serve(config, work / "serve.log", wait_for_model=True)
     try:
-        wait_until(lambda: echo(port, "CLINIBOX"), 120, "clinibox")
+        wait_for(lambda: echoscu(port), 120, "clinibox")
         time.sleep(1.0)
         idle = rss(proc.pid)
-        send(port, "CLINIBOX", files)
+        send(port, files)
         db = work / "state" / "clinibox.db"
         if backend:
             def done() -> bool:
@@ -50,7 +42,7 @@ def measure(files: list[Path], work: Path, backend: str | None) -> dict:
                         files)
                 finally:
                     conn.close()
-            wait_until(done, 600, "results")
+            wait_for(done, 600, "results")
         time.sleep(1.0)
         after = rss(proc.pid)
     finally:
@@ -67,10 +59,17 @@ def main() -> None:
     cache = Path(tempfile.gettempdir()) / f"clinibox-bench-mixed-{args.files}"
     files = phantom_files(cache, args.files, "mixed", seed=4)
     figures = {}
+    alone = "no model (worker off)"
     for backend in [None, *available_backends()]:
         with tempfile.TemporaryDirectory(prefix="clinibox-mem-") as tmp:
-            figures[backend or "no model (worker off)"] = measure(files, Path(tmp), backend)
-    save("memory", {"files": args.files, "rss": figures, "target_mb_onnxruntime": 300})
+            figures[backend or alone] = measure(files, Path(tmp), backend)
+    reference = f"{alone}, same run"
+    kept = {f"{name}: {what}": figure(row[key], "MB RSS", None if name == alone else reference)
+            for name, row in figures.items()
+            for what, key in (("idle", "steady_idle_mb"), ("after work", "steady_after_work_mb"),
+                              ("peak", "peak_mb"))}
+    save("memory", {"files": args.files, "rss": figures, "target_mb_onnxruntime": 300}, kept,
+         notes=f"clinibox serve alone, {args.files} mixed phantoms; target: onnxruntime <= 300 MB")
 
 
 if __name__ == "__main__":

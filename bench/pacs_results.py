@@ -16,7 +16,7 @@ clinical use), storescu sends the slices in one association; then:
 Reference, same run: the box's own documents of one study sent straight to
 Orthanc by dcmtk's dcmsend (one association): the floor of the delivery step.
 
-    .venv/bin/python bench/pacs_results.py [--studies 8] [--slices 10] [--stable 2]
+    .venv/bin/python -m bench.pacs_results [--studies 8] [--slices 10] [--stable 2]
 """
 
 from __future__ import annotations
@@ -24,34 +24,17 @@ from __future__ import annotations
 import argparse
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import (
-    DCMTK_ENV,
-    REPO,
-    echo,
-    free_port,
-    machine,
-    percentiles,
-    phantom_files,
-    save,
-    send,
-    start_box,
-    stop,
-    wait_until,
-    write_box_config,
-)
-
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
 import pydicom
 from pydicom.uid import generate_uid
 
+from bench.common import BOX_DEFAULTS, REPO, figure, machine, percentiles, phantom_files, save
+from tests.box_harness import dcmtk_env, echoscu, send, serve, stop, wait_for, write_config
 from tests.orthanc_server import Orthanc  # the tests' Orthanc, not written twice
+from tests.ports import free_port
 
 AE = "CLINIBOX"
 #: dcmtk's dcmsend proposes each file's own SOP class (storescu's default list lacks the 3D SR)
@@ -99,25 +82,23 @@ def main() -> int:
         sources = phantom_files(REPO / "bench" / "out" / "phantoms-ct", 40, "ct")
         with Orthanc(root / "orthanc") as pacs:
             port = free_port()
-            config = write_box_config(
-                root / "box.toml", root / "state", port,
+            config = write_config(
+                root / "box.toml", root / "state", port, BOX_DEFAULTS,
                 studies={"stable_seconds": args.stable},
-                pacs={"retry_min_seconds": 0.5, "retry_max_seconds": 2.0})
-            with open(config, "a") as handle:
-                handle.write(f'[[pacs.destinations]]\nname = "pacs"\nae_title = '
-                             f'"{pacs.ae_title}"\nhost = "{pacs.host}"\nport = '
-                             f'{pacs.dicom_port}\nsend = ["sr", "seg", "key_image"]\n')
-            box = start_box(config, root / "serve.log", wait_for_model=True)
+                pacs={"retry_min_seconds": 0.5, "retry_max_seconds": 2.0, "destinations": [{
+                    "name": "pacs", "ae_title": pacs.ae_title, "host": pacs.host,
+                    "port": pacs.dicom_port, "send": ["sr", "seg", "key_image"]}]})
+            box = serve(config, root / "serve.log", wait_for_model=True)
             try:
-                wait_until(lambda: echo(port, AE), 120, "clinibox to answer C-ECHO")
+                wait_for(lambda: echoscu(port, ae_title=AE), 120, "clinibox to answer C-ECHO")
                 sr_ms, studies = [], []
                 for index in range(args.studies):
                     files = study_files(sources, root / "studies", args.slices, index)
                     uid = str(pydicom.dcmread(files[0], stop_before_pixels=True)
                               .StudyInstanceUID)
-                    send(port, AE, files)
+                    send(port, files, ae_title=AE)
                     answered = time.monotonic()
-                    wait_until(lambda u=uid: sr_in_pacs(pacs, u), 120, "the SR in the PACS")
+                    wait_for(lambda u=uid: sr_in_pacs(pacs, u), 120, "the SR in the PACS")
                     sr_ms.append((time.monotonic() - answered - args.stable) * 1000)
                     studies.append(uid)
                 db = sqlite3.connect(root / "state" / "clinibox.db")
@@ -136,12 +117,12 @@ def main() -> int:
                 started = time.perf_counter()
                 done = subprocess.run([DCMSEND, "-aec", pacs.ae_title, pacs.host,
                                        str(pacs.dicom_port), *map(str, documents)],
-                                      env=DCMTK_ENV, capture_output=True, text=True)
+                                      env=dcmtk_env(), capture_output=True, text=True)
                 if done.returncode != 0:
                     raise RuntimeError(f"dcmsend failed: {done.stdout[-1500:]}"
                                        f"{done.stderr[-1500:]}")
                 reference.append((time.perf_counter() - started) * 1000)
-    save("pacs_results", {
+    details = {
         "machine": machine("pynetdicom", "highdicom"),
         "studies": args.studies, "slices_per_study": args.slices,
         "stable_seconds": args.stable,
@@ -150,7 +131,19 @@ def main() -> int:
         "alerts": len(alert_ms),
         "reference_dcmsend_of_the_documents": percentiles(reference),
         "documents_per_study": len(documents),
-    })
+    }
+    reference = "dcmtk's dcmsend of the box's own documents of one study, same run"
+    sr, alert, floor = (details["sr_in_pacs_beyond_stable"],
+                        details["alert_in_outbox_beyond_stable"],
+                        details["reference_dcmsend_of_the_documents"])
+    kept = {"SR in the PACS beyond the stable period p50": figure(sr["p50_ms"], "ms", reference),
+            "SR in the PACS beyond the stable period p95": figure(sr["p95_ms"], "ms", reference),
+            "dcmsend of the documents p50": figure(floor["p50_ms"], "ms"),
+            "alert in the outbox beyond the stable period p50": figure(
+                alert["p50_ms"] if alert else None, "ms")}
+    save("pacs_results", details, kept,
+         notes=f"{args.studies} studies of {args.slices} CT phantom slices, [studies] "
+               f"stable_seconds = {args.stable:g}, a real Orthanc as the PACS")
     return 0
 
 

@@ -13,14 +13,13 @@ Images: a 512 × 512 CT phantom (the project's generator), pydicom's 10-frame
 MR (``emri_small.dcm``) and a 4096 × 3328 16-bit mammography-sized phantom,
 RLE-compressed, as a large full-field detector sends it.
 
-    .venv/bin/python bench/previews.py [--rounds 10]
+    .venv/bin/python -m bench.previews [--rounds 10]
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,11 +28,7 @@ import numpy as np
 from pydicom.data import get_testdata_file
 from pydicom.uid import RLELossless
 
-from common import REPO, machine, percentiles, phantom_files, save
-
-if str(REPO) not in sys.path:  # tests/ and web/ from the checkout (the script runs from bench/)
-    sys.path.insert(0, str(REPO))
-
+from bench.common import figure, machine, percentiles, phantom_files, save
 from firmware_app.imaging import preview_file
 from firmware_app.imaging.decode import modality_values, open_dataset
 from firmware_app.imaging.sandbox import DecodeSandbox
@@ -119,7 +114,21 @@ def main() -> None:
     finally:
         sandbox.close()  # the viewer's own child ends with this process
         shutil.rmtree(work, ignore_errors=True)
-    save("previews", figures)
+    worker_ref = "the worker's decode without previews, same run"
+    viewer_ref = "the viewer decoding the DICOM file for every request, same run"
+    kept = {}
+    for name in images:
+        row = figures[name]
+        kept[f"{name}: worker, decode and previews p50"] = figure(
+            row["worker_decode_and_previews"]["p50_ms"], "ms", worker_ref)
+        kept[f"{name}: worker extra p50"] = figure(row["worker_extra_p50_ms"], "ms",
+                                                   worker_ref)
+        kept[f"{name}: viewer from the preview p50"] = figure(
+            row["viewer_from_preview"]["p50_ms"], "ms", viewer_ref)
+        kept[f"{name}: viewer decoding p50"] = figure(
+            row["viewer_decoding_per_request"]["p50_ms"], "ms")
+        kept[f"{name}: viewer speed-up"] = figure(row["viewer_speedup_p50"], "×", viewer_ref)
+    save("previews", figures, kept, notes=f"{args.rounds} rounds, interleaved")
 
 
 if __name__ == "__main__":

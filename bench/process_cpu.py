@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from process_memory import descendants
+from bench.process_memory import descendants
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

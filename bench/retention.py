@@ -26,7 +26,7 @@ rewritten, marks cleared), so both stores always delete the same number of
 files and the ratio shows what the other rows cost. p50 and p95 in ms over
 ``--runs`` runs after two warm-up runs.
 
-    .venv/bin/python bench/retention.py [--instances 100000] [--reference 1000] [--due 100]
+    .venv/bin/python -m bench.retention [--instances 100000] [--reference 1000] [--due 100]
                                         [--runs 15]
 """
 
@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import sqlite3
-import sys
 import tempfile
 import time
 import uuid
@@ -47,11 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from common import REPO, machine, percentiles, save
-
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
+from bench.common import figure, machine, percentiles, save
 from firmware_app.settings.box import Config, StorageConfig
 from firmware_app.storage import db
 from firmware_app.storage.retention import apply_retention
@@ -249,7 +244,19 @@ def main() -> None:
         print(f"  {kind:<8}{ref['p50_ms']:>9.1f} /{ref['p95_ms']:>6.1f}"
               f"{big['p50_ms']:>11.1f} /{big['p95_ms']:>6.1f}{row['p50_ratio']:>11.2f}")
     print()
-    save("retention", figures)
+    reference = f"the same pass on a store of {args.reference:,} instances, same run"
+    kept = {}
+    for kind, row in figures["passes"].items():
+        kept[f"{kind} pass, {args.reference:,} instances p50"] = figure(
+            row["reference"]["p50_ms"], "ms")
+        kept[f"{kind} pass, {args.instances:,} instances p50"] = figure(
+            row["large"]["p50_ms"], "ms", reference)
+        kept[f"{kind} pass, {args.instances:,} instances p95"] = figure(
+            row["large"]["p95_ms"], "ms", reference)
+        kept[f"{kind} pass p50 ratio"] = figure(row["p50_ratio"], "×", reference)
+    save("retention", figures, kept,
+         notes=f"one apply_retention pass, {args.due} images of {len(data) // 1024} KiB deleted "
+               f"per age or disk pass, {args.runs} runs interleaved")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ Then the whole appliance (``clinibox serve`` with its viewer) is started twice
 on one state folder: PSS of its process tree when idle, and seconds to its
 first C-ECHO answer.
 
-    .venv/bin/python bench/runtime_choice.py [--rounds 3]
+    .venv/bin/python -m bench.runtime_choice [--rounds 3]
 """
 
 from __future__ import annotations
@@ -29,18 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (
-    REPO,
-    echo,
-    free_port,
-    machine,
-    save,
-    start_box,
-    stop,
-    wait_until,
-    write_box_config,
-)
-from process_memory import tree_pss_mb
+from bench.common import BOX_DEFAULTS, REPO, figure, machine, save
+from bench.process_memory import tree_pss_mb
+from tests.box_harness import echoscu, serve, stop, wait_for, write_config
+from tests.ports import free_ports
 
 CHOOSE = """
 import json, os, sys, time
@@ -75,9 +67,9 @@ def appliance(work: Path, config: Path) -> dict:
     port = int(next(line.split("=")[1] for line in config.read_text().splitlines()
                     if line.startswith("port =")))
     started = time.monotonic()
-    proc = start_box(config, work / "serve.log")
+    proc = serve(config, work / "serve.log")
     try:
-        wait_until(lambda: echo(port, "CLINIBOX"), 180, "clinibox to answer C-ECHO")
+        wait_for(lambda: echoscu(port), 180, "clinibox to answer C-ECHO")
         ready = time.monotonic() - started
         time.sleep(3)
         return {"seconds_to_echo": round(ready, 2), "idle_pss": tree_pss_mb(proc.pid)}
@@ -104,12 +96,23 @@ def main() -> int:
                           "runtimes_loaded": sorted({m for r in rows for m in r["runtimes"]}),
                           "chosen": sorted({r["label"] for r in rows})}
                    for name, rows in runs.items()}
-        config = write_box_config(work / "box.toml", work / "state", free_port(),
-                                  web={"enabled": True, "port": free_port(),
-                                       "host": "127.0.0.1"})
+        port, web_port = free_ports(2)
+        config = write_config(work / "box.toml", work / "state", port, BOX_DEFAULTS,
+                              web={"enabled": True, "port": web_port, "host": "127.0.0.1"})
         whole = {"first_start": appliance(work, config), "later_start": appliance(work, config)}
+    reference = "every candidate loaded and timed in the service's own process, same run"
+    kept = {}
+    for name, row in summary.items():
+        ref = None if name == "reference_in_service" else reference
+        kept[f"{name.replace('_', ' ')}: PSS"] = figure(row["pss_mb"], "MB", ref)
+        kept[f"{name.replace('_', ' ')}: choice"] = figure(row["seconds"], "s", ref)
+    for name, row in whole.items():
+        kept[f"appliance {name.replace('_', ' ')}: C-ECHO"] = figure(row["seconds_to_echo"], "s")
+        kept[f"appliance {name.replace('_', ' ')}: idle"] = figure(row["idle_pss"]["total"],
+                                                                   "MB PSS")
     save("runtime_choice", {"machine": machine("onnxruntime", "openvino", "ai-edge-litert"),
-                            "rounds": args.rounds, "choice": summary, "appliance": whole})
+                            "rounds": args.rounds, "choice": summary, "appliance": whole}, kept,
+         notes=f"medians of {args.rounds} fresh interpreters; backend auto")
     return 0
 
 

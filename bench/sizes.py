@@ -12,7 +12,7 @@ stated (each axis' bias and 95 % limits of agreement, the share's lower confiden
 bound: ``demo_metrics.size_agreement``) and, for each lesion that misses it, its
 kind, class, true and measured axes: what a newcomer needs to see where the sizes fail.
 
-    .venv/bin/python bench/sizes.py [--split test] [--count 1000]
+    .venv/bin/python -m bench.sizes [--split test] [--count 1000]
         [--backend onnxruntime] [--precision fp32] [--rescans 0]
         [--stage-net STATE_DICT.pt --stage-width 16 --stage-depth 4 --stage-offset 0.6
          --stage-orientations 0]
@@ -36,17 +36,12 @@ as the package's own stage, which is the reference in the same run.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from common import REPO, machine, save
-
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
+from bench.common import figure, machine, save
 from demo.metrics import (
     SIZE_FLOOR_MM,
     SIZE_TOLERANCE,
@@ -159,14 +154,33 @@ def main() -> None:
             "mask_offset": args.stage_offset, "orientations": list(orientations),
             **stage_report(runner, split, seed, plan, scans)}}
         runner.stage = package_stage
-    save("sizes", {
+    details = {
         "machine": machine("onnxruntime"),
         "model": runner.package.model_id, "backend": runner.backend_label,
         "split": args.split, "phantoms": args.count,
         **stage_report(runner, split, seed, plan, scans),
         "reference_first_stage_alone": size_figures(first),
         **candidate,
-    })
+    }
+    reference = "the first stage's own mask (no second stage), same phantoms, same run"
+    stage, alone = details["with_second_stage"], details["reference_first_stage_alone"]
+    kept = {"both axes within 15 %, lesions over 5 mm": figure(
+                stage.get("both_within_15pct"), "share", reference),
+            "first stage alone: both axes within 15 %": figure(
+                alone.get("both_within_15pct"), "share"),
+            "median long axis error": figure(stage.get("median_long_axis_error_pct"), "%",
+                                             reference),
+            "lesions over 5 mm measured": figure(stage.get("measured"), "lesions")}
+    if candidate:
+        kept["candidate stage: both axes within 15 %"] = figure(
+            candidate["candidate_stage"]["with_second_stage"].get("both_within_15pct"), "share",
+            "the package's own second stage, same run")
+    if args.rescans:
+        kept["test-retest: an axis moves over 15 %"] = figure(
+            details["test_retest"].get("an_axis_moves_over_15pct_of_truth"), "share")
+    save("sizes", details, kept,
+         notes=f"{details['model']} on {details['backend']}, {args.count} {args.split} "
+               f"phantoms, {args.rescans} rescan(s)")
 
 
 def candidate_stage(path: Path, width: int, offset: float, depth: int,

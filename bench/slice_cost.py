@@ -20,13 +20,12 @@ runs them on one thread. What the drain could reach at best, if the pipeline cos
 nothing and both cores were always busy: 2 cores ÷ the core-ms a slice. The first
 stage alone is the reference in the same run.
 
-    .venv/bin/python bench/slice_cost.py [--files 200] [--threads 0] [--models DIR]
+    .venv/bin/python -m bench.slice_cost [--files 200] [--threads 0] [--models DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -34,11 +33,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
-from common import REPO, machine, phantom_files, save
-
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
+from bench.common import figure, machine, phantom_files, save
 from firmware_app.imaging.decode import decode
 from firmware_app.imaging.preview import decode_with_previews
 from firmware_app.service.appliance import load_runner
@@ -131,7 +126,7 @@ def main() -> None:
         runner.close()
     with_stage = decoder["core_ms"] + whole["core_ms"]
     without = decoder["core_ms"] + first["core_ms"]
-    save("slice_cost", {
+    details = {
         "machine": machine("onnxruntime", "openvino", "ai-edge-litert", "numpy", "pydicom"),
         "model": runner.package.model_id, "models_dir": str(config.models_dir),
         "slices": len(files), "lesions_found": lesions, "backend": runner.backend_label,
@@ -147,7 +142,23 @@ def main() -> None:
         "best_drain_on_2_cores_without": round(CORES * 1000 / without, 1),
         "note": "core-ms of the whole process (runtime threads included); the best drain "
                 "assumes a pipeline that costs nothing and two cores always busy",
-    })
+    }
+    reference = "the first stage alone (no second stage), same slices, same run"
+    kept = {"decoder sandbox's work": figure(decoder["core_ms"], "core-ms/slice"),
+            "model, first stage alone": figure(first["core_ms"], "core-ms/slice"),
+            "model with its second stage": figure(whole["core_ms"], "core-ms/slice", reference),
+            "a slice with the second stage": figure(round(with_stage, 2), "core-ms",
+                                                    reference),
+            "a slice without": figure(round(without, 2), "core-ms"),
+            "inference floor": figure(floor["core_ms_a_slice"], "core-ms/slice"),
+            "best drain on 2 cores with the second stage": figure(
+                details["best_drain_on_2_cores_with_second_stage"], "slices/s", reference),
+            "best drain at the inference floor": figure(floor["best_drain_on_2_cores"],
+                                                        "slices/s")}
+    save("slice_cost", details, kept,
+         notes=f"{len(files)} CT phantoms of 512 px, {details['model']} on "
+               f"{details['backend']}, threads {args.threads or 'default'}; core-ms of the "
+               "whole process")
 
 
 if __name__ == "__main__":

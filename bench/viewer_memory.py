@@ -20,10 +20,10 @@ its PSS (``/proc/<pid>/smaps_rollup``, ``process_memory.pss_mb``) and RSS
 of the per-round differences. PSS shares each page among every process that
 maps it, unrelated ones included (a test run importing numpy lowers the
 children's PSS), so run this on an idle machine. The benchmark's own helpers
-(``common``, ``process_memory``, ``argparse``) are imported in the parent only,
+(``bench.common``, ``bench.process_memory``, ``argparse``) are imported in the parent only,
 so the children hold only what they measure.
 
-    .venv/bin/python bench/viewer_memory.py [--rounds 5]
+    .venv/bin/python -m bench.viewer_memory [--rounds 5]
 """
 
 from __future__ import annotations
@@ -67,8 +67,8 @@ def child(variant: str, state: str) -> None:
 
 def spawn(command: list[str], pythonpath: str) -> dict[str, Any]:
     """Run one child until it reports, measure its PSS and RSS from outside, let it exit."""
-    from common import REPO
-    from process_memory import pss_mb, rss
+    from bench.common import REPO
+    from bench.process_memory import pss_mb, rss
 
     env = {**os.environ, "PYTHONPATH": pythonpath}
     proc = subprocess.Popen(command, cwd=REPO, env=env, text=True,
@@ -87,8 +87,9 @@ def spawn(command: list[str], pythonpath: str) -> dict[str, Any]:
 
 
 def measure_variant(variant: str) -> dict[str, Any]:
-    """One fresh child of ``variant`` on a fresh temporary state dir."""
-    from common import REPO
+    """One fresh child of ``variant`` on a fresh temporary state dir (this file run as a
+    script, so that the child imports nothing of the benchmarks' own)."""
+    from bench.common import REPO
 
     with tempfile.TemporaryDirectory(prefix="clinibox-viewer-memory-") as state:
         return spawn([sys.executable, __file__, "--child", variant, state], str(REPO))
@@ -111,7 +112,7 @@ def difference(more: list[dict[str, Any]], less: list[dict[str, Any]]) -> dict[s
 
 def compare(rounds: int) -> None:
     """Interleave the variants ``rounds`` times, print the medians and their difference."""
-    from common import machine, save
+    from bench.common import figure, machine, save
 
     samples: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}
     for _ in range(rounds):
@@ -132,7 +133,14 @@ def compare(rounds: int) -> None:
     gap = figures["reference_minus_viewer"]
     print(f"{'difference':10} {gap['pss_mb']:8.1f} {gap['rss_mb']:8.1f} {gap['modules']:8.0f}"
           "  (reference - viewer, median of the rounds)")
-    save("viewer_memory", figures)
+    reference = "the same viewer after importing the service's wiring, same run"
+    kept = {"viewer": figure(result["viewer"]["pss_mb"], "MB PSS", reference),
+            "viewer RSS": figure(result["viewer"]["rss_mb"], "MB RSS", reference),
+            "reference": figure(result["reference"]["pss_mb"], "MB PSS"),
+            "reference − viewer": figure(gap["pss_mb"], "MB PSS", reference),
+            "viewer modules": figure(result["viewer"]["modules"], "modules", reference)}
+    save("viewer_memory", figures, kept,
+         notes=f"a fresh child per variant, /login and / served; medians of {rounds} rounds")
 
 
 def main() -> None:

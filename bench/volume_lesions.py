@@ -21,7 +21,7 @@ volumes from the store (``storage/volumes.study_volumes``) and compared with tru
 * the reference in the same run: the same model on 2-D CT phantoms (the kind it was
   trained on), the share of their lesions it finds per band of long axis.
 
-    .venv/bin/python bench/volume_lesions.py [--series 24] [--slices 40] [--size 256]
+    .venv/bin/python -m bench.volume_lesions [--series 24] [--slices 40] [--size 256]
         [--spacing 2.5] [--lesions 2] [--diameters 10 60] [--contrast 18 80] [--hypodense 0.65]
         [--floor 5] [--seed 42] [--reference 300] [--name volume_lesions]
 """
@@ -29,7 +29,6 @@ volumes from the store (``storage/volumes.study_volumes``) and compared with tru
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -37,11 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import REPO, machine, save
-
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
+from bench.common import figure, machine, save
 from firmware_app.imaging.sandbox import DecodeSandbox
 from firmware_app.inference.analysis import finish_object, start_object
 from firmware_app.inference.volume import SeriesSlice, SeriesVolume, series_volume
@@ -213,7 +208,8 @@ def main() -> None:
     parser.add_argument("--reference", type=int, default=300,
                         help="2-D CT phantoms the model is also run on (0: none)")
     parser.add_argument("--name", default="volume_lesions",
-                        help="the figures go to bench/out/NAME.json")
+                        help="the figures go to bench/out/NAME.json and "
+                             "bench/results/CPU/NAME.json")
     args = parser.parse_args()
     config = Config()
     config.runtime.backend = "onnxruntime"
@@ -247,7 +243,7 @@ def main() -> None:
     finally:
         sandbox.close()
     bands = [(5.0, 15.0), (15.0, 25.0), (25.0, 40.0), (40.0, 1000.0)]
-    save(args.name, {
+    details = {
         "machine": machine("onnxruntime"),
         "model": runner.package.model_id, "backend": runner.backend_label,
         "series": args.series, "slices_per_series": args.slices, "size": args.size,
@@ -263,7 +259,24 @@ def main() -> None:
         "each_series": [{k: v for k, v in c.items() if k != "rows"} | {
             "volume_errors": [r.get("error") for r in c["rows"]],
             "diameters_mm": [r["diameter_mm"] for r in c["rows"]]} for c in model],
-    })
+    }
+    reference = "the volume builder on the truth's own cross-sections, same series, same run"
+    got, truth = details["with_the_demo_model"], details["volume_builder_on_truth_sections"]
+    kept = {"series counted exactly": figure(got["series_count_exact"], "series", reference),
+            "truth lesions found once": figure(got["found_once"], "lesions", reference),
+            "truth lesions": figure(got["truth_lesions"], "lesions"),
+            "false positive 3-D lesions": figure(got["false_positive_3d_lesions"], "lesions",
+                                                 reference),
+            "volume within 20 % of truth": figure(got["volume_within_20pct_of_truth_lesions"],
+                                                  "share", reference),
+            "volume builder on truth: found once": figure(truth["found_once"], "lesions"),
+            "volume builder on truth: volume within 20 %": figure(
+                truth["volume_within_20pct_of_truth_lesions"], "share"),
+            "received": figure(details["received_ms_per_slice"], "ms/slice")}
+    save(args.name, details, kept,
+         notes=f"{args.series} series of {args.slices} slices ({args.size} px, "
+               f"{args.spacing} mm), diameters {args.diameters[0]:g}-{args.diameters[1]:g} mm, "
+               f"contrast {args.contrast[0]:g}-{args.contrast[1]:g} HU; {details['model']}")
 
 
 if __name__ == "__main__":
