@@ -47,7 +47,7 @@ CENTRE_JITTER, SCALE_JITTER = 0.12, 0.15
 #: the orientations the shipped graph looks at (``_orient``): the crop as cut. The four-scale
 #: stage sized as many held-out lesions within 15 % with this one look as with two (the crop
 #: also turned over its anti-diagonal: 91 misses in five scans of 1,000 phantoms each), at half
-#: the stage's inference; eight sized no more than two (bench/README.md)
+#: the stage's inference; eight sized no more than two (docs/decisions/0020-second-stage-one-look.md)
 SHIPPED_ORIENTATIONS = (0,)
 #: the looks :func:`calibrate_stage` measures (mask logits unshifted), for the record
 LOOKS_MEASURED = ((0,), (0, 7), tuple(range(8)))
@@ -128,7 +128,7 @@ class CropNet(nn.Module):
     ``depth`` is its number of scales: 3 (64, 32 and 16 pixels a side: the demo's earlier
     stage, a receptive field of about 44 crop pixels) or 4 (a fourth at 8 pixels with
     8 × ``width`` channels: a field over the whole crop, 46 % more MACs; the demo's stage
-    since 2026-11-25, bench/README.md, "A stage that sees the whole crop"). Returns
+    since 2026-11-25, docs/decisions/0023-four-scale-stage-first-stage-recovered.md). Returns
     ``(crop_mask, crop_class)``: mask logits [N, 1, 64, 64] and class logits [N, 2] (benign,
     malignant)."""
 
@@ -244,7 +244,7 @@ def train_stage(train: Crops, epochs: int, seed: int = 0, batch: int = 32,
 
     ``width`` and ``depth``: the CropNet's (the demo's stage has 16 and 4). ``bf16``: the
     forward pass under bfloat16 autocast, the losses in float32 (2.7 times as fast for width
-    32 on a CPU with AMX; bench/README.md, "A stage four times as wide"); the net stays
+    32 on a CPU with AMX; docs/decisions/0038-training-layout-and-precision.md); the net stays
     float32."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)

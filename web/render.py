@@ -44,7 +44,7 @@ __all__ = ["BOX_COLOUR", "DecodeError", "FrameNotPreviewed", "FramePreview", "Wi
 #: Frames kept loaded (most recently used first out), and the memory they may hold: enough
 #: for the frames of the study on screen while the window is dragged, without letting a
 #: viewer worker keep a day's images (a preview is at most 2048² int16 or float32; reading
-#: one back from the page cache costs a few ms, bench/README "Display previews").
+#: one back from the page cache costs a few ms, docs/decisions/0006-display-previews.md).
 CACHE_ENTRIES = 4
 CACHE_MAX_BYTES = 48 * 1024 * 1024
 #: Colours of the key image's drawing (``firmware_app.imaging.annotate``), kept here by name.

@@ -4,7 +4,7 @@ highdicom keeps the DICOM standard's module tables (a 22.6 MB JSON file,
 about 60 MB of Python objects) for the life of the process that makes a
 document, and the thread that made it keeps its malloc arena: made in the
 service, the first study's SR, SEG and key image left it about 110 MB larger
-for good (bench/README, "The whole appliance"). The maker runs
+for good (docs/decisions/0008-pacs-documents-in-a-child-made-ahead.md). The maker runs
 ``study_documents`` in a child of its own instead: the box's limited child
 process (``imaging/sandbox.py``: an address-space and a time limit, no
 network, a fresh interpreter). The child also reads the received objects'

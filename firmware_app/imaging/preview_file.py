@@ -86,7 +86,7 @@ def save(previews: list[FramePreview], target: Path) -> None:
     Not synced to disk: a preview is made from the object beside it, which is durable.
     After a power cut it may be missing or unreadable, and the viewer makes it again
     (``web/render.load_frame``). Syncing it cost the decoder about a tenth of the
-    pipeline's throughput (bench/README.md)."""
+    pipeline's throughput (docs/decisions/0006-display-previews.md)."""
     meta = {"format": FORMAT, "frames": []}
     arrays: dict[str, np.ndarray] = {}
     for preview in previews:

@@ -18,7 +18,7 @@ sized within 15 % from 0.87 to 0.91), and again while the outline keeps
 moving, at most ``MAX_LOOKS`` looks in all: a large faint lesion whose
 first-stage box held only its centre needs a crop or two more to be seen
 whole (on five scans of the held-out phantoms, 95.1 % → 95.5 % within 15 %;
-bench/README.md). Most lesions take one look.
+docs/decisions/0021-look-again-while-the-outline-moves.md). Most lesions take one look.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ TIE_TOLERANCE = 0.05
 #: CPUs). There, the demo model on OpenVINO INT8 (0.53 ms) against TFLite FP32 (0.86 ms)
 #: drained about 83 against 80 CT slices a second (run to run 79-84 and 78-83), and
 #: OpenVINO held 67 MB more in the service: the whole appliance 250 MB steady, over its
-#: 200 (bench/README.md, "A difference the pipeline cannot see")
+#: 200 (docs/decisions/0011-runtime-ties-go-to-the-lighter-runtime.md)
 TIE_MS = 0.5
 #: precisions from most to least accurate
 PRECISION_RANK = {"fp32": 0, "fp16": 1, "int8": 2}
@@ -415,7 +415,7 @@ def _timing_child() -> None:
 #: (backend, artifact format, precision) -> the machines (``platform.machine()``) where the
 #: backend is not given such an artifact, found wrong there by ``clinibox cpu-check``:
 #: OpenVINO's ARM plugin refuses ONNX Runtime's QDQ INT8 ONNX on ARMv8.0 and, on ARMv8.2,
-#: answered 3 of a ResNet-18's 8 golden cases out of tolerance (bench/README, "Other CPU
+#: answered 3 of a ResNet-18's 8 golden cases out of tolerance (docs/decisions/0013-openvino-not-given-onnx-int8-on-arm.md, "Other CPU
 #: classes, emulated"). OpenVINO runs its own INT8 IR there.
 NOT_GIVEN_ON: dict[tuple[str, str, str], tuple[str, ...]] = {
     ("openvino", "onnx", "int8"): ("aarch64", "arm64"),

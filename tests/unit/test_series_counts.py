@@ -3,7 +3,7 @@
 A phantom CT series (``phantoms/series.py``: a sphere with its truth volume) goes
 through the real Lander and Worker with the demo model, so every slice has its stored
 geometry and previews. The demo model, trained on 2-D phantoms, misses most of such a
-lesion's small end slices (bench/README.md, "a CT series is a volume"), so this test then
+lesion's small end slices (bench/results/*/volume_lesions.json), so this test then
 writes the phantom's own cross-sections as each slice's lesion records: it is about how the
 box counts and says a lesion across slices, not about how the demo model detects it.
 """
