@@ -78,7 +78,7 @@ fuzz: install
 			tests/fuzz/corpus/$$target || exit 1; \
 	done
 
-# rebuild the phantom demo package with the converter pipeline (~45 min on 2 shared cores)
+# rebuild the phantom demo package with the converter pipeline (~75 min on 2 cores)
 demo-model: install
 	$(BIN)/python -m demo.train
 

@@ -86,8 +86,9 @@ def _model_install(config: config_module.Config, args: argparse.Namespace) -> in
     package = result.package
     print(_("installed %(model)s (signed by key %(key)s); %(golden)s", model=package.model_id,
             key=package.signer, golden=result.golden.describe()))
-    print(_("previous package kept for `clinibox model rollback`: %(previous)s",
-            previous=result.previous))
+    if result.previous:  # none on the box's first package of its [models] name
+        print(_("previous package kept for `clinibox model rollback`: %(previous)s",
+                previous=result.previous))
     if result.removed:
         print(_("removed older packages: %(removed)s", removed=", ".join(result.removed)))
     print(_("on trial until %(jobs)s analyses or %(hours)s h without a crash; a running "

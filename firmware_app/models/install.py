@@ -150,8 +150,11 @@ def _install(config: Config, source) -> InstallResult:
         raise UpdateRefused(f"[models] version pins {config.models.version}; clear it so that "
                             "installed packages can run")
     store = store_for(config)
-    running_root = resolve_package_root(config)
-    running_id = manifest_model_id(running_root)
+    try:
+        running_root: Path | None = resolve_package_root(config)
+    except PackageError:  # nothing of this name yet: the box's first package of [models] name
+        running_root = None
+    running_id = manifest_model_id(running_root) if running_root is not None else ""
     staging, staged = store.stage(source)
     verified = ""
     try:
@@ -171,10 +174,10 @@ def _install(config: Config, source) -> InstallResult:
 
     def switch(state: StoreState) -> list[str]:
         _check(config, package, state)  # again, under the lock
-        if not state.active and running_root.resolve() != store.package_root(
-                package.version).resolve():
+        if not state.active and running_root is not None and running_root.resolve(
+                ) != store.package_root(package.version).resolve():
             store.adopt(running_root, running_root.name)  # keep what ran until now
-        previous = state.active or running_root.name
+        previous = state.active or (running_root.name if running_root is not None else "")
         store.place(staged, package.version)
         state.previous, state.active = previous, package.version
         if not state.floor or version_key(package.version) > version_key(state.floor):

@@ -245,3 +245,26 @@ def test_installs_refusals_and_rollbacks_are_in_the_audit_trail(config, packages
     assert rows[0].detail.startswith("was clinibox-demo-lesion@1.0.0; 8/8 golden cases")
     assert rows[1].detail.startswith("older_version: ")
     assert rows[2].detail == "from clinibox-demo-lesion@1.1.0 (technician)"
+
+
+def test_the_first_package_of_a_name_installs_where_nothing_of_it_ran(tmp_path, packages):
+    """Regression: an installed box whose [models] name is set to its hospital's package
+    (nothing of that name under [models] dir, nothing installed) refused the first install
+    with "no model package … under …"."""
+    config = from_dict({"storage": {"state_dir": str(tmp_path / "state")},
+                        "models": {"name": "clinibox-lesion"},
+                        "runtime": {"backend": "onnxruntime", "precision": "fp32"}})
+    with pytest.raises(PackageError):
+        resolve_package_root(config)  # the box runs no model of this name yet
+    source = make_package(packages, "1.1.0", name="clinibox-lesion")
+    archive = tmp_path / "clinibox-lesion-1.1.0.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(source, arcname="clinibox-lesion-1.1.0")
+    result = install(config, archive)
+    state = store_for(config).read()
+    assert (state.active, state.previous, state.floor) == ("1.1.0", "", "1.1.0")
+    assert result.package.model_id == "clinibox-lesion@1.1.0" and result.previous == ""
+    assert running(config) == store_for(config).package_root("1.1.0").resolve()
+    assert [e["event"] for e in events(config)] == ["model_installed"]
+    with pytest.raises(UpdateRefused):
+        rollback(config)  # nothing to go back to
