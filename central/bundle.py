@@ -24,7 +24,10 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    PrivateKeyTypes,
+)
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from firmware_app.contracts.enrolment import EnrolmentBundle, EnrolmentError, write_bundle
@@ -55,6 +58,17 @@ def _password(path: Path) -> bytes:
                          f"{PASSWORD_ENV}")
 
 
+def _private_key(data: bytes, path: Path,
+                 password: bytes | None) -> PrivateKeyTypes:
+    """The PEM private key in ``data``; TypeError when it is encrypted and ``password`` is
+    None, EnrolmentError when it cannot be read (or the password is wrong)."""
+    try:
+        return serialization.load_pem_private_key(data, password=password)
+    except ValueError as exc:
+        raise EnrolmentError(f"{path} is not a readable PEM private key (or the password "
+                             "is wrong)") from exc
+
+
 def load_ca(cert_path: Path,
             key_path: Path) -> tuple[x509.Certificate, CertificateIssuerPrivateKeyTypes]:
     """The hospital CA's certificate and private key; EnrolmentError if they do not pair."""
@@ -64,13 +78,9 @@ def load_ca(cert_path: Path,
         raise EnrolmentError(f"{cert_path} is not a PEM certificate") from exc
     data = _read(key_path, "CA key")
     try:
-        try:
-            key = serialization.load_pem_private_key(data, password=None)
-        except TypeError:  # encrypted
-            key = serialization.load_pem_private_key(data, password=_password(key_path))
-    except ValueError as exc:
-        raise EnrolmentError(f"{key_path} is not a readable PEM private key (or the password "
-                             "is wrong)") from exc
+        key = _private_key(data, key_path, None)
+    except TypeError:  # encrypted: asked for (or taken from the environment) outside the try,
+        key = _private_key(data, key_path, _password(key_path))  # so its own error is kept
     if not isinstance(key, ISSUER_KEYS):
         raise EnrolmentError(f"{key_path} is not a key that can sign certificates")
     spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -289,3 +289,23 @@ def test_the_enrolment_code_round_trips_and_catches_typos() -> None:
         parse_code("CBX2:" + text[5:])
     with pytest.raises(EnrolmentError, match="not a clinibox enrolment code"):
         parse_code(text.rsplit(":", 1)[0])
+
+
+def test_an_encrypted_ca_key_says_how_to_give_its_password(ca, tmp_path, monkeypatch):
+    """Without a terminal or CLINIBOX_CA_KEY_PASSWORD the hospital is told how to give the
+    CA key's password (not that the key is unreadable); with it, the key is read; a wrong
+    one is refused as such."""
+    locked = tmp_path / "ca-locked.key"
+    locked.write_bytes(ca.key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"correct horse")))
+    monkeypatch.delenv("CLINIBOX_CA_KEY_PASSWORD", raising=False)
+    monkeypatch.setattr("sys.stdin", open("/dev/null"))  # noqa: SIM115 - not a terminal
+    with pytest.raises(EnrolmentError, match="is encrypted: run this on a terminal, or set "
+                                             "CLINIBOX_CA_KEY_PASSWORD"):
+        load_ca(ca.cert_path, locked)
+    monkeypatch.setenv("CLINIBOX_CA_KEY_PASSWORD", "correct horse")
+    assert load_ca(ca.cert_path, locked)[0] == ca.cert
+    monkeypatch.setenv("CLINIBOX_CA_KEY_PASSWORD", "wrong")
+    with pytest.raises(EnrolmentError, match="or the password is wrong"):
+        load_ca(ca.cert_path, locked)
