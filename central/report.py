@@ -10,7 +10,7 @@ Health, from worst to best:
   an audit-trail head its heartbeats reported in the last ``AUDIT_ALARM_DAYS`` was
   ``rewritten``, ``rewound`` or a ``gap`` (:mod:`central.audit_witness`), even when
   later heads extend the trail again;
-* ``ok``.
+* ``ok``       – none of the above: the device reports and nothing needs a look.
 
 Every reason behind a health word is listed with the row, so a person can act
 on it without reading the raw messages.

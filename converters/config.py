@@ -34,16 +34,25 @@ class ConvertConfig:
     factory_kwargs: dict[str, Any] = field(default_factory=dict)
     input_shape: tuple[int, int, int] | None = None
     outputs: list[str] = field(default_factory=list)
+    #: each output's meaning in words, by output name (the manifest's ``outputs[].meaning``;
+    #: default: "score output (sigmoid)" for the score output, "output" for the others)
     output_meanings: dict[str, str] = field(default_factory=dict)
     score_output: str = ""
+    #: ``sigmoid`` or ``softmax``: how the score output's logits become probabilities
+    #: (default: softmax for more than one column, else sigmoid)
     activation: str = ""
     class_names: list[str] = field(default_factory=list)
     negative_label: str | None = None
     # data
     data: str = ""
     labels: Path | None = None
+    #: the data's split fractions by name (``train``, ``calibration``, ``validation``;
+    #: default: 0.3 calibration and 0.7 validation, or 0.6/0.1/0.3 with training when a
+    #: step trains); rows with a ``split`` column in the labels CSV keep theirs
     split: dict[str, float] = field(default_factory=dict)
+    #: the most calibration images INT8 quantisation and the INT8 guard band use
     calibration_size: int = 256
+    #: the seed of the shuffle that splits rows without a ``split`` column
     seed: int = 0
     #: a folder of cases exported by ``clinibox export-disagreements`` (converters/feedback.py):
     #: appended to the validation split only
@@ -51,14 +60,25 @@ class ConvertConfig:
     # how the box feeds and reads the model
     mean: float = 0.0
     std: float = 1.0
+    #: the box's preprocessor of each frame (a name of ``imaging/preprocess.py``; the
+    #: manifest's ``preprocessing.name``)
     preprocessing: str = "letterbox_grey"
+    #: its parameters, by name (the manifest's ``preprocessing.params``)
     preprocessing_params: dict[str, Any] = field(default_factory=dict)
+    #: the box's postprocessor of the outputs (a name of ``inference/postprocess.py``:
+    #: ``classification``, ``heads``; the manifest's ``postprocessing.name``)
     postprocessing: str = "classification"
+    #: its parameters, by name (a classifier's output, activation and labels are filled in)
     postprocessing_params: dict[str, Any] = field(default_factory=dict)
     #: the model's output heads (``firmware_app/contracts/heads.py``); empty: none declared
     heads: list[dict[str, Any]] = field(default_factory=list)
     modalities: list[str] = field(default_factory=list)
+    #: operating thresholds given, not measured: ``finding`` (else the highest one keeping
+    #: ``target_sensitivity`` on validation), ``alert`` (else where the source model has
+    #: 99 % specificity on validation, above the finding one), ``box`` (probabilities 0 … 1)
     thresholds: dict[str, float] = field(default_factory=dict)
+    #: what the model does, in words (the manifest's ``task``); a class-activation map is
+    #: added only to a ``classification``
     task: str = "classification"
     #: a classifier with a pooling + linear head gets a class-activation map ``cam``
     heatmap: bool = True
@@ -70,6 +90,8 @@ class ConvertConfig:
     # the package
     name: str = ""
     version: str = "1.0.0"
+    #: the use the model is validated for, in words (the manifest's ``intended_use``;
+    #: default: the task and the warning that it is not for clinical use)
     intended_use: str = ""
     targets: list[str] = field(default_factory=lambda: ["onnx"])
     out: Path | None = None
@@ -77,17 +99,28 @@ class ConvertConfig:
     # distillation and pruning
     teacher: str = ""
     teacher_weights: Path | None = None
+    #: JSON arguments for the teacher's FACTORY (as ``factory_kwargs`` for the model's)
     teacher_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: epochs of distilling the student from the teacher
     distill_epochs: int = 5
+    #: the softmax temperature of the teacher's soft targets (distillation and fine-tuning)
     temperature: float = 4.0
     alpha: float = 0.5
+    #: refuse, before training, a student needing more than this share of the teacher's
+    #: multiply-accumulates (a ratio in (0, 1]; none: no limit)
     max_student_mac_ratio: float | None = None
     prune: float | None = None
     prune_round_to: int | None = 8
+    #: epochs of fine-tuning after pruning
     finetune_epochs: int = 2
+    #: the learning rate of distillation
     lr: float = 3e-3
     # fidelity gate (converters.verify.Gate keys) and quantisation fallback
+    #: the fidelity gate's limits, by key (the ``gate`` keys below): how close each artifact
+    #: must stay to the source model on validation
     gate: dict[str, float] = field(default_factory=dict)
+    #: an INT8 artifact that breaks the gate is quantised again with its sensitive layers
+    #: kept in float, set after set (the closest attempt is kept)
     float_fallback: bool = True
     #: an INT8 artifact runs at its own finding threshold, lowered just enough that it calls a
     #: finding on every calibration image the source calls one (verify.guard_band)

@@ -13,6 +13,7 @@ It lives outside docs/ (mkdocs would copy a .py under docs/ into the site).
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import enum
 import importlib
@@ -21,6 +22,7 @@ import inspect
 import json
 import re
 import sys
+import textwrap
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -60,7 +62,7 @@ def code(text: Any) -> str:
 def inline(text: str) -> str:
     """reST inline markup as Markdown: ````x```` and ``:func:`x``` become ```x```."""
     text = re.sub(r"``(.+?)``", r"`\1`", text, flags=re.S)
-    return re.sub(r":(?:func|data|class|meth|attr):`~?([^`]+)`", r"`\1`", text)
+    return re.sub(r":(?:func|data|class|meth|attr|mod):`~?([^`]+)`", r"`\1`", text)
 
 
 def rst_to_md(docstring: str | None) -> str:
@@ -94,14 +96,85 @@ def rst_to_md(docstring: str | None) -> str:
 
 
 def sentence(text: str) -> str:
-    """A help line as a sentence: capital first, full stop last."""
+    """A help line as a sentence: capital first, full stop last (empty stays empty)."""
     text = text.strip()
+    if not text:
+        return ""
     return text[0].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
 
 
 def first_line(docstring: str | None) -> str:
     """The first paragraph of a docstring on one line, as Markdown (empty when none)."""
     return inline(inspect.cleandoc(docstring or "").split("\n\n")[0].replace("\n", " "))
+
+
+# -- what the code says about its names ---------------------------------------------------
+
+def _assigned(node: ast.stmt) -> list[str]:
+    """The plain names a class or module statement assigns (none for anything else)."""
+    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+        return [node.target.id]
+    if isinstance(node, ast.Assign):
+        return [target.id for target in node.targets if isinstance(target, ast.Name)]
+    return []
+
+
+def attribute_docs(owner: Any) -> dict[str, str]:
+    """Each name a class or module assigns, with its documentation as Sphinx reads it: the
+    ``#:`` comment lines right above it, else the string right below it (empty: none)."""
+    source = textwrap.dedent(inspect.getsource(owner))
+    lines = source.splitlines()
+    tree = ast.parse(source)
+    body = tree.body if inspect.ismodule(owner) else tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for i, node in enumerate(body):
+        names = _assigned(node)
+        if not names:
+            continue
+        comment: list[str] = []
+        above = node.lineno - 2
+        while above >= 0 and lines[above].strip().startswith("#:"):
+            comment.insert(0, lines[above].strip()[2:].strip())
+            above -= 1
+        text = " ".join(comment)
+        after = body[i + 1] if i + 1 < len(body) else None
+        if (not text and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)):
+            text = " ".join(inspect.cleandoc(after.value.value).split())
+        for name in names:
+            docs[name] = inline(text)
+    return docs
+
+
+def group_comments(owner: type) -> dict[str, str]:
+    """Each name a class assigns, with the plain ``#`` comment that opens its group (the
+    comment lines last seen above it; empty: none)."""
+    docs: dict[str, str] = {}
+    group: list[str] = []
+    in_comment = False
+    for line in textwrap.dedent(inspect.getsource(owner)).splitlines()[1:]:
+        stripped = line.strip()
+        if stripped.startswith("#") and not stripped.startswith("#:"):
+            group = (group if in_comment else []) + [stripped.lstrip("#").strip()]
+            in_comment = True
+            continue
+        in_comment = False
+        match = re.match(r"(\w+)\s*(?::[^=]*)?=", stripped)
+        if match and line.startswith("    ") and not line.startswith("     "):
+            docs[match[1]] = inline(" ".join(group))
+    return docs
+
+
+def bullet_meanings(docstring: str | None) -> dict[str, str]:
+    """A docstring's list of words and meanings (``* ``word`` – meaning``, a bullet running
+    on over its indented lines), by word."""
+    found: dict[str, str] = {}
+    text = inspect.cleandoc(docstring or "")
+    for match in re.finditer(r"^\* ``([^`]+)``(?:\s*[–:-]\s*(.+?))?[.;]?\s*(?=^\S|\Z)", text,
+                             flags=re.M | re.S):
+        meaning = " ".join((match[2] or "").split()).rstrip(";,.")
+        found[match[1]] = inline(meaning[:1].upper() + meaning[1:] + ".") if meaning else ""
+    return found
 
 
 # -- settings -----------------------------------------------------------------------------
@@ -188,7 +261,66 @@ def config_page() -> str:
     parts += ["## The hospital's receiver (`clinibox central … --config FILE`)", "",
               rst_to_md(central_config.__doc__), ""]
     parts += settings_sections(central_config.CentralConfig, {})
-    return "\n".join(parts)
+    return "\n".join([*parts, *converter_settings()])
+
+
+def _toml_type(annotation: str) -> str:
+    """A converter setting's Python annotation as the TOML type it is written in."""
+    bare = annotation.removesuffix(" | None")
+    names = {"str": "string", "int": "integer", "float": "number", "bool": "true/false",
+             "Path": "path", "list[str]": "list of strings",
+             "tuple[int, int, int]": "C,H,W (three integers, or a string)"}
+    if bare in names:
+        return names[bare]
+    if bare.startswith("list[dict"):
+        return "list of tables"
+    if bare.startswith("dict["):
+        return "table"
+    return bare
+
+
+def _toml_default(value: Any) -> str:
+    from firmware_app.settings.loader import toml_value
+
+    if value is None:
+        return "(none)"
+    if value == {}:
+        return "(empty table)"
+    return code(toml_value(list(value) if isinstance(value, tuple) else value))
+
+
+def converter_settings() -> list[str]:
+    """The converter's settings (``convert.toml``, ``converters/config.py``): every key, its
+    type, default, command-line option and meaning (its ``#:`` comment, else the option's
+    help); the ``[stage]`` and ``gate`` keys."""
+    from converters import cli as converter_cli
+    from converters import config as convert_config
+    from converters.verify import Gate
+
+    options: dict[str, argparse.Action] = {}
+    for action in converter_cli.build_parser()._actions:
+        if action.option_strings and action.dest not in options:
+            options[action.dest] = action
+    docs = attribute_docs(convert_config.ConvertConfig)
+    rows = []
+    for spec in dataclasses.fields(convert_config.ConvertConfig):
+        action = options.get(spec.name)
+        meaning = sentence(docs.get(spec.name) or (action.help if action and action.help
+                                                   else ""))
+        rows.append([code(spec.name), _toml_type(str(spec.type)), _toml_default(_default(spec)),
+                     ", ".join(code(o) for o in action.option_strings) if action
+                     else "file only", meaning])
+    stage_docs = attribute_docs(convert_config)
+    gate = [[code(f.name), _toml_default(f.default)] for f in dataclasses.fields(Gate)]
+    return ["## The workstation's converter (`convert.toml`)", "",
+            "`clinibox convert --config convert.toml` (see the [command line](cli.md)).", "",
+            rst_to_md(convert_config.__doc__), "",
+            table(("key", "type", "default", "command line", "meaning"), rows), "",
+            "`[stage]` keys: " + ", ".join(code(k) for k in convert_config.STAGE_KEYS)
+            + " (" + stage_docs.get("STAGE_KEYS", "") + "; the stage's keys are those of "
+            "the manifest's `stages`).", "",
+            "`gate` keys (`converters/verify.py` `Gate`): " + first_line(Gate.__doc__), "",
+            table(("key", "default"), gate), ""]
 
 
 # -- command lines ------------------------------------------------------------------------
@@ -348,7 +480,7 @@ def field_comments(source: str) -> dict[tuple[str, ...], str]:
         match = re.match(r'"(\w+)":', stripped)
         if match:
             if pending:
-                comments[(*path, match[1])] = re.sub(r"``(.+?)``", r"`\1`", " ".join(pending))
+                comments[(*path, match[1])] = inline(" ".join(pending))
             pending = []
             if stripped.endswith("({"):
                 path.append(match[1])
@@ -360,15 +492,18 @@ def field_comments(source: str) -> dict[tuple[str, ...], str]:
 
 def field_rows(obj: Any, prefix: tuple[str, ...], comments: dict[tuple[str, ...], str],
                kind: str) -> list[list[str]]:
-    """One row per field of an egress object, nested objects' fields as ``a.b``."""
+    """One row per field of an egress object, nested objects' fields as ``a.b``; a nested
+    field without a comment of its own (an object's keys made from a table, such as
+    ``feedback``'s verdicts) is its object's comment and its name."""
     from firmware_app.contracts import egress as e
 
     rows = []
+    parent = comments.get((kind, *prefix), "") if prefix else ""
     for name, spec in obj.fields.items():
         path = (*prefix, name)
         inner = spec.spec if isinstance(spec, e.Optional) else spec
-        rows.append([code(".".join(path)), describe_spec(spec),
-                     comments.get((kind, *path), "")])
+        meaning = comments.get((kind, *path)) or (f"{parent}: {code(name)}" if parent else "")
+        rows.append([code(".".join(path)), describe_spec(spec), meaning])
         if isinstance(inner, e.Obj):
             rows += field_rows(inner, path, comments, kind)
     return rows
@@ -393,7 +528,27 @@ def egress_page() -> str:
                   "refused.", "",
                   table(("field", "allowed", "meaning"),
                         field_rows(egress.SCHEMAS[kind], (), comments, kind)), ""]
-    return "\n".join(parts)
+    return "\n".join([*parts, *envelope_section()])
+
+
+def envelope_section() -> list[str]:
+    """The envelope around every message: its wire format and the header fields that leave
+    the box in the clear (``firmware_app/contracts/envelope.py``)."""
+    from firmware_app.contracts import egress, envelope
+
+    header = json.loads(envelope.Header("clinic", "device", egress.KINDS[0], 1).to_bytes())
+    docs = {**attribute_docs(envelope.Header), "v": attribute_docs(envelope).get("VERSION", "")}
+    allowed = {"clinic": egress.Pattern(egress.IDENTITY, "clinic id"),
+               "device": egress.Pattern(egress.IDENTITY, "device id"),
+               "kind": egress.OneOf(egress.KINDS), "seq": egress.Int(1, envelope.MAX_SEQ),
+               "v": egress.Int(envelope.VERSION, envelope.VERSION)}
+    rows = [[code(name), describe_spec(allowed[name]) if name in allowed else "",
+             docs.get(name, "")] for name in header]
+    return ["## The envelope", "", rst_to_md(envelope.__doc__), "",
+            "### Header fields (signed, not encrypted)", "",
+            "The header is canonical JSON (keys sorted, no spaces); a header with any other "
+            "field, or not in canonical form, is refused.", "",
+            table(("field", "allowed", "meaning"), rows), ""]
 
 
 # -- the model package manifest -----------------------------------------------------------
@@ -407,6 +562,7 @@ def manifest_page() -> str:
     parts = ["# Model package manifest reference", "", GENERATED_NOTE, "",
              f"Schema: {code(manifest.SCHEMA)} (`firmware_app/contracts/manifest.py`).", "",
              rst_to_md(manifest.__doc__), "",
+             *manifest_keys_section(manifest),
              "## Artifact formats and runtime backends", "",
              rst_to_md(backends.__doc__), "",
              table(("backend", "runs formats", "install", "resident MB"),
@@ -427,6 +583,21 @@ def manifest_page() -> str:
     return "\n".join(parts)
 
 
+def manifest_keys_section(manifest: Any) -> list[str]:
+    """Every manifest key the code describes (``contracts/manifest.py`` ``KEYS``), with its
+    meaning; objects whose keys are not listed one by one (``OPEN_KEYS``) say so."""
+    keys: dict[str, str] = getattr(manifest, "KEYS", {})
+    if not keys:
+        return []
+    open_keys = getattr(manifest, "OPEN_KEYS", frozenset())
+    docs = attribute_docs(manifest)
+    rows = [[code(key), sentence(inline(meaning)) + (" Its keys are not listed one by one here."
+                                                      if key in open_keys else "")]
+            for key, meaning in keys.items()]
+    return ["## Every key", "", sentence(docs.get("KEYS", "")), "",
+            table(("key", "meaning"), rows), ""]
+
+
 def _short(value: Any) -> str:
     if isinstance(value, (dict, list)):
         text = json.dumps(value, ensure_ascii=False)
@@ -441,15 +612,102 @@ def _missing(title: str, module: str) -> str:
                       f"`{module}` is not in this tree yet: this page fills in when it is.", ""])
 
 
-def _enum_rows(enum_cls: type[enum.Enum]) -> list[list[str]]:
-    return [[code(member.value), code(member.name)] for member in enum_cls]
+def in_languages(english: str) -> tuple[str, str]:
+    """A catalog message in English and in Chinese (the zh_CN catalog; the English where
+    it has no translation yet)."""
+    from firmware_app.i18n import CHINESE, gettext, use_locale
+
+    with use_locale(CHINESE):
+        return english, gettext(english)
+
+
+def label_table(enum_cls: type[enum.Enum]) -> tuple[str, dict[Any, str]] | None:
+    """The table of ``web/labels.py`` keyed by ``enum_cls``'s members (its name and the
+    table), or None where the viewer shows no label for them."""
+    from web import labels
+
+    for name, value in vars(labels).items():
+        if isinstance(value, dict) and any(isinstance(key, enum_cls) for key in value):
+            return name, value
+    return None
+
+
+def enum_section(enum_cls: type[enum.Enum], heading: str) -> list[str]:
+    """One enumeration: each member's value, name, meaning (its docstring) and, where the
+    viewer shows it, its label in English and Chinese."""
+    docs = attribute_docs(enum_cls)
+    labelled = label_table(enum_cls)
+    parts = [heading, "", first_line(enum_cls.__doc__), ""]
+    if labelled is None:
+        rows = [[code(m.value), code(m.name), docs.get(m.name, "")] for m in enum_cls]
+        return [*parts, table(("value", "name", "meaning"), rows), ""]
+    name, labels = labelled
+    rows = [[code(m.value), code(m.name), docs.get(m.name, ""),
+             *(in_languages(labels[m]) if m in labels else ("", ""))] for m in enum_cls]
+    parts += [table(("value", "name", "meaning", "label (English)", "label (中文)"), rows), "",
+              f"Labels: `web/labels.py` {code(name)}."]
+    others = [key for key in labels if not isinstance(key, enum_cls)]
+    if others:
+        parts[-1] += " The same table labels words that are not members: " + "; ".join(
+            f"{code(key)} ({' / '.join(in_languages(labels[key]))})" for key in others) + "."
+    return [*parts, ""]
+
+
+def words_section(heading: str, intro: str, words: Iterable[str],
+                  meanings: dict[str, str], header: tuple[str, str] = ("word", "meaning")
+                  ) -> list[str]:
+    """A section listing fixed words (from the code) with their meanings."""
+    return [heading, "", intro, "",
+            table(header, [[code(word), meanings.get(word, "")] for word in words]), ""]
+
+
+def statuses_page() -> str:
+    """reference/statuses.md: every status enum and its values, what each means and how a
+    person sees it; the worklist's levels; the hospital's health words and audit verdicts."""
+    # wired by the coordinator: firmware_app/contracts/statuses.py is another helper's; every
+    # Enum defined in it is listed.
+    try:
+        statuses = importlib.import_module("firmware_app.contracts.statuses")
+    except ImportError:
+        return _missing("Statuses", "firmware_app/contracts/statuses.py")
+    from central import audit_witness, report
+    from firmware_app.storage import studies
+    from web import labels
+
+    parts = ["# Statuses", "", GENERATED_NOTE, "", rst_to_md(statuses.__doc__), ""]
+    for name, value in vars(statuses).items():
+        if (inspect.isclass(value) and issubclass(value, enum.Enum) and len(value)
+                and value.__module__ == statuses.__name__):
+            parts += enum_section(value, f"## `{name}`")
+    label_docs = attribute_docs(labels)
+    parts += ["## Worklist levels", "",
+              sentence(label_docs.get("LEVELS", "") + " (`web/labels.py` `LEVELS`)") + " "
+              + sentence(first_line(studies.study_level.__doc__)), "",
+              table(("level", "label (English)", "label (中文)"),
+                    [[code(word), *in_languages(english)]
+                     for word, english in labels.LEVELS.items()]), ""]
+    health = bullet_meanings(report.__doc__)
+    parts += words_section(
+        "## The hospital's health words", "`clinibox central report` gives each device one "
+        "health word, from worst to best (`central/report.py` `HEALTH_ORDER`).",
+        report.HEALTH_ORDER, health, ("health", "meaning"))
+    verdicts = bullet_meanings(audit_witness.__doc__)
+    alarm_docs = attribute_docs(audit_witness)
+    parts += words_section(
+        "## Audit-head verdicts", first_line(audit_witness.__doc__) + " Each head a box's "
+        "heartbeat reports gets one verdict against the head witnessed before it "
+        "(`central/audit_witness.py` `VERDICTS`); "
+        + alarm_docs.get("ALARMS", "").rstrip(".").lower() + ": "
+        + ", ".join(code(word) for word in audit_witness.ALARMS) + ".",
+        audit_witness.VERDICTS, verdicts, ("verdict", "meaning"))
+    return "\n".join(parts)
 
 
 def reasons_page() -> str:
-    """reference/reasons.md: every reason code and its English wording."""
-    # wired by the coordinator: firmware_app/contracts/reasons.py (ReasonCode) and
-    # ``reason_table() -> list[tuple[code, English template]]`` (in contracts/reasons.py or
-    # web/reasons.py) are another helper's; until they are here the page says so.
+    """reference/reasons.md: every reason code, its group and its wording in English and
+    Chinese; the C-STORE refusal codes and the event log's codes, each with its meaning."""
+    # firmware_app/contracts/reasons.py (ReasonCode, TEMPLATES, reason_table) is another
+    # helper's; until it is here the page says so.
     try:
         reasons = importlib.import_module("firmware_app.contracts.reasons")
     except ImportError:
@@ -459,28 +717,61 @@ def reasons_page() -> str:
                                                                       None)
     templates = {str(getattr(c, "value", c)): t for c, t in reason_table()} if reason_table \
         else {}
-    codes = [member.value for member in reasons.ReasonCode]
-    codes += [c for c in templates if c not in codes]
-    return "\n".join(["# Reason codes", "", GENERATED_NOTE, "", rst_to_md(reasons.__doc__), "",
-                      table(("code", "English wording"),
-                            [[code(c), templates.get(c, "")] for c in codes]), ""])
+    groups = group_comments(reasons.ReasonCode)
+    verbatim = {str(c.value) for c in getattr(reasons, "VERBATIM", ())}
+    names = {member.value: member.name for member in reasons.ReasonCode}
+    codes = [*names, *(c for c in templates if c not in names)]
+    rows = []
+    for word in codes:
+        english = templates.get(word, "")
+        chinese = english if word in verbatim or not english else in_languages(english)[1]
+        rows.append([code(word), groups.get(names.get(word, ""), ""), english, chinese])
+    docs = attribute_docs(reasons)
+    parts = ["# Reason codes", "", GENERATED_NOTE, "", rst_to_md(reasons.__doc__), "",
+             sentence(docs.get("TEMPLATES", "")) + " The Chinese wording is the zh_CN "
+             "catalog's.", "",
+             table(("code", "group", "English wording", "Chinese wording (中文)"), rows), ""]
+    if verbatim:
+        parts += [sentence(docs.get("VERBATIM", "")) + " These are "
+                  + ", ".join(code(c) for c in sorted(verbatim)) + ".", ""]
+    return "\n".join([*parts, *refusals_section(), *event_codes_section()])
 
 
-def statuses_page() -> str:
-    """reference/statuses.md: every status enum and its values."""
-    # wired by the coordinator: firmware_app/contracts/statuses.py is another helper's; every
-    # Enum defined in it is listed.
-    try:
-        statuses = importlib.import_module("firmware_app.contracts.statuses")
-    except ImportError:
-        return _missing("Statuses", "firmware_app/contracts/statuses.py")
-    parts = ["# Statuses", "", GENERATED_NOTE, "", rst_to_md(statuses.__doc__), ""]
-    for name, value in vars(statuses).items():
-        if (inspect.isclass(value) and issubclass(value, enum.Enum) and len(value)
-                and value.__module__ == statuses.__name__):
-            parts += [f"## `{name}`", "", first_line(value.__doc__), "",
-                      table(("value", "name"), _enum_rows(value)), ""]
-    return "\n".join(parts)
+def refusals_section() -> list[str]:
+    """The C-STORE refusal codes (``firmware_app/ingest/store_checks.py`` ``Refusal``): code,
+    the DICOM status answered, meaning."""
+    from firmware_app.ingest import store_checks
+
+    docs = attribute_docs(store_checks.Refusal)
+    constants = attribute_docs(store_checks)
+    status_names = {value: name for name, value in vars(store_checks).items()
+                    if name.isupper() and isinstance(value, int) and name in constants
+                    and value >= 0xA000}
+    rows = []
+    for member in store_checks.Refusal:
+        status = status_names.get(member.status, "").lower().replace("_", " ")
+        rows.append([code(member.value), f"0x{member.status:04X} ({status})",
+                     docs.get(member.name, "")])
+    return ["## C-STORE refusals", "",
+            sentence(first_line(store_checks.Refusal.__doc__)) + " "
+            + first_line(store_checks.__doc__), "",
+            table(("code", "C-STORE status", "meaning"), rows), ""]
+
+
+def event_codes_section() -> list[str]:
+    """The codes of the box's event log (``events.code``), from the modules that count them
+    (``firmware_app/ingest/landing.py``: every ``*_EVENT`` word)."""
+    from firmware_app.ingest import landing
+    from firmware_app.storage import db
+
+    docs = attribute_docs(landing)
+    rows = [[code(value), sentence(docs.get(name, ""))]
+            for name, value in vars(landing).items()
+            if name.endswith("_EVENT") and isinstance(value, str)]
+    writes = first_line(db.record_event.__doc__)
+    return ["## Event codes", "",
+            "The box's event log, as `record_event` (`firmware_app/storage/db.py`) writes "
+            "it: " + writes[:1].lower() + writes[1:], "", table(("code", "meaning"), rows), ""]
 
 
 def dicom_outputs_page() -> str:

@@ -200,64 +200,138 @@ _MODEL = Pattern(MODEL_ID, "model id")
 _AUDIT_ROW = Int(0, 2**63 - 1)
 _SHA256 = Pattern(SHA256_HEX, "SHA-256 (64 lower-case hex digits)")
 
-#: The complete allow-list, one closed object per message kind.
+#: The complete allow-list, one closed object per message kind. Each field's ``#:`` comment
+#: says what it is (the reference's meaning column: docs/reference/egress.md).
 SCHEMAS: dict[str, Obj] = {
     "alert": Obj({
+        #: the schema version (:data:`SCHEMA_VERSION`); the hospital refuses any other
         "schema": Int(SCHEMA_VERSION, SCHEMA_VERSION),
+        #: when the box built the message (epoch seconds, the box's clock)
         "created_at": _SECONDS,
+        #: the study, as a keyed hash of its Study Instance UID (the box's own secret): the
+        #: same study gives the same reference, and no one else can compute it
         "study_ref": Pattern(STUDY_REF, "study reference (keyed hash)"),
+        #: the finding's label: the key lesion box's, else the model's first label
         "finding": Label(),
+        #: the highest finding probability of the model's images of the study (0 … 1)
         "score": Num(0, 1),
+        #: the model's alert threshold the score crossed (probability 0 … 1)
         "threshold": Num(0, 1),
+        #: the DICOM modality of the top image (``unknown`` for any other)
         "modality": OneOf(MODALITIES),
+        #: the alerting model's id (``name@version``)
         "model": _MODEL,
+        #: how many images of the study that model analysed
         "instances": _COUNT,
+        #: the top image's processing time, decoding to result (milliseconds)
         "processing_ms": _MS,
     }),
     "summary": Obj({
+        #: the schema version (:data:`SCHEMA_VERSION`); the hospital refuses any other
         "schema": Int(SCHEMA_VERSION, SCHEMA_VERSION),
+        #: when the box built the message (epoch seconds, the box's clock)
         "created_at": _SECONDS,
+        #: the start of the period counted (epoch seconds; periods follow each other
+        #: without gaps, across restarts)
         "period_start": _SECONDS,
+        #: the end of the period counted (epoch seconds, not included)
         "period_end": _SECONDS,
+        #: seconds since the box's telemetry service started
         "uptime_s": _SECONDS,
+        #: the id of the model the box runs (``name@version``)
         "model": _MODEL,
+        #: studies with an image analysed in the period
         "studies": _COUNT,
+        #: images analysed in the period (results made)
         "instances": _COUNT,
+        #: of those images, the ones with a finding
         "findings": _COUNT,
+        #: alerts queued in the period (one per study and model)
         "alerts": _COUNT,
+        #: quality warnings on the images analysed in the period (an image may have several)
         "quality_warnings": _COUNT,
+        #: the images analysed in the period by assessment (an assessment no image had is
+        #: left out)
         "assessments": CountsBy(ASSESSMENTS),
+        #: objects quarantined in the period (kept aside for a technician)
         "quarantined": _COUNT,
+        #: objects in the period that no model on the box is meant for
         "not_analysed": _COUNT,
+        #: objects whose analysis failed in the period (errors or crashes, too often)
         "failed": _COUNT,
+        #: the images analysed in the period by DICOM modality (``unknown`` for any other)
         "modalities": CountsBy(MODALITIES),
-        "latency_ms": Obj({"p50": _MS, "p90": _MS, "p99": _MS, "max": _MS}),
+        #: processing time per image analysed in the period, decoding to result
+        #: (milliseconds; all 0 when none was)
+        "latency_ms": Obj({
+            #: the median
+            "p50": _MS,
+            #: the 90th percentile
+            "p90": _MS,
+            #: the 99th percentile
+            "p99": _MS,
+            #: the longest
+            "max": _MS,
+        }),
+        #: objects received and not yet analysed (queued or processing) when the message
+        #: was built
         "queue_depth": _COUNT,
+        #: how full the file system of the box's state folder is (percent)
         "disk_used_pct": Num(0, 100),
+        #: free space on that file system (MiB)
         "disk_free_mb": Int(0, 2**40),
+        #: messages waiting in the outbox when the message was built
         "outbox_pending": _COUNT,
+        #: messages the outbox dropped (over its limit) since the last summary
         "outbox_dropped": _COUNT,
+        #: the finding probabilities of the images analysed in the period, counted in
+        #: :data:`HISTOGRAM_BINS` equal bins over 0 … 1 (drift, without images)
         "confidence_histogram": Counts(HISTOGRAM_BINS),
+        #: the mean grey values (0 … 1) of the images analysed in the period, counted in
+        #: :data:`HISTOGRAM_BINS` equal bins over 0 … 1 (drift, without images)
         "intensity_histogram": Counts(HISTOGRAM_BINS),
-        "intensity": Obj({"mean": Num(0, 1), "std": Num(0, 1)}),
+        #: the grey values of the images analysed in the period (0 … 1; 0 when none was)
+        "intensity": Obj({
+            #: the mean of the images' mean grey values
+            "mean": Num(0, 1),
+            #: the mean of the images' standard deviations of grey values
+            "std": Num(0, 1),
+        }),
+        #: the clinicians' verdicts on findings given in the period, by verdict
         "feedback": Obj(dict.fromkeys((verdict.value for verdict in Verdict), _COUNT)),
     }),
     "status": Obj({
+        #: the schema version (:data:`SCHEMA_VERSION`); the hospital refuses any other
         "schema": Int(SCHEMA_VERSION, SCHEMA_VERSION),
+        #: when the box built the message (epoch seconds, the box's clock)
         "created_at": _SECONDS,
+        #: ``online`` (the box connected to the broker), ``heartbeat`` (every
+        #: ``[telemetry] heartbeat_seconds``) or ``offline`` (shutting down; also the last
+        #: will the broker sends when the link drops)
         "state": OneOf(STATES),
+        #: seconds since the box's telemetry service started
         "uptime_s": _SECONDS,
+        #: the id of the model the box runs (``name@version``)
         "model": _MODEL,
+        #: the box's software version (``firmware_app.__version__``)
         "software": Pattern(SOFTWARE_VERSION, "software version"),
+        #: objects received and not yet analysed (queued or processing)
         "queue_depth": _COUNT,
+        #: messages waiting in the outbox
         "outbox_pending": _COUNT,
         #: the head of the box's audit trail, witnessed off the box (heartbeat and online;
         #: ``storage.audit_witness``): its last row and hash, and the hash the chain has now
         #: at the row the previous acknowledged status reported
         "audit": Optional(Obj({
+            #: the id of the trail's last row (the anchor's while the trail has none)
             "row": _AUDIT_ROW,
+            #: that row's hash (SHA-256, hex)
             "hash": _SHA256,
+            #: the row the last status acknowledged by the broker reported (``row`` on the
+            #: box's first report, and when that row is gone)
             "since_row": _AUDIT_ROW,
+            #: the hash the chain has at ``since_row`` now, made again from the database: a
+            #: trail rewritten since gives another one
             "since_hash": _SHA256,
             #: when the head row was written (epoch seconds; 0 for an empty trail): a row
             #: the hospital saw written less than keep_days ago cannot have been pruned
@@ -265,10 +339,17 @@ SCHEMAS: dict[str, Obj] = {
         })),
     }),
     "event": Obj({
+        #: the schema version (:data:`SCHEMA_VERSION`); the hospital refuses any other
         "schema": Int(SCHEMA_VERSION, SCHEMA_VERSION),
+        #: when the box built the message (epoch seconds, the box's clock)
         "created_at": _SECONDS,
+        #: what happened: a model installed, refused, rolled back, fallen back to another
+        #: runtime or unavailable, or a service failed
         "event": OneOf(EVENTS),
+        #: why, as a fixed word (who or which check: ``technician``, ``signature``,
+        #: ``golden_cases_failed`` …)
         "reason": OneOf(EVENT_REASONS),
+        #: the systemd unit that failed (``service_failed``); ``clinibox`` for the others
         "unit": OneOf(UNITS),
         #: the model the box runs after the event
         "model": _MODEL,

@@ -51,6 +51,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from firmware_app.errors import CliniboxError
 
 MAGIC = b"CBX1"
+#: the envelope format's version (the header's ``v``); the hospital refuses any other
 VERSION = 1
 HKDF_INFO = b"clinibox telemetry v1"
 _KEY_LEN, _NONCE_LEN, _SIG_LEN = 32, 12, 64
@@ -89,9 +90,15 @@ class EnvelopeError(CliniboxError, ValueError):
 class Header:
     """The signed, cleartext part of an envelope."""
 
+    #: the clinic's id (the topic's second level)
     clinic: str
+    #: the device's id within its clinic (the topic's third level; the box's certificate
+    #: is ``<clinic>/<device>``)
     device: str
+    #: the message kind, the topic's last level: the payload is checked against its schema
     kind: str
+    #: the message's sequence number in the box's outbox: the hospital keeps each
+    #: (clinic, device, seq) once, so a message delivered twice is stored once
     seq: int
 
     def to_bytes(self) -> bytes:

@@ -26,8 +26,9 @@ no model-specific code. Fields (``schema`` = ``clinibox.model-package/1``)::
                                                # a second stage on each lesion (contracts/stages.py)
     signature: {algorithm "ed25519", key_id, value}   # over the canonical manifest
 
-``models/package.py`` loads a package: it checks the schema and every file's
-sha256 here, and the signature with ``contracts/signing.py``.
+What each key means is :data:`KEYS`. ``models/package.py`` loads a package: it
+checks the schema and every file's sha256 here, and the signature with
+``contracts/signing.py``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,146 @@ from firmware_app.errors import CliniboxError
 
 SCHEMA = "clinibox.model-package/1"
 _VERSION = re.compile(r"^\d+(\.\d+){0,3}$")
+
+#: Every manifest key, by path (``a.b``; ``a[]`` is each item of the list ``a``), with what
+#: it means: the reference's table (docs/reference/manifest.md). The box reads the keys of
+#: the schema above; ``provenance``, ``conversion`` and most of ``validation`` are the
+#: converter's record, for its report (the device pages show each artifact's profiles and
+#: validation).
+KEYS: dict[str, str] = {
+    "schema": f"the manifest's format, always ``{SCHEMA}``",
+    "name": "the package (model) name",
+    "version": "the package version, dotted numbers (``1.0.0``); ``name@version`` is the "
+               "model id shown in results, reports and telemetry",
+    "task": "what the model does, in words (``classification``, ``lesion-detection``)",
+    "intended_use": "the use the model is validated for, with its clinical warning; shown "
+                    "by the device pages, ``clinibox model`` and ``clinibox infer``; "
+                    "``DEMONSTRATION ONLY …`` marks every output of the model as a demo's",
+    "modalities": "the DICOM modalities the model accepts (empty: any); routing refuses "
+                  "others as ``modality_not_accepted``",
+    "labels": "the model's finding labels (class names); the only labels an alert may carry",
+    "inputs": "the model's input tensors: exactly one NCHW image",
+    "inputs[].name": "the input tensor's name in the model",
+    "inputs[].shape": "its shape [N, C, H, W]",
+    "inputs[].dtype": "its element type (``float32``)",
+    "inputs[].layout": "its layout, ``NCHW``",
+    "inputs[].normalisation": "how the box scales the preprocessed grey values "
+                              "(``(x - mean) / std``)",
+    "inputs[].normalisation.mean": "the mean subtracted (the one the model was trained with)",
+    "inputs[].normalisation.std": "the standard deviation divided by",
+    "outputs": "the model's output tensors, in the model's order",
+    "outputs[].name": "the output tensor's name (heads and golden cases name it)",
+    "outputs[].shape": "its shape",
+    "outputs[].meaning": "what the output holds, in words (``convert.toml`` "
+                         "``output_meanings``)",
+    "heads": "the output heads the postprocessor reads (optional): see *Heads and the "
+             "validated range*",
+    "ood": "the validated range (optional): see *Heads and the validated range*",
+    "thresholds": "the package's operating thresholds, probabilities 0 … 1",
+    "thresholds.finding": "at or above it an image has a finding (the operating point)",
+    "thresholds.alert": "at or above it a study raises an alert (sent to the hospital)",
+    "thresholds.box": "a detection head's box threshold: a lesion box is kept where its "
+                      "centre heatmap peaks at or above it",
+    "preprocessing": "how the box turns a decoded frame into the model's input",
+    "preprocessing.name": "a preprocessor of ``imaging/preprocess.py`` "
+                          "(``letterbox_grey``)",
+    "preprocessing.params": "its parameters, by name",
+    "postprocessing": "how the box reads the model's outputs",
+    "postprocessing.name": "a postprocessor of ``inference/postprocess.py`` "
+                           "(``classification``, ``heads``)",
+    "postprocessing.params": "its parameters, by name (``input_size`` [H, W] with heads: a "
+                             "map's stride is the input size over the map's size)",
+    "artifacts": "the runnable files, one per format and precision; the box runs the "
+                 "fastest one that passes the golden cases on it",
+    "artifacts[].format": "``onnx``, ``openvino-ir`` or ``tflite``",
+    "artifacts[].precision": "``fp32``, ``fp16`` or ``int8``",
+    "artifacts[].path": "the runnable file, relative to the package folder",
+    "artifacts[].files": "every file of the artifact (relative path → sha256), the path "
+                         "itself included; a file that does not match refuses the package "
+                         "(``tampered``)",
+    "artifacts[].profiles": "the deployment profiles (kinds of box: ``onnx``, ``x86-cpu``, "
+                            "``intel-npu``, ``arm-cpu``, ``jetson``) the artifact was made "
+                            "for (``converters/formats.py``); empty: made as the base of "
+                            "the others",
+    "artifacts[].validation": "what the converter measured of this artifact against the "
+                              "source model on the validation images (AUC, sensitivity, "
+                              "specificity and their deltas, agreement, speed, size)",
+    "artifacts[].thresholds": "the artifact's own operating thresholds (optional), in "
+                              "place of the package's when it runs: an INT8 artifact's "
+                              "``finding``, below the package's",
+    "artifacts[].thresholds.finding": "the artifact's finding threshold (probability)",
+    "artifacts[].conversion": "how the converter made the artifact (method, seconds, "
+                              "calibration and quantisation notes); for the report",
+    "artifacts[].conversion.operating_threshold": "an INT8 artifact's own finding "
+                                                  "threshold and how it was chosen "
+                                                  "(``int8_guard_band``)",
+    "artifacts[].conversion.operating_threshold.finding": "the artifact's finding threshold "
+                                                          "(also its ``thresholds.finding`` "
+                                                          "when it differs)",
+    "artifacts[].conversion.operating_threshold.guard_band_logit": "how far below the "
+        "package's threshold it lies, on the logit scale",
+    "artifacts[].conversion.operating_threshold.calibration_images": "the calibration "
+        "images the guard band was measured on (never the validation ones)",
+    "artifacts[].conversion.operating_threshold.rule": "the rule, in words",
+    "artifacts[].runtime_config": "runtime properties the artifact was validated with and "
+                                  "must run with (OpenVINO: ``INFERENCE_PRECISION_HINT``); "
+                                  "checked when the converter loads it",
+    "stages": "a second stage run on each lesion (optional): see *Second stages*",
+    "provenance": "where the model came from and how it was converted (the converter's "
+                  "record)",
+    "provenance.source": "the source model: its kind, reference and files' sha256",
+    "provenance.steps": "each conversion step's figures, by step (distill, prune, export, "
+                        "quantize, verify …)",
+    "provenance.data": "the data the converter validated and calibrated on",
+    "provenance.data.source": "where the images came from",
+    "provenance.data.rows": "images per split (``train``, ``calibration``, ``validation``)",
+    "provenance.data.clinic_feedback_cases": "how many validation images came from the "
+        "clinicians' disagreements (``--extra-validation``; validation only); absent "
+        "without them",
+    "provenance.gate": "the fidelity gate the artifacts passed (``convert.toml`` ``gate``: "
+                       "AUC delta, agreement, sensitivity loss limits for float and INT8)",
+    "provenance.threshold_from": "how the package's finding threshold was chosen, in words "
+                                 "(from ``convert.toml`` ``thresholds.finding``, or the "
+                                 "highest one keeping ``target_sensitivity`` on validation)",
+    "provenance.floors": "the least a model had to reach to be packaged",
+    "provenance.floors.auc": "the least validation AUC of the source model "
+                             "(``floor_auc``)",
+    "provenance.floors.sensitivity": "the least sensitivity of every artifact at its "
+                                     "operating threshold (``floor_sensitivity``)",
+    "provenance.weakness": "every figure below its floor, packaged anyway "
+                           "(``--accept-weak-model``): figure, model, value, floor and "
+                           "who accepted it; absent for a model above its floors",
+    "provenance.source_metrics": "the source model's figures on the validation images",
+    "provenance.versions": "the converter's torch and Python versions",
+    "provenance.created": "when the package was made (ISO 8601, UTC); the box's clock "
+                          "check knows the time cannot be much before it",
+    "golden_cases": "reference inputs the box runs on the artifact it chose, before any "
+                    "patient image (``models/golden.py``): a mismatch means that artifact "
+                    "is not used",
+    "golden_cases[].input": "a ``.npy`` input, exactly what the preprocessing makes, "
+                            "relative to the package",
+    "golden_cases[].sha256": "the input file's sha256",
+    "golden_cases[].expected": "the answer the converter measured: ``probability``, a class "
+                               "name or an output name → value",
+    "golden_cases[].tolerance": "the largest difference allowed from each expected value",
+    "golden_cases[].class": "the class of the validation image the case was taken from "
+                            "(every class gets an equal share of the cases)",
+    "golden_cases[].description": "where the case comes from, in words",
+    "signature": "the Ed25519 signature over the canonical manifest (without ``signature``)",
+    "signature.algorithm": "``ed25519``",
+    "signature.key_id": "the signing key's id: the first 16 hex digits of the public key's "
+                        "sha256; the box trusts only keys it holds",
+    "signature.value": "the signature, base64",
+}
+#: objects whose keys :data:`KEYS` does not list one by one: names, figures and notes, or a
+#: part with its own contract (heads, ood, stages: ``contracts/heads.py``, ``stages.py``)
+OPEN_KEYS = frozenset({
+    "heads", "ood", "stages", "preprocessing.params", "postprocessing.params",
+    "artifacts[].files", "artifacts[].validation", "artifacts[].conversion",
+    "artifacts[].runtime_config", "provenance.source", "provenance.steps", "provenance.gate",
+    "provenance.data.rows", "provenance.source_metrics", "provenance.versions",
+    "provenance.weakness", "golden_cases[].expected",
+})
 
 
 class PackageError(CliniboxError, ValueError):

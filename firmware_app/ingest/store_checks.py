@@ -61,12 +61,22 @@ class Refusal(enum.Enum):
     """Why a received data set is not stored (the value is the code logged)."""
 
     UNREADABLE = "unreadable_header"
+    """The data set's header cannot be read."""
     REPEATED_ELEMENT = "repeated_element"
+    """The header holds an element twice (a second SOP Instance UID: the PACS and the box
+    would name the object differently)."""
     NO_SOP_INSTANCE_UID = "no_sop_instance_uid"
+    """The data set has no SOP Instance UID."""
     NO_SOP_CLASS_UID = "no_sop_class_uid"
+    """The data set has no SOP Class UID."""
     INVALID_UID = "invalid_uid"
+    """Its SOP Instance, SOP Class, Study or Series Instance UID is not a valid UID (a UID
+    names files and rows downstream); for the USB importer, the file meta's SOP Instance
+    UID."""
     UID_MISMATCH = "uid_mismatch"
+    """Its SOP Instance UID is not the C-STORE command's Affected SOP Instance UID."""
     CLASS_MISMATCH = "class_mismatch"
+    """Its SOP Class UID is not the C-STORE command's Affected SOP Class UID."""
 
     @property
     def status(self) -> int:

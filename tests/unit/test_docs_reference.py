@@ -4,7 +4,9 @@ front pages' links resolve.
 The hook (``scripts/docs_reference.py``) writes the reference pages from the code at build
 time; a generator that silently dropped rows would still build, so each page is built here
 and checked against the code it reads: every settings key, every command and option, every
-egress kind and field, every manifest key, reason code, status and DICOM output.
+egress kind and field, every manifest key, reason code, status and DICOM output; and each
+with what it means wherever the code says it (a ``#:`` comment, a docstring, a label in
+English and Chinese).
 """
 
 from __future__ import annotations
@@ -277,3 +279,164 @@ def test_every_nav_page_exists_and_every_page_is_in_the_nav(hook):
     written = {str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md")}
     assert listed <= written | set(hook.PAGES)
     assert written - listed == set()
+
+
+# -- each page says what each thing means -------------------------------------------------
+
+def _rows(text: str) -> dict[str, list[str]]:
+    """The table rows of ``text`` by their first column's code word: every cell, stripped
+    (``\\|`` inside a cell is not a column)."""
+    rows = {}
+    for line in text.splitlines():
+        match = re.match(r"^\| `([^`]+)` \|", line)
+        if match:
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+            rows[match[1]] = cells
+    return rows
+
+
+def _cjk(text: str) -> bool:
+    return any("\u4e00" <= c <= "\u9fff" for c in text)
+
+
+def test_the_config_page_names_every_converter_key_with_its_meaning(hook):
+    from converters import cli as converter_cli
+    from converters import config as convert_config
+    from converters.verify import Gate
+
+    page = hook.config_page()
+    text = page[page.index("## The workstation's converter (`convert.toml`)"):]
+    rows = _rows(text)
+    keys = {f.name for f in dataclasses.fields(convert_config.ConvertConfig)}
+    assert keys <= set(rows)
+    assert {f.name for f in dataclasses.fields(Gate)} <= set(rows)
+    options = {a.dest for a in converter_cli.build_parser()._actions if a.option_strings}
+    file_only = keys - options
+    assert {"split", "preprocessing", "preprocessing_params", "postprocessing",
+            "postprocessing_params", "heads", "thresholds", "task", "intended_use", "lr",
+            "gate", "float_fallback", "int8_guard_band", "stage",
+            "output_meanings"} <= file_only
+    for key in keys:
+        assert rows[key][-1], f"{key} has no meaning"
+        assert ("file only" in rows[key]) == (key in file_only), key
+    assert "verify.guard_band" in rows["int8_guard_band"][-1]  # its #: comment
+    assert "Normalisation mean" in rows["mean"][-1]  # else the option's help
+    for key in convert_config.STAGE_KEYS:
+        assert f"`{key}`" in text, key
+
+
+def test_the_egress_page_gives_every_field_and_header_field_a_meaning(hook):
+    from firmware_app.contracts import egress, envelope
+
+    page = hook.egress_page()
+    for kind in egress.KINDS:
+        for field, cells in _rows(_section(page, f"## `{kind}`")).items():
+            assert cells[-1], f"{kind}.{field} has no meaning"
+    header = _rows(_section(page, "### Header fields (signed, not encrypted)"))
+    sent = json.loads(envelope.Header("c", "d", "alert", 1).to_bytes())
+    assert set(header) == set(sent)
+    for field, cells in header.items():
+        assert cells[1] and cells[-1], field
+    assert "one of `alert`, `summary`, `status`, `event`" in header["kind"][1]
+
+
+def _manifest_paths(value, prefix=""):
+    """Every key path of a manifest: ``a.b``, and ``a[].b`` for the items of a list ``a``."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            path = f"{prefix}.{key}" if prefix else key
+            yield path
+            yield from _manifest_paths(inner, path)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _manifest_paths(item, prefix + "[]")
+
+
+def test_the_manifest_page_describes_every_key_of_a_complete_manifest(hook):
+    from firmware_app.contracts import manifest
+
+    demo = json.loads((REPO / "models" / "clinibox-demo-lesion" / "1.0.0" / "manifest.json")
+                      .read_text(encoding="utf-8"))
+    undescribed = {path for path in _manifest_paths(demo)
+                   if path not in manifest.KEYS
+                   and not any(path.startswith(open_key + ".")
+                               or path.startswith(open_key + "[]")
+                               for open_key in manifest.OPEN_KEYS)}
+    assert undescribed == set()
+    assert set(manifest.KEYS) >= manifest.OPEN_KEYS
+    for key in ("artifacts[].profiles", "artifacts[].conversion",
+                "artifacts[].conversion.operating_threshold", "artifacts[].runtime_config",
+                "provenance.threshold_from", "provenance.weakness",
+                "provenance.data.clinic_feedback_cases", "provenance.gate",
+                "provenance.floors"):
+        assert key in manifest.KEYS, key
+    rows = _rows(_section(hook.manifest_page(), "## Every key"))
+    assert set(rows) == set(manifest.KEYS)
+    assert all(cells[-1] for cells in rows.values())
+
+
+def test_the_reasons_page_words_every_code_in_english_and_chinese(hook):
+    from firmware_app.contracts import reasons
+    from firmware_app.i18n import translations
+
+    page = hook.reasons_page()
+    rows = _rows(page.split("\n## ", 1)[0])
+    catalog = translations("zh_CN")
+    for member in reasons.ReasonCode:
+        english, chinese = rows[member.value][-2:]
+        assert english == hook.cell(reasons.TEMPLATES[member]), member
+        if member not in reasons.VERBATIM:
+            assert chinese == hook.cell(catalog.gettext(reasons.TEMPLATES[member])), member
+            assert _cjk(chinese), member
+    assert "imaging/quality.py" in rows["too_small"][1]  # the group's comment
+
+
+def test_the_reasons_page_names_every_refusal_and_event_code_with_its_meaning(hook):
+    from firmware_app.ingest import landing
+    from firmware_app.ingest.store_checks import Refusal
+
+    page = hook.reasons_page()
+    refusals = _rows(_section(page, "## C-STORE refusals"))
+    assert set(refusals) == {member.value for member in Refusal}
+    for member in Refusal:
+        assert refusals[member.value][1].startswith(f"0x{member.status:04X}"), member
+        assert refusals[member.value][-1], f"{member} has no meaning"
+    events = _rows(_section(page, "## Event codes"))
+    assert landing.REFUSAL_EVENT in events and events[landing.REFUSAL_EVENT][-1]
+
+
+def test_the_statuses_page_gives_each_member_its_meaning_and_labels(hook):
+    from firmware_app.contracts.statuses import InstanceStatus, Verdict
+    from firmware_app.i18n import gettext, use_locale
+    from web import labels
+
+    page = hook.statuses_page()
+    for heading in [line for line in page.splitlines() if line.startswith("## `")]:
+        for word, cells in _rows(_section(page, heading)).items():
+            assert cells[2], f"{heading} {word} has no meaning"
+    queued = _rows(_section(page, "## `InstanceStatus`"))[InstanceStatus.QUEUED.value]
+    assert "waiting for the worker" in queued[2]
+    with use_locale("zh_CN"):
+        for table, enum_cls in ((labels.STATUSES, InstanceStatus), (labels.VERDICTS, Verdict)):
+            rows = _rows(_section(page, f"## `{enum_cls.__name__}`"))
+            for member in enum_cls:
+                assert rows[member.value][3:] == [table[member],
+                                                   gettext(table[member])], member
+                assert _cjk(rows[member.value][4]), member
+        levels = _rows(_section(page, "## Worklist levels"))
+        assert set(levels) == set(labels.LEVELS)
+        assert levels["doctor_must_read"][1:] == [labels.LEVELS["doctor_must_read"],
+                                                  labels.level("doctor_must_read")]
+
+
+def test_the_statuses_page_names_the_hospitals_words_with_their_meanings(hook):
+    from central import audit_witness, report
+
+    page = hook.statuses_page()
+    health = _rows(_section(page, "## The hospital's health words"))
+    assert list(health) == list(report.HEALTH_ORDER)
+    verdicts = _rows(_section(page, "## Audit-head verdicts"))
+    assert list(verdicts) == list(audit_witness.VERDICTS)
+    for word, cells in {**health, **verdicts}.items():
+        assert cells[-1], f"{word} has no meaning"
+    assert "enrolment was revoked" in health["revoked"][-1]
