@@ -47,7 +47,8 @@ CENTRE_JITTER, SCALE_JITTER = 0.12, 0.15
 #: the orientations the shipped graph looks at (``_orient``): the crop as cut. The four-scale
 #: stage sized as many held-out lesions within 15 % with this one look as with two (the crop
 #: also turned over its anti-diagonal: 91 misses in five scans of 1,000 phantoms each), at half
-#: the stage's inference; eight sized no more than two (docs/decisions/0020-second-stage-one-look.md)
+#: the stage's inference; eight sized no more than two
+#: (docs/decisions/0020-second-stage-one-look.md)
 SHIPPED_ORIENTATIONS = (0,)
 #: the looks :func:`calibrate_stage` measures (mask logits unshifted), for the record
 LOOKS_MEASURED = ((0,), (0, 7), tuple(range(8)))

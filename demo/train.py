@@ -542,7 +542,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage-epochs", type=int, default=32)
     parser.add_argument("--stage-depth", type=int, choices=(3, 4), default=4,
                         help="the second stage's scales (crop_stage.CropNet; 4 sees the "
-                             "whole crop: docs/decisions/0023-four-scale-stage-first-stage-recovered.md)")
+                             "whole crop: docs/decisions/"
+                             "0023-four-scale-stage-first-stage-recovered.md)")
     parser.add_argument("--stage-from-checkpoint", action="store_true",
                         help="keep the second stage's net saved beside --checkpoint by an "
                              "earlier build (no training; calibration, export, card)")

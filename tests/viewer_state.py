@@ -207,8 +207,8 @@ def add_ct_series(state: ViewerState, runner: ModelRunner, root: Path) -> Series
     """Land a CT phantom series (one sphere on six contiguous slices of ten, landed shuffled)
     through the real Lander and Worker, then write the phantom's own cross-sections as each
     slice's lesion records and boxes: the demo model, trained on 2-D phantoms, misses most
-    of such a lesion's end slices (bench/results/*/volume_lesions.json), and what is tested with it is how the
-    box counts and says a lesion across slices."""
+    of such a lesion's end slices (bench/results/*/volume_lesions.json), and what is tested
+    with it is how the box counts and says a lesion across slices."""
     from firmware_app.storage.study_rollup import update_study
     from phantoms.series import generate_series, write_series
 

@@ -17,8 +17,8 @@ The line protocol, one line each way per C-STORE, every field from a peer hex-en
   lander -> receiver: ``<DICOM status, decimal> \\n``.
 
 Why: pynetdicom costs about 3 ms a C-STORE before the box stores anything, as much as
-Orthanc needs for the whole object (docs/decisions/0002-native-receiver-front.md); the native front does
-the network side for a fraction of that.
+Orthanc needs for the whole object (docs/decisions/0002-native-receiver-front.md); the
+native front does the network side for a fraction of that.
 
 ``NativeStorageSCP`` has the pynetdicom ``StorageSCP``'s interface (start, stop); the
 receiver runs as the service's child and ends with it, even when the service is killed.

@@ -101,7 +101,8 @@ class OnnxRuntimeBackend(RuntimeBackend):
         options.intra_op_num_threads = int(threads)
         # On the box the decoder sandbox decodes the next object while this session runs:
         # threads that spin between runs take its core (the worker drained 49 CT slices/s
-        # with spinning, 72 without, on 2 cores; docs/decisions/0029-drain-target-left-to-the-model.md).
+        # with spinning, 72 without, on 2 cores; docs/decisions/0029-drain-target-left-to-
+        # the-model.md).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = choose_providers(ort.get_available_providers(), device)
         try:

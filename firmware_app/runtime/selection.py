@@ -415,8 +415,9 @@ def _timing_child() -> None:
 #: (backend, artifact format, precision) -> the machines (``platform.machine()``) where the
 #: backend is not given such an artifact, found wrong there by ``clinibox cpu-check``:
 #: OpenVINO's ARM plugin refuses ONNX Runtime's QDQ INT8 ONNX on ARMv8.0 and, on ARMv8.2,
-#: answered 3 of a ResNet-18's 8 golden cases out of tolerance (docs/decisions/0013-openvino-not-given-onnx-int8-on-arm.md, "Other CPU
-#: classes, emulated"). OpenVINO runs its own INT8 IR there.
+#: answered 3 of a ResNet-18's 8 golden cases out of tolerance
+#: (docs/decisions/0013-openvino-not-given-onnx-int8-on-arm.md). OpenVINO runs its own INT8
+#: IR there.
 NOT_GIVEN_ON: dict[tuple[str, str, str], tuple[str, ...]] = {
     ("openvino", "onnx", "int8"): ("aarch64", "arm64"),
 }

@@ -272,7 +272,8 @@ def test_the_card_gives_classes_sizes_and_the_validated_range():
             > steps["lesions_first_stage"]["sizes"]["both_within_15pct"] + 0.1)
     assert steps["stage"]["class_auc"] >= 0.9
     assert "Second stage" in card
-    # the stage that sees the whole crop (docs/decisions/0023-four-scale-stage-first-stage-recovered.md)
+    # the stage that sees the whole crop
+    # (docs/decisions/0023-four-scale-stage-first-stage-recovered.md)
     assert steps["stage"]["depth"] == 4 and "a small U-Net of 4 scales" in card
     # the shipped package was rebuilt from the first stage its checkpoint kept, read back
     # from the earlier package's float graph; the card names the build that trained it
