@@ -19,17 +19,22 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(path: Path, text: str, mode: int | None = None) -> None:
+def write_atomically(path: Path, text: str, mode: int | None = None,
+                     owner: tuple[int, int] | None = None) -> None:
     """Write ``text`` (UTF-8) as :func:`write_bytes_atomically` does."""
-    write_bytes_atomically(path, text.encode("utf-8"), mode)
+    write_bytes_atomically(path, text.encode("utf-8"), mode, owner)
 
 
-def write_bytes_atomically(path: Path, data: bytes, mode: int | None = None) -> None:
-    """Write ``data`` to a temporary file beside ``path`` (with ``mode``), fsync, rename, fsync
-    the folder."""
+def write_bytes_atomically(path: Path, data: bytes, mode: int | None = None,
+                           owner: tuple[int, int] | None = None) -> None:
+    """Write ``data`` to a temporary file beside ``path`` (with ``mode``, and ``owner``'s
+    (uid, gid), -1 keeping one as made), fsync, rename, fsync the folder: the file never
+    shows another mode or owner than its own."""
     path = Path(path)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        if owner is not None:
+            os.fchown(handle, *owner)
         if mode is not None:
             os.fchmod(handle, mode)
         with os.fdopen(handle, "wb") as out:

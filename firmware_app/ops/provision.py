@@ -1,6 +1,11 @@
 """``clinibox provision BUNDLE``: make a box the hospital's, offline, from its enrolment bundle.
 
-What it does, in this order (nothing is written before every check passed):
+On an installed box it runs as root (``sudo clinibox provision BUNDLE --config
+/etc/clinibox/clinibox.toml``): the config, and the hospital's files it names (the CA,
+the broker, the model signing keys the box trusts), are root's to write and the
+service user's only to read, so a service taken over cannot trust a key of its own
+or talk to another broker. What it does, in this order (nothing is written before
+every check passed):
 
 1. Reads and checks the bundle (``firmware_app.contracts.enrolment``): CA, client
    certificate and key, CN ``clinic/device``, validity, key types, ids.
@@ -11,21 +16,31 @@ What it does, in this order (nothing is written before every check passed):
    trusted_keys`` are set; a relative ``[storage] state_dir`` is pinned to
    the absolute folder it means now, because the identity is made there and
    the service must find the same one whatever its working folder. The
-   result is validated like any config before anything is written.
-3. Writes the hospital's files into ``<state_dir>/keys/enrolment/<fingerprint>/``
-   (``ca.pem``, ``client-cert.pem``, ``client-key.pem`` mode 0600,
-   ``hospital.pub``, ``model-signing-<key id>.pub`` and ``enrolment.json``,
-   the bundle without the key). They live next to the box's own keys, in the
-   one 0700 folder the service owns, which is backed up or wiped as one; the
-   config folder may stay read-only. A new folder per bundle means the switch
-   to a new enrolment is the atomic replacement of the config: a power cut
-   leaves the old config with its old folder, or the new with the new.
-4. Creates the device identity (``load_identity``) if the box has none.
-5. Replaces the config atomically (the previous file is kept as ``.bak``) and
-   removes enrolment folders the config no longer names.
+   result is validated like any config before anything is written, and the
+   config's folder must be writable (else: run it as root).
+3. Writes the hospital's files next to the config, into
+   ``<config name>.enrolment/<fingerprint>/`` (``/etc/clinibox/clinibox.enrolment/…``
+   on a box): ``ca.pem``, ``client-cert.pem``, ``client-key.pem``, ``hospital.pub``,
+   ``model-signing-<key id>.pub`` and ``enrolment.json`` (the bundle without the
+   key), folders 0750 and files 0640, with the config folder's group when root
+   writes them (``clinibox``: the service reads them, the world does not). A new
+   folder per bundle means the switch to a new enrolment is the atomic replacement
+   of the config: a power cut leaves the old config with its old folder, or the
+   new with the new.
+4. Creates the device identity (``load_identity``) if the box has none, under
+   ``<state_dir>/keys``. Root does not write in the state folder another user
+   owns (a link planted there could turn the write to any file): a child process
+   does it as that folder's owner and group, so the keys belong to the service.
+5. Replaces the config atomically, keeping its owner, group and mode (the
+   previous file is kept as ``.bak``), and removes enrolment folders the config
+   no longer names.
 6. Prints what the hospital must enrol: clinic, device, the public key and
    its id, and the ``clinibox central enrol-code CODE`` line, also as a QR
    code in the terminal (and as a PNG with ``--qr-png``).
+
+A failure after step 3 removes the new enrolment folder again and names what
+stays written (a device key made in step 4 is kept: the next run uses it); the
+config is then the old one.
 
 The device identity is never replaced by provisioning: a renewed bundle
 (same clinic and device, e.g. a new certificate) is applied as is and the
@@ -42,6 +57,7 @@ studies behind earlier alerts.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import datetime as dt
@@ -50,12 +66,14 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import segno
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from firmware_app.contracts.enrolment import (
     EnrolmentBundle,
@@ -75,13 +93,22 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-ENROLMENT_FOLDER = "enrolment"
+#: the folder of the hospital's files beside the config: ``<config name>.enrolment``
+ENROLMENT_SUFFIX = ".enrolment"
+#: what provisioning writes beside the config: its group reads, only its owner writes
+FOLDER_MODE, FILE_MODE = 0o750, 0o640
 
 
 class ProvisionError(CliniboxError):
-    """Provisioning refused or failed; nothing was changed."""
+    """Provisioning refused or failed; ``written`` names what it had written and left (none:
+    nothing was changed)."""
 
     kind = "provisioning refused"
+
+    def __init__(self, *args: object, exit_status: int | None = None,
+                 written: Sequence[str] = ()) -> None:
+        super().__init__(*args, exit_status=exit_status)
+        self.written = tuple(written)
 
 
 @dataclass(frozen=True)
@@ -129,17 +156,22 @@ def _already(existing: dict[str, Any]) -> tuple[str, str] | None:
     return (telemetry.get("clinic", defaults.clinic), telemetry.get("device", defaults.device))
 
 
-def _files(bundle: EnrolmentBundle) -> dict[str, tuple[str, int]]:
-    """File name → (text, mode) of what the enrolment folder holds."""
-    files = {"ca.pem": (bundle.ca_cert, 0o644), "client-cert.pem": (bundle.client_cert, 0o644),
-             "client-key.pem": (bundle.client_key, 0o600),
-             "hospital.pub": (bundle.hospital_key, 0o644)}
+def enrolment_parent(target: Path) -> Path:
+    """The folder of the enrolment folders of the config ``target``: beside it, named after it
+    (``/etc/clinibox/clinibox.enrolment``), so that two configs in one folder keep theirs."""
+    return target.with_suffix(ENROLMENT_SUFFIX)
+
+
+def _files(bundle: EnrolmentBundle) -> dict[str, str]:
+    """File name → text of what the enrolment folder holds."""
+    files = {"ca.pem": bundle.ca_cert, "client-cert.pem": bundle.client_cert,
+             "client-key.pem": bundle.client_key, "hospital.pub": bundle.hospital_key}
     for kid, pem in zip(bundle.signing_key_ids(), bundle.model_signing_keys, strict=True):
-        files[f"model-signing-{kid}.pub"] = (pem, 0o644)
+        files[f"model-signing-{kid}.pub"] = pem
     record = {k: v for k, v in bundle.to_dict().items() if k != "tls"}
     record.update(fingerprint=bundle.fingerprint,
                   provisioned_at=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
-    files["enrolment.json"] = (json.dumps(record, indent=2) + "\n", 0o644)
+    files["enrolment.json"] = json.dumps(record, indent=2) + "\n"
     return files
 
 
@@ -192,36 +224,170 @@ def _same(path: Path, text: str) -> bool:
         return False
 
 
-def _write_folder(parent: Path, name: str, files: dict[str, tuple[str, int]]) -> Path:
-    """Write ``files`` into ``parent/name`` as a whole (a fresh folder renamed into place)."""
-    parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+def _group(folder: Path) -> int | None:
+    """The group of what provisioning writes beside the config: the config folder's when root
+    writes (``clinibox`` on an installed box), else None (the writer's own)."""
+    return folder.stat().st_gid if os.geteuid() == 0 else None
+
+
+def _make_folder(path: Path, gid: int | None) -> None:
+    """``path`` as a FOLDER_MODE folder of group ``gid``, when it does not exist yet."""
+    if path.is_dir():
+        return
+    path.mkdir(mode=FOLDER_MODE)
+    _own(path, gid)
+
+
+def _own(path: Path, gid: int | None) -> None:
+    """Give a folder provisioning made its mode (whatever the umask) and group."""
+    os.chmod(path, FOLDER_MODE)
+    if gid is not None:
+        os.chown(path, -1, gid)
+
+
+def _write_folder(parent: Path, name: str, files: dict[str, str],
+                  gid: int | None) -> tuple[Path, bool]:
+    """Write ``files`` into ``parent/name`` as a whole (a fresh folder renamed into place);
+    the folder and whether it is new (False: it was there, whole or damaged)."""
+    _make_folder(parent, gid)
     final = parent / name
-    if all(_same(final / file_name, text) for file_name, (text, _) in files.items()
+    if all(_same(final / file_name, text) for file_name, text in files.items()
            if file_name != "enrolment.json"):
-        return final  # this very bundle is in place already: leave what the config names
+        return final, False  # this very bundle is in place already: leave what the config names
     incoming = Path(tempfile.mkdtemp(prefix=f".incoming-{name}-", dir=parent))
-    for file_name, (text, mode) in files.items():
-        write_atomically(incoming / file_name, text, mode)
-    fsync_dir(incoming)
-    if final.exists():  # damaged or incomplete: swap a whole new copy in
-        old = Path(tempfile.mkdtemp(prefix=f".old-{name}-", dir=parent))
-        os.replace(final, old / name)
-        os.replace(incoming, final)
-        shutil.rmtree(old)
-    else:
-        os.replace(incoming, final)
+    try:
+        _own(incoming, gid)
+        owner = None if gid is None else (-1, gid)
+        for file_name, text in files.items():
+            write_atomically(incoming / file_name, text, FILE_MODE, owner=owner)
+        fsync_dir(incoming)
+        created = not final.exists()
+        if created:
+            os.replace(incoming, final)
+        else:  # damaged or incomplete: swap a whole new copy in
+            old = Path(tempfile.mkdtemp(prefix=f".old-{name}-", dir=parent))
+            os.replace(final, old / name)
+            os.replace(incoming, final)
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(incoming, ignore_errors=True)
+        raise
     fsync_dir(parent)
-    return final
+    return final, created
 
 
-def _retire_key(config: Config) -> None:
-    if config.telemetry.device_key:
-        raise ProvisionError("--new-identity: [telemetry] device_key names the key file; replace "
-                             "that file yourself", exit_status=EXIT_USAGE)
-    path = config.device_key_path
-    if path.exists():
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        os.replace(path, path.with_name(f"{path.name}.retired-{stamp}"))
+def _state_owner(config: Config) -> tuple[int, int] | None:
+    """(uid, gid) to write the state as: the state folder's owner when root provisions a box
+    whose state another user owns (an installed box: ``clinibox``), else None (as is)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        info = config.state_dir.stat()
+    except FileNotFoundError:
+        return None
+    return (info.st_uid, info.st_gid) if info.st_uid != 0 else None
+
+
+def _identity_step(config: Config, new_identity: bool) -> dict[str, Any]:
+    """Retire the device key when asked, then read the identity or make it; as JSON data:
+    ``key`` (PEM) and ``secret`` (hex), or ``error``; ``written``: what it wrote and left."""
+    key, secret = config.device_key_path, config.device_secret_path
+    before = {path: path.exists() for path in (key, secret)}
+    retired: Path | None = None
+    try:
+        if new_identity and key.exists():
+            stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            retired = key.with_name(f"{key.name}.retired-{stamp}")
+            os.replace(key, retired)
+        config.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        identity = load_identity(config)
+    except (OSError, ValueError) as exc:
+        if retired is not None:  # the old key back: the config still names its enrolment
+            try:
+                os.replace(retired, key)
+                retired = None
+            except OSError:
+                pass
+        return {"error": str(exc), "written": _state_written(before, retired, key)}
+    pem = identity.signing_key.private_bytes(serialization.Encoding.PEM,
+                                             serialization.PrivateFormat.PKCS8,
+                                             serialization.NoEncryption())
+    return {"key": pem.decode("ascii"), "secret": identity.secret.hex(),
+            "created": not before[key] or retired is not None,
+            "written": _state_written(before, retired, key)}
+
+
+def _state_written(before: dict[Path, bool], retired: Path | None, key: Path) -> list[str]:
+    words = [f"renamed {key} to {retired.name}"] if retired is not None else []
+    return words + [f"made {path}" for path, was in before.items() if not was and path.exists()]
+
+
+def _as_owner(owner: tuple[int, int] | None,
+              work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``work()``, here (``owner`` None) or in a child process with ``owner``'s uid and gid and
+    no other group; its JSON data comes back through a pipe."""
+    if owner is None:
+        return work()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the caller
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(owner[1])
+            os.setuid(owner[0])
+            answer = work()
+        except BaseException as exc:
+            answer = {"error": f"as user {owner[0]}: {exc}", "written": []}
+        try:
+            with os.fdopen(write_end, "wb") as out:
+                out.write(json.dumps(answer).encode("utf-8"))
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as answer_pipe:
+        data = answer_pipe.read()
+    os.waitpid(pid, 0)
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        answer = {"error": f"the child writing as user {owner[0]} gave no answer",
+                  "written": []}
+    return answer if isinstance(answer, dict) else {"error": "a bad answer", "written": []}
+
+
+def _identity(config: Config, answer: dict[str, Any]) -> DeviceIdentity:
+    """The DeviceIdentity of the identity step's answer."""
+    key = serialization.load_pem_private_key(str(answer["key"]).encode("ascii"), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError("the device key is not an Ed25519 key")
+    return DeviceIdentity(config.telemetry.clinic, config.telemetry.device, key,
+                          bytes.fromhex(str(answer["secret"])))
+
+
+def _check_writable(target: Path) -> None:
+    """ProvisionError (usage) when the config's folder cannot be written: on an installed box,
+    provisioning is root's."""
+    folder = target.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ProvisionError(
+            f"cannot write {folder}: provisioning writes the box's config and the hospital's "
+            f"files there; on an installed box run it as root: sudo clinibox provision BUNDLE "
+            f"--config {target}", exit_status=EXIT_USAGE)
+
+
+def _config_owner(target: Path, gid: int | None) -> tuple[int, tuple[int, int] | None]:
+    """Mode and (uid, gid) of the new config: the old one's (its owner and group only when
+    root writes), else 0640 with the folder's group."""
+    if not target.exists():
+        return FILE_MODE, (None if gid is None else (-1, gid))
+    info = target.stat()
+    owner = (info.st_uid, info.st_gid) if os.geteuid() == 0 else None
+    return info.st_mode & 0o777, owner
 
 
 def provision(bundle_path: Path, target: Path, *, force: bool = False,
@@ -245,7 +411,7 @@ def provision(bundle_path: Path, target: Path, *, force: bool = False,
     old = config_module.from_dict(existing)
     state_dir = old.state_dir
     pinned = existing.get("storage", {}).get("state_dir") != str(state_dir)
-    parent = old.keys_dir / ENROLMENT_FOLDER
+    parent = enrolment_parent(target)
     folder = parent / bundle.fingerprint
     data = merge(existing, bundle, state_dir, folder)
     try:
@@ -255,20 +421,38 @@ def provision(bundle_path: Path, target: Path, *, force: bool = False,
     text = render(data, bundle.fingerprint)
     if new.telemetry.device_key and not new.device_key_path.exists():
         raise ProvisionError(f"[telemetry] device_key {new.device_key_path} does not exist")
+    if new_identity and new.telemetry.device_key:
+        raise ProvisionError("--new-identity: [telemetry] device_key names the key file; replace "
+                             "that file yourself", exit_status=EXIT_USAGE)
+    _check_writable(target)
+    written: list[str] = []
+    made_folder, made_parent = False, not parent.exists()
     try:
-        old.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _write_folder(parent, bundle.fingerprint, _files(bundle))
-        if new_identity:
-            _retire_key(new)
-        created = not new.device_key_path.exists()
-        identity = load_identity(new)
-        if target.exists():
-            shutil.copy2(target, target.with_name(target.name + ".bak"))
-        mode = target.stat().st_mode & 0o777 if target.exists() else 0o644
         target.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(target, text, mode)
-    except OSError as exc:
-        raise ProvisionError(f"cannot write: {exc}") from exc
+        gid = _group(target.parent)
+        _, made_folder = _write_folder(parent, bundle.fingerprint, _files(bundle), gid)
+        answer = _as_owner(_state_owner(new), lambda: _identity_step(new, new_identity))
+        written += answer.get("written", [])
+        if "error" in answer:
+            raise ProvisionError(f"cannot make the device identity under {new.keys_dir}: "
+                                 f"{answer['error']}")
+        identity, created = _identity(new, answer), bool(answer.get("created"))
+        mode, owner = _config_owner(target, gid)
+        if target.exists():
+            backup = target.with_name(target.name + ".bak")
+            shutil.copy2(target, backup)
+            written.append(f"copied the config to {backup}")
+        write_atomically(target, text, mode, owner=owner)
+    except (OSError, ValueError, ProvisionError) as exc:
+        if made_folder:  # undone: the old config does not name it
+            shutil.rmtree(folder, ignore_errors=True)
+            if folder.exists():
+                written.append(f"wrote {folder}")
+            elif made_parent:
+                with contextlib.suppress(OSError):
+                    parent.rmdir()
+        message = str(exc) if isinstance(exc, ProvisionError) else f"cannot write: {exc}"
+        raise ProvisionError(message, written=written) from exc
     for stale in parent.iterdir():
         if stale.name != folder.name and stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
@@ -329,14 +513,19 @@ def cmd_provision(args: argparse.Namespace) -> int:
                          new_identity=args.new_identity)
     except ProvisionError as exc:
         print(f"clinibox provision: {exc}", file=sys.stderr)
-        print("nothing was changed", file=sys.stderr)
+        if exc.written:
+            print("the config was not changed; written before the failure: "
+                  + "; ".join(exc.written), file=sys.stderr)
+        else:
+            print("nothing was changed", file=sys.stderr)
         return exc.exit_status
     sys.stdout.write(report(done))
     print_qr(done.code.text())
     if args.qr_png:
         qr_code(done.code.text()).save(args.qr_png, scale=8, border=4)
         print(f"QR code also written to {args.qr_png}")
-    print("Then check the box: clinibox selftest")
+    print("Then restart the services (systemctl restart clinibox clinibox-web) and check "
+          "the box: clinibox selftest")
     return EXIT_OK
 
 

@@ -31,6 +31,12 @@ import tomllib
 
 from tests.integration.conftest import REPO, echoscu, to_toml, wait_for
 from tests.ports import free_ports
+from tests.provisioned_box import (
+    assert_provisioned_for_the_service,
+    box_root,
+    hospital_bundle,
+    service_ids,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -405,6 +411,33 @@ def test_install_refuses_a_bundle_that_does_not_match_its_checksums(bundle, tmp_
     result = run_install(tmp_path / "root", damaged, check=False)
     assert result.returncode != 0 and "SHA256SUMS" in result.stderr
     assert not (tmp_path / "root" / "opt").exists()
+
+
+@pytest.mark.slow
+def test_root_provisions_the_installed_box_as_the_technician_page_says(root, tmp_path):
+    # sudo clinibox provision BUNDLE --config /etc/clinibox/clinibox.toml, by the installed
+    # command, on the config folder and state folder as install.sh made them (copied with
+    # their owners and modes into a box of its own, whose state folder the config names)
+    bundle = hospital_bundle(tmp_path / "hospital")
+    with box_root() as box:
+        for part in ("etc", "var/lib"):
+            (box / part).mkdir(parents=True)
+            subprocess.run(["cp", "-a", str(root / part / "clinibox"), str(box / part)],
+                           check=True)
+        config = box / "etc" / "clinibox" / "clinibox.toml"
+        with config.open("r+") as text:  # the same file: its owner and mode stay
+            edited = text.read().replace('state_dir = "/var/lib/clinibox"',
+                                         f'state_dir = "{box}/var/lib/clinibox"')
+            text.seek(0)
+            text.write(edited)
+            text.truncate()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CLINIBOX_", "PIP_"))}
+        done = subprocess.run([str(root / "usr" / "local" / "bin" / "clinibox"), "provision",
+                               str(bundle), "--config", str(config)], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert_provisioned_for_the_service(config, service_ids(root))
+        assert "systemctl restart clinibox clinibox-web" in done.stdout
 
 
 # -- the installed appliance ---------------------------------------------------------------------

@@ -36,9 +36,15 @@ from firmware_app.ops.provision import ProvisionError, provision
 from firmware_app.ops.selftest import Check, check_broker, check_clock, check_dicom_echo, check_disk
 from firmware_app.settings.box import Config, MqttConfig, from_dict, load
 from firmware_app.storage import db
-from tests.integration.conftest import Box, to_toml, wait_for
+from tests.integration.conftest import REPO, Box, to_toml, wait_for
 from tests.model_packages import make_package
 from tests.mqtt_broker import Auditor, Broker, MqttPki, make_mqtt_pki
+from tests.provisioned_box import (
+    as_service_user,
+    assert_provisioned_for_the_service,
+    box_root,
+    service_ids,
+)
 from tests.tls_certs import CertificateAuthority, make_pki
 
 pytestmark = pytest.mark.integration
@@ -159,7 +165,10 @@ def test_provision_then_selftest_passes_and_names_what_breaks(hospital: Hospital
         config = load(box.config)
         assert (config.telemetry.clinic, config.mqtt.port) == (CLINIC, broker.port)
         assert config.dicom.port == box.port  # what was there is kept
-        assert stat.S_IMODE(Path(config.mqtt.key_file).stat().st_mode) == 0o600
+        # the hospital's files lie beside the config, readable by the config folder's group
+        key_file = Path(config.mqtt.key_file)
+        assert key_file.parent.parent == box.config.with_suffix(".enrolment")
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o640
         try:
             box.start()
             status, checks = selftest(box)
@@ -267,6 +276,7 @@ def test_a_bundle_with_a_bad_certificate_writes_nothing(hospital: Hospital, tmp_
     assert "nothing was changed" in done.stderr
     assert config.read_text() == original
     assert not state.exists() and not (tmp_path / "box.toml.bak").exists()
+    assert not (tmp_path / "box.enrolment").exists()
 
 
 def test_provision_needs_to_know_which_config_to_write(hospital: Hospital,
@@ -290,7 +300,7 @@ def test_reprovisioning_keeps_the_identity_unless_asked(hospital: Hospital,
     assert first.identity_created and not first.state_dir_pinned
     again = provision(hospital.bundle, config)  # e.g. a renewed bundle: the key stays
     assert not again.identity_created and again.identity.key_id == first.identity.key_id
-    enrolment = tmp_path / "state" / "keys" / "enrolment"
+    enrolment = tmp_path / "box.enrolment"
     assert [p.name for p in enrolment.iterdir()] == [first.bundle.fingerprint]
     (first.folder / "client-cert.pem").unlink()  # a damaged enrolment is written anew
     provision(hospital.bundle, config)
@@ -318,6 +328,90 @@ def test_reprovisioning_keeps_the_identity_unless_asked(hospital: Hospital,
     keys = tmp_path / "state" / "keys"
     assert len(list(keys.glob("device.pem.retired-*"))) == 1
     assert fresh.identity.secret == first.identity.secret  # earlier study references still work
+
+
+def lay_out_as_installed(root: Path) -> Path:
+    """``root`` as scripts/install.sh makes a box: the service user and its folders from
+    systemd/sysusers.d and tmpfiles.d, the config root:clinibox 0640; the config's path."""
+    (root / "etc").mkdir(mode=0o755)
+    subprocess.run(["systemd-sysusers", f"--root={root}",
+                    str(REPO / "systemd" / "sysusers.d" / "clinibox.conf")],
+                   check=True, capture_output=True)
+    subprocess.run(["systemd-tmpfiles", f"--root={root}", "--create",
+                    str(REPO / "systemd" / "tmpfiles.d" / "clinibox.conf")],
+                   check=True, capture_output=True)
+    config = root / "etc" / "clinibox" / "clinibox.toml"
+    config.write_text(to_toml({"storage": {"state_dir": str(root / "var" / "lib" / "clinibox")},
+                               "models": {"trusted_keys": [], "trust_demo_key": False}}))
+    os.chown(config, 0, service_ids(root)[1])
+    config.chmod(0o640)
+    return config
+
+
+def test_root_provisions_an_installed_box_for_its_service_user(hospital: Hospital) -> None:
+    # sudo clinibox provision BUNDLE --config /etc/clinibox/clinibox.toml (the test is root)
+    with box_root() as root:
+        config = lay_out_as_installed(root)
+        ids = service_ids(root)
+        installed = config.read_text()
+        # as the service user it refuses before writing anything: the config is root's
+        stick = root / "media" / "usb"
+        stick.mkdir(parents=True)
+        shutil.copy(hospital.bundle, stick / "box-1.bundle")
+        os.chown(stick / "box-1.bundle", *ids)
+        said = as_service_user(ids, lambda: str(provision(stick / "box-1.bundle", config)))
+        assert said == (f"ProvisionError: cannot write {config.parent}: provisioning writes the "
+                        "box's config and the hospital's files there; on an installed box run "
+                        "it as root: sudo clinibox provision BUNDLE --config " + str(config))
+        assert config.read_text() == installed
+        assert sorted(p.name for p in config.parent.iterdir()) == ["clinibox.toml"]
+        assert not (root / "var" / "lib" / "clinibox" / "keys").exists()
+
+        done = clinibox("provision", str(hospital.bundle), "--config", str(config))
+        assert done.returncode == 0, done.stderr
+        assert_provisioned_for_the_service(config, ids)
+        assert "Then restart the services (systemctl restart clinibox clinibox-web)" in \
+            done.stdout
+        # again (a renewed bundle): the key made by the service user is read, not made anew
+        again = clinibox("provision", str(hospital.bundle), "--config", str(config))
+        assert again.returncode == 0, again.stderr
+        assert f"(kept: {root}/var/lib/clinibox/keys/device.pem)" in again.stdout
+        assert_provisioned_for_the_service(config, ids)
+
+
+def test_a_failure_names_what_was_written(hospital: Hospital, tmp_path: Path) -> None:
+    state, config = tmp_path / "state", tmp_path / "box.toml"
+    original = to_toml({"storage": {"state_dir": str(state)}})
+    config.write_text(original)
+    keys = state / "keys"
+    state.mkdir()
+    keys.write_text("a file where the keys folder belongs")  # the identity cannot be made
+    done = clinibox("provision", str(hospital.bundle), "--config", str(config))
+    assert done.returncode == 1
+    assert f"clinibox provision: cannot make the device identity under {keys}:" in done.stderr
+    assert done.stderr.rstrip().endswith("nothing was changed")
+    assert config.read_text() == original
+    assert not (tmp_path / "box.enrolment").exists()  # the hospital's new files: removed again
+
+    keys.unlink()
+    # the old config's copy cannot be made: its name is a folder holding a folder of its name
+    (tmp_path / "box.toml.bak" / "box.toml").mkdir(parents=True)
+    done = clinibox("provision", str(hospital.bundle), "--config", str(config))
+    assert done.returncode == 1
+    assert "clinibox provision: cannot write: [Errno 21] Is a directory" in done.stderr
+    assert "nothing was changed" not in done.stderr
+    assert (f"the config was not changed; written before the failure: made {keys}/device.pem; "
+            f"made {keys}/study-ref.secret\n") in done.stderr
+    assert config.read_text() == original
+    assert not (tmp_path / "box.enrolment").exists()
+    made = (keys / "device.pem").read_bytes()
+
+    shutil.rmtree(tmp_path / "box.toml.bak")
+    done = clinibox("provision", str(hospital.bundle), "--config", str(config))
+    assert done.returncode == 0, done.stderr
+    assert f"(kept: {keys}/device.pem)" in done.stdout  # the key made before is the box's
+    assert (keys / "device.pem").read_bytes() == made
+    assert (tmp_path / "box.toml.bak").read_text() == original
 
 
 def test_the_dicom_echo_speaks_tls_when_the_box_does(box_factory, tmp_path: Path) -> None:
