@@ -131,7 +131,7 @@ def report_pdf(content: ReportContent, *, font_dirs: Sequence[Path] | None = Non
     _section(pdf, _("Findings"), [f for f in findings if f] or [_("None recorded.")])
     warnings = [clean_text(line) for line in content.warnings or []]
     if any(warnings):
-        _section(pdf, _("Quality warnings"), [w for w in warnings if w])
+        _section(pdf, _("Image quality"), [w for w in warnings if w])  # as the page
 
     pdf.use_font(size=9)
     model = clean_text(content.model_id, FIELD_LIMIT) or _("unknown")

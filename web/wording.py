@@ -324,7 +324,8 @@ def object_reason(status: str, reason: str | Sequence[Any] | None) -> tuple[str,
         return text, ""
     if status == InstanceStatus.NOT_ANALYSED:
         return _("no model on this box is meant for this image"), text
-    return _("the box could not read this object (the reason is in the quarantine list)"), text
+    return _("the box could not read this object; a technician sees why in the quarantine "
+             "list"), text
 
 
 def local_time(epoch: float | None, with_seconds: bool = False) -> str:

@@ -76,7 +76,7 @@ def test_unicode_report_holds_the_text_and_the_key_image() -> None:
         (595.28, 841.89), abs=0.5)  # A4 portrait
     assert "onnxruntime" not in text  # the runtime is the technician's, on the device page
     for expected in ("clinibox study report", "Zoë Müller-Łukasz", "PID-4711", "CT CHEST",
-                     VERDICT, "One suspicious area (87 %)", "smaller than usual",
+                     VERDICT, "One suspicious area (87 %)", "Image quality", "smaller than usual",
                      "clinibox-demo-lesion 1.2.0", NOTICE,
                      "3 February 2026, 10:05", "page 1 of 1"):
         assert expected in text, expected
@@ -141,7 +141,7 @@ def test_report_without_key_image_or_warnings() -> None:
     reader, text = read(report_pdf(content(key_image_png=None, warnings=[], findings=[]),
                                    font_dirs=()))
     assert image_count(reader) == 0
-    assert "Quality warnings" not in text and "None recorded." in text
+    assert "Image quality" not in text and "None recorded." in text
 
 
 def test_clean_text() -> None:
