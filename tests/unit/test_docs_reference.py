@@ -188,7 +188,7 @@ def test_the_dicom_outputs_page_names_every_output(hook):
     rows = list(table.values()) if isinstance(table, dict) else list(table)
     assert rows
     for row in rows:
-        assert f"| {hook._plain(dataclasses.astuple(row)[0])} |" in page
+        assert f"| {hook.plain(dataclasses.astuple(row)[0])} |" in page
 
 
 def test_the_benchmarks_page_is_bench_tables_render(hook):
