@@ -25,16 +25,16 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
+from firmware_app.contracts.words import Word
 from firmware_app.i18n import N_
 
 #: a parameter's value: a name, a count or a measure (never a structure)
 ParamValue = str | int | float
 
 
-class ReasonCode(str, Enum):
+class ReasonCode(Word):
     """Every reason the box records; the value is what is stored."""
 
     # quality warnings (imaging/quality.py); blank, too_dark, saturated, too_small block
@@ -67,12 +67,6 @@ class ReasonCode(str, Enum):
     CONFLICTING_DUPLICATE = "conflicting_duplicate"
     # recorded text this box does not know as a code (shown as recorded)
     UNKNOWN = "unknown"
-
-    def __str__(self) -> str:
-        """The stored word itself (as in a JSON value or a CSV cell)."""
-        return str(self.value)
-
-    __format__ = str.__format__
 
 
 #: Each code's English template, its parameters named (``%(name)s``); marked for the

@@ -4,10 +4,8 @@ Each member's value is EXACTLY the string the box has always stored in its
 database, written in its JSON and sent in its forms, so nothing on disk
 changed when these enumerations came: no data migration was needed, and a
 member compares equal to its word (``InstanceStatus.QUEUED == "queued"``).
-They are ``str`` enumerations (``class X(str, Enum)``: Python 3.10 has no
-``StrEnum``) whose ``str()`` and ``format()`` give the word itself, so a
-member may go wherever the word went: an SQL parameter, a JSON value or key,
-a dictionary key, a template.
+They are ``contracts/words.Word`` enumerations, whose ``str()`` and
+``format()`` give the word itself, so a member may go wherever the word went.
 
 The viewer's and the command line's words for them, in the reader's
 language, are in ``web/labels.py`` (keyed by these members); where the
@@ -19,7 +17,7 @@ codes are not states and are not here.
 
 from __future__ import annotations
 
-from enum import Enum
+from firmware_app.contracts.words import Word
 
 __all__ = [
     "FINISHED_STATUSES",
@@ -36,14 +34,7 @@ __all__ = [
 ]
 
 
-class _Word(str, Enum):
-    """A stable word of the box: its ``str()`` is the word (as in Python 3.10 and before)."""
-
-    def __str__(self) -> str:
-        return str(self.value)
-
-
-class InstanceStatus(_Word):
+class InstanceStatus(Word):
     """Where a received object (a row of ``instances``) stands: ``storage/queue.py``."""
 
     QUEUED = "queued"
@@ -69,7 +60,7 @@ FINISHED_STATUSES = (InstanceStatus.PROCESSED, InstanceStatus.QUARANTINED,
                      InstanceStatus.FAILED, InstanceStatus.NOT_ANALYSED)
 
 
-class AssessmentKind(_Word):
+class AssessmentKind(Word):
     """What the box may say about an analysed image (``inference/assessment.py``)."""
 
     FINDING = "finding"
@@ -82,7 +73,7 @@ class AssessmentKind(_Word):
     """The image is unlike what the model was validated on: neither alert nor no finding."""
 
 
-class OutboxState(_Word):
+class OutboxState(Word):
     """A telemetry message's state in the outbox (``storage/outbox.py``)."""
 
     PENDING = "pending"
@@ -97,7 +88,7 @@ class OutboxState(_Word):
     """The MQTT last-will registered with the broker (sent by the broker, not the box)."""
 
 
-class DicomOutboxState(_Word):
+class DicomOutboxState(Word):
     """A DICOM result's state for one PACS destination (``storage/dicom_outbox.py``)."""
 
     PENDING = "pending"
@@ -110,7 +101,7 @@ class DicomOutboxState(_Word):
     """The destination refused it too often; waits for a technician (dicom-out retry)."""
 
 
-class Verdict(_Word):
+class Verdict(Word):
     """A clinician's verdict on a finding (``feedback``)."""
 
     AGREE = "agree"
@@ -121,7 +112,7 @@ class Verdict(_Word):
     """The clinician cannot tell."""
 
 
-class Role(_Word):
+class Role(Word):
     """A viewer account's role (``storage/accounts.py``)."""
 
     CLINICIAN = "clinician"
@@ -130,7 +121,7 @@ class Role(_Word):
     """Looks after the box: quarantine, models, device pages, the audit trail."""
 
 
-class ImportOutcome(_Word):
+class ImportOutcome(Word):
     """What a USB or import-folder scan did with one file (``storage/imported_files.py``)."""
 
     ACCEPTED = "accepted"
