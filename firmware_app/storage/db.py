@@ -21,11 +21,8 @@ from pathlib import Path
 from firmware_app.storage import migrations
 from firmware_app.storage.dicom_outbox import kind_rule
 from firmware_app.storage.migrations import SCHEMA_VERSION
-from firmware_app.storage.migrations._sql import columns, run_script, tables
+from firmware_app.storage.migrations._sql import run_script
 from firmware_app.storage.schema import SCHEMA
-
-#: a table's columns and the tables there are (older callers ask ``db`` for them)
-_columns, _tables = columns, tables
 
 #: the state folder: the service user and its group (the viewer, a technician's tools)
 STATE_DIR_MODE = 0o750

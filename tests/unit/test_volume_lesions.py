@@ -18,6 +18,7 @@ from firmware_app.inference.aggregate import InstanceFindings
 from firmware_app.inference.volume import SeriesSlice, series_volume
 from firmware_app.settings.box import LimitsConfig
 from firmware_app.storage import db
+from firmware_app.storage.migrations._sql import columns
 from firmware_app.storage.results import ResultStore
 from firmware_app.storage.volumes import study_volumes
 from tests.corpus import image_dataset, write
@@ -247,7 +248,7 @@ def test_a_v11_database_gains_the_geometry_column(tmp_path: Path):
     conn.close()
     conn = db.open_database(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION >= 12
-    assert "geometry_json" in db._columns(conn, "instances")
+    assert "geometry_json" in columns(conn, "instances")
     assert conn.execute("SELECT geometry_json FROM instances").fetchone()[0] is None
     conn.close()
     again = db.open_database(path)  # opening an upgraded database changes nothing
