@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import inspect
 from collections.abc import Iterable
@@ -171,7 +170,10 @@ def dicom_outputs_page() -> str:
     """reference/dicom-outputs.md: the one table of DICOM outputs the box sends."""
     from firmware_app.contracts import dicom_outputs as outputs
 
-    names = [f.name for f in dataclasses.fields(outputs.OutputInfo)]
-    rows = [[plain(getattr(item, n)) for n in names] for item in outputs.DICOM_OUTPUTS.values()]
+    rows = outputs.output_table()
+    columns = ("key", "label", "iod", "sop_class_uids", "writer", "needs_text", "default",
+               "order")
     return "\n".join(["# DICOM outputs", "", GENERATED_NOTE, "", rst_to_md(outputs.__doc__), "",
-                      table(names, rows), ""])
+                      table([c.replace("needs_text", "needs") for c in columns],
+                            [["; ".join(row[c]) if c == "needs_text" else plain(row[c])
+                              for c in columns] for row in rows]), ""])
