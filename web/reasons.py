@@ -12,28 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from firmware_app.contracts.reasons import (
-    TEMPLATES,
-    VERBATIM,
-    Reason,
-    ReasonCode,
-    decode,
-    from_records,
-    reason_table,
-)
+from firmware_app.contracts.reasons import TEMPLATES, VERBATIM, Reason, from_records
 from firmware_app.i18n import ENGLISH, current, gettext
-
-__all__ = [
-    "Reason",
-    "ReasonCode",
-    "decode",
-    "from_records",
-    "reason_table",
-    "reason_text",
-    "reasons_text",
-    "recorded_text",
-    "verbatim",
-]
 
 
 def reason_text(reason: Reason) -> str:

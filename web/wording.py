@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from firmware_app.contracts.reasons import SAYS_RESCAN
+from firmware_app.contracts.reasons import SAYS_RESCAN, from_records
 from firmware_app.contracts.statuses import AssessmentKind, InstanceStatus
 from firmware_app.i18n import N_, formats, gettext, ngettext
 from web import labels, reasons
@@ -74,7 +74,7 @@ def verdict(alert: bool, finding: bool, assessment: str = "",
     if finding:
         return "finding", _("Possible finding — a doctor should review this study")
     if assessment == AssessmentKind.NOT_ASSESSABLE:
-        recorded = reasons.from_records(reason)
+        recorded = from_records(reason)
         why = reasons.reasons_text(recorded) if recorded else _("the image cannot be judged")
         if not any(r.code in SAYS_RESCAN for r in recorded):
             why = _("%(why)s; rescan suggested", why=why)
@@ -297,7 +297,7 @@ def image_deleted(received_at: float, deleted_at: float) -> str:
 
 def warning_text(warning: Mapping[str, Any]) -> str:
     """A quality warning (a reason record) with advice on what to do about it."""
-    reason = reasons.from_records([warning])[0]
+    reason = from_records([warning])[0]
     message = reasons.reason_text(reason)
     advice = _ADVICE.get(reason.code)
     if advice:
@@ -308,7 +308,7 @@ def warning_text(warning: Mapping[str, Any]) -> str:
 def recorded_reason(reason: str | Sequence[Any] | None) -> tuple[str, str]:
     """Stored reasons (or their records) to show: (text in the reader's language, the same
     text again when it holds words recorded as they are, untranslated, else "")."""
-    recorded = reasons.from_records(reason)
+    recorded = from_records(reason)
     text = reasons.reasons_text(recorded)
     return text, text if reasons.verbatim(recorded) else ""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from firmware_app.contracts.reasons import from_records
 from firmware_app.contracts.statuses import InstanceStatus
 from firmware_app.i18n import gettext, ngettext
 from web import labels, reasons
@@ -22,7 +23,7 @@ def reason_words(value: object) -> str:
     """A record's reason in the current language: the box's reasons (codes) rendered, an
     operating system's text as it is."""
     if isinstance(value, (list, tuple)):
-        return reasons.reasons_text(reasons.from_records(value))
+        return reasons.reasons_text(from_records(value))
     return str(value or "")
 
 
