@@ -1,5 +1,15 @@
 """The hospital database's tables, and the one step that brings an older database up to date.
 
+Version 4 is the console's (``clinibox central web``): alerts gain their review
+(``state`` new → under_review → reviewed, the ``verdict``, ``follow_up_months``,
+``note``, who opened and who reviewed them); new tables hold the clinics' names and
+counties, each box's latest state (``box_state``, written with each status and summary
+so the fleet page reads one row a box), drift points over time (``drift_points``),
+the verdicts going back to the boxes (``downlinks``), the webhook's deliveries
+(``webhook_deliveries``) and the console's own accounts, sessions, failed logins and
+audit trail. A version 3 database gains them and keeps every row; its reviewed alerts
+become ``reviewed`` with no verdict.
+
 Version 3 adds two tables: ``dead_letters`` (the bytes of refused messages,
 kept for a person to look at, bounded by ``[receiver] dead_letter_max_mb``)
 and ``audit_heads`` (each box's audit-trail head as its heartbeats reported
@@ -17,7 +27,7 @@ from __future__ import annotations
 from central.sql import Database, StoreError, Transaction
 
 #: The schema this receiver writes.
-VERSION = 3
+VERSION = 4
 #: Serialises schema creation when several receivers start on one PostgreSQL database.
 _SCHEMA_LOCK = 0x636C6278  # "clbx"
 
@@ -58,6 +68,13 @@ _TABLES = {
         created_at    BIGINT NOT NULL,
         received_at   DOUBLE PRECISION NOT NULL,
         reviewed_at   DOUBLE PRECISION,
+        state         TEXT NOT NULL DEFAULT 'new',
+        verdict       TEXT,
+        follow_up_months BIGINT,
+        note          TEXT,
+        opened_by     TEXT,
+        opened_at     DOUBLE PRECISION,
+        reviewed_by   TEXT,
         UNIQUE (clinic, device, seq)
     )""",
     "rejections": """CREATE TABLE IF NOT EXISTS rejections (
@@ -93,6 +110,105 @@ _TABLES = {
         verdict     TEXT NOT NULL,
         UNIQUE (clinic, device, seq)
     )""",
+    "clinics": """CREATE TABLE IF NOT EXISTS clinics (
+        clinic      TEXT PRIMARY KEY,
+        name        TEXT NOT NULL DEFAULT '',
+        county      TEXT NOT NULL DEFAULT ''
+    )""",
+    "box_state": """CREATE TABLE IF NOT EXISTS box_state (
+        clinic          TEXT NOT NULL,
+        device          TEXT NOT NULL,
+        last_seen       DOUBLE PRECISION,
+        state           TEXT,
+        state_at        DOUBLE PRECISION,
+        model           TEXT,
+        software        TEXT,
+        queue_depth     BIGINT,
+        outbox_pending  BIGINT,
+        disk_used_pct   DOUBLE PRECISION,
+        disk_free_mb    BIGINT,
+        downlink_key    TEXT,
+        downlink_seq    BIGINT,
+        audit_row       BIGINT,
+        audit_hash      TEXT,
+        audit_verdict   TEXT,
+        last_event      TEXT,
+        last_event_reason TEXT,
+        last_event_at   DOUBLE PRECISION,
+        psi_confidence  DOUBLE PRECISION,
+        psi_intensity   DOUBLE PRECISION,
+        disagree_rate   DOUBLE PRECISION,
+        drift           INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (clinic, device)
+    )""",
+    "drift_points": """CREATE TABLE IF NOT EXISTS drift_points (
+        clinic          TEXT NOT NULL,
+        device          TEXT NOT NULL,
+        seq             BIGINT NOT NULL,
+        model           TEXT NOT NULL,
+        at              DOUBLE PRECISION NOT NULL,
+        psi_confidence  DOUBLE PRECISION,
+        psi_intensity   DOUBLE PRECISION,
+        disagree_rate   DOUBLE PRECISION,
+        reviews         BIGINT NOT NULL DEFAULT 0,
+        drift           INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (clinic, device, seq)
+    )""",
+    "downlinks": """CREATE TABLE IF NOT EXISTS downlinks (
+        clinic      TEXT NOT NULL,
+        device      TEXT NOT NULL,
+        seq         BIGINT NOT NULL,
+        kind        TEXT NOT NULL,
+        alert_id    BIGINT,
+        payload     TEXT NOT NULL,
+        created_at  DOUBLE PRECISION NOT NULL,
+        sent_at     DOUBLE PRECISION,
+        attempts    BIGINT NOT NULL DEFAULT 0,
+        last_error  TEXT,
+        PRIMARY KEY (clinic, device, seq)
+    )""",
+    "webhook_deliveries": """CREATE TABLE IF NOT EXISTS webhook_deliveries (
+        id           {id},
+        alert_id     BIGINT NOT NULL UNIQUE,
+        payload      TEXT NOT NULL,
+        created_at   DOUBLE PRECISION NOT NULL,
+        next_at      DOUBLE PRECISION NOT NULL,
+        attempts     BIGINT NOT NULL DEFAULT 0,
+        claimed_until DOUBLE PRECISION,
+        sent_at      DOUBLE PRECISION,
+        given_up_at  DOUBLE PRECISION,
+        last_error   TEXT
+    )""",
+    "console_accounts": """CREATE TABLE IF NOT EXISTS console_accounts (
+        id            {id},
+        name          TEXT NOT NULL UNIQUE,
+        role          TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        language      TEXT NOT NULL DEFAULT '',
+        created_at    DOUBLE PRECISION NOT NULL,
+        changed_at    DOUBLE PRECISION NOT NULL
+    )""",
+    "console_sessions": """CREATE TABLE IF NOT EXISTS console_sessions (
+        token_hash  TEXT PRIMARY KEY,
+        account_id  BIGINT NOT NULL,
+        created_at  DOUBLE PRECISION NOT NULL,
+        last_seen   DOUBLE PRECISION NOT NULL
+    )""",
+    "console_login_failures": """CREATE TABLE IF NOT EXISTS console_login_failures (
+        id          {id},
+        at          DOUBLE PRECISION NOT NULL,
+        name        TEXT NOT NULL,
+        address     TEXT NOT NULL
+    )""",
+    "console_audit": """CREATE TABLE IF NOT EXISTS console_audit (
+        id          {id},
+        at          DOUBLE PRECISION NOT NULL,
+        account     TEXT NOT NULL,
+        address     TEXT NOT NULL,
+        action      TEXT NOT NULL,
+        target      TEXT NOT NULL DEFAULT '',
+        detail      TEXT NOT NULL DEFAULT ''
+    )""",
     "schema_version": "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
 }
 _INDEXES = {
@@ -101,7 +217,31 @@ _INDEXES = {
     "alerts_waiting": "CREATE INDEX IF NOT EXISTS alerts_waiting ON alerts (reviewed_at, id)",
     "dead_letters_by_topic": "CREATE INDEX IF NOT EXISTS dead_letters_by_topic"
                              " ON dead_letters (topic, received_at)",
+    "alerts_by_state": "CREATE INDEX IF NOT EXISTS alerts_by_state"
+                       " ON alerts (state, received_at)",
+    "alerts_by_box": "CREATE INDEX IF NOT EXISTS alerts_by_box"
+                     " ON alerts (clinic, device, received_at)",
+    "drift_points_by_box": "CREATE INDEX IF NOT EXISTS drift_points_by_box"
+                           " ON drift_points (clinic, device, model, at)",
+    "downlinks_unsent": "CREATE INDEX IF NOT EXISTS downlinks_unsent"
+                        " ON downlinks (sent_at, clinic, device, seq)",
+    "webhook_due": "CREATE INDEX IF NOT EXISTS webhook_due"
+                   " ON webhook_deliveries (sent_at, given_up_at, next_at)",
+    "console_failures_by_address": "CREATE INDEX IF NOT EXISTS console_failures_by_address"
+                                   " ON console_login_failures (address, at)",
+    "console_audit_by_time": "CREATE INDEX IF NOT EXISTS console_audit_by_time"
+                             " ON console_audit (at)",
 }
+#: Version 4's new alert columns, added to a version 2 or 3 table (the review).
+_V4_ALERT_COLUMNS = (
+    ("state", "TEXT NOT NULL DEFAULT 'new'"),
+    ("verdict", "TEXT"),
+    ("follow_up_months", "BIGINT"),
+    ("note", "TEXT"),
+    ("opened_by", "TEXT"),
+    ("opened_at", "DOUBLE PRECISION"),
+    ("reviewed_by", "TEXT"),
+)
 #: Version 1's columns, copied as they are (rejections gain claimed_clinic, left empty).
 _V1_COLUMNS = {
     "devices": "clinic, device, public_key, key_id, enrolled_at, revoked_at",
@@ -129,10 +269,14 @@ def create_or_migrate(db: Database) -> int:
                              f"this receiver's {VERSION}: upgrade clinibox central")
         if found == 1:
             _rename_version_1(tx)
+        if found in (2, 3):
+            _add_review_columns(tx)
         for statement in (*_TABLES.values(), *_INDEXES.values()):
             tx.execute(db.ddl(statement))
         if found == 1:
             _copy_version_1(db, tx)
+        if 1 <= found < 4:  # alerts reviewed before verdicts existed
+            tx.execute("UPDATE alerts SET state = 'reviewed' WHERE reviewed_at IS NOT NULL")
         if found < VERSION:
             tx.execute("DELETE FROM schema_version")
             tx.execute("INSERT INTO schema_version (version) VALUES (?)", (VERSION,))
@@ -147,6 +291,14 @@ def _version(db: Database, tx: Transaction) -> int:
         return 1  # version 1 kept no version number
     row = tx.execute("SELECT MAX(version) FROM schema_version").fetchone()
     return int(row[0]) if row and row[0] is not None else 1
+
+
+def _add_review_columns(tx: Transaction) -> None:
+    cursor = tx.execute("SELECT * FROM alerts LIMIT 0")
+    present = {column[0] for column in cursor.description}
+    for name, kind in _V4_ALERT_COLUMNS:
+        if name not in present:
+            tx.execute(f"ALTER TABLE alerts ADD COLUMN {name} {kind}")
 
 
 def _rename_version_1(tx: Transaction) -> None:

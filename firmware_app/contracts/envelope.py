@@ -122,9 +122,10 @@ def canonical_payload(payload: dict[str, Any]) -> bytes:
                       allow_nan=False).encode("utf-8")
 
 
-def _message_key(shared: bytes, ephemeral: bytes, recipient: bytes) -> bytes:
+def _message_key(shared: bytes, ephemeral: bytes, recipient: bytes,
+                 info: bytes = HKDF_INFO) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=ephemeral + recipient,
-                info=HKDF_INFO).derive(shared)
+                info=info).derive(shared)
 
 
 def _raw(public_key: X25519PublicKey | Ed25519PublicKey) -> bytes:
@@ -132,12 +133,18 @@ def _raw(public_key: X25519PublicKey | Ed25519PublicKey) -> bytes:
 
 
 def seal(header: Header, payload: dict[str, Any], hospital_key: X25519PublicKey,
-         device_key: Ed25519PrivateKey) -> bytes:
-    """Encrypt ``payload`` to the hospital and sign the envelope with the device key."""
+         device_key: Ed25519PrivateKey, *, info: bytes = HKDF_INFO) -> bytes:
+    """Encrypt ``payload`` to the hospital and sign the envelope with the device key.
+
+    The same sealing runs the other way for the hospital's downlink
+    (``contracts/downlink.py``): recipient the box's X25519 key, signer the
+    hospital's Ed25519 key, and its own ``info`` (HKDF), so an envelope of one
+    direction never opens as one of the other.
+    """
     header_bytes = header.to_bytes()
     ephemeral = X25519PrivateKey.generate()
     ephemeral_raw = _raw(ephemeral.public_key())
-    key = _message_key(ephemeral.exchange(hospital_key), ephemeral_raw, _raw(hospital_key))
+    key = _message_key(ephemeral.exchange(hospital_key), ephemeral_raw, _raw(hospital_key), info)
     nonce = os.urandom(_NONCE_LEN)
     ciphertext = AESGCM(key).encrypt(nonce, canonical_payload(payload), header_bytes)
     body = (MAGIC + struct.pack(">H", len(header_bytes)) + header_bytes + ephemeral_raw
@@ -259,11 +266,15 @@ def read_header(envelope: bytes) -> Header:
 
 
 def open_envelope(envelope: bytes, device_key: Ed25519PublicKey,
-                  hospital_key: X25519PrivateKey) -> Opened:
-    """Verify the device signature, then decrypt; raise EnvelopeError on any fault."""
+                  hospital_key: X25519PrivateKey, *, info: bytes = HKDF_INFO) -> Opened:
+    """Verify the device signature, then decrypt; raise EnvelopeError on any fault.
+
+    For the downlink the roles turn round: ``device_key`` is the hospital's
+    signing key and ``hospital_key`` the box's X25519 key (``contracts/downlink.py``).
+    """
     header = read_header(envelope)
     try:
-        return _open(envelope, header, device_key, hospital_key)
+        return _open(envelope, header, device_key, hospital_key, info)
     except EnvelopeError:
         raise
     except _PARSE_FAULTS as exc:  # defensive, as in read_header
@@ -271,7 +282,7 @@ def open_envelope(envelope: bytes, device_key: Ed25519PublicKey,
 
 
 def _open(envelope: bytes, header: Header, device_key: Ed25519PublicKey,
-          hospital_key: X25519PrivateKey) -> Opened:
+          hospital_key: X25519PrivateKey, info: bytes) -> Opened:
     body, signature = bytes(envelope[:-_SIG_LEN]), bytes(envelope[-_SIG_LEN:])
     try:
         device_key.verify(signature, body)
@@ -286,7 +297,7 @@ def _open(envelope: bytes, header: Header, device_key: Ed25519PublicKey,
     try:
         ephemeral = X25519PublicKey.from_public_bytes(ephemeral_raw)
         shared = hospital_key.exchange(ephemeral)
-        key = _message_key(shared, ephemeral_raw, _raw(hospital_key.public_key()))
+        key = _message_key(shared, ephemeral_raw, _raw(hospital_key.public_key()), info)
         plaintext = AESGCM(key).decrypt(nonce, ciphertext, body[6:offset])
     except (InvalidTag, ValueError) as exc:
         raise EnvelopeError("undecryptable",

@@ -1,0 +1,221 @@
+"""The hospital's downlink: a radiologist's verdict on an alert, sent back to the box.
+
+Wire format: the telemetry envelope (``contracts/envelope.py``) with the roles turned
+round, and its own HKDF ``info`` (:data:`HKDF_INFO`), so an uplink envelope never opens
+as a downlink one:
+
+* signed with the hospital's Ed25519 **downlink signing key** (the box trusts its
+  public half: ``[telemetry] hospital_signing_key``, from the enrolment bundle);
+* encrypted to the box's own X25519 **downlink key**, made on the box on first start
+  and reported (public half only) in its signed status messages (``downlink_key``);
+* the header names the box it is for (``clinic``, ``device``), the kind ``review`` and
+  the hospital's sequence number for that box (1, 2, 3 …); the box keeps each sequence
+  number once and refuses a message older than ``max_age_days`` or from the future.
+
+Topic: ``clinibox-downlink/<clinic>/<device>``, a root of its own (the receiver's
+``clinibox/+/+/+`` never sees it). The broker's ACL lets a box read only its own::
+
+    pattern read clinibox-downlink/%u
+    user central-receiver
+    topic write clinibox-downlink/#
+
+Nothing identifying goes down: the study is named by the box's own keyed reference
+(``study_ref``), the alert by the box's own message sequence number; the verdict is a
+word (:class:`HospitalVerdict`) and the note a short free text (at most
+:data:`MAX_NOTE` characters) written by the hospital, which never holds identifiers.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from firmware_app.contracts.egress import (
+    STUDY_REF,
+    EgressRefused,
+    Int,
+    Obj,
+    OneOf,
+    Optional,
+    Pattern,
+    check_identity,
+)
+from firmware_app.contracts.envelope import EnvelopeError, Header, open_envelope, seal
+from firmware_app.contracts.words import Word
+
+ROOT = "clinibox-downlink"
+#: the one downlink kind so far
+KIND_REVIEW = "review"
+KINDS = (KIND_REVIEW,)
+SCHEMA_VERSION = 1
+#: HKDF info of downlink envelopes (the uplink's is ``clinibox telemetry v1``)
+HKDF_INFO = b"clinibox downlink v1"
+#: characters of a radiologist's note (the envelope's string bound is 256)
+MAX_NOTE = 256
+#: months a follow-up may be asked for
+MAX_FOLLOW_UP_MONTHS = 60
+#: the box refuses a downlink built longer ago than this (days), or this far in the future
+MAX_AGE_DAYS = 30.0
+FUTURE_SKEW_SECONDS = 86_400.0
+_RAW_KEY_BYTES = 32
+
+
+class HospitalVerdict(Word):
+    """What the hospital's radiologist advises for an alert's patient."""
+
+    REFER = "refer"
+    """Refer the patient to the hospital."""
+    FOLLOW_UP = "follow_up"
+    """Image the patient again in ``follow_up_months`` months."""
+    NO_ACTION = "no_action"
+    """Nothing needs doing."""
+    SEND_CASE = "send_case"
+    """The clinic should send the case, de-identified, for a second read."""
+
+
+class AlertState(Word):
+    """Where an alert stands at the hospital."""
+
+    NEW = "new"
+    """Received; nobody has opened it."""
+    UNDER_REVIEW = "under_review"
+    """A radiologist has it open."""
+    REVIEWED = "reviewed"
+    """A verdict was given (and sent to the box)."""
+
+
+VERDICTS = tuple(verdict.value for verdict in HospitalVerdict)
+
+
+@dataclass(frozen=True)
+class Text:
+    """A printable free text of at most ``limit`` characters (no control characters)."""
+
+    limit: int
+
+    def check(self, value: Any, where: str, labels: frozenset[str] | None) -> None:
+        """Refuse anything but a printable string within the limit."""
+        if not isinstance(value, str) or len(value) > self.limit:
+            raise EgressRefused(f"{where}: must be text of at most {self.limit} characters")
+        if any(not (c.isprintable() or c == "\n") for c in value):
+            raise EgressRefused(f"{where}: control characters are not allowed")
+
+
+#: The closed schema of each downlink kind (what the box accepts, nothing else).
+SCHEMAS: dict[str, Obj] = {
+    KIND_REVIEW: Obj({
+        #: the schema version (:data:`SCHEMA_VERSION`); the box refuses any other
+        "schema": Int(SCHEMA_VERSION, SCHEMA_VERSION),
+        #: when the hospital built the message (epoch seconds, the hospital's clock)
+        "created_at": Int(0, 2**40),
+        #: the study, as the box's own keyed reference from the alert
+        "study_ref": Pattern(STUDY_REF, "study reference (keyed hash)"),
+        #: the box's sequence number of the alert message reviewed
+        "alert_seq": Int(1, 2**63 - 1),
+        #: the radiologist's verdict
+        "verdict": OneOf(VERDICTS),
+        #: months until the follow-up (``follow_up`` only)
+        "follow_up_months": Optional(Int(1, MAX_FOLLOW_UP_MONTHS)),
+        #: the radiologist's note ("" for none)
+        "note": Text(MAX_NOTE),
+        #: when the verdict was given (epoch seconds, the hospital's clock)
+        "reviewed_at": Int(0, 2**40),
+    }),
+}
+
+
+class DownlinkRefused(EnvelopeError):
+    """A downlink message the box refuses; ``reason`` is a short machine word."""
+
+    kind = "downlink refused"
+
+
+def topic(clinic: str, device: str) -> str:
+    """The topic the hospital publishes a box's downlink on (the box reads only its own)."""
+    return f"{ROOT}/{check_identity(clinic, 'clinic')}/{check_identity(device, 'device')}"
+
+
+def review_payload(*, study_ref: str, alert_seq: int, verdict: str, note: str,
+                   reviewed_at: float, follow_up_months: int | None = None,
+                   created_at: float | None = None) -> dict[str, Any]:
+    """A checked ``review`` payload (EgressRefused when a field breaks the schema)."""
+    payload: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "created_at": int(time.time() if created_at is None else created_at),
+        "study_ref": study_ref, "alert_seq": int(alert_seq), "verdict": str(verdict),
+        "note": note, "reviewed_at": int(reviewed_at)}
+    if follow_up_months is not None:
+        payload["follow_up_months"] = int(follow_up_months)
+    if (verdict == HospitalVerdict.FOLLOW_UP) != (follow_up_months is not None):
+        raise EgressRefused("review.follow_up_months: given with follow_up, and only then")
+    SCHEMAS[KIND_REVIEW].check(payload, KIND_REVIEW, None)
+    return payload
+
+
+def seal_downlink(clinic: str, device: str, seq: int, payload: dict[str, Any],
+                  box_key: X25519PublicKey, hospital_signing_key: Ed25519PrivateKey,
+                  kind: str = KIND_REVIEW) -> bytes:
+    """Check ``payload``, encrypt it to the box and sign it with the hospital's key."""
+    SCHEMAS[kind].check(payload, kind, None)
+    return seal(Header(clinic, device, kind, seq), payload, box_key, hospital_signing_key,
+                info=HKDF_INFO)
+
+
+def open_downlink(envelope: bytes, *, clinic: str, device: str,
+                  hospital_key: Ed25519PublicKey, box_key: X25519PrivateKey,
+                  now: float | None = None, max_age_days: float = MAX_AGE_DAYS
+                  ) -> tuple[Header, dict[str, Any]]:
+    """Verify, decrypt and check a downlink for this box; DownlinkRefused with a reason.
+
+    Reasons: the envelope's (``malformed``, ``bad-signature``, ``undecryptable``),
+    ``not-for-this-box``, ``unknown-kind``, ``schema``, ``stale``, ``future``.
+    """
+    try:
+        opened = open_envelope(envelope, hospital_key, box_key, info=HKDF_INFO)
+    except EnvelopeError as exc:
+        raise DownlinkRefused(exc.reason, str(exc)) from exc
+    header, payload = opened.header, opened.payload
+    if (header.clinic, header.device) != (clinic, device):
+        raise DownlinkRefused("not-for-this-box", "the downlink names another box")
+    if header.kind not in SCHEMAS:
+        raise DownlinkRefused("unknown-kind", "unknown downlink kind")
+    try:
+        SCHEMAS[header.kind].check(payload, header.kind, None)
+    except EgressRefused as exc:
+        raise DownlinkRefused("schema", str(exc)) from exc
+    now = time.time() if now is None else now
+    if payload["created_at"] < now - max_age_days * 86_400:
+        raise DownlinkRefused("stale", f"built more than {max_age_days:g} days ago")
+    if payload["created_at"] > now + FUTURE_SKEW_SECONDS:
+        raise DownlinkRefused("future", "built in the future (clock skew over a day)")
+    return header, payload
+
+
+def key_text(key: X25519PublicKey) -> str:
+    """The box's downlink public key as the status message carries it (base64, 44 chars)."""
+    return base64.b64encode(key.public_bytes(serialization.Encoding.Raw,
+                                             serialization.PublicFormat.Raw)).decode("ascii")
+
+
+def parse_key_text(text: str) -> X25519PublicKey:
+    """The X25519 public key of :func:`key_text`; ValueError for anything else."""
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise ValueError("not base64") from exc
+    if len(raw) != _RAW_KEY_BYTES:
+        raise ValueError("not a 32-byte X25519 key")
+    return X25519PublicKey.from_public_bytes(raw)
+
+
+def new_box_key() -> bytes:
+    """A new X25519 private key for a box's downlink, as PEM (PKCS#8, unencrypted)."""
+    return X25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption())
