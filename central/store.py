@@ -133,6 +133,11 @@ class Store:
         self._kept_since_prune = 0
 
     @property
+    def database(self) -> Database:
+        """The database layer under this store (the console's read queries use it)."""
+        return self._db
+
+    @property
     def where(self) -> str:
         """The database, for messages (no password)."""
         return self._db.where
