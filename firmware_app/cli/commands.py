@@ -223,7 +223,8 @@ def _result_detail(r: dict[str, Any]) -> str:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    """Make a key pair: model signing (Ed25519) or the hospital's telemetry key (X25519)."""
+    """Make a key pair: model signing (Ed25519), the hospital's telemetry key (X25519) or the
+    hospital's downlink signing key (Ed25519)."""
     from firmware_app.contracts import signing
     from firmware_app.contracts.envelope import generate_x25519_pair
 
@@ -242,6 +243,11 @@ def cmd_keys(args: argparse.Namespace) -> int:
               f"public {public} (install it on each box: [telemetry] hospital_key)")
         return EXIT_OK
     key = signing.generate_key_pair(private, public)
+    if args.kind == "hospital-signing":
+        print(f"hospital signing key {key}: private {private} (keep it on the receiver: [keys] "
+              f"hospital_signing_key), public {public} (clinibox central bundle "
+              "--hospital-signing-key; on each box [telemetry] hospital_signing_key)")
+        return EXIT_OK
     print(f"key {key}: private {private} (keep it on the workstation), public {public} "
           "(list it in [models] trusted_keys on each box)")
     return EXIT_OK
@@ -324,9 +330,11 @@ def add_parsers(sub: argparse._SubParsersAction,
     p.set_defaults(func=cmd_results)
     p = sub.add_parser("keys", help="make a key pair (model signing, or the hospital's)")
     p.add_argument("action", choices=["generate"])
-    p.add_argument("--kind", choices=["signing", "hospital"], default="signing",
+    p.add_argument("--kind", choices=["signing", "hospital", "hospital-signing"],
+                   default="signing",
                    help="signing: Ed25519 for model packages; hospital: X25519 that boxes "
-                        "encrypt telemetry to")
+                        "encrypt telemetry to; hospital-signing: Ed25519 the hospital signs "
+                        "its verdicts to the boxes with")
     p.add_argument("--out", required=True, help="key path without suffix: writes .pem and .pub")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_keys)
