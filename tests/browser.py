@@ -56,7 +56,7 @@ def serving(app, folder: Path) -> Iterator[str]:
     self-signed certificate in ``folder``); yields its base URL."""
     from werkzeug.serving import make_server
 
-    from web.server import make_self_signed
+    from webcore.tls import make_self_signed
 
     cert, key = folder / "cert.pem", folder / "key.pem"
     make_self_signed(cert, key, "localhost")

@@ -1,7 +1,9 @@
 """The viewer's wiring, written out in one place: ``create_app(config)``.
 
     browser ──HTTPS (gunicorn, web/server.py)──> Flask app
-      security.install: session check, role check, CSRF, security headers
+      webcore.security.configure: cookie flags, CSRF, security headers (shared)
+      security.install: session check, role check
+      webcore.errors: the error pages; web/i18n.py on webcore.i18n: the language
       auth      /login /logout                       (web/views_auth.py)
       clinic    worklist, study, images, feedback, report (web/views_clinic.py)
       device    status, quarantine (technicians)     (web/views_device.py)
@@ -14,18 +16,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import os
-import secrets
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from flask import Flask, render_template
-from flask_wtf.csrf import CSRFError, CSRFProtect
-from werkzeug.exceptions import BadRequest
+from flask import Flask
 
 from firmware_app.contracts import statuses
 from firmware_app.contracts.manifest import PackageError
@@ -37,20 +33,10 @@ from firmware_app.storage import db
 from firmware_app.storage.spool import Spool, make_spool
 from web import i18n, labels, security, wording
 from web.security import current_account
+from webcore import errors as error_pages
+from webcore import security as web_security
 
 log = logging.getLogger(__name__)
-
-
-def session_secret(path: Path) -> bytes:
-    """The key that signs session cookies: made once (0600) and kept across restarts."""
-    if path.exists():
-        return path.read_bytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_bytes(32)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(secret)
-    return secret
 
 
 @dataclass
@@ -105,19 +91,10 @@ def create_app(config: Config) -> Flask:
     app = Flask(__name__)
     web = config.web
     db.open_database(config.database_path).close()  # the viewer may start before the service
-    app.config.update(
-        CLINIBOX=Viewer(config, make_spool(config)),
-        SECRET_KEY=session_secret(config.keys_dir / "web-session.secret"),
-        SESSION_COOKIE_NAME="clinibox_session",
-        SESSION_COOKIE_SECURE=True,
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Strict",
-        PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=web.session_max_hours),
-        WTF_CSRF_TIME_LIMIT=int(web.session_max_hours * 3600),
-        MAX_CONTENT_LENGTH=64 * 1024,
-        PREFERRED_URL_SCHEME="https",
-    )
-    CSRFProtect(app)
+    app.config.update(CLINIBOX=Viewer(config, make_spool(config)))
+    web_security.configure(
+        app, secret=web_security.session_secret(config.keys_dir / "web-session.secret"),
+        cookie_name="clinibox_session", max_hours=web.session_max_hours)
     security.install(app)
     i18n.install(app)
 
@@ -142,54 +119,13 @@ def create_app(config: Config) -> Flask:
                 "demo_box": app.config["CLINIBOX"].config.trusts_demo_key,
                 "demo_trust": gettext(DEMO_TRUST_WARNING) if app.config["CLINIBOX"].config
                 .trusts_demo_key else ""}
-    _error_pages(app)
+    error_pages.install_error_pages(app, extra=VIEWER_ERRORS)
     return app
 
 
-#: error pages: status -> (title, what it means), in English for the catalog
-ERRORS = {
-    401: (N_("Please log in"), N_("This needs a logged-in account.")),
-    403: (N_("Not allowed"), N_("Your account's role does not allow this page.")),
-    404: (N_("Not found"), N_("There is nothing here.")),
+#: the viewer's own error pages, beside webcore.errors.ERRORS
+VIEWER_ERRORS = {
     410: (N_("Image deleted"), N_("This image was deleted by retention; the findings are kept "
                                   "on the study page and in its report.")),
-    413: (N_("Too large"), N_("That request is too large.")),
     500: (N_("Something went wrong"), N_("The error was logged; the box keeps running.")),
 }
-
-
-#: why Flask-WTF refuses a form (its English descriptions, for the catalog)
-CSRF_REASONS = (
-    N_("The CSRF token is missing."), N_("The CSRF session token is missing."),
-    N_("The CSRF token has expired."), N_("The CSRF token is invalid."),
-    N_("The CSRF tokens do not match."), N_("The referrer header is missing."),
-    N_("The referrer does not match the host."),
-)
-
-
-def _error_pages(app: Flask) -> None:
-    """The plain error pages, in the request's language (a 400 shows the description it was
-    given, e.g. by ``abort(400, description)``: the views translate it)."""
-
-    def error_page(code: int, title: str, detail: str):
-        return render_template("error.html", code=code, title=title, detail=detail), code
-
-    @app.errorhandler(CSRFError)
-    def csrf_failed(error: CSRFError):
-        return error_page(400, gettext("The form has expired"),
-                          gettext("%(why)s Go back, reload the page and try again.",
-                                  why=gettext(error.description)))
-
-    @app.errorhandler(400)
-    def bad_request(error: Exception):
-        detail = getattr(error, "description", "")
-        if not detail or detail == BadRequest.description:
-            detail = gettext("The request was not understood.")
-        return error_page(400, gettext("Not accepted"), detail)
-
-    def described(code: int):
-        title, detail = ERRORS[code]
-        return error_page(code, gettext(title), gettext(detail))
-
-    for code in ERRORS:
-        app.register_error_handler(code, lambda _error, c=code: described(c))

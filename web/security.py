@@ -4,12 +4,8 @@
   (``firmware_app.storage.accounts.Sessions``: server-side, idle and absolute expiry); pages
   redirect to the login, image and JSON routes answer 401.
 * Device pages and quarantine actions are for technicians (403 otherwise).
-* CSRF: Flask-WTF's ``CSRFProtect`` checks a token on every POST (forms and
-  fetch calls), and the same-origin Referer on HTTPS.
-* Cookies are Secure, HttpOnly and SameSite=Strict; the viewer only speaks HTTPS.
-* Headers: a Content-Security-Policy that allows nothing from outside the box
-  and no inline script or style, no framing, no sniffing, no caching of pages
-  that show patient data.
+* CSRF, cookie flags, the security headers and safe return paths are the ones every
+  clinibox web app shares (``webcore.security``, installed by ``web/app.py``).
 """
 
 from __future__ import annotations
@@ -28,29 +24,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: Endpoints reachable without a session.
 PUBLIC_ENDPOINTS = frozenset({"auth.login", "language.choose", "static"})
-
-CONTENT_SECURITY_POLICY = "; ".join((
-    "default-src 'none'",
-    "script-src 'self'",
-    "style-src 'self'",
-    "img-src 'self'",
-    "connect-src 'self'",
-    "form-action 'self'",
-    "frame-ancestors 'none'",
-    "base-uri 'none'",
-))
-
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    # same-origin, not no-referrer: Flask-WTF checks the Referer of HTTPS form posts
-    "Referrer-Policy": "same-origin",
-    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), usb=()",
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Cross-Origin-Resource-Policy": "same-origin",
-    "Strict-Transport-Security": "max-age=31536000",
-}
 
 
 def database() -> sqlite3.Connection:
@@ -112,17 +85,8 @@ def technician_only(view: F) -> F:
     return guarded  # type: ignore[return-value]
 
 
-def add_security_headers(response: Response) -> Response:
-    """After each request: the security headers, and no caching of anything but static files."""
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
-    if request.endpoint != "static":
-        response.headers["Cache-Control"] = "no-store"
-    return response
-
-
 def install(app: Flask) -> None:
-    """Register the session check, the headers and the per-request database on ``app``."""
+    """Register the session check and the per-request database on ``app`` (after
+    ``webcore.security.configure``: CSRF is checked before the session is resumed)."""
     app.before_request(load_account)
-    app.after_request(add_security_headers)
     app.teardown_appcontext(close_database)

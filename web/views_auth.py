@@ -3,8 +3,10 @@
 Failed logins slow down the address they come from (``firmware_app.storage.accounts.LoginThrottle``:
 growing delays per address and per account-and-address, never a lock): while
 waiting, the answer is 429 with the seconds to wait and a Retry-After header.
-The same message answers a wrong name and a wrong password. Where to go after
-login (``next``) must be a path on this box; anything else is refused with 400.
+The same message answers a wrong name and a wrong password (the try itself:
+``webcore.login``, shared with the hospital's console). Where to go after
+login (``next``) must be a path on this box (``webcore.security.same_origin_path``);
+anything else is refused with 400.
 
 The language chosen with the header's switch before logging in becomes the account's
 when it has none (``web/i18n.py``), and the login page after a logout stays in the
@@ -20,9 +22,6 @@ must wait are one ``login_throttled`` row a minute per address.
 from __future__ import annotations
 
 import logging
-import math
-import string
-from urllib.parse import unquote, urlsplit
 
 from flask import (
     Blueprint,
@@ -35,39 +34,16 @@ from flask import (
     url_for,
 )
 
-from firmware_app.i18n import gettext, ngettext, normalise
+from firmware_app.i18n import gettext, normalise
 from firmware_app.storage.accounts import AccountError, Accounts, LoginThrottle, normalise_name
 from web import audit_trail
 from web.i18n import SESSION_KEY
 from web.security import current_account, database, sessions
+from webcore import login as webcore_login
+from webcore.security import same_origin_path
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("auth", __name__)
-
-#: what a return path may hold: printable ASCII without space or backslash
-_PATH_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-._~!$&'()*+,;=:@/?%#")
-MAX_NEXT = 2048
-
-
-def same_origin_path(target: str) -> str | None:
-    """``target`` when it is a path on this box (``/...``), else None.
-
-    Refused: anything with a scheme or host, a leading ``//``, control characters,
-    whitespace (a ``%09`` arrives here as a real tab, and browsers drop tabs and
-    newlines inside URLs, so ``/<tab>/evil.com`` would become ``//evil.com``),
-    backslashes (browsers read them as ``/``), non-ASCII, and the same tricks once
-    percent-decoded (``/%2F%2Fevil.com``).
-    """
-    if not target or len(target) > MAX_NEXT or not set(target) <= _PATH_CHARACTERS:
-        return None
-    decoded = unquote(target)
-    for form in (target, decoded):
-        parts = urlsplit(form)
-        if (not form.startswith("/") or form.startswith("//") or parts.scheme
-                or parts.netloc or any(c in form for c in "\\\t\r\n ")
-                or any(ord(c) < 0x20 or ord(c) >= 0x7F for c in form)):
-            return None
-    return target
 
 
 def _next_or_refuse(target: str | None) -> str:
@@ -96,41 +72,38 @@ def login():
     if request.method == "GET":
         return render_template("login.html", no_accounts=no_accounts, error=None,
                                next=wanted)
-    name = request.form.get("name", "")[:64]
-    password = request.form.get("password", "")
+    name = request.form.get("name", "")[:webcore_login.MAX_NAME_INPUT]
     target = request.form.get("next", "")
     address = request.remote_addr or "unknown"
     web = current_app.config["CLINIBOX"].config.web
     throttle = LoginThrottle(conn, web.login_free_failures, web.login_free_failures_per_address,
                              web.login_max_delay_seconds)
-    wait = throttle.wait_seconds(name, address)
-    if wait > 0:
+    outcome = webcore_login.attempt(
+        name=name, password=request.form.get("password", ""), address=address,
+        throttle_wait=throttle.wait_seconds, record_failure=throttle.record_failure,
+        authenticate=accounts.authenticate)
+    account = outcome.account
+    if outcome.throttled:
         log.warning("login from %s refused for %.0f s: too many failures from there",
-                    address, wait)
-        audit_trail.note("login_throttled", detail=f"wait {math.ceil(wait)} s", account="",
+                    address, outcome.wait_seconds)
+        audit_trail.note("login_throttled", detail=f"wait {outcome.retry_after} s", account="",
                          coalesce_seconds=audit_trail.THROTTLED_COALESCE)
-        error = ngettext("Too many failed attempts. Wait %(num)d second and try again.",
-                         "Too many failed attempts. Wait %(num)d seconds and try again.",
-                         math.ceil(wait))
-        page = render_template("login.html", no_accounts=no_accounts, error=error, next=target)
-        return page, 429, {"Retry-After": str(math.ceil(wait))}
-    account = accounts.authenticate(name, password)
+        page = render_template("login.html", no_accounts=no_accounts, error=outcome.message(),
+                               next=target)
+        return page, outcome.status, {"Retry-After": str(outcome.retry_after)}
     if account is None:
-        throttle.record_failure(name, address)
         known = _known_name(accounts, name)
         audit_trail.note("login_failed", target=f"account:{known}" if known else "",
                          detail="wrong password" if known else "unknown account name",
                          account=known)
         return render_template("login.html", no_accounts=no_accounts,
-                               error=gettext("Wrong name or password."), next=target), 401
+                               error=outcome.message(), next=target), outcome.status
     chosen = normalise(session.get(SESSION_KEY))
-    session.clear()  # a new session (and CSRF token) at every login: no session fixation
-    session["token"] = sessions().start(account)
     if chosen and not account.language:  # the language chosen before login becomes the user's
         accounts.set_language(account.id, chosen)
-    if chosen:
-        session[SESSION_KEY] = chosen
-    session.permanent = True
+    # a new session (and CSRF token) at every login: no session fixation
+    webcore_login.begin_session(sessions().start(account),
+                                {SESSION_KEY: chosen} if chosen else None)
     audit_trail.note("login", target=f"account:{account.name}", detail=account.role,
                      account=account.name)
     log.info("%s (%s) logged in", account.name, account.role)

@@ -14,7 +14,7 @@ from firmware_app import i18n
 from firmware_app.storage.accounts import Accounts
 from web.i18n import SESSION_KEY
 from web.security import current_account, database
-from web.views_auth import same_origin_path
+from webcore.security import same_origin_path
 
 blueprint = Blueprint("language", __name__)
 

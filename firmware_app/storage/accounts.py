@@ -1,24 +1,18 @@
 """The viewer's local accounts, failed-login throttle and server-side sessions.
 
-Design:
+The rules are the ones the hospital's console shares (``webcore``); this module keeps the
+box's SQL. Design:
 
-* Passwords are stored only as scrypt hashes (werkzeug's ``generate_password_hash``
-  with ``method="scrypt"``): a memory-hard KDF with a per-hash random salt, so a
-  stolen database does not give the passwords away cheaply. Passwords over 256
-  characters are refused before hashing, so nobody can make the box hash
-  megabytes per request.
-* ``authenticate`` runs one hash check whatever happens: for an unknown or
-  malformed name it checks against a dummy hash (made once, lazily), so the
-  response time does not tell which account names exist.
+* Passwords are stored only as scrypt hashes and checked in about the same time for
+  unknown names (``webcore.passwords``: the naming and password rules, the hash, the
+  check against a dummy hash).
 * ``LoginThrottle`` counts failed logins per client address and per (account
-  name, address) and answers with growing delays, never a lock: an attacker
-  elsewhere on the LAN cannot keep a user out of the box from the user's own
-  computer. Successful logins do not clear failures (else an attacker could
-  reset its address's count by logging into an account of its own).
-* ``Sessions`` are server-side: the browser holds a random token, the database
-  only its SHA-256. Logout, a password change, removing an account and expiry
-  (idle and absolute) are therefore real: the row is gone and the token is
-  worthless, and a copy of the database does not hold usable tokens.
+  name, address) in ``login_failures`` and answers with growing delays, never a lock
+  (``webcore.throttle.ThrottlePolicy``): an attacker elsewhere on the LAN cannot keep a
+  user out of the box from the user's own computer.
+* ``Sessions`` are server-side (``webcore.sessions``): the browser holds a random token,
+  ``web_sessions`` only its SHA-256, so logout, a password change, removing an account
+  and expiry (idle and absolute) are real.
 * Every change (add, new password, remove) is an audit row (``storage.audit``) in the
   change's own transaction, naming who made it: by default the unix user running the
   console command (``cli:<user>``), since accounts are managed on the box's console.
@@ -26,45 +20,26 @@ Design:
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import re
-import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
 
-from werkzeug.security import check_password_hash, generate_password_hash
-
 from firmware_app.contracts.statuses import Role
-from firmware_app.errors import CliniboxError
-from firmware_app.i18n import LANGUAGES, N_, gettext
+from firmware_app.i18n import LANGUAGES, gettext
 from firmware_app.storage import audit, db
+from webcore.passwords import (
+    MAX_PASSWORD_LENGTH,
+    AccountError,
+    check_password,
+    hash_password,
+    normalise_name,
+    password_problem,
+)
+from webcore.sessions import SessionRule, new_token, token_hash
+from webcore.throttle import ThrottlePolicy, throttle_key
 
 #: the roles' words (plain strings: command-line choices and messages show them)
 ROLES = tuple(role.value for role in Role)
-MIN_PASSWORD_LENGTH = 10
-MAX_PASSWORD_LENGTH = 256
-
-_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
-_HASH_METHOD = "scrypt"
-_TOUCH_SECONDS = 15.0  # last_seen is written at most this often per session
-_THROTTLE_KEY_LENGTH = 256  # names are stored in login_failures cut to this length
-
-# Compared case-insensitively. Entries under MIN_PASSWORD_LENGTH would be refused anyway.
-_COMMON_PASSWORDS = frozenset({
-    "password123", "password1234", "passw0rd123", "1234567890", "12345678910",
-    "0987654321", "1q2w3e4r5t", "1qaz2wsx3edc", "qwertyuiop", "qwerty1234",
-    "qwerty123456", "asdfghjkl1", "letmein123", "welcome123", "changeme123",
-    "iloveyou123", "abc1234567", "abcdefghij", "administrator", "admin12345",
-    "clinibox123", "clinibox1234",
-})
-
-
-class AccountError(CliniboxError, ValueError):
-    """A refused account operation, with a message for the technician."""
-
-    kind = N_("refused")
 
 
 @dataclass(frozen=True)
@@ -86,39 +61,6 @@ class Account:
     def is_clinician(self) -> bool:
         """Whether the account may record clinical feedback (a clinical judgement)."""
         return self.role == Role.CLINICIAN
-
-
-def normalise_name(name: str) -> str:
-    """Strip and lower-case an account name; AccountError when it breaks the naming rule."""
-    normal = name.strip().lower()
-    if not _NAME.fullmatch(normal):
-        raise AccountError(gettext(
-            "bad account name %(name)s: use 1 to 32 characters of a-z, 0-9, '.', '_', '-', "
-            "starting with a letter or digit", name=repr(name)))
-    return normal
-
-
-def password_problem(password: str, name: str) -> str | None:
-    """Why ``password`` is not acceptable for account ``name``, or None when it is."""
-    if len(password) > MAX_PASSWORD_LENGTH:
-        return gettext("the password is longer than %(n)s characters", n=MAX_PASSWORD_LENGTH)
-    if len(password) < MIN_PASSWORD_LENGTH:
-        return gettext("the password is shorter than %(n)s characters", n=MIN_PASSWORD_LENGTH)
-    lowered = password.lower()
-    if len(set(password)) == 1:
-        return gettext("the password is a single character repeated")
-    account = name.strip().lower()
-    if account and account in lowered:
-        return gettext("the password contains the account name")
-    if lowered in _COMMON_PASSWORDS:
-        return gettext("the password is one of the most common passwords")
-    return None
-
-
-@functools.cache
-def _dummy_hash() -> str:
-    """A hash of a random password, checked for unknown names so timing matches."""
-    return generate_password_hash(secrets.token_urlsafe(16), method=_HASH_METHOD)
 
 
 def _account(row: sqlite3.Row) -> Account:
@@ -152,7 +94,7 @@ class Accounts:
             raise AccountError(problem)
         if self._row(name) is not None:
             raise AccountError(gettext("account %(name)s already exists", name=name))
-        password_hash = generate_password_hash(password, method=_HASH_METHOD)
+        password_hash = hash_password(password)
         now = time.time()
         try:
             with db.transaction(self.conn):
@@ -176,7 +118,7 @@ class Accounts:
         problem = password_problem(password, name)
         if problem:
             raise AccountError(problem)
-        password_hash = generate_password_hash(password, method=_HASH_METHOD)
+        password_hash = hash_password(password)
         with db.transaction(self.conn):
             row = self._row(name)
             if row is None:
@@ -240,10 +182,7 @@ class Accounts:
             row = self._row(normalise_name(name))
         except AccountError:
             row = None
-        if row is None:
-            check_password_hash(_dummy_hash(), password)
-            return None
-        if not check_password_hash(row["password_hash"], password):
+        if not check_password(None if row is None else row["password_hash"], password):
             return None
         return _account(row)
 
@@ -254,51 +193,31 @@ def _audit(conn: sqlite3.Connection, action: str, name: str, by: str | None, add
                  address=address, target=f"account:{name}", detail=detail)
 
 
-def _throttle_key(name: str) -> str:
-    return name.strip().lower()[:_THROTTLE_KEY_LENGTH]
-
-
 class LoginThrottle:
-    """Growing delays after failed logins, per client address and per (account, address).
-
-    Anti-automation without lockout (OWASP ASVS 4.0 2.2.1): after ``free_per_account``
-    failures for one account name from one address within ``window_seconds``, every
-    further try from there must wait 2, 4, 8 … seconds after the last failure (at most
-    ``max_delay``); one address gets ``free_per_address`` failures over all names before
-    its own delays start. Nothing is counted per account alone, so an attacker elsewhere
-    on the clinic LAN slows only itself: the real user's right password from their own
-    computer always goes through. Tries refused while waiting are not counted, so the
-    delays bound the guessing rate (about ``window / max_delay`` guesses an hour once
-    the cap is reached).
-    """
+    """Growing delays after failed logins, per client address and per (account, address):
+    the failures in ``login_failures``, the policy ``webcore.throttle.ThrottlePolicy``."""
 
     def __init__(self, conn: sqlite3.Connection, free_per_account: int, free_per_address: int,
                  max_delay: float, window_seconds: float = 3600.0) -> None:
         """Delays start after ``free_per_account`` / ``free_per_address`` failures."""
-        if min(free_per_account, free_per_address) < 1 or max_delay <= 0 or window_seconds <= 0:
-            raise ValueError("the login throttle needs free failures >= 1 and positive times")
         self.conn = conn
-        self.free_per_account = free_per_account
-        self.free_per_address = free_per_address
-        self.max_delay = float(max_delay)
-        self.window = float(window_seconds)
+        self.policy = ThrottlePolicy(free_per_account, free_per_address, float(max_delay),
+                                     float(window_seconds))
 
-    def _delay(self, where: str, params: tuple[str, ...], free: int, now: float) -> float:
+    def _failures(self, where: str, params: tuple[str, ...],
+                  now: float) -> tuple[int, float | None]:
         count, last = self.conn.execute(
             f"SELECT COUNT(*), MAX(at) FROM login_failures WHERE {where} AND at > ?",
-            (*params, now - self.window)).fetchone()
-        if count < free:
-            return 0.0
-        delay = min(2.0 ** (count - free + 1), self.max_delay)
-        return max(last + delay - now, 0.0)
+            (*params, self.policy.since(now))).fetchone()
+        return int(count), last
 
     def wait_seconds(self, name: str, address: str, now: float | None = None) -> float:
         """0.0 when a login try from ``address`` for ``name`` is allowed now, else the
         seconds until one is."""
         now = time.time() if now is None else now
-        return max(self._delay("name = ? AND address = ?", (_throttle_key(name), address),
-                               self.free_per_account, now),
-                   self._delay("address = ?", (address,), self.free_per_address, now))
+        return self.policy.wait_seconds(
+            self._failures("name = ? AND address = ?", (throttle_key(name), address), now),
+            self._failures("address = ?", (address,), now), now)
 
     def record_failure(self, name: str, address: str, now: float | None = None) -> None:
         """Count a failed login for ``name`` from ``address``; forget failures out of the
@@ -306,12 +225,9 @@ class LoginThrottle:
         now = time.time() if now is None else now
         with db.transaction(self.conn):
             self.conn.execute("INSERT INTO login_failures(at, name, address) VALUES (?, ?, ?)",
-                              (now, _throttle_key(name), address))
-            self.conn.execute("DELETE FROM login_failures WHERE at <= ?", (now - self.window,))
-
-
-def _token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+                              (now, throttle_key(name), address))
+            self.conn.execute("DELETE FROM login_failures WHERE at <= ?",
+                              (self.policy.since(now),))
 
 
 class Sessions:
@@ -320,16 +236,15 @@ class Sessions:
     def __init__(self, conn: sqlite3.Connection, idle_seconds: float, max_seconds: float) -> None:
         """Sessions end after ``idle_seconds`` without a request or ``max_seconds`` in all."""
         self.conn = conn
-        self.idle = float(idle_seconds)
-        self.max = float(max_seconds)
+        self.rule = SessionRule(float(idle_seconds), float(max_seconds))
 
     def start(self, account: Account, now: float | None = None) -> str:
         """Open a session for ``account`` and return its token (for the browser's cookie)."""
         now = time.time() if now is None else now
-        token = secrets.token_urlsafe(32)
+        token = new_token()
         self.conn.execute(
             "INSERT INTO web_sessions(token_hash, account_id, created_at, last_seen)"
-            " VALUES (?, ?, ?, ?)", (_token_hash(token), account.id, now, now))
+            " VALUES (?, ?, ?, ?)", (token_hash(token), account.id, now, now))
         return token
 
     def resume(self, token: str, now: float | None = None) -> Account | None:
@@ -337,25 +252,25 @@ class Sessions:
         if not token:
             return None
         now = time.time() if now is None else now
-        token_hash = _token_hash(token)
+        hashed = token_hash(token)
         row = self.conn.execute(
             "SELECT s.created_at, s.last_seen, a.id, a.name, a.role, a.language"
             " FROM web_sessions s"
             " JOIN accounts a ON a.id = s.account_id WHERE s.token_hash = ?",
-            (token_hash,)).fetchone()
+            (hashed,)).fetchone()
         if row is None:
             return None
-        if now - row["last_seen"] > self.idle or now - row["created_at"] > self.max:
-            self.conn.execute("DELETE FROM web_sessions WHERE token_hash = ?", (token_hash,))
+        if self.rule.expired(row["created_at"], row["last_seen"], now):
+            self.conn.execute("DELETE FROM web_sessions WHERE token_hash = ?", (hashed,))
             return None
-        if now - row["last_seen"] > _TOUCH_SECONDS:
+        if self.rule.needs_touch(row["last_seen"], now):
             self.conn.execute("UPDATE web_sessions SET last_seen = ? WHERE token_hash = ?",
-                              (now, token_hash))
+                              (now, hashed))
         return _account(row)
 
     def end(self, token: str) -> None:
         """End one session (logout)."""
-        self.conn.execute("DELETE FROM web_sessions WHERE token_hash = ?", (_token_hash(token),))
+        self.conn.execute("DELETE FROM web_sessions WHERE token_hash = ?", (token_hash(token),))
 
     def end_all(self, account_id: int) -> None:
         """End every session of an account."""
@@ -366,5 +281,5 @@ class Sessions:
         now = time.time() if now is None else now
         cursor = self.conn.execute(
             "DELETE FROM web_sessions WHERE last_seen < ? OR created_at < ?",
-            (now - self.idle, now - self.max))
+            self.rule.cutoffs(now))
         return cursor.rowcount

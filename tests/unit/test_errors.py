@@ -15,7 +15,7 @@ from firmware_app.settings.loader import ConfigError
 from firmware_app.storage.spool import SpoolFull
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("firmware_app", "web", "central", "converters")
+PACKAGES = ("firmware_app", "web", "webcore", "central", "converters")
 BUILTIN_EXCEPTIONS = {
     name for name, value in vars(builtins).items()
     if isinstance(value, type) and issubclass(value, BaseException)

@@ -22,7 +22,7 @@ from firmware_app.storage import db
 from tests.browser import ARTIFACTS, POINTER, headless_chromium
 from tests.unit import test_web_i18n_browser as zh_browser
 from tests.viewer_state import CLINICIAN
-from web.security import CONTENT_SECURITY_POLICY
+from webcore.security import CONTENT_SECURITY_POLICY
 
 pytestmark = pytest.mark.slow
 

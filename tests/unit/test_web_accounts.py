@@ -6,14 +6,11 @@ import hashlib
 
 import pytest
 
-import firmware_app.storage.accounts as accounts_module
-from firmware_app.storage.accounts import (
+import webcore.passwords as passwords_module
+from firmware_app.storage.accounts import Account, Accounts, LoginThrottle, Sessions
+from webcore.passwords import (
     MIN_PASSWORD_LENGTH,
-    Account,
     AccountError,
-    Accounts,
-    LoginThrottle,
-    Sessions,
     normalise_name,
     password_problem,
 )
@@ -120,13 +117,13 @@ def test_authenticate_right_wrong_and_unknown(accounts, alice, monkeypatch):
     assert accounts.authenticate("alice", "") is None
     assert accounts.authenticate("alice", "x" * 300) is None
     checked = []
-    real_check = accounts_module.check_password_hash
+    real_check = passwords_module.check_password_hash
 
     def counting_check(stored: str, password: str) -> bool:
         checked.append(stored)
         return real_check(stored, password)
 
-    monkeypatch.setattr(accounts_module, "check_password_hash", counting_check)
+    monkeypatch.setattr(passwords_module, "check_password_hash", counting_check)
     assert accounts.authenticate("nobody", GOOD) is None
     assert accounts.authenticate("bad name!", GOOD) is None
     # an unknown or malformed name still costs one scrypt check, against the same dummy hash

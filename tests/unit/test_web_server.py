@@ -16,7 +16,8 @@ from firmware_app.service.viewer_process import ViewerProcess
 from firmware_app.settings.box import Config, ConfigError, StorageConfig, WebConfig
 from firmware_app.storage import db
 from firmware_app.storage.accounts import Accounts
-from web.server import certificate, first_run_hint, gunicorn_options, make_self_signed
+from web.server import certificate, first_run_hint, gunicorn_options
+from webcore.tls import make_self_signed
 
 
 def _config(tmp_path, **web) -> Config:
