@@ -130,8 +130,10 @@ def issue_client_certificate(ca_cert: x509.Certificate,
 def make_bundle(*, ca_cert_path: Path, ca_key_path: Path, clinic: str, device: str,
                 broker_host: str, broker_port: int, hospital_key_path: Path,
                 signing_key_paths: list[Path], days: int = DEFAULT_DAYS,
-                now: dt.datetime | None = None) -> EnrolmentBundle:
-    """Issue the client certificate and assemble a checked bundle (nothing written)."""
+                now: dt.datetime | None = None,
+                hospital_signing_key_path: Path | None = None) -> EnrolmentBundle:
+    """Issue the client certificate and assemble a checked bundle (nothing written);
+    ``hospital_signing_key_path``: the downlink's Ed25519 public key, for verdicts to the box."""
     if not 1 <= days <= 36500:
         raise EnrolmentError(f"--days must be between 1 and 36500, got {days}")
     ca_cert, ca_key = load_ca(ca_cert_path, ca_key_path)
@@ -148,7 +150,9 @@ def make_bundle(*, ca_cert_path: Path, ca_key_path: Path, clinic: str, device: s
         ca_cert=ca_cert.public_bytes(serialization.Encoding.PEM).decode("ascii"),
         client_cert=cert_pem, client_key=key_pem,
         hospital_key=text(hospital_key_path, "hospital public key"),
-        model_signing_keys=tuple(text(p, "model-signing public key") for p in signing_key_paths))
+        model_signing_keys=tuple(text(p, "model-signing public key") for p in signing_key_paths),
+        hospital_signing_key=(text(hospital_signing_key_path, "hospital downlink signing key")
+                              if hospital_signing_key_path is not None else ""))
     if DEMO_KEY_ID in bundle.signing_key_ids():
         raise EnrolmentError("the DEMO-ONLY key cannot be a clinic's model-signing key: its "
                              "private half is public; give the hospital's own signing key")

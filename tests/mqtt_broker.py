@@ -4,15 +4,18 @@ Identities (one certificate each, all issued by one throw-away CA):
 
 * a device ``<clinic>/<device>`` (certificate CN ``clinic-a/box-1``) may publish only
   on ``clinibox/<clinic>/<device>/<kind>`` for the kinds in
-  ``firmware_app.contracts.egress.KINDS`` and may read nothing;
+  ``firmware_app.contracts.egress.KINDS`` and may read only its own downlink,
+  ``clinibox-downlink/<clinic>/<device>`` (the hospital's verdicts,
+  ``firmware_app.contracts.downlink``);
 * ``central-receiver`` may read ``clinibox/#`` (also through a shared subscription
-  such as ``$share/central/clinibox/+/+/+``);
+  such as ``$share/central/clinibox/+/+/+``) and write ``clinibox-downlink/#``;
 * ``broker-auditor`` may read ``#``: the :class:`Auditor` uses it to capture every
   message the broker forwards.
 
 The broker takes the username from the certificate's CN (``use_identity_as_username``)
 and refuses clients without a certificate from the CA during the TLS handshake. The
-ACL is one ``pattern write clinibox/%u/<kind>`` line per kind: Mosquitto 2.0.11
+ACL is one ``pattern write clinibox/%u/<kind>`` line per kind and one ``pattern read
+clinibox-downlink/%u``: Mosquitto 2.0.11
 substitutes a CN containing ``/`` into ``%u`` as it is, so ``clinic-a/box-1`` gets
 ``clinibox/clinic-a/box-1/alert`` and so on, and a device added later needs no ACL
 change. Under MQTT v5 Mosquitto 2.0.11 answers a denied QoS 1 PUBLISH with PUBACK
@@ -145,13 +148,17 @@ def make_mqtt_pki(folder: Path, devices: list[tuple[str, str]] | tuple[tuple[str
 
 
 def acl_text() -> str:
-    """The broker's ACL file: devices write their own topics, receiver and auditor read."""
+    """The broker's ACL file: devices write their own topics and read their own downlink, the
+    receiver reads the devices' topics and writes the downlinks, the auditor reads all."""
     device_lines = "\n".join(f"pattern write clinibox/%u/{kind}" for kind in KINDS)
     return (
-        "# Devices (certificate CN <clinic>/<device>): publish on their own topics only.\n"
-        f"{device_lines}\n\n"
+        "# Devices (certificate CN <clinic>/<device>): publish on their own topics only,\n"
+        "# read only their own downlink (the hospital's verdicts).\n"
+        f"{device_lines}\n"
+        "pattern read clinibox-downlink/%u\n\n"
         f"user {RECEIVER_CN}\n"
-        "topic read clinibox/#\n\n"
+        "topic read clinibox/#\n"
+        "topic write clinibox-downlink/#\n\n"
         f"user {AUDITOR_CN}\n"
         "topic read #\n"
     )

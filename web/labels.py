@@ -11,8 +11,11 @@ these tables are keyed by them, one label for every member
 
 from __future__ import annotations
 
+import datetime as dt
+
+from firmware_app.contracts.downlink import VERDICT_WORDS, HospitalVerdict
 from firmware_app.contracts.statuses import AssessmentKind, InstanceStatus, Role, Verdict
-from firmware_app.i18n import N_, gettext
+from firmware_app.i18n import N_, formats, gettext, ngettext
 from firmware_app.inference.volume import PER_SLICE_WORDS
 from firmware_app.storage.audit import ACTIONS
 
@@ -65,7 +68,11 @@ ACTION_NAMES = {
     "model_kept": N_("model kept"),
     "audit_viewed": N_("audit viewed"),
     "audit_pruned": N_("audit pruned"),
+    "hospital_review_received": N_("hospital verdict received"),
 }
+#: the hospital radiologist's verdicts on an alert (``contracts/downlink.py``); ``follow_up``
+#: with its months is :func:`hospital_verdict`'s plural, the label here is for none given
+HOSPITAL_VERDICTS = VERDICT_WORDS
 #: the model's assessment of an image (inference/assessment.py)
 ASSESSMENTS = {AssessmentKind.FINDING: N_("finding"), AssessmentKind.NO_FINDING: N_("no finding"),
                AssessmentKind.NOT_ASSESSABLE: N_("not assessable"),
@@ -117,6 +124,20 @@ def action_meaning(word: str) -> str:
     """What an audit action means (``storage.audit.ACTIONS``)."""
     meaning = ACTIONS.get(word)
     return gettext(meaning) if meaning else ""
+
+
+def hospital_verdict(word: str, follow_up_months: int | None = None) -> str:
+    """The hospital's verdict in words: "refer the patient", "follow up in 6 months" …"""
+    if word == HospitalVerdict.FOLLOW_UP and follow_up_months:
+        return ngettext("follow up in %(num)s month", "follow up in %(num)s months",
+                        follow_up_months)
+    return _label(HOSPITAL_VERDICTS, word)
+
+
+def late_review(reviewed_at: float) -> str:
+    """What a verdict that reached the box late adds: "(arrived late, given 2026-11-23)"."""
+    return gettext("(arrived late, given %(date)s)",
+                   date=formats.day(dt.date.fromtimestamp(reviewed_at)))
 
 
 def assessment(word: str) -> str:

@@ -36,7 +36,7 @@ from firmware_app import i18n
 from firmware_app.i18n import formats, ngettext
 from firmware_app.i18n.fonts import PACKAGE_HINT, find_cjk_font
 from firmware_app.inference.assessment import is_judged
-from firmware_app.storage import audit, db
+from firmware_app.storage import audit, db, hospital_reviews
 from firmware_app.storage import studies as queries
 from web import audit_trail, labels, on_image, render, series_stack, wording
 from web.report_content import ReportContent, make_pdf
@@ -83,7 +83,8 @@ def _worklist_page(args: dict[str, Any]) -> queries.WorklistPage:
 def worklist():
     """Studies sorted by suspicion (alerts first), filtered by day and status."""
     args = _worklist_args()
-    return render_template("worklist.html", page=_worklist_page(args), args=args,
+    page = _worklist_page(args)
+    return render_template("worklist.html", page=page, args=args, reviews=_reviews(page),
                            filters=queries.WORKLIST_FILTERS,
                            refresh=_viewer().config.web.refresh_seconds)
 
@@ -92,7 +93,14 @@ def worklist():
 def worklist_rows():
     """The worklist's rows alone, fetched by the page every few seconds to stay current."""
     args = _worklist_args()
-    return render_template("worklist_rows.html", page=_worklist_page(args), args=args)
+    page = _worklist_page(args)
+    return render_template("worklist_rows.html", page=page, args=args, reviews=_reviews(page))
+
+
+def _reviews(page: queries.WorklistPage) -> dict[int, hospital_reviews.HospitalReview]:
+    """The hospital's current verdict of each study row of the page (one query)."""
+    return hospital_reviews.latest_by_study_id(
+        database(), (row["id"] for row in page.rows if row["kind"] == "study"))
 
 
 @blueprint.route("/api/worklist")
@@ -170,6 +178,7 @@ def study(study_id: int):
         "volume_rows": on_image.volume_rows(found["volumes"]),
         "series_notes": wording.series_reading_lines(found["volumes"]),
         "previous": on_image.previous_study(conn, study_id),
+        "hospital_review": hospital_reviews.latest(conn, found["study_key"]),
         "stack": series_stack.stack_for(found, instance)}
     gone = _image_gone(instance)
     if gone:

@@ -1,7 +1,8 @@
 """Technicians' pages: the box's health, its model package, and the quarantine.
 
 Device status: queue depth, today's work, quarantine reasons, disk, the model
-package and its validation metrics, the link to the hospital and the outbox,
+package and its validation metrics, the link to the hospital and the outbox, whether
+the hospital's verdicts can arrive (downlink) and the last one received,
 the DICOM outbox per PACS destination (backlog, last error), last errors, the
 audit trail's size (an alarm past ``[audit] max_mb``). The
 quarantine lists every object held back with its reason;
@@ -17,7 +18,7 @@ from typing import Any
 from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, url_for
 
 from firmware_app.i18n import gettext
-from firmware_app.storage import audit_size, quarantine
+from firmware_app.storage import audit_size, hospital_reviews, quarantine
 from firmware_app.storage.status import box_status
 from web.audit_trail import client_address
 from web.security import current_account, database, technician_only
@@ -50,8 +51,21 @@ def status_figures() -> dict[str, Any]:
                     for d in config.pacs.destinations},
         clinic=config.telemetry.clinic, device=config.telemetry.device,
         package=viewer.package_facts(), now=now,
+        downlink=_downlink_figures(bool(config.telemetry.hospital_signing_key)),
     )
     return figures
+
+
+def _downlink_figures(configured: bool) -> dict[str, Any]:
+    """The hospital's downlink: whether verdicts can arrive, the watermark, the last one."""
+    conn = database()
+    last = hospital_reviews.last_received(conn)
+    return {"configured": configured, "seq": hospital_reviews.watermark(conn),
+            "unresolved": hospital_reviews.unresolved(conn),
+            "last": None if last is None else {
+                "seq": last.seq, "verdict": last.verdict,
+                "follow_up_months": last.follow_up_months, "reviewed_at": last.reviewed_at,
+                "received_at": last.received_at, "study_known": last.study_key is not None}}
 
 
 @blueprint.route("/device")

@@ -184,13 +184,18 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 def _study_results(config: config_module.Config, as_json: bool) -> int:
     """``clinibox results --studies``: one object (or line) per study, in clinical order."""
+    from firmware_app.storage.hospital_reviews import latest_by_study_id
     from firmware_app.storage.studies import study_results
 
     conn = _open_db(config)
     try:
         studies = study_results(conn)
+        reviews = latest_by_study_id(conn, (s["id"] for s in studies))
     finally:
         conn.close()
+    for s in studies:  # the hospital's verdict on the study's alert (downlink), or None
+        review = reviews.get(s["id"])
+        s["hospital_review"] = None if review is None else review.as_json()
     if as_json:
         print(json.dumps(studies, indent=2))
         return EXIT_OK
@@ -201,7 +206,11 @@ def _study_results(config: config_module.Config, as_json: bool) -> int:
                 + ngettext("%(num)d lesion", "%(num)d lesions", s["lesion_count"]))
         volumes = [f"{lesion['volume_mm3']:.0f} mm³" for series in s["series"]
                    for lesion in series["lesions"]]
-        print(line + (f" ({', '.join(volumes)})" if volumes else ""))
+        review = s["hospital_review"]
+        verdict = "" if review is None else "; " + _(
+            "Hospital reviewed: %(verdict)s", verdict=labels.hospital_verdict(
+                review["verdict"], review["follow_up_months"]))
+        print(line + (f" ({', '.join(volumes)})" if volumes else "") + verdict)
     return EXIT_OK
 
 

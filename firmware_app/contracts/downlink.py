@@ -10,7 +10,11 @@ as a downlink one:
   and reported (public half only) in its signed status messages (``downlink_key``);
 * the header names the box it is for (``clinic``, ``device``), the kind ``review`` and
   the hospital's sequence number for that box (1, 2, 3 …); the box keeps each sequence
-  number once and refuses a message older than ``max_age_days`` or from the future.
+  number once and refuses a message from the future. A message built more than
+  ``max_age_days`` ago is refused as ``stale`` by default, but an authentic one (signed,
+  for this box, schema ok) is still the radiologist's verdict: the box asks for it with
+  ``accept_stale=True``, keeps it marked late and lets its sequence number settle the
+  watermark, so a box offline for over a month is never left with a gap.
 
 Topic: ``clinibox-downlink/<clinic>/<device>``, a root of its own (the receiver's
 ``clinibox/+/+/+`` never sees it). The broker's ACL lets a box read only its own::
@@ -30,7 +34,7 @@ from __future__ import annotations
 import base64
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -48,6 +52,7 @@ from firmware_app.contracts.egress import (
 )
 from firmware_app.contracts.envelope import EnvelopeError, Header, open_envelope, seal
 from firmware_app.contracts.words import Word
+from firmware_app.i18n import N_
 
 ROOT = "clinibox-downlink"
 #: the one downlink kind so far
@@ -91,6 +96,14 @@ class AlertState(Word):
 
 
 VERDICTS = tuple(verdict.value for verdict in HospitalVerdict)
+#: Each verdict in words (English, for the catalog): the one wording the console, the box's
+#: pages and its command line show (``follow_up`` with its months: ``follow up in N months``).
+VERDICT_WORDS: dict[str, str] = {
+    HospitalVerdict.REFER: N_("refer the patient"),
+    HospitalVerdict.FOLLOW_UP: N_("follow up"),
+    HospitalVerdict.NO_ACTION: N_("no action needed"),
+    HospitalVerdict.SEND_CASE: N_("send the case, de-identified, for a second read"),
+}
 
 
 @dataclass(frozen=True)
@@ -167,14 +180,33 @@ def seal_downlink(clinic: str, device: str, seq: int, payload: dict[str, Any],
                 info=HKDF_INFO)
 
 
+@overload
 def open_downlink(envelope: bytes, *, clinic: str, device: str,
                   hospital_key: Ed25519PublicKey, box_key: X25519PrivateKey,
-                  now: float | None = None, max_age_days: float = MAX_AGE_DAYS
-                  ) -> tuple[Header, dict[str, Any]]:
+                  now: float | None = ..., max_age_days: float = ...,
+                  accept_stale: Literal[False] = ...) -> tuple[Header, dict[str, Any]]: ...
+
+
+@overload
+def open_downlink(envelope: bytes, *, clinic: str, device: str,
+                  hospital_key: Ed25519PublicKey, box_key: X25519PrivateKey,
+                  now: float | None = ..., max_age_days: float = ...,
+                  accept_stale: Literal[True]) -> tuple[Header, dict[str, Any], bool]: ...
+
+
+def open_downlink(envelope: bytes, *, clinic: str, device: str,
+                  hospital_key: Ed25519PublicKey, box_key: X25519PrivateKey,
+                  now: float | None = None, max_age_days: float = MAX_AGE_DAYS,
+                  accept_stale: bool = False
+                  ) -> tuple[Header, dict[str, Any]] | tuple[Header, dict[str, Any], bool]:
     """Verify, decrypt and check a downlink for this box; DownlinkRefused with a reason.
 
     Reasons: the envelope's (``malformed``, ``bad-signature``, ``undecryptable``),
     ``not-for-this-box``, ``unknown-kind``, ``schema``, ``stale``, ``future``.
+
+    With ``accept_stale=True`` a message that is only too old is not refused: the call
+    returns ``(header, payload, stale)``, ``stale`` True when it was built more than
+    ``max_age_days`` ago. Every other check still refuses.
     """
     try:
         opened = open_envelope(envelope, hospital_key, box_key, info=HKDF_INFO)
@@ -190,10 +222,13 @@ def open_downlink(envelope: bytes, *, clinic: str, device: str,
     except EgressRefused as exc:
         raise DownlinkRefused("schema", str(exc)) from exc
     now = time.time() if now is None else now
-    if payload["created_at"] < now - max_age_days * 86_400:
-        raise DownlinkRefused("stale", f"built more than {max_age_days:g} days ago")
     if payload["created_at"] > now + FUTURE_SKEW_SECONDS:
         raise DownlinkRefused("future", "built in the future (clock skew over a day)")
+    stale = payload["created_at"] < now - max_age_days * 86_400
+    if accept_stale:
+        return header, payload, stale
+    if stale:
+        raise DownlinkRefused("stale", f"built more than {max_age_days:g} days ago")
     return header, payload
 
 

@@ -53,7 +53,13 @@ STUDY_REF = re.compile(r"^[0-9a-f]{32}$")
 SOFTWARE_VERSION = re.compile(r"^[0-9]{1,4}\.[0-9]{1,4}\.[0-9]{1,4}$")
 LABEL = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+#: A raw 32-byte key in standard base64 (``contracts.downlink.key_text``): 44 characters.
+KEY_TEXT = re.compile(r"^[A-Za-z0-9+/]{43}=$")
 MAX_SECONDS = 2**40
+#: The most lesions an alert carries (its model's highest scores first).
+MAX_ALERT_LESIONS = 16
+#: The largest lesion diameter an alert may carry (mm).
+MAX_LESION_MM = 2000
 
 
 class EgressRefused(CliniboxError, ValueError):
@@ -144,6 +150,23 @@ class Counts:
 
 
 @dataclass(frozen=True)
+class ListOf:
+    """A list of at most ``max_items`` items, each checked by ``spec``."""
+
+    spec: Any
+    max_items: int
+
+    def check(self, value: Any, where: str, labels: frozenset[str] | None) -> None:
+        """Refuse anything but a list of at most ``max_items`` items that ``spec`` accepts."""
+        if not isinstance(value, list):
+            raise EgressRefused(f"{where}: must be a list")
+        if len(value) > self.max_items:
+            raise EgressRefused(f"{where}: more than {self.max_items} items")
+        for i, item in enumerate(value):
+            self.spec.check(item, f"{where}[{i}]", labels)
+
+
+@dataclass(frozen=True)
 class Optional:
     """A field that may be left out of its object; when present, ``spec`` checks it."""
 
@@ -225,6 +248,20 @@ SCHEMAS: dict[str, Obj] = {
         "instances": _COUNT,
         #: the top image's processing time, decoding to result (milliseconds)
         "processing_ms": _MS,
+        #: the model's assessment of the top image (``inference/assessment.py``; absent from
+        #: boxes older than the console)
+        "assessment": Optional(OneOf(ASSESSMENTS)),
+        #: the lesions of the model's images of the study assessed ``finding``, highest score
+        #: first, at most :data:`MAX_ALERT_LESIONS` (absent from boxes older than the console)
+        "lesions": Optional(ListOf(Obj({
+            #: the lesion's class: one of the model's labels
+            "label": Label(),
+            #: the lesion's probability (0 … 1)
+            "score": Num(0, 1),
+            #: the lesion's longest diameter (mm, the size the study page shows); absent
+            #: where the image has no calibration
+            "size_mm": Optional(Num(0, MAX_LESION_MM)),
+        }), MAX_ALERT_LESIONS)),
     }),
     "summary": Obj({
         #: the schema version (:data:`SCHEMA_VERSION`); the hospital refuses any other
@@ -337,6 +374,13 @@ SCHEMAS: dict[str, Obj] = {
             #: the hospital saw written less than keep_days ago cannot have been pruned
             "at": Optional(_SECONDS),
         })),
+        #: the box's X25519 public key for the hospital's downlink (``contracts.downlink``:
+        #: base64 of the raw 32 bytes); the hospital encrypts its verdicts to it (absent from
+        #: boxes older than the downlink)
+        "downlink_key": Optional(Pattern(KEY_TEXT, "downlink key (base64)")),
+        #: the highest n such that every downlink 1 … n has been received and kept (0: none
+        #: yet); the hospital sends again whatever came after it
+        "downlink_seq": Optional(_AUDIT_ROW),
     }),
     "event": Obj({
         #: the schema version (:data:`SCHEMA_VERSION`); the hospital refuses any other

@@ -8,7 +8,12 @@ reads it on the box. It is one JSON object (schema ``clinibox.enrolment/1``)::
      "broker": {"host": "mqtt.hospital.example", "port": 8883},
      "tls": {"ca_cert": PEM, "client_cert": PEM, "client_key": PEM},
      "hospital_key": PEM,                       # X25519 public key, telemetry is sealed to it
-     "model_signing_keys": [PEM, ...]}          # Ed25519 public keys trusted for packages
+     "model_signing_keys": [PEM, ...],          # Ed25519 public keys trusted for packages
+     "hospital_signing_key": PEM}               # optional: Ed25519, signs the downlink
+
+``hospital_signing_key`` is optional (bundles written before the downlink have none):
+the public half of the key the hospital signs its verdicts with
+(``contracts/downlink.py``); a box provisioned without it receives no verdicts.
 
 The bundle carries the client TLS key. The hospital's CA issues the client
 certificate (CN ``clinic/device``, which the broker's ACL maps to the topics
@@ -61,6 +66,8 @@ SCHEMA = "clinibox.enrolment/1"
 CODE_PREFIX = "CBX1"
 _FIELDS = {"schema", "issued_at", "clinic", "device", "broker", "tls", "hospital_key",
            "model_signing_keys"}
+#: fields a bundle may leave out (older bundles have none of them)
+_OPTIONAL_FIELDS = {"hospital_signing_key"}
 _TLS_FIELDS = {"ca_cert", "client_cert", "client_key"}
 MAX_BUNDLE_BYTES = 1 << 20
 
@@ -101,16 +108,21 @@ class EnrolmentBundle:
     model_signing_keys: tuple[str, ...]
     issued_at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc)
                            .strftime("%Y-%m-%dT%H:%M:%SZ"))
+    #: the hospital's Ed25519 downlink signing key (PEM), "" in bundles without one
+    hospital_signing_key: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object written to the file."""
-        return {"schema": SCHEMA, "issued_at": self.issued_at, "clinic": self.clinic,
+        body = {"schema": SCHEMA, "issued_at": self.issued_at, "clinic": self.clinic,
                 "device": self.device,
                 "broker": {"host": self.broker_host, "port": self.broker_port},
                 "tls": {"ca_cert": self.ca_cert, "client_cert": self.client_cert,
                         "client_key": self.client_key},
                 "hospital_key": self.hospital_key,
                 "model_signing_keys": list(self.model_signing_keys)}
+        if self.hospital_signing_key:  # absent otherwise: an older bundle's fingerprint holds
+            body["hospital_signing_key"] = self.hospital_signing_key
+        return body
 
     def to_json(self) -> str:
         """The file's text (indented JSON, so it reads well in an editor)."""
@@ -273,6 +285,9 @@ def check_bundle(bundle: EnrolmentBundle, now: dt.datetime | None = None) -> Non
     _x25519(_text(bundle.hospital_key, "hospital_key"), "hospital_key")
     if not bundle.model_signing_keys:
         raise EnrolmentError("model_signing_keys: empty; the box would trust no model package")
+    if bundle.hospital_signing_key:
+        _ed25519(_text(bundle.hospital_signing_key, "hospital_signing_key"),
+                 "hospital_signing_key")
     for index, pem in enumerate(bundle.model_signing_keys):
         where = f"model_signing_keys[{index}]"
         _ed25519(_text(pem, where), where)
@@ -292,7 +307,7 @@ def parse_bundle(data: bytes, now: dt.datetime | None = None) -> EnrolmentBundle
         raise EnrolmentError(f"unknown bundle schema {body.get('schema')!r}; this box reads "
                              f"{SCHEMA}")
     missing = sorted(_FIELDS - set(body))
-    unknown = sorted(set(body) - _FIELDS)
+    unknown = sorted(set(body) - _FIELDS - _OPTIONAL_FIELDS)
     if missing or unknown:
         raise EnrolmentError("bundle fields: " + "; ".join(
             part for part in (f"missing {', '.join(missing)}" if missing else "",
@@ -313,7 +328,9 @@ def parse_bundle(data: bytes, now: dt.datetime | None = None) -> EnrolmentBundle
         clinic=body["clinic"], device=body["device"], broker_host=broker["host"],
         broker_port=broker["port"], ca_cert=tls["ca_cert"], client_cert=tls["client_cert"],
         client_key=tls["client_key"], hospital_key=body["hospital_key"],
-        model_signing_keys=tuple(keys), issued_at=body["issued_at"])
+        model_signing_keys=tuple(keys), issued_at=body["issued_at"],
+        hospital_signing_key=_text(body["hospital_signing_key"], "hospital_signing_key")
+        if "hospital_signing_key" in body else "")
     check_bundle(bundle, now)
     return bundle
 

@@ -46,6 +46,9 @@ from firmware_app.contracts.stages import StageError, stage_manifest, stages_of
 from firmware_app.errors import CliniboxError
 
 SCHEMA = "clinibox.model-package/1"
+#: The demo model's package name: trained on procedurally generated phantoms, never for
+#: clinical use. The hospital, which sees only model ids, says so wherever it shows one.
+DEMO_MODEL_NAME = "clinibox-demo-lesion"
 _VERSION = re.compile(r"^\d+(\.\d+){0,3}$")
 
 #: Every manifest key, by path (``a.b``; ``a[]`` is each item of the list ``a``), with what
@@ -310,6 +313,11 @@ class ModelPackage:
         signer; ``contracts/stages.py``)."""
         return [ModelPackage(self.root, stage_manifest(self.manifest, s), self.signer)
                 for s in stages_of(self.manifest)]
+
+
+def is_demo_model(model_id: str | None) -> bool:
+    """Whether ``model_id`` (``name@version`` or a name) is the demo model."""
+    return bool(model_id) and str(model_id).split("@", 1)[0] == DEMO_MODEL_NAME
 
 
 def sha256_file(path: Path) -> str:

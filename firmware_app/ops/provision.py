@@ -11,7 +11,8 @@ every check passed):
    certificate and key, CN ``clinic/device``, validity, key types, ids.
 2. Reads the existing config (``--config``, else ``$CLINIBOX_CONFIG``; there
    must be a path, as provisioning writes it) and builds the new one: every
-   existing value is kept; ``[telemetry] clinic, device, hospital_key``,
+   existing value is kept; ``[telemetry] clinic, device, hospital_key,
+   hospital_signing_key`` (empty when the bundle has none),
    ``[mqtt] host, port, ca_file, cert_file, key_file`` and ``[models]
    trusted_keys`` are set; a relative ``[storage] state_dir`` is pinned to
    the absolute folder it means now, because the identity is made there and
@@ -21,6 +22,7 @@ every check passed):
 3. Writes the hospital's files next to the config, into
    ``<config name>.enrolment/<fingerprint>/`` (``/etc/clinibox/clinibox.enrolment/…``
    on a box): ``ca.pem``, ``client-cert.pem``, ``client-key.pem``, ``hospital.pub``,
+   ``hospital-signing.pub`` (the downlink's signer, when the bundle has it),
    ``model-signing-<key id>.pub`` and ``enrolment.json`` (the bundle without the
    key), folders 0750 and files 0640, with the config folder's group when root
    writes them (``clinibox``: the service reads them, the world does not). A new
@@ -47,9 +49,10 @@ The device identity is never replaced by provisioning: a renewed bundle
 hospital's enrolment stays valid. A bundle for another clinic or device on
 an already provisioned box needs ``--force`` (a wrong USB stick must not
 silently move a box); the key is kept, so the hospital only enrols the new
-ids with the printed code. ``--new-identity`` makes a new signing key (for a
-box whose key may have leaked, or that moves to another hospital): the old
-key file is renamed ``device.pem.retired-<time>``, not deleted, and the
+ids with the printed code. ``--new-identity`` makes a new signing key and a new
+downlink key (for a box whose key may have leaked, or that moves to another
+hospital): the old key files are renamed ``device.pem.retired-<time>`` and
+``device-downlink.key.retired-<time>``, not deleted, and the
 study-reference secret is kept so ``clinibox study REF`` still finds the
 studies behind earlier alerts.
 """
@@ -74,6 +77,7 @@ from typing import Any
 import segno
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from firmware_app.contracts.enrolment import (
     EnrolmentBundle,
@@ -166,6 +170,8 @@ def _files(bundle: EnrolmentBundle) -> dict[str, str]:
     """File name → text of what the enrolment folder holds."""
     files = {"ca.pem": bundle.ca_cert, "client-cert.pem": bundle.client_cert,
              "client-key.pem": bundle.client_key, "hospital.pub": bundle.hospital_key}
+    if bundle.hospital_signing_key:
+        files["hospital-signing.pub"] = bundle.hospital_signing_key
     for kid, pem in zip(bundle.signing_key_ids(), bundle.model_signing_keys, strict=True):
         files[f"model-signing-{kid}.pub"] = pem
     record = {k: v for k, v in bundle.to_dict().items() if k != "tls"}
@@ -190,6 +196,9 @@ def merge(existing: dict[str, Any], bundle: EnrolmentBundle, state_dir: Path,
         "models": {"trusted_keys": [str(folder / f"model-signing-{k}.pub") for k in kids],
                    "trust_demo_key": False},
     }
+    # the downlink's signer: set from the bundle; an older bundle without one turns it off
+    updates["telemetry"]["hospital_signing_key"] = (
+        str(folder / "hospital-signing.pub") if bundle.hospital_signing_key else "")
     for section, values in updates.items():
         data.setdefault(section, {}).update(values)
     return data
@@ -292,33 +301,43 @@ def _identity_step(config: Config, new_identity: bool) -> dict[str, Any]:
     """Retire the device key when asked, then read the identity or make it; as JSON data:
     ``key`` (PEM) and ``secret`` (hex), or ``error``; ``written``: what it wrote and left."""
     key, secret = config.device_key_path, config.device_secret_path
-    before = {path: path.exists() for path in (key, secret)}
-    retired: Path | None = None
+    downlink = config.downlink_key_path
+    before = {path: path.exists() for path in (key, secret, downlink)}
+    retired: dict[Path, Path] = {}
     try:
-        if new_identity and key.exists():
+        if new_identity:  # the signing key and the downlink key go together
             stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-            retired = key.with_name(f"{key.name}.retired-{stamp}")
-            os.replace(key, retired)
+            for path in (key, downlink):
+                if path.exists():
+                    retired[path] = path.with_name(f"{path.name}.retired-{stamp}")
+                    os.replace(path, retired[path])
         config.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         identity = load_identity(config)
     except (OSError, ValueError) as exc:
-        if retired is not None:  # the old key back: the config still names its enrolment
+        for path, old in list(retired.items()):  # the old keys back: the config names them
             try:
-                os.replace(retired, key)
-                retired = None
+                if path.exists():
+                    path.unlink()
+                os.replace(old, path)
+                del retired[path]
             except OSError:
                 pass
-        return {"error": str(exc), "written": _state_written(before, retired, key)}
+        return {"error": str(exc), "written": _state_written(before, retired)}
     pem = identity.signing_key.private_bytes(serialization.Encoding.PEM,
                                              serialization.PrivateFormat.PKCS8,
                                              serialization.NoEncryption())
+    assert identity.downlink_key is not None, "load_identity reads it"
+    downlink_pem = identity.downlink_key.private_bytes(serialization.Encoding.PEM,
+                                                       serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption())
     return {"key": pem.decode("ascii"), "secret": identity.secret.hex(),
-            "created": not before[key] or retired is not None,
-            "written": _state_written(before, retired, key)}
+            "downlink_key": downlink_pem.decode("ascii"),
+            "created": not before[key] or key in retired,
+            "written": _state_written(before, retired)}
 
 
-def _state_written(before: dict[Path, bool], retired: Path | None, key: Path) -> list[str]:
-    words = [f"renamed {key} to {retired.name}"] if retired is not None else []
+def _state_written(before: dict[Path, bool], retired: dict[Path, Path]) -> list[str]:
+    words = [f"renamed {path} to {old.name}" for path, old in retired.items()]
     return words + [f"made {path}" for path, was in before.items() if not was and path.exists()]
 
 
@@ -363,8 +382,12 @@ def _identity(config: Config, answer: dict[str, Any]) -> DeviceIdentity:
     key = serialization.load_pem_private_key(str(answer["key"]).encode("ascii"), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError("the device key is not an Ed25519 key")
+    downlink_key = serialization.load_pem_private_key(
+        str(answer["downlink_key"]).encode("ascii"), password=None)
+    if not isinstance(downlink_key, X25519PrivateKey):
+        raise ValueError("the downlink key is not an X25519 key")
     return DeviceIdentity(config.telemetry.clinic, config.telemetry.device, key,
-                          bytes.fromhex(str(answer["secret"])))
+                          bytes.fromhex(str(answer["secret"])), downlink_key)
 
 
 def _check_writable(target: Path) -> None:
@@ -421,9 +444,9 @@ def provision(bundle_path: Path, target: Path, *, force: bool = False,
     text = render(data, bundle.fingerprint)
     if new.telemetry.device_key and not new.device_key_path.exists():
         raise ProvisionError(f"[telemetry] device_key {new.device_key_path} does not exist")
-    if new_identity and new.telemetry.device_key:
-        raise ProvisionError("--new-identity: [telemetry] device_key names the key file; replace "
-                             "that file yourself", exit_status=EXIT_USAGE)
+    if new_identity and (new.telemetry.device_key or new.telemetry.downlink_key):
+        raise ProvisionError("--new-identity: [telemetry] device_key or downlink_key names the "
+                             "key file; replace that file yourself", exit_status=EXIT_USAGE)
     _check_writable(target)
     written: list[str] = []
     made_folder, made_parent = False, not parent.exists()

@@ -62,6 +62,7 @@ from firmware_app.settings.box import DEMO_TRUST_WARNING, Config, DicomConfig
 from firmware_app.storage import db
 from firmware_app.storage.queue import JobQueue
 from firmware_app.storage.spool import Spool, make_spool
+from firmware_app.telemetry.downlink import downlink_receiver
 from firmware_app.telemetry.identity import load_identity
 from firmware_app.telemetry.messages import ModelFacts
 from firmware_app.telemetry.mqtt import Publisher
@@ -271,7 +272,7 @@ class Appliance:
             log.info("telemetry: no broker configured; messages wait in the outbox")
             return
         publisher = Publisher(config, identity, load_x25519_public(config.telemetry.hospital_key),
-                              model, producer.started)
+                              model, producer.started, downlink_receiver(config, identity))
         self._thread("publisher", publisher.run, self.stop_event, self.outbound)
         log.info("telemetry: %s/%s to %s:%d", identity.clinic, identity.device,
                  config.mqtt.host, config.mqtt.port)

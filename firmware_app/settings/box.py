@@ -19,6 +19,7 @@ from typing import Any
 from firmware_app.contracts.backends import BACKEND_CHOICES, PRECISIONS
 from firmware_app.contracts.dicom_outputs import DICOM_OUTPUTS, default_outputs, output_keys
 from firmware_app.contracts.egress import IDENTITY
+from firmware_app.contracts.manifest import DEMO_MODEL_NAME
 from firmware_app.i18n import N_
 from firmware_app.settings.loader import (
     ConfigError,
@@ -184,7 +185,7 @@ class ModelsConfig:
     """The model package the box runs and the keys it trusts."""
 
     dir: str = setting(doc="folder of model packages; empty means the bundled models/", default="")
-    name: str = setting(doc="package name", default="clinibox-demo-lesion")
+    name: str = setting(doc="package name", default=DEMO_MODEL_NAME)
     version: str = setting(doc="package version; empty picks the newest", default="")
     trusted_keys: list[str] = setting(
         doc="Ed25519 public keys (PEM) trusted to sign packages (the demo key among them "
@@ -271,6 +272,9 @@ class MqttConfig:
                              default="")
     key_file: str = setting(doc="private key (PEM) of the client certificate", default="")
     keepalive: int = setting(in_range(5, 3600), "seconds between MQTT keep-alive pings", 60)
+    session_expiry_seconds: int = setting(
+        in_range(0, 4_294_967_294), "how long the broker keeps this box's session (and the "
+        "hospital's verdicts for it, QoS 1) while the box is away", 30 * 86400)
 
 
 @dataclass
@@ -287,6 +291,12 @@ class TelemetryConfig:
     device_secret: str = setting(
         doc="secret for the keyed-hash study references; empty means "
             "<state_dir>/keys/study-ref.secret, made on first start", default="")
+    downlink_key: str = setting(
+        doc="this box's X25519 key (PEM) the hospital encrypts its verdicts to; empty means "
+            "<state_dir>/keys/device-downlink.key, made on first start", default="")
+    hospital_signing_key: str = setting(
+        doc="the hospital's Ed25519 public key (PEM) its verdicts are signed with; empty: no "
+            "verdicts come down to this box", default="")
     summary_seconds: float = setting(in_range(1, 86400), "seconds between summaries", 3600.0)
     heartbeat_seconds: float = setting(in_range(1, 86400), "seconds between heartbeats", 300.0)
     outbox_max_messages: int = setting(in_range(10, 10_000_000), "messages kept waiting at most",
@@ -404,7 +414,7 @@ class RoutingRule:
 
     name: str = setting(_destination_name, "a name for the log and the reasons (unique)", "rule")
     model: str = setting(doc="package name of the model that analyses what the rule matches",
-                         default="clinibox-demo-lesion")
+                         default=DEMO_MODEL_NAME)
     modality: list[str] = setting(_upper_list, "modalities, any of (e.g. [\"CT\", \"US\"])",
                                   factory=list)
     body_part: list[str] = setting(_upper_list, "Body Part Examined, any of (case-insensitive)",
@@ -518,6 +528,13 @@ class Config:
         value = self.telemetry.device_secret
         return (Path(value).expanduser().resolve() if value
                 else self.keys_dir / "study-ref.secret")
+
+    @property
+    def downlink_key_path(self) -> Path:
+        """This box's X25519 key for the hospital's downlink (verdicts are encrypted to it)."""
+        value = self.telemetry.downlink_key
+        return (Path(value).expanduser().resolve() if value
+                else self.keys_dir / "device-downlink.key")
 
     @property
     def web_cert_paths(self) -> tuple[Path, Path]:

@@ -77,6 +77,8 @@ ACTIONS: dict[str, str] = {
     "model_kept": N_("a model package passed its trial and is kept"),
     "audit_viewed": N_("read the audit trail (the page: once per 5 minutes and address)"),
     "audit_pruned": N_("deleted audit rows older than [audit] keep_days"),
+    "hospital_review_received": N_("received the hospital's verdict on a study's alert "
+                                   "(account: hospital:downlink)"),
 }
 
 #: who acts when the box acts by itself

@@ -274,6 +274,26 @@ CREATE TABLE IF NOT EXISTS events (
     code      TEXT NOT NULL DEFAULT ''
 );
 
+-- The hospital's verdicts on the box's alerts, received over the downlink (v17): ``seq`` the
+-- hospital's downlink sequence number for this box (each kept once), ``study_key`` the study
+-- its keyed reference ``study_ref`` names (NULL when no study on the box has it),
+-- ``alert_seq`` the box's alert message reviewed; the highest ``seq`` of a study is its
+-- current verdict (a later review amends an earlier one); ``late`` 1 when it arrived after
+-- the downlink's freshness window (kept all the same). Times are epoch seconds.
+CREATE TABLE IF NOT EXISTS hospital_reviews (
+    seq               INTEGER PRIMARY KEY,
+    study_key         TEXT,
+    study_ref         TEXT NOT NULL,
+    alert_seq         INTEGER NOT NULL,
+    verdict           TEXT NOT NULL,
+    follow_up_months  INTEGER,
+    note              TEXT NOT NULL DEFAULT '',
+    reviewed_at       REAL NOT NULL,
+    received_at       REAL NOT NULL,
+    late              INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS hospital_reviews_study ON hospital_reviews(study_key, seq);
+
 -- The access audit trail (v9): append-only rows in a hash chain, its anchor, the triggers
 -- that refuse changes (storage/audit_schema.py, storage/audit.py).
 """.replace("{alerted_studies}", ALERTED_STUDIES_TABLE.strip()) + AUDIT_SCHEMA

@@ -21,9 +21,11 @@ the v8 migration the model-name SQL), so no import goes in a circle.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from dataclasses import dataclass
+from typing import Any
 
 #: the alerts sent, one per study and model name (v8; before, one per study)
 ALERTED_STUDIES_TABLE = """
@@ -66,12 +68,12 @@ def alerts_due(conn: sqlite3.Connection, study: StudyToCheck) -> list[sqlite3.Ro
 
     Columns (of that model's top instance, its highest probability): model (the name),
     model_id, max_probability, instances (the model's analysed instances of the study),
-    modality, findings_json, timings_json.
+    modality, findings_json, timings_json, assessment.
     """
     name = model_name_sql("r.model_id")
     return conn.execute(
         "WITH analysed AS (SELECT r.model_id, r.probability, r.findings_json, r.timings_json,"
-        f"  i.modality, {name} AS model,"
+        f"  r.assessment, i.modality, {name} AS model,"
         f"  ROW_NUMBER() OVER (PARTITION BY {name}"
         "   ORDER BY r.probability DESC, r.instance_id) AS rank,"
         f"  COUNT(*) OVER (PARTITION BY {name}) AS instances,"
@@ -79,11 +81,28 @@ def alerts_due(conn: sqlite3.Connection, study: StudyToCheck) -> list[sqlite3.Ro
         "  FROM results r JOIN instances i ON i.id = r.instance_id"
         "  WHERE i.study_instance_uid = ? AND r.created_at <= ?)"
         " SELECT model, model_id, probability AS max_probability, instances, modality,"
-        "  findings_json, timings_json FROM analysed"
+        "  findings_json, timings_json, assessment FROM analysed"
         " WHERE rank = 1 AND alerting = 1 AND NOT EXISTS (SELECT 1 FROM alerted_studies a"
         "  WHERE a.study_key = ? AND a.model = analysed.model)"
         " ORDER BY model",
         (study.study_key, study.completed_at, study.study_key)).fetchall()
+
+
+def alert_lesions(conn: sqlite3.Connection, study: StudyToCheck, model: str,
+                  assessment: str) -> list[dict[str, Any]]:
+    """The lesion records (``inference/lesions.py``, as stored) of the results of ``model``
+    (a name) on the study up to its completion whose image was assessed ``assessment``
+    (the same results ``alerts_due`` reads), in the order the results were made."""
+    rows = conn.execute(
+        "SELECT r.lesions_json FROM results r JOIN instances i ON i.id = r.instance_id"
+        f" WHERE i.study_instance_uid = ? AND r.created_at <= ? AND {model_name_sql('r.model_id')}"
+        " = ? AND r.assessment = ? ORDER BY r.created_at, r.instance_id",
+        (study.study_key, study.completed_at, model, assessment)).fetchall()
+    lesions: list[dict[str, Any]] = []
+    for row in rows:
+        records = json.loads(row[0] or "[]")
+        lesions += [record for record in records if isinstance(record, dict)]
+    return lesions
 
 
 def mark_alerted(conn: sqlite3.Connection, study_key: str, model: str, seq: int) -> None:

@@ -1,7 +1,8 @@
 """The box's telemetry identity: clinic, device, signing key and study-reference secret.
 
-The signing key and the secret are made on the box on first start (when the
-config leaves their paths empty) and never leave it; the technician enrols
+The signing key, the downlink key (X25519: the hospital encrypts its verdicts to
+it, ``contracts/downlink.py``) and the secret are made on the box on first start
+(when the config leaves their paths empty) and never leave it; the technician enrols
 the public key at the hospital (``clinibox telemetry identity`` prints it).
 
 A study reference is HMAC-SHA256 of the study's key under the device secret,
@@ -21,8 +22,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from firmware_app.contracts import signing
+from firmware_app.contracts import downlink, signing
 from firmware_app.contracts.study_reference import study_ref  # the one keyed hash
 from firmware_app.settings.box import Config
 from firmware_app.storage.telemetry import study_keys
@@ -38,6 +40,15 @@ class DeviceIdentity:
     device: str
     signing_key: Ed25519PrivateKey
     secret: bytes
+    #: the X25519 key the hospital's downlink is encrypted to (None: not loaded)
+    downlink_key: X25519PrivateKey | None = None
+
+    @property
+    def downlink_key_text(self) -> str | None:
+        """The downlink public key as status messages carry it (None without a key)."""
+        if self.downlink_key is None:
+            return None
+        return downlink.key_text(self.downlink_key.public_key())
 
     @property
     def public_key_pem(self) -> str:
@@ -85,11 +96,23 @@ def load_identity(config: Config) -> DeviceIdentity:
     _ensure(key_path, bool(config.telemetry.device_key), _new_signing_key, "device signing key")
     _ensure(secret_path, bool(config.telemetry.device_secret),
             lambda: os.urandom(SECRET_BYTES), "study-reference secret")
+    downlink_path = config.downlink_key_path
+    _ensure(downlink_path, bool(config.telemetry.downlink_key), downlink.new_box_key,
+            "downlink key")
     secret = secret_path.read_bytes()
     if len(secret) < 16:
         raise ValueError(f"study-reference secret {secret_path} is shorter than 16 bytes")
     return DeviceIdentity(config.telemetry.clinic, config.telemetry.device,
-                          signing.load_private_key(key_path), secret)
+                          signing.load_private_key(key_path), secret,
+                          load_downlink_key(downlink_path))
+
+
+def load_downlink_key(path: Path) -> X25519PrivateKey:
+    """The box's X25519 downlink key from its PEM file; ValueError for another kind of key."""
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, X25519PrivateKey):
+        raise ValueError(f"downlink key {path} is not an X25519 private key")
+    return key
 
 
 def find_study(conn: sqlite3.Connection, identity: DeviceIdentity, ref: str) -> str | None:

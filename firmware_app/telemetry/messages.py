@@ -19,6 +19,7 @@ UID or a date into a payload: the study's UID is only ever an HMAC input.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sqlite3
 import time
@@ -29,8 +30,17 @@ from typing import Any
 import numpy as np
 
 from firmware_app import __version__
-from firmware_app.contracts.egress import ASSESSMENTS, HISTOGRAM_BINS, MODALITIES, SCHEMA_VERSION
-from firmware_app.storage import audit_witness, study_alerts
+from firmware_app.contracts.egress import (
+    ASSESSMENTS,
+    HISTOGRAM_BINS,
+    MAX_ALERT_LESIONS,
+    MAX_LESION_MM,
+    MODALITIES,
+    SCHEMA_VERSION,
+)
+from firmware_app.contracts.statuses import AssessmentKind
+from firmware_app.settings.box import Config
+from firmware_app.storage import audit_witness, hospital_reviews, study_alerts
 from firmware_app.storage import telemetry as telemetry_rows
 from firmware_app.storage.db import record_event, transaction
 from firmware_app.storage.outbox import Outbox
@@ -70,11 +80,39 @@ def _label(findings_json: str | None, labels: tuple[str, ...]) -> str:
     return labels[0]
 
 
-def alert_payload(row: sqlite3.Row, study_ref: str, model: ModelFacts) -> dict[str, Any]:
+def _number(value: Any) -> float | None:
+    """A finite number, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def alert_lesions(records: list[dict[str, Any]], labels: tuple[str, ...]) -> list[dict[str, Any]]:
+    """An alert's lesions from stored lesion records (``inference/lesions.py``): class, score
+    and longest diameter in mm (where the image is calibrated, as the study page shows it),
+    highest score first, at most ``MAX_ALERT_LESIONS``; a record whose label is not one of
+    the model's or whose probability is not 0 … 1 is left out."""
+    kept = []
+    for record in records:
+        score = _number(record.get("probability"))
+        if record.get("label") not in labels or score is None or not 0 <= score <= 1:
+            continue
+        lesion: dict[str, Any] = {"label": str(record["label"]), "score": round(score, 4)}
+        size = _number(record.get("long_axis_mm")) if record.get("units") == "mm" else None
+        if size is not None and 0 <= size <= MAX_LESION_MM:
+            lesion["size_mm"] = round(size, 1)
+        kept.append(lesion)
+    kept.sort(key=lambda lesion: -lesion["score"])
+    return kept[:MAX_ALERT_LESIONS]
+
+
+def alert_payload(row: sqlite3.Row, study_ref: str, model: ModelFacts,
+                  lesions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The alert of one study and model, from a ``study_alerts.alerts_due`` row: that model's
-    id, top probability, finding, threshold and instances."""
+    id, top probability, finding, threshold, instances and top image's assessment, and the
+    lesions of ``lesions`` (stored lesion records: :func:`alert_lesions`)."""
     facts = model.for_model(str(row["model_id"]))
-    return {
+    payload = {
         "schema": SCHEMA_VERSION,
         "created_at": int(time.time()),
         "study_ref": study_ref,
@@ -85,7 +123,11 @@ def alert_payload(row: sqlite3.Row, study_ref: str, model: ModelFacts) -> dict[s
         "model": row["model_id"],
         "instances": int(row["instances"]),
         "processing_ms": round(float(json.loads(row["timings_json"]).get("total", 0.0)), 1),
+        "lesions": alert_lesions(lesions or [], facts.labels),
     }
+    if row["assessment"] in ASSESSMENTS:
+        payload["assessment"] = row["assessment"]
+    return payload
 
 
 def queue_alerts(conn: sqlite3.Connection, outbox: Outbox, identity: DeviceIdentity,
@@ -102,8 +144,10 @@ def queue_alerts(conn: sqlite3.Connection, outbox: Outbox, identity: DeviceIdent
         with transaction(conn):
             rows = study_alerts.alerts_due(conn, study)
             for row in rows:
+                lesions = study_alerts.alert_lesions(conn, study, str(row["model"]),
+                                                     AssessmentKind.FINDING.value)
                 seq = outbox.add("alert", alert_payload(row, identity.study_ref(study.study_key),
-                                                        model))
+                                                        model, lesions))
                 study_alerts.mark_alerted(conn, study.study_key, str(row["model"]), seq)
             study_alerts.mark_checked(conn, study)
         queued += len(rows)
@@ -177,9 +221,11 @@ def build_summary(conn: sqlite3.Connection, outbox: Outbox, model: ModelFacts,
 
 
 def build_status(conn: sqlite3.Connection, outbox: Outbox, model: ModelFacts, state: str,
-                 uptime_s: float) -> dict[str, Any]:
+                 uptime_s: float, downlink_key: str | None = None) -> dict[str, Any]:
     """An online, heartbeat or offline status message; heartbeat and online ones carry the
-    head of the audit trail for the hospital to witness (``storage.audit_witness``)."""
+    head of the audit trail for the hospital to witness (``storage.audit_witness``). With
+    ``downlink_key`` (the box takes the hospital's downlink) it carries that key and the
+    downlink's watermark (``downlink_seq``)."""
     payload: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
         "created_at": int(time.time()),
@@ -192,7 +238,16 @@ def build_status(conn: sqlite3.Connection, outbox: Outbox, model: ModelFacts, st
     }
     if state in audit_witness.WITNESSED_STATES:
         payload["audit"] = audit_witness.status_field(conn)
+    if downlink_key is not None:
+        payload["downlink_key"] = downlink_key
+        payload["downlink_seq"] = hospital_reviews.watermark(conn)
     return payload
+
+
+def status_downlink_key(config: Config, identity: DeviceIdentity) -> str | None:
+    """The downlink key a status carries: the box's, when it takes the hospital's downlink
+    (``[telemetry] hospital_signing_key`` set), else None."""
+    return identity.downlink_key_text if config.telemetry.hospital_signing_key else None
 
 
 def device_event(event: str, reason: str, model: str, subject_model: str = "",

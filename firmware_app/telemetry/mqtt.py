@@ -13,6 +13,12 @@
   client, and whatever was in flight is simply sent again from the outbox.
 * The broker holds a last-will "offline" status (sealed like any message and
   listed in the audit) that it publishes if the box vanishes.
+* The hospital's downlink (``downlink.py``): with ``[telemetry] hospital_signing_key``
+  set, every accepted connection subscribes to ``clinibox-downlink/<clinic>/<device>``
+  at QoS 1. The session persists (clean start off, ``[mqtt] session_expiry_seconds``),
+  so the broker keeps the hospital's verdicts while the box is away. A verdict is
+  acknowledged only once it is stored (manual PUBACK); one that could not be stored
+  drops the link, and the broker delivers it again on the next connection.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import contextlib
 import logging
 import queue
 import random
+import sqlite3
 import ssl
 import threading
 import time
@@ -28,6 +35,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from firmware_app.contracts.egress import check_message
 from firmware_app.contracts.envelope import Header, seal
@@ -38,8 +47,9 @@ from firmware_app.settings.box import Config
 from firmware_app.storage import db
 from firmware_app.storage import telemetry as telemetry_rows
 from firmware_app.storage.outbox import Outbox, OutboxMessage
+from firmware_app.telemetry.downlink import DownlinkReceiver
 from firmware_app.telemetry.identity import DeviceIdentity
-from firmware_app.telemetry.messages import ModelFacts, build_status
+from firmware_app.telemetry.messages import ModelFacts, build_status, status_downlink_key
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +88,11 @@ class Publisher:
     """Connects, keeps the link, and sends what waits in the outbox."""
 
     def __init__(self, config: Config, identity: DeviceIdentity,
-                 hospital_key: X25519PublicKey, model: ModelFacts, started: float) -> None:
+                 hospital_key: X25519PublicKey, model: ModelFacts, started: float,
+                 downlink: DownlinkReceiver | None = None) -> None:
         self.config = config
+        #: the hospital's downlink, when the box takes it (None: no verdicts come down)
+        self.downlink = downlink
         self.identity = identity
         self.hospital_key = hospital_key
         self.conn = db.connect(config.database_path)
@@ -97,7 +110,9 @@ class Publisher:
     def status(self, state: str) -> dict[str, Any]:
         """An online or offline status payload, read on the publisher's own connection."""
         return build_status(self.conn, self.outbox, self.model, state,
-                            time.time() - self.started)
+                            time.time() - self.started,
+                            status_downlink_key(self.config, self.identity)
+                            if self.downlink is not None else None)
 
     # -- sealing -------------------------------------------------------------
     def seal(self, kind: str, seq: int, payload: dict[str, Any]) -> bytes:
@@ -128,6 +143,9 @@ class Publisher:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        if self.downlink is not None:
+            client.manual_ack_set(True)  # a verdict is acknowledged once it is stored
+            client.on_message = self._on_message
         client.will_set(topic(self.identity.clinic, self.identity.device, "status"),
                         self._will_envelope(), qos=1, retain=False)
         return client
@@ -145,7 +163,22 @@ class Publisher:
         if reason_code.is_failure:
             log.warning("broker refused the connection: %s", reason_code)
             return
+        if self.downlink is not None:  # a resumed session has it already; asking again is cheap
+            client.subscribe(self.downlink.topic, qos=1)
         self.connected.set()
+
+    def _on_message(self, client, userdata, message) -> None:
+        """A downlink message (paho's network thread): acknowledge it once kept or refused."""
+        assert self.downlink is not None
+        try:
+            self.downlink.handle(message.payload)
+        except (sqlite3.Error, OSError) as exc:
+            log.error("cannot keep a downlink message, it stays unacknowledged: %s", exc)
+            self.connected.clear()  # the sender drops the link: the broker delivers it again
+            self.acks.put((-1, False, f"cannot keep a downlink message: {exc}"))
+            return
+        if message.qos > 0:
+            client.ack(message.mid, message.qos)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
@@ -162,9 +195,12 @@ class Publisher:
         """Open the TLS link and wait for the broker's CONNACK; raise LinkDown if it fails."""
         client = self._new_client()
         self.connected.clear()
+        session = Properties(PacketTypes.CONNECT)
+        session.SessionExpiryInterval = self.config.mqtt.session_expiry_seconds
         try:
             client.connect(self.config.mqtt.host, self.config.mqtt.port,
-                           keepalive=self.config.mqtt.keepalive)
+                           keepalive=self.config.mqtt.keepalive, clean_start=False,
+                           properties=session)
         except (OSError, ssl.SSLError) as exc:
             raise LinkDown(f"cannot reach broker {self.config.mqtt.host}:"
                            f"{self.config.mqtt.port}: {exc}") from exc

@@ -24,6 +24,7 @@ from firmware_app.telemetry.messages import (
     build_status,
     build_summary,
     queue_alerts,
+    status_downlink_key,
 )
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,8 @@ class TelemetryProducer:
 
     def status(self, state: str) -> dict:
         """A status payload (heartbeats; the publisher makes online/offline itself)."""
-        return build_status(self.conn, self.outbox, self.model, state, self.uptime())
+        return build_status(self.conn, self.outbox, self.model, state, self.uptime(),
+                            status_downlink_key(self.config, self.identity))
 
     def _summary_start(self) -> float:
         end = telemetry_rows.state_value(self.conn, "summary_end")

@@ -44,6 +44,8 @@ def describe_spec(spec: Any) -> str:
         return "counts by key; keys from " + ", ".join(code(k) for k in spec.keys)
     if isinstance(spec, e.Obj):
         return "object: " + ", ".join(code(name) for name in spec.fields)
+    if isinstance(spec, e.ListOf):
+        return f"list of at most {spec.max_items}, each " + describe_spec(spec.spec)
     return type(spec).__name__  # pragma: no cover - a new spec type: shown by its name
 
 
@@ -76,21 +78,25 @@ def field_comments(source: str) -> dict[tuple[str, ...], str]:
 
 
 def field_rows(obj: Any, prefix: tuple[str, ...], comments: dict[tuple[str, ...], str],
-               kind: str) -> list[list[str]]:
-    """One row per field of an egress object, nested objects' fields as ``a.b``; a nested
+               kind: str, shown: tuple[str, ...] | None = None) -> list[list[str]]:
+    """One row per field of an egress object, nested objects' fields as ``a.b`` and the
+    fields of a list's objects as ``a[].b`` (``shown``: the prefix as written); a nested
     field without a comment of its own (an object's keys made from a table, such as
     ``feedback``'s verdicts) is its object's comment and its name."""
     from firmware_app.contracts import egress as e
 
     rows = []
+    shown = prefix if shown is None else shown
     parent = comments.get((kind, *prefix), "") if prefix else ""
     for name, spec in obj.fields.items():
         path = (*prefix, name)
         inner = spec.spec if isinstance(spec, e.Optional) else spec
         meaning = comments.get((kind, *path)) or (f"{parent}: {code(name)}" if parent else "")
-        rows.append([code(".".join(path)), describe_spec(spec), meaning])
+        rows.append([code(".".join((*shown, name))), describe_spec(spec), meaning])
         if isinstance(inner, e.Obj):
-            rows += field_rows(inner, path, comments, kind)
+            rows += field_rows(inner, path, comments, kind, (*shown, name))
+        elif isinstance(inner, e.ListOf) and isinstance(inner.spec, e.Obj):
+            rows += field_rows(inner.spec, path, comments, kind, (*shown, f"{name}[]"))
     return rows
 
 

@@ -300,6 +300,8 @@ def test_reprovisioning_keeps_the_identity_unless_asked(hospital: Hospital,
     assert first.identity_created and not first.state_dir_pinned
     again = provision(hospital.bundle, config)  # e.g. a renewed bundle: the key stays
     assert not again.identity_created and again.identity.key_id == first.identity.key_id
+    assert again.identity.downlink_key_text == first.identity.downlink_key_text
+    assert again.config.telemetry.hospital_signing_key == ""  # an older bundle: no downlink
     enrolment = tmp_path / "box.enrolment"
     assert [p.name for p in enrolment.iterdir()] == [first.bundle.fingerprint]
     (first.folder / "client-cert.pem").unlink()  # a damaged enrolment is written anew
@@ -311,7 +313,8 @@ def test_reprovisioning_keeps_the_identity_unless_asked(hospital: Hospital,
         ca_cert_path=hospital.pki.ca_cert, ca_key_path=hospital.ca_key, clinic=CLINIC,
         device="box-2", broker_host="127.0.0.1", broker_port=8883,
         hospital_key_path=hospital.hospital_pub,
-        signing_key_paths=[hospital.model_key.with_suffix(".pub")]), other)
+        signing_key_paths=[hospital.model_key.with_suffix(".pub")],
+        hospital_signing_key_path=hospital.model_key.with_suffix(".pub")), other)
     before = config.read_text()
     with pytest.raises(ProvisionError, match=r"already provisioned as clinic-a/box-1.*--force"):
         provision(other, config)
@@ -322,11 +325,16 @@ def test_reprovisioning_keeps_the_identity_unless_asked(hospital: Hospital,
                                                                            "CLINIC-A-BOX")
     assert [p.name for p in enrolment.iterdir()] == [moved.bundle.fingerprint]
     assert (tmp_path / "box.toml.bak").read_text() == before
+    signer = moved.folder / "hospital-signing.pub"
+    assert moved.config.telemetry.hospital_signing_key == str(signer)
+    assert signer.read_text() == hospital.model_key.with_suffix(".pub").read_text()
 
     fresh = provision(other, config, new_identity=True)
     assert fresh.identity_created and fresh.identity.key_id != first.identity.key_id
     keys = tmp_path / "state" / "keys"
     assert len(list(keys.glob("device.pem.retired-*"))) == 1
+    assert len(list(keys.glob("device-downlink.key.retired-*"))) == 1
+    assert fresh.identity.downlink_key_text != first.identity.downlink_key_text
     assert fresh.identity.secret == first.identity.secret  # earlier study references still work
 
 
@@ -401,7 +409,7 @@ def test_a_failure_names_what_was_written(hospital: Hospital, tmp_path: Path) ->
     assert "clinibox provision: cannot write: [Errno 21] Is a directory" in done.stderr
     assert "nothing was changed" not in done.stderr
     assert (f"the config was not changed; written before the failure: made {keys}/device.pem; "
-            f"made {keys}/study-ref.secret\n") in done.stderr
+            f"made {keys}/study-ref.secret; made {keys}/device-downlink.key\n") in done.stderr
     assert config.read_text() == original
     assert not (tmp_path / "box.enrolment").exists()
     made = (keys / "device.pem").read_bytes()

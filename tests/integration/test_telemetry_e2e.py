@@ -212,6 +212,11 @@ def test_every_alert_arrives_exactly_once(scenario: Scenario, hospital: Hospital
     payloads = hospital.rows("SELECT payload FROM messages WHERE kind='alert'")
     refs = {json.loads(p[0])["study_ref"] for p in payloads}
     assert len(refs) == len(box_alerts)
+    # each carries the top image's assessment and its study's lesions, through the gate twice
+    for text in (p[0] for p in payloads):
+        alert = json.loads(text)
+        assert alert["assessment"] == "finding" and alert["lesions"], alert
+        assert {lesion["label"] for lesion in alert["lesions"]} == {alert["finding"]}
     # the clinic can go from an alert's reference back to its study; it is the box's own
     found = scenario.box.cli("study", sorted(refs)[0]).stdout
     assert "1.2.826.0.1.3680043.9.7777.41." in found and "ALERT" in found

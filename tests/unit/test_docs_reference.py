@@ -126,10 +126,15 @@ def test_the_egress_page_names_every_kind_and_field(hook):
             inner = spec.spec if isinstance(spec, egress.Optional) else spec
             if isinstance(inner, egress.Obj):
                 yield from paths(inner, (*prefix, name))
+            elif isinstance(inner, egress.ListOf):  # a list's objects' fields: ``a[].b``
+                yield from paths(inner.spec, (*prefix, f"{name}[]"))
 
     for kind in egress.KINDS:
         text = _section(page, f"## `{kind}`")
         assert _table_keys(text) == set(paths(egress.SCHEMAS[kind])), kind
+    size = next(line for line in _section(page, "## `alert`").splitlines()
+                if line.startswith("| `lesions[].size_mm` |"))
+    assert "optional" in size and "longest diameter" in size  # its #: comment, in the list
     audit_at = next(line for line in _section(page, "## `status`").splitlines()
                     if line.startswith("| `audit.at` |"))
     assert "optional" in audit_at and "epoch seconds" in audit_at  # its #: comment

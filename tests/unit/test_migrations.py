@@ -646,6 +646,19 @@ def check_v16(conn) -> None:
         (41, "cstore_refused"), (42, ""), (43, "")]
     assert db.events_since(conn, "ingest", "cstore_refused", 0.0) == 1
 
+
+def check_v17(conn) -> None:
+    """v17: the hospital's verdicts have a table of their own, empty after the upgrade (the
+    events seeded at v16 are kept), and it takes a verdict and gives it back, not late
+    unless said so."""
+    assert conn.execute("SELECT COUNT(*) FROM hospital_reviews").fetchone()[0] == 0
+    assert conn.execute("SELECT COUNT(*) FROM events WHERE id > 40").fetchone()[0] == 3
+    insert(conn, "hospital_reviews", seq=1, study_key="1.2", study_ref="ab" * 16, alert_seq=4,
+           verdict="refer", note="", reviewed_at=5.0, received_at=6.0)
+    row = conn.execute("SELECT verdict, follow_up_months, late FROM hospital_reviews").fetchone()
+    assert tuple(row) == ("refer", None, 0)
+    conn.execute("DELETE FROM hospital_reviews")
+
 #: migration N: rows written at schema N-1, and what N promises about them after the ladder
 ROWS: dict[int, tuple[Callable[[sqlite3.Connection], None],
                       Callable[[sqlite3.Connection], None]]] = {
@@ -654,7 +667,7 @@ ROWS: dict[int, tuple[Callable[[sqlite3.Connection], None],
     8: (seed_v7, check_v8), 9: (seed_v8, check_v9), 10: (seed_v9, check_v10),
     11: (seed_v10, check_v11), 12: (seed_v11, check_v12), 13: (seed_v12, check_v13),
     14: (seed_v13, check_v14),
-    15: (seed_v14, check_v15), 16: (seed_v15, check_v16),
+    15: (seed_v14, check_v15), 16: (seed_v15, check_v16), 17: (seed_v15, check_v17),
 }
 
 

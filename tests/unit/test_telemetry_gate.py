@@ -60,6 +60,36 @@ def test_a_label_with_a_trailing_newline_is_refused_at_the_hospital_too():
         check_message("alert", alert(finding="lesion\n"), None)
 
 
+LESION = {"label": "lesion", "score": 0.91, "size_mm": 12.3}
+
+
+def test_an_alert_carries_its_assessment_and_lesions_and_older_alerts_stay_valid():
+    check_message("alert", alert(), LABELS)  # a box older than the console sends neither
+    uncalibrated = {"label": "lesion", "score": 0.5}  # no size where there is no calibration
+    check_message("alert", alert(assessment="finding", lesions=[LESION, uncalibrated]), LABELS)
+    check_message("alert", alert(lesions=[LESION] * 16, assessment="not_assessable"), None)
+    check_message("alert", alert(lesions=[]), LABELS)
+
+
+@pytest.mark.parametrize(("changes", "where"), [
+    ({"lesions": [dict(LESION, label="mass")]}, "alert.lesions[0].label"),  # not a model label
+    ({"lesions": [LESION] * 17}, "alert.lesions"),                          # too many
+    ({"lesions": [LESION, dict(LESION, size_mm=-1)]}, "alert.lesions[1].size_mm"),
+    ({"lesions": [dict(LESION, size_mm=2000.5)]}, "alert.lesions[0].size_mm"),
+    ({"lesions": [dict(LESION, score=1.2)]}, "alert.lesions[0].score"),
+    ({"lesions": [dict(LESION, note="DOE^JANE")]}, "alert.lesions[0]"),  # an extra field
+    ({"lesions": [{"score": 0.9}]}, "alert.lesions[0]"),                   # no label
+    ({"lesions": LESION}, "alert.lesions"),                                # not a list
+    ({"lesions": ["lesion"]}, "alert.lesions[0]"),
+    ({"assessment": "probably fine"}, "alert.assessment"),
+])
+def test_an_alert_s_lesions_and_assessment_off_the_schema_are_refused(changes, where):
+    with pytest.raises(EgressRefused) as caught:
+        check_message("alert", alert(**changes), LABELS)
+    assert str(caught.value).startswith(f"{where}:")
+    assert "DOE" not in str(caught.value) and "mass" not in str(caught.value)
+
+
 def event(**changes):
     payload = {"schema": 1, "created_at": 1_700_000_000, "event": "model_unavailable",
                "reason": "not_installed", "unit": "clinibox",

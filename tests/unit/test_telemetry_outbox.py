@@ -169,6 +169,23 @@ def test_canary_studies_give_alerts_and_a_summary_free_of_identifiers(tmp_path, 
     # the clinic can find the study from an alert's reference; nobody else can
     ref = next(r["payload"]["study_ref"] for r in rows if r["kind"] == "alert")
     assert find_study(conn, producer.identity, ref) in {a[0] for a in alerted}
+    # each alert carries its top image's assessment and the lesions of its study's images
+    # assessed "finding", as stored (size: the long axis in mm the study page shows)
+    for alert in (r["payload"] for r in rows if r["kind"] == "alert"):
+        study_key = find_study(conn, producer.identity, alert["study_ref"])
+        stored = [lesion for (text,) in conn.execute(
+            "SELECT r.lesions_json FROM results r JOIN instances i ON i.id = r.instance_id"
+            " WHERE i.study_instance_uid = ? AND r.assessment = 'finding'", (study_key,))
+            for lesion in json.loads(text)]
+        assert alert["assessment"] == "finding" and stored
+        assert sorted((lesion["score"], lesion.get("size_mm")) for lesion in alert["lesions"]) \
+            == sorted((round(s["probability"], 4), round(s["long_axis_mm"], 1)
+                       if s["units"] == "mm" else None) for s in stored)
+        assert [lesion["score"] for lesion in alert["lesions"]] \
+            == sorted((lesion["score"] for lesion in alert["lesions"]), reverse=True)
+        assert {lesion["label"] for lesion in alert["lesions"]} == LABELS
+    assert any("size_mm" in lesion for r in rows if r["kind"] == "alert"
+               for lesion in r["payload"]["lesions"])
     # one alert per study (and model: one runs here): a second tick queues nothing new
     assert queue_alerts(conn, producer.outbox, producer.identity, producer.model) == 0
     conn.close()

@@ -1,0 +1,167 @@
+"""The box's end of the hospital's downlink: a radiologist's verdict arrives and is kept.
+
+The publisher (``mqtt.py``) subscribes to ``clinibox-downlink/<clinic>/<device>`` at
+QoS 1 on every connection, in a persistent session (the broker keeps what comes while
+the box is away), and hands each message to :meth:`DownlinkReceiver.handle` on paho's
+network thread. The message is opened with the box's keys (``contracts/downlink.py``:
+signed by the hospital's downlink signing key, encrypted to the box's downlink key,
+for this box, not from the future):
+
+* refused: an event in the technician's log (``code`` ``downlink_<reason>``, at most
+  :data:`EVENTS_PER_HOUR` of one code an hour) and dropped (acknowledged: sending it
+  again would not make it acceptable);
+* accepted: the review, its audit row and any note of an unknown study are written in
+  ONE transaction before the message is acknowledged, so nothing acknowledged is lost;
+  a redelivery (a sequence number kept already) writes nothing;
+* late: an authentic message built more than ``MAX_AGE_DAYS`` ago (the box was offline
+  for over a month) is still the radiologist's verdict: it is kept like any other, marked
+  ``late`` (the study page says it arrived late), its sequence number settles the
+  watermark (so the hospital stops sending it, and nothing after it waits on a gap), and
+  an event (:data:`LATE`) tells the technician. Only authentic messages get this far:
+  forged, another box's, bad-schema and future-dated ones are refused as before;
+* the study is found by its keyed reference (``identity.find_study``: only the box can
+  resolve it). A reference no study on the box has (its study was deleted by retention,
+  or the database was replaced) is kept with the study empty and an event says so: the
+  study cannot come back, so it is not looked for again.
+
+A failure to store (the database busy past its timeout, the disk full) leaves the message
+unacknowledged and asks for the link to be dropped: the broker delivers it again on the
+next connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from firmware_app.contracts import downlink, signing
+from firmware_app.contracts.downlink import DownlinkRefused
+from firmware_app.settings.box import Config
+from firmware_app.storage import db, hospital_reviews
+from firmware_app.telemetry.identity import DeviceIdentity, find_study
+
+log = logging.getLogger(__name__)
+
+#: the event-log component of the downlink's events
+COMPONENT = "downlink"
+#: events of one code written an hour at most (a flood of forgeries must not fill the log)
+EVENTS_PER_HOUR = 10
+#: the event code of a kept review whose study reference names no study on the box
+UNKNOWN_STUDY = "downlink_unknown_study"
+#: the event code of a review kept although it arrived after the freshness window
+LATE = "downlink_late"
+#: what :meth:`DownlinkReceiver.handle` returns for a review kept now, one kept now that
+#: arrived late, and a repeat
+KEPT, KEPT_LATE, REPEAT = "kept", "kept-late", "repeat"
+
+
+def refusal_code(reason: str) -> str:
+    """The stable event code of a refused downlink (``downlink_bad-signature`` …)."""
+    return f"downlink_{reason}"
+
+
+def load_signing_key(path: str | Path) -> Ed25519PublicKey:
+    """The hospital's downlink signing key (Ed25519 public key, PEM) at ``path``."""
+    return signing.load_public_key(Path(path).expanduser().resolve())
+
+
+class DownlinkReceiver:
+    """Opens, checks and keeps the hospital's downlink messages (any thread)."""
+
+    def __init__(self, config: Config, identity: DeviceIdentity,
+                 hospital_key: Ed25519PublicKey) -> None:
+        if identity.downlink_key is None:
+            raise ValueError("the device identity has no downlink key")
+        self.config = config
+        self.identity = identity
+        self.hospital_key = hospital_key
+        self.topic = downlink.topic(identity.clinic, identity.device)
+        self._local = threading.local()
+
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's own connection (paho calls back on its network thread)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = db.connect(self.config.database_path)
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        """Close the calling thread's connection, if it has one."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def handle(self, envelope: bytes, now: float | None = None) -> str:
+        """Open and keep one message; :data:`KEPT`, :data:`KEPT_LATE`, :data:`REPEAT` or the
+        refusal's reason.
+
+        Raises (sqlite3.Error, OSError) only when the review could not be stored: the
+        caller must then not acknowledge the message.
+        """
+        conn = self._conn()
+        assert self.identity.downlink_key is not None
+        try:
+            header, payload, late = downlink.open_downlink(
+                envelope, clinic=self.identity.clinic, device=self.identity.device,
+                hospital_key=self.hospital_key, box_key=self.identity.downlink_key, now=now,
+                accept_stale=True)
+        except DownlinkRefused as exc:
+            log.warning("downlink message refused: %s (%s)", exc.reason, exc)
+            self._note(conn, refusal_code(exc.reason),
+                       f"a downlink message was refused: {exc.reason}")
+            return exc.reason
+        return self._keep(conn, header.seq, payload, late)
+
+    def _keep(self, conn: sqlite3.Connection, seq: int, payload: dict[str, Any],
+              late: bool) -> str:
+        ref = payload["study_ref"]
+        key = find_study(conn, self.identity, ref)
+        with db.transaction(conn):
+            kept = hospital_reviews.add(
+                conn, seq=seq, study_key=key, study_ref=ref, alert_seq=payload["alert_seq"],
+                verdict=payload["verdict"], follow_up_months=payload.get("follow_up_months"),
+                note=payload["note"], reviewed_at=payload["reviewed_at"], late=late)
+            if kept and key is None:
+                self._note(conn, UNKNOWN_STUDY, f"the hospital's verdict {seq} names a study "
+                           f"this box does not have (reference {ref}); it is kept")
+            if kept and late:
+                given = time.strftime("%Y-%m-%d", time.gmtime(payload["reviewed_at"]))
+                self._note(conn, LATE, f"the hospital's verdict {seq} arrived late (given "
+                           f"{given} UTC, sent more than {downlink.MAX_AGE_DAYS:g} days ago); "
+                           "it is kept and shown as late")
+        if not kept:
+            return REPEAT
+        log.info("hospital verdict %d kept%s: %s", seq, " (late)" if late else "",
+                 payload["verdict"])
+        return KEPT_LATE if late else KEPT
+
+    @staticmethod
+    def _note(conn: sqlite3.Connection, code: str, message: str) -> None:
+        """An event in the technician's log, at most EVENTS_PER_HOUR of ``code`` an hour."""
+        if db.events_since(conn, COMPONENT, code, time.time() - 3600) >= EVENTS_PER_HOUR:
+            return
+        level = "INFO" if code == UNKNOWN_STUDY else "WARNING"
+        if conn.in_transaction:
+            db.record_event(conn, level, COMPONENT, message, code=code)
+            return
+        with db.transaction(conn):
+            db.record_event(conn, level, COMPONENT, message, code=code)
+
+
+def downlink_receiver(config: Config, identity: DeviceIdentity) -> DownlinkReceiver | None:
+    """The receiver of the hospital's verdicts, or None (logged once) when ``[telemetry]
+    hospital_signing_key`` is empty: then no verdict can arrive."""
+    if not config.telemetry.hospital_signing_key:
+        log.info("downlink: no [telemetry] hospital_signing_key; the hospital's verdicts "
+                 "cannot arrive on this box")
+        return None
+    return DownlinkReceiver(config, identity,
+                            load_signing_key(config.telemetry.hospital_signing_key))
