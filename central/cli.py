@@ -1,7 +1,8 @@
 """``clinibox central``: run the hospital receiver and look at what it received.
 
 Subcommands: ``serve``, ``enrol``, ``enrol-code``, ``bundle``, ``revoke``,
-``report``, ``alerts``, ``review``, ``dead-letters`` (refused messages kept
+``report``, ``alerts``, ``review`` (a verdict, sent back to the box), ``clinic``
+(names and counties), ``dead-letters`` (refused messages kept
 with their bytes), ``audit-heads`` (the boxes' audit-trail heads as witnessed,
 and a device's witness file) and ``config`` (print the defaults). Exit
 status: 0 done, 1 failed, 2 bad usage or configuration (explained in one line).
@@ -10,6 +11,7 @@ status: 0 done, 1 failed, 2 bad usage or configuration (explained in one line).
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import signal
@@ -30,7 +32,8 @@ log = logging.getLogger("clinibox.central")
 
 def _open_store(config: config_module.CentralConfig) -> Store:
     try:
-        return Store(config.database.url)
+        return Store(config.database.url, health=config.health,
+                     webhook=bool(config.notify.url), public_url=config.web.public_url)
     except StoreError as exc:
         raise CliniboxError(f"cannot open the database: {exc}") from exc
 
@@ -62,10 +65,45 @@ def cmd_serve(args: argparse.Namespace, config: config_module.CentralConfig) -> 
         service = MqttService(config, Receiver(config, store, hospital_key))
     except (OSError, ValueError) as exc:  # unreadable certificate or key files
         raise CliniboxError(f"[mqtt] cannot set up TLS: {exc}", exit_status=EXIT_USAGE) from exc
+    workers = _side_workers(config, stop)
     log.info("receiving into %s", store.where)
     service.serve(stop)
+    stop.set()
+    for worker in workers:
+        worker.join(timeout=15)
     store.close()
     return EXIT_OK
+
+
+def _side_workers(config: config_module.CentralConfig,
+                  stop: threading.Event) -> list[threading.Thread]:
+    """Start the downlink publisher and the webhook notifier (each on its own connection)."""
+    from central.downlink_publisher import DownlinkPublisher
+    from central.notify import Notifier, load_secret
+    from firmware_app.contracts.signing import load_private_key
+
+    workers: list[threading.Thread] = []
+    if not config.keys.hospital_signing_key:
+        log.warning("[keys] hospital_signing_key is not set: verdicts cannot go down to the "
+                    "boxes (clinibox keys generate --kind signing)")
+    else:
+        try:
+            signing_key = load_private_key(Path(config.keys.hospital_signing_key))
+        except (OSError, ValueError, CliniboxError) as exc:
+            raise CliniboxError(f"[keys] hospital_signing_key: cannot load "
+                                f"{config.keys.hospital_signing_key}: {exc}",
+                                exit_status=EXIT_USAGE) from exc
+        publisher = DownlinkPublisher(config, _open_store(config).database, signing_key)
+        workers.append(threading.Thread(target=publisher.serve, args=(stop,),
+                                        name="downlink", daemon=True))
+    if config.notify.url:
+        notifier = Notifier(_open_store(config).database, config.notify,
+                            load_secret(config.notify.secret_file))
+        workers.append(threading.Thread(target=notifier.serve, args=(stop,), name="webhook",
+                                        daemon=True))
+    for worker in workers:
+        worker.start()
+    return workers
 
 
 def cmd_enrol(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
@@ -112,7 +150,9 @@ def cmd_bundle(args: argparse.Namespace, config: config_module.CentralConfig) ->
             ca_cert_path=Path(args.ca_cert), ca_key_path=Path(args.ca_key), clinic=args.clinic,
             device=args.device, broker_host=args.broker_host, broker_port=args.broker_port,
             hospital_key_path=Path(args.hospital_key),
-            signing_key_paths=[Path(k) for k in args.signing_key], days=args.days)
+            signing_key_paths=[Path(k) for k in args.signing_key], days=args.days,
+            hospital_signing_key_path=(Path(args.hospital_signing_key)
+                                       if args.hospital_signing_key else None))
         print(write_and_describe(bundle, Path(args.out), overwrite=args.force))
     except EnrolmentError as exc:
         raise CliniboxError(f"no bundle written: {exc}") from exc
@@ -152,24 +192,63 @@ def cmd_alerts(args: argparse.Namespace, config: config_module.CentralConfig) ->
         print("no alerts waiting for review" if args.waiting else "no alerts")
         return EXIT_OK
     print(f"{'ID':>6}  {'RECEIVED (UTC)':16}  {'CLINIC/DEVICE':24}  {'FINDING':12}  "
-          f"{'SCORE':>5}  {'MOD':4}  {'STUDY':12}  REVIEWED")
+          f"{'SCORE':>5}  {'MOD':4}  {'STUDY':12}  {'STATE':12}  {'VERDICT':12}  REVIEWED")
     for a in alerts:
         where = f"{a['clinic']}/{a['device']}"
+        verdict = a["verdict"] or "-"
+        if a["follow_up_months"]:
+            verdict += f" {a['follow_up_months']}m"
         print(f"{a['id']:>6}  {format_time(a['received_at']):16}  {where:24}  "
               f"{a['finding']:12}  {a['score']:5.2f}  {a['modality']:4}  "
-              f"{a['study_ref'][:12]:12}  "
+              f"{a['study_ref'][:12]:12}  {a['state']:12}  {verdict:12}  "
               f"{format_time(a['reviewed_at']) if a['reviewed_at'] else 'waiting'}")
     return EXIT_OK
 
 
 def cmd_review(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
-    """Mark alerts as reviewed."""
+    """Give alerts a verdict; each goes back to its box."""
+    from central.reviews import ReviewError, check_review
+
+    try:
+        check_review(args.verdict, args.note, args.months)
+    except ReviewError as exc:
+        raise CliniboxError(str(exc), exit_status=EXIT_USAGE) from exc
+    account = args.account or f"cli:{getpass.getuser()}"
     store = _open_store(config)
     unknown = sorted(set(args.ids) - store.existing_alert_ids(args.ids))
-    marked = store.review(args.ids)
-    print(f"marked {marked} alert{'s' if marked != 1 else ''} as reviewed")
+    done = 0
+    for alert_id in sorted(set(args.ids) - set(unknown)):
+        store.review_alert(alert_id, args.verdict, args.note, account,
+                           follow_up_months=args.months, address="cli")
+        done += 1
+    print(f"reviewed {done} alert{'s' if done != 1 else ''}: {args.verdict}"
+          f"{f' in {args.months} months' if args.months else ''} (sent back to the box)")
     if unknown:
         raise CliniboxError(f"no such alert: {', '.join(str(i) for i in unknown)}")
+    return EXIT_OK
+
+
+def cmd_clinic(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
+    """Name a clinic and its county, or list the named clinics."""
+    store = _open_store(config)
+    if args.action == "set":
+        if not args.clinic:
+            raise CliniboxError("clinic set needs CLINIC", exit_status=EXIT_USAGE)
+        try:
+            store.set_clinic(args.clinic, args.name or "", args.county or "")
+        except ValueError as exc:
+            raise CliniboxError(str(exc), exit_status=EXIT_USAGE) from exc
+        print(f"clinic {args.clinic}: {args.name or '-'} ({args.county or '-'})")
+        return EXIT_OK
+    clinics = store.clinics()
+    if args.json:
+        print(json.dumps(clinics, indent=2, ensure_ascii=False))
+    elif not clinics:
+        print("no clinics named")
+    else:
+        print(f"{'CLINIC':24}  {'COUNTY':20}  NAME")
+        for c in clinics:
+            print(f"{c['clinic']:24}  {c['county']:20}  {c['name']}")
     return EXIT_OK
 
 
@@ -293,6 +372,10 @@ def build_parser(prog: str = "clinibox central") -> argparse.ArgumentParser:
     bundle.add_argument("--broker-port", type=int, default=8883, help="broker TLS port")
     bundle.add_argument("--hospital-key", required=True, metavar="HOSPITAL.pub",
                         help="the hospital's X25519 public key (PEM)")
+    bundle.add_argument("--hospital-signing-key", metavar="HOSPITAL-SIGNING.pub",
+                        help="the hospital's Ed25519 public key that signs its verdicts to the "
+                             "box (clinibox keys generate --kind hospital-signing); without it "
+                             "the box cannot receive verdicts")
     bundle.add_argument("--signing-key", required=True, action="append", metavar="KEY.pub",
                         help="an Ed25519 model-signing public key the box trusts (repeatable)")
     bundle.add_argument("--days", type=int, default=3 * 365,
@@ -308,8 +391,24 @@ def build_parser(prog: str = "clinibox central") -> argparse.ArgumentParser:
     alerts.add_argument("--waiting", action="store_true", help="only unreviewed alerts")
     alerts.add_argument("--limit", type=int, default=None, help="show at most this many")
     alerts.add_argument("--json", action="store_true", help="machine-readable output")
-    review = command("review", cmd_review, "mark alerts as reviewed")
+    review = command("review", cmd_review,
+                     "give alerts a verdict, sent back to each alert's box")
     review.add_argument("ids", nargs="+", type=int, metavar="ID", help="alert id")
+    review.add_argument("--verdict", required=True,
+                        choices=["refer", "follow_up", "no_action", "send_case"],
+                        help="refer the patient, follow up in --months, no action, or ask the "
+                             "clinic to send the de-identified case")
+    review.add_argument("--note", default="", help="a short note for the clinic (no names)")
+    review.add_argument("--months", type=int, default=None,
+                        help="months until the follow-up (--verdict follow_up only)")
+    review.add_argument("--as", dest="account", default=None, metavar="NAME",
+                        help="who reviewed, for the audit trail (default cli:<unix user>)")
+    clinic = command("clinic", cmd_clinic, "name clinics and their counties, or list them")
+    clinic.add_argument("action", choices=["set", "list"])
+    clinic.add_argument("clinic", nargs="?", help="clinic id (set)")
+    clinic.add_argument("--name", help="the clinic's name")
+    clinic.add_argument("--county", help="the clinic's county")
+    clinic.add_argument("--json", action="store_true", help="machine-readable output (list)")
     letters = command("dead-letters", cmd_dead_letters,
                       "list refused messages kept with their bytes, newest first")
     letters.add_argument("--limit", type=int, default=100, help="show at most this many")
@@ -324,6 +423,11 @@ def build_parser(prog: str = "clinibox central") -> argparse.ArgumentParser:
                        help="write the device's witnessed heads for clinibox audit --verify "
                             "--witness (needs --device)")
     command("config", cmd_config, "print the default configuration")
+    from central.console.cli import add_user_arguments, cmd_user, cmd_web
+
+    command("web", cmd_web, "serve the hospital's console over HTTPS until stopped")
+    add_user_arguments(command("user", cmd_user, "the console's accounts: add, list, passwd, "
+                                                 "remove"))
     return parser
 
 

@@ -19,17 +19,22 @@ from firmware_app.settings.loader import (
     describe_sections,
     in_range,
     load_sections,
+    one_of,
     read_toml,
     setting,
 )
 
 __all__ = [
+    "AlertsConfig",
     "CentralConfig",
     "ConfigError",
     "DatabaseConfig",
+    "DownlinkConfig",
     "HealthConfig",
     "KeysConfig",
     "MqttConfig",
+    "NotifyConfig",
+    "WebConfig",
     "database_kind",
     "describe_defaults",
     "from_dict",
@@ -103,6 +108,9 @@ class KeysConfig:
     """The hospital's own key."""
 
     hospital_key: str = setting(doc="X25519 private key (PEM) the boxes encrypt to", default="")
+    hospital_signing_key: str = setting(
+        doc="Ed25519 private key (PEM) that signs the verdicts sent down to the boxes (clinibox "
+            "keys generate --kind signing); empty: verdicts are not sent", default="")
 
 
 @dataclass
@@ -144,6 +152,75 @@ class ReceiverConfig:
                                 "beyond it", 64)
 
 
+def _url(value: Any) -> str | None:
+    """empty, or an http:// or https:// URL."""
+    if value and not value.startswith(("http://", "https://")):
+        return f"must be empty or an http:// or https:// URL, got {value!r}"
+    return None
+
+
+@dataclass
+class WebConfig:
+    """The hospital's console (``clinibox central web``)."""
+
+    host: str = setting(doc="address the console listens on", default="0.0.0.0")
+    port: int = setting(in_range(1, 65535), "HTTPS port of the console", 8443)
+    tls_cert: str = setting(doc="the console's TLS certificate (PEM); empty: a self-signed one "
+                                "is made in state_dir", default="")
+    tls_key: str = setting(doc="the console's TLS private key (PEM), with tls_cert", default="")
+    state_dir: str = setting(doc="folder of the console's own files (self-signed certificate, "
+                                 "secrets)", default="central-web")
+    threads: int = setting(in_range(1, 256), "worker threads serving requests", 8)
+    language: str = setting(one_of("", "zh_CN", "en"),
+                            "the console's language: zh_CN, en, or empty for the browser's", "")
+    public_url: str = setting(_url, "the console's address as people reach it (links in the "
+                                    "webhook's messages); empty: no link", "")
+    session_idle_minutes: int = setting(in_range(1, 1440),
+                                        "a session ends after this long unused", 30)
+    session_max_hours: int = setting(in_range(1, 168),
+                                     "a session ends this long after the login", 12)
+    login_free_failures: int = setting(in_range(1, 1000),
+                                       "failed logins to one account before each next one waits",
+                                       5)
+    login_free_failures_per_address: int = setting(
+        in_range(1, 100_000), "failed logins from one address before each next one waits", 20)
+    login_max_delay_seconds: int = setting(in_range(1, 86_400),
+                                           "the longest wait after failed logins", 300)
+
+
+@dataclass
+class AlertsConfig:
+    """How the console treats waiting alerts."""
+
+    escalate_minutes: int = setting(in_range(1, 525_600),
+                                    "an alert waiting longer than this is marked", 60)
+
+
+@dataclass
+class NotifyConfig:
+    """The webhook fired on every new alert (a hospital's own messenger)."""
+
+    url: str = setting(_url, "URL the alert is POSTed to as JSON; empty: no webhook", "")
+    secret_file: str = setting(doc="file holding the shared secret the body is signed with "
+                                   "(HMAC-SHA256); required with url", default="")
+    timeout_seconds: float = setting(in_range(1.0, 300.0), "seconds one delivery may take", 10.0)
+    max_attempts: int = setting(in_range(1, 1000), "attempts before a delivery is given up", 12)
+    retry_min_seconds: float = setting(in_range(0.1, 86_400.0),
+                                       "wait before the first retry (doubled each time)", 5.0)
+    retry_max_seconds: float = setting(in_range(1.0, 604_800.0),
+                                       "the longest wait between retries", 3600.0)
+
+
+@dataclass
+class DownlinkConfig:
+    """The verdicts sent down to the boxes."""
+
+    resend_minutes: float = setting(
+        in_range(1.0, 100_000.0), "a verdict the box has not acknowledged (its heartbeat's "
+                                  "downlink_seq) is published again after this, then after "
+                                  "twice as long each time, up to a day", 30.0)
+
+
 @dataclass
 class CentralConfig:
     """The whole configuration of one hospital receiver."""
@@ -153,6 +230,10 @@ class CentralConfig:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     keys: KeysConfig = field(default_factory=KeysConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    web: WebConfig = field(default_factory=WebConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
+    downlink: DownlinkConfig = field(default_factory=DownlinkConfig)
 
 
 def database_kind(url: str) -> str:
@@ -167,6 +248,13 @@ def from_dict(data: dict[str, Any]) -> CentralConfig:
     if bool(mqtt.cert_file) != bool(mqtt.key_file):
         raise ConfigError("[mqtt] cert_file: a client certificate needs both cert_file and "
                           "key_file")
+    if config.notify.url and not config.notify.secret_file:
+        raise ConfigError("[notify] secret_file: the webhook's shared secret is required when "
+                          "[notify] url is set")
+    if bool(config.web.tls_cert) != bool(config.web.tls_key):
+        raise ConfigError("[web] tls_cert: a certificate needs both tls_cert and tls_key")
+    if config.notify.retry_max_seconds < config.notify.retry_min_seconds:
+        raise ConfigError("[notify] retry_max_seconds: must not be below retry_min_seconds")
     return config
 
 

@@ -98,3 +98,28 @@ def drift_warnings(baseline: Sequence[Mapping[str, Any]], recent: Sequence[Mappi
         warnings.append(f"clinicians disagreed with {disagreed} of {reviews} reviewed "
                         f"findings ({disagreed / reviews:.0%})")
     return warnings
+
+
+def figures(baseline: Sequence[Mapping[str, Any]], recent: Sequence[Mapping[str, Any]],
+            health: HealthConfig) -> dict[str, Any]:
+    """The drift figures :func:`drift_warnings` judges, as numbers (the fleet's drift points).
+
+    ``psi_confidence`` and ``psi_intensity`` are None where a histogram cannot be compared,
+    ``disagree_rate`` None without reviews; ``drift`` is 1 by the same rule as the warnings.
+    """
+    out: dict[str, Any] = {"psi_confidence": None, "psi_intensity": None}
+    if baseline and recent:
+        for (field, _what), name in zip(_HISTOGRAMS, ("psi_confidence", "psi_intensity"),
+                                        strict=True):
+            before = summed_histogram(baseline, field)
+            after = summed_histogram(recent, field)
+            if len(before) == len(after) and sum(before) > 0 and sum(after) > 0:
+                out[name] = psi(before, after)
+    disagreed, reviews = disagreement(recent)
+    out["disagree_rate"] = disagreed / reviews if reviews else None
+    out["reviews"] = reviews
+    shifted = any(value is not None and value > health.drift_psi
+                  for value in (out["psi_confidence"], out["psi_intensity"]))
+    disagreeing = reviews >= MIN_REVIEWS and disagreed / reviews > health.disagree_warn
+    out["drift"] = int(shifted or disagreeing)
+    return out

@@ -11,7 +11,10 @@ by reason, size and claimed sender only; their bytes go, in the same
 transaction and only when the receiver asks, to ``dead_letters``, which is
 kept under a size bound by dropping the oldest. A status message that carries
 the box's audit-trail head is witnessed in ``audit_heads`` with its verdict
-(:mod:`central.audit_witness`), in the message's transaction.
+(:mod:`central.audit_witness`), in the message's transaction, and every message
+updates its box's row in ``box_state`` (a summary adds a drift point; :mod:`central.fleet`).
+A new alert queues its webhook delivery in its transaction (:mod:`central.notify`);
+a verdict queues its downlink in the review's (:mod:`central.reviews`).
 """
 
 from __future__ import annotations
@@ -26,15 +29,18 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from central import audit_witness
+from central import audit_witness, fleet, notify, reviews
+from central.config import HealthConfig
+from central.reviews import ReviewError
 from central.schema import TABLES, create_or_migrate
-from central.sql import Database, StoreError
+from central.sql import Database, StoreError, Transaction
 from firmware_app.contracts.egress import check_identity
 from firmware_app.contracts.envelope import Header, canonical_payload
 from firmware_app.contracts.signing import key_id
 from firmware_app.errors import CliniboxError
 
-__all__ = ["Device", "EnrolmentConflict", "Store", "StoreError", "StoredMessage"]
+__all__ = ["Device", "EnrolmentConflict", "ReviewError", "Store", "StoreError",
+           "StoredMessage"]
 
 log = logging.getLogger("clinibox.central")
 
@@ -42,8 +48,7 @@ _TEXT_LIMIT = 200
 
 _ALERT_FIELDS = ("study_ref", "finding", "score", "threshold", "modality", "model",
                  "instances", "processing_ms")
-_ALERT_COLUMNS = ("id", "clinic", "device", "seq", *_ALERT_FIELDS, "created_at",
-                  "received_at", "reviewed_at")
+_ALERT_COLUMNS = reviews.ALERT_COLUMNS
 _DEAD_LETTER_COLUMNS = ("id", "received_at", "topic", "clinic", "device", "reason", "size")
 #: audit_heads columns as the API names them (row, hash) and as the table does.
 _HEAD_FIELDS = ("clinic", "device", "seq", "row", "hash", "since_row", "since_hash", "at",
@@ -123,14 +128,22 @@ class Store:
 
     The schema is created, or an older one migrated, on opening (idempotent;
     on PostgreSQL serialised by an advisory lock, so receivers may start
-    together). Database faults raise :class:`StoreError`.
+    together). Database faults raise :class:`StoreError`. ``health`` sets the drift
+    thresholds and windows of the fleet's drift points; ``webhook`` queues a webhook
+    delivery with each new alert, linking to ``public_url`` (the console) when given.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, health: HealthConfig | None = None,
+                 webhook: bool = False, public_url: str = "") -> None:
         """Open (lazily) the database at ``url`` and make sure the schema exists."""
         self._db = Database(url)
+        self.health = health or HealthConfig()
+        self.webhook = webhook
+        self.public_url = public_url
         self.migrated_from = create_or_migrate(self._db)
         self._kept_since_prune = 0
+        if 1 <= self.migrated_from < 4:
+            self.rebuild_box_state()
 
     @property
     def database(self) -> Database:
@@ -254,14 +267,19 @@ class Store:
                     " ON CONFLICT DO NOTHING",
                     (header.clinic, header.device, header.seq,
                      *(payload[name] for name in _ALERT_FIELDS), created_at, received_at))
+                if self.webhook:
+                    notify.enqueue(tx, header.clinic, header.device, header.seq, received_at,
+                                   self.public_url)
             head = audit_witness.audit_head(payload) if header.kind == "status" else None
+            verdict = None
             if head is not None:
-                self._witness(tx, header, head, received_at)
+                verdict = self._witness(tx, header, head, received_at)
+            fleet.record(tx, header, payload, received_at, self.health, verdict)
         return True
 
     @staticmethod
     def _witness(tx: Any, header: Header, head: audit_witness.AuditHead,
-                 received_at: float) -> None:
+                 received_at: float) -> str:
         previous = tx.execute(
             "SELECT head_row, head_hash FROM audit_heads WHERE clinic = ? AND device = ?"
             " AND seq < ? ORDER BY seq DESC LIMIT 1",
@@ -277,6 +295,7 @@ class Store:
             log.warning("audit trail of %s/%s: %s at seq %d (row %d, since row %d)",
                         header.clinic, header.device, verdict, header.seq, head.row,
                         head.since_row)
+        return verdict
 
     def reject(self, reason: str, topic: str, claimed: tuple[str, str] | None, size: int,
                at: float | None = None, *, dead_letter: bytes | None = None,
@@ -386,16 +405,104 @@ class Store:
         return [dict(zip(_ALERT_COLUMNS, row, strict=True)) for row in rows]
 
     def review(self, alert_ids: Iterable[int], now: float | None = None) -> int:
-        """Mark alerts as reviewed; return how many were waiting (others are left as they are)."""
+        """Mark alerts reviewed without a verdict (nothing goes to the box); how many waited.
+
+        The console and ``central review`` give verdicts (:meth:`review_alert`).
+        """
         ids = sorted({int(i) for i in alert_ids})
         if not ids:
             return 0
         marks = ", ".join("?" for _ in ids)
         with self._db.transaction(write=True) as tx:
             cursor = tx.execute(
-                f"UPDATE alerts SET reviewed_at = ? WHERE reviewed_at IS NULL AND id IN ({marks})",
-                (time.time() if now is None else now, *ids))
+                f"UPDATE alerts SET reviewed_at = ?, state = 'reviewed' WHERE reviewed_at IS NULL"
+                f" AND id IN ({marks})", (time.time() if now is None else now, *ids))
             return cursor.rowcount
+
+    def alert(self, alert_id: int) -> dict[str, Any] | None:
+        """One alert as a dict (its review included), or None."""
+        with self._db.transaction(write=False) as tx:
+            row = tx.execute(f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts WHERE id = ?",
+                             (int(alert_id),)).fetchone()
+        return None if row is None else dict(zip(_ALERT_COLUMNS, row, strict=True))
+
+    def open_alert(self, alert_id: int, account: str, now: float | None = None) -> bool:
+        """``new`` → ``under_review`` (opened_by, opened_at); False when it was not new."""
+        with self._db.transaction(write=True) as tx:
+            return reviews.open_alert(tx, alert_id, account, now)
+
+    def review_alert(self, alert_id: int, verdict: str, note: str, account: str, *,
+                     follow_up_months: int | None = None, now: float | None = None,
+                     address: str = "") -> dict[str, Any]:
+        """Give (or amend) an alert's verdict; its downlink and audit row in the same
+        transaction (:func:`central.reviews.review_alert`). ReviewError when refused."""
+        with self._db.transaction(write=True) as tx:
+            return reviews.review_alert(tx, alert_id, verdict, note, account,
+                                        follow_up_months=follow_up_months, now=now,
+                                        postgres=self._db.postgres, address=address)
+
+    def audit(self, account: str, address: str, action: str, target: str = "",
+              detail: str = "", tx: Transaction | None = None,
+              now: float | None = None) -> None:
+        """Append a row to the console's audit trail (in ``tx`` when given, else its own)."""
+        if tx is not None:
+            reviews.audit(tx, account, address, action, target, detail, now)
+            return
+        with self._db.transaction(write=True) as own:
+            reviews.audit(own, account, address, action, target, detail, now)
+
+    def downlinks(self, clinic: str, device: str) -> list[dict[str, Any]]:
+        """A box's downlinks, by sequence number (payload as a dict)."""
+        columns = ("clinic", "device", "seq", "kind", "alert_id", "payload", "created_at",
+                   "sent_at", "attempts", "last_error")
+        with self._db.transaction(write=False) as tx:
+            rows = tx.execute(f"SELECT {', '.join(columns)} FROM downlinks WHERE clinic = ?"
+                              " AND device = ? ORDER BY seq", (clinic, device)).fetchall()
+        out = [dict(zip(columns, row, strict=True)) for row in rows]
+        for item in out:
+            item["payload"] = json.loads(item["payload"])
+        return out
+
+    # -- fleet --------------------------------------------------------------
+    def box_state(self, clinic: str, device: str) -> dict[str, Any] | None:
+        """One box's latest state (``box_state`` row as a dict), or None."""
+        rows = self._box_states("WHERE clinic = ? AND device = ?", (clinic, device))
+        return rows[0] if rows else None
+
+    def box_states(self) -> list[dict[str, Any]]:
+        """Every box's latest state, by clinic then device."""
+        return self._box_states("", ())
+
+    def _box_states(self, where: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+        columns = fleet.BOX_STATE_COLUMNS
+        with self._db.transaction(write=False) as tx:
+            rows = tx.execute(f"SELECT {', '.join(columns)} FROM box_state {where}"
+                              " ORDER BY clinic, device", params).fetchall()
+        return [dict(zip(columns, row, strict=True)) for row in rows]
+
+    def rebuild_box_state(self) -> int:
+        """Fill ``box_state`` from the stored messages (after a migration); how many boxes."""
+        with self._db.transaction(write=True) as tx:
+            return fleet.rebuild(tx, self.health)
+
+    def set_clinic(self, clinic: str, name: str, county: str) -> None:
+        """Name a clinic and its county (the fleet page's)."""
+        check_identity(clinic, "clinic")
+        for text, what in ((name, "name"), (county, "county")):
+            if len(text) > _TEXT_LIMIT or not text.isprintable():
+                raise ValueError(f"{what}: must be printable text of at most {_TEXT_LIMIT} "
+                                 "characters")
+        with self._db.transaction(write=True) as tx:
+            tx.execute("INSERT INTO clinics (clinic, name, county) VALUES (?, ?, ?)"
+                       " ON CONFLICT (clinic) DO UPDATE SET name = excluded.name,"
+                       " county = excluded.county", (clinic, name, county))
+
+    def clinics(self) -> list[dict[str, str]]:
+        """Every named clinic (clinic, name, county), by clinic."""
+        with self._db.transaction(write=False) as tx:
+            rows = tx.execute("SELECT clinic, name, county FROM clinics ORDER BY clinic"
+                              ).fetchall()
+        return [{"clinic": r[0], "name": r[1], "county": r[2]} for r in rows]
 
     def existing_alert_ids(self, alert_ids: Iterable[int]) -> set[int]:
         """Which of ``alert_ids`` exist."""

@@ -78,7 +78,9 @@ def test_receivers_starting_together_create_the_schema_once(pg_url):
         tables = {row[0] for row in conn.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
     assert tables == {"devices", "messages", "alerts", "rejections", "dead_letters",
-                      "audit_heads", "schema_version"}
+                      "audit_heads", "schema_version", "clinics", "box_state", "drift_points",
+                      "downlinks", "webhook_deliveries", "console_accounts",
+                      "console_sessions", "console_login_failures", "console_audit"}
     for store in stores:
         store.close()
 

@@ -298,13 +298,27 @@ def test_enrol_report_alerts_review_revoke(tmp_path, config_file, capsys):
     assert cli.main(["alerts", *args, "--waiting", "--json"]) == 0
     ids = sorted(a["id"] for a in json.loads(capsys.readouterr().out))
     assert len(ids) == 2
-    assert cli.main(["review", *args, str(ids[0])]) == 0
-    assert capsys.readouterr().out == "marked 1 alert as reviewed\n"
+    assert cli.main(["review", *args, str(ids[0])]) == 2  # a verdict is required
+    capsys.readouterr()
+    assert cli.main(["review", *args, "--verdict", "refer", "--note", "ward 3",
+                     "--as", "dr-li", str(ids[0])]) == 0
+    assert capsys.readouterr().out == "reviewed 1 alert: refer (sent back to the box)\n"
     assert cli.main(["alerts", *args, "--waiting"]) == 0
     listing = capsys.readouterr().out.splitlines()
     assert len(listing) == 2 and listing[1].split()[0] == str(ids[1])
-    assert cli.main(["review", *args, str(ids[1]), "4242"]) == 1
+    assert cli.main(["alerts", *args]) == 0
+    reviewed = next(line for line in capsys.readouterr().out.splitlines()
+                    if line.split()[0] == str(ids[0]))
+    assert "reviewed" in reviewed.split() and "refer" in reviewed.split()
+    assert cli.main(["review", *args, "--verdict", "follow_up", str(ids[1])]) == 2
+    assert "months" in capsys.readouterr().err
+    assert cli.main(["review", *args, "--verdict", "follow_up", "--months", "6",
+                     str(ids[1]), "4242"]) == 1
     assert "no such alert: 4242" in capsys.readouterr().err
+    store = Store(f"sqlite:///{tmp_path}/central.db")
+    assert [d["seq"] for d in store.downlinks("clinic-a", "box-1")] == [1, 2]
+    assert store.alert(ids[1])["follow_up_months"] == 6
+    store.close()
 
     assert cli.main(["revoke", *args, "--clinic", "clinic-b", "--device", "box-1"]) == 1
     assert "'clinic-b/box-1' is not enrolled" in capsys.readouterr().err

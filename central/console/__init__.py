@@ -1,0 +1,1 @@
+"""The hospital's console: ``clinibox central web`` (alerts, verdicts, fleet, drift, audit)."""

@@ -1,0 +1,355 @@
+"""Every read query of the console, bounded (LIMIT, and the indexes of central schema v4).
+
+The pages read one query each for their list (a JOIN, never a query per row), so the
+worklist and the fleet page stay fast with 2,000 boxes: alerts are read through
+``alerts_by_state`` / ``alerts_by_box``, a box's history through ``messages_by_kind``,
+``alerts_by_box`` and ``drift_points_by_box``, the fleet from ``box_state`` (one row a
+box). The same SQL runs on SQLite and PostgreSQL (``?`` placeholders, ``central.sql``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from central.sql import Database
+from firmware_app.contracts.downlink import AlertState
+
+#: rows per page of the worklist, the fleet and the audit trail
+ALERTS_PER_PAGE = 50
+BOXES_PER_PAGE = 100
+AUDIT_PER_PAGE = 100
+#: the most rows any list query returns
+MOST = 500
+
+#: the worklist's state filter: "open" (new or under review, the default), one state, or all
+STATE_FILTERS = ("open", *(state.value for state in AlertState), "all")
+#: the fleet's health filter
+HEALTH_FILTERS = ("all", "stale", "drift", "ok")
+
+_ALERT_COLUMNS = ("id", "clinic", "device", "seq", "study_ref", "finding", "score", "threshold",
+                  "modality", "model", "instances", "processing_ms", "created_at",
+                  "received_at", "reviewed_at", "state", "verdict", "follow_up_months", "note",
+                  "opened_by", "opened_at", "reviewed_by")
+_BOX_COLUMNS = ("last_seen", "state", "state_at", "model", "software", "queue_depth",
+                "outbox_pending", "disk_used_pct", "disk_free_mb", "downlink_key",
+                "downlink_seq", "audit_row", "audit_hash", "audit_verdict", "last_event",
+                "last_event_reason", "last_event_at", "psi_confidence", "psi_intensity",
+                "disagree_rate", "drift")
+
+
+@dataclass(frozen=True)
+class AlertFilters:
+    """The worklist's filters (GET parameters); empty means any."""
+
+    county: str = ""
+    clinic: str = ""
+    box: str = ""
+    model: str = ""
+    state: str = "open"
+
+    @classmethod
+    def from_args(cls, args: Any) -> AlertFilters:
+        """The filters from a request's query string (unknown states become ``open``)."""
+        state = str(args.get("state", "open") or "open")
+        return cls(county=_arg(args, "county"), clinic=_arg(args, "clinic"),
+                   box=_arg(args, "box"), model=_arg(args, "model"),
+                   state=state if state in STATE_FILTERS else "open")
+
+    def params(self) -> dict[str, str]:
+        """The non-empty filters, for links (pages, the poll)."""
+        return {k: v for k, v in (("county", self.county), ("clinic", self.clinic),
+                                  ("box", self.box), ("model", self.model),
+                                  ("state", self.state)) if v and not (k == "state" and
+                                                                       v == "open")}
+
+    def where(self) -> tuple[list[str], list[Any]]:
+        """SQL conditions on ``a`` (alerts) and ``c`` (clinics), and their parameters."""
+        terms: list[str] = []
+        params: list[Any] = []
+        for column, value in (("c.county", self.county), ("a.clinic", self.clinic),
+                              ("a.device", self.box), ("a.model", self.model)):
+            if value:
+                terms.append(f"{column} = ?")
+                params.append(value)
+        if self.state == "open":
+            terms.append("a.state IN (?, ?)")
+            params += [AlertState.NEW.value, AlertState.UNDER_REVIEW.value]
+        elif self.state != "all":
+            terms.append("a.state = ?")
+            params.append(self.state)
+        return terms, params
+
+
+def _arg(args: Any, name: str) -> str:
+    return str(args.get(name, "") or "").strip()[:100]
+
+
+@dataclass
+class Page:
+    """One page of a list: its rows, the page number and the total."""
+
+    rows: list[dict[str, Any]]
+    page: int
+    per_page: int
+    total: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pages(self) -> int:
+        """How many pages the list has (at least one)."""
+        return max(1, -(-self.total // self.per_page))
+
+
+def _dicts(cursor: Any) -> list[dict[str, Any]]:
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _escalated(alert: dict[str, Any], escalate_before: float) -> bool:
+    return alert["state"] != AlertState.REVIEWED and alert["received_at"] < escalate_before
+
+
+_ALERT_SELECT = ("SELECT " + ", ".join(f"a.{c}" for c in _ALERT_COLUMNS)
+                 + ", c.name AS clinic_name, c.county AS county"
+                 " FROM alerts a LEFT JOIN clinics c ON c.clinic = a.clinic")
+
+
+def worklist(db: Database, filters: AlertFilters, *, page: int, escalate_minutes: float,
+             now: float | None = None) -> Page:
+    """The alerts the filters keep, by priority: escalated first, then score, then age.
+
+    Escalated: not reviewed and waiting longer than ``escalate_minutes``.
+    """
+    now = time.time() if now is None else now
+    before = now - escalate_minutes * 60
+    terms, params = filters.where()
+    where = (" WHERE " + " AND ".join(terms)) if terms else ""
+    page = max(1, page)
+    with db.transaction(write=False) as tx:
+        total = int(tx.execute("SELECT COUNT(*) FROM alerts a LEFT JOIN clinics c"
+                               f" ON c.clinic = a.clinic{where}", params).fetchone()[0])
+        cursor = tx.execute(
+            f"{_ALERT_SELECT}{where} ORDER BY CASE WHEN a.state <> ? AND a.received_at < ?"
+            " THEN 0 ELSE 1 END, a.score DESC, a.received_at ASC, a.id ASC LIMIT ? OFFSET ?",
+            [*params, AlertState.REVIEWED.value, before, ALERTS_PER_PAGE,
+             (page - 1) * ALERTS_PER_PAGE])
+        rows = _dicts(cursor)
+        last = tx.execute("SELECT MAX(id) FROM alerts").fetchone()[0]
+    for row in rows:
+        row["escalated"] = _escalated(row, before)
+    return Page(rows, page, ALERTS_PER_PAGE, total, {"last_id": int(last or 0)})
+
+
+def alerts_after(db: Database, filters: AlertFilters, after: int, *, escalate_minutes: float,
+                 now: float | None = None) -> tuple[list[dict[str, Any]], int]:
+    """Alerts newer than id ``after`` that the filters keep (newest first, at most a page),
+    and the newest alert id of all."""
+    now = time.time() if now is None else now
+    before = now - escalate_minutes * 60
+    terms, params = filters.where()
+    terms.insert(0, "a.id > ?")
+    params.insert(0, after)
+    with db.transaction(write=False) as tx:
+        rows = _dicts(tx.execute(f"{_ALERT_SELECT} WHERE {' AND '.join(terms)}"
+                                 " ORDER BY a.id DESC LIMIT ?", [*params, ALERTS_PER_PAGE]))
+        last = tx.execute("SELECT MAX(id) FROM alerts").fetchone()[0]
+    for row in rows:
+        row["escalated"] = _escalated(row, before)
+    return rows, max(int(last or 0), after)
+
+
+def counties(db: Database) -> list[str]:
+    """The counties the clinics are in (for the filter), at most :data:`MOST`."""
+    with db.transaction(write=False) as tx:
+        rows = tx.execute("SELECT DISTINCT county FROM clinics WHERE county <> ''"
+                          " ORDER BY county LIMIT ?", (MOST,)).fetchall()
+    return [str(row[0]) for row in rows]
+
+
+#: one alert with its clinic and the whole payload the box sent (its message)
+_ALERT_DETAIL = ("SELECT " + ", ".join(f"a.{c}" for c in _ALERT_COLUMNS)
+                 + ", c.name AS clinic_name, c.county AS county, m.payload AS payload"
+                 " FROM alerts a LEFT JOIN clinics c ON c.clinic = a.clinic"
+                 " LEFT JOIN messages m ON m.clinic = a.clinic AND m.device = a.device"
+                 " AND m.seq = a.seq")
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def sent_lesions(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The lesions an alert's payload carries (label, score, size in mm or None), as the box
+    sent them (highest score first); none from a box older than the console."""
+    lesions = payload.get("lesions")
+    if not isinstance(lesions, list):
+        return []
+    return [{"label": str(lesion.get("label", "")), "score": _number(lesion.get("score")),
+             "size_mm": _number(lesion.get("size_mm"))}
+            for lesion in lesions if isinstance(lesion, dict)]
+
+
+def alert(db: Database, alert_id: int, *, escalate_minutes: float,
+          now: float | None = None) -> dict[str, Any] | None:
+    """One alert with its clinic, or None; with what its message carries beyond the alert's
+    columns: ``assessment`` (the top image's, None from a box older than the console) and
+    ``lesions`` (:func:`sent_lesions`)."""
+    now = time.time() if now is None else now
+    with db.transaction(write=False) as tx:
+        rows = _dicts(tx.execute(f"{_ALERT_DETAIL} WHERE a.id = ?", (alert_id,)))
+    if not rows:
+        return None
+    row = rows[0]
+    row["escalated"] = _escalated(row, now - escalate_minutes * 60)
+    try:
+        payload = json.loads(row.pop("payload") or "{}")
+    except (TypeError, ValueError):
+        payload = {}
+    payload = payload if isinstance(payload, dict) else {}
+    assessment = payload.get("assessment")
+    row["assessment"] = assessment if isinstance(assessment, str) else None
+    row["lesions"] = sent_lesions(payload)
+    return row
+
+
+def box_state(db: Database, clinic: str, device: str) -> dict[str, Any] | None:
+    """A box's latest reported state (``box_state``) with its clinic's name and county."""
+    with db.transaction(write=False) as tx:
+        rows = _dicts(tx.execute(
+            "SELECT b.clinic, b.device, " + ", ".join(f"b.{c}" for c in _BOX_COLUMNS)
+            + ", c.name AS clinic_name, c.county AS county FROM box_state b"
+            " LEFT JOIN clinics c ON c.clinic = b.clinic WHERE b.clinic = ? AND b.device = ?",
+            (clinic, device)))
+    return rows[0] if rows else None
+
+
+def downlinks(db: Database, clinic: str, device: str, alert_id: int) -> list[dict[str, Any]]:
+    """The verdicts sent (or waiting to be sent) to a box for one alert, oldest first."""
+    with db.transaction(write=False) as tx:
+        rows = _dicts(tx.execute(
+            "SELECT seq, kind, payload, created_at, sent_at, attempts, last_error FROM downlinks"
+            " WHERE clinic = ? AND device = ? AND alert_id = ? ORDER BY seq LIMIT 20",
+            (clinic, device, alert_id)))
+    for row in rows:
+        try:
+            row["payload"] = json.loads(row["payload"])
+        except (TypeError, ValueError):
+            row["payload"] = {}
+    return rows
+
+
+def delivery(downlink: dict[str, Any], box: dict[str, Any] | None) -> str:
+    """Where a verdict stands: ``confirmed`` (the box reported this sequence number),
+    ``sent``, ``no_key`` (the box has not reported its downlink key) or ``waiting``."""
+    if box is not None and box.get("downlink_seq") is not None \
+            and int(box["downlink_seq"]) >= int(downlink["seq"]):
+        return "confirmed"
+    if downlink.get("sent_at") is not None:
+        return "sent"
+    if box is None or not box.get("downlink_key"):
+        return "no_key"
+    return "waiting"
+
+
+def fleet(db: Database, *, county: str, clinic: str, health: str, page: int,
+          stale_seconds: float, now: float | None = None) -> Page:
+    """Every box (100 a page), stalest first, with its clinic and county."""
+    now = time.time() if now is None else now
+    stale_before = now - stale_seconds
+    terms: list[str] = []
+    params: list[Any] = []
+    if county:
+        terms.append("c.county = ?")
+        params.append(county)
+    if clinic:
+        terms.append("b.clinic = ?")
+        params.append(clinic)
+    if health == "stale":
+        terms.append("COALESCE(b.last_seen, 0) < ?")
+        params.append(stale_before)
+    elif health == "drift":
+        terms.append("b.drift <> 0")
+    elif health == "ok":
+        terms.append("COALESCE(b.last_seen, 0) >= ? AND b.drift = 0")
+        params.append(stale_before)
+    where = (" WHERE " + " AND ".join(terms)) if terms else ""
+    page = max(1, page)
+    joined = " FROM box_state b LEFT JOIN clinics c ON c.clinic = b.clinic"
+    with db.transaction(write=False) as tx:
+        total = int(tx.execute(f"SELECT COUNT(*){joined}{where}", params).fetchone()[0])
+        rows = _dicts(tx.execute(
+            "SELECT b.clinic, b.device, " + ", ".join(f"b.{c}" for c in _BOX_COLUMNS)
+            + f", c.name AS clinic_name, c.county AS county{joined}{where}"
+            " ORDER BY COALESCE(b.last_seen, 0) ASC, b.clinic, b.device LIMIT ? OFFSET ?",
+            [*params, BOXES_PER_PAGE, (page - 1) * BOXES_PER_PAGE]))
+    for row in rows:
+        row["stale"] = (row["last_seen"] or 0) < stale_before
+    return Page(rows, page, BOXES_PER_PAGE, total)
+
+
+def box_messages(db: Database, clinic: str, device: str, kind: str,
+                 limit: int = 20) -> list[dict[str, Any]]:
+    """A box's latest messages of one kind (``status``, ``event``), newest first."""
+    with db.transaction(write=False) as tx:
+        rows = _dicts(tx.execute(
+            "SELECT seq, kind, model, created_at, received_at, payload FROM messages"
+            " WHERE clinic = ? AND device = ? AND kind = ? ORDER BY seq DESC LIMIT ?",
+            (clinic, device, kind, min(limit, MOST))))
+    for row in rows:
+        try:
+            row["payload"] = json.loads(row["payload"])
+        except (TypeError, ValueError):
+            row["payload"] = {}
+    return rows
+
+
+def box_alerts(db: Database, clinic: str, device: str, limit: int = 20) -> list[dict[str, Any]]:
+    """A box's latest alerts, newest first."""
+    with db.transaction(write=False) as tx:
+        return _dicts(tx.execute(
+            f"{_ALERT_SELECT} WHERE a.clinic = ? AND a.device = ?"
+            " ORDER BY a.received_at DESC LIMIT ?", (clinic, device, min(limit, MOST))))
+
+
+def drift_series(db: Database, clinic: str, device: str,
+                 limit: int = 200) -> dict[str, list[dict[str, Any]]]:
+    """A box's drift points per model, oldest first (the latest ``limit`` of each model)."""
+    with db.transaction(write=False) as tx:
+        models = [str(row[0]) for row in tx.execute(
+            "SELECT DISTINCT model FROM drift_points WHERE clinic = ? AND device = ?"
+            " ORDER BY model LIMIT 20", (clinic, device)).fetchall()]
+        series = {}
+        for model in models:  # a box runs one or two models: not a query per row of a list
+            rows = _dicts(tx.execute(
+                "SELECT seq, at, psi_confidence, psi_intensity, disagree_rate, reviews, drift"
+                " FROM drift_points WHERE clinic = ? AND device = ? AND model = ?"
+                " ORDER BY at DESC LIMIT ?", (clinic, device, model, min(limit, MOST))))
+            series[model] = rows[::-1]
+    return series
+
+
+def drifting(db: Database) -> list[dict[str, Any]]:
+    """The boxes marked as drifting, with their latest signals (at most :data:`MOST`)."""
+    with db.transaction(write=False) as tx:
+        return _dicts(tx.execute(
+            "SELECT b.clinic, b.device, b.model, b.last_seen, b.psi_confidence, b.psi_intensity,"
+            " b.disagree_rate, c.name AS clinic_name, c.county AS county FROM box_state b"
+            " LEFT JOIN clinics c ON c.clinic = b.clinic WHERE b.drift <> 0"
+            " ORDER BY c.county, b.clinic, b.device LIMIT ?", (MOST,)))
+
+
+def audit_trail(db: Database, page: int) -> Page:
+    """The console's audit trail, newest first, 100 a page."""
+    page = max(1, page)
+    with db.transaction(write=False) as tx:
+        total = int(tx.execute("SELECT COUNT(*) FROM console_audit").fetchone()[0])
+        rows = _dicts(tx.execute(
+            "SELECT id, at, account, address, action, target, detail FROM console_audit"
+            " ORDER BY at DESC, id DESC LIMIT ? OFFSET ?",
+            (AUDIT_PER_PAGE, (page - 1) * AUDIT_PER_PAGE)))
+    return Page(rows, page, AUDIT_PER_PAGE, total)

@@ -1,0 +1,110 @@
+"""Log in, log out, and the language switch of the console (the viewer's rules, its code).
+
+Failed logins slow down the address they come from (``webcore.throttle`` over
+``console_login_failures``): while waiting, 429 with the seconds to wait and a
+Retry-After header. The same message answers a wrong name and a wrong password; a
+new session (and CSRF token) at every login. Every login, refused login and logout
+is a ``console_audit`` row; a refused login names the account only when it exists.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, abort, redirect, render_template, request, session, url_for
+
+from central.console.accounts import ConsoleThrottle, audit
+from central.console.app import LANGUAGE_KEY, client_address, console, current_account, note
+from firmware_app import i18n
+from firmware_app.i18n import gettext
+from webcore import login
+from webcore.security import same_origin_path
+from webcore.throttle import ThrottlePolicy
+
+log = logging.getLogger("clinibox.central.console")
+blueprint = Blueprint("auth", __name__)
+
+
+def _goal(target: str) -> str:
+    """Where to go after login: the worklist, or ``target`` when it is a path here (else 400)."""
+    if not target:
+        return url_for("alerts.worklist")
+    checked = same_origin_path(target)
+    if checked is None:
+        abort(400, gettext("The address to return to after login is not a page of this box."))
+    return checked
+
+
+@blueprint.route("/login", methods=["GET", "POST"], endpoint="login")
+def login_page():
+    """The login form; on success a fresh session and a redirect to where the user was going."""
+    wanted = request.values.get("next", "")
+    goal = _goal(wanted)
+    if current_account() is not None and request.method == "GET":
+        return redirect(goal)
+    state = console()
+    accounts = state.accounts()
+    no_accounts = accounts.count() == 0
+    if request.method == "GET":
+        return render_template("login.html", no_accounts=no_accounts, error=None, next=wanted)
+    address = client_address()
+    web = state.config.web
+    throttle = ConsoleThrottle(state.store.database, ThrottlePolicy(
+        web.login_free_failures, web.login_free_failures_per_address,
+        float(web.login_max_delay_seconds)))
+    name = request.form.get("name", "")[:login.MAX_NAME_INPUT]
+    outcome = login.attempt(name=name, password=request.form.get("password", ""),
+                            address=address, throttle_wait=throttle.wait_seconds,
+                            record_failure=throttle.record_failure,
+                            authenticate=accounts.authenticate)
+    account = outcome.account
+    if account is None:
+        if outcome.throttled:
+            note("login_throttled", detail=f"wait {outcome.retry_after} s")
+        else:
+            known = accounts.known(name)
+            note("login_failed", f"account:{known}" if known else "",
+                 "wrong password" if known else "unknown account name")
+        page = render_template("login.html", no_accounts=no_accounts, error=outcome.message(),
+                               next=wanted)
+        headers = {"Retry-After": str(outcome.retry_after)} if outcome.throttled else {}
+        return page, outcome.status, headers
+    chosen = i18n.normalise(session.get(LANGUAGE_KEY))
+    login.begin_session(state.sessions().start(account),
+                        {LANGUAGE_KEY: chosen} if chosen else None)
+    if chosen and not account.language:
+        accounts.set_language(account.id, chosen)
+    audit(state.store.database, account.name, address, "login", f"account:{account.name}",
+          account.role)
+    log.info("%s (%s) logged in to the console", account.name, account.role)
+    return redirect(goal)
+
+
+@blueprint.route("/logout", methods=["POST"])
+def logout():
+    """End the session on the server, not only in the browser."""
+    token = session.get("token")
+    account = current_account()
+    if isinstance(token, str):
+        console().sessions().end(token)
+    if account is not None:
+        note("logout", f"account:{account.name}")
+    language = (account.language if account is not None else "") or session.get(LANGUAGE_KEY)
+    session.clear()
+    if language:
+        session[LANGUAGE_KEY] = language
+    return redirect(url_for("auth.login"))
+
+
+@blueprint.route("/language", methods=["POST"])
+def language():
+    """Keep the chosen language (the account's, or the session's before login) and go back."""
+    chosen = request.form.get("language", "")
+    if chosen not in i18n.LANGUAGES:
+        abort(400)
+    account = current_account()
+    if account is not None:
+        console().accounts().set_language(account.id, chosen)
+    session[LANGUAGE_KEY] = chosen
+    back = same_origin_path(request.form.get("next", ""))
+    return redirect(back or url_for("alerts.worklist"))

@@ -1,0 +1,124 @@
+"""The hospital's IT pages: the fleet, a box's page with its drift charts, the drifting boxes,
+the console's audit trail and its users (read only: ``clinibox central user``).
+
+The fleet, drift, audit and users pages are for ``admin`` accounts; a radiologist is
+answered 403 (a radiologist sees a box's health on each alert's page).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import Blueprint, abort, render_template, request
+from markupsafe import Markup
+
+from central.console import charts, labels, queries
+from central.console.app import console, current_account
+from firmware_app.i18n import formats, gettext
+
+blueprint = Blueprint("fleet", __name__)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def admin_only(view: F) -> F:
+    """Allow the view to admin accounts only (403 otherwise)."""
+
+    @functools.wraps(view)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        account = current_account()
+        if account is None or not account.is_admin:
+            abort(403)
+        return view(*args, **kwargs)
+
+    return guarded  # type: ignore[return-value]
+
+
+def _page_number() -> int:
+    try:
+        return max(1, int(request.args.get("page", "1")))
+    except ValueError:
+        return 1
+
+
+@blueprint.route("/fleet")
+@admin_only
+def fleet():
+    """Every box, stalest first, 100 a page, filtered by county, clinic and health."""
+    state = console()
+    db = state.store.database
+    county = request.args.get("county", "").strip()[:100]
+    clinic = request.args.get("clinic", "").strip()[:100]
+    health = request.args.get("health", "all")
+    if health not in queries.HEALTH_FILTERS:
+        health = "all"
+    page = queries.fleet(db, county=county, clinic=clinic, health=health, page=_page_number(),
+                         stale_seconds=state.config.health.stale_seconds)
+    return render_template("fleet.html", page=page, county=county, clinic=clinic,
+                           health=health, healths=queries.HEALTH_FILTERS, labels=labels,
+                           counties=queries.counties(db))
+
+
+def drift_charts(series: dict[str, list[dict[str, Any]]], psi_threshold: float,
+                 disagree_threshold: float) -> list[tuple[str, list[Markup]]]:
+    """Per model, three SVG charts: PSI of confidence, PSI of intensity, disagreement rate."""
+    shown = []
+    for model, points in series.items():
+        first = formats.moment(points[0]["at"]) if points else ""
+        last = formats.moment(points[-1]["at"]) if points else ""
+        drawn = []
+        for column, title, threshold in (
+                ("psi_confidence", gettext("PSI of the model's confidence"), psi_threshold),
+                ("psi_intensity", gettext("PSI of the image intensity"), psi_threshold),
+                ("disagree_rate", gettext("Clinicians' disagreement rate"), disagree_threshold)):
+            svg = charts.line_chart(
+                title, [(p["at"], p[column], bool(p["drift"])) for p in points],
+                threshold=threshold, threshold_label=gettext("threshold"),
+                first_label=first, last_label=last, empty_label=gettext("No figures yet."))
+            drawn.append(Markup(svg))  # every text in it is escaped by charts
+        shown.append((model, drawn))
+    return shown
+
+
+@blueprint.route("/fleet/<clinic>/<device>")
+@admin_only
+def box(clinic: str, device: str):
+    """One box: its latest state, recent statuses, events and alerts, and its drift charts."""
+    state = console()
+    db = state.store.database
+    found = queries.box_state(db, clinic, device)
+    if found is None:
+        abort(404)
+    health = state.config.health
+    found["stale"] = (found["last_seen"] or 0) < time.time() - health.stale_seconds
+    return render_template(
+        "box.html", box=found, labels=labels,
+        statuses=queries.box_messages(db, clinic, device, "status"),
+        events=queries.box_messages(db, clinic, device, "event"),
+        alerts=queries.box_alerts(db, clinic, device),
+        charts=drift_charts(queries.drift_series(db, clinic, device), health.drift_psi,
+                            health.disagree_warn))
+
+
+@blueprint.route("/drift")
+@admin_only
+def drift():
+    """The boxes marked as drifting, with links to their pages."""
+    return render_template("drift.html", boxes=queries.drifting(console().store.database))
+
+
+@blueprint.route("/audit")
+@admin_only
+def audit():
+    """Who logged in and who reviewed what, newest first, 100 a page."""
+    return render_template("audit.html",
+                           page=queries.audit_trail(console().store.database, _page_number()))
+
+
+@blueprint.route("/users")
+@admin_only
+def users():
+    """The console's accounts (changed with ``clinibox central user``)."""
+    return render_template("users.html", users=console().accounts().all(), labels=labels)

@@ -1,0 +1,225 @@
+"""The downlink publisher: the radiologists' verdicts sent, sealed and signed, to the boxes.
+
+Run by ``clinibox central serve`` in a thread beside the receiver, on an MQTT connection
+of its own (client id ``<[mqtt] client_id>-downlink``, same certificate): the receiver's
+link stops and disconnects while the database is down and acknowledges by hand, and a
+publisher that only publishes needs neither; keeping them apart lets each reconnect on its
+own terms.
+
+Each pass claims the ``downlinks`` rows due: never published, or published and not yet
+covered by the ``downlink_seq`` the box reported in its latest status, once the resend wait
+has passed — for boxes that reported their ``downlink_key`` and whose enrolment is not
+revoked, whatever the row's age: a box offline for months keeps an authentic verdict that
+arrives late (marked late, it settles its watermark), so a verdict is sent until the box
+confirms it. The resend wait is :func:`resend_wait`: ``[downlink] resend_minutes`` after
+the first publish, doubling with each attempt up to :data:`MAX_RESEND_SECONDS` (a day),
+so a box that stays away costs one publish a day, not one every half hour. A row is
+claimed by a conditional UPDATE that bumps ``attempts`` and sets ``sent_at`` to the claim
+time (``WHERE attempts = <as read>``): two publishers sharing one PostgreSQL database never
+publish one row at the same moment, and a publisher that dies after its claim leaves the
+row to be published again after the resend wait. The row
+is sealed to the box's key (:func:`firmware_app.contracts.downlink.seal_downlink`),
+signed with ``[keys] hospital_signing_key``, published at QoS 1 on
+``clinibox-downlink/<clinic>/<device>``, and ``sent_at`` set again on the broker's
+PUBACK; without a PUBACK the claim is released (``sent_at`` back to NULL) and the row is
+tried on the next pass. A duplicate publish is harmless: the box keeps each sequence
+number once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from paho.mqtt.enums import CallbackAPIVersion
+
+from central.config import CentralConfig
+from central.sql import Database, StoreError
+from firmware_app.contracts import downlink
+from firmware_app.contracts.egress import EgressRefused
+
+__all__ = ["DownlinkPublisher", "Pending", "claim", "mark_sent", "release", "resend_wait"]
+
+log = logging.getLogger("clinibox.central.downlink")
+
+#: Rows one pass claims at most.
+BATCH = 50
+#: Seconds to wait for the broker's PUBACK.
+PUBACK_TIMEOUT = 10.0
+#: The longest wait between two publishes of a row the box has not confirmed (a day).
+MAX_RESEND_SECONDS = 86_400.0
+
+
+@dataclass(frozen=True)
+class Pending:
+    """One claimed downlink, ready to seal."""
+
+    clinic: str
+    device: str
+    seq: int
+    kind: str
+    payload: dict[str, Any]
+    box_key: str
+    attempts: int
+
+
+def resend_wait(attempts: int, resend_seconds: float) -> float:
+    """Seconds after a row's ``attempts``-th publish before it is sent again: the resend
+    interval, doubled for each attempt after the first, at most :data:`MAX_RESEND_SECONDS`
+    (or the interval itself, when that is longer)."""
+    cap = max(resend_seconds, MAX_RESEND_SECONDS)
+    return min(resend_seconds * 2.0 ** min(max(attempts - 1, 0), 64), cap)
+
+
+def _waits(resend_seconds: float) -> list[float]:
+    """:func:`resend_wait` for attempts 1, 2 … up to the first that reaches the cap."""
+    waits = [resend_wait(1, resend_seconds)]
+    while waits[-1] < max(resend_seconds, MAX_RESEND_SECONDS):
+        waits.append(resend_wait(len(waits) + 1, resend_seconds))
+    return waits
+
+
+def claim(db: Database, *, now: float, resend_seconds: float,
+          limit: int = BATCH) -> list[Pending]:
+    """Claim the downlinks due now (see the module's text)."""
+    waits = _waits(resend_seconds)
+    # the latest sent_at at which a row with this many attempts is due again: a CASE over
+    # the few steps of the doubling (the same SQL on SQLite and PostgreSQL, no POWER())
+    steps = " ".join("WHEN d.attempts <= ? THEN ?" for _ in waits[:-1])
+    due_before = f"CASE {steps} ELSE ? END" if steps else "?"
+    values: list[float | int] = []
+    for attempts, wait in enumerate(waits[:-1], start=1):
+        values += [attempts, now - wait]
+    values.append(now - waits[-1])
+    claimed: list[Pending] = []
+    with db.transaction(write=True) as tx:
+        rows = tx.execute(
+            "SELECT d.clinic, d.device, d.seq, d.kind, d.payload, d.attempts, b.downlink_key"
+            " FROM downlinks AS d JOIN box_state AS b ON b.clinic = d.clinic"
+            " AND b.device = d.device JOIN devices AS v ON v.clinic = d.clinic"
+            " AND v.device = d.device WHERE b.downlink_key IS NOT NULL AND v.revoked_at IS NULL"
+            f" AND (d.sent_at IS NULL OR (d.sent_at < {due_before}"
+            " AND d.seq > COALESCE(b.downlink_seq, 0))) ORDER BY d.created_at, d.seq LIMIT ?",
+            (*values, int(limit))).fetchall()
+        for clinic, device, seq, kind, payload, attempts, key in rows:
+            cursor = tx.execute(
+                "UPDATE downlinks SET attempts = attempts + 1, sent_at = ?"
+                " WHERE clinic = ? AND device = ? AND seq = ? AND attempts = ?",
+                (now, clinic, device, seq, attempts))
+            if cursor.rowcount == 1:
+                claimed.append(Pending(clinic, device, int(seq), kind, json.loads(payload),
+                                       str(key), int(attempts) + 1))
+    return claimed
+
+
+def release(db: Database, item: Pending, error: str) -> None:
+    """Give a claim back (not published): the next pass tries the row again."""
+    with db.transaction(write=True) as tx:
+        tx.execute("UPDATE downlinks SET sent_at = NULL, last_error = ? WHERE clinic = ?"
+                   " AND device = ? AND seq = ? AND attempts = ?",
+                   (error[:200], item.clinic, item.device, item.seq, item.attempts))
+
+
+def mark_sent(db: Database, item: Pending, now: float) -> None:
+    """Record the broker's PUBACK of a published downlink."""
+    with db.transaction(write=True) as tx:
+        tx.execute("UPDATE downlinks SET sent_at = ?, last_error = NULL WHERE clinic = ?"
+                   " AND device = ? AND seq = ?", (now, item.clinic, item.device, item.seq))
+
+
+class DownlinkPublisher:
+    """Publishes due downlinks on its own MQTT connection until stopped."""
+
+    def __init__(self, config: CentralConfig, database: Database,
+                 signing_key: Ed25519PrivateKey, *, poll_seconds: float = 2.0) -> None:
+        """Publish from ``database`` with ``config.mqtt``, signing with ``signing_key``."""
+        self.config = config
+        self._db = database
+        self._signing_key = signing_key
+        self.poll_seconds = poll_seconds
+        self.client_id = f"{config.mqtt.resolved_client_id()}-downlink"
+        self.connected = threading.Event()
+        self.published = 0
+        settings = config.mqtt
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                                   protocol=mqtt.MQTTv5)
+        self._client.tls_set(ca_certs=settings.ca_file or None,
+                             certfile=settings.cert_file or None,
+                             keyfile=settings.key_file or None)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:
+        if reason.is_failure:
+            log.error("downlink: the broker refused the connection: %s", reason)
+            return
+        self.connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                       properties: Any) -> None:
+        self.connected.clear()
+
+    def seal(self, item: Pending) -> bytes:
+        """The sealed, signed envelope of ``item`` for its box."""
+        return downlink.seal_downlink(item.clinic, item.device, item.seq, item.payload,
+                                      downlink.parse_key_text(item.box_key), self._signing_key,
+                                      kind=item.kind)
+
+    def publish_due(self, now: float | None = None) -> int:
+        """Claim, seal and publish what is due (the link must be up); how many were acked."""
+        now = time.time() if now is None else now
+        settings = self.config.downlink
+        items = claim(self._db, now=now, resend_seconds=settings.resend_minutes * 60)
+        done = 0
+        for item in items:
+            try:
+                envelope = self.seal(item)
+            except (ValueError, EgressRefused) as exc:  # a bad key the box reported
+                log.error("downlink %s/%s #%d cannot be sealed: %s", item.clinic, item.device,
+                          item.seq, exc)
+                release(self._db, item, f"cannot seal: {exc}")
+                continue
+            info = self._client.publish(downlink.topic(item.clinic, item.device), envelope,
+                                        qos=1)
+            try:
+                info.wait_for_publish(PUBACK_TIMEOUT)
+            except (RuntimeError, ValueError) as exc:
+                release(self._db, item, f"not published: {exc}")
+                continue
+            if not info.is_published():
+                release(self._db, item, "no PUBACK from the broker")
+                continue
+            mark_sent(self._db, item, time.time())
+            done += 1
+            self.published += 1
+            log.info("downlink %s/%s #%d published", item.clinic, item.device, item.seq)
+        return done
+
+    def serve(self, stop: threading.Event) -> None:
+        """Publish until ``stop`` is set, reconnecting after any failure."""
+        settings = self.config.mqtt
+        self._client.reconnect_delay_set(1, 60)
+        try:
+            self._client.connect_async(settings.host, settings.port,
+                                       keepalive=settings.keepalive)
+        except (OSError, ValueError) as exc:
+            log.error("downlink: cannot reach the broker: %s", exc)
+        self._client.loop_start()
+        try:
+            while not stop.is_set():
+                if self.connected.is_set():
+                    try:
+                        self.publish_due()
+                    except StoreError as exc:
+                        log.error("downlink: database unavailable: %s", exc)
+                stop.wait(self.poll_seconds)
+        finally:
+            self._client.disconnect()
+            self._client.loop_stop()

@@ -1,0 +1,160 @@
+"""Each box's latest state (``box_state``) and its drift over time (``drift_points``).
+
+Written in the transaction that stores each message, so the fleet page reads one row a
+box: any message moves ``last_seen``; a status sets the box's state, model, software,
+queue and outbox, its downlink key and the last downlink it acknowledged, and its
+audit head; a summary sets its disk and queue and appends a drift point (PSI of the
+confidence and intensity histograms of the recent window against the model's baseline
+on that box, the disagreement rate of the recent window, and whether that is drift, by
+the rule of :func:`central.drift.drift_warnings`); an event sets the last event.
+
+Cost per summary: two bounded reads of the box's summaries (``[health]
+baseline_summaries`` and ``recent_summaries`` rows, by the ``messages_by_kind`` index);
+every other message costs one upsert.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from central import drift
+from central.config import HealthConfig
+from central.sql import Transaction
+from firmware_app.contracts.envelope import Header
+
+__all__ = ["BOX_STATE_COLUMNS", "rebuild", "record"]
+
+#: box_state's columns, as the console reads them.
+BOX_STATE_COLUMNS = (
+    "clinic", "device", "last_seen", "state", "state_at", "model", "software", "queue_depth",
+    "outbox_pending", "disk_used_pct", "disk_free_mb", "downlink_key", "downlink_seq",
+    "audit_row", "audit_hash", "audit_verdict", "last_event", "last_event_reason",
+    "last_event_at", "psi_confidence", "psi_intensity", "disagree_rate", "drift")
+
+_LATER_SEEN = ("last_seen = CASE WHEN box_state.last_seen IS NULL"
+               " OR excluded.last_seen > box_state.last_seen THEN excluded.last_seen"
+               " ELSE box_state.last_seen END")
+
+
+def _upsert(tx: Transaction, clinic: str, device: str, seen: float,
+            values: dict[str, Any], keep_if_null: tuple[str, ...] = ()) -> None:
+    """Insert the box's row or update ``values`` (and last_seen, never backwards)."""
+    names = ("clinic", "device", "last_seen", *values)
+    marks = ", ".join("?" for _ in names)
+    sets = [_LATER_SEEN]
+    for name in values:
+        if name in keep_if_null:
+            sets.append(f"{name} = COALESCE(excluded.{name}, box_state.{name})")
+        else:
+            sets.append(f"{name} = excluded.{name}")
+    tx.execute(
+        f"INSERT INTO box_state ({', '.join(names)}) VALUES ({marks})"
+        f" ON CONFLICT (clinic, device) DO UPDATE SET {', '.join(sets)}",
+        (clinic, device, seen, *values.values()))
+
+
+def _summaries(tx: Transaction, clinic: str, device: str, model: str, limit: int,
+               newest: bool) -> list[dict[str, Any]]:
+    order = "DESC" if newest else "ASC"
+    rows = tx.execute(
+        "SELECT payload FROM messages WHERE clinic = ? AND device = ? AND kind = 'summary'"
+        f" AND model = ? ORDER BY seq {order} LIMIT ?",
+        (clinic, device, model, int(limit))).fetchall()
+    return [json.loads(row[0]) for row in rows]
+
+
+def _drift(tx: Transaction, clinic: str, device: str, model: str,
+           health: HealthConfig) -> dict[str, Any]:
+    baseline = _summaries(tx, clinic, device, model, health.baseline_summaries, newest=False)
+    recent = _summaries(tx, clinic, device, model, health.recent_summaries, newest=True)
+    return drift.figures(baseline, recent, health)
+
+
+def record(tx: Transaction, header: Header, payload: dict[str, Any], received_at: float,
+           health: HealthConfig, audit_verdict: str | None = None) -> None:
+    """Update ``header``'s box after storing its message (and add a drift point)."""
+    clinic, device = header.clinic, header.device
+    if header.kind == "status":
+        head = payload.get("audit") or {}
+        _upsert(tx, clinic, device, received_at, {
+            "state": payload.get("state"), "state_at": received_at,
+            "model": payload.get("model"), "software": payload.get("software"),
+            "queue_depth": payload.get("queue_depth"),
+            "outbox_pending": payload.get("outbox_pending"),
+            "downlink_key": payload.get("downlink_key"),
+            "downlink_seq": payload.get("downlink_seq"),
+            "audit_row": head.get("row"), "audit_hash": head.get("hash"),
+            "audit_verdict": audit_verdict},
+            keep_if_null=("downlink_key", "downlink_seq", "audit_row", "audit_hash",
+                          "audit_verdict", "model", "software"))
+    elif header.kind == "summary":
+        model = str(payload.get("model", ""))
+        figures = _drift(tx, clinic, device, model, health)
+        _upsert(tx, clinic, device, received_at, {
+            "disk_used_pct": payload.get("disk_used_pct"),
+            "disk_free_mb": payload.get("disk_free_mb"),
+            "queue_depth": payload.get("queue_depth"), "model": model,
+            "psi_confidence": figures["psi_confidence"],
+            "psi_intensity": figures["psi_intensity"],
+            "disagree_rate": figures["disagree_rate"], "drift": figures["drift"]})
+        tx.execute(
+            "INSERT INTO drift_points (clinic, device, seq, model, at, psi_confidence,"
+            " psi_intensity, disagree_rate, reviews, drift) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            (clinic, device, header.seq, model, float(payload.get("period_end") or received_at),
+             figures["psi_confidence"], figures["psi_intensity"], figures["disagree_rate"],
+             figures["reviews"], figures["drift"]))
+    elif header.kind == "event":
+        _upsert(tx, clinic, device, received_at, {
+            "last_event": payload.get("event"), "last_event_reason": payload.get("reason"),
+            "last_event_at": float(payload.get("created_at") or received_at)})
+    else:
+        _upsert(tx, clinic, device, received_at, {})
+
+
+def rebuild(tx: Transaction, health: HealthConfig) -> int:
+    """Fill ``box_state`` from the stored messages (a database from before it); the box count."""
+    boxes = tx.execute("SELECT clinic, device, MAX(received_at) FROM messages"
+                       " GROUP BY clinic, device").fetchall()
+    for clinic, device, seen in boxes:
+        values: dict[str, Any] = {}
+        status = tx.execute(
+            "SELECT received_at, payload FROM messages WHERE clinic = ? AND device = ?"
+            " AND kind = 'status' ORDER BY received_at DESC, seq DESC LIMIT 1",
+            (clinic, device)).fetchone()
+        if status is not None:
+            body = json.loads(status[1])
+            values.update(state=body.get("state"), state_at=float(status[0]),
+                          model=body.get("model"), software=body.get("software"),
+                          queue_depth=body.get("queue_depth"),
+                          outbox_pending=body.get("outbox_pending"),
+                          downlink_key=body.get("downlink_key"),
+                          downlink_seq=body.get("downlink_seq"))
+        head = tx.execute(
+            "SELECT head_row, head_hash, verdict FROM audit_heads WHERE clinic = ?"
+            " AND device = ? ORDER BY seq DESC LIMIT 1", (clinic, device)).fetchone()
+        if head is not None:
+            values.update(audit_row=head[0], audit_hash=head[1], audit_verdict=head[2])
+        summary = tx.execute(
+            "SELECT payload FROM messages WHERE clinic = ? AND device = ? AND kind = 'summary'"
+            " ORDER BY seq DESC LIMIT 1", (clinic, device)).fetchone()
+        if summary is not None:
+            body = json.loads(summary[0])
+            model = str(body.get("model", ""))
+            figures = _drift(tx, clinic, device, model, health)
+            values.update(disk_used_pct=body.get("disk_used_pct"),
+                          disk_free_mb=body.get("disk_free_mb"), model=model,
+                          psi_confidence=figures["psi_confidence"],
+                          psi_intensity=figures["psi_intensity"],
+                          disagree_rate=figures["disagree_rate"], drift=figures["drift"])
+            values.setdefault("queue_depth", body.get("queue_depth"))
+        event = tx.execute(
+            "SELECT received_at, payload FROM messages WHERE clinic = ? AND device = ?"
+            " AND kind = 'event' ORDER BY seq DESC LIMIT 1", (clinic, device)).fetchone()
+        if event is not None:
+            body = json.loads(event[1])
+            values.update(last_event=body.get("event"), last_event_reason=body.get("reason"),
+                          last_event_at=float(body.get("created_at") or event[0]))
+        _upsert(tx, clinic, device, float(seen), values)
+    return len(boxes)

@@ -1,0 +1,196 @@
+"""The webhook: every new alert POSTed, signed, to a URL the hospital chooses (its messenger).
+
+A delivery row (``webhook_deliveries``, UNIQUE ``alert_id``) is written with the alert in
+the alert's transaction, so an alert delivered twice by the broker, or stored by two
+receivers racing, is announced once. :class:`Notifier` (run by ``clinibox central
+serve`` beside the receiver) claims due rows — a conditional UPDATE of ``claimed_until``,
+so two notifiers sharing one database never send the same row at once — and POSTs the
+JSON body with::
+
+    X-Clinibox-Delivery: <delivery id>
+    X-Clinibox-Timestamp: <unix seconds>
+    X-Clinibox-Signature: sha256=<hex HMAC-SHA256 of the body with the shared secret>
+
+A 2xx answer marks it sent; anything else is retried after an exponential backoff with
+jitter (``[notify] retry_min_seconds`` doubling up to ``retry_max_seconds``) until
+``max_attempts``, then given up (``given_up_at``, logged). The body carries only what
+the box's egress alert does, plus the hospital's own ids: never the study reference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from central.config import NotifyConfig
+from central.sql import Database, StoreError, Transaction
+from firmware_app.errors import CliniboxError
+
+__all__ = ["Notifier", "NotifyError", "enqueue", "load_secret", "sign"]
+
+log = logging.getLogger("clinibox.central.notify")
+
+#: The alert fields the webhook carries (the egress alert's, less the study reference).
+PAYLOAD_FIELDS = ("finding", "score", "threshold", "modality", "model", "instances")
+#: Seconds a claim outlives the delivery's timeout (a notifier that died lets go after it).
+CLAIM_MARGIN = 30.0
+#: Rows one pass claims at most.
+BATCH = 20
+
+
+class NotifyError(CliniboxError, ValueError):
+    """The webhook cannot run (no readable secret)."""
+
+    kind = "webhook error"
+
+
+def enqueue(tx: Transaction, clinic: str, device: str, seq: int, received_at: float,
+            public_url: str = "") -> None:
+    """Queue the webhook delivery of the alert ``clinic/device#seq`` (once per alert)."""
+    row = tx.execute(
+        f"SELECT a.id, c.county, {', '.join('a.' + name for name in PAYLOAD_FIELDS)}"
+        " FROM alerts AS a LEFT JOIN clinics AS c ON c.clinic = a.clinic"
+        " WHERE a.clinic = ? AND a.device = ? AND a.seq = ?",
+        (clinic, device, int(seq))).fetchone()
+    if row is None:
+        return
+    alert_id, county = int(row[0]), row[1] or ""
+    body: dict[str, Any] = {"event": "alert", "alert_id": alert_id, "clinic": clinic,
+                            "device": device, "county": county}
+    body.update(zip(PAYLOAD_FIELDS, row[2:], strict=True))
+    body["received_at"] = received_at
+    if public_url:
+        body["console_url"] = f"{public_url.rstrip('/')}/alerts/{alert_id}"
+    tx.execute(
+        "INSERT INTO webhook_deliveries (alert_id, payload, created_at, next_at)"
+        " VALUES (?, ?, ?, ?) ON CONFLICT (alert_id) DO NOTHING",
+        (alert_id, json.dumps(body, sort_keys=True, separators=(",", ":")), received_at,
+         received_at))
+
+
+def sign(body: bytes, secret: bytes) -> str:
+    """The ``X-Clinibox-Signature`` header value of ``body``."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def load_secret(path: str) -> bytes:
+    """The shared secret in ``path`` (surrounding whitespace dropped); NotifyError if none."""
+    try:
+        secret = Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise NotifyError(f"[notify] secret_file: cannot read {path}: {exc}") from exc
+    if not secret:
+        raise NotifyError(f"[notify] secret_file: {path} is empty")
+    return secret
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One claimed delivery."""
+
+    id: int
+    payload: str
+    attempts: int
+
+
+class Notifier:
+    """Claims due webhook deliveries and POSTs them, retrying with backoff."""
+
+    def __init__(self, database: Database, settings: NotifyConfig, secret: bytes,
+                 *, poll_seconds: float = 2.0) -> None:
+        """Deliver from ``database`` to ``settings.url``, signing with ``secret``."""
+        self._db = database
+        self.settings = settings
+        self._secret = secret
+        self.poll_seconds = poll_seconds
+
+    def claim(self, now: float | None = None, limit: int = BATCH) -> list[Delivery]:
+        """Claim up to ``limit`` due deliveries (each attempt counted when claimed)."""
+        now = time.time() if now is None else now
+        until = now + self.settings.timeout_seconds + CLAIM_MARGIN
+        claimed: list[Delivery] = []
+        with self._db.transaction(write=True) as tx:
+            rows = tx.execute(
+                "SELECT id, payload, attempts FROM webhook_deliveries WHERE sent_at IS NULL"
+                " AND given_up_at IS NULL AND next_at <= ? AND (claimed_until IS NULL"
+                " OR claimed_until < ?) ORDER BY next_at LIMIT ?", (now, now, int(limit))
+            ).fetchall()
+            for delivery_id, payload, attempts in rows:
+                cursor = tx.execute(  # the WHERE again: another notifier may have it now
+                    "UPDATE webhook_deliveries SET claimed_until = ?, attempts = attempts + 1"
+                    " WHERE id = ? AND sent_at IS NULL AND given_up_at IS NULL"
+                    " AND (claimed_until IS NULL OR claimed_until < ?)",
+                    (until, delivery_id, now))
+                if cursor.rowcount == 1:
+                    claimed.append(Delivery(int(delivery_id), str(payload), int(attempts) + 1))
+        return claimed
+
+    def post(self, delivery: Delivery, now: float | None = None) -> str | None:
+        """POST one delivery; None when the receiver answered 2xx, else what went wrong."""
+        body = delivery.payload.encode("utf-8")
+        request = urllib.request.Request(self.settings.url, data=body, method="POST", headers={
+            "Content-Type": "application/json",
+            "User-Agent": "clinibox-central",
+            "X-Clinibox-Delivery": str(delivery.id),
+            "X-Clinibox-Timestamp": str(int(time.time() if now is None else now)),
+            "X-Clinibox-Signature": sign(body, self._secret)})
+        try:
+            with urllib.request.urlopen(request, timeout=self.settings.timeout_seconds) as answer:
+                status = answer.status
+        except urllib.error.HTTPError as exc:
+            return f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            return f"{type(exc).__name__}: {str(exc)[:200]}"
+        return None if 200 <= status < 300 else f"HTTP {status}"
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds before retrying after ``attempts`` failed attempts (with jitter)."""
+        base = self.settings.retry_min_seconds * 2 ** min(max(attempts - 1, 0), 40)
+        return min(self.settings.retry_max_seconds, base) * random.uniform(0.5, 1.0)
+
+    def finish(self, delivery: Delivery, error: str | None, now: float | None = None) -> None:
+        """Record one attempt's outcome: sent, retried later, or given up."""
+        now = time.time() if now is None else now
+        with self._db.transaction(write=True) as tx:
+            if error is None:
+                tx.execute("UPDATE webhook_deliveries SET sent_at = ?, claimed_until = NULL,"
+                           " last_error = NULL WHERE id = ?", (now, delivery.id))
+            elif delivery.attempts >= self.settings.max_attempts:
+                tx.execute("UPDATE webhook_deliveries SET given_up_at = ?, claimed_until = NULL,"
+                           " last_error = ? WHERE id = ?", (now, error, delivery.id))
+                log.error("webhook delivery %d given up after %d attempts: %s", delivery.id,
+                          delivery.attempts, error)
+            else:
+                tx.execute("UPDATE webhook_deliveries SET next_at = ?, claimed_until = NULL,"
+                           " last_error = ? WHERE id = ?",
+                           (now + self.backoff(delivery.attempts), error, delivery.id))
+                log.warning("webhook delivery %d failed (attempt %d): %s", delivery.id,
+                            delivery.attempts, error)
+
+    def run_once(self, now: float | None = None) -> int:
+        """Claim and send what is due; how many were claimed."""
+        deliveries = self.claim(now)
+        for delivery in deliveries:
+            self.finish(delivery, self.post(delivery, now), now)
+        return len(deliveries)
+
+    def serve(self, stop: threading.Event) -> None:
+        """Deliver until ``stop`` is set (database faults are logged and retried)."""
+        while not stop.is_set():
+            try:
+                busy = self.run_once()
+            except StoreError as exc:
+                log.error("webhook: database unavailable: %s", exc)
+                busy = 0
+            if not busy:
+                stop.wait(self.poll_seconds)

@@ -1,0 +1,139 @@
+"""A radiologist's review of an alert, the verdict queued for the box, and the console's audit.
+
+An alert goes ``new`` → ``under_review`` (someone opened it) → ``reviewed`` (a verdict
+was given). Giving a verdict writes, in one transaction, the alert's review, a
+``downlinks`` row for the alert's box (the box's next downlink sequence number, the
+payload :func:`firmware_app.contracts.downlink.review_payload` checked and in canonical
+JSON) and a ``console_audit`` row. A second verdict on the same alert amends it: the
+alert takes the new verdict and another downlink goes to the box.
+
+The next sequence number is ``MAX(seq) + 1`` for that box; on PostgreSQL a transaction
+advisory lock per box serialises two reviews of one box's alerts, so two consoles (or a
+console and the command line) never pick the same number.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from typing import Any
+
+from central.sql import Transaction
+from firmware_app.contracts import downlink
+from firmware_app.contracts.egress import EgressRefused
+from firmware_app.contracts.envelope import canonical_payload
+from firmware_app.errors import CliniboxError
+
+__all__ = ["ALERT_COLUMNS", "ReviewError", "audit", "open_alert", "review_alert"]
+
+#: The alert columns the store and the console read.
+ALERT_COLUMNS = ("id", "clinic", "device", "seq", "study_ref", "finding", "score", "threshold",
+                 "modality", "model", "instances", "processing_ms", "created_at", "received_at",
+                 "reviewed_at", "state", "verdict", "follow_up_months", "note", "opened_by",
+                 "opened_at", "reviewed_by")
+#: The longest account name or address kept in the audit trail.
+_NAME_LIMIT = 200
+#: Namespace of the advisory locks that serialise downlink numbering (PostgreSQL).
+_DOWNLINK_LOCK = 0x636C6264  # "clbd"
+_NOTE_CHECK = downlink.Text(downlink.MAX_NOTE)
+
+
+class ReviewError(CliniboxError, ValueError):
+    """A review refused: no such alert, an unknown verdict, a bad note or follow-up."""
+
+    kind = "review refused"
+
+
+def _alert(tx: Transaction, alert_id: int) -> dict[str, Any] | None:
+    row = tx.execute(f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE id = ?",
+                     (int(alert_id),)).fetchone()
+    return None if row is None else dict(zip(ALERT_COLUMNS, row, strict=True))
+
+
+def _name(text: str, what: str) -> str:
+    if not isinstance(text, str) or not text.strip() or len(text) > _NAME_LIMIT \
+            or not text.isprintable():
+        raise ReviewError(f"{what}: must be printable text of 1 to {_NAME_LIMIT} characters")
+    return text
+
+
+def audit(tx: Transaction, account: str, address: str, action: str, target: str = "",
+          detail: str = "", now: float | None = None) -> None:
+    """Append one row to the console's audit trail (in ``tx``)."""
+    tx.execute(
+        "INSERT INTO console_audit (at, account, address, action, target, detail)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (time.time() if now is None else now, str(account)[:_NAME_LIMIT],
+         str(address)[:_NAME_LIMIT], str(action)[:_NAME_LIMIT], str(target)[:_NAME_LIMIT],
+         str(detail)[:1000]))
+
+
+def open_alert(tx: Transaction, alert_id: int, account: str, now: float | None = None) -> bool:
+    """``new`` → ``under_review`` (who and when); False when the alert was not new."""
+    _name(account, "account")
+    cursor = tx.execute(
+        "UPDATE alerts SET state = ?, opened_by = ?, opened_at = ? WHERE id = ? AND state = ?",
+        (downlink.AlertState.UNDER_REVIEW.value, account, time.time() if now is None else now,
+         int(alert_id), downlink.AlertState.NEW.value))
+    return cursor.rowcount == 1
+
+
+def check_review(verdict: str, note: str, follow_up_months: int | None) -> None:
+    """Refuse (ReviewError) a verdict, note or follow-up the downlink would not carry."""
+    if verdict not in downlink.VERDICTS:
+        raise ReviewError(f"verdict must be one of {', '.join(downlink.VERDICTS)}; "
+                          f"got {verdict!r}")
+    try:
+        _NOTE_CHECK.check(note, "note", None)
+    except EgressRefused as exc:
+        raise ReviewError(str(exc)) from exc
+    follow_up = verdict == downlink.HospitalVerdict.FOLLOW_UP
+    if follow_up and follow_up_months is None:
+        raise ReviewError("a follow_up verdict needs the months until the follow-up")
+    if not follow_up and follow_up_months is not None:
+        raise ReviewError("months are given with a follow_up verdict only")
+    if follow_up_months is not None and not (
+            1 <= int(follow_up_months) <= downlink.MAX_FOLLOW_UP_MONTHS):
+        raise ReviewError(f"months must be between 1 and {downlink.MAX_FOLLOW_UP_MONTHS}")
+
+
+def review_alert(tx: Transaction, alert_id: int, verdict: str, note: str, account: str, *,
+                 follow_up_months: int | None = None, now: float | None = None,
+                 postgres: bool = False, address: str = "") -> dict[str, Any]:
+    """Give (or amend) an alert's verdict, queue its downlink and audit it, all in ``tx``.
+
+    Returns the alert as a dict after the review; ReviewError for anything refused.
+    """
+    check_review(verdict, note, follow_up_months)
+    _name(account, "account")
+    now = time.time() if now is None else now
+    alert = _alert(tx, alert_id)
+    if alert is None:
+        raise ReviewError(f"no such alert: {alert_id}")
+    try:
+        payload = downlink.review_payload(
+            study_ref=alert["study_ref"], alert_seq=int(alert["seq"]), verdict=verdict,
+            note=note, reviewed_at=now, follow_up_months=follow_up_months, created_at=now)
+    except EgressRefused as exc:
+        raise ReviewError(str(exc)) from exc
+    tx.execute(
+        "UPDATE alerts SET state = ?, verdict = ?, follow_up_months = ?, note = ?,"
+        " reviewed_by = ?, reviewed_at = ?, opened_by = COALESCE(opened_by, ?),"
+        " opened_at = COALESCE(opened_at, ?) WHERE id = ?",
+        (downlink.AlertState.REVIEWED.value, verdict, follow_up_months, note, account, now,
+         account, now, int(alert_id)))
+    clinic, device = alert["clinic"], alert["device"]
+    if postgres:  # two reviews of one box's alerts: one numbers after the other
+        box = zlib.crc32(f"{clinic}/{device}".encode()) - 2**31
+        tx.execute("SELECT pg_advisory_xact_lock(?, ?)", (_DOWNLINK_LOCK, box))
+    (last,) = tx.execute("SELECT COALESCE(MAX(seq), 0) FROM downlinks WHERE clinic = ?"
+                         " AND device = ?", (clinic, device)).fetchone()
+    tx.execute(
+        "INSERT INTO downlinks (clinic, device, seq, kind, alert_id, payload, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (clinic, device, int(last) + 1, downlink.KIND_REVIEW, int(alert_id),
+         canonical_payload(payload).decode("utf-8"), now))
+    audit(tx, account, address, "alert_reviewed", f"alert:{int(alert_id)}", verdict, now)
+    reviewed = _alert(tx, alert_id)
+    assert reviewed is not None
+    return reviewed

@@ -1,0 +1,118 @@
+"""box_state and drift_points, written with each stored message; rebuilt after a migration."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from central.config import HealthConfig
+from central.schema import VERSION
+from central.store import Store
+from firmware_app.contracts import downlink
+from firmware_app.contracts.envelope import Header
+from tests.telemetry_payloads import status_payload, summary_payload
+
+NOW = 1_800_000_000.0
+KEY = downlink.key_text(downlink.parse_key_text("A" * 43 + "="))
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A store whose drift windows are 2 summaries."""
+    health = HealthConfig(baseline_summaries=2, recent_summaries=2)
+    s = Store(f"sqlite:///{tmp_path}/db/central.db", health=health)
+    yield s
+    s.close()
+
+
+def test_status_sets_state_keeps_the_downlink_key_and_the_audit_head(store):
+    head = {"row": 12, "hash": "ab" * 32, "since_row": 12, "since_hash": "ab" * 32, "at": 5}
+    store.store(Header("clinic-a", "box-1", "status", 1),
+                status_payload(queue_depth=4, outbox_pending=2, downlink_key=KEY,
+                               downlink_seq=3, audit=head), NOW)
+    store.store(Header("clinic-a", "box-1", "status", 2), status_payload("offline"), NOW + 60)
+    state = store.box_state("clinic-a", "box-1")
+    assert (state["state"], state["state_at"], state["last_seen"]) == ("offline", NOW + 60,
+                                                                        NOW + 60)
+    assert (state["queue_depth"], state["outbox_pending"]) == (0, 0)
+    assert (state["downlink_key"], state["downlink_seq"]) == (KEY, 3)  # kept when left out
+    assert (state["audit_row"], state["audit_hash"], state["audit_verdict"]) == (
+        12, "ab" * 32, "first")
+
+
+def test_last_seen_never_goes_backwards_and_events_are_kept(store):
+    store.store(Header("clinic-a", "box-1", "status", 2), status_payload(), NOW + 100)
+    event = {"schema": 1, "created_at": int(NOW), "event": "rolled_back",
+             "reason": "golden_cases_failed", "unit": "clinibox",
+             "model": "clinibox-demo-lesion@1.0.0", "subject_model": "clinibox-demo-lesion@1.1.0"}
+    store.store(Header("clinic-a", "box-1", "event", 1), event, NOW)  # arrives late
+    state = store.box_state("clinic-a", "box-1")
+    assert state["last_seen"] == NOW + 100
+    assert (state["last_event"], state["last_event_reason"], state["last_event_at"]) == (
+        "rolled_back", "golden_cases_failed", NOW)
+
+
+def test_summaries_set_disk_and_append_drift_points(store):
+    shifted = [1, 2, 4, 8, 10, 20, 30, 40, 50, 60]
+    store.store(Header("clinic-a", "box-1", "summary", 1), summary_payload(), NOW)
+    store.store(Header("clinic-a", "box-1", "summary", 2), summary_payload(), NOW + 1)
+    store.store(Header("clinic-a", "box-1", "summary", 3),
+                summary_payload(confidence_histogram=shifted, disk_used_pct=93.0,
+                                feedback={"agree": 2, "disagree": 10, "unsure": 0}), NOW + 2)
+    with store.database.transaction(write=False) as tx:
+        points = tx.execute("SELECT seq, psi_confidence, psi_intensity, disagree_rate, reviews,"
+                            " drift FROM drift_points ORDER BY seq").fetchall()
+    assert [p[0] for p in points] == [1, 2, 3]
+    assert points[0][1] == pytest.approx(0.0) and points[0][5] == 0
+    assert points[0][3] is None and points[0][4] == 0
+    _seq, psi_confidence, psi_intensity, rate, reviews, drift = points[2]
+    assert psi_confidence > 0.25 and psi_intensity == pytest.approx(0.0)
+    assert (rate, reviews, drift) == (pytest.approx(10 / 12), 12, 1)
+    state = store.box_state("clinic-a", "box-1")
+    assert (state["disk_used_pct"], state["drift"]) == (93.0, 1)
+    assert state["psi_confidence"] == pytest.approx(psi_confidence)
+
+
+def test_a_version_3_database_gets_its_box_state(tmp_path):
+    url = f"sqlite:///{tmp_path}/db/central.db"
+    store = Store(url)
+    store.store(Header("clinic-a", "box-1", "status", 1), status_payload(queue_depth=7), NOW)
+    store.store(Header("clinic-a", "box-1", "summary", 2), summary_payload(), NOW + 5)
+    store.close()
+    conn = sqlite3.connect(tmp_path / "db" / "central.db")  # back to what version 3 had
+    conn.execute("DELETE FROM box_state")
+    conn.execute("UPDATE schema_version SET version = 3")
+    conn.commit()
+    conn.close()
+    again = Store(url)
+    assert again.migrated_from == 3
+    [state] = again.box_states()
+    assert (state["clinic"], state["state"], state["queue_depth"], state["last_seen"],
+            state["disk_used_pct"]) == ("clinic-a", "online", 7, NOW + 5, 41.5)
+    again.close()
+    assert Store(url).migrated_from == VERSION
+
+
+def test_clinics_are_named_and_refused_when_bad(store):
+    store.set_clinic("clinic-a", "Town clinic", "North county")
+    store.set_clinic("clinic-a", "Town clinic", "South county")
+    assert store.clinics() == [{"clinic": "clinic-a", "name": "Town clinic",
+                                "county": "South county"}]
+    with pytest.raises(ValueError, match="clinic"):
+        store.set_clinic("Clinic A", "x", "y")
+    with pytest.raises(ValueError, match="county"):
+        store.set_clinic("clinic-b", "x", "line\nbreak")
+
+
+def test_cli_clinic_set_and_list(tmp_path, capsys):
+    from central import cli
+
+    config = tmp_path / "central.toml"
+    config.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/db/central.db"\n')
+    args = ["--config", str(config)]
+    assert cli.main(["clinic", "set", "clinic-a", "--name", "镇卫生院", "--county", "北县",
+                     *args]) == 0
+    capsys.readouterr()
+    assert cli.main(["clinic", "list", *args]) == 0
+    assert "镇卫生院" in capsys.readouterr().out

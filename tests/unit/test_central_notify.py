@@ -1,0 +1,148 @@
+"""The webhook: once per alert, signed, retried after a failure, given up after max_attempts."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from central.config import NotifyConfig
+from central.notify import Notifier, NotifyError, load_secret
+from central.store import Store
+from firmware_app.contracts.envelope import Header
+from tests.telemetry_payloads import alert_payload, status_payload
+
+NOW = 1_800_000_000.0
+SECRET = b"s3cret-shared-with-the-messenger"
+
+
+class Hook:
+    """A local HTTP server that records each POST and answers the next queued status."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.answers: list[int] = []
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                hook.requests.append((dict(self.headers), body))
+                self.send_response(hook.answers.pop(0) if hook.answers else 204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def hook() -> Iterator[Hook]:
+    """A running local webhook receiver."""
+    server = Hook()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+def _store(tmp_path) -> Store:
+    return Store(f"sqlite:///{tmp_path}/db/central.db", webhook=True,
+                 public_url="https://console.example/")
+
+
+def _notifier(store: Store, hook: Hook, **settings: float) -> Notifier:
+    config = NotifyConfig(url=hook.url, secret_file="unused", retry_min_seconds=1.0,
+                          retry_max_seconds=4.0, **settings)
+    return Notifier(store.database, config, SECRET)
+
+
+def test_fires_once_per_alert_signed_without_the_study_reference(tmp_path, hook):
+    store = _store(tmp_path)
+    store.set_clinic("clinic-a", "Town clinic", "North county")
+    alert = alert_payload()
+    assert store.store(Header("clinic-a", "box-1", "alert", 7), alert, NOW)
+    assert not store.store(Header("clinic-a", "box-1", "alert", 7), alert, NOW)  # redelivered
+    store.store(Header("clinic-a", "box-1", "status", 8), status_payload(), NOW)
+    other = Store(f"sqlite:///{tmp_path}/db/central.db", webhook=True)  # a second receiver
+    first, second = _notifier(store, hook), _notifier(other, hook)
+    assert first.run_once(NOW + 1) + second.run_once(NOW + 1) == 1
+    assert first.run_once(NOW + 100) + second.run_once(NOW + 100) == 0
+    [(headers, body)] = hook.requests
+    assert headers["X-Clinibox-Signature"] == "sha256=" + hmac.new(
+        SECRET, body, hashlib.sha256).hexdigest()
+    sent = json.loads(body)
+    [row] = store.alerts()
+    assert sent == {"event": "alert", "alert_id": row["id"], "clinic": "clinic-a",
+                    "device": "box-1", "county": "North county", "finding": "lesion",
+                    "score": alert["score"], "threshold": alert["threshold"],
+                    "modality": "CT", "model": alert["model"], "instances": 3,
+                    "received_at": NOW,
+                    "console_url": f"https://console.example/alerts/{row['id']}"}
+    assert "study_ref" not in body.decode()
+    assert headers["X-Clinibox-Delivery"].isdigit() and headers["X-Clinibox-Timestamp"]
+
+
+def test_claims_do_not_overlap(tmp_path, hook):
+    store = _store(tmp_path)
+    store.store(Header("clinic-a", "box-1", "alert", 1), alert_payload(), NOW)
+    first, second = _notifier(store, hook), _notifier(store, hook)
+    assert len(first.claim(NOW)) == 1
+    assert second.claim(NOW) == []  # claimed by the first until its timeout passes
+    assert len(second.claim(NOW + 3600)) == 1  # the first died: the claim lapsed
+
+
+def test_retries_after_a_500_then_sends(tmp_path, hook):
+    store = _store(tmp_path)
+    store.store(Header("clinic-a", "box-1", "alert", 1), alert_payload(), NOW)
+    notifier = _notifier(store, hook)
+    hook.answers = [500]
+    assert notifier.run_once(NOW) == 1
+    assert notifier.run_once(NOW + 0.1) == 0  # not due yet: backoff
+    assert notifier.run_once(NOW + 10) == 1
+    assert len(hook.requests) == 2
+    with store.database.transaction(write=False) as tx:
+        row = tx.execute("SELECT attempts, sent_at, given_up_at, last_error"
+                         " FROM webhook_deliveries").fetchone()
+    assert row[0] == 2 and row[1] is not None and row[2] is None and row[3] is None
+
+
+def test_gives_up_after_max_attempts(tmp_path, hook, caplog):
+    store = _store(tmp_path)
+    store.store(Header("clinic-a", "box-1", "alert", 1), alert_payload(), NOW)
+    notifier = _notifier(store, hook, max_attempts=3)
+    hook.answers = [500, 502, 503, 200]
+    for step in range(5):
+        notifier.run_once(NOW + 100 * step)
+    assert len(hook.requests) == 3
+    with store.database.transaction(write=False) as tx:
+        row = tx.execute("SELECT attempts, sent_at, given_up_at, last_error"
+                         " FROM webhook_deliveries").fetchone()
+    assert (row[0], row[1], row[3]) == (3, None, "HTTP 503") and row[2] is not None
+    assert "given up after 3 attempts" in caplog.text
+
+
+def test_backoff_grows_and_is_bounded(tmp_path, hook):
+    notifier = _notifier(_store(tmp_path), hook)
+    assert 0.5 <= notifier.backoff(1) <= 1.0
+    assert 1.0 <= notifier.backoff(2) <= 2.0
+    assert 2.0 <= notifier.backoff(30) <= 4.0
+
+
+def test_no_webhook_no_rows_and_the_secret_is_required(tmp_path):
+    store = Store(f"sqlite:///{tmp_path}/db/central.db")
+    store.store(Header("clinic-a", "box-1", "alert", 1), alert_payload(), NOW)
+    with store.database.transaction(write=False) as tx:
+        assert tx.execute("SELECT COUNT(*) FROM webhook_deliveries").fetchone()[0] == 0
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(NotifyError, match="empty"):
+        load_secret(str(tmp_path / "empty"))
+    (tmp_path / "secret").write_text("abc\n")
+    assert load_secret(str(tmp_path / "secret")) == b"abc"
