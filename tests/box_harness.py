@@ -265,6 +265,7 @@ class Box:
         self.state = root / "state"
         self.import_dir = root / "import"
         self.port, web_port = free_ports(2)
+        self.web_port = web_port
         self.config = root / "box.toml"
         defaults: dict[str, dict] = {
             "usb": {"watch_dir": str(self.import_dir), "poll_seconds": 0.2,
