@@ -1,7 +1,8 @@
 """Run every benchmark in turn (ingest, backends, end-to-end, memory, telemetry, viewer,
 retention, model lifecycle, hostile input, decode sandbox, previews, viewer memory,
 lesion findings, lesion sizes against truth, the whole appliance, what a CT slice costs, the
-heatmap on the lesion, 3-D lesions of a series, an export's memory), each as a module from
+heatmap on the lesion, 3-D lesions of a series, an export's memory, the hospital receivers
+under a province's load), each as a module from
 the repository root: ``python -m bench.run_all`` (``make bench``)."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from bench.common import REPO
 SCRIPTS = ("ingest", "backends", "end_to_end", "memory", "telemetry", "viewer", "retention",
            "lifecycle", "hostile", "decode_sandbox", "previews", "viewer_memory", "findings",
            "sizes", "appliance", "slice_cost", "heatmap_on_lesion", "volume_lesions",
-           "export_memory")
+           "export_memory", "central_load")
 
 
 def main() -> None:
