@@ -240,3 +240,38 @@ def test_the_broker_link_acknowledges_only_what_is_committed(pg_url, broker, ser
     wait_for(lambda: stored() == 6, 15, "the unacknowledged message to come again")
     assert store.counts()["rejections"] == 1  # a database fault is no sender's fault
     assert running.service.receiver.counts["stored"] == 3
+
+
+def test_concurrent_reviews_of_one_box_number_its_downlinks_without_gaps(pg_url):
+    """Two consoles (two connections) review one box's alerts at once: each review gets its own
+    downlink, numbered 1 … n for that box with no gap and no number twice (the box's watermark
+    relies on it)."""
+    hospital_private, hospital_public = hospital_keys()
+    stores = [Store(pg_url), Store(pg_url)]
+    receiver = Receiver(CentralConfig(), stores[0], hospital_private)
+    box = Box("clinic-a", "box-1", hospital_public)
+    stores[0].enrol(box.clinic, box.device, box.pem)
+    for _ in range(40):
+        assert receiver.handle(*box.envelope("alert")) == "stored"
+    ids = sorted(a["id"] for a in stores[0].alerts())
+    halves = [ids[0::2], ids[1::2]]
+    failures: list[BaseException] = []
+
+    def review(index: int) -> None:
+        try:
+            for alert_id in halves[index]:
+                stores[index].review_alert(alert_id, "refer", "", f"rad-{index}")
+        except BaseException as exc:  # the assertion below names it
+            failures.append(exc)
+
+    threads = [threading.Thread(target=review, args=(i,)) for i in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert failures == []
+    downlinks = stores[0].downlinks("clinic-a", "box-1")
+    assert sorted(d["seq"] for d in downlinks) == list(range(1, 41))
+    assert sorted(d["alert_id"] for d in downlinks) == ids
+    for store in stores:
+        store.close()
