@@ -17,10 +17,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from firmware_app.contracts.backends import BACKENDS
 from firmware_app.contracts.statuses import AssessmentKind, Verdict
 from firmware_app.errors import CliniboxError
 
 SCHEMA_VERSION = 1
+#: the runtimes a status may name (``contracts/backends.py``)
+RUNTIMES = tuple(BACKENDS)
 KINDS = ("alert", "summary", "status", "event")
 #: Outbox priority per kind: lower drains first (alerts and device events before everything).
 PRIORITY = {"alert": 0, "event": 0, "summary": 1, "status": 2}
@@ -356,6 +359,12 @@ SCHEMAS: dict[str, Obj] = {
         "queue_depth": _COUNT,
         #: messages waiting in the outbox
         "outbox_pending": _COUNT,
+        #: the runtime the box's model runs on (``onnxruntime``, ``openvino``, ``tflite``);
+        #: left out while the box does not analyse
+        "runtime": Optional(OneOf(RUNTIMES)),
+        #: 1 when that runtime is a fallback: the one the box chose first failed the model's
+        #: golden cases (a ``runtime_fallback`` event said which), 0 otherwise
+        "runtime_fallback": Optional(Int(0, 1)),
         #: the head of the box's audit trail, witnessed off the box (heartbeat and online;
         #: ``storage.audit_witness``): its last row and hash, and the hash the chain has now
         #: at the row the previous acknowledged status reported

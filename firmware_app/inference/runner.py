@@ -70,6 +70,8 @@ class ModelRunner:
         self.guard = RangeGuard.from_manifest(manifest)
         #: the operating thresholds of the artifact that runs (``thresholds_for``)
         self.thresholds = package.thresholds if thresholds is None else dict(thresholds)
+        #: whether this runtime is a fallback: the one chosen first failed the golden cases
+        self.fell_back = False
 
     @property
     def backend_label(self) -> str:

@@ -86,6 +86,7 @@ def load_runner(config: Config) -> ModelRunner:
                          package.thresholds_for(loaded.artifact))
     log.info("model %s on %s (%s); %s", package.model_id, runner.backend_label, loaded.reason,
              golden.describe())
+    runner.fell_back = bool(loaded.fell_back_from)
     if loaded.fell_back_from:
         # the box falls back only after the candidate it chose and loaded failed its golden
         # cases (one that does not load at all is a PackageError, load_failed, above); the
@@ -150,15 +151,19 @@ def _labels(package: ModelPackage) -> list[str]:
     return list(package.manifest.get("labels") or ["finding"])
 
 
-def model_facts(package: ModelPackage, *others: ModelPackage) -> ModelFacts:
+def model_facts(package: ModelPackage, *others: ModelPackage,
+                runner: ModelRunner | None = None) -> ModelFacts:
     """What telemetry says about the running model (the box's own); the finding labels of
     every running model (``others``: those the routing rules name) pass the egress gate,
-    and each one's alert names its own labels and alert threshold."""
+    and each one's alert names its own labels and alert threshold. With ``runner`` (the box
+    analyses), the runtime it runs on and whether that is a fallback."""
     labels = [label for p in (package, *others) for label in _labels(p)]
     return ModelFacts(package.model_id, tuple(dict.fromkeys(labels)),
                       package.thresholds.get("alert", 1.0),
                       tuple(ModelFacts(p.model_id, tuple(_labels(p)),
-                                       p.thresholds.get("alert", 1.0)) for p in others))
+                                       p.thresholds.get("alert", 1.0)) for p in others),
+                      runtime=runner.backend.key if runner is not None else "",
+                      runtime_fallback=runner.fell_back if runner is not None else False)
 
 
 def start_storage_scp(config: DicomConfig, lander: Lander,
@@ -242,6 +247,7 @@ class Appliance:
         what waits in the queue, telemetry, study completion and the PACS sender."""
         config = self.config
         assert self.spool is not None, "start_intake first"
+        runner: ModelRunner | None = None
         if config.worker.enabled:
             runner = load_runner_on_trial(config, self.trial)
             self.running[runner.package.name] = (runner.package, self.trial)
@@ -254,7 +260,8 @@ class Appliance:
             self.running[package.name] = (package, self.trial)
         self.package = package
         self._start_telemetry(model_facts(package, *(p for p, _t in
-                                                     list(self.running.values())[1:])))
+                                                     list(self.running.values())[1:]),
+                                          runner=runner))
         self._start_dicom_sender()
         identities = {p.model_id: ModelIdentity.from_manifest(p.manifest)
                       for p, _t in self.running.values()}

@@ -36,6 +36,7 @@ from firmware_app.contracts.egress import (
     MAX_ALERT_LESIONS,
     MAX_LESION_MM,
     MODALITIES,
+    RUNTIMES,
     SCHEMA_VERSION,
 )
 from firmware_app.contracts.statuses import AssessmentKind
@@ -60,6 +61,10 @@ class ModelFacts:
     labels: tuple[str, ...]
     alert_threshold: float
     others: tuple[ModelFacts, ...] = ()
+    #: the runtime the box's model runs on ("" while the box does not analyse)
+    runtime: str = ""
+    #: whether that runtime is a fallback (the first choice failed the golden cases)
+    runtime_fallback: bool = False
 
     def for_model(self, model_id: str) -> ModelFacts:
         """The facts of the running model with ``model_id``'s name (any version): one of
@@ -236,6 +241,9 @@ def build_status(conn: sqlite3.Connection, outbox: Outbox, model: ModelFacts, st
         "queue_depth": telemetry_rows.queue_depth(conn),
         "outbox_pending": outbox.pending_count(),
     }
+    if model.runtime in RUNTIMES:
+        payload["runtime"] = model.runtime
+        payload["runtime_fallback"] = int(model.runtime_fallback)
     if state in audit_witness.WITNESSED_STATES:
         payload["audit"] = audit_witness.status_field(conn)
     if downlink_key is not None:

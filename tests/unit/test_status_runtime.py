@@ -1,0 +1,42 @@
+"""A status names the runtime the box's model runs on, and whether it is a fallback (the fleet
+page shows both); a box that does not analyse says neither."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from firmware_app.contracts.egress import EgressRefused, check_message
+from firmware_app.storage.outbox import Outbox
+from firmware_app.telemetry.messages import build_status
+from tests.audit_trail_attack import MODEL
+
+
+@pytest.fixture
+def outbox(conn):
+    return Outbox(conn, 100, set(MODEL.labels))
+
+
+def test_a_status_names_the_runtime_and_a_fallback(outbox):
+    model = dataclasses.replace(MODEL, runtime="openvino", runtime_fallback=True)
+    status = build_status(outbox.conn, outbox, model, "heartbeat", 5.0)
+    assert (status["runtime"], status["runtime_fallback"]) == ("openvino", 1)
+    check_message("status", status, None)
+    plain = build_status(outbox.conn, outbox, dataclasses.replace(MODEL, runtime="tflite"),
+                         "heartbeat", 5.0)
+    assert (plain["runtime"], plain["runtime_fallback"]) == ("tflite", 0)
+
+
+def test_a_box_that_does_not_analyse_names_no_runtime(outbox):
+    status = build_status(outbox.conn, outbox, MODEL, "heartbeat", 5.0)
+    assert "runtime" not in status and "runtime_fallback" not in status
+    check_message("status", status, None)
+
+
+def test_the_hospital_refuses_a_runtime_it_does_not_know(outbox):
+    status = build_status(outbox.conn, outbox, dataclasses.replace(MODEL, runtime="openvino"),
+                          "heartbeat", 5.0)
+    for field, value in (("runtime", "cuda-on-a-toaster"), ("runtime_fallback", 2)):
+        with pytest.raises(EgressRefused, match=field):
+            check_message("status", {**status, field: value}, None)
