@@ -4,6 +4,7 @@
       webcore.security.configure: cookie flags, CSRF, security headers (shared)
       security.install: session check, role check
       webcore.errors: the error pages; web/i18n.py on webcore.i18n: the language
+      webcore.pages: the page parts both apps share (header switch, logout, login card)
       auth      /login /logout                       (web/views_auth.py)
       clinic    worklist, study, images, feedback, report (web/views_clinic.py)
       device    status, quarantine (technicians)     (web/views_device.py)
@@ -34,6 +35,7 @@ from firmware_app.storage.spool import Spool, make_spool
 from web import i18n, labels, security, wording
 from web.security import current_account
 from webcore import errors as error_pages
+from webcore import pages as web_pages
 from webcore import security as web_security
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,7 @@ def create_app(config: Config) -> Flask:
         cookie_name="clinibox_session", max_hours=web.session_max_hours)
     security.install(app)
     i18n.install(app)
+    web_pages.install(app)
 
     from web.views_audit import blueprint as audit
     from web.views_auth import blueprint as auth

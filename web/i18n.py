@@ -14,7 +14,8 @@ The language of a request is the first that names one of the box's two
 
 Flask-Babel, the templates' ``_()`` / ``ngettext()`` on the same catalog as the code
 and ``fmt`` (``firmware_app.i18n.formats``) are the ones every clinibox web app shares
-(``webcore.i18n``); only the order above is the viewer's.
+(``webcore.i18n``), and so is the order above (``pick_language``, also the hospital
+console's); the viewer says where its account and its setting are.
 """
 
 from __future__ import annotations
@@ -22,25 +23,18 @@ from __future__ import annotations
 from flask import Flask, current_app, session
 
 import webcore.i18n
-from firmware_app import i18n
 from web.security import current_account
+from webcore.i18n import SESSION_KEY
 
-#: the session key of a choice made before logging in
-SESSION_KEY = "language"
+__all__ = ["SESSION_KEY", "choose_language", "install"]
 
 
 def choose_language() -> str:
-    """This request's language (the order in the module's docstring)."""
+    """This request's language (the order in the module's docstring: ``webcore.i18n``'s)."""
     account = current_account()
-    if account is not None and account.language in i18n.LANGUAGES:
-        return account.language
-    chosen = i18n.normalise(session.get(SESSION_KEY))
-    if chosen:
-        return chosen
-    configured = current_app.config["CLINIBOX"].config.web.language
-    if configured:
-        return configured
-    return webcore.i18n.browser_language() or i18n.ENGLISH
+    return webcore.i18n.pick_language(account.language if account is not None else None,
+                                      session.get(SESSION_KEY),
+                                      current_app.config["CLINIBOX"].config.web.language)
 
 
 def install(app: Flask) -> None:

@@ -2,7 +2,8 @@
 
 * Every route except the login page, the language switch and static files needs a live session
   (``firmware_app.storage.accounts.Sessions``: server-side, idle and absolute expiry); pages
-  redirect to the login, image and JSON routes answer 401.
+  redirect to the login, image and JSON routes answer 401 (``webcore.security.require_session``,
+  shared with the hospital's console).
 * Device pages and quarantine actions are for technicians (403 otherwise).
 * CSRF, cookie flags, the security headers and safe return paths are the ones every
   clinibox web app shares (``webcore.security``, installed by ``web/app.py``).
@@ -15,10 +16,11 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import Flask, Response, abort, current_app, g, redirect, request, session, url_for
+from flask import Flask, Response, abort, current_app, g
 
 from firmware_app.storage import db
 from firmware_app.storage.accounts import Account, Sessions
+from webcore.security import require_session
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -52,24 +54,10 @@ def current_account() -> Account | None:
 
 
 def load_account() -> Response | None:
-    """Before each request: resume the session; turn away requests that need one."""
-    token = session.get("token")
-    g.account = sessions().resume(token) if isinstance(token, str) else None
-    if token and g.account is None:
-        session.pop("token", None)
-    if g.account is not None or request.endpoint in PUBLIC_ENDPOINTS:
-        return None
-    if request.endpoint is None:
-        abort(404)
-    if _wants_page():
-        return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
-    abort(401)
-
-
-def _wants_page() -> bool:
-    """Whether this is a browser page load (redirect to login) rather than an image or API call."""
-    return (request.method == "GET" and not request.path.startswith("/api/")
-            and not request.path.endswith((".png", ".pdf")))
+    """Before each request: resume the session; turn away requests that need one (images and
+    reports, like API calls, get 401 rather than the login page)."""
+    return require_session(lambda token: sessions().resume(token), PUBLIC_ENDPOINTS,
+                           file_suffixes=(".png", ".pdf"))
 
 
 def technician_only(view: F) -> F:

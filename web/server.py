@@ -60,6 +60,7 @@ def serve(config: Config, config_path: str | None = None) -> None:
     hint = first_run_hint(config, config_path)
     if hint:
         log.warning(hint)
+    server.check_port(config.web.host, config.web.port)
     log.info("viewer on https://%s:%d/ (certificate SHA-256 %s)",
              config.web.host, config.web.port, fingerprint)
     server.WsgiServer(create_app(config), gunicorn_options(config, cert, key)).run()

@@ -1,8 +1,10 @@
 """Each request's language (Flask-Babel) and the catalog in the templates, for any clinibox app.
 
-The app says how a request's language is chosen (``choose_language``: the box's
-viewer asks the account, the session, ``[web] language``, the browser, then English);
-``browser_language`` is the browser's part of that walk. Templates call ``_()`` /
+Both apps choose a request's language in the same order (``pick_language``: the
+account's choice, the choice made with the header's switch before logging in, the app's
+``[web] language``, the browser's, English); each app says where its account and setting
+are (``choose_language`` passed to ``install``). The header's switch is ``switch_language``
+(``POST /language`` in each app). Templates call ``_()`` /
 ``ngettext()`` (Jinja's i18n extension, new style: placeholders filled and escaped by
 Jinja) on the same catalog as the code (``firmware_app.i18n``), and format dates and
 numbers with ``fmt`` (``firmware_app.i18n.formats``).
@@ -13,11 +15,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, has_request_context, request
+from flask import Flask, abort, has_request_context, redirect, request, session, url_for
 from flask_babel import Babel, get_locale
+from werkzeug.wrappers import Response
 
 from firmware_app import i18n
 from firmware_app.i18n import formats
+from webcore.security import same_origin_path
+
+#: the session key of a language chosen before logging in
+SESSION_KEY = "language"
 
 
 def browser_language() -> str | None:
@@ -29,6 +36,35 @@ def browser_language() -> str | None:
         if language and quality > 0:
             return language
     return None
+
+
+def pick_language(account_language: str | None, session_choice: object,
+                  configured: str | None) -> str:
+    """A request's language: the account's own choice, else the one made with the switch
+    before logging in (``session_choice``), else the app's setting (``configured``), else the
+    browser's (``browser_language``), else English."""
+    if account_language is not None and account_language in i18n.LANGUAGES:
+        return account_language
+    chosen = i18n.normalise(session_choice)
+    if chosen:
+        return chosen
+    return configured or browser_language() or i18n.ENGLISH
+
+
+def switch_language(keep_for_account: Callable[[str], None] | None,
+                    fallback_endpoint: str) -> Response:
+    """The header's language switch (a form POST): keep the chosen language in the session
+    (``SESSION_KEY``) and, for a logged-in user, with the account (``keep_for_account``), then
+    go back to the page the switch was on (a path on this server, else ``fallback_endpoint``).
+    An unknown language is 400."""
+    chosen = request.form.get("language", "")
+    if chosen not in i18n.LANGUAGES:
+        abort(400)
+    if keep_for_account is not None:
+        keep_for_account(chosen)
+    session[SESSION_KEY] = chosen
+    back = same_origin_path(request.form.get("next", ""))
+    return redirect(back or url_for(fallback_endpoint))
 
 
 def request_language() -> str | None:

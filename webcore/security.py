@@ -7,10 +7,13 @@
   and no inline script or style, no framing, no sniffing, no caching of pages
   that show patient data.
 * Where to go after login (``next``) must be a path on this server
-  (``same_origin_path``).
+  (``same_origin_path``, ``return_path``).
+* Every request but the public ones needs a live session (``require_session``): pages
+  redirect to the login, API calls and files answer 401.
 
-``configure(app, ...)`` installs all of these on a Flask app; the app adds its own
-session check (which endpoints are public, how a session is resumed).
+``configure(app, ...)`` installs the first four on a Flask app; the app runs
+``require_session`` before each request with its own store (how a session is resumed)
+and its own public endpoints.
 """
 
 from __future__ import annotations
@@ -19,11 +22,15 @@ import datetime as dt
 import os
 import secrets
 import string
+from collections.abc import Callable, Collection
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from flask import Flask, Response, request
+from flask import Flask, Response, abort, g, redirect, request, session, url_for
 from flask_wtf.csrf import CSRFProtect
+
+from firmware_app.i18n import N_, gettext
 
 CONTENT_SECURITY_POLICY = "; ".join((
     "default-src 'none'",
@@ -94,6 +101,45 @@ def same_origin_path(target: str) -> str | None:
                 or any(ord(c) < 0x20 or ord(c) >= 0x7F for c in form)):
             return None
     return target
+
+
+#: the 400 for a return path that is not one (``return_path``), when the app gives no other
+NOT_A_PAGE_HERE = N_("The address to return to after login is not a page of this site.")
+
+
+def return_path(target: str, fallback_endpoint: str, refusal: str = NOT_A_PAGE_HERE) -> str:
+    """Where to go after login: ``fallback_endpoint``'s URL when ``target`` is empty, ``target``
+    when it is a path on this server, else 400 with ``refusal`` (N_-marked English)."""
+    if not target:
+        return url_for(fallback_endpoint)
+    checked = same_origin_path(target)
+    if checked is None:
+        abort(400, gettext(refusal))
+    return checked
+
+
+def require_session(resume: Callable[[str], Any | None], public_endpoints: Collection[str], *,
+                    login_endpoint: str = "auth.login",
+                    file_suffixes: tuple[str, ...] = ()) -> Response | None:
+    """Before each request: resume the session (``g.account``), or turn the request away.
+
+    ``resume(token)`` gives the account of a live session (else None); a dead token leaves
+    the cookie. Without an account only ``public_endpoints`` answer; an unknown address is
+    404; a page (a GET outside ``/api/`` whose path ends in none of ``file_suffixes``) goes
+    to the login with ``next`` set to come back; anything else is 401.
+    """
+    token = session.get("token")
+    g.account = resume(token) if isinstance(token, str) else None
+    if token and g.account is None:
+        session.pop("token", None)
+    if g.account is not None or request.endpoint in public_endpoints:
+        return None
+    if request.endpoint is None:
+        abort(404)
+    if (request.method == "GET" and not request.path.startswith("/api/")
+            and not request.path.endswith(file_suffixes)):
+        return redirect(url_for(login_endpoint, next=request.full_path.rstrip("?")))
+    abort(401)
 
 
 def configure(app: Flask, *, secret: bytes, cookie_name: str, max_hours: float,

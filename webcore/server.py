@@ -2,15 +2,50 @@
 
 One gunicorn worker with threads (``gthread``): the pages are small and the machines
 have few cores; TLS from the pair ``webcore.tls.ensure_certificate`` gives; access and
-error logs to stderr; no proxy trusted for forwarded headers.
+error logs to stderr; no proxy trusted for forwarded headers; no control socket (the
+viewer and the console would otherwise share ``~/.gunicorn/gunicorn.ctl``). Before
+serving, ``check_port`` tries the address once, so a port already taken is one clear
+line naming ``[web] port`` (exit status 2) rather than gunicorn's retries.
 """
 
 from __future__ import annotations
 
+import errno
+import socket
 from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+
+from firmware_app.errors import EXIT_USAGE, CliniboxError
+from firmware_app.i18n import N_
+
+
+class PortError(CliniboxError):
+    """The web app's address cannot be listened on (the port is taken, or the host is not
+    this machine's)."""
+
+    kind = N_("config error")
+    exit_status = EXIT_USAGE
+
+
+def check_port(host: str, port: int, setting: str = "[web]") -> None:
+    """Raise ``PortError`` unless ``host``:``port`` can be listened on now (tried and freed
+    at once; gunicorn binds it for real right after)."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn does
+            probe.bind(address)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortError(f"port {port} is already in use ({where}): stop the program "
+                            f"listening there or choose another {setting} port") from exc
+        reason = exc.strerror or str(exc)
+        raise PortError(f"cannot listen on {where}: {reason}; check {setting} host and "
+                        f"{setting} port") from exc
 
 
 class WsgiServer(BaseApplication):
@@ -49,4 +84,5 @@ def gunicorn_options(*, bind: str, threads: int, cert: Path, key: Path, loglevel
         "loglevel": loglevel.lower(),
         "proc_name": proc_name,
         "forwarded_allow_ips": "",
+        "control_socket_disable": True,
     }

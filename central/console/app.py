@@ -2,7 +2,8 @@
 
     browser ──HTTPS (gunicorn, webcore.server; central/console/cli.py)──> Flask app
       webcore.security.configure: cookie flags, CSRF, security headers (CSP: nothing inline)
-      session check, role check                           (here: _load_account)
+      session check (webcore.security.require_session), role check (here: _load_account)
+      page parts: header switch, logout, login and error cards (webcore.pages)
       auth      /login /logout /language                  (central/console/views_auth.py)
       alerts    / → /alerts, /api/alerts/latest, /alerts/<id> (views_alerts.py)
       fleet     /fleet, /fleet/<clinic>/<device>, /drift, /audit, /users (views_fleet.py)
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, abort, current_app, g, redirect, request, session, url_for
+from flask import Flask, current_app, g, request, session
 from werkzeug.wrappers import Response
 
 from central.config import CentralConfig
@@ -29,15 +30,14 @@ from central.console import accounts as console_accounts
 from central.console import labels
 from central.console.accounts import ConsoleAccount, ConsoleAccounts, ConsoleSessions
 from central.store import Store
-from firmware_app import i18n
-from webcore import errors, security
+from webcore import errors, pages, security
 from webcore import i18n as web_i18n
 from webcore.sessions import SessionRule
 
 log = logging.getLogger("clinibox.central.console")
 
-#: the session key of a language chosen before logging in
-LANGUAGE_KEY = "language"
+#: the session key of a language chosen before logging in (the viewer's too)
+LANGUAGE_KEY = web_i18n.SESSION_KEY
 #: endpoints reachable without a session
 PUBLIC_ENDPOINTS = frozenset({"auth.login", "auth.language", "static"})
 
@@ -85,30 +85,16 @@ def note(action: str, target: str = "", detail: str = "") -> None:
 
 def _load_account() -> Response | None:
     """Before each request: resume the session; turn away requests that need one."""
-    token = session.get("token")
-    g.account = console().sessions().resume(token) if isinstance(token, str) else None
-    if token and g.account is None:
-        session.pop("token", None)
-    if g.account is not None or request.endpoint in PUBLIC_ENDPOINTS:
-        return None
-    if request.endpoint is None:
-        abort(404)
-    if request.method == "GET" and not request.path.startswith("/api/"):
-        return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
-    abort(401)
+    return security.require_session(lambda token: console().sessions().resume(token),
+                                    PUBLIC_ENDPOINTS)
 
 
 def choose_language() -> str:
     """The request's language: the account's choice, the choice made before login,
-    ``[web] language``, the browser's, English."""
+    ``[web] language``, the browser's, English (``webcore.i18n.pick_language``)."""
     account = current_account()
-    if account is not None and account.language in i18n.LANGUAGES:
-        return account.language
-    chosen = i18n.normalise(session.get(LANGUAGE_KEY))
-    if chosen:
-        return chosen
-    configured = console().config.web.language
-    return configured or web_i18n.browser_language() or i18n.ENGLISH
+    return web_i18n.pick_language(account.language if account is not None else None,
+                                  session.get(LANGUAGE_KEY), console().config.web.language)
 
 
 def create_app(config: CentralConfig, store: Store | None = None) -> Flask:
@@ -121,6 +107,7 @@ def create_app(config: CentralConfig, store: Store | None = None) -> Flask:
                        cookie_name="clinibox_console", max_hours=web.session_max_hours)
     app.before_request(_load_account)
     web_i18n.install(app, choose_language)
+    pages.install(app)
 
     from central.console.views_alerts import blueprint as alerts
     from central.console.views_auth import blueprint as auth

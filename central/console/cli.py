@@ -111,7 +111,7 @@ def add_user_arguments(user: argparse.ArgumentParser) -> None:
 def cmd_web(args: argparse.Namespace, config: CentralConfig) -> int:
     """Serve the console over HTTPS until stopped."""
     from central.console.app import create_app
-    from webcore.server import WsgiServer, gunicorn_options
+    from webcore.server import WsgiServer, check_port, gunicorn_options
     from webcore.tls import CertificateError, ensure_certificate
 
     web = config.web
@@ -131,6 +131,7 @@ def cmd_web(args: argparse.Namespace, config: CentralConfig) -> int:
         log.warning("no console account yet: clinibox central user add NAME --role admin")
     app = create_app(config, store)
     bind = f"[{web.host}]:{web.port}" if ":" in web.host else f"{web.host}:{web.port}"
+    check_port(web.host, web.port)
     log.info("console on https://%s", bind)
     WsgiServer(app, gunicorn_options(
         bind=bind, threads=web.threads, cert=cert, key=key,

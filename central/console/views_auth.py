@@ -11,35 +11,25 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, abort, redirect, render_template, request, session, url_for
+from flask import Blueprint, redirect, render_template, request, session, url_for
 
 from central.console.accounts import ConsoleThrottle, audit
 from central.console.app import LANGUAGE_KEY, client_address, console, current_account, note
 from firmware_app import i18n
-from firmware_app.i18n import gettext
 from webcore import login
-from webcore.security import same_origin_path
+from webcore.i18n import switch_language
+from webcore.security import return_path
 from webcore.throttle import ThrottlePolicy
 
 log = logging.getLogger("clinibox.central.console")
 blueprint = Blueprint("auth", __name__)
 
 
-def _goal(target: str) -> str:
-    """Where to go after login: the worklist, or ``target`` when it is a path here (else 400)."""
-    if not target:
-        return url_for("alerts.worklist")
-    checked = same_origin_path(target)
-    if checked is None:
-        abort(400, gettext("The address to return to after login is not a page of this box."))
-    return checked
-
-
 @blueprint.route("/login", methods=["GET", "POST"], endpoint="login")
 def login_page():
     """The login form; on success a fresh session and a redirect to where the user was going."""
     wanted = request.values.get("next", "")
-    goal = _goal(wanted)
+    goal = return_path(wanted, "alerts.worklist")
     if current_account() is not None and request.method == "GET":
         return redirect(goal)
     state = console()
@@ -99,12 +89,8 @@ def logout():
 @blueprint.route("/language", methods=["POST"])
 def language():
     """Keep the chosen language (the account's, or the session's before login) and go back."""
-    chosen = request.form.get("language", "")
-    if chosen not in i18n.LANGUAGES:
-        abort(400)
     account = current_account()
-    if account is not None:
-        console().accounts().set_language(account.id, chosen)
-    session[LANGUAGE_KEY] = chosen
-    back = same_origin_path(request.form.get("next", ""))
-    return redirect(back or url_for("alerts.worklist"))
+    if account is None:
+        return switch_language(None, "alerts.worklist")
+    return switch_language(lambda chosen: console().accounts().set_language(account.id, chosen),
+                           "alerts.worklist")

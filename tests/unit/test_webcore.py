@@ -1,22 +1,27 @@
 """The web foundations the viewer and the hospital's console share (webcore), on a tiny app.
 
 The app below is built with webcore alone (no viewer, no database): what it gets is what
-any clinibox web app gets from ``configure``, ``install_error_pages`` and ``i18n.install``.
+any clinibox web app gets from ``configure``, ``install_error_pages``, ``i18n.install``,
+``pages.install`` and ``require_session``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import socket
+import time
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from flask import Flask, abort, render_template, session
+from flask import Flask, abort, flash, g, render_template, request, session
 
 import webcore.passwords as passwords_module
+from firmware_app.errors import EXIT_USAGE
 from firmware_app.i18n import N_
+from tests.ports import HOST, free_port
 from tests.web_client import BASE, csrf_token
-from webcore import errors, i18n, login, security, server, tls
+from webcore import errors, i18n, login, pages, security, server, tls
 from webcore.passwords import MAX_PASSWORD_LENGTH, check_password, hash_password
 from webcore.sessions import TOUCH_SECONDS, SessionRule, new_token, token_hash
 from webcore.throttle import THROTTLE_KEY_LENGTH, ThrottlePolicy, throttle_key
@@ -33,12 +38,53 @@ def tiny_app(folder: Path, language: str = "zh_CN") -> Flask:
         "<p>{{ _('Please log in') }}</p>")
     (templates / "oops.html").write_text(
         '<html lang="{{ html_lang }}"><h1>{{ code }} {{ title }}</h1><p>{{ detail }}</p>')
+    (templates / "parts.html").write_text(
+        '{% from "webcore/page_parts.html" import language_switch, logout, flashed, login_card,'
+        ' error_card, time_zone_line with context %}'
+        "{{ language_switch('/language') }}{{ logout('/logout', {'name': 'ana'}, 'Admin', 'out') }}"
+        "{{ flashed('flash') }}{{ login_card('/login', '/x', 'Wrong', 'No accounts', 'make one') }}"
+        "{{ error_card('Gone', 'Nothing', '/', 'Back') }}{{ time_zone_line() }}")
     app = Flask("webcore_tiny", template_folder=str(templates), static_folder=str(static))
     security.configure(app, secret=security.session_secret(folder / "keys" / "cookie.secret"),
                        cookie_name="tiny_session", max_hours=2)
     i18n.install(app, lambda: language)
+    pages.install(app)
     errors.install_error_pages(app, template="oops.html",
                                extra={410: (N_("Image deleted"), N_("There is nothing here."))})
+    app.config["KEPT_LANGUAGES"] = kept = []
+    public = {"page", "form", "gone", "static", "login", "enter", "language", "parts", "back"}
+    app.before_request(lambda: security.require_session(
+        lambda token: {"name": "ana"} if token == "live" else None, public,
+        login_endpoint="login", file_suffixes=(".png",)))
+
+    @app.route("/login", endpoint="login")
+    def login_page() -> str:
+        return "the login page"
+
+    @app.route("/enter")
+    def enter() -> str:
+        session["token"] = request.args.get("token", "live")
+        return "in"
+
+    @app.route("/private")
+    @app.route("/private.png", endpoint="private_png")
+    @app.route("/api/private", endpoint="private_api")
+    def private() -> str:
+        return f"hello {g.account['name']}"
+
+    @app.route("/language", methods=["POST"], endpoint="language")
+    def switch() -> object:
+        return i18n.switch_language(kept.append if request.args.get("account") else None,
+                                    "page")
+
+    @app.route("/parts")
+    def parts() -> str:
+        flash("saved")
+        return render_template("parts.html")
+
+    @app.route("/back")
+    def back() -> str:
+        return security.return_path(request.args.get("next", ""), "page")
 
     @app.route("/")
     def page() -> str:
@@ -132,6 +178,103 @@ def test_the_browser_language_is_the_first_the_catalog_has(app):
 ])
 def test_return_paths_stay_on_this_server(target, expected):
     assert security.same_origin_path(target) == expected
+
+
+# --- the session check, return paths, the language -------------------------------------------
+
+def test_without_a_live_session_pages_go_to_the_login_and_the_rest_is_401(app):
+    client = app.test_client()
+    page = client.get("/private?x=1", base_url=BASE)
+    assert page.status_code == 302 and page.location == "/login?next=/private?x%3D1"
+    assert client.get("/private.png", base_url=BASE).status_code == 401
+    assert client.get("/api/private", base_url=BASE).status_code == 401
+    assert client.get("/nothing-here", base_url=BASE).status_code == 404
+    client.get("/enter?token=dead", base_url=BASE)
+    assert client.get("/private", base_url=BASE).status_code == 302
+    with client.session_transaction() as kept:
+        assert "token" not in kept  # a dead token leaves the cookie
+    client.get("/enter", base_url=BASE)
+    live = client.get("/private", base_url=BASE)
+    assert live.status_code == 200 and live.get_data(as_text=True) == "hello ana"
+
+
+def test_a_return_path_is_this_servers_or_refused_in_neutral_words(tmp_path):
+    client = tiny_app(tmp_path / "en", language="en").test_client()
+    assert client.get("/back?next=/study/7", base_url=BASE).get_data(as_text=True) == "/study/7"
+    assert client.get("/back", base_url=BASE).get_data(as_text=True) == "/"
+    refused = client.get("/back?next=//evil.example", base_url=BASE)
+    assert refused.status_code == 400
+    assert "is not a page of this site." in refused.get_data(as_text=True)
+
+
+def test_the_language_is_the_accounts_the_sessions_the_settings_the_browsers_or_english(app):
+    with app.test_request_context("/", headers={"Accept-Language": "zh-CN"}):
+        assert i18n.pick_language("en", "zh_CN", "zh_CN") == "en"
+        assert i18n.pick_language(None, "en", "zh_CN") == "en"
+        assert i18n.pick_language("", "zh-Hant", "en") == "en"  # Traditional: not a choice
+        assert i18n.pick_language(None, None, None) == "zh_CN"
+    with app.test_request_context("/", headers={"Accept-Language": "fr"}):
+        assert i18n.pick_language(None, None, "") == "en"
+
+
+def test_the_language_switch_keeps_the_choice_and_goes_back_to_a_page_here(app):
+    client = app.test_client()
+    token = csrf_token(client.get("/", base_url=BASE).get_data(as_text=True))
+    headers = {"Referer": BASE + "/"}
+
+    def switch(language: str, back: str, account: str = "") -> object:
+        return client.post(f"/language?account={account}", base_url=BASE, headers=headers,
+                           data={"csrf_token": token, "language": language, "next": back})
+
+    answer = switch("en", "/parts?a=1")
+    assert answer.status_code == 302 and answer.location == "/parts?a=1"
+    with client.session_transaction() as kept:
+        assert kept[i18n.SESSION_KEY] == "en"
+    assert app.config["KEPT_LANGUAGES"] == []  # no account: the session only
+    assert switch("zh_CN", "https://evil.example/", account="1").location == "/"
+    assert app.config["KEPT_LANGUAGES"] == ["zh_CN"]
+    assert switch("fr", "/").status_code == 400
+
+
+# --- the shared page parts ------------------------------------------------------------------
+
+def test_the_page_parts_come_from_webcore_behind_the_apps_own_templates(app, tmp_path):
+    html = app.test_client().get("/parts", base_url=BASE).get_data(as_text=True)
+    assert '<form class="language" method="post" action="/language" aria-label="语言">' in html
+    assert ('id="language-zh_CN" class="chosen" aria-pressed="true">中文</button>' in html)
+    assert 'name="next" value="/parts"' in html
+    assert '<span translate="no">ana</span> (Admin)</span>' in html
+    assert '<button type="submit" id="out">退出</button>' in html
+    assert '<div class="flash" id="flash"><p>saved</p></div>' in html
+    assert '<p class="hint">No accounts<br>' in html and '>make one</code>' in html
+    assert '<p class="error" role="alert">Wrong</p>' in html
+    assert '<input type="hidden" name="next" value="/x">' in html
+    assert '<button type="submit" id="login">登录</button>' in html
+    assert '<h1>Gone</h1>' in html and '<a href="/">Back</a>' in html
+    assert '<p class="time-zone" id="time-zone">' in html
+    mine = tiny_app(tmp_path / "own")
+    own = Path(mine.template_folder) / "webcore" / "page_parts.html"
+    own.parent.mkdir()
+    own.write_text("{% macro language_switch(action) %}mine{% endmacro %}")
+    with mine.test_request_context("/"):
+        assert mine.jinja_env.get_template("webcore/page_parts.html").filename == str(own)
+
+
+def test_the_time_zone_line_names_the_servers_zone_and_offset(monkeypatch):
+    def zone(tz: str) -> tuple[str, str]:
+        monkeypatch.setenv("TZ", tz)
+        time.tzset()
+        pages._zone_name.cache_clear()
+        return pages.server_time_zone(dt.datetime(2026, 1, 15, 12, 0))
+
+    try:
+        assert zone("Asia/Shanghai") == ("Asia/Shanghai", "+08:00")
+        assert zone(":/usr/share/zoneinfo/America/New_York") == ("America/New_York", "-05:00")
+        assert zone("IST-5:30") == ("IST-5:30", "+05:30")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+        pages._zone_name.cache_clear()
 
 
 # --- passwords, throttle, sessions ----------------------------------------------------------
@@ -247,5 +390,23 @@ def test_gunicorn_runs_one_threaded_worker_with_tls(tmp_path):
     assert options["worker_class"] == "gthread" and options["threads"] == 4
     assert options["certfile"].endswith("c.pem") and options["loglevel"] == "info"
     assert options["proc_name"] == "clinibox-console" and options["forwarded_allow_ips"] == ""
+    assert options["control_socket_disable"] is True  # no ~/.gunicorn/gunicorn.ctl shared
     wsgi = server.WsgiServer(Flask("x"), options)
     assert wsgi.cfg.settings["threads"].value == 4 and wsgi.load() is wsgi.application
+    assert wsgi.cfg.settings["control_socket_disable"].value is True
+
+
+def test_a_port_already_taken_is_one_clear_error_before_serving():
+    server.check_port(HOST, free_port())
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(server.PortError) as refused:
+            server.check_port(HOST, port)
+    assert refused.value.exit_status == EXIT_USAGE
+    assert str(refused.value).startswith(f"port {port} is already in use ({HOST}:{port})")
+    assert "[web] port" in str(refused.value)
+    elsewhere = r"cannot listen on 192\.0\.2\.1:\d+: .*\[web\] host"
+    with pytest.raises(server.PortError, match=elsewhere):
+        server.check_port("192.0.2.1", free_port())  # not this machine's address
