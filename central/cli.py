@@ -69,20 +69,104 @@ def cmd_serve(args: argparse.Namespace, config: config_module.CentralConfig) -> 
     log.info("receiving into %s", store.where)
     service.serve(stop)
     stop.set()
-    for worker in workers:
-        worker.join(timeout=15)
+    workers.join(timeout=15)
     store.close()
     return EXIT_OK
 
 
+class Supervisor:
+    """The side workers of ``serve``, each in a thread of its own, started again should it
+    die: a fault of ours logged with its traceback, the worker restarted after
+    ``first_wait`` seconds, doubling while it keeps dying, at most ``max_wait``.
+
+    Restarting the one thread (rather than exiting for systemd to restart the process)
+    keeps the receiver taking messages meanwhile and needs no ``Restart=`` in the unit;
+    the publisher and the notifier keep their state in the database, so a new run of
+    either picks up where the dead one stopped.
+    """
+
+    def __init__(self, stop: threading.Event, *, first_wait: float = 5.0,
+                 max_wait: float = 300.0) -> None:
+        """Supervise until ``stop`` is set."""
+        self.stop = stop
+        self.first_wait = first_wait
+        self.max_wait = max_wait
+        self.restarts: dict[str, int] = {}
+        self._targets: dict[str, Callable[[threading.Event], None]] = {}
+        self._threads: dict[str, threading.Thread] = {}
+        self._started: dict[str, float] = {}
+        self._due: dict[str, float] = {}
+        self._deaths: dict[str, int] = {}
+
+    def add(self, name: str, target: Callable[[threading.Event], None]) -> None:
+        """Run ``target(stop)`` as the worker ``name`` (started by :meth:`start`)."""
+        self._targets[name] = target
+        self.restarts[name] = 0
+        self._deaths[name] = 0
+
+    def _run(self, name: str) -> None:
+        try:
+            self._targets[name](self.stop)
+        except Exception:  # a fault of ours: logged; check() starts the worker again
+            log.exception("the %s thread died", name)
+
+    def _launch(self, name: str, now: float) -> None:
+        thread = threading.Thread(target=self._run, args=(name,), name=name, daemon=True)
+        self._threads[name] = thread
+        self._started[name] = now
+        self._due.pop(name, None)
+        thread.start()
+
+    def start(self, *, watch: bool = True) -> None:
+        """Start every worker, and (``watch``) a thread that calls :meth:`check` every
+        ``first_wait`` seconds."""
+        now = time.monotonic()
+        for name in self._targets:
+            self._launch(name, now)
+        if watch and self._targets:
+            threading.Thread(target=self._watch, name="supervisor", daemon=True).start()
+
+    def _watch(self) -> None:
+        while not self.stop.wait(self.first_wait):
+            try:
+                self.check()
+            except Exception:  # never let the watcher die either
+                log.exception("the supervisor failed a round")
+
+    def check(self, now: float | None = None) -> list[str]:
+        """Note workers that died and start again those whose wait is over; their names."""
+        now = time.monotonic() if now is None else now
+        started: list[str] = []
+        for name, thread in list(self._threads.items()):
+            if thread.is_alive() or self.stop.is_set():
+                continue
+            if name not in self._due:
+                lived = now - self._started[name]
+                self._deaths[name] = 1 if lived >= self.max_wait else self._deaths[name] + 1
+                wait = min(self.first_wait * 2.0 ** (self._deaths[name] - 1), self.max_wait)
+                self._due[name] = now + wait
+                log.error("the %s thread stopped; starting it again in %.0f s", name, wait)
+            if now >= self._due[name]:
+                self.restarts[name] += 1
+                self._launch(name, now)
+                started.append(name)
+        return started
+
+    def join(self, timeout: float) -> None:
+        """Wait for the workers to end (after ``stop``), at most ``timeout`` seconds each."""
+        for thread in list(self._threads.values()):
+            thread.join(timeout=timeout)
+
+
 def _side_workers(config: config_module.CentralConfig,
-                  stop: threading.Event) -> list[threading.Thread]:
-    """Start the downlink publisher and the webhook notifier (each on its own connection)."""
+                  stop: threading.Event) -> Supervisor:
+    """Start the downlink publisher and the webhook notifier (each on its own connection),
+    supervised."""
     from central.downlink_publisher import DownlinkPublisher
     from central.notify import Notifier, load_secret
     from firmware_app.contracts.signing import load_private_key
 
-    workers: list[threading.Thread] = []
+    workers = Supervisor(stop)
     if not config.keys.hospital_signing_key:
         log.warning("[keys] hospital_signing_key is not set: verdicts cannot go down to the "
                     "boxes (clinibox keys generate --kind signing)")
@@ -94,15 +178,12 @@ def _side_workers(config: config_module.CentralConfig,
                                 f"{config.keys.hospital_signing_key}: {exc}",
                                 exit_status=EXIT_USAGE) from exc
         publisher = DownlinkPublisher(config, _open_store(config).database, signing_key)
-        workers.append(threading.Thread(target=publisher.serve, args=(stop,),
-                                        name="downlink", daemon=True))
+        workers.add("downlink", publisher.serve)
     if config.notify.url:
         notifier = Notifier(_open_store(config).database, config.notify,
                             load_secret(config.notify.secret_file))
-        workers.append(threading.Thread(target=notifier.serve, args=(stop,), name="webhook",
-                                        daemon=True))
-    for worker in workers:
-        worker.start()
+        workers.add("webhook", notifier.serve)
+    workers.start()
     return workers
 
 

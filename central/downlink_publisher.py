@@ -17,13 +17,18 @@ so a box that stays away costs one publish a day, not one every half hour. A row
 claimed by a conditional UPDATE that bumps ``attempts`` and sets ``sent_at`` to the claim
 time (``WHERE attempts = <as read>``): two publishers sharing one PostgreSQL database never
 publish one row at the same moment, and a publisher that dies after its claim leaves the
-row to be published again after the resend wait. The row
+row to be published again after the resend wait. The claim is fair: the rows tried least
+come first (by ``attempts``, then age), and one pass takes at most :data:`PER_BOX` rows of
+one box, so a box whose rows keep failing, or that has hundreds waiting, cannot take every
+pass from the others. The row
 is sealed to the box's key (:func:`firmware_app.contracts.downlink.seal_downlink`),
 signed with ``[keys] hospital_signing_key``, published at QoS 1 on
 ``clinibox-downlink/<clinic>/<device>``, and ``sent_at`` set again on the broker's
-PUBACK; without a PUBACK the claim is released (``sent_at`` back to NULL) and the row is
-tried on the next pass. A duplicate publish is harmless: the box keeps each sequence
-number once.
+PUBACK; without a PUBACK (a link failure) the claim is released (``sent_at`` back to NULL)
+and the row is tried on the next pass. A row that cannot be sealed (a key or payload the
+box's status should never have carried) keeps its claim: it waits the growing resend wait
+like an unconfirmed one, with ``last_error`` saying why, rather than coming back at once.
+A duplicate publish is harmless: the box keeps each sequence number once.
 """
 
 from __future__ import annotations
@@ -44,12 +49,15 @@ from central.sql import Database, StoreError
 from firmware_app.contracts import downlink
 from firmware_app.contracts.egress import EgressRefused
 
-__all__ = ["DownlinkPublisher", "Pending", "claim", "mark_sent", "release", "resend_wait"]
+__all__ = ["DownlinkPublisher", "Pending", "claim", "hold", "mark_sent", "release",
+           "resend_wait"]
 
 log = logging.getLogger("clinibox.central.downlink")
 
 #: Rows one pass claims at most.
 BATCH = 50
+#: Rows of one box one pass claims at most.
+PER_BOX = 5
 #: Seconds to wait for the broker's PUBACK.
 PUBACK_TIMEOUT = 10.0
 #: The longest wait between two publishes of a row the box has not confirmed (a day).
@@ -86,7 +94,7 @@ def _waits(resend_seconds: float) -> list[float]:
 
 
 def claim(db: Database, *, now: float, resend_seconds: float,
-          limit: int = BATCH) -> list[Pending]:
+          limit: int = BATCH, per_box: int = PER_BOX) -> list[Pending]:
     """Claim the downlinks due now (see the module's text)."""
     waits = _waits(resend_seconds)
     # the latest sent_at at which a row with this many attempts is due again: a CASE over
@@ -99,14 +107,20 @@ def claim(db: Database, *, now: float, resend_seconds: float,
     values.append(now - waits[-1])
     claimed: list[Pending] = []
     with db.transaction(write=True) as tx:
+        # the due rows numbered within their box (fewest attempts, then oldest, first):
+        # at most per_box of each box, then the fewest attempts and oldest of all
         rows = tx.execute(
-            "SELECT d.clinic, d.device, d.seq, d.kind, d.payload, d.attempts, b.downlink_key"
+            "SELECT clinic, device, seq, kind, payload, attempts, downlink_key FROM"
+            " (SELECT d.clinic, d.device, d.seq, d.kind, d.payload, d.attempts, d.created_at,"
+            " b.downlink_key, ROW_NUMBER() OVER (PARTITION BY d.clinic, d.device"
+            " ORDER BY d.attempts, d.created_at, d.seq) AS box_rank"
             " FROM downlinks AS d JOIN box_state AS b ON b.clinic = d.clinic"
             " AND b.device = d.device JOIN devices AS v ON v.clinic = d.clinic"
             " AND v.device = d.device WHERE b.downlink_key IS NOT NULL AND v.revoked_at IS NULL"
             f" AND (d.sent_at IS NULL OR (d.sent_at < {due_before}"
-            " AND d.seq > COALESCE(b.downlink_seq, 0))) ORDER BY d.created_at, d.seq LIMIT ?",
-            (*values, int(limit))).fetchall()
+            " AND d.seq > COALESCE(b.downlink_seq, 0)))) AS due"
+            " WHERE box_rank <= ? ORDER BY attempts, created_at, clinic, device, seq LIMIT ?",
+            (*values, int(per_box), int(limit))).fetchall()
         for clinic, device, seq, kind, payload, attempts, key in rows:
             cursor = tx.execute(
                 "UPDATE downlinks SET attempts = attempts + 1, sent_at = ?"
@@ -119,10 +133,20 @@ def claim(db: Database, *, now: float, resend_seconds: float,
 
 
 def release(db: Database, item: Pending, error: str) -> None:
-    """Give a claim back (not published): the next pass tries the row again."""
+    """Give a claim back (not published for want of the link): the next pass tries the row
+    again."""
     with db.transaction(write=True) as tx:
         tx.execute("UPDATE downlinks SET sent_at = NULL, last_error = ? WHERE clinic = ?"
                    " AND device = ? AND seq = ? AND attempts = ?",
+                   (error[:200], item.clinic, item.device, item.seq, item.attempts))
+
+
+def hold(db: Database, item: Pending, error: str) -> None:
+    """Keep the claim of a row that cannot be sealed (``sent_at`` stays the claim time), with
+    ``error``: the row comes back after the resend wait, which grows with each attempt."""
+    with db.transaction(write=True) as tx:
+        tx.execute("UPDATE downlinks SET last_error = ? WHERE clinic = ? AND device = ?"
+                   " AND seq = ? AND attempts = ?",
                    (error[:200], item.clinic, item.device, item.seq, item.attempts))
 
 
@@ -182,9 +206,10 @@ class DownlinkPublisher:
             try:
                 envelope = self.seal(item)
             except (ValueError, EgressRefused) as exc:  # a bad key the box reported
-                log.error("downlink %s/%s #%d cannot be sealed: %s", item.clinic, item.device,
-                          item.seq, exc)
-                release(self._db, item, f"cannot seal: {exc}")
+                log.error("downlink %s/%s #%d cannot be sealed (attempt %d, tried again "
+                          "after the resend wait): %s", item.clinic, item.device, item.seq,
+                          item.attempts, exc)
+                hold(self._db, item, f"cannot seal: {exc}")
                 continue
             info = self._client.publish(downlink.topic(item.clinic, item.device), envelope,
                                         qos=1)

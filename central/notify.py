@@ -9,25 +9,34 @@ JSON body with::
 
     X-Clinibox-Delivery: <delivery id>
     X-Clinibox-Timestamp: <unix seconds>
-    X-Clinibox-Signature: sha256=<hex HMAC-SHA256 of the body with the shared secret>
+    X-Clinibox-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>" with the secret>
 
-A 2xx answer marks it sent; anything else is retried after an exponential backoff with
-jitter (``[notify] retry_min_seconds`` doubling up to ``retry_max_seconds``) until
-``max_attempts``, then given up (``given_up_at``, logged). The body carries only what
-the box's egress alert does, plus the hospital's own ids: never the study reference.
+A 2xx answer marks it sent; anything else — another status (a redirect is not followed:
+it is a failed attempt, and the signed body never goes to another address), an answer
+that is not HTTP, no whole answer within ``[notify] timeout_seconds`` (a deadline for the
+whole exchange, not for each read), any fault of the exchange — is a failed attempt,
+logged with its reason and retried after an exponential backoff with jitter
+(``retry_min_seconds`` doubling up to ``retry_max_seconds``) until ``max_attempts``,
+then given up (``given_up_at``, logged). The body carries only what the box's egress
+alert does, plus the hospital's own ids: never the study reference.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import http.client
 import json
 import logging
 import random
+import socket
+import ssl
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,9 +87,17 @@ def enqueue(tx: Transaction, clinic: str, device: str, seq: int, received_at: fl
          received_at))
 
 
-def sign(body: bytes, secret: bytes) -> str:
-    """The ``X-Clinibox-Signature`` header value of ``body``."""
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+def sign(body: bytes, secret: bytes, timestamp: str) -> str:
+    """The ``X-Clinibox-Signature`` header value of ``body`` sent with the
+    ``X-Clinibox-Timestamp`` ``timestamp``: HMAC-SHA256 of ``"<timestamp>.<body>"``."""
+    signed = timestamp.encode("ascii") + b"." + body
+    return "sha256=" + hmac.new(secret, signed, hashlib.sha256).hexdigest()
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    """``text`` for a log line and ``last_error``: control characters (the other end's
+    bytes may be anything) shown as ``?``, at most ``limit`` characters."""
+    return "".join(c if c.isprintable() else "?" for c in text.strip())[:limit]
 
 
 def load_secret(path: str) -> bytes:
@@ -92,6 +109,78 @@ def load_secret(path: str) -> bytes:
     if not secret:
         raise NotifyError(f"[notify] secret_file: {path} is empty")
     return secret
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Follow no redirect: a 3xx answer becomes an HTTPError, a failed attempt."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str,
+                         headers: Any, newurl: str) -> None:
+        """Never a new request (the signed body and headers stay with the configured URL)."""
+        return None
+
+
+class _Connections:
+    """The connections one exchange opens, so a timer can cut them at the deadline."""
+
+    def __init__(self) -> None:
+        self.opened: list[http.client.HTTPConnection] = []
+        self.expired = threading.Event()
+        self._lock = threading.Lock()
+
+    def factory(self, cls: type[http.client.HTTPConnection]
+                ) -> Callable[..., http.client.HTTPConnection]:
+        """A stand-in for ``cls`` in urllib's ``do_open`` that remembers each connection."""
+        def make(host: str, **kwargs: Any) -> http.client.HTTPConnection:
+            connection = cls(host, **kwargs)
+            connect = connection.connect
+
+            def connect_in_time() -> None:
+                connect()  # bounded by the timeout; the deadline may have passed meanwhile
+                if self.expired.is_set():
+                    self._shut(connection)
+                    raise TimeoutError("the deadline passed while connecting")
+
+            connection.connect = connect_in_time
+            with self._lock:
+                self.opened.append(connection)
+            return connection
+        return make
+
+    def cut(self) -> None:
+        """The deadline passed: shut every socket down (a blocked read returns at once)."""
+        self.expired.set()
+        with self._lock:
+            connections = list(self.opened)
+        for connection in connections:
+            self._shut(connection)
+
+    @staticmethod
+    def _shut(connection: http.client.HTTPConnection) -> None:
+        sock = connection.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):  # closed already
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, connections: _Connections) -> None:
+        super().__init__()
+        self._connections = connections
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(self._connections.factory(http.client.HTTPConnection), req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, connections: _Connections) -> None:
+        self._tls = ssl.create_default_context()
+        super().__init__(context=self._tls)
+        self._connections = connections
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(self._connections.factory(http.client.HTTPSConnection), req,
+                            context=self._tls)
 
 
 @dataclass(frozen=True)
@@ -113,6 +202,9 @@ class Notifier:
         self.settings = settings
         self._secret = secret
         self.poll_seconds = poll_seconds
+        if settings.url.lower().startswith("http://"):
+            log.warning("[notify] url %s is plain http: the alerts go over the network "
+                        "unencrypted (use https)", settings.url)
 
     def claim(self, now: float | None = None, limit: int = BATCH) -> list[Delivery]:
         """Claim up to ``limit`` due deliveries (each attempt counted when claimed)."""
@@ -136,21 +228,42 @@ class Notifier:
         return claimed
 
     def post(self, delivery: Delivery, now: float | None = None) -> str | None:
-        """POST one delivery; None when the receiver answered 2xx, else what went wrong."""
+        """POST one delivery; None when the receiver answered 2xx, else what went wrong.
+
+        Never raises for what the other end does: a redirect (not followed), an answer
+        that is not HTTP, a deadline of ``timeout_seconds`` for the whole exchange
+        missed — each is a failed attempt, described in the returned text.
+        """
         body = delivery.payload.encode("utf-8")
+        timestamp = str(int(time.time() if now is None else now))
         request = urllib.request.Request(self.settings.url, data=body, method="POST", headers={
             "Content-Type": "application/json",
             "User-Agent": "clinibox-central",
             "X-Clinibox-Delivery": str(delivery.id),
-            "X-Clinibox-Timestamp": str(int(time.time() if now is None else now)),
-            "X-Clinibox-Signature": sign(body, self._secret)})
+            "X-Clinibox-Timestamp": timestamp,
+            "X-Clinibox-Signature": sign(body, self._secret, timestamp)})
+        timeout = self.settings.timeout_seconds
+        connections = _Connections()
+        opener = urllib.request.build_opener(_NoRedirect(), _HTTPHandler(connections),
+                                             _HTTPSHandler(connections))
+        deadline = threading.Timer(timeout, connections.cut)
+        deadline.daemon = True
+        deadline.start()
         try:
-            with urllib.request.urlopen(request, timeout=self.settings.timeout_seconds) as answer:
+            with opener.open(request, timeout=timeout) as answer:
                 status = answer.status
         except urllib.error.HTTPError as exc:
+            if 300 <= exc.code < 400:
+                return f"HTTP {exc.code} (redirects are not followed)"
             return f"HTTP {exc.code}"
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            return f"{type(exc).__name__}: {str(exc)[:200]}"
+        except Exception as exc:  # whatever the other end sent: a failed attempt
+            if connections.expired.is_set():
+                return f"no whole answer within {timeout:g} s"
+            return _printable(f"{type(exc).__name__}: {exc}")
+        finally:
+            deadline.cancel()
+        if connections.expired.is_set():
+            return f"no whole answer within {timeout:g} s"
         return None if 200 <= status < 300 else f"HTTP {status}"
 
     def backoff(self, attempts: int) -> float:
@@ -185,12 +298,16 @@ class Notifier:
         return len(deliveries)
 
     def serve(self, stop: threading.Event) -> None:
-        """Deliver until ``stop`` is set (database faults are logged and retried)."""
+        """Deliver until ``stop`` is set (database faults, and any other fault of a pass,
+        are logged and the next pass tries again: the thread does not die of them)."""
         while not stop.is_set():
             try:
                 busy = self.run_once()
             except StoreError as exc:
                 log.error("webhook: database unavailable: %s", exc)
+                busy = 0
+            except Exception:  # a fault of ours: logged, and the loop goes on
+                log.exception("webhook: a pass failed")
                 busy = 0
             if not busy:
                 stop.wait(self.poll_seconds)

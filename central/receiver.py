@@ -5,7 +5,9 @@ is a clinibox topic → the envelope header parses → topic and header agree �
 the claimed ``clinic/device`` is enrolled and not revoked → the device's
 signature verifies and the payload decrypts with the hospital key → the
 payload is exactly a message of the egress schema, not older than
-``[receiver] max_message_age_days`` → it is stored, once per
+``[receiver] max_message_age_days`` and not made more than a day in the future
+(:data:`FUTURE_SECONDS`: its ``created_at``, and a summary's ``period_start`` and
+``period_end``) → it is stored, once per
 ``(clinic, device, seq)``. A box is known by its clinic and device together:
 ``clinic-b/box-1`` is not ``clinic-a/box-1``. Every refusal is recorded
 (reason, topic, claimed clinic and device, size) and logged, its bytes kept
@@ -48,13 +50,21 @@ from firmware_app.contracts.envelope import EnvelopeError, open_envelope, read_h
 log = logging.getLogger("clinibox.central")
 
 STORED, DUPLICATE = "stored", "duplicate"
+#: A message whose times lie more than :data:`FUTURE_SECONDS` ahead of the receiver's clock.
+FROM_THE_FUTURE = "from-the-future"
+#: How far ahead of the receiver's clock a message's times may be (a box's clock a little
+#: fast is fine; a year 36812 is not).
+FUTURE_SECONDS = 86_400.0
+#: The payload fields that are times, by kind, checked against :data:`FUTURE_SECONDS`.
+_TIME_FIELDS = {"summary": ("created_at", "period_start", "period_end")}
 #: A message that broke the receiver itself: recorded, kept as a dead letter, acknowledged.
 INTERNAL_ERROR = "internal-error"
 #: Every word :meth:`Receiver.handle` may answer with.
 OUTCOMES = (STORED, DUPLICATE, "bad-topic", "malformed", "unknown-device", "revoked",
             "topic-mismatch", "bad-signature", "undecryptable", "schema", "too-old",
-            INTERNAL_ERROR)
-__all__ = ["INTERNAL_ERROR", "OUTCOMES", "MqttService", "Receiver"]
+            FROM_THE_FUTURE, INTERNAL_ERROR)
+__all__ = ["FROM_THE_FUTURE", "FUTURE_SECONDS", "INTERNAL_ERROR", "OUTCOMES", "MqttService",
+           "Receiver"]
 
 
 class Receiver:
@@ -142,6 +152,13 @@ class Receiver:
             return refuse("too-old", claimed,
                           f"created {age_days:.0f} days ago, over [receiver] "
                           f"max_message_age_days ({limit:g})")
+        for name in _TIME_FIELDS.get(header.kind, ("created_at",)):
+            value = opened.payload.get(name)
+            ahead = float(value) - received_at if isinstance(value, int | float) else 0.0
+            if ahead > FUTURE_SECONDS:  # a clock gone wrong, or a box making trouble
+                return refuse(FROM_THE_FUTURE, claimed,
+                              f"{name} is {ahead / 86400:.0f} days ahead of the receiver's "
+                              f"clock (at most {FUTURE_SECONDS / 86400:g})")
         if self.store.store(header, opened.payload, received_at):
             log.debug("stored %s/%s %s #%d", header.clinic, header.device, header.kind,
                       header.seq)

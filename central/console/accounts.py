@@ -70,10 +70,24 @@ class ConsoleAccount:
         return self.role == ConsoleRole.ADMIN
 
 
+#: Actions written at most once per address in this many seconds (as the box's viewer
+#: does: ``web.audit_trail.THROTTLED_COALESCE``): a client hammering the login page while
+#: throttled would otherwise add a row for every try.
+COALESCE_SECONDS = {"login_throttled": 60.0}
+
+
 def audit(db: Database, account: str, address: str, action: str, target: str = "",
           detail: str = "", now: float | None = None) -> None:
-    """One ``console_audit`` row (``central.reviews.audit``): who did what, from where."""
+    """One ``console_audit`` row (``central.reviews.audit``): who did what, from where —
+    none when ``action`` is one of :data:`COALESCE_SECONDS` and the same address has a row
+    of it within that many seconds."""
+    now = time.time() if now is None else now
+    window = COALESCE_SECONDS.get(action)
     with db.transaction(write=True) as tx:
+        if window is not None and tx.execute(
+                "SELECT 1 FROM console_audit WHERE at > ? AND action = ? AND address = ?"
+                " LIMIT 1", (now - window, action, str(address)[:200])).fetchone():
+            return
         reviews.audit(tx, account, address, action, target, detail, now)
 
 

@@ -52,7 +52,7 @@ from firmware_app.contracts.egress import (
 )
 from firmware_app.contracts.envelope import EnvelopeError, Header, open_envelope, seal
 from firmware_app.contracts.words import Word
-from firmware_app.i18n import N_
+from firmware_app.i18n import N_, gettext, ngettext
 
 ROOT = "clinibox-downlink"
 #: the one downlink kind so far
@@ -104,6 +104,17 @@ VERDICT_WORDS: dict[str, str] = {
     HospitalVerdict.NO_ACTION: N_("no action needed"),
     HospitalVerdict.SEND_CASE: N_("send the case, de-identified, for a second read"),
 }
+
+
+def verdict_words(word: str | None, months: int | None = None) -> str:
+    """A hospital verdict in the reader's language, with its months for a follow-up:
+    "refer the patient", "follow up in 6 months" (an unknown word is shown as it is)."""
+    if word is None or word == "":
+        return ""
+    if word == HospitalVerdict.FOLLOW_UP and months:
+        return ngettext("follow up in %(num)s month", "follow up in %(num)s months", months)
+    english = VERDICT_WORDS.get(word)
+    return gettext(english) if english else word.replace("_", " ")
 
 
 @dataclass(frozen=True)
@@ -238,15 +249,31 @@ def key_text(key: X25519PublicKey) -> str:
                                              serialization.PublicFormat.Raw)).decode("ascii")
 
 
+#: A fixed private key for the trial exchange of :func:`parse_key_text` (not a secret: the
+#: exchange only asks whether the public key can be used at all).
+_TRIAL_KEY = X25519PrivateKey.from_private_bytes(bytes(range(1, _RAW_KEY_BYTES + 1)))
+
+
 def parse_key_text(text: str) -> X25519PublicKey:
-    """The X25519 public key of :func:`key_text`; ValueError for anything else."""
+    """The X25519 public key of :func:`key_text`; ValueError for anything else.
+
+    A key no X25519 exchange accepts is refused too: before returning, the key goes
+    through a trial exchange with a fixed private key (:data:`_TRIAL_KEY`), which fails
+    for the all-zero key and every other low-order point (the shared secret would be all
+    zeros, whatever the private key), so nothing can be sealed to such a key later.
+    """
     try:
         raw = base64.b64decode(text.encode("ascii"), validate=True)
     except (ValueError, UnicodeEncodeError) as exc:
         raise ValueError("not base64") from exc
     if len(raw) != _RAW_KEY_BYTES:
         raise ValueError("not a 32-byte X25519 key")
-    return X25519PublicKey.from_public_bytes(raw)
+    key = X25519PublicKey.from_public_bytes(raw)
+    try:
+        _TRIAL_KEY.exchange(key)
+    except ValueError as exc:
+        raise ValueError("an X25519 key no exchange accepts (a low-order point)") from exc
+    return key
 
 
 def new_box_key() -> bytes:

@@ -93,8 +93,10 @@ class WebhookSink:
 
 
 def signature_ok(secret: bytes, headers: dict[str, str], body: bytes) -> bool:
-    """Whether the delivery's ``X-Clinibox-Signature`` is HMAC-SHA256 of the body."""
-    expected = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+    """Whether the delivery's ``X-Clinibox-Signature`` is HMAC-SHA256 of
+    ``"<X-Clinibox-Timestamp>.<body>"``."""
+    signed = headers.get("x-clinibox-timestamp", "").encode("ascii") + b"." + body
+    expected = "sha256=" + hmac.new(secret, signed, hashlib.sha256).hexdigest()
     return hmac.compare_digest(headers.get("x-clinibox-signature", ""), expected)
 
 

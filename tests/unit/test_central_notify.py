@@ -76,8 +76,9 @@ def test_fires_once_per_alert_signed_without_the_study_reference(tmp_path, hook)
     assert first.run_once(NOW + 1) + second.run_once(NOW + 1) == 1
     assert first.run_once(NOW + 100) + second.run_once(NOW + 100) == 0
     [(headers, body)] = hook.requests
+    signed = headers["X-Clinibox-Timestamp"].encode() + b"." + body
     assert headers["X-Clinibox-Signature"] == "sha256=" + hmac.new(
-        SECRET, body, hashlib.sha256).hexdigest()
+        SECRET, signed, hashlib.sha256).hexdigest()
     sent = json.loads(body)
     [row] = store.alerts()
     assert sent == {"event": "alert", "alert_id": row["id"], "clinic": "clinic-a",

@@ -85,7 +85,7 @@ def test_the_watermark_stops_at_the_first_gap(conn):
 
 
 def test_status_accepts_the_downlink_fields_and_refuses_a_bad_key_text():
-    key = downlink.key_text(downlink.parse_key_text("A" * 43 + "="))
+    key = downlink.key_text(downlink.parse_key_text("CQ" + "A" * 41 + "="))  # u = 9
     check_message("status", status_payload(downlink_key=key, downlink_seq=0), None)
     check_message("status", status_payload(), None)  # older boxes: both absent
     for bad in ("A" * 44, "A" * 42 + "==", "not a key", "A" * 43 + "=\n"):
