@@ -2,33 +2,52 @@
 
 Written in the transaction that stores each message, so the fleet page reads one row a
 box: any message moves ``last_seen``; a status sets the box's state, model, software,
-queue and outbox, its downlink key and the last downlink it acknowledged, and its
-audit head; a summary sets its disk and queue and appends a drift point (PSI of the
+runtime (and whether it is a fallback), queue and outbox, its downlink key and the last
+downlink it acknowledged, and its audit head — unless it is late (see
+:func:`is_late_status`): a status the box numbered before one already stored only moves
+``last_seen`` (and, when it is the broker's
+``offline`` last will, sealed when the box connected, the state), so an old status never
+takes the downlink key, the acknowledged downlink or the state back. A ``downlink_key``
+no X25519 exchange accepts (:func:`firmware_app.contracts.downlink.parse_key_text`) is
+not kept: the box's previous key stays, and the refusal is logged once per box and key.
+A summary sets its disk and queue and appends a drift point (PSI of the
 confidence and intensity histograms of the recent window against the model's baseline
 on that box, the disagreement rate of the recent window, and whether that is drift, by
 the rule of :func:`central.drift.drift_warnings`); an event sets the last event.
 
 Cost per summary: two bounded reads of the box's summaries (``[health]
 baseline_summaries`` and ``recent_summaries`` rows, by the ``messages_by_kind`` index);
+a status costs one index lookup (is a later status stored?) and one upsert;
 every other message costs one upsert.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from central import drift
 from central.config import HealthConfig
 from central.sql import Transaction
+from firmware_app.contracts import downlink
 from firmware_app.contracts.envelope import Header
 
-__all__ = ["BOX_STATE_COLUMNS", "rebuild", "record"]
+__all__ = ["BOX_STATE_COLUMNS", "is_late_status", "rebuild", "record", "usable_key"]
+
+log = logging.getLogger("clinibox.central.fleet")
+
+#: The state of the broker's last will (sealed at connect, so older than what followed).
+OFFLINE = "offline"
+#: Refused downlink keys already logged (box and key), so each is logged once.
+_REFUSED_KEYS: set[tuple[str, str, str]] = set()
+_REFUSED_KEYS_LIMIT = 10_000
 
 #: box_state's columns, as the console reads them.
 BOX_STATE_COLUMNS = (
-    "clinic", "device", "last_seen", "state", "state_at", "model", "software", "queue_depth",
-    "outbox_pending", "disk_used_pct", "disk_free_mb", "downlink_key", "downlink_seq",
+    "clinic", "device", "last_seen", "state", "state_at", "model", "software", "runtime",
+    "runtime_fallback", "queue_depth", "outbox_pending", "disk_used_pct", "disk_free_mb",
+    "downlink_key", "downlink_seq",
     "audit_row", "audit_hash", "audit_verdict", "last_event", "last_event_reason",
     "last_event_at", "psi_confidence", "psi_intensity", "disagree_rate", "drift")
 
@@ -71,18 +90,54 @@ def _drift(tx: Transaction, clinic: str, device: str, model: str,
     return drift.figures(baseline, recent, health)
 
 
+def is_late_status(tx: Transaction, header: Header) -> bool:
+    """Whether a status the box numbered after ``header``'s is stored already: ``header``'s
+    status was made before it (the box numbers its messages as it makes them, so its
+    sequence number orders them even when its clock does not) and arrives late."""
+    return tx.execute(
+        "SELECT 1 FROM messages WHERE clinic = ? AND device = ? AND kind = 'status'"
+        " AND seq > ? LIMIT 1", (header.clinic, header.device, int(header.seq))
+    ).fetchone() is not None
+
+
+def usable_key(clinic: str, device: str, text: Any) -> str | None:
+    """``text`` when it is a downlink key verdicts can be sealed to; else None (the box's
+    previous key stays), the refusal logged once per box and key."""
+    if text is None:
+        return None
+    try:
+        downlink.parse_key_text(str(text))
+    except ValueError as exc:
+        seen = (clinic, device, str(text))
+        if seen not in _REFUSED_KEYS:
+            if len(_REFUSED_KEYS) >= _REFUSED_KEYS_LIMIT:
+                _REFUSED_KEYS.clear()
+            _REFUSED_KEYS.add(seen)
+            log.warning("%s/%s reported a downlink key that cannot be used (%s): its "
+                        "previous key is kept", clinic, device, exc)
+        return None
+    return str(text)
+
+
 def record(tx: Transaction, header: Header, payload: dict[str, Any], received_at: float,
            health: HealthConfig, audit_verdict: str | None = None) -> None:
     """Update ``header``'s box after storing its message (and add a drift point)."""
     clinic, device = header.clinic, header.device
-    if header.kind == "status":
+    if header.kind == "status" and is_late_status(tx, header):
+        late: dict[str, Any] = {}
+        if payload.get("state") == OFFLINE:  # the last will: the box is gone all the same
+            late = {"state": OFFLINE, "state_at": received_at}
+        _upsert(tx, clinic, device, received_at, late)
+    elif header.kind == "status":
         head = payload.get("audit") or {}
         _upsert(tx, clinic, device, received_at, {
             "state": payload.get("state"), "state_at": received_at,
             "model": payload.get("model"), "software": payload.get("software"),
+            "runtime": payload.get("runtime"),
+            "runtime_fallback": payload.get("runtime_fallback"),
             "queue_depth": payload.get("queue_depth"),
             "outbox_pending": payload.get("outbox_pending"),
-            "downlink_key": payload.get("downlink_key"),
+            "downlink_key": usable_key(clinic, device, payload.get("downlink_key")),
             "downlink_seq": payload.get("downlink_seq"),
             "audit_row": head.get("row"), "audit_hash": head.get("hash"),
             "audit_verdict": audit_verdict},
@@ -127,9 +182,12 @@ def rebuild(tx: Transaction, health: HealthConfig) -> int:
             body = json.loads(status[1])
             values.update(state=body.get("state"), state_at=float(status[0]),
                           model=body.get("model"), software=body.get("software"),
+                          runtime=body.get("runtime"),
+                          runtime_fallback=body.get("runtime_fallback"),
                           queue_depth=body.get("queue_depth"),
                           outbox_pending=body.get("outbox_pending"),
-                          downlink_key=body.get("downlink_key"),
+                          downlink_key=usable_key(clinic, device,
+                                                  body.get("downlink_key")),
                           downlink_seq=body.get("downlink_seq"))
         head = tx.execute(
             "SELECT head_row, head_hash, verdict FROM audit_heads WHERE clinic = ?"

@@ -123,6 +123,8 @@ _TABLES = {
         state_at        DOUBLE PRECISION,
         model           TEXT,
         software        TEXT,
+        runtime         TEXT,
+        runtime_fallback INTEGER,
         queue_depth     BIGINT,
         outbox_pending  BIGINT,
         disk_used_pct   DOUBLE PRECISION,

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from firmware_app.contracts.downlink import VERDICT_WORDS, HospitalVerdict
+from firmware_app.contracts.class_words import CLASS_WORDS
+from firmware_app.contracts.downlink import VERDICT_WORDS, verdict_words
 from firmware_app.contracts.statuses import AssessmentKind, InstanceStatus, Role, Verdict
-from firmware_app.i18n import N_, formats, gettext, ngettext
+from firmware_app.i18n import N_, formats, gettext
 from firmware_app.inference.volume import PER_SLICE_WORDS
 from firmware_app.storage.audit import ACTIONS
 
@@ -38,9 +39,8 @@ FILTERS = {"all": N_("all studies"), "alert": N_("alerts only"), "done": N_("stu
            "waiting": N_("waiting for analysis"), "quarantined": N_("quarantined objects"),
            "not_analysed": N_("not analysed (no model for them)")}
 #: classes the box's models name (manifest labels); others are shown as named
-CLASSES = {"lesion": N_("lesion"), "finding": N_("finding"), "benign": N_("benign"),
-           "malignant": N_("malignant"), "nodule": N_("nodule"), "mass": N_("mass"),
-           "normal": N_("normal"), "suspicious": N_("suspicious")}
+#: (``contracts/class_words.py``: the hospital's console shows the same words)
+CLASSES = CLASS_WORDS
 #: CT window presets (name, centre, width in Hounsfield units)
 CT_PRESETS = ((N_("Soft tissue"), 40, 400), (N_("Lung"), -600, 1500), (N_("Bone"), 400, 1800),
               (N_("Brain"), 40, 80))
@@ -127,11 +127,9 @@ def action_meaning(word: str) -> str:
 
 
 def hospital_verdict(word: str, follow_up_months: int | None = None) -> str:
-    """The hospital's verdict in words: "refer the patient", "follow up in 6 months" …"""
-    if word == HospitalVerdict.FOLLOW_UP and follow_up_months:
-        return ngettext("follow up in %(num)s month", "follow up in %(num)s months",
-                        follow_up_months)
-    return _label(HOSPITAL_VERDICTS, word)
+    """The hospital's verdict in words: "refer the patient", "follow up in 6 months" …
+    (``contracts/downlink.verdict_words``: the console shows the same)."""
+    return verdict_words(word, follow_up_months)
 
 
 def late_review(reviewed_at: float) -> str:

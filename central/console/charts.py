@@ -5,7 +5,7 @@ chart is a line over time with a threshold, which it does not draw, so it is her
 A chart is plain SVG markup with presentation attributes only (no ``style=``: the
 console's Content-Security-Policy allows no inline style), escaped, with a title
 and a description for screen readers, one ``<circle>`` per point (``class="point"``,
-``class="point marked"`` where the box was marked as drifting) and a dashed
+``class="point marked"`` where the value is over its threshold) and a dashed
 threshold line (``class="threshold"``).
 """
 
@@ -24,10 +24,18 @@ def _nice_top(largest: float) -> float:
     if largest <= 0:
         return 1.0
     magnitude = 10 ** math.floor(math.log10(largest))
-    for step in (1, 2, 2.5, 5, 10):
-        if step * magnitude >= largest:
+    for step in (1, 2, 5, 10):
+        if step * magnitude >= largest * (1 - 1e-9):
             return step * magnitude
     return 10 * magnitude
+
+
+def _ticks(top: float) -> list[float]:
+    """The vertical axis's ticks from 0 to ``top`` (a :func:`_nice_top`): round steps,
+    0 / 0.1 / 0.2 for a top of 0.2, never 0.125."""
+    lead = round(top / 10 ** math.floor(math.log10(top) + 1e-9))
+    count = {1: 5, 2: 2, 5: 5, 10: 5}.get(lead, 2)
+    return [round(i * top / count, 12) for i in range(count + 1)]
 
 
 def _number(value: float) -> str:
@@ -68,7 +76,7 @@ def line_chart(title: str, points: Sequence[tuple[float, float | None, bool]], *
     def y(value: float) -> float:
         return bottom - min(max(value, 0.0), top) / top * plot_h
 
-    for tick in (0.0, top / 2, top):
+    for tick in _ticks(top):
         parts.append(f'<text x="{_LEFT - 6}" y="{y(tick) + 4:.1f}" text-anchor="end" '
                      f'class="tick">{_number(tick)}</text>')
     parts.append(f'<text x="{_LEFT}" y="{HEIGHT - 8}" class="tick">{escape(first_label)}</text>')

@@ -1,27 +1,71 @@
-"""The console's words for stored values (states, verdicts, delivery, roles, assessments),
-translated where they are shown; the stored words never change with the language."""
+"""The console's words for stored values (states, verdicts, delivery, roles, assessments,
+classes, events, audit actions), translated where they are shown; the stored words never
+change with the language.
+
+The words the box's own pages show come from the contracts both sides import, so a
+verdict or a class reads the same on the box and in the console: verdicts with their
+months (``contracts/downlink.verdict_words``), classes (``contracts/class_words``),
+percentages (``i18n/formats.percent``).
+"""
 
 from __future__ import annotations
 
-from firmware_app.contracts.downlink import VERDICT_WORDS
+from firmware_app.contracts.class_words import class_words
+from firmware_app.contracts.downlink import VERDICT_WORDS, verdict_words
 from firmware_app.contracts.manifest import is_demo_model
 from firmware_app.contracts.statuses import AssessmentKind
-from firmware_app.i18n import N_, gettext
+from firmware_app.i18n import N_, formats, gettext
 
 STATES = {"new": N_("new"), "under_review": N_("under review"), "reviewed": N_("reviewed"),
           "open": N_("waiting (new or under review)"), "all": N_("all")}
 #: the verdicts' words: the box's pages show the same (``contracts/downlink.VERDICT_WORDS``)
 VERDICTS = VERDICT_WORDS
-DELIVERY = {"confirmed": N_("confirmed by the box"), "sent": N_("sent to the box"),
-            "no_key": N_("waiting: the box has not reported its downlink key"),
-            "waiting": N_("waiting: the box is offline")}
+#: where a verdict stands on its way to the box (``queries.delivery``)
+DELIVERY = {
+    "confirmed": N_("confirmed by the box"),
+    "sent": N_("sent to the box"),
+    "unconfirmed": N_("sent, not yet confirmed by the box"),
+    "queued": N_("queued: goes out with the next send"),
+    "no_key": N_("cannot be delivered yet: the box's software is too old or it has not "
+                 "connected; tell the clinic by phone"),
+    "waiting": N_("waiting: the box is offline")}
 ROLES = {"radiologist": N_("radiologist"), "admin": N_("administrator")}
-HEALTH = {"all": N_("all"), "stale": N_("stale"), "drift": N_("drifting"), "ok": N_("healthy")}
+HEALTH = {"all": N_("all"), "stale": N_("out of contact"), "drift": N_("drifting"),
+          "queue": N_("queue backlog"), "disk": N_("disk nearly full"), "ok": N_("healthy")}
 #: the box model's assessment of an image (the viewer's words for it)
 ASSESSMENTS: dict[str, str] = {
     AssessmentKind.FINDING: N_("finding"), AssessmentKind.NO_FINDING: N_("no finding"),
     AssessmentKind.NOT_ASSESSABLE: N_("not assessable"),
     AssessmentKind.OUTSIDE_VALIDATED_RANGE: N_("outside the validated range")}
+#: a box's state as it reported it (``contracts/egress.STATES``); a heartbeat means online
+BOX_STATES = {"online": N_("online"), "heartbeat": N_("online"), "offline": N_("offline"),
+              "stale": N_("out of contact")}
+#: what happened to a box (``contracts/egress.EVENTS``)
+EVENTS = {"model_installed": N_("new model installed"),
+          "model_refused": N_("model package refused"),
+          "model_rolled_back": N_("model rolled back"),
+          "runtime_fallback": N_("inference runtime fell back"),
+          "service_failed": N_("service failure"),
+          "model_unavailable": N_("model unavailable")}
+#: why it happened (``contracts/egress.EVENT_REASONS``)
+EVENT_REASONS = {"technician": N_("by a technician"), "signature": N_("bad signature"),
+                 "tampered": N_("package tampered with"), "invalid": N_("invalid package"),
+                 "older_version": N_("older than the installed version"),
+                 "golden_cases_failed": N_("golden cases failed"),
+                 "load_failed": N_("load failed"), "worker_crashed": N_("worker crashed"),
+                 "worker_errors": N_("worker errors"), "unit_failed": N_("system service failed"),
+                 "not_installed": N_("not installed")}
+#: the console's audit actions (``console_audit.action``)
+ACTIONS = {"login": N_("login"), "login_failed": N_("login failed"),
+           "login_throttled": N_("login throttled"), "logout": N_("logout"),
+           "alert_opened": N_("review started"), "alert_reviewed": N_("verdict given"),
+           "account_added": N_("account added"), "password_changed": N_("password changed"),
+           "account_removed": N_("account removed")}
+#: the fixed details of audit rows (others are shown as written)
+DETAILS = {"wrong password": N_("wrong password"),
+           "unknown account name": N_("unknown account name")}
+#: who did it when not a console account (``clinibox central user`` writes ``cli``)
+ACTORS = {"cli": N_("server command line")}
 
 
 def _word(table: dict[str, str], value: object) -> str:
@@ -34,9 +78,10 @@ def state(value: object) -> str:
     return _word(STATES, value)
 
 
-def verdict(value: object) -> str:
-    """A hospital verdict in the reader's language."""
-    return _word(VERDICTS, value)
+def verdict(value: object, months: int | None = None) -> str:
+    """A hospital verdict in the reader's language, a follow-up with its months (the box's
+    pages say the same: ``contracts/downlink.verdict_words``)."""
+    return verdict_words(str(value), months) if value else "–"
 
 
 def delivery(value: object) -> str:
@@ -59,6 +104,81 @@ def assessment(value: object) -> str:
     return _word(ASSESSMENTS, value)
 
 
+def finding(value: object) -> str:
+    """A model's class (``lesion``, ``nodule`` …) in the words of the box's viewer."""
+    return class_words(str(value)) if value else "–"
+
+
+def box_state(value: object, stale: bool) -> str:
+    """A box's state: ``out of contact`` when it has been silent too long, whatever it
+    last reported; else what it reported (a heartbeat is ``online``)."""
+    return _word(BOX_STATES, "stale" if stale else value)
+
+
+def event(value: object, reason: object = None) -> str:
+    """A box's event with its reason in words: "model rolled back (load failed)"."""
+    if not value:
+        return "–"
+    words = _word(EVENTS, value).replace("_", " ")
+    if reason:
+        words += f" ({_word(EVENT_REASONS, reason).replace('_', ' ')})"
+    return words
+
+
+def action(value: object) -> str:
+    """An audit action of the console in words."""
+    return _word(ACTIONS, value).replace("_", " ")
+
+
+def actor(value: object) -> str:
+    """Who did it: the account's name, or "server command line" for ``cli``."""
+    return _word(ACTORS, value)
+
+
+def detail(action_word: object, value: object) -> str:
+    """An audit row's detail in words: a verdict, a role or a fixed reason (else as written)."""
+    text = str(value or "")
+    if not text:
+        return ""
+    if action_word == "alert_reviewed":
+        return verdict(text)
+    if action_word in ("login", "account_added") and text in ROLES:
+        return role(text)
+    if action_word == "login_throttled" and text.startswith("wait ") and text.endswith(" s"):
+        return gettext("wait %(seconds)s s", seconds=text[5:-2])
+    return gettext(DETAILS[text]) if text in DETAILS else text
+
+
+def target_alert(target: object) -> int | None:
+    """The alert an audit row is about (``alert:42``), or None."""
+    text = str(target or "")
+    if text.startswith("alert:") and text[6:].isdigit() and len(text) < 26:
+        return int(text[6:])
+    return None
+
+
+def target_name(target: object) -> str:
+    """An audit row's target as a reader names it: the account's name for ``account:x``."""
+    text = str(target or "")
+    return text.removeprefix("account:")
+
+
+def percent(probability: float | None) -> str:
+    """A model's probability as the box's pages show it: ``87 %``, never ``100 %`` short of
+    certainty (``i18n/formats.percent``)."""
+    return formats.percent(probability)
+
+
 def is_demo(model_id: object) -> bool:
     """Whether the model is the demo's (trained on phantoms: the page must say so)."""
     return is_demo_model(str(model_id or ""))
+
+
+def runtime(name: object, fallback: object) -> str:
+    """The runtime a box's model runs on, and whether it is a fallback ("–" when unknown)."""
+    if not name:
+        return "–"
+    if fallback:
+        return gettext("%(runtime)s (a fallback: the first choice failed its golden cases)",
+                       runtime=name)
+    return str(name)

@@ -26,14 +26,31 @@ MOST = 500
 
 #: the worklist's state filter: "open" (new or under review, the default), one state, or all
 STATE_FILTERS = ("open", *(state.value for state in AlertState), "all")
-#: the fleet's health filter
-HEALTH_FILTERS = ("all", "stale", "drift", "ok")
+#: the fleet's health filter (``queue``: more objects waiting than ``[health] queue_warn``;
+#: ``disk``: the disk fuller than ``[health] disk_warn_pct``)
+HEALTH_FILTERS = ("all", "stale", "drift", "queue", "disk", "ok")
+#: the largest id or page number a request may name (SQLite's integers are 64-bit)
+LARGEST = 2**62
+#: the most clinics and models the filters' selects offer
+MOST_CHOICES = 5000
+
+
+def bounded(value: int) -> int:
+    """``value`` kept within 0 … :data:`LARGEST` (a query never overflows the database)."""
+    return max(0, min(int(value), LARGEST))
+
+
+def _like_prefix(value: str) -> str:
+    """A LIKE pattern for names starting with ``value`` (its ``%``, ``_`` and ``\\`` taken
+    literally: ``ESCAPE '\\'``)."""
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 _ALERT_COLUMNS = ("id", "clinic", "device", "seq", "study_ref", "finding", "score", "threshold",
                   "modality", "model", "instances", "processing_ms", "created_at",
                   "received_at", "reviewed_at", "state", "verdict", "follow_up_months", "note",
                   "opened_by", "opened_at", "reviewed_by")
-_BOX_COLUMNS = ("last_seen", "state", "state_at", "model", "software", "queue_depth",
+_BOX_COLUMNS = ("last_seen", "state", "state_at", "model", "software", "runtime",
+                "runtime_fallback", "queue_depth",
                 "outbox_pending", "disk_used_pct", "disk_free_mb", "downlink_key",
                 "downlink_seq", "audit_row", "audit_hash", "audit_verdict", "last_event",
                 "last_event_reason", "last_event_at", "psi_confidence", "psi_intensity",
@@ -70,10 +87,13 @@ class AlertFilters:
         terms: list[str] = []
         params: list[Any] = []
         for column, value in (("c.county", self.county), ("a.clinic", self.clinic),
-                              ("a.device", self.box), ("a.model", self.model)):
+                              ("a.model", self.model)):
             if value:
                 terms.append(f"{column} = ?")
                 params.append(value)
+        if self.box:  # the start of a box's id is enough
+            terms.append("a.device LIKE ? ESCAPE '\\'")
+            params.append(_like_prefix(self.box))
         if self.state == "open":
             terms.append("a.state IN (?, ?)")
             params += [AlertState.NEW.value, AlertState.UNDER_REVIEW.value]
@@ -127,7 +147,7 @@ def worklist(db: Database, filters: AlertFilters, *, page: int, escalate_minutes
     before = now - escalate_minutes * 60
     terms, params = filters.where()
     where = (" WHERE " + " AND ".join(terms)) if terms else ""
-    page = max(1, page)
+    page = min(max(1, page), LARGEST // ALERTS_PER_PAGE)
     with db.transaction(write=False) as tx:
         total = int(tx.execute("SELECT COUNT(*) FROM alerts a LEFT JOIN clinics c"
                                f" ON c.clinic = a.clinic{where}", params).fetchone()[0])
@@ -150,6 +170,7 @@ def alerts_after(db: Database, filters: AlertFilters, after: int, *, escalate_mi
     now = time.time() if now is None else now
     before = now - escalate_minutes * 60
     terms, params = filters.where()
+    after = bounded(after)
     terms.insert(0, "a.id > ?")
     params.insert(0, after)
     with db.transaction(write=False) as tx:
@@ -166,6 +187,22 @@ def counties(db: Database) -> list[str]:
     with db.transaction(write=False) as tx:
         rows = tx.execute("SELECT DISTINCT county FROM clinics WHERE county <> ''"
                           " ORDER BY county LIMIT ?", (MOST,)).fetchall()
+    return [str(row[0]) for row in rows]
+
+
+def clinics(db: Database) -> list[tuple[str, str, str]]:
+    """The clinics for the filters' select: (id, name, county), by county and name."""
+    with db.transaction(write=False) as tx:
+        rows = tx.execute("SELECT clinic, name, county FROM clinics ORDER BY county, name,"
+                          " clinic LIMIT ?", (MOST_CHOICES,)).fetchall()
+    return [(str(row[0]), str(row[1] or row[0]), str(row[2] or "")) for row in rows]
+
+
+def models(db: Database) -> list[str]:
+    """The models the boxes run now (one row a box in ``box_state``), for the filter."""
+    with db.transaction(write=False) as tx:
+        rows = tx.execute("SELECT DISTINCT model FROM box_state WHERE model IS NOT NULL"
+                          " AND model <> '' ORDER BY model LIMIT ?", (MOST_CHOICES,)).fetchall()
     return [str(row[0]) for row in rows]
 
 
@@ -200,6 +237,8 @@ def alert(db: Database, alert_id: int, *, escalate_minutes: float,
     columns: ``assessment`` (the top image's, None from a box older than the console) and
     ``lesions`` (:func:`sent_lesions`)."""
     now = time.time() if now is None else now
+    if not 0 < alert_id <= LARGEST:
+        return None
     with db.transaction(write=False) as tx:
         rows = _dicts(tx.execute(f"{_ALERT_DETAIL} WHERE a.id = ?", (alert_id,)))
     if not rows:
@@ -229,12 +268,13 @@ def box_state(db: Database, clinic: str, device: str) -> dict[str, Any] | None:
 
 
 def downlinks(db: Database, clinic: str, device: str, alert_id: int) -> list[dict[str, Any]]:
-    """The verdicts sent (or waiting to be sent) to a box for one alert, oldest first."""
+    """The verdicts sent (or waiting to be sent) to a box for one alert: the newest 20,
+    oldest first."""
     with db.transaction(write=False) as tx:
         rows = _dicts(tx.execute(
             "SELECT seq, kind, payload, created_at, sent_at, attempts, last_error FROM downlinks"
-            " WHERE clinic = ? AND device = ? AND alert_id = ? ORDER BY seq LIMIT 20",
-            (clinic, device, alert_id)))
+            " WHERE clinic = ? AND device = ? AND alert_id = ? ORDER BY seq DESC LIMIT 20",
+            (clinic, device, alert_id)))[::-1]
     for row in rows:
         try:
             row["payload"] = json.loads(row["payload"])
@@ -243,22 +283,28 @@ def downlinks(db: Database, clinic: str, device: str, alert_id: int) -> list[dic
     return rows
 
 
-def delivery(downlink: dict[str, Any], box: dict[str, Any] | None) -> str:
-    """Where a verdict stands: ``confirmed`` (the box reported this sequence number),
-    ``sent``, ``no_key`` (the box has not reported its downlink key) or ``waiting``."""
+def delivery(downlink: dict[str, Any], box: dict[str, Any] | None, *, stale: bool,
+             resend_before: float) -> str:
+    """Where a verdict stands: ``confirmed`` (the box reported this sequence number);
+    ``sent`` (published since ``resend_before``), ``unconfirmed`` (published before it and
+    still not confirmed); not published yet: ``no_key`` (the box never reported its
+    downlink key), ``waiting`` (the box is ``stale``: silent too long) or ``queued``
+    (the box is in touch: it goes out with the publisher's next round)."""
     if box is not None and box.get("downlink_seq") is not None \
             and int(box["downlink_seq"]) >= int(downlink["seq"]):
         return "confirmed"
     if downlink.get("sent_at") is not None:
-        return "sent"
+        return "sent" if float(downlink["sent_at"]) >= resend_before else "unconfirmed"
     if box is None or not box.get("downlink_key"):
         return "no_key"
-    return "waiting"
+    return "waiting" if stale else "queued"
 
 
 def fleet(db: Database, *, county: str, clinic: str, health: str, page: int,
-          stale_seconds: float, now: float | None = None) -> Page:
-    """Every box (100 a page), stalest first, with its clinic and county."""
+          stale_seconds: float, queue_warn: int = 500, disk_warn_pct: float = 90.0,
+          now: float | None = None) -> Page:
+    """Every box (100 a page), stalest first, with its clinic and county; each row marked
+    ``stale``, ``queue_warn`` (more waiting than ``queue_warn``) and ``disk_warn``."""
     now = time.time() if now is None else now
     stale_before = now - stale_seconds
     terms: list[str] = []
@@ -274,11 +320,18 @@ def fleet(db: Database, *, county: str, clinic: str, health: str, page: int,
         params.append(stale_before)
     elif health == "drift":
         terms.append("b.drift <> 0")
+    elif health == "queue":
+        terms.append("b.queue_depth > ?")
+        params.append(queue_warn)
+    elif health == "disk":
+        terms.append("b.disk_used_pct >= ?")
+        params.append(disk_warn_pct)
     elif health == "ok":
-        terms.append("COALESCE(b.last_seen, 0) >= ? AND b.drift = 0")
-        params.append(stale_before)
+        terms.append("COALESCE(b.last_seen, 0) >= ? AND b.drift = 0"
+                     " AND COALESCE(b.queue_depth, 0) <= ? AND COALESCE(b.disk_used_pct, 0) < ?")
+        params += [stale_before, queue_warn, disk_warn_pct]
     where = (" WHERE " + " AND ".join(terms)) if terms else ""
-    page = max(1, page)
+    page = min(max(1, page), LARGEST // BOXES_PER_PAGE)
     joined = " FROM box_state b LEFT JOIN clinics c ON c.clinic = b.clinic"
     with db.transaction(write=False) as tx:
         total = int(tx.execute(f"SELECT COUNT(*){joined}{where}", params).fetchone()[0])
@@ -289,7 +342,16 @@ def fleet(db: Database, *, county: str, clinic: str, health: str, page: int,
             [*params, BOXES_PER_PAGE, (page - 1) * BOXES_PER_PAGE]))
     for row in rows:
         row["stale"] = (row["last_seen"] or 0) < stale_before
+        mark_warnings(row, queue_warn=queue_warn, disk_warn_pct=disk_warn_pct)
     return Page(rows, page, BOXES_PER_PAGE, total)
+
+
+def mark_warnings(box: dict[str, Any], *, queue_warn: int, disk_warn_pct: float) -> None:
+    """Set a box row's ``queue_warn`` and ``disk_warn`` (``[health] queue_warn``,
+    ``disk_warn_pct``)."""
+    box["queue_warn"] = box.get("queue_depth") is not None and box["queue_depth"] > queue_warn
+    box["disk_warn"] = box.get("disk_used_pct") is not None \
+        and box["disk_used_pct"] >= disk_warn_pct
 
 
 def box_messages(db: Database, clinic: str, device: str, kind: str,
@@ -345,7 +407,7 @@ def drifting(db: Database) -> list[dict[str, Any]]:
 
 def audit_trail(db: Database, page: int) -> Page:
     """The console's audit trail, newest first, 100 a page."""
-    page = max(1, page)
+    page = min(max(1, page), LARGEST // AUDIT_PER_PAGE)
     with db.transaction(write=False) as tx:
         total = int(tx.execute("SELECT COUNT(*) FROM console_audit").fetchone()[0])
         rows = _dicts(tx.execute(

@@ -28,7 +28,7 @@ POLL_SECONDS = 5
 
 def _page_number() -> int:
     try:
-        return max(1, int(request.args.get("page", "1")))
+        return min(max(1, int(request.args.get("page", "1"))), queries.LARGEST)
     except ValueError:
         return 1
 
@@ -49,6 +49,7 @@ def worklist():
                             escalate_minutes=state.config.alerts.escalate_minutes)
     return render_template("alerts.html", page=page, filters=filters, labels=labels,
                            states=queries.STATE_FILTERS, counties=queries.counties(db),
+                           clinics=queries.clinics(db), models=queries.models(db),
                            poll_seconds=POLL_SECONDS)
 
 
@@ -58,7 +59,7 @@ def latest():
     state = console()
     filters = queries.AlertFilters.from_args(request.args)
     try:
-        after = max(0, int(request.args.get("after", "0")))
+        after = queries.bounded(int(request.args.get("after", "0")))
     except ValueError:
         abort(400)
     rows, last = queries.alerts_after(state.store.database, filters, after,
@@ -115,7 +116,7 @@ def alert(alert_id: int):
                 error = str(exc)
             else:
                 flash(gettext("Verdict recorded: %(verdict)s. It goes to the box.",
-                              verdict=labels.verdict(verdict)))
+                              verdict=labels.verdict(verdict, months)))
                 return redirect(url_for("alerts.alert", alert_id=alert_id))
     elif account.is_radiologist and found["state"] == downlink.AlertState.NEW:
         if state.store.open_alert(alert_id, account.name):
@@ -123,13 +124,23 @@ def alert(alert_id: int):
                               f"alert:{alert_id}")
         found = queries.alert(db, alert_id, escalate_minutes=minutes) or found
     box = queries.box_state(db, found["clinic"], found["device"])
+    now = time.time()
+    stale = box is None or box["last_seen"] is None or \
+        box["last_seen"] < now - state.config.health.stale_seconds
+    if box is not None:
+        queries.mark_warnings(box, queue_warn=state.config.health.queue_warn,
+                              disk_warn_pct=state.config.health.disk_warn_pct)
+    resend_before = now - state.config.downlink.resend_minutes * 60
     sent = queries.downlinks(db, found["clinic"], found["device"], alert_id)
     for item in sent:
-        item["delivery"] = queries.delivery(item, box)
-    stale = box is None or box["last_seen"] is None or \
-        box["last_seen"] < time.time() - state.config.health.stale_seconds
+        item["delivery"] = queries.delivery(item, box, stale=stale, resend_before=resend_before)
+    # a colleague opened it and has not given a verdict yet: say so before a second review
+    colleague = found["opened_by"] if (found["state"] == downlink.AlertState.UNDER_REVIEW
+                                       and found["opened_by"]
+                                       and found["opened_by"] != account.name) else None
     answer = render_template("alert.html", alert=found, box=box, downlinks=sent, labels=labels,
                              verdicts=downlink.VERDICTS, error=error, form=form,
                              max_note=downlink.MAX_NOTE, max_months=downlink.MAX_FOLLOW_UP_MONTHS,
-                             box_stale=stale)
+                             box_stale=stale, colleague=colleague,
+                             changing=bool(error) and bool(found["verdict"]))
     return answer, (400 if error else 200)

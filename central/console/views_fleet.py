@@ -38,9 +38,18 @@ def admin_only(view: F) -> F:
 
 def _page_number() -> int:
     try:
-        return max(1, int(request.args.get("page", "1")))
+        return min(max(1, int(request.args.get("page", "1"))), queries.LARGEST)
     except ValueError:
         return 1
+
+
+def moment(epoch: float | None) -> str:
+    """A time for a chart's label or a list, "–" where it is none or not a date
+    (a box's clock may claim the year 36812)."""
+    try:
+        return formats.moment(epoch)
+    except (ValueError, OverflowError, OSError):
+        return "–"
 
 
 @blueprint.route("/fleet")
@@ -54,27 +63,31 @@ def fleet():
     health = request.args.get("health", "all")
     if health not in queries.HEALTH_FILTERS:
         health = "all"
+    warn = state.config.health
     page = queries.fleet(db, county=county, clinic=clinic, health=health, page=_page_number(),
-                         stale_seconds=state.config.health.stale_seconds)
+                         stale_seconds=warn.stale_seconds, queue_warn=warn.queue_warn,
+                         disk_warn_pct=warn.disk_warn_pct)
     return render_template("fleet.html", page=page, county=county, clinic=clinic,
                            health=health, healths=queries.HEALTH_FILTERS, labels=labels,
-                           counties=queries.counties(db))
+                           counties=queries.counties(db), clinics=queries.clinics(db))
 
 
 def drift_charts(series: dict[str, list[dict[str, Any]]], psi_threshold: float,
                  disagree_threshold: float) -> list[tuple[str, list[Markup]]]:
-    """Per model, three SVG charts: PSI of confidence, PSI of intensity, disagreement rate."""
+    """Per model, three SVG charts: PSI of confidence, PSI of intensity, disagreement rate;
+    a point is marked where its own value is over its own chart's threshold."""
     shown = []
     for model, points in series.items():
-        first = formats.moment(points[0]["at"]) if points else ""
-        last = formats.moment(points[-1]["at"]) if points else ""
+        first = moment(points[0]["at"]) if points else ""
+        last = moment(points[-1]["at"]) if points else ""
         drawn = []
         for column, title, threshold in (
                 ("psi_confidence", gettext("PSI of the model's confidence"), psi_threshold),
                 ("psi_intensity", gettext("PSI of the image intensity"), psi_threshold),
                 ("disagree_rate", gettext("Clinicians' disagreement rate"), disagree_threshold)):
             svg = charts.line_chart(
-                title, [(p["at"], p[column], bool(p["drift"])) for p in points],
+                title, [(p["at"], p[column], p[column] is not None and p[column] > threshold)
+                        for p in points],
                 threshold=threshold, threshold_label=gettext("threshold"),
                 first_label=first, last_label=last, empty_label=gettext("No figures yet."))
             drawn.append(Markup(svg))  # every text in it is escaped by charts
@@ -93,8 +106,10 @@ def box(clinic: str, device: str):
         abort(404)
     health = state.config.health
     found["stale"] = (found["last_seen"] or 0) < time.time() - health.stale_seconds
+    queries.mark_warnings(found, queue_warn=health.queue_warn,
+                          disk_warn_pct=health.disk_warn_pct)
     return render_template(
-        "box.html", box=found, labels=labels,
+        "box.html", box=found, labels=labels, moment=moment,
         statuses=queries.box_messages(db, clinic, device, "status"),
         events=queries.box_messages(db, clinic, device, "event"),
         alerts=queries.box_alerts(db, clinic, device),
@@ -105,15 +120,18 @@ def box(clinic: str, device: str):
 @blueprint.route("/drift")
 @admin_only
 def drift():
-    """The boxes marked as drifting, with links to their pages."""
-    return render_template("drift.html", boxes=queries.drifting(console().store.database))
+    """The boxes marked as drifting, with links to their pages and their thresholds."""
+    state = console()
+    return render_template("drift.html", boxes=queries.drifting(state.store.database),
+                           labels=labels, psi_threshold=state.config.health.drift_psi,
+                           disagree_threshold=state.config.health.disagree_warn)
 
 
 @blueprint.route("/audit")
 @admin_only
 def audit():
     """Who logged in and who reviewed what, newest first, 100 a page."""
-    return render_template("audit.html",
+    return render_template("audit.html", labels=labels,
                            page=queries.audit_trail(console().store.database, _page_number()))
 
 

@@ -76,14 +76,22 @@ def decimal(value: float | None, digits: int = 1) -> str:
 
 
 def percent(probability: float | None) -> str:
-    """A probability as a whole percentage: ``87 %`` (English, as before) / ``87%``."""
+    """A probability as a whole percentage: ``87 %`` (English, as before) / ``87%``.
+
+    Never rounded up to a certainty or down to none: 0.9995 is ``> 99 %``, 0.003 ``< 1 %``
+    (the box's pages and the hospital's console show the same)."""
     if probability is None:
         return MISSING
     whole = round(100 * probability)
+    mark = ""
+    if whole >= 100 and probability < 1:
+        whole, mark = 99, ">"
+    elif whole <= 0 < probability:
+        whole, mark = 1, "<"
     language = current()
     if language == ENGLISH:
-        return f"{whole} %"
-    return format_percent(Decimal(whole) / 100, format="#,##0%", locale=language)
+        return f"{mark} {whole} %" if mark else f"{whole} %"
+    return mark + format_percent(Decimal(whole) / 100, format="#,##0%", locale=language)
 
 
 def _ideographic(text: str) -> bool:

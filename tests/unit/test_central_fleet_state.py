@@ -14,7 +14,7 @@ from firmware_app.contracts.envelope import Header
 from tests.telemetry_payloads import status_payload, summary_payload
 
 NOW = 1_800_000_000.0
-KEY = downlink.key_text(downlink.parse_key_text("A" * 43 + "="))
+KEY = downlink.key_text(downlink.parse_key_text("CQ" + "A" * 41 + "="))  # u = 9
 
 
 @pytest.fixture
@@ -39,6 +39,25 @@ def test_status_sets_state_keeps_the_downlink_key_and_the_audit_head(store):
     assert (state["downlink_key"], state["downlink_seq"]) == (KEY, 3)  # kept when left out
     assert (state["audit_row"], state["audit_hash"], state["audit_verdict"]) == (
         12, "ab" * 32, "first")
+
+
+def test_a_status_sets_the_runtime_and_its_fallback_and_the_console_says_so(store):
+    from central.console import labels
+
+    store.store(Header("clinic-a", "box-1", "status", 1),
+                status_payload("heartbeat", runtime="openvino", runtime_fallback=1), NOW)
+    state = store.box_state("clinic-a", "box-1")
+    assert (state["runtime"], state["runtime_fallback"]) == ("openvino", 1)
+    store.store(Header("clinic-a", "box-1", "status", 2), status_payload("heartbeat"), NOW + 5)
+    state = store.box_state("clinic-a", "box-1")  # an older box says nothing: nothing claimed
+    assert (state["runtime"], state["runtime_fallback"]) == (None, None)
+    store.store(Header("clinic-a", "box-1", "status", 3),
+                status_payload("heartbeat", runtime="onnxruntime", runtime_fallback=1), NOW + 9)
+    state = store.box_state("clinic-a", "box-1")
+    assert labels.runtime(state["runtime"], state["runtime_fallback"]).startswith(
+        "onnxruntime (a fallback")
+    assert labels.runtime("onnxruntime", 0) == "onnxruntime"
+    assert labels.runtime(None, None) == "–"
 
 
 def test_last_seen_never_goes_backwards_and_events_are_kept(store):

@@ -191,7 +191,8 @@ def test_review_makes_a_downlink_and_an_audit_row(console):
     assert tuple(state) == ("reviewed", "refer")
     assert ("rad1", "alert_reviewed", f"alert:{alert_id}") in _audit_actions(console)
     shown = client.get(f"/alerts/{alert_id}").get_data(as_text=True)
-    assert "refer the patient" in shown and "waiting: the box is offline" in shown
+    # the box is in touch: the verdict goes out with the publisher's next round
+    assert "refer the patient" in shown and "queued: goes out with the next send" in shown
     _box_seq(console, "c1", "b1", 1)
     assert "confirmed by the box" in client.get(f"/alerts/{alert_id}").get_data(as_text=True)
 
@@ -319,10 +320,11 @@ def test_an_alert_page_shows_the_assessment_and_lesions_the_box_sent(console):
     assert re.search(r'id="assessment">\s*finding\s*<', page)
     table = page[page.index('id="lesions"'):page.index("</table>", page.index('id="lesions"'))]
     rows = re.findall(r"<tr><td[^>]*>(.*?)</td><td>(.*?)</td><td>(.*?)</td></tr>", table)
-    assert rows == [("lesion", "12.3 mm", "0.912"), ("lesion", "no calibration", "0.610")]
+    assert rows == [("lesion", "12.3 mm", "91 %"), ("lesion", "no calibration", "61 %")]
     # an older box's alert carries neither: no assessment, no table
     older = client.get(f"/alerts/{old}").get_data(as_text=True)
     assert 'id="lesions"' not in older and 'id="assessment"' not in older
     console.config["CONSOLE"].config.web.language = "zh_CN"
     chinese = client.get(f"/alerts/{new}").get_data(as_text=True)
     assert re.search(r'id="assessment">\s*异常\s*<', chinese) and "12.3 mm" in chinese
+    assert re.search(r'id="finding">\s*病灶\s*<', chinese) and "91%" in chinese

@@ -39,4 +39,18 @@ function startAlertPoll() {
   window.setInterval(poll, seconds * 1000);
 }
 
+// The review form: a follow-up needs its months (the server checks it too).
+function requireMonths() {
+  const months = document.getElementById("months");
+  const form = document.getElementById("review");
+  if (!months || !form) return;
+  const update = () => {
+    const chosen = form.querySelector('input[name="verdict"]:checked');
+    months.required = Boolean(chosen && chosen.value === "follow_up");
+  };
+  form.addEventListener("change", update);
+  update();
+}
+
 document.addEventListener("DOMContentLoaded", startAlertPoll);
+document.addEventListener("DOMContentLoaded", requireMonths);
