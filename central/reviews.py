@@ -133,7 +133,8 @@ def review_alert(tx: Transaction, alert_id: int, verdict: str, note: str, accoun
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
         (clinic, device, int(last) + 1, downlink.KIND_REVIEW, int(alert_id),
          canonical_payload(payload).decode("utf-8"), now))
-    audit(tx, account, address, "alert_reviewed", f"alert:{int(alert_id)}", verdict, now)
+    detail = verdict if follow_up_months is None else f"{verdict}:{int(follow_up_months)}"
+    audit(tx, account, address, "alert_reviewed", f"alert:{int(alert_id)}", detail, now)
     reviewed = _alert(tx, alert_id)
     assert reviewed is not None
     return reviewed

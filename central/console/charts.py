@@ -12,7 +12,7 @@ threshold line (``class="threshold"``).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from html import escape
 
 WIDTH, HEIGHT = 640, 220
@@ -44,13 +44,16 @@ def _number(value: float) -> str:
 
 def line_chart(title: str, points: Sequence[tuple[float, float | None, bool]], *,
                threshold: float | None, threshold_label: str, first_label: str,
-               last_label: str, empty_label: str) -> str:
+               last_label: str, empty_label: str,
+               number: Callable[[float], str] | None = None) -> str:
     """An SVG line chart of ``points`` (time, value or None, marked) with a threshold line.
 
     The horizontal axis is time (labelled with ``first_label`` and ``last_label``, the
     caller's formatted dates); points without a value are left out; with none,
-    ``empty_label`` is shown instead.
+    ``empty_label`` is shown instead. ``number`` writes the ticks, the threshold and the
+    points' titles (a percentage for a rate); three significant digits by default.
     """
+    shown = number or _number
     kept = [(at, float(value), marked) for at, value, marked in points if value is not None]
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" '
              f'viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}">',
@@ -78,7 +81,7 @@ def line_chart(title: str, points: Sequence[tuple[float, float | None, bool]], *
 
     for tick in _ticks(top):
         parts.append(f'<text x="{_LEFT - 6}" y="{y(tick) + 4:.1f}" text-anchor="end" '
-                     f'class="tick">{_number(tick)}</text>')
+                     f'class="tick">{escape(shown(tick))}</text>')
     parts.append(f'<text x="{_LEFT}" y="{HEIGHT - 8}" class="tick">{escape(first_label)}</text>')
     parts.append(f'<text x="{WIDTH - _RIGHT}" y="{HEIGHT - 8}" text-anchor="end" '
                  f'class="tick">{escape(last_label)}</text>')
@@ -88,7 +91,7 @@ def line_chart(title: str, points: Sequence[tuple[float, float | None, bool]], *
                      f'stroke-dasharray="6 4"/>')
         parts.append(f'<text x="{WIDTH - _RIGHT}" y="{y(threshold) - 4:.1f}" text-anchor="end" '
                      f'class="threshold-label" fill="#c62828">'
-                     f'{escape(threshold_label)} {_number(threshold)}</text>')
+                     f'{escape(threshold_label)} {escape(shown(threshold))}</text>')
     line = " ".join(f"{x(at):.1f},{y(v):.1f}" for at, v, _ in kept)
     parts.append(f'<polyline class="series" fill="none" stroke="#1565c0" stroke-width="2" '
                  f'points="{line}"/>')
@@ -96,6 +99,6 @@ def line_chart(title: str, points: Sequence[tuple[float, float | None, bool]], *
         parts.append(f'<circle class="point{" marked" if marked else ""}" cx="{x(at):.1f}" '
                      f'cy="{y(value):.1f}" r="{5 if marked else 3}" '
                      f'fill="{"#c62828" if marked else "#1565c0"}" data-value="{_number(value)}">'
-                     f"<title>{_number(value)}</title></circle>")
+                     f"<title>{escape(shown(value))}</title></circle>")
     parts.append("</svg>")
     return "".join(parts)

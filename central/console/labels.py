@@ -10,6 +10,9 @@ percentages (``i18n/formats.percent``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 from firmware_app.contracts.class_words import class_words
 from firmware_app.contracts.downlink import VERDICT_WORDS, verdict_words
 from firmware_app.contracts.manifest import is_demo_model
@@ -28,7 +31,7 @@ DELIVERY = {
     "queued": N_("queued: goes out with the next send"),
     "no_key": N_("cannot be delivered yet: the box's software is too old or it has not "
                  "connected; tell the clinic by phone"),
-    "waiting": N_("waiting: the box is offline")}
+    "waiting": N_("waiting: the box is out of contact")}
 ROLES = {"radiologist": N_("radiologist"), "admin": N_("administrator")}
 HEALTH = {"all": N_("all"), "stale": N_("out of contact"), "drift": N_("drifting"),
           "queue": N_("queue backlog"), "disk": N_("disk nearly full"), "ok": N_("healthy")}
@@ -120,8 +123,9 @@ def event(value: object, reason: object = None) -> str:
     if not value:
         return "–"
     words = _word(EVENTS, value).replace("_", " ")
-    if reason:
-        words += f" ({_word(EVENT_REASONS, reason).replace('_', ' ')})"
+    if reason:  # the reader's brackets: "（…）" in Chinese
+        words = gettext("%(event)s (%(reason)s)", event=words,
+                        reason=_word(EVENT_REASONS, reason).replace("_", " "))
     return words
 
 
@@ -140,8 +144,9 @@ def detail(action_word: object, value: object) -> str:
     text = str(value or "")
     if not text:
         return ""
-    if action_word == "alert_reviewed":
-        return verdict(text)
+    if action_word == "alert_reviewed":  # "follow_up:6" (central/reviews.py), or just "refer"
+        word, _, months = text.partition(":")
+        return verdict(word, int(months) if months.isdigit() and len(months) < 4 else None)
     if action_word in ("login", "account_added") and text in ROLES:
         return role(text)
     if action_word == "login_throttled" and text.startswith("wait ") and text.endswith(" s"):
@@ -169,9 +174,19 @@ def percent(probability: float | None) -> str:
     return formats.percent(probability)
 
 
+def disk(used_pct: float | None) -> str:
+    """A disk's use (stored in percent, 0–100) in the format of the scores: ``60 %`` / ``60%``."""
+    return formats.percent(None if used_pct is None else float(used_pct) / 100)
+
+
 def is_demo(model_id: object) -> bool:
     """Whether the model is the demo's (trained on phantoms: the page must say so)."""
     return is_demo_model(str(model_id or ""))
+
+
+def any_demo(rows: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether any row's ``model`` is the demo's (the table then says what "demo" means)."""
+    return any(is_demo(row.get("model")) for row in rows)
 
 
 def runtime(name: object, fallback: object) -> str:

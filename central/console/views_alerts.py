@@ -69,6 +69,11 @@ def latest():
                     "html": html})
 
 
+def _has_key(box: dict[str, Any] | None) -> bool:
+    """Whether the box can receive verdicts: it has reported its downlink key."""
+    return box is not None and bool(box.get("downlink_key"))
+
+
 def _form_problem(form: Any) -> tuple[str | None, str, str, int | None]:
     """(why the form is refused or None, verdict, note, months) from a review form."""
     verdict = form.get("verdict", "")
@@ -115,8 +120,13 @@ def alert(alert_id: int):
             except reviews.ReviewError as exc:
                 error = str(exc)
             else:
-                flash(gettext("Verdict recorded: %(verdict)s. It goes to the box.",
-                              verdict=labels.verdict(verdict, months)))
+                words = labels.verdict(verdict, months)
+                if _has_key(queries.box_state(db, found["clinic"], found["device"])):
+                    flash(gettext("Verdict recorded: %(verdict)s. It goes to the box.",
+                                  verdict=words))
+                else:  # nothing can carry it: the clinic must hear it by phone
+                    flash(gettext("Verdict recorded: %(verdict)s. This box cannot receive it: "
+                                  "tell the clinic by phone.", verdict=words))
                 return redirect(url_for("alerts.alert", alert_id=alert_id))
     elif account.is_radiologist and found["state"] == downlink.AlertState.NEW:
         if state.store.open_alert(alert_id, account.name):
@@ -141,6 +151,6 @@ def alert(alert_id: int):
     answer = render_template("alert.html", alert=found, box=box, downlinks=sent, labels=labels,
                              verdicts=downlink.VERDICTS, error=error, form=form,
                              max_note=downlink.MAX_NOTE, max_months=downlink.MAX_FOLLOW_UP_MONTHS,
-                             box_stale=stale, colleague=colleague,
+                             box_stale=stale, colleague=colleague, box_has_key=_has_key(box),
                              changing=bool(error) and bool(found["verdict"]))
     return answer, (400 if error else 200)

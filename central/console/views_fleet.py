@@ -81,15 +81,18 @@ def drift_charts(series: dict[str, list[dict[str, Any]]], psi_threshold: float,
         first = moment(points[0]["at"]) if points else ""
         last = moment(points[-1]["at"]) if points else ""
         drawn = []
-        for column, title, threshold in (
-                ("psi_confidence", gettext("PSI of the model's confidence"), psi_threshold),
-                ("psi_intensity", gettext("PSI of the image intensity"), psi_threshold),
-                ("disagree_rate", gettext("Clinicians' disagreement rate"), disagree_threshold)):
+        for column, title, threshold, number in (
+                ("psi_confidence", gettext("PSI of the model's confidence"), psi_threshold,
+                 None),
+                ("psi_intensity", gettext("PSI of the image intensity"), psi_threshold, None),
+                ("disagree_rate", gettext("Clinicians' disagreement rate"), disagree_threshold,
+                 labels.percent)):  # in percent, as the drift page shows it
             svg = charts.line_chart(
                 title, [(p["at"], p[column], p[column] is not None and p[column] > threshold)
                         for p in points],
                 threshold=threshold, threshold_label=gettext("threshold"),
-                first_label=first, last_label=last, empty_label=gettext("No figures yet."))
+                first_label=first, last_label=last, empty_label=gettext("No figures yet."),
+                number=number)
             drawn.append(Markup(svg))  # every text in it is escaped by charts
         shown.append((model, drawn))
     return shown

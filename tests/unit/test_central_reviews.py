@@ -104,6 +104,15 @@ def test_a_review_is_audited_in_its_transaction_and_audit_is_callable(store):
         (NOW + 1, "admin", "10.0.0.8", "login", "", "")]
 
 
+def test_a_follow_ups_audit_row_keeps_its_months(store):
+    alert_id = _ids(store)[("clinic-a", 5)]
+    store.review_alert(alert_id, "follow_up", "", "dr-li", follow_up_months=6, now=NOW)
+    with store.database.transaction(write=False) as tx:
+        (detail,) = tx.execute("SELECT detail FROM console_audit WHERE action ="
+                               " 'alert_reviewed'").fetchone()
+    assert detail == "follow_up:6"
+
+
 def test_cli_review_defaults_to_the_unix_user(tmp_path, store, capsys):
     from central import cli
 

@@ -231,3 +231,99 @@ def test_the_drift_page_shows_thresholds_and_marks_values_over_them(console):
     assert "(threshold 0.25)" in html and "(threshold 20 %)" in html
     assert html.count("over the threshold") == 1 and '<strong class="over">0.4' in html
     assert "5 %" in html and "Demonstration model" in html
+
+
+def _flashed(client: Any, path: str) -> str:
+    html = client.get(path).get_data(as_text=True)
+    found = re.search(r'class="flash"[^>]*>(.*?)</div>', html, flags=re.S)
+    assert found is not None, html[:2000]
+    return found.group(1)
+
+
+def test_a_verdict_for_a_box_without_key_says_to_phone_before_and_after(console):
+    mute = _alert(console, "c1", "old", 1)
+    _box(console, "c1", "old", last_seen=time.time())  # software too old: no downlink key
+    keyed = _alert(console, "c1", "new", 1)
+    _box(console, "c1", "new", last_seen=time.time(), downlink_key="k")
+    client = _client(console, RADIOLOGIST)
+    for alert_id, can_receive in ((mute, False), (keyed, True)):
+        page = client.get(f"/alerts/{alert_id}").get_data(as_text=True)
+        assert ('id="no-key-warning"' in page) is not can_receive
+        if not can_receive:  # the warning stands above the form, before the verdict
+            assert page.index('id="no-key-warning"') < page.index('id="review"')
+            assert "This box cannot receive verdicts" in page
+        assert client.post(f"/alerts/{alert_id}", {"verdict": "refer"},
+                           token=base._token(page)).status_code == 302
+        flashed = _flashed(client, f"/alerts/{alert_id}")
+        assert "Verdict recorded: refer the patient." in flashed
+        assert ("It goes to the box." in flashed) is can_receive
+        assert ("This box cannot receive it: tell the clinic by phone." in flashed) \
+            is not can_receive
+
+
+def test_the_review_form_warns_against_identifiers_in_the_note(console):
+    alert_id = _alert(console, "c1", "b1", 1)
+    html = _client(console, RADIOLOGIST).get(f"/alerts/{alert_id}").get_data(as_text=True)
+    hint = html.index('id="note-hint"')
+    assert html.index('id="note"') < hint < html.index('id="submit-review"')
+    assert "Do not write the patient" in html and "the note goes to the clinic" in html
+    assert "Probability / threshold" in html  # the short label leaves the values room
+
+
+def test_a_follow_ups_months_stay_in_the_audit_detail_and_old_rows_still_read(console):
+    alert_id = _alert(console, "c1", "b1", 1)
+    client = _client(console, RADIOLOGIST)
+    page = client.get(f"/alerts/{alert_id}").get_data(as_text=True)
+    assert client.post(f"/alerts/{alert_id}", {"verdict": "follow_up", "months": "6"},
+                       token=base._token(page)).status_code == 302
+    html = _client(console, ADMIN).get("/audit").get_data(as_text=True)
+    assert 'class="detail">follow up in 6 months<' in html and "follow_up:6" not in html
+    with use_locale("en"):
+        assert labels.detail("alert_reviewed", "follow_up") == "follow up"  # an old row
+        assert labels.detail("alert_reviewed", "refer") == "refer the patient"
+        assert labels.detail("alert_reviewed", "follow_up:x") == "follow up"
+
+
+def test_one_word_for_a_silent_box_and_the_readers_brackets_around_a_reason():
+    with use_locale("en"):
+        silent = labels.box_state("heartbeat", True)
+        assert labels.delivery("waiting") == f"waiting: the box is {silent}"
+        assert labels.event("model_rolled_back", "load_failed") == \
+            "model rolled back (load failed)"
+        assert labels.event("service_failed") == "service failure"
+
+
+def test_disk_and_disagreement_are_in_the_scores_percent_format(console):
+    _box(console, "c1", "b1", last_seen=time.time(), drift=1)
+    _drift_point(console, 1, 1_700_000_000, 0.01)
+    _drift_point(console, 2, 1_700_003_600, 0.4)
+    for language in ("en", "zh_CN"):
+        with use_locale(language):
+            assert labels.disk(60.0) == labels.percent(0.6) and labels.disk(None) == "–"
+    with use_locale("zh_CN"):
+        assert labels.disk(60.4) == "60%"
+    admin = _client(console, ADMIN)
+    assert '<td class="number">41 %' in admin.get("/fleet").get_data(as_text=True)
+    html = admin.get("/fleet/c1/b1").get_data(as_text=True)
+    assert "<dd>41 %" in html
+    psi_conf, _psi_int, disagree = re.findall(r"<svg.*?</svg>", html, flags=re.S)
+    ticks = re.findall(r'class="tick">([^<]+)<', disagree)[:-2]  # less the two dates
+    assert ticks[:3] == ["0 %", "10 %", "20 %"] and all(t.endswith(" %") for t in ticks)
+    assert "threshold 20 %" in disagree
+    assert "%" not in "".join(re.findall(r'class="tick">([^<]+)<', psi_conf))
+    assert "threshold 0.25" in psi_conf
+
+
+def test_a_table_with_the_demo_model_says_what_demo_means(console):
+    _alert(console, "c1", "b1", 1)
+    radiologist = _client(console, RADIOLOGIST)
+    assert 'id="demo-legend"' not in radiologist.get("/alerts").get_data(as_text=True)
+    _alert(console, "c1", "b1", 2, model="clinibox-demo-lesion@1.0.0")
+    html = radiologist.get("/alerts").get_data(as_text=True)
+    legend = html.index('id="demo-legend"')
+    assert legend < html.index('id="alerts"')
+    assert "Demonstration model: trained on procedurally generated phantoms" in html[legend:]
+    _box(console, "c1", "b1", last_seen=time.time())
+    _set_box(console, "b1", model="clinibox-demo-lesion@1.0.0")
+    fleet = _client(console, ADMIN).get("/fleet").get_data(as_text=True)
+    assert fleet.index('id="demo-legend"') < fleet.index('id="fleet"')
