@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from central import config as config_module
+from central.sql import Database
 from central.store import Store, StoreError
 from firmware_app.arguments import CommandParser
 from firmware_app.errors import EXIT_OK, EXIT_USAGE, CliniboxError, run_command
@@ -65,11 +66,13 @@ def cmd_serve(args: argparse.Namespace, config: config_module.CentralConfig) -> 
         service = MqttService(config, Receiver(config, store, hospital_key))
     except (OSError, ValueError) as exc:  # unreadable certificate or key files
         raise CliniboxError(f"[mqtt] cannot set up TLS: {exc}", exit_status=EXIT_USAGE) from exc
-    workers = _side_workers(config, stop)
+    workers, databases = _side_workers(config, stop)
     log.info("receiving into %s", store.where)
     service.serve(stop)
     stop.set()
     workers.join(timeout=15)
+    for database in databases:
+        database.close()
     store.close()
     return EXIT_OK
 
@@ -159,14 +162,15 @@ class Supervisor:
 
 
 def _side_workers(config: config_module.CentralConfig,
-                  stop: threading.Event) -> Supervisor:
-    """Start the downlink publisher and the webhook notifier (each on its own connection),
-    supervised."""
+                  stop: threading.Event) -> tuple[Supervisor, list[Database]]:
+    """Start the downlink publisher and the webhook notifier (each on its own connection to
+    the database ``cmd_serve`` made ready), supervised; the workers and their connections."""
     from central.downlink_publisher import DownlinkPublisher
     from central.notify import Notifier, load_secret
     from firmware_app.contracts.signing import load_private_key
 
     workers = Supervisor(stop)
+    databases: list[Database] = []
     if not config.keys.hospital_signing_key:
         log.warning("[keys] hospital_signing_key is not set: verdicts cannot go down to the "
                     "boxes (clinibox keys generate --kind signing)")
@@ -177,14 +181,15 @@ def _side_workers(config: config_module.CentralConfig,
             raise CliniboxError(f"[keys] hospital_signing_key: cannot load "
                                 f"{config.keys.hospital_signing_key}: {exc}",
                                 exit_status=EXIT_USAGE) from exc
-        publisher = DownlinkPublisher(config, _open_store(config).database, signing_key)
+        databases.append(Database(config.database.url))
+        publisher = DownlinkPublisher(config, databases[-1], signing_key)
         workers.add("downlink", publisher.serve)
     if config.notify.url:
-        notifier = Notifier(_open_store(config).database, config.notify,
-                            load_secret(config.notify.secret_file))
+        databases.append(Database(config.database.url))
+        notifier = Notifier(databases[-1], config.notify, load_secret(config.notify.secret_file))
         workers.add("webhook", notifier.serve)
     workers.start()
-    return workers
+    return workers, databases
 
 
 def cmd_enrol(args: argparse.Namespace, config: config_module.CentralConfig) -> int:

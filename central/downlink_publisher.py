@@ -42,9 +42,9 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from paho.mqtt.enums import CallbackAPIVersion
 
 from central.config import CentralConfig
+from central.receiver import mqtt_client
 from central.sql import Database, StoreError
 from firmware_app.contracts import downlink
 from firmware_app.contracts.egress import EgressRefused
@@ -170,12 +170,7 @@ class DownlinkPublisher:
         self.client_id = f"{config.mqtt.resolved_client_id()}-downlink"
         self.connected = threading.Event()
         self.published = 0
-        settings = config.mqtt
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                   protocol=mqtt.MQTTv5)
-        self._client.tls_set(ca_certs=settings.ca_file or None,
-                             certfile=settings.cert_file or None,
-                             keyfile=settings.key_file or None)
+        self._client = mqtt_client(config.mqtt, self.client_id, manual_ack=False)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
 

@@ -27,8 +27,8 @@ EPSILON = 1e-4
 MIN_REVIEWS = 10
 
 _HISTOGRAMS = (
-    ("confidence_histogram", "model confidence"),
-    ("intensity_histogram", "image intensity"),
+    ("confidence_histogram", "psi_confidence", "model confidence"),
+    ("intensity_histogram", "psi_intensity", "image intensity"),
 )
 
 
@@ -75,51 +75,53 @@ def disagreement(summaries: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
     return disagree, agree + disagree
 
 
-def drift_warnings(baseline: Sequence[Mapping[str, Any]], recent: Sequence[Mapping[str, Any]],
-                   health: HealthConfig) -> list[str]:
-    """Short sentences about drift between ``baseline`` and ``recent`` summary payloads.
-
-    A histogram is compared only when both windows hold counts for it; the
-    disagreement rate is judged only with at least ``MIN_REVIEWS`` reviews.
-    """
-    warnings: list[str] = []
-    if baseline and recent:
-        for field, what in _HISTOGRAMS:
-            before = summed_histogram(baseline, field)
-            after = summed_histogram(recent, field)
-            if len(before) != len(after) or sum(before) == 0 or sum(after) == 0:
-                continue
-            index = psi(before, after)
-            if index > health.drift_psi:
-                warnings.append(f"{what} has shifted from its baseline "
-                                f"(PSI {index:.2f} > {health.drift_psi:g})")
-    disagreed, reviews = disagreement(recent)
-    if reviews >= MIN_REVIEWS and disagreed / reviews > health.disagree_warn:
-        warnings.append(f"clinicians disagreed with {disagreed} of {reviews} reviewed "
-                        f"findings ({disagreed / reviews:.0%})")
-    return warnings
-
-
 def figures(baseline: Sequence[Mapping[str, Any]], recent: Sequence[Mapping[str, Any]],
             health: HealthConfig) -> dict[str, Any]:
     """The drift figures :func:`drift_warnings` judges, as numbers (the fleet's drift points).
 
-    ``psi_confidence`` and ``psi_intensity`` are None where a histogram cannot be compared,
-    ``disagree_rate`` None without reviews; ``drift`` is 1 by the same rule as the warnings.
+    ``psi_confidence`` and ``psi_intensity`` are None where a histogram cannot be compared
+    (a window without counts for it), ``disagree_rate`` None without reviews (``disagreed``
+    of ``reviews``); ``drift`` is 1 when a PSI passes ``health.drift_psi`` or, with at least
+    ``MIN_REVIEWS`` reviews, the disagreement rate passes ``health.disagree_warn``.
     """
     out: dict[str, Any] = {"psi_confidence": None, "psi_intensity": None}
     if baseline and recent:
-        for (field, _what), name in zip(_HISTOGRAMS, ("psi_confidence", "psi_intensity"),
-                                        strict=True):
+        for field, name, _what in _HISTOGRAMS:
             before = summed_histogram(baseline, field)
             after = summed_histogram(recent, field)
             if len(before) == len(after) and sum(before) > 0 and sum(after) > 0:
                 out[name] = psi(before, after)
     disagreed, reviews = disagreement(recent)
     out["disagree_rate"] = disagreed / reviews if reviews else None
+    out["disagreed"] = disagreed
     out["reviews"] = reviews
-    shifted = any(value is not None and value > health.drift_psi
-                  for value in (out["psi_confidence"], out["psi_intensity"]))
-    disagreeing = reviews >= MIN_REVIEWS and disagreed / reviews > health.disagree_warn
-    out["drift"] = int(shifted or disagreeing)
+    shifted = any(out[name] is not None and out[name] > health.drift_psi
+                  for _field, name, _what in _HISTOGRAMS)
+    out["drift"] = int(shifted or _disagreeing(disagreed, reviews, health))
     return out
+
+
+def _disagreeing(disagreed: int, reviews: int, health: HealthConfig) -> bool:
+    return reviews >= MIN_REVIEWS and disagreed / reviews > health.disagree_warn
+
+
+def drift_warnings(baseline: Sequence[Mapping[str, Any]], recent: Sequence[Mapping[str, Any]],
+                   health: HealthConfig) -> list[str]:
+    """Short sentences about drift between ``baseline`` and ``recent`` summary payloads
+    (the judgement of :func:`figures` in words).
+
+    A histogram is compared only when both windows hold counts for it; the
+    disagreement rate is judged only with at least ``MIN_REVIEWS`` reviews.
+    """
+    numbers = figures(baseline, recent, health)
+    warnings: list[str] = []
+    for _field, name, what in _HISTOGRAMS:
+        index = numbers[name]
+        if index is not None and index > health.drift_psi:
+            warnings.append(f"{what} has shifted from its baseline "
+                            f"(PSI {index:.2f} > {health.drift_psi:g})")
+    disagreed, reviews = numbers["disagreed"], numbers["reviews"]
+    if _disagreeing(disagreed, reviews, health):
+        warnings.append(f"clinicians disagreed with {disagreed} of {reviews} reviewed "
+                        f"findings ({disagreed / reviews:.0%})")
+    return warnings

@@ -33,7 +33,8 @@ from central.sql import Transaction
 from firmware_app.contracts import downlink
 from firmware_app.contracts.envelope import Header
 
-__all__ = ["BOX_STATE_COLUMNS", "is_late_status", "rebuild", "record", "usable_key"]
+__all__ = ["BOX_STATE_COLUMNS", "is_late_status", "rebuild", "record", "summaries",
+           "usable_key"]
 
 log = logging.getLogger("clinibox.central.fleet")
 
@@ -73,21 +74,53 @@ def _upsert(tx: Transaction, clinic: str, device: str, seen: float,
         (clinic, device, seen, *values.values()))
 
 
-def _summaries(tx: Transaction, clinic: str, device: str, model: str, limit: int,
-               newest: bool) -> list[dict[str, Any]]:
+def summaries(tx: Transaction, clinic: str, device: str, model: str, *, limit: int,
+              newest: bool) -> list[tuple[Any, ...]]:
+    """Up to ``limit`` summary rows (clinic, device, seq, kind, received_at, payload as JSON
+    text) of ``clinic/device`` running ``model``: the latest ones (``newest``, latest first)
+    or the first ones (first first)."""
     order = "DESC" if newest else "ASC"
-    rows = tx.execute(
-        "SELECT payload FROM messages WHERE clinic = ? AND device = ? AND kind = 'summary'"
-        f" AND model = ? ORDER BY seq {order} LIMIT ?",
-        (clinic, device, model, int(limit))).fetchall()
-    return [json.loads(row[0]) for row in rows]
+    return list(tx.execute(
+        "SELECT clinic, device, seq, kind, received_at, payload FROM messages"
+        " WHERE clinic = ? AND device = ? AND kind = 'summary' AND model = ?"
+        f" ORDER BY seq {order} LIMIT ?", (clinic, device, model, int(limit))).fetchall())
 
 
 def _drift(tx: Transaction, clinic: str, device: str, model: str,
            health: HealthConfig) -> dict[str, Any]:
-    baseline = _summaries(tx, clinic, device, model, health.baseline_summaries, newest=False)
-    recent = _summaries(tx, clinic, device, model, health.recent_summaries, newest=True)
-    return drift.figures(baseline, recent, health)
+    baseline = summaries(tx, clinic, device, model, limit=health.baseline_summaries,
+                         newest=False)
+    recent = summaries(tx, clinic, device, model, limit=health.recent_summaries, newest=True)
+    return drift.figures([json.loads(row[5]) for row in baseline],
+                         [json.loads(row[5]) for row in recent], health)
+
+
+def _status_values(clinic: str, device: str, body: dict[str, Any],
+                   received_at: float) -> dict[str, Any]:
+    """What a status sets in its box's row (its audit head aside)."""
+    return {"state": body.get("state"), "state_at": received_at,
+            "model": body.get("model"), "software": body.get("software"),
+            "runtime": body.get("runtime"), "runtime_fallback": body.get("runtime_fallback"),
+            "queue_depth": body.get("queue_depth"),
+            "outbox_pending": body.get("outbox_pending"),
+            "downlink_key": usable_key(clinic, device, body.get("downlink_key")),
+            "downlink_seq": body.get("downlink_seq")}
+
+
+def _summary_values(body: dict[str, Any], model: str,
+                    figures: dict[str, Any]) -> dict[str, Any]:
+    """What a summary and its drift ``figures`` set in its box's row (its queue aside)."""
+    return {"disk_used_pct": body.get("disk_used_pct"),
+            "disk_free_mb": body.get("disk_free_mb"), "model": model,
+            "psi_confidence": figures["psi_confidence"],
+            "psi_intensity": figures["psi_intensity"],
+            "disagree_rate": figures["disagree_rate"], "drift": figures["drift"]}
+
+
+def _event_values(body: dict[str, Any], received_at: float) -> dict[str, Any]:
+    """What an event sets in its box's row."""
+    return {"last_event": body.get("event"), "last_event_reason": body.get("reason"),
+            "last_event_at": float(body.get("created_at") or received_at)}
 
 
 def is_late_status(tx: Transaction, header: Header) -> bool:
@@ -131,14 +164,7 @@ def record(tx: Transaction, header: Header, payload: dict[str, Any], received_at
     elif header.kind == "status":
         head = payload.get("audit") or {}
         _upsert(tx, clinic, device, received_at, {
-            "state": payload.get("state"), "state_at": received_at,
-            "model": payload.get("model"), "software": payload.get("software"),
-            "runtime": payload.get("runtime"),
-            "runtime_fallback": payload.get("runtime_fallback"),
-            "queue_depth": payload.get("queue_depth"),
-            "outbox_pending": payload.get("outbox_pending"),
-            "downlink_key": usable_key(clinic, device, payload.get("downlink_key")),
-            "downlink_seq": payload.get("downlink_seq"),
+            **_status_values(clinic, device, payload, received_at),
             "audit_row": head.get("row"), "audit_hash": head.get("hash"),
             "audit_verdict": audit_verdict},
             keep_if_null=("downlink_key", "downlink_seq", "audit_row", "audit_hash",
@@ -147,12 +173,8 @@ def record(tx: Transaction, header: Header, payload: dict[str, Any], received_at
         model = str(payload.get("model", ""))
         figures = _drift(tx, clinic, device, model, health)
         _upsert(tx, clinic, device, received_at, {
-            "disk_used_pct": payload.get("disk_used_pct"),
-            "disk_free_mb": payload.get("disk_free_mb"),
-            "queue_depth": payload.get("queue_depth"), "model": model,
-            "psi_confidence": figures["psi_confidence"],
-            "psi_intensity": figures["psi_intensity"],
-            "disagree_rate": figures["disagree_rate"], "drift": figures["drift"]})
+            **_summary_values(payload, model, figures),
+            "queue_depth": payload.get("queue_depth")})
         tx.execute(
             "INSERT INTO drift_points (clinic, device, seq, model, at, psi_confidence,"
             " psi_intensity, disagree_rate, reviews, drift) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -161,9 +183,7 @@ def record(tx: Transaction, header: Header, payload: dict[str, Any], received_at
              figures["psi_confidence"], figures["psi_intensity"], figures["disagree_rate"],
              figures["reviews"], figures["drift"]))
     elif header.kind == "event":
-        _upsert(tx, clinic, device, received_at, {
-            "last_event": payload.get("event"), "last_event_reason": payload.get("reason"),
-            "last_event_at": float(payload.get("created_at") or received_at)})
+        _upsert(tx, clinic, device, received_at, _event_values(payload, received_at))
     else:
         _upsert(tx, clinic, device, received_at, {})
 
@@ -179,16 +199,8 @@ def rebuild(tx: Transaction, health: HealthConfig) -> int:
             " AND kind = 'status' ORDER BY received_at DESC, seq DESC LIMIT 1",
             (clinic, device)).fetchone()
         if status is not None:
-            body = json.loads(status[1])
-            values.update(state=body.get("state"), state_at=float(status[0]),
-                          model=body.get("model"), software=body.get("software"),
-                          runtime=body.get("runtime"),
-                          runtime_fallback=body.get("runtime_fallback"),
-                          queue_depth=body.get("queue_depth"),
-                          outbox_pending=body.get("outbox_pending"),
-                          downlink_key=usable_key(clinic, device,
-                                                  body.get("downlink_key")),
-                          downlink_seq=body.get("downlink_seq"))
+            values.update(_status_values(clinic, device, json.loads(status[1]),
+                                         float(status[0])))
         head = tx.execute(
             "SELECT head_row, head_hash, verdict FROM audit_heads WHERE clinic = ?"
             " AND device = ? ORDER BY seq DESC LIMIT 1", (clinic, device)).fetchone()
@@ -201,18 +213,12 @@ def rebuild(tx: Transaction, health: HealthConfig) -> int:
             body = json.loads(summary[0])
             model = str(body.get("model", ""))
             figures = _drift(tx, clinic, device, model, health)
-            values.update(disk_used_pct=body.get("disk_used_pct"),
-                          disk_free_mb=body.get("disk_free_mb"), model=model,
-                          psi_confidence=figures["psi_confidence"],
-                          psi_intensity=figures["psi_intensity"],
-                          disagree_rate=figures["disagree_rate"], drift=figures["drift"])
-            values.setdefault("queue_depth", body.get("queue_depth"))
+            values.update(_summary_values(body, model, figures))
+            values.setdefault("queue_depth", body.get("queue_depth"))  # the status's first
         event = tx.execute(
             "SELECT received_at, payload FROM messages WHERE clinic = ? AND device = ?"
             " AND kind = 'event' ORDER BY seq DESC LIMIT 1", (clinic, device)).fetchone()
         if event is not None:
-            body = json.loads(event[1])
-            values.update(last_event=body.get("event"), last_event_reason=body.get("reason"),
-                          last_event_at=float(body.get("created_at") or event[0]))
+            values.update(_event_values(json.loads(event[1]), event[0]))
         _upsert(tx, clinic, device, float(seen), values)
     return len(boxes)

@@ -173,9 +173,9 @@ class _HTTPHandler(urllib.request.HTTPHandler):
 
 
 class _HTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, connections: _Connections) -> None:
-        self._tls = ssl.create_default_context()
-        super().__init__(context=self._tls)
+    def __init__(self, connections: _Connections, tls: ssl.SSLContext) -> None:
+        self._tls = tls
+        super().__init__(context=tls)
         self._connections = connections
 
     def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
@@ -202,6 +202,7 @@ class Notifier:
         self.settings = settings
         self._secret = secret
         self.poll_seconds = poll_seconds
+        self._tls = ssl.create_default_context()  # once: it reads the system's CA store
         if settings.url.lower().startswith("http://"):
             log.warning("[notify] url %s is plain http: the alerts go over the network "
                         "unencrypted (use https)", settings.url)
@@ -245,7 +246,7 @@ class Notifier:
         timeout = self.settings.timeout_seconds
         connections = _Connections()
         opener = urllib.request.build_opener(_NoRedirect(), _HTTPHandler(connections),
-                                             _HTTPSHandler(connections))
+                                             _HTTPSHandler(connections, self._tls))
         deadline = threading.Timer(timeout, connections.cut)
         deadline.daemon = True
         deadline.start()

@@ -41,7 +41,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from central.config import CentralConfig
+from central.config import CentralConfig, MqttConfig
 from central.store import Store, StoreError
 from firmware_app.contracts import topics
 from firmware_app.contracts.egress import EgressRefused, check_message
@@ -183,6 +183,17 @@ SESSION_TAKEN_OVER = 0x8E
 HEALTHY_AFTER = 10.0
 
 
+def mqtt_client(settings: MqttConfig, client_id: str, *, manual_ack: bool) -> mqtt.Client:
+    """An MQTT v5 client over TLS with ``settings``' CA, certificate and key (the receiver's
+    and the downlink publisher's), not yet connected; ``manual_ack``: the caller acknowledges
+    each message."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                         protocol=mqtt.MQTTv5, manual_ack=manual_ack)
+    client.tls_set(ca_certs=settings.ca_file or None, certfile=settings.cert_file or None,
+                   keyfile=settings.key_file or None)
+    return client
+
+
 class MqttService:
     """The broker link: feeds messages to a :class:`Receiver`, acknowledging after commit."""
 
@@ -200,11 +211,7 @@ class MqttService:
         self._client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
-        settings = self.config.mqtt
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                             protocol=mqtt.MQTTv5, manual_ack=True)
-        client.tls_set(ca_certs=settings.ca_file or None, certfile=settings.cert_file or None,
-                       keyfile=settings.key_file or None)
+        client = mqtt_client(self.config.mqtt, self.client_id, manual_ack=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message

@@ -24,7 +24,7 @@ from firmware_app.contracts.egress import EgressRefused
 from firmware_app.contracts.envelope import canonical_payload
 from firmware_app.errors import CliniboxError
 
-__all__ = ["ALERT_COLUMNS", "ReviewError", "audit", "open_alert", "review_alert"]
+__all__ = ["ALERT_COLUMNS", "ReviewError", "alert", "audit", "open_alert", "review_alert"]
 
 #: The alert columns the store and the console read.
 ALERT_COLUMNS = ("id", "clinic", "device", "seq", "study_ref", "finding", "score", "threshold",
@@ -44,7 +44,8 @@ class ReviewError(CliniboxError, ValueError):
     kind = "review refused"
 
 
-def _alert(tx: Transaction, alert_id: int) -> dict[str, Any] | None:
+def alert(tx: Transaction, alert_id: int) -> dict[str, Any] | None:
+    """One alert as a dict (its review included), or None."""
     row = tx.execute(f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE id = ?",
                      (int(alert_id),)).fetchone()
     return None if row is None else dict(zip(ALERT_COLUMNS, row, strict=True))
@@ -99,7 +100,7 @@ def check_review(verdict: str, note: str, follow_up_months: int | None) -> None:
 
 def review_alert(tx: Transaction, alert_id: int, verdict: str, note: str, account: str, *,
                  follow_up_months: int | None = None, now: float | None = None,
-                 postgres: bool = False, address: str = "") -> dict[str, Any]:
+                 address: str = "") -> dict[str, Any]:
     """Give (or amend) an alert's verdict, queue its downlink and audit it, all in ``tx``.
 
     Returns the alert as a dict after the review; ReviewError for anything refused.
@@ -107,12 +108,12 @@ def review_alert(tx: Transaction, alert_id: int, verdict: str, note: str, accoun
     check_review(verdict, note, follow_up_months)
     _name(account, "account")
     now = time.time() if now is None else now
-    alert = _alert(tx, alert_id)
-    if alert is None:
+    found = alert(tx, alert_id)
+    if found is None:
         raise ReviewError(f"no such alert: {alert_id}")
     try:
         payload = downlink.review_payload(
-            study_ref=alert["study_ref"], alert_seq=int(alert["seq"]), verdict=verdict,
+            study_ref=found["study_ref"], alert_seq=int(found["seq"]), verdict=verdict,
             note=note, reviewed_at=now, follow_up_months=follow_up_months, created_at=now)
     except EgressRefused as exc:
         raise ReviewError(str(exc)) from exc
@@ -122,8 +123,8 @@ def review_alert(tx: Transaction, alert_id: int, verdict: str, note: str, accoun
         " opened_at = COALESCE(opened_at, ?) WHERE id = ?",
         (downlink.AlertState.REVIEWED.value, verdict, follow_up_months, note, account, now,
          account, now, int(alert_id)))
-    clinic, device = alert["clinic"], alert["device"]
-    if postgres:  # two reviews of one box's alerts: one numbers after the other
+    clinic, device = found["clinic"], found["device"]
+    if tx.postgres:  # two reviews of one box's alerts: one numbers after the other
         box = zlib.crc32(f"{clinic}/{device}".encode()) - 2**31
         tx.execute("SELECT pg_advisory_xact_lock(?, ?)", (_DOWNLINK_LOCK, box))
     (last,) = tx.execute("SELECT COALESCE(MAX(seq), 0) FROM downlinks WHERE clinic = ?"
@@ -135,6 +136,6 @@ def review_alert(tx: Transaction, alert_id: int, verdict: str, note: str, accoun
          canonical_payload(payload).decode("utf-8"), now))
     detail = verdict if follow_up_months is None else f"{verdict}:{int(follow_up_months)}"
     audit(tx, account, address, "alert_reviewed", f"alert:{int(alert_id)}", detail, now)
-    reviewed = _alert(tx, alert_id)
+    reviewed = alert(tx, alert_id)
     assert reviewed is not None
     return reviewed

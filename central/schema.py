@@ -31,6 +31,19 @@ VERSION = 4
 #: Serialises schema creation when several receivers start on one PostgreSQL database.
 _SCHEMA_LOCK = 0x636C6278  # "clbx"
 
+#: Version 4's new alert columns, the review: in the CREATE, and added to a
+#: version 2 or 3 table.
+_V4_ALERT_COLUMNS = (
+    ("state", "TEXT NOT NULL DEFAULT 'new'"),
+    ("verdict", "TEXT"),
+    ("follow_up_months", "BIGINT"),
+    ("note", "TEXT"),
+    ("opened_by", "TEXT"),
+    ("opened_at", "DOUBLE PRECISION"),
+    ("reviewed_by", "TEXT"),
+)
+_REVIEW_LINES = "".join(f"\n        {name:<13} {kind}," for name, kind in _V4_ALERT_COLUMNS)
+
 _TABLES = {
     "devices": """CREATE TABLE IF NOT EXISTS devices (
         clinic      TEXT NOT NULL,
@@ -67,14 +80,7 @@ _TABLES = {
         processing_ms DOUBLE PRECISION NOT NULL,
         created_at    BIGINT NOT NULL,
         received_at   DOUBLE PRECISION NOT NULL,
-        reviewed_at   DOUBLE PRECISION,
-        state         TEXT NOT NULL DEFAULT 'new',
-        verdict       TEXT,
-        follow_up_months BIGINT,
-        note          TEXT,
-        opened_by     TEXT,
-        opened_at     DOUBLE PRECISION,
-        reviewed_by   TEXT,
+        reviewed_at   DOUBLE PRECISION,""" + _REVIEW_LINES + """
         UNIQUE (clinic, device, seq)
     )""",
     "rejections": """CREATE TABLE IF NOT EXISTS rejections (
@@ -234,16 +240,6 @@ _INDEXES = {
     "console_audit_by_time": "CREATE INDEX IF NOT EXISTS console_audit_by_time"
                              " ON console_audit (at)",
 }
-#: Version 4's new alert columns, added to a version 2 or 3 table (the review).
-_V4_ALERT_COLUMNS = (
-    ("state", "TEXT NOT NULL DEFAULT 'new'"),
-    ("verdict", "TEXT"),
-    ("follow_up_months", "BIGINT"),
-    ("note", "TEXT"),
-    ("opened_by", "TEXT"),
-    ("opened_at", "DOUBLE PRECISION"),
-    ("reviewed_by", "TEXT"),
-)
 #: Version 1's columns, copied as they are (rejections gain claimed_clinic, left empty).
 _V1_COLUMNS = {
     "devices": "clinic, device, public_key, key_id, enrolled_at, revoked_at",

@@ -61,13 +61,13 @@ class Transaction:
     """Statements inside one open transaction (see :meth:`Database.transaction`)."""
 
     def __init__(self, cursor: Any, postgres: bool) -> None:
-        """Wrap a DB-API cursor of the open connection."""
+        """Wrap a DB-API cursor of the open connection (``postgres``: PostgreSQL's)."""
         self._cursor = cursor
-        self._postgres = postgres
+        self.postgres = postgres
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """Run one statement with ``?`` placeholders; return the cursor for its rows."""
-        if self._postgres:
+        if self.postgres:
             sql = sql.replace("?", "%s")
         self._cursor.execute(sql, tuple(params))
         return self._cursor

@@ -31,16 +31,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from central import audit_witness, fleet, notify, reviews
 from central.config import HealthConfig
-from central.reviews import ReviewError
 from central.schema import TABLES, create_or_migrate
-from central.sql import Database, StoreError, Transaction
+from central.sql import Database, StoreError
 from firmware_app.contracts.egress import check_identity
 from firmware_app.contracts.envelope import Header, canonical_payload
 from firmware_app.contracts.signing import key_id
 from firmware_app.errors import CliniboxError
 
-__all__ = ["Device", "EnrolmentConflict", "ReviewError", "Store", "StoreError",
-           "StoredMessage"]
+__all__ = ["Device", "EnrolmentConflict", "Store", "StoreError", "StoredMessage"]
 
 log = logging.getLogger("clinibox.central")
 
@@ -422,9 +420,7 @@ class Store:
     def alert(self, alert_id: int) -> dict[str, Any] | None:
         """One alert as a dict (its review included), or None."""
         with self._db.transaction(write=False) as tx:
-            row = tx.execute(f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts WHERE id = ?",
-                             (int(alert_id),)).fetchone()
-        return None if row is None else dict(zip(_ALERT_COLUMNS, row, strict=True))
+            return reviews.alert(tx, alert_id)
 
     def open_alert(self, alert_id: int, account: str, now: float | None = None) -> bool:
         """``new`` → ``under_review`` (opened_by, opened_at); False when it was not new."""
@@ -439,17 +435,13 @@ class Store:
         with self._db.transaction(write=True) as tx:
             return reviews.review_alert(tx, alert_id, verdict, note, account,
                                         follow_up_months=follow_up_months, now=now,
-                                        postgres=self._db.postgres, address=address)
+                                        address=address)
 
     def audit(self, account: str, address: str, action: str, target: str = "",
-              detail: str = "", tx: Transaction | None = None,
-              now: float | None = None) -> None:
-        """Append a row to the console's audit trail (in ``tx`` when given, else its own)."""
-        if tx is not None:
+              detail: str = "", now: float | None = None) -> None:
+        """Append a row to the console's audit trail (in a transaction of its own)."""
+        with self._db.transaction(write=True) as tx:
             reviews.audit(tx, account, address, action, target, detail, now)
-            return
-        with self._db.transaction(write=True) as own:
-            reviews.audit(own, account, address, action, target, detail, now)
 
     def downlinks(self, clinic: str, device: str) -> list[dict[str, Any]]:
         """A box's downlinks, by sequence number (payload as a dict)."""
@@ -552,12 +544,8 @@ class Store:
 
         ``newest`` picks the latest ones, otherwise the first ones.
         """
-        order = "DESC" if newest else "ASC"
         with self._db.transaction(write=False) as tx:
-            rows = tx.execute(
-                "SELECT clinic, device, seq, kind, received_at, payload FROM messages"
-                " WHERE clinic = ? AND device = ? AND kind = 'summary' AND model = ?"
-                f" ORDER BY seq {order} LIMIT ?", (clinic, device, model, int(limit))).fetchall()
+            rows = fleet.summaries(tx, clinic, device, model, limit=limit, newest=newest)
         messages = [_message(row) for row in rows]
         return sorted(messages, key=lambda m: m.seq)
 
