@@ -24,16 +24,13 @@ from flask import Flask, current_app, session
 
 import webcore.i18n
 from web.security import current_account
-from webcore.i18n import SESSION_KEY
-
-__all__ = ["SESSION_KEY", "choose_language", "install"]
 
 
 def choose_language() -> str:
     """This request's language (the order in the module's docstring: ``webcore.i18n``'s)."""
     account = current_account()
     return webcore.i18n.pick_language(account.language if account is not None else None,
-                                      session.get(SESSION_KEY),
+                                      session.get(webcore.i18n.SESSION_KEY),
                                       current_app.config["CLINIBOX"].config.web.language)
 
 

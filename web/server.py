@@ -26,8 +26,7 @@ def certificate(config: Config) -> tuple[Path, Path, str]:
     """(certificate, key, SHA-256 fingerprint): the configured pair, or the box's own."""
     cert_path, key_path = config.web_cert_paths
     try:
-        return tls.ensure_certificate(cert_path, key_path, configured=bool(config.web.tls_cert),
-                                      setting="[web]")
+        return tls.ensure_certificate(cert_path, key_path, configured=bool(config.web.tls_cert))
     except tls.CertificateError as exc:
         raise ConfigError(str(exc)) from exc
 

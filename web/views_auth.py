@@ -5,12 +5,12 @@ growing delays per address and per account-and-address, never a lock): while
 waiting, the answer is 429 with the seconds to wait and a Retry-After header.
 The same message answers a wrong name and a wrong password (the try itself:
 ``webcore.login``, shared with the hospital's console). Where to go after
-login (``next``) must be a path on this box (``webcore.security.same_origin_path``);
+login (``next``) must be a path on this box (``webcore.security.return_path``);
 anything else is refused with 400.
 
 The language chosen with the header's switch before logging in becomes the account's
-when it has none (``web/i18n.py``), and the login page after a logout stays in the
-language the user read.
+when it has none, and the login page after a logout stays in the language the user read
+(``webcore.login.begin_session``, ``end_session``).
 
 Every login, refused login and logout is an audit row (``web/audit_trail.py``)
 with the client's address. A refused login names the account only when the
@@ -23,39 +23,17 @@ from __future__ import annotations
 
 import logging
 
-from flask import (
-    Blueprint,
-    abort,
-    current_app,
-    redirect,
-    render_template,
-    request,
-    session,
-    url_for,
-)
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
 
-from firmware_app.i18n import gettext, normalise
+from firmware_app.i18n import N_
 from firmware_app.storage.accounts import AccountError, Accounts, LoginThrottle, normalise_name
 from web import audit_trail
-from web.i18n import SESSION_KEY
 from web.security import current_account, database, sessions
 from webcore import login as webcore_login
-from webcore.security import same_origin_path
+from webcore.security import return_path
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("auth", __name__)
-
-
-def _next_or_refuse(target: str | None) -> str:
-    """Where to go after login: the worklist when ``target`` is empty; 400 when it is not
-    a path on this box."""
-    if not target:
-        return url_for("clinic.worklist")
-    checked = same_origin_path(target)
-    if checked is None:
-        log.warning("login with a return address outside the box refused")
-        abort(400, gettext("The address to return to after login is not a page of this box."))
-    return checked
 
 
 @blueprint.route("/login", methods=["GET", "POST"])
@@ -63,14 +41,14 @@ def login():
     """The login form; on success a fresh session and a redirect to where the user was going."""
     wanted = request.args.get("next", "") if request.method == "GET" else \
         request.form.get("next", "")
-    goal = _next_or_refuse(wanted)
+    goal = return_path(wanted, "clinic.worklist",
+                       N_("The address to return to after login is not a page of this box."))
     if current_account() is not None and request.method == "GET":
         return redirect(goal)
     conn = database()
     accounts = Accounts(conn)
-    no_accounts = accounts.count() == 0
     if request.method == "GET":
-        return render_template("login.html", no_accounts=no_accounts, error=None,
+        return render_template("login.html", no_accounts=accounts.count() == 0, error=None,
                                next=wanted)
     name = request.form.get("name", "")[:webcore_login.MAX_NAME_INPUT]
     target = request.form.get("next", "")
@@ -88,22 +66,20 @@ def login():
                     address, outcome.wait_seconds)
         audit_trail.note("login_throttled", detail=f"wait {outcome.retry_after} s", account="",
                          coalesce_seconds=audit_trail.THROTTLED_COALESCE)
-        page = render_template("login.html", no_accounts=no_accounts, error=outcome.message(),
-                               next=target)
+        page = render_template("login.html", no_accounts=accounts.count() == 0,
+                               error=outcome.message(), next=target)
         return page, outcome.status, {"Retry-After": str(outcome.retry_after)}
     if account is None:
         known = _known_name(accounts, name)
         audit_trail.note("login_failed", target=f"account:{known}" if known else "",
                          detail="wrong password" if known else "unknown account name",
                          account=known)
-        return render_template("login.html", no_accounts=no_accounts,
+        return render_template("login.html", no_accounts=accounts.count() == 0,
                                error=outcome.message(), next=target), outcome.status
-    chosen = normalise(session.get(SESSION_KEY))
-    if chosen and not account.language:  # the language chosen before login becomes the user's
-        accounts.set_language(account.id, chosen)
-    # a new session (and CSRF token) at every login: no session fixation
-    webcore_login.begin_session(sessions().start(account),
-                                {SESSION_KEY: chosen} if chosen else None)
+    # a new session (and CSRF token) at every login: no session fixation; the language
+    # chosen before login becomes the user's when it has none
+    webcore_login.begin_session(sessions().start(account), account.language,
+                                lambda chosen: accounts.set_language(account.id, chosen))
     audit_trail.note("login", target=f"account:{account.name}", detail=account.role,
                      account=account.name)
     log.info("%s (%s) logged in", account.name, account.role)
@@ -122,14 +98,8 @@ def _known_name(accounts: Accounts, name: str) -> str:
 @blueprint.route("/logout", methods=["POST"])
 def logout():
     """End the session on the box, not only in the browser."""
-    token = session.get("token")
     account = current_account()
-    if isinstance(token, str):
-        sessions().end(token)
+    webcore_login.end_session(sessions().end, account.language if account is not None else None)
     if account is not None:
         audit_trail.note("logout", target=f"account:{account.name}", account=account.name)
-    language = (account.language if account is not None else "") or session.get(SESSION_KEY)
-    session.clear()
-    if language:  # the login page stays in the language the user read
-        session[SESSION_KEY] = language
     return redirect(url_for("auth.login"))

@@ -9,6 +9,8 @@ the page the switch was on (a path on this box, else the worklist). The form's h
 
 from __future__ import annotations
 
+from functools import partial
+
 from flask import Blueprint
 
 from firmware_app.storage.accounts import Accounts
@@ -22,7 +24,6 @@ blueprint = Blueprint("language", __name__)
 def choose():
     """Keep the chosen language (the account's, or the session's before login) and go back."""
     account = current_account()
-    if account is None:
-        return switch_language(None, "clinic.worklist")
-    return switch_language(lambda language: Accounts(database()).set_language(account.id, language),
+    return switch_language(None if account is None else
+                           partial(Accounts(database()).set_language, account.id),
                            "clinic.worklist")

@@ -6,20 +6,22 @@ The app keeps its store and hands ``attempt`` three callables (the box's viewer:
 checked and the answer is 429 with the seconds to wait (a Retry-After header); a
 refused login is counted and answered 401 with the same message for a wrong name and
 a wrong password. What to audit (and whether the name is a real account's, so it may
-be recorded) and what the session holds afterwards stay with the app;
-``begin_session`` gives it a fresh session cookie.
+be recorded) stays with the app; ``begin_session`` gives it a fresh session cookie (the
+language chosen before login kept, and given to an account without one) and
+``end_session`` ends it (the login page after a logout stays in the language the user read).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from flask import session
 
-from firmware_app.i18n import gettext, ngettext
+from firmware_app.i18n import gettext, ngettext, normalise
+from webcore.i18n import SESSION_KEY
 
 T = TypeVar("T")
 
@@ -77,10 +79,30 @@ def attempt(*, name: str, password: str, address: str,
     return LoginOutcome(account)
 
 
-def begin_session(token: str, keep: Mapping[str, str] | None = None) -> None:
+def begin_session(token: str, account_language: str | None,
+                  keep_language: Callable[[str], object]) -> None:
     """A new session cookie (and CSRF token) at every login, so no session fixation: holds the
-    server-side session's ``token`` and the ``keep`` values, and lasts the configured hours."""
+    server-side session's ``token`` and lasts the configured hours. The language chosen with
+    the header's switch before logging in stays in it, and becomes the account's
+    (``keep_language(language)``) when it has none (``account_language`` empty)."""
+    chosen = normalise(session.get(SESSION_KEY))
+    if chosen and not account_language:
+        keep_language(chosen)
     session.clear()
     session["token"] = token
-    session.update(keep or {})
+    if chosen:
+        session[SESSION_KEY] = chosen
     session.permanent = True
+
+
+def end_session(end: Callable[[str], object], account_language: str | None) -> None:
+    """End the session on the server (``end(token)``), not only in the browser; the login page
+    afterwards stays in the language the user read (the account's, else the one chosen
+    before login)."""
+    token = session.get("token")
+    if isinstance(token, str):
+        end(token)
+    language = account_language or session.get(SESSION_KEY)
+    session.clear()
+    if language:
+        session[SESSION_KEY] = language

@@ -19,6 +19,7 @@ and its own public endpoints.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import secrets
 import string
@@ -31,6 +32,8 @@ from flask import Flask, Response, abort, g, redirect, request, session, url_for
 from flask_wtf.csrf import CSRFProtect
 
 from firmware_app.i18n import N_, gettext
+
+log = logging.getLogger(__name__)
 
 CONTENT_SECURITY_POLICY = "; ".join((
     "default-src 'none'",
@@ -109,11 +112,12 @@ NOT_A_PAGE_HERE = N_("The address to return to after login is not a page of this
 
 def return_path(target: str, fallback_endpoint: str, refusal: str = NOT_A_PAGE_HERE) -> str:
     """Where to go after login: ``fallback_endpoint``'s URL when ``target`` is empty, ``target``
-    when it is a path on this server, else 400 with ``refusal`` (N_-marked English)."""
+    when it is a path on this server, else 400 with ``refusal`` (N_-marked English), logged."""
     if not target:
         return url_for(fallback_endpoint)
     checked = same_origin_path(target)
     if checked is None:
+        log.warning("login with a return address outside this server refused")
         abort(400, gettext(refusal))
     return checked
 

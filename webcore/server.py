@@ -29,7 +29,7 @@ class PortError(CliniboxError):
     exit_status = EXIT_USAGE
 
 
-def check_port(host: str, port: int, setting: str = "[web]") -> None:
+def check_port(host: str, port: int) -> None:
     """Raise ``PortError`` unless ``host``:``port`` can be listened on now (tried and freed
     at once; gunicorn binds it for real right after)."""
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -42,10 +42,10 @@ def check_port(host: str, port: int, setting: str = "[web]") -> None:
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise PortError(f"port {port} is already in use ({where}): stop the program "
-                            f"listening there or choose another {setting} port") from exc
+                            "listening there or choose another [web] port") from exc
         reason = exc.strerror or str(exc)
-        raise PortError(f"cannot listen on {where}: {reason}; check {setting} host and "
-                        f"{setting} port") from exc
+        raise PortError(f"cannot listen on {where}: {reason}; check [web] host and "
+                        "[web] port") from exc
 
 
 class WsgiServer(BaseApplication):

@@ -59,13 +59,14 @@ def make_self_signed(cert_path: Path, key_path: Path, hostname: str | None = Non
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def ensure_certificate(cert_path: Path, key_path: Path, *, configured: bool, setting: str,
+def ensure_certificate(cert_path: Path, key_path: Path, *, configured: bool,
+                       setting: str = "[web]",
                        common_name: str = "clinibox viewer") -> tuple[Path, Path, str]:
     """(certificate, key, SHA-256 fingerprint): the configured pair, or the app's own.
 
     ``configured``: the pair was given in the config and must exist (CertificateError
     otherwise); else a self-signed pair is made when missing. ``setting`` is the config
-    section the pair comes from (``"[web]"``), named in errors as
+    section the pair comes from (``"[web]"`` in both apps), named in errors as
     ``"[web] tls_cert/tls_key: ..."``.
     """
     if configured:

@@ -36,8 +36,6 @@ from webcore.sessions import SessionRule
 
 log = logging.getLogger("clinibox.central.console")
 
-#: the session key of a language chosen before logging in (the viewer's too)
-LANGUAGE_KEY = web_i18n.SESSION_KEY
 #: endpoints reachable without a session
 PUBLIC_ENDPOINTS = frozenset({"auth.login", "auth.language", "static"})
 
@@ -94,7 +92,7 @@ def choose_language() -> str:
     ``[web] language``, the browser's, English (``webcore.i18n.pick_language``)."""
     account = current_account()
     return web_i18n.pick_language(account.language if account is not None else None,
-                                  session.get(LANGUAGE_KEY), console().config.web.language)
+                                  session.get(web_i18n.SESSION_KEY), console().config.web.language)
 
 
 def create_app(config: CentralConfig, store: Store | None = None) -> Flask:
@@ -120,5 +118,5 @@ def create_app(config: CentralConfig, store: Store | None = None) -> Flask:
     def shared() -> dict[str, Any]:
         return {"account": current_account(), "labels": labels}
 
-    errors.install_error_pages(app, template="error.html")
+    errors.install_error_pages(app)
     return app

@@ -121,7 +121,7 @@ def cmd_web(args: argparse.Namespace, config: CentralConfig) -> int:
         cert, key, fingerprint = ensure_certificate(
             Path(web.tls_cert) if configured else state_dir / "console-cert.pem",
             Path(web.tls_key) if configured else state_dir / "console-key.pem",
-            configured=configured, setting="[web]", common_name="clinibox hospital console")
+            configured=configured, common_name="clinibox hospital console")
     except CertificateError as exc:
         raise CliniboxError(str(exc), exit_status=EXIT_USAGE) from exc
     store = _store(config)

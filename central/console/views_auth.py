@@ -10,12 +10,12 @@ is a ``console_audit`` row; a refused login names the account only when it exist
 from __future__ import annotations
 
 import logging
+from functools import partial
 
-from flask import Blueprint, redirect, render_template, request, session, url_for
+from flask import Blueprint, redirect, render_template, request, url_for
 
 from central.console.accounts import ConsoleThrottle, audit
-from central.console.app import LANGUAGE_KEY, client_address, console, current_account, note
-from firmware_app import i18n
+from central.console.app import client_address, console, current_account, note
 from webcore import login
 from webcore.i18n import switch_language
 from webcore.security import return_path
@@ -34,9 +34,9 @@ def login_page():
         return redirect(goal)
     state = console()
     accounts = state.accounts()
-    no_accounts = accounts.count() == 0
     if request.method == "GET":
-        return render_template("login.html", no_accounts=no_accounts, error=None, next=wanted)
+        return render_template("login.html", no_accounts=accounts.count() == 0, error=None,
+                               next=wanted)
     address = client_address()
     web = state.config.web
     throttle = ConsoleThrottle(state.store.database, ThrottlePolicy(
@@ -55,15 +55,12 @@ def login_page():
             known = accounts.known(name)
             note("login_failed", f"account:{known}" if known else "",
                  "wrong password" if known else "unknown account name")
-        page = render_template("login.html", no_accounts=no_accounts, error=outcome.message(),
-                               next=wanted)
+        page = render_template("login.html", no_accounts=accounts.count() == 0,
+                               error=outcome.message(), next=wanted)
         headers = {"Retry-After": str(outcome.retry_after)} if outcome.throttled else {}
         return page, outcome.status, headers
-    chosen = i18n.normalise(session.get(LANGUAGE_KEY))
-    login.begin_session(state.sessions().start(account),
-                        {LANGUAGE_KEY: chosen} if chosen else None)
-    if chosen and not account.language:
-        accounts.set_language(account.id, chosen)
+    login.begin_session(state.sessions().start(account), account.language,
+                        partial(accounts.set_language, account.id))
     audit(state.store.database, account.name, address, "login", f"account:{account.name}",
           account.role)
     log.info("%s (%s) logged in to the console", account.name, account.role)
@@ -73,16 +70,11 @@ def login_page():
 @blueprint.route("/logout", methods=["POST"])
 def logout():
     """End the session on the server, not only in the browser."""
-    token = session.get("token")
     account = current_account()
-    if isinstance(token, str):
-        console().sessions().end(token)
+    login.end_session(console().sessions().end,
+                      account.language if account is not None else None)
     if account is not None:
         note("logout", f"account:{account.name}")
-    language = (account.language if account is not None else "") or session.get(LANGUAGE_KEY)
-    session.clear()
-    if language:
-        session[LANGUAGE_KEY] = language
     return redirect(url_for("auth.login"))
 
 
@@ -90,7 +82,6 @@ def logout():
 def language():
     """Keep the chosen language (the account's, or the session's before login) and go back."""
     account = current_account()
-    if account is None:
-        return switch_language(None, "alerts.worklist")
-    return switch_language(lambda chosen: console().accounts().set_language(account.id, chosen),
+    return switch_language(None if account is None else
+                           partial(console().accounts().set_language, account.id),
                            "alerts.worklist")

@@ -28,7 +28,6 @@ from firmware_app.contracts.statuses import Role
 from firmware_app.i18n import LANGUAGES, gettext
 from firmware_app.storage import audit, db
 from webcore.passwords import (
-    MAX_PASSWORD_LENGTH,
     AccountError,
     check_password,
     hash_password,
@@ -176,8 +175,6 @@ class Accounts:
 
     def authenticate(self, name: str, password: str) -> Account | None:
         """The account when name and password match, else None (in about the same time)."""
-        if len(password) > MAX_PASSWORD_LENGTH:
-            return None
         try:
             row = self._row(normalise_name(name))
         except AccountError:

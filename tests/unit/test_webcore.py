@@ -359,7 +359,8 @@ def test_a_login_try_is_throttled_checked_and_counted(app):
         assert "3" in throttled.message() and "Wait" not in throttled.message()
         assert wrong.message() not in (None, "Wrong name or password.")
         session["old"] = "fixated"
-        login.begin_session("tok", {"language": "zh_CN"})
+        session["language"] = "zh_CN"  # chosen before login; the account has its own
+        login.begin_session("tok", "en", lambda _chosen: None)
         assert "old" not in session and session.permanent
         assert session["token"] == "tok" and session["language"] == "zh_CN"
 
