@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -10,6 +11,17 @@ from werkzeug.test import TestResponse
 
 BASE = "https://localhost"
 _TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
+ROOT = Path(__file__).resolve().parents[1]
+#: where the pages browsers get come from: the viewer's, the console's and webcore's
+#: templates, and the apps' static files
+PAGE_FOLDERS = ("web/templates", "web/static", "central/console/templates",
+                "central/console/static", "webcore/templates/webcore")
+
+
+def page_sources() -> list[Path]:
+    """Every template and static file of the viewer, the console and webcore."""
+    return sorted(path for folder in PAGE_FOLDERS for path in (ROOT / folder).iterdir()
+                  if path.is_file())
 
 
 def csrf_token(html: str) -> str:

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from firmware_app.contracts.class_words import CLASS_WORDS
-from firmware_app.contracts.downlink import VERDICT_WORDS, verdict_words
-from firmware_app.contracts.statuses import AssessmentKind, InstanceStatus, Role, Verdict
+from firmware_app.contracts.assessment_words import ASSESSMENT_WORDS
+from firmware_app.contracts.class_words import class_words
+from firmware_app.contracts.downlink import verdict_words
+from firmware_app.contracts.statuses import InstanceStatus, Role, Verdict
 from firmware_app.i18n import N_, formats, gettext
 from firmware_app.inference.volume import PER_SLICE_WORDS
 from firmware_app.storage.audit import ACTIONS
@@ -38,9 +39,6 @@ STATUSES = {InstanceStatus.QUEUED: N_("queued"), InstanceStatus.PROCESSING: N_("
 FILTERS = {"all": N_("all studies"), "alert": N_("alerts only"), "done": N_("studies done"),
            "waiting": N_("waiting for analysis"), "quarantined": N_("quarantined objects"),
            "not_analysed": N_("not analysed (no model for them)")}
-#: classes the box's models name (manifest labels); others are shown as named
-#: (``contracts/class_words.py``: the hospital's console shows the same words)
-CLASSES = CLASS_WORDS
 #: CT window presets (name, centre, width in Hounsfield units)
 CT_PRESETS = ((N_("Soft tissue"), 40, 400), (N_("Lung"), -600, 1500), (N_("Bone"), 400, 1800),
               (N_("Brain"), 40, 80))
@@ -70,13 +68,9 @@ ACTION_NAMES = {
     "audit_pruned": N_("audit pruned"),
     "hospital_review_received": N_("hospital verdict received"),
 }
-#: the hospital radiologist's verdicts on an alert (``contracts/downlink.py``); ``follow_up``
-#: with its months is :func:`hospital_verdict`'s plural, the label here is for none given
-HOSPITAL_VERDICTS = VERDICT_WORDS
-#: the model's assessment of an image (inference/assessment.py)
-ASSESSMENTS = {AssessmentKind.FINDING: N_("finding"), AssessmentKind.NO_FINDING: N_("no finding"),
-               AssessmentKind.NOT_ASSESSABLE: N_("not assessable"),
-               AssessmentKind.OUTSIDE_VALIDATED_RANGE: N_("outside the validated range")}
+#: the model's assessment of an image (``contracts/assessment_words.py``: the hospital's
+#: console shows the same words)
+ASSESSMENTS = ASSESSMENT_WORDS
 #: why a series of several images is read image by image, not as a volume
 SERIES_READINGS = PER_SLICE_WORDS
 #: account roles
@@ -111,8 +105,9 @@ def worklist_filter(word: str) -> str:
 
 
 def class_label(word: str | None) -> str:
-    """A class label of the model (known ones translated)."""
-    return _label(CLASSES, word)
+    """A class label of the model, known ones translated (``contracts/class_words.py``: the
+    hospital's console shows the same words)."""
+    return class_words(word)
 
 
 def action(word: str) -> str:
@@ -126,10 +121,9 @@ def action_meaning(word: str) -> str:
     return gettext(meaning) if meaning else ""
 
 
-def hospital_verdict(word: str, follow_up_months: int | None = None) -> str:
-    """The hospital's verdict in words: "refer the patient", "follow up in 6 months" …
-    (``contracts/downlink.verdict_words``: the console shows the same)."""
-    return verdict_words(word, follow_up_months)
+#: the hospital's verdict in words: "refer the patient", "follow up in 6 months" …
+#: (``contracts/downlink.verdict_words``: the console shows the same)
+hospital_verdict = verdict_words
 
 
 def late_review(reviewed_at: float) -> str:

@@ -5,7 +5,8 @@ change with the language.
 The words the box's own pages show come from the contracts both sides import, so a
 verdict or a class reads the same on the box and in the console: verdicts with their
 months (``contracts/downlink.verdict_words``), classes (``contracts/class_words``),
-percentages (``i18n/formats.percent``).
+assessments (``contracts/assessment_words``), percentages (``fmt.percent``:
+``i18n/formats.percent``).
 """
 
 from __future__ import annotations
@@ -13,16 +14,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from firmware_app.contracts.assessment_words import ASSESSMENT_WORDS
 from firmware_app.contracts.class_words import class_words
-from firmware_app.contracts.downlink import VERDICT_WORDS, verdict_words
+from firmware_app.contracts.downlink import verdict_words
 from firmware_app.contracts.manifest import is_demo_model
-from firmware_app.contracts.statuses import AssessmentKind
 from firmware_app.i18n import N_, formats, gettext
 
 STATES = {"new": N_("new"), "under_review": N_("under review"), "reviewed": N_("reviewed"),
           "open": N_("waiting (new or under review)"), "all": N_("all")}
-#: the verdicts' words: the box's pages show the same (``contracts/downlink.VERDICT_WORDS``)
-VERDICTS = VERDICT_WORDS
 #: where a verdict stands on its way to the box (``queries.delivery``)
 DELIVERY = {
     "confirmed": N_("confirmed by the box"),
@@ -35,11 +34,6 @@ DELIVERY = {
 ROLES = {"radiologist": N_("radiologist"), "admin": N_("administrator")}
 HEALTH = {"all": N_("all"), "stale": N_("out of contact"), "drift": N_("drifting"),
           "queue": N_("queue backlog"), "disk": N_("disk nearly full"), "ok": N_("healthy")}
-#: the box model's assessment of an image (the viewer's words for it)
-ASSESSMENTS: dict[str, str] = {
-    AssessmentKind.FINDING: N_("finding"), AssessmentKind.NO_FINDING: N_("no finding"),
-    AssessmentKind.NOT_ASSESSABLE: N_("not assessable"),
-    AssessmentKind.OUTSIDE_VALIDATED_RANGE: N_("outside the validated range")}
 #: a box's state as it reported it (``contracts/egress.STATES``); a heartbeat means online
 BOX_STATES = {"online": N_("online"), "heartbeat": N_("online"), "offline": N_("offline"),
               "stale": N_("out of contact")}
@@ -104,7 +98,7 @@ def health(value: object) -> str:
 
 def assessment(value: object) -> str:
     """The box model's assessment of an image in the reader's language."""
-    return _word(ASSESSMENTS, value)
+    return _word(ASSESSMENT_WORDS, value)
 
 
 def finding(value: object) -> str:
@@ -168,20 +162,13 @@ def target_name(target: object) -> str:
     return text.removeprefix("account:")
 
 
-def percent(probability: float | None) -> str:
-    """A model's probability as the box's pages show it: ``87 %``, never ``100 %`` short of
-    certainty (``i18n/formats.percent``)."""
-    return formats.percent(probability)
-
-
 def disk(used_pct: float | None) -> str:
     """A disk's use (stored in percent, 0–100) in the format of the scores: ``60 %`` / ``60%``."""
     return formats.percent(None if used_pct is None else float(used_pct) / 100)
 
 
-def is_demo(model_id: object) -> bool:
-    """Whether the model is the demo's (trained on phantoms: the page must say so)."""
-    return is_demo_model(str(model_id or ""))
+#: whether the model is the demo's (trained on phantoms: the page must say so)
+is_demo = is_demo_model
 
 
 def any_demo(rows: Iterable[Mapping[str, Any]]) -> bool:

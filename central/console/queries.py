@@ -14,6 +14,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from central.config import HealthConfig
+from central.fleet import BOX_STATE_COLUMNS
+from central.reviews import ALERT_COLUMNS
 from central.sql import Database
 from firmware_app.contracts.downlink import AlertState
 
@@ -40,21 +43,24 @@ def bounded(value: int) -> int:
     return max(0, min(int(value), LARGEST))
 
 
+def page_number(args: Any) -> int:
+    """The page a request's query string asks for (``page``): 1 when none or not a number,
+    at most :data:`LARGEST` (each list keeps it within its own pages)."""
+    try:
+        return min(max(1, int(args.get("page", "1"))), LARGEST)
+    except ValueError:
+        return 1
+
+
 def _like_prefix(value: str) -> str:
     """A LIKE pattern for names starting with ``value`` (its ``%``, ``_`` and ``\\`` taken
     literally: ``ESCAPE '\\'``)."""
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
-_ALERT_COLUMNS = ("id", "clinic", "device", "seq", "study_ref", "finding", "score", "threshold",
-                  "modality", "model", "instances", "processing_ms", "created_at",
-                  "received_at", "reviewed_at", "state", "verdict", "follow_up_months", "note",
-                  "opened_by", "opened_at", "reviewed_by")
-_BOX_COLUMNS = ("last_seen", "state", "state_at", "model", "software", "runtime",
-                "runtime_fallback", "queue_depth",
-                "outbox_pending", "disk_used_pct", "disk_free_mb", "downlink_key",
-                "downlink_seq", "audit_row", "audit_hash", "audit_verdict", "last_event",
-                "last_event_reason", "last_event_at", "psi_confidence", "psi_intensity",
-                "disagree_rate", "drift")
+#: a box's state (``central.fleet``'s columns) with its clinic's name and county
+_BOX_JOINED = " FROM box_state b LEFT JOIN clinics c ON c.clinic = b.clinic"
+_BOX_SELECT = ("SELECT " + ", ".join(f"b.{c}" for c in BOX_STATE_COLUMNS)
+               + ", c.name AS clinic_name, c.county AS county" + _BOX_JOINED)
 
 
 @dataclass(frozen=True)
@@ -128,11 +134,19 @@ def _dicts(cursor: Any) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
+def _payload(text: Any) -> Any:
+    """A stored message's JSON payload, or ``{}`` when it is none or not JSON."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return {}
+
+
 def _escalated(alert: dict[str, Any], escalate_before: float) -> bool:
     return alert["state"] != AlertState.REVIEWED and alert["received_at"] < escalate_before
 
 
-_ALERT_SELECT = ("SELECT " + ", ".join(f"a.{c}" for c in _ALERT_COLUMNS)
+_ALERT_SELECT = ("SELECT " + ", ".join(f"a.{c}" for c in ALERT_COLUMNS)
                  + ", c.name AS clinic_name, c.county AS county"
                  " FROM alerts a LEFT JOIN clinics c ON c.clinic = a.clinic")
 
@@ -207,7 +221,7 @@ def models(db: Database) -> list[str]:
 
 
 #: one alert with its clinic and the whole payload the box sent (its message)
-_ALERT_DETAIL = ("SELECT " + ", ".join(f"a.{c}" for c in _ALERT_COLUMNS)
+_ALERT_DETAIL = ("SELECT " + ", ".join(f"a.{c}" for c in ALERT_COLUMNS)
                  + ", c.name AS clinic_name, c.county AS county, m.payload AS payload"
                  " FROM alerts a LEFT JOIN clinics c ON c.clinic = a.clinic"
                  " LEFT JOIN messages m ON m.clinic = a.clinic AND m.device = a.device"
@@ -245,10 +259,7 @@ def alert(db: Database, alert_id: int, *, escalate_minutes: float,
         return None
     row = rows[0]
     row["escalated"] = _escalated(row, now - escalate_minutes * 60)
-    try:
-        payload = json.loads(row.pop("payload") or "{}")
-    except (TypeError, ValueError):
-        payload = {}
+    payload = _payload(row.pop("payload"))
     payload = payload if isinstance(payload, dict) else {}
     assessment = payload.get("assessment")
     row["assessment"] = assessment if isinstance(assessment, str) else None
@@ -259,11 +270,8 @@ def alert(db: Database, alert_id: int, *, escalate_minutes: float,
 def box_state(db: Database, clinic: str, device: str) -> dict[str, Any] | None:
     """A box's latest reported state (``box_state``) with its clinic's name and county."""
     with db.transaction(write=False) as tx:
-        rows = _dicts(tx.execute(
-            "SELECT b.clinic, b.device, " + ", ".join(f"b.{c}" for c in _BOX_COLUMNS)
-            + ", c.name AS clinic_name, c.county AS county FROM box_state b"
-            " LEFT JOIN clinics c ON c.clinic = b.clinic WHERE b.clinic = ? AND b.device = ?",
-            (clinic, device)))
+        rows = _dicts(tx.execute(f"{_BOX_SELECT} WHERE b.clinic = ? AND b.device = ?",
+                                 (clinic, device)))
     return rows[0] if rows else None
 
 
@@ -276,10 +284,7 @@ def downlinks(db: Database, clinic: str, device: str, alert_id: int) -> list[dic
             " WHERE clinic = ? AND device = ? AND alert_id = ? ORDER BY seq DESC LIMIT 20",
             (clinic, device, alert_id)))[::-1]
     for row in rows:
-        try:
-            row["payload"] = json.loads(row["payload"])
-        except (TypeError, ValueError):
-            row["payload"] = {}
+        row["payload"] = _payload(row["payload"])
     return rows
 
 
@@ -301,12 +306,12 @@ def delivery(downlink: dict[str, Any], box: dict[str, Any] | None, *, stale: boo
 
 
 def fleet(db: Database, *, county: str, clinic: str, health: str, page: int,
-          stale_seconds: float, queue_warn: int = 500, disk_warn_pct: float = 90.0,
-          now: float | None = None) -> Page:
-    """Every box (100 a page), stalest first, with its clinic and county; each row marked
-    ``stale``, ``queue_warn`` (more waiting than ``queue_warn``) and ``disk_warn``."""
+          warn: HealthConfig, now: float | None = None) -> Page:
+    """Every box (100 a page), stalest first, with its clinic and county, filtered by the
+    ``health`` word; each row marked by :func:`mark_health` (``warn``: ``[health]``)."""
     now = time.time() if now is None else now
-    stale_before = now - stale_seconds
+    stale_before = now - warn.stale_seconds
+    queue_warn, disk_warn_pct = warn.queue_warn, warn.disk_warn_pct
     terms: list[str] = []
     params: list[Any] = []
     if county:
@@ -332,26 +337,25 @@ def fleet(db: Database, *, county: str, clinic: str, health: str, page: int,
         params += [stale_before, queue_warn, disk_warn_pct]
     where = (" WHERE " + " AND ".join(terms)) if terms else ""
     page = min(max(1, page), LARGEST // BOXES_PER_PAGE)
-    joined = " FROM box_state b LEFT JOIN clinics c ON c.clinic = b.clinic"
     with db.transaction(write=False) as tx:
-        total = int(tx.execute(f"SELECT COUNT(*){joined}{where}", params).fetchone()[0])
+        total = int(tx.execute(f"SELECT COUNT(*){_BOX_JOINED}{where}", params).fetchone()[0])
         rows = _dicts(tx.execute(
-            "SELECT b.clinic, b.device, " + ", ".join(f"b.{c}" for c in _BOX_COLUMNS)
-            + f", c.name AS clinic_name, c.county AS county{joined}{where}"
+            f"{_BOX_SELECT}{where}"
             " ORDER BY COALESCE(b.last_seen, 0) ASC, b.clinic, b.device LIMIT ? OFFSET ?",
             [*params, BOXES_PER_PAGE, (page - 1) * BOXES_PER_PAGE]))
     for row in rows:
-        row["stale"] = (row["last_seen"] or 0) < stale_before
-        mark_warnings(row, queue_warn=queue_warn, disk_warn_pct=disk_warn_pct)
+        mark_health(row, warn, now)
     return Page(rows, page, BOXES_PER_PAGE, total)
 
 
-def mark_warnings(box: dict[str, Any], *, queue_warn: int, disk_warn_pct: float) -> None:
-    """Set a box row's ``queue_warn`` and ``disk_warn`` (``[health] queue_warn``,
-    ``disk_warn_pct``)."""
-    box["queue_warn"] = box.get("queue_depth") is not None and box["queue_depth"] > queue_warn
+def mark_health(box: dict[str, Any], health: HealthConfig, now: float) -> None:
+    """Set a box row's ``stale`` (silent longer than ``[health] stale_seconds`` at ``now``),
+    ``queue_warn`` and ``disk_warn`` (``[health] queue_warn``, ``disk_warn_pct``)."""
+    box["stale"] = (box.get("last_seen") or 0) < now - health.stale_seconds
+    box["queue_warn"] = box.get("queue_depth") is not None \
+        and box["queue_depth"] > health.queue_warn
     box["disk_warn"] = box.get("disk_used_pct") is not None \
-        and box["disk_used_pct"] >= disk_warn_pct
+        and box["disk_used_pct"] >= health.disk_warn_pct
 
 
 def box_messages(db: Database, clinic: str, device: str, kind: str,
@@ -363,10 +367,7 @@ def box_messages(db: Database, clinic: str, device: str, kind: str,
             " WHERE clinic = ? AND device = ? AND kind = ? ORDER BY seq DESC LIMIT ?",
             (clinic, device, kind, min(limit, MOST))))
     for row in rows:
-        try:
-            row["payload"] = json.loads(row["payload"])
-        except (TypeError, ValueError):
-            row["payload"] = {}
+        row["payload"] = _payload(row["payload"])
     return rows
 
 

@@ -17,20 +17,13 @@ from flask import Blueprint, abort, flash, jsonify, redirect, render_template, r
 
 from central import reviews
 from central.console import labels, queries
-from central.console.app import client_address, console, current_account
+from central.console.app import client_address, console, current_account, note
 from firmware_app.contracts import downlink
 from firmware_app.i18n import gettext
 
 blueprint = Blueprint("alerts", __name__)
 #: seconds between two polls of the worklist
 POLL_SECONDS = 5
-
-
-def _page_number() -> int:
-    try:
-        return min(max(1, int(request.args.get("page", "1"))), queries.LARGEST)
-    except ValueError:
-        return 1
 
 
 @blueprint.route("/")
@@ -45,9 +38,9 @@ def worklist():
     state = console()
     filters = queries.AlertFilters.from_args(request.args)
     db = state.store.database
-    page = queries.worklist(db, filters, page=_page_number(),
+    page = queries.worklist(db, filters, page=queries.page_number(request.args),
                             escalate_minutes=state.config.alerts.escalate_minutes)
-    return render_template("alerts.html", page=page, filters=filters, labels=labels,
+    return render_template("alerts.html", page=page, filters=filters,
                            states=queries.STATE_FILTERS, counties=queries.counties(db),
                            clinics=queries.clinics(db), models=queries.models(db),
                            poll_seconds=POLL_SECONDS)
@@ -59,12 +52,12 @@ def latest():
     state = console()
     filters = queries.AlertFilters.from_args(request.args)
     try:
-        after = queries.bounded(int(request.args.get("after", "0")))
+        after = int(request.args.get("after", "0"))
     except ValueError:
         abort(400)
     rows, last = queries.alerts_after(state.store.database, filters, after,
                                       escalate_minutes=state.config.alerts.escalate_minutes)
-    html = render_template("alert_rows.html", rows=rows, labels=labels) if rows else ""
+    html = render_template("alert_rows.html", rows=rows) if rows else ""
     return jsonify({"last": last, "count": len(rows), "ids": [row["id"] for row in rows],
                     "html": html})
 
@@ -77,13 +70,13 @@ def _has_key(box: dict[str, Any] | None) -> bool:
 def _form_problem(form: Any) -> tuple[str | None, str, str, int | None]:
     """(why the form is refused or None, verdict, note, months) from a review form."""
     verdict = form.get("verdict", "")
-    note = form.get("note", "").replace("\r\n", "\n").strip()
+    text = form.get("note", "").replace("\r\n", "\n").strip()
     months: int | None = None
     if verdict not in downlink.VERDICTS:
-        return gettext("Choose a verdict."), verdict, note, None
-    if len(note) > downlink.MAX_NOTE:
+        return gettext("Choose a verdict."), verdict, text, None
+    if len(text) > downlink.MAX_NOTE:
         return (gettext("The note is longer than %(n)s characters.", n=downlink.MAX_NOTE),
-                verdict, note, None)
+                verdict, text, None)
     if verdict == downlink.HospitalVerdict.FOLLOW_UP:
         try:
             months = int(form.get("months", ""))
@@ -91,8 +84,8 @@ def _form_problem(form: Any) -> tuple[str | None, str, str, int | None]:
             months = 0
         if not 1 <= months <= downlink.MAX_FOLLOW_UP_MONTHS:
             return (gettext("A follow-up needs a number of months from 1 to %(n)s.",
-                            n=downlink.MAX_FOLLOW_UP_MONTHS), verdict, note, None)
-    return None, verdict, note, months
+                            n=downlink.MAX_FOLLOW_UP_MONTHS), verdict, text, None)
+    return None, verdict, text, months
 
 
 @blueprint.route("/alerts/<int:alert_id>", methods=["GET", "POST"])
@@ -111,11 +104,11 @@ def alert(alert_id: int):
     if request.method == "POST":
         if not account.is_radiologist:
             abort(403)
-        error, verdict, note, months = _form_problem(request.form)
-        form = {"verdict": verdict, "note": note, "months": request.form.get("months", "")}
+        error, verdict, text, months = _form_problem(request.form)
+        form = {"verdict": verdict, "note": text, "months": request.form.get("months", "")}
         if error is None:
             try:
-                state.store.review_alert(alert_id, verdict, note, account.name,
+                state.store.review_alert(alert_id, verdict, text, account.name,
                                          follow_up_months=months, address=client_address())
             except reviews.ReviewError as exc:
                 error = str(exc)
@@ -130,16 +123,13 @@ def alert(alert_id: int):
                 return redirect(url_for("alerts.alert", alert_id=alert_id))
     elif account.is_radiologist and found["state"] == downlink.AlertState.NEW:
         if state.store.open_alert(alert_id, account.name):
-            state.store.audit(account.name, client_address(), "alert_opened",
-                              f"alert:{alert_id}")
+            note("alert_opened", f"alert:{alert_id}")
         found = queries.alert(db, alert_id, escalate_minutes=minutes) or found
     box = queries.box_state(db, found["clinic"], found["device"])
     now = time.time()
-    stale = box is None or box["last_seen"] is None or \
-        box["last_seen"] < now - state.config.health.stale_seconds
     if box is not None:
-        queries.mark_warnings(box, queue_warn=state.config.health.queue_warn,
-                              disk_warn_pct=state.config.health.disk_warn_pct)
+        queries.mark_health(box, state.config.health, now)
+    stale = box is None or box["stale"]
     resend_before = now - state.config.downlink.resend_minutes * 60
     sent = queries.downlinks(db, found["clinic"], found["device"], alert_id)
     for item in sent:
@@ -148,7 +138,7 @@ def alert(alert_id: int):
     colleague = found["opened_by"] if (found["state"] == downlink.AlertState.UNDER_REVIEW
                                        and found["opened_by"]
                                        and found["opened_by"] != account.name) else None
-    answer = render_template("alert.html", alert=found, box=box, downlinks=sent, labels=labels,
+    answer = render_template("alert.html", alert=found, box=box, downlinks=sent,
                              verdicts=downlink.VERDICTS, error=error, form=form,
                              max_note=downlink.MAX_NOTE, max_months=downlink.MAX_FOLLOW_UP_MONTHS,
                              box_stale=stale, colleague=colleague, box_has_key=_has_key(box),

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from flask import Blueprint, abort, render_template, request
 from markupsafe import Markup
 
-from central.console import charts, labels, queries
+from central.console import charts, queries
 from central.console.app import console, current_account
 from firmware_app.i18n import formats, gettext
 
@@ -34,13 +34,6 @@ def admin_only(view: F) -> F:
         return view(*args, **kwargs)
 
     return guarded  # type: ignore[return-value]
-
-
-def _page_number() -> int:
-    try:
-        return min(max(1, int(request.args.get("page", "1"))), queries.LARGEST)
-    except ValueError:
-        return 1
 
 
 def moment(epoch: float | None) -> str:
@@ -63,12 +56,10 @@ def fleet():
     health = request.args.get("health", "all")
     if health not in queries.HEALTH_FILTERS:
         health = "all"
-    warn = state.config.health
-    page = queries.fleet(db, county=county, clinic=clinic, health=health, page=_page_number(),
-                         stale_seconds=warn.stale_seconds, queue_warn=warn.queue_warn,
-                         disk_warn_pct=warn.disk_warn_pct)
+    page = queries.fleet(db, county=county, clinic=clinic, health=health,
+                         page=queries.page_number(request.args), warn=state.config.health)
     return render_template("fleet.html", page=page, county=county, clinic=clinic,
-                           health=health, healths=queries.HEALTH_FILTERS, labels=labels,
+                           health=health, healths=queries.HEALTH_FILTERS,
                            counties=queries.counties(db), clinics=queries.clinics(db))
 
 
@@ -86,7 +77,7 @@ def drift_charts(series: dict[str, list[dict[str, Any]]], psi_threshold: float,
                  None),
                 ("psi_intensity", gettext("PSI of the image intensity"), psi_threshold, None),
                 ("disagree_rate", gettext("Clinicians' disagreement rate"), disagree_threshold,
-                 labels.percent)):  # in percent, as the drift page shows it
+                 formats.percent)):  # in percent, as the drift page shows it
             svg = charts.line_chart(
                 title, [(p["at"], p[column], p[column] is not None and p[column] > threshold)
                         for p in points],
@@ -108,11 +99,9 @@ def box(clinic: str, device: str):
     if found is None:
         abort(404)
     health = state.config.health
-    found["stale"] = (found["last_seen"] or 0) < time.time() - health.stale_seconds
-    queries.mark_warnings(found, queue_warn=health.queue_warn,
-                          disk_warn_pct=health.disk_warn_pct)
+    queries.mark_health(found, health, time.time())
     return render_template(
-        "box.html", box=found, labels=labels, moment=moment,
+        "box.html", box=found, moment=moment,
         statuses=queries.box_messages(db, clinic, device, "status"),
         events=queries.box_messages(db, clinic, device, "event"),
         alerts=queries.box_alerts(db, clinic, device),
@@ -126,7 +115,7 @@ def drift():
     """The boxes marked as drifting, with links to their pages and their thresholds."""
     state = console()
     return render_template("drift.html", boxes=queries.drifting(state.store.database),
-                           labels=labels, psi_threshold=state.config.health.drift_psi,
+                           psi_threshold=state.config.health.drift_psi,
                            disagree_threshold=state.config.health.disagree_warn)
 
 
@@ -134,12 +123,12 @@ def drift():
 @admin_only
 def audit():
     """Who logged in and who reviewed what, newest first, 100 a page."""
-    return render_template("audit.html", labels=labels,
-                           page=queries.audit_trail(console().store.database, _page_number()))
+    return render_template("audit.html", page=queries.audit_trail(console().store.database,
+                                                                queries.page_number(request.args)))
 
 
 @blueprint.route("/users")
 @admin_only
 def users():
     """The console's accounts (changed with ``clinibox central user``)."""
-    return render_template("users.html", users=console().accounts().all(), labels=labels)
+    return render_template("users.html", users=console().accounts().all())

@@ -14,6 +14,7 @@ from firmware_app.contracts.downlink import VERDICTS, verdict_words
 from firmware_app.i18n import formats, use_locale
 from tests.unit import test_console_web as base
 from tests.unit.test_console_web import ADMIN, RADIOLOGIST, _alert, _box, _client, _clinic, _db
+from tests.web_client import csrf_token
 from web import labels as viewer_labels
 
 #: the console over a fresh SQLite store (``test_console_web``'s fixture)
@@ -215,7 +216,7 @@ def test_the_audit_trail_reads_in_words_and_links_the_alert(console):
     client = _client(console, RADIOLOGIST)
     page = client.get(f"/alerts/{alert_id}").get_data(as_text=True)
     assert client.post(f"/alerts/{alert_id}", {"verdict": "no_action"},
-                       token=base._token(page)).status_code == 302
+                       token=csrf_token(page)).status_code == 302
     html = _client(console, ADMIN).get("/audit").get_data(as_text=True)
     assert "review started" in html and "verdict given" in html
     assert "no action needed" in html and "server command line" in html
@@ -253,7 +254,7 @@ def test_a_verdict_for_a_box_without_key_says_to_phone_before_and_after(console)
             assert page.index('id="no-key-warning"') < page.index('id="review"')
             assert "This box cannot receive verdicts" in page
         assert client.post(f"/alerts/{alert_id}", {"verdict": "refer"},
-                           token=base._token(page)).status_code == 302
+                           token=csrf_token(page)).status_code == 302
         flashed = _flashed(client, f"/alerts/{alert_id}")
         assert "Verdict recorded: refer the patient." in flashed
         assert ("It goes to the box." in flashed) is can_receive
@@ -275,7 +276,7 @@ def test_a_follow_ups_months_stay_in_the_audit_detail_and_old_rows_still_read(co
     client = _client(console, RADIOLOGIST)
     page = client.get(f"/alerts/{alert_id}").get_data(as_text=True)
     assert client.post(f"/alerts/{alert_id}", {"verdict": "follow_up", "months": "6"},
-                       token=base._token(page)).status_code == 302
+                       token=csrf_token(page)).status_code == 302
     html = _client(console, ADMIN).get("/audit").get_data(as_text=True)
     assert 'class="detail">follow up in 6 months<' in html and "follow_up:6" not in html
     with use_locale("en"):
@@ -299,7 +300,7 @@ def test_disk_and_disagreement_are_in_the_scores_percent_format(console):
     _drift_point(console, 2, 1_700_003_600, 0.4)
     for language in ("en", "zh_CN"):
         with use_locale(language):
-            assert labels.disk(60.0) == labels.percent(0.6) and labels.disk(None) == "–"
+            assert labels.disk(60.0) == formats.percent(0.6) and labels.disk(None) == "–"
     with use_locale("zh_CN"):
         assert labels.disk(60.4) == "60%"
     admin = _client(console, ADMIN)

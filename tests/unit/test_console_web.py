@@ -13,7 +13,7 @@ from central.console import charts
 from central.console.accounts import ConsoleAccounts
 from central.console.app import create_app
 from central.store import Store
-from tests.web_client import ViewerClient
+from tests.web_client import ViewerClient, csrf_token, page_sources
 
 RADIOLOGIST = ("rad1", "Correct-Horse-91")
 ADMIN = ("it1", "Battery-Staple-72")
@@ -28,13 +28,7 @@ class ConsoleClient(ViewerClient):
         page = self.get("/login")
         if page.status_code == 302:
             page = self.get("/alerts")
-        return _token(page.get_data(as_text=True))
-
-
-def _token(html: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert match
-    return match.group(1)
+        return csrf_token(page.get_data(as_text=True))
 
 
 @pytest.fixture
@@ -181,7 +175,7 @@ def test_review_makes_a_downlink_and_an_audit_row(console):
     assert 'id="review"' in page and 'name="verdict"' in page and 'name="months"' in page
     assert ("rad1", "alert_opened", f"alert:{alert_id}") in _audit_actions(console)
     answer = client.post(f"/alerts/{alert_id}", {"verdict": "refer", "note": "urgent"},
-                         token=_token(page))
+                         token=csrf_token(page))
     assert answer.status_code == 302, answer.get_data(as_text=True)[-1500:]
     with _db(console).transaction(write=False) as tx:
         rows = tx.execute("SELECT seq, alert_id, kind FROM downlinks").fetchall()
@@ -212,7 +206,7 @@ def test_a_bad_review_is_refused_with_the_reason(console, form, reason):
     alert_id = _alert(console, "c1", "b1", 1)
     client = _client(console, RADIOLOGIST)
     page = client.get(f"/alerts/{alert_id}").get_data(as_text=True)
-    answer = client.post(f"/alerts/{alert_id}", form, token=_token(page))
+    answer = client.post(f"/alerts/{alert_id}", form, token=csrf_token(page))
     assert answer.status_code == 400 and reason in answer.get_data(as_text=True)
     with _db(console).transaction(write=False) as tx:
         assert tx.execute("SELECT COUNT(*) FROM downlinks").fetchone()[0] == 0
@@ -223,7 +217,7 @@ def test_admin_reads_but_cannot_review_and_radiologist_has_no_fleet(console):
     admin = _client(console, ADMIN)
     page = admin.get(f"/alerts/{alert_id}").get_data(as_text=True)
     assert 'id="review"' not in page
-    answer = admin.post(f"/alerts/{alert_id}", {"verdict": "refer"}, token=_token(page))
+    answer = admin.post(f"/alerts/{alert_id}", {"verdict": "refer"}, token=csrf_token(page))
     assert answer.status_code == 403
     with _db(console).transaction(write=False) as tx:
         assert tx.execute("SELECT state FROM alerts").fetchone()[0] == "new"
@@ -290,12 +284,7 @@ def test_chinese_pages_have_no_english_leftovers(console):
 
 
 def test_templates_have_no_inline_script_or_style():
-    from pathlib import Path
-
-    import central.console
-
-    folder = Path(central.console.__file__).parent / "templates"
-    templates = sorted(folder.glob("*.html"))
+    templates = page_sources()
     assert len(templates) >= 10
     for path in templates:
         text = path.read_text(encoding="utf-8")

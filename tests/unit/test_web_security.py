@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from firmware_app.settings.box import Config, StorageConfig
 from firmware_app.storage import db
 from firmware_app.storage.accounts import LoginThrottle
 from tests.viewer_state import CLINICIAN, TECHNICIAN
-from tests.web_client import ViewerClient
+from tests.web_client import ViewerClient, page_sources
 from web.app import create_app
 from web.security import PUBLIC_ENDPOINTS
-
-WEB = Path(__file__).resolve().parents[2] / "web"
 
 
 def _routes(app, state) -> list[tuple[str, str]]:
@@ -233,7 +230,7 @@ def test_security_headers_on_pages_images_and_errors(viewer):
 
 
 def test_pages_have_no_inline_script_or_style_and_nothing_from_outside():
-    for path in sorted((WEB / "templates").glob("*.html")) + sorted((WEB / "static").glob("*")):
+    for path in page_sources():
         text = path.read_text()
         assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", text), path
         assert " style=" not in text and "<style" not in text, path
