@@ -67,8 +67,9 @@ def status_payload(state: str = "online", **changes: Any) -> dict[str, Any]:
 PAYLOADS = {"alert": alert_payload, "summary": summary_payload, "status": status_payload}
 
 
-def public_pem(key: Ed25519PrivateKey) -> str:
-    """The PEM text of an Ed25519 key's public half (what ``enrol`` takes)."""
+def public_pem(key: Ed25519PrivateKey | X25519PrivateKey) -> str:
+    """The PEM text of a private key's public half (an Ed25519 key's is what ``enrol``
+    takes; an X25519 key's is a hospital's ``.pub``)."""
     return key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode("ascii")

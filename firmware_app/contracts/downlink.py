@@ -11,7 +11,7 @@ as a downlink one:
 * the header names the box it is for (``clinic``, ``device``), the kind ``review`` and
   the hospital's sequence number for that box (1, 2, 3 …); the box keeps each sequence
   number once and refuses a message from the future. A message built more than
-  ``max_age_days`` ago is refused as ``stale`` by default, but an authentic one (signed,
+  :data:`MAX_AGE_DAYS` ago is refused as ``stale`` by default, but an authentic one (signed,
   for this box, schema ok) is still the radiologist's verdict: the box asks for it with
   ``accept_stale=True``, keeps it marked late and lets its sequence number settle the
   watermark, so a box offline for over a month is never left with a gap.
@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from firmware_app.contracts.egress import (
+    MAX_SECONDS,
     STUDY_REF,
     EgressRefused,
     Int,
@@ -57,7 +58,6 @@ from firmware_app.i18n import N_, gettext, ngettext
 ROOT = "clinibox-downlink"
 #: the one downlink kind so far
 KIND_REVIEW = "review"
-KINDS = (KIND_REVIEW,)
 SCHEMA_VERSION = 1
 #: HKDF info of downlink envelopes (the uplink's is ``clinibox telemetry v1``)
 HKDF_INFO = b"clinibox downlink v1"
@@ -137,7 +137,7 @@ SCHEMAS: dict[str, Obj] = {
         #: the schema version (:data:`SCHEMA_VERSION`); the box refuses any other
         "schema": Int(SCHEMA_VERSION, SCHEMA_VERSION),
         #: when the hospital built the message (epoch seconds, the hospital's clock)
-        "created_at": Int(0, 2**40),
+        "created_at": Int(0, MAX_SECONDS),
         #: the study, as the box's own keyed reference from the alert
         "study_ref": Pattern(STUDY_REF, "study reference (keyed hash)"),
         #: the box's sequence number of the alert message reviewed
@@ -149,7 +149,7 @@ SCHEMAS: dict[str, Obj] = {
         #: the radiologist's note ("" for none)
         "note": Text(MAX_NOTE),
         #: when the verdict was given (epoch seconds, the hospital's clock)
-        "reviewed_at": Int(0, 2**40),
+        "reviewed_at": Int(0, MAX_SECONDS),
     }),
 }
 
@@ -194,21 +194,20 @@ def seal_downlink(clinic: str, device: str, seq: int, payload: dict[str, Any],
 @overload
 def open_downlink(envelope: bytes, *, clinic: str, device: str,
                   hospital_key: Ed25519PublicKey, box_key: X25519PrivateKey,
-                  now: float | None = ..., max_age_days: float = ...,
+                  now: float | None = ...,
                   accept_stale: Literal[False] = ...) -> tuple[Header, dict[str, Any]]: ...
 
 
 @overload
 def open_downlink(envelope: bytes, *, clinic: str, device: str,
                   hospital_key: Ed25519PublicKey, box_key: X25519PrivateKey,
-                  now: float | None = ..., max_age_days: float = ...,
+                  now: float | None = ...,
                   accept_stale: Literal[True]) -> tuple[Header, dict[str, Any], bool]: ...
 
 
 def open_downlink(envelope: bytes, *, clinic: str, device: str,
                   hospital_key: Ed25519PublicKey, box_key: X25519PrivateKey,
-                  now: float | None = None, max_age_days: float = MAX_AGE_DAYS,
-                  accept_stale: bool = False
+                  now: float | None = None, accept_stale: bool = False
                   ) -> tuple[Header, dict[str, Any]] | tuple[Header, dict[str, Any], bool]:
     """Verify, decrypt and check a downlink for this box; DownlinkRefused with a reason.
 
@@ -217,7 +216,7 @@ def open_downlink(envelope: bytes, *, clinic: str, device: str,
 
     With ``accept_stale=True`` a message that is only too old is not refused: the call
     returns ``(header, payload, stale)``, ``stale`` True when it was built more than
-    ``max_age_days`` ago. Every other check still refuses.
+    :data:`MAX_AGE_DAYS` ago. Every other check still refuses.
     """
     try:
         opened = open_envelope(envelope, hospital_key, box_key, info=HKDF_INFO)
@@ -235,11 +234,11 @@ def open_downlink(envelope: bytes, *, clinic: str, device: str,
     now = time.time() if now is None else now
     if payload["created_at"] > now + FUTURE_SKEW_SECONDS:
         raise DownlinkRefused("future", "built in the future (clock skew over a day)")
-    stale = payload["created_at"] < now - max_age_days * 86_400
+    stale = payload["created_at"] < now - MAX_AGE_DAYS * 86_400
     if accept_stale:
         return header, payload, stale
     if stale:
-        raise DownlinkRefused("stale", f"built more than {max_age_days:g} days ago")
+        raise DownlinkRefused("stale", f"built more than {MAX_AGE_DAYS:g} days ago")
     return header, payload
 
 

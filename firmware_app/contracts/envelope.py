@@ -323,12 +323,14 @@ def generate_x25519_pair(private_path: Path, public_path: Path) -> None:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
-def load_x25519_private(path: Path) -> X25519PrivateKey:
-    """Read the hospital's X25519 private key (PEM)."""
+def load_x25519_private(path: Path,
+                        hint: str = "clinibox keys generate --kind hospital makes one"
+                        ) -> X25519PrivateKey:
+    """Read an X25519 private key (PEM): the hospital's, or a box's downlink key; ValueError
+    for another kind of key, ``hint`` in parentheses."""
     key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
     if not isinstance(key, X25519PrivateKey):
-        raise ValueError(f"{path} is not an X25519 private key (clinibox keys generate "
-                         "--kind hospital makes one)")
+        raise ValueError(f"{path} is not an X25519 private key ({hint})")
     return key
 
 

@@ -150,11 +150,8 @@ class Lander:
         with db.transaction(conn):
             if db.event_noted_since(conn, "ingest", message, now - 3600):
                 return False
-            recent = db.events_since(conn, "ingest", REFUSAL_EVENT, now - 3600)
-            if recent >= REFUSAL_EVENTS_PER_HOUR:
-                return False
-            db.record_event(conn, "WARNING", "ingest", message, REFUSAL_EVENT)
-        return True
+            return db.record_event_capped(conn, "WARNING", "ingest", message, REFUSAL_EVENT,
+                                          REFUSAL_EVENTS_PER_HOUR, now=now)
 
     def land_rejected(self, data: bytes, *, reasons: list[Reason], source: str,
                       origin: str | None) -> int:

@@ -326,7 +326,6 @@ def _identity_step(config: Config, new_identity: bool) -> dict[str, Any]:
     pem = identity.signing_key.private_bytes(serialization.Encoding.PEM,
                                              serialization.PrivateFormat.PKCS8,
                                              serialization.NoEncryption())
-    assert identity.downlink_key is not None, "load_identity reads it"
     downlink_pem = identity.downlink_key.private_bytes(serialization.Encoding.PEM,
                                                        serialization.PrivateFormat.PKCS8,
                                                        serialization.NoEncryption())

@@ -177,6 +177,18 @@ def events_since(conn: sqlite3.Connection, component: str, code: str, since: flo
         (component, code, since)).fetchone()[0])
 
 
+def record_event_capped(conn: sqlite3.Connection, level: str, component: str, message: str,
+                        code: str, per_hour: int, *, now: float | None = None) -> bool:
+    """:func:`record_event`, unless ``per_hour`` events of ``component`` with ``code`` are in
+    the log already in the hour before ``now`` (a flood must not push the box's other events
+    out of the last 1000); whether it was kept. In the caller's transaction."""
+    now = time.time() if now is None else now
+    if events_since(conn, component, code, now - 3600) >= per_hour:
+        return False
+    record_event(conn, level, component, message, code)
+    return True
+
+
 def newest_times(path: Path) -> list[tuple[float, str]]:
     """The newest received, analysed and event times in the database at ``path``, read-only.
 

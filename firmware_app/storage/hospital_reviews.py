@@ -51,6 +51,8 @@ class HospitalReview:
 
 _COLUMNS = ("seq, study_key, study_ref, alert_seq, verdict, follow_up_months, note, "
             "reviewed_at, received_at, late")
+#: the same columns of the ``hospital_reviews`` table aliased ``h`` (a join's)
+_JOINED_COLUMNS = ", ".join(f"h.{name.strip()}" for name in _COLUMNS.split(","))
 
 
 def _review(row: sqlite3.Row | tuple) -> HospitalReview:
@@ -62,7 +64,7 @@ def _review(row: sqlite3.Row | tuple) -> HospitalReview:
 
 def add(conn: sqlite3.Connection, *, seq: int, study_key: str | None, study_ref: str,
         alert_seq: int, verdict: str, follow_up_months: int | None, note: str,
-        reviewed_at: float, received_at: float | None = None, late: bool = False) -> bool:
+        reviewed_at: float, late: bool = False) -> bool:
     """Keep one review and its audit row (in the caller's transaction); False when ``seq`` is
     kept already (a redelivery: nothing written). ``late``: it arrived after the downlink's
     freshness window (kept and counted all the same)."""
@@ -70,8 +72,7 @@ def add(conn: sqlite3.Connection, *, seq: int, study_key: str | None, study_ref:
         f"INSERT OR IGNORE INTO hospital_reviews({_COLUMNS})"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (seq, study_key, study_ref, alert_seq, verdict, follow_up_months, note,
-         float(reviewed_at), time.time() if received_at is None else float(received_at),
-         int(late)),
+         float(reviewed_at), time.time(), int(late)),
     ).rowcount == 1
     if inserted:
         audit.record(conn, "hospital_review_received", account=ACTOR,
@@ -120,9 +121,8 @@ def latest_by_study_id(conn: sqlite3.Connection,
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start:start + _CHUNK]
         marks = ", ".join("?" * len(chunk))
-        columns = ", ".join(f"h.{name.strip()}" for name in _COLUMNS.split(","))
         for row in conn.execute(
-                f"SELECT s.id, {columns} FROM studies s JOIN hospital_reviews h"
+                f"SELECT s.id, {_JOINED_COLUMNS} FROM studies s JOIN hospital_reviews h"
                 " ON h.seq = (SELECT MAX(seq) FROM hospital_reviews WHERE study_key = s.study_key)"
                 f" WHERE s.id IN ({marks})", chunk):
             found[int(row[0])] = _review(tuple(row)[1:])

@@ -76,8 +76,6 @@ class DownlinkReceiver:
 
     def __init__(self, config: Config, identity: DeviceIdentity,
                  hospital_key: Ed25519PublicKey) -> None:
-        if identity.downlink_key is None:
-            raise ValueError("the device identity has no downlink key")
         self.config = config
         self.identity = identity
         self.hospital_key = hospital_key
@@ -99,7 +97,7 @@ class DownlinkReceiver:
             conn.close()
             self._local.conn = None
 
-    def handle(self, envelope: bytes, now: float | None = None) -> str:
+    def handle(self, envelope: bytes) -> str:
         """Open and keep one message; :data:`KEPT`, :data:`KEPT_LATE`, :data:`REPEAT` or the
         refusal's reason.
 
@@ -107,16 +105,16 @@ class DownlinkReceiver:
         caller must then not acknowledge the message.
         """
         conn = self._conn()
-        assert self.identity.downlink_key is not None
         try:
             header, payload, late = downlink.open_downlink(
                 envelope, clinic=self.identity.clinic, device=self.identity.device,
-                hospital_key=self.hospital_key, box_key=self.identity.downlink_key, now=now,
+                hospital_key=self.hospital_key, box_key=self.identity.downlink_key,
                 accept_stale=True)
         except DownlinkRefused as exc:
             log.warning("downlink message refused: %s (%s)", exc.reason, exc)
-            self._note(conn, refusal_code(exc.reason),
-                       f"a downlink message was refused: {exc.reason}")
+            with db.transaction(conn):
+                self._note(conn, refusal_code(exc.reason),
+                           f"a downlink message was refused: {exc.reason}")
             return exc.reason
         return self._keep(conn, header.seq, payload, late)
 
@@ -145,15 +143,10 @@ class DownlinkReceiver:
 
     @staticmethod
     def _note(conn: sqlite3.Connection, code: str, message: str) -> None:
-        """An event in the technician's log, at most EVENTS_PER_HOUR of ``code`` an hour."""
-        if db.events_since(conn, COMPONENT, code, time.time() - 3600) >= EVENTS_PER_HOUR:
-            return
+        """An event in the technician's log, at most EVENTS_PER_HOUR of ``code`` an hour (in
+        the caller's transaction)."""
         level = "INFO" if code == UNKNOWN_STUDY else "WARNING"
-        if conn.in_transaction:
-            db.record_event(conn, level, COMPONENT, message, code=code)
-            return
-        with db.transaction(conn):
-            db.record_event(conn, level, COMPONENT, message, code=code)
+        db.record_event_capped(conn, level, COMPONENT, message, code, EVENTS_PER_HOUR)
 
 
 def downlink_receiver(config: Config, identity: DeviceIdentity) -> DownlinkReceiver | None:

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from firmware_app.contracts import downlink, signing
+from firmware_app.contracts.envelope import load_x25519_private
 from firmware_app.contracts.study_reference import study_ref  # the one keyed hash
 from firmware_app.settings.box import Config
 from firmware_app.storage.telemetry import study_keys
@@ -40,14 +41,12 @@ class DeviceIdentity:
     device: str
     signing_key: Ed25519PrivateKey
     secret: bytes
-    #: the X25519 key the hospital's downlink is encrypted to (None: not loaded)
-    downlink_key: X25519PrivateKey | None = None
+    #: the X25519 key the hospital's downlink is encrypted to
+    downlink_key: X25519PrivateKey
 
     @property
-    def downlink_key_text(self) -> str | None:
-        """The downlink public key as status messages carry it (None without a key)."""
-        if self.downlink_key is None:
-            return None
+    def downlink_key_text(self) -> str:
+        """The downlink public key as status messages carry it."""
         return downlink.key_text(self.downlink_key.public_key())
 
     @property
@@ -104,15 +103,7 @@ def load_identity(config: Config) -> DeviceIdentity:
         raise ValueError(f"study-reference secret {secret_path} is shorter than 16 bytes")
     return DeviceIdentity(config.telemetry.clinic, config.telemetry.device,
                           signing.load_private_key(key_path), secret,
-                          load_downlink_key(downlink_path))
-
-
-def load_downlink_key(path: Path) -> X25519PrivateKey:
-    """The box's X25519 downlink key from its PEM file; ValueError for another kind of key."""
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, X25519PrivateKey):
-        raise ValueError(f"downlink key {path} is not an X25519 private key")
-    return key
+                          load_x25519_private(downlink_path, "the box's downlink key"))
 
 
 def find_study(conn: sqlite3.Connection, identity: DeviceIdentity, ref: str) -> str | None:

@@ -111,8 +111,7 @@ class Publisher:
         """An online or offline status payload, read on the publisher's own connection."""
         return build_status(self.conn, self.outbox, self.model, state,
                             time.time() - self.started,
-                            status_downlink_key(self.config, self.identity)
-                            if self.downlink is not None else None)
+                            status_downlink_key(self.config, self.identity))
 
     # -- sealing -------------------------------------------------------------
     def seal(self, kind: str, seq: int, payload: dict[str, Any]) -> bytes:

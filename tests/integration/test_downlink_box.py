@@ -15,9 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from firmware_app.contracts import downlink
 from firmware_app.contracts.egress import check_message
@@ -44,6 +42,7 @@ from tests.mqtt_broker import (
     publish_and_wait,
     subscribe_and_wait,
 )
+from tests.telemetry_payloads import hospital_keys, public_pem
 from tests.unit.conftest import demo_runner, viewer, viewer_template  # noqa: F401 - fixtures
 from tests.viewer_state import CLINICIAN
 from tests.web_client import ViewerClient
@@ -52,12 +51,6 @@ pytestmark = pytest.mark.integration
 
 CLINIC, DEVICE = "clinic-a", "box-1"
 TOPIC = downlink.topic(CLINIC, DEVICE)
-
-
-def _pem(key) -> str:
-    return key.public_key().public_bytes(serialization.Encoding.PEM,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo
-                                         ).decode("ascii")
 
 
 @dataclass
@@ -78,7 +71,6 @@ class Setup:
              created_at: float | None = None, study_key: str | None = None,
              months: int | None = None) -> bytes:
         """A review of this box's alert study, sealed to the box as the hospital would."""
-        assert self.identity.downlink_key is not None
         payload = downlink.review_payload(
             study_ref=self.identity.study_ref(study_key or self.study_key), alert_seq=1,
             verdict=verdict, note=note, reviewed_at=time.time(), follow_up_months=months,
@@ -107,10 +99,10 @@ def setup(tmp_path, broker: Broker, mqtt_pki: MqttPki, viewer, demo_runner  # no
     state, app = viewer
     config = state.config
     device = mqtt_pki.device(CLINIC, DEVICE)
-    hospital_box_key = X25519PrivateKey.generate()
+    hospital_private, hospital_public = hospital_keys()
     signing = Ed25519PrivateKey.generate()
-    (tmp_path / "hospital.pub").write_text(_pem(hospital_box_key))
-    (tmp_path / "hospital-signing.pub").write_text(_pem(signing))
+    (tmp_path / "hospital.pub").write_text(public_pem(hospital_private))
+    (tmp_path / "hospital-signing.pub").write_text(public_pem(signing))
     config.mqtt.host, config.mqtt.port = broker.host, broker.port
     config.mqtt.ca_file = str(mqtt_pki.ca_cert)
     config.mqtt.cert_file, config.mqtt.key_file = str(device.cert), str(device.key)
@@ -118,7 +110,7 @@ def setup(tmp_path, broker: Broker, mqtt_pki: MqttPki, viewer, demo_runner  # no
     config.telemetry.hospital_key = str(tmp_path / "hospital.pub")
     config.telemetry.hospital_signing_key = str(tmp_path / "hospital-signing.pub")
     identity = load_identity(config)
-    publisher = Publisher(config, identity, hospital_box_key.public_key(),
+    publisher = Publisher(config, identity, hospital_public,
                           model_facts(demo_runner.package), time.time(),
                           downlink_receiver(config, identity))
     publisher.connect()

@@ -112,35 +112,6 @@ def test_the_box_makes_its_downlink_key_on_first_start_and_keeps_it(tmp_path):
     assert identity.downlink_key_text is not None and len(identity.downlink_key_text) == 44
 
 
-def test_a_refused_downlink_is_an_event_and_an_unknown_study_is_kept(tmp_path):
-    config = _config(tmp_path)
-    config.telemetry.clinic, config.telemetry.device = "clinic-a", "box-1"
-    identity = load_identity(config)
-    conn = db.connect(config.database_path)
-    db.initialise(conn)
-    hospital = Ed25519PrivateKey.generate()
-    receiver = DownlinkReceiver(config, identity, hospital.public_key())
-    assert identity.downlink_key is not None
-    box_key = identity.downlink_key.public_key()
-    review = downlink.review_payload(study_ref=REF, alert_seq=3, verdict="refer", note="",
-                                     reviewed_at=time.time())
-    forged = downlink.seal_downlink("clinic-a", "box-1", 1, review, box_key,
-                                    Ed25519PrivateKey.generate())
-    assert receiver.handle(forged) == "bad-signature"
-    good = downlink.seal_downlink("clinic-a", "box-1", 1, review, box_key, hospital)
-    assert receiver.handle(good) == "kept"
-    assert receiver.handle(good) == "repeat"
-    try:
-        codes = [r[0] for r in conn.execute("SELECT code FROM events ORDER BY id")]
-        assert codes == [refusal_code("bad-signature"), UNKNOWN_STUDY]
-        row = conn.execute("SELECT study_key, study_ref FROM hospital_reviews").fetchone()
-        assert tuple(row) == (None, REF)
-        assert hospital_reviews.unresolved(conn) == 1
-    finally:
-        conn.close()
-        receiver.close()
-
-
 DAY = 86_400.0
 
 
@@ -159,7 +130,6 @@ class _Box:
     def seal(self, seq: int, *, age_days: float = 0.0, signer=None, device: str = "box-1",
              created_at: float | None = None) -> bytes:
         """A review of REF built ``age_days`` ago, signed by the hospital (or ``signer``)."""
-        assert self.identity.downlink_key is not None
         built = time.time() - age_days * DAY if created_at is None else created_at
         review = downlink.review_payload(study_ref=REF, alert_seq=3, verdict="refer", note="",
                                          reviewed_at=built - 60, created_at=built)
@@ -180,6 +150,23 @@ def box(tmp_path):
     b = _Box(tmp_path)
     yield b
     b.close()
+
+
+def test_a_refused_downlink_is_an_event_and_an_unknown_study_is_kept(box):
+    assert box.identity.downlink_key is not None
+    box_key = box.identity.downlink_key.public_key()
+    review = downlink.review_payload(study_ref=REF, alert_seq=3, verdict="refer", note="",
+                                     reviewed_at=time.time())
+    forged = downlink.seal_downlink("clinic-a", "box-1", 1, review, box_key,
+                                    Ed25519PrivateKey.generate())
+    assert box.receiver.handle(forged) == "bad-signature"
+    good = downlink.seal_downlink("clinic-a", "box-1", 1, review, box_key, box.hospital)
+    assert box.receiver.handle(good) == "kept"
+    assert box.receiver.handle(good) == "repeat"
+    assert box.codes() == [refusal_code("bad-signature"), UNKNOWN_STUDY]
+    row = box.conn.execute("SELECT study_key, study_ref FROM hospital_reviews").fetchone()
+    assert tuple(row) == (None, REF)
+    assert hospital_reviews.unresolved(box.conn) == 1
 
 
 def test_a_stale_authentic_review_is_kept_late_and_the_watermark_passes_it(box):

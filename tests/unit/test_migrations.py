@@ -455,6 +455,7 @@ def check_v8(conn) -> None:
     """v8: the alert sent names its top model; the alerted study counts as checked, so the
     producer sends the alert that was waiting and no late one for the second model."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
     from firmware_app.storage.outbox import Outbox
     from firmware_app.storage.telemetry import period_counts
@@ -468,7 +469,8 @@ def check_v8(conn) -> None:
     assert [tuple(r) for r in done] == [("1.2.1", 1), ("1.2.2", None)]
     assert period_counts(conn, 0, 300)["alerts"] == 1  # the alert sent before still counts
     facts = ModelFacts("ct-lesion@1.0.0", ("lesion",), 0.8)
-    identity = DeviceIdentity("clinic-1", "box-1", Ed25519PrivateKey.generate(), b"s" * 32)
+    identity = DeviceIdentity("clinic-1", "box-1", Ed25519PrivateKey.generate(), b"s" * 32,
+                              X25519PrivateKey.generate())
     outbox = Outbox(conn, 100, set(facts.labels))
     assert queue_alerts(conn, outbox, identity, facts) == 1
     (message,) = outbox.audit(since=0)

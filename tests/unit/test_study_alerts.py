@@ -14,6 +14,7 @@ from sqlite3 import Connection
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from firmware_app.contracts.egress import SCHEMAS, check_message
 from firmware_app.inference.aggregate import InstanceFindings
@@ -33,7 +34,8 @@ FACTS = ModelFacts(CT_MODEL, ("lesion", "nodule"), 0.8, (US_FACTS,))
 THRESHOLDS = {"ct-lesion": 0.8, "us-lesion": 0.6}
 LABELS = {"ct-lesion": "lesion", "us-lesion": "nodule"}
 STUDY = "1.2.826.0.1.3680043.8.498.1"
-IDENTITY = DeviceIdentity("clinic-1", "box-1", Ed25519PrivateKey.generate(), b"s" * 32)
+IDENTITY = DeviceIdentity("clinic-1", "box-1", Ed25519PrivateKey.generate(), b"s" * 32,
+                          X25519PrivateKey.generate())
 
 
 def analysed(conn: Connection, model_id: str, probability: float, *, study: str = STUDY,
