@@ -39,7 +39,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -51,26 +50,27 @@ from typing import Any
 import psycopg
 
 from bench.central_traffic import (
+    QUIET_LOG,
     SUMMARY_S,
-    GatewayBroker,
     Gateways,
     Key,
     Planned,
     SimBox,
+    gateway_acl,
     issue_gateways,
     make_boxes,
     schedule,
     seal_plan,
+    summary,
 )
 from bench.common import REPO, figure, machine, percentiles, save
 from central.store import Store
 from firmware_app.contracts.envelope import generate_x25519_pair, load_x25519_public
-from tests.mqtt_broker import Broker, MqttPki, make_mqtt_pki
+from tests.box_harness import stop, to_toml
+from tests.mqtt_broker import Broker, MqttPki, make_mqtt_pki, receiver_settings
 from tests.ports import free_port
 from tests.postgres_server import PostgresServer
-from tests.telemetry_payloads import public_pem
 
-GROUP = "central"
 COUNTS = re.compile(r"messages so far: (.*)$", re.MULTILINE)
 
 
@@ -78,12 +78,11 @@ COUNTS = re.compile(r"messages so far: (.*)$", re.MULTILINE)
 
 def receiver_config(root: Path, broker: Broker, pki: MqttPki, url: str, client_id: str) -> Path:
     """A ``clinibox central`` config for one receiver into ``url``."""
+    settings = receiver_settings(broker, pki, root / "unused.db", root / "hospital.pem",
+                                 client_id)
+    settings["database"] = {"url": url}
     path = root / f"{client_id}.toml"
-    path.write_text(
-        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nca_file = "{pki.ca_cert}"\n'
-        f'cert_file = "{pki.receiver.cert}"\nkey_file = "{pki.receiver.key}"\n'
-        f'group = "{GROUP}"\nclient_id = "{client_id}"\n\n'
-        f'[database]\nurl = "{url}"\n\n[keys]\nhospital_key = "{root / "hospital.pem"}"\n')
+    path.write_text(to_toml(settings))
     return path
 
 
@@ -105,13 +104,7 @@ def start_receiver(root: Path, config: Path) -> tuple[subprocess.Popen[bytes], P
 
 def stop_receiver(proc: subprocess.Popen[bytes], log: Path) -> dict[str, int]:
     """SIGTERM a receiver; its outcome counts as it logged them on the way out."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop(proc, 30)
     found = COUNTS.findall(log.read_text(errors="replace"))
     counts: dict[str, int] = {}
     for part in (found[-1].split(", ") if found else []):
@@ -128,31 +121,34 @@ def enrol(url: str, boxes: list[SimBox]) -> float:
     store = Store(url)
     try:
         for box in boxes:
-            store.enrol(box.clinic, box.device, public_pem(box.key))
-        with store.database.transaction(write=True) as tx:
-            for box in boxes:
-                tx.execute("INSERT INTO clinics (clinic, name, county) VALUES (?, ?, ?)"
-                           " ON CONFLICT DO NOTHING", (box.clinic, box.clinic, box.county))
+            store.enrol(box.clinic, box.device, box.pem)
+            store.set_clinic(box.clinic, box.clinic, box.county)
     finally:
         store.close()
     return time.perf_counter() - started
 
 
-def stored_rows(url: str) -> dict[Key, float]:
-    """(clinic, device, seq) → received_at of every stored message."""
+def stored_rows(url: str, since: float = 0.0) -> dict[Key, float]:
+    """(clinic, device, seq) → received_at of every message stored at or after ``since``."""
     with psycopg.connect(url) as conn:
-        rows = conn.execute("SELECT clinic, device, seq, received_at FROM messages").fetchall()
+        rows = conn.execute("SELECT clinic, device, seq, received_at FROM messages"
+                            " WHERE received_at >= %s", (since,)).fetchall()
     return {(r[0], r[1], int(r[2])): float(r[3]) for r in rows}
 
 
-def wait_stored(url: str, keys: set[Key], timeout: float) -> dict[Key, float]:
-    """Wait until every key is stored (or ``timeout``); the stored rows."""
+def wait_stored(url: str, count: int, since: float, timeout: float) -> dict[Key, float]:
+    """Wait until ``count`` messages stored at or after ``since`` (the phase's start: only its
+    own) are there, or ``timeout``; then those rows, read once (the wait only counts them, so
+    as not to load the store it measures)."""
     deadline = time.monotonic() + timeout
-    while True:
-        rows = stored_rows(url)
-        if keys <= rows.keys() or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.5)
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            stored = conn.execute("SELECT COUNT(*) FROM messages WHERE received_at >= %s",
+                                  (since,)).fetchone()
+            if stored is not None and int(stored[0]) >= count:
+                break
+            time.sleep(0.5)
+    return stored_rows(url, since)
 
 
 def table_counts(url: str) -> dict[str, Any]:
@@ -179,7 +175,7 @@ def run_phase(gateways: Gateways, plan: list[Planned], url: str, steady_s: float
     start = gateways.publish(plan, sent)
     published_end = time.time()
     gateways.wait_acked(acked_before + len(plan))
-    rows = wait_stored(url, set(sent), drain_timeout)
+    rows = wait_stored(url, len(sent), start, drain_timeout)
     burst_start, burst_end = start + steady_s, start + plan[-1].at
     kinds = {item.key: item.kind for item in plan}
     missing = [k for k in sent if k not in rows]
@@ -230,20 +226,17 @@ def run_phase(gateways: Gateways, plan: list[Planned], url: str, steady_s: float
 
 
 def phase_plan(boxes: list[SimBox], rng: random.Random, speed: float, steady_s: float,
-               burst_s: float, factor: float, hospital: Any, sim_start: float) -> list[Planned]:
+               burst_s: float, factor: float, sim_start: float) -> list[Planned]:
     """Steady traffic for ``steady_s`` real seconds, then ``factor``× it for ``burst_s``."""
     steady = schedule(boxes, rng, sim_start, steady_s * speed, speed)
     burst = schedule(boxes, rng, sim_start + steady_s * speed, burst_s * speed * factor,
                      speed * factor)
-    return seal_plan(steady + [(steady_s + at, *rest) for at, *rest in burst], hospital)
+    return seal_plan(steady + [(steady_s + at, *rest) for at, *rest in burst])
 
 
-def history_plan(boxes: list[SimBox], rng: random.Random, hospital: Any,
-                 now: float) -> list[Planned]:
+def history_plan(boxes: list[SimBox], rng: random.Random, now: float) -> list[Planned]:
     """48 hourly summaries of the past two days for the drifting boxes and as many steady
     ones (the drifting ones' last 24 shifted), all at once: drift gets a baseline."""
-    from bench.central_traffic import summary
-
     drifting = [b for b in boxes if b.drifting]
     steady = [b for b in boxes if not b.drifting][:len(drifting)]
     events = []
@@ -252,7 +245,7 @@ def history_plan(boxes: list[SimBox], rng: random.Random, hospital: Any,
             end = int(now - hour * SUMMARY_S)
             events.append((0.0, box, "summary",
                            summary(box, rng, end, box.drifting and hour <= 24)))
-    return seal_plan(events, hospital)
+    return seal_plan(events)
 
 
 # -- the console ------------------------------------------------------------------------------
@@ -272,8 +265,9 @@ def console_phase(root: Path, url: str, boxes: list[SimBox], requests_each: int
 
     port = free_port()
     config = root / "console.toml"
-    config.write_text(f'[database]\nurl = "{url}"\n\n[keys]\nhospital_key = '
-                      f'"{root / "hospital.pem"}"\n\n[web]\nport = {port}\n')
+    config.write_text(to_toml({"database": {"url": url},
+                               "keys": {"hospital_key": str(root / "hospital.pem")},
+                               "web": {"port": port}}))
     user = subprocess.run([sys.executable, "-m", "central.cli", "user", "add", "bench",
                            "--role", "admin", "--password-stdin", "--config", str(config)],
                           input="tall-river-9431-quiet\n", capture_output=True, text=True,
@@ -323,11 +317,7 @@ def console_phase(root: Path, url: str, boxes: list[SimBox], requests_each: int
             out[name] = {"path": path, "status": sorted(statuses), **percentiles(samples)}
         return out
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, 20)
 
 
 # -- main ----------------------------------------------------------------------------------------
@@ -347,22 +337,24 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     rng = random.Random(45)
     generate_x25519_pair(root / "hospital.pem", root / "hospital.pub")
     hospital = load_x25519_public(root / "hospital.pub")
-    boxes = make_boxes(args.boxes, max(1, args.boxes // 200))
+    boxes = make_boxes(args.boxes, max(1, args.boxes // 200), hospital)
     details: dict[str, Any] = {"boxes": args.boxes, "receivers": args.receivers,
                                "speed": args.speed, "burst_factor": args.burst_factor,
                                "gateways": args.gateways, "machine": machine("psycopg")}
     started = time.perf_counter()
     now = time.time()
-    history = history_plan(boxes, rng, hospital, now - 7 * 3600)
+    history = history_plan(boxes, rng, now - 7 * 3600)
     reference = phase_plan(boxes, rng, args.speed, args.ref_steady, args.ref_burst,
-                           args.burst_factor, hospital, now - 6 * 3600)
+                           args.burst_factor, now - 6 * 3600)
     main_plan = phase_plan(boxes, rng, args.speed, args.steady, args.burst, args.burst_factor,
-                           hospital, now - 3 * 3600)
+                           now - 3 * 3600)
     details["sealing_s"] = round(time.perf_counter() - started, 1)
     pki = make_mqtt_pki(root / "pki", [])
     details["client_certificate_ms"] = round(certificate_cost(pki, root / "pki"), 2)
     server = PostgresServer(root / "postgres", durable=True)
-    broker = GatewayBroker(root / "broker", pki, gateways=issue_gateways(pki, args.gateways))
+    gateway_ids = issue_gateways(pki, args.gateways)
+    broker = Broker(root / "broker", pki, extra_acl=gateway_acl(gateway_ids),
+                    log_types=QUIET_LOG)
     receivers: list[tuple[subprocess.Popen[bytes], Path]] = []
     gateways = None
     try:
@@ -373,10 +365,9 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         broker.start()
         receivers.append(start_receiver(root, receiver_config(root, broker, pki, url,
                                                               "bench-receiver-1")))
-        gateways = Gateways(broker, pki, broker.gateways)
+        gateways = Gateways(broker, gateway_ids)
         sent: dict[Key, float] = {}
-        gateways.publish(history, sent)
-        wait_stored(url, set(sent), 120)
+        wait_stored(url, len(history), gateways.publish(history, sent), 120)
         details["reference_one_receiver"] = run_phase(gateways, reference, url,
                                                       args.ref_steady, args.drain_timeout)
         for n in range(2, args.receivers + 1):

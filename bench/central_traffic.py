@@ -1,14 +1,16 @@
 """The simulated province for ``bench.central_load``: boxes, their traffic, the gateways.
 
-A :class:`SimBox` is one enrolled box (``county-07-clinic-123`` / ``box-1``) with its own
-Ed25519 signing key and sequence counter. :func:`schedule` lays out the messages a fleet
-sends over a stretch of *simulated* time (heartbeats every 5 minutes, summaries hourly,
-alerts at :data:`ALERT_SHARE` of the summaries' studies) and maps it onto real seconds at
-a given speed; :func:`seal_plan` seals every message beforehand (sealing is the box's cost,
-not the hospital's). :class:`GatewayBroker` is the test broker with one more ACL block
+A :class:`SimBox` is one enrolled box (``county-07-clinic-123`` / ``box-1``): the tests'
+:class:`tests.telemetry_payloads.Box` (its own Ed25519 signing key and sequence counter) with
+a county, perhaps drifting. :func:`schedule` lays out the messages a fleet sends over a
+stretch of *simulated* time (heartbeats every 5 minutes, summaries hourly, alerts at
+:data:`ALERT_SHARE` of the summaries' studies) and maps it onto real seconds at a given
+speed; :func:`seal_plan` seals every message beforehand (sealing is the box's cost, not the
+hospital's). The broker is the test broker with :func:`gateway_acl` appended to its ACL
 (bench only): a few ``bench-gateway-N`` identities may publish on ``clinibox/#``, so 2,000
-boxes need no 2,000 client certificates; :class:`Gateways` publishes a plan through them at
-QoS 1 on its schedule and notes when each message left.
+boxes need no 2,000 client certificates; and :data:`QUIET_LOG` for its logging.
+:class:`Gateways` publishes a plan through them at QoS 1 on its schedule and notes when each
+message left.
 """
 
 from __future__ import annotations
@@ -16,19 +18,16 @@ from __future__ import annotations
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
-from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware_app.contracts.egress import HISTOGRAM_BINS
-from firmware_app.contracts.envelope import Header, seal
-from firmware_app.contracts.topics import topic
-from tests.mqtt_broker import Broker, Identity, MqttPki, acl_text
-from tests.telemetry_payloads import MODEL, alert_payload, status_payload, summary_payload
+from firmware_app.telemetry.mqtt import NO_MATCHING_SUBSCRIBERS
+from tests.mqtt_broker import Broker, Identity, MqttPki, client, close
+from tests.telemetry_payloads import Box, alert_payload, status_payload, summary_payload
 
 HEARTBEAT_S = 300
 SUMMARY_S = 3600
@@ -37,25 +36,19 @@ STUDIES_PER_HOUR = 12
 ALERT_SHARE = 0.02
 CLINICS_PER_COUNTY = 50
 GATEWAY_CN = "bench-gateway-{}"
+#: the broker's log types: no debug lines (the tests' ``log_type all`` writes lines for every
+#: message)
+QUIET_LOG = ("error", "warning", "notice", "information")
 #: a message's identity in the hospital's store
 Key = tuple[str, str, int]
 
 
 @dataclass
-class SimBox:
-    """One simulated box: its identity, county, signing key and sequence counter."""
+class SimBox(Box):
+    """One simulated box: a test :class:`Box` with its county, perhaps drifting."""
 
-    clinic: str
-    device: str
-    county: str
+    county: str = ""
     drifting: bool = False
-    key: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate)
-    seq: int = 0
-
-    def next_seq(self) -> int:
-        """The next sequence number of this box's messages."""
-        self.seq += 1
-        return self.seq
 
 
 @dataclass(frozen=True)
@@ -69,12 +62,12 @@ class Planned:
     kind: str
 
 
-def make_boxes(count: int, drifting: int) -> list[SimBox]:
-    """``count`` boxes, :data:`CLINICS_PER_COUNTY` clinics a county; every
-    ``count // drifting``-th box drifts."""
+def make_boxes(count: int, drifting: int, hospital: X25519PublicKey) -> list[SimBox]:
+    """``count`` boxes sealing to ``hospital``, :data:`CLINICS_PER_COUNTY` clinics a county;
+    every ``count // drifting``-th box drifts."""
     step = max(1, count // max(1, drifting)) if drifting else 0
     return [SimBox(f"county-{i // CLINICS_PER_COUNTY + 1:02d}-clinic-{i + 1:04d}", "box-1",
-                   f"county-{i // CLINICS_PER_COUNTY + 1:02d}",
+                   hospital, county=f"county-{i // CLINICS_PER_COUNTY + 1:02d}",
                    drifting=bool(step) and i % step == step // 2)
             for i in range(count)]
 
@@ -148,38 +141,20 @@ def schedule(boxes: list[SimBox], rng: random.Random, sim_start: float, sim_len:
     return [((t - sim_start) / speed, box, kind, payload) for t, box, kind, payload in events]
 
 
-def seal_plan(events: list[tuple[float, SimBox, str, dict[str, Any]]],
-              hospital: X25519PublicKey) -> list[Planned]:
+def seal_plan(events: list[tuple[float, SimBox, str, dict[str, Any]]]) -> list[Planned]:
     """Seal every scheduled message (sequence numbers given in time order)."""
     plan = []
     for at, box, kind, payload in events:
-        seq = box.next_seq()
-        envelope = seal(Header(box.clinic, box.device, kind, seq), payload, hospital, box.key)
-        plan.append(Planned(at, topic(box.clinic, box.device, kind), envelope,
-                            (box.clinic, box.device, seq), kind))
+        message_topic, envelope = box.envelope(kind, payload)
+        plan.append(Planned(at, message_topic, envelope, (box.clinic, box.device, box.seq),
+                            kind))
     return plan
 
 
-class GatewayBroker(Broker):
-    """The test broker, its ACL plus the bench's gateways (``clinibox/#`` write), and no
-    debug logging (the tests' ``log_type all`` writes lines for every message)."""
-
-    def __init__(self, *args: Any, gateways: list[Identity], **kwargs: Any) -> None:
-        """A :class:`Broker` whose ACL lets ``gateways`` publish for every box."""
-        super().__init__(*args, **kwargs)
-        self.gateways = gateways
-
-    def write_config(self) -> None:
-        """mosquitto.conf and the ACL with one ``user bench-gateway-N`` block a gateway."""
-        super().write_config()
-        blocks = "".join(f"\nuser {g.cn}\ntopic write clinibox/#\n" for g in self.gateways)
-        self.acl_path.write_text(acl_text() + blocks)
-
-    def config_text(self) -> str:
-        """The test broker's configuration with quieter logging."""
-        return super().config_text().replace(
-            "log_type all\n",
-            "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n")
+def gateway_acl(gateways: list[Identity]) -> str:
+    """The broker's ACL addition: one ``user bench-gateway-N`` block a gateway, each may
+    publish for every box."""
+    return "".join(f"\nuser {g.cn}\ntopic write clinibox/#\n" for g in gateways)
 
 
 def issue_gateways(pki: MqttPki, count: int) -> list[Identity]:
@@ -194,31 +169,21 @@ def issue_gateways(pki: MqttPki, count: int) -> list[Identity]:
 class Gateways:
     """A few MQTT v5 TLS clients publishing a plan at QoS 1, a box always through the same one."""
 
-    def __init__(self, broker: Broker, pki: MqttPki, identities: list[Identity]) -> None:
+    def __init__(self, broker: Broker, identities: list[Identity]) -> None:
         """Connect every gateway (their network loops in threads)."""
         self.lock = threading.Lock()
         self.acked = 0
         self.refused: dict[str, int] = {}
         self.clients: list[mqtt.Client] = []
         for identity in identities:
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=identity.cn,
-                                 protocol=mqtt.MQTTv5)
-            client.tls_set(ca_certs=str(pki.ca_cert), certfile=str(identity.cert),
-                           keyfile=str(identity.key))
-            client.max_inflight_messages_set(100)
-            client.max_queued_messages_set(0)
-            client.on_publish = self._on_publish
-            connected = threading.Event()
-            client.on_connect = lambda *_a, done=connected: done.set()
-            client.connect(broker.host, broker.port, keepalive=60)
-            client.loop_start()
-            if not connected.wait(15):
-                raise RuntimeError(f"gateway {identity.cn}: no CONNACK")
-            self.clients.append(client)
+            gateway = client(broker, identity.cert, identity.key, client_id=identity.cn,
+                             max_inflight=100, timeout=15)
+            gateway.on_publish = self._on_publish
+            self.clients.append(gateway)
 
     def _on_publish(self, _c: mqtt.Client, _u: Any, _mid: int, reason: Any, _p: Any) -> None:
         with self.lock:
-            if reason.is_failure or reason.value == 0x10:  # 0x10: no matching subscribers
+            if reason.is_failure or reason.value == NO_MATCHING_SUBSCRIBERS:
                 self.refused[str(reason)] = self.refused.get(str(reason), 0) + 1
             else:
                 self.acked += 1
@@ -232,9 +197,9 @@ class Gateways:
             delay = item.at - (time.perf_counter() - start)
             if delay > 0:
                 time.sleep(delay)
-            client = self.clients[hash(item.key[:2]) % len(self.clients)]
+            gateway = self.clients[hash(item.key[:2]) % len(self.clients)]
             sent[item.key] = time.time()
-            info = client.publish(item.topic, item.envelope, qos=1)
+            info = gateway.publish(item.topic, item.envelope, qos=1)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 raise RuntimeError(f"publish failed: {mqtt.error_string(info.rc)}")
         return start_wall
@@ -251,10 +216,9 @@ class Gateways:
 
     def close(self) -> None:
         """Disconnect every gateway."""
-        for client in self.clients:
-            client.disconnect()
-            client.loop_stop()
+        for gateway in self.clients:
+            close(gateway)
 
 
-__all__ = ["MODEL", "GatewayBroker", "Gateways", "Planned", "SimBox", "issue_gateways",
+__all__ = ["QUIET_LOG", "Gateways", "Planned", "SimBox", "gateway_acl", "issue_gateways",
            "make_boxes", "schedule", "seal_plan"]

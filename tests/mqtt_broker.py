@@ -175,14 +175,19 @@ class Broker:
     host = "127.0.0.1"
 
     def __init__(self, folder: Path, pki: MqttPki, port: int | None = None, *,
-                 extra_conf: str = "") -> None:
-        """Prepare (not start) a broker; ``port`` defaults to a free one."""
+                 extra_conf: str = "", extra_acl: str = "",
+                 log_types: tuple[str, ...] = ("all",)) -> None:
+        """Prepare (not start) a broker; ``port`` defaults to a free one. ``extra_acl`` is
+        appended to :func:`acl_text`; ``log_types`` are Mosquitto's ``log_type`` lines (``all``
+        writes a debug line for every message)."""
         self.folder = folder
         self.pki = pki
         self.port = port or free_port()
         #: a port we picked may be taken before Mosquitto binds it: pick another then
         self._may_move = port is None
         self.extra_conf = extra_conf
+        self.extra_acl = extra_acl
+        self.log_types = log_types
         self.conf_path = folder / "mosquitto.conf"
         self.acl_path = folder / "acl"
         self.log_path = folder / "mosquitto.log"
@@ -200,6 +205,7 @@ class Broker:
         # Started as root, Mosquitto switches to user "mosquitto", which can read
         # neither pytest's tmp folders nor the keys; "user root" keeps it root.
         user = "user root\n" if os.geteuid() == 0 else ""
+        log_types = "".join(f"log_type {kind}\n" for kind in self.log_types)
         return (
             f"{user}"
             "per_listener_settings false\n"
@@ -208,7 +214,7 @@ class Broker:
             "persistence true\n"
             f"persistence_location {self.folder}/\n"
             f"log_dest file {self.log_path}\n"
-            "log_type all\n"
+            f"{log_types}"
             "log_timestamp_format %Y-%m-%dT%H:%M:%S\n"
             "max_queued_messages 100000\n"
             f"listener {self.port} {self.host}\n"
@@ -223,7 +229,7 @@ class Broker:
     def write_config(self) -> None:
         """Write mosquitto.conf and the ACL file into ``folder``."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.acl_path.write_text(acl_text())
+        self.acl_path.write_text(acl_text() + self.extra_acl)
         self.conf_path.write_text(self.config_text())
 
     @property
@@ -453,15 +459,16 @@ def client(broker: Broker, cert: Path | None, key: Path | None, *,
            ca_cert: Path | None = None, client_id: str = "",
            clean_start: mqtt.CleanStartOption = True,
            session_expiry: int = 0, messages: MessageLog | None = None,
-           timeout: float = 5) -> mqtt.Client:
+           max_inflight: int | None = None, timeout: float = 5) -> mqtt.Client:
     """A paho MQTT v5 client connected over TLS, its network loop running.
 
     ``cert``/``key`` is the client certificate (None: none at all); ``ca_cert`` is the
     CA the client trusts for the broker (default: the broker's). ``session_expiry`` > 0
     with ``clean_start=False`` keeps a persistent session (``True`` starts clean on
     every reconnect too; ``mqtt.MQTT_CLEAN_START_FIRST_ONLY`` only the first time).
-    Received messages go into ``messages`` if given. Raises :class:`ConnectFailed` if
-    no successful CONNACK comes.
+    Received messages go into ``messages`` if given. ``max_inflight``: QoS > 0 messages
+    unacknowledged at once (paho's default, 20, if None; paho allows setting it only before
+    the connection). Raises :class:`ConnectFailed` if no successful CONNACK comes.
     After a lost connection paho reconnects on its own (1–2 s back-off).
     """
     state = _State()
@@ -474,6 +481,8 @@ def client(broker: Broker, cert: Path | None, key: Path | None, *,
     if messages is not None:
         paho.on_message = messages.record
     paho.reconnect_delay_set(1, 2)
+    if max_inflight is not None:
+        paho.max_inflight_messages_set(max_inflight)
     paho.tls_set(ca_certs=str(ca_cert or broker.pki.ca_cert),
                  certfile=str(cert) if cert else None, keyfile=str(key) if key else None)
     properties = None

@@ -21,10 +21,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
+from email.message import Message
 from pathlib import Path
 
 import pytest
@@ -33,6 +32,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from firmware_app import i18n
 from firmware_app.contracts import downlink
+from tests.box_harness import stop
 from tests.browser import ARTIFACTS, headless_chromium
 from tests.canary import CanarySet, write_canary_studies
 from tests.integration.conftest import (
@@ -46,6 +46,7 @@ from tests.integration.conftest import (
 from tests.mqtt_broker import Auditor, Broker, make_mqtt_pki, receiver_settings
 from tests.ports import free_port
 from tests.postgres_server import PostgresServer
+from tests.webhook_sink import WebhookSink
 
 pytestmark = pytest.mark.integration
 
@@ -56,43 +57,7 @@ SECRET = b"the-hospitals-webhook-secret"
 SHOTS = ARTIFACTS.parent / "console"
 
 
-@dataclass
-class WebhookSink:
-    """A local HTTP server that records every POST (body and headers) and answers 204."""
-
-    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    port: int = 0
-
-    def start(self) -> WebhookSink:
-        """Serve in a thread on a free port."""
-        sink = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                sink.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving."""
-        self.server.shutdown()
-
-    @property
-    def url(self) -> str:
-        """Where the hospital's webhook posts."""
-        return f"http://127.0.0.1:{self.port}/hook"
-
-
-def signature_ok(secret: bytes, headers: dict[str, str], body: bytes) -> bool:
+def signature_ok(secret: bytes, headers: Message, body: bytes) -> bool:
     """Whether the delivery's ``X-Clinibox-Signature`` is HMAC-SHA256 of
     ``"<X-Clinibox-Timestamp>.<body>"``."""
     signed = headers.get("x-clinibox-timestamp", "").encode("ascii") + b"." + body
@@ -171,7 +136,7 @@ def site(tmp_path_factory) -> Iterator[Site]:
     clinibox("keys", "generate", "--kind", "hospital-signing", "--out",
              str(root / "hospital-signing"))
     (root / "webhook.secret").write_bytes(SECRET)
-    sink = WebhookSink().start()
+    sink = WebhookSink()
     console_port = free_port()
     settings = receiver_settings(broker, pki, root / "unused.db", root / "hospital.pem",
                                  "central-console-e2e")
@@ -219,9 +184,8 @@ def site(tmp_path_factory) -> Iterator[Site]:
     auditor.close()
     box.stop()
     for process in (console, receiver):
-        process.terminate()
-        process.wait(timeout=30)
-    sink.stop()
+        stop(process)
+    sink.close()
     broker.stop()
     postgres.stop()
 
@@ -330,12 +294,13 @@ def test_a_radiologist_reviews_in_chinese_and_the_box_shows_the_verdict(site: Si
         clinic.quit()
 
     # 4. the webhook fired once per alert, signed; nothing identifying went anywhere
-    wait_for(lambda: len(site.sink.received) >= 2, 60, "the webhook deliveries")
-    bodies = [json.loads(body) for _, body in site.sink.received]
+    wait_for(lambda: len(site.sink.requests) >= 2, 60, "the webhook deliveries")
+    bodies = [json.loads(request.body) for request in site.sink.requests]
     assert sorted(b["alert_id"] for b in bodies) == sorted(
         r[0] for r in site.rows("SELECT id FROM alerts"))
-    assert all(signature_ok(SECRET, headers, body) for headers, body in site.sink.received)
-    seen = b"".join(body for _, body in site.sink.received)
+    assert all(signature_ok(SECRET, request.headers, request.body)
+               for request in site.sink.requests)
+    seen = b"".join(request.body for request in site.sink.requests)
     seen += b"".join(m.topic.encode() + m.payload for m in site.auditor.messages())
     seen += "".join(json.dumps(r) for r in site.rows("SELECT payload FROM downlinks")).encode()
     assert site.canaries.found_in(seen) == []

@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -35,6 +35,7 @@ from tests.central_fixtures import (  # noqa: F401 (pytest fixtures)
     central_store,
 )
 from tests.telemetry_payloads import alert_payload, public_pem, status_payload, summary_payload
+from tests.webhook_sink import WebhookSink
 
 NOW = 1_800_000_000.0
 RESEND = 1800.0
@@ -161,37 +162,6 @@ def test_a_late_status_keeps_the_key_the_acknowledged_downlink_and_the_state(tmp
 
 # -- F2, F3, F4, F9: the webhook against hostile targets ---------------------------------
 
-class Target:
-    """A local HTTP target: ``answer(handler)`` writes each answer; POSTs and GETs recorded."""
-
-    def __init__(self, answer) -> None:
-        self.seen: list[tuple[str, str, dict[str, str]]] = []
-        target = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                target.seen.append(("POST", self.path, dict(self.headers)))
-                answer(self)
-
-            def do_GET(self) -> None:
-                target.seen.append(("GET", self.path, dict(self.headers)))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        """Stop serving."""
-        self.server.shutdown()
-        self.server.server_close()
-
-
 class RawTarget:
     """A TCP listener that answers each connection with ``reply(connection)``."""
 
@@ -255,20 +225,20 @@ def test_garbage_from_the_target_is_a_failed_attempt_and_the_thread_lives_on(tmp
 
 
 def test_a_redirect_is_not_followed_and_is_a_failed_attempt(tmp_path):
-    elsewhere = Target(lambda h: None)
+    elsewhere = WebhookSink(lambda h: None)
 
     def redirect(handler: BaseHTTPRequestHandler) -> None:
         handler.send_response(302)
-        handler.send_header("Location", f"{elsewhere.url}/stolen")
+        handler.send_header("Location", f"{elsewhere.base}/stolen")
         handler.send_header("Content-Length", "0")
         handler.end_headers()
 
-    hook = Target(redirect)
-    store, notifier = _notifier(tmp_path, f"{hook.url}/hook")
+    hook = WebhookSink(redirect)
+    store, notifier = _notifier(tmp_path, hook.url)
     notifier.run_once()
     _attempts, sent_at, error = _delivery(store)
     assert (sent_at, error) == (None, "HTTP 302 (redirects are not followed)")
-    assert [seen[0] for seen in hook.seen] == ["POST"] and elsewhere.seen == []
+    assert [seen.method for seen in hook.requests] == ["POST"] and elsewhere.requests == []
     hook.close()
     elsewhere.close()
 
@@ -290,12 +260,13 @@ def test_a_target_that_drips_is_cut_off_at_the_deadline(tmp_path):
 
 
 def test_the_signature_covers_the_timestamp_and_plain_http_is_warned_about(tmp_path, caplog):
-    hook = Target(lambda h: (h.send_response(204), h.end_headers()))
+    hook = WebhookSink()
     with caplog.at_level(logging.WARNING, logger="clinibox.central.notify"):
-        store, notifier = _notifier(tmp_path, f"{hook.url}/hook")
+        store, notifier = _notifier(tmp_path, hook.url)
     assert "is plain http" in caplog.text
     assert notifier.run_once() == 1 and _delivery(store)[1] is not None
-    [(_method, _path, headers)] = hook.seen
+    [request] = hook.requests
+    headers = request.headers
     [payload] = _rows(store, "SELECT payload FROM webhook_deliveries")[0]
     signed = headers["X-Clinibox-Timestamp"].encode() + b"." + payload.encode()
     assert headers["X-Clinibox-Signature"] == "sha256=" + hmac.new(

@@ -5,9 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -16,41 +14,18 @@ from central.notify import Notifier, NotifyError, load_secret
 from central.store import Store
 from firmware_app.contracts.envelope import Header
 from tests.telemetry_payloads import alert_payload, status_payload
+from tests.webhook_sink import WebhookSink
 
 NOW = 1_800_000_000.0
 SECRET = b"s3cret-shared-with-the-messenger"
 
 
-class Hook:
-    """A local HTTP server that records each POST and answers the next queued status."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-        self.answers: list[int] = []
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                hook.requests.append((dict(self.headers), body))
-                self.send_response(hook.answers.pop(0) if hook.answers else 204)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
-def hook() -> Iterator[Hook]:
+def hook() -> Iterator[WebhookSink]:
     """A running local webhook receiver."""
-    server = Hook()
+    server = WebhookSink()
     yield server
-    server.server.shutdown()
-    server.server.server_close()
+    server.close()
 
 
 def _store(tmp_path) -> Store:
@@ -58,7 +33,7 @@ def _store(tmp_path) -> Store:
                  public_url="https://console.example/")
 
 
-def _notifier(store: Store, hook: Hook, **settings: float) -> Notifier:
+def _notifier(store: Store, hook: WebhookSink, **settings: float) -> Notifier:
     config = NotifyConfig(url=hook.url, secret_file="unused", retry_min_seconds=1.0,
                           retry_max_seconds=4.0, **settings)
     return Notifier(store.database, config, SECRET)
@@ -75,7 +50,8 @@ def test_fires_once_per_alert_signed_without_the_study_reference(tmp_path, hook)
     first, second = _notifier(store, hook), _notifier(other, hook)
     assert first.run_once(NOW + 1) + second.run_once(NOW + 1) == 1
     assert first.run_once(NOW + 100) + second.run_once(NOW + 100) == 0
-    [(headers, body)] = hook.requests
+    [request] = hook.requests
+    headers, body = request.headers, request.body
     signed = headers["X-Clinibox-Timestamp"].encode() + b"." + body
     assert headers["X-Clinibox-Signature"] == "sha256=" + hmac.new(
         SECRET, signed, hashlib.sha256).hexdigest()
