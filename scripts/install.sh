@@ -338,4 +338,18 @@ if [ "$ENABLE" = 1 ]; then
     restart_services
 fi
 say "clinibox $VERSION installed; versions kept: $(cd "$PREFIX" && ls -d [0-9]* | tr '\n' ' ')"
-say "next: clinibox user add NAME --role technician   (the viewer's first account)"
+say "next steps, in this order:"
+say "  1. provision with the hospital's enrolment bundle:" \
+    "sudo clinibox provision BUNDLE --config /etc/clinibox/clinibox.toml"
+if [ "$TRUST_DEMO" = true ]; then
+    say "  2. a model: this demonstration box (--trust-demo-key) runs the bundled demo package;" \
+        "it is NOT for clinical use"
+else
+    say "  2. a model: a box provisioned for a hospital runs only packages signed by the" \
+        "hospital's model-signing key; it waits for one (the hospital's rollout:" \
+        "clinibox central rollout, or runuser -u clinibox -- clinibox model install PACKAGE)" \
+        "and keeps receiving and holding images meanwhile"
+fi
+say "  3. check the box: runuser -u clinibox -- clinibox selftest"
+say "  4. the viewer's first account:" \
+    "runuser -u clinibox -- clinibox user add NAME --role technician"

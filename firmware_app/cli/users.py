@@ -5,9 +5,12 @@
 * ``clinibox user passwd NAME`` sets a new password (and ends the account's sessions);
 * ``clinibox user remove NAME`` removes an account (and its sessions).
 
-Passwords are asked for twice on the terminal (not echoed), or read as one line
-from standard input with ``--password-stdin`` (for scripts); never as an
-argument, where they would show in the process list and the shell history.
+Passwords are asked for twice on the terminal (not echoed; the password rules are
+shown first), or read as one line from standard input with ``--password-stdin``
+(for scripts); never as an argument, where they would show in the process list
+and the shell history. Without a terminal on standard input and without
+``--password-stdin`` the command refuses at once (exit status 2) and says how to
+give the password, instead of letting ``getpass`` fall back to reading it visibly.
 Every change is an audit row naming the unix user who ran the command
 (``cli:<user>``; ``clinibox audit --action account_created``).
 """
@@ -16,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
+import shlex
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -26,6 +31,7 @@ from firmware_app.settings import box as config_module
 from firmware_app.storage import db
 from firmware_app.storage.accounts import ROLES, AccountError, Accounts, normalise_name
 from web import labels
+from webcore.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, password_problem
 
 _NEEDS_NAME = ("add", "passwd", "remove")
 
@@ -35,15 +41,59 @@ def _usage_error(message: str) -> int:
     return EXIT_USAGE
 
 
+def password_rules() -> str:
+    """The password rules in one line (from ``webcore.passwords``' own limits)."""
+    return _("password rules: %(least)s to %(most)s characters; not one character repeated; "
+             "not containing the account name; not one of the most common passwords",
+             least=MIN_PASSWORD_LENGTH, most=MAX_PASSWORD_LENGTH)
+
+
+def _stdin_is_terminal() -> bool:
+    """Whether standard input is a terminal. A stream with no file descriptor was put in
+    place inside this process (not by a shell): it is left to ``getpass``, which then
+    asks on the controlling terminal itself."""
+    stream = sys.stdin
+    if stream is None:  # started with standard input closed
+        return False
+    try:
+        descriptor = stream.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation: no descriptor
+        return True
+    return os.isatty(descriptor)
+
+
+def _no_terminal_error(args: argparse.Namespace) -> int:
+    """Refuse at once when the password cannot be asked for; say how to give it."""
+    example = ["clinibox", "user", args.action, args.name or "NAME"]
+    if args.action == "add":
+        example += ["--role", args.role or "technician"]
+    command = "printf '%s\\n' \"$PASSWORD\" | " + shlex.join([*example, "--password-stdin"])
+    return _usage_error(_("standard input is not a terminal, so the password cannot be asked "
+                          "for: give it as one line on standard input with --password-stdin "
+                          "(e.g. %(command)s), or run the command on a terminal",
+                          command=command))
+
+
+def _checked(password: str, name: str) -> str:
+    """``password`` when the rules accept it; else AccountError naming the rule."""
+    problem = password_problem(password, name)
+    if problem:
+        raise AccountError(_("%(problem)s (%(rules)s)", problem=problem,
+                             rules=password_rules()))
+    return password
+
+
 def _read_password(name: str, from_stdin: bool) -> str:
-    """The new password: one line of standard input, or typed twice at the prompt."""
+    """The new password: one line of standard input, or typed twice at the prompt (the
+    rules shown first); AccountError when it breaks a rule, naming the rule."""
     if from_stdin:
         line = sys.stdin.readline()
         if not line:
             raise AccountError(_("no password on standard input"))
-        return line.rstrip("\r\n")
+        return _checked(line.rstrip("\r\n"), name)
+    print(password_rules(), file=sys.stderr, flush=True)
     try:
-        first = getpass.getpass(_("Password for %(name)s: ", name=name))
+        first = _checked(getpass.getpass(_("Password for %(name)s: ", name=name)), name)
         second = getpass.getpass(_("Again: "))
     except EOFError as exc:
         raise AccountError(_("no password given")) from exc
@@ -92,6 +142,9 @@ def cmd_user(args: argparse.Namespace) -> int:
                               "changed; remove and add it again)"))
     if args.password_stdin and args.action not in ("add", "passwd"):
         return _usage_error(_("--password-stdin applies to add and passwd only"))
+    if args.action in ("add", "passwd") and not args.password_stdin \
+            and not _stdin_is_terminal():
+        return _no_terminal_error(args)
     config = config_module.load(getattr(args, "config", None))
     conn: sqlite3.Connection = db.open_database(config.database_path)
     try:

@@ -46,6 +46,10 @@ from firmware_app.storage.spool import RECEIVING_PREFIX
 
 log = logging.getLogger(__name__)
 
+#: the Implementation Version Name this receiver announces (with pynetdicom's Implementation
+#: Class UID), so that ``clinibox selftest`` can tell it from another program on the port
+IMPLEMENTATION_VERSION_NAME = "CLINIBOX"
+
 #: Transfer syntaxes accepted; compressed ones are decoded by pylibjpeg's plugins.
 ACCEPTED_TRANSFER_SYNTAXES = [
     ExplicitVRLittleEndian,
@@ -99,6 +103,7 @@ class StorageSCP:
     def _build_ae(self) -> AE:
         cfg = self.config
         ae = AE(ae_title=cfg.ae_title)
+        ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
         # the server counts the slots (fairly, bounded_server); pynetdicom's own count
         # also holds the connections being told "busy", so it gets room for those
         ae.maximum_associations = 2 * cfg.max_associations

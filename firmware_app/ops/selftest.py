@@ -3,11 +3,13 @@
 Checks, each giving ``(name, status, detail)``:
 
 * **model package**: the package the box would run verifies (signature by a
-  trusted key, every sha256);
+  trusted key, every sha256); without one the box waits for a model (FAIL);
 * **golden cases**: its golden cases reproduce within tolerance on the
   backend and artifact the service would choose;
 * **DICOM echo**: a real C-ECHO to the running service on ``[dicom] port``
-  (over TLS when ``[dicom] tls_enabled``), as a modality would send it;
+  (over TLS when ``[dicom] tls_enabled``), as a modality would send it, naming who
+  answered: clinibox (its native or Python receiver, and the process) or another
+  program (Orthanc, another receiver) that holds the port, which then FAILs;
 * **disk space**: free space against ``[storage] min_free_mb`` (WARN below
   twice that), use against ``[retention] max_disk_used_pct`` (WARN above);
 * **clock**: not before the newest of the release date, the package's
@@ -30,6 +32,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
 import shutil
 import socket
 import ssl
@@ -98,7 +101,9 @@ def check_package(config: Config) -> tuple[Check, ModelPackage | None]:
         root = resolve_package_root(config)
         package = load_package(root, config.trusted_key_paths)
     except (OSError, ValueError) as exc:  # PackageError is a ValueError
-        return Check(name, FAIL, str(exc)), None
+        return Check(name, FAIL, _("waiting for a model: %(why)s; images are received and held "
+                                   "until the hospital's rollout or `clinibox model install` "
+                                   "gives one", why=exc)), None
     return Check(name, PASS, ngettext(
         "%(model)s: signed by trusted key %(key)s, %(num)d artifact matches its sha256 (%(root)s)",
         "%(model)s: signed by trusted key %(key)s, %(num)d artifacts match their sha256 "
@@ -200,8 +205,105 @@ def _tls_probe(config: Config, host: str, timeout: float) -> str:
     return ""
 
 
+#: dcmtk's implementation class UIDs (the native receiver's, and storescp's, Orthanc's …)
+DCMTK_UID_ROOT = "1.2.276.0.7230010.3."
+
+
+class PortOwner(NamedTuple):
+    """The process that listens on a TCP port."""
+
+    pid: int
+    comm: str
+    argv: list[str]
+
+
+def _listening_sockets(port: int) -> set[str]:
+    """``socket:[inode]`` of every TCP socket listening on ``port`` (Linux /proc/net)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 9 and fields[3] == "0A" \
+                    and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                found.add(f"socket:[{fields[9]}]")
+    return found
+
+
+def port_owner(port: int) -> PortOwner | None:
+    """The process listening on TCP ``port``; None when unknown (not Linux, nobody, or a
+    process of another user, whose open files only root may look into)."""
+    sockets = _listening_sockets(port)
+    if not sockets:
+        return None
+    pids = sorted(int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit())
+    for pid in pids:  # the oldest first: a receiver before the children it forked
+        folder = Path("/proc", str(pid))
+        try:
+            if not any(os.readlink(fd) in sockets for fd in (folder / "fd").iterdir()):
+                continue
+            argv = (folder / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            return PortOwner(pid, (folder / "comm").read_text().strip(), [a for a in argv if a])
+        except OSError:  # not ours to look into, or gone meanwhile
+            continue
+    return None
+
+
+def _owner_kind(owner: PortOwner | None) -> str:
+    """"native" (clinibox-receiver), "python" (a clinibox command), "other" or "unknown"."""
+    from firmware_app.ingest.native_receiver import RECEIVER_NAME
+
+    if owner is None:
+        return "unknown"
+    names = [Path(arg).name for arg in owner.argv[:3]]
+    if owner.comm == RECEIVER_NAME[:15] or RECEIVER_NAME in names[:1]:  # comm: 15 characters
+        return "native"
+    if "clinibox" in names or any(arg.startswith("firmware_app") for arg in owner.argv[:3]):
+        return "python"
+    return "other"
+
+
+def _program(owner: PortOwner | None, name: str, uid: str) -> str:
+    """``storescp, pid 1234, implementation OFFIS_DCMTK_367 1.2.276…``."""
+    parts = [owner.comm, _("pid %(pid)s", pid=owner.pid)] if owner else [_("process unknown")]
+    if name or uid:
+        parts.append(_("implementation %(implementation)s",
+                       implementation=" ".join(part for part in (name, uid) if part)))
+    return _(", ").join(parts)
+
+
+def _foreign(port: int, program: str) -> str:
+    return _("port %(port)s answered by another program (%(program)s): clinibox is not "
+             "receiving there; stop that program or change [dicom] port", port=port,
+             program=program)
+
+
+def _who_answered(port: int, name: str, uid: str, owner: PortOwner | None
+                  ) -> tuple[str, str]:
+    """(PASS, "native receiver, pid 1234"), (WARN, dcmtk answered, process unknown) or
+    (FAIL, another program): from what the acceptor announced and who holds the port."""
+    from firmware_app.ingest.dicom_scp import IMPLEMENTATION_VERSION_NAME
+
+    kind, dcmtk = _owner_kind(owner), uid.startswith(DCMTK_UID_ROOT)
+    pid = _("pid %(pid)s", pid=owner.pid) if owner else _("pid unknown")
+    if kind == "native" and dcmtk:
+        return PASS, _(", ").join([_("native receiver"), pid])
+    if kind == "python" or (kind == "unknown" and name == IMPLEMENTATION_VERSION_NAME):
+        return PASS, _(", ").join([_("Python receiver"), pid])
+    if kind == "unknown" and dcmtk:
+        return WARN, _("a dcmtk receiver (%(implementation)s): clinibox's native receiver or "
+                       "another program; this user cannot see which process holds port "
+                       "%(port)s (run the self-test as the service user or root)",
+                       implementation=name or uid, port=port)
+    return FAIL, _foreign(port, _program(owner, name, uid))
+
+
 def check_dicom_echo(config: Config, timeout: float) -> Check:
-    """A C-ECHO to the running service, with the AE titles a modality would use."""
+    """A C-ECHO to the running service, with the AE titles a modality would use, naming
+    whose service answered (clinibox's receiver, or another program on the port)."""
     from pynetdicom import AE
     from pynetdicom.sop_class import Verification
 
@@ -226,22 +328,35 @@ def check_dicom_echo(config: Config, timeout: float) -> Check:
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)  # the table says what went wrong
     assoc = ae.associate(host, dicom.port, ae_title=dicom.ae_title, tls_args=tls_args)
+    owner = port_owner(dicom.port)
     try:
         if assoc.is_established:
             status = assoc.send_c_echo()
             assoc.release()
+            ms = f"{(time.monotonic() - started) * 1000:.0f}"
+            verdict, who = _who_answered(
+                dicom.port, (assoc.acceptor.implementation_version_name or "").strip(),
+                (assoc.acceptor.implementation_class_uid or "").strip(), owner)
             code = getattr(status, "Status", None)
-            if code == 0x0000:
-                ms = f"{(time.monotonic() - started) * 1000:.0f}"
-                if tls_args:
-                    return Check(name, PASS, _("%(where)s answered C-ECHO from %(calling)s in "
-                                               "%(ms)s ms over TLS", where=where,
-                                               calling=calling, ms=ms))
-                return Check(name, PASS, _("%(where)s answered C-ECHO from %(calling)s in "
-                                           "%(ms)s ms", where=where, calling=calling, ms=ms))
-            return Check(name, FAIL, _("%(where)s answered C-ECHO with status %(status)s",
-                                       where=where,
-                                       status=_("none") if code is None else hex(code)))
+            if verdict == FAIL:
+                return Check(name, FAIL, who)
+            if code != 0x0000:
+                return Check(name, FAIL, _("%(where)s answered C-ECHO with status %(status)s",
+                                           where=where,
+                                           status=_("none") if code is None else hex(code)))
+            if verdict == WARN:
+                return Check(name, WARN, _("%(where)s answered C-ECHO from %(calling)s in "
+                                           "%(ms)s ms, but whose service is unknown: %(who)s",
+                                           where=where, calling=calling, ms=ms, who=who))
+            if tls_args:
+                return Check(name, PASS, _("answered by clinibox (%(who)s) on %(where)s: "
+                                           "C-ECHO from %(calling)s in %(ms)s ms over TLS",
+                                           who=who, where=where, calling=calling, ms=ms))
+            return Check(name, PASS, _("answered by clinibox (%(who)s) on %(where)s: C-ECHO "
+                                       "from %(calling)s in %(ms)s ms", who=who, where=where,
+                                       calling=calling, ms=ms))
+        if _owner_kind(owner) == "other":  # refused or cut off by somebody else's program
+            return Check(name, FAIL, _foreign(dicom.port, _program(owner, "", "")))
         if assoc.is_rejected:
             rsp = assoc.acceptor.primitive
             return Check(name, FAIL, _("%(where)s rejected the association from %(calling)s: "

@@ -205,6 +205,24 @@ def run_install(root: Path, bundle: Path, *args: str, offline: bool = True,
     return result
 
 
+def assert_next_steps(output: str, demo: bool) -> None:
+    """The installer ends with the technician's next steps, numbered, in their order."""
+    lines = output.splitlines()
+    start = lines.index("install.sh: next steps, in this order:")
+    steps = lines[start + 1:]
+    assert len(steps) == 4, output
+    assert [line.split()[1] for line in steps] == ["1.", "2.", "3.", "4."]
+    assert "sudo clinibox provision BUNDLE --config /etc/clinibox/clinibox.toml" in steps[0]
+    if demo:
+        assert "demo package" in steps[1] and "NOT for clinical use" in steps[1]
+    else:
+        assert "signed by the hospital's model-signing key" in steps[1]
+        assert "clinibox central rollout" in steps[1] and "model install PACKAGE" in steps[1]
+        assert "keeps receiving and holding images" in steps[1]
+    assert steps[2].endswith("clinibox selftest")
+    assert steps[3].endswith("clinibox user add NAME --role technician")
+
+
 def installed_root(factory: pytest.TempPathFactory) -> Path:
     """A staging root with the bundle installed offline (once per session)."""
     if "root" not in _BUILT:
@@ -373,7 +391,8 @@ def _rebuilt_bundle(bundle: Path, version: str, out: Path) -> Path:
 def test_upgrade_keeps_config_and_old_version_and_can_go_back(bundle, tmp_path):
     target = tmp_path / "root"
     host_units_into(target)
-    run_install(target, bundle, "--no-enable")
+    installed = run_install(target, bundle, "--no-enable")
+    assert_next_steps(installed.stdout, demo=False)
     prefix, config = target / "opt" / "clinibox", target / "etc" / "clinibox" / "clinibox.toml"
     newer = _rebuilt_bundle(bundle, "0.1.1", tmp_path / "newer")
 
@@ -473,7 +492,8 @@ def test_an_installed_box_refuses_the_demo_package_until_told_it_is_a_demo(root,
     assert re.search(r"signing keys\s+FAIL\s+no key is trusted", checked.stdout)
     demo = tmp_path / "demo-root"
     host_units_into(demo)
-    run_install(demo, bundle, "--no-enable", "--trust-demo-key")
+    assert_next_steps(run_install(demo, bundle, "--no-enable", "--trust-demo-key").stdout,
+                      demo=True)
     values = tomllib.loads((demo / "etc" / "clinibox" / "clinibox.toml").read_text())
     assert values["models"]["trust_demo_key"] is True and values["models"]["trusted_keys"] == []
 

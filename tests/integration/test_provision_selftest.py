@@ -179,7 +179,8 @@ def test_provision_then_selftest_passes_and_names_what_breaks(hospital: Hospital
             assert config.models.trust_demo_key is False
             assert {name: s for name, (s, _) in checks.items()} == dict.fromkeys(checks, "PASS")
             assert f"{broker.host}:{broker.port} accepted CONNECT" in checks["broker"][1]
-            assert "answered C-ECHO" in checks["DICOM echo"][1]
+            assert checks["DICOM echo"][1].startswith("answered by clinibox (")
+            assert f"on CLINIBOX@127.0.0.1:{box.port}: C-ECHO from " in checks["DICOM echo"][1]
             table = clinibox("selftest", "--config", str(box.config))
             assert table.returncode == 0
             assert table.stdout.splitlines()[-1] == "selftest passed (9 pass)"
@@ -437,8 +438,8 @@ def test_the_dicom_echo_speaks_tls_when_the_box_does(box_factory, tmp_path: Path
     wait_for(answered, 120, "the TLS listener")
     check = check_dicom_echo(config, 3)
     assert check.status == "PASS", check
-    assert check.detail.startswith(f"CLINIBOX@127.0.0.1:{box.port} answered C-ECHO from "
-                                   "CT-ROOM-1 in ")
+    assert check.detail.startswith("answered by clinibox (")
+    assert f") on CLINIBOX@127.0.0.1:{box.port}: C-ECHO from CT-ROOM-1 in " in check.detail
     assert check.detail.endswith(" over TLS")
 
 
