@@ -1,10 +1,13 @@
 """``clinibox model …`` and ``clinibox service-failed``: the model lifecycle on the box.
 
 * ``list`` / ``verify``: packages and their signature and hashes;
+* ``sign PACKAGE --key KEY.pem``: the hospital verifies a maker's package and signs it
+  with its own key, keeping the maker's signature (``models/resign.py``);
 * ``install PACKAGE``: verify, check the floor, run the golden cases here, switch
   (``model_update.py``);
 * ``rollback``: back to the kept previous package;
-* ``status``: what runs, what is kept, the floor, the trial and the history;
+* ``status``: what runs (verified as ``list`` does), what is kept, the floor, the trial
+  and the history;
 * ``service-failed UNIT``: systemd's ``OnFailure=`` hook, a device event for the hospital.
 """
 
@@ -17,11 +20,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from firmware_app.contracts.manifest import PackageError
+from firmware_app.contracts.manifest import ModelPackage, PackageError
 from firmware_app.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from firmware_app.i18n import gettext as _
 from firmware_app.i18n.text import display_width, ljust
-from firmware_app.models.package import list_packages, load_package
+from firmware_app.models.package import list_packages, load_package, signature_history
 from firmware_app.models.store import resolve_package_root
 from firmware_app.settings import box as config_module
 from web import wording
@@ -41,6 +44,8 @@ def cmd_model(args: argparse.Namespace) -> int:
     if args.action == "status":
         return _model_status(config, args.json)
     keys = [Path(k) for k in args.trust] if args.trust else config.trusted_key_paths
+    if args.action == "sign":
+        return _model_sign(args, keys)
     if args.action == "list":
         packages = list_packages(config.models_dir) + list_packages(config.model_store_dir)
         if not packages:
@@ -52,7 +57,8 @@ def cmd_model(args: argparse.Namespace) -> int:
                 package = load_package(root, keys)
                 arts = ", ".join(a.label for a in package.artifacts)
                 print(f"{package.model_id:<32} " + _("verified (%(artifacts)s)",
-                                                     artifacts=arts) + f"  {root}")
+                                                     artifacts=arts)
+                      + _signers(package, short=True) + f"  {root}")
             except PackageError as exc:
                 print(f"{root.parent.name}@{root.name:<20} "
                       + _("REFUSED: %(error)s", error=exc) + f"  {root}")
@@ -65,6 +71,8 @@ def cmd_model(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     print(_("OK %(model)s: signature by key %(key)s, %(n)s artifact(s) match their sha256",
             model=package.model_id, key=package.signer, n=len(package.artifacts)))
+    if signature_history(package.manifest):
+        print("   " + _signers(package, short=False).removeprefix("; "))
     print("   " + _("intended use: %(use)s", use=wording.intended_use(
         package.manifest.get("intended_use", ""))))
     return EXIT_OK
@@ -80,8 +88,12 @@ def _model_install(config: config_module.Config, args: argparse.Namespace) -> in
         result = install(config, Path(args.path))
     except PackageError as exc:
         print(_("REFUSED (%(code)s): %(error)s", code=exc.code, error=exc), file=sys.stderr)
-        print(_("the box keeps running %(model)s", model=_running_model(config)),
-              file=sys.stderr)
+        running, waiting = _running_model(config)
+        if running is not None:
+            print(_("the box keeps running %(model)s", model=running), file=sys.stderr)
+        else:
+            print(_("the box runs no model: it keeps waiting for one (%(why)s)",
+                    why=waiting["detail"]), file=sys.stderr)
         return EXIT_FAIL
     package = result.package
     print(_("installed %(model)s (signed by key %(key)s); %(golden)s", model=package.model_id,
@@ -97,13 +109,62 @@ def _model_install(config: config_module.Config, args: argparse.Namespace) -> in
     return EXIT_OK
 
 
-def _running_model(config: config_module.Config) -> str:
+def _running_model(config: config_module.Config) -> tuple[str | None, dict | None]:
+    """The model the box would run, verified as ``list`` verifies it: (its id, None), or
+    (None, {"reason": the refusal's code, "detail": why}) when it has none it may run."""
     from firmware_app.models.store import manifest_model_id
 
+    root = None
     try:
-        return manifest_model_id(resolve_package_root(config)) or "-"
+        root = resolve_package_root(config)
+        return load_package(root, config.trusted_key_paths).model_id, None
     except PackageError as exc:
-        return _("no model (%(error)s)", error=exc)
+        model = manifest_model_id(root) if root is not None else ""
+        detail = f"{model} refused: {exc.code}: {exc}" if model else str(exc)  # English
+        return None, {"reason": exc.code, "detail": detail}
+
+
+def _signers(package: ModelPackage, *, short: bool) -> str:
+    """``; signed by key X (hospital), first signed by key Y (maker)`` for a package signed
+    again (``clinibox model sign``); empty for one signed once."""
+    history = signature_history(package.manifest)
+    if not history:
+        return ""
+    first = history[0]
+    text = _("signed by key %(key)s, first signed by key %(first)s (%(role)s)",
+             key=package.signer, first=first["key_id"], role=first.get("role", "?"))
+    if not short:
+        for entry in history[1:]:
+            text += "; " + _("then by key %(key)s (%(role)s)", key=entry["key_id"],
+                             role=entry.get("role", "?"))
+    return "; " + text
+
+
+def _model_sign(args: argparse.Namespace, keys: list[Path]) -> int:
+    from firmware_app.models.resign import sign_package
+
+    if not args.path or not args.key:
+        print(_("model sign needs the package folder or .tar.gz and --key KEY.pem"),
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        result = sign_package(Path(args.path), Path(args.key), keys,
+                              out=Path(args.out) if args.out else None,
+                              archive=Path(args.archive) if args.archive else None)
+    except PackageError as exc:
+        print(_("REFUSED (%(code)s): %(error)s", code=exc.code, error=exc), file=sys.stderr)
+        return EXIT_FAIL
+    package = result.package
+    print(_("signed %(model)s with key %(key)s into %(out)s", model=package.model_id,
+            key=package.signer, out=package.root))
+    for entry in result.earlier:
+        print("   " + _("earlier signature kept: key %(key)s (%(role)s)",
+                        key=entry["key_id"], role=entry.get("role", "?")))
+    if result.archive is not None:
+        print(_("archive %(path)s: sha256 %(sha256)s, %(size)s bytes",
+                path=result.archive.path, sha256=result.archive.sha256,
+                size=result.archive.size))
+    return EXIT_OK
 
 
 def _model_rollback(config: config_module.Config) -> int:
@@ -125,12 +186,16 @@ def _model_status(config: config_module.Config, as_json: bool) -> int:
     from firmware_app.models.store import store_for
 
     state = store_for(config).read()
-    report = {"running": _running_model(config), **asdict(state)}
+    running, waiting = _running_model(config)
+    report = {"running": running, **asdict(state)}
+    if waiting is not None:
+        report["waiting_for_model"] = waiting
     if as_json:
         print(json.dumps(report, indent=2))
         return EXIT_OK
+    shown = running or _("none — waiting for a model (%(why)s)", why=waiting["detail"])
     active = state.active or _("(nothing installed: %(folder)s)", folder=config.models_dir)
-    rows = ((_("running:"), report["running"]), (_("active:"), active),
+    rows = ((_("running:"), shown), (_("active:"), active),
             (_("previous:"), state.previous or "-"), (_("floor:"), state.floor or "-"))
     if state.trial:
         since = time.strftime("%Y-%m-%d %H:%M", time.localtime(state.trial.since))
@@ -164,14 +229,25 @@ def add_parsers(sub, with_config: Callable[[argparse.ArgumentParser], argparse.A
                 ) -> None:
     """Register ``model`` and ``service-failed`` on the ``clinibox`` parser."""
     p = with_config(sub.add_parser(
-        "model", help="list, verify, install or roll back model packages; show their state"))
-    p.add_argument("action", choices=["list", "verify", "install", "rollback", "status"])
+        "model", help="list, verify, install, sign or roll back model packages; show their "
+                      "state"))
+    p.add_argument("action", choices=["list", "verify", "install", "rollback", "status",
+                                      "sign"])
     p.add_argument("path", nargs="?",
-                   help="verify: package folder (default: the running one); install: the "
-                        "package folder or .tar.gz")
+                   help="verify: package folder (default: the running one); install, sign: "
+                        "the package folder or .tar.gz")
     p.add_argument("--json", action="store_true", help="status as JSON")
     p.add_argument("--trust", action="append", metavar="KEY.pub",
-                   help="public key to trust instead of the configured ones (repeatable)")
+                   help="public key to trust instead of the configured ones (repeatable); "
+                        "sign: the maker's key the package is signed with")
+    p.add_argument("--key", metavar="KEY.pem",
+                   help="sign: the hospital's model-signing private key (never the demo key)")
+    p.add_argument("--out", metavar="DIR",
+                   help="sign: the signed package folder to write (default: "
+                        "<name>-<version>-signed/ beside PACKAGE)")
+    p.add_argument("--archive", metavar="OUT.tar.gz",
+                   help="sign: also write the signed package as an archive (for rollouts and "
+                        "model install)")
     p.set_defaults(func=cmd_model)
     p = with_config(sub.add_parser(
         "service-failed", help="OnFailure= hook: record a failed unit, tell the hospital"))

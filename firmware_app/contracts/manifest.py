@@ -138,6 +138,10 @@ KEYS: dict[str, str] = {
     "provenance": "where the model came from and how it was converted (the converter's "
                   "record)",
     "provenance.source": "the source model: its kind, reference and files' sha256",
+    "provenance.signatures": "the earlier signatures, first signer first, each kept verbatim "
+                             "when the package was signed again (``clinibox model sign``: the "
+                             "hospital's signature over the maker's); see *Signed again by "
+                             "the hospital*",
     "provenance.steps": "each conversion step's figures, by step (distill, prune, export, "
                         "quantize, verify …)",
     "provenance.data": "the data the converter validated and calibrated on",

@@ -88,3 +88,13 @@ def find_package(models_dir: Path, name: str, version: str = "") -> Path:
         wanted = f"{name} {version}".strip()
         raise PackageError(f"no model package {wanted!r} under {models_dir}")
     return candidates[-1]
+
+
+def signature_history(manifest: dict) -> list[dict]:
+    """The earlier signatures a package kept when it was signed again (``clinibox model
+    sign``): ``provenance.signatures``, first signer first; empty when it never was."""
+    provenance = manifest.get("provenance")
+    entries = provenance.get("signatures") if isinstance(provenance, dict) else None
+    if not isinstance(entries, list):
+        return []
+    return [e for e in entries if isinstance(e, dict) and isinstance(e.get("key_id"), str)]
