@@ -33,6 +33,7 @@ from firmware_app.settings.box import DEMO_TRUST_WARNING, Config
 from firmware_app.storage import db
 from firmware_app.storage.spool import Spool, make_spool
 from web import i18n, labels, security, wording
+from web import model_update_words as model_words
 from web.security import current_account
 from webcore import errors as error_pages
 from webcore import pages as web_pages
@@ -116,6 +117,7 @@ def create_app(config: Config) -> Flask:
     def shared() -> dict[str, Any]:
         facts = app.config["CLINIBOX"].package_facts()
         return {"account": current_account(), "words": wording, "labels": labels,
+                "model_words": model_words,  # the wait for a model, the hospital's rollouts
                 "statuses": statuses,  # the states' words, for comparisons (no literals)
                 "model_notice": wording.intended_use(facts.get("intended_use", "")),
                 # the whole warning for the technician's device page; a short line for all

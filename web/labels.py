@@ -16,7 +16,7 @@ import datetime as dt
 from firmware_app.contracts.assessment_words import ASSESSMENT_WORDS
 from firmware_app.contracts.class_words import class_words
 from firmware_app.contracts.downlink import verdict_words
-from firmware_app.contracts.statuses import InstanceStatus, Role, Verdict
+from firmware_app.contracts.statuses import WAITING_STATUSES, InstanceStatus, Role, Verdict
 from firmware_app.i18n import N_, formats, gettext
 from firmware_app.inference.volume import PER_SLICE_WORDS
 from firmware_app.storage.audit import ACTIONS
@@ -29,12 +29,14 @@ LEVELS = {"alert": N_("ALERT"), "finding": N_("finding"), "unassessable": N_("no
           "outside": N_("outside validated range"), "clear": N_("no finding"),
           "doctor_must_read": N_("doctor must read")}
 #: instance statuses as the worklist and quarantine list show them (``done``: a study row;
-#: ``waiting``: an object row of the waiting filter, queued or processing)
+#: ``waiting``: an object row of the waiting filter, queued or processing;
+#: ``waiting_for_model``: the same while the box has no model it may run, ``row_status``)
 STATUSES = {InstanceStatus.QUEUED: N_("queued"), InstanceStatus.PROCESSING: N_("processing"),
             InstanceStatus.QUARANTINED: N_("quarantined"), InstanceStatus.FAILED: N_("failed"),
             InstanceStatus.NOT_ANALYSED: N_("not analysed"),
             InstanceStatus.PROCESSED: N_("processed"), "done": N_("done"),
-            "waiting": N_("waiting for analysis")}
+            "waiting": N_("waiting for analysis"),
+            "waiting_for_model": N_("waiting for a model")}
 #: the worklist's filters
 FILTERS = {"all": N_("all studies"), "alert": N_("alerts only"), "done": N_("studies done"),
            "waiting": N_("waiting for analysis"), "quarantined": N_("quarantined objects"),
@@ -67,6 +69,8 @@ ACTION_NAMES = {
     "audit_viewed": N_("audit viewed"),
     "audit_pruned": N_("audit pruned"),
     "hospital_review_received": N_("hospital verdict received"),
+    "model_rollout_received": N_("hospital's model rollout received"),
+    "model_rollback_received": N_("hospital's rollback order received"),
 }
 #: the model's assessment of an image (``contracts/assessment_words.py``: the hospital's
 #: console shows the same words)
@@ -97,6 +101,14 @@ def level(word: str) -> str:
 def status(word: str) -> str:
     """An instance status."""
     return _label(STATUSES, word)
+
+
+def row_status(word: str, waiting_for_model: object = None) -> str:
+    """The state word of a worklist row: ``waiting`` (or a waiting instance status) reads
+    ``waiting_for_model`` while the box waits for a model (``waiting_for_model`` truthy)."""
+    if waiting_for_model and word in ("waiting", *WAITING_STATUSES):
+        return "waiting_for_model"
+    return word
 
 
 def worklist_filter(word: str) -> str:

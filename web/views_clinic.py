@@ -17,6 +17,7 @@ import contextlib
 import datetime as dt
 import logging
 import math
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,9 @@ from firmware_app import i18n
 from firmware_app.i18n import formats, ngettext
 from firmware_app.i18n.fonts import PACKAGE_HINT, find_cjk_font
 from firmware_app.inference.assessment import is_judged
-from firmware_app.storage import audit, db, hospital_reviews
+from firmware_app.storage import audit, db, hospital_reviews, model_offers
 from firmware_app.storage import studies as queries
+from firmware_app.storage.status import study_images_waiting
 from web import audit_trail, labels, on_image, render, series_stack, wording
 from web.report_content import ReportContent, make_pdf
 from web.security import current_account, database
@@ -86,7 +88,8 @@ def worklist():
     page = _worklist_page(args)
     return render_template("worklist.html", page=page, args=args, reviews=_reviews(page),
                            filters=queries.WORKLIST_FILTERS,
-                           refresh=_viewer().config.web.refresh_seconds)
+                           refresh=_viewer().config.web.refresh_seconds,
+                           model_waiting=model_offers.waiting(database()))
 
 
 @blueprint.route("/worklist/rows")
@@ -94,7 +97,8 @@ def worklist_rows():
     """The worklist's rows alone, fetched by the page every few seconds to stay current."""
     args = _worklist_args()
     page = _worklist_page(args)
-    return render_template("worklist_rows.html", page=page, args=args, reviews=_reviews(page))
+    return render_template("worklist_rows.html", page=page, args=args, reviews=_reviews(page),
+                           model_waiting=model_offers.waiting(database()))
 
 
 def _reviews(page: queries.WorklistPage) -> dict[int, hospital_reviews.HospitalReview]:
@@ -107,9 +111,11 @@ def _reviews(page: queries.WorklistPage) -> dict[int, hospital_reviews.HospitalR
 def worklist_json():
     """The worklist page as JSON (same filters as the page)."""
     page = _worklist_page(_worklist_args())
+    wait = model_offers.waiting(database())
     return jsonify(rows=page.rows, total=page.total, page=page.page, pages=page.pages,
                    waiting=page.waiting, quarantined=page.quarantined, alerts=page.alerts,
-                   not_analysed=page.not_analysed)
+                   not_analysed=page.not_analysed,
+                   waiting_for_model=None if wait is None else wait.reason)
 
 
 def _window_args() -> render.Window | None:
@@ -179,6 +185,7 @@ def study(study_id: int):
         "series_notes": wording.series_reading_lines(found["volumes"]),
         "previous": on_image.previous_study(conn, study_id),
         "hospital_review": hospital_reviews.latest(conn, found["study_key"]),
+        "waiting_for_model": _waiting_for_model(conn, found["study_key"]),
         "stack": series_stack.stack_for(found, instance)}
     gone = _image_gone(instance)
     if gone:
@@ -200,6 +207,13 @@ def study(study_id: int):
         on_key_frame=image.frame == instance.key_frame,
         findings=wording.finding_lines(instance.boxes, image.rows, image.columns,
                                        instance.lesions), **shared)
+
+
+def _waiting_for_model(conn: sqlite3.Connection, study_key: str) -> int:
+    """How many images of the study wait for a model (0 while the box runs one)."""
+    if model_offers.waiting(conn) is None:
+        return 0
+    return study_images_waiting(conn, study_key)
 
 
 def _image_gone(instance: queries.InstanceView) -> str:

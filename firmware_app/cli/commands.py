@@ -25,6 +25,7 @@ from firmware_app.storage import db
 from firmware_app.storage.audit_size import COMMANDS as AUDIT_COMMANDS
 from firmware_app.storage.audit_size import alarm_text as audit_size_alarm
 from web import labels, reasons
+from web import model_update_words as model_words
 
 _ = gettext
 #: the counts ``clinibox status`` prints, by key (English: the keys themselves, as before)
@@ -108,6 +109,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 for stored, n in report["quarantine_reasons"].items()]
         print(json.dumps({**report, "quarantine_reasons": held}, indent=2))
         return EXIT_OK
+    if report["model_waiting"]:
+        print(_waiting_line(report["model_waiting"], report["queued"]))
     for key in ("received", "queued", "processed", "quarantined", "not_analysed", "failed",
                 "duplicates_ignored", "studies", "outbox_pending", "disk_free_mb",
                 "images_deleted_by_retention"):
@@ -118,6 +121,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(_("held back (quarantined or failed), by reason:"))
         for reason, n in report["quarantine_reasons"].items():
             print(f"  {n:>5} × {reasons.recorded_text(reason)}")
+    _print_model_orders(report["model_orders"])
     _print_pacs(report["pacs"])
     if report["audit"]["over_limit"]:
         print(audit_size_alarm(report["audit"]))
@@ -132,6 +136,23 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _clock(epoch: float | None) -> str:
     return "-" if epoch is None else time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(epoch))
+
+
+def _waiting_line(waiting: dict[str, Any], held: int) -> str:
+    """The line at the top of ``clinibox status`` while the box has no model it may run."""
+    return _("model: WAITING FOR A MODEL — %(reason)s since %(since)s; %(held)s (the "
+             "hospital's rollout, or `clinibox model install`)",
+             reason=model_words.reason(waiting["reason"]), since=_clock(waiting["since"]),
+             held=model_words.held_images(held))
+
+
+def _print_model_orders(orders: list[dict[str, Any]]) -> None:
+    """The hospital's latest model rollouts and the step the box reached in each."""
+    if not orders:
+        return
+    print(_("model updates from the hospital (newest first):"))
+    for order in orders:
+        print(f"  {_clock(order['updated_at'])} {model_words.order_line(order)}")
 
 
 def _print_pacs(destinations: list[dict[str, Any]]) -> None:

@@ -4,7 +4,9 @@ Both read :func:`box_status`, so they agree on every count: what is received,
 waiting, processed, held back and why (quarantined and failed objects, by
 reason), what waits in the outbox, the link to the hospital, the disk, the
 last errors, the retention figures, the DICOM outbox's backlog and last error per
-PACS destination, and the audit trail's size (alarm past ``[audit] max_mb``).
+PACS destination, the audit trail's size (alarm past ``[audit] max_mb``), whether the box
+waits for a model it may run (``model_waiting``) and the hospital's latest model rollout
+orders (``model_orders``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from firmware_app.contracts.statuses import (
     OutboxState,
     Verdict,
 )
+from firmware_app.storage import model_offers
 from firmware_app.storage.audit_size import size_figures as audit_size_figures
 from firmware_app.storage.dicom_outbox import destination_figures
 from firmware_app.storage.outbox import outbox_pending
@@ -61,6 +64,35 @@ def _latest_result(conn: sqlite3.Connection) -> dict[str, Any] | None:
     row = conn.execute("SELECT model_id, backend, created_at FROM results"
                        " ORDER BY created_at DESC LIMIT 1").fetchone()
     return None if row is None else dict(row)
+
+
+#: how many of the hospital's latest rollout offers and rollback orders the status shows
+MODEL_ORDERS_SHOWN = 5
+
+
+def model_waiting(conn: sqlite3.Connection) -> dict[str, Any] | None:
+    """Why the box waits for a model (reason code, detail, since), or None while it runs one."""
+    wait = model_offers.waiting(conn)
+    return None if wait is None else {"reason": wait.reason, "detail": wait.detail,
+                                      "since": wait.since}
+
+
+def model_orders(conn: sqlite3.Connection, limit: int = MODEL_ORDERS_SHOWN,
+                 ) -> list[dict[str, Any]]:
+    """The hospital's latest rollout offers and rollback orders, newest first, and the step
+    the box reached in each (without the package's chunk list)."""
+    return [{"seq": o.seq, "kind": o.kind, "rollout": o.rollout, "name": o.name,
+             "version": o.version, "model_id": o.model_id, "step": o.step, "reason": o.reason,
+             "received_at": o.received_at, "updated_at": o.updated_at, "done": o.done}
+            for o in model_offers.recent(conn, limit)]
+
+
+def study_images_waiting(conn: sqlite3.Connection, study_key: str) -> int:
+    """How many images of a study are received and not analysed yet (queued or processing)."""
+    return conn.execute(
+        "SELECT COUNT(*) FROM instances WHERE study_instance_uid = ?"
+        f" AND status IN ({', '.join('?' * len(WAITING_STATUSES))})",
+        (study_key, *WAITING_STATUSES)).fetchone()[0]
 
 
 def _disk(state_dir: Path) -> dict[str, Any]:
@@ -113,4 +145,6 @@ def box_status(conn: sqlite3.Connection, state_dir: Path, now: float | None = No
         "disk": _disk(state_dir),
         "audit": audit_size_figures(conn, audit_max_mb),  # rows, estimated_mb, over_limit
         **retention_figures(conn),  # images_deleted_by_retention, last_retention_pass
+        "model_waiting": model_waiting(conn),  # None, or reason, detail, since
+        "model_orders": model_orders(conn),  # the hospital's latest rollouts, newest first
     }
