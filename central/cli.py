@@ -509,6 +509,9 @@ def build_parser(prog: str = "clinibox central") -> argparse.ArgumentParser:
                        help="write the device's witnessed heads for clinibox audit --verify "
                             "--witness (needs --device)")
     command("config", cmd_config, "print the default configuration")
+    from central.rollout_cli import add_rollout_commands
+
+    add_rollout_commands(command)
     from central.console.cli import add_user_arguments, cmd_user, cmd_web
 
     command("web", cmd_web, "serve the hospital's console over HTTPS until stopped")

@@ -222,6 +222,26 @@ class DownlinkConfig:
 
 
 @dataclass
+class RolloutsConfig:
+    """Model packages rolled out to the boxes (``clinibox central rollout``)."""
+
+    trusted_keys: list[str] = setting(
+        doc="Ed25519 public keys (PEM) of the hospital's model signing: a rollout offers only "
+            "a package signed by one of them (the keys the enrolment bundles carry)",
+        factory=list)
+    chunk_kib: int = setting(in_range(4, 8192), "size of the chunks a package is sent in "
+                                                "(KiB; raised for a package of more than 256)",
+                             64)
+    canary: int = setting(in_range(0, 100_000), "boxes offered a rollout first; the rest "
+                                                "wait until each of them has installed it", 1)
+    wave_size: int = setting(in_range(1, 100_000), "boxes offered at once after the canaries",
+                             10)
+    packages_dir: str = setting(doc="folder of signed package archives (*.tar.gz) the console "
+                                    "offers to start a rollout from; empty: none (the terminal "
+                                    "command only)", default="")
+
+
+@dataclass
 class CentralConfig:
     """The whole configuration of one hospital receiver."""
 
@@ -231,6 +251,7 @@ class CentralConfig:
     keys: KeysConfig = field(default_factory=KeysConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    rollouts: RolloutsConfig = field(default_factory=RolloutsConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     downlink: DownlinkConfig = field(default_factory=DownlinkConfig)

@@ -29,6 +29,11 @@ and the row is tried on the next pass. A row that cannot be sealed (a key or pay
 box's status should never have carried) keeps its claim: it waits the growing resend wait
 like an unconfirmed one, with ``last_error`` saying why, rather than coming back at once.
 A duplicate publish is harmless: the box keeps each sequence number once.
+
+Each pass also moves the rollouts on (``central/rollouts.py``: ``advance`` offers a wave once
+the one before is installed) and keeps every live rollout's package chunks **retained** on
+``clinibox-packages/<archive sha256>/<i>``, published once per connection (a broker restarted
+without its persistence file lost them), and clears them once a rollout has finished.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from central import rollouts
 from central.config import CentralConfig
 from central.receiver import mqtt_client
 from central.sql import Database, StoreError
@@ -62,6 +68,8 @@ PER_BOX = 5
 PUBACK_TIMEOUT = 10.0
 #: The longest wait between two publishes of a row the box has not confirmed (a day).
 MAX_RESEND_SECONDS = 86_400.0
+#: How long after a rollout finished its retained chunks are still cleared on each connection.
+CLEAR_FINISHED_SECONDS = 7 * 86_400.0
 
 
 @dataclass(frozen=True)
@@ -170,6 +178,10 @@ class DownlinkPublisher:
         self.client_id = f"{config.mqtt.resolved_client_id()}-downlink"
         self.connected = threading.Event()
         self.published = 0
+        #: connections made so far: a rollout's chunks are published once per connection
+        self._generation = 0
+        #: archive sha256 → the connection its chunks were last published (or cleared) on
+        self._packages: dict[str, int] = {}
         self._client = mqtt_client(config.mqtt, self.client_id, manual_ack=False)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -179,6 +191,7 @@ class DownlinkPublisher:
         if reason.is_failure:
             log.error("downlink: the broker refused the connection: %s", reason)
             return
+        self._generation += 1  # a restarted broker without persistence lost the chunks
         self.connected.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
@@ -222,6 +235,41 @@ class DownlinkPublisher:
             log.info("downlink %s/%s #%d published", item.clinic, item.device, item.seq)
         return done
 
+    def publish_packages(self, now: float | None = None) -> int:
+        """Keep each rollout's chunks retained on the broker: published once per connection
+        while the rollout may still be fetched (active or paused), cleared once per connection
+        for a week after it finished; how many chunks were published."""
+        now = time.time() if now is None else now
+        with self._db.transaction(write=True) as tx:
+            rollouts.advance(tx, now)
+        with self._db.transaction(write=False) as tx:
+            rows = tx.execute(
+                "SELECT archive_sha256, MAX(CASE WHEN state IN (?, ?) THEN 1 ELSE 0 END),"
+                " MAX(chunk_sha256) FROM rollouts WHERE state IN (?, ?) OR updated_at > ?"
+                " GROUP BY archive_sha256",
+                (rollouts.ACTIVE, rollouts.PAUSED, rollouts.ACTIVE, rollouts.PAUSED,
+                 now - CLEAR_FINISHED_SECONDS)).fetchall()
+        count = 0
+        for sha, live, hashes in rows:
+            if self._packages.get(sha) == self._generation:
+                continue
+            if live:
+                with self._db.transaction(write=False) as tx:
+                    parts = list(rollouts.chunks(tx, sha))
+            else:
+                parts = [(index, b"") for index in range(len(json.loads(hashes)))]
+            for index, data in parts:
+                info = self._client.publish(downlink.chunk_topic(sha, index), data, qos=1,
+                                            retain=True)
+                info.wait_for_publish(PUBACK_TIMEOUT)
+                if not info.is_published():
+                    return count  # the link broke: all of it again on the next connection
+                count += 1
+            self._packages[sha] = self._generation
+            log.info("rollout package %s: %d chunks %s", sha[:12], len(parts),
+                     "published" if live else "cleared")
+        return count
+
     def serve(self, stop: threading.Event) -> None:
         """Publish until ``stop`` is set, reconnecting after any failure."""
         settings = self.config.mqtt
@@ -236,9 +284,12 @@ class DownlinkPublisher:
             while not stop.is_set():
                 if self.connected.is_set():
                     try:
+                        self.publish_packages()
                         self.publish_due()
                     except StoreError as exc:
                         log.error("downlink: database unavailable: %s", exc)
+                    except (RuntimeError, ValueError) as exc:  # the link broke mid-publish
+                        log.warning("downlink: %s; trying again", exc)
                 stop.wait(self.poll_seconds)
         finally:
             self._client.disconnect()

@@ -13,7 +13,8 @@ not kept: the box's previous key stays, and the refusal is logged once per box a
 A summary sets its disk and queue and appends a drift point (PSI of the
 confidence and intensity histograms of the recent window against the model's baseline
 on that box, the disagreement rate of the recent window, and whether that is drift, by
-the rule of :func:`central.drift.drift_warnings`); an event sets the last event.
+the rule of :func:`central.drift.drift_warnings`); an event sets the last event, and one
+naming a rollout moves that box's step in it (:func:`central.rollouts.note_event`).
 
 Cost per summary: two bounded reads of the box's summaries (``[health]
 baseline_summaries`` and ``recent_summaries`` rows, by the ``messages_by_kind`` index);
@@ -27,7 +28,7 @@ import json
 import logging
 from typing import Any
 
-from central import drift
+from central import drift, rollouts
 from central.config import HealthConfig
 from central.sql import Transaction
 from firmware_app.contracts import downlink
@@ -184,6 +185,7 @@ def record(tx: Transaction, header: Header, payload: dict[str, Any], received_at
              figures["reviews"], figures["drift"]))
     elif header.kind == "event":
         _upsert(tx, clinic, device, received_at, _event_values(payload, received_at))
+        rollouts.note_event(tx, clinic, device, payload, received_at)
     else:
         _upsert(tx, clinic, device, received_at, {})
 

@@ -98,6 +98,25 @@ def check_review(verdict: str, note: str, follow_up_months: int | None) -> None:
         raise ReviewError(f"months must be between 1 and {downlink.MAX_FOLLOW_UP_MONTHS}")
 
 
+def queue_downlink(tx: Transaction, clinic: str, device: str, kind: str,
+                   payload: dict[str, Any], now: float, *, alert_id: int | None = None) -> int:
+    """Queue one downlink for a box under its next sequence number (in ``tx``); the number.
+
+    On PostgreSQL an advisory lock per box serialises two transactions numbering one box's
+    downlinks (two reviews, a review and a rollout), so the numbers run without a gap."""
+    if tx.postgres:
+        box = zlib.crc32(f"{clinic}/{device}".encode()) - 2**31
+        tx.execute("SELECT pg_advisory_xact_lock(?, ?)", (_DOWNLINK_LOCK, box))
+    (last,) = tx.execute("SELECT COALESCE(MAX(seq), 0) FROM downlinks WHERE clinic = ?"
+                         " AND device = ?", (clinic, device)).fetchone()
+    seq = int(last) + 1
+    tx.execute(
+        "INSERT INTO downlinks (clinic, device, seq, kind, alert_id, payload, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (clinic, device, seq, kind, alert_id, canonical_payload(payload).decode("utf-8"), now))
+    return seq
+
+
 def review_alert(tx: Transaction, alert_id: int, verdict: str, note: str, account: str, *,
                  follow_up_months: int | None = None, now: float | None = None,
                  address: str = "") -> dict[str, Any]:
@@ -123,17 +142,8 @@ def review_alert(tx: Transaction, alert_id: int, verdict: str, note: str, accoun
         " opened_at = COALESCE(opened_at, ?) WHERE id = ?",
         (downlink.AlertState.REVIEWED.value, verdict, follow_up_months, note, account, now,
          account, now, int(alert_id)))
-    clinic, device = found["clinic"], found["device"]
-    if tx.postgres:  # two reviews of one box's alerts: one numbers after the other
-        box = zlib.crc32(f"{clinic}/{device}".encode()) - 2**31
-        tx.execute("SELECT pg_advisory_xact_lock(?, ?)", (_DOWNLINK_LOCK, box))
-    (last,) = tx.execute("SELECT COALESCE(MAX(seq), 0) FROM downlinks WHERE clinic = ?"
-                         " AND device = ?", (clinic, device)).fetchone()
-    tx.execute(
-        "INSERT INTO downlinks (clinic, device, seq, kind, alert_id, payload, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (clinic, device, int(last) + 1, downlink.KIND_REVIEW, int(alert_id),
-         canonical_payload(payload).decode("utf-8"), now))
+    queue_downlink(tx, found["clinic"], found["device"], downlink.KIND_REVIEW, payload, now,
+                   alert_id=int(alert_id))
     detail = verdict if follow_up_months is None else f"{verdict}:{int(follow_up_months)}"
     audit(tx, account, address, "alert_reviewed", f"alert:{int(alert_id)}", detail, now)
     reviewed = alert(tx, alert_id)

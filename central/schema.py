@@ -1,5 +1,12 @@
 """The hospital database's tables, and the one step that brings an older database up to date.
 
+Version 5 adds the model rollouts (``central/rollouts.py``): ``rollouts`` (the package
+offered, its archive's hash, size and chunk hashes, the waves and the rollout's state),
+``rollout_targets`` (each box's wave, its offer's downlink sequence number and the step it
+reported) and ``rollout_chunks`` (the archive's bytes, chunk by chunk, which the downlink
+publisher keeps retained on the broker). A version 4 database gains them and keeps every
+row.
+
 Version 4 is the console's (``clinibox central web``): alerts gain their review
 (``state`` new → under_review → reviewed, the ``verdict``, ``follow_up_months``,
 ``note``, who opened and who reviewed them); new tables hold the clinics' names and
@@ -27,7 +34,7 @@ from __future__ import annotations
 from central.sql import Database, StoreError, Transaction
 
 #: The schema this receiver writes.
-VERSION = 4
+VERSION = 5
 #: Serialises schema creation when several receivers start on one PostgreSQL database.
 _SCHEMA_LOCK = 0x636C6278  # "clbx"
 
@@ -175,6 +182,44 @@ _TABLES = {
         last_error  TEXT,
         PRIMARY KEY (clinic, device, seq)
     )""",
+    "rollouts": """CREATE TABLE IF NOT EXISTS rollouts (
+        id               {id},
+        name             TEXT NOT NULL,
+        version          TEXT NOT NULL,
+        archive_sha256   TEXT NOT NULL,
+        archive_bytes    BIGINT NOT NULL,
+        unpacked_bytes   BIGINT NOT NULL,
+        chunk_bytes      BIGINT NOT NULL,
+        chunk_sha256     TEXT NOT NULL,
+        signer           TEXT NOT NULL,
+        canary           BIGINT NOT NULL,
+        wave_size        BIGINT NOT NULL,
+        pause_on_failure BIGINT NOT NULL DEFAULT 0,
+        state            TEXT NOT NULL,
+        state_reason     TEXT NOT NULL DEFAULT '',
+        created_by       TEXT NOT NULL,
+        created_at       DOUBLE PRECISION NOT NULL,
+        updated_at       DOUBLE PRECISION NOT NULL
+    )""",
+    "rollout_targets": """CREATE TABLE IF NOT EXISTS rollout_targets (
+        rollout_id   BIGINT NOT NULL,
+        clinic       TEXT NOT NULL,
+        device       TEXT NOT NULL,
+        wave         BIGINT NOT NULL,
+        offer_seq    BIGINT,
+        offered_at   DOUBLE PRECISION,
+        step         TEXT NOT NULL DEFAULT 'waiting',
+        reason       TEXT NOT NULL DEFAULT '',
+        updated_at   DOUBLE PRECISION NOT NULL,
+        rollback_seq BIGINT,
+        PRIMARY KEY (rollout_id, clinic, device)
+    )""",
+    "rollout_chunks": """CREATE TABLE IF NOT EXISTS rollout_chunks (
+        archive_sha256 TEXT NOT NULL,
+        idx            BIGINT NOT NULL,
+        data           {blob} NOT NULL,
+        PRIMARY KEY (archive_sha256, idx)
+    )""",
     "webhook_deliveries": """CREATE TABLE IF NOT EXISTS webhook_deliveries (
         id           {id},
         alert_id     BIGINT NOT NULL UNIQUE,
@@ -231,6 +276,8 @@ _INDEXES = {
                      " ON alerts (clinic, device, received_at)",
     "drift_points_by_box": "CREATE INDEX IF NOT EXISTS drift_points_by_box"
                            " ON drift_points (clinic, device, model, at)",
+    "rollout_targets_box": "CREATE INDEX IF NOT EXISTS rollout_targets_box"
+                           " ON rollout_targets (clinic, device, rollout_id)",
     "downlinks_unsent": "CREATE INDEX IF NOT EXISTS downlinks_unsent"
                         " ON downlinks (sent_at, clinic, device, seq)",
     "webhook_due": "CREATE INDEX IF NOT EXISTS webhook_due"

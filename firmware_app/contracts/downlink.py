@@ -8,7 +8,9 @@ as a downlink one:
   public half: ``[telemetry] hospital_signing_key``, from the enrolment bundle);
 * encrypted to the box's own X25519 **downlink key**, made on the box on first start
   and reported (public half only) in its signed status messages (``downlink_key``);
-* the header names the box it is for (``clinic``, ``device``), the kind ``review`` and
+* the header names the box it is for (``clinic``, ``device``), the kind (``review``: a
+  verdict; ``rollout``: an offer of a hospital-signed model package; ``rollback``: go back to
+  the package that ran before a rollout's) and
   the hospital's sequence number for that box (1, 2, 3 …); the box keeps each sequence
   number once and refuses a message from the future. A message built more than
   :data:`MAX_AGE_DAYS` ago is refused as ``stale`` by default, but an authentic one (signed,
@@ -23,6 +25,12 @@ Topic: ``clinibox-downlink/<clinic>/<device>``, a root of its own (the receiver'
     user central-receiver
     topic write clinibox-downlink/#
 
+A rollout's package itself is not in the offer: it waits, retained, in chunks on
+``clinibox-packages/<archive sha256>/<index>`` (:func:`chunk_topic`), which every box may
+read and only the hospital write. The offer, signed and sealed like a verdict, lists each
+chunk's SHA-256, so a chunk is checked on arrival and nothing unsigned is ever kept; the
+box takes one chunk at a time, at its own pace (``[updates] max_kbps``).
+
 Nothing identifying goes down: the study is named by the box's own keyed reference
 (``study_ref``), the alert by the box's own message sequence number; the verdict is a
 word (:class:`HospitalVerdict`) and the note a short free text (at most
@@ -32,6 +40,8 @@ word (:class:`HospitalVerdict`) and the note a short free text (at most
 from __future__ import annotations
 
 import base64
+import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Literal, overload
@@ -42,9 +52,11 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from firmware_app.contracts.egress import (
     MAX_SECONDS,
+    SHA256_HEX,
     STUDY_REF,
     EgressRefused,
     Int,
+    ListOf,
     Obj,
     OneOf,
     Optional,
@@ -56,8 +68,14 @@ from firmware_app.contracts.words import Word
 from firmware_app.i18n import N_, gettext, ngettext
 
 ROOT = "clinibox-downlink"
-#: the one downlink kind so far
+#: the root of a rollout's package chunks (``clinibox-packages/<archive sha256>/<index>``)
+PACKAGE_ROOT = "clinibox-packages"
+#: a radiologist's verdict on an alert
 KIND_REVIEW = "review"
+#: an offer of a hospital-signed model package (``rollout_payload``)
+KIND_ROLLOUT = "rollout"
+#: an order to go back to the package that ran before a rollout's (``rollback_payload``)
+KIND_ROLLBACK = "rollback"
 SCHEMA_VERSION = 1
 #: HKDF info of downlink envelopes (the uplink's is ``clinibox telemetry v1``)
 HKDF_INFO = b"clinibox downlink v1"
@@ -69,6 +87,15 @@ MAX_FOLLOW_UP_MONTHS = 60
 MAX_AGE_DAYS = 30.0
 FUTURE_SKEW_SECONDS = 86_400.0
 _RAW_KEY_BYTES = 32
+#: a package's chunks are listed in the offer, one hash each: at most the envelope's list bound
+MAX_CHUNKS = 256
+#: the smallest and largest chunk a rollout sends (bytes)
+MIN_CHUNK_BYTES, MAX_CHUNK_BYTES = 4096, 8 * 2**20
+#: the largest package archive a rollout offers (bytes), and its unpacked size
+MAX_ARCHIVE_BYTES = MAX_CHUNKS * MAX_CHUNK_BYTES
+MAX_UNPACKED_BYTES = 4 * 2**30
+PACKAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+PACKAGE_VERSION = re.compile(r"^[0-9][0-9A-Za-z.+-]{0,31}$")
 
 
 class HospitalVerdict(Word):
@@ -151,6 +178,32 @@ SCHEMAS: dict[str, Obj] = {
         #: when the verdict was given (epoch seconds, the hospital's clock)
         "reviewed_at": Int(0, MAX_SECONDS),
     }),
+    KIND_ROLLOUT: Obj({
+        "schema": Int(SCHEMA_VERSION, SCHEMA_VERSION),
+        "created_at": Int(0, MAX_SECONDS),
+        #: the hospital's rollout number (the box's device events name it)
+        "rollout": Int(1, 2**63 - 1),
+        #: the package offered: its name (the box runs only its own ``[models] name``) and
+        #: version; the box checks both again in the package's signed manifest
+        "name": Pattern(PACKAGE_NAME, "package name"),
+        "version": Pattern(PACKAGE_VERSION, "package version"),
+        #: the archive (``contracts/package_archive.py``): its SHA-256, size and unpacked size
+        "archive_sha256": Pattern(SHA256_HEX, "SHA-256"),
+        "archive_bytes": Int(1, MAX_ARCHIVE_BYTES),
+        "unpacked_bytes": Int(1, MAX_UNPACKED_BYTES),
+        #: the size of every chunk but the last, and each chunk's SHA-256 in order
+        "chunk_bytes": Int(MIN_CHUNK_BYTES, MAX_CHUNK_BYTES),
+        "chunk_sha256": ListOf(Pattern(SHA256_HEX, "SHA-256"), MAX_CHUNKS),
+    }),
+    KIND_ROLLBACK: Obj({
+        "schema": Int(SCHEMA_VERSION, SCHEMA_VERSION),
+        "created_at": Int(0, MAX_SECONDS),
+        #: the rollout being undone
+        "rollout": Int(1, 2**63 - 1),
+        #: the package to leave: the box goes back only while it runs this one
+        "name": Pattern(PACKAGE_NAME, "package name"),
+        "version": Pattern(PACKAGE_VERSION, "package version"),
+    }),
 }
 
 
@@ -182,11 +235,39 @@ def review_payload(*, study_ref: str, alert_seq: int, verdict: str, note: str,
     return payload
 
 
+def chunk_count(archive_bytes: int, chunk_bytes: int) -> int:
+    """How many chunks an archive of ``archive_bytes`` is sent in."""
+    return max(1, math.ceil(archive_bytes / chunk_bytes))
+
+
+def chunk_size_for(archive_bytes: int, wanted: int) -> int:
+    """The chunk size a rollout uses: ``wanted``, raised so the chunks fit :data:`MAX_CHUNKS`."""
+    size = max(MIN_CHUNK_BYTES, min(MAX_CHUNK_BYTES, wanted))
+    return max(size, math.ceil(archive_bytes / MAX_CHUNKS))
+
+
+def check_rollout(payload: dict[str, Any]) -> None:
+    """EgressRefused unless ``payload`` is a rollout offer whose chunk list fits its sizes."""
+    SCHEMAS[KIND_ROLLOUT].check(payload, KIND_ROLLOUT, None)
+    if len(payload["chunk_sha256"]) != chunk_count(payload["archive_bytes"],
+                                                   payload["chunk_bytes"]):
+        raise EgressRefused("rollout.chunk_sha256: one hash per chunk of the archive")
+
+
+def chunk_topic(archive_sha256: str, index: int) -> str:
+    """The retained topic of one chunk of a rollout's package."""
+    if not SHA256_HEX.fullmatch(archive_sha256) or not 0 <= index < MAX_CHUNKS:
+        raise ValueError("not a package chunk")
+    return f"{PACKAGE_ROOT}/{archive_sha256}/{index}"
+
+
 def seal_downlink(clinic: str, device: str, seq: int, payload: dict[str, Any],
                   box_key: X25519PublicKey, hospital_signing_key: Ed25519PrivateKey,
                   kind: str = KIND_REVIEW) -> bytes:
     """Check ``payload``, encrypt it to the box and sign it with the hospital's key."""
     SCHEMAS[kind].check(payload, kind, None)
+    if kind == KIND_ROLLOUT:
+        check_rollout(payload)
     return seal(Header(clinic, device, kind, seq), payload, box_key, hospital_signing_key,
                 info=HKDF_INFO)
 
@@ -229,6 +310,8 @@ def open_downlink(envelope: bytes, *, clinic: str, device: str,
         raise DownlinkRefused("unknown-kind", "unknown downlink kind")
     try:
         SCHEMAS[header.kind].check(payload, header.kind, None)
+        if header.kind == KIND_ROLLOUT:
+            check_rollout(payload)
     except EgressRefused as exc:
         raise DownlinkRefused("schema", str(exc)) from exc
     now = time.time() if now is None else now

@@ -38,12 +38,17 @@ STATES = ("online", "offline", "heartbeat")
 #: What happened to the box (device events: model lifecycle and service failures;
 #: ``model_unavailable``: a model the routing rules name is not running).
 EVENTS = ("model_installed", "model_refused", "model_rolled_back", "runtime_fallback",
-          "service_failed", "model_unavailable")
+          "service_failed", "model_unavailable", "model_kept", "rollout")
 #: Why, as a fixed word: never free text.
 EVENT_REASONS = (
     "technician", "signature", "tampered", "invalid", "older_version", "golden_cases_failed",
     "load_failed", "worker_crashed", "worker_errors", "unit_failed", "not_installed",
+    "hospital", "trial_passed", "no_space", "transfer",
 )
+#: Where a box stands in a hospital rollout (``rollout`` events, in this order when all
+#: goes well; ``refused`` and ``rolled_back`` end it on that box, with the reason).
+ROLLOUT_STEPS = ("offered", "downloading", "downloaded", "verified", "golden_passed",
+                 "golden_failed", "on_trial", "kept", "rolled_back", "refused")
 #: The systemd units whose failure a box reports (``OnFailure=`` hook).
 UNITS = ("clinibox", "clinibox-web", "clinibox-retention", "clinibox-usb-import", "other")
 HISTOGRAM_BINS = 10
@@ -351,8 +356,11 @@ SCHEMAS: dict[str, Obj] = {
         "state": OneOf(STATES),
         #: seconds since the box's telemetry service started
         "uptime_s": _SECONDS,
-        #: the id of the model the box runs (``name@version``)
-        "model": _MODEL,
+        #: the id of the model the box runs (``name@version``); left out while it runs none
+        "model": Optional(_MODEL),
+        #: why the box runs no model and holds what it receives (``not_installed``,
+        #: ``signature`` …); left out while it analyses
+        "waiting_for_model": Optional(OneOf(EVENT_REASONS)),
         #: the box's software version (``firmware_app.__version__``)
         "software": Pattern(SOFTWARE_VERSION, "software version"),
         #: objects received and not yet analysed (queued or processing)
@@ -404,11 +412,16 @@ SCHEMAS: dict[str, Obj] = {
         "reason": OneOf(EVENT_REASONS),
         #: the systemd unit that failed (``service_failed``); ``clinibox`` for the others
         "unit": OneOf(UNITS),
-        #: the model the box runs after the event
-        "model": _MODEL,
+        #: the model the box runs after the event; left out while it runs none
+        "model": Optional(_MODEL),
         #: the model the event is about (installed, refused, rolled back or unavailable; else
         #: the running one); only its package name when no version of it is on the box
         "subject_model": Pattern(MODEL_REF, "model id or name"),
+        #: the hospital's rollout the event belongs to (``rollout`` events, and the install,
+        #: trial and rollback of a package a rollout brought)
+        "rollout": Optional(Int(1, 2**63 - 1)),
+        #: the box's step in that rollout (``rollout`` events)
+        "step": Optional(OneOf(ROLLOUT_STEPS)),
     }),
 }
 

@@ -25,6 +25,7 @@ import logging
 import shutil
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,30 +62,36 @@ class InstallResult:
 
 
 def _running_model_id(config: Config) -> str:
+    """The id of the package the box runs: one it finds and may run (its signature by a
+    trusted key, its files intact), else ""."""
     try:
-        return manifest_model_id(resolve_package_root(config))
+        return load_package(resolve_package_root(config), config.trusted_key_paths).model_id
     except PackageError:
         return ""
 
 
 def report_event(config: Config, event: str, reason: str, subject: str = "", *,
                  running: str | None = None, unit: str = "clinibox", note: str = "",
-                 once_per_s: float = 0.0) -> bool:
+                 once_per_s: float = 0.0, rollout: int = 0, step: str = "") -> bool:
     """Queue a device event for the hospital and note it in the box's event log; whether
     it was queued.
 
-    ``running`` defaults to the model the box runs now. A ``subject`` that is
-    neither a valid model id nor a package name (an unverified package's) is
-    replaced by the running model's id. With ``once_per_s``, the same event (same
-    note) queued within that many seconds is not queued again: a state that every
-    start finds again (a model the routing rules name and the box lacks) tells the
-    hospital once a day, not at every restart.
+    ``running`` defaults to the model the box runs now ("" while it runs none). A
+    ``subject`` that is neither a valid model id nor a package name (an unverified
+    package's) is replaced by the running model's id, else by ``[models] name``. With
+    ``once_per_s``, the same event (same note) queued within that many seconds is not
+    queued again: a state that every start finds again (a model the routing rules name and
+    the box lacks) tells the hospital once a day, not at every restart. ``rollout`` and
+    ``step`` name a hospital rollout and the box's step in it.
     """
     running = _running_model_id(config) if running is None else running
     if not MODEL_ID.fullmatch(running or ""):
-        log.warning("device event %s not queued: no valid running model id", event)
+        running = ""
+    subject = next((s for s in (subject, running, config.models.name)
+                    if MODEL_REF.fullmatch(s or "")), "")
+    if not subject:
+        log.warning("device event %s not queued: no valid model name", event)
         return False
-    subject = subject if MODEL_REF.fullmatch(subject or "") else running
     note = note or f"{event} ({reason}): {subject}"
     config.state_dir.mkdir(parents=True, exist_ok=True)
     conn = db.open_database(config.database_path)
@@ -93,7 +100,8 @@ def report_event(config: Config, event: str, reason: str, subject: str = "", *,
             log.info("device event not queued again: %s", note)
             return False
         queue_device_event(conn, config.telemetry.outbox_max_messages,
-                           device_event(event, reason, running, subject, unit), note)
+                           device_event(event, reason, running, subject, unit,
+                                        rollout=rollout, step=step), note)
     finally:
         conn.close()
     return True
@@ -114,6 +122,14 @@ def audit_model(config: Config, action: str, *, by: str, target: str, detail: st
         log.error("model change %s (%s) not in the audit trail: %s", action, target, exc)
 
 
+def _rollout_of(state: StoreState, version: str) -> int:
+    """The rollout that installed ``version``, from the store's history (0: none)."""
+    for entry in reversed(state.history):
+        if entry.get("action") == "install" and entry.get("version") == version:
+            return int(entry.get("rollout") or 0)
+    return 0
+
+
 def _check(config: Config, package: ModelPackage, state: StoreState) -> None:
     if package.name != config.models.name:
         raise UpdateRefused(f"the package is {package.name!r}; this box runs "
@@ -127,15 +143,19 @@ def _check(config: Config, package: ModelPackage, state: StoreState) -> None:
             "older_version")
 
 
-def install(config: Config, source, *, by: str | None = None) -> InstallResult:
+def install(config: Config, source, *, by: str | None = None, reason: str = "technician",
+            rollout: int = 0, on_step: Callable[[str], None] | None = None) -> InstallResult:
     """Verify, check and switch to the package at ``source``; raise PackageError if refused.
 
     The install or the refusal is an audit row naming ``by`` (default: the console's
-    unix user).
+    unix user). ``reason`` is who asked, as the device event says it (``technician`` on
+    the console, ``hospital`` for a rollout, whose number ``rollout`` is); ``on_step`` is
+    told ``verified`` (signature, hashes, name and floor) and ``golden_passed`` as the
+    install gets there.
     """
     by = audit.console_actor() if by is None else by
     try:
-        result = _install(config, source)
+        result = _install(config, source, reason, rollout, on_step or (lambda step: None))
     except PackageError as exc:
         audit_model(config, "model_refused", by=by, target=f"package:{Path(source).name}",
                     detail=f"{exc.code}: {exc}")
@@ -145,7 +165,8 @@ def install(config: Config, source, *, by: str | None = None) -> InstallResult:
     return result
 
 
-def _install(config: Config, source) -> InstallResult:
+def _install(config: Config, source, reason: str, rollout: int,
+             on_step: Callable[[str], None]) -> InstallResult:
     if config.models.version:
         raise UpdateRefused(f"[models] version pins {config.models.version}; clear it so that "
                             "installed packages can run")
@@ -161,12 +182,14 @@ def _install(config: Config, source) -> InstallResult:
         package = load_package(staged, config.trusted_key_paths)
         verified = package.model_id
         _check(config, package, store.read())
+        on_step("verified")
         golden = require_golden(check_golden(package, config.runtime))
+        on_step("golden_passed")
     except PackageError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         if not (isinstance(exc, UpdateRefused) and exc.code == "invalid"):
             report_event(config, "model_refused", exc.code, verified, running=running_id,
-                         note=f"model package refused ({exc.code}): {exc}")
+                         note=f"model package refused ({exc.code}): {exc}", rollout=rollout)
         raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -182,9 +205,9 @@ def _install(config: Config, source) -> InstallResult:
         state.previous, state.active = previous, package.version
         if not state.floor or version_key(package.version) > version_key(state.floor):
             state.floor = package.version
-        state.trial = Trial(version=package.version, since=time.time())
+        state.trial = Trial(version=package.version, since=time.time(), rollout=rollout)
         state.note("install", version=package.version, previous=previous,
-                   signer=package.signer, golden=golden.describe())
+                   signer=package.signer, golden=golden.describe(), rollout=rollout)
         return store.prune({state.active, state.previous})
 
     try:
@@ -193,32 +216,41 @@ def _install(config: Config, source) -> InstallResult:
         shutil.rmtree(staging, ignore_errors=True)
     installed = store.package_root(package.version)
     package = ModelPackage(root=installed, manifest=package.manifest, signer=package.signer)
-    report_event(config, "model_installed", "technician", package.model_id,
+    report_event(config, "model_installed", reason, package.model_id,
                  running=package.model_id,
-                 note=f"model {package.model_id} installed (was {running_id}); "
-                      f"{golden.describe()}")
+                 note=f"model {package.model_id} installed (was {running_id or '-'}); "
+                      f"{golden.describe()}", rollout=rollout)
     log.info("installed %s (previous %s)", package.model_id, running_id)
     return InstallResult(package, golden, running_id, removed)
 
 
-def rollback(config: Config, reason: str = "technician", *, by: str | None = None
-             ) -> tuple[str, str]:
+def rollback(config: Config, reason: str = "technician", *, by: str | None = None,
+             expect: str = "") -> tuple[str, str]:
     """Go back to the kept previous package; return (from model id, to model id).
 
     The rollback is an audit row naming ``by`` (default: the console's unix user when a
-    technician asked, else the service, which rolls a failed trial back by itself).
+    technician asked, else the service, which rolls a failed trial back by itself). With
+    ``expect`` (a version), the box goes back only while that version is the active one
+    (the hospital's rollback order names the package it undoes). The device event names the
+    rollout that brought the package left, if one did.
     """
     if by is None:
         by = audit.console_actor() if reason == "technician" else audit.SERVICE_ACTOR
     if config.models.version:
         raise UpdateRefused(f"[models] version pins {config.models.version}; change it there")
     store = store_for(config)
+    rollouts: list[int] = []
 
     def back(state: StoreState) -> tuple[str, str]:
         if not state.previous or not (store.package_root(state.previous) / "manifest.json"
                                       ).is_file():
             raise UpdateRefused("there is no previous model package to go back to")
+        if expect and state.active != expect:
+            raise UpdateRefused(f"the box runs {state.active or 'no installed package'}, not "
+                                f"{expect}; nothing to roll back", "invalid")
         bad, good = state.active, state.previous
+        rollouts.append(state.trial.rollout if state.trial is not None else
+                        _rollout_of(state, bad))
         state.active, state.previous, state.trial = good, "", None
         state.note("rollback", version=good, left=bad, reason=reason)
         return bad, good
@@ -227,7 +259,8 @@ def rollback(config: Config, reason: str = "technician", *, by: str | None = Non
     left = manifest_model_id(store.package_root(bad)) if bad else ""
     now = manifest_model_id(store.package_root(good))
     report_event(config, "model_rolled_back", reason, left, running=now,
-                 note=f"model rolled back from {left} to {now} ({reason})")
+                 note=f"model rolled back from {left} to {now} ({reason})",
+                 rollout=rollouts[0] if rollouts else 0)
     audit_model(config, "model_rolled_back", by=by, target=f"model:{now}",
                 detail=f"from {left or '-'} ({reason})")
     log.warning("model rolled back from %s to %s (%s)", left, now, reason)

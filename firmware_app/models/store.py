@@ -59,6 +59,8 @@ class Trial:
     jobs: int = 0
     #: a service is running it now: set at start, cleared at a clean stop
     running: bool = False
+    #: the hospital's rollout that brought it (0: a technician installed it)
+    rollout: int = 0
 
 
 @dataclass

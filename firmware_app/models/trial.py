@@ -14,7 +14,8 @@ for the hospital, when:
   (``worker_errors``).
 
 The trial ends, and the package is kept, after ``[models] trial_jobs``
-analyses or ``trial_hours`` of running.
+analyses or ``trial_hours`` of running; a ``model_kept`` device event (naming the rollout that
+brought the package, if one did) tells the hospital.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from __future__ import annotations
 import logging
 import time
 
-from firmware_app.models.install import UpdateRefused, audit_model, rollback
-from firmware_app.models.store import StoreState, store_for
+from firmware_app.models.install import UpdateRefused, audit_model, report_event, rollback
+from firmware_app.models.store import StoreState, Trial, store_for
 from firmware_app.settings.box import Config
 from firmware_app.storage.audit import SERVICE_ACTOR
 
@@ -100,7 +101,7 @@ class ModelTrial:
             return
         self.errors = 0
         limit, hours = self.config.models.trial_jobs, self.config.models.trial_hours
-        kept: list[int] = []
+        kept: list[Trial] = []
 
         def count(state: StoreState) -> bool:
             trial = state.trial
@@ -110,15 +111,19 @@ class ModelTrial:
             if trial.jobs >= limit or time.time() - trial.since >= hours * 3600:
                 state.trial = None
                 state.note("kept", version=self.version, jobs=trial.jobs)
-                kept.append(trial.jobs)
+                kept.append(trial)
                 return True
             return False
 
         if self.store.update(count):
             if kept:
+                model_id = f"{self.config.models.name}@{self.version}"
                 audit_model(self.config, "model_kept", by=SERVICE_ACTOR,
-                            target=f"model:{self.config.models.name}@{self.version}",
-                            detail=f"trial passed after {kept[-1]} analyses")
+                            target=f"model:{model_id}",
+                            detail=f"trial passed after {kept[-1].jobs} analyses")
+                report_event(self.config, "model_kept", "trial_passed", model_id,
+                             running=model_id, rollout=kept[-1].rollout,
+                             note=f"model {model_id} passed its trial and is kept")
             log.info("model %s passed its trial and is kept", self.version)
             self.version = ""
 

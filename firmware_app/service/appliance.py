@@ -47,6 +47,7 @@ from firmware_app.models.install import report_event
 from firmware_app.models.package import load_package
 from firmware_app.models.stages import load_stage
 from firmware_app.models.store import (
+    manifest_model_id,
     package_config,
     resolve_package_root,
     routed_names,
@@ -54,18 +55,20 @@ from firmware_app.models.store import (
     store_for,
 )
 from firmware_app.models.trial import ModelTrial
+from firmware_app.models.updates import Updater
 from firmware_app.service.study_completion import StudyCompleter
 from firmware_app.service.systemd_notify import Notifier
 from firmware_app.service.viewer_process import ViewerProcess
 from firmware_app.service.worker import Worker
 from firmware_app.settings.box import DEMO_TRUST_WARNING, Config, DicomConfig
-from firmware_app.storage import db
+from firmware_app.storage import db, model_offers
 from firmware_app.storage.queue import JobQueue
 from firmware_app.storage.spool import Spool, make_spool
 from firmware_app.telemetry.downlink import downlink_receiver
 from firmware_app.telemetry.identity import load_identity
 from firmware_app.telemetry.messages import ModelFacts
 from firmware_app.telemetry.mqtt import Publisher
+from firmware_app.telemetry.package_fetch import ChunkFetcher
 from firmware_app.telemetry.service import TelemetryProducer
 
 log = logging.getLogger(__name__)
@@ -206,6 +209,10 @@ class Appliance:
         self.running: dict[str, tuple[ModelPackage, ModelTrial]] = {}
         #: a stop signal interrupts the model's loading (``serve``) while this is set
         self._loading = False
+        #: why the box runs no model (a reason code), "" while it analyses
+        self.waiting = ""
+        #: set when the hospital's downlink brings a rollout offer or rollback order
+        self.updates_wake = threading.Event()
 
     def start(self) -> None:
         """Bring up the intake, then the analysis (``start_intake``, ``start_analysis``)."""
@@ -244,30 +251,77 @@ class Appliance:
 
     def start_analysis(self) -> None:
         """The model (verified, its runtime chosen, its golden cases passed), the worker on
-        what waits in the queue, telemetry, study completion and the PACS sender."""
+        what waits in the queue, telemetry, study completion and the PACS sender.
+
+        Without a package of ``[models] name`` that the box may run (none installed, or the
+        one there refused: an untrusted signature, a tampered file, golden cases failed) the
+        box waits for one instead of exiting: it keeps receiving and holding what arrives,
+        says "waiting for a model" (``model_waiting``: the worklist, the device page,
+        ``clinibox status``, the self-test), tells the hospital (``model_unavailable``, once a
+        day) and keeps its link, over which the hospital's rollout brings a package; the
+        service reloads when one is installed and analyses what waited."""
         config = self.config
         assert self.spool is not None, "start_intake first"
         runner: ModelRunner | None = None
-        if config.worker.enabled:
-            runner = load_runner_on_trial(config, self.trial)
-            self.running[runner.package.name] = (runner.package, self.trial)
+        package: ModelPackage | None = None
+        try:
+            if config.worker.enabled:
+                runner = load_runner_on_trial(config, self.trial)
+                package = runner.package
+            else:
+                package = load_package(resolve_package_root(config), config.trusted_key_paths)
+        except PackageError as exc:
+            self.waiting = self._wait_for_model(exc)
+        if package is not None:
+            self._set_waiting(None)
+            self.running[package.name] = (package, self.trial)
+        if runner is not None:
             more = self._load_routed_models(runner.package)
             self.worker = Worker(config, self.spool, runner, self.trial, more)
             self._thread("worker", self.worker.run, self.stop_event, self.wake)
-            package = runner.package
-        else:
-            package = load_package(resolve_package_root(config), config.trusted_key_paths)
-            self.running[package.name] = (package, self.trial)
         self.package = package
-        self._start_telemetry(model_facts(package, *(p for p, _t in
-                                                     list(self.running.values())[1:]),
-                                          runner=runner))
+        if package is None:
+            facts = ModelFacts("", (), 1.0, waiting_for_model=self.waiting)
+        else:
+            facts = model_facts(package, *(p for p, _t in list(self.running.values())[1:]),
+                                runner=runner)
+        self._start_telemetry(facts)
         self._start_dicom_sender()
+        if package is None:
+            return
         identities = {p.model_id: ModelIdentity.from_manifest(p.manifest)
                       for p, _t in self.running.values()}
         completer = StudyCompleter(config, identities, config.telemetry.device,
                                    self._study_completed)
         self._thread("study-completion", completer.run, self.stop_event)
+
+    def _wait_for_model(self, exc: PackageError) -> str:
+        """The box has no model it may run: note why, tell the hospital; the reason code."""
+        try:
+            found = resolve_package_root(self.config)
+        except PackageError:
+            found = None
+        reason = ("not_installed" if found is None
+                  else exc.code if exc.code in EVENT_REASONS else "load_failed")
+        log.error("no model this box may run (%s): %s; receiving and holding images until one "
+                  "is installed", reason, exc)
+        self._set_waiting((reason, str(exc)))
+        subject = manifest_model_id(found) if found is not None else self.config.models.name
+        report_event(self.config, "model_unavailable", reason, subject, running="",
+                     note=f"model_unavailable ({reason}): {subject or self.config.models.name}; "
+                          "the box waits for a model", once_per_s=UNAVAILABLE_REPORT_INTERVAL)
+        return reason
+
+    def _set_waiting(self, why: tuple[str, str] | None) -> None:
+        conn = db.connect(self.config.database_path)
+        try:
+            with db.transaction(conn):
+                if why is None:
+                    model_offers.clear_waiting(conn)
+                else:
+                    model_offers.set_waiting(conn, *why)
+        finally:
+            conn.close()
 
     def _start_telemetry(self, model: ModelFacts) -> None:
         """The outbox producer always runs; the publisher only with a broker and hospital key."""
@@ -277,10 +331,18 @@ class Appliance:
         self._thread("telemetry", producer.run, self.stop_event)
         if not (config.mqtt.host and config.telemetry.hospital_key):
             log.info("telemetry: no broker configured; messages wait in the outbox")
+            self._thread("model-updates", Updater(config, None).run, self.stop_event,
+                         self.updates_wake)
             return
+        receiver = downlink_receiver(config, identity)
+        fetcher = ChunkFetcher() if receiver is not None else None
+        if receiver is not None:
+            receiver.on_order = self.updates_wake.set
         publisher = Publisher(config, identity, load_x25519_public(config.telemetry.hospital_key),
-                              model, producer.started, downlink_receiver(config, identity))
+                              model, producer.started, receiver, fetcher)
         self._thread("publisher", publisher.run, self.stop_event, self.outbound)
+        self._thread("model-updates", Updater(config, fetcher).run, self.stop_event,
+                     self.updates_wake)
         log.info("telemetry: %s/%s to %s:%d", identity.clinic, identity.device,
                  config.mqtt.host, config.mqtt.port)
 
@@ -337,6 +399,7 @@ class Appliance:
         self.wake.set()
         self.outbound.set()
         self.pacs_wake.set()
+        self.updates_wake.set()
         for thread in self.threads:
             thread.join(timeout=30)
         if not any(t.is_alive() for t in self.threads):
@@ -352,7 +415,10 @@ class Appliance:
         return self.worker is None or now - self.worker.beat < stale_after
 
     def model_switched(self) -> bool:
-        """Whether a store now names another package than the one running (any of them)."""
+        """Whether a store now names another package than the one running (any of them); while
+        the box waits for a model, whether its own store now names one."""
+        if self.package is None:
+            return store_for(self.config).read().active != ""
         for name, (package, _trial) in self.running.items():
             try:
                 root = resolve_package_root(package_config(self.config, name))
@@ -388,13 +454,19 @@ class Appliance:
             self.stop_event.set()
             raise
         model = self.package.model_id if self.package else "-"
-        log.info("clinibox ready: model %s", model)
+        if self.package is None:
+            log.warning("clinibox receiving and holding images: waiting for a model (%s)",
+                        self.waiting)
+        else:
+            log.info("clinibox ready: model %s", model)
         if config.trusts_demo_key:
             log.warning("WARNING: %s", DEMO_TRUST_WARNING)
-        notifier.status(f"model {model}; DICOM port {config.dicom.port}")
+        notifier.status(f"model {model}; DICOM port {config.dicom.port}" if self.package else
+                        f"waiting for a model ({self.waiting}); DICOM port {config.dicom.port}")
         interval = notifier.watchdog_seconds
         stale_after = max(interval, 10.0) if interval else 60.0
-        stores = [store_for(package_config(config, name)) for name in self.running]
+        stores = [store_for(package_config(config, name)) for name in self.running] or \
+            [store_for(config)]
         stamp = [store.state_stamp() for store in stores]
         outcome = "stop"
         while not self.stop_event.wait(min(1.0, interval / 2) if interval else 1.0):

@@ -79,6 +79,10 @@ ACTIONS: dict[str, str] = {
     "audit_pruned": N_("deleted audit rows older than [audit] keep_days"),
     "hospital_review_received": N_("received the hospital's verdict on a study's alert "
                                    "(account: hospital:downlink)"),
+    "model_rollout_received": N_("received the hospital's offer of a model package (account: "
+                                 "hospital:rollout)"),
+    "model_rollback_received": N_("received the hospital's order to go back to the previous "
+                                  "model package (account: hospital:rollout)"),
 }
 
 #: who acts when the box acts by itself

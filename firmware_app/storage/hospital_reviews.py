@@ -80,12 +80,17 @@ def add(conn: sqlite3.Connection, *, seq: int, study_key: str | None, study_ref:
     return inserted
 
 
+#: every downlink sequence number the box keeps: the verdicts' and the model offers' (v18)
+_KEPT = "SELECT seq FROM hospital_reviews UNION ALL SELECT seq FROM model_offers"
+
+
 def watermark(conn: sqlite3.Connection) -> int:
-    """The highest n such that every review 1 … n is kept (0 while review 1 is missing)."""
+    """The highest n such that every downlink 1 … n is kept, verdicts and model offers alike
+    (0 while downlink 1 is missing)."""
     row = conn.execute(
-        "SELECT MIN(r.seq) FROM hospital_reviews r WHERE NOT EXISTS"
-        " (SELECT 1 FROM hospital_reviews n WHERE n.seq = r.seq + 1)"
-        " AND EXISTS (SELECT 1 FROM hospital_reviews WHERE seq = 1)").fetchone()
+        f"WITH kept(seq) AS ({_KEPT}) SELECT MIN(r.seq) FROM kept r WHERE NOT EXISTS"
+        " (SELECT 1 FROM kept n WHERE n.seq = r.seq + 1)"
+        " AND EXISTS (SELECT 1 FROM kept WHERE seq = 1)").fetchone()
     return int(row[0] or 0)
 
 

@@ -294,6 +294,35 @@ CREATE TABLE IF NOT EXISTS hospital_reviews (
 );
 CREATE INDEX IF NOT EXISTS hospital_reviews_study ON hospital_reviews(study_key, seq);
 
+-- The hospital's rollout offers and rollback orders (v18, storage/model_offers.py): ``seq``
+-- the downlink's sequence number (kept once, counted in the watermark with the verdicts'),
+-- ``kind`` 'rollout' or 'rollback', ``payload`` the checked offer as JSON, ``step`` where
+-- the box stands (contracts.egress.ROLLOUT_STEPS), ``reason`` why it stopped, ``done`` 1 once
+-- nothing more is to be done for it.
+CREATE TABLE IF NOT EXISTS model_offers (
+    seq          INTEGER PRIMARY KEY,
+    kind         TEXT NOT NULL,
+    rollout      INTEGER NOT NULL,
+    name         TEXT NOT NULL,
+    version      TEXT NOT NULL,
+    payload      TEXT NOT NULL,
+    step         TEXT NOT NULL,
+    reason       TEXT NOT NULL DEFAULT '',
+    received_at  REAL NOT NULL,
+    updated_at   REAL NOT NULL,
+    done         INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS model_offers_open ON model_offers(done, seq);
+
+-- One row while the box runs no model it may run (v18): why (a contracts.egress reason
+-- code: not_installed, signature …), the refusal in words, and since when.
+CREATE TABLE IF NOT EXISTS model_waiting (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    reason  TEXT NOT NULL,
+    detail  TEXT NOT NULL DEFAULT '',
+    since   REAL NOT NULL
+);
+
 -- The access audit trail (v9): append-only rows in a hash chain, its anchor, the triggers
 -- that refuse changes (storage/audit_schema.py, storage/audit.py).
 """.replace("{alerted_studies}", ALERTED_STUDIES_TABLE.strip()) + AUDIT_SCHEMA

@@ -1,4 +1,5 @@
-"""The box's end of the hospital's downlink: a radiologist's verdict arrives and is kept.
+"""The box's end of the hospital's downlink: a radiologist's verdict, or a rollout offer or
+rollback order for the box's model, arrives and is kept.
 
 The publisher (``mqtt.py``) subscribes to ``clinibox-downlink/<clinic>/<device>`` at
 QoS 1 on every connection, in a persistent session (the broker keeps what comes while
@@ -24,6 +25,9 @@ for this box, not from the future):
   or the database was replaced) is kept with the study empty and an event says so: the
   study cannot come back, so it is not looked for again.
 
+A rollout offer or rollback order is kept the same way, in ``model_offers`` with its audit row
+in one transaction, before it is acknowledged; the updater (``models/updates.py``) acts on it.
+
 A failure to store (the database busy past its timeout, the disk full) leaves the message
 unacknowledged and asks for the link to be dropped: the broker delivers it again on the
 next connection.
@@ -35,6 +39,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +48,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from firmware_app.contracts import downlink, signing
 from firmware_app.contracts.downlink import DownlinkRefused
 from firmware_app.settings.box import Config
-from firmware_app.storage import db, hospital_reviews
+from firmware_app.storage import db, hospital_reviews, model_offers
 from firmware_app.telemetry.identity import DeviceIdentity, find_study
 
 log = logging.getLogger(__name__)
@@ -81,6 +86,8 @@ class DownlinkReceiver:
         self.hospital_key = hospital_key
         self.topic = downlink.topic(identity.clinic, identity.device)
         self._local = threading.local()
+        #: called after a rollout offer or rollback order is kept (wakes the updater)
+        self.on_order: Callable[[], None] | None = None
 
     def _conn(self) -> sqlite3.Connection:
         """This thread's own connection (paho calls back on its network thread)."""
@@ -116,7 +123,38 @@ class DownlinkReceiver:
                 self._note(conn, refusal_code(exc.reason),
                            f"a downlink message was refused: {exc.reason}")
             return exc.reason
+        if header.kind in (downlink.KIND_ROLLOUT, downlink.KIND_ROLLBACK):
+            return self._keep_order(conn, header.seq, header.kind, payload, late)
         return self._keep(conn, header.seq, payload, late)
+
+    def _keep_order(self, conn: sqlite3.Connection, seq: int, kind: str,
+                    payload: dict[str, Any], late: bool) -> str:
+        """Keep a rollout offer or rollback order for the updater (``models/updates.py``).
+
+        An order for another package than the box's own (``[models] name``) or a late one
+        (the hospital's rollout has long moved on) is kept closed, refused: its sequence
+        number still settles the watermark. A newer order for the package closes the
+        older ones still open."""
+        refusal = ("invalid" if payload["name"] != self.config.models.name
+                   else "stale" if late else "")
+        with db.transaction(conn):
+            kept = model_offers.add(conn, seq=seq, kind=kind, payload=payload,
+                                    step="refused" if refusal else "offered",
+                                    reason=refusal, done=bool(refusal))
+            if kept and not refusal:
+                model_offers.finish_older(conn, payload["name"], seq, "replaced")
+            if kept and refusal:
+                self._note(conn, f"downlink_order_{refusal}",
+                           f"the hospital's {kind} {seq} (rollout {payload['rollout']}, "
+                           f"{payload['name']}@{payload['version']}) is not for this box's "
+                           f"model or came too late; it is kept, not acted on")
+        if not kept:
+            return REPEAT
+        log.info("hospital %s %d kept (rollout %d, %s@%s)%s", kind, seq, payload["rollout"],
+                 payload["name"], payload["version"], f": refused, {refusal}" if refusal else "")
+        if not refusal and self.on_order is not None:
+            self.on_order()
+        return KEPT
 
     def _keep(self, conn: sqlite3.Connection, seq: int, payload: dict[str, Any],
               late: bool) -> str:

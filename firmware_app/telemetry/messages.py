@@ -65,6 +65,8 @@ class ModelFacts:
     runtime: str = ""
     #: whether that runtime is a fallback (the first choice failed the golden cases)
     runtime_fallback: bool = False
+    #: why the box runs no model (a reason code; "" while it analyses, ``model_id`` then "")
+    waiting_for_model: str = ""
 
     def for_model(self, model_id: str) -> ModelFacts:
         """The facts of the running model with ``model_id``'s name (any version): one of
@@ -236,11 +238,14 @@ def build_status(conn: sqlite3.Connection, outbox: Outbox, model: ModelFacts, st
         "created_at": int(time.time()),
         "state": state,
         "uptime_s": int(uptime_s),
-        "model": model.model_id,
         "software": __version__,
         "queue_depth": telemetry_rows.queue_depth(conn),
         "outbox_pending": outbox.pending_count(),
     }
+    if model.model_id:
+        payload["model"] = model.model_id
+    if model.waiting_for_model:
+        payload["waiting_for_model"] = model.waiting_for_model
     if model.runtime in RUNTIMES:
         payload["runtime"] = model.runtime
         payload["runtime_fallback"] = int(model.runtime_fallback)
@@ -259,21 +264,31 @@ def status_downlink_key(config: Config, identity: DeviceIdentity) -> str | None:
 
 
 def device_event(event: str, reason: str, model: str, subject_model: str = "",
-                 unit: str = "clinibox") -> dict[str, Any]:
-    """A device event (model installed, refused or rolled back; a service failed)."""
-    return {
+                 unit: str = "clinibox", *, rollout: int = 0, step: str = "") -> dict[str, Any]:
+    """A device event (model installed, refused, kept or rolled back; a rollout's step; a
+    service failed). ``model`` "" while the box runs none; ``rollout`` and ``step`` name a
+    hospital rollout and the box's step in it."""
+    payload: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
         "created_at": int(time.time()),
         "event": event,
         "reason": reason,
         "unit": unit,
-        "model": model,
         "subject_model": subject_model or model,
     }
+    if model:
+        payload["model"] = model
+    if rollout:
+        payload["rollout"] = int(rollout)
+    if step:
+        payload["step"] = step
+    return payload
 
 
 #: the event-log component of device events (``clinibox status`` shows them under it)
 LIFECYCLE = "lifecycle"
+#: device events that are good news: noted at INFO in the box's log, the rest at WARNING
+QUIET_EVENTS = frozenset({"model_installed", "model_kept", "rollout"})
 
 
 def queue_device_event(conn: sqlite3.Connection, max_messages: int, payload: dict[str, Any],
@@ -282,6 +297,6 @@ def queue_device_event(conn: sqlite3.Connection, max_messages: int, payload: dic
     outbox = Outbox(conn, max_messages, frozenset())
     with transaction(conn):
         seq = outbox.add("event", payload)
-        record_event(conn, "WARNING" if payload["event"] != "model_installed" else "INFO",
+        record_event(conn, "INFO" if payload["event"] in QUIET_EVENTS else "WARNING",
                      LIFECYCLE, note)
     return seq

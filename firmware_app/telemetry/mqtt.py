@@ -19,6 +19,8 @@
   so the broker keeps the hospital's verdicts while the box is away. A verdict is
   acknowledged only once it is stored (manual PUBACK); one that could not be stored
   drops the link, and the broker delivers it again on the next connection.
+* A rollout's package chunks (``package_fetch.py``) come on the same link, one at a time,
+  as the box's updater asks for them.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from firmware_app.storage.outbox import Outbox, OutboxMessage
 from firmware_app.telemetry.downlink import DownlinkReceiver
 from firmware_app.telemetry.identity import DeviceIdentity
 from firmware_app.telemetry.messages import ModelFacts, build_status, status_downlink_key
+from firmware_app.telemetry.package_fetch import ChunkFetcher
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +92,13 @@ class Publisher:
 
     def __init__(self, config: Config, identity: DeviceIdentity,
                  hospital_key: X25519PublicKey, model: ModelFacts, started: float,
-                 downlink: DownlinkReceiver | None = None) -> None:
+                 downlink: DownlinkReceiver | None = None,
+                 fetcher: ChunkFetcher | None = None) -> None:
         self.config = config
         #: the hospital's downlink, when the box takes it (None: no verdicts come down)
         self.downlink = downlink
+        #: fetches a rollout's package chunks on this link (with the downlink only)
+        self.fetcher = fetcher if downlink is not None else None
         self.identity = identity
         self.hospital_key = hospital_key
         self.conn = db.connect(config.database_path)
@@ -164,11 +170,18 @@ class Publisher:
             return
         if self.downlink is not None:  # a resumed session has it already; asking again is cheap
             client.subscribe(self.downlink.topic, qos=1)
+        if self.fetcher is not None:
+            self.fetcher.attach(client)
         self.connected.set()
 
     def _on_message(self, client, userdata, message) -> None:
         """A downlink message (paho's network thread): acknowledge it once kept or refused."""
         assert self.downlink is not None
+        if self.fetcher is not None and self.fetcher.wants(message.topic):
+            self.fetcher.deliver(message.topic, message.payload)
+            if message.qos > 0:
+                client.ack(message.mid, message.qos)
+            return
         try:
             self.downlink.handle(message.payload)
         except (sqlite3.Error, OSError) as exc:
@@ -181,6 +194,8 @@ class Publisher:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
+        if self.fetcher is not None:
+            self.fetcher.detach()
         self.acks.put((-1, False, f"disconnected: {reason_code}"))
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
@@ -311,6 +326,8 @@ class Publisher:
         self.conn.close()
 
     def _drop_link(self) -> None:
+        if self.fetcher is not None:
+            self.fetcher.detach()
         if self.client is not None:
             self.client.loop_stop()
             try:

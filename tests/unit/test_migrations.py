@@ -661,6 +661,22 @@ def check_v17(conn) -> None:
     assert tuple(row) == ("refer", None, 0)
     conn.execute("DELETE FROM hospital_reviews")
 
+
+def check_v18(conn) -> None:
+    """v18: rollout offers and the wait for a model have tables of their own, empty after
+    the upgrade (the v17 verdicts table is kept), and an offer's seq counts in the
+    downlink's watermark beside the verdicts'."""
+    assert conn.execute("SELECT COUNT(*) FROM model_offers").fetchone()[0] == 0
+    assert conn.execute("SELECT COUNT(*) FROM model_waiting").fetchone()[0] == 0
+    insert(conn, "hospital_reviews", seq=1, study_key="1.2", study_ref="ab" * 16, alert_seq=4,
+           verdict="refer", note="", reviewed_at=5.0, received_at=6.0)
+    insert(conn, "model_offers", seq=2, kind="rollout", rollout=1, name="m", version="2.0",
+           payload="{}", step="offered", received_at=6.0, updated_at=6.0)
+    from firmware_app.storage import hospital_reviews
+    assert hospital_reviews.watermark(conn) == 2
+    conn.execute("DELETE FROM hospital_reviews")
+    conn.execute("DELETE FROM model_offers")
+
 #: migration N: rows written at schema N-1, and what N promises about them after the ladder
 ROWS: dict[int, tuple[Callable[[sqlite3.Connection], None],
                       Callable[[sqlite3.Connection], None]]] = {
@@ -670,6 +686,7 @@ ROWS: dict[int, tuple[Callable[[sqlite3.Connection], None],
     11: (seed_v10, check_v11), 12: (seed_v11, check_v12), 13: (seed_v12, check_v13),
     14: (seed_v13, check_v14),
     15: (seed_v14, check_v15), 16: (seed_v15, check_v16), 17: (seed_v15, check_v17),
+    18: (seed_v15, check_v18),
 }
 
 

@@ -1,0 +1,173 @@
+"""``clinibox central rollout``, ``rollouts`` and ``rollback``: model rollouts from a terminal.
+
+* ``rollout PACKAGE --to CLINIC/BOX … [--group NAME] [--canary N] [--wave-size N]
+  [--pause-on-failure]``: check the hospital-signed package as a box would, and start
+  offering it (``central/rollouts.py``); PACKAGE is the archive ``clinibox model sign
+  --archive`` wrote, or a package folder (packed here the same way);
+* ``rollouts [ID] [--json] [--hold ID] [--resume ID]``: the rollouts and where each box
+  stands; hold one (no further wave), or resume a paused one;
+* ``rollback --to CLINIC/BOX … | --rollout ID``: send the boxes back to the package they ran
+  before.
+
+The console's fleet page does the same (``central/console``). Every change is a row of the
+console's audit trail naming ``--as`` (default ``cli:<unix user>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from central import rollouts
+from central.config import CentralConfig
+from central.store import Store
+from firmware_app.contracts.package_archive import pack
+from firmware_app.errors import EXIT_OK, EXIT_USAGE, CliniboxError
+
+
+def _box(text: str) -> tuple[str, str]:
+    clinic, slash, device = text.partition("/")
+    if not slash or not clinic or not device:
+        raise argparse.ArgumentTypeError(f"{text!r} is not CLINIC/BOX")
+    return clinic, device
+
+
+def group_boxes(store: Store, group: str) -> list[tuple[str, str]]:
+    """The enrolled boxes of a group: every box of the clinics in county ``group`` (as
+    ``central clinic set`` names them), or of clinic ``group``."""
+    clinics = {c["clinic"] for c in store.clinics() if group in (c["county"], c["clinic"])}
+    clinics.add(group)
+    return [(d.clinic, d.device) for d in store.devices()
+            if d.clinic in clinics and d.revoked_at is None]
+
+
+def checked_package(path: Path, config: CentralConfig, folder: Path) -> rollouts.CheckedPackage:
+    """The package at ``path`` (an archive, or a folder packed into ``folder``), checked."""
+    if path.is_dir():
+        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+        path = pack(path, folder / f"{manifest['name']}-{manifest['version']}.tar.gz").path
+    return rollouts.check_package(path, [Path(k) for k in config.rollouts.trusted_keys])
+
+
+def cmd_rollout(args: argparse.Namespace, config: CentralConfig) -> int:
+    """Start a rollout of a hospital-signed package to boxes."""
+    store = Store(config.database.url, health=config.health)
+    boxes = list(args.to or [])
+    if args.group:
+        found = group_boxes(store, args.group)
+        if not found:
+            raise CliniboxError(f"no enrolled box in group {args.group!r}",
+                                exit_status=EXIT_USAGE)
+        boxes += found
+    canary = config.rollouts.canary if args.canary is None else args.canary
+    wave_size = args.wave_size or config.rollouts.wave_size
+    with tempfile.TemporaryDirectory(prefix="clinibox-rollout-") as folder:
+        package = checked_package(Path(args.package), config, Path(folder))
+        with store.database.transaction(write=True) as tx:
+            rollout_id = rollouts.create(
+                tx, package, boxes, canary=canary, wave_size=wave_size,
+                pause_on_failure=args.pause_on_failure, chunk_kib=config.rollouts.chunk_kib,
+                by=_actor(args))
+            row = rollouts.rollout(tx, rollout_id)
+    assert row is not None
+    archive = package.archive
+    print(f"rollout {rollout_id}: {archive.name}@{archive.version} (signed by key "
+          f"{package.signer}, {archive.size} bytes in {len(row['chunk_sha256'])} chunks) to "
+          f"{len(set(boxes))} boxes, {canary} canary first; offered now to "
+          f"{row['steps'].get('sent', 0)}")
+    return EXIT_OK
+
+
+def _actor(args: argparse.Namespace) -> str:
+    return args.account or f"cli:{getpass.getuser()}"
+
+
+def cmd_rollouts(args: argparse.Namespace, config: CentralConfig) -> int:
+    """List the rollouts (or one, with its boxes); hold or resume one."""
+    store = Store(config.database.url, health=config.health)
+    with store.database.transaction(write=True) as tx:
+        if args.hold:
+            rollouts.pause(tx, args.hold, _actor(args))
+        if args.resume:
+            rollouts.resume(tx, args.resume, _actor(args))
+        rows = [rollouts.rollout(tx, args.id)] if args.id else rollouts.rollouts(tx)
+        if args.id and rows[0] is None:
+            raise CliniboxError(f"no rollout {args.id}")
+        for row in rows:
+            assert row is not None
+            row["boxes"] = rollouts.targets(tx, row["id"])
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return EXIT_OK
+    if not rows:
+        print("no rollouts")
+    for row in rows:
+        assert row is not None
+        _print_rollout(row, with_boxes=bool(args.id))
+    return EXIT_OK
+
+
+def _print_rollout(row: dict[str, Any], *, with_boxes: bool) -> None:
+    steps = ", ".join(f"{step} {n}" for step, n in sorted(row["steps"].items()))
+    reason = f" ({row['state_reason']})" if row["state_reason"] else ""
+    print(f"#{row['id']:<4} {row['name']}@{row['version']:<10} {row['state']}{reason:<16} "
+          f"{steps}")
+    if with_boxes:
+        for box in row["boxes"]:
+            why = f" ({box['reason']})" if box["reason"] else ""
+            print(f"      wave {box['wave']}  {box['clinic']}/{box['device']:<20} "
+                  f"{box['step']}{why}")
+
+
+def cmd_rollback(args: argparse.Namespace, config: CentralConfig) -> int:
+    """Send boxes back to the package they ran before a rollout's."""
+    if not args.to and not args.rollout:
+        raise CliniboxError("rollback needs --to CLINIC/BOX or --rollout ID",
+                            exit_status=EXIT_USAGE)
+    store = Store(config.database.url, health=config.health)
+    with store.database.transaction(write=True) as tx:
+        sent = rollouts.rollback(tx, _actor(args), rollout_id=args.rollout,
+                                 boxes=args.to or ())
+    print(f"rollback sent to {sent} box{'es' if sent != 1 else ''}")
+    return EXIT_OK
+
+
+def add_rollout_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
+    """Register ``rollout``, ``rollouts`` and ``rollback`` on ``clinibox central``."""
+    start = command("rollout", cmd_rollout,
+                    "offer a hospital-signed model package to boxes, canaries first")
+    start.add_argument("package", help="the package archive (clinibox model sign --archive) "
+                                       "or folder")
+    start.add_argument("--to", action="append", type=_box, metavar="CLINIC/BOX",
+                       help="a box to offer it to (repeatable; the first --canary are canaries)")
+    start.add_argument("--group", metavar="NAME",
+                       help="every enrolled box of the clinics of county NAME, or of clinic NAME")
+    start.add_argument("--canary", type=int, default=None, metavar="N",
+                       help="boxes offered first (default [rollouts] canary)")
+    start.add_argument("--wave-size", type=int, default=None, metavar="N",
+                       help="boxes offered at once after the canaries (default [rollouts] "
+                            "wave_size)")
+    start.add_argument("--pause-on-failure", action="store_true",
+                       help="pause on a failure in any wave (a canary's always pauses)")
+    start.add_argument("--as", dest="account", default=None, metavar="NAME",
+                       help="who started it, for the audit trail (default cli:<unix user>)")
+    listing = command("rollouts", cmd_rollouts, "the rollouts and where each box stands")
+    listing.add_argument("id", nargs="?", type=int, help="one rollout, with its boxes")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.add_argument("--hold", type=int, metavar="ID", help="offer no further wave")
+    listing.add_argument("--resume", type=int, metavar="ID", help="go on with a paused rollout")
+    listing.add_argument("--as", dest="account", default=None, metavar="NAME",
+                         help="who held or resumed it (default cli:<unix user>)")
+    back = command("rollback", cmd_rollback,
+                   "send boxes back to the package they ran before a rollout's")
+    back.add_argument("--to", action="append", type=_box, metavar="CLINIC/BOX",
+                      help="a box (repeatable): its latest rollout is undone")
+    back.add_argument("--rollout", type=int, metavar="ID",
+                      help="every box of this rollout (and it offers nothing more)")
+    back.add_argument("--as", dest="account", default=None, metavar="NAME",
+                      help="who asked, for the audit trail (default cli:<unix user>)")

@@ -1,0 +1,377 @@
+"""Model rollouts from the hospital: a hospital-signed package offered to boxes in waves.
+
+``clinibox central rollout PACKAGE --to clinic/box …`` (or the console's fleet page) calls
+:func:`create`: the package archive (``contracts/package_archive.py``) is checked like a box
+would check it — its manifest's schema, its signature by one of ``[rollouts] trusted_keys``
+(the hospital's model-signing keys, which the enrolment bundles carry) and every file's
+SHA-256 — then cut into chunks (kept in ``rollout_chunks``; the downlink publisher keeps them
+retained on the broker) and the targets are put in waves: the first ``canary`` boxes are wave
+0, the rest waves of ``wave_size``.
+
+A box is **offered** the package by a ``rollout`` downlink (``contracts/downlink.py``: signed
+by the hospital, sealed to that box, numbered in the box's downlink sequence so a replay is
+refused) and answers with device events naming the rollout (:func:`note_event`, called in the
+receiver's transaction): ``offered``, ``downloading``, ``downloaded``, ``verified``,
+``golden_passed``, then ``model_installed`` (on trial), ``model_kept``; or ``refused`` /
+``model_refused`` (``golden_failed`` when its golden cases failed on that box's CPU) /
+``model_rolled_back``. :func:`advance` (run by ``clinibox central serve`` every few seconds,
+and after each change) offers the next wave once every box of the waves before has installed
+the package; a failure among the canaries pauses the rollout (``--pause-on-failure``: a
+failure in any wave does), and a person resumes it (:func:`resume`) or rolls it back
+(:func:`rollback`: a ``rollback`` downlink to each box that installed it, which goes back to
+its kept previous package). A box that fails its golden cases keeps its old model; the others
+keep the new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from central.reviews import audit, queue_downlink
+from central.sql import Transaction
+from firmware_app.contracts import downlink, signing
+from firmware_app.contracts.egress import check_identity
+from firmware_app.contracts.manifest import PackageError, check_files, check_schema
+from firmware_app.contracts.package_archive import PackedArchive, describe
+from firmware_app.errors import CliniboxError
+
+__all__ = [
+    "FAILED_STEPS",
+    "INSTALLED_STEPS",
+    "IN_PROGRESS_STEPS",
+    "CheckedPackage",
+    "RolloutError",
+    "advance",
+    "check_package",
+    "chunks",
+    "create",
+    "note_event",
+    "pause",
+    "resume",
+    "rollback",
+    "rollout",
+    "rollouts",
+    "targets",
+]
+
+#: A box has the package and runs it.
+INSTALLED_STEPS = ("on_trial", "kept")
+#: A box will not run the package (it keeps its old model).
+FAILED_STEPS = ("refused", "golden_failed", "rolled_back")
+#: Offered and on the way.
+IN_PROGRESS_STEPS = ("sent", "offered", "downloading", "downloaded", "verified",
+                     "golden_passed")
+#: Where a box stands before it is offered anything.
+WAITING = "waiting"
+#: The order in which steps may follow one another (a late event never takes a box back).
+_RANK = {step: rank for rank, step in enumerate(
+    (WAITING, *IN_PROGRESS_STEPS, *INSTALLED_STEPS, "refused", "golden_failed",
+     "rolled_back"))}
+#: Serialises ``advance`` across the hospital's receivers (PostgreSQL).
+_ADVANCE_LOCK = 0x636C726F  # "clro"
+#: The rollout's own states.
+ACTIVE, PAUSED, DONE, ROLLED_BACK = "active", "paused", "done", "rolled_back"
+_COLUMNS = ("id", "name", "version", "archive_sha256", "archive_bytes", "unpacked_bytes",
+            "chunk_bytes", "chunk_sha256", "signer", "canary", "wave_size", "pause_on_failure",
+            "state", "state_reason", "created_by", "created_at", "updated_at")
+_TARGET_COLUMNS = ("rollout_id", "clinic", "device", "wave", "offer_seq", "offered_at", "step",
+                   "reason", "updated_at", "rollback_seq")
+
+
+class RolloutError(CliniboxError):
+    """A rollout the hospital will not start or change, with the reason."""
+
+    kind = "rollout refused"
+
+
+@dataclass(frozen=True)
+class CheckedPackage:
+    """A package archive checked as a box would check it."""
+
+    archive: PackedArchive
+    signer: str
+
+
+def check_package(path: Path, trusted_keys: Iterable[Path]) -> CheckedPackage:
+    """Check the archive at ``path`` (schema, signature by a trusted key, every file's hash);
+    RolloutError if a box would refuse it."""
+    keys = [signing.load_public_key(Path(k)) for k in trusted_keys]
+    if not keys:
+        raise RolloutError("no [rollouts] trusted_keys: name the hospital's model-signing "
+                           "public keys, the ones the enrolment bundles carry")
+    try:
+        archive = describe(Path(path))
+        with tempfile.TemporaryDirectory(prefix="clinibox-rollout-") as folder:
+            with tarfile.open(path) as tar:
+                tar.extractall(folder, filter="data")
+            (manifest_path,) = sorted(Path(folder).rglob("manifest.json"))
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            check_schema(manifest)
+            try:
+                signer = signing.verify_document(manifest, keys)
+            except signing.SignatureError as exc:
+                raise RolloutError(f"{path}: not signed by a key of [rollouts] trusted_keys, "
+                                   f"so no box would install it ({exc})") from exc
+            check_files(manifest_path.parent, manifest)
+    except (PackageError, OSError, ValueError, tarfile.TarError) as exc:
+        raise RolloutError(f"{path}: {exc}") from exc
+    if (manifest["name"], manifest["version"]) != (archive.name, archive.version):
+        raise RolloutError(f"{path}: the archive's folder and its manifest disagree")
+    return CheckedPackage(archive, signer)
+
+
+def _read_chunks(path: Path, size: int) -> Iterator[bytes]:
+    with Path(path).open("rb") as data:
+        yield from iter(lambda: data.read(size), b"")
+
+
+def _waves(boxes: list[tuple[str, str]], canary: int, wave_size: int) -> list[int]:
+    """The wave of each box in order: the first ``canary`` are wave 0, then ``wave_size`` a
+    wave (wave 0 is the first wave when there are no canaries)."""
+    first = canary if canary else wave_size
+    return [0 if i < first else 1 + (i - first) // wave_size for i in range(len(boxes))]
+
+
+def create(tx: Transaction, package: CheckedPackage, boxes: list[tuple[str, str]], *,
+           canary: int, wave_size: int, pause_on_failure: bool, chunk_kib: int, by: str,
+           now: float | None = None) -> int:
+    """Start a rollout of ``package`` to ``boxes`` (enrolled, not revoked); its id. The first
+    wave is offered at once."""
+    now = time.time() if now is None else now
+    boxes = list(dict.fromkeys((check_identity(c, "clinic"), check_identity(d, "device"))
+                               for c, d in boxes))
+    if not boxes:
+        raise RolloutError("a rollout needs at least one box (--to CLINIC/BOX or --group)")
+    for clinic, device in boxes:
+        row = tx.execute("SELECT revoked_at FROM devices WHERE clinic = ? AND device = ?",
+                         (clinic, device)).fetchone()
+        if row is None or row[0] is not None:
+            raise RolloutError(f"{clinic}/{device} is not an enrolled box")
+    archive = package.archive
+    size = downlink.chunk_size_for(archive.size, chunk_kib * 1024)
+    hashes: list[str] = []
+    for index, chunk in enumerate(_read_chunks(archive.path, size)):
+        hashes.append(hashlib.sha256(chunk).hexdigest())
+        tx.execute("INSERT INTO rollout_chunks (archive_sha256, idx, data) VALUES (?, ?, ?)"
+                   " ON CONFLICT DO NOTHING", (archive.sha256, index, chunk))
+    row = tx.execute(
+        "INSERT INTO rollouts (name, version, archive_sha256, archive_bytes, unpacked_bytes,"
+        " chunk_bytes, chunk_sha256, signer, canary, wave_size, pause_on_failure, state,"
+        " created_by, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+        " ?) RETURNING id",
+        (archive.name, archive.version, archive.sha256, archive.size,
+         archive.unpacked_bytes, size, json.dumps(hashes), package.signer, int(canary),
+         int(wave_size), int(pause_on_failure), ACTIVE, by, now, now)).fetchone()
+    rollout_id = int(row[0])
+    for (clinic, device), wave in zip(boxes, _waves(boxes, canary, wave_size), strict=True):
+        tx.execute("INSERT INTO rollout_targets (rollout_id, clinic, device, wave, updated_at)"
+                   " VALUES (?, ?, ?, ?, ?)", (rollout_id, clinic, device, wave, now))
+    audit(tx, by, "", "rollout_started", f"rollout:{rollout_id}",
+          f"{archive.name}@{archive.version} to {len(boxes)} boxes", now)
+    advance(tx, now, only=rollout_id)
+    return rollout_id
+
+
+def rollout(tx: Transaction, rollout_id: int) -> dict[str, Any] | None:
+    """One rollout's row with its boxes counted by step, or None."""
+    row = tx.execute(f"SELECT {', '.join(_COLUMNS)} FROM rollouts WHERE id = ?",
+                     (int(rollout_id),)).fetchone()
+    return None if row is None else _with_counts(tx, dict(zip(_COLUMNS, row, strict=True)))
+
+
+def rollouts(tx: Transaction, limit: int = 50) -> list[dict[str, Any]]:
+    """The latest rollouts, newest first, each with its boxes counted by step."""
+    rows = tx.execute(f"SELECT {', '.join(_COLUMNS)} FROM rollouts ORDER BY id DESC LIMIT ?",
+                      (int(limit),)).fetchall()
+    return [_with_counts(tx, dict(zip(_COLUMNS, row, strict=True))) for row in rows]
+
+
+def _with_counts(tx: Transaction, row: dict[str, Any]) -> dict[str, Any]:
+    row["chunk_sha256"] = json.loads(row["chunk_sha256"])
+    row["steps"] = {step: int(n) for step, n in tx.execute(
+        "SELECT step, COUNT(*) FROM rollout_targets WHERE rollout_id = ? GROUP BY step",
+        (row["id"],)).fetchall()}
+    return row
+
+
+def targets(tx: Transaction, rollout_id: int | None = None, *, clinic: str = "",
+            device: str = "") -> list[dict[str, Any]]:
+    """The boxes of a rollout (or every rollout a box is in, newest first)."""
+    where, params = ("rollout_id = ?", (int(rollout_id),)) if rollout_id is not None else \
+        ("clinic = ? AND device = ?", (clinic, device))
+    rows = tx.execute(f"SELECT {', '.join(_TARGET_COLUMNS)} FROM rollout_targets WHERE {where}"
+                      " ORDER BY rollout_id DESC, wave, clinic, device", params).fetchall()
+    return [dict(zip(_TARGET_COLUMNS, row, strict=True)) for row in rows]
+
+
+def chunks(tx: Transaction, archive_sha256: str) -> Iterator[tuple[int, bytes]]:
+    """(index, bytes) of each chunk of an archive, in order."""
+    for index, data in tx.execute("SELECT idx, data FROM rollout_chunks WHERE"
+                                  " archive_sha256 = ? ORDER BY idx", (archive_sha256,)):
+        yield int(index), bytes(data)
+
+
+def _offer_payload(row: dict[str, Any], now: float) -> dict[str, Any]:
+    payload = {"schema": downlink.SCHEMA_VERSION, "created_at": int(now),
+               "rollout": int(row["id"]), "name": row["name"], "version": row["version"],
+               "archive_sha256": row["archive_sha256"],
+               "archive_bytes": int(row["archive_bytes"]),
+               "unpacked_bytes": int(row["unpacked_bytes"]),
+               "chunk_bytes": int(row["chunk_bytes"]), "chunk_sha256": list(row["chunk_sha256"])}
+    downlink.check_rollout(payload)
+    return payload
+
+
+def advance(tx: Transaction, now: float | None = None, *, only: int | None = None) -> int:
+    """Move the active rollouts on: pause on a failure that calls for it, offer the next wave
+    once the waves before it are installed, mark a rollout done when every box has
+    finished; the number of boxes offered."""
+    now = time.time() if now is None else now
+    if tx.postgres:  # two receivers' publishers never offer one wave twice
+        tx.execute("SELECT pg_advisory_xact_lock(?)", (_ADVANCE_LOCK,))
+    offered = 0
+    where, params = ("state = ?", (ACTIVE,)) if only is None else \
+        ("state = ? AND id = ?", (ACTIVE, int(only)))
+    for row in tx.execute(f"SELECT {', '.join(_COLUMNS)} FROM rollouts WHERE {where}",
+                          params).fetchall():
+        current = _with_counts(tx, dict(zip(_COLUMNS, row, strict=True)))
+        offered += _advance_one(tx, current, now)
+    return offered
+
+
+def _advance_one(tx: Transaction, row: dict[str, Any], now: float) -> int:
+    boxes = targets(tx, row["id"])
+    failed = [b for b in boxes if b["step"] in FAILED_STEPS]
+    canary_failed = bool(row["canary"]) and any(b["wave"] == 0 for b in failed)
+    if canary_failed or (failed and row["pause_on_failure"]):
+        _set_state(tx, row["id"], PAUSED, "canary_failed" if canary_failed else "failure", now)
+        return 0
+    waiting = [b for b in boxes if b["step"] == WAITING]
+    if not waiting:
+        if all(b["step"] in INSTALLED_STEPS + FAILED_STEPS for b in boxes):
+            _set_state(tx, row["id"], DONE, "", now)
+        return 0
+    wave = min(b["wave"] for b in waiting)
+    if any(b["wave"] < wave and b["step"] not in INSTALLED_STEPS + FAILED_STEPS
+           for b in boxes):
+        return 0  # the wave before is still on its way
+    payload = _offer_payload(row, now)
+    count = 0
+    for box in (b for b in waiting if b["wave"] == wave):
+        seq = queue_downlink(tx, box["clinic"], box["device"], downlink.KIND_ROLLOUT, payload,
+                             now)
+        tx.execute("UPDATE rollout_targets SET offer_seq = ?, offered_at = ?, step = 'sent',"
+                   " updated_at = ? WHERE rollout_id = ? AND clinic = ? AND device = ?",
+                   (seq, now, now, row["id"], box["clinic"], box["device"]))
+        count += 1
+    return count
+
+
+def _set_state(tx: Transaction, rollout_id: int, state: str, reason: str, now: float) -> None:
+    tx.execute("UPDATE rollouts SET state = ?, state_reason = ?, updated_at = ? WHERE id = ?",
+               (state, reason, now, int(rollout_id)))
+
+
+#: the step a device event about a rollout puts its box at
+_EVENT_STEPS = {"model_installed": "on_trial", "model_kept": "kept",
+                "model_rolled_back": "rolled_back"}
+
+
+def note_event(tx: Transaction, clinic: str, device: str, payload: dict[str, Any],
+               now: float) -> bool:
+    """Record a device event that names a rollout (in the receiver's transaction); whether
+    it moved a box. A step never goes back (events may arrive out of order)."""
+    rollout_id = payload.get("rollout")
+    if not rollout_id:
+        return False
+    event, reason = payload.get("event"), payload.get("reason", "")
+    if event == "rollout":
+        step = payload.get("step", "")
+    elif event == "model_refused":
+        step = "golden_failed" if reason == "golden_cases_failed" else "refused"
+    else:
+        step = _EVENT_STEPS.get(str(event), "")
+    if step not in _RANK:
+        return False
+    row = tx.execute("SELECT step FROM rollout_targets WHERE rollout_id = ? AND clinic = ? AND"
+                     " device = ?", (int(rollout_id), clinic, device)).fetchone()
+    if row is None or _RANK[step] <= _RANK.get(row[0], 0):
+        return False
+    tx.execute("UPDATE rollout_targets SET step = ?, reason = ?, updated_at = ?"
+               " WHERE rollout_id = ? AND clinic = ? AND device = ?",
+               (step, reason if step in FAILED_STEPS else "", now, int(rollout_id), clinic,
+                device))
+    return True
+
+
+def pause(tx: Transaction, rollout_id: int, by: str, now: float | None = None) -> None:
+    """Hold a rollout: no further wave is offered (boxes offered already go on)."""
+    now = time.time() if now is None else now
+    if _state(tx, rollout_id) != ACTIVE:
+        raise RolloutError(f"rollout {rollout_id} is not active")
+    _set_state(tx, rollout_id, PAUSED, "held", now)
+    audit(tx, by, "", "rollout_paused", f"rollout:{int(rollout_id)}", "", now)
+
+
+def resume(tx: Transaction, rollout_id: int, by: str, now: float | None = None) -> int:
+    """Go on with a paused rollout (its failed boxes stay as they are); boxes offered now."""
+    now = time.time() if now is None else now
+    if _state(tx, rollout_id) != PAUSED:
+        raise RolloutError(f"rollout {rollout_id} is not paused")
+    _set_state(tx, rollout_id, ACTIVE, "", now)
+    tx.execute("UPDATE rollouts SET pause_on_failure = 0, canary = 0 WHERE id = ?",
+               (int(rollout_id),))  # the failures seen so far are accepted by a person
+    audit(tx, by, "", "rollout_resumed", f"rollout:{int(rollout_id)}", "", now)
+    return advance(tx, now, only=int(rollout_id))
+
+
+def _state(tx: Transaction, rollout_id: int) -> str:
+    row = tx.execute("SELECT state FROM rollouts WHERE id = ?", (int(rollout_id),)).fetchone()
+    if row is None:
+        raise RolloutError(f"no rollout {rollout_id}")
+    return str(row[0])
+
+
+def rollback(tx: Transaction, by: str, *, rollout_id: int | None = None,
+             boxes: Iterable[tuple[str, str]] = (), now: float | None = None) -> int:
+    """Send a rollback order to each box that installed the rollout's package (every box
+    of ``rollout_id``, or each of ``boxes`` in its latest rollout); how many. A rollout
+    rolled back as a whole offers nothing more."""
+    now = time.time() if now is None else now
+    chosen: list[dict[str, Any]] = []
+    if rollout_id is not None:
+        _state(tx, rollout_id)
+        chosen = targets(tx, rollout_id)
+        _set_state(tx, rollout_id, ROLLED_BACK, "by_person", now)
+    for clinic, device in boxes:
+        mine = [t for t in targets(tx, clinic=clinic, device=device)
+                if t["step"] in (*INSTALLED_STEPS, *IN_PROGRESS_STEPS)]
+        if not mine:
+            raise RolloutError(f"{clinic}/{device} runs no package of a rollout to undo")
+        chosen.append(mine[0])
+    sent = 0
+    for box in chosen:
+        if box["offer_seq"] is None or box["rollback_seq"] is not None or \
+                box["step"] in FAILED_STEPS:
+            continue
+        row = rollout(tx, box["rollout_id"])
+        assert row is not None
+        payload = {"schema": downlink.SCHEMA_VERSION, "created_at": int(now),
+                   "rollout": int(row["id"]), "name": row["name"], "version": row["version"]}
+        seq = queue_downlink(tx, box["clinic"], box["device"], downlink.KIND_ROLLBACK, payload,
+                             now)
+        tx.execute("UPDATE rollout_targets SET rollback_seq = ?, updated_at = ? WHERE"
+                   " rollout_id = ? AND clinic = ? AND device = ?",
+                   (seq, now, box["rollout_id"], box["clinic"], box["device"]))
+        audit(tx, by, "", "rollback_sent", f"box:{box['clinic']}/{box['device']}",
+              f"rollout {row['id']}: {row['name']}@{row['version']}", now)
+        sent += 1
+    return sent

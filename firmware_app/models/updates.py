@@ -1,0 +1,299 @@
+"""The hospital's rollouts on the box: fetch the offered package, install it, report each step.
+
+A rollout offer or rollback order reaches the box over the downlink (signed by the
+hospital, sealed to the box, kept in ``model_offers`` before it is acknowledged). The
+:class:`Updater` thread of the service works through the open ones, oldest first:
+
+* **rollout**: refused at once, before a byte is fetched, when the package is not the box's
+  ``[models] name`` (``invalid``), is below the version floor (``older_version``) or the disk
+  lacks room for the archive, its unpacked copy and ``[updates] min_free_mb`` (``no_space``).
+  Otherwise the archive is fetched chunk by chunk through a :class:`ChunkSource` (the broker
+  link: ``telemetry/package_fetch.py``), each chunk checked against the SHA-256 the signed
+  offer lists and appended, with an fsync, to ``<state_dir>/updates/<sha256>.part``. The
+  partial file is the progress: after a broker outage, a ``kill -9`` or a power cut the box
+  checks the chunks it has again and asks for the next one. The pace keeps the average under
+  ``[updates] max_kbps``. A chunk whose hash is wrong is dropped and asked for again; after
+  :data:`BAD_CHUNKS_ALLOWED` in a row the offer is refused (``tampered``). The whole archive's
+  SHA-256 is checked, then it is installed by :func:`models.install.install`, the one path
+  ``clinibox model install`` takes (signature by a trusted key, every file's hash, name,
+  version floor, golden cases on this box's CPU, switch, trial).
+* **rollback**: :func:`models.install.rollback` back to the kept previous package, only while
+  the box runs the version the order names.
+
+Each step is a ``rollout`` device event for the hospital (``offered``, ``downloading``,
+``downloaded``, ``verified``, ``golden_passed``; ``refused`` with its reason); the install,
+its refusal, the trial's end and a rollback report themselves (``model_installed``,
+``model_refused``, ``model_kept``, ``model_rolled_back``), naming the rollout. A newer order
+for the same package closes the older ones (the receiver does it as it keeps the newer one).
+The running service sees the store's new state and reloads; images received meanwhile wait in
+the queue and are analysed by whichever model runs when they are taken.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Protocol
+
+from firmware_app.contracts import downlink
+from firmware_app.contracts.manifest import PackageError
+from firmware_app.errors import CliniboxError
+from firmware_app.fs import fsync_dir
+from firmware_app.models.install import UpdateRefused, install, report_event, rollback
+from firmware_app.models.package import version_key
+from firmware_app.models.store import store_for
+from firmware_app.settings.box import Config
+from firmware_app.storage import db, model_offers
+from firmware_app.storage.model_offers import ModelOffer
+
+log = logging.getLogger(__name__)
+
+#: chunks with a wrong hash accepted in a row before the offer is refused as tampered
+BAD_CHUNKS_ALLOWED = 3
+#: seconds between looks at the open orders when nothing wakes the updater
+IDLE_SECONDS = 30.0
+
+
+class ChunkSource(Protocol):
+    """Where the package's chunks come from (the broker link, in the service)."""
+
+    def fetch(self, topic: str, timeout: float) -> bytes | None:
+        """One chunk's bytes, or None when it did not come within ``timeout``."""
+
+
+class OfferClosed(CliniboxError):
+    """The order being worked on was closed meanwhile (a newer one replaced it); caught by
+    the updater's loop, never raised out of it."""
+
+    kind = "model order closed"
+
+
+def updates_dir(config: Config) -> Path:
+    """Where downloads in progress and finished archives wait: ``<state_dir>/updates``."""
+    return config.state_dir / "updates"
+
+
+class Updater:
+    """Works through the hospital's open rollout offers and rollback orders (one thread)."""
+
+    def __init__(self, config: Config, source: ChunkSource | None) -> None:
+        self.config = config
+        self.source = source
+        self.folder = updates_dir(config)
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self, stop: threading.Event, wake: threading.Event) -> None:
+        """Until ``stop``: handle each open order, then wait for ``wake`` (a new order)."""
+        while not stop.is_set():
+            wake.clear()
+            try:
+                offers = self._open()
+                if offers:
+                    self.handle(offers[0], stop)
+                    continue
+            except OfferClosed:
+                continue
+            except (OSError, sqlite3.Error) as exc:
+                log.error("model updates: %s; trying again shortly", exc)
+                stop.wait(self.config.updates.retry_seconds)
+                continue
+            wake.wait(IDLE_SECONDS)
+
+    def _open(self) -> list[ModelOffer]:
+        conn = db.connect(self.config.database_path)
+        try:
+            return model_offers.open_offers(conn)
+        finally:
+            conn.close()
+
+    def _current(self, seq: int) -> ModelOffer | None:
+        conn = db.connect(self.config.database_path)
+        try:
+            return model_offers.get(conn, seq)
+        finally:
+            conn.close()
+
+    def _step(self, offer: ModelOffer, step: str, *, reason: str = "", done: bool = False,
+              report: bool = True) -> None:
+        """Record ``step`` for ``offer`` and tell the hospital (a ``rollout`` event)."""
+        conn = db.connect(self.config.database_path)
+        try:
+            with db.transaction(conn):
+                model_offers.set_step(conn, offer.seq, step, reason=reason, done=done)
+        finally:
+            conn.close()
+        if report:
+            report_event(self.config, "rollout", reason or "hospital", offer.model_id,
+                         rollout=offer.rollout, step=step,
+                         note=f"rollout {offer.rollout} of {offer.model_id}: {step}"
+                              + (f" ({reason})" if reason else ""))
+
+    def handle(self, offer: ModelOffer, stop: threading.Event) -> None:
+        """Take one order as far as it goes now (a link that fails leaves it open)."""
+        if offer.kind == downlink.KIND_ROLLBACK:
+            self._roll_back(offer)
+            return
+        if offer.step == "offered":
+            refusal = self.refusal(offer)
+            if refusal:
+                log.warning("rollout %d of %s refused: %s", offer.rollout, offer.model_id,
+                            refusal)
+                self._step(offer, "refused", reason=refusal, done=True)
+                return
+            self._step(offer, "offered")
+            self._step(offer, "downloading")
+        archive = self.download(offer, stop)
+        if archive is None:
+            return
+        self._install(offer, archive)
+
+    # -- checks before a byte is fetched ---------------------------------------------------
+    def refusal(self, offer: ModelOffer) -> str:
+        """Why the offer is refused before anything is fetched ("" when it is not)."""
+        config = self.config
+        if offer.name != config.models.name or config.models.version:
+            return "invalid"  # another package, or a version pinned in the config
+        state = store_for(config).read()
+        if state.active == offer.version:
+            return "invalid"
+        if state.floor and version_key(offer.version) < version_key(state.floor):
+            return "older_version"
+        payload = offer.payload
+        part = self._part(offer)
+        have = part.stat().st_size if part.exists() else 0
+        needed = (payload["archive_bytes"] - have + 2 * payload["unpacked_bytes"]
+                  + config.updates.min_free_mb * 2**20)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if shutil.disk_usage(self.folder).free < needed:
+            return "no_space"
+        return ""
+
+    # -- the transfer ----------------------------------------------------------------------
+    def _part(self, offer: ModelOffer) -> Path:
+        return self.folder / f"{offer.payload['archive_sha256']}.part"
+
+    def _archive(self, offer: ModelOffer) -> Path:
+        return self.folder / f"{offer.payload['archive_sha256']}.tar.gz"
+
+    def resume_point(self, offer: ModelOffer) -> int:
+        """How many chunks of the partial file are whole and right (the rest is cut off)."""
+        part, payload = self._part(offer), offer.payload
+        if not part.exists():
+            return 0
+        size, hashes = payload["chunk_bytes"], payload["chunk_sha256"]
+        good = 0
+        with part.open("rb") as data:
+            for expected in hashes:
+                chunk = data.read(size)
+                if not chunk or hashlib.sha256(chunk).hexdigest() != expected:
+                    break
+                good += 1
+        keep = min(good * size, payload["archive_bytes"])
+        with part.open("r+b") as data:
+            data.truncate(keep)
+            data.flush()
+            os.fsync(data.fileno())
+        return good
+
+    def download(self, offer: ModelOffer, stop: threading.Event) -> Path | None:
+        """The whole archive, checked; None when the link or a stop left it unfinished."""
+        archive = self._archive(offer)
+        if archive.exists():
+            return archive
+        if self.source is None:
+            log.warning("rollout %d waits: the box has no broker link", offer.rollout)
+            stop.wait(IDLE_SECONDS)
+            return None
+        payload = offer.payload
+        self.folder.mkdir(parents=True, exist_ok=True)
+        index = self.resume_point(offer)
+        if index:
+            log.info("rollout %d: resuming at chunk %d of %d", offer.rollout, index + 1,
+                     len(payload["chunk_sha256"]))
+        bad = 0
+        pace = self.config.updates.max_kbps * 1000 / 8  # bytes a second (0: no cap)
+        with self._part(offer).open("ab") as part:
+            while index < len(payload["chunk_sha256"]):
+                if stop.is_set():
+                    return None
+                current = self._current(offer.seq)
+                if current is None or current.done:
+                    raise OfferClosed
+                started = time.monotonic()
+                topic = downlink.chunk_topic(payload["archive_sha256"], index)
+                chunk = self.source.fetch(topic, self.config.updates.chunk_timeout_seconds)
+                if chunk is None:
+                    log.info("rollout %d: chunk %d did not come; asking again later",
+                             offer.rollout, index + 1)
+                    stop.wait(self.config.updates.retry_seconds)
+                    continue
+                if hashlib.sha256(chunk).hexdigest() != payload["chunk_sha256"][index]:
+                    bad += 1
+                    log.warning("rollout %d: chunk %d has the wrong hash (%d in a row)",
+                                offer.rollout, index + 1, bad)
+                    if bad >= BAD_CHUNKS_ALLOWED:
+                        self._drop(offer)
+                        self._step(offer, "refused", reason="tampered", done=True)
+                        return None
+                    stop.wait(self.config.updates.retry_seconds)
+                    continue
+                bad = 0
+                part.write(chunk)
+                part.flush()
+                os.fsync(part.fileno())
+                index += 1
+                if pace:
+                    stop.wait(max(0.0, len(chunk) / pace - (time.monotonic() - started)))
+        return self._finish(offer)
+
+    def _finish(self, offer: ModelOffer) -> Path | None:
+        """Check the whole archive's hash and keep it under its final name."""
+        part, archive = self._part(offer), self._archive(offer)
+        digest = hashlib.sha256()
+        with part.open("rb") as data:
+            for block in iter(lambda: data.read(2**20), b""):
+                digest.update(block)
+        if digest.hexdigest() != offer.payload["archive_sha256"]:
+            self._drop(offer)
+            self._step(offer, "refused", reason="tampered", done=True)
+            return None
+        os.replace(part, archive)
+        fsync_dir(self.folder)
+        self._step(offer, "downloaded")
+        return archive
+
+    def _drop(self, offer: ModelOffer) -> None:
+        for path in (self._part(offer), self._archive(offer)):
+            path.unlink(missing_ok=True)
+
+    # -- install and rollback --------------------------------------------------------------
+    def _install(self, offer: ModelOffer, archive: Path) -> None:
+        try:
+            install(self.config, archive, by=model_offers.ACTOR, reason="hospital",
+                    rollout=offer.rollout, on_step=lambda step: self._step(offer, step))
+        except PackageError as exc:
+            log.error("rollout %d of %s refused: %s", offer.rollout, offer.model_id, exc)
+            step = "golden_failed" if exc.code == "golden_cases_failed" else "refused"
+            # install told the hospital itself (model_refused) unless it was not even this
+            # box's package
+            self._step(offer, step, reason=exc.code, done=True,
+                       report=isinstance(exc, UpdateRefused) and exc.code == "invalid")
+        else:
+            self._step(offer, "on_trial", done=True, report=False)
+        finally:
+            self._drop(offer)
+
+    def _roll_back(self, offer: ModelOffer) -> None:
+        try:
+            rollback(self.config, "hospital", by=model_offers.ACTOR, expect=offer.version)
+        except PackageError as exc:
+            log.warning("rollback order of rollout %d not done: %s", offer.rollout, exc)
+            self._step(offer, "refused", reason=exc.code, done=True)
+        else:
+            self._step(offer, "rolled_back", done=True, report=False)

@@ -1,0 +1,184 @@
+"""The hospital's rollouts (``central/rollouts.py``): the package checked as a box would, the
+waves, the steps boxes report, pausing, resuming and rolling back — on a real SQLite store
+(PostgreSQL runs the same SQL in ``tests/integration/test_rollouts_e2e.py``).
+
+The package is a real signed copy of the demo package in the one archive format.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from central import rollouts
+from central.store import Store
+from firmware_app.contracts import downlink, signing
+from firmware_app.contracts.envelope import Header
+from firmware_app.contracts.package_archive import pack
+from tests.model_packages import make_package
+from tests.telemetry_payloads import Box, alert_payload, hospital_keys
+
+NOW = 1_800_000_000.0
+BOXES = [("clinic-a", "box-1"), ("clinic-a", "box-2"), ("clinic-b", "box-1")]
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory) -> tuple[Path, Path]:
+    """The hospital's model-signing key pair (private, public) as PEM files."""
+    folder = tmp_path_factory.mktemp("keys")
+    signing.generate_key_pair(folder / "h.pem", folder / "h.pub")
+    return folder / "h.pem", folder / "h.pub"
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory, keys) -> Path:
+    folder = tmp_path_factory.mktemp("package")
+    root = make_package(folder / "p", "1.1.0", key=keys[0])
+    return pack(root, folder / "clinibox-demo-lesion-1.1.0.tar.gz").path
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    s = Store(f"sqlite:///{tmp_path}/central.db")
+    public = hospital_keys()[1]
+    for clinic, device in BOXES:
+        s.enrol(clinic, device, Box(clinic, device, public).pem)
+    yield s
+    s.close()
+
+
+def start(store: Store, archive: Path, keys, **options) -> int:
+    package = rollouts.check_package(archive, [keys[1]])
+    settings = {"canary": 1, "wave_size": 10, "pause_on_failure": False, "chunk_kib": 64,
+                **options}
+    with store.database.transaction(write=True) as tx:
+        return rollouts.create(tx, package, BOXES, by="admin", now=NOW, **settings)
+
+
+def event(store: Store, box: tuple[str, str], seq: int, **payload) -> None:
+    """A device event from ``box``, stored by the receiver's store (``fleet.record`` notes the
+    rollout step in the same transaction)."""
+    body = {"schema": 1, "created_at": int(NOW), "unit": "clinibox",
+            "subject_model": "clinibox-demo-lesion@1.1.0", "reason": "hospital", **payload}
+    assert store.store(Header(box[0], box[1], "event", seq), body, NOW)
+
+
+def boxes(store: Store, rollout_id: int) -> dict[tuple[str, str], str]:
+    with store.database.transaction(write=False) as tx:
+        return {(t["clinic"], t["device"]): t["step"] for t in rollouts.targets(tx, rollout_id)}
+
+
+def downlinks(store: Store, kind: str) -> list[tuple[str, str, int]]:
+    with store.database.transaction(write=False) as tx:
+        return [tuple(r) for r in tx.execute(
+            "SELECT clinic, device, seq FROM downlinks WHERE kind = ? ORDER BY clinic, device",
+            (kind,)).fetchall()]
+
+
+def advance(store: Store) -> int:
+    with store.database.transaction(write=True) as tx:
+        return rollouts.advance(tx, NOW + 1)
+
+
+def state(store: Store, rollout_id: int) -> tuple[str, str]:
+    with store.database.transaction(write=False) as tx:
+        row = rollouts.rollout(tx, rollout_id)
+    assert row is not None
+    return row["state"], row["state_reason"]
+
+
+def test_only_a_package_signed_by_a_trusted_key_is_rolled_out(tmp_path, archive, keys):
+    signing.generate_key_pair(tmp_path / "o.pem", tmp_path / "o.pub")
+    with pytest.raises(rollouts.RolloutError, match="not signed by a key of"):
+        rollouts.check_package(archive, [tmp_path / "o.pub"])
+    with pytest.raises(rollouts.RolloutError, match="trusted_keys"):
+        rollouts.check_package(archive, [])
+    checked = rollouts.check_package(archive, [keys[1]])
+    assert (checked.archive.name, checked.archive.version) == ("clinibox-demo-lesion", "1.1.0")
+
+
+def test_canary_first_then_the_rest_once_it_runs_the_package(store, archive, keys):
+    rollout_id = start(store, archive, keys)
+    assert boxes(store, rollout_id) == {BOXES[0]: "sent", BOXES[1]: "waiting",
+                                        BOXES[2]: "waiting"}
+    (offer,) = downlinks(store, downlink.KIND_ROLLOUT)
+    assert offer == (*BOXES[0], 1)
+    with store.database.transaction(write=False) as tx:
+        (payload,) = tx.execute("SELECT payload FROM downlinks").fetchone()
+    body = json.loads(payload)
+    downlink.check_rollout(body)  # what the box will check, chunk list included
+    with store.database.transaction(write=False) as tx:
+        stored = b"".join(data for _i, data in rollouts.chunks(tx, body["archive_sha256"]))
+    assert stored == archive.read_bytes()
+    assert advance(store) == 0  # the canary has not installed it yet
+    event(store, BOXES[0], 1, event="rollout", step="downloading", rollout=rollout_id)
+    assert advance(store) == 0
+    event(store, BOXES[0], 2, event="model_installed", rollout=rollout_id,
+          model="clinibox-demo-lesion@1.1.0")
+    assert advance(store) == 2
+    assert set(boxes(store, rollout_id).values()) == {"on_trial", "sent"}
+    # a late event never takes a box back
+    event(store, BOXES[0], 3, event="rollout", step="downloaded", rollout=rollout_id)
+    assert boxes(store, rollout_id)[BOXES[0]] == "on_trial"
+    for box in BOXES[1:]:
+        event(store, box, 4, event="model_kept", reason="trial_passed", rollout=rollout_id)
+    event(store, BOXES[0], 5, event="model_kept", reason="trial_passed", rollout=rollout_id)
+    advance(store)
+    assert state(store, rollout_id) == ("done", "")
+
+
+def test_a_canary_whose_golden_cases_fail_pauses_the_rollout(store, archive, keys):
+    rollout_id = start(store, archive, keys)
+    event(store, BOXES[0], 1, event="model_refused", reason="golden_cases_failed",
+          rollout=rollout_id)
+    advance(store)
+    assert state(store, rollout_id) == ("paused", "canary_failed")
+    assert boxes(store, rollout_id)[BOXES[0]] == "golden_failed"
+    assert advance(store) == 0 and len(downlinks(store, downlink.KIND_ROLLOUT)) == 1
+    with store.database.transaction(write=True) as tx:  # a person looked and goes on
+        assert rollouts.resume(tx, rollout_id, "admin", NOW + 2) == 2
+    assert state(store, rollout_id) == ("active", "")
+
+
+def test_pause_on_failure_stops_after_any_wave(store, archive, keys):
+    rollout_id = start(store, archive, keys, canary=0, wave_size=2, pause_on_failure=True)
+    assert sorted(b for b, s in boxes(store, rollout_id).items() if s == "sent") == BOXES[:2]
+    event(store, BOXES[1], 1, event="rollout", step="refused", reason="no_space",
+          rollout=rollout_id)
+    advance(store)
+    assert state(store, rollout_id) == ("paused", "failure")
+
+
+def test_rollback_sends_an_order_to_each_box_that_has_the_package(store, archive, keys):
+    rollout_id = start(store, archive, keys, canary=0)
+    for box in BOXES[:2]:
+        event(store, box, 1, event="model_installed", rollout=rollout_id)
+    event(store, BOXES[2], 1, event="model_refused", reason="signature", rollout=rollout_id)
+    with store.database.transaction(write=True) as tx:
+        assert rollouts.rollback(tx, "admin", boxes=[BOXES[0]], now=NOW + 3) == 1
+    assert downlinks(store, downlink.KIND_ROLLBACK) == [(*BOXES[0], 2)]
+    with store.database.transaction(write=True) as tx:  # the rest: not twice, not the refused
+        assert rollouts.rollback(tx, "admin", rollout_id=rollout_id, now=NOW + 4) == 1
+    assert downlinks(store, downlink.KIND_ROLLBACK) == [(*BOXES[0], 2), (*BOXES[1], 2)]
+    assert state(store, rollout_id) == ("rolled_back", "by_person")
+    event(store, BOXES[1], 3, event="model_rolled_back", reason="hospital", rollout=rollout_id)
+    assert boxes(store, rollout_id)[BOXES[1]] == "rolled_back"
+    with store.database.transaction(write=True) as tx, \
+            pytest.raises(rollouts.RolloutError, match="runs no package"):
+        rollouts.rollback(tx, "admin", boxes=[BOXES[2]])
+
+
+def test_a_rollout_needs_enrolled_boxes_and_numbers_downlinks_after_the_verdicts(
+        store, archive, keys):
+    package = rollouts.check_package(archive, [keys[1]])
+    with pytest.raises(rollouts.RolloutError, match="not an enrolled box"), \
+            store.database.transaction(write=True) as tx:
+        rollouts.create(tx, package, [("clinic-z", "box-9")], canary=1, wave_size=1,
+                        pause_on_failure=False, chunk_kib=64, by="admin")
+    store.store(Header("clinic-a", "box-1", "alert", 50), alert_payload(), NOW)
+    (alert,) = store.alerts()
+    store.review_alert(alert["id"], "refer", "", "dr")
+    start(store, archive, keys)
+    assert downlinks(store, downlink.KIND_ROLLOUT) == [(*BOXES[0], 2)]

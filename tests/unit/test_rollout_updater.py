@@ -1,0 +1,236 @@
+"""The box's side of a hospital rollout (``models/updates.py``), chunk by chunk.
+
+The packages are real signed copies of the demo package, packed by the one archive format;
+the golden cases really run on ONNX Runtime; the store, the partial download and the outbox
+are real files and SQLite. The chunks come from :class:`Chunks`, a dictionary standing in for
+the broker's retained topics: the broker itself is in
+``tests/integration/test_rollouts_e2e.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from firmware_app.contracts import downlink
+from firmware_app.contracts.egress import EgressRefused, check_message
+from firmware_app.contracts.package_archive import pack
+from firmware_app.models.store import store_for
+from firmware_app.models.updates import Updater
+from firmware_app.settings.box import Config, from_dict
+from firmware_app.storage import db, hospital_reviews, model_offers
+from tests.model_packages import make_package
+
+CHUNK = 64 * 1024
+
+
+class Chunks:
+    """The retained chunk topics of one archive, with a count of what was asked for."""
+
+    def __init__(self, archive: Path, chunk_bytes: int = CHUNK) -> None:
+        data = archive.read_bytes()
+        self.sha = hashlib.sha256(data).hexdigest()
+        self.parts = [data[i:i + chunk_bytes] for i in range(0, len(data), chunk_bytes)]
+        self.asked: list[int] = []
+        #: chunk index → bytes to answer instead (a tampered chunk)
+        self.forged: dict[int, bytes] = {}
+        #: stop answering after this many chunks (a link that breaks), None: never
+        self.break_after: int | None = None
+
+    def fetch(self, topic: str, timeout: float) -> bytes | None:
+        """The chunk on ``topic``, as the broker's retained message would give it."""
+        index = int(topic.rsplit("/", 1)[1])
+        assert topic == downlink.chunk_topic(self.sha, index)
+        if self.break_after is not None and len(self.asked) >= self.break_after:
+            return None
+        self.asked.append(index)
+        return self.forged.get(index, self.parts[index])
+
+
+def offer_payload(archive: Path, chunks: Chunks, rollout: int = 7, *, name: str = "",
+                  version: str = "") -> dict:
+    """The hospital's checked offer of ``archive`` (``central/rollouts.py`` builds the same)."""
+    manifest_name, manifest_version = archive.name.removesuffix(".tar.gz").rsplit("-", 1)
+    payload = {"schema": 1, "created_at": 1_800_000_000, "rollout": rollout,
+               "name": name or manifest_name, "version": version or manifest_version,
+               "archive_sha256": chunks.sha, "archive_bytes": archive.stat().st_size,
+               "unpacked_bytes": 3 * archive.stat().st_size, "chunk_bytes": CHUNK,
+               "chunk_sha256": [hashlib.sha256(p).hexdigest() for p in chunks.parts]}
+    downlink.check_rollout(payload)
+    return payload
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return from_dict({"storage": {"state_dir": str(tmp_path / "state")},
+                      "runtime": {"backend": "onnxruntime", "precision": "fp32"},
+                      "updates": {"max_kbps": 0, "retry_seconds": 0.01, "min_free_mb": 0}})
+
+
+@pytest.fixture(scope="module")
+def archives(tmp_path_factory) -> dict[str, Path]:
+    """Signed packages 1.1.0 and 1.2.0 and a 1.3.0 whose golden cases fail, as archives."""
+    folder = tmp_path_factory.mktemp("archives")
+    made = {}
+    for version, failing in (("1.1.0", False), ("1.2.0", False), ("1.3.0", True)):
+        root = make_package(folder / "packages", version, failing_golden=failing)
+        made[version] = pack(root, folder / f"clinibox-demo-lesion-{version}.tar.gz").path
+    return made
+
+
+def keep(config: Config, seq: int, payload: dict, kind: str = downlink.KIND_ROLLOUT):
+    """Keep an order as the downlink receiver does; the kept row."""
+    conn = db.open_database(config.database_path)
+    try:
+        with db.transaction(conn):
+            assert model_offers.add(conn, seq=seq, kind=kind, payload=payload, step="offered")
+        offer = model_offers.get(conn, seq)
+    finally:
+        conn.close()
+    assert offer is not None
+    return offer
+
+
+def steps(config: Config) -> list[tuple]:
+    """The device events queued for the hospital: (event, step or reason, rollout)."""
+    conn = sqlite3.connect(config.database_path)
+    try:
+        rows = [json.loads(r[0]) for r in conn.execute(
+            "SELECT payload FROM outbox WHERE kind = 'event' ORDER BY seq")]
+    finally:
+        conn.close()
+    for row in rows:
+        check_message("event", row, None)
+    return [(r["event"], r.get("step") or r["reason"], r.get("rollout")) for r in rows]
+
+
+def order(config: Config, seq: int) -> model_offers.ModelOffer:
+    conn = db.open_database(config.database_path)
+    try:
+        found = model_offers.get(conn, seq)
+    finally:
+        conn.close()
+    assert found is not None
+    return found
+
+
+def test_an_offer_is_fetched_checked_installed_and_each_step_reported(config, archives):
+    chunks = Chunks(archives["1.1.0"])
+    offer = keep(config, 1, offer_payload(archives["1.1.0"], chunks))
+    Updater(config, chunks).handle(offer, threading.Event())
+    state = store_for(config).read()
+    assert state.active == "1.1.0" and state.trial is not None and state.trial.rollout == 7
+    assert chunks.asked == list(range(len(chunks.parts)))  # each chunk once, in order
+    assert steps(config) == [
+        ("rollout", "offered", 7), ("rollout", "downloading", 7), ("rollout", "downloaded", 7),
+        ("rollout", "verified", 7), ("rollout", "golden_passed", 7),
+        ("model_installed", "hospital", 7)]
+    done = order(config, 1)
+    assert done.done and done.step == "on_trial"
+    assert not list((config.state_dir / "updates").iterdir())  # nothing left behind
+
+
+def test_a_download_cut_off_resumes_where_it_stood(config, archives):
+    chunks = Chunks(archives["1.1.0"])
+    assert len(chunks.parts) > 3
+    offer = keep(config, 1, offer_payload(archives["1.1.0"], chunks))
+    stop = threading.Event()
+    chunks.break_after = 2  # the link breaks after two chunks: the updater waits and asks again
+
+    def stop_soon(topic: str, timeout: float) -> bytes | None:
+        got = Chunks.fetch(chunks, topic, timeout)
+        if got is None:
+            stop.set()  # the service is stopped (kill -9 leaves the same partial file)
+        return got
+
+    chunks_fetch, chunks.fetch = chunks.fetch, stop_soon  # type: ignore[method-assign]
+    Updater(config, chunks).handle(offer, stop)
+    part = config.state_dir / "updates" / f"{chunks.sha}.part"
+    assert part.stat().st_size == 2 * CHUNK and store_for(config).read().active == ""
+    with part.open("ab") as torn:  # a power cut in the middle of the third chunk's write
+        torn.write(chunks.parts[2][:1000])
+    chunks.fetch, chunks.break_after = chunks_fetch, None  # type: ignore[method-assign]
+    Updater(config, chunks).handle(order(config, 1), threading.Event())
+    assert chunks.asked == [0, 1, *range(2, len(chunks.parts))]  # the torn chunk again, once
+    assert store_for(config).read().active == "1.1.0"
+
+
+def test_a_tampered_chunk_is_asked_again_and_a_forger_who_persists_is_refused(config,
+                                                                               archives):
+    chunks = Chunks(archives["1.1.0"])
+    offer = keep(config, 1, offer_payload(archives["1.1.0"], chunks))
+    chunks.forged[1] = b"\x00" * CHUNK
+    Updater(config, chunks).handle(offer, threading.Event())
+    assert chunks.asked == [0, 1, 1, 1] and store_for(config).read().active == ""
+    assert steps(config)[-1] == ("rollout", "refused", 7)
+    refused = order(config, 1)
+    assert refused.done and refused.reason == "tampered"
+    assert not (config.state_dir / "updates" / f"{chunks.sha}.part").exists()
+
+
+def test_refusals_before_a_byte_is_fetched(config, archives, tmp_path):
+    chunks = Chunks(archives["1.2.0"])
+    Updater(config, chunks).handle(keep(config, 1, offer_payload(archives["1.2.0"], chunks)),
+                                   threading.Event())
+    assert store_for(config).read().floor == "1.2.0"
+    asked = len(chunks.asked)
+    older = Chunks(archives["1.1.0"])
+    Updater(config, older).handle(keep(config, 2, offer_payload(archives["1.1.0"], older, 8)),
+                                  threading.Event())
+    assert older.asked == [] and order(config, 2).reason == "older_version"
+    full = from_dict({**json.loads(json.dumps({"storage": {"state_dir": str(config.state_dir)},
+                                               "runtime": {"backend": "onnxruntime"}})),
+                      "updates": {"min_free_mb": 1_000_000}})
+    big = Chunks(archives["1.3.0"])
+    Updater(full, big).handle(keep(config, 3, offer_payload(archives["1.3.0"], big, 9)),
+                              threading.Event())
+    assert big.asked == [] and order(config, 3).reason == "no_space"
+    assert len(chunks.asked) == asked
+    assert [s for s in steps(config) if s[2] in (8, 9)] == [
+        ("rollout", "refused", 8), ("rollout", "refused", 9)]
+
+
+def test_golden_cases_failing_on_this_box_keep_the_old_model(config, archives):
+    chunks = Chunks(archives["1.3.0"])
+    Updater(config, chunks).handle(keep(config, 1, offer_payload(archives["1.3.0"], chunks)),
+                                   threading.Event())
+    assert store_for(config).read().active == ""  # the bundled package still runs
+    failed = order(config, 1)
+    assert failed.step == "golden_failed" and failed.reason == "golden_cases_failed"
+    assert steps(config)[-1] == ("model_refused", "golden_cases_failed", 7)
+
+
+def test_a_rollback_order_goes_back_only_from_the_version_it_names(config, archives):
+    chunks = Chunks(archives["1.1.0"])
+    Updater(config, chunks).handle(keep(config, 1, offer_payload(archives["1.1.0"], chunks)),
+                                   threading.Event())
+    wrong = {"schema": 1, "created_at": 1_800_000_000, "rollout": 7,
+             "name": "clinibox-demo-lesion", "version": "9.9.9"}
+    Updater(config, None).handle(keep(config, 2, wrong, downlink.KIND_ROLLBACK),
+                                 threading.Event())
+    assert store_for(config).read().active == "1.1.0" and order(config, 2).step == "refused"
+    right = {**wrong, "version": "1.1.0"}
+    Updater(config, None).handle(keep(config, 3, right, downlink.KIND_ROLLBACK),
+                                 threading.Event())
+    assert store_for(config).read().active == "1.0.0" and order(config, 3).step == "rolled_back"
+    assert steps(config)[-1] == ("model_rolled_back", "hospital", 7)
+    conn = db.open_database(config.database_path)
+    try:  # the orders' sequence numbers count in the downlink's watermark
+        assert hospital_reviews.watermark(conn) == 3
+    finally:
+        conn.close()
+
+
+def test_an_offer_whose_chunk_list_does_not_fit_its_size_is_refused_by_the_contract(
+        archives):
+    chunks = Chunks(archives["1.1.0"])
+    payload = offer_payload(archives["1.1.0"], chunks)
+    with pytest.raises(EgressRefused, match="one hash per chunk"):
+        downlink.check_rollout({**payload, "chunk_sha256": payload["chunk_sha256"][:-1]})
+    with pytest.raises(ValueError):
+        downlink.chunk_topic("../../x", 0)
