@@ -7,8 +7,11 @@
       auth      /login /logout /language                  (central/console/views_auth.py)
       alerts    / → /alerts, /api/alerts/latest, /alerts/<id> (views_alerts.py)
       fleet     /fleet, /fleet/<clinic>/<device>, /drift, /audit, /users (views_fleet.py)
+      rollouts  /rollouts, /rollouts/<id>, hold/resume/rollback, drift decisions
+                (views_rollouts.py; central/rollouts.py)
       reads     central/console/queries.py (bounded; one query a list)
-      writes    accounts (central/console/accounts.py), reviews (central.reviews)
+      writes    accounts (central/console/accounts.py), reviews (central.reviews),
+                rollouts (central.rollouts)
       language  zh_CN / en (webcore.i18n; the project's one catalog)
 
 One :class:`central.store.Store` (its database layer serialises the connection) is
@@ -110,8 +113,9 @@ def create_app(config: CentralConfig, store: Store | None = None) -> Flask:
     from central.console.views_alerts import blueprint as alerts
     from central.console.views_auth import blueprint as auth
     from central.console.views_fleet import blueprint as fleet
+    from central.console.views_rollouts import blueprint as rollouts
 
-    for blueprint in (auth, alerts, fleet):
+    for blueprint in (auth, alerts, fleet, rollouts):
         app.register_blueprint(blueprint)
 
     @app.context_processor

@@ -11,6 +11,7 @@ assessments (``contracts/assessment_words``), percentages (``fmt.percent``:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -43,7 +44,9 @@ EVENTS = {"model_installed": N_("new model installed"),
           "model_rolled_back": N_("model rolled back"),
           "runtime_fallback": N_("inference runtime fell back"),
           "service_failed": N_("service failure"),
-          "model_unavailable": N_("model unavailable")}
+          "model_unavailable": N_("model unavailable"),
+          "model_kept": N_("new model kept after its trial"),
+          "rollout": N_("model rollout")}
 #: why it happened (``contracts/egress.EVENT_REASONS``)
 EVENT_REASONS = {"technician": N_("by a technician"), "signature": N_("bad signature"),
                  "tampered": N_("package tampered with"), "invalid": N_("invalid package"),
@@ -51,13 +54,37 @@ EVENT_REASONS = {"technician": N_("by a technician"), "signature": N_("bad signa
                  "golden_cases_failed": N_("golden cases failed"),
                  "load_failed": N_("load failed"), "worker_crashed": N_("worker crashed"),
                  "worker_errors": N_("worker errors"), "unit_failed": N_("system service failed"),
-                 "not_installed": N_("not installed")}
+                 "not_installed": N_("not installed"), "hospital": N_("by the hospital"),
+                 "trial_passed": N_("trial passed"), "no_space": N_("not enough disk space"),
+                 "transfer": N_("download failed")}
 #: the console's audit actions (``console_audit.action``)
 ACTIONS = {"login": N_("login"), "login_failed": N_("login failed"),
            "login_throttled": N_("login throttled"), "logout": N_("logout"),
            "alert_opened": N_("review started"), "alert_reviewed": N_("verdict given"),
            "account_added": N_("account added"), "password_changed": N_("password changed"),
-           "account_removed": N_("account removed")}
+           "account_removed": N_("account removed"), "rollout_started": N_("rollout started"),
+           "rollout_paused": N_("rollout held"), "rollout_resumed": N_("rollout resumed"),
+           "rollback_sent": N_("rollback sent"),
+           "drift_decision": N_("decision on a drifting box")}
+#: A model rollout's words, in one table (``central/rollouts.py``): the rollout's states and
+#: why it stopped, each box's steps, and the reasons the hospital's side gives; a box's own
+#: reasons (``contracts/egress.EVENT_REASONS``) are :data:`EVENT_REASONS`'.
+ROLLOUT_WORDS = {
+    # the rollout's state
+    "active": N_("in progress"), "paused": N_("on hold"), "done": N_("finished"),
+    "rolled_back": N_("rolled back"),
+    # why it was paused or stopped
+    "canary_failed": N_("a canary box failed"), "failure": N_("a box failed"),
+    "held": N_("held by a person"), "by_person": N_("by a person"),
+    # each box's step
+    "waiting": N_("waiting for its wave"), "sent": N_("offer sent"),
+    "offered": N_("offer received"), "downloading": N_("downloading"),
+    "downloaded": N_("downloaded"), "verified": N_("package verified"),
+    "golden_passed": N_("golden cases passed"), "on_trial": N_("installed, on trial"),
+    "kept": N_("installed and kept"), "refused": N_("refused the package"),
+    "golden_failed": N_("golden cases failed"),
+    # a box's step after a rollback order (the target's ``rollback_seq``)
+    "rollback_sent": N_("rollback ordered")}
 #: the fixed details of audit rows (others are shown as written)
 DETAILS = {"wrong password": N_("wrong password"),
            "unknown account name": N_("unknown account name")}
@@ -123,6 +150,48 @@ def event(value: object, reason: object = None) -> str:
     return words
 
 
+def rollout_state(value: object, reason: object = None) -> str:
+    """A rollout's state with why it is so: "on hold (a canary box failed)"."""
+    words = _word(ROLLOUT_WORDS, value)
+    if reason and str(reason) in ROLLOUT_WORDS:
+        words = gettext("%(event)s (%(reason)s)", event=words, reason=_word(ROLLOUT_WORDS,
+                                                                             reason))
+    return words
+
+
+def rollout_step(value: object, rollback_seq: object = None) -> str:
+    """Where a box stands in a rollout, in words ("rollback ordered" once one was sent and
+    the box has not reported it yet)."""
+    if rollback_seq is not None and str(value) != "rolled_back":
+        return _word(ROLLOUT_WORDS, "rollback_sent")
+    return _word(ROLLOUT_WORDS, value)
+
+
+def rollout_reason(value: object) -> str:
+    """Why a box refused or left a rollout, in words ("" when none)."""
+    if not value:
+        return ""
+    text = str(value)
+    return _word(ROLLOUT_WORDS if text in ROLLOUT_WORDS else EVENT_REASONS, text)
+
+
+def rollout_where(step: object, reason: object = None, rollback_seq: object = None) -> str:
+    """A box's step with its reason where that says more: "refused the package (bad
+    signature)"."""
+    words, why = rollout_step(step, rollback_seq), rollout_reason(reason)
+    return gettext("%(event)s (%(reason)s)", event=words, reason=why) \
+        if why and why != words else words
+
+
+def rollout_steps(counts: Mapping[str, int]) -> list[str]:
+    """A rollout's boxes counted by step, in words and in the steps' order: "installed, on
+    trial: 2"."""
+    order = list(ROLLOUT_WORDS)
+    ranked = sorted(counts.items(), key=lambda item: order.index(item[0])
+                    if item[0] in order else len(order))
+    return [gettext("%(step)s: %(n)s", n=n, step=rollout_step(step)) for step, n in ranked if n]
+
+
 def action(value: object) -> str:
     """An audit action of the console in words."""
     return _word(ACTIONS, value).replace("_", " ")
@@ -145,7 +214,38 @@ def detail(action_word: object, value: object) -> str:
         return role(text)
     if action_word == "login_throttled" and text.startswith("wait ") and text.endswith(" s"):
         return gettext("wait %(seconds)s s", seconds=text[5:-2])
+    if action_word in ("rollout_started", "rollback_sent", "drift_decision"):
+        return rollout_detail(str(action_word), text)
     return gettext(DETAILS[text]) if text in DETAILS else text
+
+
+#: what a person decided for a drifting box (``drift_decision`` rows: "hold_rollout:3")
+DRIFT_DECISIONS = {"hold_rollout": N_("held rollout %(id)s"),
+                   "rollback_box": N_("rolled the box back from rollout %(id)s")}
+#: the buttons of a drift proposal (``queries.drift_proposal``)
+DRIFT_ACTIONS = {"hold_rollout": N_("Hold the rollout"),
+                 "rollback_box": N_("Roll this box back")}
+_STARTED = re.compile(r"(\S{1,200}) to (\d{1,9}) boxes")
+_ROLLBACK = re.compile(r"rollout (\d{1,19}): (\S{1,200})")
+
+
+def drift_action(value: object) -> str:
+    """A drift proposal's button in words."""
+    return _word(DRIFT_ACTIONS, value)
+
+
+def rollout_detail(action_word: str, text: str) -> str:
+    """The detail of a rollout's audit row in words (``central/rollouts.py`` writes
+    "name@version to 3 boxes" and "rollout 3: name@version"); else as written."""
+    if action_word == "drift_decision":
+        word, _, rollout_id = text.partition(":")
+        if word in DRIFT_DECISIONS and rollout_id.isdigit():
+            return gettext(DRIFT_DECISIONS[word], id=rollout_id)
+    elif (started := _STARTED.fullmatch(text)) is not None:
+        return gettext("%(package)s to %(n)s boxes", package=started[1], n=started[2])
+    elif (back := _ROLLBACK.fullmatch(text)) is not None:
+        return gettext("rollout %(id)s: %(package)s", id=back[1], package=back[2])
+    return text
 
 
 def target_alert(target: object) -> int | None:

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from central import rollouts
 from central.config import HealthConfig
 from central.fleet import BOX_STATE_COLUMNS
 from central.reviews import ALERT_COLUMNS
@@ -416,3 +417,73 @@ def audit_trail(db: Database, page: int) -> Page:
             " ORDER BY at DESC, id DESC LIMIT ? OFFSET ?",
             (AUDIT_PER_PAGE, (page - 1) * AUDIT_PER_PAGE)))
     return Page(rows, page, AUDIT_PER_PAGE, total)
+
+
+#: a box's latest rollout target (the newest rollout it is in), with that rollout's package
+#: and state (index ``rollout_targets_box``)
+_LATEST_TARGET = (
+    "SELECT t.rollout_id, t.clinic, t.device, t.wave, t.offer_seq, t.step, t.reason,"
+    " t.updated_at, t.rollback_seq, r.name AS name, r.version AS version, r.state AS state"
+    " FROM rollout_targets t JOIN rollouts r ON r.id = t.rollout_id"
+    " WHERE t.rollout_id = (SELECT MAX(u.rollout_id) FROM rollout_targets u"
+    " WHERE u.clinic = t.clinic AND u.device = t.device)")
+
+
+def latest_rollout_targets(db: Database, boxes: list[tuple[str, str]]
+                           ) -> dict[tuple[str, str], dict[str, Any]]:
+    """Each box's latest rollout target row (``central/rollouts.py``) with the rollout's
+    package and state, by (clinic, device); a box in no rollout is left out. One query per
+    100 boxes (a page of the fleet)."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    wanted = list(dict.fromkeys(boxes))[:MOST]
+    with db.transaction(write=False) as tx:
+        for start in range(0, len(wanted), BOXES_PER_PAGE):
+            part = wanted[start:start + BOXES_PER_PAGE]
+            pairs = " OR ".join(["(t.clinic = ? AND t.device = ?)"] * len(part))
+            for row in _dicts(tx.execute(f"{_LATEST_TARGET} AND ({pairs})",
+                                         [v for box in part for v in box])):
+                found[(row["clinic"], row["device"])] = row
+    return found
+
+
+#: how long after its install a box's model still "came from a recent rollout" (days)
+RECENT_ROLLOUT_DAYS = 30
+
+
+def drift_proposal(target: dict[str, Any] | None, now: float) -> dict[str, Any] | None:
+    """What the console proposes for a drifting box, from its latest rollout target
+    (:func:`latest_rollout_targets`): ``hold`` the rollout (it is active and on its way to
+    the box, or the box's model came from it), ``rollback`` the box (it was offered the
+    package and has not refused it nor been sent back); None when neither applies. A
+    person confirms each (``views_rollouts.decide``)."""
+    if target is None:
+        return None
+    step = target["step"]
+    on_its_way = step in (rollouts.WAITING, *rollouts.IN_PROGRESS_STEPS) \
+        and target["state"] in (rollouts.ACTIVE, rollouts.PAUSED)
+    recent = step in rollouts.INSTALLED_STEPS and \
+        float(target["updated_at"] or 0) >= now - RECENT_ROLLOUT_DAYS * 86400
+    if not (on_its_way or recent):
+        return None
+    hold = target["state"] == rollouts.ACTIVE
+    rollback = target["offer_seq"] is not None and target["rollback_seq"] is None \
+        and step in (*rollouts.IN_PROGRESS_STEPS, *rollouts.INSTALLED_STEPS)
+    if not (hold or rollback):
+        return None
+    return {**target, "hold": hold, "rollback": rollback, "on_its_way": on_its_way}
+
+
+def enrolled_boxes(db: Database) -> tuple[list[dict[str, Any]], int]:
+    """The enrolled boxes a rollout may go to (not revoked), by county, clinic and box, with
+    their clinic's name and the model they report; at most :data:`MOST`, and how many there
+    are in all."""
+    with db.transaction(write=False) as tx:
+        total = int(tx.execute("SELECT COUNT(*) FROM devices WHERE revoked_at IS NULL"
+                               ).fetchone()[0])
+        rows = _dicts(tx.execute(
+            "SELECT d.clinic, d.device, c.name AS clinic_name, c.county AS county, b.model"
+            " FROM devices d LEFT JOIN clinics c ON c.clinic = d.clinic"
+            " LEFT JOIN box_state b ON b.clinic = d.clinic AND b.device = d.device"
+            " WHERE d.revoked_at IS NULL ORDER BY c.county, d.clinic, d.device LIMIT ?",
+            (MOST,)))
+    return rows, total

@@ -58,8 +58,9 @@ def fleet():
         health = "all"
     page = queries.fleet(db, county=county, clinic=clinic, health=health,
                          page=queries.page_number(request.args), warn=state.config.health)
+    steps = queries.latest_rollout_targets(db, [(b["clinic"], b["device"]) for b in page.rows])
     return render_template("fleet.html", page=page, county=county, clinic=clinic,
-                           health=health, healths=queries.HEALTH_FILTERS,
+                           health=health, healths=queries.HEALTH_FILTERS, rollout_steps=steps,
                            counties=queries.counties(db), clinics=queries.clinics(db))
 
 
@@ -99,9 +100,12 @@ def box(clinic: str, device: str):
     if found is None:
         abort(404)
     health = state.config.health
-    queries.mark_health(found, health, time.time())
+    now = time.time()
+    queries.mark_health(found, health, now)
+    target = queries.latest_rollout_targets(db, [(clinic, device)]).get((clinic, device))
     return render_template(
-        "box.html", box=found, moment=moment,
+        "box.html", box=found, moment=moment, rollout_target=target,
+        proposal=queries.drift_proposal(target, now) if found["drift"] else None,
         statuses=queries.box_messages(db, clinic, device, "status"),
         events=queries.box_messages(db, clinic, device, "event"),
         alerts=queries.box_alerts(db, clinic, device),
@@ -112,9 +116,16 @@ def box(clinic: str, device: str):
 @blueprint.route("/drift")
 @admin_only
 def drift():
-    """The boxes marked as drifting, with links to their pages and their thresholds."""
+    """The boxes marked as drifting, with links to their pages and their thresholds, and
+    what the console proposes where a rollout brought or is bringing a box's model."""
     state = console()
-    return render_template("drift.html", boxes=queries.drifting(state.store.database),
+    db = state.store.database
+    boxes = queries.drifting(db)
+    targets = queries.latest_rollout_targets(db, [(b["clinic"], b["device"]) for b in boxes])
+    now = time.time()
+    proposals = {key: found for key, target in targets.items()
+                 if (found := queries.drift_proposal(target, now)) is not None}
+    return render_template("drift.html", boxes=boxes, proposals=proposals,
                            psi_threshold=state.config.health.drift_psi,
                            disagree_threshold=state.config.health.disagree_warn)
 
