@@ -40,7 +40,7 @@ from central.sql import Transaction
 from firmware_app.contracts import downlink, signing
 from firmware_app.contracts.egress import check_identity
 from firmware_app.contracts.manifest import PackageError, check_files, check_schema
-from firmware_app.contracts.package_archive import PackedArchive, describe
+from firmware_app.contracts.package_archive import PackedArchive, describe, unpack
 from firmware_app.errors import CliniboxError
 
 __all__ = [
@@ -110,9 +110,7 @@ def check_package(path: Path, trusted_keys: Iterable[Path]) -> CheckedPackage:
     try:
         archive = describe(Path(path))
         with tempfile.TemporaryDirectory(prefix="clinibox-rollout-") as folder:
-            with tarfile.open(path) as tar:
-                tar.extractall(folder, filter="data")
-            (manifest_path,) = sorted(Path(folder).rglob("manifest.json"))
+            manifest_path = unpack(Path(path), Path(folder)) / "manifest.json"
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
             check_schema(manifest)
             try:

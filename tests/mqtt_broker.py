@@ -153,12 +153,15 @@ def acl_text() -> str:
     device_lines = "\n".join(f"pattern write clinibox/%u/{kind}" for kind in KINDS)
     return (
         "# Devices (certificate CN <clinic>/<device>): publish on their own topics only,\n"
-        "# read only their own downlink (the hospital's verdicts).\n"
+        "# read only their own downlink (the hospital's verdicts and model orders) and the\n"
+        "# rollouts' package chunks.\n"
         f"{device_lines}\n"
-        "pattern read clinibox-downlink/%u\n\n"
+        "pattern read clinibox-downlink/%u\n"
+        "pattern read clinibox-packages/#\n\n"
         f"user {RECEIVER_CN}\n"
         "topic read clinibox/#\n"
-        "topic write clinibox-downlink/#\n\n"
+        "topic write clinibox-downlink/#\n"
+        "topic write clinibox-packages/#\n\n"
         f"user {AUDITOR_CN}\n"
         "topic read #\n"
     )

@@ -20,7 +20,6 @@ import copy
 import json
 import os
 import shutil
-import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from firmware_app.contracts import signing
 from firmware_app.contracts.manifest import ModelPackage, PackageError, check_files
-from firmware_app.contracts.package_archive import PackedArchive, describe, pack
+from firmware_app.contracts.package_archive import PackedArchive, pack, unpack
 from firmware_app.fs import fsync_dir, owned_temp_folder
 from firmware_app.models.package import load_package, signature_history
 from firmware_app.settings.box import DEMO_KEY_ID
@@ -127,13 +126,7 @@ def default_out(source: Path, name: str, version: str) -> Path:
 
 def _unpack(archive: Path, into: Path) -> Path:
     """Unpack a checked archive; return the folder holding its manifest."""
-    describe(archive)
-    try:
-        with tarfile.open(archive) as tar:
-            tar.extractall(into, filter="data")
-    except (OSError, tarfile.TarError) as exc:
-        raise PackageError(f"{archive} cannot be unpacked: {exc}") from exc
-    return next(p for p in into.rglob("manifest.json") if p.is_file()).parent
+    return unpack(archive, into)
 
 
 def _write_folder(root: Path, manifest: dict[str, Any], out: Path) -> None:

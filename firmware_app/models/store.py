@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from firmware_app.contracts.manifest import PackageError
+from firmware_app.contracts.package_archive import unpack
 from firmware_app.fs import fsync_dir, write_atomically
 from firmware_app.models.package import find_package
 from firmware_app.settings.box import Config
@@ -158,8 +159,8 @@ class ModelStore:
         """Copy a package folder or archive into a fresh staging folder.
 
         Returns (staging folder to remove afterwards, the package folder in it).
-        Links are refused (a package is plain files); archives are unpacked with
-        tarfile's ``data`` filter (no absolute paths, no ``..``, no devices).
+        Links are refused (a package is plain files); archives are checked and unpacked by
+        ``contracts.package_archive.unpack`` (no links, absolute paths, ``..`` or devices).
         """
         source = Path(source)
         if not source.exists():
@@ -170,8 +171,7 @@ class ModelStore:
             if source.is_dir():
                 shutil.copytree(source, staging / "package", symlinks=True)
             elif source.name.endswith(ARCHIVE_SUFFIXES):
-                with tarfile.open(source) as archive:
-                    archive.extractall(staging / "package", filter="data")
+                unpack(source, staging / "package")
             else:
                 raise PackageError(f"{source} is neither a package folder nor a .tar.gz of one")
             links = [p for p in staging.rglob("*") if p.is_symlink()]

@@ -92,6 +92,7 @@ class Updater:
         """Until ``stop``: handle each open order, then wait for ``wake`` (a new order)."""
         while not stop.is_set():
             wake.clear()
+            offers: list[ModelOffer] = []
             try:
                 offers = self._open()
                 if offers:
@@ -99,11 +100,23 @@ class Updater:
                     continue
             except OfferClosed:
                 continue
-            except (OSError, sqlite3.Error) as exc:
+            except (OSError, sqlite3.Error) as exc:  # a full disk, a busy database: passing
                 log.error("model updates: %s; trying again shortly", exc)
                 stop.wait(self.config.updates.retry_seconds)
                 continue
+            except Exception:  # one bad order must not stop the updates (or loop forever)
+                log.exception("model updates: the order %d failed", offers[0].seq)
+                self._give_up(offers[0])
+                continue
             wake.wait(IDLE_SECONDS)
+
+    def _give_up(self, offer: ModelOffer) -> None:
+        """Close an order that failed unexpectedly, and say so (its files removed)."""
+        try:
+            self._drop(offer)
+            self._step(offer, "refused", reason="load_failed", done=True)
+        except (OSError, sqlite3.Error) as exc:
+            log.error("model updates: the order %d could not be closed: %s", offer.seq, exc)
 
     def _open(self) -> list[ModelOffer]:
         conn = db.connect(self.config.database_path)

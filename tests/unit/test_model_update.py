@@ -158,7 +158,7 @@ def test_a_tar_gz_from_usb_installs_and_a_hostile_archive_does_not(config, packa
         member = tarfile.TarInfo("../../escaped.txt")
         member.size = len(data)
         tar.addfile(member, io.BytesIO(data))
-    _refused(config, hostile, "invalid", "cannot be read as a package")
+    _refused(config, hostile, "invalid", "a path that climbs out")
     assert not (tmp_path / "escaped.txt").exists()
     assert not (config.model_store_dir.parent / "escaped.txt").exists()
 
