@@ -109,8 +109,9 @@ class KeysConfig:
 
     hospital_key: str = setting(doc="X25519 private key (PEM) the boxes encrypt to", default="")
     hospital_signing_key: str = setting(
-        doc="Ed25519 private key (PEM) that signs the verdicts sent down to the boxes (clinibox "
-            "keys generate --kind signing); empty: verdicts are not sent", default="")
+        doc="Ed25519 private key (PEM) that signs the verdicts and rollout offers sent down to "
+            "the boxes (clinibox keys generate --kind hospital-signing); empty: nothing is sent "
+            "down", default="")
 
 
 @dataclass
