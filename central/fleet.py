@@ -51,7 +51,8 @@ BOX_STATE_COLUMNS = (
     "runtime_fallback", "queue_depth", "outbox_pending", "disk_used_pct", "disk_free_mb",
     "downlink_key", "downlink_seq",
     "audit_row", "audit_hash", "audit_verdict", "last_event", "last_event_reason",
-    "last_event_at", "psi_confidence", "psi_intensity", "disagree_rate", "drift")
+    "last_event_at", "psi_confidence", "psi_intensity", "disagree_rate", "drift",
+    "waiting_for_model")
 
 _LATER_SEEN = ("last_seen = CASE WHEN box_state.last_seen IS NULL"
                " OR excluded.last_seen > box_state.last_seen THEN excluded.last_seen"
@@ -105,7 +106,8 @@ def _status_values(clinic: str, device: str, body: dict[str, Any],
             "queue_depth": body.get("queue_depth"),
             "outbox_pending": body.get("outbox_pending"),
             "downlink_key": usable_key(clinic, device, body.get("downlink_key")),
-            "downlink_seq": body.get("downlink_seq")}
+            "downlink_seq": body.get("downlink_seq"),
+            "waiting_for_model": body.get("waiting_for_model")}
 
 
 def _summary_values(body: dict[str, Any], model: str,

@@ -4,8 +4,8 @@ Version 5 adds the model rollouts (``central/rollouts.py``): ``rollouts`` (the p
 offered, its archive's hash, size and chunk hashes, the waves and the rollout's state),
 ``rollout_targets`` (each box's wave, its offer's downlink sequence number and the step it
 reported) and ``rollout_chunks`` (the archive's bytes, chunk by chunk, which the downlink
-publisher keeps retained on the broker). A version 4 database gains them and keeps every
-row.
+publisher keeps retained on the broker), and ``box_state`` says why a box runs no model
+(``waiting_for_model``). A version 4 database gains them and keeps every row.
 
 Version 4 is the console's (``clinibox central web``): alerts gain their review
 (``state`` new → under_review → reviewed, the ``verdict``, ``follow_up_months``,
@@ -154,6 +154,7 @@ _TABLES = {
         psi_intensity   DOUBLE PRECISION,
         disagree_rate   DOUBLE PRECISION,
         drift           INTEGER NOT NULL DEFAULT 0,
+        waiting_for_model TEXT,
         PRIMARY KEY (clinic, device)
     )""",
     "drift_points": """CREATE TABLE IF NOT EXISTS drift_points (
@@ -320,6 +321,8 @@ def create_or_migrate(db: Database) -> int:
             tx.execute(db.ddl(statement))
         if found == 1:
             _copy_version_1(db, tx)
+        if found == 4:  # version 5: a box may run no model, waiting for one
+            tx.execute("ALTER TABLE box_state ADD COLUMN waiting_for_model TEXT")
         if 1 <= found < 4:  # alerts reviewed before verdicts existed
             tx.execute("UPDATE alerts SET state = 'reviewed' WHERE reviewed_at IS NOT NULL")
         if found < VERSION:

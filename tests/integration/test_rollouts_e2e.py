@@ -257,7 +257,8 @@ def test_boxes_without_a_model_wait_hold_what_they_receive_and_tell_the_hospital
     # the hospital is told (a model_unavailable event, the refusal's code)
     wait_for(lambda: set(site.rows(
         "SELECT clinic, device FROM box_state WHERE last_event = 'model_unavailable' AND"
-        " last_event_reason = 'signature'")) == set(BOX_IDS), 60, "the hospital to be told")
+        " last_event_reason = 'signature' AND waiting_for_model = 'signature'")) == set(BOX_IDS),
+        60, "the hospital to be told")
 
 
 def test_a_rollout_survives_a_kill_and_a_broker_outage_and_every_box_takes_it(site, studies):
@@ -293,6 +294,9 @@ def test_a_rollout_survives_a_kill_and_a_broker_outage_and_every_box_takes_it(si
         assert [o["step"] for o in orders(box)] == ["on_trial"]
         status = box.cli_json("status")
         assert status["model_waiting"] is None
+    wait_for(lambda: site.rows("SELECT COUNT(*) FROM box_state WHERE waiting_for_model IS NULL"
+                               " AND model = ?", (f"{NAME}@1.1.0",))[0][0] == 3, 30,
+             "the hospital to see every box run 1.1.0")
 
 
 def test_a_package_failing_on_one_boxs_runtime_pauses_at_that_canary_then_goes_on(site,

@@ -252,6 +252,28 @@ class StoreContract:
         assert again.migrated_from == VERSION and again.counts()["alerts"] == 4
         again.close()
 
+    def test_a_version_4_database_gains_the_rollouts_and_the_wait_for_a_model(self,
+                                                                             store_url):
+        store = Store(store_url)
+        _enrolled(store)
+        assert store.store(Header("clinic-a", "box-1", "alert", 1), alert_payload(), 1.0)
+        before = (store.counts(), store.alerts(), store.box_states())
+        store.close()
+        db = Database(store_url)  # back to version 4: no rollouts, no waiting_for_model
+        with db.transaction(write=True) as tx:
+            for table in ("rollouts", "rollout_targets", "rollout_chunks"):
+                tx.execute(f"DROP TABLE {table}")
+            tx.execute("ALTER TABLE box_state DROP COLUMN waiting_for_model")
+            tx.execute("UPDATE schema_version SET version = 4")
+        db.close()
+        store = Store(store_url)
+        assert store.migrated_from == 4
+        assert (store.counts(), store.alerts()) == before[:2]
+        assert [dict(b, waiting_for_model=None) for b in before[2]] == store.box_states()
+        with store.database.transaction(write=False) as tx:
+            assert tx.execute("SELECT COUNT(*) FROM rollouts").fetchone()[0] == 0
+        store.close()
+
     def test_a_version_2_database_gains_the_new_tables_keeping_every_row(self, store_url):
         store = Store(store_url)
         _enrolled(store)

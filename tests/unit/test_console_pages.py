@@ -209,6 +209,15 @@ def test_fleet_and_box_pages_say_state_events_and_warnings_in_words(console):
     page = admin.get("/fleet/c1/fresh").get_data(as_text=True)
     assert re.search(r'id="box-state">\s*online', page)
     assert "Software version" in page and "model rolled back (load failed)" in page
+    assert "waiting for a model" not in page
+    # a box that runs no model says so, and why, on the fleet and its own page
+    _set_box(console, "silent", waiting_for_model="signature")
+    html = admin.get("/fleet").get_data(as_text=True)
+    silent = html[html.index('data-box="c1/silent"'):html.index('data-box="c1/fresh"')]
+    assert 'id="waiting-c1-silent"' in silent and "bad signature" in silent
+    assert "waiting for a model" not in html[html.index('data-box="c1/fresh"'):]
+    page = admin.get("/fleet/c1/silent").get_data(as_text=True)
+    assert 'id="waiting-for-model"' in page and "bad signature" in page
 
 
 def test_the_audit_trail_reads_in_words_and_links_the_alert(console):
