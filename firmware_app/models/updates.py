@@ -152,6 +152,12 @@ class Updater:
         if offer.kind == downlink.KIND_ROLLBACK:
             self._roll_back(offer)
             return
+        if offer.step != "offered" and store_for(self.config).read().active == offer.version:
+            # the install had switched when the service stopped (a kill -9, a power cut)
+            # before the order was closed: it is done, and install reported it
+            self._drop(offer)
+            self._step(offer, "on_trial", done=True, report=False)
+            return
         if offer.step == "offered":
             refusal = self.refusal(offer)
             if refusal:

@@ -160,6 +160,23 @@ def test_a_download_cut_off_resumes_where_it_stood(config, archives):
     assert store_for(config).read().active == "1.1.0"
 
 
+def test_a_stop_after_the_switch_but_before_the_order_closed_is_not_a_refusal(config,
+                                                                             archives):
+    chunks = Chunks(archives["1.1.0"])
+    offer = keep(config, 1, offer_payload(archives["1.1.0"], chunks))
+    updater = Updater(config, chunks)
+    closed = updater._step
+    updater._step = lambda o, step, **kw: None if step == "on_trial" else closed(o, step, **kw)
+    updater.handle(offer, threading.Event())  # the service died before the order was closed
+    assert store_for(config).read().active == "1.1.0" and not order(config, 1).done
+    reported = steps(config)
+    Updater(config, chunks).handle(order(config, 1), threading.Event())  # the next start
+    done = order(config, 1)
+    assert done.done and done.step == "on_trial" and done.reason == ""
+    assert steps(config) == reported  # nothing more said: it was installed and reported
+    assert store_for(config).read().active == "1.1.0"
+
+
 def test_a_tampered_chunk_is_asked_again_and_a_forger_who_persists_is_refused(config,
                                                                                archives):
     chunks = Chunks(archives["1.1.0"])
