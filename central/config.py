@@ -237,6 +237,10 @@ class RolloutsConfig:
                                                 "wait until each of them has installed it", 1)
     wave_size: int = setting(in_range(1, 100_000), "boxes offered at once after the canaries",
                              10)
+    box_timeout_hours: float = setting(in_range(0.01, 8760),
+                                       "hours a box may take from its offer to installing or "
+                                       "refusing the package; after that it counts as failed "
+                                       "(timed out) and no longer holds the next wave back", 72.0)
     packages_dir: str = setting(doc="folder of signed package archives (*.tar.gz) the console "
                                     "offers to start a rollout from; empty: none (the terminal "
                                     "command only)", default="")

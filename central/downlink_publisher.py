@@ -180,8 +180,9 @@ class DownlinkPublisher:
         self.published = 0
         #: connections made so far: a rollout's chunks are published once per connection
         self._generation = 0
-        #: archive sha256 → the connection its chunks were last published (or cleared) on
-        self._packages: dict[str, int] = {}
+        #: archive sha256 → (the connection, live) its chunks were last published (live) or
+        #: cleared on: done again on a new connection, or when the package comes back to life
+        self._packages: dict[str, tuple[int, bool]] = {}
         self._client = mqtt_client(config.mqtt, self.client_id, manual_ack=False)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -241,7 +242,8 @@ class DownlinkPublisher:
         for a week after it finished; how many chunks were published."""
         now = time.time() if now is None else now
         with self._db.transaction(write=True) as tx:
-            rollouts.advance(tx, now)
+            rollouts.advance(tx, now,
+                             box_timeout_s=self.config.rollouts.box_timeout_hours * 3600)
         with self._db.transaction(write=False) as tx:
             rows = tx.execute(
                 "SELECT archive_sha256, MAX(CASE WHEN state IN (?, ?) THEN 1 ELSE 0 END),"
@@ -251,7 +253,8 @@ class DownlinkPublisher:
                  now - CLEAR_FINISHED_SECONDS)).fetchall()
         count = 0
         for sha, live, hashes in rows:
-            if self._packages.get(sha) == self._generation:
+            live = bool(live)
+            if self._packages.get(sha) == (self._generation, live):
                 continue
             if live:
                 with self._db.transaction(write=False) as tx:
@@ -265,7 +268,7 @@ class DownlinkPublisher:
                 if not info.is_published():
                     return count  # the link broke: all of it again on the next connection
                 count += 1
-            self._packages[sha] = self._generation
+            self._packages[sha] = (self._generation, live)
             log.info("rollout package %s: %d chunks %s", sha[:12], len(parts),
                      "published" if live else "cleared")
         return count

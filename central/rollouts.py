@@ -38,7 +38,7 @@ from typing import Any
 from central.reviews import audit, queue_downlink
 from central.sql import Transaction
 from firmware_app.contracts import downlink, signing
-from firmware_app.contracts.egress import check_identity
+from firmware_app.contracts.egress import EgressRefused, check_identity
 from firmware_app.contracts.manifest import PackageError, check_files, check_schema
 from firmware_app.contracts.package_archive import PackedArchive, describe, unpack
 from firmware_app.errors import CliniboxError
@@ -64,17 +64,22 @@ __all__ = [
 
 #: A box has the package and runs it.
 INSTALLED_STEPS = ("on_trial", "kept")
-#: A box will not run the package (it keeps its old model).
-FAILED_STEPS = ("refused", "golden_failed", "rolled_back")
+#: A box will not run the package (it keeps its old model), or did not answer in time.
+FAILED_STEPS = ("refused", "golden_failed", "rolled_back", "timed_out")
 #: Offered and on the way.
 IN_PROGRESS_STEPS = ("sent", "offered", "downloading", "downloaded", "verified",
                      "golden_passed")
 #: Where a box stands before it is offered anything.
 WAITING = "waiting"
-#: The order in which steps may follow one another (a late event never takes a box back).
+#: The order in which steps may follow one another (a late event never takes a box back; a
+#: box that timed out and installs after all still says so).
 _RANK = {step: rank for rank, step in enumerate(
-    (WAITING, *IN_PROGRESS_STEPS, *INSTALLED_STEPS, "refused", "golden_failed",
+    (WAITING, *IN_PROGRESS_STEPS, "timed_out", *INSTALLED_STEPS, "refused", "golden_failed",
      "rolled_back"))}
+#: Steps of a box still on its way (a newer rollout of the package replaces them).
+_OPEN_STEPS = (WAITING, *IN_PROGRESS_STEPS)
+#: How long a box may take from its offer to an answer (installed or failed) by default.
+DEFAULT_BOX_TIMEOUT_S = 72 * 3600.0
 #: Serialises ``advance`` across the hospital's receivers (PostgreSQL).
 _ADVANCE_LOCK = 0x636C726F  # "clro"
 #: The rollout's own states.
@@ -123,6 +128,13 @@ def check_package(path: Path, trusted_keys: Iterable[Path]) -> CheckedPackage:
         raise RolloutError(f"{path}: {exc}") from exc
     if (manifest["name"], manifest["version"]) != (archive.name, archive.version):
         raise RolloutError(f"{path}: the archive's folder and its manifest disagree")
+    if archive.size > downlink.MAX_ARCHIVE_BYTES or \
+            archive.unpacked_bytes > downlink.MAX_UNPACKED_BYTES:
+        raise RolloutError(f"{path}: larger than a rollout carries ({downlink.MAX_ARCHIVE_BYTES}"
+                           f" bytes, {downlink.MAX_UNPACKED_BYTES} unpacked)")
+    if not (downlink.PACKAGE_NAME.fullmatch(archive.name)
+            and downlink.PACKAGE_VERSION.fullmatch(archive.version)):
+        raise RolloutError(f"{path}: its name or version cannot be offered to a box")
     return CheckedPackage(archive, signer)
 
 
@@ -154,12 +166,17 @@ def create(tx: Transaction, package: CheckedPackage, boxes: list[tuple[str, str]
         if row is None or row[0] is not None:
             raise RolloutError(f"{clinic}/{device} is not an enrolled box")
     archive = package.archive
-    size = downlink.chunk_size_for(archive.size, chunk_kib * 1024)
-    hashes: list[str] = []
-    for index, chunk in enumerate(_read_chunks(archive.path, size)):
-        hashes.append(hashlib.sha256(chunk).hexdigest())
-        tx.execute("INSERT INTO rollout_chunks (archive_sha256, idx, data) VALUES (?, ?, ?)"
-                   " ON CONFLICT DO NOTHING", (archive.sha256, index, chunk))
+    known = tx.execute("SELECT chunk_bytes, chunk_sha256 FROM rollouts WHERE archive_sha256 = ?"
+                       " ORDER BY id LIMIT 1", (archive.sha256,)).fetchone()
+    if known is not None:  # its chunks are stored (and maybe on the broker): the same cut
+        size, hashes = int(known[0]), json.loads(known[1])
+    else:
+        size = downlink.chunk_size_for(archive.size, chunk_kib * 1024)
+        hashes = []
+        for index, chunk in enumerate(_read_chunks(archive.path, size)):
+            hashes.append(hashlib.sha256(chunk).hexdigest())
+            tx.execute("INSERT INTO rollout_chunks (archive_sha256, idx, data) VALUES (?, ?, ?)"
+                       " ON CONFLICT DO NOTHING", (archive.sha256, index, chunk))
     row = tx.execute(
         "INSERT INTO rollouts (name, version, archive_sha256, archive_bytes, unpacked_bytes,"
         " chunk_bytes, chunk_sha256, signer, canary, wave_size, pause_on_failure, state,"
@@ -169,6 +186,12 @@ def create(tx: Transaction, package: CheckedPackage, boxes: list[tuple[str, str]
          archive.unpacked_bytes, size, json.dumps(hashes), package.signer, int(canary),
          int(wave_size), int(pause_on_failure), ACTIVE, by, now, now)).fetchone()
     rollout_id = int(row[0])
+    for clinic, device in boxes:  # the box closes an older offer of the package: say so here
+        tx.execute("UPDATE rollout_targets SET step = 'refused', reason = 'replaced',"
+                   " updated_at = ? WHERE clinic = ? AND device = ? AND rollout_id IN"
+                   " (SELECT id FROM rollouts WHERE name = ? AND state IN (?, ?)) AND step IN"
+                   f" ({', '.join('?' * len(_OPEN_STEPS))})",
+                   (now, clinic, device, archive.name, ACTIVE, PAUSED, *_OPEN_STEPS))
     for (clinic, device), wave in zip(boxes, _waves(boxes, canary, wave_size), strict=True):
         tx.execute("INSERT INTO rollout_targets (rollout_id, clinic, device, wave, updated_at)"
                    " VALUES (?, ?, ?, ?, ?)", (rollout_id, clinic, device, wave, now))
@@ -176,6 +199,13 @@ def create(tx: Transaction, package: CheckedPackage, boxes: list[tuple[str, str]
           f"{archive.name}@{archive.version} to {len(boxes)} boxes", now)
     advance(tx, now, only=rollout_id)
     return rollout_id
+
+
+def _offer_checked(row: dict[str, Any], now: float) -> dict[str, Any]:
+    try:
+        return _offer_payload(row, now)
+    except EgressRefused as exc:
+        raise RolloutError(f"rollout {row['id']} cannot be offered: {exc}") from exc
 
 
 def rollout(tx: Transaction, rollout_id: int) -> dict[str, Any] | None:
@@ -228,10 +258,13 @@ def _offer_payload(row: dict[str, Any], now: float) -> dict[str, Any]:
     return payload
 
 
-def advance(tx: Transaction, now: float | None = None, *, only: int | None = None) -> int:
-    """Move the active rollouts on: pause on a failure that calls for it, offer the next wave
-    once the waves before it are installed, mark a rollout done when every box has
-    finished; the number of boxes offered."""
+def advance(tx: Transaction, now: float | None = None, *, only: int | None = None,
+            box_timeout_s: float = DEFAULT_BOX_TIMEOUT_S) -> int:
+    """Move the active rollouts on: a box offered more than ``box_timeout_s`` ago that has
+    neither installed nor failed, or whose enrolment was revoked, is ``timed_out`` (a
+    failure: it no longer holds the next wave back); pause on a failure that calls for it,
+    offer the next wave once the waves before it have finished, mark a rollout done when
+    every box has; the number of boxes offered."""
     now = time.time() if now is None else now
     if tx.postgres:  # two receivers' publishers never offer one wave twice
         tx.execute("SELECT pg_advisory_xact_lock(?)", (_ADVANCE_LOCK,))
@@ -241,8 +274,21 @@ def advance(tx: Transaction, now: float | None = None, *, only: int | None = Non
     for row in tx.execute(f"SELECT {', '.join(_COLUMNS)} FROM rollouts WHERE {where}",
                           params).fetchall():
         current = _with_counts(tx, dict(zip(_COLUMNS, row, strict=True)))
+        _time_out(tx, int(current["id"]), now - box_timeout_s, now)
         offered += _advance_one(tx, current, now)
     return offered
+
+
+def _time_out(tx: Transaction, rollout_id: int, offered_before: float, now: float) -> None:
+    marks = ", ".join("?" * len(IN_PROGRESS_STEPS))
+    tx.execute(f"UPDATE rollout_targets SET step = 'timed_out', reason = '', updated_at = ?"
+               f" WHERE rollout_id = ? AND step IN ({marks}) AND offered_at < ?",
+               (now, rollout_id, *IN_PROGRESS_STEPS, offered_before))
+    tx.execute(f"UPDATE rollout_targets SET step = 'timed_out', reason = 'revoked',"
+               f" updated_at = ? WHERE rollout_id = ? AND step IN (?, {marks}) AND EXISTS"
+               " (SELECT 1 FROM devices d WHERE d.clinic = rollout_targets.clinic AND"
+               " d.device = rollout_targets.device AND d.revoked_at IS NOT NULL)",
+               (now, rollout_id, WAITING, *IN_PROGRESS_STEPS))
 
 
 def _advance_one(tx: Transaction, row: dict[str, Any], now: float) -> int:
@@ -261,7 +307,7 @@ def _advance_one(tx: Transaction, row: dict[str, Any], now: float) -> int:
     if any(b["wave"] < wave and b["step"] not in INSTALLED_STEPS + FAILED_STEPS
            for b in boxes):
         return 0  # the wave before is still on its way
-    payload = _offer_payload(row, now)
+    payload = _offer_checked(row, now)
     count = 0
     for box in (b for b in waiting if b["wave"] == wave):
         seq = queue_downlink(tx, box["clinic"], box["device"], downlink.KIND_ROLLOUT, payload,
@@ -299,9 +345,20 @@ def note_event(tx: Transaction, clinic: str, device: str, payload: dict[str, Any
         step = _EVENT_STEPS.get(str(event), "")
     if step not in _RANK:
         return False
-    row = tx.execute("SELECT step FROM rollout_targets WHERE rollout_id = ? AND clinic = ? AND"
-                     " device = ?", (int(rollout_id), clinic, device)).fetchone()
-    if row is None or _RANK[step] <= _RANK.get(row[0], 0):
+    row = tx.execute("SELECT step, rollback_seq FROM rollout_targets WHERE rollout_id = ? AND"
+                     " clinic = ? AND device = ?", (int(rollout_id), clinic, device)).fetchone()
+    if row is None or row[0] == WAITING:  # nothing was offered to it: nothing to say
+        return False
+    current, rollback_seq = str(row[0]), row[1]
+    if step == current and step in IN_PROGRESS_STEPS and reason not in ("", "hospital"):
+        # a trouble said on the way (a stalled transfer)
+        tx.execute("UPDATE rollout_targets SET reason = ?, updated_at = ? WHERE rollout_id = ?"
+                   " AND clinic = ? AND device = ?",
+                   (reason, now, int(rollout_id), clinic, device))
+        return True
+    if step == "refused" and current in INSTALLED_STEPS and rollback_seq is not None:
+        return False  # a rollback order the box did not carry out: it still runs the package
+    if _RANK[step] <= _RANK.get(current, 0):
         return False
     tx.execute("UPDATE rollout_targets SET step = ?, reason = ?, updated_at = ?"
                " WHERE rollout_id = ? AND clinic = ? AND device = ?",

@@ -26,7 +26,7 @@ REASONS = {
     "no_space": N_("not enough free disk space for the package"),
     "replaced": N_("replaced by a newer order from the hospital"),
     "stale": N_("the order arrived too late"),
-    "transfer": N_("the download failed"),
+    "transfer": N_("the download stalls; the box keeps asking"),
     "worker_crashed": N_("the analysis crashed"),
     "worker_errors": N_("the analysis kept failing"),
     "hospital": N_("ordered by the hospital"),

@@ -56,7 +56,9 @@ EVENT_REASONS = {"technician": N_("by a technician"), "signature": N_("bad signa
                  "worker_errors": N_("worker errors"), "unit_failed": N_("system service failed"),
                  "not_installed": N_("not installed"), "hospital": N_("by the hospital"),
                  "trial_passed": N_("trial passed"), "no_space": N_("not enough disk space"),
-                 "transfer": N_("download failed")}
+                 "transfer": N_("the download stalls; the box keeps asking"),
+                 "replaced": N_("replaced by a newer rollout"),
+                 "stale": N_("arrived too late")}
 #: the console's audit actions (``console_audit.action``)
 ACTIONS = {"login": N_("login"), "login_failed": N_("login failed"),
            "login_throttled": N_("login throttled"), "logout": N_("logout"),
@@ -83,6 +85,7 @@ ROLLOUT_WORDS = {
     "golden_passed": N_("golden cases passed"), "on_trial": N_("installed, on trial"),
     "kept": N_("installed and kept"), "refused": N_("refused the package"),
     "golden_failed": N_("golden cases failed"),
+    "timed_out": N_("no answer in time"), "revoked": N_("enrolment revoked"),
     # a box's step after a rollback order (the target's ``rollback_seq``)
     "rollback_sent": N_("rollback ordered")}
 #: the fixed details of audit rows (others are shown as written)

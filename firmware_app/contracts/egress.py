@@ -43,7 +43,7 @@ EVENTS = ("model_installed", "model_refused", "model_rolled_back", "runtime_fall
 EVENT_REASONS = (
     "technician", "signature", "tampered", "invalid", "older_version", "golden_cases_failed",
     "load_failed", "worker_crashed", "worker_errors", "unit_failed", "not_installed",
-    "hospital", "trial_passed", "no_space", "transfer",
+    "hospital", "trial_passed", "no_space", "transfer", "replaced", "stale",
 )
 #: Where a box stands in a hospital rollout (``rollout`` events, in this order when all
 #: goes well; ``refused`` and ``rolled_back`` end it on that box, with the reason).

@@ -171,6 +171,7 @@ def _install(config: Config, source, reason: str, rollout: int,
         raise UpdateRefused(f"[models] version pins {config.models.version}; clear it so that "
                             "installed packages can run")
     store = store_for(config)
+    store.clean_leftovers()  # what an install cut short by a power cut left
     try:
         running_root: Path | None = resolve_package_root(config)
     except PackageError:  # nothing of this name yet: the box's first package of [models] name

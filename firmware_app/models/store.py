@@ -211,6 +211,24 @@ class ModelStore:
         shutil.rmtree(temporary, ignore_errors=True)
         fsync_dir(self.folder)
 
+    def clean_leftovers(self, older_than_s: float = 600.0) -> list[str]:
+        """Remove what an install cut short left (a power cut, a kill): ``.staging-*`` under
+        the store, ``.adopt-*`` and ``.replaced-*`` in the package's folder, untouched for
+        ``older_than_s`` (an install running now is younger); return their names."""
+        removed = []
+        limit = time.time() - older_than_s
+        for folder, patterns in ((self.root, (".staging-*",)),
+                                 (self.folder, (".adopt-*", ".replaced-*"))):
+            for pattern in patterns:
+                for path in sorted(folder.glob(pattern)) if folder.is_dir() else []:
+                    try:
+                        if path.is_dir() and path.stat().st_mtime < limit:
+                            shutil.rmtree(path, ignore_errors=True)
+                            removed.append(path.name)
+                    except OSError:
+                        continue
+        return removed
+
     def prune(self, keep: set[str]) -> list[str]:
         """Remove installed versions not in ``keep``; return which."""
         removed = []

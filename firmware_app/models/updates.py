@@ -31,6 +31,7 @@ the queue and are analysed by whichever model runs when they are taken.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -56,6 +57,9 @@ log = logging.getLogger(__name__)
 
 #: chunks with a wrong hash accepted in a row before the offer is refused as tampered
 BAD_CHUNKS_ALLOWED = 3
+#: chunks that did not come in a row before the hospital is told the transfer stalls (the
+#: box goes on asking: a rural link comes back)
+STALLED_AFTER = 10
 #: seconds between looks at the open orders when nothing wakes the updater
 IDLE_SECONDS = 30.0
 
@@ -89,24 +93,31 @@ class Updater:
 
     # -- the loop --------------------------------------------------------------------------
     def run(self, stop: threading.Event, wake: threading.Event) -> None:
-        """Until ``stop``: handle each open order, then wait for ``wake`` (a new order)."""
+        """Until ``stop``: tell the hospital of orders closed on arrival or replaced, handle
+        each open order, then wait for ``wake`` (a new order)."""
+        store_for(self.config).clean_leftovers()
         while not stop.is_set():
             wake.clear()
             offers: list[ModelOffer] = []
             try:
+                self.report_closed()
                 offers = self._open()
                 if offers:
                     self.handle(offers[0], stop)
                     continue
             except OfferClosed:
                 continue
-            except (OSError, sqlite3.Error) as exc:  # a full disk, a busy database: passing
+            except (OSError, sqlite3.Error) as exc:  # a busy database, a passing failure
                 log.error("model updates: %s; trying again shortly", exc)
                 stop.wait(self.config.updates.retry_seconds)
                 continue
             except Exception:  # one bad order must not stop the updates (or loop forever)
-                log.exception("model updates: the order %d failed", offers[0].seq)
-                self._give_up(offers[0])
+                log.exception("model updates failed%s",
+                              f" on order {offers[0].seq}" if offers else "")
+                if offers:
+                    self._give_up(offers[0])
+                else:
+                    stop.wait(self.config.updates.retry_seconds)
                 continue
             wake.wait(IDLE_SECONDS)
 
@@ -115,8 +126,29 @@ class Updater:
         try:
             self._drop(offer)
             self._step(offer, "refused", reason="load_failed", done=True)
-        except (OSError, sqlite3.Error) as exc:
+        except Exception as exc:  # the loop goes on whatever happens here
             log.error("model updates: the order %d could not be closed: %s", offer.seq, exc)
+
+    def report_closed(self) -> None:
+        """Tell the hospital of each order closed without the updater: refused on arrival
+        (another package, too late) or replaced by a newer one (its download dropped)."""
+        conn = db.connect(self.config.database_path)
+        try:
+            closed = model_offers.unreported(conn)
+        finally:
+            conn.close()
+        for offer in closed:
+            self._drop(offer)
+            report_event(self.config, "rollout", offer.reason or "invalid", offer.model_id,
+                         rollout=offer.rollout, step="refused",
+                         note=f"rollout {offer.rollout} of {offer.model_id}: refused "
+                              f"({offer.reason})")
+            conn = db.connect(self.config.database_path)
+            try:
+                with db.transaction(conn):
+                    model_offers.mark_reported(conn, offer.seq)
+            finally:
+                conn.close()
 
     def _open(self) -> list[ModelOffer]:
         conn = db.connect(self.config.database_path)
@@ -134,13 +166,16 @@ class Updater:
 
     def _step(self, offer: ModelOffer, step: str, *, reason: str = "", done: bool = False,
               report: bool = True) -> None:
-        """Record ``step`` for ``offer`` and tell the hospital (a ``rollout`` event)."""
+        """Record ``step`` for ``offer`` and tell the hospital (a ``rollout`` event);
+        OfferClosed when a newer order closed it meanwhile (nothing recorded or told)."""
         conn = db.connect(self.config.database_path)
         try:
             with db.transaction(conn):
-                model_offers.set_step(conn, offer.seq, step, reason=reason, done=done)
+                written = model_offers.set_step(conn, offer.seq, step, reason=reason, done=done)
         finally:
             conn.close()
+        if not written:
+            raise OfferClosed(f"order {offer.seq} was closed")
         if report:
             report_event(self.config, "rollout", reason or "hospital", offer.model_id,
                          rollout=offer.rollout, step=step,
@@ -159,6 +194,11 @@ class Updater:
             self._step(offer, "on_trial", done=True, report=False)
             return
         if offer.step == "offered":
+            state = store_for(self.config).read()
+            if state.active == offer.version and not self.config.models.version:
+                # this box runs it already (installed by hand, or by an earlier rollout)
+                self._step(offer, "on_trial" if state.trial is not None else "kept", done=True)
+                return
             refusal = self.refusal(offer)
             if refusal:
                 log.warning("rollout %d of %s refused: %s", offer.rollout, offer.model_id,
@@ -179,8 +219,6 @@ class Updater:
         if offer.name != config.models.name or config.models.version:
             return "invalid"  # another package, or a version pinned in the config
         state = store_for(config).read()
-        if state.active == offer.version:
-            return "invalid"
         if state.floor and version_key(offer.version) < version_key(state.floor):
             return "older_version"
         payload = offer.payload
@@ -235,37 +273,56 @@ class Updater:
         if index:
             log.info("rollout %d: resuming at chunk %d of %d", offer.rollout, index + 1,
                      len(payload["chunk_sha256"]))
-        bad = 0
+        bad = missed = 0
         pace = self.config.updates.max_kbps * 1000 / 8  # bytes a second (0: no cap)
+        # a whole chunk must fit in the wait, even at the cap's pace on a slow link
+        timeout = self.config.updates.chunk_timeout_seconds + (
+            payload["chunk_bytes"] / pace if pace else 0.0)
         with self._part(offer).open("ab") as part:
             while index < len(payload["chunk_sha256"]):
                 if stop.is_set():
                     return None
                 current = self._current(offer.seq)
                 if current is None or current.done:
-                    raise OfferClosed
+                    part.close()
+                    self._drop(offer)
+                    raise OfferClosed(f"order {offer.seq} was closed")
                 started = time.monotonic()
                 topic = downlink.chunk_topic(payload["archive_sha256"], index)
-                chunk = self.source.fetch(topic, self.config.updates.chunk_timeout_seconds)
+                chunk = self.source.fetch(topic, timeout)
                 if chunk is None:
-                    log.info("rollout %d: chunk %d did not come; asking again later",
-                             offer.rollout, index + 1)
-                    stop.wait(self.config.updates.retry_seconds)
+                    missed += 1
+                    log.info("rollout %d: chunk %d did not come (%d in a row); asking again "
+                             "later", offer.rollout, index + 1, missed)
+                    if missed == STALLED_AFTER:  # said once per stall; the box goes on asking
+                        self._step(offer, "downloading", reason="transfer")
+                    # soon after a link that just came back, then less and less often
+                    stop.wait(min(self.config.updates.retry_seconds, float(missed)))
                     continue
+                missed = 0
                 if hashlib.sha256(chunk).hexdigest() != payload["chunk_sha256"][index]:
                     bad += 1
                     log.warning("rollout %d: chunk %d has the wrong hash (%d in a row)",
                                 offer.rollout, index + 1, bad)
                     if bad >= BAD_CHUNKS_ALLOWED:
+                        part.close()
                         self._drop(offer)
                         self._step(offer, "refused", reason="tampered", done=True)
                         return None
                     stop.wait(self.config.updates.retry_seconds)
                     continue
                 bad = 0
-                part.write(chunk)
-                part.flush()
-                os.fsync(part.fileno())
+                try:
+                    part.write(chunk)
+                    part.flush()
+                    os.fsync(part.fileno())
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise
+                    part.close()
+                    self._drop(offer)
+                    self._step(offer, "refused", reason="no_space", done=True)
+                    return None
                 index += 1
                 if pace:
                     stop.wait(max(0.0, len(chunk) / pace - (time.monotonic() - started)))
@@ -288,6 +345,9 @@ class Updater:
         return archive
 
     def _drop(self, offer: ModelOffer) -> None:
+        """Remove the order's download, whole or partial (a rollback order has none)."""
+        if "archive_sha256" not in offer.payload:
+            return
         for path in (self._part(offer), self._archive(offer)):
             path.unlink(missing_ok=True)
 

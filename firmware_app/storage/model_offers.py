@@ -59,12 +59,15 @@ def _offer(row: sqlite3.Row | tuple) -> ModelOffer:
 def add(conn: sqlite3.Connection, *, seq: int, kind: str, payload: dict[str, Any],
         step: str, reason: str = "", done: bool = False) -> bool:
     """Keep one order and its audit row (in the caller's transaction); False when ``seq`` is
-    kept already (a redelivery: nothing written)."""
+    kept already (a redelivery: nothing written). An order kept closed (``done``: refused on
+    arrival) waits for the updater to tell the hospital (``reported`` 0)."""
     now = time.time()
     inserted = conn.execute(
-        f"INSERT OR IGNORE INTO model_offers({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT OR IGNORE INTO model_offers({_COLUMNS}, reported)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (seq, kind, int(payload["rollout"]), payload["name"], payload["version"],
-         json.dumps(payload, sort_keys=True), step, reason, now, now, int(done))).rowcount == 1
+         json.dumps(payload, sort_keys=True), step, reason, now, now, int(done),
+         int(not done))).rowcount == 1
     if inserted:
         audit.record(conn, f"model_{kind}_received", account=ACTOR,
                      target=f"model:{payload['name']}@{payload['version']}",
@@ -91,19 +94,33 @@ def get(conn: sqlite3.Connection, seq: int) -> ModelOffer | None:
 
 
 def set_step(conn: sqlite3.Connection, seq: int, step: str, *, reason: str = "",
-             done: bool = False) -> None:
-    """Record the step the box reached in order ``seq`` (in the caller's transaction)."""
-    conn.execute("UPDATE model_offers SET step = ?, reason = ?, done = ?, updated_at = ?"
-                 " WHERE seq = ?", (step, reason, int(done), time.time(), seq))
+             done: bool = False) -> bool:
+    """Record the step the box reached in order ``seq`` (in the caller's transaction);
+    False when the order was closed meanwhile (a newer one replaced it): nothing written."""
+    return conn.execute("UPDATE model_offers SET step = ?, reason = ?, done = ?, updated_at = ?"
+                        " WHERE seq = ? AND done = 0",
+                        (step, reason, int(done), time.time(), seq)).rowcount == 1
 
 
 def finish_older(conn: sqlite3.Connection, name: str, before_seq: int, reason: str) -> int:
-    """Close every open order for package ``name`` older than ``before_seq`` (a newer order
-    replaces them); how many."""
+    """Close every open rollout offer for package ``name`` older than ``before_seq`` (a newer
+    order replaces it; a rollback order is never closed by another); how many. The updater
+    tells the hospital (``reported`` 0)."""
     return conn.execute(
-        "UPDATE model_offers SET done = 1, step = 'refused', reason = ?, updated_at = ?"
-        " WHERE done = 0 AND name = ? AND seq < ?",
+        "UPDATE model_offers SET done = 1, step = 'refused', reason = ?, updated_at = ?,"
+        " reported = 0 WHERE done = 0 AND kind = 'rollout' AND name = ? AND seq < ?",
         (reason, time.time(), name, before_seq)).rowcount
+
+
+def unreported(conn: sqlite3.Connection) -> list[ModelOffer]:
+    """Orders closed without the updater that the hospital has not been told of."""
+    return [_offer(row) for row in conn.execute(
+        f"SELECT {_COLUMNS} FROM model_offers WHERE reported = 0 ORDER BY seq")]
+
+
+def mark_reported(conn: sqlite3.Connection, seq: int) -> None:
+    """The hospital has been told of order ``seq``'s end (in the caller's transaction)."""
+    conn.execute("UPDATE model_offers SET reported = 1 WHERE seq = ?", (seq,))
 
 
 @dataclass(frozen=True)

@@ -298,7 +298,8 @@ CREATE INDEX IF NOT EXISTS hospital_reviews_study ON hospital_reviews(study_key,
 -- the downlink's sequence number (kept once, counted in the watermark with the verdicts'),
 -- ``kind`` 'rollout' or 'rollback', ``payload`` the checked offer as JSON, ``step`` where
 -- the box stands (contracts.egress.ROLLOUT_STEPS), ``reason`` why it stopped, ``done`` 1 once
--- nothing more is to be done for it.
+-- nothing more is to be done for it, ``reported`` 0 while the hospital has not been told that
+-- the order was closed without the updater (refused on arrival, replaced by a newer one).
 CREATE TABLE IF NOT EXISTS model_offers (
     seq          INTEGER PRIMARY KEY,
     kind         TEXT NOT NULL,
@@ -310,7 +311,8 @@ CREATE TABLE IF NOT EXISTS model_offers (
     reason       TEXT NOT NULL DEFAULT '',
     received_at  REAL NOT NULL,
     updated_at   REAL NOT NULL,
-    done         INTEGER NOT NULL DEFAULT 0
+    done         INTEGER NOT NULL DEFAULT 0,
+    reported     INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS model_offers_open ON model_offers(done, seq);
 

@@ -134,7 +134,7 @@ class DownlinkReceiver:
         An order for another package than the box's own (``[models] name``) or a late one
         (the hospital's rollout has long moved on) is kept closed, refused: its sequence
         number still settles the watermark. A newer order for the package closes the
-        older ones still open."""
+        older rollout offers still open. The updater tells the hospital of both."""
         refusal = ("invalid" if payload["name"] != self.config.models.name
                    else "stale" if late else "")
         with db.transaction(conn):
@@ -152,7 +152,7 @@ class DownlinkReceiver:
             return REPEAT
         log.info("hospital %s %d kept (rollout %d, %s@%s)%s", kind, seq, payload["rollout"],
                  payload["name"], payload["version"], f": refused, {refusal}" if refusal else "")
-        if not refusal and self.on_order is not None:
+        if self.on_order is not None:  # the updater acts on it, or tells of its refusal
             self.on_order()
         return KEPT
 

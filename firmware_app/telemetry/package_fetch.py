@@ -40,6 +40,9 @@ class ChunkFetcher:
         self._wanted = ""
         self._got: bytes | None = None
         self._arrived = threading.Event()
+        #: the last chunk that came after its fetch gave up (a big chunk on a slow link):
+        #: the next fetch of its topic takes it instead of asking the link for it again
+        self._late: tuple[str, bytes] | None = None
 
     def attach(self, client: mqtt.Client) -> None:
         """The publisher's connection is up: fetch through ``client``."""
@@ -62,7 +65,9 @@ class ChunkFetcher:
         """A chunk arrived (paho's network thread); one not asked for is ignored."""
         with self._lock:
             if topic != self._wanted or self._got is not None:
-                log.debug("package chunk on %s not asked for; ignored", topic)
+                log.debug("package chunk on %s came late or unasked; kept aside", topic)
+                if payload:
+                    self._late = (topic, bytes(payload))
                 return
             self._got = bytes(payload)
         self._arrived.set()
@@ -70,6 +75,9 @@ class ChunkFetcher:
     def fetch(self, topic: str, timeout: float) -> bytes | None:
         """Subscribe to ``topic``, wait up to ``timeout`` s for its retained chunk, unsubscribe."""
         with self._lock:
+            if self._late is not None and self._late[0] == topic:
+                chunk, self._late = self._late[1], None
+                return chunk
             if self._client is None:
                 self._linked.wait(timeout)
             client = self._client

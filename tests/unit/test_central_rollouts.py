@@ -182,3 +182,84 @@ def test_a_rollout_needs_enrolled_boxes_and_numbers_downlinks_after_the_verdicts
     store.review_alert(alert["id"], "refer", "", "dr")
     start(store, archive, keys)
     assert downlinks(store, downlink.KIND_ROLLOUT) == [(*BOXES[0], 2)]
+
+
+def test_the_same_archive_rolled_out_twice_is_cut_the_same_way(store, archive, keys):
+    first = start(store, archive, keys, chunk_kib=64)
+    second = start(store, archive, keys, chunk_kib=128)
+    with store.database.transaction(write=False) as tx:
+        one, two = rollouts.rollout(tx, first), rollouts.rollout(tx, second)
+        stored = b"".join(data for _i, data in rollouts.chunks(tx, one["archive_sha256"]))
+    assert one["chunk_bytes"] == two["chunk_bytes"] == 64 * 1024
+    assert one["chunk_sha256"] == two["chunk_sha256"] and stored == archive.read_bytes()
+
+
+def test_a_newer_rollout_of_the_package_replaces_an_older_one_on_the_way(store, archive, keys):
+    first = start(store, archive, keys, canary=0)
+    second = start(store, archive, keys, canary=0)
+    assert set(boxes(store, first).values()) == {"refused"}
+    with store.database.transaction(write=False) as tx:
+        assert {t["reason"] for t in rollouts.targets(tx, first)} == {"replaced"}
+    assert set(boxes(store, second).values()) == {"sent"}
+    advance(store)
+    assert state(store, first)[0] == "done"
+
+
+def test_a_box_not_offered_anything_cannot_move_itself(store, archive, keys):
+    rollout_id = start(store, archive, keys)
+    event(store, BOXES[1], 1, event="model_kept", reason="trial_passed", rollout=rollout_id)
+    event(store, BOXES[2], 1, event="rollout", step="refused", reason="invalid",
+          rollout=rollout_id)
+    assert boxes(store, rollout_id)[BOXES[1]] == boxes(store, rollout_id)[BOXES[2]] == "waiting"
+    advance(store)
+    assert state(store, rollout_id) == ("active", "")
+
+
+def test_a_box_that_never_answers_times_out_and_lets_the_next_wave_go(store, archive, keys):
+    rollout_id = start(store, archive, keys, canary=0, wave_size=1)
+    with store.database.transaction(write=True) as tx:
+        assert rollouts.advance(tx, NOW + 3600, box_timeout_s=7200) == 0  # still in time
+        assert rollouts.advance(tx, NOW + 7201, box_timeout_s=7200) == 1
+    assert boxes(store, rollout_id) == {BOXES[0]: "timed_out", BOXES[1]: "sent",
+                                        BOXES[2]: "waiting"}
+    store.revoke(*BOXES[1])
+    with store.database.transaction(write=True) as tx:
+        rollouts.advance(tx, NOW + 7202, box_timeout_s=7200)
+    with store.database.transaction(write=False) as tx:
+        second = next(t for t in rollouts.targets(tx, rollout_id)
+                      if (t["clinic"], t["device"]) == BOXES[1])
+    assert (second["step"], second["reason"]) == ("timed_out", "revoked")
+    # the box that was silent installs after all: the hospital hears it
+    event(store, BOXES[0], 1, event="model_installed", rollout=rollout_id)
+    assert boxes(store, rollout_id)[BOXES[0]] == "on_trial"
+
+
+def test_a_stalled_download_is_shown_and_cleared_when_it_moves_on(store, archive, keys):
+    rollout_id = start(store, archive, keys)
+    event(store, BOXES[0], 1, event="rollout", step="downloading", rollout=rollout_id)
+    event(store, BOXES[0], 2, event="rollout", step="downloading", reason="transfer",
+          rollout=rollout_id)
+    with store.database.transaction(write=False) as tx:
+        target = rollouts.targets(tx, rollout_id)[0]
+    assert (target["step"], target["reason"]) == ("downloading", "transfer")
+    event(store, BOXES[0], 3, event="rollout", step="downloaded", rollout=rollout_id)
+    with store.database.transaction(write=False) as tx:
+        target = rollouts.targets(tx, rollout_id)[0]
+    assert (target["step"], target["reason"]) == ("downloaded", "")
+
+
+def test_a_rollback_the_box_did_not_carry_out_leaves_it_installed(store, archive, keys):
+    rollout_id = start(store, archive, keys, canary=0)
+    event(store, BOXES[0], 1, event="model_kept", reason="trial_passed", rollout=rollout_id)
+    with store.database.transaction(write=True) as tx:
+        assert rollouts.rollback(tx, "admin", boxes=[BOXES[0]], now=NOW + 5) == 1
+    event(store, BOXES[0], 2, event="rollout", step="refused", reason="invalid",
+          rollout=rollout_id)
+    assert boxes(store, rollout_id)[BOXES[0]] == "kept"
+
+
+def test_a_package_larger_than_an_offer_carries_is_refused_before_anything(store, archive,
+                                                                            keys, monkeypatch):
+    monkeypatch.setattr(downlink, "MAX_UNPACKED_BYTES", 1000)
+    with pytest.raises(rollouts.RolloutError, match="larger than a rollout carries"):
+        rollouts.check_package(archive, [keys[1]])

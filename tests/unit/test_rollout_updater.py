@@ -13,6 +13,7 @@ import hashlib
 import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from firmware_app.contracts import downlink
 from firmware_app.contracts.egress import EgressRefused, check_message
 from firmware_app.contracts.package_archive import pack
 from firmware_app.models.store import store_for
-from firmware_app.models.updates import Updater
+from firmware_app.models.updates import STALLED_AFTER, OfferClosed, Updater
 from firmware_app.settings.box import Config, from_dict
 from firmware_app.storage import db, hospital_reviews, model_offers
 from tests.model_packages import make_package
@@ -251,3 +252,173 @@ def test_an_offer_whose_chunk_list_does_not_fit_its_size_is_refused_by_the_contr
         downlink.check_rollout({**payload, "chunk_sha256": payload["chunk_sha256"][:-1]})
     with pytest.raises(ValueError):
         downlink.chunk_topic("../../x", 0)
+
+
+def test_a_newer_offer_replaces_one_in_progress_and_the_hospital_is_told(config, archives):
+    chunks = Chunks(archives["1.1.0"])
+    first = keep(config, 1, offer_payload(archives["1.1.0"], chunks, 7))
+    stop = threading.Event()
+    chunks.break_after = 2
+    fetch = chunks.fetch
+
+    def replaced_midway(topic: str, timeout: float) -> bytes | None:
+        got = fetch(topic, timeout)
+        if got is None:  # the link stalls; meanwhile the hospital sends rollout 8
+            newer = Chunks(archives["1.2.0"])
+            conn = db.open_database(config.database_path)
+            try:
+                with db.transaction(conn):
+                    model_offers.add(conn, seq=2, kind=downlink.KIND_ROLLOUT,
+                                     payload=offer_payload(archives["1.2.0"], newer, 8),
+                                     step="offered")
+                    model_offers.finish_older(conn, "clinibox-demo-lesion", 2, "replaced")
+            finally:
+                conn.close()
+        return got
+
+    chunks.fetch = replaced_midway  # type: ignore[method-assign]
+    updater = Updater(config, chunks)
+    with pytest.raises(OfferClosed):
+        updater.handle(first, stop)
+    assert not (config.state_dir / "updates" / f"{chunks.sha}.part").exists()  # dropped
+    updater.report_closed()
+    assert steps(config)[-1] == ("rollout", "refused", 7)
+    assert order(config, 1).reason == "replaced"
+    updater.report_closed()  # told once
+    assert [s for s in steps(config) if s[1] == "refused"] == [("rollout", "refused", 7)]
+
+
+def test_a_rollback_order_is_never_closed_by_a_newer_offer(config, archives):
+    chunks = Chunks(archives["1.1.0"])
+    back = {"schema": 1, "created_at": 1_800_000_000, "rollout": 6,
+            "name": "clinibox-demo-lesion", "version": "1.0.5"}
+    keep(config, 1, back, downlink.KIND_ROLLBACK)
+    conn = db.open_database(config.database_path)
+    try:
+        with db.transaction(conn):
+            model_offers.add(conn, seq=2, kind=downlink.KIND_ROLLOUT,
+                             payload=offer_payload(archives["1.1.0"], chunks), step="offered")
+            assert model_offers.finish_older(conn, "clinibox-demo-lesion", 2, "replaced") == 0
+    finally:
+        conn.close()
+    assert not order(config, 1).done
+
+
+def test_an_order_for_another_package_is_kept_closed_and_reported(config, archives):
+    from firmware_app.telemetry.downlink import DownlinkReceiver
+
+    chunks = Chunks(archives["1.1.0"])
+    receiver = DownlinkReceiver.__new__(DownlinkReceiver)
+    receiver.config, receiver.on_order = config, None
+    conn = db.open_database(config.database_path)
+    try:
+        payload = offer_payload(archives["1.1.0"], chunks, name="another-model")
+        assert receiver._keep_order(conn, 1, downlink.KIND_ROLLOUT, payload, False) == "kept"
+    finally:
+        conn.close()
+    assert order(config, 1).done and steps(config) == []
+    Updater(config, chunks).report_closed()
+    assert steps(config) == [("rollout", "refused", 7)] and chunks.asked == []
+
+
+def test_a_full_disk_refuses_the_offer_and_frees_what_it_wrote(config, archives, monkeypatch):
+    import errno
+    import os
+
+    chunks = Chunks(archives["1.1.0"])
+    offer = keep(config, 1, offer_payload(archives["1.1.0"], chunks))
+    real = os.fsync
+    calls = []
+
+    def full(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", full)
+    Updater(config, chunks).handle(offer, threading.Event())
+    refused = order(config, 1)
+    assert refused.done and refused.reason == "no_space"
+    assert not list((config.state_dir / "updates").glob("*.part"))
+    assert len(chunks.asked) == 3  # not fetched again and again
+
+
+def test_an_unexpected_failure_closes_the_order_and_the_updater_goes_on(config, archives,
+                                                                         monkeypatch):
+    import firmware_app.models.updates as updates
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something nobody foresaw")
+
+    monkeypatch.setattr(updates, "rollback", broken)
+    back = {"schema": 1, "created_at": 1_800_000_000, "rollout": 6,
+            "name": "clinibox-demo-lesion", "version": "1.0.0"}
+    keep(config, 1, back, downlink.KIND_ROLLBACK)
+    stop, wake = threading.Event(), threading.Event()
+    thread = threading.Thread(target=Updater(config, None).run, args=(stop, wake))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not order(config, 1).done and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert thread.is_alive()
+    finally:
+        stop.set()
+        wake.set()
+        thread.join(10)
+    closed = order(config, 1)
+    assert closed.done and closed.reason == "load_failed"
+
+
+def test_an_offer_of_the_version_running_already_is_not_a_failure(config, archives):
+    chunks = Chunks(archives["1.1.0"])
+    Updater(config, chunks).handle(keep(config, 1, offer_payload(archives["1.1.0"], chunks)),
+                                   threading.Event())
+    again = Chunks(archives["1.1.0"])
+    Updater(config, again).handle(
+        keep(config, 2, offer_payload(archives["1.1.0"], again, 8)), threading.Event())
+    assert again.asked == [] and order(config, 2).step == "on_trial"
+    assert steps(config)[-1] == ("rollout", "on_trial", 8)
+
+
+def test_a_stalled_download_is_told_once_and_the_box_keeps_asking(config, archives):
+    chunks = Chunks(archives["1.1.0"])
+    chunks.break_after = 1
+    offer = keep(config, 1, offer_payload(archives["1.1.0"], chunks))
+    stop = threading.Event()
+    misses = []
+    fetch = chunks.fetch
+
+    def stalled(topic: str, timeout: float) -> bytes | None:
+        got = fetch(topic, timeout)
+        if got is None:
+            misses.append(topic)
+            if len(misses) > 2 * STALLED_AFTER:
+                stop.set()
+        return got
+
+    chunks.fetch = stalled  # type: ignore[method-assign]
+    Updater(config, chunks).handle(offer, stop)
+    conn = sqlite3.connect(config.database_path)
+    try:
+        reasons = [json.loads(r[0])["reason"] for r in conn.execute(
+            "SELECT payload FROM outbox WHERE kind = 'event' ORDER BY seq")]
+    finally:
+        conn.close()
+    assert reasons.count("transfer") == 1 and not order(config, 1).done
+
+
+def test_what_an_install_cut_short_left_is_removed(config, archives):
+    import os
+
+    leftover = config.model_store_dir / ".staging-cut"
+    (leftover / "package").mkdir(parents=True)
+    old = 1_700_000_000
+    os.utime(leftover, (old, old))
+    young = config.model_store_dir / ".staging-now"
+    young.mkdir()
+    chunks = Chunks(archives["1.1.0"])
+    Updater(config, chunks).handle(keep(config, 1, offer_payload(archives["1.1.0"], chunks)),
+                                   threading.Event())
+    assert not leftover.exists() and young.exists()  # an install running now is left alone

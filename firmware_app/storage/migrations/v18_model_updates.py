@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS model_offers (
     reason       TEXT NOT NULL DEFAULT '',
     received_at  REAL NOT NULL,
     updated_at   REAL NOT NULL,
-    done         INTEGER NOT NULL DEFAULT 0
+    done         INTEGER NOT NULL DEFAULT 0,
+    reported     INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS model_offers_open ON model_offers(done, seq);
 CREATE TABLE IF NOT EXISTS model_waiting (
