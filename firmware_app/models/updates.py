@@ -345,8 +345,11 @@ class Updater:
         return archive
 
     def _drop(self, offer: ModelOffer) -> None:
-        """Remove the order's download, whole or partial (a rollback order has none)."""
-        if "archive_sha256" not in offer.payload:
+        """Remove the order's download, whole or partial (a rollback order has none; an
+        archive another open order fetches too is kept for it)."""
+        sha = offer.payload.get("archive_sha256")
+        if sha is None or any(o.payload.get("archive_sha256") == sha
+                              for o in self._open() if o.seq != offer.seq):
             return
         for path in (self._part(offer), self._archive(offer)):
             path.unlink(missing_ok=True)

@@ -422,3 +422,27 @@ def test_what_an_install_cut_short_left_is_removed(config, archives):
     Updater(config, chunks).handle(keep(config, 1, offer_payload(archives["1.1.0"], chunks)),
                                    threading.Event())
     assert not leftover.exists() and young.exists()  # an install running now is left alone
+
+
+def test_a_replaced_offer_of_the_same_archive_leaves_its_download_to_the_newer(config,
+                                                                            archives):
+    chunks = Chunks(archives["1.1.0"])
+    keep(config, 1, offer_payload(archives["1.1.0"], chunks, 7))
+    part = config.state_dir / "updates" / f"{chunks.sha}.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(chunks.parts[0] + chunks.parts[1])  # two chunks came for rollout 7
+    conn = db.open_database(config.database_path)
+    try:
+        with db.transaction(conn):  # rollout 8 offers the same archive; 7 is replaced
+            model_offers.add(conn, seq=2, kind=downlink.KIND_ROLLOUT,
+                             payload=offer_payload(archives["1.1.0"], chunks, 8),
+                             step="offered")
+            model_offers.finish_older(conn, "clinibox-demo-lesion", 2, "replaced")
+    finally:
+        conn.close()
+    updater = Updater(config, chunks)
+    updater.report_closed()
+    assert part.stat().st_size == 2 * CHUNK  # kept for rollout 8
+    updater.handle(order(config, 2), threading.Event())
+    assert chunks.asked == list(range(2, len(chunks.parts)))  # it resumed where 7 stood
+    assert store_for(config).read().active == "1.1.0"
