@@ -53,7 +53,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from bench.common import BOX_DEFAULTS, REPO, figure, machine, save
 from firmware_app.contracts import downlink, signing
 from firmware_app.contracts.package_archive import pack
-from tests.box_harness import Box, stop, to_toml
+from tests.box_harness import Box, clinibox, stop, to_toml
 from tests.model_packages import make_package
 from tests.mqtt_broker import Broker, MqttPki, make_mqtt_pki, receiver_settings
 
@@ -267,15 +267,6 @@ def bare_chunks(broker: Broker, pki: MqttPki, sha: str, count: int, *,
 
 
 # -- the hospital -----------------------------------------------------------------------------
-
-def clinibox(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the ``clinibox`` command line; RuntimeError when it fails."""
-    result = subprocess.run([sys.executable, "-m", "firmware_app.cli", *args],
-                            capture_output=True, text=True, cwd=REPO, timeout=300)
-    if result.returncode != 0:
-        raise RuntimeError(f"clinibox {' '.join(args)}:\n{result.stderr[-3000:]}")
-    return result
-
 
 @dataclass
 class Hospital:

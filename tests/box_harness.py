@@ -53,6 +53,35 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def clinibox(*args: str, check: bool = True, stdin: str | None = None,
+             timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the ``clinibox`` command line of this checkout (the hospital's, the model
+    maker's or a box's side); with ``check``, RuntimeError naming its error output when it
+    fails."""
+    result = subprocess.run([sys.executable, "-m", "firmware_app.cli", *args], input=stdin,
+                            capture_output=True, text=True, cwd=REPO, timeout=timeout)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"clinibox {' '.join(args)} failed ({result.returncode}):\n"
+                           f"{result.stderr[-3000:]}")
+    return result
+
+
+def hospital_link(port: int, ca_cert: Path, cert: Path, key: Path, clinic: str, device: str,
+                  keys: Path, **telemetry: object) -> dict[str, dict]:
+    """A box's ``[mqtt]`` and ``[telemetry]`` sections for a hospital on 127.0.0.1:``port``
+    whose keys (``hospital.pub``, ``hospital-signing.pub``) are in ``keys``; quick heartbeats
+    and retries, as the tests want, unless ``telemetry`` says otherwise."""
+    return {
+        "mqtt": {"host": "127.0.0.1", "port": port, "ca_file": str(ca_cert),
+                 "cert_file": str(cert), "key_file": str(key)},
+        "telemetry": {"clinic": clinic, "device": device,
+                      "hospital_key": str(keys / "hospital.pub"),
+                      "hospital_signing_key": str(keys / "hospital-signing.pub"),
+                      "heartbeat_seconds": 2.0, "retry_min_seconds": 0.2,
+                      "retry_max_seconds": 1.0, **telemetry},
+    }
+
+
 # -- dcmtk's clients ---------------------------------------------------------------------------
 
 def storescu(port: int, files: list[Path], *, ae_title: str = "CLINIBOX",

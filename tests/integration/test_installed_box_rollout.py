@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from central.bundle import make_bundle
 from firmware_app.contracts.enrolment import write_bundle
 from firmware_app.contracts.signing import generate_key_pair
-from tests.box_harness import stop
+from tests.box_harness import clinibox, stop
 from tests.canary import write_canary_studies
 from tests.integration.conftest import REPO, echoscu, send_as_modality, to_toml, wait_for
 from tests.integration.test_install_system import installed_root, read_unit, unit_values
@@ -41,10 +41,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 def checkout(*args: str) -> str:
     """``clinibox …`` from this checkout (the hospital's and the model maker's side)."""
-    result = subprocess.run([sys.executable, "-m", "firmware_app.cli", *args],
-                            capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert result.returncode == 0, f"clinibox {' '.join(args)}:\n{result.stderr}"
-    return result.stdout
+    return clinibox(*args).stdout
 
 
 def box_env() -> dict[str, str]:

@@ -35,7 +35,7 @@ import pytest
 
 from firmware_app.contracts import downlink, signing
 from firmware_app.contracts.manifest import sha256_file
-from tests.box_harness import stop
+from tests.box_harness import clinibox, hospital_link, stop
 from tests.canary import write_canary_studies
 from tests.integration.conftest import REPO, Box, send_as_modality, to_toml, wait_for
 from tests.model_packages import DEMO, make_package
@@ -55,15 +55,6 @@ pytestmark = pytest.mark.integration
 
 NAME = "clinibox-demo-lesion"
 BOX_IDS = [("clinic-a", "box-1"), ("clinic-a", "box-2"), ("clinic-b", "box-1")]
-
-
-def clinibox(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the ``clinibox`` command line."""
-    result = subprocess.run([sys.executable, "-m", "firmware_app.cli", *args],
-                            capture_output=True, text=True, cwd=REPO, timeout=300)
-    if check:
-        assert result.returncode == 0, f"clinibox {' '.join(args)}:\n{result.stderr}"
-    return result
 
 
 @dataclass
@@ -182,13 +173,8 @@ def site(tmp_path_factory) -> Iterator[Site]:
         folder = root / f"{clinic}-{device}"
         folder.mkdir()
         box = Box(folder, {
-            "mqtt": {"host": "127.0.0.1", "port": broker.port, "ca_file": str(pki.ca_cert),
-                     "cert_file": str(identity.cert), "key_file": str(identity.key)},
-            "telemetry": {"clinic": clinic, "device": device,
-                          "hospital_key": str(root / "hospital.pub"),
-                          "hospital_signing_key": str(root / "hospital-signing.pub"),
-                          "heartbeat_seconds": 2.0, "retry_min_seconds": 0.2,
-                          "retry_max_seconds": 1.0},
+            **hospital_link(broker.port, pki.ca_cert, identity.cert, identity.key, clinic,
+                            device, root),
             # provisioned for the hospital: its model-signing key only, never the demo key
             "models": {"trusted_keys": [str(root / "model-signing.pub")],
                        "trust_demo_key": False},
