@@ -27,6 +27,12 @@ from tests.integration.conftest import wait_for
 from tests.mqtt_broker import Broker, make_mqtt_pki
 from tests.postgres_server import PostgresServer
 from tests.telemetry_payloads import Box, alert_payload, hospital_keys, summary_payload
+from tests.unit.test_central_rollouts import (  # noqa: F401 - fixtures
+    RolloutContract,
+    archive,
+    enrolled_store,
+    keys,
+)
 from tests.unit.test_central_store import StoreContract
 
 pytestmark = pytest.mark.integration
@@ -50,6 +56,14 @@ def pg_url(postgres):
 
 class TestStoreOnPostgres(StoreContract):
     """The store contract on PostgreSQL."""
+
+    @pytest.fixture
+    def store_url(self, pg_url):
+        return pg_url
+
+
+class TestRolloutsOnPostgres(RolloutContract):
+    """The rollouts on PostgreSQL: the chunks as BYTEA, the advisory locks, RETURNING."""
 
     @pytest.fixture
     def store_url(self, pg_url):
@@ -80,7 +94,8 @@ def test_receivers_starting_together_create_the_schema_once(pg_url):
     assert tables == {"devices", "messages", "alerts", "rejections", "dead_letters",
                       "audit_heads", "schema_version", "clinics", "box_state", "drift_points",
                       "downlinks", "webhook_deliveries", "console_accounts",
-                      "console_sessions", "console_login_failures", "console_audit"}
+                      "console_sessions", "console_login_failures", "console_audit",
+                      "rollouts", "rollout_targets", "rollout_chunks"}
     for store in stores:
         store.close()
 

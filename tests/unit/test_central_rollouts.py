@@ -39,9 +39,10 @@ def archive(tmp_path_factory, keys) -> Path:
     return pack(root, folder / "clinibox-demo-lesion-1.1.0.tar.gz").path
 
 
-@pytest.fixture
-def store(tmp_path) -> Store:
-    s = Store(f"sqlite:///{tmp_path}/central.db")
+@pytest.fixture(name="store")
+def enrolled_store(store_url) -> Store:
+    """The hospital's store with the three boxes enrolled."""
+    s = Store(store_url)
     public = hospital_keys()[1]
     for clinic, device in BOXES:
         s.enrol(clinic, device, Box(clinic, device, public).pem)
@@ -89,177 +90,179 @@ def state(store: Store, rollout_id: int) -> tuple[str, str]:
     return row["state"], row["state_reason"]
 
 
-def test_only_a_package_signed_by_a_trusted_key_is_rolled_out(tmp_path, archive, keys):
-    signing.generate_key_pair(tmp_path / "o.pem", tmp_path / "o.pub")
-    with pytest.raises(rollouts.RolloutError, match="not signed by a key of"):
-        rollouts.check_package(archive, [tmp_path / "o.pub"])
-    with pytest.raises(rollouts.RolloutError, match="trusted_keys"):
-        rollouts.check_package(archive, [])
-    checked = rollouts.check_package(archive, [keys[1]])
-    assert (checked.archive.name, checked.archive.version) == ("clinibox-demo-lesion", "1.1.0")
+class RolloutContract:
+    """The rollout tests; a subclass gives the ``store_url`` (SQLite here, PostgreSQL in
+    ``tests/integration/test_central_postgres.py``)."""
+
+    def test_only_a_package_signed_by_a_trusted_key_is_rolled_out(self, tmp_path, archive, keys):
+        signing.generate_key_pair(tmp_path / "o.pem", tmp_path / "o.pub")
+        with pytest.raises(rollouts.RolloutError, match="not signed by a key of"):
+            rollouts.check_package(archive, [tmp_path / "o.pub"])
+        with pytest.raises(rollouts.RolloutError, match="trusted_keys"):
+            rollouts.check_package(archive, [])
+        checked = rollouts.check_package(archive, [keys[1]])
+        assert (checked.archive.name, checked.archive.version) == ("clinibox-demo-lesion", "1.1.0")
+
+    def test_canary_first_then_the_rest_once_it_runs_the_package(self, store, archive, keys):
+        rollout_id = start(store, archive, keys)
+        assert boxes(store, rollout_id) == {BOXES[0]: "sent", BOXES[1]: "waiting",
+                                            BOXES[2]: "waiting"}
+        (offer,) = downlinks(store, downlink.KIND_ROLLOUT)
+        assert offer == (*BOXES[0], 1)
+        with store.database.transaction(write=False) as tx:
+            (payload,) = tx.execute("SELECT payload FROM downlinks").fetchone()
+        body = json.loads(payload)
+        downlink.check_rollout(body)  # what the box will check, chunk list included
+        with store.database.transaction(write=False) as tx:
+            stored = b"".join(data for _i, data in rollouts.chunks(tx, body["archive_sha256"]))
+        assert stored == archive.read_bytes()
+        assert advance(store) == 0  # the canary has not installed it yet
+        event(store, BOXES[0], 1, event="rollout", step="downloading", rollout=rollout_id)
+        assert advance(store) == 0
+        event(store, BOXES[0], 2, event="model_installed", rollout=rollout_id,
+              model="clinibox-demo-lesion@1.1.0")
+        assert advance(store) == 2
+        assert set(boxes(store, rollout_id).values()) == {"on_trial", "sent"}
+        # a late event never takes a box back
+        event(store, BOXES[0], 3, event="rollout", step="downloaded", rollout=rollout_id)
+        assert boxes(store, rollout_id)[BOXES[0]] == "on_trial"
+        for box in BOXES[1:]:
+            event(store, box, 4, event="model_kept", reason="trial_passed", rollout=rollout_id)
+        event(store, BOXES[0], 5, event="model_kept", reason="trial_passed", rollout=rollout_id)
+        advance(store)
+        assert state(store, rollout_id) == ("done", "")
+
+    def test_a_canary_whose_golden_cases_fail_pauses_the_rollout(self, store, archive, keys):
+        rollout_id = start(store, archive, keys)
+        event(store, BOXES[0], 1, event="model_refused", reason="golden_cases_failed",
+              rollout=rollout_id)
+        advance(store)
+        assert state(store, rollout_id) == ("paused", "canary_failed")
+        assert boxes(store, rollout_id)[BOXES[0]] == "golden_failed"
+        assert advance(store) == 0 and len(downlinks(store, downlink.KIND_ROLLOUT)) == 1
+        with store.database.transaction(write=True) as tx:  # a person looked and goes on
+            assert rollouts.resume(tx, rollout_id, "admin", NOW + 2) == 2
+        assert state(store, rollout_id) == ("active", "")
+
+    def test_pause_on_failure_stops_after_any_wave(self, store, archive, keys):
+        rollout_id = start(store, archive, keys, canary=0, wave_size=2, pause_on_failure=True)
+        assert sorted(b for b, s in boxes(store, rollout_id).items() if s == "sent") == BOXES[:2]
+        event(store, BOXES[1], 1, event="rollout", step="refused", reason="no_space",
+              rollout=rollout_id)
+        advance(store)
+        assert state(store, rollout_id) == ("paused", "failure")
+
+    def test_rollback_sends_an_order_to_each_box_that_has_the_package(self, store, archive, keys):
+        rollout_id = start(store, archive, keys, canary=0)
+        for box in BOXES[:2]:
+            event(store, box, 1, event="model_installed", rollout=rollout_id)
+        event(store, BOXES[2], 1, event="model_refused", reason="signature", rollout=rollout_id)
+        with store.database.transaction(write=True) as tx:
+            assert rollouts.rollback(tx, "admin", boxes=[BOXES[0]], now=NOW + 3) == 1
+        assert downlinks(store, downlink.KIND_ROLLBACK) == [(*BOXES[0], 2)]
+        with store.database.transaction(write=True) as tx:  # the rest: not twice, not the refused
+            assert rollouts.rollback(tx, "admin", rollout_id=rollout_id, now=NOW + 4) == 1
+        assert downlinks(store, downlink.KIND_ROLLBACK) == [(*BOXES[0], 2), (*BOXES[1], 2)]
+        assert state(store, rollout_id) == ("rolled_back", "by_person")
+        event(store, BOXES[1], 3, event="model_rolled_back", reason="hospital", rollout=rollout_id)
+        assert boxes(store, rollout_id)[BOXES[1]] == "rolled_back"
+        with store.database.transaction(write=True) as tx, \
+                pytest.raises(rollouts.RolloutError, match="runs no package"):
+            rollouts.rollback(tx, "admin", boxes=[BOXES[2]])
+
+    def test_a_rollout_needs_enrolled_boxes_and_numbers_downlinks_after_the_verdicts(self,
+            store, archive, keys):
+        package = rollouts.check_package(archive, [keys[1]])
+        with pytest.raises(rollouts.RolloutError, match="not an enrolled box"), \
+                store.database.transaction(write=True) as tx:
+            rollouts.create(tx, package, [("clinic-z", "box-9")], canary=1, wave_size=1,
+                            pause_on_failure=False, chunk_kib=64, by="admin")
+        store.store(Header("clinic-a", "box-1", "alert", 50), alert_payload(), NOW)
+        (alert,) = store.alerts()
+        store.review_alert(alert["id"], "refer", "", "dr")
+        start(store, archive, keys)
+        assert downlinks(store, downlink.KIND_ROLLOUT) == [(*BOXES[0], 2)]
+
+    def test_the_same_archive_rolled_out_twice_is_cut_the_same_way(self, store, archive, keys):
+        first = start(store, archive, keys, chunk_kib=64)
+        second = start(store, archive, keys, chunk_kib=128)
+        with store.database.transaction(write=False) as tx:
+            one, two = rollouts.rollout(tx, first), rollouts.rollout(tx, second)
+            stored = b"".join(data for _i, data in rollouts.chunks(tx, one["archive_sha256"]))
+        assert one["chunk_bytes"] == two["chunk_bytes"] == 64 * 1024
+        assert one["chunk_sha256"] == two["chunk_sha256"] and stored == archive.read_bytes()
+
+    def test_a_newer_rollout_of_the_package_replaces_an_older_one_on_the_way(
+            self, store, archive, keys):
+        first = start(store, archive, keys, canary=0)
+        second = start(store, archive, keys, canary=0)
+        assert set(boxes(store, first).values()) == {"refused"}
+        with store.database.transaction(write=False) as tx:
+            assert {t["reason"] for t in rollouts.targets(tx, first)} == {"replaced"}
+        assert set(boxes(store, second).values()) == {"sent"}
+        advance(store)
+        assert state(store, first)[0] == "done"
+
+    def test_a_box_not_offered_anything_cannot_move_itself(self, store, archive, keys):
+        rollout_id = start(store, archive, keys)
+        event(store, BOXES[1], 1, event="model_kept", reason="trial_passed", rollout=rollout_id)
+        event(store, BOXES[2], 1, event="rollout", step="refused", reason="invalid",
+              rollout=rollout_id)
+        assert boxes(store, rollout_id)[BOXES[1]] == boxes(store, rollout_id)[BOXES[2]] == "waiting"
+        advance(store)
+        assert state(store, rollout_id) == ("active", "")
+
+    def test_a_box_that_never_answers_times_out_and_lets_the_next_wave_go(
+            self, store, archive, keys):
+        rollout_id = start(store, archive, keys, canary=0, wave_size=1)
+        with store.database.transaction(write=True) as tx:
+            assert rollouts.advance(tx, NOW + 3600, box_timeout_s=7200) == 0  # still in time
+            assert rollouts.advance(tx, NOW + 7201, box_timeout_s=7200) == 1
+        assert boxes(store, rollout_id) == {BOXES[0]: "timed_out", BOXES[1]: "sent",
+                                            BOXES[2]: "waiting"}
+        store.revoke(*BOXES[1])
+        with store.database.transaction(write=True) as tx:
+            rollouts.advance(tx, NOW + 7202, box_timeout_s=7200)
+        with store.database.transaction(write=False) as tx:
+            second = next(t for t in rollouts.targets(tx, rollout_id)
+                          if (t["clinic"], t["device"]) == BOXES[1])
+        assert (second["step"], second["reason"]) == ("timed_out", "revoked")
+        # the box that was silent installs after all: the hospital hears it
+        event(store, BOXES[0], 1, event="model_installed", rollout=rollout_id)
+        assert boxes(store, rollout_id)[BOXES[0]] == "on_trial"
+
+    def test_a_stalled_download_is_shown_and_cleared_when_it_moves_on(self, store, archive, keys):
+        rollout_id = start(store, archive, keys)
+        event(store, BOXES[0], 1, event="rollout", step="downloading", rollout=rollout_id)
+        event(store, BOXES[0], 2, event="rollout", step="downloading", reason="transfer",
+              rollout=rollout_id)
+        with store.database.transaction(write=False) as tx:
+            target = rollouts.targets(tx, rollout_id)[0]
+        assert (target["step"], target["reason"]) == ("downloading", "transfer")
+        event(store, BOXES[0], 3, event="rollout", step="downloaded", rollout=rollout_id)
+        with store.database.transaction(write=False) as tx:
+            target = rollouts.targets(tx, rollout_id)[0]
+        assert (target["step"], target["reason"]) == ("downloaded", "")
+
+    def test_a_rollback_the_box_did_not_carry_out_leaves_it_installed(self, store, archive, keys):
+        rollout_id = start(store, archive, keys, canary=0)
+        event(store, BOXES[0], 1, event="model_kept", reason="trial_passed", rollout=rollout_id)
+        with store.database.transaction(write=True) as tx:
+            assert rollouts.rollback(tx, "admin", boxes=[BOXES[0]], now=NOW + 5) == 1
+        event(store, BOXES[0], 2, event="rollout", step="refused", reason="invalid",
+              rollout=rollout_id)
+        assert boxes(store, rollout_id)[BOXES[0]] == "kept"
+
+    def test_a_package_larger_than_an_offer_carries_is_refused_before_anything(self, store, archive,
+                                                                                keys, monkeypatch):
+        monkeypatch.setattr(downlink, "MAX_UNPACKED_BYTES", 1000)
+        with pytest.raises(rollouts.RolloutError, match="larger than a rollout carries"):
+            rollouts.check_package(archive, [keys[1]])
 
 
-def test_canary_first_then_the_rest_once_it_runs_the_package(store, archive, keys):
-    rollout_id = start(store, archive, keys)
-    assert boxes(store, rollout_id) == {BOXES[0]: "sent", BOXES[1]: "waiting",
-                                        BOXES[2]: "waiting"}
-    (offer,) = downlinks(store, downlink.KIND_ROLLOUT)
-    assert offer == (*BOXES[0], 1)
-    with store.database.transaction(write=False) as tx:
-        (payload,) = tx.execute("SELECT payload FROM downlinks").fetchone()
-    body = json.loads(payload)
-    downlink.check_rollout(body)  # what the box will check, chunk list included
-    with store.database.transaction(write=False) as tx:
-        stored = b"".join(data for _i, data in rollouts.chunks(tx, body["archive_sha256"]))
-    assert stored == archive.read_bytes()
-    assert advance(store) == 0  # the canary has not installed it yet
-    event(store, BOXES[0], 1, event="rollout", step="downloading", rollout=rollout_id)
-    assert advance(store) == 0
-    event(store, BOXES[0], 2, event="model_installed", rollout=rollout_id,
-          model="clinibox-demo-lesion@1.1.0")
-    assert advance(store) == 2
-    assert set(boxes(store, rollout_id).values()) == {"on_trial", "sent"}
-    # a late event never takes a box back
-    event(store, BOXES[0], 3, event="rollout", step="downloaded", rollout=rollout_id)
-    assert boxes(store, rollout_id)[BOXES[0]] == "on_trial"
-    for box in BOXES[1:]:
-        event(store, box, 4, event="model_kept", reason="trial_passed", rollout=rollout_id)
-    event(store, BOXES[0], 5, event="model_kept", reason="trial_passed", rollout=rollout_id)
-    advance(store)
-    assert state(store, rollout_id) == ("done", "")
+class TestRolloutsOnSqlite(RolloutContract):
+    """The rollout tests on SQLite."""
 
-
-def test_a_canary_whose_golden_cases_fail_pauses_the_rollout(store, archive, keys):
-    rollout_id = start(store, archive, keys)
-    event(store, BOXES[0], 1, event="model_refused", reason="golden_cases_failed",
-          rollout=rollout_id)
-    advance(store)
-    assert state(store, rollout_id) == ("paused", "canary_failed")
-    assert boxes(store, rollout_id)[BOXES[0]] == "golden_failed"
-    assert advance(store) == 0 and len(downlinks(store, downlink.KIND_ROLLOUT)) == 1
-    with store.database.transaction(write=True) as tx:  # a person looked and goes on
-        assert rollouts.resume(tx, rollout_id, "admin", NOW + 2) == 2
-    assert state(store, rollout_id) == ("active", "")
-
-
-def test_pause_on_failure_stops_after_any_wave(store, archive, keys):
-    rollout_id = start(store, archive, keys, canary=0, wave_size=2, pause_on_failure=True)
-    assert sorted(b for b, s in boxes(store, rollout_id).items() if s == "sent") == BOXES[:2]
-    event(store, BOXES[1], 1, event="rollout", step="refused", reason="no_space",
-          rollout=rollout_id)
-    advance(store)
-    assert state(store, rollout_id) == ("paused", "failure")
-
-
-def test_rollback_sends_an_order_to_each_box_that_has_the_package(store, archive, keys):
-    rollout_id = start(store, archive, keys, canary=0)
-    for box in BOXES[:2]:
-        event(store, box, 1, event="model_installed", rollout=rollout_id)
-    event(store, BOXES[2], 1, event="model_refused", reason="signature", rollout=rollout_id)
-    with store.database.transaction(write=True) as tx:
-        assert rollouts.rollback(tx, "admin", boxes=[BOXES[0]], now=NOW + 3) == 1
-    assert downlinks(store, downlink.KIND_ROLLBACK) == [(*BOXES[0], 2)]
-    with store.database.transaction(write=True) as tx:  # the rest: not twice, not the refused
-        assert rollouts.rollback(tx, "admin", rollout_id=rollout_id, now=NOW + 4) == 1
-    assert downlinks(store, downlink.KIND_ROLLBACK) == [(*BOXES[0], 2), (*BOXES[1], 2)]
-    assert state(store, rollout_id) == ("rolled_back", "by_person")
-    event(store, BOXES[1], 3, event="model_rolled_back", reason="hospital", rollout=rollout_id)
-    assert boxes(store, rollout_id)[BOXES[1]] == "rolled_back"
-    with store.database.transaction(write=True) as tx, \
-            pytest.raises(rollouts.RolloutError, match="runs no package"):
-        rollouts.rollback(tx, "admin", boxes=[BOXES[2]])
-
-
-def test_a_rollout_needs_enrolled_boxes_and_numbers_downlinks_after_the_verdicts(
-        store, archive, keys):
-    package = rollouts.check_package(archive, [keys[1]])
-    with pytest.raises(rollouts.RolloutError, match="not an enrolled box"), \
-            store.database.transaction(write=True) as tx:
-        rollouts.create(tx, package, [("clinic-z", "box-9")], canary=1, wave_size=1,
-                        pause_on_failure=False, chunk_kib=64, by="admin")
-    store.store(Header("clinic-a", "box-1", "alert", 50), alert_payload(), NOW)
-    (alert,) = store.alerts()
-    store.review_alert(alert["id"], "refer", "", "dr")
-    start(store, archive, keys)
-    assert downlinks(store, downlink.KIND_ROLLOUT) == [(*BOXES[0], 2)]
-
-
-def test_the_same_archive_rolled_out_twice_is_cut_the_same_way(store, archive, keys):
-    first = start(store, archive, keys, chunk_kib=64)
-    second = start(store, archive, keys, chunk_kib=128)
-    with store.database.transaction(write=False) as tx:
-        one, two = rollouts.rollout(tx, first), rollouts.rollout(tx, second)
-        stored = b"".join(data for _i, data in rollouts.chunks(tx, one["archive_sha256"]))
-    assert one["chunk_bytes"] == two["chunk_bytes"] == 64 * 1024
-    assert one["chunk_sha256"] == two["chunk_sha256"] and stored == archive.read_bytes()
-
-
-def test_a_newer_rollout_of_the_package_replaces_an_older_one_on_the_way(store, archive, keys):
-    first = start(store, archive, keys, canary=0)
-    second = start(store, archive, keys, canary=0)
-    assert set(boxes(store, first).values()) == {"refused"}
-    with store.database.transaction(write=False) as tx:
-        assert {t["reason"] for t in rollouts.targets(tx, first)} == {"replaced"}
-    assert set(boxes(store, second).values()) == {"sent"}
-    advance(store)
-    assert state(store, first)[0] == "done"
-
-
-def test_a_box_not_offered_anything_cannot_move_itself(store, archive, keys):
-    rollout_id = start(store, archive, keys)
-    event(store, BOXES[1], 1, event="model_kept", reason="trial_passed", rollout=rollout_id)
-    event(store, BOXES[2], 1, event="rollout", step="refused", reason="invalid",
-          rollout=rollout_id)
-    assert boxes(store, rollout_id)[BOXES[1]] == boxes(store, rollout_id)[BOXES[2]] == "waiting"
-    advance(store)
-    assert state(store, rollout_id) == ("active", "")
-
-
-def test_a_box_that_never_answers_times_out_and_lets_the_next_wave_go(store, archive, keys):
-    rollout_id = start(store, archive, keys, canary=0, wave_size=1)
-    with store.database.transaction(write=True) as tx:
-        assert rollouts.advance(tx, NOW + 3600, box_timeout_s=7200) == 0  # still in time
-        assert rollouts.advance(tx, NOW + 7201, box_timeout_s=7200) == 1
-    assert boxes(store, rollout_id) == {BOXES[0]: "timed_out", BOXES[1]: "sent",
-                                        BOXES[2]: "waiting"}
-    store.revoke(*BOXES[1])
-    with store.database.transaction(write=True) as tx:
-        rollouts.advance(tx, NOW + 7202, box_timeout_s=7200)
-    with store.database.transaction(write=False) as tx:
-        second = next(t for t in rollouts.targets(tx, rollout_id)
-                      if (t["clinic"], t["device"]) == BOXES[1])
-    assert (second["step"], second["reason"]) == ("timed_out", "revoked")
-    # the box that was silent installs after all: the hospital hears it
-    event(store, BOXES[0], 1, event="model_installed", rollout=rollout_id)
-    assert boxes(store, rollout_id)[BOXES[0]] == "on_trial"
-
-
-def test_a_stalled_download_is_shown_and_cleared_when_it_moves_on(store, archive, keys):
-    rollout_id = start(store, archive, keys)
-    event(store, BOXES[0], 1, event="rollout", step="downloading", rollout=rollout_id)
-    event(store, BOXES[0], 2, event="rollout", step="downloading", reason="transfer",
-          rollout=rollout_id)
-    with store.database.transaction(write=False) as tx:
-        target = rollouts.targets(tx, rollout_id)[0]
-    assert (target["step"], target["reason"]) == ("downloading", "transfer")
-    event(store, BOXES[0], 3, event="rollout", step="downloaded", rollout=rollout_id)
-    with store.database.transaction(write=False) as tx:
-        target = rollouts.targets(tx, rollout_id)[0]
-    assert (target["step"], target["reason"]) == ("downloaded", "")
-
-
-def test_a_rollback_the_box_did_not_carry_out_leaves_it_installed(store, archive, keys):
-    rollout_id = start(store, archive, keys, canary=0)
-    event(store, BOXES[0], 1, event="model_kept", reason="trial_passed", rollout=rollout_id)
-    with store.database.transaction(write=True) as tx:
-        assert rollouts.rollback(tx, "admin", boxes=[BOXES[0]], now=NOW + 5) == 1
-    event(store, BOXES[0], 2, event="rollout", step="refused", reason="invalid",
-          rollout=rollout_id)
-    assert boxes(store, rollout_id)[BOXES[0]] == "kept"
-
-
-def test_a_package_larger_than_an_offer_carries_is_refused_before_anything(store, archive,
-                                                                            keys, monkeypatch):
-    monkeypatch.setattr(downlink, "MAX_UNPACKED_BYTES", 1000)
-    with pytest.raises(rollouts.RolloutError, match="larger than a rollout carries"):
-        rollouts.check_package(archive, [keys[1]])
+    @pytest.fixture
+    def store_url(self, tmp_path) -> str:
+        return f"sqlite:///{tmp_path}/central.db"
