@@ -76,8 +76,6 @@ WAITING = "waiting"
 _RANK = {step: rank for rank, step in enumerate(
     (WAITING, *IN_PROGRESS_STEPS, "timed_out", *INSTALLED_STEPS, "refused", "golden_failed",
      "rolled_back"))}
-#: Steps of a box still on its way (a newer rollout of the package replaces them).
-_OPEN_STEPS = (WAITING, *IN_PROGRESS_STEPS)
 #: How long a box may take from its offer to an answer (installed or failed) by default.
 DEFAULT_BOX_TIMEOUT_S = 72 * 3600.0
 #: Serialises ``advance`` across the hospital's receivers (PostgreSQL).
@@ -186,12 +184,6 @@ def create(tx: Transaction, package: CheckedPackage, boxes: list[tuple[str, str]
          archive.unpacked_bytes, size, json.dumps(hashes), package.signer, int(canary),
          int(wave_size), int(pause_on_failure), ACTIVE, by, now, now)).fetchone()
     rollout_id = int(row[0])
-    for clinic, device in boxes:  # the box closes an older offer of the package: say so here
-        tx.execute("UPDATE rollout_targets SET step = 'refused', reason = 'replaced',"
-                   " updated_at = ? WHERE clinic = ? AND device = ? AND rollout_id IN"
-                   " (SELECT id FROM rollouts WHERE name = ? AND state IN (?, ?)) AND step IN"
-                   f" ({', '.join('?' * len(_OPEN_STEPS))})",
-                   (now, clinic, device, archive.name, ACTIVE, PAUSED, *_OPEN_STEPS))
     for (clinic, device), wave in zip(boxes, _waves(boxes, canary, wave_size), strict=True):
         tx.execute("INSERT INTO rollout_targets (rollout_id, clinic, device, wave, updated_at)"
                    " VALUES (?, ?, ?, ?, ?)", (rollout_id, clinic, device, wave, now))

@@ -125,6 +125,12 @@ def fill(ds: Dataset, n: int, canaries: CanarySet) -> None:
                          *times.values()]
     for value in dates.values():
         canaries.strings += [value, f"{value[:4]}-{value[4:6]}-{value[6:]}"]
+    # the source file's own dates (pydicom's, e.g. 20040826) become this file's first canary
+    # date too: one of them, shifted back by the export, could land on another file's canary
+    # (2003-05-16 is 468 days before 2004-08-26) and be taken for a leak
+    for element in ds.iterall():
+        if element.VR == "DA" and element.value and str(element.value) not in dates.values():
+            element.value = dates[DATE_ATTRIBUTES[0]]
 
 
 def write_canary_study(folder: Path) -> CanaryStudy:

@@ -61,13 +61,21 @@ class InstallResult:
     removed: list[str]
 
 
-def _running_model_id(config: Config) -> str:
-    """The id of the package the box runs: one it finds and may run (its signature by a
-    trusted key, its files intact), else ""."""
+def _runnable_root(config: Config) -> Path | None:
+    """The folder of the package the box runs: one it finds and may run (its signature by
+    a trusted key, its files intact), else None (a box waiting for a model)."""
     try:
-        return load_package(resolve_package_root(config), config.trusted_key_paths).model_id
+        root = resolve_package_root(config)
+        load_package(root, config.trusted_key_paths)
     except PackageError:
-        return ""
+        return None
+    return root
+
+
+def _running_model_id(config: Config) -> str:
+    """The id of the package the box runs (see :func:`_runnable_root`), else ""."""
+    root = _runnable_root(config)
+    return manifest_model_id(root) if root is not None else ""
 
 
 def report_event(config: Config, event: str, reason: str, subject: str = "", *,
@@ -172,10 +180,9 @@ def _install(config: Config, source, reason: str, rollout: int,
                             "installed packages can run")
     store = store_for(config)
     store.clean_leftovers()  # what an install cut short by a power cut left
-    try:
-        running_root: Path | None = resolve_package_root(config)
-    except PackageError:  # nothing of this name yet: the box's first package of [models] name
-        running_root = None
+    # what runs now, kept as the previous package only if the box may run it: a refused
+    # package (the demo's on a hospital's box) is nothing to go back to
+    running_root = _runnable_root(config)
     running_id = manifest_model_id(running_root) if running_root is not None else ""
     staging, staged = store.stage(source)
     verified = ""
@@ -198,10 +205,12 @@ def _install(config: Config, source, reason: str, rollout: int,
 
     def switch(state: StoreState) -> list[str]:
         _check(config, package, state)  # again, under the lock
-        if not state.active and running_root is not None and running_root.resolve(
-                ) != store.package_root(package.version).resolve():
-            store.adopt(running_root, running_root.name)  # keep what ran until now
-        previous = state.active or (running_root.name if running_root is not None else "")
+        previous = ""
+        if running_root is not None:
+            if not state.active and running_root.resolve() != store.package_root(
+                    package.version).resolve():
+                store.adopt(running_root, running_root.name)  # keep what ran until now
+            previous = running_root.name
         store.place(staged, package.version)
         state.previous, state.active = previous, package.version
         if not state.floor or version_key(package.version) > version_key(state.floor):

@@ -7,14 +7,15 @@ they trust only the hospital's model-signing key, so the bundled demo package is
 each comes up **waiting for a model**. The packages are copies of the demo package signed by a
 maker's key, then by the hospital (``clinibox model sign``), in the one archive format.
 
-1. The boxes wait: they answer C-ECHO, hold what they receive, say so and tell the hospital.
-2. A rollout of 1.1.0 to the three boxes, box-1 the canary: box-1 is killed (SIGKILL)
+1. The boxes wait: they answer C-ECHO, hold what they receive, say so and tell the hospital;
+   a rollout of 1.1.0 gives each its first model, and box-1 analyses what it held.
+2. A rollout of 1.2.0 to the three boxes, box-1 the canary: box-1 is killed (SIGKILL)
    mid-transfer and resumes; the broker goes down while the second wave downloads; every box
-   ends on 1.1.0 and analyses what it held and what arrived during the install.
-3. A 1.2.0 whose golden cases fail on box-3's runtime (its only ONNX artifact is blind; box-1
+   ends on 1.2.0 and analyses what arrived during the install.
+3. A rollback of that rollout returns the three boxes to 1.1.0.
+4. A 1.3.0 whose golden cases fail on box-3's runtime (its only ONNX artifact is blind; box-1
    and box-2 run OpenVINO, which has the package's OpenVINO IR too): box-3, the canary, keeps
-   1.1.0 and the rollout pauses; a person resumes it and the others take 1.2.0.
-4. A rollback of that rollout returns box-1 and box-2 to 1.1.0.
+   1.1.0 and the rollout pauses; a person resumes it and the others take 1.3.0.
 5. Hostile and broken updates, each refused and reported, nothing lost: a package below the
    floor, one signed by a key the boxes do not trust, a tampered chunk, a replayed offer, a
    forged one, and a box gone bad writing chunks or downlinks.
@@ -197,22 +198,22 @@ def site(tmp_path_factory) -> Iterator[Site]:
         box.start()
     made = root / "packages"
     archives = {}
-    for version in ("1.1.0", "1.1.5", "1.4.0"):
+    for version in ("1.1.0", "1.2.0", "1.2.5", "1.5.0"):
         folder = maker_package(made / "maker", version, root / "maker.pem")
         archives[version] = root / f"{NAME}-{version}.tar.gz"
         clinibox("model", "sign", str(folder), "--key", str(root / "model-signing.pem"),
                  "--trust", str(root / "maker.pub"), "--out", str(made / f"signed-{version}"),
                  "--archive", str(archives[version]))
-    blind = blind_on_onnxruntime(made / "maker", "1.2.0", root / "maker.pem")
-    archives["1.2.0"] = root / f"{NAME}-1.2.0.tar.gz"
-    clinibox("model", "sign", str(blind), "--key", str(root / "model-signing.pem"), "--trust",
-             str(root / "maker.pub"), "--out", str(made / "signed-1.2.0"), "--archive",
-             str(archives["1.2.0"]))
-    rogue = maker_package(made / "maker", "1.3.0", root / "maker.pem")
+    blind = blind_on_onnxruntime(made / "maker", "1.3.0", root / "maker.pem")
     archives["1.3.0"] = root / f"{NAME}-1.3.0.tar.gz"
-    clinibox("model", "sign", str(rogue), "--key", str(root / "rogue.pem"), "--trust",
+    clinibox("model", "sign", str(blind), "--key", str(root / "model-signing.pem"), "--trust",
              str(root / "maker.pub"), "--out", str(made / "signed-1.3.0"), "--archive",
              str(archives["1.3.0"]))
+    rogue = maker_package(made / "maker", "1.4.0", root / "maker.pem")
+    archives["1.4.0"] = root / f"{NAME}-1.4.0.tar.gz"
+    clinibox("model", "sign", str(rogue), "--key", str(root / "rogue.pem"), "--trust",
+             str(root / "maker.pub"), "--out", str(made / "signed-1.4.0"), "--archive",
+             str(archives["1.4.0"]))
     yield Site(root, pki, broker, config, boxes, auditor, receiver, archives)
     auditor.close()
     for box in boxes:
@@ -227,8 +228,7 @@ def studies(tmp_path_factory):
     return write_canary_studies(tmp_path_factory.mktemp("studies"), 4, lesion=True)
 
 
-def test_boxes_without_a_model_wait_hold_what_they_receive_and_tell_the_hospital(site,
-                                                                                  studies):
+def test_boxes_without_a_model_wait_hold_what_they_receive_until_the_rollout(site, studies):
     for box in site.boxes:
         status = box.cli_json("status")
         assert status["model_waiting"]["reason"] == "signature", status["model_waiting"]
@@ -245,23 +245,35 @@ def test_boxes_without_a_model_wait_hold_what_they_receive_and_tell_the_hospital
         "SELECT clinic, device FROM box_state WHERE last_event = 'model_unavailable' AND"
         " last_event_reason = 'signature' AND waiting_for_model = 'signature'")) == set(BOX_IDS),
         60, "the hospital to be told")
+    # the first rollout gives each box its first model; box-1 analyses what it held
+    rollout = site.rollout(site.archives["1.1.0"], 0, 1, 2)
+    wait_for(lambda: all(active(box) == "1.1.0" for box in site.boxes), 300,
+             "every box to install 1.1.0")
+    site.boxes[0].wait_idle(1)
+    assert analysed(site.boxes[0]) == 1
+    wait_for(lambda: site.rollout_row(rollout)["state"] == "done", 60, "the rollout to finish")
+    wait_for(lambda: all(box.cli_json("status")["model_waiting"] is None for box in site.boxes),
+             120, "every box to run its model")
+    wait_for(lambda: site.rows("SELECT COUNT(*) FROM box_state WHERE waiting_for_model IS NULL"
+                               " AND model = ?", (f"{NAME}@1.1.0",))[0][0] == 3, 30,
+             "the hospital to see every box run 1.1.0")
 
 
 def test_a_rollout_survives_a_kill_and_a_broker_outage_and_every_box_takes_it(site, studies):
     box1, box2, box3 = site.boxes
-    archive = site.archives["1.1.0"]
+    archive = site.archives["1.2.0"]
     rollout = site.rollout(archive, 0, 1, 2)
     assert site.step(rollout, 1) == "waiting"  # box-2 waits for the canary
     # box-1, the canary, is killed in the middle of the transfer and resumes
     wait_for(lambda: part_size(box1) > 3 * 65536, 60, "box-1's download to start")
-    box1.kill9()
+    box1.kill9()  # 1.1.0 was on trial: it is kept (nothing verified came before it)
     cut = part_size(box1)
     assert 0 < cut < archive.stat().st_size
     box1.start()
-    wait_for(lambda: active(box1) == "1.1.0", 180, "box-1 to install 1.1.0")
+    wait_for(lambda: active(box1) == "1.2.0", 180, "box-1 to install 1.2.0")
+    assert json.loads((box1.state / "models" / NAME / "state.json").read_text())[
+        "previous"] == "1.1.0"
     assert "resuming at chunk" in box1.log.read_text()
-    box1.wait_idle(1)  # what it held while waiting is analysed
-    assert analysed(box1) == 1
     # the second wave: the broker goes down while it downloads; an image arrives meanwhile
     wait_for(lambda: part_size(box2) > 65536 or part_size(box3) > 65536, 120,
              "the second wave's downloads to start")
@@ -270,25 +282,30 @@ def test_a_rollout_survives_a_kill_and_a_broker_outage_and_every_box_takes_it(si
     site.broker.start()
     sent, _ = send_as_modality(box2.port, studies.files[1:2])
     assert sent == 1
-    wait_for(lambda: active(box2) == active(box3) == "1.1.0", 240, "boxes 2 and 3 to install")
-    box2.wait_idle(1)
+    wait_for(lambda: active(box2) == active(box3) == "1.2.0", 240, "boxes 2 and 3 to install")
+    box2.wait_idle(1)  # analysed by whichever model ran when it was taken
     assert analysed(box2) == 1
     wait_for(lambda: site.rollout_row(rollout)["state"] == "done", 60, "the rollout to finish")
     row = site.rollout_row(rollout)
     assert {b["step"] for b in row["boxes"]} == {"on_trial"}, row["boxes"]
     for box in site.boxes:
-        assert [o["step"] for o in orders(box)] == ["on_trial"]
-        status = box.cli_json("status")
-        assert status["model_waiting"] is None
-    wait_for(lambda: site.rows("SELECT COUNT(*) FROM box_state WHERE waiting_for_model IS NULL"
-                               " AND model = ?", (f"{NAME}@1.1.0",))[0][0] == 3, 30,
-             "the hospital to see every box run 1.1.0")
+        assert [o["step"] for o in orders(box)] == ["on_trial", "on_trial"]
+
+
+def test_a_rollback_returns_the_three_boxes_to_the_version_they_ran_before(site):
+    rollout = json.loads(site.central("rollouts", "--json").stdout)[0]["id"]  # newest first
+    out = site.central("rollback", "--rollout", str(rollout)).stdout
+    assert "rollback sent to 3 boxes" in out
+    wait_for(lambda: all(active(box) == "1.1.0" for box in site.boxes), 180, "the rollback")
+    wait_for(lambda: {site.step(rollout, i) for i in range(3)} == {"rolled_back"}, 60,
+             "the hospital to hear of it")
+    assert site.rollout_row(rollout)["state"] == "rolled_back"
 
 
 def test_a_package_failing_on_one_boxs_runtime_pauses_at_that_canary_then_goes_on(site,
                                                                                    studies):
     box1, box2, box3 = site.boxes
-    rollout = site.rollout(site.archives["1.2.0"], 2, 0, 1)
+    rollout = site.rollout(site.archives["1.3.0"], 2, 0, 1)
     wait_for(lambda: site.step(rollout, 2) == "golden_failed", 240,
              "box-3's golden cases to fail")
     wait_for(lambda: site.rollout_row(rollout)["state"] == "paused", 30, "the pause")
@@ -299,35 +316,24 @@ def test_a_package_failing_on_one_boxs_runtime_pauses_at_that_canary_then_goes_o
     assert sent == 1
     box3.wait_idle(1)  # box-3 keeps analysing with the model it had
     site.central("rollouts", "--resume", str(rollout))
-    wait_for(lambda: active(box1) == active(box2) == "1.2.0", 300, "boxes 1 and 2 on 1.2.0")
+    wait_for(lambda: active(box1) == active(box2) == "1.3.0", 300, "boxes 1 and 2 on 1.3.0")
     assert active(box3) == "1.1.0"
-
-
-def test_a_rollback_returns_the_boxes_to_the_version_they_ran_before(site):
-    box1, box2, box3 = site.boxes
-    rollout = json.loads(site.central("rollouts", "--json").stdout)[0]["id"]  # newest first
-    out = site.central("rollback", "--rollout", str(rollout)).stdout
-    assert "rollback sent to 2 boxes" in out
-    wait_for(lambda: active(box1) == active(box2) == "1.1.0", 180, "the rollback")
-    wait_for(lambda: site.step(rollout, 0) == site.step(rollout, 1) == "rolled_back", 60,
-             "the hospital to hear of it")
-    assert site.step(rollout, 2) == "golden_failed" and active(box3) == "1.1.0"
 
 
 def test_hostile_and_broken_updates_are_refused_reported_and_lose_nothing(site):
     box1, box2, box3 = site.boxes
-    # below the floor (box-1 installed 1.2.0 before the rollback): refused before a byte
-    older = site.rollout(site.archives["1.1.5"], 0)
+    # below the floor (box-1 runs 1.3.0): refused before a byte
+    older = site.rollout(site.archives["1.2.5"], 0)
     wait_for(lambda: site.step(older, 0) == "refused", 60, "the floor's refusal")
     assert orders(box1)[-1]["reason"] == "older_version" and part_size(box1) == 0
     # signed by a key the boxes do not trust: fetched, then refused by the install's check
-    rogue = site.rollout(site.archives["1.3.0"], 1)
+    rogue = site.rollout(site.archives["1.4.0"], 1)
     wait_for(lambda: site.step(rogue, 1) == "refused", 120, "the signature's refusal")
-    assert orders(box2)[-1]["reason"] == "signature" and active(box2) == "1.1.0"
-    # a tampered chunk: box-3 is away while the hospital offers 1.4.0; a forger overwrites
+    assert orders(box2)[-1]["reason"] == "signature" and active(box2) == "1.3.0"
+    # a tampered chunk: box-3 is away while the hospital offers 1.5.0; a forger overwrites
     # the first chunk on the broker; box-3 comes back, asks three times, refuses
     box3.stop()
-    tampered = site.rollout(site.archives["1.4.0"], 2)
+    tampered = site.rollout(site.archives["1.5.0"], 2)
     sha = site.rollout_row(tampered)["archive_sha256"]
     wait_for(lambda: any(m.topic == downlink.chunk_topic(sha, 0)
                          for m in site.auditor.messages()), 60, "the chunks on the broker")
@@ -358,7 +364,7 @@ def test_hostile_and_broken_updates_are_refused_reported_and_lose_nothing(site):
         wait_for(lambda: box2.db_rows("SELECT COUNT(*) FROM events WHERE code = ?",
                                       ("downlink_bad-signature",))[0][0] == 1, 30,
                  "the forged offer's refusal")
-        assert orders(box2) == before and active(box2) == "1.1.0"
+        assert orders(box2) == before and active(box2) == "1.3.0"
     finally:
         close(forger)
     # a box gone bad may neither write chunks nor downlinks

@@ -196,12 +196,16 @@ class RolloutContract:
             self, store, archive, keys):
         first = start(store, archive, keys, canary=0)
         second = start(store, archive, keys, canary=0)
-        assert set(boxes(store, first).values()) == {"refused"}
+        assert set(boxes(store, first).values()) == set(boxes(store, second).values()) == {
+            "sent"}
+        # each box closes the older offer as it keeps the newer one, and says so
+        for seq, box in enumerate(BOXES, 1):
+            event(store, box, seq, event="rollout", step="refused", reason="replaced",
+                  rollout=first)
         with store.database.transaction(write=False) as tx:
             assert {t["reason"] for t in rollouts.targets(tx, first)} == {"replaced"}
-        assert set(boxes(store, second).values()) == {"sent"}
         advance(store)
-        assert state(store, first)[0] == "done"
+        assert state(store, first)[0] == "done" and state(store, second)[0] == "active"
 
     def test_a_box_not_offered_anything_cannot_move_itself(self, store, archive, keys):
         rollout_id = start(store, archive, keys)

@@ -446,3 +446,21 @@ def test_a_replaced_offer_of_the_same_archive_leaves_its_download_to_the_newer(c
     updater.handle(order(config, 2), threading.Event())
     assert chunks.asked == list(range(2, len(chunks.parts)))  # it resumed where 7 stood
     assert store_for(config).read().active == "1.1.0"
+
+
+def test_a_refused_package_is_never_kept_as_the_one_to_go_back_to(tmp_path):
+    from firmware_app.contracts import signing
+    from firmware_app.models.install import UpdateRefused, install, rollback
+
+    signing.generate_key_pair(tmp_path / "h.pem", tmp_path / "h.pub")
+    hospital_box = from_dict({"storage": {"state_dir": str(tmp_path / "state")},
+                              "runtime": {"backend": "onnxruntime", "precision": "fp32"},
+                              "models": {"trusted_keys": [str(tmp_path / "h.pub")],
+                                         "trust_demo_key": False}})
+    package = make_package(tmp_path / "p", "1.1.0", key=tmp_path / "h.pem")
+    install(hospital_box, package)  # the bundled demo package is refused here: not kept
+    state = store_for(hospital_box).read()
+    assert (state.active, state.previous) == ("1.1.0", "")
+    assert not store_for(hospital_box).package_root("1.0.0").exists()
+    with pytest.raises(UpdateRefused, match="no previous model package"):
+        rollback(hospital_box, "worker_crashed")
