@@ -31,7 +31,8 @@ from firmware_app.errors import EXIT_OK, EXIT_USAGE, CliniboxError, run_command
 log = logging.getLogger("clinibox.central")
 
 
-def _open_store(config: config_module.CentralConfig) -> Store:
+def open_store(config: config_module.CentralConfig) -> Store:
+    """The hospital's store as ``config`` describes it; CliniboxError when it cannot open."""
     try:
         return Store(config.database.url, health=config.health,
                      webhook=bool(config.notify.url), public_url=config.web.public_url)
@@ -53,7 +54,7 @@ def cmd_serve(args: argparse.Namespace, config: config_module.CentralConfig) -> 
     except (OSError, ValueError) as exc:
         raise CliniboxError(f"[keys] hospital_key: cannot load {config.keys.hospital_key}: {exc}",
                             exit_status=EXIT_USAGE) from exc
-    store = _open_store(config)
+    store = open_store(config)
     stop = threading.Event()
 
     def _stop(signum: int, _frame: Any) -> None:
@@ -199,7 +200,7 @@ def cmd_enrol(args: argparse.Namespace, config: config_module.CentralConfig) -> 
     except (OSError, UnicodeDecodeError) as exc:
         raise CliniboxError(f"cannot read the device key {args.key}: {exc}",
                             exit_status=EXIT_USAGE) from exc
-    store = _open_store(config)
+    store = open_store(config)
     try:
         record = store.enrol(args.clinic, args.device, pem, replace=args.replace)
     except ValueError as exc:
@@ -218,7 +219,7 @@ def cmd_enrol_code(args: argparse.Namespace, config: config_module.CentralConfig
     except EnrolmentError as exc:
         raise CliniboxError(str(exc), exit_status=EXIT_USAGE) from exc
     try:
-        record = _open_store(config).enrol(code.clinic, code.device, code.public_key_pem,
+        record = open_store(config).enrol(code.clinic, code.device, code.public_key_pem,
                                            replace=args.replace)
     except ValueError as exc:
         raise CliniboxError(f"{exc}", exit_status=EXIT_USAGE) from exc
@@ -248,7 +249,7 @@ def cmd_bundle(args: argparse.Namespace, config: config_module.CentralConfig) ->
 def cmd_revoke(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
     """Refuse a device's messages from now on."""
     where = f"{args.clinic}/{args.device}"
-    if not _open_store(config).revoke(args.clinic, args.device):
+    if not open_store(config).revoke(args.clinic, args.device):
         raise CliniboxError(f"device {where!r} is not enrolled")
     print(f"revoked {where}: its messages will be refused")
     return EXIT_OK
@@ -258,7 +259,7 @@ def cmd_report(args: argparse.Namespace, config: config_module.CentralConfig) ->
     """Print the per-device health report."""
     from central.report import build_report, render_table
 
-    rows = build_report(_open_store(config), config.health, time.time())
+    rows = build_report(open_store(config), config.health, time.time())
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -270,7 +271,7 @@ def cmd_alerts(args: argparse.Namespace, config: config_module.CentralConfig) ->
     """List alerts, newest first."""
     from central.report import format_time
 
-    alerts = _open_store(config).alerts(waiting=args.waiting, limit=args.limit)
+    alerts = open_store(config).alerts(waiting=args.waiting, limit=args.limit)
     if args.json:
         print(json.dumps(alerts, indent=2))
         return EXIT_OK
@@ -300,7 +301,7 @@ def cmd_review(args: argparse.Namespace, config: config_module.CentralConfig) ->
     except ReviewError as exc:
         raise CliniboxError(str(exc), exit_status=EXIT_USAGE) from exc
     account = args.account or f"cli:{getpass.getuser()}"
-    store = _open_store(config)
+    store = open_store(config)
     unknown = sorted(set(args.ids) - store.existing_alert_ids(args.ids))
     done = 0
     for alert_id in sorted(set(args.ids) - set(unknown)):
@@ -316,7 +317,7 @@ def cmd_review(args: argparse.Namespace, config: config_module.CentralConfig) ->
 
 def cmd_clinic(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
     """Name a clinic and its county, or list the named clinics."""
-    store = _open_store(config)
+    store = open_store(config)
     if args.action == "set":
         if not args.clinic:
             raise CliniboxError("clinic set needs CLINIC", exit_status=EXIT_USAGE)
@@ -342,7 +343,7 @@ def cmd_dead_letters(args: argparse.Namespace, config: config_module.CentralConf
     """List the refused messages kept with their bytes, newest first; save one's bytes."""
     from central.report import format_time
 
-    store = _open_store(config)
+    store = open_store(config)
     if args.save is not None:
         letter_id, out = args.save
         data = store.dead_letter_bytes(int(letter_id)) if letter_id.isdigit() else None
@@ -380,7 +381,7 @@ def cmd_audit_heads(args: argparse.Namespace, config: config_module.CentralConfi
     from central.audit_witness import ALARMS, witness_document
     from central.report import format_time
 
-    store = _open_store(config)
+    store = open_store(config)
     where = _device_arg(args.device) if args.device else None
     if args.witness_file:
         if where is None:

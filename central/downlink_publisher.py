@@ -241,9 +241,6 @@ class DownlinkPublisher:
         while the rollout may still be fetched (active or paused), cleared once per connection
         for a week after it finished; how many chunks were published."""
         now = time.time() if now is None else now
-        with self._db.transaction(write=True) as tx:
-            rollouts.advance(tx, now,
-                             box_timeout_s=self.config.rollouts.box_timeout_hours * 3600)
         with self._db.transaction(write=False) as tx:
             rows = tx.execute(
                 "SELECT archive_sha256, MAX(CASE WHEN state IN (?, ?) THEN 1 ELSE 0 END),"
@@ -287,6 +284,9 @@ class DownlinkPublisher:
             while not stop.is_set():
                 if self.connected.is_set():
                     try:
+                        with self._db.transaction(write=True) as tx:
+                            rollouts.advance(tx, box_timeout_s=(
+                                self.config.rollouts.box_timeout_hours * 3600))
                         self.publish_packages()
                         self.publish_due()
                     except StoreError as exc:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from central import rollouts
+from central.cli import open_store
 from central.config import CentralConfig
 from central.store import Store
 from firmware_app.contracts.package_archive import pack
@@ -56,7 +57,7 @@ def checked_package(path: Path, config: CentralConfig, folder: Path) -> rollouts
 
 def cmd_rollout(args: argparse.Namespace, config: CentralConfig) -> int:
     """Start a rollout of a hospital-signed package to boxes."""
-    store = Store(config.database.url, health=config.health)
+    store = open_store(config)
     boxes = list(args.to or [])
     if args.group:
         found = group_boxes(store, args.group)
@@ -89,7 +90,7 @@ def _actor(args: argparse.Namespace) -> str:
 
 def cmd_rollouts(args: argparse.Namespace, config: CentralConfig) -> int:
     """List the rollouts (or one, with its boxes); hold or resume one."""
-    store = Store(config.database.url, health=config.health)
+    store = open_store(config)
     with store.database.transaction(write=True) as tx:
         if args.hold:
             rollouts.pause(tx, args.hold, _actor(args))
@@ -129,7 +130,7 @@ def cmd_rollback(args: argparse.Namespace, config: CentralConfig) -> int:
     if not args.to and not args.rollout:
         raise CliniboxError("rollback needs --to CLINIC/BOX or --rollout ID",
                             exit_status=EXIT_USAGE)
-    store = Store(config.database.url, health=config.health)
+    store = open_store(config)
     with store.database.transaction(write=True) as tx:
         sent = rollouts.rollback(tx, _actor(args), rollout_id=args.rollout,
                                  boxes=args.to or ())

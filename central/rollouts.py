@@ -193,12 +193,6 @@ def create(tx: Transaction, package: CheckedPackage, boxes: list[tuple[str, str]
     return rollout_id
 
 
-def _offer_checked(row: dict[str, Any], now: float) -> dict[str, Any]:
-    try:
-        return _offer_payload(row, now)
-    except EgressRefused as exc:
-        raise RolloutError(f"rollout {row['id']} cannot be offered: {exc}") from exc
-
 
 def rollout(tx: Transaction, rollout_id: int) -> dict[str, Any] | None:
     """One rollout's row with its boxes counted by step, or None."""
@@ -246,7 +240,10 @@ def _offer_payload(row: dict[str, Any], now: float) -> dict[str, Any]:
                "archive_bytes": int(row["archive_bytes"]),
                "unpacked_bytes": int(row["unpacked_bytes"]),
                "chunk_bytes": int(row["chunk_bytes"]), "chunk_sha256": list(row["chunk_sha256"])}
-    downlink.check_rollout(payload)
+    try:
+        downlink.check_rollout(payload)
+    except EgressRefused as exc:
+        raise RolloutError(f"rollout {row['id']} cannot be offered: {exc}") from exc
     return payload
 
 
@@ -299,7 +296,7 @@ def _advance_one(tx: Transaction, row: dict[str, Any], now: float) -> int:
     if any(b["wave"] < wave and b["step"] not in INSTALLED_STEPS + FAILED_STEPS
            for b in boxes):
         return 0  # the wave before is still on its way
-    payload = _offer_checked(row, now)
+    payload = _offer_payload(row, now)
     count = 0
     for box in (b for b in waiting if b["wave"] == wave):
         seq = queue_downlink(tx, box["clinic"], box["device"], downlink.KIND_ROLLOUT, payload,

@@ -124,11 +124,6 @@ def default_out(source: Path, name: str, version: str) -> Path:
     return Path(source).resolve().parent / f"{name}-{version}-signed"
 
 
-def _unpack(archive: Path, into: Path) -> Path:
-    """Unpack a checked archive; return the folder holding its manifest."""
-    return unpack(archive, into)
-
-
 def _write_folder(root: Path, manifest: dict[str, Any], out: Path) -> None:
     """Copy the package in ``root`` to ``out`` with ``manifest``; ``out`` appears whole."""
     if out.exists():
@@ -160,7 +155,7 @@ def sign_package(source: Path, key: Path, trusted: list[Path], *, out: Path | No
         if source.is_dir():
             root = source
         elif source.is_file() and source.name.endswith(_ARCHIVES):
-            root = _unpack(source, work / "package")
+            root = unpack(source, work / "package")
         else:
             raise PackageError(f"{source} is neither a package folder nor a .tar.gz of one")
         links = [p for p in root.rglob("*") if p.is_symlink()]

@@ -39,6 +39,7 @@ import shutil
 import sqlite3
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Protocol
 
@@ -132,48 +133,35 @@ class Updater:
     def report_closed(self) -> None:
         """Tell the hospital of each order closed without the updater: refused on arrival
         (another package, too late) or replaced by a newer one (its download dropped)."""
-        conn = db.connect(self.config.database_path)
-        try:
+        with self._database() as conn:
             closed = model_offers.unreported(conn)
-        finally:
-            conn.close()
         for offer in closed:
             self._drop(offer)
             report_event(self.config, "rollout", offer.reason or "invalid", offer.model_id,
                          rollout=offer.rollout, step="refused",
                          note=f"rollout {offer.rollout} of {offer.model_id}: refused "
                               f"({offer.reason})")
-            conn = db.connect(self.config.database_path)
-            try:
-                with db.transaction(conn):
-                    model_offers.mark_reported(conn, offer.seq)
-            finally:
-                conn.close()
+            with self._database() as conn, db.transaction(conn):
+                model_offers.mark_reported(conn, offer.seq)
+
+    def _database(self) -> closing[sqlite3.Connection]:
+        """A connection of its own to the box's database, closed after the ``with``."""
+        return closing(db.connect(self.config.database_path))
 
     def _open(self) -> list[ModelOffer]:
-        conn = db.connect(self.config.database_path)
-        try:
+        with self._database() as conn:
             return model_offers.open_offers(conn)
-        finally:
-            conn.close()
 
     def _current(self, seq: int) -> ModelOffer | None:
-        conn = db.connect(self.config.database_path)
-        try:
+        with self._database() as conn:
             return model_offers.get(conn, seq)
-        finally:
-            conn.close()
 
     def _step(self, offer: ModelOffer, step: str, *, reason: str = "", done: bool = False,
               report: bool = True) -> None:
         """Record ``step`` for ``offer`` and tell the hospital (a ``rollout`` event);
         OfferClosed when a newer order closed it meanwhile (nothing recorded or told)."""
-        conn = db.connect(self.config.database_path)
-        try:
-            with db.transaction(conn):
-                written = model_offers.set_step(conn, offer.seq, step, reason=reason, done=done)
-        finally:
-            conn.close()
+        with self._database() as conn, db.transaction(conn):
+            written = model_offers.set_step(conn, offer.seq, step, reason=reason, done=done)
         if not written:
             raise OfferClosed(f"order {offer.seq} was closed")
         if report:
