@@ -123,15 +123,18 @@ def test_a_provisioned_box_waits_for_its_model_and_the_rollout_brings_it(tmp_pat
                 stdout=output, stderr=subprocess.STDOUT, cwd=tmp_path)
         state = box / "var" / "lib" / "clinibox" / "clinibox.db"
 
-        def instances() -> list[str]:
+        def instances() -> list[str] | None:
+            """The held instances' statuses; None until the box has made its database."""
             if service.poll() is not None:
                 pytest.fail(f"clinibox serve exited {service.returncode}:\n"
                             f"{log.read_text()[-4000:]}")
             if not state.exists():
-                return []
+                return None
             conn = sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=30)
             try:
                 return [r[0] for r in conn.execute("SELECT status FROM instances")]
+            except sqlite3.OperationalError:  # the file exists, its migrations still run
+                return None
             finally:
                 conn.close()
 
