@@ -27,6 +27,10 @@ __all__ = [
     "DicomOutboxState",
     "ImportOutcome",
     "InstanceStatus",
+    "LiveHint",
+    "LiveKept",
+    "LiveRequest",
+    "LiveState",
     "OutboxState",
     "Role",
     "Verdict",
@@ -141,3 +145,63 @@ class ImportOutcome(Word):
 def skipped(why: str) -> str:
     """The stored outcome of a file not taken, with why: ``skipped: <why>``."""
     return f"{ImportOutcome.SKIPPED.value}: {why}"
+
+
+class LiveState(Word):
+    """Where a bedside live source stands (``firmware_app/live/``), as its page shows it."""
+
+    STARTING = "starting"
+    """The live process is opening the source and loading the model."""
+    RUNNING = "running"
+    """Frames arrive and are analysed."""
+    DISCONNECTED = "disconnected"
+    """The source cannot be opened or went away (a capture card unplugged, a stream gone);
+    the box tries again."""
+    STALLED = "stalled"
+    """The source is open but no frame came for ``[live] stall_seconds``."""
+    NO_SIGNAL = "no_signal"
+    """Frames arrive but show nothing (the machine's output off, a card's blank screen)."""
+    FROZEN = "frozen"
+    """The picture has not changed for ``[live] frozen_seconds`` (the machine's freeze)."""
+    NO_CONTACT = "no_contact"
+    """The picture is too dark to read: the probe is not on the skin."""
+    REFUSED = "refused"
+    """The stream was refused: its frames are larger than ``[live] max_megapixels`` or it
+    cannot be decoded."""
+    DECODER_FAILED = "decoder_failed"
+    """The live process ended (a decoder crash, its memory bound reached); restarted."""
+    NO_MODEL = "no_model"
+    """No model the box runs reads this source's modality."""
+    STOPPED = "stopped"
+    """Live mode is stopped (the service stopping)."""
+
+
+class LiveHint(Word):
+    """The plain hint a live frame carries for the sonographer."""
+
+    NONE = "none"
+    """Nothing to say."""
+    HOLD_HERE = "hold_here"
+    """A possible lesion, held for ``[live] hold_frames`` analysed frames: hold the probe."""
+    OUTSIDE_VALIDATED_RANGE = "outside_validated_range"
+    """The picture lies outside what the model was validated on: no finding is shown."""
+    NOT_ASSESSABLE = "not_assessable"
+    """The picture's quality allows no judgement (too dark, blank, saturated)."""
+
+
+class LiveRequest(Word):
+    """What a sonographer asked of an open live session (``live_requests``)."""
+
+    KEY_FRAME = "key_frame"
+    """Keep the frame shown now."""
+    CLIP = "clip"
+    """Keep the last ``[live] clip_seconds`` as a multi-frame clip."""
+
+
+class LiveKept(Word):
+    """What a live session kept (``live_kept``)."""
+
+    KEY_FRAME = "key_frame"
+    """The frame where a lesion was best seen (or the frame asked for)."""
+    CLIP = "clip"
+    """A short multi-frame clip."""

@@ -21,6 +21,13 @@ from firmware_app.contracts.dicom_outputs import DICOM_OUTPUTS, default_outputs,
 from firmware_app.contracts.egress import IDENTITY
 from firmware_app.contracts.manifest import DEMO_MODEL_NAME
 from firmware_app.i18n import N_
+from firmware_app.settings.live import (
+    SOURCES_DOC,
+    LiveConfig,
+    LiveSource,
+    check_sources,
+    describe_source_example,
+)
 from firmware_app.settings.loader import (
     ConfigError,
     coerce,
@@ -487,6 +494,7 @@ class Config:
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     pacs: PacsConfig = field(default_factory=PacsConfig)
+    live: LiveConfig = field(default_factory=LiveConfig)
 
     # -- derived paths -------------------------------------------------
     @property
@@ -614,7 +622,7 @@ def from_dict(data: dict[str, Any]) -> Config:
     """Build a validated Config from parsed TOML; raise ConfigError naming the key."""
     data = dict(data)
     tables: dict[tuple[str, str], Any] = {}
-    for section, key in (("pacs", "destinations"), ("routing", "rules")):
+    for section, key in (("pacs", "destinations"), ("routing", "rules"), ("live", "sources")):
         values = data.get(section)
         if isinstance(values, dict) and key in values:
             values = dict(values)
@@ -623,6 +631,9 @@ def from_dict(data: dict[str, Any]) -> Config:
     config = load_sections(data, Config)
     config.pacs.destinations = load_destinations(tables.get(("pacs", "destinations"), []))
     config.routing.rules = load_rules(tables.get(("routing", "rules"), []))
+    config.live.sources = _load_tables(tables.get(("live", "sources"), []), LiveSource,
+                                       "live.sources", ("name", "url"))
+    check_sources(config.live.sources)
     _check_cross_field(config)
     return config
 
@@ -725,11 +736,13 @@ def describe_defaults() -> str:
     """
     text = describe_sections(
         Config(), "# clinibox configuration: every key is optional; shown with its default.")
-    for doc, key in ((_DESTINATIONS_DOC, "destinations"), (_RULES_DOC, "rules")):
+    for doc, key in ((_DESTINATIONS_DOC, "destinations"), (_RULES_DOC, "rules"),
+                     (SOURCES_DOC, "sources")):
         entry = f"# {doc}\n{key} = []\n"
         assert entry in text, f"describe_sections renders {key} as documented"
         text = text.replace(entry, "", 1)
-    return text + "\n" + describe_destination_example() + "\n\n" + describe_rule_example()
+    return (text + "\n" + describe_destination_example() + "\n\n" + describe_rule_example()
+            + "\n\n" + describe_source_example())
 
 
 def describe_rule_example() -> str:

@@ -325,6 +325,49 @@ CREATE TABLE IF NOT EXISTS model_waiting (
     since   REAL NOT NULL
 );
 
+-- Bedside live sessions (v19): one open session per live source at most (``ended_at``
+-- NULL), a sonographer's requests to it (``kind``: a contracts.statuses.LiveRequest word;
+-- ``outcome`` what the live process did), and what each session kept: key frames and clips
+-- (``kind``: a LiveKept word) landed in the spool as instance ``instance_id``
+-- (storage/live_sessions.py).
+CREATE TABLE IF NOT EXISTS live_sessions (
+    id            INTEGER PRIMARY KEY,
+    source        TEXT NOT NULL,
+    study_uid     TEXT NOT NULL,
+    series_uid    TEXT NOT NULL,
+    patient_name  TEXT NOT NULL DEFAULT '',
+    patient_id    TEXT NOT NULL DEFAULT '',
+    birth_date    TEXT NOT NULL DEFAULT '',
+    sex           TEXT NOT NULL DEFAULT '',
+    from_study    TEXT NOT NULL DEFAULT '',
+    started_by    TEXT NOT NULL,
+    started_at    REAL NOT NULL,
+    ended_at      REAL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS live_sessions_open ON live_sessions(source)
+    WHERE ended_at IS NULL;
+CREATE TABLE IF NOT EXISTS live_requests (
+    id            INTEGER PRIMARY KEY,
+    session       INTEGER NOT NULL REFERENCES live_sessions(id),
+    kind          TEXT NOT NULL,
+    requested_by  TEXT NOT NULL,
+    requested_at  REAL NOT NULL,
+    done_at       REAL,
+    outcome       TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS live_requests_open ON live_requests(session, done_at);
+CREATE TABLE IF NOT EXISTS live_kept (
+    id            INTEGER PRIMARY KEY,
+    session       INTEGER NOT NULL REFERENCES live_sessions(id),
+    kind          TEXT NOT NULL,
+    instance_id   INTEGER NOT NULL,
+    sop_uid       TEXT NOT NULL,
+    frames        INTEGER NOT NULL,
+    score         REAL,
+    kept_at       REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS live_kept_session ON live_kept(session);
+
 -- The access audit trail (v9): append-only rows in a hash chain, its anchor, the triggers
 -- that refuse changes (storage/audit_schema.py, storage/audit.py).
 """.replace("{alerted_studies}", ALERTED_STUDIES_TABLE.strip()) + AUDIT_SCHEMA

@@ -677,6 +677,18 @@ def check_v18(conn) -> None:
     conn.execute("DELETE FROM hospital_reviews")
     conn.execute("DELETE FROM model_offers")
 
+def check_v19(conn) -> None:
+    """v19: live sessions, their requests and what they kept have tables of their own, empty
+    after the upgrade; one session at most is open per source."""
+    for table in ("live_sessions", "live_requests", "live_kept"):
+        assert conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0
+    row = {"source": "us-1", "study_uid": "1.2", "series_uid": "1.2.1", "started_by": "nurse",
+           "started_at": 1.0}
+    insert(conn, "live_sessions", id=1, **row)
+    with pytest.raises(sqlite3.IntegrityError):
+        insert(conn, "live_sessions", id=2, **row)
+    conn.execute("DELETE FROM live_sessions")
+
 #: migration N: rows written at schema N-1, and what N promises about them after the ladder
 ROWS: dict[int, tuple[Callable[[sqlite3.Connection], None],
                       Callable[[sqlite3.Connection], None]]] = {
@@ -686,7 +698,7 @@ ROWS: dict[int, tuple[Callable[[sqlite3.Connection], None],
     11: (seed_v10, check_v11), 12: (seed_v11, check_v12), 13: (seed_v12, check_v13),
     14: (seed_v13, check_v14),
     15: (seed_v14, check_v15), 16: (seed_v15, check_v16), 17: (seed_v15, check_v17),
-    18: (seed_v15, check_v18),
+    18: (seed_v15, check_v18), 19: (seed_v15, check_v19),
 }
 
 

@@ -1,0 +1,153 @@
+"""The ``[live]`` section and its ``[[live.sources]]`` tables: bedside live video.
+
+Each source is one video input a clinic's ultrasound or endoscope feeds: a V4L2 capture
+card (``/dev/videoN``), a network stream (``rtsp://``, ``udp://`` MPEG-TS, ``http://``
+MJPEG) or a video file (``file://`` or a path: demonstrations and tests). The box reads it
+with PyAV (FFmpeg) in a process of its own per source (``firmware_app/live/``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from firmware_app.settings.loader import in_range, one_of, setting
+
+#: a source's name: it names its folder and its page (``/live/<name>``)
+_SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+#: the URL schemes a source may use (``file`` and a bare path: a video file)
+SOURCE_SCHEMES = ("file", "rtsp", "rtsps", "udp", "rtp", "http", "https")
+#: V4L2 pixel formats a capture card may be asked for ('' lets the card choose)
+PIXEL_FORMATS = ("", "mjpeg", "yuyv422", "nv12")
+
+
+def _source_name(value: Any) -> str | None:
+    """1-32 lower-case letters, digits or dashes, a letter or digit first."""
+    if not _SOURCE_NAME.match(value):
+        return ("must be 1-32 lower-case letters, digits or dashes (a letter or digit first), "
+                f"got {value!r}")
+    return None
+
+
+def _source_url(value: Any) -> str | None:
+    """a V4L2 device (/dev/videoN), a path, or a URL of a scheme in SOURCE_SCHEMES."""
+    if not value:
+        return "must name a device, a file or a stream URL"
+    if value.startswith("/"):
+        return None
+    scheme = urlsplit(value).scheme.lower()
+    if scheme not in SOURCE_SCHEMES:
+        return (f"must be /dev/videoN, a path, or a URL of {', '.join(SOURCE_SCHEMES)}; "
+                f"got {value!r}")
+    return None
+
+
+def _video_size(value: Any) -> str | None:
+    """'' or WIDTHxHEIGHT."""
+    if value and not re.fullmatch(r"[1-9][0-9]{1,4}x[1-9][0-9]{1,4}", value):
+        return f"must be WIDTHxHEIGHT (e.g. 1280x720) or empty, got {value!r}"
+    return None
+
+
+@dataclass
+class LiveSource:
+    """One live video source and what reads it."""
+
+    name: str = setting(_source_name, "a name for its page and its folder (unique)", "us-1")
+    url: str = setting(_source_url, "/dev/videoN (a capture card), a video file, or "
+                       "rtsp://, udp:// (MPEG-TS), http:// (MJPEG) stream", "/dev/video0")
+    label: str = setting(doc="what the tablet calls it (e.g. the room's ultrasound)", default="")
+    modality: str = setting(doc="what the picture shows, in DICOM words: US (ultrasound) or "
+                            "ES (endoscopy)", default="US")
+    model: str = setting(doc="the package that reads it; empty: the routing rules decide by "
+                         "modality, as for a pushed image", default="")
+    video_size: str = setting(_video_size, "capture cards: the size to ask for (WIDTHxHEIGHT); "
+                              "empty lets the card choose", "")
+    framerate: int = setting(in_range(0, 240), "capture cards: frames a second to ask for; 0 "
+                             "lets the card choose", 0)
+    pixel_format: str = setting(one_of(*PIXEL_FORMATS), "capture cards: the pixel format to "
+                                "ask for (mjpeg, yuyv422, nv12); empty lets the card choose",
+                                "")
+    region_x: int = setting(in_range(0, 16384), "the image area on the captured screen: its "
+                            "left edge in pixels (the machine's menus left out)", 0)
+    region_y: int = setting(in_range(0, 16384), "the image area: its top edge", 0)
+    region_width: int = setting(in_range(0, 16384), "the image area: its width; 0 takes the "
+                                "whole frame", 0)
+    region_height: int = setting(in_range(0, 16384), "the image area: its height; 0 takes the "
+                                 "whole frame", 0)
+    mm_per_pixel: float = setting(in_range(0, 10), "the image area's scale (mm a pixel, as the "
+                                  "machine's depth scale shows it); 0: sizes are not "
+                                  "measured in mm", 0.0)
+    loop: bool = setting(doc="video files: start again at the end (demonstrations)",
+                         default=False)
+
+    @property
+    def kind(self) -> str:
+        """``v4l2``, ``file`` or ``stream``."""
+        if self.url.startswith("/dev/video"):
+            return "v4l2"
+        if self.url.startswith("/") or urlsplit(self.url).scheme.lower() == "file":
+            return "file"
+        return "stream"
+
+    @property
+    def region(self) -> tuple[int, int, int, int] | None:
+        """(x, y, width, height) of the image area, or None for the whole frame."""
+        if self.region_width and self.region_height:
+            return (self.region_x, self.region_y, self.region_width, self.region_height)
+        return None
+
+
+#: the documentation line of ``[live] sources`` (shown as a commented example table)
+SOURCES_DOC = ("the sources: one [[live.sources]] table each; none by default (live mode is "
+               "off)")
+
+
+@dataclass
+class LiveConfig:
+    """Bedside live mode: lesion hints on an ultrasound's or endoscope's live video."""
+
+    hold_frames: int = setting(in_range(1, 100), "a lesion seen on this many analysed frames "
+                               "in a row is shown, and the hint says to hold the probe", 3)
+    max_fps: float = setting(in_range(1, 120), "the most frames a second analysed (newest "
+                             "first: a frame not taken in time is dropped)", 30.0)
+    ring_seconds: float = setting(in_range(1, 60), "seconds of frames the page may step back "
+                                  "through", 10.0)
+    clip_seconds: float = setting(in_range(1, 30), "seconds a clip keeps (at most)", 5.0)
+    stall_seconds: float = setting(in_range(0.5, 600), "no frame for this long: the source is "
+                                   "stalled, and opened again", 3.0)
+    frozen_seconds: float = setting(in_range(0.5, 600), "an unchanging picture for this long "
+                                    "is frozen: nothing is analysed until it moves", 2.0)
+    max_megapixels: float = setting(in_range(0.1, 40), "largest frame decoded (megapixels); a "
+                                    "stream claiming more is refused before decoding", 8.3)
+    memory_mb: int = setting(in_range(256, 65536), "address space a source's live process "
+                             "may take (its decoder's bound)", 4096)
+    jpeg_quality: int = setting(in_range(30, 95), "quality of the frames the page shows", 80)
+    key_frames_per_session: int = setting(in_range(0, 1000), "most key frames a session keeps "
+                                          "by itself (the requested ones besides)", 20)
+    sources: list[LiveSource] = setting(doc=SOURCES_DOC, factory=list)
+
+
+def check_sources(sources: list[LiveSource]) -> None:
+    """Normalise the sources' modalities (upper case)."""
+    for source in sources:
+        source.modality = source.modality.strip().upper()
+
+
+def describe_source_example() -> str:
+    """A commented ``[[live.sources]]`` table with every key (the example config's end)."""
+    import dataclasses
+
+    from firmware_app.settings.loader import toml_value
+
+    lines = ["# Live sources: none by default (live mode is off). One table per video input",
+             "# (name and url are required):",
+             "# [[live.sources]]"]
+    example = LiveSource(name="us-1", url="/dev/video0", label="Ultrasound, room 1",
+                         video_size="1280x720", framerate=30, pixel_format="mjpeg")
+    for spec in dataclasses.fields(example):
+        lines.append(f"# # {spec.metadata.get('doc', '')}")
+        lines.append(f"# {spec.name} = {toml_value(getattr(example, spec.name))}")
+    return "\n".join(lines)

@@ -1,0 +1,139 @@
+"""The live frames a source's live process shows the viewer: files on a tmpfs.
+
+The live process (``firmware_app/live/``) writes, for each analysed frame, the frame as a
+JPEG (``frames/<seq>.jpg``) and then the source's state (``state.json``, replaced
+atomically): where the source stands, and the last ``[live] ring_seconds`` of frames with
+their overlays, oldest first. The viewer (``web/views_live.py``) only reads them. They live
+under ``$CLINIBOX_RUNTIME_DIR/live`` (the units set ``/run/clinibox``: a tmpfs, so 15 frames
+a second do not wear the box's flash), else ``<state_dir>/live``; nothing there outlives a
+reboot, and nothing is kept there for a patient (a session keeps DICOM through the spool).
+
+``state.json``::
+
+    {"format": 1, "source": "us-1", "label": "...", "modality": "US", "pid": 123,
+     "wall": 1790000000.0,           # time.time() of this write
+     "state": "running", "detail": {...},   # contracts.statuses.LiveState and its values
+     "width": 1280, "height": 720, "region": [x, y, w, h], "mm_per_pixel": 0.1 | null,
+     "fps": 15.2, "analysed": 1234, "dropped": 56, "hint": "hold_here",
+     "session": {"id": 3, "kept": 2} | null,
+     "frames": [{"seq": 17, "arrived": 12.345,  # time.monotonic() when the frame arrived
+                 "hint": "none", "quality": ["too_dark"],
+                 "lesions": [{"track": 4, "box": [x0, y0, x1, y1], "score": 0.81,
+                              "long_axis_mm": 12.5 | null, "long_axis_px": 40.2,
+                              "held": 5}]}, ...]}
+
+Boxes are in the frame's own pixels (the whole captured frame, not the region).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+#: the state file's format number (a reader refuses another)
+FORMAT = 1
+STATE_FILE = "state.json"
+FRAMES_DIR = "frames"
+#: a source's name, as ``[[live.sources]] name`` allows it
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+
+
+def live_root(state_dir: Path) -> Path:
+    """Where the live sources' folders are: ``$CLINIBOX_RUNTIME_DIR/live`` or the state
+    folder's ``live``."""
+    runtime = os.environ.get("CLINIBOX_RUNTIME_DIR", "")
+    return (Path(runtime) if runtime else Path(state_dir)) / "live"
+
+
+def source_dir(root: Path, source: str) -> Path:
+    """A source's folder; ValueError for a name no source may have (a path in disguise)."""
+    if not _NAME.match(source):
+        raise ValueError(f"not a live source name: {source!r}")
+    return root / source
+
+
+class FrameWriter:
+    """Write one source's frames and state (the live process's side)."""
+
+    def __init__(self, root: Path, source: str, ring_seconds: float) -> None:
+        self.folder = source_dir(root, source)
+        self.frames = self.folder / FRAMES_DIR
+        self.frames.mkdir(parents=True, exist_ok=True, mode=0o750)
+        self.ring_seconds = ring_seconds
+        self.ring: list[dict[str, Any]] = []
+        for old in self.frames.glob("*.jpg"):  # a previous process's frames
+            old.unlink(missing_ok=True)
+
+    def publish(self, seq: int, jpeg: bytes, entry: dict[str, Any],
+                state: dict[str, Any]) -> None:
+        """Add frame ``seq`` (its JPEG and overlay ``entry``), drop frames older than the
+        ring, then replace the state (``state`` without ``frames``)."""
+        _replace(self.frames / f"{seq}.jpg", jpeg)
+        self.ring.append({**entry, "seq": seq})
+        newest = float(entry["arrived"])
+        while self.ring and newest - float(self.ring[0]["arrived"]) > self.ring_seconds:
+            gone = self.ring.pop(0)
+            (self.frames / f"{gone['seq']}.jpg").unlink(missing_ok=True)
+        self.write_state(state)
+
+    def write_state(self, state: dict[str, Any]) -> None:
+        """Replace the state file (the ring of frames added)."""
+        body = {"format": FORMAT, "wall": time.time(), "pid": os.getpid(), **state,
+                "frames": self.ring}
+        _replace(self.folder / STATE_FILE, json.dumps(body, separators=(",", ":")).encode())
+
+
+def write_stopped(root: Path, source: str, state: str, detail: dict[str, Any]) -> None:
+    """The service's word on a source whose live process is not running (it ended, or
+    live mode stops): the state without frames."""
+    folder = source_dir(root, source)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o750)
+    body = {"format": FORMAT, "wall": time.time(), "pid": 0, "source": source,
+            "state": state, "detail": detail, "frames": []}
+    _replace(folder / STATE_FILE, json.dumps(body).encode())
+
+
+def read_state(root: Path, source: str) -> dict[str, Any] | None:
+    """A source's state as its live process last wrote it; None when there is none (or it
+    cannot be read: a torn or foreign file)."""
+    try:
+        body = json.loads((source_dir(root, source) / STATE_FILE).read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(body, dict) or body.get("format") != FORMAT:
+        return None
+    return body
+
+
+def state_version(root: Path, source: str) -> int:
+    """The state file's modification time in ns (0 when absent): a cheap change signal."""
+    try:
+        return (source_dir(root, source) / STATE_FILE).stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def frame_bytes(root: Path, source: str, seq: int) -> bytes | None:
+    """Frame ``seq``'s JPEG, or None when it is no longer (or not yet) in the ring."""
+    with contextlib.suppress(OSError):
+        return (source_dir(root, source) / FRAMES_DIR / f"{int(seq)}.jpg").read_bytes()
+    return None
+
+
+def newest_frame(state: dict[str, Any]) -> dict[str, Any] | None:
+    """The newest frame entry of a state, or None."""
+    frames: Sequence[dict[str, Any]] = state.get("frames") or []
+    return frames[-1] if frames else None
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (a tmpfs: no fsync)."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.part")
+    partial.write_bytes(data)
+    os.replace(partial, path)
