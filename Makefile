@@ -6,8 +6,8 @@ STAMP  := $(VENV)/.installed
 BOX_STAMP := $(VENV)/.installed-box
 # what `make run` installs: the box's own runtimes (ONNX Runtime is a core dependency), no
 # torch, no converter toolchain, no test tools
-RUN_EXTRAS ?= openvino,tflite
-EXTRAS ?= dev,convert,openvino,tflite,central,docs
+RUN_EXTRAS ?= openvino,tflite,live
+EXTRAS ?= dev,convert,openvino,tflite,live,central,docs
 
 .PHONY: install install-box run test test-fast lint docs bench demo-model fuzz clean translations
 

@@ -2,7 +2,7 @@
 # Build the offline bundle a box is installed from (`make wheelhouse`). Needs network
 # (the package registry), so it runs on a connected workstation, never on a box.
 #
-#   build-wheelhouse.sh [--extras openvino,tflite] [--platform TAG --python-version X.Y]
+#   build-wheelhouse.sh [--extras openvino,tflite,live] [--platform TAG --python-version X.Y]
 #                       [--python PYTHON] [--out DIR]
 #
 # --platform fetches binary wheels only, for that platform and --python-version (default
@@ -18,7 +18,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd -P)
-RUNTIME_EXTRAS="openvino tflite"
+RUNTIME_EXTRAS="openvino tflite live"
 EXTRAS=""
 PLATFORM=""
 PYVER=3.11

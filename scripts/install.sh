@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install clinibox on a box from an offline bundle (`make wheelhouse`), with no network.
 #
-#   install.sh [--wheelhouse BUNDLE] [--root DIR] [--extras openvino,tflite]
+#   install.sh [--wheelhouse BUNDLE] [--root DIR] [--extras openvino,tflite,live]
 #              [--device auto|none|jetson|intel-npu] [--python PYTHON] [--no-enable]
 #              [--trust-demo-key] [--install-fonts]
 #   install.sh --switch-to VERSION [--root DIR] [--no-enable]      (go back to a kept version)
@@ -33,7 +33,7 @@ PREFIX_REL=/opt/clinibox
 UNITS="clinibox.service clinibox-web.service clinibox-retention.service
 clinibox-retention.timer clinibox-failure@.service clinibox-usb-import@.service"
 ENABLE_UNITS="clinibox.service clinibox-web.service clinibox-retention.timer"
-RUNTIME_EXTRAS="openvino tflite"
+RUNTIME_EXTRAS="openvino tflite live"
 
 ROOT=/
 BUNDLE=""
@@ -302,6 +302,7 @@ if [ "$device" = auto ]; then
         device=intel-npu
     fi
 fi
+case ",$EXTRAS," in *,live,*) dropins+=(live-video) ;; esac
 case "$device" in
     jetson) dropins+=(jetson-gpu) ;;
     intel-npu)

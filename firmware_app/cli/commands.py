@@ -53,12 +53,16 @@ def _open_db(config: config_module.Config):
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run every configured component until stopped."""
     from firmware_app.service.appliance import Appliance
+    from firmware_app.service.live_process import LiveProcess
     from firmware_app.service.viewer_process import ViewerProcess
+    from firmware_app.storage.live_frames import live_root
 
     config = _load_config(args)
     logging.getLogger().setLevel(config.logging.level)
     viewer = ViewerProcess(args.config) if config.web.enabled and not args.no_web else None
-    Appliance(config, viewer).serve_forever()
+    live = [LiveProcess(args.config, source.name, live_root(config.state_dir))
+            for source in config.live.sources]
+    Appliance(config, viewer, live).serve_forever()
     return EXIT_OK
 
 

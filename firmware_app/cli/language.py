@@ -20,7 +20,7 @@ from firmware_app.errors import CliniboxError
 from firmware_app.settings import box as config_module
 
 #: commands whose output is not for a person at a terminal (or is a file): always English
-ENGLISH_COMMANDS = frozenset({"serve", "web", "service-failed", "usb-import", "config"})
+ENGLISH_COMMANDS = frozenset({"serve", "web", "service-failed", "usb-import", "config", "live"})
 
 
 def command_language(args: argparse.Namespace, environ: Mapping[str, str] | None = None

@@ -8,6 +8,7 @@
     Publisher: Outbox → seal (encrypt + sign) → MQTT over TLS → hospital
     DicomSender: DICOM outbox (files + SQLite) → C-STORE → the clinic's PACS destinations
     ViewerProcess: `clinibox web` (Flask + gunicorn, HTTPS) as a restarted child process
+    LiveProcess: `clinibox live SOURCE` per [[live.sources]], a restarted child process each
 
 ``Appliance.start`` brings the parts up in order: first the intake (database,
 spool recovery, then the listeners: accepting an object needs only the spool
@@ -56,6 +57,7 @@ from firmware_app.models.store import (
 )
 from firmware_app.models.trial import ModelTrial
 from firmware_app.models.updates import Updater
+from firmware_app.service.live_process import LiveProcess
 from firmware_app.service.study_completion import StudyCompleter
 from firmware_app.service.systemd_notify import Notifier
 from firmware_app.service.viewer_process import ViewerProcess
@@ -191,9 +193,12 @@ def start_storage_scp(config: DicomConfig, lander: Lander,
 class Appliance:
     """Every component of one box, started and stopped together."""
 
-    def __init__(self, config: Config, viewer: ViewerProcess | None = None) -> None:
+    def __init__(self, config: Config, viewer: ViewerProcess | None = None,
+                 live: list[LiveProcess] | None = None) -> None:
         self.config = config
         self.viewer = viewer
+        #: one restarted child per ``[[live.sources]]`` (``service/live_process.py``)
+        self.live = list(live or [])
         self.stop_event = threading.Event()
         self.wake = threading.Event()
         self.outbound = threading.Event()
@@ -248,6 +253,8 @@ class Appliance:
                          self.wake.set)
         if self.viewer is not None:
             self._thread("viewer", self.viewer.run, self.stop_event)
+        for live in self.live:
+            self._thread(f"live-{live.source}", live.run, self.stop_event)
 
     def start_analysis(self) -> None:
         """The model (verified, its runtime chosen, its golden cases passed), the worker on
@@ -502,4 +509,4 @@ class Appliance:
         notifier = Notifier()
         appliance: Appliance = self
         while appliance.serve(notifier) == "reload":
-            appliance = Appliance(self.config, self.viewer)
+            appliance = Appliance(self.config, self.viewer, self.live)

@@ -58,11 +58,19 @@ def child_environment() -> dict[str, str]:
 class ViewerProcess:
     """Start ``clinibox web`` with the service's config; restart it with backoff if it exits."""
 
-    def __init__(self, config_path: str | None) -> None:
-        self.command = [sys.executable, "-m", "firmware_app.cli", "web"]
+    #: what the log calls the child
+    what = "the viewer"
+
+    def __init__(self, config_path: str | None, *arguments: str) -> None:
+        self.command = [sys.executable, "-m", "firmware_app.cli", *(arguments or ("web",))]
         if config_path:
             self.command += ["--config", config_path]
         self.process: subprocess.Popen | None = None
+
+    def exited(self, returncode: int, delay: float) -> None:
+        """The child ended by itself (it is restarted after ``delay`` seconds)."""
+        log.error("%s exited with status %s; restarting in %.0f s", self.what, returncode,
+                  delay)
 
     def run(self, stop: threading.Event) -> None:
         """Keep the viewer running until ``stop``; then end it (SIGTERM, then SIGKILL)."""
@@ -73,8 +81,7 @@ class ViewerProcess:
                 pass
             if stop.is_set():
                 break
-            log.error("the viewer exited with status %s; restarting in %.0f s",
-                      self.process.returncode, delay)
+            self.exited(self.process.returncode, delay)
             if stop.wait(delay):
                 break
             delay = min(delay * 2, MAX_BACKOFF)

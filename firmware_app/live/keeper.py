@@ -1,0 +1,240 @@
+"""What a live session keeps: the frame where each lesion was best seen, the frames asked
+for, and clips; landed in the spool as DICOM, so the rest of the box (the worker, the study
+page, the report, SR/SEG to the PACS, the hospital's alert) sees them as any pushed study.
+
+Nothing is kept for a source without an open session (``storage/live_sessions.py``). While
+one is open: each held lesion's best frame so far is held in memory and kept when the
+lesion leaves the picture (at most ``[live] key_frames_per_session`` kept this way); "keep
+this frame" keeps the frame shown; "keep a clip" keeps the last ``[live] clip_seconds`` of
+image area as a multi-frame object. Only the image area (``[[live.sources]] region``) is
+kept, never the machine's menus around it. The DICOM is written and landed by a thread of
+its own, so the analysis never waits on a disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from firmware_app.contracts.statuses import LiveKept, LiveRequest
+from firmware_app.imaging import live_capture
+from firmware_app.ingest.landing import Lander, Outcome
+from firmware_app.live.tracker import Track
+from firmware_app.settings.live import LiveConfig, LiveSource
+from firmware_app.storage import db, live_sessions
+from firmware_app.storage.live_sessions import LiveSession
+
+log = logging.getLogger(__name__)
+
+#: how often the open session and its requests are read (seconds)
+SESSION_POLL = 0.5
+#: a clip keeps at most this many frames a second (its memory: clip_seconds x CLIP_FPS areas)
+CLIP_FPS = 15.0
+#: jobs waiting to be written at most (a full queue drops the automatic key frames first)
+MAX_JOBS = 16
+
+
+@dataclass
+class _Job:
+    session: LiveSession
+    kind: LiveKept
+    frames: list[np.ndarray]
+    acquired: datetime.datetime
+    score: float | None = None
+    request: int | None = None
+    #: the clip's frame interval (ms)
+    interval_ms: float = 0.0
+
+
+@dataclass
+class _Best:
+    score: float
+    area: np.ndarray
+    acquired: datetime.datetime
+
+
+class Keeper:
+    """Keep a session's key frames and clips for one source."""
+
+    def __init__(self, source: LiveSource, config: LiveConfig, database: Path, lander: Lander,
+                 station: str, now: Callable[[], float] = time.monotonic) -> None:
+        self.source = source
+        self.config = config
+        self.database = database
+        self.lander = lander
+        self.station = station
+        self._now = now
+        self.session: LiveSession | None = None
+        self.kept = 0
+        self.auto_kept = 0
+        self.last_error = ""
+        self._checked = -1e9
+        self._best: dict[int, _Best] = {}
+        self._clip: deque[tuple[float, np.ndarray]] = deque()
+        self._jobs: queue.Queue[_Job | None] = queue.Queue(MAX_JOBS)
+        self._writer = threading.Thread(target=self._write_jobs, name=f"keep-{source.name}",
+                                        daemon=True)
+        self._writer.start()
+
+    # -- the analysis thread's side ------------------------------------------------------
+    def view(self) -> dict | None:
+        """The open session for the state file, or None."""
+        if self.session is None:
+            return None
+        return {"id": self.session.id, "kept": self.kept, "error": self.last_error}
+
+    def observe(self, area: np.ndarray, on_frame: list[Track], closed: list[Track],
+                seq: int) -> None:
+        """One analysed frame's image area (uint8 grey or RGB), its held tracks and those
+        that closed with it."""
+        now = self._now()
+        self._refresh(now)
+        if self.session is None:
+            return
+        acquired = datetime.datetime.now()
+        if not self._clip or now - self._clip[-1][0] >= 1.0 / CLIP_FPS:
+            self._clip.append((now, area))
+        while self._clip and now - self._clip[0][0] > self.config.clip_seconds:
+            self._clip.popleft()
+        for track in on_frame:
+            if track.held and track.best_seq == seq:
+                self._best[track.number] = _Best(track.best_score, area, acquired)
+        for track in closed:
+            best = self._best.pop(track.number, None)
+            if best is not None and track.held:
+                self._keep_best(best)
+        for request in self._requests():
+            if request.kind == LiveRequest.CLIP:
+                frames = [frame for _t, frame in self._clip]
+                span = self._clip[-1][0] - self._clip[0][0]
+                interval = span / (len(frames) - 1) if len(frames) > 1 else 0.0
+                self._submit(_Job(self.session, LiveKept.CLIP, frames, acquired,
+                                  request=request.id,
+                                  interval_ms=max(interval * 1000.0,
+                                                  1000.0 / self.config.max_fps)))
+            else:
+                self._submit(_Job(self.session, LiveKept.KEY_FRAME, [area], acquired,
+                                  request=request.id))
+
+    def picture_changed(self) -> None:
+        """The picture's size changed: a clip cannot mix sizes; start it again."""
+        self._clip.clear()
+
+    def flush(self) -> None:
+        """Keep the best frames of the lesions still in the picture (the session ends, the
+        source stops)."""
+        for best in self._best.values():
+            self._keep_best(best)
+        self._best.clear()
+
+    def close(self) -> None:
+        """Flush, then let the writer finish what waits."""
+        self.flush()
+        self._jobs.put(None)
+        self._writer.join(timeout=30)
+
+    def _keep_best(self, best: _Best) -> None:
+        if self.session is None or self.auto_kept >= self.config.key_frames_per_session:
+            return
+        self.auto_kept += 1
+        self._submit(_Job(self.session, LiveKept.KEY_FRAME, [best.area], best.acquired,
+                          score=best.score))
+
+    def _refresh(self, now: float) -> None:
+        if now - self._checked < SESSION_POLL:
+            return
+        self._checked = now
+        try:
+            with contextlib.closing(db.connect(self.database)) as conn:
+                session = live_sessions.open_session(conn, self.source.name)
+        except Exception as exc:  # a locked or unreadable database: try at the next poll
+            log.warning("live %s: cannot read the session: %s", self.source.name, exc)
+            return
+        if session is not None and self.session is not None and session.id == self.session.id:
+            return
+        if self.session is not None:
+            self.flush()
+        self.session = session
+        self._clip.clear()
+        self._best.clear()
+        if session is not None:
+            with contextlib.closing(db.connect(self.database)) as conn:
+                done = live_sessions.kept_by(conn, session.id)
+            self.kept = len(done)
+            self.auto_kept = sum(1 for k in done if k.kind == LiveKept.KEY_FRAME
+                                 and k.score is not None)
+        else:
+            self.kept = self.auto_kept = 0
+
+    def _requests(self) -> list[live_sessions.Request]:
+        if self.session is None:
+            return []
+        try:
+            with contextlib.closing(db.connect(self.database)) as conn:
+                asked = live_sessions.open_requests(conn, self.session.id)
+                for request in asked:
+                    live_sessions.finish_request(conn, request.id, "taken")
+        except Exception as exc:
+            log.warning("live %s: cannot read the requests: %s", self.source.name, exc)
+            return []
+        return asked
+
+    def _submit(self, job: _Job) -> None:
+        try:
+            self._jobs.put_nowait(job)
+        except queue.Full:
+            self.last_error = "busy"
+            log.warning("live %s: %s not kept: the writer is behind", self.source.name,
+                        job.kind)
+
+    # -- the writer thread -----------------------------------------------------------------
+    def _write_jobs(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            try:
+                self._write(job)
+                self.last_error = ""
+            except Exception as exc:  # a full disk, a locked database: said on the page
+                self.last_error = type(exc).__name__
+                log.error("live %s: %s not kept: %s", self.source.name, job.kind, exc)
+
+    def _write(self, job: _Job) -> None:
+        session = job.session
+        context = live_capture.CaptureContext(
+            study_uid=session.study_uid, series_uid=session.series_uid,
+            modality=self.source.modality, patient_name=session.patient_name,
+            patient_id=session.patient_id, birth_date=session.birth_date, sex=session.sex,
+            station=self.station, source_label=self.source.label or self.source.name,
+            started=datetime.datetime.fromtimestamp(session.started_at),
+            mm_per_pixel=self.source.mm_per_pixel, burned_in=self.source.region is None)
+        number = self.kept + 1
+        if job.kind == LiveKept.CLIP:
+            sop_uid, data = live_capture.clip(job.frames, context, number, job.acquired,
+                                              round(job.interval_ms, 1))
+        else:
+            sop_uid, data = live_capture.key_frame(job.frames[0], context, number,
+                                                   job.acquired)
+        landed = self.lander.land(data, sop_instance_uid=sop_uid, source="live",
+                                  origin=f"live:{self.source.name}")
+        if landed.outcome != Outcome.ACCEPTED:
+            raise ValueError(f"landed as {landed.outcome.value}")
+        self.kept += 1
+        with contextlib.closing(db.connect(self.database)) as conn:
+            live_sessions.record_kept(conn, session.id, live_sessions.Kept(
+                job.kind, landed.instance_id, sop_uid, len(job.frames), job.score, time.time()))
+            if job.request is not None:
+                live_sessions.finish_request(conn, job.request, str(job.kind))
+        log.info("live %s: session %d kept a %s (%d frames)", self.source.name, session.id,
+                 job.kind, len(job.frames))

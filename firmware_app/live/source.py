@@ -1,0 +1,181 @@
+"""Open a live source with PyAV (FFmpeg) and give its decoded frames as they arrive.
+
+One class, ``VideoInput``, for every kind of source: a V4L2 capture card (``/dev/videoN``:
+its size, rate and pixel format asked for), a network stream (RTSP over TCP, MPEG-TS over
+UDP, HTTP MJPEG) or a video file (paced at its own rate, as a live source would give it;
+looped on request). Every read is bounded: opening and each read time out
+(``[live] stall_seconds``), FFmpeg's probe reads a few megabytes at most, and the decoder
+refuses a frame larger than ``[live] max_megapixels`` before allocating it (``max_pixels``),
+so a stream claiming absurd dimensions is refused, not decoded. A packet the decoder cannot
+read is counted and skipped; the stream goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import av
+import av.error
+
+from firmware_app.errors import CliniboxError
+from firmware_app.settings.live import LiveConfig, LiveSource
+
+#: how much FFmpeg may read to find the stream's format (bytes) and how long (µs)
+PROBE_BYTES = 5_000_000
+PROBE_MICROSECONDS = 2_000_000
+#: packets in a row the decoder cannot read before the stream is refused (a stream of
+#: nothing but broken or oversized frames); fewer are skipped and counted
+MAX_FAILED_IN_A_ROW = 25
+
+
+class SourceUnavailable(CliniboxError):
+    """The source cannot be opened or read (unplugged, unreachable, ended): try again."""
+
+    def __init__(self, *args: object, ended: bool = False) -> None:
+        super().__init__(*args)
+        #: the source came to its end (a file, a stream the sender closed)
+        self.ended = ended
+
+
+class StreamRefused(CliniboxError):
+    """The stream is refused: its frames are too large, or it holds no video."""
+
+
+@dataclass
+class Captured:
+    """One decoded frame, when it arrived, and its JPEG when the source sent JPEG."""
+
+    frame: av.VideoFrame
+    #: ``time.monotonic()`` as the frame left the decoder
+    arrived: float
+    #: the frame's own JPEG (an MJPEG source): shown as it came, not encoded again
+    jpeg: bytes | None
+
+
+def open_options(source: LiveSource, config: LiveConfig) -> tuple[str | None, dict[str, str]]:
+    """The FFmpeg input format and options for a source (bounded probe, low delay)."""
+    options = {"probesize": str(PROBE_BYTES), "analyzeduration": str(PROBE_MICROSECONDS)}
+    fmt = None
+    if source.kind == "v4l2":
+        fmt = "v4l2"
+        if source.video_size:
+            options["video_size"] = source.video_size
+        if source.framerate:
+            options["framerate"] = str(source.framerate)
+        if source.pixel_format:
+            options["input_format"] = source.pixel_format
+        return fmt, options
+    if source.kind == "stream":
+        options["fflags"] = "nobuffer"
+        scheme = urlsplit(source.url).scheme.lower()
+        if scheme in ("rtsp", "rtsps"):
+            options["rtsp_transport"] = "tcp"
+        if scheme == "udp":
+            options["overrun_nonfatal"] = "1"
+            options["fifo_size"] = "50000"
+        if scheme in ("http", "https"):
+            options["reconnect"] = "0"
+    return fmt, options
+
+
+def source_path(source: LiveSource) -> str:
+    """What FFmpeg opens: the device, the stream URL, or the file's path."""
+    url = source.url
+    if source.kind == "file" and url.lower().startswith("file://"):
+        return urlsplit(url).path
+    return url
+
+
+class VideoInput:
+    """An open source: ``frames()`` yields each decoded frame as it arrives."""
+
+    def __init__(self, source: LiveSource, config: LiveConfig) -> None:
+        self.source = source
+        self.config = config
+        self.max_pixels = int(config.max_megapixels * 1_000_000)
+        #: packets the decoder could not read (skipped)
+        self.broken_packets = 0
+        fmt, options = open_options(source, config)
+        try:
+            self.container = av.open(source_path(source), format=fmt, options=options,
+                                     timeout=(config.stall_seconds * 2, config.stall_seconds))
+        except (av.error.FFmpegError, OSError) as exc:
+            raise SourceUnavailable(f"cannot open {source.name}: {exc}") from exc
+        try:
+            self.stream = self._video_stream()
+        except Exception:
+            self.container.close()
+            raise
+
+    def _video_stream(self) -> av.VideoStream:
+        if not self.container.streams.video:
+            raise StreamRefused(f"{self.source.name}: the stream holds no video")
+        stream = self.container.streams.video[0]
+        context = stream.codec_context
+        width, height = int(context.width or 0), int(context.height or 0)
+        if width * height > self.max_pixels:
+            raise StreamRefused(f"{self.source.name}: frames of {width}x{height} are larger "
+                                f"than [live] max_megapixels ({self.config.max_megapixels})")
+        # the decoder refuses a larger frame before allocating it; one thread a frame (frame
+        # threads would hold frames back: latency), slices in parallel where the codec can
+        context.options = {"max_pixels": str(self.max_pixels)}
+        context.thread_type = "SLICE"
+        context.thread_count = 2
+        return stream
+
+    @property
+    def codec(self) -> str:
+        """The decoder's name (h264, mjpeg, …)."""
+        return str(self.stream.codec_context.name)
+
+    def frames(self) -> Iterator[Captured]:
+        """Decoded frames until the source ends (SourceUnavailable) or refuses
+        (StreamRefused); a file is paced at its own rate."""
+        passthrough = self.codec == "mjpeg"
+        paced = self.source.kind == "file"
+        started: float | None = None
+        first_time = 0.0
+        failed_in_a_row = 0
+        try:
+            for packet in self.container.demux(self.stream):
+                if packet.size == 0:
+                    continue
+                try:
+                    decoded = packet.decode()
+                except av.error.ArgumentError as exc:  # max_pixels refused the frame
+                    raise StreamRefused(f"{self.source.name}: a frame larger than "
+                                        f"[live] max_megapixels: {exc}") from exc
+                except (av.error.InvalidDataError, av.error.UndefinedError,
+                        av.error.PatchWelcomeError) as exc:
+                    self.broken_packets += 1
+                    failed_in_a_row += 1
+                    if failed_in_a_row >= MAX_FAILED_IN_A_ROW:
+                        raise StreamRefused(f"{self.source.name}: {failed_in_a_row} packets in "
+                                            f"a row cannot be decoded ({exc})") from exc
+                    continue
+                failed_in_a_row = 0
+                for frame in decoded:
+                    if frame.width * frame.height > self.max_pixels:
+                        raise StreamRefused(f"{self.source.name}: a {frame.width}x"
+                                            f"{frame.height} frame")
+                    if paced and frame.time is not None:
+                        if started is None:
+                            started, first_time = time.monotonic(), float(frame.time)
+                        wait = started + (float(frame.time) - first_time) - time.monotonic()
+                        if wait > 0:
+                            time.sleep(min(wait, 1.0))
+                    jpeg = bytes(packet) if passthrough and len(decoded) == 1 else None
+                    yield Captured(frame, time.monotonic(), jpeg)
+        except av.error.ExitError as exc:  # the read timed out (the interrupt callback)
+            raise SourceUnavailable(f"{self.source.name}: no data for "
+                                    f"{self.config.stall_seconds} s") from exc
+        except (av.error.FFmpegError, OSError) as exc:
+            raise SourceUnavailable(f"{self.source.name}: {exc}") from exc
+        raise SourceUnavailable(f"{self.source.name}: the stream ended", ended=True)
+
+    def close(self) -> None:
+        """Close the container (and the device or connection)."""
+        self.container.close()

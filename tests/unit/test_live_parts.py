@@ -1,0 +1,140 @@
+"""The live mode's parts on their own: its settings, the tracker that holds a lesion before it
+is shown, the picture's own states (no signal, probe off the skin, frozen), the source's
+FFmpeg options and the model chosen for a source."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from firmware_app.contracts.reasons import ReasonCode
+from firmware_app.contracts.statuses import LiveState
+from firmware_app.inference.postprocess import Box
+from firmware_app.live.picture import PictureWatch
+from firmware_app.live.run import model_for
+from firmware_app.live.source import open_options, source_path
+from firmware_app.live.tracker import LiveTracker
+from firmware_app.settings.box import from_dict
+from firmware_app.settings.loader import ConfigError
+
+
+def _config(*sources: dict, **live) -> object:
+    return from_dict({"live": {**live, "sources": list(sources)}})
+
+
+def test_sources_are_read_with_their_kind_and_region():
+    config = _config({"name": "us-1", "url": "/dev/video0", "video_size": "1280x720",
+                      "framerate": 30, "pixel_format": "mjpeg", "region_x": 10,
+                      "region_y": 20, "region_width": 600, "region_height": 500,
+                      "modality": "us"},
+                     {"name": "scope", "url": "rtsp://10.0.0.5/live", "modality": "ES"},
+                     {"name": "demo", "url": "file:///srv/demo.mp4", "loop": True},
+                     hold_frames=4)
+    us, scope, demo = config.live.sources
+    assert (us.kind, us.region, us.modality) == ("v4l2", (10, 20, 600, 500), "US")
+    assert (scope.kind, scope.region) == ("stream", None)
+    assert (demo.kind, source_path(demo)) == ("file", "/srv/demo.mp4")
+    assert config.live.hold_frames == 4
+
+
+@pytest.mark.parametrize(("source", "words"), [
+    ({"name": "US 1", "url": "/dev/video0"}, "lower-case"),
+    ({"name": "a", "url": "ftp://x/y"}, "must be /dev/videoN"),
+    ({"name": "a", "url": "/dev/video0", "video_size": "big"}, "WIDTHxHEIGHT"),
+    ({"name": "a", "url": "/dev/video0", "colour": True}, "unknown key"),
+    ({"name": "a"}, "needs at least name and url"),
+])
+def test_a_wrong_source_is_named_in_the_error(source, words):
+    with pytest.raises(ConfigError, match=words):
+        _config(source)
+
+
+def test_two_sources_may_not_share_a_name():
+    with pytest.raises(ConfigError, match="more than once"):
+        _config({"name": "a", "url": "/dev/video0"}, {"name": "a", "url": "/dev/video1"})
+
+
+def test_a_capture_card_is_asked_for_its_size_rate_and_format():
+    # No V4L2 device can exist here (no /dev/video*, no v4l2loopback module in this kernel):
+    # what FFmpeg is asked for is checked instead; the decoding path is the files' and
+    # streams' (tests/unit/test_live_engine.py, tests/integration/test_live_e2e.py).
+    config = _config({"name": "us-1", "url": "/dev/video2", "video_size": "1280x720",
+                      "framerate": 30, "pixel_format": "yuyv422"})
+    fmt, options = open_options(config.live.sources[0], config.live)
+    assert fmt == "v4l2"
+    assert options["video_size"] == "1280x720" and options["framerate"] == "30"
+    assert options["input_format"] == "yuyv422"
+    assert int(options["probesize"]) <= 5_000_000
+
+
+def test_network_streams_are_read_with_low_delay_and_rtsp_over_tcp():
+    config = _config({"name": "a", "url": "rtsp://cam/x"}, {"name": "b", "url": "udp://0.0.0.0:5000"})
+    _, rtsp = open_options(config.live.sources[0], config.live)
+    _, udp = open_options(config.live.sources[1], config.live)
+    assert rtsp["rtsp_transport"] == "tcp" and rtsp["fflags"] == "nobuffer"
+    assert udp["overrun_nonfatal"] == "1"
+
+
+def _box(x: float, score: float = 0.9) -> Box:
+    return Box(x, 10.0, x + 20.0, 30.0, score, "lesion")
+
+
+def test_a_lesion_is_shown_only_once_held_and_one_frame_never():
+    tracker = LiveTracker(hold_frames=3)
+    on, _ = tracker.update(1, [_box(10), _box(200)])
+    assert [t.held for t in on] == [False, False]
+    on, _ = tracker.update(2, [_box(12)])
+    assert [t.held for t in on] == [False]
+    on, closed = tracker.update(3, [_box(14, 0.95)])
+    assert [t.held for t in on] == [True]
+    assert on[0].best_seq == 3 and on[0].best_score == 0.95
+    for seq in range(4, 8):
+        on, closed = tracker.update(seq, [])
+    assert {t.number for t in closed} <= {1, 2}
+    assert tracker.tracks == []
+
+
+def test_a_track_survives_a_missed_frame():
+    tracker = LiveTracker(hold_frames=2)
+    first, _ = tracker.update(1, [_box(10)])
+    tracker.update(2, [])
+    again, _ = tracker.update(3, [_box(11)])
+    assert again[0].number == first[0].number and again[0].held
+
+
+def _speckle(seed: int, level: float = 120.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.normal(level, 40.0, (240, 320)), 0, 255).astype(np.uint8)
+
+
+def test_the_picture_says_no_signal_probe_off_the_skin_and_frozen():
+    watch = PictureWatch(frozen_seconds=2.0, modality="US")
+    assert watch.judge(_speckle(1), 0.0)[0] == LiveState.RUNNING
+    state, warnings = watch.judge(np.zeros((240, 320), np.uint8), 0.1)
+    assert state == LiveState.NO_SIGNAL and ReasonCode.BLANK in warnings
+    dark = (_speckle(2) // 12).astype(np.uint8)
+    assert watch.judge(dark, 0.2)[0] == LiveState.NO_CONTACT
+    still = _speckle(3)
+    assert watch.judge(still, 1.0)[0] == LiveState.RUNNING
+    assert watch.judge(still.copy(), 2.0)[0] == LiveState.RUNNING
+    assert watch.judge(still.copy(), 3.1)[0] == LiveState.FROZEN
+    assert watch.judge(_speckle(4), 3.2)[0] == LiveState.RUNNING
+
+
+def test_an_endoscope_too_dark_is_not_a_probe_off_the_skin():
+    watch = PictureWatch(frozen_seconds=2.0, modality="ES")
+    assert watch.judge((_speckle(2) // 12).astype(np.uint8), 0.0)[0] == LiveState.RUNNING
+
+
+def test_the_model_for_a_source_follows_its_own_word_then_the_rules_then_the_box():
+    config = from_dict({
+        "routing": {"rules": [{"name": "ct", "model": "ct-model", "modality": ["CT"]},
+                              {"name": "chest", "model": "x", "body_part": ["CHEST"]},
+                              {"name": "us", "model": "us-model", "modality": ["US"]}]},
+        "live": {"sources": [{"name": "a", "url": "/dev/video0"},
+                             {"name": "b", "url": "/dev/video1", "model": "mine"},
+                             {"name": "c", "url": "/dev/video2", "modality": "ES"}]}})
+    a, b, c = config.live.sources
+    assert model_for(config, a) == "us-model"
+    assert model_for(config, b) == "mine"
+    assert model_for(config, c) == config.models.name
