@@ -51,14 +51,21 @@ def model_for(config: Config, source: LiveSource) -> str:
     return config.models.name
 
 
-def limit_memory(megabytes: int) -> None:
+def limit_memory(megabytes: int) -> bool:
     """Bound this process's address space (the decoder's bound: a stream that would take
-    more ends this process alone; the service starts it again)."""
+    more ends this process alone; the service starts it again). False where a seccomp
+    filter denies setrlimit (the unit without the live-video drop-in): logged."""
     limit = megabytes * 2**20
-    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard != resource.RLIM_INFINITY:
-        limit = min(limit, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    except (OSError, ValueError) as exc:
+        log.warning("live: the memory bound could not be set (%s): a decoder bomb would be "
+                    "bounded only by the service's own limits", exc)
+        return False
+    return True
 
 
 def run_source(config: Config, source: LiveSource, runner: ModelRunner | None, no_model: str,

@@ -1,0 +1,204 @@
+"""One live source's engine in this process, on real video read by PyAV (FFmpeg): a phantom
+ultrasound screen analysed newest frame first, lesions held before they are shown, nothing
+kept without a session and a session's key frames and clip landed as DICOM, a source that
+comes and goes, and hostile streams refused with the service's memory untouched."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from firmware_app.contracts.statuses import LiveKept, LiveRequest, LiveState
+from firmware_app.ingest.landing import Lander
+from firmware_app.live.engine import LiveEngine
+from firmware_app.live.keeper import Keeper
+from firmware_app.service.appliance import load_runner
+from firmware_app.settings.box import from_dict, load
+from firmware_app.storage import db, live_sessions
+from firmware_app.storage.live_frames import FrameWriter, frame_bytes, read_state
+from firmware_app.storage.spool import make_spool
+from tests.box_harness import wait_for
+from tests.live_video import (
+    corrupted_ts,
+    garbage,
+    huge_mjpeg,
+    make_phantom_video,
+    resolution_change_ts,
+)
+
+REGION = {"region_x": 280, "region_y": 100, "region_width": 720, "region_height": 540}
+
+
+@pytest.fixture(scope="module")
+def runner():
+    """The demo model, loaded and checked as the service loads it."""
+    loaded = load_runner(load(None))
+    yield loaded
+    loaded.close()
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    """Eight seconds of the phantom ultrasound screen with lesions passing (H.264, 30 fps)."""
+    path = tmp_path_factory.mktemp("video") / "phantom.mp4"
+    made = make_phantom_video(path, seconds=8.0, seed=1)
+    assert sum(1 for boxes in made.boxes if boxes) > 60
+    return path
+
+
+class Running:
+    """An engine running in a thread on a source, over a box's state folder."""
+
+    def __init__(self, root: Path, runner, **source) -> None:
+        self.config = from_dict({"storage": {"state_dir": str(root / "state")},
+                                 "live": {"hold_frames": 3, "stall_seconds": 1.0,
+                                          "sources": [{"name": "us-1", **source}]}})
+        db.private_state_dir(self.config.state_dir)
+        with contextlib.closing(db.connect(self.config.database_path)) as conn:
+            db.initialise(conn)
+        self.root = root / "live"
+        self.source = self.config.live.sources[0]
+        lander = Lander(make_spool(self.config), self.config.database_path, 2**30)
+        self.keeper = Keeper(self.source, self.config.live, self.config.database_path, lander,
+                             station="box-1")
+        writer = FrameWriter(self.root, "us-1", self.config.live.ring_seconds)
+        self.engine = LiveEngine(self.source, self.config.live, runner, writer, self.keeper)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.engine.run, args=(self.stop,), daemon=True)
+        self.thread.start()
+
+    def state(self) -> dict:
+        return read_state(self.root, "us-1") or {}
+
+    def rows(self, sql: str) -> list[tuple]:
+        with contextlib.closing(sqlite3.connect(self.config.database_path)) as conn:
+            return conn.execute(sql).fetchall()
+
+    def end(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def running(tmp_path, runner) -> Iterator:
+    made: list[Running] = []
+
+    def start(**source) -> Running:
+        made.append(Running(tmp_path, runner, **source))
+        return made[-1]
+
+    yield start
+    for one in made:
+        one.end()
+
+
+def test_the_phantom_screen_is_analysed_and_held_lesions_shown_nothing_kept(running, video):
+    live = running(url=str(video), loop=True, mm_per_pixel=0.2, **REGION)
+    wait_for(lambda: any(f["lesions"] for f in live.state().get("frames", [])), 60,
+             "a held lesion on a frame")
+    state = live.state()
+    assert state["state"] == LiveState.RUNNING and state["model"].startswith("clinibox-demo")
+    assert (state["width"], state["height"]) == (1280, 720)
+    assert state["region"] == [280, 100, 720, 540]
+    shown = [f for f in state["frames"] if f["lesions"]]
+    lesion = shown[-1]["lesions"][0]
+    x0, y0, x1, y1 = lesion["box"]
+    assert 280 <= x0 < x1 <= 1000 and 100 <= y0 < y1 <= 640  # in the frame, on the image area
+    assert lesion["held"] >= 3 and lesion["long_axis_mm"] == pytest.approx(
+        lesion["long_axis_px"] * 0.2, abs=0.2)
+    assert shown[-1]["hint"] == "hold_here"
+    newest = state["frames"][-1]
+    assert frame_bytes(live.root, "us-1", newest["seq"])[:2] == b"\xff\xd8"  # a JPEG
+    assert state["session"] is None
+    assert live.rows("SELECT COUNT(*) FROM instances") == [(0,)]  # no session: nothing kept
+
+
+def test_a_sessions_key_frames_and_clip_land_as_ultrasound_dicom(running, video):
+    live = running(url=str(video), loop=True, mm_per_pixel=0.2, **REGION)
+    wait_for(lambda: live.state().get("analysed", 0) > 10, 60, "frames analysed")
+    with contextlib.closing(db.connect(live.config.database_path)) as conn:
+        session = live_sessions.start(conn, source="us-1", started_by="nurse",
+                                      patient_name="CANARY^LIVE", patient_id="LIVE-001")
+    wait_for(lambda: (live.state().get("session") or {}).get("id") == session.id, 30,
+             "the engine to see the session")
+    time.sleep(1.5)  # a second and a half of picture for the clip
+    with contextlib.closing(db.connect(live.config.database_path)) as conn:
+        live_sessions.ask(conn, session.id, LiveRequest.CLIP, "nurse")
+        live_sessions.ask(conn, session.id, LiveRequest.KEY_FRAME, "nurse")
+
+    def kept() -> list:
+        with contextlib.closing(db.connect(live.config.database_path)) as conn:
+            return live_sessions.kept_by(conn, session.id)
+
+    wait_for(lambda: {k.kind for k in kept()} >= {LiveKept.CLIP, LiveKept.KEY_FRAME}, 60,
+             "the clip and the key frame")
+    # the lesions that pass keep their best frame by themselves
+    wait_for(lambda: any(k.score is not None for k in kept()), 60, "a lesion's best frame")
+    with contextlib.closing(db.connect(live.config.database_path)) as conn:
+        assert live_sessions.end(conn, session.id)
+    paths = dict(live.rows("SELECT id, spool_path FROM instances"))
+    assert {k.instance_id for k in kept()} <= set(paths)
+    for item in kept():
+        ds = pydicom.dcmread(paths[item.instance_id])
+        assert ds.StudyInstanceUID == session.study_uid and ds.Modality == "US"
+        assert str(ds.PatientName) == "CANARY^LIVE" and ds.PatientID == "LIVE-001"
+        assert (ds.Rows, ds.Columns) == (540, 720)  # the image area only, never the menus
+        assert ds.BurnedInAnnotation == "NO"
+        if item.kind == LiveKept.CLIP:
+            assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.3.1"
+            assert int(ds.NumberOfFrames) == item.frames > 5
+        else:
+            assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.6.1"
+    assert live.rows("SELECT DISTINCT source, origin FROM instances") == [("live", "live:us-1")]
+
+
+def test_a_source_that_is_missing_then_plugged_in_is_read(running, video, tmp_path):
+    target = tmp_path / "card.mp4"  # stands for a capture card unplugged, then plugged in
+    live = running(url=str(target), loop=True, **REGION)
+    wait_for(lambda: live.state().get("state") == LiveState.DISCONNECTED, 30, "disconnected")
+    assert "card.mp4" in live.state()["detail"]["error"]
+    shutil.copy(video, target)
+    wait_for(lambda: live.state().get("state") == LiveState.RUNNING
+             and live.state().get("analysed", 0) > 5, 60, "running once plugged in")
+
+
+@pytest.mark.parametrize("size", [30000, 4000])
+def test_a_stream_claiming_huge_frames_is_refused_before_decoding(running, tmp_path, size):
+    # 30000 x 30000: FFmpeg's own limit refuses it; 4000 x 4000 (16 MP): FFmpeg would decode
+    # it, [live] max_megapixels (8.3) refuses it first
+    bomb = huge_mjpeg(tmp_path / "bomb.avi", size=size)
+    live = running(url=str(bomb), loop=True)
+    wait_for(lambda: live.state().get("state") == LiveState.REFUSED, 30, "refused")
+    assert live.state()["analysed"] == 0 and not live.state()["frames"]
+
+
+def test_garbage_is_refused_or_unreadable_and_nothing_is_shown(running, tmp_path):
+    live = running(url=str(garbage(tmp_path / "noise.ts")), loop=True)
+    wait_for(lambda: live.state().get("state") in (LiveState.REFUSED, LiveState.DISCONNECTED),
+             30, "refused")
+    assert live.state()["analysed"] == 0
+
+
+def test_broken_packets_are_skipped_and_the_stream_goes_on(running, video, tmp_path):
+    broken = corrupted_ts(tmp_path / "broken.ts", video, fraction=0.01)
+    assert broken > 10
+    live = running(url=str(tmp_path / "broken.ts"), loop=True, **REGION)
+    wait_for(lambda: live.state().get("analysed", 0) > 60, 60, "frames through the damage")
+    assert live.state()["state"] in (LiveState.RUNNING, LiveState.STOPPED)
+
+
+def test_a_resolution_change_rescales_the_image_area(running, tmp_path):
+    resolution_change_ts(tmp_path / "change.ts", seconds=1.5)
+    live = running(url=str(tmp_path / "change.ts"), loop=False, **REGION)
+    wait_for(lambda: live.state().get("width") == 1920, 60, "the larger picture")
+    state = live.state()
+    assert state["height"] == 1080 and state["region"] == [420, 150, 1080, 810]
