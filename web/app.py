@@ -12,6 +12,7 @@
       feedback  disagreed cases and their export     (web/views_feedback.py; technicians)
       audit     the audit trail (technicians)        (web/views_audit.py; rows: web/audit_trail.py)
       language  the switch in the header             (web/views_language.py; choice: web/i18n.py)
+      live      bedside live video and its sessions  (web/views_live.py)
       reads and writes: the box database (SQLite, WAL: the worker keeps writing)
 """
 
@@ -109,8 +110,9 @@ def create_app(config: Config) -> Flask:
     from web.views_export import blueprint as export
     from web.views_feedback import blueprint as feedback
     from web.views_language import blueprint as language
+    from web.views_live import blueprint as live
 
-    for blueprint in (auth, clinic, device, export, feedback, audit, language):
+    for blueprint in (auth, clinic, device, export, feedback, audit, language, live):
         app.register_blueprint(blueprint)
 
     @app.context_processor

@@ -16,7 +16,15 @@ import datetime as dt
 from firmware_app.contracts.assessment_words import ASSESSMENT_WORDS
 from firmware_app.contracts.class_words import class_words
 from firmware_app.contracts.downlink import verdict_words
-from firmware_app.contracts.statuses import WAITING_STATUSES, InstanceStatus, Role, Verdict
+from firmware_app.contracts.statuses import (
+    WAITING_STATUSES,
+    InstanceStatus,
+    LiveHint,
+    LiveKept,
+    LiveState,
+    Role,
+    Verdict,
+)
 from firmware_app.i18n import N_, formats, gettext
 from firmware_app.inference.volume import PER_SLICE_WORDS
 from firmware_app.storage.audit import ACTIONS
@@ -71,6 +79,10 @@ ACTION_NAMES = {
     "hospital_review_received": N_("hospital verdict received"),
     "model_rollout_received": N_("hospital's model rollout received"),
     "model_rollback_received": N_("hospital's rollback order received"),
+    "live_view": N_("live page view"),
+    "live_session_started": N_("live session started"),
+    "live_session_ended": N_("live session ended"),
+    "live_keep_requested": N_("live keep requested"),
 }
 #: the model's assessment of an image (``contracts/assessment_words.py``: the hospital's
 #: console shows the same words)
@@ -79,6 +91,33 @@ ASSESSMENTS = ASSESSMENT_WORDS
 SERIES_READINGS = PER_SLICE_WORDS
 #: account roles
 ROLES = {Role.CLINICIAN: N_("clinician"), Role.TECHNICIAN: N_("technician")}
+#: where a bedside live source stands, as its page says it (``web/views_live.py``)
+LIVE_STATE = {
+    LiveState.STARTING: N_("Starting the live video…"),
+    LiveState.RUNNING: N_("Live"),
+    LiveState.DISCONNECTED: N_("The video is not connected — check the cable"),
+    LiveState.STALLED: N_("The video has stopped — check the machine and its cable"),
+    LiveState.NO_SIGNAL: N_("No picture from the machine — check that its video output is on"),
+    LiveState.FROZEN: N_("The machine's picture is frozen — unfreeze it on the machine"),
+    LiveState.NO_CONTACT: N_("Probe not on the skin"),
+    LiveState.REFUSED: N_("The box cannot read this video — call the technician"),
+    LiveState.DECODER_FAILED: N_("The video reader stopped; it is starting again"),
+    LiveState.NO_MODEL: N_("No model on this box reads these images — call the technician"),
+    LiveState.STOPPED: N_("Live mode is stopped"),
+}
+#: the plain hint of a live frame (``none``: nothing is shown)
+LIVE_HINT = {
+    LiveHint.NONE: N_("no hint"),
+    LiveHint.HOLD_HERE: N_("Possible lesion — hold the probe here"),
+    LiveHint.OUTSIDE_VALIDATED_RANGE: N_("This picture is outside what the model was validated "
+                                         "on — no marks are shown"),
+    LiveHint.NOT_ASSESSABLE: N_("The picture cannot be judged (too dark, blank or too bright) "
+                                "— no marks are shown"),
+}
+#: what a live session kept
+LIVE_KEPT = {LiveKept.KEY_FRAME: N_("key frame"), LiveKept.CLIP: N_("clip")}
+#: a patient's sex in the session form (DICOM Patient's Sex: M, F, O; '' not given)
+SEXES = {"": N_("not given"), "F": N_("female"), "M": N_("male"), "O": N_("other")}
 
 
 def _label(table: dict[str, str], word: str | None) -> str:
@@ -157,6 +196,26 @@ def series_reading(code: str) -> str:
 def role(word: str) -> str:
     """An account role."""
     return _label(ROLES, word)
+
+
+def live_state(word: str | None) -> str:
+    """A live source's state in plain words."""
+    return _label(LIVE_STATE, word)
+
+
+def live_hint(word: str | None) -> str:
+    """A live frame's hint in plain words ("" for none)."""
+    return "" if word in (None, LiveHint.NONE) else _label(LIVE_HINT, word)
+
+
+def live_kept(word: str) -> str:
+    """What a live session kept (a key frame, a clip)."""
+    return _label(LIVE_KEPT, word)
+
+
+def sex(word: str) -> str:
+    """A patient's sex as the session form names it."""
+    return _label(SEXES, word)
 
 
 def presets() -> list[tuple[str, int, int]]:

@@ -83,6 +83,12 @@ ACTIONS: dict[str, str] = {
                                  "hospital:rollout)"),
     "model_rollback_received": N_("received the hospital's order to go back to the previous "
                                   "model package (account: hospital:rollout)"),
+    "live_view": N_("opened a live source's page, which may name the patient of its open "
+                    "session (one row per 5 minutes, account and address)"),
+    "live_session_started": N_("started a bedside live session for a patient on a live "
+                               "source"),
+    "live_session_ended": N_("ended a bedside live session"),
+    "live_keep_requested": N_("asked a live session to keep the frame shown or a clip"),
 }
 
 #: who acts when the box acts by itself

@@ -16,7 +16,7 @@ from web.security import PUBLIC_ENDPOINTS
 def _routes(app, state) -> list[tuple[str, str]]:
     """(method, URL) for every route of the app, with real ids filled in."""
     ids = {"study_id": state.studies["alert"], "instance_id": state.instances["alert"],
-           "frame": 0}
+           "frame": 0, "source": "us-1", "seq": 1}
     out = []
     for rule in app.url_map.iter_rules():
         if rule.endpoint in PUBLIC_ENDPOINTS:

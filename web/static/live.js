@@ -1,0 +1,390 @@
+// clinibox live page (templates/live.html): the newest frame with its boxes, freeze, step, measure.
+// The pure functions at the top (no DOM) are tested in Node by tests/unit/test_live_js.py.
+"use strict";
+
+(function (root) {
+  const Measure = root.CliniboxMeasure ||
+    (typeof require !== "undefined" ? require("./measure.js") : null);
+
+  /** A box [x0, y0, x1, y1] in frame pixels as {x, y, w, h} on a canvas scale times larger. */
+  function scaleBox(box, scale) {
+    return { x: box[0] * scale, y: box[1] * scale,
+             w: (box[2] - box[0]) * scale, h: (box[3] - box[1]) * scale };
+  }
+
+  /** The canvas's backing size for a frame shown displayWidth CSS pixels wide. */
+  function backingSize(frameWidth, frameHeight, displayWidth, pixelRatio) {
+    const width = Math.max(1, Math.round(Math.min(frameWidth, displayWidth * (pixelRatio || 1))));
+    return { width, height: Math.max(1, Math.round(frameHeight * width / frameWidth)),
+             scale: width / frameWidth };
+  }
+
+  /** A lesion's size as its label shows it: "12 mm" in the locale's digits; "" without one. */
+  function sizeLabel(longAxisMm, locale) {
+    if (longAxisMm === null || longAxisMm === undefined || !(Number(longAxisMm) >= 0)) return "";
+    const digits = Number(longAxisMm) < 10 ? 1 : 0;
+    const number = new Intl.NumberFormat(locale || "en", { maximumFractionDigits: digits })
+      .format(Number(longAxisMm));
+    return number + " mm";
+  }
+
+  /** The boxes to draw for a frame: none when its hint says no finding may be shown. */
+  function boxesToDraw(entry) {
+    if (!entry || entry.hint === "outside_validated_range" || entry.hint === "not_assessable") {
+      return [];
+    }
+    return (entry.lesions || []).filter((lesion) => Array.isArray(lesion.box) &&
+                                        lesion.box.length === 4);
+  }
+
+  /** The frames held for stepping back: those within ringSeconds of the newest (by arrival). */
+  function pruneRing(entries, ringSeconds) {
+    if (!entries.length) return [];
+    const newest = entries[entries.length - 1].arrived;
+    return entries.filter((entry) => newest - entry.arrived <= ringSeconds);
+  }
+
+  /** The seqs one may step through: both lists, sorted, each once. */
+  function mergeSeqs(held, listed) {
+    return Array.from(new Set([...(held || []), ...(listed || [])])).sort((a, b) => a - b);
+  }
+
+  /** The seq one step from current (direction -1 back, +1 forward); current at either end. */
+  function stepSeq(seqs, current, direction) {
+    const place = seqs.indexOf(current);
+    if (place < 0) {
+      const later = seqs.filter((seq) => direction < 0 ? seq < current : seq > current);
+      if (!later.length) return current;
+      return direction < 0 ? later[later.length - 1] : later[0];
+    }
+    const next = place + direction;
+    return next >= 0 && next < seqs.length ? seqs[next] : current;
+  }
+
+  /** A client point on the displayed canvas (its bounding rect) in frame pixels. */
+  function framePoint(clientX, clientY, rect, frameWidth, frameHeight) {
+    return { x: (clientX - rect.left) / rect.width * frameWidth,
+             y: (clientY - rect.top) / rect.height * frameHeight };
+  }
+
+  /** The length between two frame points: mm when the frame has a scale, else pixels. */
+  function lineLength(p0, p1, mmPerPixel) {
+    const spacing = mmPerPixel > 0 ? { rowMm: mmPerPixel, columnMm: mmPerPixel } : null;
+    return Measure.measureLength(p0, p1, spacing);
+  }
+
+  /** "15 frames analysed a second" from its words with {fps} in them. */
+  function fpsText(words, fps, locale) {
+    if (fps === null || fps === undefined) return "";
+    return words.replace("{fps}", new Intl.NumberFormat(locale || "en",
+      { maximumFractionDigits: 0 }).format(Number(fps)));
+  }
+
+  const api = { scaleBox, backingSize, sizeLabel, boxesToDraw, pruneRing, mergeSeqs, stepSeq,
+                framePoint, lineLength, fpsText };
+  if (typeof module !== "undefined" && module.exports) module.exports = api;
+  root.CliniboxLive = api;
+})(typeof globalThis !== "undefined" ? globalThis : this);
+
+// ---- the page (browser only) ----
+(function () {
+  if (typeof document === "undefined") return;
+  const L = globalThis.CliniboxLive;
+  const M = globalThis.CliniboxMeasure;
+
+  function start() {
+    const pane = document.getElementById("live");
+    if (!pane) return;
+    const canvas = document.getElementById("live-canvas");
+    const stage = document.getElementById("live-stage");
+    const context = canvas.getContext("2d");
+    const data = pane.dataset;
+    const locale = data.locale || "en";
+    const ringSeconds = Number(data.ringSeconds) || 10;
+    const words = {};
+    for (const item of document.querySelectorAll("#live-words li")) {
+      if (item.dataset.state) words["state:" + item.dataset.state] = item.textContent;
+      if (item.dataset.hint) words["hint:" + item.dataset.hint] = item.textContent;
+    }
+    const held = [];          // {seq, arrived, blob, meta}: the frames received, within the ring
+    let listed = [];          // the ring's seqs on the box (from /state)
+    let newestSeq = -1;
+    let shown = null;         // {seq, bitmap, meta} on the canvas
+    let frozen = false;
+    let measuring = false;
+    let points = [];
+    let stepping = false;
+
+    const el = (id) => document.getElementById(id);
+    const freezeButton = el("live-freeze");
+    const backButton = el("live-back");
+    const forwardButton = el("live-forward");
+    const measureButton = el("live-measure");
+    const clearButton = el("live-clear");
+
+    function setState(word) {
+      const line = el("live-state");
+      const text = words["state:" + word];
+      if (!text) return;
+      line.textContent = text;
+      line.className = "live-state " + word;
+    }
+
+    function setHint(word) {
+      const line = el("live-hint");
+      line.textContent = words["hint:" + word] || "";
+      line.className = "live-hint " + (word || "none");
+    }
+
+    function draw() {
+      if (!shown) return;
+      const meta = shown.meta;
+      const frameWidth = meta.width || shown.bitmap.width;
+      const frameHeight = meta.height || shown.bitmap.height;
+      const size = L.backingSize(frameWidth, frameHeight, stage.clientWidth || frameWidth,
+                                 window.devicePixelRatio || 1);
+      if (canvas.width !== size.width) canvas.width = size.width;
+      if (canvas.height !== size.height) canvas.height = size.height;
+      context.drawImage(shown.bitmap, 0, 0, size.width, size.height);
+      const unit = size.width / (canvas.clientWidth || size.width);  // backing px per CSS px
+      context.lineWidth = 2.5 * unit;
+      context.font = "bold " + Math.round(16 * unit) + "px sans-serif";
+      context.textBaseline = "bottom";
+      for (const lesion of L.boxesToDraw(meta)) {
+        const box = L.scaleBox(lesion.box, size.scale);
+        context.strokeStyle = "#ff4040";
+        context.strokeRect(box.x, box.y, box.w, box.h);
+        const label = meta.mm_per_pixel ? L.sizeLabel(lesion.long_axis_mm, locale) : "";
+        if (label) {
+          const top = box.y > 20 * unit ? box.y - 3 * unit : box.y + box.h + 20 * unit;
+          context.lineWidth = 4 * unit;
+          context.strokeStyle = "#000";
+          context.strokeText(label, box.x, top);
+          context.fillStyle = "#ff4040";
+          context.fillText(label, box.x, top);
+          context.lineWidth = 2.5 * unit;
+        }
+      }
+      drawMeasure(size, unit);
+      pane.dataset.shownSeq = String(shown.seq);
+      for (const field of document.querySelectorAll(".live-seq")) field.value = String(shown.seq);
+      setHint(meta.hint);
+      const uncalibrated = el("live-uncalibrated");
+      if (uncalibrated && meta.mm_per_pixel) uncalibrated.hidden = true;
+    }
+
+    function drawMeasure(size, unit) {
+      if (!points.length) return;
+      context.strokeStyle = "#00e5ff";
+      context.fillStyle = "#00e5ff";
+      const at = points.map((p) => ({ x: p.x * size.scale, y: p.y * size.scale }));
+      for (const p of at) {
+        context.beginPath();
+        context.arc(p.x, p.y, 5 * unit, 0, 2 * Math.PI);
+        context.fill();
+      }
+      if (at.length === 2) {
+        context.lineWidth = 2.5 * unit;
+        context.beginPath();
+        context.moveTo(at[0].x, at[0].y);
+        context.lineTo(at[1].x, at[1].y);
+        context.stroke();
+        const text = measureText();
+        context.lineWidth = 4 * unit;
+        context.strokeStyle = "#000";
+        const x = Math.min(at[1].x + 10 * unit, size.width - context.measureText(text).width - 4);
+        const y = Math.max(at[1].y + 24 * unit, 20 * unit);
+        context.strokeText(text, x, Math.min(y, size.height - 4));
+        context.fillText(text, x, Math.min(y, size.height - 4));
+      }
+    }
+
+    function measureText() {
+      const length = L.lineLength(points[0], points[1], shown.meta.mm_per_pixel || 0);
+      return M.formatLength(length, { mm: data.unitMm, px: data.unitPx });
+    }
+
+    async function show(entry) {
+      const bitmap = await createImageBitmap(entry.blob);
+      if (shown && shown.bitmap && shown.bitmap.close) shown.bitmap.close();
+      shown = { seq: entry.seq, bitmap, meta: entry.meta };
+      draw();
+    }
+
+    function keep(entry) {
+      held.push(entry);
+      const kept = L.pruneRing(held, ringSeconds);
+      held.splice(0, held.length - kept.length);
+    }
+
+    function meta(response) {
+      try { return JSON.parse(response.headers.get("X-Live-Frame") || "{}"); } catch (e) { return {}; }
+    }
+
+    async function fetchFrame(url) {
+      const response = await fetch(url, { credentials: "same-origin", cache: "no-store" });
+      if (response.redirected || response.status === 401) { window.location.reload(); return null; }
+      if (response.status !== 200) return response.status;
+      const info = meta(response);
+      return { seq: info.seq, arrived: Number(info.arrived) || 0, blob: await response.blob(),
+               meta: info };
+    }
+
+    async function loop() {
+      for (;;) {
+        if (frozen) { await new Promise((r) => window.setTimeout(r, 150)); continue; }
+        let got = null;
+        try {
+          got = await fetchFrame(data.nextUrl + "?after=" + encodeURIComponent(newestSeq));
+        } catch (error) { got = 0; }
+        if (got && typeof got === "object") {
+          newestSeq = got.seq;
+          pane.dataset.seq = String(got.seq);
+          keep(got);
+          if (!frozen) {
+            setState(got.meta.state);
+            fpsLine(got.meta.fps);
+            await show(got);
+          }
+        } else if (got !== 204) {
+          await new Promise((r) => window.setTimeout(r, 1000));  // the box may be restarting
+        }
+      }
+    }
+
+    function fpsLine(fps) {
+      const text = L.fpsText(data.fpsWords, fps, locale);
+      const shown = text ? "· " + text : "";
+      if (el("live-rate").textContent !== shown) el("live-rate").textContent = shown;
+    }
+
+    function setFrozen(value) {
+      frozen = value;
+      freezeButton.textContent = value ? data.resume : data.freeze;
+      freezeButton.setAttribute("aria-pressed", String(value));
+      for (const button of [backButton, forwardButton, measureButton, clearButton]) {
+        button.disabled = !value;
+      }
+      el("live-frozen").hidden = !value;
+      pane.classList.toggle("frozen", value);
+      if (!value) {
+        measuring = false;
+        measureButton.setAttribute("aria-pressed", "false");
+        el("live-measure-hint").hidden = true;
+        el("live-measure-result").textContent = "";
+        points = [];
+      } else {
+        pollState();
+      }
+    }
+
+    async function step(direction) {
+      if (!shown || stepping) return;
+      stepping = true;
+      try {
+        let seqs = L.mergeSeqs(held.map((e) => e.seq), listed);
+        let target = L.stepSeq(seqs, shown.seq, direction);
+        while (target !== shown.seq) {
+          let entry = held.find((e) => e.seq === target);
+          if (!entry) {
+            const got = await fetchFrame(data.frameUrl + target);
+            if (got && typeof got === "object") entry = got;
+          }
+          if (entry) {
+            points = [];
+            el("live-measure-result").textContent = "";
+            await show(entry);
+            break;
+          }
+          listed = listed.filter((seq) => seq !== target);  // gone from the box's ring
+          seqs = L.mergeSeqs(held.map((e) => e.seq), listed);
+          target = L.stepSeq(seqs, shown.seq, direction);
+        }
+      } finally { stepping = false; }
+    }
+
+    function tap(event) {
+      if (!frozen || !measuring || !shown) return;
+      event.preventDefault();
+      const rect = canvas.getBoundingClientRect();
+      const meta = shown.meta;
+      const point = L.framePoint(event.clientX, event.clientY, rect,
+                                 meta.width || shown.bitmap.width, meta.height || shown.bitmap.height);
+      if (points.length >= 2) points = [];
+      points.push(point);
+      el("live-measure-result").textContent = points.length === 2 ? measureText() : "";
+      draw();
+    }
+
+    async function pollState() {
+      try {
+        const response = await fetch(data.stateUrl, { credentials: "same-origin", cache: "no-store" });
+        if (response.redirected || response.status === 401) { window.location.reload(); return; }
+        if (!response.ok) return;
+        const state = await response.json();
+        listed = state.seqs || [];
+        if (!frozen || !shown) setState(state.state);
+        if (!shown) setHint(state.hint);
+        const session = state.session ? String(state.session.id) : "";
+        if (session !== (data.session || "")) {
+          if (!frozen) window.location.reload();  // a session started or ended elsewhere
+          return;
+        }
+        if (state.session) showKept(state.session);
+      } catch (error) { /* the box may be restarting; next second */ }
+    }
+
+    function showKept(session) {
+      const list = el("live-kept");
+      if (!list) return;
+      const lines = session.kept || [];
+      list.replaceChildren(...(lines.length ? lines : [list.dataset.empty]).map((text) => {
+        const item = document.createElement("li");
+        item.textContent = text;
+        if (!lines.length) item.className = "hint";
+        return item;
+      }));
+      el("live-study").hidden = !lines.length;
+      el("live-study-link").hidden = !session.study_url;
+      if (session.study_url) el("live-study-link").href = session.study_url;
+      el("live-study-waiting").hidden = Boolean(session.study_url);
+    }
+
+    for (const form of document.querySelectorAll(".live-keep-form")) {
+      form.addEventListener("submit", async (event) => {
+        event.preventDefault();
+        const said = el("live-keep-said");
+        try {
+          const response = await fetch(form.action, { method: "POST", body: new FormData(form),
+            credentials: "same-origin", headers: { Accept: "application/json" } });
+          if (response.redirected || response.status === 401) { window.location.reload(); return; }
+          const answer = await response.json();
+          said.textContent = answer.message || "";
+          pollState();
+        } catch (error) { form.submit(); }
+      });
+    }
+
+    freezeButton.addEventListener("click", () => setFrozen(!frozen));
+    backButton.addEventListener("click", () => step(-1));
+    forwardButton.addEventListener("click", () => step(1));
+    measureButton.addEventListener("click", () => {
+      measuring = !measuring;
+      measureButton.setAttribute("aria-pressed", String(measuring));
+      el("live-measure-hint").hidden = !measuring;
+      canvas.classList.toggle("measuring", measuring);
+    });
+    clearButton.addEventListener("click", () => {
+      points = [];
+      el("live-measure-result").textContent = "";
+      draw();
+    });
+    canvas.addEventListener("pointerdown", tap);
+    window.addEventListener("resize", draw);
+    window.setInterval(() => { if (!document.hidden) pollState(); }, 1000);
+    pollState();
+    loop();
+  }
+
+  document.addEventListener("DOMContentLoaded", start);
+})();
