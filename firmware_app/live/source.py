@@ -21,6 +21,7 @@ import av
 import av.error
 
 from firmware_app.errors import CliniboxError
+from firmware_app.imaging.codestream import StreamMismatch, jpeg_facts
 from firmware_app.settings.live import LiveConfig, LiveSource
 
 #: how much FFmpeg may read to find the stream's format (bytes) and how long (µs)
@@ -143,13 +144,16 @@ class VideoInput:
             for packet in self.container.demux(self.stream):
                 if packet.size == 0:
                     continue
+                data = bytes(packet) if passthrough else b""
                 try:
+                    if passthrough:
+                        self._check_jpeg(data)
                     decoded = packet.decode()
                 except av.error.ArgumentError as exc:  # max_pixels refused the frame
                     raise StreamRefused(f"{self.source.name}: a frame larger than "
                                         f"[live] max_megapixels: {exc}") from exc
                 except (av.error.InvalidDataError, av.error.UndefinedError,
-                        av.error.PatchWelcomeError) as exc:
+                        av.error.PatchWelcomeError, StreamMismatch) as exc:
                     self.broken_packets += 1
                     failed_in_a_row += 1
                     if failed_in_a_row >= MAX_FAILED_IN_A_ROW:
@@ -167,7 +171,7 @@ class VideoInput:
                         wait = started + (float(frame.time) - first_time) - time.monotonic()
                         if wait > 0:
                             time.sleep(min(wait, 1.0))
-                    jpeg = bytes(packet) if passthrough and len(decoded) == 1 else None
+                    jpeg = data if passthrough and len(decoded) == 1 else None
                     yield Captured(frame, time.monotonic(), jpeg)
         except av.error.ExitError as exc:  # the read timed out (the interrupt callback)
             raise SourceUnavailable(f"{self.source.name}: no data for "
@@ -175,6 +179,16 @@ class VideoInput:
         except (av.error.FFmpegError, OSError) as exc:
             raise SourceUnavailable(f"{self.source.name}: {exc}") from exc
         raise SourceUnavailable(f"{self.source.name}: the stream ended", ended=True)
+
+    def _check_jpeg(self, data: bytes) -> None:
+        """An MJPEG frame's own header read before the decoder sees it: a frame claiming
+        more than ``[live] max_megapixels`` is refused (StreamRefused), one without a
+        readable header is a broken packet (StreamMismatch)."""
+        facts = jpeg_facts(data)
+        if facts.columns * facts.rows > self.max_pixels:
+            raise StreamRefused(f"{self.source.name}: a {facts.columns}x{facts.rows} frame is "
+                                f"larger than [live] max_megapixels "
+                                f"({self.config.max_megapixels})")
 
     def close(self) -> None:
         """Close the container (and the device or connection)."""

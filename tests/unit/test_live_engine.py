@@ -173,12 +173,15 @@ def test_a_source_that_is_missing_then_plugged_in_is_read(running, video, tmp_pa
 
 @pytest.mark.parametrize("size", [30000, 4000])
 def test_a_stream_claiming_huge_frames_is_refused_before_decoding(running, tmp_path, size):
-    # 30000 x 30000: FFmpeg's own limit refuses it; 4000 x 4000 (16 MP): FFmpeg would decode
-    # it, [live] max_megapixels (8.3) refuses it first
+    # 30000 x 30000 is beyond FFmpeg's own limit, 4000 x 4000 (16 MP) FFmpeg would decode:
+    # each JPEG's own header is read before the decoder sees it, and [live] max_megapixels
+    # (8.3) refuses both
     bomb = huge_mjpeg(tmp_path / "bomb.avi", size=size)
     live = running(url=str(bomb), loop=True)
     wait_for(lambda: live.state().get("state") == LiveState.REFUSED, 30, "refused")
     assert live.state()["analysed"] == 0 and not live.state()["frames"]
+    assert f"a {size}x{size} frame is larger than [live] max_megapixels" in \
+        live.state()["detail"]["error"]
 
 
 def test_garbage_is_refused_or_unreadable_and_nothing_is_shown(running, tmp_path):
