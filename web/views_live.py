@@ -357,8 +357,9 @@ def keep(source: str):
             return jsonify(ok=False, message=said), 409
         flash(said)
         return _page(found, _form_values(), 409)
-    request_id = live_sessions.ask(conn, session.id, kind, who)
     seq = request.form.get("seq", "")
+    shown = int(seq) if seq.isdigit() and kind == LiveRequest.KEY_FRAME else None
+    request_id = live_sessions.ask(conn, session.id, kind, who, seq=shown)
     audit_trail.note("live_keep_requested", f"live_session:{session.id}",
                      f"{kind.value}" + (f" at frame {int(seq)}" if seq.isdigit() else ""))
     said = (gettext("Asked to keep this frame.") if kind == LiveRequest.KEY_FRAME else

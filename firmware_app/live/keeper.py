@@ -80,7 +80,10 @@ class Keeper:
         self.last_error = ""
         self._checked = -1e9
         self._best: dict[int, _Best] = {}
-        self._clip: deque[tuple[float, np.ndarray]] = deque()
+        #: the session's recent image areas (time, seq, area), at most CLIP_FPS a second
+        #: over the longer of a clip and the page's ring (a frame the page steps back to)
+        self._clip: deque[tuple[float, int, np.ndarray]] = deque()
+        self._keep_seconds = max(config.clip_seconds, config.ring_seconds)
         self._jobs: queue.Queue[_Job | None] = queue.Queue(MAX_JOBS)
         self._writer = threading.Thread(target=self._write_jobs, name=f"keep-{source.name}",
                                         daemon=True)
@@ -103,8 +106,8 @@ class Keeper:
             return
         acquired = datetime.datetime.now()
         if not self._clip or now - self._clip[-1][0] >= 1.0 / CLIP_FPS:
-            self._clip.append((now, area))
-        while self._clip and now - self._clip[0][0] > self.config.clip_seconds:
+            self._clip.append((now, seq, area))
+        while self._clip and now - self._clip[0][0] > self._keep_seconds:
             self._clip.popleft()
         for track in on_frame:
             if track.held and track.best_seq == seq:
@@ -115,16 +118,29 @@ class Keeper:
                 self._keep_best(best)
         for request in self._requests():
             if request.kind == LiveRequest.CLIP:
-                frames = [frame for _t, frame in self._clip]
-                span = self._clip[-1][0] - self._clip[0][0]
+                recent = [item for item in self._clip
+                          if now - item[0] <= self.config.clip_seconds]
+                frames = [frame for _t, _seq, frame in recent]
+                if not frames:
+                    continue
+                span = recent[-1][0] - recent[0][0]
                 interval = span / (len(frames) - 1) if len(frames) > 1 else 0.0
                 self._submit(_Job(self.session, LiveKept.CLIP, frames, acquired,
                                   request=request.id,
                                   interval_ms=max(interval * 1000.0,
                                                   1000.0 / self.config.max_fps)))
             else:
-                self._submit(_Job(self.session, LiveKept.KEY_FRAME, [area], acquired,
+                self._submit(_Job(self.session, LiveKept.KEY_FRAME,
+                                  [self._shown(request.seq, area)], acquired,
                                   request=request.id))
+
+    def _shown(self, seq: int | None, newest: np.ndarray) -> np.ndarray:
+        """The image area of frame ``seq`` (the one the page showed; the nearest one held
+        before it), or the newest when none is named or held."""
+        if seq is None:
+            return newest
+        held = [item for item in self._clip if item[1] <= seq]
+        return held[-1][2] if held else newest
 
     def picture_changed(self) -> None:
         """The picture's size changed: a clip cannot mix sizes; start it again."""

@@ -265,7 +265,8 @@ class WebConfig:
     tls_cert: str = setting(doc="certificate (PEM) the viewer presents; empty means a self-signed "
                                 "one made on first start under <state_dir>/keys", default="")
     tls_key: str = setting(doc="private key (PEM) of tls_cert", default="")
-    threads: int = setting(in_range(1, 64), "requests served at once", 4)
+    threads: int = setting(in_range(1, 64), "requests served at once (each open live page "
+                           "holds one while it waits for the next frame)", 8)
     session_idle_minutes: float = setting(in_range(1, 1440), "a session ends after this long idle",
                                           30.0)
     session_max_hours: float = setting(in_range(0.1, 168), "a session ends this long after login",

@@ -112,7 +112,8 @@ class LiveConfig:
     hold_frames: int = setting(in_range(1, 100), "a lesion seen on this many analysed frames "
                                "in a row is shown, and the hint says to hold the probe", 3)
     max_fps: float = setting(in_range(1, 120), "the most frames a second analysed (newest "
-                             "first: a frame not taken in time is dropped)", 30.0)
+                             "first: a frame not taken in time is dropped); above the "
+                             "source's own rate, so that no frame waits for its turn", 60.0)
     ring_seconds: float = setting(in_range(1, 60), "seconds of frames the page may step back "
                                   "through", 10.0)
     clip_seconds: float = setting(in_range(1, 30), "seconds a clip keeps (at most)", 5.0)

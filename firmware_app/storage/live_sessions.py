@@ -112,26 +112,29 @@ class Request:
     kind: LiveRequest
     requested_by: str
     requested_at: float
+    #: the frame shown when it was asked (a frozen, stepped-back page); None: the newest
+    seq: int | None = None
 
 
 def ask(conn: sqlite3.Connection, session_id: int, kind: LiveRequest, requested_by: str,
-        now: float | None = None) -> int:
-    """File a request (keep this frame, keep a clip) for the live process; its id."""
+        now: float | None = None, seq: int | None = None) -> int:
+    """File a request (keep this frame, keep a clip) for the live process; its id. ``seq``
+    names the frame the page showed (kept if the live process still holds it)."""
     with conn:
         cursor = conn.execute(
-            "INSERT INTO live_requests(session, kind, requested_by, requested_at) "
-            "VALUES (?, ?, ?, ?)",
-            (session_id, str(LiveRequest(kind)), requested_by,
+            "INSERT INTO live_requests(session, kind, seq, requested_by, requested_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (session_id, str(LiveRequest(kind)), seq, requested_by,
              time.time() if now is None else now))
     return int(cursor.lastrowid)
 
 
 def open_requests(conn: sqlite3.Connection, session_id: int) -> list[Request]:
     """The session's requests not yet done, oldest first."""
-    rows = conn.execute("SELECT id, session, kind, requested_by, requested_at FROM "
+    rows = conn.execute("SELECT id, session, kind, requested_by, requested_at, seq FROM "
                         "live_requests WHERE session = ? AND done_at IS NULL ORDER BY id",
                         (session_id,)).fetchall()
-    return [Request(r[0], r[1], LiveRequest(r[2]), r[3], r[4]) for r in rows]
+    return [Request(r[0], r[1], LiveRequest(r[2]), r[3], r[4], r[5]) for r in rows]
 
 
 def finish_request(conn: sqlite3.Connection, request_id: int, outcome: str,

@@ -327,7 +327,8 @@ CREATE TABLE IF NOT EXISTS model_waiting (
 
 -- Bedside live sessions (v19): one open session per live source at most (``ended_at``
 -- NULL), a sonographer's requests to it (``kind``: a contracts.statuses.LiveRequest word;
--- ``outcome`` what the live process did), and what each session kept: key frames and clips
+-- ``seq`` the frame shown when a frame was asked for, NULL: the newest; ``outcome`` what the
+-- live process did), and what each session kept: key frames and clips
 -- (``kind``: a LiveKept word) landed in the spool as instance ``instance_id``
 -- (storage/live_sessions.py).
 CREATE TABLE IF NOT EXISTS live_sessions (
@@ -350,6 +351,7 @@ CREATE TABLE IF NOT EXISTS live_requests (
     id            INTEGER PRIMARY KEY,
     session       INTEGER NOT NULL REFERENCES live_sessions(id),
     kind          TEXT NOT NULL,
+    seq           INTEGER,
     requested_by  TEXT NOT NULL,
     requested_at  REAL NOT NULL,
     done_at       REAL,

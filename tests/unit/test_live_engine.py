@@ -205,3 +205,33 @@ def test_a_resolution_change_rescales_the_image_area(running, tmp_path):
     wait_for(lambda: live.state().get("width") == 1920, 60, "the larger picture")
     state = live.state()
     assert state["height"] == 1080 and state["region"] == [420, 150, 1080, 810]
+
+
+def test_keep_this_frame_keeps_the_frame_the_page_showed(tmp_path):
+    """A nurse froze the page and stepped back to frame 3: that frame is kept, not the
+    newest."""
+    import numpy as np
+
+    config = from_dict({"storage": {"state_dir": str(tmp_path / "state")},
+                        "live": {"sources": [{"name": "us-1", "url": "/dev/video0"}]}})
+    db.private_state_dir(config.state_dir)
+    with contextlib.closing(db.connect(config.database_path)) as conn:
+        db.initialise(conn)
+        session = live_sessions.start(conn, source="us-1", started_by="nurse")
+    clock = [0.0]
+    keeper = Keeper(config.live.sources[0], config.live, config.database_path,
+                    Lander(make_spool(config), config.database_path, 2**30), station="box-1",
+                    now=lambda: clock[0])
+    for seq in range(1, 6):
+        clock[0] = seq * 0.1
+        keeper.observe(np.full((48, 64), seq * 40, np.uint8), [], [], seq)
+    with contextlib.closing(db.connect(config.database_path)) as conn:
+        live_sessions.ask(conn, session.id, LiveRequest.KEY_FRAME, "nurse", seq=3)
+    clock[0] = 1.0
+    keeper.observe(np.full((48, 64), 250, np.uint8), [], [], 6)
+    keeper.close()
+    with contextlib.closing(db.connect(config.database_path)) as conn:
+        kept = live_sessions.kept_by(conn, session.id)
+        path = conn.execute("SELECT spool_path FROM instances").fetchone()[0]
+    assert [k.kind for k in kept] == [LiveKept.KEY_FRAME]
+    assert int(pydicom.dcmread(path).pixel_array.mean()) == 120  # frame 3's, not frame 6's

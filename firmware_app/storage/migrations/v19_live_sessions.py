@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS live_requests (
     id            INTEGER PRIMARY KEY,
     session       INTEGER NOT NULL REFERENCES live_sessions(id),
     kind          TEXT NOT NULL,
+    seq           INTEGER,
     requested_by  TEXT NOT NULL,
     requested_at  REAL NOT NULL,
     done_at       REAL,
