@@ -78,8 +78,11 @@ def _source(name: str) -> LiveSource:
 
 @blueprint.app_context_processor
 def live_nav() -> dict[str, Any]:
-    """Whether the header shows "Live": only when a source is configured."""
-    return {"live_sources": bool(_config().live.sources)}
+    """Whether the header shows "Live" (only when a source is configured), and the sources a
+    study page offers a session on for its patient: (name, what the tablet calls it)."""
+    sources = _config().live.sources
+    return {"live_sources": bool(sources),
+            "live_choices": [(s.name, s.label or s.name) for s in sources]}
 
 
 def effective_state(state: dict[str, Any] | None, now: float | None = None) -> str:

@@ -57,7 +57,7 @@ def video(tmp_path_factory) -> Path:
 class Running:
     """An engine running in a thread on a source, over a box's state folder."""
 
-    def __init__(self, root: Path, runner, **source) -> None:
+    def __init__(self, root: Path, runner, no_model: str = "", **source) -> None:
         self.config = from_dict({"storage": {"state_dir": str(root / "state")},
                                  "live": {"hold_frames": 3, "stall_seconds": 1.0,
                                           "sources": [{"name": "us-1", **source}]}})
@@ -70,7 +70,8 @@ class Running:
         self.keeper = Keeper(self.source, self.config.live, self.config.database_path, lander,
                              station="box-1")
         writer = FrameWriter(self.root, "us-1", self.config.live.ring_seconds)
-        self.engine = LiveEngine(self.source, self.config.live, runner, writer, self.keeper)
+        self.engine = LiveEngine(self.source, self.config.live, runner, writer, self.keeper,
+                                 no_model=no_model)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.engine.run, args=(self.stop,), daemon=True)
         self.thread.start()
@@ -92,8 +93,8 @@ class Running:
 def running(tmp_path, runner) -> Iterator:
     made: list[Running] = []
 
-    def start(**source) -> Running:
-        made.append(Running(tmp_path, runner, **source))
+    def start(model=runner, **source) -> Running:
+        made.append(Running(tmp_path, model, **source))
         return made[-1]
 
     yield start
@@ -235,3 +236,24 @@ def test_keep_this_frame_keeps_the_frame_the_page_showed(tmp_path):
         path = conn.execute("SELECT spool_path FROM instances").fetchone()[0]
     assert [k.kind for k in kept] == [LiveKept.KEY_FRAME]
     assert int(pydicom.dcmread(path).pixel_array.mean()) == 120  # frame 3's, not frame 6's
+
+
+def test_an_endoscope_no_model_reads_is_shown_and_keeps_what_is_asked_as_vl_endoscopic(
+        running, video):
+    live = running(model=None, no_model="modality ES not accepted", url=str(video), loop=True,
+                   modality="ES", **REGION)
+    wait_for(lambda: live.state().get("analysed", 0) > 5, 60, "frames shown")
+    state = live.state()
+    assert state["state"] == LiveState.NO_MODEL and state["detail"]["why"].startswith("modality")
+    assert not any(f["lesions"] for f in state["frames"])  # shown, never marked
+    with contextlib.closing(db.connect(live.config.database_path)) as conn:
+        session = live_sessions.start(conn, source="us-1", started_by="nurse",
+                                      patient_id="SCOPE-1")
+    wait_for(lambda: (live.state().get("session") or {}).get("id") == session.id, 30,
+             "the session seen")
+    with contextlib.closing(db.connect(live.config.database_path)) as conn:
+        live_sessions.ask(conn, session.id, LiveRequest.KEY_FRAME, "nurse")
+    wait_for(lambda: live.rows("SELECT COUNT(*) FROM live_kept") == [(1,)], 60, "kept")
+    ds = pydicom.dcmread(live.rows("SELECT spool_path FROM instances")[0][0])
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.77.1.1" and ds.Modality == "ES"
+    assert ds.PhotometricInterpretation == "RGB" and (ds.Rows, ds.Columns) == (540, 720)

@@ -21,6 +21,9 @@ from firmware_app.contracts.statuses import (
     DicomOutboxState,
     ImportOutcome,
     InstanceStatus,
+    LiveHint,
+    LiveKept,
+    LiveState,
     OutboxState,
     Role,
     Verdict,
@@ -161,6 +164,10 @@ SHOWN = {
     "assessments": (AssessmentKind, labels.ASSESSMENTS, labels.assessment),
     "verdicts": (Verdict, labels.VERDICTS, labels.verdict),
     "roles": (Role, labels.ROLES, labels.role),
+    "live states": (LiveState, labels.LIVE_STATE, labels.live_state),
+    # a frame's hint: "none" says nothing on the page (the table's word is for the record)
+    "live hints": (LiveHint, labels.LIVE_HINT, None),
+    "live kept": (LiveKept, labels.LIVE_KEPT, labels.live_kept),
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
 
 import pytest
 from PIL import Image
@@ -327,3 +328,42 @@ def test_the_page_has_no_inline_script_and_its_data_for_the_script(box):
     assert 'data-frame-url="/live/us-1/frame/"' in page
     assert 'data-state-url="/live/us-1/state"' in page
     assert 'data-ring-seconds="2.0"' in page
+
+
+def test_the_live_pages_read_wholly_in_chinese(box):
+    """No catalog English and no English run of words on the list and a source's page, with
+    and without a session (the source's own label is the technician's words: Chinese here)."""
+    from tests.i18n_text import catalog_sentences, english_sentences, is_chinese, visible_text
+
+    config, app, conn = box
+    write_stopped(live_root(config.state_dir), "us-1", "no_contact", {})
+    for source in config.live.sources:
+        source.label = "超声 1 号" if source.name == "us-1" else "内镜"
+    client = _client(app, chinese=True)
+    pages = [client.get("/live"), client.get("/live/us-1"), client.get("/live/es-1")]
+    live_sessions.start(conn, source="us-1", started_by=NURSE[0], patient_name="王^芳")
+    pages.append(client.get("/live/us-1"))
+    for answer in pages:
+        assert answer.status_code == 200
+        text = visible_text(answer.get_data(as_text=True))
+        assert is_chinese(text)
+        assert catalog_sentences(text) == [] and english_sentences(text) == [], text
+
+
+def test_a_study_page_offers_a_live_session_for_its_patient_to_clinicians(viewer):
+    from tests.viewer_state import CLINICIAN, TECHNICIAN
+    from tests.web_client import ViewerClient
+    from web.app import create_app
+
+    state, _app = viewer
+    state.config.live.sources = [LiveSource(name="us-1", url="/dev/video0", label="超声 1 号")]
+    app = create_app(state.config)
+    key = sqlite3.connect(state.config.database_path).execute(
+        "SELECT study_key FROM studies WHERE id = ?", (state.studies["alert"],)).fetchone()[0]
+    pages = {}
+    for who in (CLINICIAN, TECHNICIAN):
+        client = ViewerClient(app)
+        client.login(*who)
+        pages[who] = client.get(f"/study/{state.studies['alert']}").get_data(as_text=True)
+    assert f'href="/live/us-1?study={key}"' in pages[CLINICIAN] and "超声 1 号" in pages[CLINICIAN]
+    assert 'id="live-links"' not in pages[TECHNICIAN]  # sessions are the clinic staff's
