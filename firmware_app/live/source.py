@@ -73,7 +73,7 @@ def open_options(source: LiveSource, config: LiveConfig) -> tuple[str | None, di
         options["fflags"] = "nobuffer"
         scheme = urlsplit(source.url).scheme.lower()
         if scheme in ("rtsp", "rtsps"):
-            options["rtsp_transport"] = "tcp"
+            options["rtsp_transport"] = source.rtsp_transport
         if scheme == "udp":
             options["overrun_nonfatal"] = "1"
             options["fifo_size"] = "50000"

@@ -80,6 +80,9 @@ class LiveSource:
     mm_per_pixel: float = setting(in_range(0, 10), "the image area's scale (mm a pixel, as the "
                                   "machine's depth scale shows it); 0: sizes are not "
                                   "measured in mm", 0.0)
+    rtsp_transport: str = setting(one_of("tcp", "udp"), "RTSP streams: RTP over the RTSP "
+                                  "connection (tcp: nothing lost on a busy network) or over "
+                                  "UDP (for cameras that offer only that)", "tcp")
     loop: bool = setting(doc="video files: start again at the end (demonstrations)",
                          default=False)
 

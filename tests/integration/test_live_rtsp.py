@@ -1,0 +1,64 @@
+"""A live source over RTSP, all real parts: Debian's ffmpeg publishes the phantom ultrasound
+screen (ANNOUNCE/RECORD) to Debian's rtsp-server-perl, which serves it as an IP camera
+would; ``clinibox live`` reads it (RTP over UDP: that server offers nothing else) and
+analyses it newest frame first."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from firmware_app.storage.live_frames import read_state
+from tests.box_harness import stop, to_toml, wait_for
+from tests.integration.conftest import REPO
+from tests.live_video import ffmpeg, make_phantom_video
+from tests.ports import free_ports
+
+pytestmark = pytest.mark.integration
+SERVER = "/usr/bin/rtsp-server-perl"
+
+
+def test_an_rtsp_camera_is_read_and_analysed(tmp_path: Path):
+    assert Path(SERVER).exists(), "rtsp-server-perl is needed (.ci/run installs it)"
+    video = make_phantom_video(tmp_path / "phantom.mp4", seconds=4.0, seed=2).path
+    client_port, source_port, rtp_port = free_ports(3)
+    server = subprocess.Popen(
+        [SERVER, "--clientport", str(client_port), "--serverport", str(source_port),
+         "--client_listen_address", "127.0.0.1", "--source_listen_address", "127.0.0.1",
+         "--rtp_start_port", str(20000 + rtp_port % 20000)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    publisher = live = None
+    try:
+        time.sleep(1.0)
+        publisher = subprocess.Popen(
+            [ffmpeg(), "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(video),
+             "-map", "0:v", "-c", "copy", "-f", "rtsp",
+             f"rtsp://127.0.0.1:{source_port}/ultrasound"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        config = tmp_path / "box.toml"
+        config.write_text(to_toml({
+            "storage": {"state_dir": str(tmp_path / "state")},
+            "live": {"sources": [{"name": "rtsp-1", "rtsp_transport": "udp",
+                                  "url": f"rtsp://127.0.0.1:{client_port}/ultrasound",
+                                  "region_x": 280, "region_y": 100, "region_width": 720,
+                                  "region_height": 540}]}}))
+        live = subprocess.Popen([sys.executable, "-m", "firmware_app.cli", "live", "rtsp-1",
+                                 "--config", str(config)], cwd=REPO,
+                                stdout=open(tmp_path / "live.log", "ab"),  # noqa: SIM115
+                                stderr=subprocess.STDOUT)
+
+        def state() -> dict:
+            return read_state(tmp_path / "state" / "live", "rtsp-1") or {}
+
+        wait_for(lambda: state().get("state") == "running" and state().get("analysed", 0) > 30,
+                 120, "the RTSP camera analysed")
+        assert (state()["width"], state()["height"]) == (1280, 720)
+        assert state()["model"].startswith("clinibox-demo-lesion")
+    finally:
+        for process in (live, publisher, server):
+            if process is not None:
+                stop(process)
