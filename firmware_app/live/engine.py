@@ -204,7 +204,9 @@ class LiveEngine:
         self._times.append(now)
         while self._times and now - self._times[0] > 2.0:
             self._times.popleft()
-        jpeg = taken.jpeg if taken.jpeg is not None else self._jpeg(frame)
+        shown_as_captured = not self.config.display_width or \
+            frame.width <= self.config.display_width
+        jpeg = taken.jpeg if taken.jpeg is not None and shown_as_captured else self._jpeg(frame)
         entry = {"arrived": round(taken.arrived, 4), "hint": str(hint),
                  "quality": [str(code) for code in warnings], "lesions": lesions}
         self.writer.publish(self._seq, jpeg, entry, self._state_body())
@@ -221,6 +223,12 @@ class LiveEngine:
                 "held": track.seen}
 
     def _jpeg(self, frame) -> bytes:
+        """The frame as the page shows it: at most ``[live] display_width`` wide (FFmpeg's
+        scaler), JPEG (the page draws it at the frame's own size: boxes stay in frame px)."""
+        width = self.config.display_width
+        if width and frame.width > width:
+            height = max(1, round(frame.height * width / frame.width))
+            frame = frame.reformat(width=width, height=height, format="rgb24")
         buffer = io.BytesIO()
         Image.fromarray(frame.to_ndarray(format="rgb24")).save(
             buffer, "JPEG", quality=self.config.jpeg_quality)

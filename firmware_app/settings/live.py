@@ -129,6 +129,9 @@ class LiveConfig:
     memory_mb: int = setting(in_range(256, 65536), "address space a source's live process "
                              "may take (its decoder's bound)", 4096)
     jpeg_quality: int = setting(in_range(30, 95), "quality of the frames the page shows", 80)
+    display_width: int = setting(in_range(0, 7680), "the frames the page shows are at most this "
+                                 "wide (a tablet's screen; the clinic's Wi-Fi carries half the "
+                                 "bytes of 720p at 960); 0 shows them as captured", 960)
     key_frames_per_session: int = setting(in_range(0, 1000), "most key frames a session keeps "
                                           "by itself (the requested ones besides)", 20)
     sources: list[LiveSource] = setting(doc=SOURCES_DOC, factory=list)

@@ -6,6 +6,7 @@ comes and goes, and hostile streams refused with the service's memory untouched.
 from __future__ import annotations
 
 import contextlib
+import io
 import shutil
 import sqlite3
 import threading
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from PIL import Image
 
 from firmware_app.contracts.statuses import LiveKept, LiveRequest, LiveState
 from firmware_app.ingest.landing import Lander
@@ -118,7 +120,9 @@ def test_the_phantom_screen_is_analysed_and_held_lesions_shown_nothing_kept(runn
         lesion["long_axis_px"] * 0.2, abs=0.2)
     assert shown[-1]["hint"] == "hold_here"
     newest = state["frames"][-1]
-    assert frame_bytes(live.root, "us-1", newest["seq"])[:2] == b"\xff\xd8"  # a JPEG
+    jpeg = frame_bytes(live.root, "us-1", newest["seq"])
+    assert jpeg[:2] == b"\xff\xd8"  # a JPEG, at most [live] display_width wide for the tablet
+    assert Image.open(io.BytesIO(jpeg)).size == (960, 540)
     assert state["session"] is None
     assert live.rows("SELECT COUNT(*) FROM instances") == [(0,)]  # no session: nothing kept
 
