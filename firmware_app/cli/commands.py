@@ -98,10 +98,28 @@ def status_report(config: config_module.Config) -> dict[str, Any]:
     finally:
         conn.close()
     report["disk_free_mb"] = report["disk"]["free_mb"]
+    report["live"] = live_report(config)
     report["last_errors"] = [
         {**e, "at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(e["at"]))}
         for e in report["last_errors"]]
     return report
+
+
+def live_report(config: config_module.Config) -> list[dict[str, Any]]:
+    """Each ``[[live.sources]]`` as its live process last wrote it (``storage/live_frames``):
+    state code, detail, frames analysed a second, analysed and dropped, the open session."""
+    from firmware_app.storage.live_frames import live_root, read_state
+
+    root = live_root(config.state_dir)
+    out = []
+    for source in config.live.sources:
+        state = read_state(root, source.name) or {}
+        out.append({"source": source.name, "state": state.get("state", "stopped"),
+                    "detail": state.get("detail") or {}, "fps": state.get("fps", 0.0),
+                    "analysed": state.get("analysed", 0), "dropped": state.get("dropped", 0),
+                    "session": (state.get("session") or {}).get("id"),
+                    "written": _clock(state.get("wall"))})
+    return out
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -127,6 +145,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  {n:>5} × {reasons.recorded_text(reason)}")
     _print_model_orders(report["model_orders"])
     _print_pacs(report["pacs"])
+    _print_live(report["live"])
     if report["audit"]["over_limit"]:
         print(audit_size_alarm(report["audit"]))
         for command in AUDIT_COMMANDS:
@@ -157,6 +176,18 @@ def _print_model_orders(orders: list[dict[str, Any]]) -> None:
     print(_("model updates from the hospital (newest first):"))
     for order in orders:
         print(f"  {_clock(order['updated_at'])} {model_words.order_line(order)}")
+
+
+def _print_live(sources: list[dict[str, Any]]) -> None:
+    """The live sources: each one's state (a LiveState code), rate, counts and why."""
+    if not sources:
+        return
+    print(_("live sources (state, frames analysed a second, analysed / dropped):"))
+    for s in sources:
+        why = s["detail"].get("error") or s["detail"].get("why") or ""
+        session = _(", session %(id)s open", id=s["session"]) if s["session"] else ""
+        print(f"  {s['source']}: {s['state']}, {s['fps']}/s, {s['analysed']} / {s['dropped']}"
+              f"{session} ({s['written']}){' — ' + why if why else ''}")
 
 
 def _print_pacs(destinations: list[dict[str, Any]]) -> None:

@@ -69,6 +69,10 @@ def test_faulty_sources_are_said_on_their_pages_and_ingest_goes_on(tmp_path: Pat
             wait_for(lambda: state("card").get("state") == "disconnected", 120,
                      "the missing card said")
             assert "video9" in state("card")["detail"]["error"]
+            told = {s["source"]: s for s in box.cli_json("status")["live"]}
+            assert told["bomb"]["state"] == "refused" and told["card"]["state"] == "disconnected"
+            text = box.cli("status").stdout
+            assert "bomb: refused" in text and "max_megapixels" in text
             for source in ("camera", "stream"):
                 wait_for(lambda s=source: state(s).get("state") == "running"
                          and state(s).get("analysed", 0) > 10, 180, f"{source} running")
