@@ -261,3 +261,19 @@ def test_an_endoscope_no_model_reads_is_shown_and_keeps_what_is_asked_as_vl_endo
     ds = pydicom.dcmread(live.rows("SELECT spool_path FROM instances")[0][0])
     assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.77.1.1" and ds.Modality == "ES"
     assert ds.PhotometricInterpretation == "RGB" and (ds.Rows, ds.Columns) == (540, 720)
+
+
+def test_a_udp_stream_that_stalls_is_said_and_read_again_when_it_resumes(running, video):
+    from tests.live_video import udp_mpegts_sender
+    from tests.ports import free_port
+
+    port = free_port()
+    with udp_mpegts_sender(video, port) as url:
+        live = running(url=url, **REGION)
+        wait_for(lambda: live.state().get("analysed", 0) > 20, 60, "the stream analysed")
+    wait_for(lambda: live.state().get("state") in (LiveState.STALLED, LiveState.DISCONNECTED),
+             30, "the stall said")
+    stalled_at = live.state()["analysed"]
+    with udp_mpegts_sender(video, port):
+        wait_for(lambda: live.state().get("state") == LiveState.RUNNING
+                 and live.state().get("analysed", 0) > stalled_at + 20, 60, "read again")
