@@ -89,7 +89,7 @@ class LiveSource:
     @property
     def kind(self) -> str:
         """``v4l2``, ``file`` or ``stream``."""
-        if self.url.startswith("/dev/video"):
+        if self.url.startswith(("/dev/video", "/dev/v4l/")):  # by-id/by-path links too
             return "v4l2"
         if self.url.startswith("/") or urlsplit(self.url).scheme.lower() == "file":
             return "file"

@@ -84,7 +84,8 @@ def config_page() -> str:
         rst_to_md(box.__doc__), "",
     ]
     parts += settings_sections(box.Config, {"pacs.destinations": box.PacsDestination,
-                                            "routing.rules": box.RoutingRule})
+                                            "routing.rules": box.RoutingRule,
+                                            "live.sources": box.LiveSource})
     parts += ["## The hospital's receiver (`clinibox central … --config FILE`)", "",
               rst_to_md(central_config.__doc__), ""]
     parts += settings_sections(central_config.CentralConfig, {})

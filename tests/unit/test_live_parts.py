@@ -34,6 +34,8 @@ def test_sources_are_read_with_their_kind_and_region():
     assert (us.kind, us.region, us.modality) == ("v4l2", (10, 20, 600, 500), "US")
     assert (scope.kind, scope.region) == ("stream", None)
     assert (demo.kind, source_path(demo)) == ("file", "/srv/demo.mp4")
+    by_id = _config({"name": "a", "url": "/dev/v4l/by-id/usb-Capture_Card-video-index0"})
+    assert by_id.live.sources[0].kind == "v4l2"  # the card's stable name, whatever its number
     assert config.live.hold_frames == 4
 
 
