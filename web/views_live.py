@@ -21,7 +21,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import threading
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,23 @@ LIVE_VIEW_COALESCE = 300.0
 #: the longest patient name and ID a session takes (DICOM PN and LO: 64 characters)
 FIELD_LIMIT = 64
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
+#: Unicode categories a patient field never keeps: format characters (bidi overrides and
+#: zero-width marks: what is shown would differ from what is stored), line and paragraph
+#: separators, surrogates
+_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+#: a frame number as the page sends it (ASCII digits: ``str.isdigit`` takes "²")
+_SEQ = re.compile(r"^[0-9]{1,15}$")
+#: web threads a long poll never takes: other pages are served while live pages wait
+POLL_RESERVED_THREADS = 2
+#: what the keeper's error on the state file means for the nurse
+KEEP_ERRORS = {
+    "SpoolFull": N_("Not kept: the box's storage is full. Tell the technician."),
+    "busy": N_("Not kept: the box is still storing what was asked before. Ask again in a "
+               "moment."),
+    "gone": N_("Not kept: that frame is no longer held. Keep a frame shown in the last "
+               "seconds."),
+}
+KEEP_ERROR_OTHER = N_("Not kept: the box could not store it. Tell the technician.")
 #: what a source's picture shows, in words (``[[live.sources]] modality``)
 MODALITY_WORDS = {"US": N_("Ultrasound"), "ES": N_("Endoscopy")}
 
@@ -214,6 +233,31 @@ def next_frame(source: str):
         after = int(request.args.get("after", "-1"))
     except ValueError:
         abort(400)
+    slots = _poll_slots()
+    if not slots.acquire(blocking=False):  # the other pages keep their threads: try again
+        busy = Response(status=503)
+        busy.headers["Retry-After"] = "1"
+        busy.headers["Cache-Control"] = "no-store"
+        return busy
+    try:
+        return _wait_for_frame(name, after)
+    finally:
+        slots.release()
+
+
+def _poll_slots() -> threading.BoundedSemaphore:
+    """The long polls this viewer serves at once: its threads less POLL_RESERVED_THREADS
+    (at least one), so live pages waiting on a quiet source never hold every thread."""
+    slots = current_app.extensions.get("live_polls")
+    if slots is None:
+        size = max(1, _config().web.threads - POLL_RESERVED_THREADS)
+        slots = current_app.extensions.setdefault("live_polls",
+                                                  threading.BoundedSemaphore(size))
+    return slots
+
+
+def _wait_for_frame(name: str, after: int) -> Response:
+    """The newest frame past ``after``, or 204 after LONG_POLL_SECONDS."""
     root = _root()
     deadline = time.monotonic() + LONG_POLL_SECONDS
     seen = -1
@@ -258,10 +302,20 @@ def state_json(source: str):
         hint=state.get("hint") or LiveHint.NONE.value, fps=state.get("fps"),
         analysed=state.get("analysed"), dropped=state.get("dropped"),
         session=None if session is None else {
-            "id": session["id"], "kept": session["kept"], "study_url": session["study_url"]},
+            "id": session["id"], "kept": session["kept"], "study_url": session["study_url"],
+            "error": _keep_error(state, session["id"])},
         seqs=[f["seq"] for f in state.get("frames") or []])
     answer.headers["Cache-Control"] = "no-store"
     return answer
+
+
+def _keep_error(state: dict[str, Any], session_id: int) -> str:
+    """Why the live process could not keep the session's last object, in words ("" when it
+    could)."""
+    kept = state.get("session")
+    if not isinstance(kept, dict) or kept.get("id") != session_id or not kept.get("error"):
+        return ""
+    return gettext(KEEP_ERRORS.get(str(kept["error"]), KEEP_ERROR_OTHER))
 
 
 def _clinician_only() -> str:
@@ -273,8 +327,35 @@ def _clinician_only() -> str:
 
 
 def _clean(field: str, limit: int = FIELD_LIMIT) -> str:
-    """A form field, trimmed, without control characters or backslashes (a DICOM delimiter)."""
-    return _CONTROL.sub("", request.form.get(field, "")).strip()[:limit]
+    """A form field, trimmed, without control characters or backslashes (a DICOM delimiter),
+    nor invisible ones (bidi overrides, zero-width marks)."""
+    text = _CONTROL.sub("", request.form.get(field, ""))
+    text = "".join(c for c in text if unicodedata.category(c) not in _INVISIBLE)
+    return text.strip()[:limit]
+
+
+def _person_name(text: str) -> str:
+    """A patient name DICOM's PN can hold: at most three component groups (``=``) of at
+    most five components (``^``); what is beyond joins the last with a space."""
+    groups = text.split("=")
+    groups = [*groups[:2], " ".join(groups[2:])] if len(groups) > 3 else groups
+    shaped = []
+    for group in groups:
+        parts = group.split("^")
+        shaped.append("^".join([*parts[:4], " ".join(parts[4:])] if len(parts) > 5 else parts))
+    return "=".join(shaped)
+
+
+def _seq(text: str) -> int | None:
+    """A frame number the page sent, or None (not ASCII digits, or absurd)."""
+    return int(text) if _SEQ.match(text) else None
+
+
+def _stale_page(session: live_sessions.LiveSession | None) -> bool:
+    """Whether the form came from a page showing another session than the open one (a
+    page frozen while its session ended and the next patient's began)."""
+    shown = request.form.get("session", "")
+    return bool(shown) and (session is None or shown != str(session.id))
 
 
 def _birth_date() -> str | None:
@@ -304,7 +385,7 @@ def start_session(source: str):
     """Open a session for a patient (name or ID at least); 409 when one is open."""
     name = _source(source).name
     who = _clinician_only()
-    patient_name, patient_id = _clean("patient_name"), _clean("patient_id")
+    patient_name, patient_id = _person_name(_clean("patient_name")), _clean("patient_id")
     sex, birth = request.form.get("sex", ""), _birth_date()
     if sex not in labels.SEXES or birth is None or not (patient_name or patient_id):
         flash(gettext("Give at least the patient's name or ID (and a birth date that is a "
@@ -332,7 +413,7 @@ def end_session(source: str):
     _clinician_only()
     conn = database()
     session = live_sessions.open_session(conn, name)
-    if session is None or not live_sessions.end(conn, session.id):
+    if session is None or _stale_page(session) or not live_sessions.end(conn, session.id):
         flash(gettext("No session is open on this source."))
         return _page(_source(name), _form_values(), 409)
     audit_trail.note("live_session_ended", f"live_session:{session.id}", f"source {name}")
@@ -360,11 +441,17 @@ def keep(source: str):
             return jsonify(ok=False, message=said), 409
         flash(said)
         return _page(found, _form_values(), 409)
-    seq = request.form.get("seq", "")
-    shown = int(seq) if seq.isdigit() and kind == LiveRequest.KEY_FRAME else None
+    if _stale_page(session):
+        said = gettext("Not kept: the session this page shows has ended. Reload the page.")
+        if wants_json:
+            return jsonify(ok=False, message=said), 409
+        flash(said)
+        return _page(found, _form_values(), 409)
+    seq = _seq(request.form.get("seq", ""))
+    shown = seq if kind == LiveRequest.KEY_FRAME else None
     request_id = live_sessions.ask(conn, session.id, kind, who, seq=shown)
     audit_trail.note("live_keep_requested", f"live_session:{session.id}",
-                     f"{kind.value}" + (f" at frame {int(seq)}" if seq.isdigit() else ""))
+                     f"{kind.value}" + (f" at frame {seq}" if seq is not None else ""))
     said = (gettext("Asked to keep this frame.") if kind == LiveRequest.KEY_FRAME else
             gettext("Asked to keep a clip of the last %(seconds)s seconds.",
                     seconds=formats.decimal(_config().live.clip_seconds, 0)))

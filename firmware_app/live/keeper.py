@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 #: how often the open session and its requests are read (seconds)
 SESSION_POLL = 0.5
+#: how often the open session's requests are read (seconds): a keep waits at most this
+REQUEST_POLL = 0.2
 #: a clip keeps at most this many frames a second (its memory: clip_seconds x CLIP_FPS areas)
 CLIP_FPS = 15.0
 #: jobs waiting to be written at most (a full queue drops the automatic key frames first)
@@ -79,6 +81,7 @@ class Keeper:
         self.auto_kept = 0
         self.last_error = ""
         self._checked = -1e9
+        self._asked = -1e9
         self._best: dict[int, _Best] = {}
         #: the session's recent image areas (time, seq, area), at most CLIP_FPS a second
         #: over the longer of a clip and the page's ring (a frame the page steps back to)
@@ -116,7 +119,7 @@ class Keeper:
             best = self._best.pop(track.number, None)
             if best is not None and track.held:
                 self._keep_best(best)
-        for request in self._requests():
+        for request in self._requests(now):
             if request.kind == LiveRequest.CLIP:
                 recent = [item for item in self._clip
                           if now - item[0] <= self.config.clip_seconds]
@@ -130,17 +133,23 @@ class Keeper:
                                   interval_ms=max(interval * 1000.0,
                                                   1000.0 / self.config.max_fps)))
             else:
-                self._submit(_Job(self.session, LiveKept.KEY_FRAME,
-                                  [self._shown(request.seq, area)], acquired,
+                shown = self._shown(request.seq, area)
+                if shown is None:  # the page's frame is older than anything held
+                    self.last_error = "gone"
+                    self._not_kept(_Job(self.session, LiveKept.KEY_FRAME, [], acquired,
+                                        request=request.id), "gone")
+                    continue
+                self._submit(_Job(self.session, LiveKept.KEY_FRAME, [shown], acquired,
                                   request=request.id))
 
-    def _shown(self, seq: int | None, newest: np.ndarray) -> np.ndarray:
+    def _shown(self, seq: int | None, newest: np.ndarray) -> np.ndarray | None:
         """The image area of frame ``seq`` (the one the page showed; the nearest one held
-        before it), or the newest when none is named or held."""
+        before it), the newest when none is named, None when the page's frame is older than
+        anything held (never another frame in its place)."""
         if seq is None:
             return newest
         held = [item for item in self._clip if item[1] <= seq]
-        return held[-1][2] if held else newest
+        return held[-1][2] if held else None
 
     def picture_changed(self) -> None:
         """The picture's size changed: a clip cannot mix sizes; start it again."""
@@ -192,9 +201,11 @@ class Keeper:
         else:
             self.kept = self.auto_kept = 0
 
-    def _requests(self) -> list[live_sessions.Request]:
-        if self.session is None:
+    def _requests(self, now: float) -> list[live_sessions.Request]:
+        """The session's new requests, read at most every REQUEST_POLL seconds."""
+        if self.session is None or now - self._asked < REQUEST_POLL:
             return []
+        self._asked = now
         try:
             with contextlib.closing(db.connect(self.database)) as conn:
                 asked = live_sessions.open_requests(conn, self.session.id)
@@ -212,6 +223,18 @@ class Keeper:
             self.last_error = "busy"
             log.warning("live %s: %s not kept: the writer is behind", self.source.name,
                         job.kind)
+            self._not_kept(job, "busy")
+
+    def _not_kept(self, job: _Job, why: str) -> None:
+        """Say on the job's request that nothing was kept (it was marked taken)."""
+        if job.request is None:
+            return
+        try:
+            with contextlib.closing(db.connect(self.database)) as conn:
+                live_sessions.finish_request(conn, job.request, f"not kept: {why}")
+        except Exception as exc:  # a locked database: the log says it
+            log.warning("live %s: cannot finish request %d: %s", self.source.name,
+                        job.request, exc)
 
     # -- the writer thread -----------------------------------------------------------------
     def _write_jobs(self) -> None:
@@ -225,6 +248,7 @@ class Keeper:
             except Exception as exc:  # a full disk, a locked database: said on the page
                 self.last_error = type(exc).__name__
                 log.error("live %s: %s not kept: %s", self.source.name, job.kind, exc)
+                self._not_kept(job, type(exc).__name__)
 
     def _write(self, job: _Job) -> None:
         session = job.session

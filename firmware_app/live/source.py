@@ -12,6 +12,8 @@ read is counted and skipped; the stream goes on.
 
 from __future__ import annotations
 
+import os
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +32,10 @@ PROBE_MICROSECONDS = 2_000_000
 #: packets in a row the decoder cannot read before the stream is refused (a stream of
 #: nothing but broken or oversized frames); fewer are skipped and counted
 MAX_FAILED_IN_A_ROW = 25
+#: the JPEG frame headers every browser draws (baseline, extended and progressive Huffman,
+#: 8 bits): an MJPEG frame of another kind (lossless, 12-bit, arithmetic) FFmpeg may decode
+#: is encoded again for the page, not passed on as it came
+BROWSER_SOF = frozenset({0xC0, 0xC1, 0xC2})
 
 
 class SourceUnavailable(CliniboxError):
@@ -77,6 +83,8 @@ def open_options(source: LiveSource, config: LiveConfig) -> tuple[str | None, di
         if scheme == "udp":
             options["overrun_nonfatal"] = "1"
             options["fifo_size"] = "50000"
+        if scheme in ("udp", "rtp") and source.allowed_senders:
+            options["sources"] = ",".join(source.allowed_senders)
         if scheme in ("http", "https"):
             options["reconnect"] = "0"
     return fmt, options
@@ -100,6 +108,8 @@ class VideoInput:
         #: packets the decoder could not read (skipped)
         self.broken_packets = 0
         fmt, options = open_options(source, config)
+        if source.kind == "file":
+            _regular_file(source)
         try:
             self.container = av.open(source_path(source), format=fmt, options=options,
                                      timeout=(config.stall_seconds * 2, config.stall_seconds))
@@ -171,7 +181,8 @@ class VideoInput:
                         wait = started + (float(frame.time) - first_time) - time.monotonic()
                         if wait > 0:
                             time.sleep(min(wait, 1.0))
-                    jpeg = data if passthrough and len(decoded) == 1 else None
+                    jpeg = data if passthrough and len(decoded) == 1 \
+                        and browser_jpeg(data) else None
                     yield Captured(frame, time.monotonic(), jpeg)
         except av.error.ExitError as exc:  # the read timed out (the interrupt callback)
             raise SourceUnavailable(f"{self.source.name}: no data for "
@@ -193,3 +204,32 @@ class VideoInput:
     def close(self) -> None:
         """Close the container (and the device or connection)."""
         self.container.close()
+
+
+def _regular_file(source: LiveSource) -> None:
+    """Refuse a file source that is no regular file: opening a FIFO without a writer blocks
+    where no timeout reaches, a device (/dev/zero) never ends. A missing file is left to
+    the open (unavailable: it may be plugged in)."""
+    try:
+        mode = os.stat(source_path(source)).st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode):
+        raise StreamRefused(f"{source.name}: {source_path(source)} is not a regular file")
+
+
+def browser_jpeg(data: bytes) -> bool:
+    """Whether a browser draws this JPEG as it is: its first frame header is baseline,
+    extended or progressive Huffman (BROWSER_SOF) of 8-bit samples."""
+    at = 2
+    while at + 4 <= len(data) and data[at] == 0xFF:
+        marker = data[at + 1]
+        if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            at += 1 if marker == 0xFF else 2
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return marker in BROWSER_SOF and at + 4 < len(data) and data[at + 4] == 8
+        if marker == 0xDA:
+            return False
+        at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
+    return False

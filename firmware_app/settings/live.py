@@ -8,6 +8,7 @@ with PyAV (FFmpeg) in a process of its own per source (``firmware_app/live/``).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,16 @@ def _source_url(value: Any) -> str | None:
     if scheme not in SOURCE_SCHEMES:
         return (f"must be /dev/videoN, a path, or a URL of {', '.join(SOURCE_SCHEMES)}; "
                 f"got {value!r}")
+    return None
+
+
+def _addresses(value: Any) -> str | None:
+    """IPv4 or IPv6 addresses."""
+    for address in value:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            return f"must list IP addresses (the encoder's), got {address!r}"
     return None
 
 
@@ -80,6 +91,10 @@ class LiveSource:
     mm_per_pixel: float = setting(in_range(0, 10), "the image area's scale (mm a pixel, as the "
                                   "machine's depth scale shows it); 0: sizes are not "
                                   "measured in mm", 0.0)
+    allowed_senders: list[str] = setting(_addresses, "UDP and RTP streams: the addresses "
+                                         "packets are taken from (the encoder's); anything "
+                                         "else on the clinic's network that sends to the "
+                                         "port is ignored. Empty: any sender", factory=list)
     rtsp_transport: str = setting(one_of("tcp", "udp"), "RTSP streams: RTP over the RTSP "
                                   "connection (tcp: nothing lost on a busy network) or over "
                                   "UDP (for cameras that offer only that)", "tcp")

@@ -277,3 +277,47 @@ def test_a_udp_stream_that_stalls_is_said_and_read_again_when_it_resumes(running
     with udp_mpegts_sender(video, port):
         wait_for(lambda: live.state().get("state") == LiveState.RUNNING
                  and live.state().get("analysed", 0) > stalled_at + 20, 60, "read again")
+
+
+def test_a_udp_source_takes_packets_only_from_its_allowed_sender(running, video):
+    """Anyone on the clinic's network may send to the box's UDP port: with the encoder's
+    address named, a stream from elsewhere (here 127.0.0.1, not the allowed 127.0.0.2) is
+    never shown nor kept."""
+    from tests.live_video import udp_mpegts_sender
+    from tests.ports import free_port
+
+    port = free_port()
+    with udp_mpegts_sender(video, port) as url:
+        live = running(url=url, allowed_senders=["127.0.0.2"], **REGION)
+        wait_for(lambda: live.state().get("state") == LiveState.DISCONNECTED, 60,
+                 "nothing taken from a sender not allowed")
+        time.sleep(1.0)  # a second more of the stream sent
+        assert live.state()["analysed"] == 0 and not live.state()["frames"]
+
+
+def test_a_frame_older_than_anything_held_is_not_kept_and_nothing_else_instead(tmp_path):
+    import numpy as np
+
+    config = from_dict({"storage": {"state_dir": str(tmp_path / "state")},
+                        "live": {"sources": [{"name": "us-1", "url": "/dev/video0"}]}})
+    db.private_state_dir(config.state_dir)
+    with contextlib.closing(db.connect(config.database_path)) as conn:
+        db.initialise(conn)
+        session = live_sessions.start(conn, source="us-1", started_by="nurse")
+    clock = [0.0]
+    keeper = Keeper(config.live.sources[0], config.live, config.database_path,
+                    Lander(make_spool(config), config.database_path, 2**30), station="box-1",
+                    now=lambda: clock[0])
+    for seq in range(50, 53):
+        clock[0] = seq * 0.1
+        keeper.observe(np.full((48, 64), 100, np.uint8), [], [], seq)
+    with contextlib.closing(db.connect(config.database_path)) as conn:
+        asked = live_sessions.ask(conn, session.id, LiveRequest.KEY_FRAME, "nurse", seq=7)
+    clock[0] = 6.0
+    keeper.observe(np.full((48, 64), 200, np.uint8), [], [], 53)
+    keeper.close()
+    with contextlib.closing(db.connect(config.database_path)) as conn:
+        outcome = conn.execute("SELECT outcome FROM live_requests WHERE id = ?",
+                               (asked,)).fetchone()[0]
+        assert live_sessions.kept_by(conn, session.id) == []
+    assert outcome == "not kept: gone" and keeper.view()["error"] == "gone"

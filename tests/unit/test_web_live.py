@@ -367,3 +367,12 @@ def test_a_study_page_offers_a_live_session_for_its_patient_to_clinicians(viewer
         pages[who] = client.get(f"/study/{state.studies['alert']}").get_data(as_text=True)
     assert f'href="/live/us-1?study={key}"' in pages[CLINICIAN] and "超声 1 号" in pages[CLINICIAN]
     assert 'id="live-links"' not in pages[TECHNICIAN]  # sessions are the clinic staff's
+
+
+def test_the_session_forms_name_their_session(box):
+    """Keep and end carry the session the page shows: a page left open on an ended session
+    cannot keep into (or end) the next patient's (tests/unit/test_live_attacks.py)."""
+    _config, app, conn = box
+    session = live_sessions.start(conn, source="us-1", started_by=NURSE[0], patient_id="P-9")
+    page = _client(app).get("/live/us-1").get_data(as_text=True)
+    assert page.count(f'name="session" value="{session.id}"') == 3

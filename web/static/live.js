@@ -244,7 +244,8 @@
           if (!frozen) {
             setState(got.meta.state);
             fpsLine(got.meta.fps);
-            await show(got);
+            // a frame the browser cannot draw is skipped: the loop (the live picture) goes on
+            try { await show(got); } catch (error) { /* the next frame */ }
           }
         } else if (got !== 204) {
           await new Promise((r) => window.setTimeout(r, 1000));  // the box may be restarting
@@ -348,6 +349,8 @@
       el("live-study-link").hidden = !session.study_url;
       if (session.study_url) el("live-study-link").href = session.study_url;
       el("live-study-waiting").hidden = Boolean(session.study_url);
+      const said = el("live-keep-said");
+      if (said && session.error) said.textContent = session.error;  // a keep that failed
     }
 
     for (const form of document.querySelectorAll(".live-keep-form")) {
@@ -355,7 +358,10 @@
         event.preventDefault();
         const said = el("live-keep-said");
         try {
-          const response = await fetch(form.action, { method: "POST", body: new FormData(form),
+          const body = new FormData(form);
+          // the session this page shows: the box refuses a keep meant for an ended one
+          if (!body.has("session")) body.append("session", data.session || "");
+          const response = await fetch(form.action, { method: "POST", body,
             credentials: "same-origin", headers: { Accept: "application/json" } });
           if (response.redirected || response.status === 401) { window.location.reload(); return; }
           const answer = await response.json();
