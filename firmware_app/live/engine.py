@@ -219,7 +219,8 @@ class LiveEngine:
         return {"track": track.number, "box": [round(box.x0 + x, 1), round(box.y0 + y, 1),
                                                round(box.x1 + x, 1), round(box.y1 + y, 1)],
                 "score": round(float(box.score), 3), "label": box.label,
-                "long_axis_mm": record.long_axis_mm, "long_axis_px": record.long_axis_px,
+                "long_axis_mm": record.long_axis_mm, "short_axis_mm": record.short_axis_mm,
+                "long_axis_px": record.long_axis_px,
                 "held": track.seen}
 
     def _jpeg(self, frame) -> bytes:

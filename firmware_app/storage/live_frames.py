@@ -19,7 +19,8 @@ reboot, and nothing is kept there for a patient (a session keeps DICOM through t
      "frames": [{"seq": 17, "arrived": 12.345,  # time.monotonic() when the frame arrived
                  "hint": "none", "quality": ["too_dark"],
                  "lesions": [{"track": 4, "box": [x0, y0, x1, y1], "score": 0.81,
-                              "long_axis_mm": 12.5 | null, "long_axis_px": 40.2,
+                              "long_axis_mm": 12.5 | null, "short_axis_mm": 9.1 | null,
+                              "long_axis_px": 40.2,
                               "held": 5}]}, ...]}
 
 Boxes are in the frame's own pixels (the whole captured frame, not the region).

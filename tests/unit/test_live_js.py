@@ -24,8 +24,8 @@ console.log(JSON.stringify({
   backing: l.backingSize(1280, 720, 640, 1),
   backingRetina: l.backingSize(1280, 720, 800, 2),
   small: l.backingSize(320, 240, 640, 2),
-  size: l.sizeLabel(12.4, "en"), sizeZh: l.sizeLabel(12.6, "zh-CN"), tiny: l.sizeLabel(4.25, "en"),
-  noSize: l.sizeLabel(null, "en"),
+  size: l.sizeLabel(12.4, 8.06, "en"), sizeZh: l.sizeLabel(12.6, 9, "zh-CN"),
+  longOnly: l.sizeLabel(4.25, null, "en"), noSize: l.sizeLabel(null, 3, "en"),
   drawn: l.boxesToDraw({hint: "hold_here", lesions: [lesion, {box: [1, 2]}]}).length,
   outside: l.boxesToDraw({hint: "outside_validated_range", lesions: [lesion]}).length,
   unassessable: l.boxesToDraw({hint: "not_assessable", lesions: [lesion]}).length,
@@ -51,7 +51,9 @@ def test_live_page_arithmetic():
     assert got["backing"] == {"width": 640, "height": 360, "scale": 0.5}
     assert got["backingRetina"] == {"width": 1280, "height": 720, "scale": 1}  # never upscaled
     assert got["small"] == {"width": 320, "height": 240, "scale": 1}
-    assert got["size"] == "12 mm" and got["sizeZh"] == "13 mm" and got["tiny"] == "4.3 mm"
+    # as the study page and the report write a lesion's axes (web/wording.axes_mm)
+    assert got["size"] == "12.4 × 8.1 mm" and got["sizeZh"] == "12.6 × 9.0 mm"
+    assert got["longOnly"] == "4.3 mm"
     assert got["noSize"] == ""
     assert got["drawn"] == 1  # a malformed box is left out
     assert got["outside"] == 0 and got["unassessable"] == 0  # no box where no finding is shown

@@ -19,13 +19,15 @@
              scale: width / frameWidth };
   }
 
-  /** A lesion's size as its label shows it: "12 mm" in the locale's digits; "" without one. */
-  function sizeLabel(longAxisMm, locale) {
-    if (longAxisMm === null || longAxisMm === undefined || !(Number(longAxisMm) >= 0)) return "";
-    const digits = Number(longAxisMm) < 10 ? 1 : 0;
-    const number = new Intl.NumberFormat(locale || "en", { maximumFractionDigits: digits })
-      .format(Number(longAxisMm));
-    return number + " mm";
+  /** A lesion's size as its label shows it, written as the study page and the report write
+   *  it (web/wording.axes_mm): "12.4 × 8.1 mm", one decimal, the locale's digits; "" without. */
+  function sizeLabel(longAxisMm, shortAxisMm, locale) {
+    const ok = (v) => v !== null && v !== undefined && Number(v) >= 0;
+    if (!ok(longAxisMm)) return "";
+    const format = new Intl.NumberFormat(locale || "en",
+                                         { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+    const short = ok(shortAxisMm) ? " × " + format.format(Number(shortAxisMm)) : "";
+    return format.format(Number(longAxisMm)) + short + " mm";
   }
 
   /** The boxes to draw for a frame: none when its hint says no finding may be shown. */
@@ -154,7 +156,7 @@
         const box = L.scaleBox(lesion.box, size.scale);
         context.strokeStyle = "#ff4040";
         context.strokeRect(box.x, box.y, box.w, box.h);
-        const label = meta.mm_per_pixel ? L.sizeLabel(lesion.long_axis_mm, locale) : "";
+        const label = meta.mm_per_pixel ? L.sizeLabel(lesion.long_axis_mm, lesion.short_axis_mm, locale) : "";
         if (label) {
           const top = box.y > 20 * unit ? box.y - 3 * unit : box.y + box.h + 20 * unit;
           context.lineWidth = 4 * unit;
