@@ -15,7 +15,7 @@ from bench.common import REPO
 SCRIPTS = ("ingest", "backends", "end_to_end", "memory", "telemetry", "viewer", "retention",
            "lifecycle", "hostile", "decode_sandbox", "previews", "viewer_memory", "findings",
            "sizes", "appliance", "slice_cost", "heatmap_on_lesion", "volume_lesions",
-           "export_memory", "central_load")
+           "export_memory", "central_load", "live")
 
 
 def main() -> None:
