@@ -140,3 +140,20 @@ def test_the_model_for_a_source_follows_its_own_word_then_the_rules_then_the_box
     assert model_for(config, a) == "us-model"
     assert model_for(config, b) == "mine"
     assert model_for(config, c) == config.models.name
+
+
+def test_the_example_config_ends_with_a_live_source_that_loads(tmp_path):
+    import re
+
+    from firmware_app.settings.box import describe_defaults, load
+
+    text = describe_defaults()
+    example = tmp_path / "example.toml"
+    example.write_text(text)
+    assert load(example).live.sources == []  # as shipped: live mode off
+    _head, live = text.split("# Live sources")
+    uncommented = re.sub(r"^# (\[\[live|[a-z_]+ = )", r"\1", "# Live sources" + live, flags=re.M)
+    example.write_text(text.split("# PACS destinations")[0] + uncommented)
+    (source,) = load(example).live.sources
+    assert (source.name, source.kind, source.video_size, source.pixel_format) == (
+        "us-1", "v4l2", "1280x720", "mjpeg")
