@@ -38,16 +38,13 @@ import http.client
 import json
 import os
 import shutil
-import ssl
 import statistics
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import av
 import numpy as np
@@ -61,6 +58,7 @@ from firmware_app.settings import box as box_settings
 from firmware_app.settings.live import LiveConfig, LiveSource
 from firmware_app.storage.live_frames import FrameWriter, read_state
 from tests.box_harness import Box, add_viewer_account, send, serve, wait_for
+from tests.hostile import Browser
 from tests.live_video import make_phantom_video, udp_mpegts_sender
 from tests.ports import free_port
 from tests.web_client import csrf_token
@@ -182,14 +180,12 @@ def engine_steps(video: Path, runner, live_dir: Path, analysed_fps: float = 20.0
 
 # -- 3. and 4.: a real box ---------------------------------------------------------------------
 
-class LiveClient:
+class LiveClient(Browser):
     """The viewer's live page's loop, over one kept-alive HTTPS connection: log in, then
     ``GET /live/<source>/next?after=<seq>`` again as soon as each frame is read."""
 
     def __init__(self, port: int, cert: Path) -> None:
-        self.port = port
-        self.context = ssl.create_default_context(cafile=str(cert))
-        self.cookies: dict[str, str] = {}
+        super().__init__(port, cert)
         self.conn: http.client.HTTPSConnection | None = None
         #: (time.monotonic() when read, seq, arrived, JPEG bytes, lesions shown) of each
         #: frame received
@@ -201,13 +197,7 @@ class LiveClient:
     def request(self, method: str, target: str, form: dict[str, str] | None = None
                 ) -> tuple[int, http.client.HTTPMessage, bytes]:
         """One request on the kept-alive connection (opened again once if it was closed)."""
-        headers = {"Referer": f"https://localhost:{self.port}/login"}
-        if self.cookies:
-            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        body = None
-        if form is not None:
-            body = urlencode(form)
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        headers, body = self.prepared(form)
         for attempt in (1, 2):
             if self.conn is None:
                 self.conn = http.client.HTTPSConnection("localhost", self.port,
@@ -222,19 +212,17 @@ class LiveClient:
                 if attempt == 2:
                     raise
                 continue
-            for header in answer.headers.get_all("Set-Cookie") or []:
-                for key, morsel in SimpleCookie(header).items():
-                    self.cookies[key] = morsel.value
+            self.remember(answer.headers)
             return answer.status, answer.headers, data
         raise AssertionError("unreachable")
 
-    def login(self, name: str, password: str) -> None:
+    def login(self, name: str, password: str, target: str = "") -> None:  # type: ignore[override]
         """The login form with its CSRF token; AssertionError unless it redirects."""
         status, _, page = self.request("GET", "/login")
         assert status == 200, status
         status, _, _ = self.request("POST", "/login", {
             "csrf_token": csrf_token(page.decode()), "name": name, "password": password,
-            "next": ""})
+            "next": target})
         assert status == 302, f"login answered {status}"
 
     def _loop(self) -> None:

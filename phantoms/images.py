@@ -268,6 +268,21 @@ def _paint(target: np.ndarray, shape: _Shape, value: float | np.ndarray, scale: 
         target[rows, cols] = region * (1 - m + m * v)
 
 
+def lesion_echo(rng: np.random.Generator, label: str, h: int, w: int, r: float
+                ) -> tuple[np.ndarray, bool]:
+    """An ultrasound lesion's echo factor over an ``h`` x ``w`` image (mottled, mostly darker
+    than the tissue: malignant more often and more so) and whether it is hypoechoic."""
+    malignant = label == "malignant"
+    hypo = rng.random() < (0.9 if malignant else 0.75)
+    if hypo:
+        factor = rng.uniform(0.12, 0.45) if malignant else rng.uniform(0.25, 0.55)
+    else:
+        factor = rng.uniform(1.8, 3.0)
+    mottle = rng.uniform(0.3, 0.45) if malignant else rng.uniform(0.05, 0.1)
+    noise = smooth_noise(rng, h, w, max(2.0, r / 4))
+    return factor * np.clip(1 + mottle * noise, 0.3, 2), bool(hypo)
+
+
 def _lesion_class(rng: np.random.Generator) -> str:
     """A lesion's class, drawn before its look: benign or malignant, even odds."""
     return CLASSES[int(rng.random() < 0.5)]
@@ -558,16 +573,8 @@ def _us(rng: np.random.Generator, h: int, w: int, lesions: int,
                               0.02 * w)
         if shape is None:
             continue
-        r = shape.r
         malignant = label == "malignant"
-        hypo = rng.random() < (0.9 if malignant else 0.75)
-        if hypo:
-            factor = rng.uniform(0.12, 0.45) if malignant else rng.uniform(0.25, 0.55)
-        else:
-            factor = rng.uniform(1.8, 3.0)
-        mottle = rng.uniform(0.3, 0.45) if malignant else rng.uniform(0.05, 0.1)
-        noise = smooth_noise(rng, h, w, max(2.0, r / 4))
-        contrast = factor * np.clip(1 + mottle * noise, 0.3, 2)
+        contrast, hypo = lesion_echo(rng, label, h, w, shape.r)
         # posterior: malignant mostly shadows; benign shows none or a mild enhancement
         if malignant:
             shadow = rng.uniform(0.3, 0.65) if hypo and rng.random() < 0.7 else 0.0

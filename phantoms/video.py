@@ -44,6 +44,7 @@ from phantoms.images import (
     _Sector,
     _Shape,
     blur,
+    lesion_echo,
     smooth_noise,
 )
 
@@ -233,15 +234,7 @@ class _Scene:
 
     def _contrast(self, rng: np.random.Generator, label: str, r: float) -> np.ndarray:
         """The lesion's echo factor over the panorama (phantoms.images' looks)."""
-        malignant = label == "malignant"
-        hypo = rng.random() < (0.9 if malignant else 0.75)
-        if hypo:
-            factor = rng.uniform(0.12, 0.45) if malignant else rng.uniform(0.25, 0.55)
-        else:
-            factor = rng.uniform(1.8, 3.0)
-        mottle = rng.uniform(0.3, 0.45) if malignant else rng.uniform(0.05, 0.1)
-        noise = smooth_noise(rng, self.h, self.pw, max(2.0, r / 4))
-        return (factor * np.clip(1 + mottle * noise, 0.3, 2)).astype(np.float32)
+        return lesion_echo(rng, label, self.h, self.pw, r)[0].astype(np.float32)
 
     @staticmethod
     def _shadow(rng: np.random.Generator, label: str) -> float:

@@ -95,13 +95,7 @@ class Browser:
         """Send ``target`` as the request line's path, exactly; (status, headers, body)."""
         conn = http.client.HTTPSConnection("localhost", self.port, context=self.context,
                                            timeout=30, source_address=(self.source, 0))
-        headers = {"Referer": f"https://localhost:{self.port}/login"}
-        if self.cookies:
-            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        body = None
-        if form is not None:
-            body = urlencode(form)
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        headers, body = self.prepared(form)
         try:
             conn.putrequest(method, target, skip_accept_encoding=True)
             for key, value in headers.items():
@@ -111,12 +105,27 @@ class Browser:
             conn.endheaders(body.encode() if body is not None else None)
             answer = conn.getresponse()
             text = answer.read().decode("utf-8", "replace")
-            for header in answer.headers.get_all("Set-Cookie") or []:
-                for key, morsel in SimpleCookie(header).items():
-                    self.cookies[key] = morsel.value
+            self.remember(answer.headers)
             return answer.status, dict(answer.headers.items()), text
         finally:
             conn.close()
+
+    def prepared(self, form: dict | None) -> tuple[dict[str, str], str | None]:
+        """A request's headers (the origin, the cookies, a form's type) and its body."""
+        headers = {"Referer": f"https://localhost:{self.port}/login"}
+        if self.cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        body = None
+        if form is not None:
+            body = urlencode(form)
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        return headers, body
+
+    def remember(self, headers: http.client.HTTPMessage) -> None:
+        """Keep the cookies an answer sets."""
+        for header in headers.get_all("Set-Cookie") or []:
+            for key, morsel in SimpleCookie(header).items():
+                self.cookies[key] = morsel.value
 
     def login(self, name: str, password: str, target: str = "") -> tuple[int, dict, str]:
         """The login form, posted with the page's CSRF token."""

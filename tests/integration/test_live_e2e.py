@@ -22,7 +22,7 @@ from selenium.webdriver.common.by import By
 
 from firmware_app.contracts.statuses import LiveKept
 from firmware_app.storage.live_frames import read_state
-from tests.box_harness import stop
+from tests.box_harness import clinibox, stop
 from tests.browser import ARTIFACTS, headless_chromium
 from tests.integration.conftest import REPO, Box, add_viewer_account, to_toml, wait_for
 from tests.live_video import make_phantom_video, udp_mpegts_sender
@@ -38,13 +38,6 @@ PATIENT = ("LIVECANARY^PATIENT", "LIVE-CANARY-77")
 REGION = {"region_x": 280, "region_y": 100, "region_width": 720, "region_height": 540,
           "mm_per_pixel": 0.2}
 SHOTS = ARTIFACTS.parent / "live"
-
-
-def clinibox(*args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "firmware_app.cli", *args],
-                            capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert result.returncode == 0, f"clinibox {' '.join(args)}:\n{result.stderr}"
-    return result.stdout
 
 
 @dataclass

@@ -6,7 +6,6 @@ defence that held under attack."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import io
 import json
@@ -26,7 +25,6 @@ from firmware_app.contracts.statuses import LiveRequest
 from firmware_app.imaging import live_capture
 from firmware_app.ingest.landing import Lander
 from firmware_app.live.engine import LiveEngine
-from firmware_app.live.keeper import Keeper
 from firmware_app.live.source import (
     Captured,
     StreamRefused,
@@ -38,8 +36,9 @@ from firmware_app.settings.live import LiveSource
 from firmware_app.storage import db, live_sessions
 from firmware_app.storage.accounts import Accounts
 from firmware_app.storage.live_frames import FrameWriter, live_root, read_state
-from firmware_app.storage.spool import SpoolFull, make_spool
+from firmware_app.storage.spool import SpoolFull
 from tests.box_harness import wait_for
+from tests.live_keeper import keeper_box
 from tests.web_client import ViewerClient
 from web import views_live
 from web.app import create_app
@@ -226,21 +225,14 @@ class _FullThenFine:
 
 
 def test_a_full_disk_is_said_on_the_request_and_the_keeper_goes_on(tmp_path):
-    config = from_dict({"storage": {"state_dir": str(tmp_path / "state")},
-                        "live": {"sources": [{"name": "us-1", "url": "/dev/video0"}]}})
-    db.private_state_dir(config.state_dir)
-    with contextlib.closing(db.connect(config.database_path)) as conn:
-        db.initialise(conn)
-        session = live_sessions.start(conn, source="us-1", started_by="nurse")
+    box = keeper_box(tmp_path, wrap=lambda lander: _FullThenFine(lander, full=1))
+    keeper, clock, session = box.keeper, box.clock, box.session
+    with box.database() as conn:
         first = live_sessions.ask(conn, session.id, LiveRequest.KEY_FRAME, "nurse")
-    lander = _FullThenFine(Lander(make_spool(config), config.database_path, 2**30), full=1)
-    clock = [0.0]
-    keeper = Keeper(config.live.sources[0], config.live, config.database_path, lander,
-                    station="box-1", now=lambda: clock[0])
     keeper.observe(np.full((48, 64), 80, np.uint8), [], [], 1)
     wait_for(lambda: keeper.last_error, 10, "the writer's answer")  # a thread of its own
     assert keeper.last_error == "SpoolFull" and keeper.view()["error"] == "SpoolFull"
-    with contextlib.closing(db.connect(config.database_path)) as conn:
+    with box.database() as conn:
         outcome = conn.execute("SELECT outcome FROM live_requests WHERE id = ?",
                                (first,)).fetchone()[0]
         assert outcome == "not kept: SpoolFull"
@@ -249,7 +241,7 @@ def test_a_full_disk_is_said_on_the_request_and_the_keeper_goes_on(tmp_path):
     keeper.observe(np.full((48, 64), 90, np.uint8), [], [], 2)
     keeper.close()
     assert keeper.kept == 1 and keeper.last_error == ""
-    with contextlib.closing(db.connect(config.database_path)) as conn:
+    with box.database() as conn:
         assert len(live_sessions.kept_by(conn, session.id)) == 1
 
 

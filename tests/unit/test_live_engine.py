@@ -28,6 +28,7 @@ from firmware_app.storage import db, live_sessions
 from firmware_app.storage.live_frames import FrameWriter, frame_bytes, read_state
 from firmware_app.storage.spool import make_spool
 from tests.box_harness import wait_for
+from tests.live_keeper import keeper_box
 from tests.live_video import (
     corrupted_ts,
     garbage,
@@ -217,26 +218,17 @@ def test_keep_this_frame_keeps_the_frame_the_page_showed(tmp_path):
     newest."""
     import numpy as np
 
-    config = from_dict({"storage": {"state_dir": str(tmp_path / "state")},
-                        "live": {"sources": [{"name": "us-1", "url": "/dev/video0"}]}})
-    db.private_state_dir(config.state_dir)
-    with contextlib.closing(db.connect(config.database_path)) as conn:
-        db.initialise(conn)
-        session = live_sessions.start(conn, source="us-1", started_by="nurse")
-    clock = [0.0]
-    keeper = Keeper(config.live.sources[0], config.live, config.database_path,
-                    Lander(make_spool(config), config.database_path, 2**30), station="box-1",
-                    now=lambda: clock[0])
+    box = keeper_box(tmp_path)
     for seq in range(1, 6):
-        clock[0] = seq * 0.1
-        keeper.observe(np.full((48, 64), seq * 40, np.uint8), [], [], seq)
-    with contextlib.closing(db.connect(config.database_path)) as conn:
-        live_sessions.ask(conn, session.id, LiveRequest.KEY_FRAME, "nurse", seq=3)
-    clock[0] = 1.0
-    keeper.observe(np.full((48, 64), 250, np.uint8), [], [], 6)
-    keeper.close()
-    with contextlib.closing(db.connect(config.database_path)) as conn:
-        kept = live_sessions.kept_by(conn, session.id)
+        box.clock[0] = seq * 0.1
+        box.keeper.observe(np.full((48, 64), seq * 40, np.uint8), [], [], seq)
+    with box.database() as conn:
+        live_sessions.ask(conn, box.session.id, LiveRequest.KEY_FRAME, "nurse", seq=3)
+    box.clock[0] = 1.0
+    box.keeper.observe(np.full((48, 64), 250, np.uint8), [], [], 6)
+    box.keeper.close()
+    with box.database() as conn:
+        kept = live_sessions.kept_by(conn, box.session.id)
         path = conn.execute("SELECT spool_path FROM instances").fetchone()[0]
     assert [k.kind for k in kept] == [LiveKept.KEY_FRAME]
     assert int(pydicom.dcmread(path).pixel_array.mean()) == 120  # frame 3's, not frame 6's
@@ -298,26 +290,17 @@ def test_a_udp_source_takes_packets_only_from_its_allowed_sender(running, video)
 def test_a_frame_older_than_anything_held_is_not_kept_and_nothing_else_instead(tmp_path):
     import numpy as np
 
-    config = from_dict({"storage": {"state_dir": str(tmp_path / "state")},
-                        "live": {"sources": [{"name": "us-1", "url": "/dev/video0"}]}})
-    db.private_state_dir(config.state_dir)
-    with contextlib.closing(db.connect(config.database_path)) as conn:
-        db.initialise(conn)
-        session = live_sessions.start(conn, source="us-1", started_by="nurse")
-    clock = [0.0]
-    keeper = Keeper(config.live.sources[0], config.live, config.database_path,
-                    Lander(make_spool(config), config.database_path, 2**30), station="box-1",
-                    now=lambda: clock[0])
+    box = keeper_box(tmp_path)
     for seq in range(50, 53):
-        clock[0] = seq * 0.1
-        keeper.observe(np.full((48, 64), 100, np.uint8), [], [], seq)
-    with contextlib.closing(db.connect(config.database_path)) as conn:
-        asked = live_sessions.ask(conn, session.id, LiveRequest.KEY_FRAME, "nurse", seq=7)
-    clock[0] = 6.0
-    keeper.observe(np.full((48, 64), 200, np.uint8), [], [], 53)
-    keeper.close()
-    with contextlib.closing(db.connect(config.database_path)) as conn:
+        box.clock[0] = seq * 0.1
+        box.keeper.observe(np.full((48, 64), 100, np.uint8), [], [], seq)
+    with box.database() as conn:
+        asked = live_sessions.ask(conn, box.session.id, LiveRequest.KEY_FRAME, "nurse", seq=7)
+    box.clock[0] = 6.0
+    box.keeper.observe(np.full((48, 64), 200, np.uint8), [], [], 53)
+    box.keeper.close()
+    with box.database() as conn:
         outcome = conn.execute("SELECT outcome FROM live_requests WHERE id = ?",
                                (asked,)).fetchone()[0]
-        assert live_sessions.kept_by(conn, session.id) == []
-    assert outcome == "not kept: gone" and keeper.view()["error"] == "gone"
+        assert live_sessions.kept_by(conn, box.session.id) == []
+    assert outcome == "not kept: gone" and box.keeper.view()["error"] == "gone"
