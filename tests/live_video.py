@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -25,56 +25,10 @@ from pathlib import Path
 import av
 import numpy as np
 
+from firmware_app.live.video_file import container_format, write_video
 from phantoms.video import ScreenLayout, screen_frames
 
-#: container format by file suffix
-FORMATS = {".mp4": "mp4", ".avi": "avi", ".ts": "mpegts", ".mkv": "matroska",
-           ".mjpeg": "mjpeg", ".mjpg": "mjpeg"}
-#: encoder, pixel format and options by codec
-CODECS = {
-    "h264": ("libx264", "yuv420p", {"preset": "veryfast", "tune": "zerolatency"}),
-    "mjpeg": ("mjpeg", "yuvj420p", {}),
-    "mpeg4": ("mpeg4", "yuv420p", {}),
-}
 TS_PACKET = 188
-
-
-def _format(path: Path) -> str:
-    try:
-        return FORMATS[path.suffix.lower()]
-    except KeyError:
-        raise ValueError(f"no container for {path.name}: use one of {', '.join(FORMATS)}"
-                         ) from None
-
-
-def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 30.0,
-                codec: str = "h264", first_pts: int = 0) -> int:
-    """Encode RGB uint8 frames into ``path``; return how many were written. A keyframe
-    every second (a receiver joining a stream waits no longer). ``first_pts`` (in frames)
-    starts the timestamps later (two encodes that follow each other)."""
-    path = Path(path)
-    name, pix_fmt, options = CODECS[codec]
-    rate = Fraction(fps).limit_denominator(1001)
-    count = 0
-    with av.open(str(path), "w", format=_format(path)) as container:
-        stream = None
-        for frame in frames:
-            if stream is None:
-                stream = container.add_stream(name, rate=rate, options=dict(options))
-                stream.width, stream.height = frame.shape[1], frame.shape[0]
-                stream.pix_fmt = pix_fmt
-                stream.codec_context.gop_size = max(1, round(fps))
-                stream.codec_context.time_base = 1 / rate
-                if codec != "h264":
-                    stream.codec_context.bit_rate = 8_000_000
-            video = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            video.pts = first_pts + count
-            video.time_base = 1 / rate
-            container.mux(stream.encode(video))
-            count += 1
-        if stream is not None:
-            container.mux(stream.encode(None))
-    return count
 
 
 @dataclass
@@ -252,10 +206,10 @@ def huge_mjpeg(path: str | Path, frames: int = 30, size: int = 30000, fps: int =
     (``av_image_check_size``): ``size`` 30000 is refused by the decoder, 16000 is not."""
     path = Path(path)
     jpegs = [patch_sof(small_jpeg(seed=i), size, size) for i in range(frames)]
-    if _format(path) == "mjpeg":
+    if container_format(path) == "mjpeg":
         path.write_bytes(b"".join(jpegs))
         return path
-    with av.open(str(path), "w", format=_format(path)) as container:
+    with av.open(str(path), "w", format=container_format(path)) as container:
         stream = container.add_stream("mjpeg", rate=fps)
         stream.width, stream.height = 64, 48
         stream.pix_fmt = "yuvj420p"

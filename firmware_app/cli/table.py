@@ -41,7 +41,7 @@ COMMANDS: dict[str, str] = {
     "selftest": "firmware_app.ops.selftest",
     "user": "firmware_app.cli.users",
     "config": BOX,
-    "live": "firmware_app.cli.live",
+    "live": "firmware_app.cli.live", "demo-video": "firmware_app.cli.live",
 }
 CONVERTER_STEPS = ("distill", "prune", "export", "quantize", "verify", "package")
 #: commands with a command line of their own: name -> what ``clinibox --help`` says of them

@@ -157,3 +157,18 @@ def test_the_example_config_ends_with_a_live_source_that_loads(tmp_path):
     (source,) = load(example).live.sources
     assert (source.name, source.kind, source.video_size, source.pixel_format) == (
         "us-1", "v4l2", "1280x720", "mjpeg")
+
+
+def test_demo_video_writes_the_phantom_screen_a_demonstration_source_plays(tmp_path):
+    import av
+
+    from tests.box_harness import clinibox
+
+    out = tmp_path / "phantom-us.mp4"
+    said = clinibox("demo-video", str(out), "--seconds", "1.5", "--seed", "3").stdout
+    assert "not for clinical use" in said and "region_x = 280" in said
+    with av.open(str(out)) as video:
+        frames = list(video.decode(video.streams.video[0]))
+    assert len(frames) == 45 and (frames[0].width, frames[0].height) == (1280, 720)
+    wrong = clinibox("demo-video", str(tmp_path / "x.mjpeg"), check=False)
+    assert wrong.returncode == 2 and ".mp4, .mkv, .ts or .avi" in wrong.stderr
