@@ -42,6 +42,9 @@ MAX_BACKOFF = 5.0
 IDLE_FRAME_SECONDS = 1.0
 #: the state file is written at least this often while no frame comes (seconds)
 STATE_SECONDS = 0.5
+#: the states a frame itself implies (``process``): turned STALLED when frames stop coming
+FRAME_STATES = frozenset({LiveState.RUNNING, LiveState.NO_MODEL, LiveState.NO_SIGNAL,
+                          LiveState.NO_CONTACT, LiveState.FROZEN})
 
 
 class LiveEngine:
@@ -59,6 +62,9 @@ class LiveEngine:
         self.tracker = LiveTracker(config.hold_frames)
         self._cond = threading.Condition()
         self._slot: Captured | None = None
+        #: what the capture thread last said of the source (disconnected, refused, ended),
+        #: until it captures a frame again: a frame captured before it does not hide it
+        self._fault: tuple[LiveState, dict[str, Any]] | None = None
         self.captured = self.dropped = self.analysed = 0
         self.broken_packets = 0
         self.state = LiveState.STARTING
@@ -70,7 +76,9 @@ class LiveEngine:
         self._last_frame_at = 0.0
         self._last_shown = 0.0
         self._last_state = 0.0
-        self._seq = 0
+        #: frame numbers go on from the previous process's (an open page asks for frames
+        #: after the last it drew; a request names the frame it showed)
+        self._seq = writer.last_seq
 
     # -- capture ---------------------------------------------------------------------------
     def capture(self, stop: threading.Event) -> None:
@@ -88,6 +96,11 @@ class LiveEngine:
                 self._source_state(LiveState.REFUSED, {"error": str(exc)})
                 stop.wait(MAX_BACKOFF)
                 continue
+            except Exception as exc:  # unforeseen (a MemoryError under the bound): said, again
+                log.exception("live %s: the source could not be opened", self.source.name)
+                self._source_state(LiveState.REFUSED, {"error": f"{type(exc).__name__}: {exc}"})
+                stop.wait(MAX_BACKOFF)
+                continue
             try:
                 for captured in video.frames():
                     backoff = 0.5
@@ -96,6 +109,7 @@ class LiveEngine:
                         if self._slot is not None:
                             self.dropped += 1
                         self._slot = captured
+                        self._fault = None
                         self.captured += 1
                         self._cond.notify()
                     if stop.is_set():
@@ -121,9 +135,12 @@ class LiveEngine:
                 video.close()
 
     def _source_state(self, state: LiveState, detail: dict[str, Any]) -> None:
+        """The capture thread's word on the source: it stands until a frame is captured."""
         if state != self.state:
             log.info("live %s: %s %s", self.source.name, state, detail.get("error", ""))
-        self.state, self.detail = state, detail
+        with self._cond:
+            self._fault = (state, detail)
+            self.state, self.detail = state, detail
 
     # -- analysis --------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -135,9 +152,9 @@ class LiveEngine:
             self._analyse_loop(stop)
         finally:
             stop.set()
-            thread.join(timeout=10)
-            if self.keeper is not None:
+            if self.keeper is not None:  # first: the service kills this process 15 s on
                 self.keeper.close()
+            thread.join(timeout=10)
             self.state, self.detail = LiveState.STOPPED, {}
             self._write_state()
 
@@ -150,9 +167,13 @@ class LiveEngine:
                 taken, self._slot = self._slot, None
             now = time.monotonic()
             if taken is None:
-                if (self.state == LiveState.RUNNING
-                        and now - self._last_frame_at > self.config.stall_seconds):
-                    self._source_state(LiveState.STALLED, {"seconds": self.config.stall_seconds})
+                with self._cond:
+                    if (self.state in FRAME_STATES and self._fault is None
+                            and now - self._last_frame_at > self.config.stall_seconds):
+                        log.info("live %s: no frame for %s s", self.source.name,
+                                 self.config.stall_seconds)
+                        self.state = LiveState.STALLED
+                        self.detail = {"seconds": self.config.stall_seconds}
                 if now - self._last_state >= STATE_SECONDS:
                     self._write_state()
                 continue
@@ -171,8 +192,11 @@ class LiveEngine:
         x, y, w, h = self.region()
         area = grey[y:y + h, x:x + w]
         state, warnings = self.watch.judge(area, now)
-        self.state, self.detail = (state, {}) if state != LiveState.RUNNING or not self.no_model \
-            else (LiveState.NO_MODEL, {"why": self.no_model})
+        with self._cond:  # a frame captured before the capture said otherwise does not hide it
+            if self._fault is None:
+                self.state, self.detail = (state, {}) \
+                    if state != LiveState.RUNNING or not self.no_model \
+                    else (LiveState.NO_MODEL, {"why": self.no_model})
         if state == LiveState.FROZEN and now - self._last_shown < IDLE_FRAME_SECONDS:
             return  # a frozen picture is shown once a second, not analysed again
         lesions: list[dict[str, Any]] = []

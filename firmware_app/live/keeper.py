@@ -77,7 +77,10 @@ class Keeper:
         self.station = station
         self._now = now
         self.session: LiveSession | None = None
-        self.kept = 0
+        #: what each session kept, by its id: the writer thread counts a session's objects
+        #: as they land, the analysis thread reads the open session's (a session ended with
+        #: an object still being written never counts it for the next one)
+        self._kept: dict[int, int] = {}
         self.auto_kept = 0
         self.last_error = ""
         self._checked = -1e9
@@ -93,6 +96,11 @@ class Keeper:
         self._writer.start()
 
     # -- the analysis thread's side ------------------------------------------------------
+    @property
+    def kept(self) -> int:
+        """What the open session kept (0 without one)."""
+        return self._kept.get(self.session.id, 0) if self.session is not None else 0
+
     def view(self) -> dict | None:
         """The open session for the state file, or None."""
         if self.session is None:
@@ -104,22 +112,29 @@ class Keeper:
         """One analysed frame's image area (uint8 grey or RGB), its held tracks and those
         that closed with it."""
         now = self._now()
-        self._refresh(now)
+        acquired = datetime.datetime.now()
+        self._refresh(now, area, acquired)
         if self.session is None:
             return
-        acquired = datetime.datetime.now()
         if not self._clip or now - self._clip[-1][0] >= 1.0 / CLIP_FPS:
             self._clip.append((now, seq, area))
         while self._clip and now - self._clip[0][0] > self._keep_seconds:
             self._clip.popleft()
-        for track in on_frame:
-            if track.held and track.best_seq == seq:
-                self._best[track.number] = _Best(track.best_score, area, acquired)
+        for track in on_frame:  # the best frame it was held on (its best may precede that)
+            best = self._best.get(track.number)
+            if track.held and (best is None or float(track.box.score) > best.score):
+                self._best[track.number] = _Best(float(track.box.score), area, acquired)
         for track in closed:
             best = self._best.pop(track.number, None)
             if best is not None and track.held:
                 self._keep_best(best)
-        for request in self._requests(now):
+        self._answer(self._requests(now), now, area, acquired)
+
+    def _answer(self, requests: list[live_sessions.Request], now: float, area: np.ndarray,
+                acquired: datetime.datetime) -> None:
+        """Keep what the open session's requests ask for."""
+        assert self.session is not None
+        for request in requests:
             if request.kind == LiveRequest.CLIP:
                 recent = [item for item in self._clip
                           if now - item[0] <= self.config.clip_seconds]
@@ -163,7 +178,11 @@ class Keeper:
         self._best.clear()
 
     def close(self) -> None:
-        """Flush, then let the writer finish what waits."""
+        """Keep what was asked and not yet read, flush, then let the writer finish what
+        waits."""
+        if self.session is not None and self._clip:
+            self._answer(self._requests(self._now(), every=True), self._now(),
+                         self._clip[-1][2], datetime.datetime.now())
         self.flush()
         self._jobs.put(None)
         self._writer.join(timeout=30)
@@ -175,35 +194,38 @@ class Keeper:
         self._submit(_Job(self.session, LiveKept.KEY_FRAME, [best.area], best.acquired,
                           score=best.score))
 
-    def _refresh(self, now: float) -> None:
+    def _refresh(self, now: float, area: np.ndarray, acquired: datetime.datetime) -> None:
         if now - self._checked < SESSION_POLL:
             return
         self._checked = now
         try:
             with contextlib.closing(db.connect(self.database)) as conn:
                 session = live_sessions.open_session(conn, self.source.name)
+                done = live_sessions.kept_by(conn, session.id) if session is not None else []
         except Exception as exc:  # a locked or unreadable database: try at the next poll
             log.warning("live %s: cannot read the session: %s", self.source.name, exc)
             return
         if session is not None and self.session is not None and session.id == self.session.id:
             return
         if self.session is not None:
+            # what was asked in its last moments, from the frames it showed; then its lesions
+            newest = self._clip[-1][2] if self._clip else area
+            self._answer(self._requests(now, every=True), now, newest, acquired)
             self.flush()
         self.session = session
         self._clip.clear()
         self._best.clear()
         if session is not None:
-            with contextlib.closing(db.connect(self.database)) as conn:
-                done = live_sessions.kept_by(conn, session.id)
-            self.kept = len(done)
+            self._kept[session.id] = len(done)
             self.auto_kept = sum(1 for k in done if k.kind == LiveKept.KEY_FRAME
                                  and k.score is not None)
         else:
-            self.kept = self.auto_kept = 0
+            self.auto_kept = 0
 
-    def _requests(self, now: float) -> list[live_sessions.Request]:
-        """The session's new requests, read at most every REQUEST_POLL seconds."""
-        if self.session is None or now - self._asked < REQUEST_POLL:
+    def _requests(self, now: float, every: bool = False) -> list[live_sessions.Request]:
+        """The session's new requests, read at most every REQUEST_POLL seconds (``every``:
+        now, the session ending)."""
+        if self.session is None or (now - self._asked < REQUEST_POLL and not every):
             return []
         self._asked = now
         try:
@@ -259,7 +281,7 @@ class Keeper:
             station=self.station, source_label=self.source.label or self.source.name,
             started=datetime.datetime.fromtimestamp(session.started_at),
             mm_per_pixel=self.source.mm_per_pixel, burned_in=self.source.region is None)
-        number = self.kept + 1
+        number = self._kept.get(session.id, 0) + 1
         if job.kind == LiveKept.CLIP:
             sop_uid, data = live_capture.clip(job.frames, context, number, job.acquired,
                                               round(job.interval_ms, 1))
@@ -270,7 +292,7 @@ class Keeper:
                                   origin=f"live:{self.source.name}")
         if landed.outcome != Outcome.ACCEPTED:
             raise ValueError(f"landed as {landed.outcome.value}")
-        self.kept += 1
+        self._kept[session.id] = self._kept.get(session.id, 0) + 1
         with contextlib.closing(db.connect(self.database)) as conn:
             live_sessions.record_kept(conn, session.id, live_sessions.Kept(
                 job.kind, landed.instance_id, sop_uid, len(job.frames), job.score, time.time()))

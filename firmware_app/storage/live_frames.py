@@ -16,6 +16,9 @@ reboot, and nothing is kept there for a patient (a session keeps DICOM through t
      "width": 1280, "height": 720, "region": [x, y, w, h], "mm_per_pixel": 0.1 | null,
      "fps": 15.2, "analysed": 1234, "dropped": 56, "hint": "hold_here",
      "session": {"id": 3, "kept": 2} | null,
+     "last_seq": 17,                 # the newest frame's seq (0: none yet); kept by the
+                                     # service's word and by the next process, which numbers
+                                     # its frames on from it
      "frames": [{"seq": 17, "arrived": 12.345,  # time.monotonic() when the frame arrived
                  "hint": "none", "quality": ["too_dark"],
                  "lesions": [{"track": 4, "box": [x0, y0, x1, y1], "score": 0.81,
@@ -68,7 +71,10 @@ class FrameWriter:
         self.frames.mkdir(parents=True, exist_ok=True, mode=0o750)
         self.ring_seconds = ring_seconds
         self.ring: list[dict[str, Any]] = []
-        for old in self.frames.glob("*.jpg"):  # a previous process's frames
+        #: the newest frame's seq: the previous process's at first (its frames' numbers go on)
+        self.last_seq = _last_seq(read_state(root, source))
+        for old in [*self.frames.glob("*.jpg"), *self.frames.glob(".*.part"),
+                    *self.folder.glob(".*.part")]:  # a previous process's frames and leftovers
             old.unlink(missing_ok=True)
 
     def publish(self, seq: int, jpeg: bytes, entry: dict[str, Any],
@@ -77,6 +83,7 @@ class FrameWriter:
         ring, then replace the state (``state`` without ``frames``)."""
         _replace(self.frames / f"{seq}.jpg", jpeg)
         self.ring.append({**entry, "seq": seq})
+        self.last_seq = max(self.last_seq, seq)
         newest = float(entry["arrived"])
         while self.ring and newest - float(self.ring[0]["arrived"]) > self.ring_seconds:
             gone = self.ring.pop(0)
@@ -86,7 +93,7 @@ class FrameWriter:
     def write_state(self, state: dict[str, Any]) -> None:
         """Replace the state file (the ring of frames added)."""
         body = {"format": FORMAT, "wall": time.time(), "pid": os.getpid(), **state,
-                "frames": self.ring}
+                "last_seq": self.last_seq, "frames": self.ring}
         _replace(self.folder / STATE_FILE, json.dumps(body, separators=(",", ":")).encode())
 
 
@@ -96,8 +103,18 @@ def write_stopped(root: Path, source: str, state: str, detail: dict[str, Any]) -
     folder = source_dir(root, source)
     folder.mkdir(parents=True, exist_ok=True, mode=0o750)
     body = {"format": FORMAT, "wall": time.time(), "pid": 0, "source": source,
-            "state": state, "detail": detail, "frames": []}
+            "state": state, "detail": detail,
+            "last_seq": _last_seq(read_state(root, source)), "frames": []}
     _replace(folder / STATE_FILE, json.dumps(body).encode())
+
+
+def _last_seq(state: dict[str, Any] | None) -> int:
+    """The newest frame number a state file names (its ``last_seq``, its frames); 0: none."""
+    if not state:
+        return 0
+    seqs = [state.get("last_seq"), *(f.get("seq") for f in state.get("frames") or []
+                                      if isinstance(f, dict))]
+    return max([int(s) for s in seqs if isinstance(s, int) and not isinstance(s, bool)] or [0])
 
 
 def read_state(root: Path, source: str) -> dict[str, Any] | None:
