@@ -71,7 +71,9 @@ class LiveEngine:
         self.detail: dict[str, Any] = {}
         self.hint = LiveHint.NONE
         self.size: tuple[int, int] | None = None
-        self.reference: tuple[int, int] | None = None
+        #: the picture size the region and scale were measured on: the source's word, else
+        #: the first picture seen
+        self.reference: tuple[int, int] | None = source.reference_size
         self._times: deque[float] = deque()
         self._last_frame_at = 0.0
         self._last_shown = 0.0

@@ -88,6 +88,10 @@ class LiveSource:
                                 "whole frame", 0)
     region_height: int = setting(in_range(0, 16384), "the image area: its height; 0 takes the "
                                  "whole frame", 0)
+    measured_on: str = setting(_video_size, "the picture size (WIDTHxHEIGHT) the image area "
+                               "and the scale were measured on; a picture of another size "
+                               "scales them. Empty: video_size, else the first picture seen",
+                               "")
     mm_per_pixel: float = setting(in_range(0, 10), "the image area's scale (mm a pixel, as the "
                                   "machine's depth scale shows it); 0: sizes are not "
                                   "measured in mm", 0.0)
@@ -109,6 +113,15 @@ class LiveSource:
         if self.url.startswith("/") or urlsplit(self.url).scheme.lower() == "file":
             return "file"
         return "stream"
+
+    @property
+    def reference_size(self) -> tuple[int, int] | None:
+        """(width, height) the region and scale were measured on, when the source says."""
+        size = self.measured_on or self.video_size
+        if not size:
+            return None
+        width, height = size.split("x")
+        return int(width), int(height)
 
     @property
     def region(self) -> tuple[int, int, int, int] | None:

@@ -32,6 +32,7 @@ Boxes are in the frame's own pixels (the whole captured frame, not the region).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -39,6 +40,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from firmware_app.errors import CliniboxError
 
 #: the state file's format number (a reader refuses another)
 FORMAT = 1
@@ -62,6 +65,38 @@ def source_dir(root: Path, source: str) -> Path:
     return root / source
 
 
+class SourceBusy(CliniboxError):
+    """Another live process already reads this source (the service's, or a technician's in
+    the foreground): one writer a source."""
+
+
+def _hold_lock(root: Path, source: str) -> int | None:
+    """The source's writer lock (``<root>/.<source>.lock``: an open descriptor, held until
+    closed or the process ends), or None when another process holds it."""
+    root.mkdir(parents=True, exist_ok=True, mode=0o750)
+    fd = os.open(root / f".{source_dir(root, source).name}.lock",
+                 os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def claim_source(root: Path, source: str) -> int:
+    """Claim the source for this process (its live process's first step): the lock's
+    descriptor, held until the process ends; SourceBusy when another process reads it."""
+    fd = _hold_lock(root, source)
+    if fd is None:
+        holder = (read_state(root, source) or {}).get("pid", "?")
+        raise SourceBusy(f"live source {source} is already read by another process "
+                         f"(pid {holder}): stop it first (the service runs one per source; "
+                         "`clinibox live` in the foreground is for a box whose service does "
+                         "not)")
+    return fd
+
+
 class FrameWriter:
     """Write one source's frames and state (the live process's side)."""
 
@@ -69,6 +104,7 @@ class FrameWriter:
         self.folder = source_dir(root, source)
         self.frames = self.folder / FRAMES_DIR
         self.frames.mkdir(parents=True, exist_ok=True, mode=0o750)
+
         self.ring_seconds = ring_seconds
         self.ring: list[dict[str, Any]] = []
         #: the newest frame's seq: the previous process's at first (its frames' numbers go on)
@@ -102,6 +138,10 @@ def write_stopped(root: Path, source: str, state: str, detail: dict[str, Any]) -
     live mode stops): the state without frames."""
     folder = source_dir(root, source)
     folder.mkdir(parents=True, exist_ok=True, mode=0o750)
+    lock = _hold_lock(root, source)
+    if lock is None:  # another live process reads the source: its state stands
+        return
+    os.close(lock)
     body = {"format": FORMAT, "wall": time.time(), "pid": 0, "source": source,
             "state": state, "detail": detail,
             "last_seq": _last_seq(read_state(root, source)), "frames": []}

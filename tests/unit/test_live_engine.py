@@ -304,3 +304,21 @@ def test_a_frame_older_than_anything_held_is_not_kept_and_nothing_else_instead(t
                                (asked,)).fetchone()[0]
         assert live_sessions.kept_by(conn, box.session.id) == []
     assert outcome == "not kept: gone" and box.keeper.view()["error"] == "gone"
+
+
+def test_the_image_area_is_scaled_from_the_size_it_was_measured_on(running, tmp_path):
+    """After a restart the first picture may be the larger one: the region and the scale
+    are still those measured on 1280x720 ([[live.sources]] measured_on), not taken from
+    whatever picture came first."""
+    from phantoms.video import ScreenLayout, screen_frames
+    from tests.live_video import write_video
+
+    big = ScreenLayout().scaled(1920, 1080)
+    frames = (frame for frame, _ in screen_frames(4, 1.0, 30.0, big))
+    write_video(tmp_path / "big.mp4", frames, 30.0, "h264")
+    live = running(url=str(tmp_path / "big.mp4"), loop=True, measured_on="1280x720",
+                   mm_per_pixel=0.3, **REGION)
+    wait_for(lambda: live.state().get("analysed", 0) > 3, 60, "the larger picture analysed")
+    state = live.state()
+    assert state["region"] == [420, 150, 1080, 810]
+    assert state["mm_per_pixel"] == pytest.approx(0.2)

@@ -172,3 +172,28 @@ def test_demo_video_writes_the_phantom_screen_a_demonstration_source_plays(tmp_p
     assert len(frames) == 45 and (frames[0].width, frames[0].height) == (1280, 720)
     wrong = clinibox("demo-video", str(tmp_path / "x.mjpeg"), check=False)
     assert wrong.returncode == 2 and ".mp4, .mkv, .ts or .avi" in wrong.stderr
+
+
+def test_one_writer_a_source_and_the_services_word_never_overwrites_a_running_one(tmp_path):
+    """A technician's `clinibox live us-1` beside the service's: the second is refused, and
+    the service's word on its own (failed) child leaves the running writer's state alone."""
+    import os
+
+    from firmware_app.storage.live_frames import (
+        FrameWriter,
+        SourceBusy,
+        claim_source,
+        read_state,
+        write_stopped,
+    )
+
+    lock = claim_source(tmp_path, "us-1")
+    FrameWriter(tmp_path, "us-1", 10.0).write_state({"state": "running"})
+    with pytest.raises(SourceBusy, match="already read by another process"):
+        claim_source(tmp_path, "us-1")
+    write_stopped(tmp_path, "us-1", "decoder_failed", {"status": 1})
+    assert read_state(tmp_path, "us-1")["state"] == "running"
+    os.close(lock)  # the process ended
+    write_stopped(tmp_path, "us-1", "decoder_failed", {"status": 1})
+    assert read_state(tmp_path, "us-1")["state"] == "decoder_failed"
+    os.close(claim_source(tmp_path, "us-1"))  # free again
