@@ -386,6 +386,11 @@ def start_session(source: str):
     name = _source(source).name
     who = _clinician_only()
     patient_name, patient_id = _person_name(_clean("patient_name")), _clean("patient_id")
+    stored = _person_name(_clean("patient_name_dicom"))
+    if stored and request.form.get("patient_name", "").strip() == formats.person_name(stored):
+        # the worklist study's name, shown as people read it and left as it was: the
+        # session keeps the study's own DICOM name (components and all)
+        patient_name = stored
     sex, birth = request.form.get("sex", ""), _birth_date()
     if sex not in labels.SEXES or birth is None or not (patient_name or patient_id):
         flash(gettext("Give at least the patient's name or ID (and a birth date that is a "

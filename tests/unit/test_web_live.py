@@ -254,13 +254,16 @@ def test_the_form_is_prefilled_from_a_worklist_study_and_kept_frames_link_to_it(
                             ).fetchone()[0]
     nurse = _client(app)
     page = nurse.get("/live/us-1?study=1.2.840.99").get_data(as_text=True)
-    assert 'value="LI^NA"' in page and 'value="ID-42"' in page
+    # shown as people read a name; the study's own DICOM name kept aside for the session
+    assert 'id="patient-name" value="LI, NA"' in page and 'value="ID-42"' in page
+    assert 'name="patient_name_dicom" value="LI^NA"' in page
     assert 'name="study" value="1.2.840.99"' in page
     assert 'value="LI^NA"' not in nurse.get("/live/us-1?study=9.9").get_data(as_text=True)
-    nurse.post("/live/us-1/session", {"patient_name": "LI^NA", "patient_id": "ID-42",
-                                      "study": "1.2.840.99"})
+    nurse.post("/live/us-1/session", {"patient_name": "LI, NA", "patient_name_dicom": "LI^NA",
+                                      "patient_id": "ID-42", "study": "1.2.840.99"})
     session = live_sessions.open_session(conn, "us-1")
     assert session is not None and session.from_study == "1.2.840.99"
+    assert session.patient_name == "LI^NA"  # the study's own name, not the shown one
     live_sessions.record_kept(conn, session.id, live_sessions.Kept(
         LiveKept.CLIP, "local-2", "1.2.4", 75, None, 1_790_000_000.0))
     assert "clip of 75 frames" in nurse.get("/live/us-1").get_data(as_text=True)

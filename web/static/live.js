@@ -82,8 +82,23 @@
       { maximumFractionDigits: 0 }).format(Number(fps)));
   }
 
+  /** The states in which the live process sends new pictures (the others: no live picture,
+   *  a frame still on the page is the last one received). */
+  const PICTURE_STATES = ["running", "no_contact", "no_signal", "frozen", "no_model"];
+
+  /** Whether the source's state means the picture on the page is live. */
+  function pictureLive(state) {
+    return PICTURE_STATES.includes(state);
+  }
+
+  /** The hint to show while the source is in ``state``: a frame's hint only while the model
+   *  reads the picture (else the state line says what is wrong, and an old hint would lie). */
+  function hintShown(state, hint) {
+    return state === "running" && hint ? hint : "none";
+  }
+
   const api = { scaleBox, backingSize, sizeLabel, boxesToDraw, pruneRing, mergeSeqs, stepSeq,
-                framePoint, lineLength, fpsText };
+                framePoint, lineLength, fpsText, pictureLive, hintShown };
   if (typeof module !== "undefined" && module.exports) module.exports = api;
   root.CliniboxLive = api;
 })(typeof globalThis !== "undefined" ? globalThis : this);
@@ -93,6 +108,9 @@
   if (typeof document === "undefined") return;
   const L = globalThis.CliniboxLive;
   const M = globalThis.CliniboxMeasure;
+
+  /** how long "asked to keep" stays before the keeper's error on an earlier keep is shown */
+  const KEEP_SECONDS = 4;
 
   function start() {
     const pane = document.getElementById("live");
@@ -116,6 +134,9 @@
     let measuring = false;
     let points = [];
     let stepping = false;
+    let state = pane.dataset.state || "starting";  // the source's state (kept while frozen)
+    let hintWord = "none";    // the shown frame's hint (shown only while running)
+    let askedAt = 0;          // when this page last asked to keep something (ms)
 
     const el = (id) => document.getElementById(id);
     const freezeButton = el("live-freeze");
@@ -128,14 +149,27 @@
       const line = el("live-state");
       const text = words["state:" + word];
       if (!text) return;
+      const changed = word !== state;
+      state = word;
       line.textContent = text;
       line.className = "live-state " + word;
+      const live = L.pictureLive(word);
+      pane.classList.toggle("stale", !live);  // the picture shown is not live
+      const stale = el("live-stale");
+      stale.textContent = shown ? stale.dataset.stale : text;
+      stale.hidden = live;
+      if (word !== "running") fpsLine(null);
+      freezeButton.disabled = !shown && !frozen;
+      setHint(hintWord);
+      if (changed && shown) draw();  // boxes only on a live picture
     }
 
     function setHint(word) {
+      hintWord = word || "none";
+      const shownWord = L.hintShown(state, hintWord);
       const line = el("live-hint");
-      line.textContent = words["hint:" + word] || "";
-      line.className = "live-hint " + (word || "none");
+      line.textContent = words["hint:" + shownWord] || "";
+      line.className = "live-hint " + shownWord;
     }
 
     function draw() {
@@ -152,7 +186,7 @@
       context.lineWidth = 2.5 * unit;
       context.font = "bold " + Math.round(16 * unit) + "px sans-serif";
       context.textBaseline = "bottom";
-      for (const lesion of L.boxesToDraw(meta)) {
+      for (const lesion of L.pictureLive(state) ? L.boxesToDraw(meta) : []) {
         const box = L.scaleBox(lesion.box, size.scale);
         context.strokeStyle = "#ff4040";
         context.strokeRect(box.x, box.y, box.w, box.h);
@@ -210,6 +244,8 @@
       const bitmap = await createImageBitmap(entry.blob);
       if (shown && shown.bitmap && shown.bitmap.close) shown.bitmap.close();
       shown = { seq: entry.seq, bitmap, meta: entry.meta };
+      freezeButton.disabled = false;
+      el("live-stale").textContent = el("live-stale").dataset.stale;
       draw();
     }
 
@@ -244,10 +280,10 @@
           pane.dataset.seq = String(got.seq);
           keep(got);
           if (!frozen) {
-            setState(got.meta.state);
-            fpsLine(got.meta.fps);
             // a frame the browser cannot draw is skipped: the loop (the live picture) goes on
             try { await show(got); } catch (error) { /* the next frame */ }
+            setState(got.meta.state);
+            fpsLine(got.meta.state === "running" ? got.meta.fps : null);
           }
         } else if (got !== 204) {
           await new Promise((r) => window.setTimeout(r, 1000));  // the box may be restarting
@@ -324,16 +360,16 @@
         const response = await fetch(data.stateUrl, { credentials: "same-origin", cache: "no-store" });
         if (response.redirected || response.status === 401) { window.location.reload(); return; }
         if (!response.ok) return;
-        const state = await response.json();
-        listed = state.seqs || [];
-        if (!frozen || !shown) setState(state.state);
-        if (!shown) setHint(state.hint);
-        const session = state.session ? String(state.session.id) : "";
+        const answer = await response.json();
+        listed = answer.seqs || [];
+        if (!frozen || !shown) setState(answer.state);
+        if (!shown) setHint(answer.hint);
+        const session = answer.session ? String(answer.session.id) : "";
         if (session !== (data.session || "")) {
           if (!frozen) window.location.reload();  // a session started or ended elsewhere
           return;
         }
-        if (state.session) showKept(state.session);
+        if (answer.session) showKept(answer.session);
       } catch (error) { /* the box may be restarting; next second */ }
     }
 
@@ -352,13 +388,21 @@
       if (session.study_url) el("live-study-link").href = session.study_url;
       el("live-study-waiting").hidden = Boolean(session.study_url);
       const said = el("live-keep-said");
-      if (said && session.error) said.textContent = session.error;  // a keep that failed
+      if (!said || Date.now() - askedAt < KEEP_SECONDS * 1000) return;  // the box is at it
+      if (session.error) {  // the last keep failed (said until one succeeds)
+        said.textContent = session.error;
+        said.classList.add("error");
+      } else if (said.classList.contains("error")) {
+        said.textContent = "";
+        said.classList.remove("error");
+      }
     }
 
     for (const form of document.querySelectorAll(".live-keep-form")) {
       form.addEventListener("submit", async (event) => {
         event.preventDefault();
         const said = el("live-keep-said");
+        askedAt = Date.now();
         try {
           const body = new FormData(form);
           // the session this page shows: the box refuses a keep meant for an ended one
@@ -368,6 +412,7 @@
           if (response.redirected || response.status === 401) { window.location.reload(); return; }
           const answer = await response.json();
           said.textContent = answer.message || "";
+          said.classList.toggle("error", !answer.ok);
           pollState();
         } catch (error) { form.submit(); }
       });
@@ -390,6 +435,7 @@
     canvas.addEventListener("pointerdown", tap);
     window.addEventListener("resize", draw);
     window.setInterval(() => { if (!document.hidden) pollState(); }, 1000);
+    setState(state);
     pollState();
     loop();
   }
