@@ -257,7 +257,9 @@ def _poll_slots() -> threading.BoundedSemaphore:
 
 
 def _wait_for_frame(name: str, after: int) -> Response:
-    """The newest frame past ``after``, or 204 after LONG_POLL_SECONDS."""
+    """The newest frame past ``after``, or 204 after LONG_POLL_SECONDS. A newest frame
+    numbered below ``after`` is answered too: the box restarted its numbering (a reboot
+    empties the tmpfs), and a page waiting for its old number would wait for ever."""
     root = _root()
     deadline = time.monotonic() + LONG_POLL_SECONDS
     seen = -1
@@ -267,7 +269,7 @@ def _wait_for_frame(name: str, after: int) -> Response:
             seen = version
             state = live_frames.read_state(root, name)
             newest = live_frames.newest_frame(state) if state else None
-            if state and newest and int(newest["seq"]) > after:
+            if state and newest and int(newest["seq"]) != after:
                 data = live_frames.frame_bytes(root, name, int(newest["seq"]))
                 if data is not None:
                     return _jpeg(data, newest, state)

@@ -119,6 +119,10 @@ def test_next_answers_the_newest_frame_with_its_overlay_or_204(box):
     empty = client.get("/live/us-1/next?after=3")
     assert empty.status_code == 204 and empty.headers["Cache-Control"] == "no-store"
     assert client.get("/live/us-1/next?after=x").status_code == 400
+    # a page left open over a reboot asks for its old number: the box numbers afresh
+    restarted = client.get("/live/us-1/next?after=9000")
+    assert restarted.status_code == 200
+    assert json.loads(restarted.headers["X-Live-Frame"])["seq"] == 3
 
 
 def test_a_ring_frame_is_served_until_it_leaves_the_ring(box):

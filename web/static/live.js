@@ -276,6 +276,7 @@
           got = await fetchFrame(data.nextUrl + "?after=" + encodeURIComponent(newestSeq));
         } catch (error) { got = 0; }
         if (got && typeof got === "object") {
+          if (got.seq < newestSeq) held.length = 0;  // the box numbers afresh (a reboot)
           newestSeq = got.seq;
           pane.dataset.seq = String(got.seq);
           keep(got);
