@@ -65,6 +65,8 @@ class StreamFacts:
     rows: int
     components: int
     precision: int
+    #: the start-of-frame marker (JPEG: 0xC0 baseline … 0xCF; 0 where there is none)
+    marker: int = 0
 
 
 def jpeg_facts(data: bytes) -> StreamFacts:
@@ -89,7 +91,7 @@ def jpeg_facts(data: bytes) -> StreamFacts:
                 raise StreamMismatch("the JPEG frame header is truncated")
             precision, rows, columns, components = struct.unpack(">BHHB", segment[:6])
             kind = "JPEG-LS" if marker == 0xF7 else "JPEG"
-            return StreamFacts(kind, columns, rows, components, precision)
+            return StreamFacts(kind, columns, rows, components, precision, marker)
         if marker == 0xDA or length < 2:  # scan data before any frame header
             break
         at += 2 + length

@@ -195,10 +195,10 @@ class LiveEngine:
         area = grey[y:y + h, x:x + w]
         state, warnings = self.watch.judge(area, now)
         with self._cond:  # a frame captured before the capture said otherwise does not hide it
-            if self._fault is None:
-                self.state, self.detail = (state, {}) \
-                    if state != LiveState.RUNNING or not self.no_model \
-                    else (LiveState.NO_MODEL, {"why": self.no_model})
+            if self._fault is None and state == LiveState.RUNNING and self.no_model:
+                self.state, self.detail = LiveState.NO_MODEL, {"why": self.no_model}
+            elif self._fault is None:
+                self.state, self.detail = state, {}
         if state == LiveState.FROZEN and now - self._last_shown < IDLE_FRAME_SECONDS:
             return  # a frozen picture is shown once a second, not analysed again
         lesions: list[dict[str, Any]] = []

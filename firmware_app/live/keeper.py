@@ -201,11 +201,12 @@ class Keeper:
         try:
             with contextlib.closing(db.connect(self.database)) as conn:
                 session = live_sessions.open_session(conn, self.source.name)
+                if session is not None and self.session is not None \
+                        and session.id == self.session.id:
+                    return  # the same session: nothing more to read
                 done = live_sessions.kept_by(conn, session.id) if session is not None else []
         except Exception as exc:  # a locked or unreadable database: try at the next poll
             log.warning("live %s: cannot read the session: %s", self.source.name, exc)
-            return
-        if session is not None and self.session is not None and session.id == self.session.id:
             return
         if self.session is not None:
             # what was asked in its last moments, from the frames it showed; then its lesions

@@ -23,7 +23,7 @@ import av
 import av.error
 
 from firmware_app.errors import CliniboxError
-from firmware_app.imaging.codestream import StreamMismatch, jpeg_facts
+from firmware_app.imaging.codestream import StreamFacts, StreamMismatch, jpeg_facts
 from firmware_app.settings.live import LiveConfig, LiveSource
 
 #: how much FFmpeg may read to find the stream's format (bytes) and how long (µs)
@@ -155,9 +155,10 @@ class VideoInput:
                 if packet.size == 0:
                     continue
                 data = bytes(packet) if passthrough else b""
+                facts = None
                 try:
                     if passthrough:
-                        self._check_jpeg(data)
+                        facts = self._check_jpeg(data)
                     decoded = packet.decode()
                 except av.error.ArgumentError as exc:  # max_pixels refused the frame
                     raise StreamRefused(f"{self.source.name}: a frame larger than "
@@ -181,8 +182,8 @@ class VideoInput:
                         wait = started + (float(frame.time) - first_time) - time.monotonic()
                         if wait > 0:
                             time.sleep(min(wait, 1.0))
-                    jpeg = data if passthrough and len(decoded) == 1 \
-                        and browser_jpeg(data) else None
+                    jpeg = data if facts is not None and len(decoded) == 1 \
+                        and drawable(facts) else None
                     yield Captured(frame, time.monotonic(), jpeg)
         except av.error.ExitError as exc:  # the read timed out (the interrupt callback)
             raise SourceUnavailable(f"{self.source.name}: no data for "
@@ -191,15 +192,16 @@ class VideoInput:
             raise SourceUnavailable(f"{self.source.name}: {exc}") from exc
         raise SourceUnavailable(f"{self.source.name}: the stream ended", ended=True)
 
-    def _check_jpeg(self, data: bytes) -> None:
+    def _check_jpeg(self, data: bytes) -> StreamFacts:
         """An MJPEG frame's own header read before the decoder sees it: a frame claiming
         more than ``[live] max_megapixels`` is refused (StreamRefused), one without a
-        readable header is a broken packet (StreamMismatch)."""
+        readable header is a broken packet (StreamMismatch); its header facts."""
         facts = jpeg_facts(data)
         if facts.columns * facts.rows > self.max_pixels:
             raise StreamRefused(f"{self.source.name}: a {facts.columns}x{facts.rows} frame is "
                                 f"larger than [live] max_megapixels "
                                 f"({self.config.max_megapixels})")
+        return facts
 
     def close(self) -> None:
         """Close the container (and the device or connection)."""
@@ -218,18 +220,16 @@ def _regular_file(source: LiveSource) -> None:
         raise StreamRefused(f"{source.name}: {source_path(source)} is not a regular file")
 
 
+def drawable(facts: StreamFacts) -> bool:
+    """Whether a browser draws a JPEG with this frame header as it is: baseline, extended
+    or progressive Huffman (BROWSER_SOF) of 8-bit samples."""
+    return facts.marker in BROWSER_SOF and facts.precision == 8
+
+
 def browser_jpeg(data: bytes) -> bool:
-    """Whether a browser draws this JPEG as it is: its first frame header is baseline,
-    extended or progressive Huffman (BROWSER_SOF) of 8-bit samples."""
-    at = 2
-    while at + 4 <= len(data) and data[at] == 0xFF:
-        marker = data[at + 1]
-        if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD7:
-            at += 1 if marker == 0xFF else 2
-            continue
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            return marker in BROWSER_SOF and at + 4 < len(data) and data[at + 4] == 8
-        if marker == 0xDA:
-            return False
-        at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
-    return False
+    """Whether a browser draws this JPEG as it is (its frame header, read by
+    ``imaging.codestream.jpeg_facts``: ``drawable``)."""
+    try:
+        return drawable(jpeg_facts(data))
+    except StreamMismatch:
+        return False

@@ -11,7 +11,7 @@ highest score): a session keeps that frame.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from firmware_app.inference.postprocess import Box, iou
 from firmware_app.inference.tracking import MIN_IOU
@@ -34,7 +34,6 @@ class Track:
     best_seq: int = -1
     #: whether it has been held (seen on ``hold_frames`` frames): stays so until it closes
     held: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 class LiveTracker:
