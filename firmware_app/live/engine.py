@@ -269,11 +269,11 @@ class LiveEngine:
             log.warning("live %s: the picture changed from %dx%d to %dx%d", self.source.name,
                         *self.size, width, height)
             self.tracker.clear()
-            if self.keeper is not None:
-                self.keeper.picture_changed()
         self.size = (width, height)
         if self.reference is None:
             self.reference = (width, height)
+        if self.keeper is not None:  # what is kept from now on: at this size's scale
+            self.keeper.picture_changed(self.mm_per_pixel() or 0.0)
 
     def region(self) -> tuple[int, int, int, int]:
         """The image area in this frame's pixels (the configured one scaled with the

@@ -56,6 +56,8 @@ class _Job:
     request: int | None = None
     #: the clip's frame interval (ms)
     interval_ms: float = 0.0
+    #: the image area's scale when its frames were taken (0: not calibrated)
+    mm_per_pixel: float = 0.0
 
 
 @dataclass
@@ -63,6 +65,7 @@ class _Best:
     score: float
     area: np.ndarray
     acquired: datetime.datetime
+    mm_per_pixel: float
 
 
 class Keeper:
@@ -82,6 +85,9 @@ class Keeper:
         #: an object still being written never counts it for the next one)
         self._kept: dict[int, int] = {}
         self.auto_kept = 0
+        #: the image area's scale at the picture's present size (the engine says when the
+        #: size changes: ``picture_changed``); what is kept carries the scale it was taken at
+        self.scale = source.mm_per_pixel
         self.last_error = ""
         self._checked = -1e9
         self._asked = -1e9
@@ -123,7 +129,8 @@ class Keeper:
         for track in on_frame:  # the best frame it was held on (its best may precede that)
             best = self._best.get(track.number)
             if track.held and (best is None or float(track.box.score) > best.score):
-                self._best[track.number] = _Best(float(track.box.score), area, acquired)
+                self._best[track.number] = _Best(float(track.box.score), area, acquired,
+                                                 self.scale)
         for track in closed:
             best = self._best.pop(track.number, None)
             if best is not None and track.held:
@@ -146,7 +153,8 @@ class Keeper:
                 self._submit(_Job(self.session, LiveKept.CLIP, frames, acquired,
                                   request=request.id,
                                   interval_ms=max(interval * 1000.0,
-                                                  1000.0 / self.config.max_fps)))
+                                                  1000.0 / self.config.max_fps),
+                                  mm_per_pixel=self.scale))
             else:
                 shown = self._shown(request.seq, area)
                 if shown is None:  # the page's frame is older than anything held
@@ -155,7 +163,7 @@ class Keeper:
                                         request=request.id), "gone")
                     continue
                 self._submit(_Job(self.session, LiveKept.KEY_FRAME, [shown], acquired,
-                                  request=request.id))
+                                  request=request.id, mm_per_pixel=self.scale))
 
     def _shown(self, seq: int | None, newest: np.ndarray) -> np.ndarray | None:
         """The image area of frame ``seq`` (the one the page showed; the nearest one held
@@ -166,9 +174,11 @@ class Keeper:
         held = [item for item in self._clip if item[1] <= seq]
         return held[-1][2] if held else None
 
-    def picture_changed(self) -> None:
-        """The picture's size changed: a clip cannot mix sizes; start it again."""
+    def picture_changed(self, mm_per_pixel: float) -> None:
+        """The picture's size changed (its image area's scale now ``mm_per_pixel``, 0: not
+        calibrated): a clip cannot mix sizes; start it again."""
         self._clip.clear()
+        self.scale = mm_per_pixel
 
     def flush(self) -> None:
         """Keep the best frames of the lesions still in the picture (the session ends, the
@@ -192,7 +202,7 @@ class Keeper:
             return
         self.auto_kept += 1
         self._submit(_Job(self.session, LiveKept.KEY_FRAME, [best.area], best.acquired,
-                          score=best.score))
+                          score=best.score, mm_per_pixel=best.mm_per_pixel))
 
     def _refresh(self, now: float, area: np.ndarray, acquired: datetime.datetime) -> None:
         if now - self._checked < SESSION_POLL:
@@ -281,7 +291,7 @@ class Keeper:
             patient_id=session.patient_id, birth_date=session.birth_date, sex=session.sex,
             station=self.station, source_label=self.source.label or self.source.name,
             started=datetime.datetime.fromtimestamp(session.started_at),
-            mm_per_pixel=self.source.mm_per_pixel, burned_in=self.source.region is None)
+            mm_per_pixel=job.mm_per_pixel, burned_in=self.source.region is None)
         number = self._kept.get(session.id, 0) + 1
         if job.kind == LiveKept.CLIP:
             sop_uid, data = live_capture.clip(job.frames, context, number, job.acquired,

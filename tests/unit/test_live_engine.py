@@ -322,3 +322,22 @@ def test_the_image_area_is_scaled_from_the_size_it_was_measured_on(running, tmp_
     state = live.state()
     assert state["region"] == [420, 150, 1080, 810]
     assert state["mm_per_pixel"] == pytest.approx(0.2)
+
+
+def test_a_kept_frame_carries_the_scale_of_the_picture_it_was_taken_from(tmp_path):
+    """After the picture's size changed (its image area rescaled from the size it was
+    measured on), what is kept is calibrated at the new scale, not the configured one."""
+    import numpy as np
+
+    box = keeper_box(tmp_path)
+    box.keeper.picture_changed(0.3)  # as the engine says it after a size change
+    box.keeper.observe(np.full((48, 64), 100, np.uint8), [], [], 1)
+    with box.database() as conn:
+        live_sessions.ask(conn, box.session.id, LiveRequest.KEY_FRAME, "nurse")
+    box.clock[0] = 1.0
+    box.keeper.observe(np.full((48, 64), 100, np.uint8), [], [], 2)
+    box.keeper.close()
+    with box.database() as conn:
+        path = conn.execute("SELECT spool_path FROM instances").fetchone()[0]
+    (region,) = pydicom.dcmread(path).SequenceOfUltrasoundRegions
+    assert float(region.PhysicalDeltaX) == pytest.approx(0.03)  # cm: 0.3 mm a pixel

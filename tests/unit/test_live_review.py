@@ -143,7 +143,7 @@ class _RecordingKeeper:
     def observe(self, *args) -> None:
         pass
 
-    def picture_changed(self) -> None:
+    def picture_changed(self, mm_per_pixel: float) -> None:
         pass
 
     def close(self) -> None:
