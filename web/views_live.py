@@ -44,7 +44,7 @@ from firmware_app.contracts.statuses import LiveHint, LiveRequest, LiveState
 from firmware_app.i18n import N_, formats, gettext, ngettext
 from firmware_app.settings.live import LiveSource
 from firmware_app.storage import live_frames, live_sessions, live_studies
-from web import audit_trail, labels
+from web import audit_trail, labels, wording
 from web.security import current_account, database
 
 blueprint = Blueprint("live", __name__)
@@ -89,10 +89,10 @@ def _root() -> Path:
 
 def _source(name: str) -> LiveSource:
     """The configured source called ``name`` (404 otherwise: no path reaches a file)."""
-    for source in _config().live.sources:
-        if source.name == name:
-            return source
-    abort(404)
+    found = _config().live.source(name)
+    if found is None:
+        abort(404)
+    return found
 
 
 @blueprint.app_context_processor
@@ -145,7 +145,7 @@ def _session_view(session: live_sessions.LiveSession | None) -> dict[str, Any] |
     return {
         "id": session.id,
         "patient_name": session.patient_name, "patient_id": session.patient_id,
-        "birth_date": _shown_date(session.birth_date), "sex": labels.sex(session.sex)
+        "birth_date": wording.dicom_date(session.birth_date), "sex": labels.sex(session.sex)
         if session.sex else "",
         "started": formats.moment(session.started_at),
         "kept": [_kept_line(item) for item in kept],
@@ -160,14 +160,6 @@ def _kept_line(item: live_sessions.Kept) -> str:
         return ngettext("clip of %(num)d frame, %(when)s", "clip of %(num)d frames, %(when)s",
                         item.frames, when=when)
     return gettext("%(what)s, %(when)s", what=labels.live_kept(item.kind), when=when)
-
-
-def _shown_date(dicom_date: str) -> str:
-    """A stored DICOM date (YYYYMMDD) in the reader's format ("" when none)."""
-    try:
-        return formats.day(dt.datetime.strptime(dicom_date, "%Y%m%d").date())
-    except ValueError:
-        return dicom_date
 
 
 @blueprint.route("/live/<source>")

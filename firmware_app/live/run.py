@@ -29,9 +29,9 @@ class UnknownSource(CliniboxError):
 
 def find_source(config: Config, name: str) -> LiveSource:
     """The source called ``name``; UnknownSource naming those there are."""
-    for source in config.live.sources:
-        if source.name == name:
-            return source
+    found = config.live.source(name)
+    if found is not None:
+        return found
     known = ", ".join(s.name for s in config.live.sources) or "none"
     raise UnknownSource(f"no [[live.sources]] is called {name!r} (configured: {known})")
 

@@ -164,6 +164,10 @@ class LiveConfig:
                                           "by itself (the requested ones besides)", 20)
     sources: list[LiveSource] = setting(doc=SOURCES_DOC, factory=list)
 
+    def source(self, name: str) -> LiveSource | None:
+        """The source called ``name``, if one is."""
+        return next((source for source in self.sources if source.name == name), None)
+
 
 def check_sources(sources: list[LiveSource]) -> None:
     """Normalise the sources' modalities (upper case)."""
