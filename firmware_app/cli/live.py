@@ -64,11 +64,14 @@ def cmd_live(args: argparse.Namespace) -> int:
     from firmware_app.service.appliance import load_runner
     from firmware_app.service.viewer_process import die_with_parent
     from firmware_app.settings import box
+    from firmware_app.storage.live_frames import claim_source, live_root
 
     die_with_parent()
     config = box.load(args.config)
     logging.getLogger().setLevel(config.logging.level)
     source = find_source(config, args.source)
+    # one live process a source, held until this one ends: refused before the model loads
+    claim_source(live_root(config.state_dir), source.name)
     limit_memory(config.live.memory_mb)
     stop = threading.Event()
     for number in (signal.SIGTERM, signal.SIGINT):

@@ -17,7 +17,7 @@ from firmware_app.live.keeper import Keeper
 from firmware_app.settings.box import Config
 from firmware_app.settings.live import LiveSource
 from firmware_app.storage import db
-from firmware_app.storage.live_frames import FrameWriter, claim_source, live_root
+from firmware_app.storage.live_frames import FrameWriter, live_root
 from firmware_app.storage.spool import make_spool
 
 log = logging.getLogger(__name__)
@@ -74,9 +74,7 @@ def run_source(config: Config, source: LiveSource, runner: ModelRunner | None, n
     db.private_state_dir(config.state_dir)
     with contextlib.closing(db.connect(config.database_path)) as conn:
         db.initialise(conn)  # the service has; a source run alone may be first
-    root = live_root(config.state_dir)
-    claim_source(root, source.name)  # one live process a source, until this one ends
-    writer = FrameWriter(root, source.name, config.live.ring_seconds)
+    writer = FrameWriter(live_root(config.state_dir), source.name, config.live.ring_seconds)
     lander = Lander(make_spool(config), config.database_path,
                     config.storage.max_object_mb * 2**20)
     keeper = Keeper(source, config.live, config.database_path, lander,

@@ -104,7 +104,6 @@ class FrameWriter:
         self.folder = source_dir(root, source)
         self.frames = self.folder / FRAMES_DIR
         self.frames.mkdir(parents=True, exist_ok=True, mode=0o750)
-
         self.ring_seconds = ring_seconds
         self.ring: list[dict[str, Any]] = []
         #: the newest frame's seq: the previous process's at first (its frames' numbers go on)
