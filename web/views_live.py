@@ -209,11 +209,16 @@ def _frame_header(entry: dict[str, Any], state: dict[str, Any]) -> str:
     return json.dumps({**shown, **entry}, separators=(",", ":"))
 
 
+def _no_store(response: Response) -> Response:
+    """A live answer no cache keeps (it is stale a frame later)."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def _jpeg(data: bytes, entry: dict[str, Any], state: dict[str, Any]) -> Response:
     response = Response(data, mimetype="image/jpeg")
     response.headers["X-Live-Frame"] = _frame_header(entry, state)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return _no_store(response)
 
 
 @blueprint.route("/live/<source>/next")
@@ -229,8 +234,7 @@ def next_frame(source: str):
     if not slots.acquire(blocking=False):  # the other pages keep their threads: try again
         busy = Response(status=503)
         busy.headers["Retry-After"] = "1"
-        busy.headers["Cache-Control"] = "no-store"
-        return busy
+        return _no_store(busy)
     try:
         return _wait_for_frame(name, after)
     finally:
@@ -266,9 +270,7 @@ def _wait_for_frame(name: str, after: int) -> Response:
                 if data is not None:
                     return _jpeg(data, newest, state)
         if time.monotonic() >= deadline:
-            answer = Response(status=204)
-            answer.headers["Cache-Control"] = "no-store"
-            return answer
+            return _no_store(Response(status=204))
         time.sleep(POLL_INTERVAL)
 
 
@@ -299,8 +301,7 @@ def state_json(source: str):
             "id": session["id"], "kept": session["kept"], "study_url": session["study_url"],
             "error": _keep_error(state, session["id"])},
         seqs=[f["seq"] for f in state.get("frames") or []])
-    answer.headers["Cache-Control"] = "no-store"
-    return answer
+    return _no_store(answer)
 
 
 def _keep_error(state: dict[str, Any], session_id: int) -> str:
@@ -313,11 +314,10 @@ def _keep_error(state: dict[str, Any], session_id: int) -> str:
 
 
 def _clinician_only() -> str:
-    """The account's name; 403 unless it is clinic staff."""
-    account = current_account()
-    if account is None or not account.is_clinician:
+    """The account's name; 403 unless it is clinic staff (``_may_act``)."""
+    if not _may_act():
         abort(403)
-    return account.name
+    return current_account().name
 
 
 def _clean(field: str, limit: int = FIELD_LIMIT) -> str:
