@@ -128,6 +128,8 @@ def _login(driver, base: str) -> None:
     driver.find_element(By.ID, "name").send_keys(NURSE[0])
     driver.find_element(By.ID, "password").send_keys(NURSE[1])
     driver.find_element(By.ID, "login").click()
+    # the form's answer before the next page: a GET racing ahead of it lands on the login page
+    wait_for(lambda: "/login" not in driver.current_url, 30, "the login to go through")
 
 
 def _shown_seq(driver) -> int:
