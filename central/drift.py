@@ -7,6 +7,15 @@ Two signals, both from the hourly summaries a box sends:
   confidence histogram and the input intensity histogram;
 * how often clinicians disagreed with the findings recently.
 
+One rule for both places that judge drift, the console's mark (``central/fleet.py``, a
+drift point per summary) and ``clinibox central report``'s warning: :func:`windows`
+picks the two windows, :func:`figures` judges them. The recent window is the latest
+``[health] recent_summaries`` summaries; the baseline is the first
+``baseline_summaries`` summaries of the model on that box that come before the recent
+window, and only a whole one counts: with fewer, the histograms are not compared yet
+(not enough history for a fair comparison) and only the clinicians' disagreement is
+judged.
+
 PSI = Σ (p_i − q_i) · ln(p_i / q_i) over the bins of two normalised
 histograms; 0 means identical, above about 0.25 is usually read as a shift
 worth a look.
@@ -49,6 +58,25 @@ def psi(expected: Sequence[float], actual: Sequence[float], epsilon: float = EPS
         q = max(a / total_a, epsilon)
         index += (q - p) * math.log(q / p)
     return index
+
+
+def windows(first: Sequence[tuple[int, Mapping[str, Any]]],
+            latest: Sequence[tuple[int, Mapping[str, Any]]],
+            health: HealthConfig) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+    """The (baseline, recent) summary payloads the drift rule compares, oldest first.
+
+    ``first`` are a model's first ``health.baseline_summaries`` summaries on a box and
+    ``latest`` its latest ``health.recent_summaries``, each as (sequence number, payload)
+    in any order. The baseline keeps the first ones that come before the recent window,
+    and is empty unless a whole ``baseline_summaries`` of them are left.
+    """
+    recent = sorted(latest, key=lambda item: item[0])
+    start = recent[0][0] if recent else None
+    baseline = sorted((item for item in first if start is None or item[0] < start),
+                      key=lambda item: item[0])
+    if len(baseline) < health.baseline_summaries:
+        baseline = []  # not enough history yet for a fair comparison
+    return [payload for _, payload in baseline], [payload for _, payload in recent]
 
 
 def summed_histogram(summaries: Iterable[Mapping[str, Any]], name: str) -> list[int]:

@@ -13,7 +13,8 @@ not kept: the box's previous key stays, and the refusal is logged once per box a
 A summary sets its disk and queue and appends a drift point (PSI of the
 confidence and intensity histograms of the recent window against the model's baseline
 on that box, the disagreement rate of the recent window, and whether that is drift, by
-the rule of :func:`central.drift.drift_warnings`); an event sets the last event, and one
+the one rule of :func:`central.drift.windows` and :func:`central.drift.figures`, the
+report's too); an event sets the last event, and one
 naming a rollout moves that box's step in it (:func:`central.rollouts.note_event`).
 
 Cost per summary: two bounded reads of the box's summaries (``[health]
@@ -90,11 +91,13 @@ def summaries(tx: Transaction, clinic: str, device: str, model: str, *, limit: i
 
 def _drift(tx: Transaction, clinic: str, device: str, model: str,
            health: HealthConfig) -> dict[str, Any]:
-    baseline = summaries(tx, clinic, device, model, limit=health.baseline_summaries,
-                         newest=False)
-    recent = summaries(tx, clinic, device, model, limit=health.recent_summaries, newest=True)
-    return drift.figures([json.loads(row[5]) for row in baseline],
-                         [json.loads(row[5]) for row in recent], health)
+    first = summaries(tx, clinic, device, model, limit=health.baseline_summaries,
+                      newest=False)
+    latest = summaries(tx, clinic, device, model, limit=health.recent_summaries, newest=True)
+    baseline, recent = drift.windows([(int(row[2]), json.loads(row[5])) for row in first],
+                                     [(int(row[2]), json.loads(row[5])) for row in latest],
+                                     health)
+    return drift.figures(baseline, recent, health)
 
 
 def _status_values(clinic: str, device: str, body: dict[str, Any],

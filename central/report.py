@@ -23,7 +23,7 @@ from typing import Any
 
 from central.audit_witness import ALARMS
 from central.config import HealthConfig
-from central.drift import drift_warnings
+from central.drift import drift_warnings, windows
 from central.store import Device, Store, StoredMessage
 
 #: days a rewritten, rewound or gap verdict stays in the report after later heartbeats extend
@@ -81,18 +81,17 @@ def _latest_model(*messages: StoredMessage | None) -> str | None:
 
 def _drift(store: Store, record: Device, summary: StoredMessage | None,
            health: HealthConfig) -> list[str]:
-    """Drift warnings for the model of the latest summary (first summaries vs latest ones)."""
+    """Drift warnings for the model of the latest summary (first summaries vs latest ones,
+    by the rule the console's drift mark follows: :func:`central.drift.windows`)."""
     if summary is None:
         return []
     model = summary.payload["model"]
     where = (record.clinic, record.device)
-    recent = store.summaries(*where, model, limit=health.recent_summaries, newest=True)
-    baseline = store.summaries(*where, model, limit=health.baseline_summaries, newest=False)
-    first_recent = min(m.seq for m in recent)
-    baseline = [m for m in baseline if m.seq < first_recent]
-    if len(baseline) < health.baseline_summaries:
-        baseline = []  # not enough history yet for a fair comparison
-    return drift_warnings([m.payload for m in baseline], [m.payload for m in recent], health)
+    latest = store.summaries(*where, model, limit=health.recent_summaries, newest=True)
+    first = store.summaries(*where, model, limit=health.baseline_summaries, newest=False)
+    baseline, recent = windows([(m.seq, m.payload) for m in first],
+                               [(m.seq, m.payload) for m in latest], health)
+    return drift_warnings(baseline, recent, health)
 
 
 def _warnings(summary: StoredMessage | None, health: HealthConfig) -> list[str]:

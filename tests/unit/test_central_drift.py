@@ -5,10 +5,14 @@ from __future__ import annotations
 import math
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from central.config import HealthConfig
 from central.drift import EPSILON, MIN_REVIEWS, drift_warnings, psi, summed_histogram
-from tests.telemetry_payloads import summary_payload
+from central.report import build_report
+from central.store import Store
+from firmware_app.contracts.envelope import Header
+from tests.telemetry_payloads import public_pem, summary_payload
 
 BASE = [50, 40, 30, 20, 10, 8, 6, 4, 2, 1]
 
@@ -94,3 +98,31 @@ def test_frequent_disagreement_is_reported_only_with_enough_reviews():
     assert warning == "clinicians disagreed with 4 of 12 reviewed findings (33%)"
     agreeable = [summary_payload(feedback={"agree": 40, "disagree": 5, "unsure": 0})]
     assert drift_warnings([], agreeable, HealthConfig()) == []
+
+
+def test_the_consoles_mark_and_the_reports_warning_follow_one_rule(tmp_path):
+    """The same summaries, stored as the receiver stores them: after each one, the console's
+    drift mark (``box_state.drift``, its drift point) and ``central report``'s drift warning
+    agree, while the baseline is still too short, when it shifts and when it settles."""
+    health = HealthConfig(baseline_summaries=3, recent_summaries=2)
+    store = Store(f"sqlite:///{tmp_path}/central.db", health=health)
+    now = 1_700_100_000.0
+    store.enrol("clinic-a", "box-1", public_pem(Ed25519PrivateKey.generate()), now=now - 1e5)
+    shifted = list(reversed(BASE))
+    histograms = [BASE, BASE, BASE, shifted, shifted, BASE, BASE]
+    marks, warned = [], []
+    try:
+        for seq, histogram in enumerate(histograms, start=1):
+            store.store(Header("clinic-a", "box-1", "summary", seq),
+                        summary_payload(confidence_histogram=histogram), now - 600 + seq)
+            marks.append(bool(store.box_state("clinic-a", "box-1")["drift"]))
+            [row] = build_report(store, health, now)
+            warned.append(bool(row["drift"]))
+    finally:
+        store.close()
+    # the old rules disagreed at the 4th: the console compared a baseline that overlapped
+    # the recent window, the report waited for a whole baseline before it
+    assert marks == warned
+    # 3 baseline + 2 recent summaries are needed before the histograms are compared; then
+    # the shift is drift while it is in the recent window
+    assert marks == [False, False, False, False, True, True, False]
