@@ -8,6 +8,12 @@ hospital's X25519 public key and the trusted model-signing keys. The bundle
 holds the client certificate's private key: it is written mode 0600 and
 should be deleted once the box is provisioned.
 
+A bundle that would build a box the hospital cannot answer is refused before it is written
+(:func:`check_for_receiver`): one without the hospital's downlink signing key (no verdict or
+rollout could ever reach the box, and nothing would say why) unless ``--no-downlink`` says
+that is meant, and, given the receiver's ``--config``, one whose keys do not pair with the
+receiver's own (its downlink signing key, its X25519 key, its rollouts' trusted keys).
+
 ``clinibox central enrol-code CODE`` is the way back: the box prints the code
 (and a QR code of it) when it is provisioned; enrolling it trusts the box's
 own signing key, exactly as ``clinibox central enrol`` does.
@@ -30,7 +36,9 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from firmware_app.contracts import signing
 from firmware_app.contracts.enrolment import EnrolmentBundle, EnrolmentError, write_bundle
+from firmware_app.contracts.envelope import load_x25519_private
 from firmware_app.settings.box import DEMO_KEY_ID
 
 #: a box lives for years in a clinic: three years, then a new bundle renews the certificate
@@ -159,6 +167,69 @@ def make_bundle(*, ca_cert_path: Path, ca_key_path: Path, clinic: str, device: s
     return bundle
 
 
+def _spki(key: object) -> bytes:
+    return key.public_bytes(serialization.Encoding.DER,  # type: ignore[attr-defined]
+                            serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def check_for_receiver(bundle: EnrolmentBundle, *, downlink: bool,
+                       hospital_signing_key: str = "", hospital_key: str = "",
+                       rollout_keys: tuple[str, ...] = ()) -> None:
+    """EnrolmentError, saying the fix, when the bundle would build a box the hospital cannot
+    answer: no downlink signing key while ``downlink`` (verdicts and rollouts are wanted), or
+    keys that do not pair with the receiver's own (each given as the receiver's
+    configuration names it; empty: not checked)."""
+    if downlink and not bundle.hospital_signing_key:
+        raise EnrolmentError(
+            "--hospital-signing-key is missing: the box could never receive the hospital's "
+            "verdicts or model rollouts, and nothing would say why. Give the .pub of the "
+            "receiver's downlink signing key ([keys] hospital_signing_key; made once with "
+            "clinibox keys generate --kind hospital-signing --out "
+            "/etc/clinibox-central/hospital-signing), or --no-downlink if this box is only to "
+            "send alerts up")
+    if not downlink and bundle.hospital_signing_key:
+        raise EnrolmentError("--no-downlink and --hospital-signing-key contradict each other: "
+                             "give one of them")
+    if hospital_signing_key and bundle.hospital_signing_key:
+        try:
+            ours = signing.load_private_key(Path(hospital_signing_key)).public_key()
+        except (OSError, ValueError, signing.SignatureError) as exc:
+            raise EnrolmentError(f"[keys] hospital_signing_key {hospital_signing_key} cannot "
+                                 f"be read: {exc}") from exc
+        given = serialization.load_pem_public_key(bundle.hospital_signing_key.encode("ascii"))
+        if _spki(given) != _spki(ours):
+            raise EnrolmentError(
+                "--hospital-signing-key is not the public half of this receiver's [keys] "
+                f"hospital_signing_key ({hospital_signing_key}, key "
+                f"{signing.key_id(ours)}): the box would refuse every verdict and rollout. "
+                "Give the .pub made beside that .pem")
+    if hospital_key:
+        try:
+            ours_x = load_x25519_private(Path(hospital_key)).public_key()
+        except (OSError, ValueError) as exc:
+            raise EnrolmentError(f"[keys] hospital_key {hospital_key} cannot be read: "
+                                 f"{exc}") from exc
+        given_x = serialization.load_pem_public_key(bundle.hospital_key.encode("ascii"))
+        if _spki(given_x) != _spki(ours_x):
+            raise EnrolmentError(
+                f"--hospital-key is not the public half of this receiver's [keys] hospital_key "
+                f"({hospital_key}): the receiver could not read a single message of the box. "
+                "Give the .pub made beside that .pem")
+    if rollout_keys:
+        trusted = set()
+        for path in rollout_keys:
+            try:
+                trusted.add(signing.key_id(signing.load_public_key(Path(path))))
+            except (OSError, ValueError, signing.SignatureError) as exc:
+                raise EnrolmentError(f"[rollouts] trusted_keys: {path} cannot be read: "
+                                     f"{exc}") from exc
+        if not trusted & set(bundle.signing_key_ids()):
+            raise EnrolmentError(
+                "no --signing-key is among the receiver's [rollouts] trusted_keys "
+                f"({', '.join(sorted(trusted))}): the box would refuse every package the "
+                "hospital rolls out. Give the .pub of the hospital's model-signing key")
+
+
 def write_and_describe(bundle: EnrolmentBundle, out: Path, overwrite: bool = False) -> str:
     """Write the bundle (checked again, mode 0600); return the lines to print."""
     write_bundle(bundle, out, overwrite=overwrite)
@@ -168,5 +239,16 @@ def write_and_describe(bundle: EnrolmentBundle, out: Path, overwrite: bool = Fal
             f"  broker {bundle.broker_host}:{bundle.broker_port}, client certificate CN "
             f"{bundle.clinic}/{bundle.device} valid until {expires}\n"
             f"  trusted model-signing keys: {', '.join(bundle.signing_key_ids())}\n"
+            + (f"  hospital downlink signing key: {_downlink_key_id(bundle)} (verdicts and "
+               "rollouts reach the box; prove it once it runs: clinibox central check-box "
+               f"{bundle.clinic}/{bundle.device})\n" if bundle.hospital_signing_key else
+               "  no hospital downlink signing key (--no-downlink): no verdict or rollout "
+               "can reach this box\n") +
             "It holds the box's TLS private key: carry it on removable media and delete it "
             "once the box is provisioned.")
+
+
+def _downlink_key_id(bundle: EnrolmentBundle) -> str:
+    key = serialization.load_pem_public_key(bundle.hospital_signing_key.encode("ascii"))
+    assert isinstance(key, ed25519.Ed25519PublicKey), "the bundle was checked"
+    return signing.key_id(key)

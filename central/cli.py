@@ -4,7 +4,8 @@ Subcommands: ``serve``, ``enrol``, ``enrol-code``, ``bundle``, ``revoke``,
 ``report``, ``alerts``, ``review`` (a verdict, sent back to the box), ``clinic``
 (names and counties), ``dead-letters`` (refused messages kept
 with their bytes), ``audit-heads`` (the boxes' audit-trail heads as witnessed,
-and a device's witness file) and ``config`` (print the defaults). Exit
+and a device's witness file), ``check-box`` (a signed test sent down, answered by the box)
+and ``config`` (print the defaults). Exit
 status: 0 done, 1 failed, 2 bad usage or configuration (explained in one line).
 """
 
@@ -55,6 +56,7 @@ def cmd_serve(args: argparse.Namespace, config: config_module.CentralConfig) -> 
         raise CliniboxError(f"[keys] hospital_key: cannot load {config.keys.hospital_key}: {exc}",
                             exit_status=EXIT_USAGE) from exc
     store = open_store(config)
+    _check_downlink_key(config, store)
     stop = threading.Event()
 
     def _stop(signum: int, _frame: Any) -> None:
@@ -76,6 +78,26 @@ def cmd_serve(args: argparse.Namespace, config: config_module.CentralConfig) -> 
         database.close()
     store.close()
     return EXIT_OK
+
+
+def _check_downlink_key(config: config_module.CentralConfig, store: Store) -> None:
+    """Refuse to serve without ``[keys] hospital_signing_key`` while boxes expect verdicts
+    (they reported a downlink key: their bundles carry the hospital's downlink signing key);
+    without such boxes, warn with the fix (boxes enrolled later would wait in silence)."""
+    if config.keys.hospital_signing_key:
+        return
+    waiting = [f"{b['clinic']}/{b['device']}" for b in store.box_states() if b["downlink_key"]]
+    fix = ("make it once with clinibox keys generate --kind hospital-signing --out "
+           "/etc/clinibox-central/hospital-signing and set [keys] hospital_signing_key to its "
+           ".pem (its .pub is the --hospital-signing-key of every bundle)")
+    if waiting:
+        shown = ", ".join(waiting[:5]) + (f" and {len(waiting) - 5} more" if len(waiting) > 5
+                                          else "")
+        raise CliniboxError(f"[keys] hospital_signing_key is not set, but {shown} expect the "
+                            "hospital's verdicts and rollouts: nothing could reach them. "
+                            f"{fix[0].upper()}{fix[1:]}", exit_status=EXIT_USAGE)
+    log.warning("[keys] hospital_signing_key is not set: no verdict or rollout can go down "
+                "to any box; %s", fix)
 
 
 class Supervisor:
@@ -172,10 +194,7 @@ def _side_workers(config: config_module.CentralConfig,
 
     workers = Supervisor(stop)
     databases: list[Database] = []
-    if not config.keys.hospital_signing_key:
-        log.warning("[keys] hospital_signing_key is not set: verdicts cannot go down to the "
-                    "boxes (clinibox keys generate --kind signing)")
-    else:
+    if config.keys.hospital_signing_key:
         try:
             signing_key = load_private_key(Path(config.keys.hospital_signing_key))
         except (OSError, ValueError, CliniboxError) as exc:
@@ -229,7 +248,7 @@ def cmd_enrol_code(args: argparse.Namespace, config: config_module.CentralConfig
 
 def cmd_bundle(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
     """Issue a box's client certificate with the hospital CA and write its enrolment bundle."""
-    from central.bundle import make_bundle, write_and_describe
+    from central.bundle import check_for_receiver, make_bundle, write_and_describe
     from firmware_app.contracts.enrolment import EnrolmentError
 
     try:
@@ -240,6 +259,10 @@ def cmd_bundle(args: argparse.Namespace, config: config_module.CentralConfig) ->
             signing_key_paths=[Path(k) for k in args.signing_key], days=args.days,
             hospital_signing_key_path=(Path(args.hospital_signing_key)
                                        if args.hospital_signing_key else None))
+        check_for_receiver(bundle, downlink=not args.no_downlink,
+                           hospital_signing_key=config.keys.hospital_signing_key,
+                           hospital_key=config.keys.hospital_key,
+                           rollout_keys=tuple(config.rollouts.trusted_keys))
         print(write_and_describe(bundle, Path(args.out), overwrite=args.force))
     except EnrolmentError as exc:
         raise CliniboxError(f"no bundle written: {exc}") from exc
@@ -376,6 +399,42 @@ def _device_arg(text: str) -> tuple[str, str]:
     return clinic, device
 
 
+def cmd_check_box(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
+    """Send a box a signed link check and wait for its answer (both directions, day one)."""
+    from central import link_check
+    from firmware_app.i18n import formats
+    from firmware_app.i18n import gettext as _
+
+    clinic, device = _device_arg(args.box)
+    if args.timeout <= 0:
+        raise CliniboxError(_("--timeout must be more than 0 seconds"), exit_status=EXIT_USAGE)
+    database = open_store(config).database
+    problem = link_check.refusal(database, config, clinic, device)
+    if problem is not None:
+        raise CliniboxError(_("no test sent to %(box)s: %(why)s")
+                            % {"box": f"{clinic}/{device}",
+                               "why": link_check.problem_words(problem)},
+                            exit_status=EXIT_USAGE)
+    account = args.account or f"cli:{getpass.getuser()}"
+    seq = link_check.queue(database, clinic, device, account=account)
+    print(_("test %(seq)d queued for %(box)s; waiting up to %(seconds)d s for the box's answer")
+          % {"seq": seq, "box": f"{clinic}/{device}", "seconds": int(args.timeout)}, flush=True)
+    found = link_check.wait(database, clinic, device, seq, timeout=args.timeout)
+    if found.confirmed:
+        print(_("%(box)s: %(state)s (%(seconds)s s after the test was queued)")
+              % {"box": f"{clinic}/{device}",
+                 "state": link_check.state_words(found.state),
+                 "seconds": formats.decimal(time.time() - found.queued_at)})
+        return EXIT_OK
+    seen = formats.moment(found.box_last_seen) if found.box_last_seen else _("never")
+    why = link_check.diagnosis(found)
+    assert why is not None
+    raise CliniboxError(_("%(box)s: %(state)s. %(why)s The box's last status: %(seen)s.")
+                        % {"box": f"{clinic}/{device}",
+                           "state": link_check.state_words(found.state),
+                           "why": link_check.problem_words(why), "seen": seen})
+
+
 def cmd_audit_heads(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
     """Each device's latest witnessed audit head and every alarming verdict; a witness file."""
     from central.audit_witness import ALARMS, witness_document
@@ -460,9 +519,12 @@ def build_parser(prog: str = "clinibox central") -> argparse.ArgumentParser:
     bundle.add_argument("--hospital-key", required=True, metavar="HOSPITAL.pub",
                         help="the hospital's X25519 public key (PEM)")
     bundle.add_argument("--hospital-signing-key", metavar="HOSPITAL-SIGNING.pub",
-                        help="the hospital's Ed25519 public key that signs its verdicts to the "
-                             "box (clinibox keys generate --kind hospital-signing); without it "
-                             "the box cannot receive verdicts")
+                        help="the hospital's Ed25519 public key that signs its verdicts and "
+                             "rollouts to the box (clinibox keys generate --kind "
+                             "hospital-signing); required unless --no-downlink")
+    bundle.add_argument("--no-downlink", action="store_true",
+                        help="make a box that only sends alerts up: no verdict or rollout can "
+                             "ever reach it")
     bundle.add_argument("--signing-key", required=True, action="append", metavar="KEY.pub",
                         help="an Ed25519 model-signing public key the box trusts (repeatable)")
     bundle.add_argument("--days", type=int, default=3 * 365,
@@ -509,6 +571,14 @@ def build_parser(prog: str = "clinibox central") -> argparse.ArgumentParser:
     heads.add_argument("--witness-file", metavar="OUT.json",
                        help="write the device's witnessed heads for clinibox audit --verify "
                             "--witness (needs --device)")
+    check = command("check-box", cmd_check_box,
+                    "send a box a signed test and wait for its answer: proves that messages "
+                    "go down to the box and come back up")
+    check.add_argument("box", metavar="CLINIC/DEVICE", help="the box, as enrolled")
+    check.add_argument("--timeout", type=float, default=120.0,
+                       help="seconds to wait for the box's answer (default 120)")
+    check.add_argument("--as", dest="account", default=None, metavar="NAME",
+                       help="who tested, for the audit trail (default cli:<unix user>)")
     command("config", cmd_config, "print the default configuration")
     from central.rollout_cli import add_rollout_commands
 

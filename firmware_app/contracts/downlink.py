@@ -10,7 +10,8 @@ as a downlink one:
   and reported (public half only) in its signed status messages (``downlink_key``);
 * the header names the box it is for (``clinic``, ``device``), the kind (``review``: a
   verdict; ``rollout``: an offer of a hospital-signed model package; ``rollback``: go back to
-  the package that ran before a rollout's) and
+  the package that ran before a rollout's; ``link_check``: the hospital's test that both
+  directions work, answered at once by a status that confirms it) and
   the hospital's sequence number for that box (1, 2, 3 …); the box keeps each sequence
   number once and refuses a message from the future. A message built more than
   :data:`MAX_AGE_DAYS` ago is refused as ``stale`` by default, but an authentic one (signed,
@@ -76,6 +77,9 @@ KIND_REVIEW = "review"
 KIND_ROLLOUT = "rollout"
 #: an order to go back to the package that ran before a rollout's (``rollback_payload``)
 KIND_ROLLBACK = "rollback"
+#: the hospital's test of the link (``link_check_payload``): the box keeps it and answers
+#: with a status at once, whose ``downlink_seq`` confirms it (``clinibox central check-box``)
+KIND_LINK_CHECK = "link_check"
 SCHEMA_VERSION = 1
 #: HKDF info of downlink envelopes (the uplink's is ``clinibox telemetry v1``)
 HKDF_INFO = b"clinibox downlink v1"
@@ -204,6 +208,10 @@ SCHEMAS: dict[str, Obj] = {
         "name": Pattern(PACKAGE_NAME, "package name"),
         "version": Pattern(PACKAGE_VERSION, "package version"),
     }),
+    KIND_LINK_CHECK: Obj({
+        "schema": Int(SCHEMA_VERSION, SCHEMA_VERSION),
+        "created_at": Int(0, MAX_SECONDS),
+    }),
 }
 
 
@@ -232,6 +240,14 @@ def review_payload(*, study_ref: str, alert_seq: int, verdict: str, note: str,
     if (verdict == HospitalVerdict.FOLLOW_UP) != (follow_up_months is not None):
         raise EgressRefused("review.follow_up_months: given with follow_up, and only then")
     SCHEMAS[KIND_REVIEW].check(payload, KIND_REVIEW, None)
+    return payload
+
+
+def link_check_payload(created_at: float | None = None) -> dict[str, Any]:
+    """A checked ``link_check`` payload: nothing but when it was made."""
+    payload = {"schema": SCHEMA_VERSION,
+               "created_at": int(time.time() if created_at is None else created_at)}
+    SCHEMAS[KIND_LINK_CHECK].check(payload, KIND_LINK_CHECK, None)
     return payload
 
 

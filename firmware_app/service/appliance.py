@@ -345,6 +345,7 @@ class Appliance:
         fetcher = ChunkFetcher() if receiver is not None else None
         if receiver is not None:
             receiver.on_order = self.updates_wake.set
+            receiver.on_link_check = producer.answer_link_check
         publisher = Publisher(config, identity, load_x25519_public(config.telemetry.hospital_key),
                               model, producer.started, receiver, fetcher)
         self._thread("publisher", publisher.run, self.stop_event, self.outbound)

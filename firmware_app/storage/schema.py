@@ -370,6 +370,14 @@ CREATE TABLE IF NOT EXISTS live_kept (
 );
 CREATE INDEX IF NOT EXISTS live_kept_session ON live_kept(session);
 
+-- The hospital's tests of the link (v20, storage/link_checks.py): each ``link_check``
+-- downlink kept by its sequence number, counted in the downlink watermark.
+CREATE TABLE IF NOT EXISTS link_checks (
+    seq          INTEGER PRIMARY KEY,
+    created_at   REAL NOT NULL,
+    received_at  REAL NOT NULL
+);
+
 -- The access audit trail (v9): append-only rows in a hash chain, its anchor, the triggers
 -- that refuse changes (storage/audit_schema.py, storage/audit.py).
 """.replace("{alerted_studies}", ALERTED_STUDIES_TABLE.strip()) + AUDIT_SCHEMA

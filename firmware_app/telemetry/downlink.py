@@ -25,6 +25,11 @@ for this box, not from the future):
   or the database was replaced) is kept with the study empty and an event says so: the
   study cannot come back, so it is not looked for again.
 
+A link check (``clinibox central check-box``, the console's "test the link") is kept by its
+sequence number (``storage/link_checks.py``) with an event, before it is acknowledged, and
+:attr:`DownlinkReceiver.on_link_check` asks for a status at once: its watermark is the box's
+answer, so the hospital knows within seconds that both directions work.
+
 A rollout offer or rollback order is kept the same way, in ``model_offers`` with its audit row
 in one transaction, before it is acknowledged; the updater (``models/updates.py``) acts on it.
 
@@ -48,7 +53,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from firmware_app.contracts import downlink, signing
 from firmware_app.contracts.downlink import DownlinkRefused
 from firmware_app.settings.box import Config
-from firmware_app.storage import db, hospital_reviews, model_offers
+from firmware_app.storage import db, hospital_reviews, link_checks, model_offers
 from firmware_app.telemetry.identity import DeviceIdentity, find_study
 
 log = logging.getLogger(__name__)
@@ -61,6 +66,8 @@ EVENTS_PER_HOUR = 10
 UNKNOWN_STUDY = "downlink_unknown_study"
 #: the event code of a review kept although it arrived after the freshness window
 LATE = "downlink_late"
+#: the event code of a link check kept (the hospital tested the link)
+LINK_CHECK = "downlink_link_check"
 #: what :meth:`DownlinkReceiver.handle` returns for a review kept now, one kept now that
 #: arrived late, and a repeat
 KEPT, KEPT_LATE, REPEAT = "kept", "kept-late", "repeat"
@@ -88,6 +95,8 @@ class DownlinkReceiver:
         self._local = threading.local()
         #: called after a rollout offer or rollback order is kept (wakes the updater)
         self.on_order: Callable[[], None] | None = None
+        #: called after a link check is kept (queues a status at once: the box's answer)
+        self.on_link_check: Callable[[], None] | None = None
 
     def _conn(self) -> sqlite3.Connection:
         """This thread's own connection (paho calls back on its network thread)."""
@@ -125,7 +134,25 @@ class DownlinkReceiver:
             return exc.reason
         if header.kind in (downlink.KIND_ROLLOUT, downlink.KIND_ROLLBACK):
             return self._keep_order(conn, header.seq, header.kind, payload, late)
+        if header.kind == downlink.KIND_LINK_CHECK:
+            return self._keep_link_check(conn, header.seq, payload)
         return self._keep(conn, header.seq, payload, late)
+
+    def _keep_link_check(self, conn: sqlite3.Connection, seq: int,
+                         payload: dict[str, Any]) -> str:
+        """Keep the hospital's link check and ask for a status at once (the answer). A late
+        one is kept too: its sequence number must settle the watermark like any other."""
+        with db.transaction(conn):
+            kept = link_checks.add(conn, seq=seq, created_at=payload["created_at"])
+            if kept:
+                self._note(conn, LINK_CHECK, f"the hospital tested the link (downlink {seq}); "
+                           "the box answered with its status")
+        if self.on_link_check is not None:  # a repeat is answered too: the hospital asks again
+            self.on_link_check()
+        if not kept:
+            return REPEAT
+        log.info("hospital link check %d kept; answering with a status", seq)
+        return KEPT
 
     def _keep_order(self, conn: sqlite3.Connection, seq: int, kind: str,
                     payload: dict[str, Any], late: bool) -> str:
@@ -183,7 +210,7 @@ class DownlinkReceiver:
     def _note(conn: sqlite3.Connection, code: str, message: str) -> None:
         """An event in the technician's log, at most EVENTS_PER_HOUR of ``code`` an hour (in
         the caller's transaction)."""
-        level = "INFO" if code == UNKNOWN_STUDY else "WARNING"
+        level = "INFO" if code in (UNKNOWN_STUDY, LINK_CHECK) else "WARNING"
         db.record_event_capped(conn, level, COMPONENT, message, code, EVENTS_PER_HOUR)
 
 

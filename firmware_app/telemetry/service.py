@@ -57,6 +57,11 @@ class TelemetryProducer:
         """Seconds since the service started."""
         return time.time() - self.started
 
+    def answer_link_check(self) -> None:
+        """Send a status at the next tick (any thread): the answer to the hospital's link
+        check, whose watermark confirms it."""
+        self.next_heartbeat = 0.0
+
     def status(self, state: str) -> dict:
         """A status payload (heartbeats; the publisher makes online/offline itself)."""
         return build_status(self.conn, self.outbox, self.model, state, self.uptime(),

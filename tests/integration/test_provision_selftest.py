@@ -92,8 +92,8 @@ def hospital(tmp_path_factory: pytest.TempPathFactory) -> Hospital:
     done = clinibox("central", "bundle", "--ca-cert", str(pki.ca_cert), "--ca-key", str(ca_key),
                     "--clinic", CLINIC, "--device", DEVICE, "--broker-host", "127.0.0.1",
                     "--broker-port", "8883", "--hospital-key", str(place.hospital_pub),
-                    "--signing-key", str(root / "model-signing.pub"), "--out",
-                    str(place.bundle))
+                    "--signing-key", str(root / "model-signing.pub"), "--no-downlink",
+                    "--out", str(place.bundle))
     assert done.returncode == 0, done.stderr
     assert f"wrote enrolment bundle {place.bundle} for {CLINIC}/{DEVICE}" in done.stdout
     assert stat.S_IMODE(place.bundle.stat().st_mode) == 0o600
@@ -302,7 +302,7 @@ def test_reprovisioning_keeps_the_identity_unless_asked(hospital: Hospital,
     again = provision(hospital.bundle, config)  # e.g. a renewed bundle: the key stays
     assert not again.identity_created and again.identity.key_id == first.identity.key_id
     assert again.identity.downlink_key_text == first.identity.downlink_key_text
-    assert again.config.telemetry.hospital_signing_key == ""  # an older bundle: no downlink
+    assert again.config.telemetry.hospital_signing_key == ""  # --no-downlink: no downlink
     enrolment = tmp_path / "box.enrolment"
     assert [p.name for p in enrolment.iterdir()] == [first.bundle.fingerprint]
     (first.folder / "client-cert.pem").unlink()  # a damaged enrolment is written anew

@@ -689,6 +689,18 @@ def check_v19(conn) -> None:
         insert(conn, "live_sessions", id=2, **row)
     conn.execute("DELETE FROM live_sessions")
 
+def check_v20(conn) -> None:
+    """v20: the hospital's link checks have a table of their own, empty after the upgrade,
+    and each one kept counts in the downlink watermark beside verdicts and model offers."""
+    assert conn.execute("SELECT COUNT(*) FROM link_checks").fetchone()[0] == 0
+    insert(conn, "hospital_reviews", seq=1, study_key="1.2", study_ref="ab" * 16, alert_seq=4,
+           verdict="refer", note="", reviewed_at=5.0, received_at=6.0)
+    insert(conn, "link_checks", seq=2, created_at=6.0, received_at=7.0)
+    from firmware_app.storage import hospital_reviews
+    assert hospital_reviews.watermark(conn) == 2
+    conn.execute("DELETE FROM hospital_reviews")
+    conn.execute("DELETE FROM link_checks")
+
 #: migration N: rows written at schema N-1, and what N promises about them after the ladder
 ROWS: dict[int, tuple[Callable[[sqlite3.Connection], None],
                       Callable[[sqlite3.Connection], None]]] = {
@@ -698,7 +710,7 @@ ROWS: dict[int, tuple[Callable[[sqlite3.Connection], None],
     11: (seed_v10, check_v11), 12: (seed_v11, check_v12), 13: (seed_v12, check_v13),
     14: (seed_v13, check_v14),
     15: (seed_v14, check_v15), 16: (seed_v15, check_v16), 17: (seed_v15, check_v17),
-    18: (seed_v15, check_v18), 19: (seed_v15, check_v19),
+    18: (seed_v15, check_v18), 19: (seed_v15, check_v19), 20: (seed_v15, check_v20),
 }
 
 
