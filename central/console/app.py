@@ -7,6 +7,8 @@
       auth      /login /logout /language                  (central/console/views_auth.py)
       alerts    / → /alerts, /api/alerts/latest, /alerts/<id> (views_alerts.py)
       fleet     /fleet, /fleet/<clinic>/<device>, /drift, /audit, /users (views_fleet.py)
+      link      /fleet/<clinic>/<device>/link-check: "test the link" (views_link.py;
+                central.link_check)
       rollouts  /rollouts, /rollouts/<id>, hold/resume/rollback, drift decisions
                 (views_rollouts.py; central/rollouts.py)
       reads     central/console/queries.py (bounded; one query a list)
@@ -113,9 +115,10 @@ def create_app(config: CentralConfig, store: Store | None = None) -> Flask:
     from central.console.views_alerts import blueprint as alerts
     from central.console.views_auth import blueprint as auth
     from central.console.views_fleet import blueprint as fleet
+    from central.console.views_link import blueprint as link
     from central.console.views_rollouts import blueprint as rollouts
 
-    for blueprint in (auth, alerts, fleet, rollouts):
+    for blueprint in (auth, alerts, fleet, link, rollouts):
         app.register_blueprint(blueprint)
 
     @app.context_processor

@@ -243,3 +243,49 @@ def test_serve_refuses_to_start_without_its_signing_key_while_boxes_expect_verdi
     err = capsys.readouterr().err
     assert "clinic-a/box-1" in err and "hospital_signing_key" in err
     assert "keys generate --kind hospital-signing" in err
+
+
+# -- the console's "test the link" --------------------------------------------------------
+
+def test_the_box_page_tests_the_link_or_says_why_it_cannot(tmp_path):
+    from central.console.accounts import ConsoleAccounts
+    from central.console.app import create_app
+    from tests.unit.test_console_web import ConsoleClient
+    from tests.web_client import csrf_token
+
+    config = CentralConfig()
+    config.database.url = f"sqlite:///{tmp_path}/db/central.db"
+    config.web.state_dir = str(tmp_path / "state")
+    store = Store(config.database.url)
+    try:
+        ConsoleAccounts(store.database).add("it1", "Battery-Staple-72", "admin")
+        ConsoleAccounts(store.database).add("rad1", "Correct-Horse-91", "radiologist")
+        store.enrol("clinic-a", "box-1", public_pem(Ed25519PrivateKey.generate()))
+        _status(store, 1, 0)
+        app = create_app(config, store)
+        admin = ConsoleClient(app)
+        assert admin.login("it1", "Battery-Staple-72").status_code == 302
+        page = admin.get("/fleet/clinic-a/box-1").get_data(as_text=True)
+        # no [keys] hospital_signing_key: no button, the fix instead
+        assert 'id="link-refusal"' in page and "link-check-button" not in page
+        assert "keys generate --kind hospital-signing" in page
+        config.keys.hospital_signing_key = str(tmp_path / "hospital-signing.pem")
+        page = admin.get("/fleet/clinic-a/box-1").get_data(as_text=True)
+        assert "link-check-button" in page and "link-refusal" not in page
+        answer = admin.post("/fleet/clinic-a/box-1/link-check", {}, token=csrf_token(page))
+        assert answer.status_code == 302 and answer.headers["Location"].endswith("#link-check")
+        page = admin.get("/fleet/clinic-a/box-1").get_data(as_text=True)
+        assert "data-reload-seconds" in page
+        assert link_check.state_words("queued") in page.replace("&#39;", "'")
+        [row] = [d for d in store.downlinks("clinic-a", "box-1")]
+        assert row["kind"] == downlink.KIND_LINK_CHECK
+        _status(store, 2, row["seq"])
+        page = admin.get("/fleet/clinic-a/box-1").get_data(as_text=True)
+        assert "the link works both ways" in page and "data-reload-seconds" not in page
+        radiologist = ConsoleClient(app)
+        assert radiologist.login("rad1", "Correct-Horse-91").status_code == 302
+        token = radiologist.token()
+        assert radiologist.post("/fleet/clinic-a/box-1/link-check", {},
+                                token=token).status_code == 403
+    finally:
+        store.close()

@@ -54,3 +54,19 @@ function requireMonths() {
 
 document.addEventListener("DOMContentLoaded", startAlertPoll);
 document.addEventListener("DOMContentLoaded", requireMonths);
+
+// A box's "test the link" panel while the box's answer is awaited: reload the page after a
+// few seconds (at most 40 times, about two minutes), so the answer shows without a click.
+function reloadWhileWaiting() {
+  const panel = document.querySelector("[data-reload-seconds]");
+  if (!panel) return;
+  const key = `reloads:${window.location.pathname}`;
+  const done = Number(window.sessionStorage.getItem(key)) || 0;
+  if (done >= 40) return;
+  window.setTimeout(() => {
+    window.sessionStorage.setItem(key, String(done + 1));
+    window.location.reload();
+  }, (Number(panel.dataset.reloadSeconds) || 3) * 1000);
+}
+
+document.addEventListener("DOMContentLoaded", reloadWhileWaiting);
