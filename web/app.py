@@ -65,15 +65,15 @@ class Viewer:
         try:
             root = resolve_package_root(config)
             stamp = (str(root.resolve()), (root / "manifest.json").stat().st_mtime)
-        except (PackageError, OSError) as exc:
-            return {"error": str(exc)}
+        except (PackageError, OSError) as exc:  # none found: a reason code for the page
+            return {"error": str(exc), "error_code": "not_installed"}
         with self._lock:
             if self._package is not None and self._package[0] == stamp:
                 return self._package[1]
             try:
                 package = load_package(root, config.trusted_key_paths)
             except PackageError as exc:
-                facts: dict[str, Any] = {"error": f"{root}: {exc}"}
+                facts: dict[str, Any] = {"error": f"{root}: {exc}", "error_code": exc.code}
             else:
                 facts = {
                     "manifest": package.manifest,  # for the study's SR in an export

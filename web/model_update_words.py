@@ -29,6 +29,7 @@ REASONS = {
     "transfer": N_("the download stalls; the box keeps asking"),
     "worker_crashed": N_("the analysis crashed"),
     "worker_errors": N_("the analysis kept failing"),
+    "unit_failed": N_("a service of the box stopped with an error"),
     "hospital": N_("ordered by the hospital"),
     "technician": N_("by a technician"),
     "trial_passed": N_("the trial went well"),

@@ -20,7 +20,9 @@ from flask import Blueprint, abort, current_app, flash, jsonify, redirect, rende
 from firmware_app.i18n import gettext
 from firmware_app.storage import audit_size, hospital_reviews, quarantine
 from firmware_app.storage.status import box_status
+from web import event_words
 from web.audit_trail import client_address
+from web.i18n import choose_language
 from web.security import current_account, database, technician_only
 
 blueprint = Blueprint("device", __name__)
@@ -74,8 +76,11 @@ def device():
     """The box's health at a glance."""
     figures = status_figures()
     alarm = audit_size.alarm_text(figures["audit"]) if figures["audit"]["over_limit"] else ""
+    # a refusal's and the log's English lines only on an English page (a Chinese one says
+    # them from their codes)
     return render_template("device.html", s=figures, audit_alarm=alarm,
-                           audit_commands=audit_size.COMMANDS)
+                           audit_commands=audit_size.COMMANDS, event_words=event_words,
+                           english=choose_language().startswith("en"))
 
 
 @blueprint.route("/api/status")

@@ -24,7 +24,7 @@ from firmware_app.settings import box as config_module
 from firmware_app.storage import db
 from firmware_app.storage.audit_size import COMMANDS as AUDIT_COMMANDS
 from firmware_app.storage.audit_size import alarm_text as audit_size_alarm
-from web import labels, reasons
+from web import event_words, labels, reasons
 from web import model_update_words as model_words
 
 _ = gettext
@@ -153,7 +153,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if report["last_errors"]:
         print(_("last errors:"))
         for e in report["last_errors"]:
-            print(f"  {e['at']} {e['level']:<7} {e['component']}: {e['message']}")
+            print(f"  {e['at']} {event_words.level(e['level'])} "
+                  f"{event_words.component(e['component'])}: {event_words.message(e)[0]}")
     return EXIT_OK
 
 

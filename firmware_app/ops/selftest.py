@@ -33,7 +33,6 @@ import datetime as dt
 import json
 import logging
 import os
-import shutil
 import socket
 import ssl
 import sys
@@ -53,6 +52,7 @@ from firmware_app.i18n.text import display_width, ljust
 from firmware_app.settings import box as config_module
 from firmware_app.settings.box import Config
 from firmware_app.storage import db
+from firmware_app.storage.disk import disk_figures
 
 if TYPE_CHECKING:
     from firmware_app.models.golden import GoldenReport
@@ -390,22 +390,14 @@ def _listening(host: str, port: int, timeout: float) -> bool:
 
 # -- disk and clock -----------------------------------------------------------------
 
-def _existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
 def check_disk(config: Config) -> Check:
     """Free space against min_free_mb, use against max_disk_used_pct."""
-    where = _existing(config.state_dir)
-    usage = shutil.disk_usage(where)
-    free_mb = usage.free // 2**20
-    used_pct = 100.0 * usage.used / usage.total if usage.total else 100.0  # as retention counts
+    figures = disk_figures(config.state_dir)  # the device page's and status's figure
+    free_mb, used_pct = figures["free_mb"], figures["used_percent"]
     least, most = config.storage.min_free_mb, config.retention.max_disk_used_pct
-    detail = _("%(free)s MB free, %(used)s%% used on %(where)s (min_free_mb %(least)s, "
-               "max_disk_used_pct %(most)s)", free=free_mb, used=f"{used_pct:.0f}",
-               where=where, least=least, most=f"{most:g}")
+    detail = _("%(free)s MB free, %(used)s%% used on the disk mounted at %(where)s "
+               "(min_free_mb %(least)s, max_disk_used_pct %(most)s)", free=free_mb,
+               used=used_pct, where=figures["mount"], least=least, most=f"{most:g}")
     if free_mb < least:
         return Check("disk space", FAIL, _("%(detail)s: new images are refused below "
                                            "min_free_mb", detail=detail))

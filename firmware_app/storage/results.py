@@ -151,9 +151,10 @@ class ResultStore:
         return out
 
     def last_errors(self, limit: int = 10) -> list[dict[str, Any]]:
-        """The most recent warnings and errors recorded by any component."""
+        """The most recent warnings and errors recorded by any component (with the code a
+        program reads an event by, '' for none)."""
         rows = self.conn.execute(
-            "SELECT at, level, component, message FROM events"
+            "SELECT at, level, component, message, code FROM events"
             " WHERE level IN ('WARNING', 'ERROR') ORDER BY id DESC LIMIT ?", (limit,)
         )
         return [dict(r) for r in rows]

@@ -83,7 +83,6 @@ import fcntl
 import logging
 import math
 import os
-import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -94,7 +93,7 @@ from typing import Any
 from firmware_app.contracts.statuses import FINISHED_STATUSES, InstanceStatus
 from firmware_app.errors import EXIT_OK, CliniboxError
 from firmware_app.settings.box import Config
-from firmware_app.storage import audit, db
+from firmware_app.storage import audit, db, disk
 from firmware_app.storage.spool import PREVIEW_SUFFIX, Spool
 
 log = logging.getLogger(__name__)
@@ -448,11 +447,12 @@ def _resume(conn: sqlite3.Connection, spool: Spool) -> int:
 
 def apply_retention(conn: sqlite3.Connection, config: Config, *, now: float | None = None,
                     dry_run: bool = False,
-                    disk_usage: DiskUsage = shutil.disk_usage) -> RetentionReport:
+                    disk_usage: DiskUsage = disk.usage) -> RetentionReport:
     """Run one retention pass (see the module docstring) and return what it deleted.
 
     ``now`` is the pass's clock (tests move it); ``disk_usage(path)`` returns an
-    object with ``total`` and ``used`` bytes (``shutil.disk_usage`` on the box).
+    object with ``total`` and ``used`` bytes (``storage.disk.usage`` on the box: the figure
+    the device page, ``clinibox status`` and the self-test show).
     A dry run deletes, marks and records nothing. Raises RetentionBusy when
     another pass is running.
     """

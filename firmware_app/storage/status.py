@@ -12,7 +12,6 @@ orders (``model_orders``).
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -29,6 +28,7 @@ from firmware_app.contracts.statuses import (
 from firmware_app.storage import model_offers
 from firmware_app.storage.audit_size import size_figures as audit_size_figures
 from firmware_app.storage.dicom_outbox import destination_figures
+from firmware_app.storage.disk import disk_figures
 from firmware_app.storage.outbox import outbox_pending
 from firmware_app.storage.queue import JobQueue
 from firmware_app.storage.results import ResultStore
@@ -95,12 +95,6 @@ def study_images_waiting(conn: sqlite3.Connection, study_key: str) -> int:
         (study_key, *WAITING_STATUSES)).fetchone()[0]
 
 
-def _disk(state_dir: Path) -> dict[str, Any]:
-    usage = shutil.disk_usage(state_dir)
-    return {"free_mb": usage.free // 2**20, "total_mb": usage.total // 2**20,
-            "used_percent": round(100 * (usage.total - usage.free) / max(usage.total, 1), 1)}
-
-
 def box_status(conn: sqlite3.Connection, state_dir: Path, now: float | None = None,
                pacs_destinations: Iterable[str] = (), audit_max_mb: float = 0) -> dict[str, Any]:
     """Every status figure of the box (counts are integers; times are epoch seconds).
@@ -142,7 +136,7 @@ def box_status(conn: sqlite3.Connection, state_dir: Path, now: float | None = No
         "last_errors": store.last_errors(10),
         "feedback": feedback_counts(conn),
         "state_dir": str(state_dir),
-        "disk": _disk(state_dir),
+        "disk": disk_figures(state_dir),  # free_mb, total_mb, used_percent, mount
         "audit": audit_size_figures(conn, audit_max_mb),  # rows, estimated_mb, over_limit
         **retention_figures(conn),  # images_deleted_by_retention, last_retention_pass
         "model_waiting": model_waiting(conn),  # None, or reason, detail, since

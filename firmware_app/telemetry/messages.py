@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from firmware_app.contracts.egress import (
 )
 from firmware_app.contracts.statuses import AssessmentKind
 from firmware_app.settings.box import Config
-from firmware_app.storage import audit_witness, hospital_reviews, study_alerts
+from firmware_app.storage import audit_witness, disk, hospital_reviews, study_alerts
 from firmware_app.storage import telemetry as telemetry_rows
 from firmware_app.storage.db import record_event, transaction
 from firmware_app.storage.outbox import Outbox
@@ -192,7 +191,7 @@ def build_summary(conn: sqlite3.Connection, outbox: Outbox, model: ModelFacts,
         modalities[key] = modalities.get(key, 0) + 1
     means = [float(r[4]) for r in rows if r[4] is not None]
     stds = [float(r[5]) for r in rows if r[5] is not None]
-    usage = shutil.disk_usage(state_dir)
+    usage = disk.usage(state_dir)  # the one disk figure (storage/disk.py)
     dropped = outbox.counter("dropped_total")
     reported = outbox.counter("dropped_reported")
     telemetry_rows.set_state(conn, "dropped_reported", dropped)
@@ -215,7 +214,7 @@ def build_summary(conn: sqlite3.Connection, outbox: Outbox, model: ModelFacts,
         "modalities": modalities,
         "latency_ms": percentiles([float(json.loads(r[3]).get("total", 0.0)) for r in rows]),
         "queue_depth": telemetry_rows.queue_depth(conn),
-        "disk_used_pct": round(100.0 * usage.used / usage.total, 2) if usage.total else 0.0,
+        "disk_used_pct": disk.used_percent(usage),
         "disk_free_mb": int(usage.free // 2**20),
         "outbox_pending": outbox.pending_count(),
         "outbox_dropped": max(0, dropped - reported),
@@ -298,5 +297,15 @@ def queue_device_event(conn: sqlite3.Connection, max_messages: int, payload: dic
     with transaction(conn):
         seq = outbox.add("event", payload)
         record_event(conn, "INFO" if payload["event"] in QUIET_EVENTS else "WARNING",
-                     LIFECYCLE, note)
+                     LIFECYCLE, note, lifecycle_code(payload))
     return seq
+
+
+def lifecycle_code(payload: dict[str, Any]) -> str:
+    """The code a device event is kept under in the box's event log, from which the viewer
+    says it in words: ``event:reason``, and ``:step`` for a rollout's step
+    (``model_unavailable:signature``, ``rollout:hospital:downloading``)."""
+    parts = [payload["event"], payload["reason"]]
+    if payload.get("step"):
+        parts.append(payload["step"])
+    return ":".join(parts)

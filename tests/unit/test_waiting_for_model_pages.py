@@ -12,10 +12,11 @@ import pytest
 from firmware_app.cli import main
 from firmware_app.i18n import gettext, ngettext, use_locale
 from firmware_app.storage import audit, db, model_offers
+from firmware_app.telemetry.messages import device_event, queue_device_event
 from tests.i18n_text import english_sentences, is_chinese, visible_text
 from tests.viewer_state import CLINICIAN, TECHNICIAN
 from tests.web_client import ViewerClient
-from web import labels
+from web import event_words, labels
 from web import model_update_words as model_words
 
 ZH = "zh-CN,zh;q=0.9,en;q=0.5"
@@ -184,3 +185,45 @@ def test_clinibox_status_says_the_box_waits_for_a_model(viewer, tmp_path, capsys
         assert lines == ["rollout 7, clinibox-demo-lesion@2.0.0: downloading",
                          "rollout 6, clinibox-demo-lesion@1.1.0: refused (not enough free "
                          "disk space for the package)"]
+
+
+def test_the_chinese_device_page_says_the_refusal_and_the_log_in_words(viewer):
+    """While the box waits for a model the Chinese page shows no English refusal and no raw
+    log line: the reason, the log's level, part and model event are words from their codes
+    (the English page keeps the refusal's detail and the recorded line)."""
+    state, app = viewer
+    _wait(state, "signature")
+    conn = db.connect(state.config.database_path)
+    try:
+        queue_device_event(conn, 100, device_event("model_unavailable", "signature", "", PACKAGE),
+                           "model_unavailable (signature): clinibox-demo-lesion; the box "
+                           "waits for a model")
+        queue_device_event(conn, 100, device_event("model_refused", "tampered", "",
+                                                   f"{PACKAGE}@2.0.0", rollout=7),
+                           "model_refused (tampered): clinibox-demo-lesion@2.0.0")
+    finally:
+        conn.close()
+    page = _html(_client(app, TECHNICIAN, chinese=True).get("/device"))
+    assert "no model package found under" not in page  # the refusal's English detail
+    assert "model_unavailable (signature)" not in page and "WARNING" not in page
+    assert "lifecycle" not in page
+    with use_locale("zh_CN"):
+        unavailable = event_words.said("model_unavailable:signature")
+        refused = event_words.said("model_refused:tampered")
+        step = event_words.said("rollout:no_space:refused")
+        warning, model = event_words.level("WARNING"), event_words.component("lifecycle")
+    assert step == _zh("%(event)s (%(reason)s)", event=_zh(
+        "%(event)s: %(step)s", event=_zh("model update from the hospital"),
+        step=_zh("refused")), reason=_zh(model_words.REASONS["no_space"]))
+    assert unavailable == _zh("%(event)s (%(reason)s)", event=_zh("model unavailable"),
+                              reason=_zh(model_words.REASONS["signature"]))
+    rows = re.findall(r'<tr class="event"><td>[^<]+</td><td>([^<]+)</td><td>([^<]+)</td>'
+                      r"<td>([^<]+)</td></tr>", page)
+    assert (warning, model, unavailable) in rows, rows
+    assert any(row[2] == refused for row in rows), rows
+    assert all(is_chinese(words) and not re.search("[A-Za-z]", words)
+               for words in (unavailable, refused, step, warning, model))
+    assert english_sentences(visible_text(page)) == []
+    english = _html(_client(app, TECHNICIAN).get("/device"))
+    assert "no model package found under /srv/models" in english
+    assert "model unavailable (the package&#39;s signature is not from a trusted key)" in english
