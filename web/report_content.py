@@ -57,6 +57,11 @@ class ReportContent:
     #: ("" where the model gave no result on any image)
     next_step: str = ""
     image_probability: str = ""
+    #: the hospital's verdict, when it was given and its note, in the study page's words
+    #: (``web/review_words.py``; "" where the hospital has not reviewed the study)
+    hospital_verdict: str = ""
+    hospital_when: str = ""
+    hospital_note: str = ""
 
 
 def make_pdf(content: ReportContent, language: str) -> bytes:

@@ -121,6 +121,8 @@ def report_pdf(content: ReportContent, *, font_dirs: Sequence[Path] | None = Non
 
     pdf.use_font(bold=True, size=13)
     pdf.paragraph(clean_text(content.verdict) or _("No result"), 7)
+    if clean_text(content.hospital_verdict):
+        _hospital_review(pdf, content)
     pdf.use_font(size=11)
     for line in (content.next_step, content.summary, content.image_probability):
         if clean_text(line):
@@ -218,6 +220,25 @@ def _section(pdf: _Report, heading: str, lines: list[str]) -> None:
     for line in lines:
         pdf.paragraph(f"• {line}", 5.5)
     pdf.ln(3)
+
+
+def _hospital_review(pdf: _Report, content: ReportContent) -> None:
+    """The hospital's verdict in a framed box under the box's own, as on the study page:
+    the verdict (and "arrived late"), when it was given, the note."""
+    pdf.ln(1)
+    pdf.set_draw_color(29, 79, 145)
+    pdf.set_fill_color(234, 241, 251)
+    pdf.use_font(bold=True, size=11)
+    pdf.multi_cell(0, 6, pdf.safe(clean_text(content.hospital_verdict)), border="LTR",
+                   fill=True, padding=(2, 3, 0, 3), new_x=XPos.LMARGIN, new_y=YPos.NEXT,
+                   wrapmode=pdf.wrapmode)
+    pdf.use_font(size=10)
+    rest = [clean_text(line) for line in (content.hospital_when, content.hospital_note)]
+    pdf.multi_cell(0, 5.5, "\n".join(pdf.safe(line) for line in rest if line), border="LBR",
+                   fill=True, padding=(0, 3, 2, 3), new_x=XPos.LMARGIN, new_y=YPos.NEXT,
+                   wrapmode=pdf.wrapmode)
+    pdf.set_draw_color(0, 0, 0)
+    pdf.ln(2)
 
 
 def _key_image(pdf: _Report, png: bytes) -> None:

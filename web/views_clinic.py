@@ -42,6 +42,7 @@ from firmware_app.storage import studies as queries
 from firmware_app.storage.status import study_images_waiting
 from web import audit_trail, labels, on_image, render, series_stack, wording
 from web.report_content import ReportContent, make_pdf
+from web.review_words import ReviewWords, review_words, words_of
 from web.security import current_account, database
 
 log = logging.getLogger(__name__)
@@ -101,10 +102,11 @@ def worklist_rows():
                            model_waiting=model_offers.waiting(database()))
 
 
-def _reviews(page: queries.WorklistPage) -> dict[int, hospital_reviews.HospitalReview]:
-    """The hospital's current verdict of each study row of the page (one query)."""
-    return hospital_reviews.latest_by_study_id(
+def _reviews(page: queries.WorklistPage) -> dict[int, ReviewWords]:
+    """The hospital's current verdict of each study row of the page in words (one query)."""
+    found = hospital_reviews.latest_by_study_id(
         database(), (row["id"] for row in page.rows if row["kind"] == "study"))
+    return {study_id: words_of(review) for study_id, review in found.items()}
 
 
 @blueprint.route("/api/worklist")
@@ -184,7 +186,7 @@ def study(study_id: int):
         "volume_rows": on_image.volume_rows(found["volumes"]),
         "series_notes": wording.series_reading_lines(found["volumes"]),
         "previous": on_image.previous_study(conn, study_id),
-        "hospital_review": hospital_reviews.latest(conn, found["study_key"]),
+        "hospital_review": review_words(hospital_reviews.latest(conn, found["study_key"])),
         "waiting_for_model": _waiting_for_model(conn, found["study_key"]),
         "stack": series_stack.stack_for(found, instance)}
     gone = _image_gone(instance)
@@ -268,8 +270,8 @@ def _key_image(instance_id: int) -> bytes:
     result = _result_with_image(instance_id, "key image")
     image = _frame(result["spool_path"], result["key_frame"])
     boxes = result["boxes"]
-    if i18n.current() != i18n.ENGLISH:  # the drawing's font is Latin: areas go by number,
-        boxes = [{**box, "label": str(n)} for n, box in enumerate(boxes, start=1)]  # as listed
+    if i18n.current() != i18n.ENGLISH:  # the drawing's font is Latin: no class names, each
+        boxes = [{**box, "label": ""} for box in boxes]  # area "1: 87%" as on the page
     return render.key_image_png(image, None, boxes, result["heatmap"],
                                 max_side=KEY_IMAGE_SIDE)
 
@@ -318,8 +320,10 @@ def _study_verdict(found: dict[str, Any]) -> tuple[str, str]:
 
 
 def _report(study_id: int) -> dict[str, Any]:
-    """Everything a report shows, from the study's most suspicious instance."""
-    found = queries.study(database(), study_id)
+    """Everything a report shows, from the study's most suspicious instance, with the
+    hospital's verdict in the study page's words."""
+    conn = database()
+    found = queries.study(conn, study_id)
     if found is None or not found["instances"]:
         abort(404)
     top = found["instances"][0]
@@ -349,6 +353,7 @@ def _report(study_id: int) -> dict[str, Any]:
             len(found["instances"]), percent=wording.percent(found["suspicion"])),
         "summary": wording.study_summary(found["summary"]),
         "image_gone": gone,
+        "hospital_review": review_words(hospital_reviews.latest(conn, found["study_key"])),
         "warnings": sorted({wording.warning_text(w) for i in found["instances"]
                             for w in i.warnings}),
         "notice": notice, "generated": wording.local_time(dt.datetime.now().timestamp()),
@@ -382,7 +387,7 @@ def _pdf_answer(study_id: int, font_note: str) -> Response:
     """The PDF report of a study in the current language, recorded in the audit trail (made
     in a child process, ``web.report_content``)."""
     facts = _report(study_id)
-    found, top = facts["study"], facts["top"]
+    found, top, review = facts["study"], facts["top"], facts["hospital_review"]
     content = ReportContent(
         patient_name=formats.person_name(found["patient_name"]),
         patient_id=found["patient_id"],
@@ -396,7 +401,9 @@ def _pdf_answer(study_id: int, font_note: str) -> Response:
         model_id=top.model_id, notice=facts["notice"],
         generated=facts["generated"],
         key_image_png=None if facts["image_gone"] else _key_image(top.id),
-        image_note=facts["image_gone"], font_note=font_note)
+        image_note=facts["image_gone"], font_note=font_note,
+        hospital_verdict=review.headline if review else "",
+        hospital_when=review.when if review else "", hospital_note=review.note if review else "")
     response = Response(make_pdf(content, i18n.current()), mimetype="application/pdf")
     audit_trail.note("report_download", f"study:{study_id}", "PDF",
                      coalesce_seconds=audit_trail.REPORT_VIEW_COALESCE)

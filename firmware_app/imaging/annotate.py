@@ -5,8 +5,9 @@ sent to the clinic's PACS (``firmware_app/dicom_out/key_image.py``) both come
 from :func:`key_picture`, so a finding looks the same wherever a clinician
 meets it: the frame through its window, the model's heatmap blended in
 (yellow to red, transparent below ``floor``), each box outlined in red with a
-red tab holding its label and score, and a segmenting model's outline of the
-lesion in amber inside its box.
+red tab holding its number, label and score (``1: lesion 87%``: the number the
+findings and the study page give it, then a colon, never run into the score), and
+a segmenting model's outline of the lesion in amber inside its box.
 
 Boxes are dicts in source pixels: ``x0, y0, x1, y1`` (edges), ``score`` (0..1),
 ``label`` and optionally ``contour``, a list of ``[x, y]`` pixel positions;
@@ -126,8 +127,8 @@ def draw_findings(picture: Image.Image, boxes: list[dict], sx: float, sy: float)
     draw = ImageDraw.Draw(picture)
     width, height = picture.size
     line = 2 if max(width, height) < 600 else 3
-    font = _font(max(11, min(20, round(max(width, height) / 48))))
-    for box in boxes or []:
+    font = label_font(width, height)
+    for number, box in enumerate(boxes or [], start=1):
         corners = _corners(box)
         if corners is None:
             continue
@@ -140,20 +141,50 @@ def draw_findings(picture: Image.Image, boxes: list[dict], sx: float, sy: float)
         if len(outline) >= 3:
             draw.polygon(outline, outline=CONTOUR_COLOUR, width=max(1, line - 1))
         draw.rectangle((left, top, right, bottom), outline=BOX_COLOUR, width=line)
-        _draw_label(draw, font, label_text(box), left, top, bottom, width, height)
+        _draw_label(picture, font, label_texts(box, number), left, top, bottom)
 
 
-def label_text(box: dict) -> str:
-    """A box's tab text: its label and score as a whole percentage (``lesion 87%``)."""
+def label_text(box: dict, number: int | None = None) -> str:
+    """A box's tab text: its number (the one its finding line and the study page give it),
+    a colon, its label and its score as a whole percentage: ``1: lesion 87%``, ``1: 87%``
+    without a label; without ``number``, ``lesion 87%``."""
+    texts = label_texts(box, number)
+    return texts[0] if texts else ""
+
+
+def label_texts(box: dict, number: int | None = None) -> list[str]:
+    """A box's tab texts, longest first: with its label, without it, its number alone
+    (the first that fits the picture's width is drawn); none for a box with neither label
+    nor score."""
     label = "".join(ch for ch in str(box.get("label") or "") if ch.isprintable()).strip()[:40]
+    score = _percent(box.get("score"))
+    if not label and not score:
+        return []
+    head = f"{number}: " if number is not None else ""
+    texts = [head + " ".join(part for part in (label, score) if part)]
+    if label and score:
+        texts.append(head + score)
+    if number is not None:
+        texts.append(str(number))
+    return [text.strip() for text in texts if text.strip()]
+
+
+def _percent(value: object) -> str:
+    """A score as a whole percentage, never rounded to a certainty or to none (``>99%``,
+    ``<1%``, as ``i18n.formats.percent``); "" for no number."""
     try:
-        score = float(box.get("score", "nan"))
+        score = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        return label
+        return ""
     if not math.isfinite(score):
-        return label
-    percent = f"{round(min(max(score, 0.0), 1.0) * 100)}%"
-    return f"{label} {percent}" if label else percent
+        return ""
+    score = min(max(score, 0.0), 1.0)
+    whole = round(score * 100)
+    if whole >= 100 and score < 1:
+        return ">99%"
+    if whole <= 0 < score:
+        return "<1%"
+    return f"{whole}%"
 
 
 def _contour(box: dict, sx: float, sy: float) -> list[tuple[float, float]]:
@@ -175,6 +206,11 @@ def _corners(box: dict) -> tuple[float, float, float, float] | None:
     return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
 
 
+def label_font(width: int, height: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """The labels' font for a picture of ``width`` x ``height``: larger on larger pictures."""
+    return _font(max(11, min(20, round(max(width, height) / 48))))
+
+
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     try:
         return ImageFont.load_default(size=size)
@@ -182,24 +218,35 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def _draw_label(draw: ImageDraw.ImageDraw, font: Any, text: str, left: int, top: int,
-                bottom: int, width: int, height: int) -> None:
-    """The label on a box-coloured tab above the box (inside it when there is no room),
-    shortened until it fits the image width."""
-    if not text:
-        return
+def label_tab(text: str, font: Any) -> Image.Image:
+    """``text`` in black on a box-coloured tab with a 2-pixel margin (RGB): what a box's
+    label looks like on the picture."""
     if not isinstance(font, ImageFont.FreeTypeFont):  # the bitmap font is latin-1 only
         text = text.encode("latin-1", "replace").decode("latin-1")
     pad = 2
-    x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
-    while x1 - x0 + 2 * pad > width and len(text) > 1:
-        text = text[:-1].rstrip()
-        x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
-    text_w, text_h = x1 - x0, y1 - y0
-    tab_w, tab_h = text_w + 2 * pad, text_h + 2 * pad
-    y = top - tab_h if top - tab_h >= 0 else min(top + 3, max(height - tab_h, 0))
-    if y + tab_h > height:
-        y = max(bottom - tab_h, 0)
-    x = min(max(left, 0), max(width - tab_w, 0))
-    draw.rectangle((x, y, x + tab_w - 1, y + tab_h - 1), fill=BOX_COLOUR)
-    draw.text((x + pad - x0, y + pad - y0), text, fill=LABEL_TEXT_COLOUR, font=font)
+    x0, y0, x1, y1 = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), text, font=font)
+    tab = Image.new("RGB", (x1 - x0 + 2 * pad, y1 - y0 + 2 * pad), BOX_COLOUR)
+    ImageDraw.Draw(tab).text((pad - x0, pad - y0), text, fill=LABEL_TEXT_COLOUR, font=font)
+    return tab
+
+
+def _draw_label(picture: Image.Image, font: Any, texts: list[str], left: int, top: int,
+                bottom: int) -> None:
+    """The first of ``texts`` that fits the picture's width on a box-coloured tab above the
+    box (inside it when there is no room); the last one shortened when none fits."""
+    if not texts:
+        return
+    width, height = picture.size
+    tab = next((t for t in (label_tab(text, font) for text in texts) if t.width <= width),
+               None)
+    if tab is None:
+        text = texts[-1]
+        tab = label_tab(text, font)
+        while tab.width > width and len(text) > 1:
+            text = text[:-1].rstrip()
+            tab = label_tab(text, font)
+    y = top - tab.height if top - tab.height >= 0 else min(top + 3, max(height - tab.height, 0))
+    if y + tab.height > height:
+        y = max(bottom - tab.height, 0)
+    x = min(max(left, 0), max(width - tab.width, 0))
+    picture.paste(tab, (x, y))
