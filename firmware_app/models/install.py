@@ -41,7 +41,7 @@ from firmware_app.models.store import (
     store_for,
 )
 from firmware_app.settings.box import Config
-from firmware_app.storage import audit, db
+from firmware_app.storage import audit, db, model_offers
 from firmware_app.telemetry.messages import LIFECYCLE, device_event, queue_device_event
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,24 @@ def audit_model(config: Config, action: str, *, by: str, target: str, detail: st
             conn.close()
     except (sqlite3.Error, OSError) as exc:
         log.error("model change %s (%s) not in the audit trail: %s", action, target, exc)
+
+
+def settle_orders(config: Config, version: str, step: str, reason: str = "") -> None:
+    """The hospital's rollout orders that installed ``version`` say where it ended (``kept``,
+    ``rolled_back``): ``storage.model_offers.settle``; a database error is logged (the change
+    itself is done)."""
+    if not version:
+        return
+    try:
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        conn = db.open_database(config.database_path)
+        try:
+            with db.transaction(conn):
+                model_offers.settle(conn, config.models.name, version, step, reason)
+        finally:
+            conn.close()
+    except (sqlite3.Error, OSError) as exc:
+        log.error("the rollout orders of %s not marked %s: %s", version, step, exc)
 
 
 def _rollout_of(state: StoreState, version: str) -> int:
@@ -266,6 +284,8 @@ def rollback(config: Config, reason: str = "technician", *, by: str | None = Non
         return bad, good
 
     bad, good = store.update(back)
+    settle_orders(config, bad, "rolled_back", reason)  # the update table says so
+    settle_orders(config, good, "kept")  # running again, no trial
     left = manifest_model_id(store.package_root(bad)) if bad else ""
     now = manifest_model_id(store.package_root(good))
     report_event(config, "model_rolled_back", reason, left, running=now,

@@ -23,7 +23,13 @@ from __future__ import annotations
 import logging
 import time
 
-from firmware_app.models.install import UpdateRefused, audit_model, report_event, rollback
+from firmware_app.models.install import (
+    UpdateRefused,
+    audit_model,
+    report_event,
+    rollback,
+    settle_orders,
+)
 from firmware_app.models.store import StoreState, Trial, store_for
 from firmware_app.settings.box import Config
 from firmware_app.storage.audit import SERVICE_ACTOR
@@ -117,6 +123,7 @@ class ModelTrial:
 
         if self.store.update(count):
             if kept:
+                settle_orders(self.config, self.version, "kept")
                 model_id = f"{self.config.models.name}@{self.version}"
                 audit_model(self.config, "model_kept", by=SERVICE_ACTOR,
                             target=f"model:{model_id}",

@@ -102,6 +102,20 @@ def set_step(conn: sqlite3.Connection, seq: int, step: str, *, reason: str = "",
                         (step, reason, int(done), time.time(), seq)).rowcount == 1
 
 
+def settle(conn: sqlite3.Connection, name: str, version: str, step: str,
+           reason: str = "") -> int:
+    """After a package's trial ended or it was rolled back, the closed rollout offers that
+    installed ``name@version`` say so (``kept``, or ``rolled_back`` with its reason), so the
+    update table is true; how many rows changed (in the caller's transaction). Only offers
+    that reached the install (``on_trial`` or ``kept``) change: a refused one stays refused.
+    """
+    return conn.execute(
+        "UPDATE model_offers SET step = ?, reason = ?, updated_at = ? WHERE kind = 'rollout'"
+        " AND done = 1 AND name = ? AND version = ? AND step IN ('on_trial', 'kept')"
+        " AND NOT (step = ? AND reason = ?)",
+        (step, reason, time.time(), name, version, step, reason)).rowcount
+
+
 def finish_older(conn: sqlite3.Connection, name: str, before_seq: int, reason: str) -> int:
     """Close every open rollout offer for package ``name`` older than ``before_seq`` (a newer
     order replaces it; a rollback order is never closed by another); how many. The updater

@@ -129,3 +129,28 @@ def test_a_failed_trial_rolled_back_by_the_service_names_the_service(config):
     assert _audit(config)[-1] == ("model_rolled_back", SERVICE_ACTOR,
                                   "model:clinibox-demo-lesion@1.0.0",
                                   "from clinibox-demo-lesion@1.1.0 (golden_cases_failed)")
+
+
+def test_a_trial_that_passes_says_kept_in_the_update_table(config):
+    """The hospital's rollout row of a package whose trial passed says "installed and kept",
+    no longer "installed, on trial"."""
+    from firmware_app.storage import db, model_offers
+
+    conn = db.open_database(config.database_path)
+    try:
+        with db.transaction(conn):
+            model_offers.add(conn, seq=1, kind="rollout", step="on_trial", done=True,
+                             payload={"rollout": 4, "name": config.models.name,
+                                      "version": "1.1.0"})
+    finally:
+        conn.close()
+    trial = ModelTrial(config)
+    trial.started("1.1.0")
+    for _ in range(3):
+        trial.processed()
+    conn = db.open_database(config.database_path)
+    try:
+        kept = model_offers.get(conn, 1)
+    finally:
+        conn.close()
+    assert kept is not None and (kept.step, kept.reason) == ("kept", "")

@@ -464,3 +464,48 @@ def test_a_refused_package_is_never_kept_as_the_one_to_go_back_to(tmp_path):
     assert not store_for(hospital_box).package_root("1.0.0").exists()
     with pytest.raises(UpdateRefused, match="no previous model package"):
         rollback(hospital_box, "worker_crashed")
+
+
+def test_after_a_rollback_the_update_table_says_which_version_left_and_which_runs(
+        config, archives):
+    """Two rollouts installed, then a technician rolls back: the newer rollout's row says
+    rolled back (by a technician), the older one's that it runs again, kept; neither says
+    "installed, on trial" any more, in English or Chinese. A trial that passes says kept."""
+    from firmware_app.i18n import use_locale
+    from firmware_app.models.install import rollback
+    from firmware_app.storage.status import model_orders
+    from web import model_update_words as model_words
+
+    for seq, version in ((1, "1.1.0"), (2, "1.2.0")):
+        chunks = Chunks(archives[version])
+        Updater(config, chunks).handle(
+            keep(config, seq, offer_payload(archives[version], chunks, rollout=6 + seq)),
+            threading.Event())
+    assert [order(config, seq).step for seq in (1, 2)] == ["on_trial", "on_trial"]
+    assert rollback(config) == ("clinibox-demo-lesion@1.2.0", "clinibox-demo-lesion@1.1.0")
+    older, newer = order(config, 1), order(config, 2)
+    assert (newer.step, newer.reason) == ("rolled_back", "technician")
+    assert (older.step, older.reason) == ("kept", "")
+    conn = db.open_database(config.database_path)
+    try:
+        shown = model_orders(conn)
+    finally:
+        conn.close()
+    assert [model_words.outcome(o) for o in shown] == [
+        "rolled back to the previous model (by a technician)", "installed and kept"]
+    with use_locale("zh_CN"):
+        on_trial = model_words.step("on_trial")
+        chinese = [model_words.outcome(o) for o in shown]
+    assert on_trial not in chinese and all("A" > c or c > "z" for c in "".join(chinese))
+    # an order refused stays refused, whatever happens to its version later
+    chunks = Chunks(archives["1.3.0"])
+    Updater(config, chunks).handle(keep(config, 3, offer_payload(archives["1.3.0"], chunks, 9)),
+                                   threading.Event())
+    conn = db.open_database(config.database_path)
+    try:
+        with db.transaction(conn):
+            assert model_offers.settle(conn, "clinibox-demo-lesion", "1.3.0",
+                                       "rolled_back", "technician") == 0
+    finally:
+        conn.close()
+    assert order(config, 3).step == "golden_failed"
