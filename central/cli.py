@@ -484,6 +484,10 @@ def cmd_config(args: argparse.Namespace, config: config_module.CentralConfig) ->
     return EXIT_OK
 
 
+#: commands that run as services: their logs stay English whatever the terminal's language
+SERVICE_COMMANDS = frozenset({"serve", "web"})
+
+
 def build_parser(prog: str = "clinibox central") -> argparse.ArgumentParser:
     """The argument parser of ``clinibox central``."""
     parser = CommandParser(prog=prog, description="The hospital's receiver.")
@@ -600,7 +604,14 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK if exc.code in (0, None) else EXIT_USAGE
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_command("clinibox central", lambda: args.func(args, config_module.load(args.config)))
+    from firmware_app import i18n
+
+    # services keep their logs English; a command for a person speaks the terminal's language
+    language = i18n.ENGLISH if args.command in SERVICE_COMMANDS or getattr(args, "json", False) \
+        else i18n.from_environment() or i18n.ENGLISH
+    with i18n.use_locale(language):
+        return run_command("clinibox central",
+                           lambda: args.func(args, config_module.load(args.config)))
 
 
 if __name__ == "__main__":

@@ -304,3 +304,32 @@ def test_a_radiologist_reviews_in_chinese_and_the_box_shows_the_verdict(site: Si
     seen += b"".join(m.topic.encode() + m.payload for m in site.auditor.messages())
     seen += "".join(json.dumps(r) for r in site.rows("SELECT payload FROM downlinks")).encode()
     assert site.canaries.found_in(seen) == []
+
+
+def test_check_box_proves_the_link_both_ways_and_the_console_shows_it(site: Site):
+    """``central check-box`` through the real broker and the running box: the signed test goes
+    down, the box keeps it and answers with a status at once; the box's page on the console
+    says so, and the box's event log has it. A box nobody enrolled is refused with the fix."""
+    import subprocess
+    import sys
+
+    wait_for(lambda: _answers(f"{site.box_viewer}/login"), 90, "the box (back after test 3)")
+    done = subprocess.run([sys.executable, "-m", "firmware_app.cli", "central", "check-box",
+                           f"{CLINIC}/{DEVICE}", "--config", str(site.config), "--timeout", "60",
+                           "--as", "it-zhao"], capture_output=True, text=True, cwd=REPO,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "the link works both ways" in done.stdout
+    [(kind,)] = site.rows("SELECT kind FROM downlinks WHERE seq = (SELECT MAX(seq) FROM"
+                          " downlinks)")
+    assert kind == downlink.KIND_LINK_CHECK
+    assert site.box.db_rows("SELECT COUNT(*) FROM link_checks")[0][0] == 1
+    assert site.box.db_rows("SELECT COUNT(*) FROM events WHERE code = 'downlink_link_check'"
+                            )[0][0] == 1
+    done = subprocess.run([sys.executable, "-m", "firmware_app.cli", "central", "check-box",
+                           f"{CLINIC}/box-9", "--config", str(site.config), "--timeout", "5"],
+                          capture_output=True, text=True, cwd=REPO, timeout=60,
+                          env={**__import__("os").environ, "LANG": "zh_CN.UTF-8"})
+    assert done.returncode == 2
+    assert _zh("This box is not enrolled here. Enrol the code its provisioning printed: "
+               "clinibox central enrol-code CODE.") in done.stderr
