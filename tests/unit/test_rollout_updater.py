@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -496,7 +497,7 @@ def test_after_a_rollback_the_update_table_says_which_version_left_and_which_run
     with use_locale("zh_CN"):
         on_trial = model_words.step("on_trial")
         chinese = [model_words.outcome(o) for o in shown]
-    assert on_trial not in chinese and all("A" > c or c > "z" for c in "".join(chinese))
+    assert on_trial not in chinese and not re.search("[A-Za-z]", "".join(chinese))
     # an order refused stays refused, whatever happens to its version later
     chunks = Chunks(archives["1.3.0"])
     Updater(config, chunks).handle(keep(config, 3, offer_payload(archives["1.3.0"], chunks, 9)),
