@@ -10,7 +10,11 @@ downlink it acknowledged, and its audit head — unless it is late (see
 takes the downlink key, the acknowledged downlink or the state back. A ``downlink_key``
 no X25519 exchange accepts (:func:`firmware_app.contracts.downlink.parse_key_text`) is
 not kept: the box's previous key stays, and the refusal is logged once per box and key.
-A summary sets its disk and queue and appends a drift point (PSI of the
+Each figure is kept with when the box measured it (:func:`measured_at`): the queue
+(``queue_at``) from whichever of the statuses and summaries the box numbered last
+(``queue_seq``), the disk (``disk_at``) from the last summary, the audit head
+(``audit_at``) from the last status that carried one. A summary sets its disk and queue
+and appends a drift point (PSI of the
 confidence and intensity histograms of the recent window against the model's baseline
 on that box, the disagreement rate of the recent window, and whether that is drift, by
 the one rule of :func:`central.drift.windows` and :func:`central.drift.figures`, the
@@ -53,7 +57,14 @@ BOX_STATE_COLUMNS = (
     "downlink_key", "downlink_seq",
     "audit_row", "audit_hash", "audit_verdict", "last_event", "last_event_reason",
     "last_event_at", "psi_confidence", "psi_intensity", "disagree_rate", "drift",
-    "waiting_for_model")
+    "waiting_for_model", "queue_at", "queue_seq", "disk_at", "audit_at")
+#: How far back a box's clock may date a figure and still be believed (a day): its
+#: ``created_at`` within that of the message's arrival is when it measured the figure.
+TRUSTED_CLOCK_SECONDS = 86_400.0
+#: The columns a message sets only when it is newer (by sequence number) than the one that
+#: set them: a summary, a late status or the broker's last will never takes back a queue
+#: a later heartbeat reported.
+_BY_SEQ = ("queue_depth", "queue_at", "queue_seq")
 
 _LATER_SEEN = ("last_seen = CASE WHEN box_state.last_seen IS NULL"
                " OR excluded.last_seen > box_state.last_seen THEN excluded.last_seen"
@@ -67,7 +78,10 @@ def _upsert(tx: Transaction, clinic: str, device: str, seen: float,
     marks = ", ".join("?" for _ in names)
     sets = [_LATER_SEEN]
     for name in values:
-        if name in keep_if_null:
+        if name in _BY_SEQ:
+            sets.append(f"{name} = CASE WHEN box_state.queue_seq IS NULL OR excluded.queue_seq"
+                        f" >= box_state.queue_seq THEN excluded.{name} ELSE box_state.{name} END")
+        elif name in keep_if_null:
             sets.append(f"{name} = COALESCE(excluded.{name}, box_state.{name})")
         else:
             sets.append(f"{name} = excluded.{name}")
@@ -100,24 +114,42 @@ def _drift(tx: Transaction, clinic: str, device: str, model: str,
     return drift.figures(baseline, recent, health)
 
 
+def measured_at(body: dict[str, Any], received_at: float) -> float:
+    """When the box measured a message's figures, on the hospital's clock: its
+    ``created_at`` where the box's clock is believable (not after the message arrived, and
+    at most :data:`TRUSTED_CLOCK_SECONDS` before), else when it arrived (a message that waited
+    in the box's outbox is as old as it was made, not as new as its arrival)."""
+    created = body.get("created_at")
+    if isinstance(created, (int, float)) and not isinstance(created, bool) \
+            and received_at - TRUSTED_CLOCK_SECONDS <= created <= received_at:
+        return float(created)
+    return float(received_at)
+
+
+def _queue_values(body: dict[str, Any], seq: int, received_at: float) -> dict[str, Any]:
+    """The queue a status or a summary reports, when it was measured and by which message."""
+    return {"queue_depth": body.get("queue_depth"),
+            "queue_at": measured_at(body, received_at), "queue_seq": int(seq)}
+
+
 def _status_values(clinic: str, device: str, body: dict[str, Any],
                    received_at: float) -> dict[str, Any]:
-    """What a status sets in its box's row (its audit head aside)."""
+    """What a status sets in its box's row (its audit head and queue aside)."""
     return {"state": body.get("state"), "state_at": received_at,
             "model": body.get("model"), "software": body.get("software"),
             "runtime": body.get("runtime"), "runtime_fallback": body.get("runtime_fallback"),
-            "queue_depth": body.get("queue_depth"),
             "outbox_pending": body.get("outbox_pending"),
             "downlink_key": usable_key(clinic, device, body.get("downlink_key")),
             "downlink_seq": body.get("downlink_seq"),
             "waiting_for_model": body.get("waiting_for_model")}
 
 
-def _summary_values(body: dict[str, Any], model: str,
-                    figures: dict[str, Any]) -> dict[str, Any]:
+def _summary_values(body: dict[str, Any], model: str, figures: dict[str, Any],
+                    received_at: float) -> dict[str, Any]:
     """What a summary and its drift ``figures`` set in its box's row (its queue aside)."""
     return {"disk_used_pct": body.get("disk_used_pct"),
-            "disk_free_mb": body.get("disk_free_mb"), "model": model,
+            "disk_free_mb": body.get("disk_free_mb"),
+            "disk_at": measured_at(body, received_at), "model": model,
             "psi_confidence": figures["psi_confidence"],
             "psi_intensity": figures["psi_intensity"],
             "disagree_rate": figures["disagree_rate"], "drift": figures["drift"]}
@@ -171,16 +203,18 @@ def record(tx: Transaction, header: Header, payload: dict[str, Any], received_at
         head = payload.get("audit") or {}
         _upsert(tx, clinic, device, received_at, {
             **_status_values(clinic, device, payload, received_at),
+            **_queue_values(payload, header.seq, received_at),
             "audit_row": head.get("row"), "audit_hash": head.get("hash"),
-            "audit_verdict": audit_verdict},
+            "audit_verdict": audit_verdict,
+            "audit_at": measured_at(payload, received_at) if head else None},
             keep_if_null=("downlink_key", "downlink_seq", "audit_row", "audit_hash",
-                          "audit_verdict", "model", "software"))
+                          "audit_verdict", "audit_at", "model", "software"))
     elif header.kind == "summary":
         model = str(payload.get("model", ""))
         figures = _drift(tx, clinic, device, model, health)
         _upsert(tx, clinic, device, received_at, {
-            **_summary_values(payload, model, figures),
-            "queue_depth": payload.get("queue_depth")})
+            **_summary_values(payload, model, figures, received_at),
+            **_queue_values(payload, header.seq, received_at)})
         tx.execute(
             "INSERT INTO drift_points (clinic, device, seq, model, at, psi_confidence,"
             " psi_intensity, disagree_rate, reviews, drift) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -202,26 +236,28 @@ def rebuild(tx: Transaction, health: HealthConfig) -> int:
     for clinic, device, seen in boxes:
         values: dict[str, Any] = {}
         status = tx.execute(
-            "SELECT received_at, payload FROM messages WHERE clinic = ? AND device = ?"
+            "SELECT received_at, payload, seq FROM messages WHERE clinic = ? AND device = ?"
             " AND kind = 'status' ORDER BY received_at DESC, seq DESC LIMIT 1",
             (clinic, device)).fetchone()
         if status is not None:
-            values.update(_status_values(clinic, device, json.loads(status[1]),
-                                         float(status[0])))
+            body = json.loads(status[1])
+            values.update(_status_values(clinic, device, body, float(status[0])))
+            values.update(_queue_values(body, int(status[2]), float(status[0])))
         head = tx.execute(
             "SELECT head_row, head_hash, verdict FROM audit_heads WHERE clinic = ?"
             " AND device = ? ORDER BY seq DESC LIMIT 1", (clinic, device)).fetchone()
         if head is not None:
             values.update(audit_row=head[0], audit_hash=head[1], audit_verdict=head[2])
         summary = tx.execute(
-            "SELECT payload FROM messages WHERE clinic = ? AND device = ? AND kind = 'summary'"
-            " ORDER BY seq DESC LIMIT 1", (clinic, device)).fetchone()
+            "SELECT payload, received_at, seq FROM messages WHERE clinic = ? AND device = ?"
+            " AND kind = 'summary' ORDER BY seq DESC LIMIT 1", (clinic, device)).fetchone()
         if summary is not None:
             body = json.loads(summary[0])
             model = str(body.get("model", ""))
             figures = _drift(tx, clinic, device, model, health)
-            values.update(_summary_values(body, model, figures))
-            values.setdefault("queue_depth", body.get("queue_depth"))  # the status's first
+            values.update(_summary_values(body, model, figures, float(summary[1])))
+            if int(summary[2]) > int(values.get("queue_seq") or 0):  # the newer one's queue
+                values.update(_queue_values(body, int(summary[2]), float(summary[1])))
         event = tx.execute(
             "SELECT received_at, payload FROM messages WHERE clinic = ? AND device = ?"
             " AND kind = 'event' ORDER BY seq DESC LIMIT 1", (clinic, device)).fetchone()

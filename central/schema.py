@@ -1,5 +1,10 @@
 """The hospital database's tables, and the one step that brings an older database up to date.
 
+Version 6 says how old each figure of ``box_state`` is: ``queue_at`` and ``queue_seq`` (when
+the box measured its queue, and the message that said it: an older message never takes a
+newer figure back), ``disk_at`` (its last summary's disk) and ``audit_at`` (its last audit
+head). A version 5 database gains them, empty until the box reports again.
+
 Version 5 adds the model rollouts (``central/rollouts.py``): ``rollouts`` (the package
 offered, its archive's hash, size and chunk hashes, the waves and the rollout's state),
 ``rollout_targets`` (each box's wave, its offer's downlink sequence number and the step it
@@ -34,7 +39,7 @@ from __future__ import annotations
 from central.sql import Database, StoreError, Transaction
 
 #: The schema this receiver writes.
-VERSION = 5
+VERSION = 6
 #: Serialises schema creation when several receivers start on one PostgreSQL database.
 _SCHEMA_LOCK = 0x636C6278  # "clbx"
 
@@ -155,6 +160,10 @@ _TABLES = {
         disagree_rate   DOUBLE PRECISION,
         drift           INTEGER NOT NULL DEFAULT 0,
         waiting_for_model TEXT,
+        queue_at        DOUBLE PRECISION,
+        queue_seq       BIGINT,
+        disk_at         DOUBLE PRECISION,
+        audit_at        DOUBLE PRECISION,
         PRIMARY KEY (clinic, device)
     )""",
     "drift_points": """CREATE TABLE IF NOT EXISTS drift_points (
@@ -296,6 +305,9 @@ _V1_COLUMNS = {
               " instances, processing_ms, created_at, received_at, reviewed_at",
     "rejections": "id, at, reason, topic, claimed_device, size_bytes",
 }
+#: Version 6's columns of ``box_state``: when its figures were measured.
+_V6_BOX_COLUMNS = (("queue_at", "DOUBLE PRECISION"), ("queue_seq", "BIGINT"),
+                   ("disk_at", "DOUBLE PRECISION"), ("audit_at", "DOUBLE PRECISION"))
 #: The tables that hold the hospital's data (``counts`` reports them).
 TABLES = ("devices", "messages", "alerts", "rejections")
 
@@ -323,6 +335,11 @@ def create_or_migrate(db: Database) -> int:
             _copy_version_1(db, tx)
         if found == 4:  # version 5: a box may run no model, waiting for one
             tx.execute("ALTER TABLE box_state ADD COLUMN waiting_for_model TEXT")
+        if 4 <= found < 6:  # version 6: how old each of a box's figures is
+            present = {c[0] for c in tx.execute("SELECT * FROM box_state LIMIT 0").description}
+            for column, kind in _V6_BOX_COLUMNS:
+                if column not in present:
+                    tx.execute(f"ALTER TABLE box_state ADD COLUMN {column} {kind}")
         if 1 <= found < 4:  # alerts reviewed before verdicts existed
             tx.execute("UPDATE alerts SET state = 'reviewed' WHERE reviewed_at IS NOT NULL")
         if found < VERSION:

@@ -5,21 +5,24 @@ change with the language.
 The words the box's own pages show come from the contracts both sides import, so a
 verdict or a class reads the same on the box and in the console: verdicts with their
 months (``contracts/downlink.verdict_words``), classes (``contracts/class_words``),
-assessments (``contracts/assessment_words``), percentages (``fmt.percent``:
-``i18n/formats.percent``).
+assessments (``contracts/assessment_words``), the whole image's probability and a lesion's
+model confidence with their percentages (``contracts/probability_words``:
+:data:`whole_image`, :data:`probability`).
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from firmware_app.contracts import probability_words
 from firmware_app.contracts.assessment_words import ASSESSMENT_WORDS
 from firmware_app.contracts.class_words import class_words
 from firmware_app.contracts.downlink import verdict_words
 from firmware_app.contracts.manifest import is_demo_model
-from firmware_app.i18n import N_, formats, gettext
+from firmware_app.i18n import N_, formats, gettext, ngettext
 
 STATES = {"new": N_("new"), "under_review": N_("under review"), "reviewed": N_("reviewed"),
           "open": N_("waiting (new or under review)"), "all": N_("all")}
@@ -35,9 +38,22 @@ DELIVERY = {
 ROLES = {"radiologist": N_("radiologist"), "admin": N_("administrator")}
 HEALTH = {"all": N_("all"), "stale": N_("out of contact"), "drift": N_("drifting"),
           "queue": N_("queue backlog"), "disk": N_("disk nearly full"), "ok": N_("healthy")}
-#: a box's state as it reported it (``contracts/egress.STATES``); a heartbeat means online
+#: a box's state as it reported it (``contracts/egress.STATES``); a heartbeat means online;
+#: an ``offline`` that is the restart loading a model just installed or gone back to
+#: (``box_story.restart``) is said as such
 BOX_STATES = {"online": N_("online"), "heartbeat": N_("online"), "offline": N_("offline"),
-              "stale": N_("out of contact")}
+              "stale": N_("out of contact"),
+              "restart_install": N_("restarting to install a model"),
+              "restart_rollback": N_("restarting to go back to the earlier model")}
+#: the hospital's verdict on a box's audit-trail head (``central/audit_witness.VERDICTS``)
+AUDIT_VERDICTS = {"first": N_("first report"),
+                  "extends": N_("continues the trail the hospital saw"),
+                  "rewritten": N_("rewritten since the last report"),
+                  "rewound": N_("shorter than the hospital saw"),
+                  "gap": N_("a report is missing before it")}
+#: an alert's priority on the worklist (``queries.priority``), in the worklist's order
+PRIORITIES = {"overdue": N_("urgent: waiting too long"), "high": N_("high"),
+              "normal": N_("routine")}
 #: what happened to a box (``contracts/egress.EVENTS``)
 EVENTS = {"model_installed": N_("new model installed"),
           "model_refused": N_("model package refused"),
@@ -136,17 +152,64 @@ def finding(value: object) -> str:
     return class_words(str(value)) if value else "–"
 
 
-def box_state(value: object, stale: bool) -> str:
+def box_state(value: object, stale: bool, restart: object = None) -> str:
     """A box's state: ``out of contact`` when it has been silent too long, whatever it
-    last reported; else what it reported (a heartbeat is ``online``)."""
-    return _word(BOX_STATES, "stale" if stale else value)
+    last reported; a restart for a model (``restart``: ``install`` or ``rollback``,
+    ``box_story.restart``) as such; else what it reported (a heartbeat is ``online``)."""
+    if stale:
+        return _word(BOX_STATES, "stale")
+    return _word(BOX_STATES, f"restart_{restart}" if restart else value)
 
 
-def event(value: object, reason: object = None) -> str:
-    """A box's event with its reason in words: "model rolled back (load failed)"."""
+def priority(value: object) -> str:
+    """An alert's priority on the worklist in words ("" for a reviewed alert: none)."""
+    return _word(PRIORITIES, value) if value else ""
+
+
+def audit_head(row: object, verdict: object) -> str:
+    """A box's audit-trail head as the hospital witnessed it: "row 52, continues the trail
+    the hospital saw" ("–" before the box reported one)."""
+    if row is None:
+        return "–"
+    if not verdict:
+        return gettext("row %(row)s", row=row)
+    return gettext("row %(row)s, %(verdict)s", row=row, verdict=_word(AUDIT_VERDICTS, verdict))
+
+
+def is_audit_alarm(verdict: object) -> bool:
+    """Whether an audit head's verdict is one a person must look at."""
+    return str(verdict) in ("rewritten", "rewound", "gap")
+
+
+def age(seconds: float) -> str:
+    """A duration in rough words (the box's own: ``12 s``, ``5 min``, ``3 h``, ``2 days``)."""
+    if seconds < 90:
+        return gettext("%(n)s s", n=max(0, round(seconds)))
+    if seconds < 5400:
+        return gettext("%(n)s min", n=round(seconds / 60))
+    if seconds < 172800:
+        return gettext("%(n)s h", n=round(seconds / 3600))
+    return ngettext("%(num)d day", "%(num)d days", round(seconds / 86400))
+
+
+def as_of(epoch: object, now: float | None = None) -> str:
+    """How old a figure the box reported is: "as of 3 min ago" ("" when unknown)."""
+    if not isinstance(epoch, (int, float)) or isinstance(epoch, bool):
+        return ""
+    now = time.time() if now is None else now
+    return gettext("as of %(age)s ago", age=age(max(0.0, now - float(epoch))))
+
+
+def event(value: object, reason: object = None, step: object = None) -> str:
+    """A box's event with its reason in words: "model rolled back (load failed)"; a
+    rollout's event with the box's step: "model rollout: downloading"."""
     if not value:
         return "–"
     words = _word(EVENTS, value).replace("_", " ")
+    if step and str(step) in ROLLOUT_WORDS:
+        words = gettext("%(event)s: %(step)s", event=words, step=_word(ROLLOUT_WORDS, step))
+        if reason == "hospital":  # every step of the hospital's rollout is the hospital's
+            return words
     if reason:  # the reader's brackets: "（…）" in Chinese
         words = gettext("%(event)s (%(reason)s)", event=words,
                         reason=_word(EVENT_REASONS, reason).replace("_", " "))
@@ -265,10 +328,38 @@ def target_name(target: object) -> str:
     return text.removeprefix("account:")
 
 
+def target_box(target: object) -> tuple[str, str] | None:
+    """The box an audit row is about (``box:CLINIC/DEVICE``) as (clinic, device), or None."""
+    text = str(target or "")
+    clinic, slash, device = text.removeprefix("box:").partition("/")
+    if not text.startswith("box:") or not slash or not clinic or not device or "/" in device:
+        return None
+    return clinic, device
+
+
+def target_rollout(target: object) -> int | None:
+    """The rollout an audit row is about (``rollout:2``), or None."""
+    text = str(target or "")
+    if text.startswith("rollout:") and text[8:].isdigit() and len(text) < 28:
+        return int(text[8:])
+    return None
+
+
+def box_words(clinic: object, device: object) -> str:
+    """A box named in words: "box box-1 of clinic qingshan-1"."""
+    return gettext("box %(device)s of clinic %(clinic)s", device=device, clinic=clinic)
+
+
 def disk(used_pct: float | None) -> str:
     """A disk's use (stored in percent, 0–100) in the format of the scores: ``60 %`` / ``60%``."""
     return formats.percent(None if used_pct is None else float(used_pct) / 100)
 
+
+#: a probability (0 … 1) as the box's pages write it: ``87%``, ``>99%``
+probability = probability_words.percent
+#: the whole image's probability in the study page's sentence: "Whole image: >99%, the
+#: most suspicious of 3 images analysed"
+whole_image = probability_words.whole_image
 
 #: whether the model is the demo's (trained on phantoms: the page must say so)
 is_demo = is_demo_model

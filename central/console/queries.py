@@ -16,6 +16,7 @@ from typing import Any
 
 from central import rollouts
 from central.config import HealthConfig
+from central.console import box_story
 from central.fleet import BOX_STATE_COLUMNS
 from central.reviews import ALERT_COLUMNS
 from central.sql import Database
@@ -147,6 +148,29 @@ def _escalated(alert: dict[str, Any], escalate_before: float) -> bool:
     return alert["state"] != AlertState.REVIEWED and alert["received_at"] < escalate_before
 
 
+#: the whole image's probability from which a waiting alert is of high priority
+HIGH_PRIORITY_SCORE = 0.9
+
+
+def priority(alert: dict[str, Any]) -> str:
+    """An alert's priority, the worklist's order in one word: ``overdue`` (waiting longer
+    than ``[alerts] escalate_minutes``: ``escalated``), ``high`` (the model's probability
+    for the whole image is :data:`HIGH_PRIORITY_SCORE` or more), ``normal``; "" for a
+    reviewed alert (nothing is waiting)."""
+    if alert["state"] == AlertState.REVIEWED:
+        return ""
+    if alert.get("escalated"):
+        return "overdue"
+    score = alert.get("score")
+    return "high" if score is not None and float(score) >= HIGH_PRIORITY_SCORE else "normal"
+
+
+def _mark(rows: list[dict[str, Any]], escalate_before: float) -> None:
+    for row in rows:
+        row["escalated"] = _escalated(row, escalate_before)
+        row["priority"] = priority(row)
+
+
 _ALERT_SELECT = ("SELECT " + ", ".join(f"a.{c}" for c in ALERT_COLUMNS)
                  + ", c.name AS clinic_name, c.county AS county"
                  " FROM alerts a LEFT JOIN clinics c ON c.clinic = a.clinic")
@@ -173,8 +197,7 @@ def worklist(db: Database, filters: AlertFilters, *, page: int, escalate_minutes
              (page - 1) * ALERTS_PER_PAGE])
         rows = _dicts(cursor)
         last = tx.execute("SELECT MAX(id) FROM alerts").fetchone()[0]
-    for row in rows:
-        row["escalated"] = _escalated(row, before)
+    _mark(rows, before)
     return Page(rows, page, ALERTS_PER_PAGE, total, {"last_id": int(last or 0)})
 
 
@@ -192,8 +215,7 @@ def alerts_after(db: Database, filters: AlertFilters, after: int, *, escalate_mi
         rows = _dicts(tx.execute(f"{_ALERT_SELECT} WHERE {' AND '.join(terms)}"
                                  " ORDER BY a.id DESC LIMIT ?", [*params, ALERTS_PER_PAGE]))
         last = tx.execute("SELECT MAX(id) FROM alerts").fetchone()[0]
-    for row in rows:
-        row["escalated"] = _escalated(row, before)
+    _mark(rows, before)
     return rows, max(int(last or 0), after)
 
 
@@ -259,7 +281,7 @@ def alert(db: Database, alert_id: int, *, escalate_minutes: float,
     if not rows:
         return None
     row = rows[0]
-    row["escalated"] = _escalated(row, now - escalate_minutes * 60)
+    _mark([row], now - escalate_minutes * 60)
     payload = _payload(row.pop("payload"))
     payload = payload if isinstance(payload, dict) else {}
     assessment = payload.get("assessment")
@@ -351,8 +373,13 @@ def fleet(db: Database, *, county: str, clinic: str, health: str, page: int,
 
 def mark_health(box: dict[str, Any], health: HealthConfig, now: float) -> None:
     """Set a box row's ``stale`` (silent longer than ``[health] stale_seconds`` at ``now``),
-    ``queue_warn`` and ``disk_warn`` (``[health] queue_warn``, ``disk_warn_pct``)."""
+    ``restart`` (its ``offline`` is the restart after installing a model or going back to
+    one: :func:`box_story.restart`), ``queue_warn`` and ``disk_warn`` (``[health]
+    queue_warn``, ``disk_warn_pct``)."""
     box["stale"] = (box.get("last_seen") or 0) < now - health.stale_seconds
+    box["restart"] = None if box["stale"] else box_story.restart(
+        box.get("state"), box.get("state_at"), box.get("last_event"), box.get("last_event_at"),
+        now)
     box["queue_warn"] = box.get("queue_depth") is not None \
         and box["queue_depth"] > health.queue_warn
     box["disk_warn"] = box.get("disk_used_pct") is not None \

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from flask import Blueprint, abort, render_template, request
 from markupsafe import Markup
 
-from central.console import charts, queries
+from central.console import box_story, charts, queries
 from central.console.app import console, current_account
 from firmware_app.i18n import formats, gettext
 
@@ -93,7 +93,8 @@ def drift_charts(series: dict[str, list[dict[str, Any]]], psi_threshold: float,
 @blueprint.route("/fleet/<clinic>/<device>")
 @admin_only
 def box(clinic: str, device: str):
-    """One box: its latest state, recent statuses, events and alerts, and its drift charts."""
+    """One box: its latest state, recent statuses and events (each run once:
+    :mod:`central.console.box_story`) and alerts, and its drift charts."""
     state = console()
     db = state.store.database
     found = queries.box_state(db, clinic, device)
@@ -103,11 +104,13 @@ def box(clinic: str, device: str):
     now = time.time()
     queries.mark_health(found, health, now)
     target = queries.latest_rollout_targets(db, [(clinic, device)]).get((clinic, device))
+    events = queries.box_messages(db, clinic, device, "event", limit=50)
     return render_template(
         "box.html", box=found, moment=moment, rollout_target=target,
         proposal=queries.drift_proposal(target, now) if found["drift"] else None,
-        statuses=queries.box_messages(db, clinic, device, "status"),
-        events=queries.box_messages(db, clinic, device, "event"),
+        statuses=box_story.statuses(queries.box_messages(db, clinic, device, "status",
+                                                         limit=50), events),
+        events=box_story.events(events),
         alerts=queries.box_alerts(db, clinic, device),
         charts=drift_charts(queries.drift_series(db, clinic, device), health.drift_psi,
                             health.disagree_warn))

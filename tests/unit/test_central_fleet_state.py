@@ -108,10 +108,37 @@ def test_a_version_3_database_gets_its_box_state(tmp_path):
     again = Store(url)
     assert again.migrated_from == 3
     [state] = again.box_states()
+    # the queue of the message the box numbered last: the summary's, after the status
     assert (state["clinic"], state["state"], state["queue_depth"], state["last_seen"],
-            state["disk_used_pct"]) == ("clinic-a", "online", 7, NOW + 5, 41.5)
+            state["disk_used_pct"], state["queue_seq"]) == ("clinic-a", "online", 0, NOW + 5,
+                                                            41.5, 2)
     again.close()
     assert Store(url).migrated_from == VERSION
+
+
+def test_each_figure_is_the_latest_the_box_measured_with_when_it_measured_it(store):
+    made = int(NOW) - 180  # made three minutes before it arrived (it waited in the outbox)
+    store.store(Header("clinic-a", "box-1", "summary", 5),
+                summary_payload(created_at=made - 3000, queue_depth=6, disk_used_pct=73.2),
+                NOW - 2000)
+    head = {"row": 52, "hash": "ab" * 32, "since_row": 52, "since_hash": "ab" * 32, "at": 5}
+    store.store(Header("clinic-a", "box-1", "status", 7),
+                status_payload("heartbeat", created_at=made, queue_depth=0, audit=head), NOW)
+    # a summary the box numbered before that heartbeat arrives late: its queue is older
+    store.store(Header("clinic-a", "box-1", "summary", 6),
+                summary_payload(created_at=made - 60, queue_depth=6), NOW + 1)
+    state = store.box_state("clinic-a", "box-1")
+    assert (state["queue_depth"], state["queue_at"], state["queue_seq"]) == (0, made, 7)
+    assert state["audit_row"] == 52 and state["audit_at"] == made
+    # the disk is the last summary's, as old as the box made it
+    assert state["disk_at"] == made - 60
+    # a box whose clock is a year ahead: its figures are as old as their arrival
+    store.store(Header("clinic-a", "box-1", "status", 8),
+                status_payload("heartbeat", created_at=int(NOW) + 86400 * 365, queue_depth=2),
+                NOW + 10)
+    state = store.box_state("clinic-a", "box-1")
+    assert (state["queue_depth"], state["queue_at"]) == (2, NOW + 10)
+    assert state["audit_row"] == 52 and state["audit_at"] == made  # kept: none reported
 
 
 def test_clinics_are_named_and_refused_when_bad(store):

@@ -277,7 +277,9 @@ def test_the_review_form_warns_against_identifiers_in_the_note(console):
     hint = html.index('id="note-hint"')
     assert html.index('id="note"') < hint < html.index('id="submit-review"')
     assert "Do not write the patient" in html and "the note goes to the clinic" in html
-    assert "Probability / threshold" in html  # the short label leaves the values room
+    # the whole image's probability in the study page's own sentence, with the threshold
+    assert "Whole image: 80 %, the most suspicious of 1 image analysed" in html
+    assert "alert threshold 50 %" in html
 
 
 def test_a_follow_ups_months_stay_in_the_audit_detail_and_old_rows_still_read(console):
@@ -313,9 +315,9 @@ def test_disk_and_disagreement_are_in_the_scores_percent_format(console):
     with use_locale("zh_CN"):
         assert labels.disk(60.4) == "60%"
     admin = _client(console, ADMIN)
-    assert '<td class="number">41 %' in admin.get("/fleet").get_data(as_text=True)
+    assert '<td class="number disk">41 %' in admin.get("/fleet").get_data(as_text=True)
     html = admin.get("/fleet/c1/b1").get_data(as_text=True)
-    assert "<dd>41 %" in html
+    assert '<dd id="disk">41 %' in html
     psi_conf, _psi_int, disagree = re.findall(r"<svg.*?</svg>", html, flags=re.S)
     ticks = re.findall(r'class="tick">([^<]+)<', disagree)[:-2]  # less the two dates
     assert ticks[:3] == ["0 %", "10 %", "20 %"] and all(t.endswith(" %") for t in ticks)
