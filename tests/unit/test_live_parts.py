@@ -197,3 +197,51 @@ def test_one_writer_a_source_and_the_services_word_never_overwrites_a_running_on
     write_stopped(tmp_path, "us-1", "decoder_failed", {"status": 1})
     assert read_state(tmp_path, "us-1")["state"] == "decoder_failed"
     os.close(claim_source(tmp_path, "us-1"))  # free again
+
+
+def _frozen_machine_video(path, fps: float = 25.0) -> list[np.ndarray]:
+    """A machine's screen that moves for a second, then stands still for four while its
+    encoder (H.264, a key frame every second) goes on sending frames; the decoded frames'
+    image areas, grey."""
+    import av
+
+    from firmware_app.live.video_file import write_video
+    from phantoms.video import ScreenLayout, screen_frames
+
+    layout = ScreenLayout()
+    moving = [frame for frame, _boxes in screen_frames(5, 1.0, fps, layout)]
+    write_video(path, [*moving, *[moving[-1]] * round(4 * fps)], fps, "h264")
+    x, y, w, h = layout.region
+    with av.open(str(path)) as container:
+        decoded = [(frame.key_frame, frame.to_ndarray(format="gray")[y:y + h, x:x + w])
+                   for frame in container.decode(video=0)]
+    assert sum(key for key, _area in decoded) >= 4  # key frames keep coming while still
+    return [area for _key, area in decoded]
+
+
+def test_a_frozen_picture_is_frozen_whatever_the_encoders_key_frames(tmp_path):
+    fps = 25.0
+    areas = _frozen_machine_video(tmp_path / "frozen.mp4", fps)
+    watch = PictureWatch(frozen_seconds=2.0, modality="US")
+    states = [watch.judge(area, i / fps)[0] for i, area in enumerate(areas)]
+    assert set(states[:25]) == {LiveState.RUNNING}  # the moving second is live
+    # still from the second second on: frozen two seconds later, and through every key frame
+    frozen_from = round(3.0 * fps) + 1
+    assert LiveState.FROZEN not in states[:frozen_from - 2]
+    assert set(states[frozen_from:]) == {LiveState.FROZEN}, states[frozen_from:]
+    # at another rate (a frame every 200 ms) the same
+    slow = PictureWatch(frozen_seconds=2.0, modality="US")
+    assert [slow.judge(area, i / fps)[0] for i, area in enumerate(areas)
+            if i % 5 == 0][-1] == LiveState.FROZEN
+
+
+def test_codec_noise_is_not_movement_but_a_moving_picture_is():
+    rng = np.random.default_rng(9)
+    still = _speckle(5)
+    noisy = np.clip(still + rng.normal(0, 3.0, still.shape), 0, 255).astype(np.uint8)
+    watch = PictureWatch(frozen_seconds=1.0, modality="US")
+    assert watch.judge(still, 0.0)[0] == LiveState.RUNNING
+    assert watch.judge(noisy, 0.6)[0] == LiveState.RUNNING
+    assert watch.judge(still, 1.2)[0] == LiveState.FROZEN  # noise around a still picture
+    shifted = np.roll(still, 2, axis=1)  # the probe moved two pixels
+    assert watch.judge(shifted, 1.3)[0] == LiveState.RUNNING
