@@ -18,7 +18,7 @@ from firmware_app.cli.infer_wording import verdict_word
 from firmware_app.contracts.reasons import decode, records
 from firmware_app.contracts.statuses import AssessmentKind, InstanceStatus
 from firmware_app.errors import EXIT_OK, EXIT_USAGE
-from firmware_app.i18n import N_, gettext, ngettext
+from firmware_app.i18n import ENGLISH, N_, current, gettext, ngettext
 from firmware_app.i18n.text import display_width, ljust, rjust
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db
@@ -184,11 +184,15 @@ def _print_live(sources: list[dict[str, Any]]) -> None:
     if not sources:
         return
     print(_("live sources (state, frames analysed a second, analysed / dropped):"))
+    english = current() == ENGLISH
     for s in sources:
-        why = s["detail"].get("error") or s["detail"].get("why") or ""
+        # the live process's own English words (an error, why no model) only in English: a
+        # state's words say it in the reader's language
+        why = (s["detail"].get("error") or s["detail"].get("why") or "") if english else ""
         session = _(", session %(id)s open", id=s["session"]) if s["session"] else ""
-        print(f"  {s['source']}: {s['state']}, {s['fps']}/s, {s['analysed']} / {s['dropped']}"
-              f"{session} ({s['written']}){' — ' + why if why else ''}")
+        print(f"  {s['source']}: {labels.live_state(s['state'])}, {s['fps']}/s, "
+              f"{s['analysed']} / {s['dropped']}{session} ({s['written']})"
+              f"{' — ' + why if why else ''}")
 
 
 def _print_pacs(destinations: list[dict[str, Any]]) -> None:

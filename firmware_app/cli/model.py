@@ -23,6 +23,7 @@ from pathlib import Path
 from firmware_app.contracts.manifest import ModelPackage, PackageError
 from firmware_app.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from firmware_app.i18n import gettext as _
+from firmware_app.i18n.error_words import error_words
 from firmware_app.i18n.text import display_width, ljust
 from firmware_app.models.package import list_packages, load_package, signature_history
 from firmware_app.models.store import resolve_package_root
@@ -173,7 +174,7 @@ def _model_rollback(config: config_module.Config) -> int:
     try:
         left, now = rollback(config)
     except PackageError as exc:
-        print(_("REFUSED: %(error)s", error=exc), file=sys.stderr)
+        print(_("REFUSED: %(error)s", error=error_words(exc)), file=sys.stderr)
         return EXIT_FAIL
     print(_("rolled back from %(left)s to %(now)s; a running service switches now", left=left,
             now=now))

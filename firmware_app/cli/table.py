@@ -19,7 +19,7 @@ import sys
 
 from firmware_app.arguments import CommandParser
 from firmware_app.errors import EXIT_USAGE, run_command
-from firmware_app.i18n import use_locale
+from firmware_app.i18n import ENGLISH, use_locale
 
 DESCRIPTION = ("The clinibox appliance: the box's commands. At the hospital, 'clinibox central' "
                "runs the receiver; on a workstation with the convert extra, 'clinibox convert' "
@@ -116,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command in ENGLISH_COMMANDS:  # services: no language set, their records English
         return run_command("clinibox", lambda: args.func(args))
-    with use_locale(command_language(args)):
+    language = command_language(args)
+    if language != ENGLISH:  # the command says what happened in the reader's words; the
+        logging.getLogger().setLevel(logging.ERROR)  # English log lines are the journal's
+    with use_locale(language):
         return run_command("clinibox", lambda: args.func(args))
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from firmware_app.contracts.egress import MODEL_ID, MODEL_REF
 from firmware_app.contracts.manifest import ModelPackage, PackageError
+from firmware_app.i18n import N_, gettext
 from firmware_app.models.golden import GoldenReport, check_golden, require_golden
 from firmware_app.models.package import load_package, version_key
 from firmware_app.models.store import (
@@ -48,7 +49,28 @@ log = logging.getLogger(__name__)
 
 
 class UpdateRefused(PackageError):
-    """An install or rollback the box will not do (nothing was changed)."""
+    """An install or rollback the box will not do (nothing was changed).
+
+    Made by :meth:`saying`, it keeps its marked English template and values, so a command
+    says it in the reader's language (``said``; ``i18n.error_words``) while its text (for
+    the logs) stays English."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message, code)
+        self.words = ""
+        self.values: dict[str, object] = {}
+
+    @classmethod
+    def saying(cls, template: str, code: str | None = None, **values: object
+               ) -> UpdateRefused:
+        """A refusal whose words are ``template`` (marked with ``N_``) filled with ``values``."""
+        refused = cls(template % values if values else template, code)
+        refused.words, refused.values = template, values
+        return refused
+
+    def said(self) -> str:
+        """The refusal in the current language."""
+        return gettext(self.words, **self.values) if self.words else str(self)
 
 
 @dataclass(frozen=True)
@@ -265,14 +287,15 @@ def rollback(config: Config, reason: str = "technician", *, by: str | None = Non
     if by is None:
         by = audit.console_actor() if reason == "technician" else audit.SERVICE_ACTOR
     if config.models.version:
-        raise UpdateRefused(f"[models] version pins {config.models.version}; change it there")
+        raise UpdateRefused.saying(N_("[models] version pins %(version)s; change it there"),
+                                   version=config.models.version)
     store = store_for(config)
     rollouts: list[int] = []
 
     def back(state: StoreState) -> tuple[str, str]:
         if not state.previous or not (store.package_root(state.previous) / "manifest.json"
                                       ).is_file():
-            raise UpdateRefused("there is no previous model package to go back to")
+            raise UpdateRefused.saying(N_("there is no previous model package to go back to"))
         if expect and state.active != expect:
             raise UpdateRefused(f"the box runs {state.active or 'no installed package'}, not "
                                 f"{expect}; nothing to roll back", "invalid")

@@ -47,7 +47,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from firmware_app.contracts.manifest import ModelPackage, PackageError
 from firmware_app.errors import EXIT_FAIL, EXIT_OK
-from firmware_app.i18n import N_, gettext, ngettext, use_locale
+from firmware_app.i18n import ENGLISH, N_, current, gettext, ngettext, use_locale
+from firmware_app.i18n.error_words import error_words
 from firmware_app.i18n.text import display_width, ljust
 from firmware_app.settings import box as config_module
 from firmware_app.settings.box import Config
@@ -103,7 +104,7 @@ def check_package(config: Config) -> tuple[Check, ModelPackage | None]:
     except (OSError, ValueError) as exc:  # PackageError is a ValueError
         return Check(name, FAIL, _("waiting for a model: %(why)s; images are received and held "
                                    "until the hospital's rollout or `clinibox model install` "
-                                   "gives one", why=exc)), None
+                                   "gives one", why=error_words(exc))), None
     return Check(name, PASS, ngettext(
         "%(model)s: signed by trusted key %(key)s, %(num)d artifact matches its sha256 (%(root)s)",
         "%(model)s: signed by trusted key %(key)s, %(num)d artifacts match their sha256 "
@@ -139,7 +140,7 @@ def check_golden_cases(config: Config, package: ModelPackage | None) -> Check:
         report = check_golden(package, config.runtime,
                               runtime_timings_path(config, package.name))
     except PackageError as exc:
-        return Check(name, FAIL, str(exc))
+        return Check(name, FAIL, error_words(exc))
     return Check(name, PASS if report.passed else FAIL, _golden_detail(report))
 
 
@@ -186,7 +187,7 @@ def _tls_probe(config: Config, host: str, timeout: float) -> str:
         ours = x509.load_pem_x509_certificate(Path(dicom.tls_cert).read_bytes())
         context = _tls_context(config)
     except (OSError, ValueError, ssl.SSLError) as exc:
-        return _("cannot load [dicom] tls_cert/tls_key: %(error)s", error=exc)
+        return _("cannot load [dicom] tls_cert/tls_key: %(error)s", error=error_words(exc))
     try:
         with socket.create_connection((host, dicom.port), timeout=timeout) as raw, \
                 context.wrap_socket(raw) as tls:
@@ -198,7 +199,7 @@ def _tls_probe(config: Config, host: str, timeout: float) -> str:
                  error=exc.reason or exc)
     except OSError as exc:
         return _("cannot reach %(host)s:%(port)s: %(error)s", host=host, port=dicom.port,
-                 error=exc.strerror or exc)
+                 error=error_words(exc, exc.strerror or exc))
     if presented != ours.public_bytes(Encoding.DER):
         return _("the TLS listener on port %(port)s presents another certificate than "
                  "[dicom] tls_cert: is another service on this port?", port=dicom.port)
@@ -410,8 +411,15 @@ def check_disk(config: Config) -> Check:
     return Check("disk space", PASS, detail)
 
 
+#: the database's newest times (``db.newest_times``' "newest table.column") in words
+DB_TIMES = {"newest instances.received_at": N_("the newest image received"),
+            "newest results.created_at": N_("the newest result"),
+            "newest events.at": N_("the newest event in the box's log")}
+
+
 def _db_times(config: Config) -> list[tuple[dt.datetime, str]]:
-    return [(dt.datetime.fromtimestamp(value, dt.timezone.utc), where)
+    return [(dt.datetime.fromtimestamp(value, dt.timezone.utc),
+             _(DB_TIMES[where]) if where in DB_TIMES else where)
             for value, where in db.newest_times(config.database_path)]
 
 
@@ -532,7 +540,7 @@ def _client_cert_problem(config: Config, now: dt.datetime) -> str:
         cert = x509.load_pem_x509_certificate(Path(config.mqtt.cert_file).read_bytes())
     except (OSError, ValueError) as exc:
         return _("cannot read [mqtt] cert_file %(path)s: %(error)s",
-                 path=config.mqtt.cert_file, error=exc)
+                 path=config.mqtt.cert_file, error=error_words(exc))
     if now > cert.not_valid_after_utc:
         return _("the client certificate expired on %(when)s: ask the hospital for a new "
                  "enrolment bundle", when=_when(cert.not_valid_after_utc))
@@ -566,7 +574,7 @@ def check_broker(config: Config, timeout: float) -> Check:
                        tls_version=ssl.PROTOCOL_TLS_CLIENT)
     except (OSError, ValueError, ssl.SSLError) as exc:
         return Check(name, FAIL, _("cannot load [mqtt] ca_file/cert_file/key_file: %(error)s",
-                                   error=exc))
+                                   error=error_words(exc)))
     started = time.monotonic()
     try:
         client.connect(m.host, m.port, keepalive=max(10, int(timeout) * 2))
@@ -582,13 +590,13 @@ def check_broker(config: Config, timeout: float) -> Check:
                                    where=where))
     except socket.gaierror as exc:
         return Check(name, FAIL, _("cannot resolve the broker host %(host)s: %(why)s",
-                                   host=repr(m.host), why=exc.strerror))
+                                   host=repr(m.host), why=error_words(exc, exc.strerror)))
     except TimeoutError:
         return Check(name, FAIL, _("timeout: no answer from %(where)s within %(seconds)s s",
                                    where=where, seconds=f"{timeout:g}"))
     except OSError as exc:
         return Check(name, FAIL, _("cannot reach %(where)s: %(why)s", where=where,
-                                   why=exc.strerror or exc))
+                                   why=error_words(exc, exc.strerror or exc)))
     try:
         deadline = started + timeout
         while not seen.done.is_set() and time.monotonic() < deadline:
@@ -638,7 +646,8 @@ def check_device_identity(config: Config) -> Check:
         key = signing.load_private_key(key_path)
         secret = secret_path.read_bytes()
     except (OSError, ValueError) as exc:
-        return Check(name, FAIL, _("cannot read the identity: %(error)s", error=exc))
+        return Check(name, FAIL, _("cannot read the identity: %(error)s",
+                                   error=error_words(exc)))
     if len(secret) < 16:
         return Check(name, FAIL, _("study-reference secret %(path)s is too short",
                                    path=secret_path))
@@ -659,7 +668,7 @@ def check_hospital_key(config: Config) -> Check:
         load_x25519_public(Path(path))
     except (OSError, ValueError) as exc:
         return Check("hospital key", FAIL, _("cannot load %(path)s: %(error)s", path=path,
-                                             error=exc))
+                                             error=error_words(exc)))
     return Check("hospital key", PASS, _("X25519 public key %(path)s", path=path))
 
 
@@ -671,7 +680,8 @@ def _guarded(name: str, check: Callable[[], Check]) -> Check:
         return check()
     except Exception as exc:
         return Check(name, FAIL, _("the check itself failed: %(error)s",
-                                   error=f"{type(exc).__name__}: {exc}"))
+                                   error=error_words(exc) if current() != ENGLISH
+                                   else f"{type(exc).__name__}: {exc}"))
 
 
 def run_checks(config: Config, timeout: float = DEFAULT_TIMEOUT) -> list[Check]:

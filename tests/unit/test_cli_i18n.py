@@ -169,3 +169,52 @@ def test_infer_batch_in_chinese(tmp_path, capsys, monkeypatch):
     assert main(["infer", "--config", str(config), "--json", str(missing)]) == 2
     assert json.loads(capsys.readouterr().out) == [
         {"file": str(missing), "status": "not_found", "reason": ""}]
+
+
+def test_rollback_selftest_and_the_live_lines_of_status_in_chinese(tmp_path, capsys,
+                                                                   monkeypatch):
+    """``model rollback`` (done and refused), a failing ``selftest`` and the live lines of
+    ``status`` print Chinese words, not the English refusal, log lines or an exception's
+    words ("[Errno 1414092869] Immediate exit requested")."""
+    from firmware_app.models.install import install
+    from firmware_app.settings.box import load
+    from firmware_app.storage.live_frames import FrameWriter, live_root
+    from tests.model_packages import make_package
+
+    path = tmp_path / "clinibox.toml"
+    path.write_text(f'[storage]\nstate_dir = "{(tmp_path / "state").as_posix()}"\n'
+                    '[dicom]\nenabled = false\n[runtime]\nbackend = "onnxruntime"\n'
+                    'precision = "fp32"\n'
+                    '[[live.sources]]\nname = "us-1"\nurl = "rtsp://127.0.0.1:9/live"\n')
+    config = load(str(path))
+    for version in ("1.1.0", "1.2.0"):
+        install(config, make_package(tmp_path / "packages", version))
+    _chinese_terminal(monkeypatch)
+    capsys.readouterr()
+
+    assert main(["model", "rollback", "--config", str(path)]) == 0
+    done = capsys.readouterr()
+    assert done.out.strip() == ("已从 clinibox-demo-lesion@1.2.0 退回到 "
+                                "clinibox-demo-lesion@1.1.0；正在运行的服务现在就切换")
+    assert "rolled back" not in done.err and "WARNING" not in done.err  # no English log line
+    assert main(["model", "rollback", "--config", str(path)]) == 1
+    refused = capsys.readouterr()
+    assert refused.err.strip() == "已拒绝：没有可退回的旧模型包", refused.err
+
+    FrameWriter(live_root(config.state_dir), "us-1", 5.0).write_state(
+        {"state": "disconnected", "fps": 0.0, "analysed": 0, "dropped": 0,
+         "detail": {"error": "[Errno 1414092869] Immediate exit requested"}})
+    assert main(["status", "--config", str(path)]) == 0
+    status = capsys.readouterr().out
+    live = next(line for line in status.splitlines() if line.startswith("  us-1: "))
+    assert "Errno" not in status and "Immediate" not in status and "disconnected" not in live
+    assert is_chinese(live) and english_sentences(live) == [], live
+
+    (config.model_store_dir / "clinibox-demo-lesion" / "1.1.0" / "manifest.json").write_text(
+        "{}")  # the running package broken: the self-test fails it
+    main(["selftest", "--config", str(path), "--timeout", "0.5"])
+    table = capsys.readouterr().out
+    details = " ".join(line.split("  ", 2)[-1] for line in table.splitlines())
+    prose = re.sub(r"\S*/\S*|\[\w+\] \w+|\w+_\w+(\.\w+)?", "", details)
+    assert "manifest" not in table and "Errno" not in table, table
+    assert english_sentences(prose) == [], english_sentences(prose)
