@@ -1,5 +1,6 @@
 """A hospital console's day, as its store holds it after real messages: a clinic in Chinese
-words, a box that reported an alert with lesions, heartbeats, a summary, a rollout whose
+words, a box that reported an alert with lesions (and a second box with an overdue and a
+routine one), heartbeats, a summary, a rollout whose
 download it reported five times, a model install and the restart that loads it, and an
 audit trail that names a box and a rollout.
 
@@ -103,11 +104,19 @@ def build(store: Store, *, restarting: bool = True, now: float | None = None) ->
         _send(store, seq, "status", status_payload(
             "online", created_at=int(made) + 80, model=MODEL, queue_depth=0, audit=HEAD),
             made + 81)
-    # a second box that has sent only a heartbeat: no summary, so no disk yet
+    # a second box that has sent only a heartbeat: no summary, so no disk yet; its alert has
+    # waited two hours (overdue), a third one is routine
     quiet = [0]
+    for score, ago in ((0.62, 7200), (0.71, 600)):
+        _send(store, quiet, "alert", alert_payload(
+            created_at=int(now - ago) - 5, model=MODEL, score=score, threshold=0.5,
+            finding="lesion", assessment="finding", instances=1, modality="US",
+            study_ref=f"{int(ago):032x}", lesions=[{"label": "lesion", "score": score}]),
+            now - ago, device=QUIET)
     _send(store, quiet, "status", status_payload("heartbeat", created_at=int(now) - 100,
                                                  model=MODEL, queue_depth=2, downlink_key=KEY,
                                                  downlink_seq=0), now - 99, device=QUIET)
     with store.database.transaction(write=False) as tx:
-        alert_id = int(tx.execute("SELECT MAX(id) FROM alerts").fetchone()[0])
+        alert_id = int(tx.execute("SELECT id FROM alerts WHERE device = ?",
+                                  (DEVICE,)).fetchone()[0])
     return Scene(alert_id=alert_id, rollout_id=rollout_id, now=now)

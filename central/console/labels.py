@@ -200,6 +200,14 @@ def as_of(epoch: object, now: float | None = None) -> str:
     return gettext("as of %(age)s ago", age=age(max(0.0, now - float(epoch))))
 
 
+def ago(epoch: object, now: float | None = None) -> str:
+    """How old a figure is, short, for a list: "3 min ago" ("" when unknown)."""
+    if not isinstance(epoch, (int, float)) or isinstance(epoch, bool):
+        return ""
+    now = time.time() if now is None else now
+    return gettext("%(age)s ago", age=age(max(0.0, now - float(epoch))))
+
+
 def event(value: object, reason: object = None, step: object = None) -> str:
     """A box's event with its reason in words: "model rolled back (load failed)"; a
     rollout's event with the box's step: "model rollout: downloading"."""

@@ -107,10 +107,14 @@ def test_priority_is_a_priority_and_the_state_has_its_own_column(scene):
     html = _page(app, RADIOLOGIST, "/alerts?state=all")
     head = _between(html, "<thead>", "</thead>")
     assert head.index("优先级") < head.index("状态") < head.index("整张图像")
-    row = _between(html, "<tr data-alert-id", "</tr>")
-    priority = _between(row, 'class="priority', "</td>")
-    assert "高" in priority and "新" not in priority  # >99 %: high; its state is elsewhere
-    assert 'class="badge state-new"' in _between(row, 'class="state"', "</td>")
+    rows = re.findall(r"<tr data-alert-id.*?</tr>", html, flags=re.S)
+    priorities = [_between(row, 'class="priority', "</td>") for row in rows]
+    # in the worklist's order: waiting two hours, then >99 %, then 71 %
+    assert ["紧急：等待过久" in priorities[0], "高" in priorities[1],
+            "一般" in priorities[2]] == [True, True, True]
+    assert not any("新" in priority for priority in priorities)  # the state is elsewhere
+    assert all('class="badge state-new"' in _between(row, 'class="state"', "</td>")
+               for row in rows)
 
 
 def test_figures_are_the_latest_the_box_reported_with_their_age(scene):
