@@ -24,6 +24,7 @@ from central.console import box_story, labels
 from central.console.accounts import ConsoleAccounts
 from central.console.app import create_app
 from central.store import Store
+from firmware_app.contracts import probability_words
 from firmware_app.i18n import use_locale
 from tests import console_scene
 from tests.i18n_text import catalog_sentences, english_sentences, is_chinese, visible_text
@@ -208,3 +209,19 @@ def test_ages_and_audit_heads_in_words():
         assert labels.as_of(now - 180, now) == "as of 3 min ago"
         assert labels.audit_head(52, "extends") == "row 52, continues the trail the hospital saw"
         assert labels.box_words("qingshan-1", "box-1") == "box box-1 of clinic qingshan-1"
+
+
+def test_the_console_writes_a_probability_as_the_box_does():
+    from web import wording
+
+    for language in ("en", "zh_CN"):
+        with use_locale(language):
+            for value in (None, 0.0, 0.003, 0.5, 0.77, 0.994, 0.9995, 1.0):
+                assert labels.probability(value) == wording.percent(value)
+            # the box's sentence for a marked area carries the same words for its confidence
+            [line] = wording.finding_lines([{"x0": 0, "y0": 0, "x1": 1, "y1": 1,
+                                             "score": 0.77, "label": "lesion"}], None, None)
+            assert probability_words.lesion_confidence(0.77) in line
+    with use_locale("zh_CN"):
+        assert labels.whole_image(0.9995, 3) == "整张图像：>99%（已分析的 3 张图像中最可疑的一张）"
+        assert probability_words.lesion_confidence(0.77) == "模型置信度 77%"
