@@ -94,16 +94,24 @@ def _drift(store: Store, record: Device, summary: StoredMessage | None,
     return drift_warnings(baseline, recent, health)
 
 
-def _warnings(summary: StoredMessage | None, health: HealthConfig) -> list[str]:
-    if summary is None:
-        return []
-    figures = summary.payload
+def latest_queue(*messages: StoredMessage | None) -> int | None:
+    """The queue the box reported last: that of the message it numbered last among
+    ``messages`` (its latest status and summary), as the console shows it."""
+    present = [m for m in messages if m is not None and "queue_depth" in m.payload]
+    return max(present, key=lambda m: m.seq).payload["queue_depth"] if present else None
+
+
+def _warnings(summary: StoredMessage | None, queue: int | None,
+              health: HealthConfig) -> list[str]:
     reasons = []
+    if queue is not None and queue >= health.queue_warn:
+        reasons.append(f"{queue} objects waiting in the box's queue")
+    if summary is None:
+        return reasons
+    figures = summary.payload
     if figures["disk_used_pct"] >= health.disk_warn_pct:
-        reasons.append(f"disk {figures['disk_used_pct']:.0f}% full "
+        reasons.insert(0, f"disk {figures['disk_used_pct']:.0f}% full "
                        f"({figures['disk_free_mb']} MB free)")
-    if figures["queue_depth"] >= health.queue_warn:
-        reasons.append(f"{figures['queue_depth']} objects waiting in the box's queue")
     if figures["outbox_dropped"] > 0:
         reasons.append(f"the box's outbox dropped {figures['outbox_dropped']} messages")
     return reasons
@@ -148,7 +156,8 @@ def device_row(store: Store, record: Device, health: HealthConfig, now: float,
     state = status.payload["state"] if status else "unknown"
     state = "online" if state == "heartbeat" else state
     drift = _drift(store, record, summary, health)
-    warnings = (_warnings(summary, health) + drift + _event_warning(event, health, now)
+    queue = latest_queue(status, summary)
+    warnings = (_warnings(summary, queue, health) + drift + _event_warning(event, health, now)
                 + _audit_warning(audit_head))
     reasons: list[str] = []
     if record.revoked_at is not None:
@@ -181,7 +190,7 @@ def device_row(store: Store, record: Device, health: HealthConfig, now: float,
         "findings": figures.get("findings"),
         "quarantined": figures.get("quarantined"),
         "latency_p90_ms": figures.get("latency_ms", {}).get("p90"),
-        "queue_depth": figures.get("queue_depth"),
+        "queue_depth": queue,
         "disk_used_pct": figures.get("disk_used_pct"),
         "summary_at": summary.received_at if summary else None,
         "drift": drift,

@@ -343,3 +343,16 @@ def test_cli_usage_and_config_errors_exit_2_with_one_line(tmp_path, config_file,
     assert "clinic must be 1-32 lower-case letters" in capsys.readouterr().err
     assert cli.main(["enrol", "--config", str(config_file), "--clinic", "clinic-a",
                      "--device", "box-1", "--key", str(tmp_path / "none.pub")]) == 2
+
+
+def test_the_queue_is_the_one_the_box_reported_last_as_on_the_console(fleet):
+    health = HealthConfig(queue_warn=5)
+    fleet.enrol("box-1")
+    fleet.send("box-1", "summary", summary_payload(queue_depth=6), ago=600)
+    row = _row(build_report(fleet.store, health, NOW), "box-1")
+    assert row["queue_depth"] == 6 and "6 objects waiting in the box's queue" in row["reasons"]
+    # the box then analysed everything: its next heartbeat says so
+    fleet.send("box-1", "status", status_payload("heartbeat", queue_depth=0), ago=60)
+    row = _row(build_report(fleet.store, health, NOW), "box-1")
+    assert row["queue_depth"] == 0 and row["health"] == "ok"
+    assert fleet.store.box_state("clinic-a", "box-1")["queue_depth"] == row["queue_depth"]
