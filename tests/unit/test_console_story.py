@@ -66,9 +66,13 @@ def _between(html: str, start: str, end: str) -> str:
 
 def test_every_console_page_reads_in_chinese_without_english_or_codes(scene):
     app, made = scene
+    with app.config["CONSOLE"].store.database.transaction(write=True) as tx:  # one drifts
+        tx.execute("UPDATE box_state SET drift = 1, psi_confidence = 0.41, psi_intensity = 0.02,"
+                   " disagree_rate = 0.3 WHERE device = ?", (console_scene.QUIET,))
     pages = [(RADIOLOGIST, "/alerts?state=all"), (RADIOLOGIST, f"/alerts/{made.alert_id}"),
              (ADMIN, "/fleet"), (ADMIN, BOX_PAGE), (ADMIN, "/drift"), (ADMIN, "/audit"),
-             (ADMIN, "/users")]
+             (ADMIN, "/users"), (ADMIN, "/rollouts"), (ADMIN, f"/rollouts/{made.rollout_id}"),
+             (ADMIN, f"/fleet/{console_scene.CLINIC}/{console_scene.QUIET}")]
     for who, path in pages:
         html = _page(app, who, path)
         assert '<html lang="zh-CN">' in html, path
