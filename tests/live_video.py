@@ -64,6 +64,32 @@ def make_phantom_video(path: str | Path, seconds: float = 4.0, seed: int = 0,
     return out
 
 
+def make_doppler_video(path: str | Path, seconds: float = 8.0, fps: float = 25.0,
+                       seed: int = 2) -> PhantomVideo:
+    """``make_phantom_video``'s screen with a colour Doppler box in its image area (red flow
+    over blue, pulsing): a picture whose colour a kept frame must keep. The box's place in
+    frame pixels is ``DOPPLER_BOX`` (x0, y0, x1, y1), red above its middle, blue below."""
+    layout = ScreenLayout()
+    out = PhantomVideo(Path(path), fps, layout)
+    x0, y0, x1, y1 = DOPPLER_BOX
+    middle = (y0 + y1) // 2
+
+    def frames() -> Iterator[np.ndarray]:
+        for i, (frame, boxes) in enumerate(screen_frames(seed, seconds, fps, layout)):
+            out.boxes.append(boxes)
+            pulse = 150 + int(60 * np.sin(i / fps * 2 * np.pi))
+            frame[y0:middle, x0:x1] = (pulse, 20, 20)
+            frame[middle:y1, x0:x1] = (20, 30, pulse)
+            yield frame
+
+    write_video(path, frames(), fps, "h264")
+    return out
+
+
+#: where ``make_doppler_video`` draws its colour box (frame pixels, in the image area)
+DOPPLER_BOX = (600, 250, 760, 410)
+
+
 # -- senders -------------------------------------------------------------------------------
 
 

@@ -4,17 +4,23 @@ Pure functions from uint8 pixels (``[H, W]`` grey or ``[H, W, 3]`` RGB) and the
 session's :class:`CaptureContext` to Part-10 bytes, which then take the box's
 normal path (spool, worker, results, PACS). By the context's modality:
 
-* ``US``: key frame as Ultrasound Image Storage, 8-bit MONOCHROME2, uncompressed
-  (the box's model reads it again: lossless); clip as Ultrasound Multi-frame Image
-  Storage, each frame JPEG baseline. Colour is reduced to grey (ITU-R 601 luma).
-  A calibrated source (``mm_per_pixel > 0``) gets one ultrasound region covering the
-  image, deltas in cm, as scanners write it and the box reads it
+* ``US``: key frame as Ultrasound Image Storage, uncompressed (the box's model reads it
+  again: lossless): 8-bit MONOCHROME2 from a grey picture, RGB from a coloured one (colour
+  Doppler: ``is_colour``); clip as Ultrasound Multi-frame Image Storage, each frame JPEG
+  baseline, MONOCHROME2 or, when any frame has colour, YBR_FULL_422 (what DICOM asks of
+  lossy JPEG colour). A calibrated source (``mm_per_pixel > 0``) gets one ultrasound region
+  covering the image, deltas in cm, as scanners write it and the box reads it
   (``imaging/geometry.py``).
 * ``ES``: key frame as VL Endoscopic Image Storage, RGB uncompressed (grey is
   replicated); clip as Multi-frame True Color Secondary Capture, JPEG baseline frames
   (YBR_FULL_422).
 * anything else: Secondary Capture key frames (Conversion Type ``DV``, digitised
-  video), Multi-frame Grayscale Byte Secondary Capture clips.
+  video), MONOCHROME2 or RGB as for US; clips as Multi-frame Grayscale Byte Secondary
+  Capture, or Multi-frame True Color Secondary Capture when any frame has colour.
+
+A picture is grey when its colour samples agree everywhere (within the tolerance a video
+codec's chroma leaves on a grey picture): such a picture is kept as one grey sample, with
+nothing lost.
 
 Every object carries the session's study and series UIDs and the patient attributes as
 entered (empty allowed; a birth date or sex DICOM cannot hold is left empty); nothing
@@ -59,6 +65,14 @@ CLIP_DESCRIPTION = "Live session"
 JPEG_QUALITY = 90
 FRAME_TIME_POINTER = 0x00181063  # (0018,1063) Frame Time
 LUMA_601 = np.array([0.299, 0.587, 0.114])
+#: a pixel whose colour samples spread by more than this (0-255) has colour; a grey picture
+#: through a video codec's 4:2:0 chroma and back to RGB spreads by a few levels at most
+CHROMA_TOLERANCE = 24
+#: a picture has colour when at least this share of its (sub-sampled) pixels has: a colour
+#: Doppler box or a coloured scale in the image area, not a stray pixel of codec noise
+COLOUR_SHARE = 0.001
+#: colour is judged on every COLOUR_STEP-th pixel each way
+COLOUR_STEP = 2
 
 
 class CaptureError(CliniboxError):
@@ -85,13 +99,15 @@ class CaptureContext:
 
 def key_frame(pixels: np.ndarray, ctx: CaptureContext, instance_number: int,
               acquired: datetime.datetime) -> tuple[str, bytes]:
-    """One kept frame as an uncompressed single-frame object: (SOP Instance UID, bytes)."""
+    """One kept frame as an uncompressed single-frame object, RGB where it has colour
+    (always for ES), else MONOCHROME2: (SOP Instance UID, bytes)."""
     frame = _checked(pixels)
     modality = _modality(ctx)
+    frame = _rgb(frame) if modality == "ES" or is_colour(frame) else _grey(frame)
     if modality == "US":
-        sop_class, frame = UltrasoundImageStorage, _grey(frame)
+        sop_class = UltrasoundImageStorage
     elif modality == "ES":
-        sop_class, frame = VLEndoscopicImageStorage, _rgb(frame)
+        sop_class = VLEndoscopicImageStorage
     else:
         sop_class = SecondaryCaptureImageStorage
     ds = _base(ctx, sop_class, instance_number, acquired, KEY_FRAME_DESCRIPTION)
@@ -108,7 +124,8 @@ def key_frame(pixels: np.ndarray, ctx: CaptureContext, instance_number: int,
 
 def clip(frames: Sequence[np.ndarray], ctx: CaptureContext, instance_number: int,
          acquired: datetime.datetime, frame_time_ms: float) -> tuple[str, bytes]:
-    """Kept frames as one multi-frame cine object, JPEG baseline (quality 90) per frame."""
+    """Kept frames as one multi-frame cine object, JPEG baseline (quality 90) per frame:
+    YBR_FULL_422 when any frame has colour (always for ES), else MONOCHROME2."""
     if not frames:
         raise CaptureError("a clip needs at least one frame")
     if not frame_time_ms > 0:
@@ -117,7 +134,7 @@ def clip(frames: Sequence[np.ndarray], ctx: CaptureContext, instance_number: int
     if len({f.shape[:2] for f in checked}) != 1:
         raise CaptureError("the frames of a clip must all have the same size")
     modality = _modality(ctx)
-    colour = modality == "ES"
+    colour = modality == "ES" or any(is_colour(f) for f in checked)
     stack = [_rgb(f) if colour else _grey(f) for f in checked]
     if modality == "US":
         sop_class = UltrasoundMultiFrameImageStorage
@@ -171,6 +188,17 @@ def _checked(pixels: np.ndarray) -> np.ndarray:
     if min(array.shape[:2]) < 1:
         raise CaptureError("pixels must not be empty")
     return np.ascontiguousarray(array)
+
+
+def is_colour(pixels: np.ndarray) -> bool:
+    """Whether a uint8 picture has colour: ``[H, W, 3]`` whose samples spread by more than
+    CHROMA_TOLERANCE on at least COLOUR_SHARE of its pixels (a grey picture, or one with
+    the faint chroma a video codec leaves on grey, has none)."""
+    if pixels.ndim != 3:
+        return False
+    sample = pixels[::COLOUR_STEP, ::COLOUR_STEP]
+    spread = sample.max(axis=2).astype(np.int16) - sample.min(axis=2)
+    return bool(np.count_nonzero(spread > CHROMA_TOLERANCE) >= COLOUR_SHARE * spread.size)
 
 
 def _grey(frame: np.ndarray) -> np.ndarray:

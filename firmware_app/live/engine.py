@@ -24,10 +24,11 @@ import numpy as np
 from PIL import Image
 
 from firmware_app.contracts.statuses import LiveHint, LiveState
+from firmware_app.imaging import live_capture
 from firmware_app.inference.assessment import frame_blockers
 from firmware_app.inference.lesions import lesion_from_box
 from firmware_app.inference.runner import ModelRunner
-from firmware_app.live.keeper import Keeper
+from firmware_app.live.keeper import FOOTAGE_FPS, Keeper
 from firmware_app.live.picture import PictureWatch
 from firmware_app.live.source import Captured, SourceUnavailable, StreamRefused, VideoInput
 from firmware_app.live.tracker import LiveTracker, Track
@@ -42,6 +43,8 @@ MAX_BACKOFF = 5.0
 IDLE_FRAME_SECONDS = 1.0
 #: the state file is written at least this often while no frame comes (seconds)
 STATE_SECONDS = 0.5
+#: a source's timestamps further apart than this (seconds) are a jump of its clock
+MAX_FRAME_GAP = 1.0
 #: the states a frame itself implies (``process``): turned STALLED when frames stop coming
 FRAME_STATES = frozenset({LiveState.RUNNING, LiveState.NO_MODEL, LiveState.NO_SIGNAL,
                           LiveState.NO_CONTACT, LiveState.FROZEN})
@@ -78,6 +81,11 @@ class LiveEngine:
         self._last_frame_at = 0.0
         self._last_shown = 0.0
         self._last_state = 0.0
+        #: the source's clock for clips (``_source_time``): its last timestamp, and the
+        #: offset that makes it continuous
+        self._stamp_last: float | None = None
+        self._stamp_offset = 0.0
+        self._stamp_time = 0.0
         #: frame numbers go on from the previous process's (an open page asks for frames
         #: after the last it drew; a request names the frame it showed)
         self._seq = writer.last_seq
@@ -107,6 +115,7 @@ class LiveEngine:
                 for captured in video.frames():
                     backoff = 0.5
                     self.broken_packets = video.broken_packets
+                    self._feed_footage(captured)  # before the analysis thread may touch it
                     with self._cond:
                         if self._slot is not None:
                             self.dropped += 1
@@ -135,6 +144,43 @@ class LiveEngine:
             finally:
                 self.broken_packets = video.broken_packets
                 video.close()
+
+    def _feed_footage(self, captured: Captured) -> None:
+        """Hand a received frame's image area to the keeper for clips (a session open, at
+        most its rate): every frame received counts, not only those analysed. In colour
+        where the picture has colour (judged on a quarter-size copy), else grey."""
+        keeper = self.keeper
+        frame = captured.frame
+        if keeper is None:
+            return
+        when = self._source_time(frame, captured.arrived)
+        if not keeper.wants_footage(when) or self.size != (frame.width, frame.height):
+            return  # no session, or a new size the analysis has not taken in yet
+        x, y, w, h = self.region()
+        colour = self.source.modality == "ES"
+        if not colour:
+            small = frame.reformat(width=max(1, frame.width // 4),
+                                   height=max(1, frame.height // 4),
+                                   format="rgb24").to_ndarray()
+            colour = live_capture.is_colour(small[y // 4:(y + h) // 4, x // 4:(x + w) // 4])
+        picture = frame.to_ndarray(format="rgb24" if colour else "gray")[y:y + h, x:x + w]
+        keeper.footage(when, np.ascontiguousarray(picture))
+
+    def _source_time(self, frame, arrived: float) -> float:
+        """When a received frame was taken, by the source's own clock (its timestamp: a
+        burst of frames late off the network keeps its spacing), made continuous where the
+        clock jumps (a file loops, the source is opened again); its arrival without one."""
+        if frame.time is None:
+            return arrived
+        stamp = float(frame.time)
+        last = self._stamp_last
+        if last is None or not 0.0 < stamp - last <= MAX_FRAME_GAP:
+            # a jump: go on from the last time, one frame of the footage's rate later
+            self._stamp_offset = (self._stamp_time + 1.0 / FOOTAGE_FPS) - stamp \
+                if last is not None else arrived - stamp
+        self._stamp_last = stamp
+        self._stamp_time = stamp + self._stamp_offset
+        return self._stamp_time
 
     def _source_state(self, state: LiveState, detail: dict[str, Any]) -> None:
         """The capture thread's word on the source: it stands until a frame is captured."""
@@ -221,10 +267,9 @@ class LiveEngine:
             if lesions:
                 hint = LiveHint.HOLD_HERE
         self._seq += 1
-        if self.keeper is not None:
-            kept_area = area if self.source.modality != "ES" else \
-                frame.to_ndarray(format="rgb24")[y:y + h, x:x + w]
-            self.keeper.observe(np.ascontiguousarray(kept_area), on_frame, closed, self._seq)
+        if self.keeper is not None:  # the picture in colour only when something is kept
+            self.keeper.observe(area, on_frame, closed, self._seq,
+                                colour=lambda: frame.to_ndarray(format="rgb24")[y:y + h, x:x + w])
         self.hint = hint
         self.analysed += 1
         self._times.append(now)

@@ -6,15 +6,18 @@ Nothing is kept for a source without an open session (``storage/live_sessions.py
 one is open: each held lesion's best frame so far is held in memory and kept when the
 lesion leaves the picture (at most ``[live] key_frames_per_session`` kept this way); "keep
 this frame" keeps the frame shown; "keep a clip" keeps the last ``[live] clip_seconds`` of
-image area as a multi-frame object. Only the image area (``[[live.sources]] region``) is
-kept, never the machine's menus around it. The DICOM is written and landed by a thread of
-its own, so the analysis never waits on a disk.
+image area as a multi-frame object: every frame received in that time (up to FOOTAGE_FPS a
+second), fed by the capture thread, not only those the analysis took, timed as they came.
+Only the image area (``[[live.sources]] region``) is kept, never the machine's menus around
+it; in colour where the picture has colour (``imaging.live_capture.is_colour``). The DICOM
+is written and landed by a thread of its own, so the analysis never waits on a disk.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import itertools
 import logging
 import queue
 import threading
@@ -40,8 +43,12 @@ log = logging.getLogger(__name__)
 SESSION_POLL = 0.5
 #: how often the open session's requests are read (seconds): a keep waits at most this
 REQUEST_POLL = 0.2
-#: a clip keeps at most this many frames a second (its memory: clip_seconds x CLIP_FPS areas)
+#: the analysed frames held for "keep this frame" (the one the page showed): at most this
+#: many a second over ``[live] ring_seconds``
 CLIP_FPS = 15.0
+#: a clip keeps the frames received (not only those analysed) at the source's own rate, up
+#: to this many a second (its memory: clip_seconds x the rate, image areas)
+FOOTAGE_FPS = 30.0
 #: jobs waiting to be written at most (a full queue drops the automatic key frames first)
 MAX_JOBS = 16
 
@@ -96,6 +103,10 @@ class Keeper:
         #: over the longer of a clip and the page's ring (a frame the page steps back to)
         self._clip: deque[tuple[float, int, np.ndarray]] = deque()
         self._keep_seconds = max(config.clip_seconds, config.ring_seconds)
+        #: the last clip_seconds of frames received (arrival, area), fed by the capture
+        #: thread (``footage``) while a session is open: what a clip keeps
+        self._footage: deque[tuple[float, np.ndarray]] = deque()
+        self._footage_lock = threading.Lock()
         self._jobs: queue.Queue[_Job | None] = queue.Queue(MAX_JOBS)
         self._writer = threading.Thread(target=self._write_jobs, name=f"keep-{source.name}",
                                         daemon=True)
@@ -114,49 +125,63 @@ class Keeper:
         return {"id": self.session.id, "kept": self.kept, "error": self.last_error}
 
     def observe(self, area: np.ndarray, on_frame: list[Track], closed: list[Track],
-                seq: int) -> None:
-        """One analysed frame's image area (uint8 grey or RGB), its held tracks and those
-        that closed with it."""
+                seq: int, colour: Callable[[], np.ndarray] | None = None) -> None:
+        """One analysed frame's image area (uint8 grey), its held tracks and those that
+        closed with it; ``colour`` gives the same area in RGB, asked only when something
+        of this frame is held (``_picture``: colour kept as colour)."""
         now = self._now()
         acquired = datetime.datetime.now()
-        self._refresh(now, area, acquired)
+        resolved: list[np.ndarray] = []
+
+        def picture() -> np.ndarray:
+            if not resolved:
+                resolved.append(self._picture(area, colour))
+            return resolved[0]
+
+        self._refresh(now, picture, acquired)
         if self.session is None:
             return
         if not self._clip or now - self._clip[-1][0] >= 1.0 / CLIP_FPS:
-            self._clip.append((now, seq, area))
+            self._clip.append((now, seq, picture()))
         while self._clip and now - self._clip[0][0] > self._keep_seconds:
             self._clip.popleft()
         for track in on_frame:  # the best frame it was held on (its best may precede that)
             best = self._best.get(track.number)
             if track.held and (best is None or float(track.box.score) > best.score):
-                self._best[track.number] = _Best(float(track.box.score), area, acquired,
+                self._best[track.number] = _Best(float(track.box.score), picture(), acquired,
                                                  self.scale)
         for track in closed:
             best = self._best.pop(track.number, None)
             if best is not None and track.held:
                 self._keep_best(best)
-        self._answer(self._requests(now), now, area, acquired)
+        self._answer(self._requests(now), now, picture, acquired)
 
-    def _answer(self, requests: list[live_sessions.Request], now: float, area: np.ndarray,
-                acquired: datetime.datetime) -> None:
-        """Keep what the open session's requests ask for."""
+    def _picture(self, area: np.ndarray, colour: Callable[[], np.ndarray] | None
+                 ) -> np.ndarray:
+        """What is held of a frame: its RGB image area where it has colour (a colour
+        Doppler box, an endoscope: always), else its grey one (a copy either way)."""
+        if colour is not None:
+            rgb = colour()
+            if self.source.modality == "ES" or live_capture.is_colour(rgb):
+                return rgb
+        return np.ascontiguousarray(area).copy()
+
+    def _answer(self, requests: list[live_sessions.Request], now: float,
+                newest: Callable[[], np.ndarray], acquired: datetime.datetime) -> None:
+        """Keep what the open session's requests ask for (``newest``: the newest frame's
+        picture)."""
         assert self.session is not None
         for request in requests:
             if request.kind == LiveRequest.CLIP:
-                recent = [item for item in self._clip
-                          if now - item[0] <= self.config.clip_seconds]
-                frames = [frame for _t, _seq, frame in recent]
+                frames, interval = self._clip_frames(now)
                 if not frames:
                     continue
-                span = recent[-1][0] - recent[0][0]
-                interval = span / (len(frames) - 1) if len(frames) > 1 else 0.0
                 self._submit(_Job(self.session, LiveKept.CLIP, frames, acquired,
                                   request=request.id,
-                                  interval_ms=max(interval * 1000.0,
-                                                  1000.0 / self.config.max_fps),
+                                  interval_ms=max(interval * 1000.0, 1000.0 / FOOTAGE_FPS),
                                   mm_per_pixel=self.scale))
             else:
-                shown = self._shown(request.seq, area)
+                shown = self._shown(request.seq, newest)
                 if shown is None:  # the page's frame is older than anything held
                     self.last_error = "gone"
                     self._not_kept(_Job(self.session, LiveKept.KEY_FRAME, [], acquired,
@@ -165,19 +190,71 @@ class Keeper:
                 self._submit(_Job(self.session, LiveKept.KEY_FRAME, [shown], acquired,
                                   request=request.id, mm_per_pixel=self.scale))
 
-    def _shown(self, seq: int | None, newest: np.ndarray) -> np.ndarray | None:
+    def _shown(self, seq: int | None, newest: Callable[[], np.ndarray]) -> np.ndarray | None:
         """The image area of frame ``seq`` (the one the page showed; the nearest one held
         before it), the newest when none is named, None when the page's frame is older than
         anything held (never another frame in its place)."""
         if seq is None:
-            return newest
+            return newest()
         held = [item for item in self._clip if item[1] <= seq]
         return held[-1][2] if held else None
+
+    def _clip_frames(self, now: float) -> tuple[list[np.ndarray], float]:
+        """A clip's frames and their interval (seconds): the last ``clip_seconds`` of the
+        frames received, as many as the source sent at its own rate (up to FOOTAGE_FPS), so
+        that frames x interval is the clip's length; the analysed ones where none were fed."""
+        with self._footage_lock:
+            received = list(self._footage)
+        if len(received) < 2:  # no capture thread (a keeper fed by hand): what was analysed
+            received = [(t, frame) for t, _seq, frame in self._clip
+                        if now - t <= self.config.clip_seconds]
+        if not received:
+            return [], 0.0
+        if len(received) == 1:
+            return [received[0][1]], 0.0
+        steps = sorted(b[0] - a[0] for a, b in itertools.pairwise(received))
+        period = max(steps[len(steps) // 2], 1e-3)  # the source's own (median) interval
+        count = max(1, min(len(received), round(self.config.clip_seconds / period)))
+        taken = received[-count:]
+        span = taken[-1][0] - taken[0][0]
+        return [frame for _t, frame in taken], span / (count - 1) if count > 1 else period
+
+    @property
+    def recording(self) -> bool:
+        """Whether a session is open (the capture thread feeds ``footage`` only then)."""
+        return self.session is not None
+
+    def wants_footage(self, arrived: float) -> bool:
+        """Whether a frame taken at ``arrived`` (seconds, the source's clock) joins the
+        footage: a session is open and it is not closer to the last than FOOTAGE_FPS allows."""
+        if self.session is None:
+            return False
+        with self._footage_lock:
+            last = self._footage[-1][0] if self._footage else None
+        return last is None or arrived - last >= 0.9 / FOOTAGE_FPS
+
+    def footage(self, arrived: float, area: np.ndarray) -> None:
+        """One received frame's image area and when it was taken (the capture thread): the
+        last ``clip_seconds`` are held for a clip (a frame of another size, or a clock that
+        goes back, starts them again)."""
+        with self._footage_lock:
+            if self._footage and (self._footage[-1][1].shape != area.shape
+                                  or arrived <= self._footage[-1][0]):
+                self._footage.clear()
+            self._footage.append((arrived, area))
+            margin = 2.0 / FOOTAGE_FPS
+            while arrived - self._footage[0][0] > self.config.clip_seconds + margin:
+                self._footage.popleft()
+
+    def _forget_footage(self) -> None:
+        with self._footage_lock:
+            self._footage.clear()
 
     def picture_changed(self, mm_per_pixel: float) -> None:
         """The picture's size changed (its image area's scale now ``mm_per_pixel``, 0: not
         calibrated): a clip cannot mix sizes; start it again."""
         self._clip.clear()
+        self._forget_footage()
         self.scale = mm_per_pixel
 
     def flush(self) -> None:
@@ -191,8 +268,9 @@ class Keeper:
         """Keep what was asked and not yet read, flush, then let the writer finish what
         waits."""
         if self.session is not None and self._clip:
+            held = self._clip[-1][2]
             self._answer(self._requests(self._now(), every=True), self._now(),
-                         self._clip[-1][2], datetime.datetime.now())
+                         lambda: held, datetime.datetime.now())
         self.flush()
         self._jobs.put(None)
         self._writer.join(timeout=30)
@@ -204,7 +282,8 @@ class Keeper:
         self._submit(_Job(self.session, LiveKept.KEY_FRAME, [best.area], best.acquired,
                           score=best.score, mm_per_pixel=best.mm_per_pixel))
 
-    def _refresh(self, now: float, area: np.ndarray, acquired: datetime.datetime) -> None:
+    def _refresh(self, now: float, picture: Callable[[], np.ndarray],
+                 acquired: datetime.datetime) -> None:
         if now - self._checked < SESSION_POLL:
             return
         self._checked = now
@@ -220,11 +299,13 @@ class Keeper:
             return
         if self.session is not None:
             # what was asked in its last moments, from the frames it showed; then its lesions
-            newest = self._clip[-1][2] if self._clip else area
-            self._answer(self._requests(now, every=True), now, newest, acquired)
+            held = self._clip[-1][2] if self._clip else None
+            self._answer(self._requests(now, every=True), now,
+                         picture if held is None else lambda: held, acquired)
             self.flush()
         self.session = session
         self._clip.clear()
+        self._forget_footage()
         self._best.clear()
         if session is not None:
             self._kept[session.id] = len(done)

@@ -24,11 +24,18 @@ from firmware_app.settings.box import LimitsConfig
 STARTED = datetime.datetime(2025, 3, 4, 9, 30, 5, 250000)
 ACQUIRED = datetime.datetime(2025, 3, 4, 9, 41, 17, 500000)
 CANARY_NAME, CANARY_ID = "CANARY^LIVE^张三", "CANARY-ID-4711"
-#: modality -> (key frame SOP class, clip SOP class, clip photometric interpretation)
+#: modality -> (key frame SOP class, clip SOP class, clip photometric interpretation) of a
+#: coloured picture (colour kept as colour) and of a grey one
 KINDS = {
-    "US": (uids.UltrasoundImageStorage, uids.UltrasoundMultiFrameImageStorage, "MONOCHROME2"),
+    "US": (uids.UltrasoundImageStorage, uids.UltrasoundMultiFrameImageStorage, "YBR_FULL_422"),
     "ES": (uids.VLEndoscopicImageStorage,
            uids.MultiFrameTrueColorSecondaryCaptureImageStorage, "YBR_FULL_422"),
+    "XC": (uids.SecondaryCaptureImageStorage,
+           uids.MultiFrameTrueColorSecondaryCaptureImageStorage, "YBR_FULL_422"),
+}
+GREY_KINDS = {
+    "US": (uids.UltrasoundImageStorage, uids.UltrasoundMultiFrameImageStorage, "MONOCHROME2"),
+    "ES": KINDS["ES"],
     "XC": (uids.SecondaryCaptureImageStorage,
            uids.MultiFrameGrayscaleByteSecondaryCaptureImageStorage, "MONOCHROME2"),
 }
@@ -56,11 +63,27 @@ def _picture(height: int = 72, width: int = 96) -> np.ndarray:
     return rgb.astype(np.uint8)
 
 
-def _make(modality: str, kind: str, **changes) -> tuple[str, bytes]:
+def _grey_picture(height: int = 72, width: int = 96) -> np.ndarray:
+    """A grey picture as a video gives it: RGB, its samples a level or two apart."""
+    grey = np.rint(_picture(height, width).astype(np.float64) @ [0.299, 0.587, 0.114])
+    wobble = np.random.default_rng(3).integers(-2, 3, (height, width, 3))
+    return np.clip(grey[..., None] + wobble, 0, 255).astype(np.uint8)
+
+
+def _doppler(height: int = 72, width: int = 96) -> np.ndarray:
+    """A grey ultrasound picture with a colour Doppler box: red flow over blue."""
+    rgb = np.repeat(_picture(height, width)[..., :1], 3, axis=2)
+    rgb[10:30, 20:50] = (200, 30, 30)
+    rgb[30:45, 20:50] = (30, 40, 210)
+    return rgb
+
+
+def _make(modality: str, kind: str, picture=None, **changes) -> tuple[str, bytes]:
     ctx = _context(modality, **changes)
+    picture = _picture() if picture is None else picture
     if kind == "key":
-        return key_frame(_picture(), ctx, 3, ACQUIRED)
-    frames = [np.roll(_picture(), shift, axis=1) for shift in range(5)]
+        return key_frame(picture, ctx, 3, ACQUIRED)
+    frames = [np.roll(picture, shift, axis=1) for shift in range(5)]
     return clip(frames, ctx, 4, ACQUIRED, frame_time_ms=66.7)
 
 
@@ -68,10 +91,11 @@ def _dataset(data: bytes) -> pydicom.Dataset:
     return pydicom.dcmread(io.BytesIO(data))
 
 
+@pytest.mark.parametrize("colour", [True, False], ids=["colour", "grey"])
 @pytest.mark.parametrize("kind", ["key", "clip"])
 @pytest.mark.parametrize("modality", sorted(KINDS))
-def test_every_kind_is_valid_dicom_and_the_box_reads_it(tmp_path, modality, kind):
-    uid, data = _make(modality, kind)
+def test_every_kind_is_valid_dicom_and_the_box_reads_it(tmp_path, modality, kind, colour):
+    uid, data = _make(modality, kind, None if colour else _grey_picture())
     path = tmp_path / f"{modality}-{kind}.dcm"
     path.write_bytes(data)
     checked = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True,
@@ -80,7 +104,7 @@ def test_every_kind_is_valid_dicom_and_the_box_reads_it(tmp_path, modality, kind
     errors = [line for line in report.splitlines() if line.startswith("Error")]
     assert errors == [], report
     ds = _dataset(data)
-    key_class, clip_class, clip_photometric = KINDS[modality]
+    key_class, clip_class, clip_photometric = (KINDS if colour else GREY_KINDS)[modality]
     assert ds.SOPClassUID == (key_class if kind == "key" else clip_class)
     assert ds.SOPInstanceUID == uid == ds.file_meta.MediaStorageSOPInstanceUID
     image = decode_file(path, LimitsConfig(), 8)
@@ -93,6 +117,8 @@ def test_every_kind_is_valid_dicom_and_the_box_reads_it(tmp_path, modality, kind
         assert ds.PhotometricInterpretation == clip_photometric
     else:
         assert ds.file_meta.TransferSyntaxUID == uids.ExplicitVRLittleEndian
+        assert ds.PhotometricInterpretation == ("MONOCHROME2" if clip_photometric
+                                                == "MONOCHROME2" else "RGB")
     if ds.PhotometricInterpretation == "MONOCHROME2":  # the box sees stored / 255
         stored = ds.pixel_array.reshape(-1, ds.Rows, ds.Columns)[image.frame_indices]
         assert np.abs(image.frames - stored / 255.0).max() < 1e-6
@@ -111,13 +137,35 @@ def test_an_uncalibrated_ultrasound_source_gets_no_region(tmp_path):
     assert decode_file(path, LimitsConfig(), 1).pixel_spacing is None
 
 
-def test_ultrasound_key_frames_are_lossless_grey_by_itu_601():
-    picture = _picture()
+def test_grey_ultrasound_key_frames_are_lossless_grey_by_itu_601():
+    picture = _grey_picture()
     ds = _dataset(key_frame(picture, _context("US"), 1, ACQUIRED)[1])
     luma = np.rint(picture.astype(np.float64) @ [0.299, 0.587, 0.114]).astype(np.uint8)
     assert ds.PhotometricInterpretation == "MONOCHROME2" and ds.BitsStored == 8
     assert np.array_equal(ds.pixel_array, luma)
     assert "LossyImageCompression" not in ds
+
+
+@pytest.mark.parametrize("modality", ["US", "XC"])
+def test_a_colour_doppler_picture_stays_colour_in_key_frames_and_clips(tmp_path, modality):
+    picture = _doppler()
+    for kind in ("key", "clip"):
+        data = _make(modality, kind, picture)[1]
+        path = tmp_path / f"{modality}-{kind}.dcm"
+        path.write_bytes(data)
+        checked = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True,
+                                 check=False)
+        report = checked.stdout + checked.stderr
+        assert [line for line in report.splitlines() if line.startswith("Error")] == [], report
+        ds = _dataset(data)
+        assert ds.SamplesPerPixel == 3 and ds.PlanarConfiguration == 0
+        assert ds.PhotometricInterpretation == ("RGB" if kind == "key" else "YBR_FULL_422")
+        pixels = ds.pixel_array.astype(np.int16)
+        first = pixels if kind == "key" else pixels[0]
+        red, blue = first[14:26, 26:46].mean(axis=(0, 1)), first[34:42, 26:46].mean(axis=(0, 1))
+        assert red[0] - red[2] > 100 and blue[2] - blue[0] > 100  # the flow's colours, read back
+        grey = first[50:70, 60:90]
+        assert np.abs(grey[..., 0] - grey[..., 1]).mean() < 4  # the grey picture stays grey
 
 
 def test_endoscopic_key_frames_are_rgb_even_from_grey():
@@ -146,10 +194,8 @@ def test_clips_are_jpeg_cines_close_to_their_frames(modality):
     assert ds.LossyImageCompressionMethod == "ISO_10918_1"
     assert float(ds.LossyImageCompressionRatio) > 1.0
     decoded = ds.pixel_array.astype(np.float64)
-    expected = _picture().astype(np.float64)
-    if modality != "ES":
-        expected = expected @ [0.299, 0.587, 0.114]
-    assert decoded.shape[0] == 5
+    expected = _picture().astype(np.float64)  # in colour: colour is kept
+    assert decoded.shape == (5, *expected.shape)
     assert np.abs(decoded[0] - expected).mean() < 4.0
 
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 from PIL import Image
@@ -30,9 +31,11 @@ from firmware_app.storage.spool import make_spool
 from tests.box_harness import wait_for
 from tests.live_keeper import keeper_box
 from tests.live_video import (
+    DOPPLER_BOX,
     corrupted_ts,
     garbage,
     huge_mjpeg,
+    make_doppler_video,
     make_phantom_video,
     resolution_change_ts,
 )
@@ -165,6 +168,52 @@ def test_a_sessions_key_frames_and_clip_land_as_ultrasound_dicom(running, video)
         else:
             assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.6.1"
     assert live.rows("SELECT DISTINCT source, origin FROM instances") == [("live", "live:us-1")]
+
+
+def test_a_colour_doppler_clip_is_as_long_as_asked_at_the_sources_rate_and_in_colour(
+        running, tmp_path):
+    """A 25 fps colour Doppler source: "keep a clip (5 s)" keeps 5 s of it, every frame
+    received (not only those analysed), and the key frame and the clip keep the colour."""
+    fps = 25.0
+    video = make_doppler_video(tmp_path / "doppler.mp4", seconds=8.0, fps=fps).path
+    live = running(url=str(video), loop=True, mm_per_pixel=0.2, **REGION)
+    wait_for(lambda: live.state().get("analysed", 0) > 10, 60, "frames analysed")
+    with contextlib.closing(db.connect(live.config.database_path)) as conn:
+        session = live_sessions.start(conn, source="us-1", started_by="nurse")
+    wait_for(lambda: (live.state().get("session") or {}).get("id") == session.id, 30,
+             "the engine to see the session")
+    time.sleep(live.config.live.clip_seconds + 1.5)  # more picture than a clip keeps
+    with contextlib.closing(db.connect(live.config.database_path)) as conn:
+        live_sessions.ask(conn, session.id, LiveRequest.CLIP, "nurse")
+        live_sessions.ask(conn, session.id, LiveRequest.KEY_FRAME, "nurse")
+
+    def kept() -> dict:
+        with contextlib.closing(db.connect(live.config.database_path)) as conn:
+            return {k.kind: k for k in live_sessions.kept_by(conn, session.id)
+                    if k.score is None}
+
+    wait_for(lambda: set(kept()) == {LiveKept.CLIP, LiveKept.KEY_FRAME}, 60,
+             "the clip and the key frame")
+    paths = dict(live.rows("SELECT id, spool_path FROM instances"))
+    clip = pydicom.dcmread(paths[kept()[LiveKept.CLIP].instance_id])
+    frames, frame_ms = int(clip.NumberOfFrames), float(clip.FrameTime)
+    seconds = live.config.live.clip_seconds
+    assert frame_ms == pytest.approx(1000.0 / fps, abs=2.0)  # the source's own rate
+    assert frames * frame_ms / 1000.0 == pytest.approx(seconds, abs=1.0 / fps + 1e-6)
+    assert clip.PhotometricInterpretation == "YBR_FULL_422"
+    key = pydicom.dcmread(paths[kept()[LiveKept.KEY_FRAME].instance_id])
+    assert key.PhotometricInterpretation == "RGB"
+    x0, y0, x1, y1 = DOPPLER_BOX
+    x0, x1, y0, y1 = x0 - REGION["region_x"], x1 - REGION["region_x"], \
+        y0 - REGION["region_y"], y1 - REGION["region_y"]
+    middle = (y0 + y1) // 2
+    for pixels in (key.pixel_array, clip.pixel_array[frames // 2]):
+        pixels = pixels.astype(np.int16)
+        red = pixels[y0 + 10:middle - 10, x0 + 10:x1 - 10].mean(axis=(0, 1))
+        blue = pixels[middle + 10:y1 - 10, x0 + 10:x1 - 10].mean(axis=(0, 1))
+        assert red[0] - red[2] > 60 and blue[2] - blue[0] > 60  # the flow's colours
+        grey = pixels[:, :x0 - 20]  # the grey picture beside the box stays grey
+        assert np.abs(grey[..., 0] - grey[..., 2]).mean() < 6
 
 
 def test_a_source_that_is_missing_then_plugged_in_is_read(running, video, tmp_path):
