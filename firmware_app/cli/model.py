@@ -5,6 +5,9 @@
   with its own key, keeping the maker's signature (``models/resign.py``);
 * ``install PACKAGE``: verify, check the floor, run the golden cases here, switch
   (``model_update.py``);
+* ``trial-package --key MAKER.pem --version X.Y.Z --out DIR``: the demo package under a new
+  version, marked as a trial package, signed with one's own maker key, to rehearse
+  signing, rollout and rollback with (``models/rehearsal.py``);
 * ``rollback``: back to the kept previous package;
 * ``status``: what runs (verified as ``list`` does), what is kept, the floor, the trial
   and the history;
@@ -47,6 +50,8 @@ def cmd_model(args: argparse.Namespace) -> int:
     keys = [Path(k) for k in args.trust] if args.trust else config.trusted_key_paths
     if args.action == "sign":
         return _model_sign(args, keys)
+    if args.action == "trial-package":
+        return _model_trial_package(args)
     if args.action == "list":
         packages = list_packages(config.models_dir) + list_packages(config.model_store_dir)
         if not packages:
@@ -76,6 +81,10 @@ def cmd_model(args: argparse.Namespace) -> int:
         print("   " + _signers(package, short=False).removeprefix("; "))
     print("   " + _("intended use: %(use)s", use=wording.intended_use(
         package.manifest.get("intended_use", ""))))
+    rehearsal = (package.manifest.get("provenance") or {}).get("rehearsal")
+    if isinstance(rehearsal, dict):  # clinibox model trial-package
+        print("   " + _("TRIAL PACKAGE for rehearsals, made from %(source)s (same weights): "
+                        "not for clinical use", source=rehearsal.get("made_from", "?")))
     return EXIT_OK
 
 
@@ -168,6 +177,31 @@ def _model_sign(args: argparse.Namespace, keys: list[Path]) -> int:
     return EXIT_OK
 
 
+def _model_trial_package(args: argparse.Namespace) -> int:
+    from firmware_app.models.rehearsal import make_trial_package
+
+    if not args.key or not args.version or not args.out:
+        print(_("model trial-package needs --key MAKER.pem, --version and --out DIR"),
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        made = make_trial_package(Path(args.key), args.version, Path(args.out),
+                                  source=Path(args.path) if args.path else None,
+                                  archive=Path(args.archive) if args.archive else None)
+    except PackageError as exc:
+        print(_("REFUSED (%(code)s): %(error)s", code=exc.code, error=error_words(exc)),
+              file=sys.stderr)
+        return EXIT_FAIL
+    package = made.package
+    print(_("made the TRIAL package %(model)s from %(source)s (same weights; not for clinical "
+            "use), signed with key %(key)s, in %(out)s", model=package.model_id,
+            source=made.source, key=package.signer, out=package.root))
+    if made.archive is not None:
+        print(_("archive %(path)s: sha256 %(sha256)s, %(size)s bytes", path=made.archive.path,
+                sha256=made.archive.sha256, size=made.archive.size))
+    return EXIT_OK
+
+
 def _model_rollback(config: config_module.Config) -> int:
     from firmware_app.models.install import rollback
 
@@ -233,22 +267,27 @@ def add_parsers(sub, with_config: Callable[[argparse.ArgumentParser], argparse.A
         "model", help="list, verify, install, sign or roll back model packages; show their "
                       "state"))
     p.add_argument("action", choices=["list", "verify", "install", "rollback", "status",
-                                      "sign"])
+                                      "sign", "trial-package"])
     p.add_argument("path", nargs="?",
                    help="verify: package folder (default: the running one); install, sign: "
-                        "the package folder or .tar.gz")
+                        "the package folder or .tar.gz; trial-package: the demo package "
+                        "folder (default: the bundled one)")
     p.add_argument("--json", action="store_true", help="status as JSON")
     p.add_argument("--trust", action="append", metavar="KEY.pub",
                    help="public key to trust instead of the configured ones (repeatable); "
                         "sign: the maker's key the package is signed with")
     p.add_argument("--key", metavar="KEY.pem",
-                   help="sign: the hospital's model-signing private key (never the demo key)")
+                   help="sign: the hospital's model-signing private key (never the demo key); "
+                        "trial-package: your own 'maker' key (clinibox keys generate)")
     p.add_argument("--out", metavar="DIR",
                    help="sign: the signed package folder to write (default: "
-                        "<name>-<version>-signed/ beside PACKAGE)")
+                        "<name>-<version>-signed/ beside PACKAGE); trial-package: the folder "
+                        "to write")
     p.add_argument("--archive", metavar="OUT.tar.gz",
-                   help="sign: also write the signed package as an archive (for rollouts and "
-                        "model install)")
+                   help="sign, trial-package: also write the package as an archive (for "
+                        "rollouts and model install)")
+    p.add_argument("--version", metavar="X.Y.Z", dest="version",
+                   help="trial-package: the trial package's version (newer than the demo's)")
     p.set_defaults(func=cmd_model)
     p = with_config(sub.add_parser(
         "service-failed", help="OnFailure= hook: record a failed unit, tell the hospital"))
