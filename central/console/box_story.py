@@ -25,12 +25,14 @@ def restart(state: object, state_at: object, event: object, event_at: object,
             now: float) -> str | None:
     """``install`` or ``rollback`` when a box's ``offline`` (received at ``state_at``) is the
     restart after its install or rollback ``event`` (at ``event_at``), less than
-    :data:`RESTART_SECONDS` ago; else None."""
+    :data:`RESTART_SECONDS` ago; else None. The two times are at most
+    :data:`RESTART_SECONDS` apart either way: an event's time may be the box's clock, a
+    little ahead of the hospital's."""
     kind = RESTART_EVENTS.get(str(event))
     if state != "offline" or kind is None or not _time(state_at) or not _time(event_at):
         return None
     went = float(state_at)  # type: ignore[arg-type]
-    if not 0 <= went - float(event_at) <= RESTART_SECONDS:  # type: ignore[arg-type]
+    if abs(went - float(event_at)) > RESTART_SECONDS:  # type: ignore[arg-type]
         return None
     return kind if now - went < RESTART_SECONDS else None
 
