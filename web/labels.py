@@ -97,6 +97,8 @@ LIVE_STATE = {
     LiveState.RUNNING: N_("Live"),
     LiveState.DISCONNECTED: N_("The video is not connected — check the cable"),
     LiveState.STALLED: N_("The video has stopped — check the machine and its cable"),
+    LiveState.NETWORK_LOST: N_("The network video has stopped — check the network and that "
+                               "the machine is sending its video"),
     LiveState.NO_SIGNAL: N_("No picture from the machine — check that its video output is on"),
     LiveState.FROZEN: N_("The machine's picture is frozen — unfreeze it on the machine"),
     LiveState.NO_CONTACT: N_("Probe not on the skin"),

@@ -55,6 +55,9 @@ POLL_INTERVAL = 0.01
 #: a running source whose state file is older than this is shown stalled (its process is gone)
 STALE_SECONDS = 10.0
 LIVE_VIEW_COALESCE = 300.0
+#: a frame served later than this after it arrived is not said late: its arrival is not on
+#: this boot's clock (a state file left from before a reboot)
+MAX_DELAY_SECONDS = 600.0
 #: the longest patient name and ID a session takes (DICOM PN and LO: 64 characters)
 FIELD_LIMIT = 64
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
@@ -75,6 +78,8 @@ KEEP_ERRORS = {
                "seconds."),
 }
 KEEP_ERROR_OTHER = N_("Not kept: the box could not store it. Tell the technician.")
+#: a session ended this recently is shown on its source's page, with where its study went
+LAST_SESSION_SECONDS = 12 * 3600.0
 #: what a source's picture shows, in words (``[[live.sources]] modality``)
 MODALITY_WORDS = {"US": N_("Ultrasound"), "ES": N_("Endoscopy")}
 
@@ -153,6 +158,19 @@ def _session_view(session: live_sessions.LiveSession | None) -> dict[str, Any] |
     }
 
 
+def _last_session(source: str) -> dict[str, Any] | None:
+    """The source's last session when none is open and it ended in the last
+    LAST_SESSION_SECONDS: its patient, what it kept, when it ended and its study page (the
+    page says where the study went after "end session")."""
+    recent = live_sessions.recent(database(), source, limit=1)
+    if not recent or recent[0].ended_at is None \
+            or time.time() - recent[0].ended_at > LAST_SESSION_SECONDS:
+        return None
+    view = _session_view(recent[0])
+    assert view is not None
+    return {**view, "ended": formats.moment(recent[0].ended_at)}
+
+
 def _kept_line(item: live_sessions.Kept) -> str:
     """One kept object in words: "key frame, 10:32:05" or "clip of 75 frames, 10:32:40"."""
     when = formats.moment(item.kept_at, with_seconds=True)
@@ -188,6 +206,7 @@ def _page(found: LiveSource, prefill: dict[str, str], status: int = 200) -> tupl
     live = _config().live
     return render_template(
         "live.html", source=found, session=_session_view(session), prefill=prefill,
+        last=None if session else _last_session(found.name),
         sexes=labels.SEXES, state_word=effective_state(state),
         hint_word=(state or {}).get("hint") or LiveHint.NONE.value,
         states=labels.LIVE_STATE, hints=labels.LIVE_HINT,
@@ -201,11 +220,25 @@ def _may_act() -> bool:
     return account is not None and account.is_clinician
 
 
+def served_delay_ms(entry: dict[str, Any], now: float | None = None) -> int | None:
+    """How late a frame is as it is served (ms): from its arrival at the box (the live
+    process's ``time.monotonic()``, one clock for every process of the box) to now; None
+    where its arrival is not known or not on this clock."""
+    arrived = entry.get("arrived")
+    if not isinstance(arrived, (int, float)) or isinstance(arrived, bool):
+        return None
+    delay = (time.monotonic() if now is None else now) - float(arrived)
+    return round(delay * 1000) if 0.0 <= delay < MAX_DELAY_SECONDS else None
+
+
 def _frame_header(entry: dict[str, Any], state: dict[str, Any]) -> str:
-    """``X-Live-Frame``: the frame's entry and the state's size, scale, state, hint, fps."""
+    """``X-Live-Frame``: the frame's entry and the state's size, scale, state, hint, fps,
+    and how late the frame is as it is served (``delay_ms``: the page adds its own time to
+    draw it)."""
     shown = {"width": state.get("width"), "height": state.get("height"),
              "mm_per_pixel": state.get("mm_per_pixel"), "state": effective_state(state),
-             "hint": state.get("hint"), "fps": state.get("fps")}
+             "hint": state.get("hint"), "fps": state.get("fps"),
+             "delay_ms": served_delay_ms(entry)}
     return json.dumps({**shown, **entry}, separators=(",", ":"))
 
 
@@ -293,6 +326,7 @@ def state_json(source: str):
     name = _source(source).name
     state = live_frames.read_state(_root(), name) or {}
     session = _session_view(live_sessions.open_session(database(), name))
+    last = None if session else _last_session(name)
     answer = jsonify(
         state=effective_state(state or None), detail=state.get("detail") or {},
         hint=state.get("hint") or LiveHint.NONE.value, fps=state.get("fps"),
@@ -300,6 +334,8 @@ def state_json(source: str):
         session=None if session is None else {
             "id": session["id"], "kept": session["kept"], "study_url": session["study_url"],
             "error": _keep_error(state, session["id"])},
+        last=None if last is None else {"id": last["id"], "kept": last["kept"],
+                                        "study_url": last["study_url"]},
         seqs=[f["seq"] for f in state.get("frames") or []])
     return _no_store(answer)
 

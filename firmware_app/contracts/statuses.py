@@ -159,6 +159,10 @@ class LiveState(Word):
     the box tries again."""
     STALLED = "stalled"
     """The source is open but no frame came for ``[live] stall_seconds``."""
+    NETWORK_LOST = "network_lost"
+    """A network stream (RTSP, UDP, HTTP) cannot be reached or stopped sending: the
+    network, or the machine's (or its encoder's) streaming, not a cable to the box; the box
+    tries again. A capture card or a file says ``disconnected`` or ``stalled``."""
     NO_SIGNAL = "no_signal"
     """Frames arrive but show nothing (the machine's output off, a card's blank screen)."""
     FROZEN = "frozen"

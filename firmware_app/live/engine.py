@@ -182,8 +182,17 @@ class LiveEngine:
         self._stamp_time = stamp + self._stamp_offset
         return self._stamp_time
 
+    def _lost(self, state: LiveState) -> LiveState:
+        """``state`` as a source of this kind says it: a network stream that cannot be
+        reached or stopped sending is a network fault (NETWORK_LOST), not a cable's."""
+        if self.source.kind == "stream" and state in (LiveState.DISCONNECTED,
+                                                      LiveState.STALLED):
+            return LiveState.NETWORK_LOST
+        return state
+
     def _source_state(self, state: LiveState, detail: dict[str, Any]) -> None:
         """The capture thread's word on the source: it stands until a frame is captured."""
+        state = self._lost(state)
         if state != self.state:
             log.info("live %s: %s %s", self.source.name, state, detail.get("error", ""))
         with self._cond:
@@ -220,7 +229,7 @@ class LiveEngine:
                             and now - self._last_frame_at > self.config.stall_seconds):
                         log.info("live %s: no frame for %s s", self.source.name,
                                  self.config.stall_seconds)
-                        self.state = LiveState.STALLED
+                        self.state = self._lost(LiveState.STALLED)
                         self.detail = {"seconds": self.config.stall_seconds}
                 if now - self._last_state >= STATE_SECONDS:
                     self._write_state()

@@ -83,7 +83,7 @@ def test_faulty_sources_are_said_on_their_pages_and_ingest_goes_on(tmp_path: Pat
                          if p.info["cmdline"] and camera in p.info["cmdline"])
             before = state("camera")["analysed"]
             child.kill()
-            wait_for(lambda: state("camera").get("state") in ("disconnected", "stalled")
+            wait_for(lambda: state("camera").get("state") == "network_lost"
                      or state("camera").get("analysed", 0) > before + 30, 60,
                      "the camera's loss seen")
             wait_for(lambda: state("camera").get("state") == "running"

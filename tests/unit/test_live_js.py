@@ -38,6 +38,9 @@ console.log(JSON.stringify({
   mm: l.lineLength({x: 0, y: 0}, {x: 30, y: 40}, 0.1),
   px: l.lineLength({x: 0, y: 0}, {x: 30, y: 40}, 0),
   fps: l.fpsText("{fps} frames analysed a second", 15.4, "en"), noFps: l.fpsText("{fps}", null),
+  delay: l.delayText("picture delay {ms} ms", [31, 44, 38, null, 120], "en"),
+  delayZh: l.delayText("画面延迟 {ms} 毫秒", [1234], "zh-CN"),
+  noDelay: l.delayText("{ms}", [null, undefined, -5]),
 }));
 """
 
@@ -65,3 +68,6 @@ def test_live_page_arithmetic():
     assert got["mm"] == {"value": pytest.approx(5.0), "units": "mm"}
     assert got["px"] == {"value": pytest.approx(math.hypot(30, 40)), "units": "px"}
     assert got["fps"] == "15 frames analysed a second" and got["noFps"] == ""
+    # the middle of the delays measured, to 10 ms: one late frame does not make the line jump
+    assert got["delay"] == "picture delay 40 ms" and got["delayZh"] == "画面延迟 1,230 毫秒"
+    assert got["noDelay"] == ""

@@ -102,6 +102,30 @@ def test_a_source_no_model_reads_that_stops_sending_is_said_stalled(tmp_path):
     assert engine.detail == {"seconds": 0.5}
 
 
+@pytest.mark.parametrize(("url", "lost"), [
+    ("udp://0.0.0.0:5004", LiveState.NETWORK_LOST),
+    ("rtsp://10.0.0.5/live", LiveState.NETWORK_LOST),
+    ("http://10.0.0.5/video.mjpg", LiveState.NETWORK_LOST),
+    ("/dev/video0", None), ("/srv/demo.mp4", None)])
+def test_a_network_stream_that_stops_is_a_network_fault_not_a_cable(tmp_path, url, lost):
+    """Before: a network stream that stopped was told to check the cable (disconnected,
+    stalled); a capture card's (and a file's) words stay as they were."""
+    config = from_dict({"live": {"stall_seconds": 0.5,
+                                 "sources": [{"name": "us-1", "url": url}]}})
+    writer = FrameWriter(tmp_path / "live", "us-1", config.live.ring_seconds)
+    engine = LiveEngine(config.live.sources[0], config.live, None, writer, None,
+                        no_model="no model here")
+    engine._source_state(LiveState.DISCONNECTED, {"error": "gone"})
+    assert engine.state == (lost or LiveState.DISCONNECTED)
+    engine._fault = None
+    engine._slot = _captured()
+    with _analysing(engine):
+        wait_for(lambda: engine.analysed == 1, 10, "the frame analysed")
+        wait_for(lambda: engine.state not in (LiveState.NO_MODEL, LiveState.RUNNING), 10,
+                 "the stop said")
+    assert engine.state == (lost or LiveState.STALLED)
+
+
 def test_an_unforeseen_fault_opening_the_source_does_not_end_the_capture(tmp_path,
                                                                           monkeypatch):
     """Before: an exception other than SourceUnavailable/StreamRefused while opening (a

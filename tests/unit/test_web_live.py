@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
+import time
 
 import pytest
 from PIL import Image
@@ -123,6 +124,22 @@ def test_next_answers_the_newest_frame_with_its_overlay_or_204(box):
     restarted = client.get("/live/us-1/next?after=9000")
     assert restarted.status_code == 200
     assert json.loads(restarted.headers["X-Live-Frame"])["seq"] == 3
+
+
+def test_a_served_frame_says_how_late_it_is(box):
+    """Before: the page showed frames a second but not how late the picture was."""
+    config, app, _conn = box
+    client = _client(app)
+    writer = _writer(config)
+    _publish(writer, 1, arrived=time.monotonic() - 0.25)  # arrived at the box 250 ms ago
+    frame = json.loads(client.get("/live/us-1/next?after=-1").headers["X-Live-Frame"])
+    assert 250 <= frame["delay_ms"] < 2000
+    _publish(writer, 2, arrived=time.monotonic() + 5000.0)  # not on this boot's clock
+    frame = json.loads(client.get("/live/us-1/next?after=1").headers["X-Live-Frame"])
+    assert frame["delay_ms"] is None
+    for chinese, words in ((False, "picture delay {ms} ms"), (True, "画面延迟 {ms} 毫秒")):
+        page = _client(app, chinese=chinese).get("/live/us-1").get_data(as_text=True)
+        assert f'data-delay-words="{words}"' in page
 
 
 def test_a_ring_frame_is_served_until_it_leaves_the_ring(box):
@@ -278,6 +295,40 @@ def test_the_form_is_prefilled_from_a_worklist_study_and_kept_frames_link_to_it(
     link = nurse.get("/live/us-1/state").get_json()["session"]["study_url"]
     assert link == f"/study/{study_id}"
     assert f'href="/study/{study_id}"' in nurse.get("/live/us-1").get_data(as_text=True)
+
+
+def test_after_the_session_ends_the_page_says_where_its_study_went(box):
+    """Before: once "end session" was pressed the page said only "no session open", and
+    nothing of the study the session made."""
+    _config, app, conn = box
+    nurse = _client(app)
+    nurse.post("/live/us-1/session", {"patient_name": "ZHAO^LEI", "patient_id": "ID-77"})
+    session = live_sessions.open_session(conn, "us-1")
+    live_sessions.record_kept(conn, session.id, live_sessions.Kept(
+        LiveKept.CLIP, 1, "1.2.5", 125, None, 1_790_000_000.0))
+    assert nurse.post("/live/us-1/session/end", {"session": str(session.id)}).status_code == 302
+    page = nurse.get("/live/us-1").get_data(as_text=True)
+    assert 'id="live-last"' in page and "ZHAO, LEI" in page and "ID-77" in page
+    assert "clip of 125 frames" in page and "What it kept is now a study of this patient" in page
+    assert 'id="live-last-link" class="live-study-link" href="#" hidden' in page  # not yet
+    assert nurse.get("/live/us-1/state").get_json()["last"]["study_url"] is None
+    with conn:  # the worker analysed what the session kept: its study is on the box
+        conn.execute("INSERT INTO studies(study_key, modality, instances, max_probability, "
+                     "findings, alert, warnings, received_at, updated_at) "
+                     "VALUES (?, 'US', 1, 0.1, 0, 0, 0, 1, 1)", (session.study_uid,))
+    study_id = conn.execute("SELECT id FROM studies WHERE study_key = ?",
+                            (session.study_uid,)).fetchone()[0]
+    assert nurse.get("/live/us-1/state").get_json()["last"]["study_url"] == \
+        f"/study/{study_id}"
+    page = nurse.get("/live/us-1").get_data(as_text=True)
+    assert f'id="live-last-link" class="live-study-link" href="/study/{study_id}">' in page
+    assert 'id="start-form"' in page  # the next patient's session below it
+    chinese = _client(app, chinese=True).get("/live/us-1").get_data(as_text=True)
+    assert "检查已结束" in chinese and "打开检查结果" in chinese
+    # a new session: the page is about it, not the last one
+    nurse.post("/live/us-1/session", {"patient_id": "ID-78"})
+    assert 'id="live-last"' not in nurse.get("/live/us-1").get_data(as_text=True)
+    assert nurse.get("/live/us-1/state").get_json()["last"] is None
 
 
 def test_the_sources_list_and_the_nav_link_follow_the_configuration(box, tmp_path):

@@ -82,6 +82,18 @@
       { maximumFractionDigits: 0 }).format(Number(fps)));
   }
 
+  /** "picture delay 40 ms" from its words with {ms} in them: the middle of the delays
+   *  measured (arrival at the box to drawn here), to the nearest 10 ms; "" without any. */
+  function delayText(words, delays, locale) {
+    const known = (delays || []).filter((ms) => ms !== null && ms !== undefined &&
+                                         Number.isFinite(Number(ms)) && Number(ms) >= 0)
+      .map(Number).sort((a, b) => a - b);
+    if (!known.length) return "";
+    const middle = known[Math.floor(known.length / 2)];
+    return words.replace("{ms}", new Intl.NumberFormat(locale || "en",
+      { maximumFractionDigits: 0 }).format(Math.round(middle / 10) * 10));
+  }
+
   /** The states in which the live process sends new pictures (the others: no live picture,
    *  a frame still on the page is the last one received). */
   const PICTURE_STATES = ["running", "no_contact", "no_signal", "frozen", "no_model"];
@@ -98,7 +110,7 @@
   }
 
   const api = { scaleBox, backingSize, sizeLabel, boxesToDraw, pruneRing, mergeSeqs, stepSeq,
-                framePoint, lineLength, fpsText, pictureLive, hintShown };
+                framePoint, lineLength, fpsText, delayText, pictureLive, hintShown };
   if (typeof module !== "undefined" && module.exports) module.exports = api;
   root.CliniboxLive = api;
 })(typeof globalThis !== "undefined" ? globalThis : this);
@@ -137,6 +149,7 @@
     let state = pane.dataset.state || "starting";  // the source's state (kept while frozen)
     let hintWord = "none";    // the shown frame's hint (shown only while running)
     let askedAt = 0;          // when this page last asked to keep something (ms)
+    const delays = [];        // {at, ms}: each frame's delay, arrival at the box to drawn
 
     const el = (id) => document.getElementById(id);
     const freezeButton = el("live-freeze");
@@ -261,11 +274,21 @@
 
     async function fetchFrame(url) {
       const response = await fetch(url, { credentials: "same-origin", cache: "no-store" });
+      const answered = performance.now();  // the box said how late the frame was then
       if (response.redirected || response.status === 401) { window.location.reload(); return null; }
       if (response.status !== 200) return response.status;
       const info = meta(response);
       return { seq: info.seq, arrived: Number(info.arrived) || 0, blob: await response.blob(),
-               meta: info };
+               meta: info, answered };
+    }
+
+    /** The frame just drawn: its delay (the box's, as served, and this page's since). */
+    function drawnLate(got) {
+      const served = got.meta.delay_ms;
+      if (served === null || served === undefined) return;
+      const now = performance.now();
+      delays.push({ at: now, ms: Number(served) + (now - got.answered) });
+      while (delays.length && now - delays[0].at > 2000) delays.shift();
     }
 
     async function loop() {
@@ -282,7 +305,7 @@
           keep(got);
           if (!frozen) {
             // a frame the browser cannot draw is skipped: the loop (the live picture) goes on
-            try { await show(got); } catch (error) { /* the next frame */ }
+            try { await show(got); drawnLate(got); } catch (error) { /* the next frame */ }
             setState(got.meta.state);
             fpsLine(got.meta.state === "running" ? got.meta.fps : null);
           }
@@ -292,9 +315,20 @@
       }
     }
 
+    let delayShownAt = 0;
+    let delayWords = "";
+
     function fpsLine(fps) {
       const text = L.fpsText(data.fpsWords, fps, locale);
-      const shown = text ? "· " + text : "";
+      const now = performance.now();
+      if (!text) {
+        delays.length = 0;
+        delayWords = "";
+      } else if (now - delayShownAt > 500) {  // steady enough to read: twice a second
+        delayShownAt = now;
+        delayWords = L.delayText(data.delayWords, delays.map((d) => d.ms), locale);
+      }
+      const shown = text ? "· " + text + (delayWords ? " · " + delayWords : "") : "";
       if (el("live-rate").textContent !== shown) el("live-rate").textContent = shown;
     }
 
@@ -371,7 +405,17 @@
           return;
         }
         if (answer.session) showKept(answer.session);
+        else if (answer.last) showLast(answer.last);
       } catch (error) { /* the box may be restarting; next second */ }
+    }
+
+    /** The session just ended: its study page once the box has analysed what it kept. */
+    function showLast(last) {
+      const link = el("live-last-link");
+      if (!link || !last.study_url) return;
+      link.href = last.study_url;
+      link.hidden = false;
+      el("live-last-waiting").hidden = true;
     }
 
     function showKept(session) {
