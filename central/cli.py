@@ -5,7 +5,8 @@ Subcommands: ``serve``, ``enrol``, ``enrol-code``, ``bundle``, ``revoke``,
 (names and counties), ``dead-letters`` (refused messages kept
 with their bytes), ``audit-heads`` (the boxes' audit-trail heads as witnessed,
 and a device's witness file), ``check-box`` (a signed test sent down, answered by the box)
-and ``config`` (print the defaults). Exit
+``check-broker`` (Mosquitto's set-up checked before it starts) and ``config`` (print the
+defaults). Exit
 status: 0 done, 1 failed, 2 bad usage or configuration (explained in one line).
 """
 
@@ -435,6 +436,25 @@ def cmd_check_box(args: argparse.Namespace, config: config_module.CentralConfig)
                            "why": link_check.problem_words(why), "seen": seen})
 
 
+def cmd_check_broker(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
+    """Check Mosquitto's configuration before starting it: files, certificates, TLS, ACL."""
+    from central import broker_check
+
+    try:
+        found = broker_check.check(Path(args.conf), receiver=args.receiver_user)
+    except OSError as exc:
+        raise CliniboxError(f"cannot read the broker's configuration {args.conf}: {exc}",
+                            exit_status=EXIT_USAGE) from exc
+    for finding in found:
+        print(f"{finding.problem.value}: {finding.fix}")
+    if found:
+        raise CliniboxError(f"the broker is not ready: {len(found)} problem(s) above",
+                            exit_status=EXIT_USAGE)
+    print(f"broker configuration {args.conf}: files readable by the broker, certificates "
+          "paired and from the CA, TLS with client certificates, ACL complete")
+    return EXIT_OK
+
+
 def cmd_audit_heads(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
     """Each device's latest witnessed audit head and every alarming verdict; a witness file."""
     from central.audit_witness import ALARMS, witness_document
@@ -583,6 +603,12 @@ def build_parser(prog: str = "clinibox central") -> argparse.ArgumentParser:
                        help="seconds to wait for the box's answer (default 120)")
     check.add_argument("--as", dest="account", default=None, metavar="NAME",
                        help="who tested, for the audit trail (default cli:<unix user>)")
+    broker = command("check-broker", cmd_check_broker,
+                     "check Mosquitto's configuration for the boxes before starting it")
+    broker.add_argument("--conf", default="/etc/mosquitto/mosquitto.conf",
+                        help="Mosquitto's configuration (its include_dir is read too)")
+    broker.add_argument("--receiver-user", default="central-receiver",
+                        help="the receiver certificate's CN, the ACL's user")
     command("config", cmd_config, "print the default configuration")
     from central.rollout_cli import add_rollout_commands
 

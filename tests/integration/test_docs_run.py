@@ -1,0 +1,156 @@
+"""The hospital's set-up pages run as written, end to end, and the loop they build works.
+
+``tests/docs_run.py`` runs every ``sh`` block of the broker, receiver, console and enrolment
+pages in order, in one shell in namespaces of its own (``/etc`` and ``/var`` overlays, a
+loopback of its own), with the real Mosquitto (started by Debian's own unit lines), the
+receiver, the console and a box: the hospital's IT person makes the CA, the broker's files,
+checks and starts the broker, makes the keys, writes the configuration, starts the receiver and
+the console, adds the accounts, issues the bundle; a technician provisions a box with it (the
+test's hook); the IT person enrols the box's code and proves the link with ``check-box``. Then
+a study reaches the box, its alert reaches the console, the radiologist refers the patient
+there, and the verdict and note reach the box's study page.
+
+A page that stops running as written fails here, with the block and its output.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.box_harness import to_toml, wait_for
+from tests.canary import write_canary_studies
+from tests.docs_run import REPO, DocShell, run_pages
+
+pytestmark = pytest.mark.integration
+
+PAGES = [REPO / "docs" / "hospital" / name
+         for name in ("broker.md", "receiver.md", "console.md", "enrolment.md")]
+RADIOLOGIST_PASSWORD = "reads-every-alert-2026"
+NURSE = ("nurse-wang", "clinic-reads-2026")
+NOTE = "请尽快转诊"
+
+
+def _central_rows(shell: DocShell, sql: str) -> list[tuple]:
+    path = shell.path("/var/lib/clinibox-central/central.db")
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        return conn.execute(sql).fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        conn.close()
+
+
+def _provision(box: Path):
+    """The technician's visit: provision the box from the bundle the enrolment page wrote,
+    and hand the enrolment code it printed to the hospital (the page's scanner input)."""
+
+    def hook(shell: DocShell) -> None:
+        box.mkdir(parents=True, exist_ok=True)
+        (box / "box.toml").write_text(to_toml({
+            "storage": {"state_dir": str(box / "state")},
+            "dicom": {"host": "127.0.0.1", "port": 11112},
+            "web": {"enabled": True, "host": "127.0.0.1", "port": 8080},
+            "studies": {"stable_seconds": 1.0},
+            "telemetry": {"heartbeat_seconds": 5.0, "retry_min_seconds": 0.2,
+                          "retry_max_seconds": 2.0}}))
+        output = shell.run(f"clinibox provision ~/hospital-ca/box-1.bundle --config {box}/box.toml",
+                           what="the technician's clinibox provision")
+        code = re.search(r"clinibox central enrol-code (CBX1:\S+)", output)
+        assert code is not None, output
+        shell.inputs["enrolment-code"] = code.group(1) + "\n"
+        # a demonstration box: it runs the phantom-trained demo model, signed with the DEMO key,
+        # which provision (rightly) stops trusting; a clinic's box gets a hospital-signed package
+        config = (box / "box.toml").read_text()
+        assert "trust_demo_key = false" in config
+        (box / "box.toml").write_text(config.replace("trust_demo_key = false",
+                                                     "trust_demo_key = true"))
+        shell.run(f"clinibox user add {NURSE[0]} --role clinician --password-stdin "
+                  f"--config {box}/box.toml <<< {NURSE[1]!r}", what="the nurse's account")
+
+    return hook
+
+
+def _start_box(box: Path):
+    """The box runs at the clinic: ``clinibox serve`` until its status reaches the hospital."""
+
+    def hook(shell: DocShell) -> None:
+        shell.run(f"setsid clinibox serve --config {box}/box.toml > {box}/serve.log 2>&1 &",
+                  what="the box's clinibox serve")
+        wait_for(lambda: _central_rows(
+            shell, "SELECT downlink_key FROM box_state WHERE clinic = 'clinic-a'"
+                   " AND device = 'box-1' AND downlink_key IS NOT NULL"), 180,
+                 "the box's first status at the hospital")
+
+    return hook
+
+
+def test_the_hospitals_pages_run_as_written_and_a_verdict_reaches_the_box(tmp_path):
+    box = tmp_path / "box"
+    shell = DocShell(tmp_path / "docs", inputs={
+        "radiologist-password": f"{RADIOLOGIST_PASSWORD}\n{RADIOLOGIST_PASSWORD}\n",
+        "it-desk-password": "watches-the-fleet-2026\n"},
+        hooks={"technician-provisions-the-box": _provision(box),
+               "the-box-runs": _start_box(box)})
+    try:
+        ran = run_pages(shell, PAGES)
+        assert all(ran.values()), ran  # every page had blocks, and each ran
+        # the broker runs as Debian's unit runs it, as the user mosquitto
+        assert shell.run("systemctl is-active mosquitto").strip() == "active"
+        owner = shell.run("ps -o user= -C mosquitto").split()
+        assert owner == ["mosquitto"], owner
+        # a key the broker's user cannot read is refused before the broker is started
+        shell.run("chmod 0600 /etc/mosquitto/certs/server.key")
+        refused = shell.run("clinibox central check-broker || echo REFUSED", check=False)
+        assert "unreadable" in refused and "REFUSED" in refused
+        assert "chgrp mosquitto /etc/mosquitto/certs/server.key" in refused
+        shell.run("chmod 0640 /etc/mosquitto/certs/server.key && clinibox central check-broker")
+        # check-box proved the link both ways
+        logs = "".join(p.read_text(errors="replace") for p in sorted(shell.logs.glob("*.log")))
+        assert "the box answered: the link works both ways" in logs
+
+        # a study reaches the box; its alert reaches the console
+        canaries = write_canary_studies(tmp_path / "canaries", 1, lesion=True)
+        files = " ".join(str(p) for p in canaries.files)
+        shell.run(f"storescu -aec CLINIBOX 127.0.0.1 11112 {files}", what="the modality")
+        wait_for(lambda: _central_rows(shell, "SELECT id FROM alerts"), 180,
+                 "the alert at the hospital")
+
+        # the radiologist refers the patient on the console; the box's study page shows it
+        answer = json.loads(shell.run(
+            f"cd {REPO} && python -m tests.docs_run_client review https://127.0.0.1:8443 "
+            f"wang.li {RADIOLOGIST_PASSWORD} {NOTE}; cd - > /dev/null",
+            what="the radiologist's review"))
+        assert answer["status"] == 302, answer
+
+        page = ""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not page:
+            found = json.loads(shell.run(
+                f"cd {REPO} && python -m tests.docs_run_client study https://127.0.0.1:8080 "
+                f"{NURSE[0]} {NURSE[1]}; cd - > /dev/null", what="the nurse's study page"))
+            page = found["page"] if found["study"] else ""
+            time.sleep(0 if page else 2)
+        assert page, "the verdict never reached the box's study page"
+        assert "refer the patient" in page and NOTE in page
+        # nothing identifying reached the hospital's database
+        db = shell.path("/var/lib/clinibox-central/central.db").read_bytes()
+        assert canaries.found_in(db) == []
+    except BaseException:
+        for log in sorted(shell.logs.glob("*.log"))[-6:]:
+            print(f"--- {log.name}\n{log.read_text(errors='replace')[-2000:]}")
+        serve_log = box / "serve.log"
+        if serve_log.exists():
+            print(f"--- box serve.log\n{serve_log.read_text(errors='replace')[-3000:]}")
+        raise
+    finally:
+        shell.close()
+        time.sleep(0.5)
