@@ -54,6 +54,8 @@ KEY_IMAGE_SIDE = 1024
 VERDICTS = tuple(labels.VERDICTS)
 #: Window presets offered for CT (name, centre, width in Hounsfield units).
 CT_PRESETS = labels.CT_PRESETS
+#: images waiting for a model listed at the top of every study's first page, at most
+WAITING_SHOWN = 10
 
 
 def _viewer():
@@ -87,19 +89,34 @@ def worklist():
     """Studies sorted by suspicion (alerts first), filtered by day and status."""
     args = _worklist_args()
     page = _worklist_page(args)
-    return render_template("worklist.html", page=page, args=args, reviews=_reviews(page),
+    return render_template("worklist.html", **_rows(args, page),
                            filters=queries.WORKLIST_FILTERS,
-                           refresh=_viewer().config.web.refresh_seconds,
-                           model_waiting=model_offers.waiting(database()))
+                           refresh=_viewer().config.web.refresh_seconds)
 
 
 @blueprint.route("/worklist/rows")
 def worklist_rows():
     """The worklist's rows alone, fetched by the page every few seconds to stay current."""
     args = _worklist_args()
-    page = _worklist_page(args)
-    return render_template("worklist_rows.html", page=page, args=args, reviews=_reviews(page),
-                           model_waiting=model_offers.waiting(database()))
+    return render_template("worklist_rows.html", **_rows(args, _worklist_page(args)))
+
+
+def _rows(args: dict[str, Any], page: queries.WorklistPage) -> dict[str, Any]:
+    """What the worklist's rows show: the page, the hospital's verdicts and, while the box
+    waits for a model, the images it holds (``waiting_rows``, the first
+    :data:`WAITING_SHOWN`, on the first page of every study; ``waiting_more``: how many more),
+    so the table lists what the badge "N waiting for a model" counts."""
+    conn = database()
+    model_waiting = model_offers.waiting(conn)
+    waiting = None
+    if model_waiting is not None and page.waiting and args["status"] == "all" \
+            and args["page"] == 1:
+        waiting = queries.worklist(conn, status="waiting", day=args["day"],
+                                   page_size=WAITING_SHOWN)
+    return {"page": page, "args": args, "reviews": _reviews(page),
+            "model_waiting": model_waiting,
+            "waiting_rows": waiting.rows if waiting else [],
+            "waiting_more": waiting.total - len(waiting.rows) if waiting else 0}
 
 
 def _reviews(page: queries.WorklistPage) -> dict[int, ReviewWords]:

@@ -253,8 +253,10 @@ def lesion_3d_lines(volumes: Any) -> list[str]:
 
 def series_reading_lines(volumes: Any) -> list[str]:
     """One sentence per series of several images read image by image, saying why."""
-    return [ngettext("A series of %(num)d image is read image by image: %(why)s.",
-                     "A series of %(num)d images is read image by image: %(why)s.",
+    return [ngettext("The %(num)d image of this series is looked at on its own, not as a 3-D "
+                     "volume: %(why)s.",
+                     "These %(num)d images of one series are looked at one by one, not together "
+                     "as a 3-D volume: %(why)s.",
                      len(series.instance_ids), why=labels.series_reading(series.reason))
             for series in volumes.series
             if series.read_as != "volume" and series.reason != "single_slice"

@@ -63,21 +63,24 @@ PER_SLICE_REASONS = (SINGLE_SLICE, MULTI_FRAME, NO_POSITIONS, NO_PIXEL_SPACING,
                      BAD_ORIENTATION, MIXED_ORIENTATION, MIXED_FRAME_OF_REFERENCE,
                      DUPLICATE_POSITIONS, TILTED, GAP, MIXED_PIXEL_SPACING,
                      IMPLAUSIBLE_GEOMETRY, TOO_MANY_RECORDS, NOT_COMPUTED)
-#: why a series is read image by image, in English words (the SR's; the viewer shows them
-#: in the reader's language through the catalog); ``single_slice`` is no series, never said
+#: why a series is read image by image, in plain English words a nurse reads (the SR's; the
+#: viewer shows them in the reader's language through the catalog: no DICOM terms such as
+#: "multi-frame object" or "frame of reference"); ``single_slice`` is no series, never said
 PER_SLICE_WORDS = {
-    MULTI_FRAME: N_("its images are multi-frame objects"),
-    NO_POSITIONS: N_("its images carry no position in the patient"),
-    NO_PIXEL_SPACING: N_("its images have no pixel spacing"),
-    BAD_ORIENTATION: N_("its images carry no valid orientation"),
-    MIXED_ORIENTATION: N_("its images lie in different orientations"),
-    MIXED_FRAME_OF_REFERENCE: N_("its images belong to different frames of reference"),
+    MULTI_FRAME: N_("each of its images is itself a clip of several frames"),
+    NO_POSITIONS: N_("its images do not record where in the body they were taken"),
+    NO_PIXEL_SPACING: N_("its images have no size calibration (mm per pixel)"),
+    BAD_ORIENTATION: N_("its images do not record which way they were taken"),
+    MIXED_ORIENTATION: N_("its images were taken in different directions"),
+    MIXED_FRAME_OF_REFERENCE: N_("its images come from different scans, so their positions "
+                                 "cannot be lined up"),
     DUPLICATE_POSITIONS: N_("two of its images lie at the same position"),
-    TILTED: N_("its stack is tilted (gantry tilt)"),
+    TILTED: N_("its slices were taken at a slant (the scanner was tilted)"),
     GAP: N_("slices are missing or unevenly spaced"),
-    MIXED_PIXEL_SPACING: N_("its images have different pixel spacings"),
-    IMPLAUSIBLE_GEOMETRY: N_("its images' positions or spacing are not those of a body"),
-    TOO_MANY_RECORDS: N_("it has more marked areas than the box reads as a volume"),
+    MIXED_PIXEL_SPACING: N_("its images have different size calibrations"),
+    IMPLAUSIBLE_GEOMETRY: N_("its images' positions or sizes do not fit a human body"),
+    TOO_MANY_RECORDS: N_("it has too many marked areas for the box to join them into 3-D "
+                         "lesions"),
     NOT_COMPUTED: N_("its volume could not be computed"),
 }
 #: geometry a body can have (mm): positions within a metre of the origin and a cell or a
