@@ -94,6 +94,42 @@ def order_line(order: Mapping[str, Any]) -> str:
                    model=order["model_id"], outcome=outcome(order))
 
 
+#: a download whose figures are older than this is said to have no news (seconds)
+PROGRESS_STALE_SECONDS = 30.0
+
+
+def _size(count: float) -> str:
+    return gettext("%(mb)s MB", mb=f"{count / 1e6:.1f}")
+
+
+def duration(seconds: float) -> str:
+    """"45 s", "12 min", "1 h 5 min"."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return gettext("%(s)s s", s=seconds)
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return gettext("%(min)s min", min=minutes)
+    return gettext("%(h)s h %(min)s min", h=minutes // 60, min=minutes % 60)
+
+
+def progress(download: Mapping[str, Any], now: float) -> str:
+    """A download in a line: "2.3 MB of 4.7 MB (48.9 %), 27 KB/s, about 1 min left"."""
+    line = gettext("%(received)s of %(total)s (%(percent)s %%)",
+                   received=_size(download["received_bytes"]),
+                   total=_size(download["total_bytes"]), percent=download["percent"])
+    if download["rate_bps"] > 0:
+        line = gettext("%(line)s, %(rate)s KB/s", line=line,
+                       rate=f"{download['rate_bps'] / 1000:.1f}")
+    if download["seconds_left"] is not None:
+        line = gettext("%(line)s, about %(left)s left", line=line,
+                       left=duration(download["seconds_left"]))
+    if now - download["at"] > PROGRESS_STALE_SECONDS:
+        line = gettext("%(line)s; nothing new for %(ago)s", line=line,
+                       ago=duration(now - download["at"]))
+    return line
+
+
 def waiting_banner() -> str:
     """What clinic staff read while the box waits for a model."""
     return gettext(WAITING_BANNER)

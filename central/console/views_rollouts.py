@@ -14,6 +14,8 @@ account's name; a decision taken from a drift proposal is a row of its own
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -192,7 +194,49 @@ def _rollout_or_404(rollout_id: int) -> dict[str, Any]:
         if row is None:
             abort(404)
         row["boxes"] = rollouts.targets(tx, rollout_id)
+        for target in row["boxes"]:
+            target["download"] = (download_progress(tx, rollout_id, target["clinic"],
+                                                    target["device"])
+                                  if target["step"] == "downloading" else None)
     return row
+
+
+#: the latest event messages of a box looked through for its download's progress
+PROGRESS_LOOKBACK = 40
+
+
+def download_progress(tx: Any, rollout_id: int, clinic: str, device: str
+                      ) -> dict[str, Any] | None:
+    """How far a box's download of the rollout's package had come when it last said so (its
+    ``downloading`` events carry ``received_bytes`` and ``total_bytes`` at each tenth): bytes,
+    total, percent, when it was received here, and the rate and minutes left from its last two
+    reports (None while there is one); None when the box has said nothing yet."""
+    rows = tx.execute("SELECT payload, received_at FROM messages WHERE clinic = ? AND"
+                      " device = ? AND kind = 'event' ORDER BY seq DESC LIMIT ?",
+                      (clinic, device, PROGRESS_LOOKBACK)).fetchall()
+    reports = []
+    for payload, received_at in rows:
+        body = json.loads(payload)
+        if body.get("rollout") == rollout_id and "received_bytes" in body:
+            reports.append((body, float(received_at)))
+        if len(reports) == 2:
+            break
+    if not reports:
+        return None
+    newest, at = reports[0]
+    received, total = int(newest["received_bytes"]), int(newest["total_bytes"])
+    progress: dict[str, Any] = {"received_bytes": received, "total_bytes": total,
+                                "percent": round(100 * received / total) if total else 0,
+                                "at": at, "rate_bps": None, "minutes_left": None}
+    if len(reports) == 2:
+        older = reports[1][0]
+        seconds = float(newest["created_at"]) - float(older["created_at"])  # the box's clock
+        gained = received - int(older["received_bytes"])
+        if seconds > 0 and gained > 0:
+            progress["rate_bps"] = gained / seconds
+            progress["minutes_left"] = max(1, math.ceil((total - received) / gained * seconds
+                                                        / 60))
+    return progress
 
 
 def _can_roll_back(target: dict[str, Any]) -> bool:

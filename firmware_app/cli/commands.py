@@ -143,7 +143,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(_("held back (quarantined or failed), by reason:"))
         for reason, n in report["quarantine_reasons"].items():
             print(f"  {n:>5} × {reasons.recorded_text(reason)}")
-    _print_model_orders(report["model_orders"])
+    _print_model_orders(report["model_orders"], report["download"])
     _print_pacs(report["pacs"])
     _print_live(report["live"])
     if report["audit"]["over_limit"]:
@@ -170,13 +170,17 @@ def _waiting_line(waiting: dict[str, Any], held: int) -> str:
              held=model_words.held_images(held))
 
 
-def _print_model_orders(orders: list[dict[str, Any]]) -> None:
-    """The hospital's latest model rollouts and the step the box reached in each."""
+def _print_model_orders(orders: list[dict[str, Any]], download: dict[str, Any] | None
+                        ) -> None:
+    """The hospital's latest model rollouts and the step the box reached in each, with the
+    download's progress under the order being downloaded."""
     if not orders:
         return
     print(_("model updates from the hospital (newest first):"))
     for order in orders:
         print(f"  {_clock(order['updated_at'])} {model_words.order_line(order)}")
+        if download is not None and download["seq"] == order["seq"] and not order["done"]:
+            print(f"  {' ' * 19} {model_words.progress(download, time.time())}")
 
 
 def _print_live(sources: list[dict[str, Any]]) -> None:

@@ -31,6 +31,7 @@ from firmware_app.i18n.text import display_width, ljust
 from firmware_app.models.package import list_packages, load_package, signature_history
 from firmware_app.models.store import resolve_package_root
 from firmware_app.settings import box as config_module
+from web import model_update_words as model_words
 from web import wording
 
 
@@ -134,6 +135,19 @@ def _running_model(config: config_module.Config) -> tuple[str | None, dict | Non
         return None, {"reason": exc.code, "detail": detail}
 
 
+def _download(config: config_module.Config) -> dict | None:
+    """The hospital's rollout being downloaded (``storage/download_progress.py``), or None."""
+    from firmware_app.storage import db, download_progress
+
+    if not config.database_path.exists():
+        return None
+    conn = db.connect(config.database_path)
+    try:
+        return download_progress.current(conn)
+    finally:
+        conn.close()
+
+
 def _signers(package: ModelPackage, *, short: bool) -> str:
     """``; signed by key X (hospital), first signed by key Y (maker)`` for a package signed
     again (``clinibox model sign``); empty for one signed once."""
@@ -222,7 +236,7 @@ def _model_status(config: config_module.Config, as_json: bool) -> int:
 
     state = store_for(config).read()
     running, waiting = _running_model(config)
-    report = {"running": running, **asdict(state)}
+    report = {"running": running, **asdict(state), "download": _download(config)}
     if waiting is not None:
         report["waiting_for_model"] = waiting
     if as_json:
@@ -232,6 +246,9 @@ def _model_status(config: config_module.Config, as_json: bool) -> int:
     active = state.active or _("(nothing installed: %(folder)s)", folder=config.models_dir)
     rows = ((_("running:"), shown), (_("active:"), active),
             (_("previous:"), state.previous or "-"), (_("floor:"), state.floor or "-"))
+    download = _download(config)
+    if download is not None:
+        rows += ((_("download:"), model_words.progress(download, time.time())),)
     if state.trial:
         since = time.strftime("%Y-%m-%d %H:%M", time.localtime(state.trial.since))
         rows += ((_("trial:"), _("%(version)s, %(jobs)s/%(of)s analyses since %(since)s",

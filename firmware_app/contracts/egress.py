@@ -422,6 +422,11 @@ SCHEMAS: dict[str, Obj] = {
         "rollout": Optional(Int(1, 2**63 - 1)),
         #: the box's step in that rollout (``rollout`` events)
         "step": Optional(OneOf(ROLLOUT_STEPS)),
+        #: how far the package's download has come: the bytes of the archive received so
+        #: far (``downloading`` steps, sent at each tenth of the archive)
+        "received_bytes": Optional(Int(0, 2**40)),
+        #: the archive's size in bytes, beside ``received_bytes``
+        "total_bytes": Optional(Int(0, 2**40)),
     }),
 }
 

@@ -102,7 +102,8 @@ def _running_model_id(config: Config) -> str:
 
 def report_event(config: Config, event: str, reason: str, subject: str = "", *,
                  running: str | None = None, unit: str = "clinibox", note: str = "",
-                 once_per_s: float = 0.0, rollout: int = 0, step: str = "") -> bool:
+                 once_per_s: float = 0.0, rollout: int = 0, step: str = "",
+                 progress: tuple[int, int] | None = None) -> bool:
     """Queue a device event for the hospital and note it in the box's event log; whether
     it was queued.
 
@@ -112,7 +113,8 @@ def report_event(config: Config, event: str, reason: str, subject: str = "", *,
     ``once_per_s``, the same event (same note) queued within that many seconds is not
     queued again: a state that every start finds again (a model the routing rules name and
     the box lacks) tells the hospital once a day, not at every restart. ``rollout`` and
-    ``step`` name a hospital rollout and the box's step in it.
+    ``step`` name a hospital rollout and the box's step in it, ``progress`` (bytes received,
+    total) how far its download has come.
     """
     running = _running_model_id(config) if running is None else running
     if not MODEL_ID.fullmatch(running or ""):
@@ -131,7 +133,7 @@ def report_event(config: Config, event: str, reason: str, subject: str = "", *,
             return False
         queue_device_event(conn, config.telemetry.outbox_max_messages,
                            device_event(event, reason, running, subject, unit,
-                                        rollout=rollout, step=step), note)
+                                        rollout=rollout, step=step, progress=progress), note)
     finally:
         conn.close()
     return True

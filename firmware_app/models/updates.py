@@ -20,6 +20,11 @@ hospital, sealed to the box, kept in ``model_offers`` before it is acknowledged)
 * **rollback**: :func:`models.install.rollback` back to the kept previous package, only while
   the box runs the version the order names.
 
+While it downloads, the updater notes how far it has come every few seconds
+(``storage/download_progress.py``: bytes, total, rate; the device page, ``clinibox status`` and
+``clinibox model status`` show them with the time left) and tells the hospital at each tenth
+of the archive (a ``downloading`` step with ``received_bytes`` and ``total_bytes``).
+
 Each step is a ``rollout`` device event for the hospital (``offered``, ``downloading``,
 ``downloaded``, ``verified``, ``golden_passed``; ``refused`` with its reason); the install,
 its refusal, the trial's end and a rollback report themselves (``model_installed``,
@@ -47,11 +52,12 @@ from firmware_app.contracts import downlink
 from firmware_app.contracts.manifest import PackageError
 from firmware_app.errors import CliniboxError
 from firmware_app.fs import fsync_dir
+from firmware_app.models.download_meter import DownloadMeter
 from firmware_app.models.install import UpdateRefused, install, report_event, rollback
 from firmware_app.models.package import version_key
 from firmware_app.models.store import store_for
 from firmware_app.settings.box import Config
-from firmware_app.storage import db, model_offers
+from firmware_app.storage import db, download_progress, model_offers
 from firmware_app.storage.model_offers import ModelOffer
 
 log = logging.getLogger(__name__)
@@ -262,6 +268,10 @@ class Updater:
             log.info("rollout %d: resuming at chunk %d of %d", offer.rollout, index + 1,
                      len(payload["chunk_sha256"]))
         bad = missed = 0
+        meter = DownloadMeter(payload["archive_bytes"],
+                              min(index * payload["chunk_bytes"], payload["archive_bytes"]),
+                              time.monotonic())
+        self._progress(offer, meter)
         pace = self.config.updates.max_kbps * 1000 / 8  # bytes a second (0: no cap)
         # a whole chunk must fit in the wait, even at the cap's pace on a slow link
         timeout = self.config.updates.chunk_timeout_seconds + (
@@ -312,9 +322,26 @@ class Updater:
                     self._step(offer, "refused", reason="no_space", done=True)
                     return None
                 index += 1
+                meter.add(len(chunk), time.monotonic())
+                self._progress(offer, meter)
                 if pace:
                     stop.wait(max(0.0, len(chunk) / pace - (time.monotonic() - started)))
         return self._finish(offer)
+
+    def _progress(self, offer: ModelOffer, meter: DownloadMeter) -> None:
+        """Note how far the download has come (every few seconds, for the device page and
+        ``clinibox status``) and tell the hospital at each tenth of the archive."""
+        now = time.monotonic()
+        if meter.save_due(now) or meter.received >= meter.total:
+            with self._database() as conn, db.transaction(conn):
+                download_progress.record(conn, offer.seq, meter.received, meter.total,
+                                         meter.rate(), time.time())
+        if meter.tell_due():
+            report_event(self.config, "rollout", "hospital", offer.model_id,
+                         rollout=offer.rollout, step="downloading",
+                         progress=(meter.received, meter.total),
+                         note=f"rollout {offer.rollout} of {offer.model_id}: downloading, "
+                              f"{meter.received} of {meter.total} bytes")
 
     def _finish(self, offer: ModelOffer) -> Path | None:
         """Check the whole archive's hash and keep it under its final name."""
@@ -329,13 +356,20 @@ class Updater:
             return None
         os.replace(part, archive)
         fsync_dir(self.folder)
+        self._clear_progress()
         self._step(offer, "downloaded")
         return archive
+
+    def _clear_progress(self) -> None:
+        with self._database() as conn, db.transaction(conn):
+            download_progress.clear(conn)
 
     def _drop(self, offer: ModelOffer) -> None:
         """Remove the order's download, whole or partial (a rollback order has none; an
         archive another open order fetches too is kept for it)."""
         sha = offer.payload.get("archive_sha256")
+        if sha is not None:
+            self._clear_progress()
         if sha is None or any(o.payload.get("archive_sha256") == sha
                               for o in self._open() if o.seq != offer.seq):
             return

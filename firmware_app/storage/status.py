@@ -25,7 +25,7 @@ from firmware_app.contracts.statuses import (
     OutboxState,
     Verdict,
 )
-from firmware_app.storage import model_offers
+from firmware_app.storage import download_progress, model_offers
 from firmware_app.storage.audit_size import size_figures as audit_size_figures
 from firmware_app.storage.dicom_outbox import destination_figures
 from firmware_app.storage.disk import disk_figures
@@ -141,4 +141,6 @@ def box_status(conn: sqlite3.Connection, state_dir: Path, now: float | None = No
         **retention_figures(conn),  # images_deleted_by_retention, last_retention_pass
         "model_waiting": model_waiting(conn),  # None, or reason, detail, since
         "model_orders": model_orders(conn),  # the hospital's latest rollouts, newest first
+        # the download in progress: seq, received/total bytes, percent, rate, time left, at
+        "download": download_progress.current(conn),
     }

@@ -263,10 +263,12 @@ def status_downlink_key(config: Config, identity: DeviceIdentity) -> str | None:
 
 
 def device_event(event: str, reason: str, model: str, subject_model: str = "",
-                 unit: str = "clinibox", *, rollout: int = 0, step: str = "") -> dict[str, Any]:
+                 unit: str = "clinibox", *, rollout: int = 0, step: str = "",
+                 progress: tuple[int, int] | None = None) -> dict[str, Any]:
     """A device event (model installed, refused, kept or rolled back; a rollout's step; a
     service failed). ``model`` "" while the box runs none; ``rollout`` and ``step`` name a
-    hospital rollout and the box's step in it."""
+    hospital rollout and the box's step in it; ``progress`` (bytes received, total) how far
+    its download has come."""
     payload: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
         "created_at": int(time.time()),
@@ -281,6 +283,8 @@ def device_event(event: str, reason: str, model: str, subject_model: str = "",
         payload["rollout"] = int(rollout)
     if step:
         payload["step"] = step
+    if progress is not None:
+        payload["received_bytes"], payload["total_bytes"] = (int(n) for n in progress)
     return payload
 
 

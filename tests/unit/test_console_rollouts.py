@@ -353,3 +353,38 @@ def test_rollout_pages_in_chinese_have_no_english_leftovers(console, archives):
                                            "canary": "1", "wave_size": "10"}, token=token)
     assert "即将向 1 台设备分发" in confirm.get_data(as_text=True)
     assert english_sentences(visible_text(confirm.get_data(as_text=True))) == []
+
+
+def test_a_rollouts_page_shows_each_boxs_download_as_it_reported_it(console, archives):
+    """A box downloading the package says so at each tenth (``received_bytes``,
+    ``total_bytes`` on its ``downloading`` events): the rollout's page shows bytes, percent,
+    the rate and the minutes left from its last two reports, in English and Chinese."""
+    from firmware_app.contracts.egress import check_message
+    from firmware_app.contracts.envelope import Header
+    from firmware_app.telemetry.messages import device_event
+    from tests.i18n_text import english_sentences, visible_text
+
+    rollout_id = _rollout(console, archives)
+    _step(console, rollout_id, ("c1", "box-1"), "downloading")
+    store = console.config["CONSOLE"].store
+    now = time.time()
+    for seq, (received, ago) in enumerate(((1_000_000, 120), (2_500_000, 60)), start=1):
+        event = device_event("rollout", "hospital", "", "clinibox-demo-lesion@2.0.0",
+                             rollout=rollout_id, step="downloading",
+                             progress=(received, 5_000_000))
+        event["created_at"] = int(now - ago)
+        check_message("event", event, None)
+        assert store.store(Header("c1", "box-1", "event", seq), event, now - ago + 1)
+    admin = _client(console, ADMIN)
+    page = admin.get(f"/rollouts/{rollout_id}").get_data(as_text=True)
+    row = page[page.index('data-target="c1/box-1"'):]
+    row = row[:row.index("</tr>")]
+    assert '<progress max="100" value="50">' in row
+    assert "2.5 MB of 5.0 MB (50 %), 25.0 KB/s, about 2 min left; said" in row
+    other = page[page.index('data-target="c1/box-2"'):]
+    assert "<progress" not in other[:other.index("</tr>")]  # it said nothing of a download
+    console.config["CONSOLE"].config.web.language = "zh_CN"
+    chinese = _client(console, ADMIN).get(f"/rollouts/{rollout_id}").get_data(as_text=True)
+    text = visible_text(chinese)
+    assert english_sentences(text) == [], english_sentences(text)
+    assert "25.0 KB" in text and ("50%" in text or "50 %" in text)

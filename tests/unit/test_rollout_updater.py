@@ -108,7 +108,9 @@ def steps(config: Config) -> list[tuple]:
         conn.close()
     for row in rows:
         check_message("event", row, None)
-    return [(r["event"], r.get("step") or r["reason"], r.get("rollout")) for r in rows]
+    # the download's progress reports (``received_bytes``) are the progress test's
+    return [(r["event"], r.get("step") or r["reason"], r.get("rollout")) for r in rows
+            if "received_bytes" not in r]
 
 
 def order(config: Config, seq: int) -> model_offers.ModelOffer:
@@ -510,3 +512,80 @@ def test_after_a_rollback_the_update_table_says_which_version_left_and_which_run
     finally:
         conn.close()
     assert order(config, 3).step == "golden_failed"
+
+
+def test_the_download_s_progress_is_kept_shown_and_told(config, archives, monkeypatch,
+                                                        tmp_path, capsys):
+    """While a package comes in, the box keeps bytes, total, rate and time left in its
+    database (every few seconds, not at every chunk), ``clinibox status`` and ``model status``
+    show them, and the hospital is told at each tenth; a whole archive clears them."""
+    import types
+
+    from firmware_app.cli import main
+    from firmware_app.i18n import use_locale
+    from firmware_app.models import updates
+    from firmware_app.storage import download_progress
+    from web import model_update_words as model_words
+
+    clock = iter(range(0, 10_000))  # each look at the clock: one more second
+    monkeypatch.setattr(updates, "time", types.SimpleNamespace(
+        monotonic=lambda: float(next(clock)), time=time.time))
+    chunks = Chunks(archives["1.1.0"])
+    offer = keep(config, 1, offer_payload(archives["1.1.0"], chunks))
+    stop = threading.Event()
+    chunks.break_after = 3
+
+    def stop_soon(topic: str, timeout: float) -> bytes | None:
+        got = Chunks.fetch(chunks, topic, timeout)
+        if got is None:
+            stop.set()
+        return got
+
+    chunks_fetch, chunks.fetch = chunks.fetch, stop_soon  # type: ignore[method-assign]
+    Updater(config, chunks).handle(offer, stop)
+    conn = db.open_database(config.database_path)
+    try:
+        shown = download_progress.current(conn)
+    finally:
+        conn.close()
+    total = archives["1.1.0"].stat().st_size
+    assert shown is not None and shown["seq"] == 1 and shown["total_bytes"] == total
+    # written every 2 s of the fake clock: the third chunk's bytes may wait for the next note
+    assert 2 * CHUNK <= shown["received_bytes"] <= 3 * CHUNK
+    assert shown["rate_bps"] > 0 and shown["seconds_left"] > 0
+    assert shown["percent"] == round(100 * shown["received_bytes"] / total, 1)
+    line = model_words.progress(shown, time.time())
+    assert re.fullmatch(r"[\d.]+ MB of [\d.]+ MB \([\d.]+ %\), [\d.]+ KB/s, about \d+ (s|min) "
+                        r"left", line), line
+    with use_locale("zh_CN"):
+        chinese = model_words.progress(shown, time.time())
+    assert "剩" in chinese and not re.search(r"[A-Za-z]", re.sub(r"MB|KB", "", chinese)), \
+        chinese
+    toml = tmp_path / "box.toml"
+    toml.write_text(f'[storage]\nstate_dir = "{config.state_dir.as_posix()}"\n'
+                    "[dicom]\nenabled = false\n")
+    monkeypatch.setenv("LANG", "C")
+    assert main(["status", "--config", str(toml)]) == 0
+    assert model_words.progress(shown, time.time()).split(", about")[0] in capsys.readouterr().out
+    assert main(["model", "status", "--config", str(toml)]) == 0
+    assert "download:" in capsys.readouterr().out
+    assert steps(config)[-1] == ("rollout", "downloading", 7)
+    # the rest comes: the hospital hears each tenth once, with numbers only, then "downloaded"
+    chunks.fetch, chunks.break_after = chunks_fetch, None  # type: ignore[method-assign]
+    Updater(config, chunks).handle(order(config, 1), threading.Event())
+    rows = sqlite3.connect(config.database_path).execute(
+        "SELECT payload FROM outbox WHERE kind = 'event' ORDER BY seq").fetchall()
+    sent = [json.loads(r[0]) for r in rows]
+    for event in sent:
+        check_message("event", event, None)
+    progress = [(e["received_bytes"], e["total_bytes"]) for e in sent if "received_bytes" in e]
+    assert progress and all(t == total for _r, t in progress)
+    received = [r for r, _t in progress]
+    assert received == sorted(set(received)) and len(received) <= 9
+    tenths = [10 * r // total for r in received]
+    assert len(tenths) == len(set(tenths))  # one message a tenth at most
+    conn = db.open_database(config.database_path)
+    try:
+        assert download_progress.current(conn) is None
+    finally:
+        conn.close()

@@ -227,3 +227,42 @@ def test_the_chinese_device_page_says_the_refusal_and_the_log_in_words(viewer):
     english = _html(_client(app, TECHNICIAN).get("/device"))
     assert "no model package found under /srv/models" in english
     assert "model unavailable (the package&#39;s signature is not from a trusted key)" in english
+
+
+def test_the_device_page_shows_the_downloads_progress(viewer):
+    """The order being downloaded shows bytes of total, percent, rate and time left (as the
+    updater last wrote them), in English and Chinese; /api/status gives the numbers."""
+    import time
+
+    from firmware_app.storage import download_progress
+
+    state, app = viewer
+    _wait(state)
+    conn = db.connect(state.config.database_path)
+    try:
+        with db.transaction(conn):
+            download_progress.record(conn, 5, 2_300_000, 4_700_000, 20_000.0, time.time())
+    finally:
+        conn.close()
+    page = _html(_client(app, TECHNICIAN).get("/device"))
+    assert '<progress id="download-bar" max="100" value="48.9">' in page
+    assert re.search(r'id="download-progress">2\.3 MB of 4\.7 MB \(48\.9 %\), 20\.0 KB/s, '
+                     r"about 2 min left<", page), page[page.index("model-orders"):][:1500]
+    shown = _client(app, TECHNICIAN).get("/api/status").get_json()["download"]
+    assert (shown["seq"], shown["received_bytes"], shown["seconds_left"]) == (5, 2_300_000, 120)
+    chinese = _html(_client(app, TECHNICIAN, chinese=True).get("/device"))
+    with use_locale("zh_CN"):
+        line = model_words.progress(download_progress_of(state), time.time())
+    assert line in chinese and "约剩 2 分钟" in line
+    assert english_sentences(visible_text(chinese)) == []
+
+
+def download_progress_of(state):
+    """The download the box noted, read back."""
+    from firmware_app.storage import download_progress
+
+    conn = db.connect(state.config.database_path)
+    try:
+        return download_progress.current(conn)
+    finally:
+        conn.close()
