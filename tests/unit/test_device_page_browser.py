@@ -1,0 +1,111 @@
+"""The technician's device page in Chinese in a real headless Chromium at 1024×768: during a
+rollout's download (its bar, bytes, percent, rate and time left) and after a rollback (the
+update table says which version left and which runs). Screenshots go to
+``test-artifacts/viewer/zh-device-*.png``; they are opened and read as a technician would."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from firmware_app.storage import audit, db, download_progress, model_offers
+from firmware_app.telemetry.messages import device_event, queue_device_event
+from tests.browser import ARTIFACTS, headless_chromium, serving
+from tests.i18n_text import english_sentences
+from tests.viewer_state import TECHNICIAN
+from web import labels
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _rollout_audit_actions(monkeypatch):
+    for kind in ("rollout", "rollback"):
+        action = f"model_{kind}_received"
+        if action not in audit.ACTIONS:
+            monkeypatch.setitem(audit.ACTIONS, action, labels.ACTION_NAMES[action])
+
+
+@pytest.fixture
+def served(viewer, tmp_path) -> Iterator[tuple[str, object, object]]:
+    state, app = viewer
+    with serving(app, tmp_path) as base:
+        yield base, state, app
+
+
+def _orders(state, running: str, rolled_back: bool) -> None:
+    """Two rollouts of the package: the one the box runs, and a newer one being downloaded
+    (or installed and then rolled back by a technician)."""
+    name, version = running.split("@")
+    newer = version.rsplit(".", 1)[0] + "." + str(int(version.rsplit(".", 1)[1]) + 1)
+    conn = db.connect(state.config.database_path)
+    try:
+        with db.transaction(conn):
+            model_offers.add(conn, seq=3, kind="rollout", step="kept", done=True,
+                             payload={"rollout": 6, "name": name, "version": version})
+            if rolled_back:
+                model_offers.add(conn, seq=4, kind="rollout", step="rolled_back",
+                                 reason="technician", done=True,
+                                 payload={"rollout": 7, "name": name, "version": newer})
+            else:
+                model_offers.add(conn, seq=4, kind="rollout", step="downloading",
+                                 payload={"rollout": 7, "name": name, "version": newer})
+                download_progress.record(conn, 4, 2_300_000, 4_700_000, 16_400.0, time.time())
+        if rolled_back:
+            queue_device_event(conn, 100, device_event("model_rolled_back", "technician",
+                                                       running, f"{name}@{newer}", rollout=7),
+                               f"model rolled back from {name}@{newer} to {running}")
+    finally:
+        conn.close()
+
+
+def _log_in(driver, base: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(f"{base}/login")
+    driver.find_element(By.ID, "name").send_keys(TECHNICIAN[0])
+    driver.find_element(By.ID, "password").send_keys(TECHNICIAN[1])
+    driver.find_element(By.ID, "login").click()
+    WebDriverWait(driver, 30).until(lambda d: "/login" not in d.current_url)
+
+
+def _shoot(driver, base: str, name: str) -> str:
+    """Open the device page, screenshot its model section; the section's readable text."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{base}/device")
+    section = driver.find_element(By.ID, "model")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", section)
+    driver.save_screenshot(str(ARTIFACTS / f"zh-device-{name}.png"))
+    driver.execute_script("window.scrollTo(0, 0)")
+    driver.save_screenshot(str(ARTIFACTS / f"zh-device-{name}-top.png"))
+    driver.execute_script("window.scrollTo(0, document.body.scrollHeight)")
+    driver.save_screenshot(str(ARTIFACTS / f"zh-device-{name}-log.png"))
+    return driver.execute_script(
+        "const copy = arguments[0].cloneNode(true);"
+        "copy.querySelectorAll('[translate=no], [lang=en], code').forEach(e => e.remove());"
+        "return copy.innerText", section)
+
+
+@pytest.mark.parametrize("rolled_back", [False, True], ids=["downloading", "rolled-back"])
+def test_the_device_page_in_chinese_during_a_download_and_after_a_rollback(served,
+                                                                          rolled_back):
+    base, state, app = served
+    running = app.config["CLINIBOX"].package_facts()["model_id"]
+    _orders(state, running, rolled_back)
+    driver = headless_chromium("zh-CN", accept_languages="zh-CN,zh")
+    try:
+        _log_in(driver, base)
+        text = _shoot(driver, base, "rolled-back" if rolled_back else "downloading")
+    finally:
+        driver.quit()
+    assert english_sentences(text) == [], english_sentences(text)
+    assert "已安装，试用中" not in text
+    if rolled_back:
+        assert "已退回之前的模型（技术人员操作）" in text and "正在使用" in text
+    else:
+        assert "正在下载" in text and "已收到 2.3 MB，共 4.7 MB（48.9%）" in text
+        assert "每秒 16.4 KB" in text and "约剩 2 分钟" in text
