@@ -168,7 +168,7 @@ def _last_session(source: str) -> dict[str, Any] | None:
         return None
     view = _session_view(recent[0])
     assert view is not None
-    return {**view, "ended": formats.moment(recent[0].ended_at)}
+    return {**view, "ended": formats.moment_in_list(recent[0].ended_at)}
 
 
 def _kept_line(item: live_sessions.Kept) -> str:
@@ -452,7 +452,7 @@ def end_session(source: str):
         flash(gettext("No session is open on this source."))
         return _page(_source(name), _form_values(), 409)
     audit_trail.note("live_session_ended", f"live_session:{session.id}", f"source {name}")
-    flash(gettext("Session ended. Nothing more is kept."))
+    # no flash: the page's panel says the session ended, and where its study went
     return _back(name)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
+from firmware_app.contracts.statuses import LiveKept
 from firmware_app.i18n import use_locale
 from firmware_app.settings.box import Config, StorageConfig
 from firmware_app.settings.live import LiveSource
@@ -210,5 +211,36 @@ def test_a_nurse_watches_freezes_steps_and_measures_in_chinese(live_viewer):
         driver.find_element(By.ID, "live-freeze").click()
         wait.until(lambda d: _shown(d) > frozen)  # live again
         assert driver.find_element(By.ID, "live-measure-result").text == ""
+        # beside the rate, how late the picture is: arrival at the box to drawn here
+        rate = wait.until(lambda d: "画面延迟" in d.find_element(By.ID, "live-rate").text
+                          and d.find_element(By.ID, "live-rate").text)
+        assert "每秒分析 15 帧" in rate and rate.endswith(" 毫秒"), rate
+        assert 0 <= int(rate.split("画面延迟 ")[1].split(" ")[0].replace(",", "")) < 2000
+
+        # the live process keeps the frame, the worker analyses it; the nurse ends the session
+        conn = db.connect(config.database_path)
+        kept = live_sessions.open_requests(conn, session.id)[0]
+        live_sessions.finish_request(conn, kept.id, "key_frame")
+        live_sessions.record_kept(conn, session.id, live_sessions.Kept(
+            LiveKept.KEY_FRAME, 1, "2.25.77", 1, None, time.time()))
+        with conn:
+            conn.execute("INSERT INTO studies(study_key, modality, instances, max_probability,"
+                         " findings, alert, warnings, received_at, updated_at, patient_name,"
+                         " patient_id) VALUES (?, 'US', 1, 0.83, 1, 1, 0, ?, ?, '王^芳',"
+                         " 'P-0042')", (session.study_uid, time.time(), time.time()))
+        study_id = conn.execute("SELECT id FROM studies WHERE study_key = ?",
+                                (session.study_uid,)).fetchone()[0]
+        conn.close()
+        driver.find_element(By.ID, "end-session").click()
+        wait.until(lambda d: d.find_elements(By.ID, "live-last"))
+        last = driver.find_element(By.ID, "live-last").text
+        assert "检查已结束" in last and "王芳" in last and "P-0042" in last, last
+        link = driver.find_element(By.ID, "live-last-link")
+        assert link.text == "打开检查结果"
+        assert link.get_attribute("href").endswith(f"/study/{study_id}")
+        driver.save_screenshot(str(ARTIFACTS / "live-zh-4-ended.png"))
+        _on_screen(driver, "live-last-link", "start-session")
+        link.click()
+        wait.until(lambda d: d.current_url.endswith(f"/study/{study_id}"))
     finally:
         driver.quit()
