@@ -49,6 +49,9 @@ STATUSES = {InstanceStatus.QUEUED: N_("queued"), InstanceStatus.PROCESSING: N_("
 FILTERS = {"all": N_("all studies"), "alert": N_("alerts only"), "done": N_("studies done"),
            "waiting": N_("waiting for analysis"), "quarantined": N_("quarantined objects"),
            "not_analysed": N_("not analysed (no model for them)")}
+#: where a received image came from (``instances.source``), as the worklist's rows say it
+SOURCES = {"dicom": N_("a scanner (DICOM)"), "usb": N_("a USB stick or folder"),
+           "live": N_("live video")}
 #: CT window presets (name, centre, width in Hounsfield units)
 CT_PRESETS = ((N_("Soft tissue"), 40, 400), (N_("Lung"), -600, 1500), (N_("Bone"), 400, 1800),
               (N_("Brain"), 40, 80))
@@ -150,6 +153,11 @@ def row_status(word: str, waiting_for_model: object = None) -> str:
     if waiting_for_model and word in ("waiting", *WAITING_STATUSES):
         return "waiting_for_model"
     return word
+
+
+def source(word: str) -> str:
+    """Where a received image came from, in words (the code itself when unknown)."""
+    return _label(SOURCES, word)
 
 
 def worklist_filter(word: str) -> str:

@@ -183,9 +183,9 @@ def test_a_clinicians_day_reads_in_chinese(viewer):
     for status in ("all", "alert", "done", "waiting", "quarantined", "not_analysed"):
         page = _assert_all_chinese(f"worklist {status}", client.get(f"/?status={status}"))
         if status == "waiting":  # the waiting object's badge and status, in words
-            assert "等待分析 对象 " in page and "waiting" not in page
+            assert "等待分析 图像 " in page and "waiting" not in page
         if status == "quarantined":  # the decoder's English is the technician's, not hers
-            assert "来自 dicom：" in page and "dicom:" not in page
+            assert "来自扫描设备（DICOM）：" in page and "dicom" not in page
             assert "本机无法读取这个对象；技术员可在隔离列表中查看原因" in page
     _assert_all_chinese("worklist rows", client.get("/worklist/rows"), fragment=True)
     yesterday = time.strftime("%Y-%m-%d", time.localtime(time.time() - 86400))

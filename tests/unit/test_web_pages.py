@@ -79,15 +79,15 @@ def test_worklist_filters_by_status_and_day(clinician):
     assert f'/study/{state.studies["alert"]}"' in alerts
     assert f'/study/{state.studies["clear"]}"' not in alerts
     waiting = _html(client.get("/?status=waiting"))
-    assert f"object {state.instances['waiting']} " in waiting and "/study/" not in waiting
+    assert f"image {state.instances['waiting']} from a scanner (DICOM)" in waiting and "/study/" not in waiting
     # its badge and status say so in words (the filter's name is not a label)
     assert '<span class="badge waiting">waiting for analysis</span>' in waiting
     assert ">waiting<" not in waiting
     held = _html(client.get("/?status=quarantined"))
-    assert "truncated file" in held and f"object {state.instances['nm']} " not in held
+    assert "truncated file" in held and f"image {state.instances['nm']} " not in held
     # good input no model here is meant for is listed apart from quarantine, with its reason
     unanalysed = _html(client.get("/?status=not_analysed"))
-    assert f"object {state.instances['nm']} " in unanalysed
+    assert f"image {state.instances['nm']} " in unanalysed
     assert "modality NM is not one the model" in unanalysed
     assert "1 not analysed" in _html(client.get("/"))
     yesterday = (dt.date.today() - dt.timedelta(days=1)).isoformat()

@@ -15,7 +15,7 @@ from web import views_clinic
 BADGE = re.compile(r'<a class="pill waiting_for_model" href="([^"]+)">(\d+) waiting for a model<')
 WAITING_ROW = re.compile(r'<tr class="row-waiting_for_model">\s*<td><span class="badge '
                          r'waiting_for_model">waiting for a model</span></td>\s*'
-                         r'<td colspan="2" class="object">object (\d+) from')
+                         r'<td colspan="2" class="object">image (\d+) from')
 
 
 def _execute(state, sql: str, *values) -> None:
