@@ -25,6 +25,7 @@ from pathlib import Path
 
 from firmware_app.contracts.manifest import ModelPackage, PackageError
 from firmware_app.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from firmware_app.i18n import N_
 from firmware_app.i18n import gettext as _
 from firmware_app.i18n.error_words import error_words
 from firmware_app.i18n.text import display_width, ljust
@@ -106,9 +107,11 @@ def _model_install(config: config_module.Config, args: argparse.Namespace) -> in
             print(_("the box runs no model: it keeps waiting for one (%(why)s)",
                     why=waiting["detail"]), file=sys.stderr)
         return EXIT_FAIL
+    from firmware_app.ops.selftest import golden_detail
+
     package = result.package
     print(_("installed %(model)s (signed by key %(key)s); %(golden)s", model=package.model_id,
-            key=package.signer, golden=result.golden.describe()))
+            key=package.signer, golden=golden_detail(result.golden)))
     if result.previous:  # none on the box's first package of its [models] name
         print(_("previous package kept for `clinibox model rollback`: %(previous)s",
                 previous=result.previous))
@@ -259,9 +262,32 @@ def _model_status(config: config_module.Config, as_json: bool) -> int:
         print(f"{ljust(label, width)} {value}")
     for entry in state.history[-10:]:
         at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["at"]))
-        details = ", ".join(f"{k}={v}" for k, v in entry.items() if k not in ("at", "action"))
-        print(f"  {at} {entry['action']}: {details}")
+        print(f"  {at} {history_line(entry)}")
     return EXIT_OK
+
+
+#: the store's history (``StoreState.note``) in words, by action
+HISTORY = {"install": N_("installed %(version)s"),
+           "rollback": N_("rolled back to %(version)s from %(left)s (%(reason)s)"),
+           "kept": N_("kept %(version)s after its trial (%(jobs)s analyses)")}
+
+
+def history_line(entry: dict) -> str:
+    """One entry of the store's history for a person: the action in words, the rollout and
+    the signer; an action without words as its recorded keys."""
+    template = HISTORY.get(entry.get("action", ""))
+    if template is None:
+        details = ", ".join(f"{k}={v}" for k, v in entry.items() if k not in ("at", "action"))
+        return f"{entry.get('action')}: {details}"
+    values = {"version": entry.get("version", "?"), "left": entry.get("left") or "-",
+              "reason": model_words.reason(entry.get("reason")) or "-",
+              "jobs": entry.get("jobs", "?")}
+    line = _(template, **values)
+    if entry.get("signer"):
+        line += _(", signed by key %(key)s", key=entry["signer"])
+    if entry.get("rollout"):
+        line += _(", rollout %(rollout)s", rollout=entry["rollout"])
+    return line
 
 
 def cmd_service_failed(args: argparse.Namespace) -> int:

@@ -162,6 +162,10 @@ def _golden_detail(report: GoldenReport) -> str:
     return line
 
 
+#: ``GoldenReport.describe`` in the current language, for ``clinibox model install`` too
+golden_detail = _golden_detail
+
+
 # -- DICOM --------------------------------------------------------------------------
 
 def _dicom_host(host: str) -> str:

@@ -187,10 +187,18 @@ def test_rollback_selftest_and_the_live_lines_of_status_in_chinese(tmp_path, cap
                     'precision = "fp32"\n'
                     '[[live.sources]]\nname = "us-1"\nurl = "rtsp://127.0.0.1:9/live"\n')
     config = load(str(path))
-    for version in ("1.1.0", "1.2.0"):
-        install(config, make_package(tmp_path / "packages", version))
+    install(config, make_package(tmp_path / "packages", "1.1.0"))
     _chinese_terminal(monkeypatch)
     capsys.readouterr()
+    assert main(["model", "install", str(make_package(tmp_path / "packages", "1.2.0")),
+                 "--config", str(path)]) == 0
+    installed = capsys.readouterr()
+    assert "个基准用例在" in installed.out and "golden" not in installed.out, installed.out
+    assert english_sentences(re.sub(r"\S*/\S*", "", installed.out)) == [], installed.out
+    assert main(["model", "status", "--config", str(path)]) == 0
+    history = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    assert history[-1].endswith("已安装 1.2.0，签名密钥 " + history[-1].split()[-1])
+    assert all(english_sentences(line) == [] for line in history), history
 
     assert main(["model", "rollback", "--config", str(path)]) == 0
     done = capsys.readouterr()
