@@ -163,7 +163,7 @@ class Keeper:
         if colour is not None:
             rgb = colour()
             if self.source.modality == "ES" or live_capture.is_colour(rgb):
-                return rgb
+                return np.ascontiguousarray(rgb)  # the area alone, not the frame it views
         return np.ascontiguousarray(area).copy()
 
     def _answer(self, requests: list[live_sessions.Request], now: float,
