@@ -1,7 +1,7 @@
 """A hospital console's day, as its store holds it after real messages: a clinic in Chinese
 words, a box that reported an alert with lesions (and a second box with an overdue and a
 routine one), heartbeats, a summary, a rollout whose
-download it reported five times, a model install and the restart that loads it, and an
+download it reported five times (at each tenth of the package), a model install and the restart that loads it, and an
 audit trail that names a box and a rollout.
 
 Every box message goes through :meth:`central.store.Store.store`, as the receiver stores a
@@ -85,10 +85,13 @@ def build(store: Store, *, restarting: bool = True, now: float | None = None) ->
         finding="lesion", assessment="finding", instances=3, modality="CT",
         study_ref="5f" * 16, lesions=[{"label": "lesion", "score": 0.77, "size_mm": 12.3}]),
         made + 65)
-    for step in ("offered", *["downloading"] * 5, "downloaded", "verified", "golden_passed"):
+    for step, tenths in (("offered", None), *(("downloading", n) for n in range(1, 6)),
+                         ("downloaded", None), ("verified", None), ("golden_passed", None)):
         made += 60
+        progress = {} if tenths is None else {"received_bytes": 470_000 * tenths,
+                                              "total_bytes": 4_700_000}
         _send(store, seq, "event", _event("rollout", "hospital", made, rollout=rollout_id,
-                                          step=step), made + 2)
+                                          step=step, **progress), made + 2)
     # heartbeats: the box has analysed everything
     for _ in range(3):
         made += 300

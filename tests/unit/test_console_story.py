@@ -189,9 +189,10 @@ def test_a_rollout_step_reported_five_times_is_listed_once(scene):
     html = _page(app, ADMIN, BOX_PAGE)
     events = _between(html, 'id="events"', "</ul>")
     assert events.count("模型分发：正在下载") == 1 and "共 5 次" in events
+    assert "（模型包的 50%）" in events  # the newest report of the run: 5 tenths
     assert events.count(f'href="/rollouts/{made.rollout_id}"') == events.count("<li>")
     # each step once, in the order the box reported them (newest first)
-    steps = re.findall(r"模型分发：([^<·]+?) ·", events)
+    steps = re.findall(r"模型分发：([^<·（ ]+)", events)
     assert steps == ["基准用例通过", "模型包已校验", "已下载", "正在下载", "设备已收到通知"]
 
 
