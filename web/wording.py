@@ -326,7 +326,7 @@ def object_reason(status: str, reason: str | Sequence[Any] | None) -> tuple[str,
         return text, ""
     if status == InstanceStatus.NOT_ANALYSED:
         return _("no model on this box is meant for this image"), text
-    return _("the box could not read this object; a technician sees why in the quarantine "
+    return _("the box could not read this file; a technician sees why in the quarantine "
              "list"), text
 
 

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 
 #: the stack's sentences and their proposed Simplified Chinese (until the catalog has them)
 STACK_ZH = {
-    "Slices of this series": "本序列的各层图像",
+    "Slices of this series": "这组的各层图像",
     "slice %(n)s of %(m)s": "第 %(n)s 层，共 %(m)s 层",
     "← previous slice": "← 上一层",
     "next slice →": "下一层 →",
@@ -43,8 +43,8 @@ STACK_ZH = {
     "Swipe up or down on the image, turn the mouse wheel or press ↑ ↓ to move through the "
     "slices; Ctrl + wheel zooms.":
         "在图像上向上或向下滑动、转动鼠标滚轮或按 ↑ ↓ 键，即可逐层浏览；按住 Ctrl 转动滚轮可缩放。",
-    "Shown in the order received: this series cannot be read as one volume.":
-        "按接收顺序显示：此序列无法作为一个容积来读取。",
+    "Shown in the order received: these slices cannot be put together as one 3-D picture.":
+        "按收到的顺序显示：这些层面图像无法合成一个立体图像。",
 }
 
 

@@ -186,7 +186,7 @@ def test_a_clinicians_day_reads_in_chinese(viewer):
             assert "等待分析 图像 " in page and "waiting" not in page
         if status == "quarantined":  # the decoder's English is the technician's, not hers
             assert "来自扫描设备（DICOM）：" in page and "dicom" not in page
-            assert "本机无法读取这个对象；技术员可在隔离列表中查看原因" in page
+            assert "本机无法读取这个文件；技术员可在隔离列表中查看原因" in page
     _assert_all_chinese("worklist rows", client.get("/worklist/rows"), fragment=True)
     yesterday = time.strftime("%Y-%m-%d", time.localtime(time.time() - 86400))
     _assert_all_chinese("empty day", client.get(f"/?day={yesterday}"))
