@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mkdocs.plugins import event_priority
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 for folder in (REPO, HERE):  # the project's packages, and docs_pages beside this hook
@@ -68,13 +70,29 @@ PAGES: dict[str, Callable[[], str]] = {
 }
 
 
+@event_priority(-200)  # after mkdocs-static-i18n's (-100), which drops files made in memory
 def on_files(files: Any, config: Any) -> Any:
-    """mkdocs hook: add every generated page (replacing a file of the same name)."""
+    """mkdocs hook: add every generated page (replacing a file of the same name), in each
+    language's build of the site (the i18n plugin's, mkdocs.yml) where it is used."""
     from mkdocs.structure.files import File
 
+    i18n = config.plugins.get("i18n")
     for uri, build in PAGES.items():
         existing = files.get_file_from_path(uri)
         if existing is not None:
             files.remove(existing)
-        files.append(File.generated(config, uri, content=build()))
+        page = File.generated(config, uri, content=build())
+        files.append(page if i18n is None else _in_language(page, i18n, config))
     return files
+
+
+def _in_language(page: Any, i18n: Any, config: Any) -> Any:
+    """A generated page as mkdocs-static-i18n places its own: in the language being built (under
+    zh/ for the Chinese site), its content the English page (it has no translation)."""
+    from mkdocs_static_i18n.suffix import create_i18n_file
+
+    content = page.content_string
+    placed = create_i18n_file(page, i18n.current_language, i18n.default_language,
+                              i18n.all_languages, config)
+    placed.content_string = content
+    return placed
