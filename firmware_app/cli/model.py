@@ -25,7 +25,7 @@ from pathlib import Path
 
 from firmware_app.contracts.manifest import ModelPackage, PackageError
 from firmware_app.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE
-from firmware_app.i18n import N_
+from firmware_app.i18n import ENGLISH, N_, current
 from firmware_app.i18n import gettext as _
 from firmware_app.i18n.error_words import error_words
 from firmware_app.i18n.text import display_width, ljust
@@ -69,13 +69,13 @@ def cmd_model(args: argparse.Namespace) -> int:
                       + _signers(package, short=True) + f"  {root}")
             except PackageError as exc:
                 print(f"{root.parent.name}@{root.name:<20} "
-                      + _("REFUSED: %(error)s", error=exc) + f"  {root}")
+                      + _("REFUSED: %(error)s", error=error_words(exc)) + f"  {root}")
         return EXIT_OK
     root = Path(args.path) if args.path else resolve_package_root(config)
     try:
         package = load_package(root, keys)
     except PackageError as exc:
-        print(_("REFUSED %(root)s: %(error)s", root=root, error=exc), file=sys.stderr)
+        print(_("REFUSED %(root)s: %(error)s", root=root, error=error_words(exc)), file=sys.stderr)
         return EXIT_FAIL
     print(_("OK %(model)s: signature by key %(key)s, %(n)s artifact(s) match their sha256",
             model=package.model_id, key=package.signer, n=len(package.artifacts)))
@@ -99,13 +99,14 @@ def _model_install(config: config_module.Config, args: argparse.Namespace) -> in
     try:
         result = install(config, Path(args.path))
     except PackageError as exc:
-        print(_("REFUSED (%(code)s): %(error)s", code=exc.code, error=exc), file=sys.stderr)
+        print(_("REFUSED (%(code)s): %(error)s", code=exc.code, error=error_words(exc)),
+              file=sys.stderr)
         running, waiting = _running_model(config)
         if running is not None:
             print(_("the box keeps running %(model)s", model=running), file=sys.stderr)
         else:
             print(_("the box runs no model: it keeps waiting for one (%(why)s)",
-                    why=waiting["detail"]), file=sys.stderr)
+                    why=_waiting_words(waiting)), file=sys.stderr)
         return EXIT_FAIL
     from firmware_app.ops.selftest import golden_detail
 
@@ -151,6 +152,12 @@ def _download(config: config_module.Config) -> dict | None:
         conn.close()
 
 
+def _waiting_words(waiting: dict) -> str:
+    """Why the box runs no model: the refusal as recorded in English, its reason's words in
+    another language."""
+    return waiting["detail"] if current() == ENGLISH else model_words.reason(waiting["reason"])
+
+
 def _signers(package: ModelPackage, *, short: bool) -> str:
     """``; signed by key X (hospital), first signed by key Y (maker)`` for a package signed
     again (``clinibox model sign``); empty for one signed once."""
@@ -179,7 +186,8 @@ def _model_sign(args: argparse.Namespace, keys: list[Path]) -> int:
                               out=Path(args.out) if args.out else None,
                               archive=Path(args.archive) if args.archive else None)
     except PackageError as exc:
-        print(_("REFUSED (%(code)s): %(error)s", code=exc.code, error=exc), file=sys.stderr)
+        print(_("REFUSED (%(code)s): %(error)s", code=exc.code, error=error_words(exc)),
+              file=sys.stderr)
         return EXIT_FAIL
     package = result.package
     print(_("signed %(model)s with key %(key)s into %(out)s", model=package.model_id,
@@ -245,7 +253,7 @@ def _model_status(config: config_module.Config, as_json: bool) -> int:
     if as_json:
         print(json.dumps(report, indent=2))
         return EXIT_OK
-    shown = running or _("none — waiting for a model (%(why)s)", why=waiting["detail"])
+    shown = running or _("none — waiting for a model (%(why)s)", why=_waiting_words(waiting))
     active = state.active or _("(nothing installed: %(folder)s)", folder=config.models_dir)
     rows = ((_("running:"), shown), (_("active:"), active),
             (_("previous:"), state.previous or "-"), (_("floor:"), state.floor or "-"))

@@ -226,3 +226,6 @@ def test_rollback_selftest_and_the_live_lines_of_status_in_chinese(tmp_path, cap
     prose = re.sub(r"\S*/\S*|\[\w+\] \w+|\w+_\w+(\.\w+)?", "", details)
     assert "manifest" not in table and "Errno" not in table, table
     assert english_sentences(prose) == [], english_sentences(prose)
+    assert main(["model", "status", "--config", str(path)]) == 0
+    running = capsys.readouterr().out.splitlines()[0]
+    assert "manifest" not in running and english_sentences(running) == [], running
