@@ -109,3 +109,31 @@ def test_the_device_page_in_chinese_during_a_download_and_after_a_rollback(serve
     else:
         assert "正在下载" in text and "已收到 2.3 MB，共 4.7 MB（48.9%）" in text
         assert "每秒 16.4 KB" in text and "约剩 2 分钟" in text
+
+
+def test_the_device_page_in_chinese_while_the_box_waits_for_a_model(served):
+    """The wait for a model, its refusal and the model's log lines are words, not the
+    English refusal or a raw log line ("WARNING lifecycle model_unavailable (signature)")."""
+    base, state, _app = served
+    conn = db.connect(state.config.database_path)
+    try:
+        with db.transaction(conn):
+            model_offers.set_waiting(conn, "signature", "clinibox-demo-lesion@1.0.0 is signed "
+                                     "with the DEMO-ONLY key, which this box does not trust")
+        queue_device_event(conn, 100, device_event("model_unavailable", "signature", "",
+                                                   "clinibox-demo-lesion@1.0.0"),
+                           "model_unavailable (signature): clinibox-demo-lesion@1.0.0; the "
+                           "box waits for a model")
+    finally:
+        conn.close()
+    driver = headless_chromium("zh-CN", accept_languages="zh-CN,zh")
+    try:
+        _log_in(driver, base)
+        text = _shoot(driver, base, "waiting")
+        page = driver.execute_script("return document.body.innerText")
+    finally:
+        driver.quit()
+    assert "DEMO-ONLY" not in page and "model_unavailable" not in page and "WARNING" not in page
+    assert "模型包的签名不是受信任的密钥签的" in text
+    assert "模型不可用（模型包的签名不是受信任的密钥签的）" in page
+    assert english_sentences(text) == [], english_sentences(text)
