@@ -166,10 +166,25 @@ def test_a_session_on_the_tablet_becomes_a_study_an_sr_and_an_alert(site: Site):
         driver.get(f"{base}/live/us-1")
         driver.find_element(By.ID, "end-session").click()
         wait_for(lambda: driver.find_elements(By.ID, "start-session"), 30, "the session ended")
-    study_uid = session[1]
-    wait_for(lambda: [tuple(r) for r in site.box.db_rows(
-        "SELECT alert FROM studies WHERE study_key = ?", (study_uid,))] == [(1,)], 180,
-             "the session's study analysed, with an alert")
+        study_uid = session[1]
+        wait_for(lambda: [tuple(r) for r in site.box.db_rows(
+            "SELECT alert FROM studies WHERE study_key = ?", (study_uid,))] == [(1,)], 180,
+                 "the session's study analysed, with an alert")
+        # the page says where the study went: the ended session, and a link to its study
+        study_id = site.box.db_rows("SELECT id FROM studies WHERE study_key = ?",
+                                    (study_uid,))[0][0]
+        wait_for(lambda: driver.find_element(By.ID, "live-last-link").is_displayed(), 30,
+                 "the link to the session's study")
+        link = driver.find_element(By.ID, "live-last-link")
+        assert link.get_attribute("href").endswith(f"/study/{study_id}")
+        assert "检查已结束" in driver.find_element(By.ID, "live-last").text
+        driver.save_screenshot(str(SHOTS / "live_e2e_zh_ended.png"))
+        link.click()
+        wait_for(lambda: driver.current_url.endswith(f"/study/{study_id}"), 30, "its study")
+        driver.get(f"{base}/")  # and on the worklist it is the first row
+        first_row = driver.find_elements(By.CSS_SELECTOR, "table.worklist tbody tr")[0]
+        assert f"/study/{study_id}" in first_row.get_attribute("innerHTML")
+        driver.save_screenshot(str(SHOTS / "live_e2e_zh_worklist.png"))
     rows = site.box.db_rows("SELECT patient_name, patient_id, findings, modality FROM studies "
                             "WHERE study_key = ?", (study_uid,))
     assert tuple(rows[0])[:2] == PATIENT and rows[0][2] >= 1 and rows[0][3] == "US"
