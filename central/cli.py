@@ -226,7 +226,29 @@ def cmd_enrol(args: argparse.Namespace, config: config_module.CentralConfig) -> 
     except ValueError as exc:
         raise CliniboxError(f"{exc}", exit_status=EXIT_USAGE) from exc
     print(f"enrolled {record.clinic}/{record.device} with key {record.key_id}")
+    _receive_waiting(config, store, record.clinic, record.device)
     return EXIT_OK
+
+
+def _receive_waiting(config: config_module.CentralConfig, store: Store, clinic: str,
+                     device: str) -> None:
+    """Take in what the box sent before it was enrolled (its dead letters refused as an
+    unknown device), and say what came of it."""
+    from central.receiver import STORED, Receiver
+    from firmware_app.contracts.envelope import load_x25519_private
+
+    if not config.keys.hospital_key or not store.waiting_letters(clinic, device):
+        return
+    try:
+        hospital_key = load_x25519_private(Path(config.keys.hospital_key))
+    except (OSError, ValueError) as exc:
+        log.warning("[keys] hospital_key: cannot load %s (%s): the box's messages sent before "
+                    "its enrolment stay refused", config.keys.hospital_key, exc)
+        return
+    outcomes = Receiver(config, store, hospital_key).receive_waiting(clinic, device)
+    others = ", ".join(f"{n} {why}" for why, n in sorted(outcomes.items()) if why != STORED)
+    print(f"received {outcomes[STORED]} message(s) {clinic}/{device} sent before it was "
+          f"enrolled" + (f" ({others})" if others else ""))
 
 
 def cmd_enrol_code(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
@@ -239,11 +261,13 @@ def cmd_enrol_code(args: argparse.Namespace, config: config_module.CentralConfig
     except EnrolmentError as exc:
         raise CliniboxError(str(exc), exit_status=EXIT_USAGE) from exc
     try:
-        record = open_store(config).enrol(code.clinic, code.device, code.public_key_pem,
-                                           replace=args.replace)
+        store = open_store(config)
+        record = store.enrol(code.clinic, code.device, code.public_key_pem,
+                             replace=args.replace)
     except ValueError as exc:
         raise CliniboxError(f"{exc}", exit_status=EXIT_USAGE) from exc
     print(f"enrolled {record.clinic}/{record.device} with key {record.key_id}")
+    _receive_waiting(config, store, record.clinic, record.device)
     return EXIT_OK
 
 

@@ -347,6 +347,21 @@ class Store:
                              (int(letter_id),)).fetchone()
         return None if row is None else bytes(row[0])
 
+    def waiting_letters(self, clinic: str, device: str,
+                        reason: str = "unknown-device") -> list[tuple[int, str, float, bytes]]:
+        """The dead letters a box sent before it was enrolled (refused as ``reason``), oldest
+        first: (id, topic, received_at, bytes)."""
+        with self._db.transaction(write=False) as tx:
+            rows = tx.execute("SELECT id, topic, received_at, payload FROM dead_letters"
+                              " WHERE clinic = ? AND device = ? AND reason = ? ORDER BY id",
+                              (clinic, device, reason)).fetchall()
+        return [(int(r[0]), str(r[1]), float(r[2]), bytes(r[3])) for r in rows]
+
+    def drop_dead_letter(self, letter_id: int) -> None:
+        """Remove one dead letter (received again since: its outcome is recorded anew)."""
+        with self._db.transaction(write=True) as tx:
+            tx.execute("DELETE FROM dead_letters WHERE id = ?", (int(letter_id),))
+
     def dead_letter_totals(self) -> tuple[int, int]:
         """(dead letters kept, their bytes in all)."""
         with self._db.transaction(write=False) as tx:

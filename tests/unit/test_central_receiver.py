@@ -187,3 +187,28 @@ def test_a_message_older_than_the_limit_is_refused_and_counted(receiver, store, 
     assert rejection["reason"] == "too-old" and rejection["claimed_device"] == "box-1"
     assert receiver.counts["too-old"] == 1 and "too-old" in OUTCOMES
     assert store.counts()["rejections"] == 1
+
+
+def test_what_a_box_sent_before_its_enrolment_is_received_when_it_is_enrolled(store, hospital):
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from firmware_app.contracts.downlink import key_text
+    from tests.telemetry_payloads import status_payload
+
+    key = key_text(X25519PrivateKey.generate().public_key())
+    early = Box("clinic-a", "box-7", hospital[1])
+    receiver = Receiver(CentralConfig(), store, hospital[0])
+    sent = [early.envelope("status", status_payload(downlink_key=key, downlink_seq=0)),
+            early.envelope("alert")]
+    before = float(int(time.time())) - 60
+    assert [receiver.handle(t, e, received_at=before) for t, e in sent] == [
+        "unknown-device", "unknown-device"]
+    assert receiver.receive_waiting("clinic-a", "box-7") == {}  # still not enrolled: kept
+    assert len(store.waiting_letters("clinic-a", "box-7")) == 2
+    store.enrol("clinic-a", "box-7", early.pem)
+    assert receiver.receive_waiting("clinic-a", "box-7") == {"stored": 2}
+    assert store.waiting_letters("clinic-a", "box-7") == []
+    [alert] = store.alerts()
+    assert alert["received_at"] == before  # when it reached the broker, not now
+    assert store.box_state("clinic-a", "box-7")["downlink_key"] == key
+    assert receiver.receive_waiting("clinic-a", "box-7") == {}  # nothing twice
