@@ -70,7 +70,10 @@ trap 'rm -rf "$WORK"' EXIT
 # 1. the clinibox wheel, from a clean copy of the sources (no stale build/ or egg-info)
 mkdir "$WORK/src"
 cp "$REPO/pyproject.toml" "$REPO/README.md" "$WORK/src/"
-for package in firmware_app converters central web; do
+# every package the box imports: the viewer's web foundations (webcore) and the phantoms of
+# `clinibox demo-video` too (tests/integration/test_install_system.py holds the wheel to it);
+# demo/ (the demo model's training) stays on the workstation
+for package in firmware_app converters central web webcore phantoms; do
     cp -r "$REPO/$package" "$WORK/src/"
 done
 find "$WORK/src" -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -167,12 +167,29 @@ if [ -n "$EXTRAS" ]; then
     spec="clinibox[$EXTRAS]==$VERSION"
 fi
 
-if [ -z "$PYTHON" ]; then
-    PYTHON=$(command -v python3.11 || command -v python3 || true)
+# whether every user may reach and run $1: the service user runs the venv's interpreter, so a
+# Python under a private folder (a pyenv or a venv in root's home) would leave a box whose
+# services cannot start ("Permission denied")
+others_can_run() {
+    local path mode
+    path=$(readlink -f "$1") || return 1
+    while :; do
+        mode=$(stat -c %A "$path") || return 1
+        case "${mode:9:1}" in x|t) ;; *) return 1 ;; esac
+        [ "$path" = / ] && return 0
+        path=$(dirname "$path")
+    done
+}
+
+if [ -z "$PYTHON" ]; then  # the system's Python first, then whatever the PATH names
+    PYTHON=$(command -v /usr/bin/python3.11 || command -v /usr/bin/python3 \
+             || command -v python3.11 || command -v python3 || true)
 fi
 [ -n "$PYTHON" ] || die "no python3 found (Debian: apt-get install python3 python3-venv)"
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
     || die "$PYTHON is older than Python 3.10"
+others_can_run "$PYTHON" || die "$PYTHON ($(readlink -f "$PYTHON")) lies in a folder the \
+service user clinibox cannot enter: its services could not start; give --python /usr/bin/python3"
 
 # -- the versioned install, built aside and moved into place -------------------------------
 mkdir -p "$PREFIX"

@@ -313,9 +313,17 @@ class RefusingSCP : public DcmSCP {
 };
 
 
+// the port a child's DcmSCP is configured with: any port of 1024 or more (nothing binds it)
+constexpr Uint16 kAdoptedPort = 11112;
+
 bool configure(DcmSCPConfig &config, DcmTLSTransportLayer *tls) {
   config.setAETitle(g_settings.ae_title.c_str());
-  config.setPort(0);  // the connection is accepted already (dcmExternalSocketHandle)
+  // The connection is accepted already (dcmExternalSocketHandle): the child binds no port.
+  // Its port is still checked by DcmSCP::listen, which refuses any port under 1024 unless the
+  // process is root ("No privileges to open this network port"): the box's service user
+  // (clinibox.service, User=clinibox) would see every association end there. So it names an
+  // unprivileged port, which nothing binds.
+  config.setPort(kAdoptedPort);
   // dcmtk receives PDUs of at most 128 KB (ASC_MAXIMUMPDUSIZE): a larger setting is capped
   unsigned long pdu = g_settings.max_pdu;
   if (pdu > ASC_MAXIMUMPDUSIZE) pdu = ASC_MAXIMUMPDUSIZE;

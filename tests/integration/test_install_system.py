@@ -270,6 +270,15 @@ def test_bundle_holds_wheels_models_units_and_their_checksums(bundle):
                              text=True, check=True).stdout.split()
     assert f"{bundle.name}/wheels/clinibox-{VERSION}-py3-none-any.whl" in archive
     assert not [name for name in archive if name.endswith(".pem")]
+    # the wheel holds every package the box imports (the import contracts' root packages but
+    # the demo model's training): without webcore no installed viewer could start
+    import zipfile
+
+    [wheel] = (bundle / "wheels").glob(f"clinibox-{VERSION}-*.whl")
+    roots = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"][
+        "root_packages"]
+    packed = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    assert set(roots) - {"demo"} <= packed, set(roots) - packed
 
 
 def test_make_passes_box_options_only(tmp_path):
