@@ -1,8 +1,8 @@
 """A hospital console's day, as its store holds it after real messages: a clinic in Chinese
 words, a box that reported an alert with lesions (and a second box with an overdue and a
-routine one), heartbeats, a summary, a rollout whose
-download it reported five times (at each tenth of the package), a model install and the restart that loads it, and an
-audit trail that names a box and a rollout.
+routine one), heartbeats, a summary, a rollout whose download it reported five times (at
+each tenth of the package), a model install and the restart that loads it, and an audit trail
+that names a box and a rollout.
 
 Every box message goes through :meth:`central.store.Store.store`, as the receiver stores a
 verified message, so the pages read what the receiver made of it (``box_state``, the drift

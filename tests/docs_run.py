@@ -52,7 +52,7 @@ SHIMS = Path(__file__).resolve().parent / "docs_shims"
 #: the host names the pages use, all served on the namespace's loopback
 HOSTS = ("mqtt.hospital.example", "console.hospital.example")
 #: what the overlays cover
-OVERLAID = ("/etc", "/var/lib", "/var/log", "/run")
+OVERLAID = ("/etc", "/var/lib", "/var/log", "/run", "/opt", "/usr/local", "/media")
 _MARK = "__DOCS_RUN_DONE__"
 
 
@@ -76,7 +76,8 @@ class DocShell:
             folder.mkdir(parents=True, exist_ok=True)
         self._count = 0
         self._next: dict[str, Any] = {}
-        env = {"PATH": f"{SHIMS}:{REPO / '.venv' / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin",
+        env = {"PATH": f"{SHIMS}:{REPO / '.venv' / 'bin'}:/usr/local/sbin:/usr/local/bin:"
+                       "/usr/sbin:/usr/bin:/sbin:/bin",
                "HOME": str(self.home), "LANG": "C.UTF-8", "TCP_NODELAY": "1",
                "DOCS_RUN": str(self.scratch), "PYTHONDONTWRITEBYTECODE": "1",
                "TERM": "dumb"}

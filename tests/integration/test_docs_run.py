@@ -133,7 +133,8 @@ def test_the_hospitals_pages_run_as_written_and_a_verdict_reaches_the_box(tmp_pa
         # a study reaches the box; its alert reaches the console
         canaries = write_canary_studies(tmp_path / "canaries", 1, lesion=True)
         files = " ".join(str(p) for p in canaries.files)
-        shell.run(f"storescu -aec CLINIBOX 127.0.0.1 11112 {files}", what="the modality")
+        shell.run(f"/usr/bin/storescu -aec CLINIBOX 127.0.0.1 11112 {files}",
+                  what="the modality (dcmtk)")
         wait_for(lambda: _central_rows(shell, "SELECT id FROM alerts"), 180,
                  "the alert at the hospital")
 
