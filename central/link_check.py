@@ -18,6 +18,7 @@ that the console and the command word in the reader's language.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,50 +63,65 @@ class LinkCheckProblem(Word):
     hospital downlink signing key than the one ``central serve`` signs with."""
 
 
+#: The commands and settings the words name, never translated: ``%(name)s`` in the words
+#: (the console shows each as code, marked not to be translated; the command line as it is).
+LITERALS: dict[str, str] = {
+    "serve": "clinibox central serve",
+    "enrol": "clinibox central enrol-code CODE",
+    "generate": "clinibox keys generate --kind hospital-signing --out "
+                "/etc/clinibox-central/hospital-signing",
+    "setting": "[keys] hospital_signing_key",
+    "option": "--hospital-signing-key",
+    "provision": "clinibox provision --force",
+}
 #: Each state in words (English, for the catalog): the console and ``check-box`` say the same.
 STATE_WORDS: dict[str, str] = {
-    LinkCheckState.QUEUED: N_("waiting to be sent: the receiver (clinibox central serve) sends "
-                              "it within seconds"),
+    LinkCheckState.QUEUED: N_("waiting to be sent: the receiver (%(serve)s) sends it within "
+                              "seconds"),
     LinkCheckState.SENT: N_("sent to the box; waiting for its answer"),
     LinkCheckState.CONFIRMED: N_("the box answered: the link works both ways"),
 }
 #: Each problem with its fix, in words (English, for the catalog).
 PROBLEM_WORDS: dict[str, str] = {
     LinkCheckProblem.NOT_ENROLLED: N_(
-        "This box is not enrolled here. Enrol the code its provisioning printed: clinibox "
-        "central enrol-code CODE."),
+        "This box is not enrolled here. Enrol the code its provisioning printed: %(enrol)s."),
     LinkCheckProblem.REVOKED: N_(
         "This box's enrolment was revoked; nothing is sent to it. Enrol it again if it is "
         "back in service."),
     LinkCheckProblem.NO_SIGNING_KEY: N_(
         "The receiver has no downlink signing key, so nothing can go down to the boxes. Make "
-        "it once (clinibox keys generate --kind hospital-signing --out "
-        "/etc/clinibox-central/hospital-signing), set [keys] hospital_signing_key to its .pem "
-        "and restart clinibox central serve."),
+        "it once (%(generate)s), set %(setting)s to the file it makes that ends in .pem, and "
+        "restart %(serve)s."),
     LinkCheckProblem.NO_DOWNLINK_KEY: N_(
         "The box has never said it takes the hospital's messages. Either its bundle was made "
-        "without --hospital-signing-key (make a new bundle with it, then clinibox provision "
-        "--force on the box), or it has not connected since it was enrolled (check it is "
-        "running and reaches the broker)."),
+        "without %(option)s (make a new bundle with it, then run %(provision)s on the box), "
+        "or it has not connected since it was enrolled (check it is running and reaches the "
+        "broker)."),
     LinkCheckProblem.NOT_SENT: N_(
-        "The test has not been sent: clinibox central serve is not running, or it cannot "
-        "reach the broker. Start it and look at its log."),
+        "The test has not been sent: %(serve)s is not running, or it cannot reach the broker. "
+        "Start it and look at its log."),
     LinkCheckProblem.NOT_CONFIRMED: N_(
         "The test was sent but the box has not answered. Check that the box is on and "
-        "connected (its last status time), and that its bundle's --hospital-signing-key is "
-        "the .pub of this receiver's [keys] hospital_signing_key (the box's event log then "
-        "says a hospital message was refused)."),
+        "connected (its last status time), and that its bundle's %(option)s is the public half "
+        "of this receiver's %(setting)s (the box's event log then says a hospital message was "
+        "refused)."),
 }
 
 
-def state_words(state: str) -> str:
+def _said(words: str, literal: Callable[[str], str]) -> str:
+    """``words`` in the reader's language with each literal (``LITERALS``) put in by
+    ``literal`` (the console marks them as code; the command line prints them as they are)."""
+    return gettext(words) % {name: literal(text) for name, text in LITERALS.items()}
+
+
+def state_words(state: str, literal: Callable[[str], str] = str) -> str:
     """A check's state in the reader's language."""
-    return gettext(STATE_WORDS[state])
+    return _said(STATE_WORDS[state], literal)
 
 
-def problem_words(problem: str) -> str:
+def problem_words(problem: str, literal: Callable[[str], str] = str) -> str:
     """A problem and its fix in the reader's language."""
-    return gettext(PROBLEM_WORDS[problem])
+    return _said(PROBLEM_WORDS[problem], literal)
 
 
 @dataclass(frozen=True)

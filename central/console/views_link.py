@@ -12,14 +12,28 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, url_for
+from markupsafe import Markup
 from werkzeug.wrappers import Response
 
 from central import link_check
 from central.console.app import client_address, console, current_account
 from central.console.views_fleet import admin_only
+from firmware_app.i18n import gettext
 from firmware_app.i18n import gettext as _
 
 blueprint = Blueprint("link", __name__)
+
+
+def _code(text: str) -> Markup:
+    """A command or setting in the panel's words: code, never translated."""
+    return Markup('<code translate="no">{}</code>').format(text)
+
+
+def _html(words: str) -> Markup:
+    """Words of ``link_check`` (an English msgid) in the reader's language as HTML: the
+    sentence escaped, each command or setting it names as code."""
+    return Markup.escape(gettext(words)) % {name: _code(text)
+                                            for name, text in link_check.LITERALS.items()}
 
 
 def link_panel(clinic: str, device: str) -> dict[str, Any]:
@@ -32,10 +46,10 @@ def link_panel(clinic: str, device: str) -> dict[str, Any]:
     problem = link_check.diagnosis(latest) if latest is not None else None
     return {
         "latest": latest,
-        "state": link_check.state_words(latest.state) if latest is not None else "",
+        "state": _html(link_check.STATE_WORDS[latest.state]) if latest is not None else "",
         "waiting": latest is not None and problem is not None,
-        "problem": link_check.problem_words(problem) if problem is not None else "",
-        "refusal": link_check.problem_words(refusal) if refusal is not None else "",
+        "problem": _html(link_check.PROBLEM_WORDS[problem]) if problem is not None else "",
+        "refusal": _html(link_check.PROBLEM_WORDS[refusal]) if refusal is not None else "",
     }
 
 

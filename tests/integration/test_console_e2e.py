@@ -331,5 +331,7 @@ def test_check_box_proves_the_link_both_ways_and_the_console_shows_it(site: Site
                           capture_output=True, text=True, cwd=REPO, timeout=60,
                           env={**__import__("os").environ, "LANG": "zh_CN.UTF-8"})
     assert done.returncode == 2
-    assert _zh("This box is not enrolled here. Enrol the code its provisioning printed: "
-               "clinibox central enrol-code CODE.") in done.stderr
+    from central import link_check
+
+    assert _zh(link_check.PROBLEM_WORDS["not_enrolled"]) % link_check.LITERALS in done.stderr
+    assert "此设备尚未在本院登记" in done.stderr

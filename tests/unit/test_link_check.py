@@ -276,7 +276,8 @@ def test_the_box_page_tests_the_link_or_says_why_it_cannot(tmp_path):
         assert answer.status_code == 302 and answer.headers["Location"].endswith("#link-check")
         page = admin.get("/fleet/clinic-a/box-1").get_data(as_text=True)
         assert "data-reload-seconds" in page
-        assert link_check.state_words("queued") in page.replace("&#39;", "'")
+        assert ('waiting to be sent: the receiver (<code translate="no">clinibox central '
+                'serve</code>) sends it within seconds') in page
         [row] = [d for d in store.downlinks("clinic-a", "box-1")]
         assert row["kind"] == downlink.KIND_LINK_CHECK
         _status(store, 2, row["seq"])
