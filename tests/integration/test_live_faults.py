@@ -72,7 +72,8 @@ def test_faulty_sources_are_said_on_their_pages_and_ingest_goes_on(tmp_path: Pat
             told = {s["source"]: s for s in box.cli_json("status")["live"]}
             assert told["bomb"]["state"] == "refused" and told["card"]["state"] == "disconnected"
             text = box.cli("status").stdout
-            assert "bomb: refused" in text and "max_megapixels" in text
+            # the state in words (English here: the error after it, for the technician)
+            assert "bomb: The box cannot read this video" in text and "max_megapixels" in text
             for source in ("camera", "stream"):
                 wait_for(lambda s=source: state(s).get("state") == "running"
                          and state(s).get("analysed", 0) > 10, 180, f"{source} running")
