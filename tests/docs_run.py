@@ -33,8 +33,10 @@ person would do something no command shows:
 
 from __future__ import annotations
 
+import json
 import queue
 import shlex
+import sqlite3
 import subprocess
 import threading
 import time
@@ -236,3 +238,23 @@ def run_page(shell: DocShell, page: Path) -> int:
 def run_pages(shell: DocShell, pages: list[Path]) -> dict[str, int]:
     """Run the pages in order in one shell; the blocks each ran."""
     return {str(page.relative_to(REPO)): run_page(shell, page) for page in pages}
+
+
+def central_rows(shell: DocShell, sql: str) -> list[tuple]:
+    """Rows of the hospital's SQLite database the pages made (none while it is not there)."""
+    path = shell.path("/var/lib/clinibox-central/central.db")
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        return conn.execute(sql).fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        conn.close()
+
+
+def browser(shell: DocShell, *args: str) -> dict:
+    """A person at a browser inside the pages' namespace (``tests/docs_run_client.py``)."""
+    return json.loads(shell.run(f"( cd {REPO} && python -m tests.docs_run_client "
+                                f"{' '.join(args)} )", what=f"a browser: {args[0]}"))

@@ -15,9 +15,7 @@ A page that stops running as written fails here, with the block and its output.
 
 from __future__ import annotations
 
-import json
 import re
-import sqlite3
 import time
 from pathlib import Path
 
@@ -25,7 +23,7 @@ import pytest
 
 from tests.box_harness import to_toml, wait_for
 from tests.canary import write_canary_studies
-from tests.docs_run import REPO, DocShell, run_pages
+from tests.docs_run import REPO, DocShell, browser, central_rows, run_pages
 
 pytestmark = pytest.mark.integration
 
@@ -44,19 +42,6 @@ def pages(language: str) -> list[Path]:
     return [page.with_name(f"{page.stem}.{language}.md")
             if page.with_name(f"{page.stem}.{language}.md").exists() else page
             for page in PAGES]
-
-
-def _central_rows(shell: DocShell, sql: str) -> list[tuple]:
-    path = shell.path("/var/lib/clinibox-central/central.db")
-    if not path.exists():
-        return []
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    try:
-        return conn.execute(sql).fetchall()
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        conn.close()
 
 
 def _provision(box: Path):
@@ -95,7 +80,7 @@ def _start_box(box: Path):
     def hook(shell: DocShell) -> None:
         shell.run(f"setsid clinibox serve --config {box}/box.toml > {box}/serve.log 2>&1 &",
                   what="the box's clinibox serve")
-        wait_for(lambda: _central_rows(
+        wait_for(lambda: central_rows(
             shell, "SELECT downlink_key FROM box_state WHERE clinic = 'clinic-a'"
                    " AND device = 'box-1' AND downlink_key IS NOT NULL"), 180,
                  "the box's first status at the hospital")
@@ -135,22 +120,18 @@ def test_the_hospitals_pages_run_as_written_and_a_verdict_reaches_the_box(tmp_pa
         files = " ".join(str(p) for p in canaries.files)
         shell.run(f"/usr/bin/storescu -aec CLINIBOX 127.0.0.1 11112 {files}",
                   what="the modality (dcmtk)")
-        wait_for(lambda: _central_rows(shell, "SELECT id FROM alerts"), 180,
+        wait_for(lambda: central_rows(shell, "SELECT id FROM alerts"), 180,
                  "the alert at the hospital")
 
         # the radiologist refers the patient on the console; the box's study page shows it
-        answer = json.loads(shell.run(
-            f"cd {REPO} && python -m tests.docs_run_client review https://127.0.0.1:8443 "
-            f"wang.li {RADIOLOGIST_PASSWORD} {NOTE}; cd - > /dev/null",
-            what="the radiologist's review"))
+        answer = browser(shell, "review", "https://127.0.0.1:8443", "wang.li",
+                         RADIOLOGIST_PASSWORD, NOTE)
         assert answer["status"] == 302, answer
 
         page = ""
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not page:
-            found = json.loads(shell.run(
-                f"cd {REPO} && python -m tests.docs_run_client study https://127.0.0.1:8080 "
-                f"{NURSE[0]} {NURSE[1]}; cd - > /dev/null", what="the nurse's study page"))
+            found = browser(shell, "study", "https://127.0.0.1:8080", *NURSE)
             page = found["page"] if found["study"] else ""
             time.sleep(0 if page else 2)
         assert page, "the verdict never reached the box's study page"

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import subprocess
 import sys
 import time
@@ -33,7 +32,7 @@ import tomllib
 
 from tests.box_harness import wait_for
 from tests.canary import write_canary_studies
-from tests.docs_run import REPO, DocShell, run_page, run_pages
+from tests.docs_run import REPO, DocShell, browser, central_rows, run_page, run_pages
 
 pytestmark = pytest.mark.integration
 
@@ -45,19 +44,6 @@ VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["versi
 RADIOLOGIST_PASSWORD = "reads-every-alert-2026"
 NURSE = ("nurse-wang", "clinic-reads-2026")
 NOTE = "请尽快转诊"
-
-
-def _central_rows(shell: DocShell, sql: str) -> list[tuple]:
-    path = shell.path("/var/lib/clinibox-central/central.db")
-    if not path.exists():
-        return []
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    try:
-        return conn.execute(sql).fetchall()
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        conn.close()
 
 
 def _logs(shell: DocShell) -> str:
@@ -88,7 +74,7 @@ def _installed_box_runs(shell: DocShell) -> None:
     hospital has its status (taken in when it was enrolled)."""
     assert shell.run("systemctl is-active clinibox clinibox-web").split() == ["active",
                                                                                "active"]
-    wait_for(lambda: _central_rows(
+    wait_for(lambda: central_rows(
         shell, "SELECT downlink_key FROM box_state WHERE clinic = 'clinic-a'"
                " AND device = 'box-1' AND downlink_key IS NOT NULL"), 60,
              "the installed box's status at the hospital")
@@ -105,11 +91,6 @@ def offline_bundle(tmp_path_factory) -> Path:
     tarball = out.with_name(out.name + ".tar.gz")
     assert tarball.is_file()
     return tarball
-
-
-def _client(shell: DocShell, *args: str) -> dict:
-    return json.loads(shell.run(f"( cd {REPO} && python -m tests.docs_run_client "
-                                f"{' '.join(args)} )", what=f"a browser: {args[0]}"))
 
 
 def test_a_box_installed_provisioned_and_rehearsed_from_the_pages_gets_its_verdict(
@@ -156,17 +137,17 @@ def test_a_box_installed_provisioned_and_rehearsed_from_the_pages_gets_its_verdi
         files = " ".join(str(p) for p in canaries.files)
         shell.run(f"/usr/bin/storescu -aec CLINIBOX 127.0.0.1 11112 {files}",
                   what="the modality (dcmtk)")
-        wait_for(lambda: _central_rows(shell, "SELECT id FROM alerts"), 240,
+        wait_for(lambda: central_rows(shell, "SELECT id FROM alerts"), 240,
                  "the installed box's alert at the hospital")
 
         # the radiologist refers the patient on the console; the box's study page shows it
-        answer = _client(shell, "review", "https://127.0.0.1:8443", "wang.li",
+        answer = browser(shell, "review", "https://127.0.0.1:8443", "wang.li",
                          RADIOLOGIST_PASSWORD, NOTE)
         assert answer["status"] == 302, answer
         page = ""
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not page:
-            found = _client(shell, "study", "https://127.0.0.1:8080", *NURSE)
+            found = browser(shell, "study", "https://127.0.0.1:8080", *NURSE)
             page = found["page"] if found["study"] else ""
             time.sleep(0 if page else 2)
         assert "refer the patient" in page and NOTE in page
