@@ -4,7 +4,9 @@ The log keeps each event's English line as it was written (for the technician's 
 ``journalctl``) and, where one was given, a code a program reads back. The device page and
 ``clinibox status`` say the level and the component in words, and an event whose code they
 know in words too: the model's events (``lifecycle``, kept as ``event:reason[:step]`` by
-``telemetry.messages.lifecycle_code``) from the words of ``web/model_update_words.py``. Any
+``telemetry.messages.lifecycle_code``) from the words of ``web/model_update_words.py``, and
+what happened to one object (``object:<status>:<id>``, the worker's) from :data:`OBJECTS`
+(outside English: the English line names the reason itself). Any
 other event is shown as recorded (English, marked so on a page).
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from firmware_app.i18n import N_, gettext
+from firmware_app.i18n import ENGLISH, N_, current, gettext
 from web import model_update_words as model_words
 
 #: the levels the log keeps
@@ -37,6 +39,15 @@ EVENTS = {
     "rollout": N_("model update from the hospital"),
 }
 
+#: what happened to one object (``storage.db.object_code``: ``object:<status>:<id>``), by
+#: the status it was left in
+OBJECTS = {
+    "quarantined": N_("image %(id)s held back in quarantine; the quarantine list says why"),
+    "failed": N_("image %(id)s could not be analysed; the quarantine list says why"),
+    "queued": N_("image %(id)s met an error; it will be analysed again"),
+    "not_analysed": N_("image %(id)s not analysed: no model on this box is meant for it"),
+}
+
 
 def level(code: str) -> str:
     """A level in words (the code itself when unknown)."""
@@ -55,6 +66,12 @@ def component(code: str) -> str:
 def said(code: str) -> str:
     """A model event's code (``event:reason[:step]``) in words, or "" when it is not one."""
     event, _, rest = (code or "").partition(":")
+    if event == "object":  # English keeps the recorded line: it holds the reason's detail
+        status, _, instance = rest.partition(":")
+        if current() == ENGLISH:
+            return ""
+        words = OBJECTS.get(status)
+        return gettext(words, id=instance) if words and instance.isdigit() else ""
     if event not in EVENTS or not rest:
         return ""
     reason, _, step = rest.partition(":")

@@ -22,6 +22,7 @@ from firmware_app.contracts.statuses import (
     LiveHint,
     LiveKept,
     LiveState,
+    OutboxState,
     Role,
     Verdict,
 )
@@ -123,6 +124,14 @@ LIVE_HINT = {
 LIVE_KEPT = {LiveKept.KEY_FRAME: N_("key frame"), LiveKept.CLIP: N_("clip")}
 #: a patient's sex in the session form (DICOM Patient's Sex: M, F, O; '' not given)
 SEXES = {"": N_("not given"), "F": N_("female"), "M": N_("male"), "O": N_("other")}
+#: the kinds of message the box sends the hospital (``contracts.egress.KINDS``)
+OUTBOX_KINDS = {"alert": N_("alert message"), "summary": N_("daily summary"),
+                "status": N_("status report"), "event": N_("device event")}
+#: a message's state in the outbox (``contracts.statuses.OutboxState``)
+OUTBOX_STATES = {OutboxState.PENDING: N_("waiting to be sent"), OutboxState.SENT: N_("sent"),
+                 OutboxState.DROPPED: N_("dropped (outbox full)"),
+                 OutboxState.SUPERSEDED: N_("replaced by a newer one"),
+                 OutboxState.WILL: N_("last will, sent by the broker")}
 
 
 def _label(table: dict[str, str], word: str | None) -> str:
@@ -130,6 +139,16 @@ def _label(table: dict[str, str], word: str | None) -> str:
         return ""
     english = table.get(word)
     return gettext(english) if english else word.replace("_", " ")
+
+
+def outbox_kind(word: str) -> str:
+    """A telemetry message's kind in words."""
+    return _label(OUTBOX_KINDS, word)
+
+
+def outbox_state(word: str) -> str:
+    """A telemetry message's state in the outbox in words."""
+    return _label(OUTBOX_STATES, word)
 
 
 def verdict(word: str) -> str:

@@ -12,8 +12,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from firmware_app.contracts.reasons import TEMPLATES, VERBATIM, Reason, from_records
-from firmware_app.i18n import ENGLISH, current, gettext
+from firmware_app.contracts.reasons import (
+    TEMPLATES,
+    VERBATIM,
+    Reason,
+    ReasonCode,
+    from_records,
+)
+from firmware_app.i18n import ENGLISH, N_, current, gettext
+
+#: what a reason recorded in someone else's words is, said from its code in the reader's
+#: language (the recorded words follow, marked as recorded)
+VERBATIM_WORDS: dict[ReasonCode, str] = {
+    ReasonCode.DECODE_FAILED: N_("the file cannot be read as an image"),
+    ReasonCode.UNKNOWN: N_("a reason recorded in words"),
+}
 
 
 def reason_text(reason: Reason) -> str:
@@ -37,3 +50,23 @@ def verbatim(reasons: Iterable[Reason]) -> bool:
     """Whether the text shown holds words not in the reader's language (recorded as they
     are: a decoder's, or text recorded before codes); never in English."""
     return current() != ENGLISH and any(r.code in VERBATIM for r in reasons)
+
+
+def explained(reasons: Iterable[Reason]) -> tuple[str, str]:
+    """Reasons to show: (words in the reader's language, the words recorded as they are or
+    ""). Outside English a reason in someone else's words (a decoder's) is said from its
+    code, and its recorded words are given apart, for the page to mark as recorded."""
+    reasons = list(reasons)
+    if not verbatim(reasons):
+        return reasons_text(reasons), ""
+    said = gettext("; ").join(
+        gettext(VERBATIM_WORDS[r.code]) if r.code in VERBATIM else reason_text(r)
+        for r in reasons)
+    return said, gettext("; ").join(reason_text(r) for r in reasons if r.code in VERBATIM)
+
+
+def explained_text(stored: str | Sequence[object] | None) -> str:
+    """A stored value for a terminal in the reader's language: outside English a reason in
+    someone else's words is said from its code only (its recorded words are in ``--json``
+    and on the device's quarantine page)."""
+    return explained(from_records(stored))[0]

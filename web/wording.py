@@ -315,6 +315,12 @@ def recorded_reason(reason: str | Sequence[Any] | None) -> tuple[str, str]:
     return text, text if reasons.verbatim(recorded) else ""
 
 
+def explained_reason(reason: str | Sequence[Any] | None) -> tuple[str, str]:
+    """Stored reasons to show: (words in the reader's language, the words recorded as they
+    are, untranslated, to show after them marked as recorded, else "")."""
+    return reasons.explained(from_records(reason))
+
+
 def object_reason(status: str, reason: str | Sequence[Any] | None) -> tuple[str, str]:
     """Why an object was held back or not analysed, for the worklist: (text, original).
 

@@ -29,7 +29,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from firmware_app.errors import EXIT_FAIL, EXIT_OK
+from firmware_app.i18n import ENGLISH, current
 from firmware_app.i18n import gettext as _
+from firmware_app.i18n.text import ljust
 from firmware_app.settings import box as config_module
 from firmware_app.storage import audit, db
 from firmware_app.storage.audit_chain import ChainCheck, verify
@@ -42,6 +44,7 @@ from firmware_app.storage.audit_witness_check import (
     check_witness,
     read_witness,
 )
+from web import labels
 
 
 def _query(args: argparse.Namespace) -> AuditQuery:
@@ -53,7 +56,13 @@ def _query(args: argparse.Namespace) -> AuditQuery:
 def _line(row: AuditRow) -> str:
     fields = row.to_dict()
     return (f"{fields['id']:>7}  {fields['at']}  {row.account or '-':<20} {row.address:<15} "
-            f"{row.action:<19} {row.target:<18} {row.detail}")
+            f"{_action(row.action)} {row.target:<18} {row.detail}")
+
+
+def _action(code: str) -> str:
+    """A row's action, 19 columns wide: its code in English (what ``--action`` takes), its
+    words in another language; the other fields are the row as recorded."""
+    return f"{code:<19}" if current() == ENGLISH else ljust(labels.action(code), 19)
 
 
 def _chain_json(check: ChainCheck, top: tuple[int, str],

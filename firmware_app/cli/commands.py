@@ -142,7 +142,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if report["quarantine_reasons"]:
         print(_("held back (quarantined or failed), by reason:"))
         for reason, n in report["quarantine_reasons"].items():
-            print(f"  {n:>5} × {reasons.recorded_text(reason)}")
+            print(f"  {n:>5} × {reasons.explained_text(reason)}")
     _print_model_orders(report["model_orders"], report["download"])
     _print_pacs(report["pacs"])
     _print_live(report["live"])
@@ -281,7 +281,7 @@ def _study_results(config: config_module.Config, as_json: bool) -> int:
 
 def _result_detail(r: dict[str, Any]) -> str:
     """What ``clinibox results`` says of one instance after its status."""
-    reason = reasons.recorded_text
+    reason = reasons.explained_text
     processed = r["status"] == InstanceStatus.PROCESSED
     if processed and r["assessment"] == AssessmentKind.NOT_ASSESSABLE:
         return _("not assessable: %(reason)s", reason=reason(r["assessment_reason"]))
@@ -306,24 +306,29 @@ def cmd_keys(args: argparse.Namespace) -> int:
     public = private.with_suffix(".pub")
     for path in (private, public):
         if path.exists() and not args.force:
-            print(f"{path} exists; refusing to overwrite it (--force to replace)",
+            print(_("%(path)s exists; refusing to overwrite it (--force to replace)", path=path),
                   file=sys.stderr)
             return EXIT_USAGE
     for path in (private, public):
         path.unlink(missing_ok=True)
     if args.kind == "hospital":
         generate_x25519_pair(private, public)
-        print(f"hospital key: private {private} (keep it on the receiver: [keys] hospital_key), "
-              f"public {public} (install it on each box: [telemetry] hospital_key)")
+        print(_("hospital key: private %(private)s (keep it on the receiver: %(receiver)s), "
+                "public %(public)s (install it on each box: %(box)s)", private=private,
+                receiver="[keys] hospital_key", public=public,
+                box="[telemetry] hospital_key"))
         return EXIT_OK
     key = signing.generate_key_pair(private, public)
     if args.kind == "hospital-signing":
-        print(f"hospital signing key {key}: private {private} (keep it on the receiver: [keys] "
-              f"hospital_signing_key), public {public} (clinibox central bundle "
-              "--hospital-signing-key; on each box [telemetry] hospital_signing_key)")
+        print(_("hospital signing key %(key)s: private %(private)s (keep it on the receiver: "
+                "%(receiver)s), public %(public)s (%(bundle)s; on each box %(box)s)", key=key,
+                private=private, receiver="[keys] hospital_signing_key", public=public,
+                bundle="clinibox central bundle --hospital-signing-key",
+                box="[telemetry] hospital_signing_key"))
         return EXIT_OK
-    print(f"key {key}: private {private} (keep it on the workstation), public {public} "
-          "(list it in [models] trusted_keys on each box)")
+    print(_("key %(key)s: private %(private)s (keep it on the workstation), public %(public)s "
+            "(list it in %(setting)s on each box)", key=key, private=private, public=public,
+            setting="[models] trusted_keys"))
     return EXIT_OK
 
 

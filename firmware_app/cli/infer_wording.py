@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from firmware_app.contracts.reasons import from_records
+from firmware_app.contracts.reasons import VERBATIM, from_records
 from firmware_app.contracts.statuses import InstanceStatus
 from firmware_app.i18n import gettext, ngettext
 from web import labels, reasons
@@ -21,9 +21,13 @@ _ = gettext
 
 def reason_words(value: object) -> str:
     """A record's reason in the current language: the box's reasons (codes) rendered, an
-    operating system's text as it is."""
+    operating system's text as it is. Outside English a decoder's own words are left out
+    (the line already says the file could not be read; ``--json`` keeps them)."""
     if isinstance(value, (list, tuple)):
-        return reasons.reasons_text(from_records(value))
+        recorded = from_records(value)
+        if reasons.verbatim(recorded):
+            recorded = [r for r in recorded if r.code not in VERBATIM]
+        return reasons.reasons_text(recorded)
     return str(value or "")
 
 
@@ -56,6 +60,8 @@ def problem_reason(report: dict[str, Any]) -> str:
         return _("DICOMDIR could not be read: %(reason)s", reason=reason)
     if status == InstanceStatus.NOT_ANALYSED:
         return _("not analysed: %(reason)s", reason=reason)
+    if not reason:
+        return _("could not be read as an image")
     return _("could not be read as an image: %(reason)s", reason=reason)
 
 
@@ -75,4 +81,6 @@ def problem_line(report: dict[str, Any]) -> str:
         return _("%(path)s: DICOMDIR could not be read: %(reason)s", path=path, reason=reason)
     if status == InstanceStatus.NOT_ANALYSED:
         return _("%(path)s: NOT ANALYSED — %(reason)s", path=path, reason=reason)
+    if not reason:
+        return _("%(path)s: could not be read as an image", path=path)
     return _("%(path)s: could not be read as an image: %(reason)s", path=path, reason=reason)

@@ -9,6 +9,9 @@ import time
 from collections.abc import Callable
 
 from firmware_app.errors import EXIT_FAIL, EXIT_OK
+from firmware_app.i18n import gettext as _
+from firmware_app.i18n import ngettext
+from firmware_app.i18n.text import ljust
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db
 from firmware_app.storage.retention import (
@@ -21,29 +24,39 @@ from firmware_app.storage.retention import (
 
 def _print_report(report: RetentionReport) -> None:
     limits = report.limits
-    rows = ((f"images older than {limits['image_days']:g} days", report.by_age),
-            (f"held objects older than {limits['quarantine_days']:g} days", report.quarantine),
-            ("images for disk space", report.for_disk),
-            ("held objects for disk space", report.held_for_disk))
-    verb = "would delete" if report.dry_run else "deleted"
-    print(f"retention{' (dry run)' if report.dry_run else ''}: {verb} {report.images} "
-          f"image(s), {mb_text(report.bytes)}")
+    rows = ((_("images older than %(days)s days", days=f"{limits['image_days']:g}"),
+             report.by_age),
+            (_("held objects older than %(days)s days", days=f"{limits['quarantine_days']:g}"),
+             report.quarantine),
+            (_("images for disk space"), report.for_disk),
+            (_("held objects for disk space"), report.held_for_disk))
+    size = mb_text(report.bytes)
+    print(ngettext("retention (dry run): would delete %(num)s image, %(size)s",
+                   "retention (dry run): would delete %(num)s images, %(size)s",
+                   report.images, size=size) if report.dry_run else
+          ngettext("retention: deleted %(num)s image, %(size)s",
+                   "retention: deleted %(num)s images, %(size)s", report.images, size=size))
     for label, tally in rows:
-        print(f"  {label:<36} {tally.images:>7}  {mb_text(tally.bytes):>10}")
-    print(f"  {'of which the file was already gone':<36} {report.missing:>7}")
-    label = f"audit rows older than {limits.get('audit_days', 0):g} days"
-    print(f"  {label:<36} {report.audit_rows:>7}")
+        print(f"  {ljust(label, 36)} {tally.images:>7}  {mb_text(tally.bytes):>10}")
+    gone = _("of which the file was already gone")
+    print(f"  {ljust(gone, 36)} {report.missing:>7}")
+    label = _("audit rows older than %(days)s days", days=f"{limits.get('audit_days', 0):g}")
+    print(f"  {ljust(label, 36)} {report.audit_rows:>7}")
     if report.resumed:
-        print(f"  {'left by an interrupted pass':<36} {report.resumed:>7}")
-    after = "after (estimated)" if report.dry_run else "after"
-    print(f"  disk used: {report.disk_used_pct_before:.1f} % before, "
-          f"{report.disk_used_pct_after:.1f} % {after} "
-          f"(limit {report.limits['max_disk_used_pct']:g} %)")
+        resumed = _("left by an interrupted pass")
+        print(f"  {ljust(resumed, 36)} {report.resumed:>7}")
+    figures = {"before": f"{report.disk_used_pct_before:.1f}",
+               "after": f"{report.disk_used_pct_after:.1f}",
+               "limit": f"{report.limits['max_disk_used_pct']:g}"}
+    print("  " + (_("disk used: %(before)s %% before, %(after)s %% after (estimated) "
+                    "(limit %(limit)s %%)", **figures) if report.dry_run else
+                  _("disk used: %(before)s %% before, %(after)s %% after (limit %(limit)s %%)",
+                    **figures)))
     if report.disk_still_full:
-        print("  the disk is still above the limit: every image safe to delete is gone")
-    oldest = "none" if report.oldest_kept is None else time.strftime(
+        print("  " + _("the disk is still above the limit: every image safe to delete is gone"))
+    oldest = _("none") if report.oldest_kept is None else time.strftime(
         "%Y-%m-%d %H:%M", time.localtime(report.oldest_kept))
-    print(f"  oldest image kept: {oldest}")
+    print("  " + _("oldest image kept: %(when)s", when=oldest))
 
 
 def cmd_retention(args: argparse.Namespace) -> int:

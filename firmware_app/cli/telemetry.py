@@ -19,11 +19,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from firmware_app.errors import EXIT_FAIL, EXIT_OK
+from firmware_app.i18n import gettext as _
+from firmware_app.i18n.text import ljust
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db
 from firmware_app.storage.outbox import Outbox
 from firmware_app.storage.telemetry import study_instances
 from firmware_app.telemetry.identity import find_study, load_identity
+from web import labels
 
 
 def _config(args: argparse.Namespace) -> config_module.Config:
@@ -43,11 +46,13 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         print(json.dumps({"audit_days": config.telemetry.audit_days, **summary,
                           "messages": rows}, indent=2))
         return EXIT_OK
-    print(f"{summary['pending']} waiting, {summary['dropped_total']} dropped ever; "
-          f"messages of the last {config.telemetry.audit_days:g} days:")
+    print(_("%(waiting)s waiting, %(dropped)s dropped ever; messages of the last %(days)s "
+            "days:", waiting=summary["pending"], dropped=summary["dropped_total"],
+            days=f"{config.telemetry.audit_days:g}"))
     for row in rows:
         at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["created_at"]))
-        print(f"{row['seq']:>8} {at} {row['kind']:<8} {row['state']:<10} "
+        print(f"{row['seq']:>8} {at} {ljust(labels.outbox_kind(row['kind']), 10)} "
+              f"{ljust(labels.outbox_state(row['state']), 12)} "
               f"{json.dumps(row['payload'], sort_keys=True)}")
     return EXIT_OK
 
@@ -63,12 +68,13 @@ def cmd_identity(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
     else:
-        print(f"clinic {identity.clinic}, device {identity.device}, key {identity.key_id}")
+        print(_("clinic %(clinic)s, device %(device)s, key %(key)s", clinic=identity.clinic,
+                device=identity.device, key=identity.key_id))
         print(identity.public_key_pem, end="")
         if args.out:
-            print(f"public key written to {args.out}: enrol it at the hospital with "
-                  f"clinibox central enrol --clinic {identity.clinic} "
-                  f"--device {identity.device} --key {args.out}")
+            print(_("public key written to %(path)s: enrol it at the hospital with "
+                    "%(command)s", path=args.out, command=f"clinibox central enrol --clinic "
+                    f"{identity.clinic} --device {identity.device} --key {args.out}"))
     return EXIT_OK
 
 

@@ -84,7 +84,8 @@ class Worker:
         self.spool.quarantine(job.local_id, stored)
         with db.transaction(self.conn):
             self.queue.set_status(job.id, InstanceStatus.QUARANTINED, stored)
-            db.record_event(self.conn, "WARNING", "worker", f"instance {job.id}: {words}")
+            db.record_event(self.conn, "WARNING", "worker", f"instance {job.id}: {words}",
+                            db.object_code(InstanceStatus.QUARANTINED, job.id))
         log.warning("quarantined instance %d: %s", job.id, words)
         return InstanceStatus.QUARANTINED
 
@@ -93,7 +94,8 @@ class Worker:
         with db.transaction(self.conn):
             self.queue.set_status(job.id, InstanceStatus.NOT_ANALYSED, encode([reason]))
             db.record_event(self.conn, "INFO", "worker", f"instance {job.id}: not analysed: "
-                            f"{reason.english()}")
+                            f"{reason.english()}", db.object_code(InstanceStatus.NOT_ANALYSED,
+                                                                job.id))
         log.info("instance %d not analysed: %s", job.id, reason.english())
         return InstanceStatus.NOT_ANALYSED
 
@@ -116,7 +118,8 @@ class Worker:
             with db.transaction(self.conn):
                 self.queue.set_status(job.id, InstanceStatus.FAILED, encode([missing]))
                 db.record_event(self.conn, "ERROR", "worker",
-                                f"instance {job.id}: {missing.english()}")
+                                f"instance {job.id}: {missing.english()}",
+                                db.object_code(InstanceStatus.FAILED, job.id))
             return InstanceStatus.FAILED
         if outcome.status == InstanceStatus.NOT_ANALYSED:
             assert outcome.reason is not None

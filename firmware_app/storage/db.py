@@ -162,6 +162,12 @@ def record_event(conn: sqlite3.Connection, level: str, component: str, message: 
     conn.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) - 1000 FROM events)")
 
 
+def object_code(status: str, instance_id: int) -> str:
+    """The code of an event about one object: ``object:<status>:<instance id>`` (the status a
+    ``contracts.statuses.InstanceStatus`` value), for the pages to say it in words."""
+    return f"object:{getattr(status, 'value', status)}:{instance_id}"
+
+
 def event_noted_since(conn: sqlite3.Connection, component: str, message: str,
                       since: float) -> bool:
     """Whether ``message`` of ``component`` is in the event log at or after ``since``."""

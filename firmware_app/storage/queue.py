@@ -17,7 +17,7 @@ from pathlib import Path
 from firmware_app.contracts.reasons import Reason, ReasonCode, encode
 from firmware_app.contracts.statuses import InstanceStatus
 from firmware_app.errors import CliniboxError
-from firmware_app.storage.db import record_event, transaction
+from firmware_app.storage.db import object_code, record_event, transaction
 
 #: every instance status, in its order (``contracts/statuses.InstanceStatus``); ``not_analysed``:
 #: a good image no model here is meant for (kept apart from quarantine, for broken input)
@@ -183,7 +183,8 @@ class JobQueue:
                   else InstanceStatus.QUEUED)
         with transaction(self.conn):
             self.set_status(job_id, status, encode([reason]))
-            record_event(self.conn, "ERROR", "worker", f"instance {job_id}: {reason.english()}")
+            record_event(self.conn, "ERROR", "worker", f"instance {job_id}: {reason.english()}",
+                         object_code(status, job_id))
         return status
 
     def local_ids(self) -> set[str]:

@@ -435,6 +435,6 @@ def test_command_line_dry_run_then_real_pass(box, tmp_path, capsys):
     assert "instance_ids" not in dry and box.image(old).exists()
     assert _cli(["retention", "--config", str(config)]) == 0
     text = capsys.readouterr().out
-    assert "retention: deleted 1 image(s)" in text and "oldest image kept: none" in text
+    assert "retention: deleted 1 image," in text and "oldest image kept: none" in text
     assert "disk used:" in text and "RETENTION" not in text
     assert not box.image(old).exists()
