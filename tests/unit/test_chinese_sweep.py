@@ -52,7 +52,12 @@ VIEWER_SKIPPED = {
     "clinic.report_as_pdf": "a download: test_web_i18n reads the Chinese PDF's text",
     "device.device_json": "JSON for programs: codes, English by contract",
     "clinic.worklist_json": "JSON for programs: codes, English by contract",
-    "live.state_json": "JSON for the live page's script: codes (its words: the page's data)",
+}
+#: JSON a page's script shows words of: the endpoint and where its words are
+VIEWER_JSON_WORDS = {
+    "live.state_json": lambda body: [*((body["session"] or {}).get("kept") or []),
+                                     (body["session"] or {}).get("error") or "",
+                                     *((body["last"] or {}).get("kept") or [])],
 }
 #: console routes not rendered as a page, each with why
 CONSOLE_SKIPPED = {
@@ -132,7 +137,23 @@ def box(request, viewer, tmp_path, monkeypatch):
     state, _app = viewer
     state.config.live.sources = [dataclasses.replace(source) for source in SOURCES]
     put_in_state(state.config, request.param)
+    _live_session(state.config)
     return request.param, state, create_app(state.config)
+
+
+def _live_session(config) -> None:
+    """A session open on us-1 that kept a key frame (the page and its script list it)."""
+    from firmware_app.contracts.statuses import LiveKept
+    from firmware_app.storage import live_sessions
+
+    conn = db.connect(config.database_path)
+    try:
+        session = live_sessions.start(conn, source="us-1", started_by=CLINICIAN[0],
+                                      patient_id="P-7", patient_name="王^芳")
+        live_sessions.record_kept(conn, session.id, live_sessions.Kept(
+            LiveKept.KEY_FRAME, "local-1", "1.2.3", 1, 0.8, time.time()))
+    finally:
+        conn.close()
 
 
 # -- what a page may show ----------------------------------------------------------------------
@@ -209,11 +230,14 @@ def _get(client: ViewerClient, path: str):
     return answer
 
 
-def _pages(app, skipped: dict[str, str], values: dict[str, list[Any]]) -> list[str]:
-    """Every GET route's paths, those in ``skipped`` left out (and each skip a real route)."""
+def _pages(app, skipped: dict[str, str], values: dict[str, list[Any]]
+           ) -> list[tuple[str, str]]:
+    """Every GET route's (endpoint, path)s, those in ``skipped`` left out (and each skip a
+    real route)."""
     endpoints = {rule.endpoint for rule in app.url_map.iter_rules()}
     assert set(skipped) <= endpoints, set(skipped) - endpoints
-    return [path for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule)
+    return [(rule.endpoint, path)
+            for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule)
             if "GET" in rule.methods and rule.endpoint not in skipped
             for path in _paths(rule, values)]
 
@@ -229,10 +253,17 @@ def test_every_viewer_page_reads_in_chinese(box, who):
     client.client.environ_base["HTTP_ACCEPT_LANGUAGE"] = ZH
     assert client.login(*who).status_code == 302
     pages = _pages(app, VIEWER_SKIPPED, values)
-    assert "/device" in pages and "/live/cam-1" in pages and "/login" in pages
-    for path in pages:
+    paths = [path for _endpoint, path in pages]
+    assert "/device" in paths and "/live/cam-1" in paths and "/login" in paths
+    for endpoint, path in pages:
         answer = _get(client, path)
         assert answer.status_code in (200, 403), (name, path, answer.status_code)
+        if endpoint in VIEWER_JSON_WORDS:
+            if answer.status_code == 200:
+                words = " ".join(VIEWER_JSON_WORDS[endpoint](answer.get_json()))
+                assert english_sentences(words) == [], (name, path, words)
+                assert is_chinese(words) or path != "/live/us-1/state", (name, path, words)
+            continue
         assert_chinese_page(f"{name} {who[0]} {path}", answer.get_data(as_text=True),
                             fragment=path == "/worklist/rows")
     for path in ("/?status=quarantined", "/?status=waiting", "/?status=not_analysed",
@@ -301,9 +332,9 @@ def test_every_console_page_reads_in_chinese(console, role):
     client = ConsoleClient(app)
     client.client.environ_base["HTTP_ACCEPT_LANGUAGE"] = ZH
     assert client.login(*(ADMIN if role == "admin" else RADIOLOGIST)).status_code == 302
-    pages = _pages(app, CONSOLE_SKIPPED, values)
-    assert "/fleet" in pages and "/rollouts" in pages
-    for path in [*pages, "/alerts?state=all"]:
+    paths = [path for _endpoint, path in _pages(app, CONSOLE_SKIPPED, values)]
+    assert "/fleet" in paths and "/rollouts" in paths
+    for path in [*paths, "/alerts?state=all"]:
         answer = _get(client, path)
         assert answer.status_code in (200, 403), (role, path, answer.status_code)
         assert_chinese_page(f"{role} {path}", answer.get_data(as_text=True))
