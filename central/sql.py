@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -73,6 +74,27 @@ class Transaction:
         return self._cursor
 
 
+#: seconds a new connection waits for another's lock to switch a database to WAL
+WAL_WAIT_SECONDS = 30.0
+
+
+def _write_ahead_log(conn: sqlite3.Connection) -> None:
+    """Put the database in WAL mode (once: it stays). Switching waits for no busy handler:
+    while another connection writes (the receiver creating the schema as ``central user add``
+    starts beside it) SQLite answers "database is locked" at once, so it is tried again until
+    :data:`WAL_WAIT_SECONDS` have passed."""
+    deadline = time.monotonic() + WAL_WAIT_SECONDS
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
 class Database:
     """A single connection to SQLite or PostgreSQL, chosen by URL, used by one thread at a time."""
 
@@ -125,7 +147,7 @@ class Database:
                 os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
         conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None,
                                check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        _write_ahead_log(conn)
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=30000")
         return conn

@@ -77,6 +77,8 @@ class DocShell:
         for folder in (self.home, self.logs, self.blocks):
             folder.mkdir(parents=True, exist_ok=True)
         self._count = 0
+        #: the pages' own sh blocks run so far (hooks' and the test's commands not counted)
+        self.page_blocks = 0
         self._next: dict[str, Any] = {}
         env = {"PATH": f"{SHIMS}:{REPO / '.venv' / 'bin'}:/usr/local/sbin:/usr/local/bin:"
                        "/usr/sbin:/usr/bin:/sbin:/bin",
@@ -131,11 +133,6 @@ class DocShell:
                 raise DocsRunError(f"the shell ended during {what}:\n{script}")
             if line.startswith(_MARK):
                 return int(line.split()[1]), log.read_text(errors="replace")
-
-    @property
-    def blocks_run(self) -> int:
-        """How many scripts the shell has run so far."""
-        return self._count
 
     def input_file(self, name: str) -> Path:
         """Where the test's input ``name`` is written for a block to read."""
@@ -216,6 +213,7 @@ def _directives(document: Document) -> Any:
 
 def _evaluate_block(example: Example) -> None:
     shell: DocShell = example.namespace["shell"]
+    shell.page_blocks += 1
     shell.run(example.parsed, what=f"{example.path}, the block at line {example.line}")
 
 
@@ -227,12 +225,10 @@ def run_page(shell: DocShell, page: Path) -> int:
     """Run every ``sh`` block and directive of ``page`` in order; how many blocks ran."""
     document = SYBIL.parse(page)
     document.namespace["shell"] = shell
-    ran = 0
+    before = shell.page_blocks
     for example in document:
-        before = shell.blocks_run
         example.evaluate()
-        ran += shell.blocks_run > before
-    return ran
+    return shell.page_blocks - before
 
 
 def run_pages(shell: DocShell, pages: list[Path]) -> dict[str, int]:

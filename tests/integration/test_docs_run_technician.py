@@ -10,9 +10,10 @@ provisions the box from the USB stick and restarts its services (Debian's and cl
 unit lines, through the ``systemctl`` stand-in, as the user ``clinibox``); the hospital enrols
 the code (what the box sent meanwhile is taken in) and proves the link with ``check-box``.
 Then the technician's rehearsal (``docs/technician/model.md``): a maker key, two trial
-packages, the hospital's signature, both installed from the stick and one rolled back. A
-study then reaches the installed box, its alert the console, and the radiologist's verdict
-the box's study page.
+packages, the hospital's signature, both installed from the stick and one rolled back; and
+the live page (``docs/technician/live.md``): the live extra installed, the demonstration video
+made and added as a source, and the box's status saying it is live. A study then reaches the
+installed box, its alert the console, and the radiologist's verdict the box's study page.
 
 ``make wheelhouse``'s bundle is made out here beforehand by its own script: it needs the
 package registry, which the pages' namespace has no network to reach.
@@ -30,6 +31,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
+from firmware_app.contracts.statuses import LiveState
 from tests.box_harness import wait_for
 from tests.canary import write_canary_studies
 from tests.docs_run import REPO, DocShell, browser, central_rows, run_page, run_pages
@@ -40,6 +42,7 @@ HOSPITAL = [REPO / "docs" / "hospital" / name
             for name in ("broker.md", "receiver.md", "console.md", "enrolment.md")]
 TECHNICIAN = [REPO / "docs" / "technician" / name for name in ("install.md", "provision.md")]
 REHEARSAL = REPO / "docs" / "technician" / "model.md"
+LIVE = REPO / "docs" / "technician" / "live.md"
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 RADIOLOGIST_PASSWORD = "reads-every-alert-2026"
 NURSE = ("nurse-wang", "clinic-reads-2026")
@@ -80,19 +83,40 @@ def _installed_box_runs(shell: DocShell) -> None:
              "the installed box's status at the hospital")
 
 
+def _live_source_starts(shell: DocShell) -> None:
+    """Wait until the restarted box reads the demonstration video: its live process's state
+    (``running``, said "Live") in the state file under the service's runtime folder."""
+    seen = {"state": ""}
+
+    def running() -> bool:
+        text = shell.run("cat /run/clinibox/live/demo/state.json 2>&1 || true", check=False)
+        try:
+            seen["state"] = json.loads(text)["state"]
+        except (ValueError, KeyError):
+            seen["state"] = text[:300]
+        return seen["state"] == LiveState.RUNNING
+
+    deadline = time.monotonic() + 180
+    while not running():
+        assert time.monotonic() < deadline, f"the demonstration source is not live: {seen}"
+        time.sleep(2)
+
+
 @pytest.fixture(scope="module")
 def offline_bundle(tmp_path_factory) -> Path:
-    """``make wheelhouse``'s ``.tar.gz``, made by its own script."""
+    """``make wheelhouse EXTRAS=live``'s ``.tar.gz``, made by its own script (the install
+    page installs it plain, the live page again with ``--extras live``)."""
     out = tmp_path_factory.mktemp("wheelhouse") / f"clinibox-{VERSION}-offline"
     done = subprocess.run([str(REPO / "scripts" / "build-wheelhouse.sh"), "--python",
-                           sys.executable, "--out", str(out)], capture_output=True, text=True,
-                          timeout=900)
+                           sys.executable, "--extras", "live", "--out", str(out)],
+                          capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     tarball = out.with_name(out.name + ".tar.gz")
     assert tarball.is_file()
     return tarball
 
 
+@pytest.mark.timeout(900)  # the installs, the rehearsal and the video: about 4 minutes
 def test_a_box_installed_provisioned_and_rehearsed_from_the_pages_gets_its_verdict(
         tmp_path, offline_bundle):
     shell = DocShell(tmp_path / "docs", inputs={
@@ -129,6 +153,14 @@ def test_a_box_installed_provisioned_and_rehearsed_from_the_pages_gets_its_verdi
                               .read_text())
         assert manifest["provenance"]["rehearsal"]["made_from"] == "clinibox-demo-lesion@1.0.0"
         assert manifest["intended_use"].endswith("not for clinical use")
+
+        # the live page: the live extra installed, the demonstration video made and added as a
+        # source, the box's status saying it is live
+        shell.hooks["the-live-bundle-reaches-the-box"] = lambda sh: sh.run("cd ~/at-the-box")
+        shell.hooks["the-live-source-starts"] = _live_source_starts
+        assert run_page(shell, LIVE) == 5
+        assert "demo: Live" in _logs(shell).split("live sources")[-1]
+        assert "50-live-video.conf" in _logs(shell)
 
         # a study reaches the installed box; its alert reaches the console
         shell.run(f"runuser -u clinibox -- clinibox user add {NURSE[0]} --role clinician "

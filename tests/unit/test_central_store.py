@@ -388,3 +388,26 @@ class TestStoreOnSqlite(StoreContract):
             store.close()
         finally:
             os.umask(previous)
+
+
+def test_a_second_opener_waits_while_the_first_creates_the_database(tmp_path):
+    """``central user add`` started beside ``central serve`` on a new SQLite file: switching
+    to WAL gets no busy handler from SQLite ("database is locked" at once while another
+    connection writes), so the opener tries again instead of failing."""
+    import sqlite3
+    import threading
+
+    path = tmp_path / "central.db"
+    first = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    first.execute("CREATE TABLE creating(x)")
+    first.execute("BEGIN IMMEDIATE")
+    first.execute("INSERT INTO creating VALUES (1)")
+    timer = threading.Timer(0.5, lambda: first.execute("COMMIT"))
+    timer.start()
+    try:
+        store = Store(f"sqlite:///{path}")
+        assert store.counts()["devices"] == 0
+        store.close()
+    finally:
+        timer.join()
+        first.close()
