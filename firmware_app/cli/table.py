@@ -117,10 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ENGLISH_COMMANDS:  # services: no language set, their records English
         return run_command("clinibox", lambda: args.func(args))
     language = command_language(args)
+    root = logging.getLogger()
+    level = root.level
     if language != ENGLISH:  # the command says what happened in the reader's words; the
-        logging.getLogger().setLevel(logging.ERROR)  # English log lines are the journal's
-    with use_locale(language):
-        return run_command("clinibox", lambda: args.func(args))
+        root.setLevel(logging.ERROR)  # English log lines are the journal's
+    try:
+        with use_locale(language):
+            return run_command("clinibox", lambda: args.func(args))
+    finally:  # a caller in this process (a test, a script) keeps its own logging
+        root.setLevel(level)
 
 
 if __name__ == "__main__":

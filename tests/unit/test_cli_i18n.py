@@ -229,3 +229,16 @@ def test_rollback_selftest_and_the_live_lines_of_status_in_chinese(tmp_path, cap
     assert main(["model", "status", "--config", str(path)]) == 0
     running = capsys.readouterr().out.splitlines()[0]
     assert "manifest" not in running and english_sentences(running) == [], running
+
+
+def test_a_chinese_command_leaves_the_callers_logging_as_it_was(config_path, monkeypatch):
+    """A command in Chinese keeps English log lines for the journal (ERROR and above on the
+    terminal) only while it runs: a caller in the same process (a script, the next test)
+    still gets its WARNING lines."""
+    import logging
+
+    _chinese_terminal(monkeypatch)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "level", logging.INFO)
+    assert main(["status", "--config", str(config_path)]) == 0
+    assert root.level == logging.INFO
