@@ -91,8 +91,7 @@ def load_ca(cert_path: Path,
         key = _private_key(data, key_path, _password(key_path))  # so its own error is kept
     if not isinstance(key, ISSUER_KEYS):
         raise EnrolmentError(f"{key_path} is not a key that can sign certificates")
-    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
+    if _spki(key.public_key()) != _spki(cert.public_key()):
         raise EnrolmentError(f"{key_path} is not the key of the CA certificate {cert_path}")
     return cert, key
 
@@ -168,6 +167,7 @@ def make_bundle(*, ca_cert_path: Path, ca_key_path: Path, clinic: str, device: s
 
 
 def _spki(key: object) -> bytes:
+    """A public key's DER SubjectPublicKeyInfo: two keys are one key when these are equal."""
     return key.public_bytes(serialization.Encoding.DER,  # type: ignore[attr-defined]
                             serialization.PublicFormat.SubjectPublicKeyInfo)
 

@@ -19,7 +19,6 @@ from central import link_check
 from central.console.app import client_address, console, current_account
 from central.console.views_fleet import admin_only
 from firmware_app.i18n import gettext
-from firmware_app.i18n import gettext as _
 
 blueprint = Blueprint("link", __name__)
 
@@ -71,5 +70,5 @@ def check(clinic: str, device: str) -> Response:
         account = current_account()
         link_check.queue(database, clinic, device, account=account.name if account else "",
                          address=client_address())
-        flash(_("Test sent to the box; its answer shows below within seconds."))
+        flash(gettext("Test sent to the box; its answer shows below within seconds."))
     return redirect(url_for("fleet.box", clinic=clinic, device=device) + "#link-check")
