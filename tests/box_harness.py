@@ -43,14 +43,18 @@ def dcmtk_env() -> dict[str, str]:
     return {**os.environ, "TCP_NODELAY": "1"}
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``predicate`` until true or fail after ``timeout`` seconds."""
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str,
+             why: Callable[[], str] | None = None) -> None:
+    """Poll ``predicate`` until true or fail after ``timeout`` seconds; ``why`` adds what
+    the parts said (their state, their logs) to the failure, for a run that cannot be
+    repeated (CI under load)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+    said = f"\n{why()}" if why else ""
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}{said}")
 
 
 def clinibox(*args: str, check: bool = True, stdin: str | None = None,
