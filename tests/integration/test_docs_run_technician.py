@@ -158,8 +158,10 @@ def test_a_box_installed_provisioned_and_rehearsed_from_the_pages_gets_its_verdi
         # source, the box's status saying it is live
         shell.hooks["the-live-bundle-reaches-the-box"] = lambda sh: sh.run("cd ~/at-the-box")
         shell.hooks["the-live-source-starts"] = _live_source_starts
-        assert run_page(shell, LIVE) == 5
+        assert run_page(shell, LIVE) == 6
         assert "demo: Live" in _logs(shell).split("live sources")[-1]
+        # the frame copied to measure the image area is the page's, its size as the page says
+        assert "960x540" in shell.run("file /tmp/screen.jpg", what="the copied frame")
         assert "50-live-video.conf" in _logs(shell)
 
         # a study reaches the installed box; its alert reaches the console
