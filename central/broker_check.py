@@ -7,7 +7,8 @@ not the key's, or not from the hospital CA, fails every box's handshake; an ACL 
 downlink lines lets alerts up and nothing down. :func:`check` reads the configuration as
 Mosquitto does (the main file and every ``*.conf`` of its ``include_dir``) and returns one
 :class:`Finding` a problem, each a code (:class:`BrokerProblem`) with the file it concerns and
-the fix in words.
+the fix in words, in the current language (:func:`problem_words` says the code); the file
+names, options and commands in the fix stay as they are.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from firmware_app.contracts.words import Word
+from firmware_app.i18n import N_, gettext
+from firmware_app.i18n.error_words import error_words
 
 #: Mosquitto's configuration on Debian
 DEFAULT_CONF = Path("/etc/mosquitto/mosquitto.conf")
@@ -56,6 +59,26 @@ class BrokerProblem(Word):
     """No listener with a certificate, or client certificates not required."""
     ACL = "acl"
     """The ACL lacks lines the boxes or the receiver need."""
+
+
+#: each problem in words (English: the code, as ``check-broker`` always printed it)
+PROBLEM_WORDS = {
+    BrokerProblem.MISSING: N_("file missing"),
+    BrokerProblem.UNREADABLE: N_("file unreadable by the broker"),
+    BrokerProblem.KEY_EXPOSED: N_("private key readable by everyone"),
+    BrokerProblem.NOT_PEM: N_("not PEM"),
+    BrokerProblem.KEY_MISMATCH: N_("certificate and key do not pair"),
+    BrokerProblem.NOT_FROM_CA: N_("certificate not from the CA"),
+    BrokerProblem.TLS_OFF: N_("TLS not required"),
+    BrokerProblem.ACL: N_("ACL incomplete"),
+}
+
+
+def problem_words(problem: BrokerProblem) -> str:
+    """A problem for a person: its code in English, its words in another language."""
+    from firmware_app.i18n import ENGLISH, current
+
+    return problem.value if current() == ENGLISH else gettext(PROBLEM_WORDS[problem])
 
 
 @dataclass
@@ -130,17 +153,18 @@ def _files(conf: BrokerConf, user: str) -> list[Finding]:
             continue
         path = Path(value)
         if not path.is_file():
-            found.append(Finding(BrokerProblem.MISSING, value,
-                                 f"{option} {value} does not exist: copy the file there, or "
-                                 "correct the path in the configuration"))
+            found.append(Finding(BrokerProblem.MISSING, value, gettext(
+                "%(option)s %(path)s does not exist: copy the file there, or correct the path "
+                "in the configuration", option=option, path=value)))
         elif not _readable_by(path, user):
-            found.append(Finding(BrokerProblem.UNREADABLE, value,
-                                 f"Mosquitto reads {option} as the user {user}, who cannot "
-                                 f"read {value}: chgrp {user} {value} && chmod 0640 {value}"))
+            found.append(Finding(BrokerProblem.UNREADABLE, value, gettext(
+                "Mosquitto reads %(option)s as the user %(user)s, who cannot read %(path)s: "
+                "%(command)s", option=option, user=user, path=value,
+                command=f"chgrp {user} {value} && chmod 0640 {value}")))
         elif option == "keyfile" and path.stat().st_mode & stat.S_IROTH:
-            found.append(Finding(BrokerProblem.KEY_EXPOSED, value,
-                                 f"every user of this machine may read the broker's private key:"
-                                 f" chgrp {user} {value} && chmod 0640 {value}"))
+            found.append(Finding(BrokerProblem.KEY_EXPOSED, value, gettext(
+                "every user of this machine may read the broker's private key: %(command)s",
+                command=f"chgrp {user} {value} && chmod 0640 {value}")))
     return found
 
 
@@ -155,20 +179,21 @@ def _certificates(conf: BrokerConf) -> list[Finding]:
         cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
         key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
     except (ValueError, TypeError, OSError) as exc:
-        return [Finding(BrokerProblem.NOT_PEM, f"{ca_path}, {cert_path}, {key_path}",
-                        f"cafile, certfile and keyfile must be PEM (an unencrypted key): {exc}")]
+        return [Finding(BrokerProblem.NOT_PEM, f"{ca_path}, {cert_path}, {key_path}", gettext(
+            "cafile, certfile and keyfile must be PEM (an unencrypted key): %(why)s",
+            why=error_words(exc)))]
     spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     found: list[Finding] = []
     if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
-        found.append(Finding(BrokerProblem.KEY_MISMATCH, cert_path,
-                             f"{cert_path} is not the certificate of {key_path}: install the "
-                             "pair made together (server.pem and server.key)"))
+        found.append(Finding(BrokerProblem.KEY_MISMATCH, cert_path, gettext(
+            "%(cert)s is not the certificate of %(key)s: install the pair made together "
+            "(server.pem and server.key)", cert=cert_path, key=key_path)))
     try:
         cert.verify_directly_issued_by(ca)
     except (InvalidSignature, ValueError, TypeError):
-        found.append(Finding(BrokerProblem.NOT_FROM_CA, cert_path,
-                             f"{cert_path} is not signed by the CA {ca_path}: the boxes would "
-                             "refuse the broker; issue it with the hospital CA"))
+        found.append(Finding(BrokerProblem.NOT_FROM_CA, cert_path, gettext(
+            "%(cert)s is not signed by the CA %(ca)s: the boxes would refuse the broker; issue "
+            "it with the hospital CA", cert=cert_path, ca=ca_path)))
     return found
 
 
@@ -177,19 +202,21 @@ def _tls(conf: BrokerConf) -> list[Finding]:
               "allow_anonymous": "false"}
     wrong = [f"{k} {v}" for k, v in wanted.items() if conf.options.get(k, "").lower() != v]
     if "listener" not in conf.options or "certfile" not in conf.options:
-        wrong.insert(0, "listener 8883 with cafile, certfile and keyfile")
+        wrong.insert(0, gettext("%(listener)s with cafile, certfile and keyfile",
+                                listener="listener 8883"))
     if not wrong:
         return []
-    return [Finding(BrokerProblem.TLS_OFF, str(conf.files[0]),
-                    "the boxes need TLS with client certificates; add: " + "; ".join(wrong))]
+    return [Finding(BrokerProblem.TLS_OFF, str(conf.files[0]), gettext(
+        "the boxes need TLS with client certificates; add: %(lines)s",
+        lines=gettext("; ").join(wrong)))]
 
 
 def _acl(conf: BrokerConf, receiver: str) -> list[Finding]:
     value = conf.options.get("acl_file")
     if not value or not Path(value).is_file():
-        return [] if value else [Finding(BrokerProblem.ACL, str(conf.files[0]),
-                                         "no acl_file: every client could read every box's "
-                                         "messages; add acl_file with the ACL of the docs")]
+        return [] if value else [Finding(BrokerProblem.ACL, str(conf.files[0]), gettext(
+            "no acl_file: every client could read every box's messages; add acl_file with "
+            "the ACL of the docs"))]
     lines = [" ".join(line.split()) for line in Path(value).read_text(
         encoding="utf-8").splitlines() if line.strip() and not line.strip().startswith("#")]
     missing = [line for line in BOX_LINES if line not in lines]
@@ -203,7 +230,8 @@ def _acl(conf: BrokerConf, receiver: str) -> list[Finding]:
         missing += [line for line in RECEIVER_LINES if line not in block]
     if not missing:
         return []
-    return [Finding(BrokerProblem.ACL, value, "the ACL lacks: " + "; ".join(missing))]
+    return [Finding(BrokerProblem.ACL, value, gettext(
+        "the ACL lacks: %(lines)s", lines=gettext("; ").join(missing)))]
 
 
 def check(path: Path = DEFAULT_CONF, *, receiver: str = "central-receiver") -> list[Finding]:

@@ -39,6 +39,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from firmware_app.contracts import signing
 from firmware_app.contracts.enrolment import EnrolmentBundle, EnrolmentError, write_bundle
 from firmware_app.contracts.envelope import load_x25519_private
+from firmware_app.i18n import N_, gettext
+from firmware_app.i18n.error_words import error_words
 from firmware_app.settings.box import DEMO_KEY_ID
 
 #: a box lives for years in a clinic: three years, then a new bundle renews the certificate
@@ -50,11 +52,27 @@ ISSUER_KEYS = (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519Pri
                ed448.Ed448PrivateKey)
 
 
+#: the files a bundle is made from, in words (``%(path)s`` after them)
+FILES = {"CA certificate": N_("cannot read the CA certificate %(path)s: %(why)s"),
+         "CA key": N_("cannot read the CA key %(path)s: %(why)s"),
+         "hospital public key": N_("cannot read the hospital public key %(path)s: %(why)s"),
+         "model-signing public key": N_("cannot read the model-signing public key %(path)s: "
+                                        "%(why)s"),
+         "hospital downlink signing key": N_("cannot read the hospital downlink signing key "
+                                             "%(path)s: %(why)s")}
+NOT_TEXT = {"hospital public key": N_("the hospital public key %(path)s is not PEM text"),
+            "model-signing public key": N_("the model-signing public key %(path)s is not PEM "
+                                           "text"),
+            "hospital downlink signing key": N_("the hospital downlink signing key %(path)s is "
+                                                "not PEM text")}
+
+
 def _read(path: Path, what: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as exc:
-        raise EnrolmentError(f"cannot read the {what} {path}: {exc.strerror}") from exc
+        raise EnrolmentError(gettext(FILES[what], path=path,
+                                     why=error_words(exc, exc.strerror))) from exc
 
 
 def _password(path: Path) -> bytes:
@@ -62,8 +80,8 @@ def _password(path: Path) -> bytes:
         return os.environ[PASSWORD_ENV].encode("utf-8")
     if sys.stdin.isatty():
         return getpass.getpass(f"password of the CA key {path}: ").encode("utf-8")
-    raise EnrolmentError(f"the CA key {path} is encrypted: run this on a terminal, or set "
-                         f"{PASSWORD_ENV}")
+    raise EnrolmentError(gettext("the CA key %(path)s is encrypted: run this on a terminal, or "
+                                 "set %(variable)s", path=path, variable=PASSWORD_ENV))
 
 
 def _private_key(data: bytes, path: Path,
@@ -73,8 +91,8 @@ def _private_key(data: bytes, path: Path,
     try:
         return serialization.load_pem_private_key(data, password=password)
     except ValueError as exc:
-        raise EnrolmentError(f"{path} is not a readable PEM private key (or the password "
-                             "is wrong)") from exc
+        raise EnrolmentError(gettext("%(path)s is not a readable PEM private key (or the "
+                                     "password is wrong)", path=path)) from exc
 
 
 def load_ca(cert_path: Path,
@@ -83,16 +101,19 @@ def load_ca(cert_path: Path,
     try:
         cert = x509.load_pem_x509_certificate(_read(cert_path, "CA certificate"))
     except ValueError as exc:
-        raise EnrolmentError(f"{cert_path} is not a PEM certificate") from exc
+        raise EnrolmentError(gettext("%(path)s is not a PEM certificate", path=cert_path)
+                             ) from exc
     data = _read(key_path, "CA key")
     try:
         key = _private_key(data, key_path, None)
     except TypeError:  # encrypted: asked for (or taken from the environment) outside the try,
         key = _private_key(data, key_path, _password(key_path))  # so its own error is kept
     if not isinstance(key, ISSUER_KEYS):
-        raise EnrolmentError(f"{key_path} is not a key that can sign certificates")
+        raise EnrolmentError(gettext("%(path)s is not a key that can sign certificates",
+                                     path=key_path))
     if _spki(key.public_key()) != _spki(cert.public_key()):
-        raise EnrolmentError(f"{key_path} is not the key of the CA certificate {cert_path}")
+        raise EnrolmentError(gettext("%(key)s is not the key of the CA certificate %(cert)s",
+                                     key=key_path, cert=cert_path))
     return cert, key
 
 
@@ -142,7 +163,8 @@ def make_bundle(*, ca_cert_path: Path, ca_key_path: Path, clinic: str, device: s
     """Issue the client certificate and assemble a checked bundle (nothing written);
     ``hospital_signing_key_path``: the downlink's Ed25519 public key, for verdicts to the box."""
     if not 1 <= days <= 36500:
-        raise EnrolmentError(f"--days must be between 1 and 36500, got {days}")
+        raise EnrolmentError(gettext("--days must be between 1 and 36500, got %(days)s",
+                                     days=days))
     ca_cert, ca_key = load_ca(ca_cert_path, ca_key_path)
     cert_pem, key_pem = issue_client_certificate(ca_cert, ca_key, clinic, device, days, now)
 
@@ -150,7 +172,7 @@ def make_bundle(*, ca_cert_path: Path, ca_key_path: Path, clinic: str, device: s
         try:
             return _read(path, what).decode("ascii")
         except UnicodeDecodeError as exc:
-            raise EnrolmentError(f"the {what} {path} is not PEM text") from exc
+            raise EnrolmentError(gettext(NOT_TEXT[what], path=path)) from exc
 
     bundle = EnrolmentBundle(
         clinic=clinic, device=device, broker_host=broker_host, broker_port=broker_port,
@@ -161,8 +183,9 @@ def make_bundle(*, ca_cert_path: Path, ca_key_path: Path, clinic: str, device: s
         hospital_signing_key=(text(hospital_signing_key_path, "hospital downlink signing key")
                               if hospital_signing_key_path is not None else ""))
     if DEMO_KEY_ID in bundle.signing_key_ids():
-        raise EnrolmentError("the DEMO-ONLY key cannot be a clinic's model-signing key: its "
-                             "private half is public; give the hospital's own signing key")
+        raise EnrolmentError(gettext("the DEMO-ONLY key cannot be a clinic's model-signing key:"
+                                     " its private half is public; give the hospital's own "
+                                     "signing key"))
     return bundle
 
 
@@ -180,72 +203,87 @@ def check_for_receiver(bundle: EnrolmentBundle, *, downlink: bool,
     keys that do not pair with the receiver's own (each given as the receiver's
     configuration names it; empty: not checked)."""
     if downlink and not bundle.hospital_signing_key:
-        raise EnrolmentError(
+        raise EnrolmentError(gettext(
             "--hospital-signing-key is missing: the box could never receive the hospital's "
             "verdicts or model rollouts, and nothing would say why. Give the .pub of the "
-            "receiver's downlink signing key ([keys] hospital_signing_key; made once with "
-            "clinibox keys generate --kind hospital-signing --out "
-            "/etc/clinibox-central/hospital-signing), or --no-downlink if this box is only to "
-            "send alerts up")
+            "receiver's downlink signing key (%(setting)s; made once with %(command)s), or "
+            "--no-downlink if this box is only to send alerts up",
+            setting="[keys] hospital_signing_key",
+            command="clinibox keys generate --kind hospital-signing --out "
+                    "/etc/clinibox-central/hospital-signing"))
     if not downlink and bundle.hospital_signing_key:
-        raise EnrolmentError("--no-downlink and --hospital-signing-key contradict each other: "
-                             "give one of them")
+        raise EnrolmentError(gettext("--no-downlink and --hospital-signing-key contradict each "
+                                     "other: give one of them"))
     if hospital_signing_key and bundle.hospital_signing_key:
         try:
             ours = signing.load_private_key(Path(hospital_signing_key)).public_key()
         except (OSError, ValueError, signing.SignatureError) as exc:
-            raise EnrolmentError(f"[keys] hospital_signing_key {hospital_signing_key} cannot "
-                                 f"be read: {exc}") from exc
+            raise EnrolmentError(gettext("%(setting)s %(path)s cannot be read: %(why)s",
+                                         setting="[keys] hospital_signing_key",
+                                         path=hospital_signing_key, why=error_words(exc))
+                                 ) from exc
         given = serialization.load_pem_public_key(bundle.hospital_signing_key.encode("ascii"))
         if _spki(given) != _spki(ours):
-            raise EnrolmentError(
-                "--hospital-signing-key is not the public half of this receiver's [keys] "
-                f"hospital_signing_key ({hospital_signing_key}, key "
-                f"{signing.key_id(ours)}): the box would refuse every verdict and rollout. "
-                "Give the .pub made beside that .pem")
+            raise EnrolmentError(gettext(
+                "--hospital-signing-key is not the public half of this receiver's %(setting)s "
+                "(%(path)s, key %(key)s): the box would refuse every verdict and rollout. "
+                "Give the .pub made beside that .pem", setting="[keys] hospital_signing_key",
+                path=hospital_signing_key, key=signing.key_id(ours)))
     if hospital_key:
         try:
             ours_x = load_x25519_private(Path(hospital_key)).public_key()
         except (OSError, ValueError) as exc:
-            raise EnrolmentError(f"[keys] hospital_key {hospital_key} cannot be read: "
-                                 f"{exc}") from exc
+            raise EnrolmentError(gettext("%(setting)s %(path)s cannot be read: %(why)s",
+                                         setting="[keys] hospital_key", path=hospital_key,
+                                         why=error_words(exc))) from exc
         given_x = serialization.load_pem_public_key(bundle.hospital_key.encode("ascii"))
         if _spki(given_x) != _spki(ours_x):
-            raise EnrolmentError(
-                f"--hospital-key is not the public half of this receiver's [keys] hospital_key "
-                f"({hospital_key}): the receiver could not read a single message of the box. "
-                "Give the .pub made beside that .pem")
+            raise EnrolmentError(gettext(
+                "--hospital-key is not the public half of this receiver's %(setting)s "
+                "(%(path)s): the receiver could not read a single message of the box. "
+                "Give the .pub made beside that .pem", setting="[keys] hospital_key",
+                path=hospital_key))
     if rollout_keys:
         trusted = set()
         for path in rollout_keys:
             try:
                 trusted.add(signing.key_id(signing.load_public_key(Path(path))))
             except (OSError, ValueError, signing.SignatureError) as exc:
-                raise EnrolmentError(f"[rollouts] trusted_keys: {path} cannot be read: "
-                                     f"{exc}") from exc
+                raise EnrolmentError(gettext("%(setting)s: %(path)s cannot be read: %(why)s",
+                                             setting="[rollouts] trusted_keys", path=path,
+                                             why=error_words(exc))) from exc
         if not trusted & set(bundle.signing_key_ids()):
-            raise EnrolmentError(
-                "no --signing-key is among the receiver's [rollouts] trusted_keys "
-                f"({', '.join(sorted(trusted))}): the box would refuse every package the "
-                "hospital rolls out. Give the .pub of the hospital's model-signing key")
+            raise EnrolmentError(gettext(
+                "no --signing-key is among the receiver's %(setting)s (%(keys)s): the box "
+                "would refuse every package the hospital rolls out. Give the .pub of the "
+                "hospital's model-signing key", setting="[rollouts] trusted_keys",
+                keys=", ".join(sorted(trusted))))
 
 
 def write_and_describe(bundle: EnrolmentBundle, out: Path, overwrite: bool = False) -> str:
     """Write the bundle (checked again, mode 0600); return the lines to print."""
     write_bundle(bundle, out, overwrite=overwrite)
     expires = bundle.certificate().not_valid_after_utc.strftime("%Y-%m-%d")
-    return (f"wrote enrolment bundle {out} for {bundle.clinic}/{bundle.device}\n"
-            f"  fingerprint {bundle.fingerprint} (clinibox provision prints it too: compare)\n"
-            f"  broker {bundle.broker_host}:{bundle.broker_port}, client certificate CN "
-            f"{bundle.clinic}/{bundle.device} valid until {expires}\n"
-            f"  trusted model-signing keys: {', '.join(bundle.signing_key_ids())}\n"
-            + (f"  hospital downlink signing key: {_downlink_key_id(bundle)} (verdicts and "
-               "rollouts reach the box; prove it once it runs: clinibox central check-box "
-               f"{bundle.clinic}/{bundle.device})\n" if bundle.hospital_signing_key else
-               "  no hospital downlink signing key (--no-downlink): no verdict or rollout "
-               "can reach this box\n") +
-            "It holds the box's TLS private key: carry it on removable media and delete it "
-            "once the box is provisioned.")
+    box = f"{bundle.clinic}/{bundle.device}"
+    lines = [
+        gettext("wrote enrolment bundle %(path)s for %(box)s", path=out, box=box),
+        "  " + gettext("fingerprint %(fingerprint)s (%(command)s prints it too: compare)",
+                       fingerprint=bundle.fingerprint, command="clinibox provision"),
+        "  " + gettext("broker %(broker)s, client certificate CN %(box)s valid until %(day)s",
+                       broker=f"{bundle.broker_host}:{bundle.broker_port}", box=box,
+                       day=expires),
+        "  " + gettext("trusted model-signing keys: %(keys)s",
+                       keys=", ".join(bundle.signing_key_ids())),
+        "  " + (gettext("hospital downlink signing key: %(key)s (verdicts and rollouts reach "
+                        "the box; prove it once it runs: %(command)s)",
+                        key=_downlink_key_id(bundle),
+                        command=f"clinibox central check-box {box}")
+                if bundle.hospital_signing_key else
+                gettext("no hospital downlink signing key (--no-downlink): no verdict or "
+                        "rollout can reach this box")),
+        gettext("It holds the box's TLS private key: carry it on removable media and delete "
+                "it once the box is provisioned.")]
+    return "\n".join(lines)
 
 
 def _downlink_key_id(bundle: EnrolmentBundle) -> str:

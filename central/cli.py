@@ -29,6 +29,9 @@ from central.sql import Database
 from central.store import Store, StoreError
 from firmware_app.arguments import CommandParser
 from firmware_app.errors import EXIT_OK, EXIT_USAGE, CliniboxError, run_command
+from firmware_app.i18n import gettext as _
+from firmware_app.i18n import ngettext
+from firmware_app.i18n.error_words import error_words
 
 log = logging.getLogger("clinibox.central")
 
@@ -39,7 +42,8 @@ def open_store(config: config_module.CentralConfig) -> Store:
         return Store(config.database.url, health=config.health,
                      webhook=bool(config.notify.url), public_url=config.web.public_url)
     except StoreError as exc:
-        raise CliniboxError(f"cannot open the database: {exc}") from exc
+        raise CliniboxError(_("cannot open the database: %(why)s",
+                              why=error_words(exc.__cause__ or exc, exc))) from exc
 
 
 def cmd_serve(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
@@ -218,14 +222,15 @@ def cmd_enrol(args: argparse.Namespace, config: config_module.CentralConfig) -> 
     try:
         pem = Path(args.key).read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as exc:
-        raise CliniboxError(f"cannot read the device key {args.key}: {exc}",
-                            exit_status=EXIT_USAGE) from exc
+        raise CliniboxError(_("cannot read the device key %(path)s: %(why)s", path=args.key,
+                              why=error_words(exc)), exit_status=EXIT_USAGE) from exc
     store = open_store(config)
     try:
         record = store.enrol(args.clinic, args.device, pem, replace=args.replace)
     except ValueError as exc:
-        raise CliniboxError(f"{exc}", exit_status=EXIT_USAGE) from exc
-    print(f"enrolled {record.clinic}/{record.device} with key {record.key_id}")
+        raise CliniboxError(str(exc), exit_status=EXIT_USAGE) from exc
+    print(_("enrolled %(box)s with key %(key)s", box=f"{record.clinic}/{record.device}",
+            key=record.key_id))
     _receive_waiting(config, store, record.clinic, record.device)
     return EXIT_OK
 
@@ -245,10 +250,14 @@ def _receive_waiting(config: config_module.CentralConfig, store: Store, clinic: 
         log.warning("[keys] hospital_key: cannot load %s (%s): the box's messages sent before "
                     "its enrolment stay refused", config.keys.hospital_key, exc)
         return
+    from central.console import labels
+
     outcomes = Receiver(config, store, hospital_key).receive_waiting(clinic, device)
-    others = ", ".join(f"{n} {why}" for why, n in sorted(outcomes.items()) if why != STORED)
-    print(f"received {outcomes[STORED]} message(s) {clinic}/{device} sent before it was "
-          f"enrolled" + (f" ({others})" if others else ""))
+    others = _(", ").join(_("%(n)s %(why)s", n=n, why=labels.outcome(why))
+                         for why, n in sorted(outcomes.items()) if why != STORED)
+    said = _("received %(n)s message(s) %(box)s sent before it was enrolled",
+             n=outcomes[STORED], box=f"{clinic}/{device}")
+    print(_("%(event)s (%(reason)s)", event=said, reason=others) if others else said)
 
 
 def cmd_enrol_code(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
@@ -265,8 +274,9 @@ def cmd_enrol_code(args: argparse.Namespace, config: config_module.CentralConfig
         record = store.enrol(code.clinic, code.device, code.public_key_pem,
                              replace=args.replace)
     except ValueError as exc:
-        raise CliniboxError(f"{exc}", exit_status=EXIT_USAGE) from exc
-    print(f"enrolled {record.clinic}/{record.device} with key {record.key_id}")
+        raise CliniboxError(str(exc), exit_status=EXIT_USAGE) from exc
+    print(_("enrolled %(box)s with key %(key)s", box=f"{record.clinic}/{record.device}",
+            key=record.key_id))
     _receive_waiting(config, store, record.clinic, record.device)
     return EXIT_OK
 
@@ -290,7 +300,7 @@ def cmd_bundle(args: argparse.Namespace, config: config_module.CentralConfig) ->
                            rollout_keys=tuple(config.rollouts.trusted_keys))
         print(write_and_describe(bundle, Path(args.out), overwrite=args.force))
     except EnrolmentError as exc:
-        raise CliniboxError(f"no bundle written: {exc}") from exc
+        raise CliniboxError(_("no bundle written: %(why)s", why=str(exc))) from exc
     return EXIT_OK
 
 
@@ -298,8 +308,8 @@ def cmd_revoke(args: argparse.Namespace, config: config_module.CentralConfig) ->
     """Refuse a device's messages from now on."""
     where = f"{args.clinic}/{args.device}"
     if not open_store(config).revoke(args.clinic, args.device):
-        raise CliniboxError(f"device {where!r} is not enrolled")
-    print(f"revoked {where}: its messages will be refused")
+        raise CliniboxError(_("device %(box)s is not enrolled", box=repr(where)))
+    print(_("revoked %(box)s: its messages will be refused", box=where))
     return EXIT_OK
 
 
@@ -317,6 +327,7 @@ def cmd_report(args: argparse.Namespace, config: config_module.CentralConfig) ->
 
 def cmd_alerts(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
     """List alerts, newest first."""
+    from central.console import labels
     from central.report import format_time
 
     alerts = open_store(config).alerts(waiting=args.waiting, limit=args.limit)
@@ -324,20 +335,43 @@ def cmd_alerts(args: argparse.Namespace, config: config_module.CentralConfig) ->
         print(json.dumps(alerts, indent=2))
         return EXIT_OK
     if not alerts:
-        print("no alerts waiting for review" if args.waiting else "no alerts")
+        print(_("no alerts waiting for review") if args.waiting else _("no alerts"))
         return EXIT_OK
-    print(f"{'ID':>6}  {'RECEIVED (UTC)':16}  {'CLINIC/DEVICE':24}  {'FINDING':12}  "
-          f"{'SCORE':>5}  {'MOD':4}  {'STUDY':12}  {'STATE':12}  {'VERDICT':12}  REVIEWED")
+    english = _english()
+    print(_row([(_("ID"), 6, True), (_("RECEIVED (UTC)"), 16), (_("CLINIC/DEVICE"), 24),
+                (_("FINDING"), 12), (_("SCORE"), 5, True), (_("MOD"), 4), (_("STUDY"), 12),
+                (_("STATE"), 12), (_("VERDICT"), 12), (_("REVIEWED"), 0)]))
     for a in alerts:
         where = f"{a['clinic']}/{a['device']}"
-        verdict = a["verdict"] or "-"
-        if a["follow_up_months"]:
-            verdict += f" {a['follow_up_months']}m"
-        print(f"{a['id']:>6}  {format_time(a['received_at']):16}  {where:24}  "
-              f"{a['finding']:12}  {a['score']:5.2f}  {a['modality']:4}  "
-              f"{a['study_ref'][:12]:12}  {a['state']:12}  {verdict:12}  "
-              f"{format_time(a['reviewed_at']) if a['reviewed_at'] else 'waiting'}")
+        if english:
+            verdict = a["verdict"] or "-"
+            if a["follow_up_months"]:
+                verdict += f" {a['follow_up_months']}m"
+            finding, state = a["finding"], a["state"]
+        else:
+            verdict = labels.verdict(a["verdict"], a["follow_up_months"])
+            finding, state = labels.finding(a["finding"]), labels.state(a["state"])
+        print(_row([(str(a["id"]), 6, True), (format_time(a["received_at"]), 16), (where, 24),
+                    (finding, 12), (f"{a['score']:5.2f}", 5, True), (a["modality"], 4),
+                    (a["study_ref"][:12], 12), (state, 12), (verdict, 12),
+                    (format_time(a["reviewed_at"]) if a["reviewed_at"] else _("waiting"), 0)]))
     return EXIT_OK
+
+
+def _english() -> bool:
+    """Whether the command speaks English (its tables then show the codes, as always)."""
+    from firmware_app.i18n import ENGLISH, current
+
+    return current() == ENGLISH
+
+
+def _row(cells: list[tuple[Any, ...]]) -> str:
+    """A table's line: each cell (text, columns[, right-aligned]) padded to its terminal
+    columns (a Chinese character takes two), two spaces between; the last one unpadded."""
+    from central.report import pad
+
+    return "  ".join(pad(str(cell[0]), cell[1], len(cell) > 2 and cell[2])
+                     for cell in cells).rstrip()
 
 
 def cmd_review(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
@@ -348,6 +382,8 @@ def cmd_review(args: argparse.Namespace, config: config_module.CentralConfig) ->
         check_review(args.verdict, args.note, args.months)
     except ReviewError as exc:
         raise CliniboxError(str(exc), exit_status=EXIT_USAGE) from exc
+    from central.console import labels
+
     account = args.account or f"cli:{getpass.getuser()}"
     store = open_store(config)
     unknown = sorted(set(args.ids) - store.existing_alert_ids(args.ids))
@@ -356,10 +392,16 @@ def cmd_review(args: argparse.Namespace, config: config_module.CentralConfig) ->
         store.review_alert(alert_id, args.verdict, args.note, account,
                            follow_up_months=args.months, address="cli")
         done += 1
-    print(f"reviewed {done} alert{'s' if done != 1 else ''}: {args.verdict}"
-          f"{f' in {args.months} months' if args.months else ''} (sent back to the box)")
+    if _english():
+        print(f"reviewed {done} alert{'s' if done != 1 else ''}: {args.verdict}"
+              f"{f' in {args.months} months' if args.months else ''} (sent back to the box)")
+    else:
+        print(ngettext("reviewed %(num)d alert: %(verdict)s (sent back to the box)",
+                       "reviewed %(num)d alerts: %(verdict)s (sent back to the box)", done,
+                       verdict=labels.verdict(args.verdict, args.months)))
     if unknown:
-        raise CliniboxError(f"no such alert: {', '.join(str(i) for i in unknown)}")
+        raise CliniboxError(_("no such alert: %(ids)s",
+                              ids=_(", ").join(str(i) for i in unknown)))
     return EXIT_OK
 
 
@@ -368,27 +410,29 @@ def cmd_clinic(args: argparse.Namespace, config: config_module.CentralConfig) ->
     store = open_store(config)
     if args.action == "set":
         if not args.clinic:
-            raise CliniboxError("clinic set needs CLINIC", exit_status=EXIT_USAGE)
+            raise CliniboxError(_("clinic set needs CLINIC"), exit_status=EXIT_USAGE)
         try:
             store.set_clinic(args.clinic, args.name or "", args.county or "")
         except ValueError as exc:
             raise CliniboxError(str(exc), exit_status=EXIT_USAGE) from exc
-        print(f"clinic {args.clinic}: {args.name or '-'} ({args.county or '-'})")
+        print(_("clinic %(clinic)s: %(name)s (%(county)s)", clinic=args.clinic,
+                name=args.name or "-", county=args.county or "-"))
         return EXIT_OK
     clinics = store.clinics()
     if args.json:
         print(json.dumps(clinics, indent=2, ensure_ascii=False))
     elif not clinics:
-        print("no clinics named")
+        print(_("no clinics named"))
     else:
-        print(f"{'CLINIC':24}  {'COUNTY':20}  NAME")
+        print(_row([(_("CLINIC"), 24), (_("COUNTY"), 20), (_("NAME"), 0)]))
         for c in clinics:
-            print(f"{c['clinic']:24}  {c['county']:20}  {c['name']}")
+            print(_row([(c["clinic"], 24), (c["county"], 20), (c["name"], 0)]))
     return EXIT_OK
 
 
 def cmd_dead_letters(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
     """List the refused messages kept with their bytes, newest first; save one's bytes."""
+    from central.console import labels
     from central.report import format_time
 
     store = open_store(config)
@@ -396,9 +440,14 @@ def cmd_dead_letters(args: argparse.Namespace, config: config_module.CentralConf
         letter_id, out = args.save
         data = store.dead_letter_bytes(int(letter_id)) if letter_id.isdigit() else None
         if data is None:
-            raise CliniboxError(f"no such dead letter: {letter_id}")
-        Path(out).write_bytes(data)
-        print(f"wrote dead letter {letter_id} ({len(data)} bytes) to {out}")
+            raise CliniboxError(_("no such dead letter: %(id)s", id=letter_id))
+        try:
+            Path(out).write_bytes(data)
+        except OSError as exc:
+            raise CliniboxError(_("cannot write %(path)s: %(why)s", path=out,
+                                  why=error_words(exc))) from exc
+        print(_("wrote dead letter %(id)s (%(n)s bytes) to %(path)s", id=letter_id,
+                n=len(data), path=out))
         return EXIT_OK
     letters = store.dead_letters(limit=args.limit)
     if args.json:
@@ -406,20 +455,24 @@ def cmd_dead_letters(args: argparse.Namespace, config: config_module.CentralConf
         return EXIT_OK
     count, size = store.dead_letter_totals()
     if not letters:
-        print("no dead letters")
+        print(_("no dead letters"))
         return EXIT_OK
-    print(f"{'ID':>6}  {'RECEIVED (UTC)':16}  {'REASON':15}  {'BYTES':>7}  TOPIC")
+    english = _english()
+    print(_row([(_("ID"), 6, True), (_("RECEIVED (UTC)"), 16), (_("REASON"), 15),
+                (_("BYTES"), 7, True), (_("TOPIC"), 0)]))
     for letter in letters:
-        print(f"{letter['id']:>6}  {format_time(letter['received_at']):16}  "
-              f"{letter['reason']:15}  {letter['size']:>7}  {letter['topic']}")
-    print(f"\n{count} dead letter{'s' if count != 1 else ''} kept, {size} bytes")
+        reason = letter["reason"] if english else labels.outcome(letter["reason"])
+        print(_row([(str(letter["id"]), 6, True), (format_time(letter["received_at"]), 16),
+                    (reason, 15), (str(letter["size"]), 7, True), (letter["topic"], 0)]))
+    print("\n" + ngettext("%(num)d dead letter kept, %(bytes)s bytes",
+                          "%(num)d dead letters kept, %(bytes)s bytes", count, bytes=size))
     return EXIT_OK
 
 
 def _device_arg(text: str) -> tuple[str, str]:
     clinic, _, device = text.partition("/")
     if not clinic or not device:
-        raise CliniboxError(f"--device: expected CLINIC/DEVICE, got {text!r}",
+        raise CliniboxError(_("--device: expected CLINIC/DEVICE, got %(text)s", text=repr(text)),
                             exit_status=EXIT_USAGE)
     return clinic, device
 
@@ -428,7 +481,6 @@ def cmd_check_box(args: argparse.Namespace, config: config_module.CentralConfig)
     """Send a box a signed link check and wait for its answer (both directions, day one)."""
     from central import link_check
     from firmware_app.i18n import formats
-    from firmware_app.i18n import gettext as _
 
     clinic, device = _device_arg(args.box)
     if args.timeout <= 0:
@@ -467,34 +519,38 @@ def cmd_check_broker(args: argparse.Namespace, config: config_module.CentralConf
     try:
         found = broker_check.check(Path(args.conf), receiver=args.receiver_user)
     except OSError as exc:
-        raise CliniboxError(f"cannot read the broker's configuration {args.conf}: {exc}",
+        raise CliniboxError(_("cannot read the broker's configuration %(path)s: %(why)s",
+                              path=args.conf, why=error_words(exc)),
                             exit_status=EXIT_USAGE) from exc
     for finding in found:
-        print(f"{finding.problem.value}: {finding.fix}")
+        print(_("%(problem)s: %(fix)s", problem=broker_check.problem_words(finding.problem),
+                fix=finding.fix))
     if found:
-        raise CliniboxError(f"the broker is not ready: {len(found)} problem(s) above",
+        raise CliniboxError(_("the broker is not ready: %(n)s problem(s) above", n=len(found)),
                             exit_status=EXIT_USAGE)
-    print(f"broker configuration {args.conf}: files readable by the broker, certificates "
-          "paired and from the CA, TLS with client certificates, ACL complete")
+    print(_("broker configuration %(path)s: files readable by the broker, certificates "
+            "paired and from the CA, TLS with client certificates, ACL complete",
+            path=args.conf))
     return EXIT_OK
 
 
 def cmd_audit_heads(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
     """Each device's latest witnessed audit head and every alarming verdict; a witness file."""
     from central.audit_witness import ALARMS, witness_document
+    from central.console import labels
     from central.report import format_time
 
     store = open_store(config)
     where = _device_arg(args.device) if args.device else None
     if args.witness_file:
         if where is None:
-            raise CliniboxError("--witness-file needs --device CLINIC/DEVICE",
+            raise CliniboxError(_("--witness-file needs --device CLINIC/DEVICE"),
                                 exit_status=EXIT_USAGE)
         document = witness_document(*where, store.audit_heads(*where))
         Path(args.witness_file).write_text(json.dumps(document, indent=2) + "\n",
                                            encoding="utf-8")
-        print(f"wrote {len(document['heads'])} witnessed heads of {where[0]}/{where[1]} "
-              f"to {args.witness_file}")
+        print(_("wrote %(n)s witnessed heads of %(box)s to %(path)s",
+                n=len(document["heads"]), box=f"{where[0]}/{where[1]}", path=args.witness_file))
         return EXIT_OK
     latest = store.latest_audit_heads()
     heads = store.audit_heads(*where) if where else store.audit_heads()
@@ -505,19 +561,23 @@ def cmd_audit_heads(args: argparse.Namespace, config: config_module.CentralConfi
         print(json.dumps({"latest": list(latest.values()), "alarms": alarms}, indent=2))
         return EXIT_OK
     if not latest:
-        print("no audit heads witnessed")
+        print(_("no audit heads witnessed"))
         return EXIT_OK
+    english = _english()
+
     def table(rows: list[dict]) -> None:
-        print(f"{'CLINIC/DEVICE':24}  {'SEQ':>8}  {'ROW':>8}  {'HASH':16}  {'VERDICT':9}  "
-              "RECEIVED (UTC)")
+        print(_row([(_("CLINIC/DEVICE"), 24), (_("SEQ"), 8, True), (_("ROW"), 8, True),
+                    (_("HASH"), 16), (_("VERDICT"), 9), (_("RECEIVED (UTC)"), 0)]))
         for head in rows:
-            print(f"{head['clinic'] + '/' + head['device']:24}  {head['seq']:>8}  "
-                  f"{head['row']:>8}  {head['hash'][:16]:16}  {head['verdict']:9}  "
-                  f"{format_time(head['received_at'])}")
+            verdict = head["verdict"] if english else labels.audit_verdict(head["verdict"])
+            print(_row([(head["clinic"] + "/" + head["device"], 24), (head["seq"], 8, True),
+                        (head["row"], 8, True), (head["hash"][:16], 16), (verdict, 9),
+                        (format_time(head["received_at"]), 0)]))
 
     table(list(latest.values()))
     if alarms:
-        print("\nverdicts to look at (rewritten, rewound, gap):")
+        print("\n" + _("verdicts to look at (%(verdicts)s):", verdicts=_(", ").join(
+            v if english else labels.audit_verdict(v) for v in ("rewritten", "rewound", "gap"))))
         table(alarms)
     return EXIT_OK
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from central.config import HealthConfig
 from firmware_app.contracts.statuses import Verdict
+from firmware_app.i18n import N_, gettext
 
 #: Floor on a bin's share, so an empty bin does not make the index infinite.
 EPSILON = 1e-4
@@ -36,8 +37,8 @@ EPSILON = 1e-4
 MIN_REVIEWS = 10
 
 _HISTOGRAMS = (
-    ("confidence_histogram", "psi_confidence", "model confidence"),
-    ("intensity_histogram", "psi_intensity", "image intensity"),
+    ("confidence_histogram", "psi_confidence", N_("model confidence")),
+    ("intensity_histogram", "psi_intensity", N_("image intensity")),
 )
 
 
@@ -146,10 +147,12 @@ def drift_warnings(baseline: Sequence[Mapping[str, Any]], recent: Sequence[Mappi
     for _field, name, what in _HISTOGRAMS:
         index = numbers[name]
         if index is not None and index > health.drift_psi:
-            warnings.append(f"{what} has shifted from its baseline "
-                            f"(PSI {index:.2f} > {health.drift_psi:g})")
+            warnings.append(gettext("%(what)s has shifted from its baseline (PSI %(psi)s > "
+                                    "%(limit)s)", what=gettext(what), psi=f"{index:.2f}",
+                                    limit=f"{health.drift_psi:g}"))
     disagreed, reviews = numbers["disagreed"], numbers["reviews"]
     if _disagreeing(disagreed, reviews, health):
-        warnings.append(f"clinicians disagreed with {disagreed} of {reviews} reviewed "
-                        f"findings ({disagreed / reviews:.0%})")
+        warnings.append(gettext("clinicians disagreed with %(n)s of %(reviews)s reviewed "
+                                "findings (%(rate)s)", n=disagreed, reviews=reviews,
+                                rate=f"{disagreed / reviews:.0%}"))
     return warnings

@@ -13,18 +13,21 @@ Health, from worst to best:
 * ``ok``       – none of the above: the device reports and nothing needs a look.
 
 Every reason behind a health word is listed with the row, so a person can act
-on it without reading the raw messages.
+on it without reading the raw messages. The reasons and the table are in the current
+language (``clinibox central report`` speaks the terminal's; ``--json`` is English).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 from typing import Any
 
 from central.audit_witness import ALARMS
 from central.config import HealthConfig
 from central.drift import drift_warnings, windows
 from central.store import Device, Store, StoredMessage
+from firmware_app.i18n import N_, gettext, ngettext
 
 #: days a rewritten, rewound or gap verdict stays in the report after later heartbeats extend
 #: the trail again (one heartbeat later the latest head is "extends": the alarm must not go)
@@ -33,27 +36,41 @@ HEALTH_ORDER = ("revoked", "offline", "silent", "warning", "ok")
 
 _COLUMNS = (
     # (heading, row key, align right?)
-    ("CLINIC", "clinic", False),
-    ("DEVICE", "device", False),
-    ("MODEL", "model", False),
-    ("LAST SEEN (UTC)", "last_seen", False),
-    ("STATE", "state", False),
-    ("HEALTH", "health", False),
-    ("WAITING", "alerts_waiting", True),
-    ("ALERTS", "alerts_total", True),
-    ("STUDIES", "studies", True),
-    ("FINDINGS", "findings", True),
-    ("QUARANT.", "quarantined", True),
-    ("P90 MS", "latency_p90_ms", True),
-    ("QUEUE", "queue_depth", True),
-    ("DISK %", "disk_used_pct", True),
+    (N_("CLINIC"), "clinic", False),
+    (N_("DEVICE"), "device", False),
+    (N_("MODEL"), "model", False),
+    (N_("LAST SEEN (UTC)"), "last_seen", False),
+    (N_("STATE"), "state", False),
+    (N_("HEALTH"), "health", False),
+    (N_("WAITING"), "alerts_waiting", True),
+    (N_("ALERTS"), "alerts_total", True),
+    (N_("STUDIES"), "studies", True),
+    (N_("FINDINGS"), "findings", True),
+    (N_("QUARANT."), "quarantined", True),
+    (N_("P90 MS"), "latency_p90_ms", True),
+    (N_("QUEUE"), "queue_depth", True),
+    (N_("DISK %"), "disk_used_pct", True),
 )
+#: the health words of the table (the codes stay in ``--json``)
+HEALTH_WORDS = {"revoked": N_("revoked"), "offline": N_("offline"), "silent": N_("silent"),
+                "warning": N_("warning"), "ok": N_("ok")}
+
+
+def width(text: str) -> int:
+    """The columns ``text`` takes in a terminal (a Chinese character takes two)."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def pad(text: str, columns: int, right: bool = False) -> str:
+    """``text`` padded with spaces to ``columns`` terminal columns (left-aligned, or right)."""
+    fill = " " * max(0, columns - width(text))
+    return fill + text if right else text + fill
 
 
 def format_time(epoch: float | None) -> str:
-    """``YYYY-MM-DD HH:MM`` in UTC, or ``never``."""
+    """``YYYY-MM-DD HH:MM`` in UTC, or ``never`` (in the current language)."""
     if epoch is None:
-        return "never"
+        return gettext("never")
     return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
@@ -61,15 +78,17 @@ def format_duration(seconds: float) -> str:
     """A short human duration: ``45 s``, ``12 min``, ``3 h 20 min``, ``2 d 4 h``."""
     seconds = max(0, int(seconds))
     if seconds < 60:
-        return f"{seconds} s"
+        return gettext("%(n)s s", n=seconds)
     minutes = seconds // 60
     if minutes < 60:
-        return f"{minutes} min"
+        return gettext("%(n)s min", n=minutes)
     hours, minutes = divmod(minutes, 60)
     if hours < 24:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+        return gettext("%(h)s h %(min)s min", h=hours, min=minutes) if minutes \
+            else gettext("%(n)s h", n=hours)
     days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h" if hours else f"{days} d"
+    return gettext("%(d)s d %(h)s h", d=days, h=hours) if hours \
+        else gettext("%(d)s d", d=days)
 
 
 def _latest_model(*messages: StoredMessage | None) -> str | None:
@@ -105,26 +124,37 @@ def _warnings(summary: StoredMessage | None, queue: int | None,
               health: HealthConfig) -> list[str]:
     reasons = []
     if queue is not None and queue >= health.queue_warn:
-        reasons.append(f"{queue} objects waiting in the box's queue")
+        reasons.append(gettext("%(n)s objects waiting in the box's queue", n=queue))
     if summary is None:
         return reasons
     figures = summary.payload
     if figures["disk_used_pct"] >= health.disk_warn_pct:
-        reasons.insert(0, f"disk {figures['disk_used_pct']:.0f}% full "
-                       f"({figures['disk_free_mb']} MB free)")
+        reasons.insert(0, gettext("disk %(pct)s%% full (%(mb)s MB free)",
+                                  pct=f"{figures['disk_used_pct']:.0f}",
+                                  mb=figures["disk_free_mb"]))
     if figures["outbox_dropped"] > 0:
-        reasons.append(f"the box's outbox dropped {figures['outbox_dropped']} messages")
+        reasons.append(gettext("the box's outbox dropped %(n)s messages",
+                               n=figures["outbox_dropped"]))
     return reasons
 
 
 #: device events in words, for the report's reasons
 EVENT_WORDS = {
-    "model_rolled_back": "model {subject_model} rolled back to {model}",
-    "model_refused": "model package {subject_model} refused",
-    "runtime_fallback": "model {model} fell back to another artifact",
-    "model_unavailable": "model {subject_model} named by the routing rules is not running",
-    "service_failed": "service {unit} failed",
+    "model_rolled_back": N_("model %(subject_model)s rolled back to %(model)s"),
+    "model_refused": N_("model package %(subject_model)s refused"),
+    "runtime_fallback": N_("model %(model)s fell back to another artifact"),
+    "model_unavailable": N_("model %(subject_model)s named by the routing rules is not "
+                            "running"),
+    "service_failed": N_("service %(unit)s failed"),
 }
+
+
+def _coded(code: str, words: Any) -> str:
+    """A code as the English report always wrote it (``load failed``), else ``words(code)``
+    in the current language."""
+    from firmware_app.i18n import ENGLISH, current
+
+    return code.replace("_", " ") if current() == ENGLISH else str(words(code))
 
 
 def _event_warning(event: StoredMessage | None, health: HealthConfig, now: float) -> list[str]:
@@ -133,18 +163,27 @@ def _event_warning(event: StoredMessage | None, health: HealthConfig, now: float
         return []
     if now - event.received_at > health.event_warn_hours * 3600:
         return []
-    words = EVENT_WORDS[event.payload["event"]].format(**event.payload)
-    return [f"{words} ({event.payload['reason'].replace('_', ' ')}) "
-            f"at {format_time(event.payload['created_at'])}"]
+    from central.console import labels
+
+    words = gettext(EVENT_WORDS[event.payload["event"]], **{
+        key: event.payload.get(key) for key in ("subject_model", "model", "unit")})
+    return [gettext("%(event)s (%(reason)s) at %(time)s", event=words,
+                    reason=_coded(event.payload["reason"], labels.rollout_reason),
+                    time=format_time(event.payload["created_at"]))]
 
 
 def _audit_warning(head: dict[str, Any] | None) -> list[str]:
     """The latest witnessed audit head in words, when its verdict is an alarm."""
     if head is None or head["verdict"] not in ALARMS:
         return []
-    return [f"audit trail {head['verdict']} (heartbeat #{head['seq']} at "
-            f"{format_time(head['received_at'])}: row {head['row']}, since row "
-            f"{head['since_row']}); see clinibox central audit-heads"]
+    from central.console import labels
+
+    return [gettext("audit trail %(verdict)s (heartbeat #%(seq)s at %(time)s: row %(row)s, "
+                    "since row %(since)s); see %(command)s",
+                    verdict=_coded(head["verdict"], labels.audit_verdict),
+                    seq=head["seq"],
+                    time=format_time(head["received_at"]), row=head["row"],
+                    since=head["since_row"], command="clinibox central audit-heads")]
 
 
 def device_row(store: Store, record: Device, health: HealthConfig, now: float,
@@ -162,17 +201,19 @@ def device_row(store: Store, record: Device, health: HealthConfig, now: float,
     reasons: list[str] = []
     if record.revoked_at is not None:
         health_word = "revoked"
-        reasons.append(f"enrolment revoked on {format_time(record.revoked_at)}")
+        reasons.append(gettext("enrolment revoked on %(time)s",
+                               time=format_time(record.revoked_at)))
     elif state == "offline":
         health_word = "offline"
-        reasons.append(f"the box said it was going offline "
-                       f"({format_time(status.received_at if status else None)})")
+        reasons.append(gettext("the box said it was going offline (%(time)s)",
+                               time=format_time(status.received_at if status else None)))
     elif last_seen is None:
         health_word = "silent"
-        reasons.append("never heard from since enrolment")
+        reasons.append(gettext("never heard from since enrolment"))
     elif now - last_seen > health.stale_seconds:
         health_word = "silent"
-        reasons.append(f"no message for {format_duration(now - last_seen)}")
+        reasons.append(gettext("no message for %(time)s",
+                               time=format_duration(now - last_seen)))
     else:
         health_word = "warning" if warnings else "ok"
     reasons.extend(warnings)
@@ -212,11 +253,18 @@ def build_report(store: Store, health: HealthConfig, now: float) -> list[dict[st
             for record in store.devices()]
 
 
-def _cell(key: str, value: Any) -> str:
+def _cell(key: str, value: Any, english: bool) -> str:
+    from central.console import labels
+
     if value is None:
-        return "never" if key == "last_seen" else "-"
+        return gettext("never") if key == "last_seen" else "-"
     if key == "last_seen":
         return format_time(value)
+    if key == "state" and not english:
+        return labels.box_state(value, False) if value in labels.BOX_STATES \
+            else gettext("unknown")
+    if key == "health" and not english and value in HEALTH_WORDS:
+        return gettext(HEALTH_WORDS[value])
     if key == "latency_p90_ms":
         return f"{value:.0f}"
     if key == "disk_used_pct":
@@ -226,19 +274,23 @@ def _cell(key: str, value: Any) -> str:
 
 def render_table(rows: list[dict[str, Any]]) -> str:
     """A fixed-width table for people, with each device's reasons listed under it."""
+    from firmware_app.i18n import ENGLISH, current
+
     if not rows:
-        return "no devices enrolled (clinibox central enrol …)\n"
-    cells = [[_cell(key, row.get(key)) for _, key, _ in _COLUMNS] for row in rows]
-    widths = [max(len(heading), *(len(line[i]) for line in cells))
-              for i, (heading, _, _) in enumerate(_COLUMNS)]
+        return gettext("no devices enrolled (%(command)s)",
+                       command="clinibox central enrol …") + "\n"
+    english = current() == ENGLISH
+    headings = [gettext(heading) for heading, _, _ in _COLUMNS]
+    cells = [[_cell(key, row.get(key), english) for _, key, _ in _COLUMNS] for row in rows]
+    widths = [max(width(heading), *(width(line[i]) for line in cells))
+              for i, heading in enumerate(headings)]
 
     def line(values: list[str]) -> str:
-        parts = [v.rjust(w) if right else v.ljust(w)
+        parts = [pad(v, w, right)
                  for v, w, (_, _, right) in zip(values, widths, _COLUMNS, strict=True)]
         return "  ".join(parts).rstrip()
 
-    out = [line([heading for heading, _, _ in _COLUMNS]),
-           line(["-" * w for w in widths])]
+    out = [line(headings), line(["-" * w for w in widths])]
     out.extend(line(values) for values in cells)
     notes = [(row, reason) for row in rows for reason in row["reasons"]]
     if notes:
@@ -247,6 +299,8 @@ def render_table(rows: list[dict[str, Any]]) -> str:
             out.append(f"{row['clinic']}/{row['device']}: {reason}")
     counts = {word: sum(1 for r in rows if r["health"] == word) for word in HEALTH_ORDER}
     out.append("")
-    out.append(", ".join(f"{n} {word}" for word, n in counts.items() if n)
-               + f" ({len(rows)} device{'s' if len(rows) != 1 else ''})")
+    out.append(gettext(", ").join(gettext("%(n)s %(health)s", n=n,
+                                          health=gettext(HEALTH_WORDS[word]))
+                                  for word, n in counts.items() if n)
+               + ngettext(" (%(num)d device)", " (%(num)d devices)", len(rows)))
     return "\n".join(out) + "\n"

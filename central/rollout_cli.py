@@ -29,6 +29,8 @@ from central.config import CentralConfig
 from central.store import Store
 from firmware_app.contracts.package_archive import pack
 from firmware_app.errors import EXIT_OK, EXIT_USAGE, CliniboxError
+from firmware_app.i18n import ENGLISH, current, ngettext
+from firmware_app.i18n import gettext as _
 
 
 def _box(text: str) -> tuple[str, str]:
@@ -62,7 +64,7 @@ def cmd_rollout(args: argparse.Namespace, config: CentralConfig) -> int:
     if args.group:
         found = group_boxes(store, args.group)
         if not found:
-            raise CliniboxError(f"no enrolled box in group {args.group!r}",
+            raise CliniboxError(_("no enrolled box in group %(group)s", group=repr(args.group)),
                                 exit_status=EXIT_USAGE)
         boxes += found
     canary = config.rollouts.canary if args.canary is None else args.canary
@@ -77,10 +79,11 @@ def cmd_rollout(args: argparse.Namespace, config: CentralConfig) -> int:
             row = rollouts.rollout(tx, rollout_id)
     assert row is not None
     archive = package.archive
-    print(f"rollout {rollout_id}: {archive.name}@{archive.version} (signed by key "
-          f"{package.signer}, {archive.size} bytes in {len(row['chunk_sha256'])} chunks) to "
-          f"{len(set(boxes))} boxes, {canary} canary first; offered now to "
-          f"{row['steps'].get('sent', 0)}")
+    print(_("rollout %(id)s: %(package)s (signed by key %(key)s, %(bytes)s bytes in %(chunks)s "
+            "chunks) to %(boxes)s boxes, %(canary)s canary first; offered now to %(sent)s",
+            id=rollout_id, package=f"{archive.name}@{archive.version}", key=package.signer,
+            bytes=archive.size, chunks=len(row["chunk_sha256"]), boxes=len(set(boxes)),
+            canary=canary, sent=row["steps"].get("sent", 0)))
     return EXIT_OK
 
 
@@ -98,7 +101,7 @@ def cmd_rollouts(args: argparse.Namespace, config: CentralConfig) -> int:
             rollouts.resume(tx, args.resume, _actor(args))
         rows = [rollouts.rollout(tx, args.id)] if args.id else rollouts.rollouts(tx)
         if args.id and rows[0] is None:
-            raise CliniboxError(f"no rollout {args.id}")
+            raise CliniboxError(_("no rollout %(id)s", id=args.id))
         for row in rows:
             assert row is not None
             row["boxes"] = rollouts.targets(tx, row["id"])
@@ -106,7 +109,7 @@ def cmd_rollouts(args: argparse.Namespace, config: CentralConfig) -> int:
         print(json.dumps(rows, indent=2, default=str))
         return EXIT_OK
     if not rows:
-        print("no rollouts")
+        print(_("no rollouts"))
     for row in rows:
         assert row is not None
         _print_rollout(row, with_boxes=bool(args.id))
@@ -114,6 +117,9 @@ def cmd_rollouts(args: argparse.Namespace, config: CentralConfig) -> int:
 
 
 def _print_rollout(row: dict[str, Any], *, with_boxes: bool) -> None:
+    if current() != ENGLISH:
+        _print_rollout_words(row, with_boxes=with_boxes)
+        return
     steps = ", ".join(f"{step} {n}" for step, n in sorted(row["steps"].items()))
     reason = f" ({row['state_reason']})" if row["state_reason"] else ""
     print(f"#{row['id']:<4} {row['name']}@{row['version']:<10} {row['state']}{reason:<16} "
@@ -125,16 +131,32 @@ def _print_rollout(row: dict[str, Any], *, with_boxes: bool) -> None:
                   f"{box['step']}{why}")
 
 
+def _print_rollout_words(row: dict[str, Any], *, with_boxes: bool) -> None:
+    """A rollout in the reader's words (the console's: ``labels.ROLLOUT_WORDS``)."""
+    from central.console import labels
+
+    print(_("rollout %(id)s: %(package)s, %(state)s; %(steps)s", id=row["id"],
+            package=f"{row['name']}@{row['version']}",
+            state=labels.rollout_state(row["state"], row["state_reason"]),
+            steps=_(", ").join(labels.rollout_steps(row["steps"])) or "–"))
+    if with_boxes:
+        for box in row["boxes"]:
+            print("      " + _("wave %(wave)s  %(box)s  %(step)s", wave=box["wave"],
+                              box=f"{box['clinic']}/{box['device']}",
+                              step=labels.rollout_where(box["step"], box["reason"],
+                                                        box.get("rollback_seq"))))
+
+
 def cmd_rollback(args: argparse.Namespace, config: CentralConfig) -> int:
     """Send boxes back to the package they ran before a rollout's."""
     if not args.to and not args.rollout:
-        raise CliniboxError("rollback needs --to CLINIC/BOX or --rollout ID",
+        raise CliniboxError(_("rollback needs --to CLINIC/BOX or --rollout ID"),
                             exit_status=EXIT_USAGE)
     store = open_store(config)
     with store.database.transaction(write=True) as tx:
         sent = rollouts.rollback(tx, _actor(args), rollout_id=args.rollout,
                                  boxes=args.to or ())
-    print(f"rollback sent to {sent} box{'es' if sent != 1 else ''}")
+    print(ngettext("rollback sent to %(num)d box", "rollback sent to %(num)d boxes", sent))
     return EXIT_OK
 
 

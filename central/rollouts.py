@@ -42,6 +42,8 @@ from firmware_app.contracts.egress import EgressRefused, check_identity
 from firmware_app.contracts.manifest import PackageError, check_files, check_schema
 from firmware_app.contracts.package_archive import PackedArchive, describe, unpack
 from firmware_app.errors import CliniboxError
+from firmware_app.i18n import N_, gettext
+from firmware_app.i18n.error_words import error_words
 
 __all__ = [
     "FAILED_STEPS",
@@ -92,7 +94,7 @@ _TARGET_COLUMNS = ("rollout_id", "clinic", "device", "wave", "offer_seq", "offer
 class RolloutError(CliniboxError):
     """A rollout the hospital will not start or change, with the reason."""
 
-    kind = "rollout refused"
+    kind = N_("rollout refused")
 
 
 @dataclass(frozen=True)
@@ -108,8 +110,9 @@ def check_package(path: Path, trusted_keys: Iterable[Path]) -> CheckedPackage:
     RolloutError if a box would refuse it."""
     keys = [signing.load_public_key(Path(k)) for k in trusted_keys]
     if not keys:
-        raise RolloutError("no [rollouts] trusted_keys: name the hospital's model-signing "
-                           "public keys, the ones the enrolment bundles carry")
+        raise RolloutError(gettext("no %(setting)s: name the hospital's model-signing public "
+                                   "keys, the ones the enrolment bundles carry",
+                                   setting="[rollouts] trusted_keys"))
     try:
         archive = describe(Path(path))
         with tempfile.TemporaryDirectory(prefix="clinibox-rollout-") as folder:
@@ -119,20 +122,26 @@ def check_package(path: Path, trusted_keys: Iterable[Path]) -> CheckedPackage:
             try:
                 signer = signing.verify_document(manifest, keys)
             except signing.SignatureError as exc:
-                raise RolloutError(f"{path}: not signed by a key of [rollouts] trusted_keys, "
-                                   f"so no box would install it ({exc})") from exc
+                raise RolloutError(gettext("%(path)s: not signed by a key of %(setting)s, so "
+                                           "no box would install it (%(why)s)", path=path,
+                                           setting="[rollouts] trusted_keys",
+                                           why=error_words(exc))) from exc
             check_files(manifest_path.parent, manifest)
     except (PackageError, OSError, ValueError, tarfile.TarError) as exc:
-        raise RolloutError(f"{path}: {exc}") from exc
+        raise RolloutError(f"{path}: {error_words(exc)}") from exc
     if (manifest["name"], manifest["version"]) != (archive.name, archive.version):
-        raise RolloutError(f"{path}: the archive's folder and its manifest disagree")
+        raise RolloutError(gettext("%(path)s: the archive's folder and its manifest disagree",
+                                   path=path))
     if archive.size > downlink.MAX_ARCHIVE_BYTES or \
             archive.unpacked_bytes > downlink.MAX_UNPACKED_BYTES:
-        raise RolloutError(f"{path}: larger than a rollout carries ({downlink.MAX_ARCHIVE_BYTES}"
-                           f" bytes, {downlink.MAX_UNPACKED_BYTES} unpacked)")
+        raise RolloutError(gettext("%(path)s: larger than a rollout carries (%(bytes)s bytes, "
+                                   "%(unpacked)s unpacked)", path=path,
+                                   bytes=downlink.MAX_ARCHIVE_BYTES,
+                                   unpacked=downlink.MAX_UNPACKED_BYTES))
     if not (downlink.PACKAGE_NAME.fullmatch(archive.name)
             and downlink.PACKAGE_VERSION.fullmatch(archive.version)):
-        raise RolloutError(f"{path}: its name or version cannot be offered to a box")
+        raise RolloutError(gettext("%(path)s: its name or version cannot be offered to a box",
+                                   path=path))
     return CheckedPackage(archive, signer)
 
 
@@ -157,12 +166,14 @@ def create(tx: Transaction, package: CheckedPackage, boxes: list[tuple[str, str]
     boxes = list(dict.fromkeys((check_identity(c, "clinic"), check_identity(d, "device"))
                                for c, d in boxes))
     if not boxes:
-        raise RolloutError("a rollout needs at least one box (--to CLINIC/BOX or --group)")
+        raise RolloutError(gettext("a rollout needs at least one box (--to CLINIC/BOX or "
+                                   "--group)"))
     for clinic, device in boxes:
         row = tx.execute("SELECT revoked_at FROM devices WHERE clinic = ? AND device = ?",
                          (clinic, device)).fetchone()
         if row is None or row[0] is not None:
-            raise RolloutError(f"{clinic}/{device} is not an enrolled box")
+            raise RolloutError(gettext("%(box)s is not an enrolled box",
+                                       box=f"{clinic}/{device}"))
     archive = package.archive
     known = tx.execute("SELECT chunk_bytes, chunk_sha256 FROM rollouts WHERE archive_sha256 = ?"
                        " ORDER BY id LIMIT 1", (archive.sha256,)).fetchone()
@@ -360,7 +371,7 @@ def pause(tx: Transaction, rollout_id: int, by: str, now: float | None = None) -
     """Hold a rollout: no further wave is offered (boxes offered already go on)."""
     now = time.time() if now is None else now
     if _state(tx, rollout_id) != ACTIVE:
-        raise RolloutError(f"rollout {rollout_id} is not active")
+        raise RolloutError(gettext("rollout %(id)s is not active", id=rollout_id))
     _set_state(tx, rollout_id, PAUSED, "held", now)
     audit(tx, by, "", "rollout_paused", f"rollout:{int(rollout_id)}", "", now)
 
@@ -369,7 +380,7 @@ def resume(tx: Transaction, rollout_id: int, by: str, now: float | None = None) 
     """Go on with a paused rollout (its failed boxes stay as they are); boxes offered now."""
     now = time.time() if now is None else now
     if _state(tx, rollout_id) != PAUSED:
-        raise RolloutError(f"rollout {rollout_id} is not paused")
+        raise RolloutError(gettext("rollout %(id)s is not paused", id=rollout_id))
     _set_state(tx, rollout_id, ACTIVE, "", now)
     tx.execute("UPDATE rollouts SET pause_on_failure = 0, canary = 0 WHERE id = ?",
                (int(rollout_id),))  # the failures seen so far are accepted by a person
@@ -380,7 +391,7 @@ def resume(tx: Transaction, rollout_id: int, by: str, now: float | None = None) 
 def _state(tx: Transaction, rollout_id: int) -> str:
     row = tx.execute("SELECT state FROM rollouts WHERE id = ?", (int(rollout_id),)).fetchone()
     if row is None:
-        raise RolloutError(f"no rollout {rollout_id}")
+        raise RolloutError(gettext("no rollout %(id)s", id=rollout_id))
     return str(row[0])
 
 
@@ -399,7 +410,8 @@ def rollback(tx: Transaction, by: str, *, rollout_id: int | None = None,
         mine = [t for t in targets(tx, clinic=clinic, device=device)
                 if t["step"] in (*INSTALLED_STEPS, *IN_PROGRESS_STEPS)]
         if not mine:
-            raise RolloutError(f"{clinic}/{device} runs no package of a rollout to undo")
+            raise RolloutError(gettext("%(box)s runs no package of a rollout to undo",
+                                       box=f"{clinic}/{device}"))
         chosen.append(mine[0])
     sent = 0
     for box in chosen:

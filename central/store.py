@@ -37,6 +37,7 @@ from firmware_app.contracts.egress import check_identity
 from firmware_app.contracts.envelope import Header, canonical_payload
 from firmware_app.contracts.signing import key_id
 from firmware_app.errors import CliniboxError
+from firmware_app.i18n import N_, gettext
 
 __all__ = ["Device", "EnrolmentConflict", "Store", "StoreError", "StoredMessage"]
 
@@ -72,7 +73,7 @@ _PRUNE_DEAD_LETTERS = (
 class EnrolmentConflict(CliniboxError, ValueError):
     """An enrolment that would silently replace another device's identity."""
 
-    kind = "enrolment refused"
+    kind = N_("enrolment refused")
 
 
 @dataclass(frozen=True)
@@ -107,9 +108,9 @@ def _parse_key(pem: str) -> Ed25519PublicKey:
     try:
         key = serialization.load_pem_public_key(pem.encode("ascii"))
     except (ValueError, UnicodeEncodeError) as exc:
-        raise ValueError("not a PEM public key") from exc
+        raise ValueError(gettext("not a PEM public key")) from exc
     if not isinstance(key, Ed25519PublicKey):
-        raise ValueError("not an Ed25519 public key (the device's signing .pub file)")
+        raise ValueError(gettext("not an Ed25519 public key (the device's signing .pub file)"))
     return key
 
 
@@ -185,19 +186,20 @@ class Store:
             row = tx.execute("SELECT key_id FROM devices WHERE clinic = ? AND device = ?",
                              (clinic, device)).fetchone()
             if row is not None and row[0] != record.key_id and not replace:
-                raise EnrolmentConflict(
-                    f"{clinic}/{device} is enrolled with key {row[0]}; enrolling it with key "
-                    f"{record.key_id} would replace it (use --replace if the box was really "
-                    "replaced)")
+                raise EnrolmentConflict(gettext(
+                    "%(box)s is enrolled with key %(old)s; enrolling it with key %(new)s would "
+                    "replace it (use --replace if the box was really replaced)",
+                    box=f"{clinic}/{device}", old=row[0], new=record.key_id))
             other = tx.execute(
                 "SELECT clinic, device FROM devices WHERE key_id = ? AND revoked_at IS NULL"
                 " AND NOT (clinic = ? AND device = ?)", (record.key_id, clinic, device)
             ).fetchone()
             if other is not None:
-                raise EnrolmentConflict(
-                    f"key {record.key_id} is already enrolled as {other[0]}/{other[1]}; "
-                    f"revoke that first (clinibox central revoke --clinic {other[0]} "
-                    f"--device {other[1]}) if the box moved to {clinic}")
+                raise EnrolmentConflict(gettext(
+                    "key %(key)s is already enrolled as %(box)s; revoke that first "
+                    "(%(command)s) if the box moved to %(clinic)s", key=record.key_id,
+                    box=f"{other[0]}/{other[1]}", clinic=clinic,
+                    command=f"clinibox central revoke --clinic {other[0]} --device {other[1]}"))
             tx.execute(
                 "INSERT INTO devices (clinic, device, public_key, key_id, enrolled_at, revoked_at)"
                 " VALUES (?, ?, ?, ?, ?, NULL) ON CONFLICT (clinic, device) DO UPDATE SET"
@@ -495,10 +497,10 @@ class Store:
     def set_clinic(self, clinic: str, name: str, county: str) -> None:
         """Name a clinic and its county (the fleet page's)."""
         check_identity(clinic, "clinic")
-        for text, what in ((name, "name"), (county, "county")):
+        for text, what in ((name, N_("name")), (county, N_("county"))):
             if len(text) > _TEXT_LIMIT or not text.isprintable():
-                raise ValueError(f"{what}: must be printable text of at most {_TEXT_LIMIT} "
-                                 "characters")
+                raise ValueError(gettext("%(what)s: must be printable text of at most %(n)s "
+                                         "characters", what=gettext(what), n=_TEXT_LIMIT))
         with self._db.transaction(write=True) as tx:
             tx.execute("INSERT INTO clinics (clinic, name, county) VALUES (?, ?, ?)"
                        " ON CONFLICT (clinic) DO UPDATE SET name = excluded.name,"

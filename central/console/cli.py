@@ -19,6 +19,8 @@ from central.config import CentralConfig
 from central.console.accounts import ROLES, AccountError, ConsoleAccounts
 from central.store import Store, StoreError
 from firmware_app.errors import EXIT_OK, EXIT_USAGE, CliniboxError
+from firmware_app.i18n import gettext as _
+from firmware_app.i18n.error_words import error_words
 
 log = logging.getLogger("clinibox.central")
 
@@ -27,7 +29,8 @@ def _store(config: CentralConfig) -> Store:
     try:
         return Store(config.database.url)
     except StoreError as exc:
-        raise CliniboxError(f"cannot open the database: {exc}") from exc
+        raise CliniboxError(_("cannot open the database: %(why)s",
+                              why=error_words(exc.__cause__ or exc, exc))) from exc
 
 
 def _read_password(name: str, from_stdin: bool) -> str:
@@ -35,45 +38,53 @@ def _read_password(name: str, from_stdin: bool) -> str:
     if from_stdin:
         line = sys.stdin.readline()
         if not line:
-            raise AccountError("no password on standard input")
+            raise AccountError(_("no password on standard input"))
         return line.rstrip("\r\n")
     try:
-        first = getpass.getpass(f"Password for {name}: ")
-        second = getpass.getpass("Again: ")
+        first = getpass.getpass(_("Password for %(name)s: ", name=name))
+        second = getpass.getpass(_("Again: "))
     except EOFError as exc:
-        raise AccountError("no password given") from exc
+        raise AccountError(_("no password given")) from exc
     if first != second:
-        raise AccountError("the two passwords differ; nothing changed")
+        raise AccountError(_("the two passwords differ; nothing changed"))
     return first
 
 
 def cmd_user(args: argparse.Namespace, config: CentralConfig) -> int:
     """Add, list, change the password of, or remove a console account."""
+    from central.console import labels
+    from firmware_app.i18n import ENGLISH, current
+
+    english = current() == ENGLISH
     store = _store(config)
     accounts = ConsoleAccounts(store.database)
     try:
         if args.action == "list":
             rows = accounts.all()
             if not rows:
-                print("no console accounts yet: clinibox central user add NAME --role admin")
+                print(_("no console accounts yet: %(command)s",
+                        command="clinibox central user add NAME --role admin"))
             for account in rows:
-                print(f"{account.name:<32} {account.role}")
+                role = account.role if english else labels.role(account.role)
+                print(f"{account.name:<32} {role}")
             return EXIT_OK
         if args.action == "add":
             if accounts.known(args.name):
-                raise AccountError(f"an account named {args.name.strip().lower()} "
-                                   "already exists")
+                raise AccountError(_("an account named %(name)s already exists",
+                                     name=args.name.strip().lower()))
             account = accounts.add(args.name, _read_password(args.name, args.password_stdin),
                                    args.role)
-            print(f"console account {account.name} ({account.role}) added")
+            print(_("console account %(name)s (%(role)s) added", name=account.name,
+                    role=account.role if english else labels.role(account.role)))
         elif args.action == "passwd":
             accounts.set_password(args.name, _read_password(args.name, args.password_stdin))
-            print(f"password of {args.name.strip().lower()} changed; its sessions ended")
+            print(_("password of %(name)s changed; its sessions ended",
+                    name=args.name.strip().lower()))
         else:
             accounts.remove(args.name)
-            print(f"console account {args.name.strip().lower()} removed")
+            print(_("console account %(name)s removed", name=args.name.strip().lower()))
     except AccountError as exc:
-        print(f"clinibox central user: error: {exc}", file=sys.stderr)
+        print(f"clinibox central user: {_('error')}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     finally:
         store.close()

@@ -22,7 +22,7 @@ from firmware_app.contracts.assessment_words import ASSESSMENT_WORDS
 from firmware_app.contracts.class_words import class_words
 from firmware_app.contracts.downlink import verdict_words
 from firmware_app.contracts.manifest import is_demo_model
-from firmware_app.i18n import N_, formats, gettext, ngettext
+from firmware_app.i18n import ENGLISH, N_, current, formats, gettext, ngettext
 
 STATES = {"new": N_("new"), "under_review": N_("under review"), "reviewed": N_("reviewed"),
           "open": N_("waiting (new or under review)"), "all": N_("all")}
@@ -51,6 +51,16 @@ AUDIT_VERDICTS = {"first": N_("first report"),
                   "rewritten": N_("rewritten since the last report"),
                   "rewound": N_("shorter than the hospital saw"),
                   "gap": N_("a report is missing before it")}
+#: what the receiver made of a message (``central/receiver.OUTCOMES``): a dead letter's reason
+OUTCOMES = {"stored": N_("stored"), "duplicate": N_("already received"),
+            "bad-topic": N_("unknown topic"), "malformed": N_("unreadable message"),
+            "unknown-device": N_("box not enrolled"), "revoked": N_("enrolment revoked"),
+            "topic-mismatch": N_("sent under another box's name"),
+            "bad-signature": N_("bad signature"),
+            "undecryptable": N_("cannot be decrypted with the hospital's key"),
+            "schema": N_("fields not as agreed"), "too-old": N_("arrived too late"),
+            "from-the-future": N_("dated in the future"),
+            "internal-error": N_("the receiver failed on it")}
 #: an alert's priority on the worklist (``queries.priority``), in the worklist's order
 PRIORITIES = {"overdue": N_("urgent: waiting too long"), "high": N_("high"),
               "normal": N_("routine")}
@@ -176,6 +186,17 @@ def audit_head(row: object, verdict: object) -> str:
     return gettext("row %(row)s, %(verdict)s", row=row, verdict=_word(AUDIT_VERDICTS, verdict))
 
 
+def audit_verdict(value: object) -> str:
+    """The hospital's verdict on a box's audit-trail head, in words."""
+    return _word(AUDIT_VERDICTS, value)
+
+
+def outcome(value: object) -> str:
+    """What the receiver made of a message (``central/receiver.OUTCOMES``, a dead letter's
+    reason) in words."""
+    return _word(OUTCOMES, value)
+
+
 def is_audit_alarm(verdict: object) -> bool:
     """Whether an audit head's verdict is one a person must look at."""
     return str(verdict) in ("rewritten", "rewound", "gap")
@@ -276,8 +297,23 @@ def actor(value: object) -> str:
     return _word(ACTORS, value)
 
 
+#: an audit row's detail of no known shape that holds English words, outside English
+RECORDED_IN_ENGLISH = N_("(recorded in English only: see the English page)")
+#: words in a row (two or more): a sentence, not data (an id, a name)
+_SENTENCE = re.compile(r"[A-Za-z]{2,}[ ,;:()]+[A-Za-z]{2,}")
+
+
 def detail(action_word: object, value: object) -> str:
-    """An audit row's detail in words: a verdict, a role or a fixed reason (else as written)."""
+    """An audit row's detail in words: a verdict, a role or a fixed reason, else as written
+    when it is data (a number, a name) or the page is in English, else
+    :data:`RECORDED_IN_ENGLISH`."""
+    said = _detail(action_word, value)
+    if said == str(value or "") and current() != ENGLISH and _SENTENCE.search(said):
+        return gettext(RECORDED_IN_ENGLISH)
+    return said
+
+
+def _detail(action_word: object, value: object) -> str:
     text = str(value or "")
     if not text:
         return ""

@@ -20,6 +20,7 @@ from typing import Any
 from firmware_app.contracts.backends import BACKENDS
 from firmware_app.contracts.statuses import AssessmentKind, Verdict
 from firmware_app.errors import CliniboxError
+from firmware_app.i18n import N_, gettext
 
 SCHEMA_VERSION = 1
 #: the runtimes a status may name (``contracts/backends.py``)
@@ -447,8 +448,13 @@ def check_message(kind: str, payload: Any, labels: frozenset[str] | set[str] | N
 def check_identity(value: str, what: str) -> str:
     """Return a clinic or device id if it is a safe topic level, else raise ValueError."""
     if not isinstance(value, str) or not IDENTITY.fullmatch(value):
-        raise ValueError(
-            f"{what} must be 1-32 lower-case letters, digits or dashes "
-            f"(not starting or ending with a dash), got {value!r}"
-        )
+        raise ValueError(gettext(
+            "%(what)s must be 1-32 lower-case letters, digits or dashes (not starting or "
+            "ending with a dash), got %(value)s",
+            what=gettext(_IDENTITY_WORDS[what]) if what in _IDENTITY_WORDS else what,
+            value=repr(value)))
     return value
+
+
+#: the ids :func:`check_identity` names, in words
+_IDENTITY_WORDS = {"clinic": N_("clinic"), "device": N_("device")}

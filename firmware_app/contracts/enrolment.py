@@ -61,6 +61,7 @@ from firmware_app.contracts.egress import check_identity
 from firmware_app.contracts.signing import key_id
 from firmware_app.errors import EXIT_USAGE, CliniboxError
 from firmware_app.fs import write_atomically
+from firmware_app.i18n import N_, gettext
 
 SCHEMA = "clinibox.enrolment/1"
 CODE_PREFIX = "CBX1"
@@ -75,7 +76,7 @@ MAX_BUNDLE_BYTES = 1 << 20
 class EnrolmentError(CliniboxError, ValueError):
     """A bundle or enrolment code that is refused; the message names the field and the fault."""
 
-    kind = "enrolment refused"
+    kind = N_("enrolment refused")
     exit_status = EXIT_USAGE
 
 
@@ -392,12 +393,13 @@ def parse_code(text: str) -> EnrolmentCode:
     cleaned = "".join(text.split()).upper()
     parts = cleaned.split(":")
     if len(parts) != 5 or parts[0] != CODE_PREFIX:
-        raise EnrolmentError(f"not a clinibox enrolment code (want {CODE_PREFIX}:CLINIC:DEVICE:"
-                             "KEY:CHECK, as clinibox provision prints it)")
+        raise EnrolmentError(gettext("not a clinibox enrolment code (want %(form)s, as "
+                                     "clinibox provision prints it)",
+                                     form=f"{CODE_PREFIX}:CLINIC:DEVICE:KEY:CHECK"))
     body = ":".join(parts[:4])
     if parts[4] != _check_digits(body):
-        raise EnrolmentError("the enrolment code's check digits do not match: a character was "
-                             "mistyped or lost; scan or copy it again")
+        raise EnrolmentError(gettext("the enrolment code's check digits do not match: a "
+                                     "character was mistyped or lost; scan or copy it again"))
     clinic, device = parts[1].lower(), parts[2].lower()
     for value, what in ((clinic, "clinic"), (device, "device")):
         try:
@@ -408,5 +410,6 @@ def parse_code(text: str) -> EnrolmentCode:
         raw = base64.b32decode(parts[3] + "=" * (-len(parts[3]) % 8))
         key = Ed25519PublicKey.from_public_bytes(raw)
     except ValueError as exc:
-        raise EnrolmentError("the enrolment code's key is not an Ed25519 public key") from exc
+        raise EnrolmentError(gettext("the enrolment code's key is not an Ed25519 public key")
+                             ) from exc
     return EnrolmentCode(clinic, device, key)
