@@ -1,9 +1,11 @@
 """A person at a browser, inside the docs' namespace (``tests/docs_run.py``): the console's
-radiologist gives a verdict, the clinic's nurse reads the box's study page. Run there with the
-venv's python; prints one JSON object (the test asserts on it).
+radiologist gives a verdict, the clinic's nurse reads the box's study page, the IT person
+opens the Rollouts page. Run there with the venv's python; prints one JSON object (the test
+asserts on it).
 
     python -m tests.docs_run_client review BASE NAME PASSWORD NOTE
     python -m tests.docs_run_client study BASE NAME PASSWORD
+    python -m tests.docs_run_client rollouts BASE NAME PASSWORD
 """
 
 from __future__ import annotations
@@ -57,10 +59,16 @@ def study(base: str, name: str, password: str) -> dict:
     return {"study": None, "page": worklist}
 
 
+def rollouts(base: str, name: str, password: str) -> dict:
+    """The console's Rollouts page (its form lists the archives of ``packages_dir``)."""
+    session = _session(base, name, password)
+    return {"page": session.get(f"{base}/rollouts", timeout=30).text}
+
+
 def main(argv: list[str]) -> int:
     """Run one action; print its JSON."""
     action, *rest = argv
-    result = review(*rest) if action == "review" else study(*rest)
+    result = {"review": review, "study": study, "rollouts": rollouts}[action](*rest)
     print(json.dumps(result))
     return 0
 

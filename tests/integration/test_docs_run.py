@@ -1,21 +1,34 @@
 """The hospital's set-up pages run as written, end to end, and the loop they build works.
 
-``tests/docs_run.py`` runs every ``sh`` block of the broker, receiver, console and enrolment
-pages in order, in one shell in namespaces of its own (``/etc`` and ``/var`` overlays, a
-loopback of its own), with the real Mosquitto (started by Debian's own unit lines), the
-receiver, the console and a box: the hospital's IT person makes the CA, the broker's files,
-checks and starts the broker, makes the keys, writes the configuration, starts the receiver and
-the console, adds the accounts, issues the bundle; a technician provisions a box with it (the
-test's hook); the IT person enrols the box's code and proves the link with ``check-box``. Then
-a study reaches the box, its alert reaches the console, the radiologist refers the patient
-there, and the verdict and note reach the box's study page.
+``tests/docs_run.py`` runs every ``sh`` block of the broker, receiver, console, enrolment,
+model-signing and rollouts pages in order, in one shell in namespaces of its own (``/etc`` and
+``/var`` overlays, a loopback of its own), with the real Mosquitto (started by Debian's own
+unit lines), the receiver, the console and a box: the hospital's IT person makes the CA, the
+broker's files, checks and starts the broker, makes the keys, writes the configuration, starts
+the receiver and the console, adds the accounts, issues the bundle; a technician provisions a
+box with it (the test's hook); the IT person enrols the box's code and proves the link with
+``check-box``. A model maker (the test's hook: a trial package of the demo model 1.0.0 the box
+runs, version 1.1.0, signed with a maker key of its own) sends a package; the IT person
+verifies it, signs it with the hospital's model-signing key, sets ``[rollouts]``, restarts the
+receiver and the console (the hook's Ctrl-C and start again; the console then offers the
+archive), starts rollout 1 to the box as its canary, watches, holds and resumes it; the box
+installs it on trial, and goes back to 1.0.0 when the rollout is rolled back (its own
+``clinibox model status`` says so). Then a study reaches the box, its alert reaches the
+console, the radiologist refers the patient there, and the verdict and note reach the box's
+study page.
+
+Every block of these pages runs; none is skipped but enrolment's three illustrations (a code
+typed by hand, an enrolment from a key file, a revocation), which the scanned code's block and
+the pages' own flow stand for.
 
 A page that stops running as written fails here, with the block and its output.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 import time
 from pathlib import Path
 
@@ -28,10 +41,16 @@ from tests.docs_run import REPO, DocShell, browser, central_rows, run_pages
 pytestmark = pytest.mark.integration
 
 PAGES = [REPO / "docs" / "hospital" / name
-         for name in ("broker.md", "receiver.md", "console.md", "enrolment.md")]
+         for name in ("broker.md", "receiver.md", "console.md", "enrolment.md",
+                      "model-signing.md", "rollouts.md")]
 RADIOLOGIST_PASSWORD = "reads-every-alert-2026"
 NURSE = ("nurse-wang", "clinic-reads-2026")
 NOTE = "请尽快转诊"
+IT_DESK_PASSWORD = "watches-the-fleet-2026"
+CONFIG = "/etc/clinibox-central/central.toml"
+CONSOLE = "https://127.0.0.1:8443"
+#: the package the model maker sends, a new version of the demo package the box runs
+PACKAGE, NEW_VERSION = "clinibox-demo-lesion", "1.1.0"
 
 
 def pages(language: str) -> list[Path]:
@@ -55,6 +74,9 @@ def _provision(box: Path):
             "dicom": {"host": "127.0.0.1", "port": 11112},
             "web": {"enabled": True, "host": "127.0.0.1", "port": 8080},
             "studies": {"stable_seconds": 1.0},
+            # no cap on the rollout's download: at the default 256 kbit/s the demo's 4 MB
+            # take about 2 minutes (the rollouts page says so)
+            "updates": {"max_kbps": 0},
             "telemetry": {"heartbeat_seconds": 5.0, "retry_min_seconds": 0.2,
                           "retry_max_seconds": 2.0}}))
         output = shell.run(f"clinibox provision ~/hospital-ca/box-1.bundle --config {box}/box.toml",
@@ -88,14 +110,84 @@ def _start_box(box: Path):
     return hook
 
 
+def _maker_sends_a_package(shell: DocShell) -> None:
+    """The model maker, another party on its own machine: a key of its own and a package
+    signed with it (a trial package: the demo's weights under 1.1.0), sent with its public key
+    to the hospital's ``~/incoming`` (the model-signing page)."""
+    shell.run(f"( mkdir -p ~/maker ~/incoming && cd ~/maker"
+              f" && clinibox keys generate --kind signing --out maker"
+              f" && clinibox model trial-package --key maker.pem --version {NEW_VERSION}"
+              f" --out {PACKAGE}-{NEW_VERSION} && cp -r {PACKAGE}-{NEW_VERSION} maker.pub"
+              f" ~/incoming/ )", what="the model maker's package")
+
+
+def _restart_receiver_and_console(shell: DocShell) -> None:
+    """The IT person stops ``clinibox central serve`` and ``web`` in their terminals (Ctrl-C:
+    SIGINT to the terminal's process group) and starts them again as their pages show; the
+    console then offers the archive of ``[rollouts] packages_dir``."""
+    for command in ("serve", "web"):
+        pattern = shlex.quote(f"clinibox central {command} --config")
+        shell.run(f"kill -INT -- $(ps -o pgid= -p \"$(pgrep -o -f {pattern})\" | tr -d ' '"
+                  f" | sed 's/^/-/')", what=f"Ctrl-C to clinibox central {command}")
+        shell.run(f"while pgrep -f {pattern} > /dev/null; do sleep 0.2; done", timeout=60,
+                  what=f"clinibox central {command} stopping")
+        shell.run(f"setsid clinibox central {command} --config {CONFIG} < /dev/null"
+                  f" > {shell.logs}/restarted-{command}.log 2>&1 &",
+                  what=f"clinibox central {command} again")
+    wait_for(lambda: shell.run("curl -sk -o /dev/null -w '%{http_code}' "
+                               "https://127.0.0.1:8443/login", check=False).strip() == "200",
+             60, "the console again")
+    page = browser(shell, "rollouts", CONSOLE, "it-desk", IT_DESK_PASSWORD)["page"]
+    assert f"{PACKAGE}-{NEW_VERSION}.tar.gz" in page, page[-3000:]
+
+
+def _model_status(shell: DocShell, box: Path) -> dict:
+    """What the box runs, as its ``clinibox model status --json`` says."""
+    return json.loads(shell.run(f"clinibox model status --json --config {box}/box.toml",
+                                what="the box's clinibox model status"))
+
+
+def _box_installs_the_package(box: Path):
+    """The box fetches the rollout's package, installs it and reports ``on_trial``."""
+
+    def hook(shell: DocShell) -> None:
+        wait_for(lambda: central_rows(
+            shell, "SELECT step FROM rollout_targets WHERE rollout_id = 1 AND clinic ="
+                   " 'clinic-a' AND device = 'box-1' AND step = 'on_trial'"), 120,
+                 "the box's on_trial at the hospital")
+        status = _model_status(shell, box)
+        assert status["running"] == f"{PACKAGE}@{NEW_VERSION}", status
+        assert status["previous"] == "1.0.0" and status["trial"], status
+
+    return hook
+
+
+def _box_goes_back(box: Path):
+    """The rollback order reaches the box: it runs the model it ran before the rollout."""
+
+    def hook(shell: DocShell) -> None:
+        wait_for(lambda: central_rows(
+            shell, "SELECT step FROM rollout_targets WHERE rollout_id = 1 AND step ="
+                   " 'rolled_back'"), 120, "the box's rolled_back at the hospital")
+        status = _model_status(shell, box)
+        assert status["running"] == f"{PACKAGE}@1.0.0", status
+        assert status["active"] == "1.0.0" and not status["trial"], status
+
+    return hook
+
+
 @pytest.mark.parametrize("language", ["en", "zh"])
 def test_the_hospitals_pages_run_as_written_and_a_verdict_reaches_the_box(tmp_path, language):
     box = tmp_path / "box"
     shell = DocShell(tmp_path / "docs", inputs={
         "radiologist-password": f"{RADIOLOGIST_PASSWORD}\n{RADIOLOGIST_PASSWORD}\n",
-        "it-desk-password": "watches-the-fleet-2026\n"},
+        "it-desk-password": f"{IT_DESK_PASSWORD}\n"},
         hooks={"technician-provisions-the-box": _provision(box),
-               "the-box-runs": _start_box(box)})
+               "the-box-runs": _start_box(box),
+               "the-maker-sends-a-package": _maker_sends_a_package,
+               "the-receiver-and-the-console-restart": _restart_receiver_and_console,
+               "the-box-installs-the-package": _box_installs_the_package(box),
+               "the-box-goes-back": _box_goes_back(box)})
     try:
         ran = run_pages(shell, pages(language))
         assert all(ran.values()), ran  # every page had blocks, and each ran
@@ -111,6 +203,13 @@ def test_the_hospitals_pages_run_as_written_and_a_verdict_reaches_the_box(tmp_pa
         assert "unreadable" in refused and "REFUSED" in refused
         assert "chgrp mosquitto /etc/mosquitto/certs/server.key" in refused
         shell.run("chmod 0640 /etc/mosquitto/certs/server.key && clinibox central check-broker")
+        # the rollout: held and resumed by a person, installed on trial, then rolled back
+        assert central_rows(shell, "SELECT id, name, version, state FROM rollouts") == [
+            (1, PACKAGE, NEW_VERSION, "rolled_back")]
+        assert [row[0] for row in central_rows(
+            shell, "SELECT action FROM console_audit WHERE action LIKE 'rollout%'"
+                   " OR action LIKE 'rollback%' ORDER BY id")] == [
+            "rollout_started", "rollout_paused", "rollout_resumed", "rollback_sent"]
         # check-box proved the link both ways
         logs = "".join(p.read_text(errors="replace") for p in sorted(shell.logs.glob("*.log")))
         assert "the box answered: the link works both ways" in logs
