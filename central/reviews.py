@@ -23,6 +23,7 @@ from firmware_app.contracts import downlink
 from firmware_app.contracts.egress import EgressRefused
 from firmware_app.contracts.envelope import canonical_payload
 from firmware_app.errors import CliniboxError
+from firmware_app.i18n import ENGLISH, current, gettext
 
 __all__ = ["ALERT_COLUMNS", "ReviewError", "alert", "audit", "open_alert", "review_alert"]
 
@@ -82,20 +83,23 @@ def open_alert(tx: Transaction, alert_id: int, account: str, now: float | None =
 def check_review(verdict: str, note: str, follow_up_months: int | None) -> None:
     """Refuse (ReviewError) a verdict, note or follow-up the downlink would not carry."""
     if verdict not in downlink.VERDICTS:
-        raise ReviewError(f"verdict must be one of {', '.join(downlink.VERDICTS)}; "
-                          f"got {verdict!r}")
+        raise ReviewError(gettext("verdict must be one of %(verdicts)s; got %(verdict)s",
+                                  verdicts=", ".join(downlink.VERDICTS), verdict=repr(verdict)))
     try:
         _NOTE_CHECK.check(note, "note", None)
     except EgressRefused as exc:
-        raise ReviewError(str(exc)) from exc
+        raise ReviewError(str(exc) if current() == ENGLISH else gettext(
+            "the note cannot be sent: at most %(n)s characters of printable text",
+            n=downlink.MAX_NOTE)) from exc
     follow_up = verdict == downlink.HospitalVerdict.FOLLOW_UP
     if follow_up and follow_up_months is None:
-        raise ReviewError("a follow_up verdict needs the months until the follow-up")
+        raise ReviewError(gettext("a follow_up verdict needs the months until the follow-up"))
     if not follow_up and follow_up_months is not None:
-        raise ReviewError("months are given with a follow_up verdict only")
+        raise ReviewError(gettext("months are given with a follow_up verdict only"))
     if follow_up_months is not None and not (
             1 <= int(follow_up_months) <= downlink.MAX_FOLLOW_UP_MONTHS):
-        raise ReviewError(f"months must be between 1 and {downlink.MAX_FOLLOW_UP_MONTHS}")
+        raise ReviewError(gettext("months must be between 1 and %(n)s",
+                                  n=downlink.MAX_FOLLOW_UP_MONTHS))
 
 
 def queue_downlink(tx: Transaction, clinic: str, device: str, kind: str,

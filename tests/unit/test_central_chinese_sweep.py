@@ -80,6 +80,7 @@ def _runs(site: dict[str, Path], scene) -> list[list[str]]:
         ["review", "{config}", str(scene.alert_id), "--verdict", "follow_up", "--months", "6",
          "--as", "dr-wang"],
         ["review", "{config}", "99999", "--verdict", "refer"],  # no such alert
+        ["review", "{config}", str(scene.alert_id), "--verdict", "follow_up"],  # no months
         ["clinic", "set", "{config}", "baishui-2", "--name", "白水村卫生室", "--county", "河西县"],
         ["clinic", "list", "{config}"],
         ["dead-letters", "{config}"],
@@ -261,7 +262,7 @@ def test_every_hospital_command_speaks_chinese(site, capsys, monkeypatch):
     assert codes["bundle"] == [1, 1, 0] and (paths["out"] / "box-7.bundle").exists()
     assert codes["check-broker"] == [0, 2] and codes["check-box"] == [2]
     assert codes["rollout"] == [0, 2] and codes["rollouts"] == [0, 0, 0, 0, 1]
-    assert codes["rollback"] == [0, 2] and codes["review"] == [0, 1]
+    assert codes["rollback"] == [0, 2] and codes["review"] == [0, 1, 2]
     assert codes["user"] == [0, 2, 0, 0, 0, 2] and codes["revoke"] == [0, 1]
 
 
