@@ -61,7 +61,7 @@ from firmware_app.contracts.egress import check_identity
 from firmware_app.contracts.signing import key_id
 from firmware_app.errors import EXIT_USAGE, CliniboxError
 from firmware_app.fs import write_atomically
-from firmware_app.i18n import N_, gettext
+from firmware_app.i18n import ENGLISH, N_, current, gettext
 
 SCHEMA = "clinibox.enrolment/1"
 CODE_PREFIX = "CBX1"
@@ -148,7 +148,7 @@ class EnrolmentBundle:
 
 def _text(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise EnrolmentError(f"{where}: missing or not a text")
+        raise EnrolmentError(gettext("%(where)s: missing or not a text", where=where))
     return value
 
 
@@ -166,41 +166,48 @@ def _public_key(pem: str, where: str) -> Any:
     try:
         return serialization.load_pem_public_key(pem.encode("ascii"))
     except (ValueError, UnicodeEncodeError, UnsupportedAlgorithm) as exc:
-        raise EnrolmentError(f"{where}: not a readable PEM public key") from exc
+        raise EnrolmentError(gettext("%(where)s: not a readable PEM public key", where=where)
+                             ) from exc
 
 
 def _kind(key: Any) -> str:
     names = {"ECPublicKey": "an EC", "RSAPublicKey": "an RSA", "DSAPublicKey": "a DSA",
              "Ed25519PublicKey": "an Ed25519", "X25519PublicKey": "an X25519",
              "Ed448PublicKey": "an Ed448", "X448PublicKey": "an X448"}
-    return names.get(type(key).__name__, f"a {type(key).__name__}") + " key"
+    english = names.get(type(key).__name__, f"a {type(key).__name__}")
+    if current() == ENGLISH:
+        return english + " key"
+    return gettext("%(name)s key", name=english.split(" ", 1)[1])
 
 
 def _ed25519(pem: str, where: str) -> Ed25519PublicKey:
     key = _public_key(pem, where)
     if not isinstance(key, Ed25519PublicKey):
-        raise EnrolmentError(f"{where}: is {_kind(key)}, not an Ed25519 "
-                             "public key (a model-signing .pub file)")
+        raise EnrolmentError(gettext("%(where)s: is %(kind)s, not an Ed25519 public key (a "
+                                     "model-signing .pub file)", where=where, kind=_kind(key)))
     return key
 
 
 def _x25519(pem: str, where: str) -> X25519PublicKey:
     key = _public_key(pem, where)
     if not isinstance(key, X25519PublicKey):
-        raise EnrolmentError(f"{where}: is {_kind(key)}, not an X25519 "
-                             "public key (the hospital's .pub from clinibox keys generate "
-                             "--kind hospital)")
+        raise EnrolmentError(gettext("%(where)s: is %(kind)s, not an X25519 public key (the "
+                                     "hospital's .pub from %(command)s)", where=where,
+                                     kind=_kind(key),
+                                     command="clinibox keys generate --kind hospital"))
     return key
 
 
 def _check_validity(cert: x509.Certificate, where: str, now: dt.datetime) -> None:
     start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
     if now > end:
-        raise EnrolmentError(f"{where}: the certificate expired on {_utc(end)} (the clock here "
-                             f"says {_utc(now)}); ask the hospital for a new bundle")
+        raise EnrolmentError(gettext("%(where)s: the certificate expired on %(end)s (the clock "
+                                     "here says %(now)s); ask the hospital for a new bundle",
+                                     where=where, end=_utc(end), now=_utc(now)))
     if now < start:
-        raise EnrolmentError(f"{where}: the certificate is not valid before {_utc(start)} (the "
-                             f"clock here says {_utc(now)}); if this clock is wrong, set it first")
+        raise EnrolmentError(gettext("%(where)s: the certificate is not valid before %(start)s "
+                                     "(the clock here says %(now)s); if this clock is wrong, set "
+                                     "it first", where=where, start=_utc(start), now=_utc(now)))
 
 
 def _is_ca(cert: x509.Certificate) -> bool:
@@ -255,17 +262,20 @@ def check_bundle(bundle: EnrolmentBundle, now: dt.datetime | None = None) -> Non
             raise EnrolmentError(str(exc)) from exc
     host = bundle.broker_host
     if not isinstance(host, str) or not host or any(c.isspace() or c in "/:@" for c in host):
-        raise EnrolmentError(f"broker.host: must be a host name or address, got {host!r}")
+        raise EnrolmentError(gettext("%(where)s: must be a host name or address, got %(value)s",
+                                     where="broker.host", value=repr(host)))
     port = bundle.broker_port
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise EnrolmentError(f"broker.port: must be between 1 and 65535, got {port!r}")
+        raise EnrolmentError(gettext("%(where)s: must be between 1 and 65535, got %(value)s",
+                                     where="broker.port", value=repr(port)))
     try:
         dt.datetime.fromisoformat(_text(bundle.issued_at, "issued_at").replace("Z", "+00:00"))
     except ValueError as exc:
         raise EnrolmentError(f"issued_at: not an ISO 8601 time: {bundle.issued_at!r}") from exc
     ca = _certificate(_text(bundle.ca_cert, "tls.ca_cert"), "tls.ca_cert")
     if not _is_ca(ca):
-        raise EnrolmentError("tls.ca_cert: not a CA certificate (no basicConstraints CA:TRUE)")
+        raise EnrolmentError(gettext("%(where)s: not a CA certificate (no %(field)s)",
+                                     where="tls.ca_cert", field="basicConstraints CA:TRUE"))
     _check_validity(ca, "tls.ca_cert", moment)
     cert = _certificate(_text(bundle.client_cert, "tls.client_cert"), "tls.client_cert")
     _check_issued_by(cert, ca)
@@ -285,7 +295,8 @@ def check_bundle(bundle: EnrolmentBundle, now: dt.datetime | None = None) -> Non
     _check_client_key(_text(bundle.client_key, "tls.client_key"), cert)
     _x25519(_text(bundle.hospital_key, "hospital_key"), "hospital_key")
     if not bundle.model_signing_keys:
-        raise EnrolmentError("model_signing_keys: empty; the box would trust no model package")
+        raise EnrolmentError(gettext("%(where)s: empty; the box would trust no model package",
+                                     where="model_signing_keys"))
     if bundle.hospital_signing_key:
         _ed25519(_text(bundle.hospital_signing_key, "hospital_signing_key"),
                  "hospital_signing_key")

@@ -47,6 +47,8 @@ _CONF_LINES = sorted({*broker_check.BOX_LINES, *broker_check.RECEIVER_LINES,
 _SHELL = ("chgrp", "chmod")
 #: a command's option, named as the person types it (``--hospital-signing-key``)
 _OPTION = re.compile(r"--[a-z][a-z-]*")
+#: a field of a bundle file, named as the file names it (``broker.host``, ``tls.ca_cert``)
+_FIELD = re.compile(r"\b[a-z_]+(?:\.[a-z_]+)+\b")
 
 
 def _runs(site: dict[str, Path], scene) -> list[list[str]]:
@@ -71,6 +73,9 @@ def _runs(site: dict[str, Path], scene) -> list[list[str]]:
         [*bundle, "--out", str(out / "box-7.bundle")],  # refused: no downlink key
         [*bundle, "--hospital-signing-key", str(keys / "other.pub"), "--out",
          str(out / "box-7.bundle")],  # refused: not the receiver's downlink key
+        [*("mqtt host" if word == "10.20.0.2" else word for word in bundle),
+         "--hospital-signing-key", str(keys / "hospital-signing.pub"), "--out",
+         str(out / "box-7.bundle")],  # refused: not a host name
         [*bundle, "--hospital-signing-key", str(keys / "hospital-signing.pub"), "--out",
          str(out / "box-7.bundle")],
         ["revoke", "{config}", "--clinic", console_scene.CLINIC, "--device", "box-5"],
@@ -248,7 +253,7 @@ def test_every_hospital_command_speaks_chinese(site, capsys, monkeypatch):
             ("--config", str(paths["config"])) if word == "{config}" else (word,))])
         said = capsys.readouterr()
         words = said.out + said.err
-        shown = _OPTION.sub(" ", readable(words))
+        shown = _FIELD.sub(" ", _OPTION.sub(" ", readable(words)))
         for line in _CONF_LINES:
             shown = shown.replace(line, " ")
         shown = " ".join(part for part in shown.split("&&")
@@ -259,7 +264,7 @@ def test_every_hospital_command_speaks_chinese(site, capsys, monkeypatch):
         codes.setdefault(argv[0], []).append(code)
     # the refusals refused, the rest done
     assert codes["enrol"] == [0, 2] and codes["enrol-code"] == [0, 2]
-    assert codes["bundle"] == [1, 1, 0] and (paths["out"] / "box-7.bundle").exists()
+    assert codes["bundle"] == [1, 1, 1, 0] and (paths["out"] / "box-7.bundle").exists()
     assert codes["check-broker"] == [0, 2] and codes["check-box"] == [2]
     assert codes["rollout"] == [0, 2] and codes["rollouts"] == [0, 0, 0, 0, 1]
     assert codes["rollback"] == [0, 2] and codes["review"] == [0, 1, 2]
