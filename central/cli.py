@@ -566,12 +566,16 @@ def cmd_audit_heads(args: argparse.Namespace, config: config_module.CentralConfi
     english = _english()
 
     def table(rows: list[dict]) -> None:
+        from central.report import width
+
+        verdicts = [head["verdict"] if english else labels.audit_verdict(head["verdict"])
+                    for head in rows]
+        columns = max([9, *(width(verdict) for verdict in verdicts)])
         print(_row([(_("CLINIC/DEVICE"), 24), (_("SEQ"), 8, True), (_("ROW"), 8, True),
-                    (_("HASH"), 16), (_("VERDICT"), 9), (_("RECEIVED (UTC)"), 0)]))
-        for head in rows:
-            verdict = head["verdict"] if english else labels.audit_verdict(head["verdict"])
+                    (_("HASH"), 16), (_("VERDICT"), columns), (_("RECEIVED (UTC)"), 0)]))
+        for head, verdict in zip(rows, verdicts, strict=True):
             print(_row([(head["clinic"] + "/" + head["device"], 24), (head["seq"], 8, True),
-                        (head["row"], 8, True), (head["hash"][:16], 16), (verdict, 9),
+                        (head["row"], 8, True), (head["hash"][:16], 16), (verdict, columns),
                         (format_time(head["received_at"]), 0)]))
 
     table(list(latest.values()))
