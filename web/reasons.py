@@ -5,7 +5,8 @@ The worker records reasons as codes with parameters
 template a catalog message id). Here each is rendered in the current language:
 the template translated, its parameters filled in. Nothing is parsed: a reason
 recorded as text (before codes, or words the box did not write: a decoder's)
-is shown as recorded, and :func:`verbatim` says so (the page marks it English).
+is shown as recorded in English, and said from its code in any other language
+(:func:`explained`: the recorded words stay on the English pages).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from firmware_app.contracts.reasons import (
 from firmware_app.i18n import ENGLISH, N_, current, gettext
 
 #: what a reason recorded in someone else's words is, said from its code in the reader's
-#: language (the recorded words follow, marked as recorded)
+#: language (its recorded words are shown on the English pages only)
 VERBATIM_WORDS: dict[ReasonCode, str] = {
     ReasonCode.DECODE_FAILED: N_("the file cannot be read as an image"),
     ReasonCode.UNKNOWN: N_("a reason recorded in words"),
@@ -52,21 +53,18 @@ def verbatim(reasons: Iterable[Reason]) -> bool:
     return current() != ENGLISH and any(r.code in VERBATIM for r in reasons)
 
 
-def explained(reasons: Iterable[Reason]) -> tuple[str, str]:
-    """Reasons to show: (words in the reader's language, the words recorded as they are or
-    ""). Outside English a reason in someone else's words (a decoder's) is said from its
-    code, and its recorded words are given apart, for the page to mark as recorded."""
+def explained(reasons: Iterable[Reason]) -> str:
+    """Reasons to show in the reader's language: outside English a reason in someone else's
+    words (a decoder's) is said from its code only (its recorded words are on the English
+    pages and in ``--json``)."""
     reasons = list(reasons)
     if not verbatim(reasons):
-        return reasons_text(reasons), ""
-    said = gettext("; ").join(
+        return reasons_text(reasons)
+    return gettext("; ").join(
         gettext(VERBATIM_WORDS[r.code]) if r.code in VERBATIM else reason_text(r)
         for r in reasons)
-    return said, gettext("; ").join(reason_text(r) for r in reasons if r.code in VERBATIM)
 
 
 def explained_text(stored: str | Sequence[object] | None) -> str:
-    """A stored value for a terminal in the reader's language: outside English a reason in
-    someone else's words is said from its code only (its recorded words are in ``--json``
-    and on the device's quarantine page)."""
-    return explained(from_records(stored))[0]
+    """A stored value for a terminal in the reader's language (:func:`explained`)."""
+    return explained(from_records(stored))

@@ -20,7 +20,7 @@ from firmware_app.storage.accounts import Accounts
 from firmware_app.storage.audit import ACTIONS
 from firmware_app.storage.audit_chain import verify
 from firmware_app.storage.audit_query import AuditQuery, BadDate, count_rows, parse_when, read_rows
-from web import audit_trail
+from web import audit_trail, audit_words
 from web.security import database, technician_only
 
 blueprint = Blueprint("audit", __name__)
@@ -64,7 +64,7 @@ def trail():
     audit_trail.note("audit_viewed", "audit", _described(args),
                      coalesce_seconds=audit_trail.AUDIT_VIEW_COALESCE)
     return render_template("audit.html", rows=rows, check=check, args=args, total=total,
-                           pages=pages, actions=ACTIONS,
+                           pages=pages, actions=ACTIONS, audit_words=audit_words,
                            accounts=[a.name for a in Accounts(conn).all()])
 
 

@@ -315,9 +315,9 @@ def recorded_reason(reason: str | Sequence[Any] | None) -> tuple[str, str]:
     return text, text if reasons.verbatim(recorded) else ""
 
 
-def explained_reason(reason: str | Sequence[Any] | None) -> tuple[str, str]:
-    """Stored reasons to show: (words in the reader's language, the words recorded as they
-    are, untranslated, to show after them marked as recorded, else "")."""
+def explained_reason(reason: str | Sequence[Any] | None) -> str:
+    """Stored reasons to show in the reader's language (a decoder's own words only on the
+    English pages: ``reasons.explained``)."""
     return reasons.explained(from_records(reason))
 
 

@@ -223,7 +223,8 @@ def _print_pacs(destinations: list[dict[str, Any]]) -> None:
             print(f"      clinibox dicom-out retry --destination {d['name']}")
         if d["last_error"]:
             at = f"{_clock(d['last_error_at'])} " if d["last_error_at"] is not None else ""
-            print("    " + _("last error: %(error)s", error=f"{at}{d['last_error']}"))
+            said = event_words.pacs_error(d.get("last_error_code"), d["last_error"])[0]
+            print("    " + _("last error: %(error)s", error=f"{at}{said}"))
 
 
 def cmd_results(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from dataclasses import asdict
 from firmware_app.errors import EXIT_OK
 from firmware_app.i18n import gettext, ngettext
 from firmware_app.settings import box as config_module
-from firmware_app.storage import db
+from firmware_app.storage import db, event_codes
 from firmware_app.storage.dicom_outbox import held_documents, requeue_held
 
 _ = gettext
@@ -55,7 +55,10 @@ def cmd_retry(args: argparse.Namespace) -> int:
                 db.record_event(conn, "INFO", "dicom-out",
                                 f"requeued {count} held document(s)"
                                 + (f" destination={args.destination}" if args.destination
-                                   else ""))
+                                   else ""),
+                                event_codes.code(event_codes.DICOM_REQUEUED, count,
+                                                 *([args.destination] if args.destination
+                                                   else [])))
     finally:
         conn.close()
     print(ngettext("%(num)s held DICOM result queued again",

@@ -25,12 +25,12 @@ from firmware_app.ingest.usb_mount import (
     wait_for_import,
 )
 from firmware_app.settings import box as config_module
-from firmware_app.storage import db
+from firmware_app.storage import db, event_codes
 
 log = logging.getLogger("firmware_app.ingest.usb_mount")
 
 
-def _record(config: config_module.Config, message: str) -> None:
+def _record(config: config_module.Config, message: str, code: str) -> None:
     """Keep the error for the device page, unless that would leave root-owned database files."""
     database = config.database_path
     try:
@@ -38,7 +38,7 @@ def _record(config: config_module.Config, message: str) -> None:
             return
         conn = db.connect(database)
         try:
-            db.record_event(conn, "ERROR", "usb", message)
+            db.record_event(conn, "ERROR", "usb", message, code)
         finally:
             conn.close()
     except (OSError, sqlite3.Error) as exc:
@@ -70,12 +70,12 @@ def cmd_usb_import(args: argparse.Namespace) -> int:
             message = (f"USB import of /dev/{name} not finished after {args.timeout:g} s "
                        f"({progress.message}); the medium is unmounted anyway")
             log.error("%s", message)
-            _record(config, message)
+            _record(config, message, event_codes.code(event_codes.USB_UNFINISHED, name))
             code = EXIT_FAIL
         elif progress.problem:
             message = f"USB import of /dev/{name}: {progress.message}, but {progress.problem}"
             log.error("%s", message)
-            _record(config, message)
+            _record(config, message, event_codes.code(event_codes.USB_PROBLEM, name))
             code = EXIT_FAIL
         else:
             log.info("USB import of /dev/%s finished: %s", name, progress.message)

@@ -25,6 +25,7 @@ from pynetdicom.status import GENERAL_STATUS, STORAGE_SERVICE_CLASS_STATUS
 
 from firmware_app.errors import CliniboxError
 from firmware_app.settings.box import PacsConfig, PacsDestination
+from firmware_app.storage import event_codes as codes
 
 #: C-STORE statuses that mean the destination has the object
 STORED_STATUSES = frozenset({0x0000, 0xB000, 0xB006, 0xB007})
@@ -33,9 +34,14 @@ MAX_CONTEXTS = 128
 
 
 class AssociationFailed(CliniboxError):
-    """No association with the destination; the message says why, in plain words."""
+    """No association with the destination; the message says why, in plain words, and
+    ``failure`` how (a ``storage.event_codes`` ``PACS_…`` code)."""
 
     kind = "PACS association failed"
+
+    def __init__(self, message: str, failure: str = codes.PACS_UNREACHABLE) -> None:
+        super().__init__(message)
+        self.failure = failure
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,8 @@ class StoreOutcome:
     association_lost: bool = False
     #: the C-STORE status, when an answer came
     status: int | None = None
+    #: how it failed (a ``storage.event_codes`` ``PACS_…`` code; "" when stored)
+    failure: str = ""
 
     @property
     def warning(self) -> bool:
@@ -80,7 +88,7 @@ def contexts_for(classes: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
             syntaxes.append(syntax)
     if len(proposed) > MAX_CONTEXTS:
         raise AssociationFailed(f"{len(proposed)} SOP classes in one batch: more than "
-                                f"{MAX_CONTEXTS} presentation contexts")
+                                f"{MAX_CONTEXTS} presentation contexts", codes.PACS_CANNOT_SEND)
     return proposed
 
 
@@ -100,7 +108,8 @@ def open_association(destination: PacsDestination, settings: PacsConfig, calling
         try:
             tls_args = (tls_context(destination), destination.host)
         except (OSError, ssl.SSLError) as exc:
-            raise AssociationFailed(f"TLS set-up for {where(destination)} failed: {exc}") from exc
+            raise AssociationFailed(f"TLS set-up for {where(destination)} failed: {exc}",
+                                    codes.PACS_TLS) from exc
     connected: list[bool] = []
 
     def on_open(event: evt.Event) -> None:
@@ -112,7 +121,7 @@ def open_association(destination: PacsDestination, settings: PacsConfig, calling
                          tls_args=tls_args, evt_handlers=handlers)
     if assoc.is_established:
         return assoc
-    raise AssociationFailed(_why_not(assoc, destination, settings, bool(connected)))
+    raise AssociationFailed(*_why_not(assoc, destination, settings, bool(connected)))
 
 
 def no_delay(assoc: Association) -> None:
@@ -125,25 +134,29 @@ def no_delay(assoc: Association) -> None:
 
 
 def _why_not(assoc: Association, destination: PacsDestination, settings: PacsConfig,
-             connected: bool) -> str:
-    """Plain words for an association that was not established."""
+             connected: bool) -> tuple[str, str]:
+    """Plain words for an association that was not established, and how it failed."""
     peer = where(destination)
     if assoc.is_rejected:
         answer = assoc.acceptor.primitive
         if answer is not None:
             return (f"association rejected by {peer}: {answer.reason_str} "
-                    f"({answer.result_str}, {answer.source_str})")
-        return f"association rejected by {peer}"
+                    f"({answer.result_str}, {answer.source_str})", codes.PACS_REJECTED)
+        return f"association rejected by {peer}", codes.PACS_REJECTED
     if not connected:  # pynetdicom calls a connection that never opened "aborted" too
-        return f"cannot connect to {peer}: {_connect_problem(destination, settings)}"
+        problem = _connect_problem(destination, settings)
+        failure = codes.PACS_TLS if "TLS" in problem else codes.PACS_UNREACHABLE
+        return f"cannot connect to {peer}: {problem}", failure
     if assoc.is_aborted:
         if assoc.acceptor.primitive is None:  # no A-ASSOCIATE-AC or -RJ was read
-            return f"{peer} ended the association request without answering it"
+            return (f"{peer} ended the association request without answering it",
+                    codes.PACS_ABORTED)
         if not assoc.accepted_contexts:
-            return f"{peer} accepted none of the proposed SOP classes (association aborted)"
-        return f"association aborted by {peer}"
+            return (f"{peer} accepted none of the proposed SOP classes (association aborted)",
+                    codes.PACS_CANNOT_SEND)
+        return f"association aborted by {peer}", codes.PACS_ABORTED
     return (f"{peer} did not answer the association request within "
-            f"{settings.connect_timeout:g} s")
+            f"{settings.connect_timeout:g} s", codes.PACS_NO_ANSWER)
 
 
 def _connect_problem(destination: PacsDestination, settings: PacsConfig) -> str:
@@ -176,19 +189,22 @@ def store(assoc: Association, dataset: Dataset) -> StoreOutcome:
     try:
         answer = assoc.send_c_store(dataset)
     except (ValueError, AttributeError) as exc:  # no accepted context, or nothing to send
-        return StoreOutcome(False, f"cannot send {name}: {exc}")
+        return StoreOutcome(False, f"cannot send {name}: {exc}", failure=codes.PACS_CANNOT_SEND)
     except RuntimeError as exc:  # the association ended under us
-        return StoreOutcome(False, f"association lost: {exc}", association_lost=True)
+        return StoreOutcome(False, f"association lost: {exc}", association_lost=True,
+                            failure=codes.PACS_LOST)
     if "Status" not in answer:
         return StoreOutcome(False, "no C-STORE response (timed out or the association was "
-                                   "aborted)", association_lost=True)
+                                   "aborted)", association_lost=True,
+                            failure=codes.PACS_NO_ANSWER)
     code = int(answer.Status)
     comment = str(answer.get("ErrorComment", "") or "").strip()
     detail = status_text(code) + (f": {comment}" if comment else "")
     if code in STORED_STATUSES:
         return StoreOutcome(True, detail, status=code)
     return StoreOutcome(False, f"C-STORE of {name} refused: {detail}",
-                        association_lost=not assoc.is_established, status=code)
+                        association_lost=not assoc.is_established, status=code,
+                        failure=codes.PACS_REFUSED)
 
 
 def release(assoc: Association) -> None:

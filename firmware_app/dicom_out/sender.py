@@ -35,7 +35,7 @@ from pydicom.filereader import read_file_meta_info
 from firmware_app.contracts.statuses import DicomOutboxState
 from firmware_app.dicom_out import scu
 from firmware_app.settings.box import Config, PacsDestination
-from firmware_app.storage import db
+from firmware_app.storage import db, event_codes
 from firmware_app.storage import dicom_outbox as rows
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,8 @@ class DicomSender:
             try:
                 syntax = str(read_file_meta_info(item.path).get("TransferSyntaxUID", ""))
             except (OSError, InvalidDicomError) as exc:
-                self._failed(destination, item, f"cannot read {item.path}: {exc}", delivery)
+                self._failed(destination, item, f"cannot read {item.path}: {exc}", delivery,
+                             failure=event_codes.PACS_UNREADABLE)
                 continue
             readable.append((item, syntax))
         if not readable:
@@ -111,7 +112,8 @@ class DicomSender:
         except scu.AssociationFailed as exc:
             for item, _ in readable:
                 self._failed(destination, item, str(exc), delivery, record=False)
-            self._record(destination, str(exc))
+            self._record(destination, str(exc), event_codes.code(event_codes.PACS_FAILED,
+                                                                 exc.failure))
             return self._finish(destination, delivery)
         try:
             self._send_batch(destination, assoc, [item for item, _ in readable], delivery, stop)
@@ -131,7 +133,8 @@ class DicomSender:
             try:
                 dataset = dcmread(item.path)
             except (OSError, InvalidDicomError) as exc:
-                self._failed(destination, item, f"cannot read {item.path}: {exc}", delivery)
+                self._failed(destination, item, f"cannot read {item.path}: {exc}", delivery,
+                             failure=event_codes.PACS_UNREADABLE)
                 continue
             outcome = scu.store(assoc, dataset)
             if outcome.stored:
@@ -149,14 +152,16 @@ class DicomSender:
                 continue
             if outcome.association_lost:
                 lost = f"{scu.where(destination)}: {outcome.detail}"
-                self._failed(destination, item, lost, delivery)
+                self._failed(destination, item, lost, delivery, failure=outcome.failure)
                 continue
             self._failed(destination, item,
-                         f"{outcome.detail} (SOP Instance {item.sop_instance_uid})", delivery)
+                         f"{outcome.detail} (SOP Instance {item.sop_instance_uid})", delivery,
+                         failure=outcome.failure)
 
     # -- bookkeeping ---------------------------------------------------------
     def _failed(self, destination: PacsDestination, item: rows.DueDocument, error: str,
-                delivery: Delivery, record: bool = True) -> None:
+                delivery: Delivery, record: bool = True,
+                failure: str = event_codes.PACS_LOST) -> None:
         with db.transaction(self.conn):
             rows.mark_failed(self.conn, item.id, error, self.settings.retry_min_seconds,
                              self.settings.retry_max_seconds)
@@ -164,7 +169,8 @@ class DicomSender:
         if error not in delivery.errors:
             delivery.errors.append(error)
         if record:
-            self._record(destination, error)
+            failure = failure or event_codes.PACS_LOST
+            self._record(destination, error, event_codes.code(event_codes.PACS_FAILED, failure))
 
     def _refused(self, destination: PacsDestination, item: rows.DueDocument,
                  outcome: scu.StoreOutcome, delivery: Delivery) -> None:
@@ -185,19 +191,26 @@ class DicomSender:
                       scu.where(destination), item.sop_instance_uid,
                       self.settings.max_refusals, outcome.detail)
             self._record(destination, f"held after {self.settings.max_refusals} refusals: "
-                                      f"{error}", force=True)
+                                      f"{error}", event_codes.code(
+                                          event_codes.PACS_HELD, self.settings.max_refusals,
+                                          event_codes.pacs_failure(event_codes.PACS_REFUSED,
+                                                                   outcome.status)), force=True)
         else:
-            self._record(destination, error)
+            self._record(destination, error, event_codes.code(
+                event_codes.PACS_FAILED,
+                event_codes.pacs_failure(event_codes.PACS_REFUSED, outcome.status)))
 
-    def _record(self, destination: PacsDestination, error: str, force: bool = False) -> None:
-        """Record a failure as an event, unless it is the destination's last one (recently)
-        and not ``force``."""
+    def _record(self, destination: PacsDestination, error: str, code: str,
+                force: bool = False) -> None:
+        """Record a failure as an event with its ``code`` (``storage.event_codes``), unless it
+        is the destination's last one (recently) and not ``force``."""
         last = rows.last_event(self.conn, destination.name)
         if (not force and last is not None and last[1] == error[:500]
                 and time.time() - last[0] < REPEAT_EVENT_SECONDS):
             return
         with db.transaction(self.conn):
-            db.record_event(self.conn, "WARNING", rows.event_component(destination.name), error)
+            db.record_event(self.conn, "WARNING", rows.event_component(destination.name), error,
+                            code)
 
     def _finish(self, destination: PacsDestination, delivery: Delivery) -> Delivery:
         name = destination.name

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from firmware_app.contracts.reasons import Reason, ReasonCode, encode
 from firmware_app.contracts.statuses import InstanceStatus
-from firmware_app.storage import db
+from firmware_app.storage import db, event_codes
 from firmware_app.storage.queue import DuplicateInstance, JobQueue
 from firmware_app.storage.spool import Spool, new_local_id
 
@@ -135,7 +135,8 @@ class Lander:
         with db.transaction(queue.conn):
             db.record_event(queue.conn, "WARNING", "ingest",
                             f"conflicting duplicate of instance {existing} kept aside as "
-                            f"{local_id} (from {origin or 'unknown sender'})")
+                            f"{local_id} (from {origin or 'unknown sender'})",
+                            event_codes.code(event_codes.CONFLICT, existing, local_id))
         log.warning("conflicting duplicate of instance %d kept aside as %s", existing, local_id)
         return Landed(Outcome.CONFLICT, existing)
 
@@ -150,7 +151,8 @@ class Lander:
         with db.transaction(conn):
             if db.event_noted_since(conn, "ingest", message, now - 3600):
                 return False
-            return db.record_event_capped(conn, "WARNING", "ingest", message, REFUSAL_EVENT,
+            code = event_codes.code(REFUSAL_EVENT, reason, (origin or "?")[:64])
+            return db.record_event_capped(conn, "WARNING", "ingest", message, code,
                                           REFUSAL_EVENTS_PER_HOUR, now=now)
 
     def land_rejected(self, data: bytes, *, reasons: list[Reason], source: str,

@@ -48,7 +48,7 @@ from firmware_app.imaging.dataset_values import valid_uid
 from firmware_app.imaging.wrap import is_picture, wrap_picture
 from firmware_app.ingest.landing import Lander, Outcome
 from firmware_app.ingest.store_checks import Refusal
-from firmware_app.storage import db
+from firmware_app.storage import db, event_codes
 from firmware_app.storage.imported_files import already_imported, remember_import
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,8 @@ class FolderImporter:
                 self._warned_missing.add(member)
                 relative = member.relative_to(self.root)
                 db.record_event(self.conn, "WARNING", "usb",
-                                f"DICOMDIR lists {relative}, which is missing on the medium")
+                                f"DICOMDIR lists {relative}, which is missing on the medium",
+                                event_codes.code(event_codes.DICOMDIR_MISSING, relative))
         return members
 
     def _read_dicomdir(self, path: Path) -> list[Path]:

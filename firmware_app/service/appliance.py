@@ -63,7 +63,7 @@ from firmware_app.service.systemd_notify import Notifier
 from firmware_app.service.viewer_process import ViewerProcess
 from firmware_app.service.worker import Worker
 from firmware_app.settings.box import DEMO_TRUST_WARNING, Config, DicomConfig
-from firmware_app.storage import db, model_offers
+from firmware_app.storage import db, event_codes, model_offers
 from firmware_app.storage.queue import JobQueue
 from firmware_app.storage.spool import Spool, make_spool
 from firmware_app.telemetry.downlink import downlink_receiver
@@ -372,7 +372,8 @@ class Appliance:
                 try:
                     with db.transaction(conn):
                         db.record_event(conn, "ERROR", "models", f"routing rules name the model "
-                                        f"{name}; it is not running: {exc}"[:300])
+                                        f"{name}; it is not running: {exc}"[:300],
+                                        event_codes.code(event_codes.ROUTED_MODEL_DOWN, name))
                 finally:
                     conn.close()
                 report_unavailable_model(self.config, name, own.model_id, exc)

@@ -62,7 +62,7 @@ from firmware_app.dicom_out.outbox import enqueue_documents
 from firmware_app.dicom_out.source import AnalysedInstance, ModelIdentity
 from firmware_app.dicom_out.source_header import ABSENT_TYPE2, HeaderReport
 from firmware_app.settings.box import Config
-from firmware_app.storage import db
+from firmware_app.storage import db, event_codes
 from firmware_app.storage.study_completion import (
     DueStudy,
     analysed_instances,
@@ -206,13 +206,14 @@ class StudyCompleter:
             reason = "no-describable-instance" if hopeless else type(exc).__name__
             if hopeless or tries >= MAKE_RETRIES:
                 self.unmade.pop(study.id, None)
-                self._event("ERROR", study, f"dicom-results-held {reason} tries={tries + 1}"
-                            f" ({exc})")
+                self._event("ERROR", study, event_codes.STUDY_RESULTS_HELD,
+                            f"dicom-results-held {reason} tries={tries + 1} ({exc})", tries + 1)
             else:
                 self.unmade[study.id] = (study, tries + 1,
                                          time.time() + RETRY_SECONDS * 2 ** tries)
-                self._event("WARNING", study, f"dicom-results-not-made {reason} "
-                            f"tries={tries + 1} ({exc})")
+                self._event("WARNING", study, event_codes.STUDY_RESULTS_NOT_MADE,
+                            f"dicom-results-not-made {reason} tries={tries + 1} ({exc})",
+                            tries + 1)
             return []
         self.unmade.pop(study.id, None)
         self._record_report(study, report)
@@ -224,20 +225,25 @@ class StudyCompleter:
         if report.left_out:
             log.warning("study %d: images left out of the DICOM results: %s", study.id,
                         report.left_out)
-            self._event("WARNING", study, "left-out " + " ".join(
+            self._event("WARNING", study, event_codes.STUDY_LEFT_OUT, "left-out " + " ".join(
                 f"{name}={code}" for name, code in sorted(report.left_out.items())))
         fixes = {name: [fix for fix in changed if not fix.endswith(ABSENT_TYPE2)]
                  for name, changed in report.fixes.items()}
         fixes = {name: changed for name, changed in fixes.items() if changed}
         if fixes:
             log.info("study %d: headers made fit for the DICOM results: %s", study.id, fixes)
-            self._event("INFO", study, "header-fixes " + " ".join(
+            self._event("INFO", study, event_codes.STUDY_HEADER_FIXES,
+                        "header-fixes " + " ".join(
                 f"{name}={','.join(changed)}" for name, changed in sorted(fixes.items())))
 
-    def _event(self, level: str, study: DueStudy, what: str) -> None:
+    def _event(self, level: str, study: DueStudy, kind: str, what: str,
+               *parts: object) -> None:
+        """An event about ``study``: its English line and its code (``kind``, the study, its
+        version and ``parts``)."""
         with db.transaction(self.conn):
             db.record_event(self.conn, level, EVENT_COMPONENT,
-                            f"study {study.id} v{study.version} {what}")
+                            f"study {study.id} v{study.version} {what}",
+                            event_codes.code(kind, study.id, study.version, *parts))
 
     def retry_unmade(self, now: float | None = None) -> int:
         """Try again to make the documents of completed studies whose documents could not be

@@ -42,7 +42,7 @@ import time
 
 from firmware_app.errors import CliniboxError
 from firmware_app.i18n import ENGLISH, N_, use_locale
-from firmware_app.storage import db
+from firmware_app.storage import db, event_codes
 from firmware_app.storage.audit_chain import anchor, highest_id_given, row_hash, verify
 
 log = logging.getLogger(__name__)
@@ -224,7 +224,8 @@ def prune(conn: sqlite3.Connection, keep_days: float, now: float | None = None) 
         if not check.intact:
             message = f"audit rows older than {keep_days:g} days kept: the chain is {described}"
             log.warning("%s", message)
-            db.record_event(conn, "WARNING", "audit", message)
+            db.record_event(conn, "WARNING", "audit", message,
+                            event_codes.code(event_codes.AUDIT_KEPT, f"{keep_days:g}"))
             return 0
         first, _hash = anchor(conn)
         last_hash = conn.execute("SELECT hash FROM audit WHERE id = ?", (last,)).fetchone()[0]

@@ -176,20 +176,21 @@ def event_noted_since(conn: sqlite3.Connection, component: str, message: str,
 
 
 def events_since(conn: sqlite3.Connection, component: str, code: str, since: float) -> int:
-    """How many events of ``component`` with ``code`` are in the event log at or after
-    ``since``."""
+    """How many events of ``component`` with ``code`` (or a code of that kind: ``code:…``,
+    ``storage.event_codes``) are in the event log at or after ``since``."""
     return int(conn.execute(
-        "SELECT COUNT(*) FROM events WHERE component = ? AND code = ? AND at >= ?",
-        (component, code, since)).fetchone()[0])
+        "SELECT COUNT(*) FROM events WHERE component = ? AND (code = ? OR substr(code, 1, ?) = ?)"
+        " AND at >= ?", (component, code, len(code) + 1, code + ":", since)).fetchone()[0])
 
 
 def record_event_capped(conn: sqlite3.Connection, level: str, component: str, message: str,
                         code: str, per_hour: int, *, now: float | None = None) -> bool:
-    """:func:`record_event`, unless ``per_hour`` events of ``component`` with ``code`` are in
-    the log already in the hour before ``now`` (a flood must not push the box's other events
-    out of the last 1000); whether it was kept. In the caller's transaction."""
+    """:func:`record_event`, unless ``per_hour`` events of ``component`` with ``code``'s kind
+    (``storage.event_codes.kind``) are in the log already in the hour before ``now`` (a flood
+    must not push the box's other events out of the last 1000); whether it was kept. In the
+    caller's transaction."""
     now = time.time() if now is None else now
-    if events_since(conn, component, code, now - 3600) >= per_hour:
+    if events_since(conn, component, code.partition(":")[0], now - 3600) >= per_hour:
         return False
     record_event(conn, level, component, message, code)
     return True

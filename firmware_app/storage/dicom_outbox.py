@@ -265,11 +265,13 @@ def event_component(destination: str) -> str:
     return f"pacs {destination}"
 
 
-def last_event(conn: sqlite3.Connection, destination: str) -> tuple[float, str] | None:
-    """The newest failure recorded for ``destination`` (time, message), if any is kept."""
-    row = conn.execute("SELECT at, message FROM events WHERE component = ?"
+def last_event(conn: sqlite3.Connection, destination: str) -> tuple[float, str, str] | None:
+    """The newest failure recorded for ``destination`` (time, message, code: ``pacs_failed:…``
+    or ``pacs_held:…`` of ``storage.event_codes``, "" in rows from before codes), if any is
+    kept."""
+    row = conn.execute("SELECT at, message, code FROM events WHERE component = ?"
                        " ORDER BY id DESC LIMIT 1", (event_component(destination),)).fetchone()
-    return None if row is None else (float(row[0]), str(row[1]))
+    return None if row is None else (float(row[0]), str(row[1]), str(row[2] or ""))
 
 
 def destination_figures(conn: sqlite3.Connection, configured: Iterable[str] = ()
@@ -279,7 +281,8 @@ def destination_figures(conn: sqlite3.Connection, configured: Iterable[str] = ()
     ``waiting``: pending rows; ``oldest_waiting_at``: when the oldest was queued;
     ``attempts``: the most tries any waiting document has had; ``next_attempt_at``;
     ``sent`` and ``last_sent_at``; ``last_error`` and ``last_error_at`` (the newest
-    failure recorded in the events, else the error kept on a waiting row);
+    failure recorded in the events, else the error kept on a waiting row) and
+    ``last_error_code`` (the event's code, ``storage.event_codes``; "" when none is known);
     ``configured``: whether the destination is in the config; ``held``: documents
     it kept refusing, with ``held_status`` (the C-STORE status, e.g. 0xA900) and
     ``held_error`` (its meaning and the destination's comment) of the newest.
@@ -312,8 +315,9 @@ def destination_figures(conn: sqlite3.Connection, configured: Iterable[str] = ()
         item["held_status"] = held[-1].last_status if held else None
         item["held_error"] = held[-1].last_error if held else None
         event = last_event(conn, name)
+        item["last_error_code"] = ""
         if event is not None:
-            item["last_error_at"], item["last_error"] = event
+            item["last_error_at"], item["last_error"], item["last_error_code"] = event
         else:
             kept = conn.execute(
                 "SELECT last_error FROM dicom_outbox WHERE destination = ? AND state = ?"

@@ -31,6 +31,7 @@ from typing import Any
 from firmware_app.contracts.egress import PRIORITY, check_message
 from firmware_app.contracts.envelope import canonical_payload
 from firmware_app.contracts.statuses import OutboxState
+from firmware_app.storage import event_codes
 from firmware_app.storage.db import record_event, transaction
 from firmware_app.storage.telemetry import state_value
 
@@ -101,7 +102,8 @@ class Outbox:
             message = (f"outbox full ({self.max_messages} waiting): dropped {kind} "
                        f"message {seq}")
             log.warning(message)
-            record_event(self.conn, "WARNING", "telemetry", message)
+            record_event(self.conn, "WARNING", "telemetry", message,
+                         event_codes.code(event_codes.OUTBOX_DROPPED, seq, self.max_messages))
 
     def _bump(self, name: str, by: float = 1) -> None:
         self.conn.execute(

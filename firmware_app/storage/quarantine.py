@@ -19,7 +19,7 @@ from firmware_app.contracts.reasons import decode, english
 from firmware_app.contracts.statuses import HELD_STATUSES, InstanceStatus
 from firmware_app.errors import EXIT_USAGE, CliniboxError
 from firmware_app.fs import fsync_dir
-from firmware_app.storage import audit, db
+from firmware_app.storage import audit, db, event_codes
 from firmware_app.storage.spool import Spool
 
 #: Instance states a technician may act on.
@@ -101,7 +101,8 @@ def process_again(conn: sqlite3.Connection, spool: Spool, instance_id: int, by: 
             " updated_at=? WHERE id=?",
             (InstanceStatus.QUEUED, str(target), time.time(), instance_id))
         db.record_event(conn, "INFO", "quarantine",
-                        f"object {instance_id} queued again by {by} (was: {held.reason_english})")
+                        f"object {instance_id} queued again by {by} (was: {held.reason_english})",
+                        event_codes.code(event_codes.REQUEUED, instance_id, by))
         audit.record(conn, "quarantine_requeued", account=by, address=address,
                      target=f"object:{instance_id}",
                      detail=f"{held.status}: {held.reason_english}")
@@ -118,7 +119,8 @@ def delete(conn: sqlite3.Connection, spool: Spool, instance_id: int, by: str,
         conn.execute("DELETE FROM results WHERE instance_id=?", (instance_id,))
         conn.execute("DELETE FROM instances WHERE id=?", (instance_id,))
         db.record_event(conn, "INFO", "quarantine",
-                        f"object {instance_id} deleted by {by} (was: {held.reason_english})")
+                        f"object {instance_id} deleted by {by} (was: {held.reason_english})",
+                        event_codes.code(event_codes.DELETED, instance_id, by))
         audit.record(conn, "quarantine_deleted", account=by, address=address,
                      target=f"object:{instance_id}",
                      detail=f"{held.status}: {held.reason_english}")

@@ -17,6 +17,7 @@ from pathlib import Path
 from firmware_app.contracts.reasons import Reason, ReasonCode, encode
 from firmware_app.contracts.statuses import InstanceStatus
 from firmware_app.errors import CliniboxError
+from firmware_app.storage import event_codes
 from firmware_app.storage.db import object_code, record_event, transaction
 
 #: every instance status, in its order (``contracts/statuses.InstanceStatus``); ``not_analysed``:
@@ -119,7 +120,8 @@ class JobQueue:
             ).rowcount
             if failed:
                 record_event(self.conn, "ERROR", "worker",
-                             f"{failed} object(s) failed after repeated interrupted processing")
+                             f"{failed} object(s) failed after repeated interrupted processing",
+                             event_codes.code(event_codes.INTERRUPTED, failed))
         return requeued, failed
 
     def claim(self, attempt: bool = True) -> Job | None:

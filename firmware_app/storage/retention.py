@@ -93,7 +93,7 @@ from typing import Any
 from firmware_app.contracts.statuses import FINISHED_STATUSES, InstanceStatus
 from firmware_app.errors import EXIT_OK, CliniboxError
 from firmware_app.settings.box import Config
-from firmware_app.storage import audit, db, disk
+from firmware_app.storage import audit, db, disk, event_codes
 from firmware_app.storage.spool import PREVIEW_SUFFIX, Spool
 
 log = logging.getLogger(__name__)
@@ -196,6 +196,11 @@ class RetentionReport:
                    disk_used_pct_before=round(self.disk_used_pct_before, 2),
                    disk_used_pct_after=round(self.disk_used_pct_after, 2))
         return out
+
+    def code(self) -> str:
+        """The pass's event code (``storage.event_codes.RETENTION``)."""
+        return event_codes.code(event_codes.RETENTION, self.images, self.bytes,
+                                int(self.disk_still_full), int(self.dry_run))
 
     def summary(self) -> str:
         """One line for the log and the event."""
@@ -476,7 +481,8 @@ def apply_retention(conn: sqlite3.Connection, config: Config, *, now: float | No
             conn.execute("UPDATE retention_passes SET finished_at = ?, images = ?, bytes = ?"
                          " WHERE id = ?", (time.time(), report.images, report.bytes, pass_id))
             conn.execute("DELETE FROM retention_passes WHERE id <= ?", (pass_id - PASSES_KEPT,))
-            db.record_event(conn, logging.getLevelName(level), "retention", report.summary())
+            db.record_event(conn, logging.getLevelName(level), "retention", report.summary(),
+                            report.code())
     log.log(level, "%s", report.summary())
     return report
 

@@ -47,7 +47,7 @@ from firmware_app.contracts.statuses import OutboxState
 from firmware_app.contracts.topics import topic
 from firmware_app.errors import CliniboxError
 from firmware_app.settings.box import Config
-from firmware_app.storage import db
+from firmware_app.storage import db, event_codes
 from firmware_app.storage import telemetry as telemetry_rows
 from firmware_app.storage.outbox import Outbox, OutboxMessage
 from firmware_app.telemetry.downlink import DownlinkReceiver
@@ -251,7 +251,8 @@ class Publisher:
             telemetry_rows.set_state(self.conn, "link_up", float(up))
             telemetry_rows.set_state(self.conn, "link_since", time.time())
             if not up:
-                db.record_event(self.conn, "WARNING", "telemetry", f"broker link down: {problem}")
+                db.record_event(self.conn, "WARNING", "telemetry", f"broker link down: {problem}",
+                                event_codes.LINK_DOWN)
 
     def close(self, send_offline: bool) -> None:
         """Say "offline" (if asked and possible) and disconnect cleanly."""

@@ -248,10 +248,12 @@ def test_a_refused_association_is_retried_with_backoff_and_says_why(tmp_path):
         assert row["state"] == "pending" and row["next_attempt_at"] > row["created_at"] + 1
         status = figures(config)
         assert status["waiting"] == 1
-        events = [e["message"] for e in
-                  outbox(config, "SELECT message FROM events WHERE component = 'pacs pacs'")]
+        recorded = outbox(config, "SELECT message, code FROM events WHERE component = 'pacs pacs'")
+        events = [e["message"] for e in recorded]
         refusals = [m for m in events if m.startswith("association rejected by")]
         assert len(refusals) == 1  # one event for the refusal, however often it is retried
+        assert {e["code"] for e in recorded if e["message"] in refusals} == {
+            "pacs_failed:rejected"}  # the code the pages say in the reader's language
         assert refusals[0].startswith("association rejected by WRONG@127.0.0.1")
         assert "called ae title not recognised" in refusals[0].lower()
         # Orthanc closes the connection as it refuses; once in a while the reset reaches the
@@ -287,6 +289,8 @@ def test_a_document_the_pacs_refuses_waits_while_the_rest_of_the_batch_arrives(t
     assert "1.2.3.4.5.6.7" in waiting["last_error"]
     assert sorted(orthanc.sop_instance_uids()) == sorted(d.sop_instance_uid for d in good)
     assert odd.sop_instance_uid in figures(config)["last_error"]
+    # no accepted presentation context for the odd class: its code says so
+    assert figures(config)["last_error_code"] == "pacs_failed:cannot_send"
 
 
 def test_documents_go_over_tls_to_a_pacs_that_asks_for_it(tmp_path):

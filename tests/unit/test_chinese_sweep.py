@@ -12,8 +12,10 @@ stream lost):
   with ``LANG=zh_CN.UTF-8``.
 
 Each fails on a run of English words or a catalog sentence (``tests/i18n_text.py``), and a
-page on words recorded as they are (``lang="en"``: a decoder's, a PACS's) that no Chinese
-words introduce. Routes and commands left out are named below, each with why.
+page on data shown as recorded (``lang="en"``: an id, a file name, a runtime's name) that
+no Chinese words introduce, or that holds an English sentence (a table's cell too): on a
+Chinese page a ``lang="en"`` element holds data only. Routes and commands left out are
+named below, each with why.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -28,10 +31,12 @@ from typing import Any
 import pytest
 
 from firmware_app.cli.table import COMMANDS, main
+from firmware_app.settings.box import PacsDestination
 from firmware_app.settings.live import LiveSource
 from firmware_app.storage import audit, db, download_progress, model_offers
 from firmware_app.storage.live_frames import live_root, write_stopped
 from firmware_app.telemetry.messages import device_event, queue_device_event
+from tests.box_events import EVENTS, record_events
 from tests.i18n_text import catalog_sentences, english_sentences, is_chinese, visible_text
 from tests.viewer_state import CLINICIAN, TECHNICIAN
 from tests.web_client import ViewerClient
@@ -93,6 +98,7 @@ def put_in_state(config, name: str) -> None:
     """The box of ``config`` in state ``name``, as the service and updater record it."""
     conn = db.connect(config.database_path)
     try:
+        record_events(conn)
         with db.transaction(conn):
             model_offers.add(conn, seq=3, kind="rollout", step="kept", done=True,
                              payload={"rollout": 6, "name": PACKAGE, "version": "1.0.0"})
@@ -136,6 +142,7 @@ def box(request, viewer, tmp_path, monkeypatch):
     monkeypatch.setenv("CLINIBOX_RUNTIME_DIR", str(tmp_path / "run"))
     state, _app = viewer
     state.config.live.sources = [dataclasses.replace(source) for source in SOURCES]
+    state.config.pacs.destinations = [PacsDestination(name="main", host="10.0.0.9")]
     put_in_state(state.config, request.param)
     _live_session(state.config)
     return request.param, state, create_app(state.config)
@@ -161,13 +168,15 @@ def _live_session(config) -> None:
 
 class _Introduced(HTMLParser):
     """Words recorded as they are (``lang="en"``) that no Chinese words come just before
-    (a table's cell excepted: its column's heading says what it is)."""
+    (a table's cell excepted: its column's heading says what it is), and the text of every
+    such element (``recorded``)."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.last = ""  # the last readable text before the current point
         self.depth = 0  # inside a lang="en" element: its depth
         self.bare: list[str] = []
+        self.recorded: list[str] = []
         self.open: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -179,6 +188,7 @@ class _Introduced(HTMLParser):
         elif dict(attrs).get("lang") == "en":
             self.depth = 1  # a table's cell is named by its column's heading
             self.bare.append("" if tag == "td" or is_chinese(self.last) else "?")
+            self.recorded.append("")
 
     def handle_endtag(self, tag: str) -> None:
         if self.open:
@@ -188,6 +198,7 @@ class _Introduced(HTMLParser):
 
     def handle_data(self, data: str) -> None:
         if self.depth:
+            self.recorded[-1] += data
             if self.bare and self.bare[-1] == "?":
                 self.bare[-1] = "? " + data.strip()
             elif self.bare and self.bare[-1].startswith("? "):
@@ -197,10 +208,12 @@ class _Introduced(HTMLParser):
 
 
 def unintroduced(html: str) -> list[str]:
-    """Recorded English on a page that no Chinese words say what it is."""
+    """Recorded English on a page that no Chinese words say what it is, and recorded text
+    that is more than data (an English sentence, even in a table's cell)."""
     parser = _Introduced()
     parser.feed(html)
-    return [item[2:] for item in parser.bare if item]
+    return [*(item[2:] for item in parser.bare if item),
+            *(text for text in parser.recorded if english_sentences(text))]
 
 
 def assert_chinese_page(where: str, html: str, *, fragment: bool = False) -> None:
@@ -279,19 +292,60 @@ def test_the_logged_out_pages_read_in_chinese(viewer):
     assert_chinese_page("login", client.get("/login").get_data(as_text=True))
 
 
-def test_a_decoders_words_are_introduced_in_chinese(box):
-    """The technician's pages show a decoder's own English (data, marked so) after Chinese
-    words saying what it is, from the reason's code; the clinician's never show it."""
+def test_a_decoders_words_are_said_from_their_code_in_chinese(box):
+    """The technician's Chinese pages say a decoder's refusal from the reason's code; its
+    own English words are on the English pages only."""
     _name, _state, app = box
     client = ViewerClient(app)
     client.client.environ_base["HTTP_ACCEPT_LANGUAGE"] = ZH
     client.login(*TECHNICIAN)
     for path in ("/device", "/device/quarantine"):
         html = client.get(path).get_data(as_text=True)
-        recorded = re.findall(r'([^<>]*)<span lang="en" translate="no">[^<]*runs past the end',
-                              html)
-        assert recorded and all(is_chinese(words) for words in recorded), (path, recorded)
+        assert "runs past the end" not in html, path
+        assert "无法读取文件中的图像" in html, path
         assert unintroduced(html) == [], (path, unintroduced(html))
+    client.client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
+    for path in ("/device", "/device/quarantine"):
+        assert "runs past the end" in client.get(path).get_data(as_text=True), path
+
+
+def test_the_device_page_says_events_and_pacs_errors_from_their_codes(viewer):
+    """In Chinese the events and a PACS destination's last error are words from their codes,
+    an event from before codes a plain note, never the English line; in English the line."""
+    state, _app = viewer
+    state.config.pacs.destinations = [PacsDestination(name="main", host="10.0.0.9")]
+    conn = db.connect(state.config.database_path)
+    try:
+        record_events(conn)
+    finally:
+        conn.close()
+    client = ViewerClient(create_app(state.config))
+    client.client.environ_base["HTTP_ACCEPT_LANGUAGE"] = ZH
+    client.login(*TECHNICIAN)
+    html = client.get("/device").get_data(as_text=True)
+    error = re.search(r'<dd class="pacs-error">(.*?)</dd>', html, re.S)
+    assert error and "PACS 拒绝了连接" in error[1], error
+    for words in ("与中心医院消息服务器的连接断开", "PACS 拒收了一个结果（状态码 0xA700）",
+                  "拒收了 CT_1 发来的一张图像",
+                  "清理旧图像：删除了 3 张图像，释放 3.8 MB", "图像 4 已由 tech 重新放回分析队列",
+                  "（仅有英文记录，请看英文页面或日志）"):
+        assert words in html, words
+    assert not [message for _c, message, _code in EVENTS if message[:20] in html]
+    assert unintroduced(html) == [], unintroduced(html)
+    client.client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
+    html = unescape(client.get("/device").get_data(as_text=True))
+    assert all(message in html for _c, message, _code in EVENTS)
+
+
+def test_recorded_english_is_data_only():
+    """The sweep's own check: a lang="en" element holding a sentence fails, in a cell too;
+    one holding data (an AE title, a runtime's name) after Chinese words does not."""
+    assert unintroduced('<p>运行环境：<span lang="en">onnxruntime</span></p>') == []
+    assert unintroduced('<td lang="en">CT_SCANNER_1</td>') == []
+    assert unintroduced('<td lang="en">broker link down: connection refused</td>') == [
+        "broker link down: connection refused"]
+    assert unintroduced('<p>原因：<span lang="en">cannot connect to PACS</span></p>') == [
+        "cannot connect to PACS"]
 
 
 # -- the console -------------------------------------------------------------------------------

@@ -137,3 +137,28 @@ def test_the_device_page_in_chinese_while_the_box_waits_for_a_model(served):
     assert "模型包的签名不是受信任的密钥签的" in text
     assert "模型不可用（模型包的签名不是受信任的密钥签的）" in page
     assert english_sentences(text) == [], english_sentences(text)
+
+
+def test_the_device_page_in_chinese_says_the_boxs_events_and_a_pacs_failure(served):
+    """The event log and a failing PACS destination read in Chinese words from their codes
+    (an event from before codes: a plain note), never the English lines the log keeps."""
+    from firmware_app.settings.box import PacsDestination
+    from tests.box_events import EVENTS, record_events
+
+    base, state, _app = served
+    state.config.pacs.destinations = [PacsDestination(name="main", host="10.0.0.9")]
+    conn = db.connect(state.config.database_path)
+    try:
+        record_events(conn)
+    finally:
+        conn.close()
+    driver = headless_chromium("zh-CN", accept_languages="zh-CN,zh")
+    try:
+        _log_in(driver, base)
+        _shoot(driver, base, "events")
+        page = driver.execute_script("return document.body.innerText")
+    finally:
+        driver.quit()
+    assert not [message for _c, message, _code in EVENTS if message[:20] in page]
+    assert "PACS 拒绝了连接" in page and "与中心医院消息服务器的连接断开" in page
+    assert "（仅有英文记录，请看英文页面或日志）" in page

@@ -207,9 +207,9 @@ def test_refusals_reach_the_event_log_throttled(lander):
     conn = db.connect(lander.database)
     events = [r[0] for r in conn.execute("SELECT message FROM events WHERE component = 'ingest'")]
     assert events == ["C-STORE refused: reason=class_mismatch calling='CT1'"]
-    # counted by its code, not by its words: another event worded alike does not count
+    # counted by its code's kind, not by its words: another event worded alike does not count
     assert [r[0] for r in conn.execute("SELECT code FROM events WHERE component = 'ingest'")] == [
-        "cstore_refused"]
+        "cstore_refused:class_mismatch:CT1"]
     db.record_event(conn, "WARNING", "ingest", "C-STORE refused: (a note, not a refusal)")
     now = time.time()
     kept = [lander.note_refused("uid_mismatch", f"AE{n}", now) for n in range(40)]

@@ -1,0 +1,92 @@
+"""The codes of the box's events (``events.code``): what a program reads back.
+
+An event keeps its English line for the technician's log and ``journalctl``, and a code
+that the device page and ``clinibox status`` say in the reader's language
+(``web/event_words.py``). A code is a kind and its variable parts (ids, counts, a name),
+joined by ``:`` (``conflict:12:8f3a…``); the last part may hold ``:`` itself (an account
+or AE title, a path). :func:`db.record_event_capped` counts a code by its kind.
+
+The model's events (``lifecycle``) and what happened to one object (``object:…``) have codes
+of their own (``telemetry.messages.lifecycle_code``, ``db.object_code``); the hospital's
+downlink its ``downlink_…`` codes (``telemetry/downlink.py``).
+"""
+
+from __future__ import annotations
+
+#: the link to the hospital's broker went down
+LINK_DOWN = "link_down"
+#: the telemetry outbox was full and dropped a message: ``outbox_dropped:<seq>:<max waiting>``
+OUTBOX_DROPPED = "outbox_dropped"
+#: a PACS destination failed: ``pacs_failed:<failure>[:<C-STORE status>]``
+PACS_FAILED = "pacs_failed"
+#: a PACS destination kept refusing a document, now held:
+#: ``pacs_held:<refusals>:<failure>[:<C-STORE status>]``
+PACS_HELD = "pacs_held"
+#: a technician put a quarantined object back in the queue: ``requeued:<id>:<account>``
+REQUEUED = "requeued"
+#: a technician deleted a quarantined object: ``deleted:<id>:<account>``
+DELETED = "deleted"
+#: objects failed after repeated interrupted processing: ``interrupted:<count>``
+INTERRUPTED = "interrupted"
+#: a retention pass: ``retention:<images>:<bytes>:<disk still full 0/1>:<dry run 0/1>``
+RETENTION = "retention"
+#: audit rows not pruned because their chain is broken: ``audit_kept:<days>``
+AUDIT_KEPT = "audit_kept"
+#: held DICOM results queued again by a technician: ``dicom_requeued:<count>[:<destination>]``
+DICOM_REQUEUED = "dicom_requeued"
+#: a USB import did not finish in time: ``usb_unfinished:<device>``
+USB_UNFINISHED = "usb_unfinished"
+#: a USB import finished with a problem: ``usb_problem:<device>``
+USB_PROBLEM = "usb_problem"
+#: a DICOMDIR names a file missing on the medium: ``dicomdir_missing:<path>``
+DICOMDIR_MISSING = "dicomdir_missing"
+#: the same SOP Instance UID with other content, kept aside: ``conflict:<instance>:<local id>``
+CONFLICT = "conflict"
+#: a C-STORE refused: ``cstore_refused:<refusal>:<calling AE>``
+CSTORE_REFUSED = "cstore_refused"
+#: images left out of a study's DICOM results: ``study_left_out:<study>:<version>``
+STUDY_LEFT_OUT = "study_left_out"
+#: headers changed to make a study's DICOM results: ``study_header_fixes:<study>:<version>``
+STUDY_HEADER_FIXES = "study_header_fixes"
+#: a study's DICOM results could not be made, tried again later:
+#: ``study_results_not_made:<study>:<version>:<tries>``
+STUDY_RESULTS_NOT_MADE = "study_results_not_made"
+#: a study's DICOM results could not be made, not tried again:
+#: ``study_results_held:<study>:<version>:<tries>``
+STUDY_RESULTS_HELD = "study_results_held"
+#: a model the routing rules name is not running: ``routed_model_down:<name>``
+ROUTED_MODEL_DOWN = "routed_model_down"
+
+#: how a PACS destination failed (``pacs_failed``/``pacs_held``'s ``<failure>``)
+PACS_UNREACHABLE = "unreachable"  # no connection (refused, no route, no answer)
+PACS_TLS = "tls"  # the TLS set-up or handshake failed
+PACS_REJECTED = "rejected"  # the PACS rejected the association
+PACS_ABORTED = "aborted"  # the PACS aborted or ended the association request
+PACS_NO_ANSWER = "no_answer"  # no answer in time
+PACS_REFUSED = "refused"  # a C-STORE answered with a failure status
+PACS_LOST = "lost"  # the association ended while sending
+PACS_UNREADABLE = "unreadable"  # the box cannot read its own document file
+PACS_CANNOT_SEND = "cannot_send"  # no accepted presentation context for the document
+PACS_FAILURES = (PACS_UNREACHABLE, PACS_TLS, PACS_REJECTED, PACS_ABORTED, PACS_NO_ANSWER,
+                 PACS_REFUSED, PACS_LOST, PACS_UNREADABLE, PACS_CANNOT_SEND)
+
+
+def code(kind: str, *parts: object) -> str:
+    """An event code: ``kind`` and its parts, joined by ``:``."""
+    return ":".join([kind, *(str(part) for part in parts)])
+
+
+def parts(value: str | None, count: int) -> tuple[str, list[str]]:
+    """A code's kind and at most ``count`` parts (the last one keeps any ``:``)."""
+    kind, _, rest = (value or "").partition(":")
+    return kind, (rest.split(":", count - 1) if rest and count else [])
+
+
+def kind(value: str | None) -> str:
+    """A code's kind (what ``record_event_capped`` counts)."""
+    return (value or "").partition(":")[0]
+
+
+def pacs_failure(failure: str, status: int | None = None) -> str:
+    """``<failure>[:<status as 0xNNNN>]`` of a PACS failure's code."""
+    return failure if status is None else f"{failure}:0x{status:04X}"
