@@ -74,9 +74,10 @@ def _provision(box: Path):
             "dicom": {"host": "127.0.0.1", "port": 11112},
             "web": {"enabled": True, "host": "127.0.0.1", "port": 8080},
             "studies": {"stable_seconds": 1.0},
-            # no cap on the rollout's download: at the default 256 kbit/s the demo's 4 MB
-            # take about 2 minutes (the rollouts page says so)
-            "updates": {"max_kbps": 0},
+            # the rollout's download at 2 Mbit/s: about 17 s for the demo's 4 MB (at the
+            # default 256 kbit/s about 2 minutes, as the rollouts page says), long enough for
+            # the page's --hold and --resume to find the rollout still on its way to the box
+            "updates": {"max_kbps": 2048},
             "telemetry": {"heartbeat_seconds": 5.0, "retry_min_seconds": 0.2,
                           "retry_max_seconds": 2.0}}))
         output = shell.run(f"clinibox provision ~/hospital-ca/box-1.bundle --config {box}/box.toml",
@@ -172,6 +173,11 @@ def _box_goes_back(box: Path):
         status = _model_status(shell, box)
         assert status["running"] == f"{PACKAGE}@1.0.0", status
         assert status["active"] == "1.0.0" and not status["trial"], status
+        # the box reloads to run it (a modality's association meanwhile is refused, and the
+        # modality sends again): the study of the next step waits for the box to answer
+        wait_for(lambda: "answers" in shell.run(
+            "/usr/bin/echoscu -aec CLINIBOX 127.0.0.1 11112 && echo answers", check=False),
+            120, "the box's DICOM port after its reload")
 
     return hook
 
