@@ -249,11 +249,17 @@ def _receive_waiting(config: config_module.CentralConfig, store: Store, clinic: 
     except (OSError, ValueError) as exc:
         log.warning("[keys] hospital_key: cannot load %s (%s): the box's messages sent before "
                     "its enrolment stay refused", config.keys.hospital_key, exc)
+        if not _english():  # the log line is the journal's: the reader hears it in words
+            print(_("%(setting)s %(path)s cannot be read (%(why)s): the messages %(box)s sent "
+                    "before it was enrolled stay refused", setting="[keys] hospital_key",
+                    path=config.keys.hospital_key, why=error_words(exc),
+                    box=f"{clinic}/{device}"), file=sys.stderr)
         return
     from central.console import labels
 
     outcomes = Receiver(config, store, hospital_key).receive_waiting(clinic, device)
-    others = _(", ").join(_("%(n)s %(why)s", n=n, why=labels.outcome(why))
+    others = _(", ").join(_("%(n)s %(why)s", n=n,
+                            why=why if _english() else labels.outcome(why))
                          for why, n in sorted(outcomes.items()) if why != STORED)
     said = _("received %(n)s message(s) %(box)s sent before it was enrolled",
              n=outcomes[STORED], box=f"{clinic}/{device}")
@@ -723,9 +729,16 @@ def main(argv: list[str] | None = None) -> int:
     # services keep their logs English; a command for a person speaks the terminal's language
     language = i18n.ENGLISH if args.command in SERVICE_COMMANDS or getattr(args, "json", False) \
         else i18n.from_environment() or i18n.ENGLISH
-    with i18n.use_locale(language):
-        return run_command("clinibox central",
-                           lambda: args.func(args, config_module.load(args.config)))
+    root = logging.getLogger()
+    level = root.level
+    if language != i18n.ENGLISH and not args.verbose:  # the command says what happened in
+        root.setLevel(logging.ERROR)  # the reader's words; the English log lines are the journal's
+    try:
+        with i18n.use_locale(language):
+            return run_command("clinibox central",
+                               lambda: args.func(args, config_module.load(args.config)))
+    finally:  # a caller in this process (a test, a script) keeps its own logging
+        root.setLevel(level)
 
 
 if __name__ == "__main__":

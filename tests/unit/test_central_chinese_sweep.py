@@ -176,7 +176,7 @@ def site(tmp_path):
     from firmware_app.contracts.package_archive import pack
     from tests import console_scene
     from tests.model_packages import make_package
-    from tests.telemetry_payloads import status_payload, summary_payload
+    from tests.telemetry_payloads import Box, status_payload, summary_payload
     from tests.tls_certs import CertificateAuthority
 
     keys, out = tmp_path / "keys", tmp_path / "out"
@@ -225,12 +225,17 @@ def site(tmp_path):
                        status_payload("heartbeat", created_at=int(now) - 50, queue_depth=900),
                        now - 50)
     # a dead letter: a box not enrolled yet sent its status
-    receiver = Receiver(load(str(config)), store, load_x25519_private(keys / "hospital.pem"))
+    hospital_private = load_x25519_private(keys / "hospital.pem")
+    receiver = Receiver(load(str(config)), store, hospital_private)
     receiver.handle(f"clinibox/{console_scene.CLINIC}/box-8/status", b"\x00" * 40, now - 30)
     assert store.dead_letters()
+    # box-6, provisioned before the hospital enrolled it, sent its first status: kept until
+    # enrol-code takes it in
+    early = Box(console_scene.CLINIC, "box-6", hospital_private.public_key())
+    receiver.handle(*early.envelope("status"), now - 20)
     code = tmp_path / "code"
     code.write_text(EnrolmentCode(console_scene.CLINIC, "box-6",
-                                  Ed25519PrivateKey.generate().public_key()).text() + "\n")
+                                  early.key.public_key()).text() + "\n")
     store.close()
     yield {"config": config, "keys": keys, "out": out, "ca_cert": ca.cert_path,
            "ca_key": ca_key, "broker": broker, "package": archive, "code": code}, scene
@@ -246,6 +251,7 @@ def test_every_hospital_command_speaks_chinese(site, capsys, monkeypatch):
     monkeypatch.delenv("LANGUAGE", raising=False)
     capsys.readouterr()
     codes: dict[str, list[int]] = {}
+    outputs: list[str] = []
     for argv in _runs(paths, scene):
         if argv[0] == "user":
             monkeypatch.setattr("sys.stdin", io.StringIO("a-long-enough-pass-phrase-1\n"))
@@ -262,8 +268,10 @@ def test_every_hospital_command_speaks_chinese(site, capsys, monkeypatch):
         assert catalog_sentences(words) == [], (catalog_sentences(words), argv, said)
         assert is_chinese(words), (argv, code, said)
         codes.setdefault(argv[0], []).append(code)
+        outputs.append(words)
     # the refusals refused, the rest done
     assert codes["enrol"] == [0, 2] and codes["enrol-code"] == [0, 2]
+    assert "已接收 qingshan-1/box-6 在登记之前发来的 1 条消息" in outputs[2], outputs[2]
     assert codes["bundle"] == [1, 1, 1, 0] and (paths["out"] / "box-7.bundle").exists()
     assert codes["check-broker"] == [0, 2] and codes["check-box"] == [2]
     assert codes["rollout"] == [0, 2] and codes["rollouts"] == [0, 0, 0, 0, 1]
@@ -288,3 +296,38 @@ def test_the_report_in_chinese_names_its_warnings(site, capsys, monkeypatch):
     rows = {row["device"]: row for row in json.loads(capsys.readouterr().out)}
     assert rows["box-3"]["health"] == "warning"
     assert rows["box-3"]["drift"][0].startswith("model confidence has shifted")
+
+
+def test_a_chinese_command_leaves_the_log_lines_to_the_journal(tmp_path, capsys, caplog,
+                                                                monkeypatch):
+    """A Chinese command says in words what its English log lines would (here: the box's
+    early messages stay refused, the hospital's key unreadable); in English the log line is
+    as it was."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from central.config import load
+    from central.receiver import Receiver
+    from central.store import Store
+    from firmware_app.contracts.enrolment import EnrolmentCode
+    from tests.telemetry_payloads import Box
+
+    config = tmp_path / "central.toml"
+    config.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/central.db"\n'
+                      f'[keys]\nhospital_key = "{tmp_path}/missing.pem"\n')
+    store = Store(load(str(config)).database.url)
+    early = Box("clinic-a", "box-6", X25519PrivateKey.generate().public_key())
+    Receiver(load(str(config)), store, X25519PrivateKey.generate()).handle(
+        *early.envelope("status"), time.time())
+    store.close()
+    code = EnrolmentCode("clinic-a", "box-6", early.key.public_key()).text()
+    caplog.set_level("INFO")
+    caplog.clear()
+    monkeypatch.setenv("LANG", "zh_CN.UTF-8")
+    assert central_main(["enrol-code", "--config", str(config), code]) == 0
+    said = capsys.readouterr()
+    assert "已登记 clinic-a/box-6" in said.out
+    assert "box-6 在登记之前发来的消息仍被拒收" in said.err, said.err
+    assert not [r for r in caplog.records if r.name == "clinibox.central"], caplog.records
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    assert central_main(["enrol-code", "--config", str(config), code]) == 0
+    assert "stay refused" in caplog.text and not capsys.readouterr().err
