@@ -42,8 +42,18 @@ def open_store(config: config_module.CentralConfig) -> Store:
         return Store(config.database.url, health=config.health,
                      webhook=bool(config.notify.url), public_url=config.web.public_url)
     except StoreError as exc:
-        raise CliniboxError(_("cannot open the database: %(why)s",
-                              why=error_words(exc.__cause__ or exc, exc))) from exc
+        raise CliniboxError(database_words(config.database.url, exc)) from exc
+
+
+def database_words(url: str, exc: StoreError) -> str:
+    """Why the database cannot be opened, for a person: the store's words in English, else
+    where it is and the system's error in words."""
+    from central.sql import redact
+
+    if _english():
+        return f"cannot open the database: {exc}"
+    return _("cannot open the database %(where)s: %(why)s", where=redact(url),
+             why=error_words(exc.__cause__ or exc))
 
 
 def cmd_serve(args: argparse.Namespace, config: config_module.CentralConfig) -> int:

@@ -20,7 +20,6 @@ from central.console.accounts import ROLES, AccountError, ConsoleAccounts
 from central.store import Store, StoreError
 from firmware_app.errors import EXIT_OK, EXIT_USAGE, CliniboxError
 from firmware_app.i18n import gettext as _
-from firmware_app.i18n.error_words import error_words
 
 log = logging.getLogger("clinibox.central")
 
@@ -29,8 +28,9 @@ def _store(config: CentralConfig) -> Store:
     try:
         return Store(config.database.url)
     except StoreError as exc:
-        raise CliniboxError(_("cannot open the database: %(why)s",
-                              why=error_words(exc.__cause__ or exc, exc))) from exc
+        from central.cli import database_words
+
+        raise CliniboxError(database_words(config.database.url, exc)) from exc
 
 
 def _read_password(name: str, from_stdin: bool) -> str:

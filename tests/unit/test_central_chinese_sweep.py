@@ -331,3 +331,19 @@ def test_a_chinese_command_leaves_the_log_lines_to_the_journal(tmp_path, capsys,
     monkeypatch.setenv("LANG", "C.UTF-8")
     assert central_main(["enrol-code", "--config", str(config), code]) == 0
     assert "stay refused" in caplog.text and not capsys.readouterr().err
+
+
+def test_a_database_that_cannot_be_opened_is_said_in_chinese(tmp_path, capsys, monkeypatch):
+    """Where the database is and why it cannot be opened, in words (the store's English text
+    in English)."""
+    config = tmp_path / "central.toml"
+    config.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/no-such-folder/x/central.db"\n')
+    (tmp_path / "no-such-folder").write_text("a file where the folder should be")
+    monkeypatch.setenv("LANG", "zh_CN.UTF-8")
+    for argv in (["report"], ["user", "list"]):
+        assert central_main([*argv, "--config", str(config)]) != 0
+        err = capsys.readouterr().err
+        assert "无法打开数据库" in err and english_sentences(readable(err)) == [], err
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    assert central_main(["report", "--config", str(config)]) != 0
+    assert "cannot open the database: database" in capsys.readouterr().err
