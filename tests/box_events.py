@@ -12,7 +12,7 @@ from firmware_app.storage import db, event_codes
 EVENTS = [
     ("telemetry", "broker link down: [Errno 111] Connection refused", event_codes.LINK_DOWN),
     ("pacs main", "association rejected by PACS@10.0.0.9:104: Called AE title not recognised "
-     "(Rejected Permanent, Service User)", "pacs_failed:rejected"),
+     "(Rejected Permanent, Service User)", "pacs_failed:rejected:called_ae"),
     ("pacs main", "C-STORE of Comprehensive SR Storage refused: 0xA700 Refused: Out of "
      "Resources (SOP Instance 1.2.3)", "pacs_failed:refused:0xA700"),
     ("ingest", "C-STORE refused: reason=uid_mismatch calling='CT_1'",

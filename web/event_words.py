@@ -109,6 +109,14 @@ PACS_FAILURES = {
     codes.PACS_UNREADABLE: N_("the box could not read a result file it was to send"),
     codes.PACS_CANNOT_SEND: N_("the PACS does not accept this kind of result"),
 }
+#: why the PACS turned the connection down (``pacs_failed:rejected:<why>``)
+PACS_REJECTIONS = {
+    "called_ae": N_("the PACS does not know the AE title the box calls it by (check the "
+                    "destination's ae_title)"),
+    "calling_ae": N_("the PACS does not know this box's AE title (ask its administrator to "
+                     "add it)"),
+    "busy": N_("the PACS is busy; the box tries again"),
+}
 #: a PACS failure with the C-STORE status the PACS answered (data: ``0xA700``)
 PACS_STATUS = N_("%(failure)s (status %(status)s)")
 #: a held document (``pacs_held:<refusals>:<failure>[:<status>]``)
@@ -139,11 +147,15 @@ RECORDED_IN_ENGLISH = N_("(recorded in English only: see the English page or the
 
 
 def pacs_failure(failure: str, status: str = "") -> str:
-    """A PACS failure's code (``unreachable``, ``refused`` and a status …) in words."""
+    """A PACS failure's code (``unreachable``, ``refused`` and a status, ``rejected`` and
+    why …) in words."""
     words = PACS_FAILURES.get(failure)
     if words is None:
         return ""
-    if status:
+    if failure == codes.PACS_REJECTED and status in PACS_REJECTIONS:
+        return gettext("%(said)s: %(why)s", said=gettext(words),
+                       why=gettext(PACS_REJECTIONS[status]))
+    if status.startswith("0x"):
         return gettext(PACS_STATUS, failure=gettext(words), status=status)
     return gettext(words)
 

@@ -141,7 +141,8 @@ def _why_not(assoc: Association, destination: PacsDestination, settings: PacsCon
         answer = assoc.acceptor.primitive
         if answer is not None:
             return (f"association rejected by {peer}: {answer.reason_str} "
-                    f"({answer.result_str}, {answer.source_str})", codes.PACS_REJECTED)
+                    f"({answer.result_str}, {answer.source_str})",
+                    codes.pacs_rejection(answer.result_source, answer.diagnostic))
         return f"association rejected by {peer}", codes.PACS_REJECTED
     if not connected:  # pynetdicom calls a connection that never opened "aborted" too
         problem = _connect_problem(destination, settings)

@@ -67,6 +67,8 @@ PACS_REFUSED = "refused"  # a C-STORE answered with a failure status
 PACS_LOST = "lost"  # the association ended while sending
 PACS_UNREADABLE = "unreadable"  # the box cannot read its own document file
 PACS_CANNOT_SEND = "cannot_send"  # no accepted presentation context for the document
+#: why a PACS rejected the association (``pacs_failed:rejected:<why>``; none: another reason)
+PACS_REJECTIONS = {(1, 3): "calling_ae", (1, 7): "called_ae", (3, 1): "busy", (3, 2): "busy"}
 PACS_FAILURES = (PACS_UNREACHABLE, PACS_TLS, PACS_REJECTED, PACS_ABORTED, PACS_NO_ANSWER,
                  PACS_REFUSED, PACS_LOST, PACS_UNREADABLE, PACS_CANNOT_SEND)
 
@@ -90,3 +92,9 @@ def kind(value: str | None) -> str:
 def pacs_failure(failure: str, status: int | None = None) -> str:
     """``<failure>[:<status as 0xNNNN>]`` of a PACS failure's code."""
     return failure if status is None else f"{failure}:0x{status:04X}"
+
+
+def pacs_rejection(source: object, diagnostic: object) -> str:
+    """``rejected[:<why>]`` of an A-ASSOCIATE-RJ's result source and diagnostic."""
+    why = PACS_REJECTIONS.get((source, diagnostic))
+    return f"{PACS_REJECTED}:{why}" if why else PACS_REJECTED

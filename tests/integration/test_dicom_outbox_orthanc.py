@@ -253,7 +253,7 @@ def test_a_refused_association_is_retried_with_backoff_and_says_why(tmp_path):
         refusals = [m for m in events if m.startswith("association rejected by")]
         assert len(refusals) == 1  # one event for the refusal, however often it is retried
         assert {e["code"] for e in recorded if e["message"] in refusals} == {
-            "pacs_failed:rejected"}  # the code the pages say in the reader's language
+            "pacs_failed:rejected:called_ae"}  # the code the pages say in words
         assert refusals[0].startswith("association rejected by WRONG@127.0.0.1")
         assert "called ae title not recognised" in refusals[0].lower()
         # Orthanc closes the connection as it refuses; once in a while the reset reaches the

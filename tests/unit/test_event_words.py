@@ -16,6 +16,7 @@ from web import audit_words, event_words
 CODES = {
     "link_down": "", "outbox_dropped:12:500": "12", "pacs_failed:unreachable": "",
     "pacs_failed:tls": "TLS", "pacs_failed:rejected": "", "pacs_failed:aborted": "",
+    "pacs_failed:rejected:called_ae": "ae_title", "pacs_failed:rejected:busy": "",
     "pacs_failed:no_answer": "", "pacs_failed:refused:0xA700": "0xA700",
     "pacs_failed:lost": "", "pacs_failed:unreadable": "", "pacs_failed:cannot_send": "",
     "pacs_held:3:refused:0xA900": "0xA900", "requeued:4:tech": "tech",
