@@ -408,10 +408,11 @@ def cmd_review(args: argparse.Namespace, config: config_module.CentralConfig) ->
         store.review_alert(alert_id, args.verdict, args.note, account,
                            follow_up_months=args.months, address="cli")
         done += 1
-    if _english():
+    # nothing reviewed: the refusal below says why, with no "reviewed 0 alerts" before it
+    if done and _english():
         print(f"reviewed {done} alert{'s' if done != 1 else ''}: {args.verdict}"
               f"{f' in {args.months} months' if args.months else ''} (sent back to the box)")
-    else:
+    elif done:
         print(ngettext("reviewed %(num)d alert: %(verdict)s (sent back to the box)",
                        "reviewed %(num)d alerts: %(verdict)s (sent back to the box)", done,
                        verdict=labels.verdict(args.verdict, args.months)))

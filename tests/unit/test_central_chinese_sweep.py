@@ -276,6 +276,7 @@ def test_every_hospital_command_speaks_chinese(site, capsys, monkeypatch):
     assert codes["check-broker"] == [0, 2] and codes["check-box"] == [2]
     assert codes["rollout"] == [0, 2] and codes["rollouts"] == [0, 0, 0, 0, 1]
     assert codes["rollback"] == [0, 2] and codes["review"] == [0, 1, 2]
+    assert not [words for words in outputs if "已审阅 0" in words]  # only the refusal
     assert codes["user"] == [0, 2, 0, 0, 0, 2] and codes["revoke"] == [0, 1]
 
 
