@@ -172,6 +172,13 @@ def pacs_error(code: str | None, recorded: str) -> tuple[str, bool]:
                    recorded=gettext(RECORDED_IN_ENGLISH)), False
 
 
+def pacs_held_error(status: int | None, recorded: str) -> str:
+    """A held document's refusal (its C-STORE status, the PACS's recorded words) in the
+    reader's language: the PACS's own words in English."""
+    code = codes.code(codes.PACS_FAILED, codes.pacs_failure(codes.PACS_REFUSED, status))
+    return pacs_error(code, recorded)[0]
+
+
 def _pacs(kind: str, value: str) -> str:
     """A PACS destination's event code in words ("" when unknown)."""
     if kind not in (codes.PACS_FAILED, codes.PACS_HELD):

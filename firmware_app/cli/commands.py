@@ -217,9 +217,10 @@ def _print_pacs(destinations: list[dict[str, Any]]) -> None:
             line += _(", last sent %(when)s", when=_clock(d["last_sent_at"]))
         print(line)
         if d.get("held"):
+            held = event_words.pacs_held_error(d.get("held_status"), d["held_error"] or "-")
             print("    " + _("held, no longer retried (refused by the PACS): %(held)s, last: "
                           "%(error)s; fix the cause with the PACS administrator, then send "
-                          "them again:", held=d["held"], error=d["held_error"] or "-"))
+                          "them again:", held=d["held"], error=held))
             print(f"      clinibox dicom-out retry --destination {d['name']}")
         if d["last_error"]:
             at = f"{_clock(d['last_error_at'])} " if d["last_error_at"] is not None else ""
@@ -337,7 +338,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     """Print the embedded defaults as an example file, or check a file."""
     if args.check:
         config_module.load(args.check)
-        print(f"{args.check}: OK")
+        print(gettext("%(path)s: OK", path=args.check))
         return EXIT_OK
     print(config_module.describe_defaults())
     return EXIT_OK

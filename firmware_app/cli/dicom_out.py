@@ -20,6 +20,7 @@ from firmware_app.i18n import gettext, ngettext
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db, event_codes
 from firmware_app.storage.dicom_outbox import held_documents, requeue_held
+from web import event_words
 
 _ = gettext
 
@@ -40,7 +41,7 @@ def cmd_held(args: argparse.Namespace) -> int:
     for h in held:
         status = "-" if h.last_status is None else f"0x{h.last_status:04X}"
         print(f"{h.id:>6} {h.destination} {h.kind:<9} {status} {h.sop_instance_uid}")
-        print(f"       {h.last_error}")
+        print(f"       {event_words.pacs_held_error(h.last_status, h.last_error)}")
     return EXIT_OK
 
 

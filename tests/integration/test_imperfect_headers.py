@@ -248,15 +248,18 @@ def test_export_study_of_the_imperfect_study_carries_its_sr(imperfect, capsys):
 # -- a PACS that refuses ------------------------------------------------------------------
 
 
-def device_page(config: cfg.Config, conn) -> str:
-    """The PACS section of the viewer's device page, as a technician sees it."""
+def device_page(config: cfg.Config, conn, language: str = "en") -> str:
+    """The PACS section of the viewer's device page, as a technician sees it in
+    ``language``."""
     from firmware_app.storage.accounts import Accounts
     from tests.viewer_state import TECHNICIAN
     from tests.web_client import ViewerClient
     from web.app import create_app
 
-    Accounts(conn).add(*TECHNICIAN, "technician")
+    if not Accounts(conn).all():
+        Accounts(conn).add(*TECHNICIAN, "technician")
     client = ViewerClient(create_app(config))
+    client.client.environ_base["HTTP_ACCEPT_LANGUAGE"] = language
     assert client.login(*TECHNICIAN).status_code == 302
     page = client.get("/device").get_data(as_text=True)
     section = page[page.index('id="pacs"'):]
@@ -289,7 +292,7 @@ def refusing_scp() -> Iterator[int]:
 
 
 def test_a_refused_document_is_held_after_max_refusals_and_a_technician_requeues_it(
-        tmp_path, refusing_scp, capsys):
+        tmp_path, refusing_scp, capsys, monkeypatch):
     config = cfg.Config()
     config.storage.state_dir = str(tmp_path / "state")
     config.pacs.retry_min_seconds, config.pacs.retry_max_seconds = 0.05, 0.1
@@ -328,6 +331,18 @@ def test_a_refused_document_is_held_after_max_refusals_and_a_technician_requeues
     assert 'class="pacs-held bad">1 result, no longer retried (' in page and "0xA900" in page
     assert "IOD does not match" in page  # the last error, in the PACS's words
     assert "clinibox dicom-out retry --destination refuser" in page
+    # in Chinese: the refusal in words from its code and status, not the PACS's English
+    held_words = "PACS 拒收了一个结果（状态码 0xA900），已 3 次：该结果已暂停，不再发送"
+    page = device_page(config, conn, "zh-CN")
+    assert held_words in page and "IOD does not match" not in page, page
+    monkeypatch.setenv("LANG", "zh_CN.UTF-8")
+    for command in ("status", "held"):
+        argv = ["status"] if command == "status" else ["dicom-out", "held"]
+        assert main([*argv, "--config", str(toml)]) == 0
+        printed = capsys.readouterr().out
+        assert "PACS 拒收了一个结果（状态码 0xA900）" in printed, printed
+        assert "IOD does not match" not in printed, printed
+    monkeypatch.delenv("LANG")
 
     assert main(["dicom-out", "retry", "--config", str(toml)]) == 0
     assert "1 held DICOM result queued again" in capsys.readouterr().out
