@@ -116,6 +116,31 @@ TARGETS = {"study": N_("study"), "instance": N_("image"), "object": N_("image"),
            "worklist": N_("worklist"), "audit": N_("audit trail")}
 
 
+#: who acts when nobody logged in does (``storage/audit.py``), and where from
+ACTORS = {"system:service": N_("the box itself"),
+          "system:retention": N_("the box's clean-up of old images")}
+ADDRESSES = {"local": N_("this box")}
+
+
+def account(text: str | None) -> str:
+    """Who acted: an account's name as recorded; the box itself, or a command typed on it
+    (``cli:<unix user>``), in words outside English."""
+    text = text or ""
+    if current() == ENGLISH:
+        return text
+    if text in ACTORS:
+        return gettext(ACTORS[text])
+    if text.startswith("cli:"):
+        return gettext("command line (%(user)s)", user=text[4:])
+    return text
+
+
+def address(text: str | None) -> str:
+    """Where from: an address as recorded; the box's own console in words outside English."""
+    text = text or ""
+    return gettext(ADDRESSES[text]) if text in ADDRESSES and current() != ENGLISH else text
+
+
 def target(text: str | None) -> tuple[str, str]:
     """What a row is about: (its kind in words, its id as recorded); ("", the target as
     recorded) in English or for an unknown kind."""

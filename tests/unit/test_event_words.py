@@ -121,3 +121,16 @@ def test_an_unknown_audit_detail_is_data_or_a_plain_note():
         assert audit_words.target("odd:12") == ("", "odd:12")
     with use_locale("en"):
         assert audit_words.target("study:12") == ("", "study:12")
+
+
+def test_the_box_itself_and_its_console_are_said_in_words():
+    with use_locale("zh_CN"):
+        assert audit_words.account("system:service") == "设备自身"
+        assert audit_words.account("system:retention") == "设备自动清理旧图像"
+        assert audit_words.account("cli:root") == "命令行（root）"
+        assert audit_words.account("nurse-wang") == "nurse-wang"  # a name is data
+        assert audit_words.address("local") == "本机"
+        assert audit_words.address("10.0.0.7") == "10.0.0.7"
+    with use_locale("en"):
+        assert audit_words.account("cli:root") == "cli:root"
+        assert audit_words.address("local") == "local"
