@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from firmware_app.i18n import gettext
 from firmware_app.settings.loader import (
     ConfigError,
     describe_sections,
@@ -48,18 +49,23 @@ _POSTGRES_PREFIXES = ("postgresql://", "postgres://")
 def _database_url(value: Any) -> str | None:
     """sqlite:///PATH, postgresql://USER@HOST:PORT/DB or a bare path."""
     if not value.strip():
-        return "must not be empty"
+        return gettext("must not be empty")
     if "://" in value and not value.startswith((_SQLITE_PREFIX, *_POSTGRES_PREFIXES)):
-        return f"must be sqlite:///PATH, postgresql://USER@HOST:PORT/DB or a path; got {value!r}"
+        return gettext("must be %(sqlite)s, %(postgresql)s or a path; got %(value)s",
+                       sqlite="sqlite:///PATH", postgresql="postgresql://USER@HOST:PORT/DB",
+                       value=repr(value))
     if value.startswith(_SQLITE_PREFIX) and not value[len(_SQLITE_PREFIX):].startswith("/"):
-        return f"a SQLite URL is sqlite:///relative.db or sqlite:////absolute.db; got {value!r}"
+        return gettext("a SQLite URL is %(relative)s or %(absolute)s; got %(value)s",
+                       relative="sqlite:///relative.db", absolute="sqlite:////absolute.db",
+                       value=repr(value))
     return None
 
 
 def _group(value: Any) -> str | None:
     """a non-empty name without / + # $ or spaces."""
     if not value or any(c in value for c in "/+#$ "):
-        return f"must be a non-empty name without / + # $ or spaces, got {value!r}"
+        return gettext("must be a non-empty name without %(signs)s or spaces, got %(value)s",
+                       signs="/ + # $", value=repr(value))
     return None
 
 
@@ -156,7 +162,8 @@ class ReceiverConfig:
 def _url(value: Any) -> str | None:
     """empty, or an http:// or https:// URL."""
     if value and not value.startswith(("http://", "https://")):
-        return f"must be empty or an http:// or https:// URL, got {value!r}"
+        return gettext("must be empty or an %(http)s or %(https)s URL, got %(value)s",
+                       http="http://", https="https://", value=repr(value))
     return None
 
 
@@ -272,15 +279,17 @@ def from_dict(data: dict[str, Any]) -> CentralConfig:
     config = load_sections(data, CentralConfig)
     mqtt = config.mqtt
     if bool(mqtt.cert_file) != bool(mqtt.key_file):
-        raise ConfigError("[mqtt] cert_file: a client certificate needs both cert_file and "
-                          "key_file")
+        raise ConfigError(gettext("[mqtt] cert_file: a client certificate needs both cert_file "
+                                  "and key_file"))
     if config.notify.url and not config.notify.secret_file:
-        raise ConfigError("[notify] secret_file: the webhook's shared secret is required when "
-                          "[notify] url is set")
+        raise ConfigError(gettext("[notify] secret_file: the webhook's shared secret is "
+                                  "required when [notify] url is set"))
     if bool(config.web.tls_cert) != bool(config.web.tls_key):
-        raise ConfigError("[web] tls_cert: a certificate needs both tls_cert and tls_key")
+        raise ConfigError(gettext("[web] tls_cert: a certificate needs both tls_cert and "
+                                  "tls_key"))
     if config.notify.retry_max_seconds < config.notify.retry_min_seconds:
-        raise ConfigError("[notify] retry_max_seconds: must not be below retry_min_seconds")
+        raise ConfigError(gettext("[notify] retry_max_seconds: must not be below "
+                                  "retry_min_seconds"))
     return config
 
 

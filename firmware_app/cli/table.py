@@ -112,9 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_central(argv[1:])
     command = argv[0] if argv and argv[0] in COMMANDS else None
     args = build_parser(command).parse_args(argv)
-    from firmware_app.cli.language import ENGLISH_COMMANDS, command_language
+    from firmware_app.cli.language import command_language, speaks_english
 
-    if args.command in ENGLISH_COMMANDS:  # services: no language set, their records English
+    if speaks_english(args):  # services: no language set, their records English
         return run_command("clinibox", lambda: args.func(args))
     language = command_language(args)
     root = logging.getLogger()

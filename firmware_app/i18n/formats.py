@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Iterable
 from decimal import Decimal
 
 from babel.dates import format_date, format_skeleton, format_time
@@ -124,3 +125,10 @@ def person_name(value: str | None) -> str:
     else:
         name = family or " ".join(p for p in (given, middle) if p)
     return " ".join(p for p in (prefix, name, suffix) if p)
+
+
+def names(values: Iterable[object]) -> str:
+    """Names listed for a person (config keys, options, fields): ``a, b`` in English, as the
+    box has always written them, ``a、b`` in Chinese (its list mark)."""
+    items = [str(value) for value in values]
+    return ", ".join(items) if current() == ENGLISH else "、".join(items)

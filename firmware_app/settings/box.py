@@ -20,7 +20,7 @@ from firmware_app.contracts.backends import BACKEND_CHOICES, PRECISIONS
 from firmware_app.contracts.dicom_outputs import DICOM_OUTPUTS, default_outputs, output_keys
 from firmware_app.contracts.egress import IDENTITY
 from firmware_app.contracts.manifest import DEMO_MODEL_NAME
-from firmware_app.i18n import N_
+from firmware_app.i18n import ENGLISH, N_, current, gettext
 from firmware_app.settings.live import (
     SOURCES_DOC,
     LiveConfig,
@@ -34,11 +34,14 @@ from firmware_app.settings.loader import (
     describe_sections,
     in_range,
     load_sections,
+    names,
     one_of,
     read_toml,
+    refused,
     setting,
     suggest,
     toml_value,
+    unknown_key,
 )
 
 if sys.version_info >= (3, 11):
@@ -61,7 +64,8 @@ _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII, no b
 def _ae_title(value: Any) -> str | None:
     """1-16 printable ASCII characters, no backslash (a DICOM AE title)."""
     if not _AE_TITLE.match(value) or not value.strip():
-        return f"must be 1-16 printable ASCII characters without backslash, got {value!r}"
+        return gettext("must be 1-16 printable ASCII characters without backslash, got "
+                       "%(value)s", value=repr(value))
     return None
 
 
@@ -77,7 +81,8 @@ def _ae_titles(value: Any) -> str | None:
 def _identity(value: Any) -> str | None:
     """1-32 lower-case letters, digits or dashes (a topic level)."""
     if not IDENTITY.fullmatch(value):
-        return f"must be 1-32 lower-case letters, digits or dashes, got {value!r}"
+        return gettext("must be 1-32 lower-case letters, digits or dashes, got %(value)s",
+                       value=repr(value))
     return None
 
 
@@ -343,8 +348,8 @@ _DESTINATION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 def _destination_name(value: Any) -> str | None:
     """1-32 letters, digits, dots, dashes or underscores, a letter or digit first."""
     if not _DESTINATION_NAME.match(value):
-        return ("must be 1-32 letters, digits, dots, dashes or underscores (a letter or digit "
-                f"first), got {value!r}")
+        return gettext("must be 1-32 letters, digits, dots, dashes or underscores (a letter or "
+                       "digit first), got %(value)s", value=repr(value))
     return None
 
 
@@ -356,7 +361,7 @@ def _optional_ae_title(value: Any) -> str | None:
 def _host(value: Any) -> str | None:
     """a host name or address (no spaces)."""
     if not value.strip() or any(c.isspace() for c in value):
-        return f"must be a host name or address, got {value!r}"
+        return gettext("must be a host name or address, got %(value)s", value=repr(value))
     return None
 
 
@@ -364,8 +369,8 @@ def _document_kinds(value: Any) -> str | None:
     """one or more keys of the DICOM outputs table (contracts/dicom_outputs.py)."""
     unknown = [kind for kind in value if kind not in DICOM_OUTPUTS]
     if unknown or not value:
-        return (f"must list one or more of {', '.join(output_keys())}; "
-                f"got {value!r}")
+        return gettext("must list one or more of %(options)s; got %(value)s",
+                       options=names(output_keys()), value=repr(value))
     return None
 
 
@@ -422,14 +427,25 @@ def _regex(value: Any) -> str | None:
     try:
         re.compile(value)
     except re.error as exc:
-        return f"not a regular expression ({exc}): {value!r}"
+        return not_a_regex(exc, value)
     return None
+
+
+def not_a_regex(exc: re.error, value: str) -> str:
+    """Why ``value`` is not a regular expression: in English with ``re``'s own words, in
+    another language where it goes wrong (the character's position)."""
+    if current() == ENGLISH:
+        return f"not a regular expression ({exc}): {value!r}"
+    if exc.pos is not None:
+        return gettext("not a regular expression (wrong at character %(position)s): %(value)s",
+                       position=exc.pos + 1, value=repr(value))
+    return gettext("not a regular expression: %(value)s", value=repr(value))
 
 
 def _upper_list(value: Any) -> str | None:
     """values, none of them empty."""
     if any(not str(v).strip() for v in value):
-        return f"must not hold empty values, got {value!r}"
+        return gettext("must not hold empty values, got %(value)s", value=repr(value))
     return None
 
 
@@ -639,33 +655,36 @@ def from_dict(data: dict[str, Any]) -> Config:
     return config
 
 
-def _load_tables(raw: Any, cls: type, where: str, required: tuple[str, ...]) -> list:
+def _load_tables(raw: Any, cls: type, where: str, required: tuple[str, str]) -> list:
     """Build and check the ``[[<where>]]`` tables as ``cls`` objects (unique names);
     ConfigError naming the key."""
     if not isinstance(raw, list) or not all(isinstance(table, dict) for table in raw):
         section, key = where.split(".")
-        raise ConfigError(f"[{section}] {key}: must be [[{where}]] tables")
+        raise ConfigError(gettext("[%(section)s] %(key)s: must be [[%(where)s]] tables",
+                                  section=section, key=key, where=where))
     specs = {spec.name: spec for spec in dataclasses.fields(cls)}
     built = []
     for number, table in enumerate(raw, start=1):
         here = f"{where} {number}"
         if any(name not in table for name in required):
-            raise ConfigError(f"[{here}]: needs at least {' and '.join(required)}")
+            raise ConfigError(gettext("[%(where)s]: needs at least %(first)s and %(second)s",
+                                      where=here, first=required[0], second=required[1]))
         item = cls()
         for key, value in table.items():
             if key not in specs:
-                raise ConfigError(f"unknown key [{here}] {key}{suggest(key, list(specs))}")
+                raise ConfigError(unknown_key(here, key, suggest(key, list(specs))))
             value = coerce(here, key, str(specs[key].type), value)
             check = specs[key].metadata.get("check")
             problem = check(value) if check else None
             if problem:
-                raise ConfigError(f"[{here}] {key}: {problem}")
+                raise ConfigError(refused(f"[{here}] {key}", problem))
             setattr(item, key, value)
         built.append(item)
     names = [item.name for item in built]
     for name in names:
         if names.count(name) > 1:
-            raise ConfigError(f"[{where}] name: {name!r} is used more than once")
+            raise ConfigError(gettext("[%(where)s] name: %(name)s is used more than once",
+                                      where=where, name=repr(name)))
     return built
 
 
@@ -689,15 +708,17 @@ def load_rules(raw: Any) -> list[RoutingRule]:
 
 def _check_destination(where: str, destination: PacsDestination) -> None:
     if bool(destination.cert_file) != bool(destination.key_file):
-        raise ConfigError(f"[{where}] cert_file: cert_file and key_file go together")
+        raise ConfigError(gettext("[%(where)s] cert_file: cert_file and key_file go together",
+                                  where=where))
     if not destination.tls and (destination.ca_file or destination.cert_file):
-        raise ConfigError(f"[{where}] tls: ca_file, cert_file and key_file need tls = true")
+        raise ConfigError(gettext("[%(where)s] tls: ca_file, cert_file and key_file need tls = "
+                                  "true", where=where))
 
 
 def _check_cross_field(config: Config) -> None:
     dicom = config.dicom
     if dicom.tls_enabled and not (dicom.tls_cert and dicom.tls_key):
-        raise ConfigError("[dicom] tls_cert: tls_enabled needs tls_cert and tls_key")
+        raise ConfigError(gettext("[dicom] tls_cert: tls_enabled needs tls_cert and tls_key"))
     mqtt = config.mqtt
     if mqtt.host:
         needed = {"[mqtt] ca_file": mqtt.ca_file, "[mqtt] cert_file": mqtt.cert_file,
@@ -705,15 +726,18 @@ def _check_cross_field(config: Config) -> None:
                   "[telemetry] hospital_key": config.telemetry.hospital_key}
         for name, value in needed.items():
             if not value:
-                raise ConfigError(f"{name}: needed when [mqtt] host is set")
+                raise ConfigError(gettext("%(name)s: needed when [mqtt] host is set",
+                                          name=name))
     if bool(config.web.tls_cert) != bool(config.web.tls_key):
-        raise ConfigError("[web] tls_cert: tls_cert and tls_key go together")
+        raise ConfigError(gettext("[web] tls_cert: tls_cert and tls_key go together"))
     if config.pacs.retry_min_seconds > config.pacs.retry_max_seconds:
-        raise ConfigError("[pacs] retry_min_seconds: larger than retry_max_seconds")
+        raise ConfigError(gettext("%(section)s retry_min_seconds: larger than "
+                                  "retry_max_seconds", section="[pacs]"))
     if config.telemetry.retry_min_seconds > config.telemetry.retry_max_seconds:
-        raise ConfigError("[telemetry] retry_min_seconds: larger than retry_max_seconds")
+        raise ConfigError(gettext("%(section)s retry_min_seconds: larger than "
+                                  "retry_max_seconds", section="[telemetry]"))
     if config.limits.min_rows > min(config.limits.max_rows, config.limits.max_columns):
-        raise ConfigError("[limits] min_rows: larger than max_rows or max_columns")
+        raise ConfigError(gettext("[limits] min_rows: larger than max_rows or max_columns"))
 
 
 #: names the config file when no ``--config`` is given (set by the installed units and wrapper)

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from firmware_app.settings.loader import in_range, one_of, setting
+from firmware_app.i18n import gettext
+from firmware_app.settings.loader import in_range, names, one_of, setting
 
 #: a source's name: it names its folder and its page (``/live/<name>``)
 _SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -27,21 +28,22 @@ PIXEL_FORMATS = ("", "mjpeg", "yuyv422", "nv12")
 def _source_name(value: Any) -> str | None:
     """1-32 lower-case letters, digits or dashes, a letter or digit first."""
     if not _SOURCE_NAME.match(value):
-        return ("must be 1-32 lower-case letters, digits or dashes (a letter or digit first), "
-                f"got {value!r}")
+        return gettext("must be 1-32 lower-case letters, digits or dashes (a letter or digit "
+                       "first), got %(value)s", value=repr(value))
     return None
 
 
 def _source_url(value: Any) -> str | None:
     """a V4L2 device (/dev/videoN), a path, or a URL of a scheme in SOURCE_SCHEMES."""
     if not value:
-        return "must name a device, a file or a stream URL"
+        return gettext("must name a device, a file or a stream URL")
     if value.startswith("/"):
         return None
     scheme = urlsplit(value).scheme.lower()
     if scheme not in SOURCE_SCHEMES:
-        return (f"must be /dev/videoN, a path, or a URL of {', '.join(SOURCE_SCHEMES)}; "
-                f"got {value!r}")
+        return gettext("must be %(device)s, a path, or a URL of %(schemes)s; got %(value)s",
+                       device="/dev/videoN", schemes=names(SOURCE_SCHEMES),
+                       value=repr(value))
     return None
 
 
@@ -51,14 +53,16 @@ def _addresses(value: Any) -> str | None:
         try:
             ipaddress.ip_address(address)
         except ValueError:
-            return f"must list IP addresses (the encoder's), got {address!r}"
+            return gettext("must list IP addresses (the encoder's), got %(value)s",
+                           value=repr(address))
     return None
 
 
 def _video_size(value: Any) -> str | None:
     """'' or WIDTHxHEIGHT."""
     if value and not re.fullmatch(r"[1-9][0-9]{1,4}x[1-9][0-9]{1,4}", value):
-        return f"must be WIDTHxHEIGHT (e.g. 1280x720) or empty, got {value!r}"
+        return gettext("must be %(form)s (e.g. %(example)s) or empty, got %(value)s",
+                       form="WIDTHxHEIGHT", example="1280x720", value=repr(value))
     return None
 
 

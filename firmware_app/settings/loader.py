@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import sys
 from dataclasses import field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from firmware_app.errors import EXIT_USAGE, CliniboxError
-from firmware_app.i18n import N_
+from firmware_app.i18n import ENGLISH, N_, current, gettext
+from firmware_app.i18n.error_words import error_words
+from firmware_app.i18n.formats import names
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -41,7 +44,8 @@ def in_range(lo: float, hi: float):
 
     def check(value: Any) -> str | None:
         if not lo <= value <= hi:
-            return f"must be between {lo} and {hi}, got {value}"
+            return gettext("must be between %(lo)s and %(hi)s, got %(value)s", lo=lo, hi=hi,
+                           value=value)
         return None
 
     return check
@@ -52,10 +56,16 @@ def one_of(*options: str):
 
     def check(value: Any) -> str | None:
         if value not in options:
-            return f"must be one of {', '.join(options)}; got {value!r}"
+            return gettext("must be one of %(options)s; got %(value)s",
+                           options=names(options), value=repr(value))
         return None
 
     return check
+
+
+def refused(where: str, problem: str) -> str:
+    """``[section] key: problem`` (a check's words) in the reader's punctuation."""
+    return gettext("%(where)s: %(problem)s", where=where, problem=problem)
 
 
 def setting(check=None, doc: str = "", default: Any = dataclasses.MISSING, factory: Any = None):
@@ -66,36 +76,52 @@ def setting(check=None, doc: str = "", default: Any = dataclasses.MISSING, facto
     return field(default=default, metadata=metadata)
 
 
+#: what a value of each declared type must be, in words (``%(where)s``: ``[section] key``)
+_TYPE_WORDS = {
+    "bool": N_("%(where)s: must be true or false, got %(value)s"),
+    "int": N_("%(where)s: must be an integer, got %(value)s"),
+    "float": N_("%(where)s: must be a number, got %(value)s"),
+    "str": N_("%(where)s: must be a string, got %(value)s"),
+    "list[str]": N_("%(where)s: must be a list of strings, got %(value)s"),
+}
+
+
+def _typed(annotation: str, value: Any) -> bool:
+    """Whether ``value`` is of the declared ``annotation`` (an int is a float; a bool is
+    neither)."""
+    if annotation == "bool":
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if annotation == "int":
+        return isinstance(value, int)
+    if annotation == "float":
+        return isinstance(value, (int, float))
+    if annotation == "str":
+        return isinstance(value, str)
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
 def coerce(section: str, name: str, annotation: str, value: Any) -> Any:
     """``value`` as the declared ``annotation``; ConfigError naming ``[section] name``."""
     where = f"[{section}] {name}"
-    if annotation == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: must be true or false, got {value!r}")
-        return value
-    if annotation == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: must be an integer, got {value!r}")
-        return value
+    if annotation not in _TYPE_WORDS:
+        raise ConfigError(f"{where}: unsupported type {annotation}")  # pragma: no cover
+    if not _typed(annotation, value):
+        raise ConfigError(gettext(_TYPE_WORDS[annotation], where=where, value=repr(value)))
     if annotation == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: must be a number, got {value!r}")
         return float(value)
-    if annotation == "str":
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: must be a string, got {value!r}")
-        return value
     if annotation == "list[str]":
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where}: must be a list of strings, got {value!r}")
         return list(value)
-    raise ConfigError(f"{where}: unsupported type {annotation}")  # pragma: no cover
+    return value
 
 
 def suggest(name: str, options: list[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest of ``options``, or nothing."""
     close = difflib.get_close_matches(name, options, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    if not close:
+        return ""
+    return gettext(" (did you mean %(name)s?)", name=repr(close[0]))
 
 
 def load_sections(data: dict[str, Any], root_cls: type[T]) -> T:
@@ -110,21 +136,22 @@ def load_sections(data: dict[str, Any], root_cls: type[T]) -> T:
     for section_name, body in data.items():
         if section_name not in sections:
             hint = suggest(section_name, list(sections))
-            raise ConfigError(f"unknown section [{section_name}]{hint}")
+            raise ConfigError(gettext("unknown section [%(section)s]%(hint)s",
+                                      section=section_name, hint=hint))
         if not isinstance(body, dict):
-            raise ConfigError(f"[{section_name}] must be a table")
+            raise ConfigError(gettext("[%(section)s] must be a table", section=section_name))
         section = getattr(config, section_name)
         keys = {f.name: f for f in dataclasses.fields(section)}
         for key, raw in body.items():
             if key not in keys:
                 hint = suggest(key, list(keys))
-                raise ConfigError(f"unknown key [{section_name}] {key}{hint}")
+                raise ConfigError(unknown_key(section_name, key, hint))
             spec = keys[key]
             value = coerce(section_name, key, str(spec.type), raw)
             check = spec.metadata.get("check")
             problem = check(value) if check else None
             if problem:
-                raise ConfigError(f"[{section_name}] {key}: {problem}")
+                raise ConfigError(refused(f"[{section_name}] {key}", problem))
             setattr(section, key, value)
     return config
 
@@ -135,11 +162,34 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+        raise ConfigError(gettext("cannot read config %(path)s: %(reason)s", path=path,
+                                  reason=error_words(exc, exc.strerror))) from exc
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        raise ConfigError(not_toml(path, exc)) from exc
+
+
+#: where tomllib says its error is: ``(at line 3, column 7)`` ending its message
+_TOML_WHERE = re.compile(r"\(at line (\d+), column (\d+)\)$")
+
+
+def not_toml(path: Path, exc: ValueError) -> str:
+    """Why ``path`` is not TOML: in English the parser's own words; in another language the
+    line and column it names in words (its English sentence is left to English)."""
+    if current() == ENGLISH:
+        return f"{path}: not valid TOML: {exc}"
+    found = _TOML_WHERE.search(str(exc))
+    if found:
+        return gettext("%(path)s: not valid TOML: an error at line %(line)s, column "
+                       "%(column)s", path=path, line=found[1], column=found[2])
+    return gettext("%(path)s: not valid TOML", path=path)
+
+
+def unknown_key(section: str, key: str, hint: str = "") -> str:
+    """``unknown key [section] key`` and a close match's ``hint`` (:func:`suggest`)."""
+    return gettext("unknown key [%(section)s] %(key)s%(hint)s", section=section, key=key,
+                   hint=hint)
 
 
 def describe_sections(root: Any, title: str) -> str:

@@ -74,7 +74,8 @@ COMMANDS_SKIPPED = {
     "serve": "a service: its records are the journal's, English (cli/language.py)",
     "web": "a service", "live": "a service", "service-failed": "run by systemd, a service's",
     "usb-import": "run by udev: writes the box's records, English",
-    "config": "writes and checks a file for the technician's editor, English (language.py)",
+    "config": "prints the example file for the technician's editor, English (language.py); "
+              "its --check refusals in Chinese: test_refusals_chinese",
     "provision": "needs an enrolment bundle from the hospital: test_provision covers it",
     "demo-video": "writes a video file for a demonstration",
     "study": "needs a hospital's study reference: test_cli_i18n covers the words",

@@ -1,0 +1,169 @@
+"""A wrong configuration or enrolment bundle refused in the reader's language (issue 54).
+
+Under ``LANG=zh_CN.UTF-8`` the refusals of a bad config file (``clinibox status``,
+``clinibox config --check``, ``clinibox central report``) and of a bad enrolment bundle
+(``clinibox provision``) hold no English sentence: the section, key, value, field and path
+stay as the person wrote them, the rest is Chinese. Under ``LANG=C`` each reads as it always
+has (the technician's journal and the other tests read the English).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from firmware_app.cli.table import main
+from tests.i18n_text import catalog_sentences, english_sentences, is_chinese
+from tests.unit.test_chinese_sweep import readable
+
+#: bad box config files: (name, the file's text, the English refusal under LANG=C)
+BOX_CONFIGS = [
+    ("unknown section", "[dicomm]\nport = 104\n",
+     "unknown section [dicomm] (did you mean 'dicom'?)"),
+    ("unknown key", '[storage]\nstate_dirr = "/tmp/x"\n',
+     "unknown key [storage] state_dirr (did you mean 'state_dir'?)"),
+    ("wrong type", "[storage]\nstate_dir = 5\n", "[storage] state_dir: must be a string, got 5"),
+    ("not true or false", '[dicom]\nenabled = "yes"\n',
+     "[dicom] enabled: must be true or false, got 'yes'"),
+    ("not a list", '[dicom]\nallowed_calling_aets = "CT1"\n',
+     "[dicom] allowed_calling_aets: must be a list of strings, got 'CT1'"),
+    ("not a table", "dicom = 3\n", "[dicom] must be a table"),
+    ("out of range", "[dicom]\nport = 0\n", "[dicom] port: must be between 1 and 65535, got 0"),
+    ("not one of", '[runtime]\nbackend = "cuda"\n',
+     "[runtime] backend: must be one of auto, onnxruntime, openvino, tflite; got 'cuda'"),
+    ("an AE title", '[dicom]\nae_title = "WAY-TOO-LONG-AE-TITLE"\n',
+     "[dicom] ae_title: must be 1-16 printable ASCII characters without backslash, got "
+     "'WAY-TOO-LONG-AE-TITLE'"),
+    ("an id", '[telemetry]\nclinic = "Clinic A"\n',
+     "[telemetry] clinic: must be 1-32 lower-case letters, digits or dashes, got 'Clinic A'"),
+    ("cross-field", "[dicom]\ntls_enabled = true\n",
+     "[dicom] tls_cert: tls_enabled needs tls_cert and tls_key"),
+    ("needed with the broker", '[mqtt]\nhost = "broker.example"\n',
+     "[mqtt] ca_file: needed when [mqtt] host is set"),
+    ("retries", "[pacs]\nretry_min_seconds = 600.0\nretry_max_seconds = 60.0\n",
+     "[pacs] retry_min_seconds: larger than retry_max_seconds"),
+    ("a table's key", '[[pacs.destinations]]\nname = "pacs"\nhots = "10.0.0.9"\n',
+     "[pacs.destinations 1]: needs at least name and host"),
+    ("a table's value", '[[pacs.destinations]]\nname = "pacs"\nhost = "10.0.0.9"\n'
+     'send = ["pdf"]\n', "[pacs.destinations 1] send: must list one or more of"),
+    ("a destination's TLS", '[[pacs.destinations]]\nname = "pacs"\nhost = "10.0.0.9"\n'
+     'ca_file = "ca.pem"\n',
+     "[pacs.destinations 1] tls: ca_file, cert_file and key_file need tls = true"),
+    ("a regular expression", '[[routing.rules]]\nname = "r"\nmodel = "m"\n'
+     'series_description = "chest["\n',
+     "[routing.rules 1] series_description: not a regular expression (unterminated character "
+     "set at position 5): 'chest['"),
+    ("a live source", '[[live.sources]]\nname = "us-1"\nurl = "ftp://10.0.0.5/x"\n',
+     "[live.sources 1] url: must be /dev/videoN, a path, or a URL of file, rtsp, rtsps, udp, "
+     "rtp, http, https; got 'ftp://10.0.0.5/x'"),
+    ("a video size", '[[live.sources]]\nname = "us-1"\nurl = "/dev/video0"\n'
+     'video_size = "big"\n',
+     "[live.sources 1] video_size: must be WIDTHxHEIGHT (e.g. 1280x720) or empty, got 'big'"),
+    ("not TOML", "[storage\n", "not valid TOML: Expected ']' at the end of a table "
+     "declaration (at line 1, column 9)"),
+]
+#: bad hospital config files, as BOX_CONFIGS
+CENTRAL_CONFIGS = [
+    ("a box's section", '[storage]\nstate_dir = "/tmp/x"\n', "unknown section [storage]"),
+    ("unknown key", '[mqtt]\nhots = "broker"\n', "unknown key [mqtt] hots (did you mean 'host'?)"),
+    ("out of range", "[health]\ndrift_psi = 0.0\n",
+     "[health] drift_psi: must be between 0.001 and 10.0, got 0.0"),
+    ("a database URL", '[database]\nurl = "mysql://db/x"\n',
+     "[database] url: must be sqlite:///PATH, postgresql://USER@HOST:PORT/DB or a path; got "
+     "'mysql://db/x'"),
+    ("a webhook", '[notify]\nurl = "ftp://x"\n',
+     "[notify] url: must be empty or an http:// or https:// URL, got 'ftp://x'"),
+    ("cross-field", '[notify]\nurl = "https://hook.example/x"\n',
+     "[notify] secret_file: the webhook's shared secret is required when [notify] url is set"),
+    ("not TOML", "[mqtt]\nhost = \n", "not valid TOML: Invalid value (at line 2, column 8)"),
+]
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(argv)
+    said = capsys.readouterr()
+    return code, said.out + said.err
+
+
+#: a list of names the refusal offers (options, schemes, fields), joined by the Chinese list mark
+_NAMES = re.compile(r"[A-Za-z0-9_.:/-]+(?:、[A-Za-z0-9_.:/-]+)+")
+
+
+def _assert_chinese(said: str, what: object) -> None:
+    said = _NAMES.sub(" ", said)
+    assert english_sentences(readable(said)) == [], (english_sentences(readable(said)), what,
+                                                     said)
+    assert catalog_sentences(said) == [], (catalog_sentences(said), what, said)
+    assert is_chinese(said), (what, said)
+
+
+def _commands(path: Path, central: bool) -> list[list[str]]:
+    if central:
+        return [["central", "report", "--config", str(path)]]
+    return [["status", "--config", str(path)], ["config", "--check", str(path)]]
+
+
+@pytest.mark.parametrize(("central", "name", "text", "english"),
+                         [(False, *case) for case in BOX_CONFIGS]
+                         + [(True, *case) for case in CENTRAL_CONFIGS],
+                         ids=lambda value: value if isinstance(value, str) and len(value) < 24
+                         else None)
+def test_a_bad_config_is_refused_in_the_readers_language(tmp_path, capsys, monkeypatch,
+                                                         central, name, text, english):
+    path = tmp_path / "bad config.toml"  # a space: the path is kept as written, whole
+    path.write_text(text, encoding="utf-8")
+    for argv in _commands(path, central):
+        monkeypatch.setenv("LANG", "C")
+        code, said = _run(argv, capsys)
+        assert code == 2, (argv, said)
+        assert english in said, (argv, said)
+        monkeypatch.setenv("LANG", "zh_CN.UTF-8")
+        code, said = _run(argv, capsys)
+        assert code == 2, (argv, said)
+        assert "配置错误" in said, (argv, said)
+        _assert_chinese(said.replace(str(path), " "), (argv, name))
+
+
+def test_an_unreadable_config_is_said_in_chinese(tmp_path, capsys, monkeypatch):
+    missing, folder = tmp_path / "missing.toml", tmp_path / "a-folder.toml"
+    folder.mkdir()
+    for path, english, chinese in (
+            (missing, f"cannot read config {missing}: No such file or directory",
+             f"无法读取配置文件 {missing}：文件或文件夹不存在"),
+            (folder, f"cannot read config {folder}: Is a directory",
+             f"无法读取配置文件 {folder}：")):
+        for argv in (*_commands(path, False), *_commands(path, True)):
+            monkeypatch.setenv("LANG", "C")
+            assert _run(argv, capsys) == (2, f"clinibox{' central' * (argv[0] == 'central')}: "
+                                             f"config error: {english}\n"), argv
+            monkeypatch.setenv("LANG", "zh_CN.UTF-8")
+            code, said = _run(argv, capsys)
+            assert code == 2 and chinese in said, (argv, said)
+            _assert_chinese(said, argv)
+
+
+def test_the_issues_examples_read_in_chinese_and_a_good_file_checks(tmp_path, capsys,
+                                                                    monkeypatch):
+    path = tmp_path / "bad.toml"
+    path.write_text('[storage]\nstate_dirr = "/tmp/x"\n', encoding="utf-8")
+    monkeypatch.setenv("LANG", "zh_CN.UTF-8")
+    assert _run(["status", "--config", str(path)], capsys) == (
+        2, "clinibox: 配置错误: 没有这个配置项：[storage] state_dirr（是不是要写 'state_dir'？）\n")
+    path.write_text("[storage]\nstate_dir = 5\n", encoding="utf-8")
+    assert _run(["config", "--check", str(path)], capsys) == (
+        2, "clinibox: 配置错误: [storage] state_dir：必须是加引号的文字，实际为 5\n")
+    path.write_text("[runtime]\nbackend = \"cuda\"\n", encoding="utf-8")
+    assert _run(["config", "--check", str(path)], capsys)[1].endswith(
+        "必须是 auto、onnxruntime、openvino、tflite 之一；实际为 'cuda'\n")
+    path.write_text("[storage\n", encoding="utf-8")
+    assert _run(["config", "--check", str(path)], capsys)[1] == (
+        f"clinibox: 配置错误: {path}：不是有效的 TOML 格式：第 1 行第 9 列有错\n")
+    path.write_text("[dicom]\nport = 4242\n", encoding="utf-8")
+    assert _run(["config", "--check", str(path)], capsys) == (0, f"{path}：配置正确\n")
+    monkeypatch.setenv("LANG", "C")
+    assert _run(["config", "--check", str(path)], capsys) == (0, f"{path}: OK\n")
+    assert _run(["config"], capsys)[1].startswith("# clinibox configuration: every key")
+    monkeypatch.setenv("LANG", "zh_CN.UTF-8")  # the example file stays English
+    assert _run(["config"], capsys)[1].startswith("# clinibox configuration: every key")
