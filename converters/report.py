@@ -50,6 +50,8 @@ _LIMITS = {
     "int8_max_sensitivity_loss": "int8: largest sensitivity loss at the operating threshold "
                                  "(finding level and per finding class)",
     "int8_min_agreement": "int8: smallest share of images with the same decision (— none)",
+    "int8_max_specificity_loss": "int8: largest specificity loss at its operating threshold "
+                                 "(the guard band's price in false alarms; — none)",
 }
 
 

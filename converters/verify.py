@@ -135,10 +135,17 @@ def guard_band(source_probs: np.ndarray, artifact_probs: np.ndarray, threshold: 
 
 
 def lowered_threshold(threshold: float, band: float) -> float:
-    """``threshold`` moved down by ``band`` on the logit scale, rounded down to 4 dp (the
-    INT8 artifact's operating threshold: sensitivity first)."""
-    moved = float(sigmoid(np.array([float(_logit(threshold)) - band]))[0])
-    return max(math.floor(moved * 1e4) / 1e4, 1e-4)
+    """``threshold`` moved down by ``band`` on the logit scale (the INT8 artifact's
+    operating threshold: sensitivity first), rounded down to 4 dp, or to 8 dp where 4 would
+    give 0. Never above ``threshold`` and always above 0: a threshold under 1e-4 was once
+    raised to 1e-4 here, and a "lowered" threshold came out higher than the package's."""
+    q = min(max(float(threshold), 1e-15), 1 - 1e-15)
+    moved = float(sigmoid(np.array([math.log(q / (1 - q)) - max(0.0, band)]))[0])
+    for scale in (1e4, 1e8):
+        rounded = math.floor(moved * scale) / scale
+        if rounded > 0.0:
+            return min(rounded, float(threshold))
+    return min(max(moved, 1e-12), float(threshold))
 
 
 # -- floors: the least a model must reach to be packaged ------------------------------------
@@ -201,17 +208,33 @@ class WeakModelError(ConvertConfigError):
 # -- the gate --------------------------------------------------------------------------------
 
 
+#: the gate limits that may be switched off (set to None)
+OPTIONAL_LIMITS = ("int8_min_agreement", "int8_max_specificity_loss")
+
+
 @dataclass(frozen=True)
 class Gate:
-    """Fidelity limits an artifact must meet (defaults from the issue). fp32 and fp16
-    artifacts use the float limits; int8 the int8 ones. ``int8_min_agreement`` None: no
-    agreement minimum for int8."""
+    """Fidelity limits an artifact must meet (the ``[gate]`` table of ``convert.toml``;
+    each key, default and why in ``docs/model-makers/floors.md``). fp32 and fp16 artifacts
+    use the float limits; int8 the int8 ones. Losses are absolute (0.05 is five points of
+    specificity). ``int8_min_agreement = 0`` or ``int8_max_specificity_loss = 1`` switches
+    that limit off (None does too, for callers in Python)."""
 
+    #: fp32/fp16: largest |ΔAUC| against the source (macro and per class)
     float_max_auc_delta: float = 0.001
+    #: fp32/fp16: smallest share of validation images with the source's decision
     float_min_agreement: float = 0.999
+    #: int8: largest |ΔAUC| against the source (macro and per class)
     int8_max_auc_delta: float = 0.01
+    #: int8: largest loss of sensitivity at the artifact's operating threshold (finding
+    #: level and per finding class)
     int8_max_sensitivity_loss: float = 0.0
-    int8_min_agreement: float | None = None
+    #: int8: smallest share of validation images with the source's decision (each judged
+    #: at its own operating threshold)
+    int8_min_agreement: float | None = 0.95
+    #: int8: largest loss of specificity at the artifact's operating threshold (finding
+    #: level): the price of its guard band, in false alarms
+    int8_max_specificity_loss: float | None = 0.10
 
     @classmethod
     def from_dict(cls, d: dict | None) -> Gate:
@@ -222,7 +245,7 @@ class Gate:
         if unknown:
             raise ValueError(f"unknown gate setting(s) {unknown}; known: {sorted(known)}")
         for key, value in d.items():
-            if value is None and key == "int8_min_agreement":
+            if value is None and key in OPTIONAL_LIMITS:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"gate setting {key!r} must be a number >= 0, not {value!r}")
@@ -446,6 +469,9 @@ def check_gate(metrics: dict, precision: str, gate: Gate) -> list[str]:
     if min_agree is not None and agreement < min_agree:
         out.append(f"decision agreement with the source {agreement:.3%} is below the "
                    f"required {min_agree:.3%}")
+    if precision in INT8_PRECISIONS and gate.int8_max_specificity_loss is not None:
+        out += _spec_failures(metrics.get("specificity"), metrics.get("specificity_delta"),
+                              gate.int8_max_specificity_loss)
     if max_sens_loss is not None:
         out += _sens_failures("sensitivity", metrics["sensitivity"],
                               metrics["sensitivity_delta"], max_sens_loss)
@@ -469,4 +495,14 @@ def _sens_failures(name: str, art: float | None, delta: float | None,
         dp = 3 if -delta >= 0.001 else 5
         return [f"{name} fell from {art - delta:.{dp}f} to {art:.{dp}f} (loss {-delta:.{dp}f} > "
                 f"allowed {limit:.{dp}f})"]
+    return []
+
+
+def _spec_failures(art: float | None, delta: float | None, limit: float) -> list[str]:
+    if art is None or delta is None:
+        return []  # no negatives in the validation set
+    if -delta > limit + 1e-12:
+        return [f"specificity fell from {art - delta:.3f} to {art:.3f} (loss {-delta:.3f} > "
+                f"allowed {limit:.3f}): the artifact calls that many more false alarms at "
+                "its operating threshold"]
     return []

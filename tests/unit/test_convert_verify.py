@@ -211,8 +211,18 @@ def test_an_int8_artifact_at_its_guard_band_threshold_keeps_what_the_source_find
     assert m["specificity_delta"] is not None  # what sensitivity first costs, measured
     # an artifact that drops nothing the source calls keeps the package's threshold
     assert guard_band(np.array([0.9, 0.2]), np.array([0.95, 0.1]), thr) == 0.0
-    assert lowered_threshold(0.3, 0.0) == 0.3 and lowered_threshold(1e-5, 30.0) == 1e-4
+    assert lowered_threshold(0.3, 0.0) == 0.3
     assert guard_band(np.zeros(0), np.zeros(0), thr) == 0.0
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.1293, 0.3, 1e-3, 1.2e-4, 5e-5, 1e-5, 3e-7,
+                                       0.99999, 0.12345678])
+@pytest.mark.parametrize("band", [0.0, 0.01, 0.3, 30.0])
+def test_a_lowered_threshold_is_never_higher_and_stays_a_probability(threshold, band):
+    own = lowered_threshold(threshold, band)
+    assert 0.0 < own <= threshold
+    if band >= 0.3:
+        assert own < threshold
 
 
 def test_fp32_gate_fails_on_agreement_below_999():
@@ -228,7 +238,7 @@ def test_fp32_gate_fails_on_agreement_below_999():
     assert m["sensitivity_delta"] == 0.0 and m["specificity_delta"] < 0
     failures = check_gate(m, "fp32", Gate())
     assert any("agreement" in f and "99.800%" in f and "99.900%" in f for f in failures)
-    assert check_gate(m, "int8", Gate()) == []  # int8 has no agreement minimum by default
+    assert check_gate(m, "int8", Gate()) == []  # int8's agreement minimum is 0.95
     assert check_gate(m, "int8", Gate(int8_min_agreement=0.999)) != []
     with pytest.raises(ValueError, match="precision"):
         check_gate(m, "int4", Gate())
