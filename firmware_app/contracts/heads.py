@@ -17,6 +17,25 @@ the four kinds, at most one of each::
       {"kind": "heatmap", "output": "cam", "activation": "sigmoid"}   # [1,1,h,w] or [1,K,h,w]
     ]
 
+A segmentation head's ``activation`` says how its channels [1,K,h,w] become
+probabilities, and ``background`` names the channel (one of ``labels``) that is
+no lesion::
+
+      {"kind": "segmentation", "output": "out", "activation": "softmax",
+       "labels": ["background", "lesion", "cyst"], "background": "background"}
+
+* ``softmax``: the channels are exclusive classes; a cell belongs to its most
+  probable class (and, with ``threshold`` declared, only when that probability
+  reaches it). The background class is never a lesion; every connected region
+  of another class is one lesion named by its class and scored by that class's
+  most probable cell.
+* ``sigmoid``: each channel is its own mask (``threshold``, default 0.5); each
+  channel but the background one gives lesions named by its label.
+
+A head without ``background`` reads as before: a channel labelled
+``"background"`` (or the head's older ``negative_label``) is the background;
+a single-channel mask without labels is named "lesion".
+
 Every head names the model outputs it reads; a map's stride is the model
 input size over the map size.
 
@@ -69,6 +88,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from firmware_app.contracts.box_lists import BOX_LIST_LAYOUTS, box_list_problems, is_box_list
 from firmware_app.errors import CliniboxError
 
 HEAD_KINDS = ("classification", "detection", "segmentation", "heatmap")
@@ -119,6 +139,11 @@ def parse_heads(declared: Any) -> list[Head]:
         if any(h.kind == kind for h in heads):
             raise HeadsError(f"manifest declares two {kind} heads")
         keys = _OUTPUT_KEYS[kind]
+        if kind == "detection" and is_box_list(entry):  # candidate boxes (box_lists.py)
+            problems = box_list_problems(entry)
+            if problems:
+                raise HeadsError("; ".join(problems))
+            keys = BOX_LIST_LAYOUTS[entry["layout"]]
         outputs = {k: entry[k] for k in keys if entry.get(k)}
         missing = [k for k in keys[:2 if kind == "detection" else 1] if k not in outputs]
         if missing:
@@ -132,11 +157,44 @@ def parse_heads(declared: Any) -> list[Head]:
             raise HeadsError(f"the {kind} head's labels must be a list of names")
         if kind == "classification" and entry.get("per", "image") not in ("image", "lesion"):
             raise HeadsError("a classification head is per 'image' or per 'lesion'")
+        if kind == "segmentation":
+            _check_segmentation(entry, activation, labels)
         if kind == "heatmap" and "on_lesion" in entry:
             parse_on_lesion(entry["on_lesion"])
         params = {k: v for k, v in entry.items() if k != "kind" and k not in keys}
         heads.append(Head(kind, outputs, params))
     return heads
+
+
+def _check_segmentation(entry: dict[str, Any], activation: str, labels: list[str]) -> None:
+    """A segmentation head's background and activation; HeadsError says what is wrong."""
+    background = entry.get("background")
+    if background is not None:
+        if not isinstance(background, str) or background not in labels:
+            raise HeadsError(f"the segmentation head's background {background!r} must be one "
+                             f"of its labels {labels}")
+        if len(labels) < 2:
+            raise HeadsError("a segmentation head with a background channel needs a label for "
+                             "it and for at least one lesion class")
+    if activation == "softmax" and len(labels) == 1:
+        raise HeadsError("a softmax segmentation head needs at least two labels (one per "
+                         "channel); a single-channel mask is sigmoid")
+    threshold = entry.get("threshold")
+    if threshold is not None and (isinstance(threshold, bool) or
+                                  not isinstance(threshold, (int, float)) or
+                                  not 0.0 <= threshold <= 1.0):
+        raise HeadsError(f"the segmentation head's threshold {threshold!r} is not a "
+                         "probability 0..1")
+
+
+def segmentation_background(head: Head) -> str | None:
+    """The label of a segmentation head's background channel: its ``background``, else an
+    older ``negative_label``, else a label named "background"; None without one."""
+    labels = [str(x) for x in head.param("labels", [])]
+    declared = head.param("background") or head.param("negative_label")
+    if declared:
+        return str(declared)
+    return "background" if "background" in labels else None
 
 
 def head_of(heads: list[Head], kind: str) -> Head | None:

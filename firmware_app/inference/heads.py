@@ -34,8 +34,10 @@ from firmware_app.contracts.heads import (
     on_lesion_failures,
     parse_heads,
     parse_on_lesion,
+    segmentation_background,
 )
 from firmware_app.imaging.preprocess import Transform
+from firmware_app.inference.box_lists import box_list_lesions, top_score
 from firmware_app.inference.masks import components, lesion_mask, simplify, trace_contour
 from firmware_app.inference.postprocess import (
     Box,
@@ -54,6 +56,9 @@ log = logging.getLogger(__name__)
 #: what :func:`heatmap_to_show` may choose: the declared heatmap head's map, the map the
 #: lesions' boxes come from (segmentation, else the detection's centre map), or none
 SHOW_DECLARED, SHOW_LESION_MAP, SHOW_NONE = "declared", "lesion map", "none"
+#: a softmax segmentation's cell is of a class where that class's probability exceeds every
+#: other's by at least this
+SOFTMAX_CUT = 1e-6
 
 
 def manifest_heads(manifest: dict[str, Any]) -> tuple[list[Head], dict[str, Any]]:
@@ -177,13 +182,16 @@ class HeadsDecoder:
         boxes: list[Box] = []
         if self.detection is not None:
             score_name = self.detection.outputs.get("score_output")
-            if score_name:
+            if self.detection.param("layout"):  # candidate boxes: inference/box_lists.py
+                probability, boxes = self._box_list(outputs, transform)
+            elif score_name:
                 logit = float(np.asarray(outputs[score_name], np.float64).reshape(-1)[0]) \
                     if score_name in outputs else _missing(score_name, outputs)
                 probability = float(sigmoid(logit))
-            boxes = self._detect(outputs, transform)
+            if not self.detection.param("layout"):
+                boxes = self._detect(outputs, transform)
         if segmentation is not None:
-            boxes = self._outline(boxes, segmentation, transform)
+            boxes = self._outline(outputs, boxes, segmentation, transform)
             if probability is None:
                 probability = float(segmentation.max(initial=0.0))
         if head is not None and head.param("per") == "lesion":
@@ -205,15 +213,64 @@ class HeadsDecoder:
 
     def _segmentation(self, outputs: dict[str, np.ndarray]) -> np.ndarray | None:
         """The lesion probability map [h, w] (the most probable lesion class per cell)."""
-        head = self.segmentation
-        if head is None:
+        if self.segmentation is None:
             return None
-        maps = _activate(_maps(outputs, head.outputs["output"]), head.param("activation",
-                                                                             "sigmoid"))
-        labels = _labels(head, maps.shape[0])
-        keep = [i for i, label in enumerate(labels) if label != head.param("negative_label",
-                                                                            "background")]
+        maps, labels, background = self._segmentation_maps(outputs)
+        keep = [i for i, label in enumerate(labels) if label != background]
         return maps[keep].max(axis=0) if keep else maps.max(axis=0)
+
+    def _segmentation_maps(self, outputs: dict[str, np.ndarray]
+                           ) -> tuple[np.ndarray, list[str], str | None]:
+        """The segmentation's class probabilities [K, h, w], its channels' labels and the
+        background's label (None without one)."""
+        head = self.segmentation
+        assert head is not None
+        maps = _activate(_maps(outputs, head.outputs["output"]),
+                         head.param("activation", "sigmoid"))
+        labels = _labels(head, maps.shape[0]) if head.param("labels") else (
+            ["lesion"] if maps.shape[0] == 1 else [f"class {i}" for i in range(maps.shape[0])])
+        return maps, labels, segmentation_background(head)
+
+    def class_masks(self, outputs: dict[str, np.ndarray]
+                    ) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
+        """Every lesion class's map: (label, probability [h, w], membership grid [h, w],
+        cut). A cell is of the class where its membership reaches the cut.
+
+        softmax: a cell belongs to its most probable class (membership: that class's
+        probability over the next most probable one's; with ``threshold``, also at
+        least that); sigmoid: each channel is its own mask at ``threshold`` (0.5).
+        The background channel is never a lesion class.
+        """
+        head = self.segmentation
+        assert head is not None
+        maps, labels, background = self._segmentation_maps(outputs)
+        threshold = head.param("threshold")
+        softmax = head.param("activation", "sigmoid") == "softmax" and maps.shape[0] > 1
+        out = []
+        for k, label in enumerate(labels):
+            if label == background:
+                continue
+            if softmax:
+                others = np.delete(maps, k, axis=0).max(axis=0)
+                member = maps[k] - others
+                if threshold is not None:
+                    member = np.minimum(member, maps[k] - float(threshold))
+                out.append((label, maps[k], member, SOFTMAX_CUT))
+            else:
+                cut = 0.5 if threshold is None else float(threshold)
+                out.append((label, maps[k], maps[k], cut))
+        return out
+
+    def _box_list(self, outputs: dict[str, np.ndarray],
+                  transform: Transform) -> tuple[float, list[Box]]:
+        """A candidate-list detection head's finding probability and lesions."""
+        head = self.detection
+        assert head is not None
+        size = self.params.get("input_size") or (0, 0)
+        in_size = (float(size[0]), float(size[1]))
+        threshold = self.thresholds.get("box")
+        return (top_score(outputs, head, in_size),
+                box_list_lesions(outputs, head, in_size, transform, threshold))
 
     def _detect(self, outputs: dict[str, np.ndarray], transform: Transform) -> list[Box]:
         head = self.detection
@@ -238,33 +295,39 @@ class HeadsDecoder:
         return nms(candidates, float(head.param("nms_iou", 0.3)),
                    int(head.param("max_boxes", 5)))
 
-    def _outline(self, boxes: list[Box], probability: np.ndarray,
-                 transform: Transform) -> list[Box]:
+    def _outline(self, outputs: dict[str, np.ndarray], boxes: list[Box],
+                 probability: np.ndarray, transform: Transform) -> list[Box]:
         """Each lesion's mask from the segmentation: its contour, area and tight box.
 
         With a detection head, a box takes the mask region its centre lies in
-        (else the region most of it covers); without one, every region above
-        the threshold is a lesion scored by its most probable cell.
+        (else the region most of it covers); without one, every connected region
+        of a lesion class (:meth:`class_masks`) is a lesion named by its class and
+        scored by its most probable cell, the largest first.
         """
         head = self.segmentation
         assert head is not None
         threshold = float(head.param("threshold", 0.5))
         stride, _, _ = self._stride(probability.shape)
-        regions = components(probability >= threshold)
         if self.detection is None:
-            label = str(head.param("labels", ["lesion"])[0] if head.param("labels") else "lesion")
-            limit = int(head.param("max_lesions", 5))
-            boxes = [Box(0, 0, 0, 0, float(probability[r].max()), label)
-                     for r in regions[:limit]]
-            seeds = regions[:limit]
+            found = [(label, grid, member, cut, region)
+                     for label, grid, member, cut in self.class_masks(outputs)
+                     for region in components(member >= cut)]
+            found.sort(key=lambda f: -int(f[4].sum()))  # largest first, classes in order
+            found = found[:int(head.param("max_lesions", 5))]
+            boxes = [Box(0, 0, 0, 0, float(grid[region].max()), label)
+                     for label, grid, _, _, region in found]
+            seeds = [region for *_, region in found]
+            grids = [(member, cut) for _, _, member, cut, _ in found]
         else:
+            regions = components(probability >= threshold)
             seeds = [self._region_of(box, regions, stride, transform) for box in boxes]
+            grids = [(probability, threshold)] * len(boxes)
         out = []
-        for box, seed in zip(boxes, seeds, strict=True):
+        for box, seed, (grid, cut) in zip(boxes, seeds, grids, strict=True):
             if seed is None:
                 out.append(box)
                 continue
-            mask, (y0, _, x0, _) = lesion_mask(probability, seed, threshold, stride, transform)
+            mask, (y0, _, x0, _) = lesion_mask(grid, seed, cut, stride, transform)
             if not mask.any():
                 out.append(box)
                 continue

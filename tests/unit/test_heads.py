@@ -310,3 +310,108 @@ def test_an_instance_is_outside_when_at_least_half_its_frames_are():
     assert not instance_outside([inside, inside, outside])
     assert instance_outside([inside, outside])
     assert instance_outside([outside] * 5 + [inside] * 3)  # a real MR cine: 5 of 8 frames
+
+
+def _discs_logits(channels: int, discs: dict[int, tuple[float, float, float]],
+                  low: float = -6.0, high: float = 6.0) -> np.ndarray:
+    """Logits [1, K, 64, 64]: channel 0 high everywhere but inside each ``discs[k]``
+    (cy, cx, r on the 64-cell grid), where channel k is high instead."""
+    logits = np.full((1, channels, 64, 64), low, np.float32)
+    logits[0, 0] = high
+    for k, (cy, cx, r) in discs.items():
+        inside = _ellipse((64, 64), cy, cx, r, r)
+        logits[0, k][inside] = high
+        logits[0, 0][inside] = low
+    return logits
+
+
+def test_a_softmax_segmenter_with_a_background_names_each_lesion_by_its_class(transform):
+    """torchvision-style: softmax over [background, lesion, cyst]; the background, which
+    wins over most of the image, is never a lesion, and each region is named by its class
+    and scored by that class's probability."""
+    head = {"kind": "segmentation", "output": "out", "activation": "softmax",
+            "labels": ["background", "lesion", "cyst"], "background": "background"}
+    logits = _discs_logits(3, {1: (20.0, 20.0, 8.0), 2: (44.0, 44.0, 5.0)})
+    found = HeadsDecoder(parse_heads([head]), PARAMS, THRESHOLDS).decode({"out": logits},
+                                                                         transform)
+    assert [b.label for b in found.boxes] == ["lesion", "cyst"]  # largest first
+    lesion, cyst = found.boxes
+    expected = math.exp(6) / (math.exp(6) + 2 * math.exp(-6))
+    assert lesion.score == pytest.approx(expected, abs=1e-4)
+    # the lesion's disc: centre (20, 20) cells of 4 input px = source (160, 160), radius 64
+    assert (lesion.x0 + lesion.x1) / 2 == pytest.approx(160, abs=4)
+    assert lesion.x1 - lesion.x0 == pytest.approx(128, abs=8)
+    assert (cyst.x0 + cyst.x1) / 2 == pytest.approx(352, abs=4)
+    assert cyst.contour and cyst.mask is not None
+    assert found.probability == pytest.approx(expected, abs=1e-4)
+
+
+def test_a_softmax_segmenter_without_lesions_finds_none(transform):
+    head = {"kind": "segmentation", "output": "out", "activation": "softmax",
+            "labels": ["background", "lesion", "cyst"], "background": "background"}
+    found = HeadsDecoder(parse_heads([head]), PARAMS, THRESHOLDS).decode(
+        {"out": _discs_logits(3, {})}, transform)
+    assert found.boxes == [] and found.probability < 1e-4
+
+
+def test_a_softmax_class_below_its_declared_threshold_is_no_lesion(transform):
+    """With ``threshold``, the most probable class must also reach it."""
+    head = {"kind": "segmentation", "output": "out", "activation": "softmax",
+            "labels": ["background", "lesion", "cyst"], "background": "background",
+            "threshold": 0.6}
+    logits = _discs_logits(3, {1: (20.0, 20.0, 8.0)}, low=0.0, high=0.5)  # p(lesion) ≈ 0.45
+    found = HeadsDecoder(parse_heads([head]), PARAMS, THRESHOLDS).decode({"out": logits},
+                                                                         transform)
+    assert found.boxes == []
+    del head["threshold"]
+    found = HeadsDecoder(parse_heads([head]), PARAMS, THRESHOLDS).decode({"out": logits},
+                                                                         transform)
+    assert [b.label for b in found.boxes] == ["lesion"]
+
+
+def test_a_sigmoid_segmenter_reads_each_channel_as_its_own_mask(transform):
+    """Multi-label: overlapping masks of two classes are two lesions; a channel declared
+    as the background is never one."""
+    head = {"kind": "segmentation", "output": "masks", "activation": "sigmoid",
+            "labels": ["tissue", "lesion", "cyst"], "background": "tissue"}
+    logits = np.full((1, 3, 64, 64), -6.0, np.float32)
+    logits[0, 0] = 6.0  # "tissue" everywhere: the background, no lesion
+    logits[0, 1][_ellipse((64, 64), 30, 30, 10, 10)] = 6.0
+    logits[0, 2][_ellipse((64, 64), 32, 32, 4, 4)] = 6.0
+    found = HeadsDecoder(parse_heads([head]), PARAMS, THRESHOLDS).decode({"masks": logits},
+                                                                         transform)
+    assert [b.label for b in found.boxes] == ["lesion", "cyst"]
+    assert all(b.score == pytest.approx(1 / (1 + math.exp(-6)), abs=1e-4)
+               for b in found.boxes)
+
+
+def test_an_old_single_channel_mask_reads_as_before(transform):
+    """No background, no activation: one sigmoid channel named by ``labels[0]`` (or
+    "lesion" without labels)."""
+    mask = np.where(_ellipse((64, 64), 30, 30, 8, 8), 6.0, -6.0).astype(np.float32)[None, None]
+    for head, name in (({"kind": "segmentation", "output": "m", "labels": ["nodule"]},
+                        "nodule"), ({"kind": "segmentation", "output": "m"}, "lesion")):
+        [box] = HeadsDecoder(parse_heads([head]), PARAMS, THRESHOLDS).decode({"m": mask},
+                                                                             transform).boxes
+        assert box.label == name and box.contour
+
+
+def test_a_softmax_head_labelled_background_without_declaring_it_skips_it(transform):
+    """Before ``background`` was declared, a channel labelled "background" was skipped:
+    it still is."""
+    head = {"kind": "segmentation", "output": "out", "activation": "softmax",
+            "labels": ["background", "lesion"]}
+    found = HeadsDecoder(parse_heads([head]), PARAMS, THRESHOLDS).decode(
+        {"out": _discs_logits(2, {1: (20.0, 20.0, 8.0)})}, transform)
+    assert [b.label for b in found.boxes] == ["lesion"]
+
+
+@pytest.mark.parametrize("head, message", [
+    ({"background": "normal", "labels": ["background", "lesion"]}, "background 'normal'"),
+    ({"background": "background", "labels": ["background"]}, "at least one lesion class"),
+    ({"activation": "softmax", "labels": ["lesion"]}, "single-channel mask is sigmoid"),
+    ({"threshold": 1.5}, "not a probability"),
+])
+def test_a_segmentation_head_the_box_cannot_read_is_refused(head, message):
+    with pytest.raises(HeadsError, match=message):
+        parse_heads([{"kind": "segmentation", "output": "out", **head}])
