@@ -423,7 +423,7 @@ class HeadsDecoder:
             return self._heatmap_grid(outputs, head)
         if segmentation is not None:
             return segmentation
-        if self.detection is not None:
+        if self.detection is not None and "heatmap_output" in self.detection.outputs:
             return _maps(outputs, self.detection.outputs["heatmap_output"], 1)[0]
         return None
 
