@@ -62,6 +62,8 @@ from firmware_app.contracts.signing import key_id
 from firmware_app.errors import EXIT_USAGE, CliniboxError
 from firmware_app.fs import write_atomically
 from firmware_app.i18n import ENGLISH, N_, current, gettext
+from firmware_app.i18n.error_words import error_words
+from firmware_app.i18n.formats import names as listed
 
 SCHEMA = "clinibox.enrolment/1"
 CODE_PREFIX = "CBX1"
@@ -154,12 +156,16 @@ def _text(value: Any, where: str) -> str:
 
 def _certificate(pem: str, where: str) -> x509.Certificate:
     if pem.count("-----BEGIN CERTIFICATE-----") != 1:
-        raise EnrolmentError(f"{where}: not a PEM certificate (want exactly one "
-                             "-----BEGIN CERTIFICATE----- block)")
+        raise EnrolmentError(gettext("%(where)s: not a PEM certificate (want exactly one "
+                                     "%(armour)s block)", where=where,
+                                     armour="-----BEGIN CERTIFICATE-----"))
     try:
         return x509.load_pem_x509_certificate(pem.encode("ascii"))
     except (ValueError, UnicodeEncodeError) as exc:
-        raise EnrolmentError(f"{where}: not a readable PEM certificate ({exc})") from exc
+        if current() == ENGLISH:  # the library's own words, as the journal has them
+            raise EnrolmentError(f"{where}: not a readable PEM certificate ({exc})") from exc
+        raise EnrolmentError(gettext("%(where)s: not a readable PEM certificate", where=where)
+                             ) from exc
 
 
 def _public_key(pem: str, where: str) -> Any:
@@ -226,30 +232,46 @@ def _check_issued_by(cert: x509.Certificate, ca: x509.Certificate) -> None:
     try:
         cert.verify_directly_issued_by(ca)
     except ValueError:
-        problem = (f"issued by {cert.issuer.rfc4514_string()!r}, not by the bundle's CA "
-                   f"{ca.subject.rfc4514_string()!r}")
+        problem = gettext("issued by %(issuer)s, not by the bundle's CA %(ca)s",
+                          issuer=repr(cert.issuer.rfc4514_string()),
+                          ca=repr(ca.subject.rfc4514_string()))
     except InvalidSignature:
-        problem = ("its signature does not verify with the bundle's CA key (another CA of "
-                   "the same name, or altered)")
+        problem = gettext("its signature does not verify with the bundle's CA key (another CA "
+                          "of the same name, or altered)")
     except TypeError as exc:
-        problem = f"its signature cannot be checked ({exc})"
+        problem = (f"its signature cannot be checked ({exc})" if current() == ENGLISH
+                   else gettext("its signature cannot be checked"))
     if problem:
-        raise EnrolmentError(f"tls.client_cert: not signed by the bundle's CA (tls.ca_cert): "
-                             f"{problem}")
+        raise EnrolmentError(gettext("%(where)s: not signed by the bundle's CA (%(ca)s): "
+                                     "%(problem)s", where="tls.client_cert", ca="tls.ca_cert",
+                                     problem=problem))
 
 
 def _check_client_key(pem: str, cert: x509.Certificate) -> None:
     try:
         key = serialization.load_pem_private_key(pem.encode("ascii"), password=None)
     except TypeError as exc:
-        raise EnrolmentError("tls.client_key: the key is encrypted; the box needs it "
-                             "unencrypted (it is stored mode 0600)") from exc
+        raise EnrolmentError(gettext("%(where)s: the key is encrypted; the box needs it "
+                                     "unencrypted (it is stored mode %(mode)s)",
+                                     where="tls.client_key", mode="0600")) from exc
     except (ValueError, UnicodeEncodeError, UnsupportedAlgorithm) as exc:
-        raise EnrolmentError("tls.client_key: not a readable PEM private key") from exc
+        raise EnrolmentError(gettext("%(where)s: not a readable PEM private key",
+                                     where="tls.client_key")) from exc
     spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
-        raise EnrolmentError("tls.client_key: the key does not match the client certificate "
-                             "(tls.client_cert)")
+        raise EnrolmentError(gettext("%(where)s: the key does not match the client certificate "
+                                     "(%(cert)s)", where="tls.client_key",
+                                     cert="tls.client_cert"))
+
+
+def _wrong_names(names: list[str], wanted: str) -> str:
+    """The client certificate's CN is not ``clinic/device``: what it is, what the ACL needs."""
+    if not names:
+        return gettext("%(where)s: its CN is missing, but the broker's ACL needs CN %(wanted)s "
+                       "(clinic/device)", where="tls.client_cert", wanted=wanted)
+    return gettext("%(where)s: its CN is %(names)s, but the broker's ACL needs CN %(wanted)s "
+                   "(clinic/device)", where="tls.client_cert", names=" + ".join(names),
+                   wanted=wanted)
 
 
 def check_bundle(bundle: EnrolmentBundle, now: dt.datetime | None = None) -> None:
@@ -271,7 +293,8 @@ def check_bundle(bundle: EnrolmentBundle, now: dt.datetime | None = None) -> Non
     try:
         dt.datetime.fromisoformat(_text(bundle.issued_at, "issued_at").replace("Z", "+00:00"))
     except ValueError as exc:
-        raise EnrolmentError(f"issued_at: not an ISO 8601 time: {bundle.issued_at!r}") from exc
+        raise EnrolmentError(gettext("%(where)s: not an ISO 8601 time: %(value)s",
+                                     where="issued_at", value=repr(bundle.issued_at))) from exc
     ca = _certificate(_text(bundle.ca_cert, "tls.ca_cert"), "tls.ca_cert")
     if not _is_ca(ca):
         raise EnrolmentError(gettext("%(where)s: not a CA certificate (no %(field)s)",
@@ -283,13 +306,13 @@ def check_bundle(bundle: EnrolmentBundle, now: dt.datetime | None = None) -> Non
     wanted = f"{bundle.clinic}/{bundle.device}"
     names = _common_names(cert)
     if names != [wanted]:
-        raise EnrolmentError(f"tls.client_cert: its CN is {' + '.join(names) or 'missing'}, "
-                             f"but the broker's ACL needs CN {wanted} (clinic/device)")
+        raise EnrolmentError(_wrong_names(names, wanted))
     try:
         usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         if ExtendedKeyUsageOID.CLIENT_AUTH not in usages:
-            raise EnrolmentError("tls.client_cert: not usable as a TLS client certificate "
-                                 "(its extended key usage lacks clientAuth)")
+            raise EnrolmentError(gettext("%(where)s: not usable as a TLS client certificate (its "
+                                         "extended key usage lacks %(usage)s)",
+                                         where="tls.client_cert", usage="clientAuth"))
     except x509.ExtensionNotFound:
         pass
     _check_client_key(_text(bundle.client_key, "tls.client_key"), cert)
@@ -305,33 +328,52 @@ def check_bundle(bundle: EnrolmentBundle, now: dt.datetime | None = None) -> Non
         _ed25519(_text(pem, where), where)
 
 
+def _not_json(exc: ValueError) -> str:
+    """The file is not JSON: in English the parser's words, else where it goes wrong."""
+    if current() == ENGLISH:
+        return f"not an enrolment bundle: not JSON ({exc})"
+    if isinstance(exc, json.JSONDecodeError):
+        return gettext("not an enrolment bundle: not JSON (an error at line %(line)s, column "
+                       "%(column)s)", line=exc.lineno, column=exc.colno)
+    return gettext("not an enrolment bundle: not UTF-8 text")
+
+
+def _wrong_fields(missing: list[str], unknown: list[str]) -> str:
+    """``bundle fields: missing a, b; unknown c``."""
+    parts = ([gettext("missing %(fields)s", fields=listed(missing))] if missing else []) + (
+        [gettext("unknown %(fields)s", fields=listed(unknown))] if unknown else [])
+    return gettext("bundle fields: %(problems)s",
+                   problems=("; " if current() == ENGLISH else "；").join(parts))
+
+
 def parse_bundle(data: bytes, now: dt.datetime | None = None) -> EnrolmentBundle:
     """Read and fully check a bundle from the file's bytes; raise EnrolmentError if refused."""
     if len(data) > MAX_BUNDLE_BYTES:
-        raise EnrolmentError(f"not an enrolment bundle: {len(data)} bytes is far too large")
+        raise EnrolmentError(gettext("not an enrolment bundle: %(size)s bytes is far too large",
+                                     size=len(data)))
     try:
         body = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EnrolmentError(f"not an enrolment bundle: not JSON ({exc})") from exc
+        raise EnrolmentError(_not_json(exc)) from exc
     if not isinstance(body, dict):
-        raise EnrolmentError("not an enrolment bundle: not a JSON object")
+        raise EnrolmentError(gettext("not an enrolment bundle: not a JSON object"))
     if body.get("schema") != SCHEMA:
-        raise EnrolmentError(f"unknown bundle schema {body.get('schema')!r}; this box reads "
-                             f"{SCHEMA}")
+        raise EnrolmentError(gettext("unknown bundle schema %(schema)s; this box reads "
+                                     "%(known)s", schema=repr(body.get("schema")), known=SCHEMA))
     missing = sorted(_FIELDS - set(body))
     unknown = sorted(set(body) - _FIELDS - _OPTIONAL_FIELDS)
     if missing or unknown:
-        raise EnrolmentError("bundle fields: " + "; ".join(
-            part for part in (f"missing {', '.join(missing)}" if missing else "",
-                              f"unknown {', '.join(unknown)}" if unknown else "") if part))
+        raise EnrolmentError(_wrong_fields(missing, unknown))
     broker, tls, keys = body["broker"], body["tls"], body["model_signing_keys"]
     if not isinstance(broker, dict) or set(broker) != {"host", "port"}:
-        raise EnrolmentError("broker: must be an object with exactly host and port")
+        raise EnrolmentError(gettext("%(where)s: must be an object with exactly %(first)s and "
+                                     "%(second)s", where="broker", first="host", second="port"))
     if not isinstance(tls, dict) or set(tls) != _TLS_FIELDS:
-        raise EnrolmentError("tls: must be an object with exactly "
-                             f"{', '.join(sorted(_TLS_FIELDS))}")
+        raise EnrolmentError(gettext("%(where)s: must be an object with exactly %(fields)s",
+                                     where="tls", fields=listed(sorted(_TLS_FIELDS))))
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-        raise EnrolmentError("model_signing_keys: must be a list of PEM texts")
+        raise EnrolmentError(gettext("%(where)s: must be a list of PEM texts",
+                                     where="model_signing_keys"))
     for name in ("clinic", "device", "issued_at", "hospital_key"):
         _text(body[name], name)
     for name in sorted(_TLS_FIELDS):
@@ -352,7 +394,8 @@ def read_bundle(path: str | Path, now: dt.datetime | None = None) -> EnrolmentBu
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise EnrolmentError(f"cannot read the bundle {path}: {exc.strerror}") from exc
+        raise EnrolmentError(gettext("cannot read the bundle %(path)s: %(reason)s", path=path,
+                                     reason=error_words(exc, exc.strerror))) from exc
     return parse_bundle(data, now)
 
 
@@ -362,7 +405,7 @@ def write_bundle(bundle: EnrolmentBundle, path: str | Path, *, overwrite: bool =
     check_bundle(bundle, now)
     path = Path(path)
     if path.exists() and not overwrite:
-        raise EnrolmentError(f"{path} exists; refusing to overwrite it")
+        raise EnrolmentError(gettext("%(path)s exists; refusing to overwrite it", path=path))
     write_atomically(path, bundle.to_json(), 0o600)
 
 

@@ -87,6 +87,8 @@ from firmware_app.contracts.enrolment import (
 )
 from firmware_app.errors import EXIT_OK, EXIT_USAGE, CliniboxError
 from firmware_app.fs import fsync_dir, write_atomically
+from firmware_app.i18n import ENGLISH, N_, current, gettext
+from firmware_app.i18n.error_words import error_words
 from firmware_app.settings import box as config_module
 from firmware_app.settings.box import Config, ConfigError
 from firmware_app.settings.loader import toml_value
@@ -107,12 +109,20 @@ class ProvisionError(CliniboxError):
     """Provisioning refused or failed; ``written`` names what it had written and left (none:
     nothing was changed)."""
 
-    kind = "provisioning refused"
+    kind = N_("provisioning refused")
 
     def __init__(self, *args: object, exit_status: int | None = None,
                  written: Sequence[str] = ()) -> None:
         super().__init__(*args, exit_status=exit_status)
         self.written = tuple(written)
+
+
+class KeyRefused(CliniboxError, ValueError):
+    """A device key of the wrong kind: its words already in the reader's language."""
+
+    def said(self) -> str:
+        """The words for a person (``error_words`` reads them)."""
+        return str(self)
 
 
 @dataclass(frozen=True)
@@ -138,8 +148,9 @@ def config_path(given: str | None) -> Path:
     """``--config``, else ``$CLINIBOX_CONFIG``; ProvisionError (usage) when neither is set."""
     value = given or os.environ.get(config_module.CONFIG_ENV)
     if not value:
-        raise ProvisionError("provision writes the box's config: name it with --config PATH "
-                             f"(or set {config_module.CONFIG_ENV})", exit_status=EXIT_USAGE)
+        raise ProvisionError(gettext("provision writes the box's config: name it with %(option)s "
+                                     "(or set %(variable)s)", option="--config PATH",
+                                     variable=config_module.CONFIG_ENV), exit_status=EXIT_USAGE)
     return Path(value).expanduser().absolute()
 
 
@@ -222,7 +233,8 @@ def render(data: dict[str, Any], fingerprint: str) -> str:
         lines.append("")
     text = "\n".join(lines)
     if tomllib.loads(text) != data:  # a value toml_value cannot write faithfully
-        raise ProvisionError("the new config does not read back as written; nothing changed")
+        raise ProvisionError(gettext("the new config does not read back as written; nothing "
+                                     "changed"))
     return text
 
 
@@ -314,6 +326,7 @@ def _identity_step(config: Config, new_identity: bool) -> dict[str, Any]:
         config.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         identity = load_identity(config)
     except (OSError, ValueError) as exc:
+        said = error_words(exc)  # here: the child writing as the state's owner keeps the language
         for path, old in list(retired.items()):  # the old keys back: the config names them
             try:
                 if path.exists():
@@ -322,7 +335,7 @@ def _identity_step(config: Config, new_identity: bool) -> dict[str, Any]:
                 del retired[path]
             except OSError:
                 pass
-        return {"error": str(exc), "written": _state_written(before, retired)}
+        return {"error": said, "written": _state_written(before, retired)}
     pem = identity.signing_key.private_bytes(serialization.Encoding.PEM,
                                              serialization.PrivateFormat.PKCS8,
                                              serialization.NoEncryption())
@@ -336,8 +349,10 @@ def _identity_step(config: Config, new_identity: bool) -> dict[str, Any]:
 
 
 def _state_written(before: dict[Path, bool], retired: dict[Path, Path]) -> list[str]:
-    words = [f"renamed {path} to {old.name}" for path, old in retired.items()]
-    return words + [f"made {path}" for path, was in before.items() if not was and path.exists()]
+    words = [gettext("renamed %(path)s to %(name)s", path=path, name=old.name)
+             for path, old in retired.items()]
+    return words + [gettext("made %(path)s", path=path) for path, was in before.items()
+                    if not was and path.exists()]
 
 
 def _as_owner(owner: tuple[int, int] | None,
@@ -358,7 +373,8 @@ def _as_owner(owner: tuple[int, int] | None,
             os.setuid(owner[0])
             answer = work()
         except BaseException as exc:
-            answer = {"error": f"as user {owner[0]}: {exc}", "written": []}
+            answer = {"error": gettext("as user %(uid)s: %(reason)s", uid=owner[0],
+                                       reason=error_words(exc)), "written": []}
         try:
             with os.fdopen(write_end, "wb") as out:
                 out.write(json.dumps(answer).encode("utf-8"))
@@ -371,20 +387,21 @@ def _as_owner(owner: tuple[int, int] | None,
     try:
         answer = json.loads(data)
     except ValueError:
-        answer = {"error": f"the child writing as user {owner[0]} gave no answer",
-                  "written": []}
-    return answer if isinstance(answer, dict) else {"error": "a bad answer", "written": []}
+        answer = {"error": gettext("the child writing as user %(uid)s gave no answer",
+                                   uid=owner[0]), "written": []}
+    return answer if isinstance(answer, dict) else {"error": gettext("a bad answer"),
+                                                    "written": []}
 
 
 def _identity(config: Config, answer: dict[str, Any]) -> DeviceIdentity:
     """The DeviceIdentity of the identity step's answer."""
     key = serialization.load_pem_private_key(str(answer["key"]).encode("ascii"), password=None)
     if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError("the device key is not an Ed25519 key")
+        raise KeyRefused(gettext("the device key is not an Ed25519 key"))
     downlink_key = serialization.load_pem_private_key(
         str(answer["downlink_key"]).encode("ascii"), password=None)
     if not isinstance(downlink_key, X25519PrivateKey):
-        raise ValueError("the downlink key is not an X25519 key")
+        raise KeyRefused(gettext("the downlink key is not an X25519 key"))
     return DeviceIdentity(config.telemetry.clinic, config.telemetry.device, key,
                           bytes.fromhex(str(answer["secret"])), downlink_key)
 
@@ -396,10 +413,10 @@ def _check_writable(target: Path) -> None:
     while not folder.exists():
         folder = folder.parent
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise ProvisionError(
-            f"cannot write {folder}: provisioning writes the box's config and the hospital's "
-            f"files there; on an installed box run it as root: sudo clinibox provision BUNDLE "
-            f"--config {target}", exit_status=EXIT_USAGE)
+        raise ProvisionError(gettext(
+            "cannot write %(folder)s: provisioning writes the box's config and the hospital's "
+            "files there; on an installed box run it as root: %(command)s", folder=folder,
+            command=f"sudo clinibox provision BUNDLE --config {target}"), exit_status=EXIT_USAGE)
 
 
 def _config_owner(target: Path, gid: int | None) -> tuple[int, tuple[int, int] | None]:
@@ -418,18 +435,20 @@ def provision(bundle_path: Path, target: Path, *, force: bool = False,
     try:
         bundle = read_bundle(bundle_path)
     except EnrolmentError as exc:
-        raise ProvisionError(f"bundle {bundle_path} refused: {exc}") from exc
+        raise ProvisionError(gettext("bundle %(path)s refused: %(reason)s", path=bundle_path,
+                                     reason=exc)) from exc
     try:
         existing = _read_existing(target)
     except ConfigError as exc:
-        raise ProvisionError(f"the existing config is not valid, fix it first: {exc}",
-                             exit_status=EXIT_USAGE) from exc
+        raise ProvisionError(gettext("the existing config is not valid, fix it first: "
+                                     "%(reason)s", reason=exc), exit_status=EXIT_USAGE) from exc
     before = _already(existing)
     if before and before != (bundle.clinic, bundle.device) and not force:
-        raise ProvisionError(
-            f"this box is already provisioned as {before[0]}/{before[1]}, the bundle is for "
-            f"{bundle.clinic}/{bundle.device}; --force provisions it for "
-            f"{bundle.clinic}/{bundle.device} (its device key is kept: enrol the new code)")
+        raise ProvisionError(gettext(
+            "this box is already provisioned as %(before)s, the bundle is for %(bundle)s; "
+            "%(option)s provisions it for %(bundle)s (its device key is kept: enrol the new "
+            "code)", before=f"{before[0]}/{before[1]}", bundle=f"{bundle.clinic}/{bundle.device}",
+            option="--force"))
     old = config_module.from_dict(existing)
     state_dir = old.state_dir
     pinned = existing.get("storage", {}).get("state_dir") != str(state_dir)
@@ -439,13 +458,16 @@ def provision(bundle_path: Path, target: Path, *, force: bool = False,
     try:
         new = config_module.from_dict(data)
     except ConfigError as exc:
-        raise ProvisionError(f"the new config would not be valid: {exc}") from exc
+        raise ProvisionError(gettext("the new config would not be valid: %(reason)s",
+                                     reason=exc)) from exc
     text = render(data, bundle.fingerprint)
     if new.telemetry.device_key and not new.device_key_path.exists():
-        raise ProvisionError(f"[telemetry] device_key {new.device_key_path} does not exist")
+        raise ProvisionError(gettext("[telemetry] device_key %(path)s does not exist",
+                                     path=new.device_key_path))
     if new_identity and (new.telemetry.device_key or new.telemetry.downlink_key):
-        raise ProvisionError("--new-identity: [telemetry] device_key or downlink_key names the "
-                             "key file; replace that file yourself", exit_status=EXIT_USAGE)
+        raise ProvisionError(gettext("%(option)s: [telemetry] device_key or downlink_key names "
+                                     "the key file; replace that file yourself",
+                                     option="--new-identity"), exit_status=EXIT_USAGE)
     _check_writable(target)
     written: list[str] = []
     made_folder, made_parent = False, not parent.exists()
@@ -456,24 +478,26 @@ def provision(bundle_path: Path, target: Path, *, force: bool = False,
         answer = _as_owner(_state_owner(new), lambda: _identity_step(new, new_identity))
         written += answer.get("written", [])
         if "error" in answer:
-            raise ProvisionError(f"cannot make the device identity under {new.keys_dir}: "
-                                 f"{answer['error']}")
+            raise ProvisionError(gettext("cannot make the device identity under %(path)s: "
+                                         "%(reason)s", path=new.keys_dir,
+                                         reason=answer["error"]))
         identity, created = _identity(new, answer), bool(answer.get("created"))
         mode, owner = _config_owner(target, gid)
         if target.exists():
             backup = target.with_name(target.name + ".bak")
             shutil.copy2(target, backup)
-            written.append(f"copied the config to {backup}")
+            written.append(gettext("copied the config to %(path)s", path=backup))
         write_atomically(target, text, mode, owner=owner)
     except (OSError, ValueError, ProvisionError) as exc:
         if made_folder:  # undone: the old config does not name it
             shutil.rmtree(folder, ignore_errors=True)
             if folder.exists():
-                written.append(f"wrote {folder}")
+                written.append(gettext("wrote %(path)s", path=folder))
             elif made_parent:
                 with contextlib.suppress(OSError):
                     parent.rmdir()
-        message = str(exc) if isinstance(exc, ProvisionError) else f"cannot write: {exc}"
+        message = str(exc) if isinstance(exc, ProvisionError) else gettext(
+            "cannot write: %(reason)s", reason=error_words(exc))
         raise ProvisionError(message, written=written) from exc
     for stale in parent.iterdir():
         if stale.name != folder.name and stale.is_dir():
@@ -536,10 +560,11 @@ def cmd_provision(args: argparse.Namespace) -> int:
     except ProvisionError as exc:
         print(f"clinibox provision: {exc}", file=sys.stderr)
         if exc.written:
-            print("the config was not changed; written before the failure: "
-                  + "; ".join(exc.written), file=sys.stderr)
+            print(gettext("the config was not changed; written before the failure: %(written)s",
+                          written=("; " if current() == ENGLISH else "；").join(exc.written)),
+                  file=sys.stderr)
         else:
-            print("nothing was changed", file=sys.stderr)
+            print(gettext("nothing was changed"), file=sys.stderr)
         return exc.exit_status
     sys.stdout.write(report(done))
     print_qr(done.code.text())

@@ -76,7 +76,8 @@ COMMANDS_SKIPPED = {
     "usb-import": "run by udev: writes the box's records, English",
     "config": "prints the example file for the technician's editor, English (language.py); "
               "its --check refusals in Chinese: test_refusals_chinese",
-    "provision": "needs an enrolment bundle from the hospital: test_provision covers it",
+    "provision": "needs an enrolment bundle from the hospital: test_provision covers it, "
+                 "test_refusals_chinese its refusals in Chinese",
     "demo-video": "writes a video file for a demonstration",
     "study": "needs a hospital's study reference: test_cli_i18n covers the words",
     "export-disagreements": "writes a file for the hospital, English by contract",

@@ -9,6 +9,7 @@ has (the technician's journal and the other tests read the English).
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -167,3 +168,126 @@ def test_the_issues_examples_read_in_chinese_and_a_good_file_checks(tmp_path, ca
     assert _run(["config"], capsys)[1].startswith("# clinibox configuration: every key")
     monkeypatch.setenv("LANG", "zh_CN.UTF-8")  # the example file stays English
     assert _run(["config"], capsys)[1].startswith("# clinibox configuration: every key")
+
+
+# -- the enrolment bundle at clinibox provision ------------------------------------------------
+
+#: a certificate block whose body is not a certificate
+GARBAGE = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[bytes, str]]:
+    """Bad bundles: name → (the file's bytes, the English refusal under LANG=C)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from central.bundle import issue_client_certificate
+    from firmware_app.contracts.enrolment import EnrolmentBundle, public_key_pem
+    from tests.tls_certs import CertificateAuthority
+
+    ca = CertificateAuthority.create(tmp_path_factory.mktemp("ca"), name="hospital CA")
+    other = CertificateAuthority.create(tmp_path_factory.mktemp("other"), name="other CA")
+    cert, key = issue_client_certificate(ca.cert, ca.key, "clinic-a", "box-1")
+    good = EnrolmentBundle(
+        clinic="clinic-a", device="box-1", broker_host="mqtt.hospital.example",
+        broker_port=8883, ca_cert=ca.cert_path.read_text(), client_cert=cert, client_key=key,
+        hospital_key=public_key_pem(X25519PrivateKey.generate().public_key()),
+        model_signing_keys=(public_key_pem(Ed25519PrivateKey.generate().public_key()),))
+    another_cert, another_key = issue_client_certificate(ca.cert, ca.key, "clinic-a", "box-2")
+    foreign_cert, foreign_key = issue_client_certificate(other.cert, other.key, "clinic-a",
+                                                         "box-1")
+    made: dict[str, tuple[bytes, str]] = {}
+
+    def changed(name: str, english: str, change) -> None:
+        data = good.to_dict()
+        change(data)
+        made[name] = (json.dumps(data).encode(), english)
+
+    made["too large"] = (b" " * ((1 << 20) + 1),
+                         f"not an enrolment bundle: {(1 << 20) + 1} bytes is far too large")
+    made["not JSON"] = (b"PK\x03\x04 a zip file", "not an enrolment bundle: not JSON (")
+    made["not an object"] = (b"[1, 2]", "not an enrolment bundle: not a JSON object")
+    changed("schema", "unknown bundle schema 'clinibox.enrolment/2'; this box reads "
+            "clinibox.enrolment/1", lambda d: d.update(schema="clinibox.enrolment/2"))
+    changed("fields", "bundle fields: missing hospital_key, issued_at; unknown wifi_password",
+            lambda d: (d.pop("hospital_key"), d.pop("issued_at"), d.update(wifi_password="x")))
+    changed("tls fields", "tls: must be an object with exactly ca_cert, client_cert, client_key",
+            lambda d: d["tls"].pop("client_key"))
+    changed("issued_at", "issued_at: not an ISO 8601 time: 'yesterday'",
+            lambda d: d.update(issued_at="yesterday"))
+    changed("CN", "tls.client_cert: its CN is clinic-a/box-2, but the broker's ACL needs CN "
+            "clinic-a/box-1 (clinic/device)",
+            lambda d: d["tls"].update(client_cert=another_cert, client_key=another_key))
+    changed("issuer", "tls.client_cert: not signed by the bundle's CA (tls.ca_cert): issued by "
+            "'CN=other CA', not by the bundle's CA 'CN=hospital CA'",
+            lambda d: d["tls"].update(client_cert=foreign_cert, client_key=foreign_key))
+    changed("client key", "tls.client_key: the key does not match the client certificate "
+            "(tls.client_cert)", lambda d: d["tls"].update(client_key=another_key))
+    changed("not PEM", "tls.ca_cert: not a PEM certificate (want exactly one -----BEGIN "
+            "CERTIFICATE----- block)", lambda d: d["tls"].update(ca_cert="hello"))
+    changed("bad DER", "tls.ca_cert: not a readable PEM certificate (",
+            lambda d: d["tls"].update(ca_cert=GARBAGE))
+    changed("bad key", "tls.client_key: not a readable PEM private key",
+            lambda d: d["tls"].update(client_key="-----BEGIN PRIVATE KEY-----\nAAAA\n"))
+    server_cert, server_key = ca.issue_server("clinic-a/box-1", tmp_path_factory.mktemp("srv"))
+    changed("a server certificate", "tls.client_cert: not usable as a TLS client certificate (its "
+            "extended key usage lacks clientAuth)",
+            lambda d: d["tls"].update(client_cert=server_cert.read_text(),
+                                      client_key=server_key.read_text()))
+    return made
+
+
+#: the names a bundle's refusal gives as written (the PEM armour, a certificate's subject)
+_BUNDLE_NAMES = re.compile(r"-----BEGIN [A-Z ]+-----|'CN=[^']*'")
+
+
+@pytest.mark.parametrize("name", ["too large", "not JSON", "not an object", "schema", "fields",
+                                  "tls fields", "issued_at", "CN", "issuer", "client key",
+                                  "not PEM", "bad DER", "bad key", "a server certificate"])
+def test_a_bad_bundle_is_refused_at_provision_in_the_readers_language(
+        tmp_path, capsys, monkeypatch, bundles, name):
+    data, english = bundles[name]
+    bundle, config = tmp_path / "box-1.cbxenrol", tmp_path / "etc" / "clinibox.toml"
+    bundle.write_bytes(data)
+    argv = ["provision", str(bundle), "--config", str(config)]
+    monkeypatch.setenv("LANG", "C")
+    code, said = _run(argv, capsys)
+    assert code == 1, said
+    assert said.startswith(f"clinibox provision: bundle {bundle} refused: {english}"), said
+    assert said.endswith("\nnothing was changed\n"), said
+    monkeypatch.setenv("LANG", "zh_CN.UTF-8")
+    code, said = _run(argv, capsys)
+    assert code == 1, said
+    assert said.startswith(f"clinibox provision: 登记包 {bundle} 被拒绝：") and said.endswith(
+        "\n没有做任何改动\n"), said
+    _assert_chinese(_BUNDLE_NAMES.sub(" ", said), name)
+    assert not config.parent.exists()
+
+
+def test_provision_says_in_chinese_what_stops_it_before_the_bundle(tmp_path, capsys,
+                                                                   monkeypatch, bundles):
+    bundle, config = tmp_path / "missing.cbxenrol", tmp_path / "clinibox.toml"
+    monkeypatch.setenv("LANG", "zh_CN.UTF-8")
+    monkeypatch.delenv("CLINIBOX_CONFIG", raising=False)
+    code, said = _run(["provision", str(bundle), "--config", str(config)], capsys)
+    assert (code, said) == (1, f"clinibox provision: 登记包 {bundle} 被拒绝：无法读取登记包 "
+                               f"{bundle}：文件或文件夹不存在\n没有做任何改动\n")
+    code, said = _run(["provision", str(bundle)], capsys)
+    assert code == 2 and "请用 --config PATH 指定（或设置 CLINIBOX_CONFIG）" in said, said
+    _assert_chinese(said.replace("--config PATH", " "), "no config")  # the option as typed
+    bundle.write_bytes(bundles["CN"][0])  # a bundle refused anyway: the config is read after
+    config.write_text("[dicom]\nport = 0\n", encoding="utf-8")
+    from firmware_app.contracts import enrolment
+
+    monkeypatch.setattr(enrolment, "check_bundle", lambda bundle, now=None: None)
+    code, said = _run(["provision", str(bundle), "--config", str(config)], capsys)
+    assert code == 2 and said.startswith(
+        "clinibox provision: 现有的配置文件有错，请先改正：[dicom] port：必须在 1 到 65535 之间，"
+        "实际为 0\n"), said
+    _assert_chinese(said, "a bad config")
+    monkeypatch.setenv("LANG", "C")
+    code, said = _run(["provision", str(bundle), "--config", str(config)], capsys)
+    assert (code, said) == (2, "clinibox provision: the existing config is not valid, fix it "
+                               "first: [dicom] port: must be between 1 and 65535, got 0\n"
+                               "nothing was changed\n")
