@@ -263,13 +263,44 @@ def _weakness(entries: list[dict]) -> str:
             "converter's floors; its findings need particular care.</div>")
 
 
+def _classes_words(head: dict) -> str:
+    """A segmentation head's classes and its background, in words."""
+    labels = [str(x) for x in head.get("labels", [])]
+    background = head.get("background") or head.get("negative_label") or (
+        "background" if "background" in labels else None)
+    return (", ".join(labels) or "one lesion channel") + (
+        f" (background: {background}, never a lesion)" if background else "")
+
+
+def _segmentation_words(head: dict) -> str:
+    """A segmentation head's activation, classes and background, in words."""
+    activation = head.get("activation", "sigmoid")
+    over = "over" if activation == "softmax" else "per channel:"
+    return f"{activation} {over} {_classes_words(head)}"
+
+
+def _spec_words(spec: dict, heads: list[dict]) -> str:
+    """The report's line on what the model gives: its score output's labels and activation,
+    and a segmentation head's own activation and classes (what the box reads the mask with,
+    not the added image-level score's sigmoid)."""
+    segmentation = next((h for h in heads if h.get("kind") == "segmentation"), None)
+    score = (f'labels {_e(", ".join(map(str, spec.get("labels", []))))} · activation '
+             f'{_e(spec.get("activation", ""))}')
+    if segmentation is None:
+        return score
+    return (f"segmentation: {_e(_segmentation_words(segmentation))} · image-level score (its "
+            "most probable lesion pixel): " + score)
+
+
 def _heatmap(info: dict | None, heads: list[dict]) -> str:
     """The heatmap section: what was added (or why not) and the Grad-CAM check."""
     parts = ["<h2>Heads and heatmap</h2>"]
     if heads:
         parts.append(_table(["kind", "output", "activation", "labels"], [
             [_e(h.get("kind", "")), _e(h.get("output", h.get("score_output", ""))),
-             _e(h.get("activation", "")), _e(", ".join(h.get("labels", [])))]
+             _e(h.get("activation", "sigmoid" if h.get("kind") != "detection" else "")),
+             _e(_classes_words(h) if h.get("kind") == "segmentation"
+                else ", ".join(h.get("labels", [])))]
             for h in heads], 4))
     if not info:
         parts.append("<p>No heatmap was considered (not a classification task).</p>")
@@ -357,9 +388,9 @@ def write_report(path: Path, data: dict) -> Path:
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
         f"<title>{_e(title)} — conversion report</title><style>{_CSS}</style></head><body>",
         f"<h1>{_e(title)} — conversion report</h1>",
-        f'<p class="meta">created {_e(data.get("created", ""))} · labels '
-        f'{_e(", ".join(map(str, spec.get("labels", []))))} · activation '
-        f'{_e(spec.get("activation", ""))} · input {_e(spec.get("input_shape", ""))}'
+        f'<p class="meta">created {_e(data.get("created", ""))} · '
+        f'{_spec_words(spec, list(data.get("heads") or []))} · input '
+        f'{_e(spec.get("input_shape", ""))}'
         + (f' · clinic feedback cases: {_e(data["clinic_feedback_cases"])} (validation only)'
            if data.get("clinic_feedback_cases") is not None else "") + "</p>",
         _weakness(list(data.get("weakness") or [])),

@@ -193,7 +193,8 @@ class MaskScore(nn.Module):
         self.mask_output = str(head["output"])
         self.activation = str(head.get("activation", "sigmoid"))
         self.labels = tuple(head.get("labels", ()))
-        self.negative_label = head.get("negative_label", "background")
+        self.negative_label = (head.get("background") or head.get("negative_label")
+                               or "background")
 
     #: read by converters.spec_probe.spec_from_config
     added_outputs = (MASK_SCORE_OUTPUT,)

@@ -36,8 +36,19 @@ def spec_from_config(config: ConvertConfig, model: torch.nn.Module) -> ModelSpec
     outputs = name_outputs(result, probe)
     width = int(np.prod(outputs[probe.score_output].shape[1:]))
     activation = config.activation or ("softmax" if width > 1 else "sigmoid")
-    labels = config.class_names or (["finding"] if width == 1 else
-                                    [f"class_{i}" for i in range(width)])
+    names_given = config.class_names
+    mask_labels = list(getattr(model, "labels", ()))
+    if not config.score_output and getattr(model, "derived_score", None):
+        # a segmenter's class names name its mask's channels; its score is one logit
+        _check_mask(outputs, str(getattr(model, "mask_output", "")), mask_labels)
+        if len(names_given) > 1 and list(names_given) != mask_labels:
+            raise ConvertConfigError(
+                f"class_names {list(names_given)} must be the segmentation head's labels "
+                f"{mask_labels} (its mask's channels, in order): declare them in the head")
+        names_given = names_given if len(names_given) == 1 else ["finding"]
+        activation = "sigmoid"  # the added score is the logit of one probability
+    labels = names_given or (["finding"] if width == 1 else
+                             [f"class_{i}" for i in range(width)])
     if len(labels) != width:
         raise ConvertConfigError(f"class_names lists {len(labels)} names; the score output "
                                  f"{probe.score_output!r} has {width} values")
@@ -46,3 +57,14 @@ def spec_from_config(config: ConvertConfig, model: torch.nn.Module) -> ModelSpec
         negative = labels[0]
     return ModelSpec(shape, tuple(names), probe.score_output, activation, tuple(labels),
                      negative, output_shapes={k: tuple(v.shape) for k, v in outputs.items()})
+
+
+def _check_mask(outputs: dict[str, torch.Tensor], name: str, labels: list[str]) -> None:
+    """A segmenter's mask output [1, K, h, w] has one channel per label of its head."""
+    mask = outputs.get(name)
+    if mask is None or mask.ndim != 4:
+        raise ConvertConfigError(f"the segmentation head's output {name!r} must be a mask "
+                                 f"[1, K, h, w]; got {None if mask is None else list(mask.shape)}")
+    if labels and mask.shape[1] != len(labels):
+        raise ConvertConfigError(f"the segmentation head names {len(labels)} classes "
+                                 f"{labels}; its output {name!r} has {mask.shape[1]} channels")
