@@ -72,12 +72,15 @@ def build_parser(prog: str = "clinibox convert") -> argparse.ArgumentParser:
     add("--key", help="Ed25519 private key (PEM); its .pub must sit beside it")
     add("--name", help="package name")
     add("--version", help="package version (dotted numbers)")
+    add("--intended-use", help="the use the model is validated for, in words (default: the "
+        "task and the warning that it is not for clinical use)")
     add("--teacher", help="trained teacher (same forms as --model): distils --model from it")
     add("--teacher-weights", help="state dict for a MODULE:FACTORY teacher")
     add("--teacher-kwargs", type=_json_value)
     add("--distill-epochs", type=int)
     add("--temperature", type=float)
     add("--alpha", type=float, help="weight of the soft (teacher) loss, 0..1")
+    add("--lr", type=float, help="learning rate of distillation (default 3e-3)")
     add("--max-student-mac-ratio", type=float)
     add("--prune", type=float, metavar="RATIO", help="keep this fraction of the MACs")
     add("--prune-round-to", type=int, help="keep channel counts multiples of this (default 8; "
@@ -93,7 +96,7 @@ def _config(args: argparse.Namespace):
     from converters import config as config_module
 
     values = {k: v for k, v in vars(args).items()
-              if k not in ("step", "config", "keep_work", "verbose")}
+              if k != "step" and k not in config_module.RUN_OPTIONS}
     file_values = config_module.load_toml(args.config) if args.config else {}
     return config_module.build(file_values, values)
 
@@ -106,7 +109,9 @@ def run(args: argparse.Namespace) -> int:
     preflight(config, args.step)  # under a second, before torch is imported
 
     from converters.pipeline import Conversion
+    from converters.workdir import StaleWorkError, describe_left
 
+    conv = None
     try:
         conv = Conversion(config)
         if args.step is None:
@@ -115,9 +120,13 @@ def run(args: argparse.Namespace) -> int:
             conv.package(keep_work=args.keep_work)
         else:
             getattr(conv, args.step)()
-    except CliniboxError:
-        raise  # mapped by run_command
-    except (ValueError, RuntimeError) as exc:  # a step refused (e.g. an unreachable prune ratio)
+    except (CliniboxError, ValueError, RuntimeError) as exc:
+        if conv is not None and not isinstance(exc, StaleWorkError) and conv.work.is_dir():
+            print(f"{args.step or 'convert'} stopped: {describe_left(conv.work, conv.state)}",
+                  file=sys.stderr)
+        if isinstance(exc, CliniboxError):
+            raise  # mapped by run_command
+        # a step refused (e.g. an unreachable prune ratio)
         print(f"{args.step or 'convert'} failed: {exc}", file=sys.stderr)
         return EXIT_FAIL
     done = args.step or "convert"

@@ -206,13 +206,32 @@ def _coerce(key: str, value: Any) -> Any:
     return value
 
 
+#: file keys named as their command-line switch (``no_heatmap = true`` is
+#: ``--no-heatmap``): the setting they turn off
+NEGATED = {"no_heatmap": "heatmap"}
+#: command-line options that are about the run, not the conversion: no file key
+RUN_OPTIONS = ("config", "keep_work", "verbose")
+
+
 def load_toml(path: Path) -> dict[str, Any]:
-    """Read ``convert.toml``; ConvertConfigError for unreadable files and unknown keys."""
+    """Read ``convert.toml``; ConvertConfigError for unreadable files and unknown keys.
+
+    A key may be written as its command-line option (``no-heatmap``, ``no_heatmap``)."""
     try:
         raw = read_toml(path)
     except ConfigError as exc:
         raise ConvertConfigError(str(exc)) from exc
-    return {key.replace("-", "_"): value for key, value in raw.items()}
+    values = {}
+    for key, value in raw.items():
+        key = key.replace("-", "_")
+        if key in NEGATED:
+            if not isinstance(value, bool):
+                raise ConvertConfigError(f"{key} must be true or false, got {value!r}")
+            if NEGATED[key] in values or NEGATED[key] in raw:
+                raise ConvertConfigError(f"{key} and {NEGATED[key]} both set; keep one")
+            key, value = NEGATED[key], not value
+        values[key] = value
+    return values
 
 
 def build(file_values: dict[str, Any], cli_values: dict[str, Any]) -> ConvertConfig:

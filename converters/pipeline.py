@@ -93,6 +93,7 @@ from converters.verify import (
     lowered_threshold,
     weaknesses,
 )
+from converters.workdir import StaleWorkError, differences, run_inputs
 from firmware_app.contracts.heads import HeadsError, parse_heads
 
 log = logging.getLogger("clinibox.convert")
@@ -114,7 +115,14 @@ class Conversion:
         self.out = Path(config.out)
         self.work = self.out / WORK
         self.work.mkdir(parents=True, exist_ok=True)
+        #: what this run's work depends on (converters.workdir); work made from other
+        #: inputs is never reused: the whole chain starts afresh, a single step refuses it
+        self.inputs = run_inputs(config, source.files if source is not None else None)
         self.state: dict[str, Any] = self._read_state()
+        self.stale = ([] if not self._has_work() or self.state.get("inputs") == self.inputs
+                      else differences(self.state.get("inputs"), self.inputs))
+        if not self.stale:
+            self.state["inputs"] = self.inputs
         self._source, self._data, self._task, self._spec = source, data, task, spec
         self._reference: dict[str, np.ndarray] | None = None
         self._outputs: dict[tuple[str, int], dict[str, np.ndarray]] = {}
@@ -133,8 +141,46 @@ class Conversion:
             return json.loads(path.read_text(encoding="utf-8"))
         return {"steps": {}, "artifacts": [], "metrics": {}, "benchmarks": {}}
 
+    def _has_work(self) -> bool:
+        return bool(self.state.get("steps") or self.state.get("artifacts")
+                    or (self.work / "model.pt").exists())
+
+    def start_afresh(self) -> list[str]:
+        """Remove the work of an earlier run (its state, ``model.pt`` and the artifact files
+        its state lists) so that nothing of it is reused or packaged; returns the removed
+        artifacts' paths."""
+        removed = []
+        for entry in self.state.get("artifacts") or []:
+            for rel in entry.get("files") or [entry.get("path")]:
+                path = self.out / str(rel)
+                if rel and path.is_file() and self.out.resolve() in path.resolve().parents:
+                    path.unlink()
+                    removed.append(str(rel))
+        for name in ("state.json", "model.pt"):
+            (self.work / name).unlink(missing_ok=True)
+        if self._has_work() or removed:
+            log.info("removed the work of an earlier run in %s: %s", self.work,
+                     ", ".join(removed) or "state")
+        self.state = {**self._read_state(), "inputs": self.inputs}
+        self.stale = []
+        self._reference = self._calibration_reference = None
+        self._outputs.clear()
+        self._guard_bands.clear()
+        return removed
+
+    def claim(self, step: str) -> None:
+        """Refuse to continue work made from other inputs (StaleWorkError naming them)."""
+        if self.stale:
+            raise StaleWorkError(
+                f"{step}: {self.work} holds the work of a run with other inputs ("
+                + "; ".join(self.stale) + "). Run the whole chain (clinibox convert), which "
+                "starts afresh, or this step with the same options as the earlier ones; "
+                "nothing was done")
+
     def save_state(self) -> None:
-        """Write ``state.json`` atomically."""
+        """Write ``state.json`` atomically (with this run's inputs)."""
+        self.claim("save")
+        self.state["inputs"] = self.inputs
         tmp = self.work / "state.json.tmp"
         tmp.write_text(json.dumps(self.state, indent=2, default=_jsonable), encoding="utf-8")
         tmp.replace(self.work / "state.json")
@@ -329,6 +375,7 @@ class Conversion:
 
     def distill(self) -> dict:
         """Train ``--model`` (the student) from ``--teacher`` on the training rows."""
+        self.claim("distill")
         from converters.distill import distill
 
         teacher = self._teacher()
@@ -344,6 +391,7 @@ class Conversion:
 
     def prune(self) -> dict:
         """Structured channel pruning to ``--prune`` of the MACs, then a guided fine-tune."""
+        self.claim("prune")
         from converters.prune import fine_tune, prune
 
         c = self.config
@@ -569,6 +617,7 @@ class Conversion:
     def export(self) -> list[ArtifactRecord]:
         """A heatmap where the head allows (:meth:`add_heatmap`), then FP32 ONNX, then every
         float artifact the targets need."""
+        self.claim("export")
         self.add_heatmap()
         c, model = self.config, self.source.exportable
         kinds = [k for k in formats.kinds_for(c.targets) if k.precision != "int8"]
@@ -636,6 +685,7 @@ class Conversion:
         the attempt that came closest is the one left (and reported by ``verify``), not the
         last one tried: keeping more layers in float does not always bring the artifact
         nearer its source."""
+        self.claim("quantize")
         calib = self.calibration()
         if not (self.out / formats.KINDS["onnx-fp32"].path).exists():
             raise ConvertConfigError("quantize needs the FP32 export: run the export step first")
@@ -676,6 +726,7 @@ class Conversion:
         """Every artifact against the PyTorch source on validation; benchmark each; check
         the heatmap against Grad-CAM and fit the validated range; raise GateFailure naming
         every artifact that breaks the gate."""
+        self.claim("verify")
         records = self.records()
         if not records:
             raise ConvertConfigError("nothing to verify: run the export step first")
@@ -707,6 +758,7 @@ class Conversion:
     def add_stage(self) -> dict | None:
         """The ``[stage]`` of the config, exported, checked on crops of the validation
         images and declared (``converters/stage.py``); None without one."""
+        self.claim("add_stage")
         from converters.stage import package_configured_stage
 
         if not self.config.stage:
@@ -722,6 +774,7 @@ class Conversion:
     def package(self, keep_work: bool = False) -> Path:
         """Refuse a model below the floors (:meth:`check_floors`), declare its heads, then
         golden cases, signed manifest and report (see ``converters.package``)."""
+        self.claim("package")
         from converters.package import write_package
 
         if self.state["metrics"] and not self.state.get("gate_failures"):
@@ -730,7 +783,9 @@ class Conversion:
         return write_package(self, keep_work)
 
     def run_all(self, keep_work: bool = False) -> Path:
-        """The whole chain; each step only when the config asks for it."""
+        """The whole chain, from a fresh working folder (:meth:`start_afresh`); each step
+        only when the config asks for it."""
+        self.start_afresh()
         if self.config.teacher:
             self.distill()
         if self.config.prune:

@@ -220,19 +220,19 @@ class Gate:
     specificity). ``int8_min_agreement = 0`` or ``int8_max_specificity_loss = 1`` switches
     that limit off (None does too, for callers in Python)."""
 
-    #: fp32/fp16: largest |ΔAUC| against the source (macro and per class)
+    #: FP32/FP16: largest |ΔAUC| against the source (macro and per class)
     float_max_auc_delta: float = 0.001
-    #: fp32/fp16: smallest share of validation images with the source's decision
+    #: FP32/FP16: smallest share of validation images with the source's decision
     float_min_agreement: float = 0.999
-    #: int8: largest |ΔAUC| against the source (macro and per class)
+    #: INT8: largest |ΔAUC| against the source (macro and per class)
     int8_max_auc_delta: float = 0.01
-    #: int8: largest loss of sensitivity at the artifact's operating threshold (finding
+    #: INT8: largest loss of sensitivity at the artifact's operating threshold (finding
     #: level and per finding class)
     int8_max_sensitivity_loss: float = 0.0
-    #: int8: smallest share of validation images with the source's decision (each judged
+    #: INT8: smallest share of validation images with the source's decision (each judged
     #: at its own operating threshold)
     int8_min_agreement: float | None = 0.95
-    #: int8: largest loss of specificity at the artifact's operating threshold (finding
+    #: INT8: largest loss of specificity at the artifact's operating threshold (finding
     #: level): the price of its guard band, in false alarms
     int8_max_specificity_loss: float | None = 0.10
 

@@ -184,6 +184,7 @@ def build(args: argparse.Namespace) -> int:
         source=SourceModel(shipped, "pickled", "demo/train.py",
                            {args.checkpoint.name: sha256_file(args.checkpoint)}),
         data=_verification_data(tr, test, norm, args.calibration), task=task, spec=SPEC)
+    conv.start_afresh()  # nothing of an earlier build in out/.convert is reused
     conv.state["steps"] = steps
     conv.state["source"] = conv.source.provenance()
     for step in ("export", "quantize"):

@@ -139,7 +139,9 @@ def converter_settings() -> list[str]:
                      ", ".join(code(o) for o in action.option_strings) if action
                      else "file only", meaning])
     stage_docs = attribute_docs(convert_config)
-    gate = [[code(f.name), _toml_default(f.default)] for f in dataclasses.fields(Gate)]
+    gate_docs = attribute_docs(Gate)
+    gate = [[code(f.name), _toml_default(f.default), sentence(gate_docs.get(f.name, ""))]
+            for f in dataclasses.fields(Gate)]
     return ["## The workstation's converter (`convert.toml`)", "",
             "`clinibox convert --config convert.toml` (see the [command line](cli.md)).", "",
             rst_to_md(convert_config.__doc__), "",
@@ -148,4 +150,5 @@ def converter_settings() -> list[str]:
             + " (" + stage_docs.get("STAGE_KEYS", "") + "; the stage's keys are those of "
             "the manifest's `stages`).", "",
             "`gate` keys (`converters/verify.py` `Gate`): " + first_line(Gate.__doc__), "",
-            table(("key", "default"), gate), ""]
+            table(("key", "default", "meaning"), gate), "",
+            "Why these defaults: [gates and floors](../model-makers/floors.md).", ""]
