@@ -178,6 +178,7 @@ def manifest(conv: Conversion, thresholds: dict[str, float], cases: list[dict]) 
                 **({"clinic_feedback_cases": state["clinic_feedback_cases"]}
                    if "clinic_feedback_cases" in state else {})},
             "gate": conv.gate.to_dict(), "threshold_from": conv.threshold_rule(),
+            **({"left_out": state["left_out"]} if state.get("left_out") else {}),
             "floors": {"auc": conv.floors.auc, "sensitivity": conv.floors.sensitivity},
             **({"weakness": state["weakness"]} if state.get("weakness") else {}),
             "source_metrics": state.get("source_metrics", {}),
@@ -220,6 +221,7 @@ def report_data(conv: Conversion, signed: dict) -> dict[str, Any]:
             "weakness": signed["provenance"].get("weakness", []),
             "clinic_feedback_cases": signed["provenance"]["data"].get("clinic_feedback_cases"),
             "heads": signed.get("heads", []),
+            "left_out": state.get("left_out") or [],
             "heatmap": state["steps"].get("heatmap"),
             "validated_range": {**state["steps"].get("validated_range", {}),
                                 **({"held_out": signed["ood"].get("held_out", {})}

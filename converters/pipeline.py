@@ -743,6 +743,7 @@ class Conversion:
                 failures[f"{record.format} {record.precision} ({record.path})"] = broken
             log.info("%s: %s", record.path, {k: metrics[k] for k in ("auc", "sensitivity",
                                                                    "decision_agreement")})
+        self.leave_out_failing_int8(failures)
         for label, broken in self.check_heatmap().items():
             failures.setdefault(label, []).extend(broken)
         self.fit_range()
@@ -754,6 +755,42 @@ class Conversion:
         if failures:
             raise GateFailure(failures)
         return self.state["metrics"]
+
+    def leave_out_failing_int8(self, failures: dict[str, list[str]]) -> list[dict]:
+        """A segmenter's INT8 artifact that still breaks the gate after the float fallback
+        is left out of the package when every float artifact passes (each profile keeps its
+        float artifact): its files, record and measurements are removed, and why it was
+        left out is kept in ``state["left_out"]`` for the manifest and the report, instead
+        of failing the conversion (issue 55: TFLite INT8 of a softmax segmenter). Other
+        models keep the rule that a broken gate fails the run. ``failures`` loses the
+        artifacts left out."""
+        self.state["left_out"] = left = []
+        records = self.records()
+        labels = {r.kind: f"{r.format} {r.precision} ({r.path})" for r in records}
+        if (not isinstance(self.source.module, MaskScore)
+                or any(labels[r.kind] in failures for r in records
+                       if r.precision not in INT8_PRECISIONS)):
+            return left
+        for record in records:
+            if record.precision not in INT8_PRECISIONS or labels[record.kind] not in failures:
+                continue
+            attempts = record.notes.get("attempts") or []
+            left.append({"kind": record.kind, "format": record.format,
+                         "precision": record.precision, "path": record.path,
+                         "profiles": record.profiles, "failures": failures.pop(
+                             labels[record.kind]),
+                         "attempts": len(attempts),
+                         "kept_float": [len(a.get("kept_float") or []) for a in attempts],
+                         "reason": "a segmenter's INT8 artifact that breaks the fidelity gate "
+                                   "is left out; the profiles run its float artifact"})
+            for name in record.files:
+                (self.out / name).unlink(missing_ok=True)
+            self.state["artifacts"] = [a for a in self.state["artifacts"]
+                                       if a["kind"] != record.kind]
+            for section in ("metrics", "benchmarks", "artifact_thresholds"):
+                (self.state.get(section) or {}).pop(record.kind, None)
+            log.warning("left out %s: %s", record.path, "; ".join(left[-1]["failures"]))
+        return left
 
     def add_stage(self) -> dict | None:
         """The ``[stage]`` of the config, exported, checked on crops of the validation

@@ -263,6 +263,26 @@ def _weakness(entries: list[dict]) -> str:
             "converter's floors; its findings need particular care.</div>")
 
 
+def _left_out(entries: list[dict]) -> str:
+    """The artifacts left out of the package (a segmenter's INT8 that broke the gate), with
+    why."""
+    if not entries:
+        return ""
+    rows = []
+    for entry in entries:
+        tries = entry.get("attempts") or 0
+        kept = entry.get("kept_float") or []
+        tried = (f"{tries} attempt(s), keeping {', '.join(map(str, kept))} layer(s) in float"
+                 if tries else "quantised once")
+        reasons = "".join(f"<li>{_e(f)}</li>" for f in entry.get("failures") or [])
+        rows.append([_e(f"{entry.get('format', '')} {entry.get('precision', '')}"),
+                     _e(entry.get("path", "")), _e(", ".join(entry.get("profiles") or [])),
+                     f"{_e(tried)}<ul>{reasons}</ul>"])
+    return ('<h2>Left out of the package</h2><p class="fail">' + _e(
+        entries[0].get("reason", "")) + ".</p>"
+        + _table(["artifact", "path", "profiles", "why"], rows, 4))
+
+
 def _classes_words(head: dict) -> str:
     """A segmentation head's classes and its background, in words."""
     labels = [str(x) for x in head.get("labels", [])]
@@ -362,6 +382,7 @@ def write_report(path: Path, data: dict) -> Path:
     created (ISO time); optional: threshold_rule, floors {auc, sensitivity}, weakness
     [{figure, model, value, floor}] (shown as a banner at the top), heads [...], heatmap
     (``steps["heatmap"]``), validated_range (``steps["validated_range"]`` with held_out),
+    left_out [{format, precision, path, profiles, failures, attempts, kept_float, reason}],
     clinic_feedback_cases (validation rows from ``--extra-validation``).
     ROC format: see the module docstring."""
     path = Path(path)
@@ -410,6 +431,7 @@ def write_report(path: Path, data: dict) -> Path:
                bench_rows, 4),
         "<h2>Fidelity gate</h2>", _table(["limit", "value", "meaning"], gate_rows),
         _table(["artifact", "precision", "result"], result_rows, 3),
+        _left_out(list(data.get("left_out") or [])),
         _heatmap(data.get("heatmap"), list(data.get("heads") or [])),
         _validated_range(data.get("validated_range")),
         _steps(list(data.get("steps") or [])), "</body></html>\n"]
