@@ -89,6 +89,8 @@ from firmware_app.errors import EXIT_OK, EXIT_USAGE, CliniboxError
 from firmware_app.fs import fsync_dir, write_atomically
 from firmware_app.i18n import ENGLISH, N_, current, gettext
 from firmware_app.i18n.error_words import error_words
+from firmware_app.i18n.formats import names
+from firmware_app.i18n.text import ljust
 from firmware_app.settings import box as config_module
 from firmware_app.settings.box import Config, ConfigError
 from firmware_app.settings.loader import toml_value
@@ -505,33 +507,46 @@ def provision(bundle_path: Path, target: Path, *, force: bool = False,
     return Provisioned(target, new, bundle, folder, identity, created, pinned)
 
 
+def _row(label: str, value: str, width: int = 16) -> str:
+    """One line of the report: a label in a column ``width`` wide (as the terminal shows it),
+    then its value."""
+    return f"  {ljust(label, width)} {value}"
+
+
 def report(done: Provisioned) -> str:
-    """The text printed after provisioning (without the QR code)."""
+    """The text printed after provisioning (without the QR code), in the reader's language
+    (names, paths, keys and the hospital's command as they are)."""
     bundle, identity, config = done.bundle, done.identity, done.config
     expires = bundle.certificate().not_valid_after_utc.strftime("%Y-%m-%d")
+    device_key = (gettext("%(key)s (new: %(path)s)", key=identity.key_id,
+                          path=config.device_key_path) if done.identity_created else
+                  gettext("%(key)s (kept: %(path)s)", key=identity.key_id,
+                          path=config.device_key_path))
     lines = [
-        f"provisioned {bundle.clinic}/{bundle.device} from enrolment bundle {bundle.fingerprint} "
-        f"(issued {bundle.issued_at})",
-        f"  config           {done.config_path}",
-        f"  hospital files   {done.folder}",
-        f"  broker           {bundle.broker_host}:{bundle.broker_port}, client certificate "
-        f"valid until {expires}",
-        f"  model keys       {', '.join(bundle.signing_key_ids())}",
-        f"  device key       {identity.key_id} "
-        f"({'new' if done.identity_created else 'kept'}: {config.device_key_path})",
+        gettext("provisioned %(box)s from enrolment bundle %(fingerprint)s (issued %(issued)s)",
+                box=f"{bundle.clinic}/{bundle.device}", fingerprint=bundle.fingerprint,
+                issued=bundle.issued_at),
+        _row(gettext("config"), str(done.config_path)),
+        _row(gettext("hospital files"), str(done.folder)),
+        _row(gettext("broker"), gettext(
+            "%(address)s, client certificate valid until %(date)s",
+            address=f"{bundle.broker_host}:{bundle.broker_port}", date=expires)),
+        _row(gettext("model keys"), names(bundle.signing_key_ids())),
+        _row(gettext("device key"), device_key),
     ]
     if done.state_dir_pinned:
-        lines.append(f"  state folder     {config.state_dir} (now written in the config)")
+        lines.append(_row(gettext("state folder"), gettext(
+            "%(path)s (now written in the config)", path=config.state_dir)))
     code = done.code.text()
     lines += [
-        "Delete the bundle from the USB stick: it holds this box's TLS key.",
+        gettext("Delete the bundle from the USB stick: it holds this box's TLS key."),
         "",
-        "The hospital must enrol this box:",
-        f"  clinic  {identity.clinic}",
-        f"  device  {identity.device}",
-        f"  key id  {identity.key_id}",
+        gettext("The hospital must enrol this box:"),
+        _row(gettext("clinic"), identity.clinic, 7),
+        _row(gettext("device"), identity.device, 7),
+        _row(gettext("key id"), identity.key_id, 7),
         identity.public_key_pem.rstrip("\n"),
-        "At the hospital run (or scan the QR code below):",
+        gettext("At the hospital run (or scan the QR code below):"),
         f"  clinibox central enrol-code {code}",
         "",
     ]
@@ -570,9 +585,10 @@ def cmd_provision(args: argparse.Namespace) -> int:
     print_qr(done.code.text())
     if args.qr_png:
         qr_code(done.code.text()).save(args.qr_png, scale=8, border=4)
-        print(f"QR code also written to {args.qr_png}")
-    print("Then restart the services (systemctl restart clinibox clinibox-web) and check "
-          "the box: clinibox selftest")
+        print(gettext("QR code also written to %(path)s", path=args.qr_png))
+    print(gettext("Then restart the services (%(restart)s) and check the box: %(check)s",
+                  restart="systemctl restart clinibox clinibox-web",
+                  check="clinibox selftest"))
     return EXIT_OK
 
 

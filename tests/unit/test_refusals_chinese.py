@@ -197,7 +197,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[bytes, 
     another_cert, another_key = issue_client_certificate(ca.cert, ca.key, "clinic-a", "box-2")
     foreign_cert, foreign_key = issue_client_certificate(other.cert, other.key, "clinic-a",
                                                          "box-1")
-    made: dict[str, tuple[bytes, str]] = {}
+    made: dict[str, tuple[bytes, str]] = {"good": (json.dumps(good.to_dict()).encode(), "")}
 
     def changed(name: str, english: str, change) -> None:
         data = good.to_dict()
@@ -291,3 +291,38 @@ def test_provision_says_in_chinese_what_stops_it_before_the_bundle(tmp_path, cap
     assert (code, said) == (2, "clinibox provision: the existing config is not valid, fix it "
                                "first: [dicom] port: must be between 1 and 65535, got 0\n"
                                "nothing was changed\n")
+
+
+def test_a_provisioned_box_is_told_what_to_do_in_the_readers_language(tmp_path, capsys,
+                                                                      monkeypatch, bundles):
+    """Provision's report: what it wrote and what the hospital must enrol, English as it
+    always was, Chinese beside it (the names, paths, keys and the hospital's command as
+    they are)."""
+    bundle = tmp_path / "box-1.cbxenrol"
+    bundle.write_bytes(bundles["good"][0])
+    said: dict[str, str] = {}
+    for language in ("C", "zh_CN.UTF-8"):
+        config = tmp_path / language / "clinibox.toml"
+        config.parent.mkdir()
+        state = (tmp_path / language / "state").as_posix()
+        config.write_text(f'[storage]\nstate_dir = "{state}"\n', encoding="utf-8")
+        monkeypatch.setenv("LANG", language)
+        code, said[language] = _run(["provision", str(bundle), "--config", str(config)], capsys)
+        assert code == 0, said[language]
+    lines = said["C"].splitlines()
+    assert lines[0].startswith("provisioned clinic-a/box-1 from enrolment bundle ")
+    assert [line[:19] for line in lines[1:6]] == [
+        "  config           ", "  hospital files   ", "  broker           ",
+        "  model keys       ", "  device key       "]
+    assert ", client certificate valid until " in lines[3] and "(new: " in lines[5]
+    assert lines[6:9] == ["Delete the bundle from the USB stick: it holds this box's TLS key.",
+                          "", "The hospital must enrol this box:"]
+    assert lines[9:11] == ["  clinic  clinic-a", "  device  box-1"]
+    assert lines[-1] == ("Then restart the services (systemctl restart clinibox clinibox-web) "
+                         "and check the box: clinibox selftest")
+    chinese = said["zh_CN.UTF-8"]
+    assert chinese.startswith("已按登记包 ") and "中心医院必须登记这台设备：" in chinese
+    assert "clinibox central enrol-code CBX1:CLINIC-A:BOX-1:" in chinese
+    for name in ("mqtt.hospital.example", "clinic-a", "systemctl restart clinibox clinibox-web"):
+        chinese = chinese.replace(name, " ")  # a host, an id and a command, as they are
+    _assert_chinese(chinese, "provisioned")
