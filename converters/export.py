@@ -69,6 +69,33 @@ def _output_order(model: Any, spec: ModelSpec, x: torch.Tensor) -> list[str]:
     return list(result) if isinstance(result, Mapping) else list(spec.output_names)
 
 
+class SelectedOutputs(torch.nn.Module):
+    """A model whose dict output holds more than the spec names (torchvision's segmenters
+    with ``aux_loss``: ``{"out", "aux"}``), returning only the named ones, in order."""
+
+    def __init__(self, model: torch.nn.Module, names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.model, self.names = model, tuple(names)
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The named outputs of the model's dict."""
+        result = self.model(image)
+        return {name: result[name] for name in self.names}
+
+
+def selected(model: Any, spec: ModelSpec, order: list[str]) -> tuple[Any, list[str]]:
+    """The model and its output order, wrapped in :class:`SelectedOutputs` when its dict
+    output holds outputs the spec does not name (only an eager module can be)."""
+    extra = [n for n in order if n not in spec.output_names]
+    if not extra:
+        return model, order
+    if not isinstance(model, torch.nn.Module) or isinstance(model, torch.jit.ScriptModule):
+        raise ExportError(f"{model_name(model)}: its outputs {order} include {extra}, which "
+                          f"--outputs {list(spec.output_names)} leaves out; only an eager "
+                          "module's extra outputs can be dropped (list every output)")
+    return SelectedOutputs(model, spec.output_names).eval(), list(spec.output_names)
+
+
 def _capture(model: Any, x: torch.Tensor) -> torch.export.ExportedProgram:
     """torch.export the module, strictly: a failure here is the user's model, not ONNX."""
     if isinstance(model, torch.export.ExportedProgram):
@@ -106,6 +133,7 @@ def export_onnx(model: Any, spec: ModelSpec, path: Path, opset: int = 18) -> Mod
     except Exception as exc:
         raise ExportError(f"{name}: the model fails on an input of shape "
                           f"{list(spec.input_shape)}: {_first_lines(exc)}") from exc
+    model, order = selected(model, spec, order)
     try:
         if isinstance(model, torch.jit.ScriptModule):
             torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=opset,
@@ -257,6 +285,10 @@ def export_tflite(model: Any, spec: ModelSpec, path: Path) -> None:
     import litert_torch
 
     module = eager_module(model, "TFLite export")
+    with torch.no_grad():
+        result = module(torch.zeros(spec.input_shape))
+    if isinstance(result, Mapping):
+        module, _ = selected(module, spec, list(result))
     args, kwargs = tflite_sample(module, spec)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     try:

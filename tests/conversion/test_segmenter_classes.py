@@ -23,6 +23,8 @@ import pytest
 import torch
 from PIL import Image
 
+from converters.export import ExportError, export_onnx
+from converters.spec import ModelSpec
 from firmware_app.models.package import load_package
 from firmware_app.service.appliance import load_runner
 from firmware_app.settings import box as box_config
@@ -215,3 +217,24 @@ def test_an_int8_artifact_that_breaks_the_gate_is_left_out_with_why(converted):
     report = (converted["out"] / "report.html").read_text(encoding="utf-8")
     assert "Left out of the package" in report and "model.int8.onnx" in report
     assert "Gate FAILED" not in report
+
+
+class _WithAux(torch.nn.Module):
+    """torchvision's segmenters with ``aux_loss``: a dict of ``out`` and ``aux`` logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 3, 3, padding=1)
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.conv(image)
+        return {"out": out, "aux": 2 * out}
+
+
+def test_a_dict_output_with_more_than_the_named_outputs_exports_the_named_ones(tmp_path):
+    spec = ModelSpec((1, 1, 16, 16), ("out",), "out", "softmax", CLASSES, "background")
+    exported = export_onnx(_WithAux().eval(), spec, tmp_path / "m.onnx")
+    assert exported.output_shapes == {"out": (1, 3, 16, 16)}
+    scripted = torch.jit.script(_WithAux().eval())
+    with pytest.raises(ExportError, match=r"include \['aux'\].*list every output"):
+        export_onnx(scripted, spec, tmp_path / "s.onnx")
