@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import time
 from pathlib import Path
 
@@ -43,4 +44,42 @@ def benchmark(root: Path, record: ArtifactRecord, spec: ModelSpec, *, threads: i
         "threads": threads,
         "backend": backend.key,
         "runtime": runtime,
+        "cpu": cpu_name(),
     }
+
+
+#: an artifact this much slower than its FP32 source is marked slower (run-to-run noise of a
+#: median of 50 runs stays under it; the box's own tie rule, ``runtime/selection.py``, is 5 %)
+SLOWER_MARGIN = 0.05
+
+
+def cpu_name() -> str:
+    """This machine's CPU model (``/proc/cpuinfo``), else the platform's words."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith(("model name", "Model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def speedups(records: list[ArtifactRecord], benchmarks: dict[str, dict]) -> dict[str, dict]:
+    """Each non-FP32 artifact's speed against the FP32 artifact of its own runtime (same
+    format), by kind: ``speedup_vs_fp32`` (the FP32 one's ms over its own; above 1 is
+    faster), ``fp32_source`` (its path) and ``slower_than_fp32`` (more than
+    :data:`SLOWER_MARGIN` slower on this CPU)."""
+    fp32 = {r.format: r for r in records if r.precision == "fp32"}
+    found = {}
+    for record in records:
+        source = fp32.get(record.format)
+        if record.precision == "fp32" or source is None:
+            continue
+        mine = (benchmarks.get(record.kind) or {}).get("ms_per_image")
+        theirs = (benchmarks.get(source.kind) or {}).get("ms_per_image")
+        if not mine or not theirs:
+            continue
+        found[record.kind] = {"speedup_vs_fp32": round(theirs / mine, 3),
+                              "fp32_source": source.path,
+                              "slower_than_fp32": mine > theirs * (1 + SLOWER_MARGIN)}
+    return found

@@ -33,7 +33,7 @@ import torch
 
 from converters import formats
 from converters.artifacts import ArtifactRecord, open_artifact, run_batch
-from converters.benchmark import benchmark
+from converters.benchmark import benchmark, speedups
 from converters.cam import (
     CAM_OUTPUT,
     FEATURES_OUTPUT,
@@ -743,6 +743,12 @@ class Conversion:
                 failures[f"{record.format} {record.precision} ({record.path})"] = broken
             log.info("%s: %s", record.path, {k: metrics[k] for k in ("auc", "sensitivity",
                                                                    "decision_agreement")})
+        for kind, speed in speedups(records, self.state["benchmarks"]).items():
+            self.state["benchmarks"][kind].update(speed)  # against its own runtime's FP32
+            if speed["slower_than_fp32"]:
+                log.warning("%s is slower than %s on this CPU (%.2f times its speed); the box "
+                            "times its candidates itself and keeps the faster", kind,
+                            speed["fp32_source"], speed["speedup_vs_fp32"])
         self.leave_out_failing_int8(failures)
         for label, broken in self.check_heatmap().items():
             failures.setdefault(label, []).extend(broken)

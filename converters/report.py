@@ -181,6 +181,36 @@ def _table(head: list[str], rows: list[list[str]], left: int = 1) -> str:
     return f"<table><tr>{th}</tr>{body}</table>"
 
 
+def _speedup_cell(bench: dict) -> str:
+    """An artifact's speed against the FP32 artifact of its runtime: ``1.59×`` (faster),
+    ``0.65× slower`` in red, ``FP32`` for the reference itself, ``—`` unmeasured."""
+    speedup = bench.get("speedup_vs_fp32")
+    if not isinstance(speedup, (int, float)) or isinstance(speedup, bool):
+        return "—"
+    if bench.get("slower_than_fp32"):
+        return f'<span class="fail">{speedup:.2f}× slower</span>'
+    return f"{speedup:.2f}×"
+
+
+def _speed_note(arts: list[dict]) -> str:
+    """Where the speed was measured, and what an artifact slower than its FP32 means."""
+    benches = [a.get("benchmark") or {} for a in arts]
+    cpu = next((b["cpu"] for b in benches if b.get("cpu")), "this computer's CPU")
+    slower = [a for a, b in zip(arts, benches, strict=True) if b.get("slower_than_fp32")]
+    text = (f"<p>Measured on {_e(cpu)}, batch 1, median of the timed runs through the box's "
+            "own runtime. Speed vs its FP32: the time of the FP32 artifact of the same "
+            "runtime over this one's (above 1 is faster).")
+    if slower:
+        names = ", ".join(f"{_e(a['label'])} ({_e(a.get('path', ''))})" for a in slower)
+        text += (f' <span class="fail">Slower than its FP32 source on this CPU: {names}.'
+                 "</span> It is kept in the package, marked (<code>slower_than_fp32</code> "
+                 "in its manifest validation): the box times every artifact it can run on its "
+                 "own CPU and runs the fastest, the higher precision on a tie, so it runs "
+                 "this one only where it is faster there (a CPU with VNNI, or the GPU a "
+                 "TensorRT artifact is made for).")
+    return text + "</p>"
+
+
 def _gate_cell(art: dict) -> str:
     gate = art.get("gate") or {}
     if "passed" not in gate:
@@ -378,7 +408,8 @@ def write_report(path: Path, data: dict) -> Path:
     ``data``: name, version, intended_use, spec {labels, activation, input_shape},
     source {label, metrics, roc, benchmark?}, artifacts [{label, kind, format, precision,
     path, profiles, metrics, gate {passed, failures}, benchmark {ms_per_image, ms_p90,
-    size_bytes, threads, backend}, roc}], steps [{name, summary}], gate {limit: value},
+    size_bytes, threads, backend, cpu, speedup_vs_fp32, slower_than_fp32, fp32_source},
+    roc}], steps [{name, summary}], gate {limit: value},
     created (ISO time); optional: threshold_rule, floors {auc, sensitivity}, weakness
     [{figure, model, value, floor}] (shown as a banner at the top), heads [...], heatmap
     (``steps["heatmap"]``), validated_range (``steps["validated_range"]`` with held_out),
@@ -401,6 +432,7 @@ def write_report(path: Path, data: dict) -> Path:
                    _e((m.get("benchmark") or {}).get("threads", "")),
                    _f((m.get("benchmark") or {}).get("ms_per_image"), 3),
                    _f((m.get("benchmark") or {}).get("ms_p90"), 3),
+                   _speedup_cell(m.get("benchmark") or {}),
                    _size((m.get("benchmark") or {}).get("size_bytes"))] for m in arts]
     gate_rows = [[_e(k), _e("—" if v is None else v), _e(_LIMITS.get(k, ""))]
                  for k, v in (data.get("gate") or {}).items()]
@@ -427,8 +459,9 @@ def write_report(path: Path, data: dict) -> Path:
         "<h2>Latency and size</h2>",
         _bars(models, "ms_per_image", "Latency per image", "ms"),
         _bars(models, "size_bytes", "Artifact size", "MB", 1e6),
-        _table(["artifact", "path", "backend", "threads", "ms / image", "ms p90", "size"],
-               bench_rows, 4),
+        _table(["artifact", "path", "backend", "threads", "ms / image", "ms p90",
+                "speed vs its FP32", "size"], bench_rows, 4),
+        _speed_note(arts),
         "<h2>Fidelity gate</h2>", _table(["limit", "value", "meaning"], gate_rows),
         _table(["artifact", "precision", "result"], result_rows, 3),
         _left_out(list(data.get("left_out") or [])),

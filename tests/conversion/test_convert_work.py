@@ -42,4 +42,12 @@ def test_a_rerun_with_other_targets_after_a_failed_run_packages_only_its_own(tmp
     manifest = load_package(out, [signing_key.with_suffix(".pub")]).manifest
     assert {a["format"] for a in manifest["artifacts"]} == {"onnx"}
     assert not (out / "openvino" / "model.fp32.xml").exists()
-    assert "openvino" not in (out / "report.html").read_text(encoding="utf-8")
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert "openvino" not in report
+    # each INT8 artifact's speed against the FP32 of its runtime, in the manifest and report
+    int8 = next(a for a in manifest["artifacts"] if a["precision"] == "int8")
+    validation = int8["validation"]
+    assert validation["fp32_source"] == "model.fp32.onnx" and validation["cpu"]
+    assert validation["speedup_vs_fp32"] > 0
+    assert isinstance(validation["slower_than_fp32"], bool)
+    assert "speed vs its FP32" in report and f"Measured on {validation['cpu']}" in report

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from converters.artifacts import ArtifactRecord
+from converters.benchmark import speedups
 from converters.report import write_report
 from converters.spec import ModelSpec
 from converters.verify import Gate, check_gate, compare, roc_data, source_metrics
@@ -108,7 +110,8 @@ def test_binary_report(tmp_path):
     assert fail_cell.startswith("FAIL")
     assert data["artifacts"][1]["gate"]["failures"][0].split("(")[0].strip() in fail_cell
     limits = {r[0]: r[1] for r in page.rows if len(r) in (2, 3)}
-    assert limits["float_min_agreement"] == "0.999" and limits["int8_min_agreement"] == "—"
+    assert limits["float_min_agreement"] == "0.999" and limits["int8_min_agreement"] == "0.95"
+    assert limits["int8_max_specificity_loss"] == "0.1"
     assert {"macs_before", "macs_after"} <= set(limits)
 
 
@@ -190,3 +193,53 @@ def test_no_heatmap_and_no_range_say_why(tmp_path):
     assert "no heatmap: the model has no linear layer; nothing was added" in text
     assert "no validated range: too few. The box has no guard" in text
     assert "Below the floor" not in html
+
+
+def _record(kind: str, fmt: str, precision: str) -> ArtifactRecord:
+    return ArtifactRecord(kind=kind, format=fmt, precision=precision, path=f"{kind}.bin",
+                          files=[f"{kind}.bin"], profiles=["onnx"], notes={})
+
+
+def test_each_artifact_s_speed_is_against_the_fp32_of_its_own_runtime():
+    records = [_record("onnx-fp32", "onnx", "fp32"), _record("onnx-int8", "onnx", "int8"),
+               _record("onnx-int8-trt", "onnx", "int8"),
+               _record("openvino-fp32", "openvino-ir", "fp32"),
+               _record("openvino-int8", "openvino-ir", "int8"),
+               _record("tflite-int8", "tflite", "int8")]  # no FP32 TFLite: not compared
+    ms = {"onnx-fp32": 1.42, "onnx-int8": 1.33, "onnx-int8-trt": 2.19, "openvino-fp32": 1.22,
+          "openvino-int8": 0.77, "tflite-int8": 1.99}
+    found = speedups(records, {k: {"ms_per_image": v} for k, v in ms.items()})
+    assert set(found) == {"onnx-int8", "onnx-int8-trt", "openvino-int8"}
+    assert found["openvino-int8"] == {"speedup_vs_fp32": 1.584,
+                                      "fp32_source": "openvino-fp32.bin",
+                                      "slower_than_fp32": False}
+    assert found["onnx-int8-trt"]["slower_than_fp32"] is True
+    assert found["onnx-int8-trt"]["speedup_vs_fp32"] == 0.648
+    assert found["onnx-int8"]["slower_than_fp32"] is False  # 1.07 times as fast
+    # within the margin it is not marked slower
+    close = speedups(records[:2], {"onnx-fp32": {"ms_per_image": 1.0},
+                                   "onnx-int8": {"ms_per_image": 1.04}})
+    assert close["onnx-int8"]["slower_than_fp32"] is False
+
+
+def test_the_report_marks_an_int8_artifact_slower_than_its_fp32_and_says_why(tmp_path):
+    spec = ModelSpec(input_shape=(1, 1, 16, 16), output_names=("logit",), score_output="logit")
+    rng = np.random.default_rng(0)
+    labels = (rng.random(200) < 0.5).astype(np.int64)
+    outs = {"logit": rng.normal(labels * 2.0 - 1.0, 1.0)[:, None].astype(np.float32)}
+    data = _data(spec, labels, outs)
+    data["artifacts"][0]["benchmark"]["cpu"] = "Test CPU @ 2.0GHz"
+    data["artifacts"][1]["benchmark"].update(
+        {"speedup_vs_fp32": 0.62, "slower_than_fp32": True, "fp32_source": "onnx.fp32.bin"})
+    html, page = _parse(write_report(tmp_path / "report.html", data))
+    head = next(r for r in page.rows if "speed vs its FP32" in r)
+    rows = {r[0]: r for r in page.rows if len(r) == len(head) and r[0].startswith("onnx")}
+    column = head.index("speed vs its FP32")
+    assert rows["onnx int8"][column] == "0.62× slower" and rows["onnx fp32"][column] == "—"
+    text = " ".join(page.text)
+    assert "Measured on Test CPU @ 2.0GHz" in text
+    assert "Slower than its FP32 source on this CPU: onnx int8 (onnx.int8.bin)" in text
+    assert "runs the fastest" in text
+    data["artifacts"][1]["benchmark"].update({"speedup_vs_fp32": 2.9, "slower_than_fp32": False})
+    html, page = _parse(write_report(tmp_path / "report.html", data))
+    assert "2.90×" in html and "Slower than its FP32" not in html
