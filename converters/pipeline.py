@@ -34,6 +34,12 @@ import torch
 from converters import formats
 from converters.artifacts import ArtifactRecord, open_artifact, run_batch
 from converters.benchmark import benchmark, speedups
+from converters.box_lists import (
+    box_list_head,
+    compare_boxes,
+    decode_nodes,
+    head_outputs,
+)
 from converters.cam import (
     CAM_OUTPUT,
     FEATURES_OUTPUT,
@@ -199,8 +205,29 @@ class Conversion:
                 self._source = load_source(self.config.model, self.config.weights,
                                            self.config.factory_kwargs)
                 self.state["source"] = self._source.provenance()
-            self._source = self._with_mask_score(self._source)
+            self._source = self._with_box_score(self._with_mask_score(self._source))
         return self._source
+
+    def _with_box_score(self, source: SourceModel) -> SourceModel:
+        """A detector declared with a candidate-list detection head and no score output,
+        wrapped in :class:`converters.box_score.BoxScore` (its best lesion candidate's score
+        as a logit, the finding probability the box computes)."""
+        from converters.box_score import BoxScore
+
+        head = box_list_head(self.config.heads)
+        if head is None or self.config.score_output or isinstance(source.module, BoxScore):
+            return source
+        if source.program is not None or not source.trainable:
+            raise ConvertConfigError(
+                f"a detector without --score-output must be an eager module (MODULE:FACTORY "
+                f"or a pickled module), not {source.kind}: the converter adds its image-level "
+                f"score {MASK_SCORE_OUTPUT!r}")
+        names = tuple(self.config.outputs) or head_outputs(head)
+        self.state.setdefault("output_meanings", {})[MASK_SCORE_OUTPUT] = (
+            "logit of the most probable lesion candidate's score (the image-level score, "
+            "added by the converter)")
+        return SourceModel(BoxScore(source.module, names, head).eval(), source.kind,
+                           source.reference, source.files)
 
     def _with_mask_score(self, source: SourceModel) -> SourceModel:
         """A model declared with a segmentation head only, and no score output, wrapped in
@@ -339,9 +366,16 @@ class Conversion:
     def measure(self, record: ArtifactRecord) -> dict:
         """Compare one artifact's outputs on validation with the PyTorch source's, each at
         its own operating threshold (:meth:`artifact_threshold`)."""
-        return compare(self.spec, self.validation.labels, self.reference(),
-                       self.outputs(record), self.threshold(),
-                       artifact_threshold=self.artifact_threshold(record))
+        metrics = compare(self.spec, self.validation.labels, self.reference(),
+                          self.outputs(record), self.threshold(),
+                          artifact_threshold=self.artifact_threshold(record))
+        head = box_list_head(self.config.heads)
+        if head is not None:  # a detector's final boxes, after the box's own NMS
+            size = self.spec.input_shape[2:]
+            metrics["boxes"] = compare_boxes(head, (float(size[0]), float(size[1])),
+                                             self.reference(), self.outputs(record),
+                                             self.config.thresholds.get("box"))
+        return metrics
 
     def artifact_threshold(self, record: ArtifactRecord) -> float:
         """The finding threshold an artifact runs at: the package's, but for an INT8
@@ -662,6 +696,10 @@ class Conversion:
         out = self.out / kind.path
         out.parent.mkdir(parents=True, exist_ok=True)
         fp32 = self.out / formats.KINDS["onnx-fp32"].path
+        if kind.format == "onnx" and box_list_head(self.config.heads) is not None:
+            # a detector's decode (after its last weighted layers) stays float
+            keep = [*keep, *(n for n in decode_nodes(fp32, list(self.spec.output_names))
+                             if n not in keep)]
         if kind.format == "onnx":
             return quantize_onnx(fp32, out, calib, self.spec, symmetric=kind.key.endswith("trt"),
                                  keep_float=keep)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from converters.box_lists import report_section as box_list_section
 from converters.verify import auc, roc_curve
 
 _CSS = """
@@ -454,7 +455,7 @@ def write_report(path: Path, data: dict) -> Path:
         f"threshold {_e((source.get('metrics') or {}).get('threshold', '?'))}"
         + (f" (chosen by {_e(data['threshold_rule'])})" if data.get("threshold_rule") else "")
         + ".</p>", _floors(data.get("floors")),
-        _summary(source, arts), _per_class(source, arts),
+        _summary(source, arts), _per_class(source, arts), box_list_section(arts),
         "<h2>ROC</h2>", _roc_figure(models),
         "<h2>Latency and size</h2>",
         _bars(models, "ms_per_image", "Latency per image", "ms"),

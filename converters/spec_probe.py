@@ -38,7 +38,7 @@ def spec_from_config(config: ConvertConfig, model: torch.nn.Module) -> ModelSpec
     activation = config.activation or ("softmax" if width > 1 else "sigmoid")
     names_given = config.class_names
     mask_labels = list(getattr(model, "labels", ()))
-    if not config.score_output and getattr(model, "derived_score", None):
+    if not config.score_output and getattr(model, "mask_output", None):
         # a segmenter's class names name its mask's channels; its score is one logit
         _check_mask(outputs, str(getattr(model, "mask_output", "")), mask_labels)
         if len(names_given) > 1 and list(names_given) != mask_labels:

@@ -235,6 +235,13 @@ class Gate:
     #: INT8: largest loss of specificity at the artifact's operating threshold (finding
     #: level): the price of its guard band, in false alarms
     int8_max_specificity_loss: float | None = 0.10
+    #: detectors of candidate boxes (converters/box_lists.py): the least share of the
+    #: source's final boxes an artifact finds again (same class, IoU >= 0.5) and the least
+    #: mean IoU of those it finds, after the box's own NMS; fp32/fp16, then int8
+    float_min_box_sensitivity: float = 0.98
+    float_min_box_iou: float = 0.95
+    int8_min_box_sensitivity: float = 0.90
+    int8_min_box_iou: float = 0.80
 
     @classmethod
     def from_dict(cls, d: dict | None) -> Gate:
@@ -480,6 +487,14 @@ def check_gate(metrics: dict, precision: str, gate: Gate) -> list[str]:
                 out += _sens_failures(f"sensitivity of {label!r}",
                                       metrics["per_class"][label]["sensitivity"],
                                       d["sensitivity_delta"], max_sens_loss)
+    if metrics.get("boxes"):  # a detector's final boxes against the source's
+        from converters.box_lists import box_gate_failures
+
+        floats = precision in FLOAT_PRECISIONS
+        out += box_gate_failures(
+            metrics["boxes"],
+            gate.float_min_box_sensitivity if floats else gate.int8_min_box_sensitivity,
+            gate.float_min_box_iou if floats else gate.int8_min_box_iou)
     return out
 
 

@@ -1,0 +1,228 @@
+"""Bring your own detector: a YOLO-style model that outputs candidate boxes (issue 55).
+
+A small anchor-free detector written in plain PyTorch (a grid of cells, each
+predicting one box ``cx, cy, w, h`` in model-input pixels and its lesion score:
+``[1, N, 4 + 1]``) is trained for a few seconds on CT phantoms, converted by the
+real ``clinibox convert`` with a ``layout = "yolo"`` detection head declared in
+``convert.toml`` (ONNX FP32 and INT8), installed by the box's own install path
+(signature, hashes, golden cases) and run on phantoms: the box's lesion boxes,
+after its own class-aware NMS, are the PyTorch model's (IoU >= 0.9).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from firmware_app.contracts.heads import parse_heads
+from firmware_app.imaging.preprocess import letterbox_grey
+from firmware_app.inference.box_lists import final_boxes, pairwise_iou
+from firmware_app.models.install import install
+from firmware_app.models.package import load_package
+from firmware_app.service.appliance import load_runner
+from firmware_app.settings import box as box_config
+from phantoms.images import dataset_plan, dataset_sample
+from tests.conversion.conftest import clinibox
+from tests.conversion.test_bring_your_own import one_thread
+
+pytestmark = pytest.mark.slow
+
+SIZE, STRIDE, MEAN, STD = 96, 8, 0.3, 0.2
+
+MODULE = '''
+import torch
+from torch import nn
+
+SIZE, STRIDE = 96, 8
+
+
+class TinyYolo(nn.Module):
+    """An anchor-free grid detector: each cell of a stride-8 grid predicts one box (its centre
+    within the cell, its size in cells on a log scale) and a lesion logit. ``forward`` gives
+    the candidates before any NMS, [N, cells, 4 + 1]: cx, cy, w, h in model-input pixels and
+    the lesion probability; ``raw`` the training maps."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+
+        def block(cin, cout, stride):
+            return [nn.Conv2d(cin, cout, 3, stride, 1), nn.BatchNorm2d(cout), nn.ReLU()]
+
+        self.features = nn.Sequential(*block(1, width, 2), *block(width, 2 * width, 2),
+                                      *block(2 * width, 2 * width, 2),
+                                      *block(2 * width, 2 * width, 1),
+                                      *block(2 * width, 2 * width, 1))
+        self.pred = nn.Conv2d(2 * width, 5, 1)
+        grid = SIZE // STRIDE
+        gy, gx = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+        self.register_buffer("gx", gx.float())
+        self.register_buffer("gy", gy.float())
+
+    def raw(self, image):
+        return self.pred(self.features(image))
+
+    def forward(self, image):
+        p = self.raw(image)
+        cx = (self.gx + torch.sigmoid(p[:, 0])) * STRIDE
+        cy = (self.gy + torch.sigmoid(p[:, 1])) * STRIDE
+        w = torch.exp(p[:, 2].clamp(-4, 4)) * STRIDE
+        h = torch.exp(p[:, 3].clamp(-4, 4)) * STRIDE
+        return torch.stack([cx, cy, w, h, torch.sigmoid(p[:, 4])], dim=-1).flatten(1, 2)
+
+
+def tiny_yolo():
+    return TinyYolo()
+'''
+
+TOML = '''
+outputs = ["candidates"]
+class_names = ["lesion"]
+task = "lesion-detection"
+# a detector trained for seconds on faint phantom lesions
+floor_auc = 0.6
+# half the phantoms calibrate INT8 and its guard band
+split = {calibration = 0.5, validation = 0.5}
+
+[[heads]]
+kind = "detection"
+layout = "yolo"
+output = "candidates"
+box_format = "cxcywh"
+labels = ["lesion"]
+iou_threshold = 0.4
+score_threshold = 0.3
+max_detections = 5
+'''
+
+
+def _phantoms(seed: int, count: int) -> list:
+    """CT phantoms of the model's input size (half with lesions)."""
+    plan = dataset_plan(seed, count, ("ct",))
+    return [dataset_sample(seed, i, plan, size=SIZE) for i in range(count)]
+
+
+def _input(image: np.ndarray) -> np.ndarray:
+    """The box's own preprocessing of a grey image: [1, 1, SIZE, SIZE]."""
+    return letterbox_grey(image, (1, 1, SIZE, SIZE), MEAN, STD, {})[0]
+
+
+def _targets(boxes: list[list[tuple]]) -> tuple[np.ndarray, np.ndarray]:
+    """Each lesion's cell (its centre's) and its box there, as the model predicts it."""
+    grid = SIZE // STRIDE
+    hit = np.zeros((len(boxes), grid, grid), np.float32)
+    where = np.zeros((len(boxes), 4, grid, grid), np.float32)
+    for i, lesions in enumerate(boxes):
+        for x0, y0, x1, y1 in lesions:
+            cx, cy = (x0 + x1) / 2 / STRIDE, (y0 + y1) / 2 / STRIDE
+            gx, gy = min(grid - 1, int(cx)), min(grid - 1, int(cy))
+            hit[i, gy, gx] = 1
+            where[i, :, gy, gx] = (cx - gx, cy - gy, np.log((x1 - x0) / STRIDE),
+                                   np.log((y1 - y0) / STRIDE))
+    return hit, where
+
+
+def _train(model: torch.nn.Module, phantoms: list, epochs: int = 30) -> torch.nn.Module:
+    """Adam on the lesion cells' BCE (positives weighted 20×) and their boxes' smooth L1."""
+    x = torch.from_numpy(np.concatenate([_input(p.image) for p in phantoms]))
+    hit, where = (torch.from_numpy(a) for a in _targets([p.boxes for p in phantoms]))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(x))
+        for i in range(0, len(order), 32):
+            idx = order[i:i + 32]
+            p = model.raw(x[idx])
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                p[:, 4], hit[idx], pos_weight=torch.tensor(20.0))
+            cells = hit[idx] > 0
+            if cells.any():
+                box = torch.stack([torch.sigmoid(p[:, 0]), torch.sigmoid(p[:, 1]), p[:, 2],
+                                   p[:, 3]], 1).permute(0, 2, 3, 1)[cells]
+                loss = loss + 2 * torch.nn.functional.smooth_l1_loss(
+                    box, where[idx].permute(0, 2, 3, 1)[cells])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+def _write_folder(folder: Path, phantoms: list) -> Path:
+    """The phantoms as 8-bit PNGs and ``labels.csv`` (1: a lesion is drawn)."""
+    folder.mkdir(parents=True)
+    with open(folder / "labels.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "label"])
+        for i, phantom in enumerate(phantoms):
+            Image.fromarray(np.round(phantom.image * 255).astype(np.uint8)).save(
+                folder / f"ct{i:04d}.png")
+            writer.writerow([f"ct{i:04d}.png", int(bool(phantom.boxes))])
+    return folder / "labels.csv"
+
+
+def test_a_yolo_style_detector_converts_installs_and_outlines_what_pytorch_outlines(
+        tmp_path, signing_key):
+    (tmp_path / "clinic_yolo.py").write_text(MODULE)
+    (tmp_path / "convert.toml").write_text(TOML)
+    namespace: dict = {}
+    exec(MODULE, namespace)
+    torch.manual_seed(0)
+    with one_thread():
+        model = _train(namespace["tiny_yolo"](), _phantoms(11, 300))
+    torch.save(model.state_dict(), tmp_path / "yolo.pt")
+    labels = _write_folder(tmp_path / "data", _phantoms(12, 160))
+    out = tmp_path / "packages" / "tiny-yolo" / "1.0.0"
+
+    run = clinibox("convert", "--config", "convert.toml", "--model", "clinic_yolo:tiny_yolo",
+                   "--weights", "yolo.pt", "--input-shape", f"1,{SIZE},{SIZE}", "--mean",
+                   str(MEAN), "--std", str(STD), "--data", "data", "--labels", str(labels),
+                   "--targets", "onnx", "--out", str(out), "--key", str(signing_key),
+                   cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-6000:]
+    manifest = load_package(out, [signing_key.with_suffix(".pub")]).manifest
+    [head] = manifest["heads"]
+    assert head["layout"] == "yolo" and head["output"] == "candidates"
+    shapes = {o["name"]: o["shape"] for o in manifest["outputs"]}
+    assert shapes == {"candidates": [1, (SIZE // STRIDE) ** 2, 5], "finding_logit": [1, 1]}
+    # every artifact's final boxes against the PyTorch model's, after the box's own NMS
+    for artifact in manifest["artifacts"]:
+        boxes = artifact["validation"]["boxes"]
+        assert boxes["lesions"] > 0, artifact["path"]
+        floor = (0.98, 0.95) if artifact["precision"] == "fp32" else (0.9, 0.8)
+        assert boxes["sensitivity"] >= floor[0] and boxes["mean_iou"] >= floor[1], boxes
+    assert {a["precision"] for a in manifest["artifacts"]} == {"fp32", "int8"}
+    assert "per-lesion sensitivity" in (out / "report.html").read_text(encoding="utf-8")
+
+    # installed as a technician installs a package (golden cases run), then run on phantoms
+    cfg = box_config.from_dict({
+        "storage": {"state_dir": str(tmp_path / "state")},
+        "runtime": {"backend": "onnxruntime", "precision": "fp32"},
+        "models": {"dir": str(tmp_path / "box-models"), "name": "tiny-yolo",
+                   "trusted_keys": [str(signing_key.with_suffix(".pub"))]}})
+    assert install(cfg, out).golden.passed
+    runner = load_runner(cfg)
+    parsed = parse_heads(manifest["heads"])[0]
+    found = compared = 0
+    for phantom in _phantoms(13, 24):
+        findings, _ = runner.run(phantom.image)
+        x, transform = letterbox_grey(phantom.image, (1, 1, SIZE, SIZE), MEAN, STD, {})
+        with torch.no_grad():
+            reference = model(torch.from_numpy(x)).numpy()
+        boxes, scores, _ = final_boxes({"candidates": reference}, parsed, (SIZE, SIZE))
+        mine = np.array([[b.x0, b.y0, b.x1, b.y1] for b in findings.boxes]).reshape(-1, 4)
+        theirs = (boxes - [transform.offset_x, transform.offset_y] * 2) / transform.scale
+        assert len(mine) == len(theirs), (findings.boxes, theirs)
+        if len(mine):
+            assert (np.diag(pairwise_iou(mine, theirs)) >= 0.9).all()
+            assert [b.score for b in findings.boxes] == pytest.approx(scores.tolist(), abs=1e-3)
+            assert {b.label for b in findings.boxes} == {"lesion"}
+            compared += len(mine)
+        truth = np.array(phantom.boxes).reshape(-1, 4)
+        if len(truth) and len(mine) and pairwise_iou(truth, mine).max() >= 0.3:
+            found += 1
+    assert compared >= 5
+    assert found >= 3, "the detector finds no phantom lesion"
