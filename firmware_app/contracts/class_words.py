@@ -14,7 +14,8 @@ from firmware_app.i18n import N_, gettext
 CLASS_WORDS: dict[str, str] = {
     "lesion": N_("lesion"), "finding": N_("finding"), "benign": N_("benign"),
     "malignant": N_("malignant"), "nodule": N_("nodule"), "mass": N_("mass"),
-    "normal": N_("normal"), "suspicious": N_("suspicious")}
+    "normal": N_("normal"), "suspicious": N_("suspicious"), "cyst": N_("cyst"),
+    "background": N_("background")}
 
 
 def class_words(word: str | None) -> str:
