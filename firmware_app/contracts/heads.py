@@ -37,7 +37,8 @@ A head without ``background`` reads as before: a channel labelled
 a single-channel mask without labels is named "lesion".
 
 Every head names the model outputs it reads; a map's stride is the model
-input size over the map size.
+input size over the map size. A detection head with a ``layout`` reads lists of
+candidate boxes instead of maps (``contracts/box_lists.py``).
 
 A heatmap shown beside lesion boxes must lie on them: a heatmap head of a
 package that also detects or segments lesions carries ``on_lesion``, the
