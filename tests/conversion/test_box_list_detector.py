@@ -6,12 +6,15 @@ predicting one box ``cx, cy, w, h`` in model-input pixels and its lesion score:
 real ``clinibox convert`` with a ``layout = "yolo"`` detection head declared in
 ``convert.toml`` (ONNX FP32 and INT8), installed by the box's own install path
 (signature, hashes, golden cases) and run on phantoms: the box's lesion boxes,
-after its own class-aware NMS, are the PyTorch model's (IoU >= 0.9).
+after its own class-aware NMS, are the PyTorch model's (IoU >= 0.9); then a real
+``clinibox serve`` with the package installed receives CT phantoms from dcmtk's
+storescu and stores the same boxes.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -21,16 +24,17 @@ from PIL import Image
 
 from firmware_app.contracts.heads import parse_heads
 from firmware_app.imaging.preprocess import letterbox_grey
+from firmware_app.imaging.wrap import decode_file
 from firmware_app.inference.box_lists import final_boxes, pairwise_iou
 from firmware_app.models.install import install
 from firmware_app.models.package import load_package
 from firmware_app.service.appliance import load_runner
 from firmware_app.settings import box as box_config
+from phantoms.dicom import ct_dataset, write_dicom
 from phantoms.images import dataset_plan, dataset_sample
+from tests.box_harness import Box, storescu
 from tests.conversion.conftest import clinibox
 from tests.conversion.test_bring_your_own import one_thread
-
-pytestmark = pytest.mark.slow
 
 SIZE, STRIDE, MEAN, STD = 96, 8, 0.3, 0.2
 
@@ -164,8 +168,10 @@ def _write_folder(folder: Path, phantoms: list) -> Path:
     return folder / "labels.csv"
 
 
-def test_a_yolo_style_detector_converts_installs_and_outlines_what_pytorch_outlines(
-        tmp_path, signing_key):
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory, signing_key) -> tuple[Path, torch.nn.Module, dict]:
+    """The detector trained on CT phantoms and converted: (package folder, model, manifest)."""
+    tmp_path = tmp_path_factory.mktemp("yolo")
     (tmp_path / "clinic_yolo.py").write_text(MODULE)
     (tmp_path / "convert.toml").write_text(TOML)
     namespace: dict = {}
@@ -176,25 +182,42 @@ def test_a_yolo_style_detector_converts_installs_and_outlines_what_pytorch_outli
     torch.save(model.state_dict(), tmp_path / "yolo.pt")
     labels = _write_folder(tmp_path / "data", _phantoms(12, 160))
     out = tmp_path / "packages" / "tiny-yolo" / "1.0.0"
-
     run = clinibox("convert", "--config", "convert.toml", "--model", "clinic_yolo:tiny_yolo",
                    "--weights", "yolo.pt", "--input-shape", f"1,{SIZE},{SIZE}", "--mean",
                    str(MEAN), "--std", str(STD), "--data", "data", "--labels", str(labels),
                    "--targets", "onnx", "--out", str(out), "--key", str(signing_key),
                    cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-6000:]
-    manifest = load_package(out, [signing_key.with_suffix(".pub")]).manifest
+    return out, model, load_package(out, [signing_key.with_suffix(".pub")]).manifest
+
+
+def _reference(model: torch.nn.Module, manifest: dict, image: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """The PyTorch model's final boxes on a grey image, after the box's own NMS, in the
+    image's pixels (corners [M, 4]), and their scores."""
+    x, transform = letterbox_grey(image, (1, 1, SIZE, SIZE), MEAN, STD, {})
+    with torch.no_grad():
+        candidates = model(torch.from_numpy(x)).numpy()
+    boxes, scores, _ = final_boxes({"candidates": candidates},
+                                   parse_heads(manifest["heads"])[0], (SIZE, SIZE))
+    return (boxes - [transform.offset_x, transform.offset_y] * 2) / transform.scale, scores
+
+
+@pytest.mark.slow
+def test_a_yolo_style_detector_converts_installs_and_outlines_what_pytorch_outlines(
+        converted, tmp_path, signing_key):
+    out, model, manifest = converted
     [head] = manifest["heads"]
     assert head["layout"] == "yolo" and head["output"] == "candidates"
     shapes = {o["name"]: o["shape"] for o in manifest["outputs"]}
     assert shapes == {"candidates": [1, (SIZE // STRIDE) ** 2, 5], "finding_logit": [1, 1]}
     # every artifact's final boxes against the PyTorch model's, after the box's own NMS
+    assert {a["precision"] for a in manifest["artifacts"]} == {"fp32", "int8"}
     for artifact in manifest["artifacts"]:
         boxes = artifact["validation"]["boxes"]
         assert boxes["lesions"] > 0, artifact["path"]
         floor = (0.98, 0.95) if artifact["precision"] == "fp32" else (0.9, 0.8)
         assert boxes["sensitivity"] >= floor[0] and boxes["mean_iou"] >= floor[1], boxes
-    assert {a["precision"] for a in manifest["artifacts"]} == {"fp32", "int8"}
     assert "per-lesion sensitivity" in (out / "report.html").read_text(encoding="utf-8")
 
     # installed as a technician installs a package (golden cases run), then run on phantoms
@@ -205,16 +228,11 @@ def test_a_yolo_style_detector_converts_installs_and_outlines_what_pytorch_outli
                    "trusted_keys": [str(signing_key.with_suffix(".pub"))]}})
     assert install(cfg, out).golden.passed
     runner = load_runner(cfg)
-    parsed = parse_heads(manifest["heads"])[0]
     found = compared = 0
     for phantom in _phantoms(13, 24):
         findings, _ = runner.run(phantom.image)
-        x, transform = letterbox_grey(phantom.image, (1, 1, SIZE, SIZE), MEAN, STD, {})
-        with torch.no_grad():
-            reference = model(torch.from_numpy(x)).numpy()
-        boxes, scores, _ = final_boxes({"candidates": reference}, parsed, (SIZE, SIZE))
+        theirs, scores = _reference(model, manifest, phantom.image)
         mine = np.array([[b.x0, b.y0, b.x1, b.y1] for b in findings.boxes]).reshape(-1, 4)
-        theirs = (boxes - [transform.offset_x, transform.offset_y] * 2) / transform.scale
         assert len(mine) == len(theirs), (findings.boxes, theirs)
         if len(mine):
             assert (np.diag(pairwise_iou(mine, theirs)) >= 0.9).all()
@@ -226,3 +244,42 @@ def test_a_yolo_style_detector_converts_installs_and_outlines_what_pytorch_outli
             found += 1
     assert compared >= 5
     assert found >= 3, "the detector finds no phantom lesion"
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_running_box_stores_the_pytorch_model_s_boxes_for_phantoms_sent_by_storescu(
+        converted, tmp_path, signing_key):
+    out, model, manifest = converted
+    (tmp_path / "box").mkdir()
+    box = Box(tmp_path / "box", {
+        "runtime": {"backend": "onnxruntime", "precision": "fp32"},
+        "models": {"dir": str(tmp_path / "models"), "name": "tiny-yolo",
+                   "trusted_keys": [str(signing_key.with_suffix(".pub"))]}})
+    box.cli("model", "install", str(out))
+    files = {}
+    for i, phantom in enumerate(_phantoms(14, 8)):
+        ds = ct_dataset(phantom, {"PatientName": f"YOLO^{i}"})
+        files[str(ds.SOPInstanceUID)] = write_dicom(ds, tmp_path / f"ct{i}.dcm")
+    box.start()
+    try:
+        sent = storescu(box.port, list(files.values()))
+        assert sent.returncode == 0, sent.stderr[-2000:]
+        box.wait_idle(len(files))
+        rows = box.db_rows("SELECT i.sop_instance_uid, r.model_id, r.findings_json "
+                           "FROM results r JOIN instances i ON i.id = r.instance_id")
+    finally:
+        box.stop()
+    assert len(rows) == len(files)
+    limits = box_config.from_dict({}).limits
+    compared = 0
+    for row in rows:
+        assert row["model_id"] == "tiny-yolo@1.0.0"
+        image = decode_file(files[row["sop_instance_uid"]], limits, 1).frames[0]
+        theirs, _ = _reference(model, manifest, image)
+        stored = json.loads(row["findings_json"])
+        mine = np.array([[b["x0"], b["y0"], b["x1"], b["y1"]] for b in stored]).reshape(-1, 4)
+        assert len(mine) == len(theirs), (stored, theirs)
+        assert (np.diag(pairwise_iou(mine, theirs)) >= 0.9).all()
+        compared += len(mine)
+    assert compared >= 3
