@@ -53,6 +53,12 @@ _LIMITS = {
     "int8_min_agreement": "int8: smallest share of images with the same decision (— none)",
     "int8_max_specificity_loss": "int8: largest specificity loss at its operating threshold "
                                  "(the guard band's price in false alarms; — none)",
+    "float_min_box_sensitivity": "fp32/fp16 detectors of boxes: least share of the source's "
+                                 "final boxes found again (same class, IoU >= 0.5)",
+    "float_min_box_iou": "fp32/fp16 detectors of boxes: least mean IoU of the matched boxes",
+    "int8_min_box_sensitivity": "int8 detectors of boxes: least share of the source's final "
+                                "boxes found again (same class, IoU >= 0.5)",
+    "int8_min_box_iou": "int8 detectors of boxes: least mean IoU of the matched boxes",
 }
 
 
