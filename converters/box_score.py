@@ -30,8 +30,10 @@ class BoxScore(nn.Module):
         self.output_names = tuple(output_names)
         self.head = {**DEFAULTS, **head}
         labels = list(self.head.get("labels", []))
-        self.keep = [i for i, label in enumerate(labels)
-                     if label not in self.head["background"]]
+        # background columns count as 0, as on the box (a float mask: no index tensor for
+        # INT8 observers to watch)
+        self.register_buffer("lesion_columns", torch.tensor(
+            [0.0 if label in self.head["background"] else 1.0 for label in labels]))
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Image [N, C, H, W] → the model's outputs and ``finding_logit`` [N, 1]."""
@@ -60,5 +62,5 @@ class BoxScore(nn.Module):
         if objectness is not None:
             obj = objectness if h["activation"] == "none" else torch.sigmoid(objectness)
             scores = scores * obj[:, :, None]
-        p = scores[:, :, self.keep].amax(dim=(1, 2)).clamp(1e-6, 1 - 1e-6)
+        p = (scores * self.lesion_columns).amax(dim=(1, 2)).clamp(1e-6, 1 - 1e-6)
         return {**outputs, MASK_SCORE_OUTPUT: (torch.log(p) - torch.log1p(-p))[:, None]}
