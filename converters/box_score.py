@@ -30,6 +30,8 @@ class BoxScore(nn.Module):
         self.output_names = tuple(output_names)
         self.head = {**DEFAULTS, **head}
         labels = list(self.head.get("labels", []))
+        #: the score columns' names (converters.spec_probe: what class_names may list)
+        self.box_labels = tuple(labels)
         # background columns count as 0, as on the box (a float mask: no index tensor for
         # INT8 observers to watch)
         self.register_buffer("lesion_columns", torch.tensor(

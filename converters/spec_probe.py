@@ -47,6 +47,15 @@ def spec_from_config(config: ConvertConfig, model: torch.nn.Module) -> ModelSpec
                 f"{mask_labels} (its mask's channels, in order): declare them in the head")
         names_given = names_given if len(names_given) == 1 else ["finding"]
         activation = "sigmoid"  # the added score is the logit of one probability
+    elif not config.score_output and getattr(model, "box_labels", None) is not None:
+        # a detector's class names name its score columns; its score is one logit
+        if len(names_given) > 1 and list(names_given) != list(model.box_labels):
+            raise ConvertConfigError(
+                f"class_names {list(names_given)} must be the detection head's labels "
+                f"{list(model.box_labels)} (its score columns, in order): declare them in "
+                "the head")
+        names_given = names_given if len(names_given) == 1 else ["finding"]
+        activation = "sigmoid"
     labels = names_given or (["finding"] if width == 1 else
                              [f"class_{i}" for i in range(width)])
     if len(labels) != width:

@@ -80,3 +80,19 @@ def test_the_gate_holds_float_and_int8_artifacts_to_their_own_box_floors():
     assert check_gate(metrics, "int8", Gate()) == []       # above 0.90 and 0.80
     strict = Gate.from_dict({"int8_min_box_sensitivity": 0.95})
     assert any("per-lesion sensitivity" in f for f in check_gate(metrics, "int8", strict))
+
+
+def test_a_detector_s_class_names_are_its_head_s_labels_and_its_score_one_logit():
+    from converters.config import ConvertConfig, ConvertConfigError
+    from converters.spec_probe import spec_from_config
+
+    wrapped = BoxScore(_Rows(torch.zeros(1, 10, 8)), ("candidates",), HEAD).eval()
+    config = ConvertConfig(input_shape=(1, 8, 8), outputs=["candidates"],
+                           class_names=["background", "lesion", "cyst"])
+    spec = spec_from_config(config, wrapped)
+    assert spec.score_output == "finding_logit" and spec.activation == "sigmoid"
+    assert spec.labels == ("finding",)
+    assert spec.output_names == ("candidates", "finding_logit")
+    config.class_names = ["lesion", "cyst"]
+    with pytest.raises(ConvertConfigError, match="detection head's labels"):
+        spec_from_config(config, wrapped)
