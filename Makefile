@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BOX_STAMP := $(VENV)/.installed-box
+TORCHVISION := $(VENV)/opt/torchvision
 # what `make run` installs: the box's own runtimes (ONNX Runtime is a core dependency), no
 # torch, no converter toolchain, no test tools
 RUN_EXTRAS ?= openvino,tflite,live
@@ -31,6 +32,11 @@ $(BOX_STAMP): pyproject.toml
 $(STAMP): pyproject.toml $(BOX_STAMP)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	# torchvision for the suite's bring-your-own-detector tests: the indexes serve only its CUDA
+	# build, so without its dependencies (they would pull CUDA torch) and outside site-packages,
+	# where only tests/torchvision_cpu.py finds it (it stands in for the compiled ops)
+	$(BIN)/python -m pip install --quiet --no-deps --upgrade --target $(TORCHVISION) \
+		torchvision==0.28.0
 	touch $(STAMP)
 
 # Start the appliance on its embedded defaults (state under ./var, DICOM on
