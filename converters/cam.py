@@ -169,10 +169,8 @@ class CamModel(nn.Module):
         finally:
             handle.remove()
         maps = captured[-1]
-        linear = self.model.get_submodule(self.head.linear_path)
-        weight = linear.weight[:, :, None, None]
-        cam = F.conv2d(maps, weight)
         pooled = maps.mean(dim=(2, 3))
+        cam = self.class_maps(maps, pooled)
         if self.projection_basis.numel():
             centred = pooled - self.projection_mean
             coords = centred @ self.projection_basis
@@ -181,6 +179,12 @@ class CamModel(nn.Module):
                                dim=1)
         outputs = named_outputs(result, self.output_names)
         return {**outputs, CAM_OUTPUT: cam, FEATURES_OUTPUT: pooled}
+
+    def class_maps(self, maps: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """``cam`` [N, K, h, w] of the maps [N, C, h, w] (whose spatial mean is ``pooled``):
+        the linear layer's weights as a 1×1 convolution."""
+        linear = self.model.get_submodule(self.head.linear_path)
+        return F.conv2d(maps, linear.weight[:, :, None, None])
 
 
 def grad_cam(model: nn.Module, head: PoolLinearHead, x: np.ndarray,

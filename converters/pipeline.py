@@ -60,6 +60,7 @@ from converters.export import (
     torch_outputs,
 )
 from converters.feedback import appended, load_feedback_cases
+from converters.head_cam import GradCamModel, find_pooled_head, wrap
 from converters.int8_kernels import kernel_note, saturation_failures
 from converters.ood import (
     IMAGE_STATISTICS,
@@ -477,6 +478,9 @@ class Conversion:
                                   generator=torch.Generator().manual_seed(0))
             search = find_pool_linear_head(
                 module, example, lambda r: named_outputs(r, spec.output_names)[spec.score_output])
+            if search.head is None:  # more than one linear layer after the pool: Grad-CAM
+                search = find_pooled_head(module, example, lambda r: named_outputs(
+                    r, spec.output_names)[spec.score_output])
             reason = search.reason
         if reason:
             report = {"added": False, "reason": f"no heatmap: {reason}"}
@@ -486,7 +490,8 @@ class Conversion:
             return report
         head = search.head
         assert head is not None
-        wrapper = CamModel(module, head, spec.output_names).eval()
+        wrapper = wrap(module, head, spec.output_names)
+        gradient = isinstance(wrapper, GradCamModel)
         wrapped = dataclasses.replace(spec, output_names=(*spec.output_names,
                                                           *CamModel.added_outputs))
         rows = self._calibration_rows()
@@ -506,14 +511,24 @@ class Conversion:
                        f"{len(rows)} calibration images) plus the norm of the rest"
                        if size else ""))
         self.state.setdefault("output_meanings", {}).update({
-            CAM_OUTPUT: f"class-activation map [N, {head.classes}, h, w]: the linear layer "
-                        f"{head.linear_path!r} applied to each position of {head.feature_path!r} "
-                        "(Grad-CAM before its ReLU, up to scale; its mean plus the bias is the "
-                        "logit)",
+            CAM_OUTPUT: (f"Grad-CAM [N, {head.classes}, h, w] computed in the graph: the "
+                         "gradient of each score with respect to the pooled features (through "
+                         f"the head {', '.join(getattr(head, 'chain', ()))}) applied to each "
+                         f"position of {head.feature_path!r} (before its ReLU, times h·w)"
+                         if gradient else
+                         f"class-activation map [N, {head.classes}, h, w]: the linear layer "
+                         f"{head.linear_path!r} applied to each position of {head.feature_path!r} "
+                         "(Grad-CAM before its ReLU, up to scale; its mean plus the bias is the "
+                         "logit)"),
             FEATURES_OUTPUT: f"{features} (for the validated range)"})
         report = {"added": True,
-                  "method": "class-activation map: the final linear layer's weights as a 1×1 "
-                            "convolution of the last feature maps (no gradients)",
+                  "method": ("Grad-CAM in the graph: the head's gradient at the pooled "
+                             "features (its layers' weights and activations' slopes, no "
+                             "autograd) as a 1×1 convolution of the last feature maps"
+                             if gradient else
+                             "class-activation map: the final linear layer's weights as a 1×1 "
+                             "convolution of the last feature maps (no gradients)"),
+                  **({"head_layers": list(getattr(head, "chain", ()))} if gradient else {}),
                   "feature_layer": head.feature_path, "linear_layer": head.linear_path,
                   "map": [head.classes, *head.map_size],
                   "features": {"dimensions": wrapper.feature_size,
