@@ -43,10 +43,18 @@ AFFINE = (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)
 PASS = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Flatten)
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardswish, nn.Hardsigmoid, nn.SiLU,
                nn.GELU, nn.Sigmoid, nn.Tanh)
+#: activation classes of other libraries (timm's own ``GELU``, ``Sigmoid``, ``Tanh``, ``Swish``,
+#: ``HardSwish``, ``HardSigmoid``) taken as the torch one of that name; the replay of the head
+#: (:func:`find_pooled_head`) checks that they compute the same
+NAMED_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "GELU": nn.GELU, "Sigmoid": nn.Sigmoid, "Tanh": nn.Tanh, "Swish": nn.SiLU,
+    "SiLU": nn.SiLU, "HardSwish": nn.Hardswish, "Hardswish": nn.Hardswish,
+    "HardSigmoid": nn.Hardsigmoid, "Hardsigmoid": nn.Hardsigmoid, "ReLU": nn.ReLU}
 #: the head structures that get a heatmap, in words (the docs and the report say the same)
 SUPPORTED = ("after the global average pool, a chain of linear layers, 1×1 convolutions and "
              "batch norms with element-wise activations (ReLU, ReLU6, LeakyReLU, Hardswish, "
-             "Hardsigmoid, SiLU, GELU, Sigmoid, Tanh), dropout and flatten between them")
+             "Hardsigmoid, SiLU, GELU, Sigmoid, Tanh; a batch norm may apply one itself), dropout "
+             "and flatten between them")
 
 
 @dataclass(frozen=True)
@@ -56,8 +64,23 @@ class PooledHead(PoolLinearHead):
     chain: tuple[str, ...] = ()
 
 
+def as_activation(module: nn.Module) -> nn.Module | None:
+    """``module`` as one of ``ACTIVATIONS`` (another library's class by its name), or None."""
+    if isinstance(module, ACTIVATIONS):
+        return module
+    make = NAMED_ACTIVATIONS.get(type(module).__name__)
+    return make() if make is not None and not any(module.children()) else None
+
+
+def _norm_activation(module: nn.Module) -> nn.Module | None:
+    """The activation a batch norm applies after itself (timm's ``BatchNormAct2d``)."""
+    act = getattr(module, "act", None)
+    return as_activation(act) if isinstance(act, nn.Module) else None
+
+
 def _unit(module: nn.Module) -> bool:
-    return isinstance(module, AFFINE + PASS + ACTIVATIONS) or not any(module.children())
+    return (isinstance(module, AFFINE + PASS) or as_activation(module) is not None
+            or not any(module.children()))
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -75,7 +98,10 @@ def _unsupported(module: nn.Module) -> str:
         return "a convolution that is not 1×1 (stride 1, no padding, one group)"
     if isinstance(module, nn.GELU) and module.approximate != "none":
         return "GELU with the tanh approximation"
-    if isinstance(module, AFFINE + PASS + ACTIVATIONS):
+    if isinstance(module, AFFINE) and isinstance(getattr(module, "act", None), nn.Module) and (
+            _norm_activation(module) is None and not isinstance(module.act, nn.Identity)):
+        return f"a batch norm whose own activation is a {type(module.act).__name__}"
+    if isinstance(module, AFFINE + PASS) or as_activation(module) is not None:
         return ""
     return f"a {type(module).__name__}"
 
@@ -142,8 +168,12 @@ def run_head(modules: list[nn.Module], pooled: torch.Tensor
             if bias is not None:
                 x = x + bias
             steps.append((kind, weight))
-        elif isinstance(module, ACTIVATIONS):
-            x, slope = activation(module, x)
+            then = _norm_activation(module)
+            if then is not None:
+                x, slope = activation(then, x)
+                steps.append(("activation", slope))
+        elif (act := as_activation(module)) is not None:
+            x, slope = activation(act, x)
             steps.append(("activation", slope))
     return x, steps
 

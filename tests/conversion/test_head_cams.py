@@ -132,6 +132,59 @@ def test_a_head_it_cannot_map_is_refused_with_the_layer_named(model, says):
     assert search.head is None and says in search.reason, search.reason
 
 
+class GELU(nn.Module):
+    """timm's own GELU class (``timm.layers.activations.GELU``): not ``nn.GELU``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.gelu(x)
+
+
+class BatchNormAct2d(nn.BatchNorm2d):
+    """timm's batch norm with its activation inside (``timm.layers.BatchNormAct2d``)."""
+
+    def __init__(self, channels: int, act: nn.Module) -> None:
+        super().__init__(channels)
+        self.drop, self.act = nn.Identity(), act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.drop(super().forward(x)))
+
+
+class TimmLayersHead(nn.Module):
+    """pool → ``conv_head`` → ``norm_head`` (BatchNormAct2d) → timm GELU → classifier."""
+
+    def __init__(self, act: nn.Module) -> None:
+        super().__init__()
+        self.features = backbone(1, 8)
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.conv_head = nn.Conv2d(16, 32, 1)
+        self.norm_head = BatchNormAct2d(32, act)
+        self.act2 = GELU()
+        self.flatten = nn.Flatten(1)
+        self.classifier = nn.Linear(32, 2)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = self.norm_head(self.conv_head(self.global_pool(self.features(image))))
+        return self.classifier(self.flatten(self.act2(x)))
+
+
+def test_timm_activation_classes_and_its_batch_norm_with_activation_are_mapped():
+    model = TimmLayersHead(nn.Hardswish())
+    train_quickly(model, torch.randn(64, 1, SIZE, SIZE).numpy(),
+                  np.arange(64) % 2, epochs=1)  # running statistics that are not 0 and 1
+    x = torch.randn(6, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(4))
+    head = find_pooled_head(model, x[:2], lambda r: r).head
+    assert head is not None, find_pooled_head(model, x[:2], lambda r: r).reason
+    assert head.chain == ("conv_head", "norm_head", "act2", "flatten", "classifier")
+    with torch.no_grad():
+        cam = wrap(model, head, ("logits",))(x)["cam"].numpy()
+    agreement = grad_cam_agreement(cam, grad_cam(model, head, x.numpy(), lambda r: r, 2))
+    assert agreement["min"] >= 0.99, agreement
+    refused = find_pooled_head(TimmLayersHead(nn.ELU()).eval(), x[:2], lambda r: r)
+    assert refused.head is None
+    assert "a batch norm whose own activation is a ELU ('norm_head')" in refused.reason
+
+
 MODULE = '''
 from tests.conversion.head_models import timm_mobilenetv3
 '''
