@@ -27,6 +27,8 @@ from converters.head_cam import (
 )
 from firmware_app.contracts.heads import head_of, parse_heads
 from firmware_app.models.package import load_package
+from firmware_app.service.appliance import load_runner
+from firmware_app.settings import box as box_config
 from tests.conversion.conftest import clinibox, write_png_folder
 from tests.conversion.head_models import STYLES, ResNetStyle, backbone
 from tests.conversion.tiny_models import as_input, shapes_with_masks, train_quickly
@@ -211,3 +213,12 @@ def test_a_timm_mobilenetv3_head_is_converted_with_its_heatmap(tmp_path, signing
     assert steps["head_layers"] == ["conv_head", "act2", "flatten", "classifier"]
     assert steps["feature_layer"] == "features" and steps["map"] == [2, 8, 8]
     assert steps["grad_cam"]["correlation"]["onnx-fp32"]["min"] >= 0.99
+
+    # on the box (no torch): a finding of this model has its heatmap
+    runner = load_runner(box_config.from_dict({"models": {
+        "dir": str(out.parent.parent), "name": "lesion-mnv3",
+        "trusted_keys": [str(signing_key.with_suffix(".pub"))]}}))
+    images, truth, _ = shapes_with_masks(8, SIZE, 2, seed=35)
+    for image in images[truth == 1]:
+        findings, _ = runner.run(image)
+        assert findings.heatmap is not None and float(findings.heatmap.max()) > 0
