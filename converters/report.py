@@ -366,8 +366,11 @@ def _heatmap(info: dict | None, heads: list[dict]) -> str:
         parts.append(f"<p>{_e(info.get('reason', 'No heatmap added.'))}; nothing was "
                      "added to the model.</p>")
         return "".join(parts)
-    parts.append(f"<p>{_e(info.get('method', ''))}: linear layer "
-                 f"<code>{_e(info.get('linear_layer'))}</code> over the maps of "
+    layers = info.get("head_layers")
+    parts.append(f"<p>{_e(info.get('method', ''))}: "
+                 + (f"head {', '.join(f'<code>{_e(n)}</code>' for n in layers)}"
+                    if layers else f"linear layer <code>{_e(info.get('linear_layer'))}</code>")
+                 + " over the maps of "
                  f"<code>{_e(info.get('feature_layer'))}</code>, output <code>cam</code> "
                  f"{_e(info.get('map'))}.</p>")
     check = info.get("grad_cam") or {}

@@ -213,6 +213,9 @@ def test_a_timm_mobilenetv3_head_is_converted_with_its_heatmap(tmp_path, signing
     assert steps["head_layers"] == ["conv_head", "act2", "flatten", "classifier"]
     assert steps["feature_layer"] == "features" and steps["map"] == [2, 8, 8]
     assert steps["grad_cam"]["correlation"]["onnx-fp32"]["min"] >= 0.99
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert "Grad-CAM in the graph" in report
+    assert "head <code>conv_head</code>, <code>act2</code>, <code>flatten</code>" in report
 
     # on the box (no torch): a finding of this model has its heatmap
     runner = load_runner(box_config.from_dict({"models": {
