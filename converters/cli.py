@@ -66,7 +66,8 @@ def build_parser(prog: str = "clinibox convert") -> argparse.ArgumentParser:
     add("--accept-weak-model", action="store_true", default=None, help="package a model "
         "below the floors anyway; the weakness is written into the manifest and the report")
     add("--no-heatmap", dest="heatmap", action="store_false", default=None,
-        help="do not add a class-activation map (cam) to a pooling + linear classifier")
+        help="do not add a heatmap (cam: a class-activation map, or Grad-CAM in the graph) "
+        "to a classifier")
     add("--targets", help="profiles: onnx, x86-cpu, intel-npu, arm-cpu, jetson")
     add("--out", help="output folder: becomes the model package")
     add("--key", help="Ed25519 private key (PEM); its .pub must sit beside it")
