@@ -458,7 +458,9 @@ class Conversion:
 
     def add_heatmap(self) -> dict:
         """Before export: wrap a classifier whose head is global average pooling + a linear
-        layer in :class:`converters.cam.CamModel`, which adds ``cam`` and ``features``.
+        layer in :class:`converters.cam.CamModel`, which adds ``cam`` and ``features``; one
+        with more layers after the pool (``converters.head_cam``: timm's and torchvision's
+        MobileNetV3) in :class:`converters.head_cam.GradCamModel` (Grad-CAM in the graph).
 
         Any other model keeps its outputs and ``steps["heatmap"]`` says why. The wrapped
         network is kept in the work folder for the later steps.
