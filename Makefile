@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BOX_STAMP := $(VENV)/.installed-box
 TORCHVISION := $(VENV)/opt/torchvision
+TORCHVISION_VERSION := 0.28.0
+TORCHVISION_STAMP := $(TORCHVISION)/.installed-$(TORCHVISION_VERSION)
 # what `make run` installs: the box's own runtimes (ONNX Runtime is a core dependency), no
 # torch, no converter toolchain, no test tools
 RUN_EXTRAS ?= openvino,tflite,live
@@ -17,7 +19,7 @@ EXTRAS ?= dev,convert,openvino,tflite,live,central,docs
 # install-box: the box alone (what `make run` needs); install: everything (tests, the converter
 # toolchain with the CPU build of torch, the hospital's PostgreSQL driver, the docs).
 RECEIVER := $(BIN)/clinibox-receiver
-install: $(STAMP) $(RECEIVER)
+install: $(STAMP) $(RECEIVER) $(TORCHVISION_STAMP)
 install-box: $(BOX_STAMP) $(RECEIVER)
 
 $(RECEIVER): native/receiver/clinibox_receiver.cc scripts/build-receiver.sh | $(BOX_STAMP)
@@ -32,12 +34,15 @@ $(BOX_STAMP): pyproject.toml
 $(STAMP): pyproject.toml $(BOX_STAMP)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
-	# torchvision for the suite's bring-your-own-detector tests: the indexes serve only its CUDA
-	# build, so without its dependencies (they would pull CUDA torch) and outside site-packages,
-	# where only tests/torchvision_cpu.py finds it (it stands in for the compiled ops)
-	$(BIN)/python -m pip install --quiet --no-deps --upgrade --target $(TORCHVISION) \
-		torchvision==0.28.0
 	touch $(STAMP)
+
+# torchvision for the suite's bring-your-own-detector tests: the indexes serve only its CUDA
+# build, so without its dependencies (they would pull CUDA torch) and outside site-packages,
+# where only tests/torchvision_cpu.py finds it (it stands in for the compiled operators)
+$(TORCHVISION_STAMP): | $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps --upgrade --target $(TORCHVISION) \
+		torchvision==$(TORCHVISION_VERSION)
+	touch $@
 
 # Start the appliance on its embedded defaults (state under ./var, DICOM on
 # 11112, USB/folder import under ./var/import) with the bundled demo model. It installs the box's
