@@ -208,9 +208,9 @@ def find_pooled_head(model: nn.Module, example: torch.Tensor,
         if not isinstance(out, torch.Tensor):
             return
         if out.dim() == 4 and out.shape[2] * out.shape[3] > 1:
-            maps.append((name, out.detach()))
+            maps.append((name, out.detach().clone()))  # a later in-place ReLU changes it
         if name in units and args and isinstance(args[0], torch.Tensor):
-            calls.append((name, module, args[0].detach(), out.detach()))
+            calls.append((name, module, args[0].detach().clone(), out.detach().clone()))
 
     handles = [m.register_forward_hook(lambda m_, a_, o_, n=n: hook(m_, a_, o_, n))
                for n, m in model.named_modules() if n]

@@ -32,6 +32,7 @@ from firmware_app.settings import box as box_config
 from tests.conversion.conftest import clinibox, write_png_folder
 from tests.conversion.head_models import STYLES, ResNetStyle, backbone
 from tests.conversion.tiny_models import as_input, shapes_with_masks, train_quickly
+from tests.torchvision_cpu import load as load_torchvision
 
 SIZE = 64
 #: a peak lands in the disc's box by chance on about 8 % of images (its mean area)
@@ -185,6 +186,47 @@ def test_timm_activation_classes_and_its_batch_norm_with_activation_are_mapped()
     refused = find_pooled_head(TimmLayersHead(nn.ELU()).eval(), x[:2], lambda r: r)
     assert refused.head is None
     assert "a batch norm whose own activation is a ELU ('norm_head')" in refused.reason
+
+
+@pytest.mark.parametrize(("name", "plain", "head_says"), [
+    ("mobilenet_v3_small", False, ("classifier.0", "classifier.1", "classifier.2",
+                                   "classifier.3")),
+    ("mobilenet_v3_large", False, ("classifier.0", "classifier.1", "classifier.2",
+                                   "classifier.3")),
+    ("mobilenet_v2", True, ("classifier.1",)),
+    ("resnet18", True, ("fc",)),
+    ("efficientnet_b0", True, ("classifier.1",)),
+    ("regnet_y_400mf", True, ("fc",)),
+    ("shufflenet_v2_x0_5", True, ("fc",)),
+    # a 1×1 convolution to the classes, then the pool: no layer after the pool
+    ("squeezenet1_0", False, "is not the global average of any module's feature maps"),
+    # its ReLU after the last map is a function (in place), so no module's map is pooled
+    ("densenet121", False, "is not the global average of any module's feature maps"),
+    ("convnext_tiny", False, "has a LayerNorm2d ('classifier.0')"),
+])
+def test_torchvision_s_own_classifiers(name, plain, head_says):
+    torchvision = load_torchvision()
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)(num_classes=2).eval()
+    with torch.no_grad():  # untrained: its tiny initial class weights give flat maps
+        for layer in model.modules():
+            if isinstance(layer, nn.Linear):
+                layer.weight.mul_(100.0)
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(5))
+    assert (find_pool_linear_head(model, x, lambda r: r).head is not None) == plain
+    search = find_pooled_head(model, x, lambda r: r)
+    if isinstance(head_says, str):
+        assert search.head is None and head_says in search.reason, search.reason
+        return
+    assert search.head is not None and search.head.chain == head_says, search.reason
+    if plain:  # the converter gives it the plain CAM (tests/unit/test_convert_cam.py)
+        return
+    with torch.no_grad():
+        cam = wrap(model, search.head, ("logits",))(x)["cam"].numpy()
+    agreement = grad_cam_agreement(cam, grad_cam(model, search.head, x.numpy(),
+                                                 lambda r: r, 2))
+    # a map is flat where every hardswish of the head sits below -3 (Grad-CAM's is too)
+    assert agreement["flat"] < agreement["maps"] and agreement["min"] >= 0.99, agreement
 
 
 MODULE = '''
