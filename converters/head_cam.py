@@ -200,17 +200,25 @@ def find_pooled_head(model: nn.Module, example: torch.Tensor,
                      score_of: Callable[[Any], torch.Tensor]) -> HeadSearch:
     """The pooled head of ``model`` (see the module's docstring), or why there is none."""
     model = model.eval()
-    calls: list[tuple[str, nn.Module, Any, torch.Tensor]] = []
-    maps: list[tuple[str, torch.Tensor]] = []
+    calls: list[tuple[str, nn.Module, torch.Tensor | None, torch.Tensor | None]] = []
+    maps: list[tuple[str, torch.Tensor, tuple[int, int]]] = []  # name, spatial mean, size
     units = {name for name, m in model.named_modules() if name and _unit(m)}
+
+    def kept(t: Any) -> torch.Tensor | None:
+        """A copy of a tensor of one value per channel (what a head sees), else None (a later
+        in-place ReLU would change it; maps are not kept, only their means)."""
+        small = isinstance(t, torch.Tensor) and (
+            t.dim() <= 3 or (t.dim() == 4 and t.shape[2] * t.shape[3] == 1))
+        return t.detach().clone() if small else None
 
     def hook(module: nn.Module, args: Any, out: Any, name: str) -> None:
         if not isinstance(out, torch.Tensor):
             return
         if out.dim() == 4 and out.shape[2] * out.shape[3] > 1:
-            maps.append((name, out.detach().clone()))  # a later in-place ReLU changes it
-        if name in units and args and isinstance(args[0], torch.Tensor):
-            calls.append((name, module, args[0].detach().clone(), out.detach().clone()))
+            maps.append((name, out.detach().mean(dim=(2, 3)),
+                         (int(out.shape[2]), int(out.shape[3]))))
+        if name in units and args:
+            calls.append((name, module, kept(args[0]), kept(out)))
 
     handles = [m.register_forward_hook(lambda m_, a_, o_, n=n: hook(m_, a_, o_, n))
                for n, m in model.named_modules() if n]
@@ -224,16 +232,18 @@ def find_pooled_head(model: nn.Module, example: torch.Tensor,
     calls = [c for c in calls  # a unit inside another (a batch norm's own activation) goes
              if not any(".".join(c[0].split(".")[:i]) in called  # with its container
                         for i in range(1, c[0].count(".") + 1))]
-    ends = [i for i, c in enumerate(calls) if _close(c[3], score)]
+    ends = [i for i, c in enumerate(calls) if c[3] is not None and _close(c[3], score)]
     if not ends:
         return HeadSearch(None, "its score output is not the output of any of its layers "
                                 "(something follows its last layer)")
     calls = calls[: ends[-1] + 1]
+    found: list[tuple[str, torch.Tensor, tuple[int, int]]] = []
     for start in range(len(calls) - 1, -1, -1):
         first_input = calls[start][2]
+        if first_input is None:
+            continue
         pooled = first_input.reshape(len(first_input), -1)
-        found = [(name, a) for name, a in maps if a.shape[1] == pooled.shape[1]
-                 and _close(a.mean(dim=(2, 3)), pooled)]
+        found = [m for m in maps if m[1].shape[1] == pooled.shape[1] and _close(m[1], pooled)]
         if found:
             break
     else:
@@ -248,16 +258,16 @@ def find_pooled_head(model: nn.Module, example: torch.Tensor,
         if why:
             return HeadSearch(None, f"its head after the global average pool has {why} "
                                     f"({name!r}); a heatmap needs {SUPPORTED}")
-    feature_path, a = found[-1]
+    feature_path, mean, size = found[-1]
     with torch.no_grad():
-        replayed, _ = run_head([c[1] for c in chain], a.mean(dim=(2, 3)))
+        replayed, _ = run_head([c[1] for c in chain], mean)
     if not _close(replayed, score):
         return HeadSearch(None, f"its head after the global average pool ({', '.join(names)}) "
                                 "does not give its score when replayed layer by layer "
                                 "(a function call between the layers?)")
     classes = int(score.reshape(len(score), -1).shape[1])
     return HeadSearch(PooledHead(feature_path, names[-1], int(pooled.shape[1]), classes,
-                                 (int(a.shape[2]), int(a.shape[3])), tuple(names)))
+                                 size, tuple(names)))
 
 
 class GradCamModel(CamModel):
