@@ -49,22 +49,43 @@ def write_bytes_atomically(path: Path, data: bytes, mode: int | None = None,
 
 
 def owned_temp_folder(prefix: str) -> Path:
-    """A new private (0700) folder in the temp folder, named ``<prefix><pid>-<random>``:
-    the pid of its owner. The ``prefix`` folders that owners killed by SIGKILL (or a power
-    cut) left behind are removed first; a folder whose owner still runs is kept."""
+    """A new private (0700) folder in the temp folder, named ``<prefix><ns>_<pid>-<random>``:
+    the pid of its owner and the PID namespace (``/proc/self/ns/pid``) that pid is counted
+    in. The ``prefix`` folders that owners killed by SIGKILL (or a power cut) left behind are
+    removed first; a folder whose owner still runs is kept, and so is one whose owner is
+    counted in another PID namespace (a container or sandbox sharing this temp folder: its
+    pid says nothing here, and a live box's sockets must not be taken away)."""
     _remove_folders_of_dead_owners(prefix)
-    folder = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
+    folder = Path(tempfile.mkdtemp(prefix=f"{prefix}{_pid_namespace()}_{os.getpid()}-"))
     os.chmod(folder, 0o700)
     return folder
 
 
+def _pid_namespace() -> str:
+    """This process's PID namespace (the inode of ``/proc/self/ns/pid``), ``0`` unknown."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "0"
+
+
+def _owner_pid(name: str, prefix: str) -> int | None:
+    """The pid that owns the folder ``name`` when it is counted in this PID namespace (a
+    folder of an earlier release names the pid alone); None when it cannot be judged here."""
+    owner = name.removeprefix(prefix).split("-", 1)[0]
+    namespace, _, pid = owner.rpartition("_")
+    if namespace and namespace != _pid_namespace():
+        return None
+    return int(pid) if pid.isdigit() else None
+
+
 def _remove_folders_of_dead_owners(prefix: str) -> None:
     for folder in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
-        pid = folder.name.removeprefix(prefix).split("-", 1)[0]
-        if not pid.isdigit() or not folder.is_dir() or folder.stat().st_uid != os.getuid():
+        pid = _owner_pid(folder.name, prefix)
+        if pid is None or not folder.is_dir() or folder.stat().st_uid != os.getuid():
             continue
         try:
-            os.kill(int(pid), 0)
+            os.kill(pid, 0)
         except ProcessLookupError:
             shutil.rmtree(folder, ignore_errors=True)
         except PermissionError:  # alive, another user's

@@ -218,6 +218,8 @@ def test_the_folder_a_killed_owner_left_is_removed_by_the_next_sandbox(sandbox, 
     import subprocess
     import sys
 
+    from firmware_app.fs import _pid_namespace
+
     owner = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\n"
          "from firmware_app.imaging.sandbox import DecodeSandbox\n"
@@ -227,7 +229,7 @@ def test_the_folder_a_killed_owner_left_is_removed_by_the_next_sandbox(sandbox, 
          "print(box._folder, flush=True)\n"
          "time.sleep(600)\n"], stdout=subprocess.PIPE, text=True)
     left = Path(owner.stdout.readline().strip())
-    assert left.name.startswith(f"clinibox-decode-{owner.pid}-")
+    assert left.name.startswith(f"clinibox-decode-{_pid_namespace()}_{owner.pid}-")
     owner.kill()  # SIGKILL: no finaliser runs, the folder and its frames stay behind
     owner.wait()
     assert (left / "frames-1.npy").exists()
