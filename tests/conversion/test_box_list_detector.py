@@ -30,6 +30,7 @@ from firmware_app.models.install import install
 from firmware_app.models.package import load_package
 from firmware_app.service.appliance import load_runner
 from firmware_app.settings import box as box_config
+from firmware_app.settings.box import REPO_ROOT
 from phantoms.dicom import ct_dataset, write_dicom
 from phantoms.images import dataset_plan, dataset_sample
 from tests.box_harness import Box, storescu
@@ -38,50 +39,8 @@ from tests.conversion.test_bring_your_own import one_thread
 
 SIZE, STRIDE, MEAN, STD = 96, 8, 0.3, 0.2
 
-MODULE = '''
-import torch
-from torch import nn
-
-SIZE, STRIDE = 96, 8
-
-
-class TinyYolo(nn.Module):
-    """An anchor-free grid detector: each cell of a stride-8 grid predicts one box (its centre
-    within the cell, its size in cells on a log scale) and a lesion logit. ``forward`` gives
-    the candidates before any NMS, [N, cells, 4 + 1]: cx, cy, w, h in model-input pixels and
-    the lesion probability; ``raw`` the training maps."""
-
-    def __init__(self, width: int = 16) -> None:
-        super().__init__()
-
-        def block(cin, cout, stride):
-            return [nn.Conv2d(cin, cout, 3, stride, 1), nn.BatchNorm2d(cout), nn.ReLU()]
-
-        self.features = nn.Sequential(*block(1, width, 2), *block(width, 2 * width, 2),
-                                      *block(2 * width, 2 * width, 2),
-                                      *block(2 * width, 2 * width, 1),
-                                      *block(2 * width, 2 * width, 1))
-        self.pred = nn.Conv2d(2 * width, 5, 1)
-        grid = SIZE // STRIDE
-        gy, gx = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
-        self.register_buffer("gx", gx.float())
-        self.register_buffer("gy", gy.float())
-
-    def raw(self, image):
-        return self.pred(self.features(image))
-
-    def forward(self, image):
-        p = self.raw(image)
-        cx = (self.gx + torch.sigmoid(p[:, 0])) * STRIDE
-        cy = (self.gy + torch.sigmoid(p[:, 1])) * STRIDE
-        w = torch.exp(p[:, 2].clamp(-4, 4)) * STRIDE
-        h = torch.exp(p[:, 3].clamp(-4, 4)) * STRIDE
-        return torch.stack([cx, cy, w, h, torch.sigmoid(p[:, 4])], dim=-1).flatten(1, 2)
-
-
-def tiny_yolo():
-    return TinyYolo()
-'''
+# the cookbook's YOLO-style detector (docs/model-makers/cookbook.md), as clinic_yolo.py
+MODULE = (REPO_ROOT / "examples" / "model-makers" / "yolo" / "yolo_model.py").read_text()
 
 TOML = '''
 outputs = ["candidates"]
