@@ -29,6 +29,7 @@ from firmware_app.models.install import install
 from firmware_app.models.package import load_package
 from firmware_app.service.appliance import load_runner
 from firmware_app.settings import box as box_config
+from firmware_app.settings.box import REPO_ROOT
 from phantoms.dicom import ct_dataset, write_dicom
 from tests.box_harness import Box, storescu
 from tests.conversion.conftest import clinibox
@@ -37,78 +38,11 @@ from tests.conversion.test_bring_your_own import one_thread
 
 SIZE, MEAN, STD = 96, 0.3, 0.2
 
-MODULE = '''
-from collections import OrderedDict
-
-import torch
-from torch import nn
-
-from tests.torchvision_cpu import load
-
-load()  # torchvision, its compiled operators in pure PyTorch where they cannot load
-
-from torchvision.models.detection.anchor_utils import DefaultBoxGenerator  # noqa: E402
-from torchvision.models.detection.ssd import SSD, SSDHead  # noqa: E402
-from torchvision.models.detection.image_list import ImageList  # noqa: E402
-from torchvision.ops import boxes as box_ops  # noqa: E402
-
-SIZE = 96
-
-
-class Backbone(nn.Module):
-    """Two feature levels (strides 4 and 8) of 32 channels, as an FPN would give."""
-
-    out_channels = 32
-
-    def __init__(self) -> None:
-        super().__init__()
-
-        def block(cin, cout, stride):
-            return [nn.Conv2d(cin, cout, 3, stride, 1), nn.BatchNorm2d(cout), nn.ReLU()]
-
-        self.fine = nn.Sequential(*block(1, 16, 2), *block(16, 32, 2), *block(32, 32, 1))
-        self.coarse = nn.Sequential(*block(32, 32, 2), *block(32, 32, 1))
-
-    def forward(self, x):
-        fine = self.fine(x)
-        return OrderedDict([("0", fine), ("1", self.coarse(fine))])
-
-
-def ssd():
-    """torchvision's SSD for one lesion class (and its background), fed what the box feeds
-    (no resize, no normalisation of its own), its postprocessing the box head's: score > 0.3,
-    NMS 0.4, at most 5."""
-    anchors = DefaultBoxGenerator([[], []], scales=[0.06, 0.11, 0.18], steps=[4, 8])
-    head = SSDHead([32, 32], anchors.num_anchors_per_location(), 2)
-    return SSD(Backbone(), anchors, (SIZE, SIZE), 2, image_mean=[0.0], image_std=[1.0],
-               head=head, score_thresh=0.3, nms_thresh=0.4, detections_per_img=5,
-               topk_candidates=5000)
-
-
-class Candidates(nn.Module):
-    """The SSD before its NMS: every default box decoded (x0, y0, x1, y1, clipped to the
-    input as its postprocessing clips them) and its class logits (background first); every
-    image of a batch has the same anchors."""
-
-    def __init__(self, detector) -> None:
-        super().__init__()
-        self.detector = detector.eval()
-
-    def forward(self, image):
-        d = self.detector
-        features = list(d.backbone(image).values())
-        head = d.head(features)
-        anchors = d.anchor_generator(ImageList(image, [(SIZE, SIZE)]), features)[0]
-        n = image.shape[0]
-        boxes = d.box_coder.decode_single(head["bbox_regression"].reshape(-1, 4),
-                                          anchors.repeat(n, 1))
-        boxes = box_ops.clip_boxes_to_image(boxes, (SIZE, SIZE))
-        return boxes.reshape(n, -1, 4), head["cls_logits"]
-
-
-def torchvision_ssd():
-    return Candidates(ssd())
-'''
+# the cookbook's torchvision SSD (docs/model-makers/cookbook.md) as clinic_ssd.py, torchvision
+# loaded first with its compiled operators in pure PyTorch where they cannot load
+MODULE = ("from tests.torchvision_cpu import load\n\nload()\n"
+          + (REPO_ROOT / "examples" / "model-makers" / "torchvision-ssd" / "ssd_model.py")
+          .read_text())
 
 TOML = '''
 outputs = ["boxes", "scores"]
