@@ -174,7 +174,15 @@ def _box_goes_back(box: Path):
         assert status["running"] == f"{PACKAGE}@1.0.0", status
         assert status["active"] == "1.0.0" and not status["trial"], status
         # the box reloads to run it (a modality's association meanwhile is refused, and the
-        # modality sends again): the study of the next step waits for the box to answer
+        # modality sends again): the study of the next step waits for the reloaded box, ready
+        # with the model it went back to, to answer
+
+        def reloaded() -> bool:
+            ready = [line for line in (box / "serve.log").read_text(errors="replace")
+                     .splitlines() if "clinibox ready: model" in line]
+            return bool(ready) and ready[-1].endswith(f"{PACKAGE}@1.0.0")
+
+        wait_for(reloaded, 120, "the box ready again after its reload")
         wait_for(lambda: "answers" in shell.run(
             "/usr/bin/echoscu -aec CLINIBOX 127.0.0.1 11112 && echo answers", check=False),
             120, "the box's DICOM port after its reload")

@@ -20,6 +20,7 @@ import pytest
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom import AE
 
+from firmware_app.fs import _pid_namespace
 from firmware_app.ingest.native_receiver import SOCKET_FOLDER_PREFIX
 from tests.hostile import association_request, mutated, store_pdus
 from tests.integration.conftest import receiver_processes, storescu, wait_for
@@ -39,7 +40,8 @@ def box(box_factory):
 
 def landing_folders(pid: int) -> list[Path]:
     """The landing socket folders of the service ``pid`` in the temp folder."""
-    return list(Path(tempfile.gettempdir()).glob(f"{SOCKET_FOLDER_PREFIX}{pid}-*"))
+    return list(Path(tempfile.gettempdir()).glob(
+        f"{SOCKET_FOLDER_PREFIX}{_pid_namespace()}_{pid}-*"))
 
 
 def test_the_receiver_ends_with_the_service_even_on_a_power_cut_stand_in(box, tmp_path):
