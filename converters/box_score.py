@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from converters.cam import named_outputs
 from converters.source import MASK_SCORE_OUTPUT
 from firmware_app.contracts.box_lists import DEFAULTS
 
@@ -39,13 +40,7 @@ class BoxScore(nn.Module):
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Image [N, C, H, W] → the model's outputs and ``finding_logit`` [N, 1]."""
-        result = self.model(image)
-        if isinstance(result, torch.Tensor):
-            outputs = {self.output_names[0]: result}
-        elif isinstance(result, dict):
-            outputs = {n: result[n] for n in self.output_names}
-        else:
-            outputs = dict(zip(self.output_names, result, strict=True))
+        outputs = named_outputs(self.model(image), self.output_names)
         h = self.head
         objectness = None
         if h["layout"] == "yolo":
