@@ -130,7 +130,7 @@ def udp_mpegts_sender(video: str | Path, port: int) -> Iterator[str]:
         _stop(process)
 
 
-def _listening(port: int) -> bool:
+def listening(port: int) -> bool:
     """Whether something listens on TCP ``port`` (read from /proc, so no client connects:
     ffmpeg's HTTP server serves the first client that does, and only that one)."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -173,7 +173,7 @@ def http_mjpeg_server(video: str | Path, port: int, quality: int = 5,
     thread.start()
     try:
         deadline = time.monotonic() + wait
-        while not _listening(port):
+        while not listening(port):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"ffmpeg does not listen on port {port}")
             time.sleep(0.05)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import pytest
 from firmware_app.storage.live_frames import read_state
 from tests.box_harness import stop, to_toml, wait_for
 from tests.integration.conftest import REPO
-from tests.live_video import ffmpeg, make_phantom_video
+from tests.live_video import ffmpeg, listening, make_phantom_video
 from tests.ports import free_ports
 
 pytestmark = pytest.mark.integration
@@ -31,14 +30,24 @@ def test_an_rtsp_camera_is_read_and_analysed(tmp_path: Path):
          "--client_listen_address", "127.0.0.1", "--source_listen_address", "127.0.0.1",
          "--rtp_start_port", str(20000 + rtp_port % 20000)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    publisher = live = None
+    publishers: list[subprocess.Popen] = []
+    live = None
+    publisher_log = tmp_path / "publisher.log"
+
+    def publish() -> None:
+        """(Re)start the publisher: ffmpeg gives up when the server does not answer it."""
+        if not publishers or publishers[-1].poll() is not None:
+            publishers.append(subprocess.Popen(
+                [ffmpeg(), "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(video),
+                 "-map", "0:v", "-c", "copy", "-f", "rtsp",
+                 f"rtsp://127.0.0.1:{source_port}/ultrasound"],
+                stdout=subprocess.DEVNULL, stderr=open(publisher_log, "ab")))  # noqa: SIM115
     try:
-        time.sleep(1.0)
-        publisher = subprocess.Popen(
-            [ffmpeg(), "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(video),
-             "-map", "0:v", "-c", "copy", "-f", "rtsp",
-             f"rtsp://127.0.0.1:{source_port}/ultrasound"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # The Perl server takes seconds to start on a loaded machine; a fixed pause lost
+        # the race on CI (the publisher found nobody, gave up, and no frame ever came).
+        wait_for(lambda: server.poll() is None and listening(source_port)
+                 and listening(client_port), 60, "the RTSP server listening")
+        publish()
         config = tmp_path / "box.toml"
         config.write_text(to_toml({
             "storage": {"state_dir": str(tmp_path / "state")},
@@ -54,11 +63,20 @@ def test_an_rtsp_camera_is_read_and_analysed(tmp_path: Path):
         def state() -> dict:
             return read_state(tmp_path / "state" / "live", "rtsp-1") or {}
 
-        wait_for(lambda: state().get("state") == "running" and state().get("analysed", 0) > 30,
-                 120, "the RTSP camera analysed")
+        def analysed() -> bool:
+            publish()
+            now = state()
+            return now.get("state") == "running" and now.get("analysed", 0) > 30
+
+        def why() -> str:
+            return (f"state: {state()}\npublishers started: {len(publishers)}\n"
+                    f"publisher: {publisher_log.read_text(errors='replace')[-1500:]}\n"
+                    f"live: {(tmp_path / 'live.log').read_text(errors='replace')[-3000:]}")
+
+        wait_for(analysed, 120, "the RTSP camera analysed", why)
         assert (state()["width"], state()["height"]) == (1280, 720)
         assert state()["model"].startswith("clinibox-demo-lesion")
     finally:
-        for process in (live, publisher, server):
+        for process in (live, *publishers, server):
             if process is not None:
                 stop(process)
