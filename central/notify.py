@@ -3,9 +3,11 @@
 A delivery row (``webhook_deliveries``, UNIQUE ``alert_id``) is written with the alert in
 the alert's transaction, so an alert delivered twice by the broker, or stored by two
 receivers racing, is announced once. :class:`Notifier` (run by ``clinibox central
-serve`` beside the receiver) claims due rows — a conditional UPDATE of ``claimed_until``,
-so two notifiers sharing one database never send the same row at once — and POSTs the
-JSON body with::
+serve`` beside the receiver) claims due rows in turns across the boxes (each box's oldest
+due first, at most :data:`PER_BOX` of one box a pass, so a box that floods the hospital
+with alerts delays another box's by a few posts at most) — a conditional UPDATE of
+``claimed_until``, so two notifiers sharing one database never send the same row at
+once — and POSTs the JSON body with::
 
     X-Clinibox-Delivery: <delivery id>
     X-Clinibox-Timestamp: <unix seconds>
@@ -55,6 +57,18 @@ PAYLOAD_FIELDS = ("finding", "score", "threshold", "modality", "model", "instanc
 CLAIM_MARGIN = 30.0
 #: Rows one pass claims at most.
 BATCH = 20
+#: Rows of one box one pass claims at most: a box with a thousand alerts waiting takes a
+#: pass of a few posts, then every other box's due alerts come first in the next.
+PER_BOX = 5
+#: The due deliveries in turns across the boxes: each box's oldest first, then each box's
+#: second, ... (a window over the due rows; the same SQL on SQLite and PostgreSQL).
+_FAIR_CLAIM = (
+    "SELECT id, payload, attempts FROM (SELECT w.id, w.payload, w.attempts, w.next_at,"
+    " ROW_NUMBER() OVER (PARTITION BY a.clinic, a.device ORDER BY w.next_at, w.id) AS turn"
+    " FROM webhook_deliveries AS w LEFT JOIN alerts AS a ON a.id = w.alert_id"
+    " WHERE w.sent_at IS NULL AND w.given_up_at IS NULL AND w.next_at <= ?"
+    " AND (w.claimed_until IS NULL OR w.claimed_until < ?)) AS due"
+    " WHERE turn <= ? ORDER BY turn, next_at, id LIMIT ?")
 
 
 class NotifyError(CliniboxError, ValueError):
@@ -207,17 +221,17 @@ class Notifier:
             log.warning("[notify] url %s is plain http: the alerts go over the network "
                         "unencrypted (use https)", settings.url)
 
-    def claim(self, now: float | None = None, limit: int = BATCH) -> list[Delivery]:
-        """Claim up to ``limit`` due deliveries (each attempt counted when claimed)."""
+    def claim(self, now: float | None = None, limit: int = BATCH,
+              per_box: int = PER_BOX) -> list[Delivery]:
+        """Claim up to ``limit`` due deliveries, at most ``per_box`` of one box, taken in
+        turns across the boxes (each box's first due, then each box's second, ...), so one
+        box's flood waits behind every other box's alerts (each attempt counted when
+        claimed)."""
         now = time.time() if now is None else now
         until = now + self.settings.timeout_seconds + CLAIM_MARGIN
         claimed: list[Delivery] = []
         with self._db.transaction(write=True) as tx:
-            rows = tx.execute(
-                "SELECT id, payload, attempts FROM webhook_deliveries WHERE sent_at IS NULL"
-                " AND given_up_at IS NULL AND next_at <= ? AND (claimed_until IS NULL"
-                " OR claimed_until < ?) ORDER BY next_at LIMIT ?", (now, now, int(limit))
-            ).fetchall()
+            rows = tx.execute(_FAIR_CLAIM, (now, now, int(per_box), int(limit))).fetchall()
             for delivery_id, payload, attempts in rows:
                 cursor = tx.execute(  # the WHERE again: another notifier may have it now
                     "UPDATE webhook_deliveries SET claimed_until = ?, attempts = attempts + 1"

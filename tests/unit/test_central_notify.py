@@ -123,3 +123,30 @@ def test_no_webhook_no_rows_and_the_secret_is_required(tmp_path):
         load_secret(str(tmp_path / "empty"))
     (tmp_path / "secret").write_text("abc\n")
     assert load_secret(str(tmp_path / "secret")) == b"abc"
+
+
+def test_a_flooding_box_waits_behind_a_quiet_boxs_alert(tmp_path, hook):
+    """Found by the red team: the notifier posted in next_at order, so a quiet clinic's alert
+    waited behind a thousand of a flooding box's. Now it claims in turns across the boxes:
+    the quiet box's alert, due last, is second in the first pass, and a pass takes at most PER_BOX
+    of one box."""
+    from central.notify import PER_BOX
+
+    store = _store(tmp_path)
+    for seq in range(1, 41):
+        store.store(Header("clinic-a", "flood", "alert", seq), alert_payload(), NOW + seq / 100)
+    store.store(Header("clinic-b", "quiet", "alert", 1), alert_payload(), NOW + 1)
+    notifier = _notifier(store, hook)
+    claimed = notifier.claim(NOW + 2)
+    bodies = [json.loads(d.payload) for d in claimed]
+    # the first turn: each box's oldest (the flood's first came first); then the flood's next
+    assert [b["device"] for b in bodies] == ["flood", "quiet"] + ["flood"] * (PER_BOX - 1)
+    flood = [b["received_at"] for b in bodies if b["device"] == "flood"]
+    assert flood == sorted(flood)
+    for delivery in claimed:
+        notifier.finish(delivery, notifier.post(delivery, NOW + 2), NOW + 2)
+    assert len(hook.requests) == PER_BOX + 1
+    assert json.loads(hook.requests[1].body)["device"] == "quiet"
+    while notifier.run_once(NOW + 3):
+        pass
+    assert len(hook.requests) == 41  # the flood is held, not dropped: every alert is sent
