@@ -153,6 +153,28 @@ def http_mjpeg_server(video: str | Path, port: int, quality: int = 5,
     url = f"http://127.0.0.1:{port}/stream"
     command = [*_loop_input(video), "-map", "0:v", "-c:v", "mjpeg", "-q:v", str(quality),
                "-pix_fmt", "yuvj420p", "-f", "mpjpeg", "-listen", "1", url]
+    with _served_again(command, port, wait):
+        yield url
+
+
+@contextlib.contextmanager
+def tls_mpegts_server(video: str | Path, port: int, cert: Path, key: Path,
+                      wait: float = 10.0) -> Iterator[str]:
+    """Serve ``video`` in a loop, at its own pace, as MPEG-TS over TLS (ffmpeg's own
+    ``tls`` protocol, listening) on 127.0.0.1:``port`` with the certificate ``cert`` (its
+    key ``key``); yields the URL a receiver opens (``tls://127.0.0.1:port``). Started again
+    whenever a client leaves or a handshake fails."""
+    command = [*_loop_input(video), "-map", "0:v", "-c", "copy", "-f", "mpegts",
+               "-cert_file", str(cert), "-key_file", str(key),
+               f"tls://127.0.0.1:{port}?listen=1"]
+    with _served_again(command, port, wait):
+        yield f"tls://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def _served_again(command: list[str], port: int, wait: float) -> Iterator[None]:
+    """Run ``command`` (an ffmpeg server of one client) again each time it ends, until the
+    block ends; first wait until it listens on ``port``."""
     stop = threading.Event()
     current: list[subprocess.Popen] = []
     lock = threading.Lock()
@@ -169,7 +191,7 @@ def http_mjpeg_server(video: str | Path, port: int, quality: int = 5,
                 pass
             stop.wait(0.2)
 
-    thread = threading.Thread(target=serve, name="http-mjpeg-server", daemon=True)
+    thread = threading.Thread(target=serve, name="ffmpeg-server", daemon=True)
     thread.start()
     try:
         deadline = time.monotonic() + wait
@@ -177,7 +199,7 @@ def http_mjpeg_server(video: str | Path, port: int, quality: int = 5,
             if time.monotonic() > deadline:
                 raise RuntimeError(f"ffmpeg does not listen on port {port}")
             time.sleep(0.05)
-        yield url
+        yield
     finally:
         stop.set()
         with lock:

@@ -43,6 +43,7 @@ from flask import (
 from firmware_app.contracts.statuses import LiveHint, LiveRequest, LiveState
 from firmware_app.i18n import N_, formats, gettext, ngettext
 from firmware_app.settings.live import LiveSource
+from firmware_app.settings.redaction import redact_detail
 from firmware_app.storage import live_frames, live_sessions, live_studies
 from web import audit_trail, labels, wording
 from web.security import current_account, database
@@ -323,12 +324,14 @@ def frame(source: str, seq: int):
 @blueprint.route("/live/<source>/state")
 def state_json(source: str):
     """Where the source stands, its open session and the ring's seqs (the page polls it)."""
-    name = _source(source).name
+    found = _source(source)
+    name = found.name
     state = live_frames.read_state(_root(), name) or {}
     session = _session_view(live_sessions.open_session(database(), name))
     last = None if session else _last_session(name)
     answer = jsonify(
-        state=effective_state(state or None), detail=state.get("detail") or {},
+        state=effective_state(state or None),
+        detail=redact_detail(state.get("detail") or {}, found.secrets),
         hint=state.get("hint") or LiveHint.NONE.value, fps=state.get("fps"),
         analysed=state.get("analysed"), dropped=state.get("dropped"),
         session=None if session is None else {

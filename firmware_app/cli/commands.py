@@ -108,6 +108,7 @@ def status_report(config: config_module.Config) -> dict[str, Any]:
 def live_report(config: config_module.Config) -> list[dict[str, Any]]:
     """Each ``[[live.sources]]`` as its live process last wrote it (``storage/live_frames``):
     state code, detail, frames analysed a second, analysed and dropped, the open session."""
+    from firmware_app.settings.redaction import redact_detail
     from firmware_app.storage.live_frames import live_root, read_state
 
     root = live_root(config.state_dir)
@@ -115,7 +116,8 @@ def live_report(config: config_module.Config) -> list[dict[str, Any]]:
     for source in config.live.sources:
         state = read_state(root, source.name) or {}
         out.append({"source": source.name, "state": state.get("state", "stopped"),
-                    "detail": state.get("detail") or {}, "fps": state.get("fps", 0.0),
+                    "detail": redact_detail(state.get("detail") or {}, source.secrets),
+                    "fps": state.get("fps", 0.0),
                     "analysed": state.get("analysed", 0), "dropped": state.get("dropped", 0),
                     "session": (state.get("session") or {}).get("id"),
                     "written": _clock(state.get("wall"))})

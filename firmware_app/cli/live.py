@@ -59,17 +59,20 @@ def cmd_live(args: argparse.Namespace) -> int:
     """Run one source; the model chosen for it loaded and checked as the service loads it."""
     from firmware_app.contracts.manifest import PackageError
     from firmware_app.live.run import find_source, limit_memory, model_for, run_source
+    from firmware_app.live.source import source_secrets
     from firmware_app.models.routing import modality_refusal
     from firmware_app.models.store import package_config
     from firmware_app.service.appliance import load_runner
     from firmware_app.service.viewer_process import die_with_parent
     from firmware_app.settings import box
+    from firmware_app.settings.redaction import redact_logs
     from firmware_app.storage.live_frames import claim_source, live_root
 
     die_with_parent()
     config = box.load(args.config)
     logging.getLogger().setLevel(config.logging.level)
     source = find_source(config, args.source)
+    redact_logs(source_secrets(source))  # no log line of this process carries a password
     # one live process a source, held until this one ends: refused before the model loads
     claim_source(live_root(config.state_dir), source.name)
     limit_memory(config.live.memory_mb)

@@ -30,9 +30,16 @@ from firmware_app.inference.lesions import lesion_from_box
 from firmware_app.inference.runner import ModelRunner
 from firmware_app.live.keeper import FOOTAGE_FPS, Keeper
 from firmware_app.live.picture import PictureWatch
-from firmware_app.live.source import Captured, SourceUnavailable, StreamRefused, VideoInput
+from firmware_app.live.source import (
+    Captured,
+    SourceUnavailable,
+    StreamRefused,
+    VideoInput,
+    source_secrets,
+)
 from firmware_app.live.tracker import LiveTracker, Track
 from firmware_app.settings.live import LiveConfig, LiveSource
+from firmware_app.settings.redaction import redact_text
 from firmware_app.storage.live_frames import FrameWriter
 
 log = logging.getLogger(__name__)
@@ -61,6 +68,8 @@ class LiveEngine:
         self.writer = writer
         self.keeper = keeper
         self.no_model = no_model
+        #: what no state or log line may carry (the source's password)
+        self.secrets = source_secrets(source)
         self.watch = PictureWatch(config.frozen_seconds, source.modality)
         self.tracker = LiveTracker(config.hold_frames)
         self._cond = threading.Condition()
@@ -191,8 +200,11 @@ class LiveEngine:
         return state
 
     def _source_state(self, state: LiveState, detail: dict[str, Any]) -> None:
-        """The capture thread's word on the source: it stands until a frame is captured."""
+        """The capture thread's word on the source: it stands until a frame is captured.
+        Its error without the source's secrets (an FFmpeg error quotes the URL)."""
         state = self._lost(state)
+        if "error" in detail:
+            detail = {**detail, "error": redact_text(str(detail["error"]), self.secrets)}
         if state != self.state:
             log.info("live %s: %s %s", self.source.name, state, detail.get("error", ""))
         with self._cond:

@@ -16,6 +16,7 @@ from firmware_app.live.engine import LiveEngine
 from firmware_app.live.keeper import Keeper
 from firmware_app.settings.box import Config
 from firmware_app.settings.live import LiveSource
+from firmware_app.settings.redaction import redact_url
 from firmware_app.storage import db
 from firmware_app.storage.live_frames import FrameWriter, live_root
 from firmware_app.storage.spool import make_spool
@@ -80,6 +81,6 @@ def run_source(config: Config, source: LiveSource, runner: ModelRunner | None, n
     keeper = Keeper(source, config.live, config.database_path, lander,
                     station=config.telemetry.device)
     engine = LiveEngine(source, config.live, runner, writer, keeper, no_model=no_model)
-    log.info("live %s: %s (%s) read by %s", source.name, source.url, source.modality,
+    log.info("live %s: %s (%s) read by %s", source.name, redact_url(source.url), source.modality,
              runner.package.model_id if runner else f"no model ({no_model})")
     engine.run(stop)

@@ -17,14 +17,15 @@ import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import av
 import av.error
 
 from firmware_app.errors import CliniboxError
 from firmware_app.imaging.codestream import StreamFacts, StreamMismatch, jpeg_facts
-from firmware_app.settings.live import LiveConfig, LiveSource
+from firmware_app.settings.live import TLS_SCHEMES, LiveConfig, LiveSource
+from firmware_app.settings.redaction import redact_text
 
 #: how much FFmpeg may read to find the stream's format (bytes) and how long (µs)
 PROBE_BYTES = 5_000_000
@@ -36,6 +37,10 @@ MAX_FAILED_IN_A_ROW = 25
 #: 8 bits): an MJPEG frame of another kind (lossless, 12-bit, arithmetic) FFmpeg may decode
 #: is encoded again for the page, not passed on as it came
 BROWSER_SOF = frozenset({0xC0, 0xC1, 0xC2})
+#: the most a password_file may hold (bytes)
+MAX_PASSWORD_FILE = 4096
+#: the characters a password keeps as they are in the URL (the rest percent-encoded)
+_PASSWORD_SAFE = "-._~!$&'()*+,;="
 
 
 class SourceUnavailable(CliniboxError):
@@ -87,15 +92,59 @@ def open_options(source: LiveSource, config: LiveConfig) -> tuple[str | None, di
             options["sources"] = ",".join(source.allowed_senders)
         if scheme in ("http", "https"):
             options["reconnect"] = "0"
+        if scheme in TLS_SCHEMES and source.ca_file:  # the sender proves who it is
+            options["ca_file"] = source.ca_file
+            options["verify"] = "1"
     return fmt, options
 
 
 def source_path(source: LiveSource) -> str:
-    """What FFmpeg opens: the device, the stream URL, or the file's path."""
+    """What FFmpeg opens: the device, the stream URL (with the password_file's password,
+    read now: StreamRefused where it is not the service's own), or the file's path."""
     url = source.url
     if source.kind == "file" and url.lower().startswith("file://"):
         return urlsplit(url).path
+    if source.kind == "stream" and source.password_file:
+        parts = urlsplit(url)
+        user = parts.netloc.rsplit("@", 1)[0].split(":", 1)[0]
+        host = parts.netloc.rsplit("@", 1)[-1]
+        password = quote(read_password(source), safe=_PASSWORD_SAFE)
+        return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
     return url
+
+
+def read_password(source: LiveSource) -> str:
+    """The password in ``source.password_file`` (its first line): StreamRefused where the
+    file cannot be read, is no regular file, or others than its owner may read it."""
+    path = source.password_file
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise StreamRefused(f"{source.name}: password_file {path}: {exc.strerror}") from exc
+    with os.fdopen(fd, "rb") as held:
+        info = os.fstat(held.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_PASSWORD_FILE:
+            raise StreamRefused(f"{source.name}: password_file {path} is not a small "
+                                f"regular file")
+        if info.st_mode & 0o077:
+            raise StreamRefused(f"{source.name}: password_file {path} may be read by "
+                                f"others (mode {info.st_mode & 0o777:o}; chmod 600 it)")
+        data = held.read(MAX_PASSWORD_FILE)
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    return lines[0] if lines else ""
+
+
+def source_secrets(source: LiveSource) -> list[str]:
+    """Every secret of ``source`` (its URL's, its password_file's): what no state, page or
+    log line may carry (``settings.redaction.redact_text``)."""
+    found = list(source.secrets)
+    if source.password_file:
+        try:
+            password = read_password(source)
+        except StreamRefused:
+            password = ""
+        found += [password, quote(password, safe=_PASSWORD_SAFE)]
+    return [s for s in found if s]
 
 
 class VideoInput:
@@ -105,6 +154,8 @@ class VideoInput:
         self.source = source
         self.config = config
         self.max_pixels = int(config.max_megapixels * 1_000_000)
+        #: what this source's words must never carry
+        self.secrets = source_secrets(source)
         #: packets the decoder could not read (skipped)
         self.broken_packets = 0
         fmt, options = open_options(source, config)
@@ -114,7 +165,7 @@ class VideoInput:
             self.container = av.open(source_path(source), format=fmt, options=options,
                                      timeout=(config.stall_seconds * 2, config.stall_seconds))
         except (av.error.FFmpegError, OSError) as exc:
-            raise SourceUnavailable(f"cannot open {source.name}: {exc}") from exc
+            raise SourceUnavailable(f"cannot open {source.name}: {self.words(exc)}") from None
         try:
             self.stream = self._video_stream()
         except Exception:
@@ -136,6 +187,10 @@ class VideoInput:
         context.thread_type = "SLICE"
         context.thread_count = 2
         return stream
+
+    def words(self, exc: BaseException) -> str:
+        """An FFmpeg error's words without the source's secrets (it quotes the URL)."""
+        return redact_text(str(exc), self.secrets)
 
     @property
     def codec(self) -> str:
@@ -162,14 +217,15 @@ class VideoInput:
                     decoded = packet.decode()
                 except av.error.ArgumentError as exc:  # max_pixels refused the frame
                     raise StreamRefused(f"{self.source.name}: a frame larger than "
-                                        f"[live] max_megapixels: {exc}") from exc
+                                        f"[live] max_megapixels: {self.words(exc)}") from None
                 except (av.error.InvalidDataError, av.error.UndefinedError,
                         av.error.PatchWelcomeError, StreamMismatch) as exc:
                     self.broken_packets += 1
                     failed_in_a_row += 1
                     if failed_in_a_row >= MAX_FAILED_IN_A_ROW:
                         raise StreamRefused(f"{self.source.name}: {failed_in_a_row} packets in "
-                                            f"a row cannot be decoded ({exc})") from exc
+                                            f"a row cannot be decoded "
+                                            f"({self.words(exc)})") from None
                     continue
                 failed_in_a_row = 0
                 for frame in decoded:
@@ -189,7 +245,7 @@ class VideoInput:
             raise SourceUnavailable(f"{self.source.name}: no data for "
                                     f"{self.config.stall_seconds} s") from exc
         except (av.error.FFmpegError, OSError) as exc:
-            raise SourceUnavailable(f"{self.source.name}: {exc}") from exc
+            raise SourceUnavailable(f"{self.source.name}: {self.words(exc)}") from None
         raise SourceUnavailable(f"{self.source.name}: the stream ended", ended=True)
 
     def _check_jpeg(self, data: bytes) -> StreamFacts:

@@ -15,12 +15,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from firmware_app.i18n import gettext
-from firmware_app.settings.loader import in_range, names, one_of, setting
+from firmware_app.settings.loader import ConfigError, in_range, names, one_of, setting
+from firmware_app.settings.redaction import url_secrets
 
 #: a source's name: it names its folder and its page (``/live/<name>``)
 _SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 #: the URL schemes a source may use (``file`` and a bare path: a video file)
-SOURCE_SCHEMES = ("file", "rtsp", "rtsps", "udp", "rtp", "http", "https")
+SOURCE_SCHEMES = ("file", "rtsp", "rtsps", "udp", "rtp", "http", "https", "tls")
+#: the schemes that carry TLS: the sender proves who it is with a certificate (``ca_file``)
+TLS_SCHEMES = ("https", "tls")
 #: V4L2 pixel formats a capture card may be asked for ('' lets the card choose)
 PIXEL_FORMATS = ("", "mjpeg", "yuyv422", "nv12")
 
@@ -44,6 +47,13 @@ def _source_url(value: Any) -> str | None:
         return gettext("must be %(device)s, a path, or a URL of %(schemes)s; got %(value)s",
                        device="/dev/videoN", schemes=names(SOURCE_SCHEMES),
                        value=repr(value))
+    return None
+
+
+def _absolute_or_empty(value: Any) -> str | None:
+    """'' or an absolute path."""
+    if value and not value.startswith("/"):
+        return gettext("must be an absolute path or empty, got %(value)s", value=repr(value))
     return None
 
 
@@ -72,7 +82,17 @@ class LiveSource:
 
     name: str = setting(_source_name, "a name for its page and its folder (unique)", "us-1")
     url: str = setting(_source_url, "/dev/videoN (a capture card), a video file, or "
-                       "rtsp://, udp:// (MPEG-TS), http:// (MJPEG) stream", "/dev/video0")
+                       "rtsp://, udp:// (MPEG-TS), http:// (MJPEG) stream, or tls:// "
+                       "(MPEG-TS over TLS: the sender proven by its certificate, ca_file); "
+                       "write a password in password_file, not here", "/dev/video0")
+    password_file: str = setting(_absolute_or_empty, "network streams: a file (mode 0600, "
+                                 "read by the service alone) holding the password of the "
+                                 "url's user; put into the URL only when the stream is "
+                                 "opened, never shown or logged", "")
+    ca_file: str = setting(_absolute_or_empty, "https:// and tls:// streams: the "
+                           "CA (PEM) that signed the sender's certificate; the sender's "
+                           "certificate is verified and a stream from any other is refused. "
+                           "Empty: not verified", "")
     label: str = setting(doc="what the tablet calls it (e.g. the room's ultrasound)", default="")
     modality: str = setting(doc="what the picture shows, in DICOM words: US (ultrasound) or "
                             "ES (endoscopy)", default="US")
@@ -100,9 +120,11 @@ class LiveSource:
                                   "machine's depth scale shows it); 0: sizes are not "
                                   "measured in mm", 0.0)
     allowed_senders: list[str] = setting(_addresses, "UDP and RTP streams: the addresses "
-                                         "packets are taken from (the encoder's); anything "
-                                         "else on the clinic's network that sends to the "
-                                         "port is ignored. Empty: any sender", factory=list)
+                                         "packets are taken from (the encoder's); others "
+                                         "are ignored. A filter, not authentication: anyone "
+                                         "on the network can forge a sender's address (use "
+                                         "tls:// with ca_file). Empty: any sender",
+                                         factory=list)
     rtsp_transport: str = setting(one_of("tcp", "udp"), "RTSP streams: RTP over the RTSP "
                                   "connection (tcp: nothing lost on a busy network) or over "
                                   "UDP (for cameras that offer only that)", "tcp")
@@ -126,6 +148,11 @@ class LiveSource:
             return None
         width, height = size.split("x")
         return int(width), int(height)
+
+    @property
+    def secrets(self) -> list[str]:
+        """The secrets the url itself carries (a password, a passphrase): never written."""
+        return url_secrets(self.url)
 
     @property
     def region(self) -> tuple[int, int, int, int] | None:
@@ -174,9 +201,19 @@ class LiveConfig:
 
 
 def check_sources(sources: list[LiveSource]) -> None:
-    """Normalise the sources' modalities (upper case)."""
+    """Normalise the sources' modalities (upper case); a password_file needs a stream URL
+    that names its user, and a ca_file a TLS stream (ConfigError)."""
     for source in sources:
         source.modality = source.modality.strip().upper()
+        parts = urlsplit(source.url)
+        where = f"[[live.sources]] {source.name}"
+        if source.password_file and (source.kind != "stream" or not parts.username):
+            raise ConfigError(gettext("%(where)s password_file: the url must name the user "
+                                      "(%(example)s)", where=where,
+                                      example="rtsp://USER@host/stream"))
+        if source.ca_file and parts.scheme.lower() not in TLS_SCHEMES:
+            raise ConfigError(gettext("%(where)s ca_file: needs a url of %(schemes)s",
+                                      where=where, schemes=names(TLS_SCHEMES)))
 
 
 def describe_source_example() -> str:
