@@ -14,7 +14,12 @@ sequence number):
   was rewritten;
 * ``rewound``   – the head is behind the last witnessed row;
 * ``gap``       – ``since_row`` is not the last witnessed row: a heartbeat was lost, or the
-  box's memory of it altered.
+  box's memory of it altered;
+* ``pruned_early`` – the trail now starts after a row the hospital witnessed (the head's
+  ``anchor_row``, the last row pruned, is at or past it) although that row was written less
+  than the box's ``keep_days`` before this heartbeat (:func:`pruned_early`): rows deleted
+  and the anchor moved, not pruned. Checked on every heartbeat that would otherwise
+  ``extend`` the trail, so the alarm stays while such a row would still be kept.
 
 The box checks its own trail against :func:`witness_document` (``clinibox
 audit --verify --witness FILE``).
@@ -27,10 +32,11 @@ from dataclasses import dataclass
 from typing import Any
 
 FIRST, EXTENDS, REWRITTEN, REWOUND, GAP = "first", "extends", "rewritten", "rewound", "gap"
+PRUNED_EARLY = "pruned_early"
 #: Every verdict, in the order above.
-VERDICTS = (FIRST, EXTENDS, REWRITTEN, REWOUND, GAP)
+VERDICTS = (FIRST, EXTENDS, REWRITTEN, REWOUND, GAP, PRUNED_EARLY)
 #: The verdicts a person must look at.
-ALARMS = (REWRITTEN, REWOUND, GAP)
+ALARMS = (REWRITTEN, REWOUND, GAP, PRUNED_EARLY)
 _HASH = re.compile(r"[0-9a-f]{64}")
 _MAX_ROW = 2**63 - 1
 
@@ -44,6 +50,10 @@ class AuditHead:
     since_row: int
     since_hash: str
     at: int | None = None
+    #: the last row pruned (the trail starts after it); None from boxes that do not say
+    anchor_row: int | None = None
+    #: the box's ``[audit] keep_days`` (0: nothing is ever pruned); None: not said
+    keep_days: float | None = None
 
 
 def _row(value: Any) -> bool:
@@ -58,13 +68,39 @@ def audit_head(payload: dict[str, Any]) -> AuditHead | None:
     """The ``audit`` field of a status payload, or None when absent or not well formed."""
     audit = payload.get("audit")
     keys = {"row", "hash", "since_row", "since_hash"}
-    if not isinstance(audit, dict) or set(audit) not in (keys, keys | {"at"}):
+    if not isinstance(audit, dict) or not keys <= set(audit) <= keys | _OPTIONAL_KEYS:
         return None
     if not (_row(audit["row"]) and _row(audit["since_row"]) and _hash(audit["hash"])
-            and _hash(audit["since_hash"]) and _row(audit.get("at", 0))):
+            and _hash(audit["since_hash"]) and _row(audit.get("at", 0))
+            and _row(audit.get("anchor_row", 0)) and _days(audit.get("keep_days", 0))):
         return None
+    keep = audit.get("keep_days")
     return AuditHead(audit["row"], audit["hash"], audit["since_row"], audit["since_hash"],
-                     audit.get("at"))
+                     audit.get("at"), audit.get("anchor_row"),
+                     None if keep is None else float(keep))
+
+
+#: what a head may say besides its row and hashes
+_OPTIONAL_KEYS = {"at", "anchor_row", "keep_days"}
+
+
+def _days(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and 0 <= value <= 36500
+
+
+def pruned_early(head: AuditHead, witnessed: list[tuple[int, int | None]],
+                 now: float) -> int | None:
+    """The lowest row of ``witnessed`` (``(row, at)`` the hospital saw before) that the
+    trail no longer holds although it was written less than ``keep_days`` before ``now``
+    (the box's clock, as ``at`` is); None when there is none, or the head does not say
+    where the trail starts. ``keep_days`` 0 keeps every row: any witnessed row gone is."""
+    if not head.anchor_row or head.keep_days is None:
+        return None
+    oldest_kept = float("-inf") if head.keep_days == 0 else now - head.keep_days * 86400
+    gone = [row for row, at in witnessed
+            if 0 < row <= head.anchor_row and at is not None and at > oldest_kept]
+    return min(gone, default=None)
 
 
 def verdict(previous: tuple[int, str] | None, head: AuditHead) -> str:

@@ -359,6 +359,10 @@ SCHEMAS: dict[str, Obj] = {
         "uptime_s": _SECONDS,
         #: the id of the model the box runs (``name@version``); left out while it runs none
         "model": Optional(_MODEL),
+        #: the digest of that model's manifest (``signing.manifest_digest``: SHA-256 of its
+        #: canonical form); the hospital's rollout counts a box only when name, version and
+        #: digest are the package's. Left out while it runs none (and by older boxes)
+        "model_digest": Optional(_SHA256),
         #: why the box runs no model and holds what it receives (``not_installed``,
         #: ``signature`` …); left out while it analyses
         "waiting_for_model": Optional(OneOf(EVENT_REASONS)),
@@ -391,6 +395,12 @@ SCHEMAS: dict[str, Obj] = {
             #: when the head row was written (epoch seconds; 0 for an empty trail): a row
             #: the hospital saw written less than keep_days ago cannot have been pruned
             "at": Optional(_SECONDS),
+            #: the id of the last row pruned (the anchor's, ``storage.audit_schema``): the
+            #: trail starts after it. A witnessed row at or before it written less than
+            #: ``keep_days`` ago was deleted, not pruned: the hospital raises ``pruned_early``
+            "anchor_row": Optional(_AUDIT_ROW),
+            #: the box's ``[audit] keep_days`` (0: nothing is pruned)
+            "keep_days": Optional(Num(0, 36500)),
         })),
         #: the box's X25519 public key for the hospital's downlink (``contracts.downlink``:
         #: base64 of the raw 32 bytes); the hospital encrypts its verdicts to it (absent from

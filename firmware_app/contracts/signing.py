@@ -34,6 +34,13 @@ def canonical_bytes(document: dict[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def manifest_digest(document: dict[str, Any]) -> str:
+    """A manifest's digest: the hex SHA-256 of its canonical form (what its signature covers).
+    The box reports its running model's (``status.model_digest``) and the hospital's rollout
+    knows its package's, so a step counts only for the package the box shows it runs."""
+    return hashlib.sha256(canonical_bytes(document)).hexdigest()
+
+
 def key_id(public_key: Ed25519PublicKey) -> str:
     """A short stable id for a public key: the first 16 hex digits of its sha256."""
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)

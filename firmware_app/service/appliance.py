@@ -36,6 +36,7 @@ from collections.abc import Callable
 from firmware_app.contracts.egress import EVENT_REASONS, MODEL_ID, MODEL_REF
 from firmware_app.contracts.envelope import load_x25519_public
 from firmware_app.contracts.manifest import ModelPackage, PackageError
+from firmware_app.contracts.signing import manifest_digest
 from firmware_app.dicom_out.sender import DicomSender
 from firmware_app.dicom_out.source import ModelIdentity
 from firmware_app.inference.runner import ModelRunner
@@ -168,7 +169,8 @@ def model_facts(package: ModelPackage, *others: ModelPackage,
                       tuple(ModelFacts(p.model_id, tuple(_labels(p)),
                                        p.thresholds.get("alert", 1.0)) for p in others),
                       runtime=runner.backend.key if runner is not None else "",
-                      runtime_fallback=runner.fell_back if runner is not None else False)
+                      runtime_fallback=runner.fell_back if runner is not None else False,
+                      manifest_digest=manifest_digest(package.manifest))
 
 
 def start_storage_scp(config: DicomConfig, lander: Lander,

@@ -5,7 +5,8 @@ on, every later hash made again (``storage.audit_chain``); the chain then
 checks. Against that the box sends its chain's head off the box, where the box
 cannot take it back: every heartbeat (and the ``online`` message) carries
 
-    "audit": {"row": R, "hash": H, "since_row": R0, "since_hash": H0, "at": T}
+    "audit": {"row": R, "hash": H, "since_row": R0, "since_hash": H0, "at": T,
+              "anchor_row": A, "keep_days": K}
 
 * R, H: the id of the trail's last row and that row's hash (the anchor's id and
   hash while the trail has no row: ``storage.audit_schema``);
@@ -22,6 +23,11 @@ cannot take it back: every heartbeat (and the ``online`` message) carries
   hospital keeps it with the head, so a witnessed row that later went "pruned"
   while younger than ``[audit] keep_days`` shows as deleted (the check against
   the witness file).
+* A, K: the anchor's row (the last row pruned: the trail starts after it) and
+  ``[audit] keep_days``. The hospital checks them on every heartbeat: a row it
+  witnessed at or before A, written less than K days before the heartbeat, was
+  deleted, not pruned (``pruned_early`` on its fleet page), even when the rows
+  after it were left alone and the chain from the moved anchor checks.
 
 The row acknowledged last is read from the outbox (sent status messages stay
 there for ``[telemetry] audit_days``) and kept in ``telemetry_state``
@@ -93,13 +99,18 @@ def remember_acknowledged(conn: sqlite3.Connection) -> None:
         telemetry_state.set_state(conn, WITNESSED_ROW_KEY, float(row))
 
 
-def status_field(conn: sqlite3.Connection) -> dict[str, Any]:
-    """The ``audit`` object of a status message (see the module's docstring for the rule)."""
+def status_field(conn: sqlite3.Connection, keep_days: float | None = None) -> dict[str, Any]:
+    """The ``audit`` object of a status message (see the module's docstring for the rule);
+    with ``keep_days`` (``[audit] keep_days``) it also says where the trail starts
+    (``anchor_row``) and that period, for the hospital's ``pruned_early`` check."""
     row, digest = head(conn)
     since = acknowledged_row(conn)
     since_hash = None if since is None else hash_at(conn, since)
     if since is None or since_hash is None:
         since, since_hash = row, digest
     written = conn.execute("SELECT at FROM audit WHERE id = ?", (row,)).fetchone()
-    return {"row": row, "hash": digest, "since_row": since, "since_hash": since_hash,
-            "at": int(written[0]) if written else 0}
+    field = {"row": row, "hash": digest, "since_row": since, "since_hash": since_hash,
+             "at": int(written[0]) if written else 0}
+    if keep_days is not None:
+        field.update(anchor_row=anchor(conn)[0], keep_days=keep_days)
+    return field

@@ -66,6 +66,8 @@ class ModelFacts:
     runtime_fallback: bool = False
     #: why the box runs no model (a reason code; "" while it analyses, ``model_id`` then "")
     waiting_for_model: str = ""
+    #: the running model's manifest digest (``signing.manifest_digest``; "" unknown)
+    manifest_digest: str = ""
 
     def for_model(self, model_id: str) -> ModelFacts:
         """The facts of the running model with ``model_id``'s name (any version): one of
@@ -227,11 +229,13 @@ def build_summary(conn: sqlite3.Connection, outbox: Outbox, model: ModelFacts,
 
 
 def build_status(conn: sqlite3.Connection, outbox: Outbox, model: ModelFacts, state: str,
-                 uptime_s: float, downlink_key: str | None = None) -> dict[str, Any]:
+                 uptime_s: float, downlink_key: str | None = None, *,
+                 audit_keep_days: float | None = None) -> dict[str, Any]:
     """An online, heartbeat or offline status message; heartbeat and online ones carry the
-    head of the audit trail for the hospital to witness (``storage.audit_witness``). With
-    ``downlink_key`` (the box takes the hospital's downlink) it carries that key and the
-    downlink's watermark (``downlink_seq``)."""
+    head of the audit trail for the hospital to witness (``storage.audit_witness``; with
+    ``audit_keep_days``, where the trail starts and that period). With ``downlink_key``
+    (the box takes the hospital's downlink) it carries that key and the downlink's
+    watermark (``downlink_seq``)."""
     payload: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
         "created_at": int(time.time()),
@@ -243,13 +247,15 @@ def build_status(conn: sqlite3.Connection, outbox: Outbox, model: ModelFacts, st
     }
     if model.model_id:
         payload["model"] = model.model_id
+        if model.manifest_digest:
+            payload["model_digest"] = model.manifest_digest
     if model.waiting_for_model:
         payload["waiting_for_model"] = model.waiting_for_model
     if model.runtime in RUNTIMES:
         payload["runtime"] = model.runtime
         payload["runtime_fallback"] = int(model.runtime_fallback)
     if state in audit_witness.WITNESSED_STATES:
-        payload["audit"] = audit_witness.status_field(conn)
+        payload["audit"] = audit_witness.status_field(conn, audit_keep_days)
     if downlink_key is not None:
         payload["downlink_key"] = downlink_key
         payload["downlink_seq"] = hospital_reviews.watermark(conn)

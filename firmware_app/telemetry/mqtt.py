@@ -128,7 +128,8 @@ class Publisher:
         """An online or offline status payload, read on the publisher's own connection."""
         return build_status(self.conn, self.outbox, self.model, state,
                             time.time() - self.started,
-                            status_downlink_key(self.config, self.identity))
+                            status_downlink_key(self.config, self.identity),
+                            audit_keep_days=self.config.audit.keep_days)
 
     # -- sealing -------------------------------------------------------------
     def seal(self, kind: str, seq: int, payload: dict[str, Any]) -> bytes:

@@ -65,7 +65,8 @@ class TelemetryProducer:
     def status(self, state: str) -> dict:
         """A status payload (heartbeats; the publisher makes online/offline itself)."""
         return build_status(self.conn, self.outbox, self.model, state, self.uptime(),
-                            status_downlink_key(self.config, self.identity))
+                            status_downlink_key(self.config, self.identity),
+                            audit_keep_days=self.config.audit.keep_days)
 
     def _summary_start(self) -> float:
         end = telemetry_rows.state_value(self.conn, "summary_end")

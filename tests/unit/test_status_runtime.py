@@ -40,3 +40,28 @@ def test_the_hospital_refuses_a_runtime_it_does_not_know(outbox):
     for field, value in (("runtime", "cuda-on-a-toaster"), ("runtime_fallback", 2)):
         with pytest.raises(EgressRefused, match=field):
             check_message("status", {**status, field: value}, None)
+
+
+def test_a_status_names_its_models_manifest_digest_and_where_its_audit_trail_starts(outbox):
+    """What the hospital checks a rollout's step and the audit trail's front against."""
+    from firmware_app.contracts.signing import manifest_digest
+    from firmware_app.models.package import load_package
+    from firmware_app.service.appliance import model_facts
+    from firmware_app.settings.box import DEMO_PUBLIC_KEY
+    from firmware_app.storage import audit
+    from tests.model_packages import DEMO
+
+    package = load_package(DEMO, [DEMO_PUBLIC_KEY])
+    facts = model_facts(package)
+    assert facts.manifest_digest == manifest_digest(package.manifest)
+    assert len(facts.manifest_digest) == 64
+    audit.record(outbox.conn, "study_view", account="carl", address="10.0.0.5",
+                 target="study:1", detail="", at=1000.0)
+    status = build_status(outbox.conn, outbox, facts, "heartbeat", 5.0, audit_keep_days=30.0)
+    assert status["model_digest"] == facts.manifest_digest
+    assert (status["audit"]["anchor_row"], status["audit"]["keep_days"]) == (0, 30.0)
+    check_message("status", status, None)
+    with pytest.raises(EgressRefused, match="model_digest"):
+        check_message("status", {**status, "model_digest": "not a digest"}, None)
+    older = build_status(outbox.conn, outbox, MODEL, "heartbeat", 5.0)  # no digest known
+    assert "model_digest" not in older and "anchor_row" not in older["audit"]
