@@ -598,7 +598,7 @@ def cmd_audit_heads(args: argparse.Namespace, config: config_module.CentralConfi
     table(list(latest.values()))
     if alarms:
         print("\n" + _("verdicts to look at (%(verdicts)s):", verdicts=_(", ").join(
-            v if english else labels.audit_verdict(v) for v in ("rewritten", "rewound", "gap"))))
+            v if english else labels.audit_verdict(v) for v in ALARMS)))
         table(alarms)
     return EXIT_OK
 

@@ -8,8 +8,8 @@ Health, from worst to best:
 * ``warning``  – disk nearly full, long queue, outbox dropping messages, drift, a
   recent device event (a model package rolled back or refused, a service failed), or
   an audit-trail head its heartbeats reported in the last ``AUDIT_ALARM_DAYS`` was
-  ``rewritten``, ``rewound`` or a ``gap`` (:mod:`central.audit_witness`), even when
-  later heads extend the trail again;
+  ``rewritten``, ``rewound``, a ``gap`` or ``pruned_early`` (:mod:`central.audit_witness`),
+  even when later heads extend the trail again;
 * ``ok``       – none of the above: the device reports and nothing needs a look.
 
 Every reason behind a health word is listed with the row, so a person can act

@@ -273,28 +273,40 @@ class Store:
             head = audit_witness.audit_head(payload) if header.kind == "status" else None
             verdict = None
             if head is not None:
-                verdict = self._witness(tx, header, head, received_at)
+                verdict = self._witness(tx, header, head, received_at,
+                                        float(created_at or received_at))
             fleet.record(tx, header, payload, received_at, self.health, verdict)
         return True
 
     @staticmethod
     def _witness(tx: Any, header: Header, head: audit_witness.AuditHead,
-                 received_at: float) -> str:
+                 received_at: float, made_at: float) -> str:
+        """The verdict on ``head``, kept with it. ``made_at``: when the box made the status,
+        on the box's clock, the one its ``keep_days`` and its rows' ``at`` are counted by."""
         previous = tx.execute(
             "SELECT head_row, head_hash FROM audit_heads WHERE clinic = ? AND device = ?"
             " AND seq < ? ORDER BY seq DESC LIMIT 1",
             (header.clinic, header.device, header.seq)).fetchone()
         verdict = audit_witness.verdict(
             None if previous is None else (int(previous[0]), str(previous[1])), head)
+        if verdict == audit_witness.EXTENDS and head.anchor_row:  # every heartbeat
+            witnessed = tx.execute(
+                "SELECT head_row, head_at FROM audit_heads WHERE clinic = ? AND device = ?"
+                " AND seq < ? AND head_row > 0 AND head_row <= ? AND head_at IS NOT NULL"
+                " ORDER BY head_at DESC LIMIT 1",
+                (header.clinic, header.device, header.seq, head.anchor_row)).fetchall()
+            if audit_witness.pruned_early(head, [(int(r), int(a)) for r, a in witnessed],
+                                          made_at) is not None:
+                verdict = audit_witness.PRUNED_EARLY
         tx.execute(
             f"INSERT INTO audit_heads ({_HEAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT DO NOTHING",
             (header.clinic, header.device, header.seq, head.row, head.hash, head.since_row,
              head.since_hash, head.at, received_at, verdict))
         if verdict in audit_witness.ALARMS:
-            log.warning("audit trail of %s/%s: %s at seq %d (row %d, since row %d)",
-                        header.clinic, header.device, verdict, header.seq, head.row,
-                        head.since_row)
+            log.warning("audit trail of %s/%s: %s at seq %d (row %d, since row %d, anchor"
+                        " row %s)", header.clinic, header.device, verdict, header.seq,
+                        head.row, head.since_row, head.anchor_row)
         return verdict
 
     def reject(self, reason: str, topic: str, claimed: tuple[str, str] | None, size: int,

@@ -1,9 +1,11 @@
 """The box's audit trail as the witness tests need it: rows, a heartbeat queued as the
-service queues it, and the rewrite the hash chain alone cannot see (issue 43)."""
+service queues it, the rewrite the hash chain alone cannot see (issue 43), and the front of
+the trail deleted with the anchor moved past it, without an ``audit_pruned`` row (issue 56)."""
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from typing import Any
 
 from firmware_app.storage import audit, audit_witness, db
@@ -21,13 +23,16 @@ def fill_trail(conn: sqlite3.Connection, n: int, start: float = 1_000.0) -> None
                      target=f"study:{i + 1}", detail=f"instance {i}", at=start + i)
 
 
-def queue_heartbeat(conn: sqlite3.Connection, *, sent: bool = True) -> dict[str, Any]:
+def queue_heartbeat(conn: sqlite3.Connection, *, sent: bool = True,
+                    keep_days: float | None = None) -> dict[str, Any]:
     """A heartbeat as the service queues it, with its outbox ``seq``; ``sent``: the broker
-    acknowledged it."""
+    acknowledged it. With ``keep_days`` (``[audit] keep_days``, as the service passes it) it
+    says where the trail starts."""
     outbox = Outbox(conn, 100, {"lesion"})
     with db.transaction(conn):
         audit_witness.remember_acknowledged(conn)
-        payload = build_status(conn, outbox, MODEL, "heartbeat", 60.0)
+        payload = build_status(conn, outbox, MODEL, "heartbeat", 60.0,
+                               audit_keep_days=keep_days)
         seq = outbox.add("status", payload)
     if sent:
         outbox.mark_sent(seq)
@@ -52,3 +57,16 @@ def rewrite_without(conn: sqlite3.Connection, gone: int) -> None:
     conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'audit'",
                  (gone + len(later) - 1,))
     conn.execute("UPDATE audit_anchor SET pruning = 0 WHERE id = 1")
+
+
+def delete_front(conn: sqlite3.Connection, through: int) -> None:
+    """The attack of issue 56: as the service user, with the triggers left in place — lift
+    the anchor's pruning flag, delete rows 1 … ``through``, move the anchor to row
+    ``through`` (its id and hash, so the chain after it still checks) and lower the flag; no
+    ``audit_pruned`` row says so."""
+    (last_hash,) = conn.execute("SELECT hash FROM audit WHERE id = ?", (through,)).fetchone()
+    conn.execute("UPDATE audit_anchor SET pruning = 1 WHERE id = 1")
+    conn.execute("DELETE FROM audit WHERE id <= ?", (through,))
+    conn.execute("UPDATE audit_anchor SET last_id = ?, last_hash = ?, pruned_at = ?,"
+                 " pruning = 0 WHERE id = 1", (through, last_hash, time.time()))
+    conn.commit()

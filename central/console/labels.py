@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from central.audit_witness import ALARMS
 from firmware_app.contracts import probability_words
 from firmware_app.contracts.assessment_words import ASSESSMENT_WORDS
 from firmware_app.contracts.class_words import class_words
@@ -50,7 +51,9 @@ AUDIT_VERDICTS = {"first": N_("first report"),
                   "extends": N_("continues the trail the hospital saw"),
                   "rewritten": N_("rewritten since the last report"),
                   "rewound": N_("shorter than the hospital saw"),
-                  "gap": N_("a report is missing before it")}
+                  "gap": N_("a report is missing before it"),
+                  "pruned_early": N_("rows the hospital saw were deleted before keep_days "
+                                     "ended")}
 #: what the receiver made of a message (``central/receiver.OUTCOMES``): a dead letter's reason
 OUTCOMES = {"stored": N_("stored"), "duplicate": N_("already received"),
             "bad-topic": N_("unknown topic"), "malformed": N_("unreadable message"),
@@ -60,7 +63,8 @@ OUTCOMES = {"stored": N_("stored"), "duplicate": N_("already received"),
             "undecryptable": N_("cannot be decrypted with the hospital's key"),
             "schema": N_("fields not as agreed"), "too-old": N_("arrived too late"),
             "from-the-future": N_("dated in the future"),
-            "internal-error": N_("the receiver failed on it")}
+            "internal-error": N_("the receiver failed on it"),
+            "too-big": N_("too large to be a message")}
 #: an alert's priority on the worklist (``queries.priority``), in the worklist's order
 PRIORITIES = {"overdue": N_("urgent: waiting too long"), "high": N_("high"),
               "normal": N_("routine")}
@@ -199,7 +203,7 @@ def outcome(value: object) -> str:
 
 def is_audit_alarm(verdict: object) -> bool:
     """Whether an audit head's verdict is one a person must look at."""
-    return str(verdict) in ("rewritten", "rewound", "gap")
+    return str(verdict) in ALARMS
 
 
 def age(seconds: float) -> str:

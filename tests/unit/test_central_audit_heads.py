@@ -160,3 +160,41 @@ def test_the_dead_letters_cli_lists_and_saves(store, hospital, box, database, ca
     assert status == 0 and saved.read_bytes() == b"CBX1junk"
     status, _ = _cli(database, capsys, "dead-letters", "--save", "999", str(saved))
     assert status == 1
+
+
+DAY = 86400
+
+
+@pytest.mark.parametrize(("head", "witnessed", "expected"), [
+    # the trail starts after row 7; row 5 was witnessed a day ago, kept 30 days: deleted
+    (AuditHead(9, h(9), 9, h(9), 0, 7, 30.0), [(5, -DAY)], 5),
+    (AuditHead(9, h(9), 9, h(9), 0, 7, 30.0), [(5, -40 * DAY)], None),  # pruned in time
+    (AuditHead(9, h(9), 9, h(9), 0, 4, 30.0), [(5, -DAY)], None),  # row 5 still held
+    (AuditHead(9, h(9), 9, h(9), 0, 7, 0.0), [(5, -400 * DAY)], 5),  # keep_days 0: for ever
+    (AuditHead(9, h(9), 9, h(9), 0, None, None), [(5, -DAY)], None),  # an older box: unsaid
+    (AuditHead(9, h(9), 9, h(9), 0, 7, 30.0), [(5, None)], None),  # the head said no time
+])
+def test_a_witnessed_row_gone_before_keep_days_is_pruned_early(head, witnessed, expected):
+    now = 2_000_000_000
+    rows = [(row, None if at is None else now + at) for row, at in witnessed]
+    assert audit_witness.pruned_early(head, rows, now) == expected
+
+
+def test_every_heartbeat_after_rows_deleted_too_early_is_an_alarm(store, hospital, box):
+    receiver = Receiver(CentralConfig(), store, hospital[0])
+    now = int(time.time())
+
+    def beat(row: int, since: int, anchor: int, at: int) -> None:
+        audit = {"row": row, "hash": h(row), "since_row": since, "since_hash": h(since),
+                 "at": at, "anchor_row": anchor, "keep_days": 30}
+        payload = status_payload("heartbeat", created_at=now, audit=audit)
+        assert receiver.handle(*box.envelope("status", payload)) == "stored"
+
+    beat(5, 5, 0, now - 40 * DAY)  # an old row, seen
+    beat(8, 5, 0, now - 2 * DAY)  # a young one, seen
+    beat(12, 8, 6, now - DAY)  # pruned through row 6: row 5 was old enough
+    beat(14, 12, 9, now)  # the anchor moved past row 8, written two days ago
+    beat(15, 14, 9, now)  # and again at the next heartbeat
+    verdicts = [row["verdict"] for row in store.audit_heads(box.clinic, box.device)]
+    assert verdicts == ["first", "extends", "extends", "pruned_early", "pruned_early"]
+    assert audit_witness.PRUNED_EARLY in audit_witness.ALARMS
