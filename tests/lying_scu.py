@@ -180,9 +180,9 @@ class LyingSCU:
         self.release()
 
 
-# -- the lying C-STOREs of issue 43 (the refusal tests and bench/hostile.py) -------------
+# -- the lying C-STOREs of issues 43 and 56 (the refusal tests and bench/hostile.py) -----
 
-SUCCESS, DOES_NOT_MATCH, CANNOT_UNDERSTAND = 0x0000, 0xA900, 0xC000
+SUCCESS, OUT_OF_RESOURCES, DOES_NOT_MATCH, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xA900, 0xC000
 #: what a case's C-STORE-RQ carries: (encoded data set, command SOP Class UID, command SOP
 #: Instance UID)
 Store = tuple[bytes, str, str]
@@ -248,6 +248,34 @@ def leading_zero_study_uid() -> Store:
     return data, CTImageStorage, uid
 
 
+def no_study_instance_uid() -> Store:
+    data, uid = encoded("no-study-instance-uid", StudyInstanceUID=None)
+    return data, CTImageStorage, uid
+
+
+def no_series_instance_uid() -> Store:
+    data, uid = encoded("no-series-instance-uid", SeriesInstanceUID=None)
+    return data, CTImageStorage, uid
+
+
+#: the tag of Pixel Data as it is encoded (explicit VR little endian)
+PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
+
+
+def pixel_data_cut_short() -> Store:
+    """A Pixel Data announced 1,000 bytes longer than the bytes sent: the data set ends
+    (its last fragment says so) inside the value."""
+    data, uid = encoded("pixel-data-cut-short")
+    return data[:-1000], CTImageStorage, uid
+
+
+def pixel_data_header_cut() -> Store:
+    """A data set that ends inside the Pixel Data's element header (its tag and VR sent,
+    not its length)."""
+    data, uid = encoded("pixel-data-header-cut")
+    return data[:data.rindex(PIXEL_DATA_TAG) + 6], CTImageStorage, uid
+
+
 #: case -> (what builds it, what Orthanc 1.10 answers, what the box answers);
 #: None: the association ends without an answer
 CASES: dict[str, tuple[Callable[[], Store], int | None, int | None]] = {
@@ -258,4 +286,8 @@ CASES: dict[str, tuple[Callable[[], Store], int | None, int | None]] = {
     "long_uid_in_data_set": (long_uid_in_data_set, DOES_NOT_MATCH, DOES_NOT_MATCH),
     "path_uid": (path_uid, SUCCESS, CANNOT_UNDERSTAND),
     "leading_zero_study_uid": (leading_zero_study_uid, SUCCESS, CANNOT_UNDERSTAND),
+    "no_study_instance_uid": (no_study_instance_uid, OUT_OF_RESOURCES, OUT_OF_RESOURCES),
+    "no_series_instance_uid": (no_series_instance_uid, OUT_OF_RESOURCES, OUT_OF_RESOURCES),
+    "pixel_data_cut_short": (pixel_data_cut_short, None, CANNOT_UNDERSTAND),
+    "pixel_data_header_cut": (pixel_data_header_cut, SUCCESS, CANNOT_UNDERSTAND),
 }

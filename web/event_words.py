@@ -130,6 +130,9 @@ REFUSALS = {
     "invalid_uid": N_("it holds an invalid number (UID)"),
     "uid_mismatch": N_("its image number differs from the one announced"),
     "class_mismatch": N_("its image kind differs from the one announced"),
+    "no_study_instance_uid": N_("it names no study (Study Instance UID)"),
+    "no_series_instance_uid": N_("it names no series (Series Instance UID)"),
+    "cut_short": N_("it arrived incomplete (cut short while it was sent)"),
 }
 #: the hospital's downlink events (``telemetry/downlink.py``'s codes)
 DOWNLINK = {

@@ -2,9 +2,10 @@
 
 One rule for both DICOM receivers (pynetdicom in ``dicom_scp``, the native front in
 ``native_receiver``): a data set that fails ``store_checks`` (no or invalid UIDs, UIDs
-other than the command's) is refused with the status Orthanc answers and is not stored
-(its file is removed; the log names the reason code, and the event log keeps it for the
-technician, throttled: ``Lander.note_refused``); an accepted one is stored under
+other than the command's, no study or series, cut short) is refused with the status
+Orthanc answers and is not stored (its file is removed; the log names the reason code,
+and the event log keeps it for the technician, throttled: ``Lander.note_refused``), and
+the association goes on; an accepted one is stored under
 its own SOP Instance UID (the command's, by the checks). Success only once the object
 and its queue row are durable; anything that stopped it from being stored answers a
 failure status, so the modality keeps the object and sends it again.
@@ -17,14 +18,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from firmware_app.ingest.landing import Lander, Outcome
-from firmware_app.ingest.store_checks import CANNOT_UNDERSTAND, check_received
+from firmware_app.ingest.store_checks import (
+    CANNOT_UNDERSTAND,
+    OUT_OF_RESOURCES,
+    check_received,
+)
 from firmware_app.storage.spool import SpoolFull
 
 log = logging.getLogger(__name__)
 
 # DICOM status codes (PS3.4 Annex B, PS3.7 Annex C)
 SUCCESS = 0x0000
-OUT_OF_RESOURCES = 0xA700
 __all__ = ["CANNOT_UNDERSTAND", "OUT_OF_RESOURCES", "SUCCESS", "answer_store"]
 
 

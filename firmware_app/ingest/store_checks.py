@@ -8,8 +8,12 @@ Study Instance or Series Instance UID that is not a valid UID (0xC000; Orthanc s
 those, the box does not: a UID names files and rows downstream). A data set whose
 header cannot be read, or that holds an element twice (a second SOP Instance UID that
 dcmtk, the PACS, would ignore and pydicom, the box, would keep), is refused as 0xC000
-too. ``tests/integration/test_ingest_refusals.py`` sends each case to the box and to a
-real Orthanc.
+too. A data set without Study or Series Instance UID is refused as 0xA700, as Orthanc
+refuses it (it cannot file it; the box would have no study to put its results in). A data
+set that ends inside one of its elements (a Pixel Data announced longer than the bytes
+sent: ``data_set_extent``) is refused as 0xC000, and the association goes on; Orthanc
+ends the association without an answer. ``tests/integration/test_ingest_refusals.py``
+sends each case to the box and to a real Orthanc.
 
 Only the header is read (pydicom, element headers up to the pixel data, only the four
 UIDs' values, large values deferred; a deflated data set is inflated to at most
@@ -39,6 +43,7 @@ from pydicom.uid import (
 from firmware_app.errors import CliniboxError
 from firmware_app.i18n import N_
 from firmware_app.imaging.dataset_values import MAX_UID_LENGTH, valid_uid
+from firmware_app.ingest.data_set_extent import cut_short
 
 #: most bytes a deflated data set is inflated to for its header
 HEADER_BYTES = 4 * 2**20
@@ -55,6 +60,7 @@ _TAGS = (SOP_CLASS, SOP_INSTANCE, STUDY_INSTANCE, SERIES_INSTANCE)
 # DICOM status codes (PS3.4 Annex B)
 DATA_SET_DOES_NOT_MATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
+OUT_OF_RESOURCES = 0xA700
 
 
 class Refusal(enum.Enum):
@@ -77,12 +83,22 @@ class Refusal(enum.Enum):
     """Its SOP Instance UID is not the C-STORE command's Affected SOP Instance UID."""
     CLASS_MISMATCH = "class_mismatch"
     """Its SOP Class UID is not the C-STORE command's Affected SOP Class UID."""
+    NO_STUDY_INSTANCE_UID = "no_study_instance_uid"
+    """The data set has no Study Instance UID."""
+    NO_SERIES_INSTANCE_UID = "no_series_instance_uid"
+    """The data set has no Series Instance UID."""
+    CUT_SHORT = "cut_short"
+    """The data set ends inside one of its elements (its Pixel Data announced longer than
+    the bytes sent, say): what arrived is not the object."""
 
     @property
     def status(self) -> int:
-        """The C-STORE status this refusal answers (what Orthanc answers)."""
+        """The C-STORE status this refusal answers (what Orthanc answers; where Orthanc
+        ends the association, cannot understand)."""
         if self in (Refusal.UID_MISMATCH, Refusal.CLASS_MISMATCH):
             return DATA_SET_DOES_NOT_MATCH
+        if self in (Refusal.NO_STUDY_INSTANCE_UID, Refusal.NO_SERIES_INSTANCE_UID):
+            return OUT_OF_RESOURCES
         return CANNOT_UNDERSTAND
 
 
@@ -143,7 +159,11 @@ def read_header_uids(path: Path) -> dict[BaseTag, str]:
             elif value is not None:
                 found[tag] = str(value).strip("\x00 ")
         return {tag: uid for tag, uid in found.items() if uid}
-    except (OSError, RepeatedElement):  # the disk failed (not the sender's fault); or said
+    except OSError as exc:
+        if exc.errno is not None:  # the disk failed (not the sender's fault)
+            raise
+        raise ValueError(f"header cannot be read: {exc}") from exc  # pydicom's, as OSError
+    except RepeatedElement:  # said
         raise
     except Exception as exc:  # a sender's bytes: anything pydicom raises means unreadable
         raise ValueError(f"header cannot be read: {type(exc).__name__}") from exc
@@ -177,8 +197,19 @@ def _read_header(handle: BinaryIO) -> Dataset:
 def check_received(path: Path, *, command_instance_uid: str | None,
                    command_class_uid: str | None) -> Verdict:
     """Check a received data set against its C-STORE-RQ's Affected SOP Instance and
-    Class UIDs; a ``Verdict`` with the refusal, or with the data set's SOP Instance UID.
+    Class UIDs, and that it is whole and names its study and series; a ``Verdict`` with
+    the refusal, or with the data set's SOP Instance UID.
     Raises OSError where the file cannot be read."""
+    with open(path, "rb") as handle:
+        try:
+            if cut_short(handle):
+                return Verdict(Refusal.CUT_SHORT)
+        except OSError as exc:
+            if exc.errno is not None:  # the disk failed, not the sender
+                raise
+            return Verdict(Refusal.UNREADABLE)  # pydicom's "cannot read", as an OSError
+        except ValueError:
+            return Verdict(Refusal.UNREADABLE)
     try:
         uids = read_header_uids(path)
     except RepeatedElement:
@@ -194,6 +225,10 @@ def check_received(path: Path, *, command_instance_uid: str | None,
         return Verdict(Refusal.UID_MISMATCH)
     if sop_class != (command_class_uid or "").strip("\x00 "):
         return Verdict(Refusal.CLASS_MISMATCH)
+    if STUDY_INSTANCE not in uids:
+        return Verdict(Refusal.NO_STUDY_INSTANCE_UID)
+    if SERIES_INSTANCE not in uids:
+        return Verdict(Refusal.NO_SERIES_INSTANCE_UID)
     if not all(valid_uid(uid) for uid in uids.values()):
         return Verdict(Refusal.INVALID_UID)
     return Verdict(None, instance)

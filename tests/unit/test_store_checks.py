@@ -13,16 +13,27 @@ import zlib
 
 import pydicom
 import pytest
+from pydicom.encaps import encapsulate
 from pydicom.filewriter import dcmwrite, write_file_meta_info
-from pydicom.uid import CTImageStorage, DeflatedExplicitVRLittleEndian, MRImageStorage
+from pydicom.uid import (
+    CTImageStorage,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    MRImageStorage,
+)
 
 from firmware_app.imaging.dataset_values import valid_uid
+from firmware_app.ingest.data_set_extent import cut_short
 from firmware_app.ingest.landing import REFUSAL_EVENTS_PER_HOUR, Lander
 from firmware_app.ingest.store_answer import SUCCESS, answer_store
 from firmware_app.ingest.store_checks import (
     CANNOT_UNDERSTAND,
     DATA_SET_DOES_NOT_MATCH,
     HEADER_BYTES,
+    OUT_OF_RESOURCES,
     Refusal,
     check_received,
 )
@@ -215,3 +226,93 @@ def test_refusals_reach_the_event_log_throttled(lander):
     kept = [lander.note_refused("uid_mismatch", f"AE{n}", now) for n in range(40)]
     assert sum(kept) == REFUSAL_EVENTS_PER_HOUR - 1  # the first one above counts too
     assert lander.note_refused("uid_mismatch", "AE0", now + 3601)  # an hour later: again
+
+
+# -- issue 56: a data set without its study or series, and one cut short --------------------
+
+
+@pytest.mark.parametrize(("missing", "refusal"), [
+    ("StudyInstanceUID", Refusal.NO_STUDY_INSTANCE_UID),
+    ("SeriesInstanceUID", Refusal.NO_SERIES_INSTANCE_UID),
+])
+def test_a_data_set_without_its_study_or_series_is_refused_as_orthanc_refuses_it(
+        tmp_path, missing, refusal):
+    path = received(tmp_path, **{missing: None})
+    verdict = check_received(path, command_instance_uid=UID, command_class_uid=CTImageStorage)
+    assert verdict.refusal is refusal and refusal.status == OUT_OF_RESOURCES == 0xA700
+
+
+SYNTAXES = {"explicit": ExplicitVRLittleEndian, "implicit": ImplicitVRLittleEndian,
+            "big": ExplicitVRBigEndian}
+
+
+def _in_syntax(ds: pydicom.Dataset, syntax: str) -> bytes:
+    """``ds`` as a Part-10 file in one of ``SYNTAXES``."""
+    ds.file_meta.TransferSyntaxUID = SYNTAXES[syntax]
+    buffer = io.BytesIO()
+    dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _verdict(tmp_path, data: bytes) -> Refusal | None:
+    path = tmp_path / "receiving-1-cut.dcm"
+    path.write_bytes(data)
+    return check_received(path, command_instance_uid=UID,
+                          command_class_uid=CTImageStorage).refusal
+
+
+@pytest.mark.parametrize("syntax", ["explicit", "implicit", "big"])
+def test_a_data_set_cut_short_is_refused_in_every_syntax(tmp_path, syntax):
+    """Its Pixel Data (the last element) short of 1,000 bytes, of 1 byte, or the data set
+    ending inside the Pixel Data's element header; a sequence of undefined length before
+    it walked item by item. The whole one is accepted."""
+    ds = image_dataset("cut", sop_instance_uid=UID)
+    item = pydicom.Dataset()
+    item.CodeValue, item.CodingSchemeDesignator = "T-D0050", "SRT"
+    ds.AnatomicRegionSequence = [item]
+    ds["AnatomicRegionSequence"].is_undefined_length = True
+    data = _in_syntax(ds, syntax)
+    assert _verdict(tmp_path, data) is None
+    pixel_tag = struct.pack("<HH" if syntax != "big" else ">HH", 0x7FE0, 0x0010)
+    for cut in (data[:-1000], data[:-1], data[:data.rindex(pixel_tag) + 6]):
+        assert _verdict(tmp_path, cut) is Refusal.CUT_SHORT
+    assert Refusal.CUT_SHORT.status == CANNOT_UNDERSTAND
+    sequence_end = struct.pack("<HHI" if syntax != "big" else ">HHI", 0xFFFE, 0xE0DD, 0)
+    at = data.index(sequence_end)
+    assert _verdict(tmp_path, data[:at]) is Refusal.CUT_SHORT  # the sequence never closed
+
+
+def test_encapsulated_pixel_data_cut_short_is_refused(tmp_path):
+    """Compressed fragments: a fragment longer than the bytes sent, or no sequence
+    delimiter at the end, is cut short; the whole one is accepted (its fragments are not
+    decoded here)."""
+    ds = image_dataset("encapsulated", sop_instance_uid=UID)
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.PixelData = encapsulate([b"\xff\xd8" + bytes(4000) + b"\xff\xd9"])
+    ds["PixelData"].VR, ds["PixelData"].is_undefined_length = "OB", True
+    data = to_bytes(ds)
+    assert _verdict(tmp_path, data) is None
+    assert _verdict(tmp_path, data[:-8]) is Refusal.CUT_SHORT  # no sequence delimiter
+    assert _verdict(tmp_path, data[:-100]) is Refusal.CUT_SHORT  # inside the fragment
+    assert _verdict(tmp_path, data + b"\x00\x00") is Refusal.CUT_SHORT  # a tag cut in two
+
+
+def test_a_large_value_is_skipped_not_read(tmp_path):
+    """A 200 MB Pixel Data announced and sent (a sparse file) is walked with one seek."""
+    ds = image_dataset("large", sop_instance_uid=UID)
+    data = to_bytes(ds)
+    at = data.rindex(struct.pack("<HH", 0x7FE0, 0x0010))
+    header = data[:at] + struct.pack("<HH", 0x7FE0, 0x0010) + b"OW\x00\x00"
+    size = 200 * 2**20
+    path = tmp_path / "receiving-1-large.dcm"
+    with open(path, "wb") as handle:
+        handle.write(header + struct.pack("<I", size))
+        handle.truncate(len(header) + 4 + size)
+    started = time.perf_counter()
+    with open(path, "rb") as handle:
+        assert cut_short(handle) is False
+    assert time.perf_counter() - started < 0.5
+    with open(path, "r+b") as handle:
+        handle.truncate(len(header) + 4 + size - 1)
+    with open(path, "rb") as handle:
+        assert cut_short(handle) is True
