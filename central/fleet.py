@@ -57,7 +57,7 @@ BOX_STATE_COLUMNS = (
     "downlink_key", "downlink_seq",
     "audit_row", "audit_hash", "audit_verdict", "last_event", "last_event_reason",
     "last_event_at", "psi_confidence", "psi_intensity", "disagree_rate", "drift",
-    "waiting_for_model", "queue_at", "queue_seq", "disk_at", "audit_at")
+    "waiting_for_model", "queue_at", "queue_seq", "disk_at", "audit_at", "model_digest")
 #: How far back a box's clock may date a figure and still be believed (a day): its
 #: ``created_at`` within that of the message's arrival is when it measured the figure.
 TRUSTED_CLOCK_SECONDS = 86_400.0
@@ -136,7 +136,8 @@ def _status_values(clinic: str, device: str, body: dict[str, Any],
                    received_at: float) -> dict[str, Any]:
     """What a status sets in its box's row (its audit head and queue aside)."""
     return {"state": body.get("state"), "state_at": received_at,
-            "model": body.get("model"), "software": body.get("software"),
+            "model": body.get("model"), "model_digest": body.get("model_digest"),
+            "software": body.get("software"),
             "runtime": body.get("runtime"), "runtime_fallback": body.get("runtime_fallback"),
             "outbox_pending": body.get("outbox_pending"),
             "downlink_key": usable_key(clinic, device, body.get("downlink_key")),

@@ -14,13 +14,16 @@ refused) and answers with device events naming the rollout (:func:`note_event`, 
 receiver's transaction): ``offered``, ``downloading``, ``downloaded``, ``verified``,
 ``golden_passed``, then ``model_installed`` (on trial), ``model_kept``; or ``refused`` /
 ``model_refused`` (``golden_failed`` when its golden cases failed on that box's CPU) /
-``model_rolled_back``. :func:`advance` (run by ``clinibox central serve`` every few seconds,
-and after each change) offers the next wave once every box of the waves before has installed
-the package; a failure among the canaries pauses the rollout (``--pause-on-failure``: a
-failure in any wave does), and a person resumes it (:func:`resume`) or rolls it back
-(:func:`rollback`: a ``rollback`` downlink to each box that installed it, which goes back to
-its kept previous package). A box that fails its golden cases keeps its old model; the others
-keep the new one.
+``model_rolled_back``. An install counts only once the hospital **sees** it: the box's
+status reports it runs the package — its name, version and manifest digest
+(``status.model_digest``, :func:`seen`); a ``model_kept`` from a box whose status still
+reports another model leaves the step waiting for that. :func:`advance` (run by ``clinibox
+central serve`` every few seconds, and after each change) offers the next wave once every
+box of the waves before has installed the package and shows it runs it; a failure among the
+canaries pauses the rollout (``--pause-on-failure``: a failure in any wave does), and a
+person resumes it (:func:`resume`) or rolls it back (:func:`rollback`: a ``rollback``
+downlink to each box that installed it, which goes back to its kept previous package). A
+box that fails its golden cases keeps its old model; the others keep the new one.
 """
 
 from __future__ import annotations
@@ -55,12 +58,14 @@ __all__ = [
     "check_package",
     "chunks",
     "create",
+    "finished",
     "note_event",
     "pause",
     "resume",
     "rollback",
     "rollout",
     "rollouts",
+    "seen",
     "targets",
 ]
 
@@ -86,9 +91,12 @@ _ADVANCE_LOCK = 0x636C726F  # "clro"
 ACTIVE, PAUSED, DONE, ROLLED_BACK = "active", "paused", "done", "rolled_back"
 _COLUMNS = ("id", "name", "version", "archive_sha256", "archive_bytes", "unpacked_bytes",
             "chunk_bytes", "chunk_sha256", "signer", "canary", "wave_size", "pause_on_failure",
-            "state", "state_reason", "created_by", "created_at", "updated_at")
+            "state", "state_reason", "created_by", "created_at", "updated_at", "manifest_sha256")
 _TARGET_COLUMNS = ("rollout_id", "clinic", "device", "wave", "offer_seq", "offered_at", "step",
                    "reason", "updated_at", "rollback_seq")
+#: what a target row carries besides its columns: the model its box's last status reports
+#: (``name@version``) and that model's manifest digest, and the rollout's package
+_RUNNING_COLUMNS = ("running", "running_digest", "package", "package_digest")
 
 
 class RolloutError(CliniboxError):
@@ -103,6 +111,8 @@ class CheckedPackage:
 
     archive: PackedArchive
     signer: str
+    #: the manifest's digest (``signing.manifest_digest``), what a box that runs it reports
+    manifest_digest: str = ""
 
 
 def check_package(path: Path, trusted_keys: Iterable[Path]) -> CheckedPackage:
@@ -127,6 +137,7 @@ def check_package(path: Path, trusted_keys: Iterable[Path]) -> CheckedPackage:
                                            setting="[rollouts] trusted_keys",
                                            why=error_words(exc))) from exc
             check_files(manifest_path.parent, manifest)
+            digest = signing.manifest_digest(manifest)
     except (PackageError, OSError, ValueError, tarfile.TarError) as exc:
         raise RolloutError(f"{path}: {error_words(exc)}") from exc
     if (manifest["name"], manifest["version"]) != (archive.name, archive.version):
@@ -142,7 +153,7 @@ def check_package(path: Path, trusted_keys: Iterable[Path]) -> CheckedPackage:
             and downlink.PACKAGE_VERSION.fullmatch(archive.version)):
         raise RolloutError(gettext("%(path)s: its name or version cannot be offered to a box",
                                    path=path))
-    return CheckedPackage(archive, signer)
+    return CheckedPackage(archive, signer, digest)
 
 
 def _read_chunks(path: Path, size: int) -> Iterator[bytes]:
@@ -189,11 +200,12 @@ def create(tx: Transaction, package: CheckedPackage, boxes: list[tuple[str, str]
     row = tx.execute(
         "INSERT INTO rollouts (name, version, archive_sha256, archive_bytes, unpacked_bytes,"
         " chunk_bytes, chunk_sha256, signer, canary, wave_size, pause_on_failure, state,"
-        " created_by, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-        " ?) RETURNING id",
+        " created_by, created_at, updated_at, manifest_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?,"
+        " ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (archive.name, archive.version, archive.sha256, archive.size,
          archive.unpacked_bytes, size, json.dumps(hashes), package.signer, int(canary),
-         int(wave_size), int(pause_on_failure), ACTIVE, by, now, now)).fetchone()
+         int(wave_size), int(pause_on_failure), ACTIVE, by, now, now,
+         package.manifest_digest or None)).fetchone()
     rollout_id = int(row[0])
     for (clinic, device), wave in zip(boxes, _waves(boxes, canary, wave_size), strict=True):
         tx.execute("INSERT INTO rollout_targets (rollout_id, clinic, device, wave, updated_at)"
@@ -229,12 +241,39 @@ def _with_counts(tx: Transaction, row: dict[str, Any]) -> dict[str, Any]:
 
 def targets(tx: Transaction, rollout_id: int | None = None, *, clinic: str = "",
             device: str = "") -> list[dict[str, Any]]:
-    """The boxes of a rollout (or every rollout a box is in, newest first)."""
-    where, params = ("rollout_id = ?", (int(rollout_id),)) if rollout_id is not None else \
-        ("clinic = ? AND device = ?", (clinic, device))
-    rows = tx.execute(f"SELECT {', '.join(_TARGET_COLUMNS)} FROM rollout_targets WHERE {where}"
-                      " ORDER BY rollout_id DESC, wave, clinic, device", params).fetchall()
-    return [dict(zip(_TARGET_COLUMNS, row, strict=True)) for row in rows]
+    """The boxes of a rollout (or every rollout a box is in, newest first), each with the
+    model its last status reports (``running``, ``running_digest``), the package's
+    (``package``, ``package_digest``) and whether that is :func:`seen` (``seen``)."""
+    where, params = ("t.rollout_id = ?", (int(rollout_id),)) if rollout_id is not None else \
+        ("t.clinic = ? AND t.device = ?", (clinic, device))
+    columns = ", ".join(f"t.{c}" for c in _TARGET_COLUMNS)
+    rows = tx.execute(
+        f"SELECT {columns}, s.model, s.model_digest, r.name || '@' || r.version,"
+        " r.manifest_sha256 FROM rollout_targets AS t JOIN rollouts AS r ON r.id = t.rollout_id"
+        " LEFT JOIN box_state AS s ON s.clinic = t.clinic AND s.device = t.device"
+        f" WHERE {where} ORDER BY t.rollout_id DESC, t.wave, t.clinic, t.device",
+        params).fetchall()
+    boxes = [dict(zip(_TARGET_COLUMNS + _RUNNING_COLUMNS, row, strict=True)) for row in rows]
+    for box in boxes:
+        box["seen"] = seen(box)
+    return boxes
+
+
+def seen(target: dict[str, Any]) -> bool:
+    """Whether the box's last status reports it runs the rollout's package: its name and
+    version, and its manifest digest (a rollout from before digests were kept: name and
+    version)."""
+    if not target["running"] or target["running"] != target["package"]:
+        return False
+    return target["package_digest"] is None or target["running_digest"] == \
+        target["package_digest"]
+
+
+def finished(target: dict[str, Any]) -> bool:
+    """Whether a box no longer holds its rollout back: it failed, or it installed the
+    package and its status shows it runs it."""
+    return target["step"] in FAILED_STEPS or (target["step"] in INSTALLED_STEPS
+                                              and bool(target["seen"]))
 
 
 def chunks(tx: Transaction, archive_sha256: str) -> Iterator[tuple[int, bytes]]:
@@ -300,13 +339,12 @@ def _advance_one(tx: Transaction, row: dict[str, Any], now: float) -> int:
         return 0
     waiting = [b for b in boxes if b["step"] == WAITING]
     if not waiting:
-        if all(b["step"] in INSTALLED_STEPS + FAILED_STEPS for b in boxes):
+        if all(finished(b) for b in boxes):
             _set_state(tx, row["id"], DONE, "", now)
         return 0
     wave = min(b["wave"] for b in waiting)
-    if any(b["wave"] < wave and b["step"] not in INSTALLED_STEPS + FAILED_STEPS
-           for b in boxes):
-        return 0  # the wave before is still on its way
+    if any(b["wave"] < wave and not finished(b) for b in boxes):
+        return 0  # the wave before is still on its way, or not yet seen running it
     payload = _offer_payload(row, now)
     count = 0
     for box in (b for b in waiting if b["wave"] == wave):

@@ -164,6 +164,7 @@ _TABLES = {
         queue_seq       BIGINT,
         disk_at         DOUBLE PRECISION,
         audit_at        DOUBLE PRECISION,
+        model_digest    TEXT,
         PRIMARY KEY (clinic, device)
     )""",
     "drift_points": """CREATE TABLE IF NOT EXISTS drift_points (
@@ -209,7 +210,8 @@ _TABLES = {
         state_reason     TEXT NOT NULL DEFAULT '',
         created_by       TEXT NOT NULL,
         created_at       DOUBLE PRECISION NOT NULL,
-        updated_at       DOUBLE PRECISION NOT NULL
+        updated_at       DOUBLE PRECISION NOT NULL,
+        manifest_sha256  TEXT
     )""",
     "rollout_targets": """CREATE TABLE IF NOT EXISTS rollout_targets (
         rollout_id   BIGINT NOT NULL,
@@ -308,6 +310,10 @@ _V1_COLUMNS = {
 #: Version 6's columns of ``box_state``: when its figures were measured.
 _V6_BOX_COLUMNS = (("queue_at", "DOUBLE PRECISION"), ("queue_seq", "BIGINT"),
                    ("disk_at", "DOUBLE PRECISION"), ("audit_at", "DOUBLE PRECISION"))
+#: Columns added to a table of any version without a new version number (an older receiver
+#: leaves them alone): what a box's status says its model's manifest digest is, and the
+#: rollout package's (a step counts when they agree).
+_ADDED_COLUMNS = (("box_state", "model_digest", "TEXT"), ("rollouts", "manifest_sha256", "TEXT"))
 #: The tables that hold the hospital's data (``counts`` reports them).
 TABLES = ("devices", "messages", "alerts", "rejections")
 
@@ -340,6 +346,8 @@ def create_or_migrate(db: Database) -> int:
             for column, kind in _V6_BOX_COLUMNS:
                 if column not in present:
                     tx.execute(f"ALTER TABLE box_state ADD COLUMN {column} {kind}")
+        if found:
+            _add_columns(tx)
         if 1 <= found < 4:  # alerts reviewed before verdicts existed
             tx.execute("UPDATE alerts SET state = 'reviewed' WHERE reviewed_at IS NOT NULL")
         if found < VERSION:
@@ -356,6 +364,14 @@ def _version(db: Database, tx: Transaction) -> int:
         return 1  # version 1 kept no version number
     row = tx.execute("SELECT MAX(version) FROM schema_version").fetchone()
     return int(row[0]) if row and row[0] is not None else 1
+
+
+def _add_columns(tx: Transaction) -> None:
+    """Add each of :data:`_ADDED_COLUMNS` its table lacks."""
+    for table, column, kind in _ADDED_COLUMNS:
+        present = {c[0] for c in tx.execute(f"SELECT * FROM {table} LIMIT 0").description}
+        if column not in present:
+            tx.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 def _add_review_columns(tx: Transaction) -> None:

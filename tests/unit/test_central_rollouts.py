@@ -18,7 +18,7 @@ from firmware_app.contracts import downlink, signing
 from firmware_app.contracts.envelope import Header
 from firmware_app.contracts.package_archive import pack
 from tests.model_packages import make_package
-from tests.telemetry_payloads import Box, alert_payload, hospital_keys
+from tests.telemetry_payloads import Box, alert_payload, hospital_keys, status_payload
 
 NOW = 1_800_000_000.0
 BOXES = [("clinic-a", "box-1"), ("clinic-a", "box-2"), ("clinic-b", "box-1")]
@@ -64,6 +64,20 @@ def event(store: Store, box: tuple[str, str], seq: int, **payload) -> None:
     body = {"schema": 1, "created_at": int(NOW), "unit": "clinibox",
             "subject_model": "clinibox-demo-lesion@1.1.0", "reason": "hospital", **payload}
     assert store.store(Header(box[0], box[1], "event", seq), body, NOW)
+
+
+def status(store: Store, box: tuple[str, str], seq: int, model: str, digest: str) -> None:
+    """A heartbeat from ``box`` saying it runs ``model`` whose manifest digest is ``digest``."""
+    body = status_payload("heartbeat", created_at=int(NOW), model=model, model_digest=digest)
+    assert store.store(Header(box[0], box[1], "status", seq), body, NOW)
+
+
+def runs_package(store: Store, archive: Path, keys, seq: int, *which: int) -> None:
+    """The boxes numbered ``which`` report they run the rolled-out package (name, version,
+    digest)."""
+    digest = rollouts.check_package(archive, [keys[1]]).manifest_digest
+    for i in which:
+        status(store, BOXES[i], seq, "clinibox-demo-lesion@1.1.0", digest)
 
 
 def boxes(store: Store, rollout_id: int) -> dict[tuple[str, str], str]:
@@ -121,6 +135,8 @@ class RolloutContract:
         assert advance(store) == 0
         event(store, BOXES[0], 2, event="model_installed", rollout=rollout_id,
               model="clinibox-demo-lesion@1.1.0")
+        assert advance(store) == 0  # said, not yet seen: its status reports no such model
+        runs_package(store, archive, keys, 10, 0)
         assert advance(store) == 2
         assert set(boxes(store, rollout_id).values()) == {"on_trial", "sent"}
         # a late event never takes a box back
@@ -130,7 +146,27 @@ class RolloutContract:
             event(store, box, 4, event="model_kept", reason="trial_passed", rollout=rollout_id)
         event(store, BOXES[0], 5, event="model_kept", reason="trial_passed", rollout=rollout_id)
         advance(store)
+        assert state(store, rollout_id) == ("active", "")  # two of them not seen running it
+        runs_package(store, archive, keys, 11, 1, 2)
+        advance(store)
         assert state(store, rollout_id) == ("done", "")
+
+    def test_a_kept_whose_status_reports_another_model_leaves_the_step_waiting(
+            self, store, archive, keys):
+        rollout_id = start(store, archive, keys)
+        digest = rollouts.check_package(archive, [keys[1]]).manifest_digest
+        status(store, BOXES[0], 1, "clinibox-demo-lesion@1.0.0", "0" * 64)  # the old model
+        event(store, BOXES[0], 2, event="model_kept", reason="trial_passed", rollout=rollout_id)
+        assert advance(store) == 0 and boxes(store, rollout_id)[BOXES[0]] == "kept"
+        # the right name and version, another manifest: not the package either
+        status(store, BOXES[0], 3, "clinibox-demo-lesion@1.1.0", "f" * 64)
+        assert advance(store) == 0
+        with store.database.transaction(write=False) as tx:
+            canary = rollouts.targets(tx, rollout_id)[0]
+        assert (canary["seen"], canary["running"], canary["package"]) == (
+            False, "clinibox-demo-lesion@1.1.0", "clinibox-demo-lesion@1.1.0")
+        status(store, BOXES[0], 4, "clinibox-demo-lesion@1.1.0", digest)
+        assert advance(store) == 2
 
     def test_a_canary_whose_golden_cases_fail_pauses_the_rollout(self, store, archive, keys):
         rollout_id = start(store, archive, keys)
@@ -270,3 +306,32 @@ class TestRolloutsOnSqlite(RolloutContract):
     @pytest.fixture
     def store_url(self, tmp_path) -> str:
         return f"sqlite:///{tmp_path}/central.db"
+
+
+def test_a_database_from_before_digests_gains_their_columns_and_its_rollouts_count_by_name(
+        tmp_path, archive, keys):
+    """A rollout started before the hospital kept its package's digest counts a box whose
+    status names the package's name and version."""
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path}/central.db"
+    store = Store(url)
+    public = hospital_keys()[1]
+    for clinic, device in BOXES:
+        store.enrol(clinic, device, Box(clinic, device, public).pem)
+    rollout_id = start(store, archive, keys)
+    store.close()
+    conn = sqlite3.connect(tmp_path / "central.db")
+    conn.execute("ALTER TABLE rollouts DROP COLUMN manifest_sha256")
+    conn.execute("ALTER TABLE box_state DROP COLUMN model_digest")
+    conn.commit()
+    conn.close()
+    store = Store(url)
+    try:
+        status(store, BOXES[0], 1, "clinibox-demo-lesion@1.1.0", "0" * 64)
+        event(store, BOXES[0], 2, event="model_kept", reason="trial_passed", rollout=rollout_id)
+        with store.database.transaction(write=False) as tx:
+            assert rollouts.rollout(tx, rollout_id)["manifest_sha256"] is None
+        assert advance(store) == 2
+    finally:
+        store.close()
