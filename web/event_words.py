@@ -82,6 +82,9 @@ WORDS: dict[str, tuple[tuple[str, ...], str]] = {
         "an image from %(caller)s was refused: %(reason)s")),
     codes.STUDY_LEFT_OUT: (("study", "version"), N_(
         "study %(study)s: some images were left out of its DICOM results")),
+    codes.STUDY_SEG_LEFT_OUT: (("study", "version"), N_(
+        "study %(study)s: some images were left out of its lesion outlines (SEG): their "
+        "headers lack what it needs; their findings are still in its other DICOM results")),
     codes.STUDY_HEADER_FIXES: (("study", "version"), N_(
         "study %(study)s: image headers were completed to make its DICOM results")),
     codes.STUDY_RESULTS_NOT_MADE: (("study", "version", "tries"), N_(

@@ -71,6 +71,7 @@ class DocumentMaker:
         if report is not None:
             report.left_out.update(answer.get("left_out") or {})
             report.fixes.update(answer.get("fixes") or {})
+            report.seg_left_out.update(answer.get("seg_left_out") or {})
         if answer["error"]:
             raise DocumentsNotMade(answer["error"], answer.get("left_out"))
         return [Document(kind, key, pydicom.dcmread(io.BytesIO(data)), data)
@@ -123,7 +124,8 @@ def make_encoded(instances: list[AnalysedInstance], model: ModelIdentity, device
                                     kinds=kinds, report=report)
         return _NOTHING, {"error": "", "documents": [
             (d.kind, d.study_key, encode(d)) for d in documents],
-            "left_out": report.left_out, "fixes": report.fixes}
+            "left_out": report.left_out, "fixes": report.fixes,
+            "seg_left_out": report.seg_left_out}
     except Exception as exc:  # the service records it; the study's alert still goes
         return _NOTHING, {"error": f"{type(exc).__name__}: {exc}"[:300], "documents": [],
                           "left_out": report.left_out, "fixes": report.fixes}

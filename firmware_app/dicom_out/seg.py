@@ -12,15 +12,26 @@ own. A multi-frame image without a frame of reference or plane positions (an
 ultrasound cine) cannot be segmented by highdicom 0.28 beyond its first frame
 ("Only a single frame is supported"), so such an image gets no SEG: its
 lesions' outlines still reach the PACS in the SR (SCOORD on their frame) and
-on the key image. Neither does an image highdicom refuses to segment (a CT
-without the Frame of Reference its IOD requires, say) nor one whose Pixel
-Spacing was no number (``source_header``): it is logged, and the study's
-other documents go out all the same.
+on the key image.
+
+One bad image never takes the others' SEG with it. An image is left out of the
+SEG, with a reason code in ``StudyInput.seg_left_out`` (the study's event log
+says so), when its Pixel Spacing was no number (``no-pixel-spacing``), or when
+it would join a series' SEG without an Image Orientation (Patient) of two unit,
+orthogonal direction cosines (``source_header`` removed one of 5 values:
+``no-image-orientation``; six that are no directions:
+``invalid-image-orientation``). When highdicom still refuses a group (a CT
+without the Frame of Reference its IOD requires, say), each of its images is
+tried alone (up to ``MAX_ALONE``): those it refuses alone are left out
+(``seg-refused``) and the others still get their SEG. The study's other
+documents go out all the same.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -42,29 +53,106 @@ SERIES_NUMBER = 9902
 SERIES_DESCRIPTION = "clinibox lesion model segmentation"
 log = logging.getLogger(__name__)
 
+# why an image is left out of the SEG (``StudyInput.seg_left_out``; the others still go)
+NO_PIXEL_SPACING = "no-pixel-spacing"
+NO_ORIENTATION = "no-image-orientation"
+INVALID_ORIENTATION = "invalid-image-orientation"
+REFUSED = "seg-refused"
+#: the most images of a group highdicom refused that are tried one by one (a larger group
+#: is left out whole: each try costs a SEG's making, within the maker's time limit)
+MAX_ALONE = 32
+#: how far from unit length and from orthogonal direction cosines may be
+COSINE_TOLERANCE = 0.05
+#: what highdicom refuses or a source lacking what its IOD requires raises
+_REFUSALS = (ValueError, AttributeError, KeyError, TypeError)
 
-def segmentations(sources: list[Source], model: ModelIdentity,
-                  ids: ResultIds) -> list[hd.seg.Segmentation]:
-    """The SEG objects of one study version ([] when no lesion has a contour)."""
+
+def segmentations(sources: list[Source], model: ModelIdentity, ids: ResultIds,
+                  left_out: dict[str, str] | None = None) -> list[hd.seg.Segmentation]:
+    """The SEG objects of one study version ([] when no lesion has a contour); ``left_out``
+    receives the outlined images left out of them, by name, with their reason codes."""
+    left_out = left_out if left_out is not None else {}
     groups: dict[tuple, list[Source]] = {}
     for source in sources:
         if not _contoured(source) or not _segmentable(source):
             continue
+        reason = _unfit(source)
+        if reason:
+            log.warning("image %s left out of the DICOM SEG: %s", source.instance.name, reason)
+            left_out[source.instance.name] = reason
+            continue
         groups.setdefault(_group_key(source), []).append(source)
     out = []
     for members in groups.values():
-        try:
-            out.append(_segmentation(members, model, ids, len(out) + 1))
-        except (ValueError, AttributeError, KeyError) as exc:  # highdicom's checks, or a
-            # source lacking what its IOD requires
-            log.warning("no DICOM SEG for %s: %s", _members_key(members), exc)
+        made = _segmentation_of_those_it_takes(members, model, ids, len(out) + 1, left_out)
+        if made is not None:
+            out.append(made)
     return out
 
 
 def write_seg(study: StudyInput) -> list[Dataset]:
     """The SEG output's writer (``writers.DocumentWriter``): ``segmentations`` of the study
-    version (none when no lesion has an outline)."""
-    return list(segmentations(study.sources, study.model, study.ids))
+    version (none when no lesion has an outline); the images left out, with their reasons,
+    in ``study.seg_left_out``."""
+    return list(segmentations(study.sources, study.model, study.ids, study.seg_left_out))
+
+
+def _segmentation_of_those_it_takes(members: list[Source], model: ModelIdentity,
+                                    ids: ResultIds, number: int, left_out: dict[str, str]
+                                    ) -> hd.seg.Segmentation | None:
+    """The SEG of ``members``; where highdicom refuses it, the SEG of those it takes alone
+    (the others in ``left_out``); None when none is left."""
+    try:
+        return _segmentation(members, model, ids, number)
+    except _REFUSALS as exc:
+        log.warning("no DICOM SEG for %s: %s", _members_key(members), exc)
+    kept = []
+    if 1 < len(members) <= MAX_ALONE:
+        for source in members:
+            try:
+                _segmentation([source], model, ids, number)
+            except _REFUSALS as exc:
+                log.warning("image %s left out of the DICOM SEG: %s", source.instance.name, exc)
+                continue
+            kept.append(source)
+    if kept and len(kept) < len(members):
+        try:
+            made = _segmentation(kept, model, ids, number)
+        except _REFUSALS as exc:
+            log.warning("no DICOM SEG for %s: %s", _members_key(kept), exc)
+        else:
+            left_out.update({s.instance.name: REFUSED for s in members if s not in kept})
+            return made
+    left_out.update({source.instance.name: REFUSED for source in members})
+    return None
+
+
+def _unfit(source: Source) -> str | None:
+    """Why an outlined image cannot be in a SEG (None: it can): no Pixel Spacing; or no
+    usable orientation where it would join a series' SEG (highdicom places each slice by
+    its plane)."""
+    if source.uncalibrated:  # its Pixel Spacing was no number: a SEG cannot place its mask
+        return NO_PIXEL_SPACING
+    ds = source.dataset
+    if not _in_a_series(source):
+        return None
+    if "ImageOrientationPatient" not in ds:  # absent, or removed: not 6 values
+        return NO_ORIENTATION
+    return None if _directions(ds.ImageOrientationPatient) else INVALID_ORIENTATION
+
+
+def _directions(cosines: Iterable[Any]) -> bool:
+    """Whether ``cosines`` are a row and a column direction: two unit, orthogonal vectors."""
+    try:
+        values = np.asarray([float(v) for v in cosines], dtype=float)
+    except (TypeError, ValueError):
+        return False
+    if values.shape != (6,) or not np.all(np.isfinite(values)):
+        return False
+    row, column = values[:3], values[3:]
+    return bool(abs(np.linalg.norm(row) - 1) < COSINE_TOLERANCE
+                and abs(np.linalg.norm(column) - 1) < COSINE_TOLERANCE
+                and abs(float(row @ column)) < COSINE_TOLERANCE)
 
 
 def rasterise(contour: list, rows: int, columns: int) -> np.ndarray:
@@ -85,17 +173,23 @@ def _contoured(source: Source) -> bool:
 
 
 def _segmentable(source: Source) -> bool:
-    if source.uncalibrated:  # its Pixel Spacing was no number: a SEG cannot place its mask
-        return False
+    """Whether highdicom can segment the image at all (not a cine without planes)."""
     return source.frames == 1 or get_image_coordinate_system(source.dataset) is not None
+
+
+def _in_a_series(source: Source) -> bool:
+    """Whether the image joins its series' SEG (a slice placed in a frame of reference)."""
+    ds = source.dataset
+    return (source.frames == 1 and "FrameOfReferenceUID" in ds
+            and "ImagePositionPatient" in ds and not source.uncalibrated)
 
 
 def _group_key(source: Source) -> tuple:
     ds = source.dataset
-    if (source.frames == 1 and "FrameOfReferenceUID" in ds and "ImagePositionPatient" in ds
-            and not source.uncalibrated):  # one without its Pixel Spacing cannot join a volume
+    if _in_a_series(source):  # one orientation per SEG: a tilted slice gets its own
+        orientation = tuple(round(float(v), 3) for v in ds.ImageOrientationPatient)
         return ("series", str(ds.SeriesInstanceUID), int(ds.Rows), int(ds.Columns),
-                str(ds.FrameOfReferenceUID))
+                str(ds.FrameOfReferenceUID), orientation)
     return ("image", str(ds.SOPInstanceUID))
 
 

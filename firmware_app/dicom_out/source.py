@@ -66,6 +66,12 @@ class AnalysedInstance:
     result: dict[str, Any]
     heatmap: np.ndarray | None = field(default=None, compare=False)
 
+    @property
+    def name(self) -> str:
+        """How the image is named in the study's records: its id in the box, else its
+        file."""
+        return str(self.result.get("id") or self.path.name)
+
 
 @dataclass(frozen=True)
 class Source:
@@ -136,6 +142,9 @@ class StudyInput:
     model: ModelIdentity
     ids: ResultIds
     predecessor: Dataset | None = None
+    #: the images the SEG writer left out of every SEG, by name (``AnalysedInstance.name``),
+    #: with the reason code (filled by the writer; the others are still segmented)
+    seg_left_out: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def instances(self) -> list[AnalysedInstance]:

@@ -95,10 +95,12 @@ class Fix:
 class HeaderReport:
     """What the headers of one study's images needed: by instance (its id in the box, else
     its file name), the reason code it was left out for, and the changes made to the others
-    (``keyword:code``)."""
+    (``keyword:code``); and the images left out of the SEG alone, with their reason codes
+    (``seg.py``: they are in the SR and the key image)."""
 
     left_out: dict[str, str] = field(default_factory=dict)
     fixes: dict[str, list[str]] = field(default_factory=dict)
+    seg_left_out: dict[str, str] = field(default_factory=dict)
 
 
 class Unreferenceable(CliniboxError, ValueError):

@@ -10,7 +10,8 @@ invalid UIDs removed). An image the documents cannot refer to (a missing or
 invalid Study, Series, SOP Instance or SOP Class UID) is left out of them
 with its reason code and the others still go; only when no image is left do
 the documents fail (``NothingToDescribe``). What was left out and changed is
-written into the caller's ``HeaderReport``.
+written into the caller's ``HeaderReport``, with the images left out of the SEG alone
+(a slice without its orientation in a segmented series, say: ``seg.py``).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class NothingToDescribe(CliniboxError, ValueError):
 
 def instance_name(instance: AnalysedInstance) -> str:
     """How an image is named in the study's records: its id in the box, else its file."""
-    return str(instance.result.get("id") or instance.path.name)
+    return instance.name
 
 
 def describable(instances: list[AnalysedInstance], report: HeaderReport
@@ -112,7 +113,8 @@ def study_documents(instances: list[AnalysedInstance], model: ModelIdentity, *, 
         raise NothingToDescribe(report.left_out)
     study_key = _study_key(sources)
     study = StudyInput(sources, model, ResultIds(device_id, study_key, model.model_id, version),
-                       predecessor.dataset if predecessor is not None else None)
+                       predecessor.dataset if predecessor is not None else None,
+                       seg_left_out=report.seg_left_out)
     return writers.write(kinds, study, study_key)
 
 

@@ -122,6 +122,7 @@ class StudyCompleter:
         if prepared is not None and prepared[1] == made_from:
             report.left_out.update(prepared[3].left_out)
             report.fixes.update(prepared[3].fixes)
+            report.seg_left_out.update(prepared[3].seg_left_out)
             return prepared[2]
         return self._make(study, instances, report)
 
@@ -220,13 +221,19 @@ class StudyCompleter:
         return documents
 
     def _record_report(self, study: DueStudy, report: HeaderReport) -> None:
-        """The images left out of the study's documents and the changes made to the others'
-        headers, as events (codes; a Type 2 attribute added empty is not worth one)."""
+        """The images left out of the study's documents (or of its SEG alone) and the changes
+        made to the others' headers, as events (codes; a Type 2 attribute added empty is not
+        worth one)."""
         if report.left_out:
             log.warning("study %d: images left out of the DICOM results: %s", study.id,
                         report.left_out)
             self._event("WARNING", study, event_codes.STUDY_LEFT_OUT, "left-out " + " ".join(
                 f"{name}={code}" for name, code in sorted(report.left_out.items())))
+        if report.seg_left_out:  # "not-in-seg": the line is not the study_left_out one
+            log.warning("study %d: images left out of the DICOM SEG: %s", study.id,
+                        report.seg_left_out)
+            self._event("WARNING", study, event_codes.STUDY_SEG_LEFT_OUT, "not-in-seg " + " ".join(
+                f"{name}={code}" for name, code in sorted(report.seg_left_out.items())))
         fixes = {name: [fix for fix in changed if not fix.endswith(ABSENT_TYPE2)]
                  for name, changed in report.fixes.items()}
         fixes = {name: changed for name, changed in fixes.items() if changed}

@@ -46,6 +46,9 @@ CONFLICT = "conflict"
 CSTORE_REFUSED = "cstore_refused"
 #: images left out of a study's DICOM results: ``study_left_out:<study>:<version>``
 STUDY_LEFT_OUT = "study_left_out"
+#: outlined images left out of a study's SEG alone (in its SR and key image; the rest of
+#: the series still segmented): ``study_seg_left_out:<study>:<version>``
+STUDY_SEG_LEFT_OUT = "study_seg_left_out"
 #: headers changed to make a study's DICOM results: ``study_header_fixes:<study>:<version>``
 STUDY_HEADER_FIXES = "study_header_fixes"
 #: a study's DICOM results could not be made, tried again later:

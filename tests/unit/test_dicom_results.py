@@ -42,6 +42,7 @@ from firmware_app.dicom_out.document import Document
 from firmware_app.dicom_out.seg import rasterise
 from firmware_app.dicom_out.study_documents import (
     AnalysedInstance,
+    HeaderReport,
     ModelIdentity,
     study_documents,
 )
@@ -725,3 +726,95 @@ def test_an_imperfect_header_still_gets_its_documents(analysed, tmp_path, change
     assert {"sr", "key_image"} <= {d.kind for d in documents}
     report = next(d.dataset for d in documents if d.kind == "sr")
     assert str(report.get("PatientSex", "")) in ("", "M", "F", "O")
+
+
+# -- issue 56: one bad slice never takes its series' SEG with it ---------------------------
+
+
+def _with_bad_slice(ct_series: PhantomSeries, folder: Path, change) -> tuple[
+        list[AnalysedInstance], str]:
+    """The series' analysed slices with ``change`` made to the header of the third slice
+    showing the lesion (a copy in ``folder``); (the instances, that slice's file name)."""
+    instances = _series_instances(ct_series)
+    bad = ct_series.shown[2]
+    ds = pydicom.dcmread(ct_series.paths[bad])
+    change(ds)
+    path = folder / ct_series.paths[bad].name
+    ds.save_as(path, enforce_file_format=True)
+    instances[bad] = dataclasses.replace(instances[bad], path=path)
+    return instances, path.name
+
+
+def _seg_sources(document: Document) -> list[str]:
+    """The SOP Instance UIDs a SEG's frames were derived from, in order."""
+    return [frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+            for frame in document.dataset.PerFrameFunctionalGroupsSequence]
+
+
+def _no_frame_of_reference(ds: pydicom.Dataset) -> None:
+    del ds.FrameOfReferenceUID  # a SEG of its own, which highdicom refuses (its IOD needs one)
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    (_imperfect_orientation, "no-image-orientation"),
+    (lambda ds: setattr(ds, "ImageOrientationPatient", [0] * 6), "invalid-image-orientation"),
+    (_no_frame_of_reference, "seg-refused"),
+    (lambda ds: setattr(ds, "PixelSpacing", ["nan", "nan"]), "no-pixel-spacing"),
+])
+def test_one_bad_slice_is_left_out_of_the_seg_with_its_reason_and_the_rest_still_go(
+        ct_series, tmp_path, change, reason):
+    """Found by the red team of issue 56: one slice with five orientation cosines took the
+    whole series' SEG with it ('FileDataset' object has no attribute
+    'ImageOrientationPatient')."""
+    instances, bad = _with_bad_slice(ct_series, tmp_path, change)
+    report = HeaderReport()
+    documents = study_documents(instances, SERIES_MODEL, device_id=DEVICE, version=1,
+                                kinds=["sr", "seg"], report=report)
+    by_kind = {d.kind: d for d in documents}
+    assert set(by_kind) == {"sr", "seg"}
+    assert report.seg_left_out == {bad: reason} and report.left_out == {}
+    shown = [str(pydicom.dcmread(ct_series.paths[k], stop_before_pixels=True).SOPInstanceUID)
+             for k in ct_series.shown]
+    outlined = [n for n, k in enumerate(ct_series.shown)  # the lesion's edge: one point
+                if any(len(x["contour"]) >= 3 for x in instances[k].result["lesions"])]
+    assert len(outlined) == 5 and 2 in outlined
+    good = [shown[n] for n in outlined if n != 2]
+    assert sorted(_seg_sources(by_kind["seg"])) == sorted(good)
+    path = _write(by_kind["seg"], tmp_path)
+    assert [w for w in dciodvfy(path) if not _allowed(w)] == []
+    # the bad slice is still in the SR: its findings reach the PACS
+    evidence = [item.ReferencedSOPInstanceUID for study in
+                by_kind["sr"].dataset.CurrentRequestedProcedureEvidenceSequence
+                for series in study.ReferencedSeriesSequence
+                for item in series.ReferencedSOPSequence]
+    assert shown[2] in evidence
+
+
+def test_a_series_highdicom_refuses_keeps_the_slices_it_takes_alone(ct_series, tmp_path,
+                                                                    monkeypatch):
+    """The last resort: a group highdicom refuses is tried slice by slice, and those it
+    refuses alone are left out (``seg-refused``). highdicom 0.28 reads little of a slice
+    beyond the first one's, so the refusal is made here: any group holding the bad slice."""
+    from firmware_app.dicom_out import seg
+
+    instances, bad = _with_bad_slice(ct_series, tmp_path, lambda ds: None)
+    real = seg._segmentation
+
+    def refusing(members, *args):
+        if any(source.instance.path.name == bad and source.instance.path.parent == tmp_path
+               for source in members):
+            raise ValueError("refused")
+        return real(members, *args)
+
+    monkeypatch.setattr(seg, "_segmentation", refusing)
+    report = HeaderReport()
+    (document,) = study_documents(instances, SERIES_MODEL, device_id=DEVICE, version=1,
+                                  kinds=["seg"], report=report)
+    assert report.seg_left_out == {bad: "seg-refused"}
+    assert len(_seg_sources(document)) == 4
+    monkeypatch.setattr(seg, "MAX_ALONE", 1)  # a group too large to try slice by slice
+    report = HeaderReport()
+    assert study_documents(instances, SERIES_MODEL, device_id=DEVICE, version=1,
+                           kinds=["seg"], report=report) == []
+    assert len(report.seg_left_out) == 5 and set(report.seg_left_out.values()) == {
+        "seg-refused"}

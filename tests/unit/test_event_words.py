@@ -25,7 +25,7 @@ CODES = {
     "dicom_requeued:2": "2", "usb_unfinished:sdb1": "sdb1", "usb_problem:sdb1": "sdb1",
     "dicomdir_missing:DICOM/IM0001": "DICOM/IM0001", "conflict:12:8f3a": "8f3a",
     "cstore_refused:uid_mismatch:CT_1": "CT_1", "cstore_refused:odd:CT_1": "CT_1",
-    "study_left_out:7:2": "7", "study_header_fixes:7:2": "7",
+    "study_left_out:7:2": "7", "study_seg_left_out:7:2": "7", "study_header_fixes:7:2": "7",
     "study_results_not_made:7:2:1": "7", "study_results_held:7:2:3": "7",
     "routed_model_down:chest": "chest", "downlink_unknown_study": "",
     "downlink_late": "", "downlink_link_check": "", "downlink_order_stale": "",
