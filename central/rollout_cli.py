@@ -127,6 +127,8 @@ def _print_rollout(row: dict[str, Any], *, with_boxes: bool) -> None:
     if with_boxes:
         for box in row["boxes"]:
             why = f" ({box['reason']})" if box["reason"] else ""
+            if box["step"] in rollouts.INSTALLED_STEPS and not box["seen"]:
+                why += f" [not seen: status reports {box['running'] or '-'}]"
             print(f"      wave {box['wave']}  {box['clinic']}/{box['device']:<20} "
                   f"{box['step']}{why}")
 
@@ -141,10 +143,12 @@ def _print_rollout_words(row: dict[str, Any], *, with_boxes: bool) -> None:
             steps=_(", ").join(labels.rollout_steps(row["steps"])) or "–"))
     if with_boxes:
         for box in row["boxes"]:
+            unseen = labels.rollout_unseen(box)
             print("      " + _("wave %(wave)s  %(box)s  %(step)s", wave=box["wave"],
                               box=f"{box['clinic']}/{box['device']}",
                               step=labels.rollout_where(box["step"], box["reason"],
-                                                        box.get("rollback_seq"))))
+                                                        box.get("rollback_seq")))
+                  + (_(", ").join(("", unseen)) if unseen else ""))
 
 
 def cmd_rollback(args: argparse.Namespace, config: CentralConfig) -> int:

@@ -282,6 +282,21 @@ def rollout_where(step: object, reason: object = None, rollback_seq: object = No
         if why and why != words else words
 
 
+def rollout_unseen(target: Mapping[str, Any]) -> str:
+    """What a box that says it installed a rollout's package waits for while its status does
+    not show it runs it (``rollouts.seen``); "" when nothing."""
+    if target.get("step") not in ("on_trial", "kept") or target.get("seen"):
+        return ""
+    package, running = target.get("package"), target.get("running")
+    if not running:
+        return gettext("waiting until the box reports it runs %(package)s", package=package)
+    if running == package:
+        return gettext("waiting: the box reports %(package)s, but not this package's manifest",
+                       package=package)
+    return gettext("waiting until the box reports it runs %(package)s (it reports "
+                   "%(running)s)", package=package, running=running)
+
+
 def rollout_steps(counts: Mapping[str, int]) -> list[str]:
     """A rollout's boxes counted by step, in words and in the steps' order: "installed, on
     trial: 2"."""

@@ -15,6 +15,7 @@ offered it.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -56,9 +57,10 @@ OLD, NEW = f"{NAME}@1.0.0", f"{NAME}@1.1.0"
 ROUNDS_S = 6.0
 
 
-def _clinibox(*args: str) -> subprocess.CompletedProcess:
+def _clinibox(*args: str, lang: str = "C.UTF-8") -> subprocess.CompletedProcess:
+    env = {**os.environ, "LC_ALL": lang, "LANG": lang}
     done = subprocess.run([sys.executable, "-m", "firmware_app.cli", *args],
-                          capture_output=True, text=True, cwd=REPO, timeout=120)
+                          capture_output=True, text=True, cwd=REPO, timeout=120, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     return done
 
@@ -197,6 +199,10 @@ def test_a_bare_kept_from_a_canary_running_the_old_model_does_not_move_the_rollo
     assert f"等待设备上报正在运行 {NEW}（设备上报的是 {OLD}）" in text, text
     assert f"waiting until the box reports it runs {NEW} (it reports {OLD})" in english
     assert english.count('class="unseen"') == 1  # the canary's; box-2 was offered nothing
+    listed = ["central", "rollouts", str(rollout_id), "--config", str(hospital.config)]
+    assert f"kept [not seen: status reports {OLD}]" in _clinibox(*listed).stdout
+    assert f"等待设备上报正在运行 {NEW}（设备上报的是 {OLD}）" in _clinibox(
+        *listed, lang="zh_CN.UTF-8").stdout
 
     # the package's name and version with another manifest: not the package either
     count = hospital.messages(CANARY)
