@@ -43,7 +43,7 @@ from pydicom.uid import (
 from firmware_app.errors import CliniboxError
 from firmware_app.i18n import N_
 from firmware_app.imaging.dataset_values import MAX_UID_LENGTH, valid_uid
-from firmware_app.ingest.data_set_extent import cut_short
+from firmware_app.ingest.data_set_extent import cut_short_from
 
 #: most bytes a deflated data set is inflated to for its header
 HEADER_BYTES = 4 * 2**20
@@ -143,9 +143,21 @@ def read_header_uids(path: Path) -> dict[BaseTag, str]:
     """The SOP Class, SOP Instance, Study and Series Instance UIDs present in the received
     file (a Part-10 file, or a bare data set); ValueError where it cannot be read, OSError
     where the file cannot."""
+    return _read(path, walk=False)[1]
+
+
+def _read(path: Path, *, walk: bool) -> tuple[bool, dict[BaseTag, str]]:
+    """(whether the data set ends inside one of its elements, when ``walk``: then no UID
+    is read; the UIDs ``read_header_uids`` returns), the file meta read once."""
     try:
         with open(path, "rb") as handle:
-            data_set = _read_header(handle)
+            read_preamble(handle, force=True)  # none: a bare data set, read from its start
+            syntax = _read_file_meta_info(handle).get("TransferSyntaxUID")
+            start = handle.tell()
+            if walk and cut_short_from(handle, start, syntax):
+                return True, {}
+            handle.seek(start)
+            data_set = _read_header(handle, syntax)
         found = {}
         for tag in _TAGS:
             if tag not in data_set:
@@ -158,7 +170,7 @@ def read_header_uids(path: Path) -> dict[BaseTag, str]:
                 found[tag] = value.decode("latin-1").strip("\x00 ")
             elif value is not None:
                 found[tag] = str(value).strip("\x00 ")
-        return {tag: uid for tag, uid in found.items() if uid}
+        return False, {tag: uid for tag, uid in found.items() if uid}
     except OSError as exc:
         if exc.errno is not None:  # the disk failed (not the sender's fault)
             raise
@@ -169,14 +181,12 @@ def read_header_uids(path: Path) -> dict[BaseTag, str]:
         raise ValueError(f"header cannot be read: {type(exc).__name__}") from exc
 
 
-def _read_header(handle: BinaryIO) -> Dataset:
+def _read_header(handle: BinaryIO, syntax: str | None) -> Dataset:
     """The header's elements up to the pixel data (only ``_TAGS`` kept; the others are
-    skipped, not read; none may appear twice), in the
-    transfer syntax the file meta names (none: implicit VR little endian, DICOM's default);
-    a deflated data set is inflated to at most ``HEADER_BYTES`` (a deflate bomb must not
-    fill the memory)."""
-    read_preamble(handle, force=True)  # none: a bare data set, read from its start
-    syntax = _read_file_meta_info(handle).get("TransferSyntaxUID")
+    skipped, not read; none may appear twice), read from the handle's position (after the
+    file meta) in ``syntax``, the transfer syntax the file meta names (none: implicit VR
+    little endian, DICOM's default); a deflated data set is inflated to at most
+    ``HEADER_BYTES`` (a deflate bomb must not fill the memory)."""
     implicit = syntax in (None, ImplicitVRLittleEndian)
     little_endian = syntax != ExplicitVRBigEndian
     source: BinaryIO = handle
@@ -200,22 +210,14 @@ def check_received(path: Path, *, command_instance_uid: str | None,
     Class UIDs, and that it is whole and names its study and series; a ``Verdict`` with
     the refusal, or with the data set's SOP Instance UID.
     Raises OSError where the file cannot be read."""
-    with open(path, "rb") as handle:
-        try:
-            if cut_short(handle):
-                return Verdict(Refusal.CUT_SHORT)
-        except OSError as exc:
-            if exc.errno is not None:  # the disk failed, not the sender
-                raise
-            return Verdict(Refusal.UNREADABLE)  # pydicom's "cannot read", as an OSError
-        except ValueError:
-            return Verdict(Refusal.UNREADABLE)
     try:
-        uids = read_header_uids(path)
+        cut, uids = _read(path, walk=True)
     except RepeatedElement:
         return Verdict(Refusal.REPEATED_ELEMENT)
     except ValueError:
         return Verdict(Refusal.UNREADABLE)
+    if cut:
+        return Verdict(Refusal.CUT_SHORT)
     instance, sop_class = uids.get(SOP_INSTANCE), uids.get(SOP_CLASS)
     if not instance:
         return Verdict(Refusal.NO_SOP_INSTANCE_UID)
