@@ -6,12 +6,17 @@ UDP, HTTP MJPEG) or a video file (paced at its own rate, as a live source would 
 looped on request). Every read is bounded: opening and each read time out
 (``[live] stall_seconds``), FFmpeg's probe reads a few megabytes at most, and the decoder
 refuses a frame larger than ``[live] max_megapixels`` before allocating it (``max_pixels``),
-so a stream claiming absurd dimensions is refused, not decoded. A packet the decoder cannot
-read is counted and skipped; the stream goes on.
+so a stream claiming absurd dimensions is refused, not decoded. An HTTP camera is opened here
+(``mjpeg_http``): its MJPEG parts are read by a bounded parser, each refused before it is read
+when it claims more than an uncompressed frame of ``max_megapixels``; a packet of another
+source that large is refused before it is decoded. A packet the decoder cannot read is
+counted and skipped; the stream goes on. No error this module raises carries the source's
+password (``settings.redaction``; a ``password_file`` is read only when the source opens).
 """
 
 from __future__ import annotations
 
+import http.client
 import os
 import stat
 import time
@@ -24,6 +29,15 @@ import av.error
 
 from firmware_app.errors import CliniboxError
 from firmware_app.imaging.codestream import StreamFacts, StreamMismatch, jpeg_facts
+from firmware_app.live.mjpeg_http import (
+    BodyReader,
+    MultipartJpeg,
+    PartRefused,
+    StreamEnded,
+    max_part_bytes,
+    open_http,
+    response_boundary,
+)
 from firmware_app.settings.live import TLS_SCHEMES, LiveConfig, LiveSource
 from firmware_app.settings.redaction import redact_text
 
@@ -158,19 +172,52 @@ class VideoInput:
         self.secrets = source_secrets(source)
         #: packets the decoder could not read (skipped)
         self.broken_packets = 0
+        #: the largest packet (an MJPEG part, a frame) taken: refused before it is read
+        self.max_packet = max_part_bytes(self.max_pixels)
+        #: an HTTP MJPEG camera's parts (read here, bounded: ``mjpeg_http``), decoded by
+        #: ``decoder``; None where FFmpeg demuxes the source (``container``)
+        self.parts: Iterator[bytes] | None = None
+        self._response: http.client.HTTPResponse | None = None
+        self.container = None
         fmt, options = open_options(source, config)
         if source.kind == "file":
             _regular_file(source)
+        scheme = urlsplit(source.url).scheme.lower()
+        opened = source_path(source)
+        if source.kind == "stream" and scheme in ("http", "https"):
+            opened = self._open_http()
+            if opened is None:
+                return
         try:
-            self.container = av.open(source_path(source), format=fmt, options=options,
+            self.container = av.open(opened, format=fmt, options=options,
                                      timeout=(config.stall_seconds * 2, config.stall_seconds))
         except (av.error.FFmpegError, OSError) as exc:
+            self.close()
             raise SourceUnavailable(f"cannot open {source.name}: {self.words(exc)}") from None
         try:
             self.stream = self._video_stream()
         except Exception:
-            self.container.close()
+            self.close()
             raise
+
+    def _open_http(self) -> BodyReader | None:
+        """Open an HTTP camera. Multipart (MJPEG): its parts are read here, each bounded
+        (None). Another type: its body, for FFmpeg to read."""
+        try:
+            response = open_http(source_path(self.source), self.source.ca_file,
+                                 self.config.stall_seconds * 2)
+            self._response = response
+            boundary = response_boundary(response)
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            self.close()
+            raise SourceUnavailable(f"cannot open {self.source.name}: "
+                                    f"{self.words(exc)}") from None
+        if boundary is None:
+            return BodyReader(response)
+        self.parts = MultipartJpeg(response, boundary, self.max_packet).parts()
+        self.decoder = av.CodecContext.create("mjpeg", "r")
+        self.decoder.options = {"max_pixels": str(self.max_pixels)}
+        return None
 
     def _video_stream(self) -> av.VideoStream:
         if not self.container.streams.video:
@@ -195,7 +242,34 @@ class VideoInput:
     @property
     def codec(self) -> str:
         """The decoder's name (h264, mjpeg, …)."""
+        if self.parts is not None:
+            return "mjpeg"
         return str(self.stream.codec_context.name)
+
+    def _packets(self) -> Iterator[av.Packet]:
+        """The source's packets: an HTTP camera's parts, or FFmpeg's demuxer's; a packet
+        larger than ``max_packet`` is refused before it is decoded (a part before it is
+        read)."""
+        if self.parts is None:
+            for packet in self.container.demux(self.stream):
+                if packet.size > self.max_packet:
+                    raise StreamRefused(f"{self.source.name}: a packet of {packet.size} bytes, "
+                                        f"more than the largest frame taken "
+                                        f"({self.max_packet} bytes)")
+                yield packet
+            return
+        try:
+            for data in self.parts:
+                yield av.Packet(data)
+        except PartRefused as exc:
+            raise StreamRefused(f"{self.source.name}: {exc}") from None
+        except StreamEnded as exc:
+            raise SourceUnavailable(f"{self.source.name}: {exc}", ended=True) from None
+
+    def _decode(self, packet: av.Packet) -> list[av.VideoFrame]:
+        if self.parts is not None:
+            return self.decoder.decode(packet)
+        return packet.decode()
 
     def frames(self) -> Iterator[Captured]:
         """Decoded frames until the source ends (SourceUnavailable) or refuses
@@ -206,7 +280,7 @@ class VideoInput:
         first_time = 0.0
         failed_in_a_row = 0
         try:
-            for packet in self.container.demux(self.stream):
+            for packet in self._packets():
                 if packet.size == 0:
                     continue
                 data = bytes(packet) if passthrough else b""
@@ -214,7 +288,7 @@ class VideoInput:
                 try:
                     if passthrough:
                         facts = self._check_jpeg(data)
-                    decoded = packet.decode()
+                    decoded = self._decode(packet)
                 except av.error.ArgumentError as exc:  # max_pixels refused the frame
                     raise StreamRefused(f"{self.source.name}: a frame larger than "
                                         f"[live] max_megapixels: {self.words(exc)}") from None
@@ -244,7 +318,10 @@ class VideoInput:
         except av.error.ExitError as exc:  # the read timed out (the interrupt callback)
             raise SourceUnavailable(f"{self.source.name}: no data for "
                                     f"{self.config.stall_seconds} s") from exc
-        except (av.error.FFmpegError, OSError) as exc:
+        except TimeoutError as exc:  # an HTTP camera's read timed out (its socket's timeout)
+            raise SourceUnavailable(f"{self.source.name}: no data for "
+                                    f"{self.config.stall_seconds * 2} s") from exc
+        except (av.error.FFmpegError, OSError, http.client.HTTPException) as exc:
             raise SourceUnavailable(f"{self.source.name}: {self.words(exc)}") from None
         raise SourceUnavailable(f"{self.source.name}: the stream ended", ended=True)
 
@@ -261,7 +338,10 @@ class VideoInput:
 
     def close(self) -> None:
         """Close the container (and the device or connection)."""
-        self.container.close()
+        if self.container is not None:
+            self.container.close()
+        if self._response is not None:
+            self._response.close()
 
 
 def _regular_file(source: LiveSource) -> None:

@@ -186,7 +186,8 @@ class LiveConfig:
     max_megapixels: float = setting(in_range(0.1, 40), "largest frame decoded (megapixels); a "
                                     "stream claiming more is refused before decoding", 8.3)
     memory_mb: int = setting(in_range(256, 65536), "address space a source's live process "
-                             "may take (its decoder's bound)", 4096)
+                             "may take (its decoder's bound; a 720p source with a session "
+                             "open peaks near 900 MB)", 2048)
     jpeg_quality: int = setting(in_range(30, 95), "quality of the frames the page shows", 80)
     display_width: int = setting(in_range(0, 7680), "the frames the page shows are at most this "
                                  "wide (a tablet's screen; the clinic's Wi-Fi carries half the "

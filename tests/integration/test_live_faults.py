@@ -91,13 +91,13 @@ def test_faulty_sources_are_said_on_their_pages_and_ingest_goes_on(tmp_path: Pat
                      and state("camera").get("analysed", 0) > before + 30, 120,
                      "the camera back")
 
-            # each source's process bounds its own address space ([live] memory_mb: 4096)
+            # each source's process bounds its own address space ([live] memory_mb: 2048)
             victim = live_child(box, "stream")
             assert victim is not None
             limits = Path(f"/proc/{victim.pid}/limits").read_text()
             bound = next(line for line in limits.splitlines()
                          if line.startswith("Max address space"))
-            assert bound.split()[3] == str(4096 * 2**20), bound
+            assert bound.split()[3] == str(2048 * 2**20), bound
             # a decoder crash ends the source's process: said, and started again
             victim.kill()
             wait_for(lambda: state("stream").get("state") == "decoder_failed", 60,
