@@ -44,6 +44,9 @@ DEFAULTS: dict[str, Any] = {"box_format": "cxcywh", "transposed": False, "object
                             "activation": "none", "coordinates": "pixels", "background": [],
                             "iou_threshold": 0.5, "score_threshold": 0.25,
                             "max_detections": 5}
+#: the most boxes a package may keep in a frame: the box's NMS runs one pass over the
+#: candidates per kept box, so this bounds its cost whatever the candidates' count
+MAX_DETECTIONS = 100
 
 
 def is_box_list(entry: dict[str, Any]) -> bool:
@@ -85,7 +88,7 @@ def box_list_problems(entry: dict[str, Any]) -> list[str]:
                 not 0.0 <= value <= 1.0:
             problems.append(f"the detection head's {key} must lie in [0, 1], not {value!r}")
     limit = entry.get("max_detections", DEFAULTS["max_detections"])
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        problems.append(f"the detection head's max_detections must be a whole number >= 1, "
-                        f"not {limit!r}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_DETECTIONS:
+        problems.append(f"the detection head's max_detections must be a whole number from 1 "
+                        f"to {MAX_DETECTIONS}, not {limit!r}")
     return problems

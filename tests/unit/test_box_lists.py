@@ -131,6 +131,9 @@ def test_a_misdeclared_box_list_head_is_refused_with_the_reason():
         parse_heads([{**YOLO, "layout": "boxes_scores"}])
     with pytest.raises(HeadsError, match="iou_threshold"):
         parse_heads([{**YOLO, "iou_threshold": 1.5}])
+    with pytest.raises(HeadsError, match="from 1 to 100"):  # bounds the box's NMS passes
+        parse_heads([{**YOLO, "max_detections": 101}])
+    parse_heads([{**YOLO, "max_detections": 100}])
     decoder = decoder_for(_manifest(YOLO))
     with pytest.raises(ValueError, match="4 box \\+ 1 objectness \\+ 1 class"):
         decoder.decode({"candidates": np.zeros((1, 10, 7), np.float32)},
