@@ -144,15 +144,18 @@ def listening(port: int) -> bool:
 
 @contextlib.contextmanager
 def http_mjpeg_server(video: str | Path, port: int, quality: int = 5,
-                      wait: float = 10.0) -> Iterator[str]:
+                      wait: float = 10.0, cert: Path | None = None,
+                      key: Path | None = None) -> Iterator[str]:
     """Serve ``video`` in a loop, at its own pace, as multipart JPEG (``mpjpeg``, what an
-    IP camera's MJPEG stream is) on http://127.0.0.1:``port``/stream; yields that URL.
+    IP camera's MJPEG stream is) on http://127.0.0.1:``port``/stream (https:// with the
+    certificate ``cert`` and its ``key``); yields that URL.
 
     ffmpeg's server takes one client and ends when it leaves: it is started again, so a
     client that reconnects finds it again (after a short gap)."""
-    url = f"http://127.0.0.1:{port}/stream"
+    tls = [] if cert is None else ["-cert_file", str(cert), "-key_file", str(key)]
+    url = f"{'http' if cert is None else 'https'}://127.0.0.1:{port}/stream"
     command = [*_loop_input(video), "-map", "0:v", "-c:v", "mjpeg", "-q:v", str(quality),
-               "-pix_fmt", "yuvj420p", "-f", "mpjpeg", "-listen", "1", url]
+               "-pix_fmt", "yuvj420p", "-f", "mpjpeg", "-listen", "1", *tls, url]
     with _served_again(command, port, wait):
         yield url
 

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from firmware_app.live.source import SourceUnavailable, VideoInput
+from firmware_app.settings.live import LiveConfig, LiveSource
 from firmware_app.storage.live_frames import read_state
 from tests.box_harness import stop, to_toml, wait_for
 from tests.integration.conftest import REPO
-from tests.live_video import make_phantom_video, tls_mpegts_server
+from tests.live_video import http_mjpeg_server, make_phantom_video, tls_mpegts_server
 from tests.ports import free_ports
 from tests.tls_certs import CertificateAuthority
 
@@ -75,3 +77,29 @@ def test_the_trusted_encoder_is_read_and_an_impostor_is_refused(tmp_path: Path):
         finally:
             for process in lives:
                 stop(process)
+
+
+def test_an_https_camera_is_checked_against_ca_file_too(tmp_path: Path):
+    """ffmpeg serving MJPEG over HTTPS (``-listen 1`` with a certificate): read when its
+    certificate is the trusted CA's, refused at the handshake when it is an impostor's."""
+    trusted = CertificateAuthority.create(tmp_path / "trusted")
+    impostor = CertificateAuthority.create(tmp_path / "impostor")
+    video = make_phantom_video(tmp_path / "phantom.mp4", seconds=2.0, seed=6).path
+    config = LiveConfig(stall_seconds=2.0)
+    for ca, port in zip((trusted, impostor), free_ports(2), strict=True):
+        cert, key = ca.issue_server("camera-1", tmp_path / ca.cert_path.parent.name,
+                                    stem="camera")
+        with http_mjpeg_server(video, port, cert=cert, key=key) as url:
+            source = LiveSource(name="camera", url=url, ca_file=str(trusted.cert_path))
+            if ca is impostor:
+                with pytest.raises(SourceUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+                    VideoInput(source, config)
+                continue
+            video_input = VideoInput(source, config)
+            try:
+                frames = video_input.frames()
+                first = next(frames)
+                assert (first.frame.width, first.frame.height) == (1280, 720)
+                assert first.jpeg is not None  # the camera's own JPEG, shown as it came
+            finally:
+                video_input.close()
