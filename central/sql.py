@@ -24,6 +24,7 @@ from typing import Any
 
 from central.config import database_kind
 from firmware_app.errors import CliniboxError
+from firmware_app.settings.redaction import redact_url
 
 _SQLITE_PREFIX = "sqlite://"
 _SQLITE_ID = "INTEGER PRIMARY KEY AUTOINCREMENT"
@@ -49,13 +50,9 @@ def sqlite_path(url: str) -> Path:
 
 
 def redact(url: str) -> str:
-    """``url`` without a password, safe to log."""
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}@{host}"
+    """``url`` without a password, safe to log (the box's one redaction,
+    ``settings.redaction``: ``postgresql://user:***@host/db``)."""
+    return redact_url(url)
 
 
 class Transaction:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from firmware_app.i18n import gettext
 from firmware_app.settings.loader import ConfigError, in_range, names, one_of, setting
-from firmware_app.settings.redaction import url_secrets
+from firmware_app.settings.redaction import redact_url, url_secrets
 
 #: a source's name: it names its folder and its page (``/live/<name>``)
 _SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -46,7 +46,7 @@ def _source_url(value: Any) -> str | None:
     if scheme not in SOURCE_SCHEMES:
         return gettext("must be %(device)s, a path, or a URL of %(schemes)s; got %(value)s",
                        device="/dev/videoN", schemes=names(SOURCE_SCHEMES),
-                       value=repr(value))
+                       value=repr(redact_url(value)))
     return None
 
 

@@ -117,3 +117,10 @@ def test_an_unreachable_source_says_why_without_its_password(tmp_path):
 def test_a_password_file_or_ca_file_that_cannot_work_is_refused_at_load(table, words):
     with pytest.raises(ConfigError, match=words):
         from_dict({"live": {"sources": [{"name": "cam", **table}]}})
+
+
+def test_a_refused_url_is_quoted_without_its_password():
+    with pytest.raises(ConfigError) as refused:
+        from_dict({"live": {"sources": [{"name": "cam", "url": f"srt://u:{CANARY}@enc:9000"}]}})
+    assert "srt://u:***@enc:9000" in str(refused.value)
+    assert CANARY not in str(refused.value)
