@@ -4,7 +4,7 @@ A detector declared with a candidate-list detection head (``layout`` in
 ``contracts/box_lists.py``) exports its candidates before non-maximum
 suppression; the box suppresses them itself. For the converter:
 
-* :class:`converters.box_score.BoxScore` adds ``finding_logit`` [N, 1], the logit of the most
+* :class:`converters.image_score.BoxScore` adds ``finding_logit`` [N, 1], the logit of the most
   probable lesion candidate's score (what the box takes as the finding
   probability), so the operating threshold, AUC and golden cases work as for
   any model;

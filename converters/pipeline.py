@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
@@ -38,7 +37,6 @@ from converters.box_lists import (
     box_list_head,
     compare_boxes,
     decode_nodes,
-    head_outputs,
 )
 from converters.cam import (
     CAM_OUTPUT,
@@ -52,6 +50,7 @@ from converters.cam import (
 )
 from converters.config import ConvertConfig, ConvertConfigError, require
 from converters.data import DataError, LabelledData, Preprocessing, load_data
+from converters.declared_heads import declared_heads
 from converters.export import (
     export_onnx,
     export_onnx_fp16,
@@ -61,6 +60,8 @@ from converters.export import (
 )
 from converters.feedback import appended, load_feedback_cases
 from converters.head_cam import GradCamModel, find_pooled_head, wrap
+from converters.heatmap_words import outputs_meaning, step_report
+from converters.image_score import MaskScore, with_image_score
 from converters.int8_kernels import kernel_note, saturation_failures
 from converters.ood import (
     IMAGE_STATISTICS,
@@ -82,7 +83,7 @@ from converters.quantize import (
     quantize_openvino,
     quantize_tflite,
 )
-from converters.source import MASK_SCORE_OUTPUT, MaskScore, SourceModel, load_source
+from converters.source import SourceModel, load_source
 from converters.spec import ModelSpec
 from converters.spec_probe import spec_from_config
 from converters.training import ClassificationTask, Task, TrainData
@@ -98,10 +99,17 @@ from converters.verify import (
     describe_weakness,
     guard_band,
     lowered_threshold,
+    source_metrics,
     weaknesses,
 )
-from converters.workdir import StaleWorkError, differences, run_inputs
-from firmware_app.contracts.heads import HeadsError, parse_heads
+from converters.workdir import (
+    StaleWorkError,
+    differences,
+    read_state,
+    remove_work,
+    run_inputs,
+    write_state,
+)
 
 log = logging.getLogger("clinibox.convert")
 WORK = ".convert"
@@ -125,7 +133,7 @@ class Conversion:
         #: what this run's work depends on (converters.workdir); work made from other
         #: inputs is never reused: the whole chain starts afresh, a single step refuses it
         self.inputs = run_inputs(config, source.files if source is not None else None)
-        self.state: dict[str, Any] = self._read_state()
+        self.state: dict[str, Any] = read_state(self.work)
         self.stale = ([] if not self._has_work() or self.state.get("inputs") == self.inputs
                       else differences(self.state.get("inputs"), self.inputs))
         if not self.stale:
@@ -142,12 +150,6 @@ class Conversion:
 
     # -- shared pieces ---------------------------------------------------------------------
 
-    def _read_state(self) -> dict[str, Any]:
-        path = self.work / "state.json"
-        if path.exists():
-            return json.loads(path.read_text(encoding="utf-8"))
-        return {"steps": {}, "artifacts": [], "metrics": {}, "benchmarks": {}}
-
     def _has_work(self) -> bool:
         return bool(self.state.get("steps") or self.state.get("artifacts")
                     or (self.work / "model.pt").exists())
@@ -156,19 +158,11 @@ class Conversion:
         """Remove the work of an earlier run (its state, ``model.pt`` and the artifact files
         its state lists) so that nothing of it is reused or packaged; returns the removed
         artifacts' paths."""
-        removed = []
-        for entry in self.state.get("artifacts") or []:
-            for rel in entry.get("files") or [entry.get("path")]:
-                path = self.out / str(rel)
-                if rel and path.is_file() and self.out.resolve() in path.resolve().parents:
-                    path.unlink()
-                    removed.append(str(rel))
-        for name in ("state.json", "model.pt"):
-            (self.work / name).unlink(missing_ok=True)
+        removed = remove_work(self.out, self.work, self.state)
         if self._has_work() or removed:
             log.info("removed the work of an earlier run in %s: %s", self.work,
                      ", ".join(removed) or "state")
-        self.state = {**self._read_state(), "inputs": self.inputs}
+        self.state = {**read_state(self.work), "inputs": self.inputs}
         self.stale = []
         self._reference = self._calibration_reference = None
         self._outputs.clear()
@@ -188,9 +182,7 @@ class Conversion:
         """Write ``state.json`` atomically (with this run's inputs)."""
         self.claim("save")
         self.state["inputs"] = self.inputs
-        tmp = self.work / "state.json.tmp"
-        tmp.write_text(json.dumps(self.state, indent=2, default=_jsonable), encoding="utf-8")
-        tmp.replace(self.work / "state.json")
+        write_state(self.work, self.state)
 
     @property
     def source(self) -> SourceModel:
@@ -206,53 +198,10 @@ class Conversion:
                 self._source = load_source(self.config.model, self.config.weights,
                                            self.config.factory_kwargs)
                 self.state["source"] = self._source.provenance()
-            self._source = self._with_box_score(self._with_mask_score(self._source))
+            self._source, meanings = with_image_score(self._source, self.config)
+            if meanings:
+                self.state.setdefault("output_meanings", {}).update(meanings)
         return self._source
-
-    def _with_box_score(self, source: SourceModel) -> SourceModel:
-        """A detector declared with a candidate-list detection head and no score output,
-        wrapped in :class:`converters.box_score.BoxScore` (its best lesion candidate's score
-        as a logit, the finding probability the box computes)."""
-        from converters.box_score import BoxScore
-
-        head = box_list_head(self.config.heads)
-        if head is None or self.config.score_output or isinstance(source.module, BoxScore):
-            return source
-        if source.program is not None or not source.trainable:
-            raise ConvertConfigError(
-                f"a detector without --score-output must be an eager module (MODULE:FACTORY "
-                f"or a pickled module), not {source.kind}: the converter adds its image-level "
-                f"score {MASK_SCORE_OUTPUT!r}")
-        names = tuple(self.config.outputs) or head_outputs(head)
-        self.state.setdefault("output_meanings", {})[MASK_SCORE_OUTPUT] = (
-            "logit of the most probable lesion candidate's score (the image-level score, "
-            "added by the converter)")
-        return SourceModel(BoxScore(source.module, names, head).eval(), source.kind,
-                           source.reference, source.files)
-
-    def _with_mask_score(self, source: SourceModel) -> SourceModel:
-        """A model declared with a segmentation head only, and no score output, wrapped in
-        :class:`converters.source.MaskScore` (its most probable lesion pixel as a logit)."""
-        c = self.config
-        kinds = {h.get("kind") for h in c.heads}
-        if ("segmentation" not in kinds or kinds & {"classification", "detection"}
-                or c.score_output or isinstance(source.module, MaskScore)):
-            return source
-        if source.program is not None or not source.trainable:
-            raise ConvertConfigError(
-                f"a segmentation model without --score-output must be an eager module "
-                f"(MODULE:FACTORY or a pickled module), not {source.kind}: the converter adds "
-                f"its image-level score {MASK_SCORE_OUTPUT!r}")
-        head = next(h for h in c.heads if h.get("kind") == "segmentation")
-        names = tuple(c.outputs) or (str(head.get("output", "")),)
-        if head.get("output") not in names:
-            raise ConvertConfigError(f"the segmentation head's output {head.get('output')!r} "
-                                     f"is not among the outputs {list(names)}")
-        self.state.setdefault("output_meanings", {})[MASK_SCORE_OUTPUT] = (
-            f"logit of the most probable lesion pixel of {head['output']!r} (the image-level "
-            "score, added by the converter)")
-        return SourceModel(MaskScore(source.module, names, head).eval(), source.kind,
-                           source.reference, source.files)
 
     @property
     def spec(self) -> ModelSpec:
@@ -508,33 +457,9 @@ class Conversion:
         self._spec, self._reference, self._calibration_reference = wrapped, None, None
         self._outputs.clear()
         self._guard_bands.clear()
-        features = (f"the {head.channels} pooled feature maps of {head.feature_path!r}"
-                    + (f", projected on their {size} principal directions (fitted on "
-                       f"{len(rows)} calibration images) plus the norm of the rest"
-                       if size else ""))
-        self.state.setdefault("output_meanings", {}).update({
-            CAM_OUTPUT: (f"Grad-CAM [N, {head.classes}, h, w] computed in the graph: the "
-                         "gradient of each score with respect to the pooled features (through "
-                         f"the head {', '.join(getattr(head, 'chain', ()))}) applied to each "
-                         f"position of {head.feature_path!r} (before its ReLU, times h·w)"
-                         if gradient else
-                         f"class-activation map [N, {head.classes}, h, w]: the linear layer "
-                         f"{head.linear_path!r} applied to each position of {head.feature_path!r} "
-                         "(Grad-CAM before its ReLU, up to scale; its mean plus the bias is the "
-                         "logit)"),
-            FEATURES_OUTPUT: f"{features} (for the validated range)"})
-        report = {"added": True,
-                  "method": ("Grad-CAM in the graph: the head's gradient at the pooled "
-                             "features (its layers' weights and activations' slopes, no "
-                             "autograd) as a 1×1 convolution of the last feature maps"
-                             if gradient else
-                             "class-activation map: the final linear layer's weights as a 1×1 "
-                             "convolution of the last feature maps (no gradients)"),
-                  **({"head_layers": list(getattr(head, "chain", ()))} if gradient else {}),
-                  "feature_layer": head.feature_path, "linear_layer": head.linear_path,
-                  "map": [head.classes, *head.map_size],
-                  "features": {"dimensions": wrapper.feature_size,
-                               "pooled_channels": head.channels, "projected": bool(size)}}
+        self.state.setdefault("output_meanings", {}).update(
+            outputs_meaning(head, gradient, size, 0 if rows is None else len(rows)))
+        report = step_report(head, wrapper.feature_size, gradient, size)
         self.state["steps"]["heatmap"] = report
         self.save_state()
         log.info("heatmap: %s", report)
@@ -625,30 +550,11 @@ class Conversion:
         return section
 
     def declare_heads(self) -> list[dict[str, Any]]:
-        """``config.heads``, set here and only here when the config declares none: a
-        classifier gets its classification head, and a heatmap head when ``cam`` was added
-        (also appended to declared heads that lack one). Checked against the contract."""
-        c, spec = self.config, self.spec
-        heads = [dict(h) for h in c.heads]
-        if not heads and c.postprocessing == "classification":
-            heads.append({"kind": "classification", "output": spec.score_output,
-                          "activation": spec.activation, "labels": list(spec.labels),
-                          "negative_label": spec.negative_label, "per": "image"})
-        if (heads and self.state["steps"].get("heatmap", {}).get("added")
-                and not any(h.get("kind") == "heatmap" for h in heads)):
-            heads.append({"kind": "heatmap", "output": CAM_OUTPUT, "activation": "none"})
-        if heads:
-            try:
-                parsed = parse_heads(heads)
-            except HeadsError as exc:
-                raise ConvertConfigError(f"heads: {exc}") from exc
-            unknown = sorted({o for h in parsed for o in h.outputs.values()}
-                             - set(spec.output_names))
-            if unknown:
-                raise ConvertConfigError(f"heads name output(s) {unknown} the model does not "
-                                         f"have (it has {list(spec.output_names)})")
-        c.heads = heads
-        return heads
+        """``config.heads``, set here and only here (``converters.declared_heads``)."""
+        self.config.heads = declared_heads(
+            self.config.heads, self.spec, self.config.postprocessing,
+            bool(self.state["steps"].get("heatmap", {}).get("added")))
+        return self.config.heads
 
     def check_floors(self) -> list[dict]:
         """The figures below the floors; WeakModelError unless ``accept_weak_model``, which
@@ -787,7 +693,8 @@ class Conversion:
             raise ConvertConfigError("nothing to verify: run the export step first")
         failures, threshold = {}, self.threshold()
         self.state["threshold"] = threshold
-        self.state["source_metrics"] = source_summary(self, threshold)
+        self.state["source_metrics"] = source_metrics(self.spec, self.validation.labels,
+                                                       self.reference(), threshold)
         for record in records:
             metrics = self.measure(record)
             self.state["metrics"][record.kind] = metrics
@@ -822,13 +729,14 @@ class Conversion:
         is left out of the package when every float artifact passes (each profile keeps its
         float artifact): its files, record and measurements are removed, and why it was
         left out is kept in ``state["left_out"]`` for the manifest and the report, instead
-        of failing the conversion (issue 55: TFLite INT8 of a softmax segmenter). Other
-        models keep the rule that a broken gate fails the run. ``failures`` loses the
-        artifacts left out."""
+        of failing the conversion (issue 55: TFLite INT8 of a softmax segmenter). So is any
+        model's with ``int8_optional``; otherwise a broken gate fails the run. ``failures``
+        loses the artifacts left out."""
         self.state["left_out"] = left = []
         records = self.records()
         labels = {r.kind: f"{r.format} {r.precision} ({r.path})" for r in records}
-        if (not isinstance(self.source.module, MaskScore)
+        segmenter = isinstance(self.source.module, MaskScore)
+        if (not (segmenter or self.config.int8_optional)
                 or any(labels[r.kind] in failures for r in records
                        if r.precision not in INT8_PRECISIONS)):
             return left
@@ -842,8 +750,9 @@ class Conversion:
                              labels[record.kind]),
                          "attempts": len(attempts),
                          "kept_float": [len(a.get("kept_float") or []) for a in attempts],
-                         "reason": "a segmenter's INT8 artifact that breaks the fidelity gate "
-                                   "is left out; the profiles run its float artifact"})
+                         "reason": ("a segmenter's" if segmenter else "an int8_optional")
+                         + " INT8 artifact that breaks the fidelity gate is left out; the "
+                           "profiles run its float artifact"})
             for name in record.files:
                 (self.out / name).unlink(missing_ok=True)
             self.state["artifacts"] = [a for a in self.state["artifacts"]
@@ -893,20 +802,3 @@ class Conversion:
         self.verify()
         self.add_stage()
         return self.package(keep_work)
-
-
-def source_summary(conv: Conversion, threshold: float) -> dict:
-    """The PyTorch source's own metrics on validation (the reference for every delta)."""
-    from converters.verify import source_metrics
-
-    return source_metrics(conv.spec, conv.validation.labels, conv.reference(), threshold)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (np.ndarray, tuple)):
-        return list(value)
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")

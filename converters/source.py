@@ -10,9 +10,8 @@
 * a ``torch.export`` ExportedProgram (``.pt2``).
 
 Every form gives a :class:`SourceModel` whose ``module`` is callable on a
-float tensor; outputs are named later from the config (see ``spec.py``). A
-segmentation model declared with a segmentation head only is wrapped in
-:class:`MaskScore`, which adds the image-level score the converter verifies.
+float tensor; outputs are named later from the config (see ``spec.py``); a
+model with no image-level score gets one in ``converters.image_score``.
 """
 
 from __future__ import annotations
@@ -169,54 +168,3 @@ def load_source(reference: str, weights: Path | None = None,
     if weights is not None:
         raise SourceError(f"--weights is only for MODULE:FACTORY models; {reference} is a file")
     return _from_file(path)
-
-
-#: the image-level score the converter adds to a segmentation-only model
-MASK_SCORE_OUTPUT = "finding_logit"
-
-
-class MaskScore(nn.Module):
-    """A segmentation model with an image-level score beside its outputs.
-
-    ``finding_logit`` [N, 1] is the logit of the most probable lesion pixel of
-    the mask output (every channel but the head's negative label, after the
-    head's activation): what the box takes as the finding probability of a
-    package with a segmentation head only, so the converter can verify, set
-    the operating threshold and pick golden cases as for a classifier.
-    """
-
-    def __init__(self, model: nn.Module, output_names: tuple[str, ...], head: dict[str, Any]
-                 ) -> None:
-        super().__init__()
-        self.model = model
-        self.output_names = tuple(output_names)
-        self.mask_output = str(head["output"])
-        self.activation = str(head.get("activation", "sigmoid"))
-        self.labels = tuple(head.get("labels", ()))
-        self.negative_label = (head.get("background") or head.get("negative_label")
-                               or "background")
-
-    #: read by converters.spec_probe.spec_from_config
-    added_outputs = (MASK_SCORE_OUTPUT,)
-    derived_score = MASK_SCORE_OUTPUT
-
-    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Image [N, C, H, W] → the model's outputs and ``finding_logit`` [N, 1]."""
-        result = self.model(image)
-        if isinstance(result, torch.Tensor):
-            outputs = {self.output_names[0]: result}
-        elif isinstance(result, dict):
-            outputs = {n: result[n] for n in self.output_names}
-        else:
-            outputs = dict(zip(self.output_names, result, strict=True))
-        maps = outputs[self.mask_output]
-        keep = [i for i, label in enumerate(self.labels) if label != self.negative_label]
-        if len(self.labels) != maps.shape[1] or not keep:
-            keep = list(range(maps.shape[1]))
-        if self.activation == "sigmoid":  # monotonic: the largest logit is the largest p
-            logit = maps[:, keep].amax(dim=(1, 2, 3))
-        else:
-            probs = torch.softmax(maps, dim=1) if self.activation == "softmax" else maps
-            p = probs[:, keep].amax(dim=(1, 2, 3)).clamp(1e-6, 1 - 1e-6)
-            logit = torch.log(p) - torch.log1p(-p)
-        return {**outputs, MASK_SCORE_OUTPUT: logit[:, None]}

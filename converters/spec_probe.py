@@ -29,7 +29,7 @@ def spec_from_config(config: ConvertConfig, model: torch.nn.Module) -> ModelSpec
         names = list(config.outputs or [f"output_{i}" for i in range(len(result))])
     else:
         names = list(config.outputs or ["logits"])
-    # what the converter's wrappers add (CamModel, MaskScore)
+    # what the converter's wrappers add (CamModel, MaskScore, BoxScore)
     names += [n for n in getattr(model, "added_outputs", ()) if n not in names]
     probe = ModelSpec(shape, tuple(names), config.score_output
                       or getattr(model, "derived_score", None) or names[0])

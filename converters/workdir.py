@@ -21,6 +21,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from converters.config import ConvertConfig, ConvertConfigError
 
 #: settings that decide only whether and how the package is written, not its artifacts
@@ -123,3 +125,43 @@ def describe_left(work: Path, state: dict) -> str:
             f"written beside it in {work.parent}: {artifacts}). A single step with the same "
             "options continues it; clinibox convert (the whole chain) or other inputs start "
             "afresh and remove it.")
+
+
+def read_state(work: Path) -> dict[str, Any]:
+    """``state.json`` of the work folder ``work``, or an empty state."""
+    path = work / "state.json"
+    if path.exists():
+        return json.loads(path.read_text(encoding="utf-8"))
+    return {"steps": {}, "artifacts": [], "metrics": {}, "benchmarks": {}}
+
+
+def write_state(work: Path, state: dict[str, Any]) -> None:
+    """Write ``state.json`` in ``work`` atomically (numpy values and paths as JSON)."""
+    tmp = work / "state.json.tmp"
+    tmp.write_text(json.dumps(state, indent=2, default=_jsonable), encoding="utf-8")
+    tmp.replace(work / "state.json")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (np.ndarray, tuple)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def remove_work(out: Path, work: Path, state: dict[str, Any]) -> list[str]:
+    """Remove the artifact files ``state`` lists (inside ``out`` only), then the work
+    folder's state and model; returns the removed artifacts' paths."""
+    removed = []
+    for entry in state.get("artifacts") or []:
+        for rel in entry.get("files") or [entry.get("path")]:
+            path = out / str(rel)
+            if rel and path.is_file() and out.resolve() in path.resolve().parents:
+                path.unlink()
+                removed.append(str(rel))
+    for name in ("state.json", "model.pt"):
+        (work / name).unlink(missing_ok=True)
+    return removed

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from converters.box_lists import box_gate_failures, compare_boxes, report_section
-from converters.box_score import BoxScore
+from converters.image_score import BoxScore
 from converters.verify import Gate, check_gate
 from firmware_app.contracts.heads import parse_heads
 from firmware_app.inference.box_lists import top_score
