@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.installed
 BOX_STAMP := $(VENV)/.installed-box
 TORCHVISION := $(VENV)/opt/torchvision
 TORCHVISION_VERSION := 0.28.0
-TORCHVISION_STAMP := $(TORCHVISION)/.installed-$(TORCHVISION_VERSION)
+TIMM_VERSION := 1.0.31
+TORCHVISION_STAMP := $(TORCHVISION)/.installed-$(TORCHVISION_VERSION)-timm-$(TIMM_VERSION)
 # what `make run` installs: the box's own runtimes (ONNX Runtime is a core dependency), no
 # torch, no converter toolchain, no test tools
 RUN_EXTRAS ?= openvino,tflite,live
@@ -36,12 +37,13 @@ $(STAMP): pyproject.toml $(BOX_STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
-# torchvision for the suite's bring-your-own-detector tests: the indexes serve only its CUDA
-# build, so without its dependencies (they would pull CUDA torch) and outside site-packages,
-# where only tests/torchvision_cpu.py finds it (it stands in for the compiled operators)
+# torchvision and timm for the suite's bring-your-own-model tests and the cookbook: the indexes
+# serve only torchvision's CUDA build, so without their dependencies (they would pull CUDA
+# torch; timm's others are already installed) and outside site-packages, where only
+# tests/torchvision_cpu.py finds them (it stands in for torchvision's compiled operators)
 $(TORCHVISION_STAMP): | $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps --upgrade --target $(TORCHVISION) \
-		torchvision==$(TORCHVISION_VERSION)
+		torchvision==$(TORCHVISION_VERSION) timm==$(TIMM_VERSION)
 	touch $@
 
 # Start the appliance on its embedded defaults (state under ./var, DICOM on

@@ -125,6 +125,10 @@ class ConvertConfig:
     #: an INT8 artifact runs at its own finding threshold, lowered just enough that it calls a
     #: finding on every calibration image the source calls one (verify.guard_band)
     int8_guard_band: bool = True
+    #: an INT8 artifact that breaks the gate is left out of the package with its reason (its
+    #: profiles run their float artifact) instead of failing the conversion; a segmenter's
+    #: always is
+    int8_optional: bool = False
     #: a second stage on each lesion (``[stage]`` in convert.toml; converters/stage.py)
     stage: dict[str, Any] = field(default_factory=dict)
 
@@ -197,7 +201,8 @@ def _coerce(key: str, value: Any) -> Any:
                        else ("[0", value >= 0.0))
         if not (low_ok and value <= 1.0):
             raise ConvertConfigError(f"{key} must lie in {low}, 1], got {value}")
-    if key in ("heatmap", "accept_weak_model") and not isinstance(value, bool):
+    if key in ("heatmap", "accept_weak_model", "float_fallback", "int8_guard_band",
+               "int8_optional") and not isinstance(value, bool):
         raise ConvertConfigError(f"{key} must be true or false, got {value!r}")
     if key in ("prune", "max_student_mac_ratio") and value is not None:
         value = float(value)

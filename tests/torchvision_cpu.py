@@ -26,6 +26,7 @@ So torchvision's own Python model code (RetinaNet, SSD, SSDlite, FCOS, Faster R-
 RoI heads) runs unchanged on the CPU, with torchvision's Python losses, anchors, box coders and
 postprocessing. This is a test-environment shim, not part of the converter: a model maker's
 workstation has a torchvision whose library loads (where it does, :func:`load` uses it).
+timm, installed in the same folder, imports once :func:`load` has run.
 """
 
 from __future__ import annotations

@@ -146,3 +146,35 @@ def test_the_lraspp_segmenter_example_names_its_lesions_lesion(tmp_path, signing
             found += 1
     assert found >= 3, f"{found} phantom lesions outlined"
 
+
+
+@pytest.mark.slow
+def test_the_timm_classifier_example_gets_its_heatmap_and_says_it_is_weak(tmp_path,
+                                                                          signing_key):
+    example = run_example("timm-classifier", tmp_path, signing_key, "lesion-mobilenet",
+                          torchvision=True)
+    _print_times("timm-classifier", example)
+    manifest = example.manifest
+    assert [h["kind"] for h in manifest["heads"]] == ["classification", "heatmap"]
+    heatmap = manifest["provenance"]["steps"]["heatmap"]
+    assert heatmap["added"] and heatmap["method"].startswith("Grad-CAM in the graph")
+    assert heatmap["head_layers"] == ["conv_head", "norm_head", "act2", "flatten", "classifier"]
+    assert heatmap["grad_cam"]["correlation"]["onnx-fp32"]["min"] >= 0.99
+    # its INT8 artifact passes the gate or is left out with the reason (int8_optional)
+    kept = {a["precision"] for a in manifest["artifacts"]}
+    left = manifest["provenance"].get("left_out", [])
+    assert "fp32" in kept and ("int8" in kept) != bool(left), (kept, left)
+    assert all(e["reason"].startswith("an int8_optional INT8 artifact") for e in left), left
+    # accepted below the floors, and said so where a reviewer reads it
+    weakness = manifest["provenance"]["weakness"]
+    assert weakness and all(w["accepted_by"].startswith("the operator") for w in weakness)
+    assert "accepted by the operator" in report_text(example)
+
+    runner = install(example, tmp_path, signing_key, "lesion-mobilenet")
+    write_cases(tmp_path / "new", seed=13, count=8)
+    feed = BoxFeed.from_manifest(manifest)
+    for case in read_cases(tmp_path / "new"):
+        findings, _ = runner.run(box_input(case.path, feed).frame)
+        # the map on the last feature maps' grid (the page draws it over the image)
+        assert findings.heatmap is not None, case.path
+        assert list(findings.heatmap.shape) == heatmap["map"][1:] and findings.heatmap.max() > 0

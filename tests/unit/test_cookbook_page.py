@@ -16,7 +16,8 @@ from firmware_app.settings.box import REPO_ROOT
 PAGE = REPO_ROOT / "docs" / "model-makers" / "cookbook.md"
 EXAMPLES = REPO_ROOT / "examples" / "model-makers"
 FAMILIES = {"torchvision-ssd": "A torchvision detector", "yolo": "A YOLO-style detector",
-            "lraspp": "A segmenter with a background channel"}
+            "lraspp": "A segmenter with a background channel",
+            "timm-classifier": "A timm classifier"}
 
 
 def _section(family: str) -> str:
