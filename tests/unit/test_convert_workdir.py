@@ -120,7 +120,8 @@ def test_every_command_line_option_has_its_file_key_and_every_file_key_its_optio
     file_only = set(FIELDS) - {NEGATED.get(k, k) for k in file_keys}
     assert file_only == {"output_meanings", "split", "preprocessing", "preprocessing_params",
                          "postprocessing", "postprocessing_params", "heads", "thresholds",
-                         "task", "gate", "float_fallback", "int8_guard_band", "stage"}
+                         "task", "gate", "float_fallback", "int8_guard_band", "int8_optional",
+                         "stage"}
 
 
 SAMPLES = {"factory_kwargs": '{"classes": 3}', "teacher_kwargs": '{"width": 4}',
