@@ -157,6 +157,10 @@ class ReceiverConfig:
     dead_letter_max_mb: int = setting(
         in_range(1, 1_000_000), "the most the dead_letters table holds; the oldest are dropped "
                                 "beyond it", 64)
+    flood_messages: int = setting(
+        in_range(1, 10_000_000), "a box with more messages than this waiting in the receiver's "
+                                 "intake (held beyond its share) is marked flooding on the fleet "
+                                 "page", 200)
 
 
 def _url(value: Any) -> str | None:

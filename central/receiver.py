@@ -19,12 +19,19 @@ stop the queue; only a database fault (:class:`StoreError`) leaves a
 message unacknowledged.
 
 :class:`MqttService` runs the broker link (MQTT v5 over TLS, persistent
-session, shared subscription, QoS 1) and acknowledges a message only after
-``handle`` has committed its outcome to the database; when the database
-fails it acknowledges nothing, disconnects and comes back once the database
-answers, so the broker delivers the message again. Should ``handle`` raise
-anything else, the message is recorded as ``internal-error`` and
-acknowledged; only if even that record fails is it left with the broker.
+session, shared subscription, QoS 1). It reads the link in short slices and
+*takes in* what came: a message larger than any envelope may be
+(:data:`MAX_ENVELOPE_BYTES`) is refused by its size before anything reads it
+(``too-big``, its first :data:`TOO_BIG_KEPT` bytes kept); the others are held
+in the database's intake (:mod:`central.intake`), a batch in one transaction,
+and acknowledged once that committed. Between slices it handles the held
+messages in turns across the boxes, so a box that floods the hospital takes
+one box's share and another box's message is handled within a turn of
+arriving; what a box sent beyond its share stays held, never dropped. When
+the database fails it acknowledges nothing more, disconnects and comes back
+once the database answers, so the broker delivers again what was not held.
+Should ``handle`` raise anything else, the message is recorded as
+``internal-error``; only if even that record fails does it stay held.
 """
 
 from __future__ import annotations
@@ -42,10 +49,16 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from central.config import CentralConfig, MqttConfig
+from central.intake import Held, Intake
 from central.store import Store, StoreError
 from firmware_app.contracts import topics
 from firmware_app.contracts.egress import EgressRefused, check_message
-from firmware_app.contracts.envelope import EnvelopeError, open_envelope, read_header
+from firmware_app.contracts.envelope import (
+    MAX_ENVELOPE_BYTES,
+    EnvelopeError,
+    open_envelope,
+    read_header,
+)
 
 log = logging.getLogger("clinibox.central")
 
@@ -59,12 +72,17 @@ FUTURE_SECONDS = 86_400.0
 _TIME_FIELDS = {"summary": ("created_at", "period_start", "period_end")}
 #: A message that broke the receiver itself: recorded, kept as a dead letter, acknowledged.
 INTERNAL_ERROR = "internal-error"
+#: A message larger than any envelope may be (:data:`MAX_ENVELOPE_BYTES`): refused by its
+#: size before anything reads it, only its first :data:`TOO_BIG_KEPT` bytes kept.
+TOO_BIG = "too-big"
+#: The bytes of a too-big message kept as its dead letter (enough to see what it was).
+TOO_BIG_KEPT = 4096
 #: Every word :meth:`Receiver.handle` may answer with.
 OUTCOMES = (STORED, DUPLICATE, "bad-topic", "malformed", "unknown-device", "revoked",
             "topic-mismatch", "bad-signature", "undecryptable", "schema", "too-old",
-            FROM_THE_FUTURE, INTERNAL_ERROR)
-__all__ = ["FROM_THE_FUTURE", "FUTURE_SECONDS", "INTERNAL_ERROR", "OUTCOMES", "MqttService",
-           "Receiver"]
+            FROM_THE_FUTURE, INTERNAL_ERROR, TOO_BIG)
+__all__ = ["FROM_THE_FUTURE", "FUTURE_SECONDS", "INTERNAL_ERROR", "OUTCOMES", "TOO_BIG",
+           "MqttService", "Receiver"]
 
 
 class Receiver:
@@ -130,6 +148,8 @@ class Receiver:
 
     def _handle(self, topic: str, payload: bytes, received_at: float) -> str:
         size = len(payload)
+        if size > MAX_ENVELOPE_BYTES:
+            return self.refuse_too_big(topic, payload[:TOO_BIG_KEPT], size, received_at)
         parsed = topics.parse_topic(topic)
 
         def refuse(reason: str, claimed: tuple[str, str] | None, detail: str) -> str:
@@ -183,6 +203,15 @@ class Receiver:
                  header.seq)
         return DUPLICATE
 
+    def refuse_too_big(self, topic: str, head: bytes, size: int, received_at: float) -> str:
+        """Refuse a message of ``size`` bytes, over :data:`MAX_ENVELOPE_BYTES`, by its size
+        alone (nothing parsed); ``head``: its first bytes, kept as its dead letter."""
+        parsed = topics.parse_topic(topic)
+        claimed = None if parsed is None else (parsed[0], parsed[1])
+        return self._refuse(TOO_BIG, topic, claimed, size,
+                            f"{size} bytes, over the {MAX_ENVELOPE_BYTES} an envelope may have",
+                            head[:TOO_BIG_KEPT], received_at)
+
     def _refuse(self, reason: str, topic: str, claimed: tuple[str, str] | None, size: int,
                 detail: str, payload: bytes, received_at: float) -> str:
         settings = self.config.receiver
@@ -197,6 +226,18 @@ class Receiver:
 SESSION_TAKEN_OVER = 0x8E
 #: Seconds a connection must last (without a failed message) to count as healthy.
 HEALTHY_AFTER = 10.0
+#: Messages held in the intake (then acknowledged) in one transaction at most.
+TAKE_IN_BATCH = 500
+#: Their bytes at most: with the broker's ``message_size_limit`` and the too-big refusal,
+#: this bounds what the receiver holds in memory of the messages it takes in.
+TAKE_IN_BYTES = 16 << 20
+#: Seconds of reading the link before what came in is held (and acknowledged).
+READ_SLICE = 0.05
+#: Seconds of handling held messages before the link is read again.
+HANDLE_SLICE = 0.1
+#: The most unacknowledged messages the broker may send the receiver at once (MQTT v5
+#: Receive Maximum).
+RECEIVE_MAXIMUM = 1000
 
 
 def mqtt_client(settings: MqttConfig, client_id: str, *, manual_ack: bool) -> mqtt.Client:
@@ -224,6 +265,14 @@ class MqttService:
         self.connected = threading.Event()
         self._store_failed = False
         self._acked = False
+        self.intake = Intake(receiver.store.database, self.client_id)
+        #: taken off the link, not yet held: (topic, payload, received_at, mid, qos)
+        self._taken: list[tuple[str, bytes, float, int, int]] = []
+        self._taken_bytes = 0
+        #: too big to take: (topic, first bytes, size, received_at, mid, qos)
+        self._too_big: list[tuple[str, bytes, int, float, int, int]] = []
+        #: the rest of the turn being handled (a slice may end in the middle of one)
+        self._turn: list[Held] = []
         self._client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
@@ -264,29 +313,97 @@ class MqttService:
             log.info("disconnected from the broker: %s", reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        """Take a message in hand (held and acknowledged by :meth:`take_in`); one larger than
+        an envelope may be is refused by its size, only its first bytes kept."""
         if self._store_failed:
             return  # not acknowledged: the broker sends it again after the reconnect
         try:
             topic = message.topic
         except UnicodeDecodeError:
             topic = "<topic is not UTF-8>"
-        try:
-            self.receiver.handle(topic, message.payload)
-        except StoreError as exc:
-            log.error("database unavailable, message left with the broker: %s", exc)
-            self._store_failed = True
+        payload, now = message.payload, time.time()
+        if len(payload) > MAX_ENVELOPE_BYTES:
+            self._too_big.append((topic, bytes(payload[:TOO_BIG_KEPT]), len(payload), now,
+                                  message.mid, message.qos))
             return
+        self._taken.append((topic, bytes(payload), now, message.mid, message.qos))
+        self._taken_bytes += len(payload)
+
+    def take_in(self, client: mqtt.Client) -> int:
+        """Hold what was taken off the link in the intake, in one transaction, then
+        acknowledge it (a too-big one once its refusal is recorded); how many. When the
+        database fails nothing more is acknowledged: the broker sends it again."""
+        taken, too_big = self._taken, self._too_big
+        self._taken, self._too_big, self._taken_bytes = [], [], 0
+        try:
+            for topic, head, size, at, mid, qos in too_big:
+                self.receiver.refuse_too_big(topic, head, size, at)
+                self.receiver.counts[TOO_BIG] += 1
+                client.ack(mid, qos)
+            self.intake.put((topic, payload, at) for topic, payload, at, _, _ in taken)
+        except Exception as exc:  # the database, or a fault of ours: left with the broker
+            log.error("could not hold %d messages, left with the broker: %s", len(taken), exc)
+            self._store_failed = True
+            return 0
+        for *_, mid, qos in taken:
+            client.ack(mid, qos)
+        if taken or too_big:
+            self._acked = True
+        return len(taken) + len(too_big)
+
+    def handle_held(self, budget: float = HANDLE_SLICE) -> bool:
+        """Handle held messages in turns across the boxes (:meth:`central.intake.Intake.
+        next_turn`) for about ``budget`` seconds; whether any are still waiting."""
+        deadline = time.monotonic() + budget
+        try:
+            while True:
+                if not self._turn:
+                    self._turn = self.intake.next_turn()
+                    if not self._turn:
+                        return False
+                held = self._turn[0]
+                if not self._handle_one(held.topic, held.payload, held.received_at):
+                    self._turn = []
+                    return True  # the database failed: the message stays held
+                self.intake.done(held.id)
+                del self._turn[0]
+                if time.monotonic() >= deadline:
+                    return True
+        except StoreError as exc:
+            self._turn = []
+            log.error("database unavailable, messages stay held: %s", exc)
+            self._store_failed = True
+            return True
+
+    def _handle_one(self, topic: str, payload: bytes, received_at: float) -> bool:
+        """Handle one message; False when its outcome could not be recorded."""
+        try:
+            self.receiver.handle(topic, payload, received_at)
+        except StoreError as exc:
+            log.error("database unavailable, message stays held: %s", exc)
+            self._store_failed = True
+            return False
         except Exception as exc:  # a fault of ours that handle did not catch
             log.exception("could not handle a message on %r", topic)
             try:
-                self.receiver.record_internal_error(topic, message.payload, exc=exc)
+                self.receiver.record_internal_error(topic, payload, received_at, exc=exc)
             except Exception as failure:  # not even recorded: as if the database failed
-                log.error("could not record it either, message left with the broker: %s",
-                          failure)
+                log.error("could not record it either, message stays held: %s", failure)
                 self._store_failed = True
-                return
-        client.ack(message.mid, message.qos)
-        self._acked = True
+                return False
+        return True
+
+    def _read_more(self, rc: MQTTErrorCode) -> MQTTErrorCode:
+        """Go on reading while messages keep coming, up to a batch or :data:`READ_SLICE`."""
+        deadline = time.monotonic() + READ_SLICE
+        while (rc == MQTTErrorCode.MQTT_ERR_SUCCESS and not self._store_failed
+               and len(self._taken) < TAKE_IN_BATCH and self._taken_bytes < TAKE_IN_BYTES
+               and time.monotonic() < deadline):
+            before = len(self._taken) + len(self._too_big)
+            rc = self._client.loop(timeout=0.0)
+            if len(self._taken) + len(self._too_big) == before:
+                break
+        return rc
 
     # -- the loop ------------------------------------------------------------
     def serve(self, stop: threading.Event) -> None:
@@ -305,9 +422,14 @@ class MqttService:
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
             self._store_failed = self._acked = False
+            self._taken, self._too_big, self._taken_bytes, self._turn = [], [], 0, []
             since = time.monotonic()
+            busy = True  # held messages of an earlier run are handled first thing
             while not stop.is_set() and not self._store_failed:
-                rc = self._client.loop(timeout=0.5)
+                rc = self._read_more(self._client.loop(timeout=0.0 if busy else 0.5))
+                self.take_in(self._client)
+                if not self._store_failed:
+                    busy = self.handle_held()
                 if self._acked or (self.connected.is_set()
                                    and time.monotonic() - since > HEALTHY_AFTER):
                     backoff = 1.0  # the link works: the next failure starts a fresh backoff
@@ -327,6 +449,7 @@ class MqttService:
     def _connect(self) -> None:
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = self.config.mqtt.session_expiry
+        properties.ReceiveMaximum = RECEIVE_MAXIMUM
         self._client.connect(self.config.mqtt.host, self.config.mqtt.port,
                              keepalive=self.config.mqtt.keepalive, clean_start=False,
                              properties=properties)

@@ -29,7 +29,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from central import audit_witness, fleet, notify, reviews
+from central import audit_witness, fleet, intake, notify, reviews
 from central.config import HealthConfig
 from central.schema import TABLES, create_or_migrate
 from central.sql import Database, StoreError
@@ -60,9 +60,6 @@ DEAD_LETTER_ROW_BYTES = 256
 #: Dead letters kept per topic (one box's, the broker's ACL says) an hour; beyond, only the
 #: refusal is recorded: one box gone bad cannot fill the table or slow every refusal.
 DEAD_LETTERS_PER_TOPIC_HOUR = 100
-#: The bound is enforced every this many dead letters kept by this process (the pruning
-#: query reads the whole table; the table may pass the bound by this many letters).
-PRUNE_EVERY = 64
 #: Drops the oldest dead letters beyond a total size (newest kept first).
 _PRUNE_DEAD_LETTERS = (
     "DELETE FROM dead_letters WHERE id IN (SELECT id FROM (SELECT id, SUM(size + "
@@ -140,7 +137,7 @@ class Store:
         self.webhook = webhook
         self.public_url = public_url
         self.migrated_from = create_or_migrate(self._db)
-        self._kept_since_prune = 0
+        intake.create(self._db)  # the receiver's intake (a table of its own, any version)
         if 1 <= self.migrated_from < 4:
             self.rebuild_box_state()
 
@@ -316,8 +313,9 @@ class Store:
 
         With ``dead_letter``, those bytes are kept in ``dead_letters`` in the same
         transaction (at most :data:`DEAD_LETTERS_PER_TOPIC_HOUR` a topic an hour), and
-        every :data:`PRUNE_EVERY` letters the oldest beyond ``dead_letter_max_bytes`` in
-        all (each row counted :data:`DEAD_LETTER_ROW_BYTES` beyond its bytes) are dropped.
+        with each letter kept the oldest beyond ``dead_letter_max_bytes`` in all (each row
+        counted :data:`DEAD_LETTER_ROW_BYTES` beyond its bytes) are dropped: the table is
+        never over its bound.
         """
         clinic, device = claimed if claimed is not None else (None, None)
         at = time.time() if at is None else at
@@ -340,10 +338,7 @@ class Store:
                 " payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (at, topic_text, clinic_text, device_text, reason, len(dead_letter),
                  bytes(dead_letter)))
-            self._kept_since_prune += 1
-            if self._kept_since_prune >= PRUNE_EVERY:
-                tx.execute(_PRUNE_DEAD_LETTERS, (int(dead_letter_max_bytes),))
-                self._kept_since_prune = 0
+            tx.execute(_PRUNE_DEAD_LETTERS, (int(dead_letter_max_bytes),))
 
     # -- dead letters and audit heads --------------------------------------------
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:

@@ -61,16 +61,34 @@ def test_dead_letters_can_be_turned_off(store, hospital, box):
     assert store.counts()["rejections"] == 1 and store.dead_letters() == []
 
 
-def test_dead_letters_are_bounded_by_dropping_the_oldest(store, hospital, monkeypatch):
-    monkeypatch.setattr(store_module, "PRUNE_EVERY", 1)  # the bound checked on every letter
+def test_dead_letters_are_bounded_by_dropping_the_oldest(store, hospital):
     receiver = _receiver(store, hospital, dead_letter_max_mb=1)
-    sizes = [400_000, 400_000, 400_000, 400_000, 100_000]
+    sizes = [250_000, 250_000, 250_000, 250_000, 100_000]
     for index, size in enumerate(sizes):
         assert receiver.handle("not/a/topic", bytes([index]) * size) == "bad-topic"
     kept = store.dead_letters()
-    assert [store.dead_letter_bytes(d["id"])[:1] for d in kept] == [b"\x04", b"\x03", b"\x02"]
-    assert store.dead_letter_totals() == (3, 900_000)  # under 1 MiB
+    assert [store.dead_letter_bytes(d["id"])[:1] for d in kept] == [b"\x04", b"\x03", b"\x02",
+                                                                     b"\x01"]
+    assert store.dead_letter_totals() == (4, 850_000)  # under 1 MiB
     assert store.counts()["rejections"] == 5  # the refusals themselves are all kept
+
+
+def test_a_message_larger_than_an_envelope_is_refused_by_its_size(store, hospital, box):
+    """Found by the red team: 16, 64 and 200 MB messages were parsed, kept whole as dead
+    letters (280 MiB against a 64 MB bound) and took the receiver to 871 MiB. Now one over
+    MAX_ENVELOPE_BYTES is refused as too-big before anything reads it, its first 4 KiB kept,
+    whether it comes through the link or straight to handle."""
+    receiver = _receiver(store, hospital)
+    service, client = _service(receiver), _Client()
+    huge = b"{" * (16 << 20)
+    _deliver(service, client, _Message(huge, mid=11))
+    assert receiver.handle(ALERT_TOPIC, huge) == receiver_module.TOO_BIG
+    assert client.acked == [11] and service.intake.waiting() == 0
+    assert receiver.counts == {receiver_module.TOO_BIG: 2}
+    rows = store.rejections()
+    assert [(r["reason"], r["size_bytes"]) for r in rows] == [("too-big", 16 << 20)] * 2
+    assert store.dead_letter_totals() == (2, 2 * receiver_module.TOO_BIG_KEPT)
+    assert receiver.handle(*box.envelope("alert")) == "stored"  # and the receiver goes on
 
 
 def test_a_fault_of_ours_is_an_internal_error_kept_and_the_receiver_goes_on(
@@ -126,6 +144,13 @@ def _service(receiver: Receiver) -> MqttService:
     return MqttService(receiver.config, receiver)
 
 
+def _deliver(service: MqttService, client: _Client, message: _Message) -> None:
+    """What serve() does with one message: take it in (held, acknowledged), handle it."""
+    service._on_message(client, None, message)
+    service.take_in(client)
+    service.handle_held()
+
+
 def test_the_link_acknowledges_a_message_that_broke_handle(store, hospital, box, monkeypatch):
     receiver = _receiver(store, hospital)
     service, client = _service(receiver), _Client()
@@ -134,8 +159,9 @@ def test_the_link_acknowledges_a_message_that_broke_handle(store, hospital, box,
         raise KeyError("not caught by handle")
 
     monkeypatch.setattr(receiver, "handle", broken)
-    service._on_message(client, None, _Message(b"poison"))
+    _deliver(service, client, _Message(b"poison"))
     assert client.acked == [7] and service._store_failed is False
+    assert service.intake.waiting() == 0
     assert [r["reason"] for r in store.rejections()] == [INTERNAL_ERROR]
     assert store.dead_letter_bytes(store.dead_letters()[0]["id"]) == b"poison"
 
@@ -149,14 +175,33 @@ def test_the_link_keeps_a_message_it_cannot_even_record(store, hospital, box, mo
 
     monkeypatch.setattr(receiver, "handle", broken)
     monkeypatch.setattr(store, "reject", broken)
-    service._on_message(client, None, _Message(b"poison"))
+    _deliver(service, client, _Message(b"poison"))
+    # held (acknowledged: the intake has it), not dropped: handled again on the next pass
+    assert client.acked == [7] and service._store_failed is True
+    assert service.intake.waiting() == 1
+    monkeypatch.undo()
+    service._store_failed = False
+    assert service.handle_held() is False and service.intake.waiting() == 0
+    assert [r["reason"] for r in store.rejections()] == ["malformed"]
+
+
+def test_the_link_leaves_with_the_broker_what_it_cannot_hold(store, hospital, box,
+                                                             monkeypatch):
+    receiver = _receiver(store, hospital)
+    service, client = _service(receiver), _Client()
+
+    def broken(*_args, **_kwargs):
+        raise StoreError("database gone")
+
+    monkeypatch.setattr(service.intake, "put", broken)
+    _deliver(service, client, _Message(b"poison"))
     assert client.acked == [] and service._store_failed is True
 
 
 def test_the_link_acknowledges_a_malformed_message(store, hospital, box):
     receiver = _receiver(store, hospital)
     service, client = _service(receiver), _Client()
-    service._on_message(client, None, _Message(_poison(box)[1], mid=9))
+    _deliver(service, client, _Message(_poison(box)[1], mid=9))
     assert client.acked == [9] and receiver.counts == {"malformed": 1}
 
 
@@ -177,8 +222,10 @@ def test_one_topic_keeps_a_bounded_number_of_dead_letters_an_hour(store, hospita
 
 
 def test_empty_dead_letters_count_against_the_bound(store):
-    for index in range(store_module.PRUNE_EVERY * 2):
+    """Found by the red team: the bound was enforced every 64 letters, so 16 MB letters kept
+    280 MiB against 64 MB. Now every letter kept prunes to the bound in its transaction."""
+    for index in range(40):
         store.reject("malformed", f"t/{index}", None, 0, at=float(index), dead_letter=b"",
                      dead_letter_max_bytes=10 * store_module.DEAD_LETTER_ROW_BYTES)
-    kept, size = store.dead_letter_totals()
-    assert size == 0 and kept <= 10 + store_module.PRUNE_EVERY
+        kept, size = store.dead_letter_totals()
+        assert size == 0 and kept == min(index + 1, 10)

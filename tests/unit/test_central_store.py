@@ -16,7 +16,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-import central.store as store_module
 from central.schema import VERSION
 from central.sql import Database, StoreError, sqlite_path
 from central.store import EnrolmentConflict, Store
@@ -299,9 +298,7 @@ class StoreContract:
         assert again.migrated_from == VERSION == 6 and again.dead_letter_totals() == (1, 5)
         again.close()
 
-    def test_dead_letters_keep_bytes_and_drop_the_oldest_beyond_the_bound(self, store,
-                                                                          monkeypatch):
-        monkeypatch.setattr(store_module, "PRUNE_EVERY", 1)  # the bound on every letter
+    def test_dead_letters_keep_bytes_and_drop_the_oldest_beyond_the_bound(self, store):
         for index in range(6):  # each 400 bytes + its row: two fit in 1,400
             store.reject("malformed", "t", ("clinic-a", "box-1"), 400, at=float(index),
                          dead_letter=bytes([index]) * 400, dead_letter_max_bytes=1400)
