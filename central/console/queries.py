@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from central import rollouts
+from central import intake, rollouts
 from central.config import HealthConfig
 from central.console import box_story
 from central.fleet import BOX_STATE_COLUMNS
@@ -176,27 +176,50 @@ _ALERT_SELECT = ("SELECT " + ", ".join(f"a.{c}" for c in ALERT_COLUMNS)
                  " FROM alerts a LEFT JOIN clinics c ON c.clinic = a.clinic")
 
 
+#: A box's alerts the worklist shows at most (unless filtered to one box): the rest are
+#: one line, "N more from this box", so one box's flood cannot fill a page.
+PER_BOX_ON_WORKLIST = 3
+#: The worklist's order: escalated first, then score, then age (parameters: the reviewed
+#: state and the escalation time), on the columns of ``_ALERT_SELECT``'s rows.
+_WORKLIST_ORDER = ("CASE WHEN {p}state <> ? AND {p}received_at < ? THEN 0 ELSE 1 END,"
+                   " {p}score DESC, {p}received_at ASC, {p}id ASC")
+
+#: ``_ALERT_SELECT`` with each alert's place among its box's (``box_rank``, by the worklist's
+#: order) and its box's count (``box_total``).
+_RANKED_SELECT = _ALERT_SELECT.replace(
+    " FROM alerts a",
+    ", ROW_NUMBER() OVER (PARTITION BY a.clinic, a.device ORDER BY "
+    + _WORKLIST_ORDER.format(p="a.") + ") AS box_rank,"
+    " COUNT(*) OVER (PARTITION BY a.clinic, a.device) AS box_total FROM alerts a", 1)
+
+
 def worklist(db: Database, filters: AlertFilters, *, page: int, escalate_minutes: float,
-             now: float | None = None) -> Page:
+             now: float | None = None, per_box: int = PER_BOX_ON_WORKLIST) -> Page:
     """The alerts the filters keep, by priority: escalated first, then score, then age.
 
-    Escalated: not reviewed and waiting longer than ``escalate_minutes``.
+    Escalated: not reviewed and waiting longer than ``escalate_minutes``. Unless the
+    filters name a box, at most ``per_box`` alerts of one box are listed (its first by
+    that order); the last listed carries ``more_from_box``, how many more it has.
     """
     now = time.time() if now is None else now
     before = now - escalate_minutes * 60
     terms, params = filters.where()
     where = (" WHERE " + " AND ".join(terms)) if terms else ""
     page = min(max(1, page), LARGEST // ALERTS_PER_PAGE)
+    per_box = LARGEST if filters.box else per_box
+    order = [AlertState.REVIEWED.value, before]
+    ranked = f"SELECT * FROM ({_RANKED_SELECT}{where}) AS ranked WHERE box_rank <= ?"
     with db.transaction(write=False) as tx:
-        total = int(tx.execute("SELECT COUNT(*) FROM alerts a LEFT JOIN clinics c"
-                               f" ON c.clinic = a.clinic{where}", params).fetchone()[0])
+        total = int(tx.execute(f"SELECT COUNT(*) FROM ({ranked}) AS listed",
+                               [*order, *params, per_box]).fetchone()[0])
         cursor = tx.execute(
-            f"{_ALERT_SELECT}{where} ORDER BY CASE WHEN a.state <> ? AND a.received_at < ?"
-            " THEN 0 ELSE 1 END, a.score DESC, a.received_at ASC, a.id ASC LIMIT ? OFFSET ?",
-            [*params, AlertState.REVIEWED.value, before, ALERTS_PER_PAGE,
-             (page - 1) * ALERTS_PER_PAGE])
+            f"{ranked} ORDER BY {_WORKLIST_ORDER.format(p='')} LIMIT ? OFFSET ?",
+            [*order, *params, per_box, *order, ALERTS_PER_PAGE, (page - 1) * ALERTS_PER_PAGE])
         rows = _dicts(cursor)
         last = tx.execute("SELECT MAX(id) FROM alerts").fetchone()[0]
+    for row in rows:
+        rank, count = int(row.pop("box_rank")), int(row.pop("box_total"))
+        row["more_from_box"] = count - rank if rank == per_box and count > rank else 0
     _mark(rows, before)
     return Page(rows, page, ALERTS_PER_PAGE, total, {"last_id": int(last or 0)})
 
@@ -329,9 +352,11 @@ def delivery(downlink: dict[str, Any], box: dict[str, Any] | None, *, stale: boo
 
 
 def fleet(db: Database, *, county: str, clinic: str, health: str, page: int,
-          warn: HealthConfig, now: float | None = None) -> Page:
+          warn: HealthConfig, now: float | None = None, flood_messages: int = 200) -> Page:
     """Every box (100 a page), stalest first, with its clinic and county, filtered by the
-    ``health`` word; each row marked by :func:`mark_health` (``warn``: ``[health]``)."""
+    ``health`` word; each row marked by :func:`mark_health` (``warn``: ``[health]``) and
+    with ``held`` (its messages waiting in the receiver's intake) and ``flooding`` (more
+    than ``flood_messages`` of them: ``[receiver] flood_messages``)."""
     now = time.time() if now is None else now
     stale_before = now - warn.stale_seconds
     queue_warn, disk_warn_pct = warn.queue_warn, warn.disk_warn_pct
@@ -366,8 +391,11 @@ def fleet(db: Database, *, county: str, clinic: str, health: str, page: int,
             f"{_BOX_SELECT}{where}"
             " ORDER BY COALESCE(b.last_seen, 0) ASC, b.clinic, b.device LIMIT ? OFFSET ?",
             [*params, BOXES_PER_PAGE, (page - 1) * BOXES_PER_PAGE]))
+    held = intake.held(db) if rows else {}
     for row in rows:
         mark_health(row, warn, now)
+        row["held"] = held.get((row["clinic"], row["device"]), 0)
+        row["flooding"] = row["held"] > flood_messages
     return Page(rows, page, BOXES_PER_PAGE, total)
 
 

@@ -57,7 +57,8 @@ def fleet():
     if health not in queries.HEALTH_FILTERS:
         health = "all"
     page = queries.fleet(db, county=county, clinic=clinic, health=health,
-                         page=queries.page_number(request.args), warn=state.config.health)
+                         page=queries.page_number(request.args), warn=state.config.health,
+                         flood_messages=state.config.receiver.flood_messages)
     steps = queries.latest_rollout_targets(db, [(b["clinic"], b["device"]) for b in page.rows])
     return render_template("fleet.html", page=page, county=county, clinic=clinic,
                            health=health, healths=queries.HEALTH_FILTERS, rollout_steps=steps,
