@@ -15,7 +15,7 @@ flood_messages`` held is marked on the console's fleet page (:func:`held`).
 A box is known by its topic (``clinibox/<clinic>/<device>/<kind>``: the broker's ACL lets a
 box publish only on its own); a message on any other topic is held under the empty box.
 Each receiver handles the rows it took in (``receiver``: its ``[mqtt] client_id``), as the
-broker keeps each receiver's session apart.
+broker keeps each receiver's session apart. The table is :mod:`central.schema`'s.
 """
 
 from __future__ import annotations
@@ -26,23 +26,13 @@ from dataclasses import dataclass
 from central.sql import Database
 from firmware_app.contracts import topics
 
-__all__ = ["PER_BOX", "TURN", "Held", "Intake", "box_of", "create", "held"]
+__all__ = ["PER_BOX", "TURN", "Held", "Intake", "box_of", "held"]
 
 #: A box's messages handled in one turn at most.
 PER_BOX = 4
 #: Messages handled in one turn at most (across all boxes).
 TURN = 32
 
-_TABLE = """CREATE TABLE IF NOT EXISTS intake (
-    id          {id},
-    receiver    TEXT NOT NULL,
-    clinic      TEXT NOT NULL,
-    device      TEXT NOT NULL,
-    topic       TEXT NOT NULL,
-    received_at DOUBLE PRECISION NOT NULL,
-    payload     {blob} NOT NULL
-)"""
-_INDEX = "CREATE INDEX IF NOT EXISTS intake_by_box ON intake (receiver, clinic, device, id)"
 #: The ids of the next turn: each box's oldest first, then each box's second, ...
 _TURN = ("SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY clinic, device"
          " ORDER BY id) AS turn FROM intake WHERE receiver = ?) AS held"
@@ -57,13 +47,6 @@ class Held:
     topic: str
     payload: bytes
     received_at: float
-
-
-def create(db: Database) -> None:
-    """Make the ``intake`` table (and its index) if it is not there."""
-    with db.transaction(write=True) as tx:
-        tx.execute(db.ddl(_TABLE))
-        tx.execute(_INDEX)
 
 
 def box_of(topic: str) -> tuple[str, str]:
@@ -87,7 +70,6 @@ class Intake:
         """Hold and hand out the messages of the receiver ``receiver``."""
         self._db = db
         self.receiver = receiver
-        create(db)
 
     def put(self, messages: Iterable[tuple[str, bytes, float]]) -> int:
         """Hold ``(topic, payload, received_at)`` messages, in one transaction; how many.

@@ -1,5 +1,9 @@
 """The hospital database's tables, and the one step that brings an older database up to date.
 
+The receiver's ``intake`` (:mod:`central.intake`: the messages it took off the broker, held
+until checked) is a table of its own, made in any version without a new version number: an
+older receiver leaves it alone.
+
 Version 6 says how old each figure of ``box_state`` is: ``queue_at`` and ``queue_seq`` (when
 the box measured its queue, and the message that said it: an older message never takes a
 newer figure back), ``disk_at`` (its last summary's disk) and ``audit_at`` (its last audit
@@ -274,6 +278,15 @@ _TABLES = {
         target      TEXT NOT NULL DEFAULT '',
         detail      TEXT NOT NULL DEFAULT ''
     )""",
+    "intake": """CREATE TABLE IF NOT EXISTS intake (
+        id          {id},
+        receiver    TEXT NOT NULL,
+        clinic      TEXT NOT NULL,
+        device      TEXT NOT NULL,
+        topic       TEXT NOT NULL,
+        received_at DOUBLE PRECISION NOT NULL,
+        payload     {blob} NOT NULL
+    )""",
     "schema_version": "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
 }
 _INDEXES = {
@@ -298,6 +311,8 @@ _INDEXES = {
                                    " ON console_login_failures (address, at)",
     "console_audit_by_time": "CREATE INDEX IF NOT EXISTS console_audit_by_time"
                              " ON console_audit (at)",
+    "intake_by_box": "CREATE INDEX IF NOT EXISTS intake_by_box"
+                     " ON intake (receiver, clinic, device, id)",
 }
 #: Version 1's columns, copied as they are (rejections gain claimed_clinic, left empty).
 _V1_COLUMNS = {

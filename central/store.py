@@ -29,7 +29,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from central import audit_witness, fleet, intake, notify, reviews
+from central import audit_witness, fleet, notify, reviews
 from central.config import HealthConfig
 from central.schema import TABLES, create_or_migrate
 from central.sql import Database, StoreError
@@ -137,7 +137,6 @@ class Store:
         self.webhook = webhook
         self.public_url = public_url
         self.migrated_from = create_or_migrate(self._db)
-        intake.create(self._db)  # the receiver's intake (a table of its own, any version)
         if 1 <= self.migrated_from < 4:
             self.rebuild_box_state()
 

@@ -95,7 +95,7 @@ def test_receivers_starting_together_create_the_schema_once(pg_url):
                       "audit_heads", "schema_version", "clinics", "box_state", "drift_points",
                       "downlinks", "webhook_deliveries", "console_accounts",
                       "console_sessions", "console_login_failures", "console_audit",
-                      "rollouts", "rollout_targets", "rollout_chunks"}
+                      "rollouts", "rollout_targets", "rollout_chunks", "intake"}
     for store in stores:
         store.close()
 
