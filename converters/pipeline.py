@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,8 @@ from converters.workdir import (
 
 log = logging.getLogger("clinibox.convert")
 WORK = ".convert"
+#: the distance from the source of an INT8 attempt the quantiser could not make: the farthest
+NOT_MADE = (math.inf, math.inf, math.inf)
 
 
 class Conversion:
@@ -650,6 +653,7 @@ class Conversion:
         calib = self.calibration()
         if not (self.out / formats.KINDS["onnx-fp32"].path).exists():
             raise ConvertConfigError("quantize needs the FP32 export: run the export step first")
+        self.state["quantiser_failed"] = []
         written = []
         for kind in [k for k in formats.kinds_for(self.config.targets) if k.precision == "int8"]:
             plans: list[list[str]] = [[]]
@@ -661,7 +665,15 @@ class Conversion:
             with progress(f"quantize {kind.key}", total=len(plans)) as bar:
                 for keep in plans:
                     start = time.perf_counter()
-                    notes = self._quantize_once(kind, calib, keep)
+                    try:
+                        notes = self._quantize_once(kind, calib, keep)
+                    except Exception as exc:  # the quantiser's own failure on this model
+                        attempts.append({"kept_float": keep, "failures": [
+                            f"the quantiser failed: {str(exc).splitlines()[0][:300]}"],
+                            "seconds": round(time.perf_counter() - start, 1)})
+                        distances.append(NOT_MADE)
+                        bar.advance(1)
+                        continue
                     record = self._record(kind, notes)
                     metrics = self.measure(record)
                     failures = check_gate(metrics, kind.precision, self.gate)
@@ -674,6 +686,9 @@ class Conversion:
                              f"{'passes' if not failures else 'fails'} the gate")
                     if not failures:
                         break
+            if all(d == NOT_MADE for d in distances):
+                self._quantiser_failed(kind, attempts)
+                continue
             closest = distances.index(min(distances))
             if attempts[-1]["failures"] and closest != len(attempts) - 1:
                 notes = self._quantize_once(kind, calib, plans[closest])  # deterministic
@@ -682,6 +697,28 @@ class Conversion:
             notes["attempts"] = attempts
             written.append(self._record(kind, notes))
         return written
+
+    def _quantiser_failed(self, kind: formats.ArtifactKind, attempts: list[dict]) -> None:
+        """No INT8 artifact of ``kind`` could be made: with ``int8_optional`` (or for a
+        segmenter) it is left out with the quantiser's reason, as one that breaks the gate;
+        otherwise ConvertConfigError says so and what to do."""
+        (self.out / kind.path).unlink(missing_ok=True)
+        profiles = formats.profiles_of(kind.key, self.config.targets)
+        reason = attempts[0]["failures"][0]
+        if not (self.config.int8_optional or isinstance(self.source.module, MaskScore)):
+            raise ConvertConfigError(
+                f"{kind.key} ({kind.path}): {reason} (with {len(attempts)} sets of layers "
+                f"kept in float). The float artifacts are not affected: leave out the "
+                f"target profile(s) {', '.join(profiles)}, or set int8_optional = true in "
+                f"convert.toml to package them without this INT8 artifact")
+        self.state.setdefault("quantiser_failed", []).append({
+            "kind": kind.key, "format": kind.format, "precision": kind.precision,
+            "path": kind.path, "profiles": profiles, "failures": [reason],
+            "attempts": len(attempts), "kept_float": [len(a["kept_float"]) for a in attempts],
+            "reason": "the quantiser could not make this INT8 artifact; the profiles run "
+                      "its float artifact"})
+        self.save_state()
+        log.warning("left out %s: %s", kind.path, reason)
 
     def verify(self) -> dict[str, dict]:
         """Every artifact against the PyTorch source on validation; benchmark each; check
@@ -732,7 +769,7 @@ class Conversion:
         of failing the conversion (issue 55: TFLite INT8 of a softmax segmenter). So is any
         model's with ``int8_optional``; otherwise a broken gate fails the run. ``failures``
         loses the artifacts left out."""
-        self.state["left_out"] = left = []
+        self.state["left_out"] = left = list(self.state.get("quantiser_failed") or [])
         records = self.records()
         labels = {r.kind: f"{r.format} {r.precision} ({r.path})" for r in records}
         segmenter = isinstance(self.source.module, MaskScore)

@@ -9,6 +9,7 @@ growing sets of such layers when an INT8 artifact fails the fidelity gate.
 from __future__ import annotations
 
 import math
+import operator
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -183,8 +184,37 @@ def _keep_float_quantizer(keep_float: Sequence[str]) -> Any:
             return self._annotate_all_static_patterns(model, self.global_config,
                                                       outside if keep else None)
 
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            return _float_annotations_only(super().annotate(model))
+
     config = pt2e.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
     return KeepFloatQuantizer().set_global(config)
+
+
+def _is_float(node: Any, model: torch.fx.GraphModule) -> bool:
+    """Whether a graph node holds a floating-point tensor (or something not a tensor)."""
+    value = node.meta.get("val")
+    if value is None and node.op == "get_attr":
+        value = operator.attrgetter(str(node.target))(model)
+    dtype = getattr(value, "dtype", None)
+    return not isinstance(dtype, torch.dtype) or dtype.is_floating_point
+
+
+def _float_annotations_only(model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """The quantizer's annotations without those on integer tensors: its patterns also
+    match an add or a multiply fed an integer constant (a detector's grid offsets, an index
+    table), whose histogram observer cannot run (``"histogram_cpu" not implemented for
+    'Long'``); integers stay integers in the INT8 model."""
+    for node in model.graph.nodes:
+        annotation = node.meta.get("quantization_annotation")
+        if annotation is None:
+            continue
+        annotation.input_qspec_map = {source: spec for source, spec
+                                      in annotation.input_qspec_map.items()
+                                      if _is_float(source, model)}
+        if not _is_float(node, model):
+            annotation.output_qspec = None
+    return model
 
 
 def _calibration_graph(module: torch.nn.Module, spec: ModelSpec, by_name: bool

@@ -285,7 +285,9 @@ class GateFailure(CliniboxError, RuntimeError):
             "  - fp32/fp16: check the export (opset, fused ops, fp16 overflow) — float "
             "artifacts should match the source almost exactly;",
             "  - only if the loss is understood and acceptable: relax the limit deliberately "
-            "in the [gate] table of the conversion config (it is recorded in the manifest).",
+            "in the [gate] table of the conversion config (it is recorded in the manifest);",
+            "  - an int8 artifact that cannot pass: int8_optional = true in convert.toml packages "
+            "without it, with the reason (its profiles run their float artifact).",
         ]
         super().__init__("\n".join(lines))
 
