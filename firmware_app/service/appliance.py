@@ -3,6 +3,7 @@
     DICOM SCP ─┐
     USB import ┴─> Lander (spool fsync + queue commit) ─> ACK
     Worker: queue → decode → quality → ModelRunner → aggregate → ResultStore
+            (at a lower CPU weight than receiving: priority.py)
     StudyCompleter: stable studies → SR / SEG / key image → DICOM outbox; their alert may go
     TelemetryProducer: results → alerts, summaries, heartbeats → Outbox (SQLite)
     Publisher: Outbox → seal (encrypt + sign) → MQTT over TLS → hospital
@@ -59,6 +60,7 @@ from firmware_app.models.store import (
 from firmware_app.models.trial import ModelTrial
 from firmware_app.models.updates import Updater
 from firmware_app.service.live_process import LiveProcess
+from firmware_app.service.priority import lower_new_native_threads, native_threads
 from firmware_app.service.study_completion import StudyCompleter
 from firmware_app.service.systemd_notify import Notifier
 from firmware_app.service.viewer_process import ViewerProcess
@@ -273,6 +275,7 @@ class Appliance:
         assert self.spool is not None, "start_intake first"
         runner: ModelRunner | None = None
         package: ModelPackage | None = None
+        before = native_threads()  # the runtime's own pool is made while the model loads
         try:
             if config.worker.enabled:
                 runner = load_runner_on_trial(config, self.trial)
@@ -286,6 +289,8 @@ class Appliance:
             self.running[package.name] = (package, self.trial)
         if runner is not None:
             more = self._load_routed_models(runner.package)
+            # the runtime's threads analyse at the worker's lower weight (priority.py)
+            lower_new_native_threads(before)
             self.worker = Worker(config, self.spool, runner, self.trial, more)
             self._thread("worker", self.worker.run, self.stop_event, self.wake)
         self.package = package

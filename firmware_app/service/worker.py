@@ -10,7 +10,8 @@ readable reason and the worker moves on; an unexpected error puts the job
 back for a later attempt (``max_attempts``) and is recorded for status.
 Completed analyses and processing errors are reported to the model's trial
 (``model_trial.py``), and every pass of the loop refreshes ``beat``, which the
-service's watchdog reads.
+service's watchdog reads. The worker thread, and the decoder sandbox it starts, run at a
+lower CPU weight than receiving (``priority.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from firmware_app.inference.analysis import Decoding, finish_object, start_objec
 from firmware_app.inference.runner import ModelRunner
 from firmware_app.models.routing import Router
 from firmware_app.models.trial import ModelTrial
+from firmware_app.service.priority import WORKER_THREAD_NAME, lower_this_thread
 from firmware_app.settings.box import Config
 from firmware_app.storage import db
 from firmware_app.storage.queue import Job, JobQueue
@@ -179,7 +181,9 @@ class Worker:
         return any(t is not None and t.rolled_back for _r, t in self.models.values())
 
     def run(self, stop: threading.Event, wake: threading.Event) -> None:
-        """Work until ``stop`` is set, sleeping on ``wake`` when the queue is empty."""
+        """Work until ``stop`` is set, sleeping on ``wake`` when the queue is empty, at the
+        analysis's lower CPU weight (``priority.py``: receiving never waits for analysis)."""
+        lower_this_thread(WORKER_THREAD_NAME)
         try:
             self._loop(stop, wake)
         finally:
