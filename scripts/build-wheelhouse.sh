@@ -18,7 +18,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd -P)
-RUNTIME_EXTRAS="openvino tflite live"
+RUNTIME_EXTRAS="openvino tflite live ocr"
 EXTRAS=""
 PLATFORM=""
 PYVER=3.11

@@ -33,7 +33,7 @@ PREFIX_REL=/opt/clinibox
 UNITS="clinibox.service clinibox-web.service clinibox-retention.service
 clinibox-retention.timer clinibox-failure@.service clinibox-usb-import@.service"
 ENABLE_UNITS="clinibox.service clinibox-web.service clinibox-retention.timer"
-RUNTIME_EXTRAS="openvino tflite live"
+RUNTIME_EXTRAS="openvino tflite live ocr"
 
 ROOT=/
 BUNDLE=""

@@ -29,6 +29,7 @@ from firmware_app.dicom_out.disagreements import export_disagreements
 from firmware_app.dicom_out.export import export_study, reference_secret, resolve_study
 from firmware_app.dicom_out.study_report import study_report
 from firmware_app.errors import EXIT_OK
+from firmware_app.i18n import N_
 from firmware_app.i18n import gettext as _
 from firmware_app.models.package import load_package
 from firmware_app.models.store import resolve_package_root
@@ -36,6 +37,16 @@ from firmware_app.settings import box as config_module
 from firmware_app.storage import db
 from firmware_app.storage.audit import CONSOLE_ADDRESS, console_actor
 from firmware_app.storage.audit_query import parse_when
+
+#: what the command says, in the reader's language, of an object the pixel check left out
+#: (by its code; the others say their reason as it is, and ``--json`` gives every reason)
+PIXEL_CHECK_WORDS = {
+    "ocr-identifier-readable": N_("a patient's name or id can still be read in its pixels"),
+    "ocr-unavailable": N_("its pixels cannot be checked: Tesseract OCR with Chinese and "
+                          "English is not installed on this box"),
+    "ocr-timeout": N_("its pixels could not be read in time"),
+    "ocr-failed": N_("its pixels could not be read"),
+}
 
 
 def unix_account() -> str:
@@ -74,7 +85,9 @@ def cmd_export_study(args: argparse.Namespace) -> int:
             export=summary.export_id, study=summary.study_id, files=len(summary.files),
             target=summary.target))
     for item in summary.left_out:
-        print("  " + _("left out: %(what)s: %(reason)s", what=item.what, reason=item.reason))
+        reason = PIXEL_CHECK_WORDS.get(item.code)
+        print("  " + _("left out: %(what)s: %(reason)s", what=item.what,
+                       reason=_(reason) if reason else item.reason))
     return EXIT_OK
 
 

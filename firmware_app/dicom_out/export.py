@@ -10,16 +10,17 @@ documents it is given (the study's SR, say) the same way, and writes them as
 patient) into a new or empty folder, or into a zip file. What cannot go is
 left out with its reason: an image retention deleted, an object held back, an
 image with burned-in text that cannot be cleaned, a file in which a source
-identifier survived (``leaks.py``). Nothing is written under the final name
-unless at least one file can go; every export is recorded (who, when, from
-where, which study, how many files, where to) before its files appear under
-their final name.
+identifier survived (``leaks.py``), an image in whose pixels OCR can still read
+one, or that could not be read (``pixel_ocr.py``; each with its reason code).
+Nothing is written under the final name unless at least one file can go; every
+export is recorded (who, when, from where, which study, how many files, where
+to) before its files appear under their final name.
 
 An export streams, one object at a time, whatever the size of the study: it
 reads one instance, de-identifies it, writes it straight to its file in a
 staging folder beside the target, searches that file for leaks a chunk at a
-time (``file_leaks.py``), and keeps it (in the staged folder, or added to the
-staged zip and removed) or removes it, before the next instance is read. The
+time (``file_leaks.py``), reads its pixels back with OCR, and keeps it (in the staged folder, or
+added to the staged zip and removed) or removes it, before the next instance is read. The
 staging folder goes whatever happens; the staged folder or zip is renamed to
 the target only after the export is recorded.
 """
@@ -49,6 +50,7 @@ from firmware_app.dicom_out.burned_in import CannotClean
 from firmware_app.dicom_out.deidentify import Deidentifier
 from firmware_app.dicom_out.file_leaks import leaked_in_file
 from firmware_app.dicom_out.leaks import identifying_values
+from firmware_app.dicom_out.pixel_ocr import check_pixels, ocr_targets
 from firmware_app.dicom_out.source_header import normalise
 from firmware_app.errors import EXIT_USAGE, CliniboxError
 from firmware_app.fs import fsync_dir
@@ -71,10 +73,17 @@ class ExportError(CliniboxError):
 
 @dataclass(frozen=True)
 class LeftOut:
-    """An object of the study that is not in the export, and why (no patient data in either)."""
+    """An object of the study that is not in the export, and why (no patient data in either):
+    ``code`` for a program (:data:`LEFT_OUT_CODES`), ``reason`` in words."""
 
     what: str
     reason: str
+    code: str = "not-available"
+
+
+#: the codes of :class:`LeftOut` (the pixel check's are ``pixel_ocr.OcrCode``)
+LEFT_OUT_CODES = ("not-available", "burned-in-text", "not-deidentified", "value-survived",
+                  "ocr-identifier-readable", "ocr-unavailable", "ocr-timeout", "ocr-failed")
 
 
 @dataclass
@@ -91,7 +100,8 @@ class ExportSummary:
         """The summary as plain data (``--json``)."""
         return {"export_id": self.export_id, "study_id": self.study_id, "target": self.target,
                 "files": self.files,
-                "left_out": [{"what": x.what, "reason": x.reason} for x in self.left_out]}
+                "left_out": [{"what": x.what, "reason": x.reason, "code": x.code}
+                             for x in self.left_out]}
 
 
 def reference_secret(config: Config) -> bytes | None:
@@ -216,6 +226,7 @@ def _add(staging: Staging, left_out: list[LeftOut], deidentifier: Deidentifier,
     document the box made (its report text is kept); else a received image, whose header
     is first made fit to be written (:func:`fit_for_export`)."""
     values = identifying_values(ds, own=own)
+    targets = ocr_targets(ds)
     name, path = staging.reserve(prefix)
     try:
         if not own:
@@ -224,17 +235,24 @@ def _add(staging: Staging, left_out: list[LeftOut], deidentifier: Deidentifier,
         ds.save_as(path, enforce_file_format=True)
     except CannotClean as exc:
         staging.discard(path)
-        left_out.append(LeftOut(what, f"burned-in text: {exc}"))
+        left_out.append(LeftOut(what, f"burned-in text: {exc}", "burned-in-text"))
         return
     except (ValueError, TypeError, AttributeError, KeyError, NotImplementedError) as exc:
         staging.discard(path)
-        left_out.append(LeftOut(what, f"could not be de-identified ({type(exc).__name__})"))
+        left_out.append(LeftOut(what, f"could not be de-identified ({type(exc).__name__})",
+                                "not-deidentified"))
         return
     survivors = leaked_in_file(path, values)
     if survivors:
         staging.discard(path)
         left_out.append(LeftOut(what, "a source value survived de-identification in "
-                                      + ", ".join(survivors)))
+                                      + ", ".join(survivors), "value-survived"))
+        return
+    finding = check_pixels(path, targets)
+    if finding is not None:
+        staging.discard(path)
+        left_out.append(LeftOut(what, f"pixel check: {finding.detail}", finding.code.value))
+        log.warning("export: %s left out: %s (%s)", what, finding.code.value, finding.detail)
         return
     staging.keep(name, path)
 

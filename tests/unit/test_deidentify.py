@@ -213,16 +213,19 @@ def test_burned_in_text_without_regions_is_blanked_entirely_not_left_out():
     assert out.BurnedInAnnotation == "NO"
 
 
-def test_a_secondary_capture_that_may_show_text_is_blanked_unless_it_says_no():
+def test_a_secondary_capture_is_blanked_whatever_it_says_another_text_kind_unless_no():
     ds = pydicom.dcmread(get_testdata_file("SC_rgb_small_odd.dcm"))
     ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
     ds.pop("BurnedInAnnotation", None)
-    keep = copy.deepcopy(ds)
-    out = Deidentifier().deidentify(ds)
-    assert not np.asarray(out.pixel_array).any()
-    assert "113101" in [c.CodeValue for c in out.DeidentificationMethodCodeSequence]
-    keep.BurnedInAnnotation = "NO"
-    kept = Deidentifier().deidentify(keep)
+    says_no = copy.deepcopy(ds)
+    says_no.BurnedInAnnotation = "NO"  # a screen capture's header is not believed (issue 56)
+    photo = copy.deepcopy(says_no)
+    photo.SOPClassUID, photo.Modality = "1.2.840.10008.5.1.4.1.1.77.1.4", "XC"
+    for source in (ds, says_no):
+        out = Deidentifier().deidentify(source)
+        assert not np.asarray(out.pixel_array).any()
+        assert "113101" in [c.CodeValue for c in out.DeidentificationMethodCodeSequence]
+    kept = Deidentifier().deidentify(photo)
     assert np.asarray(kept.pixel_array).any()
     assert "113101" not in [c.CodeValue for c in kept.DeidentificationMethodCodeSequence]
 
