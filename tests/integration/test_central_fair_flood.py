@@ -176,6 +176,7 @@ def test_a_quiet_box_goes_through_while_another_floods(tmp_path: Path) -> None:
             wait_for(lambda: len(sink.requests) == FLOOD + 1, 120, "every alert posted")
             assert _rows(database, "SELECT COUNT(*) FROM intake") == [(0,)]
             assert serve.poll() is None, log.read_text()
+            assert _rows(database, "PRAGMA integrity_check") == [("ok",)]
             assert "Traceback" not in log.read_text()
         finally:
             serve.terminate()
