@@ -9,7 +9,8 @@ patient's ids and other ids and numbers, the birth date in its usual written
 forms) are looked for in what was read, normalised (case, spaces, ``^``, ``=``
 and punctuation dropped), with some tolerance: a value of
 :data:`FUZZY_CHARS` characters or more matches with one wrong, missing or extra
-character per five; a shorter Latin one as a whole word; a Chinese one of
+character per five (a number: one digit, from :data:`DIGITS_FUZZY_CHARS`
+digits, else exactly); a shorter Latin one as a whole word; a Chinese one of
 :data:`CJK_FUZZY_CHARS` characters or more with one wrong or missing (王小明
 read as 玉小明), a shorter one exactly.
 An image where one can be read is left out with the code
@@ -36,7 +37,6 @@ is then left out (:attr:`OcrCode.UNAVAILABLE`), never sent unchecked.
 from __future__ import annotations
 
 import enum
-import functools
 import hashlib
 import os
 import re
@@ -62,6 +62,8 @@ TIMEOUT_S = 60
 REMEMBERED = 256
 #: values of at least this many characters match with some tolerance
 FUZZY_CHARS = 5
+#: numbers of at least this many digits match with one digit wrong, missing or extra
+DIGITS_FUZZY_CHARS = 8
 #: Chinese values of at least this many characters match with one character wrong or missing
 CJK_FUZZY_CHARS = 3
 #: identifiers other than names (ids and numbers)
@@ -153,6 +155,8 @@ def found_in(read: str, targets: Iterable[Target]) -> list[str]:
         text = target.text
         if _CJK.search(text):
             hit = _near(text, flat, 1 if len(text) >= CJK_FUZZY_CHARS else 0)
+        elif text.isdigit():  # ids and dates: among a scale's digits, one error is enough
+            hit = _near(text, flat, 1 if len(text) >= DIGITS_FUZZY_CHARS else 0)
         elif len(text) >= FUZZY_CHARS:
             hit = _near(text, flat, max(1, len(text) // 5))
         else:
@@ -178,10 +182,15 @@ def _near(pattern: str, text: str, errors: int) -> bool:
     return False
 
 
-@functools.cache
+_ready: list[bool] = []
+
+
 def ocr_missing() -> str:
     """Why this box cannot read pixels ("" when it can): pytesseract, the tesseract
-    program or its chi_sim and eng data missing."""
+    program or its chi_sim and eng data missing. Once it can, that is remembered; a box
+    that cannot is asked again at the next image (Tesseract installed meanwhile)."""
+    if _ready:
+        return ""
     try:
         import pytesseract
     except ImportError:
@@ -191,7 +200,10 @@ def ocr_missing() -> str:
     except (pytesseract.TesseractNotFoundError, OSError, RuntimeError) as exc:
         return f"the tesseract program cannot be run ({type(exc).__name__})"
     missing = [lang for lang in LANGUAGES if lang not in have]
-    return f"tesseract has no {'+'.join(missing)} data" if missing else ""
+    if missing:
+        return f"tesseract has no {'+'.join(missing)} data"
+    _ready.append(True)
+    return ""
 
 
 def check_pixels(path: Path, targets: list[Target]) -> PixelFinding | None:

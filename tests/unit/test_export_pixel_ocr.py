@@ -158,7 +158,7 @@ def test_the_export_leaves_no_identifier_readable_and_says_which_it_left_out(ocr
 def test_without_tesseract_images_are_left_out_and_the_export_refused(ocr_box, tmp_path,
                                                                       monkeypatch):
     monkeypatch.setattr(pytesseract.pytesseract, "tesseract_cmd", str(tmp_path / "none"))
-    pixel_ocr.ocr_missing.cache_clear()
+    monkeypatch.setattr(pixel_ocr, "_ready", [])
     monkeypatch.setattr(pixel_ocr, "_remembered", {})
     conn = db.connect(ocr_box.config.database_path)
     try:
@@ -166,7 +166,6 @@ def test_without_tesseract_images_are_left_out_and_the_export_refused(ocr_box, t
             export_study(conn, str(ocr_box.study_id), tmp_path / "out", account="cli:tester")
     finally:
         conn.close()
-        pixel_ocr.ocr_missing.cache_clear()
     assert not (tmp_path / "out").exists()
 
 
@@ -181,3 +180,20 @@ def test_the_command_says_in_chinese_which_image_it_left_out(ocr_box, tmp_path, 
     line = next(x for x in printed.getvalue().splitlines()
                 if f"instance {ocr_box.instances['in-region']}" in x)
     assert "图像上还能认出患者姓名或编号" in line and "PatientName" not in line, line
+
+
+def test_the_match_allows_for_ocr_mistakes_but_not_for_chance():
+    ds = pydicom.Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName, ds.PatientID = "LI^XIAOMING=李小明", "20485"
+    ds.PatientBirthDate, ds.OtherPatientIDs = "19800512", "MRN-77310042"
+    targets = pixel_ocr.ocr_targets(ds)
+    found = pixel_ocr.found_in
+    assert found("玉小明  3cm", targets) == ["PatientName"]  # one Chinese character misread
+    assert found("Li Xiaorning", targets) == ["PatientName"]  # m read as rn
+    assert found("DOB 12/05/1980", targets) == ["PatientBirthDate"]
+    assert found("1980.05.13", targets) == ["PatientBirthDate"]  # one digit of eight
+    assert found("mrn 77310O42", targets) == ["OtherPatientIDs"]
+    assert found("ID: 20485", targets) == ["PatientID"]
+    # chance: a short name inside a word, a short id one digit off, a lone Chinese character
+    assert found("CLINIC 20486 李 TIS<0.4 MI=0.8 1980", targets) == []
