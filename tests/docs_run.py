@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import queue
 import shlex
-import sqlite3
 import subprocess
 import threading
 import time
@@ -236,18 +235,38 @@ def run_pages(shell: DocShell, pages: list[Path]) -> dict[str, int]:
     return {str(page.relative_to(REPO)): run_page(shell, page) for page in pages}
 
 
+#: Reads the hospital's database inside the pages' namespace: prints its rows as JSON.
+_READ_CENTRAL = """import json, sqlite3, sys
+try:
+    conn = sqlite3.connect("file:/var/lib/clinibox-central/central.db?mode=ro", uri=True,
+                           timeout=10)
+    print(json.dumps(conn.execute(sys.argv[1]).fetchall(), default=str))
+except sqlite3.Error:
+    print("[]")
+"""
+
+
 def central_rows(shell: DocShell, sql: str) -> list[tuple]:
-    """Rows of the hospital's SQLite database the pages made (none while it is not there)."""
-    path = shell.path("/var/lib/clinibox-central/central.db")
-    if not path.exists():
+    """Rows of the hospital's SQLite database the pages made (none while it is not there).
+
+    Read inside the pages' namespace, through the overlay its processes use: a connection
+    from outside, on the overlay's upper folder, sees none of their locks, takes itself for
+    the only one and may rebuild the write-ahead log's index under the receiver writing (the
+    database then reads as malformed, as a busy receiver showed)."""
+    if not shell.path("/var/lib/clinibox-central/central.db").exists():
         return []
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    pending = shell._next.pop("stdin", None)  # the next page block's input stays its own
     try:
-        return conn.execute(sql).fetchall()
-    except sqlite3.OperationalError:
-        return []
+        status, output = shell._send(f"python -c {shlex.quote(_READ_CENTRAL)} "
+                                     f"{shlex.quote(sql)}", timeout=60,
+                                     what="reading the hospital's database")
     finally:
-        conn.close()
+        if pending is not None:
+            shell._next["stdin"] = pending
+    lines = output.strip().splitlines()
+    if status != 0 or not lines:
+        return []
+    return [tuple(row) for row in json.loads(lines[-1])]
 
 
 def browser(shell: DocShell, *args: str) -> dict:
