@@ -427,8 +427,8 @@ class MqttService:
             busy = True  # held messages of an earlier run are handled first thing
             while not stop.is_set() and not self._store_failed:
                 rc = self._read_more(self._client.loop(timeout=0.0 if busy else 0.5))
-                self.take_in(self._client)
-                if not self._store_failed:
+                taken = self.take_in(self._client)
+                if (busy or taken) and not self._store_failed:  # idle: no query at all
                     busy = self.handle_held()
                 if self._acked or (self.connected.is_set()
                                    and time.monotonic() - since > HEALTHY_AFTER):
