@@ -192,6 +192,13 @@ _RANKED_SELECT = _ALERT_SELECT.replace(
     + _WORKLIST_ORDER.format(p="a.") + ") AS box_rank,"
     " COUNT(*) OVER (PARTITION BY a.clinic, a.device) AS box_total FROM alerts a", 1)
 
+#: ``_ALERT_SELECT`` with each alert's place among its box's newest (``box_rank``) and its
+#: box's count (``box_total``): the poll's new alerts, a box's newest few.
+_NEWEST_SELECT = _ALERT_SELECT.replace(
+    " FROM alerts a",
+    ", ROW_NUMBER() OVER (PARTITION BY a.clinic, a.device ORDER BY a.id DESC) AS box_rank,"
+    " COUNT(*) OVER (PARTITION BY a.clinic, a.device) AS box_total FROM alerts a", 1)
+
 
 def worklist(db: Database, filters: AlertFilters, *, page: int, escalate_minutes: float,
              now: float | None = None, per_box: int = PER_BOX_ON_WORKLIST) -> Page:
@@ -226,18 +233,25 @@ def worklist(db: Database, filters: AlertFilters, *, page: int, escalate_minutes
 
 def alerts_after(db: Database, filters: AlertFilters, after: int, *, escalate_minutes: float,
                  now: float | None = None) -> tuple[list[dict[str, Any]], int]:
-    """Alerts newer than id ``after`` that the filters keep (newest first, at most a page),
-    and the newest alert id of all."""
+    """Alerts newer than id ``after`` that the filters keep (newest first, at most a page;
+    unless the filters name a box, a box's newest :data:`PER_BOX_ON_WORKLIST`, the last with
+    ``more_from_box``), and the newest alert id of all."""
     now = time.time() if now is None else now
     before = now - escalate_minutes * 60
     terms, params = filters.where()
     after = bounded(after)
     terms.insert(0, "a.id > ?")
     params.insert(0, after)
-    with db.transaction(write=False) as tx:
-        rows = _dicts(tx.execute(f"{_ALERT_SELECT} WHERE {' AND '.join(terms)}"
-                                 " ORDER BY a.id DESC LIMIT ?", [*params, ALERTS_PER_PAGE]))
+    per_box = LARGEST if filters.box else PER_BOX_ON_WORKLIST
+    with db.transaction(write=False) as tx:  # a box's newest few, as on the worklist
+        rows = _dicts(tx.execute(
+            f"SELECT * FROM ({_NEWEST_SELECT} WHERE {' AND '.join(terms)}) AS ranked"
+            " WHERE box_rank <= ? ORDER BY id DESC LIMIT ?",
+            [*params, per_box, ALERTS_PER_PAGE]))
         last = tx.execute("SELECT MAX(id) FROM alerts").fetchone()[0]
+    for row in rows:
+        rank, count = int(row.pop("box_rank")), int(row.pop("box_total"))
+        row["more_from_box"] = count - rank if rank == per_box and count > rank else 0
     _mark(rows, before)
     return rows, max(int(last or 0), after)
 

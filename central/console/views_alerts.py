@@ -58,7 +58,8 @@ def latest():
     rows, last = queries.alerts_after(state.store.database, filters, after,
                                       escalate_minutes=state.config.alerts.escalate_minutes)
     html = render_template("alert_rows.html", rows=rows) if rows else ""
-    return jsonify({"last": last, "count": len(rows), "ids": [row["id"] for row in rows],
+    arrived = len(rows) + sum(row["more_from_box"] for row in rows)  # a box's, grouped
+    return jsonify({"last": last, "count": arrived, "ids": [row["id"] for row in rows],
                     "html": html})
 
 

@@ -43,6 +43,15 @@ def test_one_box_cannot_fill_the_worklists_page(console):  # noqa: F811
     assert "57" in line and "flood" in line and not re.search(r"more|alerts", line)
 
 
+def test_the_poll_groups_a_boxs_new_alerts_too(console):  # noqa: F811
+    before = _alert(console, "c2", "quiet", 1)
+    flood = [_alert(console, "c1", "flood", seq, score=1.0) for seq in range(1, 41)]
+    real = _alert(console, "c2", "quiet", 2, score=0.7)
+    answer = _client(console, RADIOLOGIST).get(f"/api/alerts/latest?after={before}").get_json()
+    assert answer["ids"] == [real, *reversed(flood[-3:])] and answer["count"] == 41
+    assert 'data-more-from="c1/flood" data-count="37"' in answer["html"]
+
+
 def test_a_flooding_box_is_marked_on_the_fleet_page(console):  # noqa: F811
     now = time.time()
     _box(console, "c1", "flood", last_seen=now)
