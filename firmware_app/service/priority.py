@@ -3,7 +3,11 @@
 On a box of two cores a modality's C-STOREs and the analysis of what already arrived
 compete for the same cores. Receiving must never wait for analysis, so the analysis
 runs at a lower weight than everything that receives (the native receiver and its
-association processes, the landing socket's threads, the service's main thread):
+association processes, the landing socket's threads, the service's main thread): Linux's
+``SCHED_IDLE`` policy, so a receiving thread that wakes preempts the analysis at once and
+the analysis takes every cycle receiving leaves. On 2 cores of an AMD EPYC, shared with
+other load, ``bench.ingest`` kept about 1.1× the worker-off rate with it, 0.8× with nice 10
+and ``SCHED_BATCH``, 0.5× with no lowering (docs/development/benchmarks.md).
 
 - the worker thread lowers itself when it starts (``lower_this_thread``); the decoder
   sandbox it starts, and any thread a runtime starts from it, inherit that;
@@ -27,9 +31,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-#: the analysis's nice value: CFS weight 110 against receiving's 1024 (nice 0), so the
-#: receiver gets about 90 % of a core the two contend for, and the analysis every cycle
-#: the receiver leaves idle
+#: the analysis's nice value (its threads' policy is ``SCHED_IDLE``, weight 3 against
+#: receiving's 1024; the nice value is what counts where that policy is refused, 110)
 ANALYSIS_NICE = 10
 #: the thread's name in ``top -H``, ``ps -L`` and /proc/<pid>/task/<tid>/comm
 WORKER_THREAD_NAME = "clinibox-worker"
@@ -38,9 +41,10 @@ _TASKS = Path("/proc/self/task")
 
 
 def lower_this_thread(name: str | None = None, nice: int = ANALYSIS_NICE) -> bool:
-    """Give the calling thread (and what it starts later) the analysis's weight: SCHED_BATCH
-    (it does not preempt a waking receiver) at ``nice``; name it ``name`` for the system's
-    tools. Whether the weight was set."""
+    """Give the calling thread (and what it starts later) the analysis's weight:
+    ``SCHED_IDLE`` (a waking receiver preempts it at once, and is placed on its core as on
+    an idle one) at ``nice`` (the weight it keeps where the policy is refused); name it
+    ``name`` for the system's tools. Whether the weight was set."""
     if name:
         _set_name(threading.get_native_id(), name)
     return lower_thread(threading.get_native_id(), nice)
@@ -49,8 +53,9 @@ def lower_this_thread(name: str | None = None, nice: int = ANALYSIS_NICE) -> boo
 def lower_thread(tid: int, nice: int = ANALYSIS_NICE) -> bool:
     """Give the thread ``tid`` of this process the analysis's weight; whether it was set."""
     try:
-        if hasattr(os, "SCHED_BATCH"):
-            os.sched_setscheduler(tid, os.SCHED_BATCH, os.sched_param(0))
+        policy = getattr(os, "SCHED_IDLE", getattr(os, "SCHED_BATCH", None))
+        if policy is not None:
+            os.sched_setscheduler(tid, policy, os.sched_param(0))
         current = os.getpriority(os.PRIO_PROCESS, tid)
         os.setpriority(os.PRIO_PROCESS, tid, max(current, nice))
         return True

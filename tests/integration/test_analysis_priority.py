@@ -18,7 +18,7 @@ from tests.integration.test_dicom_ingest import phantom_dicoms
 
 pytestmark = pytest.mark.integration
 
-SCHED_OTHER, SCHED_BATCH = 0, 3
+SCHED_OTHER, SCHED_IDLE = 0, 5
 
 
 def scheduling(pid: int, tid: int | None = None) -> tuple[str, int, int]:
@@ -47,7 +47,7 @@ def test_analysis_runs_below_receiving_in_a_running_box(box_factory, tmp_path):
     found = threads(service)
     workers = [tid for tid, (name, _n, _p) in found.items() if name == WORKER_THREAD_NAME]
     assert len(workers) == 1, found
-    assert found[workers[0]][1:] == (ANALYSIS_NICE, SCHED_BATCH)
+    assert found[workers[0]][1:] == (ANALYSIS_NICE, SCHED_IDLE)
     # the service's main thread (it answers the watchdog, and starts the receiver again)
     # and the native receiver with its association processes keep the normal weight
     assert found[service][1:] == (0, SCHED_OTHER)
@@ -59,5 +59,5 @@ def test_analysis_runs_below_receiving_in_a_running_box(box_factory, tmp_path):
 
     [decoder] = [child for child in psutil.Process(service).children()
                  if "firmware_app.imaging.sandbox" in child.cmdline()]
-    assert all(nice == ANALYSIS_NICE and policy == SCHED_BATCH
+    assert all(nice == ANALYSIS_NICE and policy == SCHED_IDLE
                for _name, nice, policy in threads(decoder.pid).values())

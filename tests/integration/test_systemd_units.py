@@ -322,7 +322,7 @@ def test_the_emulated_sandbox_denies_what_the_unit_denies():
              "    except OSError as exc:\n        print(exc.errno)\n"
              "os.sched_setaffinity(0, os.sched_getaffinity(0))\nprint('affinity')\n"
              "from firmware_app.service.priority import lower_this_thread\n"
-             "print(lower_this_thread(), os.sched_getscheduler(0) == os.SCHED_BATCH)\n")
+             "print(lower_this_thread(), os.sched_getscheduler(0) == os.SCHED_IDLE)\n")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             preexec_fn=sandbox.apply, timeout=60, cwd=REPO)
     # setuid and W+X memory denied; the analysis may lower its own weight (os.nice(1):
