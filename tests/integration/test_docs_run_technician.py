@@ -121,7 +121,8 @@ def test_a_box_installed_provisioned_and_rehearsed_from_the_pages_gets_its_verdi
         tmp_path, offline_bundle):
     shell = DocShell(tmp_path / "docs", inputs={
         "radiologist-password": f"{RADIOLOGIST_PASSWORD}\n{RADIOLOGIST_PASSWORD}\n",
-        "it-desk-password": "watches-the-fleet-2026\n"},
+        "it-desk-password": "watches-the-fleet-2026\n",
+        "endo-password": "endo-canary-2026\n"},
         hooks={"technician-provisions-the-box": _technician_visit(offline_bundle),
                "the-box-runs": _installed_box_runs})
     try:
@@ -158,7 +159,9 @@ def test_a_box_installed_provisioned_and_rehearsed_from_the_pages_gets_its_verdi
         # source, the box's status saying it is live
         shell.hooks["the-live-bundle-reaches-the-box"] = lambda sh: sh.run("cd ~/at-the-box")
         shell.hooks["the-live-source-starts"] = _live_source_starts
-        assert run_page(shell, LIVE) == 6
+        assert run_page(shell, LIVE) == 7
+        # the encoder's password file, made from what the technician typed: the service's alone
+        assert "600 clinibox" in shell.run("stat -c '%a %U' /etc/clinibox/endo-1.password")
         assert "demo: Live" in _logs(shell).split("live sources")[-1]
         # the frame copied to measure the image area is the page's, its size as the page says
         assert "960x540" in shell.run("file /tmp/screen.jpg", what="the copied frame")

@@ -58,7 +58,7 @@ BOX_CONFIGS = [
      "set at position 5): 'chest['"),
     ("a live source", '[[live.sources]]\nname = "us-1"\nurl = "ftp://10.0.0.5/x"\n',
      "[live.sources 1] url: must be /dev/videoN, a path, or a URL of file, rtsp, rtsps, udp, "
-     "rtp, http, https; got 'ftp://10.0.0.5/x'"),
+     "rtp, http, https, tls; got 'ftp://10.0.0.5/x'"),
     ("a video size", '[[live.sources]]\nname = "us-1"\nurl = "/dev/video0"\n'
      'video_size = "big"\n',
      "[live.sources 1] video_size: must be WIDTHxHEIGHT (e.g. 1280x720) or empty, got 'big'"),
