@@ -59,6 +59,7 @@ from firmware_app.models.store import (
 )
 from firmware_app.models.trial import ModelTrial
 from firmware_app.models.updates import Updater
+from firmware_app.service.arrivals import Arrivals
 from firmware_app.service.live_process import LiveProcess
 from firmware_app.service.priority import lower_new_native_threads, native_threads
 from firmware_app.service.study_completion import StudyCompleter
@@ -205,6 +206,8 @@ class Appliance:
         self.live = list(live or [])
         self.stop_event = threading.Event()
         self.wake = threading.Event()
+        #: when objects last arrived: the worker waits for a burst to pass (arrivals.py)
+        self.arrivals = Arrivals(self.wake)
         self.outbound = threading.Event()
         #: set after committing rows to the DICOM outbox: the sender sends them at once
         self.pacs_wake = threading.Event()
@@ -247,14 +250,14 @@ class Appliance:
 
         lander = Lander(spool, config.database_path, config.storage.max_object_mb * 2**20)
         if config.dicom.enabled:
-            self.scp = start_storage_scp(config.dicom, lander, on_stored=self.wake.set)
+            self.scp = start_storage_scp(config.dicom, lander, on_stored=self.arrivals.stored)
         if config.usb.enabled:
             importer = FolderImporter(
                 config.import_dir, lander, config.database_path,
                 settle_seconds=config.usb.settle_seconds, max_depth=config.usb.max_depth,
             )
             self._thread("usb-import", importer.run, self.stop_event, config.usb.poll_seconds,
-                         self.wake.set)
+                         self.arrivals.stored)
         if self.viewer is not None:
             self._thread("viewer", self.viewer.run, self.stop_event)
         for live in self.live:
@@ -291,7 +294,7 @@ class Appliance:
             more = self._load_routed_models(runner.package)
             # the runtime's threads analyse at the worker's lower weight (priority.py)
             lower_new_native_threads(before)
-            self.worker = Worker(config, self.spool, runner, self.trial, more)
+            self.worker = Worker(config, self.spool, runner, self.trial, more, self.arrivals)
             self._thread("worker", self.worker.run, self.stop_event, self.wake)
         self.package = package
         if package is None:

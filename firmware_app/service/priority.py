@@ -7,7 +7,8 @@ association processes, the landing socket's threads, the service's main thread):
 ``SCHED_IDLE`` policy, so a receiving thread that wakes preempts the analysis at once and
 the analysis takes every cycle receiving leaves. On 2 cores of an AMD EPYC, shared with
 other load, ``bench.ingest`` kept about 1.1× the worker-off rate with it, 0.8× with nice 10
-and ``SCHED_BATCH``, 0.5× with no lowering (docs/development/benchmarks.md).
+and ``SCHED_BATCH``, 0.5× with no lowering; what the database still shares, ``arrivals.py``
+leaves to receiving (docs/development/benchmarks.md).
 
 - the worker thread lowers itself when it starts (``lower_this_thread``); the decoder
   sandbox it starts, and any thread a runtime starts from it, inherit that;

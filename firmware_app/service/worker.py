@@ -29,6 +29,7 @@ from firmware_app.inference.analysis import Decoding, finish_object, start_objec
 from firmware_app.inference.runner import ModelRunner
 from firmware_app.models.routing import Router
 from firmware_app.models.trial import ModelTrial
+from firmware_app.service.arrivals import Arrivals
 from firmware_app.service.priority import WORKER_THREAD_NAME, lower_this_thread
 from firmware_app.settings.box import Config
 from firmware_app.storage import db
@@ -44,11 +45,13 @@ class Worker:
 
     def __init__(self, config: Config, spool: Spool, runner: ModelRunner,
                  trial: ModelTrial | None = None,
-                 more: Mapping[str, tuple[ModelRunner, ModelTrial | None]] | None = None
-                 ) -> None:
+                 more: Mapping[str, tuple[ModelRunner, ModelTrial | None]] | None = None,
+                 arrivals: Arrivals | None = None) -> None:
         """``runner`` (with its ``trial``) is the box's own model ([models] name); ``more``
-        are the other packages the routing rules name, by package name."""
+        are the other packages the routing rules name, by package name; with ``arrivals``
+        each job waits for a burst of arrivals to pass (``arrivals.py``)."""
         self.config = config
+        self.arrivals = arrivals
         self.spool = spool
         self.runner = runner
         self.trial = trial
@@ -220,6 +223,8 @@ class Worker:
                 decoding.wait()
                 following = self.queue.claim(attempt=False)
                 ahead = None if following is None else (following, self.start(following))
+                if self.arrivals is not None:
+                    self.arrivals.hold(stop)  # receiving never waits for analysis
                 self.queue.count_attempt(job.id)
                 self.handle(job, decoding)
         finally:
