@@ -34,6 +34,8 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from firmware_app.errors import CliniboxError
+
 #: explicit VRs whose length takes 4 bytes after 2 reserved ones (PS3.5 7.1.2)
 LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
                       b"UR", b"UT", b"UV"})
@@ -45,7 +47,7 @@ MAX_DEPTH = 64
 BUFFER = 64 * 1024
 
 
-class CutShort(ValueError):
+class CutShort(CliniboxError, ValueError):
     """The data set ends inside an element."""
 
 

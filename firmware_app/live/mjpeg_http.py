@@ -20,6 +20,8 @@ import urllib.request
 from collections.abc import Iterator
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from firmware_app.errors import CliniboxError
+
 #: the most header lines a part may have, and the longest line (bytes)
 MAX_HEADER_LINES = 32
 MAX_LINE = 1024
@@ -30,11 +32,11 @@ BODY_CHUNK = 1 << 16
 PART_SLACK = 1 << 20
 
 
-class PartRefused(ValueError):
+class PartRefused(CliniboxError, ValueError):
     """The camera sent a part (or something in place of one) beyond the bounds."""
 
 
-class StreamEnded(EOFError):
+class StreamEnded(CliniboxError, EOFError):
     """The camera closed the stream (its closing boundary, or the connection)."""
 
 

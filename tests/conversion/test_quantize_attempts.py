@@ -34,6 +34,7 @@ def _conversion(tmp_path, monkeypatch, losses: dict[tuple[str, ...], float]):
     conversion.config = SimpleNamespace(targets=["onnx"], float_fallback=True)
     conversion.out = tmp_path
     conversion.stale = []  # its work is its own (converters/workdir.py)
+    conversion.state = {}  # where an INT8 artifact the quantiser cannot make is recorded
     (tmp_path / formats.KINDS["onnx-fp32"].path).write_bytes(b"")
     conversion.gate = Gate()
     calls: list[tuple[str, ...]] = []
