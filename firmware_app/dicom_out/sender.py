@@ -202,11 +202,12 @@ class DicomSender:
 
     def _record(self, destination: PacsDestination, error: str, code: str,
                 force: bool = False) -> None:
-        """Record a failure as an event with its ``code`` (``storage.event_codes``), unless it
-        is the destination's last one (recently) and not ``force``."""
-        last = rows.last_event(self.conn, destination.name)
-        if (not force and last is not None and last[1] == error[:500]
-                and time.time() - last[0] < REPEAT_EVENT_SECONDS):
+        """Record a failure as an event with its ``code`` (``storage.event_codes``), unless the
+        destination said the same recently (even with another failure between, as a PACS
+        that refuses and, once in a while, resets before its refusal is read) and not
+        ``force``."""
+        said = rows.last_said(self.conn, destination.name, error[:500])
+        if not force and said is not None and time.time() - said < REPEAT_EVENT_SECONDS:
             return
         with db.transaction(self.conn):
             db.record_event(self.conn, "WARNING", rows.event_component(destination.name), error,

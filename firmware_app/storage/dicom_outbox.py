@@ -274,6 +274,14 @@ def last_event(conn: sqlite3.Connection, destination: str) -> tuple[float, str, 
     return None if row is None else (float(row[0]), str(row[1]), str(row[2] or ""))
 
 
+def last_said(conn: sqlite3.Connection, destination: str, message: str) -> float | None:
+    """When ``message`` was last recorded for ``destination`` (None: never, or not kept)."""
+    row = conn.execute("SELECT at FROM events WHERE component = ? AND message = ?"
+                       " ORDER BY id DESC LIMIT 1",
+                       (event_component(destination), message)).fetchone()
+    return None if row is None else float(row[0])
+
+
 def destination_figures(conn: sqlite3.Connection, configured: Iterable[str] = ()
                         ) -> list[dict[str, Any]]:
     """Backlog and last error of every destination (configured, or with rows), by name.
