@@ -36,11 +36,12 @@ is then left out (:attr:`OcrCode.UNAVAILABLE`), never sent unchecked.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -240,6 +241,20 @@ def check_pixels(path: Path, targets: list[Target]) -> PixelFinding | None:
 _remembered: dict[str, str] = {}
 
 
+@contextlib.contextmanager
+def tesseract_on_one_thread() -> Iterator[None]:
+    """Tesseract (started by pytesseract with this process's environment) on one OpenMP
+    thread, and the environment as it was after: left set, it would reach every process
+    started later (a converter's torch, slowed tenfold under it in the suite)."""
+    before = os.environ.get("OMP_THREAD_LIMIT")
+    os.environ["OMP_THREAD_LIMIT"] = before or "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("OMP_THREAD_LIMIT", None)
+
+
 def _read(digest: str, picture: np.ndarray) -> str:
     """Tesseract's text of ``picture`` (remembered by ``digest``)."""
     if digest in _remembered:
@@ -247,9 +262,9 @@ def _read(digest: str, picture: np.ndarray) -> str:
     import pytesseract
     from PIL import Image
 
-    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
-    text = pytesseract.image_to_string(Image.fromarray(picture), lang="+".join(LANGUAGES),
-                                       config=TESSERACT_CONFIG, timeout=TIMEOUT_S)
+    with tesseract_on_one_thread():
+        text = pytesseract.image_to_string(Image.fromarray(picture), lang="+".join(LANGUAGES),
+                                           config=TESSERACT_CONFIG, timeout=TIMEOUT_S)
     if len(_remembered) >= REMEMBERED:
         _remembered.pop(next(iter(_remembered)))
     _remembered[digest] = text

@@ -78,10 +78,10 @@ def _region(x0: int, y0: int, x1: int, y1: int) -> pydicom.Dataset:
 
 def _read(pixels: np.ndarray) -> str:
     """What Tesseract reads in ``pixels``, normalised, in two page modes (sparse, block)."""
-    os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # as the export does: 5 x faster here
     grey = Image.fromarray(np.asarray(pixels, dtype=np.uint8)).convert("L")
-    text = " ".join(pytesseract.image_to_string(grey, lang="chi_sim+eng", config=f"--psm {m}")
-                    for m in (11, 3))
+    with pixel_ocr.tesseract_on_one_thread():  # as the export does: 5 x faster here
+        text = " ".join(pytesseract.image_to_string(grey, lang="chi_sim+eng",
+                                                    config=f"--psm {m}") for m in (11, 3))
     return pixel_ocr.normalise(text)
 
 
@@ -197,3 +197,12 @@ def test_the_match_allows_for_ocr_mistakes_but_not_for_chance():
     assert found("ID: 20485", targets) == ["PatientID"]
     # chance: a short name inside a word, a short id one digit off, a lone Chinese character
     assert found("CLINIC 20486 李 TIS<0.4 MI=0.8 1980", targets) == []
+
+
+def test_tesseract_s_one_thread_limit_is_its_alone(monkeypatch):
+    """Left in the environment, the limit reaches every process started later (a
+    converter's torch ran ten times slower under it in the suite)."""
+    monkeypatch.delenv("OMP_THREAD_LIMIT", raising=False)
+    with pixel_ocr.tesseract_on_one_thread():
+        assert os.environ["OMP_THREAD_LIMIT"] == "1"
+    assert "OMP_THREAD_LIMIT" not in os.environ
