@@ -98,7 +98,7 @@ demo-model: install
 # the message catalogs (Simplified Chinese): extract every marked sentence (babel.cfg) into
 # messages.pot, merge it into each messages.po (new sentences empty, changed ones fuzzy: both
 # fail tests/unit/test_i18n_catalog.py until translated), compile the .mo the box reads
-CATALOGS := firmware_app/i18n/translations
+CATALOGS := clinibox_common/i18n/translations
 translations: install
 	$(BIN)/pybabel -q extract -F babel.cfg -k N_ -c TRANSLATORS: --sort-by-file --no-wrap \
 		--project=clinibox --version=$(BOX_VERSION) -o $(CATALOGS)/messages.pot .

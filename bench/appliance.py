@@ -36,7 +36,7 @@ from pathlib import Path
 
 from bench.common import BOX_DEFAULTS, REPO, figure, machine, phantom_files, save
 from bench.process_memory import descendants, pss_mb
-from firmware_app.imaging.sandbox import IDLE_SECONDS
+from engine.imaging.sandbox import IDLE_SECONDS
 from tests.box_harness import Notify, echoscu, send, serve, stop, wait_for, write_config
 from tests.hostile import Browser
 from tests.orthanc_server import Orthanc
@@ -52,7 +52,7 @@ def tree(pid: int) -> dict:
         except OSError:
             continue
         words = [w.decode(errors="replace") for w in command if w]
-        role = ("decoder sandbox" if "firmware_app.imaging.sandbox" in words
+        role = ("decoder sandbox" if "engine.imaging.sandbox" in words
                 else "viewer" if "web" in words else "service" if "serve" in words
                 else " ".join(words[:3]))
         processes.append({"pid": child, "role": role, "pss_mb": round(pss_mb(child), 1)})
@@ -138,7 +138,7 @@ def run(files: list[Path], work: Path, pacs: Orthanc | None) -> dict:
     proc, figures["first_start"] = start(config, work, notify)
     try:
         wait_for(lambda: echoscu(port) and cert.exists(), 120, "clinibox")
-        subprocess.run([sys.executable, "-m", "firmware_app.cli", "user", "add", "nadia",
+        subprocess.run([sys.executable, "-m", "clinibox", "user", "add", "nadia",
                         "--role", "clinician", "--password-stdin", "--config", str(config)],
                        input="the-clinic-nurse-1\n", text=True, check=True, cwd=REPO,
                        capture_output=True)

@@ -21,11 +21,12 @@ import time
 import numpy as np
 
 from bench.common import REPO, figure, save
-from firmware_app.imaging.preprocess import get_preprocessor
-from firmware_app.models.package import find_package, load_package
-from firmware_app.runtime.base import ArtifactLoadError
-from firmware_app.runtime.selection import candidates, load_candidate
-from firmware_app.settings.box import Config, RuntimeConfig
+from engine.imaging.preprocess import get_preprocessor
+from engine.model_package import find_package, load_package
+from engine.runtime.base import ArtifactLoadError
+from engine.runtime.selection import candidates, load_candidate
+from engine.settings import RuntimeConfig
+from firmware_app.settings.box import Config
 from phantoms.images import generate
 
 

@@ -65,7 +65,7 @@ from bench.central_traffic import (
 )
 from bench.common import REPO, figure, machine, percentiles, save
 from central.store import Store
-from firmware_app.contracts.envelope import generate_x25519_pair, load_x25519_public
+from clinibox_common.contracts.envelope import generate_x25519_pair, load_x25519_public
 from tests.box_harness import stop, to_toml
 from tests.mqtt_broker import Broker, MqttPki, make_mqtt_pki, receiver_settings
 from tests.ports import free_port

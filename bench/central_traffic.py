@@ -24,7 +24,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from firmware_app.contracts.egress import HISTOGRAM_BINS
+from clinibox_common.contracts.egress import HISTOGRAM_BINS
 from firmware_app.telemetry.mqtt import NO_MATCHING_SUBSCRIBERS
 from tests.mqtt_broker import Broker, Identity, MqttPki, client, close
 from tests.telemetry_payloads import Box, alert_payload, status_payload, summary_payload

@@ -17,9 +17,9 @@ from pathlib import Path
 from pydicom.data import get_testdata_file
 
 from bench.common import figure, machine, percentiles, phantom_files, save
-from firmware_app.imaging.decode import decode
-from firmware_app.imaging.sandbox import DecodeSandbox
-from firmware_app.settings.box import LimitsConfig
+from engine.imaging.decode import decode
+from engine.imaging.sandbox import DecodeSandbox
+from engine.settings import LimitsConfig
 
 
 def main() -> None:

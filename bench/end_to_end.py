@@ -24,11 +24,12 @@ from pathlib import Path
 
 from bench.common import BOX_DEFAULTS, figure, phantom_files, save
 from bench.process_cpu import cpu_split, snapshot
-from firmware_app.imaging.decode import decode
-from firmware_app.imaging.preprocess import get_preprocessor
-from firmware_app.models.package import find_package, load_package
-from firmware_app.runtime.selection import candidates, load_candidate
-from firmware_app.settings.box import Config, RuntimeConfig
+from engine.imaging.decode import decode
+from engine.imaging.preprocess import get_preprocessor
+from engine.model_package import find_package, load_package
+from engine.runtime.selection import candidates, load_candidate
+from engine.settings import RuntimeConfig
+from firmware_app.settings.box import Config
 from tests.box_harness import echoscu, send, serve, stop, wait_for, write_config
 from tests.ports import free_port
 

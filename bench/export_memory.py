@@ -6,7 +6,7 @@ work; landed with the box's own ``Lander``, as the receiver stores them). Each
 measurement is a fresh child process that imports the command line and the
 export (pydicom, dicognito …), reads its own ``VmRSS`` (idle), runs
 ``clinibox export-study STUDY --out PATH [--zip]`` in-process through
-``firmware_app.cli.table.main``, then reads ``VmHWM``: the export's peak is
+``clinibox.table.main``, then reads ``VmHWM``: the export's peak is
 ``VmHWM - idle``. Each is run for:
 
 - **streaming**: the export as it is (``firmware_app/dicom_out/export.py``);
@@ -92,8 +92,8 @@ def _reference_add(outputs, left_out, deidentifier, ds, what, prefix) -> None:
 
 
 def _reference_write(out: Path, as_zip: bool, outputs, record) -> int:
+    from clinibox_common.fs import fsync_dir
     from firmware_app.dicom_out import export as ex
-    from firmware_app.fs import fsync_dir
 
     parent = out.parent
     staging = Path(tempfile.mkdtemp(prefix=".clinibox-export-", dir=parent))
@@ -135,7 +135,7 @@ def child(variant: str, config: str, study: str, out: str, target: str) -> None:
 
     import firmware_app.cli.export as cli_export
     import firmware_app.dicom_out.export  # noqa: F401 (pydicom, dicognito: part of idle)
-    from firmware_app.cli.table import main
+    from clinibox.table import main
 
     if variant == "reference":
         cli_export.export_study = reference_export_study

@@ -28,10 +28,10 @@ import time
 import numpy as np
 
 from bench.common import figure, machine, percentiles, save
-from firmware_app.contracts.heads import parse_heads
-from firmware_app.imaging.decode import DecodedImage
-from firmware_app.inference.heads import HeadsDecoder, decoder_for
-from firmware_app.inference.lesions import lesion_records
+from clinibox_common.contracts.heads import parse_heads
+from engine.imaging.decode import DecodedImage
+from engine.inference.heads import HeadsDecoder, decoder_for
+from engine.inference.lesions import lesion_records
 from firmware_app.service.appliance import load_runner
 from firmware_app.settings.box import Config
 from phantoms.images import generate

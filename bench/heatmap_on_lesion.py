@@ -27,8 +27,8 @@ import numpy as np
 from bench.common import figure, machine, save
 from converters.heatmap_check import candidate_heads, decoder, figures, image_rows
 from demo.model import SEEDS
-from firmware_app.imaging.decode import DecodedImage
-from firmware_app.inference.runner import ModelRunner
+from engine.imaging.decode import DecodedImage
+from engine.inference.runner import ModelRunner
 from firmware_app.service.appliance import load_runner
 from firmware_app.settings.box import Config
 from phantoms.images import Phantom, dataset_plan, dataset_sample

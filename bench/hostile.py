@@ -215,7 +215,7 @@ def main() -> None:
     try:
         wait_for(lambda: echoscu(port) and box["cert"].exists(), 180, "clinibox")
         import subprocess
-        subprocess.run([sys.executable, "-m", "firmware_app.cli", "user", "add", "nadia",
+        subprocess.run([sys.executable, "-m", "clinibox", "user", "add", "nadia",
                         "--role", "clinician", "--password-stdin", "--config", str(config)],
                        input="the-clinic-nurse-1\n", text=True, check=True, cwd=REPO,
                        capture_output=True)

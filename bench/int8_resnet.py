@@ -81,7 +81,7 @@ def write_phantom_folder(folder: Path, count: int, seed: int) -> Path:
     """
     from PIL import Image
 
-    from firmware_app.imaging.preprocess import letterbox
+    from engine.imaging.preprocess import letterbox
     from phantoms.images import dataset
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -218,7 +218,7 @@ def convert(work: Path, weights: Path, labels: Path, mean: float, std: float, ke
     env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{work}", CLINIBOX_QUIET="1",
                TF_CPP_MIN_LOG_LEVEL="3")
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "firmware_app.cli", *args], cwd=work, env=env,
+    done = subprocess.run([sys.executable, "-m", "clinibox", *args], cwd=work, env=env,
                           capture_output=True, text=True)
     seconds = round(time.monotonic() - started, 1)
     if done.returncode != 0:
@@ -272,9 +272,9 @@ def time_pairs(package, threads: int, rounds: int, runs: int, settle_s: float,
     """
     import dataclasses
 
-    from firmware_app.models.golden import run_golden_cases
-    from firmware_app.runtime.selection import Candidate, candidates, load_candidate
-    from firmware_app.settings.box import RuntimeConfig
+    from engine.golden import run_golden_cases
+    from engine.runtime.selection import Candidate, candidates, load_candidate
+    from engine.settings import RuntimeConfig
 
     config = RuntimeConfig(threads=threads)
     from backends import inputs_for  # phantoms preprocessed as the box does it
@@ -321,9 +321,9 @@ ISA_CHILD = """
 import json, statistics, sys, time
 from pathlib import Path
 import numpy as np
-from firmware_app.models.package import load_package
-from firmware_app.runtime.selection import candidates, load_candidate
-from firmware_app.settings.box import RuntimeConfig
+from engine.model_package import load_package
+from engine.runtime.selection import candidates, load_candidate
+from engine.settings import RuntimeConfig
 package = load_package(Path(sys.argv[1]), [Path(sys.argv[2])])
 config = RuntimeConfig(backend="openvino", threads=1)
 x = {package.input.name: np.random.default_rng(0).standard_normal(package.input.shape)
@@ -444,12 +444,12 @@ def main() -> int:
 
     import torch
 
+    from clinibox_common.contracts import signing
     from converters.prune import count_macs, count_parameters
     from converters.spec import ModelSpec
-    from firmware_app.contracts import signing
-    from firmware_app.models.golden import load_verified
-    from firmware_app.models.package import load_package
-    from firmware_app.settings.box import RuntimeConfig
+    from engine.golden import load_verified
+    from engine.model_package import load_package
+    from engine.settings import RuntimeConfig
 
     scratch = None if args.work else tempfile.TemporaryDirectory(prefix="bench-int8-")
     work = (args.work or Path(scratch.name)).resolve()  # convert runs with cwd=work

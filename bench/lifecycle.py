@@ -26,11 +26,11 @@ import time
 from pathlib import Path
 
 from bench.common import BOX_DEFAULTS, figure, machine, save
-from firmware_app.models.golden import run_golden_cases
+from engine.golden import run_golden_cases
+from engine.model_package import load_package
+from engine.runtime.selection import sample_inputs, select_backend
 from firmware_app.models.install import install, rollback
-from firmware_app.models.package import load_package
 from firmware_app.models.store import resolve_package_root, store_for
-from firmware_app.runtime.selection import sample_inputs, select_backend
 from firmware_app.service.appliance import load_runner
 from firmware_app.settings.box import from_dict
 from tests.box_harness import Notify, serve, stop, write_config

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench.common import BOX_DEFAULTS, figure, phantom_files, save
 from bench.process_memory import rss
-from firmware_app.runtime.registry import available_backends
+from engine.runtime.registry import available_backends
 from tests.box_harness import echoscu, send, serve, stop, wait_for, write_config
 from tests.ports import free_port
 

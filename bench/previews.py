@@ -29,10 +29,10 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import RLELossless
 
 from bench.common import figure, machine, percentiles, phantom_files, save
-from firmware_app.imaging import preview_file
-from firmware_app.imaging.decode import modality_values, open_dataset
-from firmware_app.imaging.sandbox import DecodeSandbox
-from firmware_app.settings.box import LimitsConfig
+from engine.imaging import preview_file
+from engine.imaging.decode import modality_values, open_dataset
+from engine.imaging.sandbox import DecodeSandbox
+from engine.settings import LimitsConfig
 from firmware_app.storage.spool import preview_path
 from tests.corpus import image_dataset, write
 from web import render

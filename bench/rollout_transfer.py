@@ -51,8 +51,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.common import BOX_DEFAULTS, REPO, figure, machine, save
-from firmware_app.contracts import downlink, signing
-from firmware_app.contracts.package_archive import pack
+from clinibox_common.contracts import downlink, signing
+from clinibox_common.contracts.package_archive import pack
 from tests.box_harness import Box, clinibox, stop, to_toml
 from tests.model_packages import make_package
 from tests.mqtt_broker import Broker, MqttPki, make_mqtt_pki, receiver_settings
@@ -310,7 +310,7 @@ def start_hospital(root: Path) -> Hospital:
     log = root / "central.log"
     with log.open("ab") as out:
         hospital.process = subprocess.Popen(
-            [sys.executable, "-m", "firmware_app.cli", "central", "serve", "--config",
+            [sys.executable, "-m", "clinibox", "central", "serve", "--config",
              str(config)], stdout=out, stderr=out, cwd=REPO)
     deadline = time.monotonic() + 60
     while "connected to" not in log.read_text(errors="replace"):

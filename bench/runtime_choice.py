@@ -38,9 +38,9 @@ CHOOSE = """
 import json, os, sys, time
 from pathlib import Path
 from firmware_app.settings.box import Config
-from firmware_app.models.package import load_package
+from engine.model_package import load_package
 from firmware_app.models.store import resolve_package_root
-from firmware_app.runtime.selection import select_backend
+from engine.runtime.selection import select_backend
 config = Config()
 package = load_package(resolve_package_root(config), config.trusted_key_paths)
 timings = Path(sys.argv[1]) if sys.argv[1] else None

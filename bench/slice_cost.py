@@ -34,10 +34,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bench.common import figure, machine, phantom_files, save
-from firmware_app.imaging.decode import decode
-from firmware_app.imaging.preview import decode_with_previews
+from engine.imaging.decode import decode
+from engine.imaging.preview import decode_with_previews
+from engine.settings import LimitsConfig, RuntimeConfig
 from firmware_app.service.appliance import load_runner
-from firmware_app.settings.box import Config, LimitsConfig, RuntimeConfig
+from firmware_app.settings.box import Config
 
 CORES = 2
 WARM_UP = 10

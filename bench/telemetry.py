@@ -50,8 +50,8 @@ from bench.common import REPO, figure, save
 from central.config import CentralConfig
 from central.receiver import Receiver
 from central.store import Store
-from firmware_app.contracts.egress import check_message
-from firmware_app.contracts.envelope import (
+from clinibox_common.contracts.egress import check_message
+from clinibox_common.contracts.envelope import (
     Header,
     canonical_payload,
     generate_x25519_pair,
@@ -60,7 +60,7 @@ from firmware_app.contracts.envelope import (
     open_envelope,
     seal,
 )
-from firmware_app.contracts.topics import topic
+from clinibox_common.contracts.topics import topic
 from firmware_app.settings.box import Config, from_dict
 from firmware_app.storage import db
 from firmware_app.storage.outbox import Outbox

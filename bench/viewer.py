@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import figure, machine, percentiles, save
-from firmware_app.inference.runner import ModelRunner
+from engine.inference.runner import ModelRunner
 from firmware_app.service.appliance import load_runner
 from firmware_app.settings.box import Config
 from firmware_app.storage import db
@@ -67,7 +67,7 @@ WARMUP = 5
 QUARANTINE_REASONS = ("truncated file (element (7FE0,0010) runs past the end of the file)",
                       "not a DICOM file", "unsupported transfer syntax 1.2.840.10008.1.2.4.100",
                       "image too large: 12000 x 12000 pixels")
-#: Quality warnings as the worker stores them (firmware_app/imaging/quality.py).
+#: Quality warnings as the worker stores them (engine/imaging/quality.py).
 QUALITY_WARNINGS = ('[{"code": "low_contrast", "message": "low contrast, check window/exposure"}]',
                     '[{"code": "too_dark", "message": "image too dark, rescan suggested"}]')
 

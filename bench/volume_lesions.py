@@ -37,9 +37,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import figure, machine, save
-from firmware_app.imaging.sandbox import DecodeSandbox
-from firmware_app.inference.analysis import finish_object, start_object
-from firmware_app.inference.volume import SeriesSlice, SeriesVolume, series_volume
+from engine.imaging.sandbox import DecodeSandbox
+from engine.inference.volume import SeriesSlice, SeriesVolume, series_volume
+from firmware_app.analysis import finish_object, start_object
 from firmware_app.service.appliance import load_runner
 from firmware_app.settings.box import Config
 from firmware_app.storage import db

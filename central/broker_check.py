@@ -24,9 +24,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from firmware_app.contracts.words import Word
-from firmware_app.i18n import N_, gettext
-from firmware_app.i18n.error_words import error_words
+from clinibox_common.contracts.words import Word
+from clinibox_common.i18n import N_, gettext
+from clinibox_common.i18n.error_words import error_words
 
 #: Mosquitto's configuration on Debian
 DEFAULT_CONF = Path("/etc/mosquitto/mosquitto.conf")
@@ -76,7 +76,7 @@ PROBLEM_WORDS = {
 
 def problem_words(problem: BrokerProblem) -> str:
     """A problem for a person: its code in English, its words in another language."""
-    from firmware_app.i18n import ENGLISH, current
+    from clinibox_common.i18n import ENGLISH, current
 
     return problem.value if current() == ENGLISH else gettext(PROBLEM_WORDS[problem])
 

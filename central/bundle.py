@@ -3,7 +3,7 @@
 ``clinibox central bundle`` issues the box's MQTT client certificate (CN
 ``clinic/device``, extended key usage clientAuth, an EC P-256 key made here)
 with the hospital's CA and writes the enrolment bundle
-(``firmware_app.contracts.enrolment``) with the broker address, the CA certificate, the
+(``clinibox_common.contracts.enrolment``) with the broker address, the CA certificate, the
 hospital's X25519 public key and the trusted model-signing keys. The bundle
 holds the client certificate's private key: it is written mode 0600 and
 should be deleted once the box is provisioned.
@@ -36,12 +36,12 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from firmware_app.contracts import signing
-from firmware_app.contracts.enrolment import EnrolmentBundle, EnrolmentError, write_bundle
-from firmware_app.contracts.envelope import load_x25519_private
-from firmware_app.i18n import N_, gettext
-from firmware_app.i18n.error_words import error_words
-from firmware_app.settings.box import DEMO_KEY_ID
+from clinibox_common.bundled import DEMO_KEY_ID
+from clinibox_common.contracts import signing
+from clinibox_common.contracts.enrolment import EnrolmentBundle, EnrolmentError, write_bundle
+from clinibox_common.contracts.envelope import load_x25519_private
+from clinibox_common.i18n import N_, gettext
+from clinibox_common.i18n.error_words import error_words
 
 #: a box lives for years in a clinic: three years, then a new bundle renews the certificate
 DEFAULT_DAYS = 3 * 365

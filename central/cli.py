@@ -26,40 +26,20 @@ from typing import Any
 
 from central import config as config_module
 from central.sql import Database
-from central.store import Store, StoreError
-from firmware_app.arguments import CommandParser
-from firmware_app.errors import EXIT_OK, EXIT_USAGE, CliniboxError, run_command
-from firmware_app.i18n import gettext as _
-from firmware_app.i18n import ngettext
-from firmware_app.i18n.error_words import error_words
+from central.store import Store
+from central.store_open import open_store
+from clinibox_common.errors import EXIT_OK, EXIT_USAGE, CliniboxError
+from clinibox_common.i18n import gettext as _
+from clinibox_common.i18n import ngettext
+from clinibox_common.i18n.error_words import error_words
 
 log = logging.getLogger("clinibox.central")
-
-
-def open_store(config: config_module.CentralConfig) -> Store:
-    """The hospital's store as ``config`` describes it; CliniboxError when it cannot open."""
-    try:
-        return Store(config.database.url, health=config.health,
-                     webhook=bool(config.notify.url), public_url=config.web.public_url)
-    except StoreError as exc:
-        raise CliniboxError(database_words(config.database.url, exc)) from exc
-
-
-def database_words(url: str, exc: StoreError) -> str:
-    """Why the database cannot be opened, for a person: the store's words in English, else
-    where it is and the system's error in words."""
-    from central.sql import redact
-
-    if _english():
-        return f"cannot open the database: {exc}"
-    return _("cannot open the database %(where)s: %(why)s", where=redact(url),
-             why=error_words(exc.__cause__ or exc))
 
 
 def cmd_serve(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
     """Receive from the broker until SIGINT/SIGTERM."""
     from central.receiver import MqttService, Receiver
-    from firmware_app.contracts.envelope import load_x25519_private
+    from clinibox_common.contracts.envelope import load_x25519_private
 
     if not config.keys.hospital_key:
         raise CliniboxError("[keys] hospital_key: the receiver needs the hospital's X25519 "
@@ -205,7 +185,7 @@ def _side_workers(config: config_module.CentralConfig,
     the database ``cmd_serve`` made ready), supervised; the workers and their connections."""
     from central.downlink_publisher import DownlinkPublisher
     from central.notify import Notifier, load_secret
-    from firmware_app.contracts.signing import load_private_key
+    from clinibox_common.contracts.signing import load_private_key
 
     workers = Supervisor(stop)
     databases: list[Database] = []
@@ -250,7 +230,7 @@ def _receive_waiting(config: config_module.CentralConfig, store: Store, clinic: 
     """Take in what the box sent before it was enrolled (its dead letters refused as an
     unknown device), and say what came of it."""
     from central.receiver import STORED, Receiver
-    from firmware_app.contracts.envelope import load_x25519_private
+    from clinibox_common.contracts.envelope import load_x25519_private
 
     if not config.keys.hospital_key or not store.waiting_letters(clinic, device):
         return
@@ -265,7 +245,7 @@ def _receive_waiting(config: config_module.CentralConfig, store: Store, clinic: 
                     path=config.keys.hospital_key, why=error_words(exc),
                     box=f"{clinic}/{device}"), file=sys.stderr)
         return
-    from central.console import labels
+    from central import labels
 
     outcomes = Receiver(config, store, hospital_key).receive_waiting(clinic, device)
     others = _(", ").join(_("%(n)s %(why)s", n=n,
@@ -278,7 +258,7 @@ def _receive_waiting(config: config_module.CentralConfig, store: Store, clinic: 
 
 def cmd_enrol_code(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
     """Enrol a device from the code ``clinibox provision`` printed (typed, pasted or scanned)."""
-    from firmware_app.contracts.enrolment import EnrolmentError, parse_code
+    from clinibox_common.contracts.enrolment import EnrolmentError, parse_code
 
     text = sys.stdin.readline() if args.code == "-" else args.code
     try:
@@ -300,7 +280,7 @@ def cmd_enrol_code(args: argparse.Namespace, config: config_module.CentralConfig
 def cmd_bundle(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
     """Issue a box's client certificate with the hospital CA and write its enrolment bundle."""
     from central.bundle import check_for_receiver, make_bundle, write_and_describe
-    from firmware_app.contracts.enrolment import EnrolmentError
+    from clinibox_common.contracts.enrolment import EnrolmentError
 
     try:
         bundle = make_bundle(
@@ -343,7 +323,7 @@ def cmd_report(args: argparse.Namespace, config: config_module.CentralConfig) ->
 
 def cmd_alerts(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
     """List alerts, newest first."""
-    from central.console import labels
+    from central import labels
     from central.report import format_time
 
     alerts = open_store(config).alerts(waiting=args.waiting, limit=args.limit)
@@ -376,7 +356,7 @@ def cmd_alerts(args: argparse.Namespace, config: config_module.CentralConfig) ->
 
 def _english() -> bool:
     """Whether the command speaks English (its tables then show the codes, as always)."""
-    from firmware_app.i18n import ENGLISH, current
+    from clinibox_common.i18n import ENGLISH, current
 
     return current() == ENGLISH
 
@@ -398,7 +378,7 @@ def cmd_review(args: argparse.Namespace, config: config_module.CentralConfig) ->
         check_review(args.verdict, args.note, args.months)
     except ReviewError as exc:
         raise CliniboxError(str(exc), exit_status=EXIT_USAGE) from exc
-    from central.console import labels
+    from central import labels
 
     account = args.account or f"cli:{getpass.getuser()}"
     store = open_store(config)
@@ -449,7 +429,7 @@ def cmd_clinic(args: argparse.Namespace, config: config_module.CentralConfig) ->
 
 def cmd_dead_letters(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
     """List the refused messages kept with their bytes, newest first; save one's bytes."""
-    from central.console import labels
+    from central import labels
     from central.report import format_time
 
     store = open_store(config)
@@ -497,7 +477,7 @@ def _device_arg(text: str) -> tuple[str, str]:
 def cmd_check_box(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
     """Send a box a signed link check and wait for its answer (both directions, day one)."""
     from central import link_check
-    from firmware_app.i18n import formats
+    from clinibox_common.i18n import formats
 
     clinic, device = _device_arg(args.box)
     if args.timeout <= 0:
@@ -553,8 +533,8 @@ def cmd_check_broker(args: argparse.Namespace, config: config_module.CentralConf
 
 def cmd_audit_heads(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
     """Each device's latest witnessed audit head and every alarming verdict; a witness file."""
+    from central import labels
     from central.audit_witness import ALARMS, witness_document
-    from central.console import labels
     from central.report import format_time
 
     store = open_store(config)
@@ -610,21 +590,10 @@ def cmd_config(args: argparse.Namespace, config: config_module.CentralConfig) ->
 
 
 #: commands that run as services: their logs stay English whatever the terminal's language
-SERVICE_COMMANDS = frozenset({"serve", "web"})
-
-
-def build_parser(prog: str = "clinibox central") -> argparse.ArgumentParser:
-    """The argument parser of ``clinibox central``."""
-    parser = CommandParser(prog=prog, description="The hospital's receiver.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(name: str, func: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--config", help="central config file (TOML); defaults if omitted")
-        p.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
-        p.set_defaults(func=func)
-        return p
-
+def add_commands(command: Callable[[str, Callable[..., int], str], argparse.ArgumentParser]
+                 ) -> None:
+    """Register the receiver's commands with ``command(name, func, help)``, which gives each its
+    ``--config`` and ``--verbose``; ``clinibox/central_command.py`` assembles the command line."""
     command("serve", cmd_serve, "receive messages from the broker until stopped")
     enrol = command("enrol", cmd_enrol, "trust a device's signing key")
     enrol.add_argument("--clinic", required=True, help="clinic id (as in the box's topic)")
@@ -715,42 +684,3 @@ def build_parser(prog: str = "clinibox central") -> argparse.ArgumentParser:
     broker.add_argument("--receiver-user", default="central-receiver",
                         help="the receiver certificate's CN, the ACL's user")
     command("config", cmd_config, "print the default configuration")
-    from central.rollout_cli import add_rollout_commands
-
-    add_rollout_commands(command)
-    from central.console.cli import add_user_arguments, cmd_user, cmd_web
-
-    command("web", cmd_web, "serve the hospital's console over HTTPS until stopped")
-    add_user_arguments(command("user", cmd_user, "the console's accounts: add, list, passwd, "
-                                                 "remove"))
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run ``clinibox central`` with ``argv`` (without the ``central`` word); return the status."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    except SystemExit as exc:  # argparse: --help (0) or bad usage (2)
-        return EXIT_OK if exc.code in (0, None) else EXIT_USAGE
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from firmware_app import i18n
-
-    # services keep their logs English; a command for a person speaks the terminal's language
-    language = i18n.ENGLISH if args.command in SERVICE_COMMANDS or getattr(args, "json", False) \
-        else i18n.from_environment() or i18n.ENGLISH
-    root = logging.getLogger()
-    level = root.level
-    if language != i18n.ENGLISH and not args.verbose:  # the command says what happened in
-        root.setLevel(logging.ERROR)  # the reader's words; the English log lines are the journal's
-    try:
-        with i18n.use_locale(language):
-            return run_command("clinibox central",
-                               lambda: args.func(args, config_module.load(args.config)))
-    finally:  # a caller in this process (a test, a script) keeps its own logging
-        root.setLevel(level)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,7 +4,7 @@ Every key has a default, so a file only needs what it changes. Unknown
 sections or keys and bad values are refused with a message naming the key,
 e.g. ``[health] drift_psi: must be between 0.001 and 10.0, got 0.0``. The
 field machinery (``_key``, ``load_sections``, ``describe_sections``) is the
-box's, from ``firmware_app.settings.loader``.
+box's, from ``clinibox_common.settings_loader``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from firmware_app.i18n import gettext
-from firmware_app.settings.loader import (
+from clinibox_common.i18n import gettext
+from clinibox_common.settings_loader import (
     ConfigError,
     describe_sections,
     in_range,

@@ -21,7 +21,7 @@ row to be published again after the resend wait. The claim is fair: the rows tri
 come first (by ``attempts``, then age), and one pass takes at most :data:`PER_BOX` rows of
 one box, so a box whose rows keep failing, or that has hundreds waiting, cannot take every
 pass from the others. The row
-is sealed to the box's key (:func:`firmware_app.contracts.downlink.seal_downlink`),
+is sealed to the box's key (:func:`clinibox_common.contracts.downlink.seal_downlink`),
 signed with ``[keys] hospital_signing_key``, published at QoS 1 on
 ``clinibox-downlink/<clinic>/<device>``, and ``sent_at`` set again on the broker's
 PUBACK; without a PUBACK (a link failure) the claim is released (``sent_at`` back to NULL)
@@ -52,8 +52,8 @@ from central import rollouts
 from central.config import CentralConfig
 from central.receiver import mqtt_client
 from central.sql import Database, StoreError
-from firmware_app.contracts import downlink
-from firmware_app.contracts.egress import EgressRefused
+from clinibox_common.contracts import downlink
+from clinibox_common.contracts.egress import EgressRefused
 
 __all__ = ["DownlinkPublisher", "Pending", "claim", "hold", "mark_sent", "release",
            "resend_wait"]

@@ -28,8 +28,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from central.config import HealthConfig
-from firmware_app.contracts.statuses import Verdict
-from firmware_app.i18n import N_, gettext
+from clinibox_common.contracts.statuses import Verdict
+from clinibox_common.i18n import N_, gettext
 
 #: Floor on a bin's share, so an empty bin does not make the index infinite.
 EPSILON = 1e-4

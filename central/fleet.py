@@ -8,7 +8,7 @@ downlink it acknowledged, and its audit head — unless it is late (see
 ``last_seen`` (and, when it is the broker's
 ``offline`` last will, sealed when the box connected, the state), so an old status never
 takes the downlink key, the acknowledged downlink or the state back. A ``downlink_key``
-no X25519 exchange accepts (:func:`firmware_app.contracts.downlink.parse_key_text`) is
+no X25519 exchange accepts (:func:`clinibox_common.contracts.downlink.parse_key_text`) is
 not kept: the box's previous key stays, and the refusal is logged once per box and key.
 Each figure is kept with when the box measured it (:func:`measured_at`): the queue
 (``queue_at``) from whichever of the statuses and summaries the box numbered last
@@ -36,8 +36,8 @@ from typing import Any
 from central import drift, rollouts
 from central.config import HealthConfig
 from central.sql import Transaction
-from firmware_app.contracts import downlink
-from firmware_app.contracts.envelope import Header
+from clinibox_common.contracts import downlink
+from clinibox_common.contracts.envelope import Header
 
 __all__ = ["BOX_STATE_COLUMNS", "is_late_status", "rebuild", "record", "summaries",
            "usable_key"]

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from central.sql import Database
-from firmware_app.contracts import topics
+from clinibox_common.contracts import topics
 
 __all__ = ["PER_BOX", "TURN", "Held", "Intake", "box_of", "held"]
 

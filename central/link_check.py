@@ -25,9 +25,9 @@ from typing import Any
 from central.config import CentralConfig
 from central.reviews import audit, queue_downlink
 from central.sql import Database
-from firmware_app.contracts import downlink
-from firmware_app.contracts.words import Word
-from firmware_app.i18n import N_, gettext
+from clinibox_common.contracts import downlink
+from clinibox_common.contracts.words import Word
+from clinibox_common.i18n import N_, gettext
 
 #: the console's audit action of a link check
 AUDIT_ACTION = "link_check"

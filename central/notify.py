@@ -45,7 +45,7 @@ from typing import Any
 
 from central.config import NotifyConfig
 from central.sql import Database, StoreError, Transaction
-from firmware_app.errors import CliniboxError
+from clinibox_common.errors import CliniboxError
 
 __all__ = ["Notifier", "NotifyError", "enqueue", "load_secret", "sign"]
 

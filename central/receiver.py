@@ -51,9 +51,9 @@ from paho.mqtt.properties import Properties
 from central.config import CentralConfig, MqttConfig
 from central.intake import Held, Intake
 from central.store import Store, StoreError
-from firmware_app.contracts import topics
-from firmware_app.contracts.egress import EgressRefused, check_message
-from firmware_app.contracts.envelope import (
+from clinibox_common.contracts import topics
+from clinibox_common.contracts.egress import EgressRefused, check_message
+from clinibox_common.contracts.envelope import (
     MAX_ENVELOPE_BYTES,
     EnvelopeError,
     open_envelope,

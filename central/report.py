@@ -27,7 +27,7 @@ from central.audit_witness import ALARMS
 from central.config import HealthConfig
 from central.drift import drift_warnings, windows
 from central.store import Device, Store, StoredMessage
-from firmware_app.i18n import N_, gettext, ngettext
+from clinibox_common.i18n import N_, gettext, ngettext
 
 #: days a rewritten, rewound or gap verdict stays in the report after later heartbeats extend
 #: the trail again (one heartbeat later the latest head is "extends": the alarm must not go)
@@ -152,7 +152,7 @@ EVENT_WORDS = {
 def _coded(code: str, words: Any) -> str:
     """A code as the English report always wrote it (``load failed``), else ``words(code)``
     in the current language."""
-    from firmware_app.i18n import ENGLISH, current
+    from clinibox_common.i18n import ENGLISH, current
 
     return code.replace("_", " ") if current() == ENGLISH else str(words(code))
 
@@ -163,7 +163,7 @@ def _event_warning(event: StoredMessage | None, health: HealthConfig, now: float
         return []
     if now - event.received_at > health.event_warn_hours * 3600:
         return []
-    from central.console import labels
+    from central import labels
 
     words = gettext(EVENT_WORDS[event.payload["event"]], **{
         key: event.payload.get(key) for key in ("subject_model", "model", "unit")})
@@ -176,7 +176,7 @@ def _audit_warning(head: dict[str, Any] | None) -> list[str]:
     """The latest witnessed audit head in words, when its verdict is an alarm."""
     if head is None or head["verdict"] not in ALARMS:
         return []
-    from central.console import labels
+    from central import labels
 
     return [gettext("audit trail %(verdict)s (heartbeat #%(seq)s at %(time)s: row %(row)s, "
                     "since row %(since)s); see %(command)s",
@@ -254,7 +254,7 @@ def build_report(store: Store, health: HealthConfig, now: float) -> list[dict[st
 
 
 def _cell(key: str, value: Any, english: bool) -> str:
-    from central.console import labels
+    from central import labels
 
     if value is None:
         return gettext("never") if key == "last_seen" else "-"
@@ -274,7 +274,7 @@ def _cell(key: str, value: Any, english: bool) -> str:
 
 def render_table(rows: list[dict[str, Any]]) -> str:
     """A fixed-width table for people, with each device's reasons listed under it."""
-    from firmware_app.i18n import ENGLISH, current
+    from clinibox_common.i18n import ENGLISH, current
 
     if not rows:
         return gettext("no devices enrolled (%(command)s)",

@@ -3,7 +3,7 @@
 An alert goes ``new`` → ``under_review`` (someone opened it) → ``reviewed`` (a verdict
 was given). Giving a verdict writes, in one transaction, the alert's review, a
 ``downlinks`` row for the alert's box (the box's next downlink sequence number, the
-payload :func:`firmware_app.contracts.downlink.review_payload` checked and in canonical
+payload :func:`clinibox_common.contracts.downlink.review_payload` checked and in canonical
 JSON) and a ``console_audit`` row. A second verdict on the same alert amends it: the
 alert takes the new verdict and another downlink goes to the box.
 
@@ -19,11 +19,11 @@ import zlib
 from typing import Any
 
 from central.sql import Transaction
-from firmware_app.contracts import downlink
-from firmware_app.contracts.egress import EgressRefused
-from firmware_app.contracts.envelope import canonical_payload
-from firmware_app.errors import CliniboxError
-from firmware_app.i18n import ENGLISH, current, gettext
+from clinibox_common.contracts import downlink
+from clinibox_common.contracts.egress import EgressRefused
+from clinibox_common.contracts.envelope import canonical_payload
+from clinibox_common.errors import CliniboxError
+from clinibox_common.i18n import ENGLISH, current, gettext
 
 __all__ = ["ALERT_COLUMNS", "ReviewError", "alert", "audit", "open_alert", "review_alert"]
 

@@ -9,7 +9,7 @@
 * ``rollback --to CLINIC/BOX … | --rollout ID``: send the boxes back to the package they ran
   before.
 
-The console's fleet page does the same (``central/console``). Every change is a row of the
+The console's fleet page does the same (``central_console``). Every change is a row of the
 console's audit trail naming ``--as`` (default ``cli:<unix user>``).
 """
 
@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from central import rollouts
-from central.cli import open_store
 from central.config import CentralConfig
 from central.store import Store
-from firmware_app.contracts.package_archive import pack
-from firmware_app.errors import EXIT_OK, EXIT_USAGE, CliniboxError
-from firmware_app.i18n import ENGLISH, current, ngettext
-from firmware_app.i18n import gettext as _
+from central.store_open import open_store
+from clinibox_common.contracts.package_archive import pack
+from clinibox_common.errors import EXIT_OK, EXIT_USAGE, CliniboxError
+from clinibox_common.i18n import ENGLISH, current, ngettext
+from clinibox_common.i18n import gettext as _
 
 
 def _box(text: str) -> tuple[str, str]:
@@ -135,7 +135,7 @@ def _print_rollout(row: dict[str, Any], *, with_boxes: bool) -> None:
 
 def _print_rollout_words(row: dict[str, Any], *, with_boxes: bool) -> None:
     """A rollout in the reader's words (the console's: ``labels.ROLLOUT_WORDS``)."""
-    from central.console import labels
+    from central import labels
 
     print(_("rollout %(id)s: %(package)s, %(state)s; %(steps)s", id=row["id"],
             package=f"{row['name']}@{row['version']}",

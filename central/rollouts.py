@@ -40,13 +40,13 @@ from typing import Any
 
 from central.reviews import audit, queue_downlink
 from central.sql import Transaction
-from firmware_app.contracts import downlink, signing
-from firmware_app.contracts.egress import EgressRefused, check_identity
-from firmware_app.contracts.manifest import PackageError, check_files, check_schema
-from firmware_app.contracts.package_archive import PackedArchive, describe, unpack
-from firmware_app.errors import CliniboxError
-from firmware_app.i18n import N_, gettext
-from firmware_app.i18n.error_words import error_words
+from clinibox_common.contracts import downlink, signing
+from clinibox_common.contracts.egress import EgressRefused, check_identity
+from clinibox_common.contracts.manifest import PackageError, check_files, check_schema
+from clinibox_common.contracts.package_archive import PackedArchive, describe, unpack
+from clinibox_common.errors import CliniboxError
+from clinibox_common.i18n import N_, gettext
+from clinibox_common.i18n.error_words import error_words
 
 __all__ = [
     "FAILED_STEPS",

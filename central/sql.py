@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from central.config import database_kind
-from firmware_app.errors import CliniboxError
-from firmware_app.settings.redaction import redact_url
+from clinibox_common.errors import CliniboxError
+from clinibox_common.redaction import redact_url
 
 _SQLITE_PREFIX = "sqlite://"
 _SQLITE_ID = "INTEGER PRIMARY KEY AUTOINCREMENT"

@@ -33,11 +33,11 @@ from central import audit_witness, fleet, notify, reviews
 from central.config import HealthConfig
 from central.schema import TABLES, create_or_migrate
 from central.sql import Database, StoreError
-from firmware_app.contracts.egress import check_identity
-from firmware_app.contracts.envelope import Header, canonical_payload
-from firmware_app.contracts.signing import key_id
-from firmware_app.errors import CliniboxError
-from firmware_app.i18n import N_, gettext
+from clinibox_common.contracts.egress import check_identity
+from clinibox_common.contracts.envelope import Header, canonical_payload
+from clinibox_common.contracts.signing import key_id
+from clinibox_common.errors import CliniboxError
+from clinibox_common.i18n import N_, gettext
 
 __all__ = ["Device", "EnrolmentConflict", "Store", "StoreError", "StoredMessage"]
 

@@ -2,7 +2,7 @@
 
 Every check the converter makes on an artifact (parity, fidelity, speed) goes
 through :func:`open_artifact`, i.e. through exactly the backend classes the box
-uses (``firmware_app.runtime``), so what passes here is what runs there.
+uses (``engine.runtime``), so what passes here is what runs there.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 
 from converters.formats import KINDS, ArtifactKind
 from converters.spec import ModelSpec
-from firmware_app.runtime.base import ArtifactLoadError, RuntimeBackend
-from firmware_app.runtime.registry import create_backend
+from engine.runtime.base import ArtifactLoadError, RuntimeBackend
+from engine.runtime.registry import create_backend
 
 #: OpenVINO properties every IR artifact is validated (and must run) with on a CPU
 OPENVINO_CPU_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}

@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from firmware_app.imaging.preprocess import Transform, get_preprocessor
-from firmware_app.imaging.wrap import decode_file
-from firmware_app.settings.box import LimitsConfig
+from engine.imaging.preprocess import Transform, get_preprocessor
+from engine.imaging.wrap import decode_file
+from engine.settings import LimitsConfig
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from firmware_app.contracts.box_lists import BOX_LIST_LAYOUTS, DEFAULTS, is_box_list
-from firmware_app.contracts.heads import Head, parse_heads
-from firmware_app.inference.box_lists import final_boxes, pairwise_iou
+from clinibox_common.contracts.box_lists import BOX_LIST_LAYOUTS, DEFAULTS, is_box_list
+from clinibox_common.contracts.heads import Head, parse_heads
+from engine.inference.box_lists import final_boxes, pairwise_iou
 
 #: the IoU at which an artifact's box is the same lesion as the source's
 MATCH_IOU = 0.5

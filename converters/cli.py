@@ -19,8 +19,8 @@ import logging
 import sys
 from pathlib import Path
 
-from firmware_app.arguments import CommandParser
-from firmware_app.errors import EXIT_FAIL, EXIT_OK, CliniboxError, run_command
+from clinibox_common.arguments import CommandParser
+from clinibox_common.errors import EXIT_FAIL, EXIT_OK, CliniboxError, run_command
 
 STEPS = ("distill", "prune", "export", "quantize", "verify", "package")
 
@@ -109,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     config = _config(args)
     preflight(config, args.step)  # under a second, before torch is imported
 
+    from converters import chain
     from converters.pipeline import Conversion
     from converters.workdir import StaleWorkError, describe_left
 
@@ -116,9 +117,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         conv = Conversion(config)
         if args.step is None:
-            conv.run_all(keep_work=args.keep_work)
+            chain.run_all(conv, keep_work=args.keep_work)
         elif args.step == "package":
-            conv.package(keep_work=args.keep_work)
+            chain.package(conv, keep_work=args.keep_work)
         else:
             getattr(conv, args.step)()
     except (CliniboxError, ValueError, RuntimeError) as exc:

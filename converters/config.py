@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clinibox_common.settings_loader import ConfigError, read_toml, suggest
 from converters.formats import parse_targets
-from firmware_app.settings.loader import ConfigError, read_toml, suggest
 
 PATH_KEYS = ("weights", "labels", "out", "key", "teacher_weights", "extra_validation")
 
@@ -70,7 +70,7 @@ class ConvertConfig:
     postprocessing: str = "classification"
     #: its parameters, by name (a classifier's output, activation and labels are filled in)
     postprocessing_params: dict[str, Any] = field(default_factory=dict)
-    #: the model's output heads (``firmware_app/contracts/heads.py``); empty: none declared
+    #: the model's output heads (``clinibox_common/contracts/heads.py``); empty: none declared
     heads: list[dict[str, Any]] = field(default_factory=list)
     modalities: list[str] = field(default_factory=list)
     #: operating thresholds given, not measured: ``finding`` (else the highest one keeping

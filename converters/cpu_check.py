@@ -29,13 +29,15 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from firmware_app.arguments import CommandParser
-from firmware_app.child_call import answer_parent, call_child
-from firmware_app.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, CliniboxError
+from clinibox_common.arguments import CommandParser
+from clinibox_common.bundled import DEMO_PUBLIC_KEY
+from clinibox_common.child_call import answer_parent, call_child
+from clinibox_common.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, CliniboxError
 
 #: what the classes' kernels are chosen by, as numpy names the CPU's features
 SHOWN_FEATURES = ("SSE42", "AVX", "AVX2", "FMA3", "AVX512F", "AVX512VNNI", "AVX512_SPR",
@@ -172,10 +174,10 @@ def check_here(root: Path, trusted_keys: list[Path], precisions: tuple[str, ...]
     """Run the golden cases of every artifact of the package at ``root`` and of its second
     stages on every runtime installed here (only ``precisions`` and ``runtimes`` when
     given)."""
-    from firmware_app.models.golden import run_golden_cases
-    from firmware_app.models.package import load_package
-    from firmware_app.runtime.selection import candidates, load_candidate
-    from firmware_app.settings.box import RuntimeConfig
+    from engine.golden import run_golden_cases
+    from engine.model_package import load_package
+    from engine.runtime.selection import candidates, load_candidate
+    from engine.settings import RuntimeConfig
 
     package = load_package(root, trusted_keys)
     runtime = RuntimeConfig()
@@ -346,15 +348,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``clinibox cpu-check``."""
+def main(argv: list[str] | None = None,
+         box_trusted_keys: Callable[[], list[Path]] | None = None) -> int:
+    """Entry point of ``clinibox cpu-check``. Without ``--trust`` it trusts what the box's
+    configuration on this machine trusts: ``box_trusted_keys``, which the ``clinibox`` command
+    hands in (the converter does not read the box's configuration itself)."""
     args = build_parser().parse_args(argv)
     if args.trust:
         keys = [Path(k) for k in args.trust]
+    elif box_trusted_keys is not None:
+        keys = box_trusted_keys()
     else:
-        from firmware_app.settings.box import load
-
-        keys = load(None).trusted_key_paths
+        keys = [DEMO_PUBLIC_KEY]
     only = (tuple(args.precision or ()), tuple(args.runtime or ()))
     names = args.cpu or [*DEFAULT_CLASSES, *(ARM_CLASSES if args.arm_python else ())]
     try:

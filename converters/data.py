@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware_app.errors import EXIT_USAGE, CliniboxError
-from firmware_app.imaging.decode import DecodeError
-from firmware_app.imaging.preprocess import get_preprocessor
-from firmware_app.imaging.wrap import decode_file
-from firmware_app.settings.box import LimitsConfig
+from clinibox_common.errors import EXIT_USAGE, CliniboxError
+from engine.imaging.decode import DecodeError
+from engine.imaging.preprocess import get_preprocessor
+from engine.imaging.wrap import decode_file
+from engine.settings import LimitsConfig
 
 SPLITS = ("train", "calibration", "validation")
 PHANTOM_SEED = 505

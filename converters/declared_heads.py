@@ -2,7 +2,7 @@
 
 A config with no heads gets a classifier's classification head; a model whose heatmap
 the converter added (``cam``) gets a heatmap head beside its declared heads. Every head
-is checked against the contract (``firmware_app.contracts.heads``) and against the
+is checked against the contract (``clinibox_common.contracts.heads``) and against the
 model's outputs.
 """
 
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from clinibox_common.contracts.heads import HeadsError, parse_heads
 from converters.cam import CAM_OUTPUT
 from converters.config import ConvertConfigError
 from converters.spec import ModelSpec
-from firmware_app.contracts.heads import HeadsError, parse_heads
 
 
 def declared_heads(heads: list[dict[str, Any]], spec: ModelSpec, postprocessing: str,

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from clinibox_common.errors import CliniboxError
 from converters.spec import ModelSpec
 from converters.training import name_outputs
-from firmware_app.errors import CliniboxError
 
 
 class ExportError(CliniboxError, RuntimeError):

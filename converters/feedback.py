@@ -27,7 +27,7 @@ import numpy as np
 
 from converters.case_file import read_case
 from converters.data import DataError, LabelledData, Preprocessing, model_input
-from firmware_app.settings.box import LimitsConfig
+from engine.settings import LimitsConfig
 
 CASE_FILE = "case.json"
 #: assessments on which the model gave an answer a verdict can be read against

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from converters.cam import CamModel, HeadSearch, PoolLinearHead
-from firmware_app.imaging.annotate import HEATMAP_FLOOR, shown_heatmap
+from engine.imaging.annotate import HEATMAP_FLOOR, shown_heatmap
 
 #: module types the head may contain, by how they act on a pooled vector [N, C]
 AFFINE = (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)

@@ -3,13 +3,13 @@
 For every detected lesion (a box the appliance shows that matches a truth lesion, IoU
 >= 0.3) the heatmap is taken as the viewer and the report draw it (the model's
 map resampled over the source image, then upsampled bilinearly to the picture:
-``firmware_app.imaging.annotate.shown_heatmap``) and its hottest point near the
+``engine.imaging.annotate.shown_heatmap``) and its hottest point near the
 box is found: within the box grown by its own width and height on each side
 (at least ``NEAR_PX`` pixels), among the points nearer this box's centre than
 any other shown box's. The lesion counts as *inside* when that point lies in its
 box and is drawn at all (at or above the overlay's floor). The share inside,
 over all and per modality, is what a heatmap head declares as ``on_lesion``
-(``firmware_app/contracts/heads.py``); the box shows a heatmap beside boxes only
+(``clinibox_common/contracts/heads.py``); the box shows a heatmap beside boxes only
 when it reaches ``ON_LESION_TARGET``.
 
 Used by the demo build (``demo/train.py``: which map to declare, its
@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from firmware_app.contracts.heads import ON_LESION_MIN_LESIONS, ON_LESION_TARGET, parse_heads
-from firmware_app.imaging.annotate import HEATMAP_FLOOR, shown_heatmap
-from firmware_app.imaging.preprocess import Transform
-from firmware_app.inference.heads import HeadsDecoder
-from firmware_app.inference.postprocess import Box, iou
+from clinibox_common.contracts.heads import ON_LESION_MIN_LESIONS, ON_LESION_TARGET, parse_heads
+from engine.imaging.annotate import HEATMAP_FLOOR, shown_heatmap
+from engine.imaging.preprocess import Transform
+from engine.inference.heads import HeadsDecoder
+from engine.inference.postprocess import Box, iou
 
 #: a truth lesion is detected by a shown box overlapping it this much (the card's recall)
 MATCH_IOU = 0.3

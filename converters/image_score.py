@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from clinibox_common.contracts.box_lists import DEFAULTS
 from converters.box_lists import box_list_head, head_outputs
 from converters.cam import named_outputs
 from converters.config import ConvertConfig, ConvertConfigError
 from converters.source import SourceModel
-from firmware_app.contracts.box_lists import DEFAULTS
 
 #: the image-level score the converter adds to a segmentation-only model
 MASK_SCORE_OUTPUT = "finding_logit"

@@ -7,8 +7,8 @@ shrunk on the standardised values define a Mahalanobis distance. The
 threshold is the ``quantile`` of the distances of held-out images the fit
 never saw, times ``margin``, so that about ``1 - quantile`` of images like the
 validation data are wrongly flagged. The result is the manifest's ``ood``
-section (``firmware_app/contracts/heads.py``); the box scores every image
-against it (``firmware_app/inference/validated_range.py``).
+section (``clinibox_common/contracts/heads.py``); the box scores every image
+against it (``engine/inference/validated_range.py``).
 
 Wide features (a ResNet's 512 pooled channels, with a few hundred fitting
 images) are first projected on their leading principal directions, plus the
@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from firmware_app.contracts.heads import ImageStatistics
-from firmware_app.inference.validated_range import image_statistics
+from clinibox_common.contracts.heads import ImageStatistics
+from engine.inference.validated_range import image_statistics
 
 #: share of the covariance's mean variance added to its diagonal (keeps it invertible)
 SHRINKAGE = 0.05
@@ -93,7 +93,7 @@ def fit_validated_range(fit: np.ndarray, held_out: np.ndarray, output: str | Non
 def input_statistics(x: np.ndarray, statistics: ImageStatistics | None, mean: float,
                      std: float) -> np.ndarray:
     """[N, S]: the own statistics of model inputs ``x`` [N, C, H, W] (normalised with
-    ``mean`` and ``std``), as the box computes them (``firmware_app/inference/
+    ``mean`` and ``std``), as the box computes them (``engine/inference/
     validated_range.py``); S = 0 without ``statistics``. They do not depend on the
     artifact: compute them once per image set and :func:`measured` each artifact."""
     if statistics is None:

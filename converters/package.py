@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from clinibox_common.contracts import manifest as manifest_schema
+from clinibox_common.contracts import signing
 from converters.config import ConvertConfigError, require
 from converters.report import write_report
 from converters.verify import roc_data
-from firmware_app.contracts import manifest as manifest_schema
-from firmware_app.contracts import signing
-from firmware_app.models.package import load_package
+from engine.model_package import load_package
 
 if TYPE_CHECKING:
     from converters.pipeline import Conversion

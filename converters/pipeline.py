@@ -1,6 +1,6 @@
 """The conversion chain, one method per step, sharing one working folder.
 
-``Conversion(config).run_all()`` chains distill → prune → export → quantize →
+``chain.run_all(Conversion(config))`` chains distill → prune → export → quantize →
 verify → package; each step also runs alone (``clinibox convert prune …``)
 and leaves its results in ``OUT/.convert/``: ``state.json`` (what has been
 written and measured so far) and ``model.pt`` (the distilled, pruned or
@@ -814,28 +814,3 @@ class Conversion:
         self.state["stages"] = [section]
         self.save_state()
         return section
-
-    def package(self, keep_work: bool = False) -> Path:
-        """Refuse a model below the floors (:meth:`check_floors`), declare its heads, then
-        golden cases, signed manifest and report (see ``converters.package``)."""
-        self.claim("package")
-        from converters.package import write_package
-
-        if self.state["metrics"] and not self.state.get("gate_failures"):
-            self.check_floors()
-        self.declare_heads()
-        return write_package(self, keep_work)
-
-    def run_all(self, keep_work: bool = False) -> Path:
-        """The whole chain, from a fresh working folder (:meth:`start_afresh`); each step
-        only when the config asks for it."""
-        self.start_afresh()
-        if self.config.teacher:
-            self.distill()
-        if self.config.prune:
-            self.prune()
-        self.export()
-        self.quantize()
-        self.verify()
-        self.add_stage()
-        return self.package(keep_work)

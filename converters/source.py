@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from firmware_app.contracts.manifest import sha256_file
-from firmware_app.errors import EXIT_USAGE, CliniboxError
+from clinibox_common.contracts.manifest import sha256_file
+from clinibox_common.errors import EXIT_USAGE, CliniboxError
 
 KINDS = ("factory", "pickled", "torchscript", "exported")
 

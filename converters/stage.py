@@ -1,7 +1,7 @@
-"""Package a second stage (``firmware_app/contracts/stages.py``): export, check, golden cases.
+"""Package a second stage (``clinibox_common/contracts/stages.py``): export, check, golden cases.
 
 A second stage is a PyTorch model that runs on each lesion's crop
-(``firmware_app/imaging/lesion_crop.py``). Whoever trained it (the demo's
+(``engine/imaging/lesion_crop.py``). Whoever trained it (the demo's
 ``demo/crop_stage.py``, or a clinic's own model named by ``[stage]`` in
 ``convert.toml``) hands it here with its crop, output names and heads:
 
@@ -23,13 +23,13 @@ from typing import Any
 
 import numpy as np
 
+from clinibox_common.contracts.heads import head_of, parse_heads
+from clinibox_common.contracts.manifest import sha256_file
+from clinibox_common.contracts.stages import check_stage
 from converters.export import torch_outputs
 from converters.spec import ModelSpec
-from firmware_app.contracts.heads import head_of, parse_heads
-from firmware_app.contracts.manifest import sha256_file
-from firmware_app.contracts.stages import check_stage
-from firmware_app.imaging.lesion_crop import CropSpec, lesion_crop
-from firmware_app.inference.postprocess import sigmoid
+from engine.imaging.lesion_crop import CropSpec, lesion_crop
+from engine.inference.postprocess import sigmoid
 
 #: an exported stage artifact must agree this well with PyTorch
 MAX_CLASS_DIFFERENCE, MIN_MASK_IOU = 0.02, 0.98
@@ -80,7 +80,7 @@ def check_crops(images: list[np.ndarray], spec: StageSpec, count: int = 64,
 def _runtime_outputs(backend_key: str, path: Path, spec: StageSpec, shapes: list,
                      x: np.ndarray) -> dict[str, np.ndarray]:
     """The stage's outputs on crops through the box's own runtime backend."""
-    from firmware_app.runtime.registry import create_backend
+    from engine.runtime.registry import create_backend
 
     backend = create_backend(backend_key)
     backend.load(path, threads=2, input_names=[spec.input_name],
@@ -234,8 +234,8 @@ class TorchStage:
 
 def stage_package(out: Path, section: dict[str, Any], name: str, version: str):
     """The stage as the box loads it (``ModelPackage.stages``), before the package is signed."""
-    from firmware_app.contracts.manifest import SCHEMA, ModelPackage
-    from firmware_app.contracts.stages import stage_manifest
+    from clinibox_common.contracts.manifest import SCHEMA, ModelPackage
+    from clinibox_common.contracts.stages import stage_manifest
 
     return ModelPackage(out, stage_manifest({"schema": SCHEMA, "name": name, "version": version},
                                             section), "unsigned")
@@ -245,7 +245,7 @@ def torch_lesion_stage(model: Any, spec: StageSpec, name: str, version: str):
     """A PyTorch stage run by the box's own ``LesionStage`` (its crop, decoder and second
     look), so a stage is measured on lesions exactly as the box will run it before any
     artifact is exported."""
-    from firmware_app.inference.stage import LesionStage
+    from engine.inference.stage import LesionStage
 
     reference = torch_outputs(model, spec.model_spec,
                               np.zeros((1, 1, *spec.crop.size), np.float32))

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clinibox_common.errors import CliniboxError
 from converters.progress import progress
 from converters.spec import ModelSpec
-from firmware_app.errors import CliniboxError
 
 
 @dataclass

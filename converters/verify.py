@@ -26,10 +26,10 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from clinibox_common.errors import CliniboxError
 from converters.config import ConvertConfigError
 from converters.spec import ModelSpec
-from firmware_app.errors import CliniboxError
-from firmware_app.inference.postprocess import sigmoid
+from engine.inference.postprocess import sigmoid
 
 FLOAT_PRECISIONS = ("fp32", "fp16")
 INT8_PRECISIONS = ("int8",)

@@ -4,7 +4,7 @@ The first stage sees a 512-pixel CT slice letterboxed to 256 and outlines
 lesions on a 64 × 64 grid; the sizes it measures there put 0.6 of the
 held-out lesions within 15 % of truth on both axes. This stage takes every
 lesion's crop from the source frame the way the box cuts it
-(``firmware_app/imaging/lesion_crop.py``) and gives a mask on a 64 × 64 grid
+(``engine/imaging/lesion_crop.py``) and gives a mask on a 64 × 64 grid
 spanning 1.6 times the lesion, and its class (benign / malignant). The
 shipped graph looks at the crop once, as cut (``Orientations``,
 ``SHIPPED_ORIENTATIONS``: more orientations are averaged when asked); its mask
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from converters.stage import StageSpec
-from firmware_app.imaging.lesion_crop import CropSpec, crop_points, lesion_crop, sample_bilinear
+from engine.imaging.lesion_crop import CropSpec, crop_points, lesion_crop, sample_bilinear
 from phantoms.images import CLASSES, dataset_plan, dataset_sample
 
 NAME = "lesion-crop"
@@ -282,10 +282,10 @@ def crop_figures(stage, crops: Crops) -> dict[str, Any]:
     lesions over 5 mm with both axes within 15 % of truth, and the class AUC."""
     from converters.verify import auc
     from demo.metrics import SIZE_FLOOR_MM, SIZE_TOLERANCE
-    from firmware_app.imaging.lesion_crop import crop_transform
-    from firmware_app.inference.masks import axes
-    from firmware_app.inference.postprocess import Box
-    from firmware_app.inference.stage import the_lesion
+    from engine.imaging.lesion_crop import crop_transform
+    from engine.inference.masks import axes
+    from engine.inference.postprocess import Box
+    from engine.inference.stage import the_lesion
 
     within, malignant, scores = [], [], []
     for i, row in enumerate(crops.rows):

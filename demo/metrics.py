@@ -2,7 +2,7 @@
 validated range.
 
 Every lesion figure goes through the box's own decoder
-(``firmware_app.inference.heads``) and measurement (``firmware_app.inference.masks``),
+(``engine.inference.heads``) and measurement (``engine.inference.masks``),
 so the card says what the box will say on these phantoms.
 """
 
@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from clinibox_common.contracts.heads import parse_heads
 from converters.ood import mahalanobis_squared
 from converters.verify import auc
 from demo.model import GRID, STRIDE, Split
-from firmware_app.contracts.heads import parse_heads
-from firmware_app.inference.heads import HeadsDecoder
-from firmware_app.inference.masks import axes
-from firmware_app.inference.postprocess import Box, iou, sigmoid
+from engine.inference.heads import HeadsDecoder
+from engine.inference.masks import axes
+from engine.inference.postprocess import Box, iou, sigmoid
 from phantoms.images import CLASSES
 
 #: a lesion's measured axis counts as right within this share of the truth
@@ -264,9 +264,9 @@ def real_images(shape: tuple[int, ...], mean: float, std: float, max_frames: int
     A file this pydicom cannot decode is left out."""
     from pydicom.data import get_testdata_file
 
-    from firmware_app.imaging.decode import DecodeError, decode
-    from firmware_app.imaging.preprocess import letterbox_grey
-    from firmware_app.settings.box import LimitsConfig
+    from engine.imaging.decode import DecodeError, decode
+    from engine.imaging.preprocess import letterbox_grey
+    from engine.settings import LimitsConfig
 
     rows = []
     for name in REAL_FILES:

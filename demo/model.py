@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from firmware_app.imaging.preprocess import letterbox, letterbox_grey
+from engine.imaging.preprocess import letterbox, letterbox_grey
 from phantoms.images import CLASSES, dataset_plan, dataset_sample
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +48,7 @@ class LesionNet(nn.Module):
     upsampled x2, joined with the stride-4 features (a skip connection).
     ``features`` is what the validated range (OOD guard) measures of the model,
     beside the input's own statistics that the box computes in float
-    (``firmware_app/inference/validated_range.py``): the global average pool of
+    (``engine/inference/validated_range.py``): the global average pool of
     the final feature maps. Each value is divided by
     its mean on the training phantoms before ``log(· + FEATURE_EPS)`` (closer
     to Gaussian; the scaling keeps the log's argument well above an INT8

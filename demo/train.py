@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clinibox_common.contracts.manifest import SCHEMA, ModelPackage, sha256_file
+from converters import chain
 from converters.config import ConvertConfig
 from converters.data import LabelledData
 from converters.distill import distill
@@ -74,11 +76,10 @@ from demo.model import (
     scale_features,
     train_data,
 )
-from firmware_app.contracts.manifest import SCHEMA, ModelPackage, sha256_file
-from firmware_app.inference.postprocess import sigmoid
-from firmware_app.inference.stage import LesionStage
-from firmware_app.models.stages import load_stage
-from firmware_app.settings.box import RuntimeConfig
+from engine.inference.postprocess import sigmoid
+from engine.inference.stage import LesionStage
+from engine.model_stages import load_stage
+from engine.settings import RuntimeConfig
 from phantoms.images import CLASSES, dataset_plan, dataset_sample
 
 TEACHER = {"widths": (16, 32, 48), "head": 16, "mask": 16}
@@ -221,7 +222,7 @@ def build(args: argparse.Namespace) -> int:
     log(f"lesions, with the second stage: {conv.state['steps']['lesions']}")
     conv.state["steps"]["ood"] = ood_figures(conv, ood, shipped, ref, norm)
     log(f"validated range on held-out and real images: {conv.state['steps']['ood']}")
-    conv.package()
+    chain.package(conv)
     write_card(out, steps, summaries)
     log(f"package {out} verified; {sum(f.stat().st_size for f in out.rglob('*')) / 1024:.0f} "
         f"KiB; total {time.time() - t0:.0f} s")

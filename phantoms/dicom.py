@@ -16,7 +16,7 @@ window to [0, 1]) gives the phantom image back:
 Calibration: a CT phantom's pixel spacing is written as ``PixelSpacing``
 (mm); an ultrasound phantom's as one ``SequenceOfUltrasoundRegions`` item
 covering the whole image with ``PhysicalDeltaX/Y`` in cm (units code 3), as
-scanners do, which the box reads (``firmware_app/imaging/decode.py``).
+scanners do, which the box reads (``engine/imaging/decode.py``).
 The CLI's ``truth.json`` gives every lesion's class, box and sizes in mm.
 
 Transfer syntaxes: see :data:`SYNTAXES` and :func:`available_syntaxes`

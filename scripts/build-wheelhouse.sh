@@ -73,7 +73,16 @@ cp "$REPO/pyproject.toml" "$REPO/README.md" "$WORK/src/"
 # every package the box imports: the viewer's web foundations (webcore) and the phantoms of
 # `clinibox demo-video` too (tests/integration/test_install_system.py holds the wheel to it);
 # demo/ (the demo model's training) stays on the workstation
-for package in firmware_app converters central web webcore phantoms; do
+# every package the import contracts name (pyproject.toml, [tool.importlinter] root_packages)
+packages=$("$PYTHON" - "$REPO/pyproject.toml" <<'PY'
+import sys
+import tomllib
+
+names = tomllib.load(open(sys.argv[1], "rb"))["tool"]["importlinter"]["root_packages"]
+print(" ".join(name for name in names if name != "demo"))
+PY
+)
+for package in $packages; do
     cp -r "$REPO/$package" "$WORK/src/"
 done
 find "$WORK/src" -name __pycache__ -type d -prune -exec rm -rf {} +
@@ -106,8 +115,8 @@ for manifest in "$REPO"/models/*/*/manifest.json; do
     relative=${package#"$REPO"/models/}
     mkdir -p "$OUT/models/$(dirname "$relative")"
     cp -r "$package" "$OUT/models/$relative"
-    if "$PYTHON" -c 'import firmware_app.cli' 2>/dev/null; then
-        "$PYTHON" -m firmware_app.cli model verify "$OUT/models/$relative" "${trust[@]}" \
+    if "$PYTHON" -c 'import clinibox.table' 2>/dev/null; then
+        "$PYTHON" -m clinibox model verify "$OUT/models/$relative" "${trust[@]}" \
             >/dev/null || die "model package $relative does not verify against models/keys"
     else
         say "note: $PYTHON cannot import clinibox; install.sh verifies $relative on the box"

@@ -62,7 +62,7 @@ def clinibox(*args: str, check: bool = True, stdin: str | None = None,
     """Run the ``clinibox`` command line of this checkout (the hospital's, the model
     maker's or a box's side); with ``check``, RuntimeError naming its error output when it
     fails."""
-    result = subprocess.run([sys.executable, "-m", "firmware_app.cli", *args], input=stdin,
+    result = subprocess.run([sys.executable, "-m", "clinibox", *args], input=stdin,
                             capture_output=True, text=True, cwd=REPO, timeout=timeout)
     if check and result.returncode != 0:
         raise RuntimeError(f"clinibox {' '.join(args)} failed ({result.returncode}):\n"
@@ -247,7 +247,7 @@ def serve(config: Path, log: Path, *, notify: Notify | None = None,
     if notify is not None:
         environment["NOTIFY_SOCKET"] = str(notify.path)
     started = time.monotonic()
-    command = [sys.executable, "-m", "firmware_app.cli", "serve", "--config", str(config)]
+    command = [sys.executable, "-m", "clinibox", "serve", "--config", str(config)]
     if output is not None:
         proc = subprocess.Popen(command, cwd=REPO, stdout=output, stderr=output,
                                 env=environment)
@@ -316,7 +316,7 @@ class Box:
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """Run a `clinibox` subcommand against this box's config."""
         result = subprocess.run(
-            [sys.executable, "-m", "firmware_app.cli", args[0], "--config", str(self.config),
+            [sys.executable, "-m", "clinibox", args[0], "--config", str(self.config),
              *args[1:]],
             capture_output=True, text=True, cwd=REPO, timeout=300,
         )
@@ -381,7 +381,7 @@ class Box:
 def add_viewer_account(box: Box, name: str, password: str, role: str) -> None:
     """``clinibox user add`` on a running box, as a technician would."""
     result = subprocess.run(
-        [sys.executable, "-m", "firmware_app.cli", "user", "add", name, "--role", role,
+        [sys.executable, "-m", "clinibox", "user", "add", name, "--role", role,
          "--password-stdin", "--config", str(box.config)],
         input=password + "\n", capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr

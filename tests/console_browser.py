@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from central.config import CentralConfig
-from central.console.accounts import ConsoleAccounts
-from central.console.app import create_app
 from central.store import Store
+from central_console.accounts import ConsoleAccounts
+from central_console.app import create_app
 from tests.browser import ARTIFACTS, headless_chromium, serving
 from tests.unit.test_console_web import ADMIN, ConsoleClient
 

@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from central import reviews
 from central.store import Store
-from firmware_app.contracts import downlink
-from firmware_app.contracts.envelope import Header
+from clinibox_common.contracts import downlink
+from clinibox_common.contracts.envelope import Header
 from tests.telemetry_payloads import alert_payload, public_pem, status_payload, summary_payload
 
 CLINIC, DEVICE, QUIET = "qingshan-1", "box-1", "box-2"

@@ -2,8 +2,8 @@
 
 ``build_malformed_corpus(directory)`` writes every file and returns
 ``{file name: expected reason}``: a lower-case substring of the message that
-``firmware_app.imaging.decode.decode`` (DICOM path) or
-``firmware_app.imaging.wrap.wrap_picture`` (pictures, recognised by
+``engine.imaging.decode.decode`` (DICOM path) or
+``engine.imaging.wrap.wrap_picture`` (pictures, recognised by
 ``is_picture`` on the first bytes) gives for it. An empty expected reason means
 the file is valid and must be processed normally, not quarantined.
 

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from firmware_app.contracts.envelope import MAGIC, _message_key, _raw
+from clinibox_common.contracts.envelope import MAGIC, _message_key, _raw
 
 #: The two findings of issue 43: a header nested 5,000 levels, a 5,000-digit sequence number.
 DEPTH, DIGITS = 5000, 5000

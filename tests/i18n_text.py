@@ -15,7 +15,7 @@ from html.parser import HTMLParser
 
 from babel.messages.pofile import read_po
 
-from firmware_app.i18n import TRANSLATIONS_DIR
+from clinibox_common.i18n import TRANSLATIONS_DIR
 
 CATALOG = TRANSLATIONS_DIR / "zh_CN" / "LC_MESSAGES" / "messages.po"
 #: words that are names, units or protocols in either language (never a sentence)

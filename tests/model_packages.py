@@ -12,9 +12,9 @@ import json
 import shutil
 from pathlib import Path
 
-from firmware_app.contracts import signing
-from firmware_app.contracts.manifest import sha256_file
-from firmware_app.settings.box import BUNDLED_MODELS_DIR
+from clinibox_common.bundled import BUNDLED_MODELS_DIR
+from clinibox_common.contracts import signing
+from clinibox_common.contracts.manifest import sha256_file
 
 DEMO = BUNDLED_MODELS_DIR / "clinibox-demo-lesion" / "1.0.0"
 DEMO_PRIVATE_KEY = BUNDLED_MODELS_DIR / "keys" / "DEMO-ONLY-model-signing.pem"

@@ -4,9 +4,9 @@ Identities (one certificate each, all issued by one throw-away CA):
 
 * a device ``<clinic>/<device>`` (certificate CN ``clinic-a/box-1``) may publish only
   on ``clinibox/<clinic>/<device>/<kind>`` for the kinds in
-  ``firmware_app.contracts.egress.KINDS`` and may read only its own downlink,
+  ``clinibox_common.contracts.egress.KINDS`` and may read only its own downlink,
   ``clinibox-downlink/<clinic>/<device>`` (the hospital's verdicts,
-  ``firmware_app.contracts.downlink``);
+  ``clinibox_common.contracts.downlink``);
 * ``central-receiver`` may read ``clinibox/#`` (also through a shared subscription
   such as ``$share/central/clinibox/+/+/+``) and write ``clinibox-downlink/#``;
 * ``broker-auditor`` may read ``#``: the :class:`Auditor` uses it to capture every
@@ -69,7 +69,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from firmware_app.contracts.egress import KINDS
+from clinibox_common.contracts.egress import KINDS
 from tests.ports import free_port
 from tests.tls_certs import CertificateAuthority
 

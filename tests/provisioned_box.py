@@ -25,9 +25,9 @@ import tomllib
 from cryptography.hazmat.primitives import serialization
 
 from central.bundle import make_bundle
-from firmware_app.contracts.enrolment import write_bundle
-from firmware_app.contracts.envelope import generate_x25519_pair
-from firmware_app.contracts.signing import generate_key_pair
+from clinibox_common.contracts.enrolment import write_bundle
+from clinibox_common.contracts.envelope import generate_x25519_pair
+from clinibox_common.contracts.signing import generate_key_pair
 from tests.tls_certs import CertificateAuthority
 
 SYSTEM_PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware_app.inference.runner import ModelRunner
+from engine.inference.runner import ModelRunner
 from firmware_app.settings.box import Config
 from firmware_app.storage.accounts import Accounts
 from firmware_app.storage.volumes import study_volumes

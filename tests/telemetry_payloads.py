@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from firmware_app.contracts import egress as schema
-from firmware_app.contracts.envelope import Header, seal
-from firmware_app.contracts.topics import topic
+from clinibox_common.contracts import egress as schema
+from clinibox_common.contracts.envelope import Header, seal
+from clinibox_common.contracts.topics import topic
 
 MODEL = "clinibox-demo-lesion@1.0.0"
 #: a recent hour (the hospital refuses messages older than [receiver] max_message_age_days)

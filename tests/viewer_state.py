@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.data import get_testdata_file
 
-from firmware_app.inference.runner import ModelRunner
+from engine.inference.runner import ModelRunner
 from firmware_app.ingest.landing import Lander
 from firmware_app.service.worker import Worker
 from firmware_app.settings.box import Config, StorageConfig
@@ -87,7 +87,7 @@ def _land(lander: Lander, path: Path) -> int:
 def ct_phantom(runner: ModelRunner, path: Path, *, lesion: bool, alert: bool,
                 identity: dict[str, str]) -> Path:
     """The first CT phantom (by seed) on which the demo model alerts (or finds nothing)."""
-    from firmware_app.imaging.decode import decode
+    from engine.imaging.decode import decode
 
     limits = Config().limits
     for seed in range(40):

@@ -14,8 +14,8 @@ _TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 ROOT = Path(__file__).resolve().parents[1]
 #: where the pages browsers get come from: the viewer's, the console's and webcore's
 #: templates, and the apps' static files
-PAGE_FOLDERS = ("web/templates", "web/static", "central/console/templates",
-                "central/console/static", "webcore/templates/webcore")
+PAGE_FOLDERS = ("web/templates", "web/static", "central_console/templates",
+                "central_console/static", "webcore/templates/webcore")
 
 
 def page_sources() -> list[Path]:

@@ -25,16 +25,17 @@ from typing import Any
 
 from flask import Flask
 
-from firmware_app.contracts import statuses
-from firmware_app.contracts.manifest import PackageError
-from firmware_app.i18n import N_, gettext
-from firmware_app.models.package import load_package
+from clinibox_common.contracts import statuses
+from clinibox_common.contracts.manifest import PackageError
+from clinibox_common.i18n import N_, gettext
+from engine.model_package import load_package
 from firmware_app.models.store import resolve_package_root
 from firmware_app.settings.box import DEMO_TRUST_WARNING, Config
 from firmware_app.storage import db
 from firmware_app.storage.spool import Spool, make_spool
-from web import i18n, labels, security, wording
-from web import model_update_words as model_words
+from firmware_app.words import labels, wording
+from firmware_app.words import model_update_words as model_words
+from web import i18n, security
 from web.security import current_account
 from webcore import errors as error_pages
 from webcore import pages as web_pages

@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 from markupsafe import Markup
 
-from firmware_app.i18n import ENGLISH, N_, current, gettext
-from web import labels
-from web import model_update_words as model_words
+from clinibox_common.i18n import ENGLISH, N_, current, gettext
+from firmware_app.words import labels
+from firmware_app.words import model_update_words as model_words
 
 #: an unknown detail with English words in it, outside English
 RECORDED_IN_ENGLISH = N_("(recorded in English only: see the English page)")

@@ -1,7 +1,7 @@
 """The viewer's language for each request (Flask-Babel), and the catalog in its templates.
 
 The language of a request is the first that names one of the box's two
-(``firmware_app.i18n``: ``zh_CN``, ``en``):
+(``clinibox_common.i18n``: ``zh_CN``, ``en``):
 
 1. the logged-in account's own choice (the switch in the page header,
    ``accounts.language``);
@@ -13,7 +13,7 @@ The language of a request is the first that names one of the box's two
 5. English.
 
 Flask-Babel, the templates' ``_()`` / ``ngettext()`` on the same catalog as the code
-and ``fmt`` (``firmware_app.i18n.formats``) are the ones every clinibox web app shares
+and ``fmt`` (``clinibox_common.i18n.formats``) are the ones every clinibox web app shares
 (``webcore.i18n``), and so is the order above (``pick_language``, also the hospital
 console's); the viewer says where its account and its setting are.
 """

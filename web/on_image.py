@@ -13,9 +13,9 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from firmware_app.i18n import formats, gettext
+from clinibox_common.i18n import formats, gettext
 from firmware_app.storage import studies as queries
-from web import labels, wording
+from firmware_app.words import labels, wording
 
 _ = gettext
 

@@ -1,7 +1,7 @@
 """Render a received image for the clinic viewer: frames, window/level, overlays.
 
 The viewer draws from the display previews the worker stored when it analysed
-the image (read with numpy only, ``firmware_app.imaging.preview_file``): each
+the image (read with numpy only, ``engine.imaging.preview_file``): each
 analysed frame in modality units (e.g. Hounsfield units), colour as RGB, with
 its default window. What is
 done here is only what the viewer needs on top: a window chosen by the user,
@@ -11,7 +11,7 @@ request decodes a full image.
 
 An image processed before previews existed gets its previews made once, on
 first view, in the viewer's own decoder sandbox (one limited child process
-per web worker, ``firmware_app.imaging.sandbox``): an image that crashes a
+per web worker, ``engine.imaging.sandbox``): an image that crashes a
 codec or needs too much memory gives a DecodeError page, never a dead viewer.
 """
 
@@ -29,14 +29,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from firmware_app.imaging import annotate, preview_file
-from firmware_app.imaging.errors import DecodeError
-from firmware_app.imaging.preview_file import FrameNotPreviewed, FramePreview, Window, fit_size
-from firmware_app.settings.box import LimitsConfig
+from engine.imaging import annotate, preview_file
+from engine.imaging.errors import DecodeError
+from engine.imaging.preview_file import FrameNotPreviewed, FramePreview, Window, fit_size
+from engine.settings import LimitsConfig
 from firmware_app.storage.spool import preview_path
 
 if TYPE_CHECKING:
-    from firmware_app.imaging.sandbox import DecodeSandbox
+    from engine.imaging.sandbox import DecodeSandbox
 
 __all__ = ["BOX_COLOUR", "DecodeError", "FrameNotPreviewed", "FramePreview", "Window",
            "display_size", "heatmap_png", "key_image_png", "load_frame", "render_png"]
@@ -47,7 +47,7 @@ __all__ = ["BOX_COLOUR", "DecodeError", "FrameNotPreviewed", "FramePreview", "Wi
 #: one back from the page cache costs a few ms, docs/decisions/0006-display-previews.md).
 CACHE_ENTRIES = 4
 CACHE_MAX_BYTES = 48 * 1024 * 1024
-#: Colours of the key image's drawing (``firmware_app.imaging.annotate``), kept here by name.
+#: Colours of the key image's drawing (``engine.imaging.annotate``), kept here by name.
 BOX_COLOUR = annotate.BOX_COLOUR
 CONTOUR_COLOUR = annotate.CONTOUR_COLOUR
 LABEL_TEXT_COLOUR = annotate.LABEL_TEXT_COLOUR
@@ -113,7 +113,7 @@ def _cache_key(source: Path, frame: int) -> tuple[Any, ...]:
 
 def _remake(image_path: Path, source: Path, limits: LimitsConfig, max_frames: int) -> None:
     """Write the previews of ``image_path`` to ``source`` in the viewer's decoder sandbox."""
-    _sandbox(limits).call("firmware_app.imaging.preview:remake", str(image_path),
+    _sandbox(limits).call("engine.imaging.preview:remake", str(image_path),
                           dataclasses.asdict(limits), int(max_frames), str(source))
 
 
@@ -127,7 +127,7 @@ def _sandbox(limits: LimitsConfig) -> DecodeSandbox:
     Imported here, not at the top: the sandbox module brings pydicom and its
     codecs, which a viewer reading stored previews never needs.
     """
-    from firmware_app.imaging.sandbox import DecodeSandbox
+    from engine.imaging.sandbox import DecodeSandbox
 
     with _sandbox_lock:
         box = _sandboxes.get(os.getpid())
@@ -198,7 +198,7 @@ def key_image_png(image: FramePreview, window: Window | None, boxes: list[dict],
     ``label``; a box with missing or non-numeric coordinates is skipped. The
     longer side is brought within ``max_side`` (and up to ``min_side`` for small
     images, so labels stay legible in print). The drawing is
-    ``firmware_app.imaging.annotate``'s, the same as the key image sent to the PACS.
+    ``engine.imaging.annotate``'s, the same as the key image sent to the PACS.
     """
     return _png(annotate.key_picture(image, window, boxes, heatmap,
                                      max_side=max_side, min_side=min_side))

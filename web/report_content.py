@@ -14,8 +14,8 @@ import subprocess
 import threading
 from dataclasses import dataclass
 
-from firmware_app.child_call import call_child
-from firmware_app.errors import CliniboxError
+from clinibox_common.child_call import call_child
+from clinibox_common.errors import CliniboxError
 
 #: longest a report may take to make (a font to subset, a key image to place)
 PDF_SECONDS = 60

@@ -2,7 +2,7 @@
 
 * A Chinese report (or any report with characters DejaVu lacks, such as a
   Chinese patient name in an English report) uses the Chinese font found by
-  ``firmware_app.i18n.fonts`` (Noto Sans CJK SC, else WenQuanYi Zen Hei):
+  ``clinibox_common.i18n.fonts`` (Noto Sans CJK SC, else WenQuanYi Zen Hei):
   as the main font in Chinese, as DejaVu's fallback otherwise.
 * Without DejaVu the Chinese font carries everything; without either, the
   core Helvetica (latin-1 only).
@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware_app.i18n.fonts import CjkFont, find_cjk_font
+from clinibox_common.i18n.fonts import CjkFont, find_cjk_font
 
 #: Folders searched (in order) for DejaVuSans.ttf and DejaVuSans-Bold.ttf.
 FONT_DIRS: tuple[Path, ...] = (

@@ -1,6 +1,6 @@
 """The printable study report as PDF (fpdf2): patient and study, key image, verdict, findings.
 
-Labels are in the current language (``firmware_app.i18n``); the content
+Labels are in the current language (``clinibox_common.i18n``); the content
 arrives already written in it (``web/views_clinic.py``). Fonts
 (``web/report_fonts.py``): DejaVu Sans for Latin text, Noto Sans CJK SC (or
 WenQuanYi Zen Hei) for Chinese, as the main font of a Chinese report and as
@@ -25,7 +25,7 @@ from fpdf import FPDF
 from fpdf.enums import WrapMode, XPos, YPos
 from PIL import Image
 
-from firmware_app.i18n import CHINESE, N_, current, gettext
+from clinibox_common.i18n import CHINESE, N_, current, gettext
 from web.report_content import ReportContent
 from web.report_fonts import FONT_DIRS, FontFace, FontPlan, find_fonts, glyphs, plan_fonts
 
@@ -74,7 +74,7 @@ def _texts(content: ReportContent) -> list[str]:
 
 def report_pdf(content: ReportContent, *, font_dirs: Sequence[Path] | None = None) -> bytes:
     """The report as PDF bytes (A4 portrait); ``font_dirs`` replaces every folder searched
-    for fonts (``FONT_DIRS`` and ``firmware_app.i18n.fonts.CJK_FONT_DIRS``)."""
+    for fonts (``FONT_DIRS`` and ``clinibox_common.i18n.fonts.CJK_FONT_DIRS``)."""
     chinese = current() == CHINESE
     title = _(TITLE)
     plan = plan_fonts(_texts(content), chinese=chinese, font_dirs=font_dirs)
@@ -271,9 +271,9 @@ def _key_image(pdf: _Report, png: bytes) -> None:
 
 def _child() -> None:
     """``python -m web.report_pdf``: (content, language) from the parent, the PDF's bytes
-    back (``web.report_content.make_pdf``, ``firmware_app.child_call``)."""
-    from firmware_app.child_call import answer_parent
-    from firmware_app.i18n import use_locale
+    back (``web.report_content.make_pdf``, ``clinibox_common.child_call``)."""
+    from clinibox_common.child_call import answer_parent
+    from clinibox_common.i18n import use_locale
 
     def make(arguments: tuple[ReportContent, str]) -> bytes:
         content, language = arguments

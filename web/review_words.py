@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from firmware_app.i18n import formats, gettext
+from clinibox_common.i18n import formats, gettext
 from firmware_app.storage.hospital_reviews import HospitalReview
-from web import labels
+from firmware_app.words import labels
 
 
 @dataclass(frozen=True)

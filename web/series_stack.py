@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from flask import request, url_for
 
-from firmware_app.inference.volume import MULTI_FRAME, READ_AS_VOLUME, SeriesVolume
+from engine.inference.volume import MULTI_FRAME, READ_AS_VOLUME, SeriesVolume
 from firmware_app.storage.volumes import FINDING, StudyVolumes
 
 #: PageUp / PageDown move this share of the stack (at least one slice)

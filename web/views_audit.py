@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, render_template, request
 
-from firmware_app.i18n import gettext
+from clinibox_common.i18n import gettext
 from firmware_app.storage.accounts import Accounts
 from firmware_app.storage.audit import ACTIONS
 from firmware_app.storage.audit_chain import verify

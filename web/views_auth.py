@@ -25,7 +25,7 @@ import logging
 
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 
-from firmware_app.i18n import N_
+from clinibox_common.i18n import N_
 from firmware_app.storage.accounts import AccountError, Accounts, LoginThrottle, normalise_name
 from web import audit_trail
 from web.security import current_account, database, sessions

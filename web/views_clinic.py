@@ -33,14 +33,15 @@ from flask import (
     url_for,
 )
 
-from firmware_app import i18n
-from firmware_app.i18n import formats, ngettext
-from firmware_app.i18n.fonts import PACKAGE_HINT, find_cjk_font
-from firmware_app.inference.assessment import is_judged
+from clinibox_common import i18n
+from clinibox_common.i18n import formats, ngettext
+from clinibox_common.i18n.fonts import PACKAGE_HINT, find_cjk_font
+from engine.inference.assessment import is_judged
 from firmware_app.storage import audit, db, hospital_reviews, model_offers
 from firmware_app.storage import studies as queries
 from firmware_app.storage.status import study_images_waiting
-from web import audit_trail, labels, on_image, render, series_stack, wording
+from firmware_app.words import labels, wording
+from web import audit_trail, on_image, render, series_stack
 from web.report_content import ReportContent, make_pdf
 from web.review_words import ReviewWords, review_words, words_of
 from web.security import current_account, database

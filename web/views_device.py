@@ -17,10 +17,10 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, url_for
 
-from firmware_app.i18n import gettext
+from clinibox_common.i18n import gettext
 from firmware_app.storage import audit_size, hospital_reviews, quarantine
 from firmware_app.storage.status import box_status
-from web import event_words
+from firmware_app.words import event_words
 from web.audit_trail import client_address
 from web.i18n import choose_language
 from web.security import current_account, database, technician_only

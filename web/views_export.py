@@ -18,7 +18,7 @@ from pathlib import Path
 
 from flask import Blueprint, abort, current_app, send_file
 
-from firmware_app.contracts.statuses import Role
+from clinibox_common.contracts.statuses import Role
 from firmware_app.storage import exports as export_queries
 from web.audit_trail import client_address
 from web.security import current_account, database

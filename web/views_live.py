@@ -40,12 +40,13 @@ from flask import (
     url_for,
 )
 
-from firmware_app.contracts.statuses import LiveHint, LiveRequest, LiveState
-from firmware_app.i18n import N_, formats, gettext, ngettext
+from clinibox_common.contracts.statuses import LiveHint, LiveRequest, LiveState
+from clinibox_common.i18n import N_, formats, gettext, ngettext
+from clinibox_common.redaction import redact_detail
 from firmware_app.settings.live import LiveSource
-from firmware_app.settings.redaction import redact_detail
 from firmware_app.storage import live_frames, live_sessions, live_studies
-from web import audit_trail, labels, wording
+from firmware_app.words import labels, wording
+from web import audit_trail
 from web.security import current_account, database
 
 blueprint = Blueprint("live", __name__)

@@ -14,7 +14,7 @@ from flask import Flask, render_template
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import BadRequest
 
-from firmware_app.i18n import N_, gettext
+from clinibox_common.i18n import N_, gettext
 
 #: error pages: status -> (title, what it means), in English for the catalog
 ERRORS: dict[int, tuple[str, str]] = {

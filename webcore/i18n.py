@@ -6,8 +6,8 @@ account's choice, the choice made with the header's switch before logging in, th
 are (``choose_language`` passed to ``install``). The header's switch is ``switch_language``
 (``POST /language`` in each app). Templates call ``_()`` /
 ``ngettext()`` (Jinja's i18n extension, new style: placeholders filled and escaped by
-Jinja) on the same catalog as the code (``firmware_app.i18n``), and format dates and
-numbers with ``fmt`` (``firmware_app.i18n.formats``).
+Jinja) on the same catalog as the code (``clinibox_common.i18n``), and format dates and
+numbers with ``fmt`` (``clinibox_common.i18n.formats``).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from flask import Flask, abort, has_request_context, redirect, request, session,
 from flask_babel import Babel, get_locale
 from werkzeug.wrappers import Response
 
-from firmware_app import i18n
-from firmware_app.i18n import formats
+from clinibox_common import i18n
+from clinibox_common.i18n import formats
 from webcore.security import same_origin_path
 
 #: the session key of a language chosen before logging in
@@ -68,7 +68,7 @@ def switch_language(keep_for_account: Callable[[str], None] | None,
 
 
 def request_language() -> str | None:
-    """The provider ``firmware_app.i18n`` asks: the request's language (None outside one)."""
+    """The provider ``clinibox_common.i18n`` asks: the request's language (None outside one)."""
     if not has_request_context():
         return None
     return i18n.normalise(get_locale())

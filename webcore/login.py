@@ -20,7 +20,7 @@ from typing import Generic, TypeVar
 
 from flask import session
 
-from firmware_app.i18n import gettext, ngettext, normalise
+from clinibox_common.i18n import gettext, ngettext, normalise
 from webcore.i18n import SESSION_KEY
 
 T = TypeVar("T")

@@ -52,7 +52,7 @@ def _zone_name() -> str:
 
 def server_time_zone(now: dt.datetime | None = None) -> tuple[str, str]:
     """(zone name, UTC offset like ``+08:00``) of the server's local time, which the pages'
-    times use (``firmware_app.i18n.formats``), at ``now`` (default: now)."""
+    times use (``clinibox_common.i18n.formats``), at ``now`` (default: now)."""
     local = (now or dt.datetime.now()).astimezone()
     offset = local.utcoffset() or dt.timedelta()
     minutes = int(offset.total_seconds()) // 60

@@ -21,8 +21,8 @@ import secrets
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from firmware_app.errors import CliniboxError
-from firmware_app.i18n import N_, gettext
+from clinibox_common.errors import CliniboxError
+from clinibox_common.i18n import N_, gettext
 
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 256

@@ -31,7 +31,7 @@ from urllib.parse import unquote, urlsplit
 from flask import Flask, Response, abort, g, redirect, request, session, url_for
 from flask_wtf.csrf import CSRFProtect
 
-from firmware_app.i18n import N_, gettext
+from clinibox_common.i18n import N_, gettext
 
 log = logging.getLogger(__name__)
 

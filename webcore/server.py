@@ -17,8 +17,8 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from firmware_app.errors import EXIT_USAGE, CliniboxError
-from firmware_app.i18n import N_
+from clinibox_common.errors import EXIT_USAGE, CliniboxError
+from clinibox_common.i18n import N_
 
 
 class PortError(CliniboxError):

@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from firmware_app.errors import EXIT_USAGE, CliniboxError
-from firmware_app.i18n import N_
+from clinibox_common.errors import EXIT_USAGE, CliniboxError
+from clinibox_common.i18n import N_
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,2 @@
-"""``clinibox``: the command line, the composition root of the box (``table``)."""
-
-from firmware_app.cli.table import build_parser, main
-
-__all__ = ["build_parser", "main"]
+"""The box's own commands, each module registering its own (``add_parsers``); the table of every
+``clinibox`` command is ``clinibox/table.py``, on the floor above."""

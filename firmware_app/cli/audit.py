@@ -28,10 +28,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from firmware_app.errors import EXIT_FAIL, EXIT_OK
-from firmware_app.i18n import ENGLISH, current
-from firmware_app.i18n import gettext as _
-from firmware_app.i18n.text import ljust
+from clinibox_common.errors import EXIT_FAIL, EXIT_OK
+from clinibox_common.i18n import ENGLISH, current
+from clinibox_common.i18n import gettext as _
+from clinibox_common.i18n.text import ljust
 from firmware_app.settings import box as config_module
 from firmware_app.storage import audit, db
 from firmware_app.storage.audit_chain import ChainCheck, verify
@@ -44,7 +44,7 @@ from firmware_app.storage.audit_witness_check import (
     check_witness,
     read_witness,
 )
-from web import labels
+from firmware_app.words import labels
 
 
 def _query(args: argparse.Namespace) -> AuditQuery:

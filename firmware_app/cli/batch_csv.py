@@ -22,9 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from clinibox_common.contracts.reasons import from_records
+from clinibox_common.contracts.statuses import InstanceStatus
 from firmware_app.cli.batch_studies import FileResult, StudySummary
-from firmware_app.contracts.reasons import from_records
-from firmware_app.contracts.statuses import InstanceStatus
 
 COLUMNS = (
     "row_type", "study_key", "file", "series_uid", "instance_uid", "modality", "status",

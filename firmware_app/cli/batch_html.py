@@ -17,14 +17,14 @@ from collections import Counter
 from dataclasses import dataclass
 from html import escape
 
+from clinibox_common.contracts.statuses import AssessmentKind, InstanceStatus
+from clinibox_common.i18n import current, formats, gettext, html_lang, ngettext
 from firmware_app.cli.batch_labels import Evaluation
 from firmware_app.cli.batch_stats import AreaUnderCurve, Proportion
 from firmware_app.cli.batch_studies import FileResult, StudySummary
 from firmware_app.cli.infer_wording import assessment_words, problem_reason
 from firmware_app.cli.svg_charts import bar_chart, edge_digits, histogram_bins
-from firmware_app.contracts.statuses import AssessmentKind, InstanceStatus
-from firmware_app.i18n import current, formats, gettext, html_lang, ngettext
-from web import wording
+from firmware_app.words import wording
 
 _ = gettext
 #: study assessments in the order the chart shows them

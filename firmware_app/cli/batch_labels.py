@@ -23,11 +23,11 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clinibox_common.contracts.statuses import AssessmentKind
+from clinibox_common.errors import EXIT_USAGE, CliniboxError
+from clinibox_common.i18n import gettext
 from firmware_app.cli.batch_stats import Accuracy, diagnostic_accuracy
 from firmware_app.cli.batch_studies import StudySummary
-from firmware_app.contracts.statuses import AssessmentKind
-from firmware_app.errors import EXIT_USAGE, CliniboxError
-from firmware_app.i18n import gettext
 
 _ = gettext
 #: the labels file's required columns

@@ -10,14 +10,14 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from clinibox_common.errors import EXIT_USAGE, CliniboxError
+from clinibox_common.i18n import gettext
+from engine.inference.runner import ModelRunner
 from firmware_app.cli.batch_csv import write_csv
 from firmware_app.cli.batch_html import ModelFacts, render_summary
 from firmware_app.cli.batch_labels import Evaluation
 from firmware_app.cli.batch_studies import FileResult, StudySummary
 from firmware_app.dicom_out.source import ModelIdentity
-from firmware_app.errors import EXIT_USAGE, CliniboxError
-from firmware_app.i18n import gettext
-from firmware_app.inference.runner import ModelRunner
 
 _ = gettext
 

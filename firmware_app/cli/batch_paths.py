@@ -35,8 +35,8 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
-from firmware_app.i18n import gettext
-from firmware_app.imaging.wrap import is_picture
+from clinibox_common.i18n import gettext
+from engine.imaging.wrap import is_picture
 
 _ = gettext
 

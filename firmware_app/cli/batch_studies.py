@@ -21,9 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from firmware_app.contracts.statuses import AssessmentKind, InstanceStatus
-from firmware_app.inference.assessment import JUDGED, UNJUDGED, is_judged
-from firmware_app.inference.volume import SeriesSlice, series_volume
+from clinibox_common.contracts.statuses import AssessmentKind, InstanceStatus
+from engine.inference.assessment import JUDGED, UNJUDGED, is_judged
+from engine.inference.volume import SeriesSlice, series_volume
 
 #: a study no image of which the model analysed
 NOT_ANALYSED = InstanceStatus.NOT_ANALYSED

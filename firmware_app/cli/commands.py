@@ -1,6 +1,6 @@
-"""The box's own commands: serve, web, infer, status, results, keys, config.
+"""The box's own commands: serve, infer, status, results, keys, config.
 
-The table of every ``clinibox`` command is ``firmware_app/cli/table.py``.
+The table of every ``clinibox`` command is ``clinibox/table.py``.
 """
 
 from __future__ import annotations
@@ -14,18 +14,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from clinibox_common.contracts.reasons import decode, records
+from clinibox_common.contracts.statuses import AssessmentKind, InstanceStatus
+from clinibox_common.errors import EXIT_OK, EXIT_USAGE
+from clinibox_common.i18n import ENGLISH, N_, current, gettext, ngettext
+from clinibox_common.i18n.text import display_width, ljust, rjust
 from firmware_app.cli.infer_wording import verdict_word
-from firmware_app.contracts.reasons import decode, records
-from firmware_app.contracts.statuses import AssessmentKind, InstanceStatus
-from firmware_app.errors import EXIT_OK, EXIT_USAGE
-from firmware_app.i18n import ENGLISH, N_, current, gettext, ngettext
-from firmware_app.i18n.text import display_width, ljust, rjust
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db
 from firmware_app.storage.audit_size import COMMANDS as AUDIT_COMMANDS
 from firmware_app.storage.audit_size import alarm_text as audit_size_alarm
-from web import event_words, labels, reasons
-from web import model_update_words as model_words
+from firmware_app.words import event_words, labels, reasons
+from firmware_app.words import model_update_words as model_words
 
 _ = gettext
 #: the counts ``clinibox status`` prints, by key (English: the keys themselves, as before)
@@ -66,18 +66,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_web(args: argparse.Namespace) -> int:
-    """Run the clinic viewer (HTTPS, gunicorn) alone."""
-    from firmware_app.service.viewer_process import die_with_parent
-    from web.server import serve
-
-    die_with_parent()
-    config = _load_config(args)
-    logging.getLogger().setLevel(config.logging.level)
-    serve(config, args.config)
-    return EXIT_OK
-
-
 def cmd_infer(args: argparse.Namespace) -> int:
     """Analyse files, folders and DICOMDIRs directly, without the service, through the
     service's own path (``cli/infer.py``)."""
@@ -108,7 +96,7 @@ def status_report(config: config_module.Config) -> dict[str, Any]:
 def live_report(config: config_module.Config) -> list[dict[str, Any]]:
     """Each ``[[live.sources]]`` as its live process last wrote it (``storage/live_frames``):
     state code, detail, frames analysed a second, analysed and dropped, the open session."""
-    from firmware_app.settings.redaction import redact_detail
+    from clinibox_common.redaction import redact_detail
     from firmware_app.storage.live_frames import live_root, read_state
 
     root = live_root(config.state_dir)
@@ -243,7 +231,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
-    statuses = [labels.status(r["status"]) for r in rows]  # the viewer's words (web/labels.py)
+    statuses = [labels.status(r["status"]) for r in rows]  # words/labels.py
     width = max(map(display_width, statuses), default=0)
     for r, status in zip(rows, statuses, strict=True):
         print(f"{r['id']:>6} {r['modality'] or '-':<4} {ljust(status, width)} "
@@ -303,8 +291,8 @@ def _result_detail(r: dict[str, Any]) -> str:
 def cmd_keys(args: argparse.Namespace) -> int:
     """Make a key pair: model signing (Ed25519), the hospital's telemetry key (X25519) or the
     hospital's downlink signing key (Ed25519)."""
-    from firmware_app.contracts import signing
-    from firmware_app.contracts.envelope import generate_x25519_pair
+    from clinibox_common.contracts import signing
+    from clinibox_common.contracts.envelope import generate_x25519_pair
 
     private = Path(args.out).with_suffix(".pem")
     public = private.with_suffix(".pub")
@@ -394,13 +382,11 @@ def _add_infer_parser(sub: argparse._SubParsersAction,
 
 def add_parsers(sub: argparse._SubParsersAction,
                 with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
-    """Register the box's own commands: serve, web, infer, status, results, keys, config."""
+    """Register the box's own commands: serve, infer, status, results, keys, config."""
     p = with_config(sub.add_parser("serve", help="run the appliance (and the viewer)"))
     p.add_argument("--no-web", action="store_true",
                    help="do not start the viewer (it runs as its own service)")
     p.set_defaults(func=cmd_serve)
-    with_config(sub.add_parser("web", help="run the clinic viewer alone (HTTPS)")).set_defaults(
-        func=cmd_web)
     _add_infer_parser(sub, with_config)
     p = with_config(sub.add_parser("status", help="counts, quarantine reasons, last errors"))
     p.add_argument("--json", action="store_true")

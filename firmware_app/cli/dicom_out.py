@@ -15,12 +15,12 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict
 
-from firmware_app.errors import EXIT_OK
-from firmware_app.i18n import gettext, ngettext
+from clinibox_common.errors import EXIT_OK
+from clinibox_common.i18n import gettext, ngettext
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db, event_codes
 from firmware_app.storage.dicom_outbox import held_documents, requeue_held
-from web import event_words
+from firmware_app.words import event_words
 
 _ = gettext
 

@@ -24,14 +24,14 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from firmware_app.contracts.manifest import PackageError
+from clinibox_common.contracts.manifest import PackageError
+from clinibox_common.errors import EXIT_OK
+from clinibox_common.i18n import N_
+from clinibox_common.i18n import gettext as _
+from engine.model_package import load_package
 from firmware_app.dicom_out.disagreements import export_disagreements
 from firmware_app.dicom_out.export import export_study, reference_secret, resolve_study
 from firmware_app.dicom_out.study_report import study_report
-from firmware_app.errors import EXIT_OK
-from firmware_app.i18n import N_
-from firmware_app.i18n import gettext as _
-from firmware_app.models.package import load_package
 from firmware_app.models.store import resolve_package_root
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db

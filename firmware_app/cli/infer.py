@@ -25,23 +25,23 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from clinibox_common.contracts.reasons import MAX_TEXT, Reason, ReasonCode, records
+from clinibox_common.contracts.statuses import InstanceStatus
+from clinibox_common.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from clinibox_common.i18n import gettext
+from engine.imaging.decode import DecodedImage
+from engine.imaging.sandbox import DecodeSandbox
+from engine.imaging.wrap import is_picture, wrap_picture
+from engine.inference.assessment import shown_probability
+from engine.inference.runner import ModelRunner
+from firmware_app.analysis import Route, analyse_object
 from firmware_app.cli.batch_labels import evaluate, match_labels, read_labels
 from firmware_app.cli.batch_outputs import output_path, write_outputs
 from firmware_app.cli.batch_paths import FileToAnalyse, PathProblem, expand_paths, read_head
 from firmware_app.cli.batch_studies import FileResult, roll_up_studies
 from firmware_app.cli.infer_print import Progress, print_accuracy, print_batch, print_inferred
-from firmware_app.contracts.reasons import MAX_TEXT, Reason, ReasonCode, records
-from firmware_app.contracts.statuses import InstanceStatus
-from firmware_app.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE
-from firmware_app.i18n import gettext
-from firmware_app.imaging.decode import DecodedImage
-from firmware_app.imaging.sandbox import DecodeSandbox
-from firmware_app.imaging.wrap import is_picture, wrap_picture
-from firmware_app.inference.analysis import Route, analyse_object
-from firmware_app.inference.assessment import shown_probability
-from firmware_app.inference.runner import ModelRunner
 from firmware_app.settings import box as config_module
-from web import wording
+from firmware_app.words import wording
 
 _ = gettext
 

@@ -11,6 +11,8 @@ import shutil
 from pathlib import Path
 from typing import Any, TextIO
 
+from clinibox_common.contracts.statuses import AssessmentKind, InstanceStatus
+from clinibox_common.i18n import formats, gettext, ngettext
 from firmware_app.cli.batch_labels import Evaluation
 from firmware_app.cli.batch_stats import AreaUnderCurve, Proportion
 from firmware_app.cli.batch_studies import FileResult, StudySummary
@@ -20,9 +22,7 @@ from firmware_app.cli.infer_wording import (
     reason_words,
     verdict_word,
 )
-from firmware_app.contracts.statuses import AssessmentKind, InstanceStatus
-from firmware_app.i18n import formats, gettext, ngettext
-from web import labels, wording
+from firmware_app.words import labels, wording
 
 _ = gettext
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from firmware_app.contracts.reasons import VERBATIM, from_records
-from firmware_app.contracts.statuses import InstanceStatus
-from firmware_app.i18n import gettext, ngettext
-from web import labels, reasons
+from clinibox_common.contracts.reasons import VERBATIM, from_records
+from clinibox_common.contracts.statuses import InstanceStatus
+from clinibox_common.i18n import gettext, ngettext
+from firmware_app.words import labels, reasons
 
 _ = gettext
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping
 
-from firmware_app import i18n
-from firmware_app.errors import CliniboxError
+from clinibox_common import i18n
+from clinibox_common.errors import CliniboxError
 from firmware_app.settings import box as config_module
 
 #: commands whose output is not for a person at a terminal (or is a file): always English

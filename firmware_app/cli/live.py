@@ -10,8 +10,8 @@ import signal
 import threading
 from pathlib import Path
 
-from firmware_app.errors import EXIT_OK, EXIT_USAGE
-from firmware_app.i18n import gettext as _
+from clinibox_common.errors import EXIT_OK, EXIT_USAGE
+from clinibox_common.i18n import gettext as _
 
 
 def add_parsers(sub, with_config) -> None:
@@ -33,7 +33,7 @@ def add_parsers(sub, with_config) -> None:
 def cmd_demo_video(args: argparse.Namespace) -> int:
     """Write ``phantoms.video``'s ultrasound screen (1280 x 720, 30 fps, H.264) and say the
     ``[[live.sources]]`` region that reads it."""
-    from firmware_app.errors import CliniboxError
+    from clinibox_common.errors import CliniboxError
     from firmware_app.live.video_file import write_video
     from phantoms.video import ScreenLayout, screen_frames
 
@@ -57,7 +57,8 @@ def cmd_demo_video(args: argparse.Namespace) -> int:
 
 def cmd_live(args: argparse.Namespace) -> int:
     """Run one source; the model chosen for it loaded and checked as the service loads it."""
-    from firmware_app.contracts.manifest import PackageError
+    from clinibox_common.contracts.manifest import PackageError
+    from clinibox_common.redaction import redact_logs
     from firmware_app.live.run import find_source, limit_memory, model_for, run_source
     from firmware_app.live.source import source_secrets
     from firmware_app.models.routing import modality_refusal
@@ -65,7 +66,6 @@ def cmd_live(args: argparse.Namespace) -> int:
     from firmware_app.service.appliance import load_runner
     from firmware_app.service.viewer_process import die_with_parent
     from firmware_app.settings import box
-    from firmware_app.settings.redaction import redact_logs
     from firmware_app.storage.live_frames import claim_source, live_root
 
     die_with_parent()

@@ -23,17 +23,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from firmware_app.contracts.manifest import ModelPackage, PackageError
-from firmware_app.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE
-from firmware_app.i18n import ENGLISH, N_, current
-from firmware_app.i18n import gettext as _
-from firmware_app.i18n.error_words import error_words
-from firmware_app.i18n.text import display_width, ljust
-from firmware_app.models.package import list_packages, load_package, signature_history
+from clinibox_common.contracts.manifest import ModelPackage, PackageError
+from clinibox_common.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from clinibox_common.i18n import ENGLISH, N_, current
+from clinibox_common.i18n import gettext as _
+from clinibox_common.i18n.error_words import error_words
+from clinibox_common.i18n.text import display_width, ljust
+from engine.model_package import list_packages, load_package, signature_history
 from firmware_app.models.store import resolve_package_root
 from firmware_app.settings import box as config_module
-from web import model_update_words as model_words
-from web import wording
+from firmware_app.words import model_update_words as model_words
+from firmware_app.words import wording
 
 
 def _load_config(args: argparse.Namespace) -> config_module.Config:
@@ -300,7 +300,7 @@ def history_line(entry: dict) -> str:
 
 def cmd_service_failed(args: argparse.Namespace) -> int:
     """``OnFailure=`` hook: note that a unit failed and queue a device event for the hospital."""
-    from firmware_app.contracts.egress import UNITS
+    from clinibox_common.contracts.egress import UNITS
     from firmware_app.models.install import report_event
 
     config = _load_config(args)

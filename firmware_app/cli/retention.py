@@ -8,10 +8,10 @@ import sys
 import time
 from collections.abc import Callable
 
-from firmware_app.errors import EXIT_FAIL, EXIT_OK
-from firmware_app.i18n import gettext as _
-from firmware_app.i18n import ngettext
-from firmware_app.i18n.text import ljust
+from clinibox_common.errors import EXIT_FAIL, EXIT_OK
+from clinibox_common.i18n import gettext as _
+from clinibox_common.i18n import ngettext
+from clinibox_common.i18n.text import ljust
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db
 from firmware_app.storage.retention import (

@@ -18,15 +18,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from firmware_app.errors import EXIT_FAIL, EXIT_OK
-from firmware_app.i18n import gettext as _
-from firmware_app.i18n.text import ljust
+from clinibox_common.errors import EXIT_FAIL, EXIT_OK
+from clinibox_common.i18n import gettext as _
+from clinibox_common.i18n.text import ljust
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db
 from firmware_app.storage.outbox import Outbox
 from firmware_app.storage.telemetry import study_instances
 from firmware_app.telemetry.identity import find_study, load_identity
-from web import labels
+from firmware_app.words import labels
 
 
 def _config(args: argparse.Namespace) -> config_module.Config:

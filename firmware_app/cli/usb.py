@@ -13,7 +13,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 
-from firmware_app.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from clinibox_common.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from firmware_app.ingest.usb import import_status_path
 from firmware_app.ingest.usb_mount import (
     DEFAULT_TIMEOUT,

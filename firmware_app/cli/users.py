@@ -25,12 +25,12 @@ import sqlite3
 import sys
 from collections.abc import Callable
 
-from firmware_app.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE
-from firmware_app.i18n import gettext as _
+from clinibox_common.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from clinibox_common.i18n import gettext as _
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db
 from firmware_app.storage.accounts import ROLES, AccountError, Accounts, normalise_name
-from web import labels
+from firmware_app.words import labels
 from webcore.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, password_problem
 
 _NEEDS_NAME = ("add", "passwd", "remove")

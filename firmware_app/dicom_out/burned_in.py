@@ -50,7 +50,7 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.multival import MultiValue
 
-from firmware_app.errors import CliniboxError
+from clinibox_common.errors import CliniboxError
 
 #: Region Data Type values (PS3.3 C.8.5.5.1.2) that hold image data: 1 tissue … 0x11 other
 #: physiological input; 0 ("none or not applicable") and unknown values are blanked.

@@ -24,7 +24,7 @@ from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from highdicom.sr import CodedConcept
 from pydicom.sr.codedict import codes
 
-from firmware_app.contracts.statuses import AssessmentKind
+from clinibox_common.contracts.statuses import AssessmentKind
 
 #: the box's private coding scheme designator
 PRIVATE_SCHEME = "99CLINIBOX"

@@ -29,10 +29,10 @@ from typing import Any
 
 import pydicom
 
-from firmware_app.contracts.statuses import Verdict
+from clinibox_common.contracts.statuses import Verdict
+from clinibox_common.fs import fsync_dir
 from firmware_app.dicom_out.export import ExportError, check_target, export_study
 from firmware_app.dicom_out.leaks import identifying_values, leaked
-from firmware_app.fs import fsync_dir
 from firmware_app.storage import exports as export_queries
 from firmware_app.storage.disagreements import (
     TARGET_PREFIX,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pydicom import Dataset
 
-from firmware_app.contracts.dicom_outputs import DICOM_OUTPUTS, output_info, output_keys
+from clinibox_common.contracts.dicom_outputs import DICOM_OUTPUTS, output_info, output_keys
 
 #: the kinds of result document, as named in ``[[pacs.destinations]] send``: the keys of
 #: the table of DICOM outputs when this module was imported (``output_keys()`` reads it now)

@@ -44,18 +44,18 @@ from pydicom import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import generate_uid
 
-from firmware_app.contracts.statuses import HELD_STATUSES
-from firmware_app.contracts.study_reference import looks_like_study_ref, matches
+from clinibox_common.contracts.statuses import HELD_STATUSES
+from clinibox_common.contracts.study_reference import looks_like_study_ref, matches
+from clinibox_common.errors import EXIT_USAGE, CliniboxError
+from clinibox_common.fs import fsync_dir
+from clinibox_common.i18n import N_
+from engine.imaging.dataset_values import valid_uid
 from firmware_app.dicom_out.burned_in import CannotClean
 from firmware_app.dicom_out.deidentify import Deidentifier
 from firmware_app.dicom_out.file_leaks import leaked_in_file
 from firmware_app.dicom_out.leaks import identifying_values
 from firmware_app.dicom_out.pixel_ocr import check_pixels, ocr_targets
 from firmware_app.dicom_out.source_header import normalise
-from firmware_app.errors import EXIT_USAGE, CliniboxError
-from firmware_app.fs import fsync_dir
-from firmware_app.i18n import N_
-from firmware_app.imaging.dataset_values import valid_uid
 from firmware_app.settings.box import Config
 from firmware_app.storage import exports as queries
 

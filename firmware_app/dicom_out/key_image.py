@@ -18,7 +18,11 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes as sr_codes
 from pydicom.uid import ExplicitVRLittleEndian
 
-from firmware_app.contracts.statuses import AssessmentKind
+from clinibox_common.contracts.statuses import AssessmentKind
+from engine.imaging import annotate
+from engine.imaging.decode import decode_guard, frame_pixels, open_dataset
+from engine.imaging.preview import frame_preview
+from engine.settings import LimitsConfig
 from firmware_app.dicom_out import codes, statements
 from firmware_app.dicom_out.source import (
     MANUFACTURER,
@@ -29,10 +33,6 @@ from firmware_app.dicom_out.source import (
 )
 from firmware_app.dicom_out.source_header import normalise
 from firmware_app.dicom_out.sr import CHARACTER_SET
-from firmware_app.imaging import annotate
-from firmware_app.imaging.decode import decode_guard, frame_pixels, open_dataset
-from firmware_app.imaging.preview import frame_preview
-from firmware_app.settings.box import LimitsConfig
 
 SERIES_NUMBER = 9903
 SERIES_DESCRIPTION = "clinibox key image"

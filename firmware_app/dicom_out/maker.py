@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 import pydicom
 
+from clinibox_common.errors import CliniboxError
+from engine.imaging.sandbox import IDLE_SECONDS, DecodeSandbox
+from engine.settings import LimitsConfig
 from firmware_app.dicom_out.document import Document
 from firmware_app.dicom_out.source import AnalysedInstance, ModelIdentity
 from firmware_app.dicom_out.source_header import HeaderReport
-from firmware_app.errors import CliniboxError
-from firmware_app.imaging.sandbox import IDLE_SECONDS, DecodeSandbox
-from firmware_app.settings.box import LimitsConfig
 
 _NOTHING = np.empty(0, np.uint8)
 
@@ -93,7 +93,7 @@ def warm_up() -> tuple[np.ndarray, dict[str, Any]]:
     """Import the document makers (every output's writer) and read highdicom's standard
     tables now."""
     import firmware_app.dicom_out.study_documents  # noqa: F401 (imported to be ready)
-    from firmware_app.contracts.dicom_outputs import output_keys
+    from clinibox_common.contracts.dicom_outputs import output_keys
     from firmware_app.dicom_out.writers import writer
 
     for key in output_keys():

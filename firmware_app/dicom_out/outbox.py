@@ -14,8 +14,8 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from clinibox_common.fs import write_bytes_atomically
 from firmware_app.dicom_out.document import Document
-from firmware_app.fs import write_bytes_atomically
 from firmware_app.settings.box import PacsDestination
 from firmware_app.storage.db import private_state_dir, transaction
 from firmware_app.storage.dicom_outbox import DocumentFile, add_documents

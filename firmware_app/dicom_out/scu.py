@@ -23,7 +23,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 from pynetdicom import AE, Association, evt
 from pynetdicom.status import GENERAL_STATUS, STORAGE_SERVICE_CLASS_STATUS
 
-from firmware_app.errors import CliniboxError
+from clinibox_common.errors import CliniboxError
 from firmware_app.settings.box import PacsConfig, PacsDestination
 from firmware_app.storage import event_codes as codes
 

@@ -32,7 +32,7 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 
-from firmware_app.contracts.statuses import DicomOutboxState
+from clinibox_common.contracts.statuses import DicomOutboxState
 from firmware_app.dicom_out import scu
 from firmware_app.settings.box import Config, PacsDestination
 from firmware_app.storage import db, event_codes

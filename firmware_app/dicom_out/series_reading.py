@@ -16,16 +16,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from firmware_app.contracts.statuses import AssessmentKind
-from firmware_app.dicom_out.source import Source
-from firmware_app.imaging.geometry import header_geometry
-from firmware_app.inference.volume import (
+from clinibox_common.contracts.statuses import AssessmentKind
+from engine.imaging.geometry import header_geometry
+from engine.inference.volume import (
     READ_AS_VOLUME,
     LesionPart,
     SeriesSlice,
     SeriesVolume,
     series_volume,
 )
+from firmware_app.dicom_out.source import Source
 
 #: the assessment whose lesion records count (``inference/assessment.py``)
 FINDING = AssessmentKind.FINDING

@@ -17,7 +17,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from firmware_app.settings.box import DEMO_KEY_ID
+from clinibox_common.bundled import DEMO_KEY_ID
 
 #: the manufacturer named in every result document and its device observer
 MANUFACTURER = "clinibox"

@@ -38,9 +38,9 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import MAX_VALUE_LEN
 
-from firmware_app.errors import CliniboxError
-from firmware_app.i18n import N_
-from firmware_app.imaging.dataset_values import valid_uid
+from clinibox_common.errors import CliniboxError
+from clinibox_common.i18n import N_
+from engine.imaging.dataset_values import valid_uid
 
 #: the attributes a document refers to an image by: without them it cannot be described
 REFERENCE_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")

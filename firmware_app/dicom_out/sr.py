@@ -59,6 +59,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes as sr_codes
 from pydicom.uid import Comprehensive3DSRStorage
 
+from engine.inference.volume import SINGLE_SLICE, Lesion3D, LesionPart
 from firmware_app.dicom_out import codes, statements
 from firmware_app.dicom_out.series_reading import SeriesReading, series_readings
 from firmware_app.dicom_out.source import (
@@ -68,7 +69,6 @@ from firmware_app.dicom_out.source import (
     Source,
     StudyInput,
 )
-from firmware_app.inference.volume import SINGLE_SLICE, Lesion3D, LesionPart
 
 SERIES_NUMBER = 9901
 SERIES_DESCRIPTION = "clinibox lesion model report"

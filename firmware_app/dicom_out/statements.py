@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from firmware_app.contracts.reasons import SAYS_RESCAN, english, from_records
-from firmware_app.contracts.statuses import AssessmentKind
+from clinibox_common.contracts.reasons import SAYS_RESCAN, english, from_records
+from clinibox_common.contracts.statuses import AssessmentKind
+from engine.inference import volume
+from engine.inference.volume import Lesion3D
 from firmware_app.dicom_out.source import ModelIdentity
-from firmware_app.inference import volume
-from firmware_app.inference.volume import Lesion3D
 
 #: why a series of several images is read image by image: the words the viewer shows too
 PER_SLICE_REASONS: dict[str, str] = volume.PER_SLICE_WORDS

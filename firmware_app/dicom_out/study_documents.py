@@ -20,6 +20,8 @@ from collections.abc import Collection
 
 import pydicom
 
+from clinibox_common.errors import CliniboxError
+from clinibox_common.i18n import N_
 from firmware_app.dicom_out import writers
 from firmware_app.dicom_out.document import Document
 from firmware_app.dicom_out.source import (
@@ -35,8 +37,6 @@ from firmware_app.dicom_out.source_header import (
     Unreferenceable,
     normalise,
 )
-from firmware_app.errors import CliniboxError
-from firmware_app.i18n import N_
 
 __all__ = ["AnalysedInstance", "HeaderReport", "ModelIdentity", "NothingToDescribe",
            "study_documents"]

@@ -1,6 +1,6 @@
 """Output keys → writers, imported lazily from the table of DICOM outputs.
 
-The table is ``firmware_app/contracts/dicom_outputs.py``: each row names its writer's
+The table is ``clinibox_common/contracts/dicom_outputs.py``: each row names its writer's
 module and function. Every writer has one signature (``DocumentWriter``): it is given
 one version of one study (``source.StudyInput``) and returns its documents as datasets,
 none when there is nothing of its kind to say (no outlined lesion: no SEG). Only the
@@ -16,7 +16,7 @@ from typing import Protocol
 
 from pydicom import Dataset
 
-from firmware_app.contracts.dicom_outputs import (
+from clinibox_common.contracts.dicom_outputs import (
     DICOM_OUTPUTS,
     output_info,
     output_keys,

@@ -41,7 +41,7 @@ from pynetdicom.transport import (
     ThreadedAssociationServer,
 )
 
-from firmware_app.errors import CliniboxError
+from clinibox_common.errors import CliniboxError
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from firmware_app.errors import CliniboxError
+from clinibox_common.errors import CliniboxError
 
 #: explicit VRs whose length takes 4 bytes after 2 reserved ones (PS3.5 7.1.2)
 LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",

@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware_app.contracts.reasons import Reason, ReasonCode, encode
-from firmware_app.contracts.statuses import InstanceStatus
+from clinibox_common.contracts.reasons import Reason, ReasonCode, encode
+from clinibox_common.contracts.statuses import InstanceStatus
 from firmware_app.storage import db, event_codes
 from firmware_app.storage.queue import DuplicateInstance, JobQueue
 from firmware_app.storage.spool import Spool, new_local_id

@@ -42,8 +42,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from firmware_app.errors import CliniboxError
-from firmware_app.fs import owned_temp_folder
+from clinibox_common.errors import CliniboxError
+from clinibox_common.fs import owned_temp_folder
 from firmware_app.ingest.landing import Lander
 from firmware_app.ingest.store_answer import CANNOT_UNDERSTAND, answer_store
 from firmware_app.settings.box import DicomConfig

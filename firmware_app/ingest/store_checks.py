@@ -40,9 +40,9 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from firmware_app.errors import CliniboxError
-from firmware_app.i18n import N_
-from firmware_app.imaging.dataset_values import MAX_UID_LENGTH, valid_uid
+from clinibox_common.errors import CliniboxError
+from clinibox_common.i18n import N_
+from engine.imaging.dataset_values import MAX_UID_LENGTH, valid_uid
 from firmware_app.ingest.data_set_extent import cut_short_from
 
 #: most bytes a deflated data set is inflated to for its header

@@ -42,10 +42,10 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.filereader import read_file_meta_info
 
-from firmware_app.contracts.reasons import MAX_TEXT, Reason, ReasonCode
-from firmware_app.contracts.statuses import ImportOutcome, skipped
-from firmware_app.imaging.dataset_values import valid_uid
-from firmware_app.imaging.wrap import is_picture, wrap_picture
+from clinibox_common.contracts.reasons import MAX_TEXT, Reason, ReasonCode
+from clinibox_common.contracts.statuses import ImportOutcome, skipped
+from engine.imaging.dataset_values import valid_uid
+from engine.imaging.wrap import is_picture, wrap_picture
 from firmware_app.ingest.landing import Lander, Outcome
 from firmware_app.ingest.store_checks import Refusal
 from firmware_app.storage import db, event_codes

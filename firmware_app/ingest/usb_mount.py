@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware_app.errors import CliniboxError
+from clinibox_common.errors import CliniboxError
 from firmware_app.ingest.usb import boot_id
 
 log = logging.getLogger(__name__)

@@ -23,11 +23,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from firmware_app.contracts.statuses import LiveHint, LiveState
-from firmware_app.imaging import live_capture
-from firmware_app.inference.assessment import frame_blockers
-from firmware_app.inference.lesions import lesion_from_box
-from firmware_app.inference.runner import ModelRunner
+from clinibox_common.contracts.statuses import LiveHint, LiveState
+from clinibox_common.redaction import redact_text
+from engine.imaging import live_capture
+from engine.inference.assessment import frame_blockers
+from engine.inference.lesions import lesion_from_box
+from engine.inference.runner import ModelRunner
 from firmware_app.live.keeper import FOOTAGE_FPS, Keeper
 from firmware_app.live.picture import PictureWatch
 from firmware_app.live.source import (
@@ -39,7 +40,6 @@ from firmware_app.live.source import (
 )
 from firmware_app.live.tracker import LiveTracker, Track
 from firmware_app.settings.live import LiveConfig, LiveSource
-from firmware_app.settings.redaction import redact_text
 from firmware_app.storage.live_frames import FrameWriter
 
 log = logging.getLogger(__name__)

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware_app.contracts.statuses import LiveKept, LiveRequest
-from firmware_app.imaging import live_capture
+from clinibox_common.contracts.statuses import LiveKept, LiveRequest
+from engine.imaging import live_capture
 from firmware_app.ingest.landing import Lander, Outcome
 from firmware_app.live.tracker import Track
 from firmware_app.settings.live import LiveConfig, LiveSource

@@ -20,7 +20,7 @@ import urllib.request
 from collections.abc import Iterator
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from firmware_app.errors import CliniboxError
+from clinibox_common.errors import CliniboxError
 
 #: the most header lines a part may have, and the longest line (bytes)
 MAX_HEADER_LINES = 32

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from firmware_app.contracts.reasons import ReasonCode
-from firmware_app.contracts.statuses import LiveState
-from firmware_app.imaging.quality import pixel_warnings
+from clinibox_common.contracts.reasons import ReasonCode
+from clinibox_common.contracts.statuses import LiveState
+from engine.imaging.quality import pixel_warnings
 
 #: the picture is compared as the sums of BLOCK x BLOCK pixel blocks: a codec's noise (a
 #: still picture encoded again at each key frame, its quality creeping up between them) is

@@ -9,14 +9,14 @@ import logging
 import resource
 import threading
 
-from firmware_app.errors import CliniboxError
-from firmware_app.inference.runner import ModelRunner
+from clinibox_common.errors import CliniboxError
+from clinibox_common.redaction import redact_url
+from engine.inference.runner import ModelRunner
 from firmware_app.ingest.landing import Lander
 from firmware_app.live.engine import LiveEngine
 from firmware_app.live.keeper import Keeper
 from firmware_app.settings.box import Config
 from firmware_app.settings.live import LiveSource
-from firmware_app.settings.redaction import redact_url
 from firmware_app.storage import db
 from firmware_app.storage.live_frames import FrameWriter, live_root
 from firmware_app.storage.spool import make_spool

@@ -27,8 +27,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import av
 import av.error
 
-from firmware_app.errors import CliniboxError
-from firmware_app.imaging.codestream import StreamFacts, StreamMismatch, jpeg_facts
+from clinibox_common.errors import CliniboxError
+from clinibox_common.redaction import redact_text
+from engine.imaging.codestream import StreamFacts, StreamMismatch, jpeg_facts
 from firmware_app.live.mjpeg_http import (
     BodyReader,
     MultipartJpeg,
@@ -39,7 +40,6 @@ from firmware_app.live.mjpeg_http import (
     response_boundary,
 )
 from firmware_app.settings.live import TLS_SCHEMES, LiveConfig, LiveSource
-from firmware_app.settings.redaction import redact_text
 
 #: how much FFmpeg may read to find the stream's format (bytes) and how long (µs)
 PROBE_BYTES = 5_000_000

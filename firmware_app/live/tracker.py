@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from firmware_app.inference.postprocess import Box, iou
-from firmware_app.inference.tracking import MIN_IOU
+from engine.inference.postprocess import Box, iou
+from engine.inference.tracking import MIN_IOU
 
 #: a track stays open this many analysed frames after it was last seen
 MAX_GAP = 3

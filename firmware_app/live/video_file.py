@@ -11,7 +11,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from firmware_app.errors import EXIT_USAGE, CliniboxError
+from clinibox_common.errors import EXIT_USAGE, CliniboxError
 
 #: container format by file suffix
 FORMATS = {".mp4": "mp4", ".avi": "avi", ".ts": "mpegts", ".mkv": "matroska",

@@ -29,11 +29,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware_app.contracts.egress import MODEL_ID, MODEL_REF
-from firmware_app.contracts.manifest import ModelPackage, PackageError
-from firmware_app.i18n import N_, gettext
-from firmware_app.models.golden import GoldenReport, check_golden, require_golden
-from firmware_app.models.package import load_package, version_key
+from clinibox_common.contracts.egress import MODEL_ID, MODEL_REF
+from clinibox_common.contracts.manifest import ModelPackage, PackageError
+from clinibox_common.i18n import N_, gettext
+from engine.golden import GoldenReport, check_golden, require_golden
+from engine.model_package import load_package, version_key
 from firmware_app.models.store import (
     StoreState,
     Trial,

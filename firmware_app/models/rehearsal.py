@@ -29,13 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from firmware_app.contracts import signing
-from firmware_app.contracts.manifest import ModelPackage, PackageError, check_files, check_schema
-from firmware_app.contracts.package_archive import PackedArchive, pack
-from firmware_app.fs import fsync_dir
-from firmware_app.models.package import find_package, load_package, version_key
+from clinibox_common.bundled import BUNDLED_MODELS_DIR, DEMO_KEY_ID, DEMO_PUBLIC_KEY
+from clinibox_common.contracts import signing
+from clinibox_common.contracts.manifest import ModelPackage, PackageError, check_files, check_schema
+from clinibox_common.contracts.package_archive import PackedArchive, pack
+from clinibox_common.fs import fsync_dir
+from engine.model_package import find_package, load_package, version_key
 from firmware_app.models.resign import load_signing_key
-from firmware_app.settings.box import BUNDLED_MODELS_DIR, DEMO_KEY_ID, DEMO_PUBLIC_KEY
 
 #: the package a trial package is made from unless told otherwise
 DEMO_PACKAGE = "clinibox-demo-lesion"

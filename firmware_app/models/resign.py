@@ -27,12 +27,12 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from firmware_app.contracts import signing
-from firmware_app.contracts.manifest import ModelPackage, PackageError, check_files
-from firmware_app.contracts.package_archive import PackedArchive, pack, unpack
-from firmware_app.fs import fsync_dir, owned_temp_folder
-from firmware_app.models.package import load_package, signature_history
-from firmware_app.settings.box import DEMO_KEY_ID
+from clinibox_common.bundled import DEMO_KEY_ID
+from clinibox_common.contracts import signing
+from clinibox_common.contracts.manifest import ModelPackage, PackageError, check_files
+from clinibox_common.contracts.package_archive import PackedArchive, pack, unpack
+from clinibox_common.fs import fsync_dir, owned_temp_folder
+from engine.model_package import load_package, signature_history
 
 ROLE_MAKER, ROLE_HOSPITAL = "maker", "hospital"
 _ARCHIVES = (".tar.gz", ".tgz", ".tar")

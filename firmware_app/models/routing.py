@@ -19,9 +19,9 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from firmware_app.contracts.manifest import ModelPackage
-from firmware_app.contracts.reasons import Reason, ReasonCode
-from firmware_app.imaging.decode import DecodedImage
+from clinibox_common.contracts.manifest import ModelPackage
+from clinibox_common.contracts.reasons import Reason, ReasonCode
+from engine.imaging.decode import DecodedImage
 from firmware_app.settings.box import RoutingRule
 
 

@@ -37,10 +37,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from firmware_app.contracts.manifest import PackageError
-from firmware_app.contracts.package_archive import unpack
-from firmware_app.fs import fsync_dir, write_atomically
-from firmware_app.models.package import find_package
+from clinibox_common.contracts.manifest import PackageError
+from clinibox_common.contracts.package_archive import unpack
+from clinibox_common.fs import fsync_dir, write_atomically
+from engine.model_package import find_package
 from firmware_app.settings.box import Config
 
 STATE_SCHEMA = "clinibox.model-store/1"

@@ -48,13 +48,13 @@ from contextlib import closing
 from pathlib import Path
 from typing import Protocol
 
-from firmware_app.contracts import downlink
-from firmware_app.contracts.manifest import PackageError
-from firmware_app.errors import CliniboxError
-from firmware_app.fs import fsync_dir
+from clinibox_common.contracts import downlink
+from clinibox_common.contracts.manifest import PackageError
+from clinibox_common.errors import CliniboxError
+from clinibox_common.fs import fsync_dir
+from engine.model_package import version_key
 from firmware_app.models.download_meter import DownloadMeter
 from firmware_app.models.install import UpdateRefused, install, report_event, rollback
-from firmware_app.models.package import version_key
 from firmware_app.models.store import store_for
 from firmware_app.settings.box import Config
 from firmware_app.storage import db, download_progress, model_offers

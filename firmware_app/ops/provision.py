@@ -7,7 +7,7 @@ service user's only to read, so a service taken over cannot trust a key of its o
 or talk to another broker. What it does, in this order (nothing is written before
 every check passed):
 
-1. Reads and checks the bundle (``firmware_app.contracts.enrolment``): CA, client
+1. Reads and checks the bundle (``clinibox_common.contracts.enrolment``): CA, client
    certificate and key, CN ``clinic/device``, validity, key types, ids.
 2. Reads the existing config (``--config``, else ``$CLINIBOX_CONFIG``; there
    must be a path, as provisioning writes it) and builds the new one: every
@@ -79,21 +79,21 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from firmware_app.contracts.enrolment import (
+from clinibox_common.contracts.enrolment import (
     EnrolmentBundle,
     EnrolmentCode,
     EnrolmentError,
     read_bundle,
 )
-from firmware_app.errors import EXIT_OK, EXIT_USAGE, CliniboxError
-from firmware_app.fs import fsync_dir, write_atomically
-from firmware_app.i18n import ENGLISH, N_, current, gettext
-from firmware_app.i18n.error_words import error_words
-from firmware_app.i18n.formats import names
-from firmware_app.i18n.text import ljust
+from clinibox_common.errors import EXIT_OK, EXIT_USAGE, CliniboxError
+from clinibox_common.fs import fsync_dir, write_atomically
+from clinibox_common.i18n import ENGLISH, N_, current, gettext
+from clinibox_common.i18n.error_words import error_words
+from clinibox_common.i18n.formats import names
+from clinibox_common.i18n.text import ljust
+from clinibox_common.settings_loader import toml_value
 from firmware_app.settings import box as config_module
 from firmware_app.settings.box import Config, ConfigError
-from firmware_app.settings.loader import toml_value
 from firmware_app.telemetry.identity import DeviceIdentity, load_identity
 
 if sys.version_info >= (3, 11):

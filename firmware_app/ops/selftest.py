@@ -45,18 +45,18 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from firmware_app.contracts.manifest import ModelPackage, PackageError
-from firmware_app.errors import EXIT_FAIL, EXIT_OK
-from firmware_app.i18n import ENGLISH, N_, current, gettext, ngettext, use_locale
-from firmware_app.i18n.error_words import error_words
-from firmware_app.i18n.text import display_width, ljust
+from clinibox_common.contracts.manifest import ModelPackage, PackageError
+from clinibox_common.errors import EXIT_FAIL, EXIT_OK
+from clinibox_common.i18n import ENGLISH, N_, current, gettext, ngettext, use_locale
+from clinibox_common.i18n.error_words import error_words
+from clinibox_common.i18n.text import display_width, ljust
 from firmware_app.settings import box as config_module
 from firmware_app.settings.box import Config
 from firmware_app.storage import db
 from firmware_app.storage.disk import disk_figures
 
 if TYPE_CHECKING:
-    from firmware_app.models.golden import GoldenReport
+    from engine.golden import GoldenReport
 
 PASS, WARN, SKIP, FAIL = "PASS", "WARN", "SKIP", "FAIL"
 _ = gettext
@@ -94,7 +94,7 @@ def _when(moment: dt.datetime) -> str:
 
 def check_package(config: Config) -> tuple[Check, ModelPackage | None]:
     """Verify the package the box would run; the package too when it passed."""
-    from firmware_app.models.package import load_package
+    from engine.model_package import load_package
     from firmware_app.models.store import resolve_package_root
 
     name = "model package"
@@ -130,7 +130,7 @@ def check_signing_keys(config: Config) -> Check:
 def check_golden_cases(config: Config, package: ModelPackage | None) -> Check:
     """Run the package's golden cases on the backend the service would choose (and keep
     the runtime timings it measured for the service's next start)."""
-    from firmware_app.models.golden import check_golden
+    from engine.golden import check_golden
     from firmware_app.models.store import runtime_timings_path
 
     name = "golden cases"
@@ -636,7 +636,7 @@ def check_broker(config: Config, timeout: float) -> Check:
 
 def check_device_identity(config: Config) -> Check:
     """The device signing key and study-reference secret exist and read (nothing made)."""
-    from firmware_app.contracts import signing
+    from clinibox_common.contracts import signing
 
     name = "device identity"
     key_path, secret_path = config.device_key_path, config.device_secret_path
@@ -662,7 +662,7 @@ def check_device_identity(config: Config) -> Check:
 
 def check_hospital_key(config: Config) -> Check:
     """The hospital's X25519 public key, which telemetry is sealed to, reads."""
-    from firmware_app.contracts.envelope import load_x25519_public
+    from clinibox_common.contracts.envelope import load_x25519_public
 
     path = config.telemetry.hospital_key
     if not path:

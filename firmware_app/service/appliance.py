@@ -34,21 +34,21 @@ import threading
 import time
 from collections.abc import Callable
 
-from firmware_app.contracts.egress import EVENT_REASONS, MODEL_ID, MODEL_REF
-from firmware_app.contracts.envelope import load_x25519_public
-from firmware_app.contracts.manifest import ModelPackage, PackageError
-from firmware_app.contracts.signing import manifest_digest
+from clinibox_common.contracts.egress import EVENT_REASONS, MODEL_ID, MODEL_REF
+from clinibox_common.contracts.envelope import load_x25519_public
+from clinibox_common.contracts.manifest import ModelPackage, PackageError
+from clinibox_common.contracts.signing import manifest_digest
+from engine.golden import load_verified
+from engine.inference.runner import ModelRunner
+from engine.model_package import load_package
+from engine.model_stages import load_stage
 from firmware_app.dicom_out.sender import DicomSender
 from firmware_app.dicom_out.source import ModelIdentity
-from firmware_app.inference.runner import ModelRunner
 from firmware_app.ingest.dicom_scp import StorageSCP
 from firmware_app.ingest.landing import Lander
 from firmware_app.ingest.native_receiver import NativeStorageSCP, ReceiverFailed
 from firmware_app.ingest.usb import FolderImporter
-from firmware_app.models.golden import load_verified
 from firmware_app.models.install import report_event
-from firmware_app.models.package import load_package
-from firmware_app.models.stages import load_stage
 from firmware_app.models.store import (
     manifest_model_id,
     package_config,

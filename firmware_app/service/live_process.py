@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from firmware_app.contracts.statuses import LiveState
+from clinibox_common.contracts.statuses import LiveState
 from firmware_app.service.viewer_process import ViewerProcess
 from firmware_app.storage.live_frames import write_stopped
 

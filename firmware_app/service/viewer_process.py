@@ -62,7 +62,7 @@ class ViewerProcess:
     what = "the viewer"
 
     def __init__(self, config_path: str | None, *arguments: str) -> None:
-        self.command = [sys.executable, "-m", "firmware_app.cli", *(arguments or ("web",))]
+        self.command = [sys.executable, "-m", "clinibox", *(arguments or ("web",))]
         if config_path:
             self.command += ["--config", config_path]
         self.process: subprocess.Popen | None = None

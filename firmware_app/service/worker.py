@@ -1,7 +1,7 @@
 """The processing worker: queued object → decode → quality → inference → result.
 
 The decode (in the decoder sandbox) also writes the display previews the
-viewer and the printed report show (``firmware_app.imaging.preview``).
+viewer and the printed report show (``engine.imaging.preview``).
 
 One job at a time per worker thread, with the next one's decode under way
 in the sandbox while this one is analysed: the decoder child and the worker
@@ -21,12 +21,12 @@ import threading
 import time
 from collections.abc import Mapping
 
-from firmware_app.contracts.reasons import Reason, ReasonCode, decode, encode, english
-from firmware_app.contracts.statuses import InstanceStatus
-from firmware_app.imaging.decode import DecodedImage
-from firmware_app.imaging.sandbox import DecodeSandbox
-from firmware_app.inference.analysis import Decoding, finish_object, start_object
-from firmware_app.inference.runner import ModelRunner
+from clinibox_common.contracts.reasons import Reason, ReasonCode, decode, encode, english
+from clinibox_common.contracts.statuses import InstanceStatus
+from engine.imaging.decode import DecodedImage
+from engine.imaging.sandbox import DecodeSandbox
+from engine.inference.runner import ModelRunner
+from firmware_app.analysis import Decoding, finish_object, start_object
 from firmware_app.models.routing import Router
 from firmware_app.models.trial import ModelTrial
 from firmware_app.service.arrivals import Arrivals

@@ -11,24 +11,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from firmware_app.contracts.backends import BACKEND_CHOICES, PRECISIONS
-from firmware_app.contracts.dicom_outputs import DICOM_OUTPUTS, default_outputs, output_keys
-from firmware_app.contracts.egress import IDENTITY
-from firmware_app.contracts.manifest import DEMO_MODEL_NAME
-from firmware_app.i18n import ENGLISH, N_, current, gettext
-from firmware_app.settings.live import (
-    SOURCES_DOC,
-    LiveConfig,
-    LiveSource,
-    check_sources,
-    describe_source_example,
-)
-from firmware_app.settings.loader import (
+from clinibox_common.bundled import BUNDLED_MODELS_DIR, DEMO_KEY_ID, DEMO_KEY_NAME, DEMO_PUBLIC_KEY
+from clinibox_common.contracts.dicom_outputs import DICOM_OUTPUTS, default_outputs, output_keys
+from clinibox_common.contracts.egress import IDENTITY
+from clinibox_common.contracts.manifest import DEMO_MODEL_NAME
+from clinibox_common.i18n import ENGLISH, N_, current, gettext
+from clinibox_common.settings_loader import (
     ConfigError,
     coerce,
     describe_sections,
@@ -43,18 +35,14 @@ from firmware_app.settings.loader import (
     toml_value,
     unknown_key,
 )
-
-if sys.version_info >= (3, 11):
-    pass
-else:  # pragma: no cover - Python 3.10
-    pass
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BUNDLED_MODELS_DIR = REPO_ROOT / "models"
-DEMO_KEY_NAME = "DEMO-ONLY-model-signing.pub"
-DEMO_PUBLIC_KEY = BUNDLED_MODELS_DIR / "keys" / DEMO_KEY_NAME
-#: the demo key's id (``signing.key_id``): recognised even where its file is not shipped
-DEMO_KEY_ID = "67a82491e5b71bd7"
+from engine.settings import LimitsConfig, RuntimeConfig
+from firmware_app.settings.live import (
+    SOURCES_DOC,
+    LiveConfig,
+    LiveSource,
+    check_sources,
+    describe_source_example,
+)
 
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII, no backslash
 
@@ -163,33 +151,6 @@ class StudiesConfig:
         in_range(0.5, 86_400), "a study is complete when no instance of it has arrived for this "
         "long (and every instance received meanwhile is analysed); a later instance updates it",
         60.0)
-
-
-@dataclass
-class LimitsConfig:
-    """Limits on what one object may cost to decode."""
-
-    max_rows: int = setting(in_range(8, 65535), "largest image height accepted", 16384)
-    max_columns: int = setting(in_range(8, 65535), "largest image width accepted", 16384)
-    max_frames: int = setting(in_range(1, 100000), "most frames in one object", 4000)
-    max_decoded_mb: int = setting(in_range(1, 65536), "decoded pixel memory per object", 1024)
-    sandbox_memory_mb: int = setting(
-        in_range(64, 65536), "memory the decoder process may take on top of its code", 2048)
-    sandbox_seconds: float = setting(in_range(1, 3600), "longest decode of one object", 60.0)
-    max_megapixels: float = setting(
-        in_range(0.01, 1000), "largest frame in megapixels (40 admits every full-field "
-                            "mammography detector, up to 4728 × 5928)", 40.0)
-    min_rows: int = setting(in_range(1, 4096), "smaller images get a quality warning", 64)
-
-
-@dataclass
-class RuntimeConfig:
-    """Which runtime backend and artifact run the model."""
-
-    backend: str = setting(one_of(*BACKEND_CHOICES), "backend", "auto")
-    precision: str = setting(one_of("auto", *PRECISIONS), "artifact precision", "auto")
-    threads: int = setting(in_range(0, 256), "inference threads; 0 lets the runtime decide", 0)
-    device: str = setting(doc="OpenVINO device (AUTO, CPU, GPU, NPU)", default="AUTO")
 
 
 @dataclass
@@ -627,7 +588,7 @@ DEMO_TRUST_WARNING = N_("this box trusts the DEMO-ONLY signing key, whose privat
 
 def is_demo_key(path: Path) -> bool:
     """Whether the key file at ``path`` is (a copy of) the demo public key."""
-    from firmware_app.contracts import signing
+    from clinibox_common.contracts import signing
 
     try:
         return signing.key_id(signing.load_public_key(path)) == DEMO_KEY_ID

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from firmware_app.i18n import gettext
-from firmware_app.settings.loader import ConfigError, in_range, names, one_of, setting
-from firmware_app.settings.redaction import redact_url, url_secrets
+from clinibox_common.i18n import gettext
+from clinibox_common.redaction import redact_url, url_secrets
+from clinibox_common.settings_loader import ConfigError, in_range, names, one_of, setting
 
 #: a source's name: it names its folder and its page (``/live/<name>``)
 _SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -221,7 +221,7 @@ def describe_source_example() -> str:
     """A commented ``[[live.sources]]`` table with every key (the example config's end)."""
     import dataclasses
 
-    from firmware_app.settings.loader import toml_value
+    from clinibox_common.settings_loader import toml_value
 
     lines = ["# Live sources: none by default (live mode is off). One table per video input",
              "# (name and url are required):",

@@ -24,8 +24,8 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
-from firmware_app.contracts.statuses import Role
-from firmware_app.i18n import LANGUAGES, gettext
+from clinibox_common.contracts.statuses import Role
+from clinibox_common.i18n import LANGUAGES, gettext
 from firmware_app.storage import audit, db
 from webcore.passwords import (
     AccountError,

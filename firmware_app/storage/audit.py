@@ -40,8 +40,8 @@ import re
 import sqlite3
 import time
 
-from firmware_app.errors import CliniboxError
-from firmware_app.i18n import ENGLISH, N_, use_locale
+from clinibox_common.errors import CliniboxError
+from clinibox_common.i18n import ENGLISH, N_, use_locale
 from firmware_app.storage import db, event_codes
 from firmware_app.storage.audit_chain import anchor, highest_id_given, row_hash, verify
 

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from firmware_app.i18n import gettext, ngettext
+from clinibox_common.i18n import gettext, ngettext
 from firmware_app.storage.audit_schema import missing_triggers
 
 

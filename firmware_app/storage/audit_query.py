@@ -14,8 +14,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from firmware_app.errors import EXIT_USAGE, CliniboxError
-from firmware_app.i18n import N_, gettext
+from clinibox_common.errors import EXIT_USAGE, CliniboxError
+from clinibox_common.i18n import N_, gettext
 
 #: the words a date may also be given as
 DAY_WORDS = ("today", "yesterday")

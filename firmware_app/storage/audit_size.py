@@ -16,7 +16,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from firmware_app.i18n import N_, gettext
+from clinibox_common.i18n import N_, gettext
 from firmware_app.storage.audit_chain import anchor
 
 #: how many of the newest rows give the mean row size

@@ -42,7 +42,7 @@ import json
 import sqlite3
 from typing import Any
 
-from firmware_app.contracts.statuses import OutboxState
+from clinibox_common.contracts.statuses import OutboxState
 from firmware_app.storage import telemetry as telemetry_state
 from firmware_app.storage.audit_chain import anchor, row_hash
 

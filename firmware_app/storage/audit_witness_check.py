@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from firmware_app.errors import EXIT_USAGE, CliniboxError
-from firmware_app.i18n import N_, gettext
+from clinibox_common.errors import EXIT_USAGE, CliniboxError
+from clinibox_common.i18n import N_, gettext
 from firmware_app.storage.audit_chain import anchor, read_snapshot
 from firmware_app.storage.audit_witness import head
 

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from firmware_app.contracts.dicom_outputs import output_keys
-from firmware_app.contracts.statuses import DicomOutboxState
+from clinibox_common.contracts.dicom_outputs import output_keys
+from clinibox_common.contracts.statuses import DicomOutboxState
 
 #: how old an unreferenced file in the outbox folder must be before a purge removes it
 #: (one younger may belong to rows its writer is about to commit)

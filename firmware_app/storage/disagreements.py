@@ -16,7 +16,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
-from firmware_app.contracts.statuses import Verdict
+from clinibox_common.contracts.statuses import Verdict
 
 #: what the ``exports`` record's target (and so the audit detail) of these exports begins with
 TARGET_PREFIX = "disagreements"

@@ -2,7 +2,8 @@
 
 An event keeps its English line for the technician's log and ``journalctl``, and a code
 that the device page and ``clinibox status`` say in the reader's language
-(``web/event_words.py``). A code is a kind and its variable parts (ids, counts, a name),
+(``firmware_app/words/event_words.py``). A code is a kind and its variable parts (ids, counts,
+a name),
 joined by ``:`` (``conflict:12:8f3a…``); the last part may hold ``:`` itself (an account
 or AE title, a path). :func:`db.record_event_capped` counts a code by its kind.
 

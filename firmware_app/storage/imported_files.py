@@ -11,7 +11,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from firmware_app.contracts.statuses import ImportOutcome
+from clinibox_common.contracts.statuses import ImportOutcome
 
 
 def already_imported(conn: sqlite3.Connection, path: Path, size: int, mtime_ns: int) -> bool:

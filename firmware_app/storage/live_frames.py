@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from firmware_app.errors import CliniboxError
+from clinibox_common.errors import CliniboxError
 
 #: the state file's format number (a reader refuses another)
 FORMAT = 1

@@ -14,8 +14,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from firmware_app.contracts.statuses import LiveKept, LiveRequest
-from firmware_app.errors import CliniboxError
+from clinibox_common.contracts.statuses import LiveKept, LiveRequest
+from clinibox_common.errors import CliniboxError
 
 
 class SessionAlreadyOpen(CliniboxError):

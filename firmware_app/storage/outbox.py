@@ -28,9 +28,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from firmware_app.contracts.egress import PRIORITY, check_message
-from firmware_app.contracts.envelope import canonical_payload
-from firmware_app.contracts.statuses import OutboxState
+from clinibox_common.contracts.egress import PRIORITY, check_message
+from clinibox_common.contracts.envelope import canonical_payload
+from clinibox_common.contracts.statuses import OutboxState
 from firmware_app.storage import event_codes
 from firmware_app.storage.db import record_event, transaction
 from firmware_app.storage.telemetry import state_value

@@ -15,10 +15,10 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
-from firmware_app.contracts.reasons import decode, english
-from firmware_app.contracts.statuses import HELD_STATUSES, InstanceStatus
-from firmware_app.errors import EXIT_USAGE, CliniboxError
-from firmware_app.fs import fsync_dir
+from clinibox_common.contracts.reasons import decode, english
+from clinibox_common.contracts.statuses import HELD_STATUSES, InstanceStatus
+from clinibox_common.errors import EXIT_USAGE, CliniboxError
+from clinibox_common.fs import fsync_dir
 from firmware_app.storage import audit, db, event_codes
 from firmware_app.storage.spool import Spool
 

@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware_app.contracts.reasons import Reason, ReasonCode, encode
-from firmware_app.contracts.statuses import InstanceStatus
-from firmware_app.errors import CliniboxError
+from clinibox_common.contracts.reasons import Reason, ReasonCode, encode
+from clinibox_common.contracts.statuses import InstanceStatus
+from clinibox_common.errors import CliniboxError
 from firmware_app.storage import event_codes
 from firmware_app.storage.db import object_code, record_event, transaction
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from firmware_app.contracts.reasons import Reason, decode, encode, records
-from firmware_app.contracts.statuses import InstanceStatus
-from firmware_app.inference.aggregate import InstanceFindings
-from firmware_app.inference.assessment import is_judged, shown_probability
+from clinibox_common.contracts.reasons import Reason, decode, encode, records
+from clinibox_common.contracts.statuses import InstanceStatus
+from engine.inference.aggregate import InstanceFindings
+from engine.inference.assessment import is_judged, shown_probability
 from firmware_app.storage.db import transaction
 from firmware_app.storage.queue import JobQueue
 from firmware_app.storage.study_rollup import update_study

@@ -90,8 +90,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from firmware_app.contracts.statuses import FINISHED_STATUSES, InstanceStatus
-from firmware_app.errors import EXIT_OK, CliniboxError
+from clinibox_common.contracts.statuses import FINISHED_STATUSES, InstanceStatus
+from clinibox_common.errors import EXIT_OK, CliniboxError
 from firmware_app.settings.box import Config
 from firmware_app.storage import audit, db, disk, event_codes
 from firmware_app.storage.spool import PREVIEW_SUFFIX, Spool

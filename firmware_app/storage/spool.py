@@ -16,13 +16,13 @@ import shutil
 import uuid
 from pathlib import Path
 
-from firmware_app.errors import CliniboxError
-from firmware_app.fs import fsync_dir
+from clinibox_common.errors import CliniboxError
+from clinibox_common.fs import fsync_dir
 from firmware_app.settings.box import Config
 
 #: data sets being received over DICOM are written to ``tmp/<prefix>…`` as they arrive
 RECEIVING_PREFIX = "receiving-"
-#: an object's display previews (``firmware_app.imaging.preview``) sit beside it
+#: an object's display previews (``engine.imaging.preview``) sit beside it
 PREVIEW_SUFFIX = ".preview.npz"
 
 

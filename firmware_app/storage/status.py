@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from firmware_app.contracts.statuses import (
+from clinibox_common.contracts.statuses import (
     HELD_STATUSES,
     WAITING_STATUSES,
     InstanceStatus,

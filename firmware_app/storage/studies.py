@@ -14,21 +14,21 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from firmware_app.contracts.reasons import decode, records
-from firmware_app.contracts.statuses import (
+from clinibox_common.contracts.reasons import decode, records
+from clinibox_common.contracts.statuses import (
     HELD_STATUSES,
     WAITING_STATUSES,
     AssessmentKind,
     InstanceStatus,
 )
-from firmware_app.inference.assessment import (
+from engine.inference.assessment import (
     BAND_ALERT,
     BAND_FINDING,
     BAND_NO_FINDING,
     is_judged,
     shown_probability,
 )
-from firmware_app.inference.tracking import study_summary
+from engine.inference.tracking import study_summary
 from firmware_app.storage.results import decode_heatmap
 from firmware_app.storage.status import day_bounds
 from firmware_app.storage.study_rollup import (

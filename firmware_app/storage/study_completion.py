@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from firmware_app.contracts.statuses import WAITING_STATUSES
+from clinibox_common.contracts.statuses import WAITING_STATUSES
 from firmware_app.storage.results import ResultStore, decode_heatmap
 
 #: statuses of an object not yet analysed (its study is not known yet)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from firmware_app.inference.assessment import (
+from engine.inference.assessment import (
     BAND_ALERT,
     BAND_DOCTOR_MUST_READ,
     BAND_FINDING,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from firmware_app.contracts.statuses import WAITING_STATUSES, InstanceStatus, Verdict
+from clinibox_common.contracts.statuses import WAITING_STATUSES, InstanceStatus, Verdict
 from firmware_app.storage.queue import JobQueue
 
 

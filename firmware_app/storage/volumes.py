@@ -15,8 +15,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from firmware_app.contracts.statuses import AssessmentKind
-from firmware_app.inference.volume import (
+from clinibox_common.contracts.statuses import AssessmentKind
+from engine.inference.volume import (
     READ_AS_VOLUME,
     Lesion3D,
     SeriesSlice,

@@ -50,8 +50,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from firmware_app.contracts import downlink, signing
-from firmware_app.contracts.downlink import DownlinkRefused
+from clinibox_common.contracts import downlink, signing
+from clinibox_common.contracts.downlink import DownlinkRefused
 from firmware_app.settings.box import Config
 from firmware_app.storage import db, hospital_reviews, link_checks, model_offers
 from firmware_app.telemetry.identity import DeviceIdentity, find_study

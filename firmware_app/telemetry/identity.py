@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from firmware_app.contracts import downlink, signing
-from firmware_app.contracts.envelope import load_x25519_private
-from firmware_app.contracts.study_reference import study_ref  # the one keyed hash
+from clinibox_common.contracts import downlink, signing
+from clinibox_common.contracts.envelope import load_x25519_private
+from clinibox_common.contracts.study_reference import study_ref  # the one keyed hash
 from firmware_app.settings.box import Config
 from firmware_app.storage.telemetry import study_keys
 

@@ -28,8 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from firmware_app import __version__
-from firmware_app.contracts.egress import (
+from clinibox_common.contracts.egress import (
     ASSESSMENTS,
     HISTOGRAM_BINS,
     MAX_ALERT_LESIONS,
@@ -38,7 +37,8 @@ from firmware_app.contracts.egress import (
     RUNTIMES,
     SCHEMA_VERSION,
 )
-from firmware_app.contracts.statuses import AssessmentKind
+from clinibox_common.contracts.statuses import AssessmentKind
+from firmware_app import __version__
 from firmware_app.settings.box import Config
 from firmware_app.storage import audit_witness, disk, hospital_reviews, study_alerts
 from firmware_app.storage import telemetry as telemetry_rows

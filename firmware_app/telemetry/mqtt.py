@@ -41,11 +41,11 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from firmware_app.contracts.egress import check_message
-from firmware_app.contracts.envelope import Header, seal
-from firmware_app.contracts.statuses import OutboxState
-from firmware_app.contracts.topics import topic
-from firmware_app.errors import CliniboxError
+from clinibox_common.contracts.egress import check_message
+from clinibox_common.contracts.envelope import Header, seal
+from clinibox_common.contracts.statuses import OutboxState
+from clinibox_common.contracts.topics import topic
+from clinibox_common.errors import CliniboxError
 from firmware_app.settings.box import Config
 from firmware_app.storage import db, event_codes
 from firmware_app.storage import telemetry as telemetry_rows

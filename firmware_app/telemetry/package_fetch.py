@@ -25,7 +25,7 @@ import threading
 
 import paho.mqtt.client as mqtt
 
-from firmware_app.contracts import downlink
+from clinibox_common.contracts import downlink
 
 log = logging.getLogger(__name__)
 

@@ -80,17 +80,17 @@ def _helps(parser: argparse.ArgumentParser) -> dict[str, str]:
 def cli_page() -> str:
     """reference/cli.md: every ``clinibox`` command, its subcommands, arguments and help,
     from the parsers themselves (built as ``clinibox --help`` builds them)."""
-    from central import cli as central_cli
+    from clinibox import central_command as central_cli
+    from clinibox import table as cli_table
     from converters import cli as converter_cli
     from converters import cpu_check
-    from firmware_app.cli import table as cli_table
 
     parser = cli_table.build_parser()
     helps = _helps(parser)
     parts = ["# Command line reference", "", GENERATED_NOTE, "",
              cli_table.DESCRIPTION, "",
              "Exit status: 0 done, 1 failed or refused, 2 called wrongly "
-             "(`firmware_app/errors.py`). Options may stand before or after the "
+             "(`clinibox_common/errors.py`). Options may stand before or after the "
              "positional arguments.", "",
              table(("command", "what it does"),
                    [[code(f"clinibox {name}"), helps.get(name, "")] for name in

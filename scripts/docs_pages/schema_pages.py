@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def describe_spec(spec: Any) -> str:
     """One egress field's allowed values, in words."""
-    from firmware_app.contracts import egress as e
+    from clinibox_common.contracts import egress as e
 
     if isinstance(spec, e.Optional):
         return "optional; " + describe_spec(spec.spec)
@@ -83,7 +83,7 @@ def field_rows(obj: Any, prefix: tuple[str, ...], comments: dict[tuple[str, ...]
     fields of a list's objects as ``a[].b`` (``shown``: the prefix as written); a nested
     field without a comment of its own (an object's keys made from a table, such as
     ``feedback``'s verdicts) is its object's comment and its name."""
-    from firmware_app.contracts import egress as e
+    from clinibox_common.contracts import egress as e
 
     rows = []
     shown = prefix if shown is None else shown
@@ -102,7 +102,7 @@ def field_rows(obj: Any, prefix: tuple[str, ...], comments: dict[tuple[str, ...]
 
 def egress_page() -> str:
     """reference/egress.md: every message kind the box may send and every field of it."""
-    from firmware_app.contracts import egress, topics
+    from clinibox_common.contracts import egress, topics
 
     comments = field_comments(Path(egress.__file__).read_text(encoding="utf-8"))
     parts = ["# Egress (MQTT) message reference", "", GENERATED_NOTE, "",
@@ -124,8 +124,8 @@ def egress_page() -> str:
 
 def envelope_section() -> list[str]:
     """The envelope around every message: its wire format and the header fields that leave
-    the box in the clear (``firmware_app/contracts/envelope.py``)."""
-    from firmware_app.contracts import egress, envelope
+    the box in the clear (``clinibox_common/contracts/envelope.py``)."""
+    from clinibox_common.contracts import egress, envelope
 
     header = json.loads(envelope.Header("clinic", "device", egress.KINDS[0], 1).to_bytes())
     docs = {**attribute_docs(envelope.Header), "v": attribute_docs(envelope).get("VERSION", "")}
@@ -144,12 +144,12 @@ def envelope_section() -> list[str]:
 
 def manifest_page() -> str:
     """reference/manifest.md: the model package manifest, its heads, stages and artifacts."""
-    from firmware_app.contracts import backends, heads, manifest, stages
+    from clinibox_common.contracts import backends, heads, manifest, stages
 
     demo = REPO / "models" / "clinibox-demo-lesion" / "1.0.0" / "manifest.json"
     example = json.loads(demo.read_text(encoding="utf-8"))
     parts = ["# Model package manifest reference", "", GENERATED_NOTE, "",
-             f"Schema: {code(manifest.SCHEMA)} (`firmware_app/contracts/manifest.py`).", "",
+             f"Schema: {code(manifest.SCHEMA)} (`clinibox_common/contracts/manifest.py`).", "",
              rst_to_md(manifest.__doc__), "",
              *manifest_keys_section(manifest),
              "## Artifact formats and runtime backends", "",

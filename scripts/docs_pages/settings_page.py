@@ -40,7 +40,7 @@ def _type_name(spec: dataclasses.Field) -> str:
 
 def settings_rows(section: Any) -> list[list[str]]:
     """One row per key of a settings section dataclass: key, type, default, allowed, meaning."""
-    from firmware_app.settings.loader import toml_value
+    from clinibox_common.settings_loader import toml_value
 
     rows = []
     for spec in dataclasses.fields(section):
@@ -108,7 +108,7 @@ def _toml_type(annotation: str) -> str:
 
 
 def _toml_default(value: Any) -> str:
-    from firmware_app.settings.loader import toml_value
+    from clinibox_common.settings_loader import toml_value
 
     if value is None:
         return "(none)"

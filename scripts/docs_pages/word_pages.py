@@ -22,16 +22,16 @@ from docs_pages.markdown import (
 def in_languages(english: str) -> tuple[str, str]:
     """A catalog message in English and in Chinese (the zh_CN catalog; the English where
     it has no translation yet)."""
-    from firmware_app.i18n import CHINESE, gettext, use_locale
+    from clinibox_common.i18n import CHINESE, gettext, use_locale
 
     with use_locale(CHINESE):
         return english, gettext(english)
 
 
 def label_table(enum_cls: type[enum.Enum]) -> tuple[str, dict[Any, str]] | None:
-    """The table of ``web/labels.py`` keyed by ``enum_cls``'s members (its name and the
+    """The table of ``words/labels.py`` keyed by ``enum_cls``'s members (its name and the
     table), or None where the viewer shows no label for them."""
-    from web import labels
+    from firmware_app.words import labels
 
     for name, value in vars(labels).items():
         if isinstance(value, dict) and any(isinstance(key, enum_cls) for key in value):
@@ -52,7 +52,7 @@ def enum_section(enum_cls: type[enum.Enum], heading: str) -> list[str]:
     rows = [[code(m.value), code(m.name), docs.get(m.name, ""),
              *(in_languages(labels[m]) if m in labels else ("", ""))] for m in enum_cls]
     parts += [table(("value", "name", "meaning", "label (English)", "label (中文)"), rows), "",
-              f"Labels: `web/labels.py` {code(name)}."]
+              f"Labels: `firmware_app/words/labels.py` {code(name)}."]
     others = [key for key in labels if not isinstance(key, enum_cls)]
     if others:
         parts[-1] += " The same table labels words that are not members: " + "; ".join(
@@ -72,9 +72,9 @@ def statuses_page() -> str:
     """reference/statuses.md: every status enum and its values, what each means and how a
     person sees it; the worklist's levels; the hospital's health words and audit verdicts."""
     from central import audit_witness, report
-    from firmware_app.contracts import statuses
+    from clinibox_common.contracts import statuses
     from firmware_app.storage import studies
-    from web import labels
+    from firmware_app.words import labels
 
     parts = ["# Statuses", "", GENERATED_NOTE, "", rst_to_md(statuses.__doc__), ""]
     for name, value in vars(statuses).items():
@@ -83,7 +83,8 @@ def statuses_page() -> str:
             parts += enum_section(value, f"## `{name}`")
     label_docs = attribute_docs(labels)
     parts += ["## Worklist levels", "",
-              sentence(label_docs.get("LEVELS", "") + " (`web/labels.py` `LEVELS`)") + " "
+              sentence(label_docs.get("LEVELS", "")
+                       + " (`firmware_app/words/labels.py` `LEVELS`)") + " "
               + sentence(first_line(studies.study_level.__doc__)), "",
               table(("level", "label (English)", "label (中文)"),
                     [[code(word), *in_languages(english)]
@@ -108,7 +109,7 @@ def statuses_page() -> str:
 def reasons_page() -> str:
     """reference/reasons.md: every reason code, its group and its wording in English and
     Chinese; the C-STORE refusal codes and the event log's codes, each with its meaning."""
-    from firmware_app.contracts import reasons
+    from clinibox_common.contracts import reasons
 
     templates = dict(reasons.reason_table())
     groups = group_comments(reasons.ReasonCode)
@@ -168,7 +169,7 @@ def event_codes_section() -> list[str]:
 
 def dicom_outputs_page() -> str:
     """reference/dicom-outputs.md: the one table of DICOM outputs the box sends."""
-    from firmware_app.contracts import dicom_outputs as outputs
+    from clinibox_common.contracts import dicom_outputs as outputs
 
     rows = outputs.output_table()
     columns = ("key", "label", "iod", "sop_class_uids", "writer", "needs_text", "default",

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from firmware_app.contracts import signing
-from firmware_app.settings.box import REPO_ROOT
+from clinibox_common.bundled import REPO_ROOT
+from clinibox_common.contracts import signing
 from tests.conversion.tiny_models import shapes_dataset
 
 
@@ -43,5 +43,5 @@ def clinibox(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedP
     """Run the real ``clinibox`` command line (as a module of this interpreter)."""
     env = dict(os.environ, PYTHONPATH=f"{REPO_ROOT}{os.pathsep}{cwd}", CLINIBOX_QUIET="1",
                TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-m", "firmware_app.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "clinibox", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)

@@ -21,18 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from firmware_app.inference.runner import ModelRunner
-from firmware_app.models.package import load_package
+from clinibox_common.bundled import REPO_ROOT
+from engine.inference.runner import ModelRunner
+from engine.model_package import load_package
 from firmware_app.service.appliance import load_runner
 from firmware_app.settings import box as box_config
-from firmware_app.settings.box import REPO_ROOT
 from tests.box_harness import Box
 from tests.conversion.test_bring_your_own import one_thread
 
 EXAMPLES = REPO_ROOT / "examples" / "model-makers"
 # the convert command with torchvision's operators in pure PyTorch (tests/torchvision_cpu.py)
 SHIMMED_CLI = ("from tests.torchvision_cpu import load; load(); import sys; "
-               "from firmware_app.cli.table import main; sys.exit(main())")
+               "from clinibox.table import main; sys.exit(main())")
 
 
 @dataclass
@@ -86,7 +86,7 @@ def run_example(family: str, tmp_path: Path, key: Path, name: str,
         load(folder, "train").main(folder)
     trained = time.perf_counter()
     out = Path("packages") / name / "1.0.0"
-    prefix = ["-c", SHIMMED_CLI] if torchvision else ["-m", "firmware_app.cli"]
+    prefix = ["-c", SHIMMED_CLI] if torchvision else ["-m", "clinibox"]
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), CLINIBOX_QUIET="1",
                TF_CPP_MIN_LOG_LEVEL="3")
     run = subprocess.run([sys.executable, *prefix, "convert", "--config", "convert.toml",

@@ -22,15 +22,15 @@ import pytest
 import torch
 from PIL import Image
 
-from firmware_app.contracts.heads import parse_heads
-from firmware_app.imaging.preprocess import letterbox_grey
-from firmware_app.imaging.wrap import decode_file
-from firmware_app.inference.box_lists import final_boxes, pairwise_iou
+from clinibox_common.bundled import REPO_ROOT
+from clinibox_common.contracts.heads import parse_heads
+from engine.imaging.preprocess import letterbox_grey
+from engine.imaging.wrap import decode_file
+from engine.inference.box_lists import final_boxes, pairwise_iou
+from engine.model_package import load_package
 from firmware_app.models.install import install
-from firmware_app.models.package import load_package
 from firmware_app.service.appliance import load_runner
 from firmware_app.settings import box as box_config
-from firmware_app.settings.box import REPO_ROOT
 from phantoms.dicom import ct_dataset, write_dicom
 from phantoms.images import dataset_plan, dataset_sample
 from tests.box_harness import Box, storescu

@@ -23,12 +23,12 @@ import pytest
 import torch
 from pydicom.data import get_testdata_file
 
+from clinibox_common.contracts.heads import head_of, parse_heads, parse_validated_range
 from converters.cam import find_pool_linear_head, grad_cam, grad_cam_agreement
 from converters.config import ConvertConfig
 from converters.data import Preprocessing, load_folder
-from firmware_app.contracts.heads import head_of, parse_heads, parse_validated_range
-from firmware_app.imaging.wrap import decode_file
-from firmware_app.models.package import load_package
+from engine.imaging.wrap import decode_file
+from engine.model_package import load_package
 from firmware_app.service.appliance import load_runner
 from firmware_app.settings import box as box_config
 from tests.conversion.conftest import clinibox, write_png_folder

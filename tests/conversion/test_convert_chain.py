@@ -18,8 +18,8 @@ import torch
 
 from converters.config import ConvertConfig
 from converters.data import Preprocessing, load_folder
-from firmware_app.imaging.wrap import decode_file
-from firmware_app.models.package import load_package
+from engine.imaging.wrap import decode_file
+from engine.model_package import load_package
 from firmware_app.service.appliance import load_runner
 from firmware_app.settings import box as box_config
 from tests.conversion.conftest import clinibox, write_png_folder

@@ -7,7 +7,7 @@ import json
 
 import torch
 
-from firmware_app.models.package import load_package
+from engine.model_package import load_package
 from tests.conversion.conftest import clinibox, write_png_folder
 from tests.conversion.tiny_models import tiny_classifier
 

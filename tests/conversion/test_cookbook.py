@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+from clinibox_common.contracts.heads import parse_heads
 from converters.box_input import BoxFeed, box_input
-from firmware_app.contracts.heads import parse_heads
-from firmware_app.inference.box_lists import final_boxes, pairwise_iou
+from engine.inference.box_lists import final_boxes, pairwise_iou
 from phantoms.cases import read_cases, write_cases
 from tests.conversion.cookbook import install, load, on_path, report_text, run_example
 

@@ -24,7 +24,7 @@ from converters.artifacts import ArtifactRecord, open_artifact, run_batch, zero_
 from converters.benchmark import benchmark
 from converters.formats import KINDS, PROFILES, kinds_for, parse_targets, profiles_of
 from converters.spec import ModelSpec
-from firmware_app.runtime.base import ArtifactLoadError
+from engine.runtime.base import ArtifactLoadError
 from tests.conversion.tiny_models import (
     as_input,
     shapes_dataset,

@@ -17,6 +17,7 @@ import pytest
 import torch
 from torch import nn
 
+from clinibox_common.contracts.heads import head_of, parse_heads
 from converters.cam import find_pool_linear_head, grad_cam, grad_cam_agreement
 from converters.head_cam import (
     GradCamModel,
@@ -25,8 +26,7 @@ from converters.head_cam import (
     per_position_cam,
     wrap,
 )
-from firmware_app.contracts.heads import head_of, parse_heads
-from firmware_app.models.package import load_package
+from engine.model_package import load_package
 from firmware_app.service.appliance import load_runner
 from firmware_app.settings import box as box_config
 from tests.conversion.conftest import clinibox, write_png_folder

@@ -11,11 +11,11 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from clinibox_common.bundled import REPO_ROOT
+from clinibox_common.contracts.manifest import sha256_file
 from converters.prune import load_module
 from demo.model import lesion_net_from_onnx
 from demo.train import STUDENT, recover_checkpoint
-from firmware_app.contracts.manifest import sha256_file
-from firmware_app.settings.box import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "models" / "clinibox-demo-lesion" / "1.0.0"
 

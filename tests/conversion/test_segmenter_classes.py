@@ -25,7 +25,7 @@ from PIL import Image
 
 from converters.export import ExportError, export_onnx
 from converters.spec import ModelSpec
-from firmware_app.models.package import load_package
+from engine.model_package import load_package
 from firmware_app.service.appliance import load_runner
 from firmware_app.settings import box as box_config
 from tests.conversion.conftest import clinibox

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from firmware_app.models.package import load_package
-from firmware_app.settings.box import REPO_ROOT
+from clinibox_common.bundled import REPO_ROOT
+from engine.model_package import load_package
 from phantoms.cases import write_cases
 from tests.conversion.cookbook import EXAMPLES, load, on_path
 from tests.conversion.test_bring_your_own import one_thread
@@ -33,7 +33,7 @@ def _convert(folder: Path, key: Path, out: str, extra: str) -> subprocess.Comple
     (folder / f"{out}.toml").write_text(toml, encoding="utf-8")
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), CLINIBOX_QUIET="1",
                TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-m", "firmware_app.cli", "convert", "--config",
+    return subprocess.run([sys.executable, "-m", "clinibox", "convert", "--config",
                            f"{out}.toml", "--key", str(key), "--out", f"packages/{out}/1.0.0"],
                           cwd=folder, env=env, capture_output=True, text=True, timeout=900)
 

@@ -8,10 +8,10 @@ import json
 import subprocess
 import sys
 
+from clinibox_common.bundled import REPO_ROOT
+from clinibox_common.contracts import signing
 from converters.training import bf16_supported
-from firmware_app.contracts import signing
-from firmware_app.models.package import load_package
-from firmware_app.settings.box import REPO_ROOT
+from engine.model_package import load_package
 
 
 def test_quick_training_produces_a_loadable_package(tmp_path):

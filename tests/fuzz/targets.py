@@ -23,12 +23,12 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from central.config import CentralConfig
 from central.receiver import OUTCOMES, Receiver
 from central.store import Store
-from firmware_app.contracts.envelope import EnvelopeError, open_envelope, read_header
-from firmware_app.contracts.topics import topic
-from firmware_app.imaging import codestream
-from firmware_app.imaging.decode import DecodeError, decode
+from clinibox_common.contracts.envelope import EnvelopeError, open_envelope, read_header
+from clinibox_common.contracts.topics import topic
+from engine.imaging import codestream
+from engine.imaging.decode import DecodeError, decode
+from engine.settings import LimitsConfig
 from firmware_app.ingest.landing import Lander, Outcome
-from firmware_app.settings.box import LimitsConfig
 from firmware_app.storage import db
 from firmware_app.storage.spool import Spool
 from tests.envelope_forge import seal_raw

@@ -58,6 +58,6 @@ def test_analysis_runs_below_receiving_in_a_running_box(box_factory, tmp_path):
     assert len(normal) >= 3, found
 
     [decoder] = [child for child in psutil.Process(service).children()
-                 if "firmware_app.imaging.sandbox" in child.cmdline()]
+                 if "engine.imaging.sandbox" in child.cmdline()]
     assert all(nice == ANALYSIS_NICE and policy == SCHED_IDLE
                for _name, nice, policy in threads(decoder.pid).values())

@@ -27,7 +27,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from central.store import Store
-from firmware_app.contracts.envelope import generate_x25519_pair, load_x25519_public
+from clinibox_common.contracts.envelope import generate_x25519_pair, load_x25519_public
 from firmware_app.storage import audit, db
 from tests.audit_trail_attack import delete_front, fill_trail, queue_heartbeat
 from tests.console_browser import admin_console, read_in_chinese, read_in_english
@@ -84,7 +84,7 @@ class Hospital:
 
 
 def _clinibox(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "firmware_app.cli", *args],
+    return subprocess.run([sys.executable, "-m", "clinibox", *args],
                           capture_output=True, text=True, cwd=REPO, timeout=120)
 
 
@@ -109,7 +109,7 @@ def hospital(tmp_path_factory) -> Iterator[Hospital]:
         log = root / "receiver.log"
         with log.open("a") as handle:
             receiver = subprocess.Popen(
-                [sys.executable, "-m", "firmware_app.cli", "central", "serve", "--config",
+                [sys.executable, "-m", "clinibox", "central", "serve", "--config",
                  str(config)], stdout=handle, stderr=subprocess.STDOUT, cwd=REPO)
         place = Hospital(root, pki, broker, boxes, config, database, log, receiver)
         try:

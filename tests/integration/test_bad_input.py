@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from firmware_app.contracts.reasons import english, from_records
-from firmware_app.imaging.dataset_values import valid_uid
+from clinibox_common.contracts.reasons import english, from_records
+from engine.imaging.dataset_values import valid_uid
 from tests.corpus import SENDABLE_BY_STORESCU, build_malformed_corpus
 from tests.integration.conftest import echoscu, storescu, wait_for
 from tests.integration.test_dicom_ingest import phantom_dicoms

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from central.config import from_dict
 from central.downlink_publisher import DownlinkPublisher
 from central.store import Store
-from firmware_app.contracts import downlink
-from firmware_app.contracts.envelope import Header
+from clinibox_common.contracts import downlink
+from clinibox_common.contracts.envelope import Header
 from tests.mqtt_broker import (
     Broker,
     MessageLog,

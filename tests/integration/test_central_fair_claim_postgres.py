@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from central.downlink_publisher import PER_BOX, claim, resend_wait
 from central.store import Store
-from firmware_app.contracts import downlink
-from firmware_app.contracts.envelope import Header
+from clinibox_common.contracts import downlink
+from clinibox_common.contracts.envelope import Header
 from tests.postgres_server import PostgresServer
 from tests.telemetry_payloads import alert_payload, public_pem, status_payload
 
@@ -59,9 +59,9 @@ def test_the_intake_the_webhook_and_the_worklist_take_turns_on_postgresql(pg_url
     first, the webhook claims in turns across the boxes, and the worklist shows a box's
     first three alerts and how many more."""
     from central.config import NotifyConfig
-    from central.console.queries import AlertFilters, worklist
     from central.intake import Intake
     from central.notify import Notifier
+    from central_console.queries import AlertFilters, worklist
 
     store = Store(pg_url, webhook=True)
     held = Intake(store.database, "central-pg")

@@ -28,8 +28,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from central.store import Store
-from firmware_app.contracts.envelope import generate_x25519_pair, load_x25519_public
-from firmware_app.contracts.topics import topic
+from clinibox_common.contracts.envelope import generate_x25519_pair, load_x25519_public
+from clinibox_common.contracts.topics import topic
 from tests.integration.conftest import REPO, to_toml, wait_for
 from tests.mqtt_broker import (
     Broker,
@@ -111,7 +111,7 @@ def test_a_quiet_box_goes_through_while_another_floods(tmp_path: Path) -> None:
         (tmp_path / "central.toml").write_text(to_toml(settings))
         log = tmp_path / "serve.log"
         with log.open("a") as out:
-            serve = subprocess.Popen([sys.executable, "-m", "firmware_app.cli", "central",
+            serve = subprocess.Popen([sys.executable, "-m", "clinibox", "central",
                                       "serve", "--config", str(tmp_path / "central.toml")],
                                      stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
         try:

@@ -26,8 +26,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from central.store import Store
-from firmware_app.contracts.envelope import generate_x25519_pair, load_x25519_public
-from firmware_app.contracts.topics import topic
+from clinibox_common.contracts.envelope import generate_x25519_pair, load_x25519_public
+from clinibox_common.contracts.topics import topic
 from firmware_app.storage import db
 from tests.audit_trail_attack import fill_trail, queue_heartbeat, rewrite_without
 from tests.envelope_forge import deep_header, long_seq_header, seal_raw
@@ -50,7 +50,7 @@ CLINIC, DEVICE, RECEIVER_ID = "clinic-a", "box-1", "central-poison"
 
 def _serve(config: Path, log: Path) -> subprocess.Popen:
     with log.open("a") as handle:
-        return subprocess.Popen([sys.executable, "-m", "firmware_app.cli", "central", "serve",
+        return subprocess.Popen([sys.executable, "-m", "clinibox", "central", "serve",
                                  "--config", str(config)], stdout=handle,
                                 stderr=subprocess.STDOUT, cwd=REPO)
 
@@ -61,7 +61,7 @@ def _stop(process: subprocess.Popen) -> int:
 
 
 def _clinibox(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "firmware_app.cli", *args],
+    return subprocess.run([sys.executable, "-m", "clinibox", *args],
                           capture_output=True, text=True, cwd=REPO, timeout=120)
 
 

@@ -22,7 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from central.config import CentralConfig
 from central.receiver import MqttService, Receiver
 from central.store import Store, StoreError
-from firmware_app.contracts.envelope import Header
+from clinibox_common.contracts.envelope import Header
 from tests.integration.conftest import wait_for
 from tests.mqtt_broker import Broker, make_mqtt_pki
 from tests.postgres_server import PostgresServer

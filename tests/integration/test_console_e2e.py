@@ -30,8 +30,8 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from firmware_app import i18n
-from firmware_app.contracts import downlink
+from clinibox_common import i18n
+from clinibox_common.contracts import downlink
 from tests.box_harness import stop
 from tests.browser import ARTIFACTS, headless_chromium
 from tests.canary import CanarySet, write_canary_studies
@@ -70,7 +70,7 @@ def clinibox(*args: str, stdin: str | None = None) -> str:
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "firmware_app.cli", *args], input=stdin,
+    result = subprocess.run([sys.executable, "-m", "clinibox", *args], input=stdin,
                             capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 0, f"clinibox {' '.join(args)}:\n{result.stderr}"
     return result.stdout
@@ -103,7 +103,7 @@ def _process(args: list[str], log: Path):
     import sys
 
     handle = open(log, "a")  # noqa: SIM115 - owned by the child process
-    return subprocess.Popen([sys.executable, "-m", "firmware_app.cli", *args], stdout=handle,
+    return subprocess.Popen([sys.executable, "-m", "clinibox", *args], stdout=handle,
                             stderr=subprocess.STDOUT, cwd=REPO)
 
 
@@ -314,7 +314,7 @@ def test_check_box_proves_the_link_both_ways_and_the_console_shows_it(site: Site
     import sys
 
     wait_for(lambda: _answers(f"{site.box_viewer}/login"), 90, "the box (back after test 3)")
-    done = subprocess.run([sys.executable, "-m", "firmware_app.cli", "central", "check-box",
+    done = subprocess.run([sys.executable, "-m", "clinibox", "central", "check-box",
                            f"{CLINIC}/{DEVICE}", "--config", str(site.config), "--timeout", "60",
                            "--as", "it-zhao"], capture_output=True, text=True, cwd=REPO,
                           timeout=120)
@@ -326,7 +326,7 @@ def test_check_box_proves_the_link_both_ways_and_the_console_shows_it(site: Site
     assert site.box.db_rows("SELECT COUNT(*) FROM link_checks")[0][0] == 1
     assert site.box.db_rows("SELECT COUNT(*) FROM events WHERE code = 'downlink_link_check'"
                             )[0][0] == 1
-    done = subprocess.run([sys.executable, "-m", "firmware_app.cli", "central", "check-box",
+    done = subprocess.run([sys.executable, "-m", "clinibox", "central", "check-box",
                            f"{CLINIC}/box-9", "--config", str(site.config), "--timeout", "5"],
                           capture_output=True, text=True, cwd=REPO, timeout=60,
                           env={**__import__("os").environ, "LANG": "zh_CN.UTF-8"})

@@ -27,7 +27,7 @@ FULL_RANGE = f"onnxruntime:onnx/int8 ({FULL_RANGE_INT8})"
 def test_full_range_int8_fails_on_an_emulated_avx2_cpu_and_the_shipped_one_holds(tmp_path):
     root = make_package(tmp_path, "1.0.1", full_range_int8=True)
     done = subprocess.run(
-        [sys.executable, "-m", "firmware_app.cli", "cpu-check", str(root), "--cpu", "x86-64-v3",
+        [sys.executable, "-m", "clinibox", "cpu-check", str(root), "--cpu", "x86-64-v3",
          "--precision", "int8", "--runtime", "onnxruntime", "--json",
          "--trust", str(DEMO_PRIVATE_KEY.with_suffix(".pub"))],
         capture_output=True, text=True, timeout=900, check=False)

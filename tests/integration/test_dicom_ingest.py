@@ -12,7 +12,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
-from firmware_app.contracts.reasons import Reason, ReasonCode, decode
+from clinibox_common.contracts.reasons import Reason, ReasonCode, decode
 from tests.integration.conftest import REPO, echoscu, send_as_modality, storescu, wait_for
 
 pytestmark = pytest.mark.integration

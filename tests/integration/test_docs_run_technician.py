@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from firmware_app.contracts.statuses import LiveState
+from clinibox_common.contracts.statuses import LiveState
 from tests.box_harness import wait_for
 from tests.canary import write_canary_studies
 from tests.docs_run import REPO, DocShell, browser, central_rows, run_page, run_pages

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware_app.contracts import downlink
-from firmware_app.contracts.egress import check_message
+from clinibox_common.contracts import downlink
+from clinibox_common.contracts.egress import check_message
 from firmware_app.service.appliance import model_facts
 from firmware_app.storage import db, hospital_reviews
 from firmware_app.telemetry.downlink import (
@@ -152,7 +152,7 @@ def test_a_review_arrives_is_kept_and_shows_on_the_study_page(setup: Setup):
 
 
 def test_results_json_carries_the_hospital_review(setup: Setup, tmp_path, capsys):
-    from firmware_app.cli.table import main
+    from clinibox.table import main
 
     _publish(setup, setup.seal(1, "send_case", "second read please"))
     wait_for(lambda: setup.kept() == [1], 10, "the review to be kept")

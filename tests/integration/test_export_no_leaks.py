@@ -45,7 +45,7 @@ import pytest
 from pydicom import Dataset
 from pydicom.data import get_testdata_file
 
-from firmware_app.cli import main
+from clinibox.table import main
 from firmware_app.dicom_out.annex_e_table import TABLE
 from firmware_app.dicom_out.export import ExportError, export_study
 from firmware_app.service.appliance import load_runner

@@ -35,12 +35,12 @@ from pydicom.uid import UID, generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Comprehensive3DSRStorage
 
-from firmware_app.cli import main
+from clinibox.table import main
+from engine.imaging.dataset_values import valid_uid
 from firmware_app.dicom_out.outbox import enqueue_documents
 from firmware_app.dicom_out.sender import DicomSender
 from firmware_app.dicom_out.source_header import MAX_LENGTH
 from firmware_app.dicom_out.study_documents import ModelIdentity
-from firmware_app.imaging.dataset_values import valid_uid
 from firmware_app.service.appliance import load_runner
 from firmware_app.service.study_completion import StudyCompleter
 from firmware_app.settings import box as cfg

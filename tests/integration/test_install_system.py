@@ -30,6 +30,7 @@ import pytest
 import tomllib
 
 from tests.integration.conftest import REPO, echoscu, to_toml, wait_for
+from tests.packages import WHEEL_PACKAGES
 from tests.ports import free_ports
 from tests.provisioned_box import (
     assert_provisioned_for_the_service,
@@ -377,7 +378,7 @@ def _rebuilt_bundle(bundle: Path, version: str, out: Path) -> Path:
     source.mkdir(parents=True)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
-    for package in ("firmware_app", "converters", "central", "web"):
+    for package in WHEEL_PACKAGES:
         shutil.copytree(REPO / package, source / package,
                         ignore=shutil.ignore_patterns("__pycache__"))
     pyproject = source / "pyproject.toml"

@@ -25,8 +25,8 @@ import tomllib
 from cryptography.hazmat.primitives import serialization
 
 from central.bundle import make_bundle
-from firmware_app.contracts.enrolment import write_bundle
-from firmware_app.contracts.signing import generate_key_pair
+from clinibox_common.contracts.enrolment import write_bundle
+from clinibox_common.contracts.signing import generate_key_pair
 from tests.box_harness import clinibox, stop
 from tests.canary import write_canary_studies
 from tests.integration.conftest import REPO, echoscu, send_as_modality, to_toml, wait_for
@@ -109,7 +109,7 @@ def test_a_provisioned_box_waits_for_its_model_and_the_rollout_brings_it(tmp_pat
         central.write_text(to_toml(settings))
         checkout("central", "enrol-code", code.group(0), "--config", str(central))
         receiver = subprocess.Popen(
-            [sys.executable, "-m", "firmware_app.cli", "central", "serve", "--config",
+            [sys.executable, "-m", "clinibox", "central", "serve", "--config",
              str(central)], stdout=open(hospital / "serve.log", "ab"),  # noqa: SIM115
             stderr=subprocess.STDOUT, cwd=REPO)
         unit = read_unit(root / "usr/local/lib/systemd/system/clinibox.service")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from selenium.webdriver.common.by import By
 
-from firmware_app.contracts.statuses import LiveKept
+from clinibox_common.contracts.statuses import LiveKept
 from firmware_app.storage.live_frames import read_state
 from tests.box_harness import clinibox, stop
 from tests.browser import ARTIFACTS, headless_chromium
@@ -71,7 +71,7 @@ def site(tmp_path_factory) -> Iterator[Site]:
     config.write_text(to_toml(receiver_settings(broker, pki, database, root / "hospital.pem",
                                                 "central-live-e2e")))
     receiver = subprocess.Popen(
-        [sys.executable, "-m", "firmware_app.cli", "central", "serve", "--config", str(config)],
+        [sys.executable, "-m", "clinibox", "central", "serve", "--config", str(config)],
         stdout=open(root / "receiver.log", "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
         cwd=REPO)
     pacs = Orthanc(root / "orthanc").start()

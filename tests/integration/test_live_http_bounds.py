@@ -18,7 +18,7 @@ import av
 import psutil
 import pytest
 
-from firmware_app.contracts.statuses import LiveRequest
+from clinibox_common.contracts.statuses import LiveRequest
 from firmware_app.settings import box
 from firmware_app.settings.live import LiveConfig
 from firmware_app.storage import db, live_sessions
@@ -41,7 +41,7 @@ def _start(tmp_path: Path, sources: list[dict]) -> tuple[list[subprocess.Popen],
     config.write_text(to_toml({"storage": {"state_dir": str(tmp_path / "state")},
                                "live": {"stall_seconds": 2.0, "sources": sources}}))
     processes = [subprocess.Popen(
-        [sys.executable, "-m", "firmware_app.cli", "live", s["name"], "--config", str(config)],
+        [sys.executable, "-m", "clinibox", "live", s["name"], "--config", str(config)],
         cwd=REPO, stdout=open(tmp_path / f"{s['name']}.log", "ab"),  # noqa: SIM115
         stderr=subprocess.STDOUT) for s in sources]
     return processes, tmp_path / "state" / "live"

@@ -18,15 +18,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from firmware_app.contracts.statuses import LiveKept
-from firmware_app.i18n import use_locale
+from clinibox_common.contracts.statuses import LiveKept
+from clinibox_common.i18n import use_locale
 from firmware_app.settings.box import Config, StorageConfig
 from firmware_app.settings.live import LiveSource
 from firmware_app.storage import audit, db, live_sessions
 from firmware_app.storage.accounts import Accounts
 from firmware_app.storage.live_frames import FrameWriter, live_root
+from firmware_app.words import labels
 from tests.browser import ARTIFACTS, headless_chromium, serving
-from web import labels
 from web.app import create_app
 
 pytestmark = pytest.mark.integration

@@ -55,7 +55,7 @@ def test_an_rtsp_camera_is_read_and_analysed(tmp_path: Path):
                                   "url": f"rtsp://127.0.0.1:{client_port}/ultrasound",
                                   "region_x": 280, "region_y": 100, "region_width": 720,
                                   "region_height": 540}]}}))
-        live = subprocess.Popen([sys.executable, "-m", "firmware_app.cli", "live", "rtsp-1",
+        live = subprocess.Popen([sys.executable, "-m", "clinibox", "live", "rtsp-1",
                                  "--config", str(config)], cwd=REPO,
                                 stdout=open(tmp_path / "live.log", "ab"),  # noqa: SIM115
                                 stderr=subprocess.STDOUT)

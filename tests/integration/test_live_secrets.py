@@ -94,7 +94,7 @@ def test_no_password_of_an_unreachable_source_reaches_a_page_a_file_or_a_log(tmp
 def _status(box: Box, language: str) -> str:
     """``clinibox status`` as a technician's terminal in ``language`` prints it."""
     result = subprocess.run(
-        [sys.executable, "-m", "firmware_app.cli", "status", "--config", str(box.config)],
+        [sys.executable, "-m", "clinibox", "status", "--config", str(box.config)],
         capture_output=True, text=True, cwd=REPO, timeout=120,
         env={**os.environ, "LC_ALL": language})
     assert result.returncode == 0, result.stderr

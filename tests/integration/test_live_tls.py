@@ -48,7 +48,7 @@ def test_the_trusted_encoder_is_read_and_an_impostor_is_refused(tmp_path: Path):
         try:
             for name in ("trusted", "impostor"):
                 lives.append(subprocess.Popen(
-                    [sys.executable, "-m", "firmware_app.cli", "live", name,
+                    [sys.executable, "-m", "clinibox", "live", name,
                      "--config", str(config)], cwd=REPO,
                     stdout=open(tmp_path / f"{name}.log", "ab"),  # noqa: SIM115
                     stderr=subprocess.STDOUT))

@@ -78,7 +78,7 @@ def test_allowed_senders_filters_addresses_and_a_forged_address_passes_it(tmp_pa
         "storage": {"state_dir": str(tmp_path / "state")},
         "live": {"sources": [{"name": "udp-1", "url": f"udp://127.0.0.1:{port}",
                               "allowed_senders": [ENCODER]}]}}))
-    live = subprocess.Popen([sys.executable, "-m", "firmware_app.cli", "live", "udp-1",
+    live = subprocess.Popen([sys.executable, "-m", "clinibox", "live", "udp-1",
                              "--config", str(config)], cwd=REPO,
                             stdout=open(tmp_path / "live.log", "ab"),  # noqa: SIM115
                             stderr=subprocess.STDOUT)

@@ -20,7 +20,7 @@ import pytest
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom import AE
 
-from firmware_app.fs import _pid_namespace
+from clinibox_common.fs import _pid_namespace
 from firmware_app.ingest.native_receiver import SOCKET_FOLDER_PREFIX
 from tests.hostile import association_request, mutated, store_pdus
 from tests.integration.conftest import receiver_processes, storescu, wait_for

@@ -29,9 +29,9 @@ from central.bundle import issue_client_certificate, make_bundle
 from central.config import CentralConfig
 from central.receiver import Receiver
 from central.store import Store
-from firmware_app.contracts.enrolment import EnrolmentBundle, read_bundle, write_bundle
-from firmware_app.contracts.envelope import generate_x25519_pair, load_x25519_private
-from firmware_app.contracts.signing import generate_key_pair
+from clinibox_common.contracts.enrolment import EnrolmentBundle, read_bundle, write_bundle
+from clinibox_common.contracts.envelope import generate_x25519_pair, load_x25519_private
+from clinibox_common.contracts.signing import generate_key_pair
 from firmware_app.ops.provision import ProvisionError, provision
 from firmware_app.ops.selftest import Check, check_broker, check_clock, check_dicom_echo, check_disk
 from firmware_app.settings.box import Config, MqttConfig, from_dict, load
@@ -222,7 +222,7 @@ def test_provision_then_selftest_passes_and_names_what_breaks(hospital: Hospital
 
 def load_identity_key_id(config: Config) -> str:
     """The key id of the box's device key (read, not made)."""
-    from firmware_app.contracts.signing import key_id, load_private_key
+    from clinibox_common.contracts.signing import key_id, load_private_key
 
     return key_id(load_private_key(config.device_key_path).public_key())
 

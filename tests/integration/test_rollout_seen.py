@@ -28,9 +28,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from central.store import Store
-from firmware_app.contracts import signing
-from firmware_app.contracts.envelope import load_x25519_public
-from firmware_app.contracts.package_archive import pack
+from clinibox_common.contracts import signing
+from clinibox_common.contracts.envelope import load_x25519_public
+from clinibox_common.contracts.package_archive import pack
 from firmware_app.storage import db
 from firmware_app.storage.outbox import Outbox
 from firmware_app.telemetry.messages import ModelFacts, build_status
@@ -59,7 +59,7 @@ ROUNDS_S = 6.0
 
 def _clinibox(*args: str, lang: str = "C.UTF-8") -> subprocess.CompletedProcess:
     env = {**os.environ, "LC_ALL": lang, "LANG": lang}
-    done = subprocess.run([sys.executable, "-m", "firmware_app.cli", *args],
+    done = subprocess.run([sys.executable, "-m", "clinibox", *args],
                           capture_output=True, text=True, cwd=REPO, timeout=120, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     return done
@@ -148,7 +148,7 @@ def hospital(tmp_path_factory) -> Iterator[Hospital]:
         config.write_text(to_toml(settings))
         with (root / "serve.log").open("a") as log:
             receiver = subprocess.Popen(
-                [sys.executable, "-m", "firmware_app.cli", "central", "serve", "--config",
+                [sys.executable, "-m", "clinibox", "central", "serve", "--config",
                  str(config)], stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         place = Hospital(root, pki, broker, config, database, boxes, box_db, receiver)
         try:

@@ -34,8 +34,8 @@ from pathlib import Path
 
 import pytest
 
-from firmware_app.contracts import downlink, signing
-from firmware_app.contracts.manifest import sha256_file
+from clinibox_common.contracts import downlink, signing
+from clinibox_common.contracts.manifest import sha256_file
 from tests.box_harness import clinibox, hospital_link, stop
 from tests.canary import write_canary_studies
 from tests.integration.conftest import REPO, Box, send_as_modality, to_toml, wait_for
@@ -192,7 +192,7 @@ def site(tmp_path_factory) -> Iterator[Site]:
         boxes.append(box)
     auditor = Auditor(broker, pki)
     receiver = subprocess.Popen(
-        [sys.executable, "-m", "firmware_app.cli", "central", "serve", "--config", str(config)],
+        [sys.executable, "-m", "clinibox", "central", "serve", "--config", str(config)],
         stdout=open(root / "serve.log", "ab"), stderr=subprocess.STDOUT, cwd=REPO)  # noqa: SIM115
     for box in boxes:
         box.start()

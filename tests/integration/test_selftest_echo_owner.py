@@ -52,7 +52,7 @@ def test_another_program_on_the_port_is_named_and_fails(tmp_path: Path) -> None:
                                      "or change [dicom] port")
 
         # the technician's table says the same, and that the box waits for a model
-        done = subprocess.run([sys.executable, "-m", "firmware_app.cli", "selftest", "--config",
+        done = subprocess.run([sys.executable, "-m", "clinibox", "selftest", "--config",
                                str(config), "--json", "--timeout", "3"], capture_output=True,
                               text=True, cwd=REPO, timeout=300)
         assert done.returncode == 1, done.stderr

@@ -17,11 +17,11 @@ import psutil
 from tests.integration.conftest import storescu, wait_for
 from tests.integration.test_dicom_ingest import phantom_dicoms
 
-TIMING_MODULE = "firmware_app.runtime.selection"
+TIMING_MODULE = "engine.runtime.selection"
 
 
 def _timing_processes(service: psutil.Process) -> list[psutil.Process]:
-    """The service's runtime-timing children (``python -m firmware_app.runtime.selection``)."""
+    """The service's runtime-timing children (``python -m engine.runtime.selection``)."""
     found = []
     for child in service.children(recursive=True):
         try:

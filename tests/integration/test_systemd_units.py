@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 from pydicom.data import get_testdata_file
 
-from firmware_app.cli.table import build_parser
+from clinibox.table import build_parser
 from tests.integration.conftest import REPO, echoscu, storescu, to_toml, wait_for
 from tests.integration.test_install_system import (
     UnitSandbox,
@@ -201,7 +201,7 @@ def test_every_service_runs_the_installed_command_as_the_service_user(unit):
             assert parser.parse_args(arguments).func
         except SystemExit:
             pytest.fail(f"{unit}: `clinibox {' '.join(arguments)}` is refused by the command "
-                        "line (is its subcommand in the table of firmware_app/cli/table.py?)")
+                        "line (is its subcommand in the table of clinibox/table.py?)")
 
 
 def test_only_the_mount_and_unmount_steps_run_privileged():
@@ -308,7 +308,7 @@ def _infer(tmp_path: Path, backend: str, sandbox: UnitSandbox) -> subprocess.Com
     config = tmp_path / f"{backend}.toml"
     config.write_text(to_toml({"runtime": {"backend": backend},
                                "storage": {"state_dir": str(tmp_path / "state")}}))
-    return subprocess.run([sys.executable, "-m", "firmware_app.cli", "infer", "--config",
+    return subprocess.run([sys.executable, "-m", "clinibox", "infer", "--config",
                            str(config), "--json", str(CT)], capture_output=True, text=True,
                           cwd=REPO, timeout=300, preexec_fn=sandbox.apply)
 
@@ -344,7 +344,7 @@ def test_the_decoder_sandbox_limits_itself_under_the_units_sandbox(unit):
     setrlimit is the prlimit64 system call, which ``~@resources`` leaves allowed)."""
     probe = ("from pathlib import Path\n"
              "from firmware_app.settings.box import LimitsConfig\n"
-             "from firmware_app.imaging.sandbox import DecodeSandbox\n"
+             "from engine.imaging.sandbox import DecodeSandbox\n"
              "box = DecodeSandbox(LimitsConfig())\n"
              f"image = box.decode(Path({str(CT)!r}), 1)\n"
              "print(image.modality, box.memory_limited)\n"
@@ -391,7 +391,7 @@ def test_viewer_serves_https_under_its_sandbox(tmp_path):
     log = tmp_path / "web.log"
     with open(log, "wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "firmware_app.cli", "web", "--config", str(config)],
+            [sys.executable, "-m", "clinibox", "web", "--config", str(config)],
             cwd=REPO, stdout=output, stderr=subprocess.STDOUT,
             preexec_fn=UnitSandbox(SYSTEMD / "clinibox-web.service").apply)
     status: list[int] = []
@@ -426,7 +426,7 @@ def test_oneshot_commands_run_under_their_sandbox(unit, tmp_path):
     (command,) = unit_values(read_unit(SYSTEMD / unit), "Service", "ExecStart")
     arguments = [word.replace("%i", "clinibox.service") for word in command.split()[1:]]
     result = subprocess.run(
-        [sys.executable, "-m", "firmware_app.cli", *arguments, "--config", str(config)],
+        [sys.executable, "-m", "clinibox", *arguments, "--config", str(config)],
         capture_output=True, text=True, cwd=REPO, timeout=120,
         preexec_fn=UnitSandbox(SYSTEMD / unit).apply)
     assert result.returncode == 0, result.stderr
@@ -446,7 +446,7 @@ def test_the_native_dicom_receiver_runs_under_the_appliance_sandbox(tmp_path):
     log = tmp_path / "serve.log"
     with open(log, "w") as output:
         service = subprocess.Popen(
-            [sys.executable, "-m", "firmware_app.cli", "serve", "--config", str(config)],
+            [sys.executable, "-m", "clinibox", "serve", "--config", str(config)],
             stdout=output, stderr=subprocess.STDOUT, cwd=REPO,
             preexec_fn=UnitSandbox(SYSTEMD / "clinibox.service").apply)
     try:
@@ -462,7 +462,7 @@ def test_the_native_dicom_receiver_runs_under_the_appliance_sandbox(tmp_path):
 
 def status_line(config: Path) -> str:
     """`clinibox status` of the box at ``config``, as text."""
-    result = subprocess.run([sys.executable, "-m", "firmware_app.cli", "status", "--config",
+    result = subprocess.run([sys.executable, "-m", "clinibox", "status", "--config",
                              str(config), "--json"], capture_output=True, text=True, cwd=REPO,
                             timeout=120)
     counts = json.loads(result.stdout) if result.returncode == 0 else {}

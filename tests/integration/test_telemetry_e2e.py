@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware_app.contracts.envelope import Header, load_x25519_public, read_header, seal
+from clinibox_common.contracts.envelope import Header, load_x25519_public, read_header, seal
 from tests.canary import CanarySet, write_canary_studies
 from tests.integration.conftest import REPO, Box, send_as_modality, to_toml, wait_for
 from tests.mqtt_broker import (
@@ -52,7 +52,7 @@ RECEIVER_ID = "central-e2e"
 
 def clinibox(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the `clinibox` command line as a technician would."""
-    result = subprocess.run([sys.executable, "-m", "firmware_app.cli", *args],
+    result = subprocess.run([sys.executable, "-m", "clinibox", *args],
                             capture_output=True, text=True, cwd=REPO, timeout=120)
     if check and result.returncode != 0:
         raise AssertionError(f"clinibox {' '.join(args)} failed:\n{result.stderr}")
@@ -76,7 +76,7 @@ class Hospital:
         """`clinibox central serve` as a separate process."""
         handle = open(self.log, "a")  # noqa: SIM115 - owned by the child process
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "firmware_app.cli", "central", "serve", "--config",
+            [sys.executable, "-m", "clinibox", "central", "serve", "--config",
              str(self.config)], stdout=handle, stderr=subprocess.STDOUT, cwd=REPO)
 
     def stop_receiver(self) -> None:

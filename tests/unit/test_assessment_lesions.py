@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 
-from firmware_app.cli.table import main
-from firmware_app.imaging.decode import decode
-from firmware_app.inference.assessment import frame_blockers
-from firmware_app.inference.lesions import lesion_from_box
-from firmware_app.inference.postprocess import Box
+from clinibox.table import main
+from engine.imaging.decode import decode
+from engine.inference.assessment import frame_blockers
+from engine.inference.lesions import lesion_from_box
+from engine.inference.postprocess import Box
 from firmware_app.settings.box import Config
 from phantoms.dicom import ct_dataset, us_dataset, write_dicom
 from phantoms.images import generate

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from firmware_app.cli.table import main
-from firmware_app.contracts.egress import EgressRefused, check_message
+from clinibox.table import main
+from clinibox_common.contracts.egress import EgressRefused, check_message
 from firmware_app.storage import audit, audit_witness, db
 from firmware_app.storage.audit_chain import verify
 from firmware_app.storage.audit_schema import GENESIS_HASH, missing_triggers

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from converters.box_input import BoxFeed, box_input
-from firmware_app.imaging.sandbox import DecodeSandbox
+from engine.imaging.sandbox import DecodeSandbox
 from firmware_app.service.appliance import load_runner
 from firmware_app.settings import box as box_config
 from phantoms.dicom import ct_dataset, write_dicom

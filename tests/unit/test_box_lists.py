@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from firmware_app.contracts.heads import HeadsError, parse_heads
-from firmware_app.imaging.preprocess import letterbox
-from firmware_app.inference.box_lists import class_aware_nms, final_boxes, pairwise_iou
-from firmware_app.inference.heads import decoder_for
-from firmware_app.inference.postprocess import Box, iou, nms
+from clinibox_common.contracts.heads import HeadsError, parse_heads
+from engine.imaging.preprocess import letterbox
+from engine.inference.box_lists import class_aware_nms, final_boxes, pairwise_iou
+from engine.inference.heads import decoder_for
+from engine.inference.postprocess import Box, iou, nms
 
 
 def _brute_force(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, threshold: float,

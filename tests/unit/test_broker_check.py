@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from central import broker_check
-from central.cli import main as central_main
+from clinibox.central_command import main as central_main
 from tests.tls_certs import CertificateAuthority
 
 ACL = "\n".join([*broker_check.BOX_LINES, "", "user central-receiver",

@@ -11,11 +11,11 @@ import pytest
 
 from central import audit_witness
 from central.audit_witness import AuditHead, audit_head, verdict
-from central.cli import main
 from central.config import CentralConfig, HealthConfig
 from central.receiver import Receiver
 from central.report import AUDIT_ALARM_DAYS, build_report, render_table
 from central.store import Store
+from clinibox.central_command import main
 from tests.central_fixtures import (  # noqa: F401 (pytest fixtures)
     central_box,
     central_database,

@@ -27,16 +27,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from central import broker_check
-from central.cli import build_parser
-from central.cli import main as central_main
-from firmware_app.cli.table import main as clinibox_main
+from clinibox.central_command import build_parser
+from clinibox.central_command import main as central_main
+from clinibox.table import main as clinibox_main
 from tests.i18n_text import catalog_sentences, english_sentences, is_chinese
 from tests.unit.test_chinese_sweep import readable
 
 #: ``clinibox central`` commands not run here, each with why
 HOSPITAL_COMMANDS_SKIPPED = {
-    "serve": "a service: its records are the journal's, English (cli.SERVICE_COMMANDS)",
-    "web": "a service: its records are the journal's, English (cli.SERVICE_COMMANDS)",
+    "serve": "a service: its records are the journal's, English (central_command.SERVICE_COMMANDS)",
+    "web": "a service: its records are the journal's, English (central_command.SERVICE_COMMANDS)",
     "config": "prints the default configuration file for the IT person's editor, English "
               "like the box's 'clinibox config'",
 }
@@ -171,9 +171,9 @@ def site(tmp_path):
     from central.config import load
     from central.receiver import Receiver
     from central.store import Store
-    from firmware_app.contracts.enrolment import EnrolmentCode
-    from firmware_app.contracts.envelope import Header, load_x25519_private
-    from firmware_app.contracts.package_archive import pack
+    from clinibox_common.contracts.enrolment import EnrolmentCode
+    from clinibox_common.contracts.envelope import Header, load_x25519_private
+    from clinibox_common.contracts.package_archive import pack
     from tests import console_scene
     from tests.model_packages import make_package
     from tests.telemetry_payloads import Box, status_payload, summary_payload
@@ -309,7 +309,7 @@ def test_a_chinese_command_leaves_the_log_lines_to_the_journal(tmp_path, capsys,
     from central.config import load
     from central.receiver import Receiver
     from central.store import Store
-    from firmware_app.contracts.enrolment import EnrolmentCode
+    from clinibox_common.contracts.enrolment import EnrolmentCode
     from tests.telemetry_payloads import Box
 
     config = tmp_path / "central.toml"

@@ -14,7 +14,7 @@ import central.store as store_module
 from central.config import CentralConfig
 from central.receiver import INTERNAL_ERROR, OUTCOMES, MqttService, Receiver
 from central.store import StoreError
-from firmware_app.contracts.topics import topic
+from clinibox_common.contracts.topics import topic
 from tests.central_fixtures import (  # noqa: F401 (pytest fixtures)
     central_box,
     central_database,

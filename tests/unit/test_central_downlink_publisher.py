@@ -8,8 +8,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from central.downlink_publisher import MAX_RESEND_SECONDS, claim, release, resend_wait
 from central.store import Store
-from firmware_app.contracts import downlink
-from firmware_app.contracts.envelope import Header
+from clinibox_common.contracts import downlink
+from clinibox_common.contracts.envelope import Header
 from tests.telemetry_payloads import alert_payload, public_pem, status_payload
 
 NOW = 1_800_000_000.0

@@ -11,7 +11,7 @@ from central.config import HealthConfig
 from central.drift import EPSILON, MIN_REVIEWS, drift_warnings, psi, summed_histogram
 from central.report import build_report
 from central.store import Store
-from firmware_app.contracts.envelope import Header
+from clinibox_common.contracts.envelope import Header
 from tests.telemetry_payloads import public_pem, summary_payload
 
 BASE = [50, 40, 30, 20, 10, 8, 6, 4, 2, 1]

@@ -9,8 +9,8 @@ import pytest
 from central.config import HealthConfig
 from central.schema import VERSION
 from central.store import Store
-from firmware_app.contracts import downlink
-from firmware_app.contracts.envelope import Header
+from clinibox_common.contracts import downlink
+from clinibox_common.contracts.envelope import Header
 from tests.telemetry_payloads import status_payload, summary_payload
 
 NOW = 1_800_000_000.0
@@ -42,7 +42,7 @@ def test_status_sets_state_keeps_the_downlink_key_and_the_audit_head(store):
 
 
 def test_a_status_sets_the_runtime_and_its_fallback_and_the_console_says_so(store):
-    from central.console import labels
+    from central import labels
 
     store.store(Header("clinic-a", "box-1", "status", 1),
                 status_payload("heartbeat", runtime="openvino", runtime_fallback=1), NOW)
@@ -153,7 +153,7 @@ def test_clinics_are_named_and_refused_when_bad(store):
 
 
 def test_cli_clinic_set_and_list(tmp_path, capsys):
-    from central import cli
+    from clinibox import central_command as cli
 
     config = tmp_path / "central.toml"
     config.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/db/central.db"\n')

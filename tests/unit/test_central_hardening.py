@@ -21,13 +21,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from central.cli import Supervisor
 from central.config import CentralConfig, NotifyConfig
-from central.console.accounts import audit
 from central.downlink_publisher import PER_BOX, DownlinkPublisher, claim, resend_wait
 from central.notify import Delivery, Notifier, sign
 from central.receiver import FROM_THE_FUTURE, OUTCOMES, Receiver
 from central.store import Store
-from firmware_app.contracts import downlink
-from firmware_app.contracts.envelope import Header
+from central_console.accounts import audit
+from clinibox_common.contracts import downlink
+from clinibox_common.contracts.envelope import Header
 from tests.central_fixtures import (  # noqa: F401 (pytest fixtures)
     central_box,
     central_database,

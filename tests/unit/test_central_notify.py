@@ -12,7 +12,7 @@ import pytest
 from central.config import NotifyConfig
 from central.notify import Notifier, NotifyError, load_secret
 from central.store import Store
-from firmware_app.contracts.envelope import Header
+from clinibox_common.contracts.envelope import Header
 from tests.telemetry_payloads import alert_payload, status_payload
 from tests.webhook_sink import WebhookSink
 

@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from central.config import CentralConfig
 from central.receiver import OUTCOMES, Receiver
 from central.store import Store
-from firmware_app.contracts.envelope import Header, seal
-from firmware_app.contracts.topics import topic
+from clinibox_common.contracts.envelope import Header, seal
+from clinibox_common.contracts.topics import topic
 from tests.central_fixtures import (  # noqa: F401 (pytest fixtures)
     central_box,
     central_database,
@@ -192,7 +192,7 @@ def test_a_message_older_than_the_limit_is_refused_and_counted(receiver, store, 
 def test_what_a_box_sent_before_its_enrolment_is_received_when_it_is_enrolled(store, hospital):
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    from firmware_app.contracts.downlink import key_text
+    from clinibox_common.contracts.downlink import key_text
     from tests.telemetry_payloads import status_payload
 
     key = key_text(X25519PrivateKey.generate().public_key())

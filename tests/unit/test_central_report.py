@@ -7,12 +7,12 @@ import json
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from central import cli
 from central import config as central_config
 from central.config import HealthConfig
 from central.report import build_report, format_duration, render_table
 from central.store import Store
-from firmware_app.contracts.envelope import Header
+from clinibox import central_command as cli
+from clinibox_common.contracts.envelope import Header
 from tests.telemetry_payloads import alert_payload, public_pem, status_payload, summary_payload
 
 NOW = 1_700_100_000.0

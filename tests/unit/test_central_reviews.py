@@ -9,8 +9,8 @@ import pytest
 
 from central.reviews import ReviewError
 from central.store import Store
-from firmware_app.contracts import downlink
-from firmware_app.contracts.envelope import Header
+from clinibox_common.contracts import downlink
+from clinibox_common.contracts.envelope import Header
 from tests.telemetry_payloads import alert_payload
 
 NOW = 1_800_000_000.0
@@ -114,7 +114,7 @@ def test_a_follow_ups_audit_row_keeps_its_months(store):
 
 
 def test_cli_review_defaults_to_the_unix_user(tmp_path, store, capsys):
-    from central import cli
+    from clinibox import central_command as cli
 
     config = tmp_path / "central.toml"
     config.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/db/central.db"\n')

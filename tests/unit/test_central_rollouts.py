@@ -14,9 +14,9 @@ import pytest
 
 from central import rollouts
 from central.store import Store
-from firmware_app.contracts import downlink, signing
-from firmware_app.contracts.envelope import Header
-from firmware_app.contracts.package_archive import pack
+from clinibox_common.contracts import downlink, signing
+from clinibox_common.contracts.envelope import Header
+from clinibox_common.contracts.package_archive import pack
 from tests.model_packages import make_package
 from tests.telemetry_payloads import Box, alert_payload, hospital_keys, status_payload
 

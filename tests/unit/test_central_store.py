@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from central.schema import VERSION
 from central.sql import Database, StoreError, sqlite_path
 from central.store import EnrolmentConflict, Store
-from firmware_app.contracts.envelope import Header
-from firmware_app.contracts.signing import key_id
+from clinibox_common.contracts.envelope import Header
+from clinibox_common.contracts.signing import key_id
 from tests.telemetry_payloads import alert_payload, public_pem, status_payload, summary_payload
 
 #: The schema clinibox central wrote before boxes were keyed by (clinic, device).

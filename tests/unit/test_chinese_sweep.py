@@ -6,9 +6,9 @@ stream lost):
 
 * every route of the viewer (``web/app.py``'s ``url_map``, so a new page cannot be
   forgotten) as a technician and as a clinician;
-* every route of the hospital's console (``central/console/app.py``) over
+* every route of the hospital's console (``central_console/app.py``) over
   ``tests/console_scene.py``'s day, as an admin and as a radiologist;
-* every ``clinibox`` command a person reads (``firmware_app/cli/table.py``'s ``COMMANDS``)
+* every ``clinibox`` command a person reads (``clinibox/table.py``'s ``COMMANDS``)
   with ``LANG=zh_CN.UTF-8``.
 
 Each fails on a run of English words or a catalog sentence (``tests/i18n_text.py``), and a
@@ -30,17 +30,17 @@ from typing import Any
 
 import pytest
 
-from firmware_app.cli.table import COMMANDS, main
+from clinibox.table import COMMANDS, main
 from firmware_app.settings.box import PacsDestination
 from firmware_app.settings.live import LiveSource
 from firmware_app.storage import audit, db, download_progress, model_offers
 from firmware_app.storage.live_frames import live_root, write_stopped
 from firmware_app.telemetry.messages import device_event, queue_device_event
+from firmware_app.words import labels
 from tests.box_events import EVENTS, record_events
 from tests.i18n_text import catalog_sentences, english_sentences, is_chinese, visible_text
 from tests.viewer_state import CLINICIAN, TECHNICIAN
 from tests.web_client import ViewerClient
-from web import labels
 from web.app import create_app
 
 ZH = "zh-CN,zh;q=0.9,en;q=0.5"
@@ -152,7 +152,7 @@ def box(request, viewer, tmp_path, monkeypatch):
 
 def _live_session(config) -> None:
     """A session open on us-1 that kept a key frame (the page and its script list it)."""
-    from firmware_app.contracts.statuses import LiveKept
+    from clinibox_common.contracts.statuses import LiveKept
     from firmware_app.storage import live_sessions
 
     conn = db.connect(config.database_path)
@@ -357,9 +357,9 @@ def test_recorded_english_is_data_only():
 def console(tmp_path):
     """A console over the scene's day (as test_console_story builds it): (app, scene)."""
     from central.config import CentralConfig
-    from central.console.accounts import ConsoleAccounts
-    from central.console.app import create_app as console_app
     from central.store import Store
+    from central_console.accounts import ConsoleAccounts
+    from central_console.app import create_app as console_app
     from tests import console_scene
     from tests.unit.test_console_web import ADMIN, RADIOLOGIST
 

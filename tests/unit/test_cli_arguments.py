@@ -8,11 +8,11 @@ import io
 
 import pytest
 
-from central.cli import build_parser as central_parser
+from clinibox.central_command import build_parser as central_parser
+from clinibox.table import build_parser, main
+from clinibox_common.arguments import CommandParser
+from clinibox_common.bundled import DEMO_PUBLIC_KEY
 from converters.cli import build_parser as converter_parser
-from firmware_app.arguments import CommandParser
-from firmware_app.cli.table import build_parser, main
-from firmware_app.settings.box import DEMO_PUBLIC_KEY
 from tests.model_packages import DEMO
 
 
@@ -73,7 +73,7 @@ def test_every_command_parses_intermixed(name, parser):
 
 
 def test_each_command_in_the_table_is_registered_by_its_module():
-    from firmware_app.cli.table import COMMANDS
+    from clinibox.table import COMMANDS
 
     for name in COMMANDS:
         parser = build_parser(name)
@@ -86,7 +86,7 @@ def test_a_command_imports_only_its_own_module():
     import sys
     from pathlib import Path
 
-    probe = ("import sys\nfrom firmware_app.cli.table import build_parser\n"
+    probe = ("import sys\nfrom clinibox.table import build_parser\n"
              "build_parser('status').parse_args(['status'])\n"
              "print(sorted(m for m in ('firmware_app.ops.provision', 'firmware_app.ops.selftest',"
              " 'firmware_app.ingest.usb_mount', 'firmware_app.cli.model', 'pynetdicom', 'paho',"

@@ -20,6 +20,8 @@ from pydicom import dcmread
 from pydicom.fileset import FileSet
 from pydicom.uid import generate_uid
 
+from clinibox.table import main
+from clinibox_common.errors import CliniboxError
 from firmware_app.cli import batch_paths
 from firmware_app.cli.batch_labels import evaluate, match_labels, read_labels
 from firmware_app.cli.batch_paths import (
@@ -34,8 +36,6 @@ from firmware_app.cli.batch_paths import (
 from firmware_app.cli.batch_stats import diagnostic_accuracy
 from firmware_app.cli.batch_studies import FileResult, roll_up_studies
 from firmware_app.cli.svg_charts import bar_chart, histogram_bins, wrap_label
-from firmware_app.cli.table import main
-from firmware_app.errors import CliniboxError
 from phantoms.dicom import ct_dataset, default_identity, write_dicom, write_image
 from phantoms.images import generate
 

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from firmware_app.cli import main
+from clinibox.table import main
 from firmware_app.cli.language import ENGLISH_COMMANDS, command_language
 from firmware_app.ops.selftest import FAIL, PASS, SKIP, WARN, Check, render_table
 from tests.i18n_text import english_sentences, is_chinese
@@ -77,7 +77,7 @@ def test_the_selftest_table_in_chinese(config_path, capsys, monkeypatch):
     assert "注意" in rows["签名密钥"] and "仅供演示" in rows["签名密钥"]
     assert lines[-1].startswith("自检未通过：设备身份（通过 ")
     # columns line up on a terminal: each status starts at the same column
-    from firmware_app.i18n.text import display_width
+    from clinibox_common.i18n.text import display_width
 
     starts = {display_width(line[:line.index(word)]) for line in lines[1:-1]
               for word in ("通过", "注意", "跳过", "失败") if f"  {word}  " in line}
@@ -96,7 +96,7 @@ def test_the_selftest_table_in_chinese(config_path, capsys, monkeypatch):
 
 
 def test_render_table_in_english_is_unchanged():
-    from firmware_app.i18n import use_locale
+    from clinibox_common.i18n import use_locale
 
     checks = [Check("clock", PASS, "fine"), Check("broker", SKIP, "none"),
               Check("disk space", WARN, "low"), Check("DICOM echo", FAIL, "no")]

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from firmware_app.cli.table import main
+from clinibox.table import main
 from phantoms.dicom import ct_dataset, write_dicom, write_image
 from phantoms.images import generate
 

@@ -14,7 +14,7 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate, generate_frames
 
-from firmware_app.imaging.codestream import (
+from engine.imaging.codestream import (
     StreamMismatch,
     check_frames,
     j2k_facts,

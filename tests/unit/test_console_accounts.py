@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from central.cli import main
-from central.console.accounts import AccountError, ConsoleAccounts, ConsoleSessions
 from central.store import Store
+from central_console.accounts import AccountError, ConsoleAccounts, ConsoleSessions
+from clinibox.central_command import main
 from webcore.sessions import SessionRule
 
 

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from central.config import CentralConfig
-from central.console.accounts import ConsoleAccounts
-from central.console.app import create_app
 from central.intake import Intake
 from central.store import Store
+from central_console.accounts import ConsoleAccounts
+from central_console.app import create_app
 from tests.browser import ARTIFACTS, headless_chromium, serving
 from tests.i18n_text import english_sentences
 from tests.unit.test_console_story_browser import OVERFLOW, _log_in

@@ -9,13 +9,14 @@ import re
 import time
 from typing import Any
 
-from central.console import charts, labels, queries
-from firmware_app.contracts.downlink import VERDICTS, verdict_words
-from firmware_app.i18n import formats, use_locale
+from central import labels
+from central_console import charts, queries
+from clinibox_common.contracts.downlink import VERDICTS, verdict_words
+from clinibox_common.i18n import formats, use_locale
+from firmware_app.words import labels as viewer_labels
 from tests.unit import test_console_web as base
 from tests.unit.test_console_web import ADMIN, RADIOLOGIST, _alert, _box, _client, _clinic, _db
 from tests.web_client import csrf_token
-from web import labels as viewer_labels
 
 #: the console over a fresh SQLite store (``test_console_web``'s fixture)
 console = base.console

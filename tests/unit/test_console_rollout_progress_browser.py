@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from firmware_app.contracts.envelope import Header
+from clinibox_common.contracts.envelope import Header
 from firmware_app.telemetry.messages import device_event
 from tests.browser import ARTIFACTS, headless_chromium, serving
 from tests.i18n_text import english_sentences

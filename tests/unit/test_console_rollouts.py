@@ -1,4 +1,4 @@
-"""The console's model rollouts (central/console/views_rollouts.py): the list and a rollout's
+"""The console's model rollouts (central_console/views_rollouts.py): the list and a rollout's
 page in words, hold / resume / roll back (admin only, CSRF), starting one from
 ``[rollouts] packages_dir`` with a confirmation, and the drift page's proposals."""
 
@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from central import rollouts
+from central import labels, rollouts
 from central.config import CentralConfig
-from central.console import labels, queries
-from central.console.accounts import ConsoleAccounts
-from central.console.app import create_app
 from central.store import Store
-from firmware_app.contracts import signing
-from firmware_app.contracts.package_archive import pack
+from central_console import queries
+from central_console.accounts import ConsoleAccounts
+from central_console.app import create_app
+from clinibox_common.contracts import signing
+from clinibox_common.contracts.package_archive import pack
 from tests.model_packages import DEMO_PRIVATE_KEY, make_package
 from tests.telemetry_payloads import Box, hospital_keys
 from tests.unit.test_console_web import ADMIN, RADIOLOGIST, ConsoleClient
@@ -359,8 +359,8 @@ def test_a_rollouts_page_shows_each_boxs_download_as_it_reported_it(console, arc
     """A box downloading the package says so at each tenth (``received_bytes``,
     ``total_bytes`` on its ``downloading`` events): the rollout's page shows bytes, percent,
     the rate and the minutes left from its last two reports, in English and Chinese."""
-    from firmware_app.contracts.egress import check_message
-    from firmware_app.contracts.envelope import Header
+    from clinibox_common.contracts.egress import check_message
+    from clinibox_common.contracts.envelope import Header
     from firmware_app.telemetry.messages import device_event
     from tests.i18n_text import english_sentences, visible_text
 

@@ -19,13 +19,14 @@ from typing import Any
 
 import pytest
 
+from central import labels
 from central.config import CentralConfig
-from central.console import box_story, labels
-from central.console.accounts import ConsoleAccounts
-from central.console.app import create_app
 from central.store import Store
-from firmware_app.contracts import probability_words
-from firmware_app.i18n import use_locale
+from central_console import box_story
+from central_console.accounts import ConsoleAccounts
+from central_console.app import create_app
+from clinibox_common.contracts import probability_words
+from clinibox_common.i18n import use_locale
 from tests import console_scene
 from tests.i18n_text import catalog_sentences, english_sentences, is_chinese, visible_text
 from tests.unit.test_console_web import ADMIN, RADIOLOGIST, ConsoleClient
@@ -220,7 +221,7 @@ def test_ages_and_audit_heads_in_words():
 
 
 def test_the_console_writes_a_probability_as_the_box_does():
-    from web import wording
+    from firmware_app.words import wording
 
     for language in ("en", "zh_CN"):
         with use_locale(language):

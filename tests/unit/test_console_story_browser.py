@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from central.config import CentralConfig
-from central.console.accounts import ConsoleAccounts
-from central.console.app import create_app
 from central.store import Store
+from central_console.accounts import ConsoleAccounts
+from central_console.app import create_app
 from tests import console_scene
 from tests.browser import ARTIFACTS, headless_chromium, serving
 from tests.i18n_text import english_sentences

@@ -1,4 +1,4 @@
-"""The hospital's console (central/console): login, roles, worklist, poll, review, fleet, drift."""
+"""The hospital's console (central_console): login, roles, worklist, poll, review, fleet, drift."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from central.config import CentralConfig
-from central.console import charts
-from central.console.accounts import ConsoleAccounts
-from central.console.app import create_app
 from central.store import Store
+from central_console import charts
+from central_console.accounts import ConsoleAccounts
+from central_console.app import create_app
 from tests.web_client import ViewerClient, csrf_token, page_sources
 
 RADIOLOGIST = ("rad1", "Correct-Horse-91")
@@ -293,7 +293,7 @@ def test_templates_have_no_inline_script_or_style():
 
 
 def test_an_alert_page_shows_the_assessment_and_lesions_the_box_sent(console):
-    from firmware_app.contracts.envelope import Header
+    from clinibox_common.contracts.envelope import Header
     from tests.telemetry_payloads import alert_payload
 
     store = console.config["CONSOLE"].store

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from clinibox_common.contracts.heads import parse_heads
 from converters.box_lists import box_gate_failures, compare_boxes, report_section
 from converters.image_score import BoxScore
 from converters.verify import Gate, check_gate
-from firmware_app.contracts.heads import parse_heads
-from firmware_app.inference.box_lists import top_score
+from engine.inference.box_lists import top_score
 
 HEAD = {"kind": "detection", "layout": "yolo", "output": "candidates", "objectness": True,
         "activation": "sigmoid", "labels": ["background", "lesion", "cyst"],

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from clinibox_common.errors import EXIT_USAGE, run_command
 from converters import case_file
 from converters.case_file import MAX_DEPTH, nesting_depth
 from converters.data import DataError
 from converters.feedback import CASE_FILE, labelled_images
-from firmware_app.errors import EXIT_USAGE, run_command
 
 IMAGE = {"file": "IMAGE0001.dcm", "assessment": "finding", "finding": True,
          "verdict": "disagree"}

@@ -8,7 +8,7 @@ from PIL import Image
 
 from converters.config import ConvertConfigError, build
 from converters.data import DataError, Preprocessing, assign_splits, load_data, load_folder
-from firmware_app.imaging.preprocess import letterbox_grey
+from engine.imaging.preprocess import letterbox_grey
 from phantoms.dicom import us_dataset, write_dicom
 from phantoms.images import generate
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from clinibox_common.contracts.heads import parse_validated_range
 from converters.ood import (
     MAX_FEATURES,
     fit_projection,
@@ -12,7 +13,6 @@ from converters.ood import (
     flagged_share,
     projection_size,
 )
-from firmware_app.contracts.heads import parse_validated_range
 
 
 def test_projection_size_keeps_four_rows_per_dimension():

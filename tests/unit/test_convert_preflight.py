@@ -13,7 +13,7 @@ from converters.config import ConvertConfig, ConvertConfigError, default_name, p
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = """
 import sys
-from firmware_app.cli import main
+from clinibox.table import main
 status = main(sys.argv[1:])
 print("STATUS", status, "TORCH", "torch" in sys.modules)
 """

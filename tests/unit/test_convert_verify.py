@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from clinibox_common.errors import EXIT_USAGE
 from converters.config import ConvertConfigError
 from converters.spec import ModelSpec
 from converters.verify import (
@@ -28,7 +29,6 @@ from converters.verify import (
     source_metrics,
     weaknesses,
 )
-from firmware_app.errors import EXIT_USAGE
 
 BINARY = ModelSpec(input_shape=(1, 1, 32, 32), output_names=("logit", "heatmap"),
                    score_output="logit")

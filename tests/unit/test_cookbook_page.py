@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from firmware_app.settings.box import REPO_ROOT
+from clinibox_common.bundled import REPO_ROOT
 
 PAGE = REPO_ROOT / "docs" / "model-makers" / "cookbook.md"
 EXAMPLES = REPO_ROOT / "examples" / "model-makers"

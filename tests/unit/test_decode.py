@@ -13,8 +13,8 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, pixel_array
 
-from firmware_app.imaging import decode as decode_module
-from firmware_app.imaging.decode import (
+from engine.imaging import decode as decode_module
+from engine.imaging.decode import (
     DecodeError,
     decode,
     decode_guard,
@@ -22,8 +22,8 @@ from firmware_app.imaging.decode import (
     open_dataset,
     select_frames,
 )
-from firmware_app.imaging.wrap import is_picture
-from firmware_app.settings.box import LimitsConfig
+from engine.imaging.wrap import is_picture
+from engine.settings import LimitsConfig
 from tests.corpus import build_malformed_corpus, data_file, image_dataset, to_bytes, write
 
 LIMITS = LimitsConfig()

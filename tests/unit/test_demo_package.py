@@ -11,19 +11,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from clinibox_common.bundled import DEMO_PUBLIC_KEY, REPO_ROOT
+from clinibox_common.contracts import signing
+from clinibox_common.contracts.heads import parse_heads, parse_validated_range
+from clinibox_common.contracts.manifest import PackageError
 from demo.metrics import real_images
 from demo.model import SEEDS
-from firmware_app.contracts import signing
-from firmware_app.contracts.heads import parse_heads, parse_validated_range
-from firmware_app.contracts.manifest import PackageError
-from firmware_app.imaging.preprocess import get_preprocessor, letterbox_grey
-from firmware_app.inference.heads import decoder_for
-from firmware_app.inference.masks import axes
-from firmware_app.inference.postprocess import sigmoid
-from firmware_app.inference.validated_range import RangeGuard
-from firmware_app.models.package import load_package
-from firmware_app.models.stages import load_stage
-from firmware_app.settings.box import DEMO_PUBLIC_KEY, REPO_ROOT, RuntimeConfig
+from engine.imaging.preprocess import get_preprocessor, letterbox_grey
+from engine.inference.heads import decoder_for
+from engine.inference.masks import axes
+from engine.inference.postprocess import sigmoid
+from engine.inference.validated_range import RangeGuard
+from engine.model_package import load_package
+from engine.model_stages import load_stage
+from engine.settings import RuntimeConfig
 from phantoms.images import dataset_plan, dataset_sample
 
 PACKAGE = REPO_ROOT / "models" / "clinibox-demo-lesion" / "1.0.0"

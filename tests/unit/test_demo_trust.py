@@ -8,12 +8,13 @@ import shutil
 
 import pytest
 
-from firmware_app.contracts.manifest import PackageError
-from firmware_app.contracts.signing import generate_key_pair
-from firmware_app.models.package import load_package
+from clinibox_common.bundled import DEMO_PUBLIC_KEY
+from clinibox_common.contracts.manifest import PackageError
+from clinibox_common.contracts.signing import generate_key_pair
+from engine.model_package import load_package
 from firmware_app.models.store import resolve_package_root
 from firmware_app.ops.selftest import FAIL, PASS, WARN, check_signing_keys
-from firmware_app.settings.box import DEMO_PUBLIC_KEY, DEMO_TRUST_WARNING, from_dict
+from firmware_app.settings.box import DEMO_TRUST_WARNING, from_dict
 from firmware_app.storage import db
 from firmware_app.storage.accounts import Accounts
 from tests.web_client import ViewerClient
@@ -25,8 +26,8 @@ def box(tmp_path, **models):
 
 
 def test_the_demo_key_id_is_the_bundled_keys():
-    from firmware_app.contracts.signing import key_id, load_public_key
-    from firmware_app.settings.box import DEMO_KEY_ID
+    from clinibox_common.bundled import DEMO_KEY_ID
+    from clinibox_common.contracts.signing import key_id, load_public_key
 
     assert key_id(load_public_key(DEMO_PUBLIC_KEY)) == DEMO_KEY_ID
 

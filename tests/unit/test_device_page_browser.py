@@ -12,10 +12,10 @@ import pytest
 
 from firmware_app.storage import audit, db, download_progress, model_offers
 from firmware_app.telemetry.messages import device_event, queue_device_event
+from firmware_app.words import labels
 from tests.browser import ARTIFACTS, headless_chromium, serving
 from tests.i18n_text import english_sentences
 from tests.viewer_state import TECHNICIAN
-from web import labels
 
 pytestmark = pytest.mark.slow
 

@@ -20,8 +20,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 
-from firmware_app.contracts import dicom_outputs
-from firmware_app.contracts.dicom_outputs import (
+from clinibox_common.contracts import dicom_outputs
+from clinibox_common.contracts.dicom_outputs import (
     DICOM_OUTPUTS,
     NEEDS,
     OutputInfo,

@@ -38,6 +38,13 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.sr.codedict import codes
 
+from clinibox_common.bundled import REPO_ROOT
+from engine.imaging import annotate
+from engine.imaging.decode import decode, decode_guard, frame_pixels, open_dataset
+from engine.imaging.preview import frame_preview
+from engine.inference.lesions import lesion_from_box
+from engine.inference.postprocess import Box
+from engine.settings import LimitsConfig
 from firmware_app.dicom_out.document import Document
 from firmware_app.dicom_out.seg import rasterise
 from firmware_app.dicom_out.study_documents import (
@@ -46,12 +53,7 @@ from firmware_app.dicom_out.study_documents import (
     ModelIdentity,
     study_documents,
 )
-from firmware_app.imaging import annotate
-from firmware_app.imaging.decode import decode, decode_guard, frame_pixels, open_dataset
-from firmware_app.imaging.preview import frame_preview
-from firmware_app.inference.lesions import lesion_from_box
-from firmware_app.inference.postprocess import Box
-from firmware_app.settings.box import REPO_ROOT, Config, LimitsConfig
+from firmware_app.settings.box import Config
 from firmware_app.storage.results import ResultStore
 from phantoms.dicom import us_dataset, us_multiframe_dataset, write_dicom
 from phantoms.images import generate, generate_sweep
@@ -589,7 +591,7 @@ def ct_series(tmp_path_factory) -> PhantomSeries:
 def _truth_record(truth, spacing: tuple[float, float], segmented: bool) -> dict:
     """A stored lesion record made by the box's own lesion code from a slice's truth: its
     mask and outline when ``segmented``, else its box alone."""
-    from firmware_app.inference.masks import simplify, trace_contour
+    from engine.inference.masks import simplify, trace_contour
 
     row, column = truth.origin
     contour = tuple((float(x + column), float(y + row)) for y, x in

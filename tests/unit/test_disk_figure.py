@@ -9,8 +9,8 @@ import math
 import os
 import subprocess
 
-from firmware_app.cli import main
-from firmware_app.i18n import use_locale
+from clinibox.table import main
+from clinibox_common.i18n import use_locale
 from firmware_app.ops.selftest import check_disk
 from firmware_app.storage import db, disk
 from firmware_app.storage.outbox import Outbox

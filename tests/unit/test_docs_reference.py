@@ -88,8 +88,8 @@ def test_the_config_page_shows_defaults_limits_and_help(hook):
 def test_the_cli_page_names_every_command_and_option(hook):
     import argparse
 
-    from central import cli as central_cli
-    from firmware_app.cli import table
+    from clinibox import central_command as central_cli
+    from clinibox import table
 
     page = hook.cli_page()
     for name in (*table.COMMANDS, *table.HANDED_ON):
@@ -116,7 +116,7 @@ def test_the_cli_page_names_every_command_and_option(hook):
 
 
 def test_the_egress_page_names_every_kind_and_field(hook):
-    from firmware_app.contracts import egress
+    from clinibox_common.contracts import egress
 
     page = hook.egress_page()
 
@@ -141,7 +141,7 @@ def test_the_egress_page_names_every_kind_and_field(hook):
 
 
 def test_the_manifest_page_names_every_key_format_and_head(hook):
-    from firmware_app.contracts import backends, heads, manifest
+    from clinibox_common.contracts import backends, heads, manifest
 
     page = hook.manifest_page()
     demo = json.loads((REPO / "models" / "clinibox-demo-lesion" / "1.0.0" / "manifest.json")
@@ -157,7 +157,7 @@ def test_the_manifest_page_names_every_key_format_and_head(hook):
 def test_the_reasons_page_names_every_code_or_says_it_is_not_here(hook):
     page = hook.reasons_page()
     try:
-        reasons = importlib.import_module("firmware_app.contracts.reasons")
+        reasons = importlib.import_module("clinibox_common.contracts.reasons")
     except ImportError:
         assert "not in this tree yet" in page
         return
@@ -169,7 +169,7 @@ def test_the_statuses_page_names_every_enum_and_value(hook):
 
     page = hook.statuses_page()
     try:
-        statuses = importlib.import_module("firmware_app.contracts.statuses")
+        statuses = importlib.import_module("clinibox_common.contracts.statuses")
     except ImportError:
         assert "not in this tree yet" in page
         return
@@ -185,7 +185,7 @@ def test_the_statuses_page_names_every_enum_and_value(hook):
 def test_the_dicom_outputs_page_names_every_output(hook):
     page = hook.dicom_outputs_page()
     try:
-        outputs = importlib.import_module("firmware_app.contracts.dicom_outputs")
+        outputs = importlib.import_module("clinibox_common.contracts.dicom_outputs")
     except ImportError:
         assert "not in this tree yet" in page
         return
@@ -333,7 +333,7 @@ def test_the_config_page_names_every_converter_key_with_its_meaning(hook):
 
 
 def test_the_egress_page_gives_every_field_and_header_field_a_meaning(hook):
-    from firmware_app.contracts import egress, envelope
+    from clinibox_common.contracts import egress, envelope
 
     page = hook.egress_page()
     for kind in egress.KINDS:
@@ -360,7 +360,7 @@ def _manifest_paths(value, prefix=""):
 
 
 def test_the_manifest_page_describes_every_key_of_a_complete_manifest(hook):
-    from firmware_app.contracts import manifest
+    from clinibox_common.contracts import manifest
 
     demo = json.loads((REPO / "models" / "clinibox-demo-lesion" / "1.0.0" / "manifest.json")
                       .read_text(encoding="utf-8"))
@@ -383,8 +383,8 @@ def test_the_manifest_page_describes_every_key_of_a_complete_manifest(hook):
 
 
 def test_the_reasons_page_words_every_code_in_english_and_chinese(hook):
-    from firmware_app.contracts import reasons
-    from firmware_app.i18n import translations
+    from clinibox_common.contracts import reasons
+    from clinibox_common.i18n import translations
 
     page = hook.reasons_page()
     rows = _rows(page.split("\n## ", 1)[0])
@@ -413,9 +413,9 @@ def test_the_reasons_page_names_every_refusal_and_event_code_with_its_meaning(ho
 
 
 def test_the_statuses_page_gives_each_member_its_meaning_and_labels(hook):
-    from firmware_app.contracts.statuses import InstanceStatus, Verdict
-    from firmware_app.i18n import gettext, use_locale
-    from web import labels
+    from clinibox_common.contracts.statuses import InstanceStatus, Verdict
+    from clinibox_common.i18n import gettext, use_locale
+    from firmware_app.words import labels
 
     page = hook.statuses_page()
     for heading in [line for line in page.splitlines() if line.startswith("## `")]:

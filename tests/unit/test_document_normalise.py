@@ -16,6 +16,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from engine.imaging.dataset_values import valid_uid
 from firmware_app.dicom_out import codes
 from firmware_app.dicom_out.source_header import (
     MAX_LENGTH,
@@ -24,7 +25,6 @@ from firmware_app.dicom_out.source_header import (
     normalise,
 )
 from firmware_app.dicom_out.sr import _sizes
-from firmware_app.imaging.dataset_values import valid_uid
 from firmware_app.storage import db
 
 CONTROLS = "".join(chr(c) for c in range(32) if chr(c) not in "\t\n\f\r") + "\x7f"

@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from central.bundle import issue_client_certificate, load_ca, make_bundle
-from firmware_app.contracts.enrolment import (
+from clinibox_common.bundled import DEMO_PUBLIC_KEY
+from clinibox_common.contracts.enrolment import (
     SCHEMA,
     EnrolmentBundle,
     EnrolmentCode,
@@ -27,8 +28,7 @@ from firmware_app.contracts.enrolment import (
     read_bundle,
     write_bundle,
 )
-from firmware_app.contracts.signing import key_id
-from firmware_app.settings.box import DEMO_PUBLIC_KEY
+from clinibox_common.contracts.signing import key_id
 from tests.tls_certs import CertificateAuthority
 
 NOW = dt.datetime.now(dt.timezone.utc)

@@ -11,8 +11,8 @@ import json
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware_app.contracts import envelope as env
-from firmware_app.contracts.envelope import EnvelopeError, Header, open_envelope, read_header
+from clinibox_common.contracts import envelope as env
+from clinibox_common.contracts.envelope import EnvelopeError, Header, open_envelope, read_header
 from tests.envelope_forge import deep_header, long_seq_header, seal_raw
 from tests.telemetry_payloads import alert_payload, hospital_keys, status_payload
 

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from firmware_app import errors
-from firmware_app.contracts.manifest import PackageError
-from firmware_app.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, CliniboxError, run_command
-from firmware_app.settings.loader import ConfigError
+from clinibox_common import errors
+from clinibox_common.contracts.manifest import PackageError
+from clinibox_common.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, CliniboxError, run_command
+from clinibox_common.settings_loader import ConfigError
 from firmware_app.storage.spool import SpoolFull
+from tests.packages import PACKAGES
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("firmware_app", "web", "webcore", "central", "converters")
 BUILTIN_EXCEPTIONS = {
     name for name, value in vars(builtins).items()
     if isinstance(value, type) and issubclass(value, BaseException)
@@ -57,7 +57,7 @@ def test_exit_statuses_are_defined_once():
               for p in (ROOT / package).rglob("*.py")
               if "= 0, 1, 2" in p.read_text(encoding="utf-8")
               or "EXIT_OK = " in p.read_text(encoding="utf-8")]
-    assert copies == ["firmware_app/errors.py"]
+    assert copies == ["clinibox_common/errors.py"]
     assert (EXIT_OK, EXIT_FAIL, EXIT_USAGE) == (0, 1, 2)
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from firmware_app.i18n import use_locale
+from clinibox_common.i18n import use_locale
 from firmware_app.storage import db, event_codes
+from firmware_app.words import event_words
 from tests.i18n_text import english_sentences, is_chinese, visible_text
-from web import audit_words, event_words
+from web import audit_words
 
 #: one code of every kind the box records (``storage/event_codes.py``, the downlink's), and
 #: a part of it the words must name

@@ -22,9 +22,9 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from clinibox.table import main
 from converters.data import Preprocessing
 from converters.feedback import feedback_label, labelled_images, load_feedback_cases
-from firmware_app.cli import main
 from firmware_app.storage.audit_query import AuditQuery, read_rows
 from firmware_app.storage.exports import exports_of_study
 from firmware_app.storage.studies import record_feedback

@@ -31,7 +31,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from firmware_app.cli import main
+from clinibox.table import main
 from firmware_app.dicom_out import pixel_ocr
 from firmware_app.dicom_out.export import ExportError, export_study
 from firmware_app.settings.box import Config

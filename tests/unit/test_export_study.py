@@ -20,8 +20,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from firmware_app.cli import main
-from firmware_app.contracts.study_reference import study_ref
+from clinibox.table import main
+from clinibox_common.contracts.study_reference import study_ref
 from firmware_app.dicom_out.export import ExportError, export_study
 from firmware_app.settings.box import Config
 from firmware_app.storage import db

@@ -8,15 +8,15 @@ import math
 import numpy as np
 import pytest
 
-from firmware_app.contracts.heads import HeadsError, parse_heads, parse_validated_range
-from firmware_app.contracts.manifest import PackageError, check_schema
-from firmware_app.imaging.preprocess import letterbox
-from firmware_app.inference.heads import HeadsDecoder, decoder_for, manifest_heads
-from firmware_app.inference.lesions import lesion_from_box
-from firmware_app.inference.masks import Axes, axes, axes_at, components, trace_contour
-from firmware_app.inference.postprocess import Box, FrameFindings
-from firmware_app.inference.tracking import study_summary, track_lesions
-from firmware_app.inference.validated_range import RangeGuard
+from clinibox_common.contracts.heads import HeadsError, parse_heads, parse_validated_range
+from clinibox_common.contracts.manifest import PackageError, check_schema
+from engine.imaging.preprocess import letterbox
+from engine.inference.heads import HeadsDecoder, decoder_for, manifest_heads
+from engine.inference.lesions import lesion_from_box
+from engine.inference.masks import Axes, axes, axes_at, components, trace_contour
+from engine.inference.postprocess import Box, FrameFindings
+from engine.inference.tracking import study_summary, track_lesions
+from engine.inference.validated_range import RangeGuard
 
 HEADS = [
     {"kind": "detection", "score_output": "lesion_logit", "heatmap_output": "centre_heatmap",
@@ -240,8 +240,8 @@ def test_the_validated_range_scores_frames_by_mahalanobis_distance():
 
 
 def test_the_range_measures_the_inputs_own_statistics_in_float_before_the_features():
-    from firmware_app.contracts.heads import ImageStatistics
-    from firmware_app.inference.validated_range import image_statistics
+    from clinibox_common.contracts.heads import ImageStatistics
+    from engine.inference.validated_range import image_statistics
 
     statistics = ImageStatistics(levels=(0.25, 0.75), scales=(1, 2))
     grey = np.zeros((4, 6), np.float32)
@@ -289,7 +289,7 @@ def _us_with_text() -> tuple[np.ndarray, tuple[int, int]]:
 
 
 def test_a_heatmap_hot_on_burned_in_text_is_flagged_and_on_tissue_is_not():
-    from firmware_app.inference.hotspot import hot_spot_on_annotation
+    from engine.inference.hotspot import hot_spot_on_annotation
 
     image, (ty, tx) = _us_with_text()
     heat = np.zeros((30, 40), np.float32)
@@ -303,7 +303,7 @@ def test_a_heatmap_hot_on_burned_in_text_is_flagged_and_on_tissue_is_not():
 
 
 def test_an_instance_is_outside_when_at_least_half_its_frames_are():
-    from firmware_app.inference.validated_range import RangeScore, instance_outside
+    from engine.inference.validated_range import RangeScore, instance_outside
 
     inside, outside = RangeScore(1.0, 9.0), RangeScore(20.0, 9.0)
     assert not instance_outside([])

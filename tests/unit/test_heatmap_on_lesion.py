@@ -12,6 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clinibox_common.contracts.heads import (
+    HeadsError,
+    OnLesion,
+    on_lesion_failures,
+    parse_heads,
+    parse_on_lesion,
+)
 from converters.heatmap_check import (
     candidate_heads,
     choose_heatmap,
@@ -22,25 +29,18 @@ from converters.heatmap_check import (
     peak_inside,
     with_heatmap,
 )
-from firmware_app.contracts.heads import (
-    HeadsError,
-    OnLesion,
-    on_lesion_failures,
-    parse_heads,
-    parse_on_lesion,
-)
-from firmware_app.imaging.annotate import shown_heatmap
-from firmware_app.imaging.decode import DecodedImage
-from firmware_app.imaging.preprocess import Transform, letterbox
-from firmware_app.imaging.preview_file import FramePreview, Window
-from firmware_app.inference.heads import (
+from engine.imaging.annotate import shown_heatmap
+from engine.imaging.decode import DecodedImage
+from engine.imaging.preprocess import Transform, letterbox
+from engine.imaging.preview_file import FramePreview, Window
+from engine.inference.heads import (
     SHOW_DECLARED,
     SHOW_LESION_MAP,
     SHOW_NONE,
     HeadsDecoder,
     decoder_for,
 )
-from firmware_app.inference.postprocess import Box
+from engine.inference.postprocess import Box
 from web.render import heatmap_png, key_image_png
 
 PARAMS = {"input_size": [256, 256]}

@@ -10,8 +10,8 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware_app.contracts import downlink
-from firmware_app.contracts.egress import EgressRefused, check_message
+from clinibox_common.contracts import downlink
+from clinibox_common.contracts.egress import EgressRefused, check_message
 from firmware_app.settings.box import Config, StorageConfig
 from firmware_app.storage import audit_chain, db, hospital_reviews
 from firmware_app.telemetry.downlink import (

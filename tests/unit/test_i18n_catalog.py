@@ -22,7 +22,7 @@ from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.pofile import read_po, write_po
 from babel.support import Translations
 
-from firmware_app.i18n import TRANSLATIONS_DIR
+from clinibox_common.i18n import TRANSLATIONS_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 PO = TRANSLATIONS_DIR / "zh_CN" / "LC_MESSAGES" / "messages.po"
@@ -72,7 +72,8 @@ def _ids(catalog: Catalog) -> set:
 def test_the_extraction_finds_the_sentences_of_every_part(pot):
     files = {location[0].split("/", 1)[0] + "/" + Path(location[0]).name
              for message in pot for location in message.locations}
-    for expected in ("web/report_pdf.py", "web/wording.py", "web/study.html",
+    for expected in ("web/report_pdf.py", "firmware_app/wording.py", "web/study.html",
+                     "clinibox_common/settings_loader.py", "central_console/views_alerts.py",
                      "firmware_app/selftest.py", "firmware_app/users.py",
                      "firmware_app/commands.py", "web/base.html"):
         assert expected in files, expected

@@ -1,5 +1,5 @@
-"""firmware_app.i18n: language tags, the current language, dates and numbers, terminal widths;
-and the viewer's rendering of the reasons the worker records (web/reasons.py)."""
+"""clinibox_common.i18n: language tags, the current language, dates and numbers, terminal widths;
+and the viewer's rendering of the reasons the worker records (firmware_app/words/reasons.py)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from firmware_app import i18n
-from firmware_app.contracts.reasons import Reason, ReasonCode, encode
-from firmware_app.i18n import formats, use_locale
-from firmware_app.i18n.fonts import find_cjk_font
-from firmware_app.i18n.text import display_width, ljust, rjust
-from firmware_app.settings.box import BUNDLED_MODELS_DIR, DEMO_TRUST_WARNING
-from web import reasons, wording
+from clinibox_common import i18n
+from clinibox_common.bundled import BUNDLED_MODELS_DIR
+from clinibox_common.contracts.reasons import Reason, ReasonCode, encode
+from clinibox_common.i18n import formats, use_locale
+from clinibox_common.i18n.fonts import find_cjk_font
+from clinibox_common.i18n.text import display_width, ljust, rjust
+from firmware_app.settings.box import DEMO_TRUST_WARNING
+from firmware_app.words import reasons, wording
 
 
 @pytest.mark.parametrize(("tag", "language"), [
@@ -101,8 +102,8 @@ def test_a_chinese_font_is_found_where_debian_puts_it(tmp_path):
 
 
 def test_every_quality_warning_the_worker_records_is_translated():
-    from firmware_app.imaging.quality import check_quality
-    from firmware_app.inference import hotspot
+    from engine.imaging.quality import check_quality
+    from engine.inference import hotspot
 
     noise = np.random.default_rng(1).random((64, 64))
     frames = {"blank": np.zeros((64, 64)), "too_dark": noise * .05,
@@ -128,7 +129,7 @@ def test_every_quality_warning_the_worker_records_is_translated():
 
 
 def test_outside_range_and_routing_reasons_are_translated():
-    from firmware_app.inference.validated_range import RangeScore, outside_reason
+    from engine.inference.validated_range import RangeScore, outside_reason
     from firmware_app.models import routing
 
     outside = outside_reason([RangeScore(3.25, 1.0), RangeScore(9.0, 1.0)])

@@ -1,5 +1,5 @@
 """A key image's label keeps its separator: lesion 1 at 77 % reads "1: 77%", never "177%"
-(``firmware_app/imaging/annotate.py``), on the viewer's printed key image, in Chinese and
+(``engine/imaging/annotate.py``), on the viewer's printed key image, in Chinese and
 English, and on the secondary capture sent to the PACS."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFont
 
+from engine.imaging import annotate
+from engine.imaging.preview_file import FramePreview, Window
+from engine.settings import LimitsConfig
 from firmware_app.dicom_out.key_image import key_image
 from firmware_app.dicom_out.source import AnalysedInstance, ModelIdentity, ResultIds
-from firmware_app.imaging import annotate
-from firmware_app.imaging.preview_file import FramePreview, Window
-from firmware_app.settings.box import LimitsConfig
 from firmware_app.storage import db, studies
 from phantoms.dicom import ct_dataset, write_dicom
 from phantoms.images import generate

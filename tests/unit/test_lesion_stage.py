@@ -16,17 +16,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware_app.contracts import signing
-from firmware_app.contracts.manifest import PackageError, sha256_file
-from firmware_app.contracts.stages import StageError, check_stage, stage_manifest
-from firmware_app.imaging.lesion_crop import CropSpec, crop_window, lesion_crop
-from firmware_app.inference.masks import axes
-from firmware_app.inference.postprocess import Box
-from firmware_app.inference.stage import MAX_LOOKS, LesionStage, the_lesion
-from firmware_app.models.golden import GoldenCasesFailed
-from firmware_app.models.package import load_package
-from firmware_app.models.stages import load_stage
-from firmware_app.settings.box import RuntimeConfig
+from clinibox_common.contracts import signing
+from clinibox_common.contracts.manifest import PackageError, sha256_file
+from clinibox_common.contracts.stages import StageError, check_stage, stage_manifest
+from engine.golden import GoldenCasesFailed
+from engine.imaging.lesion_crop import CropSpec, crop_window, lesion_crop
+from engine.inference.masks import axes
+from engine.inference.postprocess import Box
+from engine.inference.stage import MAX_LOOKS, LesionStage, the_lesion
+from engine.model_package import load_package
+from engine.model_stages import load_stage
+from engine.settings import RuntimeConfig
 
 SIZE = 64
 SPEC = CropSpec((SIZE, SIZE), context=1.6, margin_px=6)

@@ -14,15 +14,15 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from central import link_check
 from central.bundle import check_for_receiver, make_bundle
-from central.cli import main as central_main
 from central.config import CentralConfig
 from central.downlink_publisher import claim, mark_sent
 from central.store import Store
-from firmware_app.cli.table import main as clinibox_main
-from firmware_app.contracts import downlink
-from firmware_app.contracts.egress import EgressRefused
-from firmware_app.contracts.enrolment import EnrolmentError
-from firmware_app.contracts.envelope import Header
+from clinibox.central_command import main as central_main
+from clinibox.table import main as clinibox_main
+from clinibox_common.contracts import downlink
+from clinibox_common.contracts.egress import EgressRefused
+from clinibox_common.contracts.enrolment import EnrolmentError
+from clinibox_common.contracts.envelope import Header
 from firmware_app.settings.box import Config, StorageConfig
 from firmware_app.storage import db, hospital_reviews
 from firmware_app.telemetry.downlink import LINK_CHECK, DownlinkReceiver
@@ -248,8 +248,8 @@ def test_serve_refuses_to_start_without_its_signing_key_while_boxes_expect_verdi
 # -- the console's "test the link" --------------------------------------------------------
 
 def test_the_box_page_tests_the_link_or_says_why_it_cannot(tmp_path):
-    from central.console.accounts import ConsoleAccounts
-    from central.console.app import create_app
+    from central_console.accounts import ConsoleAccounts
+    from central_console.app import create_app
     from tests.unit.test_console_web import ConsoleClient
     from tests.web_client import csrf_token
 

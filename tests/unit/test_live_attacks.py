@@ -21,8 +21,8 @@ import pydicom
 import pytest
 from PIL import Image
 
-from firmware_app.contracts.statuses import LiveRequest
-from firmware_app.imaging import live_capture
+from clinibox_common.contracts.statuses import LiveRequest
+from engine.imaging import live_capture
 from firmware_app.ingest.landing import Lander
 from firmware_app.live.engine import LiveEngine
 from firmware_app.live.source import (

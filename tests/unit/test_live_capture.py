@@ -12,14 +12,14 @@ import pydicom
 import pytest
 from pydicom import uid as uids
 
-from firmware_app.imaging.live_capture import (
+from engine.imaging.live_capture import (
     CaptureContext,
     CaptureError,
     clip,
     key_frame,
 )
-from firmware_app.imaging.wrap import decode_file
-from firmware_app.settings.box import LimitsConfig
+from engine.imaging.wrap import decode_file
+from engine.settings import LimitsConfig
 
 STARTED = datetime.datetime(2025, 3, 4, 9, 30, 5, 250000)
 ACQUIRED = datetime.datetime(2025, 3, 4, 9, 41, 17, 500000)

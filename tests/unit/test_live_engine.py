@@ -19,7 +19,7 @@ import pydicom
 import pytest
 from PIL import Image
 
-from firmware_app.contracts.statuses import LiveKept, LiveRequest, LiveState
+from clinibox_common.contracts.statuses import LiveKept, LiveRequest, LiveState
 from firmware_app.ingest.landing import Lander
 from firmware_app.live.engine import LiveEngine
 from firmware_app.live.keeper import Keeper

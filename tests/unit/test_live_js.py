@@ -54,7 +54,7 @@ def test_live_page_arithmetic():
     assert got["backing"] == {"width": 640, "height": 360, "scale": 0.5}
     assert got["backingRetina"] == {"width": 1280, "height": 720, "scale": 1}  # never upscaled
     assert got["small"] == {"width": 320, "height": 240, "scale": 1}
-    # as the study page and the report write a lesion's axes (web/wording.axes_mm)
+    # as the study page and the report write a lesion's axes (firmware_app/words/wording.axes_mm)
     assert got["size"] == "12.4 × 8.1 mm" and got["sizeZh"] == "12.6 × 9.0 mm"
     assert got["longOnly"] == "4.3 mm"
     assert got["noSize"] == ""

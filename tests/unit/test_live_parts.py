@@ -7,15 +7,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from firmware_app.contracts.reasons import ReasonCode
-from firmware_app.contracts.statuses import LiveState
-from firmware_app.inference.postprocess import Box
+from clinibox_common.contracts.reasons import ReasonCode
+from clinibox_common.contracts.statuses import LiveState
+from clinibox_common.settings_loader import ConfigError
+from engine.inference.postprocess import Box
 from firmware_app.live.picture import PictureWatch
 from firmware_app.live.run import model_for
 from firmware_app.live.source import open_options, source_path
 from firmware_app.live.tracker import LiveTracker
 from firmware_app.settings.box import from_dict
-from firmware_app.settings.loader import ConfigError
 
 
 def _config(*sources: dict, **live) -> object:

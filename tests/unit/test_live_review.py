@@ -14,8 +14,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from firmware_app.contracts.statuses import LiveKept, LiveRequest, LiveState
-from firmware_app.inference.postprocess import Box
+from clinibox_common.contracts.statuses import LiveKept, LiveRequest, LiveState
+from engine.inference.postprocess import Box
 from firmware_app.live import engine as engine_module
 from firmware_app.live.engine import LiveEngine
 from firmware_app.live.source import Captured, SourceUnavailable

@@ -11,17 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from firmware_app.live.source import StreamRefused, VideoInput, source_path, source_secrets
-from firmware_app.settings.box import from_dict
-from firmware_app.settings.live import LiveConfig, LiveSource
-from firmware_app.settings.loader import ConfigError
-from firmware_app.settings.redaction import (
+from clinibox_common.redaction import (
     RedactingFilter,
     redact_detail,
     redact_text,
     redact_url,
     url_secrets,
 )
+from clinibox_common.settings_loader import ConfigError
+from firmware_app.live.source import StreamRefused, VideoInput, source_path, source_secrets
+from firmware_app.settings.box import from_dict
+from firmware_app.settings.live import LiveConfig, LiveSource
 
 CANARY = "Canary7Pw"
 

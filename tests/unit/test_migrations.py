@@ -592,7 +592,7 @@ def seed_v13(conn) -> None:
 def check_v14(conn) -> None:
     """v14: the sentences are codes with their parameters (``contracts/reasons.py``); text
     the box did not write (a decoder's) is kept as an ``unknown`` reason."""
-    from firmware_app.contracts.reasons import Reason, ReasonCode, decode
+    from clinibox_common.contracts.reasons import Reason, ReasonCode, decode
 
     reasons = dict(conn.execute("SELECT id, reason FROM instances WHERE id > 30"))
     assert decode(reasons[31]) == [Reason(ReasonCode.UNKNOWN, {"text": "truncated file"})]

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from firmware_app.cli.table import main as cli_main
-from firmware_app.contracts import signing
-from firmware_app.contracts.manifest import PackageError, sha256_file
-from firmware_app.models.package import find_package, list_packages, load_package
+from clinibox.table import main as cli_main
+from clinibox_common.contracts import signing
+from clinibox_common.contracts.manifest import PackageError, sha256_file
+from engine.model_package import find_package, list_packages, load_package
 
 
 def _manifest(version: str = "1.0.0") -> dict:

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from firmware_app.cli.table import main
-from firmware_app.contracts import signing
-from firmware_app.contracts.manifest import PackageError
-from firmware_app.contracts.package_archive import describe, pack
-from firmware_app.models.package import load_package, signature_history
+from clinibox.table import main
+from clinibox_common.contracts import signing
+from clinibox_common.contracts.manifest import PackageError
+from clinibox_common.contracts.package_archive import describe, pack
+from engine.model_package import load_package, signature_history
 from firmware_app.models.resign import sign_package, verify_provenance
 from tests.model_packages import DEMO, DEMO_PRIVATE_KEY, make_package
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from firmware_app.cli.table import main
-from firmware_app.contracts import signing
-from firmware_app.contracts.manifest import PackageError
+from clinibox.table import main
+from clinibox_common.contracts import signing
+from clinibox_common.contracts.manifest import PackageError
 from firmware_app.models.install import UpdateRefused, install, rollback
 from firmware_app.models.store import resolve_package_root, store_for
 from firmware_app.settings.box import Config, from_dict

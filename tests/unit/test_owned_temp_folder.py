@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from firmware_app import fs
+from clinibox_common import fs
 
 PREFIX = "clinibox-test-owned-"
 

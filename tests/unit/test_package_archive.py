@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from firmware_app.contracts.manifest import PackageError
-from firmware_app.contracts.package_archive import describe, pack
+from clinibox_common.contracts.manifest import PackageError
+from clinibox_common.contracts.package_archive import describe, pack
 from firmware_app.models.store import ModelStore
 
 MANIFEST = {"schema": "clinibox.model-package/1", "name": "clinibox-lesion", "version": "1.2.0"}

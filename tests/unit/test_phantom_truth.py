@@ -10,8 +10,8 @@ import pydicom
 import pytest
 
 from demo.model import CLASS_COVER, GRID, MASK_GRID, lesion_maps
-from firmware_app.imaging.decode import decode
-from firmware_app.settings.box import LimitsConfig
+from engine.imaging.decode import decode
+from engine.settings import LimitsConfig
 from phantoms import dicom as pd
 from phantoms.images import (
     CLASSES,

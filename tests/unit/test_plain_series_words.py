@@ -1,7 +1,7 @@
 """Why a series is looked at image by image is said in plain words a nurse reads, in English
 and Chinese: no DICOM terms ("multi-frame object", "frame of reference", "pixel spacing",
 "gantry"), as on the study page and the report (``inference/volume.PER_SLICE_WORDS``,
-``web/wording.series_reading_lines``)."""
+``firmware_app/words/wording.series_reading_lines``)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from firmware_app.i18n import use_locale
-from firmware_app.inference import volume
+from clinibox_common.i18n import use_locale
+from engine.inference import volume
+from firmware_app.words import wording
 from tests.i18n_text import is_chinese
-from web import wording
 
 JARGON = {
     "en": ("multi-frame object", "frame of reference", "frames of reference", "pixel spacing",

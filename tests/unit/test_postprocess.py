@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from firmware_app.imaging.preprocess import letterbox, letterbox_grey
-from firmware_app.inference.heads import get_postprocessor
-from firmware_app.inference.postprocess import Box, FrameFindings, local_peaks, nms
+from engine.imaging.preprocess import letterbox, letterbox_grey
+from engine.inference.heads import get_postprocessor
+from engine.inference.postprocess import Box, FrameFindings, local_peaks, nms
 
 PARAMS = {"stride": 8, "input_size": [256, 256], "max_boxes": 5, "nms_iou": 0.3, "pool": 3,
           "label": "lesion", "display": "cam"}
@@ -170,7 +170,7 @@ def _regions_by_search(mask):
 
 @pytest.mark.parametrize("density", [0.05, 0.3, 0.45, 0.6, 0.9])
 def test_components_are_the_8_connected_regions_largest_first(density):
-    from firmware_app.inference.masks import components
+    from engine.inference.masks import components
 
     rng = np.random.default_rng(int(density * 100))
     for shape in ((64, 64), (17, 40), (1, 9)):

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware_app.imaging import preview_file
-from firmware_app.imaging.decode import DecodeError, decode
-from firmware_app.imaging.preview import decode_with_previews
-from firmware_app.imaging.preview_file import FrameNotPreviewed
-from firmware_app.settings.box import LimitsConfig
+from engine.imaging import preview_file
+from engine.imaging.decode import DecodeError, decode
+from engine.imaging.preview import decode_with_previews
+from engine.imaging.preview_file import FrameNotPreviewed
+from engine.settings import LimitsConfig
 from tests.corpus import data_file, image_dataset, write
 
 LIMITS = asdict(LimitsConfig())

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from pydicom.data import get_testdata_file
 
-from firmware_app.contracts.reasons import Reason, ReasonCode
-from firmware_app.imaging.decode import decode
-from firmware_app.imaging.quality import check_quality
-from firmware_app.settings.box import LimitsConfig
+from clinibox_common.contracts.reasons import Reason, ReasonCode
+from engine.imaging.decode import decode
+from engine.imaging.quality import check_quality
+from engine.settings import LimitsConfig
 
 MIN_ROWS = 64
 

@@ -1,4 +1,4 @@
-"""Reason codes (firmware_app/contracts/reasons.py): every code has its template, every maker
+"""Reason codes (clinibox_common/contracts/reasons.py): every code has its template, every maker
 gives exactly the parameters its template names, the stored encoding round-trips and reads
 hostile values without failing, each template is in the Chinese catalog, and the v14
 migration turns every kind of old English sentence into its code."""
@@ -14,8 +14,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from firmware_app.contracts import reasons
-from firmware_app.contracts.reasons import (
+from clinibox_common.contracts import reasons
+from clinibox_common.contracts.reasons import (
     MAX_REASONS,
     PARAMETERS,
     TEMPLATES,
@@ -28,10 +28,10 @@ from firmware_app.contracts.reasons import (
     reason_table,
     records,
 )
-from firmware_app.i18n import translations, use_locale
+from clinibox_common.i18n import translations, use_locale
 from firmware_app.storage.migrations import v14_reason_codes as v14
-from web import reasons as shown
-from web import wording
+from firmware_app.words import reasons as shown
+from firmware_app.words import wording
 
 #: a value for every parameter name a template uses
 SAMPLE = {"columns": 40, "rows": 32, "ratio": 3.2, "modality": "NM", "model": "demo@1.0",
@@ -74,11 +74,11 @@ def test_a_reason_takes_exactly_the_parameters_its_template_names():
 
 def test_every_maker_gives_the_parameters_its_template_names(tmp_path: Path, demo_runner):
     """The makers themselves, each run: a wrong parameter name would raise in Reason."""
-    from firmware_app.imaging.errors import DecodeError
-    from firmware_app.imaging.quality import check_quality
-    from firmware_app.inference import hotspot
-    from firmware_app.inference.analysis import decode_failed
-    from firmware_app.inference.validated_range import RangeScore, outside_reason
+    from engine.imaging.errors import DecodeError
+    from engine.imaging.quality import check_quality
+    from engine.inference import hotspot
+    from engine.inference.validated_range import RangeScore, outside_reason
+    from firmware_app.analysis import decode_failed
     from firmware_app.ingest.usb import size_refusal
     from firmware_app.models.routing import Route, Router, modality_refusal
     from firmware_app.settings.box import RoutingRule

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware_app.cli.table import main
+from clinibox.table import main
 from tests.i18n_text import catalog_sentences, english_sentences, is_chinese
 from tests.unit.test_chinese_sweep import readable
 
@@ -183,7 +183,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[bytes, 
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
     from central.bundle import issue_client_certificate
-    from firmware_app.contracts.enrolment import EnrolmentBundle, public_key_pem
+    from clinibox_common.contracts.enrolment import EnrolmentBundle, public_key_pem
     from tests.tls_certs import CertificateAuthority
 
     ca = CertificateAuthority.create(tmp_path_factory.mktemp("ca"), name="hospital CA")
@@ -278,7 +278,7 @@ def test_provision_says_in_chinese_what_stops_it_before_the_bundle(tmp_path, cap
     _assert_chinese(said.replace("--config PATH", " "), "no config")  # the option as typed
     bundle.write_bytes(bundles["CN"][0])  # a bundle refused anyway: the config is read after
     config.write_text("[dicom]\nport = 0\n", encoding="utf-8")
-    from firmware_app.contracts import enrolment
+    from clinibox_common.contracts import enrolment
 
     monkeypatch.setattr(enrolment, "check_bundle", lambda bundle, now=None: None)
     code, said = _run(["provision", str(bundle), "--config", str(config)], capsys)

@@ -11,7 +11,7 @@ import io
 import pytest
 from pypdf import PdfReader
 
-from firmware_app.i18n import formats, gettext, ngettext, use_locale
+from clinibox_common.i18n import formats, gettext, ngettext, use_locale
 from firmware_app.storage import db, hospital_reviews
 from tests.viewer_state import CLINICIAN
 from tests.web_client import ViewerClient

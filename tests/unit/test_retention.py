@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from pydicom.uid import generate_uid
 
+from clinibox_common.contracts.reasons import Reason, ReasonCode, decode, encode
+from engine.imaging.preview import decode_with_previews
+from engine.inference.aggregate import InstanceFindings
+from engine.inference.postprocess import Box
 from firmware_app.cli import retention as retention_cli
-from firmware_app.contracts.reasons import Reason, ReasonCode, decode, encode
-from firmware_app.imaging.preview import decode_with_previews
-from firmware_app.inference.aggregate import InstanceFindings
-from firmware_app.inference.postprocess import Box
 from firmware_app.ingest.landing import Lander
 from firmware_app.settings.box import Config, StorageConfig
 from firmware_app.storage import db, quarantine, retention

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from firmware_app.contracts import downlink
-from firmware_app.contracts.egress import EgressRefused, check_message
-from firmware_app.contracts.package_archive import pack
+from clinibox_common.contracts import downlink
+from clinibox_common.contracts.egress import EgressRefused, check_message
+from clinibox_common.contracts.package_archive import pack
 from firmware_app.models.store import store_for
 from firmware_app.models.updates import STALLED_AFTER, OfferClosed, Updater
 from firmware_app.settings.box import Config, from_dict
@@ -452,7 +452,7 @@ def test_a_replaced_offer_of_the_same_archive_leaves_its_download_to_the_newer(c
 
 
 def test_a_refused_package_is_never_kept_as_the_one_to_go_back_to(tmp_path):
-    from firmware_app.contracts import signing
+    from clinibox_common.contracts import signing
     from firmware_app.models.install import UpdateRefused, install, rollback
 
     signing.generate_key_pair(tmp_path / "h.pem", tmp_path / "h.pub")
@@ -474,10 +474,10 @@ def test_after_a_rollback_the_update_table_says_which_version_left_and_which_run
     """Two rollouts installed, then a technician rolls back: the newer rollout's row says
     rolled back (by a technician), the older one's that it runs again, kept; neither says
     "installed, on trial" any more, in English or Chinese. A trial that passes says kept."""
-    from firmware_app.i18n import use_locale
+    from clinibox_common.i18n import use_locale
     from firmware_app.models.install import rollback
     from firmware_app.storage.status import model_orders
-    from web import model_update_words as model_words
+    from firmware_app.words import model_update_words as model_words
 
     for seq, version in ((1, "1.1.0"), (2, "1.2.0")):
         chunks = Chunks(archives[version])
@@ -521,11 +521,11 @@ def test_the_download_s_progress_is_kept_shown_and_told(config, archives, monkey
     show them, and the hospital is told at each tenth; a whole archive clears them."""
     import types
 
-    from firmware_app.cli import main
-    from firmware_app.i18n import use_locale
+    from clinibox.table import main
+    from clinibox_common.i18n import use_locale
     from firmware_app.models import updates
     from firmware_app.storage import download_progress
-    from web import model_update_words as model_words
+    from firmware_app.words import model_update_words as model_words
 
     clock = iter(range(0, 10_000))  # each look at the clock: one more second
     monkeypatch.setattr(updates, "time", types.SimpleNamespace(

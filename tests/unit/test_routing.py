@@ -15,8 +15,8 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from firmware_app.contracts.reasons import Reason, ReasonCode
-from firmware_app.imaging.decode import decode
+from clinibox_common.contracts.reasons import Reason, ReasonCode
+from engine.imaging.decode import decode
 from firmware_app.models.routing import Router
 from firmware_app.settings.box import Config, ConfigError, from_dict
 from firmware_app.storage.results import ResultStore
@@ -180,7 +180,7 @@ def test_a_routed_model_that_does_not_load_is_reported_to_the_hospital(tmp_path,
     the allow-listed fields (the model's id or name, a fixed reason, never a path)."""
     import json
 
-    from firmware_app.contracts.egress import SCHEMAS, check_message
+    from clinibox_common.contracts.egress import SCHEMAS, check_message
     from firmware_app.service.appliance import Appliance
     from firmware_app.storage import db
     from firmware_app.storage.outbox import Outbox

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from firmware_app.runtime import onnxruntime as ort_backend
-from firmware_app.runtime import openvino as ov_backend
-from firmware_app.runtime import registry
-from firmware_app.runtime import tflite as tflite_backend
-from firmware_app.runtime.base import ArtifactLoadError, BackendUnavailable, match_names
+from engine.runtime import onnxruntime as ort_backend
+from engine.runtime import openvino as ov_backend
+from engine.runtime import registry
+from engine.runtime import tflite as tflite_backend
+from engine.runtime.base import ArtifactLoadError, BackendUnavailable, match_names
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "runtime"
 INPUTS = ["image"]

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware_app.models.golden import GoldenCasesFailed, check_golden, load_verified
-from firmware_app.models.package import load_package
-from firmware_app.runtime.selection import LoadedModel
+from engine.golden import GoldenCasesFailed, check_golden, load_verified
+from engine.model_package import load_package
+from engine.runtime.selection import LoadedModel
 from firmware_app.service.appliance import load_runner
 from firmware_app.settings.box import Config, from_dict
 from tests.model_packages import DEMO, DEMO_PRIVATE_KEY, make_package
@@ -54,7 +54,7 @@ def test_a_blind_int8_artifact_fails_its_golden_cases_and_fp32_takes_over(tmp_pa
     root = make_package(tmp_path / "packages", "1.0.1", blind_int8=True)
     package = load_package(root, [public_key()])
     runtime = box(tmp_path, root).runtime
-    with caplog.at_level(logging.WARNING, logger="firmware_app.models.golden"):
+    with caplog.at_level(logging.WARNING, logger="engine.golden"):
         loaded, report = load_verified(package, runtime)
     try:
         assert loaded.label == FP32_ORT
@@ -123,7 +123,7 @@ def test_nothing_passes_refuses_with_every_reason(tmp_path):
 def test_a_fallback_that_does_not_load_is_one_more_reason(tmp_path, monkeypatch):
     root = make_package(tmp_path / "packages", "1.0.1", blind_int8=True)
     package = load_package(root, [public_key()])
-    import firmware_app.models.golden as golden
+    import engine.golden as golden
 
     def broken(previous: LoadedModel, candidate, *args) -> LoadedModel:
         raise RuntimeError(f"{candidate.label} cannot be loaded (injected)")

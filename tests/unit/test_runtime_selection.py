@@ -17,14 +17,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from firmware_app.contracts.manifest import Artifact, ModelPackage
-from firmware_app.runtime import registry, selection
-from firmware_app.runtime.base import BackendUnavailable
-from firmware_app.runtime.onnxruntime import OnnxRuntimeBackend
-from firmware_app.runtime.openvino import OpenVinoBackend
-from firmware_app.runtime.selection import Candidate, SelectionError, choose_fastest
-from firmware_app.runtime.tflite import TfliteBackend
-from firmware_app.settings.box import RuntimeConfig
+from clinibox_common.contracts.manifest import Artifact, ModelPackage
+from engine.runtime import registry, selection
+from engine.runtime.base import BackendUnavailable
+from engine.runtime.onnxruntime import OnnxRuntimeBackend
+from engine.runtime.openvino import OpenVinoBackend
+from engine.runtime.selection import Candidate, SelectionError, choose_fastest
+from engine.runtime.tflite import TfliteBackend
+from engine.settings import RuntimeConfig
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "runtime"
 ARTIFACTS = {
@@ -304,7 +304,7 @@ def _copy_with_corrupt(tmp_path: Path, corrupt: list[str]) -> Path:
 
 def test_a_candidate_that_fails_to_load_is_skipped_and_logged(tmp_path, caplog):
     root = _copy_with_corrupt(tmp_path, ["onnx/int8"])
-    with caplog.at_level(logging.WARNING, logger="firmware_app.runtime.selection"):
+    with caplog.at_level(logging.WARNING, logger="engine.runtime.selection"):
         loaded = selection.select_backend(
             package(["onnx/fp32", "onnx/int8"], root=root), config(), budget_s=0.1
         )

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from firmware_app.models.package import load_package
+from engine.model_package import load_package
+from engine.runtime import selection
+from engine.runtime.timings_cache import read_timings, timings_key
+from engine.settings import RuntimeConfig
 from firmware_app.models.store import resolve_package_root
-from firmware_app.runtime import selection
-from firmware_app.runtime.timings_cache import read_timings, timings_key
-from firmware_app.settings.box import Config, RuntimeConfig
+from firmware_app.settings.box import Config
 
 REPO = Path(__file__).resolve().parents[2]
 #: the top-level module each backend imports
@@ -39,9 +40,9 @@ def test_a_fresh_service_loads_only_the_winning_runtime_and_keeps_the_timings(tm
         import json, sys
         from pathlib import Path
         from firmware_app.settings.box import Config
-        from firmware_app.models.package import load_package
+        from engine.model_package import load_package
         from firmware_app.models.store import resolve_package_root
-        from firmware_app.runtime.selection import select_backend
+        from engine.runtime.selection import select_backend
         config = Config()
         package = load_package(resolve_package_root(config), config.trusted_key_paths)
         loaded = select_backend(package, config.runtime, timings=Path({str(timings)!r}))
@@ -114,7 +115,7 @@ def test_a_child_that_cannot_run_falls_back_to_timing_in_the_service(
 #: dies of a segmentation fault on loading the artifact named in CLINIBOX_TEST_SEGFAULT_ON
 CRASHING_RUNTIME = """
 import os, signal
-from firmware_app.runtime import onnxruntime as backend
+from engine.runtime import onnxruntime as backend
 
 loads = backend.OnnxRuntimeBackend.load
 
@@ -159,7 +160,7 @@ def test_the_self_test_keeps_the_timings_the_service_starts_from(tmp_path, monke
     artifacts are kept by path) is timed again."""
     import shutil
 
-    from firmware_app.models.golden import load_verified
+    from engine.golden import load_verified
     from firmware_app.models.store import runtime_timings_path
     from firmware_app.ops.selftest import check_golden_cases
 

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from pydicom.data import get_testdata_file
 
-from firmware_app.imaging.decode import DecodeError, decode
-from firmware_app.imaging.sandbox import DecodeSandbox
-from firmware_app.settings.box import LimitsConfig
+from engine.imaging.decode import DecodeError, decode
+from engine.imaging.sandbox import DecodeSandbox
+from engine.settings import LimitsConfig
 from tests.corpus import image_dataset, j2k_bomb, rle_giant, write
 
 CT = Path(get_testdata_file("CT_small.dcm"))
@@ -118,7 +118,7 @@ def test_a_decode_past_the_memory_limit_fails_in_the_child_not_the_service(tmp_p
 
 @pytest.mark.slow  # a decoder child grows to its memory limit first
 def test_an_image_too_big_for_a_64_mb_decoder_is_refused_and_the_next_decodes(tmp_path):
-    from firmware_app.imaging.decode import DecodeError as Refused
+    from engine.imaging.decode import DecodeError as Refused
 
     sandbox = DecodeSandbox(replace(LimitsConfig(), sandbox_memory_mb=64, max_megapixels=300))
     try:
@@ -140,7 +140,7 @@ def test_a_started_decode_runs_while_the_caller_works(sandbox):
     with pytest.raises(RuntimeError, match="already under way"):
         sandbox.start_decode(CT, 1)  # one decode at a time
     with pytest.raises(RuntimeError, match="already under way"):
-        sandbox.call("firmware_app.imaging.preview:remake", str(CT), {}, 1, "x")
+        sandbox.call("engine.imaging.preview:remake", str(CT), {}, 1, "x")
     time.sleep(1.0)  # the caller's own work
     collecting = time.perf_counter()
     image = pending.result()
@@ -218,11 +218,11 @@ def test_the_folder_a_killed_owner_left_is_removed_by_the_next_sandbox(sandbox, 
     import subprocess
     import sys
 
-    from firmware_app.fs import _pid_namespace
+    from clinibox_common.fs import _pid_namespace
 
     owner = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\n"
-         "from firmware_app.imaging.sandbox import DecodeSandbox\n"
+         "from engine.imaging.sandbox import DecodeSandbox\n"
          "from firmware_app.settings.box import LimitsConfig\n"
          "box = DecodeSandbox(LimitsConfig())\n"
          "(box._folder / 'frames-1.npy').write_bytes(bytes(2**20))\n"

@@ -60,7 +60,7 @@ def test_one_lesion_on_six_slices_is_one_lesion_with_its_volume_everywhere(serie
     assert f"3-D lesion 1: possible malignant on {len(on)} slices" in text
     assert "1 lesion in the study" in text
 
-    from firmware_app.cli.table import main
+    from clinibox.table import main
     config = state.config.state_dir.parent / "box.toml"
     config.write_text(f'[storage]\nstate_dir = "{state.config.state_dir}"\n')
     assert main(["results", "--studies", "--json", "--config", str(config)]) == 0

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from firmware_app.inference.volume import SeriesSlice, series_volume
+from engine.inference.volume import SeriesSlice, series_volume
 from tests.stack_state import SLICES, build_stack_state
 from tests.viewer_state import CLINICIAN
 from tests.web_client import ViewerClient

@@ -20,7 +20,7 @@ import re
 
 import pytest
 
-from firmware_app import i18n
+from clinibox_common import i18n
 from tests.browser import ARTIFACTS, POINTER, headless_chromium, serving
 from tests.i18n_text import english_sentences
 from tests.stack_state import SLICES, build_stack_state

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from firmware_app.contracts.reasons import Reason, ReasonCode, decode, encode
+from clinibox_common.contracts.reasons import Reason, ReasonCode, decode, encode
 from firmware_app.storage.queue import DuplicateInstance, JobQueue
 from firmware_app.storage.spool import Spool, SpoolFull, new_local_id
 

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from firmware_app.contracts.egress import EgressRefused, check_message
+from clinibox_common.contracts.egress import EgressRefused, check_message
 from firmware_app.storage.outbox import Outbox
 from firmware_app.telemetry.messages import build_status
 from tests.audit_trail_attack import MODEL
@@ -44,10 +44,10 @@ def test_the_hospital_refuses_a_runtime_it_does_not_know(outbox):
 
 def test_a_status_names_its_models_manifest_digest_and_where_its_audit_trail_starts(outbox):
     """What the hospital checks a rollout's step and the audit trail's front against."""
-    from firmware_app.contracts.signing import manifest_digest
-    from firmware_app.models.package import load_package
+    from clinibox_common.bundled import DEMO_PUBLIC_KEY
+    from clinibox_common.contracts.signing import manifest_digest
+    from engine.model_package import load_package
     from firmware_app.service.appliance import model_facts
-    from firmware_app.settings.box import DEMO_PUBLIC_KEY
     from firmware_app.storage import audit
     from tests.model_packages import DEMO
 

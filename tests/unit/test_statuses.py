@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from firmware_app.contracts import egress, statuses
-from firmware_app.contracts.statuses import (
+from clinibox_common.contracts import egress, statuses
+from clinibox_common.contracts.statuses import (
     FINISHED_STATUSES,
     HELD_STATUSES,
     WAITING_STATUSES,
@@ -28,11 +28,11 @@ from firmware_app.contracts.statuses import (
     Role,
     Verdict,
 )
-from firmware_app.i18n import use_locale
-from firmware_app.inference.assessment import JUDGED, UNJUDGED
+from clinibox_common.i18n import use_locale
+from engine.inference.assessment import JUDGED, UNJUDGED
 from firmware_app.storage import db
 from firmware_app.storage.queue import JobQueue
-from web import labels
+from firmware_app.words import labels
 
 ENUMS = (InstanceStatus, AssessmentKind, OutboxState, DicomOutboxState, Verdict, Role,
          ImportOutcome)

@@ -26,7 +26,7 @@ from pydicom.uid import (
     MRImageStorage,
 )
 
-from firmware_app.imaging.dataset_values import valid_uid
+from engine.imaging.dataset_values import valid_uid
 from firmware_app.ingest.data_set_extent import cut_short
 from firmware_app.ingest.landing import REFUSAL_EVENTS_PER_HOUR, Lander
 from firmware_app.ingest.store_answer import SUCCESS, answer_store

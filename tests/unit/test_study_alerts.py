@@ -16,9 +16,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from firmware_app.contracts.egress import SCHEMAS, check_message
-from firmware_app.inference.aggregate import InstanceFindings
-from firmware_app.inference.postprocess import Box
+from clinibox_common.contracts.egress import SCHEMAS, check_message
+from engine.inference.aggregate import InstanceFindings
+from engine.inference.postprocess import Box
 from firmware_app.storage import db
 from firmware_app.storage.outbox import Outbox
 from firmware_app.storage.results import ResultStore

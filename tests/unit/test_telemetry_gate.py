@@ -8,8 +8,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from firmware_app.contracts.egress import EgressRefused, check_message
-from firmware_app.contracts.envelope import (
+from clinibox_common.contracts.egress import EgressRefused, check_message
+from clinibox_common.contracts.envelope import (
     EnvelopeError,
     Header,
     canonical_payload,
@@ -17,7 +17,7 @@ from firmware_app.contracts.envelope import (
     read_header,
     seal,
 )
-from firmware_app.contracts.topics import parse_topic, subscription, topic
+from clinibox_common.contracts.topics import parse_topic, subscription, topic
 from firmware_app.telemetry.mqtt import Backoff
 
 LABELS = {"lesion"}
@@ -137,7 +137,7 @@ def test_refusals_never_echo_the_refused_value():
 
 
 def test_nested_summary_objects_are_closed_too():
-    from firmware_app.contracts.egress import SCHEMAS
+    from clinibox_common.contracts.egress import SCHEMAS
 
     fields = SCHEMAS["summary"].fields
     assert "latency_ms" in fields and "feedback" in fields

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from firmware_app.contracts.egress import EgressRefused, check_message
+from clinibox_common.contracts.egress import EgressRefused, check_message
 from firmware_app.dicom_out.study_documents import ModelIdentity
 from firmware_app.ingest.landing import Lander
 from firmware_app.service.appliance import load_runner, model_facts

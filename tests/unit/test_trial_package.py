@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import pytest
 
-from firmware_app.contracts import signing
-from firmware_app.contracts.manifest import PackageError
+from clinibox_common.contracts import signing
+from clinibox_common.contracts.manifest import PackageError
 from firmware_app.models.rehearsal import make_trial_package
 
 
 def test_only_the_demo_package_becomes_a_trial_package(tmp_path):
-    from firmware_app.settings.box import BUNDLED_MODELS_DIR
+    from clinibox_common.bundled import BUNDLED_MODELS_DIR
 
     key = tmp_path / "maker"
     signing.generate_key_pair(key.with_suffix(".pem"), key.with_suffix(".pub"))

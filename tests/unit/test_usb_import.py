@@ -15,7 +15,7 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.fileset import FileSet
 
-from firmware_app.contracts.reasons import Reason, ReasonCode, decode
+from clinibox_common.contracts.reasons import Reason, ReasonCode, decode
 from firmware_app.ingest.landing import Lander
 from firmware_app.ingest.usb import FolderImporter
 from firmware_app.storage import db

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware_app.errors import EXIT_USAGE
+from clinibox_common.errors import EXIT_USAGE
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db
 from firmware_app.storage.accounts import Accounts
@@ -49,7 +49,7 @@ def user(config_path: Path, *argv: str, stdin: int | None = None,
          text: str | None = None) -> subprocess.CompletedProcess:
     """``clinibox user ARGV`` in a child process, standard input from ``stdin`` or ``text``."""
     return subprocess.run(
-        [sys.executable, "-m", "firmware_app.cli", "user", *argv, "--config", str(config_path)],
+        [sys.executable, "-m", "clinibox", "user", *argv, "--config", str(config_path)],
         stdin=stdin, input=text, capture_output=True, text=True, cwd=REPO, env=english_env(),
         timeout=120)
 
@@ -116,7 +116,7 @@ def _read_until(fd: int, seen: bytearray, wanted: bytes) -> None:
 
 
 def test_on_a_terminal_the_rules_come_before_the_prompt(config_path):
-    argv = [sys.executable, "-m", "firmware_app.cli", "user", "add", "tina", "--role",
+    argv = [sys.executable, "-m", "clinibox", "user", "add", "tina", "--role",
             "technician", "--config", str(config_path)]
     env = english_env()
     pid, fd = pty.fork()

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from firmware_app.imaging.decode import decode
-from firmware_app.imaging.geometry import slice_geometry
-from firmware_app.inference import volume
-from firmware_app.inference.aggregate import InstanceFindings
-from firmware_app.inference.volume import SeriesSlice, series_volume
-from firmware_app.settings.box import LimitsConfig
+from engine.imaging.decode import decode
+from engine.imaging.geometry import slice_geometry
+from engine.inference import volume
+from engine.inference.aggregate import InstanceFindings
+from engine.inference.volume import SeriesSlice, series_volume
+from engine.settings import LimitsConfig
 from firmware_app.storage import db
 from firmware_app.storage.migrations._sql import columns
 from firmware_app.storage.results import ResultStore
@@ -259,7 +259,7 @@ def test_a_v11_database_gains_the_geometry_column(tmp_path: Path):
 def _store(conn, series: str, z: float | None, area: float | None,
            assessment: str = "finding") -> int:
     """One analysed axial slice of study S stored as the worker stores it."""
-    from firmware_app.inference.lesions import Lesion
+    from engine.inference.lesions import Lesion
 
     now = time.time()
     instance = conn.execute(

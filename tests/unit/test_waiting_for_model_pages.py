@@ -9,15 +9,15 @@ import re
 
 import pytest
 
-from firmware_app.cli import main
-from firmware_app.i18n import gettext, ngettext, use_locale
+from clinibox.table import main
+from clinibox_common.i18n import gettext, ngettext, use_locale
 from firmware_app.storage import audit, db, model_offers
 from firmware_app.telemetry.messages import device_event, queue_device_event
+from firmware_app.words import event_words, labels
+from firmware_app.words import model_update_words as model_words
 from tests.i18n_text import english_sentences, is_chinese, visible_text
 from tests.viewer_state import CLINICIAN, TECHNICIAN
 from tests.web_client import ViewerClient
-from web import event_words, labels
-from web import model_update_words as model_words
 
 ZH = "zh-CN,zh;q=0.9,en;q=0.5"
 PACKAGE = "clinibox-demo-lesion"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware_app.cli.table import main
+from clinibox.table import main
 from firmware_app.storage import db
 from firmware_app.storage.audit import console_actor
 from firmware_app.storage.audit_query import AuditQuery, AuditRow, read_rows

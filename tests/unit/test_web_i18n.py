@@ -18,7 +18,7 @@ import time
 import pytest
 from pypdf import PdfReader
 
-from firmware_app.i18n.fonts import find_cjk_font
+from clinibox_common.i18n.fonts import find_cjk_font
 from firmware_app.storage import db
 from firmware_app.storage.accounts import Accounts
 from tests.i18n_text import catalog_sentences, english_sentences, is_chinese, visible_text

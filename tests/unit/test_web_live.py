@@ -14,15 +14,16 @@ import time
 import pytest
 from PIL import Image
 
-from firmware_app.contracts.statuses import LiveKept, LiveState
-from firmware_app.i18n import use_locale
+from clinibox_common.contracts.statuses import LiveKept, LiveState
+from clinibox_common.i18n import use_locale
 from firmware_app.settings.box import Config, StorageConfig
 from firmware_app.settings.live import LiveSource
 from firmware_app.storage import audit, db, live_sessions
 from firmware_app.storage.accounts import Accounts
 from firmware_app.storage.live_frames import FrameWriter, live_root, write_stopped
+from firmware_app.words import labels
 from tests.web_client import ViewerClient
-from web import labels, views_live
+from web import views_live
 from web.app import create_app
 
 NURSE = ("nora", "scans-the-patients-1")

@@ -1,7 +1,7 @@
 """web.render: window/level in modality units, frames, colour, heatmap and key image.
 
 The viewer draws from the display previews made by decode()'s own pipeline
-(``firmware_app.imaging.preview``), so its default rendering is checked
+(``engine.imaging.preview``), so its default rendering is checked
 against decode() itself; the windows and overlays against numbers worked out
 by hand. ``load_frame`` here views a copy of each file in a folder of its own
 (a preview is written beside the image, never beside pydicom's test files).
@@ -21,10 +21,10 @@ import pytest
 from PIL import Image
 from pydicom.pixels import pixel_array
 
-from firmware_app.imaging import preview_file
-from firmware_app.imaging.decode import DecodeError, decode
-from firmware_app.imaging.preview_file import FrameNotPreviewed, FramePreview
-from firmware_app.settings.box import LimitsConfig
+from engine.imaging import preview_file
+from engine.imaging.decode import DecodeError, decode
+from engine.imaging.preview_file import FrameNotPreviewed, FramePreview
+from engine.settings import LimitsConfig
 from firmware_app.storage.spool import preview_path
 from phantoms.dicom import ct_dataset, write_dicom
 from phantoms.images import generate

@@ -17,8 +17,8 @@ from cryptography import x509
 from flask import Flask, abort, flash, g, render_template, request, session
 
 import webcore.passwords as passwords_module
-from firmware_app.errors import EXIT_USAGE
-from firmware_app.i18n import N_
+from clinibox_common.errors import EXIT_USAGE
+from clinibox_common.i18n import N_
 from tests.ports import HOST, free_port
 from tests.web_client import BASE, csrf_token
 from webcore import errors, i18n, login, pages, security, server, tls

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pydicom.data import get_testdata_file
 
-from firmware_app.contracts.reasons import Reason, ReasonCode, encode
+from clinibox_common.contracts.reasons import Reason, ReasonCode, encode
 from firmware_app.ingest.landing import Lander
 from firmware_app.service.worker import Worker
 from firmware_app.settings.box import Config, StorageConfig

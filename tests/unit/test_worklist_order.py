@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import contextlib
 
-from firmware_app.i18n import formats
-from firmware_app.inference.assessment import BAND_ALERT, BAND_FINDING, BAND_NO_FINDING
+from clinibox_common.i18n import formats
+from engine.inference.assessment import BAND_ALERT, BAND_FINDING, BAND_NO_FINDING
 from firmware_app.storage import db
 from firmware_app.storage import studies as queries
 

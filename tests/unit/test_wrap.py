@@ -14,9 +14,9 @@ import pydicom
 import pytest
 from PIL import Image, PngImagePlugin
 
-from firmware_app.imaging.decode import decode
-from firmware_app.imaging.wrap import MAX_SIDE, is_picture, wrap_picture
-from firmware_app.settings.box import LimitsConfig
+from engine.imaging.decode import decode
+from engine.imaging.wrap import MAX_SIDE, is_picture, wrap_picture
+from engine.settings import LimitsConfig
 from tests.corpus import build_malformed_corpus
 
 CANARY = "CANARY-Jane-Doe-1961-MRN-884422"

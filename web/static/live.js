@@ -20,7 +20,7 @@
   }
 
   /** A lesion's size as its label shows it, written as the study page and the report write
-   *  it (web/wording.axes_mm): "12.4 × 8.1 mm", one decimal, the locale's digits; "" without. */
+   *  it (firmware_app/words/wording.axes_mm): "12.4 × 8.1 mm", one decimal, the locale's digits; "" without. */
   function sizeLabel(longAxisMm, shortAxisMm, locale) {
     const ok = (v) => v !== null && v !== undefined && Number(v) >= 0;
     if (!ok(longAxisMm)) return "";

@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from firmware_app.errors import CliniboxError
+from clinibox_common.errors import CliniboxError
 from firmware_app.storage.study_rollup import order_studies, update_study
 
 #: a migration module's name: ``v`` and its number (at least two digits), ``_``, what it does

@@ -1,8 +1,0 @@
-"""``python -m firmware_app.cli``: the same as the ``clinibox`` command."""
-
-import sys
-
-from firmware_app.cli.table import main
-
-if __name__ == "__main__":  # not when a spawned child process imports the main module
-    sys.exit(main())
