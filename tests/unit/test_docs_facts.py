@@ -9,7 +9,9 @@ built or checked against it:
   title and status as each record gives them, in order) and mkdocs.yml's "Decisions"
   section are the same records;
 - the Python version the box needs: pyproject.toml's ``requires-python``, the installer's
-  check and the install pages.
+  check, README.md and the install pages;
+- the default ports (DICOM, the viewer, the console) and AE title where README.md and the
+  pages state them: the settings' defaults.
 
 (The Debian packages have their own file: ``tests/unit/test_debian_packages.py``.)
 """
@@ -116,7 +118,36 @@ def test_the_python_version_is_the_one_pyproject_requires():
     install = (REPO / "scripts" / "install.sh").read_text(encoding="utf-8")
     assert f"sys.version_info < ({major}, {minor})" in install
     assert f"older than Python {major}.{minor}" in install
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert f"needs Python {major}.{minor}+" in readme
     for page in ("install.md", "install.zh.md"):
         text = (DOCS / "technician" / page).read_text(encoding="utf-8")
         assert f"Python {major}.{minor} " in text, page
         assert set(re.findall(r"Python (\d+\.\d+)", text)) == {f"{major}.{minor}"}, page
+
+
+# -- the default ports ------------------------------------------------------------------
+
+def test_the_default_ports_and_ae_title_are_the_settings_defaults():
+    from central.config import CentralConfig
+    from firmware_app.settings import box
+
+    dicom, web = box.Config().dicom, box.Config().web
+    console = CentralConfig().web
+    said = {
+        REPO / "README.md": [f"| DICOM Storage SCP | port {dicom.port}, AE title"
+                             f" `{dicom.ae_title}` |", f"`https://<box>:{web.port}/`"],
+        DOCS / "integration" / "pacs.md": [f"| `[dicom] ae_title` | `{dicom.ae_title}` |",
+                                           f"| `[dicom] port` | `{dicom.port}` |",
+                                           f"(`[dicom] host` is where it listens) | "
+                                           f"`{dicom.host}` (all) |"],
+        DOCS / "technician" / "install.md": [f"(HTTPS, port {web.port})"],
+        DOCS / "technician" / "install.zh.md": [f"（HTTPS，端口 {web.port}）"],
+        DOCS / "clinic" / "index.md": [f"`https://<the box's address>:{web.port}/`"],
+        DOCS / "clinic" / "zh.md": [f"`https://<本机地址>:{web.port}/`"],
+        DOCS / "hospital" / "console.md": [f"({console.port} by default)"],
+        DOCS / "hospital" / "console.zh.md": [f"（默认 {console.port}）"],
+    }
+    missing = [f"{page.relative_to(REPO)}: {words}" for page, phrases in said.items()
+               for words in phrases if words not in page.read_text(encoding="utf-8")]
+    assert missing == []
