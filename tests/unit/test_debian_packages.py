@@ -7,7 +7,7 @@ the docs build need: every box package and the real peers and tools). ``.ci/run`
 and docs/development/testing.md read ``[test]`` through ``scripts/debian-packages.sh``, so they
 hold no copy; the technician's install page names the box's packages, and every
 ``apt-get install`` written anywhere (README.md, docs/, .ci/run, scripts/install.sh, the
-Makefile) names only packages of the list — install.sh's only the box's.
+Makefile, the tests' hints) names only packages of the list — install.sh's only the box's.
 """
 
 from __future__ import annotations
@@ -36,13 +36,13 @@ def sections(text: str) -> dict[str, list[str]]:
 
 def apt_names(text: str) -> list[list[str]]:
     """The packages each ``apt-get install`` of ``text`` names, one list a command (options,
-    ``$(...)`` substitutions and what follows ``||``, ``&&``, a comma, a backtick or a ``)``
-    left out)."""
+    ``$(...)`` substitutions and what follows ``||``, ``&&``, a comma, a quote, a backtick or
+    a ``)`` left out)."""
     text = text.replace("\\\n", " ")
     commands = []
     for match in re.finditer(r"apt-get install\b([^\n`]*)", text):
         rest = re.sub(r"\$\([^)]*\)", " ", match[1])
-        rest = re.split(r"\|\||&&|[;,)|]", rest, maxsplit=1)[0]
+        rest = re.split(r"\|\||&&|[;,)|\"']", rest, maxsplit=1)[0]
         commands.append([word for word in rest.split()
                          if re.fullmatch(r"[a-z0-9][a-z0-9.+-]+", word)])
     return commands
@@ -95,7 +95,8 @@ def test_every_apt_get_install_names_only_listed_packages():
     everything = {package for packages in found.values() for package in packages}
     box = set(found["box"]) | set(found["box-build"])
     places = [REPO / "README.md", REPO / "Makefile", REPO / ".ci" / "run",
-              REPO / "scripts" / "install.sh", *sorted((REPO / "docs").rglob("*.md"))]
+              REPO / "scripts" / "install.sh", *sorted((REPO / "docs").rglob("*.md")),
+              *sorted((REPO / "tests").rglob("*.py"))]
     named = {}
     for place in places:
         for names in apt_names(place.read_text(encoding="utf-8")):
@@ -113,8 +114,10 @@ def test_the_checks_read_commands_as_a_shell_would():
             "        fonts-noto-cjk || say \"apt-get could not\"\n"
             "die \"no python3 (Debian: apt-get install python3 python3-venv)\"\n"
             "say \"(Debian: apt-get install fonts-noto-cjk, or install.sh --install-fonts)\"\n"
+            "assert \"(apt-get install fonts-noto-cjk\" in text\n"
             "apt-get install -y $(scripts/debian-packages.sh test) && make test\n")
     assert apt_names(text) == [["dcmtk", "orthanc"], ["fonts-noto-cjk"],
-                               ["python3", "python3-venv"], ["fonts-noto-cjk"], []]
+                               ["python3", "python3-venv"], ["fonts-noto-cjk"],
+                               ["fonts-noto-cjk"], []]
     assert sections("# note\n[box]\npython3   # why\n\n[test]\ng++\n") == {
         "box": ["python3"], "test": ["g++"]}
