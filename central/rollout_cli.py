@@ -25,7 +25,6 @@ from typing import Any
 
 from central import rollouts
 from central.config import CentralConfig
-from central.store import Store
 from central.store_open import open_store
 from clinibox_common.contracts.package_archive import pack
 from clinibox_common.errors import EXIT_OK, EXIT_USAGE, CliniboxError
@@ -38,15 +37,6 @@ def _box(text: str) -> tuple[str, str]:
     if not slash or not clinic or not device:
         raise argparse.ArgumentTypeError(f"{text!r} is not CLINIC/BOX")
     return clinic, device
-
-
-def group_boxes(store: Store, group: str) -> list[tuple[str, str]]:
-    """The enrolled boxes of a group: every box of the clinics in county ``group`` (as
-    ``central clinic set`` names them), or of clinic ``group``."""
-    clinics = {c["clinic"] for c in store.clinics() if group in (c["county"], c["clinic"])}
-    clinics.add(group)
-    return [(d.clinic, d.device) for d in store.devices()
-            if d.clinic in clinics and d.revoked_at is None]
 
 
 def checked_package(path: Path, config: CentralConfig, folder: Path) -> rollouts.CheckedPackage:
@@ -62,7 +52,8 @@ def cmd_rollout(args: argparse.Namespace, config: CentralConfig) -> int:
     store = open_store(config)
     boxes = list(args.to or [])
     if args.group:
-        found = group_boxes(store, args.group)
+        with store.database.transaction(write=False) as tx:
+            found = rollouts.group_boxes(tx, args.group)
         if not found:
             raise CliniboxError(_("no enrolled box in group %(group)s", group=repr(args.group)),
                                 exit_status=EXIT_USAGE)

@@ -59,6 +59,7 @@ __all__ = [
     "chunks",
     "create",
     "finished",
+    "group_boxes",
     "note_event",
     "pause",
     "resume",
@@ -159,6 +160,18 @@ def check_package(path: Path, trusted_keys: Iterable[Path]) -> CheckedPackage:
 def _read_chunks(path: Path, size: int) -> Iterator[bytes]:
     with Path(path).open("rb") as data:
         yield from iter(lambda: data.read(size), b"")
+
+
+def group_boxes(tx: Transaction, group: str) -> list[tuple[str, str]]:
+    """The enrolled (not revoked) boxes of a group, by clinic then device: every box of the
+    clinics in county ``group`` (as ``clinibox central clinic set`` names them), or of clinic
+    ``group``. The console's rollout form and ``clinibox central rollout --group`` both ask
+    here."""
+    rows = tx.execute(
+        "SELECT clinic, device FROM devices WHERE revoked_at IS NULL AND (clinic = ?"
+        " OR clinic IN (SELECT clinic FROM clinics WHERE county = ?)) ORDER BY clinic, device",
+        (group, group)).fetchall()
+    return [(str(row[0]), str(row[1])) for row in rows]
 
 
 def _waves(boxes: list[tuple[str, str]], canary: int, wave_size: int) -> list[int]:

@@ -24,7 +24,6 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from werkzeug.wrappers import Response
 
 from central import labels, reviews, rollouts
-from central.rollout_cli import group_boxes
 from central_console import queries
 from central_console.request_context import admin_only, client_address, console, current_account
 from clinibox_common.contracts import signing
@@ -117,7 +116,8 @@ def _start_form() -> tuple[str | None, dict[str, Any], list[tuple[str, str]]]:
         if slash and clinic and device:
             boxes.append((clinic, device))
     if form["group"]:
-        found = group_boxes(console().store, form["group"])
+        with console().store.database.transaction(write=False) as tx:
+            found = rollouts.group_boxes(tx, form["group"])
         if not found:
             return gettext("No enrolled box in %(group)s.", group=form["group"]), form, []
         boxes += found
