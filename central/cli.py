@@ -28,6 +28,7 @@ from central import config as config_module
 from central.sql import Database
 from central.store import Store
 from central.store_open import open_store
+from clinibox_common.contracts import downlink
 from clinibox_common.errors import EXIT_OK, EXIT_USAGE, CliniboxError
 from clinibox_common.i18n import gettext as _
 from clinibox_common.i18n import ngettext
@@ -371,13 +372,14 @@ def _row(cells: list[tuple[Any, ...]]) -> str:
 
 
 def cmd_review(args: argparse.Namespace, config: config_module.CentralConfig) -> int:
-    """Give alerts a verdict; each goes back to its box."""
-    from central.reviews import ReviewError, check_review
+    """Give alerts a verdict; each goes back to its box. The verdict, note and months are
+    checked by the one rule (``downlink.review_problem``), refused in the command's words
+    (``reviews.refusal``)."""
+    from central.reviews import refusal
 
-    try:
-        check_review(args.verdict, args.note, args.months)
-    except ReviewError as exc:
-        raise CliniboxError(str(exc), exit_status=EXIT_USAGE) from exc
+    problem = downlink.review_problem(args.verdict, args.note, args.months)
+    if problem is not None:
+        raise CliniboxError(refusal(problem, args.verdict), exit_status=EXIT_USAGE)
     from central import labels
 
     account = args.account or f"cli:{getpass.getuser()}"
@@ -642,7 +644,7 @@ def add_commands(command: Callable[[str, Callable[..., int], str], argparse.Argu
                      "give alerts a verdict, sent back to each alert's box")
     review.add_argument("ids", nargs="+", type=int, metavar="ID", help="alert id")
     review.add_argument("--verdict", required=True,
-                        choices=["refer", "follow_up", "no_action", "send_case"],
+                        choices=downlink.VERDICTS,
                         help="refer the patient, follow up in --months, no action, or ask the "
                              "clinic to send the de-identified case")
     review.add_argument("--note", default="", help="a short note for the clinic (no names)")

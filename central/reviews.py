@@ -23,9 +23,10 @@ from clinibox_common.contracts import downlink
 from clinibox_common.contracts.egress import EgressRefused
 from clinibox_common.contracts.envelope import canonical_payload
 from clinibox_common.errors import CliniboxError
-from clinibox_common.i18n import ENGLISH, current, gettext
+from clinibox_common.i18n import N_, gettext
 
-__all__ = ["ALERT_COLUMNS", "ReviewError", "alert", "audit", "open_alert", "review_alert"]
+__all__ = ["ALERT_COLUMNS", "REFUSALS", "ReviewError", "alert", "audit", "check_review",
+           "open_alert", "refusal", "review_alert"]
 
 #: The alert columns the store and the console read.
 ALERT_COLUMNS = ("id", "clinic", "device", "seq", "study_ref", "finding", "score", "threshold",
@@ -36,13 +37,20 @@ ALERT_COLUMNS = ("id", "clinic", "device", "seq", "study_ref", "finding", "score
 _NAME_LIMIT = 200
 #: Namespace of the advisory locks that serialise downlink numbering (PostgreSQL).
 _DOWNLINK_LOCK = 0x636C6264  # "clbd"
-_NOTE_CHECK = downlink.Text(downlink.MAX_NOTE)
 
 
 class ReviewError(CliniboxError, ValueError):
-    """A review refused: no such alert, an unknown verdict, a bad note or follow-up."""
+    """A review refused: no such alert, an unknown verdict, a bad note or follow-up.
+
+    ``problem`` is the :class:`~clinibox_common.contracts.downlink.ReviewProblem` when the
+    verdict, note or follow-up was refused, else None."""
 
     kind = "review refused"
+
+    def __init__(self, *args: object, problem: downlink.ReviewProblem | None = None,
+                 exit_status: int | None = None) -> None:
+        super().__init__(*args, exit_status=exit_status)
+        self.problem = problem
 
 
 def alert(tx: Transaction, alert_id: int) -> dict[str, Any] | None:
@@ -80,26 +88,37 @@ def open_alert(tx: Transaction, alert_id: int, account: str, now: float | None =
     return cursor.rowcount == 1
 
 
+#: ``clinibox central review``'s words (and the store's refusal) for each problem the one rule
+#: (:func:`clinibox_common.contracts.downlink.review_problem`) finds; the console's page says
+#: them its own way (``central_console/views_alerts.py``).
+REFUSALS: dict[downlink.ReviewProblem, str] = {
+    downlink.ReviewProblem.NO_VERDICT: N_("verdict must be one of %(verdicts)s; got %(verdict)s"),
+    downlink.ReviewProblem.NOTE_TOO_LONG: N_(
+        "the note cannot be sent: at most %(n)s characters of printable text"),
+    downlink.ReviewProblem.NOTE_NOT_TEXT: N_(
+        "the note cannot be sent: control characters are not allowed"),
+    downlink.ReviewProblem.MONTHS_MISSING: N_(
+        "a follow_up verdict needs the months until the follow-up"),
+    downlink.ReviewProblem.MONTHS_NOT_FOLLOW_UP: N_(
+        "months are given with a follow_up verdict only"),
+    downlink.ReviewProblem.MONTHS_OUT_OF_RANGE: N_("months must be between 1 and %(n)s"),
+}
+
+
+def refusal(problem: downlink.ReviewProblem, verdict: Any = "") -> str:
+    """A review problem in the command's words, in the reader's language."""
+    months = problem is downlink.ReviewProblem.MONTHS_OUT_OF_RANGE
+    return gettext(REFUSALS[problem], verdicts=", ".join(downlink.VERDICTS),
+                   verdict=repr(verdict),
+                   n=downlink.MAX_FOLLOW_UP_MONTHS if months else downlink.MAX_NOTE)
+
+
 def check_review(verdict: str, note: str, follow_up_months: int | None) -> None:
-    """Refuse (ReviewError) a verdict, note or follow-up the downlink would not carry."""
-    if verdict not in downlink.VERDICTS:
-        raise ReviewError(gettext("verdict must be one of %(verdicts)s; got %(verdict)s",
-                                  verdicts=", ".join(downlink.VERDICTS), verdict=repr(verdict)))
-    try:
-        _NOTE_CHECK.check(note, "note", None)
-    except EgressRefused as exc:
-        raise ReviewError(str(exc) if current() == ENGLISH else gettext(
-            "the note cannot be sent: at most %(n)s characters of printable text",
-            n=downlink.MAX_NOTE)) from exc
-    follow_up = verdict == downlink.HospitalVerdict.FOLLOW_UP
-    if follow_up and follow_up_months is None:
-        raise ReviewError(gettext("a follow_up verdict needs the months until the follow-up"))
-    if not follow_up and follow_up_months is not None:
-        raise ReviewError(gettext("months are given with a follow_up verdict only"))
-    if follow_up_months is not None and not (
-            1 <= int(follow_up_months) <= downlink.MAX_FOLLOW_UP_MONTHS):
-        raise ReviewError(gettext("months must be between 1 and %(n)s",
-                                  n=downlink.MAX_FOLLOW_UP_MONTHS))
+    """Refuse (ReviewError, its ``problem`` the code) a verdict, note or follow-up the
+    downlink would not carry: :func:`clinibox_common.contracts.downlink.review_problem`."""
+    problem = downlink.review_problem(verdict, note, follow_up_months)
+    if problem is not None:
+        raise ReviewError(refusal(problem, verdict), problem=problem)
 
 
 def queue_downlink(tx: Transaction, clinic: str, device: str, kind: str,

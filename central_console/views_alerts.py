@@ -19,7 +19,7 @@ from central import labels, reviews
 from central_console import queries
 from central_console.request_context import client_address, console, current_account, note
 from clinibox_common.contracts import downlink
-from clinibox_common.i18n import gettext
+from clinibox_common.i18n import N_, gettext
 
 blueprint = Blueprint("alerts", __name__)
 #: seconds between two polls of the worklist
@@ -68,25 +68,42 @@ def _has_key(box: dict[str, Any] | None) -> bool:
     return box is not None and bool(box.get("downlink_key"))
 
 
-def _form_problem(form: Any) -> tuple[str | None, str, str, int | None]:
-    """(why the form is refused or None, verdict, note, months) from a review form."""
+#: The page's words for each problem the one rule (``downlink.review_problem``) finds in a
+#: review form (``clinibox central review`` says them its own way: ``central.reviews``).
+PAGE_WORDS: dict[downlink.ReviewProblem, str] = {
+    downlink.ReviewProblem.NO_VERDICT: N_("Choose a verdict."),
+    downlink.ReviewProblem.NOTE_TOO_LONG: N_("The note is longer than %(n)s characters."),
+    downlink.ReviewProblem.NOTE_NOT_TEXT: N_(
+        "The note has characters that cannot be sent: write plain text."),
+    downlink.ReviewProblem.MONTHS_MISSING: N_(
+        "A follow-up needs a number of months from 1 to %(n)s."),
+    downlink.ReviewProblem.MONTHS_NOT_FOLLOW_UP: N_("Months go with a follow-up only."),
+    downlink.ReviewProblem.MONTHS_OUT_OF_RANGE: N_(
+        "A follow-up needs a number of months from 1 to %(n)s."),
+}
+
+
+def page_words(problem: downlink.ReviewProblem) -> str:
+    """A review form's problem in the page's words, in the reader's language."""
+    note = problem in (downlink.ReviewProblem.NOTE_TOO_LONG, downlink.ReviewProblem.NOTE_NOT_TEXT)
+    return gettext(PAGE_WORDS[problem],
+                   n=downlink.MAX_NOTE if note else downlink.MAX_FOLLOW_UP_MONTHS)
+
+
+def _form_review(form: Any) -> tuple[downlink.ReviewProblem | None, str, str, int | None]:
+    """(the problem of a review form or None, verdict, note, months): the form read (the
+    months only with a follow-up; not a whole number: 0), then the one rule
+    (``downlink.review_problem``)."""
     verdict = form.get("verdict", "")
     text = form.get("note", "").replace("\r\n", "\n").strip()
     months: int | None = None
-    if verdict not in downlink.VERDICTS:
-        return gettext("Choose a verdict."), verdict, text, None
-    if len(text) > downlink.MAX_NOTE:
-        return (gettext("The note is longer than %(n)s characters.", n=downlink.MAX_NOTE),
-                verdict, text, None)
-    if verdict == downlink.HospitalVerdict.FOLLOW_UP:
+    if verdict == downlink.HospitalVerdict.FOLLOW_UP and form.get("months", "").strip():
         try:
             months = int(form.get("months", ""))
         except ValueError:
             months = 0
-        if not 1 <= months <= downlink.MAX_FOLLOW_UP_MONTHS:
-            return (gettext("A follow-up needs a number of months from 1 to %(n)s.",
-                            n=downlink.MAX_FOLLOW_UP_MONTHS), verdict, text, None)
-    return None, verdict, text, months
+    problem = downlink.review_problem(verdict, text, months)
+    return problem, verdict, text, None if problem else months
 
 
 @blueprint.route("/alerts/<int:alert_id>", methods=["GET", "POST"])
@@ -105,7 +122,8 @@ def alert(alert_id: int):
     if request.method == "POST":
         if not account.is_radiologist:
             abort(403)
-        error, verdict, text, months = _form_problem(request.form)
+        problem, verdict, text, months = _form_review(request.form)
+        error = None if problem is None else page_words(problem)
         form = {"verdict": verdict, "note": text, "months": request.form.get("months", "")}
         if error is None:
             try:

@@ -148,6 +148,65 @@ def verdict_words(word: str | None, months: int | None = None) -> str:
     return gettext(english) if english else word.replace("_", " ")
 
 
+class ReviewProblem(Word):
+    """Why a verdict cannot go to the box: the one rule (:func:`review_problem`) that the
+    console's review form, ``clinibox central review``, the message builder
+    (:func:`review_payload`) and the box (:func:`open_downlink`) share. A code, not a
+    sentence: each side says it in its own words (the console's page, the command's
+    refusal) or refuses (:class:`ReviewRefused`)."""
+
+    NO_VERDICT = "no_verdict"
+    """The verdict is not one of :data:`VERDICTS`."""
+    NOTE_TOO_LONG = "note_too_long"
+    """The note is longer than :data:`MAX_NOTE` characters."""
+    NOTE_NOT_TEXT = "note_not_text"
+    """The note is not printable text (a control character; a line break is text)."""
+    MONTHS_MISSING = "months_missing"
+    """A ``follow_up`` verdict without its months."""
+    MONTHS_NOT_FOLLOW_UP = "months_not_follow_up"
+    """Months given with a verdict other than ``follow_up``."""
+    MONTHS_OUT_OF_RANGE = "months_out_of_range"
+    """Months outside 1 to :data:`MAX_FOLLOW_UP_MONTHS`."""
+
+
+def _text_problem(value: Any, limit: int) -> ReviewProblem | None:
+    """Whether ``value`` is printable text of at most ``limit`` characters (line breaks
+    allowed): None, or the problem with it."""
+    if isinstance(value, str) and len(value) > limit:
+        return ReviewProblem.NOTE_TOO_LONG
+    if not isinstance(value, str) or any(not (c.isprintable() or c == "\n") for c in value):
+        return ReviewProblem.NOTE_NOT_TEXT
+    return None
+
+
+def review_problem(verdict: Any, note: Any, follow_up_months: Any) -> ReviewProblem | None:
+    """What is wrong with a verdict, its note and its follow-up months, first problem first;
+    None when the box would take them. The one place this rule is decided."""
+    if verdict not in VERDICTS:
+        return ReviewProblem.NO_VERDICT
+    problem = _text_problem(note, MAX_NOTE)
+    if problem is not None:
+        return problem
+    follow_up = verdict == HospitalVerdict.FOLLOW_UP
+    if follow_up and follow_up_months is None:
+        return ReviewProblem.MONTHS_MISSING
+    if not follow_up and follow_up_months is not None:
+        return ReviewProblem.MONTHS_NOT_FOLLOW_UP
+    if follow_up_months is not None and (
+            isinstance(follow_up_months, bool) or not isinstance(follow_up_months, int)
+            or not 1 <= follow_up_months <= MAX_FOLLOW_UP_MONTHS):
+        return ReviewProblem.MONTHS_OUT_OF_RANGE
+    return None
+
+
+class ReviewRefused(EgressRefused):
+    """A review payload refused by :func:`review_problem`; ``problem`` says why (a code)."""
+
+    def __init__(self, problem: ReviewProblem) -> None:
+        super().__init__(f"{KIND_REVIEW}: {problem}")
+        self.problem = problem
+
+
 @dataclass(frozen=True)
 class Text:
     """A printable free text of at most ``limit`` characters (no control characters)."""
@@ -156,9 +215,10 @@ class Text:
 
     def check(self, value: Any, where: str, labels: frozenset[str] | None) -> None:
         """Refuse anything but a printable string within the limit."""
-        if not isinstance(value, str) or len(value) > self.limit:
+        problem = _text_problem(value, self.limit)
+        if problem is ReviewProblem.NOTE_TOO_LONG or not isinstance(value, str):
             raise EgressRefused(f"{where}: must be text of at most {self.limit} characters")
-        if any(not (c.isprintable() or c == "\n") for c in value):
+        if problem is not None:
             raise EgressRefused(f"{where}: control characters are not allowed")
 
 
@@ -229,7 +289,12 @@ def topic(clinic: str, device: str) -> str:
 def review_payload(*, study_ref: str, alert_seq: int, verdict: str, note: str,
                    reviewed_at: float, follow_up_months: int | None = None,
                    created_at: float | None = None) -> dict[str, Any]:
-    """A checked ``review`` payload (EgressRefused when a field breaks the schema)."""
+    """A checked ``review`` payload: ReviewRefused (its ``problem`` a :class:`ReviewProblem`)
+    for a verdict, note or follow-up :func:`review_problem` refuses, EgressRefused when
+    another field breaks the schema."""
+    problem = review_problem(verdict, note, follow_up_months)
+    if problem is not None:
+        raise ReviewRefused(problem)
     payload: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
         "created_at": int(time.time() if created_at is None else created_at),
@@ -237,10 +302,19 @@ def review_payload(*, study_ref: str, alert_seq: int, verdict: str, note: str,
         "note": note, "reviewed_at": int(reviewed_at)}
     if follow_up_months is not None:
         payload["follow_up_months"] = int(follow_up_months)
-    if (verdict == HospitalVerdict.FOLLOW_UP) != (follow_up_months is not None):
-        raise EgressRefused("review.follow_up_months: given with follow_up, and only then")
-    SCHEMAS[KIND_REVIEW].check(payload, KIND_REVIEW, None)
+    check_review(payload)
     return payload
+
+
+def check_review(payload: dict[str, Any]) -> None:
+    """EgressRefused unless ``payload`` is a review the box takes: the schema, then
+    :func:`review_problem` (ReviewRefused: a follow-up's months given with it, and only
+    then)."""
+    SCHEMAS[KIND_REVIEW].check(payload, KIND_REVIEW, None)
+    problem = review_problem(payload["verdict"], payload["note"],
+                             payload.get("follow_up_months"))
+    if problem is not None:
+        raise ReviewRefused(problem)
 
 
 def link_check_payload(created_at: float | None = None) -> dict[str, Any]:
@@ -284,6 +358,8 @@ def seal_downlink(clinic: str, device: str, seq: int, payload: dict[str, Any],
     SCHEMAS[kind].check(payload, kind, None)
     if kind == KIND_ROLLOUT:
         check_rollout(payload)
+    if kind == KIND_REVIEW:
+        check_review(payload)
     return seal(Header(clinic, device, kind, seq), payload, box_key, hospital_signing_key,
                 info=HKDF_INFO)
 
@@ -328,6 +404,8 @@ def open_downlink(envelope: bytes, *, clinic: str, device: str,
         SCHEMAS[header.kind].check(payload, header.kind, None)
         if header.kind == KIND_ROLLOUT:
             check_rollout(payload)
+        if header.kind == KIND_REVIEW:
+            check_review(payload)
     except EgressRefused as exc:
         raise DownlinkRefused("schema", str(exc)) from exc
     now = time.time() if now is None else now
