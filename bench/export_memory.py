@@ -165,7 +165,8 @@ def make_box(root: Path, counts: list[int]) -> tuple[Path, dict[int, str]]:
 
     from bench.common import BOX_DEFAULTS
     from firmware_app.ingest.landing import Lander
-    from firmware_app.settings.box import Config, StorageConfig
+    from firmware_app.settings.box import Config
+    from firmware_app.settings.storage import StorageConfig
     from firmware_app.storage import db
     from firmware_app.storage.spool import make_spool
     from phantoms.dicom import ct_dataset

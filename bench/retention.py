@@ -47,7 +47,8 @@ from typing import Any
 import numpy as np
 
 from bench.common import figure, machine, percentiles, save
-from firmware_app.settings.box import Config, StorageConfig
+from firmware_app.settings.box import Config
+from firmware_app.settings.storage import StorageConfig
 from firmware_app.storage import db
 from firmware_app.storage.retention import apply_retention
 

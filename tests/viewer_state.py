@@ -35,7 +35,8 @@ from pydicom.data import get_testdata_file
 from engine.inference.runner import ModelRunner
 from firmware_app.ingest.landing import Lander
 from firmware_app.service.worker import Worker
-from firmware_app.settings.box import Config, StorageConfig
+from firmware_app.settings.box import Config
+from firmware_app.settings.storage import StorageConfig
 from firmware_app.storage import db
 from firmware_app.storage.accounts import Accounts
 from firmware_app.storage.spool import make_spool

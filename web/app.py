@@ -30,7 +30,8 @@ from clinibox_common.contracts.manifest import PackageError
 from clinibox_common.i18n import N_, gettext
 from engine.model_package import load_package
 from firmware_app.models.store import resolve_package_root
-from firmware_app.settings.box import DEMO_TRUST_WARNING, Config
+from firmware_app.settings.box import Config
+from firmware_app.settings.models import DEMO_TRUST_WARNING
 from firmware_app.storage import db
 from firmware_app.storage.spool import Spool, make_spool
 from firmware_app.words import labels, wording

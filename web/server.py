@@ -14,7 +14,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from firmware_app.settings.box import Config, ConfigError
+from clinibox_common.settings_loader import ConfigError
+from firmware_app.settings.box import Config
 from firmware_app.storage import db
 from firmware_app.storage.accounts import Accounts
 from webcore import server, tls

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from clinibox_common.fs import write_bytes_atomically
 from firmware_app.dicom_out.document import Document
-from firmware_app.settings.box import PacsDestination
+from firmware_app.settings.pacs import PacsDestination
 from firmware_app.storage.db import private_state_dir, transaction
 from firmware_app.storage.dicom_outbox import DocumentFile, add_documents
 

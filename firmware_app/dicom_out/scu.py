@@ -24,7 +24,7 @@ from pynetdicom import AE, Association, evt
 from pynetdicom.status import GENERAL_STATUS, STORAGE_SERVICE_CLASS_STATUS
 
 from clinibox_common.errors import CliniboxError
-from firmware_app.settings.box import PacsConfig, PacsDestination
+from firmware_app.settings.pacs import PacsConfig, PacsDestination
 from firmware_app.storage import event_codes as codes
 
 #: C-STORE statuses that mean the destination has the object

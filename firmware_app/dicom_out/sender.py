@@ -34,7 +34,8 @@ from pydicom.filereader import read_file_meta_info
 
 from clinibox_common.contracts.statuses import DicomOutboxState
 from firmware_app.dicom_out import scu
-from firmware_app.settings.box import Config, PacsDestination
+from firmware_app.settings.box import Config
+from firmware_app.settings.pacs import PacsDestination
 from firmware_app.storage import db, event_codes
 from firmware_app.storage import dicom_outbox as rows
 

@@ -41,7 +41,7 @@ from pynetdicom.sop_class import Verification
 from firmware_app.ingest.bounded_server import BoundedAssociationServer, BoundedRequestHandler
 from firmware_app.ingest.landing import Lander
 from firmware_app.ingest.store_answer import answer_store
-from firmware_app.settings.box import DicomConfig
+from firmware_app.settings.dicom import DicomConfig
 from firmware_app.storage.spool import RECEIVING_PREFIX
 
 log = logging.getLogger(__name__)

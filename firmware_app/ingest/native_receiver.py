@@ -46,7 +46,7 @@ from clinibox_common.errors import CliniboxError
 from clinibox_common.fs import owned_temp_folder
 from firmware_app.ingest.landing import Lander
 from firmware_app.ingest.store_answer import CANNOT_UNDERSTAND, answer_store
-from firmware_app.settings.box import DicomConfig
+from firmware_app.settings.dicom import DicomConfig
 
 log = logging.getLogger(__name__)
 

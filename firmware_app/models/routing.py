@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from clinibox_common.contracts.manifest import ModelPackage
 from clinibox_common.contracts.reasons import Reason, ReasonCode
 from engine.imaging.decode import DecodedImage
-from firmware_app.settings.box import RoutingRule
+from firmware_app.settings.routing import RoutingRule
 
 
 def _within(value: int, low: int, high: int) -> bool:

@@ -91,9 +91,10 @@ from clinibox_common.i18n import ENGLISH, N_, current, gettext
 from clinibox_common.i18n.error_words import error_words
 from clinibox_common.i18n.formats import names
 from clinibox_common.i18n.text import ljust
-from clinibox_common.settings_loader import toml_value
+from clinibox_common.settings_loader import ConfigError, read_toml, toml_value
 from firmware_app.settings import box as config_module
-from firmware_app.settings.box import Config, ConfigError
+from firmware_app.settings.box import Config
+from firmware_app.settings.telemetry import TelemetryConfig
 from firmware_app.telemetry.identity import DeviceIdentity, load_identity
 
 if sys.version_info >= (3, 11):
@@ -159,7 +160,7 @@ def config_path(given: str | None) -> Path:
 def _read_existing(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
-    data = config_module.read_toml(path)
+    data = read_toml(path)
     config_module.from_dict(data)
     return data
 
@@ -169,7 +170,7 @@ def _already(existing: dict[str, Any]) -> tuple[str, str] | None:
     telemetry, mqtt = existing.get("telemetry", {}), existing.get("mqtt", {})
     if not ({"clinic", "device"} & set(telemetry) or mqtt.get("host")):
         return None
-    defaults = config_module.TelemetryConfig()
+    defaults = TelemetryConfig()
     return (telemetry.get("clinic", defaults.clinic), telemetry.get("device", defaults.device))
 
 

@@ -114,7 +114,7 @@ def check_package(config: Config) -> tuple[Check, ModelPackage | None]:
 
 def check_signing_keys(config: Config) -> Check:
     """Which keys may sign the packages this box runs; WARN while the demo key is trusted."""
-    from firmware_app.settings.box import DEMO_TRUST_WARNING
+    from firmware_app.settings.models import DEMO_TRUST_WARNING
 
     name = "signing keys"
     count = len(config.trusted_key_paths)

@@ -66,7 +66,9 @@ from firmware_app.service.study_completion import StudyCompleter
 from firmware_app.service.systemd_notify import Notifier
 from firmware_app.service.viewer_process import ViewerProcess
 from firmware_app.service.worker import Worker
-from firmware_app.settings.box import DEMO_TRUST_WARNING, Config, DicomConfig
+from firmware_app.settings.box import Config
+from firmware_app.settings.dicom import DicomConfig
+from firmware_app.settings.models import DEMO_TRUST_WARNING
 from firmware_app.storage import db, event_codes, model_offers
 from firmware_app.storage.queue import JobQueue
 from firmware_app.storage.spool import Spool, make_spool

@@ -447,7 +447,7 @@ void remove_leftovers(pid_t child) {
 // Fair slots: no small set of addresses can hold every slot. When only one slot is free,
 // it goes only to an address that holds no association; an address that holds one or more
 // is rejected the same way (transient, local limit exceeded), so a third modality still
-// gets in while two others hold all they may (firmware_app/settings/box.py).
+// gets in while two others hold all they may (firmware_app/settings/dicom.py).
 
 int serve(int listener) {
   std::map<pid_t, std::string> children;  // pid -> peer address

@@ -72,6 +72,9 @@ def config_page() -> str:
     """reference/config.md: every section and key of the box's and the receiver's settings."""
     from central import config as central_config
     from firmware_app.settings import box
+    from firmware_app.settings.live import LiveSource
+    from firmware_app.settings.pacs import PacsDestination
+    from firmware_app.settings.routing import RoutingRule
 
     parts = [
         "# Configuration reference", "", GENERATED_NOTE, "",
@@ -83,9 +86,9 @@ def config_page() -> str:
         "## The box (`clinibox serve --config FILE`, or `$CLINIBOX_CONFIG`)", "",
         rst_to_md(box.__doc__), "",
     ]
-    parts += settings_sections(box.Config, {"pacs.destinations": box.PacsDestination,
-                                            "routing.rules": box.RoutingRule,
-                                            "live.sources": box.LiveSource})
+    parts += settings_sections(box.Config, {"pacs.destinations": PacsDestination,
+                                            "routing.rules": RoutingRule,
+                                            "live.sources": LiveSource})
     parts += ["## The hospital's receiver (`clinibox central … --config FILE`)", "",
               rst_to_md(central_config.__doc__), ""]
     parts += settings_sections(central_config.CentralConfig, {})

@@ -33,6 +33,7 @@ from firmware_app.dicom_out import sender as sender_module
 from firmware_app.dicom_out.outbox import enqueue_documents
 from firmware_app.dicom_out.sender import DicomSender
 from firmware_app.settings import box as cfg
+from firmware_app.settings.pacs import PacsDestination
 from firmware_app.storage import db
 from tests.orthanc_server import Orthanc, orthanc_fixture, wait_until
 from tests.unit.test_dicom_outbox import document
@@ -50,7 +51,7 @@ def box_config(root: Path, pacs: Orthanc, *, ae_title: str | None = None,
     config.pacs.retry_min_seconds = 0.2
     config.pacs.retry_max_seconds = retry_max
     config.pacs.connect_timeout = 10.0
-    config.pacs.destinations = [cfg.PacsDestination(
+    config.pacs.destinations = [PacsDestination(
         name="pacs", ae_title=ae_title or pacs.ae_title, host=pacs.host, port=pacs.dicom_port,
         send=["sr", "seg", "key_image"])]
     db.open_database(config.database_path).close()

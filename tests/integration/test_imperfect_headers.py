@@ -44,6 +44,7 @@ from firmware_app.dicom_out.study_documents import ModelIdentity
 from firmware_app.service.appliance import load_runner
 from firmware_app.service.study_completion import StudyCompleter
 from firmware_app.settings import box as cfg
+from firmware_app.settings.pacs import PacsDestination
 from firmware_app.storage import db
 from firmware_app.storage.study_completion import studies_due
 from tests.orthanc_server import Orthanc
@@ -95,7 +96,7 @@ def imperfect(tmp_path_factory) -> Iterator[Imperfect]:
     with Orthanc(root / "orthanc") as orthanc:
         config = cfg.Config()
         config.pacs.retry_min_seconds, config.pacs.retry_max_seconds = 0.05, 0.1
-        config.pacs.destinations = [cfg.PacsDestination(
+        config.pacs.destinations = [PacsDestination(
             name="pacs", ae_title=orthanc.ae_title, host=orthanc.host, port=orthanc.dicom_port,
             send=["sr", "seg", "key_image"])]
         box = local_box(config, root / "state", runner)
@@ -298,10 +299,10 @@ def test_a_refused_document_is_held_after_max_refusals_and_a_technician_requeues
     config.pacs.retry_min_seconds, config.pacs.retry_max_seconds = 0.05, 0.1
     config.pacs.connect_timeout, config.pacs.max_refusals = 5.0, 3
     config.pacs.destinations = [
-        cfg.PacsDestination(name="refuser", ae_title="REFUSER", host="127.0.0.1",
-                            port=refusing_scp, send=["sr"]),
-        cfg.PacsDestination(name="down", ae_title="DOWN", host="127.0.0.1", port=free_port(),
-                            send=["sr"])]
+        PacsDestination(name="refuser", ae_title="REFUSER", host="127.0.0.1",
+                        port=refusing_scp, send=["sr"]),
+        PacsDestination(name="down", ae_title="DOWN", host="127.0.0.1", port=free_port(),
+                        send=["sr"])]
     toml = tmp_path / "box.toml"
     toml.write_text(f'[storage]\nstate_dir = "{config.storage.state_dir}"\n'
                     "[pacs]\nmax_refusals = 3\n"

@@ -20,8 +20,9 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from clinibox_common.contracts.statuses import LiveKept
 from clinibox_common.i18n import use_locale
-from firmware_app.settings.box import Config, StorageConfig
+from firmware_app.settings.box import Config
 from firmware_app.settings.live import LiveSource
+from firmware_app.settings.storage import StorageConfig
 from firmware_app.storage import audit, db, live_sessions
 from firmware_app.storage.accounts import Accounts
 from firmware_app.storage.live_frames import FrameWriter, live_root

@@ -34,7 +34,8 @@ from clinibox_common.contracts.envelope import generate_x25519_pair, load_x25519
 from clinibox_common.contracts.signing import generate_key_pair
 from firmware_app.ops.provision import ProvisionError, provision
 from firmware_app.ops.selftest import Check, check_broker, check_clock, check_dicom_echo, check_disk
-from firmware_app.settings.box import Config, MqttConfig, from_dict, load
+from firmware_app.settings.box import Config, from_dict, load
+from firmware_app.settings.mqtt import MqttConfig
 from firmware_app.storage import db
 from tests.integration.conftest import REPO, Box, to_toml, wait_for
 from tests.model_packages import make_package

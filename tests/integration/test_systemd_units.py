@@ -343,7 +343,7 @@ def test_the_decoder_sandbox_limits_itself_under_the_units_sandbox(unit):
     """The decoder child lowers its own RLIMIT_AS under the unit's seccomp filter (glibc's
     setrlimit is the prlimit64 system call, which ``~@resources`` leaves allowed)."""
     probe = ("from pathlib import Path\n"
-             "from firmware_app.settings.box import LimitsConfig\n"
+             "from engine.settings import LimitsConfig\n"
              "from engine.imaging.sandbox import DecodeSandbox\n"
              "box = DecodeSandbox(LimitsConfig())\n"
              f"image = box.decode(Path({str(CT)!r}), 1)\n"

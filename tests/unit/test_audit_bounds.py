@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from firmware_app.settings.box import AuditConfig
+from firmware_app.settings.audit import AuditConfig
 from firmware_app.storage import db
 from firmware_app.storage.audit_query import AuditQuery, count_rows
 from tests.viewer_state import CLINICIAN, TECHNICIAN

@@ -14,7 +14,7 @@ from pynetdicom import AE
 
 from firmware_app.ingest.dicom_scp import StorageSCP
 from firmware_app.ingest.landing import Lander
-from firmware_app.settings.box import DicomConfig
+from firmware_app.settings.dicom import DicomConfig
 from firmware_app.storage.spool import Spool
 from tests.ports import free_port
 

@@ -31,8 +31,8 @@ from typing import Any
 import pytest
 
 from clinibox.table import COMMANDS, main
-from firmware_app.settings.box import PacsDestination
 from firmware_app.settings.live import LiveSource
+from firmware_app.settings.pacs import PacsDestination
 from firmware_app.storage import audit, db, download_progress, model_offers
 from firmware_app.storage.live_frames import live_root, write_stopped
 from firmware_app.telemetry.messages import device_event, queue_device_event

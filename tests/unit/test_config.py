@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from clinibox_common.bundled import DEMO_PUBLIC_KEY
+from clinibox_common.settings_loader import ConfigError
 from firmware_app.settings import box as cfg
 
 
@@ -16,7 +18,7 @@ def test_embedded_defaults_serve_a_single_box():
     assert config.mqtt.host == ""  # disabled until configured
     assert config.state_dir == Path("var").resolve()
     assert config.import_dir == Path("var").resolve() / "import"
-    assert config.trusted_key_paths == [cfg.DEMO_PUBLIC_KEY]
+    assert config.trusted_key_paths == [DEMO_PUBLIC_KEY]
 
 
 def test_script_keys_are_settable(tmp_path):
@@ -53,7 +55,7 @@ def test_script_keys_are_settable(tmp_path):
 def test_bad_values_are_refused_naming_the_key(tmp_path, toml, message):
     path = tmp_path / "bad.toml"
     path.write_text(toml)
-    with pytest.raises(cfg.ConfigError) as excinfo:
+    with pytest.raises(ConfigError) as excinfo:
         cfg.load(path)
     assert message in str(excinfo.value)
 
@@ -65,5 +67,5 @@ def test_example_config_is_the_defaults_and_loads(tmp_path):
 
 
 def test_missing_file_is_a_clear_error(tmp_path):
-    with pytest.raises(cfg.ConfigError, match="cannot read config"):
+    with pytest.raises(ConfigError, match="cannot read config"):
         cfg.load(tmp_path / "nope.toml")

@@ -14,7 +14,8 @@ from clinibox_common.contracts.signing import generate_key_pair
 from engine.model_package import load_package
 from firmware_app.models.store import resolve_package_root
 from firmware_app.ops.selftest import FAIL, PASS, WARN, check_signing_keys
-from firmware_app.settings.box import DEMO_TRUST_WARNING, from_dict
+from firmware_app.settings.box import from_dict
+from firmware_app.settings.models import DEMO_TRUST_WARNING
 from firmware_app.storage import db
 from firmware_app.storage.accounts import Accounts
 from tests.web_client import ViewerClient

@@ -142,7 +142,7 @@ def test_the_device_page_in_chinese_while_the_box_waits_for_a_model(served):
 def test_the_device_page_in_chinese_says_the_boxs_events_and_a_pacs_failure(served):
     """The event log and a failing PACS destination read in Chinese words from their codes
     (an event from before codes: a plain note), never the English lines the log keeps."""
-    from firmware_app.settings.box import PacsDestination
+    from firmware_app.settings.pacs import PacsDestination
     from tests.box_events import EVENTS, record_events
 
     base, state, _app = served

@@ -15,9 +15,11 @@ from pydicom import Dataset, dcmread
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from clinibox_common.settings_loader import ConfigError
 from firmware_app.dicom_out.document import DOCUMENT_KINDS, Document
 from firmware_app.dicom_out.outbox import document_path, enqueue_documents
 from firmware_app.settings import box as cfg
+from firmware_app.settings.pacs import PACS_DOCUMENT_KINDS, PacsConfig, PacsDestination
 from firmware_app.storage import db
 from firmware_app.storage import dicom_outbox as rows
 from firmware_app.storage.status import box_status
@@ -111,10 +113,10 @@ def document(kind: str, study_uid: str | None = None, uid: str | None = None) ->
     return Document(kind, study_uid, BUILDERS[kind](study_uid, uid))
 
 
-def destination(name: str = "pacs", send: list[str] | None = None, **kwargs) -> cfg.PacsDestination:
+def destination(name: str = "pacs", send: list[str] | None = None, **kwargs) -> PacsDestination:
     """A destination as the config makes it."""
-    return cfg.PacsDestination(name=name, host="127.0.0.1", port=104,
-                               send=list(DOCUMENT_KINDS) if send is None else send, **kwargs)
+    return PacsDestination(name=name, host="127.0.0.1", port=104,
+                           send=list(DOCUMENT_KINDS) if send is None else send, **kwargs)
 
 
 def states(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
@@ -129,7 +131,7 @@ def test_by_default_no_destination_so_nothing_is_sent():
     config = cfg.Config()
     assert config.pacs.destinations == []
     assert config.pacs_calling_ae_title == "CLINIBOX"
-    assert cfg.PACS_DOCUMENT_KINDS == DOCUMENT_KINDS  # the config's names are the documents'
+    assert PACS_DOCUMENT_KINDS == DOCUMENT_KINDS  # the config's names are the documents'
 
 
 def test_destinations_are_read_from_pacs_tables(tmp_path):
@@ -175,7 +177,7 @@ def test_destinations_are_read_from_pacs_tables(tmp_path):
 def test_bad_destinations_are_refused_naming_the_key(tmp_path, tables, message):
     path = tmp_path / "bad.toml"
     path.write_text("[[pacs.destinations]]\n" + tables)
-    with pytest.raises(cfg.ConfigError) as excinfo:
+    with pytest.raises(ConfigError) as excinfo:
         cfg.load(path)
     assert message in str(excinfo.value)
 
@@ -190,7 +192,7 @@ def test_bad_destinations_are_refused_naming_the_key(tmp_path, tables, message):
 def test_bad_pacs_settings_are_refused(tmp_path, toml, message):
     path = tmp_path / "bad.toml"
     path.write_text(toml)
-    with pytest.raises(cfg.ConfigError) as excinfo:
+    with pytest.raises(ConfigError) as excinfo:
         cfg.load(path)
     assert message in str(excinfo.value)
 
@@ -200,7 +202,7 @@ def test_example_config_describes_pacs_and_its_example_destination_loads(tmp_pat
     assert "[pacs]\n" in text and "# [[pacs.destinations]]" in text
     example = tmp_path / "example.toml"
     example.write_text(text)
-    assert cfg.load(example).pacs == cfg.PacsConfig()  # as shipped: no destination
+    assert cfg.load(example).pacs == PacsConfig()  # as shipped: no destination
     # a technician uncomments the example table: it loads as one destination
     destinations, rules = text.split("# Routing rules")
     uncommented = re.sub(r"^# (\[\[pacs|[a-z_]+ = )", r"\1", destinations, flags=re.M)

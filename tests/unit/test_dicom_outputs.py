@@ -29,6 +29,7 @@ from clinibox_common.contracts.dicom_outputs import (
     output_keys,
     output_table,
 )
+from clinibox_common.settings_loader import ConfigError
 from firmware_app.dicom_out import writers
 from firmware_app.dicom_out.document import Document
 from firmware_app.dicom_out.outbox import enqueue_documents
@@ -40,6 +41,7 @@ from firmware_app.dicom_out.study_documents import (
     study_documents,
 )
 from firmware_app.settings import box as cfg
+from firmware_app.settings.pacs import PACS_DOCUMENT_KINDS, PacsDestination
 from firmware_app.storage import db
 from firmware_app.storage import dicom_outbox as rows
 from firmware_app.storage.results import ResultStore
@@ -145,15 +147,15 @@ def _destination_toml(tmp_path: Path, send: str) -> Path:
 
 def test_send_is_checked_against_the_table(tmp_path, monkeypatch):
     path = _destination_toml(tmp_path, '["sr", "report_pdf"]')
-    with pytest.raises(cfg.ConfigError, match="must list one or more of sr, seg, key_image"):
+    with pytest.raises(ConfigError, match="must list one or more of sr, seg, key_image"):
         cfg.load(path)
     monkeypatch.setitem(DICOM_OUTPUTS, PDF_ROW.key, PDF_ROW)
     (destination,) = cfg.load(path).pacs.destinations
     assert destination.send == ["sr", "report_pdf"]
     default = cfg.load(_destination_toml(tmp_path, '["sr"]'))  # loads as before
     assert default.pacs.destinations[0].send == ["sr"]
-    assert cfg.PacsDestination().send == ["sr", "seg", "key_image"]  # the PDF is off by default
-    assert cfg.PACS_DOCUMENT_KINDS == ("sr", "seg", "key_image")
+    assert PacsDestination().send == ["sr", "seg", "key_image"]  # the PDF is off by default
+    assert PACS_DOCUMENT_KINDS == ("sr", "seg", "key_image")
 
 
 # -- the database's rule on dicom_outbox.kind follows the table ----------------------------
@@ -250,7 +252,7 @@ def test_a_new_output_is_one_row_and_its_writer_made_queued_and_sent(
 
     config = cfg.Config()
     config.storage.state_dir = str(tmp_path / "state")
-    config.pacs.destinations = [cfg.PacsDestination(
+    config.pacs.destinations = [PacsDestination(
         name="pacs", ae_title="TESTPACS", host="127.0.0.1", port=port,
         send=["sr", "report_pdf"])]
     conn = db.open_database(config.database_path)

@@ -59,6 +59,8 @@ def _table_keys(text: str) -> set[str]:
 def test_the_config_page_names_every_key_of_every_section(hook):
     from central.config import CentralConfig
     from firmware_app.settings import box
+    from firmware_app.settings.pacs import PacsDestination
+    from firmware_app.settings.routing import RoutingRule
 
     page = hook.config_page()
     box_part, central_part = page.split("## The hospital's receiver", 1)
@@ -67,8 +69,8 @@ def test_the_config_page_names_every_key_of_every_section(hook):
             text = _section(part, f"### `[{section.name}]`")
             keys = {spec.name for spec in dataclasses.fields(section.default_factory())}
             assert _table_keys(text) == keys, section.name
-    for name, cls in (("pacs.destinations", box.PacsDestination),
-                      ("routing.rules", box.RoutingRule)):
+    for name, cls in (("pacs.destinations", PacsDestination),
+                      ("routing.rules", RoutingRule)):
         text = _section(box_part, f"#### `[[{name}]]`")
         assert _table_keys(text) == {spec.name for spec in dataclasses.fields(cls)}
 

@@ -12,7 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clinibox_common.contracts import downlink
 from clinibox_common.contracts.egress import EgressRefused, check_message
-from firmware_app.settings.box import Config, StorageConfig
+from firmware_app.settings.box import Config
+from firmware_app.settings.storage import StorageConfig
 from firmware_app.storage import audit_chain, db, hospital_reviews
 from firmware_app.telemetry.downlink import (
     KEPT_LATE,

@@ -17,7 +17,7 @@ from clinibox_common.contracts.reasons import Reason, ReasonCode, encode
 from clinibox_common.i18n import formats, use_locale
 from clinibox_common.i18n.fonts import find_cjk_font
 from clinibox_common.i18n.text import display_width, ljust, rjust
-from firmware_app.settings.box import DEMO_TRUST_WARNING
+from firmware_app.settings.models import DEMO_TRUST_WARNING
 from firmware_app.words import reasons, wording
 
 

@@ -23,7 +23,8 @@ from clinibox_common.contracts import downlink
 from clinibox_common.contracts.egress import EgressRefused
 from clinibox_common.contracts.enrolment import EnrolmentError
 from clinibox_common.contracts.envelope import Header
-from firmware_app.settings.box import Config, StorageConfig
+from firmware_app.settings.box import Config
+from firmware_app.settings.storage import StorageConfig
 from firmware_app.storage import db, hospital_reviews
 from firmware_app.telemetry.downlink import LINK_CHECK, DownlinkReceiver
 from firmware_app.telemetry.identity import load_identity

@@ -31,8 +31,9 @@ from firmware_app.live.source import (
     VideoInput,
     browser_jpeg,
 )
-from firmware_app.settings.box import Config, StorageConfig, from_dict
+from firmware_app.settings.box import Config, from_dict
 from firmware_app.settings.live import LiveSource
+from firmware_app.settings.storage import StorageConfig
 from firmware_app.storage import db, live_sessions
 from firmware_app.storage.accounts import Accounts
 from firmware_app.storage.live_frames import FrameWriter, live_root, read_state

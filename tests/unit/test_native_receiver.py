@@ -23,7 +23,7 @@ from firmware_app.ingest.native_receiver import (
 )
 from firmware_app.ingest.store_answer import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, SUCCESS
 from firmware_app.service.appliance import start_storage_scp
-from firmware_app.settings.box import DicomConfig
+from firmware_app.settings.dicom import DicomConfig
 from firmware_app.storage import db
 from firmware_app.storage.spool import Spool
 from tests.corpus import image_dataset, write

@@ -29,7 +29,8 @@ def test_a_viewer_serving_pages_holds_no_dicom_stack_no_pdf_writer_and_no_runtim
     """Previews are read with numpy alone; exports and PDFs load their libraries (or their
     child process) only when asked."""
     loaded = loaded_after(
-        "from firmware_app.settings.box import Config, StorageConfig\n"
+        "from firmware_app.settings.box import Config\n"
+        "from firmware_app.settings.storage import StorageConfig\n"
         "from web.app import create_app\n"
         f"app = create_app(Config(storage=StorageConfig(state_dir={str(tmp_path)!r})))\n"
         "client = app.test_client()\n"
@@ -65,7 +66,8 @@ from firmware_app.service.appliance import load_runner
 from firmware_app.service.study_completion import StudyCompleter
 from firmware_app.service.worker import Worker
 
-from firmware_app.settings.box import Config, StorageConfig, from_dict
+from firmware_app.settings.box import Config, from_dict
+from firmware_app.settings.storage import StorageConfig
 from firmware_app.storage import db
 from firmware_app.storage.spool import make_spool
 config = Config(storage=StorageConfig(state_dir={str(tmp_path / 'state')!r}))

@@ -81,7 +81,7 @@ def test_every_maker_gives_the_parameters_its_template_names(tmp_path: Path, dem
     from firmware_app.analysis import decode_failed
     from firmware_app.ingest.usb import size_refusal
     from firmware_app.models.routing import Route, Router, modality_refusal
-    from firmware_app.settings.box import RoutingRule
+    from firmware_app.settings.routing import RoutingRule
 
     made: list[Reason] = []
     noise = np.random.default_rng(1).random((64, 64))

@@ -25,7 +25,8 @@ from engine.inference.aggregate import InstanceFindings
 from engine.inference.postprocess import Box
 from firmware_app.cli import retention as retention_cli
 from firmware_app.ingest.landing import Lander
-from firmware_app.settings.box import Config, StorageConfig
+from firmware_app.settings.box import Config
+from firmware_app.settings.storage import StorageConfig
 from firmware_app.storage import db, quarantine, retention
 from firmware_app.storage.queue import JobQueue
 from firmware_app.storage.results import ResultStore

@@ -16,9 +16,10 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from clinibox_common.contracts.reasons import Reason, ReasonCode
+from clinibox_common.settings_loader import ConfigError
 from engine.imaging.decode import decode
 from firmware_app.models.routing import Router
-from firmware_app.settings.box import Config, ConfigError, from_dict
+from firmware_app.settings.box import Config, from_dict
 from firmware_app.storage.results import ResultStore
 from phantoms.dicom import ct_dataset, write_dicom
 from phantoms.images import generate

@@ -223,7 +223,7 @@ def test_the_folder_a_killed_owner_left_is_removed_by_the_next_sandbox(sandbox, 
     owner = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\n"
          "from engine.imaging.sandbox import DecodeSandbox\n"
-         "from firmware_app.settings.box import LimitsConfig\n"
+         "from engine.settings import LimitsConfig\n"
          "box = DecodeSandbox(LimitsConfig())\n"
          "(box._folder / 'frames-1.npy').write_bytes(bytes(2**20))\n"
          "print(box._folder, flush=True)\n"

@@ -13,7 +13,8 @@ from firmware_app.ingest.landing import Lander
 from firmware_app.service.appliance import load_runner, model_facts
 from firmware_app.service.study_completion import StudyCompleter
 from firmware_app.service.worker import Worker
-from firmware_app.settings.box import Config, StorageConfig
+from firmware_app.settings.box import Config
+from firmware_app.settings.storage import StorageConfig
 from firmware_app.storage import db
 from firmware_app.storage.outbox import Outbox
 from firmware_app.storage.spool import make_spool

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from firmware_app.settings.box import Config, StorageConfig
+from firmware_app.settings.box import Config
+from firmware_app.settings.storage import StorageConfig
 from firmware_app.storage import db
 from firmware_app.storage.accounts import LoginThrottle
 from tests.viewer_state import CLINICIAN, TECHNICIAN

@@ -12,8 +12,11 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
 
+from clinibox_common.settings_loader import ConfigError
 from firmware_app.service.viewer_process import ViewerProcess
-from firmware_app.settings.box import Config, ConfigError, StorageConfig, WebConfig
+from firmware_app.settings.box import Config
+from firmware_app.settings.storage import StorageConfig
+from firmware_app.settings.web import WebConfig
 from firmware_app.storage import db
 from firmware_app.storage.accounts import Accounts
 from web.server import certificate, first_run_hint, gunicorn_options

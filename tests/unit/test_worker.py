@@ -13,7 +13,8 @@ from pydicom.data import get_testdata_file
 from clinibox_common.contracts.reasons import Reason, ReasonCode, encode
 from firmware_app.ingest.landing import Lander
 from firmware_app.service.worker import Worker
-from firmware_app.settings.box import Config, StorageConfig
+from firmware_app.settings.box import Config
+from firmware_app.settings.storage import StorageConfig
 from firmware_app.storage import db
 from firmware_app.storage.results import ResultStore, decode_heatmap
 from firmware_app.storage.spool import make_spool

@@ -1,0 +1,62 @@
+"""Checks several sections share: AE titles, names, the ``[[section.key]]`` tables."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+from clinibox_common.i18n import gettext
+from clinibox_common.settings_loader import ConfigError, coerce, refused, suggest, unknown_key
+
+_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII, no backslash
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
+
+
+def check_ae_title(value: Any) -> str | None:
+    """1-16 printable ASCII characters, no backslash (a DICOM AE title)."""
+    if not _AE_TITLE.match(value) or not value.strip():
+        return gettext("must be 1-16 printable ASCII characters without backslash, got "
+                       "%(value)s", value=repr(value))
+    return None
+
+
+def check_name(value: Any) -> str | None:
+    """1-32 letters, digits, dots, dashes or underscores, a letter or digit first."""
+    if not _NAME.match(value):
+        return gettext("must be 1-32 letters, digits, dots, dashes or underscores (a letter or "
+                       "digit first), got %(value)s", value=repr(value))
+    return None
+
+
+def load_tables(raw: Any, cls: type, where: str, required: tuple[str, str]) -> list:
+    """Build and check the ``[[<where>]]`` tables as ``cls`` objects (unique names);
+    ConfigError naming the key."""
+    if not isinstance(raw, list) or not all(isinstance(table, dict) for table in raw):
+        section, key = where.split(".")
+        raise ConfigError(gettext("[%(section)s] %(key)s: must be [[%(where)s]] tables",
+                                  section=section, key=key, where=where))
+    specs = {spec.name: spec for spec in dataclasses.fields(cls)}
+    built = []
+    for number, table in enumerate(raw, start=1):
+        here = f"{where} {number}"
+        if any(name not in table for name in required):
+            raise ConfigError(gettext("[%(where)s]: needs at least %(first)s and %(second)s",
+                                      where=here, first=required[0], second=required[1]))
+        item = cls()
+        for key, value in table.items():
+            if key not in specs:
+                raise ConfigError(unknown_key(here, key, suggest(key, list(specs))))
+            value = coerce(here, key, str(specs[key].type), value)
+            check = specs[key].metadata.get("check")
+            problem = check(value) if check else None
+            if problem:
+                raise ConfigError(refused(f"[{here}] {key}", problem))
+            setattr(item, key, value)
+        built.append(item)
+    names = [item.name for item in built]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(gettext("[%(where)s] name: %(name)s is used more than once",
+                                      where=where, name=repr(name)))
+    return built

@@ -1,0 +1,53 @@
+"""The ``[models]`` section: the model package the box runs and the keys it trusts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from clinibox_common.bundled import DEMO_KEY_ID
+from clinibox_common.contracts.manifest import DEMO_MODEL_NAME
+from clinibox_common.i18n import N_
+from clinibox_common.settings_loader import in_range, setting
+
+
+@dataclass
+class ModelsConfig:
+    """The model package the box runs and the keys it trusts."""
+
+    dir: str = setting(doc="folder of model packages; empty means the bundled models/", default="")
+    name: str = setting(doc="package name", default=DEMO_MODEL_NAME)
+    version: str = setting(doc="package version; empty picks the newest", default="")
+    trusted_keys: list[str] = setting(
+        doc="Ed25519 public keys (PEM) trusted to sign packages (the demo key among them "
+            "counts only with trust_demo_key)", factory=list,
+    )
+    trust_demo_key: bool = setting(
+        doc="also trust the DEMO-ONLY key, whose private half is public in the source: for "
+            "development and demonstrations (make run); installed and provisioned boxes set "
+            "false", default=True)
+    store_dir: str = setting(
+        doc="where `clinibox model install` keeps installed packages; empty means "
+            "<state_dir>/models", default="")
+    trial_jobs: int = setting(in_range(1, 100_000), "analyses a newly installed package must "
+                              "complete without a worker crash before it is kept", 20)
+    trial_hours: float = setting(in_range(0.01, 720),
+                                 "hours of running without a crash after which "
+                                 "a newly installed package is kept", 24.0)
+
+
+#: what the box says wherever the demo key is trusted (log, status, self-test, viewer)
+#: (English, as logged; marked for the catalog: the viewer and the self-test translate it)
+DEMO_TRUST_WARNING = N_("this box trusts the DEMO-ONLY signing key, whose private half is "
+                        "public: anyone can sign a package it will run. For development and "
+                        "demonstrations only; set [models] trust_demo_key = false")
+
+
+def is_demo_key(path: Path) -> bool:
+    """Whether the key file at ``path`` is (a copy of) the demo public key."""
+    from clinibox_common.contracts import signing
+
+    try:
+        return signing.key_id(signing.load_public_key(path)) == DEMO_KEY_ID
+    except (OSError, ValueError):
+        return False

@@ -1,0 +1,116 @@
+"""The ``[pacs]`` section and its ``[[pacs.destinations]]``: sending the DICOM results."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from clinibox_common.contracts.dicom_outputs import DICOM_OUTPUTS, default_outputs, output_keys
+from clinibox_common.i18n import gettext
+from clinibox_common.settings_loader import ConfigError, in_range, names, setting, toml_value
+from firmware_app.settings.checks import check_ae_title, check_name, load_tables
+
+#: the kinds of DICOM result document a PACS destination may be sent (``send``): the keys of
+#: the table of DICOM outputs (``contracts/dicom_outputs.py``) when this module was imported;
+#: ``send`` is checked against the table itself
+PACS_DOCUMENT_KINDS = output_keys()
+
+
+def _optional_ae_title(value: Any) -> str | None:
+    """empty, or an AE title (1-16 printable ASCII characters, no backslash)."""
+    return check_ae_title(value) if value else None
+
+
+def _host(value: Any) -> str | None:
+    """a host name or address (no spaces)."""
+    if not value.strip() or any(c.isspace() for c in value):
+        return gettext("must be a host name or address, got %(value)s", value=repr(value))
+    return None
+
+
+def _document_kinds(value: Any) -> str | None:
+    """one or more keys of the DICOM outputs table (contracts/dicom_outputs.py)."""
+    unknown = [kind for kind in value if kind not in DICOM_OUTPUTS]
+    if unknown or not value:
+        return gettext("must list one or more of %(options)s; got %(value)s",
+                       options=names(output_keys()), value=repr(value))
+    return None
+
+
+@dataclass
+class PacsDestination:
+    """One PACS (or other Storage SCP) on the clinic's network that receives the results."""
+
+    name: str = setting(check_name, "a name for the log and the status (unique)", "pacs")
+    ae_title: str = setting(check_ae_title, "the destination's (called) AE title", "PACS")
+    host: str = setting(_host, "host name or address of the destination", "192.0.2.10")
+    port: int = setting(in_range(1, 65535), "its DICOM port", 104)
+    send: list[str] = setting(_document_kinds, "which results it gets: any of "
+                              + ", ".join(f'"{kind}"' for kind in PACS_DOCUMENT_KINDS),
+                              factory=default_outputs)
+    tls: bool = setting(doc="DICOM over TLS", default=False)
+    ca_file: str = setting(doc="CA bundle (PEM) that signed the destination's certificate; "
+                               "empty trusts the system's CAs", default="")
+    cert_file: str = setting(doc="this box's client certificate (PEM), if the destination "
+                                 "asks for one", default="")
+    key_file: str = setting(doc="private key (PEM) of cert_file", default="")
+
+
+#: the documentation line of ``[pacs] destinations``; ``describe_defaults`` replaces that
+#: entry with a commented ``[[pacs.destinations]]`` example
+DESTINATIONS_DOC = ("the destinations: one [[pacs.destinations]] table each; none by default "
+                    "(nothing is sent)")
+
+
+@dataclass
+class PacsConfig:
+    """Sending the DICOM results (SR, SEG, key image) back to the clinic's PACS."""
+
+    calling_ae_title: str = setting(_optional_ae_title, "our (calling) AE title when sending; "
+                                    "empty means [dicom] ae_title", "")
+    retry_min_seconds: float = setting(in_range(0.05, 3600),
+                                       "first wait before a failed document is tried again "
+                                       "(doubles with each failure)", 5.0)
+    retry_max_seconds: float = setting(in_range(0.1, 86400),
+                                       "longest wait between tries of a document", 300.0)
+    max_refusals: int = setting(in_range(1, 1000),
+                                "C-STORE failure statuses before a document is held "
+                                "(network failures do not count)", 5)
+    connect_timeout: float = setting(in_range(1, 3600), "seconds to open the connection and "
+                                     "associate", 30.0)
+    dimse_timeout: float = setting(in_range(1, 3600), "seconds to wait for each C-STORE "
+                                   "response", 120.0)
+    network_timeout: float = setting(in_range(1, 86400),
+                                     "seconds before a silent link is closed", 120.0)
+    destinations: list[PacsDestination] = setting(doc=DESTINATIONS_DOC, factory=list)
+
+
+def load_destinations(raw: Any) -> list[PacsDestination]:
+    """Build and check the ``[[pacs.destinations]]`` tables; ConfigError naming the key."""
+    destinations = load_tables(raw, PacsDestination, "pacs.destinations", ("name", "host"))
+    for number, destination in enumerate(destinations, start=1):
+        _check_destination(f"pacs.destinations {number}", destination)
+    return destinations
+
+
+def _check_destination(where: str, destination: PacsDestination) -> None:
+    if bool(destination.cert_file) != bool(destination.key_file):
+        raise ConfigError(gettext("[%(where)s] cert_file: cert_file and key_file go together",
+                                  where=where))
+    if not destination.tls and (destination.ca_file or destination.cert_file):
+        raise ConfigError(gettext("[%(where)s] tls: ca_file, cert_file and key_file need tls = "
+                                  "true", where=where))
+
+
+def describe_destination_example() -> str:
+    """A commented ``[[pacs.destinations]]`` table with every key (the last part of the
+    example config)."""
+    lines = ["# PACS destinations: none by default, so nothing is sent. One table per",
+             "# destination; uncomment and edit (name and host are required):",
+             "# [[pacs.destinations]]"]
+    example = PacsDestination()
+    for spec in dataclasses.fields(example):
+        lines.append(f"# # {spec.metadata.get('doc', '')}")
+        lines.append(f"# {spec.name} = {toml_value(getattr(example, spec.name))}")
+    return "\n".join(lines)
