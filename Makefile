@@ -13,7 +13,7 @@ TORCHVISION_STAMP := $(TORCHVISION)/.installed-$(TORCHVISION_VERSION)-timm-$(TIM
 RUN_EXTRAS ?= openvino,tflite,live,ocr
 EXTRAS ?= dev,convert,openvino,tflite,live,ocr,central,docs
 
-.PHONY: install install-box run test test-fast lint docs bench demo-model fuzz clean translations
+.PHONY: install install-box run test test-fast lint docs docs-screenshots bench demo-model fuzz clean translations
 
 # Idempotent bootstrap: re-installs only when pyproject.toml changes; builds the native DICOM
 # receiver where g++ and dcmtk's headers are installed (scripts/build-receiver.sh).
@@ -77,6 +77,13 @@ lint: install
 # navigation or a warning fails it; scripts/docs_reference.py writes the reference pages
 docs: install
 	$(BIN)/mkdocs build --strict
+
+# the documentation's screenshots (docs/images/screens/), made again from the pages themselves:
+# headless Chromium at 1024x768 in English and Chinese over the browser tests' fixtures
+# (phantom studies analysed by the demo model, the console's test day); commit the PNGs.
+# The diagrams need no target: `make docs` renders them (graphviz's dot, scripts/docs_diagrams.py)
+docs-screenshots: install
+	$(BIN)/python scripts/docs_screenshots.py
 
 bench: install
 	$(BIN)/python -m bench.run_all

@@ -237,7 +237,8 @@ def test_the_hook_adds_every_generated_page_to_the_build(hook):
         assert generated is not None, uri
         assert generated.content_string.startswith("# "), uri
     assert [Path(path).resolve() for path in config["hooks"]] == [
-        (REPO / "scripts" / "docs_reference.py").resolve()]
+        (REPO / "scripts" / name).resolve() for name in ("docs_reference.py",
+                                                          "docs_diagrams.py")]
 
 
 # -- the front pages ----------------------------------------------------------------------
