@@ -61,6 +61,13 @@ def _database_url(value: Any) -> str | None:
     return None
 
 
+#: A rollout's canary count and wave size (boxes): the one range that these settings, the
+#: console's rollout form, ``clinibox central rollout`` and ``central.rollouts.create`` check
+#: (``central.rollouts.waves_problem``).
+CANARY_RANGE = (0, 100_000)
+WAVE_SIZE_RANGE = (1, 100_000)
+
+
 def _group(value: Any) -> str | None:
     """a non-empty name without / + # $ or spaces."""
     if not value or any(c in value for c in "/+#$ "):
@@ -244,10 +251,10 @@ class RolloutsConfig:
     chunk_kib: int = setting(in_range(4, 8192), "size of the chunks a package is sent in "
                                                 "(KiB; raised for a package of more than 256)",
                              64)
-    canary: int = setting(in_range(0, 100_000), "boxes offered a rollout first; the rest "
-                                                "wait until each of them has installed it", 1)
-    wave_size: int = setting(in_range(1, 100_000), "boxes offered at once after the canaries",
-                             10)
+    canary: int = setting(in_range(*CANARY_RANGE), "boxes offered a rollout first; the rest "
+                                                   "wait until each of them has installed it", 1)
+    wave_size: int = setting(in_range(*WAVE_SIZE_RANGE),
+                             "boxes offered at once after the canaries", 10)
     box_timeout_hours: float = setting(in_range(0.01, 8760),
                                        "hours a box may take from its offer to installing or "
                                        "refusing the package; after that it counts as failed "

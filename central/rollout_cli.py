@@ -49,6 +49,11 @@ def checked_package(path: Path, config: CentralConfig, folder: Path) -> rollouts
 
 def cmd_rollout(args: argparse.Namespace, config: CentralConfig) -> int:
     """Start a rollout of a hospital-signed package to boxes."""
+    canary = config.rollouts.canary if args.canary is None else args.canary
+    wave_size = args.wave_size or config.rollouts.wave_size
+    problem = rollouts.waves_problem(canary, wave_size)  # the one rule, before any work
+    if problem is not None:
+        raise CliniboxError(rollouts.waves_refusal(problem), exit_status=EXIT_USAGE)
     store = open_store(config)
     boxes = list(args.to or [])
     if args.group:
@@ -58,8 +63,6 @@ def cmd_rollout(args: argparse.Namespace, config: CentralConfig) -> int:
             raise CliniboxError(_("no enrolled box in group %(group)s", group=repr(args.group)),
                                 exit_status=EXIT_USAGE)
         boxes += found
-    canary = config.rollouts.canary if args.canary is None else args.canary
-    wave_size = args.wave_size or config.rollouts.wave_size
     with tempfile.TemporaryDirectory(prefix="clinibox-rollout-") as folder:
         package = checked_package(Path(args.package), config, Path(folder))
         with store.database.transaction(write=True) as tx:

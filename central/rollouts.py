@@ -38,12 +38,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from central.config import CANARY_RANGE, WAVE_SIZE_RANGE
 from central.reviews import audit, queue_downlink
 from central.sql import Transaction
 from clinibox_common.contracts import downlink, signing
 from clinibox_common.contracts.egress import EgressRefused, check_identity
 from clinibox_common.contracts.manifest import PackageError, check_files, check_schema
 from clinibox_common.contracts.package_archive import PackedArchive, describe, unpack
+from clinibox_common.contracts.words import Word
 from clinibox_common.errors import CliniboxError
 from clinibox_common.i18n import N_, gettext
 from clinibox_common.i18n.error_words import error_words
@@ -52,8 +54,10 @@ __all__ = [
     "FAILED_STEPS",
     "INSTALLED_STEPS",
     "IN_PROGRESS_STEPS",
+    "REFUSALS",
     "CheckedPackage",
     "RolloutError",
+    "WavesProblem",
     "advance",
     "check_package",
     "chunks",
@@ -68,6 +72,8 @@ __all__ = [
     "rollouts",
     "seen",
     "targets",
+    "waves_problem",
+    "waves_refusal",
 ]
 
 #: A box has the package and runs it.
@@ -104,6 +110,46 @@ class RolloutError(CliniboxError):
     """A rollout the hospital will not start or change, with the reason."""
 
     kind = N_("rollout refused")
+
+
+class WavesProblem(Word):
+    """Why a rollout's canary count or wave size is refused: the one rule
+    (:func:`waves_problem`) that the console's rollout form, ``clinibox central rollout`` and
+    :func:`create` share; each says it in its own words."""
+
+    CANARY = "canary_out_of_range"
+    """The canary count is not a whole number in ``config.CANARY_RANGE``."""
+    WAVE_SIZE = "wave_size_out_of_range"
+    """The wave size is not a whole number in ``config.WAVE_SIZE_RANGE``."""
+
+
+def _in(value: Any, bounds: tuple[int, int]) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) \
+        and bounds[0] <= value <= bounds[1]
+
+
+def waves_problem(canary: Any, wave_size: Any) -> WavesProblem | None:
+    """What is wrong with a rollout's canary count and wave size (the canary's first), or
+    None. The one place this rule is decided."""
+    if not _in(canary, CANARY_RANGE):
+        return WavesProblem.CANARY
+    if not _in(wave_size, WAVE_SIZE_RANGE):
+        return WavesProblem.WAVE_SIZE
+    return None
+
+
+#: ``clinibox central rollout``'s words (and :func:`create`'s refusal) for each problem
+#: :func:`waves_problem` finds; the console's form says them its own way.
+REFUSALS: dict[WavesProblem, str] = {
+    WavesProblem.CANARY: N_("--canary must be a whole number from %(lo)s to %(hi)s"),
+    WavesProblem.WAVE_SIZE: N_("--wave-size must be a whole number from %(lo)s to %(hi)s"),
+}
+
+
+def waves_refusal(problem: WavesProblem) -> str:
+    """A canary or wave-size problem in the command's words, in the reader's language."""
+    low, high = CANARY_RANGE if problem is WavesProblem.CANARY else WAVE_SIZE_RANGE
+    return gettext(REFUSALS[problem], lo=low, hi=high)
 
 
 @dataclass(frozen=True)
@@ -186,6 +232,9 @@ def create(tx: Transaction, package: CheckedPackage, boxes: list[tuple[str, str]
            now: float | None = None) -> int:
     """Start a rollout of ``package`` to ``boxes`` (enrolled, not revoked); its id. The first
     wave is offered at once."""
+    problem = waves_problem(canary, wave_size)
+    if problem is not None:
+        raise RolloutError(waves_refusal(problem))
     now = time.time() if now is None else now
     boxes = list(dict.fromkeys((check_identity(c, "clinic"), check_identity(d, "device"))
                                for c, d in boxes))

@@ -86,12 +86,12 @@ def listing():
     return _listing()
 
 
-def _number(text: str, low: int, high: int) -> int | None:
+def _number(text: Any) -> int | None:
+    """A whole number typed in a field, or None."""
     try:
-        value = int(text)
-    except ValueError:
+        return int(text)
+    except (TypeError, ValueError):
         return None
-    return value if low <= value <= high else None
 
 
 def _start_form() -> tuple[str | None, dict[str, Any], list[tuple[str, str]]]:
@@ -104,9 +104,8 @@ def _start_form() -> tuple[str | None, dict[str, Any], list[tuple[str, str]]]:
             sent.get("pause_on_failure"))}
     if form["package"] not in packages():
         return gettext("Choose a package archive from the list."), form, []
-    canary = _number(form["canary"], 0, 100_000)
-    wave_size = _number(form["wave_size"], 1, 100_000)
-    if canary is None or wave_size is None:
+    canary, wave_size = _number(form["canary"]), _number(form["wave_size"])
+    if rollouts.waves_problem(canary, wave_size) is not None:  # the one rule, in the page's words
         return gettext("The canary count is a number from 0 and the wave size a number from "
                        "1."), form, []
     form["canary"], form["wave_size"] = canary, wave_size
