@@ -59,6 +59,7 @@ __all__ = [
     "RolloutError",
     "WavesProblem",
     "advance",
+    "can_roll_back",
     "check_package",
     "chunks",
     "create",
@@ -72,6 +73,7 @@ __all__ = [
     "rollouts",
     "seen",
     "targets",
+    "undoable",
     "waves_problem",
     "waves_refusal",
 ]
@@ -495,6 +497,21 @@ def _state(tx: Transaction, rollout_id: int) -> str:
     return str(row[0])
 
 
+def can_roll_back(target: dict[str, Any]) -> bool:
+    """Whether a rollback order goes to this box of a rollout (:func:`targets`' row): it was
+    offered the package, has no rollback order yet and did not fail it. The rule
+    :func:`rollback` follows and the console's rollout page shows."""
+    return target["offer_seq"] is not None and target["rollback_seq"] is None \
+        and target["step"] not in FAILED_STEPS
+
+
+def undoable(tx: Transaction, clinic: str, device: str) -> dict[str, Any] | None:
+    """The box's latest rollout that a rollback of the box undoes (installed or on its way),
+    as :func:`targets`' row, or None."""
+    return next((t for t in targets(tx, clinic=clinic, device=device)
+                 if t["step"] in (*INSTALLED_STEPS, *IN_PROGRESS_STEPS)), None)
+
+
 def rollback(tx: Transaction, by: str, *, rollout_id: int | None = None,
              boxes: Iterable[tuple[str, str]] = (), now: float | None = None) -> int:
     """Send a rollback order to each box that installed the rollout's package (every box
@@ -507,16 +524,14 @@ def rollback(tx: Transaction, by: str, *, rollout_id: int | None = None,
         chosen = targets(tx, rollout_id)
         _set_state(tx, rollout_id, ROLLED_BACK, "by_person", now)
     for clinic, device in boxes:
-        mine = [t for t in targets(tx, clinic=clinic, device=device)
-                if t["step"] in (*INSTALLED_STEPS, *IN_PROGRESS_STEPS)]
-        if not mine:
+        mine = undoable(tx, clinic, device)
+        if mine is None:
             raise RolloutError(gettext("%(box)s runs no package of a rollout to undo",
                                        box=f"{clinic}/{device}"))
-        chosen.append(mine[0])
+        chosen.append(mine)
     sent = 0
     for box in chosen:
-        if box["offer_seq"] is None or box["rollback_seq"] is not None or \
-                box["step"] in FAILED_STEPS:
+        if not can_roll_back(box):
             continue
         row = rollout(tx, box["rollout_id"])
         assert row is not None

@@ -237,19 +237,13 @@ def download_progress(tx: Any, rollout_id: int, clinic: str, device: str
     return progress
 
 
-def _can_roll_back(target: dict[str, Any]) -> bool:
-    """Whether a rollback order would go to this box (``rollouts.rollback``'s rule)."""
-    return target["offer_seq"] is not None and target["rollback_seq"] is None \
-        and target["step"] not in rollouts.FAILED_STEPS
-
-
 @blueprint.route("/rollouts/<int:rollout_id>")
 def detail(rollout_id: int):
     """One rollout: its package and state, and its boxes by wave with their steps."""
     row = _rollout_or_404(rollout_id)
     waves: dict[int, list[dict[str, Any]]] = {}
     for target in row["boxes"]:
-        target["can_roll_back"] = _can_roll_back(target)
+        target["can_roll_back"] = rollouts.can_roll_back(target)
         waves.setdefault(int(target["wave"]), []).append(target)
     return render_template("rollout.html", rollout=row, waves=sorted(waves.items()),
                            clinics=_clinic_names(),
@@ -338,12 +332,11 @@ def rollback(rollout_id: int):
 def _same_rollout(tx: Any, rollout_id: int, clinic: str, device: str) -> None:
     """RolloutError unless a box's rollback would undo this rollout (``rollouts.rollback``
     undoes the box's latest rollout it has not refused)."""
-    mine = [t for t in rollouts.targets(tx, clinic=clinic, device=device)
-            if t["step"] in (*rollouts.INSTALLED_STEPS, *rollouts.IN_PROGRESS_STEPS)]
-    if mine and int(mine[0]["rollout_id"]) != rollout_id:
+    mine = rollouts.undoable(tx, clinic, device)
+    if mine is not None and int(mine["rollout_id"]) != rollout_id:
         raise rollouts.RolloutError(gettext(
             "the box is in a later rollout (%(id)s): roll it back from that rollout's page",
-            id=mine[0]["rollout_id"]))
+            id=mine["rollout_id"]))
 
 
 @blueprint.route("/drift/<clinic>/<device>/decide", methods=["POST"])
