@@ -215,11 +215,12 @@ def save(driver: Any, name: str, language: str) -> Path:
 
 def settle(driver: Any, ready: str = "", seconds: float = 1.0) -> None:
     """Wait for ``ready`` (a CSS selector) to be shown, then for the page's scripts."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    if ready:
-        WebDriverWait(driver, 30).until(
+    if ready:  # the live page replaces its picture's elements as frames come
+        WebDriverWait(driver, 30, ignored_exceptions=(StaleElementReferenceException,)).until(
             lambda d: any(e.is_displayed() for e in d.find_elements(By.CSS_SELECTOR, ready)))
     time.sleep(seconds)
 
