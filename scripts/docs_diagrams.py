@@ -70,11 +70,11 @@ def imports_dot() -> str:
     packages, layers = floors()
     counts = import_counts(packages)
     lines = ["digraph imports {",
-             '  graph [rankdir=TB, fontname="sans-serif", ranksep=0.6, nodesep=0.4,'
+             '  graph [rankdir=TB, fontname="sans-serif", ranksep=0.7, nodesep=0.15,'
              ' bgcolor="transparent"];',
              '  node [shape=box, style="rounded,filled", fillcolor="#eef3fb", color="#3f6aa8",'
-             ' fontname="sans-serif", fontsize=12];',
-             '  edge [color="#777777", fontname="sans-serif", fontsize=9, fontcolor="#555555"];']
+             ' fontname="sans-serif", fontsize=18];',
+             '  edge [color="#777777", fontname="sans-serif", fontsize=14, fontcolor="#555555"];']
     placed = {p for floor in layers for p in floor}
     for floor in layers:
         lines.append("  { rank=same; " + " ".join(f'"{p}";' for p in floor) + " }")
