@@ -7,6 +7,7 @@ unit tests that take seconds by nature).
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,3 +37,29 @@ def english_terminal(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("LANG", "C.UTF-8")
     yield
+
+
+
+#: the signals whose handlers no test may leave changed (the run's own ``timeout`` and Ctrl-C
+#: stop it through SIGTERM and SIGINT; xdist's workers and child reaping use the others)
+GUARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1)
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers_kept() -> Iterator[None]:
+    """Fail a test that leaves a signal handler of the test process changed.
+
+    A handler installed by code under test (``Appliance.serve`` takes SIGTERM and SIGINT)
+    outlives the test: afterwards neither ``timeout`` nor Ctrl-C stops the run. Such code runs
+    in a child process, or the test restores the handlers it changed. Set up before the test's
+    function-scoped fixtures and torn down after them, so a fixture's own restoring counts.
+    """
+    before = {number: signal.getsignal(number) for number in GUARDED_SIGNALS}
+    yield
+    changed = [signal.Signals(number).name for number, handler in before.items()
+               if signal.getsignal(number) is not handler]
+    for number in GUARDED_SIGNALS:
+        signal.signal(number, before[number])  # the next test starts clean
+    if changed:
+        pytest.fail(f"the test left the handlers of {', '.join(changed)} changed (run the "
+                    "code in a child process, or restore them)", pytrace=False)

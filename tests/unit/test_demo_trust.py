@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import signal
 
 import pytest
 
@@ -94,6 +95,13 @@ def test_the_service_logs_the_warning_at_start(tmp_path, caplog):
                         "dicom": {"enabled": False}})
     appliance = Appliance(config)
     appliance.stop_event.set()  # serve() starts, logs, and returns at once
-    with caplog.at_level(logging.WARNING, logger="firmware_app.service.appliance"):
-        appliance.serve()
+    # serve() takes SIGTERM and SIGINT for the service; give them back to the test process
+    # (tests/conftest.py fails a test that leaves them changed)
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with caplog.at_level(logging.WARNING, logger="firmware_app.service.appliance"):
+            appliance.serve()
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
     assert any(DEMO_TRUST_WARNING in r.getMessage() for r in caplog.records)
