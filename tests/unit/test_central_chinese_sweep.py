@@ -242,6 +242,7 @@ def site(tmp_path):
     shutil.rmtree(broker)
 
 
+@pytest.mark.slow
 def test_every_hospital_command_speaks_chinese(site, capsys, monkeypatch):
     import io
 

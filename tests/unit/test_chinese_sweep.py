@@ -260,6 +260,7 @@ def _pages(app, skipped: dict[str, str], values: dict[str, list[Any]]
 # -- the viewer --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("who", [TECHNICIAN, CLINICIAN], ids=["technician", "clinician"])
 def test_every_viewer_page_reads_in_chinese(box, who):
     name, state, app = box
@@ -455,6 +456,7 @@ def _recorded_audit(config: Path, capsys) -> list[str]:
     return sorted(fields, key=len, reverse=True)
 
 
+@pytest.mark.slow
 def test_every_command_speaks_chinese(box, tmp_path, capsys, monkeypatch, viewer_template):
     import shutil
 

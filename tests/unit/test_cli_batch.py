@@ -278,6 +278,7 @@ def batch(tmp_path_factory):
     return root, as_json, for_person
 
 
+@pytest.mark.slow
 def test_batch_json_progress_and_exit_status(batch):
     root, run, _person = batch
     reports = json.loads(run.out)  # progress went to stderr: stdout is JSON alone
@@ -297,6 +298,7 @@ def test_batch_json_progress_and_exit_status(batch):
     assert "quarantin" not in (run.out + run.err).lower()
 
 
+@pytest.mark.slow
 def test_batch_csv_has_study_lesion_and_problem_rows(batch):
     root = batch[0]
     with open(root / "out" / "batch.csv", newline="", encoding="utf-8") as handle:
@@ -323,6 +325,7 @@ def test_batch_csv_has_study_lesion_and_problem_rows(batch):
     assert problems["broken.dcm"]["status"] == "not_decodable" and problems["broken.dcm"]["reason"]
 
 
+@pytest.mark.slow
 def test_batch_html_draws_charts_escapes_and_warns_of_the_demo(batch):
     html = (batch[0] / "out" / "batch.html").read_text(encoding="utf-8")
     assert html.count("<svg") == 3
@@ -336,6 +339,7 @@ def test_batch_html_draws_charts_escapes_and_warns_of_the_demo(batch):
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
 
 
+@pytest.mark.slow
 def test_batch_labels_give_accuracy_consistent_with_the_studies(batch):
     summary = json.loads((batch[0] / "out" / "batch.json").read_text())
     accuracy, truth = summary["accuracy"], summary["labels"]
@@ -353,6 +357,7 @@ def test_batch_labels_give_accuracy_consistent_with_the_studies(batch):
     assert sum(accuracy["counts"].values()) == len(scored) == 5 - len(accuracy["not_judged"])
 
 
+@pytest.mark.slow
 def test_batch_prints_for_a_person(batch):
     root, _json, run = batch
     assert run.code == 1

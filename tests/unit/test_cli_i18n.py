@@ -59,6 +59,7 @@ def test_a_bad_config_leaves_the_language_to_the_command(tmp_path):
     assert command_language(args, {}) == "en"
 
 
+@pytest.mark.slow
 def test_the_selftest_table_in_chinese(config_path, capsys, monkeypatch):
     _chinese_terminal(monkeypatch)
     status = main(["selftest", "--config", str(config_path), "--timeout", "0.5"])
@@ -143,6 +144,7 @@ def test_the_clinics_setting_speaks_on_a_neutral_terminal(tmp_path, capsys):
     assert capsys.readouterr().out.strip().startswith("审计链：完好")
 
 
+@pytest.mark.slow
 def test_infer_batch_in_chinese(tmp_path, capsys, monkeypatch):
     """``clinibox infer`` in batch speaks Chinese on a Chinese terminal, its HTML summary
     too (data — paths, ids, names — shown as recorded); ``--json`` stays English."""

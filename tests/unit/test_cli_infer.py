@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from clinibox.table import main
 from phantoms.dicom import ct_dataset, write_dicom, write_image
@@ -37,6 +38,7 @@ def test_infer_json_reports_findings_and_why_a_file_gave_none(tmp_path, capsys):
     assert reports["lesion.dcm"]["study_key"] and reports["lesion.dcm"]["instance_uid"]
 
 
+@pytest.mark.slow
 def test_infer_says_not_found_and_could_not_be_read_never_quarantined(tmp_path, capsys):
     (tmp_path / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00")
     config = tmp_path / "box.toml"
@@ -50,6 +52,7 @@ def test_infer_says_not_found_and_could_not_be_read_never_quarantined(tmp_path, 
     assert "QUARANTINED" not in out.upper()
 
 
+@pytest.mark.slow
 def test_infer_human_output_names_the_model_and_its_intended_use(tmp_path, capsys):
     write_dicom(ct_dataset(generate("ct", np.random.default_rng(2), lesion=True)),
                 tmp_path / "a.dcm")

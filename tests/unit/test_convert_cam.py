@@ -124,6 +124,7 @@ def test_a_projection_keeps_the_principal_directions_and_the_rest_as_a_norm():
     np.testing.assert_allclose(features[:, 3], rest, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_the_map_agrees_with_captum_grad_cam_and_a_wrong_map_does_not():
     torch.manual_seed(3)
     model = small_resnet(1, 3, 8).eval()

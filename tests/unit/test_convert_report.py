@@ -6,6 +6,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from converters.artifacts import ArtifactRecord
 from converters.benchmark import speedups
@@ -115,6 +116,7 @@ def test_binary_report(tmp_path):
     assert {"macs_before", "macs_after"} <= set(limits)
 
 
+@pytest.mark.slow
 def test_multiclass_report_has_per_class_table(tmp_path):
     spec = ModelSpec(input_shape=(1, 3, 16, 16), output_names=("logits",),
                      score_output="logits", activation="softmax",
@@ -222,6 +224,7 @@ def test_each_artifact_s_speed_is_against_the_fp32_of_its_own_runtime():
     assert close["onnx-int8"]["slower_than_fp32"] is False
 
 
+@pytest.mark.slow
 def test_the_report_marks_an_int8_artifact_slower_than_its_fp32_and_says_why(tmp_path):
     spec = ModelSpec(input_shape=(1, 1, 16, 16), output_names=("logit",), score_output="logit")
     rng = np.random.default_rng(0)

@@ -413,6 +413,7 @@ def test_non_images_and_truncated_real_files() -> None:
         assert reason in str(caught.value), (name, str(caught.value))
 
 
+@pytest.mark.slow
 def test_damaged_copies_of_real_files_only_raise_decode_error(tmp_path: Path) -> None:
     rng = np.random.default_rng(7)
     sources = [data_file(n).read_bytes() for n in (

@@ -159,6 +159,7 @@ def test_golden_inputs_are_exactly_what_the_box_preprocessing_makes(package):
         np.testing.assert_allclose(tensor, np.load(PACKAGE / case["input"]), atol=2e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["model.fp32.onnx", "model.fp16.onnx", "model.int8.onnx",
                                   "model.int8-trt.onnx", "openvino/model.fp32.xml",
                                   "openvino/model.int8.xml", "model.fp32.tflite",
@@ -179,6 +180,7 @@ def test_every_artifact_meets_the_golden_cases(package, path):
             assert (p >= finding) == (case["class"] == "finding"), (label, p)  # may tip
 
 
+@pytest.mark.slow
 def test_decoder_finds_the_golden_lesion(package):
     art = next(a for a in package.artifacts if a.label == "onnx/fp32")
     decoder = decoder_for(package.manifest)
@@ -239,6 +241,7 @@ def test_the_second_stage_passes_its_golden_cases_on_every_runtime(package, back
     stage.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("label", ["onnx/fp32", "onnx/int8", "openvino-ir/int8", "tflite/int8"])
 def test_real_ct_and_mr_are_outside_the_validated_range(package, label):
     """pydicom's real CT and MR files, decoded as the box does, are unlike every phantom

@@ -221,6 +221,7 @@ def test_example_config_describes_pacs_and_its_example_destination_loads(tmp_pat
 
 # -- enqueue: written durably, then one row per destination that wants the kind -------------
 
+@pytest.mark.slow
 def test_enqueue_writes_each_document_once_and_adds_a_row_per_wanting_destination(conn, tmp_path):
     folder = tmp_path / "dicom_out"
     study = generate_uid()

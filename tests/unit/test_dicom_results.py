@@ -328,6 +328,7 @@ def test_a_lesion_on_an_uncalibrated_image_is_measured_in_pixels(analysed, tmp_p
             "{pixels}", "UCUM")
 
 
+@pytest.mark.slow
 def test_a_lesion_on_a_multi_frame_image_points_at_its_frame(analysed, tmp_path):
     sweep = analysed.instances["sweep"]
     lesion = sweep.result["lesions"][0]
@@ -678,6 +679,7 @@ def test_a_volume_from_boxes_says_it_is_estimated(ct_series, tmp_path):
         truth.volume_mm3, rel=0.3)
 
 
+@pytest.mark.slow
 def test_a_series_with_a_gap_keeps_planar_groups_and_says_why(ct_series, tmp_path):
     gap = ct_series.shown[-1] + 1  # a slice without the lesion, inside the stack
     assert gap < len(ct_series.paths) - 1
@@ -757,6 +759,7 @@ def _no_frame_of_reference(ds: pydicom.Dataset) -> None:
     del ds.FrameOfReferenceUID  # a SEG of its own, which highdicom refuses (its IOD needs one)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("change", "reason"), [
     (_imperfect_orientation, "no-image-orientation"),
     (lambda ds: setattr(ds, "ImageOrientationPatient", [0] * 6), "invalid-image-orientation"),

@@ -61,6 +61,7 @@ def settled(tmp_path, demo_runner):
     box.conn.close()
 
 
+@pytest.mark.slow
 def test_the_documents_made_while_the_study_settles_are_the_ones_queued(settled):
     box, completer, made, last, _tmp, _uid = settled
     stable = completer.config.studies.stable_seconds
@@ -79,6 +80,7 @@ def test_the_documents_made_while_the_study_settles_are_the_ones_queued(settled)
     assert {kind for kind, _ in rows} == {"sr", "seg"}
 
 
+@pytest.mark.slow
 def test_a_late_instance_makes_the_documents_again(settled):
     box, completer, made, last, tmp_path, study_uid = settled
     stable = completer.config.studies.stable_seconds
@@ -100,6 +102,7 @@ def test_a_late_instance_makes_the_documents_again(settled):
     assert sr_early.sop_instance_uid == report.SOPInstanceUID  # same version, same UID
 
 
+@pytest.mark.slow
 def test_the_maker_warms_as_soon_as_an_object_waits_to_be_analysed(tmp_path, demo_runner):
     config = Config()
     box = local_box(config, tmp_path / "state", demo_runner)

@@ -35,6 +35,7 @@ def _exception_classes() -> dict[str, tuple[str, list[str]]]:
     return found
 
 
+@pytest.mark.slow
 def test_every_domain_error_derives_from_clinibox_error():
     classes = _exception_classes()
     derived = {"CliniboxError"}

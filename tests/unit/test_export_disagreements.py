@@ -124,6 +124,7 @@ def test_feedback_labels():
     assert feedback_label("unsure", True) is None
 
 
+@pytest.mark.slow
 def test_the_technician_page_lists_and_exports_the_disagreements(box, conn, tmp_path):
     from web.app import create_app
 
@@ -171,6 +172,7 @@ def test_a_clinician_cannot_see_or_export_the_disagreements(box, conn):
     assert exports_of_study(conn, STUDY_UID) == []
 
 
+@pytest.mark.slow
 def test_the_command_exports_to_a_folder_the_converter_reads_back(box, conn, tmp_path, capsys):
     given = _give_verdicts(conn)
     config = _config_file(box, tmp_path)

@@ -125,11 +125,13 @@ def ocr_box(tmp_path_factory, demo_runner) -> OcrBox:
     return OcrBox(box.config, int(study_id), instances, sources)
 
 
+@pytest.mark.slow
 def test_every_drawn_identifier_is_readable_in_the_sources(ocr_box):
     for name, path in ocr_box.sources.items():
         assert _readable(_read(pydicom.dcmread(path).pixel_array)) == list(SECRETS), name
 
 
+@pytest.mark.slow
 def test_the_export_leaves_no_identifier_readable_and_says_which_it_left_out(ocr_box,
                                                                              tmp_path):
     config = tmp_path / "box.toml"

@@ -222,6 +222,7 @@ def _config_file(box: CanaryBox, folder: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_the_command_exports_records_the_unix_user_and_explains_refusals(
         box, conn, tmp_path, capsys):
     config = _config_file(box, tmp_path)
@@ -252,6 +253,7 @@ def test_the_command_exports_records_the_unix_user_and_explains_refusals(
     assert len(exports_of_study(conn, STUDY_UID)) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("account", [TECHNICIAN, CLINICIAN])
 def test_the_viewer_button_downloads_the_deidentified_zip(box, conn, account):
     from web.app import create_app

@@ -108,6 +108,7 @@ def running(tmp_path, runner) -> Iterator:
         one.end()
 
 
+@pytest.mark.slow
 def test_the_phantom_screen_is_analysed_and_held_lesions_shown_nothing_kept(running, video):
     live = running(url=str(video), loop=True, mm_per_pixel=0.2, **REGION)
     wait_for(lambda: any(f["lesions"] for f in live.state().get("frames", [])), 60,
@@ -131,6 +132,7 @@ def test_the_phantom_screen_is_analysed_and_held_lesions_shown_nothing_kept(runn
     assert live.rows("SELECT COUNT(*) FROM instances") == [(0,)]  # no session: nothing kept
 
 
+@pytest.mark.slow
 def test_a_sessions_key_frames_and_clip_land_as_ultrasound_dicom(running, video):
     live = running(url=str(video), loop=True, mm_per_pixel=0.2, **REGION)
     wait_for(lambda: live.state().get("analysed", 0) > 10, 60, "frames analysed")
@@ -170,6 +172,7 @@ def test_a_sessions_key_frames_and_clip_land_as_ultrasound_dicom(running, video)
     assert live.rows("SELECT DISTINCT source, origin FROM instances") == [("live", "live:us-1")]
 
 
+@pytest.mark.slow
 def test_a_colour_doppler_clip_is_as_long_as_asked_at_the_sources_rate_and_in_colour(
         running, tmp_path):
     """A 25 fps colour Doppler source: "keep a clip (5 s)" keeps 5 s of it, every frame
@@ -216,6 +219,7 @@ def test_a_colour_doppler_clip_is_as_long_as_asked_at_the_sources_rate_and_in_co
         assert np.abs(grey[..., 0] - grey[..., 2]).mean() < 6
 
 
+@pytest.mark.slow
 def test_a_source_that_is_missing_then_plugged_in_is_read(running, video, tmp_path):
     target = tmp_path / "card.mp4"  # stands for a capture card unplugged, then plugged in
     live = running(url=str(target), loop=True, **REGION)
@@ -246,6 +250,7 @@ def test_garbage_is_refused_or_unreadable_and_nothing_is_shown(running, tmp_path
     assert live.state()["analysed"] == 0
 
 
+@pytest.mark.slow
 def test_broken_packets_are_skipped_and_the_stream_goes_on(running, video, tmp_path):
     broken = corrupted_ts(tmp_path / "broken.ts", video, fraction=0.01)
     assert broken > 10
@@ -254,6 +259,7 @@ def test_broken_packets_are_skipped_and_the_stream_goes_on(running, video, tmp_p
     assert live.state()["state"] in (LiveState.RUNNING, LiveState.STOPPED)
 
 
+@pytest.mark.slow
 def test_a_resolution_change_rescales_the_image_area(running, tmp_path):
     resolution_change_ts(tmp_path / "change.ts", seconds=1.5)
     live = running(url=str(tmp_path / "change.ts"), loop=False, **REGION)
@@ -304,6 +310,7 @@ def test_an_endoscope_no_model_reads_is_shown_and_keeps_what_is_asked_as_vl_endo
     assert ds.PhotometricInterpretation == "RGB" and (ds.Rows, ds.Columns) == (540, 720)
 
 
+@pytest.mark.slow
 def test_a_udp_stream_that_stalls_is_said_and_read_again_when_it_resumes(running, video):
     from tests.live_video import udp_mpegts_sender
     from tests.ports import free_port
@@ -320,6 +327,7 @@ def test_a_udp_stream_that_stalls_is_said_and_read_again_when_it_resumes(running
                  and live.state().get("analysed", 0) > stalled_at + 20, 60, "read again")
 
 
+@pytest.mark.slow
 def test_a_udp_source_takes_packets_only_from_its_allowed_sender(running, video):
     """Anyone on the clinic's network may send to the box's UDP port: with the encoder's
     address named, a stream from elsewhere (here 127.0.0.1, not the allowed 127.0.0.2) is
@@ -355,6 +363,7 @@ def test_a_frame_older_than_anything_held_is_not_kept_and_nothing_else_instead(t
     assert outcome == "not kept: gone" and box.keeper.view()["error"] == "gone"
 
 
+@pytest.mark.slow
 def test_the_image_area_is_scaled_from_the_size_it_was_measured_on(running, tmp_path):
     """After a restart the first picture may be the larger one: the region and the scale
     are still those measured on 1280x720 ([[live.sources]] measured_on), not taken from

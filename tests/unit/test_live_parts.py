@@ -159,6 +159,7 @@ def test_the_example_config_ends_with_a_live_source_that_loads(tmp_path):
         "us-1", "v4l2", "1280x720", "mjpeg")
 
 
+@pytest.mark.slow
 def test_demo_video_writes_the_phantom_screen_a_demonstration_source_plays(tmp_path):
     import av
 
@@ -219,6 +220,7 @@ def _frozen_machine_video(path, fps: float = 25.0) -> list[np.ndarray]:
     return [area for _key, area in decoded]
 
 
+@pytest.mark.slow
 def test_a_frozen_picture_is_frozen_whatever_the_encoders_key_frames(tmp_path):
     fps = 25.0
     areas = _frozen_machine_video(tmp_path / "frozen.mp4", fps)

@@ -91,6 +91,7 @@ def test_provenance_verifies_the_makers_signature_and_each_later_one(
         maker[2], hospital[2]]
 
 
+@pytest.mark.slow
 def test_cli_signs_a_folder_into_an_archive_that_verify_and_install_read(
         tmp_path, maker, hospital, package, capsys):
     config = box_config(tmp_path, hospital[1])

@@ -125,6 +125,7 @@ def test_bad_packages_are_refused_and_reported(config, packages, tmp_path, kind,
     assert refused["subject_model"] == expected
 
 
+@pytest.mark.slow
 def test_an_older_version_is_refused_even_after_a_rollback(config, packages):
     install(config, make_package(packages, "1.1.0"))
     _refused(config, make_package(packages, "1.0.5"), "older_version", "version floor")

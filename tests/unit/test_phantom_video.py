@@ -54,6 +54,7 @@ def _found(truth, boxes) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_the_demo_model_finds_the_lesions_and_little_else(runner):
     layout = ScreenLayout()
     x, y = layout.region[:2]

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("pydicom", "pynetdicom", "highdicom", "dicognito", "fpdf", "fontTools", "paho",
          "onnxruntime", "openvino", "ai_edge_litert")
@@ -50,6 +52,7 @@ def test_the_service_without_a_pacs_never_loads_the_document_makers():
     assert not {"onnxruntime", "openvino", "ai_edge_litert"} & set(loaded)
 
 
+@pytest.mark.slow
 def test_a_study_s_documents_are_made_in_a_child_the_service_never_loads_highdicom(tmp_path):
     """A PACS destination wants an SR, SEG and key image: they are made (and queued) while
     highdicom stays out of the service; the maker is warm while the study arrives and

@@ -64,6 +64,7 @@ def _expected(language: str, late: bool) -> list[str]:
     return words
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("language", "late"), [("en", False), ("zh_CN", True)])
 def test_the_report_and_its_pdf_carry_the_hospitals_verdict_as_the_study_page(
         viewer, language, late):

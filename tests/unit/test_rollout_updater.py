@@ -123,6 +123,7 @@ def order(config: Config, seq: int) -> model_offers.ModelOffer:
     return found
 
 
+@pytest.mark.slow
 def test_an_offer_is_fetched_checked_installed_and_each_step_reported(config, archives):
     chunks = Chunks(archives["1.1.0"])
     offer = keep(config, 1, offer_payload(archives["1.1.0"], chunks))
@@ -164,6 +165,7 @@ def test_a_download_cut_off_resumes_where_it_stood(config, archives):
     assert store_for(config).read().active == "1.1.0"
 
 
+@pytest.mark.slow
 def test_a_stop_after_the_switch_but_before_the_order_closed_is_not_a_refusal(config,
                                                                              archives):
     chunks = Chunks(archives["1.1.0"])
@@ -194,6 +196,7 @@ def test_a_tampered_chunk_is_asked_again_and_a_forger_who_persists_is_refused(co
     assert not (config.state_dir / "updates" / f"{chunks.sha}.part").exists()
 
 
+@pytest.mark.slow
 def test_refusals_before_a_byte_is_fetched(config, archives, tmp_path):
     chunks = Chunks(archives["1.2.0"])
     Updater(config, chunks).handle(keep(config, 1, offer_payload(archives["1.2.0"], chunks)),
@@ -216,6 +219,7 @@ def test_refusals_before_a_byte_is_fetched(config, archives, tmp_path):
         ("rollout", "refused", 8), ("rollout", "refused", 9)]
 
 
+@pytest.mark.slow
 def test_golden_cases_failing_on_this_box_keep_the_old_model(config, archives):
     chunks = Chunks(archives["1.3.0"])
     Updater(config, chunks).handle(keep(config, 1, offer_payload(archives["1.3.0"], chunks)),
@@ -226,6 +230,7 @@ def test_golden_cases_failing_on_this_box_keep_the_old_model(config, archives):
     assert steps(config)[-1] == ("model_refused", "golden_cases_failed", 7)
 
 
+@pytest.mark.slow
 def test_a_rollback_order_goes_back_only_from_the_version_it_names(config, archives):
     chunks = Chunks(archives["1.1.0"])
     Updater(config, chunks).handle(keep(config, 1, offer_payload(archives["1.1.0"], chunks)),
@@ -374,6 +379,7 @@ def test_an_unexpected_failure_closes_the_order_and_the_updater_goes_on(config, 
     assert closed.done and closed.reason == "load_failed"
 
 
+@pytest.mark.slow
 def test_an_offer_of_the_version_running_already_is_not_a_failure(config, archives):
     chunks = Chunks(archives["1.1.0"])
     Updater(config, chunks).handle(keep(config, 1, offer_payload(archives["1.1.0"], chunks)),
@@ -469,6 +475,7 @@ def test_a_refused_package_is_never_kept_as_the_one_to_go_back_to(tmp_path):
         rollback(hospital_box, "worker_crashed")
 
 
+@pytest.mark.slow
 def test_after_a_rollback_the_update_table_says_which_version_left_and_which_runs(
         config, archives):
     """Two rollouts installed, then a technician rolls back: the newer rollout's row says
@@ -514,6 +521,7 @@ def test_after_a_rollback_the_update_table_says_which_version_left_and_which_run
     assert order(config, 3).step == "golden_failed"
 
 
+@pytest.mark.slow
 def test_the_download_s_progress_is_kept_shown_and_told(config, archives, monkeypatch,
                                                         tmp_path, capsys):
     """While a package comes in, the box keeps bytes, total, rate and time left in its

@@ -121,6 +121,7 @@ def test_the_worker_leaves_a_series_no_rule_matches_not_analysed(tmp_path, demo_
     conn.close()
 
 
+@pytest.mark.slow
 def test_two_packages_side_by_side_each_analyses_what_its_rule_routes_to_it(
         tmp_path, demo_runner):
     """A second signed package (the demo under another name) installed beside the demo;

@@ -68,6 +68,7 @@ def test_a_blind_int8_artifact_fails_its_golden_cases_and_fp32_takes_over(tmp_pa
         loaded.close()
 
 
+@pytest.mark.slow
 def test_the_box_comes_up_says_so_and_decides_like_fp32(tmp_path):
     root = make_package(tmp_path / "packages", "1.0.1", blind_int8=True)
     config = box(tmp_path, root)
@@ -133,6 +134,7 @@ def test_a_fallback_that_does_not_load_is_one_more_reason(tmp_path, monkeypatch)
         check_golden(package, box(tmp_path, root).runtime)
 
 
+@pytest.mark.slow
 def test_a_fallback_that_crashes_its_runtime_is_never_loaded_into_the_service(
         tmp_path, monkeypatch):
     """A fallback nobody timed here is first run in a process of its own: ONNX Runtime dying

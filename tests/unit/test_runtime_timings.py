@@ -34,6 +34,7 @@ def package():
     return load_package(resolve_package_root(config), config.trusted_key_paths)
 
 
+@pytest.mark.slow
 def test_a_fresh_service_loads_only_the_winning_runtime_and_keeps_the_timings(tmp_path):
     timings = tmp_path / "timings.json"
     script = textwrap.dedent(f"""
@@ -98,6 +99,7 @@ def test_kept_timings_choose_and_a_change_of_settings_measures_again(
     assert len(calls) == 2  # another setting: measured again
 
 
+@pytest.mark.slow
 def test_a_child_that_cannot_run_falls_back_to_timing_in_the_service(
         tmp_path, package, monkeypatch):
     def broken(*_args):
@@ -130,6 +132,7 @@ backend.OnnxRuntimeBackend.load = load
 """
 
 
+@pytest.mark.slow
 def test_a_runtime_that_crashes_in_the_timing_process_is_skipped_never_loaded_here(
         tmp_path, package, monkeypatch):
     """A runtime that crashes on this CPU or on an artifact (OpenVINO's CPU plugin died so
@@ -154,6 +157,7 @@ def test_a_runtime_that_crashes_in_the_timing_process_is_skipped_never_loaded_he
                for key, path, _ms in kept["timings"])
 
 
+@pytest.mark.slow
 def test_the_self_test_keeps_the_timings_the_service_starts_from(tmp_path, monkeypatch):
     """`clinibox selftest` times the candidates as the service would and keeps them, so the
     next `clinibox serve` loads the winner at once; a package moved to another folder (its

@@ -154,6 +154,7 @@ def test_a_started_decode_runs_while_the_caller_works(sandbox):
     assert not list(sandbox._folder.iterdir())  # no frame files left behind
 
 
+@pytest.mark.slow
 def test_a_started_decode_keeps_its_time_limit_and_its_refusals(tmp_path):
     sandbox = DecodeSandbox(replace(LimitsConfig(), sandbox_seconds=1.0))
     try:
@@ -193,6 +194,7 @@ def test_an_idle_child_is_stopped_and_the_next_object_starts_a_fresh_one(sandbox
     assert sandbox.decode(CT, 1).modality == "CT" and sandbox._process.pid != child
 
 
+@pytest.mark.slow
 def test_another_user_of_the_sandbox_is_named_in_its_errors(tmp_path):
     """The DICOM document maker runs in the same limited child; its failures say so."""
     maker = DecodeSandbox(replace(LimitsConfig(), sandbox_seconds=60.0),

@@ -34,6 +34,7 @@ def series_box(tmp_path_factory, viewer_template, demo_runner):
     return state, series.study_id, series.ids, series.on, series.truth
 
 
+@pytest.mark.slow
 def test_one_lesion_on_six_slices_is_one_lesion_with_its_volume_everywhere(series_box,
                                                                            capsys):
     state, study, ids, on, truth = series_box

@@ -76,6 +76,7 @@ def test_add_without_a_terminal_refuses_at_once_and_says_how(config_path):
     assert account_count(config_path) == 0
 
 
+@pytest.mark.slow
 def test_passwd_without_a_terminal_refuses_too(config_path):
     assert user(config_path, "add", "tina", "--role", "technician", "--password-stdin",
                 text=GOOD + "\n").returncode == 0

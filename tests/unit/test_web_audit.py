@@ -134,6 +134,7 @@ def test_the_worklist_names_patients_so_reading_it_is_recorded_once_per_five_min
         (TECHNICIAN[0], ELSEWHERE["REMOTE_ADDR"], "worklist", "status all, page 1")]
 
 
+@pytest.mark.slow
 def test_reports_feedback_exports_and_quarantine_actions_are_recorded(viewer):
     state, _app = viewer
     clinician = _client(viewer, CLINICIAN)

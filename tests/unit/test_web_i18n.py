@@ -172,6 +172,7 @@ def test_an_account_language_is_checked(viewer):
     conn.close()
 
 
+@pytest.mark.slow
 def test_a_clinicians_day_reads_in_chinese(viewer):
     """Every page a clinician opens, with the data of every kind of study."""
     state, app = viewer
@@ -234,6 +235,7 @@ def test_a_clinicians_day_reads_in_chinese(viewer):
     _assert_all_chinese("400", client.get("/?status=coffee"))
 
 
+@pytest.mark.slow
 def test_a_technicians_pages_read_in_chinese(viewer):
     state, app = viewer
     client = _chinese_client(app, TECHNICIAN)
@@ -269,6 +271,7 @@ def test_the_english_pages_are_unchanged(viewer):
         "中文", ""))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(find_cjk_font() is None, reason="no Chinese font (fonts-noto-cjk)")
 def test_the_pdf_report_in_chinese(viewer):
     state, app = viewer

@@ -252,6 +252,7 @@ def test_frames_are_cached_read_only_and_refreshed_when_the_preview_changes(
     assert load_frame(path, 0, LIMITS).values[0, 0] == 99  # made again from the image
 
 
+@pytest.mark.slow
 def test_a_large_image_is_previewed_at_display_size_with_boxes_in_source_pixels(
     tmp_path: Path,
 ) -> None:

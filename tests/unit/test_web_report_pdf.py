@@ -150,6 +150,7 @@ def test_clean_text() -> None:
     assert clean_text("x" * 50, limit=10) == "x" * 9 + "…"
 
 
+@pytest.mark.slow
 def test_the_viewer_gets_its_pdf_from_a_child_and_never_holds_the_writer(tmp_path):
     """make_pdf in a fresh interpreter standing in for a viewer worker: the same PDF
     (Chinese labels too), while fpdf and fontTools stay out of the calling process."""

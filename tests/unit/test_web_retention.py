@@ -102,6 +102,7 @@ def test_image_routes_answer_gone(retained):
     assert answer.status_code == 302
 
 
+@pytest.mark.slow
 def test_report_and_pdf_keep_the_findings_with_the_note(retained):
     state, client, _conn = retained
     study = state.studies["alert"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from firmware_app.settings.box import Config
 from firmware_app.settings.storage import StorageConfig
 from firmware_app.storage import db
@@ -143,6 +145,7 @@ def test_idle_and_old_sessions_expire(viewer):
     conn.close()
 
 
+@pytest.mark.slow
 def test_login_failures_slow_the_address_down_but_never_lock(viewer):
     state, app = viewer
     free = state.config.web.login_free_failures
