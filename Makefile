@@ -13,7 +13,7 @@ TORCHVISION_STAMP := $(TORCHVISION)/.installed-$(TORCHVISION_VERSION)-timm-$(TIM
 RUN_EXTRAS ?= openvino,tflite,live,ocr
 EXTRAS ?= dev,convert,openvino,tflite,live,ocr,central,docs
 
-.PHONY: install install-box run test test-fast lint docs docs-screenshots bench demo-model fuzz clean translations
+.PHONY: install install-box run test test-fast test-smoke lint docs docs-screenshots bench demo-model fuzz clean translations
 
 # Idempotent bootstrap: re-installs only when pyproject.toml changes; builds the native DICOM
 # receiver where g++ and dcmtk's headers are installed (scripts/build-receiver.sh).
@@ -55,18 +55,28 @@ run: install-box
 # The whole suite in TEST_WORKERS processes (pytest-xdist), each taking a test file at a time:
 # most tests wait on services and child processes, so two workers keep 2 cores busy
 # (a 2-core AVX2 EPYC: 16 min against 26.5 in one process). TEST_WORKERS=0: in this process.
+# It ends with the 30 slowest tests (--durations), so every CI log lists them.
 TEST_WORKERS ?= 2
 test: install
 	$(BIN)/python -m ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mkdocs build --strict
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=30 $(PYTEST_ARGS)
 
-# the unit tier without slow tests: ruff, the layer contracts, then about a minute of tests
+# the unit tier without slow tests, in TEST_WORKERS processes: ruff, the layer contracts, then
+# under 3 minutes of tests on 2 cores (README.md says the last measured figure)
 test-fast: install
 	$(BIN)/python -m ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q tests/unit -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) tests/unit -m "not slow" --durations=10 \
+		$(PYTEST_ARGS)
+
+# the smoke tier (tests marked smoke): each application once, in under a minute: the box
+# (`clinibox infer` on a DICOM file), the viewer (a page), the hospital (the receiver on
+# SQLite, a console page), the converter (a config preflight) and `python -m clinibox --help`.
+# One process: the tests take seconds; collecting the unit tier takes most of the time.
+test-smoke: install
+	$(BIN)/python -m pytest -q tests/unit -m smoke $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/python -m ruff check .

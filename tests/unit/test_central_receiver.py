@@ -32,6 +32,7 @@ def _only_rejection(store: Store) -> dict:
     return rejection
 
 
+@pytest.mark.smoke
 def test_a_good_alert_is_stored_with_its_alert_row(receiver, store, box):
     topic_name, envelope = box.envelope("alert", alert_payload(score=0.99))
     received_at = float(int(time.time()))  # the receiver's clock (not before created_at)

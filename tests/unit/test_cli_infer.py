@@ -12,6 +12,7 @@ from phantoms.dicom import ct_dataset, write_dicom, write_image
 from phantoms.images import generate
 
 
+@pytest.mark.smoke
 def test_infer_json_reports_findings_and_why_a_file_gave_none(tmp_path, capsys):
     rng = np.random.default_rng(21)
     lesion = generate("ct", rng, lesion=True)

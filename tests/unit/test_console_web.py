@@ -135,6 +135,7 @@ def test_logout_ends_the_session_on_the_server(console):
     assert ("rad1", "logout", "account:rad1") in _audit_actions(console)
 
 
+@pytest.mark.smoke
 def test_worklist_sorts_escalated_first_then_score_and_filters(console):
     _clinic(console, "c1", "Clinic One", "North")
     _clinic(console, "c2", "Clinic Two", "South")

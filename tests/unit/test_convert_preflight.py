@@ -25,6 +25,7 @@ def _convert(cwd: Path, *args: str) -> subprocess.CompletedProcess:
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
 
 
+@pytest.mark.smoke
 def test_a_missing_key_is_refused_before_torch_is_imported_or_anything_written(tmp_path):
     (tmp_path / "model.pt").write_bytes(b"not looked at")
     (tmp_path / "images").mkdir()

@@ -51,6 +51,7 @@ def _png(response) -> Image.Image:
 # -- worklist ------------------------------------------------------------------------------
 
 
+@pytest.mark.smoke
 def test_worklist_puts_alerts_first_with_counts(clinician):
     state, client = clinician
     page = _html(client.get("/"))
