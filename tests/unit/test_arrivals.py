@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from firmware_app.service.arrivals import LONGEST_HOLD_S, QUIET_S, Arrivals
 
 
@@ -18,6 +20,7 @@ def test_no_arrival_no_hold_and_a_stored_object_wakes_the_worker():
     assert QUIET_S * 0.8 <= held < LONGEST_HOLD_S  # until the burst paused
 
 
+@pytest.mark.slow
 def test_a_burst_that_never_pauses_holds_a_job_at_most_the_bound():
     arrivals, done = Arrivals(threading.Event()), threading.Event()
 

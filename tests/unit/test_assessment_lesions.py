@@ -64,6 +64,7 @@ def _infer(tmp_path, capsys, *files):
     return {r["file"].rsplit("/", 1)[1]: r for r in json.loads(capsys.readouterr().out)}
 
 
+@pytest.mark.slow
 def test_a_blank_image_is_not_assessable_never_negative(tmp_path, capsys):
     blank = np.full((256, 256), 0.5, dtype=np.float32)
     dark = generate("us", np.random.default_rng(3), lesion=True).image * 0.05
@@ -78,6 +79,7 @@ def test_a_blank_image_is_not_assessable_never_negative(tmp_path, capsys):
         assert report["lesions"] == [] and report["findings"] == []
 
 
+@pytest.mark.slow
 def test_a_phantom_lesion_is_measured_in_mm_from_its_mask(tmp_path, capsys):
     """The demo model segments: the largest lesion's axes come from its mask, in mm from the
     image's Pixel Spacing, close to the phantom's truth (the demo is a phantom model)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from firmware_app.settings.audit import AuditConfig
 from firmware_app.storage import db
 from firmware_app.storage.audit_query import AuditQuery, count_rows
@@ -22,6 +24,7 @@ def _count(state, action: str) -> int:
         conn.close()
 
 
+@pytest.mark.slow
 def test_reloading_a_report_50_times_writes_one_row(viewer):
     state, app = viewer
     clinician = ViewerClient(app)

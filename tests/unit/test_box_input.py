@@ -22,6 +22,7 @@ def ct_file(tmp_path_factory):
     return path, phantom
 
 
+@pytest.mark.slow
 def test_box_input_is_the_tensor_the_box_s_runner_feeds_the_model(ct_file):
     path, _ = ct_file
     config = box_config.from_dict({"runtime": {"backend": "onnxruntime"}})

@@ -243,6 +243,7 @@ def test_a_redirect_is_not_followed_and_is_a_failed_attempt(tmp_path):
     elsewhere.close()
 
 
+@pytest.mark.slow
 def test_a_target_that_drips_is_cut_off_at_the_deadline(tmp_path):
     answer = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 30 + b"\r\nContent-Length: 0\r\n\r\n"
 

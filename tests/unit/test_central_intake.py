@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
+
 from central import intake
 from central.config import CentralConfig
 from central.receiver import MqttService, Receiver
@@ -38,6 +40,7 @@ def _stored(store, device: str) -> int:
     return sum(1 for a in store.alerts() if a["device"] == device)
 
 
+@pytest.mark.slow
 def test_a_quiet_box_is_handled_within_a_turn_of_a_flood(store, hospital, box):
     """Found by the red team: the receiver handled messages first in, first out, so a quiet
     clinic's alert sent after a flood of 5,000 waited 25 s. Now the flood is held and the

@@ -377,6 +377,7 @@ def console(tmp_path):
     store.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("role", ["admin", "radiologist"])
 def test_every_console_page_reads_in_chinese(console, role):
     from tests import console_scene

@@ -370,6 +370,7 @@ def test_batch_prints_for_a_person(batch):
     assert "quarantin" not in run.out.lower()
 
 
+@pytest.mark.slow
 def test_nothing_to_analyse_exits_2_and_says_why(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     code = main(["infer", "--config", _config(tmp_path), str(tmp_path / "nope.dcm"),

@@ -173,6 +173,7 @@ def test_infer_batch_in_chinese(tmp_path, capsys, monkeypatch):
         {"file": str(missing), "status": "not_found", "reason": ""}]
 
 
+@pytest.mark.slow
 def test_rollback_selftest_and_the_live_lines_of_status_in_chinese(tmp_path, capsys,
                                                                    monkeypatch):
     """``model rollback`` (done and refused), a failing ``selftest`` and the live lines of

@@ -30,6 +30,7 @@ def _run(argv: list[str], stdin: str = "") -> int:
         sys.stdin = saved
 
 
+@pytest.mark.slow
 def test_user_commands_add_list_passwd_remove(config_file, tmp_path, capsys):
     conf = ["--config", str(config_file)]
     assert _run(["user", "add", "Rad1", "--role", "radiologist", "--password-stdin", *conf],

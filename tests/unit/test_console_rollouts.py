@@ -335,6 +335,7 @@ def test_a_proposal_needs_an_active_rollout_or_a_recent_install():
     assert queries.drift_proposal({**target, "step": "refused"}, now) is None
 
 
+@pytest.mark.slow
 def test_rollout_pages_in_chinese_have_no_english_leftovers(console, archives):
     from tests.i18n_text import catalog_sentences, english_sentences, is_chinese, visible_text
 

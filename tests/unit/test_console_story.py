@@ -65,6 +65,7 @@ def _between(html: str, start: str, end: str) -> str:
     return html[html.index(start):html.index(end, html.index(start))]
 
 
+@pytest.mark.slow
 def test_every_console_page_reads_in_chinese_without_english_or_codes(scene):
     app, made = scene
     with app.config["CONSOLE"].store.database.transaction(write=True) as tx:  # one drifts

@@ -266,6 +266,7 @@ def test_line_chart_without_points_says_so():
     assert "No figures yet." in svg and "<circle" not in svg
 
 
+@pytest.mark.slow
 def test_chinese_pages_have_no_english_leftovers(console):
     from tests.i18n_text import catalog_sentences, english_sentences, is_chinese, visible_text
 

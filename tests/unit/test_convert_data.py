@@ -59,6 +59,7 @@ def test_undecodable_file_is_named(tmp_path):
         load_folder(tmp_path, tmp_path / "labels.csv", PREP, 2, SPLITS)
 
 
+@pytest.mark.slow
 def test_phantoms_source_and_splits():
     data = load_data("phantoms:24", None, PREP, 2, {"train": 0.5, "calibration": 0.25,
                                                      "validation": 0.25})

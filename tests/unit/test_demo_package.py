@@ -231,6 +231,7 @@ def _both_within(size, truth) -> bool:
             and abs(size.short_axis - truth.short_axis_mm) <= 0.15 * truth.short_axis_mm)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "tflite"])
 def test_the_second_stage_passes_its_golden_cases_on_every_runtime(package, backend):
     """The stage runs where the first stage's runtime reads one of its artifacts (ONNX for

@@ -208,6 +208,7 @@ def _assessments(sr: hd.sr.Comprehensive3DSR) -> dict[str, str]:
 # -- the structured report --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_sr_carries_each_lesion_with_its_region_class_sizes_and_probability(
         analysed, tmp_path):
     alert = analysed.instances["alert"]
@@ -360,6 +361,7 @@ def test_chinese_patient_names_survive_in_utf8_and_from_gb18030(analysed, tmp_pa
 # -- versions and UIDs --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_uids_are_deterministic_per_device_study_model_version_and_kind(analysed):
     study = _study(analysed, "alert")
 
@@ -379,6 +381,7 @@ def test_uids_are_deterministic_per_device_study_model_version_and_kind(analysed
     assert set(other.values()).isdisjoint(first.values())
 
 
+@pytest.mark.slow
 def test_version_two_names_version_one_as_its_predecessor(analysed, tmp_path):
     study = _study(analysed, "alert", "real_ct")
     (first,) = study_documents(study[:1], analysed.model, device_id=DEVICE, version=1,
@@ -630,6 +633,7 @@ def _sr(instances: list[AnalysedInstance], tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_lesion_on_six_contiguous_slices_is_one_volumetric_group(ct_series, tmp_path):
     path = _sr(_series_instances(ct_series), tmp_path)
     report = hd.sr.srread(path).content

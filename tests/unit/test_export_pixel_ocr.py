@@ -171,6 +171,7 @@ def test_without_tesseract_images_are_left_out_and_the_export_refused(ocr_box, t
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_the_command_says_in_chinese_which_image_it_left_out(ocr_box, tmp_path, monkeypatch):
     monkeypatch.setenv("LC_ALL", "zh_CN.UTF-8")
     config = tmp_path / "box.toml"

@@ -124,6 +124,7 @@ def _folder(out: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(out.iterdir())}
 
 
+@pytest.mark.slow
 def test_export_to_a_folder_carries_no_canary_and_is_recorded(box, conn, tmp_path):
     out = tmp_path / "export"
     report = structured_report(pydicom.dcmread(box.study.files["ct"]))

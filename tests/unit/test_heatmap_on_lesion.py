@@ -319,6 +319,7 @@ def _decoded(phantom) -> DecodedImage:
                         pixel_spacing=phantom.spacing)
 
 
+@pytest.mark.slow
 def test_the_demo_models_shown_heatmap_lies_on_its_lesions(demo_runner):
     """The bundled model on held-out phantoms, analysed as the box does: the heatmap it
     shows peaks inside the boxes (bench/heatmap_on_lesion.py measures 500 phantoms)."""

@@ -35,6 +35,7 @@ def last_event(config: Config) -> dict:
         conn.close()
 
 
+@pytest.mark.slow
 def test_the_trial_ends_after_enough_analyses(config):
     trial = ModelTrial(config)
     assert trial.before_load() == ""
@@ -51,6 +52,7 @@ def test_the_trial_ends_after_enough_analyses(config):
     assert store_for(config).read().trial is None
 
 
+@pytest.mark.slow
 def test_an_unclean_end_of_a_trial_run_rolls_back_at_the_next_start(config):
     ModelTrial(config).started("1.1.0")  # the service started the new model …
     # … and died (no stopped_cleanly): the next start goes back and tells the hospital
@@ -63,6 +65,7 @@ def test_an_unclean_end_of_a_trial_run_rolls_back_at_the_next_start(config):
         "clinibox-demo-lesion@1.0.0")
 
 
+@pytest.mark.slow
 def test_a_clean_stop_during_the_trial_is_not_a_crash(config):
     trial = ModelTrial(config)
     trial.started("1.1.0")
@@ -73,6 +76,7 @@ def test_a_clean_stop_during_the_trial_is_not_a_crash(config):
     assert store_for(config).read().active == "1.1.0"
 
 
+@pytest.mark.slow
 def test_repeated_worker_errors_roll_back(config):
     trial = ModelTrial(config)
     trial.started("1.1.0")
@@ -87,6 +91,7 @@ def test_repeated_worker_errors_roll_back(config):
     assert last_event(config)["reason"] == "worker_errors"
 
 
+@pytest.mark.slow
 def test_a_load_failure_rolls_back_only_a_package_on_trial(config):
     trial = ModelTrial(config)
     assert trial.load_failed("golden_cases_failed")
@@ -109,6 +114,7 @@ def _audit(config: Config) -> list[tuple[str, str, str, str]]:
         conn.close()
 
 
+@pytest.mark.slow
 def test_the_service_s_own_model_changes_are_in_the_audit_trail(config):
     from firmware_app.storage.audit import SERVICE_ACTOR
 
@@ -122,6 +128,7 @@ def test_the_service_s_own_model_changes_are_in_the_audit_trail(config):
     assert [row[0] for row in _audit(config)] == ["model_installed", "model_kept"]
 
 
+@pytest.mark.slow
 def test_a_failed_trial_rolled_back_by_the_service_names_the_service(config):
     from firmware_app.storage.audit import SERVICE_ACTOR
 
@@ -131,6 +138,7 @@ def test_a_failed_trial_rolled_back_by_the_service_names_the_service(config):
                                   "from clinibox-demo-lesion@1.1.0 (golden_cases_failed)")
 
 
+@pytest.mark.slow
 def test_a_trial_that_passes_says_kept_in_the_update_table(config):
     """The hospital's rollout row of a package whose trial passed says "installed and kept",
     no longer "installed, on trial"."""

@@ -48,6 +48,7 @@ def running(config: Config) -> Path:
     return resolve_package_root(config).resolve()
 
 
+@pytest.mark.slow
 def test_install_switches_keeps_the_previous_and_raises_the_floor(config, packages):
     assert running(config) == DEMO.resolve()  # nothing installed: the bundled package runs
     result = install(config, make_package(packages, "1.1.0"))
@@ -67,6 +68,7 @@ def test_install_switches_keeps_the_previous_and_raises_the_floor(config, packag
     assert not store.package_root("1.0.0").exists()  # only the active and the previous are kept
 
 
+@pytest.mark.slow
 def test_the_viewer_names_the_package_the_service_runs_after_an_install(config, packages):
     """Regression: the device page and the reports' notice named the bundled package."""
     from firmware_app.storage.spool import make_spool
@@ -99,6 +101,7 @@ def _refused(config: Config, source: Path, code: str, words: str) -> None:
     assert not list(config.model_store_dir.glob(".staging-*"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("kind", "code", "words"), [
     ("unsigned", "signature", "not signed"),
     ("wrong key", "signature", "does not trust"),
@@ -138,6 +141,7 @@ def test_an_older_version_is_refused_even_after_a_rollback(config, packages):
     assert store_for(config).read().active == "1.1.0"
 
 
+@pytest.mark.slow
 def test_the_running_version_and_another_name_are_refused(config, packages):
     install(config, make_package(packages, "1.1.0"))
     _refused(config, make_package(packages / "same", "1.1.0"), "invalid", "already installed")
@@ -145,6 +149,7 @@ def test_the_running_version_and_another_name_are_refused(config, packages):
              "this box runs")
 
 
+@pytest.mark.slow
 def test_a_tar_gz_from_usb_installs_and_a_hostile_archive_does_not(config, packages, tmp_path):
     root = make_package(packages, "1.1.0")
     archive = tmp_path / "clinibox-demo-lesion-1.1.0.tar.gz"
@@ -185,6 +190,7 @@ def test_a_pinned_version_refuses_install(tmp_path, packages):
         install(config, make_package(packages, "1.1.0"))
 
 
+@pytest.mark.slow
 def test_cli_install_status_rollback(config, packages, tmp_path, capsys):
     path = tmp_path / "box.toml"
     path.write_text(f'[storage]\nstate_dir = "{config.state_dir}"\n'
@@ -248,6 +254,7 @@ def test_installs_refusals_and_rollbacks_are_in_the_audit_trail(config, packages
     assert rows[2].detail == "from clinibox-demo-lesion@1.1.0 (technician)"
 
 
+@pytest.mark.slow
 def test_the_first_package_of_a_name_installs_where_nothing_of_it_ran(tmp_path, packages):
     """Regression: an installed box whose [models] name is set to its hospital's package
     (nothing of that name under [models] dir, nothing installed) refused the first install

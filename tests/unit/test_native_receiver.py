@@ -122,6 +122,7 @@ def test_a_missing_file_is_out_of_resources_so_the_sender_retries(landing):
     assert not stored.is_set()
 
 
+@pytest.mark.slow
 def test_auto_takes_the_native_receiver_only_where_it_is_built(monkeypatch, tmp_path):
     lander = Lander(Spool(tmp_path / "s", tmp_path / "q"), tmp_path / "db", 2**20)
 

@@ -93,6 +93,7 @@ def _compactness(mask: np.ndarray) -> float:
     return float(edges) ** 2 / (4 * math.pi * mask.sum())
 
 
+@pytest.mark.slow
 def test_the_class_shows_in_the_picture():
     found = _lesions("ct", 40, 384) + _lesions("us", 40, (300, 400))
     labels = [t.label for _, t in found]

@@ -115,6 +115,7 @@ def _receive(url: str, fmt: str, count: int = 10) -> list[av.VideoFrame]:
     return frames
 
 
+@pytest.mark.slow
 def test_ffmpeg_streams_the_video_over_udp_and_http(tmp_path):
     video = make_phantom_video(tmp_path / "us.ts", seconds=1.0, seed=4, layout=SMALL)
     with udp_mpegts_sender(video.path, free_port()) as url:

@@ -87,6 +87,7 @@ def test_the_report_and_its_pdf_carry_the_hospitals_verdict_as_the_study_page(
     assert ('id="hospital-review-late"' in report) is late
 
 
+@pytest.mark.slow
 def test_a_study_the_hospital_has_not_reviewed_prints_no_review(viewer):
     state, app = viewer
     _review(state, "alert", late=False)

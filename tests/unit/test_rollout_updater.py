@@ -140,6 +140,7 @@ def test_an_offer_is_fetched_checked_installed_and_each_step_reported(config, ar
     assert not list((config.state_dir / "updates").iterdir())  # nothing left behind
 
 
+@pytest.mark.slow
 def test_a_download_cut_off_resumes_where_it_stood(config, archives):
     chunks = Chunks(archives["1.1.0"])
     assert len(chunks.parts) > 3
@@ -418,6 +419,7 @@ def test_a_stalled_download_is_told_once_and_the_box_keeps_asking(config, archiv
     assert reasons.count("transfer") == 1 and not order(config, 1).done
 
 
+@pytest.mark.slow
 def test_what_an_install_cut_short_left_is_removed(config, archives):
     import os
 
@@ -433,6 +435,7 @@ def test_what_an_install_cut_short_left_is_removed(config, archives):
     assert not leftover.exists() and young.exists()  # an install running now is left alone
 
 
+@pytest.mark.slow
 def test_a_replaced_offer_of_the_same_archive_leaves_its_download_to_the_newer(config,
                                                                             archives):
     chunks = Chunks(archives["1.1.0"])

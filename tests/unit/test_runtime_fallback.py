@@ -50,6 +50,7 @@ def public_key() -> Path:
     return DEMO_PRIVATE_KEY.with_suffix(".pub")
 
 
+@pytest.mark.slow
 def test_a_blind_int8_artifact_fails_its_golden_cases_and_fp32_takes_over(tmp_path, caplog):
     root = make_package(tmp_path / "packages", "1.0.1", blind_int8=True)
     package = load_package(root, [public_key()])
@@ -99,6 +100,7 @@ def test_the_box_comes_up_says_so_and_decides_like_fp32(tmp_path):
         reference.backend.close()
 
 
+@pytest.mark.slow
 def test_the_demo_int8_artifact_runs_when_it_passes_here(tmp_path):
     """On a CPU where the INT8 artifact is right, ``int8`` keeps it (no fallback, no event)."""
     package = load_package(DEMO, [public_key()])
@@ -111,6 +113,7 @@ def test_the_demo_int8_artifact_runs_when_it_passes_here(tmp_path):
         loaded.close()
 
 
+@pytest.mark.slow
 def test_nothing_passes_refuses_with_every_reason(tmp_path):
     root = make_package(tmp_path / "packages", "1.0.1", failing_golden=True)
     package = load_package(root, [public_key()])

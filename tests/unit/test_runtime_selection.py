@@ -327,6 +327,7 @@ def test_when_nothing_loads_every_reason_is_given(tmp_path):
 
 
 # -- the real measurement ----------------------------------------------------------
+@pytest.mark.slow
 def test_auto_measures_every_candidate_and_keeps_the_fastest():
     pkg = package()
     began = time.perf_counter()

@@ -61,6 +61,7 @@ def test_refusals_are_plain_and_the_child_stays(sandbox, tmp_path):
     assert sandbox._process.pid == child  # a refusal does not cost a restart
 
 
+@pytest.mark.slow
 def test_a_decoder_that_crashes_mid_object_is_a_reason_and_the_next_goes_on(sandbox):
     sandbox.decode(CT, 1)
     child = sandbox._process.pid
@@ -77,6 +78,7 @@ def test_a_decoder_that_crashes_mid_object_is_a_reason_and_the_next_goes_on(sand
     assert sandbox._process.pid != child
 
 
+@pytest.mark.slow
 def test_a_child_gone_between_objects_is_simply_replaced(sandbox):
     sandbox.decode(CT, 1)
     os.kill(sandbox._process.pid, signal.SIGKILL)
@@ -84,6 +86,7 @@ def test_a_child_gone_between_objects_is_simply_replaced(sandbox):
     assert sandbox.decode(CT, 1).modality == "CT"
 
 
+@pytest.mark.slow
 def test_a_hung_decoder_is_stopped_after_its_time(tmp_path):
     sandbox = DecodeSandbox(replace(LimitsConfig(), sandbox_seconds=1.0))
     try:
@@ -130,6 +133,7 @@ def test_an_image_too_big_for_a_64_mb_decoder_is_refused_and_the_next_decodes(tm
         sandbox.close()
 
 
+@pytest.mark.slow
 def test_a_started_decode_runs_while_the_caller_works(sandbox):
     """``start_decode`` returns at once; the child decodes meanwhile, so collecting the
     result afterwards waits for (almost) nothing: the worker's overlap."""

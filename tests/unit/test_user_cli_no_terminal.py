@@ -62,6 +62,7 @@ def account_count(config_path: Path) -> int:
         conn.close()
 
 
+@pytest.mark.slow
 def test_add_without_a_terminal_refuses_at_once_and_says_how(config_path):
     for stdin, text in ((subprocess.DEVNULL, None), (None, GOOD + "\n")):  # /dev/null, a pipe
         result = user(config_path, "add", "tina", "--role", "technician", stdin=stdin, text=text)

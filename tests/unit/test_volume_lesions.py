@@ -389,6 +389,7 @@ def test_a_series_with_more_records_than_the_box_reads_as_a_volume_is_read_per_s
     assert reading.reason == volume.TOO_MANY_RECORDS and reading.lesion_count == 81 * 25
 
 
+@pytest.mark.slow
 def test_a_large_series_of_outlined_lesions_is_read_as_a_volume():
     """2 000 records of 96-point outlines (what a study page reads; they once cost 3 to 18 s
     there, 0.6 s now: docs/decisions/0034-volume-reading-bounded.md) make ten 3-D lesions."""

@@ -293,6 +293,7 @@ def test_the_pdf_report_in_chinese(viewer):
     assert "不可评估" in dark_text and "模型未发现" not in dark_text
 
 
+@pytest.mark.slow
 def test_without_a_chinese_font_the_pdf_says_so_in_english(viewer, monkeypatch):
     import web.views_clinic as views
 

@@ -396,6 +396,7 @@ def test_device_page_and_clinibox_status_read_the_same_figures(technician):
     assert "worker crashed twice" in _html(client.get("/device"))
 
 
+@pytest.mark.slow
 def test_an_image_the_model_cannot_judge_is_never_called_clear(clinician):
     """The dark ultrasound phantom: not assessable, with its reason, in every view."""
     state, client = clinician

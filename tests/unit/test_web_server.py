@@ -83,6 +83,7 @@ def test_tls_settings_go_together():
         from_dict({"web": {"tls_cert": "/etc/clinibox/viewer.pem"}})
 
 
+@pytest.mark.slow
 def test_viewer_child_is_restarted_when_it_dies_and_ended_on_stop(tmp_path):
     starts = tmp_path / "starts"
     viewer = ViewerProcess(None)
