@@ -114,7 +114,7 @@ demo-model: install
 
 # the message catalogs (Simplified Chinese): extract every marked sentence (babel.cfg) into
 # messages.pot, merge it into each messages.po (new sentences empty, changed ones fuzzy: both
-# fail tests/unit/test_i18n_catalog.py until translated), compile the .mo the box reads
+# fail tests/unit/clinibox_common/test_i18n_catalog.py until translated), compile the .mo the box reads
 CATALOGS := clinibox_common/i18n/translations
 translations: install
 	$(BIN)/pybabel -q extract -F babel.cfg -k N_ -c TRANSLATORS: --sort-by-file --no-wrap \

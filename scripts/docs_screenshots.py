@@ -86,7 +86,7 @@ def name_patients(state: Any, language: str) -> None:
 
 def downloading(state: Any, running: str) -> None:
     """The hospital's rollout of the next version, half downloaded (as the updater records
-    it: tests/unit/test_device_page_browser.py)."""
+    it: tests/unit/firmware_app/test_device_page_browser.py)."""
     from firmware_app.storage import db, download_progress, model_offers
 
     name, version = running.split("@")
@@ -281,7 +281,7 @@ def console_screens(names: set[str], folder: Path) -> None:
     from central_console.app import create_app
     from tests import console_scene
     from tests.browser import serving
-    from tests.unit.test_console_web import RADIOLOGIST
+    from tests.unit.central_console.test_console_web import RADIOLOGIST
 
     if not names & {"console-alert", "console-verdict"}:
         return

@@ -7,7 +7,7 @@ order they were made), the rows the schema script itself writes (the audit
 anchor), and ``PRAGMA user_version``. The outbox's sequence start
 (``sqlite_sequence``, a clock reading) is left out: ``initialise`` writes one
 whenever it is missing. The migration tests build each old database from its
-fixture (``tests/unit/test_migrations.py``).
+fixture (``tests/unit/firmware_app/test_migrations.py``).
 
 Before you write migration N+1, freeze the schema N that the working tree
 builds today (it checks that ``SCHEMA_VERSION`` is N)::

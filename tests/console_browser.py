@@ -14,7 +14,7 @@ from central.store import Store
 from central_console.accounts import ConsoleAccounts
 from central_console.app import create_app
 from tests.browser import ARTIFACTS, headless_chromium, serving
-from tests.unit.test_console_web import ADMIN, ConsoleClient
+from tests.unit.central_console.test_console_web import ADMIN, ConsoleClient
 
 #: where the console's screenshots go
 SHOTS = ARTIFACTS.parent / "console"

@@ -1,5 +1,5 @@
 """A session keeper on a fresh box's state folder, its clock in the test's hands (the keeper
-tests of tests/unit/test_live_engine.py and test_live_attacks.py)."""
+tests of tests/unit/firmware_app/test_live_engine.py and test_live_attacks.py)."""
 
 from __future__ import annotations
 

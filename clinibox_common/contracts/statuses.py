@@ -10,7 +10,7 @@ They are ``contracts/words.Word`` enumerations, whose ``str()`` and
 The viewer's and the command line's words for them, in the reader's
 language, are in ``firmware_app/words/labels.py`` (keyed by these members); where the
 database's schema restricts a column with a ``CHECK``, a unit test
-(``tests/unit/test_statuses.py``) keeps its set equal to the members' values.
+(``tests/unit/firmware_app/test_statuses.py``) keeps its set equal to the members' values.
 The kinds of DICOM documents are in ``contracts/dicom_outputs.py``; reason
 codes are not states and are not here.
 """

@@ -6,7 +6,7 @@ translated) to its English label, marked for the catalog; the functions
 return the label in the current language (the word itself when unknown).
 The words of states and kinds are the members of ``contracts/statuses.py``:
 these tables are keyed by them, one label for every member
-(``tests/unit/test_statuses.py``); the command line shows the same labels.
+(``tests/unit/firmware_app/test_statuses.py``); the command line shows the same labels.
 """
 
 from __future__ import annotations

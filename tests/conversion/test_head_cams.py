@@ -219,7 +219,7 @@ def test_torchvision_s_own_classifiers(name, plain, head_says):
         assert search.head is None and head_says in search.reason, search.reason
         return
     assert search.head is not None and search.head.chain == head_says, search.reason
-    if plain:  # the converter gives it the plain CAM (tests/unit/test_convert_cam.py)
+    if plain:  # the converter gives it the plain CAM (tests/unit/converters/test_convert_cam.py)
         return
     with torch.no_grad():
         cam = wrap(model, search.head, ("logits",))(x)["cam"].numpy()

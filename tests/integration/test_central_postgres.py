@@ -1,7 +1,7 @@
 """The hospital store and receiver on a real PostgreSQL server.
 
 One server runs for the whole session; each test gets its own fresh database.
-The store contract of ``tests/unit/test_central_store.py`` runs here as is,
+The store contract of ``tests/unit/central/test_central_store.py`` runs here as is,
 then what only a shared server shows: several receivers starting and storing
 at once, a bulk ingest, a database that goes away and comes back, and the
 broker link through a real Mosquitto.
@@ -27,13 +27,13 @@ from tests.integration.conftest import wait_for
 from tests.mqtt_broker import Broker, make_mqtt_pki
 from tests.postgres_server import PostgresServer
 from tests.telemetry_payloads import Box, alert_payload, hospital_keys, summary_payload
-from tests.unit.test_central_rollouts import (  # noqa: F401 - fixtures
+from tests.unit.central.test_central_rollouts import (  # noqa: F401 - fixtures
     RolloutContract,
     archive,
     enrolled_store,
     keys,
 )
-from tests.unit.test_central_store import StoreContract
+from tests.unit.central.test_central_store import StoreContract
 
 pytestmark = pytest.mark.integration
 _names = itertools.count(1)

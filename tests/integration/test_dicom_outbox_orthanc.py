@@ -36,7 +36,7 @@ from firmware_app.settings import box as cfg
 from firmware_app.settings.pacs import PacsDestination
 from firmware_app.storage import db
 from tests.orthanc_server import Orthanc, orthanc_fixture, wait_until
-from tests.unit.test_dicom_outbox import document
+from tests.unit.firmware_app.test_dicom_outbox import document
 
 pytestmark = pytest.mark.integration
 orthanc = orthanc_fixture

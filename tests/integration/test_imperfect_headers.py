@@ -49,7 +49,7 @@ from firmware_app.storage import db
 from firmware_app.storage.study_completion import studies_due
 from tests.orthanc_server import Orthanc
 from tests.ports import free_port
-from tests.unit.test_dicom_outbox import document
+from tests.unit.firmware_app.test_dicom_outbox import document
 from tests.viewer_state import ct_phantom, local_box
 
 pytestmark = pytest.mark.integration

@@ -1,6 +1,7 @@
 """Every documentation page is reached from another page and leads on to one.
 
-The site's sidebar lists every page (``tests/unit/test_docs_reference.py``), but a reader
+The site's sidebar lists every page (``tests/unit/firmware_app/test_docs_reference.py``), but a
+reader
 follows the pages' own links: a page no other page links to is found only by someone who
 already knows it is there, and a page that links nowhere leaves its reader without a next
 step. So, for every page under ``docs/`` and every page the build generates
