@@ -9,6 +9,10 @@ connections. :meth:`~Orthanc.stop` (SIGTERM), :meth:`~Orthanc.kill` (SIGKILL)
 and :meth:`~Orthanc.restart` keep the ports and the storage, so what arrived
 before survives a restart.
 
+``worklists=FOLDER`` loads Orthanc's Modality Worklists plugin (``libModalityWorklists.so``)
+serving the ``.wl`` files of that folder as a Modality Worklist SCP (C-FIND on the
+worklist information model); :func:`write_worklist_file` makes such a file with pydicom.
+
 What arrived is read through the REST API (:meth:`~Orthanc.sop_instance_uids`,
 :meth:`~Orthanc.instance_tags`). Every C-STORE that reaches Orthanc is also
 counted, stored anew or not: a Lua ``ReceivedInstanceFilter`` prints its SOP
@@ -46,6 +50,8 @@ import pytest
 from tests.ports import HOST, free_ports
 
 ORTHANC = Path("/usr/sbin/Orthanc")
+#: Debian's Modality Worklists plugin of Orthanc
+WORKLIST_PLUGIN = Path("/usr/share/orthanc/plugins/libModalityWorklists.so")
 _RECEIVED = re.compile(r"clinibox-received (\S+)")
 
 
@@ -58,8 +64,11 @@ class Orthanc:
     host = HOST
 
     def __init__(self, folder: Path, *, ae_title: str = "PACS", check_called_aet: bool = False,
-                 store_delay: float = 0.0, extra: dict[str, Any] | None = None) -> None:
-        """Prepare (not start) an Orthanc; ports are picked now and kept across restarts."""
+                 store_delay: float = 0.0, extra: dict[str, Any] | None = None,
+                 worklists: Path | None = None) -> None:
+        """Prepare (not start) an Orthanc; ports are picked now and kept across restarts.
+        ``worklists``: a folder of ``.wl`` files served by the Modality Worklists plugin."""
+        self.worklists = None if worklists is None else Path(worklists)
         self.folder = Path(folder)
         self.ae_title = ae_title
         self.check_called_aet = check_called_aet
@@ -85,9 +94,11 @@ class Orthanc:
             "RemoteAccessAllowed": False,
             "AuthenticationEnabled": False,
             "DicomCheckCalledAet": self.check_called_aet,
-            "Plugins": [],
+            "Plugins": [str(WORKLIST_PLUGIN)] if self.worklists is not None else [],
             "LuaScripts": [str(self.lua_path)],
             "StableAge": 1,
+            **({"Worklists": {"Enable": True, "Database": str(self.worklists)}}
+               if self.worklists is not None else {}),
             **self.extra,
         }
 
@@ -226,6 +237,42 @@ class Orthanc:
         if not self.log_path.exists():
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def write_worklist_file(folder: Path, name: str, *, patient_name: str, patient_id: str,
+                        accession: str, modality: str = "US", day: str = "",
+                        time_of_day: str = "0930", station: str = "CLINIBOX",
+                        birth_date: str = "19800101", sex: str = "F", step_id: str = "",
+                        description: str = "Thyroid ultrasound") -> Path:
+    """One ``.wl`` file (a DICOM Part 10 file, as Orthanc's worklist plugin reads them): a
+    patient, an order (accession number) and its scheduled procedure step on ``day``."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName, ds.PatientID = patient_name, patient_id
+    ds.PatientBirthDate, ds.PatientSex = birth_date, sex
+    ds.AccessionNumber = accession
+    ds.RequestedProcedureID = f"RP{accession}"[:16]
+    ds.RequestedProcedureDescription = description
+    ds.StudyInstanceUID = generate_uid()
+    step = Dataset()
+    step.Modality = modality
+    step.ScheduledStationAETitle = station
+    step.ScheduledProcedureStepStartDate = day or time.strftime("%Y%m%d")
+    step.ScheduledProcedureStepStartTime = time_of_day
+    step.ScheduledProcedureStepID = step_id or f"SPS{accession}"[:16]
+    step.ScheduledProcedureStepDescription = description
+    ds.ScheduledProcedureStepSequence = [step]
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.31"
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.wl"
+    ds.save_as(path, enforce_file_format=True)
+    return path
 
 
 @pytest.fixture(name="orthanc")

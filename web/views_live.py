@@ -46,7 +46,7 @@ from clinibox_common.redaction import redact_detail
 from firmware_app.settings.live import LiveSource
 from firmware_app.storage import live_frames, live_sessions, live_studies
 from firmware_app.words import labels, wording
-from web import audit_trail
+from web import audit_trail, live_worklist
 from web.security import current_account, database
 
 blueprint = Blueprint("live", __name__)
@@ -152,6 +152,7 @@ def _session_view(session: live_sessions.LiveSession | None) -> dict[str, Any] |
     return {
         "id": session.id,
         "patient_name": session.patient_name, "patient_id": session.patient_id,
+        "accession_number": session.accession_number,
         "birth_date": wording.dicom_date(session.birth_date), "sex": labels.sex(session.sex)
         if session.sex else "",
         "started": formats.moment(session.started_at),
@@ -213,7 +214,8 @@ def _page(found: LiveSource, prefill: dict[str, str], status: int = 200) -> tupl
         hint_word=(state or {}).get("hint") or LiveHint.NONE.value,
         states=labels.LIVE_STATE, hints=labels.LIVE_HINT,
         ring_seconds=live.ring_seconds, clip_seconds=live.clip_seconds, kind=_kind(found),
-        calibrated=found.mm_per_pixel > 0, may_act=_may_act()), status
+        calibrated=found.mm_per_pixel > 0, may_act=_may_act(),
+        worklist=None if session else live_worklist.view(database())), status
 
 
 def _may_act() -> bool:
@@ -416,9 +418,12 @@ def _back(source: str) -> Response:
 
 @blueprint.route("/live/<source>/session", methods=["POST"])
 def start_session(source: str):
-    """Open a session for a patient (name or ID at least); 409 when one is open."""
+    """Open a session for a patient (name or ID at least), typed or picked from the clinic's
+    worklist (``worklist_item``); 409 when one is open."""
     name = _source(source).name
     who = _clinician_only()
+    if "worklist_item" in request.form:
+        return _start_picked(name, who)
     patient_name, patient_id = _person_name(_clean("patient_name")), _clean("patient_id")
     stored = _person_name(_clean("patient_name_dicom"))
     if stored and request.form.get("patient_name", "").strip() == formats.person_name(stored):
@@ -441,6 +446,30 @@ def start_session(source: str):
         return _page(_source(name), _form_values(), 409)
     audit_trail.note("live_session_started", f"live_session:{session.id}",
                      f"source {name}" + (" (from a worklist study)" if from_study else ""))
+    flash(gettext("Session started. Frames where a lesion is seen are kept for this patient."))
+    return _back(name)
+
+
+def _start_picked(name: str, who: str):
+    """Open a session for the scheduled patient the page's worklist names: the patient as
+    the worklist has them, with the order's accession number and step ID."""
+    conn = database()
+    item = live_worklist.picked(conn, request.form.get("worklist_item", ""),
+                                request.form.get("worklist_patient", ""))
+    if item is None:
+        flash(gettext("That appointment is no longer on the list: pick again, or type the "
+                      "patient's details."))
+        return _page(_source(name), _form_values(), 409)
+    try:
+        session = live_sessions.start(
+            conn, source=name, started_by=who, patient_name=_person_name(item.patient_name),
+            patient_id=item.patient_id, birth_date=item.birth_date, sex=item.sex,
+            accession_number=item.accession_number, sps_id=item.sps_id)
+    except live_sessions.SessionAlreadyOpen:
+        flash(gettext("A session is already open on this source: end it first."))
+        return _page(_source(name), _form_values(), 409)
+    audit_trail.note("live_session_started", f"live_session:{session.id}",
+                     f"source {name} (from the clinic's worklist)")
     flash(gettext("Session started. Frames where a lesion is seen are kept for this patient."))
     return _back(name)
 

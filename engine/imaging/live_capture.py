@@ -23,8 +23,10 @@ codec's chroma leaves on a grey picture): such a picture is kept as one grey sam
 nothing lost.
 
 Every object carries the session's study and series UIDs and the patient attributes as
-entered (empty allowed; a birth date or sex DICOM cannot hold is left empty); nothing
-identifying is invented (accession number, referring physician and study ID stay empty).
+entered or picked from the clinic's worklist (empty allowed; a birth date or sex DICOM
+cannot hold is left empty), and the worklist's accession number and scheduled procedure step
+ID when the patient was picked (``RequestAttributesSequence``); nothing identifying is
+invented (without a pick the accession number, referring physician and study ID stay empty).
 DICOM text is English: it is not translated.
 """
 
@@ -95,6 +97,8 @@ class CaptureContext:
     started: datetime.datetime  # session start: StudyDate/StudyTime
     mm_per_pixel: float  # 0 = not calibrated
     burned_in: bool  # whether the pixels may show burned-in text
+    accession_number: str = ""  # the worklist's order the session was picked from ('' none)
+    sps_id: str = ""  # its scheduled procedure step ID ('' none)
 
 
 def key_frame(pixels: np.ndarray, ctx: CaptureContext, instance_number: int,
@@ -262,7 +266,7 @@ def _base(ctx: CaptureContext, sop_class: str, instance_number: int,
     ds.PatientSex = _sex(ctx.sex)
     ds.StudyInstanceUID = ctx.study_uid
     ds.StudyDate, ds.StudyTime = _date(ctx.started), _time(ctx.started)
-    ds.AccessionNumber = ""
+    ds.AccessionNumber = ctx.accession_number[:16]
     ds.ReferringPhysicianName = ""
     ds.StudyID = ""
     ds.SeriesInstanceUID = ctx.series_uid
@@ -270,6 +274,12 @@ def _base(ctx: CaptureContext, sop_class: str, instance_number: int,
     ds.SeriesNumber = SERIES_NUMBER
     ds.SeriesDate, ds.SeriesTime = _date(ctx.started), _time(ctx.started)
     ds.SeriesDescription = description
+    if ctx.sps_id or ctx.accession_number:  # the scheduled step this series answers
+        request = Dataset()
+        request.AccessionNumber = ctx.accession_number[:16]
+        request.ScheduledProcedureStepID = ctx.sps_id[:16]
+        request.RequestedProcedureID = ""
+        ds.RequestAttributesSequence = [request]
     ds.Laterality = ""  # type 2C: the side, if any, is not known here
     ds.Manufacturer = MANUFACTURER
     if ctx.station:

@@ -372,7 +372,8 @@ class Keeper:
             patient_id=session.patient_id, birth_date=session.birth_date, sex=session.sex,
             station=self.station, source_label=self.source.label or self.source.name,
             started=datetime.datetime.fromtimestamp(session.started_at),
-            mm_per_pixel=job.mm_per_pixel, burned_in=self.source.region is None)
+            mm_per_pixel=job.mm_per_pixel, burned_in=self.source.region is None,
+            accession_number=session.accession_number, sps_id=session.sps_id)
         number = self._kept.get(session.id, 0) + 1
         if job.kind == LiveKept.CLIP:
             sop_uid, data = live_capture.clip(job.frames, context, number, job.acquired,

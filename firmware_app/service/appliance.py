@@ -10,6 +10,7 @@
     DicomSender: DICOM outbox (files + SQLite) → C-STORE → the clinic's PACS destinations
     ViewerProcess: `clinibox web` (Flask + gunicorn, HTTPS) as a restarted child process
     LiveProcess: `clinibox live SOURCE` per [[live.sources]], a restarted child process each
+    WorklistPoller: the clinic's Modality Worklist (C-FIND) → worklist rows the live page reads
 
 ``Appliance.start`` brings the parts up in order: first the intake (database,
 spool recovery, then the listeners: accepting an object needs only the spool
@@ -48,6 +49,7 @@ from firmware_app.ingest.dicom_scp import StorageSCP
 from firmware_app.ingest.landing import Lander
 from firmware_app.ingest.native_receiver import NativeStorageSCP, ReceiverFailed
 from firmware_app.ingest.usb import FolderImporter
+from firmware_app.ingest.worklist import WorklistPoller
 from firmware_app.models.install import report_event
 from firmware_app.models.store import (
     manifest_model_id,
@@ -264,6 +266,16 @@ class Appliance:
             self._thread("viewer", self.viewer.run, self.stop_event)
         for live in self.live:
             self._thread(f"live-{live.source}", live.run, self.stop_event)
+        self._start_worklist()
+
+    def _start_worklist(self) -> None:
+        """The worklist poller runs when ``[worklist]`` is enabled; otherwise the worklist is
+        recorded ``off`` once (the live page then says the patient is typed)."""
+        poller = WorklistPoller(self.config)
+        if not self.config.worklist.enabled:
+            poller.poll_once()
+            return
+        self._thread("worklist", poller.run, self.stop_event)
 
     def start_analysis(self) -> None:
         """The model (verified, its runtime chosen, its golden cases passed), the worker on

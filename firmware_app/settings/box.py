@@ -55,6 +55,7 @@ from firmware_app.settings.updates import UpdatesConfig
 from firmware_app.settings.usb import UsbConfig
 from firmware_app.settings.web import WebConfig
 from firmware_app.settings.worker import WorkerConfig
+from firmware_app.settings.worklist import WorklistConfig, check_worklist
 
 
 @dataclass
@@ -79,6 +80,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     pacs: PacsConfig = field(default_factory=PacsConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
+    worklist: WorklistConfig = field(default_factory=WorklistConfig)
 
     # -- derived paths -------------------------------------------------
     @property
@@ -180,6 +182,12 @@ class Config:
         return self.pacs.calling_ae_title or self.dicom.ae_title
 
     @property
+    def worklist_calling_ae_title(self) -> str:
+        """The AE title the box asks the worklist as: ``[worklist] station_ae_title`` or its
+        own."""
+        return self.worklist.station_ae_title or self.dicom.ae_title
+
+    @property
     def trusts_demo_key(self) -> bool:
         """Whether packages signed with the public DEMO-ONLY key would run here."""
         return self.models.trust_demo_key
@@ -201,6 +209,7 @@ def from_dict(data: dict[str, Any]) -> Config:
     config.live.sources = load_tables(tables.get(("live", "sources"), []), LiveSource,
                                        "live.sources", ("name", "url"))
     check_sources(config.live.sources)
+    check_worklist(config.worklist)
     _check_cross_field(config)
     return config
 

@@ -38,6 +38,9 @@ class LiveSession:
     started_by: str
     started_at: float
     ended_at: float | None
+    #: the scheduled procedure the patient was picked from (the clinic's worklist), or ''
+    accession_number: str = ""
+    sps_id: str = ""
 
     @property
     def open(self) -> bool:
@@ -46,7 +49,7 @@ class LiveSession:
 
 
 _COLUMNS = ("id, source, study_uid, series_uid, patient_name, patient_id, birth_date, sex, "
-            "from_study, started_by, started_at, ended_at")
+            "from_study, started_by, started_at, ended_at, accession_number, sps_id")
 
 
 def new_uid() -> str:
@@ -56,16 +59,19 @@ def new_uid() -> str:
 
 def start(conn: sqlite3.Connection, *, source: str, started_by: str, patient_name: str = "",
           patient_id: str = "", birth_date: str = "", sex: str = "", from_study: str = "",
+          accession_number: str = "", sps_id: str = "",
           now: float | None = None) -> LiveSession:
-    """Open a session on ``source`` (a new study); SessionAlreadyOpen when one is open."""
+    """Open a session on ``source`` (a new study); SessionAlreadyOpen when one is open.
+    ``accession_number`` and ``sps_id``: the worklist's scheduled step it was picked from."""
     try:
         with conn:
             cursor = conn.execute(
                 "INSERT INTO live_sessions(source, study_uid, series_uid, patient_name, "
-                "patient_id, birth_date, sex, from_study, started_by, started_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "patient_id, birth_date, sex, from_study, started_by, started_at, "
+                "accession_number, sps_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (source, new_uid(), new_uid(), patient_name, patient_id, birth_date, sex,
-                 from_study, started_by, time.time() if now is None else now))
+                 from_study, started_by, time.time() if now is None else now,
+                 accession_number, sps_id))
     except sqlite3.IntegrityError as exc:
         raise SessionAlreadyOpen(f"live source {source} already has an open session") from exc
     session = get(conn, int(cursor.lastrowid))

@@ -343,7 +343,9 @@ CREATE TABLE IF NOT EXISTS live_sessions (
     from_study    TEXT NOT NULL DEFAULT '',
     started_by    TEXT NOT NULL,
     started_at    REAL NOT NULL,
-    ended_at      REAL
+    ended_at      REAL,
+    accession_number TEXT NOT NULL DEFAULT '',
+    sps_id        TEXT NOT NULL DEFAULT ''
 );
 CREATE UNIQUE INDEX IF NOT EXISTS live_sessions_open ON live_sessions(source)
     WHERE ended_at IS NULL;
@@ -376,6 +378,34 @@ CREATE TABLE IF NOT EXISTS link_checks (
     seq          INTEGER PRIMARY KEY,
     created_at   REAL NOT NULL,
     received_at  REAL NOT NULL
+);
+
+-- The clinic's Modality Worklist (v21, storage/worklist.py): today's scheduled procedure
+-- steps as the poller last fetched them (replaced whole at each answer; ids never reused,
+-- so a pick from an older page never names another patient), and one row of
+-- where the worklist stands (``state``: a WorklistState word; ``reason`` a code).
+CREATE TABLE IF NOT EXISTS worklist_items (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    patient_name      TEXT NOT NULL DEFAULT '',
+    patient_id        TEXT NOT NULL DEFAULT '',
+    birth_date        TEXT NOT NULL DEFAULT '',
+    sex               TEXT NOT NULL DEFAULT '',
+    accession_number  TEXT NOT NULL DEFAULT '',
+    sps_id            TEXT NOT NULL DEFAULT '',
+    modality          TEXT NOT NULL DEFAULT '',
+    station_ae        TEXT NOT NULL DEFAULT '',
+    scheduled_date    TEXT NOT NULL DEFAULT '',
+    scheduled_time    TEXT NOT NULL DEFAULT '',
+    description       TEXT NOT NULL DEFAULT '',
+    fetched_at        REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS worklist_state (
+    id                INTEGER PRIMARY KEY CHECK (id = 1),
+    state             TEXT NOT NULL,
+    reason            TEXT NOT NULL DEFAULT '',
+    items             INTEGER NOT NULL DEFAULT 0,
+    checked_at        REAL NOT NULL,
+    answered_at       REAL
 );
 
 -- The access audit trail (v9): append-only rows in a hash chain, its anchor, the triggers

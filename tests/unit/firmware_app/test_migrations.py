@@ -701,6 +701,27 @@ def check_v20(conn) -> None:
     conn.execute("DELETE FROM hospital_reviews")
     conn.execute("DELETE FROM link_checks")
 
+def seed_v20(conn) -> None:
+    """Schema 20: the rows of v15 and a live session whose patient was typed."""
+    seed_v15(conn)
+    insert(conn, "live_sessions", id=1, source="us-1", study_uid="1.2", series_uid="1.2.1",
+           patient_name="Li^Na", patient_id="P-1", started_by="nurse", started_at=1.0,
+           ended_at=2.0)
+
+
+def check_v21(conn) -> None:
+    """v21: the worklist has tables of its own, empty after the upgrade (one state row at
+    most); the sessions started before keep their typed patient, with no accession number."""
+    row = conn.execute("SELECT patient_name, accession_number, sps_id FROM live_sessions"
+                       " WHERE id = 1").fetchone()
+    assert tuple(row) == ("Li^Na", "", "")
+    for table in ("worklist_items", "worklist_state"):
+        assert conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0
+    with pytest.raises(sqlite3.IntegrityError):
+        insert(conn, "worklist_state", id=2, state="ok", checked_at=1.0)
+    conn.execute("DELETE FROM live_sessions")
+
+
 #: migration N: rows written at schema N-1, and what N promises about them after the ladder
 ROWS: dict[int, tuple[Callable[[sqlite3.Connection], None],
                       Callable[[sqlite3.Connection], None]]] = {
@@ -711,6 +732,7 @@ ROWS: dict[int, tuple[Callable[[sqlite3.Connection], None],
     14: (seed_v13, check_v14),
     15: (seed_v14, check_v15), 16: (seed_v15, check_v16), 17: (seed_v15, check_v17),
     18: (seed_v15, check_v18), 19: (seed_v15, check_v19), 20: (seed_v15, check_v20),
+    21: (seed_v20, check_v21),
 }
 
 
