@@ -80,7 +80,8 @@ def _schedule(folder: Path) -> None:
                         accession="ACC-1001", time_of_day="0930", birth_date="19800304",
                         sex="F", description="甲状腺超声")
     write_worklist_file(folder, "li", patient_name="Li^Lei=李^雷", patient_id="P-0043",
-                        accession="ACC-1002", time_of_day="0900", sex="M")
+                        accession="ACC-1002", time_of_day="0900", sex="M",
+                        description="乳腺超声")
     write_worklist_file(folder, "zhao", patient_name="Zhao^Min", patient_id="P-0044",
                         accession="ACC-1003", modality="ES", time_of_day="1000")
     write_worklist_file(folder, "ct", patient_name="Chen^Gang", patient_id="P-0045",
@@ -225,3 +226,51 @@ def test_a_picked_patient_starts_the_session_and_the_worklist_down_leaves_typing
     finally:
         stop.set()
         runner.join(5)
+
+
+@pytest.mark.slow
+def test_a_nurse_picks_todays_patient_in_chinese_in_chromium(tmp_path, mwl, monkeypatch):
+    """The live page at 1024×768 in Chinese lists today's appointments; a tap on one starts
+    the session (screenshots ``test-artifacts/viewer/worklist-zh-*.png``)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.browser import ARTIFACTS, headless_chromium, serving
+
+    monkeypatch.setenv("CLINIBOX_RUNTIME_DIR", str(tmp_path / "run"))
+    server, folder = mwl
+    _schedule(folder)
+    config = _config(tmp_path, server)
+    assert WorklistPoller(config).poll_once().items == 4
+    app = create_app(config)
+    with contextlib.closing(db.connect(config.database_path)) as conn:
+        Accounts(conn).add(*NURSE, "clinician")
+    with serving(app, tmp_path) as base:
+        driver = headless_chromium("zh-CN", accept_languages="zh-CN,zh")
+        try:
+            wait = WebDriverWait(driver, 30)
+            driver.get(f"{base}/live/us-1")
+            wait.until(lambda d: "/login" in d.current_url)
+            driver.find_element(By.ID, "name").send_keys(NURSE[0])
+            driver.find_element(By.ID, "password").send_keys(NURSE[1])
+            driver.find_element(By.ID, "login").click()
+            rows = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR,
+                                                        "#live-worklist-rows li"))
+            assert len(rows) == 4 and "今日预约患者" in driver.page_source
+            first = rows[0]
+            assert "P-0043" in first.text and "09:00" in first.text
+            driver.save_screenshot(str(ARTIFACTS / "worklist-zh-1-appointments.png"))
+            rows[1].find_element(By.CSS_SELECTOR, "button").click()  # Wang Fang, 09:30
+            wait.until(lambda d: d.find_elements(By.ID, "live-accession"))
+            assert driver.find_element(By.ID, "live-accession").text == "ACC-1001"
+            assert "P-0042" in driver.find_element(By.ID, "live-patient").text
+            driver.save_screenshot(str(ARTIFACTS / "worklist-zh-2-session.png"))
+            server.kill()
+            assert WorklistPoller(config).poll_once().state == WorklistState.DOWN
+            driver.find_element(By.ID, "end-session").click()
+            wait.until(lambda d: d.find_elements(By.ID, "live-worklist-notice"))
+            assert "暂时无法获取今日预约名单" in driver.find_element(
+                By.ID, "live-worklist-notice").text
+            driver.save_screenshot(str(ARTIFACTS / "worklist-zh-3-down.png"))
+        finally:
+            driver.quit()
