@@ -274,3 +274,36 @@ def test_a_nurse_picks_todays_patient_in_chinese_in_chromium(tmp_path, mwl, monk
             driver.save_screenshot(str(ARTIFACTS / "worklist-zh-3-down.png"))
         finally:
             driver.quit()
+
+
+def test_the_service_runs_the_poller_beside_the_intake(tmp_path, mwl):
+    """``Appliance.start_intake`` starts the worklist poller as a component thread (its
+    first question at once); with ``[worklist]`` off it records ``off`` and starts none."""
+    from firmware_app.service.appliance import Appliance
+
+    server, folder = mwl
+    _schedule(folder)
+    config = _config(tmp_path, server)
+    config.dicom.enabled = config.usb.enabled = False
+    appliance = Appliance(config)
+    appliance.start_intake()
+    try:
+        with contextlib.closing(db.connect(config.database_path)) as conn:
+            for _ in range(100):
+                if worklist.status(conn).state == WorklistState.OK:
+                    break
+                threading.Event().wait(0.05)
+            assert worklist.status(conn).items == 4
+        assert [t.name for t in appliance.threads] == ["worklist"] and appliance.healthy()
+    finally:
+        appliance.stop()
+    config.worklist.enabled = False
+    appliance = Appliance(config)
+    appliance.start_intake()
+    try:
+        assert appliance.threads == []
+        with contextlib.closing(db.connect(config.database_path)) as conn:
+            assert worklist.status(conn).state == WorklistState.OFF
+            assert worklist.offered(conn, TODAY) == []
+    finally:
+        appliance.stop()
