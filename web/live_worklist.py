@@ -26,6 +26,26 @@ NOTICES = {
                           "details below."),
 }
 
+#: why the worklist is down, for the technician's device page (``storage.worklist`` codes)
+DOWN_WORDS = {
+    "unreachable": N_("no connection: check its address, port and the network"),
+    "refused": N_("it refused the box: the worklist must know the box's AE title"),
+    "failed": N_("it answered the question with an error"),
+    "timeout": N_("it did not answer in time"),
+    "bad_answer": N_("its answer could not be read"),
+}
+
+
+def device_view(conn: sqlite3.Connection, enabled: bool, peer: str) -> dict[str, Any]:
+    """The worklist on the device page: configured or not, where it stands (in words), how
+    many steps it gave, when it last answered."""
+    found = worklist.status(conn)
+    why = DOWN_WORDS.get(found.reason, DOWN_WORDS["failed"])
+    return {"enabled": enabled, "peer": peer, "state": found.state.value,
+            "why": gettext(why) if found.state == WorklistState.DOWN else "",
+            "count": found.items, "answered_at": found.answered_at,
+            "checked_at": found.checked_at}
+
 
 def _clock(text: str) -> str:
     """A scheduled time (HHMMSS, or shorter) as ``HH:MM``; '' when there is none."""

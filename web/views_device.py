@@ -3,7 +3,8 @@
 Device status: queue depth, today's work, quarantine reasons, disk, the model
 package and its validation metrics, the link to the hospital and the outbox, whether
 the hospital's verdicts can arrive (downlink) and the last one received,
-the DICOM outbox per PACS destination (backlog, last error), last errors, the
+the DICOM outbox per PACS destination (backlog, last error), the clinic's worklist (where
+it stands, when it last answered), last errors, the
 audit trail's size (an alarm past ``[audit] max_mb``). The
 quarantine lists every object held back with its reason;
 a technician may process one again or delete it (both recorded as events and in
@@ -21,6 +22,7 @@ from clinibox_common.i18n import gettext
 from firmware_app.storage import audit_size, hospital_reviews, quarantine
 from firmware_app.storage.status import box_status
 from firmware_app.words import event_words
+from web import live_worklist
 from web.audit_trail import client_address
 from web.i18n import choose_language
 from web.security import current_account, database, technician_only
@@ -54,6 +56,9 @@ def status_figures() -> dict[str, Any]:
         clinic=config.telemetry.clinic, device=config.telemetry.device,
         package=viewer.package_facts(), now=now,
         downlink=_downlink_figures(bool(config.telemetry.hospital_signing_key)),
+        worklist=live_worklist.device_view(
+            database(), config.worklist.enabled,
+            f"{config.worklist.ae_title}@{config.worklist.host}:{config.worklist.port}"),
     )
     return figures
 

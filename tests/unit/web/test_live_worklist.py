@@ -78,3 +78,26 @@ def test_a_pick_of_a_replaced_list_starts_nothing(tmp_path, monkeypatch):
     assert nurse.post("/live/us-1/session", {"worklist_item": "1e3",
                                             "worklist_patient": ""}).status_code == 409
     assert live_sessions.open_session(conn, "us-1") is None
+
+
+def test_the_device_page_tells_the_technician_where_the_worklist_stands(tmp_path, monkeypatch):
+    conn, app = _viewer(tmp_path, monkeypatch)
+    Accounts(conn).add("tina", "keeps-the-box-running", "technician")
+    config = app.config["CLINIBOX"].config
+    tech = ViewerClient(app)
+    assert tech.login("tina", "keeps-the-box-running").status_code == 302
+    html = tech.get("/device").get_data(as_text=True)
+    assert 'id="worklist-off"' in html and "[worklist] enabled" in html
+    config.worklist.enabled, config.worklist.host = True, "ris.local"
+    html = tech.get("/device").get_data(as_text=True)
+    assert "WORKLIST@ris.local:104" in html and "not asked yet" in html and "never" in html
+    worklist.replace_items(conn, [WorklistItem(patient_id="P-1", scheduled_date=TODAY)])
+    worklist.set_state(conn, WorklistState.DOWN, "refused")
+    chinese = ViewerClient(app)
+    chinese.client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "zh-CN,zh;q=0.9"
+    assert chinese.login("tina", "keeps-the-box-running").status_code == 302
+    html = chinese.get("/device").get_data(as_text=True)
+    assert "没有答复：它拒绝了本机" in html and "refused" not in html
+    worklist.replace_items(conn, [WorklistItem(patient_id="P-1", scheduled_date=TODAY)])
+    html = tech.get("/device").get_data(as_text=True)
+    assert "answering: 1 appointment today" in html
