@@ -28,8 +28,8 @@ NOTICES = {
 
 #: why the worklist is down, for the technician's device page (``storage.worklist`` codes)
 DOWN_WORDS = {
-    "unreachable": N_("no connection: check its address, port and the network"),
-    "refused": N_("it refused the box: the worklist must know the box's AE title"),
+    "unreachable": N_("no connection (check its address, its port and the network)"),
+    "refused": N_("it refused the box (the worklist must know the box's AE title)"),
     "failed": N_("it answered the question with an error"),
     "timeout": N_("it did not answer in time"),
     "bad_answer": N_("its answer could not be read"),
