@@ -83,14 +83,22 @@ def replace_items(conn: sqlite3.Connection, items: list[WorklistItem],
         _set(conn, WorklistState.OK, "", len(items), now, answered=True)
 
 
+#: the items of a worklist that stopped answering are kept this long (seconds), not offered
+KEEP_SECONDS = 24 * 3600.0
+
+
 def set_state(conn: sqlite3.Connection, state: WorklistState, reason: str = "",
               now: float | None = None) -> None:
-    """Record that the worklist is ``down`` (with a reason code) or ``off``; the items of
-    its last answer stay for the record but are not offered (``offered``)."""
+    """Record that the worklist is ``down`` (with a reason code) or ``off``. The items of its
+    last answer are not offered (``offered``); they are deleted when it is ``off``, and a
+    day after that answer while it is ``down`` (the patients' names stay no longer)."""
     now = time.time() if now is None else now
     with conn:
         if state == WorklistState.OFF:
             conn.execute("DELETE FROM worklist_items")
+        else:
+            conn.execute("DELETE FROM worklist_items WHERE fetched_at < ?",
+                         (now - KEEP_SECONDS,))
         _set(conn, state, reason, None, now, answered=False)
 
 

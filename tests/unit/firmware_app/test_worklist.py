@@ -103,6 +103,9 @@ def test_the_last_answer_is_offered_while_the_worklist_answers(conn):
     assert (down.state, down.reason, down.answered_at, down.checked_at) == (
         WorklistState.DOWN, "unreachable", 150.0, 200.0)  # when it last answered is kept
     assert worklist.offered(conn, TODAY) == []  # a list gone stale is never offered
+    assert worklist.item(conn, again[0].id) is not None
+    worklist.set_state(conn, WorklistState.DOWN, "unreachable", now=150.0 + 86401)
+    assert worklist.item(conn, again[0].id) is None  # the names go a day after the answer
 
 
 
