@@ -90,7 +90,7 @@ def start_receiver(root: Path, config: Path) -> tuple[subprocess.Popen[bytes], P
     """Start ``clinibox central serve`` and wait for its "connected" line."""
     log = config.with_suffix(".log")
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "central.cli", "serve", "--config",
+        proc = subprocess.Popen([sys.executable, "-m", "clinibox", "central", "serve", "--config",
                                  str(config)], stdout=out, stderr=out, cwd=REPO)
     deadline = time.monotonic() + 30
     while "connected to" not in log.read_text(errors="replace"):
@@ -255,7 +255,7 @@ def console_phase(root: Path, url: str, boxes: list[SimBox], requests_each: int
     """Time the console's pages over HTTPS, or say why not."""
     if requests_each <= 0:
         return {"skipped": "--requests 0: the console was not timed"}
-    probe = subprocess.run([sys.executable, "-m", "central.cli", "web", "--help"],
+    probe = subprocess.run([sys.executable, "-m", "clinibox", "central", "web", "--help"],
                            capture_output=True, text=True, cwd=REPO)
     if probe.returncode != 0:
         return {"skipped": "clinibox central web is not there yet (the console, issue 45): "
@@ -268,7 +268,7 @@ def console_phase(root: Path, url: str, boxes: list[SimBox], requests_each: int
     config.write_text(to_toml({"database": {"url": url},
                                "keys": {"hospital_key": str(root / "hospital.pem")},
                                "web": {"port": port}}))
-    user = subprocess.run([sys.executable, "-m", "central.cli", "user", "add", "bench",
+    user = subprocess.run([sys.executable, "-m", "clinibox", "central", "user", "add", "bench",
                            "--role", "admin", "--password-stdin", "--config", str(config)],
                           input="tall-river-9431-quiet\n", capture_output=True, text=True,
                           cwd=REPO)
@@ -276,7 +276,7 @@ def console_phase(root: Path, url: str, boxes: list[SimBox], requests_each: int
         return {"skipped": f"clinibox central user add failed: {user.stderr.strip()[-300:]}"}
     log = root / "console.log"
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "central.cli", "web", "--config",
+        proc = subprocess.Popen([sys.executable, "-m", "clinibox", "central", "web", "--config",
                                  str(config)], stdout=out, stderr=out, cwd=REPO)
     base = f"https://127.0.0.1:{port}"
     warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)

@@ -22,8 +22,6 @@ SHOWN = 100
 NOTICES = {
     WorklistState.DOWN: N_("Today's appointment list cannot be fetched just now: type the "
                            "patient's details below."),
-    WorklistState.OFF: N_("No appointment list is connected to this box: type the patient's "
-                          "details below."),
 }
 
 #: why the worklist is down, for the technician's device page (``storage.worklist`` codes)

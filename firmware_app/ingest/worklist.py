@@ -30,6 +30,7 @@ from pydicom.multival import MultiValue
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
+from clinibox_common.errors import CliniboxError
 from firmware_app.settings.box import Config
 from firmware_app.storage import db, worklist
 from firmware_app.storage.worklist import WorklistItem, WorklistState
@@ -49,7 +50,7 @@ _DATE = re.compile(r"^(19|20)[0-9]{6}$")
 _TIME = re.compile(r"^[0-9]{2,6}")
 
 
-class WorklistDown(Exception):
+class WorklistDown(CliniboxError):
     """The worklist gave no usable answer; ``reason`` is a code of ``DOWN_REASONS``."""
 
     def __init__(self, reason: str, detail: str = "") -> None:

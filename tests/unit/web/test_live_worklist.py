@@ -44,8 +44,9 @@ def test_each_state_of_the_worklist_reads_plainly_in_english_and_chinese(tmp_pat
     conn, app = _viewer(tmp_path, monkeypatch)
     nurse, chinese = _nurse(app), _nurse(app, chinese=True)
     html = nurse.get("/live/us-1").get_data(as_text=True)
-    assert "No appointment list is connected to this box" in html and 'id="start-form"' in html
-    assert "本机未连接预约名单" in chinese.get("/live/us-1").get_data(as_text=True)
+    # no worklist set up: the form is the way, and the page says nothing of a worklist
+    assert 'id="live-worklist"' not in html and 'id="start-form"' in html
+    assert "预约" not in chinese.get("/live/us-1").get_data(as_text=True)
     worklist.set_state(conn, WorklistState.DOWN, "timeout")
     html = nurse.get("/live/us-1").get_data(as_text=True)
     assert "cannot be fetched just now: type the patient&#39;s details below." in html
