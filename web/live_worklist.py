@@ -14,7 +14,7 @@ from typing import Any
 from clinibox_common.i18n import N_, formats, gettext
 from firmware_app.storage import worklist
 from firmware_app.storage.worklist import WorklistItem, WorklistState
-from firmware_app.words import labels, wording
+from firmware_app.words import labels, wording, worklist_words
 
 #: the most scheduled patients the page lists (the poller keeps at most ``max_items``)
 SHOWN = 100
@@ -24,23 +24,16 @@ NOTICES = {
                            "patient's details below."),
 }
 
-#: why the worklist is down, for the technician's device page (``storage.worklist`` codes)
-DOWN_WORDS = {
-    "unreachable": N_("no connection (check its address, its port and the network)"),
-    "refused": N_("it refused the box (the worklist must know the box's AE title)"),
-    "failed": N_("it answered the question with an error"),
-    "timeout": N_("it did not answer in time"),
-    "bad_answer": N_("its answer could not be read"),
-}
-
 
 def device_view(conn: sqlite3.Connection, enabled: bool, peer: str) -> dict[str, Any]:
     """The worklist on the device page: configured or not, where it stands (in words), how
     many steps it gave, when it last answered."""
     found = worklist.status(conn)
-    why = DOWN_WORDS.get(found.reason, DOWN_WORDS["failed"])
+    down = found.state == WorklistState.DOWN
     return {"enabled": enabled, "peer": peer, "state": found.state.value,
-            "why": gettext(why) if found.state == WorklistState.DOWN else "",
+            "reason": found.reason if down else "",
+            "why": worklist_words.down_reason(found.reason) if down else "",
+            "said": worklist_words.state_text(found.state.value, found.reason, found.items),
             "count": found.items, "answered_at": found.answered_at,
             "checked_at": found.checked_at}
 

@@ -24,7 +24,7 @@ from firmware_app.settings import box as config_module
 from firmware_app.storage import db
 from firmware_app.storage.audit_size import COMMANDS as AUDIT_COMMANDS
 from firmware_app.storage.audit_size import alarm_text as audit_size_alarm
-from firmware_app.words import event_words, labels, reasons
+from firmware_app.words import event_words, labels, reasons, wording, worklist_words
 from firmware_app.words import model_update_words as model_words
 
 _ = gettext
@@ -87,6 +87,7 @@ def status_report(config: config_module.Config) -> dict[str, Any]:
         conn.close()
     report["disk_free_mb"] = report["disk"]["free_mb"]
     report["live"] = live_report(config)
+    report["worklist"]["enabled"] = config.worklist.enabled
     report["last_errors"] = [
         {**e, "at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(e["at"]))}
         for e in report["last_errors"]]
@@ -136,6 +137,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     _print_model_orders(report["model_orders"], report["download"])
     _print_pacs(report["pacs"])
     _print_live(report["live"])
+    _print_worklist(report["worklist"])
     if report["audit"]["over_limit"]:
         print(audit_size_alarm(report["audit"]))
         for command in AUDIT_COMMANDS:
@@ -187,6 +189,19 @@ def _print_live(sources: list[dict[str, Any]]) -> None:
         print(f"  {s['source']}: {labels.live_state(s['state'])}, {s['fps']}/s, "
               f"{s['analysed']} / {s['dropped']}{session} ({s['written']})"
               f"{' — ' + why if why else ''}")
+
+
+def _print_worklist(found: dict[str, Any]) -> None:
+    """The clinic's worklist (its appointment list): where it stands, when it last answered;
+    nothing when ``[worklist]`` is off."""
+    if not found["enabled"]:
+        return
+    answered = (wording.local_time(found["answered_at"]) if found["answered_at"] is not None
+                else _("never"))
+    print(_("Today's appointment list (worklist)"))
+    print(f"  {_('State')}: "
+          f"{worklist_words.state_text(found['state'], found['reason'], found['items'])}")
+    print(f"  {_('Last answered')}: {answered}")
 
 
 def _print_pacs(destinations: list[dict[str, Any]]) -> None:

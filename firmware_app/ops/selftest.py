@@ -20,7 +20,9 @@ Checks, each giving ``(name, status, detail)``:
   with the client certificate, naming what failed: the broker's certificate,
   this box's certificate refused in the handshake, connection refused, not
   authorised, or no answer in time;
-* **device identity** and **hospital key**: readable (nothing is created).
+* **device identity** and **hospital key**: readable (nothing is created);
+* **appointment list**: (only when ``[worklist] enabled``) one real C-FIND of today's
+  scheduled steps, as the poller asks it, naming why it failed in the device page's words.
 
 Statuses: PASS, WARN (works, but look at it), SKIP (not configured), FAIL.
 The exit status is 0 when nothing failed, 1 otherwise (2: the config is bad).
@@ -67,6 +69,8 @@ CHECK_NAMES = {
     "DICOM echo": N_("DICOM echo"), "disk space": N_("disk space"), "clock": N_("clock"),
     "broker": N_("broker"), "device identity": N_("device identity"),
     "hospital key": N_("hospital key"), "signing keys": N_("signing keys"),
+    # TRANSLATORS: the clinic's Modality Worklist (预约名单), not the viewer's worklist
+    "appointment list": N_("appointment list"),
 }
 #: no box running this software can have a clock before this day
 RELEASE_DATE = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
@@ -383,6 +387,25 @@ def check_dicom_echo(config: Config, timeout: float) -> Check:
                                    "association", where=where))
     return Check(name, FAIL, _("%(where)s accepted the connection but aborted the association "
                                "(does it expect TLS?)", where=where))
+
+
+def check_worklist(config: Config) -> Check:
+    """One C-FIND to the clinic's worklist, as the poller asks it (``ingest/worklist.py``):
+    PASS with today's steps, FAIL with why (``worklist_words``), the device page's words."""
+    from firmware_app.ingest.worklist import WorklistDown, fetch
+    from firmware_app.words import worklist_words
+
+    settings = config.worklist
+    where = f"{settings.ae_title}@{settings.host}:{settings.port}"
+    try:
+        items = fetch(config)
+    except WorklistDown as exc:
+        return Check("appointment list", FAIL,
+                     f"{where}: {worklist_words.not_answering(exc.reason)}")
+    except Exception:  # an answer pydicom or the poller cannot read
+        return Check("appointment list", FAIL,
+                     f"{where}: {worklist_words.not_answering('bad_answer')}")
+    return Check("appointment list", PASS, f"{where}: {worklist_words.answering(len(items))}")
 
 
 def _listening(host: str, port: int, timeout: float) -> bool:
@@ -708,6 +731,8 @@ def run_checks(config: Config, timeout: float = DEFAULT_TIMEOUT) -> list[Check]:
         ("hospital key", lambda: check_hospital_key(config)),
         ("signing keys", lambda: check_signing_keys(config)),
     ]
+    if config.worklist.enabled:  # nothing is said of a worklist the box does not ask
+        steps.append(("appointment list", lambda: check_worklist(config)))
     return [_guarded(name, step) for name, step in steps]
 
 

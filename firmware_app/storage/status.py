@@ -25,7 +25,7 @@ from clinibox_common.contracts.statuses import (
     OutboxState,
     Verdict,
 )
-from firmware_app.storage import download_progress, model_offers
+from firmware_app.storage import download_progress, model_offers, worklist
 from firmware_app.storage.audit_size import size_figures as audit_size_figures
 from firmware_app.storage.dicom_outbox import destination_figures
 from firmware_app.storage.disk import disk_figures
@@ -143,4 +143,15 @@ def box_status(conn: sqlite3.Connection, state_dir: Path, now: float | None = No
         "model_orders": model_orders(conn),  # the hospital's latest rollouts, newest first
         # the download in progress: seq, received/total bytes, percent, rate, time left, at
         "download": download_progress.current(conn),
+        "worklist": worklist_figures(conn),  # state, reason, items, answered_at, checked_at
     }
+
+
+def worklist_figures(conn: sqlite3.Connection) -> dict[str, Any]:
+    """The clinic's worklist as the poller last found it: a ``WorklistState`` code, the
+    reason code while it is down (else ''), today's steps, when it last answered and was
+    last asked (epoch seconds, or None)."""
+    found = worklist.status(conn)
+    return {"state": found.state.value, "reason": found.reason if found.state ==
+            worklist.WorklistState.DOWN else "", "items": found.items,
+            "answered_at": found.answered_at, "checked_at": found.checked_at}

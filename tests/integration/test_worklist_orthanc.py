@@ -26,11 +26,13 @@ from clinibox_common.i18n import gettext, use_locale
 from firmware_app.ingest.landing import Lander
 from firmware_app.ingest.worklist import WorklistPoller, fetch
 from firmware_app.live.keeper import Keeper
+from firmware_app.ops.selftest import FAIL, PASS, check_worklist
 from firmware_app.settings.box import Config, from_dict
 from firmware_app.storage import db, live_sessions, worklist
 from firmware_app.storage.accounts import Accounts
 from firmware_app.storage.spool import make_spool
 from firmware_app.storage.worklist import WorklistState
+from firmware_app.words import worklist_words
 from tests.orthanc_server import Orthanc, write_worklist_file
 from tests.web_client import ViewerClient
 from web import live_worklist
@@ -114,6 +116,17 @@ def test_the_poller_keeps_todays_steps_of_the_boxs_modalities(tmp_path, mwl):
     config.worklist.station_ae_title = "STRANGER"  # an AE title the worklist does not know
     status = WorklistPoller(config).poll_once()
     assert (status.state, status.reason) == (WorklistState.DOWN, "refused")
+    # `clinibox selftest` asks it the same way and says why in the device page's words
+    refused = check_worklist(config)
+    assert (refused.status, refused.detail) == (
+        FAIL, f"WORKLIST@{server.host}:{server.dicom_port}: "
+              "not answering: it refused the box (the worklist must know the box's AE title)")
+    config.worklist.station_ae_title = ""
+    with use_locale("zh_CN"):
+        answered = check_worklist(config)
+        said = worklist_words.answering(1)
+    assert (answered.status, answered.detail) == (
+        PASS, f"WORKLIST@{server.host}:{server.dicom_port}: {said}")
 
 
 def test_an_odd_worklist_is_bounded_and_never_breaks_the_page(tmp_path, mwl):
