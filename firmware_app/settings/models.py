@@ -37,10 +37,12 @@ class ModelsConfig:
 
 
 #: what the box says wherever the demo key is trusted (log, status, self-test, viewer)
-#: (English, as logged; marked for the catalog: the viewer and the self-test translate it)
-DEMO_TRUST_WARNING = N_("this box trusts the DEMO-ONLY signing key, whose private half is "
+#: (a sentence for the technician, as logged; marked for the catalog: the viewer and the
+#: self-test translate it)
+DEMO_TRUST_WARNING = N_("This box trusts the DEMO-ONLY signing key, whose private half is "
                         "public: anyone can sign a package it will run. For development and "
-                        "demonstrations only; set [models] trust_demo_key = false")
+                        "demonstrations only; set [models] trust_demo_key = false in "
+                        "clinibox.toml.")
 
 
 def is_demo_key(path: Path) -> bool:

@@ -85,6 +85,9 @@ def test_every_viewer_page_says_demonstration_box_while_the_demo_key_is_trusted(
     device = technician.get("/device").get_data(as_text=True)
     assert ('id="demo-trust"' in device) is trusted
     assert ("trust_demo_key = false" in device) is trusted
+    # a sentence for the technician (capital, full stop), not a log line
+    assert (f'id="demo-trust">{DEMO_TRUST_WARNING}</p>' in device) is trusted
+    assert DEMO_TRUST_WARNING[0].isupper() and DEMO_TRUST_WARNING.endswith(".")
 
 
 def test_the_service_logs_the_warning_at_start(tmp_path, caplog):

@@ -1,7 +1,8 @@
 """The technician's device page in Chinese in a real headless Chromium at 1024×768: during a
 rollout's download (its bar, bytes, percent, rate and time left) and after a rollback (the
 update table says which version left and which runs). Screenshots go to
-``test-artifacts/viewer/zh-device-*.png``; they are opened and read as a technician would."""
+``test-artifacts/viewer/zh-device-*.png``; they are opened and read as a technician would.
+The technician's header (the most links) holds one line at 1024 px in English and Chinese."""
 
 from __future__ import annotations
 
@@ -162,3 +163,50 @@ def test_the_device_page_in_chinese_says_the_boxs_events_and_a_pacs_failure(serv
     assert not [message for _c, message, _code in EVENTS if message[:20] in page]
     assert "PACS 拒绝了连接" in page and "与中心医院消息服务器的连接断开" in page
     assert "（仅有英文记录，请看英文页面或日志）" in page
+
+
+#: the header's items (brand, links, language switch, logout) and their boxes, in the page
+HEADER_BOXES = """
+const header = document.querySelector('header.top');
+const items = Array.from(header.children).map(e => e.getBoundingClientRect());
+const links = Array.from(header.querySelectorAll('nav a, .logout .who, .logout button'))
+  .map(e => [e.getBoundingClientRect().height, parseFloat(getComputedStyle(e).lineHeight)
+             || e.getBoundingClientRect().height]);
+return {middles: items.map(r => Math.round((r.top + r.bottom) / 2)),
+        height: header.getBoundingClientRect().height,
+        overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+        links: links, rights: items.map(r => r.right), width: header.clientWidth};
+"""
+
+
+@pytest.mark.parametrize("lang, accept", [("en-US", "en"), ("zh-CN", "zh-CN,zh")],
+                         ids=["en", "zh"])
+def test_the_technicians_header_holds_one_line_at_1024_and_wraps_whole_items_at_800(
+        served, lang, accept):
+    """Six links (a live source configured), the language switch and the technician's name
+    with "Log out" share one line on a 1024 px tablet (English is the longest); at 800 px
+    items wrap whole, nothing runs off the side and no link breaks over two lines."""
+    from firmware_app.settings.live import LiveSource
+
+    base, state, _app = served
+    state.config.live.sources = [LiveSource(name="us-1", url="/dev/video0", label="",
+                                            mm_per_pixel=0.1)]
+    driver = headless_chromium(lang, accept_languages=accept)
+    try:
+        _log_in(driver, base)
+        measured = {}
+        for width in (1024, 800):
+            driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+                "width": width, "height": 768, "deviceScaleFactor": 1, "mobile": False})
+            driver.get(f"{base}/device")
+            assert driver.find_elements("id", "nav-live")
+            measured[width] = driver.execute_script(HEADER_BOXES)
+            driver.save_screenshot(str(ARTIFACTS / f"{lang}-device-header-{width}.png"))
+    finally:
+        driver.quit()
+    wide, narrow = measured[1024], measured[800]
+    assert len(wide["middles"]) == 4 and max(wide["middles"]) - min(wide["middles"]) <= 1, wide
+    for box in (wide, narrow):
+        assert box["overflow"] <= 0, box
+        assert max(box["rights"]) <= box["width"], box
+        assert all(height < 1.6 * line for height, line in box["links"]), box
