@@ -6,7 +6,7 @@ command line, the egress (MQTT) schema, the model package manifest, the reason c
 the statuses, the DICOM outputs, the benchmark table and the repository's CHANGELOG.md.
 Each page is one function of :data:`PAGES` returning Markdown, written in the package
 ``scripts/docs_pages/`` (one module a subject); the unit test
-``tests/unit/firmware_app/test_docs_reference.py`` calls them one by one.
+``tests/unit/test_docs_reference.py`` calls them one by one.
 
 It lives outside docs/ (mkdocs would copy a .py under docs/ into the site).
 """

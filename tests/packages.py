@@ -13,3 +13,6 @@ _DATA = tomllib.loads(PYPROJECT.read_text())
 PACKAGES: tuple[str, ...] = tuple(_DATA["tool"]["importlinter"]["root_packages"])
 #: what the clinibox wheel carries: all but the demo model's training (workstation only)
 WHEEL_PACKAGES: tuple[str, ...] = tuple(p for p in PACKAGES if p != "demo")
+#: the packages setuptools puts in the wheel (``[tool.setuptools.packages.find] include``)
+SETUPTOOLS_INCLUDE: tuple[str, ...] = tuple(
+    _DATA["tool"]["setuptools"]["packages"]["find"]["include"])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import grimp
 import pytest
 
-from tests.packages import _DATA, PACKAGES
+from tests.packages import PACKAGES, SETUPTOOLS_INCLUDE
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +80,7 @@ def test_no_package_has_children_that_import_round_a_circle(graph: grimp.ImportG
 
 
 def test_setuptools_packages_every_package_the_contracts_name() -> None:
-    include = _DATA["tool"]["setuptools"]["packages"]["find"]["include"]
-    assert sorted(include) == sorted(f"{p}*" for p in PACKAGES)
+    assert sorted(SETUPTOOLS_INCLUDE) == sorted(f"{p}*" for p in PACKAGES)
 
 
 def test_the_check_finds_a_circle() -> None:

@@ -26,7 +26,7 @@ import yaml
 
 from firmware_app.storage.migrations import SCHEMA_VERSION
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
 DECISIONS = DOCS / "decisions"
 MIGRATIONS = REPO / "firmware_app" / "storage" / "migrations"
