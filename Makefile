@@ -13,7 +13,7 @@ TORCHVISION_STAMP := $(TORCHVISION)/.installed-$(TORCHVISION_VERSION)-timm-$(TIM
 RUN_EXTRAS ?= openvino,tflite,live,ocr
 EXTRAS ?= dev,convert,openvino,tflite,live,ocr,central,docs
 
-.PHONY: install install-box run test test-fast test-smoke lint docs docs-screenshots bench demo-model fuzz clean translations
+.PHONY: install install-box run test test-fast test-smoke test-image image lint docs docs-screenshots bench demo-model fuzz clean translations
 
 # Idempotent bootstrap: re-installs only when pyproject.toml changes; builds the native DICOM
 # receiver where g++ and dcmtk's headers are installed (scripts/build-receiver.sh).
@@ -55,13 +55,15 @@ run: install-box
 # The whole suite in TEST_WORKERS processes (pytest-xdist), each taking a test file at a time:
 # most tests wait on services and child processes, so two workers keep 2 cores busy
 # (a 2-core AVX2 EPYC: 16 min against 26.5 in one process). TEST_WORKERS=0: in this process.
-# It ends with the 30 slowest tests (--durations), so every CI log lists them.
+# It ends with the 30 slowest tests (--durations), so every CI log lists them. The appliance
+# image's tier (marker image) is `make test-image`: building the image takes minutes.
 TEST_WORKERS ?= 2
 test: install
 	$(BIN)/python -m ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mkdocs build --strict
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=30 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=30 -m "not image" \
+		$(PYTEST_ARGS)
 
 # the unit tier without slow tests, in TEST_WORKERS processes: ruff, the layer contracts, then
 # under 3 minutes of tests on 2 cores (README.md says the last measured figure)
@@ -77,6 +79,17 @@ test-fast: install
 # One process: the tests take seconds; collecting the unit tier takes most of the time.
 test-smoke: install
 	$(BIN)/python -m pytest -q tests/unit -m smoke $(PYTEST_ARGS)
+
+# the appliance image (image/README.md, docs/technician/flash.md), as root, with the packages of
+# scripts/debian-packages.sh image: build/image/clinibox-<version>-<arch>.img (+ .zst, .bmap)
+ARCH ?= amd64
+image: install-box
+	image/build.sh --arch $(ARCH)
+
+# the image's tier: build the amd64 image, boot it under QEMU (KVM where /dev/kvm works) with
+# a USB stick carrying an enrolment bundle, and check what the box does (tests/image/)
+test-image: install image
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/image -m image $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/python -m ruff check .

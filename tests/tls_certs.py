@@ -115,14 +115,17 @@ class CertificateAuthority:
         return cert_path, key_path
 
     def issue_server(self, name: str, folder: Path, *, stem: str | None = None,
-                     ip: str = "127.0.0.1") -> tuple[Path, Path]:
-        """A server certificate for DNS ``name`` and IP ``ip``: (cert_path, key_path).
+                     ip: str = "127.0.0.1", more_ips: tuple[str, ...] = ()
+                     ) -> tuple[Path, Path]:
+        """A server certificate for DNS ``name`` and IP ``ip`` (and ``more_ips``):
+        (cert_path, key_path).
 
         The files are ``folder/<stem>.pem`` and ``.key``; ``stem`` defaults to a
         file-safe form of ``name``.
         """
-        return self._issue_leaf(name, folder, stem, [ExtendedKeyUsageOID.SERVER_AUTH],
-                                [x509.DNSName(name), x509.IPAddress(ipaddress.ip_address(ip))])
+        names = [x509.DNSName(name), *(x509.IPAddress(ipaddress.ip_address(address))
+                                       for address in (ip, *more_ips))]
+        return self._issue_leaf(name, folder, stem, [ExtendedKeyUsageOID.SERVER_AUTH], names)
 
     def issue_client(self, common_name: str, folder: Path, *,
                      stem: str | None = None) -> tuple[Path, Path]:

@@ -1,7 +1,8 @@
-"""``clinibox usb-import DEVICE``: mount a USB medium, wait for its import, unmount it.
+"""``clinibox usb-import DEVICE``: mount a USB medium, provision from its enrolment bundle if it
+carries one, wait for its import, unmount it.
 
-The steps themselves are in ``firmware_app/ingest/usb_mount.py``; the systemd
-unit runs them one by one with ``--step``.
+The steps themselves are in ``firmware_app/ingest/usb_mount.py`` and
+``firmware_app/ops/usb_provision.py``; the systemd unit runs them one by one with ``--step``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from clinibox_common.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from firmware_app.ingest.usb import import_status_path
@@ -24,6 +26,8 @@ from firmware_app.ingest.usb_mount import (
     unmount_medium,
     wait_for_import,
 )
+from firmware_app.ops import provision as provision_module
+from firmware_app.ops import usb_provision
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db, event_codes
 
@@ -55,7 +59,7 @@ def cmd_usb_import(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return EXIT_USAGE
     mount_point = mount_point_for(config.import_dir, name)
-    steps = ("mount", "wait", "unmount") if args.step == "all" else (args.step,)
+    steps = ("mount", "provision", "wait", "unmount") if args.step == "all" else (args.step,)
     code = EXIT_OK
     if "mount" in steps:
         try:
@@ -63,6 +67,8 @@ def cmd_usb_import(args: argparse.Namespace) -> int:
         except MediumError as exc:
             log.error("USB import of /dev/%s refused: %s", name, exc)
             return EXIT_FAIL
+    if "provision" in steps and not _provision_step(name, mount_point, args):
+        code = EXIT_FAIL
     if "wait" in steps:
         progress = wait_for_import(import_status_path(config.state_dir), mount_point.name,
                                    config.import_dir, time.monotonic(), args.timeout)
@@ -90,14 +96,36 @@ def cmd_usb_import(args: argparse.Namespace) -> int:
     return code
 
 
+def _provision_step(name: str, mount_point: Path, args: argparse.Namespace) -> bool:
+    """Provision from the medium's enrolment bundle, if it has one (root); False when refused."""
+    if os.geteuid() != 0:
+        log.error("provisioning needs root (the unit runs this step with '+')")
+        return False
+    config = provision_module.config_path(getattr(args, "config", None))
+    result = usb_provision.provision_from(mount_point, config)
+    if result.outcome is usb_provision.StickOutcome.NO_BUNDLE:
+        return True
+    usb_provision.record(result)
+    if result.outcome is usb_provision.StickOutcome.PROVISIONED:
+        log.info("/dev/%s: provisioned as %s from %s; restarting the services", name,
+                 result.enrolled_as, result.bundle)
+        usb_provision.restart_services()
+        return True
+    log.error("/dev/%s: enrolment bundle %s refused (%s): %s", name, result.bundle,
+              result.outcome.value, result.reason)
+    return False
+
+
 def add_parsers(sub: argparse._SubParsersAction,
                 with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
     """Register ``usb-import`` on the main parser."""
     p = with_config(sub.add_parser(
-        "usb-import", help="mount a USB medium read-only under the import folder, wait for "
-                           "its import, unmount it (root)"))
+        "usb-import", help="mount a USB medium read-only under the import folder, provision "
+                           "the box from its enrolment bundle if it has one, wait for its "
+                           "import, unmount it (root)"))
     p.add_argument("device", help="the block device, e.g. sdb1 or /dev/sdb1")
-    p.add_argument("--step", choices=["all", "mount", "wait", "unmount"], default="all",
+    p.add_argument("--step", choices=["all", "mount", "provision", "wait", "unmount"],
+                   default="all",
                    help="run one step only (the systemd unit runs them separately)")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                    help="seconds to wait for the import before unmounting anyway")

@@ -193,7 +193,7 @@ def test_every_service_runs_the_installed_command_as_the_service_user(unit):
     commands = [value for key, value in service["Service"] if key.startswith("Exec")]
     assert commands
     for command in commands:
-        words = command.lstrip("+").split()
+        words = command.lstrip("+-").split()
         assert words[0] == "/usr/local/bin/clinibox"
         # the arguments must be ones `clinibox` accepts (%i/%I stand for an instance)
         arguments = [word.replace("%i", "sdb1").replace("%I", "sdb1") for word in words[1:]]
@@ -204,17 +204,18 @@ def test_every_service_runs_the_installed_command_as_the_service_user(unit):
                         "line (is its subcommand in the table of clinibox/table.py?)")
 
 
-def test_only_the_mount_and_unmount_steps_run_privileged():
+def test_only_the_mount_provision_and_unmount_steps_run_privileged():
     privileged = {}
     for unit in SERVICES:
         for key, value in read_unit(SYSTEMD / unit)["Service"]:
-            if key.startswith("Exec") and value[:1] in "+!@-:|":
-                privileged[(unit, key)] = value
+            if key.startswith("Exec") and value.lstrip("-@:|")[:1] in "+!":
+                privileged.setdefault((unit, key), []).append(value)
     assert privileged == {
-        ("clinibox-usb-import@.service", "ExecStartPre"):
+        ("clinibox-usb-import@.service", "ExecStartPre"): [
             "+/usr/local/bin/clinibox usb-import --step mount %I",
+            "-+/usr/local/bin/clinibox usb-import --step provision %I"],
         ("clinibox-usb-import@.service", "ExecStopPost"):
-            "+/usr/local/bin/clinibox usb-import --step unmount %I",
+            ["+/usr/local/bin/clinibox usb-import --step unmount %I"],
     }
     usb = read_unit(SYSTEMD / "clinibox-usb-import@.service")
     (wait,) = unit_values(usb, "Service", "ExecStart")

@@ -2,12 +2,14 @@
 that names them agrees with it.
 
 The list has a section per purpose: ``[box]`` (what the box runs on), ``[box-build]`` (what
-the box builds its native receiver with, where it has them) and ``[test]`` (what the tests and
-the docs build need: every box package and the real peers and tools). ``.ci/run``, README.md
-and docs/development/testing.md read ``[test]`` through ``scripts/debian-packages.sh``, so they
-hold no copy; the technician's install page names the box's packages, and every
-``apt-get install`` written anywhere (README.md, docs/, .ci/run, scripts/install.sh, the
-Makefile, the tests' hints) names only packages of the list — install.sh's only the box's.
+the box builds its native receiver with, where it has them), ``[test]`` (what the tests and
+the docs build need: every box package and the real peers and tools) and ``[image]`` (what
+builds and boots the appliance image, whose own package list holds every box package).
+``.ci/run``, README.md and docs/development/testing.md read ``[test]`` through
+``scripts/debian-packages.sh``, so they hold no copy; the technician's install page names the
+box's packages, and every ``apt-get install`` written anywhere (README.md, docs/, .ci/run,
+scripts/install.sh, the Makefile, the tests' hints) names only packages of the list —
+install.sh's only the box's.
 """
 
 from __future__ import annotations
@@ -54,13 +56,23 @@ def _list() -> dict[str, list[str]]:
 
 def test_the_list_has_its_sections_and_the_tests_cover_the_box():
     found = _list()
-    assert set(found) == {"box", "box-build", "test"}
+    assert set(found) == {"box", "box-build", "test", "image"}
     for name, packages in found.items():
         assert packages and len(packages) == len(set(packages)), name
     assert set(found["box"]) | set(found["box-build"]) <= set(found["test"])
     # the OCR of the export (box and tests) and graphviz's dot for the docs build
     assert {"tesseract-ocr", "tesseract-ocr-eng", "tesseract-ocr-chi-sim"} <= set(found["box"])
     assert {"tesseract-ocr", "tesseract-ocr-chi-sim", "graphviz"} <= set(found["test"])
+
+
+def test_the_appliance_image_installs_every_package_of_the_box():
+    found = _list()
+    for spec in sorted((REPO / "image").glob("*.vmdb")):
+        text = spec.read_text(encoding="utf-8")
+        listed = set(re.findall(r"^      - ([a-z0-9][a-z0-9.+-]+)\s*$", text, re.M))
+        # systemd comes as systemd-sysv
+        assert set(found["box"]) - {"systemd", "coreutils"} <= listed, spec.name
+        assert {"systemd-sysv", *found["box-build"]} <= listed, spec.name
 
 
 def test_the_printer_prints_each_section_as_the_list_has_it():

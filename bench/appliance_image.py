@@ -1,0 +1,99 @@
+"""The appliance image (``make image``): how long it takes to build, how big it is to carry and
+to write, and how long its first boot takes until the box answers C-ECHO.
+
+References in the same run: the offline bundle the image is built from (what a technician
+carried before the image), and a second boot of the same disk (no first-boot work). The
+build is timed with Debian's packages already in the image cache (the usual rebuild) and,
+with ``--cold``, from an empty cache too. Needs root and the packages of
+``scripts/debian-packages.sh image``; boots with KVM where /dev/kvm allows it::
+
+    python -m bench.appliance_image [--cold]
+
+Not in ``run_all``: it takes minutes and root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import REPO, figure, machine, save
+from tests.image.qemu_box import BootedBox, c_echo, kvm_usable
+
+OUT = REPO / "build" / "image"
+CACHE = Path("/var/cache/clinibox-image")
+
+
+def _build(arch: str) -> float:
+    started = time.monotonic()
+    subprocess.run([str(REPO / "image" / "build.sh"), "--arch", arch], check=True, cwd=REPO)
+    return time.monotonic() - started
+
+
+def _mib(path: Path) -> float:
+    return round(path.stat().st_size / 2**20, 1)
+
+
+def _written_mib(bmap: Path) -> float:
+    """The MiB ``bmaptool copy`` writes: the mapped blocks of the block map."""
+    text = bmap.read_text(encoding="utf-8")
+    blocks = int(text.split("<MappedBlocksCount>")[1].split("<")[0])
+    size = int(text.split("<BlockSize>")[1].split("<")[0])
+    return round(blocks * size / 2**20, 1)
+
+
+def _boot_to_echo(box: BootedBox, timeout: float = 900) -> float:
+    box.start()
+    return round(box.wait_for(lambda: c_echo(box.dicom_port), "C-ECHO answer", timeout), 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cold", action="store_true",
+                        help="also build once from an empty image cache (downloads Debian)")
+    parser.add_argument("--arch", default="amd64")
+    args = parser.parse_args()
+    details: dict = {"machine": machine(), "kvm": kvm_usable()}
+    figures: dict = {}
+    if args.cold:
+        shutil.rmtree(CACHE, ignore_errors=True)
+        details["build_cold_s"] = round(_build(args.arch), 1)
+    details["build_warm_s"] = round(_build(args.arch), 1)
+    version = REPO.joinpath("pyproject.toml").read_text().split('version = "')[1].split('"')[0]
+    image = OUT / f"clinibox-{version}-{args.arch}.img"
+    bundle = Path(tempfile.mkdtemp()) / "bundle"
+    subprocess.run([str(REPO / "scripts" / "build-wheelhouse.sh"), "--extras", "live,ocr",
+                    "--out", str(bundle)], check=True, cwd=REPO, capture_output=True)
+    bundle_mib = _mib(bundle.with_name("bundle.tar.gz"))
+    details.update(image_mib=_mib(image), written_mib=_written_mib(Path(f"{image}.bmap")),
+                   compressed_mib=_mib(Path(f"{image}.zst")), bundle_mib=bundle_mib)
+    if args.arch == "amd64":
+        with tempfile.TemporaryDirectory() as folder:
+            box = BootedBox(image, Path(folder))
+            try:
+                details["first_boot_to_echo_s"] = _boot_to_echo(box)
+                box.stop()
+                details["second_boot_to_echo_s"] = _boot_to_echo(box)
+            finally:
+                box.stop()
+        figures["first_boot_to_echo"] = figure(details["first_boot_to_echo_s"], "s",
+                                               "second boot of the same disk")
+        figures["second_boot_to_echo"] = figure(details["second_boot_to_echo_s"], "s")
+    if args.cold:
+        figures["build_cold"] = figure(details["build_cold_s"], "s", "build with Debian cached")
+    figures["build_warm"] = figure(details["build_warm_s"], "s")
+    figures["image_compressed"] = figure(details["compressed_mib"], "MiB",
+                                         "the offline bundle (.tar.gz)")
+    figures["image_written"] = figure(details["written_mib"], "MiB", "the raw image")
+    figures["image_raw"] = figure(details["image_mib"], "MiB")
+    figures["offline_bundle"] = figure(bundle_mib, "MiB")
+    save(f"appliance_image_{args.arch}", details, figures,
+         notes=f"KVM: {details['kvm']}; the image's Debian from deb.debian.org")
+
+
+if __name__ == "__main__":
+    main()

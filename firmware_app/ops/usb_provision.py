@@ -1,0 +1,113 @@
+"""Provision a box from a USB stick: the hospital's enrolment bundle, with no terminal.
+
+The appliance's first contact (``docs/technician/flash.md``): the technician writes the
+hospital's ``BOX.bundle`` to the top of a USB stick and plugs it in. The stick's unit
+(``clinibox-usb-import@.service``) mounts it read-only, then runs ``clinibox usb-import
+--step provision`` as root, which:
+
+- looks for files named ``*.bundle`` at the top of the medium: none, and nothing happens
+  (a stick of images); more than one, and it is refused, as nobody can say which was meant;
+- provisions the box from the one it found, exactly as ``clinibox provision`` does, with its
+  checks: a bundle for another clinic or device on a box already provisioned is refused (a
+  wrong stick never moves a box; only ``clinibox provision --force`` at a terminal does);
+- restarts the box's services so they read the new config, and
+- writes the outcome, as a code, to ``/run/clinibox-usb-provision.json`` for the console's
+  banner and the journal.
+
+The images on the same stick are then imported as from any stick.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import stat
+import subprocess
+from dataclasses import asdict, dataclass
+from enum import Enum
+from pathlib import Path
+
+from clinibox_common.fs import write_atomically
+from firmware_app.ops.provision import ProvisionError, provision
+
+log = logging.getLogger(__name__)
+
+BUNDLE_SUFFIX = ".bundle"
+OUTCOME_PATH = Path("/run/clinibox-usb-provision.json")
+SERVICES = ("clinibox.service", "clinibox-web.service")
+
+
+class StickOutcome(str, Enum):
+    """What a stick's enrolment bundle came to (the console's banner reads it)."""
+
+    NO_BUNDLE = "no_bundle"
+    PROVISIONED = "provisioned"
+    TWO_BUNDLES = "two_bundles"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True)
+class StickResult:
+    """The outcome, the bundle's file name, the clinic/device it made the box, and why not."""
+
+    outcome: StickOutcome
+    bundle: str = ""
+    enrolled_as: str = ""
+    reason: str = ""
+    at: str = ""
+
+
+def bundles_on(mount_point: Path) -> list[Path]:
+    """The regular files named ``*.bundle`` at the top of the medium (links are not followed)."""
+    found = []
+    for entry in sorted(mount_point.iterdir()):
+        if entry.name.startswith(".") or not entry.name.lower().endswith(BUNDLE_SUFFIX):
+            continue
+        if stat.S_ISREG(entry.lstat().st_mode):
+            found.append(entry)
+    return found
+
+
+def provision_from(mount_point: Path, config: Path) -> StickResult:
+    """Provision the box configured at ``config`` from the one bundle on the medium."""
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    bundles = bundles_on(mount_point)
+    if not bundles:
+        return StickResult(StickOutcome.NO_BUNDLE, at=now)
+    if len(bundles) > 1:
+        return StickResult(StickOutcome.TWO_BUNDLES, bundle=", ".join(b.name for b in bundles),
+                           reason="more than one enrolment bundle on the stick", at=now)
+    try:
+        done = provision(bundles[0], config)
+    except ProvisionError as exc:
+        return StickResult(StickOutcome.REFUSED, bundle=bundles[0].name, reason=str(exc),
+                           at=now)
+    return StickResult(StickOutcome.PROVISIONED, bundle=bundles[0].name,
+                       enrolled_as=f"{done.bundle.clinic}/{done.bundle.device}", at=now)
+
+
+def record(result: StickResult, path: Path = OUTCOME_PATH) -> None:
+    """Keep the outcome where the console's banner reads it (root's, readable by all)."""
+    data = {**asdict(result), "outcome": result.outcome.value}
+    write_atomically(path, json.dumps(data, ensure_ascii=False) + "\n", 0o644)
+
+
+def read_outcome(path: Path = OUTCOME_PATH) -> StickResult | None:
+    """The last stick's outcome, or None when no stick carried a bundle since the boot."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return StickResult(StickOutcome(data["outcome"]), data.get("bundle", ""),
+                           data.get("enrolled_as", ""), data.get("reason", ""),
+                           data.get("at", ""))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def restart_services() -> None:
+    """Have the box's services read the new config (queued: this runs inside a unit)."""
+    if not Path("/run/systemd/system").is_dir() or os.geteuid() != 0:
+        return
+    subprocess.run(["systemctl", "--no-block", "try-restart", *SERVICES], check=False,
+                   timeout=30)

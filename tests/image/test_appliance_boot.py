@@ -1,0 +1,218 @@
+"""The appliance image, built by ``make image``, boots under QEMU and becomes the hospital's box
+from a USB stick, with no keyboard: the tier ``make test-image`` (marker ``image``; the image
+takes minutes to build, so ``make test`` leaves it out; bench/appliance_image.py has the
+figures).
+
+One machine boots once for the module, from an overlay of the image on a 12 GiB disk, with
+a FAT stick on its USB bus carrying the hospital's enrolment bundle. The hospital runs on the
+host: a real Mosquitto (TLS, client certificates, the ACL) and ``clinibox central serve``,
+which the box reaches at 10.0.2.2 through QEMU's user network. Then:
+
+- the box answers C-ECHO (dcmtk's ``echoscu``) and serves its viewer's login page over TLS,
+  on ports forwarded to the host;
+- the stick provisioned it: the screen's banner names the clinic and device and shows the
+  enrolment code, which the hospital enrols (``central enrol-code``); the hospital's signed
+  test then goes down to the box and its answer comes back (``central check-box``);
+- the data partition filled the disk at the first boot;
+- and the image itself holds nothing of one box: no machine id, no key, no database, no
+  hospital in its config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import urllib3
+from cryptography.hazmat.primitives import serialization
+
+from central.bundle import make_bundle
+from clinibox_common.contracts.enrolment import write_bundle
+from clinibox_common.contracts.signing import generate_key_pair
+from tests.image.qemu_box import HOST_FROM_BOX, BootedBox, c_echo, make_stick
+from tests.integration.conftest import to_toml
+from tests.mqtt_broker import Broker, make_mqtt_pki, receiver_settings
+from tests.provisioned_box import CLINIC, DEVICE
+
+pytestmark = [pytest.mark.image, pytest.mark.slow, pytest.mark.timeout(1800)]
+
+REPO = Path(__file__).resolve().parents[2]
+VERSION = re.search(r'^version = "(.+)"', (REPO / "pyproject.toml").read_text(), re.M)[1]
+IMAGE = Path(os.environ.get("CLINIBOX_IMAGE",
+                            REPO / "build" / "image" / f"clinibox-{VERSION}-amd64.img"))
+BOOT_SECONDS = 600
+
+
+def _clinibox(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "clinibox", *args], capture_output=True,
+                          text=True, timeout=300, cwd=REPO)
+
+
+@dataclasses.dataclass
+class Hospital:
+    """The hospital on the host: its broker, its receiver's config, the box's bundle."""
+
+    folder: Path
+    broker: Broker
+    central: Path
+    bundle: Path
+
+
+@pytest.fixture(scope="module")
+def hospital(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hospital]:
+    folder = tmp_path_factory.mktemp("hospital")
+    pki = make_mqtt_pki(folder / "pki", [])
+    # the broker's certificate names the address the box dials (the host, as QEMU shows it)
+    # and the receiver's (loopback)
+    cert, key = pki.authority.issue_server("localhost", folder / "pki", stem="broker",
+                                           more_ips=(HOST_FROM_BOX,))
+    pki = dataclasses.replace(pki, server_cert=cert, server_key=key)
+    (folder / "ca.key").write_bytes(pki.authority.key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    for kind in ("hospital", "hospital-signing"):
+        made = _clinibox("keys", "generate", "--kind", kind, "--out", str(folder / kind))
+        assert made.returncode == 0, made.stderr
+    generate_key_pair(folder / "model-signing.pem", folder / "model-signing.pub")
+    with Broker(folder / "broker", pki) as broker:
+        bundle = folder / f"{DEVICE}.bundle"
+        write_bundle(make_bundle(
+            ca_cert_path=pki.ca_cert, ca_key_path=folder / "ca.key", clinic=CLINIC,
+            device=DEVICE, broker_host=HOST_FROM_BOX, broker_port=broker.port,
+            hospital_key_path=folder / "hospital.pub",
+            signing_key_paths=[folder / "model-signing.pub"],
+            hospital_signing_key_path=folder / "hospital-signing.pub"), bundle)
+        settings = receiver_settings(broker, pki, folder / "central.db",
+                                     folder / "hospital.pem", "central-image")
+        settings["keys"]["hospital_signing_key"] = str(folder / "hospital-signing.pem")
+        central = folder / "central.toml"
+        central.write_text(to_toml(settings), encoding="utf-8")
+        with open(folder / "serve.log", "wb") as log:
+            receiver = subprocess.Popen(
+                [sys.executable, "-m", "clinibox", "central", "serve", "--config",
+                 str(central)], stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        try:
+            yield Hospital(folder, broker, central, bundle)
+        finally:
+            receiver.terminate()
+            receiver.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def booted(tmp_path_factory: pytest.TempPathFactory, hospital: Hospital) -> Iterator[BootedBox]:
+    if not IMAGE.is_file():
+        pytest.fail(f"no image at {IMAGE}: make image ARCH=amd64 builds it (make test-image "
+                    "does it first)")
+    folder = tmp_path_factory.mktemp("booted")
+    box = BootedBox(IMAGE, folder, stick=make_stick(folder / "stick.img", [hospital.bundle]))
+    box.start()
+    try:
+        box.echo_after = box.wait_for(lambda: c_echo(box.dicom_port), "C-ECHO answer",
+                                      BOOT_SECONDS)
+        yield box
+    finally:
+        box.stop()
+
+
+def test_the_booted_box_answers_c_echo(booted):
+    assert c_echo(booted.dicom_port)
+    assert booted.echo_after < BOOT_SECONDS
+
+
+def test_the_viewer_serves_its_login_page_over_tls(booted):
+    session = requests.Session()
+    session.trust_env = False
+    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+    pages: list[requests.Response] = []
+
+    def login_page() -> bool:
+        # QEMU accepts on the forwarded port before the box listens: try until it answers
+        try:
+            pages.append(session.get(f"https://127.0.0.1:{booted.web_port}/login",
+                                     verify=False, timeout=30))
+        except requests.RequestException:
+            return False
+        return True
+
+    booted.wait_for(login_page, "login page", 300)
+    assert pages[-1].status_code == 200
+    assert 'type="password"' in pages[-1].text
+
+
+def test_the_stick_provisioned_the_box_and_the_hospital_reaches_it(booted, hospital):
+    code = re.compile(rf"clinibox central enrol-code (CBX1:{CLINIC.upper()}:{DEVICE.upper()}:"
+                      r"[A-Z2-7]+:[0-9A-F]{8})")
+    booted.wait_for(lambda: code.search(booted.console()) is not None,
+                    "enrolment code on the screen", 180)
+    console = booted.console()
+    assert f"enrolled as {CLINIC}/{DEVICE}, hospital broker {HOST_FROM_BOX}:" in console
+    # the hospital enrols the code it was sent, then proves the link both ways
+    enrolled = _clinibox("central", "enrol-code", code.search(console)[1], "--config",
+                         str(hospital.central))
+    assert enrolled.returncode == 0, enrolled.stdout + enrolled.stderr
+    checked = _clinibox("central", "check-box", f"{CLINIC}/{DEVICE}", "--timeout", "240",
+                        "--config", str(hospital.central))
+    assert checked.returncode == 0, (checked.stdout + checked.stderr + "\n"
+                                     + booted.console()[-3000:])
+
+
+def test_the_data_partition_filled_the_disk_at_first_boot(booted):
+    grown = re.compile(r"data partition /dev/vda3: (\d+(?:\.\d+)?)G")
+    booted.wait_for(lambda: grown.search(booted.console()) is not None, "first boot's line", 60)
+    size = float(grown.search(booted.console())[1])
+    assert size > booted.disk_gib - 4  # the root partition takes 3 GiB of the 12
+
+
+def test_the_image_holds_nothing_of_one_box():
+    root = _partition_files(IMAGE, 2, ["/etc/machine-id", "/etc/clinibox/clinibox.toml"])
+    assert root["/etc/machine-id"] == ""
+    config = root["/etc/clinibox/clinibox.toml"]
+    assert "[mqtt]" not in config and "trust_demo_key = false" in config
+    listing = subprocess.run(["debugfs", "-R", "ls -p /", _offset_device(IMAGE, 3)],
+                             capture_output=True, text=True, timeout=60)
+    names = {line.split("/")[5] for line in listing.stdout.splitlines() if line.count("/") > 5}
+    assert names <= {".", "..", "lost+found"}, names
+
+
+def _offset_device(image: Path, number: int) -> str:
+    """``debugfs``'s view of partition ``number``: the image with the partition's offset."""
+    table = subprocess.run(["parted", "-m", "-s", str(image), "unit", "B", "print"],
+                           capture_output=True, text=True, check=True, timeout=60).stdout
+    for line in table.splitlines():
+        fields = line.split(":")
+        if fields[0] == str(number):
+            return f"{image}?offset={fields[1].rstrip('B')}"
+    raise AssertionError(f"no partition {number} in {image}:\n{table}")
+
+
+def _partition_files(image: Path, number: int, paths: list[str]) -> dict[str, str]:
+    device = _offset_device(image, number)
+    found = {}
+    for path in paths:
+        shown = subprocess.run(["debugfs", "-R", f"cat {path}", device], capture_output=True,
+                               text=True, timeout=60)
+        assert shown.returncode == 0, shown.stderr
+        found[path] = shown.stdout
+    return found
+
+
+def test_the_published_image_writes_back_exactly_as_the_page_says(tmp_path):
+    """docs/technician/flash.md: ``bmaptool copy IMAGE.img.zst DISK`` finds the block map
+    beside the image, and the disk then holds the image; ``sha256sum -c SHA256SUMS`` holds."""
+    checked = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=IMAGE.parent,
+                             capture_output=True, text=True, timeout=600)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    disk = tmp_path / "disk.img"
+    written = subprocess.run(["bmaptool", "copy", f"{IMAGE}.zst", str(disk)],
+                             capture_output=True, text=True, timeout=900)
+    assert written.returncode == 0, written.stderr
+    assert f"{IMAGE.name}.bmap" in written.stderr  # it found the block map by itself
+    same = subprocess.run(["cmp", str(IMAGE), str(disk)], capture_output=True, timeout=900)
+    assert same.returncode == 0, same.stdout
