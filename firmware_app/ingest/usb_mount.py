@@ -104,7 +104,7 @@ def disk_members(name: str, sys_root: Path = Path("/sys")) -> dict[str, str]:
 
 
 def mounted_members(name: str, sys_root: Path = Path("/sys"),
-                    mountinfo: Path = Path("/proc/self/mountinfo"),
+                    mountinfo: Path | None = None,
                     except_under: Path | None = None) -> list[str]:
     """Mount points that use the disk of ``name`` or any of its partitions.
 
@@ -113,6 +113,8 @@ def mounted_members(name: str, sys_root: Path = Path("/sys"),
     ``except_under`` (the import folder: another partition of the same stick,
     being imported) do not count.
     """
+    if mountinfo is None:  # the host's table: a mount in the unit's namespace alone is none
+        mountinfo = Path("/proc/self/mountinfo" if in_host_mounts() else "/proc/1/mountinfo")
     members = disk_members(name, sys_root)
     numbers = set(members.values())
     sources = {f"/dev/{member}" for member in members}
@@ -157,14 +159,42 @@ def mount_options(fstype: str, uid: int, gid: int) -> list[str]:
     return options
 
 
+# -- the host's mounts ---------------------------------------------------------------------------
+#: the mount namespace of PID 1: the host's, which the services' own namespaces follow
+HOST_MOUNT_NS = "/proc/1/ns/mnt"
+
+
+def in_host_mounts() -> bool:
+    """Whether this process sees the host's mounts. systemd runs even a unit's '+' steps in
+    the unit's own mount namespace when it has one (``PrivateMounts=``, ``ProtectSystem=``
+    …), and a stick mounted there is seen by no other process (found by booting the
+    appliance image: the import and the provisioning saw an empty folder)."""
+    try:
+        return os.readlink("/proc/self/ns/mnt") == os.readlink(HOST_MOUNT_NS)
+    except OSError:  # no PID 1 to compare with: this namespace is the only one we know
+        return True
+
+
+def host_command(argv: list[str]) -> list[str]:
+    """``argv`` run in the host's mount namespace (``nsenter``), where it is not already."""
+    return argv if in_host_mounts() else ["nsenter", f"--mount={HOST_MOUNT_NS}", "--", *argv]
+
+
+def host_view(path: Path) -> Path:
+    """``path`` as the host's mounts show it (through ``/proc/1/root`` from another one)."""
+    return path if in_host_mounts() else Path("/proc/1/root") / path.relative_to("/")
+
+
 # -- /proc/self/mounts -------------------------------------------------------------------------
 def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
-def mounted_options(mount_point: Path,
-                    mounts: Path = Path("/proc/self/mounts")) -> list[str] | None:
-    """The options of the filesystem mounted at ``mount_point`` (the topmost), or None."""
+def mounted_options(mount_point: Path, mounts: Path | None = None) -> list[str] | None:
+    """The options of the filesystem mounted at ``mount_point`` (the topmost), or None;
+    ``mounts`` defaults to the host's table."""
+    if mounts is None:
+        mounts = Path("/proc/self/mounts") if in_host_mounts() else Path("/proc/1/mounts")
     found = None
     target = str(mount_point)
     for line in mounts.read_text().splitlines():
@@ -187,12 +217,12 @@ def mount_medium(device: Path, mount_point: Path, fstype: str, uid: int, gid: in
     if made:
         mount_point.mkdir(mode=0o750)
         os.chown(mount_point, uid, gid)
-    elif any(mount_point.iterdir()):
+    elif any(host_view(mount_point).iterdir()):
         raise MediumError(f"{mount_point} exists and is not empty; refusing to mount over it")
     options = mount_options(fstype, uid, gid)
-    result = subprocess.run(["mount", "-t", fstype, "-o", ",".join(options), str(device),
-                             str(mount_point)], capture_output=True, text=True, timeout=120,
-                            check=False)
+    result = subprocess.run(host_command(["mount", "-t", fstype, "-o", ",".join(options),
+                                          str(device), str(mount_point)]),
+                            capture_output=True, text=True, timeout=120, check=False)
     if result.returncode != 0:
         if made:
             mount_point.rmdir()
@@ -215,8 +245,8 @@ def unmount_medium(mount_point: Path, attempts: int = 10, pause: float = 1.0) ->
     clean = True
     if mounted_options(mount_point) is not None:
         for attempt in range(attempts):
-            result = subprocess.run(["umount", str(mount_point)], capture_output=True,
-                                    text=True, timeout=120, check=False)
+            result = subprocess.run(host_command(["umount", str(mount_point)]),
+                                    capture_output=True, text=True, timeout=120, check=False)
             if result.returncode == 0:
                 break
             if attempt + 1 < attempts:
@@ -224,7 +254,8 @@ def unmount_medium(mount_point: Path, attempts: int = 10, pause: float = 1.0) ->
         else:
             log.error("%s stays busy (%s); detaching it lazily", mount_point,
                       result.stderr.strip())
-            subprocess.run(["umount", "--lazy", str(mount_point)], check=False, timeout=120)
+            subprocess.run(host_command(["umount", "--lazy", str(mount_point)]), check=False,
+                           timeout=120)
             clean = False
     if mount_point.is_dir() and mounted_options(mount_point) is None:
         try:

@@ -30,6 +30,7 @@ from enum import Enum
 from pathlib import Path
 
 from clinibox_common.fs import write_atomically
+from firmware_app.ingest.usb_mount import host_view
 from firmware_app.ops.provision import ProvisionError, provision
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def bundles_on(mount_point: Path) -> list[Path]:
 def provision_from(mount_point: Path, config: Path) -> StickResult:
     """Provision the box configured at ``config`` from the one bundle on the medium."""
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    bundles = bundles_on(mount_point)
+    bundles = bundles_on(host_view(mount_point))
     if not bundles:
         return StickResult(StickOutcome.NO_BUNDLE, at=now)
     if len(bundles) > 1:

@@ -379,3 +379,17 @@ def test_usb_import_steps_run_separately_as_the_unit_does(medium, box):
     assert _run_command(*base, "--step", "unmount", name) == 0
     assert not mount_point.exists()
     assert _run_command(*base, "--step", "unmount", name) == 0  # nothing left: still fine
+
+
+def test_from_a_units_own_mount_namespace_the_steps_work_in_the_hosts(monkeypatch, tmp_path):
+    """systemd runs a unit's '+' steps in the unit's mount namespace: mount and umount then
+    run through nsenter in PID 1's, the medium is read through /proc/1/root and the host's
+    mount table is the one checked (tests/image/ boots the real case)."""
+    monkeypatch.setattr(usb_mount, "in_host_mounts", lambda: False)
+    assert usb_mount.host_command(["umount", "/x"]) == [
+        "nsenter", "--mount=/proc/1/ns/mnt", "--", "umount", "/x"]
+    assert usb_mount.host_view(Path("/var/lib/clinibox/import/usb-sdb1")) == Path(
+        "/proc/1/root/var/lib/clinibox/import/usb-sdb1")
+    monkeypatch.setattr(usb_mount, "in_host_mounts", lambda: True)
+    assert usb_mount.host_command(["umount", "/x"]) == ["umount", "/x"]
+    assert usb_mount.host_view(tmp_path) == tmp_path
