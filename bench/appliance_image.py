@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from xml.etree import ElementTree
 
 from bench.common import REPO, figure, machine, save
 from tests.image.qemu_box import BootedBox, c_echo, kvm_usable
@@ -40,9 +41,9 @@ def _mib(path: Path) -> float:
 
 def _written_mib(bmap: Path) -> float:
     """The MiB ``bmaptool copy`` writes: the mapped blocks of the block map."""
-    text = bmap.read_text(encoding="utf-8")
-    blocks = int(text.split("<MappedBlocksCount>")[1].split("<")[0])
-    size = int(text.split("<BlockSize>")[1].split("<")[0])
+    root = ElementTree.parse(bmap).getroot()
+    blocks = int(root.findtext("MappedBlocksCount", "").strip())
+    size = int(root.findtext("BlockSize", "").strip())
     return round(blocks * size / 2**20, 1)
 
 
