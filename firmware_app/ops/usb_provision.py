@@ -10,6 +10,10 @@ hospital's ``BOX.bundle`` to the top of a USB stick and plugs it in. The stick's
 - provisions the box from the one it found, exactly as ``clinibox provision`` does, with its
   checks: a bundle for another clinic or device on a box already provisioned is refused (a
   wrong stick never moves a box; only ``clinibox provision --force`` at a terminal does);
+- on a box already provisioned, takes a renewal only from the hospital it already trusts: a
+  bundle under another CA is refused. A stick needs no password, so without this anyone at
+  a USB port could write a bundle with the box's clinic and device (on its screen) and a
+  CA, broker and hospital key of their own, and take the box over;
 - restarts the box's services so they read the new config, and
 - writes the outcome, as a code, to ``/run/clinibox-usb-provision.json`` for the console's
   banner and the journal.
@@ -29,9 +33,12 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
 
+from clinibox_common.contracts.enrolment import EnrolmentError, read_bundle
 from clinibox_common.fs import write_atomically
+from clinibox_common.settings_loader import ConfigError
 from firmware_app.ingest.usb_mount import host_view
 from firmware_app.ops.provision import ProvisionError, provision
+from firmware_app.settings import box as config_module
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +53,7 @@ class StickOutcome(str, Enum):
     NO_BUNDLE = "no_bundle"
     PROVISIONED = "provisioned"
     TWO_BUNDLES = "two_bundles"
+    ANOTHER_CA = "another_ca"
     REFUSED = "refused"
 
 
@@ -80,13 +88,40 @@ def provision_from(mount_point: Path, config: Path) -> StickResult:
     if len(bundles) > 1:
         return StickResult(StickOutcome.TWO_BUNDLES, bundle=", ".join(b.name for b in bundles),
                            reason="more than one enrolment bundle on the stick", at=now)
+    found = bundles[0]
+    if _another_ca(found, config):
+        return StickResult(StickOutcome.ANOTHER_CA, bundle=found.name,
+                           reason="the bundle is signed by another CA than the hospital this "
+                                  "box is provisioned for; only clinibox provision --force "
+                                  "at the box's terminal can change its hospital", at=now)
     try:
-        done = provision(bundles[0], config)
+        done = provision(found, config)
     except ProvisionError as exc:
         return StickResult(StickOutcome.REFUSED, bundle=bundles[0].name, reason=str(exc),
                            at=now)
     return StickResult(StickOutcome.PROVISIONED, bundle=bundles[0].name,
                        enrolled_as=f"{done.bundle.clinic}/{done.bundle.device}", at=now)
+
+
+def _another_ca(bundle: Path, config: Path) -> bool:
+    """Whether the box is provisioned and the bundle's CA is not the one it trusts now. A
+    bundle that cannot be read is left to ``provision`` to refuse with its reason; a
+    provisioned box whose own CA cannot be read takes no bundle from a stick."""
+    try:
+        offered = read_bundle(bundle).ca_cert
+    except EnrolmentError:
+        return False
+    try:
+        current = config_module.load(str(config)) if config.exists() else None
+    except ConfigError:
+        return False  # provision refuses a config that is not valid, saying so
+    if current is None or not current.mqtt.host:
+        return False  # not provisioned yet: the first stick makes it the hospital's
+    try:
+        trusted = Path(current.mqtt.ca_file).read_text(encoding="utf-8")
+    except OSError:
+        return True
+    return trusted.strip() != offered.strip()
 
 
 def record(result: StickResult, path: Path = OUTCOME_PATH) -> None:

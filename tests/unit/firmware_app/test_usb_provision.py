@@ -93,8 +93,9 @@ def test_a_stick_for_another_box_never_moves_a_provisioned_one(tmp_path, bundle)
     moved = tmp_path / "moved"
     moved.mkdir()
     result = provision_from(_stick(moved, _bundle_for(tmp_path, "box-9")), config)
-    assert result.outcome is StickOutcome.REFUSED
-    assert f"{CLINIC}/box-9" in result.reason and "--force" in result.reason
+    # another hospital's bundle (its own CA) for another device: refused before provisioning
+    assert result.outcome is StickOutcome.ANOTHER_CA
+    assert "--force" in result.reason
     assert config.read_bytes() == before
 
 
@@ -126,3 +127,21 @@ def test_the_outcome_is_kept_as_a_code_for_the_banner(tmp_path):
     assert re.search(r'"outcome": "refused"', path.read_text())
     path.write_text('{"outcome": "exploded"}')
     assert read_outcome(path) is None
+
+
+def test_a_provisioned_box_takes_a_renewal_only_from_its_own_hospitals_ca(tmp_path, bundle):
+    """The box's clinic and device are on its screen: a stick with those ids under another
+    CA (someone at a USB port, with a broker and hospital key of their own) is refused, while
+    a renewal the same hospital issued is taken."""
+    config = _box(tmp_path)
+    assert provision_from(_stick(tmp_path, bundle), config).outcome is StickOutcome.PROVISIONED
+    before = config.read_bytes()
+    forged = tmp_path / "forger"
+    forged.mkdir()
+    result = provision_from(_stick(forged, hospital_bundle(tmp_path / "forger-ca")), config)
+    assert result.outcome is StickOutcome.ANOTHER_CA
+    assert "--force" in result.reason
+    assert config.read_bytes() == before
+    renewed = tmp_path / "renewed"
+    renewed.mkdir()
+    assert provision_from(_stick(renewed, bundle), config).outcome is StickOutcome.PROVISIONED
