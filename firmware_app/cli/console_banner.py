@@ -55,11 +55,17 @@ def where_lines(config: config_module.Config, found: list[str]) -> list[str]:
             f"{config.dicom.port}, AE title {config.dicom.ae_title}" for address in found]
 
 
+def printable(text: str) -> str:
+    """``text`` without control characters: a stick's file name or a bundle's words reach the
+    screen, and an escape sequence there could rewrite what the technician reads."""
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
 def stick_line(result: StickResult | None) -> str | None:
     """The last stick's enrolment bundle, when it was refused."""
     if result is None or result.outcome in (StickOutcome.NO_BUNDLE, StickOutcome.PROVISIONED):
         return None
-    return f"USB stick refused ({result.bundle}): {result.reason}"
+    return printable(f"USB stick refused ({result.bundle}): {result.reason}")
 
 
 def banner(config: config_module.Config, stick: StickResult | None,

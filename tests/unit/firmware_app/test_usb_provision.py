@@ -145,3 +145,12 @@ def test_a_provisioned_box_takes_a_renewal_only_from_its_own_hospitals_ca(tmp_pa
     renewed = tmp_path / "renewed"
     renewed.mkdir()
     assert provision_from(_stick(renewed, bundle), config).outcome is StickOutcome.PROVISIONED
+
+
+def test_the_screen_shows_no_control_character_from_a_stick(tmp_path):
+    result = StickResult(StickOutcome.REFUSED, "\x1b[2Jbox.bundle", "",
+                         "bad\x1b]0;owned\x07 bundle", "now")
+    (line,) = [line for line in banner(config_module.load(str(_box(tmp_path))), result, [])
+               if "refused" in line]
+    assert "\x1b" not in line and "\x07" not in line
+    assert line == "  USB stick refused (?[2Jbox.bundle): bad?]0;owned? bundle"
