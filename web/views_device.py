@@ -16,10 +16,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import segno
 from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, url_for
+from markupsafe import Markup
 
 from clinibox_common.i18n import gettext
 from firmware_app.storage import audit_size, hospital_reviews, quarantine
+from firmware_app.storage.enrolment import enrolment_code
 from firmware_app.storage.status import box_status
 from firmware_app.words import event_words
 from web import live_worklist
@@ -54,6 +57,7 @@ def status_figures() -> dict[str, Any]:
         pacs_peers={d.name: f"{d.ae_title}@{d.host}:{d.port}" + (" (TLS)" if d.tls else "")
                     for d in config.pacs.destinations},
         clinic=config.telemetry.clinic, device=config.telemetry.device,
+        enrolment_code=_enrolment_code(config),
         package=viewer.package_facts(), now=now,
         downlink=_downlink_figures(bool(config.telemetry.hospital_signing_key)),
         worklist=live_worklist.device_view(
@@ -61,6 +65,20 @@ def status_figures() -> dict[str, Any]:
             f"{config.worklist.ae_title}@{config.worklist.host}:{config.worklist.port}"),
     )
     return figures
+
+
+def _enrolment_code(config: Any) -> str | None:
+    """The box's enrolment code, None before it is provisioned (or when its key cannot be read:
+    the page then says the box waits for its bundle, as its screen does)."""
+    try:
+        return enrolment_code(config)
+    except (OSError, ValueError):
+        return None
+
+
+def _qr_svg(code: str) -> Markup:
+    """The enrolment code's QR code as inline SVG (segno writes only modules and a title)."""
+    return Markup(segno.make(code, error="m").svg_inline(scale=3, title=code))
 
 
 def _downlink_figures(configured: bool) -> dict[str, Any]:
@@ -83,7 +101,7 @@ def device():
     alarm = audit_size.alarm_text(figures["audit"]) if figures["audit"]["over_limit"] else ""
     # a refusal's and the log's English lines only on an English page (a Chinese one says
     # them from their codes)
-    return render_template("device.html", s=figures, audit_alarm=alarm,
+    return render_template("device.html", s=figures, audit_alarm=alarm, qr_svg=_qr_svg,
                            audit_commands=audit_size.COMMANDS, event_words=event_words,
                            english=choose_language().startswith("en"))
 

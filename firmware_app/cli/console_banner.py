@@ -16,24 +16,14 @@ import subprocess
 from collections.abc import Callable
 from importlib import metadata
 
-from clinibox_common.contracts import signing
-from clinibox_common.contracts.enrolment import EnrolmentCode
 from clinibox_common.errors import EXIT_OK
 from firmware_app.ops.provision import qr_code
 from firmware_app.ops.usb_provision import StickOutcome, StickResult, read_outcome
 from firmware_app.settings import box as config_module
+from firmware_app.storage.enrolment import enrolment_code
 
 WAITING_FOR_BUNDLE = ("waiting for: the hospital's enrolment bundle. Put a USB stick with "
                       "the box's .bundle file at its top into a USB port.")
-
-
-def enrolment_code(config: config_module.Config) -> str | None:
-    """The box's enrolment code once it is provisioned and has its key; None before."""
-    if not config.mqtt.host or not config.device_key_path.is_file():  # not provisioned yet
-        return None
-    key = signing.load_private_key(config.device_key_path)
-    return EnrolmentCode(config.telemetry.clinic, config.telemetry.device,
-                         key.public_key()).text()
 
 
 def addresses() -> list[str]:

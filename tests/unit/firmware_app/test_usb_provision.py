@@ -154,3 +154,39 @@ def test_the_screen_shows_no_control_character_from_a_stick(tmp_path):
                if "refused" in line]
     assert "\x1b" not in line and "\x07" not in line
     assert line == "  USB stick refused (?[2Jbox.bundle): bad?]0;owned? bundle"
+
+
+def _device_page(config: Path, language: str = "en") -> str:
+    from firmware_app.storage import db
+    from firmware_app.storage.accounts import Accounts
+    from tests.web_client import ViewerClient
+    from web.app import create_app
+
+    loaded = config_module.load(str(config))
+    app = create_app(loaded)
+    conn = db.connect(loaded.database_path)
+    if not Accounts(conn).count():
+        Accounts(conn).add("tina", "keeps-the-box-running", "technician")
+    conn.close()
+    technician = ViewerClient(app)
+    technician.login("tina", "keeps-the-box-running")
+    return technician.get("/device", headers={"Accept-Language": language}).get_data(
+        as_text=True)
+
+
+def test_the_device_page_says_what_the_screen_says(tmp_path, bundle):
+    """Before the bundle: what the box waits for; after: the same enrolment code as its screen,
+    with its QR code; in Chinese without the English sentence."""
+    config = _box(tmp_path)
+    waiting = _device_page(config)
+    assert "waiting for the hospital's enrolment bundle: put a USB stick" in waiting
+    assert 'id="enrolment-code"' not in waiting
+    chinese = _device_page(config, "zh-CN")
+    assert "正在等待中心医院的登记包" in chinese and "enrolment bundle" not in chinese
+    result = provision_from(_stick(tmp_path, bundle), config)
+    (line,) = [line for line in banner(config_module.load(str(config)), result, [])
+               if "enrol-code" in line]
+    page = _device_page(config)
+    code = line.split("enrol-code ")[1]
+    assert f'id="enrolment-code">clinibox central enrol-code {code}</code>' in page
+    assert "<svg" in page and f"<title>{code}</title>" in page
