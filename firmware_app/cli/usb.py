@@ -101,7 +101,10 @@ def _provision_step(name: str, mount_point: Path, args: argparse.Namespace) -> b
     if os.geteuid() != 0:
         log.error("provisioning needs root (the unit runs this step with '+')")
         return False
-    config = provision_module.config_path(getattr(args, "config", None))
+    try:
+        config: Path | None = provision_module.config_path(getattr(args, "config", None))
+    except provision_module.ProvisionError:
+        config = None  # a stick without a bundle needs none; one with a bundle is refused
     result = usb_provision.provision_from(mount_point, config)
     if result.outcome is usb_provision.StickOutcome.NO_BUNDLE:
         return True

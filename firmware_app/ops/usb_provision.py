@@ -79,8 +79,9 @@ def bundles_on(mount_point: Path) -> list[Path]:
     return found
 
 
-def provision_from(mount_point: Path, config: Path) -> StickResult:
-    """Provision the box configured at ``config`` from the one bundle on the medium."""
+def provision_from(mount_point: Path, config: Path | None) -> StickResult:
+    """Provision the box configured at ``config`` from the one bundle on the medium (None: no
+    config is named, and a bundle is refused for it)."""
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     bundles = bundles_on(host_view(mount_point))
     if not bundles:
@@ -89,6 +90,10 @@ def provision_from(mount_point: Path, config: Path) -> StickResult:
         return StickResult(StickOutcome.TWO_BUNDLES, bundle=", ".join(b.name for b in bundles),
                            reason="more than one enrolment bundle on the stick", at=now)
     found = bundles[0]
+    if config is None:
+        return StickResult(StickOutcome.REFUSED, bundle=found.name,
+                           reason="no config to provision: give --config or set "
+                                  "CLINIBOX_CONFIG", at=now)
     if _another_ca(found, config):
         return StickResult(StickOutcome.ANOTHER_CA, bundle=found.name,
                            reason="the bundle is signed by another CA than the hospital this "

@@ -190,3 +190,10 @@ def test_the_device_page_says_what_the_screen_says(tmp_path, bundle):
     code = line.split("enrol-code ")[1]
     assert f'id="enrolment-code">clinibox central enrol-code {code}</code>' in page
     assert "<svg" in page and f"<title>{code}</title>" in page
+
+
+def test_without_a_config_only_a_stick_with_a_bundle_is_refused(tmp_path, bundle):
+    assert provision_from(_stick(tmp_path), None).outcome is StickOutcome.NO_BUNDLE
+    other = tmp_path / "other"
+    other.mkdir()
+    assert provision_from(_stick(other, bundle), None).outcome is StickOutcome.REFUSED
