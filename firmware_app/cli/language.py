@@ -3,10 +3,11 @@
 In order: ``--json`` output is English (a contract, like its keys); commands that
 run as services or write files (``serve``, ``web``, ``service-failed``,
 ``usb-import``, ``config``) stay English, so logs, events and the records the
-box keeps read the same everywhere (``config --check FILE``, a technician's check of the
-file, speaks the reader's language); otherwise the terminal's language
-(``LC_ALL``, ``LC_MESSAGES``, ``LANG``: ``zh_CN.UTF-8`` gives Chinese,
-``en_US.UTF-8`` English), and where it names neither (``C``, ``C.UTF-8``,
+box keeps read the same everywhere, and so does ``console-banner``, the appliance's
+screen, as the Linux console has no Chinese font (``config --check FILE``, a
+technician's check of the file, speaks the reader's language); otherwise the
+terminal's language (``LC_ALL``, ``LC_MESSAGES``, ``LANG``: ``zh_CN.UTF-8`` gives
+Chinese, ``en_US.UTF-8`` English), and where it names neither (``C``, ``C.UTF-8``,
 unset) the clinic's ``[web] language``; else English. ``--help`` and
 argparse's own messages stay English.
 """
@@ -22,7 +23,8 @@ from firmware_app.settings import box as config_module
 
 #: commands whose output is not for a person at a terminal (or is a file): always English
 #: (``config --check FILE`` excepted: it tells a person what is wrong in the file)
-ENGLISH_COMMANDS = frozenset({"serve", "web", "service-failed", "usb-import", "config", "live"})
+ENGLISH_COMMANDS = frozenset({"serve", "web", "service-failed", "usb-import", "config", "live",
+                              "console-banner"})
 
 
 def speaks_english(args: argparse.Namespace) -> bool:
