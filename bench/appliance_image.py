@@ -23,9 +23,8 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from bench.common import REPO, figure, machine, save
-from tests.image.qemu_box import BootedBox, c_echo, kvm_usable
+from tests.image.qemu_box import BootedBox, built_image, c_echo, kvm_usable
 
-OUT = REPO / "build" / "image"
 CACHE = Path("/var/cache/clinibox-image")
 
 
@@ -64,8 +63,7 @@ def main() -> None:
         shutil.rmtree(CACHE, ignore_errors=True)
         details["build_cold_s"] = round(_build(args.arch), 1)
     details["build_warm_s"] = round(_build(args.arch), 1)
-    version = REPO.joinpath("pyproject.toml").read_text().split('version = "')[1].split('"')[0]
-    image = OUT / f"clinibox-{version}-{args.arch}.img"
+    image = built_image(args.arch)
     bundle = Path(tempfile.mkdtemp()) / "bundle"
     subprocess.run([str(REPO / "scripts" / "build-wheelhouse.sh"), "--extras", "live,ocr",
                     "--out", str(bundle)], check=True, cwd=REPO, capture_output=True)

@@ -14,12 +14,19 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 
 from tests.ports import free_ports
 
 #: the host's loopback as the box sees it (QEMU's user-mode network)
 HOST_FROM_BOX = "10.0.2.2"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def built_image(arch: str = "amd64") -> Path:
+    """Where ``image/build.sh`` leaves the raw image of this version for ``arch``."""
+    return REPO / "build" / "image" / f"clinibox-{metadata.version('clinibox')}-{arch}.img"
 
 
 def c_echo(port: int, ae_title: str = "CLINIBOX") -> bool:

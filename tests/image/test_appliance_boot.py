@@ -36,23 +36,16 @@ from cryptography.hazmat.primitives import serialization
 from central.bundle import make_bundle
 from clinibox_common.contracts.enrolment import write_bundle
 from clinibox_common.contracts.signing import generate_key_pair
-from tests.image.qemu_box import HOST_FROM_BOX, BootedBox, c_echo, make_stick
+from tests.box_harness import REPO, clinibox
+from tests.image.qemu_box import HOST_FROM_BOX, BootedBox, built_image, c_echo, make_stick
 from tests.integration.conftest import to_toml
 from tests.mqtt_broker import Broker, make_mqtt_pki, receiver_settings
 from tests.provisioned_box import CLINIC, DEVICE
 
 pytestmark = [pytest.mark.image, pytest.mark.slow, pytest.mark.timeout(1800)]
 
-REPO = Path(__file__).resolve().parents[2]
-VERSION = re.search(r'^version = "(.+)"', (REPO / "pyproject.toml").read_text(), re.M)[1]
-IMAGE = Path(os.environ.get("CLINIBOX_IMAGE",
-                            REPO / "build" / "image" / f"clinibox-{VERSION}-amd64.img"))
+IMAGE = Path(os.environ.get("CLINIBOX_IMAGE", built_image("amd64")))
 BOOT_SECONDS = 600
-
-
-def _clinibox(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "clinibox", *args], capture_output=True,
-                          text=True, timeout=300, cwd=REPO)
 
 
 @dataclasses.dataclass
@@ -78,7 +71,8 @@ def hospital(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hospital]:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))
     for kind in ("hospital", "hospital-signing"):
-        made = _clinibox("keys", "generate", "--kind", kind, "--out", str(folder / kind))
+        made = clinibox("keys", "generate", "--kind", kind, "--out", str(folder / kind),
+                        check=False)
         assert made.returncode == 0, made.stderr
     generate_key_pair(folder / "model-signing.pem", folder / "model-signing.pub")
     with Broker(folder / "broker", pki) as broker:
@@ -154,11 +148,11 @@ def test_the_stick_provisioned_the_box_and_the_hospital_reaches_it(booted, hospi
     console = booted.console()
     assert f"enrolled as {CLINIC}/{DEVICE}, hospital broker {HOST_FROM_BOX}:" in console
     # the hospital enrols the code it was sent, then proves the link both ways
-    enrolled = _clinibox("central", "enrol-code", code.search(console)[1], "--config",
-                         str(hospital.central))
+    enrolled = clinibox("central", "enrol-code", code.search(console)[1], "--config",
+                        str(hospital.central), check=False)
     assert enrolled.returncode == 0, enrolled.stdout + enrolled.stderr
-    checked = _clinibox("central", "check-box", f"{CLINIC}/{DEVICE}", "--timeout", "240",
-                        "--config", str(hospital.central))
+    checked = clinibox("central", "check-box", f"{CLINIC}/{DEVICE}", "--timeout", "240",
+                       "--config", str(hospital.central), check=False)
     assert checked.returncode == 0, (checked.stdout + checked.stderr + "\n"
                                      + booted.console()[-3000:])
 
