@@ -43,6 +43,7 @@ COMMANDS: dict[str, str] = {
     "user": "firmware_app.cli.users",
     "config": BOX,
     "live": "firmware_app.cli.live", "demo-video": "firmware_app.cli.live",
+    "software": "firmware_app.cli.software",
 }
 CONVERTER_STEPS = ("distill", "prune", "export", "quantize", "verify", "package")
 #: commands with a command line of their own: name -> what ``clinibox --help`` says of them

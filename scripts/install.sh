@@ -31,8 +31,10 @@ set -euo pipefail
 
 PREFIX_REL=/opt/clinibox
 UNITS="clinibox.service clinibox-web.service clinibox-retention.service
-clinibox-retention.timer clinibox-failure@.service clinibox-usb-import@.service"
-ENABLE_UNITS="clinibox.service clinibox-web.service clinibox-retention.timer"
+clinibox-retention.timer clinibox-failure@.service clinibox-usb-import@.service
+clinibox-software-update.path clinibox-software-update.service clinibox-software-assess.service"
+ENABLE_UNITS="clinibox.service clinibox-web.service clinibox-retention.timer
+clinibox-software-update.path clinibox-software-assess.service"
 RUNTIME_EXTRAS="openvino tflite live ocr"
 
 ROOT=/

@@ -21,6 +21,7 @@ from firmware_app.ops.provision import qr_code
 from firmware_app.ops.usb_provision import StickOutcome, StickResult, read_outcome
 from firmware_app.settings import box as config_module
 from firmware_app.storage.enrolment import enrolment_code
+from firmware_app.words import software_words
 
 WAITING_FOR_BUNDLE = ("waiting for: the hospital's enrolment bundle. Put a USB stick with "
                       "the box's .bundle file at its top into a USB port.")
@@ -63,6 +64,10 @@ def banner(config: config_module.Config, stick: StickResult | None,
     """The banner's lines."""
     lines = ["", f"clinibox {metadata.version('clinibox')}, lesion detection appliance",
              *where_lines(config, found)]
+    update = software_words.read_outcome()
+    if update is not None:
+        lines.append(printable(f"  last software update: "
+                               f"{software_words.outcome_sentence(update)}"))
     refused = stick_line(stick)
     if refused:
         lines.append(f"  {refused}")

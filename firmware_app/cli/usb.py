@@ -21,13 +21,14 @@ from firmware_app.ingest.usb_mount import (
     DEFAULT_TIMEOUT,
     MediumError,
     device_name,
+    host_view,
     mount_point_for,
     mount_step,
     unmount_medium,
     wait_for_import,
 )
 from firmware_app.ops import provision as provision_module
-from firmware_app.ops import usb_provision
+from firmware_app.ops import software_update, usb_provision
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db, event_codes
 
@@ -97,10 +98,25 @@ def cmd_usb_import(args: argparse.Namespace) -> int:
 
 
 def _provision_step(name: str, mount_point: Path, args: argparse.Namespace) -> bool:
-    """Provision from the medium's enrolment bundle, if it has one (root); False when refused."""
+    """Provision from the medium's enrolment bundle, if it has one, and take its software
+    releases for the update unit (root); False when something was refused."""
     if os.geteuid() != 0:
         log.error("provisioning needs root (the unit runs this step with '+')")
         return False
+    provisioned = _provision_from_bundle(name, mount_point, args)
+    try:
+        taken = software_update.take_from(host_view(mount_point))
+    except OSError as exc:
+        log.error("/dev/%s: its software release could not be taken: %s", name, exc)
+        return False
+    if taken:
+        log.info("/dev/%s: software release %s taken; clinibox-software-update applies it",
+                 name, ", ".join(taken))
+    return provisioned
+
+
+def _provision_from_bundle(name: str, mount_point: Path, args: argparse.Namespace) -> bool:
+    """Provision from the medium's enrolment bundle, if it has one; False when refused."""
     try:
         config: Path | None = provision_module.config_path(getattr(args, "config", None))
     except provision_module.ProvisionError:

@@ -434,7 +434,10 @@ def _runs(state, tmp_path: Path) -> list[list[str]]:
             ["keys", "generate", "--kind", "hospital-signing", "--out",
              str(out / "downlink.pem")],
             ["infer", "{config}", "--no-progress", str(phantoms / "truncated.dcm"),
-             str(phantoms / "clear.dcm")]]
+             str(phantoms / "clear.dcm")],
+            ["software", "status", "{config}"],
+            ["software", "pack", str(out / "no-bundle"), "--key", str(out / "signing.pem"),
+             "--out", str(out)]]
 
 
 def test_every_command_a_person_reads_is_run_or_named(tmp_path):
