@@ -14,6 +14,7 @@ the audit trail, with the technician's address).
 from __future__ import annotations
 
 import time
+from importlib import metadata
 from typing import Any
 
 import segno
@@ -24,7 +25,7 @@ from clinibox_common.i18n import gettext
 from firmware_app.storage import audit_size, hospital_reviews, quarantine
 from firmware_app.storage.enrolment import enrolment_code
 from firmware_app.storage.status import box_status
-from firmware_app.words import event_words
+from firmware_app.words import event_words, software_words
 from web import live_worklist
 from web.audit_trail import client_address
 from web.i18n import choose_language
@@ -58,6 +59,7 @@ def status_figures() -> dict[str, Any]:
                     for d in config.pacs.destinations},
         clinic=config.telemetry.clinic, device=config.telemetry.device,
         enrolment_code=_enrolment_code(config),
+        software=_software(),
         package=viewer.package_facts(), now=now,
         downlink=_downlink_figures(bool(config.telemetry.hospital_signing_key)),
         worklist=live_worklist.device_view(
@@ -65,6 +67,15 @@ def status_figures() -> dict[str, Any]:
             f"{config.worklist.ae_title}@{config.worklist.host}:{config.worklist.port}"),
     )
     return figures
+
+
+def _software() -> dict[str, Any]:
+    """The version the viewer runs (the box's: one tree runs both) and how the last update of
+    the box's software ended, in words."""
+    last = software_words.read_outcome()
+    return {"version": metadata.version("clinibox"), "last": last,
+            "sentence": software_words.outcome_sentence(last) if last else "",
+            "when": software_words.outcome_time(last) if last else ""}
 
 
 def _enrolment_code(config: Any) -> str | None:

@@ -41,10 +41,12 @@ REASONS = {
 }
 
 
-def read_outcome(state_dir: Path = STATE_DIR) -> dict[str, Any] | None:
-    """The last update's outcome as kept, or None (none yet, or unreadable)."""
+def read_outcome(state_dir: Path | None = None) -> dict[str, Any] | None:
+    """The last update's outcome as kept (in ``state_dir``, else :data:`STATE_DIR`), or None
+    (none yet, or unreadable)."""
+    folder = STATE_DIR if state_dir is None else state_dir
     try:
-        document = json.loads((state_dir / "outcome.json").read_text(encoding="utf-8"))
+        document = json.loads((folder / "outcome.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return document if isinstance(document, dict) else None

@@ -142,3 +142,26 @@ def test_every_outcome_and_reason_has_words():
         {"outcome": "reverted", "release": "0.2.0", "running": "0.1.0",
          "reason": "selftest_failed"})
     assert "0.2.0" in sentence and "0.1.0" in sentence and "self-test" in sentence
+
+
+def test_the_device_page_and_the_screen_say_how_the_last_update_ended(tmp_path, monkeypatch):
+    from firmware_app.cli.console_banner import banner
+    from firmware_app.settings import box as config_module
+    from tests.unit.firmware_app.test_usb_provision import _box, _device_page
+
+    state = tmp_path / "software-state"
+    state.mkdir()
+    (state / "outcome.json").write_text(json.dumps(
+        {"outcome": "reverted", "running": "0.1.0", "release": "0.1.1",
+         "reason": "selftest_failed", "detail": "release fault", "at": 1_795_000_000.0}))
+    monkeypatch.setattr(software_words, "STATE_DIR", state)
+    config = _box(tmp_path)
+    chinese = _device_page(config, "zh-CN")
+    assert 'id="software-version"' in chinese
+    assert ("版本 0.1.1 试运行后已自动退回：它的自检失败了，而之前的版本在同一项上通过；"
+            "设备重新运行 0.1.0") in chinese
+    assert "release fault" not in chinese and "selftest_failed" not in chinese
+    lines = banner(config_module.load(str(config)), None, [])
+    assert ("  last software update: version 0.1.1 was tried and taken back by itself: its "
+            "self-test failed where the version before passed; the box runs 0.1.0 again"
+            ) in lines
