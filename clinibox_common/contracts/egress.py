@@ -366,7 +366,7 @@ SCHEMAS: dict[str, Obj] = {
         #: why the box runs no model and holds what it receives (``not_installed``,
         #: ``signature`` …); left out while it analyses
         "waiting_for_model": Optional(OneOf(EVENT_REASONS)),
-        #: the box's software version (``firmware_app.__version__``)
+        #: the box's software version (``firmware_app.__version__``: the installed distribution's)
         "software": Pattern(SOFTWARE_VERSION, "software version"),
         #: objects received and not yet analysed (queued or processing)
         "queue_depth": _COUNT,

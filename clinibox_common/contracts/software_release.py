@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from clinibox_common.contracts import signing
+from clinibox_common.contracts.egress import SOFTWARE_VERSION
 from clinibox_common.contracts.words import Word
 
 #: the ``schema`` of a release manifest
@@ -42,7 +43,6 @@ RELEASE_NAME = "clinibox"
 SUFFIX = ".release"
 #: what a release carries besides its manifest: top-level names
 CARRIED = ("SHA256SUMS", "wheels", "systemd")
-_VERSION = re.compile(r"[0-9]+(\.[0-9]+){1,3}([a-z0-9.+-]{0,32})")
 _CHUNK = 1 << 20
 
 
@@ -148,7 +148,8 @@ def _checked_manifest(document: Any) -> dict[str, Any]:
         raise ReleaseError(ReleaseRefusal.NOT_A_RELEASE,
                            f"its manifest is not a {RELEASE_SCHEMA} manifest")
     version, files = document.get("version"), document.get("files")
-    if not isinstance(version, str) or not _VERSION.fullmatch(version):
+    # a version the box's status may carry
+    if not isinstance(version, str) or not SOFTWARE_VERSION.fullmatch(version):
         raise ReleaseError(ReleaseRefusal.NOT_A_RELEASE, f"version {version!r} is not usable")
     if not isinstance(files, dict) or not all(
             isinstance(k, str) and isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v)

@@ -71,8 +71,11 @@ SERVICES = ("clinibox.service", "clinibox-web.service")
 START_SECONDS = 300.0
 #: seconds the self-test may take
 SELFTEST_SECONDS = 180.0
-#: the largest release a stick may bring
-MAX_RELEASE_BYTES = 1 << 30
+#: the largest release a stick may bring (one is a few megabytes)
+MAX_RELEASE_BYTES = 256 << 20
+#: the most a release may unpack to, read from its headers before a byte is written: it is
+#: unpacked before its signature can be checked, onto the root partition
+MAX_RELEASE_UNPACKED = 512 << 20
 #: room a new tree needs beyond the running venv's size
 SPARE_BYTES = 64 << 20
 _MIGRATION = re.compile(r"firmware_app/storage/migrations/v([0-9]+)_[a-z0-9_]+\.py")
@@ -445,7 +448,7 @@ def apply(config: Config, archive: Path, *, layout: Layout | None = None,
             with open(archive, "rb", opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW)) as src, \
                     open(copy, "xb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
-            unpacked = unpack(copy, work / "unpacked")
+            unpacked = unpack(copy, work / "unpacked", MAX_RELEASE_UNPACKED)
         except (OSError, PackageError) as exc:
             raise ReleaseError(ReleaseRefusal.NOT_A_RELEASE, str(exc)) from exc
         running = layout.running_version()

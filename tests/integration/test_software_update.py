@@ -181,6 +181,12 @@ def test_a_check_that_failed_before_does_not_hold_a_good_version_back_and_it_is_
          "import importlib.metadata as m; print(m.version('clinibox'))"],
         capture_output=True, text=True, check=True, cwd=tree, env=_clean_env()).stdout.strip()
     assert version == "0.1.2"
+    # and it says so to the hospital: the status's software version is the tree's own
+    said = subprocess.run(
+        [str(tree / "venv" / "bin" / "python"), "-c",
+         "import firmware_app.telemetry.messages as m; print(m.__version__)"],
+        capture_output=True, text=True, check=True, cwd=tree, env=_clean_env()).stdout.strip()
+    assert said == "0.1.2"
     script = (tree / "venv" / "bin" / "clinibox").read_text()
     assert script.startswith("#!/opt/clinibox/0.1.2/venv/bin/python"), script[:80]
     assert f"/opt/clinibox/{VERSION}/" not in script and ".staging-" not in script
