@@ -112,6 +112,10 @@ vmdb2 --image "$LOOP" --rootfs-tarball "$CACHE/debian-$RELEASE-$ARCH-$packages.t
 detach "$LOOP"
 LOOP=""
 built=$(date +%s)
+# the offline bundle the image holds, kept beside it: a software release for these boxes is
+# cut from a bundle of the same dependencies (clinibox software pack, docs/technician/flash.md)
+rm -rf "${OUT:?}/$NAME-offline"
+mv "$BUNDLE" "$OUT/$NAME-offline"
 
 # 3. the block map, the compressed image and the checksums
 bmaptool -q create -o "$IMG.bmap" "$IMG"

@@ -20,83 +20,25 @@ which the box reaches at 10.0.2.2 through QEMU's user network. Then:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 import urllib3
-from cryptography.hazmat.primitives import serialization
 
-from central.bundle import make_bundle
-from clinibox_common.contracts.enrolment import write_bundle
-from clinibox_common.contracts.signing import generate_key_pair
-from tests.box_harness import REPO, clinibox
+from tests.box_harness import clinibox
+from tests.image.hospital import Hospital
 from tests.image.qemu_box import HOST_FROM_BOX, BootedBox, built_image, c_echo, make_stick
-from tests.integration.conftest import to_toml
-from tests.mqtt_broker import Broker, make_mqtt_pki, receiver_settings
 from tests.provisioned_box import CLINIC, DEVICE
 
 pytestmark = [pytest.mark.image, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 IMAGE = Path(os.environ.get("CLINIBOX_IMAGE", built_image("amd64")))
 BOOT_SECONDS = 600
-
-
-@dataclasses.dataclass
-class Hospital:
-    """The hospital on the host: its broker, its receiver's config, the box's bundle."""
-
-    folder: Path
-    broker: Broker
-    central: Path
-    bundle: Path
-
-
-@pytest.fixture(scope="module")
-def hospital(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hospital]:
-    folder = tmp_path_factory.mktemp("hospital")
-    pki = make_mqtt_pki(folder / "pki", [])
-    # the broker's certificate names the address the box dials (the host, as QEMU shows it)
-    # and the receiver's (loopback)
-    cert, key = pki.authority.issue_server("localhost", folder / "pki", stem="broker",
-                                           more_ips=(HOST_FROM_BOX,))
-    pki = dataclasses.replace(pki, server_cert=cert, server_key=key)
-    (folder / "ca.key").write_bytes(pki.authority.key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-    for kind in ("hospital", "hospital-signing"):
-        made = clinibox("keys", "generate", "--kind", kind, "--out", str(folder / kind),
-                        check=False)
-        assert made.returncode == 0, made.stderr
-    generate_key_pair(folder / "model-signing.pem", folder / "model-signing.pub")
-    with Broker(folder / "broker", pki) as broker:
-        bundle = folder / f"{DEVICE}.bundle"
-        write_bundle(make_bundle(
-            ca_cert_path=pki.ca_cert, ca_key_path=folder / "ca.key", clinic=CLINIC,
-            device=DEVICE, broker_host=HOST_FROM_BOX, broker_port=broker.port,
-            hospital_key_path=folder / "hospital.pub",
-            signing_key_paths=[folder / "model-signing.pub"],
-            hospital_signing_key_path=folder / "hospital-signing.pub"), bundle)
-        settings = receiver_settings(broker, pki, folder / "central.db",
-                                     folder / "hospital.pem", "central-image")
-        settings["keys"]["hospital_signing_key"] = str(folder / "hospital-signing.pem")
-        central = folder / "central.toml"
-        central.write_text(to_toml(settings), encoding="utf-8")
-        with open(folder / "serve.log", "wb") as log:
-            receiver = subprocess.Popen(
-                [sys.executable, "-m", "clinibox", "central", "serve", "--config",
-                 str(central)], stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-        try:
-            yield Hospital(folder, broker, central, bundle)
-        finally:
-            receiver.terminate()
-            receiver.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
