@@ -115,6 +115,12 @@ restart_services() {
     fi
 }
 
+# a software update being tried (clinibox software apply) ends first: switching now would be
+# undone by its return, or by the next boot's check
+if [ -e "$R/var/lib/clinibox-software/trial.json" ]; then
+    die "a software update is being tried now (clinibox software status); run this again once it has ended"
+fi
+
 # -- going back to a kept version ----------------------------------------------------------
 if [ -n "$SWITCH_TO" ]; then
     [ -x "$PREFIX/$SWITCH_TO/venv/bin/python" ] \

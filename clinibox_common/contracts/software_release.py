@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from clinibox_common.contracts import signing
 from clinibox_common.contracts.egress import SOFTWARE_VERSION
 from clinibox_common.contracts.words import Word
+from clinibox_common.errors import CliniboxError
 
 #: the ``schema`` of a release manifest
 RELEASE_SCHEMA = "clinibox-release/1"
@@ -75,7 +76,7 @@ class ReleaseRefusal(Word):
     """The new application tree could not be built (its installer failed)."""
 
 
-class ReleaseError(ValueError):
+class ReleaseError(CliniboxError):
     """A release refused, with its code."""
 
     def __init__(self, code: ReleaseRefusal, detail: str) -> None:
@@ -104,6 +105,28 @@ class Release:
         """The ``pip`` wheel that installs it."""
         return self.root / next(n for n in self.files
                                 if n.startswith("wheels/pip-") and n.endswith(".whl"))
+
+
+def is_release(name: str) -> bool:
+    """Whether a package name offered in a rollout is the box's own software (a release)
+    rather than a model package: the one name a model package never has."""
+    return name == RELEASE_NAME
+
+
+def file_name(version: str) -> str:
+    """The file a release of ``version`` is kept as: ``clinibox-<version>.release``."""
+    return f"{RELEASE_NAME}-{version}{SUFFIX}"
+
+
+#: the reason a box gives the hospital for each refusal and return (``egress.EVENT_REASONS``)
+EVENT_REASONS: dict[str, str] = {
+    "not_a_release": "invalid", "signature": "signature", "tampered": "tampered",
+    "not_newer": "older_version", "needs_bundle": "needs_bundle",
+    "database_change": "database_change", "config_refused": "config_refused",
+    "no_space": "no_space", "not_installed": "not_installed", "build_failed": "build_failed",
+    "service_failed": "service_failed", "selftest_failed": "selftest_failed",
+    "boot_interrupted": "boot_interrupted",
+}
 
 
 def _is_app_wheel(name: str) -> bool:

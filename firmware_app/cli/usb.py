@@ -21,9 +21,9 @@ from firmware_app.ingest.usb_mount import (
     DEFAULT_TIMEOUT,
     MediumError,
     device_name,
-    host_view,
     mount_point_for,
     mount_step,
+    opened_medium,
     unmount_medium,
     wait_for_import,
 )
@@ -103,25 +103,35 @@ def _provision_step(name: str, mount_point: Path, args: argparse.Namespace) -> b
     if os.geteuid() != 0:
         log.error("provisioning needs root (the unit runs this step with '+')")
         return False
-    provisioned = _provision_from_bundle(name, mount_point, args)
     try:
-        taken = software_update.take_from(host_view(mount_point))
-    except OSError as exc:
-        log.error("/dev/%s: its software release could not be taken: %s", name, exc)
+        handle = opened_medium(name, mount_point)
+    except MediumError as exc:
+        log.error("/dev/%s: not read for a bundle or a release: %s", name, exc)
         return False
+    folder = Path(f"/proc/self/fd/{handle}")  # the medium itself, whatever its path becomes
+    try:
+        provisioned = _provision_from_bundle(name, mount_point, folder, args)
+        try:
+            taken = software_update.take_from(folder)
+        except OSError as exc:
+            log.error("/dev/%s: its software release could not be taken: %s", name, exc)
+            return False
+    finally:
+        os.close(handle)
     if taken:
         log.info("/dev/%s: software release %s taken; clinibox-software-update applies it",
                  name, ", ".join(taken))
     return provisioned
 
 
-def _provision_from_bundle(name: str, mount_point: Path, args: argparse.Namespace) -> bool:
+def _provision_from_bundle(name: str, mount_point: Path, folder: Path,
+                           args: argparse.Namespace) -> bool:
     """Provision from the medium's enrolment bundle, if it has one; False when refused."""
     try:
         config: Path | None = provision_module.config_path(getattr(args, "config", None))
     except provision_module.ProvisionError:
         config = None  # a stick without a bundle needs none; one with a bundle is refused
-    result = usb_provision.provision_from(mount_point, config)
+    result = usb_provision.provision_from(mount_point, config, folder=folder)
     if result.outcome is usb_provision.StickOutcome.NO_BUNDLE:
         return True
     usb_provision.record(result)

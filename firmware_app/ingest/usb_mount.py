@@ -185,6 +185,26 @@ def host_view(path: Path) -> Path:
     return path if in_host_mounts() else Path("/proc/1/root") / path.relative_to("/")
 
 
+def opened_medium(name: str, mount_point: Path) -> int:
+    """The medium's mounted folder opened once, a descriptor to read it through; MediumError
+    unless it is the filesystem of ``/dev/NAME``. The import folder belongs to the service
+    user, who could otherwise put a folder of its own (or a link) where the medium was
+    mounted, between the mount and a root step that reads it."""
+    try:
+        handle = os.open(host_view(mount_point), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise MediumError(f"{mount_point} cannot be opened as the medium's folder: {exc}") \
+            from exc
+    try:
+        device = os.stat(host_view(Path("/dev") / name)).st_rdev
+        if os.fstat(handle).st_dev != device:
+            raise MediumError(f"{mount_point} is not the filesystem of /dev/{name}")
+    except BaseException:
+        os.close(handle)
+        raise
+    return handle
+
+
 # -- /proc/self/mounts -------------------------------------------------------------------------
 def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)

@@ -31,16 +31,18 @@ device page and ``clinibox software status`` read.
 
 from __future__ import annotations
 
+import fcntl
+import gzip
 import json
 import logging
 import os
 import re
 import shutil
-import sqlite3
 import subprocess
 import tempfile
 import time
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +64,7 @@ from clinibox_common.contracts.software_release import (
 from clinibox_common.contracts.words import Word
 from clinibox_common.fs import fsync_dir
 from firmware_app.settings.box import Config
+from firmware_app.settings.models import is_demo_key
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +74,21 @@ SERVICES = ("clinibox.service", "clinibox-web.service")
 START_SECONDS = 300.0
 #: seconds the self-test may take
 SELFTEST_SECONDS = 180.0
+#: seconds one build step (copy, pip, byte code, config check) may take: four of them, the
+#: services' start and two self-tests stay within the unit's TimeoutStartSec (45 min)
+STEP_SECONDS = 400
 #: the largest release a stick may bring (one is a few megabytes)
-MAX_RELEASE_BYTES = 256 << 20
-#: the most a release may unpack to, read from its headers before a byte is written: it is
-#: unpacked before its signature can be checked, onto the root partition
-MAX_RELEASE_UNPACKED = 512 << 20
+MAX_RELEASE_BYTES = 64 << 20
+#: the most a release's tar stream may hold, counted while it is decompressed before tarfile
+#: reads a header: it is unpacked before its signature can be checked, onto the root
+#: partition, and tarfile keeps a long name's or PAX header's body in memory
+MAX_RELEASE_UNPACKED = 64 << 20
+#: the most releases a stick or the service hands over at once
+MAX_RELEASES_TAKEN = 3
+#: the most of the self-test's output read
+SELFTEST_OUTPUT_BYTES = 1 << 20
+#: a release's file name: ``clinibox-<version>.release`` (names printed on the screen)
+RELEASE_FILE = re.compile(r"clinibox-[0-9]{1,4}\.[0-9]{1,4}\.[0-9]{1,4}\.release")
 #: room a new tree needs beyond the running venv's size
 SPARE_BYTES = 64 << 20
 _MIGRATION = re.compile(r"firmware_app/storage/migrations/v([0-9]+)_[a-z0-9_]+\.py")
@@ -118,6 +131,10 @@ class Host(Protocol):
     def selftest(self, seconds: float) -> dict[str, str] | None:
         """The running version's self-test, check name → status; None if it did not run."""
 
+    def database_schema(self, database: Path) -> int | None:
+        """The schema of the box's database (None: it has none yet), read as the service
+        user: root never opens a file in the service user's folder as a database."""
+
 
 class SystemdHost:
     """The real machine: systemctl, and the self-test run as the service user."""
@@ -155,11 +172,24 @@ class SystemdHost:
             done = subprocess.run(["runuser", "-u", self.user, "--", self.command,
                                    "selftest", "--json"], capture_output=True, text=True,
                                   timeout=seconds)
-            checks = json.loads(done.stdout)["checks"]
+            checks = json.loads(done.stdout[:SELFTEST_OUTPUT_BYTES])["checks"]
             return {str(c["name"]): str(c["status"]) for c in checks}
-        except (OSError, subprocess.TimeoutExpired, ValueError, KeyError, TypeError) as exc:
+        except Exception as exc:  # whatever the self-test printed: it did not pass
             log.warning("the self-test did not run: %s", exc)
             return None
+
+    def database_schema(self, database: Path) -> int | None:
+        reader = ("import sqlite3, sys\n"
+                  "c = sqlite3.connect(f'file:{sys.argv[1]}?mode=ro', uri=True, timeout=30)\n"
+                  "print(c.execute('PRAGMA user_version').fetchone()[0])")
+        done = subprocess.run(["runuser", "-u", self.user, "--", "/usr/bin/python3", "-I",
+                               "-c", reader, str(database)], capture_output=True, text=True,
+                              timeout=120)
+        if done.returncode != 0:
+            raise ReleaseError(ReleaseRefusal.BUILD_FAILED,
+                               f"the database's schema could not be read: "
+                               f"{done.stderr.strip()[-300:]}")
+        return int(done.stdout.strip())
 
 
 @dataclass(frozen=True)
@@ -232,6 +262,18 @@ def _write_json(path: Path, document: dict[str, Any]) -> None:
     fsync_dir(path.parent)
 
 
+def _write_text(path: Path, text: str) -> None:
+    """Write ``text`` at ``path`` durably (a temporary file, fsync, renamed)."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, path)
+    fsync_dir(path.parent)
+
+
 def read_outcome(layout: Layout) -> dict[str, Any] | None:
     """The last update's outcome, or None."""
     try:
@@ -241,10 +283,12 @@ def read_outcome(layout: Layout) -> dict[str, Any] | None:
     return document if isinstance(document, dict) else None
 
 
-def _record(layout: Layout, outcome: Outcome, *, running: str, release: str,
+def _record(layout: Layout, outcome: Outcome, *, running: str, release: str, file: str,
             reason: str = "", detail: str = "") -> dict[str, Any]:
+    """Keep how an update ended; ``file``: the release's file name, which the service that
+    handed it over looks for."""
     document = {"outcome": str(outcome), "running": running, "release": release,
-                "reason": reason, "detail": detail[:2000], "at": time.time()}
+                "file": file, "reason": reason, "detail": detail[:2000], "at": time.time()}
     _write_json(layout.outcome, document)
     log.info("software update %s: %s (running %s) %s %s", outcome, release, running, reason,
              detail)
@@ -277,18 +321,11 @@ def _schema_of_wheel(wheel: Path) -> int:
     return max(numbers, default=0)
 
 
-def _database_schema(config: Config) -> int | None:
-    """The schema of the box's database, or None when it has none yet."""
-    if not config.database_path.exists():
-        return None
-    uri = f"file:{config.database_path}?mode=ro"
-    with sqlite3.connect(uri, uri=True, timeout=30) as conn:
-        return int(conn.execute("PRAGMA user_version").fetchone()[0])
-
-
 def _trusted(config: Config) -> list[Any]:
+    """The keys a release may be signed with: the hospital's model-signing keys, never the
+    DEMO-ONLY key (whose private half is public), even on a demonstration box."""
     keys = []
-    for path in config.trusted_key_paths:
+    for path in (p for p in config.trusted_key_paths if not is_demo_key(p)):
         try:
             keys.append(signing.load_public_key(path))
         except (OSError, ValueError, signing.SignatureError) as exc:
@@ -296,7 +333,7 @@ def _trusted(config: Config) -> list[Any]:
     return keys
 
 
-def check_release(config: Config, layout: Layout, unpacked: Path) -> Release:
+def check_release(config: Config, layout: Layout, unpacked: Path, host: Host) -> Release:
     """The unpacked release verified and fit for this box, or ReleaseError."""
     release = verify(unpacked, _trusted(config))
     running = layout.running_version()
@@ -312,7 +349,9 @@ def check_release(config: Config, layout: Layout, unpacked: Path) -> Release:
     if changed:
         raise ReleaseError(ReleaseRefusal.NEEDS_BUNDLE,
                            f"{len(changed)} dependencies differ, first {changed[0]}")
-    schema, database = _schema_of_wheel(release.wheel), _database_schema(config)
+    schema = _schema_of_wheel(release.wheel)
+    database = host.database_schema(config.database_path) \
+        if config.database_path.exists() else None
     if database is not None and schema != database:
         raise ReleaseError(ReleaseRefusal.DATABASE_CHANGE,
                            f"database schema {database} would become {schema}")
@@ -321,8 +360,8 @@ def check_release(config: Config, layout: Layout, unpacked: Path) -> Release:
 
 def check_space(layout: Layout) -> None:
     """Room for another copy of the running venv, or ReleaseError(NO_SPACE)."""
-    venv = layout.current / "venv"
-    needed = sum(p.lstat().st_size for p in venv.rglob("*") if p.is_file()) + SPARE_BYTES
+    needed = sum(p.lstat().st_size for name in ("venv", "models")
+                 for p in (layout.current / name).rglob("*") if p.is_file()) + SPARE_BYTES
     if shutil.disk_usage(layout.prefix).free < needed:
         raise ReleaseError(ReleaseRefusal.NO_SPACE, f"{needed >> 20} MB needed")
 
@@ -387,7 +426,11 @@ def _run(command: list[str], *, env: dict[str, str] | None = None,
     """Run one build step (no ``PYTHON*`` variable of the caller reaches the new tree's
     Python); ReleaseError with its output when it fails."""
     env = {k: v for k, v in (env or os.environ).items() if not k.startswith("PYTHON")}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, env=env,
+                              timeout=STEP_SECONDS)
+    except subprocess.TimeoutExpired as exc:
+        raise ReleaseError(refusal, f"{command[0]} took over {STEP_SECONDS} s") from exc
     if done.returncode != 0:
         raise ReleaseError(refusal, (done.stderr or done.stdout).strip()[-1500:])
 
@@ -406,6 +449,8 @@ def prune(layout: Layout, keep: set[str]) -> list[str]:
     the root holds two trees, the running one and the one to go back to."""
     keep = {*keep, layout.current.resolve().name}
     removed = []
+    for leftover in layout.prefix.glob(".staging-*"):  # a build killed half-way
+        shutil.rmtree(leftover, ignore_errors=True)
     for tree in sorted(layout.prefix.iterdir()):
         if tree.is_dir() and not tree.is_symlink() and not tree.name.startswith(".") \
                 and (tree / "VERSION").exists() and tree.name not in keep:
@@ -429,15 +474,47 @@ def revert(layout: Layout, host: Host, reason: RevertReason, detail: str = "", *
     layout.trial_from.unlink(missing_ok=True)
     fsync_dir(layout.state)
     return _record(layout, Outcome.REVERTED, running=previous, release=tried,
+                   file=str(trial.get("file", "")),
                    reason=str(reason), detail=detail)
+
+
+def _locked(layout: Layout) -> int:
+    """An exclusive lock on the updater's state (one apply or assess at a time)."""
+    layout.state.mkdir(mode=0o755, parents=True, exist_ok=True)
+    os.chmod(layout.state, 0o755)
+    handle = os.open(layout.state / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    return handle
+
+
+def _bounded_stream(archive: Path) -> None:
+    """ReleaseError unless the archive is gzip whose stream holds at most
+    :data:`MAX_RELEASE_UNPACKED` bytes (counted before tarfile reads a header)."""
+    total = 0
+    try:
+        with gzip.open(archive, "rb") as stream:
+            while block := stream.read(1 << 20):
+                total += len(block)
+                if total > MAX_RELEASE_UNPACKED:
+                    raise ReleaseError(ReleaseRefusal.NOT_A_RELEASE,
+                                       f"it unpacks to over {MAX_RELEASE_UNPACKED >> 20} MB")
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ReleaseError(ReleaseRefusal.NOT_A_RELEASE, f"not a gzip archive: {exc}") from exc
 
 
 def apply(config: Config, archive: Path, *, layout: Layout | None = None,
           host: Host | None = None, run: Callable[..., Any] = _run) -> dict[str, Any]:
     """Apply the release ``archive``: refused, kept or reverted (the outcome, also kept)."""
     layout, host = layout or Layout(), host or SystemdHost()
-    layout.state.mkdir(mode=0o755, parents=True, exist_ok=True)
-    os.chmod(layout.state, 0o755)
+    lock = _locked(layout)
+    try:
+        return _apply(config, archive, layout, host, run)
+    finally:
+        os.close(lock)
+
+
+def _apply(config: Config, archive: Path, layout: Layout, host: Host,
+           run: Callable[..., Any]) -> dict[str, Any]:
     if layout.trial.exists():  # an earlier trial not ended: end it first
         revert(layout, host, RevertReason.BOOT_INTERRUPTED, "a trial was still open")
     work = Path(tempfile.mkdtemp(prefix="release-", dir=layout.state))
@@ -448,38 +525,49 @@ def apply(config: Config, archive: Path, *, layout: Layout | None = None,
             with open(archive, "rb", opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW)) as src, \
                     open(copy, "xb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
+            _bounded_stream(copy)
             unpacked = unpack(copy, work / "unpacked", MAX_RELEASE_UNPACKED)
         except (OSError, PackageError) as exc:
             raise ReleaseError(ReleaseRefusal.NOT_A_RELEASE, str(exc)) from exc
         running = layout.running_version()
-        release = check_release(config, layout, unpacked)
+        release = check_release(config, layout, unpacked, host)
         prune(layout, keep={running})  # room for the new tree beside the running one
         check_space(layout)
         before = host.selftest(SELFTEST_SECONDS)
         tree = build_tree(layout, release, run)
     except ReleaseError as exc:
-        running = _running_or_blank(layout)
-        return _record(layout, Outcome.REFUSED, running=running, release=name,
-                       reason=str(exc.code), detail=exc.detail)
+        return _record(layout, Outcome.REFUSED, running=_running_or_blank(layout),
+                       release=name, file=name, reason=str(exc.code), detail=exc.detail)
+    except Exception as exc:  # a failure of the machine's, before anything switched
+        log.exception("software update %s failed before the switch", name)
+        return _record(layout, Outcome.REFUSED, running=_running_or_blank(layout),
+                       release=name, file=name, reason=str(ReleaseRefusal.BUILD_FAILED),
+                       detail=f"{type(exc).__name__}: {exc}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    _write_json(layout.trial, {"from": running, "to": release.version, "at": time.time()})
-    layout.trial_from.write_text(running + "\n", encoding="utf-8")
-    fsync_dir(layout.state)
-    install_units(layout, tree)
-    switch_current(layout, release.version)
-    host.reload()
-    host.restart(SERVICES)
-    if not host.active(SERVICES, START_SECONDS):
+    _write_text(layout.trial_from, running + "\n")  # first: the boot's unit reads it alone
+    _write_json(layout.trial, {"from": running, "to": release.version, "file": name,
+                               "at": time.time()})
+    try:
+        install_units(layout, tree)
+        switch_current(layout, release.version)
+        host.reload()
+        host.restart(SERVICES)
+        if not host.active(SERVICES, START_SECONDS):
+            return revert(layout, host, RevertReason.SERVICE_FAILED,
+                          "the services of the new version did not come up")
+        failed = _newly_failed(before, host.selftest(SELFTEST_SECONDS))
+    except Exception as exc:  # whatever broke during the trial: back to the version before
+        log.exception("software update %s failed during its trial", name)
         return revert(layout, host, RevertReason.SERVICE_FAILED,
-                      "the services of the new version did not come up")
-    failed = _newly_failed(before, host.selftest(SELFTEST_SECONDS))
+                      f"the trial failed: {type(exc).__name__}: {exc}")
     if failed:
         return revert(layout, host, RevertReason.SELFTEST_FAILED, ", ".join(failed))
     layout.trial.unlink()
     layout.trial_from.unlink(missing_ok=True)
     fsync_dir(layout.state)
-    return _record(layout, Outcome.KEPT, running=release.version, release=release.version)
+    return _record(layout, Outcome.KEPT, running=release.version, release=release.version,
+                   file=name)
 
 
 def _running_or_blank(layout: Layout) -> str:
@@ -495,28 +583,47 @@ def assess_at_boot(layout: Layout | None = None, host: Host | None = None) \
     layout, host = layout or Layout(), host or SystemdHost()
     if not layout.trial.exists():
         return None
-    return revert(layout, host, RevertReason.BOOT_INTERRUPTED,
-                  "the box went down during the trial", restart=False)
+    lock = _locked(layout)
+    try:
+        if not layout.trial.exists():
+            return None
+        return revert(layout, host, RevertReason.BOOT_INTERRUPTED,
+                      "the box went down during the trial", restart=False)
+    finally:
+        os.close(lock)
 
 
 def take_from(folder: Path, layout: Layout | None = None) -> list[str]:
-    """Copy the releases at the top of ``folder`` (a USB stick) into the incoming folder:
-    regular files named ``*.release`` of a bounded size, never a link; their names."""
+    """Copy the releases at the top of ``folder`` (a USB stick, or the service's hand-over)
+    into the incoming folder: regular files named ``clinibox-<version>.release``, never a link,
+    of a bounded size, at most :data:`MAX_RELEASES_TAKEN`, while the disk has room; their
+    names."""
     layout = layout or Layout()
     layout.incoming.mkdir(mode=0o700, parents=True, exist_ok=True)
-    taken = []
+    for leftover in layout.incoming.glob(".taking-*"):
+        leftover.unlink(missing_ok=True)
+    taken: list[str] = []
     for path in sorted(folder.glob("*" + SUFFIX)):
-        if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_RELEASE_BYTES:
-            log.warning("%s is not a release file of at most %d MB; left on the stick",
-                        path.name, MAX_RELEASE_BYTES >> 20)
+        if not RELEASE_FILE.fullmatch(path.name) or path.is_symlink() or not path.is_file() \
+                or path.stat().st_size > MAX_RELEASE_BYTES or len(taken) >= MAX_RELEASES_TAKEN:
+            log.warning("a file named like a release was left where it lies (not "
+                        "clinibox-<version>.release, not a file of at most %d MB, or more "
+                        "than %d)", MAX_RELEASE_BYTES >> 20, MAX_RELEASES_TAKEN)
+            continue
+        if shutil.disk_usage(layout.incoming).free < path.stat().st_size + SPARE_BYTES:
+            log.warning("%s left where it lies: the disk lacks room", path.name)
             continue
         handle, temporary = tempfile.mkstemp(prefix=".taking-", dir=layout.incoming)
-        with open(path, "rb", opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW)) as src, \
-                os.fdopen(handle, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(temporary, layout.incoming / path.name)
+        try:
+            with open(path, "rb", opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW)) as src, \
+                    os.fdopen(handle, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+                dst.flush()
+                os.fsync(dst.fileno())
+            os.replace(temporary, layout.incoming / path.name)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
         taken.append(path.name)
     fsync_dir(layout.incoming)
     return taken
@@ -527,11 +634,21 @@ def apply_incoming(config: Config, layout: Layout | None = None, host: Host | No
     """Apply every release waiting in the incoming folder, oldest version first, yielding each
     outcome as it ends; each release is removed once applied or refused."""
     layout = layout or Layout()
+    handed = config.software_incoming_dir
+    if handed.is_dir() and not handed.is_symlink():  # the hospital's, fetched by the service
+        for name in take_from(handed, layout):
+            (handed / name).unlink(missing_ok=True)
     waiting = sorted(layout.incoming.glob("*" + SUFFIX),
                      key=lambda p: version_key(p.name.removesuffix(SUFFIX)))
     for path in waiting:
         log.info("applying %s", path.name)
+        # out of the incoming folder first: a release that hangs or kills the machine is not
+        # applied again at every boot
+        applying = layout.state / "applying"
+        applying.mkdir(mode=0o700, exist_ok=True)
+        taken = applying / path.name
+        os.replace(path, taken)
         try:
-            yield apply(config, path, layout=layout, host=host)
+            yield apply(config, taken, layout=layout, host=host)
         finally:
-            path.unlink(missing_ok=True)
+            taken.unlink(missing_ok=True)

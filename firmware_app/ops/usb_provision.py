@@ -79,11 +79,13 @@ def bundles_on(mount_point: Path) -> list[Path]:
     return found
 
 
-def provision_from(mount_point: Path, config: Path | None) -> StickResult:
+def provision_from(mount_point: Path, config: Path | None, *,
+                   folder: Path | None = None) -> StickResult:
     """Provision the box configured at ``config`` from the one bundle on the medium (None: no
-    config is named, and a bundle is refused for it)."""
+    config is named, and a bundle is refused for it); ``folder``: where to read the medium
+    (its opened folder, ``usb_mount.opened_medium``), else the mount point."""
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    bundles = bundles_on(host_view(mount_point))
+    bundles = bundles_on(folder if folder is not None else host_view(mount_point))
     if not bundles:
         return StickResult(StickOutcome.NO_BUNDLE, at=now)
     if len(bundles) > 1:

@@ -15,6 +15,7 @@ import json
 import os
 import sqlite3
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -55,6 +56,11 @@ class StandInSystemd:
     def selftest(self, seconds: float) -> dict[str, str] | None:
         self.calls.append("selftest")
         return self.tables.pop(0)
+
+    def database_schema(self, database: Path) -> int | None:
+        """Read here as the test's user (the box reads it as the service user)."""
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as conn:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
 class WentDown(BaseException):

@@ -197,3 +197,18 @@ def test_without_a_config_only_a_stick_with_a_bundle_is_refused(tmp_path, bundle
     other = tmp_path / "other"
     other.mkdir()
     assert provision_from(_stick(other, bundle), None).outcome is StickOutcome.REFUSED
+
+
+def test_a_root_step_reads_only_the_medium_itself(tmp_path):
+    """The import folder is the service user's: a folder of its own, or a link, put where
+    the medium was mounted is refused, never read by root."""
+    from firmware_app.ingest.usb_mount import MediumError, opened_medium
+
+    impostor = tmp_path / "usb-sdz"
+    impostor.mkdir()
+    with pytest.raises(MediumError, match="not the filesystem of /dev/null"):
+        opened_medium("null", impostor)
+    link = tmp_path / "usb-sdy"
+    link.symlink_to(impostor)
+    with pytest.raises(MediumError, match="cannot be opened"):
+        opened_medium("null", link)
