@@ -259,9 +259,10 @@ class RolloutsConfig:
                                        "hours a box may take from its offer to installing or "
                                        "refusing the package; after that it counts as failed "
                                        "(timed out) and no longer holds the next wave back", 72.0)
-    packages_dir: str = setting(doc="folder of signed package archives (*.tar.gz) the console "
-                                    "offers to start a rollout from; empty: none (the terminal "
-                                    "command only)", default="")
+    packages_dir: str = setting(doc="folder of signed package archives (*.tar.gz) and "
+                                    "software releases (*.release) the console offers to "
+                                    "start a rollout from; empty: none (the terminal command "
+                                    "only)", default="")
 
 
 @dataclass

@@ -88,7 +88,17 @@ EVENT_REASONS = {"technician": N_("by a technician"), "signature": N_("bad signa
                  "trial_passed": N_("trial passed"), "no_space": N_("not enough disk space"),
                  "transfer": N_("the download stalls; the box keeps asking"),
                  "replaced": N_("replaced by a newer rollout"),
-                 "stale": N_("arrived too late")}
+                 "stale": N_("arrived too late"),
+                 # a release of the box's software, refused or taken back by the box
+                 "needs_bundle": N_("needs the full offline bundle (its components differ)"),
+                 "database_change": N_("changes the database: install it from the offline "
+                                       "bundle after a backup"),
+                 "config_refused": N_("the new version refuses the box's settings"),
+                 "build_failed": N_("the new version could not be installed"),
+                 "service_failed": N_("its services did not start on the box"),
+                 "selftest_failed": N_("its self-test failed where the version before "
+                                       "passed: the box went back by itself"),
+                 "boot_interrupted": N_("the box went down during the trial and went back")}
 #: the console's audit actions (``console_audit.action``)
 ACTIONS = {"login": N_("login"), "login_failed": N_("login failed"),
            "login_throttled": N_("login throttled"), "logout": N_("logout"),

@@ -161,9 +161,11 @@ def cmd_rollback(args: argparse.Namespace, config: CentralConfig) -> int:
 def add_rollout_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
     """Register ``rollout``, ``rollouts`` and ``rollback`` on ``clinibox central``."""
     start = command("rollout", cmd_rollout,
-                    "offer a hospital-signed model package to boxes, canaries first")
+                    "offer a hospital-signed model package or software release to boxes, "
+                    "canaries first")
     start.add_argument("package", help="the package archive (clinibox model sign --archive) "
-                                       "or folder")
+                                       "or folder, or a release of the box's software "
+                                       "(clinibox software pack)")
     start.add_argument("--to", action="append", type=_box, metavar="CLINIC/BOX",
                        help="a box to offer it to (repeatable; the first --canary are canaries)")
     start.add_argument("--group", metavar="NAME",

@@ -24,6 +24,13 @@ canaries pauses the rollout (``--pause-on-failure``: a failure in any wave does)
 person resumes it (:func:`resume`) or rolls it back (:func:`rollback`: a ``rollback``
 downlink to each box that installed it, which goes back to its kept previous package). A
 box that fails its golden cases keeps its old model; the others keep the new one.
+
+A **release of the box's software** (``contracts/software_release.py``, named ``clinibox``)
+rolls out the same way: checked as a box checks it, cut into chunks, offered in waves. The
+box hands it to its root updater, which tries it and keeps it or goes back by itself; the box
+answers ``kept``, or ``rolled_back`` / ``refused`` with the reason (a failed self-test, other
+dependencies …). It counts as seen once the box's status reports that software version. A
+release is never rolled back by order: the box's own trial does that.
 """
 
 from __future__ import annotations
@@ -41,10 +48,11 @@ from typing import Any
 from central.config import CANARY_RANGE, WAVE_SIZE_RANGE
 from central.reviews import audit, queue_downlink
 from central.sql import Transaction
-from clinibox_common.contracts import downlink, signing
+from clinibox_common.contracts import downlink, signing, software_release
 from clinibox_common.contracts.egress import EgressRefused, check_identity
 from clinibox_common.contracts.manifest import PackageError, check_files, check_schema
 from clinibox_common.contracts.package_archive import PackedArchive, describe, unpack
+from clinibox_common.contracts.software_release import RELEASE_SCHEMA, is_release
 from clinibox_common.contracts.words import Word
 from clinibox_common.errors import CliniboxError
 from clinibox_common.i18n import N_, gettext
@@ -177,15 +185,21 @@ def check_package(path: Path, trusted_keys: Iterable[Path]) -> CheckedPackage:
         with tempfile.TemporaryDirectory(prefix="clinibox-rollout-") as folder:
             manifest_path = unpack(Path(path), Path(folder)) / "manifest.json"
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-            check_schema(manifest)
-            try:
-                signer = signing.verify_document(manifest, keys)
-            except signing.SignatureError as exc:
-                raise RolloutError(gettext("%(path)s: not signed by a key of %(setting)s, so "
-                                           "no box would install it (%(why)s)", path=path,
-                                           setting="[rollouts] trusted_keys",
-                                           why=error_words(exc))) from exc
-            check_files(manifest_path.parent, manifest)
+            if isinstance(manifest, dict) and manifest.get("schema") == RELEASE_SCHEMA:
+                signer = _checked_release(Path(path), manifest_path.parent, keys)
+            else:
+                if isinstance(manifest, dict) and is_release(str(manifest.get("name"))):
+                    raise RolloutError(gettext("%(path)s: a model package may not bear the "
+                                               "name of the box's software", path=path))
+                check_schema(manifest)
+                try:
+                    signer = signing.verify_document(manifest, keys)
+                except signing.SignatureError as exc:
+                    raise RolloutError(gettext(
+                        "%(path)s: not signed by a key of %(setting)s, so no box would "
+                        "install it (%(why)s)", path=path, setting="[rollouts] trusted_keys",
+                        why=error_words(exc))) from exc
+                check_files(manifest_path.parent, manifest)
             digest = signing.manifest_digest(manifest)
     except (PackageError, OSError, ValueError, tarfile.TarError) as exc:
         raise RolloutError(f"{path}: {error_words(exc)}") from exc
@@ -203,6 +217,21 @@ def check_package(path: Path, trusted_keys: Iterable[Path]) -> CheckedPackage:
         raise RolloutError(gettext("%(path)s: its name or version cannot be offered to a box",
                                    path=path))
     return CheckedPackage(archive, signer, digest)
+
+
+def _checked_release(path: Path, root: Path, keys: list[Any]) -> str:
+    """A release of the box's software checked as a box checks it (signature by a trusted
+    key, every file); its signer's key id, or RolloutError."""
+    try:
+        return software_release.verify(root, keys).signer
+    except software_release.ReleaseError as exc:
+        if exc.code is software_release.ReleaseRefusal.SIGNATURE:
+            raise RolloutError(gettext("%(path)s: not signed by a key of %(setting)s, so no "
+                                       "box would install it (%(why)s)", path=path,
+                                       setting="[rollouts] trusted_keys",
+                                       why=error_words(exc))) from exc
+        raise RolloutError(gettext("%(path)s: not a release a box would apply (%(why)s)",
+                                   path=path, why=error_words(exc))) from exc
 
 
 def _read_chunks(path: Path, size: int) -> Iterator[bytes]:
@@ -313,13 +342,20 @@ def targets(tx: Transaction, rollout_id: int | None = None, *, clinic: str = "",
     columns = ", ".join(f"t.{c}" for c in _TARGET_COLUMNS)
     rows = tx.execute(
         f"SELECT {columns}, s.model, s.model_digest, r.name || '@' || r.version,"
-        " r.manifest_sha256 FROM rollout_targets AS t JOIN rollouts AS r ON r.id = t.rollout_id"
-        " LEFT JOIN box_state AS s ON s.clinic = t.clinic AND s.device = t.device"
-        f" WHERE {where} ORDER BY t.rollout_id DESC, t.wave, t.clinic, t.device",
-        params).fetchall()
-    boxes = [dict(zip(_TARGET_COLUMNS + _RUNNING_COLUMNS, row, strict=True)) for row in rows]
-    for box in boxes:
+        " r.manifest_sha256, r.name, s.software FROM rollout_targets AS t JOIN rollouts AS r"
+        " ON r.id = t.rollout_id LEFT JOIN box_state AS s ON s.clinic = t.clinic AND"
+        f" s.device = t.device WHERE {where} ORDER BY t.rollout_id DESC, t.wave, t.clinic,"
+        " t.device", params).fetchall()
+    boxes = []
+    for row in rows:
+        box = dict(zip(_TARGET_COLUMNS + _RUNNING_COLUMNS, row[:-2], strict=True))
+        name, software = row[-2], row[-1]
+        if is_release(str(name)):  # a release: the software version the box reports
+            box.update(running=f"{name}@{software}" if software else None,
+                       running_digest=None, package_digest=None)
+        box["software"] = is_release(str(name))
         box["seen"] = seen(box)
+        boxes.append(box)
     return boxes
 
 
@@ -499,17 +535,19 @@ def _state(tx: Transaction, rollout_id: int) -> str:
 
 def can_roll_back(target: dict[str, Any]) -> bool:
     """Whether a rollback order goes to this box of a rollout (:func:`targets`' row): it was
-    offered the package, has no rollback order yet and did not fail it. The rule
+    offered the package (not a release of the box's software), has no rollback order yet and
+    did not fail it. The rule
     :func:`rollback` follows and the console's rollout page shows."""
     return target["offer_seq"] is not None and target["rollback_seq"] is None \
-        and target["step"] not in FAILED_STEPS
+        and target["step"] not in FAILED_STEPS and not target.get("software")
 
 
 def undoable(tx: Transaction, clinic: str, device: str) -> dict[str, Any] | None:
     """The box's latest rollout that a rollback of the box undoes (installed or on its way),
     as :func:`targets`' row, or None."""
     return next((t for t in targets(tx, clinic=clinic, device=device)
-                 if t["step"] in (*INSTALLED_STEPS, *IN_PROGRESS_STEPS)), None)
+                 if t["step"] in (*INSTALLED_STEPS, *IN_PROGRESS_STEPS)
+                 and not t["software"]), None)
 
 
 def rollback(tx: Transaction, by: str, *, rollout_id: int | None = None,

@@ -43,11 +43,13 @@ def _account_name() -> str:
 
 
 def packages() -> list[str]:
-    """The package archives (``*.tar.gz``) in ``[rollouts] packages_dir``, by name."""
+    """The package archives (``*.tar.gz``) and releases of the box's software
+    (``*.release``) in ``[rollouts] packages_dir``, by name."""
     folder = console().config.rollouts.packages_dir
     if not folder or not Path(folder).is_dir():
         return []
-    return sorted(p.name for p in Path(folder).glob("*.tar.gz") if p.is_file())[:MOST_PACKAGES]
+    return sorted(p.name for pattern in ("*.tar.gz", "*.release")
+                  for p in Path(folder).glob(pattern) if p.is_file())[:MOST_PACKAGES]
 
 
 def _clinic_names() -> dict[str, tuple[str, str]]:

@@ -45,6 +45,9 @@ EVENT_REASONS = (
     "technician", "signature", "tampered", "invalid", "older_version", "golden_cases_failed",
     "load_failed", "worker_crashed", "worker_errors", "unit_failed", "not_installed",
     "hospital", "trial_passed", "no_space", "transfer", "replaced", "stale",
+    # a software release refused or taken back (``software_release.EVENT_REASONS``)
+    "needs_bundle", "database_change", "config_refused", "build_failed", "service_failed",
+    "selftest_failed", "boot_interrupted",
 )
 #: Where a box stands in a hospital rollout (``rollout`` events, in this order when all
 #: goes well; ``refused`` and ``rolled_back`` end it on that box, with the reason).

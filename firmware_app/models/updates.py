@@ -50,15 +50,19 @@ from typing import Protocol
 
 from clinibox_common.contracts import downlink
 from clinibox_common.contracts.manifest import PackageError
+from clinibox_common.contracts.software_release import EVENT_REASONS as RELEASE_REASONS
+from clinibox_common.contracts.software_release import file_name, is_release
 from clinibox_common.errors import CliniboxError
 from clinibox_common.fs import fsync_dir
 from engine.model_package import version_key
+from firmware_app import __version__
 from firmware_app.models.download_meter import DownloadMeter
 from firmware_app.models.install import UpdateRefused, install, report_event, rollback
 from firmware_app.models.store import store_for
 from firmware_app.settings.box import Config
 from firmware_app.storage import db, download_progress, model_offers
 from firmware_app.storage.model_offers import ModelOffer
+from firmware_app.words import software_words
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,10 @@ BAD_CHUNKS_ALLOWED = 3
 STALLED_AFTER = 10
 #: seconds between looks at the open orders when nothing wakes the updater
 IDLE_SECONDS = 30.0
+#: seconds between looks for the software updater's outcome of a handed release
+RELEASE_POLL_SECONDS = 5.0
+#: how long a handed release may lie untaken before the box says it cannot apply it
+UNTAKEN_SECONDS = 15 * 60.0
 
 
 class ChunkSource(Protocol):
@@ -181,6 +189,9 @@ class Updater:
         if offer.kind == downlink.KIND_ROLLBACK:
             self._roll_back(offer)
             return
+        if is_release(offer.name):
+            self._release(offer, stop)
+            return
         if offer.step != "offered" and store_for(self.config).read().active == offer.version:
             # the install had switched when the service stopped (a kill -9, a power cut)
             # before the order was closed: it is done, and install reported it
@@ -205,6 +216,85 @@ class Updater:
         if archive is None:
             return
         self._install(offer, archive)
+
+    # -- a release of the box's own software ----------------------------------------------
+    def _release(self, offer: ModelOffer, stop: threading.Event) -> None:
+        """A release: refused before a byte is fetched when it is not newer than the running
+        version or does not fit the disk; fetched as a package is; handed to root's updater
+        (``clinibox-software-update``, which tries it and keeps it or goes back by itself);
+        its outcome told to the hospital when it comes, by whichever version then runs."""
+        if offer.step == "offered":
+            if offer.version == __version__:
+                self._step(offer, "kept", done=True)  # this box runs it already
+                return
+            refusal = self.release_refusal(offer)
+            if refusal:
+                log.warning("rollout %d of %s refused: %s", offer.rollout, offer.model_id,
+                            refusal)
+                self._step(offer, "refused", reason=refusal, done=True)
+                return
+            self._step(offer, "offered")
+            self._step(offer, "downloading")
+        if offer.step in ("offered", "downloading"):
+            archive = self.download(offer, stop)
+            if archive is not None:
+                self._hand_over(offer, archive)
+            return
+        if self._archive(offer).exists():  # downloaded, not yet handed (a restart between)
+            self._hand_over(offer, self._archive(offer))
+            return
+        self._await_outcome(offer, stop)
+
+    def release_refusal(self, offer: ModelOffer) -> str:
+        """Why a release is refused before anything is fetched ("" when it is not)."""
+        if version_key(offer.version) <= version_key(__version__):
+            return "older_version"
+        payload = offer.payload
+        needed = (2 * payload["archive_bytes"] + payload["unpacked_bytes"]
+                  + self.config.updates.min_free_mb * 2**20)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if shutil.disk_usage(self.folder).free < needed:
+            return "no_space"
+        return ""
+
+    def _hand_over(self, offer: ModelOffer, archive: Path) -> None:
+        """Leave the checked archive where root's updater takes it (renamed into place)."""
+        folder = self.config.software_incoming_dir
+        folder.mkdir(mode=0o750, parents=True, exist_ok=True)
+        temporary = folder / f".{file_name(offer.version)}.part"
+        shutil.copyfile(archive, temporary)
+        with temporary.open("rb") as data:
+            os.fsync(data.fileno())
+        os.replace(temporary, folder / file_name(offer.version))
+        fsync_dir(folder)
+        self._drop(offer)
+        log.info("rollout %d: %s handed to the software updater", offer.rollout,
+                 offer.model_id)
+
+    def _await_outcome(self, offer: ModelOffer, stop: threading.Event) -> None:
+        """Tell the hospital how root's updater ended the release, once it has; a release
+        that lies untaken (no update unit on this box) is refused after a while."""
+        outcome = software_words.read_outcome()
+        if outcome is not None and outcome.get("file") == file_name(offer.version) \
+                and float(outcome.get("at") or 0) >= offer.updated_at:
+            reason = RELEASE_REASONS.get(str(outcome.get("reason")), "")
+            if outcome.get("outcome") == "kept":
+                self._step(offer, "kept", done=True)
+            elif outcome.get("outcome") == "reverted":
+                self._step(offer, "rolled_back", reason=reason or "selftest_failed",
+                           done=True)
+            else:
+                self._step(offer, "refused", reason=reason or "invalid", done=True)
+            return
+        handed = self.config.software_incoming_dir / file_name(offer.version)
+        if handed.exists() and time.time() - offer.updated_at > UNTAKEN_SECONDS:
+            handed.unlink(missing_ok=True)
+            log.error("rollout %d: no software updater took %s in %.0f minutes (is "
+                      "clinibox-software-update.path enabled?)", offer.rollout,
+                      handed.name, UNTAKEN_SECONDS / 60)
+            self._step(offer, "refused", reason="not_installed", done=True)
+            return
+        stop.wait(RELEASE_POLL_SECONDS)  # root's updater works (and may restart this service)
 
     # -- checks before a byte is fetched ---------------------------------------------------
     def refusal(self, offer: ModelOffer) -> str:

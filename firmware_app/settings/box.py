@@ -118,6 +118,12 @@ class Config:
         return BUNDLED_MODELS_DIR
 
     @property
+    def software_incoming_dir(self) -> Path:
+        """Where the service leaves a software release the hospital rolled out, for root's
+        updater (``clinibox-software-update.path`` watches it)."""
+        return self.state_dir / "software-incoming"
+
+    @property
     def model_store_dir(self) -> Path:
         """Where ``clinibox model install`` keeps installed packages and their state."""
         if self.models.store_dir:

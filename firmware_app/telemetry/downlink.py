@@ -52,6 +52,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from clinibox_common.contracts import downlink, signing
 from clinibox_common.contracts.downlink import DownlinkRefused
+from clinibox_common.contracts.software_release import is_release
 from firmware_app.settings.box import Config
 from firmware_app.storage import db, hospital_reviews, link_checks, model_offers
 from firmware_app.telemetry.identity import DeviceIdentity, find_study
@@ -158,12 +159,14 @@ class DownlinkReceiver:
                     payload: dict[str, Any], late: bool) -> str:
         """Keep a rollout offer or rollback order for the updater (``models/updates.py``).
 
-        An order for another package than the box's own (``[models] name``) or a late one
+        An order for another package than the box's own (``[models] name``, or a release
+        of its software: no rollback order for one, the box goes back by itself) or a late one
         (the hospital's rollout has long moved on) is kept closed, refused: its sequence
         number still settles the watermark. A newer order for the package closes the
         older rollout offers still open. The updater tells the hospital of both."""
-        refusal = ("invalid" if payload["name"] != self.config.models.name
-                   else "stale" if late else "")
+        own = payload["name"] == self.config.models.name or (
+            is_release(payload["name"]) and kind == downlink.KIND_ROLLOUT)
+        refusal = "invalid" if not own else "stale" if late else ""
         with db.transaction(conn):
             kept = model_offers.add(conn, seq=seq, kind=kind, payload=payload,
                                     step="refused" if refusal else "offered",

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from clinibox_common.contracts.software_release import is_release
 from clinibox_common.i18n import N_, gettext, ngettext
 
 #: why the box has no model it may run, or why the hospital's order ended as it did
@@ -33,6 +34,15 @@ REASONS = {
     "hospital": N_("ordered by the hospital"),
     "technician": N_("by a technician"),
     "trial_passed": N_("the trial went well"),
+    # a release of the box's software (``contracts/software_release.EVENT_REASONS``)
+    "needs_bundle": N_("it needs the full offline bundle (its components differ)"),
+    "database_change": N_("it changes the database: install it from the offline bundle "
+                          "after a backup"),
+    "config_refused": N_("the new version refuses this box's settings"),
+    "build_failed": N_("the new version could not be installed"),
+    "service_failed": N_("its services did not start"),
+    "selftest_failed": N_("its self-test failed where the version before passed"),
+    "boot_interrupted": N_("the box went down during the trial"),
 }
 #: where the box stands in a hospital rollout (``contracts/egress.ROLLOUT_STEPS``)
 STEPS = {
@@ -50,6 +60,10 @@ STEPS = {
 #: what kind of order it is (``model_offers.kind``)
 KINDS = {"rollout": N_("rollout %(rollout)s"),
          "rollback": N_("rollback order (rollout %(rollout)s)")}
+#: a rollout of a release of the box's own software (``contracts/software_release.py``)
+SOFTWARE_ROLLOUT = N_("software update %(rollout)s")
+#: the steps said otherwise for a release of the box's software
+SOFTWARE_STEPS = {"rolled_back": N_("tried and taken back by itself")}
 
 #: The worklist's banner while the box waits for a model (for clinic staff).
 WAITING_BANNER = N_("This box has no model it may use yet. Images are received and kept; "
@@ -73,8 +87,10 @@ def step(code: str | None) -> str:
 
 
 def kind(order: Mapping[str, Any]) -> str:
-    """"rollout 12" or "rollback order (rollout 12)"."""
+    """"rollout 12", "rollback order (rollout 12)" or "software update 12"."""
     template = KINDS.get(order["kind"])
+    if order["kind"] == "rollout" and is_release(str(order.get("name", ""))):
+        template = SOFTWARE_ROLLOUT
     if template is None:
         return f"{order['kind']} {order['rollout']}"
     return gettext(template, rollout=order["rollout"])
@@ -82,7 +98,9 @@ def kind(order: Mapping[str, Any]) -> str:
 
 def outcome(order: Mapping[str, Any]) -> str:
     """The step an order reached, with its reason when it has one: "refused (…)"."""
-    said = step(order["step"])
+    said = (gettext(SOFTWARE_STEPS[order["step"]])
+            if is_release(str(order.get("name", ""))) and order["step"] in SOFTWARE_STEPS
+            else step(order["step"]))
     if not order.get("reason"):
         return said
     return gettext("%(step)s (%(reason)s)", step=said, reason=reason(order["reason"]))

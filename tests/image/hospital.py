@@ -60,6 +60,7 @@ def hospital(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hospital]:
         settings = receiver_settings(broker, pki, folder / "central.db",
                                      folder / "hospital.pem", "central-image")
         settings["keys"]["hospital_signing_key"] = str(folder / "hospital-signing.pem")
+        settings["rollouts"] = {"trusted_keys": [str(folder / "model-signing.pub")]}
         central = folder / "central.toml"
         central.write_text(to_toml(settings), encoding="utf-8")
         with open(folder / "serve.log", "wb") as log:
