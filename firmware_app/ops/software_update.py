@@ -262,15 +262,20 @@ def _write_json(path: Path, document: dict[str, Any]) -> None:
     fsync_dir(path.parent)
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write ``text`` at ``path`` durably (a temporary file, fsync, renamed)."""
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` at ``path`` durably (a temporary file, fsync, renamed), readable by all."""
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        out.write(text)
+    with os.fdopen(handle, "wb") as out:
+        out.write(data)
         out.flush()
         os.fsync(out.fileno())
     os.chmod(temporary, 0o644)
     os.replace(temporary, path)
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write ``text`` at ``path`` durably."""
+    _write_bytes(path, text.encode("utf-8"))
     fsync_dir(path.parent)
 
 
@@ -305,12 +310,19 @@ def switch_current(layout: Layout, version: str) -> None:
 
 
 def install_units(layout: Layout, tree: Path) -> None:
-    """The tree's units in place (every unit file at the top of its ``systemd/``)."""
+    """The tree's units in place (every unit file at the top of its ``systemd/``, each written
+    aside, synced and renamed), and the clinibox units another tree brought and this one lacks
+    removed (a unit of a version taken back does not stay behind)."""
     layout.unit_dir.mkdir(parents=True, exist_ok=True)
-    for unit in sorted((tree / "systemd").glob("*")):
-        if unit.is_file() and unit.suffix in (".service", ".timer", ".path"):
-            shutil.copyfile(unit, layout.unit_dir / unit.name)
-            (layout.unit_dir / unit.name).chmod(0o644)
+    wanted = {unit.name: unit for unit in sorted((tree / "systemd").glob("*"))
+              if unit.is_file() and unit.suffix in (".service", ".timer", ".path")}
+    for name, unit in wanted.items():
+        _write_bytes(layout.unit_dir / name, unit.read_bytes())
+    for stale in layout.unit_dir.glob("clinibox*"):
+        if stale.is_file() and stale.suffix in (".service", ".timer", ".path") \
+                and stale.name not in wanted:
+            stale.unlink()
+    fsync_dir(layout.unit_dir)
 
 
 def _schema_of_wheel(wheel: Path) -> int:

@@ -226,3 +226,14 @@ def test_a_trial_the_box_went_down_in_is_reverted_at_the_next_boot(box, tmp_path
     assert "restart" not in host.calls, "at boot the services start after it, by themselves"
     assert assess_at_boot(layout, StandInSystemd([])) is None
 
+
+
+def test_a_unit_only_the_tried_version_brought_does_not_stay_after_it_goes_back(box, tmp_path):
+    layout = box["layout"]
+    running = layout.current.resolve().name
+    extra = layout.unit_dir / "clinibox-extra.service"
+    extra.write_text("[Service]\nExecStart=/bin/true\n")  # as a newer tree would bring
+    software_update.install_units(layout, layout.prefix / running)
+    assert not extra.exists()
+    assert (layout.unit_dir / "clinibox.service").read_bytes() == (
+        layout.prefix / running / "systemd" / "clinibox.service").read_bytes()
