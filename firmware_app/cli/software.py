@@ -86,16 +86,19 @@ def cmd_assess(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """What runs, what is kept, and how the last update ended."""
-    prefix = Path("/opt/clinibox")
+    from clinibox_common.contracts.software_release import ReleaseError
+    from firmware_app.ops.software_update import Layout
+
+    layout = Layout()
     try:
-        running = (prefix / "current" / "VERSION").read_text(encoding="utf-8").strip()
-    except OSError:
+        running = layout.running_version()
+    except ReleaseError:
         running = ""
-    kept = sorted(q.parent.name for q in prefix.glob("*/VERSION")
+    kept = sorted(q.parent.name for q in layout.prefix.glob("*/VERSION")
                   if q.parent.name not in (running, "current")
                   and not q.parent.name.startswith("."))
     outcome = software_words.read_outcome()
-    trial = (software_words.STATE_DIR / "trial.json").exists()
+    trial = layout.trial.exists()
     if args.json:
         print(json.dumps({"running": running, "kept": kept, "trial_open": trial,
                           "last_update": outcome}, indent=2))

@@ -204,18 +204,23 @@ class Updater:
                 # this box runs it already (installed by hand, or by an earlier rollout)
                 self._step(offer, "on_trial" if state.trial is not None else "kept", done=True)
                 return
-            refusal = self.refusal(offer)
-            if refusal:
-                log.warning("rollout %d of %s refused: %s", offer.rollout, offer.model_id,
-                            refusal)
-                self._step(offer, "refused", reason=refusal, done=True)
+            if not self._begin(offer, self.refusal(offer)):
                 return
-            self._step(offer, "offered")
-            self._step(offer, "downloading")
         archive = self.download(offer, stop)
         if archive is None:
             return
         self._install(offer, archive)
+
+    def _begin(self, offer: ModelOffer, refusal: str) -> bool:
+        """Refuse the offer for ``refusal`` (told to the hospital), or start its download;
+        whether it goes on."""
+        if refusal:
+            log.warning("rollout %d of %s refused: %s", offer.rollout, offer.model_id, refusal)
+            self._step(offer, "refused", reason=refusal, done=True)
+            return False
+        self._step(offer, "offered")
+        self._step(offer, "downloading")
+        return True
 
     # -- a release of the box's own software ----------------------------------------------
     def _release(self, offer: ModelOffer, stop: threading.Event) -> None:
@@ -227,14 +232,8 @@ class Updater:
             if offer.version == __version__:
                 self._step(offer, "kept", done=True)  # this box runs it already
                 return
-            refusal = self.release_refusal(offer)
-            if refusal:
-                log.warning("rollout %d of %s refused: %s", offer.rollout, offer.model_id,
-                            refusal)
-                self._step(offer, "refused", reason=refusal, done=True)
+            if not self._begin(offer, self.release_refusal(offer)):
                 return
-            self._step(offer, "offered")
-            self._step(offer, "downloading")
         if offer.step in ("offered", "downloading"):
             archive = self.download(offer, stop)
             if archive is not None:

@@ -62,9 +62,10 @@ from clinibox_common.contracts.software_release import (
     version_key,
 )
 from clinibox_common.contracts.words import Word
-from clinibox_common.fs import fsync_dir
+from clinibox_common.fs import fsync_dir, write_atomically, write_bytes_atomically
 from firmware_app.settings.box import Config
 from firmware_app.settings.models import is_demo_key
+from firmware_app.words import software_words
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,7 @@ class Layout:
     def state(self) -> Path:
         """Root's own folder: never under the service user's state folder, which that user
         could rearrange."""
-        return self.root / "var" / "lib" / "clinibox-software"
+        return self.root / software_words.STATE_DIR.relative_to("/")
 
     @property
     def trial(self) -> Path:
@@ -250,42 +251,8 @@ class Layout:
 
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:
-    """Write ``document`` at ``path`` durably (a temporary file renamed), readable by all."""
-    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        json.dump(document, out, indent=2)
-        out.flush()
-        os.fsync(out.fileno())
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
-    fsync_dir(path.parent)
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` at ``path`` durably (a temporary file, fsync, renamed), readable by all."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write ``text`` at ``path`` durably."""
-    _write_bytes(path, text.encode("utf-8"))
-    fsync_dir(path.parent)
-
-
-def read_outcome(layout: Layout) -> dict[str, Any] | None:
-    """The last update's outcome, or None."""
-    try:
-        document = json.loads(layout.outcome.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return document if isinstance(document, dict) else None
+    """Write ``document`` at ``path`` durably, readable by all."""
+    write_atomically(path, json.dumps(document, indent=2), 0o644)
 
 
 def _record(layout: Layout, outcome: Outcome, *, running: str, release: str, file: str,
@@ -317,7 +284,7 @@ def install_units(layout: Layout, tree: Path) -> None:
     wanted = {unit.name: unit for unit in sorted((tree / "systemd").glob("*"))
               if unit.is_file() and unit.suffix in (".service", ".timer", ".path")}
     for name, unit in wanted.items():
-        _write_bytes(layout.unit_dir / name, unit.read_bytes())
+        write_bytes_atomically(layout.unit_dir / name, unit.read_bytes(), 0o644)
     for stale in layout.unit_dir.glob("clinibox*"):
         if stale.is_file() and stale.suffix in (".service", ".timer", ".path") \
                 and stale.name not in wanted:
@@ -557,7 +524,7 @@ def _apply(config: Config, archive: Path, layout: Layout, host: Host,
                        detail=f"{type(exc).__name__}: {exc}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    _write_text(layout.trial_from, running + "\n")  # first: the boot's unit reads it alone
+    write_atomically(layout.trial_from, running + "\n", 0o644)  # first: the boot's unit reads it
     _write_json(layout.trial, {"from": running, "to": release.version, "file": name,
                                "at": time.time()})
     try:

@@ -5,7 +5,6 @@ it (``central/rollouts.py``)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -18,22 +17,11 @@ from clinibox_common.contracts.envelope import Header
 from clinibox_common.contracts.package_archive import pack
 from firmware_app.ops.software_pack import pack_release
 from tests.model_packages import make_package
+from tests.software_bundles import small_bundle
 from tests.telemetry_payloads import Box, hospital_keys, status_payload
 
 NOW = 1_800_000_000.0
 BOXES = [("clinic-a", "box-1"), ("clinic-a", "box-2")]
-
-
-def _bundle(folder: Path, version: str) -> Path:
-    files = {f"wheels/clinibox-{version}-py3-none-any.whl": b"app " + version.encode(),
-             "wheels/pip-24.0-py3-none-any.whl": b"pip", "systemd/clinibox.service": b"[x]\n",
-             "models/keys/h.pub": b"k"}
-    for name, data in files.items():
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_bytes(data)
-    (folder / "SHA256SUMS").write_text("".join(
-        f"{hashlib.sha256(d).hexdigest()}  {n}\n" for n, d in sorted(files.items())))
-    return folder
 
 
 @pytest.fixture
@@ -44,7 +32,7 @@ def keys(tmp_path) -> tuple[Path, Path]:
 
 @pytest.fixture
 def release(tmp_path, keys) -> Path:
-    return pack_release(_bundle(tmp_path / "bundle", "0.2.0"), keys[0], tmp_path).path
+    return pack_release(small_bundle(tmp_path / "bundle", "0.2.0"), keys[0], tmp_path).path
 
 
 @pytest.fixture

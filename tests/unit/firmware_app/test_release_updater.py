@@ -6,7 +6,6 @@ told to the hospital whichever version then runs. Root's updater itself is
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
@@ -20,6 +19,7 @@ from firmware_app.models import updates
 from firmware_app.models.updates import Updater
 from firmware_app.ops.software_pack import pack_release
 from firmware_app.words import software_words
+from tests.software_bundles import small_bundle
 from tests.unit.firmware_app.test_rollout_updater import (
     Chunks,
     config,  # noqa: F401  (a fixture)
@@ -33,17 +33,8 @@ NEWER = "99.0.0"
 
 
 def _release(folder: Path, version: str) -> Path:
-    files = {f"wheels/clinibox-{version}-py3-none-any.whl": b"app " + version.encode() * 9000,
-             "wheels/pip-24.0-py3-none-any.whl": b"pip", "systemd/clinibox.service": b"[x]\n",
-             "models/keys/h.pub": b"k"}
-    bundle = folder / "bundle"
-    for name, data in files.items():
-        (bundle / name).parent.mkdir(parents=True, exist_ok=True)
-        (bundle / name).write_bytes(data)
-    (bundle / "SHA256SUMS").write_text("".join(
-        f"{hashlib.sha256(d).hexdigest()}  {n}\n" for n, d in sorted(files.items())))
     generate_key_pair(folder / "h.pem", folder / "h.pub")
-    return pack_release(bundle, folder / "h.pem", folder).path
+    return pack_release(small_bundle(folder / "bundle", version), folder / "h.pem", folder).path
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ is not what was signed (``contracts/software_release.py``, ``ops/software_pack.p
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -22,25 +21,11 @@ from clinibox_common.contracts.software_release import (
 from firmware_app.ops.software_pack import PackError, pack_release
 from firmware_app.ops.software_update import Outcome, RevertReason
 from firmware_app.words import software_words
+from tests.software_bundles import small_bundle
 
 
-def _bundle(folder: Path, version: str = "0.2.0") -> Path:
-    """A small offline bundle's shape: wheels, units, models, a receiver source and its sums."""
-    files = {
-        f"wheels/clinibox-{version}-py3-none-any.whl": b"the app",
-        "wheels/pip-24.0-py3-none-any.whl": b"pip",
-        "wheels/numpy-2.0-cp311.whl": b"numpy",
-        "native/receiver/clinibox_receiver.cc": b"int main() {}",
-        "systemd/clinibox.service": b"[Service]\n",
-        "models/keys/hospital.pub": b"a public key",
-        "install.sh": b"#!/bin/sh\n",
-    }
-    for name, data in files.items():
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_bytes(data)
-    (folder / "SHA256SUMS").write_text("".join(
-        f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in sorted(files.items())))
-    return folder
+def _bundle(folder: Path) -> Path:
+    return small_bundle(folder, "0.2.0")
 
 
 @pytest.fixture
