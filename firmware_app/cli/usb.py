@@ -1,8 +1,9 @@
-"""``clinibox usb-import DEVICE``: mount a USB medium, provision from its enrolment bundle if it
-carries one, wait for its import, unmount it.
+"""``clinibox usb-import DEVICE``: mount a USB medium, take its network setting and provision
+from its enrolment bundle if it carries them, wait for its import, unmount it.
 
-The steps themselves are in ``firmware_app/ingest/usb_mount.py`` and
-``firmware_app/ops/usb_provision.py``; the systemd unit runs them one by one with ``--step``.
+The steps themselves are in ``firmware_app/ingest/usb_mount.py``,
+``firmware_app/ops/usb_network.py`` and ``firmware_app/ops/usb_provision.py``; the systemd
+unit runs them one by one with ``--step``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from firmware_app.ingest.usb_mount import (
     wait_for_import,
 )
 from firmware_app.ops import provision as provision_module
-from firmware_app.ops import software_update, usb_provision
+from firmware_app.ops import software_update, usb_network, usb_provision
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db, event_codes
 
@@ -98,8 +99,9 @@ def cmd_usb_import(args: argparse.Namespace) -> int:
 
 
 def _provision_step(name: str, mount_point: Path, args: argparse.Namespace) -> bool:
-    """Provision from the medium's enrolment bundle, if it has one, and take its software
-    releases for the update unit (root); False when something was refused."""
+    """Take the medium's network setting and provision from its enrolment bundle, if it has
+    them, and take its software releases for the update unit (root); False when something
+    was refused."""
     if os.geteuid() != 0:
         log.error("provisioning needs root (the unit runs this step with '+')")
         return False
@@ -110,6 +112,7 @@ def _provision_step(name: str, mount_point: Path, args: argparse.Namespace) -> b
         return False
     folder = Path(f"/proc/self/fd/{handle}")  # the medium itself, whatever its path becomes
     try:
+        networked = _network_from(name, folder)
         provisioned = _provision_from_bundle(name, mount_point, folder, args)
         try:
             taken = software_update.take_from(folder)
@@ -121,7 +124,21 @@ def _provision_step(name: str, mount_point: Path, args: argparse.Namespace) -> b
     if taken:
         log.info("/dev/%s: software release %s taken; clinibox-software-update applies it",
                  name, ", ".join(taken))
-    return provisioned
+    return provisioned and networked
+
+
+def _network_from(name: str, folder: Path) -> bool:
+    """Take the medium's network setting, if it has one; False when it was refused."""
+    result = usb_network.take_from(folder)
+    if result.outcome is usb_network.NetworkOutcome.NONE:
+        return True
+    usb_network.record(result)
+    if result.outcome is usb_network.NetworkOutcome.REFUSED:
+        log.error("/dev/%s: network setting %s refused (%s): %s", name, usb_network.FILE_NAME,
+                  result.refusal, result.reason)
+        return False
+    log.info("/dev/%s: network set from %s: %s", name, usb_network.FILE_NAME, result.setting)
+    return True
 
 
 def _provision_from_bundle(name: str, mount_point: Path, folder: Path,
@@ -149,9 +166,10 @@ def add_parsers(sub: argparse._SubParsersAction,
                 with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
     """Register ``usb-import`` on the main parser."""
     p = with_config(sub.add_parser(
-        "usb-import", help="mount a USB medium read-only under the import folder, provision "
-                           "the box from its enrolment bundle if it has one, wait for its "
-                           "import, unmount it (root)"))
+        "usb-import", help="mount a USB medium read-only under the import folder, take its "
+                           "network setting (clinibox-network.toml) and provision the box "
+                           "from its enrolment bundle if it has them, wait for its import, "
+                           "unmount it (root)"))
     p.add_argument("device", help="the block device, e.g. sdb1 or /dev/sdb1")
     p.add_argument("--step", choices=["all", "mount", "provision", "wait", "unmount"],
                    default="all",
