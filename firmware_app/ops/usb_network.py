@@ -128,9 +128,12 @@ def _address(value: object, key: str, refusal: NetworkRefusal,
         raise NetworkSettingError(refusal, f"{key} {value!r} is not an IP address") from None
 
 
-def _usable(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+def _usable(address: ipaddress.IPv4Address | ipaddress.IPv6Address
+            | ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> bool:
+    # an IPv6 scope ("fe80::1%eth0") is free text, newlines included: never into the file
     return not (address.is_loopback or address.is_multicast or address.is_unspecified
-                or address.is_link_local or address.is_reserved)
+                or address.is_link_local or address.is_reserved
+                or getattr(address, "scope_id", None) is not None)
 
 
 def parse(text: str) -> NetworkSetting | None:
@@ -167,7 +170,7 @@ def parse(text: str) -> NetworkSetting | None:
     # /32 has no such addresses: RFC 3021)
     ends = ((network.network_address, network.broadcast_address)
             if address.version == 4 and network.num_addresses > 2 else ())
-    if not _usable(address.ip) or address.ip in ends:
+    if not _usable(address.ip) or address.ip in ends or not _usable(address):
         raise NetworkSettingError(NetworkRefusal.BAD_ADDRESS,
                                   f"address {raw!r} cannot be a box's address on the clinic's "
                                   "network")
@@ -185,6 +188,10 @@ def parse(text: str) -> NetworkSetting | None:
         raise NetworkSettingError(NetworkRefusal.BAD_DNS,
                                   f"dns must be a list of at most {MAX_DNS} addresses")
     dns = tuple(_address(server, "dns", NetworkRefusal.BAD_DNS) for server in servers)
+    unusable = [str(server) for server in dns if not _usable(server)]
+    if unusable:
+        raise NetworkSettingError(NetworkRefusal.BAD_DNS,
+                                  f"dns {unusable[0]!r} cannot be a name server's address")
     return NetworkSetting(address, gateway, dns)
 
 
