@@ -7,8 +7,9 @@
 #
 # --platform fetches binary wheels only, for that platform and --python-version (default
 # 3.11); without it the wheels are for this machine (built from source where a project
-# has no wheel). The tag names the newest glibc the box has, and pip takes wheels for it
-# or older: manylinux_2_28_aarch64 for a Jetson (JetPack 6) or Debian 12 on ARM.
+# has no wheel). The tag names the newest glibc the box has, and the wheels for it or an
+# older glibc are taken: manylinux_2_35_aarch64 for a Jetson (JetPack 6, Ubuntu 22.04),
+# manylinux_2_36_aarch64 for Debian 12 on ARM.
 # (manylinux2014_aarch64, glibc 2.17, finds no onnxruntime >= 1.20 for ARM.)
 # Result, DIR defaulting to dist/clinibox-<version>-offline (and DIR.tar.gz next to it):
 #   wheels/    the clinibox wheel, every runtime dependency (+ the extras), pip
@@ -99,8 +100,17 @@ fi
 
 # 2. every runtime dependency (and pip, which install.sh installs with)
 if [ -n "$PLATFORM" ]; then
+    # pip takes a manylinux_2_NN tag literally: a box whose glibc is 2.NN also runs the
+    # wheels of every older glibc (PEP 600), down to manylinux2014's 2.17, so each is named
+    platforms=(--platform "$PLATFORM")
+    if [[ "$PLATFORM" =~ ^manylinux_2_([0-9]+)_(.+)$ ]]; then
+        for (( minor = BASH_REMATCH[1] - 1; minor >= 17; minor-- )); do
+            platforms+=(--platform "manylinux_2_${minor}_${BASH_REMATCH[2]}")
+        done
+        platforms+=(--platform "manylinux2014_${BASH_REMATCH[2]}")
+    fi
     "$PYTHON" -m pip download --quiet --dest "$OUT/wheels" --only-binary=:all: \
-        --platform "$PLATFORM" --python-version "$PYVER" --implementation cp "$spec" pip
+        "${platforms[@]}" --python-version "$PYVER" --implementation cp "$spec" pip
 else
     "$PYTHON" -m pip wheel --quiet --wheel-dir "$OUT/wheels" "$spec" pip
 fi

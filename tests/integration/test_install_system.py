@@ -290,10 +290,10 @@ def test_make_passes_box_options_only(tmp_path):
     plain = dry_run("wheelhouse")
     assert "scripts/build-wheelhouse.sh" in plain
     assert "--extras" not in plain and "--platform" not in plain  # not the dev venv's EXTRAS
-    jetson = dry_run("wheelhouse", "EXTRAS=openvino", "PLATFORM=manylinux_2_28_aarch64",
+    jetson = dry_run("wheelhouse", "EXTRAS=openvino", "PLATFORM=manylinux_2_35_aarch64",
                      "PYVER=3.11")
     assert "--extras openvino" in jetson
-    assert "--platform manylinux_2_28_aarch64 --python-version 3.11" in jetson
+    assert "--platform manylinux_2_35_aarch64 --python-version 3.11" in jetson
     install = dry_run("install-system", f"ROOT={tmp_path}", "NO_ENABLE=1", "DEVICE=none")
     assert "scripts/install.sh --wheelhouse" in install
     assert f"--root {tmp_path}" in install and "--no-enable" in install
@@ -401,9 +401,12 @@ def _rebuilt_bundle(bundle: Path, version: str, out: Path) -> Path:
 def test_upgrade_keeps_config_and_old_version_and_can_go_back(bundle, tmp_path):
     target = tmp_path / "root"
     host_units_into(target)
-    installed = run_install(target, bundle, "--no-enable")
+    # an Intel NPU machine: OpenVINO's drop-in and the NPU's device (docs/technician/install.md)
+    installed = run_install(target, bundle, "--no-enable", "--device", "intel-npu")
     assert_next_steps(installed.stdout, demo=False)
     prefix, config = target / "opt" / "clinibox", target / "etc" / "clinibox" / "clinibox.toml"
+    dropins = target / "usr" / "local" / "lib" / "systemd" / "system" / "clinibox.service.d"
+    assert sorted(p.name for p in dropins.iterdir()) == ["50-intel-npu.conf", "50-openvino.conf"]
     newer = _rebuilt_bundle(bundle, "0.1.1", tmp_path / "newer")
 
     # a config the new version refuses: nothing is switched, nothing is left behind
@@ -415,7 +418,9 @@ def test_upgrade_keeps_config_and_old_version_and_can_go_back(bundle, tmp_path):
     assert sorted(p.name for p in prefix.iterdir()) == [VERSION, "current"]
 
     config.write_text(good + "# edited by the technician\n")
-    run_install(target, newer, "--no-enable")
+    # the same disk moved to a Jetson: its GPU's drop-in instead, nothing of the NPU left
+    run_install(target, newer, "--no-enable", "--device", "jetson")
+    assert sorted(p.name for p in dropins.iterdir()) == ["50-jetson-gpu.conf"]
     assert os.readlink(prefix / "current") == "0.1.1"
     assert (prefix / VERSION / "venv" / "bin" / "python").exists()  # kept for going back
     assert config.read_text() == good + "# edited by the technician\n"

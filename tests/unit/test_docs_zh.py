@@ -30,7 +30,7 @@ NAMES = frozenset({
     "util-linux", "jetson", "intel", "npu", "gpu", "svg", "puback", "hkdf", "aes-gcm", "ec",
     "rsa", "usb", "fat", "exfat", "ntfs", "iso", "udf", "ext", "lan", "csrf", "secure",
     "httponly", "samesite", "strict", "content-security-policy", "psi", "ca", "cn", "acl",
-    "sha-256", "ed25519", "english",
+    "sha-256", "ed25519", "english", "orin", "jetpack", "tensorrt", "cuda",
 })
 
 
