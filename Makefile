@@ -13,7 +13,7 @@ TORCHVISION_STAMP := $(TORCHVISION)/.installed-$(TORCHVISION_VERSION)-timm-$(TIM
 RUN_EXTRAS ?= openvino,tflite,live,ocr
 EXTRAS ?= dev,convert,openvino,tflite,live,ocr,central,docs
 
-.PHONY: install install-box run test test-fast test-smoke test-image image lint docs docs-screenshots bench demo-model fuzz clean translations
+.PHONY: install install-box run test test-fast test-smoke test-image test-image-arm64 image lint docs docs-screenshots bench demo-model fuzz clean translations
 
 # Idempotent bootstrap: re-installs only when pyproject.toml changes; builds the native DICOM
 # receiver where g++ and dcmtk's headers are installed (scripts/build-receiver.sh).
@@ -91,6 +91,13 @@ image: install-box
 test-image: install image
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/image -m image $(PYTEST_ARGS)
 
+# the arm64 image's tier: built with its programs emulated (binfmt_misc), booted by UEFI
+# firmware on QEMU's emulated ARM board; the boot-and-enrol tests of test-image (tests/image/)
+test-image-arm64: install
+	$(MAKE) image ARCH=arm64
+	CLINIBOX_IMAGE_ARCH=arm64 $(BIN)/python -m pytest -q -p no:cacheprovider \
+	    tests/image/test_appliance_boot.py -m image $(PYTEST_ARGS)
+
 lint: install
 	$(BIN)/python -m ruff check .
 	$(BIN)/lint-imports
@@ -149,7 +156,7 @@ WHEEL_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 .PHONY: wheelhouse install-system
 
 # On a connected workstation: dist/clinibox-<version>-offline/ (+ .tar.gz) for boxes.
-#   make wheelhouse [EXTRAS=openvino] [PLATFORM=manylinux_2_28_aarch64 PYVER=3.11]
+#   make wheelhouse [EXTRAS=openvino] [PLATFORM=manylinux_2_35_aarch64 PYVER=3.11]
 # (PLATFORM: binary wheels for another box; see scripts/build-wheelhouse.sh)
 wheelhouse:
 	scripts/build-wheelhouse.sh --python $(WHEEL_PYTHON) --out $(WHEELHOUSE) \

@@ -51,10 +51,16 @@ for tool in vmdb2 debootstrap parted losetup mkfs.ext4 zerofree bmaptool zstd; d
     command -v "$tool" >/dev/null || missing+=("$tool")
 done
 [ "${#missing[@]}" = 0 ] || die "missing ${missing[*]}: apt-get install \$(scripts/debian-packages.sh image)"
-if [ "$ARCH" != "$(dpkg --print-architecture)" ]; then
-    # another CPU's programs run in the chroot through QEMU's user emulation (binfmt_misc)
-    [ -e "/proc/sys/fs/binfmt_misc/qemu-aarch64" ] \
-        || die "building for $ARCH here needs qemu-user-static with binfmt_misc registered"
+if [ "$ARCH" = arm64 ] && [ "$(dpkg --print-architecture)" != arm64 ]; then
+    # the image's programs run in the chroot through QEMU's user emulation (binfmt_misc):
+    # registered here if it is not yet (a container may need binfmt_misc mounted first)
+    binfmt=/proc/sys/fs/binfmt_misc
+    [ -e "$binfmt/register" ] || mount -t binfmt_misc binfmt_misc "$binfmt" 2>/dev/null || true
+    [ -e "$binfmt/qemu-aarch64" ] || update-binfmts --enable qemu-aarch64 2>/dev/null || true
+    grep -qx enabled "$binfmt/qemu-aarch64" 2>/dev/null \
+        || die "ARM64 programs cannot run here: apt-get install qemu-user-static binfmt-support," \
+               "then update-binfmts --enable qemu-aarch64 (a container needs binfmt_misc" \
+               "mounted on $binfmt by its host)"
 fi
 
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' "$REPO/pyproject.toml" | head -n 1)
@@ -81,7 +87,7 @@ started=$(date +%s)
 BUNDLE=$WORK/clinibox-$VERSION-offline
 platform=()
 if [ "$ARCH" = arm64 ]; then
-    platform=(--platform manylinux_2_28_aarch64 --python-version 3.11)
+    platform=(--platform manylinux_2_36_aarch64 --python-version 3.11)   # Debian 12: glibc 2.36
 fi
 PYTHON=$REPO/.venv/bin/python
 [ -x "$PYTHON" ] || PYTHON=$(command -v python3.11 || command -v python3)
@@ -104,7 +110,8 @@ vmdb2 --image "$LOOP" --rootfs-tarball "$CACHE/debian-$RELEASE-$ARCH-$packages.t
     --log "$OUT/$NAME.log" \
     --variable "arch=$ARCH" --variable "release=$RELEASE" --variable "mirror=$MIRROR" \
     --variable "kernel=$KERNEL" --variable "bundle=$BUNDLE" \
-    --variable "overlay=$REPO/image/overlay" --variable "extras=$EXTRAS" \
+    --variable "overlay=$REPO/image/overlay" --variable "steps=$REPO/image/steps" \
+    --variable "extras=$EXTRAS" \
     --variable "root_mib=$ROOT_MIB" --variable "root_start=$ROOT_START" \
     --variable "root_end=$(( ROOT_START + ROOT_MIB ))" \
     "$REPO/image/$ARCH.vmdb" \

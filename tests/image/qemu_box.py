@@ -22,6 +22,8 @@ from tests.ports import free_ports
 #: the host's loopback as the box sees it (QEMU's user-mode network)
 HOST_FROM_BOX = "10.0.2.2"
 REPO = Path(__file__).resolve().parents[2]
+#: Debian's EDK2 UEFI firmware for QEMU's ARM board (qemu-efi-aarch64)
+AAVMF = Path("/usr/share/AAVMF")
 
 
 def built_image(arch: str = "amd64") -> Path:
@@ -63,6 +65,7 @@ class BootedBox:
 
     image: Path
     folder: Path
+    arch: str = "amd64"
     stick: Path | None = None
     disk_gib: int = 12
     memory_mib: int = 2048
@@ -95,12 +98,7 @@ class BootedBox:
         self.dicom_port, self.web_port = free_ports(2)
         forwards = (f"hostfwd=tcp:127.0.0.1:{self.dicom_port}-:11112,"
                     f"hostfwd=tcp:127.0.0.1:{self.web_port}-:8080")
-        command = [shutil.which("qemu-system-x86_64") or "qemu-system-x86_64",
-                   "-machine", "q35",
-                   "-accel", "kvm" if kvm_usable() else "tcg,thread=multi",
-                   # arch-capabilities off: a nested KVM (a cloud VM) refuses that MSR
-                   "-cpu", "host,-arch-capabilities" if kvm_usable() else "max",
-                   "-m", str(self.memory_mib), "-smp", "2", "-display", "none",
+        command = [*self._machine(), "-m", str(self.memory_mib), "-smp", "2", "-display", "none",
                    "-serial", f"file:{self.console_log}", "-monitor", "none",
                    "-drive", f"file={overlay},format=qcow2,if=virtio",
                    "-netdev", f"user,id=lan,{forwards}",
@@ -112,6 +110,24 @@ class BootedBox:
         self.started = time.monotonic()
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
                                         stderr=(self.folder / "qemu.stderr").open("wb"))
+
+    def _machine(self) -> list[str]:
+        """QEMU's machine for the image's CPU: a PC (q35, BIOS) for amd64; for arm64 the
+        generic ARM board ``virt`` with EDK2's UEFI firmware (Debian's AAVMF), its variables
+        in a copy of their own, and always emulated here (TCG)."""
+        if self.arch == "amd64":
+            return [shutil.which("qemu-system-x86_64") or "qemu-system-x86_64",
+                    "-machine", "q35",
+                    "-accel", "kvm" if kvm_usable() else "tcg,thread=multi",
+                    # arch-capabilities off: a nested KVM (a cloud VM) refuses that MSR
+                    "-cpu", "host,-arch-capabilities" if kvm_usable() else "max"]
+        variables = self.folder / "efi-vars.fd"
+        if not variables.exists():
+            shutil.copyfile(AAVMF / "AAVMF_VARS.fd", variables)
+        return [shutil.which("qemu-system-aarch64") or "qemu-system-aarch64",
+                "-machine", "virt", "-accel", "tcg,thread=multi", "-cpu", "cortex-a72",
+                "-drive", f"if=pflash,format=raw,readonly=on,file={AAVMF / 'AAVMF_CODE.fd'}",
+                "-drive", f"if=pflash,format=raw,file={variables}"]
 
     def wait_for(self, check, what: str, timeout: float) -> float:
         """Poll ``check()`` until it is true; the seconds since boot. AssertionError with the
