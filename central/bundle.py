@@ -38,7 +38,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from clinibox_common.bundled import DEMO_KEY_ID
 from clinibox_common.contracts import signing
-from clinibox_common.contracts.enrolment import EnrolmentBundle, EnrolmentError, write_bundle
+from clinibox_common.contracts.enrolment import (
+    CERT_BACKDATE,
+    EnrolmentBundle,
+    EnrolmentError,
+    write_bundle,
+)
 from clinibox_common.contracts.envelope import load_x25519_private
 from clinibox_common.i18n import N_, gettext
 from clinibox_common.i18n.error_words import error_words
@@ -47,7 +52,6 @@ from clinibox_common.i18n.error_words import error_words
 DEFAULT_DAYS = 3 * 365
 #: read when the CA key is encrypted and no terminal is there to ask
 PASSWORD_ENV = "CLINIBOX_CA_KEY_PASSWORD"
-_BACKDATE = dt.timedelta(hours=1)
 ISSUER_KEYS = (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey,
                ed448.Ed448PrivateKey)
 
@@ -133,7 +137,7 @@ def issue_client_certificate(ca_cert: x509.Certificate,
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE)
+        .not_valid_before(now - CERT_BACKDATE)
         .not_valid_after(min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
@@ -166,6 +170,7 @@ def make_bundle(*, ca_cert_path: Path, ca_key_path: Path, clinic: str, device: s
         raise EnrolmentError(gettext("--days must be between 1 and 36500, got %(days)s",
                                      days=days))
     ca_cert, ca_key = load_ca(ca_cert_path, ca_key_path)
+    now = now or dt.datetime.now(dt.timezone.utc)
     cert_pem, key_pem = issue_client_certificate(ca_cert, ca_key, clinic, device, days, now)
 
     def text(path: Path, what: str) -> str:
@@ -181,7 +186,8 @@ def make_bundle(*, ca_cert_path: Path, ca_key_path: Path, clinic: str, device: s
         hospital_key=text(hospital_key_path, "hospital public key"),
         model_signing_keys=tuple(text(p, "model-signing public key") for p in signing_key_paths),
         hospital_signing_key=(text(hospital_signing_key_path, "hospital downlink signing key")
-                              if hospital_signing_key_path is not None else ""))
+                              if hospital_signing_key_path is not None else ""),
+        issued_at=now.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     if DEMO_KEY_ID in bundle.signing_key_ids():
         raise EnrolmentError(gettext("the DEMO-ONLY key cannot be a clinic's model-signing key:"
                                      " its private half is public; give the hospital's own "

@@ -73,6 +73,9 @@ _FIELDS = {"schema", "issued_at", "clinic", "device", "broker", "tls", "hospital
 _OPTIONAL_FIELDS = {"hospital_signing_key"}
 _TLS_FIELDS = {"ca_cert", "client_cert", "client_key"}
 MAX_BUNDLE_BYTES = 1 << 20
+#: the hospital's client certificates start this long before they are issued, so a box whose
+#: clock is a little behind still takes them
+CERT_BACKDATE = dt.timedelta(hours=1)
 
 
 class EnrolmentError(CliniboxError, ValueError):
@@ -348,6 +351,35 @@ def _wrong_fields(missing: list[str], unknown: list[str]) -> str:
 
 def parse_bundle(data: bytes, now: dt.datetime | None = None) -> EnrolmentBundle:
     """Read and fully check a bundle from the file's bytes; raise EnrolmentError if refused."""
+    bundle = _read_fields(data)
+    check_bundle(bundle, now)
+    return bundle
+
+
+def time_floor(data: bytes) -> dt.datetime:
+    """A moment the real time is certainly past: when the hospital issued the bundle. Its
+    ``issued_at`` is not signed, so it counts only within the :data:`CERT_BACKDATE` by which
+    the CA's signed client certificate starts earlier; never before both certificates start.
+    A box whose clock is behind this cannot take the bundle. EnrolmentError when the bundle
+    does not hold at that moment either."""
+    bundle = _read_fields(data)
+    ca = _certificate(_text(bundle.ca_cert, "tls.ca_cert"), "tls.ca_cert")
+    cert = _certificate(_text(bundle.client_cert, "tls.client_cert"), "tls.client_cert")
+    try:
+        issued = dt.datetime.fromisoformat(bundle.issued_at.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise EnrolmentError(gettext("%(where)s: not an ISO 8601 time: %(value)s",
+                                     where="issued_at", value=repr(bundle.issued_at))) from exc
+    if issued.tzinfo is None:
+        issued = issued.replace(tzinfo=dt.timezone.utc)
+    start = max(ca.not_valid_before_utc, cert.not_valid_before_utc)
+    floor = max(start, min(issued, cert.not_valid_before_utc + CERT_BACKDATE))
+    check_bundle(bundle, floor)
+    return floor
+
+
+def _read_fields(data: bytes) -> EnrolmentBundle:
+    """The bundle's fields, each of the right shape; its certificates and keys not checked."""
     if len(data) > MAX_BUNDLE_BYTES:
         raise EnrolmentError(gettext("not an enrolment bundle: %(size)s bytes is far too large",
                                      size=len(data)))
@@ -385,7 +417,6 @@ def parse_bundle(data: bytes, now: dt.datetime | None = None) -> EnrolmentBundle
         model_signing_keys=tuple(keys), issued_at=body["issued_at"],
         hospital_signing_key=_text(body["hospital_signing_key"], "hospital_signing_key")
         if "hospital_signing_key" in body else "")
-    check_bundle(bundle, now)
     return bundle
 
 

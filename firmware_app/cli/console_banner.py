@@ -60,6 +60,15 @@ def stick_line(result: StickResult | None) -> str | None:
     return printable(f"USB stick refused ({result.bundle}): {result.reason}")
 
 
+def clock_line(result: StickResult | None) -> str | None:
+    """The clock, when the stick's bundle moved it forward (no network time had set it)."""
+    if result is None or not result.clock_to:
+        return None
+    when = result.clock_to.replace("T", " ")[:16]
+    return printable(f"clock was behind the hospital's bundle: moved forward to {when} UTC, "
+                     "when it was issued (no network time yet)")
+
+
 def banner(config: config_module.Config, stick: StickResult | None,
            found: list[str]) -> list[str]:
     """The banner's lines."""
@@ -72,9 +81,9 @@ def banner(config: config_module.Config, stick: StickResult | None,
     network = usb_network.banner_line(usb_network.read_outcome())
     if network:
         lines.append(printable(f"  {network}"))
-    refused = stick_line(stick)
-    if refused:
-        lines.append(f"  {refused}")
+    for said in (clock_line(stick), stick_line(stick)):
+        if said:
+            lines.append(f"  {said}")
     code = enrolment_code(config)
     if code is None:
         lines.append(f"  {WAITING_FOR_BUNDLE}")

@@ -28,8 +28,8 @@ from firmware_app.ingest.usb_mount import (
     unmount_medium,
     wait_for_import,
 )
+from firmware_app.ops import clock_floor, software_update, usb_network, usb_provision
 from firmware_app.ops import provision as provision_module
-from firmware_app.ops import software_update, usb_network, usb_provision
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db, event_codes
 
@@ -148,7 +148,8 @@ def _provision_from_bundle(name: str, mount_point: Path, folder: Path,
         config: Path | None = provision_module.config_path(getattr(args, "config", None))
     except provision_module.ProvisionError:
         config = None  # a stick without a bundle needs none; one with a bundle is refused
-    result = usb_provision.provision_from(mount_point, config, folder=folder)
+    result = usb_provision.provision_from(mount_point, config, folder=folder,
+                                          raise_clock=clock_floor.raise_clock)
     if result.outcome is usb_provision.StickOutcome.NO_BUNDLE:
         return True
     usb_provision.record(result)

@@ -29,11 +29,17 @@ import logging
 import os
 import stat
 import subprocess
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
 
-from clinibox_common.contracts.enrolment import EnrolmentError, read_bundle
+from clinibox_common.contracts.enrolment import (
+    MAX_BUNDLE_BYTES,
+    EnrolmentError,
+    read_bundle,
+    time_floor,
+)
 from clinibox_common.fs import write_atomically
 from clinibox_common.settings_loader import ConfigError
 from firmware_app.ingest.usb_mount import host_view
@@ -66,6 +72,8 @@ class StickResult:
     enrolled_as: str = ""
     reason: str = ""
     at: str = ""
+    #: when the hospital issued the bundle, if the clock was behind it and moved forward
+    clock_to: str = ""
 
 
 def bundles_on(mount_point: Path) -> list[Path]:
@@ -80,10 +88,13 @@ def bundles_on(mount_point: Path) -> list[Path]:
 
 
 def provision_from(mount_point: Path, config: Path | None, *,
-                   folder: Path | None = None) -> StickResult:
+                   folder: Path | None = None,
+                   raise_clock: Callable[[dt.datetime], float] | None = None) -> StickResult:
     """Provision the box configured at ``config`` from the one bundle on the medium (None: no
     config is named, and a bundle is refused for it); ``folder``: where to read the medium
-    (its opened folder, ``usb_mount.opened_medium``), else the mount point."""
+    (its opened folder, ``usb_mount.opened_medium``), else the mount point; ``raise_clock``
+    (root's ``clock_floor.raise_clock``): moves a clock that is behind the bundle's issue
+    forward to it, once the bundle is known to be this box's hospital's."""
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     bundles = bundles_on(folder if folder is not None else host_view(mount_point))
     if not bundles:
@@ -101,13 +112,34 @@ def provision_from(mount_point: Path, config: Path | None, *,
                            reason="the bundle is signed by another CA than the hospital this "
                                   "box is provisioned for; only clinibox provision --force "
                                   "at the box's terminal can change its hospital", at=now)
+    clock_to = _clock_to_bundle(found, raise_clock) if raise_clock is not None else ""
     try:
         done = provision(found, config)
     except ProvisionError as exc:
         return StickResult(StickOutcome.REFUSED, bundle=bundles[0].name, reason=str(exc),
-                           at=now)
+                           at=now, clock_to=clock_to)
     return StickResult(StickOutcome.PROVISIONED, bundle=bundles[0].name,
-                       enrolled_as=f"{done.bundle.clinic}/{done.bundle.device}", at=now)
+                       enrolled_as=f"{done.bundle.clinic}/{done.bundle.device}", at=now,
+                       clock_to=clock_to)
+
+
+def _clock_to_bundle(found: Path, raise_clock: Callable[[dt.datetime], float]) -> str:
+    """Move the clock forward to when the hospital issued the bundle, when it is behind it (a
+    box with no network time cannot take a bundle "not valid yet"); the moment it moved to,
+    or ""."""
+    try:
+        if found.stat().st_size > MAX_BUNDLE_BYTES:
+            return ""  # provision refuses it, saying so
+        floor = time_floor(found.read_bytes())
+    except (OSError, EnrolmentError):
+        return ""  # provision refuses it with its reason
+    try:
+        moved = raise_clock(floor)
+    except OSError as exc:
+        log.error("the clock is behind the bundle's start %s and could not be set: %s",
+                  floor.isoformat(timespec="seconds"), exc)
+        return ""
+    return floor.isoformat(timespec="seconds") if moved else ""
 
 
 def _another_ca(bundle: Path, config: Path) -> bool:
@@ -143,7 +175,7 @@ def read_outcome(path: Path = OUTCOME_PATH) -> StickResult | None:
         data = json.loads(path.read_text(encoding="utf-8"))
         return StickResult(StickOutcome(data["outcome"]), data.get("bundle", ""),
                            data.get("enrolled_as", ""), data.get("reason", ""),
-                           data.get("at", ""))
+                           data.get("at", ""), data.get("clock_to", ""))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
