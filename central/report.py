@@ -102,8 +102,8 @@ def _drift(store: Store, record: Device, summary: StoredMessage | None,
            health: HealthConfig) -> list[str]:
     """Drift warnings for the model of the latest summary (first summaries vs latest ones,
     by the rule the console's drift mark follows: :func:`central.drift.windows`)."""
-    if summary is None:
-        return []
+    if summary is None or "model" not in summary.payload:
+        return []  # a box waiting for its first model: no model to drift
     model = summary.payload["model"]
     where = (record.clinic, record.device)
     latest = store.summaries(*where, model, limit=health.recent_summaries, newest=True)

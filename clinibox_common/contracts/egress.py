@@ -287,8 +287,9 @@ SCHEMAS: dict[str, Obj] = {
         "period_end": _SECONDS,
         #: seconds since the box's telemetry service started
         "uptime_s": _SECONDS,
-        #: the id of the model the box runs (``name@version``)
-        "model": _MODEL,
+        #: the id of the model the box runs (``name@version``); absent while the box waits
+        #: for its first model (it counts what it received all the same)
+        "model": Optional(_MODEL),
         #: studies with an image analysed in the period
         "studies": _COUNT,
         #: images analysed in the period (results made)

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import tomllib
 
+from clinibox_common.errors import CliniboxError
 from clinibox_common.fs import write_atomically, write_bytes_atomically
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class NetworkRefusal(str, Enum):
     NOT_APPLIED = "not_applied"
 
 
-class NetworkSettingError(ValueError):
+class NetworkSettingError(CliniboxError):
     """A network setting that does not hold: its refusal code and the reason in words."""
 
     def __init__(self, refusal: NetworkRefusal, reason: str) -> None:

@@ -9,11 +9,13 @@ thread only writes the outbox, so it works the same with the link down.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
 from collections.abc import Callable
 
+from clinibox_common.contracts.egress import EgressRefused
 from firmware_app.settings.box import Config
 from firmware_app.storage import audit_witness, db
 from firmware_app.storage import telemetry as telemetry_rows
@@ -52,6 +54,8 @@ class TelemetryProducer:
         self.next_heartbeat = self.started + config.telemetry.heartbeat_seconds
         self.next_purge = self.started
         self.last_seen_note = 0.0
+        #: why the last summary was refused ("" when it was not), so it is logged once
+        self.summary_refused = ""
 
     def uptime(self) -> float:
         """Seconds since the service started."""
@@ -80,14 +84,7 @@ class TelemetryProducer:
             telemetry_rows.set_state(self.conn, "appliance_seen_at", now)
             self.last_seen_note = now
         queued = queue_alerts(self.conn, self.outbox, self.identity, self.model)
-        start = self._summary_start()
-        if now - start >= self.config.telemetry.summary_seconds:
-            with db.transaction(self.conn):
-                payload = build_summary(self.conn, self.outbox, self.model, (start, now),
-                                        self.uptime(), self.config.state_dir)
-                self.outbox.add("summary", payload)
-                telemetry_rows.set_state(self.conn, "summary_end", now)
-            queued += 1
+        queued += self._summary(now)
         if now >= self.next_heartbeat:
             with db.transaction(self.conn):  # the audit head and the row it follows: one snapshot
                 audit_witness.remember_acknowledged(self.conn)
@@ -104,6 +101,28 @@ class TelemetryProducer:
         if queued:
             self.on_queued()
         return queued
+
+    def _summary(self, now: float) -> int:
+        """Queue the period's summary when it is due; 1 when it was queued. A summary the
+        outbox refuses is logged (once for each reason) and tried again later: it never holds
+        the heartbeat or anything else back."""
+        start = self._summary_start()
+        if now - start < self.config.telemetry.summary_seconds:
+            return 0
+        try:
+            with db.transaction(self.conn):
+                payload = build_summary(self.conn, self.outbox, self.model, (start, now),
+                                        self.uptime(), self.config.state_dir)
+                self.outbox.add("summary", payload)
+                telemetry_rows.set_state(self.conn, "summary_end", now)
+        except EgressRefused as exc:
+            if str(exc) != self.summary_refused:
+                log.error("the summary from %s was not queued: %s", dt.datetime.fromtimestamp(
+                    start, dt.timezone.utc).isoformat(timespec="seconds"), exc)
+                self.summary_refused = str(exc)
+            return 0
+        self.summary_refused = ""
+        return 1
 
     def run(self, stop: threading.Event) -> None:
         """Tick until ``stop``; an error is logged and the next tick tries again."""

@@ -19,7 +19,13 @@ from firmware_app.storage import db
 from firmware_app.storage.outbox import Outbox
 from firmware_app.storage.spool import make_spool
 from firmware_app.telemetry.identity import find_study, load_identity, study_ref
-from firmware_app.telemetry.messages import build_summary, histogram, percentiles, queue_alerts
+from firmware_app.telemetry.messages import (
+    ModelFacts,
+    build_summary,
+    histogram,
+    percentiles,
+    queue_alerts,
+)
 from firmware_app.telemetry.service import TelemetryProducer
 from tests.canary import write_canary_studies
 
@@ -236,3 +242,34 @@ def test_a_reinstalled_box_numbers_above_its_earlier_installation(tmp_path):
     db.initialise(wiped)  # initialising again changes nothing
     assert Outbox(wiped, 100, LABELS).enqueue("alert", alert(99)) > max(old)
     wiped.close()
+
+
+def test_a_box_waiting_for_its_model_sends_summaries_and_heartbeats(tmp_path, monkeypatch):
+    """A new box with no model yet (its model id is "") still counts what it received, and
+    its status keeps going out: a summary due at once (a clock moved forward a year by the
+    stick's bundle, or simply an hour without a model) once stopped every heartbeat."""
+    config = Config(storage=StorageConfig(state_dir=str(tmp_path / "state")))
+    conn = db.connect(config.database_path)
+    db.initialise(conn)
+    conn.execute("INSERT INTO instances(local_id, source, spool_path, size_bytes, status,"
+                 " received_at, updated_at) VALUES ('x', 'dicom', 'p', 1, 'received', 0, 0)")
+    conn.commit()
+    waiting = ModelFacts("", (), 1.0, waiting_for_model="not_installed")
+    producer = TelemetryProducer(config, load_identity(config), waiting)
+    later = time.time() + 366 * 86400
+    assert producer.tick(now=later) == 2
+    kinds = {m.kind: m.payload for m in producer.outbox.waiting()}
+    assert set(kinds) == {"summary", "status"}
+    assert "model" not in kinds["summary"]
+    check_message("summary", kinds["summary"], set())
+    # and a summary the outbox refuses never holds the heartbeat back
+    from firmware_app.telemetry import service
+
+    def refused(*args, **kwargs):
+        return {**build_summary(*args, **kwargs), "model": "not a model id"}
+
+    monkeypatch.setattr(service, "build_summary", refused)
+    producer.next_heartbeat = 0.0
+    assert producer.tick(now=later + 2 * config.telemetry.summary_seconds) == 1  # the status
+    assert [m.kind for m in producer.outbox.waiting()].count("summary") == 1
+    conn.close()
