@@ -26,6 +26,7 @@ import logging
 import os
 import stat
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import Enum
@@ -46,6 +47,9 @@ OUTCOME_PATH = Path("/run/clinibox-usb-network.json")
 WIRED_PORTS = "en* eth*"
 MAX_DNS = 3
 KEYS = frozenset({"address", "gateway", "dns"})
+NETWORKD = "systemd-networkd.service"
+#: how long the step waits for systemd-networkd to start (a stick in the box at power-on)
+NETWORKD_WAIT_SECONDS = 120.0
 
 
 class NetworkOutcome(str, Enum):
@@ -68,6 +72,7 @@ class NetworkRefusal(str, Enum):
     BAD_GATEWAY = "bad_gateway"
     BAD_DNS = "bad_dns"
     NOT_APPLIED = "not_applied"
+    NOT_MANAGED = "not_managed"
 
 
 class NetworkSettingError(CliniboxError):
@@ -221,13 +226,36 @@ def read_from(folder: Path) -> str | None:
                                   f"{FILE_NAME} is not UTF-8 text") from None
 
 
-def reload_networkd() -> None:
-    """Have systemd-networkd read its files again: the wired ports take the new setting."""
-    subprocess.run(["networkctl", "reload"], check=True, capture_output=True, timeout=60)
+def _systemctl(verb: str) -> bool:
+    shown = subprocess.run(["systemctl", verb, "--quiet", NETWORKD], check=False,
+                           capture_output=True, timeout=30)
+    return shown.returncode == 0
+
+
+def networkd_manages_the_network() -> bool:
+    """Whether systemd-networkd is enabled here (the appliance image): a box installed on
+    another system (NetworkManager, ifupdown) sets its address there instead."""
+    return _systemctl("is-enabled")
+
+
+def reload_networkd(wait_seconds: float = NETWORKD_WAIT_SECONDS) -> None:
+    """Have systemd-networkd read its files again: the wired ports take the new setting. A
+    stick in the box at power-on is read before systemd-networkd has started, and a reload
+    then fails: the step waits for it (it reads the new file when it starts anyway)."""
+    deadline = time.monotonic() + wait_seconds
+    while not _systemctl("is-active") and time.monotonic() < deadline:
+        time.sleep(1.0)
+    done = subprocess.run(["networkctl", "reload"], check=False, capture_output=True,
+                          text=True, timeout=60)
+    if done.returncode != 0:
+        said = (done.stderr or done.stdout).strip().splitlines()
+        last = said[-1] if said else f"exit status {done.returncode}"
+        raise NetworkSettingError(NetworkRefusal.NOT_APPLIED, f"networkctl reload: {last}")
 
 
 def take_from(folder: Path, *, network_file: Path = NETWORK_FILE,
-              reload: Callable[[], None] = reload_networkd) -> NetworkResult:
+              reload: Callable[[], None] = reload_networkd,
+              managed: Callable[[], bool] = networkd_manages_the_network) -> NetworkResult:
     """Apply the medium's network setting, if it has one: write or remove the box's fixed
     address file and reload systemd-networkd. Nothing is changed when the file is refused."""
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -236,6 +264,11 @@ def take_from(folder: Path, *, network_file: Path = NETWORK_FILE,
         if text is None:
             return NetworkResult(NetworkOutcome.NONE, at=now)
         setting = parse(text)
+        if not managed():
+            raise NetworkSettingError(NetworkRefusal.NOT_MANAGED,
+                                      "this box's network is not run by systemd-networkd "
+                                      "(the appliance image's): set its address in its own "
+                                      "system's settings")
     except NetworkSettingError as exc:
         return NetworkResult(NetworkOutcome.REFUSED, refusal=exc.refusal.value,
                              reason=str(exc), at=now)
@@ -250,7 +283,7 @@ def take_from(folder: Path, *, network_file: Path = NETWORK_FILE,
         _write(network_file, None if setting is None
                else setting.network_file(f"a USB stick at {now}").encode("utf-8"))
         reload()
-    except (OSError, subprocess.SubprocessError) as exc:
+    except (OSError, subprocess.SubprocessError, NetworkSettingError) as exc:
         _restore(network_file, before, reload)
         return NetworkResult(NetworkOutcome.REFUSED, refusal=NetworkRefusal.NOT_APPLIED.value,
                              reason=f"the setting could not be applied: {exc}", at=now)
@@ -271,7 +304,7 @@ def _restore(network_file: Path, before: bytes | None, reload: Callable[[], None
     try:
         _write(network_file, before)
         reload()
-    except (OSError, subprocess.SubprocessError) as exc:
+    except (OSError, subprocess.SubprocessError, NetworkSettingError) as exc:
         log.error("%s could not be put back as it was: %s", network_file, exc)
 
 

@@ -34,6 +34,11 @@ def _stick(tmp_path: Path, text: str | bytes | None) -> Path:
     return stick
 
 
+def _take(folder: Path, **given) -> usb_network.NetworkResult:
+    """``take_from`` on a box whose network systemd-networkd runs (the image's)."""
+    return take_from(folder, **{"managed": lambda: True, **given})
+
+
 class Reloads:
     """systemd-networkd's reload, counted (a real networkd runs in the image's tier)."""
 
@@ -110,7 +115,7 @@ def test_a_setting_that_does_not_hold_is_refused_saying_why(text, refusal, words
 def test_a_stick_without_the_file_changes_nothing(tmp_path):
     target = tmp_path / "10-clinibox-stick.network"
     reloads = Reloads()
-    result = take_from(_stick(tmp_path, None), network_file=target, reload=reloads)
+    result = _take(_stick(tmp_path, None), network_file=target, reload=reloads)
     assert result.outcome is NetworkOutcome.NONE
     assert not target.exists() and reloads.count == 0
 
@@ -118,7 +123,7 @@ def test_a_stick_without_the_file_changes_nothing(tmp_path):
 def test_the_setting_is_written_for_networkd_and_reloaded(tmp_path):
     target = tmp_path / "10-clinibox-stick.network"
     reloads = Reloads()
-    result = take_from(_stick(tmp_path, GOOD), network_file=target, reload=reloads)
+    result = _take(_stick(tmp_path, GOOD), network_file=target, reload=reloads)
     assert result.outcome is NetworkOutcome.FIXED
     assert result.setting.startswith("192.168.1.50/24 via 192.168.1.1")
     assert "Address=192.168.1.50/24" in target.read_text(encoding="utf-8")
@@ -130,7 +135,7 @@ def test_dhcp_on_a_later_stick_removes_the_fixed_address(tmp_path):
     target = tmp_path / "10-clinibox-stick.network"
     target.write_text("[Network]\nAddress=192.168.1.50/24\n", encoding="utf-8")
     reloads = Reloads()
-    result = take_from(_stick(tmp_path, 'address = "dhcp"\n'), network_file=target,
+    result = _take(_stick(tmp_path, 'address = "dhcp"\n'), network_file=target,
                        reload=reloads)
     assert result.outcome is NetworkOutcome.DHCP
     assert not target.exists() and reloads.count == 1
@@ -141,7 +146,7 @@ def test_a_refused_setting_leaves_the_box_as_it_was(tmp_path):
     target.write_text("[Network]\nAddress=10.9.9.9/24\n", encoding="utf-8")
     before = target.read_bytes()
     reloads = Reloads()
-    result = take_from(_stick(tmp_path, 'address = "10.9.9.0/24"'), network_file=target,
+    result = _take(_stick(tmp_path, 'address = "10.9.9.0/24"'), network_file=target,
                        reload=reloads)
     assert result.outcome is NetworkOutcome.REFUSED
     assert result.refusal == NetworkRefusal.BAD_ADDRESS.value
@@ -153,7 +158,7 @@ def test_a_reload_that_fails_puts_the_old_file_back(tmp_path):
     target.write_text("[Network]\nAddress=10.9.9.9/24\n", encoding="utf-8")
     before = target.read_bytes()
     reloads = Reloads(fail=True)
-    result = take_from(_stick(tmp_path, GOOD), network_file=target, reload=reloads)
+    result = _take(_stick(tmp_path, GOOD), network_file=target, reload=reloads)
     assert result.outcome is NetworkOutcome.REFUSED
     assert result.refusal == NetworkRefusal.NOT_APPLIED.value
     assert target.read_bytes() == before
@@ -174,7 +179,7 @@ def test_what_is_not_a_small_text_file_is_refused(tmp_path, kind):
     else:
         path.write_bytes(b"address = \"\xff\xfe\"")
     target = tmp_path / "10-clinibox-stick.network"
-    result = take_from(stick, network_file=target, reload=Reloads())
+    result = _take(stick, network_file=target, reload=Reloads())
     assert result.outcome is NetworkOutcome.REFUSED
     expected = {"link": NetworkRefusal.UNREADABLE, "fifo": NetworkRefusal.UNREADABLE,
                 "big": NetworkRefusal.TOO_BIG, "binary": NetworkRefusal.NOT_TOML}[kind]
@@ -189,7 +194,7 @@ def test_the_screen_says_what_the_stick_set_or_why_not(tmp_path, monkeypatch):
     monkeypatch.setattr(usb_network, "OUTCOME_PATH", tmp_path / "network.json")
     assert not any("network" in line for line in banner(loaded, None, ["192.0.2.7"]))
 
-    usb_network.record(take_from(_stick(tmp_path, GOOD), network_file=tmp_path / "n.network",
+    usb_network.record(_take(_stick(tmp_path, GOOD), network_file=tmp_path / "n.network",
                                  reload=Reloads()), tmp_path / "network.json")
     lines = banner(loaded, None, ["192.168.1.50"])
     assert ("  network: fixed address 192.168.1.50/24 via 192.168.1.1, DNS 192.168.1.1, "
@@ -209,13 +214,36 @@ def test_the_technicians_page_shows_a_file_the_box_takes_and_the_lines_it_shows(
     page = (Path(__file__).resolve().parents[3] / "docs" / "technician" / "flash.md").read_text(
         encoding="utf-8")
     block = page.split("```toml\n", 1)[1].split("```", 1)[0]
-    result = take_from(_stick(tmp_path, block), network_file=tmp_path / "n.network",
+    result = _take(_stick(tmp_path, block), network_file=tmp_path / "n.network",
                        reload=Reloads())
     assert result.outcome is NetworkOutcome.FIXED
     flat = " ".join(page.split())
     assert f"`{usb_network.banner_line(result)}`" in flat
     (tmp_path / "other").mkdir()
-    refused = take_from(_stick(tmp_path / "other", 'address = "192.168.1.50/24"\n'
+    refused = _take(_stick(tmp_path / "other", 'address = "192.168.1.50/24"\n'
                                                    'gateway = "192.168.2.1"'),
                         network_file=tmp_path / "n.network", reload=Reloads())
     assert f"`{usb_network.banner_line(refused)}`" in flat
+
+
+def test_a_box_whose_network_networkd_does_not_run_refuses_the_setting(tmp_path):
+    target = tmp_path / "10-clinibox-stick.network"
+    reloads = Reloads()
+    result = _take(_stick(tmp_path, GOOD), network_file=target, reload=reloads,
+                   managed=lambda: False)
+    assert result.outcome is NetworkOutcome.REFUSED
+    assert result.refusal == NetworkRefusal.NOT_MANAGED.value
+    assert "set its address in its own system's settings" in result.reason
+    assert not target.exists() and reloads.count == 0
+
+
+def test_networkctl_saying_why_it_failed_reaches_the_screen(tmp_path):
+    def failing() -> None:
+        raise NetworkSettingError(NetworkRefusal.NOT_APPLIED,
+                                  "networkctl reload: Failed to reload network settings")
+
+    result = _take(_stick(tmp_path, GOOD), network_file=tmp_path / "n.network", reload=failing)
+    assert result.refusal == NetworkRefusal.NOT_APPLIED.value
+    assert result.reason == ("the setting could not be applied: networkctl reload: Failed to "
+                             "reload network settings")
+    assert not (tmp_path / "n.network").exists()
