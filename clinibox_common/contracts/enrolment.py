@@ -44,8 +44,11 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import errno
 import hashlib
 import json
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -387,6 +390,8 @@ def _read_fields(data: bytes) -> EnrolmentBundle:
         body = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EnrolmentError(_not_json(exc)) from exc
+    except RecursionError as exc:  # "[[[[…" a megabyte deep
+        raise EnrolmentError(gettext("not an enrolment bundle: nested too deeply")) from exc
     if not isinstance(body, dict):
         raise EnrolmentError(gettext("not an enrolment bundle: not a JSON object"))
     if body.get("schema") != SCHEMA:
@@ -422,12 +427,30 @@ def _read_fields(data: bytes) -> EnrolmentBundle:
 
 def read_bundle(path: str | Path, now: dt.datetime | None = None) -> EnrolmentBundle:
     """Read and check the bundle file at ``path``; EnrolmentError when refused or unreadable."""
+    return parse_bundle(bundle_bytes(path), now)
+
+
+def bundle_bytes(path: str | Path, *, follow_links: bool = True) -> bytes:
+    """The bundle file's bytes, never more than one past :data:`MAX_BUNDLE_BYTES` (a larger
+    file is refused by what reads them, without being read whole); EnrolmentError when it
+    cannot be read (a link, with ``follow_links=False``)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_links else os.O_NOFOLLOW)
     try:
-        data = Path(path).read_bytes()
+        fd = os.open(path, flags)
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file")
+            return handle.read(MAX_BUNDLE_BYTES + 1)
     except OSError as exc:
         raise EnrolmentError(gettext("cannot read the bundle %(path)s: %(reason)s", path=path,
                                      reason=error_words(exc, exc.strerror))) from exc
-    return parse_bundle(data, now)
+
+
+def offered_ca(data: bytes) -> str:
+    """The CA certificate (PEM) a bundle's fields name, read without checking the bundle's
+    certificates or times: what a provisioned box compares with the CA it trusts before it
+    believes anything else the bundle says."""
+    return _read_fields(data).ca_cert
 
 
 def write_bundle(bundle: EnrolmentBundle, path: str | Path, *, overwrite: bool = False,

@@ -112,8 +112,10 @@ def _provision_step(name: str, mount_point: Path, args: argparse.Namespace) -> b
         return False
     folder = Path(f"/proc/self/fd/{handle}")  # the medium itself, whatever its path becomes
     try:
-        networked = _network_from(name, folder)
-        provisioned = _provision_from_bundle(name, mount_point, folder, args)
+        # one file the box cannot take never keeps it from the others on the stick
+        networked = _each_alone(name, "network setting", lambda: _network_from(name, folder))
+        provisioned = _each_alone(name, "enrolment bundle", lambda: _provision_from_bundle(
+            name, mount_point, folder, args))
         try:
             taken = software_update.take_from(folder)
         except OSError as exc:
@@ -125,6 +127,16 @@ def _provision_step(name: str, mount_point: Path, args: argparse.Namespace) -> b
         log.info("/dev/%s: software release %s taken; clinibox-software-update applies it",
                  name, ", ".join(taken))
     return provisioned and networked
+
+
+def _each_alone(name: str, what: str, step: Callable[[], bool]) -> bool:
+    """Run one part of the stick's root step; an error it did not foresee is logged, and
+    the stick's other parts go on."""
+    try:
+        return step()
+    except Exception:
+        log.exception("/dev/%s: its %s could not be taken", name, what)
+        return False
 
 
 def _network_from(name: str, folder: Path) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,16 +33,31 @@ def set_system_clock(moment: dt.datetime) -> None:
 
 
 def keep_for_next_boot(moment: dt.datetime, clock_file: Path = TIMESYNC_CLOCK_FILE) -> None:
-    """Have systemd-timesyncd start the next boot's clock no earlier than ``moment``."""
-    folder = clock_file.parent
-    if not folder.is_dir():
-        return
-    if not clock_file.exists():
-        clock_file.touch(mode=0o644)
-        owner = folder.stat()
-        os.chown(clock_file, owner.st_uid, owner.st_gid)  # timesyncd's own, to update it
-    stamp = moment.timestamp()
-    os.utime(clock_file, (stamp, stamp))
+    """Have systemd-timesyncd start the next boot's clock no earlier than ``moment``. Its
+    folder belongs to its own user, so root works there through file descriptors only and
+    follows no link: a link or anything but a regular file named ``clock`` is left alone."""
+    try:
+        folder = os.open(clock_file.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return  # no systemd-timesyncd here
+    try:
+        try:
+            fd = os.open(clock_file.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                         0o644, dir_fd=folder)
+            owner = os.fstat(folder)
+            os.fchown(fd, owner.st_uid, owner.st_gid)  # timesyncd's own, to update it
+        except FileExistsError:
+            fd = os.open(clock_file.name, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK,
+                         dir_fd=folder)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(f"{clock_file} is not a regular file")
+            stamp = moment.timestamp()
+            os.utime(fd, (stamp, stamp))
+        finally:
+            os.close(fd)
+    finally:
+        os.close(folder)
 
 
 def raise_clock(floor: dt.datetime, *, now: Callable[[], dt.datetime] | None = None,

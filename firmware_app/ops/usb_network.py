@@ -46,6 +46,8 @@ OUTCOME_PATH = Path("/run/clinibox-usb-network.json")
 #: the ports the setting is for: every wired one, as the image's DHCP file
 WIRED_PORTS = "en* eth*"
 MAX_DNS = 3
+#: the shortest prefix a clinic's network has, by IP version (a /0 is every address)
+SHORTEST_PREFIX = {4: 8, 6: 16}
 KEYS = frozenset({"address", "gateway", "dns"})
 NETWORKD = "systemd-networkd.service"
 #: how long the step waits for systemd-networkd to start (a stick in the box at power-on)
@@ -150,11 +152,14 @@ def parse(text: str) -> NetworkSetting | None:
     except tomllib.TOMLDecodeError as exc:
         raise NetworkSettingError(NetworkRefusal.NOT_TOML,
                                   f"{FILE_NAME} is not TOML: {exc}") from None
+    except RecursionError:  # "a=[[[[…" nested thousands deep
+        raise NetworkSettingError(NetworkRefusal.NOT_TOML,
+                                  f"{FILE_NAME} is not TOML: nested too deeply") from None
     unknown = sorted(set(data) - KEYS)
     if unknown:
         raise NetworkSettingError(NetworkRefusal.UNKNOWN_KEY,
-                                  f"unknown key {', '.join(unknown)} (known: address, gateway, "
-                                  "dns)")
+                                  f"unknown key {', '.join(map(repr, unknown))} (known: "
+                                  "address, gateway, dns)")
     raw = data.get("address")
     if isinstance(raw, str) and raw.strip().lower() == "dhcp":
         if set(data) != {"address"}:
@@ -180,10 +185,15 @@ def parse(text: str) -> NetworkSetting | None:
         raise NetworkSettingError(NetworkRefusal.BAD_ADDRESS,
                                   f"address {raw!r} cannot be a box's address on the clinic's "
                                   "network")
+    if network.prefixlen < SHORTEST_PREFIX[address.version]:
+        raise NetworkSettingError(NetworkRefusal.BAD_ADDRESS,
+                                  f"address {raw!r}: /{network.prefixlen} is not a clinic's "
+                                  f"network (at least /{SHORTEST_PREFIX[address.version]})")
     gateway = None
     if "gateway" in data:
         gateway = _address(data["gateway"], "gateway", NetworkRefusal.BAD_GATEWAY)
-        if gateway not in network or gateway == address.ip or not _usable(gateway):
+        if (gateway not in network or gateway == address.ip or gateway in ends
+                or not _usable(gateway)):
             raise NetworkSettingError(NetworkRefusal.BAD_GATEWAY,
                                       f"gateway {gateway} is not another address on the "
                                       f"network {network}")
@@ -227,8 +237,11 @@ def read_from(folder: Path) -> str | None:
 
 
 def _systemctl(verb: str) -> bool:
-    shown = subprocess.run(["systemctl", verb, "--quiet", NETWORKD], check=False,
-                           capture_output=True, timeout=30)
+    try:
+        shown = subprocess.run(["systemctl", verb, "--quiet", NETWORKD], check=False,
+                               capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False  # no systemctl, or it hangs: not a box whose network it runs
     return shown.returncode == 0
 
 

@@ -35,9 +35,9 @@ from enum import Enum
 from pathlib import Path
 
 from clinibox_common.contracts.enrolment import (
-    MAX_BUNDLE_BYTES,
     EnrolmentError,
-    read_bundle,
+    bundle_bytes,
+    offered_ca,
     time_floor,
 )
 from clinibox_common.fs import write_atomically
@@ -107,60 +107,75 @@ def provision_from(mount_point: Path, config: Path | None, *,
         return StickResult(StickOutcome.REFUSED, bundle=found.name,
                            reason="no config to provision: give --config or set "
                                   "CLINIBOX_CONFIG", at=now)
-    if _another_ca(found, config):
+    try:
+        data = bundle_bytes(found, follow_links=False)
+    except EnrolmentError as exc:
+        return StickResult(StickOutcome.REFUSED, bundle=found.name, reason=str(exc), at=now)
+    ca = _ca_check(data, config)
+    if ca is CaCheck.ANOTHER:
         return StickResult(StickOutcome.ANOTHER_CA, bundle=found.name,
                            reason="the bundle is signed by another CA than the hospital this "
                                   "box is provisioned for; only clinibox provision --force "
                                   "at the box's terminal can change its hospital", at=now)
-    clock_to = _clock_to_bundle(found, raise_clock) if raise_clock is not None else ""
+    clock_to = ""
+    if raise_clock is not None and ca in (CaCheck.FIRST, CaCheck.SAME):
+        clock_to = _clock_to_bundle(data, raise_clock)
     try:
         done = provision(found, config)
     except ProvisionError as exc:
-        return StickResult(StickOutcome.REFUSED, bundle=bundles[0].name, reason=str(exc),
-                           at=now, clock_to=clock_to)
-    return StickResult(StickOutcome.PROVISIONED, bundle=bundles[0].name,
+        return StickResult(StickOutcome.REFUSED, bundle=found.name, reason=str(exc), at=now,
+                           clock_to=clock_to)
+    return StickResult(StickOutcome.PROVISIONED, bundle=found.name,
                        enrolled_as=f"{done.bundle.clinic}/{done.bundle.device}", at=now,
                        clock_to=clock_to)
 
 
-def _clock_to_bundle(found: Path, raise_clock: Callable[[dt.datetime], float]) -> str:
+def _clock_to_bundle(data: bytes, raise_clock: Callable[[dt.datetime], float]) -> str:
     """Move the clock forward to when the hospital issued the bundle, when it is behind it (a
     box with no network time cannot take a bundle "not valid yet"); the moment it moved to,
     or ""."""
     try:
-        if found.stat().st_size > MAX_BUNDLE_BYTES:
-            return ""  # provision refuses it, saying so
-        floor = time_floor(found.read_bytes())
-    except (OSError, EnrolmentError):
+        floor = time_floor(data)
+    except EnrolmentError:
         return ""  # provision refuses it with its reason
     try:
         moved = raise_clock(floor)
-    except OSError as exc:
-        log.error("the clock is behind the bundle's start %s and could not be set: %s",
+    except (OSError, ValueError, OverflowError) as exc:
+        log.error("the clock is behind the bundle's issue %s and could not be set: %s",
                   floor.isoformat(timespec="seconds"), exc)
         return ""
     return floor.isoformat(timespec="seconds") if moved else ""
 
 
-def _another_ca(bundle: Path, config: Path) -> bool:
-    """Whether the box is provisioned and the bundle's CA is not the one it trusts now. A
-    bundle that cannot be read is left to ``provision`` to refuse with its reason; a
-    provisioned box whose own CA cannot be read takes no bundle from a stick."""
+class CaCheck(str, Enum):
+    """The bundle's CA against the box's: its first hospital, the same one, another, or
+    not known (the bundle's fields or the box's config cannot be read: provision refuses)."""
+
+    FIRST = "first"
+    SAME = "same"
+    ANOTHER = "another"
+    UNKNOWN = "unknown"
+
+
+def _ca_check(data: bytes, config: Path) -> CaCheck:
+    """Compare the CA the bundle names (its fields only: nothing else in it is believed
+    before this) with the one a provisioned box trusts; a provisioned box whose own CA
+    cannot be read takes no bundle from a stick."""
     try:
-        offered = read_bundle(bundle).ca_cert
+        offered = offered_ca(data)
     except EnrolmentError:
-        return False
+        return CaCheck.UNKNOWN
     try:
         current = config_module.load(str(config)) if config.exists() else None
     except ConfigError:
-        return False  # provision refuses a config that is not valid, saying so
+        return CaCheck.UNKNOWN  # provision refuses a config that is not valid, saying so
     if current is None or not current.mqtt.host:
-        return False  # not provisioned yet: the first stick makes it the hospital's
+        return CaCheck.FIRST  # not provisioned yet: the first stick makes it the hospital's
     try:
         trusted = Path(current.mqtt.ca_file).read_text(encoding="utf-8")
     except OSError:
-        return True
-    return trusted.strip() != offered.strip()
+        return CaCheck.ANOTHER
+    return CaCheck.SAME if trusted.strip() == offered.strip() else CaCheck.ANOTHER
 
 
 def record(result: StickResult, path: Path = OUTCOME_PATH) -> None:

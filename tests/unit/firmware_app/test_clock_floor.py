@@ -150,16 +150,54 @@ def test_a_box_on_time_is_not_moved(bundle, tmp_path):
         config_module.load(str(tmp_path / "etc" / "clinibox.toml")), result, []))
 
 
-def test_another_hospitals_bundle_never_moves_a_provisioned_boxs_clock(bundle, tmp_path):
+def test_another_hospitals_bundle_never_moves_a_provisioned_boxs_clock(bundle, tmp_path,
+                                                                      monkeypatch):
+    """A red-team find: a bundle "not valid yet" by the box's clock (an attacker's own CA,
+    its certificates dated in the future) once failed the CA comparison's own checks, was
+    taken for the same hospital's, moved the clock and then provisioned the box to the
+    attacker's broker. The CA is now compared from the bundle's fields alone, first."""
     config = _box(tmp_path)
     assert provision_from(_stick(tmp_path, bundle), config).outcome is StickOutcome.PROVISIONED
+    before = config.read_bytes()
     other = hospital_bundle(tmp_path / "other-hospital")
     (tmp_path / "second").mkdir()
-    clock = Clock(dt.datetime(2020, 1, 1, tzinfo=UTC))
+    clock = Clock(dt.datetime(2020, 1, 1, tzinfo=UTC))  # every bundle is in its future
+    monkeypatch.setattr(enrolment, "_now", lambda now: now if now is not None else clock.now)
     result = provision_from(_stick(tmp_path / "second", other), config,
                             raise_clock=clock.raise_)
     assert result.outcome is StickOutcome.ANOTHER_CA
+    assert clock.now == dt.datetime(2020, 1, 1, tzinfo=UTC) and clock.kept == []
+    assert config.read_bytes() == before
+
+
+def test_a_bundle_nested_too_deeply_or_too_big_is_refused_not_read_whole(tmp_path):
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    (stick / "deep.bundle").write_text("[" * 200_000, encoding="utf-8")
+    clock = Clock(dt.datetime(2020, 1, 1, tzinfo=UTC))
+    deep = provision_from(stick, _box(tmp_path), raise_clock=clock.raise_)
+    assert deep.outcome is StickOutcome.REFUSED and "nested too deeply" in deep.reason
+    (stick / "deep.bundle").unlink()
+    with (stick / "big.bundle").open("wb") as big:
+        big.truncate(4 * 2**30)  # sparse: 4 GiB that must never be read whole
+    large = provision_from(stick, tmp_path / "etc" / "clinibox.toml", raise_clock=clock.raise_)
+    assert large.outcome is StickOutcome.REFUSED and "far too large" in large.reason
     assert clock.now == dt.datetime(2020, 1, 1, tzinfo=UTC)
+
+
+def test_a_link_in_timesyncds_folder_is_never_followed(tmp_path):
+    folder = tmp_path / "timesync"
+    folder.mkdir()
+    target = tmp_path / "elsewhere"
+    (folder / "clock").symlink_to(target)  # dangling: root would create and chown it
+    with pytest.raises(OSError):
+        keep_for_next_boot(dt.datetime(2099, 1, 1, tzinfo=UTC), folder / "clock")
+    assert not target.exists()
+    target.write_text("root's", encoding="utf-8")
+    before = target.stat()
+    with pytest.raises(OSError):
+        keep_for_next_boot(dt.datetime(2099, 1, 1, tzinfo=UTC), folder / "clock")
+    assert target.stat().st_mtime == before.st_mtime
 
 
 def test_make_bundle_says_when_it_issued_the_bundle(tmp_path):

@@ -101,7 +101,16 @@ def test_dhcp_and_the_smallest_settings():
     ('address = "192.168.1.50/24"\ndns = ["127.0.0.53"]', NetworkRefusal.BAD_DNS,
      "cannot be a name server's address"),
     ('address = "192.168.1.50/24"\ngatway = "192.168.1.1"', NetworkRefusal.UNKNOWN_KEY,
-     "unknown key gatway"),
+     "unknown key 'gatway'"),
+    # a key's own characters never reach the journal or the screen raw
+    ('"\\u001b[2J" = 1\naddress = "dhcp"', NetworkRefusal.UNKNOWN_KEY, "unknown key '\\x1b[2J'"),
+    ('address = "10.0.0.1/0"\ngateway = "99.1.2.3"', NetworkRefusal.BAD_ADDRESS,
+     "/0 is not a clinic's network"),
+    ('address = "10.0.0.5/24"\ngateway = "10.0.0.0"', NetworkRefusal.BAD_GATEWAY,
+     "not another address"),
+    ('address = "10.0.0.5/24"\ngateway = "10.0.0.255"', NetworkRefusal.BAD_GATEWAY,
+     "not another address"),
+    ("a = " + "[" * 2040 + "]" * 2040, NetworkRefusal.NOT_TOML, "nested too deeply"),
     ('address = "dhcp"\ndns = ["192.168.1.1"]', NetworkRefusal.UNKNOWN_KEY, "takes no"),
     ("address = 192.168.1.50/24", NetworkRefusal.NOT_TOML, "is not TOML"),
 ])
