@@ -12,7 +12,7 @@ one whose scanners need the box at a known address, gives it one on a stick: a f
 or ``address = "dhcp"`` to go back to DHCP. The stick's root step (``clinibox usb-import
 --step provision``) reads it through the medium's opened folder, checks every value, writes
 ``/etc/systemd/network/10-clinibox-stick.network`` (which systemd-networkd prefers to the
-image's DHCP file for the same ports) and has systemd-networkd reload it. A file that does
+image's DHCP file for the same ports) and has systemd reload systemd-networkd. A file that does
 not hold is refused whole, with its reason, and the box's network stays as it was; the
 outcome goes to ``/run/clinibox-usb-network.json`` for the screen's banner.
 """
@@ -258,12 +258,15 @@ def reload_networkd(wait_seconds: float = NETWORKD_WAIT_SECONDS) -> None:
     deadline = time.monotonic() + wait_seconds
     while not _systemctl("is-active") and time.monotonic() < deadline:
         time.sleep(1.0)
-    done = subprocess.run(["networkctl", "reload"], check=False, capture_output=True,
+    # systemd runs the service's own reload (networkctl reload) in its network namespace:
+    # the stick's unit has a private one, where networkctl refuses to run
+    done = subprocess.run(["systemctl", "reload", NETWORKD], check=False, capture_output=True,
                           text=True, timeout=60)
     if done.returncode != 0:
         said = (done.stderr or done.stdout).strip().splitlines()
         last = said[-1] if said else f"exit status {done.returncode}"
-        raise NetworkSettingError(NetworkRefusal.NOT_APPLIED, f"networkctl reload: {last}")
+        raise NetworkSettingError(NetworkRefusal.NOT_APPLIED,
+                                  f"systemd-networkd did not reload: {last}")
 
 
 def take_from(folder: Path, *, network_file: Path = NETWORK_FILE,

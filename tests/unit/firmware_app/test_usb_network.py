@@ -49,7 +49,8 @@ class Reloads:
     def __call__(self) -> None:
         self.count += 1
         if self.fail and self.count == 1:
-            raise subprocess.CalledProcessError(1, ["networkctl", "reload"])
+            raise subprocess.CalledProcessError(1, ["systemctl", "reload",
+                                                    "systemd-networkd.service"])
 
 
 def test_a_fixed_address_with_its_gateway_and_name_servers():
@@ -246,13 +247,13 @@ def test_a_box_whose_network_networkd_does_not_run_refuses_the_setting(tmp_path)
     assert not target.exists() and reloads.count == 0
 
 
-def test_networkctl_saying_why_it_failed_reaches_the_screen(tmp_path):
+def test_why_systemd_networkd_did_not_reload_reaches_the_screen(tmp_path):
     def failing() -> None:
-        raise NetworkSettingError(NetworkRefusal.NOT_APPLIED,
-                                  "networkctl reload: Failed to reload network settings")
+        raise NetworkSettingError(NetworkRefusal.NOT_APPLIED, "systemd-networkd did not "
+                                  "reload: Job for systemd-networkd.service failed.")
 
     result = _take(_stick(tmp_path, GOOD), network_file=tmp_path / "n.network", reload=failing)
     assert result.refusal == NetworkRefusal.NOT_APPLIED.value
-    assert result.reason == ("the setting could not be applied: networkctl reload: Failed to "
-                             "reload network settings")
+    assert result.reason == ("the setting could not be applied: systemd-networkd did not "
+                             "reload: Job for systemd-networkd.service failed.")
     assert not (tmp_path / "n.network").exists()
