@@ -69,6 +69,8 @@ class BootedBox:
     stick: Path | None = None
     disk_gib: int = 12
     memory_mib: int = 2048
+    #: where the machine's battery-backed clock starts (``-rtc base=``), None: the host's time
+    clock_start: str | None = None
     dicom_port: int = 0
     web_port: int = 0
     started: float = 0.0
@@ -104,6 +106,8 @@ class BootedBox:
                    "-netdev", f"user,id=lan,{forwards}",
                    "-device", "virtio-net-pci,netdev=lan",
                    "-device", "qemu-xhci,id=usb"]
+        if self.clock_start is not None:
+            command += ["-rtc", f"base={self.clock_start}"]
         if self.stick is not None:
             command += ["-drive", f"if=none,id=stick,format=raw,file={self.stick}",
                         "-device", "usb-storage,bus=usb.0,drive=stick,removable=on"]

@@ -6,9 +6,11 @@ firmware on QEMU's emulated ARM board (``CLINIBOX_IMAGE_ARCH=arm64``).
 
 One machine boots once for the module, from an overlay of the image on a 12 GiB disk, with
 a FAT stick on its USB bus carrying the hospital's enrolment bundle and a fixed address
-(``clinibox-network.toml``). The hospital runs on the
-host: a real Mosquitto (TLS, client certificates, the ACL) and ``clinibox central serve``,
-which the box reaches at 10.0.2.2 through QEMU's user network. Then:
+(``clinibox-network.toml``), and its clock starting in 2025, as with a flat clock battery and
+no network time: the stick moves it forward to when the hospital issued the bundle. The
+hospital runs on the host: a real Mosquitto (TLS, client certificates, the ACL) and
+``clinibox central serve``, which the box reaches at 10.0.2.2 through QEMU's user network.
+Then:
 
 - the box answers C-ECHO (dcmtk's ``echoscu``) and serves its viewer's login page over TLS,
   on ports forwarded to the host;
@@ -22,6 +24,7 @@ which the box reaches at 10.0.2.2 through QEMU's user network. Then:
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -46,6 +49,7 @@ IMAGE = Path(os.environ.get("CLINIBOX_IMAGE", built_image(ARCH)))
 BOOT_SECONDS = 600 if ARCH == "amd64" else 2400
 
 
+FLAT_BATTERY = "2025-06-01T00:00:00"
 NETWORK_SETTING = ('address = "10.0.2.15/24"\ngateway = "10.0.2.2"\n'
                    'dns = ["10.0.2.3"]\n')
 
@@ -60,7 +64,9 @@ def booted(tmp_path_factory: pytest.TempPathFactory, hospital: Hospital) -> Iter
     # forwarded ports still reach it, now without DHCP
     network = folder / "clinibox-network.toml"
     network.write_text(NETWORK_SETTING, encoding="utf-8")
-    box = BootedBox(IMAGE, folder, arch=ARCH,
+    # a flat clock battery, and no network time (QEMU's network reaches no NTP server): the
+    # box starts long before the hospital issued its bundle
+    box = BootedBox(IMAGE, folder, arch=ARCH, clock_start=FLAT_BATTERY,
                     stick=make_stick(folder / "stick.img", [hospital.bundle, network]))
     box.start()
     try:
@@ -118,6 +124,14 @@ def test_the_stick_provisioned_the_box_and_the_hospital_reaches_it(booted, hospi
                        "--config", str(hospital.central), check=False)
     assert checked.returncode == 0, (checked.stdout + checked.stderr + "\n"
                                      + booted.console()[-3000:])
+
+
+def test_the_stick_moved_a_clock_behind_the_bundle_forward(booted, hospital):
+    issued = json.loads(hospital.bundle.read_bytes())["issued_at"]
+    when = issued.replace("T", " ")[:16]
+    moved = f"clock was behind the hospital's bundle: moved forward to {when} UTC"
+    booted.wait_for(lambda: moved in booted.console(), "the clock line on the screen", 180)
+    # the hospital then reached the box over TLS (above): its certificates hold by that clock
 
 
 def test_the_stick_fixed_the_boxs_address(booted):
