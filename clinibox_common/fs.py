@@ -1,11 +1,13 @@
 """Durable files: folder fsync, and replacing a small file so that a power cut leaves the old
-file or the new one, never a mix; private temporary folders that a killed owner does not
-leave behind for ever."""
+file or the new one, never a mix; reading a small file someone else wrote, bounded; private
+temporary folders that a killed owner does not leave behind for ever."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -17,6 +19,17 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def read_regular(path: str | Path, limit: int, *, follow_links: bool = False) -> bytes:
+    """A regular file's bytes, at most ``limit + 1`` of them (so a caller tells a file over
+    its limit without reading it whole); never through a link unless ``follow_links``, and a
+    FIFO or device never blocks or is read. OSError otherwise."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_links else os.O_NOFOLLOW)
+    with os.fdopen(os.open(path, flags), "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return handle.read(limit + 1)
 
 
 def write_atomically(path: Path, text: str, mode: int | None = None,

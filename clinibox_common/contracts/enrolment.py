@@ -44,11 +44,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import errno
 import hashlib
 import json
-import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,7 +60,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from clinibox_common.contracts.egress import check_identity
 from clinibox_common.contracts.signing import key_id
 from clinibox_common.errors import EXIT_USAGE, CliniboxError
-from clinibox_common.fs import write_atomically
+from clinibox_common.fs import read_regular, write_atomically
 from clinibox_common.i18n import ENGLISH, N_, current, gettext
 from clinibox_common.i18n.error_words import error_words
 from clinibox_common.i18n.formats import names as listed
@@ -296,11 +293,7 @@ def check_bundle(bundle: EnrolmentBundle, now: dt.datetime | None = None) -> Non
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise EnrolmentError(gettext("%(where)s: must be between 1 and 65535, got %(value)s",
                                      where="broker.port", value=repr(port)))
-    try:
-        dt.datetime.fromisoformat(_text(bundle.issued_at, "issued_at").replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise EnrolmentError(gettext("%(where)s: not an ISO 8601 time: %(value)s",
-                                     where="issued_at", value=repr(bundle.issued_at))) from exc
+    _issued(bundle)
     ca = _certificate(_text(bundle.ca_cert, "tls.ca_cert"), "tls.ca_cert")
     if not _is_ca(ca):
         raise EnrolmentError(gettext("%(where)s: not a CA certificate (no %(field)s)",
@@ -368,17 +361,23 @@ def time_floor(data: bytes) -> dt.datetime:
     bundle = _read_fields(data)
     ca = _certificate(_text(bundle.ca_cert, "tls.ca_cert"), "tls.ca_cert")
     cert = _certificate(_text(bundle.client_cert, "tls.client_cert"), "tls.client_cert")
-    try:
-        issued = dt.datetime.fromisoformat(bundle.issued_at.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise EnrolmentError(gettext("%(where)s: not an ISO 8601 time: %(value)s",
-                                     where="issued_at", value=repr(bundle.issued_at))) from exc
-    if issued.tzinfo is None:
-        issued = issued.replace(tzinfo=dt.timezone.utc)
+    issued = _issued(bundle)
     start = max(ca.not_valid_before_utc, cert.not_valid_before_utc)
     floor = max(start, min(issued, cert.not_valid_before_utc + CERT_BACKDATE))
     check_bundle(bundle, floor)
     return floor
+
+
+def _issued(bundle: EnrolmentBundle) -> dt.datetime:
+    """When the bundle says it was issued (UTC where it names no zone); EnrolmentError when
+    that is not an ISO 8601 time."""
+    try:
+        issued = dt.datetime.fromisoformat(
+            _text(bundle.issued_at, "issued_at").replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise EnrolmentError(gettext("%(where)s: not an ISO 8601 time: %(value)s",
+                                     where="issued_at", value=repr(bundle.issued_at))) from exc
+    return issued if issued.tzinfo is not None else issued.replace(tzinfo=dt.timezone.utc)
 
 
 def _read_fields(data: bytes) -> EnrolmentBundle:
@@ -434,13 +433,8 @@ def bundle_bytes(path: str | Path, *, follow_links: bool = True) -> bytes:
     """The bundle file's bytes, never more than one past :data:`MAX_BUNDLE_BYTES` (a larger
     file is refused by what reads them, without being read whole); EnrolmentError when it
     cannot be read (a link, with ``follow_links=False``)."""
-    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_links else os.O_NOFOLLOW)
     try:
-        fd = os.open(path, flags)
-        with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise OSError(errno.EINVAL, "not a regular file")
-            return handle.read(MAX_BUNDLE_BYTES + 1)
+        return read_regular(path, MAX_BUNDLE_BYTES, follow_links=follow_links)
     except OSError as exc:
         raise EnrolmentError(gettext("cannot read the bundle %(path)s: %(reason)s", path=path,
                                      reason=error_words(exc, exc.strerror))) from exc

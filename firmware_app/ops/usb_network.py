@@ -23,8 +23,6 @@ import datetime as dt
 import ipaddress
 import json
 import logging
-import os
-import stat
 import subprocess
 import time
 from collections.abc import Callable
@@ -35,7 +33,7 @@ from pathlib import Path
 import tomllib
 
 from clinibox_common.errors import CliniboxError
-from clinibox_common.fs import write_atomically, write_bytes_atomically
+from clinibox_common.fs import read_regular, write_atomically, write_bytes_atomically
 
 log = logging.getLogger(__name__)
 
@@ -214,18 +212,13 @@ def parse(text: str) -> NetworkSetting | None:
 def read_from(folder: Path) -> str | None:
     """The text of ``clinibox-network.toml`` at the top of the medium's folder, or None when
     there is none; a link, another kind of file or one over 4 KiB is refused."""
-    path = folder / FILE_NAME
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        data = read_regular(folder / FILE_NAME, MAX_BYTES)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise NetworkSettingError(NetworkRefusal.UNREADABLE,
                                   f"{FILE_NAME} cannot be read: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise NetworkSettingError(NetworkRefusal.UNREADABLE, f"{FILE_NAME} is not a file")
-        data = handle.read(MAX_BYTES + 1)
     if len(data) > MAX_BYTES:
         raise NetworkSettingError(NetworkRefusal.TOO_BIG,
                                   f"{FILE_NAME} is over {MAX_BYTES} bytes")
