@@ -191,6 +191,18 @@ def usable_key(clinic: str, device: str, text: Any) -> str | None:
     return str(text)
 
 
+def keep_downlink_key(tx: Transaction, clinic: str, device: str, text: Any,
+                      seen: float) -> bool:
+    """Keep the downlink key an authentic status reported, when it is usable, even when the
+    status itself is not kept (refused as too old: ``central/box_clock.py`` still sends
+    the box the time); whether one was kept."""
+    key = usable_key(clinic, device, text)
+    if key is None:
+        return False
+    _upsert(tx, clinic, device, seen, {"downlink_key": key})
+    return True
+
+
 def record(tx: Transaction, header: Header, payload: dict[str, Any], received_at: float,
            health: HealthConfig, audit_verdict: str | None = None) -> None:
     """Update ``header``'s box after storing its message (and add a drift point)."""

@@ -4,7 +4,9 @@
 is a clinibox topic → the envelope header parses → topic and header agree →
 the claimed ``clinic/device`` is enrolled and not revoked → the device's
 signature verifies and the payload decrypts with the hospital key → the
-payload is exactly a message of the egress schema, not older than
+payload is exactly a message of the egress schema (a status whose ``created_at`` is behind
+the receiver's clock queues the hospital's time for the box, :mod:`central.box_clock`, even
+when it is refused next as too old) → it is not older than
 ``[receiver] max_message_age_days`` and not made more than a day in the future
 (:data:`FUTURE_SECONDS`: its ``created_at``, and a summary's ``period_start`` and
 ``period_end``) → it is stored, once per
@@ -182,6 +184,8 @@ class Receiver:
             check_message(header.kind, opened.payload, None)
         except EgressRefused as exc:
             return refuse("schema", claimed, str(exc))
+        if header.kind == "status" and self.config.keys.hospital_signing_key:
+            self.store.notice_clock(header, opened.payload, received_at)
         limit = self.config.receiver.max_message_age_days
         age_days = (received_at - float(opened.payload.get("created_at", 0))) / 86400
         if age_days > limit:  # a replay of old traffic, or a clock gone wrong

@@ -29,7 +29,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from central import audit_witness, fleet, notify, reviews
+from central import audit_witness, box_clock, fleet, notify, reviews
 from central.config import HealthConfig
 from central.schema import TABLES, create_or_migrate
 from central.sql import Database, StoreError
@@ -273,6 +273,13 @@ class Store:
                                         float(created_at or received_at))
             fleet.record(tx, header, payload, received_at, self.health, verdict)
         return True
+
+    def notice_clock(self, header: Header, payload: dict[str, Any],
+                     received_at: float) -> int | None:
+        """Queue the hospital's time for a box whose authentic status is behind its clock
+        (``central/box_clock.py``); the downlink's sequence number, or None."""
+        with self._db.transaction(write=True) as tx:
+            return box_clock.notice(tx, header.clinic, header.device, payload, received_at)
 
     @staticmethod
     def _witness(tx: Any, header: Header, head: audit_witness.AuditHead,

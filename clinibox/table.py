@@ -40,6 +40,7 @@ COMMANDS: dict[str, str] = {
     "usb-import": "firmware_app.cli.usb", "console-banner": "firmware_app.cli.console_banner",
     "provision": "firmware_app.ops.provision",
     "selftest": "firmware_app.ops.selftest",
+    "hospital-time": "firmware_app.ops.hospital_clock",
     "user": "firmware_app.cli.users",
     "config": BOX,
     "live": "firmware_app.cli.live", "demo-video": "firmware_app.cli.live",

@@ -32,9 +32,10 @@ set -euo pipefail
 PREFIX_REL=/opt/clinibox
 UNITS="clinibox.service clinibox-web.service clinibox-retention.service
 clinibox-retention.timer clinibox-failure@.service clinibox-usb-import@.service
-clinibox-software-update.path clinibox-software-update.service clinibox-software-assess.service"
+clinibox-software-update.path clinibox-software-update.service clinibox-software-assess.service
+clinibox-clock.path clinibox-clock.service"
 ENABLE_UNITS="clinibox.service clinibox-web.service clinibox-retention.timer
-clinibox-software-update.path clinibox-software-assess.service"
+clinibox-software-update.path clinibox-software-assess.service clinibox-clock.path"
 RUNTIME_EXTRAS="openvino tflite live ocr"
 
 ROOT=/

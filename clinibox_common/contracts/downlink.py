@@ -11,9 +11,11 @@ as a downlink one:
 * the header names the box it is for (``clinic``, ``device``), the kind (``review``: a
   verdict; ``rollout``: an offer of a hospital-signed model package; ``rollback``: go back to
   the package that ran before a rollout's; ``link_check``: the hospital's test that both
-  directions work, answered at once by a status that confirms it) and
-  the hospital's sequence number for that box (1, 2, 3 …); the box keeps each sequence
-  number once and refuses a message from the future. A message built more than
+  directions work, answered at once by a status that confirms it; ``clock``: the hospital's
+  time, to a box whose status showed its clock behind) and the hospital's sequence number
+  for that box (1, 2, 3 …); the box keeps each sequence number once. A message from the
+  future is refused, except by the box: its clock is the one that may be wrong, and it moves
+  its clock forward to the hospital's signed time. A message built more than
   :data:`MAX_AGE_DAYS` ago is refused as ``stale`` by default, but an authentic one (signed,
   for this box, schema ok) is still the radiologist's verdict: the box asks for it with
   ``accept_stale=True``, keeps it marked late and lets its sequence number settle the
@@ -80,6 +82,9 @@ KIND_ROLLBACK = "rollback"
 #: the hospital's test of the link (``link_check_payload``): the box keeps it and answers
 #: with a status at once, whose ``downlink_seq`` confirms it (``clinibox central check-box``)
 KIND_LINK_CHECK = "link_check"
+#: the hospital's time, sent when a box's status shows its clock behind (``clock_payload``):
+#: the box moves its clock forward to the message's ``created_at`` (``central/box_clock.py``)
+KIND_CLOCK = "clock"
 SCHEMA_VERSION = 1
 #: HKDF info of downlink envelopes (the uplink's is ``clinibox telemetry v1``)
 HKDF_INFO = b"clinibox downlink v1"
@@ -90,6 +95,9 @@ MAX_FOLLOW_UP_MONTHS = 60
 #: the box refuses a downlink built longer ago than this (days), or this far in the future
 MAX_AGE_DAYS = 30.0
 FUTURE_SKEW_SECONDS = 86_400.0
+#: a box whose clock is behind the hospital's by more than this (seconds) takes the hospital's
+#: signed time; the hospital sends its time to a box whose status is behind by more than this
+CLOCK_TOLERANCE_SECONDS = 120.0
 _RAW_KEY_BYTES = 32
 #: a package's chunks are listed in the offer, one hash each: at most the envelope's list bound
 MAX_CHUNKS = 256
@@ -272,6 +280,13 @@ SCHEMAS: dict[str, Obj] = {
         "schema": Int(SCHEMA_VERSION, SCHEMA_VERSION),
         "created_at": Int(0, MAX_SECONDS),
     }),
+    KIND_CLOCK: Obj({
+        "schema": Int(SCHEMA_VERSION, SCHEMA_VERSION),
+        #: the hospital's time when it built the message: the box's clock is at least this
+        "created_at": Int(0, MAX_SECONDS),
+        #: how far behind the hospital's clock the box's status was (seconds), as seen then
+        "behind_s": Int(0, MAX_SECONDS),
+    }),
 }
 
 
@@ -325,6 +340,15 @@ def link_check_payload(created_at: float | None = None) -> dict[str, Any]:
     return payload
 
 
+def clock_payload(behind_s: float, created_at: float | None = None) -> dict[str, Any]:
+    """A checked ``clock`` payload: the hospital's time, and how far behind the box was."""
+    payload = {"schema": SCHEMA_VERSION,
+               "created_at": int(time.time() if created_at is None else created_at),
+               "behind_s": int(max(0.0, behind_s))}
+    SCHEMAS[KIND_CLOCK].check(payload, KIND_CLOCK, None)
+    return payload
+
+
 def chunk_count(archive_bytes: int, chunk_bytes: int) -> int:
     """How many chunks an archive of ``archive_bytes`` is sent in."""
     return max(1, math.ceil(archive_bytes / chunk_bytes))
@@ -367,20 +391,21 @@ def seal_downlink(clinic: str, device: str, seq: int, payload: dict[str, Any],
 @overload
 def open_downlink(envelope: bytes, *, clinic: str, device: str,
                   hospital_key: Ed25519PublicKey, box_key: X25519PrivateKey,
-                  now: float | None = ...,
-                  accept_stale: Literal[False] = ...) -> tuple[Header, dict[str, Any]]: ...
+                  now: float | None = ..., accept_stale: Literal[False] = ...,
+                  trust_hospital_clock: bool = ...) -> tuple[Header, dict[str, Any]]: ...
 
 
 @overload
 def open_downlink(envelope: bytes, *, clinic: str, device: str,
                   hospital_key: Ed25519PublicKey, box_key: X25519PrivateKey,
-                  now: float | None = ...,
-                  accept_stale: Literal[True]) -> tuple[Header, dict[str, Any], bool]: ...
+                  now: float | None = ..., accept_stale: Literal[True],
+                  trust_hospital_clock: bool = ...) -> tuple[Header, dict[str, Any], bool]: ...
 
 
 def open_downlink(envelope: bytes, *, clinic: str, device: str,
                   hospital_key: Ed25519PublicKey, box_key: X25519PrivateKey,
-                  now: float | None = None, accept_stale: bool = False
+                  now: float | None = None, accept_stale: bool = False,
+                  trust_hospital_clock: bool = False
                   ) -> tuple[Header, dict[str, Any]] | tuple[Header, dict[str, Any], bool]:
     """Verify, decrypt and check a downlink for this box; DownlinkRefused with a reason.
 
@@ -390,6 +415,11 @@ def open_downlink(envelope: bytes, *, clinic: str, device: str,
     With ``accept_stale=True`` a message that is only too old is not refused: the call
     returns ``(header, payload, stale)``, ``stale`` True when it was built more than
     :data:`MAX_AGE_DAYS` ago. Every other check still refuses.
+
+    With ``trust_hospital_clock=True`` (the box: its own clock may be behind, a flat clock
+    battery and no network time) a message built "in the future" is not refused: the
+    hospital's signed ``created_at`` is a lower bound of the real time, and the box moves its
+    clock forward to it (``firmware_app/ops/hospital_clock.py``).
     """
     try:
         opened = open_envelope(envelope, hospital_key, box_key, info=HKDF_INFO)
@@ -409,7 +439,7 @@ def open_downlink(envelope: bytes, *, clinic: str, device: str,
     except EgressRefused as exc:
         raise DownlinkRefused("schema", str(exc)) from exc
     now = time.time() if now is None else now
-    if payload["created_at"] > now + FUTURE_SKEW_SECONDS:
+    if payload["created_at"] > now + FUTURE_SKEW_SECONDS and not trust_hospital_clock:
         raise DownlinkRefused("future", "built in the future (clock skew over a day)")
     stale = payload["created_at"] < now - MAX_AGE_DAYS * 86_400
     if accept_stale:

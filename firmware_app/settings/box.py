@@ -124,6 +124,12 @@ class Config:
         return self.state_dir / "software-incoming"
 
     @property
+    def clock_incoming_dir(self) -> Path:
+        """Where the service leaves a hospital's downlink whose signed time is ahead of the
+        box's clock, for the clock's helper (``clinibox-clock.path`` watches it)."""
+        return self.state_dir / "clock-incoming"
+
+    @property
     def model_store_dir(self) -> Path:
         """Where ``clinibox model install`` keeps installed packages and their state."""
         if self.models.store_dir:

@@ -61,6 +61,11 @@ STUDY_RESULTS_HELD = "study_results_held"
 #: a model the routing rules name is not running: ``routed_model_down:<name>``
 ROUTED_MODEL_DOWN = "routed_model_down"
 
+#: the clock moved forward to the hospital's signed time: ``clock_moved:<minutes behind>``
+CLOCK_MOVED = "clock_moved"
+#: a time left for the clock's helper did not open as the hospital's: ``clock_refused:<reason>``
+CLOCK_REFUSED = "clock_refused"
+
 #: how a PACS destination failed (``pacs_failed``/``pacs_held``'s ``<failure>``)
 PACS_UNREACHABLE = "unreachable"  # no connection (refused, no route, no answer)
 PACS_TLS = "tls"  # the TLS set-up or handshake failed

@@ -80,15 +80,15 @@ def add(conn: sqlite3.Connection, *, seq: int, study_key: str | None, study_ref:
     return inserted
 
 
-#: every downlink sequence number the box keeps: the verdicts', the model offers' (v18) and
-#: the hospital's link checks' (v20)
+#: every downlink sequence number the box keeps: the verdicts', the model offers' (v18),
+#: the hospital's link checks' (v20) and its times' (v22)
 _KEPT = ("SELECT seq FROM hospital_reviews UNION ALL SELECT seq FROM model_offers"
-         " UNION ALL SELECT seq FROM link_checks")
+         " UNION ALL SELECT seq FROM link_checks UNION ALL SELECT seq FROM hospital_clock")
 
 
 def watermark(conn: sqlite3.Connection) -> int:
-    """The highest n such that every downlink 1 … n is kept, verdicts, model offers and link
-    checks alike (0 while downlink 1 is missing)."""
+    """The highest n such that every downlink 1 … n is kept, verdicts, model offers, link
+    checks and times alike (0 while downlink 1 is missing)."""
     row = conn.execute(
         f"WITH kept(seq) AS ({_KEPT}) SELECT MIN(r.seq) FROM kept r WHERE NOT EXISTS"
         " (SELECT 1 FROM kept n WHERE n.seq = r.seq + 1)"

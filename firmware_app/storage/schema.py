@@ -380,6 +380,15 @@ CREATE TABLE IF NOT EXISTS link_checks (
     received_at  REAL NOT NULL
 );
 
+-- The hospital's time (v22, storage/hospital_clock.py): each ``clock`` downlink kept by its
+-- sequence number, counted in the downlink watermark; ``received_at`` by the box's clock
+-- when it arrived (behind ``created_at`` when the box's clock was behind).
+CREATE TABLE IF NOT EXISTS hospital_clock (
+    seq          INTEGER PRIMARY KEY,
+    created_at   REAL NOT NULL,
+    received_at  REAL NOT NULL
+);
+
 -- The clinic's Modality Worklist (v21, storage/worklist.py): today's scheduled procedure
 -- steps as the poller last fetched them (replaced whole at each answer; ids never reused,
 -- so a pick from an older page never names another patient), and one row of

@@ -6,7 +6,7 @@ QoS 1 on every connection, in a persistent session (the broker keeps what comes 
 the box is away), and hands each message to :meth:`DownlinkReceiver.handle` on paho's
 network thread. The message is opened with the box's keys (``contracts/downlink.py``:
 signed by the hospital's downlink signing key, encrypted to the box's downlink key,
-for this box, not from the future):
+for this box):
 
 * refused: an event in the technician's log (``code`` ``downlink_<reason>``, at most
   :data:`EVENTS_PER_HOUR` of one code an hour) and dropped (acknowledged: sending it
@@ -19,7 +19,7 @@ for this box, not from the future):
   ``late`` (the study page says it arrived late), its sequence number settles the
   watermark (so the hospital stops sending it, and nothing after it waits on a gap), and
   an event (:data:`LATE`) tells the technician. Only authentic messages get this far:
-  forged, another box's, bad-schema and future-dated ones are refused as before;
+  forged, another box's and bad-schema ones are refused as before;
 * the study is found by its keyed reference (``identity.find_study``: only the box can
   resolve it). A reference no study on the box has (its study was deleted by retention,
   or the database was replaced) is kept with the study empty and an event says so: the
@@ -29,6 +29,12 @@ A link check (``clinibox central check-box``, the console's "test the link") is 
 sequence number (``storage/link_checks.py``) with an event, before it is acknowledged, and
 :attr:`DownlinkReceiver.on_link_check` asks for a status at once: its watermark is the box's
 answer, so the hospital knows within seconds that both directions work.
+
+The hospital's time (a ``clock`` downlink: its receiver saw the box's status behind its own
+clock) is kept the same way, by its sequence number, with an event. Any authentic message whose
+signed ``created_at`` is ahead of the box's clock (``telemetry/hospital_time.py``) is handed to
+the clock's helper, which moves the clock forward; such a message is not refused as "from the
+future": the box's clock is the one that is wrong.
 
 A rollout offer or rollback order is kept the same way, in ``model_offers`` with its audit row
 in one transaction, before it is acknowledged; the updater (``models/updates.py``) acts on it.
@@ -54,7 +60,8 @@ from clinibox_common.contracts import downlink, signing
 from clinibox_common.contracts.downlink import DownlinkRefused
 from clinibox_common.contracts.software_release import is_release
 from firmware_app.settings.box import Config
-from firmware_app.storage import db, hospital_reviews, link_checks, model_offers
+from firmware_app.storage import db, hospital_clock, hospital_reviews, link_checks, model_offers
+from firmware_app.telemetry import hospital_time
 from firmware_app.telemetry.identity import DeviceIdentity, find_study
 
 log = logging.getLogger(__name__)
@@ -69,6 +76,8 @@ UNKNOWN_STUDY = "downlink_unknown_study"
 LATE = "downlink_late"
 #: the event code of a link check kept (the hospital tested the link)
 LINK_CHECK = "downlink_link_check"
+#: the event code of the hospital's time kept (it saw the box's clock behind its own)
+CLOCK = "downlink_clock"
 #: what :meth:`DownlinkReceiver.handle` returns for a review kept now, one kept now that
 #: arrived late, and a repeat
 KEPT, KEPT_LATE, REPEAT = "kept", "kept-late", "repeat"
@@ -98,6 +107,8 @@ class DownlinkReceiver:
         self.on_order: Callable[[], None] | None = None
         #: called after a link check is kept (queues a status at once: the box's answer)
         self.on_link_check: Callable[[], None] | None = None
+        #: the box's clock (epoch seconds), which the hospital's signed time may be ahead of
+        self.clock: Callable[[], float] = time.time
 
     def _conn(self) -> sqlite3.Connection:
         """This thread's own connection (paho calls back on its network thread)."""
@@ -126,18 +137,45 @@ class DownlinkReceiver:
             header, payload, late = downlink.open_downlink(
                 envelope, clinic=self.identity.clinic, device=self.identity.device,
                 hospital_key=self.hospital_key, box_key=self.identity.downlink_key,
-                accept_stale=True)
+                accept_stale=True, trust_hospital_clock=True)
         except DownlinkRefused as exc:
             log.warning("downlink message refused: %s (%s)", exc.reason, exc)
             with db.transaction(conn):
                 self._note(conn, refusal_code(exc.reason),
                            f"a downlink message was refused: {exc.reason}")
             return exc.reason
+        self._clock_ahead(envelope, payload["created_at"])
+        if header.kind == downlink.KIND_CLOCK:
+            return self._keep_time(conn, header.seq, payload)
         if header.kind in (downlink.KIND_ROLLOUT, downlink.KIND_ROLLBACK):
             return self._keep_order(conn, header.seq, header.kind, payload, late)
         if header.kind == downlink.KIND_LINK_CHECK:
             return self._keep_link_check(conn, header.seq, payload)
         return self._keep(conn, header.seq, payload, late)
+
+    def _clock_ahead(self, envelope: bytes, created_at: float) -> None:
+        """Hand an authentic message whose signed time is ahead of the box's clock to the
+        clock's helper (``telemetry/hospital_time.py``); a failure only costs the time."""
+        if not hospital_time.is_ahead(created_at, self.clock()):
+            return
+        try:
+            hospital_time.hand_over(self.config.clock_incoming_dir, envelope, created_at)
+        except OSError as exc:
+            log.warning("the hospital's time could not be handed to the clock's helper: %s",
+                        exc)
+
+    def _keep_time(self, conn: sqlite3.Connection, seq: int, payload: dict[str, Any]) -> str:
+        """Keep the hospital's time by its sequence number (the watermark moves on); the clock
+        itself is moved by the helper it was handed to."""
+        with db.transaction(conn):
+            kept = hospital_clock.add(conn, seq=seq, created_at=payload["created_at"])
+            if kept:
+                self._note(conn, CLOCK, f"the hospital sent its time (downlink {seq}): the "
+                           f"box's clock was {payload['behind_s']} s behind it")
+        if not kept:
+            return REPEAT
+        log.info("hospital time %d kept (the box was %d s behind)", seq, payload["behind_s"])
+        return KEPT
 
     def _keep_link_check(self, conn: sqlite3.Connection, seq: int,
                          payload: dict[str, Any]) -> str:
@@ -213,7 +251,7 @@ class DownlinkReceiver:
     def _note(conn: sqlite3.Connection, code: str, message: str) -> None:
         """An event in the technician's log, at most EVENTS_PER_HOUR of ``code`` an hour (in
         the caller's transaction)."""
-        level = "INFO" if code in (UNKNOWN_STUDY, LINK_CHECK) else "WARNING"
+        level = "INFO" if code in (UNKNOWN_STUDY, LINK_CHECK, CLOCK) else "WARNING"
         db.record_event_capped(conn, level, COMPONENT, message, code, EVENTS_PER_HOUR)
 
 

@@ -92,6 +92,12 @@ WORDS: dict[str, tuple[tuple[str, ...], str]] = {
         "tries again")),
     codes.STUDY_RESULTS_HELD: (("study", "version", "tries"), N_(
         "study %(study)s: its DICOM results could not be made; the box stopped trying")),
+    codes.CLOCK_MOVED: (("minutes",), N_(
+        "the box's clock was %(minutes)s minute(s) behind the hospital's signed time; it was "
+        "set forward to it")),
+    codes.CLOCK_REFUSED: (("reason",), N_(
+        "a time left for the clock could not be checked as the hospital's; the clock was not "
+        "changed")),
     codes.ROUTED_MODEL_DOWN: (("name",), N_(
         "the model %(name)s named by the routing rules is not running; its images are not "
         "analysed")),
@@ -144,6 +150,7 @@ DOWNLINK = {
     "downlink_late": N_("a verdict from the hospital arrived late; it is kept and shown as "
                         "late"),
     "downlink_link_check": N_("the hospital tested the link; the box answered"),
+    "downlink_clock": N_("the hospital saw the box's clock behind its own and sent its time"),
 }
 DOWNLINK_ORDER = N_("an order from the hospital was not acted on: %(reason)s")
 DOWNLINK_REFUSED = N_("a message from the hospital was refused: it could not be checked as "

@@ -10,7 +10,7 @@ apt-get autoremove -y -q
 apt-get clean
 rm -rf /var/lib/apt/lists/*
 systemctl enable clinibox.service clinibox-web.service clinibox-retention.timer \
-    clinibox-software-update.path clinibox-software-assess.service \
+    clinibox-software-update.path clinibox-software-assess.service clinibox-clock.path \
     clinibox-firstboot.service clinibox-console.timer systemd-networkd.service \
     systemd-resolved.service systemd-timesyncd.service
 systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer

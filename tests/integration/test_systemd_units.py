@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import errno
 import http.client
 import json
 import re
@@ -22,13 +23,20 @@ import shutil
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydicom.data import get_testdata_file
 
 from clinibox.table import build_parser
+from clinibox_common.contracts.downlink import KIND_CLOCK, clock_payload, seal_downlink
+from firmware_app.settings.box import Config
+from firmware_app.settings.storage import StorageConfig
+from firmware_app.telemetry.hospital_time import hand_over
+from firmware_app.telemetry.identity import load_identity
 from tests.integration.conftest import REPO, echoscu, storescu, to_toml, wait_for
 from tests.integration.test_install_system import (
     UnitSandbox,
@@ -38,6 +46,7 @@ from tests.integration.test_install_system import (
     unit_values,
 )
 from tests.ports import free_port
+from tests.telemetry_payloads import public_pem
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +60,7 @@ SERVICES = {
     "clinibox-retention.service": "clinibox-retention.service",
     "clinibox-failure@.service": "clinibox-failure@clinibox.service.service",
     "clinibox-usb-import@.service": "clinibox-usb-import@sdb1.service",
+    "clinibox-clock.service": "clinibox-clock.service",
 }
 DROPINS = ("openvino", "jetson-gpu", "intel-npu", "live-video")
 THRESHOLD = 20  # systemd-analyze's scale: 20 is an overall exposure of 2.0, the top of "OK"
@@ -432,6 +442,62 @@ def test_oneshot_commands_run_under_their_sandbox(unit, tmp_path):
         preexec_fn=UnitSandbox(SYSTEMD / unit).apply)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "state" / "clinibox.db").exists()
+    assert "Operation not permitted" not in result.stderr
+
+
+#: asks the kernel to set the monotonic clock, which it never allows (EINVAL): a call the
+#: unit's filter lets through fails with EINVAL, a call it denies with EPERM. The system
+#: clock of the test machine is never touched.
+SET_CLOCK_PROBE = ("import time\ntry:\n    time.clock_settime(time.CLOCK_MONOTONIC, 0)\n"
+                   "except OSError as exc:\n    print(exc.errno)\n")
+
+
+@pytest.mark.parametrize(("unit", "answer"), [
+    ("clinibox-clock.service", errno.EINVAL), ("clinibox.service", errno.EPERM),
+    ("clinibox-web.service", errno.EPERM)])
+def test_only_the_clock_helpers_filter_lets_the_clock_be_set(unit, answer):
+    result = subprocess.run([sys.executable, "-c", SET_CLOCK_PROBE], capture_output=True,
+                            text=True, timeout=60, preexec_fn=UnitSandbox(SYSTEMD / unit).apply)
+    assert result.stdout.strip() == str(answer), result.stderr
+
+
+def test_the_clock_helper_runs_under_its_sandbox_with_its_one_capability(tmp_path):
+    """``clinibox hospital-time`` under clinibox-clock.service's filter checks a waiting
+    time (the hospital's, for this box, not ahead: the test machine's clock stays as it is)
+    and removes it; its unit holds CAP_SYS_TIME and nothing else, and no user namespace."""
+    unit = read_unit(SYSTEMD / "clinibox-clock.service")
+    assert unit_values(unit, "Service", "CapabilityBoundingSet") == ["CAP_SYS_TIME"]
+    assert unit_values(unit, "Service", "AmbientCapabilities") == ["CAP_SYS_TIME"]
+    assert unit_values(unit, "Service", "PrivateUsers") == []
+    assert unit_values(unit, "Service", "ProtectClock") == []
+    assert read_unit(SYSTEMD / "clinibox.service")["Service"].count(("ProtectClock", "yes")) == 1
+    path_unit = read_unit(SYSTEMD / "clinibox-clock.path")
+    assert unit_values(path_unit, "Path", "PathExistsGlob") == [
+        "/var/lib/clinibox/clock-incoming/*.downlink"]
+    state = tmp_path / "state"
+    box = Config(storage=StorageConfig(state_dir=str(state)))
+    box.telemetry.clinic, box.telemetry.device = "clinic-a", "box-1"
+    identity = load_identity(box)
+    assert box.clock_incoming_dir == state / "clock-incoming"
+    hospital = Ed25519PrivateKey.generate()
+    (tmp_path / "signing.pub").write_text(public_pem(hospital))
+    built = time.time() - 60
+    hand_over(box.clock_incoming_dir, seal_downlink(
+        "clinic-a", "box-1", 1, clock_payload(0, built), identity.downlink_key.public_key(),
+        hospital, kind=KIND_CLOCK), built)
+    config = tmp_path / "box.toml"
+    config.write_text(to_toml({"storage": {"state_dir": str(state)},
+                               "telemetry": {"clinic": "clinic-a", "device": "box-1",
+                                             "hospital_signing_key": str(tmp_path /
+                                                                         "signing.pub")}}))
+    (command,) = unit_values(unit, "Service", "ExecStart")
+    result = subprocess.run(
+        [sys.executable, "-m", "clinibox", *command.split()[1:], "--config", str(config)],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+        preexec_fn=UnitSandbox(SYSTEMD / "clinibox-clock.service").apply)
+    assert result.returncode == 0, result.stderr
+    assert "not behind the hospital's time" in result.stdout
+    assert list(box.clock_incoming_dir.iterdir()) == []
     assert "Operation not permitted" not in result.stderr
 
 

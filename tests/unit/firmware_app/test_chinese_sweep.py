@@ -74,6 +74,8 @@ COMMANDS_SKIPPED = {
     "serve": "a service: its records are the journal's, English (cli/language.py)",
     "web": "a service", "live": "a service", "service-failed": "run by systemd, a service's",
     "usb-import": "run by udev: writes the box's records, English",
+    "hospital-time": "run by systemd (clinibox-clock.path): its lines go to the journal and "
+                     "the screen, English; the device page says its event in Chinese",
     "console-banner": "the appliance's screen: the Linux console has no Chinese font, English "
                       "(cli/language.py); the device page says the same in Chinese",
     "config": "prints the example file for the technician's editor, English (language.py); "

@@ -30,7 +30,8 @@ CODES = {
     "study_results_not_made:7:2:1": "7", "study_results_held:7:2:3": "7",
     "routed_model_down:chest": "chest", "downlink_unknown_study": "",
     "downlink_late": "", "downlink_link_check": "", "downlink_order_stale": "",
-    "downlink_bad-signature": "",
+    "downlink_bad-signature": "", "downlink_clock": "", "clock_moved:4320": "4320",
+    "clock_refused:bad-signature": "",
 }
 
 

@@ -194,7 +194,7 @@ def test_a_late_review_reads_back_late(conn):
 @pytest.mark.parametrize(("age_days", "signer", "device", "reason"), [
     (45, "forger", "box-1", "bad-signature"),
     (45, None, "box-2", "not-for-this-box"),
-    (-2, None, "box-1", "future"),
+    (-2, "forger", "box-1", "bad-signature"),
 ])
 def test_a_stale_or_future_review_that_is_not_authentic_settles_nothing(box, age_days, signer,
                                                                         device, reason):

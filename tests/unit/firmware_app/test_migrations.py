@@ -722,6 +722,18 @@ def check_v21(conn) -> None:
     conn.execute("DELETE FROM live_sessions")
 
 
+def check_v22(conn) -> None:
+    """v22: the hospital's times have a table of their own, empty after the upgrade, and each
+    one kept counts in the downlink watermark beside verdicts and link checks."""
+    assert conn.execute("SELECT COUNT(*) FROM hospital_clock").fetchone()[0] == 0
+    insert(conn, "link_checks", seq=1, created_at=6.0, received_at=7.0)
+    insert(conn, "hospital_clock", seq=2, created_at=8.0, received_at=7.5)
+    from firmware_app.storage import hospital_reviews
+    assert hospital_reviews.watermark(conn) == 2
+    conn.execute("DELETE FROM link_checks")
+    conn.execute("DELETE FROM hospital_clock")
+
+
 #: migration N: rows written at schema N-1, and what N promises about them after the ladder
 ROWS: dict[int, tuple[Callable[[sqlite3.Connection], None],
                       Callable[[sqlite3.Connection], None]]] = {
@@ -732,7 +744,7 @@ ROWS: dict[int, tuple[Callable[[sqlite3.Connection], None],
     14: (seed_v13, check_v14),
     15: (seed_v14, check_v15), 16: (seed_v15, check_v16), 17: (seed_v15, check_v17),
     18: (seed_v15, check_v18), 19: (seed_v15, check_v19), 20: (seed_v15, check_v20),
-    21: (seed_v20, check_v21),
+    21: (seed_v20, check_v21), 22: (seed_v15, check_v22),
 }
 
 

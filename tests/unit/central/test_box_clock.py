@@ -1,0 +1,148 @@
+"""The hospital sends its time to a box whose clock is behind (central/box_clock.py): the
+receiver reads each authentic status's ``created_at``, queues a ``clock`` downlink at most once
+an hour, even for a box so far behind that its messages are refused as too old, and the box
+that opens it hands the time to its clock's helper."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from central import box_clock
+from central.config import CentralConfig
+from central.downlink_publisher import claim
+from central.receiver import Receiver
+from central.store import Store
+from clinibox_common.contracts import downlink
+from firmware_app.settings.box import Config
+from firmware_app.settings.storage import StorageConfig
+from firmware_app.storage import db
+from firmware_app.telemetry import hospital_time
+from firmware_app.telemetry.downlink import KEPT, DownlinkReceiver
+from firmware_app.telemetry.identity import load_identity
+from tests.central_fixtures import (  # noqa: F401 (pytest fixtures)
+    central_box,
+    central_database,
+    central_hospital,
+    central_store,
+)
+from tests.telemetry_payloads import Box, status_payload
+
+DAY = 86_400.0
+NOW = float(int(time.time()))
+
+
+@pytest.fixture
+def box_keys(tmp_path):
+    """The box's own downlink key, made as the box makes it, and its config."""
+    config = Config(storage=StorageConfig(state_dir=str(tmp_path / "box")))
+    config.telemetry.clinic, config.telemetry.device = "clinic-a", "box-1"
+    return config, load_identity(config)
+
+
+@pytest.fixture
+def receiver(store, hospital, tmp_path):
+    config = CentralConfig()
+    config.keys.hospital_signing_key = str(tmp_path / "hospital-signing.pem")
+    return Receiver(config, store, hospital[0])
+
+
+def _status(box: Box, identity, behind_s: float, state: str = "heartbeat") -> tuple[str, bytes]:
+    return box.envelope("status", status_payload(
+        state, created_at=int(NOW - behind_s), downlink_key=identity.downlink_key_text,
+        downlink_seq=0))
+
+
+def _clocks(store: Store) -> list[tuple[int, dict]]:
+    with store.database.transaction(write=False) as tx:
+        rows = tx.execute("SELECT seq, payload FROM downlinks WHERE kind = 'clock'"
+                          " ORDER BY seq").fetchall()
+    return [(int(seq), json.loads(payload)) for seq, payload in rows]
+
+
+def test_a_status_three_days_behind_queues_the_hospitals_time_once_an_hour(receiver, store, box,
+                                                                          box_keys):
+    _, identity = box_keys
+    assert receiver.handle(*_status(box, identity, 3 * DAY), received_at=NOW) == "stored"
+    [(seq, payload)] = _clocks(store)
+    assert seq == 1
+    assert payload == {"schema": 1, "created_at": int(NOW), "behind_s": int(3 * DAY)}
+    # the next heartbeats, still behind: nothing more within the hour
+    assert receiver.handle(*_status(box, identity, 3 * DAY), received_at=NOW + 60) == "stored"
+    assert receiver.handle(*_status(box, identity, 3 * DAY),
+                           received_at=NOW + box_clock.RESEND_SECONDS - 1) == "stored"
+    assert len(_clocks(store)) == 1
+    receiver.handle(*_status(box, identity, 3 * DAY), received_at=NOW + box_clock.RESEND_SECONDS)
+    assert [seq for seq, _ in _clocks(store)] == [1, 2]
+
+
+def test_a_box_so_far_behind_that_its_messages_are_too_old_still_gets_the_time(
+        receiver, store, box, box_keys):
+    """A box provisioned from a bundle made 100 days before (its clock raised only to the
+    bundle's issue): every message is refused as too old, and no status ever told the
+    hospital its downlink key. The time goes all the same."""
+    _, identity = box_keys
+    assert receiver.handle(*_status(box, identity, 100 * DAY), received_at=NOW) == "too-old"
+    [(_, payload)] = _clocks(store)
+    assert payload["behind_s"] == int(100 * DAY)
+    [pending] = claim(store.database, now=NOW + 1, resend_seconds=1800)
+    assert pending.kind == downlink.KIND_CLOCK  # sealable: the key was kept for it
+
+
+@pytest.mark.parametrize(("behind_s", "state", "signing", "why"), [
+    (60, "heartbeat", True, "within the tolerance"),
+    (3 * DAY, "offline", True, "a last will is built at connection time"),
+    (3 * DAY, "heartbeat", False, "the hospital signs no downlink"),
+])
+def test_no_time_is_sent_when_it_should_not_be(store, box, hospital, box_keys, tmp_path,
+                                               behind_s, state, signing, why):
+    config = CentralConfig()
+    if signing:
+        config.keys.hospital_signing_key = str(tmp_path / "hospital-signing.pem")
+    receiver = Receiver(config, store, hospital[0])
+    receiver.handle(*_status(box, box_keys[1], behind_s, state), received_at=NOW)
+    assert _clocks(store) == [], why
+
+
+def test_no_time_without_a_downlink_key_to_seal_it_to(receiver, store, box):
+    receiver.handle(*box.envelope("status", status_payload(
+        "heartbeat", created_at=int(NOW - 3 * DAY))), received_at=NOW)
+    assert _clocks(store) == []
+
+
+def test_the_box_opens_the_hospitals_time_and_hands_it_to_its_clock(receiver, store, box,
+                                                                    box_keys):
+    config, identity = box_keys
+    receiver.handle(*_status(box, identity, 3 * DAY), received_at=NOW)
+    [pending] = claim(store.database, now=NOW, resend_seconds=1800)
+    signer = Ed25519PrivateKey.generate()
+    sealed = downlink.seal_downlink(pending.clinic, pending.device, pending.seq,
+                                    pending.payload, identity.downlink_key.public_key(),
+                                    signer, kind=pending.kind)
+    conn = db.connect(config.database_path)
+    db.initialise(conn)
+    conn.close()
+    on_box = DownlinkReceiver(config, identity, signer.public_key())
+    on_box.clock = lambda: NOW - 3 * DAY  # the box's clock, three days behind
+    try:
+        assert on_box.handle(sealed) == KEPT
+    finally:
+        on_box.close()
+    assert [stamp for stamp, _ in hospital_time.waiting(config.clock_incoming_dir)] == [int(NOW)]
+
+
+def test_behind_reads_only_a_number():
+    assert box_clock.behind_s({"created_at": NOW - 10}, NOW) == 10
+    assert box_clock.behind_s({"created_at": NOW + 10}, NOW) == 0
+    assert box_clock.behind_s({"created_at": True}, NOW) == 0
+    assert box_clock.behind_s({}, NOW) == 0
+
+
+def test_the_tolerance_is_the_boxs_own(tmp_path: Path):
+    """One number decides on both sides: what the hospital calls behind is what the box
+    corrects."""
+    assert box_clock.CLOCK_TOLERANCE_SECONDS is hospital_time.CLOCK_TOLERANCE_SECONDS
