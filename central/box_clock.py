@@ -12,8 +12,11 @@ a box so far behind that its messages are refused as too old still gets the time
 A status that waited in the box's outbox, or the broker's last will (built when the box
 connected), also looks behind: the box then finds its clock right and changes nothing, so
 the cost of a wrong guess is one small message an hour. Only ``online`` and ``heartbeat``
-statuses count, and only from a box the hospital can send to (a downlink key known, a signing
-key configured).
+statuses count, only from a box that says it takes the time (``takes_time``: an older box
+would refuse the kind, and its sequence number would hold up every downlink after it) and
+that the hospital can send to (a downlink key known, a signing key configured), and only one
+time waits for a box at a time: none is queued while the last is not confirmed by the box's
+watermark, so a box that lies about its clock cannot pile them up.
 """
 
 from __future__ import annotations
@@ -43,23 +46,35 @@ def behind_s(payload: dict[str, Any], received_at: float) -> float:
     return max(0.0, received_at - float(created))
 
 
+def wanted(payload: dict[str, Any], received_at: float) -> bool:
+    """Whether this status asks for the hospital's time: a box that takes it (``takes_time``:
+    an older box would refuse the kind, and its sequence number would hold up every downlink
+    after it), an ``online`` or ``heartbeat`` status, more than the tolerance behind."""
+    return (payload.get("takes_time") == 1 and payload.get("state") in COUNTED_STATES
+            and behind_s(payload, received_at) > CLOCK_TOLERANCE_SECONDS)
+
+
 def notice(tx: Transaction, clinic: str, device: str, payload: dict[str, Any],
            received_at: float) -> int | None:
-    """Queue the hospital's time for the box when this status shows its clock behind and no
-    time went to it in the last :data:`RESEND_SECONDS`; the downlink's sequence number, or
-    None. The caller checks that the hospital can sign downlinks."""
-    behind = behind_s(payload, received_at)
-    if payload.get("state") not in COUNTED_STATES or behind <= CLOCK_TOLERANCE_SECONDS:
+    """Queue the hospital's time for the box when this status :func:`wanted` it, no time went
+    to it in the last :data:`RESEND_SECONDS` and none is still unconfirmed (the box's
+    watermark has not passed it); the downlink's sequence number, or None. The caller checks
+    that the hospital can sign downlinks."""
+    if not wanted(payload, received_at):
         return None
-    row = tx.execute("SELECT downlink_key FROM box_state WHERE clinic = ? AND device = ?",
-                     (clinic, device)).fetchone()
+    behind = behind_s(payload, received_at)
+    row = tx.execute("SELECT downlink_key, downlink_seq FROM box_state WHERE clinic = ?"
+                     " AND device = ?", (clinic, device)).fetchone()
     if (row is None or not row[0]) and not fleet.keep_downlink_key(
             tx, clinic, device, payload.get("downlink_key"), received_at):
         return None  # nothing can be sealed to the box yet
-    (last,) = tx.execute("SELECT MAX(created_at) FROM downlinks WHERE clinic = ? AND device = ?"
-                         " AND kind = ?", (clinic, device, downlink.KIND_CLOCK)).fetchone()
-    if last is not None and received_at - float(last) < RESEND_SECONDS:
-        return None
+    last = tx.execute("SELECT seq, created_at FROM downlinks WHERE clinic = ? AND device = ?"
+                      " AND kind = ? ORDER BY seq DESC LIMIT 1",
+                      (clinic, device, downlink.KIND_CLOCK)).fetchone()
+    if last is not None:
+        confirmed = int((row[1] if row is not None else None) or 0)
+        if int(last[0]) > confirmed or received_at - float(last[1]) < RESEND_SECONDS:
+            return None  # one time waits for the box at most: no pile of them
     seq = queue_downlink(tx, clinic, device, downlink.KIND_CLOCK,
                          downlink.clock_payload(behind, received_at), received_at)
     log.info("%s/%s: its clock is %.0f s behind the hospital's; the hospital's time queued "

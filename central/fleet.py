@@ -199,7 +199,12 @@ def keep_downlink_key(tx: Transaction, clinic: str, device: str, text: Any,
     key = usable_key(clinic, device, text)
     if key is None:
         return False
-    _upsert(tx, clinic, device, seen, {"downlink_key": key})
+    # a box's row keeps its last seen time (the status was refused); a box never seen before
+    # gets its first row, seen now (the hospital did hear from it)
+    tx.execute("INSERT INTO box_state (clinic, device, last_seen, downlink_key) VALUES"
+               " (?, ?, ?, ?) ON CONFLICT (clinic, device) DO UPDATE SET downlink_key ="
+               " COALESCE(box_state.downlink_key, excluded.downlink_key)",
+               (clinic, device, seen, key))
     return True
 
 

@@ -277,7 +277,10 @@ class Store:
     def notice_clock(self, header: Header, payload: dict[str, Any],
                      received_at: float) -> int | None:
         """Queue the hospital's time for a box whose authentic status is behind its clock
-        (``central/box_clock.py``); the downlink's sequence number, or None."""
+        (``central/box_clock.py``); the downlink's sequence number, or None. A status that
+        does not ask for it takes no write lock."""
+        if not box_clock.wanted(payload, received_at):
+            return None
         with self._db.transaction(write=True) as tx:
             return box_clock.notice(tx, header.clinic, header.device, payload, received_at)
 

@@ -413,6 +413,10 @@ SCHEMAS: dict[str, Obj] = {
         #: the highest n such that every downlink 1 … n has been received and kept (0: none
         #: yet); the hospital sends again whatever came after it
         "downlink_seq": Optional(_AUDIT_ROW),
+        #: 1 when the box takes the hospital's time (a ``clock`` downlink: decision 0048);
+        #: absent from older boxes, which the hospital then sends none (they would refuse it,
+        #: and its sequence number would hold up every downlink after it)
+        "takes_time": Optional(Int(1, 1)),
     }),
     "event": Obj({
         #: the schema version (:data:`SCHEMA_VERSION`); the hospital refuses any other

@@ -62,9 +62,11 @@ def keep_for_next_boot(moment: dt.datetime, clock_file: Path = TIMESYNC_CLOCK_FI
 
 def raise_clock(floor: dt.datetime, *, now: Callable[[], dt.datetime] | None = None,
                 set_clock: Callable[[dt.datetime], None] = set_system_clock,
-                keep: Callable[[dt.datetime], None] = keep_for_next_boot) -> float:
+                keep: Callable[[dt.datetime], None] = keep_for_next_boot,
+                source: str = "when the hospital issued its bundle") -> float:
     """Move the clock forward to ``floor`` if it is behind it; the seconds it moved (0: it
-    was not behind). OSError when the clock cannot be set."""
+    was not behind). ``source`` says in the log what the floor is. OSError when the clock
+    cannot be set."""
     current = (now or (lambda: dt.datetime.now(dt.timezone.utc)))()
     if current >= floor:
         return 0.0
@@ -74,6 +76,6 @@ def raise_clock(floor: dt.datetime, *, now: Callable[[], dt.datetime] | None = N
     except OSError as exc:
         log.warning("the clock was set, but not kept for the next boot: %s", exc)
     moved = (floor - current).total_seconds()
-    log.info("clock moved forward %.0f s, to %s, when the hospital issued its bundle", moved,
-             floor.isoformat(timespec="seconds"))
+    log.info("clock moved forward %.0f s, to %s, %s", moved, floor.isoformat(timespec="seconds"),
+             source)
     return moved

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable
@@ -75,6 +76,18 @@ def _opened_time(config: config_module.Config, envelope: bytes,
     return float(payload["created_at"])
 
 
+def _remove(path: Path) -> None:
+    """Remove one entry of the folder whatever it is (a folder whole, a link itself), so that
+    nothing is left for the path unit to start the helper for again; never raises."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.error("cannot remove %s: %s", path, exc)
+
+
 def _kept_by_timesyncd(_moment: dt.datetime) -> None:
     """The next boot's clock: systemd-timesyncd saves the time itself every minute while it
     has no server (its clock file is its own user's; this helper does not write it)."""
@@ -86,29 +99,39 @@ def take_hospital_time(config: config_module.Config, *,
     """Check every time waiting for the clock, move the clock forward to the newest when it is
     ahead, remove them all; what was done. OSError when the clock cannot be set."""
     outcome = ClockOutcome()
-    waiting = hospital_time.waiting(config.clock_incoming_dir)
-    if not waiting:
+    found = hospital_time.entries(config.clock_incoming_dir)
+    if not found:
         return outcome
-    keys = _keys(config)
-    for _, path in waiting:
+    try:
+        keys = _keys(config)
+    except (OSError, ValueError):
+        for path in found:  # the path unit must not start the helper again and again
+            _remove(path)
+        raise
+    for path in found:
         try:
+            if not hospital_time.FILE_NAME.fullmatch(path.name):
+                raise OSError(f"{path.name} is not named as the service names a time")
             data = read_regular(path, MAX_ENVELOPE_BYTES)
             stamp = _opened_time(config, data, keys)
+        except FileNotFoundError:
+            continue  # replaced by a newer time meanwhile: nothing to say
         except DownlinkRefused as exc:
             outcome.refused.append(exc.reason)
-        except OSError as exc:  # a link, a FIFO, or gone: nothing the hospital signed
+        except OSError as exc:  # a link, a FIFO, a folder: nothing the hospital signed
             log.warning("a waiting time %s could not be read: %s", path.name, exc)
             outcome.refused.append("unreadable")
         else:
             outcome.hospital_time = max(stamp, outcome.hospital_time or 0.0)
         finally:
-            path.unlink(missing_ok=True)
+            _remove(path)
     if outcome.hospital_time is not None and hospital_time.is_ahead(outcome.hospital_time,
                                                                     now()):
         floor = dt.datetime.fromtimestamp(outcome.hospital_time, dt.timezone.utc)
         outcome.moved_s = clock_floor.raise_clock(
             floor, now=lambda: dt.datetime.fromtimestamp(now(), dt.timezone.utc),
-            set_clock=set_clock, keep=_kept_by_timesyncd)
+            set_clock=set_clock, keep=_kept_by_timesyncd,
+            source="the hospital's signed time (a downlink)")
     _record(config, outcome)
     return outcome
 

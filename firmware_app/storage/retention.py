@@ -374,6 +374,7 @@ class _Pass:
         if days <= 0:
             return
         cutoff = self.now - days * DAY
+        cutoff -= clock_moved_since(self.conn, cutoff)
         after: tuple[float, int] | None = (-math.inf, 0)
         while after is not None:
             _, after = self.batch(images, cutoff, after, None, tally)
@@ -414,6 +415,20 @@ class _Pass:
             if row["id"] not in self.chosen:
                 return float(row["received_at"])
         return None
+
+
+def clock_moved_since(conn: sqlite3.Connection, since: float) -> float:
+    """Seconds the clock was moved forward since ``since`` (the hospital's time,
+    ``ops/hospital_clock.py``: ``clock_moved:<minutes>`` events). What arrived before such a
+    move was stamped by the clock that was behind and looks that much older than it is: an
+    age limit is pushed back by it, so a jump of the clock never deletes an image early."""
+    moved = 0.0
+    for (code,) in conn.execute("SELECT code FROM events WHERE code LIKE ? AND at >= ?",
+                                (f"{event_codes.CLOCK_MOVED}:%", since)):
+        _, found = event_codes.parts(code, 1)
+        if found and found[0].isdigit():
+            moved += int(found[0]) * 60.0
+    return moved
 
 
 def object_files(spool: Spool, local_id: str) -> list[Path]:

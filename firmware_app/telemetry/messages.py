@@ -235,8 +235,8 @@ def build_status(conn: sqlite3.Connection, outbox: Outbox, model: ModelFacts, st
     """An online, heartbeat or offline status message; heartbeat and online ones carry the
     head of the audit trail for the hospital to witness (``storage.audit_witness``; with
     ``audit_keep_days``, where the trail starts and that period). With ``downlink_key``
-    (the box takes the hospital's downlink) it carries that key and the downlink's
-    watermark (``downlink_seq``)."""
+    (the box takes the hospital's downlink) it carries that key, the downlink's watermark
+    (``downlink_seq``) and ``takes_time`` (it takes the hospital's ``clock`` downlink)."""
     payload: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
         "created_at": int(time.time()),
@@ -260,6 +260,7 @@ def build_status(conn: sqlite3.Connection, outbox: Outbox, model: ModelFacts, st
     if downlink_key is not None:
         payload["downlink_key"] = downlink_key
         payload["downlink_seq"] = hospital_reviews.watermark(conn)
+        payload["takes_time"] = 1  # telemetry/hospital_time.py
     return payload
 
 

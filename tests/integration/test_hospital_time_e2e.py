@@ -65,7 +65,7 @@ def test_a_box_three_days_behind_gets_the_hospitals_time_over_the_broker(
     box_clock = [time.time() - BEHIND]
     sender = Box("clinic-a", "box-1", hospital_public)
     store.enrol("clinic-a", "box-1", sender.pem)
-    status = status_payload("online", created_at=int(box_clock[0]),
+    status = status_payload("online", created_at=int(box_clock[0]), takes_time=1,
                             downlink_key=identity.downlink_key_text, downlink_seq=0)
     assert Receiver(config, store, hospital_private).handle(
         *sender.envelope("status", status)) == "stored"

@@ -51,10 +51,12 @@ def receiver(store, hospital, tmp_path):
     return Receiver(config, store, hospital[0])
 
 
-def _status(box: Box, identity, behind_s: float, state: str = "heartbeat") -> tuple[str, bytes]:
+def _status(box: Box, identity, behind_s: float, state: str = "heartbeat", *,
+            seq: int = 0, takes_time: bool = True) -> tuple[str, bytes]:
+    fields = {"takes_time": 1} if takes_time else {}
     return box.envelope("status", status_payload(
         state, created_at=int(NOW - behind_s), downlink_key=identity.downlink_key_text,
-        downlink_seq=0))
+        downlink_seq=seq, **fields))
 
 
 def _clocks(store: Store) -> list[tuple[int, dict]]:
@@ -76,7 +78,14 @@ def test_a_status_three_days_behind_queues_the_hospitals_time_once_an_hour(recei
     assert receiver.handle(*_status(box, identity, 3 * DAY),
                            received_at=NOW + box_clock.RESEND_SECONDS - 1) == "stored"
     assert len(_clocks(store)) == 1
+    # an hour on, the first still unconfirmed (the box never took it): none piles up
     receiver.handle(*_status(box, identity, 3 * DAY), received_at=NOW + box_clock.RESEND_SECONDS)
+    assert len(_clocks(store)) == 1
+    # the box confirmed it (its watermark passed it) and is behind again: the next one goes
+    receiver.handle(*_status(box, identity, 3 * DAY, seq=1),
+                    received_at=NOW + box_clock.RESEND_SECONDS + 1)
+    receiver.handle(*_status(box, identity, 3 * DAY, seq=1),
+                    received_at=NOW + box_clock.RESEND_SECONDS + 2)
     assert [seq for seq, _ in _clocks(store)] == [1, 2]
 
 
@@ -106,6 +115,23 @@ def test_no_time_is_sent_when_it_should_not_be(store, box, hospital, box_keys, t
     receiver = Receiver(config, store, hospital[0])
     receiver.handle(*_status(box, box_keys[1], behind_s, state), received_at=NOW)
     assert _clocks(store) == [], why
+
+
+def test_an_older_box_that_would_refuse_the_kind_gets_none(receiver, store, box, box_keys):
+    """A box from before the clock downlink refuses the kind as unknown and never keeps its
+    sequence number: every downlink after it would wait forever. It says nothing of
+    ``takes_time``, so the hospital sends it none."""
+    receiver.handle(*_status(box, box_keys[1], 3 * DAY, takes_time=False), received_at=NOW)
+    assert _clocks(store) == []
+
+
+def test_a_refused_status_keeps_its_boxs_last_seen(receiver, store, box, box_keys):
+    assert receiver.handle(*_status(box, box_keys[1], 0), received_at=NOW) == "stored"
+    assert receiver.handle(*_status(box, box_keys[1], 100 * DAY),
+                           received_at=NOW + 600) == "too-old"
+    with store.database.transaction(write=False) as tx:
+        (seen,) = tx.execute("SELECT last_seen FROM box_state").fetchone()
+    assert seen == NOW
 
 
 def test_no_time_without_a_downlink_key_to_seal_it_to(receiver, store, box):

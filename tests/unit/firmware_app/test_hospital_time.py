@@ -158,14 +158,14 @@ def test_a_file_the_service_user_left_cannot_move_the_clock(box, tmp_path):
     folder.mkdir(parents=True)
     future = time.time() + 400 * DAY
     forged = _clock(box, 1, future, signer=Ed25519PrivateKey.generate())
-    (folder / f"{int(future):012d}.downlink").write_bytes(forged)
+    (folder / f"{int(future):013d}.downlink").write_bytes(forged)
     other = downlink.seal_downlink(
         "clinic-a", "box-2", 1, downlink.clock_payload(0, future - 1),
         box.identity.downlink_key.public_key(), box.hospital, kind=downlink.KIND_CLOCK)
-    (folder / f"{int(future - 1):012d}.downlink").write_bytes(other)
+    (folder / f"{int(future - 1):013d}.downlink").write_bytes(other)
     target = tmp_path / "real-message"
     target.write_bytes(_clock(box, 2, future - 2))
-    os.symlink(target, folder / f"{int(future - 2):012d}.downlink")
+    os.symlink(target, folder / f"{int(future - 2):013d}.downlink")
     clock = _Clock(time.time())
     outcome = hospital_clock.take_hospital_time(box.receiver.config, set_clock=clock.set,
                                                 now=clock.read)
@@ -206,3 +206,47 @@ def test_the_helper_records_nothing_when_the_database_is_missing(tmp_path, box):
     assert len(clock.set_to) == 1 and outcome.moved_s > 0
     assert not box.receiver.config.database_path.exists()  # no empty database left behind
     box.conn = db.connect(":memory:")  # for the fixture's close
+
+
+def test_nothing_left_in_the_folder_can_start_the_helper_again_and_again(box):
+    """The path unit starts the helper while anything named ``*.downlink`` is there: a folder,
+    a name the service never writes, and a genuine time beside them are all dealt with and
+    removed, and the genuine time still moves the clock."""
+    folder = box.receiver.config.clock_incoming_dir
+    folder.mkdir(parents=True)
+    (folder / f"{1:013d}.downlink").mkdir()
+    (folder / f"{1:013d}.downlink" / "inside").write_text("x")
+    (folder / "x.downlink").write_text("junk")
+    (folder / "1234567890123456.downlink").write_text("junk")
+    ahead = time.time() + DAY
+    hospital_time.hand_over(folder, _clock(box, 1, ahead), ahead)
+    clock = _Clock(time.time())
+    outcome = hospital_clock.take_hospital_time(box.receiver.config, set_clock=clock.set,
+                                                now=clock.read)
+    assert len(clock.set_to) == 1 and outcome.hospital_time == int(ahead)
+    assert outcome.refused == ["unreadable"] * 3
+    assert hospital_time.entries(folder) == []
+
+
+def test_a_box_whose_keys_cannot_be_read_empties_the_folder_and_says_so(box, capsys):
+    folder = box.receiver.config.clock_incoming_dir
+    ahead = time.time() + DAY
+    box.receiver.clock = lambda: time.time()
+    box.receiver.handle(_clock(box, 1, ahead))
+    assert _waiting(box)
+    box.receiver.config.telemetry.hospital_signing_key = str(folder / "gone.pub")
+    with pytest.raises(OSError):
+        hospital_clock.take_hospital_time(box.receiver.config, set_clock=_Clock(0).set)
+    assert hospital_time.entries(folder) == []
+
+
+def test_a_time_replaced_while_the_helper_reads_is_not_a_refusal(box, monkeypatch):
+    ahead = time.time() + DAY
+    box.receiver.handle(_clock(box, 1, ahead))
+
+    def gone(path, limit):
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(hospital_clock, "read_regular", gone)
+    outcome = hospital_clock.take_hospital_time(box.receiver.config, set_clock=_Clock(0).set)
+    assert outcome.refused == [] and outcome.hospital_time is None

@@ -27,7 +27,7 @@ from firmware_app.cli import retention as retention_cli
 from firmware_app.ingest.landing import Lander
 from firmware_app.settings.box import Config
 from firmware_app.settings.storage import StorageConfig
-from firmware_app.storage import db, quarantine, retention
+from firmware_app.storage import db, event_codes, quarantine, retention
 from firmware_app.storage.queue import JobQueue
 from firmware_app.storage.results import ResultStore
 from firmware_app.storage.spool import Spool, preview_path
@@ -186,6 +186,21 @@ def test_old_images_go_recent_stay_results_kept_and_marked(box):
     assert box.conn.execute("SELECT COUNT(*) FROM events WHERE component = 'retention'"
                             ).fetchone()[0] == 2
     assert retention.status_figures(box.conn)["images_deleted_by_retention"] == 1
+
+
+def test_a_clock_moved_forward_deletes_nothing_early(box):
+    """An image received 20 days ago by a clock that was 15 days behind looks 35 days old
+    after the hospital's time moved the clock forward (ops/hospital_clock.py): the age limit
+    (30 days) is pushed back by the move, so it stays; one really 46 days old still goes."""
+    early = box.processed(days_ago=35)
+    gone = box.processed(days_ago=46)
+    box.report_to_hospital()
+    db.record_event(box.conn, "WARNING", "downlink", "clock moved",
+                    event_codes.code(event_codes.CLOCK_MOVED, 15 * 24 * 60))
+    report = box.run()
+    assert report.instance_ids == [gone]
+    assert box.image(early).exists()
+    assert retention.clock_moved_since(box.conn, time.time() - 60) == 15 * DAY
 
 
 def test_images_not_yet_safe_are_kept(box):
