@@ -17,7 +17,7 @@ from collections.abc import Callable
 from importlib import metadata
 
 from clinibox_common.errors import EXIT_OK
-from firmware_app.ops import usb_network
+from firmware_app.ops import usb_model, usb_network
 from firmware_app.ops.provision import qr_code
 from firmware_app.ops.usb_provision import StickOutcome, StickResult, read_outcome
 from firmware_app.settings import box as config_module
@@ -78,9 +78,10 @@ def banner(config: config_module.Config, stick: StickResult | None,
     if update is not None:
         lines.append(printable(f"  last software update: "
                                f"{software_words.outcome_sentence(update)}"))
-    network = usb_network.banner_line(usb_network.read_outcome())
-    if network:
-        lines.append(printable(f"  {network}"))
+    for said in (usb_network.banner_line(usb_network.read_outcome()),
+                 usb_model.banner_line(usb_model.read_outcome())):
+        if said:
+            lines.append(printable(f"  {said}"))
     for said in (clock_line(stick), stick_line(stick)):
         if said:
             lines.append(f"  {said}")

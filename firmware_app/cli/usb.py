@@ -28,7 +28,7 @@ from firmware_app.ingest.usb_mount import (
     unmount_medium,
     wait_for_import,
 )
-from firmware_app.ops import clock_floor, software_update, usb_network, usb_provision
+from firmware_app.ops import clock_floor, software_update, usb_model, usb_network, usb_provision
 from firmware_app.ops import provision as provision_module
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db, event_codes
@@ -114,8 +114,14 @@ def _provision_step(name: str, mount_point: Path, args: argparse.Namespace) -> b
     try:
         # one file the box cannot take never keeps it from the others on the stick
         networked = _each_alone(name, "network setting", lambda: _network_from(name, folder))
+        restart: list[bool] = []
         provisioned = _each_alone(name, "enrolment bundle", lambda: _provision_from_bundle(
-            name, mount_point, folder, args))
+            name, mount_point, folder, args, restart))
+        # after the bundle: a new box then trusts the hospital's model-signing keys
+        modelled = _each_alone(name, "model package", lambda: _model_from(
+            name, folder, args, restart))
+        if restart:
+            usb_provision.restart_services()
         try:
             taken = software_update.take_from(folder)
         except OSError as exc:
@@ -126,7 +132,7 @@ def _provision_step(name: str, mount_point: Path, args: argparse.Namespace) -> b
     if taken:
         log.info("/dev/%s: software release %s taken; clinibox-software-update applies it",
                  name, ", ".join(taken))
-    return provisioned and networked
+    return provisioned and networked and modelled
 
 
 def _each_alone(name: str, what: str, step: Callable[[], bool]) -> bool:
@@ -154,8 +160,9 @@ def _network_from(name: str, folder: Path) -> bool:
 
 
 def _provision_from_bundle(name: str, mount_point: Path, folder: Path,
-                           args: argparse.Namespace) -> bool:
-    """Provision from the medium's enrolment bundle, if it has one; False when refused."""
+                           args: argparse.Namespace, restart: list[bool]) -> bool:
+    """Provision from the medium's enrolment bundle, if it has one; False when refused.
+    ``restart`` gets an entry when the services must read the new config."""
     try:
         config: Path | None = provision_module.config_path(getattr(args, "config", None))
     except provision_module.ProvisionError:
@@ -168,10 +175,33 @@ def _provision_from_bundle(name: str, mount_point: Path, folder: Path,
     if result.outcome is usb_provision.StickOutcome.PROVISIONED:
         log.info("/dev/%s: provisioned as %s from %s; restarting the services", name,
                  result.enrolled_as, result.bundle)
-        usb_provision.restart_services()
+        restart.append(True)
         return True
     log.error("/dev/%s: enrolment bundle %s refused (%s): %s", name, result.bundle,
               result.outcome.value, result.reason)
+    return False
+
+
+def _model_from(name: str, folder: Path, args: argparse.Namespace,
+                restart: list[bool]) -> bool:
+    """Install the medium's model package, if it has one; False when refused."""
+    if not usb_model.archives_on(folder):
+        return True
+    try:
+        config = provision_module.config_path(getattr(args, "config", None))
+    except provision_module.ProvisionError as exc:
+        result = usb_model.ModelResult(usb_model.ModelOutcome.REFUSED, reason=str(exc))
+    else:
+        result = usb_model.take_from(folder, config)
+    usb_model.record(result)
+    if result.outcome is usb_model.ModelOutcome.ADOPTED:
+        restart.append(True)  # the services read [models] name once, at their start
+    if result.outcome in (usb_model.ModelOutcome.INSTALLED, usb_model.ModelOutcome.ADOPTED):
+        log.info("/dev/%s: model package %s installed (%s): %s", name, result.model,
+                 result.outcome, result.reason)
+        return True
+    log.error("/dev/%s: model package %s refused (%s): %s", name, result.archive,
+              result.outcome, result.reason)
     return False
 
 

@@ -218,12 +218,13 @@ def merge(existing: dict[str, Any], bundle: EnrolmentBundle, state_dir: Path,
     return data
 
 
-def render(data: dict[str, Any], fingerprint: str) -> str:
-    """TOML text of ``data`` in the config's section and key order, each key with its doc."""
+def render(data: dict[str, Any], fingerprint: str, origin: str = "") -> str:
+    """TOML text of ``data`` in the config's section and key order, each key with its doc;
+    ``origin``: what last changed it, when not the bundle (``fingerprint``) itself."""
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"# clinibox configuration, written by clinibox provision on {stamp} from",
-             f"# enrolment bundle {fingerprint}. Keys not listed take their defaults",
-             "# (clinibox config prints them all).", ""]
+             f"# {origin or f'enrolment bundle {fingerprint}'}. Keys not listed take their "
+             "defaults", "# (clinibox config prints them all).", ""]
     for section in dataclasses.fields(Config):
         values = data.get(section.name)
         if not values:
@@ -239,6 +240,32 @@ def render(data: dict[str, Any], fingerprint: str) -> str:
         raise ProvisionError(gettext("the new config does not read back as written; nothing "
                                      "changed"))
     return text
+
+
+def set_values(target: Path, values: dict[str, dict[str, Any]], origin: str) -> Config:
+    """Set ``values`` (section -> key -> value) in the config at ``target`` (root: on an installed
+    box it is root's), checked as a whole before it replaces the old one atomically with its
+    owner, group and mode (the old one kept as ``.bak``); the new config. ProvisionError when
+    the result would not be valid or cannot be written."""
+    try:
+        data = _read_existing(target)
+        for section, keys in values.items():
+            data.setdefault(section, {}).update(keys)
+        new = config_module.from_dict(data)
+    except ConfigError as exc:
+        raise ProvisionError(gettext("the new config would not be valid: %(reason)s",
+                                     reason=exc)) from exc
+    text = render(data, "", origin)
+    _check_writable(target)
+    mode, owner = _config_owner(target, _group(target.parent))
+    try:
+        if target.exists():
+            shutil.copy2(target, target.with_name(target.name + ".bak"))
+        write_atomically(target, text, mode, owner=owner)
+    except OSError as exc:
+        raise ProvisionError(gettext("cannot write: %(reason)s", reason=error_words(exc))) \
+            from exc
+    return new
 
 
 def _same(path: Path, text: str) -> bool:

@@ -4,6 +4,7 @@ Mosquitto (TLS, client certificates, the ACL), `clinibox central serve`, the box
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,6 +31,18 @@ class Hospital:
     broker: Broker
     central: Path
     bundle: Path
+    ca_cert: Path
+
+    def bundle_issued(self, now: dt.datetime, out: Path) -> Path:
+        """Another bundle for the box, issued (its certificate and ``issued_at``) at ``now``:
+        one the hospital made hours before the technician plugged it in."""
+        write_bundle(make_bundle(
+            ca_cert_path=self.ca_cert, ca_key_path=self.folder / "ca.key", clinic=CLINIC,
+            device=DEVICE, broker_host=HOST_FROM_BOX, broker_port=self.broker.port,
+            hospital_key_path=self.folder / "hospital.pub",
+            signing_key_paths=[self.folder / "model-signing.pub"],
+            hospital_signing_key_path=self.folder / "hospital-signing.pub", now=now), out)
+        return out
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +81,7 @@ def hospital(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hospital]:
                 [sys.executable, "-m", "clinibox", "central", "serve", "--config",
                  str(central)], stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         try:
-            yield Hospital(folder, broker, central, bundle)
+            yield Hospital(folder, broker, central, bundle, pki.ca_cert)
         finally:
             receiver.terminate()
             receiver.wait(timeout=30)

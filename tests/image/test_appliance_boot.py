@@ -5,9 +5,10 @@ figures). ``make test-image-arm64`` runs the same tests on the arm64 image, boot
 firmware on QEMU's emulated ARM board (``CLINIBOX_IMAGE_ARCH=arm64``).
 
 One machine boots once for the module, from an overlay of the image on a 12 GiB disk, with
-a FAT stick on its USB bus carrying the hospital's enrolment bundle and a fixed address
-(``clinibox-network.toml``), and its clock starting in 2025, as with a flat clock battery and
-no network time: the stick moves it forward to when the hospital issued the bundle. The
+a FAT stick on its USB bus carrying the hospital's enrolment bundle, a fixed address
+(``clinibox-network.toml``) and the hospital's model package, and its clock starting in
+2025, as with a flat clock battery and no network time: the stick moves it forward to when
+the hospital issued the bundle. The
 hospital runs on the host: a real Mosquitto (TLS, client certificates, the ACL) and
 ``clinibox central serve``, which the box reaches at 10.0.2.2 through QEMU's user network.
 Then:
@@ -17,6 +18,11 @@ Then:
 - the stick provisioned it: the screen's banner names the clinic and device and shows the
   enrolment code, which the hospital enrols (``central enrol-code``); the hospital's signed
   test then goes down to the box and its answer comes back (``central check-box``);
+- the stick's bundle waited three hours, so its clock floor left the box minutes behind:
+  the hospital saw it in the box's status and sent its signed time, which
+  ``clinibox-clock.service`` set (decision 0048);
+- the stick's model package, signed by the hospital, became the box's first model: its name
+  taken, installed with no terminal, reported to the hospital;
 - the data partition filled the disk at the first boot;
 - and the image itself holds nothing of one box: no machine id, no key, no database, no
   hospital in its config.
@@ -24,9 +30,10 @@ Then:
 
 from __future__ import annotations
 
-import json
+import datetime as dt
 import os
 import re
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,9 +42,12 @@ import pytest
 import requests
 import urllib3
 
+from clinibox_common.contracts.enrolment import time_floor
+from clinibox_common.contracts.package_archive import pack
 from tests.box_harness import clinibox
 from tests.image.hospital import Hospital
 from tests.image.qemu_box import HOST_FROM_BOX, BootedBox, built_image, c_echo, make_stick
+from tests.model_packages import make_package
 from tests.provisioned_box import CLINIC, DEVICE
 
 pytestmark = [pytest.mark.image, pytest.mark.slow, pytest.mark.timeout(3600)]
@@ -50,12 +60,24 @@ BOOT_SECONDS = 600 if ARCH == "amd64" else 2400
 
 
 FLAT_BATTERY = "2025-06-01T00:00:00"
+BUNDLE_WAITED = dt.timedelta(hours=3)
+MODEL_NAME, MODEL_VERSION = "clinic-lesion", "1.0.0"
 NETWORK_SETTING = ('address = "10.0.2.15/24"\ngateway = "10.0.2.2"\n'
                    'dns = ["10.0.2.3"]\n')
 
 
 @pytest.fixture(scope="module")
-def booted(tmp_path_factory: pytest.TempPathFactory, hospital: Hospital) -> Iterator[BootedBox]:
+def stick_bundle(tmp_path_factory: pytest.TempPathFactory, hospital: Hospital) -> Path:
+    """The stick's bundle: it waited three hours before it was plugged in, so the stick's clock
+    floor stops short of the real time (the hospital's CA started five minutes ago) and the
+    hospital's time must bring the box the rest of the way."""
+    return hospital.bundle_issued(dt.datetime.now(dt.timezone.utc) - BUNDLE_WAITED,
+                                  tmp_path_factory.mktemp("stick-bundle") / f"{DEVICE}.bundle")
+
+
+@pytest.fixture(scope="module")
+def booted(tmp_path_factory: pytest.TempPathFactory, hospital: Hospital,
+           stick_bundle: Path) -> Iterator[BootedBox]:
     if not IMAGE.is_file():
         pytest.fail(f"no image at {IMAGE}: make image ARCH={ARCH} builds it (make test-image "
                     "does it first)")
@@ -64,10 +86,16 @@ def booted(tmp_path_factory: pytest.TempPathFactory, hospital: Hospital) -> Iter
     # forwarded ports still reach it, now without DHCP
     network = folder / "clinibox-network.toml"
     network.write_text(NETWORK_SETTING, encoding="utf-8")
+    # the hospital's model, signed with its model-signing key: the box's first model
+    maker = tmp_path_factory.mktemp("maker")
+    package = make_package(maker, MODEL_VERSION, key=hospital.folder / "model-signing.pem",
+                           name=MODEL_NAME)
+    archive = pack(package, maker / f"{MODEL_NAME}-{MODEL_VERSION}.tar.gz").path
     # a flat clock battery, and no network time (QEMU's network reaches no NTP server): the
     # box starts long before the hospital issued its bundle
     box = BootedBox(IMAGE, folder, arch=ARCH, clock_start=FLAT_BATTERY,
-                    stick=make_stick(folder / "stick.img", [hospital.bundle, network]))
+                    stick=make_stick(folder / "stick.img", [stick_bundle, network, archive],
+                                     size_mib=64))
     box.start()
     try:
         box.echo_after = box.wait_for(lambda: c_echo(box.dicom_port), "C-ECHO answer",
@@ -126,12 +154,53 @@ def test_the_stick_provisioned_the_box_and_the_hospital_reaches_it(booted, hospi
                                      + booted.console()[-3000:])
 
 
-def test_the_stick_moved_a_clock_behind_the_bundle_forward(booted, hospital):
-    issued = json.loads(hospital.bundle.read_bytes())["issued_at"]
-    when = issued.replace("T", " ")[:16]
+def test_the_stick_moved_a_clock_behind_the_bundle_forward(booted, stick_bundle):
+    floor = time_floor(stick_bundle.read_bytes())
+    when = floor.strftime("%Y-%m-%d %H:%M")
     moved = f"clock was behind the hospital's bundle: moved forward to {when} UTC"
     booted.wait_for(lambda: moved in booted.console(), "the clock line on the screen", 180)
     # the hospital then reached the box over TLS (above): its certificates hold by that clock
+
+
+def _central(hospital: Hospital, query: str) -> list[tuple]:
+    with sqlite3.connect(hospital.folder / "central.db") as conn:
+        return conn.execute(query, (CLINIC, DEVICE)).fetchall()
+
+
+def test_the_hospital_set_the_boxs_clock_the_rest_of_the_way(booted, hospital):
+    """The stick's floor left the box minutes behind; its status said so; the hospital's
+    signed time went down (a clock downlink), clinibox-clock.service set the clock forward,
+    and the box's next statuses carry the hospital's time (within a minute)."""
+    def clock_confirmed() -> bool:
+        sent = _central(hospital, "SELECT d.seq FROM downlinks d JOIN box_state b ON"
+                        " b.clinic = d.clinic AND b.device = d.device WHERE d.clinic = ? AND"
+                        " d.device = ? AND d.kind = 'clock' AND b.downlink_seq >= d.seq")
+        return bool(sent)
+
+    booted.wait_for(clock_confirmed, "the box to confirm the hospital's time", 900)
+    [(behind,)] = _central(hospital, "SELECT json_extract(payload, '$.behind_s') FROM downlinks"
+                           " WHERE clinic = ? AND device = ? AND kind = 'clock'")
+    assert behind > 120  # the stick left it minutes behind
+
+    def on_time() -> bool:
+        latest = _central(hospital, "SELECT created_at, received_at FROM messages WHERE"
+                          " clinic = ? AND device = ? AND kind = 'status' ORDER BY seq DESC"
+                          " LIMIT 1")
+        return bool(latest) and abs(latest[0][1] - latest[0][0]) < 60
+
+    booted.wait_for(on_time, "a status on the hospital's time", 900)
+
+
+def test_the_stick_gave_the_box_its_first_model(booted, hospital):
+    """The stick's model package, signed by the hospital's model-signing key: the box, which
+    had no model of its own, took its name and installed it, with no terminal; its screen says
+    so and its status tells the hospital it runs it."""
+    line = (f"model {MODEL_NAME}@{MODEL_VERSION} from the USB stick installed, on trial; "
+            "it is this box's model from now on")
+    booted.wait_for(lambda: line in booted.console(), "the model line on the screen", 600)
+    booted.wait_for(lambda: _central(hospital, "SELECT model FROM box_state WHERE clinic = ?"
+                                     " AND device = ?") == [(f"{MODEL_NAME}@{MODEL_VERSION}",)],
+                    "the hospital to see the box run its model", 900)
 
 
 def test_the_stick_fixed_the_boxs_address(booted):
