@@ -114,14 +114,10 @@ def _provision_step(name: str, mount_point: Path, args: argparse.Namespace) -> b
     try:
         # one file the box cannot take never keeps it from the others on the stick
         networked = _each_alone(name, "network setting", lambda: _network_from(name, folder))
-        restart: list[bool] = []
         provisioned = _each_alone(name, "enrolment bundle", lambda: _provision_from_bundle(
-            name, mount_point, folder, args, restart))
+            name, mount_point, folder, args))
         # after the bundle: a new box then trusts the hospital's model-signing keys
-        modelled = _each_alone(name, "model package", lambda: _model_from(
-            name, folder, args, restart))
-        if restart:
-            usb_provision.restart_services()
+        modelled = _each_alone(name, "model package", lambda: _model_from(name, folder, args))
         try:
             taken = software_update.take_from(folder)
         except OSError as exc:
@@ -160,9 +156,10 @@ def _network_from(name: str, folder: Path) -> bool:
 
 
 def _provision_from_bundle(name: str, mount_point: Path, folder: Path,
-                           args: argparse.Namespace, restart: list[bool]) -> bool:
-    """Provision from the medium's enrolment bundle, if it has one; False when refused.
-    ``restart`` gets an entry when the services must read the new config."""
+                           args: argparse.Namespace) -> bool:
+    """Provision from the medium's enrolment bundle, if it has one; False when refused. The
+    services restart at once: the box reaches the hospital while a model package, if the
+    stick has one, is checked and installed (minutes on a slow board)."""
     try:
         config: Path | None = provision_module.config_path(getattr(args, "config", None))
     except provision_module.ProvisionError:
@@ -175,15 +172,14 @@ def _provision_from_bundle(name: str, mount_point: Path, folder: Path,
     if result.outcome is usb_provision.StickOutcome.PROVISIONED:
         log.info("/dev/%s: provisioned as %s from %s; restarting the services", name,
                  result.enrolled_as, result.bundle)
-        restart.append(True)
+        usb_provision.restart_services()
         return True
     log.error("/dev/%s: enrolment bundle %s refused (%s): %s", name, result.bundle,
               result.outcome.value, result.reason)
     return False
 
 
-def _model_from(name: str, folder: Path, args: argparse.Namespace,
-                restart: list[bool]) -> bool:
+def _model_from(name: str, folder: Path, args: argparse.Namespace) -> bool:
     """Install the medium's model package, if it has one; False when refused."""
     if not usb_model.archives_on(folder):
         return True
@@ -195,7 +191,7 @@ def _model_from(name: str, folder: Path, args: argparse.Namespace,
         result = usb_model.take_from(folder, config)
     usb_model.record(result)
     if result.outcome is usb_model.ModelOutcome.ADOPTED:
-        restart.append(True)  # the services read [models] name once, at their start
+        usb_provision.restart_services()  # they read [models] name once, at their start
     if result.outcome in (usb_model.ModelOutcome.INSTALLED, usb_model.ModelOutcome.ADOPTED):
         log.info("/dev/%s: model package %s installed (%s): %s", name, result.model,
                  result.outcome, result.reason)
