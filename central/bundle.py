@@ -163,9 +163,11 @@ def make_bundle(*, ca_cert_path: Path, ca_key_path: Path, clinic: str, device: s
                 broker_host: str, broker_port: int, hospital_key_path: Path,
                 signing_key_paths: list[Path], days: int = DEFAULT_DAYS,
                 now: dt.datetime | None = None,
-                hospital_signing_key_path: Path | None = None) -> EnrolmentBundle:
+                hospital_signing_key_path: Path | None = None,
+                model_name: str = "") -> EnrolmentBundle:
     """Issue the client certificate and assemble a checked bundle (nothing written);
-    ``hospital_signing_key_path``: the downlink's Ed25519 public key, for verdicts to the box."""
+    ``hospital_signing_key_path``: the downlink's Ed25519 public key, for verdicts to the box;
+    ``model_name``: the model package the box runs (its ``[models] name``), "" for none."""
     if not 1 <= days <= 36500:
         raise EnrolmentError(gettext("--days must be between 1 and 36500, got %(days)s",
                                      days=days))
@@ -187,7 +189,8 @@ def make_bundle(*, ca_cert_path: Path, ca_key_path: Path, clinic: str, device: s
         model_signing_keys=tuple(text(p, "model-signing public key") for p in signing_key_paths),
         hospital_signing_key=(text(hospital_signing_key_path, "hospital downlink signing key")
                               if hospital_signing_key_path is not None else ""),
-        issued_at=now.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        issued_at=now.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        model_name=model_name)
     if DEMO_KEY_ID in bundle.signing_key_ids():
         raise EnrolmentError(gettext("the DEMO-ONLY key cannot be a clinic's model-signing key:"
                                      " its private half is public; give the hospital's own "
@@ -287,6 +290,9 @@ def write_and_describe(bundle: EnrolmentBundle, out: Path, overwrite: bool = Fal
                 if bundle.hospital_signing_key else
                 gettext("no hospital downlink signing key (--no-downlink): no verdict or "
                         "rollout can reach this box")),
+        *(["  " + gettext("the box runs the model package %(name)s: the hospital's rollouts of "
+                          "it reach the box", name=bundle.model_name)]
+          if bundle.model_name else []),
         gettext("It holds the box's TLS private key: carry it on removable media and delete "
                 "it once the box is provisioned.")]
     return "\n".join(lines)

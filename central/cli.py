@@ -290,7 +290,8 @@ def cmd_bundle(args: argparse.Namespace, config: config_module.CentralConfig) ->
             hospital_key_path=Path(args.hospital_key),
             signing_key_paths=[Path(k) for k in args.signing_key], days=args.days,
             hospital_signing_key_path=(Path(args.hospital_signing_key)
-                                       if args.hospital_signing_key else None))
+                                       if args.hospital_signing_key else None),
+            model_name=args.model or "")
         check_for_receiver(bundle, downlink=not args.no_downlink,
                            hospital_signing_key=config.keys.hospital_signing_key,
                            hospital_key=config.keys.hospital_key,
@@ -625,6 +626,10 @@ def add_commands(command: Callable[[str, Callable[..., int], str], argparse.Argu
     bundle.add_argument("--no-downlink", action="store_true",
                         help="make a box that only sends alerts up: no verdict or rollout can "
                              "ever reach it")
+    bundle.add_argument("--model", metavar="NAME",
+                        help="the model package the box is to run (its name in the package's "
+                             "manifest): the box takes it as its [models] name, so the "
+                             "hospital's rollouts of it reach a box nobody configured by hand")
     bundle.add_argument("--signing-key", required=True, action="append", metavar="KEY.pub",
                         help="an Ed25519 model-signing public key the box trusts (repeatable)")
     bundle.add_argument("--days", type=int, default=3 * 365,

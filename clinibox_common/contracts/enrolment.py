@@ -57,6 +57,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from clinibox_common.contracts.downlink import PACKAGE_NAME
 from clinibox_common.contracts.egress import check_identity
 from clinibox_common.contracts.signing import key_id
 from clinibox_common.errors import EXIT_USAGE, CliniboxError
@@ -70,7 +71,7 @@ CODE_PREFIX = "CBX1"
 _FIELDS = {"schema", "issued_at", "clinic", "device", "broker", "tls", "hospital_key",
            "model_signing_keys"}
 #: fields a bundle may leave out (older bundles have none of them)
-_OPTIONAL_FIELDS = {"hospital_signing_key"}
+_OPTIONAL_FIELDS = {"hospital_signing_key", "model"}
 _TLS_FIELDS = {"ca_cert", "client_cert", "client_key"}
 MAX_BUNDLE_BYTES = 1 << 20
 #: the hospital's client certificates start this long before they are issued, so a box whose
@@ -116,6 +117,8 @@ class EnrolmentBundle:
                            .strftime("%Y-%m-%dT%H:%M:%SZ"))
     #: the hospital's Ed25519 downlink signing key (PEM), "" in bundles without one
     hospital_signing_key: str = ""
+    #: the model package the box runs (its ``[models] name``), "" where the bundle names none
+    model_name: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object written to the file."""
@@ -128,6 +131,8 @@ class EnrolmentBundle:
                 "model_signing_keys": list(self.model_signing_keys)}
         if self.hospital_signing_key:  # absent otherwise: an older bundle's fingerprint holds
             body["hospital_signing_key"] = self.hospital_signing_key
+        if self.model_name:  # the same
+            body["model"] = self.model_name
         return body
 
     def to_json(self) -> str:
@@ -294,6 +299,10 @@ def check_bundle(bundle: EnrolmentBundle, now: dt.datetime | None = None) -> Non
         raise EnrolmentError(gettext("%(where)s: must be between 1 and 65535, got %(value)s",
                                      where="broker.port", value=repr(port)))
     _issued(bundle)
+    if bundle.model_name and not PACKAGE_NAME.fullmatch(bundle.model_name):
+        raise EnrolmentError(gettext(
+            "%(where)s: must be a model package's name (lower-case letters, digits, '.', '_' "
+            "and '-'), got %(value)s", where="model", value=repr(bundle.model_name)))
     ca = _certificate(_text(bundle.ca_cert, "tls.ca_cert"), "tls.ca_cert")
     if not _is_ca(ca):
         raise EnrolmentError(gettext("%(where)s: not a CA certificate (no %(field)s)",
@@ -420,7 +429,8 @@ def _read_fields(data: bytes) -> EnrolmentBundle:
         client_key=tls["client_key"], hospital_key=body["hospital_key"],
         model_signing_keys=tuple(keys), issued_at=body["issued_at"],
         hospital_signing_key=_text(body["hospital_signing_key"], "hospital_signing_key")
-        if "hospital_signing_key" in body else "")
+        if "hospital_signing_key" in body else "",
+        model_name=_text(body["model"], "model") if "model" in body else "")
     return bundle
 
 

@@ -14,11 +14,12 @@ every check passed):
    existing value is kept; ``[telemetry] clinic, device, hospital_key,
    hospital_signing_key`` (empty when the bundle has none),
    ``[mqtt] host, port, ca_file, cert_file, key_file`` and ``[models]
-   trusted_keys`` are set; a relative ``[storage] state_dir`` is pinned to
-   the absolute folder it means now, because the identity is made there and
-   the service must find the same one whatever its working folder. The
-   result is validated like any config before anything is written, and the
-   config's folder must be writable (else: run it as root).
+   trusted_keys`` are set, and ``[models] name`` when the bundle names the box's
+   model; a relative ``[storage] state_dir`` is pinned to the absolute folder it
+   means now, because the identity is made there and the service must find the
+   same one whatever its working folder. The result is validated like any config
+   before anything is written, and the config's folder must be writable (else:
+   run it as root).
 3. Writes the hospital's files next to the config, into
    ``<config name>.enrolment/<fingerprint>/`` (``/etc/clinibox/clinibox.enrolment/…``
    on a box): ``ca.pem``, ``client-cert.pem``, ``client-key.pem``, ``hospital.pub``,
@@ -210,6 +211,8 @@ def merge(existing: dict[str, Any], bundle: EnrolmentBundle, state_dir: Path,
         "models": {"trusted_keys": [str(folder / f"model-signing-{k}.pub") for k in kids],
                    "trust_demo_key": False},
     }
+    if bundle.model_name:  # the hospital names the box's model: its rollouts of it reach the box
+        updates["models"]["name"] = bundle.model_name
     # the downlink's signer: set from the bundle; an older bundle without one turns it off
     updates["telemetry"]["hospital_signing_key"] = (
         str(folder / "hospital-signing.pub") if bundle.hospital_signing_key else "")

@@ -191,6 +191,37 @@ def _bundle(keys, signing: str | None = "hospital-signing"):
                        hospital_signing_key_path=d / f"{signing}.pub" if signing else None)
 
 
+def test_the_bundle_command_names_the_boxs_model_and_provisioning_takes_it(keys, tmp_path,
+                                                                           capsys):
+    """``clinibox central bundle --model NAME``: the box provisioned from it runs that package
+    by name, so the hospital's rollouts of it reach a box nobody configured by hand."""
+    d = keys["dir"]
+    out = tmp_path / "box-1.bundle"
+    assert central_main(["bundle", "--ca-cert", str(keys["ca_cert"]), "--ca-key",
+                         str(keys["ca_key"]), "--clinic", "clinic-a", "--device", "box-1",
+                         "--broker-host", "mqtt.example", "--hospital-key",
+                         str(d / "hospital.pub"), "--hospital-signing-key",
+                         str(d / "hospital-signing.pub"), "--signing-key",
+                         str(d / "models.pub"), "--model", "clinic-lesion",
+                         "--out", str(out)]) == 0
+    assert "the box runs the model package clinic-lesion" in capsys.readouterr().out
+    config = tmp_path / "box" / "clinibox.toml"
+    config.parent.mkdir()
+    config.write_text(f'[storage]\nstate_dir = "{tmp_path / "box" / "state"}"\n')
+    from firmware_app.ops.provision import provision
+    done = provision(out, config)
+    assert done.config.models.name == "clinic-lesion"
+    assert 'name = "clinic-lesion"' in config.read_text()
+    assert central_main(["bundle", "--ca-cert", str(keys["ca_cert"]), "--ca-key",
+                         str(keys["ca_key"]), "--clinic", "clinic-a", "--device", "box-2",
+                         "--broker-host", "mqtt.example", "--hospital-key",
+                         str(d / "hospital.pub"), "--hospital-signing-key",
+                         str(d / "hospital-signing.pub"), "--signing-key",
+                         str(d / "models.pub"), "--model", "Clinic Lesion",
+                         "--out", str(tmp_path / "bad.bundle")]) != 0
+    assert not (tmp_path / "bad.bundle").exists()
+
+
 def test_a_bundle_without_the_downlink_key_is_refused_unless_that_is_meant(keys):
     with pytest.raises(EnrolmentError, match=r"--hospital-signing-key is missing.*--no-downlink"):
         check_for_receiver(_bundle(keys, None), downlink=True)

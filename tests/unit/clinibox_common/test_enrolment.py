@@ -93,6 +93,23 @@ def test_a_bundle_round_trips_through_its_file(good: EnrolmentBundle, tmp_path: 
     assert read_bundle(path).fingerprint != good.fingerprint
 
 
+def test_a_bundle_may_name_the_boxs_model(good: EnrolmentBundle, tmp_path: Path) -> None:
+    """The hospital names the package the box runs (its ``[models] name``): it travels in the
+    file and counts in the fingerprint; a bundle that names none has no such field, so an
+    older bundle's fingerprint holds; a name no package can have is refused."""
+    named = replace(good, model_name="clinic-lesion")
+    path = tmp_path / "named.bundle"
+    write_bundle(named, path)
+    assert json.loads(path.read_text())["model"] == "clinic-lesion"
+    assert read_bundle(path).model_name == "clinic-lesion"
+    assert named.fingerprint != good.fingerprint
+    assert "model" not in good.to_dict()
+    for bad in ("Clinic Lesion", "../x", "", "a" * 65):
+        data = {**named.to_dict(), "model": bad}
+        assert "model" in _refused(data), bad
+    assert "model" in _refused({**named.to_dict(), "model": 7})
+
+
 def test_the_writer_refuses_a_bad_bundle(good: EnrolmentBundle, tmp_path: Path) -> None:
     with pytest.raises(EnrolmentError, match="device must be"):
         write_bundle(replace(good, device="Box 1"), tmp_path / "bad")
