@@ -9,7 +9,9 @@ already trusts the hospital's model-signing keys:
 1. takes the one archive (a regular file, not a link, at most :data:`MAX_ARCHIVE_BYTES`): none,
    and nothing happens; two, and both are refused, as nobody can say which was meant;
 2. verifies it as ``clinibox model install`` would (the signature by a key this box trusts,
-   every file's hash) in a private folder of root's, before anything changes;
+   every file's hash) in a private folder of root's, before anything changes; a package
+   signed with the DEMO-ONLY key (whose private half is public) is refused even on a box that
+   still trusts it (one not yet provisioned): anyone could make one;
 3. compares its name with the box's ``[models] name``. The same name: it is installed like any
    update (the version floor and golden cases still apply). Another name, on a box that has no
    installed package yet (a new box still on the demo's name): the box adopts it, the one
@@ -34,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from clinibox_common.bundled import DEMO_KEY_ID
 from clinibox_common.contracts.downlink import MAX_ARCHIVE_BYTES
 from clinibox_common.contracts.manifest import PackageError
 from clinibox_common.contracts.package_archive import unpack
@@ -163,6 +166,10 @@ def take_from(folder: Path, config_path: Path, *,
             package = load_package(unpack(archive, work / "package"), config.trusted_key_paths)
         except (PackageError, OSError, ValueError) as exc:
             return ModelResult(ModelOutcome.NOT_VERIFIED, source.name, reason=str(exc))
+        if package.signer == DEMO_KEY_ID:  # its private half is public: anyone signs with it
+            return ModelResult(ModelOutcome.NOT_VERIFIED, source.name, package.model_id,
+                               "signed with the DEMO-ONLY key, whose private half is public: "
+                               "a stick takes only a package the hospital signed")
         result = _install_or_adopt(config, config_path, archive, package.name,
                                    package.model_id, install)
         return ModelResult(result[0], source.name, package.model_id, result[1])

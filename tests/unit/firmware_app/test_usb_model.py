@@ -20,7 +20,7 @@ from firmware_app.ops import usb_model
 from firmware_app.ops.usb_model import ModelOutcome, ModelResult, take_from
 from firmware_app.settings import box as config_module
 from tests.integration.conftest import to_toml
-from tests.model_packages import make_package
+from tests.model_packages import DEMO_PRIVATE_KEY, make_package
 
 NAME = "clinic-lesion"
 
@@ -92,6 +92,18 @@ def test_a_package_the_box_does_not_trust_changes_nothing(tmp_path, box):
     result = take_from(_stick(tmp_path, stranger, "1.0.0"), box)
     assert result.outcome is ModelOutcome.NOT_VERIFIED
     assert box.read_bytes() == before
+
+
+def test_a_package_signed_with_the_public_demo_key_is_never_taken(tmp_path):
+    """A box not yet provisioned still trusts the DEMO-ONLY key, whose private half ships
+    with the source: a stick signed with it could make any model the box's own. Refused."""
+    config = tmp_path / "demo-box.toml"
+    config.write_text(to_toml({"storage": {"state_dir": str(tmp_path / "state")}}))
+    before = config.read_bytes()
+    result = take_from(_stick(tmp_path, DEMO_PRIVATE_KEY, "1.0.0", name="anything"), config)
+    assert result.outcome is ModelOutcome.NOT_VERIFIED
+    assert "DEMO-ONLY" in result.reason
+    assert config.read_bytes() == before and _active(config) == ""
 
 
 def test_an_adopted_package_its_install_refuses_gives_the_name_back(tmp_path, box, hospital_key):
