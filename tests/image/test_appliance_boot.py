@@ -148,6 +148,13 @@ def test_the_stick_provisioned_the_box_and_the_hospital_reaches_it(booted, hospi
     enrolled = clinibox("central", "enrol-code", code.search(console)[1], "--config",
                         str(hospital.central), check=False)
     assert enrolled.returncode == 0, enrolled.stdout + enrolled.stderr
+    # check-box refuses a box the hospital has not heard from since its enrolment ("check it is
+    # running and reaches the broker"): on the emulated ARM board its services take minutes to
+    # restart on the provisioned config while the stick's model installs, so wait for its
+    # first status (the downlink key it reports), as the hospital would
+    booted.wait_for(lambda: bool(_central(hospital, "SELECT 1 FROM box_state WHERE clinic = ?"
+                                          " AND device = ? AND downlink_key IS NOT NULL")),
+                    "the box's first status at the hospital", BOOT_SECONDS)
     checked = clinibox("central", "check-box", f"{CLINIC}/{DEVICE}", "--timeout", "240",
                        "--config", str(hospital.central), check=False)
     assert checked.returncode == 0, (checked.stdout + checked.stderr + "\n"
