@@ -330,7 +330,7 @@ def _write_folder(parent: Path, name: str, files: dict[str, str],
     return final, created
 
 
-def _state_owner(config: Config) -> tuple[int, int] | None:
+def state_owner(config: Config) -> tuple[int, int] | None:
     """(uid, gid) to write the state as: the state folder's owner when root provisions a box
     whose state another user owns (an installed box: ``clinibox``), else None (as is)."""
     if os.geteuid() != 0:
@@ -508,7 +508,7 @@ def provision(bundle_path: Path, target: Path, *, force: bool = False,
         target.parent.mkdir(parents=True, exist_ok=True)
         gid = _group(target.parent)
         _, made_folder = _write_folder(parent, bundle.fingerprint, _files(bundle), gid)
-        answer = _as_owner(_state_owner(new), lambda: _identity_step(new, new_identity))
+        answer = _as_owner(state_owner(new), lambda: _identity_step(new, new_identity))
         written += answer.get("written", [])
         if "error" in answer:
             raise ProvisionError(gettext("cannot make the device identity under %(path)s: "

@@ -25,7 +25,6 @@ already trusts the hospital's model-signing keys:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -33,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from clinibox_common.bundled import DEMO_KEY_ID
@@ -41,11 +40,11 @@ from clinibox_common.contracts.downlink import MAX_ARCHIVE_BYTES
 from clinibox_common.contracts.manifest import PackageError
 from clinibox_common.contracts.package_archive import unpack
 from clinibox_common.contracts.words import Word
-from clinibox_common.fs import write_atomically
 from clinibox_common.settings_loader import ConfigError
 from engine.model_package import load_package
 from firmware_app.models.store import ARCHIVE_SUFFIXES, store_for
-from firmware_app.ops.provision import ProvisionError, set_values
+from firmware_app.ops import stick_outcome
+from firmware_app.ops.provision import ProvisionError, set_values, state_owner
 from firmware_app.settings import box as config_module
 
 log = logging.getLogger(__name__)
@@ -106,17 +105,6 @@ def _copy_bounded(source: Path, target: Path) -> None:
             if copied > MAX_ARCHIVE_BYTES:
                 raise PackageError(f"larger than {MAX_ARCHIVE_BYTES >> 20} MB", "too_large")
             dst.write(chunk)
-
-
-def _owner(config: config_module.Config) -> tuple[int, int] | None:
-    """The state folder's (uid, gid) when root installs for another user (``clinibox``)."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        info = config.state_dir.stat()
-    except FileNotFoundError:
-        return None
-    return (info.st_uid, info.st_gid) if info.st_uid != 0 else None
 
 
 def run_install(archive: Path, config_path: Path,
@@ -194,7 +182,7 @@ def _install_or_adopt(config: config_module.Config, config_path: Path, archive: 
         except ProvisionError as exc:
             return ModelOutcome.REFUSED, str(exc)
         adopted = True
-    owner = _owner(config)
+    owner = state_owner(config)
     os.chmod(archive.parent, 0o755)  # the service's user reads the copy, nothing else of root's
     os.chmod(archive, 0o644)
     done, said = install(archive, config_path, owner)
@@ -221,16 +209,9 @@ def banner_line(result: ModelResult | None) -> str | None:
 
 def record(result: ModelResult, path: Path | None = None) -> None:
     """Keep the outcome where the console's banner reads it (root's, readable by all)."""
-    data = {**asdict(result), "outcome": result.outcome.value}
-    write_atomically(path or OUTCOME_PATH, json.dumps(data, ensure_ascii=False) + "\n", 0o644)
+    stick_outcome.record(result, path or OUTCOME_PATH)
 
 
 def read_outcome(path: Path | None = None) -> ModelResult | None:
     """The last stick's model outcome, or None when no stick carried a package since the boot."""
-    path = path or OUTCOME_PATH
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return ModelResult(ModelOutcome(data["outcome"]), data.get("archive", ""),
-                           data.get("model", ""), data.get("reason", ""))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    return stick_outcome.read(path or OUTCOME_PATH, ModelResult, ModelOutcome)

@@ -21,19 +21,19 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import json
 import logging
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
 import tomllib
 
 from clinibox_common.errors import CliniboxError
-from clinibox_common.fs import read_regular, write_atomically, write_bytes_atomically
+from clinibox_common.fs import read_regular, write_bytes_atomically
+from firmware_app.ops import stick_outcome
 
 log = logging.getLogger(__name__)
 
@@ -319,19 +319,12 @@ def _restore(network_file: Path, before: bytes | None, reload: Callable[[], None
 
 def record(result: NetworkResult, path: Path = OUTCOME_PATH) -> None:
     """Keep the outcome where the console's banner reads it (root's, readable by all)."""
-    data = {**asdict(result), "outcome": result.outcome.value}
-    write_atomically(path, json.dumps(data, ensure_ascii=False) + "\n", 0o644)
+    stick_outcome.record(result, path)
 
 
 def read_outcome(path: Path | None = None) -> NetworkResult | None:
     """The last stick's network setting since the boot (at ``OUTCOME_PATH``), or None."""
-    try:
-        data = json.loads((path or OUTCOME_PATH).read_text(encoding="utf-8"))
-        return NetworkResult(NetworkOutcome(data["outcome"]), data.get("setting", ""),
-                             data.get("refusal", ""), data.get("reason", ""),
-                             data.get("at", ""))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    return stick_outcome.read(path or OUTCOME_PATH, NetworkResult, NetworkOutcome)
 
 
 def banner_line(result: NetworkResult | None) -> str | None:

@@ -24,13 +24,12 @@ The images on the same stick are then imported as from any stick.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import stat
 import subprocess
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
@@ -40,9 +39,9 @@ from clinibox_common.contracts.enrolment import (
     offered_ca,
     time_floor,
 )
-from clinibox_common.fs import write_atomically
 from clinibox_common.settings_loader import ConfigError
 from firmware_app.ingest.usb_mount import host_view
+from firmware_app.ops import stick_outcome
 from firmware_app.ops.provision import ProvisionError, provision
 from firmware_app.settings import box as config_module
 
@@ -180,19 +179,12 @@ def _ca_check(data: bytes, config: Path) -> CaCheck:
 
 def record(result: StickResult, path: Path = OUTCOME_PATH) -> None:
     """Keep the outcome where the console's banner reads it (root's, readable by all)."""
-    data = {**asdict(result), "outcome": result.outcome.value}
-    write_atomically(path, json.dumps(data, ensure_ascii=False) + "\n", 0o644)
+    stick_outcome.record(result, path)
 
 
 def read_outcome(path: Path = OUTCOME_PATH) -> StickResult | None:
     """The last stick's outcome, or None when no stick carried a bundle since the boot."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return StickResult(StickOutcome(data["outcome"]), data.get("bundle", ""),
-                           data.get("enrolled_as", ""), data.get("reason", ""),
-                           data.get("at", ""), data.get("clock_to", ""))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    return stick_outcome.read(path, StickResult, StickOutcome)
 
 
 def restart_services() -> None:
