@@ -38,6 +38,10 @@ PATIENT = ("LIVECANARY^PATIENT", "LIVE-CANARY-77")
 REGION = {"region_x": 280, "region_y": 100, "region_width": 720, "region_height": 540,
           "mm_per_pixel": 0.2}
 SHOTS = ARTIFACTS.parent / "live"
+#: a lesion's box score the test waits for before keeping a clip: the phantom's lesions reach
+#: 0.70 to 0.75 at their clearest, and a key frame kept at 0.64 stayed below the package's
+#: alert threshold on a loaded machine (a kept frame at 0.72 alerted)
+CLEAR_SCORE = 0.7
 #: log lines a failed wait leaves out: the page's requests and the model's start-up
 NOISE = ('"GET ', "runtime candidate", "inference.heads")
 
@@ -151,6 +155,14 @@ def _shown_seq(driver) -> int:
     return int(driver.find_element(By.ID, "live").get_attribute("data-seq") or 0)
 
 
+def _held_clearly(state: dict, after_seq: int) -> bool:
+    """Whether a frame analysed after ``after_seq`` holds a lesion at ``CLEAR_SCORE`` or
+    more."""
+    return any(lesion.get("held") and lesion["score"] >= CLEAR_SCORE
+               for frame in state.get("frames", []) if frame["seq"] > after_seq
+               for lesion in frame["lesions"])
+
+
 def test_a_session_on_the_tablet_becomes_a_study_an_sr_and_an_alert(site: Site):
     SHOTS.mkdir(parents=True, exist_ok=True)
     base = f"https://127.0.0.1:{site.box.web_port}"
@@ -177,6 +189,12 @@ def test_a_session_on_the_tablet_becomes_a_study_an_sr_and_an_alert(site: Site):
         wait_for(hint_to_hold, 90, "the hint to hold the probe")
         driver.save_screenshot(str(SHOTS / "live_e2e_zh.png"))
         assert "探头" in shown[1]  # 保持探头 …
+        # she keeps the clip once the lesion is seen clearly in this session, as a
+        # sonographer would: on a loaded machine fewer frames are analysed, and a lesion
+        # passing in two seconds may be kept from its faintest frames only, below the alert
+        opened = site.live("us-1").get("last_seq", 0)
+        wait_for(lambda: _held_clearly(site.live("us-1"), opened), 120,
+                 f"a lesion held at a score of {CLEAR_SCORE} or more in the session")
         driver.find_element(By.ID, "keep-clip").click()
         session = site.box.db_rows("SELECT id, study_uid FROM live_sessions")[0]
 
