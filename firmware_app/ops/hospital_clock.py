@@ -13,7 +13,11 @@ which runs this command as the service's user with one capability, ``CAP_SYS_TIM
 each waiting envelope again with the box's keys (signed by the hospital's downlink key, for
 this box: a file the service user left cannot move the clock), moves the clock forward to the
 newest ``created_at`` when it is more than ``CLOCK_TOLERANCE_SECONDS`` ahead, never back, and
-removes the files. systemd-timesyncd saves the time every minute while it has no server
+removes the files. The time the file waited for the helper counts too: from its change time
+(the kernel's, on the box's clock; a user can make it younger, never older) to the helper's
+now, at most ``WAITED_AT_MOST_SECONDS``. On a slow board the helper starts minutes after the
+service left the file, and a clock set to the bare ``created_at`` stayed those minutes
+behind. systemd-timesyncd saves the time every minute while it has no server
 (``SaveIntervalSec=``), so the next boot starts from it. NTP, once it answers, sets the exact
 time as always.
 """
@@ -47,6 +51,10 @@ log = logging.getLogger(__name__)
 
 #: the event-log component of the helper's events
 COMPONENT = "downlink"
+#: the most a waiting file's age adds to the hospital's signed time: the helper starts
+#: seconds (a PC) to minutes (an emulated or slow board) after the service left it; a file
+#: older than that waited for a helper that could not run, and counts this much only
+WAITED_AT_MOST_SECONDS = 600.0
 
 
 @dataclass
@@ -57,6 +65,8 @@ class ClockOutcome:
     moved_s: float = 0.0
     refused: list[str] = field(default_factory=list)
     hospital_time: float | None = None
+    #: how long the newest time waited for the helper (added to it)
+    waited_s: float = 0.0
 
 
 def _keys(config: config_module.Config) -> tuple[Ed25519PublicKey, X25519PrivateKey]:
@@ -112,6 +122,7 @@ def take_hospital_time(config: config_module.Config, *,
         try:
             if not hospital_time.FILE_NAME.fullmatch(path.name):
                 raise OSError(f"{path.name} is not named as the service names a time")
+            changed = path.lstat().st_ctime
             data = read_regular(path, MAX_ENVELOPE_BYTES)
             stamp = _opened_time(config, data, keys)
         except FileNotFoundError:
@@ -122,12 +133,14 @@ def take_hospital_time(config: config_module.Config, *,
             log.warning("a waiting time %s could not be read: %s", path.name, exc)
             outcome.refused.append("unreadable")
         else:
-            outcome.hospital_time = max(stamp, outcome.hospital_time or 0.0)
+            if outcome.hospital_time is None or stamp > outcome.hospital_time:
+                outcome.hospital_time = stamp
+                outcome.waited_s = min(max(now() - changed, 0.0), WAITED_AT_MOST_SECONDS)
         finally:
             _remove(path)
-    if outcome.hospital_time is not None and hospital_time.is_ahead(outcome.hospital_time,
-                                                                    now()):
-        floor = dt.datetime.fromtimestamp(outcome.hospital_time, dt.timezone.utc)
+    target = None if outcome.hospital_time is None else outcome.hospital_time + outcome.waited_s
+    if target is not None and hospital_time.is_ahead(target, now()):
+        floor = dt.datetime.fromtimestamp(target, dt.timezone.utc)
         outcome.moved_s = clock_floor.raise_clock(
             floor, now=lambda: dt.datetime.fromtimestamp(now(), dt.timezone.utc),
             set_clock=set_clock, keep=_kept_by_timesyncd,
@@ -177,7 +190,8 @@ def cmd_hospital_time(args: argparse.Namespace) -> int:
         log.error("the clock was not set: %s", exc)
         return EXIT_FAIL
     if outcome.moved_s:
-        moment = dt.datetime.fromtimestamp(outcome.hospital_time or 0.0, dt.timezone.utc)
+        moment = dt.datetime.fromtimestamp((outcome.hospital_time or 0.0) + outcome.waited_s,
+                                           dt.timezone.utc)
         print(f"clock set forward {outcome.moved_s:.0f} s to the hospital's signed time "
               f"({moment:%Y-%m-%d %H:%M} UTC)")
     elif outcome.hospital_time is not None:

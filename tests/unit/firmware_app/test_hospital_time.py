@@ -139,6 +139,25 @@ def test_the_helper_sets_the_clock_forward_to_the_hospitals_time_and_says_so(box
     assert (again.moved_s, again.hospital_time, len(clock.set_to)) == (0.0, None, 1)
 
 
+def test_the_time_the_file_waited_for_the_helper_counts_at_most_ten_minutes(box):
+    """On a slow board the helper starts minutes after the service left the time: the
+    file's age on the box's own clock (its change time, which no user sets back) is added,
+    so the clock does not stay those minutes behind; a file that waited longer counts ten
+    minutes only."""
+    folder = box.receiver.config.clock_incoming_dir
+    for waited, counted in ((150.0, 150.0), (5 * HOUR, hospital_clock.WAITED_AT_MOST_SECONDS)):
+        folder.mkdir(parents=True, exist_ok=True)
+        ahead = time.time() + 3 * DAY  # the box's clock (this machine's) is behind
+        hospital_time.hand_over(folder, _clock(box, 1, ahead), ahead)
+        left = max(path.lstat().st_ctime for path in hospital_time.entries(folder))
+        clock = _Clock(left + waited)  # the helper starts that long after
+        outcome = hospital_clock.take_hospital_time(box.receiver.config, set_clock=clock.set,
+                                                    now=clock.read)
+        assert outcome.waited_s == pytest.approx(counted)
+        assert clock.set_to[0].timestamp() == pytest.approx(int(ahead) + counted)
+        assert outcome.hospital_time == int(ahead)
+
+
 def test_the_helper_never_moves_the_clock_back(box):
     box.receiver.config.clock_incoming_dir.mkdir(parents=True)
     built = time.time()
