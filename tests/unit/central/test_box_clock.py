@@ -66,27 +66,40 @@ def _clocks(store: Store) -> list[tuple[int, dict]]:
     return [(int(seq), json.loads(payload)) for seq, payload in rows]
 
 
-def test_a_status_three_days_behind_queues_the_hospitals_time_once_an_hour(receiver, store, box,
-                                                                          box_keys):
+def test_a_box_still_behind_gets_the_time_again_minutes_later_three_times_an_hour_at_most(
+        receiver, store, box, box_keys):
+    """One time waits for a box at a time; once it confirmed it and is still behind (the time
+    reached it late, held at the broker while its service restarted), the next goes
+    RETRY_SECONDS after the last, PER_WINDOW in an hour at most."""
     _, identity = box_keys
-    assert receiver.handle(*_status(box, identity, 3 * DAY), received_at=NOW) == "stored"
-    [(seq, payload)] = _clocks(store)
-    assert seq == 1
+    retry, window = box_clock.RETRY_SECONDS, box_clock.WINDOW_SECONDS
+
+    def status(at: float, confirmed: int) -> list[int]:
+        """Two statuses a second apart (the first's watermark is the hospital's to read by
+        the second's); the clock downlinks queued by then."""
+        for later in (0.0, 1.0):
+            assert receiver.handle(*_status(box, identity, 3 * DAY, seq=confirmed),
+                                   received_at=NOW + at + later) == "stored"
+        return [seq for seq, _ in _clocks(store)]
+
+    assert status(0, 0) == [1]
+    [(_, payload)] = _clocks(store)
     assert payload == {"schema": 1, "created_at": int(NOW), "behind_s": int(3 * DAY)}
-    # the next heartbeats, still behind: nothing more within the hour
-    assert receiver.handle(*_status(box, identity, 3 * DAY), received_at=NOW + 60) == "stored"
-    assert receiver.handle(*_status(box, identity, 3 * DAY),
-                           received_at=NOW + box_clock.RESEND_SECONDS - 1) == "stored"
-    assert len(_clocks(store)) == 1
-    # an hour on, the first still unconfirmed (the box never took it): none piles up
-    receiver.handle(*_status(box, identity, 3 * DAY), received_at=NOW + box_clock.RESEND_SECONDS)
-    assert len(_clocks(store)) == 1
-    # the box confirmed it (its watermark passed it) and is behind again: the next one goes
-    receiver.handle(*_status(box, identity, 3 * DAY, seq=1),
-                    received_at=NOW + box_clock.RESEND_SECONDS + 1)
-    receiver.handle(*_status(box, identity, 3 * DAY, seq=1),
-                    received_at=NOW + box_clock.RESEND_SECONDS + 2)
-    assert [seq for seq, _ in _clocks(store)] == [1, 2]
+    assert status(60, 0) == [1]  # the next heartbeat, the first not yet confirmed
+    assert status(retry + 1, 0) == [1]  # however long: unconfirmed, none piles up
+    assert status(retry + 2, 1) == [1, 2]
+    assert status(2 * retry + 5, 1) == [1, 2]  # the second unconfirmed
+    assert status(2 * retry + 6, 2) == [1, 2, 3]
+    assert status(3 * retry + 10, 3) == [1, 2, 3]  # three in the hour: no fourth
+    assert status(window + 1, 3) == [1, 2, 3, 4]  # the first has left the hour
+
+
+def test_a_confirmed_time_is_not_sent_again_within_the_retry(receiver, store, box, box_keys):
+    _, identity = box_keys
+    receiver.handle(*_status(box, identity, 3 * DAY), received_at=NOW)
+    for at in (box_clock.RETRY_SECONDS - 2, box_clock.RETRY_SECONDS - 1):
+        receiver.handle(*_status(box, identity, 3 * DAY, seq=1), received_at=NOW + at)
+    assert [seq for seq, _ in _clocks(store)] == [1]
 
 
 def test_a_box_so_far_behind_that_its_messages_are_too_old_still_gets_the_time(
