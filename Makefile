@@ -87,9 +87,12 @@ image: install-box
 	image/build.sh --arch $(ARCH)
 
 # the image's tier: build the amd64 image, boot it under QEMU (KVM where /dev/kvm works) with
-# a USB stick carrying an enrolment bundle, and check what the box does (tests/image/)
+# a USB stick carrying an enrolment bundle, and check what the box does (tests/image/).
+# IMAGE_TESTS: which of its files; CI runs test_appliance_boot.py (.ci/run)
+IMAGE_TESTS ?= tests/image
 test-image: install image
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/image -m image $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(IMAGE_TESTS) -m image --durations=20 \
+		$(PYTEST_ARGS)
 
 # the arm64 image's tier: built with its programs emulated (binfmt_misc), booted by UEFI
 # firmware on QEMU's emulated ARM board; the boot-and-enrol tests of test-image (tests/image/)

@@ -101,7 +101,9 @@ rm -f "$BUNDLE.tar.gz"
 IMG=$OUT/$NAME.img
 rm -f "$IMG" "$IMG.zst" "$IMG.bmap" "$OUT/$NAME.log"
 truncate -s $(( (ROOT_START + ROOT_MIB + DATA_MIB + 1) ))M "$IMG"
-LOOP=$(losetup --find --show "$IMG")
+LOOP=$(losetup --find --show "$IMG") \
+    || die "no loop device for $IMG: the build needs loop devices" \
+           "(a container started without /dev/loop-control cannot build the image)"
 say "building $NAME on $LOOP"
 # the cached Debian is named after the steps that make it: a changed package list makes anew
 packages=$(sed -n '/^  - debootstrap:/,/^  - cache-rootfs:/p' "$REPO/image/$ARCH.vmdb" \

@@ -1,5 +1,6 @@
 """The image tier's hospital on the host, reached by the booted box at QEMU's 10.0.2.2: a real
-Mosquitto (TLS, client certificates, the ACL), `clinibox central serve`, the box's bundle."""
+Mosquitto (TLS, client certificates, the ACL), `clinibox central serve`, its console
+(`clinibox central web`, over HTTPS, with an admin account), the box's bundle."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import dataclasses
 import datetime as dt
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
+import urllib3
 from cryptography.hazmat.primitives import serialization
 
 from central.bundle import make_bundle
@@ -20,7 +24,12 @@ from tests.box_harness import REPO, clinibox
 from tests.image.qemu_box import HOST_FROM_BOX
 from tests.integration.conftest import to_toml
 from tests.mqtt_broker import Broker, make_mqtt_pki, receiver_settings
+from tests.ports import free_port
 from tests.provisioned_box import CLINIC, DEVICE
+from tests.web_client import csrf_token
+
+#: the console's admin, added with ``clinibox central user add``
+ADMIN = ("it1", "Battery-Staple-72")
 
 
 @dataclasses.dataclass
@@ -32,6 +41,27 @@ class Hospital:
     central: Path
     bundle: Path
     ca_cert: Path
+    console: str
+    _session: requests.Session | None = dataclasses.field(default=None, repr=False)
+
+    def console_page(self, path: str) -> str:
+        """A page of the hospital's console as its admin reads it, in English (logged in
+        through the form once)."""
+        if self._session is None:
+            session = requests.Session()
+            session.trust_env = False
+            session.verify = False
+            session.headers["Accept-Language"] = "en"
+            login = session.get(f"{self.console}/login", timeout=30)
+            done = session.post(f"{self.console}/login", timeout=30, allow_redirects=False,
+                                headers={"Referer": f"{self.console}/login"},
+                                data={"csrf_token": csrf_token(login.text),
+                                      "name": ADMIN[0], "password": ADMIN[1]})
+            assert done.status_code == 302, done.text[:2000]
+            self._session = session
+        page = self._session.get(f"{self.console}{path}", timeout=30)
+        assert page.status_code == 200, page.text[:2000]
+        return page.text
 
     def bundle_issued(self, now: dt.datetime, out: Path) -> Path:
         """Another bundle for the box, issued (its certificate and ``issued_at``) at ``now``:
@@ -74,14 +104,45 @@ def hospital(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hospital]:
                                      folder / "hospital.pem", "central-image")
         settings["keys"]["hospital_signing_key"] = str(folder / "hospital-signing.pem")
         settings["rollouts"] = {"trusted_keys": [str(folder / "model-signing.pub")]}
+        port = free_port()
+        settings["web"] = {"host": "127.0.0.1", "port": port,
+                           "state_dir": str(folder / "console")}
         central = folder / "central.toml"
         central.write_text(to_toml(settings), encoding="utf-8")
-        with open(folder / "serve.log", "wb") as log:
-            receiver = subprocess.Popen(
-                [sys.executable, "-m", "clinibox", "central", "serve", "--config",
-                 str(central)], stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        clinibox("central", "user", "add", ADMIN[0], "--role", "admin", "--password-stdin",
+                 "--config", str(central), stdin=ADMIN[1] + "\n")
+        processes = [_hospital_process(folder, "serve", central),
+                     _hospital_process(folder, "web", central)]
+        hospital = Hospital(folder, broker, central, bundle, pki.ca_cert,
+                            f"https://127.0.0.1:{port}")
         try:
-            yield Hospital(folder, broker, central, bundle, pki.ca_cert)
+            _wait_for_console(hospital, processes[1])
+            yield hospital
         finally:
-            receiver.terminate()
-            receiver.wait(timeout=30)
+            for process in processes:
+                process.terminate()
+                process.wait(timeout=30)
+
+
+def _hospital_process(folder: Path, command: str, central: Path) -> subprocess.Popen[bytes]:
+    """``clinibox central <command>`` on the hospital's config, its output in a log."""
+    with open(folder / f"{command}.log", "wb") as log:
+        return subprocess.Popen([sys.executable, "-m", "clinibox", "central", command,
+                                 "--config", str(central)], stdout=log,
+                                stderr=subprocess.STDOUT, cwd=REPO)
+
+
+def _wait_for_console(hospital: Hospital, process: subprocess.Popen[bytes]) -> None:
+    # the console's certificate is its own, self-signed (state_dir)
+    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert process.poll() is None, (hospital.folder / "web.log").read_text()
+        try:
+            requests.get(f"{hospital.console}/login", verify=False, timeout=5)
+        except requests.RequestException:
+            time.sleep(0.5)
+            continue
+        return
+    raise AssertionError("the hospital's console did not answer:\n"
+                         + (hospital.folder / "web.log").read_text())

@@ -42,8 +42,10 @@ def c_echo(port: int, ae_title: str = "CLINIBOX") -> bool:
 def kvm_usable() -> bool:
     """Whether to run the machine under KVM: only when asked (``CLINIBOX_QEMU_KVM=1``) and
     /dev/kvm is there. The CI machines report KVM, but it is nested and offers the guest no
-    CPU features (not even SSE3): a guest kernel hangs at its first instructions with it. So
-    QEMU emulates the CPU (TCG, one thread per virtual CPU) unless told otherwise."""
+    CPU feature past SSE2 (QEMU refuses ``-cpu qemu64,enforce`` there for its SSE3, and a
+    guest kernel on ``-cpu host`` hangs at its first instructions): less than the box's
+    numpy needs. So QEMU emulates the CPU (TCG, one thread per virtual CPU) unless told
+    otherwise."""
     return os.environ.get("CLINIBOX_QEMU_KVM") == "1" and os.access("/dev/kvm",
                                                                     os.R_OK | os.W_OK)
 

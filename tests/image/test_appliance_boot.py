@@ -23,6 +23,9 @@ Then:
   ``clinibox-clock.service`` set (decision 0048);
 - the stick's model package, signed by the hospital, became the box's first model: its name
   taken, installed with no terminal, reported to the hospital;
+- the hospital rolled out a software release whose self-test fails: the box fetched it,
+  tried it, went back to the version it ran by itself and said so on its screen, and the
+  hospital's console (``clinibox central web``) shows it back on that version;
 - the data partition filled the disk at the first boot;
 - and the image itself holds nothing of one box: no machine id, no key, no database, no
   hospital in its config.
@@ -47,6 +50,7 @@ from clinibox_common.contracts.package_archive import pack
 from tests.box_harness import clinibox
 from tests.image.hospital import Hospital
 from tests.image.qemu_box import HOST_FROM_BOX, BootedBox, built_image, c_echo, make_stick
+from tests.image.releases import make_release
 from tests.model_packages import make_package
 from tests.provisioned_box import CLINIC, DEVICE
 
@@ -55,8 +59,13 @@ pytestmark = [pytest.mark.image, pytest.mark.slow, pytest.mark.timeout(3600)]
 #: the image's CPU: amd64 (make test-image) or arm64 (make test-image-arm64, emulated)
 ARCH = os.environ.get("CLINIBOX_IMAGE_ARCH", "amd64")
 IMAGE = Path(os.environ.get("CLINIBOX_IMAGE", built_image(ARCH)))
+#: the offline bundle the image was built from: releases are cut from it
+BUNDLE = IMAGE.with_name(IMAGE.name.removesuffix(".img") + "-offline")
+#: the box's software version, as the image's name says it
+RUNNING = IMAGE.name.removeprefix("clinibox-").removesuffix(f"-{ARCH}.img")
 # an emulated ARM machine on an x86 host starts the box's Python several times slower
 BOOT_SECONDS = 600 if ARCH == "amd64" else 2400
+UPDATE_SECONDS = 1500 if ARCH == "amd64" else 5400
 
 
 FLAT_BATTERY = "2025-06-01T00:00:00"
@@ -208,6 +217,63 @@ def test_the_stick_gave_the_box_its_first_model(booted, hospital):
     booted.wait_for(lambda: _central(hospital, "SELECT model FROM box_state WHERE clinic = ?"
                                      " AND device = ?") == [(f"{MODEL_NAME}@{MODEL_VERSION}",)],
                     "the hospital to see the box run its model", 900)
+
+
+def _next_version(version: str) -> str:
+    major, minor, patch = version.split(".")
+    return f"{major}.{minor}.{int(patch) + 1}"
+
+
+def test_a_release_that_fails_its_self_test_goes_back_by_itself_and_the_console_shows_it(
+        booted, hospital, tmp_path):
+    """The hospital rolls out a release of the box's software whose self-test fails (cut
+    from the image's own bundle, signed with its model-signing key): the box fetches it,
+    installs it beside the running version, switches, fails the self-test and goes back by
+    itself; its screen says so, the hospital's rollout reads "rolled back", the box's next
+    status says the version it runs again, and the console's fleet page and box page show it
+    (decision 0046)."""
+    broken_version = _next_version(RUNNING)
+    broken = make_release(BUNDLE, broken_version, hospital.folder / "model-signing.pem",
+                          tmp_path, broken=True)
+    started = clinibox("central", "rollout", str(broken), "--to", f"{CLINIC}/{DEVICE}",
+                       "--config", str(hospital.central), check=False)
+    assert started.returncode == 0, started.stdout + started.stderr
+    subject = f"clinibox@{broken_version}"
+
+    def reported_back() -> list[tuple]:
+        return _central(hospital, "SELECT created_at FROM messages WHERE clinic = ? AND"
+                        " device = ? AND"
+                        " kind = 'event' AND json_extract(payload, '$.event') = 'rollout' AND"
+                        " json_extract(payload, '$.step') = 'rolled_back' AND"
+                        f" json_extract(payload, '$.subject_model') = '{subject}'")
+
+    booted.wait_for(lambda: bool(reported_back()), "the box reporting it went back",
+                    UPDATE_SECONDS)
+    assert (f"software update: version {broken_version} was tried and taken back by itself: "
+            "its self-test failed where the version before passed; the box runs "
+            f"{RUNNING} again") in booted.console()
+    assert _central(hospital, "SELECT step, reason FROM rollout_targets WHERE clinic = ? AND"
+                    " device = ? ORDER BY rollout_id DESC LIMIT 1") == [
+        ("rolled_back", "selftest_failed")]
+    [(reported_at,)] = reported_back()
+
+    def status_after() -> list[tuple]:
+        # made after the return, on the box's clock: the service that came back up says its
+        # version as it connects (before the report, which it sends from its outbox)
+        return _central(hospital, "SELECT json_extract(payload, '$.software') FROM messages"
+                        " WHERE clinic = ? AND device = ? AND kind = 'status' AND"
+                        f" created_at >= {reported_at} ORDER BY seq DESC LIMIT 1")
+
+    booted.wait_for(lambda: bool(status_after()), "a status after the return", BOOT_SECONDS)
+    assert status_after() == [(RUNNING,)]
+    # what the hospital's IT reads: the fleet page's row and the box's own page
+    fleet = hospital.console_page("/fleet")
+    row = next((part for part in fleet.split("<tr")[1:] if DEVICE in part), "")
+    assert f"software {RUNNING}" in row, row or fleet[-3000:]
+    assert f"software {broken_version}" not in fleet
+    box_page = hospital.console_page(f"/fleet/{CLINIC}/{DEVICE}")
+    assert re.search(rf"Software version</dt>\s*<dd[^>]*>{re.escape(RUNNING)}</dd>",
+                     box_page), box_page[-3000:]
 
 
 def test_the_stick_fixed_the_boxs_address(booted):
