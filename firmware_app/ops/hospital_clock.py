@@ -68,6 +68,12 @@ class ClockOutcome:
     #: how long the newest time waited for the helper (added to it)
     waited_s: float = 0.0
 
+    @property
+    def target(self) -> float | None:
+        """The time the clock is moved to when it is behind it: the hospital's newest time
+        and how long it waited; None when none was checked."""
+        return None if self.hospital_time is None else self.hospital_time + self.waited_s
+
 
 def _keys(config: config_module.Config) -> tuple[Ed25519PublicKey, X25519PrivateKey]:
     """The hospital's downlink signing key and the box's downlink key (nothing is made)."""
@@ -138,7 +144,7 @@ def take_hospital_time(config: config_module.Config, *,
                 outcome.waited_s = min(max(now() - changed, 0.0), WAITED_AT_MOST_SECONDS)
         finally:
             _remove(path)
-    target = None if outcome.hospital_time is None else outcome.hospital_time + outcome.waited_s
+    target = outcome.target
     if target is not None and hospital_time.is_ahead(target, now()):
         floor = dt.datetime.fromtimestamp(target, dt.timezone.utc)
         outcome.moved_s = clock_floor.raise_clock(
@@ -190,8 +196,7 @@ def cmd_hospital_time(args: argparse.Namespace) -> int:
         log.error("the clock was not set: %s", exc)
         return EXIT_FAIL
     if outcome.moved_s:
-        moment = dt.datetime.fromtimestamp((outcome.hospital_time or 0.0) + outcome.waited_s,
-                                           dt.timezone.utc)
+        moment = dt.datetime.fromtimestamp(outcome.target or 0.0, dt.timezone.utc)
         print(f"clock set forward {outcome.moved_s:.0f} s to the hospital's signed time "
               f"({moment:%Y-%m-%d %H:%M} UTC)")
     elif outcome.hospital_time is not None:

@@ -8,7 +8,6 @@ import dataclasses
 import datetime as dt
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from central.bundle import make_bundle
 from clinibox_common.contracts.enrolment import write_bundle
 from clinibox_common.contracts.signing import generate_key_pair
-from tests.box_harness import REPO, clinibox
+from tests.box_harness import REPO, clinibox, stop, wait_for
 from tests.image.qemu_box import HOST_FROM_BOX
 from tests.integration.conftest import to_toml
 from tests.mqtt_broker import Broker, make_mqtt_pki, receiver_settings
@@ -120,8 +119,7 @@ def hospital(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hospital]:
             yield hospital
         finally:
             for process in processes:
-                process.terminate()
-                process.wait(timeout=30)
+                stop(process)
 
 
 def _hospital_process(folder: Path, command: str, central: Path) -> subprocess.Popen[bytes]:
@@ -135,14 +133,14 @@ def _hospital_process(folder: Path, command: str, central: Path) -> subprocess.P
 def _wait_for_console(hospital: Hospital, process: subprocess.Popen[bytes]) -> None:
     # the console's certificate is its own, self-signed (state_dir)
     urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         assert process.poll() is None, (hospital.folder / "web.log").read_text()
         try:
             requests.get(f"{hospital.console}/login", verify=False, timeout=5)
         except requests.RequestException:
-            time.sleep(0.5)
-            continue
-        return
-    raise AssertionError("the hospital's console did not answer:\n"
-                         + (hospital.folder / "web.log").read_text())
+            return False
+        return True
+
+    wait_for(answers, 120, "the hospital's console",
+             lambda: (hospital.folder / "web.log").read_text())
