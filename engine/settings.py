@@ -20,7 +20,9 @@ class LimitsConfig:
     max_decoded_mb: int = setting(in_range(1, 65536), "decoded pixel memory per object", 1024)
     sandbox_memory_mb: int = setting(
         in_range(64, 65536), "memory the decoder process may take on top of its code", 2048)
-    sandbox_seconds: float = setting(in_range(1, 3600), "longest decode of one object", 60.0)
+    sandbox_seconds: float = setting(
+        in_range(1, 3600), "longest decode of one object, in the decoder's own time (waiting "
+                           "for a CPU behind receiving is not counted)", 60.0)
     max_megapixels: float = setting(
         in_range(0.01, 1000), "largest frame in megapixels (40 admits every full-field "
                             "mammography detector, up to 4728 × 5928)", 40.0)

@@ -22,6 +22,7 @@ from pathlib import Path
 from clinibox_common.contracts.reasons import MAX_TEXT, Reason, ReasonCode
 from clinibox_common.contracts.statuses import InstanceStatus
 from engine.imaging.decode import DecodedImage, DecodeError
+from engine.imaging.errors import SandboxNotStarted
 from engine.imaging.sandbox import DecodeSandbox, PendingDecode
 from engine.inference.runner import Analysis, ModelRunner
 from firmware_app.settings.box import Config
@@ -100,12 +101,15 @@ def start_object(path: Path, config: Config, sandbox: DecodeSandbox,
 def finish_object(decoding: Decoding, route: Route, config: Config) -> Outcome:
     """Route and analyse a decoded object with the chosen model.
 
-    ``FileNotFoundError`` is the caller's to handle (a spool fault is not bad input).
+    ``FileNotFoundError`` (a spool fault) and ``SandboxNotStarted`` (the box could not start
+    its decoder) are the caller's to handle: neither is bad input.
     ``timings["decode"]`` is the time the analysis waited for the decoder.
     """
     started = time.perf_counter()
     try:
         decoded = decoding.result()
+    except SandboxNotStarted:
+        raise
     except DecodeError as exc:
         return Outcome(InstanceStatus.QUARANTINED, decode_failed(exc))
     runner = route(decoded)

@@ -16,3 +16,8 @@ class DecodeError(CliniboxError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class SandboxNotStarted(DecodeError):
+    """The decoder's child process could not be started: the box's fault, never the
+    object's (the worker tries the object again later rather than quarantining it)."""

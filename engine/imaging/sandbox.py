@@ -10,8 +10,15 @@ we know; the sandbox bounds the ones we do not:
 * its address space is limited (``RLIMIT_AS``: what it had mapped when it
   started plus ``[limits] sandbox_memory_mb``), so a decoder that asks for
   gigabytes gets MemoryError or dies, not the service;
-* every decode has a wall-clock limit (``sandbox_seconds``): past it the child
-  is killed and a fresh one started for the next object;
+* every decode has a time limit (``sandbox_seconds``): past it the child is killed and a
+  fresh one started for the next object. The limit counts the child's own time
+  (:class:`ChildClock`): the CPU time it got while it runs or waits for a CPU, the wall
+  clock while it does neither. The analysis runs at the lowest CPU weight
+  (``firmware_app/service/priority.py``), and a box busy receiving may hold it back for
+  minutes: a looping codec uses its time, a hung one (stopped, deadlocked) lets it pass,
+  one only waiting its turn keeps it. Its start
+  has :data:`START_SECONDS` of that time; a child that does not start is the box's fault
+  (``SandboxNotStarted``), not the object's;
 * it has no network: it is given no socket, and where the kernel allows (root,
   or CAP_SYS_ADMIN) it moves into a network namespace of its own, with no
   interface but a down loopback; ``network_isolated`` says which held.
@@ -51,6 +58,7 @@ import numpy as np
 
 from clinibox_common.fs import owned_temp_folder
 from engine.imaging.decode import NOT_ENOUGH_MEMORY, DecodedImage, DecodeError, decode
+from engine.imaging.errors import SandboxNotStarted
 from engine.imaging.preview import decode_with_previews
 from engine.settings import LimitsConfig
 
@@ -61,6 +69,11 @@ CLONE_NEWNET = 0x40000000
 #: a child that decoded nothing for this long is stopped (``stop_if_idle``): an idle box
 #: does not hold its ~50 MB; the next object starts a fresh one (a few tenths of a second)
 IDLE_SECONDS = 60.0
+#: the child's own time (see :class:`ChildClock`) to start and say it is ready: a fresh
+#: interpreter importing numpy and the codecs takes about a second of it
+START_SECONDS = 120.0
+#: how often a wait for the child looks at its clock
+_LOOK_SECONDS = 0.5
 
 
 def _mapped_bytes() -> int:
@@ -78,6 +91,58 @@ def _isolate_network() -> bool:
         return libc.unshare(CLONE_NEWNET) == 0
     except (OSError, AttributeError):
         return False
+
+
+def _child_state(pid: int) -> tuple[bool, float] | None:
+    """Whether any thread of the process ``pid`` is running or ready to run, and the CPU
+    seconds its threads have had (``/proc/<pid>/task/*/stat`` and ``schedstat``); None where
+    the kernel does not say or the process is gone."""
+    ready, cpu = False, 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            ready |= (task / "stat").read_text().rsplit(")", 1)[1].split()[0] == "R"
+            cpu += int((task / "schedstat").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    return ready, cpu / 1e9
+
+
+class ChildClock:
+    """The time a child process has had since a moment: while it runs or waits for a CPU,
+    the CPU time it got; while it neither runs nor waits for one (stopped, blocked), the
+    wall clock. A child held back by higher-weight work (receiving) keeps its time limit;
+    a looping codec and a hung one use theirs. Where the kernel does not say, the wall
+    clock. The clock moves when :meth:`used` is read; an interval counts the wall clock
+    only if the child was not ready to run at either end of it."""
+
+    def __init__(self, pid: int) -> None:
+        """Start counting now for the process ``pid``."""
+        self.pid = pid
+        self._used = 0.0
+        self._at = time.monotonic()
+        self._last = _child_state(pid)
+
+    def used(self) -> float:
+        """Seconds of the child's own time since the clock started."""
+        now, state = time.monotonic(), _child_state(self.pid)
+        if state is None or self._last is None:
+            self._used += now - self._at
+        else:
+            (was_ready, was_cpu), (ready, cpu) = self._last, state
+            self._used += cpu - was_cpu if was_ready or ready else now - self._at
+        self._at, self._last = now, state
+        return self._used
+
+
+def answered(conn: Connection, clock: ChildClock, limit: float) -> bool:
+    """Wait until ``conn`` has something to read (an answer, or the child's end: True) or
+    the child has used ``limit`` seconds of its own time on ``clock`` (False)."""
+    while True:
+        left = limit - clock.used()
+        if left <= 0:
+            return conn.poll(0)
+        if conn.poll(min(left, _LOOK_SECONDS)):
+            return True
 
 
 def _serve(conn: Connection, memory_bytes: int) -> None:
@@ -164,7 +229,7 @@ class DecodeSandbox:
         theirs.close()
         parent = Connection(ours.detach())
         try:
-            if not parent.poll(120):
+            if not answered(parent, ChildClock(process.pid), START_SECONDS):
                 raise EOFError
             _, (self.network_isolated, self.memory_limited) = parent.recv()
             if not self.memory_limited:
@@ -174,7 +239,7 @@ class DecodeSandbox:
             process.kill()
             process.wait()
             parent.close()
-            raise DecodeError(f"the {self.role} process did not start") from None
+            raise SandboxNotStarted(f"the {self.role} process did not start") from None
         self._process, self._conn = process, parent
 
     def _stop_child(self) -> None:
@@ -222,8 +287,9 @@ class DecodeSandbox:
         with self._lock:
             if self._pending is not None:
                 raise RuntimeError("a decode is already under way in this sandbox")
-            out = self._send("decode", (str(path), asdict(self.limits), max_frames, target))
-            self._pending = pending = PendingDecode(self, out, time.monotonic() + self.seconds)
+            out, clock = self._send("decode", (str(path), asdict(self.limits), max_frames,
+                                               target))
+            self._pending = pending = PendingDecode(self, out, clock)
         return pending
 
     def call(self, target: str, *args: object) -> tuple[np.ndarray, dict]:
@@ -232,11 +298,12 @@ class DecodeSandbox:
         with self._lock:
             if self._pending is not None:
                 raise RuntimeError("a decode is already under way in this sandbox")
-            out = self._send(f"call:{target}", args)
-            return self._receive(out, time.monotonic() + self.seconds)
+            out, clock = self._send(f"call:{target}", args)
+            return self._receive(out, clock)
 
-    def _send(self, kind: str, args: tuple) -> Path:
-        """Start the child if needed and send it one request; the file its array comes in."""
+    def _send(self, kind: str, args: tuple) -> tuple[Path, ChildClock]:
+        """Start the child if needed and send it one request; the file its array comes in
+        and the clock of the request's time limit."""
         if self._process is None or self._process.poll() is not None:
             self._stop_child()
             self._start()
@@ -244,19 +311,21 @@ class DecodeSandbox:
         self._last_used = time.monotonic()
         out = self._folder / f"frames-{self._sent}.npy"
         out.unlink(missing_ok=True)
-        assert self._conn is not None
+        assert self._conn is not None and self._process is not None
+        clock = ChildClock(self._process.pid)
         try:
             self._conn.send((kind, str(out), args))
         except (OSError, BrokenPipeError):
             raise self._died() from None
-        return out
+        return out, clock
 
-    def _receive(self, out: Path, deadline: float) -> tuple[np.ndarray, dict]:
-        """The child's answer to the request whose array comes in ``out``."""
+    def _receive(self, out: Path, clock: ChildClock) -> tuple[np.ndarray, dict]:
+        """The child's answer to the request whose array comes in ``out``, within the
+        time limit counted on ``clock``."""
         assert self._conn is not None
         try:
             try:
-                if not self._conn.poll(max(0.0, deadline - time.monotonic())):
+                if not answered(self._conn, clock, self.seconds):
                     self._stop_child()
                     raise DecodeError(f"{self.activity} took longer than {self.seconds:g} s;"
                                       f" the {self.role} was stopped")
@@ -281,7 +350,7 @@ class DecodeSandbox:
             if self._pending is not pending:
                 raise RuntimeError("this decode was already collected")
             self._pending = None
-            frames, meta = self._receive(pending.out, pending.deadline)
+            frames, meta = self._receive(pending.out, pending.clock)
         return DecodedImage(frames=frames, **meta)
 
     @property
@@ -319,11 +388,11 @@ class DecodeSandbox:
 class PendingDecode:
     """A decode under way in a :class:`DecodeSandbox`; ``result()`` waits for it."""
 
-    def __init__(self, sandbox: DecodeSandbox, out: Path, deadline: float) -> None:
-        """Made by :meth:`DecodeSandbox.start_decode`."""
+    def __init__(self, sandbox: DecodeSandbox, out: Path, clock: ChildClock) -> None:
+        """Made by :meth:`DecodeSandbox.start_decode`; its time limit counts on ``clock``."""
         self.sandbox = sandbox
         self.out = out
-        self.deadline = deadline
+        self.clock = clock
 
     def result(self) -> DecodedImage:
         """The decoded image: DecodeError for refused, crashed or too slow decodes,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -18,8 +20,10 @@ import numpy as np
 import pytest
 from pydicom.data import get_testdata_file
 
+from engine.imaging import sandbox as sandbox_module
 from engine.imaging.decode import DecodeError, decode
-from engine.imaging.sandbox import DecodeSandbox
+from engine.imaging.errors import SandboxNotStarted
+from engine.imaging.sandbox import ChildClock, DecodeSandbox
 from engine.settings import LimitsConfig
 from tests.corpus import image_dataset, j2k_bomb, rle_giant, write
 
@@ -246,3 +250,72 @@ def test_the_folder_a_killed_owner_left_is_removed_by_the_next_sandbox(sandbox, 
         assert ours.is_dir() and fresh._folder.is_dir()
     finally:
         fresh.close()
+
+
+def _spin_on(cpu: int) -> subprocess.Popen:
+    """A busy loop at normal weight on one CPU: the receiving that holds analysis back."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    os.sched_setaffinity(spinner.pid, {cpu})
+    return spinner
+
+
+def _lowered_on(pid: int, cpu: int) -> None:
+    """Put the process ``pid`` on one CPU at the analysis's weight (SCHED_IDLE)."""
+    os.sched_setaffinity(pid, {cpu})
+    os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
+
+
+@pytest.mark.slow
+def test_a_child_that_waits_for_the_cpu_keeps_its_time_and_a_stopped_one_does_not():
+    cpu = min(os.sched_getaffinity(0))
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    stopped = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    spinner = _spin_on(cpu)
+    try:
+        _lowered_on(child.pid, cpu)
+        os.kill(stopped.pid, signal.SIGSTOP)
+        time.sleep(0.2)
+        held, hung = ChildClock(child.pid), ChildClock(stopped.pid)
+        time.sleep(2.0)
+        assert held.used() < 0.5, held.used()  # it waited for the CPU almost all along
+        assert hung.used() >= 1.9  # a stopped child is not waiting for a CPU: its time runs
+    finally:
+        for process in (child, stopped, spinner):
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.slow
+def test_a_decode_held_back_by_higher_weight_work_is_not_cut_short(tmp_path):
+    """The analysis's decoder (SCHED_IDLE) on a core that receiving keeps busy for 3 s:
+    with a 1 s limit it still decodes, since the time it waited for the CPU is not its own."""
+    cpu = min(os.sched_getaffinity(0))
+    sandbox = DecodeSandbox(replace(LimitsConfig(), sandbox_seconds=1.0))
+    try:
+        sandbox.decode(CT, 1)  # a warm child
+        _lowered_on(sandbox._process.pid, cpu)
+        for task in Path(f"/proc/{sandbox._process.pid}/task").iterdir():
+            _lowered_on(int(task.name), cpu)
+        spinner = _spin_on(cpu)
+        threading.Timer(3.0, spinner.kill).start()
+        started = time.monotonic()
+        try:
+            assert sandbox.decode(J2K, 4).modality == "MR"
+        finally:
+            spinner.kill()
+            spinner.wait()
+        assert time.monotonic() - started > 1.5  # it was held back past its limit
+    finally:
+        sandbox.close()
+
+
+def test_a_decoder_that_does_not_start_is_the_boxs_fault(monkeypatch):
+    monkeypatch.setattr(sandbox_module, "START_SECONDS", 0.0)
+    monkeypatch.setattr(sandbox_module, "answered", lambda *args: False)
+    sandbox = DecodeSandbox(LimitsConfig())
+    try:
+        with pytest.raises(SandboxNotStarted, match="the decoder process did not start"):
+            sandbox.decode(CT, 1)
+        assert sandbox._process is None
+    finally:
+        sandbox.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sqlite3
 import time
 
 import pytest
@@ -19,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from clinibox_common.contracts import downlink
 from clinibox_common.errors import EXIT_FAIL
 from firmware_app.ops import hospital_clock
-from firmware_app.storage import db, event_codes, hospital_reviews
+from firmware_app.storage import event_codes, hospital_reviews
 from firmware_app.telemetry import hospital_time
 from firmware_app.telemetry.downlink import CLOCK, KEPT, REPEAT, UNKNOWN_STUDY, refusal_code
 from tests.unit.firmware_app.test_hospital_reviews import DAY, _Box
@@ -224,7 +225,7 @@ def test_the_helper_records_nothing_when_the_database_is_missing(tmp_path, box):
                                                 now=clock.read)
     assert len(clock.set_to) == 1 and outcome.moved_s > 0
     assert not box.receiver.config.database_path.exists()  # no empty database left behind
-    box.conn = db.connect(":memory:")  # for the fixture's close
+    box.conn = sqlite3.connect(":memory:")  # for the fixture's close (not a file)
 
 
 def test_nothing_left_in_the_folder_can_start_the_helper_again_and_again(box):

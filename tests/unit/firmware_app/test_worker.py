@@ -11,6 +11,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from clinibox_common.contracts.reasons import Reason, ReasonCode, encode
+from engine.imaging.errors import SandboxNotStarted
 from firmware_app.ingest.landing import Lander
 from firmware_app.service.worker import Worker
 from firmware_app.settings.box import Config
@@ -106,6 +107,29 @@ def test_unexpected_error_is_retried_then_failed(box, tmp_path, monkeypatch):
     assert row["attempts"] == config.worker.max_attempts
     events = [r["message"] for r in ResultStore(conn).last_errors()]
     assert any("backend lost its device" in m for m in events)
+
+
+def test_a_decoder_that_does_not_start_leaves_the_image_queued_not_quarantined(
+        box, tmp_path, monkeypatch):
+    """The box's fault (its decoder child did not start), not the image's: it is tried
+    again and analysed once the decoder starts."""
+    _config, lander, worker, conn = box
+    _land(lander, _phantom_bytes(tmp_path, lesion=False, seed=10), "1.2.6.1")
+    start = worker.sandbox._start
+
+    def not_starting() -> None:
+        raise SandboxNotStarted("the decoder process did not start")
+
+    monkeypatch.setattr(worker.sandbox, "_start", not_starting)
+    assert worker.run_once() is True
+    row = ResultStore(conn).instances()[0]
+    assert row["status"] == "queued"
+    assert row["reason"] == [{"code": "processing_error", "params": {
+        "detail": "SandboxNotStarted: the decoder process did not start"}}]
+    assert not list((worker.config.spool_dir / "quarantine").glob("*"))
+    monkeypatch.setattr(worker.sandbox, "_start", start)
+    assert worker.run_once() is True
+    assert ResultStore(conn).instances()[0]["status"] == "processed"
 
 
 def test_quarantine_undone_by_power_cut_is_redone(box, tmp_path):
