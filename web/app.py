@@ -13,6 +13,8 @@
       audit     the audit trail (technicians)        (web/views_audit.py; rows: web/audit_trail.py)
       language  the switch in the header             (web/views_language.py; choice: web/i18n.py)
       live      bedside live video and its sessions  (web/views_live.py)
+      dicomweb  /dicomweb: QIDO-RS, WADO-RS, read-only, when [dicomweb] is on
+                (web/views_dicomweb.py; its accounts: web/dicomweb_auth.py)
       reads and writes: the box database (SQLite, WAL: the worker keeps writing)
 """
 
@@ -116,6 +118,10 @@ def create_app(config: Config) -> Flask:
 
     for blueprint in (auth, clinic, device, export, feedback, audit, language, live):
         app.register_blueprint(blueprint)
+    if config.dicomweb.enabled:
+        from web.views_dicomweb import blueprint as dicomweb
+
+        app.register_blueprint(dicomweb)
 
     @app.context_processor
     def shared() -> dict[str, Any]:

@@ -5,6 +5,12 @@
   redirect to the login, image and JSON routes answer 401 (``webcore.security.require_session``,
   shared with the hospital's console).
 * Device pages and quarantine actions are for technicians (403 otherwise).
+* The DICOMweb service (``/dicomweb``, ``web/views_dicomweb.py``) takes a viewer session or
+  HTTP Basic with an account's name and password, throttled and audited like the login
+  page; a client without either gets 401 with a Basic challenge, never the login page. A
+  Basic login starts a server-side session that the same name and password resume for its
+  life (a client asks once per object: one password check, not one each); a new password
+  ends it, as it ends every session of the account.
 * CSRF, cookie flags, the security headers and safe return paths are the ones every
   clinibox web app shares (``webcore.security``, installed by ``web/app.py``).
 """
@@ -16,7 +22,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import Flask, Response, abort, current_app, g
+from flask import Flask, Response, abort, current_app, g, request
 
 from firmware_app.storage import db
 from firmware_app.storage.accounts import Account, Sessions
@@ -53,9 +59,16 @@ def current_account() -> Account | None:
     return g.get("account")
 
 
+#: where the DICOMweb service answers
+DICOMWEB_PREFIX = "/dicomweb/"
+
+
 def load_account() -> Response | None:
     """Before each request: resume the session; turn away requests that need one (images and
-    reports, like API calls, get 401 rather than the login page)."""
+    reports, like API calls, get 401 rather than the login page; DICOMweb asks for its own:
+    ``web/dicomweb_auth.py``)."""
+    if request.path.startswith(DICOMWEB_PREFIX):
+        return None  # the service's own check (web/dicomweb_auth.py) runs before each of its
     return require_session(lambda token: sessions().resume(token), PUBLIC_ENDPOINTS,
                            file_suffixes=(".png", ".pdf"))
 

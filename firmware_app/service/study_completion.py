@@ -57,6 +57,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from firmware_app.dicom_out.document import Document
+from firmware_app.dicom_out.kept import keep_documents
 from firmware_app.dicom_out.maker import DocumentMaker, DocumentsNotMade
 from firmware_app.dicom_out.outbox import enqueue_documents
 from firmware_app.dicom_out.source import AnalysedInstance, ModelIdentity
@@ -95,7 +96,10 @@ class StudyCompleter:
                        else dict(models))
         self.device_id = device_id
         self.on_completed = on_completed
-        self.kinds = sorted({kind for d in config.pacs.destinations for kind in d.send})
+        #: the kinds kept for the box's DICOMweb service (none when it is off)
+        self.kept_kinds = set(config.dicomweb.keep) if config.dicomweb.enabled else set()
+        self.kinds = sorted({kind for d in config.pacs.destinations for kind in d.send}
+                            | self.kept_kinds)
         self.conn = db.connect(config.database_path)
         #: makes the documents in a child process (``dicom_out/maker.py``); none without a PACS
         self.maker = DocumentMaker(config.limits) if self.kinds else None
@@ -187,6 +191,7 @@ class StudyCompleter:
         documents = self._documents_or_record(study, tries=0)
         rows = enqueue_documents(self.conn, self.config.dicom_out_dir, documents,
                                  self.config.pacs.destinations)
+        keep_documents(self.conn, self.config.kept_documents_dir, documents, self.kept_kinds)
         with db.transaction(self.conn):
             mark_completed(self.conn, study.id, started)
         log.info("study %d complete (version %d): %d DICOM result(s) queued", study.id,
@@ -262,6 +267,8 @@ class StudyCompleter:
             if documents:
                 enqueue_documents(self.conn, self.config.dicom_out_dir, documents,
                                   self.config.pacs.destinations)
+                keep_documents(self.conn, self.config.kept_documents_dir, documents,
+                               self.kept_kinds)
                 self.on_completed()
         return len(due)
 

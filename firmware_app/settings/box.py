@@ -25,6 +25,7 @@ from engine.settings import LimitsConfig, RuntimeConfig
 from firmware_app.settings.audit import AuditConfig
 from firmware_app.settings.checks import load_tables
 from firmware_app.settings.dicom import DicomConfig
+from firmware_app.settings.dicomweb import DicomwebConfig
 from firmware_app.settings.live import (
     SOURCES_DOC,
     LiveConfig,
@@ -81,6 +82,7 @@ class Config:
     pacs: PacsConfig = field(default_factory=PacsConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
     worklist: WorklistConfig = field(default_factory=WorklistConfig)
+    dicomweb: DicomwebConfig = field(default_factory=DicomwebConfig)
 
     # -- derived paths -------------------------------------------------
     @property
@@ -187,6 +189,11 @@ class Config:
     def dicom_out_dir(self) -> Path:
         """Where the DICOM results wait (written durably) until every destination has them."""
         return self.state_dir / "dicom_out"
+
+    @property
+    def kept_documents_dir(self) -> Path:
+        """Where the box keeps its own copy of each study's result documents (``[dicomweb]``)."""
+        return self.state_dir / "documents"
 
     @property
     def pacs_calling_ae_title(self) -> str:

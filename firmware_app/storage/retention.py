@@ -17,6 +17,8 @@
    ``quarantine_days = 0`` ("keep them") says otherwise. Usage is estimated by
    subtracting the bytes freed and measured again (``disk_usage``) each time
    the estimate says the target is reached.
+4. **Kept documents.** The result documents kept for the box's DICOMweb service
+   (``kept_documents``) of every study none of whose images is left.
 
 **Safe** (exactly; checked in SQL inside the same write transaction that marks
 the row, so nothing can change in between). A processed image may be deleted
@@ -93,7 +95,7 @@ from typing import Any
 from clinibox_common.contracts.statuses import FINISHED_STATUSES, InstanceStatus
 from clinibox_common.errors import EXIT_OK, CliniboxError
 from firmware_app.settings.box import Config
-from firmware_app.storage import audit, db, disk, event_codes
+from firmware_app.storage import audit, db, disk, event_codes, kept_documents
 from firmware_app.storage.spool import PREVIEW_SUFFIX, Spool
 
 log = logging.getLogger(__name__)
@@ -491,6 +493,10 @@ def apply_retention(conn: sqlite3.Connection, config: Config, *, now: float | No
         report = step.run()
         report.resumed = resumed
         report.audit_rows = audit.prune(conn, config.audit.keep_days, now)
+        with db.transaction(conn):  # a study's kept documents go with its last image
+            forgotten = kept_documents.forget_without_images(conn)
+        for path in forgotten:
+            path.unlink(missing_ok=True)
         level = logging.WARNING if report.disk_still_full else logging.INFO
         with db.transaction(conn):
             conn.execute("UPDATE retention_passes SET finished_at = ?, images = ?, bytes = ?"

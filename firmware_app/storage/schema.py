@@ -389,6 +389,22 @@ CREATE TABLE IF NOT EXISTS hospital_clock (
     received_at  REAL NOT NULL
 );
 
+-- The box's own copy of each study's result documents (v23, storage/kept_documents.py),
+-- for its DICOMweb service (``[dicomweb]``): the latest completion's SR, SEG and key image
+-- of each study, written under <state>/documents; a completion replaces the one before,
+-- and retention forgets them with the study's last image.
+CREATE TABLE IF NOT EXISTS kept_documents (
+    sop_instance_uid    TEXT PRIMARY KEY,
+    study_key           TEXT NOT NULL,
+    series_instance_uid TEXT NOT NULL,
+    sop_class_uid       TEXT NOT NULL,
+    kind                TEXT NOT NULL,
+    modality            TEXT NOT NULL,
+    path                TEXT NOT NULL,
+    created_at          REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS kept_documents_study ON kept_documents(study_key);
+
 -- The clinic's Modality Worklist (v21, storage/worklist.py): today's scheduled procedure
 -- steps as the poller last fetched them (replaced whole at each answer; ids never reused,
 -- so a pick from an older page never names another patient), and one row of

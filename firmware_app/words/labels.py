@@ -65,6 +65,8 @@ ACTION_NAMES = {
     "worklist_view": N_("worklist view"),
     "study_view": N_("study view"),
     "image_view": N_("image view"),
+    "dicomweb_search": N_("DICOMweb search"),
+    "dicomweb_retrieve": N_("DICOMweb retrieve"),
     "report_view": N_("report view"),
     "report_download": N_("report download"),
     "export": N_("export"),

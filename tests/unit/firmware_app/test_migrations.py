@@ -734,6 +734,19 @@ def check_v22(conn) -> None:
     conn.execute("DELETE FROM hospital_clock")
 
 
+def check_v23(conn) -> None:
+    """v23: the kept documents have a table of their own, empty after the upgrade (the
+    studies completed before keep none), one row per SOP Instance UID."""
+    assert conn.execute("SELECT COUNT(*) FROM kept_documents").fetchone()[0] == 0
+    row = dict(sop_instance_uid="1.2.9", study_key="1.2.3", series_instance_uid="1.2.8",
+               sop_class_uid="1.2.840.10008.5.1.4.1.1.88.34", kind="sr", modality="SR",
+               path="x.dcm", created_at=1.0)
+    insert(conn, "kept_documents", **row)
+    with pytest.raises(sqlite3.IntegrityError):
+        insert(conn, "kept_documents", **row)
+    conn.execute("DELETE FROM kept_documents")
+
+
 #: migration N: rows written at schema N-1, and what N promises about them after the ladder
 ROWS: dict[int, tuple[Callable[[sqlite3.Connection], None],
                       Callable[[sqlite3.Connection], None]]] = {
@@ -744,7 +757,7 @@ ROWS: dict[int, tuple[Callable[[sqlite3.Connection], None],
     14: (seed_v13, check_v14),
     15: (seed_v14, check_v15), 16: (seed_v15, check_v16), 17: (seed_v15, check_v17),
     18: (seed_v15, check_v18), 19: (seed_v15, check_v19), 20: (seed_v15, check_v20),
-    21: (seed_v20, check_v21), 22: (seed_v15, check_v22),
+    21: (seed_v20, check_v21), 22: (seed_v15, check_v22), 23: (seed_v15, check_v23),
 }
 
 

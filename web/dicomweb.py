@@ -1,0 +1,127 @@
+"""The DICOM side of the box's DICOMweb service: headers read from the box's files, their
+attributes as the DICOM JSON model (PS3.18 F.2, pydicom's ``to_json_dict``) at the study,
+series and instance levels of a search (QIDO-RS), the metadata of a retrieve, and the
+``multipart/related`` body that carries DICOM files (WADO-RS).
+
+The files are served as the box holds them: the images as they were received (their own
+transfer syntax, said in each part's ``transfer-syntax`` parameter), the result documents
+as the box made them. Nothing is transcoded.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import pydicom
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+
+#: the attributes a study match carries (PS3.18 Table 10.6.3-3), beside the counts
+STUDY_KEYWORDS = ("SpecificCharacterSet", "StudyDate", "StudyTime", "AccessionNumber",
+                  "ReferringPhysicianName", "PatientName", "PatientID", "PatientBirthDate",
+                  "PatientSex", "StudyInstanceUID", "StudyID", "StudyDescription")
+#: the attributes a series match carries (Table 10.6.3-4)
+SERIES_KEYWORDS = ("SpecificCharacterSet", "Modality", "SeriesDescription", "SeriesNumber",
+                   "SeriesInstanceUID", "SeriesDate", "SeriesTime", "StudyInstanceUID")
+#: the attributes an instance match carries (Table 10.6.3-5)
+INSTANCE_KEYWORDS = ("SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID",
+                     "InstanceNumber", "Rows", "Columns", "BitsAllocated", "NumberOfFrames",
+                     "StudyInstanceUID", "SeriesInstanceUID", "Modality")
+#: binary attributes longer than this are left out of the metadata (no bulk data service)
+BULK_BYTES = 1024
+PIXEL_DATA = 0x7FE00010
+_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+#: the file is read in pieces of this many bytes
+CHUNK = 1 << 20
+
+
+def header(path: Path) -> Dataset:
+    """The file's header, without its pixel data (its file meta information kept)."""
+    return pydicom.dcmread(path, stop_before_pixels=True, defer_size=BULK_BYTES)
+
+
+def transfer_syntax(dataset: Dataset) -> str:
+    """The transfer syntax the file is stored in (Explicit VR Little Endian if unsaid)."""
+    meta = getattr(dataset, "file_meta", None)
+    return str(getattr(meta, "TransferSyntaxUID", "") or "1.2.840.10008.1.2.1")
+
+
+def attributes(dataset: Dataset, keywords: Sequence[str]) -> Dataset:
+    """The attributes of ``keywords`` that ``dataset`` has, as a new data set."""
+    picked = Dataset()
+    for keyword in keywords:
+        if keyword in dataset:
+            picked[keyword] = dataset[keyword]
+    return picked
+
+
+def as_json(dataset: Dataset) -> dict:
+    """``dataset`` in the DICOM JSON model."""
+    return dataset.to_json_dict(bulk_data_threshold=BULK_BYTES,
+                                bulk_data_element_handler=lambda _element: "")
+
+
+def study_match(first: Dataset, modalities: Sequence[str], series: int, instances: int
+                ) -> dict:
+    """One study of a search: its attributes from its first image's header, the modalities
+    of what the box serves of it, and how many series and instances that is."""
+    found = attributes(first, STUDY_KEYWORDS)
+    found.ModalitiesInStudy = list(modalities)
+    found.NumberOfStudyRelatedSeries = series
+    found.NumberOfStudyRelatedInstances = instances
+    return as_json(found)
+
+
+def series_match(first: Dataset, instances: int) -> dict:
+    """One series of a search: its first object's attributes and how many it holds."""
+    found = attributes(first, SERIES_KEYWORDS)
+    found.NumberOfSeriesRelatedInstances = instances
+    return as_json(found)
+
+
+def instance_match(dataset: Dataset) -> dict:
+    """One instance of a search."""
+    return as_json(attributes(dataset, INSTANCE_KEYWORDS))
+
+
+def without_bulk(dataset: Dataset) -> Dataset:
+    """A copy of ``dataset`` (its sequences' items too) without the pixel data and any binary
+    attribute longer than :data:`BULK_BYTES` (an icon's pixels, a private blob)."""
+    kept = Dataset()
+    for element in dataset:
+        if element.tag == PIXEL_DATA:
+            continue
+        if element.VR == "SQ":
+            kept.add(DataElement(element.tag, "SQ",
+                                 [without_bulk(item) for item in element.value or []]))
+        elif not (element.VR in _BINARY_VRS and element.value is not None
+                  and len(element.value) > BULK_BYTES):
+            kept.add(element)
+    return kept
+
+
+def metadata(dataset: Dataset) -> dict:
+    """The instance's metadata (WADO-RS): its whole header but its bulk data (none is served
+    apart: retrieve the instance for its pixels)."""
+    return as_json(without_bulk(dataset))
+
+
+def multipart(files: Iterable[tuple[Path, str]]) -> tuple[Iterator[bytes], str]:
+    """A ``multipart/related`` body of DICOM files, each ``(path, transfer syntax)``, read
+    as it is sent; the body and its Content-Type."""
+    boundary = uuid.uuid4().hex
+    parts = list(files)
+
+    def body() -> Iterator[bytes]:
+        for path, syntax in parts:
+            yield (f"--{boundary}\r\nContent-Type: application/dicom; "
+                   f"transfer-syntax={syntax}\r\n\r\n").encode("ascii")
+            with path.open("rb") as file:
+                while chunk := file.read(CHUNK):
+                    yield chunk
+            yield b"\r\n"
+        yield f"--{boundary}--\r\n".encode("ascii")
+
+    return body(), f'multipart/related; type="application/dicom"; boundary={boundary}'

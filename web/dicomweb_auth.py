@@ -1,0 +1,81 @@
+"""Who may use the box's DICOMweb service (``web/views_dicomweb.py``), checked before each
+of its requests: a viewer session, or HTTP Basic with a viewer account's name and password,
+throttled and audited like the login page (``web/views_auth.py``). A client with neither
+gets 401 with a Basic challenge, never the login page.
+
+A Basic login starts a server-side session that the same name and password resume for its
+life: a client asks once per object, and each request costs a lookup, not a password check
+(scrypt). A new password ends it, as it ends every session of the account.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+from flask import Response, current_app, g, request, session
+
+from firmware_app.storage.accounts import Accounts, LoginThrottle
+from web import audit_trail
+from web.security import database, sessions
+from webcore import login as webcore_login
+
+#: the realm of its Basic challenge
+REALM = "clinibox"
+#: the sessions Basic logins started, by a digest of their name and password (in memory)
+_BASIC_SESSIONS: dict[str, str] = {}
+_BASIC_LOCK = threading.Lock()
+_BASIC_KEPT = 256
+
+
+def _challenge(status: int = 401, retry_after: int | None = None) -> Response:
+    answer = Response(status=status)
+    answer.headers["WWW-Authenticate"] = f'Basic realm="{REALM}", charset="UTF-8"'
+    if retry_after is not None:
+        answer.headers["Retry-After"] = str(retry_after)
+    return answer
+
+
+def dicomweb_account() -> Response | None:
+    """Before a DICOMweb request: a viewer session, else HTTP Basic (the login page's
+    throttle and audit), else 401 with a Basic challenge."""
+    token = session.get("token")
+    g.account = sessions().resume(token) if isinstance(token, str) else None
+    if g.account is not None:
+        return None
+    credentials = request.authorization
+    if credentials is None or credentials.type != "basic" or not credentials.username:
+        return _challenge()
+    name = credentials.username[:webcore_login.MAX_NAME_INPUT]
+    password = credentials.password or ""
+    key = hashlib.sha256(f"{name}\0{password}".encode()).hexdigest()
+    with _BASIC_LOCK:
+        known = _BASIC_SESSIONS.get(key)
+    if known is not None:
+        g.account = sessions().resume(known)
+        if g.account is not None:
+            return None
+    conn = database()
+    accounts = Accounts(conn)
+    web = current_app.config["CLINIBOX"].config.web
+    throttle = LoginThrottle(conn, web.login_free_failures, web.login_free_failures_per_address,
+                             web.login_max_delay_seconds)
+    outcome = webcore_login.attempt(
+        name=name, password=password, address=request.remote_addr or "unknown",
+        throttle_wait=throttle.wait_seconds, record_failure=throttle.record_failure,
+        authenticate=accounts.authenticate)
+    if outcome.throttled:
+        audit_trail.note("login_throttled", detail=f"wait {outcome.retry_after} s", account="",
+                         coalesce_seconds=audit_trail.THROTTLED_COALESCE)
+        return _challenge(429, outcome.retry_after)
+    if outcome.account is None:
+        audit_trail.note("login_failed", detail="wrong password", account="")
+        return _challenge()
+    g.account = outcome.account
+    with _BASIC_LOCK:
+        if len(_BASIC_SESSIONS) >= _BASIC_KEPT:
+            _BASIC_SESSIONS.clear()
+        _BASIC_SESSIONS[key] = sessions().start(outcome.account)
+    audit_trail.note("login", target=f"account:{outcome.account.name}",
+                     detail=outcome.account.role, account=outcome.account.name)
+    return None
