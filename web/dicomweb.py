@@ -1,7 +1,7 @@
 """The DICOM side of the box's DICOMweb service: headers read from the box's files, their
 attributes as the DICOM JSON model (PS3.18 F.2, pydicom's ``to_json_dict``) at the study,
 series and instance levels of a search (QIDO-RS), the metadata of a retrieve, and the
-``multipart/related`` body that carries DICOM files (WADO-RS).
+``multipart/related`` bodies that carry DICOM files and single frames (WADO-RS).
 
 The files are served as the box holds them: the images as they were received (their own
 transfer syntax, said in each part's ``transfer-syntax`` parameter), the result documents
@@ -17,6 +17,7 @@ from pathlib import Path
 import pydicom
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
 
 #: the attributes a study match carries (PS3.18 Table 10.6.3-3), beside the counts
 STUDY_KEYWORDS = ("SpecificCharacterSet", "StudyDate", "StudyTime", "AccessionNumber",
@@ -106,6 +107,55 @@ def metadata(dataset: Dataset) -> dict:
     """The instance's metadata (WADO-RS): its whole header but its bulk data (none is served
     apart: retrieve the instance for its pixels)."""
     return as_json(without_bulk(dataset))
+
+
+#: transfer syntaxes whose pixel data is not encapsulated (little endian: DICOMweb's frames)
+NATIVE_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
+
+
+class FramesRefused(ValueError):
+    """Frames the box cannot send as they are held (the reason says why)."""
+
+
+def frames(dataset: Dataset, numbers: Sequence[int]) -> list[bytes]:
+    """Frames ``numbers`` (1-based) of an image as it is held: the native pixel data's bytes
+    of each, or each encapsulated frame's compressed bytes; FramesRefused for a number out of
+    range, an image without pixels, big-endian or 1-bit native data."""
+    if "PixelData" not in dataset:
+        raise FramesRefused("the object has no pixel data")
+    count = int(dataset.get("NumberOfFrames", 1) or 1)
+    wrong = [n for n in numbers if not 1 <= n <= count]
+    if wrong:
+        raise FramesRefused(f"frame {wrong[0]} of {count}")
+    syntax = transfer_syntax(dataset)
+    data = dataset.PixelData
+    if syntax in NATIVE_SYNTAXES:
+        bits = int(dataset.BitsAllocated)
+        if bits % 8:
+            raise FramesRefused(f"{bits}-bit pixels are not sent as frames")
+        size = int(dataset.Rows) * int(dataset.Columns) * \
+            int(dataset.get("SamplesPerPixel", 1)) * bits // 8
+        return [bytes(data[(n - 1) * size:n * size]) for n in numbers]
+    if not pydicom.uid.UID(syntax).is_encapsulated:
+        raise FramesRefused(f"{syntax}: frames are sent little endian only")
+    held = list(generate_frames(data, number_of_frames=count))
+    return [held[n - 1] for n in numbers]
+
+
+def multipart_frames(frames_held: Sequence[bytes], syntax: str) -> tuple[Iterator[bytes], str]:
+    """A ``multipart/related; type="application/octet-stream"`` body of frames held in
+    ``syntax`` (each part says it); the body and its Content-Type."""
+    boundary = uuid.uuid4().hex
+
+    def body() -> Iterator[bytes]:
+        for frame in frames_held:
+            yield (f"--{boundary}\r\nContent-Type: application/octet-stream; "
+                   f"transfer-syntax={syntax}\r\n\r\n").encode("ascii")
+            yield frame
+            yield b"\r\n"
+        yield f"--{boundary}--\r\n".encode("ascii")
+
+    return body(), f'multipart/related; type="application/octet-stream"; boundary={boundary}'
 
 
 def multipart(files: Iterable[tuple[Path, str]]) -> tuple[Iterator[bytes], str]:

@@ -6,6 +6,7 @@ retrieves (PS3.18) at ``/dicomweb``, for a standard viewer (OHIF) or any DICOMwe
     GET /dicomweb/studies/{study}[/series/{series}]/instances  search its instances
     GET /dicomweb/studies/{study}[/series/{series}[/instances/{sop}]]  retrieve the files
     GET …/metadata                                          retrieve their headers as JSON
+    GET …/instances/{sop}/frames/{1,2,…}                    retrieve frames as they are held
 
 It serves what the box holds (``storage/dicomweb_index.py``): the images it took in and still
 has, and its own result documents kept for it (``storage/kept_documents.py``: SR, SEG, key
@@ -21,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pydicom
 from flask import Blueprint, Response, abort, current_app, jsonify, request
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
@@ -226,6 +228,56 @@ def retrieve(study: str, series: str = "", sop: str = "") -> Response:
         files.append((found.path, syntax))
     _note_retrieve(study, f"{len(files)} objects")
     body, content_type = model.multipart(files)
+    return Response(body, content_type=content_type)
+
+
+def _wanted_frame_syntaxes() -> set[str] | None:
+    """The transfer syntaxes the Accept header asks frames in (None: any, as held). The box
+    sends frames as ``multipart/related; type="application/octet-stream"``; anything else
+    is 406."""
+    accept = request.headers.get("Accept", "")
+    if not accept.strip():
+        return None
+    syntaxes: set[str] = set()
+    for offer in accept.split(","):
+        kind, *params = [part.strip() for part in offer.split(";")]
+        values = dict(p.split("=", 1) for p in params if "=" in p)
+        media = values.get("type", "").strip('"')
+        if kind in ("*/*", "multipart/*") or (
+                kind == "multipart/related" and media in ("", "application/octet-stream")):
+            syntax = values.get("transfer-syntax", "*").strip('"')
+            if syntax == "*":
+                return None
+            syntaxes.add(syntax)
+    if not syntaxes:
+        abort(406, description='this box sends frames as they are held: multipart/related; '
+                               'type="application/octet-stream"')
+    return syntaxes
+
+
+@blueprint.route("/studies/<study>/series/<series>/instances/<sop>/frames/<numbers>")
+def retrieve_frames(study: str, series: str, sop: str, numbers: str) -> Response:
+    """WADO-RS frames: each frame as the image holds it (native pixels, or a compressed
+    frame with its transfer syntax), for viewers that fetch one frame at a time (OHIF)."""
+    if not re.fullmatch(r"[1-9][0-9]{0,5}(,[1-9][0-9]{0,5}){0,99}", numbers):
+        abort(400, description="frames: one or more frame numbers from 1, comma separated")
+    objects = _objects(_uid(study), _uid(series), _uid(sop))
+    if not objects:
+        abort(404)
+    wanted = _wanted_frame_syntaxes()
+    try:
+        dataset = pydicom.dcmread(objects[0].path)
+        syntax = model.transfer_syntax(dataset)
+        if wanted is not None and syntax not in wanted:
+            abort(406, description=f"{sop} is stored in {syntax}; this box does not "
+                                   "transcode (ask for transfer-syntax=*)")
+        parts = model.frames(dataset, [int(n) for n in numbers.split(",")])
+    except model.FramesRefused as exc:
+        abort(404, description=str(exc))
+    except (OSError, InvalidDicomError, ValueError):
+        abort(500, description="a file of the box could not be read")
+    _note_retrieve(study, f"{len(parts)} frames")
+    body, content_type = model.multipart_frames(parts, syntax)
     return Response(body, content_type=content_type)
 
 

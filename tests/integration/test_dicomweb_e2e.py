@@ -101,6 +101,10 @@ def test_a_dicomweb_client_finds_the_study_its_sr_and_seg_and_retrieves_them(box
     original = {pydicom.dcmread(f).SOPInstanceUID: pydicom.dcmread(f) for f in files}
     for image in images:
         assert image.PixelData == original[image.SOPInstanceUID].PixelData
+    [frame] = client.retrieve_instance_frames(  # one frame, as a viewer that shows it asks
+        study, by_modality["CT"], images[0].SOPInstanceUID, [1],
+        media_types=(("application/octet-stream", "*"),))
+    assert frame == original[images[0].SOPInstanceUID].PixelData
     meta = client.retrieve_instance_metadata(study, by_modality["SR"],
                                              sr_match["00080018"]["Value"][0])
     assert meta["00080016"]["Value"] == [COMPREHENSIVE_3D_SR]

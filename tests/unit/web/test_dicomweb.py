@@ -209,3 +209,40 @@ def test_the_service_is_not_there_when_it_is_off(viewer):
     answer = app.test_client().get("/dicomweb/studies", base_url=BASE,
                                    headers=_basic(*CLINICIAN))
     assert answer.status_code == 404
+
+
+def test_frames_come_as_the_image_holds_them(box):
+    state, client = box
+    conn = db.connect(state.config.database_path)
+    study, series, path = conn.execute(
+        "SELECT study_instance_uid, series_instance_uid, spool_path FROM instances"
+        " WHERE id = ?", (state.instances["sweep"],)).fetchone()
+    image = pydicom.dcmread(path)
+    size = image.Rows * image.Columns * image.SamplesPerPixel * image.BitsAllocated // 8
+    url = f"/dicomweb/studies/{study}/series/{series}/instances/{image.SOPInstanceUID}/frames"
+    answer = _get(client, f"{url}/2,5",
+                  Accept='multipart/related; type="application/octet-stream"; '
+                         'transfer-syntax=*')
+    assert answer.status_code == 200
+    kind = answer.headers["Content-Type"]
+    assert kind.startswith('multipart/related; type="application/octet-stream"')
+    boundary = re.search(r"boundary=(\S+)", kind)[1]
+    parts = [part.partition(b"\r\n\r\n")[2][:-2]
+             for part in answer.data.split(f"--{boundary}".encode())[1:-1]]
+    assert parts == [image.PixelData[size:2 * size], image.PixelData[4 * size:5 * size]]
+    assert _get(client, f"{url}/7").status_code == 404  # a sweep of 6 frames
+    assert _get(client, f"{url}/0").status_code == 400
+    assert _get(client, f"{url}/1", Accept="image/jpeg").status_code == 406
+
+
+def test_a_compressed_images_frames_are_its_encapsulated_frames():
+    from pydicom.data import get_testdata_file
+    from pydicom.encaps import generate_frames
+
+    from web import dicomweb as model
+
+    image = pydicom.dcmread(get_testdata_file("emri_small_jpeg_2k_lossless.dcm"))
+    held = list(generate_frames(image.PixelData, number_of_frames=image.NumberOfFrames))
+    assert model.frames(image, [1, 10]) == [held[0], held[9]]
+    with pytest.raises(model.FramesRefused, match="frame 11 of 10"):
+        model.frames(image, [11])
