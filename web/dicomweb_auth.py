@@ -69,7 +69,10 @@ def dicomweb_account() -> Response | None:
                          coalesce_seconds=audit_trail.THROTTLED_COALESCE)
         return _challenge(429, outcome.retry_after)
     if outcome.account is None:
-        audit_trail.note("login_failed", detail="wrong password", account="")
+        known = accounts.known_name(name)
+        audit_trail.note("login_failed", target=f"account:{known}" if known else "",
+                         detail="wrong password" if known else "unknown account name",
+                         account=known)
         return _challenge()
     g.account = outcome.account
     with _BASIC_LOCK:

@@ -26,7 +26,7 @@ import logging
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 
 from clinibox_common.i18n import N_
-from firmware_app.storage.accounts import AccountError, Accounts, LoginThrottle, normalise_name
+from firmware_app.storage.accounts import Accounts, LoginThrottle
 from web import audit_trail
 from web.security import current_account, database, sessions
 from webcore import login as webcore_login
@@ -70,7 +70,7 @@ def login():
                                error=outcome.message(), next=target)
         return page, outcome.status, {"Retry-After": str(outcome.retry_after)}
     if account is None:
-        known = _known_name(accounts, name)
+        known = accounts.known_name(name)
         audit_trail.note("login_failed", target=f"account:{known}" if known else "",
                          detail="wrong password" if known else "unknown account name",
                          account=known)
@@ -84,15 +84,6 @@ def login():
                      account=account.name)
     log.info("%s (%s) logged in", account.name, account.role)
     return redirect(goal)
-
-
-def _known_name(accounts: Accounts, name: str) -> str:
-    """The account ``name`` names, or "" when it names none (then it is not recorded)."""
-    try:
-        normal = normalise_name(name)
-    except AccountError:
-        return ""
-    return normal if any(a.name == normal for a in accounts.all()) else ""
 
 
 @blueprint.route("/logout", methods=["POST"])

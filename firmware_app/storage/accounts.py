@@ -154,6 +154,15 @@ class Accounts:
         """How many accounts there are."""
         return int(self.conn.execute("SELECT COUNT(*) FROM accounts").fetchone()[0])
 
+    def known_name(self, name: str) -> str:
+        """The account ``name`` names, or "" when it names none (a failed login's audit row
+        then names nobody: it may be a password typed in the wrong field)."""
+        try:
+            normal = normalise_name(name)
+        except AccountError:
+            return ""
+        return normal if self._row(normal) is not None else ""
+
     def get(self, account_id: int) -> Account | None:
         """The account with this id, or None."""
         row = self.conn.execute(
