@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from flask import request
 
-from firmware_app.storage import audit
+from firmware_app.storage import audit, db
 from web.security import current_account, database
 
 #: how long a repeat of the same view is folded into the row before it (seconds)
@@ -43,3 +43,16 @@ def note(action: str, target: str = "", detail: str = "", *, account: str | None
         account = who.name if who is not None else ""
     audit.record(database(), action, account=account, address=client_address(), target=target,
                  detail=detail, coalesce_seconds=coalesce_seconds)
+
+
+def note_each(action: str, targets: list[str], detail: str = "", *,
+              coalesce_seconds: float = 0.0) -> None:
+    """Record ``action`` once for each of ``targets`` by this request's account from its
+    address, all in one transaction (a search that listed many studies)."""
+    who = current_account()
+    conn = database()
+    with db.transaction(conn):
+        for target in targets:
+            audit.record(conn, action, account=who.name if who is not None else "",
+                         address=client_address(), target=target, detail=detail,
+                         coalesce_seconds=coalesce_seconds)

@@ -10,14 +10,18 @@ as the box made them. Nothing is transcoded.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import pydicom
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
+
+log = logging.getLogger(__name__)
 
 #: the attributes a study match carries (PS3.18 Table 10.6.3-3), beside the counts
 STUDY_KEYWORDS = ("SpecificCharacterSet", "StudyDate", "StudyTime", "AccessionNumber",
@@ -54,14 +58,34 @@ def attributes(dataset: Dataset, keywords: Sequence[str]) -> Dataset:
     picked = Dataset()
     for keyword in keywords:
         if keyword in dataset:
-            picked[keyword] = dataset[keyword]
+            try:
+                picked[keyword] = dataset[keyword]
+            except (ValueError, TypeError, OverflowError) as exc:  # a value DICOM refuses
+                log.warning("DICOMweb: %s of %s left out: %s", keyword,
+                            dataset.get("SOPInstanceUID", "an object"), exc)
     return picked
 
 
 def as_json(dataset: Dataset) -> dict:
-    """``dataset`` in the DICOM JSON model."""
-    return dataset.to_json_dict(bulk_data_threshold=BULK_BYTES,
-                                bulk_data_element_handler=lambda _element: "")
+    """``dataset`` in the DICOM JSON model. An attribute whose value DICOM JSON cannot carry
+    (an IS of ``7,`` from a modality's bug) is left out with a log line: one bad attribute
+    never keeps the others from a client."""
+    try:
+        return dataset.to_json_dict(bulk_data_threshold=BULK_BYTES,
+                                    bulk_data_element_handler=lambda _element: "")
+    except (ValueError, TypeError, OverflowError):
+        pass
+    kept: dict = {}
+    for element in _elements(dataset):
+        single = Dataset()
+        single.add(element)
+        try:
+            kept.update(single.to_json_dict(bulk_data_threshold=BULK_BYTES,
+                                            bulk_data_element_handler=lambda _element: ""))
+        except (ValueError, TypeError, OverflowError) as exc:
+            log.warning("DICOMweb: %s of %s left out: %s", element.tag,
+                        dataset.get("SOPInstanceUID", "an object"), exc)
+    return kept
 
 
 def study_match(first: Dataset, modalities: Sequence[str], series: int, instances: int
@@ -87,11 +111,22 @@ def instance_match(dataset: Dataset) -> dict:
     return as_json(attributes(dataset, INSTANCE_KEYWORDS))
 
 
+def _elements(dataset: Dataset) -> Iterator[DataElement]:
+    """The data set's elements, each read on its own: one whose value DICOM refuses (an IS
+    of ``7,`` from a modality's bug) is left out with a log line."""
+    for tag in list(dataset.keys()):
+        try:
+            yield dataset[tag]
+        except (ValueError, TypeError, OverflowError) as exc:
+            log.warning("DICOMweb: %s of %s left out: %s", tag,
+                        dataset.get("SOPInstanceUID", "an object"), exc)
+
+
 def without_bulk(dataset: Dataset) -> Dataset:
     """A copy of ``dataset`` (its sequences' items too) without the pixel data and any binary
     attribute longer than :data:`BULK_BYTES` (an icon's pixels, a private blob)."""
     kept = Dataset()
-    for element in dataset:
+    for element in _elements(dataset):
         if element.tag == PIXEL_DATA:
             continue
         if element.VR == "SQ":
@@ -111,35 +146,68 @@ def metadata(dataset: Dataset) -> dict:
 
 #: transfer syntaxes whose pixel data is not encapsulated (little endian: DICOMweb's frames)
 NATIVE_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
+#: the most bytes of frames one request is answered (a 4096 × 4096 16-bit frame is 32 MiB)
+FRAME_BYTES_AT_MOST = 64 * 2**20
 
 
 class FramesRefused(ValueError):
     """Frames the box cannot send as they are held (the reason says why)."""
 
 
-def frames(dataset: Dataset, numbers: Sequence[int]) -> list[bytes]:
-    """Frames ``numbers`` (1-based) of an image as it is held: the native pixel data's bytes
-    of each, or each encapsulated frame's compressed bytes; FramesRefused for a number out of
-    range, an image without pixels, big-endian or 1-bit native data."""
-    if "PixelData" not in dataset:
+def frames(path: Path, numbers: Sequence[int]) -> tuple[list[bytes], str]:
+    """Frames ``numbers`` (1-based, each once) of the image in ``path`` as it holds them,
+    and its transfer syntax: each native frame's bytes, read from the file at their place,
+    or each encapsulated frame's compressed bytes, read up to the last one asked for.
+    FramesRefused for a number out of range, an image without pixels, big-endian or
+    1-bit native data, or more than :data:`FRAME_BYTES_AT_MOST` in all."""
+    dataset = pydicom.dcmread(path, defer_size=BULK_BYTES)
+    raw = dataset.get_item(PIXEL_DATA, keep_deferred=True)
+    if raw is None:
         raise FramesRefused("the object has no pixel data")
     count = int(dataset.get("NumberOfFrames", 1) or 1)
-    wrong = [n for n in numbers if not 1 <= n <= count]
+    wanted = list(dict.fromkeys(numbers))
+    wrong = [n for n in wanted if not 1 <= n <= count]
     if wrong:
         raise FramesRefused(f"frame {wrong[0]} of {count}")
     syntax = transfer_syntax(dataset)
-    data = dataset.PixelData
-    if syntax in NATIVE_SYNTAXES:
-        bits = int(dataset.BitsAllocated)
-        if bits % 8:
-            raise FramesRefused(f"{bits}-bit pixels are not sent as frames")
-        size = int(dataset.Rows) * int(dataset.Columns) * \
-            int(dataset.get("SamplesPerPixel", 1)) * bits // 8
-        return [bytes(data[(n - 1) * size:n * size]) for n in numbers]
-    if not pydicom.uid.UID(syntax).is_encapsulated:
-        raise FramesRefused(f"{syntax}: frames are sent little endian only")
-    held = list(generate_frames(data, number_of_frames=count))
-    return [held[n - 1] for n in numbers]
+    with path.open("rb") as file:
+        if syntax in NATIVE_SYNTAXES:
+            return _native_frames(dataset, file, raw.value_tell, wanted), syntax
+        if not pydicom.uid.UID(syntax).is_encapsulated:
+            raise FramesRefused(f"{syntax}: frames are sent little endian only")
+        file.seek(raw.value_tell)
+        kept: dict[int, bytes] = {}
+        total = 0
+        for number, frame in enumerate(generate_frames(file, number_of_frames=count), 1):
+            if number in wanted:
+                kept[number] = frame
+                total += len(frame)
+                if total > FRAME_BYTES_AT_MOST:
+                    raise FramesRefused(_too_many(len(wanted)))
+                if len(kept) == len(wanted):
+                    break
+    return [kept[n] for n in wanted], syntax
+
+
+def _native_frames(dataset: Dataset, file: BinaryIO, start: int, wanted: list[int]
+                   ) -> list[bytes]:
+    bits = int(dataset.BitsAllocated)
+    if bits % 8:
+        raise FramesRefused(f"{bits}-bit pixels are not sent as frames")
+    size = int(dataset.Rows) * int(dataset.Columns) * \
+        int(dataset.get("SamplesPerPixel", 1)) * bits // 8
+    if size * len(wanted) > FRAME_BYTES_AT_MOST:
+        raise FramesRefused(_too_many(len(wanted)))
+    held = []
+    for number in wanted:
+        file.seek(start + (number - 1) * size)
+        held.append(file.read(size))
+    return held
+
+
+def _too_many(asked: int) -> str:
+    return (f"{asked} frames are more than {FRAME_BYTES_AT_MOST // 2**20} MiB: ask for fewer "
+            "at a time")
 
 
 def multipart_frames(frames_held: Sequence[bytes], syntax: str) -> tuple[Iterator[bytes], str]:

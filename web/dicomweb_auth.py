@@ -10,22 +10,28 @@ life: a client asks once per object, and each request costs a lookup, not a pass
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import hmac
+import math
+import os
 import threading
 
 from flask import Response, current_app, g, request, session
 
-from firmware_app.storage.accounts import Accounts, LoginThrottle
+from firmware_app.storage.accounts import AccountError, Accounts, LoginThrottle, normalise_name
 from web import audit_trail
 from web.security import database, sessions
 from webcore import login as webcore_login
 
 #: the realm of its Basic challenge
 REALM = "clinibox"
-#: the sessions Basic logins started, by a digest of their name and password (in memory)
-_BASIC_SESSIONS: dict[str, str] = {}
+#: the sessions Basic logins started, by a keyed digest of the account and password (in
+#: memory only; the key is this process's own), oldest first
+_BASIC_SESSIONS: dict[bytes, str] = {}
 _BASIC_LOCK = threading.Lock()
 _BASIC_KEPT = 256
+_DIGEST_KEY = os.urandom(32)
 
 
 def _challenge(status: int = 401, retry_after: int | None = None) -> Response:
@@ -36,9 +42,19 @@ def _challenge(status: int = 401, retry_after: int | None = None) -> Response:
     return answer
 
 
+def _digest(name: str, password: str) -> bytes:
+    """The key of a Basic login in memory: the account as the box names it and the
+    password, through an HMAC with this process's own key."""
+    with contextlib.suppress(AccountError):
+        name = normalise_name(name)
+    return hmac.new(_DIGEST_KEY, f"{name}\0{password}".encode(errors="replace"),
+                    hashlib.sha256).digest()
+
+
 def dicomweb_account() -> Response | None:
     """Before a DICOMweb request: a viewer session, else HTTP Basic (the login page's
-    throttle and audit), else 401 with a Basic challenge."""
+    throttle and audit), else 401 with a Basic challenge. The throttle comes first: while
+    an account or an address must wait, even a login resumed from memory waits."""
     token = session.get("token")
     g.account = sessions().resume(token) if isinstance(token, str) else None
     if g.account is not None:
@@ -48,36 +64,42 @@ def dicomweb_account() -> Response | None:
         return _challenge()
     name = credentials.username[:webcore_login.MAX_NAME_INPUT]
     password = credentials.password or ""
-    key = hashlib.sha256(f"{name}\0{password}".encode()).hexdigest()
+    address = request.remote_addr or "unknown"
+    conn = database()
+    web = current_app.config["CLINIBOX"].config.web
+    throttle = LoginThrottle(conn, web.login_free_failures, web.login_free_failures_per_address,
+                             web.login_max_delay_seconds)
+    wait = throttle.wait_seconds(name, address)
+    if wait > 0:
+        retry_after = max(1, math.ceil(wait))
+        audit_trail.note("login_throttled", detail=f"wait {retry_after} s", account="",
+                         coalesce_seconds=audit_trail.THROTTLED_COALESCE)
+        return _challenge(429, retry_after)
+    key = _digest(name, password)
     with _BASIC_LOCK:
         known = _BASIC_SESSIONS.get(key)
     if known is not None:
         g.account = sessions().resume(known)
         if g.account is not None:
             return None
-    conn = database()
     accounts = Accounts(conn)
-    web = current_app.config["CLINIBOX"].config.web
-    throttle = LoginThrottle(conn, web.login_free_failures, web.login_free_failures_per_address,
-                             web.login_max_delay_seconds)
     outcome = webcore_login.attempt(
-        name=name, password=password, address=request.remote_addr or "unknown",
-        throttle_wait=throttle.wait_seconds, record_failure=throttle.record_failure,
-        authenticate=accounts.authenticate)
+        name=name, password=password, address=address, throttle_wait=throttle.wait_seconds,
+        record_failure=throttle.record_failure, authenticate=accounts.authenticate)
     if outcome.throttled:
         audit_trail.note("login_throttled", detail=f"wait {outcome.retry_after} s", account="",
                          coalesce_seconds=audit_trail.THROTTLED_COALESCE)
         return _challenge(429, outcome.retry_after)
     if outcome.account is None:
-        known = accounts.known_name(name)
-        audit_trail.note("login_failed", target=f"account:{known}" if known else "",
-                         detail="wrong password" if known else "unknown account name",
-                         account=known)
+        known_name = accounts.known_name(name)
+        audit_trail.note("login_failed", target=f"account:{known_name}" if known_name else "",
+                         detail="wrong password" if known_name else "unknown account name",
+                         account=known_name)
         return _challenge()
     g.account = outcome.account
     with _BASIC_LOCK:
-        if len(_BASIC_SESSIONS) >= _BASIC_KEPT:
-            _BASIC_SESSIONS.clear()
+        while len(_BASIC_SESSIONS) >= _BASIC_KEPT:
+            _BASIC_SESSIONS.pop(next(iter(_BASIC_SESSIONS)))
         _BASIC_SESSIONS[key] = sessions().start(outcome.account)
     audit_trail.note("login", target=f"account:{outcome.account.name}",
                      detail=outcome.account.role, account=outcome.account.name)

@@ -62,8 +62,8 @@ ACTIONS: dict[str, str] = {
     "study_view": N_("opened a study's page (a reload within a minute adds no row)"),
     "image_view": N_("loaded an image of a study: a frame, the heatmap or the key image "
                      "(one row per instance, account and address every 10 minutes)"),
-    "dicomweb_search": N_("searched the box's studies over DICOMweb, whose answers name "
-                          "patients (one row per 5 minutes, account and address)"),
+    "dicomweb_search": N_("a DICOMweb search listed a study, which names its patient (one row "
+                          "per study, account and address every 5 minutes)"),
     "dicomweb_retrieve": N_("retrieved a study's images or headers over DICOMweb (one row per "
                             "study, account and address every 10 minutes)"),
     "report_view": N_("opened a study's printable report (a reload within a minute adds no row)"),

@@ -7,6 +7,8 @@ import base64
 import dataclasses
 import io
 import re
+import shutil
+from pathlib import Path
 
 import pydicom
 import pytest
@@ -103,8 +105,10 @@ def test_a_search_lists_the_studies_with_their_patients_and_counts(box):
     served = conn.execute("SELECT COUNT(DISTINCT study_instance_uid) FROM instances WHERE"
                           " status = 'processed'").fetchone()[0]
     assert len(studies) == served == 5
+    # each study listed is a row of the audit trail: who saw which patient's study listed
     audited = [r for r in _audit(conn) if r["action"] == "dicomweb_search"]
-    assert audited and audited[0]["account"] == CLINICIAN[0]
+    assert {r["target"] for r in audited} == {f"study:{n}" for n in state.studies.values()}
+    assert {r["account"] for r in audited} == {CLINICIAN[0]}
 
 
 def test_a_search_matches_patient_date_and_modality_and_says_what_it_ignores(box):
@@ -117,11 +121,15 @@ def test_a_search_matches_patient_date_and_modality_and_says_what_it_ignores(box
     assert {s["00080061"]["Value"][0] for s in _get(
         client, "/dicomweb/studies?ModalitiesInStudy=US").get_json()} == {"US"}
     assert len(_get(client, "/dicomweb/studies?limit=2").get_json()) == 2
-    ignored = _get(client, "/dicomweb/studies?AccessionNumber=A1&includefield=all")
-    assert ignored.status_code == 200
-    assert "AccessionNumber is not matched" in ignored.headers["Warning"]
+    ignored = _get(client, "/dicomweb/studies?AccessionNumber=A1&includefield=all"
+                           "&bad%0D%0AX-Injected:%201=1&PatientID=")
+    assert ignored.status_code == 200 and len(ignored.get_json()) == 5  # PatientID= : any
+    assert ignored.headers.getlist("Warning") == [
+        '299 clinibox "not matched by this box: AccessionNumber, an attribute"']
+    assert "X-Injected" not in ignored.headers
     assert _get(client, "/dicomweb/studies?StudyDate=yesterday").status_code == 400
-    assert _get(client, "/dicomweb/studies?limit=ten").status_code == 400
+    for count in ("ten", "²", "-1"):
+        assert _get(client, f"/dicomweb/studies?limit={count}").status_code == 400
 
 
 def test_series_instances_and_files_are_those_the_box_holds(box):
@@ -174,7 +182,8 @@ def test_a_kept_result_document_is_served_with_its_study(box, tmp_path):
     sr.file_meta.MediaStorageSOPClassUID = sr.SOPClassUID
     sr.file_meta.MediaStorageSOPInstanceUID = sr.SOPInstanceUID
     sr.StudyInstanceUID, sr.SeriesInstanceUID, sr.Modality = study, generate_uid(), "SR"
-    path = tmp_path / "sr.dcm"
+    path = state.config.kept_documents_dir / "sr.dcm"
+    path.parent.mkdir(parents=True, exist_ok=True)
     sr.save_as(path, enforce_file_format=True)
     with db.transaction(conn):
         kept_documents.replace(conn, study, [KeptDocument(
@@ -231,6 +240,8 @@ def test_frames_come_as_the_image_holds_them(box):
              for part in answer.data.split(f"--{boundary}".encode())[1:-1]]
     assert parts == [image.PixelData[size:2 * size], image.PixelData[4 * size:5 * size]]
     assert _get(client, f"{url}/7").status_code == 404  # a sweep of 6 frames
+    once = _get(client, f"{url}/{','.join(['1'] * 100)}")  # each frame once, however asked
+    assert len(once.data) < 2 * size
     assert _get(client, f"{url}/0").status_code == 400
     assert _get(client, f"{url}/1", Accept="image/jpeg").status_code == 406
 
@@ -241,8 +252,66 @@ def test_a_compressed_images_frames_are_its_encapsulated_frames():
 
     from web import dicomweb as model
 
-    image = pydicom.dcmread(get_testdata_file("emri_small_jpeg_2k_lossless.dcm"))
+    path = Path(get_testdata_file("emri_small_jpeg_2k_lossless.dcm"))
+    image = pydicom.dcmread(path)
     held = list(generate_frames(image.PixelData, number_of_frames=image.NumberOfFrames))
-    assert model.frames(image, [1, 10]) == [held[0], held[9]]
+    assert model.frames(path, [10, 1, 10]) == ([held[9], held[0]], image.file_meta.
+                                               TransferSyntaxUID)
     with pytest.raises(model.FramesRefused, match="frame 11 of 10"):
-        model.frames(image, [11])
+        model.frames(path, [11])
+
+
+def test_a_login_remembered_from_memory_waits_like_any_other_while_throttled(box):
+    state, client = box
+    assert _get(client, "/dicomweb/studies").status_code == 200  # remembered now
+    for _ in range(state.config.web.login_free_failures):
+        assert _get(client, "/dicomweb/studies", ("carl", "guess")).status_code == 401
+    assert _get(client, "/dicomweb/studies").status_code == 429
+
+
+def _patch_series_number(path: str) -> None:
+    """The file's SeriesNumber (IS) made ``7,``, as a modality with a bug writes it."""
+    data = Path(path).read_bytes()
+    start = data.index(b"\x20\x00\x11\x00IS")
+    length = int.from_bytes(data[start + 6:start + 8], "little")
+    Path(path).write_bytes(data[:start + 8] + b"7,".ljust(length, b" ")
+                           + data[start + 8 + length:])
+
+
+def test_one_bad_object_never_keeps_the_others_from_a_client(box):
+    state, client = box
+    conn = db.connect(state.config.database_path)
+    study, series, path = conn.execute(
+        "SELECT study_instance_uid, series_instance_uid, spool_path FROM instances"
+        " WHERE id = ?", (state.instances["alert"],)).fetchone()
+    _patch_series_number(path)
+    [found] = _get(client, f"/dicomweb/studies/{study}/series").get_json()
+    assert _value(found, "0020000E") == series and "00200011" not in found
+    [meta] = _get(client, f"/dicomweb/studies/{study}/metadata").get_json()
+    assert _value(meta, "0020000D") == study and "00200011" not in meta
+    broken = conn.execute("SELECT spool_path FROM instances WHERE id = ?",
+                          (state.instances["clear"],)).fetchone()[0]
+    Path(broken).write_bytes(b"not DICOM at all")
+    answer = _get(client, "/dicomweb/studies")
+    assert answer.status_code == 200 and len(answer.get_json()) == 4
+    assert "could not be read" in answer.headers["Warning"]
+
+
+def test_files_outside_the_state_folder_and_documents_without_images_are_not_served(
+        box, tmp_path):
+    state, client = box
+    conn = db.connect(state.config.database_path)
+    study, path = conn.execute("SELECT study_instance_uid, spool_path FROM instances"
+                               " WHERE id = ?", (state.instances["dark"],)).fetchone()
+    outside = tmp_path / "elsewhere.dcm"
+    shutil.copy(path, outside)
+    conn.execute("UPDATE instances SET spool_path = ? WHERE id = ?",
+                 (str(outside), state.instances["dark"]))
+    assert _get(client, f"/dicomweb/studies/{study}").status_code == 404
+    sr = state.config.kept_documents_dir / "sr.dcm"
+    sr.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, sr)
+    with db.transaction(conn):
+        kept_documents.replace(conn, study, [KeptDocument(
+            "1.2.3.4.5", study, "1.2.3.4.6", BASIC_SR, "sr", "SR", sr)])
+    assert _get(client, f"/dicomweb/studies/{study}").status_code == 404  # no image served
