@@ -21,6 +21,8 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 
+from clinibox_common.errors import CliniboxError
+
 log = logging.getLogger(__name__)
 
 #: the attributes a study match carries (PS3.18 Table 10.6.3-3), beside the counts
@@ -150,8 +152,10 @@ NATIVE_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
 FRAME_BYTES_AT_MOST = 64 * 2**20
 
 
-class FramesRefused(ValueError):
+class FramesRefused(CliniboxError, ValueError):
     """Frames the box cannot send as they are held (the reason says why)."""
+
+    kind = "frames not sent"
 
 
 def frames(path: Path, numbers: Sequence[int]) -> tuple[list[bytes], str]:
