@@ -315,3 +315,27 @@ def test_files_outside_the_state_folder_and_documents_without_images_are_not_ser
         kept_documents.replace(conn, study, [KeptDocument(
             "1.2.3.4.5", study, "1.2.3.4.6", BASIC_SR, "sr", "SR", sr)])
     assert _get(client, f"/dicomweb/studies/{study}").status_code == 404  # no image served
+
+
+def test_the_audit_page_says_the_dicomweb_rows_in_chinese(box):
+    from tests.i18n_text import catalog_sentences, english_sentences, visible_text
+    from tests.web_client import ViewerClient
+
+    state, client = box
+    conn = db.connect(state.config.database_path)
+    study = conn.execute("SELECT study_instance_uid FROM instances WHERE id = ?",
+                         (state.instances["sweep"],)).fetchone()[0]
+    assert _get(client, "/dicomweb/studies").status_code == 200
+    assert _get(client, f"/dicomweb/studies/{study}/metadata").status_code == 200
+    assert _get(client, "/dicomweb/studies", ("nobody", "at-all")).status_code == 401
+    technician = ViewerClient(create_app(state.config))
+    technician.client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "zh-CN,zh;q=0.9"
+    assert technician.login(*TECHNICIAN).status_code == 302
+    page = technician.get("/audit")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    for cell in ('<td class="action">DICOMweb 检索</td>', '<td class="action">DICOMweb 获取</td>',
+                 '<td class="detail">1 份头信息</td>', '<td class="detail">账号名不存在</td>'):
+        assert cell in html, cell
+    text = visible_text(html)
+    assert catalog_sentences(text) == [] and english_sentences(text) == []
