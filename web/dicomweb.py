@@ -10,9 +10,10 @@ as the box made them. Nothing is transcoded.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -214,36 +215,38 @@ def _too_many(asked: int) -> str:
             "at a time")
 
 
-def multipart_frames(frames_held: Sequence[bytes], syntax: str) -> tuple[Iterator[bytes], str]:
-    """A ``multipart/related; type="application/octet-stream"`` body of frames held in
-    ``syntax`` (each part says it); the body and its Content-Type."""
+def _multipart(media: str, parts: Sequence[tuple[str, Callable[[], Iterable[bytes]]]]
+               ) -> tuple[Iterator[bytes], str]:
+    """A ``multipart/related; type=media`` body of ``parts``, each ``(transfer syntax, its
+    bytes' source)``, read as it is sent; the body and its Content-Type."""
     boundary = uuid.uuid4().hex
 
     def body() -> Iterator[bytes]:
-        for frame in frames_held:
-            yield (f"--{boundary}\r\nContent-Type: application/octet-stream; "
+        for syntax, chunks in parts:
+            yield (f"--{boundary}\r\nContent-Type: {media}; "
                    f"transfer-syntax={syntax}\r\n\r\n").encode("ascii")
-            yield frame
+            yield from chunks()
             yield b"\r\n"
         yield f"--{boundary}--\r\n".encode("ascii")
 
-    return body(), f'multipart/related; type="application/octet-stream"; boundary={boundary}'
+    return body(), f'multipart/related; type="{media}"; boundary={boundary}'
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as file:
+        while chunk := file.read(CHUNK):
+            yield chunk
 
 
 def multipart(files: Iterable[tuple[Path, str]]) -> tuple[Iterator[bytes], str]:
-    """A ``multipart/related`` body of DICOM files, each ``(path, transfer syntax)``, read
-    as it is sent; the body and its Content-Type."""
-    boundary = uuid.uuid4().hex
-    parts = list(files)
+    """A ``multipart/related; type="application/dicom"`` body of DICOM files, each ``(path,
+    transfer syntax)``, read as it is sent; the body and its Content-Type."""
+    return _multipart("application/dicom", [
+        (syntax, functools.partial(_file_chunks, path)) for path, syntax in files])
 
-    def body() -> Iterator[bytes]:
-        for path, syntax in parts:
-            yield (f"--{boundary}\r\nContent-Type: application/dicom; "
-                   f"transfer-syntax={syntax}\r\n\r\n").encode("ascii")
-            with path.open("rb") as file:
-                while chunk := file.read(CHUNK):
-                    yield chunk
-            yield b"\r\n"
-        yield f"--{boundary}--\r\n".encode("ascii")
 
-    return body(), f'multipart/related; type="application/dicom"; boundary={boundary}'
+def multipart_frames(frames_held: Sequence[bytes], syntax: str) -> tuple[Iterator[bytes], str]:
+    """A ``multipart/related; type="application/octet-stream"`` body of frames held in
+    ``syntax`` (each part says it); the body and its Content-Type."""
+    return _multipart("application/octet-stream",
+                      [(syntax, functools.partial(iter, [frame])) for frame in frames_held])

@@ -1,6 +1,6 @@
 """Who may use the box's DICOMweb service (``web/views_dicomweb.py``), checked before each
 of its requests: a viewer session, or HTTP Basic with a viewer account's name and password,
-throttled and audited like the login page (``web/views_auth.py``). A client with neither
+throttled and audited like the login page (``web/login_attempt.py``). A client with neither
 gets 401 with a Basic challenge, never the login page.
 
 A Basic login starts a server-side session that the same name and password resume for its
@@ -17,11 +17,11 @@ import math
 import os
 import threading
 
-from flask import Response, current_app, g, request, session
+from flask import Response, g, request, session
 
-from firmware_app.storage.accounts import AccountError, Accounts, LoginThrottle, normalise_name
-from web import audit_trail
-from web.security import database, sessions
+from firmware_app.storage.accounts import AccountError, normalise_name
+from web import audit_trail, login_attempt
+from web.security import sessions
 from webcore import login as webcore_login
 
 #: the realm of its Basic challenge
@@ -64,16 +64,10 @@ def dicomweb_account() -> Response | None:
         return _challenge()
     name = credentials.username[:webcore_login.MAX_NAME_INPUT]
     password = credentials.password or ""
-    address = request.remote_addr or "unknown"
-    conn = database()
-    web = current_app.config["CLINIBOX"].config.web
-    throttle = LoginThrottle(conn, web.login_free_failures, web.login_free_failures_per_address,
-                             web.login_max_delay_seconds)
-    wait = throttle.wait_seconds(name, address)
+    wait = login_attempt.throttle().wait_seconds(name, request.remote_addr or "unknown")
     if wait > 0:
         retry_after = max(1, math.ceil(wait))
-        audit_trail.note("login_throttled", detail=f"wait {retry_after} s", account="",
-                         coalesce_seconds=audit_trail.THROTTLED_COALESCE)
+        login_attempt.note_throttled(retry_after)
         return _challenge(429, retry_after)
     key = _digest(name, password)
     with _BASIC_LOCK:
@@ -82,19 +76,10 @@ def dicomweb_account() -> Response | None:
         g.account = sessions().resume(known)
         if g.account is not None:
             return None
-    accounts = Accounts(conn)
-    outcome = webcore_login.attempt(
-        name=name, password=password, address=address, throttle_wait=throttle.wait_seconds,
-        record_failure=throttle.record_failure, authenticate=accounts.authenticate)
+    outcome = login_attempt.attempt(name, password)
     if outcome.throttled:
-        audit_trail.note("login_throttled", detail=f"wait {outcome.retry_after} s", account="",
-                         coalesce_seconds=audit_trail.THROTTLED_COALESCE)
         return _challenge(429, outcome.retry_after)
     if outcome.account is None:
-        known_name = accounts.known_name(name)
-        audit_trail.note("login_failed", target=f"account:{known_name}" if known_name else "",
-                         detail="wrong password" if known_name else "unknown account name",
-                         account=known_name)
         return _challenge()
     g.account = outcome.account
     with _BASIC_LOCK:

@@ -13,21 +13,19 @@ when it has none, and the login page after a logout stays in the language the us
 (``webcore.login.begin_session``, ``end_session``).
 
 Every login, refused login and logout is an audit row (``web/audit_trail.py``)
-with the client's address. A refused login names the account only when the
-name is one of the box's accounts: an unknown name is not kept, since it is
-often a password typed into the wrong field. Tries turned away while an address
-must wait are one ``login_throttled`` row a minute per address.
+with the client's address; the try and its refusals' rows are ``web/login_attempt.py``,
+shared with the DICOMweb service.
 """
 
 from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, redirect, render_template, request, url_for
 
 from clinibox_common.i18n import N_
-from firmware_app.storage.accounts import Accounts, LoginThrottle
-from web import audit_trail
+from firmware_app.storage.accounts import Accounts
+from web import audit_trail, login_attempt
 from web.security import current_account, database, sessions
 from webcore import login as webcore_login
 from webcore.security import return_path
@@ -53,27 +51,15 @@ def login():
     name = request.form.get("name", "")[:webcore_login.MAX_NAME_INPUT]
     target = request.form.get("next", "")
     address = request.remote_addr or "unknown"
-    web = current_app.config["CLINIBOX"].config.web
-    throttle = LoginThrottle(conn, web.login_free_failures, web.login_free_failures_per_address,
-                             web.login_max_delay_seconds)
-    outcome = webcore_login.attempt(
-        name=name, password=request.form.get("password", ""), address=address,
-        throttle_wait=throttle.wait_seconds, record_failure=throttle.record_failure,
-        authenticate=accounts.authenticate)
+    outcome = login_attempt.attempt(name, request.form.get("password", ""))
     account = outcome.account
     if outcome.throttled:
         log.warning("login from %s refused for %.0f s: too many failures from there",
                     address, outcome.wait_seconds)
-        audit_trail.note("login_throttled", detail=f"wait {outcome.retry_after} s", account="",
-                         coalesce_seconds=audit_trail.THROTTLED_COALESCE)
         page = render_template("login.html", no_accounts=accounts.count() == 0,
                                error=outcome.message(), next=target)
         return page, outcome.status, {"Retry-After": str(outcome.retry_after)}
     if account is None:
-        known = accounts.known_name(name)
-        audit_trail.note("login_failed", target=f"account:{known}" if known else "",
-                         detail="wrong password" if known else "unknown account name",
-                         account=known)
         return render_template("login.html", no_accounts=accounts.count() == 0,
                                error=outcome.message(), next=target), outcome.status
     # a new session (and CSRF token) at every login: no session fixation; the language

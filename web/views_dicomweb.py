@@ -12,7 +12,7 @@ It serves what the box holds (``storage/dicomweb_index.py``): the images it took
 has, and its own result documents kept for it (``storage/kept_documents.py``: SR, SEG, key
 image). Nothing is written. The viewer's accounts and TLS guard it: a viewer session, or
 HTTP Basic with an account's name and password, refused and throttled like the login page
-(``web/security.py``). Each search and each study retrieved is in the audit trail.
+(``web/dicomweb_auth.py``). Each search and each study retrieved is in the audit trail.
 """
 
 from __future__ import annotations

@@ -189,14 +189,20 @@ class StudyCompleter:
         """
         started = time.time()
         documents = self._documents_or_record(study, tries=0)
-        rows = enqueue_documents(self.conn, self.config.dicom_out_dir, documents,
-                                 self.config.pacs.destinations)
-        keep_documents(self.conn, self.config.kept_documents_dir, documents, self.kept_kinds)
+        rows = self._deliver(documents)
         with db.transaction(self.conn):
             mark_completed(self.conn, study.id, started)
         log.info("study %d complete (version %d): %d DICOM result(s) queued", study.id,
                  study.version, len(rows))
         return len(rows)
+
+    def _deliver(self, documents: list[Document]) -> list[int]:
+        """Queue ``documents`` for the PACS destinations that want them and keep those of
+        ``[dicomweb] keep``; the outbox's new row ids."""
+        rows = enqueue_documents(self.conn, self.config.dicom_out_dir, documents,
+                                 self.config.pacs.destinations)
+        keep_documents(self.conn, self.config.kept_documents_dir, documents, self.kept_kinds)
+        return rows
 
     def _documents_or_record(self, study: DueStudy, tries: int) -> list[Document]:
         """The study's documents, what their headers needed recorded as events; none when
@@ -265,10 +271,7 @@ class StudyCompleter:
         for study, tries in due:
             documents = self._documents_or_record(study, tries)
             if documents:
-                enqueue_documents(self.conn, self.config.dicom_out_dir, documents,
-                                  self.config.pacs.destinations)
-                keep_documents(self.conn, self.config.kept_documents_dir, documents,
-                               self.kept_kinds)
+                self._deliver(documents)
                 self.on_completed()
         return len(due)
 

@@ -65,24 +65,6 @@ def of_study(conn: sqlite3.Connection, study_key: str) -> list[KeptDocument]:
         " ORDER BY kind, sop_instance_uid", (study_key,))]
 
 
-def find(conn: sqlite3.Connection, sop_instance_uid: str) -> KeptDocument | None:
-    """The kept document with this SOP Instance UID, if any."""
-    row = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM kept_documents"
-                       " WHERE sop_instance_uid = ?", (sop_instance_uid,)).fetchone()
-    return None if row is None else _document(row)
-
-
-def count_by_study(conn: sqlite3.Connection, study_keys: Iterable[str]) -> dict[str, int]:
-    """How many documents each of ``study_keys`` keeps (absent: none)."""
-    keys = list(study_keys)
-    if not keys:
-        return {}
-    marks = ", ".join("?" * len(keys))
-    return {str(k): int(n) for k, n in conn.execute(
-        f"SELECT study_key, COUNT(*) FROM kept_documents WHERE study_key IN ({marks})"
-        " GROUP BY study_key", keys)}
-
-
 def forget_without_images(conn: sqlite3.Connection) -> list[Path]:
     """Forget the documents of every study none of whose images is still on the box (in
     the caller's transaction); their files, for the caller to delete after the commit."""
