@@ -35,8 +35,6 @@ from tests.ports import free_port
 
 AE = "CLINIBOX"
 ACCOUNT = ("bench-reader", "reads-the-bench-2026")
-#: Debian's DICOMweb plugin of Orthanc (apt-get install orthanc-dicomweb)
-DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 
 
 def timed(action: Callable[[], object], repeats: int) -> list[float]:
@@ -105,14 +103,12 @@ def main() -> int:
                                                  session=session), study, args.repeats)
         finally:
             stop(box)
-        with Orthanc(root / "orthanc", extra={
-                "Plugins": [str(DICOMWEB_PLUGIN)],
-                "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}) as pacs:
+        with Orthanc(root / "orthanc", dicomweb=True) as pacs:
             send(pacs.dicom_port, files, ae_title=pacs.ae_title)
             plain = requests.Session()
             plain.trust_env = False
             reference = measure(DICOMwebClient(
-                f"http://{pacs.host}:{pacs.http_port}/dicom-web", session=plain), study,
+                pacs.dicomweb_url, session=plain), study,
                 args.repeats)
     megabytes = box_figures["pixel_bytes"] / 2**20
     details = {"machine": machine("pydicom", "dicomweb-client"), "slices": args.slices,

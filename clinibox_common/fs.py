@@ -1,6 +1,7 @@
 """Durable files: folder fsync, and replacing a small file so that a power cut leaves the old
-file or the new one, never a mix; reading a small file someone else wrote, bounded; private
-temporary folders that a killed owner does not leave behind for ever."""
+file or the new one, never a mix; reading a small file someone else wrote, bounded; a
+password file only its owner may read; private temporary folders that a killed owner does
+not leave behind for ever."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ import shutil
 import stat
 import tempfile
 from pathlib import Path
+
+from clinibox_common.errors import CliniboxError
+
+#: the most a password file may hold (bytes)
+MAX_SECRET_FILE = 4096
 
 
 def fsync_dir(path: Path) -> None:
@@ -30,6 +36,31 @@ def read_regular(path: str | Path, limit: int, *, follow_links: bool = False) ->
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
             raise OSError(errno.EINVAL, "not a regular file")
         return handle.read(limit + 1)
+
+
+class SecretFileUnsafe(CliniboxError):
+    """A password file that is no small regular file, or that others than its owner may
+    read: refused, its password never used."""
+
+
+def read_secret(path: str | Path) -> str:
+    """The password in a password file (its first line): OSError where it cannot be read,
+    SecretFileUnsafe where it is no small regular file (never through a link) or its mode
+    lets others read it (the fix is said: ``chmod 600``)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise OSError(exc.errno, f"{path}: {exc.strerror}") from exc
+    with os.fdopen(fd, "rb") as held:
+        info = os.fstat(held.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_SECRET_FILE:
+            raise SecretFileUnsafe(f"{path} is not a small regular file")
+        if info.st_mode & 0o077:
+            raise SecretFileUnsafe(f"{path} may be read by others (mode "
+                                   f"{info.st_mode & 0o777:o}; chmod 600 it)")
+        data = held.read(MAX_SECRET_FILE)
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    return lines[0] if lines else ""
 
 
 def write_atomically(path: Path, text: str, mode: int | None = None,

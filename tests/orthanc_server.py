@@ -9,6 +9,13 @@ connections. :meth:`~Orthanc.stop` (SIGTERM), :meth:`~Orthanc.kill` (SIGKILL)
 and :meth:`~Orthanc.restart` keep the ports and the storage, so what arrived
 before survives a restart.
 
+``dicomweb=True`` loads Orthanc's DICOMweb plugin (``libOrthancDicomWeb.so``) at
+``/dicom-web/`` (:attr:`~Orthanc.dicomweb_url`), and ``users`` asks HTTP Basic
+credentials of every caller (the harness signs in as the first user). Orthanc 1.10 of
+Debian 12 ends with SIGSEGV on the first HTTPS request (``SslEnabled``): a PACS's
+DICOMweb over TLS is this Orthanc behind nginx (``tests/tls_front.py``), as Orthanc's
+own documentation sets it up.
+
 ``worklists=FOLDER`` loads Orthanc's Modality Worklists plugin (``libModalityWorklists.so``)
 serving the ``.wl`` files of that folder as a Modality Worklist SCP (C-FIND on the
 worklist information model); :func:`write_worklist_file` makes such a file with pydicom.
@@ -31,6 +38,7 @@ the test argument shadows no imported name)::
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -52,6 +60,8 @@ from tests.ports import HOST, free_ports
 ORTHANC = Path("/usr/sbin/Orthanc")
 #: Debian's Modality Worklists plugin of Orthanc
 WORKLIST_PLUGIN = Path("/usr/share/orthanc/plugins/libModalityWorklists.so")
+#: Debian's DICOMweb plugin of Orthanc (package orthanc-dicomweb)
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 _RECEIVED = re.compile(r"clinibox-received (\S+)")
 
 
@@ -65,10 +75,18 @@ class Orthanc:
 
     def __init__(self, folder: Path, *, ae_title: str = "PACS", check_called_aet: bool = False,
                  store_delay: float = 0.0, extra: dict[str, Any] | None = None,
-                 worklists: Path | None = None) -> None:
+                 worklists: Path | None = None, dicomweb: bool = False,
+                 users: dict[str, str] | None = None,
+                 refuse_classes: tuple[str, ...] = ()) -> None:
         """Prepare (not start) an Orthanc; ports are picked now and kept across restarts.
-        ``worklists``: a folder of ``.wl`` files served by the Modality Worklists plugin."""
+        ``worklists``: a folder of ``.wl`` files served by the Modality Worklists plugin;
+        ``dicomweb``: its DICOMweb plugin; ``users``: HTTP Basic users and passwords;
+        ``refuse_classes``: SOP Class UIDs its filter refuses to store (counted all the
+        same)."""
+        self.refuse_classes = tuple(refuse_classes)
         self.worklists = None if worklists is None else Path(worklists)
+        self.dicomweb = dicomweb
+        self.users = dict(users or {})
         self.folder = Path(folder)
         self.ae_title = ae_title
         self.check_called_aet = check_called_aet
@@ -82,6 +100,21 @@ class Orthanc:
         self.process: subprocess.Popen[bytes] | None = None
 
     # -- configuration -------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        """The REST API's address."""
+        return f"http://{self.host}:{self.http_port}"
+
+    @property
+    def dicomweb_url(self) -> str:
+        """The DICOMweb service's address (with ``dicomweb``)."""
+        return f"{self.base_url}/dicom-web"
+
+    def _plugins(self) -> list[str]:
+        return ([str(WORKLIST_PLUGIN)] if self.worklists is not None else []) + \
+            ([str(DICOMWEB_PLUGIN)] if self.dicomweb else [])
+
+
     def config(self) -> dict[str, Any]:
         """The configuration Orthanc runs with."""
         return {
@@ -94,20 +127,26 @@ class Orthanc:
             "RemoteAccessAllowed": False,
             "AuthenticationEnabled": False,
             "DicomCheckCalledAet": self.check_called_aet,
-            "Plugins": [str(WORKLIST_PLUGIN)] if self.worklists is not None else [],
+            "Plugins": self._plugins(),
             "LuaScripts": [str(self.lua_path)],
             "StableAge": 1,
             **({"Worklists": {"Enable": True, "Database": str(self.worklists)}}
                if self.worklists is not None else {}),
+            **({"DicomWeb": {"Enable": True, "Root": "/dicom-web/"}} if self.dicomweb else {}),
+            **({"AuthenticationEnabled": True, "RegisteredUsers": self.users}
+               if self.users else {}),
             **self.extra,
         }
 
     def lua_text(self) -> str:
         """The Lua filter that logs every C-STORE (and sleeps ``store_delay`` first)."""
         sleep = f'  os.execute("sleep {self.store_delay:.3f}")\n' if self.store_delay else ""
+        refuse = "".join(f'  if dicom.SOPClassUID == "{uid}" then return false end\n'
+                         for uid in self.refuse_classes)
         return ("function ReceivedInstanceFilter(dicom, origin, info)\n"
                 f"{sleep}"
                 '  print("clinibox-received " .. dicom.SOPInstanceUID)\n'
+                f"{refuse}"
                 "  return true\n"
                 "end\n")
 
@@ -194,19 +233,25 @@ class Orthanc:
             self.kill()
 
     # -- what arrived ------------------------------------------------------------
+    def _open(self, request: urllib.request.Request, timeout: float) -> Any:
+        """Send ``request`` to the REST API (signed in as the first user), its answer
+        parsed as JSON."""
+        if self.users:
+            user, password = next(iter(self.users.items()))
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return json.loads(answer.read())
+
     def get(self, path: str, timeout: float = 10) -> Any:
         """GET ``path`` from the REST API, parsed as JSON."""
-        url = f"http://{self.host}:{self.http_port}{path}"
-        with urllib.request.urlopen(url, timeout=timeout) as answer:
-            return json.loads(answer.read())
+        return self._open(urllib.request.Request(f"{self.base_url}{path}"), timeout)
 
     def post(self, path: str, body: Any, timeout: float = 10) -> Any:
         """POST ``body`` as JSON to ``path`` of the REST API, parsed as JSON."""
-        request = urllib.request.Request(
-            f"http://{self.host}:{self.http_port}{path}", data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"}, method="POST")
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
-            return json.loads(answer.read())
+        return self._open(urllib.request.Request(
+            f"{self.base_url}{path}", data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"}, method="POST"), timeout)
 
     def instances(self) -> list[str]:
         """Orthanc's ids of every instance it holds."""

@@ -55,7 +55,7 @@ def status_figures() -> dict[str, Any]:
         queue_depth=figures["queued"],
         service_running=seen is not None and now - seen < SERVICE_SILENT_SECONDS,
         broker=f"{config.mqtt.host}:{config.mqtt.port}" if config.mqtt.host else "",
-        pacs_peers={d.name: f"{d.ae_title}@{d.host}:{d.port}" + (" (TLS)" if d.tls else "")
+        pacs_peers={d.name: d.peer() + (" (TLS)" if d.tls else "")
                     for d in config.pacs.destinations},
         clinic=config.telemetry.clinic, device=config.telemetry.device,
         enrolment_code=_enrolment_code(config),

@@ -16,14 +16,18 @@ import contextlib
 import socket
 import ssl
 from collections.abc import Iterable
-from dataclasses import dataclass
 
-from pydicom import Dataset
+from pydicom import Dataset, dcmread
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from pynetdicom import AE, Association, evt
-from pynetdicom.status import GENERAL_STATUS, STORAGE_SERVICE_CLASS_STATUS
 
-from clinibox_common.errors import CliniboxError
+from firmware_app.dicom_out.link import (
+    Document,
+    LinkFailed,
+    StoreOutcome,
+    status_text,
+    tls_context,
+)
 from firmware_app.settings.pacs import PacsConfig, PacsDestination
 from firmware_app.storage import event_codes as codes
 
@@ -31,51 +35,6 @@ from firmware_app.storage import event_codes as codes
 STORED_STATUSES = frozenset({0x0000, 0xB000, 0xB006, 0xB007})
 #: the most presentation contexts one association may propose (PS3.8: 128)
 MAX_CONTEXTS = 128
-
-
-class AssociationFailed(CliniboxError):
-    """No association with the destination; the message says why, in plain words, and
-    ``failure`` how (a ``storage.event_codes`` ``PACS_…`` code)."""
-
-    kind = "PACS association failed"
-
-    def __init__(self, message: str, failure: str = codes.PACS_UNREACHABLE) -> None:
-        super().__init__(message)
-        self.failure = failure
-
-
-@dataclass(frozen=True)
-class StoreOutcome:
-    """The destination's answer to one C-STORE."""
-
-    stored: bool
-    detail: str
-    #: the association is gone (aborted, timed out): the rest of the batch must wait
-    association_lost: bool = False
-    #: the C-STORE status, when an answer came
-    status: int | None = None
-    #: how it failed (a ``storage.event_codes`` ``PACS_…`` code; "" when stored)
-    failure: str = ""
-
-    @property
-    def warning(self) -> bool:
-        """Stored, but with a warning status (coercion, elements discarded, SOP class)."""
-        return self.stored and self.status != 0x0000
-
-
-def where(destination: PacsDestination) -> str:
-    """``AE@host:port`` of a destination, for messages."""
-    return f"{destination.ae_title}@{destination.host}:{destination.port}"
-
-
-def tls_context(destination: PacsDestination) -> ssl.SSLContext:
-    """A TLS 1.2+ client context: the destination's CA (or the system's), our certificate."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
-                                         cafile=destination.ca_file or None)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if destination.cert_file:
-        context.load_cert_chain(destination.cert_file, destination.key_file)
-    return context
 
 
 def contexts_for(classes: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
@@ -87,15 +46,15 @@ def contexts_for(classes: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
         if syntax and syntax not in syntaxes:
             syntaxes.append(syntax)
     if len(proposed) > MAX_CONTEXTS:
-        raise AssociationFailed(f"{len(proposed)} SOP classes in one batch: more than "
-                                f"{MAX_CONTEXTS} presentation contexts", codes.PACS_CANNOT_SEND)
+        raise LinkFailed(f"{len(proposed)} SOP classes in one batch: more than "
+                         f"{MAX_CONTEXTS} presentation contexts", codes.PACS_CANNOT_SEND)
     return proposed
 
 
 def open_association(destination: PacsDestination, settings: PacsConfig, calling_ae: str,
                      classes: Iterable[tuple[str, str]]) -> Association:
     """Associate with ``destination`` for these ``(SOP class, transfer syntax)`` pairs, or
-    raise AssociationFailed saying why."""
+    raise LinkFailed saying why."""
     ae = AE(ae_title=calling_ae)
     ae.connection_timeout = settings.connect_timeout
     ae.acse_timeout = settings.connect_timeout
@@ -108,7 +67,7 @@ def open_association(destination: PacsDestination, settings: PacsConfig, calling
         try:
             tls_args = (tls_context(destination), destination.host)
         except (OSError, ssl.SSLError) as exc:
-            raise AssociationFailed(f"TLS set-up for {where(destination)} failed: {exc}",
+            raise LinkFailed(f"TLS set-up for {destination.peer()} failed: {exc}",
                                     codes.PACS_TLS) from exc
     connected: list[bool] = []
 
@@ -121,7 +80,7 @@ def open_association(destination: PacsDestination, settings: PacsConfig, calling
                          tls_args=tls_args, evt_handlers=handlers)
     if assoc.is_established:
         return assoc
-    raise AssociationFailed(*_why_not(assoc, destination, settings, bool(connected)))
+    raise LinkFailed(*_why_not(assoc, destination, settings, bool(connected)))
 
 
 def no_delay(assoc: Association) -> None:
@@ -136,7 +95,7 @@ def no_delay(assoc: Association) -> None:
 def _why_not(assoc: Association, destination: PacsDestination, settings: PacsConfig,
              connected: bool) -> tuple[str, str]:
     """Plain words for an association that was not established, and how it failed."""
-    peer = where(destination)
+    peer = destination.peer()
     if assoc.is_rejected:
         answer = assoc.acceptor.primitive
         if answer is not None:
@@ -178,12 +137,6 @@ def _connect_problem(destination: PacsDestination, settings: PacsConfig) -> str:
         return exc.strerror or str(exc)
 
 
-def status_text(code: int) -> str:
-    """``0xA700 Refused: Out of Resources``: a C-STORE status and its meaning."""
-    meaning = STORAGE_SERVICE_CLASS_STATUS.get(code) or GENERAL_STATUS.get(code)
-    return f"0x{code:04X} {meaning[1]}" if meaning else f"0x{code:04X}"
-
-
 def store(assoc: Association, dataset: Dataset) -> StoreOutcome:
     """C-STORE ``dataset`` on ``assoc`` and say whether the destination stored it."""
     name = UID(str(dataset.SOPClassUID)).name
@@ -206,6 +159,29 @@ def store(assoc: Association, dataset: Dataset) -> StoreOutcome:
     return StoreOutcome(False, f"C-STORE of {name} refused: {detail}",
                         association_lost=not assoc.is_established, status=code,
                         failure=codes.PACS_REFUSED)
+
+
+class DimseLink:
+    """A ``link.Link`` over one association: each document read and C-STOREd."""
+
+    def __init__(self, assoc: Association) -> None:
+        self.assoc = assoc
+
+    def store(self, document: Document) -> StoreOutcome:
+        """C-STORE the document's data set (OSError or InvalidDicomError: unreadable)."""
+        return store(self.assoc, dcmread(document.path))
+
+    def close(self) -> None:
+        """Release the association."""
+        release(self.assoc)
+
+
+def open_link(destination: PacsDestination, settings: PacsConfig, calling_ae: str,
+              batch: list[Document]) -> DimseLink:
+    """An association for the batch's SOP classes and transfer syntaxes (LinkFailed)."""
+    return DimseLink(open_association(
+        destination, settings, calling_ae,
+        [(document.sop_class_uid, document.transfer_syntax_uid) for document in batch]))
 
 
 def release(assoc: Association) -> None:

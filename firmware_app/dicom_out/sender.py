@@ -1,14 +1,17 @@
 """The DICOM outbox's sender: a thread of the service that delivers due documents to the PACS.
 
 Each pass takes every destination with documents due (``next_attempt_at <= now``)
-and opens ONE association to it that carries all of them, oldest first. A
-document is marked ``sent`` when the destination stored it (its C-STORE answer
+and opens ONE link to it that carries all of them, oldest first: an association
+for C-STORE (``scu``) or a kept-alive HTTP(S) connection for DICOMweb STOW-RS
+(``stow``), by the destination's ``protocol`` (``LINKS``). A
+document is marked ``sent`` when the destination stored it (its answer
 committed at once, so a crash re-sends at most the one in flight, which the PACS
 keeps once by its SOP Instance UID); every document of a batch the
-destination could not be reached for (down, association rejected, no answer,
-association lost) is marked failed with its error and retried after an
+destination could not be reached for (down, association rejected, credentials
+refused, no answer, link lost) is marked failed with its error and retried after an
 exponential backoff, for as long as it takes. A document the destination
-refuses (a C-STORE failure status) is retried the same way, but only
+refuses (a C-STORE failure status, a STOW-RS FailureReason) is retried the same way,
+but only
 ``[pacs] max_refusals`` times: then it is held, with the status and the
 destination's comment, until a technician re-queues it (``clinibox dicom-out
 retry``). Failures are logged and recorded as events (once per new error,
@@ -26,16 +29,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 
 from clinibox_common.contracts.statuses import DicomOutboxState
-from firmware_app.dicom_out import scu
+from firmware_app.dicom_out import scu, stow
+from firmware_app.dicom_out.link import Document, Link, LinkFailed, StoreOutcome
 from firmware_app.settings.box import Config
-from firmware_app.settings.pacs import PacsDestination
+from firmware_app.settings.pacs import PacsConfig, PacsDestination, PacsProtocol
 from firmware_app.storage import db, event_codes
 from firmware_app.storage import dicom_outbox as rows
 
@@ -52,6 +57,11 @@ PURGE_EVERY = 3600.0
 REPEAT_EVENT_SECONDS = 3600.0
 #: documents carried by one association at most (a longer backlog continues at once)
 BATCH_LIMIT = 1000
+#: what opens a link to a destination, by its protocol
+LINKS: dict[str, Callable[[PacsDestination, PacsConfig, str, list[Document]], Link]] = {
+    PacsProtocol.DIMSE: scu.open_link,
+    PacsProtocol.STOW_RS: stow.open_link,
+}
 
 
 @dataclass
@@ -93,9 +103,9 @@ class DicomSender:
 
     def deliver(self, destination: PacsDestination, due: list[rows.DueDocument],
                 stop: threading.Event | None = None) -> Delivery:
-        """Send ``due`` to ``destination`` over one association; mark each row sent or failed."""
+        """Send ``due`` to ``destination`` over one link; mark each row sent or failed."""
         delivery = Delivery()
-        readable: list[tuple[rows.DueDocument, str]] = []
+        readable: list[tuple[rows.DueDocument, Document]] = []
         for item in due:
             try:
                 syntax = str(read_file_meta_info(item.path).get("TransferSyntaxUID", ""))
@@ -103,56 +113,57 @@ class DicomSender:
                 self._failed(destination, item, f"cannot read {item.path}: {exc}", delivery,
                              failure=event_codes.PACS_UNREADABLE)
                 continue
-            readable.append((item, syntax))
+            readable.append((item, Document(Path(item.path), item.sop_class_uid,
+                                            item.sop_instance_uid, syntax)))
         if not readable:
             return self._finish(destination, delivery)
         try:
-            assoc = scu.open_association(
+            link = LINKS[destination.protocol](
                 destination, self.settings, self.config.pacs_calling_ae_title,
-                [(item.sop_class_uid, syntax) for item, syntax in readable])
-        except scu.AssociationFailed as exc:
+                [document for _, document in readable])
+        except LinkFailed as exc:
             for item, _ in readable:
                 self._failed(destination, item, str(exc), delivery, record=False)
             self._record(destination, str(exc), event_codes.code(event_codes.PACS_FAILED,
                                                                  exc.failure))
             return self._finish(destination, delivery)
         try:
-            self._send_batch(destination, assoc, [item for item, _ in readable], delivery, stop)
+            self._send_batch(destination, link, readable, delivery, stop)
         finally:
-            scu.release(assoc)
+            link.close()
         return self._finish(destination, delivery)
 
-    def _send_batch(self, destination: PacsDestination, assoc, batch: list[rows.DueDocument],
-                    delivery: Delivery, stop: threading.Event | None) -> None:
+    def _send_batch(self, destination: PacsDestination, link: Link,
+                    batch: list[tuple[rows.DueDocument, Document]], delivery: Delivery,
+                    stop: threading.Event | None) -> None:
         lost = ""
-        for item in batch:
+        for item, document in batch:
             if stop is not None and stop.is_set():
                 return  # the rest stays due for the next start
             if lost:
                 self._failed(destination, item, lost, delivery, record=False)
                 continue
             try:
-                dataset = dcmread(item.path)
+                outcome = link.store(document)
             except (OSError, InvalidDicomError) as exc:
                 self._failed(destination, item, f"cannot read {item.path}: {exc}", delivery,
                              failure=event_codes.PACS_UNREADABLE)
                 continue
-            outcome = scu.store(assoc, dataset)
             if outcome.stored:
                 with db.transaction(self.conn):
                     rows.mark_sent(self.conn, item.id)
                 delivery.sent += 1
                 if outcome.warning:
-                    log.info("%s stored %s with a warning: %s", scu.where(destination),
+                    log.info("%s stored %s with a warning: %s", destination.peer(),
                              item.sop_instance_uid, outcome.detail)
                 continue
             if outcome.status is not None:  # an answer: the destination refused it
                 self._refused(destination, item, outcome, delivery)
                 if outcome.association_lost:
-                    lost = f"{scu.where(destination)}: association ended after a refusal"
+                    lost = f"{destination.peer()}: association ended after a refusal"
                 continue
             if outcome.association_lost:
-                lost = f"{scu.where(destination)}: {outcome.detail}"
+                lost = f"{destination.peer()}: {outcome.detail}"
                 self._failed(destination, item, lost, delivery, failure=outcome.failure)
                 continue
             self._failed(destination, item,
@@ -174,7 +185,7 @@ class DicomSender:
             self._record(destination, error, event_codes.code(event_codes.PACS_FAILED, failure))
 
     def _refused(self, destination: PacsDestination, item: rows.DueDocument,
-                 outcome: scu.StoreOutcome, delivery: Delivery) -> None:
+                 outcome: StoreOutcome, delivery: Delivery) -> None:
         """The destination answered with a failure status: count a refusal; hold the
         document at ``[pacs] max_refusals`` (recorded as an event)."""
         assert outcome.status is not None
@@ -189,7 +200,7 @@ class DicomSender:
             delivery.errors.append(error)
         if state == DicomOutboxState.HELD:
             log.error("PACS %s (%s) refused %s %d times: held (%s)", destination.name,
-                      scu.where(destination), item.sop_instance_uid,
+                      destination.peer(), item.sop_instance_uid,
                       self.settings.max_refusals, outcome.detail)
             self._record(destination, f"held after {self.settings.max_refusals} refusals: "
                                       f"{error}", event_codes.code(
@@ -219,12 +230,12 @@ class DicomSender:
         if delivery.failed:
             waiting = rows.pending_count(self.conn, name)
             log.warning("PACS %s (%s): %d document(s) not delivered, %d waiting: %s", name,
-                        scu.where(destination), delivery.failed, waiting,
+                        destination.peer(), delivery.failed, waiting,
                         "; ".join(delivery.errors[:3]))
             self.failing.add(name)
         elif delivery.sent and name in self.failing:
             self.failing.discard(name)
-            log.info("PACS %s (%s) takes documents again", name, scu.where(destination))
+            log.info("PACS %s (%s) takes documents again", name, destination.peer())
         if delivery.sent:
             log.debug("PACS %s: %d document(s) stored", name, delivery.sent)
         return delivery
@@ -248,7 +259,7 @@ class DicomSender:
     def run(self, stop: threading.Event, wake: threading.Event) -> None:
         """Pass after pass until ``stop``; sleep until something is due or ``wake`` is set."""
         log.info("DICOM outbox: sending to %s", ", ".join(
-            f"{d.name} ({scu.where(d)})" for d in self.destinations.values()))
+            f"{d.name} ({d.peer()})" for d in self.destinations.values()))
         while not stop.is_set():
             wake.clear()
             try:

@@ -28,6 +28,7 @@ import av
 import av.error
 
 from clinibox_common.errors import CliniboxError
+from clinibox_common.fs import SecretFileUnsafe, read_secret
 from clinibox_common.redaction import redact_text
 from engine.imaging.codestream import StreamFacts, StreamMismatch, jpeg_facts
 from firmware_app.live.mjpeg_http import (
@@ -51,8 +52,6 @@ MAX_FAILED_IN_A_ROW = 25
 #: 8 bits): an MJPEG frame of another kind (lossless, 12-bit, arithmetic) FFmpeg may decode
 #: is encoded again for the page, not passed on as it came
 BROWSER_SOF = frozenset({0xC0, 0xC1, 0xC2})
-#: the most a password_file may hold (bytes)
-MAX_PASSWORD_FILE = 4096
 #: the characters a password keeps as they are in the URL (the rest percent-encoded)
 _PASSWORD_SAFE = "-._~!$&'()*+,;="
 
@@ -130,22 +129,12 @@ def source_path(source: LiveSource) -> str:
 def read_password(source: LiveSource) -> str:
     """The password in ``source.password_file`` (its first line): StreamRefused where the
     file cannot be read, is no regular file, or others than its owner may read it."""
-    path = source.password_file
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        return read_secret(source.password_file)
     except OSError as exc:
-        raise StreamRefused(f"{source.name}: password_file {path}: {exc.strerror}") from exc
-    with os.fdopen(fd, "rb") as held:
-        info = os.fstat(held.fileno())
-        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_PASSWORD_FILE:
-            raise StreamRefused(f"{source.name}: password_file {path} is not a small "
-                                f"regular file")
-        if info.st_mode & 0o077:
-            raise StreamRefused(f"{source.name}: password_file {path} may be read by "
-                                f"others (mode {info.st_mode & 0o777:o}; chmod 600 it)")
-        data = held.read(MAX_PASSWORD_FILE)
-    lines = data.decode("utf-8", errors="replace").splitlines()
-    return lines[0] if lines else ""
+        raise StreamRefused(f"{source.name}: password_file {exc.strerror}") from exc
+    except SecretFileUnsafe as exc:
+        raise StreamRefused(f"{source.name}: password_file {exc}") from exc
 
 
 def source_secrets(source: LiveSource) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from typing import Any
 
 from clinibox_common.i18n import gettext
@@ -29,9 +30,11 @@ def check_name(value: Any) -> str | None:
     return None
 
 
-def load_tables(raw: Any, cls: type, where: str, required: tuple[str, str]) -> list:
+def load_tables(raw: Any, cls: type, where: str,
+                required: tuple[str, str] | Callable[[dict], tuple[str, str]]) -> list:
     """Build and check the ``[[<where>]]`` tables as ``cls`` objects (unique names);
-    ConfigError naming the key."""
+    ConfigError naming the key. ``required``: the two keys each table needs, or what says
+    them for a table (they may depend on another key)."""
     if not isinstance(raw, list) or not all(isinstance(table, dict) for table in raw):
         section, key = where.split(".")
         raise ConfigError(gettext("[%(section)s] %(key)s: must be [[%(where)s]] tables",
@@ -40,9 +43,10 @@ def load_tables(raw: Any, cls: type, where: str, required: tuple[str, str]) -> l
     built = []
     for number, table in enumerate(raw, start=1):
         here = f"{where} {number}"
-        if any(name not in table for name in required):
+        needed = required(table) if callable(required) else required
+        if any(name not in table for name in needed):
             raise ConfigError(gettext("[%(where)s]: needs at least %(first)s and %(second)s",
-                                      where=here, first=required[0], second=required[1]))
+                                      where=here, first=needed[0], second=needed[1]))
         item = cls()
         for key, value in table.items():
             if key not in specs:

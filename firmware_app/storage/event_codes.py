@@ -76,10 +76,15 @@ PACS_REFUSED = "refused"  # a C-STORE answered with a failure status
 PACS_LOST = "lost"  # the association ended while sending
 PACS_UNREADABLE = "unreadable"  # the box cannot read its own document file
 PACS_CANNOT_SEND = "cannot_send"  # no accepted presentation context for the document
+PACS_AUTH = "auth"  # STOW-RS: the service refused the box's user name or password (401, 403)
+PACS_NO_SERVICE = "no_service"  # STOW-RS: no DICOMweb store at the url (404, 405, redirect)
+PACS_SERVER_ERROR = "server_error"  # STOW-RS: the service failed or is busy (5xx, 408, 429)
+PACS_PASSWORD_FILE = "password_file"  # STOW-RS: the box cannot use its password_file
 #: why a PACS rejected the association (``pacs_failed:rejected:<why>``; none: another reason)
 PACS_REJECTIONS = {(1, 3): "calling_ae", (1, 7): "called_ae", (3, 1): "busy", (3, 2): "busy"}
 PACS_FAILURES = (PACS_UNREACHABLE, PACS_TLS, PACS_REJECTED, PACS_ABORTED, PACS_NO_ANSWER,
-                 PACS_REFUSED, PACS_LOST, PACS_UNREADABLE, PACS_CANNOT_SEND)
+                 PACS_REFUSED, PACS_LOST, PACS_UNREADABLE, PACS_CANNOT_SEND, PACS_AUTH,
+                 PACS_NO_SERVICE, PACS_SERVER_ERROR, PACS_PASSWORD_FILE)
 
 
 def code(kind: str, *parts: object) -> str:

@@ -1,0 +1,268 @@
+"""STOW-RS (DICOMweb Store, PS3.18 10.5) to a destination: a ``link.Link`` over HTTP(S).
+
+One pass of the sender opens one connection (TLS for an ``https://`` url: the
+destination's CA, the box's client certificate where one is set) and keeps it alive
+for the batch; each document is one ``POST <url>/studies`` of
+``multipart/related; type="application/dicom"`` holding its file as it is (its own
+transfer syntax), so the answer is about that document alone, as a C-STORE's is. The
+user and the password (``password_file``, read when the link opens) go as HTTP Basic
+over TLS only; neither is ever in a message. The answer:
+
+- 200 OK: stored. 202 Accepted: stored with a warning (its WarningReason), or refused
+  when the document is in the answer's FailedSOPSequence (its FailureReason), read from
+  the answer's DICOM JSON;
+- 400, 409, 413, 415 and other 4xx: refused (the FailureReason, else 0x0110 Processing
+  failure), counted towards ``[pacs] max_refusals`` like a C-STORE refusal;
+- 401, 403: the credentials refused (``auth``); 404, 405 or a redirect: no DICOMweb store
+  at that url (``no_service``, never followed: a redirect would take the password
+  elsewhere); 408, 429, 5xx: the service failed or is busy (``server_error``). These
+  end the batch; its documents are tried again after the backoff, never held.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http.client
+import json
+import os
+import socket
+import ssl
+import uuid
+from collections.abc import Iterator
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+from pydicom.uid import UID
+
+from clinibox_common.fs import SecretFileUnsafe, read_secret
+from firmware_app.dicom_out.link import (
+    Document,
+    LinkFailed,
+    StoreOutcome,
+    status_text,
+    tls_context,
+)
+from firmware_app.settings.pacs import PacsConfig, PacsDestination
+from firmware_app.storage import event_codes as codes
+
+#: the most of an answer read (a STOW-RS answer names one instance)
+ANSWER_BYTES_AT_MOST = 1 << 20
+#: the FailureReason taken when a refusal names none (PS3.18 Table I.2-1 Processing failure)
+PROCESSING_FAILURE = 0x0110
+#: STOW-RS answer attributes (DICOM JSON keys)
+FAILED_SOP_SEQUENCE = "00081198"
+REFERENCED_SOP_SEQUENCE = "00081199"
+REFERENCED_SOP_INSTANCE_UID = "00081155"
+FAILURE_REASON = "00081197"
+WARNING_REASON = "00081196"
+#: HTTP answers that end the batch, and how they fail
+AUTH_REFUSED = frozenset({401, 403})
+NO_SERVICE = frozenset({404, 405})
+SERVER_ERROR = frozenset({408, 429})
+#: read the file in pieces of this size
+CHUNK = 1 << 16
+
+
+class StowLink:
+    """A ``link.Link`` to a STOW-RS service: one kept-alive connection, a POST per document."""
+
+    def __init__(self, destination: PacsDestination, settings: PacsConfig,
+                 authorization: str | None) -> None:
+        self.destination = destination
+        self.settings = settings
+        parts = urlsplit(destination.url)
+        self.https = parts.scheme == "https"
+        self.host = parts.hostname or ""
+        self.port = parts.port or (443 if self.https else 80)
+        self.target = parts.path.rstrip("/") + "/studies"
+        self.authorization = authorization
+        self.used = False
+        self.conn = self._connection()
+
+    def _connection(self) -> http.client.HTTPConnection:
+        timeout = self.settings.connect_timeout
+        if self.https:
+            try:
+                context = tls_context(self.destination)
+            except (OSError, ssl.SSLError) as exc:
+                raise LinkFailed(f"TLS set-up for {self.destination.peer()} failed: {exc}",
+                                 codes.PACS_TLS) from exc
+            return http.client.HTTPSConnection(self.host, self.port, timeout=timeout,
+                                               context=context)
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
+    def connect(self) -> None:
+        """Open the connection (and the TLS handshake) now: LinkFailed saying why not."""
+        peer = self.destination.peer()
+        try:
+            self.conn.connect()
+        except ssl.SSLError as exc:
+            raise LinkFailed(f"cannot connect to {peer}: TLS handshake failed: {exc}",
+                             codes.PACS_TLS) from exc
+        except TimeoutError as exc:
+            raise LinkFailed(f"cannot connect to {peer}: no answer within "
+                             f"{self.settings.connect_timeout:g} s",
+                             codes.PACS_UNREACHABLE) from exc
+        except OSError as exc:
+            raise LinkFailed(f"cannot connect to {peer}: {exc.strerror or exc}",
+                             codes.PACS_UNREACHABLE) from exc
+        self._answer_time()
+
+    def _answer_time(self) -> None:
+        """Wait for answers as long as for a C-STORE's (``[pacs] dimse_timeout``)."""
+        self.conn.timeout = self.settings.dimse_timeout
+        if self.conn.sock is not None:
+            self.conn.sock.settimeout(self.settings.dimse_timeout)
+            with contextlib.suppress(OSError):
+                self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def store(self, document: Document) -> StoreOutcome:
+        """POST one document and read the answer (OSError: its file cannot be read)."""
+        with open(document.path, "rb") as held:
+            size = os.fstat(held.fileno()).st_size
+            try:
+                status, reason, answer = self._post(held, size)
+            except TimeoutError:
+                return StoreOutcome(False, f"{self.destination.peer()} did not answer within "
+                                           f"{self.settings.dimse_timeout:g} s",
+                                    association_lost=True, failure=codes.PACS_NO_ANSWER)
+            except ssl.SSLError as exc:
+                return StoreOutcome(False, f"TLS failed while sending: {exc}",
+                                    association_lost=True, failure=codes.PACS_TLS)
+            except (OSError, http.client.HTTPException) as exc:
+                return StoreOutcome(False, f"connection lost: {exc or type(exc).__name__}",
+                                    association_lost=True, failure=codes.PACS_LOST)
+        return outcome(status, reason, answer, document)
+
+    def _post(self, held: IO[bytes], size: int) -> tuple[int, str, Any]:
+        """Send the document (once more on a fresh connection when a kept-alive one was
+        closed by the service in between): the answer's status, reason and DICOM JSON."""
+        for last_try in (not self.used, True):
+            try:
+                return self._exchange(held, size)
+            except (http.client.RemoteDisconnected, ConnectionResetError,
+                    BrokenPipeError):
+                self.conn.close()
+                if last_try:
+                    raise
+                held.seek(0)
+        raise AssertionError("unreachable")
+
+    def _exchange(self, held: IO[bytes], size: int) -> tuple[int, str, Any]:
+        boundary = uuid.uuid4().hex
+        head = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").encode()
+        tail = f"\r\n--{boundary}--\r\n".encode()
+        headers = {
+            "Content-Type": f'multipart/related; type="application/dicom"; '
+                            f"boundary={boundary}",
+            "Accept": "application/dicom+json",
+            "Content-Length": str(len(head) + size + len(tail)),
+        }
+        if self.authorization:
+            headers["Authorization"] = self.authorization
+        reconnect = self.conn.sock is None
+        self.conn.request("POST", self.target, body=_body(head, held, tail), headers=headers)
+        if reconnect:
+            self._answer_time()
+        self.used = True
+        response = self.conn.getresponse()
+        data = response.read(ANSWER_BYTES_AT_MOST + 1)
+        if len(data) > ANSWER_BYTES_AT_MOST or not response.isclosed():
+            self.conn.close()  # an answer too long to read: never reused
+        return response.status, response.reason, _dicom_json(response, data)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+
+def _body(head: bytes, held: IO[bytes], tail: bytes) -> Iterator[bytes]:
+    yield head
+    while chunk := held.read(CHUNK):
+        yield chunk
+    yield tail
+
+
+def _dicom_json(response: http.client.HTTPResponse, data: bytes) -> Any:
+    """The answer's data set (DICOM JSON), or None where it is none."""
+    if "json" not in (response.getheader("Content-Type") or "").lower():
+        return None
+    try:
+        parsed = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(parsed, list):  # an array of one data set
+        parsed = parsed[0] if parsed else None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _reasons(answer: Any, sequence: str, reason: str) -> dict[str, int | None]:
+    """SOP Instance UID → its FailureReason or WarningReason, from one of the answer's
+    sequences; an item that is not as the standard says is passed over."""
+    found: dict[str, int | None] = {}
+    element = answer.get(sequence) if isinstance(answer, dict) else None
+    items = element.get("Value") if isinstance(element, dict) else None
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        uid = _first(item.get(REFERENCED_SOP_INSTANCE_UID))
+        if isinstance(uid, str):
+            code = _first(item.get(reason))
+            found[uid] = code if isinstance(code, int) and 0 <= code <= 0xFFFF else None
+    return found
+
+
+def _first(element: Any) -> Any:
+    value = element.get("Value") if isinstance(element, dict) else None
+    return value[0] if isinstance(value, list) and value else None
+
+
+def outcome(status: int, reason: str, answer: Any, document: Document) -> StoreOutcome:
+    """What the service's answer (HTTP status and reason, its DICOM JSON or None) says of
+    ``document``."""
+    name = UID(document.sop_class_uid).name
+    said = f"HTTP {status} {reason}".strip()
+    failed = _reasons(answer, FAILED_SOP_SEQUENCE, FAILURE_REASON)
+    if document.sop_instance_uid in failed or (400 <= status < 500 and status not in
+                                                AUTH_REFUSED | NO_SERVICE | SERVER_ERROR):
+        code = failed.get(document.sop_instance_uid) or PROCESSING_FAILURE
+        return StoreOutcome(False, f"STOW-RS of {name} refused: {said}, {status_text(code)}",
+                            status=code, failure=codes.PACS_REFUSED)
+    if status in (200, 202):
+        warned = _reasons(answer, REFERENCED_SOP_SEQUENCE, WARNING_REASON)
+        code = warned.get(document.sop_instance_uid) or 0x0000
+        return StoreOutcome(True, f"{said}, {status_text(code)}", status=code)
+    if status in AUTH_REFUSED:
+        failure = codes.PACS_AUTH
+    elif status in NO_SERVICE or 300 <= status < 400:
+        failure = codes.PACS_NO_SERVICE
+    else:
+        failure = codes.PACS_SERVER_ERROR
+    return StoreOutcome(False, f"STOW-RS of {name}: {said}", association_lost=True,
+                        failure=failure)
+
+
+def basic_authorization(destination: PacsDestination) -> str | None:
+    """The ``Authorization`` header's value for the destination's user (its password read
+    from password_file now), None without a user: LinkFailed where the file is not usable."""
+    if not destination.username:
+        return None
+    try:
+        password = read_secret(destination.password_file)
+    except OSError as exc:
+        raise LinkFailed(f"password_file {exc.strerror}", codes.PACS_PASSWORD_FILE) from exc
+    except SecretFileUnsafe as exc:
+        raise LinkFailed(f"password_file {exc}", codes.PACS_PASSWORD_FILE) from exc
+    pair = f"{destination.username}:{password}".encode()
+    return "Basic " + base64.b64encode(pair).decode("ascii")
+
+
+def open_link(destination: PacsDestination, settings: PacsConfig, calling_ae: str,
+              batch: list[Document]) -> StowLink:
+    """A connection to the destination's STOW-RS service (LinkFailed saying why not);
+    ``calling_ae`` and the batch's classes play no part in HTTP."""
+    del calling_ae, batch
+    link = StowLink(destination, settings, basic_authorization(destination))
+    link.connect()
+    return link
