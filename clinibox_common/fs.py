@@ -44,12 +44,16 @@ class SecretFileUnsafe(CliniboxError):
 
 
 def read_secret(path: str | Path) -> str:
-    """The password in a password file (its first line): OSError where it cannot be read,
-    SecretFileUnsafe where it is no small regular file (never through a link) or its mode
-    lets others read it (the fix is said: ``chmod 600``)."""
+    """The password in a password file (its first line, without a UTF-8 byte order mark):
+    OSError where it cannot be read, SecretFileUnsafe where it is a symbolic link (never
+    followed), no small regular file, readable by others than its owner (the fix is said:
+    ``chmod 600``), not UTF-8, or holds no password."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise SecretFileUnsafe(f"{path} is a symbolic link (write the password in the "
+                                   f"file itself)") from exc
         raise OSError(exc.errno, f"{path}: {exc.strerror}") from exc
     with os.fdopen(fd, "rb") as held:
         info = os.fstat(held.fileno())
@@ -59,8 +63,14 @@ def read_secret(path: str | Path) -> str:
             raise SecretFileUnsafe(f"{path} may be read by others (mode "
                                    f"{info.st_mode & 0o777:o}; chmod 600 it)")
         data = held.read(MAX_SECRET_FILE)
-    lines = data.decode("utf-8", errors="replace").splitlines()
-    return lines[0] if lines else ""
+    try:
+        text = data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise SecretFileUnsafe(f"{path} is not UTF-8 text") from exc
+    lines = text.splitlines()
+    if not lines or not lines[0]:
+        raise SecretFileUnsafe(f"{path} holds no password on its first line")
+    return lines[0]
 
 
 def write_atomically(path: Path, text: str, mode: int | None = None,

@@ -97,9 +97,25 @@ class DicomSender:
             if stop is not None and stop.is_set():
                 break
             due = rows.due_documents(self.conn, now, name, limit=BATCH_LIMIT)
-            if due:
+            if not due:
+                continue
+            try:
                 done[name] = self.deliver(destination, due, stop)
+            except Exception:  # one destination's fault never holds back the others
+                log.exception("PACS %s (%s): the pass failed", name, destination.peer())
+                self._postpone(destination, due)
         return done
+
+    def _postpone(self, destination: PacsDestination, due: list[rows.DueDocument]) -> None:
+        """A pass that failed unexpectedly: its documents wait out the backoff, as after a
+        failure, so the next pass goes on to the others and this one is not hammered."""
+        error = f"{destination.peer()}: the box failed while sending (see its log)"
+        with db.transaction(self.conn):
+            for item in due:
+                rows.mark_failed(self.conn, item.id, error, self.settings.retry_min_seconds,
+                                 self.settings.retry_max_seconds)
+        self._record(destination, error, event_codes.code(event_codes.PACS_FAILED,
+                                                          event_codes.PACS_LOST))
 
     def deliver(self, destination: PacsDestination, due: list[rows.DueDocument],
                 stop: threading.Event | None = None) -> Delivery:

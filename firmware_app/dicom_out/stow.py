@@ -8,15 +8,22 @@ transfer syntax), so the answer is about that document alone, as a C-STORE's is.
 user and the password (``password_file``, read when the link opens) go as HTTP Basic
 over TLS only; neither is ever in a message. The answer:
 
-- 200 OK: stored. 202 Accepted: stored with a warning (its WarningReason), or refused
-  when the document is in the answer's FailedSOPSequence (its FailureReason), read from
-  the answer's DICOM JSON;
-- 400, 409, 413, 415 and other 4xx: refused (the FailureReason, else 0x0110 Processing
-  failure), counted towards ``[pacs] max_refusals`` like a C-STORE refusal;
+- 200 OK or 202 Accepted whose DICOM JSON names the document in its ReferencedSOPSequence
+  (PS3.18 Table 10.5.3-3): stored (with its WarningReason, if any);
+- the document in the answer's FailedSOPSequence (its FailureReason), or 409, 413, 415
+  (0x0110 Processing failure where no reason is named): refused, counted towards
+  ``[pacs] max_refusals`` like a C-STORE refusal;
 - 401, 403: the credentials refused (``auth``); 404, 405 or a redirect: no DICOMweb store
   at that url (``no_service``, never followed: a redirect would take the password
-  elsewhere); 408, 429, 5xx: the service failed or is busy (``server_error``). These
-  end the batch; its documents are tried again after the backoff, never held.
+  elsewhere); 408, 429, 5xx: the service failed or is busy (``server_error``); another
+  4xx (a TLS front's 400 for a missing client certificate, a proxy's 407): turned down
+  (``rejected``); a 200 or 202 that does not name the document: not proven stored
+  (``unconfirmed``: a web page at a wrong url says 200 too). These end the batch; its
+  documents are tried again after the backoff, never held.
+
+Each request has ``[pacs] dimse_timeout`` in all, however the answer trickles in (a
+watchdog closes the connection then), and nothing the service sends can raise out of
+``store``: its words reach messages without control characters, cut short.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import json
 import os
 import socket
 import ssl
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import IO, Any
@@ -60,8 +68,12 @@ WARNING_REASON = "00081196"
 AUTH_REFUSED = frozenset({401, 403})
 NO_SERVICE = frozenset({404, 405})
 SERVER_ERROR = frozenset({408, 429})
+#: answers without a DICOM FailureReason that still refuse the document itself
+REFUSALS = frozenset({409, 413, 415})
 #: read the file in pieces of this size
 CHUNK = 1 << 16
+#: the most characters of the service's own words (reason phrase, error) kept in a message
+SAID_AT_MOST = 100
 
 
 class StowLink:
@@ -118,21 +130,24 @@ class StowLink:
                 self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def store(self, document: Document) -> StoreOutcome:
-        """POST one document and read the answer (OSError: its file cannot be read)."""
+        """POST one document and read the answer within ``[pacs] dimse_timeout`` in all
+        (OSError: its file cannot be read)."""
+        peer = self.destination.peer()
         with open(document.path, "rb") as held:
             size = os.fstat(held.fileno()).st_size
+            watchdog = Watchdog(self.conn, self.settings.dimse_timeout)
             try:
                 status, reason, answer = self._post(held, size)
-            except TimeoutError:
-                return StoreOutcome(False, f"{self.destination.peer()} did not answer within "
-                                           f"{self.settings.dimse_timeout:g} s",
-                                    association_lost=True, failure=codes.PACS_NO_ANSWER)
-            except ssl.SSLError as exc:
-                return StoreOutcome(False, f"TLS failed while sending: {exc}",
-                                    association_lost=True, failure=codes.PACS_TLS)
-            except (OSError, http.client.HTTPException) as exc:
-                return StoreOutcome(False, f"connection lost: {exc or type(exc).__name__}",
-                                    association_lost=True, failure=codes.PACS_LOST)
+            except Exception as exc:  # whatever the service does, an outcome
+                if watchdog.fired:
+                    return StoreOutcome(False, f"{peer} did not answer within "
+                                               f"{self.settings.dimse_timeout:g} s",
+                                        association_lost=True, failure=codes.PACS_NO_ANSWER)
+                return StoreOutcome(False, _lost(exc), association_lost=True,
+                                    failure=codes.PACS_TLS if isinstance(exc, ssl.SSLError)
+                                    else codes.PACS_LOST)
+            finally:
+                watchdog.cancel()
         return outcome(status, reason, answer, document)
 
     def _post(self, held: IO[bytes], size: int) -> tuple[int, str, Any]:
@@ -177,6 +192,43 @@ class StowLink:
         self.conn.close()
 
 
+class Watchdog:
+    """Closes a connection's socket when one request has had its time, so that no answer,
+    however slowly it trickles in, holds the sender longer."""
+
+    def __init__(self, conn: http.client.HTTPConnection, seconds: float) -> None:
+        self.conn = conn
+        self.fired = False
+        self.timer = threading.Timer(seconds, self._cut)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def _cut(self) -> None:
+        self.fired = True
+        sock = self.conn.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        """The request ended in time (or not): stop watching."""
+        self.timer.cancel()
+        if self.fired:
+            self.conn.close()
+
+
+def _said(text: object) -> str:
+    """The service's own words for a message: printable, at most SAID_AT_MOST characters."""
+    clean = "".join(c if c.isprintable() else " " for c in str(text))
+    return clean if len(clean) <= SAID_AT_MOST else clean[:SAID_AT_MOST] + "…"
+
+
+def _lost(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed while sending: {_said(exc)}"
+    return f"connection lost: {_said(exc) or type(exc).__name__}"
+
+
 def _body(head: bytes, held: IO[bytes], tail: bytes) -> Iterator[bytes]:
     yield head
     while chunk := held.read(CHUNK):
@@ -190,7 +242,7 @@ def _dicom_json(response: http.client.HTTPResponse, data: bytes) -> Any:
         return None
     try:
         parsed = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     if isinstance(parsed, list):  # an array of one data set
         parsed = parsed[0] if parsed else None
@@ -222,24 +274,28 @@ def outcome(status: int, reason: str, answer: Any, document: Document) -> StoreO
     """What the service's answer (HTTP status and reason, its DICOM JSON or None) says of
     ``document``."""
     name = UID(document.sop_class_uid).name
-    said = f"HTTP {status} {reason}".strip()
+    said = _said(f"HTTP {status} {reason}".strip())
+    uid = document.sop_instance_uid
     failed = _reasons(answer, FAILED_SOP_SEQUENCE, FAILURE_REASON)
-    if document.sop_instance_uid in failed or (400 <= status < 500 and status not in
-                                                AUTH_REFUSED | NO_SERVICE | SERVER_ERROR):
-        code = failed.get(document.sop_instance_uid) or PROCESSING_FAILURE
+    if uid in failed or status in REFUSALS:
+        code = failed.get(uid) or PROCESSING_FAILURE
         return StoreOutcome(False, f"STOW-RS of {name} refused: {said}, {status_text(code)}",
                             status=code, failure=codes.PACS_REFUSED)
-    if status in (200, 202):
-        warned = _reasons(answer, REFERENCED_SOP_SEQUENCE, WARNING_REASON)
-        code = warned.get(document.sop_instance_uid) or 0x0000
+    stored = _reasons(answer, REFERENCED_SOP_SEQUENCE, WARNING_REASON)
+    if status in (200, 202) and uid in stored:
+        code = stored[uid] or 0x0000
         return StoreOutcome(True, f"{said}, {status_text(code)}", status=code)
-    if status in AUTH_REFUSED:
-        failure = codes.PACS_AUTH
+    if status in (200, 202):
+        failure, why = codes.PACS_UNCONFIRMED, "the answer does not say it was stored"
+    elif status in AUTH_REFUSED:
+        failure, why = codes.PACS_AUTH, "user name or password refused"
     elif status in NO_SERVICE or 300 <= status < 400:
-        failure = codes.PACS_NO_SERVICE
+        failure, why = codes.PACS_NO_SERVICE, "no DICOMweb store at this address"
+    elif 400 <= status < 500 and status not in SERVER_ERROR:
+        failure, why = codes.PACS_REJECTED, "turned down"
     else:
-        failure = codes.PACS_SERVER_ERROR
-    return StoreOutcome(False, f"STOW-RS of {name}: {said}", association_lost=True,
+        failure, why = codes.PACS_SERVER_ERROR, "the service failed or is busy"
+    return StoreOutcome(False, f"STOW-RS of {name}: {said} ({why})", association_lost=True,
                         failure=failure)
 
 

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from clinibox_common.contracts.dicom_outputs import DICOM_OUTPUTS, default_outputs, output_keys
 from clinibox_common.contracts.words import Word
 from clinibox_common.i18n import gettext
+from clinibox_common.redaction import redact_url
 from clinibox_common.settings_loader import (
     ConfigError,
     in_range,
@@ -34,17 +35,24 @@ class PacsProtocol(Word):
 
 
 def _stow_url(value: Any) -> str | None:
-    """empty, or an http(s):// URL with a host and no user, password, query or fragment."""
+    """empty, or an http(s):// URL with a host, a port of 1-65535 if any, an ASCII path
+    (non-ASCII percent-encoded) and no user, password, query or fragment."""
     if not value:
         return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username \
-            or parts.password is not None or parts.query or parts.fragment \
-            or any(c.isspace() for c in value):
-        return gettext("must be an http:// or https:// address of the DICOMweb service, "
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        parts, port = None, 0
+    if parts is None or port == 0 or parts.scheme not in ("http", "https") \
+            or not parts.hostname or parts.username or parts.password is not None \
+            or parts.query or parts.fragment or not value.isascii() \
+            or any(c.isspace() or ord(c) < 0x20 or c == "\x7f" for c in value):
+        return gettext("must be an http:// or https:// address of the DICOMweb service "
+                       "(ASCII, non-ASCII percent-encoded; a port of 1-65535 if any), "
                        "without a user, password, query or fragment (the user goes in "
                        "username, the password in password_file); got %(value)s",
-                       value=repr(value))
+                       value=repr(redact_url(value)))
     return None
 
 

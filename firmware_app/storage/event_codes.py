@@ -80,11 +80,12 @@ PACS_AUTH = "auth"  # STOW-RS: the service refused the box's user name or passwo
 PACS_NO_SERVICE = "no_service"  # STOW-RS: no DICOMweb store at the url (404, 405, redirect)
 PACS_SERVER_ERROR = "server_error"  # STOW-RS: the service failed or is busy (5xx, 408, 429)
 PACS_PASSWORD_FILE = "password_file"  # STOW-RS: the box cannot use its password_file
+PACS_UNCONFIRMED = "unconfirmed"  # STOW-RS: a 200/202 that does not name the document stored
 #: why a PACS rejected the association (``pacs_failed:rejected:<why>``; none: another reason)
 PACS_REJECTIONS = {(1, 3): "calling_ae", (1, 7): "called_ae", (3, 1): "busy", (3, 2): "busy"}
 PACS_FAILURES = (PACS_UNREACHABLE, PACS_TLS, PACS_REJECTED, PACS_ABORTED, PACS_NO_ANSWER,
                  PACS_REFUSED, PACS_LOST, PACS_UNREADABLE, PACS_CANNOT_SEND, PACS_AUTH,
-                 PACS_NO_SERVICE, PACS_SERVER_ERROR, PACS_PASSWORD_FILE)
+                 PACS_NO_SERVICE, PACS_SERVER_ERROR, PACS_PASSWORD_FILE, PACS_UNCONFIRMED)
 
 
 def code(kind: str, *parts: object) -> str:

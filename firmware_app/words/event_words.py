@@ -117,13 +117,15 @@ PACS_FAILURES = {
     codes.PACS_LOST: N_("the connection to the PACS was lost while sending"),
     codes.PACS_UNREADABLE: N_("the box could not read a result file it was to send"),
     codes.PACS_CANNOT_SEND: N_("the PACS does not accept this kind of result"),
-    codes.PACS_AUTH: N_("the PACS refused the box's user name or password (check username "
-                        "and password_file)"),
+    codes.PACS_AUTH: N_("the PACS refused the box's user name or password, or the user may "
+                        "not store (check username and password_file)"),
     codes.PACS_NO_SERVICE: N_("the PACS has no DICOMweb store at the configured address "
                               "(check url)"),
     codes.PACS_SERVER_ERROR: N_("the PACS failed or is busy; the box tries again"),
     codes.PACS_PASSWORD_FILE: N_("the box cannot use its password file for the PACS (check "
-                                 "password_file: it must be the service's own, mode 600)"),
+                                 "password_file: a file of the clinibox user, mode 600)"),
+    codes.PACS_UNCONFIRMED: N_("the PACS answered without saying it stored the result "
+                               "(check url); the box tries again"),
 }
 #: why the PACS turned the connection down (``pacs_failed:rejected:<why>``)
 PACS_REJECTIONS = {

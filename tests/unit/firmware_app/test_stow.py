@@ -10,8 +10,12 @@ multipart/related body, the Basic credentials) so the tests can say what was sen
 from __future__ import annotations
 
 import base64
+import contextlib
+import io
 import json
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -79,7 +83,8 @@ def test_a_wrong_stow_rs_destination_is_refused_naming_the_key(tmp_path, table, 
 # -- a scripted STOW-RS service ------------------------------------------------------------
 
 class Peer:
-    """What the scripted service answers, and what it was sent."""
+    """What the scripted service answers, and what it was sent: by default the store
+    answer naming what it received (``stored_answer``)."""
 
     def __init__(self) -> None:
         self.answers: list[tuple[int, dict | None]] = []
@@ -88,6 +93,11 @@ class Peer:
         #: service's keep-alive timeout does)
         self.close_after: set[int] = set()
         self.connections: set[tuple[str, int]] = set()
+
+
+def stored_answer(uid: str) -> dict:
+    return {stow.REFERENCED_SOP_SEQUENCE: {"vr": "SQ", "Value": [{
+        stow.REFERENCED_SOP_INSTANCE_UID: {"vr": "UI", "Value": [uid]}}]}}
 
 
 def failed_answer(uid: str, reason: int) -> dict:
@@ -123,7 +133,9 @@ def peer_fixture() -> Iterator[tuple[Peer, int]]:
             peer.received.append({"path": self.path, "parts": parts,
                                   "authorization": self.headers.get("Authorization"),
                                   "accept": self.headers.get("Accept")})
-            status, answer = peer.answers[number] if number < len(peer.answers) else (200, None)
+            received = dcmread(io.BytesIO(parts[0])).SOPInstanceUID if parts else ""
+            status, answer = (peer.answers[number] if number < len(peer.answers)
+                              else (200, stored_answer(received)))
             data = json.dumps(answer).encode() if answer is not None else b""
             self.send_response(status)
             if status in (301, 302, 307):
@@ -270,8 +282,193 @@ def test_a_service_that_is_not_there_is_said_when_the_link_opens(tmp_path):
     ["not", "a", "data set"],
     [],
 ])
-def test_an_answer_that_is_not_as_the_standard_says_is_read_by_its_status(tmp_path, answer):
+def test_an_answer_that_is_not_as_the_standard_says_proves_nothing_stored(tmp_path, answer):
     sent = saved(tmp_path)
-    assert stow.outcome(200, "OK", answer, sent).stored
+    assert stow.outcome(200, "OK", answer, sent).failure == codes.PACS_UNCONFIRMED
     refusal = stow.outcome(409, "Conflict", answer, sent)
     assert (refusal.stored, refusal.status) == (False, stow.PROCESSING_FAILURE)
+
+
+# -- what a hostile or broken service answers (the red-team pass of 2026-11-28) --------------
+
+def raw_peer(answer) -> int:
+    """A service on a free port that reads each request whole, then lets ``answer(conn)``
+    write whatever bytes it likes."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length"))
+            while len(body) < length:
+                body += conn.recv(65536)
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server.getsockname()[1]
+
+
+def store_once(port: int, tmp_path: Path, answer_seconds: float = 2.0):
+    settings = PacsConfig(connect_timeout=2, dimse_timeout=answer_seconds)
+    link = stow.open_link(destination_for(port), settings, "CLINIBOX", [])
+    try:
+        return link.store(saved(tmp_path))
+    finally:
+        link.close()
+
+
+def test_an_answer_that_trickles_in_ends_at_the_answer_time_in_all(tmp_path):
+    def drip(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            for byte in b"HTTP/1.1 200 OK\r\nX-Drip: " + b"a" * 1000:
+                conn.send(bytes([byte]))
+                time.sleep(0.5)
+
+    started = time.monotonic()
+    outcome = store_once(raw_peer(drip), tmp_path, answer_seconds=2.0)
+    assert time.monotonic() - started < 10
+    assert (outcome.stored, outcome.failure, outcome.association_lost) == (
+        False, codes.PACS_NO_ANSWER, True)
+    assert "did not answer within 2 s" in outcome.detail
+
+
+def answer_with(status_line: bytes, content_type: bytes, body: bytes):
+    def answer(conn: socket.socket) -> None:
+        conn.sendall(status_line + b"\r\nContent-Type: " + content_type
+                     + b"\r\nContent-Length: " + str(len(body)).encode()
+                     + b"\r\nConnection: close\r\n\r\n" + body)
+        conn.close()
+    return answer
+
+
+@pytest.mark.parametrize(("status_line", "content_type", "body", "failure"), [
+    # a web page at a wrong url, an empty answer, an empty data set, cut-off JSON, JSON
+    # nested past Python's recursion limit: none proves the document stored
+    (b"HTTP/1.1 200 OK", b"text/html", b"<html>Welcome</html>", codes.PACS_UNCONFIRMED),
+    (b"HTTP/1.1 200 OK", b"application/dicom+json", b"", codes.PACS_UNCONFIRMED),
+    (b"HTTP/1.1 202 Accepted", b"application/dicom+json", b"{}", codes.PACS_UNCONFIRMED),
+    (b"HTTP/1.1 200 OK", b"application/dicom+json", b'{"00081199": {"vr": "SQ", "Val',
+     codes.PACS_UNCONFIRMED),
+    (b"HTTP/1.1 200 OK", b"application/dicom+json", b"[" * 200000 + b"]" * 200000,
+     codes.PACS_UNCONFIRMED),
+    # a TLS front's answer to a missing client certificate, a proxy's: turned down, never
+    # counted towards holding the document
+    (b"HTTP/1.1 400 Bad Request", b"text/html", b"No required SSL certificate was sent",
+     codes.PACS_REJECTED),
+    (b"HTTP/1.1 407 Proxy Authentication Required", b"text/html", b"", codes.PACS_REJECTED),
+    # control characters in the service's words never reach a message
+    (b"HTTP/1.1 500 \x1b[2J\x1b[31mSTORED OK " + b"R" * 300, b"text/plain", b"",
+     codes.PACS_SERVER_ERROR),
+])
+def test_answers_that_do_not_prove_the_document_stored_are_never_taken_for_it(
+        tmp_path, status_line, content_type, body, failure):
+    outcome = store_once(raw_peer(answer_with(status_line, content_type, body)), tmp_path)
+    assert (outcome.stored, outcome.status, outcome.failure) == (False, None, failure)
+    assert outcome.association_lost  # the batch waits for the backoff: nothing is held
+    assert "\x1b" not in outcome.detail and len(outcome.detail) < 250
+
+
+def test_a_200_naming_another_document_is_not_this_ones_receipt(tmp_path):
+    sent = saved(tmp_path)
+    other = stored_answer("1.2.3.4.999")
+    assert stow.outcome(200, "OK", other, sent).failure == codes.PACS_UNCONFIRMED
+    assert stow.outcome(200, "OK", stored_answer(sent.sop_instance_uid), sent).stored
+
+
+@pytest.mark.parametrize("url", [
+    "https://pacs:99999/dw", "https://pacs:abc/dw", "https://pacs:0/dw",
+    "https://pacs/dicom-wéb", "https://[::1/dw", "https://pacs/a\tb",
+])
+def test_an_address_the_box_could_not_send_to_is_refused_by_the_config_check(tmp_path, url):
+    path = tmp_path / "bad.toml"
+    path.write_text('[[pacs.destinations]]\nname = "web"\nprotocol = "stow-rs"\n'
+                    f'url = "{url}"\n')
+    with pytest.raises(ConfigError, match=r"\[pacs.destinations 1\] url: must be an http"):
+        cfg.load(path)
+
+
+def test_a_password_written_into_the_url_is_not_repeated_by_the_refusal(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('[[pacs.destinations]]\nname = "web"\nprotocol = "stow-rs"\n'
+                    f'url = "https://u:{PASSWORD}@pacs.clinic.lan/dicom-web"\n')
+    with pytest.raises(ConfigError) as refused:
+        cfg.load(path)
+    assert PASSWORD not in str(refused.value) and "***" in str(refused.value)
+
+
+@pytest.mark.parametrize(("content", "said"), [
+    (b"", "holds no password"), (b"\n" + PASSWORD.encode(), "holds no password"),
+    (b"P\xe4sswort\n", "is not UTF-8 text"),
+])
+def test_a_password_file_without_a_usable_password_is_refused_saying_why(tmp_path, content,
+                                                                         said):
+    secret = tmp_path / "password"
+    secret.write_bytes(content)
+    secret.chmod(0o600)
+    destination = destination_for(1, username="u", password_file=str(secret))
+    with pytest.raises(LinkFailed, match=said) as refused:
+        stow.basic_authorization(destination)
+    assert refused.value.failure == codes.PACS_PASSWORD_FILE
+
+
+def test_a_password_file_s_byte_order_mark_is_no_part_of_the_password(tmp_path):
+    secret = tmp_path / "password"
+    secret.write_bytes(b"\xef\xbb\xbf" + PASSWORD.encode() + b"\r\n")
+    secret.chmod(0o600)
+    header = stow.basic_authorization(destination_for(1, username="u",
+                                                      password_file=str(secret)))
+    assert base64.b64decode(header.split()[1]).decode() == f"u:{PASSWORD}"
+    link = tmp_path / "link"
+    link.symlink_to(secret)
+    with pytest.raises(LinkFailed, match="is a symbolic link"):
+        stow.basic_authorization(destination_for(1, username="u", password_file=str(link)))
+
+
+def test_a_destination_whose_pass_fails_unexpectedly_holds_back_no_other(tmp_path,
+                                                                         monkeypatch, peer):
+    from firmware_app.dicom_out import sender as sender_module
+    from firmware_app.dicom_out.outbox import enqueue_documents
+    from firmware_app.settings.pacs import PacsProtocol
+    from firmware_app.storage import db
+
+    service, port = peer
+    config = cfg.Config()
+    config.storage.state_dir = str(tmp_path / "state")
+    good = destination_for(port)
+    good.name = "pacs"
+    broken = destination_for(port)
+    broken.name = "archive"  # sorts first
+    config.pacs.destinations = [broken, good]
+    db.open_database(config.database_path).close()
+    opened = sender_module.LINKS[PacsProtocol.STOW_RS]
+
+    def failing_for_archive(destination, *args):
+        if destination.name == "archive":
+            raise RuntimeError("a bug the service never expected")
+        return opened(destination, *args)
+
+    monkeypatch.setitem(sender_module.LINKS, PacsProtocol.STOW_RS, failing_for_archive)
+    conn = db.connect(config.database_path)
+    made = document("sr")
+    enqueue_documents(conn, config.dicom_out_dir, [made], config.pacs.destinations)
+    conn.close()
+    done = sender_module.DicomSender(config).send_due()
+    assert done["pacs"].sent == 1 and "archive" not in done
+    conn = db.connect(config.database_path)
+    rows = {r["destination"]: dict(r) for r in conn.execute("SELECT * FROM dicom_outbox")}
+    events = [r["code"] for r in conn.execute("SELECT code FROM events")]
+    conn.close()
+    assert rows["pacs"]["state"] == "sent"
+    archive = rows["archive"]
+    assert (archive["state"], archive["attempts"]) == ("pending", 1)  # waits its backoff
+    assert "the box failed while sending" in archive["last_error"]
+    assert "pacs_failed:lost" in events
+    assert len(service.received) == 1
