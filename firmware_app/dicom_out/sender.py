@@ -17,11 +17,14 @@ destination's comment, until a technician re-queues it (``clinibox dicom-out
 retry``). Failures are logged and recorded as events (once per new error,
 again hourly while it lasts; each hold at once); successes are not.
 
-The thread sleeps until the next document is due, or until ``wake`` is set (the
-code that commits new rows sets it), and ends between two documents when ``stop``
-is set. Nothing in a pass may crash it: an unexpected error is logged and the
-pass is tried again a little later. Once an hour it purges sent and superseded
-rows older than the audit period (``[telemetry] audit_days``) with their files.
+``run`` gives each destination a thread of its own (``DicomSender(config, only=name)``),
+so a PACS that answers slowly or not at all never delays another's documents. Each
+sleeps until its next document is due, or until ``wake`` is set (the code that commits
+new rows sets it; ``run`` passes it on to every destination's thread), and ends between
+two documents when ``stop`` is set. Nothing in a pass may crash it: an unexpected error
+is logged and the pass is tried again a little later. Once an hour ``run`` purges sent
+and superseded rows older than the audit period (``[telemetry] audit_days``) with their
+files.
 """
 
 from __future__ import annotations
@@ -76,10 +79,12 @@ class Delivery:
 class DicomSender:
     """Delivers the DICOM outbox to the configured PACS destinations."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, only: str | None = None) -> None:
+        """``only``: the one destination this sender serves (all when None)."""
         self.config = config
         self.settings = config.pacs
-        self.destinations = {d.name: d for d in config.pacs.destinations}
+        self.destinations = {d.name: d for d in config.pacs.destinations
+                             if only is None or d.name == only}
         self.conn = db.connect(config.database_path)
         self.next_purge = 0.0
         self.failing: set[str] = set()
@@ -271,21 +276,49 @@ class DicomSender:
             return POLL_SECONDS
         return min(POLL_SECONDS, max(MIN_PAUSE, due - now))
 
-    # -- the thread ----------------------------------------------------------
+    # -- the threads ---------------------------------------------------------
     def run(self, stop: threading.Event, wake: threading.Event) -> None:
-        """Pass after pass until ``stop``; sleep until something is due or ``wake`` is set."""
+        """A thread per destination until ``stop``; ``wake`` passed on to each; the hourly
+        purge here."""
         log.info("DICOM outbox: sending to %s", ", ".join(
             f"{d.name} ({d.peer()})" for d in self.destinations.values()))
+        wakes = {name: threading.Event() for name in self.destinations}
+        threads = [threading.Thread(target=DicomSender(self.config, only=name).serve,
+                                    args=(stop, wakes[name]), name=f"dicom-sender-{name}",
+                                    daemon=True) for name in self.destinations]
+        for thread in threads:
+            thread.start()
+        try:
+            while not stop.is_set():
+                if wake.wait(1.0):
+                    wake.clear()
+                    for event in wakes.values():
+                        event.set()
+                if time.time() >= self.next_purge:
+                    self._purge_now()
+        finally:
+            for event in wakes.values():
+                event.set()
+            for thread in threads:
+                thread.join(30)
+            self.conn.close()
+
+    def _purge_now(self) -> None:
+        try:
+            purged = self.purge()
+            if purged:
+                log.info("DICOM outbox: purged %d rows older than the audit period", purged)
+        except Exception:  # keep the service running; the next hour tries again
+            log.exception("DICOM outbox purge failed")
+        self.next_purge = time.time() + PURGE_EVERY
+
+    def serve(self, stop: threading.Event, wake: threading.Event) -> None:
+        """Pass after pass for this sender's destinations until ``stop``; sleep until
+        something is due or ``wake`` is set."""
         while not stop.is_set():
             wake.clear()
             try:
                 self.send_due(stop)
-                if time.time() >= self.next_purge:
-                    purged = self.purge()
-                    if purged:
-                        log.info("DICOM outbox: purged %d rows older than the audit period",
-                                 purged)
-                    self.next_purge = time.time() + PURGE_EVERY
                 pause = self.seconds_to_wait()
             except Exception:  # keep the service running; the next pass tries again
                 log.exception("DICOM outbox pass failed")

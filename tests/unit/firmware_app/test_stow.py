@@ -325,6 +325,7 @@ def store_once(port: int, tmp_path: Path, answer_seconds: float = 2.0):
         link.close()
 
 
+@pytest.mark.slow
 def test_an_answer_that_trickles_in_ends_at_the_answer_time_in_all(tmp_path):
     def drip(conn: socket.socket) -> None:
         with contextlib.suppress(OSError):
@@ -472,3 +473,55 @@ def test_a_destination_whose_pass_fails_unexpectedly_holds_back_no_other(tmp_pat
     assert "the box failed while sending" in archive["last_error"]
     assert "pacs_failed:lost" in events
     assert len(service.received) == 1
+
+
+@pytest.mark.slow
+def test_a_service_that_never_answers_delays_no_other_destination(tmp_path, peer):
+    """Each destination has its sender thread: the good one's result goes at once while
+    the silent one's request waits out its answer time."""
+    from firmware_app.dicom_out import sender as sender_module
+    from firmware_app.dicom_out.outbox import enqueue_documents
+    from firmware_app.storage import db
+
+    def silent(conn: socket.socket) -> None:
+        time.sleep(60)
+        conn.close()
+
+    _service, port = peer
+    config = cfg.Config()
+    config.storage.state_dir = str(tmp_path / "state")
+    config.pacs.dimse_timeout = 10.0
+    quiet = destination_for(raw_peer(silent))
+    quiet.name = "archive"  # sorts first: one thread for both would serve it first
+    good = destination_for(port)
+    good.name = "pacs"
+    config.pacs.destinations = [quiet, good]
+    db.open_database(config.database_path).close()
+    conn = db.connect(config.database_path)
+    enqueue_documents(conn, config.dicom_out_dir, [document("sr")], config.pacs.destinations)
+    conn.close()
+
+    def sent_to(name: str) -> bool:
+        check = db.connect(config.database_path)
+        try:
+            return check.execute("SELECT state FROM dicom_outbox WHERE destination = ?",
+                                 (name,)).fetchone()[0] == "sent"
+        finally:
+            check.close()
+
+    stop, wake = threading.Event(), threading.Event()
+    thread = threading.Thread(target=sender_module.DicomSender(config).run, args=(stop, wake),
+                              daemon=True)
+    started = time.monotonic()
+    thread.start()
+    try:
+        while not sent_to("pacs") and time.monotonic() - started < 20:
+            time.sleep(0.05)
+        took = time.monotonic() - started
+        assert sent_to("pacs") and took < 5, took  # not behind the silent one's 10 s
+        assert not sent_to("archive")
+    finally:
+        stop.set()
+        wake.set()
+        thread.join(30)
+    assert not thread.is_alive()
