@@ -22,6 +22,13 @@ def check_ae_title(value: Any) -> str | None:
     return None
 
 
+def check_absolute_or_empty(value: Any) -> str | None:
+    """'' or an absolute path."""
+    if value and not value.startswith("/"):
+        return gettext("must be an absolute path or empty, got %(value)s", value=repr(value))
+    return None
+
+
 def check_name(value: Any) -> str | None:
     """1-32 letters, digits, dots, dashes or underscores, a letter or digit first."""
     if not _NAME.match(value):

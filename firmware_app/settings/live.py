@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from clinibox_common.i18n import gettext
 from clinibox_common.redaction import redact_url, url_secrets
 from clinibox_common.settings_loader import ConfigError, in_range, names, one_of, setting
+from firmware_app.settings.checks import check_absolute_or_empty
 
 #: a source's name: it names its folder and its page (``/live/<name>``)
 _SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -50,13 +51,6 @@ def _source_url(value: Any) -> str | None:
     return None
 
 
-def _absolute_or_empty(value: Any) -> str | None:
-    """'' or an absolute path."""
-    if value and not value.startswith("/"):
-        return gettext("must be an absolute path or empty, got %(value)s", value=repr(value))
-    return None
-
-
 def _addresses(value: Any) -> str | None:
     """IPv4 or IPv6 addresses."""
     for address in value:
@@ -85,11 +79,11 @@ class LiveSource:
                        "rtsp://, udp:// (MPEG-TS), http:// (MJPEG) stream, or tls:// "
                        "(MPEG-TS over TLS: the sender proven by its certificate, ca_file); "
                        "write a password in password_file, not here", "/dev/video0")
-    password_file: str = setting(_absolute_or_empty, "network streams: a file (mode 0600, "
+    password_file: str = setting(check_absolute_or_empty, "network streams: a file (mode 0600, "
                                  "read by the service alone) holding the password of the "
                                  "url's user; put into the URL only when the stream is "
                                  "opened, never shown or logged", "")
-    ca_file: str = setting(_absolute_or_empty, "https:// and tls:// streams: the "
+    ca_file: str = setting(check_absolute_or_empty, "https:// and tls:// streams: the "
                            "CA (PEM) that signed the sender's certificate; the sender's "
                            "certificate is verified and a stream from any other is refused. "
                            "Empty: not verified", "")

@@ -19,7 +19,12 @@ from clinibox_common.settings_loader import (
     setting,
     toml_value,
 )
-from firmware_app.settings.checks import check_ae_title, check_name, load_tables
+from firmware_app.settings.checks import (
+    check_absolute_or_empty,
+    check_ae_title,
+    check_name,
+    load_tables,
+)
 
 #: the kinds of DICOM result document a PACS destination may be sent (``send``): the keys of
 #: the table of DICOM outputs (``contracts/dicom_outputs.py``) when this module was imported;
@@ -53,13 +58,6 @@ def _stow_url(value: Any) -> str | None:
                        "without a user, password, query or fragment (the user goes in "
                        "username, the password in password_file); got %(value)s",
                        value=repr(redact_url(value)))
-    return None
-
-
-def _absolute_or_empty(value: Any) -> str | None:
-    """'' or an absolute path."""
-    if value and not value.startswith("/"):
-        return gettext("must be an absolute path or empty, got %(value)s", value=repr(value))
     return None
 
 
@@ -109,7 +107,7 @@ class PacsDestination:
                        "to <url>/studies), e.g. https://pacs.clinic.lan/dicom-web", "")
     username: str = setting(doc="stow-rs: the user the box signs in as (HTTP Basic, over "
                             "https:// only); empty: none", default="")
-    password_file: str = setting(_absolute_or_empty, "stow-rs: a file (mode 0600, read by "
+    password_file: str = setting(check_absolute_or_empty, "stow-rs: a file (mode 0600, read by "
                                  "the service alone) holding username's password; never "
                                  "shown or logged", "")
 
