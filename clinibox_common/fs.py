@@ -39,8 +39,12 @@ def read_regular(path: str | Path, limit: int, *, follow_links: bool = False) ->
 
 
 class SecretFileUnsafe(CliniboxError):
-    """A password file that is no small regular file, or that others than its owner may
-    read: refused, its password never used."""
+    """A password file the box refuses, its password never used; ``reason`` says why as a
+    code: ``link``, ``not_regular``, ``readable_by_others``, ``not_utf8``, ``empty``."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def read_secret(path: str | Path) -> str:
@@ -53,23 +57,24 @@ def read_secret(path: str | Path) -> str:
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise SecretFileUnsafe(f"{path} is a symbolic link (write the password in the "
-                                   f"file itself)") from exc
+                                   f"file itself)", "link") from exc
         raise OSError(exc.errno, f"{path}: {exc.strerror}") from exc
     with os.fdopen(fd, "rb") as held:
         info = os.fstat(held.fileno())
         if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_SECRET_FILE:
-            raise SecretFileUnsafe(f"{path} is not a small regular file")
+            raise SecretFileUnsafe(f"{path} is not a small regular file", "not_regular")
         if info.st_mode & 0o077:
             raise SecretFileUnsafe(f"{path} may be read by others (mode "
-                                   f"{info.st_mode & 0o777:o}; chmod 600 it)")
+                                   f"{info.st_mode & 0o777:o}; chmod 600 it)",
+                                   "readable_by_others")
         data = held.read(MAX_SECRET_FILE)
     try:
         text = data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
-        raise SecretFileUnsafe(f"{path} is not UTF-8 text") from exc
+        raise SecretFileUnsafe(f"{path} is not UTF-8 text", "not_utf8") from exc
     lines = text.splitlines()
     if not lines or not lines[0]:
-        raise SecretFileUnsafe(f"{path} holds no password on its first line")
+        raise SecretFileUnsafe(f"{path} holds no password on its first line", "empty")
     return lines[0]
 
 

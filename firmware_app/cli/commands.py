@@ -86,6 +86,9 @@ def status_report(config: config_module.Config) -> dict[str, Any]:
     finally:
         conn.close()
     report["disk_free_mb"] = report["disk"]["free_mb"]
+    peers = {d.name: d.peer() for d in config.pacs.destinations}
+    for destination in report["pacs"]:
+        destination["peer"] = peers.get(destination["name"])  # the address, never a password
     report["live"] = live_report(config)
     report["worklist"]["enabled"] = config.worklist.enabled
     report["last_errors"] = [
@@ -221,6 +224,8 @@ def _print_pacs(destinations: list[dict[str, Any]]) -> None:
         if d["last_sent_at"] is not None:
             line += _(", last sent %(when)s", when=_clock(d["last_sent_at"]))
         print(line)
+        if d.get("peer"):
+            print("    " + _("Destination") + _(": ") + d["peer"])
         if d.get("held"):
             held = event_words.pacs_held_error(d.get("held_status"), d["held_error"] or "-")
             print("    " + _("held, no longer retried (refused by the PACS): %(held)s, last: "

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import http.client
 import json
 import os
@@ -148,7 +149,7 @@ class StowLink:
                                     else codes.PACS_LOST)
             finally:
                 watchdog.cancel()
-        return outcome(status, reason, answer, document)
+        return outcome(status, reason, answer, document, bool(self.authorization))
 
     def _post(self, held: IO[bytes], size: int) -> tuple[int, str, Any]:
         """Send the document (once more on a fresh connection when a kept-alive one was
@@ -270,9 +271,11 @@ def _first(element: Any) -> Any:
     return value[0] if isinstance(value, list) and value else None
 
 
-def outcome(status: int, reason: str, answer: Any, document: Document) -> StoreOutcome:
+def outcome(status: int, reason: str, answer: Any, document: Document,
+            user: bool = True) -> StoreOutcome:
     """What the service's answer (HTTP status and reason, its DICOM JSON or None) says of
-    ``document``."""
+    ``document``; ``user``: whether the box signed in. A failure of the link, not of the
+    document, names no document: it is one event however many documents meet it."""
     name = UID(document.sop_class_uid).name
     said = _said(f"HTTP {status} {reason}".strip())
     uid = document.sop_instance_uid
@@ -289,13 +292,15 @@ def outcome(status: int, reason: str, answer: Any, document: Document) -> StoreO
         failure, why = codes.PACS_UNCONFIRMED, "the answer does not say it was stored"
     elif status in AUTH_REFUSED:
         failure, why = codes.PACS_AUTH, "user name or password refused"
+        if not user:
+            failure, why = f"{codes.PACS_AUTH}:no_user", "it asks for a user; none is set"
     elif status in NO_SERVICE or 300 <= status < 400:
         failure, why = codes.PACS_NO_SERVICE, "no DICOMweb store at this address"
     elif 400 <= status < 500 and status not in SERVER_ERROR:
         failure, why = codes.PACS_REJECTED, "turned down"
     else:
         failure, why = codes.PACS_SERVER_ERROR, "the service failed or is busy"
-    return StoreOutcome(False, f"STOW-RS of {name}: {said} ({why})", association_lost=True,
+    return StoreOutcome(False, f"STOW-RS: {said} ({why})", association_lost=True,
                         failure=failure)
 
 
@@ -307,9 +312,12 @@ def basic_authorization(destination: PacsDestination) -> str | None:
     try:
         password = read_secret(destination.password_file)
     except OSError as exc:
-        raise LinkFailed(f"password_file {exc.strerror}", codes.PACS_PASSWORD_FILE) from exc
+        why = "missing" if exc.errno == errno.ENOENT else "unreadable"
+        raise LinkFailed(f"password_file {exc.strerror}",
+                         f"{codes.PACS_PASSWORD_FILE}:{why}") from exc
     except SecretFileUnsafe as exc:
-        raise LinkFailed(f"password_file {exc}", codes.PACS_PASSWORD_FILE) from exc
+        raise LinkFailed(f"password_file {exc}",
+                         f"{codes.PACS_PASSWORD_FILE}:{exc.reason}") from exc
     pair = f"{destination.username}:{password}".encode()
     return "Basic " + base64.b64encode(pair).decode("ascii")
 

@@ -108,11 +108,12 @@ RETENTION_DRY = N_("clean-up of old images (trial run): %(n)s image(s) would be 
 RETENTION_FULL = N_("; the disk is still too full and nothing more may be deleted")
 #: how a PACS destination failed (``storage.event_codes.PACS_…``)
 PACS_FAILURES = {
-    codes.PACS_UNREACHABLE: N_("cannot reach the PACS (no connection)"),
+    codes.PACS_UNREACHABLE: N_("cannot reach the PACS (check that it is on, and host and "
+                               "port, or url); the box tries again"),
     codes.PACS_TLS: N_("the secure connection (TLS) to the PACS failed"),
     codes.PACS_REJECTED: N_("the PACS turned the connection down"),
     codes.PACS_ABORTED: N_("the PACS broke off the connection"),
-    codes.PACS_NO_ANSWER: N_("the PACS did not answer in time"),
+    codes.PACS_NO_ANSWER: N_("the PACS did not answer in time; the box tries again"),
     codes.PACS_REFUSED: N_("the PACS refused a result"),
     codes.PACS_LOST: N_("the connection to the PACS was lost while sending"),
     codes.PACS_UNREADABLE: N_("the box could not read a result file it was to send"),
@@ -122,8 +123,8 @@ PACS_FAILURES = {
     codes.PACS_NO_SERVICE: N_("the PACS has no DICOMweb store at the configured address "
                               "(check url)"),
     codes.PACS_SERVER_ERROR: N_("the PACS failed or is busy; the box tries again"),
-    codes.PACS_PASSWORD_FILE: N_("the box cannot use its password file for the PACS (check "
-                                 "password_file: a file of the clinibox user, mode 600)"),
+    codes.PACS_PASSWORD_FILE: N_("the box cannot use the password file it signs in to the "
+                                 "PACS with"),
     codes.PACS_UNCONFIRMED: N_("the PACS answered without saying it stored the result "
                                "(check url); the box tries again"),
 }
@@ -134,6 +135,21 @@ PACS_REJECTIONS = {
     "calling_ae": N_("the PACS does not know this box's AE title (ask its administrator to "
                      "add it)"),
     "busy": N_("the PACS is busy; the box tries again"),
+}
+#: why the box could not use its password file (``pacs_failed:password_file:<why>``)
+PACS_PASSWORD_FILE_REASONS = {
+    "missing": N_("there is no file at password_file (check the path)"),
+    "unreadable": N_("the service may not read it (make it the clinibox user's, mode 600)"),
+    "link": N_("it is a symbolic link (write the password in the file itself)"),
+    "not_regular": N_("it is not a small text file"),
+    "readable_by_others": N_("others may read it (make it the clinibox user's, mode 600)"),
+    "not_utf8": N_("it is not UTF-8 text"),
+    "empty": N_("its first line holds no password"),
+}
+#: why the PACS refused the box's credentials (``pacs_failed:auth:<why>``)
+PACS_AUTH_REASONS = {
+    "no_user": N_("it asks for a user name and password and none is set (set username and "
+                  "password_file, with an https:// url)"),
 }
 #: a PACS failure with the C-STORE status the PACS answered (data: ``0xA700``)
 PACS_STATUS = N_("%(failure)s (status %(status)s)")
@@ -174,9 +190,11 @@ def pacs_failure(failure: str, status: str = "") -> str:
     words = PACS_FAILURES.get(failure)
     if words is None:
         return ""
-    if failure == codes.PACS_REJECTED and status in PACS_REJECTIONS:
-        return gettext("%(said)s: %(why)s", said=gettext(words),
-                       why=gettext(PACS_REJECTIONS[status]))
+    reasons = {codes.PACS_REJECTED: PACS_REJECTIONS,
+               codes.PACS_PASSWORD_FILE: PACS_PASSWORD_FILE_REASONS,
+               codes.PACS_AUTH: PACS_AUTH_REASONS}.get(failure, {})
+    if status in reasons:
+        return gettext("%(said)s: %(why)s", said=gettext(words), why=gettext(reasons[status]))
     if status.startswith("0x"):
         return gettext(PACS_STATUS, failure=gettext(words), status=status)
     return gettext(words)

@@ -210,7 +210,9 @@ def test_a_refusal_a_warning_and_a_conflict_are_told_apart(tmp_path, peer):
 
 
 @pytest.mark.parametrize(("status", "failure"), [
-    (401, codes.PACS_AUTH), (403, codes.PACS_AUTH), (404, codes.PACS_NO_SERVICE),
+    # the box signed in as no one: the words say to set a user, not to check it
+    (401, f"{codes.PACS_AUTH}:no_user"), (403, f"{codes.PACS_AUTH}:no_user"),
+    (404, codes.PACS_NO_SERVICE),
     (405, codes.PACS_NO_SERVICE), (307, codes.PACS_NO_SERVICE),
     (503, codes.PACS_SERVER_ERROR), (500, codes.PACS_SERVER_ERROR),
     (429, codes.PACS_SERVER_ERROR),
@@ -253,15 +255,16 @@ def test_the_password_goes_as_basic_credentials_and_never_into_a_message(tmp_pat
     assert (scheme, base64.b64decode(token).decode()) == ("Basic", f"clinibox:{PASSWORD}")
     assert PASSWORD not in outcome.detail and PASSWORD not in destination.peer()
 
+    assert outcome.failure == codes.PACS_AUTH  # signed in, and refused
     secret.chmod(0o644)  # others may read it: refused before anything is sent
     with pytest.raises(LinkFailed) as refused:
         stow.open_link(destination, PacsConfig(), "CLINIBOX", [])
-    assert refused.value.failure == codes.PACS_PASSWORD_FILE
+    assert refused.value.failure == f"{codes.PACS_PASSWORD_FILE}:readable_by_others"
     assert "chmod 600" in str(refused.value) and PASSWORD not in str(refused.value)
     secret.unlink()
     with pytest.raises(LinkFailed) as missing:
         stow.open_link(destination, PacsConfig(), "CLINIBOX", [])
-    assert missing.value.failure == codes.PACS_PASSWORD_FILE
+    assert missing.value.failure == f"{codes.PACS_PASSWORD_FILE}:missing"
     assert len(service.received) == 1
 
 
@@ -405,19 +408,20 @@ def test_a_password_written_into_the_url_is_not_repeated_by_the_refusal(tmp_path
     assert PASSWORD not in str(refused.value) and "***" in str(refused.value)
 
 
-@pytest.mark.parametrize(("content", "said"), [
-    (b"", "holds no password"), (b"\n" + PASSWORD.encode(), "holds no password"),
-    (b"P\xe4sswort\n", "is not UTF-8 text"),
+@pytest.mark.parametrize(("content", "said", "why"), [
+    (b"", "holds no password", "empty"), (b"\n" + PASSWORD.encode(), "holds no password",
+                                          "empty"),
+    (b"P\xe4sswort\n", "is not UTF-8 text", "not_utf8"),
 ])
 def test_a_password_file_without_a_usable_password_is_refused_saying_why(tmp_path, content,
-                                                                         said):
+                                                                         said, why):
     secret = tmp_path / "password"
     secret.write_bytes(content)
     secret.chmod(0o600)
     destination = destination_for(1, username="u", password_file=str(secret))
     with pytest.raises(LinkFailed, match=said) as refused:
         stow.basic_authorization(destination)
-    assert refused.value.failure == codes.PACS_PASSWORD_FILE
+    assert refused.value.failure == f"{codes.PACS_PASSWORD_FILE}:{why}"
 
 
 def test_a_password_file_s_byte_order_mark_is_no_part_of_the_password(tmp_path):
@@ -429,8 +433,9 @@ def test_a_password_file_s_byte_order_mark_is_no_part_of_the_password(tmp_path):
     assert base64.b64decode(header.split()[1]).decode() == f"u:{PASSWORD}"
     link = tmp_path / "link"
     link.symlink_to(secret)
-    with pytest.raises(LinkFailed, match="is a symbolic link"):
+    with pytest.raises(LinkFailed, match="is a symbolic link") as linked:
         stow.basic_authorization(destination_for(1, username="u", password_file=str(link)))
+    assert linked.value.failure == f"{codes.PACS_PASSWORD_FILE}:link"
 
 
 def test_a_destination_whose_pass_fails_unexpectedly_holds_back_no_other(tmp_path,
