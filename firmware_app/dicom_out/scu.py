@@ -184,6 +184,28 @@ def open_link(destination: PacsDestination, settings: PacsConfig, calling_ae: st
         [(document.sop_class_uid, document.transfer_syntax_uid) for document in batch]))
 
 
+#: the Verification SOP Class (C-ECHO)
+VERIFICATION = "1.2.840.10008.1.1"
+
+
+def probe(destination: PacsDestination, settings: PacsConfig, calling_ae: str) -> str:
+    """Associate as the sender would and C-ECHO, storing nothing: LinkFailed saying why
+    the destination would not take results; the answer's words when it would."""
+    assoc = open_association(destination, settings, calling_ae, [(VERIFICATION, "")])
+    try:
+        answer = assoc.send_c_echo()
+    finally:
+        release(assoc)
+    if "Status" not in answer:
+        raise LinkFailed(f"{destination.peer()} did not answer the C-ECHO",
+                         codes.PACS_NO_ANSWER)
+    code = int(answer.Status)
+    if code != 0x0000:
+        raise LinkFailed(f"C-ECHO refused by {destination.peer()}: {status_text(code)}",
+                         codes.pacs_failure(codes.PACS_REFUSED, code))
+    return f"C-ECHO {status_text(code)}"
+
+
 def release(assoc: Association) -> None:
     """Release the association if it is still up (an abort if the release fails)."""
     if assoc.is_established:

@@ -65,6 +65,11 @@ LINKS: dict[str, Callable[[PacsDestination, PacsConfig, str, list[Document]], Li
     PacsProtocol.DIMSE: scu.open_link,
     PacsProtocol.STOW_RS: stow.open_link,
 }
+#: what tries a destination as its link would, storing nothing (``clinibox dicom-out check``)
+PROBES: dict[str, Callable[[PacsDestination, PacsConfig, str], str]] = {
+    PacsProtocol.DIMSE: scu.probe,
+    PacsProtocol.STOW_RS: stow.probe,
+}
 
 
 @dataclass

@@ -290,18 +290,24 @@ def outcome(status: int, reason: str, answer: Any, document: Document,
         return StoreOutcome(True, f"{said}, {status_text(code)}", status=code)
     if status in (200, 202):
         failure, why = codes.PACS_UNCONFIRMED, "the answer does not say it was stored"
-    elif status in AUTH_REFUSED:
-        failure, why = codes.PACS_AUTH, "user name or password refused"
-        if not user:
-            failure, why = f"{codes.PACS_AUTH}:no_user", "it asks for a user; none is set"
-    elif status in NO_SERVICE or 300 <= status < 400:
-        failure, why = codes.PACS_NO_SERVICE, "no DICOMweb store at this address"
-    elif 400 <= status < 500 and status not in SERVER_ERROR:
-        failure, why = codes.PACS_REJECTED, "turned down"
     else:
-        failure, why = codes.PACS_SERVER_ERROR, "the service failed or is busy"
+        failure, why = link_failure(status, user)
     return StoreOutcome(False, f"STOW-RS: {said} ({why})", association_lost=True,
                         failure=failure)
+
+
+def link_failure(status: int, user: bool) -> tuple[str, str]:
+    """A failing answer's code and plain words, when it is about the service or the box's
+    credentials rather than a document."""
+    if status in AUTH_REFUSED:
+        if not user:
+            return f"{codes.PACS_AUTH}:no_user", "it asks for a user; none is set"
+        return codes.PACS_AUTH, "user name or password refused"
+    if status in NO_SERVICE or 300 <= status < 400:
+        return codes.PACS_NO_SERVICE, "no DICOMweb store at this address"
+    if 400 <= status < 500 and status not in SERVER_ERROR:
+        return codes.PACS_REJECTED, "turned down"
+    return codes.PACS_SERVER_ERROR, "the service failed or is busy"
 
 
 def basic_authorization(destination: PacsDestination) -> str | None:
@@ -330,3 +336,36 @@ def open_link(destination: PacsDestination, settings: PacsConfig, calling_ae: st
     link = StowLink(destination, settings, basic_authorization(destination))
     link.connect()
     return link
+
+
+def probe(destination: PacsDestination, settings: PacsConfig, calling_ae: str) -> str:
+    """Try the destination as the sender would, storing nothing: connect (TLS, the
+    password file), then POST a multipart body of no part, which a STOW-RS service
+    answers without storing anything. LinkFailed saying why it would not take results;
+    the answer's words when it would."""
+    link = open_link(destination, settings, calling_ae, [])
+    try:
+        boundary = uuid.uuid4().hex
+        empty = f"--{boundary}--\r\n".encode()
+        headers = {"Content-Type": f'multipart/related; type="application/dicom"; '
+                                   f"boundary={boundary}",
+                   "Accept": "application/dicom+json", "Content-Length": str(len(empty))}
+        if link.authorization:
+            headers["Authorization"] = link.authorization
+        watchdog = Watchdog(link.conn, settings.dimse_timeout)
+        try:
+            link.conn.request("POST", link.target, body=empty, headers=headers)
+            response = link.conn.getresponse()
+            response.read(ANSWER_BYTES_AT_MOST)
+        except Exception as exc:  # whatever the service does, words
+            failure = codes.PACS_NO_ANSWER if watchdog.fired else codes.PACS_LOST
+            raise LinkFailed(f"{destination.peer()}: {_lost(exc)}", failure) from exc
+        finally:
+            watchdog.cancel()
+    finally:
+        link.close()
+    said = _said(f"HTTP {response.status} {response.reason}".strip())
+    if 200 <= response.status < 300 or response.status in (400, 409, 415):
+        return said  # a store service that found nothing to store
+    failure, why = link_failure(response.status, bool(link.authorization))
+    raise LinkFailed(f"STOW-RS: {said} ({why})", failure)

@@ -212,6 +212,17 @@ def pacs_error(code: str | None, recorded: str) -> tuple[str, bool]:
                    recorded=gettext(RECORDED_IN_ENGLISH)), False
 
 
+def pacs_words(code: str) -> str:
+    """A PACS failure's event code in the reader's words, in any language ("" when
+    unknown)."""
+    return _pacs(codes.kind(code), code)
+
+
+def in_english() -> bool:
+    """Whether the reader reads English (who may also be shown the recorded line)."""
+    return current() == ENGLISH
+
+
 def pacs_held_error(status: int | None, recorded: str) -> str:
     """A held document's refusal (its C-STORE status, the PACS's recorded words) in the
     reader's language: the PACS's own words in English."""

@@ -12,8 +12,11 @@ filter, so "once" means sent once.
 from __future__ import annotations
 
 import base64
+import os
 import re
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,7 @@ from firmware_app.dicom_out import sender as sender_module
 from firmware_app.settings import box as cfg
 from firmware_app.settings.pacs import PacsProtocol
 from firmware_app.storage import db
+from tests.i18n_text import english_sentences
 from tests.integration.test_dicom_outbox_orthanc import (
     all_sent,
     outbox,
@@ -173,3 +177,45 @@ def test_a_wrong_password_and_a_pacs_down_behind_its_front_wait_then_arrive_once
             pacs.start()
             wait_until(lambda: all_sent(config, 4), 60, "sent once the PACS is back")
         assert pacs.receptions() == dict.fromkeys([*uids, late], 1)
+
+
+def check(config_path: Path, language: str, *more: str):
+    """``clinibox dicom-out check`` as a technician runs it after editing the config."""
+    env = {**os.environ, "LANG": language, "LC_ALL": language, "LANGUAGE": ""}
+    return subprocess.run([sys.executable, "-m", "clinibox", "dicom-out", "check",
+                           "--config", str(config_path), *more], capture_output=True,
+                          text=True, cwd=REPO, env=env, timeout=120)
+
+
+def test_dicom_out_check_says_which_destination_would_not_take_results_and_why(tmp_path):
+    pki = make_pki(tmp_path / "pki")
+    with Orthanc(tmp_path / "orthanc", dicomweb=True, users={USER: PASSWORD},
+                 check_called_aet=True) as pacs, \
+            TlsFront(tmp_path / "nginx", pacs.http_port, pki.server_cert,
+                     pki.server_key) as front:
+        secret = password_file(tmp_path, "not-the-password")
+        stow_box(tmp_path / "box", front, pki, secret)
+        path = tmp_path / "box" / "box.toml"
+        path.write_text(path.read_text()
+                        + f'[[pacs.destinations]]\nname = "pacs"\nae_title = "{pacs.ae_title}"\n'
+                          f'host = "{pacs.host}"\nport = {pacs.dicom_port}\n'
+                          '[[pacs.destinations]]\nname = "wrong-ae"\nae_title = "NOT-IT"\n'
+                          f'host = "{pacs.host}"\nport = {pacs.dicom_port}\n')
+        chinese = check(path, "zh_CN.UTF-8")
+        assert chinese.returncode == 1, chinese
+        lines = chinese.stdout.splitlines()
+        (archive,) = [line for line in lines if line.startswith("archive")]
+        assert "PACS 不接受设备的用户名或密码" in archive and "not-the-password" not in archive
+        (good,) = [line for line in lines if line.startswith("pacs（")]
+        assert "可以接收结果" in good
+        (wrong,) = [line for line in lines if line.startswith("wrong-ae")]
+        assert "ae_title" in wrong
+        words = re.sub(r"^\S+（[^）]*）", "", chinese.stdout, flags=re.M)  # name, address
+        assert english_sentences(words) == [], chinese.stdout
+
+        secret.write_text(PASSWORD + "\n")  # the technician fixes the password
+        english = check(path, "C.UTF-8", "--destination", "archive")
+        assert english.returncode == 0, english
+        assert english.stdout.strip() == (f"archive (https://localhost:{front.port}"
+                                          "/dicom-web): takes results")
+        assert pacs.receptions() == {}  # checking stored nothing

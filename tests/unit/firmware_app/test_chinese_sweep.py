@@ -439,7 +439,8 @@ def _runs(state, tmp_path: Path) -> list[list[str]]:
              str(phantoms / "clear.dcm")],
             ["software", "status", "{config}"],
             ["software", "pack", str(out / "no-bundle"), "--key", str(out / "signing.pem"),
-             "--out", str(out)]]
+             "--out", str(out)],
+            ["dicom-out", "check", "{config}"]]
 
 
 def test_every_command_a_person_reads_is_run_or_named(tmp_path):
