@@ -22,7 +22,7 @@ from flask import Blueprint, abort, current_app, flash, jsonify, redirect, rende
 from markupsafe import Markup
 
 from clinibox_common.i18n import gettext
-from firmware_app.storage import audit_size, hospital_reviews, quarantine
+from firmware_app.storage import audit_size, event_codes, hospital_reviews, quarantine
 from firmware_app.storage.enrolment import enrolment_code
 from firmware_app.storage.status import box_status
 from firmware_app.words import event_words, software_words
@@ -57,6 +57,8 @@ def status_figures() -> dict[str, Any]:
         broker=f"{config.mqtt.host}:{config.mqtt.port}" if config.mqtt.host else "",
         pacs_peers={d.name: d.peer() + (" (TLS)" if d.tls else "")
                     for d in config.pacs.destinations},
+        pacs_to_fix=[d["name"] for d in figures["pacs"]
+                     if d["waiting"] and event_codes.pacs_needs_a_person(d["last_error_code"])],
         clinic=config.telemetry.clinic, device=config.telemetry.device,
         enrolment_code=_enrolment_code(config),
         software=_software(),

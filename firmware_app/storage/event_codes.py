@@ -88,6 +88,23 @@ PACS_FAILURES = (PACS_UNREACHABLE, PACS_TLS, PACS_REJECTED, PACS_ABORTED, PACS_N
                  PACS_NO_SERVICE, PACS_SERVER_ERROR, PACS_PASSWORD_FILE, PACS_UNCONFIRMED)
 
 
+#: PACS failures that do not end by themselves: a person must fix the set-up
+PACS_SET_UP_FAILURES = frozenset({PACS_AUTH, PACS_NO_SERVICE, PACS_PASSWORD_FILE, PACS_TLS,
+                                  PACS_UNCONFIRMED, PACS_CANNOT_SEND})
+
+
+def pacs_needs_a_person(value: str | None) -> bool:
+    """Whether a ``pacs_failed`` code is a set-up fault that retrying will not mend (the
+    credentials, the address, the AE titles, TLS), not an outage that ends by itself."""
+    kind_, found = parts(value, 2)
+    if kind_ != PACS_FAILED or not found:
+        return False
+    why = found[1] if len(found) > 1 else ""
+    if found[0] == PACS_REJECTED:
+        return why in ("called_ae", "calling_ae")
+    return found[0] in PACS_SET_UP_FAILURES
+
+
 def code(kind: str, *parts: object) -> str:
     """An event code: ``kind`` and its parts, joined by ``:``."""
     return ":".join([kind, *(str(part) for part in parts)])
