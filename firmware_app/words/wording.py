@@ -14,7 +14,7 @@ from typing import Any
 
 from clinibox_common.contracts.reasons import SAYS_RESCAN, from_records
 from clinibox_common.contracts.statuses import AssessmentKind, InstanceStatus
-from clinibox_common.i18n import N_, formats, gettext, ngettext
+from clinibox_common.i18n import N_, current, formats, gettext, ngettext
 from firmware_app.words import labels, reasons
 
 _ = gettext
@@ -334,6 +334,13 @@ def object_reason(status: str, reason: str | Sequence[Any] | None) -> tuple[str,
         return _("no model on this box is meant for this image"), text
     return _("the box could not read this file; a technician sees why in the quarantine "
              "list"), text
+
+
+def listed(items: Sequence[str]) -> str:
+    """Names as one list in the reader's language ("a, b and c", "a、b和c")."""
+    from babel.lists import format_list
+
+    return format_list(list(items), locale=current().replace("-", "_")) if items else ""
 
 
 def local_time(epoch: float | None, with_seconds: bool = False) -> str:

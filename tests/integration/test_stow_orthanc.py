@@ -180,7 +180,7 @@ def test_a_wrong_password_and_a_pacs_down_behind_its_front_wait_then_arrive_once
             assert pacs.receptions() == {}
             # the device page says at its top, in Chinese, that a person must fix it
             page = device_page(config, "zh-CN")
-            banner = re.search(r'id="pacs-to-fix-archive"><a href="#pacs">(.*?)</a>', page)
+            banner = re.search(r'id="pacs-to-fix"><a href="#pacs">(.*?)</a>', page)
             assert banner and "archive" in banner[1] and english_sentences(
                 banner[1].replace("archive", "")) == [], banner
             assert "PACS 不接受设备的用户名或密码" in page
