@@ -29,9 +29,16 @@ target.dispatchEvent(new PointerEvent(type, {pointerId: 7, pointerType: 'touch',
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "viewer"
 
 
+#: the page area of a cheap tablet: what every browser test sees and screenshots
+VIEWPORT = {"width": 1024, "height": 768, "deviceScaleFactor": 1, "mobile": False}
+
+
 def headless_chromium(lang: str, *, accept_languages: str = "", console_log: bool = False):
-    """A headless Chromium in a 1024×768 window (a cheap tablet) speaking ``lang``; skips
-    the test when Chromium or its driver is missing (.ci/run installs both)."""
+    """A headless Chromium showing pages at 1024×768 (a cheap tablet) speaking ``lang``;
+    skips the test when Chromium or its driver is missing (.ci/run installs both).
+
+    A 1024×768 window alone leaves the page 1024×625 (headless Chromium keeps room for
+    a window's frame), so the page area itself is set to 1024×768."""
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
         pytest.skip("Chromium and chromedriver are needed (Debian: chromium chromium-driver)")
     from selenium import webdriver
@@ -47,7 +54,9 @@ def headless_chromium(lang: str, *, accept_languages: str = "", console_log: boo
     if console_log:
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", VIEWPORT)
+    return driver
 
 
 @contextmanager
