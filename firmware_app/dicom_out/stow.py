@@ -133,26 +133,33 @@ class StowLink:
     def store(self, document: Document) -> StoreOutcome:
         """POST one document and read the answer within ``[pacs] dimse_timeout`` in all
         (OSError: its file cannot be read)."""
-        peer = self.destination.peer()
         with open(document.path, "rb") as held:
-            size = os.fstat(held.fileno()).st_size
-            watchdog = Watchdog(self.conn, self.settings.dimse_timeout)
             try:
-                status, reason, answer = self._post(held, size)
-            except Exception as exc:  # whatever the service does, an outcome
-                if watchdog.fired:
-                    return StoreOutcome(False, f"{peer} did not answer within "
-                                               f"{self.settings.dimse_timeout:g} s",
-                                        association_lost=True, failure=codes.PACS_NO_ANSWER)
-                return StoreOutcome(False, _lost(exc), association_lost=True,
-                                    failure=codes.PACS_TLS if isinstance(exc, ssl.SSLError)
-                                    else codes.PACS_LOST)
-            finally:
-                watchdog.cancel()
+                status, reason, answer = self.exchange(held, os.fstat(held.fileno()).st_size)
+            except LinkFailed as exc:
+                return StoreOutcome(False, str(exc), association_lost=True,
+                                    failure=exc.failure)
         return outcome(status, reason, answer, document, bool(self.authorization))
 
-    def _post(self, held: IO[bytes], size: int) -> tuple[int, str, Any]:
-        """Send the document (once more on a fresh connection when a kept-alive one was
+    def exchange(self, held: IO[bytes] | None, size: int) -> tuple[int, str, Any]:
+        """POST ``held`` (``size`` bytes; None: a multipart body of no part) within
+        ``[pacs] dimse_timeout`` in all: the answer's status, reason and DICOM JSON, or
+        LinkFailed saying how the exchange failed, whatever the service did."""
+        watchdog = Watchdog(self.conn, self.settings.dimse_timeout)
+        try:
+            return self._post(held, size)
+        except Exception as exc:  # whatever the service does, a failure with its code
+            if watchdog.fired:
+                raise LinkFailed(f"{self.destination.peer()} did not answer within "
+                                 f"{self.settings.dimse_timeout:g} s",
+                                 codes.PACS_NO_ANSWER) from exc
+            raise LinkFailed(_lost(exc), codes.PACS_TLS if isinstance(exc, ssl.SSLError)
+                             else codes.PACS_LOST) from exc
+        finally:
+            watchdog.cancel()
+
+    def _post(self, held: IO[bytes] | None, size: int) -> tuple[int, str, Any]:
+        """Send the body (once more on a fresh connection when a kept-alive one was
         closed by the service in between): the answer's status, reason and DICOM JSON."""
         for last_try in (not self.used, True):
             try:
@@ -162,13 +169,16 @@ class StowLink:
                 self.conn.close()
                 if last_try:
                     raise
-                held.seek(0)
+                if held is not None:
+                    held.seek(0)
         raise AssertionError("unreachable")
 
-    def _exchange(self, held: IO[bytes], size: int) -> tuple[int, str, Any]:
+    def _exchange(self, held: IO[bytes] | None, size: int) -> tuple[int, str, Any]:
         boundary = uuid.uuid4().hex
-        head = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").encode()
-        tail = f"\r\n--{boundary}--\r\n".encode()
+        head = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+                if held is not None else b"")
+        tail = (f"\r\n--{boundary}--\r\n" if held is not None
+                else f"--{boundary}--\r\n").encode()
         headers = {
             "Content-Type": f'multipart/related; type="application/dicom"; '
                             f"boundary={boundary}",
@@ -230,9 +240,9 @@ def _lost(exc: BaseException) -> str:
     return f"connection lost: {_said(exc) or type(exc).__name__}"
 
 
-def _body(head: bytes, held: IO[bytes], tail: bytes) -> Iterator[bytes]:
+def _body(head: bytes, held: IO[bytes] | None, tail: bytes) -> Iterator[bytes]:
     yield head
-    while chunk := held.read(CHUNK):
+    while held is not None and (chunk := held.read(CHUNK)):
         yield chunk
     yield tail
 
@@ -345,27 +355,11 @@ def probe(destination: PacsDestination, settings: PacsConfig, calling_ae: str) -
     the answer's words when it would."""
     link = open_link(destination, settings, calling_ae, [])
     try:
-        boundary = uuid.uuid4().hex
-        empty = f"--{boundary}--\r\n".encode()
-        headers = {"Content-Type": f'multipart/related; type="application/dicom"; '
-                                   f"boundary={boundary}",
-                   "Accept": "application/dicom+json", "Content-Length": str(len(empty))}
-        if link.authorization:
-            headers["Authorization"] = link.authorization
-        watchdog = Watchdog(link.conn, settings.dimse_timeout)
-        try:
-            link.conn.request("POST", link.target, body=empty, headers=headers)
-            response = link.conn.getresponse()
-            response.read(ANSWER_BYTES_AT_MOST)
-        except Exception as exc:  # whatever the service does, words
-            failure = codes.PACS_NO_ANSWER if watchdog.fired else codes.PACS_LOST
-            raise LinkFailed(f"{destination.peer()}: {_lost(exc)}", failure) from exc
-        finally:
-            watchdog.cancel()
+        status, reason, _answer = link.exchange(None, 0)
     finally:
         link.close()
-    said = _said(f"HTTP {response.status} {response.reason}".strip())
-    if 200 <= response.status < 300 or response.status in (400, 409, 415):
+    said = _said(f"HTTP {status} {reason}".strip())
+    if 200 <= status < 300 or status in (400, 409, 415):
         return said  # a store service that found nothing to store
-    failure, why = link_failure(response.status, bool(link.authorization))
+    failure, why = link_failure(status, bool(link.authorization))
     raise LinkFailed(f"STOW-RS: {said} ({why})", failure)
