@@ -10,8 +10,8 @@ TIMM_VERSION := 1.0.31
 TORCHVISION_STAMP := $(TORCHVISION)/.installed-$(TORCHVISION_VERSION)-timm-$(TIMM_VERSION)
 # what `make run` installs: the box's own runtimes (ONNX Runtime is a core dependency), no
 # torch, no converter toolchain, no test tools
-RUN_EXTRAS ?= openvino,tflite,live,ocr
-EXTRAS ?= dev,convert,openvino,tflite,live,ocr,central,docs
+RUN_EXTRAS ?= openvino,tflite,live,ocr,records
+EXTRAS ?= dev,convert,openvino,tflite,live,ocr,records,central,docs
 
 .PHONY: install install-box run test test-fast test-smoke test-image test-image-arm64 image lint docs docs-screenshots bench demo-model fuzz clean translations
 

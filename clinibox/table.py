@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "audit": "firmware_app.cli.audit",
     "retention": "firmware_app.cli.retention",
     "dicom-out": "firmware_app.cli.dicom_out",
+    "records": "firmware_app.cli.records",
     "usb-import": "firmware_app.cli.usb", "console-banner": "firmware_app.cli.console_banner",
     "provision": "firmware_app.ops.provision",
     "selftest": "firmware_app.ops.selftest",

@@ -58,7 +58,7 @@ class ReportContent:
     next_step: str = ""
     image_probability: str = ""
     #: the hospital's verdict, when it was given and its note, in the study page's words
-    #: (``web/review_words.py``; "" where the hospital has not reviewed the study)
+    #: (``firmware_app/words/review_words.py``; "" where the hospital has not reviewed the study)
     hospital_verdict: str = ""
     hospital_when: str = ""
     hospital_note: str = ""

@@ -92,6 +92,28 @@ class OutboxState(Word):
     """The MQTT last-will registered with the broker (sent by the broker, not the box)."""
 
 
+class RecordState(Word):
+    """A study's report's state for one clinic information system (``storage/records_outbox``)."""
+
+    PENDING = "pending"
+    """Committed; waiting for (another) try."""
+    SENT = "sent"
+    """The receiver accepted it (an HL7 AA or CA, a FHIR transaction answered 2xx)."""
+    SUPERSEDED = "superseded"
+    """A newer report of the same study replaced it before it was sent."""
+    HELD = "held"
+    """The receiver refused it too often; waits for a technician (clinibox records retry)."""
+
+
+class ReportKind(Word):
+    """Why a report is sent to the clinic's information system."""
+
+    RESULT = "result"
+    """The box's result at a study's completion."""
+    VERDICT = "verdict"
+    """The hospital's verdict came: the report again with it (an amended report)."""
+
+
 class DicomOutboxState(Word):
     """A DICOM result's state for one PACS destination (``storage/dicom_outbox.py``)."""
 

@@ -24,7 +24,7 @@ from firmware_app.settings import box as config_module
 from firmware_app.storage import db
 from firmware_app.storage.audit_size import COMMANDS as AUDIT_COMMANDS
 from firmware_app.storage.audit_size import alarm_text as audit_size_alarm
-from firmware_app.words import event_words, labels, reasons, wording, worklist_words
+from firmware_app.words import event_words, labels, reasons, records_words, wording, worklist_words
 from firmware_app.words import model_update_words as model_words
 
 _ = gettext
@@ -82,13 +82,17 @@ def status_report(config: config_module.Config) -> dict[str, Any]:
     try:
         report = box_status(conn, config.state_dir,
                             pacs_destinations=[d.name for d in config.pacs.destinations],
-                            audit_max_mb=config.audit.max_mb)
+                            audit_max_mb=config.audit.max_mb,
+                            records_receivers=[r.name for r in config.records.receivers])
     finally:
         conn.close()
     report["disk_free_mb"] = report["disk"]["free_mb"]
     peers = {d.name: d.peer() for d in config.pacs.destinations}
     for destination in report["pacs"]:
         destination["peer"] = peers.get(destination["name"])  # the address, never a password
+    peers = {r.name: r.peer() for r in config.records.receivers}
+    for receiver in report["records"]:
+        receiver["peer"] = peers.get(receiver["name"])
     report["live"] = live_report(config)
     report["worklist"]["enabled"] = config.worklist.enabled
     report["last_errors"] = [
@@ -139,6 +143,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  {n:>5} × {reasons.explained_text(reason)}")
     _print_model_orders(report["model_orders"], report["download"])
     _print_pacs(report["pacs"])
+    _print_records(report["records"])
     _print_live(report["live"])
     _print_worklist(report["worklist"])
     if report["audit"]["over_limit"]:
@@ -235,6 +240,34 @@ def _print_pacs(destinations: list[dict[str, Any]]) -> None:
         if d["last_error"]:
             at = f"{_clock(d['last_error_at'])} " if d["last_error_at"] is not None else ""
             said = event_words.pacs_error(d.get("last_error_code"), d["last_error"])[0]
+            print("    " + _("last error: %(error)s", error=f"{at}{said}"))
+
+
+def _print_records(receivers: list[dict[str, Any]]) -> None:
+    """The records outbox per clinic information system: backlog, last delivery, last error."""
+    if not receivers:
+        return
+    print(_("Clinic records systems (reports waiting / sent):"))
+    for r in receivers:
+        name = r["name"] if r["configured"] else _(
+            "%(name)s (not configured: its reports wait)", name=r["name"])
+        line = "  " + _("%(name)s: %(waiting)s waiting, %(sent)s sent", name=name,
+                        waiting=r["waiting"], sent=r["sent"])
+        if r["waiting"]:
+            line += _(", oldest since %(oldest)s", oldest=_clock(r["oldest_waiting_at"]))
+        if r["last_sent_at"] is not None:
+            line += _(", last sent %(when)s", when=_clock(r["last_sent_at"]))
+        print(line)
+        if r.get("peer"):
+            print("    " + _("Address") + _(": ") + r["peer"])
+        if r["held"]:
+            print("    " + _("held, no longer retried (refused by the records system): "
+                          "%(held)s; fix the cause with its administrator, then send them "
+                          "again:", held=r["held"]))
+            print(f"      clinibox records retry --receiver {r['name']}")
+        if r["last_error"]:
+            at = f"{_clock(r['last_error_at'])} " if r["last_error_at"] is not None else ""
+            said = records_words.error(r.get("last_error_code"), r["last_error"])
             print("    " + _("last error: %(error)s", error=f"{at}{said}"))
 
 

@@ -8,6 +8,8 @@
     TelemetryProducer: results → alerts, summaries, heartbeats → Outbox (SQLite)
     Publisher: Outbox → seal (encrypt + sign) → MQTT over TLS → hospital
     DicomSender: DICOM outbox (files + SQLite) → C-STORE → the clinic's PACS destinations
+    RecordsSender: records outbox (SQLite) → HL7 v2 (MLLP) or FHIR → each clinic information
+                   system, a thread each; fed at study completion and by the hospital's verdicts
     ViewerProcess: `clinibox web` (Flask + gunicorn, HTTPS) as a restarted child process
     LiveProcess: `clinibox live SOURCE` per [[live.sources]], a restarted child process each
     WorklistPoller: the clinic's Modality Worklist (C-FIND) → worklist rows the live page reads
@@ -61,6 +63,8 @@ from firmware_app.models.store import (
 )
 from firmware_app.models.trial import ModelTrial
 from firmware_app.models.updates import Updater
+from firmware_app.records.queue import queue_verdict
+from firmware_app.records.sender import RecordsSender
 from firmware_app.service.arrivals import Arrivals
 from firmware_app.service.live_process import LiveProcess
 from firmware_app.service.priority import lower_new_native_threads, native_threads
@@ -215,6 +219,8 @@ class Appliance:
         self.outbound = threading.Event()
         #: set after committing rows to the DICOM outbox: the sender sends them at once
         self.pacs_wake = threading.Event()
+        #: one per records sender (``_start_records_senders``)
+        self.records_wakes: list[threading.Event] = []
         self.threads: list[threading.Thread] = []
         self.scp: StorageSCP | NativeStorageSCP | None = None
         self.spool: Spool | None = None
@@ -318,6 +324,7 @@ class Appliance:
                                 runner=runner)
         self._start_telemetry(facts)
         self._start_dicom_sender()
+        self._start_records_senders()
         if package is None:
             return
         identities = {p.model_id: ModelIdentity.from_manifest(p.manifest)
@@ -370,6 +377,9 @@ class Appliance:
         if receiver is not None:
             receiver.on_order = self.updates_wake.set
             receiver.on_link_check = producer.answer_link_check
+            if config.records.receivers:
+                receiver.on_verdict = self._queue_verdict_report
+                receiver.on_verdict_kept = self._records_queued
         publisher = Publisher(config, identity, load_x25519_public(config.telemetry.hospital_key),
                               model, producer.started, receiver, fetcher)
         self._thread("publisher", publisher.run, self.stop_event, self.outbound)
@@ -407,9 +417,45 @@ class Appliance:
         return loaded
 
     def _study_completed(self) -> None:
-        """A study is complete: its DICOM results wait in the outbox, its alert may go."""
+        """A study is complete: its DICOM results and report wait in their outboxes, its
+        alert may go."""
         self.pacs_wake.set()
         self.outbound.set()
+        self._records_queued()
+
+    def _records_queued(self) -> None:
+        """Wake every records sender: a report may wait."""
+        for wake in self.records_wakes:
+            wake.set()
+
+    def is_demo(self, model_id: str) -> bool:
+        """Whether a model id is a running demonstration package's (trained on phantoms)."""
+        name = model_id.partition("@")[0]
+        return any(p.name == name and ModelIdentity.from_manifest(p.manifest).demo
+                   for p, _trial in list(self.running.values()))
+
+    def _queue_verdict_report(self, conn, study_key: str, seq: int) -> None:
+        """In the downlink's transaction: the study's report again, with the hospital's
+        verdict, for the clinic's records. A report that cannot be made is logged and
+        recorded; the verdict is kept all the same."""
+        try:
+            with db.savepoint(conn):
+                queue_verdict(conn, self.config, study_key, seq, self.is_demo)
+        except Exception as exc:  # the verdict must be kept whatever the report does
+            log.exception("records: the report with the hospital's verdict %d could not be "
+                          "queued", seq)
+            db.record_event(conn, "ERROR", "records", f"the report of study {study_key} with "
+                            f"the hospital's verdict {seq} could not be queued: "
+                            f"{type(exc).__name__}", event_codes.code(
+                                event_codes.RECORDS_NOT_QUEUED, seq))
+
+    def _start_records_senders(self) -> None:
+        """A records sender per clinic information system (none configured: none)."""
+        for receiver in self.config.records.receivers:
+            wake = threading.Event()
+            self.records_wakes.append(wake)
+            self._thread(f"records-{receiver.name}", RecordsSender(self.config, receiver).run,
+                         self.stop_event, wake)
 
     def _start_dicom_sender(self) -> None:
         """The DICOM outbox's sender runs when PACS destinations are configured."""
@@ -433,6 +479,7 @@ class Appliance:
         self.outbound.set()
         self.pacs_wake.set()
         self.updates_wake.set()
+        self._records_queued()
         for thread in self.threads:
             thread.join(timeout=30)
         if not any(t.is_alive() for t in self.threads):

@@ -42,6 +42,13 @@ from firmware_app.settings.pacs import (
     describe_destination_example,
     load_destinations,
 )
+from firmware_app.settings.records import (
+    RECEIVERS_DOC,
+    RecordsConfig,
+    check_records,
+    describe_receiver_example,
+    load_receivers,
+)
 from firmware_app.settings.retention import RetentionConfig
 from firmware_app.settings.routing import (
     RULES_DOC,
@@ -83,6 +90,7 @@ class Config:
     live: LiveConfig = field(default_factory=LiveConfig)
     worklist: WorklistConfig = field(default_factory=WorklistConfig)
     dicomweb: DicomwebConfig = field(default_factory=DicomwebConfig)
+    records: RecordsConfig = field(default_factory=RecordsConfig)
 
     # -- derived paths -------------------------------------------------
     @property
@@ -216,7 +224,8 @@ def from_dict(data: dict[str, Any]) -> Config:
     """Build a validated Config from parsed TOML; raise ConfigError naming the key."""
     data = dict(data)
     tables: dict[tuple[str, str], Any] = {}
-    for section, key in (("pacs", "destinations"), ("routing", "rules"), ("live", "sources")):
+    for section, key in (("pacs", "destinations"), ("routing", "rules"), ("live", "sources"),
+                         ("records", "receivers")):
         values = data.get(section)
         if isinstance(values, dict) and key in values:
             values = dict(values)
@@ -229,6 +238,8 @@ def from_dict(data: dict[str, Any]) -> Config:
                                        "live.sources", ("name", "url"))
     check_sources(config.live.sources)
     check_worklist(config.worklist)
+    config.records.receivers = load_receivers(tables.get(("records", "receivers"), []))
+    check_records(config.records)
     _check_cross_field(config)
     return config
 
@@ -280,9 +291,9 @@ def describe_defaults() -> str:
     text = describe_sections(
         Config(), "# clinibox configuration: every key is optional; shown with its default.")
     for doc, key in ((DESTINATIONS_DOC, "destinations"), (RULES_DOC, "rules"),
-                     (SOURCES_DOC, "sources")):
+                     (SOURCES_DOC, "sources"), (RECEIVERS_DOC, "receivers")):
         entry = f"# {doc}\n{key} = []\n"
         assert entry in text, f"describe_sections renders {key} as documented"
         text = text.replace(entry, "", 1)
     return (text + "\n" + describe_destination_example() + "\n\n" + describe_rule_example()
-            + "\n\n" + describe_source_example())
+            + "\n\n" + describe_source_example() + "\n\n" + describe_receiver_example())

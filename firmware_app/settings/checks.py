@@ -6,6 +6,7 @@ import dataclasses
 import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from clinibox_common.i18n import gettext
 from clinibox_common.settings_loader import ConfigError, coerce, refused, suggest, unknown_key
@@ -27,6 +28,20 @@ def check_absolute_or_empty(value: Any) -> str | None:
     if value and not value.startswith("/"):
         return gettext("must be an absolute path or empty, got %(value)s", value=repr(value))
     return None
+
+
+def is_plain_http_url(value: str) -> bool:
+    """An http(s):// URL with a host, a port of 1-65535 if any, an ASCII path (non-ASCII
+    percent-encoded) and no user, password, query, fragment, space or control character."""
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        return False
+    return not (port == 0 or parts.scheme not in ("http", "https") or not parts.hostname
+                or parts.username or parts.password is not None or parts.query
+                or parts.fragment or not value.isascii()
+                or any(c.isspace() or ord(c) < 0x20 or c == "\x7f" for c in value))
 
 
 def check_name(value: Any) -> str | None:

@@ -23,6 +23,7 @@ from firmware_app.settings.checks import (
     check_absolute_or_empty,
     check_ae_title,
     check_name,
+    is_plain_http_url,
     load_tables,
 )
 
@@ -42,17 +43,7 @@ class PacsProtocol(Word):
 def _stow_url(value: Any) -> str | None:
     """empty, or an http(s):// URL with a host, a port of 1-65535 if any, an ASCII path
     (non-ASCII percent-encoded) and no user, password, query or fragment."""
-    if not value:
-        return None
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError:
-        parts, port = None, 0
-    if parts is None or port == 0 or parts.scheme not in ("http", "https") \
-            or not parts.hostname or parts.username or parts.password is not None \
-            or parts.query or parts.fragment or not value.isascii() \
-            or any(c.isspace() or ord(c) < 0x20 or c == "\x7f" for c in value):
+    if value and not is_plain_http_url(value):
         return gettext("must be an http:// or https:// address of the DICOMweb service "
                        "(ASCII, non-ASCII percent-encoded; a port of 1-65535 if any), "
                        "without a user, password, query or fragment (the user goes in "

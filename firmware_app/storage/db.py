@@ -151,6 +151,24 @@ class transaction:
             self.conn.execute("ROLLBACK")
 
 
+class savepoint:
+    """``with savepoint(conn):`` inside a transaction — what it wrote is undone on error, the
+    transaction around it goes on."""
+
+    def __init__(self, conn: sqlite3.Connection, name: str = "part") -> None:
+        self.conn = conn
+        self.name = name
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute(f"SAVEPOINT {self.name}")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.conn.execute(f"ROLLBACK TO {self.name}")
+        self.conn.execute(f"RELEASE {self.name}")
+
+
 def record_event(conn: sqlite3.Connection, level: str, component: str, message: str,
                  code: str = "") -> None:
     """Keep an error or notice for ``clinibox status`` (the last 1000 are kept); ``code``: what

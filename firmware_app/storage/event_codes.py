@@ -23,6 +23,16 @@ PACS_FAILED = "pacs_failed"
 #: a PACS destination kept refusing a document, now held:
 #: ``pacs_held:<refusals>:<failure>[:<C-STORE status>]``
 PACS_HELD = "pacs_held"
+#: a clinic information system failed: ``records_failed:<failure>[:<its answer>]``
+RECORDS_FAILED = "records_failed"
+#: a clinic information system kept refusing a report, now held:
+#: ``records_held:<refusals>:<its answer>``
+RECORDS_HELD = "records_held"
+#: a study's report could not be queued for the clinic's records:
+#: ``records_not_queued:<study id or verdict seq>``
+RECORDS_NOT_QUEUED = "records_not_queued"
+#: held reports queued again by a technician: ``records_requeued:<count>[:<receiver>]``
+RECORDS_REQUEUED = "records_requeued"
 #: a technician put a quarantined object back in the queue: ``requeued:<id>:<account>``
 REQUEUED = "requeued"
 #: a technician deleted a quarantined object: ``deleted:<id>:<account>``
@@ -91,6 +101,25 @@ PACS_FAILURES = (PACS_UNREACHABLE, PACS_TLS, PACS_REJECTED, PACS_ABORTED, PACS_N
 #: PACS failures that do not end by themselves: a person must fix the set-up
 PACS_SET_UP_FAILURES = frozenset({PACS_AUTH, PACS_NO_SERVICE, PACS_PASSWORD_FILE, PACS_TLS,
                                   PACS_UNCONFIRMED, PACS_CANNOT_SEND})
+
+
+#: how a clinic information system failed (``records_failed``'s ``<failure>``)
+RECORDS_UNREACHABLE = "unreachable"  # no connection (refused, no route)
+RECORDS_NO_ANSWER = "no_answer"  # no answer in time
+RECORDS_LOST = "lost"  # the connection ended while sending
+RECORDS_NOT_ACK = "not_ack"  # HL7: the answer is not an ACK of the message sent
+RECORDS_REFUSED = "refused"  # an HL7 AE or AR, a FHIR 4xx
+RECORDS_TLS = "tls"  # the TLS handshake failed
+RECORDS_AUTH = "auth"  # FHIR: the server refused the box's user or password (401, 403)
+RECORDS_NO_SERVICE = "no_service"  # FHIR: no FHIR server at the url (404, 405, a redirect)
+RECORDS_SERVER_ERROR = "server_error"  # FHIR: the server failed or is busy (5xx, 408, 429)
+RECORDS_PASSWORD_FILE = "password_file"  # FHIR: the box cannot use its password_file
+RECORDS_UNCONFIRMED = "unconfirmed"  # FHIR: a 2xx that does not confirm every entry
+RECORDS_NOT_MADE = "not_made"  # the box could not write the message from the report
+RECORDS_FAILURES = (RECORDS_UNREACHABLE, RECORDS_NO_ANSWER, RECORDS_LOST, RECORDS_NOT_ACK,
+                    RECORDS_REFUSED, RECORDS_TLS, RECORDS_AUTH, RECORDS_NO_SERVICE,
+                    RECORDS_SERVER_ERROR, RECORDS_PASSWORD_FILE, RECORDS_UNCONFIRMED,
+                    RECORDS_NOT_MADE)
 
 
 def pacs_needs_a_person(value: str | None) -> bool:

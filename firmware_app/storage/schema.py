@@ -405,6 +405,29 @@ CREATE TABLE IF NOT EXISTS kept_documents (
 );
 CREATE INDEX IF NOT EXISTS kept_documents_study ON kept_documents(study_key);
 
+-- Each study's report for the clinic's information systems (v24,
+-- storage/records_outbox.py): one row per report and receiver, its content as JSON; the HL7
+-- v2 or FHIR message is made from it at each try.
+CREATE TABLE IF NOT EXISTS records_outbox (
+    id               INTEGER PRIMARY KEY,
+    receiver         TEXT NOT NULL,
+    study_key        TEXT NOT NULL,
+    report_kind      TEXT NOT NULL CHECK (report_kind IN ('result', 'verdict')),
+    version          INTEGER NOT NULL,
+    content          TEXT NOT NULL,
+    state            TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'superseded', 'held')),
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    refusals         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  REAL NOT NULL,
+    last_error       TEXT,
+    last_status      TEXT,
+    created_at       REAL NOT NULL,
+    sent_at          REAL,
+    UNIQUE (receiver, study_key, report_kind, version)
+);
+CREATE INDEX IF NOT EXISTS records_outbox_pending ON records_outbox(receiver, state,
+                                                                    next_attempt_at);
+
 -- The clinic's Modality Worklist (v21, storage/worklist.py): today's scheduled procedure
 -- steps as the poller last fetched them (replaced whole at each answer; ids never reused,
 -- so a pick from an older page never names another patient), and one row of

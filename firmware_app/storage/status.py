@@ -31,6 +31,7 @@ from firmware_app.storage.dicom_outbox import destination_figures
 from firmware_app.storage.disk import disk_figures
 from firmware_app.storage.outbox import outbox_pending
 from firmware_app.storage.queue import JobQueue
+from firmware_app.storage.records_outbox import receiver_figures
 from firmware_app.storage.results import ResultStore
 from firmware_app.storage.retention import status_figures as retention_figures
 
@@ -96,11 +97,14 @@ def study_images_waiting(conn: sqlite3.Connection, study_key: str) -> int:
 
 
 def box_status(conn: sqlite3.Connection, state_dir: Path, now: float | None = None,
-               pacs_destinations: Iterable[str] = (), audit_max_mb: float = 0) -> dict[str, Any]:
+               pacs_destinations: Iterable[str] = (), audit_max_mb: float = 0,
+               records_receivers: Iterable[str] = ()) -> dict[str, Any]:
     """Every status figure of the box (counts are integers; times are epoch seconds).
 
     ``pacs_destinations``: the configured destinations' names, listed under ``pacs``
     even before anything was queued for them (a destination with rows is listed anyway).
+    ``records_receivers``: the clinic information systems configured, under ``records``
+    likewise.
     ``audit_max_mb``: ``[audit] max_mb``, past which ``audit.over_limit`` is the alarm.
     """
     now = time.time() if now is None else now
@@ -129,6 +133,7 @@ def box_status(conn: sqlite3.Connection, state_dir: Path, now: float | None = No
         "outbox_last_sent": conn.execute(
             "SELECT MAX(sent_at) FROM outbox WHERE state = ?", (OutboxState.SENT,)).fetchone()[0],
         "pacs": destination_figures(conn, pacs_destinations),
+        "records": receiver_figures(conn, list(records_receivers)),
         "link_up": None if "link_up" not in link else bool(link["link_up"]),
         "link_since": link.get("link_since"),
         "appliance_seen_at": link.get("appliance_seen_at"),

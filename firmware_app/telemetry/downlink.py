@@ -107,6 +107,11 @@ class DownlinkReceiver:
         self.on_order: Callable[[], None] | None = None
         #: called after a link check is kept (queues a status at once: the box's answer)
         self.on_link_check: Callable[[], None] | None = None
+        #: called with the connection, the study's key and the verdict's sequence number inside
+        #: the transaction that keeps a verdict on a study the box has (the service queues
+        #: the study's report for the clinic's records there), then ``on_verdict_kept``
+        self.on_verdict: Callable[[sqlite3.Connection, str, int], None] | None = None
+        self.on_verdict_kept: Callable[[], None] | None = None
         #: the box's clock (epoch seconds), which the hospital's signed time may be ahead of
         self.clock: Callable[[], float] = time.time
 
@@ -233,6 +238,8 @@ class DownlinkReceiver:
                 conn, seq=seq, study_key=key, study_ref=ref, alert_seq=payload["alert_seq"],
                 verdict=payload["verdict"], follow_up_months=payload.get("follow_up_months"),
                 note=payload["note"], reviewed_at=payload["reviewed_at"], late=late)
+            if kept and key is not None and self.on_verdict is not None:
+                self.on_verdict(conn, key, seq)
             if kept and key is None:
                 self._note(conn, UNKNOWN_STUDY, f"the hospital's verdict {seq} names a study "
                            f"this box does not have (reference {ref}); it is kept")
@@ -245,6 +252,8 @@ class DownlinkReceiver:
             return REPEAT
         log.info("hospital verdict %d kept%s: %s", seq, " (late)" if late else "",
                  payload["verdict"])
+        if key is not None and self.on_verdict_kept is not None:
+            self.on_verdict_kept()
         return KEPT_LATE if late else KEPT
 
     @staticmethod

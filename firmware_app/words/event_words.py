@@ -21,6 +21,7 @@ from typing import Any
 from clinibox_common.i18n import ENGLISH, N_, current, formats, gettext
 from firmware_app.storage import event_codes as codes
 from firmware_app.words import model_update_words as model_words
+from firmware_app.words import records_words
 
 #: the levels the log keeps
 LEVELS = {"INFO": N_("notice"), "WARNING": N_("warning"), "ERROR": N_("error")}
@@ -31,6 +32,7 @@ COMPONENTS = {
     "telemetry": N_("link to the hospital"), "retention": N_("clean-up of old images"),
     "audit": N_("audit trail"), "dicom-out": N_("results to the PACS"),
     "downlink": N_("messages from the hospital"), "study-completion": N_("DICOM results"),
+    "records": N_("results to the clinic's records"),
 }
 #: the model's device events (``contracts.egress.EVENTS``)
 EVENTS = {
@@ -262,6 +264,8 @@ def _box(value: str) -> str:
     kind = codes.kind(value)
     if kind in (codes.PACS_FAILED, codes.PACS_HELD):
         return _pacs(kind, value)
+    if kind.startswith("records_"):
+        return records_words.words(value)
     if kind == codes.RETENTION:
         return _retention(codes.parts(value, 4)[1])
     if value in DOWNLINK:
@@ -296,6 +300,8 @@ def component(code: str) -> str:
     """A component in words: ``pacs <name>`` as "PACS <name>"; the code itself when unknown."""
     if code.startswith("pacs "):
         return gettext("PACS %(name)s", name=code[5:])
+    if code.startswith("records "):
+        return gettext("clinic records system %(name)s", name=code[8:])
     english = COMPONENTS.get(code)
     return gettext(english) if english else code
 

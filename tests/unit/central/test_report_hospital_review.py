@@ -1,6 +1,6 @@
 """The hospital's verdict reads the same on the study page, the printed report and its PDF:
 the verdict with its follow-up months, "arrived late" when it did, when it was given and
-the note, in English and in Chinese (``web/review_words.py``)."""
+the note, in English and in Chinese (``firmware_app/words/review_words.py``)."""
 
 from __future__ import annotations
 

@@ -440,7 +440,8 @@ def _runs(state, tmp_path: Path) -> list[list[str]]:
             ["software", "status", "{config}"],
             ["software", "pack", str(out / "no-bundle"), "--key", str(out / "signing.pem"),
              "--out", str(out)],
-            ["dicom-out", "check", "{config}"]]
+            ["dicom-out", "check", "{config}"],
+            ["records", "held", "{config}"], ["records", "retry", "{config}"]]
 
 
 def test_every_command_a_person_reads_is_run_or_named(tmp_path):
@@ -479,7 +480,8 @@ def test_every_command_speaks_chinese(box, tmp_path, capsys, monkeypatch, viewer
     sources = "".join(f'[[live.sources]]\nname = "{s.name}"\nurl = "{s.url}"\n' for s in SOURCES)
     config.write_text(f'[storage]\nstate_dir = "{state.config.state_dir.as_posix()}"\n'
                       '[dicom]\nenabled = false\n[runtime]\nbackend = "onnxruntime"\n'
-                      'precision = "fp32"\n' + sources)
+                      'precision = "fp32"\n' + sources
+                      + '[[records.receivers]]\nname = "his"\nhost = "127.0.0.1"\nport = 9\n')
     if name == "rolled_back":  # two packages installed: the first rollback is done
         for version in ("1.1.0", "1.2.0"):
             install(load(str(config)), make_package(tmp_path / "packages", version))

@@ -747,6 +747,20 @@ def check_v23(conn) -> None:
     conn.execute("DELETE FROM kept_documents")
 
 
+def check_v24(conn) -> None:
+    """v24: the records outbox is empty after the upgrade (nothing is sent for studies
+    completed before), one row per receiver, study, report kind and version."""
+    assert conn.execute("SELECT COUNT(*) FROM records_outbox").fetchone()[0] == 0
+    row = dict(receiver="his", study_key="1.2.3", report_kind="result", version=1,
+               content="{}", state="pending", next_attempt_at=1.0, created_at=1.0)
+    insert(conn, "records_outbox", **row)
+    with pytest.raises(sqlite3.IntegrityError):
+        insert(conn, "records_outbox", **row)
+    with pytest.raises(sqlite3.IntegrityError):
+        insert(conn, "records_outbox", **{**row, "version": 2, "report_kind": "other"})
+    conn.execute("DELETE FROM records_outbox")
+
+
 #: migration N: rows written at schema N-1, and what N promises about them after the ladder
 ROWS: dict[int, tuple[Callable[[sqlite3.Connection], None],
                       Callable[[sqlite3.Connection], None]]] = {
@@ -758,6 +772,7 @@ ROWS: dict[int, tuple[Callable[[sqlite3.Connection], None],
     15: (seed_v14, check_v15), 16: (seed_v15, check_v16), 17: (seed_v15, check_v17),
     18: (seed_v15, check_v18), 19: (seed_v15, check_v19), 20: (seed_v15, check_v20),
     21: (seed_v20, check_v21), 22: (seed_v15, check_v22), 23: (seed_v15, check_v23),
+    24: (seed_v15, check_v24),
 }
 
 

@@ -72,7 +72,8 @@ def test_each_section_is_in_the_module_of_its_name():
 def test_a_sections_tables_live_with_it():
     tables = {name: table_classes(cls) for name, cls in sections()}
     assert {name: [t.__name__ for t in found] for name, found in tables.items() if found} == {
-        "pacs": ["PacsDestination"], "routing": ["RoutingRule"], "live": ["LiveSource"]}
+        "pacs": ["PacsDestination"], "routing": ["RoutingRule"], "live": ["LiveSource"],
+        "records": ["RecordsReceiver"]}
     for name, found in tables.items():
         section = dict(sections())[name]
         assert all(t.__module__ == section.__module__ for t in found), name

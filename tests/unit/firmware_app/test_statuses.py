@@ -25,6 +25,8 @@ from clinibox_common.contracts.statuses import (
     LiveKept,
     LiveState,
     OutboxState,
+    RecordState,
+    ReportKind,
     Role,
     Verdict,
 )
@@ -35,7 +37,7 @@ from firmware_app.storage.queue import JobQueue
 from firmware_app.words import labels
 
 ENUMS = (InstanceStatus, AssessmentKind, OutboxState, DicomOutboxState, Verdict, Role,
-         ImportOutcome)
+         ImportOutcome, RecordState, ReportKind)
 #: the words stored before the enumerations came: they must never change (no migration)
 STORED = {
     InstanceStatus: {"queued", "processing", "processed", "quarantined", "failed",
@@ -43,6 +45,8 @@ STORED = {
     AssessmentKind: {"finding", "no_finding", "not_assessable", "outside_validated_range"},
     OutboxState: {"pending", "sent", "dropped", "superseded", "will"},
     DicomOutboxState: {"pending", "sent", "superseded", "held"},
+    RecordState: {"pending", "sent", "superseded", "held"},
+    ReportKind: {"result", "verdict"},
     Verdict: {"agree", "disagree", "unsure"},
     Role: {"clinician", "technician"},
     ImportOutcome: {"accepted", "duplicate", "quarantined", "refused", "dicomdir index",
@@ -50,7 +54,8 @@ STORED = {
 }
 #: the columns the schema restricts with ``CHECK (column IN (...))``, and their enumeration
 CHECKED = {("feedback", "verdict"): Verdict, ("accounts", "role"): Role,
-           ("outbox", "state"): OutboxState, ("dicom_outbox", "state"): DicomOutboxState}
+           ("outbox", "state"): OutboxState, ("dicom_outbox", "state"): DicomOutboxState,
+           ("records_outbox", "state"): RecordState, ("records_outbox", "report_kind"): ReportKind}
 #: CHECKs of another table of words: the DICOM document kinds (``contracts/dicom_outputs.py``)
 NOT_STATES = {("dicom_outbox", "kind")}
 _CHECK = re.compile(r"^\s*(\w+)\s+TEXT\b[^\n]*?CHECK\s*\(\s*(\w+)\s+IN\s*\(([^)]*)\)\s*\)",
