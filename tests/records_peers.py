@@ -91,7 +91,7 @@ class FhirEndpoint:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 endpoint.authorizations.append(self.headers.get("Authorization") or "")
                 if isinstance(endpoint.status, int) and endpoint.status != 200:

@@ -41,9 +41,9 @@ from firmware_app.storage import audit, db, hospital_reviews, model_offers
 from firmware_app.storage import studies as queries
 from firmware_app.storage.status import study_images_waiting
 from firmware_app.words import labels, wording
+from firmware_app.words.review_words import ReviewWords, review_words, words_of
 from web import audit_trail, on_image, render, series_stack
 from web.report_content import ReportContent, make_pdf
-from firmware_app.words.review_words import ReviewWords, review_words, words_of
 from web.security import current_account, database
 
 log = logging.getLogger(__name__)

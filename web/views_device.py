@@ -25,7 +25,7 @@ from clinibox_common.i18n import gettext
 from firmware_app.storage import audit_size, event_codes, hospital_reviews, quarantine
 from firmware_app.storage.enrolment import enrolment_code
 from firmware_app.storage.status import box_status
-from firmware_app.words import event_words, software_words
+from firmware_app.words import event_words, records_words, software_words
 from web import live_worklist
 from web.audit_trail import client_address
 from web.i18n import choose_language
@@ -48,7 +48,14 @@ def status_figures() -> dict[str, Any]:
     now = time.time()
     figures = box_status(database(), config.state_dir, now,
                          pacs_destinations=[d.name for d in config.pacs.destinations],
-                         audit_max_mb=config.audit.max_mb)
+                         audit_max_mb=config.audit.max_mb,
+                         records_receivers=[r.name for r in config.records.receivers])
+    peers = {r.name: r.peer() for r in config.records.receivers}
+    for receiver in figures["records"]:  # the address (never a password), the error in words
+        receiver["peer"] = peers.get(receiver["name"], "")
+        receiver["said"] = records_words.error(receiver["last_error_code"],
+                                               receiver["last_error"] or "")
+        receiver["said_in_english"] = event_words.in_english()
     figures["disk"]["floor_mb"] = config.storage.min_free_mb
     seen = figures["appliance_seen_at"]
     figures.update(

@@ -28,7 +28,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 
-from firmware_app.storage import dicomweb_index, kept_documents
+from firmware_app.storage import dicomweb_index, kept_documents, studies
 from firmware_app.storage.dicomweb_index import StudyQuery
 from web import audit_trail
 from web import dicomweb as model
@@ -185,7 +185,7 @@ def _count(name: str, default: int, most: int) -> int:
 
 def _study_target(study: str) -> str:
     """An audit row's target for a study: the box's id of it (its page)."""
-    found = dicomweb_index.study_id(database(), study)
+    found = studies.study_id(database(), study)
     return f"study:{found}" if found is not None else ""
 
 

@@ -44,7 +44,7 @@ from clinibox_common.contracts.statuses import LiveHint, LiveRequest, LiveState
 from clinibox_common.i18n import N_, formats, gettext, ngettext
 from clinibox_common.redaction import redact_detail
 from firmware_app.settings.live import LiveSource
-from firmware_app.storage import live_frames, live_sessions, live_studies
+from firmware_app.storage import live_frames, live_sessions, live_studies, studies
 from firmware_app.words import labels, wording
 from web import audit_trail, live_worklist
 from web.security import current_account, database
@@ -148,7 +148,7 @@ def _session_view(session: live_sessions.LiveSession | None) -> dict[str, Any] |
         return None
     conn = database()
     kept = live_sessions.kept_by(conn, session.id)
-    study_id = live_studies.study_id_of(conn, session.study_uid) if kept else None
+    study_id = studies.study_id(conn, session.study_uid) if kept else None
     return {
         "id": session.id,
         "patient_name": session.patient_name, "patient_id": session.patient_id,

@@ -76,8 +76,8 @@ def study_content(conn: sqlite3.Connection, study_key: str, *, language: str,
     """The report of ``study_key`` as it stands now, its sentences in ``language``;
     NoSuchStudy when the box has no such study. ``is_demo`` says whether a model id is a
     demonstration model's (trained on phantoms: the report says so)."""
-    row = conn.execute("SELECT id FROM studies WHERE study_key = ?", (study_key,)).fetchone()
-    found = None if row is None else queries.study(conn, int(row[0]))
+    found_id = queries.study_id(conn, study_key)
+    found = None if found_id is None else queries.study(conn, found_id)
     if found is None or not found["instances"]:
         raise NoSuchStudy(study_key)
     instances = found["instances"]

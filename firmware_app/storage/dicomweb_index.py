@@ -104,8 +104,3 @@ def images(conn: sqlite3.Connection, study_instance_uid: str, series_instance_ui
     return [HeldImage(*row[:4], Path(row[4])) for row in rows]
 
 
-def study_id(conn: sqlite3.Connection, study_instance_uid: str) -> int | None:
-    """The box's id of the study with this Study Instance UID (its page, its audit rows)."""
-    row = conn.execute("SELECT id FROM studies WHERE study_key = ?",
-                       (study_instance_uid,)).fetchone()
-    return None if row is None else int(row[0])

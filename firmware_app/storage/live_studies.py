@@ -33,7 +33,3 @@ def patient_of_study(conn: sqlite3.Connection, study_key: str) -> StudyPatient |
     return StudyPatient(int(row[0]), str(row[1]), str(row[2] or ""), str(row[3] or ""))
 
 
-def study_id_of(conn: sqlite3.Connection, study_uid: str) -> int | None:
-    """The id of the study with Study Instance UID ``study_uid`` once it is analysed, or None."""
-    row = conn.execute("SELECT id FROM studies WHERE study_key = ?", (study_uid,)).fetchone()
-    return int(row[0]) if row else None

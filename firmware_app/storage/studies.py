@@ -205,6 +205,12 @@ class InstanceView:
         return is_judged(self.assessment)
 
 
+def study_id(conn: sqlite3.Connection, study_key: str) -> int | None:
+    """The id of the study with ``study_key`` (None: the box has no such study)."""
+    row = conn.execute("SELECT id FROM studies WHERE study_key = ?", (study_key,)).fetchone()
+    return None if row is None else int(row[0])
+
+
 def study(conn: sqlite3.Connection, study_id: int) -> dict[str, Any] | None:
     """The studies row (as a dict) with ``instances``: list[InstanceView], worst first,
     ``volumes``: its series read as volumes or per slice (``storage/volumes.py``), and

@@ -14,6 +14,10 @@ is sent), and a box (``clinibox serve`` with its viewer) enrolled at the hospita
 3. The box goes down; she reviews a second alert; the box comes back and shows that verdict too.
 4. The webhook fired exactly once per alert, signed with the shared secret; nothing identifying
    reached the console's pages, the webhook or the downlink.
+5. The clinic's information systems (``[[records.receivers]]``) got each study's result with
+   the patient as the clinic knows them, then the verdict as a corrected report: as HL7 v2
+   ORU^R01 at hl7apy's MLLP server and as a FHIR transaction the FHIR models read
+   (``tests/records_peers.py``), while the MQTT capture at the hospital holds no canary.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from tests.integration.conftest import (
 from tests.mqtt_broker import Auditor, Broker, make_mqtt_pki, receiver_settings
 from tests.ports import free_port
 from tests.postgres_server import PostgresServer
+from tests.records_peers import FhirEndpoint, MllpListener
 from tests.webhook_sink import WebhookSink
 
 pytestmark = pytest.mark.integration
@@ -89,6 +94,8 @@ class Site:
     sink: WebhookSink
     canaries: CanarySet
     auditor: Auditor
+    mllp: MllpListener
+    fhir: FhirEndpoint
 
     def rows(self, sql: str, params: tuple = ()) -> list[tuple]:
         """Query the hospital's PostgreSQL database."""
@@ -160,6 +167,7 @@ def site(tmp_path_factory) -> Iterator[Site]:
     identity = pki.device(CLINIC, DEVICE)
     box_root = root / "box"
     box_root.mkdir()
+    mllp, fhir = MllpListener(), FhirEndpoint()
     box = Box(box_root, {
         "mqtt": {"host": "127.0.0.1", "port": broker.port, "ca_file": str(pki.ca_cert),
                  "cert_file": str(identity.cert), "key_file": str(identity.key)},
@@ -169,6 +177,9 @@ def site(tmp_path_factory) -> Iterator[Site]:
                       "summary_seconds": 30.0, "heartbeat_seconds": 2.0,
                       "retry_min_seconds": 0.2, "retry_max_seconds": 1.0},
         "web": {"enabled": True},
+        "records": {"retry_min_seconds": 0.5, "retry_max_seconds": 2.0, "language": "zh_CN",
+                    "receivers": [{"name": "his", "host": "127.0.0.1", "port": mllp.port},
+                                  {"name": "emr", "protocol": "fhir", "url": fhir.url}]},
     })
     public = box_root / "device.pub"
     box.cli("identity", "--out", str(public))
@@ -180,7 +191,9 @@ def site(tmp_path_factory) -> Iterator[Site]:
     viewer = f"https://127.0.0.1:{box.web_port}"
     wait_for(lambda: _answers(f"{viewer}/login"), 90, "the box's viewer to answer")
     canaries = write_canary_studies(root / "canaries", 2, lesion=True)
-    yield Site(root, url, config, base, box, viewer, sink, canaries, auditor)
+    yield Site(root, url, config, base, box, viewer, sink, canaries, auditor, mllp, fhir)
+    mllp.close()
+    fhir.close()
     auditor.close()
     box.stop()
     for process in (console, receiver):
@@ -304,6 +317,25 @@ def test_a_radiologist_reviews_in_chinese_and_the_box_shows_the_verdict(site: Si
     seen += b"".join(m.topic.encode() + m.payload for m in site.auditor.messages())
     seen += "".join(json.dumps(r) for r in site.rows("SELECT payload FROM downlinks")).encode()
     assert site.canaries.found_in(seen) == []
+
+    # 5. the clinic's records: each study's result, then the verdict as a correction
+    wait_for(lambda: len(site.mllp.received) >= 4 and len(site.fhir.bundles) >= 4, 60,
+             "two results and two verdicts at the clinic's records systems")
+    messages = site.mllp.messages()
+    statuses = [next(s for s in m.children if s.name == "OBR").obr_25.value for m in messages]
+    assert sorted(statuses) == ["C", "C", "F", "F"]
+    held = "".join(site.mllp.received).encode()
+    patients = {m.pid.pid_3.to_er7().split("^")[0] for m in messages}
+    assert len(patients) == 2 and all(site.canaries.found_in(p.encode()) for p in patients)
+    assert "请尽快转诊" in held.decode() and "复查后转诊" in held.decode()
+    reports = site.fhir.resources("DiagnosticReport")
+    assert sorted(r["status"] for r in reports) == ["amended", "amended", "final", "final"]
+    assert not site.fhir.refused
+    people = site.fhir.resources("Patient")
+    assert {p["identifier"][0]["value"] for p in people} == patients
+    # the identity went to the clinic's systems only: the hospital's capture still has none
+    assert site.canaries.found_in(b"".join(m.topic.encode() + m.payload
+                                           for m in site.auditor.messages())) == []
 
 
 def test_check_box_proves_the_link_both_ways_and_the_console_shows_it(site: Site):

@@ -301,3 +301,21 @@ def test_a_wrong_receiver_is_refused_naming_the_key(receiver, problem):
 
     with pytest.raises(ConfigError, match=problem.replace("|", r"\|").replace("^", r"\^")):
         from_dict({"records": {"receivers": [receiver]}})
+
+
+def test_the_set_up_page_s_config_is_taken_as_written(tmp_path):
+    """docs/integration/records.md: its TOML block, through ``clinibox config --check``."""
+    import re
+    from pathlib import Path
+
+    from clinibox.table import main
+    from clinibox_common.settings_loader import read_toml
+
+    page = (Path(__file__).parents[3] / "docs" / "integration" / "records.md").read_text()
+    (block,) = re.findall(r"```toml\n(.*?)```", page, re.S)
+    config = tmp_path / "clinibox.toml"
+    config.write_text(block)
+    assert main(["config", "--check", str(config)]) == 0
+    receivers = from_dict(read_toml(config)).records.receivers
+    assert [(r.name, r.protocol, r.peer()) for r in receivers] == [
+        ("his", "hl7-mllp", "192.0.2.20:2575"), ("emr", "fhir", "https://emr.clinic.lan/fhir")]
