@@ -5,6 +5,7 @@ not leave behind for ever."""
 
 from __future__ import annotations
 
+import base64
 import errno
 import os
 import shutil
@@ -76,6 +77,25 @@ def read_secret(path: str | Path) -> str:
     if not lines or not lines[0]:
         raise SecretFileUnsafe(f"{path} holds no password on its first line", "empty")
     return lines[0]
+
+
+def secret_reason(exc: OSError | SecretFileUnsafe) -> str:
+    """Why a password file cannot be used, as a code: ``missing``, ``unreadable``, or the
+    reason of :class:`SecretFileUnsafe` (``link``, ``not_regular``, ``readable_by_others``,
+    ``not_utf8``, ``empty``)."""
+    if isinstance(exc, SecretFileUnsafe):
+        return exc.reason
+    return "missing" if exc.errno == errno.ENOENT else "unreadable"
+
+
+def basic_authorization(username: str, password_file: str | Path) -> str | None:
+    """The HTTP Basic ``Authorization`` value of ``username`` with its password read from
+    ``password_file`` now (None without a user); OSError or SecretFileUnsafe as
+    :func:`read_secret`."""
+    if not username:
+        return None
+    pair = f"{username}:{read_secret(password_file)}".encode()
+    return "Basic " + base64.b64encode(pair).decode("ascii")
 
 
 def write_atomically(path: Path, text: str, mode: int | None = None,

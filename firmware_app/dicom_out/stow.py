@@ -28,9 +28,7 @@ watchdog closes the connection then), and nothing the service sends can raise ou
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import errno
 import http.client
 import json
 import os
@@ -44,7 +42,7 @@ from urllib.parse import urlsplit
 
 from pydicom.uid import UID
 
-from clinibox_common.fs import SecretFileUnsafe, read_secret
+from clinibox_common import fs
 from firmware_app.dicom_out.link import (
     Document,
     LinkFailed,
@@ -323,19 +321,12 @@ def link_failure(status: int, user: bool) -> tuple[str, str]:
 def basic_authorization(destination: PacsDestination) -> str | None:
     """The ``Authorization`` header's value for the destination's user (its password read
     from password_file now), None without a user: LinkFailed where the file is not usable."""
-    if not destination.username:
-        return None
     try:
-        password = read_secret(destination.password_file)
-    except OSError as exc:
-        why = "missing" if exc.errno == errno.ENOENT else "unreadable"
-        raise LinkFailed(f"password_file {exc.strerror}",
-                         f"{codes.PACS_PASSWORD_FILE}:{why}") from exc
-    except SecretFileUnsafe as exc:
-        raise LinkFailed(f"password_file {exc}",
-                         f"{codes.PACS_PASSWORD_FILE}:{exc.reason}") from exc
-    pair = f"{destination.username}:{password}".encode()
-    return "Basic " + base64.b64encode(pair).decode("ascii")
+        return fs.basic_authorization(destination.username, destination.password_file)
+    except (OSError, fs.SecretFileUnsafe) as exc:
+        said = f"password_file {exc.strerror}" if isinstance(exc, OSError) else \
+            f"password_file {exc}"
+        raise LinkFailed(said, f"{codes.PACS_PASSWORD_FILE}:{fs.secret_reason(exc)}") from exc
 
 
 def open_link(destination: PacsDestination, settings: PacsConfig, calling_ae: str,

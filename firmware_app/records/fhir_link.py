@@ -14,15 +14,13 @@ off.
 
 from __future__ import annotations
 
-import base64
-import errno
 import http.client
 import json
 import ssl
 from typing import Any
 from urllib.parse import urlsplit
 
-from clinibox_common.fs import SecretFileUnsafe, read_secret
+from clinibox_common import fs
 from firmware_app.dicom_out.stow import Watchdog
 from firmware_app.records.link import Delivered, LinkFailed, Outcome, Refused
 from firmware_app.settings.records import RecordsReceiver
@@ -37,19 +35,13 @@ SAID_AT_MOST = 200
 def basic_authorization(receiver: RecordsReceiver) -> str | None:
     """The ``Authorization`` header for the receiver's user (its password read now), None
     without one; LinkFailed where the password file is not usable."""
-    if not receiver.username:
-        return None
     try:
-        password = read_secret(receiver.password_file)
-    except OSError as exc:
-        why = "missing" if exc.errno == errno.ENOENT else "unreadable"
-        raise LinkFailed(f"password_file {exc.strerror}",
-                         f"{codes.RECORDS_PASSWORD_FILE}:{why}") from None
-    except SecretFileUnsafe as exc:
-        raise LinkFailed(f"password_file {exc}",
-                         f"{codes.RECORDS_PASSWORD_FILE}:{exc.reason}") from None
-    pair = f"{receiver.username}:{password}".encode()
-    return "Basic " + base64.b64encode(pair).decode("ascii")
+        return fs.basic_authorization(receiver.username, receiver.password_file)
+    except (OSError, fs.SecretFileUnsafe) as exc:
+        said = f"password_file {exc.strerror}" if isinstance(exc, OSError) else \
+            f"password_file {exc}"
+        raise LinkFailed(said, f"{codes.RECORDS_PASSWORD_FILE}:{fs.secret_reason(exc)}"
+                         ) from None
 
 
 def _said(text: object) -> str:

@@ -319,3 +319,64 @@ def test_the_set_up_page_s_config_is_taken_as_written(tmp_path):
     receivers = from_dict(read_toml(config)).records.receivers
     assert [(r.name, r.protocol, r.peer()) for r in receivers] == [
         ("his", "hl7-mllp", "192.0.2.20:2575"), ("emr", "fhir", "https://emr.clinic.lan/fhir")]
+
+
+def _one_report(tmp_path, receiver: RecordsReceiver):
+    config = Config()
+    config.storage = dataclasses.replace(config.storage, state_dir=str(tmp_path))
+    config.records.receivers = [receiver]
+    conn = db.connect(config.database_path)
+    db.initialise(conn)
+    with db.transaction(conn):
+        records_outbox.add_report(conn, [receiver.name], "1.2.3", "result", 1, _content())
+    return config, conn
+
+
+@pytest.mark.parametrize("status,code,state", [
+    (401, "records_failed:auth:no_user", "pending"), (404, "records_failed:no_service", "pending"),
+    (503, "records_failed:server_error:503", "pending"),
+    ("unconfirmed", "records_failed:unconfirmed", "pending"),
+    (422, "records_failed:refused:422", "pending")])
+def test_a_fhir_server_s_answer_is_read_for_what_it_says(tmp_path, status, code, state):
+    endpoint = FhirEndpoint(status=status)
+    try:
+        receiver = RecordsReceiver(name="emr", protocol="fhir", url=endpoint.url)
+        config, conn = _one_report(tmp_path, receiver)
+        sender = RecordsSender(config, receiver)
+        assert sender.send_due(now=10**10) == 0
+        (figure,) = records_outbox.receiver_figures(conn, ["emr"])
+        assert figure["last_error_code"] == code
+        assert conn.execute("SELECT state FROM records_outbox").fetchone()[0] == state
+        if status == 422:  # the server's own words are kept with the refusal
+            assert "Patient.identifier unknown here" in figure["last_error"]
+        sender.conn.close()
+        conn.close()
+    finally:
+        endpoint.close()
+
+
+def test_the_password_is_read_at_each_connection_and_an_open_file_is_refused(tmp_path):
+    endpoint = FhirEndpoint()
+    try:
+        secret = tmp_path / "password"
+        secret.write_text("first-Pw\n")
+        secret.chmod(0o600)
+        # built directly: config --check would refuse a user over http:// (a test endpoint)
+        receiver = RecordsReceiver(name="emr", protocol="fhir", url=endpoint.url,
+                                   username="box-1", password_file=str(secret))
+        config, conn = _one_report(tmp_path, receiver)
+        sender = RecordsSender(config, receiver)
+        assert sender.send_due(now=10**10) == 1
+        assert endpoint.authorizations == ["Basic " + base64.b64encode(b"box-1:first-Pw")
+                                           .decode()]
+        secret.chmod(0o644)
+        with db.transaction(conn):
+            records_outbox.add_report(conn, ["emr"], "1.2.4", "result", 1, _content())
+        assert sender.send_due(now=10**10) == 0
+        (figure,) = records_outbox.receiver_figures(conn, ["emr"])
+        assert figure["last_error_code"] == "records_failed:password_file:readable_by_others"
+        assert "first-Pw" not in figure["last_error"] and len(endpoint.authorizations) == 1
+        sender.conn.close()
+        conn.close()
+    finally:
+        endpoint.close()
