@@ -66,6 +66,8 @@ def status_figures() -> dict[str, Any]:
                     for d in config.pacs.destinations},
         pacs_to_fix=[d["name"] for d in figures["pacs"]
                      if d["waiting"] and event_codes.pacs_needs_a_person(d["last_error_code"])],
+        records_to_fix=[r["name"] for r in figures["records"] if r["waiting"]
+                        and event_codes.records_need_a_person(r["last_error_code"])],
         clinic=config.telemetry.clinic, device=config.telemetry.device,
         enrolment_code=_enrolment_code(config),
         software=_software(),

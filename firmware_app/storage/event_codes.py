@@ -120,6 +120,15 @@ RECORDS_FAILURES = (RECORDS_UNREACHABLE, RECORDS_NO_ANSWER, RECORDS_LOST, RECORD
                     RECORDS_REFUSED, RECORDS_TLS, RECORDS_AUTH, RECORDS_NO_SERVICE,
                     RECORDS_SERVER_ERROR, RECORDS_PASSWORD_FILE, RECORDS_UNCONFIRMED,
                     RECORDS_NOT_MADE)
+#: records failures a technician must mend (the address, the password, TLS, a wrong peer)
+RECORDS_SET_UP_FAILURES = frozenset({RECORDS_AUTH, RECORDS_NO_SERVICE, RECORDS_PASSWORD_FILE,
+                                     RECORDS_TLS, RECORDS_NOT_ACK, RECORDS_UNCONFIRMED})
+
+
+def records_need_a_person(value: str | None) -> bool:
+    """Whether a ``records_failed`` code is a set-up fault that retrying will not mend."""
+    kind_, found = parts(value, 2)
+    return kind_ == RECORDS_FAILED and bool(found) and found[0] in RECORDS_SET_UP_FAILURES
 
 
 def pacs_needs_a_person(value: str | None) -> bool:
