@@ -50,9 +50,12 @@ def status_figures() -> dict[str, Any]:
                          pacs_destinations=[d.name for d in config.pacs.destinations],
                          audit_max_mb=config.audit.max_mb,
                          records_receivers=[r.name for r in config.records.receivers])
-    peers = {r.name: r.peer() for r in config.records.receivers}
+    receivers = {r.name: r for r in config.records.receivers}
     for receiver in figures["records"]:  # the address (never a password), the error in words
-        receiver["peer"] = peers.get(receiver["name"], "")
+        found = receivers.get(receiver["name"])
+        receiver["peer"] = (f"{records_words.protocol(found.protocol)} {found.peer()}"
+                            if found else "")
+        receiver["held_said"] = records_words.receiver_said(receiver["held_error"] or "")
         receiver["said"] = records_words.error(receiver["last_error_code"],
                                                receiver["last_error"] or "")
         receiver["said_in_english"] = event_words.in_english()

@@ -90,9 +90,11 @@ def status_report(config: config_module.Config) -> dict[str, Any]:
     peers = {d.name: d.peer() for d in config.pacs.destinations}
     for destination in report["pacs"]:
         destination["peer"] = peers.get(destination["name"])  # the address, never a password
-    peers = {r.name: r.peer() for r in config.records.receivers}
-    for receiver in report["records"]:
-        receiver["peer"] = peers.get(receiver["name"])
+    receivers = {r.name: r for r in config.records.receivers}
+    for receiver in report["records"]:  # the address, never a password
+        found = receivers.get(receiver["name"])
+        receiver["peer"] = found.peer() if found else None
+        receiver["protocol"] = found.protocol if found else ""
     report["live"] = live_report(config)
     report["worklist"]["enabled"] = config.worklist.enabled
     report["last_errors"] = [
@@ -244,26 +246,36 @@ def _print_pacs(destinations: list[dict[str, Any]]) -> None:
 
 
 def _print_records(receivers: list[dict[str, Any]]) -> None:
-    """The records outbox per clinic information system: backlog, last delivery, last error."""
+    """The records outbox per clinic information system: its protocol and address, backlog,
+    last delivery, what is held and why, the last error."""
     if not receivers:
         return
     print(_("Clinic records systems (reports waiting / sent):"))
     for r in receivers:
         name = r["name"] if r["configured"] else _(
             "%(name)s (not configured: its reports wait)", name=r["name"])
-        line = "  " + _("%(name)s: %(waiting)s waiting, %(sent)s sent", name=name,
+        line = "  " + _("%(name)s: %(waiting)s report(s) waiting, %(sent)s sent", name=name,
                         waiting=r["waiting"], sent=r["sent"])
         if r["waiting"]:
-            line += _(", oldest since %(oldest)s", oldest=_clock(r["oldest_waiting_at"]))
+            line += _(", oldest since %(oldest)s, next try %(next)s (%(tries)s tries so far)",
+                      oldest=_clock(r["oldest_waiting_at"]), next=_clock(r["next_attempt_at"]),
+                      tries=r["attempts"])
         if r["last_sent_at"] is not None:
             line += _(", last sent %(when)s", when=_clock(r["last_sent_at"]))
         print(line)
         if r.get("peer"):
-            print("    " + _("Address") + _(": ") + r["peer"])
+            print("    " + _("Address") + _(": ")
+                  + f"{records_words.protocol(r.get('protocol', ''))} {r['peer']}")
         if r["held"]:
-            print("    " + _("held, no longer retried (refused by the records system): "
-                          "%(held)s; fix the cause with its administrator, then send them "
-                          "again:", held=r["held"]))
+            print("    " + ngettext(
+                "%(num)s report held (no longer sent again by itself), refused with answer "
+                "code %(code)s", "%(num)s reports held (no longer sent again by itself), "
+                "refused with answer code %(code)s", r["held"], code=r["held_status"] or "-"))
+            if r["held_error"]:
+                print("      " + records_words.receiver_said(r["held_error"]))
+            print("    " + _("Fix the cause with that system's administrator, then send them "
+                          "again:"))
+            print(f"      clinibox records held --receiver {r['name']}")
             print(f"      clinibox records retry --receiver {r['name']}")
         if r["last_error"]:
             at = f"{_clock(r['last_error_at'])} " if r["last_error_at"] is not None else ""

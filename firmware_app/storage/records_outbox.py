@@ -162,18 +162,21 @@ def held_reports(conn: sqlite3.Connection, receiver: str | None = None
 
 
 def requeue_held(conn: sqlite3.Connection, receiver: str | None = None,
-                 now: float | None = None) -> int:
+                 now: float | None = None) -> dict[str, int]:
     """Send the held reports (of one receiver, else all) again at once, their refusals
-    counted from zero; return how many. Run it inside a transaction."""
+    counted from zero; return how many of each receiver's. Run it inside a transaction."""
     now = time.time() if now is None else now
     where, params = "state = ?", [RecordState.HELD]
     if receiver is not None:
         where += " AND receiver = ?"
         params.append(receiver)
-    cursor = conn.execute("UPDATE records_outbox SET state = ?, refusals = 0,"
-                          f" next_attempt_at = ? WHERE {where}",
-                          [RecordState.PENDING, now, *params])
-    return int(cursor.rowcount)
+    rows = conn.execute("UPDATE records_outbox SET state = ?, refusals = 0,"
+                        f" next_attempt_at = ? WHERE {where} RETURNING receiver",
+                        [RecordState.PENDING, now, *params]).fetchall()
+    counts: dict[str, int] = {}
+    for (name,) in rows:
+        counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def event_component(receiver: str) -> str:
@@ -192,25 +195,33 @@ def last_said(conn: sqlite3.Connection, receiver: str, message: str) -> float | 
 def receiver_figures(conn: sqlite3.Connection, configured: Collection[str] = ()
                      ) -> list[dict[str, Any]]:
     """Backlog and last failure of every receiver (configured, or with rows), by name:
-    ``waiting``, ``oldest_waiting_at``, ``sent``, ``last_sent_at``, ``held``, ``configured``,
-    and ``last_error``, ``last_error_at`` and ``last_error_code`` (the newest failure
-    recorded in the events; None, None and "" when none is kept)."""
-    figures: dict[str, dict[str, Any]] = {
-        name: {"name": name, "waiting": 0, "oldest_waiting_at": None, "sent": 0,
-               "last_sent_at": None, "held": 0} for name in configured}
+    ``waiting``, ``oldest_waiting_at``, ``attempts`` (the most tries a waiting report has had),
+    ``next_attempt_at``, ``sent``, ``last_sent_at``, ``held`` with ``held_status`` and
+    ``held_error`` (the newest held report's answer and the receiver's words), ``configured``,
+    and ``last_error``, ``last_error_at`` and ``last_error_code`` (the newest event recorded
+    for it; None, None and "" when none is kept)."""
+    empty = {"waiting": 0, "oldest_waiting_at": None, "attempts": 0, "next_attempt_at": None,
+             "sent": 0, "last_sent_at": None, "held": 0}
+    figures: dict[str, dict[str, Any]] = {name: {"name": name, **empty} for name in configured}
     for row in conn.execute(
             "SELECT receiver, SUM(state = :pending) AS waiting,"
             " MIN(CASE WHEN state = :pending THEN created_at END) AS oldest_waiting_at,"
+            " MAX(CASE WHEN state = :pending THEN attempts ELSE 0 END) AS attempts,"
+            " MIN(CASE WHEN state = :pending THEN next_attempt_at END) AS next_attempt_at,"
             " SUM(state = :sent) AS sent, MAX(sent_at) AS last_sent_at,"
             " SUM(state = :held) AS held FROM records_outbox GROUP BY receiver",
             {"pending": RecordState.PENDING, "sent": RecordState.SENT,
              "held": RecordState.HELD}):
         figures[row["receiver"]] = {
             "name": row["receiver"], "waiting": int(row["waiting"] or 0),
-            "oldest_waiting_at": row["oldest_waiting_at"], "sent": int(row["sent"] or 0),
+            "oldest_waiting_at": row["oldest_waiting_at"], "attempts": int(row["attempts"] or 0),
+            "next_attempt_at": row["next_attempt_at"], "sent": int(row["sent"] or 0),
             "last_sent_at": row["last_sent_at"], "held": int(row["held"] or 0)}
     for name, item in figures.items():
         item["configured"] = name in configured
+        held = held_reports(conn, name)
+        item["held_status"] = held[-1]["last_status"] if held else None
+        item["held_error"] = held[-1]["last_error"] if held else None
         event = conn.execute("SELECT at, message, code FROM events WHERE component = ?"
                              " ORDER BY id DESC LIMIT 1", (event_component(name),)).fetchone()
         item["last_error_at"], item["last_error"], item["last_error_code"] = (

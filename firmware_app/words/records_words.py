@@ -10,7 +10,8 @@ from firmware_app.storage import event_codes as codes
 #: how a clinic information system failed (``records_failed:<failure>[:<answer>]``)
 FAILURES = {
     codes.RECORDS_UNREACHABLE: N_("cannot reach the clinic's records system (check that it is "
-                                  "on, and host and port)"),
+                                  "on, the network, and host and port in the configuration); "
+                                  "the box tries again"),
     codes.RECORDS_NO_ANSWER: N_("the clinic's records system did not answer in time; the box "
                                 "tries again"),
     codes.RECORDS_LOST: N_("the connection to the clinic's records system was lost while "
@@ -32,14 +33,18 @@ FAILURES = {
     codes.RECORDS_NOT_MADE: N_("the box could not write the report as a message"),
 }
 #: a failure with the receiver's answer (an HL7 AE or AR, an HTTP status)
-WITH_ANSWER = N_("%(failure)s (answer %(answer)s)")
+WITH_ANSWER = N_("%(failure)s (its answer code: %(answer)s)")
 #: a held report (``records_held:<refusals>:<answer>``)
-HELD = N_("the clinic's records system refused a report %(n)s times (answer %(answer)s): it "
-          "is held and no longer sent")
-NOT_MADE_HELD = N_("the box could not write a report as a message: it is held and no longer "
-                   "sent")
+HELD = N_("the clinic's records system refused a report %(n)s times (its answer code: "
+          "%(answer)s): it is held (no longer sent again by itself)")
+NOT_MADE_HELD = N_("the box could not write a report as a message: it is held (no longer sent "
+                   "again by itself)")
 NOT_QUEUED = N_("a study's report for the clinic's records could not be queued (see the log)")
 REQUEUED = N_("%(n)s held report(s) for the clinic's records queued again")
+#: how each receiver is sent its reports (``[[records.receivers]] protocol``)
+PROTOCOLS = {"hl7-mllp": N_("HL7 v2 (MLLP)"), "fhir": N_("FHIR")}
+#: why a report was sent (``ReportKind``)
+REPORT_KINDS = {"result": N_("study result"), "verdict": N_("hospital's verdict (correction)")}
 
 
 def words(code: str | None) -> str:
@@ -75,3 +80,22 @@ def error(code: str | None, recorded: str) -> str:
     if current() == ENGLISH:
         return recorded
     return words(code) or gettext("sending to the clinic's records system failed")
+
+
+def protocol(word: str) -> str:
+    """A receiver's protocol as a name ("HL7 v2 (MLLP)", "FHIR"); the word itself when
+    unknown."""
+    name = PROTOCOLS.get(word)
+    return gettext(name) if name else word
+
+
+def report_kind(word: str) -> str:
+    """Why a report was sent, in words; the word itself when unknown."""
+    name = REPORT_KINDS.get(word)
+    return gettext(name) if name else word
+
+
+def receiver_said(recorded: str) -> str:
+    """A refusal as the receiver worded it (its own words, in its language), introduced in
+    the reader's."""
+    return gettext("the receiver's own words: %(words)s", words=recorded) if recorded else ""

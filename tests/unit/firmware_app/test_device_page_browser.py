@@ -165,6 +165,69 @@ def test_the_device_page_in_chinese_says_the_boxs_events_and_a_pacs_failure(serv
     assert "（仅有英文记录，请看英文页面或日志）" in page
 
 
+def test_the_device_page_in_chinese_says_which_records_system_fails_and_why(served):
+    """Two clinic records systems: one unreachable (reports wait), one that refused a report
+    until it was held. The top of the page says both, the card says why in Chinese with the
+    receiver's own words beside, the commands to run, and nothing else in English."""
+    from selenium.webdriver.common.by import By
+
+    from firmware_app.settings.records import RecordsReceiver
+    from firmware_app.storage import records_outbox
+
+    base, state, _app = served
+    state.config.records.receivers = [
+        RecordsReceiver(name="his", host="127.0.0.1", port=9),
+        RecordsReceiver(name="emr", protocol="fhir", url="https://emr.clinic.lan/fhir")]
+    conn = db.connect(state.config.database_path)
+    try:
+        with db.transaction(conn):
+            records_outbox.add_report(conn, ["his"], "1.2.3", "result", 1, {})
+            (held,) = records_outbox.add_report(conn, ["emr"], "1.2.4", "result", 1, {})
+            records_outbox.mark_refused(conn, held, "emr answered 422: Patient identifier "
+                                        "P1 unknown (report 2, study 1.2.4)", "422", 1, 1, 1)
+            db.record_event(conn, "WARNING", "records his", "127.0.0.1:9: cannot connect",
+                            "records_failed:unreachable")
+            db.record_event(conn, "WARNING", "records emr", "held after 5 refusals: …",
+                            "records_held:5:422")
+        # an unreachable system is an outage (retried), not a set-up fault: no top line
+        assert not event_codes_need_a_person("records_failed:unreachable")
+        with db.transaction(conn):
+            db.record_event(conn, "WARNING", "records his", "127.0.0.1:9: not an ACK",
+                            "records_failed:not_ack")
+    finally:
+        conn.close()
+    driver = headless_chromium("zh-CN", accept_languages="zh-CN,zh")
+    try:
+        _log_in(driver, base)
+        driver.get(f"{base}/device")
+        top = driver.find_element(By.ID, "records-held").text
+        to_fix = driver.find_element(By.ID, "records-to-fix").text
+        driver.save_screenshot(str(ARTIFACTS / "zh-device-records-top.png"))
+        card = driver.find_element(By.ID, "records")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", card)
+        driver.save_screenshot(str(ARTIFACTS / "zh-device-records.png"))
+        words = driver.execute_script(
+            "const copy = arguments[0].cloneNode(true);"
+            "copy.querySelectorAll('[translate=no], [lang=en], code').forEach(e => e.remove());"
+            "return copy.innerText", card)
+        said = card.text
+    finally:
+        driver.quit()
+    assert top == "1 份报告被诊所信息系统拒收，已暂停发送"
+    assert "his" in to_fix and "emr" not in to_fix
+    assert "HL7 v2（MLLP） 127.0.0.1:9" in said and "FHIR https://emr.clinic.lan/fhir" in said
+    assert "（对方返回代码 422）" in said and "Patient identifier P1 unknown" in said
+    assert "不是对这份报告的 HL7 确认" in said
+    assert "clinibox records retry --receiver emr" in said
+    assert english_sentences(words) == [], english_sentences(words)
+
+
+def event_codes_need_a_person(code: str) -> bool:
+    from firmware_app.storage import event_codes
+
+    return event_codes.records_need_a_person(code)
+
+
 #: the header's items (brand, links, language switch, logout) and their boxes, in the page
 HEADER_BOXES = """
 const header = document.querySelector('header.top');

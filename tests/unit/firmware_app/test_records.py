@@ -201,7 +201,7 @@ def test_refusals_are_held_outages_wait_and_one_receiver_never_holds_back_anothe
     assert _send_all(box.config) == {"his": 0, "emr": 1}  # the FHIR server is back
     listener.code = "AA"
     with db.transaction(box.conn):
-        assert records_outbox.requeue_held(box.conn, "his") == 1
+        assert records_outbox.requeue_held(box.conn, "his") == {"his": 1}
     assert _send_all(box.config) == {"his": 1, "emr": 0}
     assert [s[2] for s in _states(box)] == [RecordState.SENT, RecordState.SENT]
 
@@ -380,3 +380,34 @@ def test_the_password_is_read_at_each_connection_and_an_open_file_is_refused(tmp
         conn.close()
     finally:
         endpoint.close()
+
+
+def test_the_technician_lists_held_reports_and_sends_them_again_in_chinese(tmp_path, capsys,
+                                                                           monkeypatch):
+    from clinibox.table import main
+
+    config_file = tmp_path / "clinibox.toml"
+    config_file.write_text(f'[storage]\nstate_dir = "{tmp_path / "state"}"\n'
+                           '[[records.receivers]]\nname = "emr"\nprotocol = "fhir"\n'
+                           'url = "https://emr.clinic.lan/fhir"\n')
+    config = from_dict({"storage": {"state_dir": str(tmp_path / "state")}})
+    conn = db.connect(config.database_path)
+    db.initialise(conn)
+    with db.transaction(conn):
+        (row,) = records_outbox.add_report(conn, ["emr"], "1.2.3", "verdict", 4, _content())
+        records_outbox.mark_refused(conn, row, "emr answered 422: Patient unknown", "422",
+                                    1, 1, 1)
+    monkeypatch.setenv("LANG", "zh_CN.UTF-8")
+    capsys.readouterr()
+    assert main(["records", "held", "--config", str(config_file)]) == 0
+    listed = capsys.readouterr().out
+    assert "中心医院结论（更正）" in listed and "对方原话：emr answered 422: Patient unknown" \
+        in listed and " 422 " in listed
+    assert main(["records", "retry", "--receiver", "emx", "--config", str(config_file)]) == 1
+    assert "没有名为 emx 的诊所信息系统（已有：emr）" in capsys.readouterr().out
+    assert main(["records", "retry", "--receiver", "emr", "--config", str(config_file)]) == 0
+    assert "已将 1 份暂停发送的报告重新排队" in capsys.readouterr().out
+    (figure,) = records_outbox.receiver_figures(conn, ["emr"])
+    assert (figure["held"], figure["waiting"]) == (0, 1)
+    assert figure["last_error_code"] == "records_requeued:1:emr"  # on the receiver's line
+    conn.close()
