@@ -89,6 +89,8 @@ class StowLink:
         self.target = parts.path.rstrip("/") + "/studies"
         self.authorization = authorization
         self.used = False
+        #: the watchdog of the exchange under way (``exchange``)
+        self.watchdog: Watchdog | None = None
         self.conn = self._connection()
 
     def _connection(self) -> http.client.HTTPConnection:
@@ -143,18 +145,21 @@ class StowLink:
         """POST ``held`` (``size`` bytes; None: a multipart body of no part) within
         ``[pacs] dimse_timeout`` in all: the answer's status, reason and DICOM JSON, or
         LinkFailed saying how the exchange failed, whatever the service did."""
-        watchdog = Watchdog(self.conn, self.settings.dimse_timeout)
+        watchdog = self.watchdog = Watchdog(self.conn, self.settings.dimse_timeout)
+        late = LinkFailed(f"{self.destination.peer()} did not answer within "
+                          f"{self.settings.dimse_timeout:g} s", codes.PACS_NO_ANSWER)
         try:
-            return self._post(held, size)
+            answered = self._post(held, size)
         except Exception as exc:  # whatever the service does, a failure with its code
             if watchdog.fired:
-                raise LinkFailed(f"{self.destination.peer()} did not answer within "
-                                 f"{self.settings.dimse_timeout:g} s",
-                                 codes.PACS_NO_ANSWER) from exc
+                raise late from exc
             raise LinkFailed(_lost(exc), codes.PACS_TLS if isinstance(exc, ssl.SSLError)
                              else codes.PACS_LOST) from exc
         finally:
             watchdog.cancel()
+        if watchdog.fired:  # an answer cut short at its deadline is no answer
+            raise late
+        return answered
 
     def _post(self, held: IO[bytes] | None, size: int) -> tuple[int, str, Any]:
         """Send the body (once more on a fresh connection when a kept-alive one was
@@ -187,6 +192,8 @@ class StowLink:
             headers["Authorization"] = self.authorization
         reconnect = self.conn.sock is None
         self.conn.request("POST", self.target, body=_body(head, held, tail), headers=headers)
+        if self.watchdog is not None:
+            self.watchdog.note(self.conn.sock)
         if reconnect:
             self._answer_time()
         self.used = True
@@ -202,22 +209,34 @@ class StowLink:
 
 
 class Watchdog:
-    """Closes a connection's socket when one request has had its time, so that no answer,
-    however slowly it trickles in, holds the sender longer."""
+    """Closes a connection's sockets when one request has had its time, so that no answer,
+    however slowly it trickles in, holds the sender longer. It shuts every socket it has
+    seen the connection use (``note``), not only the one the connection holds now:
+    ``http.client`` lets go of a socket whose answer will close the connection, and reads
+    that answer from it all the same."""
 
     def __init__(self, conn: http.client.HTTPConnection, seconds: float) -> None:
         self.conn = conn
         self.fired = False
+        self.sockets: list[socket.socket] = []
+        self.note(conn.sock)
         self.timer = threading.Timer(seconds, self._cut)
         self.timer.daemon = True
         self.timer.start()
 
+    def note(self, sock: socket.socket | None) -> None:
+        """Watch ``sock`` too (the connection opened it for this request)."""
+        if sock is not None and sock not in self.sockets:
+            self.sockets.append(sock)
+            if self.fired:
+                self._cut()
+
     def _cut(self) -> None:
         self.fired = True
-        sock = self.conn.sock
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+        for sock in [*self.sockets, self.conn.sock]:
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
     def cancel(self) -> None:
         """The request ended in time (or not): stop watching."""

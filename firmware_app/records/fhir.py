@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 from fhir.resources.R4B.bundle import Bundle
 
@@ -56,9 +57,13 @@ def report_identifier(content: dict[str, Any]) -> tuple[str, str]:
 
 
 def _fhir_date(value: str) -> str | None:
-    """A DICOM DA (YYYYMMDD) as a FHIR date, None when it is not one."""
-    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 and value.isdigit() \
-        else None
+    """A DICOM DA (YYYYMMDD) as a FHIR date, None when it is no date (``00000000``, a 30th
+    of February: a header's placeholder is left out, never the report)."""
+    try:
+        return dt.date(int(value[:4]), int(value[4:6]), int(value[6:8])).isoformat() \
+            if len(value) == 8 and value.isdigit() else None
+    except ValueError:
+        return None
 
 
 def _fhir_instant(epoch: float) -> str:
@@ -66,16 +71,30 @@ def _fhir_instant(epoch: float) -> str:
 
 
 def _effective(study: dict[str, Any]) -> str | None:
-    """The study's date (and time, with the box's UTC offset) as a FHIR dateTime."""
+    """The study's date (and time, with the box's UTC offset) as a FHIR dateTime; the date
+    alone when the time is no time (``2400``, a leap second)."""
     day = _fhir_date(study["date"])
     if day is None:
         return None
-    time_ = study["time"].split(".")[0]
-    if len(time_) >= 4 and time_.isdigit():
-        moment = dt.datetime(int(day[:4]), int(day[5:7]), int(day[8:]), int(time_[:2]),
-                                 int(time_[2:4]), int(time_[4:6] or 0) if len(time_) >= 6 else 0)
+    clock = study["time"].split(".")[0]
+    if len(clock) >= 4 and clock.isdigit():
+        try:
+            moment = dt.datetime.fromisoformat(day).replace(
+                hour=int(clock[:2]), minute=int(clock[2:4]),
+                second=int(clock[4:6]) if len(clock) >= 6 else 0)
+        except ValueError:
+            return day
         return moment.astimezone().isoformat(timespec="seconds")
     return day
+
+
+def search_value(system: str, value: str) -> str:
+    """A token search parameter's value ``system|value`` for a conditional URL: FHIR's
+    escapes (``\\ \\| \\, \\$``) in the value, then both percent-encoded, so an ID like
+    ``12,34`` or ``A&x=1`` stays one value of one parameter."""
+    for char in ("\\", "|", ",", "$"):
+        value = value.replace(char, "\\" + char)
+    return f"{quote(system, safe=':/')}|{quote(value, safe='')}"
 
 
 def _names(value: str) -> list[dict[str, Any]]:
@@ -123,10 +142,14 @@ def bundle(content: dict[str, Any], *, corrected: bool, performer: str = "",
     if _fhir_date(patient["birth_date"]):
         person["birthDate"] = _fhir_date(patient["birth_date"])
     person["gender"] = _GENDERS.get(patient["sex"], "unknown")
-    request: dict[str, Any] = {"method": "POST", "url": "Patient"}
-    if patient["id"]:
-        request["ifNoneExist"] = f"identifier={id_system}|{patient['id']}"
-    entries.append({"fullUrl": patient_url, "resource": person, "request": request})
+    if patient["id"]:  # created only if the server has no one with the clinic's ID
+        entries.append({"fullUrl": patient_url, "resource": person, "request": {
+            "method": "POST", "url": "Patient",
+            "ifNoneExist": f"identifier={search_value(id_system, patient['id'])}"}})
+        subject = {"reference": patient_url}
+    else:  # no ID to find them by: described inside the report, never a new record
+        person["id"] = "patient"
+        subject = {"reference": "#patient"}
 
     observations: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         ("level", {"coding": [{"system": f"{LOCAL_SYSTEM}:observation", "code": "level",
@@ -155,7 +178,7 @@ def bundle(content: dict[str, Any], *, corrected: bool, performer: str = "",
     results = []
     for name, code, observed in observations:
         url = _url("observation", study["key"], name)
-        identifier = f"{value}#{name}"
+        identifier = f"{value}/{name}"
         entries.append({"fullUrl": url, "resource": {
             "resourceType": "Observation",
             "identifier": [{"system": f"{LOCAL_SYSTEM}:observation", "value": identifier}],
@@ -163,9 +186,9 @@ def bundle(content: dict[str, Any], *, corrected: bool, performer: str = "",
             "category": [{"coding": [{
                 "system": "http://terminology.hl7.org/CodeSystem/observation-category",
                 "code": "imaging"}]}],
-            "code": code, "subject": {"reference": patient_url}, **observed},
-            "request": {"method": "PUT", "url": f"Observation?identifier="
-                                                f"{LOCAL_SYSTEM}:observation|{identifier}"}})
+            "code": code, **({"subject": subject} if patient["id"] else {}), **observed},
+            "request": {"method": "PUT", "url": "Observation?identifier=" + search_value(
+                f"{LOCAL_SYSTEM}:observation", identifier)}})
         results.append({"reference": url})
 
     text = "\n".join(line for _, line in sentences(content))
@@ -179,7 +202,7 @@ def bundle(content: dict[str, Any], *, corrected: bool, performer: str = "",
                                   "code": "RAD", "display": "Radiology"}]}],
         "code": {"coding": [{"system": LOINC, "code": "18748-4",
                              "display": "Diagnostic imaging study"}]},
-        "subject": {"reference": patient_url},
+        "subject": subject,
         "issued": _fhir_instant(content["made_at"]),
         "result": results, "conclusion": conclusion,
         "presentedForm": [{"contentType": "text/plain; charset=utf-8", "language": language,
@@ -195,9 +218,11 @@ def bundle(content: dict[str, Any], *, corrected: bool, performer: str = "",
         report["effectiveDateTime"] = effective
     if performer:
         report["performer"] = [{"display": performer}]
+    if not patient["id"]:
+        report["contained"] = [person]
     entries.append({"fullUrl": _url("report", study["key"]), "resource": report,
-                    "request": {"method": "PUT",
-                                "url": f"DiagnosticReport?identifier={system}|{value}"}})
+                    "request": {"method": "PUT", "url": "DiagnosticReport?identifier="
+                                                        + search_value(system, value)}})
     made = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
     try:
         Bundle.model_validate(made)

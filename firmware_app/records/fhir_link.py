@@ -95,18 +95,21 @@ class FhirLink:
                 raise LinkFailed(f"{peer}: cannot connect ({exc.strerror or exc})",
                                  codes.RECORDS_UNREACHABLE) from None
             watchdog = Watchdog(conn, self.timeout)
+            late = LinkFailed(f"{peer}: no answer within {self.timeout:g} s",
+                              codes.RECORDS_NO_ANSWER)
             try:
                 conn.request("POST", self.path, body=message, headers=headers)
                 response = conn.getresponse()
                 data = response.read(MAX_ANSWER + 1)
             except (OSError, http.client.HTTPException) as exc:
                 if watchdog.fired or isinstance(exc, TimeoutError):
-                    raise LinkFailed(f"{peer}: no answer within {self.timeout:g} s",
-                                     codes.RECORDS_NO_ANSWER) from None
+                    raise late from None
                 raise LinkFailed(f"{peer}: connection lost ({_said(exc) or type(exc).__name__})",
                                  codes.RECORDS_LOST) from None
             finally:
                 watchdog.cancel()
+            if watchdog.fired:  # an answer cut short at its deadline is no answer
+                raise late
         finally:
             conn.close()
         return answer_outcome(peer, response.status, response.reason, data,
@@ -150,7 +153,7 @@ def _json(data: bytes) -> Any:
         return None
     try:
         return json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # nesting deep enough to crash
         return None
 
 

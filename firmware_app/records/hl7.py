@@ -47,6 +47,8 @@ SIZE_CODE = "21889-1^Size Tumor^LN"
 TEXT_CODE = "59776-5^Procedure findings^LN"
 REVIEW_CODE = f"review^Hospital review^{LOCAL_CODES}"
 
+#: the most of one segment of an answer that is read
+SEGMENT_AT_MOST = 1024
 _ESCAPES = (("\\", "\\E\\"), ("|", "\\F\\"), ("^", "\\S\\"), ("&", "\\T\\"), ("~", "\\R\\"))
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
@@ -140,8 +142,10 @@ def oru_r01(content: dict[str, Any], *, control_id: str, sender: Sender, correct
     review = content.get("review")
     if review:
         observations.append(("ST", REVIEW_CODE, "", escape(review["verdict"]), ""))
-    for part, sentence in sentences(content):
-        observations.append(("TX", TEXT_CODE, part, escape(sentence), ""))
+    counted: dict[str, int] = {}
+    for part, sentence in sentences(content):  # each its own sub-ID: findings.1, findings.2 …
+        counted[part] = counted.get(part, 0) + 1
+        observations.append(("TX", TEXT_CODE, f"{part}.{counted[part]}", escape(sentence), ""))
     for number, (kind, code, sub_id, value, units) in enumerate(observations, start=1):
         obx = order.add_group("ORU_R01_OBSERVATION").obx
         obx.obx_1 = str(number)
@@ -183,8 +187,14 @@ def read_acknowledgement(answer: bytes) -> Acknowledgement:
     segments = [s for s in re.split(r"[\r\n]+", text.strip()) if s]
     if not segments or not segments[0].startswith("MSH") or len(segments[0]) < 8:
         raise NotAnAcknowledgement("the answer does not start with an MSH segment")
+    # what is read of it: the header, the acknowledgement and a few errors, each cut short
+    # (hl7apy's parsing costs seconds on a long segment of repetitions)
+    acknowledgement = [s for s in segments[1:] if s[:3] == "MSA"][:1]
+    errors = [s for s in segments[1:] if s[:3] == "ERR"][:3]
+    kept = [segments[0], *acknowledgement, *errors]
     try:
-        parsed = parse_message("\r".join(segments), find_groups=False)
+        parsed = parse_message("\r".join(seg[:SEGMENT_AT_MOST] for seg in kept),
+                               find_groups=False)
     except Exception as exc:  # hl7apy raises many kinds on a malformed message
         raise NotAnAcknowledgement(f"the answer is not HL7 ({type(exc).__name__})") from None
     found = [child for child in parsed.children if child.name == "MSA"]
@@ -198,7 +208,8 @@ def read_acknowledgement(answer: bytes) -> Acknowledgement:
     notes = [_field(msa, "msa_3")]
     notes += [_field(child, "err_8") for child in parsed.children if child.name == "ERR"]
     said = " ".join(n.strip() for n in notes if n and n.strip())
-    return Acknowledgement(code, _field(msa, "msa_2").strip(), said[:200])
+    printable = "".join(c if c.isprintable() else " " for c in said)  # no terminal escapes
+    return Acknowledgement(code, _field(msa, "msa_2").strip(), printable[:200])
 
 
 def _field(segment: Any, name: str) -> str:

@@ -19,7 +19,7 @@ from firmware_app.storage import event_codes as codes
 
 START, END = b"\x0b", b"\x1c\x0d"
 #: the longest answer read (an ACK is a few hundred bytes)
-MAX_ANSWER = 64 * 1024
+MAX_ANSWER = 16 * 1024
 
 
 def frame(message: bytes) -> bytes:

@@ -4,7 +4,7 @@ Each receiver of ``[[records.receivers]]`` gets a thread of its own (``RecordsSe
 so a system that is down or slow never delays another's reports. A pass takes the
 receiver's due reports, oldest first, over one link (``LINKS``, by its ``protocol``): the
 HL7 v2 message or FHIR Bundle is made from the stored report at each try (the same each
-time; its control ID is ``CBX<row id>``). The answer is committed at once:
+time; its control ID is ``control_id``). The answer is committed at once:
 
 * accepted: the row is ``sent``;
 * refused (HL7 AE/AR, a FHIR 4xx): a refusal counted, held at ``[records] max_refusals``;
@@ -44,9 +44,11 @@ REPEAT_EVENT_SECONDS = 3600.0
 BATCH_LIMIT = 100
 
 
-def control_id(row_id: int) -> str:
-    """The HL7 message control ID (MSH-10) of a row: the same at every try."""
-    return f"CBX{row_id}"
+def control_id(report: rows.DueReport) -> str:
+    """The HL7 message control ID (MSH-10) of a report: the same at every try, and never the
+    same for two reports, even after the outbox is purged or the box is installed anew
+    (when it was queued, in milliseconds, then its row): at most 20 characters."""
+    return f"C{int(report.created_at * 1000):x}.{report.id}"
 
 
 # hl7apy and the FHIR models are the ``records`` extra: imported only when a receiver of
@@ -84,7 +86,7 @@ def message(receiver: RecordsReceiver, settings: RecordsConfig, report: rows.Due
 
     sender = hl7.Sender(settings.sending_application, settings.sending_facility,
                         receiver.receiving_application, receiver.receiving_facility)
-    return hl7.oru_r01(report.content, control_id=control_id(report.id), sender=sender,
+    return hl7.oru_r01(report.content, control_id=control_id(report), sender=sender,
                        corrected=corrected, patient_id_system=settings.patient_id_system)
 
 
@@ -133,10 +135,17 @@ class RecordsSender:
                                          report.id))
         try:
             wire = message(self.receiver, self.settings, report, corrected)
-        except (ValueError, KeyError, TypeError) as exc:
+        except Exception as exc:  # one report's fault never stops the others
             self._hold_unmade(report, exc)
             return 0
-        outcome = link.send(wire, control_id(report.id))
+        try:
+            outcome = link.send(wire, control_id(report))
+        except LinkFailed:
+            raise
+        except Exception as exc:  # whatever the receiver made the link do: a failed try
+            log.exception("records %s: the exchange failed", self.receiver.name)
+            raise LinkFailed(f"{self.receiver.peer()}: the exchange failed "
+                             f"({type(exc).__name__})", event_codes.RECORDS_LOST) from None
         if isinstance(outcome, Delivered):
             with db.transaction(self.conn):
                 rows.mark_sent(self.conn, report.id)

@@ -5,6 +5,7 @@ DiagnosticReport (``firmware_app/records``)."""
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -43,9 +44,36 @@ def _hl7_name(value: Any) -> str | None:
 
 
 def _host_or_empty(value: Any) -> str | None:
-    """empty, or a host name or address (no spaces)."""
-    if value and any(c.isspace() for c in value):
-        return gettext("must be a host name or address, got %(value)s", value=repr(value))
+    """empty, or a host name or an IPv4 or IPv6 address alone (no port, scheme or space: the
+    port goes in port)."""
+    if not value:
+        return None
+    try:
+        ipaddress.IPv6Address(value)
+        return None
+    except ValueError:
+        pass
+    if any(c.isspace() or c in ":/@" for c in value):
+        return gettext("must be a host name or address alone (the port goes in port), got "
+                       "%(value)s", value=repr(value))
+    return None
+
+
+def _user(value: Any) -> str | None:
+    """empty, or a user name for HTTP Basic: no colon (it ends the name) or control
+    character."""
+    if value and (":" in value or any(ord(c) < 0x20 or c == "\x7f" for c in value)):
+        return gettext("must not hold a colon or a control character, got %(value)s",
+                       value=repr(value))
+    return None
+
+
+def _system(value: Any) -> str | None:
+    """empty, or a URI naming the issuer of the clinic's patient IDs: no space and none of
+    | , $ \\ (they have a meaning in a FHIR search)."""
+    if value and any(c.isspace() or c in "|,$\\" for c in value):
+        return gettext("must be a URI without spaces or | , $ \\ (e.g. "
+                       "urn:oid:1.2.156.112604.1), got %(value)s", value=repr(value))
     return None
 
 
@@ -78,8 +106,8 @@ class RecordsReceiver:
                                       "(empty: none)", "")
     url: str = setting(_fhir_url, "fhir: the FHIR server's base address (the box POSTs a "
                        "transaction Bundle to it), e.g. https://his.clinic.lan/fhir", "")
-    username: str = setting(doc="fhir: the user the box signs in as (HTTP Basic, over "
-                            "https:// only); empty: none", default="")
+    username: str = setting(_user, "fhir: the user the box signs in as (HTTP Basic, over "
+                            "https:// only); empty: none", "")
     password_file: str = setting(check_absolute_or_empty, "fhir: a file (mode 0600, read by "
                                  "the service alone) holding username's password; never "
                                  "shown or logged", "")
@@ -113,9 +141,9 @@ class RecordsConfig:
     sending_facility: str = setting(_hl7_name, "MSH-4 and the FHIR report's performer: the "
                                     "clinic as its information system knows it (empty: "
                                     "none)", "")
-    patient_id_system: str = setting(doc="the issuer of the clinic's patient IDs: HL7 PID-3's "
-                                     "assigning authority, the FHIR identifier's system "
-                                     "(empty: the image's Issuer of Patient ID)", default="")
+    patient_id_system: str = setting(_system, "the issuer of the clinic's patient IDs: HL7 "
+                                     "PID-3's assigning authority, the FHIR identifier's "
+                                     "system (empty: the image's Issuer of Patient ID)", "")
     language: str = setting(one_of(*RECORD_LANGUAGES), 'the language of the report\'s '
                             'sentences: "zh_CN", "en", or "" for [web] language (English '
                             "when that is empty)", "")

@@ -139,7 +139,8 @@ def test_a_completed_study_reaches_hl7_and_fhir_with_the_patient_and_the_page_s_
     kinds = [e["resource"]["resourceType"] for e in bundle["entry"]]
     assert kinds[0] == "Patient" and kinds[-1] == "DiagnosticReport"
     patient = bundle["entry"][0]
-    assert patient["request"]["ifNoneExist"] == "identifier=urn:clinibox:issuer:QINGSHAN|MRN|7^7"
+    assert patient["request"]["ifNoneExist"] == (  # "|" escaped in the value, all encoded
+        "identifier=urn:clinibox:issuer:QINGSHAN|MRN%5C%7C7%5E7")
     assert patient["resource"]["name"][1] == {"use": "official", "family": "王", "given": ["芳"]}
     assert patient["resource"]["birthDate"] == "1980-01-02"
     (report,) = endpoint.resources("DiagnosticReport")
@@ -411,3 +412,122 @@ def test_the_technician_lists_held_reports_and_sends_them_again_in_chinese(tmp_p
     assert (figure["held"], figure["waiting"]) == (0, 1)
     assert figure["last_error_code"] == "records_requeued:1:emr"  # on the receiver's line
     conn.close()
+
+
+# -- what a red-team pass found (each was a reproduction first) ---------------------------------
+
+def _raw_http_peer(answer: bytes, trickle: float = 0.0):
+    """A server that reads one request and answers ``answer``, a byte every ``trickle`` s."""
+    import socket
+    import threading
+    import time
+
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(10)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")))
+            while len(body) < length:
+                body += conn.recv(65536)
+            try:
+                if not trickle:
+                    conn.sendall(answer)
+                for byte in answer if trickle else b"":
+                    conn.sendall(bytes([byte]))
+                    time.sleep(trickle)
+            except OSError:
+                pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.getsockname()[1]}/fhir"
+
+
+def test_a_fhir_server_that_trickles_a_closing_answer_is_cut_off_at_the_deadline(tmp_path):
+    import time
+
+    from firmware_app.records.fhir_link import FhirLink
+    from firmware_app.records.link import LinkFailed
+
+    body = b'{"resourceType":"Bundle","type":"transaction-response","entry":[]}' * 4
+    answer = (b"HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nConnection: close\r\n"
+              b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    server, url = _raw_http_peer(answer, trickle=0.2)
+    started = time.monotonic()
+    with pytest.raises(LinkFailed) as failed, server:
+        FhirLink(RecordsReceiver(name="emr", protocol="fhir", url=url), 1.0).send(
+            b'{"entry":[]}', "x")
+    assert failed.value.failure == "no_answer" and time.monotonic() - started < 5
+
+
+def test_an_answer_nested_to_crash_the_parser_is_a_failed_try_not_a_dead_pass(tmp_path):
+    body = b"[" * 200_000
+    answer = (b"HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nContent-Length: "
+              + str(len(body)).encode() + b"\r\n\r\n" + body)
+    server, url = _raw_http_peer(answer)
+    with server:
+        receiver = RecordsReceiver(name="emr", protocol="fhir", url=url)
+        config, conn = _one_report(tmp_path, receiver)
+        sender = RecordsSender(config, receiver)
+        assert sender.send_due(now=10**10) == 0
+    (figure,) = records_outbox.receiver_figures(conn, ["emr"])
+    assert figure["last_error_code"] == "records_failed:unconfirmed"
+    assert conn.execute("SELECT attempts FROM records_outbox").fetchone()[0] == 1
+    sender.conn.close()
+    conn.close()
+
+
+def test_placeholders_and_odd_values_never_make_a_report_unsendable():
+    from fhir.resources.R4B.bundle import Bundle
+
+    from firmware_app.records import fhir
+
+    content = _content(birth_date="00000000", id="12,34&identifier=x|9")
+    content["study"]["time"] = "235960"  # a leap second: valid DICOM, no Python time
+    made = fhir.bundle(content, corrected=False)
+    Bundle.model_validate(made)
+    patient = made["entry"][0]
+    assert "birthDate" not in patient["resource"]
+    assert patient["request"]["ifNoneExist"] == (
+        "identifier=urn:clinibox:patient-id|12%5C%2C34%26identifier%3Dx%5C%7C9")
+    urls = [e["request"]["url"] for e in made["entry"][1:]]
+    assert all("#" not in url for url in urls) and len(set(urls)) == len(urls)
+    unknown = fhir.bundle(_content(id=""), corrected=False)  # no ID: no new Patient record
+    kinds = [e["resource"]["resourceType"] for e in unknown["entry"]]
+    assert "Patient" not in kinds
+    (report,) = [e["resource"] for e in unknown["entry"]
+                 if e["resource"]["resourceType"] == "DiagnosticReport"]
+    assert report["subject"] == {"reference": "#patient"}
+    assert report["contained"][0]["name"][0]["family"] == "Doe"
+
+
+def test_control_ids_are_never_reused_and_each_sentence_has_its_own_sub_id():
+    from firmware_app.records.sender import control_id
+
+    first = records_outbox.DueReport(1, "his", "1.2.3", "result", 1, {}, 0, 1.8e9)
+    again = records_outbox.DueReport(1, "his", "1.2.4", "result", 1, {}, 0, 1.8e9 + 86400)
+    assert control_id(first) != control_id(again) and len(control_id(again)) <= 20
+    content = _content()
+    content["result"]["findings"] = ["one", "two", "three"]
+    message = hl7.oru_r01(content, control_id="C1", sender=hl7.Sender("CLINIBOX", "C"),
+                          corrected=False).decode()
+    sub_ids = [s.split("|")[4] for s in message.split("\r") if s.startswith("OBX|")
+               and s.split("|")[2] == "TX"]
+    assert len(sub_ids) == len(set(sub_ids)) and "findings.3" in sub_ids
+
+
+def test_an_acknowledgement_is_read_fast_and_without_terminal_escapes():
+    import time
+
+    answer = ("MSH|^~\\&|HIS||CLINIBOX||20261128||ACK^R01^ACK|9|P|2.5.1\r"
+              "MSA|AE|C1|bad\x1b[31m\x07 value\r" + "ERR|" + "x~" * 30_000)
+    started = time.monotonic()
+    said = hl7.read_acknowledgement(answer.encode())
+    assert time.monotonic() - started < 2
+    assert said.code == "AE" and "\x1b" not in said.text and "\x07" not in said.text

@@ -344,6 +344,24 @@ def test_an_answer_that_trickles_in_ends_at_the_answer_time_in_all(tmp_path):
     assert "did not answer within 2 s" in outcome.detail
 
 
+@pytest.mark.slow
+def test_a_closing_answer_whose_body_trickles_in_ends_at_the_answer_time_too(tmp_path):
+    """http.client lets go of the socket of an answer that will close the connection: the
+    watchdog must still shut it (the red-team pass on the records links found it)."""
+    def drip(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\n"
+                         b"Connection: close\r\nContent-Length: 1000\r\n\r\n")
+            for _ in range(1000):
+                conn.send(b" ")
+                time.sleep(0.5)
+
+    started = time.monotonic()
+    outcome = store_once(raw_peer(drip), tmp_path, answer_seconds=2.0)
+    assert time.monotonic() - started < 10
+    assert (outcome.stored, outcome.failure) == (False, codes.PACS_NO_ANSWER)
+
+
 def answer_with(status_line: bytes, content_type: bytes, body: bytes):
     def answer(conn: socket.socket) -> None:
         conn.sendall(status_line + b"\r\nContent-Type: " + content_type
