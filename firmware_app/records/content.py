@@ -28,6 +28,7 @@ from pydicom.errors import InvalidDicomError
 
 from clinibox_common import i18n
 from clinibox_common.contracts.statuses import ReportKind
+from clinibox_common.errors import CliniboxError
 from firmware_app.storage import hospital_reviews
 from firmware_app.storage import studies as queries
 from firmware_app.words import wording
@@ -47,7 +48,7 @@ TEXT_PARTS = ("headline", "summary", "next_step", "findings", "warnings", "revie
               "notice")
 
 
-class NoSuchStudy(LookupError):
+class NoSuchStudy(CliniboxError, LookupError):
     """The study is not (or no longer) on the box."""
 
 

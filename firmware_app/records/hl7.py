@@ -32,6 +32,7 @@ from typing import Any
 from hl7apy.core import Message
 from hl7apy.parser import parse_message
 
+from clinibox_common.errors import CliniboxError
 from firmware_app.records.content import sentences
 
 #: the HL7 version the box writes
@@ -174,7 +175,7 @@ class Acknowledgement:
         return self.code in ("AA", "CA")
 
 
-class NotAnAcknowledgement(ValueError):
+class NotAnAcknowledgement(CliniboxError, ValueError):
     """The answer is not an HL7 ACK the box can read."""
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from clinibox_common.errors import CliniboxError
 
-class LinkFailed(Exception):
+
+class LinkFailed(CliniboxError):
     """The receiver could not be reached or the link broke: every report waiting for it
     stays pending. ``failure`` is the code the event records (``storage/event_codes``)."""
 

@@ -296,4 +296,4 @@ def describe_defaults() -> str:
         assert entry in text, f"describe_sections renders {key} as documented"
         text = text.replace(entry, "", 1)
     return (text + "\n" + describe_destination_example() + "\n\n" + describe_rule_example()
-            + "\n\n" + describe_source_example() + "\n\n" + describe_receiver_example())
+            + "\n\n" + describe_receiver_example() + "\n\n" + describe_source_example())
