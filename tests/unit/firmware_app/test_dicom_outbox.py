@@ -210,13 +210,21 @@ def test_example_config_describes_pacs_and_its_example_destination_loads(tmp_pat
     (only,) = cfg.load(example).pacs.destinations
     assert (only.name, only.ae_title, only.port, only.send) == (
         "pacs", "PACS", 104, ["sr", "seg", "key_image"])
-    # and the example routing rule after it (the live sources' example follows it)
-    rules = rules.split("# Live sources")[0]
+    # and the example routing rule after it (the records receivers' example follows it)
+    rules, receivers = rules.split("# Clinic information systems")
     example.write_text(text.split("# PACS destinations")[0]
                        + re.sub(r"^# (\[\[routing|[a-z_]+ = )", r"\1", "# Routing rules" + rules,
                                 flags=re.M))
     (rule,) = cfg.load(example).routing.rules
     assert (rule.name, rule.modality, rule.body_part) == ("ct-chest", ["CT"], ["CHEST"])
+    # then the records receiver's (the live sources' example follows it)
+    receivers = receivers.split("# Live sources")[0]
+    example.write_text(text.split("# PACS destinations")[0] + re.sub(
+        r"^# (\[\[records|[a-z_]+ = )", r"\1", "# Clinic information systems" + receivers,
+        flags=re.M))
+    (receiver,) = cfg.load(example).records.receivers
+    assert (receiver.name, receiver.protocol, receiver.peer()) == (
+        "his", "hl7-mllp", "192.0.2.20:2575")
 
 
 # -- enqueue: written durably, then one row per destination that wants the kind -------------
