@@ -1,9 +1,11 @@
 """The records outbox's entrance: a study's report queued for every receiver.
 
-``queue_result`` runs at a study's completion (``service/study_completion.py``) and
-``queue_verdict`` when the hospital's verdict on a study is kept (``telemetry/downlink.py``
-calls the hook the service gives it), each inside the caller's transaction, so the report
-commits with what made it. A study the box no longer holds, or one without any analysed
+At a study's completion (``service/study_completion.py``) the report is made first
+(``report``: it reads the study's results and an image's header) and queued (``queue``) in
+the completion's transaction, so it commits with what made it without holding the
+database's write lock while it is made. ``queue_verdict`` does both in the transaction that
+keeps the hospital's verdict (``telemetry/downlink.py`` calls the hook the service gives
+it): verdicts are rare. A study the box no longer holds, or one without any analysed
 image, queues nothing.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable
+from typing import Any
 
 from clinibox_common.contracts.statuses import ReportKind
 from firmware_app.records.content import NoSuchStudy, study_content
@@ -27,29 +30,34 @@ def report_language(config: Config) -> str:
     return config.records.language or config.web.language or "en"
 
 
-def _queue(conn: sqlite3.Connection, config: Config, study_key: str, kind: str,
-           version: int, is_demo: Callable[[str], bool]) -> list[int]:
-    receivers = [r.name for r in config.records.receivers]
-    if not receivers:
-        return []
+def report(conn: sqlite3.Connection, config: Config, study_key: str, kind: str,
+           is_demo: Callable[[str], bool]) -> dict[str, Any] | None:
+    """The study's report as it stands now, in the reports' language; None without a
+    receiver or without the study. It reads the study's results and one image's header:
+    make it before the transaction that queues it where that transaction can wait."""
+    if not config.records.receivers:
+        return None
     try:
-        content = study_content(conn, study_key, language=report_language(config),
-                                is_demo=is_demo, kind=kind)
+        return study_content(conn, study_key, language=report_language(config),
+                             is_demo=is_demo, kind=kind)
     except NoSuchStudy:
         log.info("records: study %s is not on the box; no report is sent", study_key)
-        return []
-    return records_outbox.add_report(conn, receivers, study_key, kind, version, content)
+        return None
 
 
-def queue_result(conn: sqlite3.Connection, config: Config, study_key: str, version: int,
-                 is_demo: Callable[[str], bool]) -> list[int]:
-    """Queue the study's result (its ``version``-th completion) for every receiver; the new
+def queue(conn: sqlite3.Connection, config: Config, study_key: str, kind: str, version: int,
+          content: dict[str, Any]) -> list[int]:
+    """Queue a report (``report``) for every receiver, in the caller's transaction; the new
     row ids."""
-    return _queue(conn, config, study_key, ReportKind.RESULT, version, is_demo)
+    return records_outbox.add_report(conn, [r.name for r in config.records.receivers],
+                                     study_key, kind, version, content)
 
 
 def queue_verdict(conn: sqlite3.Connection, config: Config, study_key: str, seq: int,
                   is_demo: Callable[[str], bool]) -> list[int]:
     """Queue the study's report again with the hospital's verdict (downlink ``seq``) for
-    every receiver; the new row ids."""
-    return _queue(conn, config, study_key, ReportKind.VERDICT, seq, is_demo)
+    every receiver, in the transaction that keeps the verdict; the new row ids."""
+    content = report(conn, config, study_key, ReportKind.VERDICT, is_demo)
+    if content is None:
+        return []
+    return queue(conn, config, study_key, ReportKind.VERDICT, seq, content)

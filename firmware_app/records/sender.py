@@ -212,9 +212,10 @@ class RecordsSender:
         return min(POLL_SECONDS, max(MIN_PAUSE, due - now))
 
     def purge(self, now: float | None = None) -> int:
-        """Forget sent and superseded rows older than the audit period."""
+        """Forget this receiver's sent and superseded rows older than the audit period."""
         with db.transaction(self.conn):
-            return rows.purge(self.conn, self.config.telemetry.audit_days * 86400, now)
+            return rows.purge(self.conn, self.receiver.name,
+                              self.config.telemetry.audit_days * 86400, now)
 
     def run(self, stop: threading.Event, wake: threading.Event) -> None:
         """Pass after pass until ``stop``; sleep until a report is due or ``wake`` is set."""

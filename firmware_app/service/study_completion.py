@@ -13,7 +13,8 @@ arrived, once everything received meanwhile is analysed
    makes the same documents again (their UIDs are deterministic), which the
    outbox finds already queued;
 3. the study's report for the clinic's information systems (``[[records.receivers]]``) is
-   queued in the records outbox (``records/queue.py``) in the completion's transaction;
+   made, then queued in the records outbox (``records/queue.py``) in the completion's
+   transaction;
 4. the telemetry producer, which sends a study's alerts only once it is
    complete (once per study and model, ``storage.study_alerts``), and the
    DICOM sender are woken.
@@ -57,14 +58,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
+from clinibox_common.contracts.statuses import ReportKind
 from firmware_app.dicom_out.document import Document
 from firmware_app.dicom_out.kept import keep_documents
 from firmware_app.dicom_out.maker import DocumentMaker, DocumentsNotMade
 from firmware_app.dicom_out.outbox import enqueue_documents
 from firmware_app.dicom_out.source import AnalysedInstance, ModelIdentity
 from firmware_app.dicom_out.source_header import ABSENT_TYPE2, HeaderReport
-from firmware_app.records.queue import queue_result
+from firmware_app.records import queue as records
 from firmware_app.settings.box import Config
 from firmware_app.storage import db, event_codes
 from firmware_app.storage.study_completion import (
@@ -193,8 +196,11 @@ class StudyCompleter:
         started = time.time()
         documents = self._documents_or_record(study, tries=0)
         rows = self._deliver(documents)
+        report = self._report(study)  # made before the write lock is taken
         with db.transaction(self.conn):
-            self._queue_report(study)
+            if report is not None:
+                records.queue(self.conn, self.config, study.study_key, ReportKind.RESULT,
+                              study.version, report)
             mark_completed(self.conn, study.id, started)
         log.info("study %d complete (version %d): %d DICOM result(s) queued", study.id,
                  study.version, len(rows))
@@ -208,23 +214,21 @@ class StudyCompleter:
         keep_documents(self.conn, self.config.kept_documents_dir, documents, self.kept_kinds)
         return rows
 
-    def _queue_report(self, study: DueStudy) -> None:
-        """Queue the study's report for the clinic's information systems, in the completion's
-        transaction; one that cannot be made is recorded, and the study completes all the
-        same."""
-        if not self.config.records.receivers:
-            return
+    def _report(self, study: DueStudy) -> dict[str, Any] | None:
+        """The study's report for the clinic's information systems (None without a receiver);
+        one that cannot be made is recorded, and the study completes all the same."""
         try:
-            with db.savepoint(self.conn):
-                queue_result(self.conn, self.config, study.study_key, study.version,
-                             lambda model_id: self.identity(model_id).demo)
+            return records.report(self.conn, self.config, study.study_key, ReportKind.RESULT,
+                                  lambda model_id: self.identity(model_id).demo)
         except Exception as exc:  # the report never holds the study's completion back
-            log.exception("study %d: its report for the clinic's records was not queued",
+            log.exception("study %d: its report for the clinic's records was not made",
                           study.id)
-            db.record_event(self.conn, "ERROR", "records",
-                            f"study {study.id} v{study.version} report-not-queued "
-                            f"{type(exc).__name__}",
-                            event_codes.code(event_codes.RECORDS_NOT_QUEUED, study.id))
+            with db.transaction(self.conn):
+                db.record_event(self.conn, "ERROR", "records",
+                                f"study {study.id} v{study.version} report-not-queued "
+                                f"{type(exc).__name__}",
+                                event_codes.code(event_codes.RECORDS_NOT_QUEUED, study.id))
+            return None
 
     def _documents_or_record(self, study: DueStudy, tries: int) -> list[Document]:
         """The study's documents, what their headers needed recorded as events; none when

@@ -230,11 +230,13 @@ def receiver_figures(conn: sqlite3.Connection, configured: Collection[str] = ()
     return [figures[name] for name in sorted(figures)]
 
 
-def purge(conn: sqlite3.Connection, audit_seconds: float, now: float | None = None) -> int:
-    """Forget sent and superseded rows older than the audit window (held ones wait for a
-    technician); return how many. Run it inside a transaction."""
+def purge(conn: sqlite3.Connection, receiver: str, audit_seconds: float,
+          now: float | None = None) -> int:
+    """Forget the receiver's sent and superseded rows older than the audit window (held ones
+    wait for a technician); return how many. Run it inside a transaction."""
     now = time.time() if now is None else now
-    cursor = conn.execute("DELETE FROM records_outbox WHERE state IN (?, ?)"
+    cursor = conn.execute("DELETE FROM records_outbox WHERE receiver = ? AND state IN (?, ?)"
                           " AND COALESCE(sent_at, created_at) < ?",
-                          (RecordState.SENT, RecordState.SUPERSEDED, now - audit_seconds))
+                          (receiver, RecordState.SENT, RecordState.SUPERSEDED,
+                           now - audit_seconds))
     return int(cursor.rowcount)
