@@ -14,8 +14,9 @@ import sqlite3
 from typing import Any
 
 from clinibox_common.i18n import formats, gettext
+from firmware_app.storage import growth, priors
 from firmware_app.storage import studies as queries
-from firmware_app.words import labels, wording
+from firmware_app.words import growth_words, labels, wording
 
 _ = gettext
 
@@ -87,3 +88,19 @@ def previous_study(conn: sqlite3.Connection, study_id: int) -> dict[str, Any] | 
                                    top.assessment_reason)[1]
         summary = wording.study_summary(full["summary"])
     return {**found, "headline": headline, "summary": summary}
+
+
+def earlier_comparison(conn: sqlite3.Connection, study_id: int, study_key: str
+                       ) -> dict[str, Any]:
+    """Each lesion against its earlier self (``storage/growth.py``), where the question to
+    the PACS for earlier studies stands, and, on an earlier study fetched from the PACS, why
+    it is here: the sentences the study page shows."""
+    fetched_for = priors.fetched_for(conn, study_key)
+    for_date = ""
+    if fetched_for is not None:
+        row = queries.study_id(conn, fetched_for)
+        found = None if row is None else queries.study(conn, row)
+        for_date = (found or {}).get("study_date") or ""
+    return {"growth": growth_words.growth_lines(growth.study_growth(conn, study_id)),
+            "lookup": growth_words.lookup_line(priors.lookup(conn, study_key)),
+            "fetched": growth_words.fetched_line(for_date) if fetched_for is not None else ""}

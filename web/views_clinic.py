@@ -37,10 +37,10 @@ from clinibox_common import i18n
 from clinibox_common.i18n import formats, ngettext
 from clinibox_common.i18n.fonts import PACKAGE_HINT, find_cjk_font
 from engine.inference.assessment import is_judged
-from firmware_app.storage import audit, db, hospital_reviews, model_offers
+from firmware_app.storage import audit, db, growth, hospital_reviews, model_offers
 from firmware_app.storage import studies as queries
 from firmware_app.storage.status import study_images_waiting
-from firmware_app.words import labels, wording
+from firmware_app.words import growth_words, labels, wording
 from firmware_app.words.review_words import ReviewWords, review_words, words_of
 from web import audit_trail, on_image, render, series_stack
 from web.report_content import ReportContent, make_pdf
@@ -204,6 +204,7 @@ def study(study_id: int):
         "volume_rows": on_image.volume_rows(found["volumes"]),
         "series_notes": wording.series_reading_lines(found["volumes"]),
         "previous": on_image.previous_study(conn, study_id),
+        "earlier": on_image.earlier_comparison(conn, study_id, found["study_key"]),
         "hospital_review": review_words(hospital_reviews.latest(conn, found["study_key"])),
         "waiting_for_model": _waiting_for_model(conn, found["study_key"]),
         "stack": series_stack.stack_for(found, instance)}
@@ -363,7 +364,8 @@ def _report(study_id: int) -> dict[str, Any]:
         # a 3-D lesion is said once: its slices' areas are parts of it, not more lesions
         "findings": wording.volume_lines(volumes) + ([] if volumes.in_volume(top.id) else (
             wording.finding_lines(top.boxes, rows, columns, top.lesions)
-            + wording.other_frame_lines(top.boxes, top.lesions))),
+            + wording.other_frame_lines(top.boxes, top.lesions)))
+        + growth_words.growth_lines(growth.study_growth(conn, found["id"])),
         "next_step": wording.next_step(level, found["summary"]["lesions"] > 0),
         "image_probability": "" if found["suspicion"] is None else ngettext(
             "Whole image: %(percent)s, the most suspicious of %(num)d image analysed",

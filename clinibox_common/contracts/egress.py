@@ -72,6 +72,8 @@ MAX_SECONDS = 2**40
 MAX_ALERT_LESIONS = 16
 #: The largest lesion diameter an alert may carry (mm).
 MAX_LESION_MM = 2000
+#: the largest growth of a lesion's diameter an alert may carry (per cent of the earlier one)
+MAX_GROWTH_PCT = 1000
 
 
 class EgressRefused(CliniboxError, ValueError):
@@ -273,6 +275,11 @@ SCHEMAS: dict[str, Obj] = {
             #: the lesion's longest diameter (mm, the size the study page shows); absent
             #: where the image has no calibration
             "size_mm": Optional(Num(0, MAX_LESION_MM)),
+            #: how much its diameter grew since the patient's earlier study (per cent of
+            #: the earlier diameter, negative when it shrank; ``storage/growth.py``): a
+            #: number only, never the earlier study's date or identifiers; absent where
+            #: no earlier study was compared or it was not measured then
+            "growth_pct": Optional(Num(-100, MAX_GROWTH_PCT)),
         }), MAX_ALERT_LESIONS)),
     }),
     "summary": Obj({

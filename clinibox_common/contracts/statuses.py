@@ -114,6 +114,20 @@ class ReportKind(Word):
     """The hospital's verdict came: the report again with it (an amended report)."""
 
 
+class PriorLookupState(Word):
+    """Where a study's question to the PACS for its earlier studies stands
+    (``storage/priors.py``)."""
+
+    ASKING = "asking"
+    """Waiting for the prior fetcher, or being asked now."""
+    FETCHED = "fetched"
+    """Earlier studies were found; those not on the box were fetched."""
+    NONE = "none"
+    """The PACS holds no earlier study of the patient that fits."""
+    FAILED = "failed"
+    """The PACS gave no usable answer (the lookup's ``reason`` says why, as a code)."""
+
+
 class DicomOutboxState(Word):
     """A DICOM result's state for one PACS destination (``storage/dicom_outbox.py``)."""
 

@@ -85,6 +85,8 @@ ASSIST_STATEMENT = CodedConcept("ASSIST", PRIVATE_SCHEME, "Decision support stat
 DEMO_STATEMENT = CodedConcept("DEMO", PRIVATE_SCHEME, "Demonstration model statement")
 IMAGE_STATEMENT = CodedConcept("IMAGE-RESULT", PRIVATE_SCHEME, "Result for one image")
 SERIES_STATEMENT = CodedConcept("SERIES-RESULT", PRIVATE_SCHEME, "Result for one series")
+COMPARISON_STATEMENT = CodedConcept("PRIOR-COMPARISON", PRIVATE_SCHEME,
+                                    "Comparison with an earlier study")
 
 
 def coding_schemes() -> list[CodingSchemeIdentificationItem]:

@@ -363,7 +363,8 @@ def _assessment_group(source: Source, number: int, algorithm: hd.sr.AlgorithmIde
 def _statements(sources: list[Source], readings: list[SeriesReading],
                 model: ModelIdentity) -> hd.sr.ContainerContentItem:
     """The "Qualitative Evaluations" container: the statements, then a sentence per series
-    (read as a volume; of several images read per slice) and per image."""
+    (read as a volume; of several images read per slice) and per image, then each lesion
+    compared with the patient's earlier study (``storage/growth.py``)."""
     container = hd.sr.ContainerContentItem(
         name=codes.QUALITATIVE_EVALUATIONS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
     container.ContentSequence = hd.sr.ContentSequence()
@@ -380,6 +381,9 @@ def _statements(sources: list[Source], readings: list[SeriesReading],
                                        s.dataset.get("InstanceNumber"), s.result,
                                        part_of.get(n - 1)))
               for n, s in enumerate(sources, start=1)]
+    texts += [(codes.COMPARISON_STATEMENT, line) for n, s in enumerate(sources, start=1)
+              if s.result.get("comparison")
+              for line in statements.comparison(n, s.result["comparison"])]
     for name, text in texts:
         container.ContentSequence.append(hd.sr.TextContentItem(
             name=name, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))

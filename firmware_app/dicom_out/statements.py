@@ -135,3 +135,22 @@ def _s(count: int) -> str:
 def _percent(result: dict[str, Any]) -> str:
     probability = result.get("probability")
     return "unknown" if probability is None else f"{round(100 * float(probability))} %"
+
+
+def comparison(number: int, compared: dict[str, Any]) -> list[str]:
+    """Each compared lesion of image ``number`` against its earlier self
+    (``storage/growth.StudyGrowth.to_dict``), a sentence each. The earlier study is not named
+    by its date or UID (free text stays in a de-identified export)."""
+    lines = []
+    for lesion in compared.get("lesions") or []:
+        where = f"Image {number}, lesion {lesion.get('number')}"
+        if not lesion.get("seen_before"):
+            lines.append(f"{where}: not seen on the patient's earlier study.")
+        elif lesion.get("percent") is None:
+            lines.append(f"{where}: seen on the patient's earlier study too (no size in mm to "
+                         "compare).")
+        else:
+            lines.append(f"{where}: long axis {float(lesion['size_mm']):.1f} mm, "
+                         f"{float(lesion['was_mm']):.1f} mm on the patient's earlier study "
+                         f"({float(lesion['percent']):+.1f} %).")
+    return lines

@@ -138,7 +138,7 @@ def fetch(config: Config, day: str | None = None) -> list[WorklistItem]:
     deadline = time.monotonic() + settings.timeout * DEADLINE_FACTOR
     try:
         for modality in settings.modalities:
-            for ds in _answers(assoc, query(modality, day, station), deadline):
+            for ds in find_answers(assoc, query(modality, day, station), deadline):
                 items.append(item_of(ds))
                 if len(items) >= settings.max_items:
                     log.warning("worklist: more than %d steps; the first %d are kept",
@@ -152,21 +152,24 @@ def fetch(config: Config, day: str | None = None) -> list[WorklistItem]:
     return items
 
 
-def _answers(assoc: Any, identifier: Dataset, deadline: float) -> Iterator[Dataset]:
-    """The identifiers of one C-FIND's pending answers; WorklistDown when it fails, times
-    out or takes past ``deadline``."""
+def find_answers(assoc: Any, identifier: Dataset, deadline: float, *,
+                 model: Any = ModalityWorklistInformationFind,
+                 down: Callable[[str, str], Exception] = WorklistDown) -> Iterator[Dataset]:
+    """The identifiers of one C-FIND's pending answers on the information ``model``;
+    ``down(reason, detail)`` is raised when it fails, times out or takes past ``deadline``
+    (reason: refused, timeout or failed)."""
     asked = time.monotonic()
-    for status, answer in assoc.send_c_find(identifier, ModalityWorklistInformationFind):
+    for status, answer in assoc.send_c_find(identifier, model):
         if time.monotonic() > deadline:
-            raise WorklistDown("timeout", "the answer took too long")
+            raise down("timeout", "the answer took too long")
         code = getattr(status, "Status", None)
-        if code is None:  # the worklist ended the link (it refuses this AE), or went silent
+        if code is None:  # the peer ended the link (it refuses this AE), or went silent
             quick = time.monotonic() - asked < assoc.ae.dimse_timeout
-            raise WorklistDown("refused" if quick else "timeout", "no C-FIND answer")
+            raise down("refused" if quick else "timeout", "no C-FIND answer")
         if code == _SUCCESS:
             return
         if code not in _PENDING:
-            raise WorklistDown("failed", f"C-FIND status 0x{int(code):04X}")
+            raise down("failed", f"C-FIND status 0x{int(code):04X}")
         if answer is not None:
             yield answer
 

@@ -29,9 +29,9 @@ from pydicom.errors import InvalidDicomError
 from clinibox_common import i18n
 from clinibox_common.contracts.statuses import ReportKind
 from clinibox_common.errors import CliniboxError
-from firmware_app.storage import hospital_reviews
+from firmware_app.storage import growth, hospital_reviews
 from firmware_app.storage import studies as queries
-from firmware_app.words import wording
+from firmware_app.words import growth_words, wording
 from firmware_app.words.review_words import words_of
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,8 @@ def study_content(conn: sqlite3.Connection, study_key: str, *, language: str,
             findings += (wording.finding_lines(top.boxes, top.image_rows, top.image_columns,
                                                top.lesions)
                          + wording.other_frame_lines(top.boxes, top.lesions))
+        compared = growth.study_growth(conn, found_id)
+        findings += growth_words.growth_lines(compared)
         notice = wording.assist_notice()
         if demo:
             notice = i18n.gettext("%(notice)s Model: %(use)s", notice=notice,
@@ -128,7 +130,8 @@ def study_content(conn: sqlite3.Connection, study_key: str, *, language: str,
                 "lesions": int(summary["lesions"]),
                 "largest_diameter": summary.get("largest_diameter"),
                 "units": summary.get("units") or "",
-                "suspicion": found["suspicion"]},
+                "suspicion": found["suspicion"],
+                "growth": None if compared is None else compared.to_dict()},
             "models": models, "demo": demo, "notice": notice,
             "review": None if review is None or said is None else {
                 "verdict": review.verdict, "follow_up_months": review.follow_up_months,

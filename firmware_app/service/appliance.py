@@ -13,6 +13,7 @@
     ViewerProcess: `clinibox web` (Flask + gunicorn, HTTPS) as a restarted child process
     LiveProcess: `clinibox live SOURCE` per [[live.sources]], a restarted child process each
     WorklistPoller: the clinic's Modality Worklist (C-FIND) → worklist rows the live page reads
+    PriorsFetcher: a study with a finding → its earlier studies from the PACS (C-FIND, C-GET)
 
 ``Appliance.start`` brings the parts up in order: first the intake (database,
 spool recovery, then the listeners: accepting an object needs only the spool
@@ -50,6 +51,7 @@ from firmware_app.dicom_out.source import ModelIdentity
 from firmware_app.ingest.dicom_scp import StorageSCP
 from firmware_app.ingest.landing import Lander
 from firmware_app.ingest.native_receiver import NativeStorageSCP, ReceiverFailed
+from firmware_app.ingest.priors import PriorsFetcher
 from firmware_app.ingest.usb import FolderImporter
 from firmware_app.ingest.worklist import WorklistPoller
 from firmware_app.models.install import report_event
@@ -224,6 +226,8 @@ class Appliance:
         self.threads: list[threading.Thread] = []
         self.scp: StorageSCP | NativeStorageSCP | None = None
         self.spool: Spool | None = None
+        #: fetches the earlier studies from the PACS (``[priors]`` enabled)
+        self.priors: PriorsFetcher | None = None
         self.worker: Worker | None = None
         self.trial = ModelTrial(config)
         self.package: ModelPackage | None = None
@@ -273,6 +277,9 @@ class Appliance:
         for live in self.live:
             self._thread(f"live-{live.source}", live.run, self.stop_event)
         self._start_worklist()
+        if config.priors.enabled:
+            self.priors = PriorsFetcher(config, lander, on_stored=self.arrivals.stored)
+            self._thread("priors", self.priors.run, self.stop_event)
 
     def _start_worklist(self) -> None:
         """The worklist poller runs when ``[worklist]`` is enabled; otherwise the worklist is
@@ -329,8 +336,9 @@ class Appliance:
             return
         identities = {p.model_id: ModelIdentity.from_manifest(p.manifest)
                       for p, _t in self.running.values()}
-        completer = StudyCompleter(config, identities, config.telemetry.device,
-                                   self._study_completed)
+        completer = StudyCompleter(
+            config, identities, config.telemetry.device, self._study_completed,
+            on_priors_asked=self.priors.wake.set if self.priors is not None else lambda: None)
         self._thread("study-completion", completer.run, self.stop_event)
 
     def _wait_for_model(self, exc: PackageError) -> str:

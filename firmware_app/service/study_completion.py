@@ -69,7 +69,7 @@ from firmware_app.dicom_out.source import AnalysedInstance, ModelIdentity
 from firmware_app.dicom_out.source_header import ABSENT_TYPE2, HeaderReport
 from firmware_app.records import queue as records
 from firmware_app.settings.box import Config
-from firmware_app.storage import db, event_codes
+from firmware_app.storage import db, event_codes, growth, priors
 from firmware_app.storage.study_completion import (
     DueStudy,
     analysed_instances,
@@ -95,13 +95,16 @@ class StudyCompleter:
     """Completes stable studies: DICOM results into the outbox, then the alert may go."""
 
     def __init__(self, config: Config, models: ModelIdentity | Mapping[str, ModelIdentity],
-                 device_id: str, on_completed: Callable[[], None] = lambda: None) -> None:
-        """``models``: the identity of every running model, by model id (one: that one)."""
+                 device_id: str, on_completed: Callable[[], None] = lambda: None,
+                 on_priors_asked: Callable[[], None] = lambda: None) -> None:
+        """``models``: the identity of every running model, by model id (one: that one);
+        ``on_priors_asked`` wakes the prior fetcher."""
         self.config = config
         self.models = ({models.model_id: models} if isinstance(models, ModelIdentity)
                        else dict(models))
         self.device_id = device_id
         self.on_completed = on_completed
+        self.on_priors_asked = on_priors_asked
         #: the kinds kept for the box's DICOMweb service (none when it is off)
         self.kept_kinds = set(config.dicomweb.keep) if config.dicomweb.enabled else set()
         self.kinds = sorted({kind for d in config.pacs.destinations for kind in d.send}
@@ -155,10 +158,18 @@ class StudyCompleter:
         return bool(documents)
 
     def _instances(self, study: DueStudy) -> list[AnalysedInstance]:
-        """The study's analysed instances whose images are still on the box."""
-        return [AnalysedInstance(path, result, heatmap)
-                for path, result, heatmap in analysed_instances(self.conn, study.study_key)
-                if path.exists()]
+        """The study's analysed instances whose images are still on the box; the one whose
+        lesions were compared with the patient's earlier study carries the comparison
+        (``comparison``: ``storage/growth.py``), which its SR states."""
+        compared = growth.study_growth(self.conn, study.id)
+        instances = []
+        for path, result, heatmap in analysed_instances(self.conn, study.study_key):
+            if not path.exists():
+                continue
+            if compared is not None and result.get("id") == compared.instance_id:
+                result = {**result, "comparison": compared.to_dict()}
+            instances.append(AnalysedInstance(path, result, heatmap))
+        return instances
 
     def _make(self, study: DueStudy, instances: list[AnalysedInstance],
               report: HeaderReport) -> list[Document]:
@@ -194,6 +205,12 @@ class StudyCompleter:
         stored after that makes the study due again (its next version).
         """
         started = time.time()
+        if priors.fetched_for(self.conn, study.study_key) is not None:
+            with db.transaction(self.conn):  # an earlier study, here to be compared with
+                mark_completed(self.conn, study.id, started)
+                priors.mark_alerts_done(self.conn, study.id, started)
+            log.info("study %d complete (an earlier study: nothing sent)", study.id)
+            return 0
         documents = self._documents_or_record(study, tries=0)
         rows = self._deliver(documents)
         report = self._report(study)  # made before the write lock is taken
@@ -315,7 +332,8 @@ class StudyCompleter:
 
     def _complete_due(self, now: float) -> int:
         """Complete the studies due at ``now``; how many."""
-        due = studies_due(self.conn, now, self.config.studies.stable_seconds)
+        due = [study for study in studies_due(self.conn, now, self.config.studies.stable_seconds)
+               if not self.waits_for_priors(study, now)]
         for study in due:
             self.complete(study)
         if due:
@@ -340,6 +358,26 @@ class StudyCompleter:
                             type(exc).__name__, exc)
                 return True
         return False
+
+    def waits_for_priors(self, study: DueStudy, now: float) -> bool:
+        """Whether a due study waits for its earlier studies: with ``[priors]`` enabled, a
+        study with a finding, at its first completion, opens its lookup and waits until the
+        earlier studies are fetched and analysed (or none or no answer came), at most
+        ``[priors] wait_seconds`` from the lookup's start."""
+        settings = self.config.priors
+        if (not settings.enabled or study.version > 1 or study.study_key.startswith("local:")
+                or priors.fetched_for(self.conn, study.study_key) is not None
+                or not priors.has_finding(self.conn, study.study_key)):
+            return False
+        found = priors.lookup(self.conn, study.study_key)
+        if found is None:
+            with db.transaction(self.conn):
+                priors.ask(self.conn, study.study_key, now)
+            self.on_priors_asked()
+            return settings.wait_seconds > 0
+        if now - found.asked_at >= settings.wait_seconds:
+            return False
+        return not found.ended or priors.still_waiting(self.conn, found.instance_ids) > 0
 
     def _keep_maker_ready(self) -> None:
         """Warm the document maker as soon as an object waits to be analysed or a study is

@@ -150,6 +150,7 @@ class Worker:
             timings=outcome.timings,
             intensity=analysis.intensity,
             geometry=decoded.geometry(),
+            image_size=(decoded.rows, decoded.columns),
         )
         return InstanceStatus.PROCESSED
 

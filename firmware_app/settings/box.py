@@ -42,6 +42,7 @@ from firmware_app.settings.pacs import (
     describe_destination_example,
     load_destinations,
 )
+from firmware_app.settings.priors import PriorsConfig, check_priors
 from firmware_app.settings.records import (
     RECEIVERS_DOC,
     RecordsConfig,
@@ -91,6 +92,7 @@ class Config:
     worklist: WorklistConfig = field(default_factory=WorklistConfig)
     dicomweb: DicomwebConfig = field(default_factory=DicomwebConfig)
     records: RecordsConfig = field(default_factory=RecordsConfig)
+    priors: PriorsConfig = field(default_factory=PriorsConfig)
 
     # -- derived paths -------------------------------------------------
     @property
@@ -238,6 +240,7 @@ def from_dict(data: dict[str, Any]) -> Config:
                                        "live.sources", ("name", "url"))
     check_sources(config.live.sources)
     check_worklist(config.worklist)
+    check_priors(config.priors)
     config.records.receivers = load_receivers(tables.get(("records", "receivers"), []))
     check_records(config.records)
     _check_cross_field(config)
@@ -259,12 +262,10 @@ def _check_cross_field(config: Config) -> None:
                                           name=name))
     if bool(config.web.tls_cert) != bool(config.web.tls_key):
         raise ConfigError(gettext("[web] tls_cert: tls_cert and tls_key go together"))
-    if config.pacs.retry_min_seconds > config.pacs.retry_max_seconds:
-        raise ConfigError(gettext("%(section)s retry_min_seconds: larger than "
-                                  "retry_max_seconds", section="[pacs]"))
-    if config.telemetry.retry_min_seconds > config.telemetry.retry_max_seconds:
-        raise ConfigError(gettext("%(section)s retry_min_seconds: larger than "
-                                  "retry_max_seconds", section="[telemetry]"))
+    for section, retried in (("[pacs]", config.pacs), ("[telemetry]", config.telemetry)):
+        if retried.retry_min_seconds > retried.retry_max_seconds:
+            raise ConfigError(gettext("%(section)s retry_min_seconds: larger than "
+                                      "retry_max_seconds", section=section))
     if config.limits.min_rows > min(config.limits.max_rows, config.limits.max_columns):
         raise ConfigError(gettext("[limits] min_rows: larger than max_rows or max_columns"))
 

@@ -59,13 +59,15 @@ class ResultStore:
         timings: dict[str, float],
         intensity: tuple[float, float] = (0.0, 0.0),
         geometry: dict[str, Any] | None = None,
+        image_size: tuple[int, int] | None = None,
     ) -> None:
         """Store the result and mark the instance processed, in one transaction.
 
         ``identity`` holds study/series UIDs, modality and the patient and
         study strings the viewer shows (``DISPLAY_FIELDS``); they stay on the box.
         ``geometry`` is where the image lies in the patient (``DecodedImage.geometry()``;
-        ``storage/volumes.py`` reads a series as a volume from it).
+        ``storage/volumes.py`` reads a series as a volume from it); ``image_size`` its rows
+        and columns (the findings are placed and compared with them, ``storage/growth.py``).
         """
         heatmap, shape = _encode_heatmap(findings.heatmap)
         boxes = [b.to_dict() for b in findings.boxes]
@@ -76,9 +78,11 @@ class ResultStore:
             now = time.time()
             self.conn.execute(
                 "UPDATE instances SET study_instance_uid=?, series_instance_uid=?, modality=?,"
-                " geometry_json=? WHERE id=?",
+                " geometry_json=?, image_rows=coalesce(?, image_rows),"
+                " image_columns=coalesce(?, image_columns) WHERE id=?",
                 (study_key, identity.get("series_instance_uid"), identity.get("modality"),
-                 None if geometry is None else json.dumps(geometry), instance_id),
+                 None if geometry is None else json.dumps(geometry),
+                 *(image_size or (None, None)), instance_id),
             )
             self.conn.execute(
                 "INSERT OR REPLACE INTO results(instance_id, model_id, backend, probability,"

@@ -428,6 +428,26 @@ CREATE TABLE IF NOT EXISTS records_outbox (
 CREATE INDEX IF NOT EXISTS records_outbox_pending ON records_outbox(receiver, state,
                                                                     next_attempt_at);
 
+-- The patient's earlier studies asked of the PACS (v25, storage/priors.py): one lookup per
+-- study with a finding (``state``: a PriorLookupState word, ``reason`` a code), and each
+-- earlier study fetched for one (never sent anywhere: it is there to be compared with).
+CREATE TABLE IF NOT EXISTS prior_lookups (
+    study_key   TEXT PRIMARY KEY,
+    state       TEXT NOT NULL CHECK (state IN ('asking', 'fetched', 'none', 'failed')),
+    reason      TEXT NOT NULL DEFAULT '',
+    asked_at    REAL NOT NULL,
+    ended_at    REAL,
+    studies     INTEGER NOT NULL DEFAULT 0,
+    images      INTEGER NOT NULL DEFAULT 0,
+    instance_ids TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE IF NOT EXISTS prior_studies (
+    study_key      TEXT PRIMARY KEY,
+    for_study_key  TEXT NOT NULL,
+    study_date     TEXT NOT NULL DEFAULT '',
+    fetched_at     REAL NOT NULL
+);
+
 -- The clinic's Modality Worklist (v21, storage/worklist.py): today's scheduled procedure
 -- steps as the poller last fetched them (replaced whole at each answer; ids never reused,
 -- so a pick from an older page never names another patient), and one row of

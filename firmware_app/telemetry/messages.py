@@ -32,6 +32,7 @@ from clinibox_common.contracts.egress import (
     ASSESSMENTS,
     HISTOGRAM_BINS,
     MAX_ALERT_LESIONS,
+    MAX_GROWTH_PCT,
     MAX_LESION_MM,
     MODALITIES,
     RUNTIMES,
@@ -40,7 +41,14 @@ from clinibox_common.contracts.egress import (
 from clinibox_common.contracts.statuses import AssessmentKind
 from firmware_app import __version__
 from firmware_app.settings.box import Config
-from firmware_app.storage import audit_witness, disk, hospital_reviews, study_alerts
+from firmware_app.storage import (
+    audit_witness,
+    disk,
+    growth,
+    hospital_reviews,
+    studies,
+    study_alerts,
+)
 from firmware_app.storage import telemetry as telemetry_rows
 from firmware_app.storage.db import record_event, transaction
 from firmware_app.storage.outbox import Outbox
@@ -109,9 +117,31 @@ def alert_lesions(records: list[dict[str, Any]], labels: tuple[str, ...]) -> lis
         size = _number(record.get("long_axis_mm")) if record.get("units") == "mm" else None
         if size is not None and 0 <= size <= MAX_LESION_MM:
             lesion["size_mm"] = round(size, 1)
+        growth = _number(record.get("growth_pct"))
+        if growth is not None and -100 <= growth <= MAX_GROWTH_PCT:
+            lesion["growth_pct"] = round(growth, 1)
         kept.append(lesion)
     kept.sort(key=lambda lesion: -lesion["score"])
     return kept[:MAX_ALERT_LESIONS]
+
+
+def with_growth(conn: sqlite3.Connection, study_key: str, records: list[dict[str, Any]]
+                ) -> list[dict[str, Any]]:
+    """The lesion records, each compared with its earlier self (``storage/growth.py``) given
+    its growth in per cent (``growth_pct``)."""
+    study_id = studies.study_id(conn, study_key)
+    compared = None if study_id is None else growth.study_growth(conn, study_id)
+    if compared is None:
+        return records
+    percents = {_lesion_key(record): lesion.percent
+                for record, lesion in zip(compared.records, compared.lesions, strict=True)
+                if lesion.percent is not None}
+    return [{**record, "growth_pct": percents[_lesion_key(record)]}
+            if _lesion_key(record) in percents else record for record in records]
+
+
+def _lesion_key(record: dict[str, Any]) -> str:
+    return json.dumps([record.get("label"), record.get("box"), record.get("frame")])
 
 
 def alert_payload(row: sqlite3.Row, study_ref: str, model: ModelFacts,
@@ -152,8 +182,8 @@ def queue_alerts(conn: sqlite3.Connection, outbox: Outbox, identity: DeviceIdent
         with transaction(conn):
             rows = study_alerts.alerts_due(conn, study)
             for row in rows:
-                lesions = study_alerts.alert_lesions(conn, study, str(row["model"]),
-                                                     AssessmentKind.FINDING.value)
+                lesions = with_growth(conn, study.study_key, study_alerts.alert_lesions(
+                    conn, study, str(row["model"]), AssessmentKind.FINDING.value))
                 seq = outbox.add("alert", alert_payload(row, identity.study_ref(study.study_key),
                                                         model, lesions))
                 study_alerts.mark_alerted(conn, study.study_key, str(row["model"]), seq)

@@ -761,6 +761,19 @@ def check_v24(conn) -> None:
     conn.execute("DELETE FROM records_outbox")
 
 
+def check_v25(conn) -> None:
+    """v25: no lookup of earlier studies and no earlier study fetched after the upgrade; one
+    lookup per study, in a known state."""
+    assert conn.execute("SELECT COUNT(*) FROM prior_lookups").fetchone()[0] == 0
+    assert conn.execute("SELECT COUNT(*) FROM prior_studies").fetchone()[0] == 0
+    insert(conn, "prior_lookups", study_key="1.2.3", state="asking", asked_at=1.0)
+    with pytest.raises(sqlite3.IntegrityError):
+        insert(conn, "prior_lookups", study_key="1.2.3", state="asking", asked_at=2.0)
+    with pytest.raises(sqlite3.IntegrityError):
+        insert(conn, "prior_lookups", study_key="1.2.4", state="lost", asked_at=2.0)
+    conn.execute("DELETE FROM prior_lookups")
+
+
 #: migration N: rows written at schema N-1, and what N promises about them after the ladder
 ROWS: dict[int, tuple[Callable[[sqlite3.Connection], None],
                       Callable[[sqlite3.Connection], None]]] = {
@@ -772,7 +785,7 @@ ROWS: dict[int, tuple[Callable[[sqlite3.Connection], None],
     15: (seed_v14, check_v15), 16: (seed_v15, check_v16), 17: (seed_v15, check_v17),
     18: (seed_v15, check_v18), 19: (seed_v15, check_v19), 20: (seed_v15, check_v20),
     21: (seed_v20, check_v21), 22: (seed_v15, check_v22), 23: (seed_v15, check_v23),
-    24: (seed_v15, check_v24),
+    24: (seed_v15, check_v24), 25: (seed_v15, check_v25),
 }
 
 

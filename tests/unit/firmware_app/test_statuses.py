@@ -25,6 +25,7 @@ from clinibox_common.contracts.statuses import (
     LiveKept,
     LiveState,
     OutboxState,
+    PriorLookupState,
     RecordState,
     ReportKind,
     Role,
@@ -37,7 +38,7 @@ from firmware_app.storage.queue import JobQueue
 from firmware_app.words import labels
 
 ENUMS = (InstanceStatus, AssessmentKind, OutboxState, DicomOutboxState, Verdict, Role,
-         ImportOutcome, RecordState, ReportKind)
+         ImportOutcome, RecordState, ReportKind, PriorLookupState)
 #: the words stored before the enumerations came: they must never change (no migration)
 STORED = {
     InstanceStatus: {"queued", "processing", "processed", "quarantined", "failed",
@@ -47,6 +48,7 @@ STORED = {
     DicomOutboxState: {"pending", "sent", "superseded", "held"},
     RecordState: {"pending", "sent", "superseded", "held"},
     ReportKind: {"result", "verdict"},
+    PriorLookupState: {"asking", "fetched", "none", "failed"},
     Verdict: {"agree", "disagree", "unsure"},
     Role: {"clinician", "technician"},
     ImportOutcome: {"accepted", "duplicate", "quarantined", "refused", "dicomdir index",
@@ -55,7 +57,8 @@ STORED = {
 #: the columns the schema restricts with ``CHECK (column IN (...))``, and their enumeration
 CHECKED = {("feedback", "verdict"): Verdict, ("accounts", "role"): Role,
            ("outbox", "state"): OutboxState, ("dicom_outbox", "state"): DicomOutboxState,
-           ("records_outbox", "state"): RecordState, ("records_outbox", "report_kind"): ReportKind}
+           ("records_outbox", "state"): RecordState, ("records_outbox", "report_kind"): ReportKind,
+           ("prior_lookups", "state"): PriorLookupState}
 #: CHECKs of another table of words: the DICOM document kinds (``contracts/dicom_outputs.py``)
 NOT_STATES = {("dicom_outbox", "kind")}
 _CHECK = re.compile(r"^\s*(\w+)\s+TEXT\b[^\n]*?CHECK\s*\(\s*(\w+)\s+IN\s*\(([^)]*)\)\s*\)",
