@@ -31,6 +31,7 @@ from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 from pynetdicom import AE, StoragePresentationContexts, build_role, evt
 from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind,
@@ -38,9 +39,14 @@ from pynetdicom.sop_class import (
 )
 
 from clinibox_common.errors import CliniboxError
-from firmware_app.ingest.dicom_scp import receive_data_sets_into
+from firmware_app.ingest.bounded_server import BoundedSocket
+from firmware_app.ingest.dicom_scp import (
+    ACCEPTED_TRANSFER_SYNTAXES,
+    receive_data_sets_into,
+    remove_partial_data_set,
+)
 from firmware_app.ingest.landing import Lander, Outcome
-from firmware_app.ingest.store_checks import OUT_OF_RESOURCES, check_received
+from firmware_app.ingest.store_checks import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, check_received
 from firmware_app.ingest.worklist import DEADLINE_FACTOR, clean, find_answers
 from firmware_app.settings.box import Config
 from firmware_app.storage import db, priors
@@ -49,8 +55,16 @@ from firmware_app.storage.priors import PriorLookupState
 
 log = logging.getLogger(__name__)
 
-#: a C-STORE sub-operation refused: not what was asked for (PS3.4 C.4.3: "refused")
-NOT_ASKED_FOR = 0xA801
+#: a C-STORE sub-operation refused as not what was asked for ("cannot understand")
+NOT_ASKED_FOR = CANNOT_UNDERSTAND
+#: the whole lookup (questions and fetch) may take this many times ``[priors] timeout``
+LOOKUP_DEADLINE_FACTOR = 10
+#: what the box offers for the images it fetches: what its receiver accepts, without
+#: Deflated (pydicom inflates a deflated file whole before any header is read)
+FETCH_TRANSFER_SYNTAXES = [uid for uid in ACCEPTED_TRANSFER_SYNTAXES
+                           if uid != DeflatedExplicitVRLittleEndian]
+#: characters a C-FIND reads as wildcards or value separators: never in the ID asked for
+_WILDCARDS = frozenset("*?\\")
 _DATE_LENGTH = 8
 
 
@@ -71,6 +85,7 @@ class CurrentStudy:
     study_date: str
     modality: str
     body_part: str
+    patient_name: str = ""
 
 
 @dataclass
@@ -150,44 +165,66 @@ def pick_series(answers: list[Dataset], current: CurrentStudy, earlier: EarlierS
         earlier.images += images
 
 
-class _Retrieval:
-    """The C-STORE sub-operations of one study's C-GETs: each image checked, bounded and
-    landed; the queue ids of those landed."""
+def same_name(a: str, b: str) -> bool:
+    """Whether two Patient Names name one person as the box compares them (trailing
+    component separators and spaces ignored); an empty name matches any."""
+    a, b = a.rstrip("^ ").upper(), b.rstrip("^ ").upper()
+    return not a or not b or a == b
 
-    def __init__(self, lander: Lander, patient_id: str, studies: set[str], max_images: int,
-                 max_bytes: int, origin: str) -> None:
-        self.lander, self.patient_id, self.studies = lander, patient_id, studies
+
+class _Retrieval:
+    """The C-STORE sub-operations of one lookup's C-GETs: each image checked, bounded and
+    landed; the queue ids of those landed. Past the bounds or the lookup's deadline the
+    association is aborted: a PACS that keeps sending never holds the fetcher."""
+
+    def __init__(self, lander: Lander, current: CurrentStudy, max_images: int,
+                 max_bytes: int, origin: str, deadline: float) -> None:
+        self.lander, self.current = lander, current
         self.max_images, self.max_bytes, self.origin = max_images, max_bytes, origin
+        self.deadline = deadline
+        self.studies: set[str] = set()
         self.instance_ids: list[int] = []
         self.bytes = 0
         self.refused: dict[str, int] = {}
+        self.stopped = ""
 
     def _refuse(self, path: Path, reason: str, status: int) -> int:
         path.unlink(missing_ok=True)
         self.refused[reason] = self.refused.get(reason, 0) + 1
         return status
 
+    def _stop(self, event: evt.Event, path: Path, reason: str) -> int:
+        """Past a bound: this image refused and the association aborted."""
+        self.stopped = self.stopped or reason
+        with contextlib.suppress(Exception):
+            event.assoc.abort()
+        return self._refuse(path, reason, OUT_OF_RESOURCES)
+
     def handle_store(self, event: evt.Event) -> int:
         """One image the PACS sends: refused unless asked for and within the bounds."""
         path = Path(event.dataset_path)
         size = path.stat().st_size
+        if time.monotonic() > self.deadline:
+            return self._stop(event, path, "timeout")
         if len(self.instance_ids) >= self.max_images or self.bytes + size > self.max_bytes:
-            return self._refuse(path, "too_large", OUT_OF_RESOURCES)
-        try:
-            header = dcmread(path, stop_before_pixels=True,
-                             specific_tags=["StudyInstanceUID", "PatientID"])
-            study_key = str(header.get("StudyInstanceUID", ""))
-            patient_id = clean(header.get("PatientID", ""))
-        except Exception:  # not a data set pydicom can read: check_received says why
-            study_key, patient_id = "", ""
-        if study_key not in self.studies or patient_id != self.patient_id:
-            return self._refuse(path, "not_asked_for", NOT_ASKED_FOR)
+            return self._stop(event, path, "too_large")
         request = event.request
         verdict = check_received(path, command_instance_uid=str(
             request.AffectedSOPInstanceUID or "") or None, command_class_uid=str(
             request.AffectedSOPClassUID or "") or None)
         if verdict.refusal is not None:
             return self._refuse(path, verdict.refusal.value, verdict.refusal.status)
+        try:  # a checked, whole data set in a syntax the box offered (never deflated)
+            header = dcmread(path, stop_before_pixels=True,
+                             specific_tags=["StudyInstanceUID", "PatientID", "PatientName"])
+            study_key = str(header.get("StudyInstanceUID", ""))
+            patient_id = clean(header.get("PatientID", ""))
+            name = clean(header.get("PatientName", ""))
+        except Exception:  # a header pydicom cannot read: not what was asked for
+            study_key, patient_id, name = "", "", ""
+        if (study_key not in self.studies or patient_id != self.current.patient_id
+                or not same_name(name, self.current.patient_name)):
+            return self._refuse(path, "not_asked_for", NOT_ASKED_FOR)
         try:
             landed = self.lander.land_file(path, sop_instance_uid=verdict.sop_instance_uid,
                                            source="dicom", origin=self.origin)
@@ -224,7 +261,8 @@ class PriorsFetcher:
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
         for context in StoragePresentationContexts[:120]:  # 128 contexts at most in all
-            ae.add_requested_context(context.abstract_syntax)
+            ae.add_requested_context(context.abstract_syntax, FETCH_TRANSFER_SYNTAXES)
+        ae.maximum_pdu_size = self.config.dicom.max_pdu_kb * 1024
         for name in ("connection_timeout", "acse_timeout", "dimse_timeout", "network_timeout"):
             setattr(ae, name, settings.timeout)
         return ae
@@ -240,7 +278,7 @@ class PriorsFetcher:
     def serve(self, conn: Any, study_key: str) -> PriorLookupState:
         """Ask for, fetch and record one study's earlier studies; never raises."""
         current = self.read_current(conn, study_key)
-        if current is None or not current.patient_id:
+        if current is None or not current.patient_id or _WILDCARDS & set(current.patient_id):
             with db.transaction(conn):
                 priors.end(conn, study_key, PriorLookupState.FAILED, time.time(),
                            reason="no_patient_id")
@@ -263,8 +301,7 @@ class PriorsFetcher:
         ids = tuple(retrieval.instance_ids) if retrieval else ()
         with db.transaction(conn):
             priors.end(conn, study_key, state, time.time(), studies=found, instance_ids=ids,
-                       reason="too_large" if retrieval and retrieval.refused.get("too_large")
-                       else "")
+                       reason=retrieval.stopped if retrieval else "")
         if retrieval and retrieval.refused:
             log.warning("priors: images refused while fetching for study %s: %s", study_key,
                         retrieval.refused)
@@ -277,36 +314,26 @@ class PriorsFetcher:
     def _ask_and_fetch(self, conn: Any, current: CurrentStudy
                        ) -> tuple[PriorLookupState, int, _Retrieval | None]:
         settings = self.config.priors
-        retrieval = _Retrieval(self.lander, current.patient_id, set(), settings.max_images,
-                               settings.max_megabytes * 2**20, settings.ae_title)
+        retrieval = _Retrieval(
+            self.lander, current, settings.max_images, settings.max_megabytes * 2**20,
+            priors.FETCHED_ORIGIN_PREFIX + settings.ae_title,
+            time.monotonic() + settings.timeout * LOOKUP_DEADLINE_FACTOR)
         ae = self._ae()
         roles = [build_role(c.abstract_syntax, scp_role=True)
                  for c in StoragePresentationContexts[:120]]
         assoc = ae.associate(settings.host, settings.port, ae_title=settings.ae_title,
-                             ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE,
-                                                           retrieval.handle_store)])
+                             ext_neg=roles, evt_handlers=[
+                                 (evt.EVT_C_STORE, retrieval.handle_store),
+                                 (evt.EVT_CONN_CLOSE, remove_partial_data_set)])
         if not assoc.is_established:
             raise PriorsUnavailable("refused" if assoc.is_rejected else "unreachable",
                                     f"{settings.host}:{settings.port}")
-        deadline = time.monotonic() + settings.timeout * DEADLINE_FACTOR
+        # the box's receiver's bounds: no PDU or image larger than it would take
+        BoundedSocket.bound(assoc.dul.socket, ae.maximum_pdu_size,
+                            self.config.storage.max_object_mb * 2**20)
         try:
-            answers = list(find_answers(assoc, study_query(current), deadline,
-                                        model=StudyRootQueryRetrieveInformationModelFind,
-                                        down=PriorsUnavailable))
-            candidates = earlier_studies(answers, current)[:settings.max_studies]
-            wanted: list[EarlierStudy] = []
-            for earlier in candidates:
-                if priors.study_on_box(conn, earlier.study_key):
-                    continue  # already here: compared with as it is
-                series = list(find_answers(assoc, series_query(earlier.study_key),
-                                           time.monotonic() + settings.timeout * DEADLINE_FACTOR,
-                                           model=StudyRootQueryRetrieveInformationModelFind,
-                                           down=PriorsUnavailable))
-                pick_series(series, current, earlier,
-                            settings.max_images - sum(w.images for w in wanted))
-                if earlier.series:
-                    wanted.append(earlier)
-            if not candidates:
+            wanted, found = self._ask(conn, assoc, current)
+            if not found:
                 assoc.release()
                 return PriorLookupState.NONE, 0, None
             with db.transaction(conn):  # noted before an image lands: never sent anywhere
@@ -316,16 +343,53 @@ class PriorsFetcher:
             retrieval.studies = {w.study_key for w in wanted}
             for earlier in wanted:
                 for series_uid in earlier.series:
-                    self._get(assoc, earlier.study_key, series_uid)
+                    if not self._get(assoc, earlier.study_key, series_uid, retrieval):
+                        break
+                if retrieval.stopped:
+                    break
+        except PriorsUnavailable:
+            assoc.abort()
+            if not retrieval.instance_ids:
+                raise
+            retrieval.stopped = retrieval.stopped or "failed"  # what arrived is kept
+            return PriorLookupState.FETCHED, len(retrieval.studies), retrieval
         except BaseException:
             assoc.abort()
             raise
-        assoc.release()
-        return PriorLookupState.FETCHED, len(candidates), retrieval
+        if assoc.is_established:
+            assoc.release()
+        return PriorLookupState.FETCHED, found, retrieval
+
+    def _ask(self, conn: Any, assoc: Any, current: CurrentStudy
+             ) -> tuple[list[EarlierStudy], int]:
+        """The earlier studies to fetch (their series picked), at most ``max_studies``,
+        and how many the PACS holds (those already on the box included)."""
+        settings = self.config.priors
+        answers = list(find_answers(assoc, study_query(current),
+                                    time.monotonic() + settings.timeout * DEADLINE_FACTOR,
+                                    model=StudyRootQueryRetrieveInformationModelFind,
+                                    down=PriorsUnavailable))
+        candidates = earlier_studies(answers, current)
+        wanted: list[EarlierStudy] = []
+        for earlier in candidates:
+            if len(wanted) >= settings.max_studies:
+                break
+            if priors.study_on_box(conn, earlier.study_key):
+                continue  # already here: compared with as it is
+            series = list(find_answers(assoc, series_query(earlier.study_key),
+                                       time.monotonic() + settings.timeout * DEADLINE_FACTOR,
+                                       model=StudyRootQueryRetrieveInformationModelFind,
+                                       down=PriorsUnavailable))
+            pick_series(series, current, earlier,
+                        settings.max_images - sum(w.images for w in wanted))
+            if earlier.series:
+                wanted.append(earlier)
+        return wanted, len(candidates)
 
     @staticmethod
-    def _get(assoc: Any, study_key: str, series_uid: str) -> None:
-        """One series by C-GET; PriorsUnavailable when the PACS ends the link."""
+    def _get(assoc: Any, study_key: str, series_uid: str, retrieval: _Retrieval) -> bool:
+        """One series by C-GET; False when the link ended (aborted past a bound, or by the
+        PACS). A series the PACS fails is logged and the next one asked for."""
         ds = Dataset()
         ds.QueryRetrieveLevel = "SERIES"
         ds.StudyInstanceUID = study_key
@@ -333,9 +397,14 @@ class PriorsFetcher:
         for status, _identifier in assoc.send_c_get(ds, StudyRootQueryRetrieveInformationModelGet):
             code = getattr(status, "Status", None)
             if code is None:
+                if retrieval.stopped:
+                    return False
                 raise PriorsUnavailable("timeout", "no C-GET answer")
             if code not in (0xFF00, 0x0000, 0xB000):  # pending, success, some refused
-                raise PriorsUnavailable("failed", f"C-GET status 0x{int(code):04X}")
+                log.warning("priors: the PACS ended a series' C-GET with status 0x%04X",
+                            int(code))
+                retrieval.stopped = retrieval.stopped or "failed"
+        return not retrieval.stopped or retrieval.stopped == "failed"
 
     def run(self, stop: threading.Event) -> None:
         """Serve open lookups until ``stop``: when woken, and every few seconds."""
@@ -362,4 +431,5 @@ def current_study(conn: Any, study_key: str) -> CurrentStudy | None:
         body_part = clean(header.get("BodyPartExamined", ""), 16).upper()
     return CurrentStudy(study_key, clean(found["patient_id"] or ""),
                         clean(found["study_date"] or "", _DATE_LENGTH),
-                        clean(found["modality"] or "", 16), body_part)
+                        clean(found["modality"] or "", 16), body_part,
+                        clean(found["patient_name"] or ""))

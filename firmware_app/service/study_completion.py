@@ -161,7 +161,11 @@ class StudyCompleter:
         """The study's analysed instances whose images are still on the box; the one whose
         lesions were compared with the patient's earlier study carries the comparison
         (``comparison``: ``storage/growth.py``), which its SR states."""
-        compared = growth.study_growth(self.conn, study.id)
+        try:
+            compared = growth.study_growth(self.conn, study.id)
+        except Exception:  # a comparison never holds the study's documents back
+            log.exception("study %d: its lesions not compared for the SR", study.id)
+            compared = None
         instances = []
         for path, result, heatmap in analysed_instances(self.conn, study.study_key):
             if not path.exists():
@@ -375,7 +379,7 @@ class StudyCompleter:
                 priors.ask(self.conn, study.study_key, now)
             self.on_priors_asked()
             return settings.wait_seconds > 0
-        if now - found.asked_at >= settings.wait_seconds:
+        if abs(now - found.asked_at) >= settings.wait_seconds:  # a clock set back too
             return False
         return not found.ended or priors.still_waiting(self.conn, found.instance_ids) > 0
 

@@ -104,15 +104,16 @@ def study_growth(conn: sqlite3.Connection, study_id: int) -> StudyGrowth | None:
     """The study's lesions against the same patient's earlier study on the box; None when
     there is no earlier study of the same modality, the study has no lesion on a placed
     image, or either study's lesions are read as a volume."""
-    earlier_row = queries.previous_study(conn, study_id)
-    if earlier_row is None:
+    now = queries.study(conn, study_id)
+    if now is None or not now["instances"]:
         return None
-    now, then = queries.study(conn, study_id), queries.study(conn, earlier_row["id"])
-    if now is None or then is None or not now["instances"] or not then["instances"]:
+    earlier_row = queries.previous_study(conn, study_id, modality=now["modality"] or "")
+    then = None if earlier_row is None else queries.study(conn, earlier_row["id"])
+    if earlier_row is None or then is None or not then["instances"]:
         return None
-    if (now["modality"] or "") != (then["modality"] or ""):
-        return None  # another kind of image: its lesions are not the same measurements
     top, earlier_top = now["instances"][0], then["instances"][0]
+    if not earlier_top.judged:
+        return None  # the earlier image cannot be judged: nothing to say was not there
     if now["volumes"].in_volume(top.id) or then["volumes"].in_volume(earlier_top.id):
         return None
     sizes = [(i.image_rows or 0, i.image_columns or 0) for i in (top, earlier_top)]

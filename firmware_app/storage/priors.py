@@ -17,6 +17,10 @@ from dataclasses import dataclass
 
 from clinibox_common.contracts.statuses import WAITING_STATUSES, PriorLookupState
 
+#: the origin of every image fetched for a lookup (then the PACS's AE title): a study is an
+#: earlier study only while each of its images came so (one a modality sent itself is not)
+FETCHED_ORIGIN_PREFIX = "C-GET:"
+
 #: why a lookup failed (codes a program reads back; the page says one sentence)
 FAILURE_REASONS = ("unreachable", "refused", "failed", "timeout", "too_large", "no_patient_id")
 
@@ -84,9 +88,14 @@ def note_prior(conn: sqlite3.Connection, prior_key: str, for_study_key: str, stu
 
 
 def fetched_for(conn: sqlite3.Connection, prior_key: str) -> str | None:
-    """The study an earlier study was fetched for, or None when it came on its own."""
-    row = conn.execute("SELECT for_study_key FROM prior_studies WHERE study_key = ?",
-                       (prior_key,)).fetchone()
+    """The study an earlier study was fetched for, or None when it came on its own: not
+    noted as fetched, or holding an image that was not fetched (the study itself arrived
+    later from a modality, or a PACS named a study it was not asked for)."""
+    row = conn.execute(
+        "SELECT p.for_study_key FROM prior_studies p WHERE p.study_key = ? AND NOT EXISTS"
+        " (SELECT 1 FROM instances i WHERE i.study_instance_uid = p.study_key"
+        " AND coalesce(substr(i.origin, 1, ?), '') != ?)",
+        (prior_key, len(FETCHED_ORIGIN_PREFIX), FETCHED_ORIGIN_PREFIX)).fetchone()
     return None if row is None else str(row[0])
 
 

@@ -327,8 +327,10 @@ def study_of_instance(conn: sqlite3.Connection, instance_id: int) -> int | None:
     return None if row is None else int(row[0])
 
 
-def previous_study(conn: sqlite3.Connection, study_id: int) -> dict[str, Any] | None:
-    """The latest earlier study of the same patient on this box, or None.
+def previous_study(conn: sqlite3.Connection, study_id: int, modality: str | None = None
+                   ) -> dict[str, Any] | None:
+    """The latest earlier study of the same patient on this box (of ``modality``, when
+    given), or None.
 
     Same patient means the same non-empty Patient ID and, where both studies name the
     patient, the same name (a default or reused ID, as phantoms and some modalities carry,
@@ -345,13 +347,14 @@ def previous_study(conn: sqlite3.Connection, study_id: int) -> dict[str, Any] | 
         "SELECT s.id, s.study_date, s.received_at, s.modality, s.study_description,"
         " s.top_instance_id, i.image_deleted_at FROM studies s"
         " LEFT JOIN instances i ON i.id = s.top_instance_id"
-        " WHERE s.patient_id = ? AND s.id != ?"
+        " WHERE s.patient_id = ? AND s.id != ? AND (? IS NULL OR coalesce(s.modality, '') = ?)"
         " AND (rtrim(s.patient_name, '^ ') = rtrim(?, '^ ') OR s.patient_name = '' OR ? = '')"
         " AND CASE WHEN ? != '' AND s.study_date != ''"
         " THEN s.study_date < ? OR (s.study_date = ? AND s.received_at < ?)"
         " ELSE s.received_at < ? END"
         " ORDER BY s.study_date DESC, s.received_at DESC LIMIT 1",
-        (current["patient_id"], study_id, current["patient_name"], current["patient_name"],
+        (current["patient_id"], study_id, modality, modality, current["patient_name"],
+         current["patient_name"],
          current["study_date"], current["study_date"],
          current["study_date"], current["received_at"], current["received_at"])).fetchone()
     if row is None:

@@ -19,6 +19,7 @@ UID or a date into a payload: the study's UID is only ever an HMAC input.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sqlite3
 import time
@@ -53,6 +54,8 @@ from firmware_app.storage import telemetry as telemetry_rows
 from firmware_app.storage.db import record_event, transaction
 from firmware_app.storage.outbox import Outbox
 from firmware_app.telemetry.identity import DeviceIdentity
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,11 @@ def with_growth(conn: sqlite3.Connection, study_key: str, records: list[dict[str
     """The lesion records, each compared with its earlier self (``storage/growth.py``) given
     its growth in per cent (``growth_pct``)."""
     study_id = studies.study_id(conn, study_key)
-    compared = None if study_id is None else growth.study_growth(conn, study_id)
+    try:
+        compared = None if study_id is None else growth.study_growth(conn, study_id)
+    except Exception:  # a comparison never holds an alert back
+        log.exception("study %s: its lesions not compared for the alert", study_id)
+        compared = None
     if compared is None:
         return records
     percents = {_lesion_key(record): lesion.percent

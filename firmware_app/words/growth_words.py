@@ -65,9 +65,9 @@ def lookup_line(found: PriorLookup | None) -> str:
     if found.state is PriorLookupState.FAILED:
         return _("No earlier study from the PACS: %(why)s.",
                  why=gettext(FAILURE_WORDS.get(found.reason, FAILURE_WORDS["failed"])))
-    if found.reason == "too_large":
+    if found.reason:  # fetched, but not all of it: past a bound, or the PACS stopped
         return _("The PACS's earlier studies were fetched in part: %(why)s.",
-                 why=gettext(FAILURE_WORDS["too_large"]))
+                 why=gettext(FAILURE_WORDS.get(found.reason, FAILURE_WORDS["failed"])))
     return ""
 
 

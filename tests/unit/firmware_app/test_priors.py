@@ -47,7 +47,7 @@ from phantoms.dicom import ct_dataset, default_identity, write_dicom
 from phantoms.images import generate
 
 PATIENT = "PRIOR-UNIT-1"
-CURRENT = CurrentStudy("1.2.3.100", PATIENT, "20261128", "CT", "CHEST")
+CURRENT = CurrentStudy("1.2.3.100", PATIENT, "20261128", "CT", "CHEST", "PHANTOM^DEMO")
 
 
 def answer(**values: str) -> Dataset:
@@ -118,25 +118,54 @@ def _received(lander: Lander, **identity: str) -> SimpleNamespace:
     return SimpleNamespace(dataset_path=str(path), request=request)
 
 
+def _retrieval(lander: Lander, studies: set[str], max_images: int = 2,
+               deadline: float = 1e12) -> _Retrieval:
+    retrieval = _Retrieval(lander, CURRENT, max_images, 2**26, "C-GET:PACS", deadline)
+    retrieval.studies = studies
+    return retrieval
+
+
 def test_a_pacs_cannot_slip_in_another_study_another_patient_or_more_than_the_bounds(lander):
     asked = generate_uid()
-    retrieval = _Retrieval(lander, PATIENT, {asked}, max_images=2, max_bytes=2**26,
-                           origin="PACS")
+    retrieval = _retrieval(lander, {asked})
     other_study = _received(lander, StudyInstanceUID=generate_uid(), PatientID=PATIENT)
     other_patient = _received(lander, StudyInstanceUID=asked, PatientID="CANARY-OTHER")
-    assert retrieval.handle_store(other_study) == NOT_ASKED_FOR
-    assert retrieval.handle_store(other_patient) == NOT_ASKED_FOR
-    assert not Path(other_study.dataset_path).exists()
-    assert not Path(other_patient.dataset_path).exists()
+    other_name = _received(lander, StudyInstanceUID=asked, PatientID=PATIENT,
+                           PatientName="CANARY^OTHER")
+    for sent in (other_study, other_patient, other_name):
+        assert retrieval.handle_store(sent) == NOT_ASKED_FOR
+        assert not Path(sent.dataset_path).exists()
     for _ in range(2):
         assert retrieval.handle_store(
             _received(lander, StudyInstanceUID=asked, PatientID=PATIENT)) == 0x0000
     one_more = _received(lander, StudyInstanceUID=asked, PatientID=PATIENT)
     assert retrieval.handle_store(one_more) != 0x0000
-    assert len(retrieval.instance_ids) == 2
-    assert retrieval.refused == {"not_asked_for": 2, "too_large": 1}
+    assert len(retrieval.instance_ids) == 2 and retrieval.stopped == "too_large"
+    assert retrieval.refused == {"not_asked_for": 3, "too_large": 1}
     conn = db.connect(lander.database)
     assert conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0] == 2
+    late = _retrieval(lander, {asked}, deadline=time.monotonic() - 1)
+    assert late.handle_store(_received(lander, StudyInstanceUID=asked,
+                                       PatientID=PATIENT)) != 0x0000
+    assert late.stopped == "timeout" and not late.instance_ids
+
+
+def test_a_fetched_study_stops_being_an_earlier_one_once_a_modality_sends_it(lander):
+    conn = db.connect(lander.database)
+    with db.transaction(conn):
+        priors.note_prior(conn, "1.2.3.50", CURRENT.study_key, "20260302", 1.0)
+    assert priors.fetched_for(conn, "1.2.3.50") == CURRENT.study_key
+    retrieval = _retrieval(lander, {"1.2.3.50"})
+    assert retrieval.handle_store(_received(lander, StudyInstanceUID="1.2.3.50",
+                                            PatientID=PATIENT)) == 0x0000
+    conn.execute("UPDATE instances SET study_instance_uid = '1.2.3.50'")  # as analysed
+    assert priors.fetched_for(conn, "1.2.3.50") == CURRENT.study_key
+    from_modality = _received(lander, StudyInstanceUID="1.2.3.50", PatientID=PATIENT)
+    lander.land_file(Path(from_modality.dataset_path),
+                     sop_instance_uid=from_modality.request.AffectedSOPInstanceUID,
+                     source="dicom", origin="CT_SCANNER")
+    conn.execute("UPDATE instances SET study_instance_uid = '1.2.3.50'")
+    assert priors.fetched_for(conn, "1.2.3.50") is None  # its results go as any study's
 
 
 def _closed_port() -> int:
@@ -263,3 +292,77 @@ def test_the_set_up_page_s_config_is_taken_as_written(tmp_path):
         True, "192.0.2.10", "PACS", 120.0)
     config.write_text(block.replace('host = "192.0.2.10"', 'host = ""'))
     assert main(["config", "--check", str(config)]) != 0
+
+
+@pytest.fixture
+def hostile_pacs(tmp_path: Path):
+    """A Query/Retrieve SCP (pynetdicom) that answers one earlier study of one image, then
+    sends image after image for its C-GET, as a broken or hostile PACS would."""
+    from pynetdicom import AE, StoragePresentationContexts, evt
+    from pynetdicom.sop_class import (
+        StudyRootQueryRetrieveInformationModelFind,
+        StudyRootQueryRetrieveInformationModelGet,
+    )
+
+    from phantoms.dicom import ct_dataset
+    from tests.ports import free_ports
+
+    earlier = generate_uid()
+    sent = []
+
+    def on_find(event):
+        asked = event.identifier
+        answer = Dataset()
+        answer.QueryRetrieveLevel = asked.QueryRetrieveLevel
+        answer.StudyInstanceUID = earlier
+        answer.PatientID = PATIENT
+        if asked.QueryRetrieveLevel == "STUDY":
+            answer.StudyDate, answer.ModalitiesInStudy = "20260302", "CT"
+        else:
+            answer.SeriesInstanceUID, answer.Modality = generate_uid(), "CT"
+            answer.NumberOfSeriesRelatedInstances = "1"
+        yield 0xFF00, answer
+
+    def on_get(event):
+        yield 500
+        for _ in range(500):
+            if event.is_cancelled:
+                return
+            ds = ct_dataset(generate("ct", np.random.default_rng(2), size=64), default_identity(
+                StudyInstanceUID=earlier, PatientID=PATIENT))
+            sent.append(ds.SOPInstanceUID)
+            yield 0xFF00, ds
+
+    ae = AE(ae_title="PACS")
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelGet)
+    for context in StoragePresentationContexts[:120]:
+        ae.add_supported_context(context.abstract_syntax, scp_role=True, scu_role=False)
+    (port,) = free_ports(1)
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[
+        (evt.EVT_C_FIND, on_find), (evt.EVT_C_GET, on_get)])
+    yield port, earlier, sent
+    server.shutdown()
+
+
+def test_a_pacs_that_keeps_sending_is_cut_off_at_the_bound_and_what_came_is_kept(
+        lander, hostile_pacs):
+    port, earlier, sent = hostile_pacs
+    config = Config()
+    config.storage.state_dir = str(lander.database.parent)
+    config.priors.enabled, config.priors.host, config.priors.port = True, "127.0.0.1", port
+    config.priors.max_images, config.priors.timeout = 3, 5.0
+    conn = db.connect(config.database_path)
+    with db.transaction(conn):
+        priors.ask(conn, CURRENT.study_key, time.time())
+    fetcher = PriorsFetcher(config, lander, read_current=lambda _c, _key: CURRENT)
+    started = time.monotonic()
+    assert fetcher.fetch_once() == 1
+    assert time.monotonic() - started < 30  # cut off, not the 500 images it had to send
+    found = priors.lookup(conn, CURRENT.study_key)
+    assert (found.state, found.reason, found.images) == (
+        PriorLookupState.FETCHED, "too_large", 3), found
+    assert len(sent) < 50
+    assert conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0] == 3
+    assert list(lander.spool.tmp.iterdir()) == []  # nothing half-written left behind
+    assert priors.fetched_for(conn, earlier) == CURRENT.study_key  # sent nowhere
