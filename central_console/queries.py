@@ -295,13 +295,15 @@ def _number(value: Any) -> float | None:
 
 
 def sent_lesions(payload: dict[str, Any]) -> list[dict[str, Any]]:
-    """The lesions an alert's payload carries (label, score, size in mm or None), as the box
-    sent them (highest score first); none from a box older than the console."""
+    """The lesions an alert's payload carries (label, score, size in mm or None, growth since
+    the patient's earlier study in per cent or None), as the box sent them (highest score
+    first); none from a box older than the console."""
     lesions = payload.get("lesions")
     if not isinstance(lesions, list):
         return []
     return [{"label": str(lesion.get("label", "")), "score": _number(lesion.get("score")),
-             "size_mm": _number(lesion.get("size_mm"))}
+             "size_mm": _number(lesion.get("size_mm")),
+             "growth_pct": _number(lesion.get("growth_pct"))}
             for lesion in lesions if isinstance(lesion, dict)]
 
 

@@ -95,6 +95,15 @@ def percent(probability: float | None) -> str:
     return mark + format_percent(Decimal(whole) / 100, format="#,##0%", locale=language)
 
 
+def signed_percent(value: float) -> str:
+    """A change in per cent with its sign, whole: ``+25 %`` (``+25%`` in Chinese), ``−8 %``,
+    ``±0 %`` (a lesion's growth since an earlier study, on the box's pages and the
+    hospital's console alike)."""
+    sign = "+" if value >= 0.5 else ("−" if value <= -0.5 else "±")
+    whole = decimal(abs(value), 0)
+    return f"{sign}{whole} %" if current() == ENGLISH else f"{sign}{whole}%"
+
+
 def _ideographic(text: str) -> bool:
     """True when ``text`` is written in CJK ideographs (a Chinese, Japanese or Korean name)."""
     return any("\u3400" <= ch <= "\u9fff" or "\uac00" <= ch <= "\ud7af" for ch in text)

@@ -6,8 +6,6 @@ report and in the report to the clinic's records (``storage/growth.py``,
 from __future__ import annotations
 
 from clinibox_common.i18n import N_, formats, gettext
-from clinibox_common.i18n.catalog import current
-from clinibox_common.i18n.tags import ENGLISH
 from firmware_app.storage.growth import LesionGrowth, StudyGrowth
 from firmware_app.storage.priors import PriorLookup, PriorLookupState
 from firmware_app.words import labels
@@ -26,13 +24,6 @@ FAILURE_WORDS = {
 }
 
 
-def signed_percent(value: float) -> str:
-    """A change in per cent with its sign: ``+25 %`` (``+25%`` in Chinese)."""
-    sign = "+" if value > 0 else ("−" if value < 0 else "±")
-    whole = formats.decimal(abs(value), 0)
-    return f"{sign}{whole} %" if current() == ENGLISH else f"{sign}{whole}%"
-
-
 def growth_line(growth: LesionGrowth, earlier_date: str) -> str:
     """One lesion against its earlier self, numbered as on the page."""
     values = {"n": growth.number, "label": labels.class_label(growth.label),
@@ -44,7 +35,7 @@ def growth_line(growth: LesionGrowth, earlier_date: str) -> str:
                  "in mm to compare)", **values)
     return _("Area %(n)d (%(label)s): %(size)s mm, was %(was)s mm on %(date)s (%(change)s)",
              size=formats.decimal(growth.size_mm), was=formats.decimal(growth.was_mm),
-             change=signed_percent(growth.percent), **values)
+             change=formats.signed_percent(growth.percent), **values)
 
 
 def growth_lines(growth: StudyGrowth | None) -> list[str]:

@@ -294,6 +294,29 @@ def test_templates_have_no_inline_script_or_style():
         assert " style=" not in text and "<style" not in text, path
 
 
+def test_an_alert_page_shows_each_lesions_growth_since_the_earlier_study(console):
+    from clinibox_common.contracts.envelope import Header
+    from tests.telemetry_payloads import alert_payload
+
+    store = console.config["CONSOLE"].store
+    lesions = [{"label": "lesion", "score": 0.9, "size_mm": 15.0, "growth_pct": 25.0},
+               {"label": "lesion", "score": 0.6, "size_mm": 4.0}]  # not compared
+    assert store.store(Header("c1", "b1", "alert", 7),
+                       alert_payload(assessment="finding", lesions=lesions), time.time())
+    with _db(console).transaction(write=False) as tx:
+        (alert_id,) = tx.execute("SELECT id FROM alerts ORDER BY seq DESC").fetchone()
+    client = _client(console, RADIOLOGIST)
+    page = client.get(f"/alerts/{alert_id}").get_data(as_text=True)
+    table = page[page.index('id="lesions"'):page.index("</table>", page.index('id="lesions"'))]
+    assert "Change since the earlier study" in table
+    rows = re.findall(r"<tr><td[^>]*>(.*?)</td><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td></tr>",
+                      table)
+    assert rows == [("lesion", "15.0 mm", "90 %", "+25 %"), ("lesion", "4.0 mm", "60 %", "–")]
+    console.config["CONSOLE"].config.web.language = "zh_CN"
+    chinese = client.get(f"/alerts/{alert_id}").get_data(as_text=True)
+    assert "+25%" in chinese and "Change since" not in chinese
+
+
 def test_an_alert_page_shows_the_assessment_and_lesions_the_box_sent(console):
     from clinibox_common.contracts.envelope import Header
     from tests.telemetry_payloads import alert_payload
