@@ -202,8 +202,13 @@ def _side_workers(config: config_module.CentralConfig,
         workers.add("downlink", publisher.serve)
     if config.notify.url:
         databases.append(Database(config.database.url))
-        notifier = Notifier(databases[-1], config.notify, load_secret(config.notify.secret_file))
+        secret = load_secret(config.notify.secret_file)
+        notifier = Notifier(databases[-1], config.notify, secret)
         workers.add("webhook", notifier.serve)
+        if config.notify.format == "fhir":  # the verdicts too, as DiagnosticReports
+            databases.append(Database(config.database.url))
+            workers.add("webhook-verdicts", Notifier(databases[-1], config.notify, secret,
+                                                     table="webhook_verdicts").serve)
     workers.start()
     return workers, databases
 

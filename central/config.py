@@ -219,7 +219,13 @@ class AlertsConfig:
 class NotifyConfig:
     """The webhook fired on every new alert (a hospital's own messenger)."""
 
-    url: str = setting(_url, "URL the alert is POSTed to as JSON; empty: no webhook", "")
+    url: str = setting(_url, "URL the alert is POSTed to as JSON (with format = \"fhir\": "
+                       "the FHIR server's base, POSTed <url>/Communication and "
+                       "<url>/DiagnosticReport); empty: no webhook", "")
+    format: str = setting(one_of("json", "fhir"), 'the body: "json" (each new alert, '
+                          "clinibox's JSON) or \"fhir\" (each new alert as a FHIR R4 "
+                          "Communication and each verdict as a DiagnosticReport, naming the "
+                          "study by its keyed reference only)", "json")
     secret_file: str = setting(doc="file holding the shared secret the body is signed with "
                                    "(HMAC-SHA256); required with url", default="")
     timeout_seconds: float = setting(in_range(1.0, 300.0), "seconds one delivery may take", 10.0)
@@ -302,7 +308,21 @@ def from_dict(data: dict[str, Any]) -> CentralConfig:
     if config.notify.retry_max_seconds < config.notify.retry_min_seconds:
         raise ConfigError(gettext("[notify] retry_max_seconds: must not be below "
                                   "retry_min_seconds"))
+    if config.notify.format == "fhir" and not _installed("fhir.resources"):
+        raise ConfigError(gettext(
+            '[notify] format: "fhir" needs the Python package fhir.resources, which is not '
+            "installed here; install clinibox[central]"))
     return config
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported here (its package installed)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def load(path: str | Path | None = None) -> CentralConfig:

@@ -21,6 +21,13 @@ logged with its reason and retried after an exponential backoff with jitter
 (``retry_min_seconds`` doubling up to ``retry_max_seconds``) until ``max_attempts``,
 then given up (``given_up_at``, logged). The body carries only what the box's egress
 alert does, plus the hospital's own ids: never the study reference.
+
+With ``[notify] format = "fhir"`` the body is FHIR instead (:mod:`central.fhir_notify`): each
+new alert a Communication POSTed to ``<url>/Communication``, and each verdict a radiologist
+gives a DiagnosticReport POSTed to ``<url>/DiagnosticReport`` (``webhook_verdicts``, queued
+in the review's transaction, delivered by a second notifier on the same rules), both naming
+the study by its keyed reference only, as ``application/fhir+json`` with the same signature
+headers.
 """
 
 from __future__ import annotations
@@ -43,11 +50,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from central import fhir_notify
 from central.config import NotifyConfig
 from central.sql import Database, StoreError, Transaction
 from clinibox_common.errors import CliniboxError
 
-__all__ = ["Notifier", "NotifyError", "enqueue", "load_secret", "sign"]
+__all__ = ["Notifier", "NotifyError", "enqueue", "enqueue_verdict", "load_secret", "sign"]
 
 log = logging.getLogger("clinibox.central.notify")
 
@@ -60,12 +68,14 @@ BATCH = 20
 #: Rows of one box one pass claims at most: a box with a thousand alerts waiting takes a
 #: pass of a few posts, then every other box's due alerts come first in the next.
 PER_BOX = 5
+#: The tables a notifier delivers from: the alerts', and the verdicts' (FHIR only)
+TABLES = ("webhook_deliveries", "webhook_verdicts")
 #: The due deliveries in turns across the boxes: each box's oldest first, then each box's
 #: second, ... (a window over the due rows; the same SQL on SQLite and PostgreSQL).
 _FAIR_CLAIM = (
     "SELECT id, payload, attempts FROM (SELECT w.id, w.payload, w.attempts, w.next_at,"
     " ROW_NUMBER() OVER (PARTITION BY a.clinic, a.device ORDER BY w.next_at, w.id) AS turn"
-    " FROM webhook_deliveries AS w LEFT JOIN alerts AS a ON a.id = w.alert_id"
+    " FROM {table} AS w LEFT JOIN alerts AS a ON a.id = w.alert_id"
     " WHERE w.sent_at IS NULL AND w.given_up_at IS NULL AND w.next_at <= ?"
     " AND (w.claimed_until IS NULL OR w.claimed_until < ?)) AS due"
     " WHERE turn <= ? ORDER BY turn, next_at, id LIMIT ?")
@@ -77,28 +87,65 @@ class NotifyError(CliniboxError, ValueError):
     kind = "webhook error"
 
 
+def _console_url(public_url: str, alert_id: int) -> str:
+    return f"{public_url.rstrip('/')}/alerts/{alert_id}" if public_url else ""
+
+
 def enqueue(tx: Transaction, clinic: str, device: str, seq: int, received_at: float,
-            public_url: str = "") -> None:
-    """Queue the webhook delivery of the alert ``clinic/device#seq`` (once per alert)."""
+            public_url: str = "", *, fhir: bool = False) -> None:
+    """Queue the webhook delivery of the alert ``clinic/device#seq`` (once per alert); with
+    ``fhir``, as a FHIR Communication (one the models refuse is logged, never queued: the
+    alert itself is stored all the same)."""
     row = tx.execute(
-        f"SELECT a.id, c.county, {', '.join('a.' + name for name in PAYLOAD_FIELDS)}"
+        f"SELECT a.id, c.county, a.study_ref, {', '.join('a.' + n for n in PAYLOAD_FIELDS)}"
         " FROM alerts AS a LEFT JOIN clinics AS c ON c.clinic = a.clinic"
         " WHERE a.clinic = ? AND a.device = ? AND a.seq = ?",
         (clinic, device, int(seq))).fetchone()
     if row is None:
         return
-    alert_id, county = int(row[0]), row[1] or ""
+    alert_id, county, study_ref = int(row[0]), row[1] or "", str(row[2])
     body: dict[str, Any] = {"event": "alert", "alert_id": alert_id, "clinic": clinic,
                             "device": device, "county": county}
-    body.update(zip(PAYLOAD_FIELDS, row[2:], strict=True))
+    body.update(zip(PAYLOAD_FIELDS, row[3:], strict=True))
     body["received_at"] = received_at
     if public_url:
-        body["console_url"] = f"{public_url.rstrip('/')}/alerts/{alert_id}"
+        body["console_url"] = _console_url(public_url, alert_id)
+    if fhir:
+        try:
+            body = fhir_notify.alert_communication(
+                {**body, "id": alert_id, "study_ref": study_ref},
+                _console_url(public_url, alert_id))
+        except fhir_notify.FhirBodyRefused as exc:
+            log.error("webhook: alert %d not queued: %s", alert_id, exc)
+            return
     tx.execute(
         "INSERT INTO webhook_deliveries (alert_id, payload, created_at, next_at)"
         " VALUES (?, ?, ?, ?) ON CONFLICT (alert_id) DO NOTHING",
         (alert_id, json.dumps(body, sort_keys=True, separators=(",", ":")), received_at,
          received_at))
+
+
+def enqueue_verdict(tx: Transaction, alert_id: int, verdict: str,
+                    follow_up_months: int | None, reviewed_at: float,
+                    public_url: str = "") -> None:
+    """Queue the verdict just given on ``alert_id`` as a FHIR DiagnosticReport (in the
+    review's transaction; one the models refuse is logged, never queued)."""
+    row = tx.execute("SELECT id, study_ref FROM alerts WHERE id = ?",
+                     (int(alert_id),)).fetchone()
+    if row is None:
+        return
+    try:
+        body = fhir_notify.verdict_report({"id": int(row[0]), "study_ref": str(row[1])},
+                                          verdict, follow_up_months, reviewed_at,
+                                          _console_url(public_url, int(row[0])))
+    except fhir_notify.FhirBodyRefused as exc:
+        log.error("webhook: the verdict on alert %d not queued: %s", alert_id, exc)
+        return
+    tx.execute(
+        "INSERT INTO webhook_verdicts (alert_id, reviewed_at, payload, created_at, next_at)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (alert_id, reviewed_at) DO NOTHING",
+        (int(alert_id), reviewed_at, json.dumps(body, sort_keys=True, separators=(",", ":")),
+         reviewed_at, reviewed_at))
 
 
 def sign(body: bytes, secret: bytes, timestamp: str) -> str:
@@ -210,9 +257,13 @@ class Notifier:
     """Claims due webhook deliveries and POSTs them, retrying with backoff."""
 
     def __init__(self, database: Database, settings: NotifyConfig, secret: bytes,
-                 *, poll_seconds: float = 2.0) -> None:
-        """Deliver from ``database`` to ``settings.url``, signing with ``secret``."""
+                 *, poll_seconds: float = 2.0, table: str = TABLES[0]) -> None:
+        """Deliver from ``database``'s ``table`` (one of :data:`TABLES`) to
+        ``settings.url``, signing with ``secret``."""
+        if table not in TABLES:
+            raise ValueError(f"no such delivery table: {table}")
         self._db = database
+        self.table = table
         self.settings = settings
         self._secret = secret
         self.poll_seconds = poll_seconds
@@ -231,10 +282,11 @@ class Notifier:
         until = now + self.settings.timeout_seconds + CLAIM_MARGIN
         claimed: list[Delivery] = []
         with self._db.transaction(write=True) as tx:
-            rows = tx.execute(_FAIR_CLAIM, (now, now, int(per_box), int(limit))).fetchall()
+            rows = tx.execute(_FAIR_CLAIM.format(table=self.table),
+                              (now, now, int(per_box), int(limit))).fetchall()
             for delivery_id, payload, attempts in rows:
                 cursor = tx.execute(  # the WHERE again: another notifier may have it now
-                    "UPDATE webhook_deliveries SET claimed_until = ?, attempts = attempts + 1"
+                    f"UPDATE {self.table} SET claimed_until = ?, attempts = attempts + 1"
                     " WHERE id = ? AND sent_at IS NULL AND given_up_at IS NULL"
                     " AND (claimed_until IS NULL OR claimed_until < ?)",
                     (until, delivery_id, now))
@@ -251,8 +303,12 @@ class Notifier:
         """
         body = delivery.payload.encode("utf-8")
         timestamp = str(int(time.time() if now is None else now))
-        request = urllib.request.Request(self.settings.url, data=body, method="POST", headers={
-            "Content-Type": "application/json",
+        url, kind = self.settings.url, "application/json"
+        if self.settings.format == "fhir":  # the FHIR create interaction: <base>/<type>
+            url = f"{url.rstrip('/')}/{json.loads(delivery.payload)['resourceType']}"
+            kind = "application/fhir+json"
+        request = urllib.request.Request(url, data=body, method="POST", headers={
+            "Content-Type": kind,
             "User-Agent": "clinibox-central",
             "X-Clinibox-Delivery": str(delivery.id),
             "X-Clinibox-Timestamp": timestamp,
@@ -291,15 +347,15 @@ class Notifier:
         now = time.time() if now is None else now
         with self._db.transaction(write=True) as tx:
             if error is None:
-                tx.execute("UPDATE webhook_deliveries SET sent_at = ?, claimed_until = NULL,"
+                tx.execute(f"UPDATE {self.table} SET sent_at = ?, claimed_until = NULL,"
                            " last_error = NULL WHERE id = ?", (now, delivery.id))
             elif delivery.attempts >= self.settings.max_attempts:
-                tx.execute("UPDATE webhook_deliveries SET given_up_at = ?, claimed_until = NULL,"
+                tx.execute(f"UPDATE {self.table} SET given_up_at = ?, claimed_until = NULL,"
                            " last_error = ? WHERE id = ?", (now, error, delivery.id))
                 log.error("webhook delivery %d given up after %d attempts: %s", delivery.id,
                           delivery.attempts, error)
             else:
-                tx.execute("UPDATE webhook_deliveries SET next_at = ?, claimed_until = NULL,"
+                tx.execute(f"UPDATE {self.table} SET next_at = ?, claimed_until = NULL,"
                            " last_error = ? WHERE id = ?",
                            (now + self.backoff(delivery.attempts), error, delivery.id))
                 log.warning("webhook delivery %d failed (attempt %d): %s", delivery.id,

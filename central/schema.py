@@ -4,6 +4,10 @@ The receiver's ``intake`` (:mod:`central.intake`: the messages it took off the b
 until checked) is a table of its own, made in any version without a new version number: an
 older receiver leaves it alone.
 
+Version 7 adds ``webhook_verdicts``: the hospital's verdicts sent by the webhook as FHIR
+DiagnosticReports (``[notify] format = "fhir"``), one row per verdict given (an alert's
+amended verdict is another). A version 6 database gains it, empty.
+
 Version 6 says how old each figure of ``box_state`` is: ``queue_at`` and ``queue_seq`` (when
 the box measured its queue, and the message that said it: an older message never takes a
 newer figure back), ``disk_at`` (its last summary's disk) and ``audit_at`` (its last audit
@@ -43,7 +47,7 @@ from __future__ import annotations
 from central.sql import Database, StoreError, Transaction
 
 #: The schema this receiver writes.
-VERSION = 6
+VERSION = 7
 #: Serialises schema creation when several receivers start on one PostgreSQL database.
 _SCHEMA_LOCK = 0x636C6278  # "clbx"
 
@@ -248,6 +252,20 @@ _TABLES = {
         given_up_at  DOUBLE PRECISION,
         last_error   TEXT
     )""",
+    "webhook_verdicts": """CREATE TABLE IF NOT EXISTS webhook_verdicts (
+        id           {id},
+        alert_id     BIGINT NOT NULL,
+        reviewed_at  DOUBLE PRECISION NOT NULL,
+        payload      TEXT NOT NULL,
+        created_at   DOUBLE PRECISION NOT NULL,
+        next_at      DOUBLE PRECISION NOT NULL,
+        attempts     BIGINT NOT NULL DEFAULT 0,
+        claimed_until DOUBLE PRECISION,
+        sent_at      DOUBLE PRECISION,
+        given_up_at  DOUBLE PRECISION,
+        last_error   TEXT,
+        UNIQUE (alert_id, reviewed_at)
+    )""",
     "console_accounts": """CREATE TABLE IF NOT EXISTS console_accounts (
         id            {id},
         name          TEXT NOT NULL UNIQUE,
@@ -307,6 +325,8 @@ _INDEXES = {
                         " ON downlinks (sent_at, clinic, device, seq)",
     "webhook_due": "CREATE INDEX IF NOT EXISTS webhook_due"
                    " ON webhook_deliveries (sent_at, given_up_at, next_at)",
+    "webhook_verdicts_due": "CREATE INDEX IF NOT EXISTS webhook_verdicts_due"
+                            " ON webhook_verdicts (sent_at, given_up_at, next_at)",
     "console_failures_by_address": "CREATE INDEX IF NOT EXISTS console_failures_by_address"
                                    " ON console_login_failures (address, at)",
     "console_audit_by_time": "CREATE INDEX IF NOT EXISTS console_audit_by_time"

@@ -130,12 +130,15 @@ class Store:
     """
 
     def __init__(self, url: str, *, health: HealthConfig | None = None,
-                 webhook: bool = False, public_url: str = "") -> None:
+                 webhook: bool = False, public_url: str = "",
+                 webhook_format: str = "json") -> None:
         """Open (lazily) the database at ``url`` and make sure the schema exists."""
         self._db = Database(url)
         self.health = health or HealthConfig()
         self.webhook = webhook
         self.public_url = public_url
+        #: "fhir": alerts as FHIR Communications, and verdicts queued as DiagnosticReports
+        self.webhook_fhir = webhook and webhook_format == "fhir"
         self.migrated_from = create_or_migrate(self._db)
         if 1 <= self.migrated_from < 4:
             self.rebuild_box_state()
@@ -265,7 +268,7 @@ class Store:
                      *(payload[name] for name in _ALERT_FIELDS), created_at, received_at))
                 if self.webhook:
                     notify.enqueue(tx, header.clinic, header.device, header.seq, received_at,
-                                   self.public_url)
+                                   self.public_url, fhir=self.webhook_fhir)
             head = audit_witness.audit_head(payload) if header.kind == "status" else None
             verdict = None
             if head is not None:
@@ -464,11 +467,17 @@ class Store:
                      follow_up_months: int | None = None, now: float | None = None,
                      address: str = "") -> dict[str, Any]:
         """Give (or amend) an alert's verdict; its downlink and audit row in the same
-        transaction (:func:`central.reviews.review_alert`). ReviewError when refused."""
+        transaction (:func:`central.reviews.review_alert`), and with a FHIR webhook its
+        DiagnosticReport queued in it too. ReviewError when refused."""
+        now = time.time() if now is None else now
         with self._db.transaction(write=True) as tx:
-            return reviews.review_alert(tx, alert_id, verdict, note, account,
-                                        follow_up_months=follow_up_months, now=now,
-                                        address=address)
+            reviewed = reviews.review_alert(tx, alert_id, verdict, note, account,
+                                            follow_up_months=follow_up_months, now=now,
+                                            address=address)
+            if self.webhook_fhir:
+                notify.enqueue_verdict(tx, alert_id, verdict, follow_up_months, now,
+                                       self.public_url)
+            return reviewed
 
     def audit(self, account: str, address: str, action: str, target: str = "",
               detail: str = "", now: float | None = None) -> None:

@@ -14,10 +14,16 @@ from clinibox_common.i18n.error_words import error_words
 def open_store(config: config_module.CentralConfig) -> Store:
     """The hospital's store as ``config`` describes it; CliniboxError when it cannot open."""
     try:
-        return Store(config.database.url, health=config.health,
-                     webhook=bool(config.notify.url), public_url=config.web.public_url)
+        return Store(config.database.url, health=config.health, **webhook_options(config))
     except StoreError as exc:
         raise CliniboxError(database_words(config.database.url, exc)) from exc
+
+
+def webhook_options(config: config_module.CentralConfig) -> dict[str, object]:
+    """What a store queues for the webhook (``[notify]``): the receiver's and the console's
+    stores alike (the console's review queues a FHIR verdict)."""
+    return {"webhook": bool(config.notify.url), "public_url": config.web.public_url,
+            "webhook_format": config.notify.format}
 
 
 def database_words(url: str, exc: StoreError) -> str:

@@ -32,6 +32,7 @@ from werkzeug.wrappers import Response
 from central import labels
 from central.config import CentralConfig
 from central.store import Store
+from central.store_open import webhook_options
 from central_console.request_context import Console, console, current_account
 from webcore import errors, pages, security
 from webcore import i18n as web_i18n
@@ -61,7 +62,8 @@ def create_app(config: CentralConfig, store: Store | None = None) -> Flask:
     app = Flask(__name__)
     web = config.web
     state_dir = Path(web.state_dir)
-    app.config["CONSOLE"] = Console(config, store or Store(config.database.url))
+    app.config["CONSOLE"] = Console(config, store or Store(config.database.url,
+                                                          **webhook_options(config)))
     security.configure(app, secret=security.session_secret(state_dir / "console-session.secret"),
                        cookie_name="clinibox_console", max_hours=web.session_max_hours)
     app.before_request(_load_account)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from central.config import CentralConfig
 from central.store import Store, StoreError
+from central.store_open import webhook_options
 from central_console.accounts import ROLES, AccountError, ConsoleAccounts
 from clinibox_common.errors import EXIT_OK, EXIT_USAGE, CliniboxError
 from clinibox_common.i18n import gettext as _
@@ -27,7 +28,7 @@ log = logging.getLogger("clinibox.central")
 
 def _store(config: CentralConfig) -> Store:
     try:
-        return Store(config.database.url)
+        return Store(config.database.url, **webhook_options(config))
     except StoreError as exc:
         from central.store_open import database_words
 

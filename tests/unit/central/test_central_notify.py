@@ -150,3 +150,82 @@ def test_a_flooding_box_waits_behind_a_quiet_boxs_alert(tmp_path, hook):
     while notifier.run_once(NOW + 3):
         pass
     assert len(hook.requests) == 41  # the flood is held, not dropped: every alert is sent
+
+
+def test_fhir_alerts_and_verdicts_name_the_study_by_its_keyed_reference_only(tmp_path, hook):
+    """``format = "fhir"``: the alert a Communication at <url>/Communication, each verdict a
+    DiagnosticReport at <url>/DiagnosticReport, read back by the FHIR models; the study by
+    its keyed reference, no patient, no note."""
+    from fhir.resources.R4B.communication import Communication
+    from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+
+    store = Store(f"sqlite:///{tmp_path}/db/central.db", webhook=True,
+                  public_url="https://console.example/", webhook_format="fhir")
+    alert = alert_payload()
+    assert store.store(Header("clinic-a", "box-1", "alert", 7), alert, NOW)
+    [row] = store.alerts()
+    store.review_alert(row["id"], "follow_up", "CANARY-NOTE Zhang San 13800001111", "dr-li",
+                       follow_up_months=6, now=NOW + 60)
+    store.review_alert(row["id"], "no_action", "", "dr-li", now=NOW + 120)  # amended: another
+    config = NotifyConfig(url=hook.base + "/fhir/", secret_file="unused", format="fhir")
+    alerts = Notifier(store.database, config, SECRET)
+    verdicts = Notifier(store.database, config, SECRET, table="webhook_verdicts")
+    assert alerts.run_once(NOW + 200) == 1 and verdicts.run_once(NOW + 200) == 2
+    assert alerts.run_once(NOW + 300) + verdicts.run_once(NOW + 300) == 0  # each sent once
+    paths = [r.path for r in hook.requests]
+    assert paths == ["/fhir/Communication", "/fhir/DiagnosticReport", "/fhir/DiagnosticReport"]
+    assert {r.headers["Content-Type"] for r in hook.requests} == {"application/fhir+json"}
+    for request in hook.requests:  # signed as the JSON webhook is
+        signed = request.headers["X-Clinibox-Timestamp"].encode() + b"." + request.body
+        assert request.headers["X-Clinibox-Signature"] == "sha256=" + hmac.new(
+            SECRET, signed, hashlib.sha256).hexdigest()
+    communication = Communication.model_validate_json(hook.requests[0].body)
+    first, amended = (DiagnosticReport.model_validate_json(r.body) for r in hook.requests[1:])
+    assert communication.about[0].identifier.value == row["study_ref"]
+    assert communication.identifier[0].value == str(row["id"])
+    assert first.imagingStudy[0].identifier.value == row["study_ref"]
+    assert first.conclusionCode[0].coding[0].code == "follow_up"
+    assert "6 month" in first.conclusion and first.status == "final"
+    assert amended.conclusionCode[0].coding[0].code == "no_action"
+    for request in hook.requests:
+        text = request.body.decode()
+        assert "CANARY-NOTE" not in text and "Zhang" not in text and '"subject"' not in text
+        assert "Patient" not in text
+
+
+def test_a_json_webhook_sends_no_verdict_and_a_console_review_queues_one_for_fhir(tmp_path):
+    from central.config import CentralConfig
+    from central_console.app import create_app
+
+    store = Store(f"sqlite:///{tmp_path}/db/central.db", webhook=True)  # format json
+    assert store.store(Header("clinic-a", "box-1", "alert", 7), alert_payload(), NOW)
+    [row] = store.alerts()
+    store.review_alert(row["id"], "no_action", "", "dr-li", now=NOW + 60)
+    with store.database.transaction(write=False) as tx:
+        assert tx.execute("SELECT COUNT(*) FROM webhook_verdicts").fetchone()[0] == 0
+    config = CentralConfig()
+    config.database.url = f"sqlite:///{tmp_path}/db/central.db"
+    config.web.state_dir = str(tmp_path / "web")
+    config.notify.url, config.notify.format = "https://fhir.example/base", "fhir"
+    console_store = create_app(config).config["CONSOLE"].store
+    console_store.review_alert(row["id"], "refer", "", "dr-wang", now=NOW + 90)
+    with store.database.transaction(write=False) as tx:
+        assert tx.execute("SELECT COUNT(*) FROM webhook_verdicts").fetchone()[0] == 1
+
+
+def test_the_webhook_page_s_fhir_config_is_taken_as_written():
+    """docs/hospital/webhook.md: its FHIR ``[notify]`` block, through the hospital's config."""
+    import re
+    from pathlib import Path
+
+    import tomllib
+
+    from central.config import from_dict
+    from clinibox_common.settings_loader import ConfigError
+
+    page = (Path(__file__).parents[3] / "docs" / "hospital" / "webhook.md").read_text()
+    block = next(b for b in re.findall(r"```toml\n(.*?)```", page, re.S) if "fhir" in b)
+    notify = from_dict(tomllib.loads(block)).notify
+    assert (notify.format, notify.url) == ("fhir", "https://fhir.hospital.example/fhir")
+    with pytest.raises(ConfigError, match="format"):
+        from_dict(tomllib.loads(block.replace('format = "fhir"', 'format = "hl7"')))

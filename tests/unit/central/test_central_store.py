@@ -295,7 +295,7 @@ class StoreContract:
         assert store.dead_letter_bytes(store.dead_letters()[0]["id"]) == b"\x00\xffabc"
         store.close()
         again = Store(store_url)
-        assert again.migrated_from == VERSION == 6 and again.dead_letter_totals() == (1, 5)
+        assert again.migrated_from == VERSION == 7 and again.dead_letter_totals() == (1, 5)
         again.close()
 
     def test_dead_letters_keep_bytes_and_drop_the_oldest_beyond_the_bound(self, store):
