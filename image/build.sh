@@ -3,7 +3,7 @@
 # vmdb2 (scripts/debian-packages.txt, section [image]). Network: Debian's archive and the
 # package index (the offline bundle), or their caches.
 #
-#   image/build.sh [--arch amd64|arm64] [--out DIR] [--cache DIR] [--extras live,ocr]
+#   image/build.sh [--arch amd64|arm64] [--out DIR] [--cache DIR] [--extras live,ocr,records]
 #
 # Result in DIR (default build/image/):
 #   clinibox-<version>-<arch>.img       the raw disk image (sparse)
@@ -19,7 +19,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd -P)
 ARCH=amd64
 OUT=$REPO/build/image
 CACHE=/var/cache/clinibox-image
-EXTRAS=live,ocr
+EXTRAS=live,ocr,records
 RELEASE=bookworm
 MIRROR=${CLINIBOX_IMAGE_MIRROR:-http://deb.debian.org/debian}
 ROOT_MIB=3072      # Debian and two application trees

@@ -36,7 +36,7 @@ clinibox-software-update.path clinibox-software-update.service clinibox-software
 clinibox-clock.path clinibox-clock.service"
 ENABLE_UNITS="clinibox.service clinibox-web.service clinibox-retention.timer
 clinibox-software-update.path clinibox-software-assess.service clinibox-clock.path"
-RUNTIME_EXTRAS="openvino tflite live ocr"
+RUNTIME_EXTRAS="openvino tflite live ocr records"
 
 ROOT=/
 BUNDLE=""
