@@ -87,15 +87,22 @@ def note_prior(conn: sqlite3.Connection, prior_key: str, for_study_key: str, stu
                  " fetched_at) VALUES (?, ?, ?, ?)", (prior_key, for_study_key, study_date, now))
 
 
+#: the rule, in SQL, for the prior_studies row ``p``: every image of its study was fetched
+ONLY_FETCHED_SQL = (
+    "NOT EXISTS (SELECT 1 FROM instances i WHERE i.study_instance_uid = p.study_key"
+    f" AND coalesce(substr(i.origin, 1, {len(FETCHED_ORIGIN_PREFIX)}), '')"
+    f" != '{FETCHED_ORIGIN_PREFIX}')")
+#: a studies row ``s`` is an earlier study fetched for another (the worklist marks it)
+EARLIER_STUDY_SQL = (f"EXISTS (SELECT 1 FROM prior_studies p WHERE p.study_key = s.study_key"
+                     f" AND {ONLY_FETCHED_SQL})")
+
+
 def fetched_for(conn: sqlite3.Connection, prior_key: str) -> str | None:
     """The study an earlier study was fetched for, or None when it came on its own: not
     noted as fetched, or holding an image that was not fetched (the study itself arrived
     later from a modality, or a PACS named a study it was not asked for)."""
-    row = conn.execute(
-        "SELECT p.for_study_key FROM prior_studies p WHERE p.study_key = ? AND NOT EXISTS"
-        " (SELECT 1 FROM instances i WHERE i.study_instance_uid = p.study_key"
-        " AND coalesce(substr(i.origin, 1, ?), '') != ?)",
-        (prior_key, len(FETCHED_ORIGIN_PREFIX), FETCHED_ORIGIN_PREFIX)).fetchone()
+    row = conn.execute(f"SELECT p.for_study_key FROM prior_studies p WHERE p.study_key = ?"
+                       f" AND {ONLY_FETCHED_SQL}", (prior_key,)).fetchone()
     return None if row is None else str(row[0])
 
 

@@ -29,6 +29,7 @@ from engine.inference.assessment import (
     shown_probability,
 )
 from engine.inference.tracking import study_summary
+from firmware_app.storage.priors import EARLIER_STUDY_SQL
 from firmware_app.storage.results import decode_heatmap
 from firmware_app.storage.status import day_bounds
 from firmware_app.storage.study_rollup import (
@@ -90,8 +91,9 @@ def worklist(conn: sqlite3.Connection, *, status: str = "all", day: dt.date | No
         "SELECT " + ", ".join(f"SUM(status IN ({_marks(group)}))" for group in groups)
         + f" FROM instances WHERE status IN ({_marks(shown)})" + span,
         (*shown, *shown, *span_args)).fetchone()
-    alerts = conn.execute("SELECT COUNT(*) FROM studies WHERE alert = 1" + span,
-                          span_args).fetchone()[0]
+    alerts = conn.execute(  # an earlier study fetched to compare is no alert of today's
+        f"SELECT COUNT(*) FROM studies s WHERE alert = 1 AND NOT {EARLIER_STUDY_SQL}" + span,
+        span_args).fetchone()[0]
     page = max(1, page)
     offset = (page - 1) * page_size
     if status in OBJECT_FILTERS:
@@ -111,7 +113,7 @@ def worklist(conn: sqlite3.Connection, *, status: str = "all", day: dt.date | No
         rows = [_study_row(row) for row in conn.execute(
             "SELECT id, modality, received_at, alert, band, suspicion, findings, warnings,"
             " not_assessable, outside_range, instances, patient_name, patient_id, study_date,"
-            " study_description,"
+            f" study_description, {EARLIER_STUDY_SQL} AS earlier,"
             f" CASE WHEN warnings > 0 THEN ({_WARNING_TEXT}) END AS warning_text"
             f" FROM studies s WHERE {where}"
             f" ORDER BY {STUDIES_IN_CLINICAL_ORDER} LIMIT ? OFFSET ?",
@@ -146,6 +148,8 @@ def _study_row(row: sqlite3.Row) -> dict[str, Any]:
         "warning_text": records(decode(row["warning_text"])) if row["warnings"] else [],
         "patient_name": row["patient_name"], "patient_id": row["patient_id"],
         "study_date": row["study_date"], "study_description": row["study_description"],
+        # an earlier study fetched from the PACS to compare with (``storage/priors.py``)
+        "earlier": bool(row["earlier"]),
     }
 
 

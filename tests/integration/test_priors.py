@@ -207,3 +207,7 @@ def page_says_it(box: Box, today_key: str, earlier_key: str, now_mm: float, was_
     earlier_page = html.unescape(client.get(f"/study/{ids[earlier_key]}").get_data(
         as_text=True))
     assert 'id="earlier-fetched"' in earlier_page and "不会发往任何地方" in earlier_page
+    worklist = html.unescape(client.get("/").get_data(as_text=True))
+    assert worklist.count('class="earlier-study"') == 1  # the earlier study, marked; not today's
+    assert "以前的检查（对比用）" in worklist
+    assert re.search(r"1\s*个警报", worklist), "the earlier study is no alert of today's"
