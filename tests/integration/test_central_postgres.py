@@ -93,7 +93,7 @@ def test_receivers_starting_together_create_the_schema_once(pg_url):
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
     assert tables == {"devices", "messages", "alerts", "rejections", "dead_letters",
                       "audit_heads", "schema_version", "clinics", "box_state", "drift_points",
-                      "downlinks", "webhook_deliveries", "console_accounts",
+                      "downlinks", "webhook_deliveries", "webhook_verdicts", "console_accounts",
                       "console_sessions", "console_login_failures", "console_audit",
                       "rollouts", "rollout_targets", "rollout_chunks", "intake"}
     for store in stores:
