@@ -19,6 +19,7 @@ from clinibox_common.settings_loader import (
     ConfigError,
     describe_sections,
     in_range,
+    installed,
     load_sections,
     one_of,
     read_toml,
@@ -308,21 +309,12 @@ def from_dict(data: dict[str, Any]) -> CentralConfig:
     if config.notify.retry_max_seconds < config.notify.retry_min_seconds:
         raise ConfigError(gettext("[notify] retry_max_seconds: must not be below "
                                   "retry_min_seconds"))
-    if config.notify.format == "fhir" and not _installed("fhir.resources"):
+    if config.notify.format == "fhir" and not installed("fhir.resources"):
         raise ConfigError(gettext(
             '[notify] format: "fhir" needs the Python package fhir.resources, which is not '
             "installed here; install clinibox[central]"))
     return config
 
-
-def _installed(module: str) -> bool:
-    """Whether ``module`` can be imported here (its package installed)."""
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
 
 
 def load(path: str | Path | None = None) -> CentralConfig:

@@ -63,6 +63,17 @@ def one_of(*options: str):
     return check
 
 
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported here (the extra that brings it is installed): for
+    a setting that needs an optional package, refused at loading when it is missing."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def refused(where: str, problem: str) -> str:
     """``[section] key: problem`` (a check's words) in the reader's punctuation."""
     return gettext("%(where)s: %(problem)s", where=where, problem=problem)

@@ -23,6 +23,18 @@ def check_ae_title(value: Any) -> str | None:
     return None
 
 
+def check_optional_ae_title(value: Any) -> str | None:
+    """empty, or an AE title (1-16 printable ASCII characters, no backslash)."""
+    return check_ae_title(value) if value else None
+
+
+def check_optional_host(value: Any) -> str | None:
+    """empty (none configured), or a host name or address (no spaces)."""
+    if value and (not value.strip() or any(c.isspace() for c in value)):
+        return gettext("must be a host name or address, got %(value)s", value=repr(value))
+    return None
+
+
 def check_absolute_or_empty(value: Any) -> str | None:
     """'' or an absolute path."""
     if value and not value.startswith("/"):

@@ -23,6 +23,7 @@ from firmware_app.settings.checks import (
     check_absolute_or_empty,
     check_ae_title,
     check_name,
+    check_optional_ae_title,
     is_plain_http_url,
     load_tables,
 )
@@ -50,11 +51,6 @@ def _stow_url(value: Any) -> str | None:
                        "username, the password in password_file); got %(value)s",
                        value=repr(redact_url(value)))
     return None
-
-
-def _optional_ae_title(value: Any) -> str | None:
-    """empty, or an AE title (1-16 printable ASCII characters, no backslash)."""
-    return check_ae_title(value) if value else None
 
 
 def _host(value: Any) -> str | None:
@@ -125,7 +121,7 @@ DESTINATIONS_DOC = ("the destinations: one [[pacs.destinations]] table each; non
 class PacsConfig:
     """Sending the DICOM results (SR, SEG, key image) back to the clinic's PACS."""
 
-    calling_ae_title: str = setting(_optional_ae_title, "our (calling) AE title when sending; "
+    calling_ae_title: str = setting(check_optional_ae_title, "our (calling) AE title when sending; "
                                     "empty means [dicom] ae_title", "")
     retry_min_seconds: float = setting(in_range(0.05, 3600),
                                        "first wait before a failed document is tried again "

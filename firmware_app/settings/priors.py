@@ -5,23 +5,14 @@ earlier self (``ingest/priors.py`` asks, ``storage/growth.py`` compares)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from clinibox_common.i18n import gettext
 from clinibox_common.settings_loader import ConfigError, in_range, setting
-from firmware_app.settings.checks import check_ae_title
-
-
-def _optional_ae_title(value: Any) -> str | None:
-    """empty, or an AE title (1-16 printable ASCII characters, no backslash)."""
-    return check_ae_title(value) if value else None
-
-
-def _optional_host(value: Any) -> str | None:
-    """empty (no PACS asked), or a host name or address (no spaces)."""
-    if value and (not value.strip() or any(c.isspace() for c in value)):
-        return gettext("must be a host name or address, got %(value)s", value=repr(value))
-    return None
+from firmware_app.settings.checks import (
+    check_ae_title,
+    check_optional_ae_title,
+    check_optional_host,
+)
 
 
 @dataclass
@@ -33,11 +24,11 @@ class PriorsConfig:
                                 "them and show each lesion beside its earlier size; the PACS "
                                 "must know the box's AE title (it asks with C-GET)",
                             default=False)
-    host: str = setting(_optional_host, "host name or address of the PACS's Query/Retrieve "
+    host: str = setting(check_optional_host, "host name or address of the PACS's Query/Retrieve "
                         "service (needed when enabled)", "")
     port: int = setting(in_range(1, 65535), "its DICOM port", 104)
     ae_title: str = setting(check_ae_title, "the PACS's (called) AE title", "PACS")
-    calling_ae_title: str = setting(_optional_ae_title, "the AE title the box asks as; empty "
+    calling_ae_title: str = setting(check_optional_ae_title, "the AE title the box asks as; empty "
                                     "means [pacs] calling_ae_title, else [dicom] ae_title", "")
     max_studies: int = setting(in_range(1, 10), "the most earlier studies fetched for one "
                                "study (the latest ones)", 1)

@@ -13,7 +13,14 @@ from urllib.parse import urlsplit
 from clinibox_common.contracts.words import Word
 from clinibox_common.i18n import gettext
 from clinibox_common.redaction import redact_url
-from clinibox_common.settings_loader import ConfigError, in_range, one_of, setting, toml_value
+from clinibox_common.settings_loader import (
+    ConfigError,
+    in_range,
+    installed,
+    one_of,
+    setting,
+    toml_value,
+)
 from firmware_app.settings.checks import (
     check_absolute_or_empty,
     check_name,
@@ -203,21 +210,13 @@ def check_records(config: RecordsConfig) -> None:
                                   "retry_max_seconds", section="[records]"))
     for protocol, module, extra in ((RecordsProtocol.HL7_MLLP, "hl7apy", "records"),
                                     (RecordsProtocol.FHIR, "fhir.resources", "records")):
-        if any(r.protocol == protocol for r in config.receivers) and not _installed(module):
+        if any(r.protocol == protocol for r in config.receivers) and not installed(module):
             raise ConfigError(gettext(
                 '[records] receivers: protocol = "%(protocol)s" needs the Python package '
                 "%(module)s, which is not installed here; install clinibox[%(extra)s] (make "
                 "install-system EXTRAS=%(extra)s)", protocol=protocol.value, module=module,
                 extra=extra))
 
-
-def _installed(module: str) -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
 
 
 def describe_receiver_example() -> str:

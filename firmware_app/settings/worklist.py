@@ -8,22 +8,14 @@ from typing import Any
 
 from clinibox_common.i18n import gettext
 from clinibox_common.settings_loader import ConfigError, in_range, names, setting
-from firmware_app.settings.checks import check_ae_title
+from firmware_app.settings.checks import (
+    check_ae_title,
+    check_optional_ae_title,
+    check_optional_host,
+)
 
 #: the modalities a worklist may be asked for (DICOM's defined terms the box's sources show)
 WORKLIST_MODALITIES = ("US", "ES", "XC", "GM", "OP", "IVUS", "OT")
-
-
-def _optional_ae_title(value: Any) -> str | None:
-    """empty, or an AE title (1-16 printable ASCII characters, no backslash)."""
-    return check_ae_title(value) if value else None
-
-
-def _optional_host(value: Any) -> str | None:
-    """empty (no worklist), or a host name or address (no spaces)."""
-    if value and (not value.strip() or any(c.isspace() for c in value)):
-        return gettext("must be a host name or address, got %(value)s", value=repr(value))
-    return None
 
 
 def _modalities(value: Any) -> str | None:
@@ -41,11 +33,11 @@ class WorklistConfig:
     enabled: bool = setting(doc="ask the clinic's Modality Worklist (DICOM MWL, not the "
                                 "viewer's list of studies) for today's scheduled patients; "
                                 "off: the patient is typed on the live page", default=False)
-    host: str = setting(_optional_host, "host name or address of the worklist (needed when "
+    host: str = setting(check_optional_host, "host name or address of the worklist (needed when "
                         "enabled)", "")
     port: int = setting(in_range(1, 65535), "its DICOM port", 104)
     ae_title: str = setting(check_ae_title, "the worklist's (called) AE title", "WORKLIST")
-    station_ae_title: str = setting(_optional_ae_title, "the AE title the box asks as (and, "
+    station_ae_title: str = setting(check_optional_ae_title, "the AE title the box asks as (and, "
                                     "with match_station, the station asked for); empty means "
                                     "[dicom] ae_title", "")
     match_station: bool = setting(doc="ask only for the steps scheduled on station_ae_title "
