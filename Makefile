@@ -11,7 +11,7 @@ TORCHVISION_STAMP := $(TORCHVISION)/.installed-$(TORCHVISION_VERSION)-timm-$(TIM
 # what `make run` installs: the box's own runtimes (ONNX Runtime is a core dependency), no
 # torch, no converter toolchain, no test tools
 RUN_EXTRAS ?= openvino,tflite,live,ocr,records
-EXTRAS ?= dev,convert,openvino,tflite,live,ocr,records,central,docs
+EXTRAS ?= dev,convert,openvino,tflite,live,ocr,records,central,federated,docs
 
 .PHONY: install install-box run test test-fast test-smoke test-image test-image-arm64 image lint docs docs-screenshots bench demo-model fuzz clean translations
 

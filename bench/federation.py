@@ -1,0 +1,186 @@
+"""A Flower federation on loopback, over TLS: the hospital's SuperLink and one SuperNode per
+simulated box, each through a relay that counts its bytes (decision 0056).
+
+Shared by ``bench/federated_clinics.py`` and ``tests/integration/test_federated_rounds.py``.
+The processes are Flower's own commands (``flower-superlink``, ``flower-supernode``,
+``flwr run``) with the Flower App of ``central/federated/flower_app``: the ServerApp is
+``central/federated/server_app.py``, the ClientApp ``firmware_app/learning/client_app.py``.
+Each SuperNode reaches the SuperLink through a :class:`CountingRelay`, so the bytes a box
+sends and receives in a run are measured on the wire (TLS records included).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.tls_certs import CertificateAuthority
+
+REPO = Path(__file__).resolve().parent.parent
+FLOWER_APP = REPO / "central" / "federated" / "flower_app"
+BIN = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin"
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class CountingRelay:
+    """A TCP relay on 127.0.0.1 to ``target``, counting the bytes each way."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.sent = 0  # box → hospital
+        self.received = 0  # hospital → box
+        self._lock = threading.Lock()
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:  # the SuperLink has stopped
+                client.close()
+                continue
+            for a, b, up in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pump, args=(a, b, up), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, up: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                with self._lock:
+                    if up:
+                        self.sent += len(data)
+                    else:
+                        self.received += len(data)
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        """Stop accepting; the pumps end with their connections."""
+        self._server.close()
+
+
+@dataclass
+class Federation:
+    """A running SuperLink, its SuperNodes and their relays."""
+
+    folder: Path
+    port: int
+    ca_cert: Path
+    relays: list[CountingRelay] = field(default_factory=list)
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def link_log(self) -> Path:
+        """The SuperLink's log file."""
+        return self.folder / "superlink.log"
+
+    @property
+    def link_database(self) -> Path:
+        """The SuperLink's state database (where the messages it relays are kept)."""
+        return self.folder / "superlink.db"
+
+    def run(self, config: dict[str, object], timeout: float = 900) -> subprocess.CompletedProcess:
+        """``flwr run`` of the Flower App with ``config`` (the run configuration), streamed
+        until the run ends; the completed process (its output is the ServerApp's log)."""
+        pairs = " ".join(f"{k}={_toml(v)}" for k, v in config.items())
+        return subprocess.run(
+            [str(BIN / "flwr"), "run", str(FLOWER_APP), "hospital", "--stream",
+             "--run-config", pairs],
+            env=self.environment(), capture_output=True, text=True, timeout=timeout)
+
+    def environment(self) -> dict[str, str]:
+        """The environment of Flower's commands: their own home under the folder."""
+        # the SuperLink and SuperNodes start Flower's other commands (flower-superexec) by name
+        path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+        return {**os.environ, "FLWR_HOME": str(self.folder / "flwr-home"), "PATH": path,
+                "PYTHONPATH": str(REPO)}
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
+def _wait_port(port: int, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} did not listen on port {port} within {timeout:.0f} s")
+
+
+@contextlib.contextmanager
+def federation(folder: Path, cases: list[Path]) -> Iterator[Federation]:
+    """A SuperLink over TLS and a SuperNode per case file (its box), each through a relay;
+    everything stopped on leaving."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ca = CertificateAuthority.create(folder / "pki", name="hospital federation CA")
+    cert, key = ca.issue_server("localhost", folder / "pki", stem="superlink")
+    port = free_port()
+    home = folder / "flwr-home"
+    home.mkdir(exist_ok=True)
+    (home / "config.toml").write_text(
+        '[superlink]\ndefault = "hospital"\n\n[superlink.hospital]\n'
+        f'address = "127.0.0.1:{port}"\nroot-certificates = "{ca.cert_path}"\n')
+    fed = Federation(folder, port, ca.cert_path)
+    env = fed.environment()
+    with contextlib.ExitStack() as logs:
+        logs.callback(_stop, fed)
+        link_log = logs.enter_context(open(fed.link_log, "w"))
+        fed.processes.append(subprocess.Popen(
+            [str(BIN / "flower-superlink"), "--ssl-ca-certfile", str(ca.cert_path),
+             "--ssl-certfile", str(cert), "--ssl-keyfile", str(key), "--host", "127.0.0.1",
+             "--port", str(port), "--database", str(fed.link_database)],
+            env=env, stdout=link_log, stderr=subprocess.STDOUT, cwd=folder))
+        _wait_port(port, 60, "the SuperLink")
+        for i, case_file in enumerate(cases):
+            relay = CountingRelay(("127.0.0.1", port))
+            fed.relays.append(relay)
+            log = logs.enter_context(open(folder / f"supernode-{i}.log", "w"))
+            fed.processes.append(subprocess.Popen(
+                [str(BIN / "flower-supernode"), "--root-certificates", str(ca.cert_path),
+                 "--superlink", f"127.0.0.1:{relay.port}", "--host", "127.0.0.1",
+                 "--port", str(free_port()), "--node-config", f'cases="{case_file}"'],
+                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=folder))
+        yield fed
+
+
+def _stop(fed: Federation) -> None:
+    """Stop the SuperNodes and the SuperLink (killed after 20 s), then the relays."""
+    for process in reversed(fed.processes):
+        with contextlib.suppress(OSError):
+            process.terminate()
+    for process in fed.processes:
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    for relay in fed.relays:
+        relay.close()

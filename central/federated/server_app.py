@@ -1,0 +1,123 @@
+"""The hospital's Flower ServerApp: average the boxes' fine-tuned heads, securely and with
+client-level differential privacy, round after round (decision 0056).
+
+Flower's SuperLink (``flower-superlink``, beside the hospital's receiver) runs this app when
+a person starts a run (``flwr run``). Each round:
+
+1. every enrolled box gets the global head (FedAvg, each box weighing 1);
+2. each trains it on its own labelled cases and clips its change (the ClientApp,
+   ``firmware_app/learning/client_app.py``);
+3. SecAgg+ (Flower's ``SecAggPlusWorkflow``) sums the masked heads: the hospital learns the
+   sum, never one box's head;
+4. Gaussian noise of ``noise-multiplier × clipping-norm`` is added to the sum
+   (``central/federated/noise.py``; a box that dropped out is left out of the sum and of
+   the noise's size, and the others' round goes on).
+
+At the end the app writes, into the run's ``out`` folder, ``head.npy`` (the aggregated
+head) and ``run.json`` (:class:`clinibox_common.contracts.federated.FederatedRun`: rounds,
+boxes per round, the privacy spent). The head becomes a package only through the converter's
+gates and a person's signature.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import flwr
+import numpy as np
+from flwr.common import Context, ndarrays_to_parameters
+from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
+from flwr.server.strategy import FedAvg
+from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+
+from central.federated.noise import NoisyAverageOfAnswers
+from central.federated.privacy import epsilon_spent
+from clinibox_common.contracts.federated import FederatedRun, PrivacyBudget, SecureAggregation
+
+#: SecAgg+ quantises each number within ± this range (a head's weights are a few units)
+QUANTISATION_CLIP = 64.0
+#: and into this many steps (64 / 2**22 ≈ 1.5e-5 per step)
+QUANTISATION_STEPS = 2**22
+
+
+class RoundNotAggregated(RuntimeError):
+    """A round ended without a sum of the boxes' heads (SecAgg+ halted: too few boxes
+    answered); the run writes no head."""
+
+
+class CountingFedAvg(FedAvg):
+    """FedAvg that notes which rounds it aggregated."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.aggregated: list[int] = []
+
+    def aggregate_fit(self, server_round, results, failures):
+        """FedAvg's average (SecAgg+ hands over the one unmasked sum); the round is noted."""
+        parameters, metrics = super().aggregate_fit(server_round, results, failures)
+        if parameters is not None:
+            self.aggregated.append(server_round)
+        return parameters, metrics
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _setting(context: Context, key: str, kind: type):
+    try:
+        return kind(context.run_config[key])
+    except KeyError as exc:
+        raise ValueError(f"the run's configuration has no {key!r}") from exc
+
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Run the configured rounds and write the head and its record."""
+    started = _now()
+    out = Path(_setting(context, "out", str))
+    boxes = _setting(context, "boxes", int)
+    rounds = _setting(context, "rounds", int)
+    clipping, noise = _setting(context, "clipping-norm", float), _setting(
+        context, "noise-multiplier", float)
+    delta = _setting(context, "target-delta", float)
+    # each box's mask is shared with every box of the round; rebuilt from `threshold` of them
+    shares, threshold = boxes, _setting(context, "secagg-threshold", int)
+    if not 2 <= threshold < boxes:
+        raise ValueError(f"secagg-threshold must be at least 2 and below the {boxes} boxes; "
+                         f"it is {threshold}")
+    initial = np.load(_setting(context, "initial-head", str), allow_pickle=False)
+    counting = CountingFedAvg(
+        fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=boxes,
+        min_available_clients=boxes,
+        initial_parameters=ndarrays_to_parameters([initial.astype(np.float32)]))
+    strategy = NoisyAverageOfAnswers(counting, noise, clipping, boxes)
+    legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=rounds),
+                           strategy=strategy)
+    workflow = DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(
+        num_shares=shares, reconstruction_threshold=threshold,
+        clipping_range=QUANTISATION_CLIP, quantization_range=QUANTISATION_STEPS,
+        max_weight=1))
+    workflow(grid, legacy)
+    missing = sorted(set(range(1, rounds + 1)) - set(counting.aggregated))
+    if missing:
+        raise RoundNotAggregated(
+            f"round(s) {missing} of {rounds} ended without the boxes' sum (secure aggregation "
+            "halted: fewer boxes answered than it needs); no head was written")
+    [head] = legacy.state.array_records["parameters"].to_numpy_ndarrays()
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "head.npy", np.asarray(head, np.float64))
+    FederatedRun(
+        package=str(context.run_config.get("package", "")), rounds=rounds,
+        boxes_per_round=strategy.summed_per_round,
+        local_steps=_setting(context, "local-steps", int),
+        proximal=_setting(context, "proximal", float),
+        privacy=PrivacyBudget(clipping, noise, delta,
+                              epsilon_spent(noise, strategy.summed_per_round, delta)),
+        secure_aggregation=SecureAggregation("secagg+", shares, threshold),
+        started=started, ended=_now(), flower_version=flwr.__version__,
+    ).write(out / "run.json")

@@ -1,0 +1,1 @@
+"""What a box can learn from its own labelled cases without PyTorch (issue 60)."""

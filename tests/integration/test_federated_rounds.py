@@ -1,0 +1,100 @@
+"""Real Flower rounds over loopback TLS: the hospital's SuperLink with the ServerApp, three
+boxes' SuperNodes with the ClientApp (decision 0056).
+
+The hospital ends with exactly the average of the boxes' clipped heads (SecAgg+ sums them,
+the noise is off here), and holds none of them in clear, nor the canary written into each
+box's case path. A box whose case file is damaged trains nothing, and the others' round
+still ends with their sum.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.federation import federation
+from clinibox_common.contracts.federated import FederatedRun
+from engine.learning.cam_head import CamHead, TrainingSettings, fine_tune
+from firmware_app.learning.cases import LabelledCases, write_cases
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CANARY = "CANARY-BOX-91c2"
+CLIP = 0.8
+SETTINGS = TrainingSettings(steps=30, learning_rate=0.05, proximal=0.01)
+
+
+def _box_cases(seed: int) -> LabelledCases:
+    rng = np.random.default_rng(seed)
+    labels = (np.arange(16) % 2).astype(np.int8)
+    maps = rng.random((16, 24, 8, 8)).astype(np.float32)
+    maps[labels == 1, seed % 24, 2:4, 2:4] += 1.5 + 0.2 * seed  # each box's lesions differ
+    return LabelledCases(maps, labels)
+
+
+def _expected_round(head: CamHead, boxes: list[LabelledCases]) -> CamHead:
+    """FedAvg of the boxes' heads, each change clipped to CLIP, as float32 on the wire."""
+    start = head.as_vector().astype(np.float32).astype(np.float64)
+    g = head.with_vector(start)
+    sent = []
+    for cases in boxes:
+        trained = fine_tune(g, cases.maps, cases.labels, SETTINGS, anchor=g).as_vector()
+        trained = trained.astype(np.float32).astype(np.float64)
+        change = trained - start
+        change *= min(1.0, CLIP / float(np.linalg.norm(change)))
+        sent.append(start + change)
+    return head.with_vector(np.mean(sent, axis=0))
+
+
+def _config(folder, boxes: int, rounds: int) -> dict:
+    return {"out": str(folder / "run"), "initial-head": str(folder / "initial.npy"),
+            "package": "clinibox-demo-lesion 1.0.0", "boxes": boxes, "rounds": rounds,
+            "local-steps": SETTINGS.steps, "learning-rate": SETTINGS.learning_rate,
+            "proximal": SETTINGS.proximal, "sharpness": 4.0, "clipping-norm": CLIP,
+            "noise-multiplier": 0.0, "secagg-threshold": 2}
+
+
+def test_the_hospital_gets_the_boxes_average_and_never_one_boxs_head(tmp_path):
+    head = CamHead(np.random.default_rng(0).normal(0, 0.3, 24), -2.0)
+    np.save(tmp_path / "initial.npy", head.as_vector())
+    boxes = [_box_cases(seed) for seed in (1, 2, 3)]
+    files = [write_cases(tmp_path / f"{CANARY}-{i}" / "cases.npz", c) for i, c in
+             enumerate(boxes)]
+    with federation(tmp_path / "flower", files) as fed:
+        done = fed.run(_config(tmp_path, 3, 2), timeout=600)
+        assert (tmp_path / "run" / "run.json").exists(), done.stdout[-3000:] + done.stderr
+        record = FederatedRun.read(tmp_path / "run" / "run.json")
+        aggregated = np.load(tmp_path / "run" / "head.npy")
+        traffic = [(r.sent, r.received) for r in fed.relays]
+    assert record.rounds == 2 and record.boxes_per_round == [3, 3]
+    assert record.privacy.epsilon is None and record.secure_aggregation.shares == 3
+    expected = _expected_round(_expected_round(head, boxes), boxes)
+    np.testing.assert_allclose(aggregated, expected.as_vector(), atol=2e-3)
+    assert np.abs(aggregated - head.as_vector()).max() > 0.05  # it moved
+    # what the SuperLink keeps and logs: no box's round-1 head in clear, and no canary
+    held = b"".join(p.read_bytes() for p in (tmp_path / "flower").iterdir()
+                    if p.name.startswith("superlink") and p.is_file())
+    g = head.with_vector(head.as_vector().astype(np.float32))
+    for cases in boxes:
+        clear = fine_tune(g, cases.maps, cases.labels, SETTINGS, anchor=g).as_vector()
+        assert clear.astype(np.float32)[:6].tobytes() not in held
+    assert CANARY.encode() not in held
+    assert all(sent > 1000 and received > 1000 for sent, received in traffic)
+
+
+def test_a_box_with_a_damaged_case_file_drops_out_and_the_others_round_ends(tmp_path):
+    head = CamHead(np.random.default_rng(0).normal(0, 0.3, 24), -2.0)
+    np.save(tmp_path / "initial.npy", head.as_vector())
+    boxes = [_box_cases(seed) for seed in (1, 2)]
+    files = [write_cases(tmp_path / f"box-{i}" / "cases.npz", c) for i, c in enumerate(boxes)]
+    damaged = tmp_path / "box-2" / "cases.npz"
+    damaged.parent.mkdir()
+    damaged.write_bytes(b"half a file")
+    with federation(tmp_path / "flower", [*files, damaged]) as fed:
+        done = fed.run(_config(tmp_path, 3, 1), timeout=600)
+    assert (tmp_path / "run" / "run.json").exists(), done.stdout[-3000:] + done.stderr
+    record = FederatedRun.read(tmp_path / "run" / "run.json")
+    assert record.boxes_per_round == [2]
+    np.testing.assert_allclose(np.load(tmp_path / "run" / "head.npy"),
+                               _expected_round(head, boxes).as_vector(), atol=2e-3)
+    assert "1 dropped out" in done.stdout

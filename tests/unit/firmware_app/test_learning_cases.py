@@ -1,0 +1,42 @@
+"""A box's labelled-case file: written whole, read back checked, refused with its reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from firmware_app.learning.cases import CaseFileError, LabelledCases, read_cases, write_cases
+
+
+def test_cases_round_trip(tmp_path):
+    maps = np.random.default_rng(2).random((5, 4, 8, 8)).astype(np.float32)
+    path = write_cases(tmp_path / "box" / "cases.npz", LabelledCases(maps, np.array([0, 1, 1,
+                                                                                     0, 1])))
+    back = read_cases(path, channels=4)
+    np.testing.assert_array_equal(back.maps, maps)
+    assert back.labels.tolist() == [0, 1, 1, 0, 1] and len(back) == 5
+    assert not list(tmp_path.glob("box/*.partial"))
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    ({"maps": np.zeros((2, 4, 3, 3)), "labels": np.zeros(2), "name": np.array(["Zhang"])},
+     "holds 'maps' and 'labels' only"),
+    ({"maps": np.zeros((2, 3, 3, 3)), "labels": np.zeros(2)}, r"maps must be \[N, 4, h, w\]"),
+    ({"maps": np.zeros((2, 4, 3, 3)), "labels": np.zeros(3)}, "2 cases but labels"),
+    ({"maps": np.zeros((2, 4, 3, 3)), "labels": np.array([0, 2])}, "labels must be 0 or 1"),
+    ({"maps": np.full((2, 4, 3, 3), np.nan), "labels": np.zeros(2)}, "not finite"),
+])
+def test_a_file_that_is_not_what_training_needs_is_refused(tmp_path, content, reason):
+    path = tmp_path / "cases.npz"
+    np.savez(path, **content)
+    with pytest.raises(CaseFileError, match=reason):
+        read_cases(path, channels=4)
+
+
+def test_a_pickled_or_missing_file_is_refused_without_being_run(tmp_path):
+    path = tmp_path / "cases.npz"
+    np.savez(path, maps=np.array([object()], dtype=object), labels=np.zeros(1))
+    with pytest.raises(CaseFileError, match="not a readable case file"):
+        read_cases(path, channels=4)
+    with pytest.raises(CaseFileError, match="not a readable case file"):
+        read_cases(tmp_path / "absent.npz", channels=4)
