@@ -16,23 +16,21 @@ window, and only a whole one counts: with fewer, the histograms are not compared
 (not enough history for a fair comparison) and only the clinicians' disagreement is
 judged.
 
-PSI = Σ (p_i − q_i) · ln(p_i / q_i) over the bins of two normalised
-histograms; 0 means identical, above about 0.25 is usually read as a shift
-worth a look.
+PSI and the histograms are ``clinibox_common/contracts/drift.py``'s, the same measures the box
+watches a newly installed package with.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from central.config import HealthConfig
+from clinibox_common.contracts.drift import EPSILON as EPSILON  # re-exported
+from clinibox_common.contracts.drift import psi
 from clinibox_common.contracts.statuses import Verdict
 from clinibox_common.i18n import N_, gettext
 
-#: Floor on a bin's share, so an empty bin does not make the index infinite.
-EPSILON = 1e-4
 #: Reviews needed in the recent window before the disagreement rate is judged.
 MIN_REVIEWS = 10
 
@@ -40,25 +38,6 @@ _HISTOGRAMS = (
     ("confidence_histogram", "psi_confidence", N_("model confidence")),
     ("intensity_histogram", "psi_intensity", N_("image intensity")),
 )
-
-
-def psi(expected: Sequence[float], actual: Sequence[float], epsilon: float = EPSILON) -> float:
-    """Population stability index between two histograms of counts (same bins).
-
-    Each histogram is normalised to shares and every share is floored at
-    ``epsilon``. Raises ValueError on differing lengths or an empty histogram.
-    """
-    if len(expected) != len(actual) or not expected:
-        raise ValueError("histograms must have the same, non-zero number of bins")
-    total_e, total_a = float(sum(expected)), float(sum(actual))
-    if total_e <= 0 or total_a <= 0:
-        raise ValueError("a histogram with no counts has no distribution")
-    index = 0.0
-    for e, a in zip(expected, actual, strict=True):
-        p = max(e / total_e, epsilon)
-        q = max(a / total_a, epsilon)
-        index += (q - p) * math.log(q / p)
-    return index
 
 
 def windows(first: Sequence[tuple[int, Mapping[str, Any]]],

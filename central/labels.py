@@ -76,6 +76,7 @@ EVENTS = {"model_installed": N_("new model installed"),
           "service_failed": N_("service failure"),
           "model_unavailable": N_("model unavailable"),
           "model_kept": N_("new model kept after its trial"),
+          "model_drift": N_("model drifting: a person decides whether to roll it back"),
           "rollout": N_("model rollout")}
 #: why it happened (``contracts/egress.EVENT_REASONS``)
 EVENT_REASONS = {"technician": N_("by a technician"), "signature": N_("bad signature"),
@@ -85,7 +86,9 @@ EVENT_REASONS = {"technician": N_("by a technician"), "signature": N_("bad signa
                  "load_failed": N_("load failed"), "worker_crashed": N_("worker crashed"),
                  "worker_errors": N_("worker errors"), "unit_failed": N_("system service failed"),
                  "not_installed": N_("not installed"), "hospital": N_("by the hospital"),
-                 "trial_passed": N_("trial passed"), "no_space": N_("not enough disk space"),
+                 "trial_passed": N_("trial passed"),
+                 "disagreement": N_("clinicians disagreed with too many of its findings"),
+                 "score_drift": N_("its confidences on the box drifted too far"), "no_space": N_("not enough disk space"),
                  "transfer": N_("the download stalls; the box keeps asking"),
                  "replaced": N_("replaced by a newer rollout"),
                  "stale": N_("arrived too late"),

@@ -103,6 +103,7 @@ SHAPES: dict[str, list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]]] 
         "from %(model)s (%(reason)s)", model=m[1], reason=model_words.reason(m[2])))],
     "model_kept": [(re.compile(rf"trial passed after {_NUMBER} analyses"), lambda m: gettext(
         "trial passed after %(n)s analyses", n=m[1]))],
+    "model_drift": [(re.compile(r"(\w+)"), lambda m: model_words.reason(m[1]))],
     "model_rollout_received": [
         (re.compile(rf"rollout {_NUMBER}; (\w+)"), lambda m: gettext(
             "rollout %(id)s (%(reason)s)", id=m[1], reason=model_words.reason(m[2]))),

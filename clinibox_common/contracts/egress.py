@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clinibox_common.contracts.backends import BACKENDS
+from clinibox_common.contracts.drift import HISTOGRAM_BINS
 from clinibox_common.contracts.statuses import AssessmentKind, Verdict
 from clinibox_common.errors import CliniboxError
 from clinibox_common.i18n import N_, gettext
@@ -39,7 +40,7 @@ STATES = ("online", "offline", "heartbeat")
 #: What happened to the box (device events: model lifecycle and service failures;
 #: ``model_unavailable``: a model the routing rules name is not running).
 EVENTS = ("model_installed", "model_refused", "model_rolled_back", "runtime_fallback",
-          "service_failed", "model_unavailable", "model_kept", "rollout")
+          "service_failed", "model_unavailable", "model_kept", "rollout", "model_drift")
 #: Why, as a fixed word: never free text.
 EVENT_REASONS = (
     "technician", "signature", "tampered", "invalid", "older_version", "golden_cases_failed",
@@ -48,6 +49,8 @@ EVENT_REASONS = (
     # a software release refused or taken back (``software_release.EVENT_REASONS``)
     "needs_bundle", "database_change", "config_refused", "build_failed", "service_failed",
     "selftest_failed", "boot_interrupted",
+    # a package the box installed crossed a drift bound (``firmware_app/models/drift_watch.py``)
+    "disagreement", "score_drift",
 )
 #: Where a box stands in a hospital rollout (``rollout`` events, in this order when all
 #: goes well; ``refused`` and ``rolled_back`` end it on that box, with the reason).
@@ -55,7 +58,6 @@ ROLLOUT_STEPS = ("offered", "downloading", "downloaded", "verified", "golden_pas
                  "golden_failed", "on_trial", "kept", "rolled_back", "refused")
 #: The systemd units whose failure a box reports (``OnFailure=`` hook).
 UNITS = ("clinibox", "clinibox-web", "clinibox-retention", "clinibox-usb-import", "other")
-HISTOGRAM_BINS = 10
 #: A device or clinic id: lower-case letters, digits and dashes (it is a topic level).
 IDENTITY = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
 MODEL_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}@[0-9][0-9A-Za-z.+-]{0,31}$")

@@ -16,13 +16,25 @@ for the hospital, when:
 The trial ends, and the package is kept, after ``[models] trial_jobs``
 analyses or ``trial_hours`` of running; a ``model_kept`` device event (naming the rollout that
 brought the package, if one did) tells the hospital.
+
+After the trial, for ``[models] drift_watch_days`` from the install, the same service watches
+the package's disagreement and score drift on this box (``drift_watch.py``) and rolls it
+back by itself, or reports it, when one crosses its bound.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 
+from firmware_app.models.drift_watch import (
+    CHECK_EVERY,
+    REPORT_EVERY_S,
+    installed_at,
+    measure,
+    watching,
+)
 from firmware_app.models.install import (
     UpdateRefused,
     audit_model,
@@ -32,6 +44,7 @@ from firmware_app.models.install import (
 )
 from firmware_app.models.store import StoreState, Trial, store_for
 from firmware_app.settings.box import Config
+from firmware_app.storage import db
 from firmware_app.storage.audit import SERVICE_ACTOR
 
 log = logging.getLogger(__name__)
@@ -50,6 +63,8 @@ class ModelTrial:
         self.errors = 0
         #: set when this run rolled back under the worker's feet (it stops taking jobs)
         self.rolled_back = ""
+        #: the drift watch: the package watched (name@version), since its install, analyses
+        self.watched, self.watched_since, self.analyses = "", 0.0, 0
 
     @property
     def active(self) -> bool:
@@ -92,6 +107,10 @@ class ModelTrial:
         if self.version:
             log.info("model %s is on trial (%d analyses or %.1f h)", version,
                      self.config.models.trial_jobs, self.config.models.trial_hours)
+        state = self.store.read()
+        since = installed_at(state.history, version) if state.active == version else None
+        if watching(self.config.models, since):
+            self.watched, self.watched_since = f"{self.config.models.name}@{version}", since
 
     def load_failed(self, reason: str) -> bool:
         """The package on trial did not load or failed its golden cases: roll back."""
@@ -102,7 +121,9 @@ class ModelTrial:
         return self._roll_back(reason)
 
     def processed(self) -> None:
-        """One analysis completed: count it, and end the trial when it has earned it."""
+        """One analysis completed: count it, watch the package's drift, and end the trial
+        when it has earned it."""
+        self._watch_drift()
         if not self.version:
             return
         self.errors = 0
@@ -133,6 +154,43 @@ class ModelTrial:
                              note=f"model {model_id} passed its trial and is kept")
             log.info("model %s passed its trial and is kept", self.version)
             self.version = ""
+
+    def _watch_drift(self) -> None:
+        """Every CHECK_EVERY analyses within the watch: measure, and act on a crossed bound."""
+        if not self.watched or self.rolled_back:
+            return
+        self.analyses += 1
+        if self.analyses % CHECK_EVERY:
+            return
+        models = self.config.models
+        if not watching(models, self.watched_since):
+            self.watched = ""
+            return
+        try:
+            conn = db.open_database(self.config.database_path)
+            try:
+                figures = measure(conn, self.watched, self.watched_since, models.drift_window)
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            log.error("the drift watch of %s could not read the results: %s", self.watched, exc)
+            return
+        reason = figures.crossed(models)
+        if not reason:
+            return
+        log.warning("model %s crossed its %s bound on this box (%d of %d reviews disagree; "
+                    "PSI %s)", self.watched, reason, figures.disagreed, figures.reviews,
+                    "-" if figures.psi is None else f"{figures.psi:.2f}")
+        if models.drift_action == "roll_back" and self.store.read().previous \
+                and self._roll_back(reason):
+            self.rolled_back, self.watched = reason, ""
+            return
+        if report_event(self.config, "model_drift", reason, self.watched,
+                        once_per_s=REPORT_EVERY_S,
+                        note=f"model {self.watched} crossed its {reason} bound; kept for a "
+                             "person to decide"):
+            audit_model(self.config, "model_drift", by=SERVICE_ACTOR,
+                        target=f"model:{self.watched}", detail=reason)
 
     def worker_error(self) -> bool:
         """A processing error under the package on trial; roll back after too many in a row."""

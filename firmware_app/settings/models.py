@@ -8,7 +8,10 @@ from pathlib import Path
 from clinibox_common.bundled import DEMO_KEY_ID
 from clinibox_common.contracts.manifest import DEMO_MODEL_NAME
 from clinibox_common.i18n import N_
-from clinibox_common.settings_loader import in_range, setting
+from clinibox_common.settings_loader import in_range, one_of, setting
+
+#: what the box does when a package crosses a drift bound (``[models] drift_action``)
+DRIFT_ACTIONS = ("roll_back", "report", "off")
 
 
 @dataclass
@@ -34,6 +37,26 @@ class ModelsConfig:
     trial_hours: float = setting(in_range(0.01, 720),
                                  "hours of running without a crash after which "
                                  "a newly installed package is kept", 24.0)
+    # the watch after an install (models/drift_watch.py): the same measures as the console's
+    drift_action: str = setting(
+        one_of(*DRIFT_ACTIONS),
+        "what the box does when a package it installed crosses a drift bound within "
+        "drift_watch_days: roll_back (to the package before it, and tell the hospital), "
+        "report (keep it and tell the hospital, for a person to decide) or off",
+        "roll_back")
+    drift_watch_days: float = setting(in_range(0.01, 365),
+                                      "days after an install that the box watches the package",
+                                      14.0)
+    drift_max_disagreement: float = setting(
+        in_range(0.0, 1.0), "the share of clinicians' reviews disagreeing with the package's "
+        "findings that is too many (judged from drift_min_reviews reviews)", 0.4)
+    drift_min_reviews: int = setting(in_range(1, 100_000),
+                                     "reviews needed before the disagreement is judged", 10)
+    drift_max_psi: float = setting(
+        in_range(0.001, 10.0), "the population stability index between the package's first "
+        "and latest drift_window confidences on this box that is too much", 0.5)
+    drift_window: int = setting(in_range(10, 100_000),
+                                "analyses in each of the two windows the PSI compares", 100)
 
 
 #: what the box says wherever the demo key is trusted (log, status, self-test, viewer)

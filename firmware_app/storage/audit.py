@@ -79,6 +79,8 @@ ACTIONS: dict[str, str] = {
     "model_refused": N_("a model package was refused"),
     "model_rolled_back": N_("went back to the previous model package"),
     "model_kept": N_("a model package passed its trial and is kept"),
+    "model_drift": N_("a model package crossed a drift bound and is kept for a person to "
+                      "decide ([models] drift_action = \"report\")"),
     "audit_viewed": N_("read the audit trail (the page: once per 5 minutes and address)"),
     "audit_pruned": N_("deleted audit rows older than [audit] keep_days"),
     "hospital_review_received": N_("received the hospital's verdict on a study's alert "

@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
+from clinibox_common.contracts.drift import histogram
 from clinibox_common.contracts.egress import (
     ASSESSMENTS,
-    HISTOGRAM_BINS,
     MAX_ALERT_LESIONS,
     MAX_GROWTH_PCT,
     MAX_LESION_MM,
@@ -197,15 +197,6 @@ def queue_alerts(conn: sqlite3.Connection, outbox: Outbox, identity: DeviceIdent
             study_alerts.mark_checked(conn, study)
         queued += len(rows)
     return queued
-
-
-def histogram(values: list[float]) -> list[int]:
-    """Counts of values in ten equal bins over [0, 1] (values outside are clipped)."""
-    if not values:
-        return [0] * HISTOGRAM_BINS
-    clipped = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
-    counts, _ = np.histogram(clipped, bins=HISTOGRAM_BINS, range=(0.0, 1.0))
-    return [int(c) for c in counts]
 
 
 def percentiles(values: list[float]) -> dict[str, float]:

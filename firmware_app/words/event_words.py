@@ -43,6 +43,7 @@ EVENTS = {
     "service_failed": N_("a service of the box failed"),
     "model_unavailable": N_("model unavailable"),
     "model_kept": N_("model kept after its trial"),
+    "model_drift": N_("model drifting"),
     "rollout": N_("model update from the hospital"),
 }
 

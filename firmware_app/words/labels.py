@@ -80,6 +80,7 @@ ACTION_NAMES = {
     "model_refused": N_("model refused"),
     "model_rolled_back": N_("model rolled back"),
     "model_kept": N_("model kept"),
+    "model_drift": N_("model drifting"),
     "audit_viewed": N_("audit viewed"),
     "audit_pruned": N_("audit pruned"),
     "hospital_review_received": N_("hospital verdict received"),

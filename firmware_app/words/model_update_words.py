@@ -34,6 +34,8 @@ REASONS = {
     "hospital": N_("ordered by the hospital"),
     "technician": N_("by a technician"),
     "trial_passed": N_("the trial went well"),
+    "disagreement": N_("clinicians disagreed with too many of its findings"),
+    "score_drift": N_("its confidences on this box drifted too far"),
     # a release of the box's software (``contracts/software_release.EVENT_REASONS``)
     "needs_bundle": N_("it needs the full offline bundle (its components differ)"),
     "database_change": N_("it changes the database: install it from the offline bundle "
