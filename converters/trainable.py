@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from clinibox_common.errors import CliniboxError
 from engine.learning.cam_head import CamHead
 
 #: the graph output the maps are exposed as
@@ -30,7 +31,7 @@ SHARPNESS_GRID = tuple(float(r) for r in np.arange(0.5, 32.01, 0.5))
 SHARPNESS_TOLERANCE = 1e-3
 
 
-class NotTrainable(ValueError):
+class NotTrainable(CliniboxError, ValueError):
     """The model's score is not a log-sum-exp pool of a 1×1 convolution over its maps."""
 
 

@@ -34,6 +34,7 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from central.federated.noise import NoisyAverageOfAnswers
 from central.federated.privacy import epsilon_spent
 from clinibox_common.contracts.federated import FederatedRun, PrivacyBudget, SecureAggregation
+from clinibox_common.errors import CliniboxError
 
 #: SecAgg+ quantises each number within ± this range (a head's weights are a few units)
 QUANTISATION_CLIP = 64.0
@@ -41,7 +42,7 @@ QUANTISATION_CLIP = 64.0
 QUANTISATION_STEPS = 2**22
 
 
-class RoundNotAggregated(RuntimeError):
+class RoundNotAggregated(CliniboxError, RuntimeError):
     """A round ended without a sum of the boxes' heads (SecAgg+ halted: too few boxes
     answered); the run writes no head."""
 
