@@ -1,4 +1,5 @@
-"""Client-level differential privacy for a round some boxes may drop out of.
+"""Client-level differential privacy for a round some boxes may drop out of, and a bound on
+what one box gone bad can do to it.
 
 Flower's ``DifferentialPrivacyClientSideFixedClipping`` gives up a round when any box
 failed (its noise is sized for every sampled box). Here the round goes on with the boxes
@@ -7,35 +8,69 @@ weighs 1), and the Gaussian noise added to their average is sized for that numbe
 ``noise_multiplier × clipping_norm / boxes``. The boxes summed in each round are kept for
 the privacy accounting. Clipping is the boxes' own (``fixedclipping_mod``), which reads the
 norm this wrapper puts into each round's instructions.
+
+The hospital cannot see one box's head, so it cannot check that a box clipped its change.
+It checks the sum instead: the average of changes each at most ``clipping_norm`` long is at
+most that long too. A round whose average moved further was sent a change no honest box
+sends (a box gone bad, or one sending NaN); it is refused, and the run with it.
 """
 
 from __future__ import annotations
 
-from logging import INFO
+from logging import ERROR, INFO
 
+import numpy as np
+from flwr.common import parameters_to_ndarrays
 from flwr.server.strategy import DifferentialPrivacyClientSideFixedClipping
 from flwr.supercore import log
 from flwr.supercore.differential_privacy import add_gaussian_noise_to_params
 
+#: slack on the average's bound for SecAgg+'s quantisation (a few steps of 64 / 2**22 each)
+QUANTISATION_SLACK = 1e-3
+
 
 class NoisyAverageOfAnswers(DifferentialPrivacyClientSideFixedClipping):
-    """The wrapped strategy's average of the boxes that answered, plus noise sized for them."""
+    """The wrapped strategy's average of the boxes that answered, bounded, plus noise sized
+    for them."""
 
     def __init__(self, strategy, noise_multiplier: float, clipping_norm: float,
                  boxes: int) -> None:
         super().__init__(strategy, noise_multiplier=noise_multiplier,
                          clipping_norm=clipping_norm, num_sampled_clients=boxes)
         self.summed_per_round: list[int] = []
+        self.aggregated: list[int] = []
+        self.refused: list[int] = []
+        self.sent: list[np.ndarray] = []
+
+    def configure_fit(self, server_round, parameters, client_manager):
+        """The round's instructions; the head sent is kept to bound the answer's change."""
+        self.sent = [np.asarray(a, np.float64) for a in parameters_to_ndarrays(parameters)]
+        return super().configure_fit(server_round, parameters, client_manager)
+
+    def moved(self, parameters) -> float:
+        """How far ``parameters`` lie from the head sent this round (L2; NaN stays NaN)."""
+        got = [np.asarray(a, np.float64) for a in parameters_to_ndarrays(parameters)]
+        return float(np.sqrt(sum(np.sum((g - s) ** 2) for g, s in zip(got, self.sent,
+                                                                      strict=True))))
 
     def aggregate_fit(self, server_round, results, failures):
-        """The average of ``results`` (boxes that dropped out are left out), noised."""
+        """The average of ``results`` (boxes that dropped out are left out), checked against
+        the clipping norm, then noised; None when refused."""
         summed = sum(int(fit.num_examples) for _, fit in results)
         if summed == 0:
             return None, {}
         parameters, metrics = self.strategy.aggregate_fit(server_round, results, [])
         if parameters is None:
             return None, metrics
+        distance = self.moved(parameters)
+        if not distance <= self.clipping_norm + QUANTISATION_SLACK:
+            self.refused.append(server_round)
+            log(ERROR, "round %d refused: the boxes' average moved %.4g, more than the "
+                "clipping norm %.4g allows; a box did not clip its change", server_round,
+                distance, self.clipping_norm)
+            return None, metrics
         self.summed_per_round.append(summed)
+        self.aggregated.append(server_round)
         if self.noise_multiplier > 0:
             parameters = add_gaussian_noise_to_params(parameters, self.noise_multiplier,
                                                       self.clipping_norm, summed)

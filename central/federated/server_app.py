@@ -47,21 +47,6 @@ class RoundNotAggregated(CliniboxError, RuntimeError):
     answered); the run writes no head."""
 
 
-class CountingFedAvg(FedAvg):
-    """FedAvg that notes which rounds it aggregated."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.aggregated: list[int] = []
-
-    def aggregate_fit(self, server_round, results, failures):
-        """FedAvg's average (SecAgg+ hands over the one unmasked sum); the round is noted."""
-        parameters, metrics = super().aggregate_fit(server_round, results, failures)
-        if parameters is not None:
-            self.aggregated.append(server_round)
-        return parameters, metrics
-
-
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -92,11 +77,11 @@ def main(grid: Grid, context: Context) -> None:
         raise ValueError(f"secagg-threshold must be at least 2 and below the {boxes} boxes; "
                          f"it is {threshold}")
     initial = np.load(_setting(context, "initial-head", str), allow_pickle=False)
-    counting = CountingFedAvg(
+    average = FedAvg(
         fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=boxes,
         min_available_clients=boxes,
         initial_parameters=ndarrays_to_parameters([initial.astype(np.float32)]))
-    strategy = NoisyAverageOfAnswers(counting, noise, clipping, boxes)
+    strategy = NoisyAverageOfAnswers(average, noise, clipping, boxes)
     legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=rounds),
                            strategy=strategy)
     workflow = DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(
@@ -104,7 +89,11 @@ def main(grid: Grid, context: Context) -> None:
         clipping_range=QUANTISATION_CLIP, quantization_range=QUANTISATION_STEPS,
         max_weight=1))
     workflow(grid, legacy)
-    missing = sorted(set(range(1, rounds + 1)) - set(counting.aggregated))
+    if strategy.refused:
+        raise RoundNotAggregated(
+            f"round(s) {strategy.refused} of {rounds} refused: the boxes' average moved more "
+            "than the clipping norm allows (a box did not clip its change); no head was written")
+    missing = sorted(set(range(1, rounds + 1)) - set(strategy.aggregated))
     if missing:
         raise RoundNotAggregated(
             f"round(s) {missing} of {rounds} ended without the boxes' sum (secure aggregation "
