@@ -13,6 +13,7 @@
       audit     the audit trail (technicians)        (web/views_audit.py; rows: web/audit_trail.py)
       language  the switch in the header             (web/views_language.py; choice: web/i18n.py)
       live      bedside live video and its sessions  (web/views_live.py)
+      confirm   the hospital disagreed: the doctor's list (web/views_to_confirm.py)
       dicomweb  /dicomweb: QIDO-RS, WADO-RS, read-only, when [dicomweb] is on
                 (web/views_dicomweb.py; its accounts: web/dicomweb_auth.py)
       reads and writes: the box database (SQLite, WAL: the worker keeps writing)
@@ -115,8 +116,9 @@ def create_app(config: Config) -> Flask:
     from web.views_feedback import blueprint as feedback
     from web.views_language import blueprint as language
     from web.views_live import blueprint as live
+    from web.views_to_confirm import blueprint as confirm
 
-    for blueprint in (auth, clinic, device, export, feedback, audit, language, live):
+    for blueprint in (auth, clinic, device, export, feedback, audit, language, live, confirm):
         app.register_blueprint(blueprint)
     if config.dicomweb.enabled:
         from web.views_dicomweb import blueprint as dicomweb

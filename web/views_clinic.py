@@ -37,7 +37,7 @@ from clinibox_common import i18n
 from clinibox_common.i18n import formats, ngettext
 from clinibox_common.i18n.fonts import PACKAGE_HINT, find_cjk_font
 from engine.inference.assessment import is_judged
-from firmware_app.storage import audit, db, growth, hospital_reviews, model_offers
+from firmware_app.storage import audit, case_labels, db, growth, hospital_reviews, model_offers
 from firmware_app.storage import studies as queries
 from firmware_app.storage.status import study_images_waiting
 from firmware_app.words import growth_words, labels, wording
@@ -92,6 +92,7 @@ def worklist():
     page = _worklist_page(args)
     return render_template("worklist.html", **_rows(args, page),
                            filters=queries.WORKLIST_FILTERS,
+                           to_confirm=len(case_labels.to_confirm(database())),
                            refresh=_viewer().config.web.refresh_seconds)
 
 
