@@ -3,21 +3,22 @@ what one box gone bad can do to it.
 
 Flower's ``DifferentialPrivacyClientSideFixedClipping`` gives up a round when any box
 failed (its noise is sized for every sampled box). Here the round goes on with the boxes
-that answered: SecAgg+ hands over one sum whose weight is the number of boxes in it (each
-weighs 1), and the Gaussian noise added to their average is sized for that number:
-``noise_multiplier × clipping_norm / boxes``. The boxes summed in each round are kept for
-the privacy accounting. Clipping is the boxes' own (``fixedclipping_mod``), which reads the
-norm this wrapper puts into each round's instructions.
+that answered: SecAgg+ hands over their average, one result per box (each weighs 1: a box
+that claims another weight is refused), and the Gaussian noise added to it is sized for
+their number: ``noise_multiplier × clipping_norm / boxes``. The boxes summed in each round
+are kept for the privacy accounting. Clipping is the boxes' own (``fixedclipping_mod``),
+which reads the norm this wrapper puts into each round's instructions.
 
 The hospital cannot see one box's head, so it cannot check that a box clipped its change.
 It checks the sum instead: the average of changes each at most ``clipping_norm`` long is at
 most that long too. A round whose average moved further was sent a change no honest box
-sends (a box gone bad, or one sending NaN); it is refused, and the run with it.
+sends (a box gone bad, or one sending NaN); it is refused, and the run stops there. Within
+the bound, a box gone bad can still pull the average as far as an honest round could.
 """
 
 from __future__ import annotations
 
-from logging import ERROR, INFO
+from logging import INFO
 
 import numpy as np
 from flwr.common import parameters_to_ndarrays
@@ -25,8 +26,14 @@ from flwr.server.strategy import DifferentialPrivacyClientSideFixedClipping
 from flwr.supercore import log
 from flwr.supercore.differential_privacy import add_gaussian_noise_to_params
 
+from clinibox_common.errors import CliniboxError
+
 #: slack on the average's bound for SecAgg+'s quantisation (a few steps of 64 / 2**22 each)
 QUANTISATION_SLACK = 1e-3
+
+
+class RoundRefused(CliniboxError, RuntimeError):
+    """A round's answers were not what honest boxes send; its message says which rule."""
 
 
 class NoisyAverageOfAnswers(DifferentialPrivacyClientSideFixedClipping):
@@ -39,7 +46,6 @@ class NoisyAverageOfAnswers(DifferentialPrivacyClientSideFixedClipping):
                          clipping_norm=clipping_norm, num_sampled_clients=boxes)
         self.summed_per_round: list[int] = []
         self.aggregated: list[int] = []
-        self.refused: list[int] = []
         self.sent: list[np.ndarray] = []
 
     def configure_fit(self, server_round, parameters, client_manager):
@@ -55,20 +61,19 @@ class NoisyAverageOfAnswers(DifferentialPrivacyClientSideFixedClipping):
 
     def aggregate_fit(self, server_round, results, failures):
         """The average of ``results`` (boxes that dropped out are left out), checked against
-        the clipping norm, then noised; None when refused."""
-        summed = sum(int(fit.num_examples) for _, fit in results)
+        the clipping norm, then noised; RoundRefused when it breaks a rule."""
+        if any(int(fit.num_examples) != 1 for _, fit in results):
+            raise RoundRefused(f"round {server_round}: a box claimed a weight other than 1")
+        summed = len(results)
         if summed == 0:
             return None, {}
         parameters, metrics = self.strategy.aggregate_fit(server_round, results, [])
         if parameters is None:
             return None, metrics
-        distance = self.moved(parameters)
-        if not distance <= self.clipping_norm + QUANTISATION_SLACK:
-            self.refused.append(server_round)
-            log(ERROR, "round %d refused: the boxes' average moved %.4g, more than the "
-                "clipping norm %.4g allows; a box did not clip its change", server_round,
-                distance, self.clipping_norm)
-            return None, metrics
+        if not self.moved(parameters) <= self.clipping_norm + QUANTISATION_SLACK:
+            raise RoundRefused(f"round {server_round}: the boxes' average moved further than "
+                               "the clipping norm allows (a box did not clip its change); no "
+                               "head was written")
         self.summed_per_round.append(summed)
         self.aggregated.append(server_round)
         if self.noise_multiplier > 0:

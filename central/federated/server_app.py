@@ -38,8 +38,11 @@ from clinibox_common.errors import CliniboxError
 
 #: SecAgg+ quantises each number within ± this range (a head's weights are a few units)
 QUANTISATION_CLIP = 64.0
-#: and into this many steps (64 / 2**22 ≈ 1.5e-5 per step)
+#: and into this many steps (128 / 2**22 ≈ 3.1e-5 per step)
 QUANTISATION_STEPS = 2**22
+#: a head whose numbers reach past this share of the range is refused before the first round
+#: (SecAgg+ would clip them silently, and the round would be refused as moved too far)
+HEAD_RANGE_SHARE = 0.5
 
 
 class RoundNotAggregated(CliniboxError, RuntimeError):
@@ -73,10 +76,13 @@ def main(grid: Grid, context: Context) -> None:
     delta = _setting(context, "target-delta", float)
     # each box's mask is shared with every box of the round; rebuilt from `threshold` of them
     shares, threshold = boxes, _setting(context, "secagg-threshold", int)
-    if not 2 <= threshold < boxes:
-        raise ValueError(f"secagg-threshold must be at least 2 and below the {boxes} boxes; "
-                         f"it is {threshold}")
+    if not boxes / 2 < threshold < boxes:
+        raise ValueError(f"secagg-threshold must be more than half of the {boxes} boxes and "
+                         f"fewer than all of them (the boxes refuse less); it is {threshold}")
     initial = np.load(_setting(context, "initial-head", str), allow_pickle=False)
+    if not np.all(np.abs(initial) <= HEAD_RANGE_SHARE * QUANTISATION_CLIP):
+        raise ValueError(f"the initial head's numbers must lie within ±"
+                         f"{HEAD_RANGE_SHARE * QUANTISATION_CLIP:g} (secure aggregation's range)")
     average = FedAvg(
         fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=boxes,
         min_available_clients=boxes,
@@ -89,10 +95,6 @@ def main(grid: Grid, context: Context) -> None:
         clipping_range=QUANTISATION_CLIP, quantization_range=QUANTISATION_STEPS,
         max_weight=1))
     workflow(grid, legacy)
-    if strategy.refused:
-        raise RoundNotAggregated(
-            f"round(s) {strategy.refused} of {rounds} refused: the boxes' average moved more "
-            "than the clipping norm allows (a box did not clip its change); no head was written")
     missing = sorted(set(range(1, rounds + 1)) - set(strategy.aggregated))
     if missing:
         raise RoundNotAggregated(

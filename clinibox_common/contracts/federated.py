@@ -28,6 +28,8 @@ class PrivacyBudget:
     delta: float
     epsilon: float | None
     accounting: str = "rdp"
+    #: neighbouring runs: the same boxes, one box's data replaced (sensitivity 2 × clipping)
+    neighbouring: str = "replace-one-box"
 
 
 @dataclass(frozen=True)

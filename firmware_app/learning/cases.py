@@ -10,6 +10,7 @@ A file that is not such an archive is refused with its reason, never half read.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def read_cases(path: Path, channels: int) -> LabelledCases:
                 raise CaseFileError(f"{path}: a case file holds 'maps' and 'labels' only; "
                                     f"it holds {sorted(archive.files)}")
             maps, labels = archive["maps"], archive["labels"]
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         if isinstance(exc, CaseFileError):
             raise
         raise CaseFileError(f"{path}: not a readable case file ({exc})") from exc

@@ -16,11 +16,16 @@ the trained head. Two of Flower's mods wrap it, outermost first:
 Each box counts once in the average (``num_examples`` is 1): the hospital's noise is sized
 for one box's clipped update, and no clinic outweighs the others. The training runs at a
 low priority (nice 10); the box's images come first.
+
+Outermost of all, ``guard_mod`` (``guard_mod.py``) refuses instructions that would expose
+this box's head. A failure leaves the box as a fixed code only (Flower sends an error's text
+to the hospital): the case file's path, which may name the clinic, stays in the box's log.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from pathlib import Path
 
@@ -30,11 +35,19 @@ from flwr.client.mod import fixedclipping_mod, secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.common import Context
 
+from clinibox_common.errors import CliniboxError
 from engine.learning.cam_head import DEFAULT_SHARPNESS, CamHead, TrainingSettings, fine_tune
-from firmware_app.learning.cases import read_cases
+from firmware_app.learning.cases import CaseFileError, read_cases
+from firmware_app.learning.guard_mod import guard_mod
+
+log = logging.getLogger(__name__)
 
 #: nice(2) increment of a training process: below the box's service and receiver
 TRAINING_NICENESS = 10
+
+
+class TrainingFailed(CliniboxError, RuntimeError):
+    """This box could not train; its message is a code, all the hospital learns."""
 
 
 class HeadClient(NumPyClient):
@@ -47,8 +60,16 @@ class HeadClient(NumPyClient):
         """The round's head [C + 1] in, this box's fine-tuned head out (weight 1)."""
         vector = np.asarray(parameters[0], np.float64).reshape(-1)
         head = CamHead(vector[:-1], float(vector[-1]), self.sharpness)
-        cases = read_cases(self.cases_path, head.channels)
+        try:
+            cases = read_cases(self.cases_path, head.channels)
+        except CaseFileError as exc:
+            log.error("federated round: %s", exc)
+            raise TrainingFailed("case_file_unreadable") from None
+        if len(cases) == 0:
+            raise TrainingFailed("no_labelled_cases")
         trained = fine_tune(head, cases.maps, cases.labels, self.settings, anchor=head)
+        if not np.isfinite(trained.as_vector()).all():
+            raise TrainingFailed("training_diverged")
         return [trained.as_vector().astype(np.float32)], 1, {}
 
 
@@ -72,4 +93,4 @@ def client_fn(context: Context) -> object:
     return HeadClient(cases, settings, float(run.get("sharpness", DEFAULT_SHARPNESS))).to_client()
 
 
-app = ClientApp(client_fn=client_fn, mods=[secaggplus_mod, fixedclipping_mod])
+app = ClientApp(client_fn=client_fn, mods=[guard_mod, secaggplus_mod, fixedclipping_mod])

@@ -9,8 +9,10 @@ drift.py``), on this box's own results:
 * **score drift**: the population stability index between the package's first and latest
   ``drift_window`` confidences here, once it has both windows, against ``drift_max_psi``.
 
-When one crosses its bound, ``[models] drift_action`` says what happens: ``roll_back`` goes
-back to the package before it (``install.rollback``, reason ``disagreement`` or
+When one stays over its bound for :data:`CONFIRMATIONS` checks in a row (a check every
+:data:`CHECK_EVERY` analyses), ``[models] drift_action`` says what happens: ``roll_back`` goes
+back to the package before it (``install.rollback`` of that very version, reason
+``disagreement`` or
 ``score_drift``; the hospital's rollout then shows the box rolled back, and why) — or, when
 there is none to go back to, reports; ``report`` keeps the package and tells the hospital
 (device event ``model_drift``, once a day) for a person to decide; ``off`` does nothing.
@@ -31,6 +33,9 @@ log = logging.getLogger(__name__)
 
 #: the watch judges after every this many analyses (two small queries)
 CHECK_EVERY = 10
+#: and acts only when this many checks in a row found a bound crossed (one noisy check is
+#: not drift)
+CONFIRMATIONS = 3
 #: a drift report is queued again at most once a day
 REPORT_EVERY_S = 86_400.0
 

@@ -30,6 +30,7 @@ import time
 
 from firmware_app.models.drift_watch import (
     CHECK_EVERY,
+    CONFIRMATIONS,
     REPORT_EVERY_S,
     installed_at,
     measure,
@@ -65,15 +66,17 @@ class ModelTrial:
         self.rolled_back = ""
         #: the drift watch: the package watched (name@version), since its install, analyses
         self.watched, self.watched_since, self.analyses = "", 0.0, 0
+        #: checks in a row that found a bound crossed
+        self.crossings = 0
 
     @property
     def active(self) -> bool:
         """Whether the package this service runs is on trial."""
         return bool(self.version)
 
-    def _roll_back(self, reason: str) -> bool:
+    def _roll_back(self, reason: str, expect: str = "") -> bool:
         try:
-            rollback(self.config, reason)
+            rollback(self.config, reason, expect=expect)
         except UpdateRefused as exc:
             log.error("the model on trial failed (%s) but cannot be rolled back: %s", reason, exc)
             return False
@@ -176,13 +179,16 @@ class ModelTrial:
             log.error("the drift watch of %s could not read the results: %s", self.watched, exc)
             return
         reason = figures.crossed(models)
-        if not reason:
+        self.crossings = self.crossings + 1 if reason else 0
+        if self.crossings < CONFIRMATIONS:
             return
-        log.warning("model %s crossed its %s bound on this box (%d of %d reviews disagree; "
-                    "PSI %s)", self.watched, reason, figures.disagreed, figures.reviews,
-                    "-" if figures.psi is None else f"{figures.psi:.2f}")
+        if self.crossings == CONFIRMATIONS:
+            log.warning("model %s crossed its %s bound on this box (%d of %d reviews disagree; "
+                        "PSI %s)", self.watched, reason, figures.disagreed, figures.reviews,
+                        "-" if figures.psi is None else f"{figures.psi:.2f}")
+        version = self.watched.rsplit("@", 1)[-1]
         if models.drift_action == "roll_back" and self.store.read().previous \
-                and self._roll_back(reason):
+                and self._roll_back(reason, expect=version):
             self.rolled_back, self.watched = reason, ""
             return
         if report_event(self.config, "model_drift", reason, self.watched,

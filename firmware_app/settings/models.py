@@ -51,12 +51,13 @@ class ModelsConfig:
         in_range(0.0, 1.0), "the share of clinicians' reviews disagreeing with the package's "
         "findings that is too many (judged from drift_min_reviews reviews)", 0.4)
     drift_min_reviews: int = setting(in_range(1, 100_000),
-                                     "reviews needed before the disagreement is judged", 10)
+                                     "reviews needed before the disagreement is judged", 20)
     drift_max_psi: float = setting(
         in_range(0.001, 10.0), "the population stability index between the package's first "
         "and latest drift_window confidences on this box that is too much", 0.5)
     drift_window: int = setting(in_range(10, 100_000),
-                                "analyses in each of the two windows the PSI compares", 100)
+                                "analyses in each of the two windows the PSI compares (two "
+                                "samples of 100 from one distribution differ by PSI 0.2)", 500)
 
 
 #: what the box says wherever the demo key is trusted (log, status, self-test, viewer)

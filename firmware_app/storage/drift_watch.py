@@ -9,12 +9,13 @@ from clinibox_common.contracts.statuses import Verdict
 
 
 def reviews_since(conn: sqlite3.Connection, model_id: str, since: float) -> tuple[int, int]:
-    """(disagreements, reviews) of the clinicians' verdicts on ``model_id``'s results given
-    since ``since`` (an unsure verdict counts as neither, as on the console)."""
+    """(disagreements, reviews) of the clinicians' verdicts on ``model_id``'s results since
+    ``since`` (results made, and reviews given, since then; an unsure verdict counts as
+    neither, as on the console)."""
     counts = dict(conn.execute(
         "SELECT f.verdict, COUNT(*) FROM feedback f JOIN results r "
         "ON r.instance_id = f.instance_id WHERE r.model_id = ? AND f.at >= ? "
-        "GROUP BY f.verdict", (model_id, since)).fetchall())
+        "AND r.created_at >= ? GROUP BY f.verdict", (model_id, since, since)).fetchall())
     disagree = int(counts.get(Verdict.DISAGREE, 0))
     return disagree, disagree + int(counts.get(Verdict.AGREE, 0))
 

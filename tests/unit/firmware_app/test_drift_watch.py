@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from clinibox_common.contracts.drift import histogram, psi
-from firmware_app.models.drift_watch import CHECK_EVERY, DriftFigures, measure
+from firmware_app.models.drift_watch import CHECK_EVERY, CONFIRMATIONS, DriftFigures, measure
 from firmware_app.models.install import install
 from firmware_app.models.store import store_for
 from firmware_app.models.trial import ModelTrial
@@ -92,6 +92,9 @@ def test_measure_reads_only_the_package_since_its_install(tmp_path):
     with db.transaction(conn):
         old = _results(conn, "clinibox-demo-lesion@1.0.0", [0.9] * 12, 1, since - 3600)
         _reviews(conn, old, disagree=12, at=since - 100)  # the old package's: not counted
+        # the same version's results from an earlier install, reviewed late: not counted
+        before = _results(conn, NEW, [0.9] * 5, 50, since - 7200)
+        _reviews(conn, before, disagree=5, at=since + 30)
         first = _results(conn, NEW, [0.1] * 20, 100, since + 1)
         latest = _results(conn, NEW, [0.9] * 20, 200, since + 10)
         _reviews(conn, first[:10], disagree=3, at=since + 20)
@@ -115,6 +118,8 @@ def test_a_package_clinicians_disagree_with_rolls_itself_back(tmp_path):
         ids = _results(conn, NEW, [0.8] * 12, 1, since + 1)
         _reviews(conn, ids, disagree=6, at=since + 2)  # 6 of 12 disagree: over 40 %
     conn.close()
+    _analyses(trial, (CONFIRMATIONS - 1) * CHECK_EVERY)  # crossed, not yet confirmed
+    assert store_for(config).read().active == "1.1.0"
     _analyses(trial, CHECK_EVERY - 1)
     state = store_for(config).read()
     assert state.active == "1.0.0" and trial.rolled_back == "disagreement"
@@ -134,7 +139,7 @@ def test_reported_for_a_person_when_so_configured_and_only_once_a_day(tmp_path):
         _results(conn, NEW, [0.05] * 20, 1, since + 1)
         _results(conn, NEW, [0.95] * 20, 100, since + 5)  # its confidences moved
     conn.close()
-    _analyses(trial, 3 * CHECK_EVERY)
+    _analyses(trial, 2 * CONFIRMATIONS * CHECK_EVERY)
     assert store_for(config).read().active == "1.1.0" and not trial.rolled_back
     event = _event(config)
     assert (event["event"], event["reason"], event["subject_model"]) == (

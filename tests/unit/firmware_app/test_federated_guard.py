@@ -1,0 +1,42 @@
+"""The box's own checks on a round's instructions: what would expose its head is refused
+with a code, whatever the hospital's ServerApp asks."""
+
+from __future__ import annotations
+
+import pytest
+
+from firmware_app.learning.guard_mod import (
+    MAX_CLIPPING_NORM,
+    RoundRefused,
+    check_clipping,
+    check_setup,
+    check_unmask,
+)
+
+
+def test_a_setup_that_protects_is_taken():
+    check_setup(shares=5, threshold=3, sample=5)
+    check_setup(shares=3, threshold=2, sample=3)
+
+
+@pytest.mark.parametrize(("shares", "threshold", "sample", "code"), [
+    (3, 2, 5, "secagg_shares_not_all_boxes"),   # some boxes hold no share of a mask
+    (5, 2, 5, "secagg_threshold_too_low"),      # two boxes could rebuild a third's mask
+    (4, 2, 4, "secagg_threshold_too_low"),
+])
+def test_a_setup_that_exposes_is_refused(shares, threshold, sample, code):
+    with pytest.raises(RoundRefused, match=f"^{code}$"):
+        check_setup(shares, threshold, sample)
+
+
+def test_a_box_named_both_alive_and_dropped_out_is_refused():
+    check_unmask([11, 12, 13], [14])
+    with pytest.raises(RoundRefused, match=r"^secagg_box_alive_and_dropped$"):
+        check_unmask([11, 12, 13], [13])
+
+
+@pytest.mark.parametrize("norm", [0.0, -1.0, MAX_CLIPPING_NORM * 2, float("nan")])
+def test_a_clipping_norm_past_the_boxs_ceiling_is_refused(norm):
+    with pytest.raises(RoundRefused, match=r"^clipping_norm_out_of_bounds$"):
+        check_clipping(norm)
+    check_clipping(1.0)
