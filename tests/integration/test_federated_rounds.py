@@ -1,5 +1,5 @@
 """Real Flower rounds over loopback TLS: the hospital's SuperLink with the ServerApp, three
-boxes' SuperNodes with the ClientApp (decision 0056).
+boxes' SuperNodes with the ClientApp and its guard (decision 0056).
 
 The hospital ends with exactly the average of the boxes' clipped heads (SecAgg+ sums them,
 the noise is off here), and holds none of them in clear, nor the canary written into each
@@ -87,7 +87,7 @@ def test_a_box_with_a_damaged_case_file_drops_out_and_the_others_round_ends(tmp_
     np.save(tmp_path / "initial.npy", head.as_vector())
     boxes = [_box_cases(seed) for seed in (1, 2)]
     files = [write_cases(tmp_path / f"box-{i}" / "cases.npz", c) for i, c in enumerate(boxes)]
-    damaged = tmp_path / "box-2" / "cases.npz"
+    damaged = tmp_path / f"{CANARY}-box-2" / "cases.npz"  # its error must not name it
     damaged.parent.mkdir()
     damaged.write_bytes(b"half a file")
     with federation(tmp_path / "flower", [*files, damaged]) as fed:
@@ -98,3 +98,7 @@ def test_a_box_with_a_damaged_case_file_drops_out_and_the_others_round_ends(tmp_
     np.testing.assert_allclose(np.load(tmp_path / "run" / "head.npy"),
                                _expected_round(head, boxes).as_vector(), atol=2e-3)
     assert "1 dropped out" in done.stdout
+    held = b"".join(p.read_bytes() for p in (tmp_path / "flower").iterdir()
+                    if p.name.startswith("superlink") and p.is_file())
+    assert CANARY.encode() not in held and CANARY not in done.stdout + done.stderr
+    assert b"case_file_unreadable" in held or "case_file_unreadable" in done.stdout
