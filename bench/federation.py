@@ -102,12 +102,14 @@ class Federation:
         """The SuperLink's state database (where the messages it relays are kept)."""
         return self.folder / "superlink.db"
 
-    def run(self, config: dict[str, object], timeout: float = 900) -> subprocess.CompletedProcess:
-        """``flwr run`` of the Flower App with ``config`` (the run configuration), streamed
-        until the run ends; the completed process (its output is the ServerApp's log)."""
+    def run(self, config: dict[str, object], timeout: float = 900,
+            app: Path = FLOWER_APP) -> subprocess.CompletedProcess:
+        """``flwr run`` of the Flower App ``app`` (clinibox's own by default) with ``config``
+        (the run configuration), streamed until the run ends; the completed process (its
+        output is the ServerApp's log)."""
         pairs = " ".join(f"{k}={_toml(v)}" for k, v in config.items())
         return subprocess.run(
-            [str(BIN / "flwr"), "run", str(FLOWER_APP), "hospital", "--stream",
+            [str(BIN / "flwr"), "run", str(app), "hospital", "--stream",
              "--run-config", pairs],
             env=self.environment(), capture_output=True, text=True, timeout=timeout)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.federation import federation
+from bench.federation import REPO, federation
 from clinibox_common.contracts.federated import FederatedRun
 from engine.learning.cam_head import CamHead, TrainingSettings, fine_tune
 from firmware_app.learning.cases import LabelledCases, write_cases
@@ -20,6 +20,8 @@ from firmware_app.learning.cases import LabelledCases, write_cases
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CANARY = "CANARY-BOX-91c2"
+#: a Flower App whose ServerApp a hospital changed (tests/federated_hostile/)
+HOSTILE_APP = REPO / "tests" / "federated_hostile"
 CLIP = 0.8
 SETTINGS = TrainingSettings(steps=30, learning_rate=0.05, proximal=0.01)
 
@@ -102,3 +104,20 @@ def test_a_box_with_a_damaged_case_file_drops_out_and_the_others_round_ends(tmp_
                     if p.name.startswith("superlink") and p.is_file())
     assert CANARY.encode() not in held and CANARY not in done.stdout + done.stderr
     assert b"case_file_unreadable" in held or "case_file_unreadable" in done.stdout
+
+
+def test_the_boxes_refuse_a_hospital_that_weakened_secure_aggregation(tmp_path):
+    """A changed ServerApp lets 2 of 4 boxes rebuild a mask: every box refuses it at the
+    setup stage, with a code, and no round is aggregated."""
+    head = CamHead(np.random.default_rng(0).normal(0, 0.3, 24), -2.0)
+    np.save(tmp_path / "initial.npy", head.as_vector())
+    files = [write_cases(tmp_path / f"box-{i}" / "cases.npz", _box_cases(seed)) for i, seed in
+             enumerate((1, 2, 3, 4))]
+    with federation(tmp_path / "flower", files) as fed:
+        done = fed.run({"initial-head": str(tmp_path / "initial.npy"), "boxes": 4},
+                       timeout=600, app=HOSTILE_APP)
+        logs = "".join(p.read_text(errors="replace")
+                       for p in (tmp_path / "flower").glob("supernode-*.log"))
+    told = done.stdout + done.stderr + logs
+    assert "secagg_threshold_too_low" in told, told[-3000:]
+    assert "aggregate_fit: received" not in done.stdout

@@ -1,0 +1,1 @@
+"""A hospital's changed ServerApp, for the boxes' guard to refuse (tests only)."""
