@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
 from clinibox_common.bundled import BUNDLED_MODELS_DIR
@@ -118,3 +119,14 @@ def make_package(folder: Path, version: str, *, key: Path | None = DEMO_PRIVATE_
         data[len(data) // 2] ^= 0xFF
         artifact.write_bytes(bytes(data))
     return root
+
+
+def last_device_event(database: Path) -> dict:
+    """The newest device event the box queued for the hospital (its outbox), as JSON."""
+    conn = sqlite3.connect(database)
+    try:
+        row = conn.execute("SELECT payload FROM outbox WHERE kind='event'"
+                           " ORDER BY seq DESC LIMIT 1").fetchone()
+        return json.loads(row[0])
+    finally:
+        conn.close()

@@ -4,7 +4,6 @@ person, when clinicians disagree with too many of its findings or its confidence
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from firmware_app.models.store import store_for
 from firmware_app.models.trial import ModelTrial
 from firmware_app.settings.box import Config, from_dict
 from firmware_app.storage import db
-from tests.model_packages import make_package
+from tests.model_packages import last_device_event, make_package
 
 NEW = "clinibox-demo-lesion@1.1.0"
 
@@ -58,16 +57,6 @@ def _box_db(config: Config) -> sqlite3.Connection:
     conn = db.open_database(config.database_path)
     conn.execute("PRAGMA foreign_keys = OFF")
     return conn
-
-
-def _event(config: Config) -> dict:
-    conn = sqlite3.connect(config.database_path)
-    try:
-        row = conn.execute("SELECT payload FROM outbox WHERE kind='event' ORDER BY seq DESC"
-                           " LIMIT 1").fetchone()
-        return json.loads(row[0])
-    finally:
-        conn.close()
 
 
 def _analyses(trial: ModelTrial, count: int = CHECK_EVERY) -> None:
@@ -123,7 +112,7 @@ def test_a_package_clinicians_disagree_with_rolls_itself_back(tmp_path):
     _analyses(trial, CHECK_EVERY - 1)
     state = store_for(config).read()
     assert state.active == "1.0.0" and trial.rolled_back == "disagreement"
-    event = _event(config)
+    event = last_device_event(config.database_path)
     assert (event["event"], event["reason"], event["subject_model"]) == (
         "model_rolled_back", "disagreement", NEW)
 
@@ -141,7 +130,7 @@ def test_reported_for_a_person_when_so_configured_and_only_once_a_day(tmp_path):
     conn.close()
     _analyses(trial, 2 * CONFIRMATIONS * CHECK_EVERY)
     assert store_for(config).read().active == "1.1.0" and not trial.rolled_back
-    event = _event(config)
+    event = last_device_event(config.database_path)
     assert (event["event"], event["reason"], event["subject_model"]) == (
         "model_drift", "score_drift", NEW)
     conn = sqlite3.connect(config.database_path)

@@ -3,8 +3,6 @@ crash or repeated worker errors; a clean stop is not a crash."""
 
 from __future__ import annotations
 
-import json
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,7 @@ from firmware_app.models.install import install
 from firmware_app.models.store import store_for
 from firmware_app.models.trial import MAX_WORKER_ERRORS, ModelTrial
 from firmware_app.settings.box import Config, from_dict
-from tests.model_packages import make_package
+from tests.model_packages import last_device_event, make_package
 
 
 @pytest.fixture
@@ -26,13 +24,7 @@ def config(tmp_path: Path) -> Config:
 
 
 def last_event(config: Config) -> dict:
-    conn = sqlite3.connect(config.database_path)
-    try:
-        row = conn.execute("SELECT payload FROM outbox WHERE kind='event'"
-                           " ORDER BY seq DESC LIMIT 1").fetchone()
-        return json.loads(row[0])
-    finally:
-        conn.close()
+    return last_device_event(config.database_path)
 
 
 @pytest.mark.slow
