@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> dict:
             if done.returncode != 0 or not (out / "run.json").exists():
                 raise SystemExit(f"the federated run failed ({done.returncode}):\n"
                                  f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
-            traffic = [{"sent": r.sent, "received": r.received} for r in fed.relays]
+            traffic = [{"sent": t["up"], "received": t["down"]} for t in fed.traffic()]
         (OUT / "federated_run.log").write_text(done.stdout)
         record = FederatedRun.read(out / "run.json")
         federated = head.with_vector(np.load(out / "head.npy"))

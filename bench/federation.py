@@ -5,8 +5,8 @@ Shared by ``bench/federated_clinics.py`` and ``tests/integration/test_federated_
 The processes are Flower's own commands (``flower-superlink``, ``flower-supernode``,
 ``flwr run``) with the Flower App of ``central/federated/flower_app``: the ServerApp is
 ``central/federated/server_app.py``, the ClientApp ``firmware_app/learning/client_app.py``.
-Each SuperNode reaches the SuperLink through a :class:`CountingRelay`, so the bytes a box
-sends and receives in a run are measured on the wire (TLS records included).
+Each SuperNode reaches the SuperLink through a relay (``bench/relay.py``), so the bytes a
+box sends and receives in a run are measured on the wire (TLS records included).
 """
 
 from __future__ import annotations
@@ -15,71 +15,18 @@ import contextlib
 import os
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.relay import Relay
+from tests.ports import free_port
 from tests.tls_certs import CertificateAuthority
 
 REPO = Path(__file__).resolve().parent.parent
 FLOWER_APP = REPO / "central" / "federated" / "flower_app"
 BIN = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin"
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class CountingRelay:
-    """A TCP relay on 127.0.0.1 to ``target``, counting the bytes each way."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.sent = 0  # box → hospital
-        self.received = 0  # hospital → box
-        self._lock = threading.Lock()
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.port = self._server.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target)
-            except OSError:  # the SuperLink has stopped
-                client.close()
-                continue
-            for a, b, up in ((client, upstream, True), (upstream, client, False)):
-                threading.Thread(target=self._pump, args=(a, b, up), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, up: bool) -> None:
-        try:
-            while data := source.recv(65536):
-                with self._lock:
-                    if up:
-                        self.sent += len(data)
-                    else:
-                        self.received += len(data)
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (source, sink):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        """Stop accepting; the pumps end with their connections."""
-        self._server.close()
 
 
 @dataclass
@@ -89,8 +36,12 @@ class Federation:
     folder: Path
     port: int
     ca_cert: Path
-    relays: list[CountingRelay] = field(default_factory=list)
+    relays: list[Relay] = field(default_factory=list)
     processes: list[subprocess.Popen] = field(default_factory=list)
+
+    def traffic(self) -> list[dict[str, int]]:
+        """Bytes each box sent (``up``) and received (``down``) so far, box by box."""
+        return [relay.between(0.0, float("inf")) for relay in self.relays]
 
     @property
     def link_log(self) -> Path:
@@ -163,7 +114,7 @@ def federation(folder: Path, cases: list[Path]) -> Iterator[Federation]:
             env=env, stdout=link_log, stderr=subprocess.STDOUT, cwd=folder))
         _wait_port(port, 60, "the SuperLink")
         for i, case_file in enumerate(cases):
-            relay = CountingRelay(("127.0.0.1", port))
+            relay = Relay(port)
             fed.relays.append(relay)
             log = logs.enter_context(open(folder / f"supernode-{i}.log", "w"))
             fed.processes.append(subprocess.Popen(

@@ -67,7 +67,7 @@ def test_the_hospital_gets_the_boxes_average_and_never_one_boxs_head(tmp_path):
         assert (tmp_path / "run" / "run.json").exists(), done.stdout[-3000:] + done.stderr
         record = FederatedRun.read(tmp_path / "run" / "run.json")
         aggregated = np.load(tmp_path / "run" / "head.npy")
-        traffic = [(r.sent, r.received) for r in fed.relays]
+        traffic = [(t["up"], t["down"]) for t in fed.traffic()]
     assert record.rounds == 2 and record.boxes_per_round == [3, 3]
     assert record.privacy.epsilon is None and record.secure_aggregation.shares == 3
     expected = _expected_round(_expected_round(head, boxes), boxes)
