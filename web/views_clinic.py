@@ -92,7 +92,7 @@ def worklist():
     page = _worklist_page(args)
     return render_template("worklist.html", **_rows(args, page),
                            filters=queries.WORKLIST_FILTERS,
-                           to_confirm=len(case_labels.to_confirm(database())),
+                           to_confirm=len(case_labels.hospital_disagrees(database())),
                            refresh=_viewer().config.web.refresh_seconds)
 
 
