@@ -15,7 +15,7 @@ the trained head. Two of Flower's mods wrap it, outermost first:
 
 Each box counts once in the average (``num_examples`` is 1): the hospital's noise is sized
 for one box's clipped update, and no clinic outweighs the others. The training runs at a
-low priority (nice 10); the box's images come first.
+low priority (the analysis's own: ``service/priority.py``); the box's images come first.
 
 Outermost of all, ``guard_mod`` (``guard_mod.py``) refuses instructions that would expose
 this box's head. A failure leaves the box as a fixed code only (Flower sends an error's text
@@ -24,9 +24,7 @@ to the hospital): the case file's path, which may name the clinic, stays in the 
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +37,9 @@ from clinibox_common.errors import CliniboxError
 from engine.learning.cam_head import DEFAULT_SHARPNESS, CamHead, TrainingSettings, fine_tune
 from firmware_app.learning.cases import CaseFileError, read_cases
 from firmware_app.learning.guard_mod import guard_mod
+from firmware_app.service.priority import lower_this_thread
 
 log = logging.getLogger(__name__)
-
-#: nice(2) increment of a training process: below the box's service and receiver
-TRAINING_NICENESS = 10
 
 
 class TrainingFailed(CliniboxError, RuntimeError):
@@ -73,16 +69,10 @@ class HeadClient(NumPyClient):
         return [trained.as_vector().astype(np.float32)], 1, {}
 
 
-def _lower_priority() -> None:
-    """Run below the box's own work."""
-    with contextlib.suppress(OSError):
-        os.nice(TRAINING_NICENESS)
-
-
 def client_fn(context: Context) -> object:
     """The client of one message: the cases' path from the SuperNode's configuration, the
     training settings from the run's."""
-    _lower_priority()
+    lower_this_thread("clinibox-learning")
     run = context.run_config
     default = TrainingSettings()
     settings = TrainingSettings(steps=int(run.get("local-steps", default.steps)),
