@@ -57,7 +57,9 @@ BOX_STATE_COLUMNS = (
     "downlink_key", "downlink_seq",
     "audit_row", "audit_hash", "audit_verdict", "last_event", "last_event_reason",
     "last_event_at", "psi_confidence", "psi_intensity", "disagree_rate", "drift",
-    "waiting_for_model", "queue_at", "queue_seq", "disk_at", "audit_at", "model_digest")
+    "waiting_for_model", "queue_at", "queue_seq", "disk_at", "audit_at", "model_digest",
+    "finding_threshold", "package_threshold", "threshold_state", "threshold_lesions",
+    "threshold_clear")
 #: How far back a box's clock may date a figure and still be believed (a day): its
 #: ``created_at`` within that of the message's arrival is when it measured the figure.
 TRUSTED_CLOCK_SECONDS = 86_400.0
@@ -142,7 +144,18 @@ def _status_values(clinic: str, device: str, body: dict[str, Any],
             "outbox_pending": body.get("outbox_pending"),
             "downlink_key": usable_key(clinic, device, body.get("downlink_key")),
             "downlink_seq": body.get("downlink_seq"),
-            "waiting_for_model": body.get("waiting_for_model")}
+            "waiting_for_model": body.get("waiting_for_model"),
+            **_threshold_values(body.get("threshold"))}
+
+
+def _threshold_values(threshold: Any) -> dict[str, Any]:
+    """The box's finding threshold a status reports (all None when it reports none)."""
+    threshold = threshold if isinstance(threshold, dict) else {}
+    return {"finding_threshold": threshold.get("finding"),
+            "package_threshold": threshold.get("package"),
+            "threshold_state": threshold.get("state"),
+            "threshold_lesions": threshold.get("lesions"),
+            "threshold_clear": threshold.get("clear")}
 
 
 def _summary_values(body: dict[str, Any], model: str, figures: dict[str, Any],

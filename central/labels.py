@@ -21,6 +21,7 @@ from central.audit_witness import ALARMS
 from clinibox_common.contracts import probability_words
 from clinibox_common.contracts.assessment_words import ASSESSMENT_WORDS
 from clinibox_common.contracts.class_words import class_words
+from clinibox_common.contracts.clinic_threshold import ThresholdState
 from clinibox_common.contracts.downlink import verdict_words
 from clinibox_common.contracts.manifest import is_demo_model
 from clinibox_common.i18n import ENGLISH, N_, current, formats, gettext, ngettext
@@ -455,3 +456,27 @@ def runtime(name: object, fallback: object) -> str:
         return gettext("%(runtime)s (a fallback: the first choice failed its golden cases)",
                        runtime=name)
     return str(name)
+
+
+def finding_threshold(box: Mapping[str, Any]) -> str:
+    """The finding threshold a box uses, and where it comes from ("–" when it reports none:
+    an older box, or one that runs no model)."""
+    finding, package = box.get("finding_threshold"), box.get("package_threshold")
+    state = box.get("threshold_state")
+    if not isinstance(finding, (int, float)) or not isinstance(package, (int, float)):
+        return "–"
+    lesions, clear = int(box.get("threshold_lesions") or 0), int(box.get("threshold_clear") or 0)
+    if state in (ThresholdState.CALIBRATED, ThresholdState.BOUNDED):
+        words = gettext("%(finding)s, this clinic's own: set from %(lesions)s confirmed lesions "
+                        "and %(clear)s confirmed clear images (the package's: %(package)s)",
+                        finding=f"{finding:.3f}", lesions=lesions, clear=clear,
+                        package=f"{package:.3f}")
+        if state == ThresholdState.BOUNDED:
+            words += gettext("; held at a bound (the most it may move, the alert threshold or "
+                             "the package's sensitivity floor)")
+        return words
+    if state == ThresholdState.TOO_FEW_CASES:
+        return gettext("%(package)s, the package's: too few confirmed cases for the clinic's "
+                       "own so far (%(lesions)s lesions, %(clear)s clear images)",
+                       package=f"{package:.3f}", lesions=lesions, clear=clear)
+    return gettext("%(package)s, the package's", package=f"{package:.3f}")

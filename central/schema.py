@@ -173,6 +173,11 @@ _TABLES = {
         disk_at         DOUBLE PRECISION,
         audit_at        DOUBLE PRECISION,
         model_digest    TEXT,
+        finding_threshold DOUBLE PRECISION,
+        package_threshold DOUBLE PRECISION,
+        threshold_state TEXT,
+        threshold_lesions BIGINT,
+        threshold_clear BIGINT,
         PRIMARY KEY (clinic, device)
     )""",
     "drift_points": """CREATE TABLE IF NOT EXISTS drift_points (
@@ -348,7 +353,11 @@ _V6_BOX_COLUMNS = (("queue_at", "DOUBLE PRECISION"), ("queue_seq", "BIGINT"),
 #: Columns added to a table of any version without a new version number (an older receiver
 #: leaves them alone): what a box's status says its model's manifest digest is, and the
 #: rollout package's (a step counts when they agree).
-_ADDED_COLUMNS = (("box_state", "model_digest", "TEXT"), ("rollouts", "manifest_sha256", "TEXT"))
+_ADDED_COLUMNS = (("box_state", "model_digest", "TEXT"), ("rollouts", "manifest_sha256", "TEXT"),
+                  *(("box_state", column, kind) for column, kind in (
+                      ("finding_threshold", "DOUBLE PRECISION"),
+                      ("package_threshold", "DOUBLE PRECISION"), ("threshold_state", "TEXT"),
+                      ("threshold_lesions", "BIGINT"), ("threshold_clear", "BIGINT"))))
 #: The tables that hold the hospital's data (``counts`` reports them).
 TABLES = ("devices", "messages", "alerts", "rejections")
 

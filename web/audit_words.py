@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from markupsafe import Markup
 
+from clinibox_common.contracts.clinic_threshold import THRESHOLD_STATE_WORDS
 from clinibox_common.i18n import ENGLISH, N_, current, gettext
 from firmware_app.words import labels
 from firmware_app.words import model_update_words as model_words
@@ -104,6 +105,12 @@ SHAPES: dict[str, list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]]] 
     "model_kept": [(re.compile(rf"trial passed after {_NUMBER} analyses"), lambda m: gettext(
         "trial passed after %(n)s analyses", n=m[1]))],
     "model_drift": [(re.compile(r"(\w+)"), lambda m: model_words.reason(m[1]))],
+    "threshold_set": [(re.compile(
+        rf"finding ([0-9.]+) -> ([0-9.]+) \((\w+); {_NUMBER} lesions, {_NUMBER} clear\)"),
+        lambda m: gettext("finding threshold %(was)s → %(now)s (%(state)s; %(lesions)s "
+                          "confirmed lesions, %(clear)s confirmed clear images)", was=m[1],
+                          now=m[2], state=gettext(THRESHOLD_STATE_WORDS.get(m[3], m[3])),
+                          lesions=m[4], clear=m[5]))],
     "model_rollout_received": [
         (re.compile(rf"rollout {_NUMBER}; (\w+)"), lambda m: gettext(
             "rollout %(id)s (%(reason)s)", id=m[1], reason=model_words.reason(m[2]))),

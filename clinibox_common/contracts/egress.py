@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clinibox_common.contracts.backends import BACKENDS
+from clinibox_common.contracts.clinic_threshold import THRESHOLD_STATES
 from clinibox_common.contracts.drift import HISTOGRAM_BINS
 from clinibox_common.contracts.statuses import AssessmentKind, Verdict
 from clinibox_common.errors import CliniboxError
@@ -426,6 +427,19 @@ SCHEMAS: dict[str, Obj] = {
         #: absent from older boxes, which the hospital then sends none (they would refuse it,
         #: and its sequence number would hold up every downlink after it)
         "takes_time": Optional(Int(1, 1)),
+        #: the running model's finding threshold on this box (``models/calibration.py``):
+        #: the clinic's own or the package's; left out while it runs none (and by older boxes)
+        "threshold": Optional(Obj({
+            #: the finding threshold the box uses (a probability)
+            "finding": Num(0, 1),
+            #: the package's finding threshold for the artifact it runs
+            "package": Num(0, 1),
+            #: where it comes from (``contracts/clinic_threshold.ThresholdState``)
+            "state": OneOf(THRESHOLD_STATES),
+            #: the confirmed lesions and clear images it was set from
+            "lesions": _COUNT,
+            "clear": _COUNT,
+        })),
     }),
     "event": Obj({
         #: the schema version (:data:`SCHEMA_VERSION`); the hospital refuses any other

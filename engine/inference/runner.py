@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -70,6 +71,12 @@ class ModelRunner:
         self.guard = RangeGuard.from_manifest(manifest)
         #: the operating thresholds of the artifact that runs (``thresholds_for``)
         self.thresholds = package.thresholds if thresholds is None else dict(thresholds)
+        #: those thresholds as the package ships them (a clinic may set its own finding
+        #: threshold in ``thresholds``: firmware_app/models/calibration.py)
+        self.shipped_thresholds = dict(self.thresholds)
+        #: the running artifact's validation figures (``artifacts[].validation``; set by the
+        #: loader, empty when unknown)
+        self.validation: dict[str, Any] = {}
         #: whether this runtime is a fallback: the one chosen first failed the golden cases
         self.fell_back = False
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -54,6 +55,7 @@ from firmware_app.ingest.native_receiver import NativeStorageSCP, ReceiverFailed
 from firmware_app.ingest.priors import PriorsFetcher
 from firmware_app.ingest.usb import FolderImporter
 from firmware_app.ingest.worklist import WorklistPoller
+from firmware_app.models import calibration
 from firmware_app.models.install import report_event
 from firmware_app.models.store import (
     manifest_model_id,
@@ -103,6 +105,8 @@ def load_runner(config: Config) -> ModelRunner:
         raise
     runner = ModelRunner(package, loaded.backend, loaded.artifact.label, stage,
                          package.thresholds_for(loaded.artifact))
+    runner.validation = dict(loaded.artifact.validation)
+    apply_kept_threshold(config, runner)
     log.info("model %s on %s (%s); %s", package.model_id, runner.backend_label, loaded.reason,
              golden.describe())
     runner.fell_back = bool(loaded.fell_back_from)
@@ -116,6 +120,22 @@ def load_runner(config: Config) -> ModelRunner:
                           + "; ".join(f"{label} failed ({why})"
                                       for label, why in loaded.fell_back_from.items()))
     return runner
+
+
+def apply_kept_threshold(config: Config, runner: ModelRunner) -> None:
+    """Give ``runner`` the clinic's own finding threshold the box last set
+    (``models/calibration.py``); the package's when calibration is off, when none was set,
+    or when it cannot be read. Read-only: loading a model never makes a database."""
+    if config.models.calibration == "off" or not config.database_path.exists():
+        return
+    try:
+        conn = sqlite3.connect(f"file:{config.database_path}?mode=ro", uri=True)
+        try:
+            calibration.apply_kept(conn, runner, config.models)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:  # an older schema (not migrated yet), or unreadable
+        log.warning("the clinic's threshold could not be read (the package's stands): %s", exc)
 
 
 #: a model the routing rules name that stays unavailable is reported once a day, not at

@@ -27,6 +27,7 @@ from engine.imaging.decode import DecodedImage
 from engine.imaging.sandbox import DecodeSandbox
 from engine.inference.runner import ModelRunner
 from firmware_app.analysis import Decoding, finish_object, start_object
+from firmware_app.models.calibration import ThresholdWatch
 from firmware_app.models.routing import Router
 from firmware_app.models.trial import ModelTrial
 from firmware_app.service.arrivals import Arrivals
@@ -64,6 +65,8 @@ class Worker:
         self.conn = db.connect(config.database_path, acknowledging=False)
         self.queue = JobQueue(self.conn)
         self.results = ResultStore(self.conn)
+        #: each model's clinic threshold, set again as analyses go (``calibration.py``)
+        self.thresholds = ThresholdWatch(config, self.conn)
         #: the model that analysed the job last processed (its trial counts the analysis)
         self.last_runner: ModelRunner | None = None
         #: which model analyses an image (``[[routing.rules]]``)
@@ -177,6 +180,8 @@ class Worker:
                 trial.worker_error()
             return
         trial = self.trial_of(self.last_runner)
+        if outcome == InstanceStatus.PROCESSED and self.last_runner is not None:
+            self.thresholds.processed(self.last_runner)
         if outcome == InstanceStatus.PROCESSED and trial is not None:
             trial.processed()
 

@@ -12,6 +12,8 @@ from clinibox_common.settings_loader import in_range, one_of, setting
 
 #: what the box does when a package crosses a drift bound (``[models] drift_action``)
 DRIFT_ACTIONS = ("roll_back", "report", "off")
+#: whether the box sets its own finding threshold (``[models] calibration``)
+CALIBRATIONS = ("keep_sensitivity", "off")
 
 
 @dataclass
@@ -58,6 +60,26 @@ class ModelsConfig:
     drift_window: int = setting(in_range(10, 100_000),
                                 "analyses in each of the two windows the PSI compares (two "
                                 "samples of 100 from one distribution differ by PSI 0.2)", 500)
+
+    # the clinic's own threshold (models/calibration.py, contracts/clinic_threshold.py)
+    calibration: str = setting(
+        one_of(*CALIBRATIONS),
+        "keep_sensitivity: the box sets the finding threshold of the package it runs from "
+        "this clinic's confirmed cases, the highest that still finds calibration_sensitivity "
+        "of the confirmed lesions (bounded by the package's floor); off: the package's "
+        "threshold", "off")
+    calibration_sensitivity: float = setting(
+        in_range(0.0, 1.0), "the share of confirmed lesions the clinic's threshold must find; "
+        "0 means the sensitivity the package was validated with (never below its floor)", 0.0)
+    calibration_min_lesions: int = setting(
+        in_range(5, 100_000), "confirmed lesions needed before the box sets its own threshold",
+        20)
+    calibration_min_clear: int = setting(
+        in_range(5, 100_000), "confirmed clear images needed before the box sets its own "
+        "threshold", 20)
+    calibration_max_shift: float = setting(
+        in_range(0.0, 5.0), "how far the clinic's threshold may move from the package's, on "
+        "the logit scale (1.0: a threshold of 0.5 stays within 0.27 … 0.73)", 1.0)
 
 
 #: what the box says wherever the demo key is trusted (log, status, self-test, viewer)

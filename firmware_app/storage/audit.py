@@ -81,6 +81,8 @@ ACTIONS: dict[str, str] = {
     "model_kept": N_("a model package passed its trial and is kept"),
     "model_drift": N_("a model package crossed a drift bound and is kept for a person to "
                       "decide ([models] drift_action = \"report\")"),
+    "threshold_set": N_("set the clinic's own finding threshold of a model from its confirmed "
+                        "cases ([models] calibration)"),
     "audit_viewed": N_("read the audit trail (the page: once per 5 minutes and address)"),
     "audit_pruned": N_("deleted audit rows older than [audit] keep_days"),
     "hospital_review_received": N_("received the hospital's verdict on a study's alert "

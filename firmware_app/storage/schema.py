@@ -448,6 +448,24 @@ CREATE TABLE IF NOT EXISTS prior_studies (
     fetched_at     REAL NOT NULL
 );
 
+-- The clinic's own finding threshold (v26, storage/clinic_thresholds.py): for each model and
+-- runtime (``backend``, as results record it), the threshold the box set from its confirmed
+-- cases, the package's, and how it was chosen (``state``: a ThresholdState word).
+CREATE TABLE IF NOT EXISTS clinic_thresholds (
+    model_id           TEXT NOT NULL,
+    backend            TEXT NOT NULL,
+    finding            REAL NOT NULL,
+    package_finding    REAL NOT NULL,
+    state              TEXT NOT NULL,
+    target_sensitivity REAL NOT NULL,
+    lesions            INTEGER NOT NULL,
+    clear              INTEGER NOT NULL,
+    sensitivity        REAL,
+    specificity        REAL,
+    computed_at        REAL NOT NULL,
+    PRIMARY KEY (model_id, backend)
+);
+
 -- The clinic's Modality Worklist (v21, storage/worklist.py): today's scheduled procedure
 -- steps as the poller last fetched them (replaced whole at each answer; ids never reused,
 -- so a pick from an older page never names another patient), and one row of

@@ -44,6 +44,7 @@ from firmware_app import __version__
 from firmware_app.settings.box import Config
 from firmware_app.storage import (
     audit_witness,
+    clinic_thresholds,
     disk,
     growth,
     hospital_reviews,
@@ -280,6 +281,12 @@ def build_status(conn: sqlite3.Connection, outbox: Outbox, model: ModelFacts, st
             payload["model_digest"] = model.manifest_digest
     if model.waiting_for_model:
         payload["waiting_for_model"] = model.waiting_for_model
+    threshold = clinic_thresholds.latest(conn, model.model_id) if model.model_id else None
+    if threshold is not None:
+        payload["threshold"] = {"finding": round(threshold.finding, 6),
+                                "package": round(threshold.package_finding, 6),
+                                "state": threshold.state.value, "lesions": threshold.lesions,
+                                "clear": threshold.clear}
     if model.runtime in RUNTIMES:
         payload["runtime"] = model.runtime
         payload["runtime_fallback"] = int(model.runtime_fallback)

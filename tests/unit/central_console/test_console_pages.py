@@ -348,3 +348,28 @@ def test_a_table_with_the_demo_model_says_what_demo_means(console):
     _set_box(console, "b1", model="clinibox-demo-lesion@1.0.0")
     fleet = _client(console, ADMIN).get("/fleet").get_data(as_text=True)
     assert fleet.index('id="demo-legend"') < fleet.index('id="fleet"')
+
+
+def test_the_box_page_says_which_finding_threshold_the_box_uses_and_why(console):
+    """A box's status says its threshold; the box page says it in words, in both languages."""
+    from clinibox_common.contracts.envelope import Header
+    from tests.telemetry_payloads import status_payload
+
+    store = console.config["CONSOLE"].store
+    _box(console, "c1", "own", last_seen=time.time())
+    _box(console, "c1", "plain", last_seen=time.time())
+    threshold = {"finding": 0.0412, "package": 0.1293, "state": "calibrated", "lesions": 24,
+                 "clear": 31}
+    store.store(Header("c1", "own", "status", 1),
+                status_payload("heartbeat", threshold=threshold), time.time())
+    admin = _client(console, ADMIN)
+    page = admin.get("/fleet/c1/own").get_data(as_text=True)
+    said = re.search(r'id="finding-threshold">([^<]*)<', page)[1]
+    assert "0.041, this clinic&#39;s own: set from 24 confirmed lesions and 31" in said
+    assert "(the package&#39;s: 0.129)" in said
+    plain = admin.get("/fleet/c1/plain").get_data(as_text=True)
+    assert re.search(r'id="finding-threshold">–<', plain)  # an older box claims nothing
+    console.config["CONSOLE"].config.web.language = "zh_CN"
+    page = _client(console, ADMIN).get("/fleet/c1/own").get_data(as_text=True)
+    said = re.search(r'id="finding-threshold">([^<]*)<', page)[1]
+    assert "0.041" in said and "24" in said and not re.search(r"[A-Za-z]{3,}", said)

@@ -774,6 +774,19 @@ def check_v25(conn) -> None:
     conn.execute("DELETE FROM prior_lookups")
 
 
+def check_v26(conn) -> None:
+    """v26: no clinic threshold after the upgrade (the package's stand); one per model and
+    runtime."""
+    assert conn.execute("SELECT COUNT(*) FROM clinic_thresholds").fetchone()[0] == 0
+    row = {"model_id": "m@1", "finding": 0.1, "package_finding": 0.13, "state": "calibrated",
+           "target_sensitivity": 0.94, "lesions": 20, "clear": 20, "computed_at": 1.0}
+    insert(conn, "clinic_thresholds", backend="onnxruntime:onnx/fp32", **row)
+    insert(conn, "clinic_thresholds", backend="openvino:openvino-ir/int8", **row)
+    with pytest.raises(sqlite3.IntegrityError):
+        insert(conn, "clinic_thresholds", backend="onnxruntime:onnx/fp32", **row)
+    conn.execute("DELETE FROM clinic_thresholds")
+
+
 #: migration N: rows written at schema N-1, and what N promises about them after the ladder
 ROWS: dict[int, tuple[Callable[[sqlite3.Connection], None],
                       Callable[[sqlite3.Connection], None]]] = {
@@ -785,7 +798,7 @@ ROWS: dict[int, tuple[Callable[[sqlite3.Connection], None],
     15: (seed_v14, check_v15), 16: (seed_v15, check_v16), 17: (seed_v15, check_v17),
     18: (seed_v15, check_v18), 19: (seed_v15, check_v19), 20: (seed_v15, check_v20),
     21: (seed_v20, check_v21), 22: (seed_v15, check_v22), 23: (seed_v15, check_v23),
-    24: (seed_v15, check_v24), 25: (seed_v15, check_v25),
+    24: (seed_v15, check_v24), 25: (seed_v15, check_v25), 26: (seed_v15, check_v26),
 }
 
 
