@@ -53,6 +53,8 @@ def build_parser(prog: str = "clinibox convert") -> argparse.ArgumentParser:
     add("--labels", help="CSV with columns file,label[,split]")
     add("--extra-validation", metavar="FOLDER", help="cases exported by clinibox "
         "export-disagreements: validation rows labelled by the clinicians' verdicts")
+    add("--federated-run", metavar="FOLDER", help="a federated run's folder (head.npy, "
+        "run.json): its head replaces the source model's cam before the export")
     add("--calibration-size", type=int)
     add("--mean", type=float, help="normalisation mean the model was trained with")
     add("--std", type=float, help="normalisation std the model was trained with")

@@ -17,7 +17,8 @@ from typing import Any
 from clinibox_common.settings_loader import ConfigError, read_toml, suggest
 from converters.formats import parse_targets
 
-PATH_KEYS = ("weights", "labels", "out", "key", "teacher_weights", "extra_validation")
+PATH_KEYS = ("weights", "labels", "out", "key", "teacher_weights", "extra_validation",
+             "federated_run")
 
 
 class ConvertConfigError(ConfigError):
@@ -57,6 +58,9 @@ class ConvertConfig:
     #: a folder of cases exported by ``clinibox export-disagreements`` (converters/feedback.py):
     #: appended to the validation split only
     extra_validation: Path | None = None
+    #: a federated run's folder (``head.npy`` and ``run.json``, decision 0056): its head
+    #: replaces the source's ``cam`` before the export (converters/federated_round.py)
+    federated_run: Path | None = None
     # how the box feeds and reads the model
     mean: float = 0.0
     std: float = 1.0
@@ -305,6 +309,14 @@ def preflight(config: ConvertConfig, step: str | None) -> None:
     if config.extra_validation and not Path(config.extra_validation).is_dir():
         raise ConvertConfigError(f"--extra-validation: {config.extra_validation} is not a "
                                  "folder; nothing was done")
+    if config.federated_run:
+        if not Path(config.federated_run).is_dir():
+            raise ConvertConfigError(f"--federated-run: {config.federated_run} is not a "
+                                     "folder; nothing was done")
+        if config.teacher or config.prune:
+            raise ConvertConfigError("--federated-run trains the head over the package's own "
+                                     "backbone: it cannot be combined with distillation or "
+                                     "pruning, which change that backbone; nothing was done")
 
 
 def require(config: ConvertConfig, *keys: str) -> None:

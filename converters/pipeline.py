@@ -59,6 +59,8 @@ from converters.export import (
     export_tflite,
     torch_outputs,
 )
+from converters.federated_round import apply_round, read_run
+from converters.federated_round import provenance as federated_provenance
 from converters.feedback import appended, load_feedback_cases
 from converters.head_cam import GradCamModel, find_pooled_head, wrap
 from converters.heatmap_words import outputs_meaning, step_report
@@ -201,6 +203,10 @@ class Conversion:
                 self._source = load_source(self.config.model, self.config.weights,
                                            self.config.factory_kwargs)
                 self.state["source"] = self._source.provenance()
+                if self.config.federated_run:
+                    record, head = read_run(Path(self.config.federated_run))
+                    layer = apply_round(self._source.module, record, head)
+                    self.state["federated"] = federated_provenance(record, layer)
             self._source, meanings = with_image_score(self._source, self.config)
             if meanings:
                 self.state.setdefault("output_meanings", {}).update(meanings)

@@ -300,6 +300,36 @@ def _weakness(entries: list[dict]) -> str:
             "converter's floors; its findings need particular care.</div>")
 
 
+def _federated(run: dict | None) -> str:
+    """Where the head came from when a federated run fine-tuned it: rounds, boxes, cases,
+    the protection and the privacy budget (``provenance.federated``)."""
+    if not run:
+        return ""
+    privacy = run.get("privacy") or {}
+    secure = run.get("secure_aggregation") or {}
+    epsilon = privacy.get("epsilon")
+    budget = (f"ε = {_f(epsilon, 2)} at δ = {_e(privacy.get('delta'))} "
+              f"({_e(privacy.get('accounting', ''))}, neighbouring runs: "
+              f"{_e(privacy.get('neighbouring', ''))})" if epsilon is not None
+              else "none: no noise was added, so no differential-privacy guarantee")
+    rows = [[str(k + 1), _e(boxes), _e(cases), _f(loss, 4)] for k, (boxes, cases, loss) in
+            enumerate(zip(run.get("boxes_per_round") or [], run.get("cases_per_round") or [],
+                          run.get("loss_per_round") or [], strict=False))]
+    return ("<h2>Federated fine-tuning</h2>"
+            f"<p>The head <code>{_e(run.get('layer', ''))}</code> was fine-tuned by "
+            f"{_e(run.get('rounds'))} rounds of federated training on the boxes' own "
+            f"labelled cases, starting from {_e(run.get('package', ''))} "
+            f"(Flower {_e(run.get('flower_version', ''))}, {_e(run.get('started', ''))} to "
+            f"{_e(run.get('ended', ''))}; {_e(run.get('local_steps'))} local steps a round, "
+            f"proximal {_e(run.get('proximal'))}). No image left a box. Each box's head was "
+            f"masked ({_e(secure.get('protocol', ''))}: shares {_e(secure.get('shares'))}, "
+            f"rebuilt from {_e(secure.get('threshold'))}); its change was clipped to "
+            f"{_e(privacy.get('clipping_norm'))} and the sum noised with multiplier "
+            f"{_e(privacy.get('noise_multiplier'))}. Privacy budget: {budget}.</p>"
+            + (_table(["round", "boxes", "labelled cases", "loss after the round"], rows)
+               if rows else ""))
+
+
 def _left_out(entries: list[dict]) -> str:
     """The artifacts left out of the package (a segmenter's INT8 that broke the gate), with
     why."""
@@ -424,7 +454,8 @@ def write_report(path: Path, data: dict) -> Path:
     [{figure, model, value, floor}] (shown as a banner at the top), heads [...], heatmap
     (``steps["heatmap"]``), validated_range (``steps["validated_range"]`` with held_out),
     left_out [{format, precision, path, profiles, failures, attempts, kept_float, reason}],
-    clinic_feedback_cases (validation rows from ``--extra-validation``).
+    clinic_feedback_cases (validation rows from ``--extra-validation``), federated (the
+    federated run that fine-tuned the head: ``provenance.federated``).
     ROC format: see the module docstring."""
     path = Path(path)
     source = {"label": "PyTorch source", **(data.get("source") or {})}
@@ -463,7 +494,7 @@ def write_report(path: Path, data: dict) -> Path:
         f"{_e((source.get('metrics') or {}).get('images', '?'))} validation images at "
         f"threshold {_e((source.get('metrics') or {}).get('threshold', '?'))}"
         + (f" (chosen by {_e(data['threshold_rule'])})" if data.get("threshold_rule") else "")
-        + ".</p>", _floors(data.get("floors")),
+        + ".</p>", _floors(data.get("floors")), _federated(data.get("federated")),
         _summary(source, arts), _per_class(source, arts), box_list_section(arts),
         "<h2>ROC</h2>", _roc_figure(models),
         "<h2>Latency and size</h2>",

@@ -47,6 +47,8 @@ class NoisyAverageOfAnswers(DifferentialPrivacyClientSideFixedClipping):
         self.summed_per_round: list[int] = []
         self.aggregated: list[int] = []
         self.sent: list[np.ndarray] = []
+        self.cases_per_round: list[int] = []
+        self.loss_per_round: list[float] = []
 
     def configure_fit(self, server_round, parameters, client_manager):
         """The round's instructions; the head sent is kept to bound the answer's change."""
@@ -58,6 +60,15 @@ class NoisyAverageOfAnswers(DifferentialPrivacyClientSideFixedClipping):
         got = [np.asarray(a, np.float64) for a in parameters_to_ndarrays(parameters)]
         return float(np.sqrt(sum(np.sum((g - s) ** 2) for g, s in zip(got, self.sent,
                                                                       strict=True))))
+
+    def aggregate_evaluate(self, server_round, results, failures):
+        """The round's head's loss over the boxes' cases, and how many cases they hold."""
+        cases = sum(int(res.num_examples) for _, res in results)
+        if cases > 0:
+            self.cases_per_round.append(cases)
+            self.loss_per_round.append(round(sum(float(res.loss) * int(res.num_examples)
+                                                 for _, res in results) / cases, 6))
+        return self.strategy.aggregate_evaluate(server_round, results, failures)
 
     def aggregate_fit(self, server_round, results, failures):
         """The average of ``results`` (boxes that dropped out are left out), checked against

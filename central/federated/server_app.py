@@ -84,8 +84,8 @@ def main(grid: Grid, context: Context) -> None:
         raise ValueError(f"the initial head's numbers must lie within ±"
                          f"{HEAD_RANGE_SHARE * QUANTISATION_CLIP:g} (secure aggregation's range)")
     average = FedAvg(
-        fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=boxes,
-        min_available_clients=boxes,
+        fraction_fit=1.0, fraction_evaluate=1.0, min_fit_clients=boxes,
+        min_evaluate_clients=boxes, min_available_clients=boxes,
         initial_parameters=ndarrays_to_parameters([initial.astype(np.float32)]))
     strategy = NoisyAverageOfAnswers(average, noise, clipping, boxes)
     legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=rounds),
@@ -112,4 +112,6 @@ def main(grid: Grid, context: Context) -> None:
                               epsilon_spent(noise, strategy.summed_per_round, delta)),
         secure_aggregation=SecureAggregation("secagg+", shares, threshold),
         started=started, ended=_now(), flower_version=flwr.__version__,
+        cases_per_round=strategy.cases_per_round, loss_per_round=strategy.loss_per_round,
+        initial_head=[float(v) for v in np.asarray(initial, np.float64).reshape(-1)],
     ).write(out / "run.json")

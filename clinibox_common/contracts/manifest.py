@@ -160,6 +160,20 @@ KEYS: dict[str, str] = {
                              "(``floor_auc``)",
     "provenance.floors.sensitivity": "the least sensitivity of every artifact at its "
                                      "operating threshold (``floor_sensitivity``)",
+    "provenance.federated": "the federated run whose head replaced the source's "
+                            "(``--federated-run``; absent otherwise): the run's record "
+                            "(``clinibox.federated-run/1``) and the layer it replaced",
+    "provenance.federated.layer": "the source model's 1×1 convolution the run's head "
+                                  "replaced",
+    "provenance.federated.rounds": "how many rounds ran",
+    "provenance.federated.boxes_per_round": "how many boxes' heads each round summed "
+                                            "(boxes are counted, never named)",
+    "provenance.federated.cases_per_round": "how many labelled cases those boxes held",
+    "provenance.federated.loss_per_round": "the loss of each round's head on those cases",
+    "provenance.federated.privacy": "client-level differential privacy: clipping norm, "
+                                    "noise multiplier, δ and the ε spent (null: no noise)",
+    "provenance.federated.secure_aggregation": "SecAgg+'s shares and reconstruction "
+                                               "threshold",
     "provenance.weakness": "every figure below its floor, packaged anyway "
                            "(``--accept-weak-model``): figure, model, value, floor and "
                            "who accepted it; absent for a model above its floors",

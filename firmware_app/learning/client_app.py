@@ -34,8 +34,14 @@ from flwr.clientapp import ClientApp
 from flwr.common import Context
 
 from clinibox_common.errors import CliniboxError
-from engine.learning.cam_head import DEFAULT_SHARPNESS, CamHead, TrainingSettings, fine_tune
-from firmware_app.learning.cases import CaseFileError, read_cases
+from engine.learning.cam_head import (
+    DEFAULT_SHARPNESS,
+    CamHead,
+    TrainingSettings,
+    fine_tune,
+    loss,
+)
+from firmware_app.learning.cases import CaseFileError, LabelledCases, read_cases
 from firmware_app.learning.guard_mod import guard_mod
 from firmware_app.service.priority import lower_this_thread
 
@@ -52,8 +58,7 @@ class HeadClient(NumPyClient):
     def __init__(self, cases_path: Path, settings: TrainingSettings, sharpness: float) -> None:
         self.cases_path, self.settings, self.sharpness = cases_path, settings, sharpness
 
-    def fit(self, parameters: list[np.ndarray], config: dict) -> tuple[list, int, dict]:
-        """The round's head [C + 1] in, this box's fine-tuned head out (weight 1)."""
+    def _head_and_cases(self, parameters: list[np.ndarray]) -> tuple[CamHead, LabelledCases]:
         vector = np.asarray(parameters[0], np.float64).reshape(-1)
         head = CamHead(vector[:-1], float(vector[-1]), self.sharpness)
         try:
@@ -63,6 +68,17 @@ class HeadClient(NumPyClient):
             raise TrainingFailed("case_file_unreadable") from None
         if len(cases) == 0:
             raise TrainingFailed("no_labelled_cases")
+        return head, cases
+
+    def evaluate(self, parameters: list[np.ndarray], config: dict) -> tuple[float, int, dict]:
+        """The round's head's loss on this box's cases, and how many cases it holds (the
+        round's record counts them; which cases, it never learns)."""
+        head, cases = self._head_and_cases(parameters)
+        return loss(head, cases.maps, cases.labels), len(cases), {}
+
+    def fit(self, parameters: list[np.ndarray], config: dict) -> tuple[list, int, dict]:
+        """The round's head [C + 1] in, this box's fine-tuned head out (weight 1)."""
+        head, cases = self._head_and_cases(parameters)
         trained = fine_tune(head, cases.maps, cases.labels, self.settings, anchor=head)
         if not np.isfinite(trained.as_vector()).all():
             raise TrainingFailed("training_diverged")

@@ -70,6 +70,10 @@ def test_the_hospital_gets_the_boxes_average_and_never_one_boxs_head(tmp_path):
         traffic = [(t["up"], t["down"]) for t in fed.traffic()]
     assert record.rounds == 2 and record.boxes_per_round == [3, 3]
     assert record.privacy.epsilon is None and record.secure_aggregation.shares == 3
+    # the boxes' cases are counted (each box says how many, never which), and each round's
+    # head is evaluated on them; the record names the head the run started from
+    assert record.cases_per_round == [48, 48] and len(record.loss_per_round) == 2
+    assert record.initial_head == pytest.approx(list(head.as_vector()))
     expected = _expected_round(_expected_round(head, boxes), boxes)
     np.testing.assert_allclose(aggregated, expected.as_vector(), atol=2e-3)
     assert np.abs(aggregated - head.as_vector()).max() > 0.05  # it moved
@@ -96,7 +100,7 @@ def test_a_box_with_a_damaged_case_file_drops_out_and_the_others_round_ends(tmp_
         done = fed.run(_config(tmp_path, 3, 1), timeout=600)
     assert (tmp_path / "run" / "run.json").exists(), done.stdout[-3000:] + done.stderr
     record = FederatedRun.read(tmp_path / "run" / "run.json")
-    assert record.boxes_per_round == [2]
+    assert record.boxes_per_round == [2] and record.cases_per_round == [32]
     np.testing.assert_allclose(np.load(tmp_path / "run" / "head.npy"),
                                _expected_round(head, boxes).as_vector(), atol=2e-3)
     assert "1 dropped out" in done.stdout
