@@ -17,7 +17,8 @@ maps (``engine/learning/cam_head.py``; the maps come from ONNX Runtime through
 - **centralised**: every clinic's cases pooled (the upper bound), ``rounds × local-steps``.
 
 For each clinic: held-out AUC, and sensitivity and specificity at the package's finding
-threshold. Also: the bytes each box sent and received per round (counted on the wire by a
+threshold and at the clinic's own (the threshold its box sets from its labelled cases,
+decision 0057). Also: the bytes each box sent and received per round (counted on the wire by a
 relay), the time a round takes, ε at δ, and the privacy checks: no box's clear head in the
 SuperLink's database or log, and no canary (a clinic name written into each box's case path).
 
@@ -40,12 +41,14 @@ import onnxruntime as ort
 
 from bench.common import OUT, REPO, figure, machine, save
 from bench.federation import federation
+from clinibox_common.contracts.clinic_threshold import ThresholdChoice, choose_threshold
 from clinibox_common.contracts.federated import FederatedRun
 from converters.trainable import MAPS_OUTPUT, fit_sharpness, trainable_model
 from converters.verify import auc
 from engine.imaging.preprocess import letterbox_grey
 from engine.learning.cam_head import CamHead, TrainingSettings, fine_tune
 from firmware_app.learning.cases import LabelledCases, write_cases
+from firmware_app.settings.models import ModelsConfig
 from phantoms.images import generate
 from phantoms.machines import CLINIC_MACHINES, Machine
 
@@ -108,12 +111,37 @@ def _logit(probability: float) -> float:
     return math.log(probability / (1.0 - probability))
 
 
-def scores(head: CamHead, clinic: ClinicData, threshold_logit: float) -> dict[str, float]:
-    """Held-out AUC, sensitivity and specificity at the threshold."""
+def clinic_threshold(head: CamHead, clinic: ClinicData, manifest: dict) -> ThresholdChoice:
+    """The finding threshold a box of this clinic would set for ``head`` from its labelled
+    cases ([models] calibration = "keep_sensitivity" at the box's defaults: the rule of
+    ``contracts/clinic_threshold.py``, the package's validated sensitivity as the target)."""
+    probabilities = 1.0 / (1.0 + np.exp(-head.logits(clinic.train.maps)))
+    lesion = clinic.train.labels.astype(bool)
+    artifact = next(a for a in manifest["artifacts"] if a["path"] == "model.fp32.onnx")
+    floor = float(manifest["provenance"]["floors"]["sensitivity"])
+    defaults = ModelsConfig()
+    return choose_threshold(
+        list(probabilities[lesion]), list(probabilities[~lesion]),
+        package_finding=float(manifest["thresholds"]["finding"]),
+        alert=float(manifest["thresholds"]["alert"]),
+        target_sensitivity=max(float(artifact["validation"]["sensitivity"]), floor),
+        floor_sensitivity=floor, min_lesions=defaults.calibration_min_lesions,
+        min_clear=defaults.calibration_min_clear, max_shift=defaults.calibration_max_shift)
+
+
+def scores(head: CamHead, clinic: ClinicData, manifest: dict) -> dict[str, float | str]:
+    """Held-out AUC; sensitivity and specificity at the package's finding threshold and at
+    the clinic's own (set from its labelled training cases, as its box would)."""
     s = head.logits(clinic.held_out.maps)
     y = clinic.held_out.labels.astype(bool)
-    return {"auc": auc(y, s), "sensitivity": float(np.mean(s[y] >= threshold_logit)),
-            "specificity": float(np.mean(s[~y] < threshold_logit))}
+    package = _logit(manifest["thresholds"]["finding"])
+    own = clinic_threshold(head, clinic, manifest)
+    at = _logit(own.finding)
+    return {"auc": auc(y, s), "sensitivity": float(np.mean(s[y] >= package)),
+            "specificity": float(np.mean(s[~y] < package)),
+            "clinic_threshold": round(own.finding, 4), "clinic_threshold_state": own.state.value,
+            "clinic_sensitivity": float(np.mean(s[y] >= at)),
+            "clinic_specificity": float(np.mean(s[~y] < at))}
 
 
 def _clear_heads(head: CamHead, clinics: list[ClinicData], settings: TrainingSettings,
@@ -145,7 +173,6 @@ def run(args: argparse.Namespace) -> dict:
     clinics, head, manifest = clinic_data(args.train, args.held_out, args.verdict_error,
                                           args.seed)
     prepared = time.monotonic() - t0
-    threshold = _logit(manifest["thresholds"]["finding"])
     settings = TrainingSettings(steps=args.local_steps, learning_rate=args.learning_rate,
                                 proximal=args.proximal)
     long = TrainingSettings(steps=args.rounds * args.local_steps,
@@ -156,9 +183,9 @@ def run(args: argparse.Namespace) -> dict:
     results: dict[str, dict[str, dict]] = {}
     for c in clinics:
         local = fine_tune(head, c.train.maps, c.train.labels, long)
-        results[c.machine.name] = {"shipped": scores(head, c, threshold),
-                                   "local": scores(local, c, threshold),
-                                   "centralised": scores(central, c, threshold)}
+        results[c.machine.name] = {"shipped": scores(head, c, manifest),
+                                   "local": scores(local, c, manifest),
+                                   "centralised": scores(central, c, manifest)}
     with tempfile.TemporaryDirectory(prefix="clinibox-federated-") as tmp:
         folder = Path(tmp)
         case_files = [write_cases(folder / f"{CANARY}-{c.machine.name}" / "cases.npz", c.train)
@@ -186,7 +213,7 @@ def run(args: argparse.Namespace) -> dict:
         holds = hospital_holds(folder / "flower", _clear_heads(head, clinics, settings,
                                                                 args.clip))
     for c in clinics:
-        results[c.machine.name]["federated"] = scores(federated, c, threshold)
+        results[c.machine.name]["federated"] = scores(federated, c, manifest)
     return {"machine": machine("flwr", "onnxruntime"), "settings": vars(args),
             "preparation_s": round(prepared, 1), "run_wall_s": round(wall, 1),
             "round_s": round(wall / args.rounds, 1), "traffic": traffic,
@@ -199,7 +226,8 @@ def table(details: dict) -> str:
     rows = ["| clinic | shipped | local-only | federated | centralised |",
             "| --- | --- | --- | --- | --- |"]
     for name, r in details["results"].items():
-        cells = [f"{r[k]['auc']:.3f} / {r[k]['sensitivity']:.2f}"
+        cells = [f"{r[k]['auc']:.3f} / {r[k]['sensitivity']:.2f} / "
+                 f"{r[k]['clinic_sensitivity']:.2f}"
                  for k in ("shipped", "local", "federated", "centralised")]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
@@ -233,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
                                                    "centralised training, same run")
             figures[f"{name}_{kind}_sensitivity"] = figure(round(r[kind]["sensitivity"], 3),
                                                            "share")
+            figures[f"{name}_{kind}_clinic_sensitivity"] = figure(
+                round(r[kind]["clinic_sensitivity"], 3), "share")
     figures["round_s"] = figure(details["round_s"], "s", "—")
     per_round = [(t["sent"] + t["received"]) / args.rounds for t in details["traffic"]]
     figures["bytes_per_box_round"] = figure(round(max(per_round)), "bytes (both ways)")
@@ -242,8 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     name = "federated_clinics" + ("_dp" if args.noise > 0 else "") + ("_quick" if args.quick
                                                                         else "")
     save(name, details, figures,
-         notes="AUC / sensitivity at the package's finding threshold; demo model trained on "
-               "phantoms; five simulated machines (phantoms/machines.py)")
+         notes="AUC / sensitivity at the package's finding threshold / sensitivity at the "
+               "clinic's own threshold (set from its labelled cases as its box would); demo "
+               "model trained on phantoms; five simulated machines (phantoms/machines.py)")
     return 0
 
 

@@ -46,6 +46,7 @@ COMMANDS: dict[str, str] = {
     "config": BOX,
     "live": "firmware_app.cli.live", "demo-video": "firmware_app.cli.live",
     "software": "firmware_app.cli.software",
+    "learning": "firmware_app.learning.command",
 }
 CONVERTER_STEPS = ("distill", "prune", "export", "quantize", "verify", "package")
 #: commands with a command line of their own: name -> what ``clinibox --help`` says of them

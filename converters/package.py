@@ -169,6 +169,8 @@ def manifest(conv: Conversion, thresholds: dict[str, float], cases: list[dict]) 
         **({"ood": state["ood"]} if state.get("ood") else {}),
         "artifacts": artifacts,
         **({"stages": state["stages"]} if state.get("stages") else {}),
+        **({"learning": state["learning"]} if (state.get("learning") or {}).get("path")
+           else {}),
         "provenance": {
             "source": state.get("source", conv.source.provenance()),
             "steps": state["steps"], "data": {

@@ -66,6 +66,7 @@ from converters.head_cam import GradCamModel, find_pooled_head, wrap
 from converters.heatmap_words import outputs_meaning, step_report
 from converters.image_score import MaskScore, with_image_score
 from converters.int8_kernels import kernel_note, saturation_failures
+from converters.learning_artifact import write_learning_model
 from converters.ood import (
     IMAGE_STATISTICS,
     fit_projection,
@@ -595,6 +596,8 @@ class Conversion:
             if kind.key == "onnx-fp32":
                 self._spec = export_onnx(model, self.spec, path)
                 self.state["spec"] = self._spec.to_dict()
+                self.state["learning"] = write_learning_model(self.out, path, self._spec,
+                                                              self.validation.x)
             elif kind.key == "onnx-fp16":
                 export_onnx_fp16(self.out / formats.KINDS["onnx-fp32"].path, path)
             elif kind.format == "openvino-ir":

@@ -22,6 +22,8 @@ no model-specific code. Fields (``schema`` = ``clinibox.model-package/1``)::
     provenance: {...}                          # source checkpoint hash, training settings
     golden_cases: [{input, sha256, expected {output name or "lesion_probability": value},
                     tolerance}]
+    learning: {path, files, maps_output, score_output, head_output, sharpness, channels}
+                                               # optional: the trainable model (decision 0056)
     stages: [{name, crop, inputs, outputs, heads, artifacts, golden_cases}]   # optional:
                                                # a second stage on each lesion (contracts/stages.py)
     signature: {algorithm "ed25519", key_id, value}   # over the canonical manifest
@@ -160,6 +162,17 @@ KEYS: dict[str, str] = {
                              "(``floor_auc``)",
     "provenance.floors.sensitivity": "the least sensitivity of every artifact at its "
                                      "operating threshold (``floor_sensitivity``)",
+    "learning": "the model federated fine-tuning computes a box's maps with (optional; "
+                "decision 0056): the FP32 ONNX model with the maps its score is pooled from "
+                "as an output",
+    "learning.path": "the file, in the package",
+    "learning.files": "it and its sha256, checked as every artifact's",
+    "learning.maps_output": "the output holding the final feature maps (``trainable_maps``)",
+    "learning.score_output": "the output holding the image's logit",
+    "learning.head_output": "the class-activation map the head is (``cam``)",
+    "learning.sharpness": "the log-sum-exp pool's sharpness, recovered from the model's "
+                          "own logits",
+    "learning.channels": "how many maps the head weighs",
     "provenance.federated": "the federated run whose head replaced the source's "
                             "(``--federated-run``; absent otherwise): the run's record "
                             "(``clinibox.federated-run/1``) and the layer it replaced",
@@ -392,6 +405,22 @@ def check_schema(manifest: dict[str, Any]) -> None:
         if not isinstance(art.get("files"), dict) or art.get("path") not in art["files"]:
             raise PackageError(f"artifact {art.get('path')!r} must list itself in 'files'")
         _check_thresholds(art.get("thresholds", {}), f"artifact {art.get('path')!r}")
+    if "learning" in manifest:
+        _check_learning(manifest["learning"])
+
+
+def _check_learning(learning: Any) -> None:
+    """The trainable model federated fine-tuning runs on the box (optional)."""
+    if not isinstance(learning, dict) or not isinstance(learning.get("files"), dict) \
+            or learning.get("path") not in learning["files"]:
+        raise PackageError("'learning' must name its model ('path') and list it in 'files'")
+    for key in ("maps_output", "score_output"):
+        if not isinstance(learning.get(key), str) or not learning[key]:
+            raise PackageError(f"'learning' needs {key!r}, an output name")
+    sharpness = learning.get("sharpness")
+    if isinstance(sharpness, bool) or not isinstance(sharpness, (int, float)) or \
+            not 0 < sharpness <= 64:
+        raise PackageError("'learning.sharpness' must be a number in (0, 64]")
 
 
 def _check_thresholds(thresholds: Any, owner: str) -> None:
@@ -418,6 +447,8 @@ def check_files(root: Path, manifest: dict[str, Any]) -> None:
     for part in (manifest, *manifest.get("stages", [])):
         for art in part["artifacts"]:
             listed.update(art["files"])
+    if isinstance(manifest.get("learning"), dict):
+        listed.update(manifest["learning"].get("files") or {})
         for case in part.get("golden_cases", []):
             listed[case["input"]] = case["sha256"]
     for relative, expected in listed.items():

@@ -28,6 +28,13 @@ def test_quick_training_produces_a_loadable_package(tmp_path):
     assert {a.label for a in package.artifacts} == {"onnx/fp32", "onnx/int8"}
     steps = manifest["provenance"]["steps"]
     assert steps["detection"]["quick"] is True
+    # the trainable model federated fine-tuning runs on the box: the lesion logit is the
+    # log-sum-exp pool (sharpness 4) of the cam over the final maps
+    learning = manifest["learning"]
+    assert (learning["maps_output"], learning["score_output"], learning["head_output"]) == (
+        "trainable_maps", "lesion_logit", "cam")
+    assert learning["sharpness"] == 4.0 and learning["channels"] > 0
+    assert (out / learning["path"]).is_file()  # and its sha256 checked by load_package
     assert steps["distill"]["mac_ratio"] <= 0.25
     assert steps["prune"]["macs_after"] < steps["prune"]["macs_before"]
     assert all(manifest["provenance"]["source"]["files"].values())

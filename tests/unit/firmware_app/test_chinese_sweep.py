@@ -441,7 +441,8 @@ def _runs(state, tmp_path: Path) -> list[list[str]]:
             ["software", "pack", str(out / "no-bundle"), "--key", str(out / "signing.pem"),
              "--out", str(out)],
             ["dicom-out", "check", "{config}"],
-            ["records", "held", "{config}"], ["records", "retry", "{config}"]]
+            ["records", "held", "{config}"], ["records", "retry", "{config}"],
+            ["learning", "cases", "{config}"]]
 
 
 def test_every_command_a_person_reads_is_run_or_named(tmp_path):

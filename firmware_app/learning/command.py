@@ -1,0 +1,97 @@
+"""``clinibox learning cases [--out PATH] [--json]``: write the box's case file for federated
+fine-tuning from its own labelled images (``case_file.py``), and say what it holds.
+
+The file (default ``<state_dir>/learning/cases.npz``, readable by the box's account only) is
+what the box's Flower SuperNode names in ``--node-config 'cases="…"'``; it never leaves the
+box.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from clinibox_common.contracts.manifest import PackageError
+from clinibox_common.errors import EXIT_OK, EXIT_USAGE
+from clinibox_common.i18n import N_
+from clinibox_common.i18n import gettext as _
+from engine.model_package import load_package
+from firmware_app.learning.case_file import write_case_file
+from firmware_app.models.store import resolve_package_root
+from firmware_app.settings import box as config_module
+from firmware_app.storage import db
+from firmware_app.words import model_update_words as model_words
+
+#: what the command says of the images it left out, by reason (codes; ``--json`` gives them)
+LEFT_OUT_WORDS = {
+    "object_deleted": N_("its received object is gone (retention deleted it)"),
+    "not_decodable": N_("its received object could not be decoded again"),
+}
+
+
+#: what the command says when the running package carries no trainable model
+NOT_TRAINABLE = N_("model %(model)s carries no trainable model: convert it again with this "
+                   "clinibox, whose converter writes one for a model whose score pools a 1×1 "
+                   "convolution")
+
+
+def _refusal(exc: PackageError, model: str) -> str:
+    """Why no case file was written, in the reader's language (by the refusal's code)."""
+    if exc.code == "not_trainable":
+        return _(NOT_TRAINABLE, model=model)
+    return model_words.reason(exc.code) or str(exc)
+
+
+def default_case_file(config: config_module.Config) -> Path:
+    """Where the case file lies unless ``--out`` says otherwise."""
+    return config.state_dir / "learning" / "cases.npz"
+
+
+def cmd_learning_cases(args: argparse.Namespace) -> int:
+    """Write the case file of the running model; what it holds."""
+    config = config_module.load(getattr(args, "config", None))
+    out = Path(args.out) if args.out else default_case_file(config)
+    try:
+        package = load_package(resolve_package_root(config), config.trusted_key_paths)
+    except PackageError as exc:
+        print(_("no case file: %(why)s", why=_refusal(exc, config.models.name)))
+        return EXIT_USAGE
+    conn = db.open_database(config.database_path)
+    try:
+        summary = write_case_file(config, conn, package, out)
+    except PackageError as exc:
+        print(_("no case file: %(why)s", why=_refusal(exc, package.model_id)))
+        return EXIT_USAGE
+    finally:
+        conn.close()
+    db.keep_private(out)
+    if args.json:
+        print(json.dumps({"path": str(out), "model": package.model_id,
+                          "lesions": summary.lesions, "clear": summary.clear,
+                          "left_out": dict(summary.left_out)}, indent=2))
+        return EXIT_OK
+    print(_("%(lesions)s confirmed lesion(s) and %(clear)s confirmed clear image(s) of model "
+            "%(model)s written to %(path)s", lesions=summary.lesions, clear=summary.clear,
+            model=package.model_id, path=out))
+    for code, count in sorted(summary.left_out.items()):
+        print("  " + _("left out: %(n)s image(s): %(why)s", n=count,
+                       why=_(LEFT_OUT_WORDS.get(code, code))))
+    return EXIT_OK
+
+
+def add_parsers(sub: argparse._SubParsersAction,
+                with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
+    """Register ``learning`` on the main parser."""
+    learning = sub.add_parser("learning", help="federated fine-tuning on this box's own "
+                                               "labelled images")
+    steps = learning.add_subparsers(dest="learning_command", required=True)
+    p = with_config(steps.add_parser(
+        "cases", help="write the case file (the model's maps of each labelled image, and its "
+                      "label) the box's Flower SuperNode trains on"))
+    p.add_argument("--out", metavar="PATH", help="where (default: <state_dir>/learning/"
+                                                 "cases.npz)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_learning_cases)
+    learning.set_defaults(func=cmd_learning_cases)
