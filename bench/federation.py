@@ -5,8 +5,9 @@ Shared by ``bench/federated_clinics.py`` and ``tests/integration/test_federated_
 The processes are Flower's own commands (``flower-superlink``, ``flower-supernode``,
 ``flwr run``) with the Flower App of ``central/federated/flower_app``: the ServerApp is
 ``central/federated/server_app.py``, the ClientApp ``firmware_app/learning/client_app.py``.
-Each SuperNode reaches the SuperLink through a relay (``bench/relay.py``), so the bytes a
-box sends and receives in a run are measured on the wire (TLS records included).
+Each SuperNode is started with the box's own command (``firmware_app/learning/node.py``:
+``supernode_command``) and reaches the SuperLink through a relay (``bench/relay.py``), so
+the bytes a box sends and receives in a run are measured on the wire (TLS records included).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.relay import Relay
+from firmware_app.learning.node import supernode_command
 from tests.ports import free_port
 from tests.tls_certs import CertificateAuthority
 
@@ -118,9 +120,8 @@ def federation(folder: Path, cases: list[Path]) -> Iterator[Federation]:
             fed.relays.append(relay)
             log = logs.enter_context(open(folder / f"supernode-{i}.log", "w"))
             fed.processes.append(subprocess.Popen(
-                [str(BIN / "flower-supernode"), "--root-certificates", str(ca.cert_path),
-                 "--superlink", f"127.0.0.1:{relay.port}", "--host", "127.0.0.1",
-                 "--port", str(free_port()), "--node-config", f'cases="{case_file}"'],
+                supernode_command(f"127.0.0.1:{relay.port}", ca.cert_path, case_file,
+                                  free_port()),
                 env=env, stdout=log, stderr=subprocess.STDOUT, cwd=folder))
         yield fed
 

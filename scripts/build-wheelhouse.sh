@@ -19,7 +19,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd -P)
-RUNTIME_EXTRAS="openvino tflite live ocr records"
+RUNTIME_EXTRAS="openvino tflite live ocr records federated"
 EXTRAS=""
 PLATFORM=""
 PYVER=3.11

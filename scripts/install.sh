@@ -33,10 +33,10 @@ PREFIX_REL=/opt/clinibox
 UNITS="clinibox.service clinibox-web.service clinibox-retention.service
 clinibox-retention.timer clinibox-failure@.service clinibox-usb-import@.service
 clinibox-software-update.path clinibox-software-update.service clinibox-software-assess.service
-clinibox-clock.path clinibox-clock.service"
+clinibox-clock.path clinibox-clock.service clinibox-learning.service"
 ENABLE_UNITS="clinibox.service clinibox-web.service clinibox-retention.timer
 clinibox-software-update.path clinibox-software-assess.service clinibox-clock.path"
-RUNTIME_EXTRAS="openvino tflite live ocr records"
+RUNTIME_EXTRAS="openvino tflite live ocr records federated"
 
 ROOT=/
 BUNDLE=""

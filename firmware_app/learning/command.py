@@ -1,5 +1,6 @@
 """``clinibox learning cases [--out PATH] [--json]``: write the box's case file for federated
 fine-tuning from its own labelled images (``case_file.py``), and say what it holds.
+``clinibox learning node``: supervise the box's Flower SuperNode (``node.py``).
 
 The file (default ``<state_dir>/learning/cases.npz``, readable by the box's account only) is
 what the box's Flower SuperNode names in ``--node-config 'cases="…"'``; it never leaves the
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from clinibox_common.i18n import N_
 from clinibox_common.i18n import gettext as _
 from engine.model_package import load_package
 from firmware_app.learning.case_file import write_case_file
+from firmware_app.learning.node import NodeSupervisor
 from firmware_app.models.store import resolve_package_root
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db
@@ -81,6 +85,23 @@ def cmd_learning_cases(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_learning_node(args: argparse.Namespace) -> int:
+    """Supervise the box's Flower SuperNode until stopped (SIGTERM, Ctrl-C)."""
+    config = config_module.load(getattr(args, "config", None))
+    if not config.learning.enabled:
+        print(_("federated fine-tuning is off on this box: set [learning] enabled = true, "
+                "superlink and root_certificates in clinibox.toml"))
+        return EXIT_USAGE
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_args: stop.set())
+    supervisor = NodeSupervisor(config, default_case_file(config))
+    try:
+        supervisor.run(stop)
+    except KeyboardInterrupt:
+        stop.set()
+    return EXIT_OK
+
+
 def add_parsers(sub: argparse._SubParsersAction,
                 with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
     """Register ``learning`` on the main parser."""
@@ -94,4 +115,8 @@ def add_parsers(sub: argparse._SubParsersAction,
                                                  "cases.npz)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_learning_cases)
+    p = with_config(steps.add_parser(
+        "node", help="run the box's Flower SuperNode in [learning] hours, paused while images "
+                     "wait for analysis (the clinibox-learning service)"))
+    p.set_defaults(func=cmd_learning_node)
     learning.set_defaults(func=cmd_learning_cases)

@@ -14,18 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from clinibox_common.bundled import BUNDLED_MODELS_DIR, DEMO_KEY_NAME, DEMO_PUBLIC_KEY
-from clinibox_common.i18n import gettext
 from clinibox_common.settings_loader import (
-    ConfigError,
     describe_sections,
     load_sections,
     read_toml,
 )
 from engine.settings import LimitsConfig, RuntimeConfig
 from firmware_app.settings.audit import AuditConfig
-from firmware_app.settings.checks import load_tables
+from firmware_app.settings.checks import check_cross_field, load_tables
 from firmware_app.settings.dicom import DicomConfig
 from firmware_app.settings.dicomweb import DicomwebConfig
+from firmware_app.settings.learning import LearningConfig, check_learning
 from firmware_app.settings.live import (
     SOURCES_DOC,
     LiveConfig,
@@ -93,6 +92,7 @@ class Config:
     dicomweb: DicomwebConfig = field(default_factory=DicomwebConfig)
     records: RecordsConfig = field(default_factory=RecordsConfig)
     priors: PriorsConfig = field(default_factory=PriorsConfig)
+    learning: LearningConfig = field(default_factory=LearningConfig)
 
     # -- derived paths -------------------------------------------------
     @property
@@ -241,33 +241,11 @@ def from_dict(data: dict[str, Any]) -> Config:
     check_sources(config.live.sources)
     check_worklist(config.worklist)
     check_priors(config.priors)
+    check_learning(config.learning)
     config.records.receivers = load_receivers(tables.get(("records", "receivers"), []))
     check_records(config.records)
-    _check_cross_field(config)
+    check_cross_field(config)
     return config
-
-
-def _check_cross_field(config: Config) -> None:
-    dicom = config.dicom
-    if dicom.tls_enabled and not (dicom.tls_cert and dicom.tls_key):
-        raise ConfigError(gettext("[dicom] tls_cert: tls_enabled needs tls_cert and tls_key"))
-    mqtt = config.mqtt
-    if mqtt.host:
-        needed = {"[mqtt] ca_file": mqtt.ca_file, "[mqtt] cert_file": mqtt.cert_file,
-                  "[mqtt] key_file": mqtt.key_file,
-                  "[telemetry] hospital_key": config.telemetry.hospital_key}
-        for name, value in needed.items():
-            if not value:
-                raise ConfigError(gettext("%(name)s: needed when [mqtt] host is set",
-                                          name=name))
-    if bool(config.web.tls_cert) != bool(config.web.tls_key):
-        raise ConfigError(gettext("[web] tls_cert: tls_cert and tls_key go together"))
-    for section, retried in (("[pacs]", config.pacs), ("[telemetry]", config.telemetry)):
-        if retried.retry_min_seconds > retried.retry_max_seconds:
-            raise ConfigError(gettext("%(section)s retry_min_seconds: larger than "
-                                      "retry_max_seconds", section=section))
-    if config.limits.min_rows > min(config.limits.max_rows, config.limits.max_columns):
-        raise ConfigError(gettext("[limits] min_rows: larger than max_rows or max_columns"))
 
 
 #: names the config file when no ``--config`` is given (set by the installed units and wrapper)

@@ -98,3 +98,28 @@ def load_tables(raw: Any, cls: type, where: str,
             raise ConfigError(gettext("[%(where)s] name: %(name)s is used more than once",
                                       where=where, name=repr(name)))
     return built
+
+
+def check_cross_field(config: Any) -> None:
+    """Refuse a configuration (the box's ``Config``) whose keys of different sections
+    contradict or need one another; checked once every section is read."""
+    dicom = config.dicom
+    if dicom.tls_enabled and not (dicom.tls_cert and dicom.tls_key):
+        raise ConfigError(gettext("[dicom] tls_cert: tls_enabled needs tls_cert and tls_key"))
+    mqtt = config.mqtt
+    if mqtt.host:
+        needed = {"[mqtt] ca_file": mqtt.ca_file, "[mqtt] cert_file": mqtt.cert_file,
+                  "[mqtt] key_file": mqtt.key_file,
+                  "[telemetry] hospital_key": config.telemetry.hospital_key}
+        for name, value in needed.items():
+            if not value:
+                raise ConfigError(gettext("%(name)s: needed when [mqtt] host is set",
+                                          name=name))
+    if bool(config.web.tls_cert) != bool(config.web.tls_key):
+        raise ConfigError(gettext("[web] tls_cert: tls_cert and tls_key go together"))
+    for section, retried in (("[pacs]", config.pacs), ("[telemetry]", config.telemetry)):
+        if retried.retry_min_seconds > retried.retry_max_seconds:
+            raise ConfigError(gettext("%(section)s retry_min_seconds: larger than "
+                                      "retry_max_seconds", section=section))
+    if config.limits.min_rows > min(config.limits.max_rows, config.limits.max_columns):
+        raise ConfigError(gettext("[limits] min_rows: larger than max_rows or max_columns"))

@@ -327,7 +327,7 @@ def test_install_lays_out_the_box(root):
     units = root / "usr" / "local" / "lib" / "systemd" / "system"
     for unit in ("clinibox.service", "clinibox-web.service", "clinibox-retention.service",
                  "clinibox-retention.timer", "clinibox-failure@.service",
-                 "clinibox-usb-import@.service"):
+                 "clinibox-usb-import@.service", "clinibox-learning.service"):
         assert (units / unit).read_text() == (REPO / "systemd" / unit).read_text()
     assert (root / "usr/local/lib/udev/rules.d/90-clinibox-usb-import.rules").exists()
     assert not (units / "clinibox.service.d").exists()  # no extras, no device: no drop-in
@@ -336,6 +336,8 @@ def test_install_lays_out_the_box(root):
         "/usr/local/lib/systemd/system/clinibox.service"
     assert (wants / "multi-user.target.wants" / "clinibox-web.service").is_symlink()
     assert (wants / "timers.target.wants" / "clinibox-retention.timer").is_symlink()
+    # federated fine-tuning is installed, never enabled by the install (the hospital asks)
+    assert not (wants / "multi-user.target.wants" / "clinibox-learning.service").exists()
 
 
 def test_install_is_relocated_and_offline(root, bundle):

@@ -61,6 +61,7 @@ SERVICES = {
     "clinibox-failure@.service": "clinibox-failure@clinibox.service.service",
     "clinibox-usb-import@.service": "clinibox-usb-import@sdb1.service",
     "clinibox-clock.service": "clinibox-clock.service",
+    "clinibox-learning.service": "clinibox-learning.service",
 }
 DROPINS = ("openvino", "jetson-gpu", "intel-npu", "live-video")
 THRESHOLD = 20  # systemd-analyze's scale: 20 is an overall exposure of 2.0, the top of "OK"

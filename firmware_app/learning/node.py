@@ -1,0 +1,178 @@
+"""The box's Flower SuperNode, supervised: it trains only in the configured hours, at the
+lowest priority, paused while images wait for analysis, and started again after a crash or
+a power cut (issue 60, decision 0056).
+
+``clinibox learning node`` runs :class:`NodeSupervisor` (under systemd, with a CPU quota:
+``docs/hospital/federated.md``). Within ``[learning] hours`` it writes the case file from
+the box's labelled images (``case_file.py``) and starts ``flower-supernode`` on it
+(:func:`supernode_command`, the very command the loopback federation of the tests and the
+bench runs), in a process group of its own at nice 19 and ``SCHED_IDLE``:
+
+* while objects wait in the box's queue (received, not yet analysed) the group is stopped
+  (``SIGSTOP``) and continued (``SIGCONT``) once the queue is empty: the box's images come
+  first. A round that needs the box meanwhile goes on without it (the hospital's round
+  tolerates a box that drops out);
+* outside the hours the SuperNode is stopped; at the next window the case file is written
+  afresh (the labels of the day count);
+* a SuperNode that exits is started again after :data:`RESTART_AFTER_S`; after a power cut
+  systemd starts the supervisor, which starts the SuperNode: the box joins the next round.
+
+No image, label or identifier is in the SuperNode's reach: only the case file's maps and
+labels, and only the masked head leaves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from clinibox_common.contracts.manifest import PackageError
+from engine.model_package import load_package
+from firmware_app.learning.case_file import write_case_file
+from firmware_app.models.store import resolve_package_root
+from firmware_app.settings.box import Config
+from firmware_app.settings.learning import HOURS
+from firmware_app.storage import db
+from firmware_app.storage.telemetry import queue_depth
+
+log = logging.getLogger(__name__)
+
+#: how often the supervisor looks at the queue and the clock
+POLL_S = 2.0
+#: how long after a SuperNode's exit it is started again
+RESTART_AFTER_S = 30.0
+
+
+def supernode_command(superlink: str, root_certificates: Path, cases: Path,
+                      clientappio_port: int | None = None) -> list[str]:
+    """``flower-supernode`` joining ``superlink`` over TLS (checked against the hospital's CA)
+    with the case file as its node configuration."""
+    command = [str(Path(sys.executable).with_name("flower-supernode")),
+               "--root-certificates", str(root_certificates), "--superlink", superlink,
+               "--node-config", f'cases="{cases}"']
+    if clientappio_port is not None:
+        command += ["--host", "127.0.0.1", "--port", str(clientappio_port)]
+    return command
+
+
+def in_hours(hours: str, now: dt.datetime) -> bool:
+    """Whether ``now`` (local time) lies in ``hours`` (``22-6``: 22:00 up to 06:00)."""
+    found = HOURS.fullmatch(hours)
+    if found is None:
+        return False
+    start, end = int(found[1]), int(found[2])
+    if start < end:
+        return start <= now.hour < end
+    return now.hour >= start or now.hour < end
+
+
+def _lowest_priority() -> None:
+    """In the SuperNode's process, before it runs: nice 19 and ``SCHED_IDLE`` (inherited by
+    the ClientApp processes it starts)."""
+    os.nice(19)
+    with contextlib.suppress(OSError, AttributeError):  # refused here: nice 19 stands
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
+class NodeSupervisor:
+    """Starts, pauses, continues and stops the box's SuperNode (the module's rules)."""
+
+    def __init__(self, config: Config, cases: Path, *,
+                 command: Callable[[Path], list[str]] | None = None,
+                 now: Callable[[], dt.datetime] = dt.datetime.now) -> None:
+        self.config, self.cases, self.now = config, cases, now
+        learning = config.learning
+        self.command = command or (lambda path: supernode_command(
+            learning.superlink, Path(learning.root_certificates), path))
+        self.node: subprocess.Popen | None = None
+        self.paused = False
+        self.exited_at = 0.0
+        self.conn = db.connect(config.database_path, acknowledging=False)
+
+    def write_cases(self) -> bool:
+        """Write the case file afresh; whether it holds a case to train on."""
+        try:
+            package = load_package(resolve_package_root(self.config),
+                                   self.config.trusted_key_paths)
+            summary = write_case_file(self.config, self.conn, package, self.cases)
+        except PackageError as exc:
+            log.error("learning: no case file (%s): %s", exc.code, exc)
+            return False
+        db.keep_private(self.cases)
+        log.info("learning: case file with %d lesion(s) and %d clear image(s); left out: %s",
+                 summary.lesions, summary.clear, dict(summary.left_out) or "none")
+        return summary.lesions + summary.clear > 0
+
+    def start(self) -> None:
+        """Start the SuperNode in a process group of its own, at the lowest priority."""
+        self.node = subprocess.Popen(self.command(self.cases), start_new_session=True,
+                                     preexec_fn=_lowest_priority,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.paused = False
+        log.info("learning: SuperNode started (pid %d)", self.node.pid)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self.node is not None and self.node.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.node.pid, sig)
+
+    def stop(self) -> None:
+        """Stop the SuperNode and its ClientApps (continued first, so they can end)."""
+        if self.node is None:
+            return
+        self._signal(signal.SIGCONT)
+        self._signal(signal.SIGTERM)
+        try:
+            self.node.wait(20)
+        except subprocess.TimeoutExpired:
+            self._signal(signal.SIGKILL)
+            self.node.wait(5)
+        self.node, self.paused = None, False
+
+    def step(self) -> None:
+        """One look at the clock, the queue and the SuperNode; act on what changed."""
+        if not in_hours(self.config.learning.hours, self.now()):
+            if self.node is not None:
+                log.info("learning: outside %s, SuperNode stopped", self.config.learning.hours)
+                self.stop()
+            return
+        if self.node is not None and self.node.poll() is not None:
+            log.warning("learning: the SuperNode exited (%s); started again in %.0f s",
+                        self.node.returncode, RESTART_AFTER_S)
+            self.node, self.exited_at = None, time.monotonic()
+        busy = queue_depth(self.conn) > 0
+        if self.node is None:
+            if busy or time.monotonic() - self.exited_at < RESTART_AFTER_S:
+                return
+            if self.write_cases():
+                self.start()
+            else:
+                self.exited_at = time.monotonic()  # nothing to train on: look again later
+            return
+        if busy and not self.paused:
+            self._signal(signal.SIGSTOP)
+            self.paused = True
+            log.info("learning: images wait for analysis; SuperNode paused")
+        elif not busy and self.paused:
+            self._signal(signal.SIGCONT)
+            self.paused = False
+            log.info("learning: queue empty; SuperNode continued")
+
+    def run(self, stop: threading.Event) -> None:
+        """Supervise until ``stop`` is set, then stop the SuperNode."""
+        try:
+            while not stop.is_set():
+                self.step()
+                stop.wait(POLL_S)
+        finally:
+            self.stop()
+            self.conn.close()

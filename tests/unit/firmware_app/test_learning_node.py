@@ -1,0 +1,140 @@
+"""The box's SuperNode, supervised: started only in [learning] hours on a fresh case file, at
+nice 19 and SCHED_IDLE, stopped (SIGSTOP) while images wait for analysis and continued after,
+started again when it exits, stopped outside the hours. A real process stands in for
+``flower-supernode`` here; the real rounds run the same command (``supernode_command``, in
+bench/federation.py and tests/integration/test_federated_rounds.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from clinibox_common.settings_loader import ConfigError
+from firmware_app.ingest.landing import Lander
+from firmware_app.learning import node as node_module
+from firmware_app.learning.node import NodeSupervisor, in_hours, supernode_command
+from firmware_app.settings.box import from_dict
+from firmware_app.storage.spool import make_spool
+from tests.unit.firmware_app.test_learning_case_file import _analyse, _box, _review
+
+NIGHT = dt.datetime(2026, 11, 28, 23, 30)
+DAY = dt.datetime(2026, 11, 28, 14, 0)
+
+
+def _state(pid: int) -> str:
+    """The process's state letter (S sleeping, T stopped …)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2]
+
+
+def _nice(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2:].split()[16])
+
+
+def _wait_state(pid: int, letter: str) -> None:
+    deadline = time.monotonic() + 10
+    while _state(pid) != letter and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _state(pid) == letter
+
+
+def test_the_hours_cross_midnight_or_not():
+    assert in_hours("22-6", NIGHT) and in_hours("22-6", dt.datetime(2026, 1, 1, 5, 59))
+    assert not in_hours("22-6", DAY) and not in_hours("22-6", dt.datetime(2026, 1, 1, 6, 0))
+    assert in_hours("1-5", dt.datetime(2026, 1, 1, 1, 0))
+    assert not in_hours("1-5", dt.datetime(2026, 1, 1, 5, 0))
+
+
+def test_a_wrong_learning_section_is_refused_saying_the_fix():
+    with pytest.raises(ConfigError, match="superlink and root_certificates"):
+        from_dict({"learning": {"enabled": True}})
+    with pytest.raises(ConfigError, match="22-6"):
+        from_dict({"learning": {"hours": "22-22"}})
+    with pytest.raises(ConfigError, match="host:port"):
+        from_dict({"learning": {"superlink": "https://hospital/"}})
+
+
+def test_the_supernode_command_joins_over_tls_with_the_case_file(tmp_path):
+    command = supernode_command("fed.hospital.example:9092", tmp_path / "ca.pem",
+                                tmp_path / "cases.npz")
+    assert Path(command[0]).name == "flower-supernode"
+    assert command[1:] == ["--root-certificates", str(tmp_path / "ca.pem"), "--superlink",
+                           "fed.hospital.example:9092", "--node-config",
+                           f'cases="{tmp_path / "cases.npz"}"']
+
+
+def test_the_supervisor_trains_in_its_hours_and_gives_way_to_images(tmp_path, monkeypatch):
+    config = _box(tmp_path, trainable=True)
+    landed = _analyse(config, 4)
+    _review(config, landed)
+    clock = {"now": NIGHT}
+    cases = config.state_dir / "learning" / "cases.npz"
+    stand_in = [sys.executable, "-c", "import time\nwhile True: time.sleep(0.1)"]
+    supervisor = NodeSupervisor(config, cases, command=lambda _path: stand_in,
+                                now=lambda: clock["now"])
+    try:
+        supervisor.step()  # in the hours, the queue empty: a fresh case file, then the node
+        assert supervisor.node is not None
+        pid = supervisor.node.pid
+        assert cases.is_file() and cases.stat().st_mode & 0o077 == 0
+        assert _nice(pid) == 19 and os.sched_getscheduler(pid) == os.SCHED_IDLE
+        assert os.getpgid(pid) == pid  # a group of its own: its ClientApps stop with it
+
+        # an image arrives: the node stops until the queue is empty again
+        lander = Lander(make_spool(config), config.database_path, 64 * 2**20)
+        lander.land((config.state_dir / "p0.dcm").read_bytes(), sop_instance_uid="1.2.41.1",
+                    source="dicom", origin="TEST")
+        supervisor.step()
+        _wait_state(pid, "T")
+        supervisor.conn.execute("UPDATE instances SET status = 'processed'")
+        supervisor.step()
+        _wait_state(pid, "S")
+
+        # it exits: started again after the pause
+        supervisor.node.kill()
+        supervisor.node.wait()
+        monkeypatch.setattr(node_module, "RESTART_AFTER_S", 0.0)
+        supervisor.step()
+        supervisor.step()
+        assert supervisor.node is not None and supervisor.node.pid != pid
+
+        # the morning: stopped
+        clock["now"] = DAY
+        restarted = supervisor.node
+        supervisor.step()
+        assert supervisor.node is None and restarted.poll() is not None
+    finally:
+        supervisor.stop()
+        supervisor.conn.close()
+
+
+def test_no_labelled_case_no_node(tmp_path):
+    config = _box(tmp_path, trainable=True)
+    _analyse(config, 2)  # analysed, never reviewed
+    supervisor = NodeSupervisor(config, config.state_dir / "learning" / "cases.npz",
+                                command=lambda _path: [sys.executable, "-c", "pass"],
+                                now=lambda: NIGHT)
+    try:
+        supervisor.step()
+        assert supervisor.node is None
+    finally:
+        supervisor.conn.close()
+
+
+def test_the_documented_learning_section_is_accepted():
+    import re
+    import tomllib
+
+    from clinibox_common.bundled import REPO_ROOT
+
+    text = (REPO_ROOT / "docs" / "hospital" / "federated.md").read_text()
+    [block] = [b for b in re.findall(r"```toml\n(.*?)```", text, re.S) if "[learning]" in b]
+    learning = from_dict(tomllib.loads(block)).learning
+    assert learning.enabled and learning.superlink == "federation.hospital.example:9092"
+    assert learning.hours == "22-6"
