@@ -50,6 +50,11 @@ def _event(event: str, reason: str, made: float, **extra: Any) -> dict[str, Any]
             "unit": "clinibox", "subject_model": MODEL, "model": "chest-lesion@2.0.0", **extra}
 
 
+#: the main box's finding threshold: its clinic's own, from its confirmed cases
+THRESHOLD = {"finding": 0.0412, "package": 0.1293, "state": "calibrated", "lesions": 24,
+             "clear": 31}
+
+
 def build(store: Store, *, restarting: bool = True, now: float | None = None) -> Scene:
     """Fill ``store`` with the day; ``restarting``: the box's last word is the ``offline`` of
     the restart that loads the model it has just installed (else it is back online)."""
@@ -97,7 +102,7 @@ def build(store: Store, *, restarting: bool = True, now: float | None = None) ->
         made += 300
         _send(store, seq, "status", status_payload(
             "heartbeat", created_at=int(made), model="chest-lesion@2.0.0", queue_depth=0,
-            audit=HEAD, downlink_key=KEY, downlink_seq=0), made + 1)
+            audit=HEAD, downlink_key=KEY, downlink_seq=0, threshold=THRESHOLD), made + 1)
     made = now - 240
     _send(store, seq, "event", _event("model_installed", "hospital", made, rollout=rollout_id,
                                       model=MODEL), made + 1)

@@ -129,6 +129,7 @@ def test_no_labelled_case_no_node(tmp_path):
 
 def test_the_documented_learning_section_is_accepted():
     import re
+
     import tomllib
 
     from clinibox_common.bundled import REPO_ROOT
