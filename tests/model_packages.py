@@ -79,8 +79,9 @@ def make_package(folder: Path, version: str, *, key: Path | None = DEMO_PRIVATE_
     sha256 in the manifest follows, so the package still verifies);
     ``full_range_int8`` adds a second ONNX INT8 artifact with 8-bit weights
     (:func:`quantise_full_range`, calibrated on the golden inputs);
-    ``intended_use`` replaces the demo's intended-use statement; ``trainable`` adds the
-    trainable model the converter writes (``learning``: converters/learning_artifact.py).
+    ``intended_use`` replaces the demo's intended-use statement; ``trainable`` keeps the
+    demo's trainable model (``learning``: converters/learning_artifact.py), else it is left
+    out.
     """
     root = folder / name / version
     root.mkdir(parents=True)
@@ -107,8 +108,12 @@ def make_package(folder: Path, version: str, *, key: Path | None = DEMO_PRIVATE_
         int8 = next(a for a in manifest["artifacts"] if a["path"] == KEPT_ARTIFACTS[1])
         manifest["artifacts"].append({**int8, "path": FULL_RANGE_INT8, "files": {
             FULL_RANGE_INT8: sha256_file(root / FULL_RANGE_INT8)}})
-    if trainable:
-        manifest["learning"] = _learning(root, manifest)
+    if trainable:  # the demo's own trainable model, copied like its artifacts
+        learning = manifest["learning"]
+        (root / learning["path"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(DEMO / learning["path"], root / learning["path"])
+    else:
+        manifest.pop("learning", None)
     if failing_golden:  # three tolerances away, so no backend can pass it
         case = manifest["golden_cases"][0]
         p, off = case["expected"]["probability"], 3 * case["tolerance"]
@@ -123,23 +128,6 @@ def make_package(folder: Path, version: str, *, key: Path | None = DEMO_PRIVATE_
         data[len(data) // 2] ^= 0xFF
         artifact.write_bytes(bytes(data))
     return root
-
-
-def _learning(root: Path, manifest: dict) -> dict:
-    """The converter's ``learning`` section and model for the package at ``root``."""
-    from types import SimpleNamespace
-
-    import numpy as np
-
-    from converters.learning_artifact import write_learning_model
-
-    spec = SimpleNamespace(output_names=[o["name"] for o in manifest["outputs"]],
-                           activation="sigmoid", score_output="lesion_logit",
-                           input_name=manifest["inputs"][0]["name"])
-    x = np.concatenate([np.load(root / c["input"]) for c in manifest["golden_cases"]])
-    learning = write_learning_model(root, root / KEPT_ARTIFACTS[0], spec, x)
-    assert "skipped" not in learning, learning
-    return learning
 
 
 def last_device_event(database: Path) -> dict:
