@@ -269,8 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     figures["epsilon"] = details["record"]["privacy"]["epsilon"]
     figures["clear_heads_at_hospital"] = details["hospital_holds"]["clear_heads"]
     figures["canaries_at_hospital"] = details["hospital_holds"]["canaries"]
-    name = "federated_clinics" + ("_dp" if args.noise > 0 else "") + ("_quick" if args.quick
-                                                                        else "")
+    name = ("federated_clinics" + ("_dp" if args.noise > 0 else "")
+            + (f"_train{args.train}" if args.train != 40 and not args.quick else "")
+            + ("_quick" if args.quick else ""))
     save(name, details, figures,
          notes="AUC / sensitivity at the package's finding threshold / sensitivity at the "
                "clinic's own threshold (set from its labelled cases as its box would); demo "
