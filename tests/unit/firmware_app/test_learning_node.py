@@ -139,3 +139,22 @@ def test_the_documented_learning_section_is_accepted():
     learning = from_dict(tomllib.loads(block)).learning
     assert learning.enabled and learning.superlink == "federation.hospital.example:9092"
     assert learning.hours == "22-6"
+
+
+def test_the_service_on_a_box_whose_learning_is_off_stops_without_a_restart_loop(tmp_path):
+    """``clinibox learning node`` exits 2 saying what to set, and the unit does not start it
+    again for that status (a technician who enables it too early gets one failure, not a
+    loop)."""
+    import subprocess
+
+    from clinibox_common.bundled import REPO_ROOT
+    from tests.integration.test_install_system import read_unit, unit_values
+
+    (tmp_path / "box.toml").write_text(f'[storage]\nstate_dir = "{tmp_path}"\n')
+    done = subprocess.run([sys.executable, "-m", "clinibox", "learning", "node", "--config",
+                           str(tmp_path / "box.toml")], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and "[learning] enabled = true" in done.stdout
+    unit = read_unit(REPO_ROOT / "systemd" / "clinibox-learning.service")
+    assert unit_values(unit, "Service", "Restart") == ["on-failure"]
+    assert unit_values(unit, "Service", "RestartPreventExitStatus") == ["2"]
