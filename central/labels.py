@@ -472,8 +472,8 @@ def finding_threshold(box: Mapping[str, Any]) -> str:
                         finding=f"{finding:.3f}", lesions=lesions, clear=clear,
                         package=f"{package:.3f}")
         if state == ThresholdState.BOUNDED:
-            words += gettext("; held at a bound (the most it may move, the alert threshold or "
-                             "the package's sensitivity floor)")
+            words += gettext("; held at a bound (the package's own threshold, the most it may "
+                             "move, the alert threshold or the package's sensitivity floor)")
         return words
     if state == ThresholdState.TOO_FEW_CASES:
         return gettext("%(package)s, the package's: too few confirmed cases for the clinic's "

@@ -312,9 +312,9 @@ def _federated(run: dict | None) -> str:
               f"({_e(privacy.get('accounting', ''))}, neighbouring runs: "
               f"{_e(privacy.get('neighbouring', ''))})" if epsilon is not None
               else "none: no noise was added, so no differential-privacy guarantee")
-    rows = [[str(k + 1), _e(boxes), _e(cases), _f(loss, 4)] for k, (boxes, cases, loss) in
-            enumerate(zip(run.get("boxes_per_round") or [], run.get("cases_per_round") or [],
-                          run.get("loss_per_round") or [], strict=False))]
+    boxes, cases = run.get("boxes_per_round") or [], run.get("cases_per_round") or []
+    rows = [[str(k + 1), _e(b), _e(cases[k] if k < len(cases) else "—")]
+            for k, b in enumerate(boxes)]
     return ("<h2>Federated fine-tuning</h2>"
             f"<p>The head <code>{_e(run.get('layer', ''))}</code> was fine-tuned by "
             f"{_e(run.get('rounds'))} rounds of federated training on the boxes' own "
@@ -326,7 +326,7 @@ def _federated(run: dict | None) -> str:
             f"rebuilt from {_e(secure.get('threshold'))}); its change was clipped to "
             f"{_e(privacy.get('clipping_norm'))} and the sum noised with multiplier "
             f"{_e(privacy.get('noise_multiplier'))}. Privacy budget: {budget}.</p>"
-            + (_table(["round", "boxes", "labelled cases", "loss after the round"], rows)
+            + (_table(["round", "boxes", "labelled cases"], rows)
                if rows else ""))
 
 

@@ -48,7 +48,6 @@ class NoisyAverageOfAnswers(DifferentialPrivacyClientSideFixedClipping):
         self.aggregated: list[int] = []
         self.sent: list[np.ndarray] = []
         self.cases_per_round: list[int] = []
-        self.loss_per_round: list[float] = []
 
     def configure_fit(self, server_round, parameters, client_manager):
         """The round's instructions; the head sent is kept to bound the answer's change."""
@@ -62,13 +61,10 @@ class NoisyAverageOfAnswers(DifferentialPrivacyClientSideFixedClipping):
                                                                       strict=True))))
 
     def aggregate_evaluate(self, server_round, results, failures):
-        """The round's head's loss over the boxes' cases, and how many cases they hold."""
-        cases = sum(int(res.num_examples) for _, res in results)
-        if cases > 0:
-            self.cases_per_round.append(cases)
-            self.loss_per_round.append(round(sum(float(res.loss) * int(res.num_examples)
-                                                 for _, res in results) / cases, 6))
-        return self.strategy.aggregate_evaluate(server_round, results, failures)
+        """How many labelled cases the boxes that answered hold (each box says its count and
+        nothing else: its loss is not sent); a round none answered counts 0."""
+        self.cases_per_round.append(sum(int(res.num_examples) for _, res in results))
+        return None, {}
 
     def aggregate_fit(self, server_round, results, failures):
         """The average of ``results`` (boxes that dropped out are left out), checked against

@@ -112,6 +112,6 @@ def main(grid: Grid, context: Context) -> None:
                               epsilon_spent(noise, strategy.summed_per_round, delta)),
         secure_aggregation=SecureAggregation("secagg+", shares, threshold),
         started=started, ended=_now(), flower_version=flwr.__version__,
-        cases_per_round=strategy.cases_per_round, loss_per_round=strategy.loss_per_round,
+        cases_per_round=strategy.cases_per_round,
         initial_head=[float(v) for v in np.asarray(initial, np.float64).reshape(-1)],
     ).write(out / "run.json")

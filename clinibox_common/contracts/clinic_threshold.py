@@ -9,10 +9,13 @@ the package's validated share of the confirmed lesions (its *target sensitivity*
 
 * it waits for ``min_lesions`` confirmed lesions and ``min_clear`` confirmed clear images
   (:attr:`ThresholdState.TOO_FEW_CASES`: the package's threshold stands);
-* a threshold above the package's (fewer findings) is taken only while the one-sided 95 %
-  Wilson lower bound of its sensitivity on those lesions stays at or above the package's
-  floor (``provenance.floors.sensitivity``): a handful of lesions never lowers the
-  sensitivity the package was signed with;
+* a threshold above the package's (fewer findings) is taken only when the clinic allows it
+  (``may_raise``: ``[models] calibration_raise``), and only while the one-sided 95 % Wilson
+  lower bound of its sensitivity on those lesions stays at or above the package's floor
+  (``provenance.floors.sensitivity``): a handful of lesions never lowers the sensitivity
+  the package was signed with. Reviewed cases are not a random sample (a missed lesion is
+  confirmed only when someone reviews an image without a finding), so by default the box
+  only ever lowers its threshold;
 * it moves at most ``max_shift`` on the logit scale from the package's threshold, and never
   above the alert threshold (:attr:`ThresholdState.BOUNDED` when a bound held it).
 
@@ -102,11 +105,13 @@ def share_at(scores: Sequence[float], threshold: float, above: bool) -> float:
 def choose_threshold(lesions: Sequence[float], clear: Sequence[float], *,
                      package_finding: float, alert: float, target_sensitivity: float,
                      floor_sensitivity: float, min_lesions: int, min_clear: int,
-                     max_shift: float) -> ThresholdChoice:
+                     max_shift: float, may_raise: bool = False) -> ThresholdChoice:
     """The clinic's finding threshold from the scores of its confirmed ``lesions`` and
-    ``clear`` images (the module's rule)."""
+    ``clear`` images (the module's rule); above the package's only with ``may_raise``."""
     common = {"package_finding": package_finding, "target_sensitivity": target_sensitivity,
               "lesions": len(lesions), "clear": len(clear)}
+    if not target_sensitivity > 0:  # no sensitivity to keep: nothing to set it by
+        return ThresholdChoice(package_finding, state=ThresholdState.PACKAGE, **common)
     if len(lesions) < min_lesions or len(clear) < min_clear:
         return ThresholdChoice(package_finding, state=ThresholdState.TOO_FEW_CASES, **common)
     ordered = sorted(lesions)
@@ -123,7 +128,8 @@ def choose_threshold(lesions: Sequence[float], clear: Sequence[float], *,
         misses -= 1
         chosen, state = ordered[misses], ThresholdState.BOUNDED
     low = sigmoid(logit(package_finding) - max_shift)
-    high = min(sigmoid(logit(package_finding) + max_shift), alert)
+    high = min(sigmoid(logit(package_finding) + max_shift) if may_raise else package_finding,
+               alert)
     if not low <= chosen <= high:
         chosen, state = min(max(chosen, low), high), ThresholdState.BOUNDED
     return ThresholdChoice(chosen, state=state, **common,

@@ -56,12 +56,9 @@ class FederatedRun:
     started: str
     ended: str
     flower_version: str
-    #: the labelled cases of the boxes that answered each round's evaluation (their sum:
-    #: each box says how many cases it holds, never which)
+    #: the labelled cases the boxes held, by round (their sum: each box says how many cases
+    #: it holds, never which, and nothing else)
     cases_per_round: list[int] = field(default_factory=list)
-    #: the loss of each round's head on those cases, averaged over the cases (the round's
-    #: evaluation, before the next round trains)
-    loss_per_round: list[float] = field(default_factory=list)
     #: the head the run started from ([C weights, bias], the package's): the converter puts
     #: the run's head where this one is in the source model
     initial_head: list[float] = field(default_factory=list)

@@ -182,7 +182,6 @@ KEYS: dict[str, str] = {
     "provenance.federated.boxes_per_round": "how many boxes' heads each round summed "
                                             "(boxes are counted, never named)",
     "provenance.federated.cases_per_round": "how many labelled cases those boxes held",
-    "provenance.federated.loss_per_round": "the loss of each round's head on those cases",
     "provenance.federated.privacy": "client-level differential privacy: clipping norm, "
                                     "noise multiplier, δ and the ε spent (null: no noise)",
     "provenance.federated.secure_aggregation": "SecAgg+'s shares and reconstruction "
@@ -412,8 +411,14 @@ def check_schema(manifest: dict[str, Any]) -> None:
 def _check_learning(learning: Any) -> None:
     """The trainable model federated fine-tuning runs on the box (optional)."""
     if not isinstance(learning, dict) or not isinstance(learning.get("files"), dict) \
-            or learning.get("path") not in learning["files"]:
+            or not isinstance(learning.get("path"), str) \
+            or learning["path"] not in learning["files"] \
+            or not all(isinstance(k, str) and isinstance(v, str)
+                       for k, v in learning["files"].items()):
         raise PackageError("'learning' must name its model ('path') and list it in 'files'")
+    channels = learning.get("channels")
+    if isinstance(channels, bool) or not isinstance(channels, int) or not 0 < channels <= 4096:
+        raise PackageError("'learning.channels' must be a whole number of maps")
     for key in ("maps_output", "score_output"):
         if not isinstance(learning.get(key), str) or not learning[key]:
             raise PackageError(f"'learning' needs {key!r}, an output name")
@@ -447,10 +452,10 @@ def check_files(root: Path, manifest: dict[str, Any]) -> None:
     for part in (manifest, *manifest.get("stages", [])):
         for art in part["artifacts"]:
             listed.update(art["files"])
-    if isinstance(manifest.get("learning"), dict):
-        listed.update(manifest["learning"].get("files") or {})
         for case in part.get("golden_cases", []):
             listed[case["input"]] = case["sha256"]
+    if isinstance(manifest.get("learning"), dict):
+        listed.update(manifest["learning"].get("files") or {})
     for relative, expected in listed.items():
         path = _safe_member(root, relative)
         if not path.is_file():

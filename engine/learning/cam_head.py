@@ -99,13 +99,6 @@ class TrainingSettings:
     proximal: float = 0.1
 
 
-def loss(head: CamHead, maps: np.ndarray, labels: np.ndarray) -> float:
-    """Mean binary cross-entropy of ``head`` on the cases (``maps`` [N, C, ...])."""
-    flat = _flat(maps, head.channels)
-    return loss_gradient(head.as_vector(), flat, np.asarray(labels).reshape(-1),
-                         head.sharpness)[0]
-
-
 def fine_tune(head: CamHead, maps: np.ndarray, labels: np.ndarray,
               settings: TrainingSettings = TrainingSettings(),
               anchor: CamHead | None = None) -> CamHead:

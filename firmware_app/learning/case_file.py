@@ -101,10 +101,15 @@ def write_case_file(config: Config, conn: sqlite3.Connection, package: ModelPack
                 continue
             where = decoded.frame_indices.index(key_frame) \
                 if key_frame in decoded.frame_indices else 0
-            tensor, _ = preprocess(decoded.frames[where], spec.shape, spec.mean, spec.std,
-                                   params)
-            [found] = session.run([learning["maps_output"]],
-                                  {spec.name: np.asarray(tensor, np.float32)})
+            try:
+                tensor, _ = preprocess(decoded.frames[where], spec.shape, spec.mean, spec.std,
+                                       params)
+                [found] = session.run([learning["maps_output"]],
+                                      {spec.name: np.asarray(tensor, np.float32)})
+            except Exception as exc:  # one image that cannot be run never stops the others
+                log.warning("case file: %s could not be run: %s", path.name, exc)
+                summary.left_out["not_run"] += 1
+                continue
             maps.append(np.asarray(found[0], np.float32))
             labels.append(int(lesion))
     finally:

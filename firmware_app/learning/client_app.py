@@ -34,13 +34,7 @@ from flwr.clientapp import ClientApp
 from flwr.common import Context
 
 from clinibox_common.errors import CliniboxError
-from engine.learning.cam_head import (
-    DEFAULT_SHARPNESS,
-    CamHead,
-    TrainingSettings,
-    fine_tune,
-    loss,
-)
+from engine.learning.cam_head import DEFAULT_SHARPNESS, CamHead, TrainingSettings, fine_tune
 from firmware_app.learning.cases import CaseFileError, LabelledCases, read_cases
 from firmware_app.learning.guard_mod import guard_mod
 from firmware_app.service.priority import lower_this_thread
@@ -71,10 +65,11 @@ class HeadClient(NumPyClient):
         return head, cases
 
     def evaluate(self, parameters: list[np.ndarray], config: dict) -> tuple[float, int, dict]:
-        """The round's head's loss on this box's cases, and how many cases it holds (the
-        round's record counts them; which cases, it never learns)."""
-        head, cases = self._head_and_cases(parameters)
-        return loss(head, cases.maps, cases.labels), len(cases), {}
+        """How many labelled cases this box holds, and nothing else (the round's record
+        counts them). No loss: the ServerApp chooses the head an evaluation carries, so a
+        loss in clear would let it probe this box's labels around secure aggregation."""
+        _head, cases = self._head_and_cases(parameters)
+        return 0.0, len(cases), {}
 
     def fit(self, parameters: list[np.ndarray], config: dict) -> tuple[list, int, dict]:
         """The round's head [C + 1] in, this box's fine-tuned head out (weight 1)."""

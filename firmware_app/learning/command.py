@@ -32,6 +32,7 @@ from firmware_app.words import model_update_words as model_words
 LEFT_OUT_WORDS = {
     "object_deleted": N_("its received object is gone (retention deleted it)"),
     "not_decodable": N_("its received object could not be decoded again"),
+    "not_run": N_("the trainable model could not be run on it"),
 }
 
 

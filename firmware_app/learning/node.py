@@ -6,19 +6,21 @@ a power cut (issue 60, decision 0056).
 ``docs/hospital/federated.md``). Within ``[learning] hours`` it writes the case file from
 the box's labelled images (``case_file.py``) and starts ``flower-supernode`` on it
 (:func:`supernode_command`, the very command the loopback federation of the tests and the
-bench runs), in a process group of its own at nice 19 and ``SCHED_IDLE``:
+bench runs), in a process group of its own at nice 19 and ``SCHED_IDLE`` (through ``nice``
+and ``chrt``):
 
 * while objects wait in the box's queue (received, not yet analysed) the group is stopped
   (``SIGSTOP``) and continued (``SIGCONT``) once the queue is empty: the box's images come
   first. A round that needs the box meanwhile goes on without it (the hospital's round
   tolerates a box that drops out);
-* outside the hours the SuperNode is stopped; at the next window the case file is written
-  afresh (the labels of the day count);
+* outside the hours the SuperNode is stopped; the case file is written once a window, at
+  its start (the labels of the day count);
 * a SuperNode that exits is started again after :data:`RESTART_AFTER_S`; after a power cut
   systemd starts the supervisor, which starts the SuperNode: the box joins the next round.
 
 No image, label or identifier is in the SuperNode's reach: only the case file's maps and
-labels, and only the masked head leaves.
+labels, and only the masked head (and, when a round is evaluated, the number of its labelled
+cases) leaves.
 """
 
 from __future__ import annotations
@@ -75,12 +77,9 @@ def in_hours(hours: str, now: dt.datetime) -> bool:
     return now.hour >= start or now.hour < end
 
 
-def _lowest_priority() -> None:
-    """In the SuperNode's process, before it runs: nice 19 and ``SCHED_IDLE`` (inherited by
-    the ClientApp processes it starts)."""
-    os.nice(19)
-    with contextlib.suppress(OSError, AttributeError):  # refused here: nice 19 stands
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+#: the SuperNode is started through these, at nice 19 and ``SCHED_IDLE`` (inherited by the
+#: ClientApp processes it starts; each ``exec``s the next, so the pid stays the node's)
+LOWEST_PRIORITY = ("nice", "-n", "19", "chrt", "--idle", "0")
 
 
 class NodeSupervisor:
@@ -94,49 +93,65 @@ class NodeSupervisor:
         self.command = command or (lambda path: supernode_command(
             learning.superlink, Path(learning.root_certificates), path))
         self.node: subprocess.Popen | None = None
+        self.group = 0  # the node's process group (its ClientApps are in it too)
         self.paused = False
         self.exited_at = 0.0
+        #: whether the case file was written in this window (once a window, not at each start)
+        self.written = False
         self.conn = db.connect(config.database_path, acknowledging=False)
 
     def write_cases(self) -> bool:
-        """Write the case file afresh; whether it holds a case to train on."""
+        """Write the case file afresh; whether it holds a case to train on. Any failure is
+        logged and counts as none: the supervisor looks again later, it never stops."""
         try:
             package = load_package(resolve_package_root(self.config),
                                    self.config.trusted_key_paths)
             summary = write_case_file(self.config, self.conn, package, self.cases)
+            db.keep_private(self.cases)
         except PackageError as exc:
             log.error("learning: no case file (%s): %s", exc.code, exc)
             return False
-        db.keep_private(self.cases)
+        except Exception:
+            log.exception("learning: the case file could not be written")
+            return False
         log.info("learning: case file with %d lesion(s) and %d clear image(s); left out: %s",
                  summary.lesions, summary.clear, dict(summary.left_out) or "none")
         return summary.lesions + summary.clear > 0
 
     def start(self) -> None:
         """Start the SuperNode in a process group of its own, at the lowest priority."""
-        self.node = subprocess.Popen(self.command(self.cases), start_new_session=True,
-                                     preexec_fn=_lowest_priority,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.paused = False
+        self.node = subprocess.Popen([*LOWEST_PRIORITY, *self.command(self.cases)],
+                                     process_group=0, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        self.group, self.paused = self.node.pid, False
         log.info("learning: SuperNode started (pid %d)", self.node.pid)
 
     def _signal(self, sig: signal.Signals) -> None:
-        if self.node is not None and self.node.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.node.pid, sig)
+        """Signal the node's whole process group (its ClientApps too, even after the node
+        itself has gone)."""
+        if self.group:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.group, sig)
+
+    def _end_group(self) -> None:
+        """Whatever is left of the group (a ClientApp whose node died while it was stopped):
+        continued, then killed."""
+        self._signal(signal.SIGCONT)
+        self._signal(signal.SIGKILL)
+        self.group, self.paused = 0, False
 
     def stop(self) -> None:
         """Stop the SuperNode and its ClientApps (continued first, so they can end)."""
-        if self.node is None:
-            return
-        self._signal(signal.SIGCONT)
-        self._signal(signal.SIGTERM)
-        try:
-            self.node.wait(20)
-        except subprocess.TimeoutExpired:
-            self._signal(signal.SIGKILL)
-            self.node.wait(5)
-        self.node, self.paused = None, False
+        if self.node is not None:
+            self._signal(signal.SIGCONT)
+            self._signal(signal.SIGTERM)
+            try:
+                self.node.wait(20)
+            except subprocess.TimeoutExpired:
+                self._signal(signal.SIGKILL)
+                self.node.wait(5)
+            self.node = None
+        self._end_group()
 
     def step(self) -> None:
         """One look at the clock, the queue and the SuperNode; act on what changed."""
@@ -144,16 +159,20 @@ class NodeSupervisor:
             if self.node is not None:
                 log.info("learning: outside %s, SuperNode stopped", self.config.learning.hours)
                 self.stop()
+            self.written = False
             return
         if self.node is not None and self.node.poll() is not None:
             log.warning("learning: the SuperNode exited (%s); started again in %.0f s",
                         self.node.returncode, RESTART_AFTER_S)
             self.node, self.exited_at = None, time.monotonic()
+            self._end_group()
         busy = queue_depth(self.conn) > 0
         if self.node is None:
             if busy or time.monotonic() - self.exited_at < RESTART_AFTER_S:
                 return
-            if self.write_cases():
+            if not self.written or not self.cases.is_file():
+                self.written = self.write_cases()
+            if self.written:
                 self.start()
             else:
                 self.exited_at = time.monotonic()  # nothing to train on: look again later

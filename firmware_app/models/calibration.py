@@ -23,6 +23,8 @@ from clinibox_common.contracts.clinic_threshold import (
     ThresholdChoice,
     ThresholdState,
     choose_threshold,
+    logit,
+    sigmoid,
 )
 from engine.inference.runner import ModelRunner
 from firmware_app.models.install import audit_model
@@ -69,18 +71,32 @@ def choose(conn: sqlite3.Connection, runner: ModelRunner, models: ModelsConfig) 
         lesions, clear, package_finding=package_finding,
         alert=float(shipped.get("alert", 1.0)), target_sensitivity=target,
         floor_sensitivity=floor_sensitivity(runner), min_lesions=models.calibration_min_lesions,
-        min_clear=models.calibration_min_clear, max_shift=models.calibration_max_shift)
+        min_clear=models.calibration_min_clear, max_shift=models.calibration_max_shift,
+        may_raise=models.calibration_raise)
 
 
 def _use(runner: ModelRunner, finding: float) -> None:
     runner.thresholds = {**runner.shipped_thresholds, "finding": finding}
 
 
+def within_bounds(kept: ThresholdChoice, runner: ModelRunner, models: ModelsConfig) -> bool:
+    """Whether a kept threshold still belongs to this package as it ships and to today's
+    settings (the package's threshold, the shift, the alert threshold, raising allowed)."""
+    shipped = runner.shipped_thresholds
+    package = float(shipped.get("finding", 0.5))
+    low = sigmoid(logit(package) - models.calibration_max_shift) - 1e-9
+    high = min(sigmoid(logit(package) + models.calibration_max_shift)
+               if models.calibration_raise else package,
+               float(shipped.get("alert", 1.0))) + 1e-9
+    return abs(kept.package_finding - package) < 1e-9 and low <= kept.finding <= high
+
+
 def apply_kept(conn: sqlite3.Connection, runner: ModelRunner, models: ModelsConfig) -> None:
-    """Give ``runner`` the threshold the box last set for it (the package's when calibration
-    is off or none was set)."""
+    """Give ``runner`` the threshold the box last set for it: the package's when calibration
+    is off, when none was set, or when the kept one no longer fits (:func:`within_bounds`)."""
     kept = clinic_thresholds.read(conn, runner.package.model_id, runner.backend_label)
-    use = kept is not None and models.calibration != "off"
+    use = kept is not None and models.calibration != "off" and \
+        within_bounds(kept, runner, models)
     _use(runner, kept.finding if use and kept else runner.shipped_thresholds.get("finding", 0.5))
 
 
@@ -119,6 +135,6 @@ class ThresholdWatch:
             return
         try:
             calibrate(self.config, self.conn, runner)
-        except sqlite3.Error as exc:  # the threshold it has stands; the next turn tries again
-            log.error("the clinic's threshold of %s could not be set: %s",
-                      runner.package.model_id, exc)
+        except Exception:  # the threshold it has stands; the next turn tries again
+            log.exception("the clinic's threshold of %s could not be set",
+                          runner.package.model_id)

@@ -129,7 +129,7 @@ def apply_kept_threshold(config: Config, runner: ModelRunner) -> None:
     if config.models.calibration == "off" or not config.database_path.exists():
         return
     try:
-        conn = sqlite3.connect(f"file:{config.database_path}?mode=ro", uri=True)
+        conn = sqlite3.connect(f"{config.database_path.resolve().as_uri()}?mode=ro", uri=True)
         try:
             calibration.apply_kept(conn, runner, config.models)
         finally:

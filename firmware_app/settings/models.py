@@ -77,6 +77,11 @@ class ModelsConfig:
     calibration_min_clear: int = setting(
         in_range(5, 100_000), "confirmed clear images needed before the box sets its own "
         "threshold", 20)
+    calibration_raise: bool = setting(
+        doc="also raise the threshold above the package's (fewer findings) when the confirmed "
+            "cases allow; off: the box only ever lowers it (reviewed cases are not a random "
+            "sample: a missed lesion is confirmed only when someone reviews an image without "
+            "a finding)", default=False)
     calibration_max_shift: float = setting(
         in_range(0.0, 5.0), "how far the clinic's threshold may move from the package's, on "
         "the logit scale (1.0: a threshold of 0.5 stays within 0.27 … 0.73)", 1.0)

@@ -48,7 +48,7 @@ def _run_folder(folder, start: np.ndarray, head: np.ndarray) -> None:
                  secure_aggregation=SecureAggregation("secagg+", 5, 3),
                  started="2026-11-28T10:00:00+00:00", ended="2026-11-28T10:02:00+00:00",
                  flower_version="1.42.0", cases_per_round=[212, 214],
-                 loss_per_round=[0.41, 0.38], initial_head=[float(v) for v in start]
+                 initial_head=[float(v) for v in start]
                  ).write(folder / "run.json")
     np.save(folder / "head.npy", head)
 

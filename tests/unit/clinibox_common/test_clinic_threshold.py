@@ -45,15 +45,19 @@ def test_a_machine_that_scores_lesions_low_gets_a_lower_threshold_that_finds_the
 def test_a_threshold_above_the_packages_needs_enough_lesions_to_trust_the_floor():
     clear = [0.01 * k for k in range(1, 41)]  # up to 0.40: raising would spare clear images
     few = [0.25] * 2 + [0.5] * 18  # 20 lesions: 90 % at 0.5, but not 95 % sure of the floor
-    choice = choose_threshold(few, clear, **{**RULE, "target_sensitivity": 0.9})
+    choice = choose_threshold(few, clear, **{**RULE, "target_sensitivity": 0.9,
+                                             "may_raise": True})
     assert wilson_lower(18, 20) < 0.9
     assert choice.state == ThresholdState.BOUNDED
     assert choice.finding <= 0.25  # finds every lesion: the only share it can vouch for
     many = [0.25] * 2 + [0.5] * 198  # 200 lesions, 99 % found at 0.5: the floor is safe
     sure = choose_threshold(many, clear, **{**RULE, "target_sensitivity": 0.9,
-                                            "max_shift": 5.0})
+                                            "max_shift": 5.0, "may_raise": True})
     assert wilson_lower(198, 200) >= 0.9
     assert sure.state == ThresholdState.CALIBRATED and sure.finding == 0.5
+    # by default the box only lowers: reviewed cases may lack the lesions it missed
+    held = choose_threshold(many, clear, **{**RULE, "target_sensitivity": 0.9, "max_shift": 5.0})
+    assert held.state == ThresholdState.BOUNDED and held.finding == 0.13
 
 
 def test_the_threshold_moves_at_most_max_shift_and_never_above_the_alert_threshold():
@@ -62,6 +66,15 @@ def test_the_threshold_moves_at_most_max_shift_and_never_above_the_alert_thresho
     assert low.state == ThresholdState.BOUNDED
     assert abs(logit(low.finding) - (logit(0.13) - 1.0)) < 1e-9
     high = choose_threshold([0.99] * 500, [0.5] * 30,
-                            **{**RULE, "max_shift": 5.0, "alert": 0.8})
+                            **{**RULE, "max_shift": 5.0, "alert": 0.8, "may_raise": True})
     assert high.state == ThresholdState.BOUNDED and high.finding == 0.8
     assert abs(sigmoid(logit(0.3)) - 0.3) < 1e-12
+
+
+def test_without_a_sensitivity_to_keep_the_packages_threshold_stands():
+    """A package with neither a validated sensitivity nor a floor gives the rule nothing to
+    keep: it never moves the threshold (least of all up to its largest shift)."""
+    choice = choose_threshold([0.9] * 50, [0.01] * 50,
+                              **{**RULE, "target_sensitivity": 0.0, "floor_sensitivity": 0.0,
+                                 "may_raise": True})
+    assert choice.state == ThresholdState.PACKAGE and choice.finding == 0.13

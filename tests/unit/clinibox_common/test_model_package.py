@@ -164,3 +164,38 @@ def test_cli_model_verify(keys, tmp_path, capsys):
     (root / "model.onnx").write_bytes(b"tampered")
     assert cli_main(["model", "verify", "--config", str(config)]) == 1
     assert "REFUSED" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("trainable", [False, True])
+def test_a_changed_golden_case_or_trainable_model_is_refused(tmp_path, trainable):
+    """Every file the manifest lists is checked: the golden cases' inputs, and the trainable
+    model when there is one, with or without the other."""
+    from clinibox_common.bundled import DEMO_PUBLIC_KEY
+    from tests.model_packages import make_package
+
+    root = make_package(tmp_path, "1.4.0", trainable=trainable)
+    load_package(root, [DEMO_PUBLIC_KEY])
+    manifest = json.loads((root / "manifest.json").read_text())
+    targets = [root / manifest["golden_cases"][0]["input"]]
+    if trainable:
+        targets.append(root / manifest["learning"]["path"])
+    for target in targets:
+        original = target.read_bytes()
+        target.write_bytes(original[:-1] + bytes([original[-1] ^ 0xFF]))
+        with pytest.raises(PackageError) as refused:
+            load_package(root, [DEMO_PUBLIC_KEY])
+        assert refused.value.code == "tampered" and target.name in str(refused.value)
+        target.write_bytes(original)
+
+
+@pytest.mark.parametrize("learning", [{"path": [], "files": {}}, {"path": "m.onnx",
+                         "files": {"m.onnx": "ab"}, "maps_output": "x", "score_output": "y",
+                         "sharpness": 4.0, "channels": "24"}])
+def test_a_malformed_learning_section_is_refused_not_a_crash(learning):
+    from clinibox_common.contracts.manifest import check_schema
+    from tests.model_packages import DEMO
+
+    manifest = json.loads((DEMO / "manifest.json").read_text())
+    manifest["learning"] = learning
+    with pytest.raises(PackageError, match="learning"):
+        check_schema(manifest)

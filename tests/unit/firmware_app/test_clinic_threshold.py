@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clinibox_common.contracts.clinic_threshold import ThresholdState
+from clinibox_common.contracts.clinic_threshold import ThresholdChoice, ThresholdState
 from clinibox_common.contracts.egress import check_message
 from firmware_app.ingest.landing import Lander
 from firmware_app.models import calibration
@@ -146,3 +146,28 @@ def test_loading_a_model_reads_the_threshold_and_never_makes_a_database(tmp_path
     runner = load_runner(config)
     assert not config.database_path.exists()
     assert runner.thresholds == runner.shipped_thresholds
+
+
+def test_a_kept_threshold_that_no_longer_fits_the_package_is_not_used(tmp_path):
+    """A package re-signed with another threshold under the same version, or a narrower
+    setting, makes the box fall back to the package's threshold until it sets one again."""
+    config = _config(tmp_path)
+    conn = db.connect(config.database_path)
+    db.initialise(conn)
+    runner = load_runner(config)
+    shipped = runner.shipped_thresholds["finding"]
+    model, backend = runner.package.model_id, runner.backend_label
+    fits = ThresholdChoice(shipped * 0.5, shipped, ThresholdState.CALIBRATED, 0.94, 30, 30)
+    with db.transaction(conn):
+        clinic_thresholds.save(conn, model, backend, fits, 1.0)
+    calibration.apply_kept(conn, runner, config.models)
+    assert runner.thresholds["finding"] == shipped * 0.5
+    for kept in (ThresholdChoice(shipped * 0.5, shipped * 1.1, ThresholdState.CALIBRATED,
+                                 0.94, 30, 30),  # another package threshold
+                 ThresholdChoice(shipped * 1.2, shipped, ThresholdState.CALIBRATED,
+                                 0.94, 30, 30)):  # above it, raising not allowed
+        with db.transaction(conn):
+            clinic_thresholds.save(conn, model, backend, kept, 2.0)
+        calibration.apply_kept(conn, runner, config.models)
+        assert runner.thresholds["finding"] == shipped
+    conn.close()

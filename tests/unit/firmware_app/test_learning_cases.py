@@ -40,3 +40,17 @@ def test_a_pickled_or_missing_file_is_refused_without_being_run(tmp_path):
         read_cases(path, channels=4)
     with pytest.raises(CaseFileError, match="not a readable case file"):
         read_cases(tmp_path / "absent.npz", channels=4)
+
+
+def test_a_box_answers_an_evaluation_with_its_case_count_and_nothing_else(tmp_path):
+    """Whatever head a ServerApp puts in an evaluation, the box says how many cases it holds
+    and no loss: a loss in clear could be probed for its labels around secure aggregation."""
+    from engine.learning.cam_head import TrainingSettings
+    from firmware_app.learning.client_app import HeadClient
+
+    labels = np.array([1, 0, 1, 1, 0], np.int8)
+    path = write_cases(tmp_path / "cases.npz",
+                       LabelledCases(np.random.default_rng(0).random((5, 3, 4, 4)), labels))
+    client = HeadClient(path, TrainingSettings(steps=2), 4.0)
+    for probe in (np.array([0, 0, 0, 5.0]), np.array([9.0, -9.0, 0, -3.0])):
+        assert client.evaluate([probe.astype(np.float32)], {}) == (0.0, 5, {})

@@ -37,6 +37,21 @@ def _nice(pid: int) -> int:
     return int(stat[stat.rindex(")") + 2:].split()[16])
 
 
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` has ended (gone, or a zombie no one has reaped yet)."""
+    try:
+        return _state(pid) == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def _wait(condition, what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert condition(), what
+
+
 def _wait_state(pid: int, letter: str) -> None:
     deadline = time.monotonic() + 10
     while _state(pid) != letter and time.monotonic() < deadline:
@@ -75,7 +90,14 @@ def test_the_supervisor_trains_in_its_hours_and_gives_way_to_images(tmp_path, mo
     _review(config, landed)
     clock = {"now": NIGHT}
     cases = config.state_dir / "learning" / "cases.npz"
-    stand_in = [sys.executable, "-c", "import time\nwhile True: time.sleep(0.1)"]
+    child_file = tmp_path / "clientapp.pid"
+    # a node that starts a "ClientApp" of its own, as flower-supernode does
+    stand_in = [sys.executable, "-c",
+                "import subprocess, sys, time\n"
+                "child = subprocess.Popen([sys.executable, '-c', 'import time\\n"
+                "while True: time.sleep(0.1)'])\n"
+                f"open({str(child_file)!r}, 'w').write(str(child.pid))\n"
+                "while True: time.sleep(0.1)"]
     supervisor = NodeSupervisor(config, cases, command=lambda _path: stand_in,
                                 now=lambda: clock["now"])
     try:
@@ -83,8 +105,11 @@ def test_the_supervisor_trains_in_its_hours_and_gives_way_to_images(tmp_path, mo
         assert supervisor.node is not None
         pid = supervisor.node.pid
         assert cases.is_file() and cases.stat().st_mode & 0o077 == 0
+        _wait(lambda: child_file.is_file() and child_file.read_text(), "the ClientApp")
+        child = int(child_file.read_text())
         assert _nice(pid) == 19 and os.sched_getscheduler(pid) == os.SCHED_IDLE
-        assert os.getpgid(pid) == pid  # a group of its own: its ClientApps stop with it
+        assert _nice(child) == 19 and os.sched_getscheduler(child) == os.SCHED_IDLE
+        assert os.getpgid(pid) == pid == os.getpgid(child)  # its ClientApps stop with it
 
         # an image arrives: the node stops until the queue is empty again
         lander = Lander(make_spool(config), config.database_path, 64 * 2**20)
@@ -92,17 +117,22 @@ def test_the_supervisor_trains_in_its_hours_and_gives_way_to_images(tmp_path, mo
                     source="dicom", origin="TEST")
         supervisor.step()
         _wait_state(pid, "T")
+        _wait_state(child, "T")
         supervisor.conn.execute("UPDATE instances SET status = 'processed'")
         supervisor.step()
         _wait_state(pid, "S")
 
-        # it exits: started again after the pause
+        # it dies, its ClientApp left behind: that is ended, and the node started again
+        # after the pause, on the case file of this window (not written again)
+        written = cases.stat().st_mtime_ns
         supervisor.node.kill()
         supervisor.node.wait()
         monkeypatch.setattr(node_module, "RESTART_AFTER_S", 0.0)
         supervisor.step()
+        _wait(lambda: _gone(child), "the orphaned ClientApp to end")
         supervisor.step()
         assert supervisor.node is not None and supervisor.node.pid != pid
+        assert cases.stat().st_mtime_ns == written
 
         # the morning: stopped
         clock["now"] = DAY
