@@ -596,8 +596,11 @@ class Conversion:
             if kind.key == "onnx-fp32":
                 self._spec = export_onnx(model, self.spec, path)
                 self.state["spec"] = self._spec.to_dict()
-                self.state["learning"] = write_learning_model(self.out, path, self._spec,
-                                                              self.validation.x)
+                self.state["learning"] = (
+                    write_learning_model(self.out, path, self._spec, self.validation.x)
+                    if self.config.data else
+                    {"skipped": "no validation images in this step to recover the pool's "
+                                "sharpness from"})
             elif kind.key == "onnx-fp16":
                 export_onnx_fp16(self.out / formats.KINDS["onnx-fp32"].path, path)
             elif kind.format == "openvino-ir":

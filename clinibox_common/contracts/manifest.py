@@ -218,7 +218,7 @@ OPEN_KEYS = frozenset({
     "artifacts[].files", "artifacts[].validation", "artifacts[].conversion",
     "artifacts[].runtime_config", "provenance.source", "provenance.steps", "provenance.gate",
     "provenance.data.rows", "provenance.source_metrics", "provenance.versions",
-    "provenance.weakness", "golden_cases[].expected",
+    "provenance.weakness", "golden_cases[].expected", "learning.files",
 })
 
 

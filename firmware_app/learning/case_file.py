@@ -31,7 +31,7 @@ from engine.imaging.preprocess import get_preprocessor
 from engine.imaging.sandbox import DecodeSandbox
 from firmware_app.learning.cases import MAX_CASES, LabelledCases, write_cases
 from firmware_app.settings.box import Config
-from firmware_app.storage.case_labels import image_labels
+from firmware_app.storage.case_labels import labelled_objects
 
 log = logging.getLogger(__name__)
 
@@ -62,22 +62,6 @@ def trainable_session(package: ModelPackage) -> tuple[ort.InferenceSession, dict
     return session, learning
 
 
-def _labelled(conn: sqlite3.Connection, name: str) -> list[tuple[Path, int, bool]]:
-    """(object path, key frame, lesion) of each labelled image a model of ``name`` judged,
-    latest label first."""
-    labels = sorted(image_labels(conn).values(), key=lambda lab: -lab.given_at)
-    rows = []
-    for label in labels:
-        if label.model_id.partition("@")[0] != name:
-            continue
-        found = conn.execute("SELECT i.spool_path, r.key_frame FROM instances i JOIN results r"
-                             " ON r.instance_id = i.id WHERE i.id = ?",
-                             (label.instance_id,)).fetchone()
-        if found is not None:
-            rows.append((Path(found[0]), int(found[1]), label.lesion))
-    return rows
-
-
 def write_case_file(config: Config, conn: sqlite3.Connection, package: ModelPackage,
                     out: Path) -> CaseFileSummary:
     """Write the case file of ``package`` at ``out``; what it holds and what was left out."""
@@ -89,7 +73,8 @@ def write_case_file(config: Config, conn: sqlite3.Connection, package: ModelPack
     maps, labels = [], []
     sandbox = DecodeSandbox(config.limits)
     try:
-        for path, key_frame, lesion in _labelled(conn, package.name)[:MAX_CASES]:
+        for where_kept, key_frame, lesion in labelled_objects(conn, package.name)[:MAX_CASES]:
+            path = Path(where_kept)
             if not path.is_file():
                 summary.left_out["object_deleted"] += 1
                 continue

@@ -87,6 +87,22 @@ def image_labels(conn: sqlite3.Connection) -> dict[int, CaseLabel]:
     return latest
 
 
+def labelled_objects(conn: sqlite3.Connection, name: str) -> list[tuple[str, int, bool]]:
+    """(received object's path, key frame, lesion) of each labelled image a model named
+    ``name`` (any version) judged, the latest label first: what the case file is made of."""
+    labels = sorted(image_labels(conn).values(), key=lambda label: -label.given_at)
+    rows = []
+    for label in labels:
+        if label.model_id.partition("@")[0] != name:
+            continue
+        found = conn.execute("SELECT i.spool_path, r.key_frame FROM instances i JOIN results r"
+                             " ON r.instance_id = i.id WHERE i.id = ?",
+                             (label.instance_id,)).fetchone()
+        if found is not None:
+            rows.append((str(found[0]), int(found[1]), label.lesion))
+    return rows
+
+
 def hospital_disagrees(conn: sqlite3.Connection) -> list[CaseLabel]:
     """The hospital's labels that contradict the box's finding and that no clinician's
     review came after: the images for the clinic's doctor to confirm or correct."""
