@@ -15,8 +15,8 @@ from converters.federated_round import RunRefused, apply_round, provenance, read
 
 def _record(start: list[float]) -> FederatedRun:
     return FederatedRun("m 1.0.0", 1, [3], 40, 0.1, PrivacyBudget(1.0, 0.0, 1e-3, None),
-                        SecureAggregation("secagg+", 3, 2), "a", "b", "1.42.0", [30], [0.5],
-                        start)
+                        SecureAggregation("secagg+", 3, 2), "a", "b", "1.42.0",
+                        cases_per_round=[30], initial_head=start)
 
 
 class TwoCams(nn.Module):
