@@ -102,6 +102,16 @@ def share_at(scores: Sequence[float], threshold: float, above: bool) -> float:
     return hits / len(scores)
 
 
+def allowed_range(package_finding: float, alert: float, max_shift: float,
+                  may_raise: bool) -> tuple[float, float]:
+    """The lowest and highest finding threshold a clinic may have: ``max_shift`` from the
+    package's on the logit scale, never above the alert threshold, and above the package's
+    only with ``may_raise``."""
+    low = sigmoid(logit(package_finding) - max_shift)
+    high = sigmoid(logit(package_finding) + max_shift) if may_raise else package_finding
+    return low, min(high, alert)
+
+
 def choose_threshold(lesions: Sequence[float], clear: Sequence[float], *,
                      package_finding: float, alert: float, target_sensitivity: float,
                      floor_sensitivity: float, min_lesions: int, min_clear: int,
@@ -127,9 +137,7 @@ def choose_threshold(lesions: Sequence[float], clear: Sequence[float], *,
             break
         misses -= 1
         chosen, state = ordered[misses], ThresholdState.BOUNDED
-    low = sigmoid(logit(package_finding) - max_shift)
-    high = min(sigmoid(logit(package_finding) + max_shift) if may_raise else package_finding,
-               alert)
+    low, high = allowed_range(package_finding, alert, max_shift, may_raise)
     if not low <= chosen <= high:
         chosen, state = min(max(chosen, low), high), ThresholdState.BOUNDED
     return ThresholdChoice(chosen, state=state, **common,

@@ -22,9 +22,8 @@ import time
 from clinibox_common.contracts.clinic_threshold import (
     ThresholdChoice,
     ThresholdState,
+    allowed_range,
     choose_threshold,
-    logit,
-    sigmoid,
 )
 from engine.inference.runner import ModelRunner
 from firmware_app.models.install import audit_model
@@ -84,11 +83,10 @@ def within_bounds(kept: ThresholdChoice, runner: ModelRunner, models: ModelsConf
     settings (the package's threshold, the shift, the alert threshold, raising allowed)."""
     shipped = runner.shipped_thresholds
     package = float(shipped.get("finding", 0.5))
-    low = sigmoid(logit(package) - models.calibration_max_shift) - 1e-9
-    high = min(sigmoid(logit(package) + models.calibration_max_shift)
-               if models.calibration_raise else package,
-               float(shipped.get("alert", 1.0))) + 1e-9
-    return abs(kept.package_finding - package) < 1e-9 and low <= kept.finding <= high
+    low, high = allowed_range(package, float(shipped.get("alert", 1.0)),
+                              models.calibration_max_shift, models.calibration_raise)
+    return abs(kept.package_finding - package) < 1e-9 and \
+        low - 1e-9 <= kept.finding <= high + 1e-9
 
 
 def apply_kept(conn: sqlite3.Connection, runner: ModelRunner, models: ModelsConfig) -> None:

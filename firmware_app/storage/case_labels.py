@@ -19,6 +19,7 @@ has looked since: the doctor's list to confirm or correct.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass
 from enum import Enum
@@ -90,17 +91,17 @@ def image_labels(conn: sqlite3.Connection) -> dict[int, CaseLabel]:
 def labelled_objects(conn: sqlite3.Connection, name: str) -> list[tuple[str, int, bool]]:
     """(received object's path, key frame, lesion) of each labelled image a model named
     ``name`` (any version) judged, the latest label first: what the case file is made of."""
-    labels = sorted(image_labels(conn).values(), key=lambda label: -label.given_at)
-    rows = []
-    for label in labels:
-        if label.model_id.partition("@")[0] != name:
-            continue
-        found = conn.execute("SELECT i.spool_path, r.key_frame FROM instances i JOIN results r"
-                             " ON r.instance_id = i.id WHERE i.id = ?",
-                             (label.instance_id,)).fetchone()
-        if found is not None:
-            rows.append((str(found[0]), int(found[1]), label.lesion))
-    return rows
+    labels = sorted((label for label in image_labels(conn).values()
+                     if label.model_id.partition("@")[0] == name),
+                    key=lambda label: -label.given_at)
+    if not labels:
+        return []
+    kept = {int(i): (str(path), int(frame)) for i, path, frame in conn.execute(
+        "SELECT i.id, i.spool_path, r.key_frame FROM instances i JOIN results r"
+        " ON r.instance_id = i.id WHERE i.id IN (SELECT value FROM json_each(?))",
+        (json.dumps([label.instance_id for label in labels]),))}
+    return [(*kept[label.instance_id], label.lesion) for label in labels
+            if label.instance_id in kept]
 
 
 def hospital_disagrees(conn: sqlite3.Connection) -> list[CaseLabel]:
