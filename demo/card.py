@@ -122,6 +122,35 @@ def _kept_sentence(kept: dict | None) -> str:
             f"again{source}.\n")
 
 
+def learning_section(m: dict) -> str:
+    """What the clinics may train of this package (its ``learning`` section, decision 0056)
+    and, for a version made from a federated run, which rounds made it
+    (``provenance.federated``)."""
+    learning = m.get("learning")
+    if not learning:
+        return ("**Learning at the clinics.** This package carries no trainable model: the "
+                "boxes cannot fine-tune it.\n")
+    run = m["provenance"].get("federated")
+    if run:
+        privacy = run.get("privacy") or {}
+        epsilon = privacy.get("epsilon")
+        budget = (f"ε = {epsilon} at δ = {privacy.get('delta')}" if epsilon is not None
+                  else "none (no noise was added)")
+        origin = (f"This version's head comes from {run['rounds']} federated rounds started "
+                  f"from {run.get('package', '?')}, with {run.get('boxes_per_round')} boxes "
+                  f"and {run.get('cases_per_round')} labelled cases per round; privacy "
+                  f"budget {budget}.")
+    else:
+        origin = "This version was not fine-tuned in federated rounds."
+    return (f"**Learning at the clinics.** `{learning['path']}` is the FP32 model with its "
+            f"final {learning['channels']} feature maps exposed as `{learning['maps_output']}`. "
+            f"A box may train the 1×1 convolution `{learning['head_output']}` over them "
+            f"({learning['channels']} weights and a bias; the log-sum-exp pool's sharpness "
+            f"{learning['sharpness']}) on its own labelled cases, in federated rounds "
+            f"(`docs/hospital/federated.md`). The backbone never moves, and a trained head "
+            f"reaches the boxes only as a new version through the converter's gates. {origin}\n")
+
+
 def _looks_sentence(calibration: dict | None) -> str:
     """How the shipped stage looks at a crop, and what its looks and mask offset gave on the
     threshold-selection phantoms (``crop_stage.calibrate_stage``)."""
@@ -308,6 +337,7 @@ on a distractor: {fpa['false_positives_peaking_on']}; AUC by kind {fpa['auc_by_k
 {calibration_line(p['steps']['mask_calibration'])}
 
 {ood_section(p['steps']['ood'])}
+{learning_section(m)}
 **Artifacts** (held-out test, through the box's own runtime backends; Δ against the shipped
 torch model; ms: median single-image latency at 1 thread on the 2-core build machine):
 

@@ -321,3 +321,21 @@ def test_untrusted_key_is_refused(tmp_path):
     signing.generate_key_pair(tmp_path / "other.pem", pub)
     with pytest.raises(PackageError, match="does not trust"):
         load_package(PACKAGE, [pub])
+
+
+def test_the_card_says_what_the_clinics_may_train():
+    """The card names the trainable model and its head from the signed manifest, and a
+    version made from a federated run names its rounds, boxes, cases and privacy budget."""
+    from demo.card import learning_section
+
+    manifest = json.loads((PACKAGE / "manifest.json").read_text())
+    card = (PACKAGE / "MODEL_CARD.md").read_text()
+    assert learning_section(manifest) in card
+    assert "`learning/trainable.onnx`" in card and "not fine-tuned in federated" in card
+    run = {"rounds": 5, "package": "clinibox-demo-lesion 1.0.0", "boxes_per_round": [5] * 5,
+           "cases_per_round": [200] * 5, "privacy": {"epsilon": 25.1, "delta": 0.001}}
+    federated = {**manifest, "provenance": {**manifest["provenance"], "federated": run}}
+    text = learning_section(federated)
+    assert "5 federated rounds" in text and "ε = 25.1 at δ = 0.001" in text
+    assert "carries no trainable model" in learning_section(
+        {k: v for k, v in manifest.items() if k != "learning"})
