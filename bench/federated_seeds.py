@@ -11,6 +11,8 @@ come within 0.02 of centralised.
 
     .venv/bin/python -m bench.federated_seeds                    # seeds 70-74, 40 and 150 cases
     .venv/bin/python -m bench.federated_seeds --seeds 70 71 --train 40
+    .venv/bin/python -m bench.federated_seeds --proximal 0 --clip 4 --rounds 10 \
+        --record federated_seeds_unanchored        # no pull towards the round's head
 """
 
 from __future__ import annotations
@@ -91,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learning-rate", type=float, default=0.02)
     parser.add_argument("--proximal", type=float, default=0.1)
     parser.add_argument("--clip", type=float, default=1.0)
+    parser.add_argument("--record", default="federated_seeds",
+                        help="the record's name (another for other settings)")
     args = parser.parse_args(argv)
     started = time.monotonic()
     sizes = {}
@@ -110,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             summary["federated_beats_local"], f"of {summary['pairs']} pairs")
         figures[f"train{train}_within_002_of_centralised"] = figure(
             summary["federated_within_0.02_of_centralised"], f"of {summary['pairs']} pairs")
-    save("federated_seeds", {"machine": machine("onnxruntime"), "settings": vars(args),
+    save(args.record, {"machine": machine("onnxruntime"), "settings": vars(args),
                              "wall_s": round(time.monotonic() - started, 1), "sizes": sizes},
          figures, notes="in-process FedAvg (the Flower run's arithmetic without masks or "
                         "noise); demo model trained on phantoms; five simulated machines")
