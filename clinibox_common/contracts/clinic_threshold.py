@@ -135,8 +135,8 @@ def choose_threshold(lesions: Sequence[float], clear: Sequence[float], *,
         if misses == 0:
             chosen, state = package_finding, ThresholdState.BOUNDED
             break
-        misses -= 1
-        chosen, state = ordered[misses], ThresholdState.BOUNDED
+        misses -= 1  # the bound guards a raise only: it never takes it below the package's
+        chosen, state = max(ordered[misses], package_finding), ThresholdState.BOUNDED
     low, high = allowed_range(package_finding, alert, max_shift, may_raise)
     if not low <= chosen <= high:
         chosen, state = min(max(chosen, low), high), ThresholdState.BOUNDED

@@ -101,12 +101,12 @@ def apply_kept(conn: sqlite3.Connection, runner: ModelRunner, models: ModelsConf
 def calibrate(config: Config, conn: sqlite3.Connection, runner: ModelRunner) -> ThresholdChoice:
     """Set ``runner``'s threshold from the confirmed cases now, keep it, and note a move."""
     model_id, backend = runner.package.model_id, runner.backend_label
-    before = clinic_thresholds.read(conn, model_id, backend)
+    # the threshold in use, not the kept one: a kept one that no longer fits was not used
+    was = float(runner.thresholds.get("finding", runner.shipped_thresholds.get("finding", 0.5)))
     choice = choose(conn, runner, config.models)
     with db.transaction(conn):
         clinic_thresholds.save(conn, model_id, backend, choice, time.time())
     _use(runner, choice.finding)
-    was = before.finding if before is not None else choice.package_finding
     if abs(choice.finding - was) >= NOTED_MOVE:
         detail = (f"finding {was:.4f} -> {choice.finding:.4f} ({choice.state.value}; "
                   f"{choice.lesions} lesions, {choice.clear} clear)")

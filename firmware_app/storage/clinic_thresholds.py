@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlite3
 
 from clinibox_common.contracts.clinic_threshold import ThresholdChoice, ThresholdState
-from firmware_app.storage.case_labels import LabelSource, image_labels
+from firmware_app.storage.case_labels import LabelSource, all_labels
 
 _COLUMNS = ("finding, package_finding, state, target_sensitivity, lesions, clear, sensitivity,"
             " specificity")
@@ -17,11 +17,13 @@ _COLUMNS = ("finding, package_finding, state, target_sensitivity, lesions, clear
 def labelled_scores(conn: sqlite3.Connection, model_id: str,
                     backend: str) -> tuple[list[float], list[float]]:
     """The probabilities ``model_id`` on ``backend`` gave the images clinicians reviewed,
-    split into (lesions, clear) by each image's latest label. Images whose latest label is
-    the hospital's verdict are left out: the hospital sees only alerts, chosen by their
-    score, and they would draw the threshold up."""
-    labels = {i: label.lesion for i, label in image_labels(conn).items()
-              if label.model_id == model_id and label.source == LabelSource.CLINICIAN}
+    split into (lesions, clear) by each image's latest clinician's label. The hospital's
+    verdicts are left out, also on an image a clinician reviewed: the hospital sees only
+    alerts, chosen by their score, and they would draw the threshold up."""
+    labels: dict[int, bool] = {}
+    for label in all_labels(conn):  # oldest first: the latest clinician's label stays
+        if label.model_id == model_id and label.source == LabelSource.CLINICIAN:
+            labels[label.instance_id] = label.lesion
     lesions: list[float] = []
     clear: list[float] = []
     ids = sorted(labels)

@@ -78,3 +78,15 @@ def test_without_a_sensitivity_to_keep_the_packages_threshold_stands():
                               **{**RULE, "target_sensitivity": 0.0, "floor_sensitivity": 0.0,
                                  "may_raise": True})
     assert choice.state == ThresholdState.PACKAGE and choice.finding == 0.13
+
+
+def test_the_floors_bound_never_lowers_a_threshold_whose_target_is_met_at_the_packages():
+    """The Wilson bound guards a raise: when the target share is found above the package's
+    threshold but too few lesions make the bound safe, the package's threshold stands;
+    the rule does not step down onto a confirmed miss below it."""
+    rule = {**RULE, "package_finding": 0.5, "floor_sensitivity": 0.85,
+            "target_sensitivity": 0.9}
+    lesions = [0.45, 0.46, *np.linspace(0.6, 0.92, 18)]
+    for may_raise in (False, True):
+        choice = choose_threshold(lesions, [0.01] * 20, **rule, may_raise=may_raise)
+        assert choice.finding == 0.5, (may_raise, choice)

@@ -171,3 +171,51 @@ def test_a_kept_threshold_that_no_longer_fits_the_package_is_not_used(tmp_path):
         calibration.apply_kept(conn, runner, config.models)
         assert runner.thresholds["finding"] == shipped
     conn.close()
+
+
+def test_a_clinicians_review_counts_when_the_hospital_judged_the_image_later(tmp_path):
+    """The hospital's verdict is left out, but not the clinician's review before it: an
+    alerted image that both judged still counts, as the clinician labelled it (leaving it
+    out would drop the highest-scoring lesions and draw the threshold down)."""
+    from firmware_app.storage import hospital_reviews
+
+    config = _config(tmp_path)
+    conn = db.connect(config.database_path)
+    db.initialise(conn)
+    runner = load_runner(config)
+    model, backend = runner.package.model_id, runner.backend_label
+    _confirmed(conn, model, backend, [0.9, 0.2, 0.3], [0.01, 0.02])
+    now = 5.0
+    conn.execute("INSERT INTO studies(id, study_key, instances, max_probability, findings,"
+                 " alert, warnings, received_at, updated_at, top_instance_id) VALUES"
+                 " (1, '1.2.3', 1, 0.9, 1, 1, 0, ?, ?, 10000)", (now, now))
+    with db.transaction(conn):
+        hospital_reviews.add(conn, seq=1, study_key="1.2.3", study_ref="ref-1", alert_seq=1,
+                             verdict="no_action", follow_up_months=None, note="",
+                             reviewed_at=100.0)
+    lesions, clear = clinic_thresholds.labelled_scores(conn, model, backend)
+    assert sorted(lesions) == [0.2, 0.3, 0.9] and sorted(clear) == [0.01, 0.02]
+    conn.close()
+
+
+def test_the_audit_trail_says_the_threshold_that_was_in_use(tmp_path):
+    """A kept threshold that no longer fits was not used: the next move is noted from the
+    package's threshold the runner had, not from the stale kept one."""
+    config = _config(tmp_path)
+    conn = db.connect(config.database_path)
+    db.initialise(conn)
+    runner = load_runner(config)
+    shipped = runner.shipped_thresholds["finding"]
+    model, backend = runner.package.model_id, runner.backend_label
+    stale = ThresholdChoice(0.02, shipped * 1.1, ThresholdState.CALIBRATED, 0.94, 30, 30)
+    with db.transaction(conn):
+        clinic_thresholds.save(conn, model, backend, stale, 1.0)
+    calibration.apply_kept(conn, runner, config.models)
+    assert runner.thresholds["finding"] == shipped
+    _confirmed(conn, model, backend, [0.02, 0.3, 0.5, 0.6, 0.7, 0.9], [0.001] * 6)
+    choice = calibration.calibrate(config, conn, runner)
+    assert choice.finding == pytest.approx(0.02)
+    moved = conn.execute("SELECT detail FROM audit WHERE action = 'threshold_set'").fetchall()
+    assert [row[0] for row in moved] == [
+        f"finding {shipped:.4f} -> 0.0200 (calibrated; 6 lesions, 6 clear)"]
+    conn.close()
