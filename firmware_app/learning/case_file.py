@@ -70,10 +70,14 @@ def write_case_file(config: Config, conn: sqlite3.Connection, package: ModelPack
     preprocess = get_preprocessor(package.manifest["preprocessing"]["name"])
     params = package.manifest["preprocessing"].get("params", {})
     summary = CaseFileSummary(out)
-    maps, labels = [], []
+    objects = labelled_objects(conn, package.name)
+    maps: np.ndarray | None = None  # filled in place: the stack of 5,000 maps is not copied
+    labels: list[int] = []
     sandbox = DecodeSandbox(config.limits)
     try:
-        for where_kept, key_frame, lesion in labelled_objects(conn, package.name)[:MAX_CASES]:
+        for where_kept, key_frame, lesion in objects:
+            if len(labels) == MAX_CASES:  # the latest first: an image left out frees a place
+                break
             path = Path(where_kept)
             if not path.is_file():
                 summary.left_out["object_deleted"] += 1
@@ -84,24 +88,26 @@ def write_case_file(config: Config, conn: sqlite3.Connection, package: ModelPack
                 log.warning("case file: %s cannot be decoded again: %s", path.name, exc)
                 summary.left_out["not_decodable"] += 1
                 continue
-            where = decoded.frame_indices.index(key_frame) \
-                if key_frame in decoded.frame_indices else 0
+            if key_frame not in decoded.frame_indices:  # not the frame it was judged on
+                summary.left_out["key_frame_missing"] += 1
+                continue
             try:
-                tensor, _ = preprocess(decoded.frames[where], spec.shape, spec.mean, spec.std,
-                                       params)
+                tensor, _ = preprocess(decoded.frames[decoded.frame_indices.index(key_frame)],
+                                       spec.shape, spec.mean, spec.std, params)
                 [found] = session.run([learning["maps_output"]],
                                       {spec.name: np.asarray(tensor, np.float32)})
             except Exception as exc:  # one image that cannot be run never stops the others
                 log.warning("case file: %s could not be run: %s", path.name, exc)
                 summary.left_out["not_run"] += 1
                 continue
-            maps.append(np.asarray(found[0], np.float32))
+            if maps is None:
+                maps = np.empty((min(len(objects), MAX_CASES), *found[0].shape), np.float32)
+            maps[len(labels)] = found[0]
             labels.append(int(lesion))
     finally:
         sandbox.close()
     summary.lesions, summary.clear = sum(labels), len(labels) - sum(labels)
-    channels = int(learning.get("channels") or (maps[0].shape[0] if maps else 0))
-    empty = np.zeros((0, channels, 1, 1), np.float32)
-    write_cases(out, LabelledCases(np.stack(maps) if maps else empty,
-                                   np.asarray(labels, np.int8)))
+    channels = int(learning.get("channels") or 0)
+    kept = maps[:len(labels)] if maps is not None else np.zeros((0, channels, 1, 1), np.float32)
+    write_cases(out, LabelledCases(kept, np.asarray(labels, np.int8)))
     return summary

@@ -32,6 +32,8 @@ from firmware_app.words import model_update_words as model_words
 LEFT_OUT_WORDS = {
     "object_deleted": N_("its received object is gone (retention deleted it)"),
     "not_decodable": N_("its received object could not be decoded again"),
+    "key_frame_missing": N_("the frame it was judged on is no longer among the frames the "
+                            "box decodes (the frame limit changed)"),
     "not_run": N_("the trainable model could not be run on it"),
 }
 

@@ -18,9 +18,10 @@ and ``chrt``):
 * a SuperNode that exits is started again after :data:`RESTART_AFTER_S`; after a power cut
   systemd starts the supervisor, which starts the SuperNode: the box joins the next round.
 
-No image, label or identifier is in the SuperNode's reach: only the case file's maps and
-labels, and only the masked head (and, when a round is evaluated, the number of its labelled
-cases) leaves.
+Its ClientApps run only the bundle clinibox ships (``bundle_check.py``: the SuperNode finds
+``flwr-clientapp`` first in ``<state_dir>/learning/bin``, which checks the bundle before
+Flower installs it). Only the masked head (and, when a round is evaluated, the number of its
+labelled cases) leaves.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pathlib import Path
 
 from clinibox_common.contracts.manifest import PackageError
 from engine.model_package import load_package
+from firmware_app.learning.bundle_check import supernode_environment
 from firmware_app.learning.case_file import write_case_file
 from firmware_app.models.store import resolve_package_root
 from firmware_app.settings.box import Config
@@ -52,6 +54,8 @@ log = logging.getLogger(__name__)
 POLL_S = 2.0
 #: how long after a SuperNode's exit it is started again
 RESTART_AFTER_S = 30.0
+#: how long after a case file with nothing to train on (or none at all) it is written again
+WRITE_AGAIN_AFTER_S = 1800.0
 
 
 def supernode_command(superlink: str, root_certificates: Path, cases: Path,
@@ -96,6 +100,8 @@ class NodeSupervisor:
         self.group = 0  # the node's process group (its ClientApps are in it too)
         self.paused = False
         self.exited_at = 0.0
+        #: when the case file may be written again after one with nothing to train on
+        self.write_again_at = 0.0
         #: whether the case file was written in this window (once a window, not at each start)
         self.written = False
         self.conn = db.connect(config.database_path, acknowledging=False)
@@ -122,7 +128,8 @@ class NodeSupervisor:
         """Start the SuperNode in a process group of its own, at the lowest priority."""
         self.node = subprocess.Popen([*LOWEST_PRIORITY, *self.command(self.cases)],
                                      process_group=0, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+                                     stderr=subprocess.DEVNULL,
+                                     env=supernode_environment(self.cases.parent / "bin"))
         self.group, self.paused = self.node.pid, False
         log.info("learning: SuperNode started (pid %d)", self.node.pid)
 
@@ -171,11 +178,13 @@ class NodeSupervisor:
             if busy or time.monotonic() - self.exited_at < RESTART_AFTER_S:
                 return
             if not self.written or not self.cases.is_file():
+                if time.monotonic() < self.write_again_at:
+                    return
                 self.written = self.write_cases()
             if self.written:
                 self.start()
-            else:
-                self.exited_at = time.monotonic()  # nothing to train on: look again later
+            else:  # nothing to train on: decoding every labelled image again can wait
+                self.write_again_at = time.monotonic() + WRITE_AGAIN_AFTER_S
             return
         if busy and not self.paused:
             self._signal(signal.SIGSTOP)

@@ -141,3 +141,30 @@ def test_a_manifest_whose_learning_section_is_malformed_is_refused(tmp_path, fie
     manifest["learning"][field] = None if field == "path" else 0
     with pytest.raises(PackageError, match="learning"):
         check_schema(manifest)
+
+
+def test_an_image_left_out_frees_its_place_and_a_frame_not_judged_is_not_used(tmp_path,
+                                                                              monkeypatch):
+    """At most MAX_CASES images, counted among those kept: an image left out frees its place
+    for an older one. An image whose judged frame is not among the decoded frames any more
+    (the frame limit changed) is left out by its reason, never labelled with another frame."""
+    from firmware_app.learning import case_file
+
+    config = _box(tmp_path, trainable=True)
+    landed = _analyse(config, 5)
+    _review(config, landed)
+    conn = sqlite3.connect(config.database_path)
+    conn.execute("UPDATE results SET key_frame = 7 WHERE instance_id = ?", (landed[4][0],))
+    conn.commit()
+    monkeypatch.setattr(case_file, "MAX_CASES", 3)
+    package = load_package(tmp_path / "packages" / "clinibox-demo-lesion" / "1.2.0",
+                           [DEMO_PRIVATE_KEY.with_suffix(".pub")])
+    out = tmp_path / "cases.npz"
+    summary = case_file.write_case_file(config, conn, package, out)
+    conn.close()
+    assert dict(summary.left_out) == {"key_frame_missing": 1}
+    cases = read_cases(out, package.manifest["learning"]["channels"])
+    # the latest first: image 5 left out, images 4, 3, 2 kept (3 places), image 1 not reached
+    assert list(cases.labels) == [truth for _i, truth in reversed(landed[1:4])]
+    assert (summary.lesions, summary.clear) == (sum(t for _i, t in landed[1:4]), 3 - sum(
+        t for _i, t in landed[1:4]))

@@ -144,7 +144,8 @@ def test_the_supervisor_trains_in_its_hours_and_gives_way_to_images(tmp_path, mo
         supervisor.conn.close()
 
 
-def test_no_labelled_case_no_node(tmp_path):
+def test_no_labelled_case_no_node(tmp_path, monkeypatch):
+    monkeypatch.setattr(node_module, "RESTART_AFTER_S", 0.0)
     config = _box(tmp_path, trainable=True)
     _analyse(config, 2)  # analysed, never reviewed
     supervisor = NodeSupervisor(config, config.state_dir / "learning" / "cases.npz",
@@ -153,6 +154,10 @@ def test_no_labelled_case_no_node(tmp_path):
     try:
         supervisor.step()
         assert supervisor.node is None
+        # nothing to train on: the case file is not written again at every look
+        written = supervisor.cases.stat().st_mtime_ns
+        supervisor.step()
+        assert supervisor.node is None and supervisor.cases.stat().st_mtime_ns == written
     finally:
         supervisor.conn.close()
 
