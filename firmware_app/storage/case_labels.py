@@ -58,10 +58,13 @@ _CLINICIANS = (
     " LEFT JOIN accounts a ON a.id = f.account_id"
     " WHERE f.finding = -1 AND f.verdict IN (?, ?)")
 # the study's most suspicious analysed image (``studies.top_instance_id``), as its alert named it
+# an image received after the verdict cannot be the one it judged, even when it became the
+# study's most suspicious since
 _HOSPITAL = (
     "SELECT r.instance_id, h.verdict, h.reviewed_at, r.model_id, r.finding"
     " FROM hospital_reviews h JOIN studies s ON s.study_key = h.study_key"
     " JOIN results r ON r.instance_id = s.top_instance_id"
+    " JOIN instances i ON i.id = s.top_instance_id AND i.received_at <= h.received_at"
     " WHERE h.seq = (SELECT MAX(seq) FROM hospital_reviews WHERE study_key = h.study_key)")
 
 

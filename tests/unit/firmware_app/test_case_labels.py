@@ -19,10 +19,11 @@ from firmware_app.storage.study_rollup import update_study
 MODEL = "clinibox-demo-lesion@1.0.0"
 
 
-def _image(conn: sqlite3.Connection, i: int, study: str, probability: float) -> None:
+def _image(conn: sqlite3.Connection, i: int, study: str, probability: float,
+           received_at: float = 0.0) -> None:
     conn.execute("INSERT INTO instances(id, local_id, study_instance_uid, source, spool_path,"
                  " size_bytes, status, received_at, updated_at) VALUES (?, ?, ?, 'dicom', '', 1,"
-                 " 'processed', 0, 0)", (i, f"l{i}", study))
+                 " 'processed', ?, 0)", (i, f"l{i}", study, received_at))
     conn.execute("INSERT INTO results(instance_id, model_id, backend, probability, finding,"
                  " alert, findings_json, warnings_json, key_frame, frames_inferred,"
                  " timings_json, created_at) VALUES (?, ?, 'onnxruntime', ?, ?, 0, '[]', '[]',"
@@ -83,3 +84,17 @@ def test_an_amended_verdict_replaces_the_first(conn):
         _verdict(conn, 2, "study-a", "refer", 250.0)
     assert [(x.lesion, x.given_at) for x in all_labels(conn)] == [(True, 250.0)]
     assert hospital_disagrees(conn) == []
+
+
+def test_a_verdict_never_labels_an_image_received_after_it(conn):
+    """A later image that becomes the study's most suspicious was not the one the hospital
+    judged: the verdict labels no image then (rather than the wrong one)."""
+    import time
+
+    with db.transaction(conn):
+        _image(conn, 1, "study-a", 0.9)
+        _verdict(conn, 1, "study-a", "no_action", 200.0)
+    assert [x.instance_id for x in all_labels(conn)] == [1]
+    with db.transaction(conn):
+        _image(conn, 5, "study-a", 0.95, received_at=time.time() + 60)
+    assert all_labels(conn) == [] and hospital_disagrees(conn) == []
