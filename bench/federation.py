@@ -5,8 +5,9 @@ Shared by ``bench/federated_clinics.py`` and ``tests/integration/test_federated_
 The processes are Flower's own commands (``flower-superlink``, ``flower-supernode``,
 ``flwr run``) with the Flower App of ``central/federated/flower_app``: the ServerApp is
 ``central/federated/server_app.py``, the ClientApp ``firmware_app/learning/client_app.py``.
-Each SuperNode is started with the box's own command (``firmware_app/learning/node.py``:
-``supernode_command``) and reaches the SuperLink through a relay (``bench/relay.py``), so
+Each SuperNode is started with the box's own command and environment
+(``firmware_app/learning/node.py``: ``supernode_command``; ``bundle_check.py``: its ClientApps
+check the bundle) and reaches the SuperLink through a relay (``bench/relay.py``), so
 the bytes a box sends and receives in a run are measured on the wire (TLS records included).
 """
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.relay import Relay
+from firmware_app.learning.bundle_check import supernode_environment
 from firmware_app.learning.node import supernode_command
 from tests.ports import free_port
 from tests.tls_certs import CertificateAuthority
@@ -122,7 +124,8 @@ def federation(folder: Path, cases: list[Path]) -> Iterator[Federation]:
             fed.processes.append(subprocess.Popen(
                 supernode_command(f"127.0.0.1:{relay.port}", ca.cert_path, case_file,
                                   free_port()),
-                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=folder))
+                env=supernode_environment(folder / "box-bin", env), stdout=log,
+                stderr=subprocess.STDOUT, cwd=folder))
         yield fed
 
 

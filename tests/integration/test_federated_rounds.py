@@ -21,7 +21,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CANARY = "CANARY-BOX-91c2"
 #: a Flower App whose ServerApp a hospital changed (tests/federated_hostile/)
-HOSTILE_APP = REPO / "tests" / "federated_hostile"
+HOSTILE_APP = REPO / "tests" / "federated_hostile" / "app"
+#: a Flower App whose bundle carries a ClientApp of its own
+CLIENT_CODE_APP = REPO / "tests" / "federated_hostile" / "client_code"
 CLIP = 0.8
 SETTINGS = TrainingSettings(steps=30, learning_rate=0.05, proximal=0.01)
 
@@ -125,3 +127,22 @@ def test_the_boxes_refuse_a_hospital_that_weakened_secure_aggregation(tmp_path):
     told = done.stdout + done.stderr + logs
     assert "secagg_threshold_too_low" in told, told[-3000:]
     assert "aggregate_fit: received" not in done.stdout
+
+
+def test_the_boxes_never_run_code_a_bundle_carries(tmp_path):
+    """A bundle that carries a ClientApp of its own (code to run on the boxes) is refused by
+    every box before Flower installs it, with a code: the code never runs, no round ends."""
+    head = CamHead(np.random.default_rng(0).normal(0, 0.3, 24), -2.0)
+    np.save(tmp_path / "initial.npy", head.as_vector())
+    files = [write_cases(tmp_path / f"box-{i}" / "cases.npz", _box_cases(seed)) for i, seed in
+             enumerate((1, 2, 3))]
+    with federation(tmp_path / "flower", files) as fed:
+        done = fed.run({"initial-head": str(tmp_path / "initial.npy"), "boxes": 3,
+                        "out": str(tmp_path / "run"), "rounds": 1, "secagg-threshold": 2},
+                       timeout=600, app=CLIENT_CODE_APP)
+        logs = "".join(p.read_text(errors="replace")
+                       for p in (tmp_path / "flower").glob("supernode-*.log"))
+    told = done.stdout + done.stderr + logs
+    assert not list((tmp_path / "flower").rglob("hostile-code-ran"))
+    assert "bundle_carries_files" in told, told[-3000:]
+    assert not (tmp_path / "run" / "head.npy").exists()

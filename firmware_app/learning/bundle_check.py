@@ -1,0 +1,99 @@
+"""The box's check of the Flower App Bundle a round sends, before Flower installs it
+(decision 0056).
+
+Flower's SuperNode runs, for each message of a round, a ``flwr-clientapp`` process that
+installs the bundle (FAB) the hospital's SuperLink sent, puts the bundle's folder on the
+import path and loads the ClientApp its ``pyproject.toml`` names. Unchecked, a bundle that
+carries code of its own, or names another ClientApp, would run that code on the box, with
+the box's rights and outside the guard (``guard_mod.py``). clinibox's bundle carries no code:
+it names the ClientApp installed with clinibox. So the box accepts a bundle only when:
+
+- it holds nothing but ``pyproject.toml`` and Flower's manifest (``.info/CONTENT``);
+- its ClientApp is :data:`CLIENT_APP`, the box's own.
+
+Anything else is refused with a fixed code (Flower sends an error's text to the hospital),
+before a file of it is written. The box's node supervisor (``node.py``) starts the SuperNode
+with this module first on its path as ``flwr-clientapp`` (:func:`install_wrapper`); it then
+runs Flower's own ``flwr-clientapp`` with the check in front of its installation step.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import zipfile
+from pathlib import Path
+
+import tomllib
+
+from clinibox_common.errors import CliniboxError
+
+#: the only ClientApp a box runs: the one installed with clinibox
+CLIENT_APP = "firmware_app.learning.client_app:app"
+#: the only files a bundle may hold
+BUNDLE_FILES = frozenset({"pyproject.toml", ".info/CONTENT"})
+#: the largest bundle read (clinibox's is about 2 KB)
+MAX_BUNDLE_BYTES = 1 << 20
+
+
+class BundleRefused(CliniboxError, ValueError):
+    """A round's bundle the box does not install; the message is the code alone."""
+
+
+def check_bundle(content: bytes) -> None:
+    """Refuse (:class:`BundleRefused`) a bundle that carries code or another ClientApp."""
+    if len(content) > MAX_BUNDLE_BYTES:
+        raise BundleRefused("bundle_too_large")
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as bundle:
+            names = set(bundle.namelist())
+            if not names <= BUNDLE_FILES or "pyproject.toml" not in names:
+                raise BundleRefused("bundle_carries_files")
+            project = tomllib.loads(bundle.read("pyproject.toml").decode("utf-8"))
+    except (zipfile.BadZipFile, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise BundleRefused("bundle_unreadable") from exc
+    components = project.get("tool", {}).get("flwr", {}).get("app", {}).get("components", {})
+    if components.get("clientapp") != CLIENT_APP:
+        raise BundleRefused("bundle_names_another_clientapp")
+
+
+def install_wrapper(folder: Path) -> Path:
+    """Write ``folder``/``flwr-clientapp`` (the check, then Flower's ClientApp process, on
+    this Python) and return ``folder``: put it first on the SuperNode's ``PATH``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    wrapper = folder / "flwr-clientapp"
+    text = f'#!/bin/sh\nexec "{sys.executable}" -m firmware_app.learning.bundle_check "$@"\n'
+    if not wrapper.is_file() or wrapper.read_text() != text:
+        wrapper.write_text(text)
+    wrapper.chmod(0o755)
+    return folder
+
+
+def supernode_environment(folder: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a SuperNode whose ClientApps pass :func:`check_bundle`: the
+    wrapper's folder first on ``PATH``, then this Python's (Flower's commands)."""
+    base = dict(os.environ if base is None else base)
+    path = os.pathsep.join([str(install_wrapper(folder)), str(Path(sys.executable).parent),
+                            base.get("PATH", "")])
+    return {**base, "PATH": path}
+
+
+def main() -> None:
+    """``flwr-clientapp`` with :func:`check_bundle` before Flower installs the bundle."""
+    from flwr.supernode.cli.flwr_clientapp import flwr_clientapp
+    from flwr.supernode.runtime import run_clientapp
+
+    install = run_clientapp.install_from_fab
+
+    def checked_install(fab_file: bytes | Path, *args: object, **kwargs: object) -> Path:
+        check_bundle(fab_file if isinstance(fab_file, bytes) else Path(fab_file).read_bytes())
+        return install(fab_file, *args, **kwargs)
+
+    run_clientapp.install_from_fab = checked_install
+    sys.argv[0] = "flwr-clientapp"  # Flower tells its processes apart by this name
+    flwr_clientapp()
+
+
+if __name__ == "__main__":
+    main()
