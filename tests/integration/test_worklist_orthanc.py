@@ -42,8 +42,15 @@ pytestmark = pytest.mark.integration
 
 NURSE = ("nora", "scans-the-patients-1")
 ZH = "zh-CN,zh;q=0.9"
-TODAY = dt.date.today().strftime("%Y%m%d")
-YESTERDAY = (dt.date.today() - dt.timedelta(days=1)).strftime("%Y%m%d")
+
+
+def _today() -> str:
+    """Today as the worklist writes it, read when a test runs (a run may pass midnight)."""
+    return dt.date.today().strftime("%Y%m%d")
+
+
+def _yesterday() -> str:
+    return (dt.date.today() - dt.timedelta(days=1)).strftime("%Y%m%d")
 
 
 @pytest.fixture
@@ -89,7 +96,7 @@ def _schedule(folder: Path) -> None:
     write_worklist_file(folder, "ct", patient_name="Chen^Gang", patient_id="P-0045",
                         accession="ACC-1004", modality="CT")
     write_worklist_file(folder, "old", patient_name="Liu^Yang", patient_id="P-0046",
-                        accession="ACC-0999", day=YESTERDAY)
+                        accession="ACC-0999", day=_yesterday())
     write_worklist_file(folder, "room2", patient_name="Sun^Li", patient_id="P-0047",
                         accession="ACC-1005", station="US_ROOM2", time_of_day="1100")
 
@@ -104,7 +111,7 @@ def test_the_poller_keeps_todays_steps_of_the_boxs_modalities(tmp_path, mwl):
     wang = next(i for i in items if i.patient_id == "P-0042")
     assert (wang.patient_name, wang.birth_date, wang.sex, wang.modality, wang.sps_id,
             wang.scheduled_date, wang.scheduled_time, wang.description) == (
-        "Wang^Fang=王^芳", "19800304", "F", "US", "SPSACC-1001", TODAY, "0930", "甲状腺超声")
+        "Wang^Fang=王^芳", "19800304", "F", "US", "SPSACC-1001", _today(), "0930", "甲状腺超声")
     config.worklist.match_station = True  # only what is scheduled on this station
     assert sorted(i.accession_number for i in fetch(config)) == [
         "ACC-1001", "ACC-1002", "ACC-1003"]
@@ -144,7 +151,7 @@ def test_an_odd_worklist_is_bounded_and_never_breaks_the_page(tmp_path, mwl):
     app = create_app(config)
     with contextlib.closing(db.connect(config.database_path)) as conn:
         Accounts(conn).add(*NURSE, "clinician")
-        odd = next(i for i in worklist.offered(conn, TODAY) if i.item.patient_id == "ODD-1")
+        odd = next(i for i in worklist.offered(conn, _today()) if i.item.patient_id == "ODD-1")
     assert "\u202e" not in odd.item.patient_name and "\x07" not in odd.item.patient_name
     assert len(odd.item.patient_name) <= 64
     nurse = ViewerClient(app)
@@ -185,7 +192,7 @@ def test_a_picked_patient_starts_the_session_and_the_worklist_down_leaves_typing
     app = create_app(config)
     with contextlib.closing(db.connect(config.database_path)) as conn:
         Accounts(conn).add(*NURSE, "clinician")
-        picks = {i.item.patient_id: i.id for i in worklist.offered(conn, TODAY)}
+        picks = {i.item.patient_id: i.id for i in worklist.offered(conn, _today())}
     nurse = ViewerClient(app)
     nurse.client.environ_base["HTTP_ACCEPT_LANGUAGE"] = ZH
     assert nurse.login(*NURSE).status_code == 302
@@ -317,6 +324,6 @@ def test_the_service_runs_the_poller_beside_the_intake(tmp_path, mwl):
         assert appliance.threads == []
         with contextlib.closing(db.connect(config.database_path)) as conn:
             assert worklist.status(conn).state == WorklistState.OFF
-            assert worklist.offered(conn, TODAY) == []
+            assert worklist.offered(conn, _today()) == []
     finally:
         appliance.stop()
