@@ -68,13 +68,19 @@ _HOSPITAL = (
     " WHERE h.seq = (SELECT MAX(seq) FROM hospital_reviews WHERE study_key = h.study_key)")
 
 
-def all_labels(conn: sqlite3.Connection) -> list[CaseLabel]:
-    """Every label of every image, oldest first."""
-    labels = [
+def clinician_labels(conn: sqlite3.Connection) -> list[CaseLabel]:
+    """Every clinician's label of every image, oldest first."""
+    return sorted((
         CaseLabel(int(i), bool(finding) == (verdict == Verdict.AGREE), LabelSource.CLINICIAN,
                   str(name), float(at), str(model), bool(finding))
         for i, verdict, name, at, model, finding in conn.execute(
-            _CLINICIANS, (Verdict.AGREE.value, Verdict.DISAGREE.value))]
+            _CLINICIANS, (Verdict.AGREE.value, Verdict.DISAGREE.value))),
+        key=lambda label: (label.given_at, label.instance_id))
+
+
+def all_labels(conn: sqlite3.Connection) -> list[CaseLabel]:
+    """Every label of every image, oldest first."""
+    labels = clinician_labels(conn)
     labels += [
         CaseLabel(int(i), HOSPITAL_LABELS[verdict], LabelSource.HOSPITAL, "hospital",
                   float(at), str(model), bool(finding))

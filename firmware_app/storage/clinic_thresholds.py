@@ -5,10 +5,11 @@ those cases.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 from clinibox_common.contracts.clinic_threshold import ThresholdChoice, ThresholdState
-from firmware_app.storage.case_labels import LabelSource, all_labels
+from firmware_app.storage.case_labels import clinician_labels
 
 _COLUMNS = ("finding, package_finding, state, target_sensitivity, lesions, clear, sensitivity,"
             " specificity")
@@ -20,20 +21,16 @@ def labelled_scores(conn: sqlite3.Connection, model_id: str,
     split into (lesions, clear) by each image's latest clinician's label. The hospital's
     verdicts are left out, also on an image a clinician reviewed: the hospital sees only
     alerts, chosen by their score, and they would draw the threshold up."""
-    labels: dict[int, bool] = {}
-    for label in all_labels(conn):  # oldest first: the latest clinician's label stays
-        if label.model_id == model_id and label.source == LabelSource.CLINICIAN:
-            labels[label.instance_id] = label.lesion
+    # oldest first: the latest clinician's label of an image stays
+    labels = {label.instance_id: label.lesion for label in clinician_labels(conn)
+              if label.model_id == model_id}
     lesions: list[float] = []
     clear: list[float] = []
-    ids = sorted(labels)
-    for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
-        marks = ",".join("?" * len(chunk))
-        for instance_id, probability in conn.execute(
-                f"SELECT instance_id, probability FROM results WHERE model_id = ?"
-                f" AND backend = ? AND instance_id IN ({marks})", (model_id, backend, *chunk)):
-            (lesions if labels[int(instance_id)] else clear).append(float(probability))
+    for instance_id, probability in conn.execute(
+            "SELECT instance_id, probability FROM results WHERE model_id = ? AND backend = ?"
+            " AND instance_id IN (SELECT value FROM json_each(?))",
+            (model_id, backend, json.dumps(sorted(labels)))):
+        (lesions if labels[int(instance_id)] else clear).append(float(probability))
     return lesions, clear
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from clinibox_common.contracts.clinic_threshold import ThresholdChoice, ThresholdState
 from clinibox_common.contracts.egress import check_message
+from engine.inference.runner import ModelRunner
 from firmware_app.ingest.landing import Lander
 from firmware_app.models import calibration
 from firmware_app.service.appliance import load_runner, model_facts
@@ -50,6 +51,14 @@ def _confirmed(conn: sqlite3.Connection, model_id: str, backend: str, lesions: l
                      (i, "agree" if finding == lesion else "disagree", 2.0 + k))
 
 
+def _box_with_database(tmp_path: Path) -> tuple[Config, sqlite3.Connection, ModelRunner]:
+    """The box's settings, its initialised database and the demo package's runner."""
+    config = _config(tmp_path)
+    conn = db.connect(config.database_path)
+    db.initialise(conn)
+    return config, conn, load_runner(config)
+
+
 def _clear_phantom(tmp_path: Path) -> bytes:
     path = tmp_path / "clear.dcm"
     write_dicom(ct_dataset(generate("ct", np.random.default_rng(6), lesion=False)), path)
@@ -59,10 +68,7 @@ def _clear_phantom(tmp_path: Path) -> bytes:
 @pytest.fixture
 def box(tmp_path, monkeypatch):
     monkeypatch.setattr(calibration, "CALIBRATE_EVERY", 1)
-    config = _config(tmp_path)
-    conn = db.connect(config.database_path)
-    db.initialise(conn)
-    runner = load_runner(config)
+    config, conn, runner = _box_with_database(tmp_path)
     spool = make_spool(config)
     lander = Lander(spool, config.database_path, 64 * 2**20)
     yield config, conn, runner, lander, Worker(config, spool, runner)
@@ -130,10 +136,7 @@ def test_off_keeps_the_packages_threshold_whatever_the_cases_say(tmp_path, monke
 
 
 def test_cases_another_runtime_scored_do_not_set_this_ones_threshold(tmp_path):
-    config = _config(tmp_path)
-    conn = db.connect(config.database_path)
-    db.initialise(conn)
-    runner = load_runner(config)
+    config, conn, runner = _box_with_database(tmp_path)
     _confirmed(conn, runner.package.model_id, "openvino:openvino-ir/int8",
                [0.01] * 6, [0.001] * 6)
     assert calibration.calibrate(config, conn, runner).state == ThresholdState.TOO_FEW_CASES
@@ -151,10 +154,7 @@ def test_loading_a_model_reads_the_threshold_and_never_makes_a_database(tmp_path
 def test_a_kept_threshold_that_no_longer_fits_the_package_is_not_used(tmp_path):
     """A package re-signed with another threshold under the same version, or a narrower
     setting, makes the box fall back to the package's threshold until it sets one again."""
-    config = _config(tmp_path)
-    conn = db.connect(config.database_path)
-    db.initialise(conn)
-    runner = load_runner(config)
+    config, conn, runner = _box_with_database(tmp_path)
     shipped = runner.shipped_thresholds["finding"]
     model, backend = runner.package.model_id, runner.backend_label
     fits = ThresholdChoice(shipped * 0.5, shipped, ThresholdState.CALIBRATED, 0.94, 30, 30)
@@ -179,10 +179,7 @@ def test_a_clinicians_review_counts_when_the_hospital_judged_the_image_later(tmp
     out would drop the highest-scoring lesions and draw the threshold down)."""
     from firmware_app.storage import hospital_reviews
 
-    config = _config(tmp_path)
-    conn = db.connect(config.database_path)
-    db.initialise(conn)
-    runner = load_runner(config)
+    _, conn, runner = _box_with_database(tmp_path)
     model, backend = runner.package.model_id, runner.backend_label
     _confirmed(conn, model, backend, [0.9, 0.2, 0.3], [0.01, 0.02])
     now = 5.0
@@ -201,10 +198,7 @@ def test_a_clinicians_review_counts_when_the_hospital_judged_the_image_later(tmp
 def test_the_audit_trail_says_the_threshold_that_was_in_use(tmp_path):
     """A kept threshold that no longer fits was not used: the next move is noted from the
     package's threshold the runner had, not from the stale kept one."""
-    config = _config(tmp_path)
-    conn = db.connect(config.database_path)
-    db.initialise(conn)
-    runner = load_runner(config)
+    config, conn, runner = _box_with_database(tmp_path)
     shipped = runner.shipped_thresholds["finding"]
     model, backend = runner.package.model_id, runner.backend_label
     stale = ThresholdChoice(0.02, shipped * 1.1, ThresholdState.CALIBRATED, 0.94, 30, 30)
