@@ -14,7 +14,6 @@ the bytes a box sends and receives in a run are measured on the wire (TLS record
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import subprocess
 import time
@@ -23,14 +22,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.relay import Relay
+from central.federated.superlink import (
+    FLOWER_APP,
+    flower_environment,
+    run_command,
+    superlink_command,
+    write_flower_home,
+)
 from firmware_app.learning.bundle_check import supernode_environment
 from firmware_app.learning.node import supernode_command
 from tests.ports import free_port
 from tests.tls_certs import CertificateAuthority
 
 REPO = Path(__file__).resolve().parent.parent
-FLOWER_APP = REPO / "central" / "federated" / "flower_app"
-BIN = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin"
 
 
 @dataclass
@@ -62,26 +66,12 @@ class Federation:
         """``flwr run`` of the Flower App ``app`` (clinibox's own by default) with ``config``
         (the run configuration), streamed until the run ends; the completed process (its
         output is the ServerApp's log)."""
-        pairs = " ".join(f"{k}={_toml(v)}" for k, v in config.items())
-        return subprocess.run(
-            [str(BIN / "flwr"), "run", str(app), "hospital", "--stream",
-             "--run-config", pairs],
-            env=self.environment(), capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(run_command(app, config), env=self.environment(),
+                              capture_output=True, text=True, timeout=timeout)
 
     def environment(self) -> dict[str, str]:
         """The environment of Flower's commands: their own home under the folder."""
-        # the SuperLink and SuperNodes start Flower's other commands (flower-superexec) by name
-        path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
-        return {**os.environ, "FLWR_HOME": str(self.folder / "flwr-home"), "PATH": path,
-                "PYTHONPATH": str(REPO)}
-
-
-def _toml(value: object) -> str:
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return repr(value)
+        return {**flower_environment(self.folder / "flwr-home"), "PYTHONPATH": str(REPO)}
 
 
 def _wait_port(port: int, timeout: float, what: str) -> None:
@@ -101,20 +91,14 @@ def federation(folder: Path, cases: list[Path]) -> Iterator[Federation]:
     ca = CertificateAuthority.create(folder / "pki", name="hospital federation CA")
     cert, key = ca.issue_server("localhost", folder / "pki", stem="superlink")
     port = free_port()
-    home = folder / "flwr-home"
-    home.mkdir(exist_ok=True)
-    (home / "config.toml").write_text(
-        '[superlink]\ndefault = "hospital"\n\n[superlink.hospital]\n'
-        f'address = "127.0.0.1:{port}"\nroot-certificates = "{ca.cert_path}"\n')
+    write_flower_home(folder / "flwr-home", f"127.0.0.1:{port}", ca.cert_path)
     fed = Federation(folder, port, ca.cert_path)
     env = fed.environment()
     with contextlib.ExitStack() as logs:
         logs.callback(_stop, fed)
         link_log = logs.enter_context(open(fed.link_log, "w"))
         fed.processes.append(subprocess.Popen(
-            [str(BIN / "flower-superlink"), "--ssl-ca-certfile", str(ca.cert_path),
-             "--ssl-certfile", str(cert), "--ssl-keyfile", str(key), "--host", "127.0.0.1",
-             "--port", str(port), "--database", str(fed.link_database)],
+            superlink_command(cert, key, ca.cert_path, "127.0.0.1", port, fed.link_database),
             env=env, stdout=link_log, stderr=subprocess.STDOUT, cwd=folder))
         _wait_port(port, 60, "the SuperLink")
         for i, case_file in enumerate(cases):

@@ -1,6 +1,7 @@
 """``clinibox central``: the hospital's command line, assembled from the receiver's commands
 (``central/cli.py``), the rollouts' (``central/rollout_cli.py``) and the console's
-(``central_console/cli.py``), each registering its own."""
+(``central_console/cli.py``) and federated fine-tuning's (``federated_command.py``), each
+registering its own."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ from central import cli as receiver_cli
 from central import config as config_module
 from central import rollout_cli
 from central_console import cli as console_cli
+from clinibox import federated_command
 from clinibox_common.arguments import CommandParser
 from clinibox_common.errors import EXIT_OK, EXIT_USAGE, run_command
 
 #: the commands that run as services: their logs stay English whatever the terminal speaks
-SERVICE_COMMANDS = frozenset({"serve", "web"})
+SERVICE_COMMANDS = frozenset({"serve", "web", "superlink"})
 
 
 def build_parser(prog: str = "clinibox central") -> argparse.ArgumentParser:
@@ -35,6 +37,7 @@ def build_parser(prog: str = "clinibox central") -> argparse.ArgumentParser:
     receiver_cli.add_commands(command)
     rollout_cli.add_rollout_commands(command)
     console_cli.add_commands(command)
+    federated_command.add_commands(command)
     return parser
 
 

@@ -11,6 +11,7 @@ with the reason in the conversion's record.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import onnxruntime as ort
 from clinibox_common.contracts.manifest import sha256_file
 from converters.spec import ModelSpec
 from converters.trainable import MAPS_OUTPUT, NotTrainable, fit_sharpness, trainable_model
+from engine.learning.cam_head import CamHead
 
 #: where the trainable model lies in the package
 LEARNING_PATH = "learning/trainable.onnx"
@@ -60,3 +62,24 @@ def write_learning_model(out: Path, fp32: Path, spec: ModelSpec, x: np.ndarray
             "maps_output": MAPS_OUTPUT, "score_output": spec.score_output,
             "head_output": HEAD_OUTPUT, "sharpness": head.sharpness,
             "channels": head.channels}
+
+
+def package_head(package: Path) -> tuple[CamHead, str]:
+    """The head a federated run starts from: the one in the package's trainable model (its
+    file checked against the manifest's hash), with the package's sharpness; and the
+    package's name and version. NotTrainable when the package carries no trainable model."""
+    try:
+        manifest = json.loads((package / "manifest.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise NotTrainable(f"{package}: no readable manifest.json ({exc})") from exc
+    learning = manifest.get("learning") if isinstance(manifest, dict) else None
+    if not isinstance(learning, dict) or not isinstance(learning.get("path"), str):
+        raise NotTrainable(f"{package}: the package carries no trainable model ('learning' "
+                           "in its manifest)")
+    path = package / learning["path"]
+    if not path.is_file() or sha256_file(path) != learning.get("files", {}).get(
+            learning["path"]):
+        raise NotTrainable(f"{path}: missing, or not the file the manifest lists")
+    head = trainable_model(path, str(learning.get("head_output", HEAD_OUTPUT))).head
+    head = CamHead(head.weights, head.bias, float(learning["sharpness"]))
+    return head, f"{manifest.get('name')} {manifest.get('version')}"

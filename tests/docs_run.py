@@ -51,7 +51,7 @@ from sybil.parsers.markdown.lexers import DirectiveInHTMLCommentLexer
 REPO = Path(__file__).resolve().parent.parent
 SHIMS = Path(__file__).resolve().parent / "docs_shims"
 #: the host names the pages use, all served on the namespace's loopback
-HOSTS = ("mqtt.hospital.example", "console.hospital.example")
+HOSTS = ("mqtt.hospital.example", "console.hospital.example", "federation.hospital.example")
 #: what the overlays cover
 OVERLAID = ("/etc", "/var/lib", "/var/log", "/run", "/opt", "/usr/local", "/media")
 _MARK = "__DOCS_RUN_DONE__"

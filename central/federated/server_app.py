@@ -33,7 +33,12 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
 from central.federated.noise import NoisyAverageOfAnswers
 from central.federated.privacy import epsilon_spent
-from clinibox_common.contracts.federated import FederatedRun, PrivacyBudget, SecureAggregation
+from clinibox_common.contracts.federated import (
+    FederatedRun,
+    PrivacyBudget,
+    RunSettings,
+    SecureAggregation,
+)
 from clinibox_common.errors import CliniboxError
 
 #: SecAgg+ quantises each number within ± this range (a head's weights are a few units)
@@ -76,9 +81,12 @@ def main(grid: Grid, context: Context) -> None:
     delta = _setting(context, "target-delta", float)
     # each box's mask is shared with every box of the round; rebuilt from `threshold` of them
     shares, threshold = boxes, _setting(context, "secagg-threshold", int)
-    if not boxes / 2 < threshold < boxes:
-        raise ValueError(f"secagg-threshold must be more than half of the {boxes} boxes and "
-                         f"fewer than all of them (the boxes refuse less); it is {threshold}")
+    problem = RunSettings(
+        boxes, rounds, _setting(context, "local-steps", int),
+        _setting(context, "learning-rate", float), _setting(context, "proximal", float),
+        clipping, noise, delta, threshold).problem()
+    if problem is not None:  # `clinibox central federated-run` refuses these before a run
+        raise ValueError(f"the run's settings are refused: {problem}")
     initial = np.load(_setting(context, "initial-head", str), allow_pickle=False)
     if not np.all(np.abs(initial) <= HEAD_RANGE_SHARE * QUANTISATION_CLIP):
         raise ValueError(f"the initial head's numbers must lie within ±"

@@ -16,6 +16,53 @@ from pathlib import Path
 
 #: the record's format; a reader refuses another
 RECORD_SCHEMA = "clinibox.federated-run/1"
+#: the largest change a box lets one round ask of its head (the head's numbers are a few
+#: units): its guard refuses a run that asks more (``firmware_app/learning/guard_mod.py``)
+MAX_CLIPPING_NORM = 4.0
+#: the fewest boxes a run can protect: SecAgg+ rebuilds a dropped box's mask from more than
+#: half of the boxes and fewer than all of them, which 2 boxes cannot be
+MIN_BOXES = 3
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a run asks of the boxes (the Flower App's run configuration, by its own keys)."""
+
+    boxes: int
+    rounds: int
+    local_steps: int
+    learning_rate: float
+    proximal: float
+    clipping_norm: float
+    noise_multiplier: float
+    target_delta: float
+    secagg_threshold: int
+
+    def problem(self) -> str | None:
+        """The code of the first setting the boxes or the ServerApp would refuse, or None."""
+        if self.boxes < MIN_BOXES:
+            return "too_few_boxes"
+        if not self.boxes / 2 < self.secagg_threshold < self.boxes:
+            return "secagg_threshold_out_of_range"
+        if not 0 < self.clipping_norm <= MAX_CLIPPING_NORM:
+            return "clipping_norm_out_of_bounds"
+        if not self.noise_multiplier >= 0:
+            return "noise_multiplier_negative"
+        if not 0 < self.target_delta < 1:
+            return "target_delta_out_of_range"
+        if self.rounds < 1 or self.local_steps < 1 or not self.learning_rate > 0 \
+                or not self.proximal >= 0:
+            return "training_settings_out_of_range"
+        return None
+
+    def run_config(self) -> dict[str, int | float]:
+        """The settings by the run configuration's keys (``flwr run --run-config``)."""
+        return {"boxes": self.boxes, "rounds": self.rounds, "local-steps": self.local_steps,
+                "learning-rate": self.learning_rate, "proximal": self.proximal,
+                "clipping-norm": self.clipping_norm,
+                "noise-multiplier": self.noise_multiplier,
+                "target-delta": self.target_delta,
+                "secagg-threshold": self.secagg_threshold}
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,8 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from flwr.compat.common import recorddict_compat as compat
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
+from clinibox_common.contracts.federated import MAX_CLIPPING_NORM
 from clinibox_common.errors import CliniboxError
-
-#: the largest change a box lets one round ask of its head (the head's numbers are a few units)
-MAX_CLIPPING_NORM = 4.0
 
 
 class RoundRefused(CliniboxError, ValueError):

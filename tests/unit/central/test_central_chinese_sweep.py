@@ -37,6 +37,8 @@ from tests.unit.firmware_app.test_chinese_sweep import readable
 HOSPITAL_COMMANDS_SKIPPED = {
     "serve": "a service: its records are the journal's, English (central_command.SERVICE_COMMANDS)",
     "web": "a service: its records are the journal's, English (central_command.SERVICE_COMMANDS)",
+    "superlink": "a service (Flower's SuperLink): its records are the journal's, English "
+                 "(central_command.SERVICE_COMMANDS)",
     "config": "prints the default configuration file for the IT person's editor, English "
               "like the box's 'clinibox config'",
 }
@@ -109,6 +111,11 @@ def _runs(site: dict[str, Path], scene) -> list[list[str]]:
         ["user", "passwd", "{config}", "li", "--password-stdin"],
         ["user", "remove", "{config}", "li"],
         ["user", "remove", "{config}", "li"],  # refused: no such account
+        ["federated-run", "{config}", "--package", str(site["package"]), "--superlink",
+         "127.0.0.1:9", "--ca", str(site["ca_cert"]), "--out", str(out / "run"), "--boxes",
+         "2"],  # refused: too few boxes
+        ["federated-run", "{config}", "--package", str(site["package"]), "--superlink",
+         "127.0.0.1:9", "--ca", str(site["ca_cert"]), "--out", str(out / "run")],  # no link
     ]
 
 

@@ -405,7 +405,7 @@ def test_every_console_page_reads_in_chinese(console, role):
 # -- the commands ------------------------------------------------------------------------------
 
 #: words a command prints that are names, not sentences: the commands it tells a person to run
-_COMMAND_LINE = re.compile(r"clinibox(?: [a-z-]+)+(?: --[a-z-]+(?: \S+)?)*")
+_COMMAND_LINE = re.compile(r"clinibox(?: [a-z][a-z-]*)+(?: --[a-z-]+(?: [^\s-]\S*)?)*")
 _PATH = re.compile(r"\S*/\S*")
 #: a key as written for the hospital (PEM, whose armour lines are a format's names)
 _PEM = re.compile(r"-----BEGIN [A-Z ]+-----.*?-----END [A-Z ]+-----", re.S)

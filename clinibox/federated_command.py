@@ -1,0 +1,259 @@
+"""``clinibox central superlink`` and ``clinibox central federated-run``: the hospital's side of
+federated fine-tuning (decision 0056, docs/hospital/federated.md).
+
+``superlink`` runs Flower's SuperLink over TLS with the hospital's certificate, after checking
+that the certificate, its key and the CA the boxes trust belong together. ``federated-run``
+starts a run of clinibox's Flower App: it refuses, before anything starts, settings the boxes
+or the ServerApp would refuse later, a SuperLink that does not answer or shows a certificate
+the boxes would refuse, and a package without a trainable model; it writes the package's head
+as the run's start, runs ``flwr run`` with the ServerApp's log in a file, and says what the run
+did, or why it ended without a head. The wiring of the package's head (``converters``) and the
+SuperLink (``central.federated``) is here, above both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from central.federated import superlink as link
+from clinibox_common.contracts.federated import MIN_BOXES, FederatedRun, RunSettings
+from clinibox_common.errors import EXIT_OK, EXIT_USAGE, CliniboxError
+from clinibox_common.i18n import N_, formats
+from clinibox_common.i18n import gettext as _
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+#: what each refusal of the run's settings says, with the fix
+SETTINGS_WORDS = {
+    "too_few_boxes": N_("a run needs at least %(min)d boxes (--boxes): secure aggregation "
+                        "cannot hide one box's update among fewer"),
+    "secagg_threshold_out_of_range": N_(
+        "--secagg-threshold must be more than half of --boxes and fewer than all of them "
+        "(for 5 boxes: 3 or 4); the boxes refuse a round that asks less"),
+    "clipping_norm_out_of_bounds": N_("--clipping-norm must be more than 0 and at most 4: the "
+                                      "boxes refuse a larger one"),
+    "noise_multiplier_negative": N_("--noise-multiplier must be 0 or more"),
+    "target_delta_out_of_range": N_("--target-delta must lie between 0 and 1"),
+    "training_settings_out_of_range": N_(
+        "--rounds and --local-steps must be at least 1, --learning-rate more than 0 and "
+        "--proximal 0 or more"),
+}
+#: what each problem of the SuperLink's TLS files or address says, with the fix
+LINK_WORDS = {
+    "certificate_unreadable": N_("cannot read %(certificate)s as a PEM certificate"),
+    "key_unreadable": N_("cannot read %(key)s as a PEM private key without a password"),
+    "ca_unreadable": N_("cannot read %(ca)s as the CA's PEM certificate"),
+    "key_not_the_certificates": N_("%(key)s is not the key of %(certificate)s: give the key "
+                                   "and certificate that were issued together"),
+    "certificate_not_issued_by_ca": N_(
+        "%(certificate)s was not issued by %(ca)s, the CA the boxes check the SuperLink "
+        "against: issue the SuperLink's certificate with that CA"),
+    "certificate_expired": N_("%(certificate)s is outside its validity dates: issue a new one"),
+    "certificate_lacks_loopback": N_(
+        "%(certificate)s does not name 127.0.0.1: the SuperLink's own ServerApp reaches it "
+        "there and would refuse it, and every run would wait with nothing said. Issue it with "
+        "IP:127.0.0.1 in subjectAltName beside the host name the boxes use"),
+    "address_not_host_port": N_("--superlink must be HOST:PORT (for example "
+                                "federated.hospital.example:9092)"),
+    "superlink_not_answering": N_(
+        "nothing answers over TLS at %(address)s: start the SuperLink first (clinibox "
+        "central superlink) and check the address"),
+    "superlink_certificate_refused": N_(
+        "the SuperLink at %(address)s shows a certificate that %(ca)s did not issue for that "
+        "host name, and the boxes would refuse it too: give the CA that issued it, or the "
+        "name its certificate holds"),
+}
+#: why a run ended without a head
+RUN_WORDS = {
+    "round_not_aggregated": N_(
+        "the run ended without a head: fewer boxes answered than secure aggregation needs "
+        "(%(boxes)d). Check that the boxes are in the round and their learning service "
+        "(clinibox-learning) runs. The ServerApp's log: %(log)s"),
+    "run_failed": N_("the run ended without a head; the ServerApp's log says why: %(log)s"),
+}
+#: the ServerApp's exception that says a round had too few boxes (server_app.py)
+ROUND_NOT_AGGREGATED = "RoundNotAggregated"
+
+
+def cmd_superlink(args: argparse.Namespace, _config: object) -> int:
+    """Run Flower's SuperLink over TLS until stopped (its log is the journal's)."""
+    certificate, key, ca = Path(args.certificate), Path(args.key), Path(args.ca)
+    _need_flower("flower-superlink")
+    problem = link.tls_problem(certificate, key, ca)
+    if problem is not None:
+        raise CliniboxError(_(LINK_WORDS[problem], certificate=str(certificate), key=str(key),
+                              ca=str(ca)), exit_status=EXIT_USAGE)
+    database = Path(args.database).resolve()
+    database.parent.mkdir(parents=True, exist_ok=True)
+    command = link.superlink_command(certificate.resolve(), key.resolve(), ca.resolve(),
+                                     args.host, args.port, database)
+    env = link.flower_environment(database.parent / "flwr-home")
+    os.execve(command[0], command, env)  # the service is Flower's own process from here
+
+
+def _need_flower(command: str) -> None:
+    if not (link.flower_bin() / command).exists():
+        raise CliniboxError(_("Flower is not installed beside clinibox: install clinibox with "
+                              "its federated extra (pip install 'clinibox[federated]')"),
+                            exit_status=EXIT_USAGE)
+
+
+def app_defaults() -> dict[str, object]:
+    """The run configuration's defaults, as the Flower App declares them."""
+    with open(link.FLOWER_APP / "pyproject.toml", "rb") as handle:
+        return tomllib.load(handle)["tool"]["flwr"]["app"]["config"]
+
+
+def run_settings(args: argparse.Namespace) -> RunSettings:
+    """The run's settings: the options given, else the Flower App's defaults; the SecAgg+
+    threshold, unless given, the smallest majority of the boxes."""
+    d = app_defaults()
+
+    def pick(option: str, key: str, kind: type):
+        value = getattr(args, option)
+        return kind(d[key] if value is None else value)
+
+    boxes = pick("boxes", "boxes", int)
+    threshold = boxes // 2 + 1 if args.secagg_threshold is None else args.secagg_threshold
+    return RunSettings(boxes=boxes, rounds=pick("rounds", "rounds", int),
+                       local_steps=pick("local_steps", "local-steps", int),
+                       learning_rate=pick("learning_rate", "learning-rate", float),
+                       proximal=pick("proximal", "proximal", float),
+                       clipping_norm=pick("clipping_norm", "clipping-norm", float),
+                       noise_multiplier=pick("noise_multiplier", "noise-multiplier", float),
+                       target_delta=pick("target_delta", "target-delta", float),
+                       secagg_threshold=int(threshold))
+
+
+def cmd_federated_run(args: argparse.Namespace, _config: object) -> int:
+    """Start a run, wait for it, and say what it did."""
+    from converters.learning_artifact import package_head
+    from converters.trainable import NotTrainable
+
+    settings = run_settings(args)
+    problem = settings.problem()
+    if problem is not None:
+        raise CliniboxError(_(SETTINGS_WORDS[problem], min=MIN_BOXES), exit_status=EXIT_USAGE)
+    if args.timeout_hours <= 0:
+        raise CliniboxError(_("--timeout-hours must be more than 0"), exit_status=EXIT_USAGE)
+    _need_flower("flwr")
+    out, ca = Path(args.out).resolve(), Path(args.ca).resolve()
+    if (out / "run.json").exists():
+        raise CliniboxError(_("%(out)s already holds a finished run: give another --out",
+                              out=str(out)), exit_status=EXIT_USAGE)
+    problem = link.superlink_problem(args.superlink, ca)
+    if problem is not None:
+        raise CliniboxError(_(LINK_WORDS[problem], address=args.superlink, ca=str(ca)),
+                            exit_status=EXIT_USAGE)
+    try:
+        head, package = package_head(Path(args.package))
+    except NotTrainable as exc:
+        raise CliniboxError(_("%(package)s carries no trainable model, or not the one its "
+                              "manifest lists: convert the model again with this version of "
+                              "clinibox", package=args.package),
+                            exit_status=EXIT_USAGE) from exc
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "initial-head.npy", head.as_vector())
+    home = out / "flower"
+    link.write_flower_home(home, args.superlink, ca)
+    config = {"package": package, "out": str(out),
+              "initial-head": str(out / "initial-head.npy"), "sharpness": head.sharpness,
+              **settings.run_config()}
+    print(_("run of %(package)s started at %(address)s: %(rounds)d rounds, %(boxes)d boxes "
+            "each; a round starts when every box's learning service answers",
+            package=package, address=args.superlink, rounds=settings.rounds,
+            boxes=settings.boxes), flush=True)
+    log_path = out / "server.log"
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen(link.run_command(link.FLOWER_APP, config),
+                                   env=link.flower_environment(home), stdout=log_file,
+                                   stderr=subprocess.STDOUT)
+        try:
+            process.wait(timeout=args.timeout_hours * 3600)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            process.wait(30)
+            raise CliniboxError(_("no end after %(hours)s h: the run goes on at the SuperLink "
+                                  "and writes its head into %(out)s when it ends",
+                                  hours=formats.decimal(args.timeout_hours), out=str(out))
+                                ) from None
+    if not (out / "run.json").exists():
+        why = "round_not_aggregated" if ROUND_NOT_AGGREGATED in log_path.read_text(
+            errors="replace") else "run_failed"
+        raise CliniboxError(_(RUN_WORDS[why], boxes=settings.secagg_threshold,
+                              log=str(log_path)))
+    _say_done(FederatedRun.read(out / "run.json"), out)
+    return EXIT_OK
+
+
+def _say_done(record: FederatedRun, out: Path) -> None:
+    """What the run did, in the reader's words."""
+    print(_("run finished: %(rounds)d rounds; boxes summed in each round: %(boxes)s; "
+            "labelled cases in each round: %(cases)s", rounds=record.rounds,
+            boxes=", ".join(map(str, record.boxes_per_round)),
+            cases=", ".join(map(str, record.cases_per_round))))
+    privacy = record.privacy
+    if privacy.epsilon is None:
+        print(_("no noise was added: secure aggregation hid each box's update from the "
+                "hospital, but the head carries no differential-privacy guarantee"))
+    else:
+        print(_("privacy spent: ε %(epsilon)s at δ %(delta)s (clipping norm %(clip)s, noise "
+                "multiplier %(noise)s)", epsilon=formats.decimal(privacy.epsilon),
+                delta=f"{privacy.delta:g}", clip=f"{privacy.clipping_norm:g}",
+                noise=f"{privacy.noise_multiplier:g}"))
+    print(_("the head and its record are in %(out)s; make a package of it with: clinibox "
+            "convert --config convert.toml --version NEW-VERSION --federated-run %(out)s",
+            out=str(out)))
+
+
+def add_commands(command: Callable[[str, Callable[..., int], str], argparse.ArgumentParser]
+                 ) -> None:
+    """Register ``superlink`` and ``federated-run`` with ``clinibox central``'s ``command``."""
+    serve = command("superlink", cmd_superlink,
+                    "run Flower's SuperLink over TLS for federated fine-tuning, until stopped")
+    serve.add_argument("--certificate", required=True,
+                       help="the SuperLink's TLS certificate (PEM), issued by --ca for the "
+                            "host name the boxes use")
+    serve.add_argument("--key", required=True, help="its private key (PEM)")
+    serve.add_argument("--ca", required=True,
+                       help="the CA certificate the boxes check the SuperLink against (PEM)")
+    serve.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    serve.add_argument("--port", type=int, default=link.DEFAULT_PORT,
+                       help=f"port for the boxes and for runs (default {link.DEFAULT_PORT})")
+    serve.add_argument("--database", default="/var/lib/clinibox-central/federated/superlink.db",
+                       help="the SuperLink's state")
+    run = command("federated-run", cmd_federated_run,
+                  "fine-tune a package's head on the boxes' labelled cases: one federated run")
+    run.add_argument("--package", required=True,
+                     help="the package the boxes run (its folder), whose head the run starts "
+                          "from")
+    run.add_argument("--superlink", required=True, metavar="HOST:PORT",
+                     help="the SuperLink, as its certificate names it")
+    run.add_argument("--ca", required=True, help="the CA that issued the SuperLink's certificate")
+    run.add_argument("--out", default="federated-run",
+                     help="folder for the run's head, record and log (a new one per run)")
+    for option, kind, help_text in (
+            ("--boxes", int, "boxes each round waits for"),
+            ("--rounds", int, "rounds of the run"),
+            ("--local-steps", int, "each box's training steps per round"),
+            ("--learning-rate", float, "the steps' rate"),
+            ("--proximal", float, "FedProx's pull towards the round's head"),
+            ("--clipping-norm", float, "the most one box's change may move the head"),
+            ("--noise-multiplier", float, "noise added to the sum, times the clipping norm"),
+            ("--target-delta", float, "δ of the privacy budget"),
+            ("--secagg-threshold", int, "boxes that rebuild a dropped box's mask (default: "
+                                        "the smallest majority)")):
+        run.add_argument(option, type=kind, default=None,
+                         help=help_text + " (default: the Flower App's)")
+    run.add_argument("--timeout-hours", type=float, default=12.0,
+                     help="stop waiting after this many hours (the run goes on)")

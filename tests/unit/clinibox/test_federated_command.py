@@ -1,0 +1,144 @@
+"""The hospital's federated commands' checks (``clinibox/federated_command.py``,
+``central/federated/superlink.py``): the run's settings refused by the rule the boxes and
+the ServerApp apply, the SuperLink's TLS files checked together, the defaults read from the
+Flower App itself, and a finished run said in Chinese without an English sentence. The
+commands against a real SuperLink and boxes: ``tests/integration/test_federated_commands.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import numpy as np
+import pytest
+
+from central.federated import superlink as link
+from clinibox import federated_command
+from clinibox.central_command import main as central_main
+from clinibox_common.contracts.federated import (
+    MAX_CLIPPING_NORM,
+    FederatedRun,
+    PrivacyBudget,
+    RunSettings,
+    SecureAggregation,
+)
+from clinibox_common.i18n import use_locale
+from firmware_app.learning.guard_mod import RoundRefused, check_clipping, check_setup
+from tests.i18n_text import catalog_sentences, english_sentences, is_chinese
+from tests.tls_certs import CertificateAuthority
+from tests.unit.firmware_app.test_chinese_sweep import readable
+
+GOOD = RunSettings(boxes=5, rounds=5, local_steps=40, learning_rate=0.02, proximal=0.1,
+                   clipping_norm=1.0, noise_multiplier=0.0, target_delta=1e-3,
+                   secagg_threshold=3)
+
+
+@pytest.mark.parametrize(("change", "code"), [
+    ({"boxes": 2, "secagg_threshold": 2}, "too_few_boxes"),
+    ({"secagg_threshold": 2}, "secagg_threshold_out_of_range"),
+    ({"secagg_threshold": 5}, "secagg_threshold_out_of_range"),
+    ({"clipping_norm": MAX_CLIPPING_NORM + 0.5}, "clipping_norm_out_of_bounds"),
+    ({"clipping_norm": 0.0}, "clipping_norm_out_of_bounds"),
+    ({"noise_multiplier": -0.1}, "noise_multiplier_negative"),
+    ({"target_delta": 1.0}, "target_delta_out_of_range"),
+    ({"rounds": 0}, "training_settings_out_of_range"),
+    ({"learning_rate": 0.0}, "training_settings_out_of_range"),
+])
+def test_settings_the_boxes_would_refuse_are_refused_first(change, code):
+    assert GOOD.problem() is None
+    assert dataclasses.replace(GOOD, **change).problem() == code
+
+
+@pytest.mark.parametrize("boxes", range(3, 12))
+def test_a_threshold_the_command_accepts_is_one_every_box_accepts(boxes):
+    for threshold in range(1, boxes + 1):
+        settings = dataclasses.replace(GOOD, boxes=boxes, secagg_threshold=threshold)
+        try:
+            check_setup(boxes, threshold, boxes)
+            box_accepts = True
+        except RoundRefused:
+            box_accepts = False
+        if settings.problem() is None:
+            assert box_accepts, (boxes, threshold)
+    with pytest.raises(RoundRefused):
+        check_clipping(MAX_CLIPPING_NORM * 1.01)
+
+
+def _args(**given) -> argparse.Namespace:
+    keys = ("boxes", "rounds", "local_steps", "learning_rate", "proximal", "clipping_norm",
+            "noise_multiplier", "target_delta", "secagg_threshold")
+    return argparse.Namespace(**{k: given.get(k) for k in keys})
+
+
+def test_the_defaults_are_the_flower_apps_and_the_threshold_the_smallest_majority():
+    defaults = federated_command.app_defaults()
+    settings = federated_command.run_settings(_args())
+    assert settings.run_config() == {k: defaults[k] for k in settings.run_config()}
+    assert federated_command.run_settings(_args(boxes=8)).secagg_threshold == 5
+    assert federated_command.run_settings(_args(boxes=8, secagg_threshold=6)
+                                          ).secagg_threshold == 6
+
+
+def test_tls_files_that_do_not_belong_together_are_named(tmp_path):
+    ca = CertificateAuthority.create(tmp_path / "ca")
+    cert, key = ca.issue_server("federated.hospital.example", tmp_path / "ca", stem="link")
+    other = CertificateAuthority.create(tmp_path / "other", name="another CA")
+    stray_cert, stray_key = other.issue_server("federated.hospital.example", tmp_path / "other",
+                                               stem="stray")
+    assert link.tls_problem(cert, key, ca.cert_path) is None
+    assert link.tls_problem(cert, stray_key, ca.cert_path) == "key_not_the_certificates"
+    assert link.tls_problem(stray_cert, stray_key, ca.cert_path) == \
+        "certificate_not_issued_by_ca"
+    assert link.tls_problem(key, key, ca.cert_path) == "certificate_unreadable"
+    assert link.tls_problem(cert, cert, ca.cert_path) == "key_unreadable"
+    assert link.tls_problem(cert, key, tmp_path / "none.pem") == "ca_unreadable"
+    # the SuperLink's own ServerApp reaches it at 127.0.0.1 and checks its certificate
+    away, away_key = ca.issue_server("federated.hospital.example", tmp_path / "ca", stem="away",
+                                     ip="10.20.0.5")
+    assert link.tls_problem(away, away_key, ca.cert_path) == "certificate_lacks_loopback"
+
+
+@pytest.mark.parametrize(("address", "parts"), [
+    ("federated.hospital.example:9092", ("federated.hospital.example", 9092)),
+    ("[::1]:9092", ("::1", 9092)), ("10.0.0.2", None), ("host:0", None), (":9092", None)])
+def test_the_superlink_address_is_host_and_port(address, parts):
+    assert link.split_address(address) == parts
+
+
+def test_a_closed_port_is_said_as_no_superlink(tmp_path):
+    ca = CertificateAuthority.create(tmp_path / "ca")
+    assert link.superlink_problem("127.0.0.1:9", ca.cert_path, timeout=2) == \
+        "superlink_not_answering"
+    assert link.superlink_problem("nowhere", ca.cert_path) == "address_not_host_port"
+
+
+def test_refused_settings_write_nothing(tmp_path, capsys):
+    code = central_main(["federated-run", "--package", str(tmp_path), "--superlink",
+                         "127.0.0.1:9", "--ca", str(tmp_path / "ca.pem"), "--out",
+                         str(tmp_path / "run"), "--clipping-norm", "9"])
+    assert code == 2
+    assert "--clipping-norm must be more than 0 and at most 4" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def _record(epsilon: float | None) -> FederatedRun:
+    return FederatedRun(
+        package="clinibox-demo-lesion 1.0.0", rounds=3, boxes_per_round=[5, 4, 5],
+        local_steps=40, proximal=0.1,
+        privacy=PrivacyBudget(1.0, 0.0 if epsilon is None else 1.1, 1e-3, epsilon),
+        secure_aggregation=SecureAggregation("secagg+", 5, 3), started="s", ended="e",
+        flower_version="1.42.0", cases_per_round=[210, 180, 211],
+        initial_head=list(np.zeros(25)))
+
+
+@pytest.mark.parametrize("epsilon", [None, 3.27])
+def test_a_finished_run_is_said_in_chinese(tmp_path, capsys, epsilon):
+    with use_locale("zh_CN"):
+        federated_command._say_done(_record(epsilon), tmp_path / "federated-run")
+    words = capsys.readouterr().out
+    assert english_sentences(readable(words)) == [] and catalog_sentences(words) == [], words
+    assert is_chinese(words)
+    assert "5, 4, 5" in words and "210, 180, 211" in words
+    assert ("ε 3.3" in words) == (epsilon is not None), words
+    assert f"--federated-run {tmp_path / 'federated-run'}" in words
