@@ -31,6 +31,7 @@ NAMES = frozenset({
     "rsa", "usb", "fat", "exfat", "ntfs", "iso", "udf", "ext", "lan", "csrf", "secure",
     "httponly", "samesite", "strict", "content-security-policy", "psi", "ca", "cn", "acl",
     "sha-256", "ed25519", "english", "orin", "jetpack", "tensorrt", "cuda",
+    "flower", "superlink", "serverapp", "supernode",
 })
 
 
