@@ -1,0 +1,133 @@
+"""A box's labelled images reach a federated round end to end (issue 60): the box receives and
+analyses phantoms, a clinician reviews each finding, and ``clinibox learning node`` (the box's
+learning service, its real process) writes the case file from the box's database within its
+hours and joins the hospital's SuperLink (``clinibox central superlink``) with its SuperNode;
+``clinibox central federated-run`` trains the package's head over it and two more boxes.
+
+One box runs the real service; the two others are SuperNodes over case files the test writes
+(random maps of the model's shape), started as the service starts them: Flower's SuperNode
+listens on a fixed local port, so two real boxes cannot share one machine.
+
+The run's record counts the box's reviewed images among each round's cases; the box's case
+file holds what its reviews said; the SuperLink's state holds no identifier of the box's
+images (the phantoms' patient names and UIDs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from central.federated.superlink import superlink_problem
+from clinibox_common.contracts.federated import FederatedRun
+from firmware_app.learning.bundle_check import supernode_environment
+from firmware_app.learning.cases import LabelledCases, read_cases, write_cases
+from firmware_app.learning.node import supernode_command
+from tests.box_harness import wait_for
+from tests.model_packages import DEMO_PRIVATE_KEY
+from tests.ports import free_port
+from tests.tls_certs import CertificateAuthority
+from tests.unit.firmware_app.test_learning_case_file import _analyse, _box, _review
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CLINIBOX = str(Path(sys.executable).with_name("clinibox"))
+IMAGES = 8
+OTHER_BOXES = 2
+OTHER_CASES = 12
+
+
+def _other_cases(seed: int) -> LabelledCases:
+    rng = np.random.default_rng(seed)
+    labels = (np.arange(OTHER_CASES) % 2).astype(np.int8)
+    maps = rng.random((OTHER_CASES, 24, 8, 8)).astype(np.float32)
+    maps[labels == 1, seed % 24, 2:4, 2:4] += 1.5
+    return LabelledCases(maps, labels)
+
+
+@contextlib.contextmanager
+def _processes() -> Iterator[list[subprocess.Popen]]:
+    running: list[subprocess.Popen] = []
+    try:
+        yield running
+    finally:
+        for process in reversed(running):
+            process.terminate()
+        for process in running:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _hours_now() -> str:
+    """``[learning] hours`` that hold the next two hours."""
+    hour = dt.datetime.now().hour
+    return f"{hour}-{(hour + 2) % 24}"
+
+
+def test_a_boxs_reviews_reach_a_round_through_its_learning_service(tmp_path):
+    config = _box(tmp_path, trainable=True)
+    landed = _analyse(config, IMAGES)
+    _review(config, landed)
+    ca = CertificateAuthority.create(tmp_path / "pki", name="hospital federation CA")
+    cert, key = ca.issue_server("localhost", tmp_path / "pki", stem="superlink")
+    port = free_port()
+    address = f"localhost:{port}"
+    box_toml = tmp_path / "clinibox.toml"
+    box_toml.write_text(
+        f'[storage]\nstate_dir = "{tmp_path / "state"}"\n[runtime]\nbackend = "onnxruntime"\n'
+        f'precision = "fp32"\n[models]\ndir = "{tmp_path / "packages"}"\nversion = "1.2.0"\n'
+        f'trusted_keys = ["{DEMO_PRIVATE_KEY.with_suffix(".pub")}"]\n'
+        f'[learning]\nenabled = true\nsuperlink = "{address}"\n'
+        f'root_certificates = "{ca.cert_path}"\nhours = "{_hours_now()}"\n')
+    out = tmp_path / "run"
+    with _processes() as running, open(tmp_path / "superlink.log", "w") as link_log, \
+            open(tmp_path / "node.log", "w") as node_log:
+        running.append(subprocess.Popen(
+            [CLINIBOX, "central", "superlink", "--certificate", str(cert), "--key", str(key),
+             "--ca", str(ca.cert_path), "--host", "127.0.0.1", "--port", str(port),
+             "--database", str(tmp_path / "link" / "superlink.db")],
+            stdout=link_log, stderr=subprocess.STDOUT))
+        running.append(subprocess.Popen(
+            [CLINIBOX, "learning", "node", "--config", str(box_toml)],
+            stdout=node_log, stderr=subprocess.STDOUT))
+        for i in range(OTHER_BOXES):
+            cases = write_cases(tmp_path / f"other-{i}" / "cases.npz", _other_cases(i))
+            running.append(subprocess.Popen(
+                supernode_command(address, ca.cert_path, cases, free_port()),
+                env=supernode_environment(tmp_path / f"other-{i}" / "bin"),
+                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
+        case_file = tmp_path / "state" / "learning" / "cases.npz"
+        wait_for(case_file.is_file, 180, "the box's case file, written by its learning service")
+        wait_for(lambda: superlink_problem(address, ca.cert_path) is None, 120,
+                 "the SuperLink answering")
+        done = subprocess.run(
+            [CLINIBOX, "central", "federated-run", "--package",
+             str(tmp_path / "packages" / "clinibox-demo-lesion" / "1.2.0"), "--superlink",
+             address, "--ca", str(ca.cert_path), "--out", str(out), "--boxes", "3", "--rounds",
+             "2", "--local-steps", "10"], capture_output=True, text=True, timeout=900)
+    node_said = (tmp_path / "node.log").read_text(errors="replace")
+    server_log = (out / "server.log").read_text() if (out / "server.log").exists() else ""
+    assert done.returncode == 0, (done, server_log[-3000:], node_said[-3000:])
+    # the box's case file: each reviewed image with what its review said of the truth
+    cases = read_cases(case_file, 24)
+    lesions = sum(truth for _i, truth in landed)
+    assert len(cases.labels) == IMAGES and int(cases.labels.sum()) == lesions
+    assert f"case file with {lesions} lesion(s) and {IMAGES - lesions} clear" in node_said
+    record = FederatedRun.read(out / "run.json")
+    assert record.package == "clinibox-demo-lesion 1.2.0"
+    assert record.boxes_per_round == [3, 3]
+    assert record.cases_per_round == [IMAGES + OTHER_BOXES * OTHER_CASES] * 2
+    # nothing of the box's images at the hospital: its DICOM identifiers are nowhere there
+    held = (tmp_path / "link" / "superlink.db").read_bytes() + server_log.encode() + \
+        (tmp_path / "superlink.log").read_bytes()
+    assert b"1.2.40." not in held  # the images' SOP instance UIDs
+    assert str(tmp_path / "state").encode() not in held  # nor where the box keeps them
