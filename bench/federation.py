@@ -27,8 +27,10 @@ from central.federated.superlink import (
     flower_environment,
     run_command,
     superlink_command,
+    superlink_environment,
     write_flower_home,
 )
+from clinibox_common.contracts.federated import RUNS_ENV
 from firmware_app.learning.bundle_check import supernode_environment
 from firmware_app.learning.node import supernode_command
 from tests.ports import free_port
@@ -84,9 +86,12 @@ def _wait_port(port: int, timeout: float, what: str) -> None:
 
 
 @contextlib.contextmanager
-def federation(folder: Path, cases: list[Path]) -> Iterator[Federation]:
+def federation(folder: Path, cases: list[Path], *,
+               hospital_checks: bool = True) -> Iterator[Federation]:
     """A SuperLink over TLS and a SuperNode per case file (its box), each through a relay;
-    everything stopped on leaving."""
+    everything stopped on leaving. The SuperLink runs as ``clinibox central superlink``
+    starts it, checking each run's bundle (``hospital_checks``); without the check it stands
+    for a hospital gone bad, which runs a ServerApp of its own."""
     folder.mkdir(parents=True, exist_ok=True)
     ca = CertificateAuthority.create(folder / "pki", name="hospital federation CA")
     cert, key = ca.issue_server("localhost", folder / "pki", stem="superlink")
@@ -94,12 +99,15 @@ def federation(folder: Path, cases: list[Path]) -> Iterator[Federation]:
     write_flower_home(folder / "flwr-home", f"127.0.0.1:{port}", ca.cert_path)
     fed = Federation(folder, port, ca.cert_path)
     env = fed.environment()
+    # the runs' files lie beside the federation's folder (the tests' and the bench's layout)
+    link_env = superlink_environment(folder, folder.parent, env) if hospital_checks else \
+        {**env, RUNS_ENV: str(folder.parent.resolve())}
     with contextlib.ExitStack() as logs:
         logs.callback(_stop, fed)
         link_log = logs.enter_context(open(fed.link_log, "w"))
         fed.processes.append(subprocess.Popen(
             superlink_command(cert, key, ca.cert_path, "127.0.0.1", port, fed.link_database),
-            env=env, stdout=link_log, stderr=subprocess.STDOUT, cwd=folder))
+            env=link_env, stdout=link_log, stderr=subprocess.STDOUT, cwd=folder))
         _wait_port(port, 60, "the SuperLink")
         for i, case_file in enumerate(cases):
             relay = Relay(port)

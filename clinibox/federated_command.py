@@ -14,6 +14,7 @@ SuperLink (``central.federated``) is here, above both.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -23,10 +24,17 @@ from pathlib import Path
 import numpy as np
 
 from central.federated import superlink as link
-from clinibox_common.contracts.federated import MIN_BOXES, FederatedRun, RunSettings
+from clinibox_common.contracts.federated import (
+    DEFAULT_RUNS,
+    MIN_BOXES,
+    FederatedRun,
+    RunSettings,
+    within_runs,
+)
 from clinibox_common.errors import EXIT_OK, EXIT_USAGE, CliniboxError
 from clinibox_common.i18n import N_, formats
 from clinibox_common.i18n import gettext as _
+from clinibox_common.i18n.error_words import error_words
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -42,14 +50,17 @@ SETTINGS_WORDS = {
         "(for 5 boxes: 3 or 4); the boxes refuse a round that asks less"),
     "clipping_norm_out_of_bounds": N_("--clipping-norm must be more than 0 and at most 4: the "
                                       "boxes refuse a larger one"),
-    "noise_multiplier_negative": N_("--noise-multiplier must be 0 or more"),
+    "setting_not_a_number": N_("every setting must be a finite number"),
+    "noise_multiplier_out_of_range": N_("--noise-multiplier must lie between 0 and 100"),
     "target_delta_out_of_range": N_("--target-delta must lie between 0 and 1"),
     "training_settings_out_of_range": N_(
-        "--rounds and --local-steps must be at least 1, --learning-rate more than 0 and "
-        "--proximal 0 or more"),
+        "--rounds must lie between 1 and 1000, --local-steps between 1 and 10000, "
+        "--learning-rate above 0 and at most 1, --proximal between 0 and 100"),
 }
 #: what each problem of the SuperLink's TLS files or address says, with the fix
 LINK_WORDS = {
+    "file_unreadable": N_("cannot read %(certificate)s, %(key)s or %(ca)s (does the file exist, "
+                          "and may this account read it?)"),
     "certificate_unreadable": N_("cannot read %(certificate)s as a PEM certificate"),
     "key_unreadable": N_("cannot read %(key)s as a PEM private key without a password"),
     "ca_unreadable": N_("cannot read %(ca)s as the CA's PEM certificate"),
@@ -59,10 +70,10 @@ LINK_WORDS = {
         "%(certificate)s was not issued by %(ca)s, the CA the boxes check the SuperLink "
         "against: issue the SuperLink's certificate with that CA"),
     "certificate_expired": N_("%(certificate)s is outside its validity dates: issue a new one"),
-    "certificate_lacks_loopback": N_(
-        "%(certificate)s does not name 127.0.0.1: the SuperLink's own ServerApp reaches it "
-        "there and would refuse it, and every run would wait with nothing said. Issue it with "
-        "IP:127.0.0.1 in subjectAltName beside the host name the boxes use"),
+    "certificate_lacks_serverapp_name": N_(
+        "%(certificate)s does not name %(name)s: the SuperLink's own ServerApp reaches it "
+        "there (--host %(host)s) and would refuse it, and every run would wait with nothing "
+        "said. Issue it with %(name)s in subjectAltName beside the host name the boxes use"),
     "address_not_host_port": N_("--superlink must be HOST:PORT (for example "
                                 "federated.hospital.example:9092)"),
     "superlink_not_answering": N_(
@@ -81,6 +92,17 @@ RUN_WORDS = {
         "(clinibox-learning) runs. The ServerApp's log: %(log)s"),
     "run_failed": N_("the run ended without a head; the ServerApp's log says why: %(log)s"),
 }
+#: why a package cannot start a run (converters.learning_artifact.package_head's codes)
+PACKAGE_WORDS = {
+    "no_manifest": N_("%(path)s cannot be read: --package must be the folder of a package"),
+    "no_trainable_model": N_("%(path)s carries no trainable model: convert the model again "
+                             "with this version of clinibox"),
+    "trainable_model_not_listed": N_("%(path)s is missing, or not the file the package's "
+                                     "manifest lists: use the package as it was signed"),
+    "trainable_model_unreadable": N_("%(path)s cannot be read as the package's trainable "
+                                     "model: convert the model again with this version of "
+                                     "clinibox"),
+}
 #: the ServerApp's exception that says a round had too few boxes (server_app.py)
 ROUND_NOT_AGGREGATED = "RoundNotAggregated"
 
@@ -89,15 +111,22 @@ def cmd_superlink(args: argparse.Namespace, _config: object) -> int:
     """Run Flower's SuperLink over TLS until stopped (its log is the journal's)."""
     certificate, key, ca = Path(args.certificate), Path(args.key), Path(args.ca)
     _need_flower("flower-superlink")
-    problem = link.tls_problem(certificate, key, ca)
+    problem = link.tls_problem(certificate, key, ca, args.host)
     if problem is not None:
         raise CliniboxError(_(LINK_WORDS[problem], certificate=str(certificate), key=str(key),
-                              ca=str(ca)), exit_status=EXIT_USAGE)
-    database = Path(args.database).resolve()
-    database.parent.mkdir(parents=True, exist_ok=True)
+                              ca=str(ca), host=args.host,
+                              name=str(link.serverapp_name(args.host).value)),
+                            exit_status=EXIT_USAGE)
+    database, runs = Path(args.database).resolve(), Path(args.runs).resolve()
+    try:
+        database.parent.mkdir(parents=True, exist_ok=True)
+        runs.mkdir(mode=0o750, parents=True, exist_ok=True)
+        env = link.superlink_environment(database.parent, runs)
+    except OSError as exc:
+        raise CliniboxError(_("cannot write in %(folder)s: %(why)s", folder=str(database.parent),
+                              why=error_words(exc)), exit_status=EXIT_USAGE) from exc
     command = link.superlink_command(certificate.resolve(), key.resolve(), ca.resolve(),
                                      args.host, args.port, database)
-    env = link.flower_environment(database.parent / "flwr-home")
     os.execve(command[0], command, env)  # the service is Flower's own process from here
 
 
@@ -135,58 +164,87 @@ def run_settings(args: argparse.Namespace) -> RunSettings:
                        secagg_threshold=int(threshold))
 
 
+def _checked_out(text: str | None, runs: Path) -> Path:
+    """``--out`` as an absolute path in the runs folder (by default a new folder named by the
+    time): new, or an empty folder (a run's files are never written over, nor into a folder
+    that holds anything else)."""
+    if text is None:
+        text = str(runs / dt.datetime.now(dt.timezone.utc).strftime("run-%Y%m%dT%H%M%SZ"))
+    if any(c in text for c in '"\\') or any(ord(c) < 32 for c in text):
+        raise CliniboxError(_("--out must be a path without quotes, backslashes or control "
+                              "characters"), exit_status=EXIT_USAGE)
+    out = Path(text).absolute()
+    if not within_runs(out, runs):
+        raise CliniboxError(_("--out must lie in %(runs)s, the runs folder the SuperLink "
+                              "keeps its runs in (--runs of clinibox central superlink)",
+                              runs=str(runs)), exit_status=EXIT_USAGE)
+    if out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir()))):
+        if (out / "run.json").exists():
+            raise CliniboxError(_("%(out)s already holds a finished run: give another --out",
+                                  out=str(out)), exit_status=EXIT_USAGE)
+        raise CliniboxError(_("%(out)s is not a new or empty folder: give another --out",
+                              out=str(out)), exit_status=EXIT_USAGE)
+    return out
+
+
 def cmd_federated_run(args: argparse.Namespace, _config: object) -> int:
     """Start a run, wait for it, and say what it did."""
-    from converters.learning_artifact import package_head
-    from converters.trainable import NotTrainable
+    from central.federated.server_app import HEAD_RANGE_SHARE, QUANTISATION_CLIP
+    from converters.learning_artifact import PackageHeadError, package_head
 
     settings = run_settings(args)
     problem = settings.problem()
     if problem is not None:
         raise CliniboxError(_(SETTINGS_WORDS[problem], min=MIN_BOXES), exit_status=EXIT_USAGE)
-    if args.timeout_hours <= 0:
-        raise CliniboxError(_("--timeout-hours must be more than 0"), exit_status=EXIT_USAGE)
+    if not 0 < args.timeout_hours <= 24 * 30:
+        raise CliniboxError(_("--timeout-hours must be more than 0 and at most 720"),
+                            exit_status=EXIT_USAGE)
     _need_flower("flwr")
-    out, ca = Path(args.out).resolve(), Path(args.ca).resolve()
-    if (out / "run.json").exists():
-        raise CliniboxError(_("%(out)s already holds a finished run: give another --out",
-                              out=str(out)), exit_status=EXIT_USAGE)
+    out, ca = _checked_out(args.out, Path(args.runs).absolute()), Path(args.ca).resolve()
     problem = link.superlink_problem(args.superlink, ca)
     if problem is not None:
         raise CliniboxError(_(LINK_WORDS[problem], address=args.superlink, ca=str(ca)),
                             exit_status=EXIT_USAGE)
     try:
         head, package = package_head(Path(args.package))
-    except NotTrainable as exc:
-        raise CliniboxError(_("%(package)s carries no trainable model, or not the one its "
-                              "manifest lists: convert the model again with this version of "
-                              "clinibox", package=args.package),
+    except PackageHeadError as exc:
+        raise CliniboxError(_(PACKAGE_WORDS[exc.code], path=str(exc.path)),
                             exit_status=EXIT_USAGE) from exc
-    out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "initial-head.npy", head.as_vector())
-    home = out / "flower"
-    link.write_flower_home(home, args.superlink, ca)
+    if not np.all(np.abs(head.as_vector()) <= HEAD_RANGE_SHARE * QUANTISATION_CLIP):
+        raise CliniboxError(_("the package's head holds numbers beyond ±%(limit)s, more than "
+                              "secure aggregation carries: it cannot be trained this way",
+                              limit=f"{HEAD_RANGE_SHARE * QUANTISATION_CLIP:g}"))
+    try:
+        out.mkdir(mode=0o750, parents=True, exist_ok=True)
+        np.save(out / "initial-head.npy", head.as_vector())
+        home = out / "flower"
+        link.write_flower_home(home, args.superlink, ca)
+        log_file = open(out / "server.log", "x")  # noqa: SIM115 - held while flwr runs
+    except OSError as exc:
+        raise CliniboxError(_("cannot write in %(folder)s: %(why)s", folder=str(out),
+                              why=error_words(exc)), exit_status=EXIT_USAGE) from exc
     config = {"package": package, "out": str(out),
               "initial-head": str(out / "initial-head.npy"), "sharpness": head.sharpness,
               **settings.run_config()}
     print(_("run of %(package)s started at %(address)s: %(rounds)d rounds, %(boxes)d boxes "
-            "each; a round starts when every box's learning service answers",
+            "each; a round starts when that many boxes' learning services answer",
             package=package, address=args.superlink, rounds=settings.rounds,
             boxes=settings.boxes), flush=True)
-    log_path = out / "server.log"
-    with open(log_path, "w") as log_file:
+    with log_file:
         process = subprocess.Popen(link.run_command(link.FLOWER_APP, config),
                                    env=link.flower_environment(home), stdout=log_file,
                                    stderr=subprocess.STDOUT)
         try:
             process.wait(timeout=args.timeout_hours * 3600)
         except subprocess.TimeoutExpired:
-            process.terminate()
-            process.wait(30)
-            raise CliniboxError(_("no end after %(hours)s h: the run goes on at the SuperLink "
-                                  "and writes its head into %(out)s when it ends",
-                                  hours=formats.decimal(args.timeout_hours), out=str(out))
-                                ) from None
+            process.kill()
+            process.wait()
+            raise CliniboxError(_("no end after %(hours)s h: a run the SuperLink started goes "
+                                  "on there and writes its head into %(out)s when it ends; "
+                                  "the ServerApp's log so far: %(log)s",
+                                  hours=f"{args.timeout_hours:g}", out=str(out),
+                                  log=str(out / "server.log"))) from None
+    log_path = out / "server.log"
     if not (out / "run.json").exists():
         why = "round_not_aggregated" if ROUND_NOT_AGGREGATED in log_path.read_text(
             errors="replace") else "run_failed"
@@ -232,6 +290,9 @@ def add_commands(command: Callable[[str, Callable[..., int], str], argparse.Argu
                        help=f"port for the boxes and for runs (default {link.DEFAULT_PORT})")
     serve.add_argument("--database", default="/var/lib/clinibox-central/federated/superlink.db",
                        help="the SuperLink's state")
+    serve.add_argument("--runs", default=DEFAULT_RUNS,
+                       help="the folder its runs are kept in: a run reads and writes nowhere "
+                            "else")
     run = command("federated-run", cmd_federated_run,
                   "fine-tune a package's head on the boxes' labelled cases: one federated run")
     run.add_argument("--package", required=True,
@@ -240,10 +301,13 @@ def add_commands(command: Callable[[str, Callable[..., int], str], argparse.Argu
     run.add_argument("--superlink", required=True, metavar="HOST:PORT",
                      help="the SuperLink, as its certificate names it")
     run.add_argument("--ca", required=True, help="the CA that issued the SuperLink's certificate")
-    run.add_argument("--out", default="federated-run",
-                     help="folder for the run's head, record and log (a new one per run)")
+    run.add_argument("--runs", default=DEFAULT_RUNS,
+                     help="the SuperLink's runs folder (its --runs)")
+    run.add_argument("--out", default=None,
+                     help="a new folder in --runs for the run's head, record and log "
+                          "(default: one named by the time)")
     for option, kind, help_text in (
-            ("--boxes", int, "boxes each round waits for"),
+            ("--boxes", int, "boxes each round trains on (more may be connected)"),
             ("--rounds", int, "rounds of the run"),
             ("--local-steps", int, "each box's training steps per round"),
             ("--learning-rate", float, "the steps' rate"),

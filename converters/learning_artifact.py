@@ -20,6 +20,7 @@ import onnx
 import onnxruntime as ort
 
 from clinibox_common.contracts.manifest import sha256_file
+from clinibox_common.errors import CliniboxError
 from converters.spec import ModelSpec
 from converters.trainable import MAPS_OUTPUT, NotTrainable, fit_sharpness, trainable_model
 from engine.learning.cam_head import CamHead
@@ -64,22 +65,42 @@ def write_learning_model(out: Path, fp32: Path, spec: ModelSpec, x: np.ndarray
             "channels": head.channels}
 
 
+class PackageHeadError(CliniboxError, ValueError):
+    """A package a federated run cannot start from; ``code`` says why."""
+
+    def __init__(self, code: str, path: Path) -> None:
+        super().__init__(f"{path}: {code}")
+        self.code, self.path = code, path
+
+
 def package_head(package: Path) -> tuple[CamHead, str]:
     """The head a federated run starts from: the one in the package's trainable model (its
     file checked against the manifest's hash), with the package's sharpness; and the
-    package's name and version. NotTrainable when the package carries no trainable model."""
+    package's name and version. :class:`PackageHeadError` says why a package has none:
+    ``no_manifest``, ``no_trainable_model``, ``trainable_model_not_listed`` (missing, or not
+    the file the manifest lists) or ``trainable_model_unreadable``."""
     try:
         manifest = json.loads((package / "manifest.json").read_text())
     except (OSError, ValueError) as exc:
-        raise NotTrainable(f"{package}: no readable manifest.json ({exc})") from exc
+        raise PackageHeadError("no_manifest", package / "manifest.json") from exc
     learning = manifest.get("learning") if isinstance(manifest, dict) else None
-    if not isinstance(learning, dict) or not isinstance(learning.get("path"), str):
-        raise NotTrainable(f"{package}: the package carries no trainable model ('learning' "
-                           "in its manifest)")
+    if not isinstance(learning, dict) or not isinstance(learning.get("path"), str) \
+            or not isinstance(learning.get("files"), dict):
+        raise PackageHeadError("no_trainable_model", package)
     path = package / learning["path"]
-    if not path.is_file() or sha256_file(path) != learning.get("files", {}).get(
-            learning["path"]):
-        raise NotTrainable(f"{path}: missing, or not the file the manifest lists")
-    head = trainable_model(path, str(learning.get("head_output", HEAD_OUTPUT))).head
-    head = CamHead(head.weights, head.bias, float(learning["sharpness"]))
+    try:
+        listed = path.is_file() and sha256_file(path) == learning["files"].get(learning["path"])
+    except OSError:
+        listed = False
+    if not listed:
+        raise PackageHeadError("trainable_model_not_listed", path)
+    sharpness = learning.get("sharpness")
+    try:
+        head = trainable_model(path, str(learning.get("head_output", HEAD_OUTPUT))).head
+        sharpness = float(sharpness)
+        if not 0 < sharpness <= 64:
+            raise ValueError(f"sharpness {sharpness}")
+    except Exception as exc:  # a model ONNX cannot read, or not trainable: said by its code
+        raise PackageHeadError("trainable_model_unreadable", path) from exc
+    head = CamHead(head.weights, head.bias, sharpness)
     return head, f"{manifest.get('name')} {manifest.get('version')}"

@@ -22,6 +22,7 @@ gates and a person's signature.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import flwr
@@ -34,10 +35,12 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from central.federated.noise import NoisyAverageOfAnswers
 from central.federated.privacy import epsilon_spent
 from clinibox_common.contracts.federated import (
+    RUNS_ENV,
     FederatedRun,
     PrivacyBudget,
     RunSettings,
     SecureAggregation,
+    within_runs,
 )
 from clinibox_common.errors import CliniboxError
 
@@ -74,6 +77,13 @@ def main(grid: Grid, context: Context) -> None:
     """Run the configured rounds and write the head and its record."""
     started = _now()
     out = Path(_setting(context, "out", str))
+    # anyone who reaches the SuperLink's port can start a run: its files stay in the runs
+    # folder the SuperLink was started with
+    runs = os.environ.get(RUNS_ENV, "")
+    initial_path = Path(_setting(context, "initial-head", str))
+    if not runs or not within_runs(out, Path(runs)) or not within_runs(initial_path, Path(runs)):
+        raise ValueError(f"out_outside_runs_folder: 'out' and 'initial-head' must lie in "
+                         f"the SuperLink's runs folder ({runs or RUNS_ENV + ' not set'})")
     boxes = _setting(context, "boxes", int)
     rounds = _setting(context, "rounds", int)
     clipping, noise = _setting(context, "clipping-norm", float), _setting(
@@ -87,12 +97,15 @@ def main(grid: Grid, context: Context) -> None:
         clipping, noise, delta, threshold).problem()
     if problem is not None:  # `clinibox central federated-run` refuses these before a run
         raise ValueError(f"the run's settings are refused: {problem}")
-    initial = np.load(_setting(context, "initial-head", str), allow_pickle=False)
+    initial = np.load(initial_path, allow_pickle=False)
     if not np.all(np.abs(initial) <= HEAD_RANGE_SHARE * QUANTISATION_CLIP):
         raise ValueError(f"the initial head's numbers must lie within ±"
                          f"{HEAD_RANGE_SHARE * QUANTISATION_CLIP:g} (secure aggregation's range)")
+    # exactly `boxes` of the connected boxes each round (SecAgg+ is set up for that many;
+    # sampling every connected box would make each box's guard refuse the round). Flower
+    # samples max(int(connected × fraction), minimum), and skips evaluation at fraction 0
     average = FedAvg(
-        fraction_fit=1.0, fraction_evaluate=1.0, min_fit_clients=boxes,
+        fraction_fit=0.0, fraction_evaluate=1e-9, min_fit_clients=boxes,
         min_evaluate_clients=boxes, min_available_clients=boxes,
         initial_parameters=ndarrays_to_parameters([initial.astype(np.float32)]))
     strategy = NoisyAverageOfAnswers(average, noise, clipping, boxes)

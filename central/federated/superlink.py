@@ -15,12 +15,15 @@ import os
 import socket
 import ssl
 import sys
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
+
+from central.federated.serverapp_check import install_wrapper
+from clinibox_common.contracts.federated import RUNS_ENV
 
 #: clinibox's Flower App (its pyproject.toml names the ServerApp and the ClientApp)
 FLOWER_APP = Path(__file__).resolve().parent / "flower_app"
@@ -28,8 +31,9 @@ FLOWER_APP = Path(__file__).resolve().parent / "flower_app"
 FEDERATION = "hospital"
 #: the port a SuperLink serves the boxes and ``flwr run`` on unless told otherwise
 DEFAULT_PORT = 9092
-#: where the SuperLink's own ServerApp process reaches it, checking its certificate: the
-#: certificate must name this address, or every run waits for ever with nothing said
+#: where the SuperLink's own ServerApp process reaches it when it listens on every address,
+#: checking its certificate: the certificate must name it, or every run waits for ever with
+#: nothing said
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 
 
@@ -55,6 +59,18 @@ def flower_environment(home: Path, base: dict[str, str] | None = None) -> dict[s
     base = dict(os.environ if base is None else base)
     return {**base, "FLWR_HOME": str(home),
             "PATH": f"{flower_bin()}{os.pathsep}{base.get('PATH', '')}"}
+
+
+def superlink_environment(folder: Path, runs: Path,
+                          base: dict[str, str] | None = None) -> dict[str, str]:
+    """The SuperLink's environment: Flower's home in ``folder``; first on PATH, the ServerApp
+    process that checks a run's bundle before Flower installs it (``serverapp_check.py``; its
+    wrapper in ``folder``/bin); and the runs folder, outside which its ServerApp neither reads
+    nor writes."""
+    env = flower_environment(folder / "flwr-home", base)
+    env["PATH"] = f"{install_wrapper(folder / 'bin')}{os.pathsep}{env['PATH']}"
+    env[RUNS_ENV] = str(runs.resolve())
+    return env
 
 
 def write_flower_home(home: Path, address: str, ca: Path) -> Path:
@@ -92,44 +108,100 @@ def split_address(address: str) -> tuple[str, int] | None:
     return host, int(port)
 
 
-def tls_problem(certificate: Path, key: Path, ca: Path) -> str | None:
-    """The code of what is wrong with the SuperLink's TLS files, or None: each readable, the
-    key the certificate's own, the certificate issued by the CA, valid today and naming
-    127.0.0.1 (:data:`LOOPBACK`) beside the host name the boxes use."""
+def serverapp_name(host: str) -> x509.GeneralName:
+    """The name the SuperLink's own ServerApp process reaches it by when it listens on
+    ``host`` (Flower's ``resolve_bind_address``: a bind-all address becomes loopback)."""
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0"):
+        return x509.IPAddress(LOOPBACK)
+    if host == "::":
+        return x509.IPAddress(ipaddress.ip_address("::1"))
     try:
-        cert = x509.load_pem_x509_certificate(certificate.read_bytes())
-    except (OSError, ValueError):
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
+def tls_problem(certificate: Path, key: Path, ca: Path, host: str = "0.0.0.0") -> str | None:
+    """The code of what is wrong with the SuperLink's TLS files, or None: each readable, the
+    key the certificate's own, the certificate valid today, naming the address its own
+    ServerApp reaches it at (:func:`serverapp_name` of ``host``), and issued, through the
+    intermediates in the certificate's file, by a CA of the CA file (CA:TRUE, allowed to sign
+    certificates, valid today), as a box's TLS library checks it."""
+    try:
+        texts = certificate.read_bytes(), key.read_bytes(), ca.read_bytes()
+    except OSError:
+        return "file_unreadable"
+    try:
+        chain = x509.load_pem_x509_certificates(texts[0])
+    except ValueError:
         return "certificate_unreadable"
     try:
-        private = serialization.load_pem_private_key(key.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError):
+        private = serialization.load_pem_private_key(texts[1], password=None)
+    except (ValueError, TypeError):
         return "key_unreadable"
     try:
-        authority = x509.load_pem_x509_certificate(ca.read_bytes())
-    except (OSError, ValueError):
+        authorities = x509.load_pem_x509_certificates(texts[2])
+    except ValueError:
         return "ca_unreadable"
+    leaf = chain[0]
     public = serialization.PublicFormat.SubjectPublicKeyInfo
     if private.public_key().public_bytes(serialization.Encoding.DER, public) != \
-            cert.public_key().public_bytes(serialization.Encoding.DER, public):
+            leaf.public_key().public_bytes(serialization.Encoding.DER, public):
         return "key_not_the_certificates"
-    try:
-        cert.verify_directly_issued_by(authority)
-    except (InvalidSignature, ValueError, TypeError):
-        return "certificate_not_issued_by_ca"
-    now = datetime.now(UTC)
-    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+    now = datetime.now(timezone.utc)
+    if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
         return "certificate_expired"
-    if LOOPBACK not in _ip_names(cert):
-        return "certificate_lacks_loopback"
+    name = serverapp_name(host)
+    if name.value not in _names(leaf, type(name)):
+        return "certificate_lacks_serverapp_name"
+    if not _issued_by(chain, authorities, now):
+        return "certificate_not_issued_by_ca"
     return None
 
 
-def _ip_names(cert: x509.Certificate) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+def _issued_by(chain: list[x509.Certificate], authorities: list[x509.Certificate],
+               now: datetime) -> bool:
+    """Whether ``chain[0]`` goes up to one of ``authorities`` through ``chain[1:]``, each
+    issuer a CA (basic constraints CA:TRUE, allowed to sign certificates) valid ``now``."""
+    current, rest = chain[0], list(chain[1:])
+    while True:
+        if any(_signs(authority, current, now) for authority in authorities):
+            return True
+        up = next((c for c in rest if _signs(c, current, now)), None)
+        if up is None:
+            return False
+        current = up
+        rest.remove(up)
+
+
+def _signs(issuer: x509.Certificate, cert: x509.Certificate, now: datetime) -> bool:
+    if issuer.subject != cert.issuer or \
+            not issuer.not_valid_before_utc <= now <= issuer.not_valid_after_utc:
+        return False
+    try:
+        if not issuer.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+            return False
+    except x509.ExtensionNotFound:
+        return False
+    try:
+        if not issuer.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign:
+            return False
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+def _names(cert: x509.Certificate, kind: type[x509.GeneralName]) -> list[object]:
     try:
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        return set()
-    return set(names.get_values_for_type(x509.IPAddress))
+        return []
+    return list(names.get_values_for_type(kind))
 
 
 def superlink_problem(address: str, ca: Path, timeout: float = 10.0) -> str | None:

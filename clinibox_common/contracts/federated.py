@@ -11,6 +11,7 @@ case identifier. Keys are codes; a program reads them back.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,23 @@ MAX_CLIPPING_NORM = 4.0
 #: the fewest boxes a run can protect: SecAgg+ rebuilds a dropped box's mask from more than
 #: half of the boxes and fewer than all of them, which 2 boxes cannot be
 MIN_BOXES = 3
+#: the environment variable that names the folder a SuperLink's runs are kept in: clinibox's
+#: ServerApp reads and writes nowhere else (``clinibox central superlink --runs`` sets it)
+RUNS_ENV = "CLINIBOX_FEDERATED_RUNS"
+#: where a hospital's runs are kept unless told otherwise
+DEFAULT_RUNS = "/var/lib/clinibox-central/federated/runs"
+
+
+def within_runs(path: Path, runs: Path) -> bool:
+    """Whether ``path`` lies inside the runs folder ``runs`` (links followed)."""
+    return path.resolve().is_relative_to(runs.resolve()) and \
+        path.resolve() != runs.resolve()
+#: the bounds of a run's other settings (beyond them a box's training diverges or a run never
+#: ends): rounds, each box's steps per round, FedProx's pull and the noise multiplier
+MAX_ROUNDS = 1000
+MAX_LOCAL_STEPS = 10_000
+MAX_PROXIMAL = 100.0
+MAX_NOISE_MULTIPLIER = 100.0
 
 
 @dataclass(frozen=True)
@@ -40,18 +58,22 @@ class RunSettings:
 
     def problem(self) -> str | None:
         """The code of the first setting the boxes or the ServerApp would refuse, or None."""
+        numbers = (self.learning_rate, self.proximal, self.clipping_norm,
+                   self.noise_multiplier, self.target_delta)
+        if not all(math.isfinite(x) for x in numbers):
+            return "setting_not_a_number"
         if self.boxes < MIN_BOXES:
             return "too_few_boxes"
         if not self.boxes / 2 < self.secagg_threshold < self.boxes:
             return "secagg_threshold_out_of_range"
         if not 0 < self.clipping_norm <= MAX_CLIPPING_NORM:
             return "clipping_norm_out_of_bounds"
-        if not self.noise_multiplier >= 0:
-            return "noise_multiplier_negative"
+        if not 0 <= self.noise_multiplier <= MAX_NOISE_MULTIPLIER:
+            return "noise_multiplier_out_of_range"
         if not 0 < self.target_delta < 1:
             return "target_delta_out_of_range"
-        if self.rounds < 1 or self.local_steps < 1 or not self.learning_rate > 0 \
-                or not self.proximal >= 0:
+        if not (1 <= self.rounds <= MAX_ROUNDS and 1 <= self.local_steps <= MAX_LOCAL_STEPS
+                and 0 < self.learning_rate <= 1 and 0 <= self.proximal <= MAX_PROXIMAL):
             return "training_settings_out_of_range"
         return None
 

@@ -19,55 +19,27 @@ runs Flower's own ``flwr-clientapp`` with the check in front of its installation
 
 from __future__ import annotations
 
-import io
 import os
 import sys
-import zipfile
 from pathlib import Path
 
-import tomllib
+from clinibox_common.contracts import flower_bundle
+from clinibox_common.contracts.flower_bundle import BUNDLE_FILES, CLIENT_APP, BundleRefused
 
-from clinibox_common.errors import CliniboxError
-
-#: the only ClientApp a box runs: the one installed with clinibox
-CLIENT_APP = "firmware_app.learning.client_app:app"
-#: the only files a bundle may hold
-BUNDLE_FILES = frozenset({"pyproject.toml", ".info/CONTENT"})
-#: the largest bundle read (clinibox's is about 2 KB)
-MAX_BUNDLE_BYTES = 1 << 20
-
-
-class BundleRefused(CliniboxError, ValueError):
-    """A round's bundle the box does not install; the message is the code alone."""
+__all__ = ["BUNDLE_FILES", "CLIENT_APP", "BundleRefused", "check_bundle", "install_wrapper",
+           "supernode_environment"]
 
 
 def check_bundle(content: bytes) -> None:
     """Refuse (:class:`BundleRefused`) a bundle that carries code or another ClientApp."""
-    if len(content) > MAX_BUNDLE_BYTES:
-        raise BundleRefused("bundle_too_large")
-    try:
-        with zipfile.ZipFile(io.BytesIO(content)) as bundle:
-            names = set(bundle.namelist())
-            if not names <= BUNDLE_FILES or "pyproject.toml" not in names:
-                raise BundleRefused("bundle_carries_files")
-            project = tomllib.loads(bundle.read("pyproject.toml").decode("utf-8"))
-    except (zipfile.BadZipFile, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise BundleRefused("bundle_unreadable") from exc
-    components = project.get("tool", {}).get("flwr", {}).get("app", {}).get("components", {})
-    if components.get("clientapp") != CLIENT_APP:
-        raise BundleRefused("bundle_names_another_clientapp")
+    flower_bundle.check_bundle(content, "clientapp", CLIENT_APP)
 
 
 def install_wrapper(folder: Path) -> Path:
     """Write ``folder``/``flwr-clientapp`` (the check, then Flower's ClientApp process, on
     this Python) and return ``folder``: put it first on the SuperNode's ``PATH``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    wrapper = folder / "flwr-clientapp"
-    text = f'#!/bin/sh\nexec "{sys.executable}" -m firmware_app.learning.bundle_check "$@"\n'
-    if not wrapper.is_file() or wrapper.read_text() != text:
-        wrapper.write_text(text)
-    wrapper.chmod(0o755)
-    return folder
+    return flower_bundle.write_wrapper(folder, "flwr-clientapp",
+                                       "firmware_app.learning.bundle_check")
 
 
 def supernode_environment(folder: Path, base: dict[str, str] | None = None) -> dict[str, str]:

@@ -44,7 +44,8 @@ PAGE = REPO / "docs" / "hospital" / "federated-run.md"
 PACKAGE = REPO / "models" / "clinibox-demo-lesion" / "1.0.0"
 SUPERLINK = "federation.hospital.example:9092"
 FILES = "/etc/clinibox-central/federated"
-RUN = "~/federated-runs/first"
+RUNS = "/var/lib/clinibox-central/federated/runs"
+RUN = f"{RUNS}/first"
 BOXES = 3
 CANARY = "CANARY-CLINIC-4d1e"
 
@@ -134,25 +135,28 @@ def test_the_federated_run_page_runs_as_written_and_refuses_a_wrong_set_up(tmp_p
         assert "does not name 127.0.0.1" in said and "IP:127.0.0.1" in said
         run = (f"clinibox central federated-run --package ~/packages/clinibox-demo-lesion-1.0.0"
                f" --ca {FILES}/ca.pem")
-        said = _refused(shell, f"{run} --superlink {SUPERLINK} --out ~/r2 --boxes 2")
+        said = _refused(shell, f"{run} --superlink {SUPERLINK} --out {RUNS}/r2 --boxes 2")
         assert "at least 3 boxes" in said
-        said = _refused(shell, f"{run} --superlink {SUPERLINK} --out ~/r2 --boxes 6"
+        said = _refused(shell, f"{run} --superlink {SUPERLINK} --out {RUNS}/r2 --boxes 6"
                                " --secagg-threshold 3")
         assert "--secagg-threshold must be more than half" in said
-        said = _refused(shell, f"{run} --superlink federation.hospital.example:9300 --out ~/r2")
+        said = _refused(shell, f"{run} --superlink {SUPERLINK} --out ~/r2")
+        assert f"--out must lie in {RUNS}" in said
+        said = _refused(shell, f"{run} --superlink federation.hospital.example:9300"
+                               f" --out {RUNS}/r2")
         assert "start the SuperLink first" in said
         shell.run("openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
                   " -keyout ~/other.key -out ~/other-ca.pem -days 30 -subj /CN=other"
                   " 2> /dev/null")
         said = _refused(shell, f"clinibox central federated-run --package"
                                f" ~/packages/clinibox-demo-lesion-1.0.0 --ca ~/other-ca.pem"
-                               f" --superlink {SUPERLINK} --out ~/r2")
+                               f" --superlink {SUPERLINK} --out {RUNS}/r2")
         assert "did not issue" in said
         said = _refused(shell, f"{run} --superlink {SUPERLINK} --out {RUN}")
         assert "already holds a finished run" in said
-        said = _refused(shell, f"{run} --superlink {SUPERLINK} --out ~/r2 --package ~/r2")
-        assert "carries no trainable model" in said
-        assert not shell.path("~/r2").exists()
+        said = _refused(shell, f"{run} --superlink {SUPERLINK} --out {RUNS}/r2 --package ~/r2")
+        assert "cannot be read: --package must be the folder of a package" in said
+        assert not shell.path(f"{RUNS}/r2").exists()
     except BaseException:
         for log in [*sorted(shell.logs.glob("*.log"))[-6:],
                     *sorted((tmp_path / "boxes").glob("*/supernode.log"))]:

@@ -24,6 +24,8 @@ CANARY = "CANARY-BOX-91c2"
 HOSTILE_APP = REPO / "tests" / "federated_hostile" / "app"
 #: a Flower App whose bundle carries a ClientApp of its own
 CLIENT_CODE_APP = REPO / "tests" / "federated_hostile" / "client_code"
+#: a Flower App whose bundle carries a ServerApp of its own (a stranger at the SuperLink's port)
+SERVER_CODE_APP = REPO / "tests" / "federated_hostile" / "server_code"
 CLIP = 0.8
 SETTINGS = TrainingSettings(steps=30, learning_rate=0.05, proximal=0.01)
 
@@ -119,7 +121,7 @@ def test_the_boxes_refuse_a_hospital_that_weakened_secure_aggregation(tmp_path):
     np.save(tmp_path / "initial.npy", head.as_vector())
     files = [write_cases(tmp_path / f"box-{i}" / "cases.npz", _box_cases(seed)) for i, seed in
              enumerate((1, 2, 3, 4))]
-    with federation(tmp_path / "flower", files) as fed:
+    with federation(tmp_path / "flower", files, hospital_checks=False) as fed:
         done = fed.run({"initial-head": str(tmp_path / "initial.npy"), "boxes": 4},
                        timeout=600, app=HOSTILE_APP)
         logs = "".join(p.read_text(errors="replace")
@@ -136,7 +138,7 @@ def test_the_boxes_never_run_code_a_bundle_carries(tmp_path):
     np.save(tmp_path / "initial.npy", head.as_vector())
     files = [write_cases(tmp_path / f"box-{i}" / "cases.npz", _box_cases(seed)) for i, seed in
              enumerate((1, 2, 3))]
-    with federation(tmp_path / "flower", files) as fed:
+    with federation(tmp_path / "flower", files, hospital_checks=False) as fed:
         done = fed.run({"initial-head": str(tmp_path / "initial.npy"), "boxes": 3,
                         "out": str(tmp_path / "run"), "rounds": 1, "secagg-threshold": 2},
                        timeout=600, app=CLIENT_CODE_APP)
@@ -146,3 +148,27 @@ def test_the_boxes_never_run_code_a_bundle_carries(tmp_path):
     assert not list((tmp_path / "flower").rglob("hostile-code-ran"))
     assert "bundle_carries_files" in told, told[-3000:]
     assert not (tmp_path / "run" / "head.npy").exists()
+
+
+def test_the_hospital_never_runs_code_a_strangers_bundle_carries(tmp_path):
+    """Anyone who reaches the SuperLink's port can start a run (Flower's Control API has no
+    login). A bundle that carries a ServerApp of its own is refused by the SuperLink clinibox
+    starts, with a code, before Flower installs it: its code never runs at the hospital. And
+    clinibox's own ServerApp writes nowhere but the SuperLink's runs folder."""
+    files = [write_cases(tmp_path / f"box-{i}" / "cases.npz", _box_cases(seed)) for i, seed in
+             enumerate((1, 2, 3))]
+    head = CamHead(np.random.default_rng(0).normal(0, 0.3, 24), -2.0)
+    np.save(tmp_path / "initial.npy", head.as_vector())
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    with federation(tmp_path / "flower", files) as fed:
+        done = fed.run({"boxes": 3, "rounds": 1, "secagg-threshold": 2}, timeout=300,
+                       app=SERVER_CODE_APP)
+        told = done.stdout + done.stderr + fed.link_log.read_text(errors="replace")
+        # clinibox's own ServerApp, asked to write outside the SuperLink's runs folder
+        away = fed.run({"initial-head": str(tmp_path / "initial.npy"), "boxes": 3,
+                        "rounds": 1, "secagg-threshold": 2, "out": str(elsewhere)},
+                       timeout=300)
+    assert not list((tmp_path / "flower").rglob("hostile-server-code-ran"))
+    assert "bundle_carries_files" in told, told[-3000:]
+    assert "out_outside_runs_folder" in away.stdout + away.stderr, away.stdout[-3000:]
+    assert not elsewhere.exists()

@@ -112,10 +112,13 @@ def _runs(site: dict[str, Path], scene) -> list[list[str]]:
         ["user", "remove", "{config}", "li"],
         ["user", "remove", "{config}", "li"],  # refused: no such account
         ["federated-run", "{config}", "--package", str(site["package"]), "--superlink",
-         "127.0.0.1:9", "--ca", str(site["ca_cert"]), "--out", str(out / "run"), "--boxes",
-         "2"],  # refused: too few boxes
+         "127.0.0.1:9", "--ca", str(site["ca_cert"]), "--runs", str(out), "--out",
+         str(out / "run"), "--boxes", "2"],  # refused: too few boxes
         ["federated-run", "{config}", "--package", str(site["package"]), "--superlink",
-         "127.0.0.1:9", "--ca", str(site["ca_cert"]), "--out", str(out / "run")],  # no link
+         "127.0.0.1:9", "--ca", str(site["ca_cert"]), "--runs", str(out), "--out",
+         str(out / "run")],  # refused: no SuperLink answers
+        ["federated-run", "{config}", "--package", str(site["package"]), "--superlink",
+         "127.0.0.1:9", "--ca", str(site["ca_cert"])],  # the defaults; refused: no SuperLink
     ]
 
 

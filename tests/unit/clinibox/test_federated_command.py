@@ -2,13 +2,15 @@
 ``central/federated/superlink.py``): the run's settings refused by the rule the boxes and
 the ServerApp apply, the SuperLink's TLS files checked together, the defaults read from the
 Flower App itself, and a finished run said in Chinese without an English sentence. The
-commands against a real SuperLink and boxes: ``tests/integration/test_federated_commands.py``.
+commands against a real SuperLink and boxes: ``tests/integration/test_docs_run_federated.py``
+and ``tests/integration/test_federated_box.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,12 +25,14 @@ from clinibox_common.contracts.federated import (
     RunSettings,
     SecureAggregation,
 )
+from clinibox_common.errors import CliniboxError
 from clinibox_common.i18n import use_locale
 from firmware_app.learning.guard_mod import RoundRefused, check_clipping, check_setup
 from tests.i18n_text import catalog_sentences, english_sentences, is_chinese
 from tests.tls_certs import CertificateAuthority
 from tests.unit.firmware_app.test_chinese_sweep import readable
 
+REPO = Path(__file__).resolve().parents[3]
 GOOD = RunSettings(boxes=5, rounds=5, local_steps=40, learning_rate=0.02, proximal=0.1,
                    clipping_norm=1.0, noise_multiplier=0.0, target_delta=1e-3,
                    secagg_threshold=3)
@@ -40,7 +44,11 @@ GOOD = RunSettings(boxes=5, rounds=5, local_steps=40, learning_rate=0.02, proxim
     ({"secagg_threshold": 5}, "secagg_threshold_out_of_range"),
     ({"clipping_norm": MAX_CLIPPING_NORM + 0.5}, "clipping_norm_out_of_bounds"),
     ({"clipping_norm": 0.0}, "clipping_norm_out_of_bounds"),
-    ({"noise_multiplier": -0.1}, "noise_multiplier_negative"),
+    ({"noise_multiplier": -0.1}, "noise_multiplier_out_of_range"),
+    ({"noise_multiplier": float("inf")}, "setting_not_a_number"),
+    ({"learning_rate": float("nan")}, "setting_not_a_number"),
+    ({"rounds": 10**9}, "training_settings_out_of_range"),
+    ({"proximal": 1e6}, "training_settings_out_of_range"),
     ({"target_delta": 1.0}, "target_delta_out_of_range"),
     ({"rounds": 0}, "training_settings_out_of_range"),
     ({"learning_rate": 0.0}, "training_settings_out_of_range"),
@@ -92,11 +100,50 @@ def test_tls_files_that_do_not_belong_together_are_named(tmp_path):
         "certificate_not_issued_by_ca"
     assert link.tls_problem(key, key, ca.cert_path) == "certificate_unreadable"
     assert link.tls_problem(cert, cert, ca.cert_path) == "key_unreadable"
-    assert link.tls_problem(cert, key, tmp_path / "none.pem") == "ca_unreadable"
-    # the SuperLink's own ServerApp reaches it at 127.0.0.1 and checks its certificate
+    assert link.tls_problem(cert, key, tmp_path / "none.pem") == "file_unreadable"
+    # a "CA" file that holds another CA too: the one that issued it counts
+    both = tmp_path / "both.pem"
+    both.write_bytes(other.cert_path.read_bytes() + ca.cert_path.read_bytes())
+    assert link.tls_problem(cert, key, both) is None
+    # a leaf as the CA (CA:FALSE) is no CA, whatever it signed
+    assert link.tls_problem(cert, key, stray_cert) == "certificate_not_issued_by_ca"
+
+
+def test_the_certificate_names_where_the_superlinks_own_serverapp_reaches_it(tmp_path):
+    ca = CertificateAuthority.create(tmp_path / "ca")
     away, away_key = ca.issue_server("federated.hospital.example", tmp_path / "ca", stem="away",
                                      ip="10.20.0.5")
-    assert link.tls_problem(away, away_key, ca.cert_path) == "certificate_lacks_loopback"
+    assert link.tls_problem(away, away_key, ca.cert_path) == "certificate_lacks_serverapp_name"
+    assert link.tls_problem(away, away_key, ca.cert_path, "10.20.0.5") is None
+    assert link.tls_problem(away, away_key, ca.cert_path, "federated.hospital.example") is None
+    assert link.tls_problem(away, away_key, ca.cert_path, "::") == \
+        "certificate_lacks_serverapp_name"
+    assert str(link.serverapp_name("0.0.0.0").value) == "127.0.0.1"
+    assert str(link.serverapp_name("[::]").value) == "::1"
+
+
+def test_the_hospital_installs_only_its_own_serverapps_bundle(tmp_path):
+    from flwr.cli.build import build_fab_from_disk
+
+    from central.federated.serverapp_check import check_bundle
+    from clinibox_common.contracts.flower_bundle import BundleRefused
+
+    check_bundle(build_fab_from_disk(link.FLOWER_APP))
+    hostile = REPO / "tests" / "federated_hostile"
+    for app, code in ((hostile / "server_code", "bundle_carries_files"),
+                      (hostile / "app", "bundle_names_another_serverapp")):
+        with pytest.raises(BundleRefused) as refused:
+            check_bundle(build_fab_from_disk(app))
+        assert str(refused.value) == code
+
+
+def test_the_superlink_finds_the_checking_serverapp_first(tmp_path):
+    env = link.superlink_environment(tmp_path, tmp_path / "runs", {"PATH": "/usr/bin"})
+    assert env["CLINIBOX_FEDERATED_RUNS"] == str(tmp_path / "runs")
+    first = env["PATH"].split(":")[0]
+    assert (Path(first) / "flwr-serverapp").is_file()
+    assert "central.federated.serverapp_check" in (Path(first) / "flwr-serverapp").read_text()
+    assert env["FLWR_HOME"] == str(tmp_path / "flwr-home")
 
 
 @pytest.mark.parametrize(("address", "parts"), [
@@ -113,10 +160,64 @@ def test_a_closed_port_is_said_as_no_superlink(tmp_path):
     assert link.superlink_problem("nowhere", ca.cert_path) == "address_not_host_port"
 
 
+def test_out_must_be_a_new_or_empty_folder_in_the_runs_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert federated_command._checked_out(str(tmp_path / "empty"), tmp_path) == \
+        tmp_path / "empty"
+    assert federated_command._checked_out(str(tmp_path / "new"), tmp_path) == tmp_path / "new"
+    named = federated_command._checked_out(None, tmp_path)
+    assert named.parent == tmp_path and named.name.startswith("run-")
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "notes.txt").write_text("x")
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "run.json").write_text("{}")
+    (tmp_path / "link").symlink_to(tmp_path / "empty")
+    (tmp_path / "file").write_text("x")
+    for out, words in (("used", "is not a new or empty folder"), ("file", "is not a new"),
+                       ("done", "already holds a finished run"), ("link", "is not a new"),
+                       ('a"b', "without quotes"), ("../elsewhere", "must lie in"),
+                       ("", "must lie in")):
+        with pytest.raises(CliniboxError) as refused:
+            federated_command._checked_out(str(tmp_path / out), tmp_path)
+        assert words in str(refused.value), (out, refused.value)
+
+
+def test_a_package_a_run_cannot_start_from_is_named_by_its_code(tmp_path):
+    import json
+    import shutil
+
+    from converters.learning_artifact import PackageHeadError, package_head
+
+    package = tmp_path / "package"
+    shutil.copytree(REPO / "models" / "clinibox-demo-lesion" / "1.0.0", package)
+    head, name = package_head(package)
+    assert head.channels == 24 and name == "clinibox-demo-lesion 1.0.0"
+    manifest = json.loads((package / "manifest.json").read_text())
+
+    def code_of(folder) -> str:
+        with pytest.raises(PackageHeadError) as refused:
+            package_head(folder)
+        return refused.value.code
+
+    assert code_of(tmp_path / "nowhere") == "no_manifest"
+    (package / "manifest.json").write_text(json.dumps({**manifest, "learning": {"files": []}}))
+    assert code_of(package) == "no_trainable_model"
+    (package / "manifest.json").write_text(json.dumps(manifest))
+    trainable = package / manifest["learning"]["path"]
+    trainable.write_bytes(b"not onnx")
+    assert code_of(package) == "trainable_model_not_listed"
+    from clinibox_common.contracts.manifest import sha256_file
+
+    manifest["learning"]["files"][manifest["learning"]["path"]] = sha256_file(trainable)
+    (package / "manifest.json").write_text(json.dumps(manifest))
+    assert code_of(package) == "trainable_model_unreadable"
+
+
 def test_refused_settings_write_nothing(tmp_path, capsys):
     code = central_main(["federated-run", "--package", str(tmp_path), "--superlink",
-                         "127.0.0.1:9", "--ca", str(tmp_path / "ca.pem"), "--out",
-                         str(tmp_path / "run"), "--clipping-norm", "9"])
+                         "127.0.0.1:9", "--ca", str(tmp_path / "ca.pem"), "--runs",
+                         str(tmp_path), "--out", str(tmp_path / "run"), "--clipping-norm",
+                         "9"])
     assert code == 2
     assert "--clipping-norm must be more than 0 and at most 4" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()

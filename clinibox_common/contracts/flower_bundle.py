@@ -1,0 +1,68 @@
+"""What a Flower App Bundle (FAB) of clinibox's federated fine-tuning may hold (decision 0056).
+
+Flower installs the bundle a run sends, puts its folder on the import path and loads the
+ServerApp (at the hospital) or ClientApp (on a box) its ``pyproject.toml`` names. clinibox's
+bundle carries no code: it names the apps installed with clinibox. So both sides accept a
+bundle only when it holds nothing but ``pyproject.toml`` and Flower's manifest
+(``.info/CONTENT``) and names their own app; anything else is refused with a fixed code
+before a file of it is written (``firmware_app/learning/bundle_check.py`` on the box,
+``central/federated/serverapp_check.py`` at the hospital).
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import zipfile
+from pathlib import Path
+
+from clinibox_common.errors import CliniboxError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+#: the only ClientApp a box runs: the one installed with clinibox
+CLIENT_APP = "firmware_app.learning.client_app:app"
+#: the only ServerApp the hospital's SuperLink runs: the one installed with clinibox
+SERVER_APP = "central.federated.server_app:app"
+#: the only files a bundle may hold
+BUNDLE_FILES = frozenset({"pyproject.toml", ".info/CONTENT"})
+#: the largest bundle read (clinibox's is about 2 KB)
+MAX_BUNDLE_BYTES = 1 << 20
+
+
+class BundleRefused(CliniboxError, ValueError):
+    """A run's bundle that is not installed; the message is the code alone."""
+
+
+def check_bundle(content: bytes, component: str, expected: str) -> None:
+    """Refuse (:class:`BundleRefused`) a bundle that carries code, or whose ``component``
+    (``clientapp`` or ``serverapp``) is not ``expected``."""
+    if len(content) > MAX_BUNDLE_BYTES:
+        raise BundleRefused("bundle_too_large")
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as bundle:
+            names = set(bundle.namelist())
+            if not names <= BUNDLE_FILES or "pyproject.toml" not in names:
+                raise BundleRefused("bundle_carries_files")
+            project = tomllib.loads(bundle.read("pyproject.toml").decode("utf-8"))
+    except (zipfile.BadZipFile, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise BundleRefused("bundle_unreadable") from exc
+    components = project.get("tool", {}).get("flwr", {}).get("app", {}).get("components", {})
+    if not isinstance(components, dict) or components.get(component) != expected:
+        raise BundleRefused(f"bundle_names_another_{component}")
+
+
+def write_wrapper(folder: Path, command: str, module: str) -> Path:
+    """Write ``folder``/``command``, which runs ``python -m module`` on this Python with the
+    same arguments, and return ``folder``: put it first on the ``PATH`` of the Flower process
+    that starts ``command`` by name, so the check runs before Flower's own process."""
+    folder.mkdir(parents=True, exist_ok=True)
+    wrapper = folder / command
+    text = f'#!/bin/sh\nexec "{sys.executable}" -m {module} "$@"\n'
+    if not wrapper.is_file() or wrapper.read_text() != text:
+        wrapper.write_text(text)
+    wrapper.chmod(0o755)
+    return folder
