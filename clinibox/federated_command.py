@@ -115,7 +115,7 @@ def cmd_superlink(args: argparse.Namespace, _config: object) -> int:
     if problem is not None:
         raise CliniboxError(_(LINK_WORDS[problem], certificate=str(certificate), key=str(key),
                               ca=str(ca), host=args.host,
-                              name=str(link.serverapp_name(args.host).value)),
+                              name=_san(link.serverapp_name(args.host))),
                             exit_status=EXIT_USAGE)
     database, runs = Path(args.database).resolve(), Path(args.runs).resolve()
     try:
@@ -128,6 +128,13 @@ def cmd_superlink(args: argparse.Namespace, _config: object) -> int:
     command = link.superlink_command(certificate.resolve(), key.resolve(), ca.resolve(),
                                      args.host, args.port, database)
     os.execve(command[0], command, env)  # the service is Flower's own process from here
+
+
+def _san(name: object) -> str:
+    """A subject alternative name as openssl's subjectAltName writes it (``IP:…``, ``DNS:…``)."""
+    from cryptography import x509
+
+    return f"IP:{name.value}" if isinstance(name, x509.IPAddress) else f"DNS:{name.value}"
 
 
 def _need_flower(command: str) -> None:

@@ -132,7 +132,7 @@ def test_the_federated_run_page_runs_as_written_and_refuses_a_wrong_set_up(tmp_p
         said = _refused(shell, "clinibox central superlink --certificate ~/hospital-ca/server.pem"
                                " --key ~/hospital-ca/server.key --ca ~/hospital-ca/ca.pem"
                                " --port 9200")
-        assert "does not name 127.0.0.1" in said and "IP:127.0.0.1" in said
+        assert "does not name IP:127.0.0.1" in said and "--host 0.0.0.0" in said
         run = (f"clinibox central federated-run --package ~/packages/clinibox-demo-lesion-1.0.0"
                f" --ca {FILES}/ca.pem")
         said = _refused(shell, f"{run} --superlink {SUPERLINK} --out {RUNS}/r2 --boxes 2")
