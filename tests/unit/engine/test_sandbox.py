@@ -304,7 +304,9 @@ def test_a_decode_held_back_by_higher_weight_work_is_not_cut_short(tmp_path):
         finally:
             spinner.kill()
             spinner.wait()
-        assert time.monotonic() - started > 1.5  # it was held back past its limit
+        # it was held back past its limit (how far past depends on how little CPU the decode
+        # needs: a fast core finishes it in the few milliseconds SCHED_IDLE gets in 1.4 s)
+        assert time.monotonic() - started > 1.0
     finally:
         sandbox.close()
 
