@@ -85,8 +85,10 @@ class DocShell:
                "DOCS_RUN": str(self.scratch), "PYTHONDONTWRITEBYTECODE": "1",
                "TERM": "dumb"}
         self._process = subprocess.Popen(
-            ["unshare", "--mount", "--net", "--pid", "--fork", "--propagation", "private",
-             "bash", "--noprofile", "--norc"],
+            # --kill-child: a shell killed after a block ran past its time takes everything
+            # the pages started with it (the pid namespace ends with its first process)
+            ["unshare", "--mount", "--net", "--pid", "--fork", "--kill-child", "--propagation",
+             "private", "bash", "--noprofile", "--norc"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             cwd=self.home, env=env, bufsize=1)
         self._lines: queue.Queue[str] = queue.Queue()
