@@ -14,7 +14,6 @@ written; then runs Flower's own ``flwr-serverapp``.
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 
@@ -38,15 +37,7 @@ def main() -> None:
     """``flwr-serverapp`` with :func:`check_bundle` before Flower installs the bundle."""
     from flwr.superlink.cli.flwr_serverapp import flwr_serverapp
 
-    # the module itself (the package exports a function of the same name)
-    runtime = importlib.import_module("flwr.superlink.runtime.run_serverapp")
-    install = runtime.install_from_fab
-
-    def checked_install(fab_file: bytes | Path, *args: object, **kwargs: object) -> Path:
-        check_bundle(fab_file if isinstance(fab_file, bytes) else Path(fab_file).read_bytes())
-        return install(fab_file, *args, **kwargs)
-
-    runtime.install_from_fab = checked_install
+    flower_bundle.check_before_install("flwr.superlink.runtime.run_serverapp", check_bundle)
     sys.argv[0] = "flwr-serverapp"  # Flower tells its processes apart by this name
     flwr_serverapp()
 

@@ -11,9 +11,11 @@ before a file of it is written (``firmware_app/learning/bundle_check.py`` on the
 
 from __future__ import annotations
 
+import importlib
 import io
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 from clinibox_common.errors import CliniboxError
@@ -66,3 +68,17 @@ def write_wrapper(folder: Path, command: str, module: str) -> Path:
         wrapper.write_text(text)
     wrapper.chmod(0o755)
     return folder
+
+
+def check_before_install(runtime_module: str, check: Callable[[bytes], None]) -> None:
+    """Put ``check`` in front of the bundle installation of Flower's ``runtime_module`` (the
+    module, imported by its dotted name: its package exports a function of the same name),
+    so a refused bundle raises before a file of it is written."""
+    runtime = importlib.import_module(runtime_module)
+    install = runtime.install_from_fab
+
+    def checked_install(fab_file: bytes | Path, *args: object, **kwargs: object) -> Path:
+        check(fab_file if isinstance(fab_file, bytes) else Path(fab_file).read_bytes())
+        return install(fab_file, *args, **kwargs)
+
+    runtime.install_from_fab = checked_install

@@ -54,15 +54,8 @@ def supernode_environment(folder: Path, base: dict[str, str] | None = None) -> d
 def main() -> None:
     """``flwr-clientapp`` with :func:`check_bundle` before Flower installs the bundle."""
     from flwr.supernode.cli.flwr_clientapp import flwr_clientapp
-    from flwr.supernode.runtime import run_clientapp
 
-    install = run_clientapp.install_from_fab
-
-    def checked_install(fab_file: bytes | Path, *args: object, **kwargs: object) -> Path:
-        check_bundle(fab_file if isinstance(fab_file, bytes) else Path(fab_file).read_bytes())
-        return install(fab_file, *args, **kwargs)
-
-    run_clientapp.install_from_fab = checked_install
+    flower_bundle.check_before_install("flwr.supernode.runtime.run_clientapp", check_bundle)
     sys.argv[0] = "flwr-clientapp"  # Flower tells its processes apart by this name
     flwr_clientapp()
 

@@ -23,15 +23,15 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from central.federated.superlink import superlink_problem
 from clinibox_common.contracts.federated import FederatedRun
 from firmware_app.learning.bundle_check import supernode_environment
-from firmware_app.learning.cases import LabelledCases, read_cases, write_cases
+from firmware_app.learning.cases import read_cases, write_cases
 from firmware_app.learning.node import supernode_command
 from tests.box_harness import wait_for
+from tests.integration.test_docs_run_federated import _box_cases
 from tests.model_packages import DEMO_PRIVATE_KEY
 from tests.ports import free_port
 from tests.tls_certs import CertificateAuthority
@@ -42,15 +42,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CLINIBOX = str(Path(sys.executable).with_name("clinibox"))
 IMAGES = 8
 OTHER_BOXES = 3  # four boxes connected; each round trains on three of them
-OTHER_CASES = 12
-
-
-def _other_cases(seed: int) -> LabelledCases:
-    rng = np.random.default_rng(seed)
-    labels = (np.arange(OTHER_CASES) % 2).astype(np.int8)
-    maps = rng.random((OTHER_CASES, 24, 8, 8)).astype(np.float32)
-    maps[labels == 1, seed % 24, 2:4, 2:4] += 1.5
-    return LabelledCases(maps, labels)
+OTHER_CASES = 12  # the cases each simulated box holds (_box_cases)
 
 
 @contextlib.contextmanager
@@ -101,7 +93,7 @@ def test_a_boxs_reviews_reach_a_round_through_its_learning_service(tmp_path):
             [CLINIBOX, "learning", "node", "--config", str(box_toml)],
             stdout=node_log, stderr=subprocess.STDOUT))
         for i in range(OTHER_BOXES):
-            cases = write_cases(tmp_path / f"other-{i}" / "cases.npz", _other_cases(i))
+            cases = write_cases(tmp_path / f"other-{i}" / "cases.npz", _box_cases(i))
             running.append(subprocess.Popen(
                 supernode_command(address, ca.cert_path, cases, free_port()),
                 env=supernode_environment(tmp_path / f"other-{i}" / "bin"),
