@@ -47,6 +47,22 @@ def auc_standard_error(value: float, lesions: int, clear: int) -> float:
     return math.sqrt(max(variance, 0.0))
 
 
+def clinic_auc_table(results: dict[str, dict[str, float]], kinds: tuple[str, ...],
+                     titles: tuple[str, ...], reference: str) -> dict:
+    """Print each clinic's AUCs (``kinds``, headed ``titles``) and standard error as a
+    Markdown table; their figures for the record."""
+    figures = {}
+    print("| clinic | " + " | ".join(titles) + " | AUC's standard error |")
+    print("| --- | " + " | ".join("---" for _ in titles) + " | --- |")
+    for name, r in results.items():
+        print(f"| {name} | " + " | ".join(f"{r[k]:.3f}" for k in kinds)
+              + f" | {r['standard_error']:.3f} |")
+        for k in kinds:
+            figures[f"{name}_{k}_auc"] = figure(round(r[k], 4), "AUC", reference)
+        figures[f"{name}_auc_standard_error"] = figure(round(r["standard_error"], 4), "AUC")
+    return figures
+
+
 def run(args: argparse.Namespace) -> dict:
     """Each clinic's held-out AUC for the three heads, and its standard error."""
     session, head, manifest = _session()
@@ -83,16 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     details = run(args)
     details["wall_s"] = round(time.monotonic() - started, 1)
-    figures = {}
-    print("| clinic | shipped | own head | shared head | AUC's standard error |")
-    print("| --- | --- | --- | --- | --- |")
-    for name, r in details["results"].items():
-        print(f"| {name} | " + " | ".join(f"{r[k]:.3f}" for k in KINDS)
-              + f" | {r['standard_error']:.3f} |")
-        for k in KINDS:
-            figures[f"{name}_{k}_auc"] = figure(round(r[k], 4), "AUC",
-                                                "the shipped head, same cases")
-        figures[f"{name}_auc_standard_error"] = figure(round(r["standard_error"], 4), "AUC")
+    figures = clinic_auc_table(details["results"], KINDS,
+                               ("shipped", "own head", "shared head"),
+                               "the shipped head, same cases")
     save("federated_bound", details, figures,
          notes="cases labelled with the truth; heads trained without a pull towards the "
                "package's; demo model trained on phantoms; five simulated machines")

@@ -26,8 +26,8 @@ import time
 
 import numpy as np
 
-from bench.common import figure, machine, save
-from bench.federated_bound import auc_standard_error
+from bench.common import machine, save
+from bench.federated_bound import auc_standard_error, clinic_auc_table
 from bench.federated_clinics import _session
 from converters.verify import auc
 from engine.imaging.preprocess import letterbox_grey
@@ -119,16 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     details = run(args)
     details["wall_s"] = round(time.monotonic() - started, 1)
-    print("| clinic | shipped | harmonised | gated | AUC's standard error |")
-    print("| --- | --- | --- | --- | --- |")
-    figures = {}
-    for name, r in details["results"].items():
-        print(f"| {name} | " + " | ".join(f"{r[k]:.3f}" for k in KINDS)
-              + f" | {r['standard_error']:.3f} |")
-        for k in KINDS:
-            figures[f"{name}_{k}_auc"] = figure(round(r[k], 4), "AUC",
-                                                "the shipped model on the same images")
-        figures[f"{name}_auc_standard_error"] = figure(round(r["standard_error"], 4), "AUC")
+    figures = clinic_auc_table(details["results"], KINDS, KINDS,
+                               "the shipped model on the same images")
     save("federated_harmonise", details, figures,
          notes="each clinic's brightness by depth against the reference machine's, from its "
                "unlabelled images; gated on its reviewed cases; demo model trained on "
