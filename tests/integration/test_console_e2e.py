@@ -211,6 +211,8 @@ def _login(driver, base: str, who: tuple[str, str]) -> None:
     driver.find_element(By.ID, "name").send_keys(who[0])
     driver.find_element(By.ID, "password").send_keys(who[1])
     driver.find_element(By.ID, "login").click()
+    # the form's answer before the next page: a GET racing ahead of it lands on the login page
+    WebDriverWait(driver, 60).until(lambda d: "/login" not in d.current_url)
 
 
 def _zh(message: str) -> str:
