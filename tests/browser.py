@@ -35,12 +35,14 @@ VIEWPORT = {"width": 1024, "height": 768, "deviceScaleFactor": 1, "mobile": Fals
 
 def headless_chromium(lang: str, *, accept_languages: str = "", console_log: bool = False):
     """A headless Chromium showing pages at 1024×768 (a cheap tablet) speaking ``lang``;
-    skips the test when Chromium or its driver is missing (.ci/run installs both).
+    a test fails, saying what to install, when Chromium or its driver is missing (.ci/run
+    installs both), as it does for every other real part.
 
     A 1024×768 window alone leaves the page 1024×625 (headless Chromium keeps room for
     a window's frame), so the page area itself is set to 1024×768."""
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.skip("Chromium and chromedriver are needed (Debian: chromium chromium-driver)")
+        pytest.fail("Chromium and chromedriver not found: install them (apt-get install "
+                    "chromium chromium-driver), as .ci/run does")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

@@ -272,8 +272,10 @@ def test_the_english_pages_are_unchanged(viewer):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(find_cjk_font() is None, reason="no Chinese font (fonts-noto-cjk)")
 def test_the_pdf_report_in_chinese(viewer):
+    if find_cjk_font() is None:
+        pytest.fail("no Chinese font: install fonts-noto-cjk (apt-get install fonts-noto-cjk), "
+                    "as .ci/run does")
     state, app = viewer
     client = _chinese_client(app, CLINICIAN)
     answer = client.get(f"/study/{state.studies['alert']}/report.pdf")
