@@ -5,7 +5,8 @@ verify → package; each step also runs alone (``clinibox convert prune …``)
 and leaves its results in ``OUT/.convert/``: ``state.json`` (what has been
 written and measured so far) and ``model.pt`` (the distilled, pruned or
 heatmap-wrapped network, a full pickled module, which later steps take instead
-of ``--model``).
+of ``--model``). The quantize step and the heatmap and validated range are modules of their
+own (``converters.quantize_step``, ``converters.heatmap_step``); their methods here hand over.
 
 Beyond the fidelity gate, a conversion adds what the box needs to explain and
 limit the model: a classifier with a pooling + linear head gets a
@@ -21,9 +22,7 @@ report).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -31,26 +30,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from converters import formats
+from converters import formats, heatmap_step, quantize_step
 from converters.artifacts import ArtifactRecord, open_artifact, run_batch
 from converters.benchmark import benchmark, speedups
-from converters.box_lists import (
-    box_list_head,
-    compare_boxes,
-    decode_nodes,
-)
-from converters.cam import (
-    CAM_OUTPUT,
-    FEATURES_OUTPUT,
-    MIN_CORRELATION,
-    CamModel,
-    find_pool_linear_head,
-    grad_cam,
-    grad_cam_agreement,
-    named_outputs,
-)
+from converters.box_lists import box_list_head, compare_boxes
 from converters.config import ConvertConfig, ConvertConfigError, require
-from converters.data import DataError, LabelledData, Preprocessing, load_data
+from converters.data import LabelledData, Preprocessing, load_data
 from converters.declared_heads import declared_heads
 from converters.export import (
     export_onnx,
@@ -62,31 +47,9 @@ from converters.export import (
 from converters.federated_round import apply_round, read_run
 from converters.federated_round import provenance as federated_provenance
 from converters.feedback import appended, load_feedback_cases
-from converters.head_cam import GradCamModel, find_pooled_head, wrap
-from converters.heatmap_words import outputs_meaning, step_report
-from converters.image_score import MaskScore, with_image_score
-from converters.int8_kernels import kernel_note, saturation_failures
+from converters.image_score import with_image_score
 from converters.learning_artifact import write_learning_model
-from converters.ood import (
-    IMAGE_STATISTICS,
-    fit_projection,
-    fit_validated_range,
-    flagged_share,
-    input_statistics,
-    measured,
-    projection_size,
-    spread_floors,
-)
-from converters.progress import progress
 from converters.prune import save_module
-from converters.quantize import (
-    check_calibration,
-    distance_from_source,
-    fallback_plan,
-    quantize_onnx,
-    quantize_openvino,
-    quantize_tflite,
-)
 from converters.source import SourceModel, load_source
 from converters.spec import ModelSpec
 from converters.spec_probe import spec_from_config
@@ -117,8 +80,6 @@ from converters.workdir import (
 
 log = logging.getLogger("clinibox.convert")
 WORK = ".convert"
-#: the distance from the source of an INT8 attempt the quantiser could not make: the farthest
-NOT_MADE = (math.inf, math.inf, math.inf)
 
 
 class Conversion:
@@ -269,6 +230,14 @@ class Conversion:
         self.state["artifacts"], self.state["metrics"] = [], {}
         self.save_state()
 
+    def adopt_model(self, source: SourceModel, spec: ModelSpec) -> None:
+        """Take ``source`` with ``spec`` as the current model (the heatmap's wrapper),
+        forgetting every output and guard band measured of the former one."""
+        self._source, self._spec = source, spec
+        self._reference = self._calibration_reference = None
+        self._outputs.clear()
+        self._guard_bands.clear()
+
     @property
     def validation(self) -> LabelledData:
         """The validation rows every artifact is verified on."""
@@ -400,164 +369,20 @@ class Conversion:
         self._keep(pruned, "prune", report)
         return report
 
-    # -- heatmap and validated range --------------------------------------------------------
-
-    def _calibration_rows(self) -> np.ndarray | None:
-        """The rows the validated range is fitted on: calibration, else training rows (None
-        without data)."""
-        try:
-            data = self.data
-        except (ConvertConfigError, DataError):
-            return None
-        for split in ("calibration", "train"):
-            rows = data.subset(split).x[: self.config.calibration_size]
-            if len(rows):
-                return rows
-        return None
+    # -- heatmap and validated range (converters.heatmap_step) ------------------------------
 
     def add_heatmap(self) -> dict:
-        """Before export: wrap a classifier whose head is global average pooling + a linear
-        layer in :class:`converters.cam.CamModel`, which adds ``cam`` and ``features``; one
-        with more layers after the pool (``converters.head_cam``: timm's and torchvision's
-        MobileNetV3) in :class:`converters.head_cam.GradCamModel` (Grad-CAM in the graph).
-
-        Any other model keeps its outputs and ``steps["heatmap"]`` says why. The wrapped
-        network is kept in the work folder for the later steps.
-        """
-        c, module = self.config, self.source.module
-        if isinstance(module, CamModel) or not c.heatmap or c.task != "classification":
-            return self.state["steps"].get("heatmap", {})
-        spec = self.spec
-        reason = ""
-        if {CAM_OUTPUT, FEATURES_OUTPUT} & set(spec.output_names):
-            reason = "the model has its own 'cam' or 'features' output"
-        elif self.source.program is not None or not self.source.trainable:
-            reason = (f"a {self.source.kind} model cannot be wrapped; hand the eager module "
-                      "(MODULE:FACTORY or a pickled module)")
-        else:
-            example = torch.randn((2, *spec.input_shape[1:]),
-                                  generator=torch.Generator().manual_seed(0))
-            search = find_pool_linear_head(
-                module, example, lambda r: named_outputs(r, spec.output_names)[spec.score_output])
-            if search.head is None:  # more than one linear layer after the pool: Grad-CAM
-                search = find_pooled_head(module, example, lambda r: named_outputs(
-                    r, spec.output_names)[spec.score_output])
-            reason = search.reason
-        if reason:
-            report = {"added": False, "reason": f"no heatmap: {reason}"}
-            log.info("%s", report["reason"])
-            self.state["steps"]["heatmap"] = report
-            self.save_state()
-            return report
-        head = search.head
-        assert head is not None
-        wrapper = wrap(module, head, spec.output_names)
-        gradient = isinstance(wrapper, GradCamModel)
-        wrapped = dataclasses.replace(spec, output_names=(*spec.output_names,
-                                                          *CamModel.added_outputs))
-        rows = self._calibration_rows()
-        size = projection_size(head.channels, 0 if rows is None else len(rows),
-                               reserved=IMAGE_STATISTICS.size)
-        if size:
-            pooled = torch_outputs(wrapper, wrapped, rows)[FEATURES_OUTPUT]
-            wrapper.set_projection(*fit_projection(pooled, size))
-        save_module(wrapper, self.work / "model.pt")
-        old = self.source
-        self._source = SourceModel(wrapper, old.kind, old.reference, old.files)
-        self._spec, self._reference, self._calibration_reference = wrapped, None, None
-        self._outputs.clear()
-        self._guard_bands.clear()
-        self.state.setdefault("output_meanings", {}).update(
-            outputs_meaning(head, gradient, size, 0 if rows is None else len(rows)))
-        report = step_report(head, wrapper.feature_size, gradient, size)
-        self.state["steps"]["heatmap"] = report
-        self.save_state()
-        log.info("heatmap: %s", report)
-        return report
+        """Before export: the heatmap where the head allows (:func:`heatmap_step.add_heatmap`)."""
+        return heatmap_step.add_heatmap(self)
 
     def check_heatmap(self) -> dict[str, list[str]]:
-        """Every artifact's ``cam`` against captum's Grad-CAM of the source on validation
-        images (float artifacts must correlate ≥ ``MIN_CORRELATION``); failures by artifact."""
-        module = self.source.module
-        if not isinstance(module, CamModel):
-            return {}
-        val = self.validation
-        count = min(len(val), 32)
-        score = self.spec.score_output
-        reference = grad_cam(module.model, module.head, val.x[:count],
-                             lambda r: named_outputs(r, module.output_names)[score],
-                             module.head.classes)
-        measured = {"PyTorch source": grad_cam_agreement(self.reference()[CAM_OUTPUT][:count],
-                                                         reference)}
-        failures: dict[str, list[str]] = {}
-        for record in self.records():
-            agreement = grad_cam_agreement(self.outputs(record)[CAM_OUTPUT][:count], reference)
-            measured[record.kind] = agreement
-            low = agreement["min"] is not None and agreement["min"] < MIN_CORRELATION
-            if low and record.precision != "int8":
-                failures[f"{record.format} {record.precision} ({record.path})"] = [
-                    f"its class-activation map correlates {agreement['min']:.4f} with captum's "
-                    f"Grad-CAM (at least {MIN_CORRELATION} required)"]
-        self.state["steps"].setdefault("heatmap", {})["grad_cam"] = {
-            "reference": f"captum LayerGradCam on {module.head.feature_path!r}, every class",
-            "images": count, "min_correlation_required": MIN_CORRELATION,
-            "correlation": measured}
-        log.info("heatmap vs Grad-CAM: %s", {k: v["min"] for k, v in measured.items()})
-        return failures
+        """Every artifact's ``cam`` against captum's Grad-CAM; failures by artifact
+        (:func:`heatmap_step.check_heatmap`)."""
+        return heatmap_step.check_heatmap(self)
 
     def fit_range(self) -> dict | None:
-        """The validated range: what the input looks like as a whole (its intensity
-        histogram and texture, ``converters.ood.IMAGE_STATISTICS``) and, when the model
-        has a ``features`` output [N, D], those features; fitted on the calibration rows,
-        threshold from the validation rows (``converters.ood``). A range the caller set in
-        ``state["ood"]`` is kept."""
-        spec, steps, c = self.spec, self.state["steps"], self.config
-        if self.state.get("ood") and not self.state.get("ood_by_converter"):
-            return self.state["ood"]  # the caller's own
-        reason, fit, section = "", self._calibration_rows(), None
-        held = self.reference().get(FEATURES_OUTPUT)
-        output = FEATURES_OUTPUT if held is not None and held.ndim == 2 else None
-        statistics = IMAGE_STATISTICS
-
-        held_statistics = input_statistics(self.validation.x, statistics, c.mean, c.std)
-
-        def values(features: dict[str, np.ndarray] | None, of: np.ndarray = held_statistics
-                   ) -> np.ndarray:
-            return measured(of, None if output is None or features is None
-                            else features[FEATURES_OUTPUT])
-
-        if fit is None:
-            reason = "no calibration or training rows to fit it on"
-        else:
-            try:
-                fitted = torch_outputs(self.source.exportable, spec, fit) if output else None
-                floors = spread_floors(statistics, held.shape[1] if output else 0)
-                section = fit_validated_range(
-                    values(fitted, input_statistics(fit, statistics, c.mean, c.std)),
-                    values(self.reference()), output=output, spread_floor=floors,
-                    statistics=statistics)
-            except ValueError as exc:
-                reason = str(exc)
-        if section is None:
-            self.state.pop("ood", None)
-            steps["validated_range"] = {"fitted": False, "reason": f"no validated range: {reason}"}
-            return None
-        self.state["ood"], self.state["ood_by_converter"] = section, True
-        measures = ([f"the input's intensity histogram and texture ({statistics.size} values)"]
-                    + ([f"the model's {FEATURES_OUTPUT!r} output ({held.shape[1]} values)"]
-                       if output else []))
-        if held is not None and output is None:
-            measures.append(f"not its {FEATURES_OUTPUT!r} output: {list(held.shape[1:])} per "
-                            "image, not [D]")
-        steps["validated_range"] = {
-            "fitted": True, "output": output, "measures": measures,
-            "dimensions": len(section["mean"]), "image_statistics": statistics.size,
-            "fit_rows": len(fit), "held_out_rows": len(self.validation.x),
-            "threshold": section["threshold"], "held_out_flagged": section["held_out"]["flagged"],
-            "artifacts_flagged": {r.kind: round(flagged_share(values(self.outputs(r)), section), 4)
-                                  for r in self.records()}}
-        log.info("validated range: %s", steps["validated_range"])
-        return section
+        """The validated range (:func:`heatmap_step.fit_range`)."""
+        return heatmap_step.fit_range(self)
 
     def declare_heads(self) -> list[dict[str, Any]]:
         """``config.heads``, set here and only here (``converters.declared_heads``)."""
@@ -607,11 +432,13 @@ class Conversion:
                 export_openvino(self.out / formats.KINDS["onnx-fp32"].path, path, self.spec)
             elif kind.format == "tflite":
                 export_tflite(model, self.spec, path)
-            written.append(self._record(kind, {"method": kind.description,
-                                               "seconds": round(time.perf_counter() - start, 1)}))
+            written.append(self.record_artifact(
+                kind, {"method": kind.description,
+                       "seconds": round(time.perf_counter() - start, 1)}))
         return written
 
-    def _record(self, kind: formats.ArtifactKind, notes: dict) -> ArtifactRecord:
+    def record_artifact(self, kind: formats.ArtifactKind, notes: dict) -> ArtifactRecord:
+        """The record of an artifact just written, added to the state."""
         record = ArtifactRecord(
             kind=kind.key, format=kind.format, precision=kind.precision, path=kind.path,
             files=[kind.path, *kind.companions],
@@ -621,116 +448,15 @@ class Conversion:
         self._add(record)
         return record
 
+    # -- quantisation (converters.quantize_step) -------------------------------------------
+
     def calibration(self) -> np.ndarray:
-        """Calibration inputs from the user's data (at most ``calibration_size``)."""
-        calib = self.data.subset("calibration").x[: self.config.calibration_size]
-        try:
-            return check_calibration(calib, self.spec)
-        except ValueError as exc:
-            raise DataError(f"calibration data: {exc}") from exc
-
-    def _quantize_once(self, kind: formats.ArtifactKind, calib: np.ndarray,
-                       keep: list[str]) -> dict:
-        out = self.out / kind.path
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fp32 = self.out / formats.KINDS["onnx-fp32"].path
-        if kind.format == "onnx" and box_list_head(self.config.heads) is not None:
-            # a detector's decode (after its last weighted layers) stays float
-            keep = [*keep, *(n for n in decode_nodes(fp32, list(self.spec.output_names))
-                             if n not in keep)]
-        if kind.format == "onnx":
-            return quantize_onnx(fp32, out, calib, self.spec, symmetric=kind.key.endswith("trt"),
-                                 keep_float=keep)
-        if kind.format == "openvino-ir":
-            return quantize_openvino(self.out / formats.KINDS["openvino-fp32"].path, out, calib,
-                                     self.spec, keep_float=keep)
-        return quantize_tflite(self.source.exportable, self.spec, calib, out, keep_float=keep)
-
-    def _kernel_failures(self, record: ArtifactRecord, notes: dict) -> list[str]:
-        """An INT8 ONNX artifact must not saturate on CPUs without VNNI (int8_kernels.py);
-        the check's findings go into ``notes``."""
-        if record.format != "onnx" or record.precision != "int8":
-            return []
-        path = self.out / record.path
-        notes["kernels"] = kernel_note(path)
-        return saturation_failures(path)
+        """Calibration inputs from the user's data (:func:`quantize_step.calibration`)."""
+        return quantize_step.calibration(self)
 
     def quantize(self) -> list[ArtifactRecord]:
-        """INT8 artifacts calibrated on the user's data; while one breaks the gate, quantise
-        again with the next set of sensitive layers kept in float. When every set breaks it,
-        the attempt that came closest is the one left (and reported by ``verify``), not the
-        last one tried: keeping more layers in float does not always bring the artifact
-        nearer its source."""
-        self.claim("quantize")
-        calib = self.calibration()
-        if not (self.out / formats.KINDS["onnx-fp32"].path).exists():
-            raise ConvertConfigError("quantize needs the FP32 export: run the export step first")
-        self.state["quantiser_failed"] = []
-        written = []
-        for kind in [k for k in formats.kinds_for(self.config.targets) if k.precision == "int8"]:
-            plans: list[list[str]] = [[]]
-            if self.config.float_fallback:
-                plans += fallback_plan(kind, fp32_onnx=self.out / formats.KINDS["onnx-fp32"].path,
-                                       model=self.source.exportable, spec=self.spec,
-                                       calibration=calib)
-            attempts, distances = [], []
-            with progress(f"quantize {kind.key}", total=len(plans)) as bar:
-                for keep in plans:
-                    start = time.perf_counter()
-                    try:
-                        notes = self._quantize_once(kind, calib, keep)
-                    except Exception as exc:  # the quantiser's own failure on this model
-                        attempts.append({"kept_float": keep, "failures": [
-                            f"the quantiser failed: {str(exc).splitlines()[0][:300]}"],
-                            "seconds": round(time.perf_counter() - start, 1)})
-                        distances.append(NOT_MADE)
-                        bar.advance(1)
-                        continue
-                    record = self._record(kind, notes)
-                    metrics = self.measure(record)
-                    failures = check_gate(metrics, kind.precision, self.gate)
-                    failures += self._kernel_failures(record, notes)
-                    attempts.append({"kept_float": keep, "failures": failures,
-                                     "seconds": round(time.perf_counter() - start, 1)})
-                    distances.append(distance_from_source(failures, metrics))
-                    bar.advance(1)
-                    bar.note(f"{kind.key}: {len(keep)} layers float, "
-                             f"{'passes' if not failures else 'fails'} the gate")
-                    if not failures:
-                        break
-            if all(d == NOT_MADE for d in distances):
-                self._quantiser_failed(kind, attempts)
-                continue
-            closest = distances.index(min(distances))
-            if attempts[-1]["failures"] and closest != len(attempts) - 1:
-                notes = self._quantize_once(kind, calib, plans[closest])  # deterministic
-                log.info("%s: no plan passes the gate; keeping the closest (%d layers float)",
-                         kind.key, len(plans[closest]))
-            notes["attempts"] = attempts
-            written.append(self._record(kind, notes))
-        return written
-
-    def _quantiser_failed(self, kind: formats.ArtifactKind, attempts: list[dict]) -> None:
-        """No INT8 artifact of ``kind`` could be made: with ``int8_optional`` (or for a
-        segmenter) it is left out with the quantiser's reason, as one that breaks the gate;
-        otherwise ConvertConfigError says so and what to do."""
-        (self.out / kind.path).unlink(missing_ok=True)
-        profiles = formats.profiles_of(kind.key, self.config.targets)
-        reason = attempts[0]["failures"][0]
-        if not (self.config.int8_optional or isinstance(self.source.module, MaskScore)):
-            raise ConvertConfigError(
-                f"{kind.key} ({kind.path}): {reason} (with {len(attempts)} sets of layers "
-                f"kept in float). The float artifacts are not affected: leave out the "
-                f"target profile(s) {', '.join(profiles)}, or set int8_optional = true in "
-                f"convert.toml to package them without this INT8 artifact")
-        self.state.setdefault("quantiser_failed", []).append({
-            "kind": kind.key, "format": kind.format, "precision": kind.precision,
-            "path": kind.path, "profiles": profiles, "failures": [reason],
-            "attempts": len(attempts), "kept_float": [len(a["kept_float"]) for a in attempts],
-            "reason": "the quantiser could not make this INT8 artifact; the profiles run "
-                      "its float artifact"})
-        self.save_state()
-        log.warning("left out %s: %s", kind.path, reason)
+        """INT8 artifacts calibrated on the user's data (:func:`quantize_step.quantize`)."""
+        return quantize_step.quantize(self)
 
     def verify(self) -> dict[str, dict]:
         """Every artifact against the PyTorch source on validation; benchmark each; check
@@ -749,7 +475,7 @@ class Conversion:
             self.state["metrics"][record.kind] = metrics
             self.state["benchmarks"][record.kind] = benchmark(self.out, record, self.spec)
             broken = check_gate(metrics, record.precision, self.gate)
-            broken += self._kernel_failures(record, {})
+            broken += quantize_step.kernel_failures(self.out, record, {})
             if broken:
                 failures[f"{record.format} {record.precision} ({record.path})"] = broken
             log.info("%s: %s", record.path, {k: metrics[k] for k in ("auc", "sensitivity",
@@ -774,42 +500,9 @@ class Conversion:
         return self.state["metrics"]
 
     def leave_out_failing_int8(self, failures: dict[str, list[str]]) -> list[dict]:
-        """A segmenter's INT8 artifact that still breaks the gate after the float fallback
-        is left out of the package when every float artifact passes (each profile keeps its
-        float artifact): its files, record and measurements are removed, and why it was
-        left out is kept in ``state["left_out"]`` for the manifest and the report, instead
-        of failing the conversion (issue 55: TFLite INT8 of a softmax segmenter). So is any
-        model's with ``int8_optional``; otherwise a broken gate fails the run. ``failures``
-        loses the artifacts left out."""
-        self.state["left_out"] = left = list(self.state.get("quantiser_failed") or [])
-        records = self.records()
-        labels = {r.kind: f"{r.format} {r.precision} ({r.path})" for r in records}
-        segmenter = isinstance(self.source.module, MaskScore)
-        if (not (segmenter or self.config.int8_optional)
-                or any(labels[r.kind] in failures for r in records
-                       if r.precision not in INT8_PRECISIONS)):
-            return left
-        for record in records:
-            if record.precision not in INT8_PRECISIONS or labels[record.kind] not in failures:
-                continue
-            attempts = record.notes.get("attempts") or []
-            left.append({"kind": record.kind, "format": record.format,
-                         "precision": record.precision, "path": record.path,
-                         "profiles": record.profiles, "failures": failures.pop(
-                             labels[record.kind]),
-                         "attempts": len(attempts),
-                         "kept_float": [len(a.get("kept_float") or []) for a in attempts],
-                         "reason": ("a segmenter's" if segmenter else "an int8_optional")
-                         + " INT8 artifact that breaks the fidelity gate is left out; the "
-                           "profiles run its float artifact"})
-            for name in record.files:
-                (self.out / name).unlink(missing_ok=True)
-            self.state["artifacts"] = [a for a in self.state["artifacts"]
-                                       if a["kind"] != record.kind]
-            for section in ("metrics", "benchmarks", "artifact_thresholds"):
-                (self.state.get(section) or {}).pop(record.kind, None)
-            log.warning("left out %s: %s", record.path, "; ".join(left[-1]["failures"]))
-        return left
+        """An INT8 artifact that breaks the gate left out where that is allowed
+        (:func:`quantize_step.leave_out_failing_int8`)."""
+        return quantize_step.leave_out_failing_int8(self, failures)
 
     def add_stage(self) -> dict | None:
         """The ``[stage]`` of the config, exported, checked on crops of the validation

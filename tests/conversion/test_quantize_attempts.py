@@ -1,4 +1,4 @@
-"""Which quantised attempt the converter keeps (converters/pipeline.Conversion.quantize).
+"""Which quantised attempt the converter keeps (converters/quantize_step.quantize).
 
 While an INT8 artifact breaks the fidelity gate, the converter quantises again with more
 sensitive layers kept in float (``quantize.fallback_plan``). Keeping more layers in float
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from converters import formats, pipeline
+from converters import formats, pipeline, quantize_step
 from converters.verify import Gate
 
 #: kept-float plan -> the sensitivity the attempt keeps (the source's is 0.960)
@@ -38,21 +38,21 @@ def _conversion(tmp_path, monkeypatch, losses: dict[tuple[str, ...], float]):
     (tmp_path / formats.KINDS["onnx-fp32"].path).write_bytes(b"")
     conversion.gate = Gate()
     calls: list[tuple[str, ...]] = []
-    conversion.calibration = lambda: None
-    conversion._kernel_failures = lambda record, notes: []
+    monkeypatch.setattr(quantize_step, "calibration", lambda conv: None)
+    monkeypatch.setattr(quantize_step, "kernel_failures", lambda out, record, notes: [])
 
-    def quantize_once(kind, calib, keep):
+    def quantize_once(conv, kind, calib, keep):
         calls.append(tuple(keep))
         return {"kept_float": list(keep)}
 
-    conversion._quantize_once = quantize_once
-    conversion._record = lambda kind, notes: SimpleNamespace(kind=kind.key, notes=notes,
-                                                             kept=tuple(notes["kept_float"]))
+    monkeypatch.setattr(quantize_step, "_quantize_once", quantize_once)
+    conversion.record_artifact = lambda kind, notes: SimpleNamespace(
+        kind=kind.key, notes=notes, kept=tuple(notes["kept_float"]))
     conversion.measure = lambda record: {  # as verify.compare words them
         "auc": 0.888, "auc_delta": -0.001, "decision_agreement": 0.99,
         "sensitivity": 0.960 + losses[record.kept], "sensitivity_delta": losses[record.kept]}
     plans = [list(p) for p in losses if p]
-    monkeypatch.setattr(pipeline, "fallback_plan", lambda kind, **_: plans)
+    monkeypatch.setattr(quantize_step, "fallback_plan", lambda kind, **_: plans)
     return conversion, calls
 
 

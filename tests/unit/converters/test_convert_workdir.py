@@ -39,7 +39,7 @@ def _earlier_run(config: ConvertConfig) -> Conversion:
         for rel in (kind.path, *kind.companions):
             (conv.out / rel).parent.mkdir(parents=True, exist_ok=True)
             (conv.out / rel).write_bytes(b"artifact")
-        conv._record(kind, {"method": "test"})
+        conv.record_artifact(kind, {"method": "test"})
     conv.state["steps"]["heatmap"] = {"added": False}
     conv.save_state()
     return conv
