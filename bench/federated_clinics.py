@@ -93,12 +93,14 @@ def _cases(session: ort.InferenceSession, manifest: dict, m: Machine, count: int
     return LabelledCases(np.stack(maps), np.asarray(labels, np.int8)), np.asarray(logits)
 
 
-def clinic_data(train: int, held_out: int, flip: float, seed: int) -> tuple[list[ClinicData],
-                                                                           CamHead, dict]:
-    """Every clinic's cases, and the package's head with its sharpness."""
+def clinic_data(train: int, held_out: int, flip: float, seed: int,
+                machines: tuple[Machine, ...] = CLINIC_MACHINES
+                ) -> tuple[list[ClinicData], CamHead, dict]:
+    """Every clinic's cases (``machines``: how each clinic's images come, in the order of
+    :data:`CLINIC_MACHINES`), and the package's head with its sharpness."""
     session, head, manifest = _session()
     clinics = []
-    for k, m in enumerate(CLINIC_MACHINES):
+    for k, m in enumerate(machines):
         rng = np.random.default_rng(seed + 101 * k)
         tr, tr_logits = _cases(session, manifest, m, train, rng, flip)
         ho, _ = _cases(session, manifest, m, held_out, rng, 0.0)

@@ -27,45 +27,20 @@ import time
 import numpy as np
 
 from bench.common import machine, save
+from bench.depth_profile import REFERENCE, harmonise, images, profile, ratio_to
 from bench.federated_bound import auc_standard_error, clinic_auc_table
 from bench.federated_clinics import _session
 from converters.verify import auc
 from engine.imaging.preprocess import letterbox_grey
-from phantoms.images import generate
-from phantoms.machines import CLINIC_MACHINES, Machine
+from phantoms.machines import CLINIC_MACHINES
 
 KINDS = ("shipped", "harmonised", "gated")
-#: the reference machine: the phantoms as the demo model was trained on them
-REFERENCE = Machine("reference")
-#: depth bins of a brightness profile, and the darkest reference bin still compared
-BINS, DARK = 64, 0.02
 
 
-def images(m: Machine, count: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """``count`` phantoms as machine ``m`` shows them (half with a lesion), and the truth."""
-    rng = np.random.default_rng(seed)
-    shown, truth = [], []
-    for i in range(count):
-        phantom = generate("us", rng, size=m.size, lesion=bool(i % 2))
-        shown.append(m.image(phantom.image, rng))
-        truth.append(bool(phantom.lesion))
-    return shown, np.asarray(truth)
-
-
-def profile(shown: list[np.ndarray]) -> np.ndarray:
-    """Mean brightness by depth (BINS rows, each image's height scaled to one)."""
-    depth = np.linspace(0.0, 1.0, BINS)
-    return np.mean([np.interp(depth, np.linspace(0.0, 1.0, im.shape[0]), im.mean(axis=1))
-                    for im in shown], axis=0)
-
-
-def harmonise(shown: list[np.ndarray], ratio: np.ndarray) -> list[np.ndarray]:
-    """Each image divided, row by row, by the clinic's brightness ratio at that depth."""
-    out = []
-    for im in shown:
-        r = np.interp(np.linspace(0.0, 1.0, im.shape[0]), np.linspace(0.0, 1.0, BINS), ratio)
-        out.append(np.clip(im / r[:, None], 0.0, 1.0).astype(np.float32))
-    return out
+def gate_margin(before: float, verdicts: np.ndarray) -> float:
+    """The gain harmonising must bring on a clinic's reviewed cases to be chosen: twice the
+    standard error of their AUC before it (``before``, on ``verdicts``)."""
+    return 2.0 * auc_standard_error(before, int(verdicts.sum()), int((~verdicts).sum()))
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -87,17 +62,14 @@ def run(args: argparse.Namespace) -> dict:
     results = {}
     for k, m in enumerate(CLINIC_MACHINES):
         base = args.seed + 100 * (k + 1)
-        ratio = np.where(reference > DARK, profile(images(m, args.unlabelled, base)[0])
-                         / np.maximum(reference, 1e-6), 1.0)
-        ratio = np.clip(np.nan_to_num(ratio, nan=1.0), 0.2, 5.0)
+        ratio = ratio_to(reference, profile(images(m, args.unlabelled, base)[0]))
         labelled, truth = images(m, args.labelled, base + 1)
         verdicts = truth ^ (rng.random(truth.size) < args.verdict_error)
         held, y = images(m, args.held_out, base + 2)
         raw, fixed = scores(held), scores(harmonise(held, ratio))
         before = auc(verdicts, scores(labelled))
-        gain = auc(verdicts, scores(harmonise(labelled, ratio))) - before
-        # the gate: a gain on the reviewed cases beyond twice their AUC's standard error
-        margin = 2.0 * auc_standard_error(before, int(verdicts.sum()), int((~verdicts).sum()))
+        after = auc(verdicts, scores(harmonise(labelled, ratio)))
+        gain, margin = after - before, gate_margin(before, verdicts)
         found = {"shipped": auc(y, raw), "harmonised": auc(y, fixed)}
         found["gated"] = found["harmonised"] if gain > margin else found["shipped"]
         results[m.name] = {**found, "labelled_gain": gain, "gate_margin": margin,

@@ -23,10 +23,13 @@ import time
 import numpy as np
 
 from bench.common import figure, machine, save
+from bench.depth_profile import REFERENCE, HarmonisedMachine, images, profile, ratio_to
 from bench.federated_clinics import ClinicData, clinic_data
+from bench.federated_harmonise import gate_margin
 from converters.verify import auc
 from engine.learning.cam_head import CamHead, TrainingSettings, fine_tune
 from firmware_app.learning.cases import LabelledCases
+from phantoms.machines import CLINIC_MACHINES
 
 KINDS = ("shipped", "local", "federated", "centralised")
 
@@ -46,10 +49,34 @@ def federated_average(head: CamHead, clinics: list[ClinicData], rounds: int,
     return current
 
 
+def gated_clinics(clinics: list[ClinicData], train: int, held_out: int, seed: int,
+                  args: argparse.Namespace) -> tuple[list[ClinicData], list[str]]:
+    """Each clinic's cases with its machine's brightness by depth undone where its labelled
+    cases say it helps (``bench/federated_harmonise.py``'s gate, on the shipped model's
+    scores), and the clinics that chose it. The same phantoms, draws and labels either way."""
+    reference = profile(images(REFERENCE, args.unlabelled, seed)[0])
+    machines = tuple(HarmonisedMachine(m, ratio_to(reference, profile(
+        images(m, args.unlabelled, seed + 100 * (k + 1))[0])))
+        for k, m in enumerate(CLINIC_MACHINES))
+    fixed, _, _ = clinic_data(train, held_out, args.verdict_error, seed, machines)
+    chosen, names = [], []
+    for raw, harmonised in zip(clinics, fixed, strict=True):
+        verdicts = raw.train.labels.astype(bool)
+        before = auc(verdicts, raw.train_logits)
+        helps = auc(verdicts, harmonised.train_logits) - before > gate_margin(before, verdicts)
+        chosen.append(harmonised if helps else raw)
+        names += [raw.machine.name] if helps else []
+    return chosen, names
+
+
 def one_draw(train: int, held_out: int, seed: int, args: argparse.Namespace
              ) -> dict[str, dict[str, float]]:
-    """Each clinic's held-out AUC per variant, for one draw of the cases."""
+    """Each clinic's held-out AUC per variant, for one draw of the cases (with ``--harmonise
+    gated``, on the images each clinic's gate chose; ``harmonised`` lists those clinics)."""
     clinics, head, _ = clinic_data(train, held_out, args.verdict_error, seed)
+    harmonised: list[str] = []
+    if args.harmonise == "gated":
+        clinics, harmonised = gated_clinics(clinics, train, held_out, seed, args)
     settings = TrainingSettings(steps=args.local_steps, learning_rate=args.learning_rate,
                                 proximal=args.proximal)
     long = TrainingSettings(steps=args.rounds * args.local_steps,
@@ -64,6 +91,7 @@ def one_draw(train: int, held_out: int, seed: int, args: argparse.Namespace
         y = c.held_out.labels.astype(bool)
         out[c.machine.name] = {k: auc(y, h.logits(c.held_out.maps))
                                for k, h in {**heads, "local": local}.items()}
+        out[c.machine.name]["harmonised"] = c.machine.name in harmonised
     return out
 
 
@@ -78,7 +106,21 @@ def summarise(draws: list[dict[str, dict[str, float]]]) -> dict:
             "federated_beats_local": sum(f > loc for f, loc, _ in pairs),
             "federated_within_0.02_of_centralised": sum(cen - f <= 0.02 for f, _, cen in pairs),
             "per_clinic_beats_local": {c: sum(d[c]["federated"] > d[c]["local"] for d in draws)
-                                       for c in clinics}}
+                                       for c in clinics},
+            "per_clinic_federated_minus_local": {
+                c: paired_difference([d[c]["federated"] - d[c]["local"] for d in draws])
+                for c in clinics},
+            "per_clinic_harmonised": {c: sum(bool(d[c].get("harmonised")) for d in draws)
+                                      for c in clinics}}
+
+
+def paired_difference(differences: list[float]) -> dict[str, float | bool]:
+    """The mean of one clinic's paired AUC differences over the draws, its standard error,
+    and whether it stands out of the draws' noise (more than twice that error from zero)."""
+    d = np.asarray(differences, float)
+    error = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
+    return {"mean": float(d.mean()), "standard_error": error,
+            "beyond_noise": bool(abs(d.mean()) > 2.0 * error)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learning-rate", type=float, default=0.02)
     parser.add_argument("--proximal", type=float, default=0.1)
     parser.add_argument("--clip", type=float, default=1.0)
+    parser.add_argument("--harmonise", choices=("none", "gated"), default="none",
+                        help="gated: each clinic's brightness by depth undone where its "
+                             "labelled cases say it helps (bench/federated_harmonise.py)")
+    parser.add_argument("--unlabelled", type=int, default=100,
+                        help="images a clinic's brightness profile is measured on")
     parser.add_argument("--record", default="federated_seeds",
                         help="the record's name (another for other settings)")
     args = parser.parse_args(argv)
@@ -104,9 +151,13 @@ def main(argv: list[str] | None = None) -> int:
         summary = sizes[str(train)] = {"draws": draws, **summarise(draws)}
         print(f"{train} cases per clinic, seeds {args.seeds}:")
         for clinic, m in summary["mean_auc"].items():
+            gap = summary["per_clinic_federated_minus_local"][clinic]
             print(f"  {clinic}: " + "  ".join(f"{k} {m[k]:.3f}" for k in KINDS)
                   + f"  (federated > local in {summary['per_clinic_beats_local'][clinic]} "
-                    f"of {len(draws)})")
+                    f"of {len(draws)}; federated - local {gap['mean']:+.4f} "
+                    f"± {gap['standard_error']:.4f}"
+                  + ("" if gap["beyond_noise"] else ", within noise")
+                  + f"; harmonised in {summary['per_clinic_harmonised'][clinic]})")
         print(f"  federated > local-only in {summary['federated_beats_local']} of "
               f"{summary['pairs']} (clinic, draw) pairs; within 0.02 of centralised in "
               f"{summary['federated_within_0.02_of_centralised']}")
@@ -114,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
             summary["federated_beats_local"], f"of {summary['pairs']} pairs")
         figures[f"train{train}_within_002_of_centralised"] = figure(
             summary["federated_within_0.02_of_centralised"], f"of {summary['pairs']} pairs")
+        gaps = summary["per_clinic_federated_minus_local"].values()
+        figures[f"train{train}_clinics_federated_behind_local_beyond_noise"] = figure(
+            sum(g["beyond_noise"] and g["mean"] < 0 for g in gaps), f"of {len(gaps)} clinics")
+        figures[f"train{train}_clinics_federated_ahead_of_local_beyond_noise"] = figure(
+            sum(g["beyond_noise"] and g["mean"] > 0 for g in gaps), f"of {len(gaps)} clinics")
     save(args.record, {"machine": machine("onnxruntime"), "settings": vars(args),
                              "wall_s": round(time.monotonic() - started, 1), "sizes": sizes},
          figures, notes="in-process FedAvg (the Flower run's arithmetic without masks or "
