@@ -18,7 +18,7 @@ the bound, a box gone bad can still pull the average as far as an honest round c
 
 from __future__ import annotations
 
-from logging import INFO
+from logging import INFO, WARNING
 
 import numpy as np
 from flwr.common import parameters_to_ndarrays
@@ -26,6 +26,7 @@ from flwr.server.strategy import DifferentialPrivacyClientSideFixedClipping
 from flwr.supercore import log
 from flwr.supercore.differential_privacy import add_gaussian_noise_to_params
 
+from clinibox_common.contracts.federated import MAX_CASES
 from clinibox_common.errors import CliniboxError
 
 #: slack on the average's bound for SecAgg+'s quantisation (a few steps of 64 / 2**22 each)
@@ -62,8 +63,15 @@ class NoisyAverageOfAnswers(DifferentialPrivacyClientSideFixedClipping):
 
     def aggregate_evaluate(self, server_round, results, failures):
         """How many labelled cases the boxes that answered hold (each box says its count and
-        nothing else: its loss is not sent); a round none answered counts 0."""
-        self.cases_per_round.append(sum(int(res.num_examples) for _, res in results))
+        nothing else: its loss is not sent); a round none answered counts 0. A count no box
+        can hold (below 0, above :data:`MAX_CASES`) is left out as a failure: the record, the
+        command's summary and the model card say what honest boxes said."""
+        counts = [int(res.num_examples) for _, res in results]
+        held = [n for n in counts if 0 <= n <= MAX_CASES]
+        if len(held) < len(counts):
+            log(WARNING, "round %d: %d box(es) answered a count of cases no box holds; left "
+                "out", server_round, len(counts) - len(held))
+        self.cases_per_round.append(sum(held))
         return None, {}
 
     def aggregate_fit(self, server_round, results, failures):

@@ -34,6 +34,7 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
 from central.federated.noise import NoisyAverageOfAnswers
 from central.federated.privacy import epsilon_spent
+from central.federated.timed_grid import TimedGrid
 from clinibox_common.contracts.federated import (
     RUNS_ENV,
     FederatedRun,
@@ -51,6 +52,12 @@ QUANTISATION_STEPS = 2**22
 #: a head whose numbers reach past this share of the range is refused before the first round
 #: (SecAgg+ would clip them silently, and the round would be refused as moved too far)
 HEAD_RANGE_SHARE = 0.5
+#: the longest a round's stage waits for the boxes' answers (a box training 40 steps takes
+#: seconds; one paused while its images arrive, minutes); a box that holds its answer back
+#: longer is left out as dropped, and the others' round goes on
+STAGE_TIMEOUT_S = 1800.0
+#: what a run writes into its ``out`` folder; a folder that holds either is refused
+RUN_FILES = ("head.npy", "run.json")
 
 
 class RoundNotAggregated(CliniboxError, RuntimeError):
@@ -84,6 +91,9 @@ def main(grid: Grid, context: Context) -> None:
     if not runs or not within_runs(out, Path(runs)) or not within_runs(initial_path, Path(runs)):
         raise ValueError(f"out_outside_runs_folder: 'out' and 'initial-head' must lie in "
                          f"the SuperLink's runs folder ({runs or RUNS_ENV + ' not set'})")
+    # nor can it write over another run's head and record
+    if any((out / name).exists() for name in RUN_FILES):
+        raise ValueError(f"out_already_written: {out} already holds a run's head or record")
     boxes = _setting(context, "boxes", int)
     rounds = _setting(context, "rounds", int)
     clipping, noise = _setting(context, "clipping-norm", float), _setting(
@@ -114,8 +124,8 @@ def main(grid: Grid, context: Context) -> None:
     workflow = DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(
         num_shares=shares, reconstruction_threshold=threshold,
         clipping_range=QUANTISATION_CLIP, quantization_range=QUANTISATION_STEPS,
-        max_weight=1))
-    workflow(grid, legacy)
+        max_weight=1, timeout=STAGE_TIMEOUT_S))
+    workflow(TimedGrid(grid, STAGE_TIMEOUT_S), legacy)
     missing = sorted(set(range(1, rounds + 1)) - set(strategy.aggregated))
     if missing:
         raise RoundNotAggregated(
@@ -123,7 +133,8 @@ def main(grid: Grid, context: Context) -> None:
             "halted: fewer boxes answered than it needs); no head was written")
     [head] = legacy.state.array_records["parameters"].to_numpy_ndarrays()
     out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "head.npy", np.asarray(head, np.float64))
+    with (out / "head.npy").open("xb") as written:  # never over a file made meanwhile
+        np.save(written, np.asarray(head, np.float64))
     FederatedRun(
         package=str(context.run_config.get("package", "")), rounds=rounds,
         boxes_per_round=strategy.summed_per_round,
@@ -135,4 +146,4 @@ def main(grid: Grid, context: Context) -> None:
         started=started, ended=_now(), flower_version=flwr.__version__,
         cases_per_round=strategy.cases_per_round,
         initial_head=[float(v) for v in np.asarray(initial, np.float64).reshape(-1)],
-    ).write(out / "run.json")
+    ).write(out / "run.json", exclusive=True)

@@ -23,6 +23,9 @@ MAX_CLIPPING_NORM = 4.0
 #: the fewest boxes a run can protect: SecAgg+ rebuilds a dropped box's mask from more than
 #: half of the boxes and fewer than all of them, which 2 boxes cannot be
 MIN_BOXES = 3
+#: the most labelled cases one box trains on in a round (a 2-core box: 24 maps of 32×32 each
+#: is 96 KiB a case); the hospital counts a box's answer beyond it as a failure
+MAX_CASES = 5000
 #: the environment variable that names the folder a SuperLink's runs are kept in: clinibox's
 #: ServerApp reads and writes nowhere else (``clinibox central superlink --runs`` sets it)
 RUNS_ENV = "CLINIBOX_FEDERATED_RUNS"
@@ -40,6 +43,18 @@ MAX_ROUNDS = 1000
 MAX_LOCAL_STEPS = 10_000
 MAX_PROXIMAL = 100.0
 MAX_NOISE_MULTIPLIER = 100.0
+#: the steepest heatmap a run may ask a box's head for (the package's is a few units)
+MAX_SHARPNESS = 64.0
+
+
+def training_in_bounds(local_steps: int, learning_rate: float, proximal: float,
+                       sharpness: float = 1.0) -> bool:
+    """Whether a box's training settings lie within the bounds the command, the ServerApp
+    and each box's ClientApp apply."""
+    numbers = (learning_rate, proximal, sharpness)
+    return (all(math.isfinite(x) for x in numbers) and 1 <= local_steps <= MAX_LOCAL_STEPS
+            and 0 < learning_rate <= 1 and 0 <= proximal <= MAX_PROXIMAL
+            and 0 < sharpness <= MAX_SHARPNESS)
 
 
 @dataclass(frozen=True)
@@ -72,8 +87,8 @@ class RunSettings:
             return "noise_multiplier_out_of_range"
         if not 0 < self.target_delta < 1:
             return "target_delta_out_of_range"
-        if not (1 <= self.rounds <= MAX_ROUNDS and 1 <= self.local_steps <= MAX_LOCAL_STEPS
-                and 0 < self.learning_rate <= 1 and 0 <= self.proximal <= MAX_PROXIMAL):
+        if not (1 <= self.rounds <= MAX_ROUNDS
+                and training_in_bounds(self.local_steps, self.learning_rate, self.proximal)):
             return "training_settings_out_of_range"
         return None
 
@@ -133,10 +148,11 @@ class FederatedRun:
     initial_head: list[float] = field(default_factory=list)
     schema: str = field(default=RECORD_SCHEMA)
 
-    def write(self, path: Path) -> Path:
-        """The record as JSON at ``path``."""
+    def write(self, path: Path, *, exclusive: bool = False) -> Path:
+        """The record as JSON at ``path`` (``exclusive``: FileExistsError if one is there)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+        with path.open("x" if exclusive else "w", encoding="utf-8") as out:
+            out.write(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
         return path
 
     @classmethod

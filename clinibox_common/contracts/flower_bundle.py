@@ -4,15 +4,20 @@ Flower installs the bundle a run sends, puts its folder on the import path and l
 ServerApp (at the hospital) or ClientApp (on a box) its ``pyproject.toml`` names. clinibox's
 bundle carries no code: it names the apps installed with clinibox. So both sides accept a
 bundle only when it holds nothing but ``pyproject.toml`` and Flower's manifest
-(``.info/CONTENT``) and names their own app; anything else is refused with a fixed code
-before a file of it is written (``firmware_app/learning/bundle_check.py`` on the box,
-``central/federated/serverapp_check.py`` at the hospital).
+(``.info/CONTENT``, listing that file alone), unpacks to a few kilobytes, is clinibox's
+project by its publisher, name and a plain ``N.N.N`` version (Flower makes its install folder
+of those three: a version with ``/`` or ``..`` in it would put the bundle's files, or load
+an app, outside Flower's folder) and names their own app; anything else is refused with a
+fixed code before a file of it is written (``firmware_app/learning/bundle_check.py`` on the
+box, ``central/federated/serverapp_check.py`` at the hospital).
 """
 
 from __future__ import annotations
 
 import importlib
 import io
+import os
+import re
 import sys
 import zipfile
 from collections.abc import Callable
@@ -33,6 +38,12 @@ SERVER_APP = "central.federated.server_app:app"
 BUNDLE_FILES = frozenset({"pyproject.toml", ".info/CONTENT"})
 #: the largest bundle read (clinibox's is about 2 KB)
 MAX_BUNDLE_BYTES = 1 << 20
+#: the most its files may unpack to (clinibox's: about 2 KB)
+MAX_UNPACKED_BYTES = 64 << 10
+#: clinibox's Flower App: its publisher and project name (central/federated/flower_app)
+PUBLISHER, PROJECT = "clinibox", "clinibox-federated"
+#: the only form of version accepted: Flower writes it into the install folder's name
+VERSION = re.compile(r"[0-9]{1,6}\.[0-9]{1,6}\.[0-9]{1,6}")
 
 
 class BundleRefused(CliniboxError, ValueError):
@@ -49,12 +60,36 @@ def check_bundle(content: bytes, component: str, expected: str) -> None:
             names = set(bundle.namelist())
             if not names <= BUNDLE_FILES or "pyproject.toml" not in names:
                 raise BundleRefused("bundle_carries_files")
+            if sum(entry.file_size for entry in bundle.infolist()) > MAX_UNPACKED_BYTES:
+                raise BundleRefused("bundle_too_large")
+            if _listed(bundle) - {"pyproject.toml"}:
+                raise BundleRefused("bundle_carries_files")
             project = tomllib.loads(bundle.read("pyproject.toml").decode("utf-8"))
     except (zipfile.BadZipFile, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise BundleRefused("bundle_unreadable") from exc
-    components = project.get("tool", {}).get("flwr", {}).get("app", {}).get("components", {})
+    flwr = _table(_table(project.get("tool")).get("flwr")).get("app")
+    components = _table(flwr).get("components")
     if not isinstance(components, dict) or components.get(component) != expected:
         raise BundleRefused(f"bundle_names_another_{component}")
+    about = _table(project.get("project"))
+    if _table(flwr).get("publisher") != PUBLISHER or about.get("name") != PROJECT:
+        raise BundleRefused("bundle_is_another_project")
+    version = about.get("version")
+    if not isinstance(version, str) or not VERSION.fullmatch(version):
+        raise BundleRefused("bundle_version_unsafe")
+
+
+def _table(value: object) -> dict:
+    """``value`` if it is a TOML table, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
+def _listed(bundle: zipfile.ZipFile) -> set[str]:
+    """The files Flower's manifest (``.info/CONTENT``: one ``path,sha256,size`` a line) lists."""
+    if ".info/CONTENT" not in bundle.namelist():
+        return set()
+    text = bundle.read(".info/CONTENT").decode("utf-8")
+    return {line.split(",", 1)[0] for line in text.splitlines() if line.strip()}
 
 
 def write_wrapper(folder: Path, command: str, module: str) -> Path:
@@ -64,9 +99,15 @@ def write_wrapper(folder: Path, command: str, module: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     wrapper = folder / command
     text = f'#!/bin/sh\nexec "{sys.executable}" -m {module} "$@"\n'
-    if not wrapper.is_file() or wrapper.read_text() != text:
-        wrapper.write_text(text)
-    wrapper.chmod(0o755)
+    # a link put in its place is replaced, never followed (nor its target made executable)
+    if wrapper.is_symlink() or not wrapper.is_file() or wrapper.read_text() != text:
+        written = folder / f".{command}.new"
+        written.unlink(missing_ok=True)
+        written.write_text(text)
+        written.chmod(0o755)
+        os.replace(written, wrapper)
+    else:
+        wrapper.chmod(0o755)
     return folder
 
 

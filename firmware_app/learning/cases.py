@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from clinibox_common.contracts.federated import MAX_CASES
 from clinibox_common.errors import CliniboxError
 
-#: the most cases one round trains on (a 2-core box: 24 maps of 32×32 each is 96 KiB a case)
-MAX_CASES = 5000
+__all__ = ["MAX_CASES", "CaseFileError", "LabelledCases", "read_cases", "write_cases"]
 
 
 class CaseFileError(CliniboxError, ValueError):

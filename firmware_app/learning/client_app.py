@@ -33,6 +33,7 @@ from flwr.client.mod import fixedclipping_mod, secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.common import Context
 
+from clinibox_common.contracts.federated import training_in_bounds
 from clinibox_common.errors import CliniboxError
 from engine.learning.cam_head import DEFAULT_SHARPNESS, CamHead, TrainingSettings, fine_tune
 from firmware_app.learning.cases import CaseFileError, LabelledCases, read_cases
@@ -86,12 +87,20 @@ def client_fn(context: Context) -> object:
     lower_this_thread("clinibox-learning")
     run = context.run_config
     default = TrainingSettings()
-    settings = TrainingSettings(steps=int(run.get("local-steps", default.steps)),
-                                learning_rate=float(run.get("learning-rate",
-                                                            default.learning_rate)),
-                                proximal=float(run.get("proximal", default.proximal)))
+    try:
+        settings = TrainingSettings(steps=int(run.get("local-steps", default.steps)),
+                                    learning_rate=float(run.get("learning-rate",
+                                                                default.learning_rate)),
+                                    proximal=float(run.get("proximal", default.proximal)))
+        sharpness = float(run.get("sharpness", DEFAULT_SHARPNESS))
+    except (TypeError, ValueError):
+        raise TrainingFailed("training_settings_out_of_range") from None
+    # the hospital's ServerApp could ask for any: the box trains only within the bounds
+    if not training_in_bounds(settings.steps, settings.learning_rate, settings.proximal,
+                              sharpness):
+        raise TrainingFailed("training_settings_out_of_range")
     cases = Path(str(context.node_config["cases"]))
-    return HeadClient(cases, settings, float(run.get("sharpness", DEFAULT_SHARPNESS))).to_client()
+    return HeadClient(cases, settings, sharpness).to_client()
 
 
 app = ClientApp(client_fn=client_fn, mods=[guard_mod, secaggplus_mod, fixedclipping_mod])

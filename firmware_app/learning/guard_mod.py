@@ -7,8 +7,11 @@ named alive and the boxes named dropped out are apart: with both, a box's masks 
 rebuilt), or for a clipping norm so large that its noise hides nothing. This mod, outermost
 in the ClientApp's chain, refuses such instructions with a fixed code (no path, no name):
 
-- the setup: every box of the round must hold a share of every mask (shares = boxes), and
-  rebuilding one must take more than half of them (2 × threshold > shares);
+- the setup: a round of at least :data:`MIN_BOXES` boxes (in a round of one, the box's only
+  share is its mask's seed), every box of it holding a share of every mask (shares = boxes),
+  and rebuilding one must take more than half of them (2 × threshold > shares);
+- the keys: the boxes this box shares its masks with are still at least :data:`MIN_BOXES`
+  (a hospital that names fewer after the setup would hold enough shares alone);
 - the unmask: no box may be named both alive and dropped out;
 - the clipping norm: at most the box's own ceiling (:data:`MAX_CLIPPING_NORM`).
 """
@@ -22,7 +25,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from flwr.compat.common import recorddict_compat as compat
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
-from clinibox_common.contracts.federated import MAX_CLIPPING_NORM
+from clinibox_common.contracts.federated import MAX_CLIPPING_NORM, MIN_BOXES
 from clinibox_common.errors import CliniboxError
 
 
@@ -31,11 +34,20 @@ class RoundRefused(CliniboxError, ValueError):
 
 
 def check_setup(shares: int, threshold: int, sample: int) -> None:
-    """Refuse a setup where a mask's shares miss some boxes or a minority rebuilds one."""
+    """Refuse a setup of too few boxes, or where a mask's shares miss some boxes or a
+    minority rebuilds one."""
+    if sample < MIN_BOXES:
+        raise RoundRefused("secagg_too_few_boxes")
     if shares != sample:
         raise RoundRefused("secagg_shares_not_all_boxes")
     if 2 * threshold <= shares:
         raise RoundRefused("secagg_threshold_too_low")
+
+
+def check_share_keys(boxes: int) -> None:
+    """Refuse to share this box's masks among fewer than :data:`MIN_BOXES` boxes."""
+    if boxes < MIN_BOXES:
+        raise RoundRefused("secagg_too_few_boxes")
 
 
 def check_unmask(active: list[int], dead: list[int]) -> None:
@@ -59,6 +71,8 @@ def guard_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Mess
     if stage == Stage.SETUP:
         check_setup(int(configs[Key.SHARE_NUMBER]), int(configs[Key.THRESHOLD]),
                     int(configs[Key.SAMPLE_NUMBER]))
+    elif stage == Stage.SHARE_KEYS:
+        check_share_keys(sum(1 for key in configs if key != Key.STAGE))
     elif stage == Stage.UNMASK:
         check_unmask(list(configs[Key.ACTIVE_NODE_ID_LIST]),
                      list(configs[Key.DEAD_NODE_ID_LIST]))

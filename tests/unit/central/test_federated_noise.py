@@ -1,14 +1,29 @@
 """The hospital's side of a round: the average of the boxes that answered, refused when it
-moved further than honest boxes can move it, and noised for the boxes in it."""
+moved further than honest boxes can move it, and noised for the boxes in it; counts no box
+can hold left out; no wait without an end; no run written over another."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
-from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common import (
+    Code,
+    EvaluateRes,
+    FitRes,
+    Status,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
+from flwr.server import Grid
 from flwr.server.strategy import FedAvg
 
+from central.federated import server_app
 from central.federated.noise import NoisyAverageOfAnswers, RoundRefused
+from central.federated.server_app import RUN_FILES, STAGE_TIMEOUT_S
+from central.federated.timed_grid import TimedGrid
+from clinibox_common.contracts.federated import MAX_CASES, RUNS_ENV
 
 CLIP = 1.0
 
@@ -63,3 +78,74 @@ def test_the_noise_is_sized_for_the_boxes_summed():
     noise = parameters_to_ndarrays(parameters)[0]
     assert abs(float(np.std(noise)) - 2.0 * CLIP / 4) < 0.02
     assert strategy.summed_per_round == [4]
+
+
+def _counts(*counts: int) -> list[tuple[None, EvaluateRes]]:
+    return [(None, EvaluateRes(Status(Code.OK, ""), 0.0, n, {})) for n in counts]
+
+
+def test_a_count_of_cases_no_box_holds_is_left_out_of_the_record():
+    """A box gone bad cannot make the run's record, the command's summary or the model card
+    say a billion cases were trained on."""
+    strategy = _strategy()
+    strategy.aggregate_evaluate(1, _counts(40, 38, 1_000_000_215), [])
+    strategy.aggregate_evaluate(2, _counts(40, -85, MAX_CASES), [])
+    assert strategy.cases_per_round == [78, 40 + MAX_CASES]
+
+
+class _Grid(Grid):
+    """Records the timeout each wait was given (the real SuperLink's grid is in the
+    integration tests)."""
+
+    def __init__(self) -> None:
+        self.waits: list[float | None] = []
+
+    def set_run(self, run):
+        raise AssertionError
+
+    @property
+    def run(self):
+        raise AssertionError
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):
+        raise AssertionError
+
+    def get_node_ids(self):
+        return [11, 12, 13]
+
+    def push_messages(self, messages):
+        raise AssertionError
+
+    def pull_messages(self, message_ids):
+        raise AssertionError
+
+    def send_and_receive(self, messages, *, timeout=None):
+        self.waits.append(timeout)
+        return []
+
+
+def test_every_wait_for_the_boxes_ends():
+    """Flower's default stages wait without a limit: one box that never answers would hold
+    the round for the others; the ServerApp's grid gives each wait the stage timeout."""
+    grid = _Grid()
+    timed = TimedGrid(grid, STAGE_TIMEOUT_S)
+    assert list(timed.send_and_receive([])) == [] and list(timed.get_node_ids()) == [11, 12, 13]
+    timed.send_and_receive([], timeout=5.0)
+    assert grid.waits == [STAGE_TIMEOUT_S, 5.0] and 0 < STAGE_TIMEOUT_S <= 3600
+
+
+def test_a_run_never_writes_over_another_runs_head(tmp_path, monkeypatch):
+    """Anyone who reaches the SuperLink's port can start clinibox's ServerApp: it refuses an
+    ``out`` that already holds a run's head or record before a round starts."""
+    monkeypatch.setenv(RUNS_ENV, str(tmp_path))
+    out = tmp_path / "run-1"
+    out.mkdir()
+    np.save(tmp_path / "initial-head.npy", np.zeros(5))
+    for name in RUN_FILES:
+        (out / name).write_text("the real run's")
+        context = SimpleNamespace(run_config={"out": str(out),
+                                              "initial-head": str(tmp_path / "initial-head.npy")})
+        with pytest.raises(ValueError, match=r"^out_already_written"):
+            server_app.main(_Grid(), context)
+        assert (out / name).read_text() == "the real run's"
+        (out / name).unlink()

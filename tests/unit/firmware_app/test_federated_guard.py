@@ -10,6 +10,7 @@ from firmware_app.learning.guard_mod import (
     RoundRefused,
     check_clipping,
     check_setup,
+    check_share_keys,
     check_unmask,
 )
 
@@ -23,6 +24,8 @@ def test_a_setup_that_protects_is_taken():
     (3, 2, 5, "secagg_shares_not_all_boxes"),   # some boxes hold no share of a mask
     (5, 2, 5, "secagg_threshold_too_low"),      # two boxes could rebuild a third's mask
     (4, 2, 4, "secagg_threshold_too_low"),
+    (1, 1, 1, "secagg_too_few_boxes"),          # a round of one: its only share is its seed
+    (2, 2, 2, "secagg_too_few_boxes"),
 ])
 def test_a_setup_that_exposes_is_refused(shares, threshold, sample, code):
     with pytest.raises(RoundRefused, match=f"^{code}$"):
@@ -40,3 +43,12 @@ def test_a_clipping_norm_past_the_boxs_ceiling_is_refused(norm):
     with pytest.raises(RoundRefused, match=r"^clipping_norm_out_of_bounds$"):
         check_clipping(norm)
     check_clipping(1.0)
+
+
+def test_masks_shared_among_fewer_boxes_than_a_round_needs_are_refused():
+    """After a setup of five, a hospital naming only two boxes at the key exchange would hold
+    every share of this box's masks but one."""
+    check_share_keys(3)
+    for boxes in (0, 1, 2):
+        with pytest.raises(RoundRefused, match=r"^secagg_too_few_boxes$"):
+            check_share_keys(boxes)

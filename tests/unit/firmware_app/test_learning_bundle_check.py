@@ -58,6 +58,51 @@ def test_a_bundle_with_code_or_another_clientapp_is_refused(files, code):
     assert str(refused.value) == code
 
 
+def _clinibox_project(version: str = "1.0.0", name: str = "clinibox-federated",
+                      publisher: str = "clinibox", padding: int = 0) -> str:
+    return (f'[project]\nname = "{name}"\nversion = "{version}"\n'
+            f'[tool.flwr.app]\npublisher = "{publisher}"\n'
+            + _project("firmware_app.learning.client_app:app") + "#" + "A" * padding + "\n")
+
+
+def _manifest(*listed: str) -> str:
+    return "".join(f"{name},{'0' * 64},10\n" for name in listed)
+
+
+def test_a_bundle_like_clinibox_own_is_accepted():
+    check_bundle(_bundle({"pyproject.toml": _clinibox_project(),
+                          ".info/CONTENT": _manifest("pyproject.toml")}))
+
+
+@pytest.mark.parametrize(("files", "code"), [
+    # Flower names its install folder publisher.name.version.hash: a version with "/" and
+    # ".." would write the bundle's files, or load an app planted there, outside its folder
+    ({"pyproject.toml": _clinibox_project("1.0.0/../../../../tmp/planted")},
+     "bundle_version_unsafe"),
+    ({"pyproject.toml": _clinibox_project("1.0")}, "bundle_version_unsafe"),
+    ({"pyproject.toml": _clinibox_project(name="../clinibox")}, "bundle_is_another_project"),
+    ({"pyproject.toml": _clinibox_project(publisher="someone")}, "bundle_is_another_project"),
+    # a few hundred bytes sent, a hundred megabytes written: refused before unpacking
+    ({"pyproject.toml": _clinibox_project(padding=1 << 20)}, "bundle_too_large"),
+    ({"pyproject.toml": _clinibox_project(),
+      ".info/CONTENT": _manifest("pyproject.toml", "evil.py")}, "bundle_carries_files"),
+])
+def test_a_bundle_that_would_install_elsewhere_or_unpack_large_is_refused(files, code):
+    with pytest.raises(BundleRefused) as refused:
+        check_bundle(_bundle_deflated(files))
+    assert str(refused.value) == code
+
+
+def _bundle_deflated(files: dict[str, str]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as bundle:
+        for name, text in files.items():
+            bundle.writestr(name, text)
+    content = out.getvalue()
+    assert len(content) < 64 << 10  # sent small, whatever it unpacks to
+    return content
+
+
 def test_what_is_not_a_bundle_is_refused():
     for content in (b"not a zip", b"PK" + b"\0" * 30, b"\0" * (2 << 20)):
         with pytest.raises(BundleRefused):
@@ -73,3 +118,15 @@ def test_the_supernode_finds_the_checking_clientapp_first(tmp_path):
     done = subprocess.run(["flwr-clientapp", "--help"], env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0 and "--runtime-api-address" in done.stdout + done.stderr
+
+
+def test_a_link_in_the_wrappers_place_is_replaced_not_followed(tmp_path):
+    target = tmp_path / "someone-elses"
+    target.write_text("#!/bin/sh\n")
+    target.chmod(0o600)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "flwr-clientapp").symlink_to(target)
+    install_wrapper(tmp_path / "bin")
+    wrapper = tmp_path / "bin" / "flwr-clientapp"
+    assert not wrapper.is_symlink() and "firmware_app.learning.bundle_check" in wrapper.read_text()
+    assert target.read_text() == "#!/bin/sh\n" and stat.S_IMODE(target.stat().st_mode) == 0o600

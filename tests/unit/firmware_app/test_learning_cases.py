@@ -54,3 +54,26 @@ def test_a_box_answers_an_evaluation_with_its_case_count_and_nothing_else(tmp_pa
     client = HeadClient(path, TrainingSettings(steps=2), 4.0)
     for probe in (np.array([0, 0, 0, 5.0]), np.array([9.0, -9.0, 0, -3.0])):
         assert client.evaluate([probe.astype(np.float32)], {}) == (0.0, 5, {})
+
+
+@pytest.mark.parametrize("change", [
+    {"local-steps": 10_000_000}, {"local-steps": 0}, {"learning-rate": 50.0},
+    {"learning-rate": float("nan")}, {"proximal": -1.0}, {"sharpness": 0.0},
+    {"sharpness": 1e6}, {"local-steps": "many"},
+])
+def test_the_box_trains_only_within_the_bounds_whatever_the_hospital_asks(tmp_path, change):
+    """A ServerApp changed at the hospital could ask a box for a million steps or a
+    diverging rate: the box's ClientApp refuses, with a code, before it trains."""
+    from flwr.common import Context, RecordDict
+
+    from firmware_app.learning.client_app import TrainingFailed, client_fn
+
+    run = {"local-steps": 40, "learning-rate": 0.02, "proximal": 0.1, "sharpness": 4.0}
+
+    def context(settings: dict) -> Context:
+        return Context(run_id=1, node_id=7, node_config={"cases": str(tmp_path / "c.npz")},
+                       state=RecordDict(), run_config=settings)
+
+    assert client_fn(context(run)) is not None
+    with pytest.raises(TrainingFailed, match=r"^training_settings_out_of_range$"):
+        client_fn(context({**run, **change}))
