@@ -64,8 +64,8 @@ class NoisyAverageOfAnswers(DifferentialPrivacyClientSideFixedClipping):
     def aggregate_evaluate(self, server_round, results, failures):
         """How many labelled cases the boxes that answered hold (each box says its count and
         nothing else: its loss is not sent); a round none answered counts 0. A count no box
-        can hold (below 0, above :data:`MAX_CASES`) is left out as a failure: the record, the
-        command's summary and the model card say what honest boxes said."""
+        can hold (below 0, above :data:`MAX_CASES`) is left out of the sum and logged: the
+        record, the command's summary and the model card say what honest boxes said."""
         counts = [int(res.num_examples) for _, res in results]
         held = [n for n in counts if 0 <= n <= MAX_CASES]
         if len(held) < len(counts):

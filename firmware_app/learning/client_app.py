@@ -88,12 +88,15 @@ def client_fn(context: Context) -> object:
     run = context.run_config
     default = TrainingSettings()
     try:
-        settings = TrainingSettings(steps=int(run.get("local-steps", default.steps)),
+        steps = run.get("local-steps", default.steps)
+        if isinstance(steps, float) and not steps.is_integer():
+            raise ValueError("a number of steps is whole")
+        settings = TrainingSettings(steps=int(steps),
                                     learning_rate=float(run.get("learning-rate",
                                                                 default.learning_rate)),
                                     proximal=float(run.get("proximal", default.proximal)))
         sharpness = float(run.get("sharpness", DEFAULT_SHARPNESS))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise TrainingFailed("training_settings_out_of_range") from None
     # the hospital's ServerApp could ask for any: the box trains only within the bounds
     if not training_in_bounds(settings.steps, settings.learning_rate, settings.proximal,

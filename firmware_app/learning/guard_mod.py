@@ -44,9 +44,13 @@ def check_setup(shares: int, threshold: int, sample: int) -> None:
         raise RoundRefused("secagg_threshold_too_low")
 
 
-def check_share_keys(boxes: int) -> None:
-    """Refuse to share this box's masks among fewer than :data:`MIN_BOXES` boxes."""
-    if boxes < MIN_BOXES:
+def check_share_keys(names: list[str]) -> None:
+    """Refuse to share this box's masks among fewer than :data:`MIN_BOXES` boxes (``names``:
+    the boxes' numbers as the key exchange writes them). Flower reads each as a number, so
+    a number written two ways ("7", "07") would count twice here and once there: refused."""
+    if any(not name.isdigit() or name != str(int(name)) for name in names):
+        raise RoundRefused("secagg_box_named_twice")
+    if len(set(names)) < MIN_BOXES:
         raise RoundRefused("secagg_too_few_boxes")
 
 
@@ -72,7 +76,7 @@ def guard_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Mess
         check_setup(int(configs[Key.SHARE_NUMBER]), int(configs[Key.THRESHOLD]),
                     int(configs[Key.SAMPLE_NUMBER]))
     elif stage == Stage.SHARE_KEYS:
-        check_share_keys(sum(1 for key in configs if key != Key.STAGE))
+        check_share_keys([str(key) for key in configs if key != Key.STAGE])
     elif stage == Stage.UNMASK:
         check_unmask(list(configs[Key.ACTIVE_NODE_ID_LIST]),
                      list(configs[Key.DEAD_NODE_ID_LIST]))

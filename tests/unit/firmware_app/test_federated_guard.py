@@ -48,7 +48,16 @@ def test_a_clipping_norm_past_the_boxs_ceiling_is_refused(norm):
 def test_masks_shared_among_fewer_boxes_than_a_round_needs_are_refused():
     """After a setup of five, a hospital naming only two boxes at the key exchange would hold
     every share of this box's masks but one."""
-    check_share_keys(3)
-    for boxes in (0, 1, 2):
+    check_share_keys(["7", "11", "12"])
+    for names in ([], ["7"], ["7", "11"]):
         with pytest.raises(RoundRefused, match=r"^secagg_too_few_boxes$"):
-            check_share_keys(boxes)
+            check_share_keys(names)
+
+
+@pytest.mark.parametrize("names", [["7", "07", "99"], ["7", "+7", "99"], ["7", " 7", "99"],
+                                   ["7", "-1", "99"]])
+def test_one_box_written_two_ways_does_not_count_as_two(names):
+    """Flower reads the numbers as numbers: "7" and "07" are one box, and with a made-up
+    third the box would share its mask's seed among two."""
+    with pytest.raises(RoundRefused, match=r"^secagg_box_named_twice$"):
+        check_share_keys(names)

@@ -59,7 +59,8 @@ def test_a_box_answers_an_evaluation_with_its_case_count_and_nothing_else(tmp_pa
 @pytest.mark.parametrize("change", [
     {"local-steps": 10_000_000}, {"local-steps": 0}, {"learning-rate": 50.0},
     {"learning-rate": float("nan")}, {"proximal": -1.0}, {"sharpness": 0.0},
-    {"sharpness": 1e6}, {"local-steps": "many"},
+    {"sharpness": 1e6}, {"local-steps": "many"}, {"local-steps": float("inf")},
+    {"local-steps": 40.7},
 ])
 def test_the_box_trains_only_within_the_bounds_whatever_the_hospital_asks(tmp_path, change):
     """A ServerApp changed at the hospital could ask a box for a million steps or a
