@@ -52,10 +52,13 @@ QUANTISATION_STEPS = 2**22
 #: a head whose numbers reach past this share of the range is refused before the first round
 #: (SecAgg+ would clip them silently, and the round would be refused as moved too far)
 HEAD_RANGE_SHARE = 0.5
-#: the longest a round's stage waits for the boxes' answers (a box training 40 steps takes
-#: seconds; one paused while its images arrive, minutes); a box that holds its answer back
-#: longer is left out as dropped, and the others' round goes on
+#: the longest a round's stage waits for the boxes' answers unless the run says
+#: (``stage-timeout``; a box training 40 steps takes seconds, one paused while its images
+#: arrive, minutes); a box that holds its answer back longer is left out as dropped, and the
+#: others' round goes on
 STAGE_TIMEOUT_S = 1800.0
+#: the longest ``stage-timeout`` a run may set (Flower's messages live 12 hours)
+MAX_STAGE_TIMEOUT_S = 6 * 3600.0
 #: what a run writes into its ``out`` folder; a folder that holds either is refused
 RUN_FILES = ("head.npy", "run.json")
 
@@ -107,6 +110,10 @@ def main(grid: Grid, context: Context) -> None:
         clipping, noise, delta, threshold).problem()
     if problem is not None:  # `clinibox central federated-run` refuses these before a run
         raise ValueError(f"the run's settings are refused: {problem}")
+    stage_timeout = float(context.run_config.get("stage-timeout", STAGE_TIMEOUT_S))
+    if not 1.0 <= stage_timeout <= MAX_STAGE_TIMEOUT_S:
+        raise ValueError(f"stage_timeout_out_of_range: 'stage-timeout' must lie within 1 and "
+                         f"{MAX_STAGE_TIMEOUT_S:g} seconds")
     initial = np.load(initial_path, allow_pickle=False)
     if not np.all(np.abs(initial) <= HEAD_RANGE_SHARE * QUANTISATION_CLIP):
         raise ValueError(f"the initial head's numbers must lie within ±"
@@ -124,8 +131,8 @@ def main(grid: Grid, context: Context) -> None:
     workflow = DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(
         num_shares=shares, reconstruction_threshold=threshold,
         clipping_range=QUANTISATION_CLIP, quantization_range=QUANTISATION_STEPS,
-        max_weight=1, timeout=STAGE_TIMEOUT_S))
-    workflow(TimedGrid(grid, STAGE_TIMEOUT_S), legacy)
+        max_weight=1, timeout=stage_timeout))
+    workflow(TimedGrid(grid, stage_timeout), legacy)
     missing = sorted(set(range(1, rounds + 1)) - set(strategy.aggregated))
     if missing:
         raise RoundNotAggregated(

@@ -9,6 +9,10 @@ still ends with their sum.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import time
+
 import numpy as np
 import pytest
 
@@ -112,6 +116,39 @@ def test_a_box_with_a_damaged_case_file_drops_out_and_the_others_round_ends(tmp_
                     if p.name.startswith("superlink") and p.is_file())
     assert CANARY.encode() not in held and CANARY not in done.stdout + done.stderr
     assert b"case_file_unreadable" in held or "case_file_unreadable" in done.stdout
+
+
+def _release(pipe) -> None:
+    """Let a reader blocked on ``pipe`` see its end (nothing is written)."""
+    with contextlib.suppress(OSError):  # no reader left
+        os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+
+
+def test_a_box_that_never_answers_is_left_out_and_the_others_round_ends(tmp_path):
+    """A box that stays connected but never answers (its case file a pipe no one writes: its
+    ClientApp waits for ever) is left out after the run's stage timeout, not after Flower's
+    12 hours, and the other three boxes' round ends with their sum."""
+    head = CamHead(np.random.default_rng(0).normal(0, 0.3, 24), -2.0)
+    np.save(tmp_path / "initial.npy", head.as_vector())
+    boxes = [_box_cases(seed) for seed in (1, 2, 3)]
+    files = [write_cases(tmp_path / f"box-{i}" / "cases.npz", c) for i, c in enumerate(boxes)]
+    silent = tmp_path / "box-3" / "cases.npz"
+    silent.parent.mkdir()
+    os.mkfifo(silent)
+    try:
+        with federation(tmp_path / "flower", [*files, silent]) as fed:
+            started = time.monotonic()
+            done = fed.run({**_config(tmp_path, 4, 1), "secagg-threshold": 3,
+                            "stage-timeout": 15}, timeout=600)
+            took = time.monotonic() - started
+    finally:
+        _release(silent)
+    assert (tmp_path / "run" / "run.json").exists(), done.stdout[-3000:] + done.stderr
+    record = FederatedRun.read(tmp_path / "run" / "run.json")
+    assert record.boxes_per_round == [3] and record.cases_per_round == [48]
+    np.testing.assert_allclose(np.load(tmp_path / "run" / "head.npy"),
+                               _expected_round(head, boxes).as_vector(), atol=2e-3)
+    assert took < 400, took  # two stages waited 15 s each for the silent box
 
 
 def test_the_boxes_refuse_a_hospital_that_weakened_secure_aggregation(tmp_path):
