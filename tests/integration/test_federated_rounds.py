@@ -148,7 +148,7 @@ def test_a_box_that_never_answers_is_left_out_and_the_others_round_ends(tmp_path
     assert record.boxes_per_round == [3] and record.cases_per_round == [48]
     np.testing.assert_allclose(np.load(tmp_path / "run" / "head.npy"),
                                _expected_round(head, boxes).as_vector(), atol=2e-3)
-    assert took < 400, took  # two stages waited 15 s each for the silent box
+    assert 15 <= took < 400, took  # a stage waited 15 s for the silent box, not 12 hours
 
 
 def test_the_boxes_refuse_a_hospital_that_weakened_secure_aggregation(tmp_path):
