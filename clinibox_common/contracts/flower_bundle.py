@@ -111,6 +111,32 @@ def write_wrapper(folder: Path, command: str, module: str) -> Path:
     return folder
 
 
+def check_project_folder(fab_id: str, fab_version: str) -> None:
+    """Refuse (:class:`BundleRefused`) a run that names another project, or a version not of
+    the form ``N.N.N``, for the folder Flower loads its app from."""
+    if fab_id != f"{PUBLISHER}/{PROJECT}":
+        raise BundleRefused("bundle_is_another_project")
+    if not VERSION.fullmatch(fab_version):
+        raise BundleRefused("bundle_version_unsafe")
+
+
+def check_before_loading(*modules: str) -> None:
+    """Put :func:`check_project_folder` in front of Flower's ``get_project_dir`` in each of
+    ``modules`` (each imports it by name). Flower names the folder it loads an app from with
+    the run's project and version as the SuperLink reports them, not as the checked bundle
+    says: a changed SuperLink could point it at a folder of its choosing."""
+    for name in modules:
+        module = importlib.import_module(name)
+        folder_of = module.get_project_dir
+
+        def checked(fab_id: str, fab_version: str, *args: object,
+                    _folder_of: Callable[..., Path] = folder_of, **kwargs: object) -> Path:
+            check_project_folder(fab_id, fab_version)
+            return _folder_of(fab_id, fab_version, *args, **kwargs)
+
+        module.get_project_dir = checked
+
+
 def check_before_install(runtime_module: str, check: Callable[[bytes], None]) -> None:
     """Put ``check`` in front of the bundle installation of Flower's ``runtime_module`` (the
     module, imported by its dotted name: its package exports a function of the same name),

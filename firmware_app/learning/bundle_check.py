@@ -9,7 +9,11 @@ the box's rights and outside the guard (``guard_mod.py``). clinibox's bundle car
 it names the ClientApp installed with clinibox. So the box accepts a bundle only when:
 
 - it holds nothing but ``pyproject.toml`` and Flower's manifest (``.info/CONTENT``);
-- its ClientApp is :data:`CLIENT_APP`, the box's own.
+- it is clinibox's project, of a plain ``N.N.N`` version, unpacking to a few kilobytes;
+- its ClientApp is :data:`CLIENT_APP`, the box's own;
+
+and loads it only from the folder of clinibox's project and such a version, whatever name
+and version the SuperLink reports for the run.
 
 Anything else is refused with a fixed code (Flower sends an error's text to the hospital),
 before a file of it is written. The box's node supervisor (``node.py``) starts the SuperNode
@@ -56,6 +60,8 @@ def main() -> None:
     from flwr.supernode.cli.flwr_clientapp import flwr_clientapp
 
     flower_bundle.check_before_install("flwr.supernode.runtime.run_clientapp", check_bundle)
+    flower_bundle.check_before_loading("flwr.supernode.runtime.run_clientapp",
+                                       "flwr.clientapp.utils")
     sys.argv[0] = "flwr-clientapp"  # Flower tells its processes apart by this name
     flwr_clientapp()
 

@@ -130,3 +130,33 @@ def test_a_link_in_the_wrappers_place_is_replaced_not_followed(tmp_path):
     wrapper = tmp_path / "bin" / "flwr-clientapp"
     assert not wrapper.is_symlink() and "firmware_app.learning.bundle_check" in wrapper.read_text()
     assert target.read_text() == "#!/bin/sh\n" and stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
+LOADERS = ("flwr.supernode.runtime.run_clientapp", "flwr.clientapp.utils")
+
+
+@pytest.mark.parametrize(("fab_id", "version", "code"), [
+    ("clinibox/clinibox-federated", "1.0.0/../../../../tmp/planted", "bundle_version_unsafe"),
+    ("clinibox/../../../tmp/planted", "1.0.0", "bundle_is_another_project"),
+    ("someone/clinibox-federated", "1.0.0", "bundle_is_another_project"),
+])
+def test_the_box_loads_its_clientapp_only_from_clinibox_projects_folder(
+        monkeypatch, tmp_path, fab_id, version, code):
+    """Flower names the folder it loads the ClientApp from with the run's project and
+    version as the SuperLink reports them, not as the checked bundle says: a SuperLink
+    changed to report ``../`` would load an app from a folder of its choosing."""
+    import importlib
+
+    from clinibox_common.contracts import flower_bundle
+
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path))
+    modules = [importlib.import_module(name) for name in LOADERS]
+    for module in modules:  # put back after the test, whatever the check replaced
+        monkeypatch.setattr(module, "get_project_dir", module.get_project_dir)
+    flower_bundle.check_before_loading(*LOADERS)
+    for module in modules:
+        folder = module.get_project_dir("clinibox/clinibox-federated", "1.0.0", "ab" * 32)
+        assert folder.resolve().is_relative_to(tmp_path)
+        with pytest.raises(BundleRefused) as refused:
+            module.get_project_dir(fab_id, version, "ab" * 32)
+        assert str(refused.value) == code
