@@ -7,6 +7,7 @@ unit tests that take seconds by nature).
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +44,31 @@ def english_terminal(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 #: the signals whose handlers no test may leave changed (the run's own ``timeout`` and Ctrl-C
 #: stop it through SIGTERM and SIGINT; xdist's workers and child reaping use the others)
 GUARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1)
+
+
+def _weight() -> tuple[int, int]:
+    """The scheduling policy and nice value of the test process's main thread."""
+    return os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0)
+
+
+@pytest.fixture(autouse=True)
+def scheduling_kept() -> Iterator[None]:
+    """Fail a test that leaves the test process's main thread at another weight.
+
+    Code under test that lowers its own thread (``lower_this_thread``: the analysis's and the
+    training's SCHED_IDLE) lowers the test process when called on its main thread, and every
+    process a later test starts inherits it: a box whose receiving no longer outweighs its
+    analysis, a spinner that no longer holds anything back. Such code runs on a thread of
+    its own, or in a child process."""
+    before = _weight()
+    yield
+    after = _weight()
+    if after != before:
+        os.sched_setscheduler(0, before[0], os.sched_param(0))  # the next test starts clean
+        os.setpriority(os.PRIO_PROCESS, 0, before[1])
+        pytest.fail(f"the test left the test process's main thread at another weight "
+                    f"(policy, nice) {after} instead of {before} (run the code on a thread "
+                    "of its own, or in a child process)", pytrace=False)
 
 
 @pytest.fixture(autouse=True)
