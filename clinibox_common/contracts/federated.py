@@ -24,7 +24,7 @@ MAX_CLIPPING_NORM = 4.0
 #: half of the boxes and fewer than all of them, which 2 boxes cannot be
 MIN_BOXES = 3
 #: the most labelled cases one box trains on in a round (a 2-core box: 24 maps of 32×32 each
-#: is 96 KiB a case); the hospital counts a box's answer beyond it as a failure
+#: is 96 KiB a case); the hospital leaves a box's count beyond it out of the run's record
 MAX_CASES = 5000
 #: the environment variable that names the folder a SuperLink's runs are kept in: clinibox's
 #: ServerApp reads and writes nowhere else (``clinibox central superlink --runs`` sets it)

@@ -72,11 +72,9 @@ def check_bundle(content: bytes, component: str, expected: str) -> None:
     if not isinstance(components, dict) or components.get(component) != expected:
         raise BundleRefused(f"bundle_names_another_{component}")
     about = _table(project.get("project"))
-    if _table(flwr).get("publisher") != PUBLISHER or about.get("name") != PROJECT:
-        raise BundleRefused("bundle_is_another_project")
     version = about.get("version")
-    if not isinstance(version, str) or not VERSION.fullmatch(version):
-        raise BundleRefused("bundle_version_unsafe")
+    check_project_folder(f"{_table(flwr).get('publisher')}/{about.get('name')}",
+                         version if isinstance(version, str) else "")
 
 
 def _table(value: object) -> dict:
