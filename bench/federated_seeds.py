@@ -5,14 +5,18 @@ The same cases, heads and arithmetic as that run, with the rounds averaged in th
 instead of over Flower (FedAvg of each clinic's clipped change, ``--noise 0``): on seed 61
 the two agree to the third decimal of every AUC, and a seed's run here takes seconds where
 Flower's takes minutes. For each training-set size and seed: each clinic's held-out AUC for
-the shipped, local-only, federated and centralised heads. Reported: the mean AUC per clinic
-and variant, how many (clinic, seed) pairs the federated head beats local-only, and how many
-come within 0.02 of centralised.
+the shipped, local-only, federated and centralised heads, and for the personalised score: the
+clinic's own head blended with the fleet's, ``blend × federated + (1 − blend) × local-only``
+logit by logit (both heads read the same maps, so a box would pay one more 1×1 convolution).
+Reported: the mean AUC per clinic and variant, how many (clinic, seed) pairs the federated and
+the personalised scores beat local-only, and how many come within 0.02 of centralised.
 
     .venv/bin/python -m bench.federated_seeds                    # seeds 70-74, 40 and 150 cases
     .venv/bin/python -m bench.federated_seeds --seeds 70 71 --train 40
     .venv/bin/python -m bench.federated_seeds --proximal 0 --clip 4 --rounds 10 \
         --record federated_seeds_unanchored        # no pull towards the round's head
+    .venv/bin/python -m bench.federated_seeds --seeds 80 81 82 83 84 85 86 87 88 89 \
+        --train 40 --record federated_seeds_personalised  # the blend, on draws it was not chosen on
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from engine.learning.cam_head import CamHead, TrainingSettings, fine_tune
 from firmware_app.learning.cases import LabelledCases
 from phantoms.machines import CLINIC_MACHINES
 
-KINDS = ("shipped", "local", "federated", "centralised")
+KINDS = ("shipped", "local", "federated", "centralised", "personalised")
 
 
 def federated_average(head: CamHead, clinics: list[ClinicData], rounds: int,
@@ -47,6 +51,13 @@ def federated_average(head: CamHead, clinics: list[ClinicData], rounds: int,
             changes.append(change * min(1.0, clip / max(float(np.linalg.norm(change)), 1e-12)))
         current = current.with_vector(current.as_vector() + np.mean(changes, axis=0))
     return current
+
+
+def personalised_logits(federated: CamHead, local: CamHead, maps: np.ndarray,
+                        blend: float) -> np.ndarray:
+    """The clinic's score with the fleet's head and its own: ``blend`` of the federated
+    head's logit and ``1 − blend`` of the local-only head's, case by case."""
+    return blend * federated.logits(maps) + (1.0 - blend) * local.logits(maps)
 
 
 def gated_clinics(clinics: list[ClinicData], train: int, held_out: int, seed: int,
@@ -91,6 +102,8 @@ def one_draw(train: int, held_out: int, seed: int, args: argparse.Namespace
         y = c.held_out.labels.astype(bool)
         out[c.machine.name] = {k: auc(y, h.logits(c.held_out.maps))
                                for k, h in {**heads, "local": local}.items()}
+        out[c.machine.name]["personalised"] = auc(y, personalised_logits(
+            heads["federated"], local, c.held_out.maps, args.blend))
         out[c.machine.name]["harmonised"] = c.machine.name in harmonised
     return out
 
@@ -100,15 +113,22 @@ def summarise(draws: list[dict[str, dict[str, float]]]) -> dict:
     gaps to centralised, counted over (clinic, draw) pairs."""
     clinics = list(draws[0])
     mean = {c: {k: float(np.mean([d[c][k] for d in draws])) for k in KINDS} for c in clinics}
-    pairs = [(d[c]["federated"], d[c]["local"], d[c]["centralised"]) for d in draws
-             for c in clinics]
+    pairs = [(d[c]["federated"], d[c]["local"], d[c]["centralised"], d[c]["personalised"])
+             for d in draws for c in clinics]
     return {"mean_auc": mean, "pairs": len(pairs),
-            "federated_beats_local": sum(f > loc for f, loc, _ in pairs),
-            "federated_within_0.02_of_centralised": sum(cen - f <= 0.02 for f, _, cen in pairs),
+            "federated_beats_local": sum(f > loc for f, loc, _, _ in pairs),
+            "federated_within_0.02_of_centralised": sum(cen - f <= 0.02
+                                                        for f, _, cen, _ in pairs),
+            "personalised_beats_local": sum(p > loc for _, loc, _, p in pairs),
+            "personalised_within_0.02_of_centralised": sum(cen - p <= 0.02
+                                                           for _, _, cen, p in pairs),
             "per_clinic_beats_local": {c: sum(d[c]["federated"] > d[c]["local"] for d in draws)
                                        for c in clinics},
             "per_clinic_federated_minus_local": {
                 c: paired_difference([d[c]["federated"] - d[c]["local"] for d in draws])
+                for c in clinics},
+            "per_clinic_personalised_minus_local": {
+                c: paired_difference([d[c]["personalised"] - d[c]["local"] for d in draws])
                 for c in clinics},
             "per_clinic_harmonised": {c: sum(bool(d[c].get("harmonised")) for d in draws)
                                       for c in clinics}}
@@ -138,11 +158,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--harmonise", choices=("none", "gated"), default="none",
                         help="gated: each clinic's brightness by depth undone where its "
                              "labelled cases say it helps (bench/federated_harmonise.py)")
+    parser.add_argument("--blend", type=float, default=0.3,
+                        help="the federated head's share of the personalised score (0.3: the "
+                             "best of 0.3, 0.5 and 0.7 on seeds 70-79)")
     parser.add_argument("--unlabelled", type=int, default=100,
                         help="images a clinic's brightness profile is measured on")
     parser.add_argument("--record", default="federated_seeds",
                         help="the record's name (another for other settings)")
     args = parser.parse_args(argv)
+    if not 0.0 <= args.blend <= 1.0:
+        parser.error(f"--blend is a share between 0 and 1; got {args.blend}")
     started = time.monotonic()
     sizes = {}
     figures = {}
@@ -158,18 +183,30 @@ def main(argv: list[str] | None = None) -> int:
                     f"± {gap['standard_error']:.4f}"
                   + ("" if gap["beyond_noise"] else ", within noise")
                   + f"; harmonised in {summary['per_clinic_harmonised'][clinic]})")
+            mine = summary["per_clinic_personalised_minus_local"][clinic]
+            print(f"    personalised - local {mine['mean']:+.4f} ± {mine['standard_error']:.4f}"
+                  + ("" if mine["beyond_noise"] else ", within noise"))
         print(f"  federated > local-only in {summary['federated_beats_local']} of "
               f"{summary['pairs']} (clinic, draw) pairs; within 0.02 of centralised in "
-              f"{summary['federated_within_0.02_of_centralised']}")
+              f"{summary['federated_within_0.02_of_centralised']}; personalised > local-only "
+              f"in {summary['personalised_beats_local']}, within 0.02 of centralised in "
+              f"{summary['personalised_within_0.02_of_centralised']}")
         figures[f"train{train}_federated_beats_local"] = figure(
             summary["federated_beats_local"], f"of {summary['pairs']} pairs")
         figures[f"train{train}_within_002_of_centralised"] = figure(
             summary["federated_within_0.02_of_centralised"], f"of {summary['pairs']} pairs")
-        gaps = summary["per_clinic_federated_minus_local"].values()
-        figures[f"train{train}_clinics_federated_behind_local_beyond_noise"] = figure(
-            sum(g["beyond_noise"] and g["mean"] < 0 for g in gaps), f"of {len(gaps)} clinics")
-        figures[f"train{train}_clinics_federated_ahead_of_local_beyond_noise"] = figure(
-            sum(g["beyond_noise"] and g["mean"] > 0 for g in gaps), f"of {len(gaps)} clinics")
+        for kind in ("federated", "personalised"):
+            gaps = summary[f"per_clinic_{kind}_minus_local"].values()
+            figures[f"train{train}_clinics_{kind}_behind_local_beyond_noise"] = figure(
+                sum(g["beyond_noise"] and g["mean"] < 0 for g in gaps),
+                f"of {len(gaps)} clinics")
+            figures[f"train{train}_clinics_{kind}_ahead_of_local_beyond_noise"] = figure(
+                sum(g["beyond_noise"] and g["mean"] > 0 for g in gaps),
+                f"of {len(gaps)} clinics")
+            figures[f"train{train}_clinics_{kind}_ahead_of_local_on_average"] = figure(
+                sum(g["mean"] > 0 for g in gaps), f"of {len(gaps)} clinics")
+        figures[f"train{train}_personalised_beats_local"] = figure(
+            summary["personalised_beats_local"], f"of {summary['pairs']} pairs")
     save(args.record, {"machine": machine("onnxruntime"), "settings": vars(args),
                              "wall_s": round(time.monotonic() - started, 1), "sizes": sizes},
          figures, notes="in-process FedAvg (the Flower run's arithmetic without masks or "
