@@ -13,9 +13,12 @@ a person starts a run (``flwr run``). Each round:
    (``central/federated/noise.py``; a box that dropped out is left out of the sum and of
    the noise's size, and the others' round goes on).
 
-At the end the app writes, into the run's ``out`` folder, ``head.npy`` (the aggregated
-head) and ``run.json`` (:class:`clinibox_common.contracts.federated.FederatedRun`: rounds,
-boxes per round, the privacy spent). The head becomes a package only through the converter's
+At its start the app claims the run's ``out`` folder (``run.claim``, made only where none is:
+one run per folder, so a run that someone else starts into the same folder is refused before
+its first round instead of taking the folder's head). At the end it writes there ``head.npy``
+(the aggregated head) and ``run.json``
+(:class:`clinibox_common.contracts.federated.FederatedRun`: rounds, boxes per round, the
+privacy spent). The head becomes a package only through the converter's
 gates and a person's signature.
 """
 
@@ -61,6 +64,8 @@ STAGE_TIMEOUT_S = 1800.0
 MAX_STAGE_TIMEOUT_S = 6 * 3600.0
 #: what a run writes into its ``out`` folder; a folder that holds either is refused
 RUN_FILES = ("head.npy", "run.json")
+#: the file a run claims its ``out`` folder with as it starts, holding the run's id
+CLAIM_FILE = "run.claim"
 
 
 class RoundNotAggregated(CliniboxError, RuntimeError):
@@ -70,6 +75,27 @@ class RoundNotAggregated(CliniboxError, RuntimeError):
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def claim_out(out: Path, run_id: int) -> None:
+    """Claim ``out`` for the run ``run_id`` (the folder made where missing); ValueError
+    ``out_already_claimed`` when another run, finished or not, has claimed it."""
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        claim = os.open(out / CLAIM_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError as exc:
+        raise ValueError(f"out_already_claimed: another run has claimed {out} "
+                         f"({CLAIM_FILE}): give this run a folder of its own") from exc
+    with os.fdopen(claim, "w", encoding="utf-8") as written:
+        written.write(f"{run_id}\n")
+
+
+def holds_claim(out: Path, run_id: int) -> bool:
+    """Whether ``out``'s claim is still the run ``run_id``'s."""
+    try:
+        return (out / CLAIM_FILE).read_text(encoding="utf-8") == f"{run_id}\n"
+    except OSError:
+        return False
 
 
 def _setting(context: Context, key: str, kind: type):
@@ -110,6 +136,7 @@ def main(grid: Grid, context: Context) -> None:
         clipping, noise, delta, threshold).problem()
     if problem is not None:  # `clinibox central federated-run` refuses these before a run
         raise ValueError(f"the run's settings are refused: {problem}")
+    claim_out(out, context.run_id)
     stage_timeout = float(context.run_config.get("stage-timeout", STAGE_TIMEOUT_S))
     if not 1.0 <= stage_timeout <= MAX_STAGE_TIMEOUT_S:
         raise ValueError(f"stage_timeout_out_of_range: 'stage-timeout' must lie within 1 and "
@@ -139,7 +166,9 @@ def main(grid: Grid, context: Context) -> None:
             f"round(s) {missing} of {rounds} ended without the boxes' sum (secure aggregation "
             "halted: fewer boxes answered than it needs); no head was written")
     [head] = legacy.state.array_records["parameters"].to_numpy_ndarrays()
-    out.mkdir(parents=True, exist_ok=True)
+    if not holds_claim(out, context.run_id):
+        raise ValueError(f"out_claim_lost: {out / CLAIM_FILE} is no longer this run's; "
+                         "no head was written")
     with (out / "head.npy").open("xb") as written:  # never over a file made meanwhile
         np.save(written, np.asarray(head, np.float64))
     FederatedRun(

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from flwr.common import (
     Code,
+    Context,
     EvaluateRes,
     FitRes,
+    RecordDict,
     Status,
     ndarrays_to_parameters,
     parameters_to_ndarrays,
@@ -21,7 +23,12 @@ from flwr.server.strategy import FedAvg
 
 from central.federated import server_app
 from central.federated.noise import NoisyAverageOfAnswers, RoundRefused
-from central.federated.server_app import RUN_FILES, STAGE_TIMEOUT_S
+from central.federated.server_app import (
+    CLAIM_FILE,
+    RUN_FILES,
+    STAGE_TIMEOUT_S,
+    holds_claim,
+)
 from central.federated.timed_grid import TimedGrid
 from clinibox_common.contracts.federated import MAX_CASES, RUNS_ENV
 
@@ -149,3 +156,39 @@ def test_a_run_never_writes_over_another_runs_head(tmp_path, monkeypatch):
             server_app.main(_Grid(), context)
         assert (out / name).read_text() == "the real run's"
         (out / name).unlink()
+
+
+def _run_config(folder, out) -> dict:
+    return {"out": str(out), "initial-head": str(folder / "initial-head.npy"), "boxes": 3,
+            "rounds": 1, "local-steps": 40, "learning-rate": 0.02, "proximal": 0.1,
+            "clipping-norm": 1.0, "noise-multiplier": 0.0, "target-delta": 1e-3,
+            "secagg-threshold": 2}
+
+
+def _context(run_id: int, run_config: dict) -> Context:
+    return Context(run_id=run_id, node_id=0, node_config={}, state=RecordDict(),
+                   run_config=run_config)
+
+
+class _RoundsBegan(Exception):
+    """Raised where the rounds would begin."""
+
+
+def test_a_run_claims_its_folder_and_another_run_into_it_is_refused(tmp_path, monkeypatch):
+    """Anyone who reaches the SuperLink's port can start a run into the folder of a run still
+    going: the first run claims the folder as it starts, and the other is refused before its
+    first round, so it cannot finish first and leave the first without its head."""
+    monkeypatch.setenv(RUNS_ENV, str(tmp_path))
+    np.save(tmp_path / "initial-head.npy", np.zeros(5))
+
+    def rounds_begin(*args, **kwargs):
+        raise _RoundsBegan
+
+    monkeypatch.setattr(server_app, "DefaultWorkflow", rounds_begin)
+    out = tmp_path / "run-1"
+    with pytest.raises(_RoundsBegan):
+        server_app.main(_Grid(), _context(101, _run_config(tmp_path, out)))
+    assert (out / CLAIM_FILE).read_text() == "101\n" and holds_claim(out, 101)
+    with pytest.raises(ValueError, match=r"^out_already_claimed"):
+        server_app.main(_Grid(), _context(202, _run_config(tmp_path, out)))
+    assert holds_claim(out, 101) and not holds_claim(out, 202)
