@@ -29,7 +29,7 @@ from clinibox_common.contracts.federated import (
     MIN_BOXES,
     FederatedRun,
     RunSettings,
-    within_runs,
+    directly_in_runs,
 )
 from clinibox_common.errors import EXIT_OK, EXIT_USAGE, CliniboxError
 from clinibox_common.i18n import N_, formats
@@ -181,10 +181,10 @@ def _checked_out(text: str | None, runs: Path) -> Path:
         raise CliniboxError(_("--out must be a path without quotes, backslashes or control "
                               "characters"), exit_status=EXIT_USAGE)
     out = Path(text).absolute()
-    if not within_runs(out, runs):
-        raise CliniboxError(_("--out must lie in %(runs)s, the runs folder the SuperLink "
-                              "keeps its runs in (--runs of clinibox central superlink)",
-                              runs=str(runs)), exit_status=EXIT_USAGE)
+    if not directly_in_runs(out, runs):
+        raise CliniboxError(_("--out must be a folder directly in %(runs)s, the runs folder "
+                              "the SuperLink keeps its runs in (--runs of clinibox central "
+                              "superlink)", runs=str(runs)), exit_status=EXIT_USAGE)
     if out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir()))):
         if (out / "run.json").exists():
             raise CliniboxError(_("%(out)s already holds a finished run: give another --out",
@@ -222,7 +222,7 @@ def cmd_federated_run(args: argparse.Namespace, _config: object) -> int:
                               "secure aggregation carries: it cannot be trained this way",
                               limit=f"{HEAD_RANGE_SHARE * QUANTISATION_CLIP:g}"))
     try:
-        out.mkdir(mode=0o750, parents=True, exist_ok=True)
+        out.mkdir(mode=0o750, parents=True, exist_ok=True)  # the runs folder too, where new
         np.save(out / "initial-head.npy", head.as_vector())
         home = out / "flower"
         link.write_flower_home(home, args.superlink, ca)

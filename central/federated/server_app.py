@@ -44,6 +44,7 @@ from clinibox_common.contracts.federated import (
     PrivacyBudget,
     RunSettings,
     SecureAggregation,
+    directly_in_runs,
     within_runs,
 )
 from clinibox_common.errors import CliniboxError
@@ -78,9 +79,9 @@ def _now() -> str:
 
 
 def claim_out(out: Path, run_id: int) -> None:
-    """Claim ``out`` for the run ``run_id`` (the folder made where missing); ValueError
-    ``out_already_claimed`` when another run, finished or not, has claimed it."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Claim ``out`` for the run ``run_id`` (the folder made where missing, in its existing
+    parent); ValueError ``out_already_claimed`` when another run, finished or not, has."""
+    out.mkdir(mode=0o750, exist_ok=True)
     try:
         claim = os.open(out / CLAIM_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError as exc:
@@ -117,9 +118,13 @@ def main(grid: Grid, context: Context) -> None:
     # folder the SuperLink was started with
     runs = os.environ.get(RUNS_ENV, "")
     initial_path = Path(_setting(context, "initial-head", str))
-    if not runs or not within_runs(out, Path(runs)) or not within_runs(initial_path, Path(runs)):
-        raise ValueError(f"out_outside_runs_folder: 'out' and 'initial-head' must lie in "
-                         f"the SuperLink's runs folder ({runs or RUNS_ENV + ' not set'})")
+    # (a run's folder is a child of the runs folder: never one inside another run's, where
+    # a folder named head.npy would keep that run from writing its head)
+    if not runs or not directly_in_runs(out, Path(runs)) or \
+            not within_runs(initial_path, Path(runs)):
+        raise ValueError(f"out_outside_runs_folder: 'out' must be a folder directly in the "
+                         f"SuperLink's runs folder and 'initial-head' must lie in it "
+                         f"({runs or RUNS_ENV + ' not set'})")
     # nor can it write over another run's head and record
     if any((out / name).exists() for name in RUN_FILES):
         raise ValueError(f"out_already_written: {out} already holds a run's head or record")
@@ -136,7 +141,6 @@ def main(grid: Grid, context: Context) -> None:
         clipping, noise, delta, threshold).problem()
     if problem is not None:  # `clinibox central federated-run` refuses these before a run
         raise ValueError(f"the run's settings are refused: {problem}")
-    claim_out(out, context.run_id)
     stage_timeout = float(context.run_config.get("stage-timeout", STAGE_TIMEOUT_S))
     if not 1.0 <= stage_timeout <= MAX_STAGE_TIMEOUT_S:
         raise ValueError(f"stage_timeout_out_of_range: 'stage-timeout' must lie within 1 and "
@@ -145,6 +149,7 @@ def main(grid: Grid, context: Context) -> None:
     if not np.all(np.abs(initial) <= HEAD_RANGE_SHARE * QUANTISATION_CLIP):
         raise ValueError(f"the initial head's numbers must lie within ±"
                          f"{HEAD_RANGE_SHARE * QUANTISATION_CLIP:g} (secure aggregation's range)")
+    claim_out(out, context.run_id)  # the last check: a refused run leaves no claim
     # exactly `boxes` of the connected boxes each round (SecAgg+ is set up for that many;
     # sampling every connected box would make each box's guard refuse the round). Flower
     # samples max(int(connected × fraction), minimum), and skips evaluation at fraction 0

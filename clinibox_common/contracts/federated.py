@@ -37,6 +37,12 @@ def within_runs(path: Path, runs: Path) -> bool:
     """Whether ``path`` lies inside the runs folder ``runs`` (links followed)."""
     return path.resolve().is_relative_to(runs.resolve()) and \
         path.resolve() != runs.resolve()
+
+
+def directly_in_runs(path: Path, runs: Path) -> bool:
+    """Whether ``path`` is a run's folder: a child of the runs folder ``runs`` (links
+    followed), never a folder inside another run's."""
+    return path.resolve().parent == runs.resolve()
 #: the bounds of a run's other settings (beyond them a box's training diverges or a run never
 #: ends): rounds, each box's steps per round, FedProx's pull and the noise multiplier
 MAX_ROUNDS = 1000

@@ -141,7 +141,9 @@ def test_the_federated_run_page_runs_as_written_and_refuses_a_wrong_set_up(tmp_p
                                " --secagg-threshold 3")
         assert "--secagg-threshold must be more than half" in said
         said = _refused(shell, f"{run} --superlink {SUPERLINK} --out ~/r2")
-        assert f"--out must lie in {RUNS}" in said
+        assert f"--out must be a folder directly in {RUNS}" in said
+        said = _refused(shell, f"{run} --superlink {SUPERLINK} --out {RUNS}/first/head.npy")
+        assert f"--out must be a folder directly in {RUNS}" in said
         said = _refused(shell, f"{run} --superlink federation.hospital.example:9300"
                                f" --out {RUNS}/r2")
         assert "start the SuperLink first" in said

@@ -174,6 +174,10 @@ class _RoundsBegan(Exception):
     """Raised where the rounds would begin."""
 
 
+def _rounds_begin(*args, **kwargs):
+    raise _RoundsBegan
+
+
 def test_a_run_claims_its_folder_and_another_run_into_it_is_refused(tmp_path, monkeypatch):
     """Anyone who reaches the SuperLink's port can start a run into the folder of a run still
     going: the first run claims the folder as it starts, and the other is refused before its
@@ -181,10 +185,7 @@ def test_a_run_claims_its_folder_and_another_run_into_it_is_refused(tmp_path, mo
     monkeypatch.setenv(RUNS_ENV, str(tmp_path))
     np.save(tmp_path / "initial-head.npy", np.zeros(5))
 
-    def rounds_begin(*args, **kwargs):
-        raise _RoundsBegan
-
-    monkeypatch.setattr(server_app, "DefaultWorkflow", rounds_begin)
+    monkeypatch.setattr(server_app, "DefaultWorkflow", _rounds_begin)
     out = tmp_path / "run-1"
     with pytest.raises(_RoundsBegan):
         server_app.main(_Grid(), _context(101, _run_config(tmp_path, out)))
@@ -192,3 +193,35 @@ def test_a_run_claims_its_folder_and_another_run_into_it_is_refused(tmp_path, mo
     with pytest.raises(ValueError, match=r"^out_already_claimed"):
         server_app.main(_Grid(), _context(202, _run_config(tmp_path, out)))
     assert holds_claim(out, 101) and not holds_claim(out, 202)
+
+
+def test_a_run_cannot_name_a_folder_inside_another_runs(tmp_path, monkeypatch):
+    """A run's folder is a child of the runs folder: a stranger's run naming
+    ``<a run's folder>/head.npy`` would make a folder there that keeps that run from writing
+    its head. It is refused, and nothing is made."""
+    monkeypatch.setenv(RUNS_ENV, str(tmp_path))
+    np.save(tmp_path / "initial-head.npy", np.zeros(5))
+    monkeypatch.setattr(server_app, "DefaultWorkflow", _rounds_begin)
+    real = tmp_path / "run-1"
+    real.mkdir()
+    for inside in (real / "head.npy", real / "run.json", real / "deeper" / "still"):
+        with pytest.raises(ValueError, match=r"^out_outside_runs_folder"):
+            server_app.main(_Grid(), _context(303, _run_config(tmp_path, inside)))
+    assert list(real.iterdir()) == []
+
+
+def test_a_refused_run_leaves_no_claim(tmp_path, monkeypatch):
+    """Every check comes before the claim: a run refused for its settings leaves the folder
+    free for the run meant for it."""
+    monkeypatch.setenv(RUNS_ENV, str(tmp_path))
+    np.save(tmp_path / "initial-head.npy", np.zeros(5))
+    monkeypatch.setattr(server_app, "DefaultWorkflow", _rounds_begin)
+    out = tmp_path / "run-1"
+    for wrong in ({"stage-timeout": 0}, {"boxes": 2}):
+        with pytest.raises(ValueError):
+            server_app.main(_Grid(), _context(404, {**_run_config(tmp_path, out), **wrong}))
+        assert not (out / CLAIM_FILE).exists()
+    np.save(tmp_path / "initial-head.npy", np.full(5, 1000.0))  # beyond SecAgg+'s range
+    with pytest.raises(ValueError, match="initial head"):
+        server_app.main(_Grid(), _context(404, _run_config(tmp_path, out)))
+    assert not (out / CLAIM_FILE).exists()
