@@ -53,11 +53,10 @@ def federated_average(head: CamHead, clinics: list[ClinicData], rounds: int,
     return current
 
 
-def personalised_logits(federated: CamHead, local: CamHead, maps: np.ndarray,
-                        blend: float) -> np.ndarray:
+def personalised_logits(federated: np.ndarray, local: np.ndarray, blend: float) -> np.ndarray:
     """The clinic's score with the fleet's head and its own: ``blend`` of the federated
-    head's logit and ``1 − blend`` of the local-only head's, case by case."""
-    return blend * federated.logits(maps) + (1.0 - blend) * local.logits(maps)
+    head's logits and ``1 − blend`` of the local-only head's, case by case."""
+    return blend * federated + (1.0 - blend) * local
 
 
 def gated_clinics(clinics: list[ClinicData], train: int, held_out: int, seed: int,
@@ -100,10 +99,10 @@ def one_draw(train: int, held_out: int, seed: int, args: argparse.Namespace
     for c in clinics:
         local = fine_tune(head, c.train.maps, c.train.labels, long)
         y = c.held_out.labels.astype(bool)
-        out[c.machine.name] = {k: auc(y, h.logits(c.held_out.maps))
-                               for k, h in {**heads, "local": local}.items()}
+        logits = {k: h.logits(c.held_out.maps) for k, h in {**heads, "local": local}.items()}
+        out[c.machine.name] = {k: auc(y, s) for k, s in logits.items()}
         out[c.machine.name]["personalised"] = auc(y, personalised_logits(
-            heads["federated"], local, c.held_out.maps, args.blend))
+            logits["federated"], logits["local"], args.blend))
         out[c.machine.name]["harmonised"] = c.machine.name in harmonised
     return out
 

@@ -43,6 +43,8 @@ def directly_in_runs(path: Path, runs: Path) -> bool:
     """Whether ``path`` is a run's folder: a child of the runs folder ``runs`` (links
     followed), never a folder inside another run's."""
     return path.resolve().parent == runs.resolve()
+
+
 #: the bounds of a run's other settings (beyond them a box's training diverges or a run never
 #: ends): rounds, each box's steps per round, FedProx's pull and the noise multiplier
 MAX_ROUNDS = 1000
