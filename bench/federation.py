@@ -3,8 +3,9 @@ simulated box, each through a relay that counts its bytes (decision 0056).
 
 Shared by ``bench/federated_clinics.py`` and ``tests/integration/test_federated_rounds.py``.
 The processes are Flower's own commands (``flower-superlink``, ``flower-supernode``,
-``flwr run``) with the Flower App of ``central/federated/flower_app``: the ServerApp is
-``central/federated/server_app.py``, the ClientApp ``firmware_app/learning/client_app.py``.
+``flwr run``, ``flwr log``) with the Flower App of ``central/federated/flower_app``: the
+ServerApp is ``central/federated/server_app.py``, the ClientApp
+``firmware_app/learning/client_app.py``.
 Each SuperNode is started with the box's own command and environment
 (``firmware_app/learning/node.py``: ``supernode_command``; ``bundle_check.py``: its ClientApps
 check the bundle) and reaches the SuperLink through a relay (``bench/relay.py``), so
@@ -25,12 +26,15 @@ from bench.relay import Relay
 from central.federated.superlink import (
     FLOWER_APP,
     flower_environment,
+    log_command,
     run_command,
+    started_run,
     superlink_command,
     superlink_environment,
     write_flower_home,
 )
 from clinibox_common.contracts.federated import RUNS_ENV
+from clinibox_common.contracts.run_claim import write_claim
 from firmware_app.learning.bundle_check import supernode_environment
 from firmware_app.learning.node import supernode_command
 from tests.ports import free_port
@@ -64,12 +68,28 @@ class Federation:
         return self.folder / "superlink.db"
 
     def run(self, config: dict[str, object], timeout: float = 900,
-            app: Path = FLOWER_APP) -> subprocess.CompletedProcess:
-        """``flwr run`` of the Flower App ``app`` (clinibox's own by default) with ``config``
-        (the run configuration), streamed until the run ends; the completed process (its
-        output is the ServerApp's log)."""
-        return subprocess.run(run_command(app, config), env=self.environment(),
-                              capture_output=True, text=True, timeout=timeout)
+            app: Path = FLOWER_APP, claim: bool = True) -> subprocess.CompletedProcess:
+        """A run of the Flower App ``app`` (clinibox's own by default) with ``config`` (the
+        run configuration), as ``clinibox central federated-run`` starts one: ``flwr run``,
+        then its ``out`` folder made and claimed for the run's number (unless ``claim`` is
+        False: a stranger at the SuperLink's port, who cannot write the hospital's files),
+        then ``flwr log`` until the run ends. The log's process, its output the start's and
+        the ServerApp's log."""
+        env = self.environment()
+        started = subprocess.run(run_command(app, config), env=env, capture_output=True,
+                                 text=True, timeout=120)
+        run_id = started_run(started.stdout)
+        if run_id is None:
+            return started
+        if claim and "out" in config:
+            out = Path(str(config["out"]))
+            out.mkdir(mode=0o750, exist_ok=True)
+            write_claim(out, run_id)
+        followed = subprocess.run(log_command(run_id), env=env, capture_output=True,
+                                  text=True, timeout=timeout)
+        return subprocess.CompletedProcess(
+            followed.args, followed.returncode, started.stdout + followed.stdout,
+            started.stderr + followed.stderr)
 
     def environment(self) -> dict[str, str]:
         """The environment of Flower's commands: their own home under the folder."""

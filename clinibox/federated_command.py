@@ -20,6 +20,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -31,6 +32,7 @@ from clinibox_common.contracts.federated import (
     RunSettings,
     directly_in_runs,
 )
+from clinibox_common.contracts.run_claim import ClaimRefused, write_claim
 from clinibox_common.errors import EXIT_OK, EXIT_USAGE, CliniboxError
 from clinibox_common.i18n import N_, formats
 from clinibox_common.i18n import gettext as _
@@ -103,6 +105,8 @@ PACKAGE_WORDS = {
                                      "model: convert the model again with this version of "
                                      "clinibox"),
 }
+#: the longest Flower's ``flwr run`` may take to hand the run to the SuperLink
+START_TIMEOUT_S = 120.0
 #: the ServerApp's exception that says a round had too few boxes (server_app.py)
 ROUND_NOT_AGGREGATED = "RoundNotAggregated"
 
@@ -233,14 +237,14 @@ def cmd_federated_run(args: argparse.Namespace, _config: object) -> int:
     config = {"package": package, "out": str(out),
               "initial-head": str(out / "initial-head.npy"), "sharpness": head.sharpness,
               **settings.run_config()}
-    print(_("run of %(package)s started at %(address)s: %(rounds)d rounds, %(boxes)d boxes "
-            "each; a round starts when that many boxes' learning services answer",
-            package=package, address=args.superlink, rounds=settings.rounds,
+    run_id = _start(config, home, out, log_file)
+    print(_("run %(run)d of %(package)s started at %(address)s: %(rounds)d rounds, %(boxes)d "
+            "boxes each; a round starts when that many boxes' learning services answer",
+            run=run_id, package=package, address=args.superlink, rounds=settings.rounds,
             boxes=settings.boxes), flush=True)
     with log_file:
-        process = subprocess.Popen(link.run_command(link.FLOWER_APP, config),
-                                   env=link.flower_environment(home), stdout=log_file,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(link.log_command(run_id), env=link.flower_environment(home),
+                                   stdout=log_file, stderr=subprocess.STDOUT)
         try:
             process.wait(timeout=args.timeout_hours * 3600)
         except subprocess.TimeoutExpired:
@@ -259,6 +263,33 @@ def cmd_federated_run(args: argparse.Namespace, _config: object) -> int:
                               log=str(log_path)))
     _say_done(FederatedRun.read(out / "run.json"), out)
     return EXIT_OK
+
+
+def _start(config: dict[str, object], home: Path, out: Path, log_file: IO[str]) -> int:
+    """Start the run at the SuperLink and claim ``out`` for it (only a run whose number the
+    folder's claim names writes there); the run's number."""
+    try:
+        started = subprocess.run(link.run_command(link.FLOWER_APP, config),
+                                 env=link.flower_environment(home), capture_output=True,
+                                 text=True, timeout=START_TIMEOUT_S)
+        output = started.stdout + started.stderr
+    except subprocess.TimeoutExpired as exc:
+        started, output = None, f"{exc.stdout or ''}{exc.stderr or ''}"
+    log_file.write(output if isinstance(output, str) else "")
+    log_file.flush()
+    run_id = link.started_run(started.stdout) if started is not None else None
+    if run_id is None:
+        raise CliniboxError(_("the SuperLink did not start the run; what Flower said is in "
+                              "%(log)s", log=str(out / "server.log")))
+    try:
+        write_claim(out, run_id)
+    except (ClaimRefused, OSError) as exc:
+        raise CliniboxError(_("cannot claim %(folder)s for run %(run)d (%(why)s): without its "
+                              "claim the run trains nothing and ends by itself; start again "
+                              "with another --out", folder=str(out), run=run_id,
+                              why=error_words(exc) if isinstance(exc, OSError) else
+                              _("another run's claim is there"))) from exc
+    return run_id
 
 
 def _say_done(record: FederatedRun, out: Path) -> None:

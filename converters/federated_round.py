@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from clinibox_common.contracts.federated import FederatedRun
+from clinibox_common.contracts.run_claim import CLAIM_FILE, holds_claim
 from clinibox_common.errors import EXIT_USAGE, CliniboxError
 
 #: how close a convolution's numbers must be to the starting head (float32 round trips)
@@ -55,6 +56,10 @@ def read_run(folder: Path) -> tuple[FederatedRun, np.ndarray]:
                            "packaged")
     if not np.isfinite(head).all():
         raise RunRefused(f"{folder}: the run's head holds numbers that are not finite")
+    if record.run_id <= 0 or not holds_claim(folder, record.run_id):
+        raise RunRefused(f"{folder}: the folder's claim ({CLAIM_FILE}) does not name the run "
+                           "its record names, so the head may not be the run the hospital "
+                           "started: run it again with clinibox central federated-run")
     return record, head
 
 

@@ -317,7 +317,8 @@ def _federated(run: dict | None) -> str:
             for k, b in enumerate(boxes)]
     return ("<h2>Federated fine-tuning</h2>"
             f"<p>The head <code>{_e(run.get('layer', ''))}</code> was fine-tuned by "
-            f"{_e(run.get('rounds'))} rounds of federated training on the boxes' own "
+            f"{_e(run.get('rounds'))} rounds of federated training (run "
+            f"{_e(run.get('run_id', '—'))} at the hospital's SuperLink) on the boxes' own "
             f"labelled cases, starting from {_e(run.get('package', ''))} "
             f"(Flower {_e(run.get('flower_version', ''))}, {_e(run.get('started', ''))} to "
             f"{_e(run.get('ended', ''))}; {_e(run.get('local_steps'))} local steps a round, "

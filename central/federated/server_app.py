@@ -13,9 +13,11 @@ a person starts a run (``flwr run``). Each round:
    (``central/federated/noise.py``; a box that dropped out is left out of the sum and of
    the noise's size, and the others' round goes on).
 
-At its start the app claims the run's ``out`` folder (``run.claim``, made only where none is:
-one run per folder, so a run that someone else starts into the same folder is refused before
-its first round instead of taking the folder's head). At the end it writes there ``head.npy``
+Before its first round the app waits for the run's ``out`` folder to be claimed for this run
+(``run.claim``, written by ``clinibox central federated-run`` once Flower has given the run its
+number: ``clinibox_common/contracts/run_claim.py``), so a run that someone else starts into the
+hospital's folder, or into one nobody claimed, is refused before its first round and writes
+nothing. At the end it writes there ``head.npy``
 (the aggregated head) and ``run.json``
 (:class:`clinibox_common.contracts.federated.FederatedRun`: rounds, boxes per round, the
 privacy spent). The head becomes a package only through the converter's
@@ -47,6 +49,13 @@ from clinibox_common.contracts.federated import (
     directly_in_runs,
     within_runs,
 )
+from clinibox_common.contracts.run_claim import (
+    CLAIM_FILE,
+    CLAIM_WAIT_S,
+    ClaimRefused,
+    await_claim,
+    holds_claim,
+)
 from clinibox_common.errors import CliniboxError
 
 #: SecAgg+ quantises each number within ± this range (a head's weights are a few units)
@@ -65,9 +74,6 @@ STAGE_TIMEOUT_S = 1800.0
 MAX_STAGE_TIMEOUT_S = 6 * 3600.0
 #: what a run writes into its ``out`` folder; a folder that holds either is refused
 RUN_FILES = ("head.npy", "run.json")
-#: the file a run claims its ``out`` folder with as it starts, holding the run's id
-CLAIM_FILE = "run.claim"
-
 
 class RoundNotAggregated(CliniboxError, RuntimeError):
     """A round ended without a sum of the boxes' heads (SecAgg+ halted: too few boxes
@@ -76,27 +82,6 @@ class RoundNotAggregated(CliniboxError, RuntimeError):
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def claim_out(out: Path, run_id: int) -> None:
-    """Claim ``out`` for the run ``run_id`` (the folder made where missing, in its existing
-    parent); ValueError ``out_already_claimed`` when another run, finished or not, has."""
-    out.mkdir(mode=0o750, exist_ok=True)
-    try:
-        claim = os.open(out / CLAIM_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError as exc:
-        raise ValueError(f"out_already_claimed: another run has claimed {out} "
-                         f"({CLAIM_FILE}): give this run a folder of its own") from exc
-    with os.fdopen(claim, "w", encoding="utf-8") as written:
-        written.write(f"{run_id}\n")
-
-
-def holds_claim(out: Path, run_id: int) -> bool:
-    """Whether ``out``'s claim is still the run ``run_id``'s."""
-    try:
-        return (out / CLAIM_FILE).read_text(encoding="utf-8") == f"{run_id}\n"
-    except OSError:
-        return False
 
 
 def _setting(context: Context, key: str, kind: type):
@@ -149,7 +134,7 @@ def main(grid: Grid, context: Context) -> None:
     if not np.all(np.abs(initial) <= HEAD_RANGE_SHARE * QUANTISATION_CLIP):
         raise ValueError(f"the initial head's numbers must lie within ±"
                          f"{HEAD_RANGE_SHARE * QUANTISATION_CLIP:g} (secure aggregation's range)")
-    claim_out(out, context.run_id)  # the last check: a refused run leaves no claim
+    await_claim(out, context.run_id, CLAIM_WAIT_S)  # last: only the hospital's run goes on
     # exactly `boxes` of the connected boxes each round (SecAgg+ is set up for that many;
     # sampling every connected box would make each box's guard refuse the round). Flower
     # samples max(int(connected × fraction), minimum), and skips evaluation at fraction 0
@@ -172,7 +157,7 @@ def main(grid: Grid, context: Context) -> None:
             "halted: fewer boxes answered than it needs); no head was written")
     [head] = legacy.state.array_records["parameters"].to_numpy_ndarrays()
     if not holds_claim(out, context.run_id):
-        raise ValueError(f"out_claim_lost: {out / CLAIM_FILE} is no longer this run's; "
+        raise ClaimRefused(f"out_claim_lost: {out / CLAIM_FILE} is no longer this run's; "
                          "no head was written")
     with (out / "head.npy").open("xb") as written:  # never over a file made meanwhile
         np.save(written, np.asarray(head, np.float64))
@@ -185,6 +170,6 @@ def main(grid: Grid, context: Context) -> None:
                               epsilon_spent(noise, strategy.summed_per_round, delta)),
         secure_aggregation=SecureAggregation("secagg+", shares, threshold),
         started=started, ended=_now(), flower_version=flwr.__version__,
-        cases_per_round=strategy.cases_per_round,
+        cases_per_round=strategy.cases_per_round, run_id=int(context.run_id),
         initial_head=[float(v) for v in np.asarray(initial, np.float64).reshape(-1)],
     ).write(out / "run.json", exclusive=True)

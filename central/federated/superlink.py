@@ -1,7 +1,7 @@
 """The hospital's Flower SuperLink and the way a run reaches it (decision 0056).
 
-The commands are Flower's own (``flower-superlink``, ``flwr run``); this module writes their
-command lines in one place (``clinibox central superlink`` and ``federated-run``, the
+The commands are Flower's own (``flower-superlink``, ``flwr run``, ``flwr log``); this module
+writes their command lines in one place (``clinibox central superlink`` and ``federated-run``, the
 benchmark and the tests use them) and checks, before any of them starts, what would make
 them fail later with nothing said: TLS files that do not belong together, a SuperLink that
 does not answer, or one whose certificate the boxes' CA does not vouch for. Problems are
@@ -10,7 +10,9 @@ codes; the command line says them in the reader's words.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import json
 import os
 import socket
 import ssl
@@ -84,11 +86,29 @@ def write_flower_home(home: Path, address: str, ca: Path) -> Path:
 
 
 def run_command(app: Path, config: dict[str, object]) -> list[str]:
-    """``flwr run`` of the Flower App ``app`` at the federation, streaming the ServerApp's
-    log until the run ends, with ``config`` as its run configuration."""
+    """``flwr run`` of the Flower App ``app`` at the federation, with ``config`` as its run
+    configuration: it returns once the SuperLink has the run, printing (as JSON) the run's
+    number, which :func:`started_run` reads. The folder's claim comes next
+    (``clinibox_common/contracts/run_claim.py``), then :func:`log_command` follows the run
+    to its end."""
     pairs = " ".join(f"{k}={_toml(v)}" for k, v in config.items())
-    return [str(flower_bin() / "flwr"), "run", str(app), FEDERATION, "--stream",
+    return [str(flower_bin() / "flwr"), "run", str(app), FEDERATION, "--format", "json",
             "--run-config", pairs]
+
+
+def started_run(output: str) -> int | None:
+    """The run's number in ``flwr run --format json``'s output, or None when it started none
+    (its output then says why)."""
+    with contextlib.suppress(ValueError, AttributeError):
+        answer = json.loads(output)
+        if answer.get("success") is True and str(answer.get("run-id", "")).isdigit():
+            return int(answer["run-id"])
+    return None
+
+
+def log_command(run_id: int) -> list[str]:
+    """``flwr log``: the ServerApp's log of the run ``run_id``, streamed until the run ends."""
+    return [str(flower_bin() / "flwr"), "log", str(int(run_id)), FEDERATION, "--stream"]
 
 
 def _toml(value: object) -> str:

@@ -151,6 +151,9 @@ class FederatedRun:
     #: the labelled cases the boxes held, by round (their sum: each box says how many cases
     #: it holds, never which, and nothing else)
     cases_per_round: list[int] = field(default_factory=list)
+    #: Flower's number of the run, which the folder's ``run.claim`` names (0: a record written
+    #: before runs claimed their folders, which the converter refuses)
+    run_id: int = 0
     #: the head the run started from ([C weights, bias], the package's): the converter puts
     #: the run's head where this one is in the source model
     initial_head: list[float] = field(default_factory=list)

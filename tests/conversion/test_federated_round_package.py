@@ -14,6 +14,7 @@ import torch
 from onnx import numpy_helper
 
 from clinibox_common.contracts.federated import FederatedRun, PrivacyBudget, SecureAggregation
+from clinibox_common.contracts.run_claim import write_claim
 from engine.model_package import load_package
 from tests.conversion.conftest import clinibox, write_png_folder
 from tests.conversion.tiny_models import as_input, shapes_dataset, train_quickly
@@ -48,9 +49,10 @@ def _run_folder(folder, start: np.ndarray, head: np.ndarray) -> None:
                  secure_aggregation=SecureAggregation("secagg+", 5, 3),
                  started="2026-11-28T10:00:00+00:00", ended="2026-11-28T10:02:00+00:00",
                  flower_version="1.42.0", cases_per_round=[212, 214],
-                 initial_head=[float(v) for v in start]
+                 initial_head=[float(v) for v in start], run_id=41
                  ).write(folder / "run.json")
     np.save(folder / "head.npy", head)
+    write_claim(folder, 41)  # as clinibox central federated-run claims it
 
 
 def test_a_federated_runs_head_is_packaged_through_the_gates_and_said_in_the_card(
@@ -80,7 +82,7 @@ def test_a_federated_runs_head_is_packaged_through_the_gates_and_said_in_the_car
     assert federated["layer"] == "cam" and federated["rounds"] == 2
     assert federated["boxes_per_round"] == [5, 5]
     assert federated["cases_per_round"] == [212, 214]
-    assert federated["privacy"]["epsilon"] == 25.1
+    assert federated["privacy"]["epsilon"] == 25.1 and federated["run_id"] == 41
     assert "initial_head" not in federated
     # the packaged model holds the run's head where the source's cam was
     graph = onnx.load(str(tmp_path / "package" / "model.fp32.onnx")).graph
@@ -94,6 +96,7 @@ def test_a_federated_runs_head_is_packaged_through_the_gates_and_said_in_the_car
     report = (tmp_path / "package" / "report.html").read_text(encoding="utf-8")
     assert "<h2>Federated fine-tuning</h2>" in report
     assert "ε = 25.10 at δ = 0.001" in report and "<td>212</td>" in report
+    assert "(run 41 at the hospital's SuperLink)" in report
 
     # a run that did not start from this model's head is refused, and nothing is packaged
     other = tmp_path / "other-run"

@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 
 from clinibox_common.contracts.federated import FederatedRun
+from clinibox_common.contracts.run_claim import claimed_by
 from converters.learning_artifact import package_head
 from firmware_app.learning.bundle_check import supernode_environment
 from firmware_app.learning.cases import LabelledCases, write_cases
@@ -114,6 +115,9 @@ def test_the_federated_run_page_runs_as_written_and_refuses_a_wrong_set_up(tmp_p
         assert record.cases_per_round == [12 * BOXES] * 3
         assert record.initial_head == pytest.approx(list(head.as_vector()))
         assert not np.allclose(np.load(out / "head.npy"), head.as_vector())
+        # the folder was claimed for the run Flower started, the one the record names
+        assert record.run_id > 0 and claimed_by(out) == record.run_id
+        assert f"run {record.run_id} of {package} started at {SUPERLINK}" in said
         # the hospital holds no box's canary (a case file's path) in its SuperLink's state
         held = shell.path("/var/lib/clinibox-central/federated/superlink.db").read_bytes()
         held += "".join(p.read_text(errors="replace") for p in shell.logs.glob("*-background.log")

@@ -18,6 +18,7 @@ import pytest
 
 from bench.federation import REPO, federation
 from clinibox_common.contracts.federated import FederatedRun
+from clinibox_common.contracts.run_claim import CLAIM_FILE, claimed_by, write_claim
 from engine.learning.cam_head import CamHead, TrainingSettings, fine_tune
 from firmware_app.learning.cases import LabelledCases, write_cases
 
@@ -191,7 +192,8 @@ def test_the_hospital_never_runs_code_a_strangers_bundle_carries(tmp_path):
     """Anyone who reaches the SuperLink's port can start a run (Flower's Control API has no
     login). A bundle that carries a ServerApp of its own is refused by the SuperLink clinibox
     starts, with a code, before Flower installs it: its code never runs at the hospital. And
-    clinibox's own ServerApp writes nowhere but the SuperLink's runs folder."""
+    clinibox's own ServerApp writes nowhere but the SuperLink's runs folder, and nothing into
+    a folder claimed for another run."""
     files = [write_cases(tmp_path / f"box-{i}" / "cases.npz", _box_cases(seed)) for i, seed in
              enumerate((1, 2, 3))]
     head = CamHead(np.random.default_rng(0).normal(0, 0.3, 24), -2.0)
@@ -204,7 +206,17 @@ def test_the_hospital_never_runs_code_a_strangers_bundle_carries(tmp_path):
         # clinibox's own ServerApp, asked to write outside the SuperLink's runs folder
         away = fed.run({"initial-head": str(tmp_path / "initial.npy"), "boxes": 3,
                         "rounds": 1, "secagg-threshold": 2, "out": str(elsewhere)},
-                       timeout=300)
+                       timeout=300, claim=False)
+        # and into the hospital's run folder, claimed for the hospital's run by its number
+        hospitals = tmp_path / "hospitals-run"
+        hospitals.mkdir()
+        write_claim(hospitals, 987654)
+        taken = fed.run({"initial-head": str(tmp_path / "initial.npy"), "boxes": 3,
+                         "rounds": 1, "secagg-threshold": 2, "out": str(hospitals)},
+                        timeout=300, claim=False)
+    assert "out_claimed_by_another_run" in taken.stdout + taken.stderr, taken.stdout[-3000:]
+    assert sorted(p.name for p in hospitals.iterdir()) == [CLAIM_FILE]
+    assert claimed_by(hospitals) == 987654
     assert not list((tmp_path / "flower").rglob("hostile-server-code-ran"))
     assert "bundle_carries_files" in told, told[-3000:]
     assert "out_outside_runs_folder" in away.stdout + away.stderr, away.stdout[-3000:]

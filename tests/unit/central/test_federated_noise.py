@@ -4,6 +4,7 @@ can hold left out; no wait without an end; no run written over another."""
 
 from __future__ import annotations
 
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -23,14 +24,17 @@ from flwr.server.strategy import FedAvg
 
 from central.federated import server_app
 from central.federated.noise import NoisyAverageOfAnswers, RoundRefused
-from central.federated.server_app import (
-    CLAIM_FILE,
-    RUN_FILES,
-    STAGE_TIMEOUT_S,
-    holds_claim,
-)
+from central.federated.server_app import RUN_FILES, STAGE_TIMEOUT_S
 from central.federated.timed_grid import TimedGrid
 from clinibox_common.contracts.federated import MAX_CASES, RUNS_ENV
+from clinibox_common.contracts.run_claim import (
+    CLAIM_FILE,
+    ClaimRefused,
+    await_claim,
+    claimed_by,
+    holds_claim,
+    write_claim,
+)
 
 CLIP = 1.0
 
@@ -178,21 +182,62 @@ def _rounds_begin(*args, **kwargs):
     raise _RoundsBegan
 
 
-def test_a_run_claims_its_folder_and_another_run_into_it_is_refused(tmp_path, monkeypatch):
-    """Anyone who reaches the SuperLink's port can start a run into the folder of a run still
-    going: the first run claims the folder as it starts, and the other is refused before its
-    first round, so it cannot finish first and leave the first without its head."""
+def test_only_the_run_its_folder_was_claimed_for_goes_on(tmp_path, monkeypatch):
+    """Anyone who reaches the SuperLink's port can start a run into the hospital's folder:
+    only the run whose number ``federated-run`` wrote into the folder's claim goes on; a
+    stranger's run is refused before its first round and leaves the claim as it was."""
     monkeypatch.setenv(RUNS_ENV, str(tmp_path))
     np.save(tmp_path / "initial-head.npy", np.zeros(5))
-
     monkeypatch.setattr(server_app, "DefaultWorkflow", _rounds_begin)
     out = tmp_path / "run-1"
+    out.mkdir()
+    write_claim(out, 101)  # what federated-run does once Flower names the run
+    assert (out / CLAIM_FILE).read_text() == "101\n" and holds_claim(out, 101)
+    with pytest.raises(ValueError, match=r"^out_claimed_by_another_run"):
+        server_app.main(_Grid(), _context(202, _run_config(tmp_path, out)))
     with pytest.raises(_RoundsBegan):
         server_app.main(_Grid(), _context(101, _run_config(tmp_path, out)))
-    assert (out / CLAIM_FILE).read_text() == "101\n" and holds_claim(out, 101)
-    with pytest.raises(ValueError, match=r"^out_already_claimed"):
-        server_app.main(_Grid(), _context(202, _run_config(tmp_path, out)))
     assert holds_claim(out, 101) and not holds_claim(out, 202)
+    assert sorted(p.name for p in out.iterdir()) == [CLAIM_FILE]
+    with pytest.raises(ClaimRefused, match=r"^out_already_claimed"):
+        write_claim(out, 202)  # a claim is never replaced
+    assert holds_claim(out, 101)
+
+
+def test_a_run_into_a_folder_nobody_claimed_is_refused_and_makes_nothing(tmp_path,
+                                                                         monkeypatch):
+    """The ServerApp never claims or makes a folder: a stranger's run into a folder that
+    ``federated-run`` has not claimed (yet: the default names are the time) waits for a claim
+    naming it, is refused, and the hospital's later run can still have the folder."""
+    monkeypatch.setenv(RUNS_ENV, str(tmp_path))
+    np.save(tmp_path / "initial-head.npy", np.zeros(5))
+    monkeypatch.setattr(server_app, "DefaultWorkflow", _rounds_begin)
+    monkeypatch.setattr(server_app, "CLAIM_WAIT_S", 0.3)
+    out = tmp_path / "run-20261129T120000Z"
+    with pytest.raises(ValueError, match=r"^out_not_claimed"):
+        server_app.main(_Grid(), _context(303, _run_config(tmp_path, out)))
+    assert not out.exists()
+    out.mkdir()
+    (out / CLAIM_FILE).write_text("30")  # half written: not a claim yet
+    with pytest.raises(ValueError, match=r"^out_not_claimed"):
+        server_app.main(_Grid(), _context(303, _run_config(tmp_path, out)))
+    (out / CLAIM_FILE).unlink()
+    write_claim(out, 404)
+    with pytest.raises(_RoundsBegan):
+        server_app.main(_Grid(), _context(404, _run_config(tmp_path, out)))
+
+
+def test_the_claim_is_waited_for(tmp_path):
+    """The ServerApp may start before ``federated-run`` writes the claim: it waits for it."""
+    out = tmp_path / "run-1"
+    out.mkdir()
+    timer = threading.Timer(0.3, write_claim, (out, 7))
+    timer.start()
+    try:
+        await_claim(out, 7, wait_s=30, poll_s=0.05)
+    finally:
+        timer.cancel()
+    assert claimed_by(out) == 7
 
 
 def test_a_run_cannot_name_a_folder_inside_another_runs(tmp_path, monkeypatch):
@@ -210,9 +255,8 @@ def test_a_run_cannot_name_a_folder_inside_another_runs(tmp_path, monkeypatch):
     assert list(real.iterdir()) == []
 
 
-def test_a_refused_run_leaves_no_claim(tmp_path, monkeypatch):
-    """Every check comes before the claim: a run refused for its settings leaves the folder
-    free for the run meant for it."""
+def test_a_refused_run_touches_no_folder(tmp_path, monkeypatch):
+    """A run refused for its settings neither makes nor changes a folder."""
     monkeypatch.setenv(RUNS_ENV, str(tmp_path))
     np.save(tmp_path / "initial-head.npy", np.zeros(5))
     monkeypatch.setattr(server_app, "DefaultWorkflow", _rounds_begin)
@@ -220,8 +264,8 @@ def test_a_refused_run_leaves_no_claim(tmp_path, monkeypatch):
     for wrong in ({"stage-timeout": 0}, {"boxes": 2}):
         with pytest.raises(ValueError):
             server_app.main(_Grid(), _context(404, {**_run_config(tmp_path, out), **wrong}))
-        assert not (out / CLAIM_FILE).exists()
+        assert not out.exists()
     np.save(tmp_path / "initial-head.npy", np.full(5, 1000.0))  # beyond SecAgg+'s range
     with pytest.raises(ValueError, match="initial head"):
         server_app.main(_Grid(), _context(404, _run_config(tmp_path, out)))
-    assert not (out / CLAIM_FILE).exists()
+    assert not out.exists()

@@ -9,14 +9,15 @@ import pytest
 from torch import nn
 
 from clinibox_common.contracts.federated import FederatedRun, PrivacyBudget, SecureAggregation
+from clinibox_common.contracts.run_claim import CLAIM_FILE, write_claim
 from converters.config import ConvertConfig, ConvertConfigError, preflight
 from converters.federated_round import RunRefused, apply_round, provenance, read_run
 
 
-def _record(start: list[float]) -> FederatedRun:
+def _record(start: list[float], run_id: int = 77) -> FederatedRun:
     return FederatedRun("m 1.0.0", 1, [3], 40, 0.1, PrivacyBudget(1.0, 0.0, 1e-3, None),
                         SecureAggregation("secagg+", 3, 2), "a", "b", "1.42.0",
-                        cases_per_round=[30], initial_head=start)
+                        cases_per_round=[30], initial_head=start, run_id=run_id)
 
 
 class TwoCams(nn.Module):
@@ -62,6 +63,26 @@ def test_a_folder_that_is_not_a_finished_run_is_refused(tmp_path):
     (tmp_path / "run.json").write_text('{"schema": "something-else"}')
     with pytest.raises(RunRefused, match="cannot be read"):
         read_run(tmp_path)
+
+
+def test_a_head_is_packaged_only_where_the_claim_names_the_records_run(tmp_path):
+    """A stranger's run can write only into a folder claimed for it: the converter takes a
+    head where the folder's claim names the run its record names, and refuses one without a
+    claim, with another run's, or with a record from before runs claimed their folders."""
+    np.save(tmp_path / "head.npy", np.zeros(5))
+    _record([0.1] * 5, run_id=77).write(tmp_path / "run.json")
+    with pytest.raises(RunRefused, match="claim"):
+        read_run(tmp_path)  # no claim
+    write_claim(tmp_path, 78)
+    with pytest.raises(RunRefused, match="claim"):
+        read_run(tmp_path)  # another run's
+    (tmp_path / CLAIM_FILE).unlink()
+    write_claim(tmp_path, 77)
+    record, head = read_run(tmp_path)
+    assert record.run_id == 77 and head.tolist() == [0.0] * 5
+    _record([0.1] * 5, run_id=0).write(tmp_path / "run.json")
+    with pytest.raises(RunRefused, match="claim"):
+        read_run(tmp_path)  # a record without the run's number
 
 
 def test_a_run_with_distillation_or_pruning_is_refused_before_any_work(tmp_path):
