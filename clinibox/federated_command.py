@@ -18,6 +18,7 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -26,6 +27,7 @@ import numpy as np
 
 from central.federated import superlink as link
 from clinibox_common.contracts.federated import (
+    BOXES_WAIT_S,
     DEFAULT_RUNS,
     MIN_BOXES,
     FederatedRun,
@@ -92,6 +94,18 @@ RUN_WORDS = {
         "the run ended without a head: fewer boxes answered than secure aggregation needs "
         "(%(boxes)d). Check that the boxes are in the round and their learning service "
         "(clinibox-learning) runs. The ServerApp's log: %(log)s"),
+    "too_few_boxes_connected": N_(
+        "the run ended without a head: fewer than %(boxes)d boxes were connected within "
+        "%(hours)s h of a round's start. On each box of the run check that [learning] is "
+        "enabled with this SuperLink's address, that its [learning] hours include now, and "
+        "that its learning service (clinibox-learning) runs. The ServerApp's log: %(log)s"),
+    "run_stopped": N_(
+        "run %(run)d was stopped at the SuperLink before it ended (flwr stop): no head was "
+        "written. Anyone who reaches the SuperLink's port can stop a run; open it only to the "
+        "boxes and this server. The ServerApp's log: %(log)s"),
+    "superlink_lost": N_(
+        "the SuperLink stopped answering before run %(run)d ended: the run may go on there "
+        "and write its head into %(out)s when it ends. The ServerApp's log so far: %(log)s"),
     "run_failed": N_("the run ended without a head; the ServerApp's log says why: %(log)s"),
 }
 #: why a package cannot start a run (converters.learning_artifact.package_head's codes)
@@ -107,8 +121,14 @@ PACKAGE_WORDS = {
 }
 #: the longest Flower's ``flwr run`` may take to hand the run to the SuperLink
 START_TIMEOUT_S = 120.0
-#: the ServerApp's exception that says a round had too few boxes (server_app.py)
-ROUND_NOT_AGGREGATED = "RoundNotAggregated"
+#: how often the command asks the SuperLink whether a run goes on, and waits between
+STATUS_TRIES, REATTACH_S = 3, 5.0
+#: Flower's statuses of a run that has ended, and of one stopped by a person (flwr stop)
+FINISHED, STOPPED = "finished", "finished:stopped"
+#: the codes in the ServerApp's log that say why a run ended without a head, the first found
+#: first (server_app.py's RoundNotAggregated, boxes_wait.py's TooFewBoxes)
+RUN_ENDINGS = (("too_few_boxes_connected", "too_few_boxes_connected"),
+               ("RoundNotAggregated", "round_not_aggregated"))
 
 
 def cmd_superlink(args: argparse.Namespace, _config: object) -> int:
@@ -210,6 +230,11 @@ def cmd_federated_run(args: argparse.Namespace, _config: object) -> int:
     if not 0 < args.timeout_hours <= 24 * 30:
         raise CliniboxError(_("--timeout-hours must be more than 0 and at most 720"),
                             exit_status=EXIT_USAGE)
+    if not 1 / 360 <= args.boxes_wait_hours <= min(24.0, args.timeout_hours):
+        raise CliniboxError(_("--boxes-wait-hours must be at least 0.003 (10 s), at most 24 and "
+                              "at most --timeout-hours (the command would stop waiting "
+                              "before the run could say that its boxes did not come)"),
+                            exit_status=EXIT_USAGE)
     _need_flower("flwr")
     out, ca = _checked_out(args.out, Path(args.runs).absolute()), Path(args.ca).resolve()
     problem = link.superlink_problem(args.superlink, ca)
@@ -227,42 +252,84 @@ def cmd_federated_run(args: argparse.Namespace, _config: object) -> int:
                               limit=f"{HEAD_RANGE_SHARE * QUANTISATION_CLIP:g}"))
     try:
         out.mkdir(mode=0o750, parents=True, exist_ok=True)  # the runs folder too, where new
+        # first, and only where none is: a second command into the same folder (two started
+        # in the same second, by its default name) stops here, before writing anything
+        log_file = open(out / "server.log", "x")  # noqa: SIM115 - held while flwr runs
         np.save(out / "initial-head.npy", head.as_vector())
         home = out / "flower"
         link.write_flower_home(home, args.superlink, ca)
-        log_file = open(out / "server.log", "x")  # noqa: SIM115 - held while flwr runs
     except OSError as exc:
         raise CliniboxError(_("cannot write in %(folder)s: %(why)s", folder=str(out),
                               why=error_words(exc)), exit_status=EXIT_USAGE) from exc
     config = {"package": package, "out": str(out),
               "initial-head": str(out / "initial-head.npy"), "sharpness": head.sharpness,
-              **settings.run_config()}
+              "boxes-wait": round(args.boxes_wait_hours * 3600.0, 1), **settings.run_config()}
     run_id = _start(config, home, out, log_file)
     print(_("run %(run)d of %(package)s started at %(address)s: %(rounds)d rounds, %(boxes)d "
             "boxes each; a round starts when that many boxes' learning services answer",
             run=run_id, package=package, address=args.superlink, rounds=settings.rounds,
             boxes=settings.boxes), flush=True)
     with log_file:
+        status = _follow(run_id, home, log_file, args.timeout_hours * 3600, out)
+    log_path = out / "server.log"
+    if not (out / "run.json").exists():
+        said = log_path.read_text(errors="replace")
+        why = next((words for code, words in RUN_ENDINGS if code in said), "run_failed")
+        if status == STOPPED:
+            why = "run_stopped"
+        elif status is None:
+            why = "superlink_lost"
+        boxes = settings.boxes if why == "too_few_boxes_connected" else settings.secagg_threshold
+        raise CliniboxError(_(RUN_WORDS[why], boxes=boxes, log=str(log_path), out=str(out),
+                              hours=f"{args.boxes_wait_hours:g}", run=run_id))
+    _say_done(FederatedRun.read(out / "run.json"), out)
+    return EXIT_OK
+
+
+def _follow(run_id: int, home: Path, log_file: IO[str], wait_s: float,
+            out: Path) -> str | None:
+    """Keep the run's log in ``log_file`` until the run ends or ``wait_s`` has passed; the
+    run's last status (None: the SuperLink could not be asked). ``flwr log`` ends when the run
+    ends, or when its connection breaks (a SuperLink restarted, a network cut): then, while
+    the SuperLink says the run goes on, it is attached again."""
+    deadline = time.monotonic() + wait_s
+    while True:
         process = subprocess.Popen(link.log_command(run_id), env=link.flower_environment(home),
                                    stdout=log_file, stderr=subprocess.STDOUT)
         try:
-            process.wait(timeout=args.timeout_hours * 3600)
+            process.wait(timeout=max(deadline - time.monotonic(), 1.0))
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
             raise CliniboxError(_("no end after %(hours)s h: a run the SuperLink started goes "
                                   "on there and writes its head into %(out)s when it ends; "
                                   "the ServerApp's log so far: %(log)s",
-                                  hours=f"{args.timeout_hours:g}", out=str(out),
+                                  hours=f"{wait_s / 3600:g}", out=str(out),
                                   log=str(out / "server.log"))) from None
-    log_path = out / "server.log"
-    if not (out / "run.json").exists():
-        why = "round_not_aggregated" if ROUND_NOT_AGGREGATED in log_path.read_text(
-            errors="replace") else "run_failed"
-        raise CliniboxError(_(RUN_WORDS[why], boxes=settings.secagg_threshold,
-                              log=str(log_path)))
-    _say_done(FederatedRun.read(out / "run.json"), out)
-    return EXIT_OK
+        status = _status(run_id, home)
+        if status is None or status.startswith(FINISHED) or time.monotonic() >= deadline:
+            return status
+        log_file.write(f"\n[clinibox] the log's stream ended while run {run_id} is {status}; "
+                       "attached again\n")
+        log_file.flush()
+        time.sleep(REATTACH_S)
+
+
+def _status(run_id: int, home: Path) -> str | None:
+    """The run's status at the SuperLink (``flwr ls``), or None when it cannot be asked."""
+    for attempt in range(STATUS_TRIES):
+        try:
+            asked = subprocess.run(link.status_command(run_id),
+                                   env=link.command_environment(home), capture_output=True,
+                                   text=True, timeout=START_TIMEOUT_S)
+            status = link.run_status(asked.stdout)
+        except subprocess.TimeoutExpired:
+            status = None
+        if status is not None:
+            return status
+        if attempt + 1 < STATUS_TRIES:
+            time.sleep(REATTACH_S)
+    return None
 
 
 def _start(config: dict[str, object], home: Path, out: Path, log_file: IO[str]) -> int:
@@ -270,14 +337,19 @@ def _start(config: dict[str, object], home: Path, out: Path, log_file: IO[str]) 
     folder's claim names writes there); the run's number."""
     try:
         started = subprocess.run(link.run_command(link.FLOWER_APP, config),
-                                 env=link.flower_environment(home), capture_output=True,
+                                 env=link.command_environment(home), capture_output=True,
                                  text=True, timeout=START_TIMEOUT_S)
-        output = started.stdout + started.stderr
     except subprocess.TimeoutExpired as exc:
-        started, output = None, f"{exc.stdout or ''}{exc.stderr or ''}"
-    log_file.write(output if isinstance(output, str) else "")
+        log_file.write(_text(exc.stdout) + _text(exc.stderr))
+        log_file.flush()
+        raise CliniboxError(_("the SuperLink did not answer within %(seconds)d s whether it "
+                              "started the run; if it did, the run trains nothing without its "
+                              "claim and ends by itself. What Flower said is in %(log)s",
+                              seconds=int(START_TIMEOUT_S), log=str(out / "server.log"))
+                            ) from None
+    log_file.write(started.stdout + started.stderr)
     log_file.flush()
-    run_id = link.started_run(started.stdout) if started is not None else None
+    run_id = link.started_run(started.stdout)
     if run_id is None:
         raise CliniboxError(_("the SuperLink did not start the run; what Flower said is in "
                               "%(log)s", log=str(out / "server.log")))
@@ -290,6 +362,13 @@ def _start(config: dict[str, object], home: Path, out: Path, log_file: IO[str]) 
                               why=error_words(exc) if isinstance(exc, OSError) else
                               _("another run's claim is there"))) from exc
     return run_id
+
+
+def _text(output: bytes | str | None) -> str:
+    """A timed-out child's output so far (bytes even where text was asked for)."""
+    if isinstance(output, bytes):
+        return output.decode("utf-8", errors="replace")
+    return output or ""
 
 
 def _say_done(record: FederatedRun, out: Path) -> None:
@@ -359,3 +438,7 @@ def add_commands(command: Callable[[str, Callable[..., int], str], argparse.Argu
                          help=help_text + " (default: the Flower App's)")
     run.add_argument("--timeout-hours", type=float, default=12.0,
                      help="stop waiting after this many hours (the run goes on)")
+    run.add_argument("--boxes-wait-hours", type=float, default=BOXES_WAIT_S / 3600,
+                     help="end the run, saying so, when fewer than --boxes boxes are "
+                          "connected this many hours after a round's start (default: 8, "
+                          "the boxes' default learning hours)")

@@ -37,10 +37,13 @@ from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
 from flwr.server.strategy import FedAvg
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
+from central.federated.boxes_wait import BoundedBoxWait
 from central.federated.noise import NoisyAverageOfAnswers
 from central.federated.privacy import epsilon_spent
 from central.federated.timed_grid import TimedGrid
 from clinibox_common.contracts.federated import (
+    BOXES_WAIT_S,
+    MAX_BOXES_WAIT_S,
     RUNS_ENV,
     FederatedRun,
     PrivacyBudget,
@@ -130,6 +133,10 @@ def main(grid: Grid, context: Context) -> None:
     if not 1.0 <= stage_timeout <= MAX_STAGE_TIMEOUT_S:
         raise ValueError(f"stage_timeout_out_of_range: 'stage-timeout' must lie within 1 and "
                          f"{MAX_STAGE_TIMEOUT_S:g} seconds")
+    boxes_wait = float(context.run_config.get("boxes-wait", BOXES_WAIT_S))
+    if not 1.0 <= boxes_wait <= MAX_BOXES_WAIT_S:
+        raise ValueError(f"boxes_wait_out_of_range: 'boxes-wait' must lie within 1 and "
+                         f"{MAX_BOXES_WAIT_S:g} seconds")
     initial = np.load(initial_path, allow_pickle=False)
     if not np.all(np.abs(initial) <= HEAD_RANGE_SHARE * QUANTISATION_CLIP):
         raise ValueError(f"the initial head's numbers must lie within ±"
@@ -144,7 +151,7 @@ def main(grid: Grid, context: Context) -> None:
         initial_parameters=ndarrays_to_parameters([initial.astype(np.float32)]))
     strategy = NoisyAverageOfAnswers(average, noise, clipping, boxes)
     legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=rounds),
-                           strategy=strategy)
+                           strategy=strategy, client_manager=BoundedBoxWait(boxes_wait))
     workflow = DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(
         num_shares=shares, reconstruction_threshold=threshold,
         clipping_range=QUANTISATION_CLIP, quantization_range=QUANTISATION_STEPS,

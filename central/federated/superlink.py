@@ -14,6 +14,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import re
 import socket
 import ssl
 import sys
@@ -37,6 +38,10 @@ DEFAULT_PORT = 9092
 #: checking its certificate: the certificate must name it, or every run waits for ever with
 #: nothing said
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
+#: a terminal's colour and style codes, which Rich may put around Flower's JSON
+ANSI_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+#: a Flower run's number (an unsigned 64-bit integer)
+RUN_NUMBER = re.compile(r"[0-9]{1,20}")
 
 
 def flower_bin() -> Path:
@@ -96,14 +101,50 @@ def run_command(app: Path, config: dict[str, object]) -> list[str]:
             "--run-config", pairs]
 
 
+def _json_answer(output: str) -> dict | None:
+    """The JSON object a ``flwr … --format json`` command printed, colours taken out (Flower
+    prints it through Rich, which colours it where ``FORCE_COLOR`` is set), or None."""
+    with contextlib.suppress(ValueError):
+        answer = json.loads(ANSI_CODES.sub("", output))
+        return answer if isinstance(answer, dict) else None
+    return None
+
+
 def started_run(output: str) -> int | None:
     """The run's number in ``flwr run --format json``'s output, or None when it started none
     (its output then says why)."""
-    with contextlib.suppress(ValueError, AttributeError):
-        answer = json.loads(output)
-        if answer.get("success") is True and str(answer.get("run-id", "")).isdigit():
-            return int(answer["run-id"])
+    answer = _json_answer(output) or {}
+    number = str(answer.get("run-id", ""))
+    if answer.get("success") is True and RUN_NUMBER.fullmatch(number):
+        return int(number)
     return None
+
+
+def status_command(run_id: int) -> list[str]:
+    """``flwr ls`` of the run ``run_id``, as JSON: its status (:func:`run_status`)."""
+    return [str(flower_bin() / "flwr"), "ls", FEDERATION, "--run-id", str(int(run_id)),
+            "--format", "json"]
+
+
+def run_status(output: str) -> str | None:
+    """The run's status in ``flwr ls --format json``'s output (``pending``, ``starting``,
+    ``running``, ``finished:completed``, ``finished:failed``, ``finished:stopped``), or None
+    when the SuperLink could not be asked."""
+    answer = _json_answer(output) or {}
+    runs = answer.get("runs") if answer.get("success") is True else None
+    if isinstance(runs, list) and len(runs) == 1 and isinstance(runs[0], dict):
+        status = runs[0].get("status")
+        return status if isinstance(status, str) else None
+    return None
+
+
+def command_environment(home: Path) -> dict[str, str]:
+    """The environment of the ``flwr`` commands whose JSON is read: Flower's home, and no
+    forced colours."""
+    env = flower_environment(home)
+    for name in ("FORCE_COLOR", "CLICOLOR_FORCE"):
+        env.pop(name, None)
+    return env
 
 
 def log_command(run_id: int) -> list[str]:

@@ -31,6 +31,11 @@ MAX_CASES = 5000
 RUNS_ENV = "CLINIBOX_FEDERATED_RUNS"
 #: where a hospital's runs are kept unless told otherwise
 DEFAULT_RUNS = "/var/lib/clinibox-central/federated/runs"
+#: how long a round waits for its boxes to connect unless the run says (``boxes-wait``): the
+#: boxes' default learning hours (22:00 to 06:00), so a run started before them finds its boxes
+BOXES_WAIT_S = 8 * 3600.0
+#: the longest ``boxes-wait`` a run may set (Flower's own wait)
+MAX_BOXES_WAIT_S = 24 * 3600.0
 
 
 def within_runs(path: Path, runs: Path) -> bool:

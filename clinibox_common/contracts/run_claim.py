@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +30,8 @@ CLAIM_FILE = "run.claim"
 CLAIM_WAIT_S = 120.0
 #: how often it looks
 CLAIM_POLL_S = 0.5
+#: a whole claim: a Flower run's number (an unsigned 64-bit integer) and a new line
+CLAIM_TEXT = re.compile(r"([0-9]{1,20})\n")
 
 
 class ClaimRefused(CliniboxError, ValueError):
@@ -61,8 +64,8 @@ def claimed_by(out: Path) -> int | None:
         text = (out / CLAIM_FILE).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return None
-    number = text.removesuffix("\n")
-    return int(number) if text.endswith("\n") and number.isdigit() else None
+    whole = CLAIM_TEXT.fullmatch(text)
+    return int(whole.group(1)) if whole else None
 
 
 def holds_claim(out: Path, run_id: int) -> bool:

@@ -18,7 +18,8 @@ the command said so, the SuperLink's database and log hold no canary; and in the
 a key that is not the certificate's, a CA that did not issue the SuperLink's certificate,
 a certificate that does not name 127.0.0.1 (where the SuperLink's own ServerApp reaches
 it), settings the boxes refuse, a port where nothing answers and a finished run's folder are each
-refused with the fix, exit status 2.
+refused with the fix, exit status 2; and a run asking for more boxes than joined ends after its
+wait for them, saying what to check on the boxes.
 """
 
 from __future__ import annotations
@@ -163,6 +164,13 @@ def test_the_federated_run_page_runs_as_written_and_refuses_a_wrong_set_up(tmp_p
         said = _refused(shell, f"{run} --superlink {SUPERLINK} --out {RUNS}/r2 --package ~/r2")
         assert "cannot be read: --package must be the folder of a package" in said
         assert not shell.path(f"{RUNS}/r2").exists()
+        # a run whose boxes do not all come ends after its wait, saying what to check on them
+        said = shell.run(f"{run} --superlink {SUPERLINK} --out {RUNS}/r3 --boxes 4"
+                         " --boxes-wait-hours 0.003; echo \"exit $?\"", check=False)
+        assert said.rstrip().endswith("exit 1"), said
+        assert "fewer than 4 boxes were connected within 0.003 h" in said, said
+        assert "clinibox-learning" in said
+        assert not shell.path(f"{RUNS}/r3/head.npy").exists()
     except BaseException:
         for log in [*sorted(shell.logs.glob("*.log"))[-6:],
                     *sorted((tmp_path / "boxes").glob("*/supernode.log"))]:

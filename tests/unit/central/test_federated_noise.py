@@ -5,6 +5,7 @@ can hold left out; no wait without an end; no run written over another."""
 from __future__ import annotations
 
 import threading
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -23,6 +24,7 @@ from flwr.server import Grid
 from flwr.server.strategy import FedAvg
 
 from central.federated import server_app
+from central.federated.boxes_wait import BoundedBoxWait, TooFewBoxes
 from central.federated.noise import NoisyAverageOfAnswers, RoundRefused
 from central.federated.server_app import RUN_FILES, STAGE_TIMEOUT_S
 from central.federated.timed_grid import TimedGrid
@@ -261,7 +263,8 @@ def test_a_refused_run_touches_no_folder(tmp_path, monkeypatch):
     np.save(tmp_path / "initial-head.npy", np.zeros(5))
     monkeypatch.setattr(server_app, "DefaultWorkflow", _rounds_begin)
     out = tmp_path / "run-1"
-    for wrong in ({"stage-timeout": 0}, {"boxes": 2}):
+    for wrong in ({"stage-timeout": 0}, {"boxes": 2}, {"boxes-wait": 0},
+                  {"boxes-wait": 90000}):
         with pytest.raises(ValueError):
             server_app.main(_Grid(), _context(404, {**_run_config(tmp_path, out), **wrong}))
         assert not out.exists()
@@ -269,3 +272,27 @@ def test_a_refused_run_touches_no_folder(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="initial head"):
         server_app.main(_Grid(), _context(404, _run_config(tmp_path, out)))
     assert not out.exists()
+
+
+def test_a_round_waits_for_its_boxes_as_long_as_the_run_says_then_ends_saying_so():
+    """Flower waits up to 24 hours for a round's boxes, saying nothing; the run's wait ends
+    after ``boxes-wait`` with the counts, and returns at once when the boxes are there."""
+    waiting = BoundedBoxWait(0.2)
+    started = time.monotonic()
+    with pytest.raises(TooFewBoxes, match=r"^too_few_boxes_connected: 0 of the 3 boxes"):
+        waiting.sample(3)
+    assert 0.2 <= time.monotonic() - started < 5
+    for cid in ("a", "b", "c"):
+        waiting.register(SimpleNamespace(cid=cid))
+    assert waiting.wait_for(3) is True and len(waiting.sample(3)) == 3
+
+
+def test_only_a_whole_claim_names_a_run(tmp_path):
+    """A claim is a run's number (up to Flower's 20 digits) and a new line; anything else
+    names no run and raises nothing (a half-written file, other digits, a huge number)."""
+    for text in ("12\n", "18446744073709551615\n"):
+        (tmp_path / CLAIM_FILE).write_text(text)
+        assert claimed_by(tmp_path) == int(text)
+    for text in ("12", "²\n", "1" * 5000 + "\n", "-3\n", " 12\n", "12\n13\n", ""):
+        (tmp_path / CLAIM_FILE).write_text(text)
+        assert claimed_by(tmp_path) is None, text[:20]

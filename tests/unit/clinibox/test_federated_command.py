@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -223,6 +224,20 @@ def test_refused_settings_write_nothing(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("hours", [["--boxes-wait-hours", "0"],
+                                   ["--boxes-wait-hours", "25", "--timeout-hours", "48"],
+                                   ["--boxes-wait-hours", "13"]])  # beyond --timeout-hours 12
+def test_a_wait_for_the_boxes_the_command_cannot_see_end_is_refused(tmp_path, capsys, hours):
+    """The run's wait for its boxes must end while the command still waits for the run:
+    otherwise the hospital would never read that its boxes did not come."""
+    code = central_main(["federated-run", "--package", str(tmp_path), "--superlink",
+                         "127.0.0.1:9", "--ca", str(tmp_path / "ca.pem"), "--runs",
+                         str(tmp_path), "--out", str(tmp_path / "run"), *hours])
+    assert code == 2
+    assert "--boxes-wait-hours must be at least 0.003" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def _record(epsilon: float | None) -> FederatedRun:
     return FederatedRun(
         package="clinibox-demo-lesion 1.0.0", rounds=3, boxes_per_round=[5, 4, 5],
@@ -243,3 +258,59 @@ def test_a_finished_run_is_said_in_chinese(tmp_path, capsys, epsilon):
     assert "5, 4, 5" in words and "210, 180, 211" in words
     assert ("ε 3.3" in words) == (epsilon is not None), words
     assert f"--federated-run {tmp_path / 'federated-run'}" in words
+
+
+def test_flowers_json_is_read_through_colours_and_nothing_else_is_a_run():
+    """Flower prints its JSON through Rich, which colours it where FORCE_COLOR is set: the
+    run's number and status are read through the colours; anything else is no run."""
+    coloured = ('\x1b[1m{\x1b[0m\n  \x1b[94m"success"\x1b[0m: \x1b[3;92mtrue\x1b[0m,\n'
+                '  \x1b[94m"run-id"\x1b[0m: \x1b[32m"18446744073709551615"\x1b[0m\n\x1b[1m}\x1b[0m')
+    assert link.started_run(coloured) == 18446744073709551615
+    assert link.started_run('{"success": true, "run-id": "42"}') == 42
+    for nothing in ("", "Successfully started run 42", '{"success": false, "run-id": "42"}',
+                    '{"success": true, "run-id": "-4"}', '{"success": true, "run-id": "²"}',
+                    '[1, 2]'):
+        assert link.started_run(nothing) is None, nothing
+    listed = '{"success": true, "runs": [{"run-id": "42", "status": "finished:stopped"}]}'
+    assert link.run_status(listed) == "finished:stopped"
+    assert link.run_status('{"success": false, "error-message": "x"}') is None
+    assert link.run_status("not json") is None
+    assert "FORCE_COLOR" not in link.command_environment(Path("/nowhere"))
+
+
+def _flwr_stand_in(tmp_path: Path, statuses: list[str]) -> tuple[list[str], list[str]]:
+    """Commands standing in for ``flwr log`` (one line, then its end) and ``flwr ls`` (the
+    next of ``statuses``, one a call): what the SuperLink would answer, without one."""
+    told = tmp_path / "statuses"
+    told.write_text("\n".join(statuses))
+    script = ("import json, pathlib, sys; p = pathlib.Path(sys.argv[1]); s = "
+              "p.read_text().splitlines(); p.write_text('\\n'.join(s[1:])); print(json.dumps("
+              "{'success': True, 'runs': [{'run-id': '7', 'status': s[0]}]}))")
+    return ([sys.executable, "-c", "print('a line of the ServerApp')"],
+            [sys.executable, "-c", script, str(told)])
+
+
+def test_a_broken_log_stream_is_attached_again_and_a_stopped_run_is_said(tmp_path,
+                                                                      monkeypatch):
+    """``flwr log`` also ends when its connection breaks: while the SuperLink says the run
+    goes on, the command attaches again; a run someone stopped is said as stopped."""
+    log_command, status_command = _flwr_stand_in(tmp_path, ["running", "finished:stopped"])
+    monkeypatch.setattr(link, "log_command", lambda run_id: log_command)
+    monkeypatch.setattr(link, "status_command", lambda run_id: status_command)
+    monkeypatch.setattr(federated_command, "REATTACH_S", 0.0)
+    with (tmp_path / "server.log").open("w") as log_file:
+        status = federated_command._follow(7, tmp_path, log_file, 60.0, tmp_path)
+    assert status == "finished:stopped"
+    said = (tmp_path / "server.log").read_text()
+    assert said.count("a line of the ServerApp") == 2
+    assert "stream ended while run 7 is running; attached again" in said
+
+
+def test_a_superlink_that_no_longer_answers_is_said_as_such(tmp_path, monkeypatch):
+    log_command, _ = _flwr_stand_in(tmp_path, [])
+    monkeypatch.setattr(link, "log_command", lambda run_id: log_command)
+    monkeypatch.setattr(link, "status_command",
+                        lambda run_id: [sys.executable, "-c", "raise SystemExit(1)"])
+    monkeypatch.setattr(federated_command, "REATTACH_S", 0.0)
+    with (tmp_path / "server.log").open("w") as log_file:
+        assert federated_command._follow(7, tmp_path, log_file, 60.0, tmp_path) is None
