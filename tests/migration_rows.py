@@ -557,6 +557,24 @@ def check_v26(conn) -> None:
     conn.execute("DELETE FROM clinic_thresholds")
 
 
+def seed_v26(conn) -> None:
+    """Schema 15's rows, and an alert sent at schema 26 with a verdict on it."""
+    seed_v15(conn)
+    insert(conn, "alerted_studies", study_key="1.2.9", model="ct-lesion", seq=41, at=400.0)
+
+
+def check_v27(conn) -> None:
+    """v27: an alert sent before keeps no image (its verdict labels the study's most
+    suspicious image, as before); an alert sent since names its image."""
+    assert [tuple(r) for r in conn.execute("SELECT seq, instance_id FROM alerted_studies"
+                                           " WHERE study_key = '1.2.9'")] == [(41, None)]
+    insert(conn, "alerted_studies", study_key="1.2.8", model="ct-lesion", seq=42, at=500.0,
+           instance_id=7)
+    assert conn.execute("SELECT instance_id FROM alerted_studies WHERE seq = 42"
+                        ).fetchone()[0] == 7
+    conn.execute("DELETE FROM alerted_studies WHERE seq = 42")
+
+
 #: migration N: rows written at schema N-1, and what N promises about them after the ladder
 ROWS: dict[int, tuple[Callable[[sqlite3.Connection], None],
                       Callable[[sqlite3.Connection], None]]] = {
@@ -569,4 +587,5 @@ ROWS: dict[int, tuple[Callable[[sqlite3.Connection], None],
     18: (seed_v15, check_v18), 19: (seed_v15, check_v19), 20: (seed_v15, check_v20),
     21: (seed_v20, check_v21), 22: (seed_v15, check_v22), 23: (seed_v15, check_v23),
     24: (seed_v15, check_v24), 25: (seed_v15, check_v25), 26: (seed_v15, check_v26),
+    27: (seed_v26, check_v27),
 }

@@ -7,9 +7,9 @@ Two sources, read where they are kept (no copy):
   ``finding = -1``): *agree* labels the image as the box judged it, *disagree* as the
   opposite; *unsure* labels nothing. Given by the clinician's account, when they reviewed.
 * **the hospital's verdict** on a study's alert (``hospital_reviews``, the latest per study):
-  *refer* labels the study's most suspicious image a lesion, *no action* labels it no
-  lesion; *follow up* and *send the case* label nothing (yet). Given by the hospital, when
-  its radiologist reviewed.
+  *refer* labels the image the alert was about (its model's most suspicious image of the
+  study when the alert was sent) a lesion, *no action* labels it no lesion; *follow up* and
+  *send the case* label nothing (yet). Given by the hospital, when its radiologist reviewed.
 
 An image with several labels is labelled by the latest (a clinic doctor who looked again
 after the hospital's verdict has the last word). :func:`hospital_disagrees` lists the
@@ -57,14 +57,17 @@ _CLINICIANS = (
     " FROM feedback f JOIN results r ON r.instance_id = f.instance_id"
     " LEFT JOIN accounts a ON a.id = f.account_id"
     " WHERE f.finding = -1 AND f.verdict IN (?, ?)")
-# the study's most suspicious analysed image (``studies.top_instance_id``), as its alert named it
-# an image received after the verdict cannot be the one it judged, even when it became the
-# study's most suspicious since
+# the image the reviewed alert was about (``alerted_studies.instance_id``, found by the alert's
+# sequence number, which the verdict names); for an alert sent before the box kept it (v27),
+# the study's most suspicious analysed image (``studies.top_instance_id``), unless it was
+# received after the verdict (then it cannot be the one the verdict judged)
 _HOSPITAL = (
     "SELECT r.instance_id, h.verdict, h.reviewed_at, r.model_id, r.finding"
     " FROM hospital_reviews h JOIN studies s ON s.study_key = h.study_key"
-    " JOIN results r ON r.instance_id = s.top_instance_id"
-    " JOIN instances i ON i.id = s.top_instance_id AND i.received_at <= h.received_at"
+    " LEFT JOIN alerted_studies a ON a.seq = h.alert_seq AND a.study_key = h.study_key"
+    " JOIN results r ON r.instance_id = COALESCE(a.instance_id, s.top_instance_id)"
+    " JOIN instances i ON i.id = r.instance_id"
+    "  AND (a.instance_id IS NOT NULL OR i.received_at <= h.received_at)"
     " WHERE h.seq = (SELECT MAX(seq) FROM hospital_reviews WHERE study_key = h.study_key)")
 
 
@@ -144,11 +147,12 @@ def to_confirm(conn: sqlite3.Connection) -> list[ToConfirm]:
     rows = conn.execute(
         "SELECT s.id, s.study_date, s.study_description, COALESCE(s.modality, ''),"
         " s.received_at, r.probability,"
-        " r.finding, h.verdict, h.reviewed_at FROM studies s"
-        " JOIN results r ON r.instance_id = s.top_instance_id"
+        " r.finding, h.verdict, h.reviewed_at FROM results r"
+        " JOIN instances i ON i.id = r.instance_id"
+        " JOIN studies s ON s.study_key = i.study_instance_uid"
         " JOIN hospital_reviews h ON h.seq = (SELECT MAX(seq) FROM hospital_reviews"
         "  WHERE study_key = s.study_key)"
-        f" WHERE s.top_instance_id IN ({marks}) ORDER BY h.reviewed_at DESC, s.id",
+        f" WHERE r.instance_id IN ({marks}) ORDER BY h.reviewed_at DESC, s.id",
         sorted(waiting)).fetchall()
     return [ToConfirm(int(a), str(b), str(c), str(d), float(e), float(f), bool(g), str(v),
                       float(at)) for a, b, c, d, e, f, g, v, at in rows]

@@ -10,10 +10,11 @@ not alert the study again, and an instance arriving after the completion
 (its new SR version) never alerts a model that has alerted already.
 
 ``alerted_studies`` holds one row per alert sent (study, model name, the
-outbox message's sequence number); ``studies.alerts_done_at`` holds the
-``completed_at`` of the completion whose alerts are all queued, so the
-producer looks again only at studies completed since (and retention knows
-their alerts are out). Both are written in the alert's own transaction.
+outbox message's sequence number, and since v27 the image the alert was about: the model's
+top instance, which the hospital's verdict on the alert labels);
+``studies.alerts_done_at`` holds the ``completed_at`` of the completion whose
+alerts are all queued, so the producer looks again only at studies completed
+since (and retention knows their alerts are out). Both are written in the alert's own transaction.
 
 It imports nothing else of storage (``schema.py`` takes the table from here,
 the v8 migration the model-name SQL), so no import goes in a circle.
@@ -34,6 +35,7 @@ CREATE TABLE IF NOT EXISTS alerted_studies (
     model      TEXT NOT NULL,
     seq        INTEGER NOT NULL,
     at         REAL NOT NULL,
+    instance_id INTEGER,
     PRIMARY KEY (study_key, model)
 )"""
 
@@ -68,11 +70,12 @@ def alerts_due(conn: sqlite3.Connection, study: StudyToCheck) -> list[sqlite3.Ro
 
     Columns (of that model's top instance, its highest probability): model (the name),
     model_id, max_probability, instances (the model's analysed instances of the study),
-    modality, findings_json, timings_json, assessment.
+    modality, findings_json, timings_json, assessment, instance_id (the top instance).
     """
     name = model_name_sql("r.model_id")
     return conn.execute(
-        "WITH analysed AS (SELECT r.model_id, r.probability, r.findings_json, r.timings_json,"
+        "WITH analysed AS (SELECT r.instance_id, r.model_id, r.probability, r.findings_json,"
+        "  r.timings_json,"
         f"  r.assessment, i.modality, {name} AS model,"
         f"  ROW_NUMBER() OVER (PARTITION BY {name}"
         "   ORDER BY r.probability DESC, r.instance_id) AS rank,"
@@ -81,7 +84,7 @@ def alerts_due(conn: sqlite3.Connection, study: StudyToCheck) -> list[sqlite3.Ro
         "  FROM results r JOIN instances i ON i.id = r.instance_id"
         "  WHERE i.study_instance_uid = ? AND r.created_at <= ?)"
         " SELECT model, model_id, probability AS max_probability, instances, modality,"
-        "  findings_json, timings_json, assessment FROM analysed"
+        "  findings_json, timings_json, assessment, instance_id FROM analysed"
         " WHERE rank = 1 AND alerting = 1 AND NOT EXISTS (SELECT 1 FROM alerted_studies a"
         "  WHERE a.study_key = ? AND a.model = analysed.model)"
         " ORDER BY model",
@@ -105,11 +108,12 @@ def alert_lesions(conn: sqlite3.Connection, study: StudyToCheck, model: str,
     return lesions
 
 
-def mark_alerted(conn: sqlite3.Connection, study_key: str, model: str, seq: int) -> None:
-    """Note that the study's alert for ``model`` (a name) is outbox message ``seq`` (in the
-    alert's transaction)."""
-    conn.execute("INSERT INTO alerted_studies(study_key, model, seq, at) VALUES (?, ?, ?, ?)",
-                 (study_key, model, seq, time.time()))
+def mark_alerted(conn: sqlite3.Connection, study_key: str, model: str, seq: int,
+                 instance_id: int | None = None) -> None:
+    """Note that the study's alert for ``model`` (a name) is outbox message ``seq``, about the
+    image ``instance_id`` (in the alert's transaction)."""
+    conn.execute("INSERT INTO alerted_studies(study_key, model, seq, at, instance_id)"
+                 " VALUES (?, ?, ?, ?, ?)", (study_key, model, seq, time.time(), instance_id))
 
 
 def mark_checked(conn: sqlite3.Connection, study: StudyToCheck) -> None:

@@ -194,7 +194,8 @@ def queue_alerts(conn: sqlite3.Connection, outbox: Outbox, identity: DeviceIdent
                     conn, study, str(row["model"]), AssessmentKind.FINDING.value))
                 seq = outbox.add("alert", alert_payload(row, identity.study_ref(study.study_key),
                                                         model, lesions))
-                study_alerts.mark_alerted(conn, study.study_key, str(row["model"]), seq)
+                study_alerts.mark_alerted(conn, study.study_key, str(row["model"]), seq,
+                                          int(row["instance_id"]))
             study_alerts.mark_checked(conn, study)
         queued += len(rows)
     return queued

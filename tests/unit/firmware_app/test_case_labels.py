@@ -98,3 +98,24 @@ def test_a_verdict_never_labels_an_image_received_after_it(conn):
     with db.transaction(conn):
         _image(conn, 5, "study-a", 0.95, received_at=time.time() + 60)
     assert all_labels(conn) == [] and hospital_disagrees(conn) == []
+
+
+def test_a_verdict_labels_the_very_image_its_alert_was_about(conn):
+    """The box keeps the image each alert was about: the hospital's verdict on that alert
+    labels it, even where another image received before the verdict (or after) has become
+    the study's most suspicious since; that other image stays unlabelled."""
+    from firmware_app.storage import study_alerts
+
+    with db.transaction(conn):
+        _image(conn, 1, "study-a", 0.9)
+        study_alerts.mark_alerted(conn, "study-a", "clinibox-demo-lesion", 11, instance_id=1)
+        _image(conn, 5, "study-a", 0.95)  # received before the verdict, now the study's top
+        _verdict(conn, 11, "study-a", "no_action", 200.0)
+    top = conn.execute("SELECT top_instance_id FROM studies WHERE study_key = 'study-a'"
+                       ).fetchone()[0]
+    assert top == 5
+    assert [(x.instance_id, x.lesion) for x in all_labels(conn)] == [(1, False)]
+    [row] = to_confirm(conn)  # the box said lesion on image 1, the hospital no: to confirm
+    assert (row.probability, row.box_said, row.hospital_verdict) == (0.9, True, "no_action")
+    assert row.study_id == conn.execute("SELECT id FROM studies WHERE study_key = 'study-a'"
+                                        ).fetchone()[0]

@@ -110,6 +110,11 @@ def test_two_models_on_one_study_give_two_alerts_each_once(conn, outbox):
     assert alerts(conn, outbox) == []
     rows = conn.execute("SELECT study_key, model FROM alerted_studies ORDER BY model").fetchall()
     assert [tuple(r) for r in rows] == [(STUDY, "ct-lesion"), (STUDY, "us-lesion")]
+    # each alert keeps the image it was about, its model's most suspicious: what the hospital's
+    # verdict on it labels
+    about = conn.execute("SELECT r.probability FROM alerted_studies a JOIN results r"
+                         " ON r.instance_id = a.instance_id ORDER BY a.model").fetchall()
+    assert [r[0] for r in about] == [0.91, 0.72]
     assert period_counts(conn, 0, time.time() + 1)["alerts"] == 2  # alerts sent, not studies
 
 
