@@ -230,11 +230,11 @@ def cmd_federated_run(args: argparse.Namespace, _config: object) -> int:
     if not 0 < args.timeout_hours <= 24 * 30:
         raise CliniboxError(_("--timeout-hours must be more than 0 and at most 720"),
                             exit_status=EXIT_USAGE)
-    if not 1 / 360 <= args.boxes_wait_hours <= min(24.0, args.timeout_hours):
-        raise CliniboxError(_("--boxes-wait-hours must be at least 0.003 (10 s), at most 24 and "
-                              "at most --timeout-hours (the command would stop waiting "
-                              "before the run could say that its boxes did not come)"),
-                            exit_status=EXIT_USAGE)
+    if not 1 / 360 <= args.boxes_wait_hours <= min(24.0, args.timeout_hours - 1 / 12):
+        raise CliniboxError(_("--boxes-wait-hours must be at least 0.003 (10 s), at most 24, "
+                              "and 5 minutes or more below --timeout-hours (else the command "
+                              "would stop waiting before the run could say that its boxes "
+                              "did not come)"), exit_status=EXIT_USAGE)
     _need_flower("flwr")
     out, ca = _checked_out(args.out, Path(args.runs).absolute()), Path(args.ca).resolve()
     problem = link.superlink_problem(args.superlink, ca)
@@ -274,11 +274,10 @@ def cmd_federated_run(args: argparse.Namespace, _config: object) -> int:
     log_path = out / "server.log"
     if not (out / "run.json").exists():
         said = log_path.read_text(errors="replace")
-        why = next((words for code, words in RUN_ENDINGS if code in said), "run_failed")
-        if status == STOPPED:
-            why = "run_stopped"
-        elif status is None:
-            why = "superlink_lost"
+        # a code in the log says the run ended, and why; else what the SuperLink last said
+        why = next((words for code, words in RUN_ENDINGS if code in said), None) or (
+            "run_stopped" if status == STOPPED else
+            "superlink_lost" if status is None else "run_failed")
         boxes = settings.boxes if why == "too_few_boxes_connected" else settings.secagg_threshold
         raise CliniboxError(_(RUN_WORDS[why], boxes=boxes, log=str(log_path), out=str(out),
                               hours=f"{args.boxes_wait_hours:g}", run=run_id))
@@ -301,18 +300,24 @@ def _follow(run_id: int, home: Path, log_file: IO[str], wait_s: float,
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-            raise CliniboxError(_("no end after %(hours)s h: a run the SuperLink started goes "
-                                  "on there and writes its head into %(out)s when it ends; "
-                                  "the ServerApp's log so far: %(log)s",
-                                  hours=f"{wait_s / 3600:g}", out=str(out),
-                                  log=str(out / "server.log"))) from None
+            raise _no_end(wait_s, out) from None
         status = _status(run_id, home)
-        if status is None or status.startswith(FINISHED) or time.monotonic() >= deadline:
+        if status is None or status.startswith(FINISHED):
             return status
+        if time.monotonic() >= deadline:  # it goes on: not ended, whatever the log says
+            raise _no_end(wait_s, out)
         log_file.write(f"\n[clinibox] the log's stream ended while run {run_id} is {status}; "
                        "attached again\n")
         log_file.flush()
         time.sleep(REATTACH_S)
+
+
+def _no_end(wait_s: float, out: Path) -> CliniboxError:
+    """The command stopped waiting; the run goes on at the SuperLink."""
+    return CliniboxError(_("no end after %(hours)s h: a run the SuperLink started goes on "
+                           "there and writes its head into %(out)s when it ends; the "
+                           "ServerApp's log so far: %(log)s", hours=f"{wait_s / 3600:g}",
+                           out=str(out), log=str(out / "server.log")))
 
 
 def _status(run_id: int, home: Path) -> str | None:

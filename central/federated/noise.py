@@ -55,6 +55,19 @@ class NoisyAverageOfAnswers(DifferentialPrivacyClientSideFixedClipping):
         self.sent = [np.asarray(a, np.float64) for a in parameters_to_ndarrays(parameters)]
         return super().configure_fit(server_round, parameters, client_manager)
 
+    def configure_evaluate(self, server_round, parameters, client_manager):
+        """The round's count of cases, from the boxes connected now; when fewer than the
+        round's boxes are (one left after training: its learning hours ended), the count is
+        skipped at once, 0 in the record, and the round's head stands (it waits for no box)."""
+        wanted = self.num_sampled_clients
+        if client_manager.num_available() < wanted:
+            log(WARNING, "round %d: %d of the %d boxes are connected after training; its "
+                "cases are not counted (0 in the record)", server_round,
+                client_manager.num_available(), wanted)
+            self.cases_per_round.append(0)
+            return []
+        return super().configure_evaluate(server_round, parameters, client_manager)
+
     def moved(self, parameters) -> float:
         """How far ``parameters`` lie from the head sent this round (L2; NaN stays NaN)."""
         got = [np.asarray(a, np.float64) for a in parameters_to_ndarrays(parameters)]

@@ -57,10 +57,12 @@ _CLINICIANS = (
     " FROM feedback f JOIN results r ON r.instance_id = f.instance_id"
     " LEFT JOIN accounts a ON a.id = f.account_id"
     " WHERE f.finding = -1 AND f.verdict IN (?, ?)")
-# the image the reviewed alert was about (``alerted_studies.instance_id``, found by the alert's
-# sequence number, which the verdict names); for an alert sent before the box kept it (v27),
-# the study's most suspicious analysed image (``studies.top_instance_id``), unless it was
-# received after the verdict (then it cannot be the one the verdict judged)
+# the latest verdict on each alert (an amended verdict names the same alert), and the image
+# the alert was about (``alerted_studies.instance_id``, found by the alert's sequence number,
+# which the verdict names: a study that alerted for two models has two alerts, two images);
+# for an alert sent before the box kept it (v27), the study's most suspicious analysed image
+# (``studies.top_instance_id``), unless it was received after the verdict (then it cannot be
+# the one the verdict judged)
 _HOSPITAL = (
     "SELECT r.instance_id, h.verdict, h.reviewed_at, r.model_id, r.finding"
     " FROM hospital_reviews h JOIN studies s ON s.study_key = h.study_key"
@@ -68,7 +70,8 @@ _HOSPITAL = (
     " JOIN results r ON r.instance_id = COALESCE(a.instance_id, s.top_instance_id)"
     " JOIN instances i ON i.id = r.instance_id"
     "  AND (a.instance_id IS NOT NULL OR i.received_at <= h.received_at)"
-    " WHERE h.seq = (SELECT MAX(seq) FROM hospital_reviews WHERE study_key = h.study_key)")
+    " WHERE h.seq = (SELECT MAX(seq) FROM hospital_reviews"
+    "  WHERE study_key = h.study_key AND alert_seq = h.alert_seq)")
 
 
 def clinician_labels(conn: sqlite3.Connection) -> list[CaseLabel]:
@@ -138,21 +141,24 @@ class ToConfirm:
     reviewed_at: float
 
 
+#: the hospital's verdict that gave a label (:data:`HOSPITAL_LABELS` turned round)
+_VERDICT_OF = {lesion: verdict for verdict, lesion in HOSPITAL_LABELS.items()}
+
+
 def to_confirm(conn: sqlite3.Connection) -> list[ToConfirm]:
-    """:func:`hospital_disagrees` with each image's study, newest verdict first."""
-    waiting = {label.instance_id for label in hospital_disagrees(conn)}
+    """:func:`hospital_disagrees` with each image's study and the verdict that labelled it,
+    newest verdict first."""
+    waiting = {label.instance_id: label for label in hospital_disagrees(conn)}
     if not waiting:
         return []
-    marks = ",".join("?" * len(waiting))
     rows = conn.execute(
-        "SELECT s.id, s.study_date, s.study_description, COALESCE(s.modality, ''),"
-        " s.received_at, r.probability,"
-        " r.finding, h.verdict, h.reviewed_at FROM results r"
+        "SELECT r.instance_id, s.id, s.study_date, s.study_description,"
+        " COALESCE(s.modality, ''), s.received_at, r.probability, r.finding FROM results r"
         " JOIN instances i ON i.id = r.instance_id"
         " JOIN studies s ON s.study_key = i.study_instance_uid"
-        " JOIN hospital_reviews h ON h.seq = (SELECT MAX(seq) FROM hospital_reviews"
-        "  WHERE study_key = s.study_key)"
-        f" WHERE r.instance_id IN ({marks}) ORDER BY h.reviewed_at DESC, s.id",
-        sorted(waiting)).fetchall()
-    return [ToConfirm(int(a), str(b), str(c), str(d), float(e), float(f), bool(g), str(v),
-                      float(at)) for a, b, c, d, e, f, g, v, at in rows]
+        " WHERE r.instance_id IN (SELECT value FROM json_each(?))",
+        (json.dumps(sorted(waiting)),)).fetchall()
+    found = [ToConfirm(int(a), str(b), str(c), str(d), float(e), float(f), bool(g),
+                       _VERDICT_OF[waiting[int(i)].lesion], waiting[int(i)].given_at)
+             for i, a, b, c, d, e, f, g in rows]
+    return sorted(found, key=lambda row: (-row.reviewed_at, row.study_id))

@@ -296,3 +296,16 @@ def test_only_a_whole_claim_names_a_run(tmp_path):
     for text in ("12", "²\n", "1" * 5000 + "\n", "-3\n", " 12\n", "12\n13\n", ""):
         (tmp_path / CLAIM_FILE).write_text(text)
         assert claimed_by(tmp_path) is None, text[:20]
+
+
+def test_a_box_gone_after_training_leaves_the_rounds_head_and_counts_no_cases():
+    """A box that leaves after the round's training (its learning hours ended) must not
+    hold the run for ``boxes-wait`` and then throw the finished head away: the count of
+    cases is skipped at once, 0 in the record."""
+    strategy = _strategy(boxes=3)
+    waiting = BoundedBoxWait(3600.0)
+    for cid in ("a", "b"):
+        waiting.register(SimpleNamespace(cid=cid))
+    started = time.monotonic()
+    assert strategy.configure_evaluate(2, ndarrays_to_parameters([np.zeros(4)]), waiting) == []
+    assert time.monotonic() - started < 5 and strategy.cases_per_round == [0]

@@ -226,7 +226,8 @@ def test_refused_settings_write_nothing(tmp_path, capsys):
 
 @pytest.mark.parametrize("hours", [["--boxes-wait-hours", "0"],
                                    ["--boxes-wait-hours", "25", "--timeout-hours", "48"],
-                                   ["--boxes-wait-hours", "13"]])  # beyond --timeout-hours 12
+                                   ["--boxes-wait-hours", "13"],  # beyond --timeout-hours 12
+                                   ["--boxes-wait-hours", "11.95"]])  # no 5 min before it
 def test_a_wait_for_the_boxes_the_command_cannot_see_end_is_refused(tmp_path, capsys, hours):
     """The run's wait for its boxes must end while the command still waits for the run:
     otherwise the hospital would never read that its boxes did not come."""
@@ -314,3 +315,14 @@ def test_a_superlink_that_no_longer_answers_is_said_as_such(tmp_path, monkeypatc
     monkeypatch.setattr(federated_command, "REATTACH_S", 0.0)
     with (tmp_path / "server.log").open("w") as log_file:
         assert federated_command._follow(7, tmp_path, log_file, 60.0, tmp_path) is None
+
+
+def test_a_run_still_going_at_the_deadline_is_said_to_go_on(tmp_path, monkeypatch):
+    """The log's stream ends just before the deadline and the SuperLink then says the run
+    goes on: the command says it stopped waiting and the run goes on, never that it ended."""
+    log_command, status_command = _flwr_stand_in(tmp_path, ["running"])
+    monkeypatch.setattr(link, "log_command", lambda run_id: log_command)
+    monkeypatch.setattr(link, "status_command", lambda run_id: status_command)
+    with (tmp_path / "server.log").open("w") as log_file, \
+            pytest.raises(CliniboxError, match="no end after"):
+        federated_command._follow(7, tmp_path, log_file, 0.0001, tmp_path)

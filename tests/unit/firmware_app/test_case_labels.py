@@ -36,9 +36,14 @@ def _review(conn, i: int, verdict: str, at: float, account: int | None = None) -
                  " VALUES (?, -1, ?, ?, ?)", (i, verdict, account, at))
 
 
-def _verdict(conn, seq: int, study: str, verdict: str, at: float) -> None:
-    hospital_reviews.add(conn, seq=seq, study_key=study, study_ref=f"ref-{seq}", alert_seq=seq,
-                         verdict=verdict, follow_up_months=None, note="", reviewed_at=at)
+def _verdict(conn, seq: int, study: str, verdict: str, at: float,
+             alert_seq: int | None = None) -> None:
+    """The hospital's verdict ``seq`` on the study's alert ``alert_seq`` (by default one
+    numbered apart from the verdicts: 1000 + the study's letter)."""
+    alert = 1000 + ord(study[-1]) if alert_seq is None else alert_seq
+    hospital_reviews.add(conn, seq=seq, study_key=study, study_ref=f"ref-{seq}",
+                         alert_seq=alert, verdict=verdict, follow_up_months=None, note="",
+                         reviewed_at=at)
 
 
 def test_labels_come_from_both_sources_with_who_and_when(conn):
@@ -110,7 +115,7 @@ def test_a_verdict_labels_the_very_image_its_alert_was_about(conn):
         _image(conn, 1, "study-a", 0.9)
         study_alerts.mark_alerted(conn, "study-a", "clinibox-demo-lesion", 11, instance_id=1)
         _image(conn, 5, "study-a", 0.95)  # received before the verdict, now the study's top
-        _verdict(conn, 11, "study-a", "no_action", 200.0)
+        _verdict(conn, 3, "study-a", "no_action", 200.0, alert_seq=11)
     top = conn.execute("SELECT top_instance_id FROM studies WHERE study_key = 'study-a'"
                        ).fetchone()[0]
     assert top == 5
@@ -119,3 +124,23 @@ def test_a_verdict_labels_the_very_image_its_alert_was_about(conn):
     assert (row.probability, row.box_said, row.hospital_verdict) == (0.9, True, "no_action")
     assert row.study_id == conn.execute("SELECT id FROM studies WHERE study_key = 'study-a'"
                                         ).fetchone()[0]
+
+
+def test_each_alert_of_a_study_has_its_own_verdict_and_image(conn):
+    """A study two models alerted on has two alerts, each about its own image: the verdict on
+    each labels that alert's image, the latest verdict on an alert standing (an amendment)."""
+    from firmware_app.storage import study_alerts
+
+    with db.transaction(conn):
+        _image(conn, 1, "study-a", 0.9)
+        _image(conn, 2, "study-a", 0.7)
+        study_alerts.mark_alerted(conn, "study-a", "ct-lesion", 21, instance_id=1)
+        study_alerts.mark_alerted(conn, "study-a", "us-lesion", 22, instance_id=2)
+        _verdict(conn, 5, "study-a", "no_action", 200.0, alert_seq=21)
+        _verdict(conn, 6, "study-a", "no_action", 210.0, alert_seq=22)
+        _verdict(conn, 7, "study-a", "refer", 220.0, alert_seq=21)  # alert 21's, amended
+    assert sorted((x.instance_id, x.lesion, x.given_at) for x in all_labels(conn)) == [
+        (1, True, 220.0), (2, False, 210.0)]
+    [row] = to_confirm(conn)  # image 2: the box said lesion, the hospital no
+    assert (row.probability, row.hospital_verdict, row.reviewed_at) == (0.7, "no_action",
+                                                                        210.0)
