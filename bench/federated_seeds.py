@@ -7,7 +7,9 @@ the two agree to the third decimal of every AUC, and a seed's run here takes sec
 Flower's takes minutes. For each training-set size and seed: each clinic's held-out AUC for
 the shipped, local-only, federated and centralised heads, and for the personalised score: the
 clinic's own head blended with the fleet's, ``blend × federated + (1 − blend) × local-only``
-logit by logit (both heads read the same maps, so a box would pay one more 1×1 convolution).
+logit by logit (both heads read the same maps, so a box would pay one more 1×1 convolution),
+and for the averaged head: one head whose numbers are that blend of the two heads' (a map of
+its own, as a page's heatmap needs).
 Reported: the mean AUC per clinic and variant, how many (clinic, seed) pairs the federated and
 the personalised scores beat local-only, and how many come within 0.02 of centralised.
 
@@ -17,6 +19,8 @@ the personalised scores beat local-only, and how many come within 0.02 of centra
         --record federated_seeds_unanchored        # no pull towards the round's head
     .venv/bin/python -m bench.federated_seeds --seeds 80 81 82 83 84 85 86 87 88 89 \
         --train 40 --record federated_seeds_personalised  # the blend, on draws it was not chosen on
+    .venv/bin/python -m bench.federated_seeds --seeds $(seq 80 99) --train 40 \
+        --record federated_seeds_personalised_20  # both, on twenty draws
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from engine.learning.cam_head import CamHead, TrainingSettings, fine_tune
 from firmware_app.learning.cases import LabelledCases
 from phantoms.machines import CLINIC_MACHINES
 
-KINDS = ("shipped", "local", "federated", "centralised", "personalised")
+KINDS = ("shipped", "local", "federated", "centralised", "personalised", "averaged")
 
 
 def federated_average(head: CamHead, clinics: list[ClinicData], rounds: int,
@@ -57,6 +61,14 @@ def personalised_logits(federated: np.ndarray, local: np.ndarray, blend: float) 
     """The clinic's score with the fleet's head and its own: ``blend`` of the federated
     head's logits and ``1 − blend`` of the local-only head's, case by case."""
     return blend * federated + (1.0 - blend) * local
+
+
+def averaged_head(federated: CamHead, local: CamHead, blend: float) -> CamHead:
+    """One head of the clinic's own: ``blend`` of the federated head's numbers and ``1 −
+    blend`` of the local-only head's. Unlike the blend of logits, it is one 1×1 convolution,
+    so its score is the pool of a map of its own (the heatmap a page shows)."""
+    return federated.with_vector(blend * federated.as_vector()
+                                 + (1.0 - blend) * local.as_vector())
 
 
 def gated_clinics(clinics: list[ClinicData], train: int, held_out: int, seed: int,
@@ -103,6 +115,8 @@ def one_draw(train: int, held_out: int, seed: int, args: argparse.Namespace
         out[c.machine.name] = {k: auc(y, s) for k, s in logits.items()}
         out[c.machine.name]["personalised"] = auc(y, personalised_logits(
             logits["federated"], logits["local"], args.blend))
+        out[c.machine.name]["averaged"] = auc(y, averaged_head(
+            heads["federated"], local, args.blend).logits(c.held_out.maps))
         out[c.machine.name]["harmonised"] = c.machine.name in harmonised
     return out
 
@@ -129,6 +143,11 @@ def summarise(draws: list[dict[str, dict[str, float]]]) -> dict:
             "per_clinic_personalised_minus_local": {
                 c: paired_difference([d[c]["personalised"] - d[c]["local"] for d in draws])
                 for c in clinics},
+            "per_clinic_averaged_minus_local": {
+                c: paired_difference([d[c]["averaged"] - d[c]["local"] for d in draws])
+                for c in clinics},
+            "averaged_beats_local": sum(d[c]["averaged"] > d[c]["local"]
+                                        for d in draws for c in clinics),
             "per_clinic_harmonised": {c: sum(bool(d[c].get("harmonised")) for d in draws)
                                       for c in clinics}}
 
@@ -182,9 +201,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"± {gap['standard_error']:.4f}"
                   + ("" if gap["beyond_noise"] else ", within noise")
                   + f"; harmonised in {summary['per_clinic_harmonised'][clinic]})")
-            mine = summary["per_clinic_personalised_minus_local"][clinic]
-            print(f"    personalised - local {mine['mean']:+.4f} ± {mine['standard_error']:.4f}"
-                  + ("" if mine["beyond_noise"] else ", within noise"))
+            for kind in ("personalised", "averaged"):
+                mine = summary[f"per_clinic_{kind}_minus_local"][clinic]
+                print(f"    {kind} - local {mine['mean']:+.4f} ± {mine['standard_error']:.4f}"
+                      + ("" if mine["beyond_noise"] else ", within noise"))
         print(f"  federated > local-only in {summary['federated_beats_local']} of "
               f"{summary['pairs']} (clinic, draw) pairs; within 0.02 of centralised in "
               f"{summary['federated_within_0.02_of_centralised']}; personalised > local-only "
@@ -194,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             summary["federated_beats_local"], f"of {summary['pairs']} pairs")
         figures[f"train{train}_within_002_of_centralised"] = figure(
             summary["federated_within_0.02_of_centralised"], f"of {summary['pairs']} pairs")
-        for kind in ("federated", "personalised"):
+        for kind in ("federated", "personalised", "averaged"):
             gaps = summary[f"per_clinic_{kind}_minus_local"].values()
             figures[f"train{train}_clinics_{kind}_behind_local_beyond_noise"] = figure(
                 sum(g["beyond_noise"] and g["mean"] < 0 for g in gaps),
@@ -206,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
                 sum(g["mean"] > 0 for g in gaps), f"of {len(gaps)} clinics")
         figures[f"train{train}_personalised_beats_local"] = figure(
             summary["personalised_beats_local"], f"of {summary['pairs']} pairs")
+        figures[f"train{train}_averaged_beats_local"] = figure(
+            summary["averaged_beats_local"], f"of {summary['pairs']} pairs")
     save(args.record, {"machine": machine("onnxruntime"), "settings": vars(args),
                              "wall_s": round(time.monotonic() - started, 1), "sizes": sizes},
          figures, notes="in-process FedAvg (the Flower run's arithmetic without masks or "
