@@ -4,7 +4,7 @@ Anyone who reaches the SuperLink's port can start a run (Flower's Control API ha
 and may name any folder of the runs folder as its ``out``. So the ServerApp never claims a
 folder itself: the hospital's ``clinibox central federated-run`` makes the folder, starts
 the run, learns the run's number from Flower, and only then writes that number into the
-folder's ``run.claim`` (:func:`write_claim`; made whole, once, never over another). The
+folder's ``run.claim`` (:func:`write_claim`; made once, never over another). The
 ServerApp waits for the claim to name its own run (:func:`await_claim`) before its first
 round and checks it again before it writes the head (:func:`holds_claim`). A stranger's run
 into the hospital's folder finds another number there; one into a folder nobody claimed
@@ -14,10 +14,8 @@ converter packages a run's head only where the claim names the run its record na
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,22 +37,21 @@ class ClaimRefused(CliniboxError, ValueError):
 
 
 def write_claim(out: Path, run_id: int) -> Path:
-    """Claim the existing folder ``out`` for the run ``run_id``: the file appears whole or
-    not at all, and never replaces a claim (ClaimRefused ``out_already_claimed``)."""
+    """Claim the existing folder ``out`` for the run ``run_id``, never over a claim
+    (ClaimRefused ``out_already_claimed``). The number and its new line go in one write; a
+    reader that finds the file before it (empty) or cut short sees no claim yet and looks
+    again (:func:`claimed_by`), so no hard link is needed and any filesystem will do."""
     claim = out / CLAIM_FILE
-    fd, draft = tempfile.mkstemp(prefix=".claim-", dir=out)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as written:
-            written.write(f"{int(run_id)}\n")
-        os.chmod(draft, 0o644)
-        try:
-            os.link(draft, claim)  # atomic, and refused where a claim is
-        except FileExistsError as exc:
-            raise ClaimRefused(f"out_already_claimed: {claim} names another run: give this "
-                               "run a folder of its own") from exc
+        fd = os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError as exc:
+        raise ClaimRefused(f"out_already_claimed: {claim} names another run: give this run "
+                           "a folder of its own") from exc
+    try:
+        os.write(fd, f"{int(run_id)}\n".encode("ascii"))
+        os.fsync(fd)
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(draft)
+        os.close(fd)
     return claim
 
 
