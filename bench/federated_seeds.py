@@ -8,8 +8,9 @@ Flower's takes minutes. For each training-set size and seed: each clinic's held-
 the shipped, local-only, federated and centralised heads, and for the personalised score: the
 clinic's own head blended with the fleet's, ``blend × federated + (1 − blend) × local-only``
 logit by logit (both heads read the same maps, so a box would pay one more 1×1 convolution),
-and for the averaged head: one head whose numbers are that blend of the two heads' (a map of
-its own, as a page's heatmap needs).
+for the averaged head: one head whose numbers are that blend of the two heads' (a map of its
+own, as a page's heatmap needs), and for the mixture: the two heads' pools mixed before the
+log, the exact pool of one map (:func:`mixture_logits`).
 Reported: the mean AUC per clinic and variant, how many (clinic, seed) pairs the federated and
 the personalised scores beat local-only, and how many come within 0.02 of centralised.
 
@@ -39,7 +40,7 @@ from engine.learning.cam_head import CamHead, TrainingSettings, fine_tune
 from firmware_app.learning.cases import LabelledCases
 from phantoms.machines import CLINIC_MACHINES
 
-KINDS = ("shipped", "local", "federated", "centralised", "personalised", "averaged")
+KINDS = ("shipped", "local", "federated", "centralised", "personalised", "averaged", "mixture")
 
 
 def federated_average(head: CamHead, clinics: list[ClinicData], rounds: int,
@@ -69,6 +70,16 @@ def averaged_head(federated: CamHead, local: CamHead, blend: float) -> CamHead:
     so its score is the pool of a map of its own (the heatmap a page shows)."""
     return federated.with_vector(blend * federated.as_vector()
                                  + (1.0 - blend) * local.as_vector())
+
+
+def mixture_logits(federated: np.ndarray, local: np.ndarray, blend: float,
+                   sharpness: float) -> np.ndarray:
+    """The two heads' pools mixed before the log: ``log(blend·e^{r·f} + (1 − blend)·e^{r·l})
+    / r``. A head's log-sum-exp pool is ``log(mean_p e^{r·cam_p}) / r``, so this is exactly the
+    pool of one map, ``cam_p = log(blend·e^{r·cam_f,p} + (1 − blend)·e^{r·cam_l,p}) / r``: a
+    score with a map of its own, as a page's heatmap needs, unlike the blend of logits."""
+    r = sharpness
+    return np.logaddexp(np.log(blend) + r * federated, np.log1p(-blend) + r * local) / r
 
 
 def gated_clinics(clinics: list[ClinicData], train: int, held_out: int, seed: int,
@@ -117,6 +128,8 @@ def one_draw(train: int, held_out: int, seed: int, args: argparse.Namespace
             logits["federated"], logits["local"], args.blend))
         out[c.machine.name]["averaged"] = auc(y, averaged_head(
             heads["federated"], local, args.blend).logits(c.held_out.maps))
+        out[c.machine.name]["mixture"] = auc(y, mixture_logits(
+            logits["federated"], logits["local"], args.blend, head.sharpness))
         out[c.machine.name]["harmonised"] = c.machine.name in harmonised
     return out
 
@@ -148,6 +161,13 @@ def summarise(draws: list[dict[str, dict[str, float]]]) -> dict:
                 for c in clinics},
             "averaged_beats_local": sum(d[c]["averaged"] > d[c]["local"]
                                         for d in draws for c in clinics),
+            "per_clinic_mixture_minus_local": {
+                c: paired_difference([d[c]["mixture"] - d[c]["local"] for d in draws])
+                for c in clinics},
+            "mixture_beats_local": sum(d[c]["mixture"] > d[c]["local"]
+                                       for d in draws for c in clinics),
+            "mixture_within_0.02_of_centralised": sum(
+                d[c]["centralised"] - d[c]["mixture"] <= 0.02 for d in draws for c in clinics),
             "per_clinic_harmonised": {c: sum(bool(d[c].get("harmonised")) for d in draws)
                                       for c in clinics}}
 
@@ -201,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"± {gap['standard_error']:.4f}"
                   + ("" if gap["beyond_noise"] else ", within noise")
                   + f"; harmonised in {summary['per_clinic_harmonised'][clinic]})")
-            for kind in ("personalised", "averaged"):
+            for kind in ("personalised", "averaged", "mixture"):
                 mine = summary[f"per_clinic_{kind}_minus_local"][clinic]
                 print(f"    {kind} - local {mine['mean']:+.4f} ± {mine['standard_error']:.4f}"
                       + ("" if mine["beyond_noise"] else ", within noise"))
@@ -214,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             summary["federated_beats_local"], f"of {summary['pairs']} pairs")
         figures[f"train{train}_within_002_of_centralised"] = figure(
             summary["federated_within_0.02_of_centralised"], f"of {summary['pairs']} pairs")
-        for kind in ("federated", "personalised", "averaged"):
+        for kind in ("federated", "personalised", "averaged", "mixture"):
             gaps = summary[f"per_clinic_{kind}_minus_local"].values()
             figures[f"train{train}_clinics_{kind}_behind_local_beyond_noise"] = figure(
                 sum(g["beyond_noise"] and g["mean"] < 0 for g in gaps),
@@ -228,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
             summary["personalised_beats_local"], f"of {summary['pairs']} pairs")
         figures[f"train{train}_averaged_beats_local"] = figure(
             summary["averaged_beats_local"], f"of {summary['pairs']} pairs")
+        figures[f"train{train}_mixture_beats_local"] = figure(
+            summary["mixture_beats_local"], f"of {summary['pairs']} pairs")
+        figures[f"train{train}_mixture_within_002_of_centralised"] = figure(
+            summary["mixture_within_0.02_of_centralised"], f"of {summary['pairs']} pairs")
     save(args.record, {"machine": machine("onnxruntime"), "settings": vars(args),
                              "wall_s": round(time.monotonic() - started, 1), "sizes": sizes},
          figures, notes="in-process FedAvg (the Flower run's arithmetic without masks or "
