@@ -1,6 +1,7 @@
 """``clinibox learning cases [--out PATH] [--json]``: write the box's case file for federated
 fine-tuning from its own labelled images (``case_file.py``), and say what it holds.
 ``clinibox learning node``: supervise the box's Flower SuperNode (``node.py``).
+``clinibox learning status [--json]``: where it stands (``state.py``).
 
 The file (default ``<state_dir>/learning/cases.npz``, readable by the box's account only) is
 what the box's Flower SuperNode names in ``--node-config 'cases="…"'``; it never leaves the
@@ -13,16 +14,25 @@ import argparse
 import json
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from clinibox_common.contracts.manifest import PackageError
-from clinibox_common.errors import EXIT_OK, EXIT_USAGE
-from clinibox_common.i18n import N_
+from clinibox_common.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from clinibox_common.i18n import N_, formats
 from clinibox_common.i18n import gettext as _
 from engine.model_package import load_package
 from firmware_app.learning.case_file import write_case_file
 from firmware_app.learning.node import NodeSupervisor
+from firmware_app.learning.state import (
+    CASE_FILE_FAILED,
+    NO_LABELLED_CASES,
+    STALE_AFTER_S,
+    STATE_FILE,
+    LearningState,
+    read_state,
+)
 from firmware_app.models.store import resolve_package_root
 from firmware_app.settings import box as config_module
 from firmware_app.storage import db
@@ -105,6 +115,71 @@ def cmd_learning_node(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: what ``learning status`` says of each state (``state.py``)
+STATE_WORDS = {
+    LearningState.OUTSIDE_HOURS: N_("outside its learning hours (%(hours)s): the SuperNode is "
+                                    "stopped until they begin"),
+    LearningState.WAITING_FOR_ANALYSIS: N_("images wait for analysis: the SuperNode starts once "
+                                           "they are analysed"),
+    LearningState.RESTARTING: N_("the SuperNode stopped; it is started again within a minute"),
+    LearningState.NO_CASES: N_("nothing to train on: %(why)s. The case file is written again "
+                               "within 30 minutes"),
+    LearningState.RUNNING: N_("the SuperNode runs on %(lesions)s confirmed lesion(s) and "
+                              "%(clear)s confirmed clear image(s): this box takes part in the "
+                              "rounds the hospital starts"),
+    LearningState.PAUSED: N_("the SuperNode is paused while images wait for analysis (its case "
+                             "file: %(lesions)s lesion(s), %(clear)s clear image(s))"),
+}
+#: why there is nothing to train on, beyond a package's refusal codes
+NO_CASES_WORDS = {
+    NO_LABELLED_CASES: N_("no image the running model judged has a confirmed label yet (a "
+                          "clinician's review, or the hospital's verdict on an alert)"),
+    CASE_FILE_FAILED: N_("the case file could not be written (the learning service's journal "
+                         "says why: journalctl -u clinibox-learning)"),
+}
+
+
+def _no_cases_why(reason: str, model: str) -> str:
+    if reason in NO_CASES_WORDS:
+        return _(NO_CASES_WORDS[reason])
+    if reason == "not_trainable":
+        return _(NOT_TRAINABLE, model=model)
+    return model_words.reason(reason) or _(NO_CASES_WORDS[CASE_FILE_FAILED])
+
+
+def cmd_learning_status(args: argparse.Namespace) -> int:
+    """Say where the box's learning service stands; status 1 when it is on but not running."""
+    config = config_module.load(getattr(args, "config", None))
+    learning = config.learning
+    record = read_state(default_case_file(config).parent / STATE_FILE)
+    stale = record is None or time.time() - record.updated_at > STALE_AFTER_S
+    if args.json:
+        print(json.dumps({"enabled": learning.enabled, "running": not stale,
+                          **({"state": record.state.value, "since": record.since,
+                              "updated_at": record.updated_at, "lesions": record.lesions,
+                              "clear": record.clear, "reason": record.reason}
+                             if record is not None else {})}, indent=2))
+        return EXIT_OK if not stale or not learning.enabled else EXIT_FAIL
+    if not learning.enabled:
+        print(_("federated fine-tuning is off on this box: set [learning] enabled = true, "
+                "superlink and root_certificates in clinibox.toml"))
+        return EXIT_OK
+    if record is None:
+        print(_("the learning service has not run on this box yet: start it with systemctl "
+                "enable --now clinibox-learning"))
+        return EXIT_FAIL
+    said = _(STATE_WORDS[record.state], hours=learning.hours, lesions=record.lesions,
+             clear=record.clear, why=_no_cases_why(record.reason, config.models.name or ""))
+    if stale:
+        print(_("the learning service is not running (systemctl status clinibox-learning); "
+                "its last word, at %(at)s: %(said)s", at=formats.moment(record.updated_at),
+                said=said))
+        return EXIT_FAIL
+    print(_("learning with the hospital's SuperLink %(superlink)s, since %(since)s: %(said)s",
+            superlink=learning.superlink, since=formats.moment(record.since), said=said))
+    return EXIT_OK
+
+
 def add_parsers(sub: argparse._SubParsersAction,
                 with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
     """Register ``learning`` on the main parser."""
@@ -122,4 +197,9 @@ def add_parsers(sub: argparse._SubParsersAction,
         "node", help="run the box's Flower SuperNode in [learning] hours, paused while images "
                      "wait for analysis (the clinibox-learning service)"))
     p.set_defaults(func=cmd_learning_node)
+    p = with_config(steps.add_parser(
+        "status", help="where the box's learning service stands: running, paused, outside "
+                       "its hours, or why it has nothing to train on"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_learning_status)
     learning.set_defaults(func=cmd_learning_cases)

@@ -16,7 +16,9 @@ and ``chrt``):
 * outside the hours the SuperNode is stopped; the case file is written once a window, at
   its start (the labels of the day count);
 * a SuperNode that exits is started again after :data:`RESTART_AFTER_S`; after a power cut
-  systemd starts the supervisor, which starts the SuperNode: the box joins the next round.
+  systemd starts the supervisor, which starts the SuperNode: the box joins the next round;
+* where it stands (``state.py``: running, paused, outside the hours, nothing to train on and
+  why …) is written for ``clinibox learning status``.
 
 Its ClientApps run only the bundle clinibox ships (``bundle_check.py``: the SuperNode finds
 ``flwr-clientapp`` first in ``<state_dir>/learning/bin``, which checks the bundle before
@@ -42,6 +44,15 @@ from clinibox_common.contracts.manifest import PackageError
 from engine.model_package import load_package
 from firmware_app.learning.bundle_check import supernode_environment
 from firmware_app.learning.case_file import write_case_file
+from firmware_app.learning.state import (
+    CASE_FILE_FAILED,
+    HEARTBEAT_S,
+    NO_LABELLED_CASES,
+    STATE_FILE,
+    LearningState,
+    StateRecord,
+    write_state,
+)
 from firmware_app.models.store import resolve_package_root
 from firmware_app.settings.box import Config
 from firmware_app.settings.learning import HOURS
@@ -105,6 +116,27 @@ class NodeSupervisor:
         #: whether the case file was written in this window (once a window, not at each start)
         self.written = False
         self.conn = db.connect(config.database_path, acknowledging=False)
+        #: what ``clinibox learning status`` reads (``state.py``), and the case file's counts
+        self.state_path = cases.parent / STATE_FILE
+        self.reported: StateRecord | None = None
+        self.counts, self.reason = (0, 0), ""
+
+    def report(self, state: LearningState) -> None:
+        """Write the state when it changed, or when the last write is a heartbeat old; a
+        failure to write is logged, never a stop."""
+        now, last = time.time(), self.reported
+        changed = last is None or (last.state, last.reason, last.lesions, last.clear) != (
+            state, self.reason, *self.counts)
+        if not changed and now - last.updated_at < HEARTBEAT_S:
+            return
+        record = StateRecord(state, now if changed else last.since, now, *self.counts,
+                             self.reason if state == LearningState.NO_CASES else "")
+        try:
+            write_state(self.state_path, record)
+        except OSError as exc:
+            log.warning("learning: its state could not be written (%s)", exc)
+            return
+        self.reported = record
 
     def write_cases(self) -> bool:
         """Write the case file afresh; whether it holds a case to train on. Any failure is
@@ -116,12 +148,15 @@ class NodeSupervisor:
             db.keep_private(self.cases)
         except PackageError as exc:
             log.error("learning: no case file (%s): %s", exc.code, exc)
+            self.counts, self.reason = (0, 0), str(exc.code or CASE_FILE_FAILED)
             return False
         except Exception:
             log.exception("learning: the case file could not be written")
+            self.counts, self.reason = (0, 0), CASE_FILE_FAILED
             return False
         log.info("learning: case file with %d lesion(s) and %d clear image(s); left out: %s",
                  summary.lesions, summary.clear, dict(summary.left_out) or "none")
+        self.counts, self.reason = (summary.lesions, summary.clear), NO_LABELLED_CASES
         return summary.lesions + summary.clear > 0
 
     def start(self) -> None:
@@ -161,13 +196,18 @@ class NodeSupervisor:
         self._end_group()
 
     def step(self) -> None:
-        """One look at the clock, the queue and the SuperNode; act on what changed."""
+        """One look at the clock, the queue and the SuperNode; act on what changed; then
+        write where it stands (:meth:`report`)."""
+        self.report(self._step())
+
+    def _step(self) -> LearningState:
+        """:meth:`step`'s work; where the SuperNode stands after it."""
         if not in_hours(self.config.learning.hours, self.now()):
             if self.node is not None:
                 log.info("learning: outside %s, SuperNode stopped", self.config.learning.hours)
                 self.stop()
             self.written = False
-            return
+            return LearningState.OUTSIDE_HOURS
         if self.node is not None and self.node.poll() is not None:
             log.warning("learning: the SuperNode exited (%s); started again in %.0f s",
                         self.node.returncode, RESTART_AFTER_S)
@@ -175,17 +215,20 @@ class NodeSupervisor:
             self._end_group()
         busy = queue_depth(self.conn) > 0
         if self.node is None:
-            if busy or time.monotonic() - self.exited_at < RESTART_AFTER_S:
-                return
+            if busy:
+                return LearningState.WAITING_FOR_ANALYSIS
+            if time.monotonic() - self.exited_at < RESTART_AFTER_S:
+                return LearningState.RESTARTING
             if not self.written or not self.cases.is_file():
                 if time.monotonic() < self.write_again_at:
-                    return
+                    return LearningState.NO_CASES
                 self.written = self.write_cases()
             if self.written:
                 self.start()
-            else:  # nothing to train on: decoding every labelled image again can wait
-                self.write_again_at = time.monotonic() + WRITE_AGAIN_AFTER_S
-            return
+                return LearningState.RUNNING
+            # nothing to train on: decoding every labelled image again can wait
+            self.write_again_at = time.monotonic() + WRITE_AGAIN_AFTER_S
+            return LearningState.NO_CASES
         if busy and not self.paused:
             self._signal(signal.SIGSTOP)
             self.paused = True
@@ -194,6 +237,7 @@ class NodeSupervisor:
             self._signal(signal.SIGCONT)
             self.paused = False
             log.info("learning: queue empty; SuperNode continued")
+        return LearningState.PAUSED if self.paused else LearningState.RUNNING
 
     def run(self, stop: threading.Event) -> None:
         """Supervise until ``stop`` is set, then stop the SuperNode."""

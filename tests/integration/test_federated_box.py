@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -60,6 +61,12 @@ def _processes() -> Iterator[list[subprocess.Popen]]:
                 process.kill()
 
 
+def _learning_status(box_toml: Path) -> str:
+    """``clinibox learning status --json`` of the box, as its technician runs it."""
+    return subprocess.run([CLINIBOX, "learning", "status", "--json", "--config", str(box_toml)],
+                          capture_output=True, text=True, timeout=60).stdout
+
+
 def _hours_now() -> str:
     """``[learning] hours`` that hold the next two hours."""
     hour = dt.datetime.now().hour
@@ -100,6 +107,11 @@ def test_a_boxs_reviews_reach_a_round_through_its_learning_service(tmp_path):
                 stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
         case_file = tmp_path / "state" / "learning" / "cases.npz"
         wait_for(case_file.is_file, 180, "the box's case file, written by its learning service")
+        # what a technician at the box reads: the service runs, on the box's reviewed cases
+        wait_for(lambda: '"running": true' in _learning_status(box_toml), 60,
+                 "clinibox learning status to say the SuperNode runs")
+        status = json.loads(_learning_status(box_toml))
+        assert status["state"] == "running" and status["lesions"] + status["clear"] == IMAGES
         wait_for(lambda: superlink_problem(address, ca.cert_path) is None, 120,
                  "the SuperLink answering")
         done = subprocess.run(

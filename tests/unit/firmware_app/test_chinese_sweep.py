@@ -442,7 +442,7 @@ def _runs(state, tmp_path: Path) -> list[list[str]]:
              "--out", str(out)],
             ["dicom-out", "check", "{config}"],
             ["records", "held", "{config}"], ["records", "retry", "{config}"],
-            ["learning", "cases", "{config}"]]
+            ["learning", "cases", "{config}"], ["learning", "status", "{config}"]]
 
 
 def test_every_command_a_person_reads_is_run_or_named(tmp_path):

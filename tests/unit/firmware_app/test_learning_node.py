@@ -18,6 +18,7 @@ from clinibox_common.settings_loader import ConfigError
 from firmware_app.ingest.landing import Lander
 from firmware_app.learning import node as node_module
 from firmware_app.learning.node import NodeSupervisor, in_hours, supernode_command
+from firmware_app.learning.state import NO_LABELLED_CASES, LearningState, read_state
 from firmware_app.settings.box import from_dict
 from firmware_app.storage.spool import make_spool
 from tests.unit.firmware_app.test_learning_case_file import _analyse, _box, _review
@@ -104,6 +105,9 @@ def test_the_supervisor_trains_in_its_hours_and_gives_way_to_images(tmp_path, mo
         supervisor.step()  # in the hours, the queue empty: a fresh case file, then the node
         assert supervisor.node is not None
         pid = supervisor.node.pid
+        said = read_state(supervisor.state_path)
+        assert said is not None and said.state == LearningState.RUNNING
+        assert (said.lesions, said.clear) == (2, 2) and said.reason == ""
         assert cases.is_file() and cases.stat().st_mode & 0o077 == 0
         _wait(lambda: child_file.is_file() and child_file.read_text(), "the ClientApp")
         child = int(child_file.read_text())
@@ -118,6 +122,7 @@ def test_the_supervisor_trains_in_its_hours_and_gives_way_to_images(tmp_path, mo
         supervisor.step()
         _wait_state(pid, "T")
         _wait_state(child, "T")
+        assert read_state(supervisor.state_path).state == LearningState.PAUSED
         supervisor.conn.execute("UPDATE instances SET status = 'processed'")
         supervisor.step()
         _wait_state(pid, "S")
@@ -139,6 +144,7 @@ def test_the_supervisor_trains_in_its_hours_and_gives_way_to_images(tmp_path, mo
         restarted = supervisor.node
         supervisor.step()
         assert supervisor.node is None and restarted.poll() is not None
+        assert read_state(supervisor.state_path).state == LearningState.OUTSIDE_HOURS
     finally:
         supervisor.stop()
         supervisor.conn.close()
@@ -158,6 +164,8 @@ def test_no_labelled_case_no_node(tmp_path, monkeypatch):
         written = supervisor.cases.stat().st_mtime_ns
         supervisor.step()
         assert supervisor.node is None and supervisor.cases.stat().st_mtime_ns == written
+        said = read_state(supervisor.state_path)
+        assert said.state == LearningState.NO_CASES and said.reason == NO_LABELLED_CASES
     finally:
         supervisor.conn.close()
 
