@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import threading
 import time
@@ -28,9 +29,9 @@ from firmware_app.learning.node import NodeSupervisor
 from firmware_app.learning.state import (
     CASE_FILE_FAILED,
     NO_LABELLED_CASES,
-    STALE_AFTER_S,
     STATE_FILE,
     LearningState,
+    is_fresh,
     read_state,
 )
 from firmware_app.models.store import resolve_package_root
@@ -151,16 +152,27 @@ def cmd_learning_status(args: argparse.Namespace) -> int:
     """Say where the box's learning service stands; status 1 when it is on but not running."""
     config = config_module.load(getattr(args, "config", None))
     learning = config.learning
-    record = read_state(default_case_file(config).parent / STATE_FILE)
-    stale = record is None or time.time() - record.updated_at > STALE_AFTER_S
+    path = default_case_file(config).parent / STATE_FILE
+    if path.exists() and not os.access(path, os.R_OK):
+        print(_("cannot read %(path)s: run this as the box's account (sudo -u clinibox) or as "
+                "root", path=str(path)))
+        return EXIT_USAGE
+    record = read_state(path)
+    stale = record is None or not is_fresh(record, time.time())
     if args.json:
         print(json.dumps({"enabled": learning.enabled, "running": not stale,
                           **({"state": record.state.value, "since": record.since,
                               "updated_at": record.updated_at, "lesions": record.lesions,
-                              "clear": record.clear, "reason": record.reason}
+                              "clear": record.clear, "reason": record.reason,
+                              "model": record.model}
                              if record is not None else {})}, indent=2))
-        return EXIT_OK if not stale or not learning.enabled else EXIT_FAIL
+        return EXIT_OK if stale != learning.enabled else EXIT_FAIL
     if not learning.enabled:
+        if not stale:
+            print(_("[learning] is off in clinibox.toml, but the learning service still runs "
+                    "on its earlier settings: restart it (systemctl restart "
+                    "clinibox-learning)"))
+            return EXIT_FAIL
         print(_("federated fine-tuning is off on this box: set [learning] enabled = true, "
                 "superlink and root_certificates in clinibox.toml"))
         return EXIT_OK
@@ -169,13 +181,13 @@ def cmd_learning_status(args: argparse.Namespace) -> int:
                 "enable --now clinibox-learning"))
         return EXIT_FAIL
     said = _(STATE_WORDS[record.state], hours=learning.hours, lesions=record.lesions,
-             clear=record.clear, why=_no_cases_why(record.reason, config.models.name or ""))
+             clear=record.clear, why=_no_cases_why(record.reason, record.model))
     if stale:
         print(_("the learning service is not running (systemctl status clinibox-learning); "
                 "its last word, at %(at)s: %(said)s", at=formats.moment(record.updated_at),
                 said=said))
         return EXIT_FAIL
-    print(_("learning with the hospital's SuperLink %(superlink)s, since %(since)s: %(said)s",
+    print(_("the learning service (SuperLink %(superlink)s), since %(since)s: %(said)s",
             superlink=learning.superlink, since=formats.moment(record.since), said=said))
     return EXIT_OK
 

@@ -110,7 +110,7 @@ class NodeSupervisor:
         self.node: subprocess.Popen | None = None
         self.group = 0  # the node's process group (its ClientApps are in it too)
         self.paused = False
-        self.exited_at = 0.0
+        self.exited_at = float("-inf")  # (monotonic time counts from boot: 0 is no exit)
         #: when the case file may be written again after one with nothing to train on
         self.write_again_at = 0.0
         #: whether the case file was written in this window (once a window, not at each start)
@@ -119,18 +119,20 @@ class NodeSupervisor:
         #: what ``clinibox learning status`` reads (``state.py``), and the case file's counts
         self.state_path = cases.parent / STATE_FILE
         self.reported: StateRecord | None = None
-        self.counts, self.reason = (0, 0), ""
+        self.counts, self.reason, self.model = (0, 0), "", ""
 
     def report(self, state: LearningState) -> None:
         """Write the state when it changed, or when the last write is a heartbeat old; a
         failure to write is logged, never a stop."""
         now, last = time.time(), self.reported
-        changed = last is None or (last.state, last.reason, last.lesions, last.clear) != (
-            state, self.reason, *self.counts)
-        if not changed and now - last.updated_at < HEARTBEAT_S:
+        reason = self.reason if state == LearningState.NO_CASES else ""
+        changed = last is None or (last.state, last.reason, last.lesions, last.clear,
+                                   last.model) != (state, reason, *self.counts, self.model)
+        # a heartbeat a minute, and at once after the clock was set back
+        if not changed and 0 <= now - last.updated_at < HEARTBEAT_S:
             return
-        record = StateRecord(state, now if changed else last.since, now, *self.counts,
-                             self.reason if state == LearningState.NO_CASES else "")
+        record = StateRecord(state, now if changed else last.since, now, *self.counts, reason,
+                             self.model)
         try:
             write_state(self.state_path, record)
         except OSError as exc:
@@ -144,6 +146,7 @@ class NodeSupervisor:
         try:
             package = load_package(resolve_package_root(self.config),
                                    self.config.trusted_key_paths)
+            self.model = package.model_id
             summary = write_case_file(self.config, self.conn, package, self.cases)
             db.keep_private(self.cases)
         except PackageError as exc:

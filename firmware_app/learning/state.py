@@ -49,6 +49,8 @@ class StateRecord:
     lesions: int = 0
     clear: int = 0
     reason: str = ""
+    #: the model whose case file it is (its id), where the supervisor loaded one
+    model: str = ""
 
 
 def write_state(path: Path, record: StateRecord) -> None:
@@ -65,12 +67,20 @@ def write_state(path: Path, record: StateRecord) -> None:
         raise
 
 
+def is_fresh(record: StateRecord, now: float) -> bool:
+    """Whether ``record`` says what the service does now: written within
+    :data:`STALE_AFTER_S`, and not from a clock that has since been set back by more than a
+    heartbeat (a running service writes again at once after such a step)."""
+    return -HEARTBEAT_S <= now - record.updated_at <= STALE_AFTER_S
+
+
 def read_state(path: Path) -> StateRecord | None:
     """The record at ``path``, or None when there is none or it cannot be read."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return StateRecord(LearningState(data["state"]), float(data["since"]),
                            float(data["updated_at"]), int(data.get("lesions", 0)),
-                           int(data.get("clear", 0)), str(data.get("reason", "")))
+                           int(data.get("clear", 0)), str(data.get("reason", "")),
+                           str(data.get("model", "")))
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -20,6 +20,7 @@ from firmware_app.learning import node as node_module
 from firmware_app.learning.node import NodeSupervisor, in_hours, supernode_command
 from firmware_app.learning.state import NO_LABELLED_CASES, LearningState, read_state
 from firmware_app.settings.box import from_dict
+from firmware_app.storage import db
 from firmware_app.storage.spool import make_spool
 from tests.unit.firmware_app.test_learning_case_file import _analyse, _box, _review
 
@@ -108,6 +109,10 @@ def test_the_supervisor_trains_in_its_hours_and_gives_way_to_images(tmp_path, mo
         said = read_state(supervisor.state_path)
         assert said is not None and said.state == LearningState.RUNNING
         assert (said.lesions, said.clear) == (2, 2) and said.reason == ""
+        written = supervisor.state_path.stat().st_mtime_ns
+        supervisor.step()  # nothing changed: not written again, the state's start kept
+        assert supervisor.state_path.stat().st_mtime_ns == written
+        assert read_state(supervisor.state_path).since == said.since
         assert cases.is_file() and cases.stat().st_mode & 0o077 == 0
         _wait(lambda: child_file.is_file() and child_file.read_text(), "the ClientApp")
         child = int(child_file.read_text())
@@ -201,3 +206,49 @@ def test_the_service_on_a_box_whose_learning_is_off_stops_without_a_restart_loop
     unit = read_unit(REPO_ROOT / "systemd" / "clinibox-learning.service")
     assert unit_values(unit, "Service", "Restart") == ["on-failure"]
     assert unit_values(unit, "Service", "RestartPreventExitStatus") == ["2"]
+
+
+def test_the_state_is_written_on_a_change_and_once_a_minute_not_at_every_look(tmp_path,
+                                                                              monkeypatch):
+    """The supervisor looks every 2 s: it writes its state when it changes and as a heartbeat,
+    keeping when the state began; the first look after boot is not a restart."""
+    config = _box(tmp_path, trainable=True)
+    clock = {"wall": 1_800_000_000.0}
+    monkeypatch.setattr(node_module.time, "time", lambda: clock["wall"])
+    supervisor = NodeSupervisor(config, config.state_dir / "learning" / "cases.npz",
+                                command=lambda _path: [sys.executable, "-c", "pass"],
+                                now=lambda: DAY)
+    try:
+        supervisor.step()  # outside the hours, right after boot
+        first = read_state(supervisor.state_path)
+        assert first.state == LearningState.OUTSIDE_HOURS and first.since == clock["wall"]
+        written = supervisor.state_path.stat().st_mtime_ns
+        clock["wall"] += 30
+        supervisor.step()
+        assert supervisor.state_path.stat().st_mtime_ns == written  # no change, no heartbeat
+        clock["wall"] += 31
+        supervisor.step()
+        beat = read_state(supervisor.state_path)
+        assert beat.updated_at == clock["wall"] and beat.since == first.since
+        clock["wall"] -= 3600  # the clock set back: written again at once
+        supervisor.step()
+        assert read_state(supervisor.state_path).updated_at == clock["wall"]
+    finally:
+        supervisor.conn.close()
+
+
+def test_the_first_look_after_boot_is_not_a_restart(tmp_path, monkeypatch):
+    config = _box(tmp_path, trainable=True)
+    fresh = db.connect(config.database_path)
+    db.initialise(fresh)
+    fresh.close()
+    monkeypatch.setattr(node_module.time, "monotonic", lambda: 5.0)  # 5 s after boot
+    supervisor = NodeSupervisor(config, config.state_dir / "learning" / "cases.npz",
+                                command=lambda _path: [sys.executable, "-c", "pass"],
+                                now=lambda: NIGHT)
+    try:
+        supervisor.step()
+        assert read_state(supervisor.state_path).state != LearningState.RESTARTING
+    finally:
+        supervisor.stop()
+        supervisor.conn.close()

@@ -101,3 +101,23 @@ def test_a_damaged_state_file_is_none(tmp_path):
     for text in ("", "{", '{"state": "dancing", "since": 1, "updated_at": 1}', "[1]"):
         path.write_text(text)
         assert read_state(path) is None, text
+
+
+def test_learning_switched_off_while_the_service_still_runs_says_restart_it(box, capsys):
+    config, path = box
+    now = time.time()
+    write_state(path, StateRecord(LearningState.RUNNING, now, now, 1, 1))
+    config.write_text(config.read_text().replace("enabled = true", "enabled = false"))
+    code, said = _status(config, capsys)
+    assert code == 1 and "systemctl restart clinibox-learning" in said, said
+    assert _english(said) == [], said
+
+
+def test_a_state_from_a_clock_since_set_back_is_not_taken_for_now(box, capsys):
+    """The hospital may set a box's clock back: a state written "in the future" is the old
+    clock's, and a service that died since must not look alive."""
+    config, path = box
+    ahead = time.time() + 3600
+    write_state(path, StateRecord(LearningState.RUNNING, ahead, ahead, 1, 1))
+    code, _said = _status(config, capsys)
+    assert code == 1
