@@ -17,11 +17,10 @@ Before its first round the app waits for the run's ``out`` folder to be claimed 
 (``run.claim``, written by ``clinibox central federated-run`` once Flower has given the run its
 number: ``clinibox_common/contracts/run_claim.py``), so a run that someone else starts into the
 hospital's folder, or into one nobody claimed, is refused before its first round and writes
-nothing. At the end it writes there ``head.npy``
-(the aggregated head) and ``run.json``
+nothing. At the end it writes there ``head.npy`` (the aggregated head) and ``run.json``
 (:class:`clinibox_common.contracts.federated.FederatedRun`: rounds, boxes per round, the
-privacy spent). The head becomes a package only through the converter's
-gates and a person's signature.
+privacy spent). The head becomes a package only through the converter's gates and a person's
+signature.
 """
 
 from __future__ import annotations
@@ -77,6 +76,7 @@ STAGE_TIMEOUT_S = 1800.0
 MAX_STAGE_TIMEOUT_S = 6 * 3600.0
 #: what a run writes into its ``out`` folder; a folder that holds either is refused
 RUN_FILES = ("head.npy", "run.json")
+
 
 class RoundNotAggregated(CliniboxError, RuntimeError):
     """A round ended without a sum of the boxes' heads (SecAgg+ halted: too few boxes

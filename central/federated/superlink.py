@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 
 from central.federated.serverapp_check import install_wrapper
 from clinibox_common.contracts.federated import RUNS_ENV
+from clinibox_common.contracts.run_claim import RUN_NUMBER
 
 #: clinibox's Flower App (its pyproject.toml names the ServerApp and the ClientApp)
 FLOWER_APP = Path(__file__).resolve().parent / "flower_app"
@@ -40,8 +41,6 @@ DEFAULT_PORT = 9092
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 #: a terminal's colour and style codes, which Rich may put around Flower's JSON
 ANSI_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-#: a Flower run's number (an unsigned 64-bit integer)
-RUN_NUMBER = re.compile(r"[0-9]{1,20}")
 
 
 def flower_bin() -> Path:

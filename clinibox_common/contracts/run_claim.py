@@ -28,8 +28,10 @@ CLAIM_FILE = "run.claim"
 CLAIM_WAIT_S = 120.0
 #: how often it looks
 CLAIM_POLL_S = 0.5
-#: a whole claim: a Flower run's number (an unsigned 64-bit integer) and a new line
-CLAIM_TEXT = re.compile(r"([0-9]{1,20})\n")
+#: a Flower run's number (an unsigned 64-bit integer)
+RUN_NUMBER = re.compile(r"[0-9]{1,20}")
+#: a whole claim: a run's number and a new line
+CLAIM_TEXT = re.compile(rf"({RUN_NUMBER.pattern})\n")
 
 
 class ClaimRefused(CliniboxError, ValueError):

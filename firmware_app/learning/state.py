@@ -9,13 +9,12 @@ over the old one), readable by the box's account.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
+
+from clinibox_common.fs import write_atomically
 
 
 class LearningState(str, Enum):
@@ -56,15 +55,7 @@ class StateRecord:
 def write_state(path: Path, record: StateRecord) -> None:
     """Write ``record`` at ``path`` whole (a reader never sees half of it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, draft = tempfile.mkstemp(prefix=".state-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump({**asdict(record), "state": record.state.value}, out)
-        os.replace(draft, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(draft)
-        raise
+    write_atomically(path, json.dumps({**asdict(record), "state": record.state.value}))
 
 
 def is_fresh(record: StateRecord, now: float) -> bool:

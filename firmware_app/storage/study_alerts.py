@@ -9,12 +9,12 @@ part of ``name@version`` before ``@``): a new version of the same model does
 not alert the study again, and an instance arriving after the completion
 (its new SR version) never alerts a model that has alerted already.
 
-``alerted_studies`` holds one row per alert sent (study, model name, the
-outbox message's sequence number, and since v27 the image the alert was about: the model's
-top instance, which the hospital's verdict on the alert labels);
-``studies.alerts_done_at`` holds the ``completed_at`` of the completion whose
-alerts are all queued, so the producer looks again only at studies completed
-since (and retention knows their alerts are out). Both are written in the alert's own transaction.
+``alerted_studies`` holds one row per alert sent (study, model name, the outbox message's
+sequence number, and since v27 the image the alert was about: the model's top instance, which
+the hospital's verdict on the alert labels); ``studies.alerts_done_at`` holds the
+``completed_at`` of the completion whose alerts are all queued, so the producer looks again
+only at studies completed since (and retention knows their alerts are out). Both are written
+in the alert's own transaction.
 
 It imports nothing else of storage (``schema.py`` takes the table from here,
 the v8 migration the model-name SQL), so no import goes in a circle.
